@@ -1,0 +1,137 @@
+/**
+ * The one registry of user-facing errors. Every condition a user can hit has a stable code
+ * (PGF-xxxx) that scripts and runbooks can match on, a message that says what happened, a hint
+ * that says what to do, the gRPC status it maps to, and the process exit code of the CLIs.
+ * Codes are never reused or renumbered; add new ones at the end of their block.
+ */
+
+/** gRPC status codes we map to (numeric values from the gRPC spec, so core needs no grpc import). */
+export const GrpcStatus = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+} as const;
+export type GrpcStatusCode = (typeof GrpcStatus)[keyof typeof GrpcStatus];
+
+interface ErrorSpec {
+  readonly code: string;
+  readonly grpc: GrpcStatusCode;
+  /** Exit status of a CLI that fails with this error. 2 = usage/config, 3 = not found, 4 = precondition, 5 = unavailable, 6 = data, 1 = other. */
+  readonly exit: number;
+  readonly hint: string;
+}
+
+function spec(code: string, grpc: GrpcStatusCode, exit: number, hint: string): ErrorSpec {
+  return { code, grpc, exit, hint };
+}
+
+/** The registry. Keys are the names used in code; `code` is what users see. */
+export const ErrorCodes = {
+  // 1xxx: usage and configuration
+  InvalidArgument: spec('PGF-1001', GrpcStatus.INVALID_ARGUMENT, 2, 'Check the command line; --help lists every option.'),
+  InvalidConfig: spec('PGF-1002', GrpcStatus.INVALID_ARGUMENT, 2, 'Fix the named key in the config file or environment.'),
+  UnknownCommand: spec('PGF-1003', GrpcStatus.INVALID_ARGUMENT, 2, 'Run with --help to list the commands.'),
+  // 2xxx: fleet objects that do not exist or are in the wrong state
+  UnknownCluster: spec('PGF-2001', GrpcStatus.NOT_FOUND, 3, 'List known clusters with `pgfleet clusters`; a cluster appears once its agent has connected.'),
+  UnknownJob: spec('PGF-2002', GrpcStatus.NOT_FOUND, 3, 'List jobs with `pgfleet jobs`.'),
+  UnknownBackup: spec('PGF-2003', GrpcStatus.NOT_FOUND, 3, 'List backups with `pgfleet backups <cluster>`.'),
+  AgentNotConnected: spec('PGF-2004', GrpcStatus.FAILED_PRECONDITION, 4, 'Start `pgfleet-agent run` for the cluster and check it can reach the controller.'),
+  JobFailed: spec('PGF-2005', GrpcStatus.ABORTED, 1, 'See the job with `pgfleet job <id>` and the agent log.'),
+  AgentDisconnected: spec('PGF-2006', GrpcStatus.UNAVAILABLE, 5, 'The agent went away during the job; check the agent host and retry.'),
+  JobCancelled: spec('PGF-2007', GrpcStatus.CANCELLED, 1, 'The job was cancelled; start it again when ready.'),
+  // 3xxx: PostgreSQL and the data directory
+  PgdataMissing: spec('PGF-3001', GrpcStatus.FAILED_PRECONDITION, 4, 'Point --pgdata at the cluster\'s data directory (the one holding PG_VERSION).'),
+  ArchiveModeOff: spec('PGF-3002', GrpcStatus.FAILED_PRECONDITION, 4, "Set archive_mode = on and archive_command = 'pgfleet-agent wal-push %p', then restart PostgreSQL."),
+  PgConnectFailed: spec('PGF-3003', GrpcStatus.UNAVAILABLE, 5, 'Check the connection settings (--pg-host, --pg-port, --pg-user) and that PostgreSQL is running.'),
+  PgQueryFailed: spec('PGF-3004', GrpcStatus.INTERNAL, 1, 'See the PostgreSQL log for details.'),
+  SystemIdMismatch: spec('PGF-3005', GrpcStatus.FAILED_PRECONDITION, 4, 'The repository holds another cluster under this name; use another cluster name or repository.'),
+  RestoreTargetNotEmpty: spec('PGF-3006', GrpcStatus.FAILED_PRECONDITION, 4, 'Restore into an empty or new directory (delta restore comes with --delta).'),
+  // 4xxx: WAL archive
+  WalFileMissing: spec('PGF-4001', GrpcStatus.NOT_FOUND, 3, 'archive_command was given a path that does not exist; PostgreSQL will retry.'),
+  WalFileEmpty: spec('PGF-4002', GrpcStatus.INVALID_ARGUMENT, 6, 'The WAL file is empty or truncated; it was refused so PostgreSQL retries with the complete file.'),
+  WalFileInvalid: spec('PGF-4003', GrpcStatus.INVALID_ARGUMENT, 6, 'The file is not a WAL segment of this cluster (bad header, timeline, position or system identifier).'),
+  WalConflict: spec('PGF-4004', GrpcStatus.ALREADY_EXISTS, 6, 'The repository already holds a different file under this name; it is never overwritten. Investigate before removing either copy.'),
+  WalNotInRepository: spec('PGF-4005', GrpcStatus.NOT_FOUND, 3, 'The segment is not archived (yet).'),
+  WalArchiveTimeout: spec('PGF-4006', GrpcStatus.DEADLINE_EXCEEDED, 5, 'Check archive_command and pg_stat_archiver.failed_count: WAL needed by the backup did not reach the repository.'),
+  // 5xxx: repository
+  RepoFileMissing: spec('PGF-5001', GrpcStatus.NOT_FOUND, 6, 'A file the manifest lists is missing from the repository; the backup cannot be restored.'),
+  RepoChecksumMismatch: spec('PGF-5002', GrpcStatus.DATA_LOSS, 6, 'A repository file does not match its checksum; the backup is damaged.'),
+  RepoManifestInvalid: spec('PGF-5003', GrpcStatus.DATA_LOSS, 6, 'The backup manifest is missing or corrupt; the backup cannot be used.'),
+  RepoIoFailed: spec('PGF-5004', GrpcStatus.UNAVAILABLE, 5, 'Check that the repository path exists and is writable by the agent user.'),
+  // 6xxx: recovery targets
+  TargetBeforeOldestBackup: spec('PGF-6001', GrpcStatus.OUT_OF_RANGE, 4, 'Choose a target after the end of the oldest backup (see `pgfleet backups <cluster>`).'),
+  TargetInFuture: spec('PGF-6002', GrpcStatus.OUT_OF_RANGE, 4, 'Choose a target in the past, or --target latest.'),
+  TargetInvalid: spec('PGF-6003', GrpcStatus.INVALID_ARGUMENT, 2, 'Give exactly one of --target-time, --target-lsn, --target-name, --target-xid or --target immediate|latest.'),
+  RestorePointNotFound: spec('PGF-6004', GrpcStatus.NOT_FOUND, 3, 'No archived WAL holds a restore point of that name; list restore points with pg_waldump or use a time target.'),
+  NoBackup: spec('PGF-6005', GrpcStatus.FAILED_PRECONDITION, 4, 'Take a backup first: `pgfleet backup <cluster> --wait`.'),
+  // 7xxx: network and services
+  ControllerUnreachable: spec('PGF-7001', GrpcStatus.UNAVAILABLE, 5, 'Check --controller (host:port) and that `pgfleet-controller run` is up.'),
+  Timeout: spec('PGF-7002', GrpcStatus.DEADLINE_EXCEEDED, 5, 'The operation took longer than allowed; retry or raise the timeout.'),
+  // 9xxx: bugs
+  Internal: spec('PGF-9001', GrpcStatus.INTERNAL, 1, 'This is a bug in pgfleet; please report it with the log.'),
+} as const;
+
+export type ErrorName = keyof typeof ErrorCodes;
+
+const byCode = new Map<string, ErrorName>(
+  (Object.keys(ErrorCodes) as ErrorName[]).map((name) => [ErrorCodes[name].code, name]),
+);
+
+/** The one error class for user-facing failures. `cause` keeps the underlying error for logs. */
+export class PgfleetError extends Error {
+  readonly errorName: ErrorName;
+  readonly code: string;
+  readonly hint: string;
+
+  constructor(name: ErrorName, message: string, options?: { cause?: unknown; hint?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'PgfleetError';
+    this.errorName = name;
+    this.code = ErrorCodes[name].code;
+    this.hint = options?.hint ?? ErrorCodes[name].hint;
+  }
+
+  get grpcStatus(): GrpcStatusCode {
+    return ErrorCodes[this.errorName].grpc;
+  }
+
+  get exitCode(): number {
+    return ErrorCodes[this.errorName].exit;
+  }
+
+  /** "PGF-4002 wal file ... is empty" followed by the hint on its own line. */
+  format(): string {
+    return `${this.code} ${this.message}${this.hint ? `\n  hint: ${this.hint}` : ''}`;
+  }
+
+  /** Rebuilds an error received over the wire (code + message + hint). Unknown codes become Internal. */
+  static fromCode(code: string, message: string, hint?: string): PgfleetError {
+    const name = byCode.get(code) ?? 'Internal';
+    return new PgfleetError(name, message, hint ? { hint } : undefined);
+  }
+
+  static is(err: unknown, name?: ErrorName): err is PgfleetError {
+    return err instanceof PgfleetError && (name === undefined || err.errorName === name);
+  }
+}
+
+/** Wraps anything thrown into a PgfleetError (unexpected errors become Internal with the cause kept). */
+export function asPgfleetError(err: unknown): PgfleetError {
+  if (err instanceof PgfleetError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new PgfleetError('Internal', message, { cause: err });
+}

@@ -1,0 +1,15 @@
+/** Identifiers: job ids are random UUIDs; backup labels sort by time like pgBackRest's. */
+import { randomUUID } from 'node:crypto';
+
+export function newJobId(): string {
+  return randomUUID();
+}
+
+/** A label like 20261124-153012F: UTC start time plus the type letter. Sorting labels is never used for ordering backups (times are), but it keeps listings readable. */
+export function backupLabel(start: Date, type: 'full' | 'diff' | 'incr'): string {
+  const p = (n: number, w = 2) => String(n).padStart(w, '0');
+  const d = `${start.getUTCFullYear()}${p(start.getUTCMonth() + 1)}${p(start.getUTCDate())}`;
+  const t = `${p(start.getUTCHours())}${p(start.getUTCMinutes())}${p(start.getUTCSeconds())}`;
+  const letter = type === 'full' ? 'F' : type === 'diff' ? 'D' : 'I';
+  return `${d}-${t}${letter}`;
+}

@@ -1,0 +1,5 @@
+// Generated protobuf-es code for proto/pgfleet/v1 (see scripts/generate.sh); nothing else lives here.
+export * from './gen/pgfleet/v1/common_pb.js';
+export * from './gen/pgfleet/v1/agent_pb.js';
+export * from './gen/pgfleet/v1/admin_pb.js';
+export * from './gen/pgfleet/v1/events_pb.js';
