@@ -1,0 +1,5 @@
+export * from './lsn.js';
+export * from './wal-segment-name.js';
+export * from './wal-header.js';
+export * from './connection.js';
+export * from './backup-label.js';

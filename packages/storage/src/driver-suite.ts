@@ -1,0 +1,77 @@
+/**
+ * The one test suite every RepositoryDriver must pass (posix now, S3 next). Exported through
+ * '@pgfleet/storage/testing' so each driver's test file runs it against a real backend.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { PgfleetError } from '@pgfleet/core';
+import type { RepositoryDriver } from './driver.js';
+import { readSmall } from './posix-driver.js';
+
+async function collect(it: AsyncIterable<{ key: string }>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const o of it) out.push(o.key);
+  return out;
+}
+
+export function repositoryDriverSuite(name: string, make: () => Promise<RepositoryDriver>): void {
+  describe(`repository driver: ${name}`, () => {
+    it('stores and reads back bytes, streamed and buffered', async () => {
+      const d = await make();
+      const big = randomBytes(3 * 1024 * 1024 + 17);
+      await d.put('a/b/big.bin', Readable.from([big.subarray(0, 1000), big.subarray(1000)]));
+      await d.put('a/small.txt', Buffer.from('hello'));
+      assert.deepEqual(await readSmall(d, 'a/b/big.bin'), big);
+      assert.equal((await readSmall(d, 'a/small.txt')).toString(), 'hello');
+      assert.deepEqual(await d.stat('a/b/big.bin'), { key: 'a/b/big.bin', size: big.length });
+    });
+
+    it('reports a missing object with RepoFileMissing and stat undefined', async () => {
+      const d = await make();
+      assert.equal(await d.stat('nope/x'), undefined);
+      await assert.rejects(d.get('nope/x'), (e: unknown) => PgfleetError.is(e, 'RepoFileMissing'));
+    });
+
+    it('lists by prefix in key order, recursively, and only complete objects', async () => {
+      const d = await make();
+      for (const k of ['c/wal/2', 'c/wal/1', 'c/wal/sub/3', 'c/walx/4', 'c/other']) await d.put(k, Buffer.from(k));
+      assert.deepEqual(await collect(d.list('c/wal/')), ['c/wal/1', 'c/wal/2', 'c/wal/sub/3']);
+      assert.deepEqual(await collect(d.list('c/wal')), ['c/wal/1', 'c/wal/2', 'c/wal/sub/3', 'c/walx/4']);
+      assert.deepEqual(await collect(d.list('c/wal/1')), ['c/wal/1']);
+      assert.deepEqual(await collect(d.list('zzz/')), []);
+    });
+
+    it('a failed upload leaves nothing behind and the old object intact', async () => {
+      const d = await make();
+      await d.put('x/obj', Buffer.from('old'));
+      const failing = new Readable({
+        read() {
+          this.push(Buffer.alloc(64 * 1024));
+          this.destroy(new Error('source broke'));
+        },
+      });
+      await assert.rejects(d.put('x/obj', failing));
+      await assert.rejects(d.put('x/new', new Readable({ read() { this.destroy(new Error('boom')); } })));
+      assert.equal((await readSmall(d, 'x/obj')).toString(), 'old');
+      assert.deepEqual(await collect(d.list('x/')), ['x/obj']);
+    });
+
+    it('overwrites atomically and deletes in batches, ignoring missing keys', async () => {
+      const d = await make();
+      await d.put('y/1', Buffer.from('one'));
+      await d.put('y/1', Buffer.from('uno'));
+      await d.put('y/2', Buffer.from('two'));
+      assert.equal((await readSmall(d, 'y/1')).toString(), 'uno');
+      await d.delete(['y/1', 'y/2', 'y/missing']);
+      assert.deepEqual(await collect(d.list('y/')), []);
+    });
+
+    it('refuses keys that escape the repository', async () => {
+      const d = await make();
+      await assert.rejects(d.put('../evil', Buffer.from('x')));
+      await assert.rejects(d.put('/abs', Buffer.from('x')));
+    });
+  });
+}

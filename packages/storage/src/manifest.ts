@@ -1,0 +1,83 @@
+/**
+ * The backup manifest: the self-describing record of one backup. It is written last and
+ * atomically, so a backup without a manifest is, by definition, incomplete and never listed.
+ * The format is versioned (docs/repository-format.md); readers refuse formats they do not know.
+ */
+import { PgfleetError } from '@pgfleet/core';
+import type { Codec } from './codec.js';
+
+export const MANIFEST_FORMAT = 1;
+
+export interface ManifestFile {
+  /** Path relative to PGDATA, '/'-separated. */
+  path: string;
+  size: number;
+  mtimeMs: number;
+  mode: number;
+  /** sha256 of the file's content as PostgreSQL wrote it. */
+  sha256: string;
+  /** Size and sha256 of the bytes stored in the repository (after compression). */
+  storedSize: number;
+  storedSha256: string;
+  codec: Codec;
+  /** Label of the backup whose directory holds the bytes (this one, or a prior one for diff/incr). */
+  backup: string;
+}
+
+export interface ManifestDirectory {
+  path: string;
+  mode: number;
+}
+
+export interface ManifestLink {
+  path: string;
+  target: string;
+}
+
+export type BackupKind = 'full' | 'diff' | 'incr';
+
+export interface BackupManifest {
+  format: number;
+  label: string;
+  cluster: string;
+  type: BackupKind;
+  priorLabel?: string;
+  systemIdentifier: string;
+  pgVersionNum: number;
+  walSegmentSize: number;
+  timeline: number;
+  startLsn: string;
+  stopLsn: string;
+  /** ISO-8601 times taken from the agent's clock around pg_backup_start/stop. */
+  startTime: string;
+  stopTime: string;
+  /** First and last WAL segment needed to make the backup consistent. */
+  walStart: string;
+  walStop: string;
+  /** Content of backup_label (and tablespace_map) returned by pg_backup_stop. */
+  backupLabel: string;
+  tablespaceMap?: string;
+  directories: ManifestDirectory[];
+  links: ManifestLink[];
+  files: ManifestFile[];
+  sizeBytes: number;
+  storedBytes: number;
+  agentVersion: string;
+}
+
+export function parseManifest(text: string, where: string): BackupManifest {
+  let doc: BackupManifest;
+  try {
+    doc = JSON.parse(text) as BackupManifest;
+  } catch (err) {
+    throw new PgfleetError('RepoManifestInvalid', `manifest ${where} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (doc === null || typeof doc !== 'object' || doc.format !== MANIFEST_FORMAT) {
+    throw new PgfleetError('RepoManifestInvalid', `manifest ${where} has unknown format ${String((doc as { format?: unknown })?.format)} (this agent reads format ${MANIFEST_FORMAT})`);
+  }
+  for (const key of ['label', 'cluster', 'startLsn', 'stopLsn', 'walStart', 'walStop', 'backupLabel'] as const) {
+    if (typeof doc[key] !== 'string' || doc[key] === '') throw new PgfleetError('RepoManifestInvalid', `manifest ${where} lacks '${key}'`);
+  }
+  if (!Array.isArray(doc.files) || !Array.isArray(doc.directories)) throw new PgfleetError('RepoManifestInvalid', `manifest ${where} lacks its file list`);
+  return doc;
+}

@@ -1,0 +1,79 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, readdir } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { PgfleetError } from '@pgfleet/core';
+import { PosixDriver } from './posix-driver.js';
+import { Repository } from './repository.js';
+import type { Codec } from './codec.js';
+
+const dirs: string[] = [];
+after(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+async function repo(): Promise<Repository> {
+  const dir = await mkdtemp(join(tmpdir(), 'pgfleet-repo-'));
+  dirs.push(dir);
+  return new Repository(new PosixDriver(dir));
+}
+function sink(): Writable & { data(): Buffer } {
+  const chunks: Buffer[] = [];
+  const w = new Writable({ write(c, _e, cb) { chunks.push(c); cb(); } }) as Writable & { data(): Buffer };
+  w.data = () => Buffer.concat(chunks);
+  return w;
+}
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+for (const codec of ['zstd', 'gzip', 'none'] as Codec[]) {
+  test(`objects round-trip with ${codec} and checksums of content and stored bytes`, async () => {
+    const r = await repo();
+    const data = Buffer.concat([Buffer.alloc(2 << 20, 7), randomBytes(100_000)]);
+    const stored = await r.writeObject('c/backup/L/pg_data/base/1/1259', Readable.from([data]), codec);
+    assert.equal(stored.size, data.length);
+    assert.equal(stored.sha256, sha(data));
+    if (codec !== 'none') assert.ok(stored.storedSize < data.length / 2);
+    const out = sink();
+    await r.readObject('c/backup/L/pg_data/base/1/1259', codec, { sha256: stored.sha256, size: data.length }, out);
+    assert.deepEqual(out.data(), data);
+  });
+}
+
+test('a damaged object fails with RepoChecksumMismatch', async () => {
+  const r = await repo();
+  const stored = await r.writeObject('k/f', Readable.from([Buffer.from('payload')]), 'none');
+  await r.driver.put('k/f', Buffer.from('pAyload'));
+  await assert.rejects(r.readObject('k/f', 'none', { sha256: stored.sha256 }, sink()), (e: unknown) => PgfleetError.is(e, 'RepoChecksumMismatch'));
+});
+
+test('WAL push is idempotent and never overwrites different content', async () => {
+  const r = await repo();
+  const seg = randomBytes(4096);
+  const name = '000000010000000000000003';
+  assert.equal(await r.pushWal('c1', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'stored');
+  assert.equal(await r.pushWal('c1', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'exists');
+  const other = randomBytes(4096);
+  await assert.rejects(r.pushWal('c1', name, sha(other), () => Readable.from([other]), 'zstd'), (e: unknown) => PgfleetError.is(e, 'WalConflict'));
+  const out = sink();
+  await r.fetchWal('c1', name, out);
+  assert.deepEqual(out.data(), seg);
+  await assert.rejects(r.fetchWal('c1', '000000010000000000000004', sink()), (e: unknown) => PgfleetError.is(e, 'WalNotInRepository'));
+  const names: string[] = [];
+  for await (const w of r.listWal('c1')) names.push(w.name);
+  assert.deepEqual(names, [name]);
+});
+
+test('a backup without a manifest is not listed; cluster identity is enforced', async () => {
+  const r = await repo();
+  await r.ensureClusterInfo('c', { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 });
+  await r.ensureClusterInfo('c', { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 });
+  await assert.rejects(r.ensureClusterInfo('c', { systemIdentifier: '2', pgVersionNum: 150000, walSegmentSize: 16 << 20 }), (e: unknown) => PgfleetError.is(e, 'SystemIdMismatch'));
+  await r.writeObject('c/backup/20260101-000000F/pg_data/PG_VERSION', Readable.from([Buffer.from('15\n')]), 'none');
+  assert.deepEqual(await r.listBackups('c'), []);
+  await assert.rejects(r.readManifest('c', '20260101-000000F'), (e: unknown) => PgfleetError.is(e, 'UnknownBackup'));
+  await r.driver.put('c/backup/20260101-000000F/backup.manifest', Buffer.from('{not json'));
+  await assert.rejects(r.readManifest('c', '20260101-000000F'), (e: unknown) => PgfleetError.is(e, 'RepoManifestInvalid'));
+  assert.ok((await readdir(join(r.location, 'c'))).includes('cluster.json'));
+});

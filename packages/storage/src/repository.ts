@@ -1,0 +1,217 @@
+/**
+ * The repository layout on top of a driver (docs/repository-format.md):
+ *
+ *   pgfleet.json                                     repository format marker
+ *   <cluster>/cluster.json                           system identifier, PG version, segment size
+ *   <cluster>/backup/<label>/pg_data/<path>[.zst]    file bytes
+ *   <cluster>/backup/<label>/backup.manifest         written last: its presence means "complete"
+ *   <cluster>/wal/<timeline+log>/<segment>-<sha256>[.zst]   archived WAL (also .backup, .partial)
+ *   <cluster>/wal/timelines/<tli>.history-<sha256>[.zst]
+ *
+ * The content checksum is in each WAL file's name so the archive can answer "already there with
+ * the same content?" from a listing, without downloading anything.
+ */
+import { Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { PgfleetError } from '@pgfleet/core';
+import { CODECS, type Codec, codecExtension, compressor, decompressor, HashingStream } from './codec.js';
+import type { RepositoryDriver } from './driver.js';
+import { type BackupManifest, parseManifest } from './manifest.js';
+import { readSmall } from './posix-driver.js';
+
+export interface StoredFile {
+  size: number;
+  sha256: string;
+  storedSize: number;
+  storedSha256: string;
+}
+
+export interface ClusterInfo {
+  systemIdentifier: string;
+  pgVersionNum: number;
+  walSegmentSize: number;
+}
+
+export interface ArchivedWal {
+  name: string;
+  key: string;
+  sha256: string;
+  codec: Codec;
+  storedSize: number;
+}
+
+const FORMAT_KEY = 'pgfleet.json';
+const WAL_KEY_RE = /^(.+)-([0-9a-f]{64})(\.zst|\.gz)?$/;
+
+function codecOfExtension(ext: string | undefined): Codec {
+  return ext === '.zst' ? 'zstd' : ext === '.gz' ? 'gzip' : 'none';
+}
+
+export class Repository {
+  constructor(readonly driver: RepositoryDriver) {}
+
+  get location(): string {
+    return this.driver.location;
+  }
+
+  /** Writes the format marker on first use; refuses a repository of a newer format. */
+  async init(): Promise<void> {
+    const existing = await this.driver.stat(FORMAT_KEY);
+    if (existing) {
+      const doc = JSON.parse((await readSmall(this.driver, FORMAT_KEY)).toString('utf8')) as { format: number };
+      if (doc.format !== 1) throw new PgfleetError('RepoManifestInvalid', `repository ${this.location} has format ${doc.format}; this pgfleet reads format 1`);
+      return;
+    }
+    await this.driver.put(FORMAT_KEY, Buffer.from(JSON.stringify({ format: 1, createdBy: 'pgfleet' }, null, 2)));
+  }
+
+  // ---- cluster identity -------------------------------------------------------------------
+
+  async readClusterInfo(cluster: string): Promise<ClusterInfo | undefined> {
+    const key = `${cluster}/cluster.json`;
+    if (!(await this.driver.stat(key))) return undefined;
+    return JSON.parse((await readSmall(this.driver, key)).toString('utf8')) as ClusterInfo;
+  }
+
+  /**
+   * Records which database system the cluster name belongs to, or checks it: two clusters under
+   * one name would interleave WAL of different systems and make both unrestorable.
+   */
+  async ensureClusterInfo(cluster: string, info: ClusterInfo): Promise<void> {
+    const existing = await this.readClusterInfo(cluster);
+    if (existing) {
+      if (existing.systemIdentifier !== info.systemIdentifier) {
+        throw new PgfleetError('SystemIdMismatch', `repository ${this.location} holds cluster '${cluster}' with system identifier ${existing.systemIdentifier}, but this database is ${info.systemIdentifier}`);
+      }
+      return;
+    }
+    await this.init();
+    await this.driver.put(`${cluster}/cluster.json`, Buffer.from(JSON.stringify(info, null, 2)));
+  }
+
+  // ---- file bytes -------------------------------------------------------------------------
+
+  /** Stores a stream: content hashed, compressed, stored bytes hashed, all in one pass. */
+  async writeObject(key: string, source: Readable, codec: Codec): Promise<StoredFile> {
+    const content = new HashingStream();
+    const stored = new HashingStream();
+    const packed = pipeline(source, content, compressor(codec), stored);
+    await Promise.all([packed, this.driver.put(key, stored)]);
+    return { size: content.bytes, sha256: content.sha256, storedSize: stored.bytes, storedSha256: stored.sha256 };
+  }
+
+  /**
+   * Streams an object's decompressed content into `dest`, verifying the content checksum (and the
+   * size) at the end: a damaged repository file fails loudly instead of restoring silent garbage.
+   */
+  async readObject(key: string, codec: Codec, expected: { sha256: string; size?: number }, dest: Writable): Promise<void> {
+    const content = new HashingStream();
+    try {
+      await pipeline(await this.driver.get(key), decompressor(codec), content, dest);
+    } catch (err) {
+      if (err instanceof PgfleetError) throw err;
+      throw new PgfleetError('RepoChecksumMismatch', `repository file ${key} cannot be decoded: ${(err as Error).message}`, { cause: err });
+    }
+    if (content.sha256 !== expected.sha256 || (expected.size !== undefined && content.bytes !== expected.size)) {
+      throw new PgfleetError('RepoChecksumMismatch', `repository file ${key} does not match its checksum (expected sha256 ${expected.sha256}, got ${content.sha256}, ${content.bytes} bytes)`);
+    }
+  }
+
+  // ---- backups ----------------------------------------------------------------------------
+
+  backupPrefix(cluster: string, label: string): string {
+    return `${cluster}/backup/${label}`;
+  }
+
+  backupFileKey(cluster: string, label: string, path: string, codec: Codec): string {
+    return `${this.backupPrefix(cluster, label)}/pg_data/${path}${codecExtension(codec)}`;
+  }
+
+  async writeManifest(manifest: BackupManifest): Promise<void> {
+    const key = `${this.backupPrefix(manifest.cluster, manifest.label)}/backup.manifest`;
+    await this.driver.put(key, Buffer.from(JSON.stringify(manifest, null, 1)));
+  }
+
+  async readManifest(cluster: string, label: string): Promise<BackupManifest> {
+    const key = `${this.backupPrefix(cluster, label)}/backup.manifest`;
+    let text: string;
+    try {
+      text = (await readSmall(this.driver, key)).toString('utf8');
+    } catch (err) {
+      if (PgfleetError.is(err, 'RepoFileMissing')) {
+        throw new PgfleetError('UnknownBackup', `backup ${label} of cluster ${cluster} has no manifest in ${this.location} (missing or incomplete)`, { cause: err });
+      }
+      throw err;
+    }
+    return parseManifest(text, key);
+  }
+
+  /** Complete backups (those with a manifest), ordered by stop time. */
+  async listBackups(cluster: string): Promise<BackupManifest[]> {
+    const out: BackupManifest[] = [];
+    for await (const o of this.driver.list(`${cluster}/backup/`)) {
+      const m = /^[^/]+\/backup\/([^/]+)\/backup\.manifest$/.exec(o.key);
+      if (m) out.push(await this.readManifest(cluster, m[1]!));
+    }
+    return out.sort((a, b) => Date.parse(a.stopTime) - Date.parse(b.stopTime));
+  }
+
+  // ---- WAL archive ------------------------------------------------------------------------
+
+  private walDir(cluster: string, name: string): string {
+    return name.endsWith('.history') ? `${cluster}/wal/timelines` : `${cluster}/wal/${name.slice(0, 16)}`;
+  }
+
+  /** Every archived copy of `name` (normally zero or one). */
+  async findWal(cluster: string, name: string): Promise<ArchivedWal[]> {
+    const out: ArchivedWal[] = [];
+    for await (const o of this.driver.list(`${this.walDir(cluster, name)}/${name}-`)) {
+      const base = o.key.slice(o.key.lastIndexOf('/') + 1);
+      const m = WAL_KEY_RE.exec(base);
+      if (m && m[1] === name) out.push({ name, key: o.key, sha256: m[2]!, codec: codecOfExtension(m[3]), storedSize: o.size });
+    }
+    return out;
+  }
+
+  /** Every archived WAL file of the cluster (segments, history, backup history, partial). */
+  async *listWal(cluster: string): AsyncIterable<ArchivedWal> {
+    for await (const o of this.driver.list(`${cluster}/wal/`)) {
+      const base = o.key.slice(o.key.lastIndexOf('/') + 1);
+      const m = WAL_KEY_RE.exec(base);
+      if (m) yield { name: m[1]!, key: o.key, sha256: m[2]!, codec: codecOfExtension(m[3]), storedSize: o.size };
+    }
+  }
+
+  /**
+   * Archives one WAL file whose content checksum is already known (the caller hashed it while
+   * validating). Idempotent: the same name with the same checksum succeeds without writing;
+   * the same name with another checksum is refused and never overwritten.
+   */
+  async pushWal(cluster: string, name: string, sha256: string, open: () => Readable, codec: Codec): Promise<'stored' | 'exists'> {
+    const existing = await this.findWal(cluster, name);
+    if (existing.some((e) => e.sha256 === sha256)) return 'exists';
+    if (existing.length > 0) {
+      throw new PgfleetError('WalConflict', `WAL file ${name} is already archived in ${this.location} with different content (sha256 ${existing[0]!.sha256}, this one ${sha256})`);
+    }
+    const key = `${this.walDir(cluster, name)}/${name}-${sha256}${codecExtension(codec)}`;
+    const stored = await this.writeObject(key, open(), codec);
+    if (stored.sha256 !== sha256) {
+      // The file changed between hashing and upload: PostgreSQL never does that to a ready segment.
+      await this.driver.delete([key]);
+      throw new PgfleetError('WalFileInvalid', `WAL file ${name} changed while it was being archived`);
+    }
+    return 'stored';
+  }
+
+  /** Writes the archived WAL file `name` to `dest`; WalNotInRepository when it is not there. */
+  async fetchWal(cluster: string, name: string, dest: Writable): Promise<void> {
+    const found = await this.findWal(cluster, name);
+    const wal = found[0];
+    if (!wal) throw new PgfleetError('WalNotInRepository', `WAL file ${name} is not in repository ${this.location}`);
+    await this.readObject(wal.key, wal.codec, { sha256: wal.sha256 }, dest);
+  }
+}
+
+export function isCodec(value: string): value is Codec {
+  return (CODECS as readonly string[]).includes(value);
+}
