@@ -53,6 +53,7 @@ export const ErrorCodes = {
   JobFailed: spec('PGF-2005', GrpcStatus.ABORTED, 1, 'See the job with `pgfleet job <id>` and the agent log.'),
   AgentDisconnected: spec('PGF-2006', GrpcStatus.UNAVAILABLE, 5, 'The agent went away during the job; check the agent host and retry.'),
   JobCancelled: spec('PGF-2007', GrpcStatus.CANCELLED, 1, 'The job was cancelled; start it again when ready.'),
+  JobStateConflict: spec('PGF-2008', GrpcStatus.FAILED_PRECONDITION, 4, 'The job is already in a state that does not allow this change; see `pgfleet job <id>`.'),
   // 3xxx: PostgreSQL and the data directory
   PgdataMissing: spec('PGF-3001', GrpcStatus.FAILED_PRECONDITION, 4, 'Point --pgdata at the cluster\'s data directory (the one holding PG_VERSION).'),
   ArchiveModeOff: spec('PGF-3002', GrpcStatus.FAILED_PRECONDITION, 4, "Set archive_mode = on and archive_command = 'pgfleet-agent wal-push %p', then restart PostgreSQL."),
@@ -81,6 +82,8 @@ export const ErrorCodes = {
   // 7xxx: network and services
   ControllerUnreachable: spec('PGF-7001', GrpcStatus.UNAVAILABLE, 5, 'Check --controller (host:port) and that `pgfleet-controller run` is up.'),
   Timeout: spec('PGF-7002', GrpcStatus.DEADLINE_EXCEEDED, 5, 'The operation took longer than allowed; retry or raise the timeout.'),
+  ControllerRestarted: spec('PGF-7003', GrpcStatus.ABORTED, 5, 'The controller restarted while the job ran; its outcome is unknown, start the job again.'),
+  Cancelled: spec('PGF-7004', GrpcStatus.CANCELLED, 1, 'The call was cancelled before it finished (interrupted, or the peer went away); retry if it is still needed.'),
   // 9xxx: bugs
   Internal: spec('PGF-9001', GrpcStatus.INTERNAL, 1, 'This is a bug in pgfleet; please report it with the log.'),
 } as const;

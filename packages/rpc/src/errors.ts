@@ -1,0 +1,84 @@
+/**
+ * The one place where PgfleetError meets gRPC status. A server turns whatever a handler throws
+ * into a status whose trailers carry the stable PGF code and the hint, so the client rebuilds the
+ * same PgfleetError (code, message, hint) on its side and the CLI prints what the controller
+ * meant. Failures that never reached a handler (connection refused, deadline, cancel) become
+ * errors a user can act on instead of raw gRPC codes.
+ *
+ * Client-side mapping, in order:
+ *   trailer `pgfleet-error-code` present  -> PgfleetError.fromCode(code, details, hint)
+ *   UNAVAILABLE                           -> opts.unavailableError (default ControllerUnreachable)
+ *   DEADLINE_EXCEEDED                     -> Timeout
+ *   CANCELLED                             -> Cancelled (local cancel/abort, or the server went away mid-call)
+ *   anything else (UNIMPLEMENTED, ...)    -> Internal, with the gRPC code name in the message
+ */
+import * as grpc from '@grpc/grpc-js';
+import { PgfleetError, asPgfleetError, type ErrorName, type Logger } from '@pgfleet/core';
+
+/** Trailer carrying the stable PGF-xxxx code of a failed call. */
+export const ERROR_CODE_KEY = 'pgfleet-error-code';
+/** Trailer carrying the hint; ASCII hints go as text so `buf curl` users can read them. */
+export const ERROR_HINT_KEY = 'pgfleet-error-hint';
+// Header values must be printable ASCII; anything else travels as UTF-8 in a -bin trailer.
+const ERROR_HINT_BIN_KEY = 'pgfleet-error-hint-bin';
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+
+/**
+ * Status for a handler failure. Errors that are not PgfleetError are bugs: they become Internal
+ * (PGF-9001) and are logged with their stack, since the client only sees the message.
+ */
+export function toServerStatus(err: unknown, logger?: Logger, method?: string): grpc.StatusObject {
+  const pe = asPgfleetError(err);
+  if (pe.errorName === 'Internal') {
+    logger?.error({ err: pe.cause ?? pe, method, code: pe.code }, 'rpc handler failed with an internal error');
+  }
+  const metadata = new grpc.Metadata();
+  metadata.set(ERROR_CODE_KEY, pe.code);
+  if (pe.hint) {
+    if (PRINTABLE_ASCII.test(pe.hint)) metadata.set(ERROR_HINT_KEY, pe.hint);
+    else metadata.set(ERROR_HINT_BIN_KEY, Buffer.from(pe.hint, 'utf8'));
+  }
+  return { code: pe.grpcStatus as grpc.status, details: pe.message, metadata };
+}
+
+export interface ClientErrorContext {
+  /** host:port the client dials; named in the message so the user knows what was unreachable. */
+  address: string;
+  /** Full method path, e.g. /pgfleet.v1.AdminService/ListBackups. */
+  method: string;
+  unavailableError: ErrorName;
+}
+
+function isServiceError(err: unknown): err is grpc.ServiceError {
+  return err instanceof Error && typeof (err as Partial<grpc.ServiceError>).code === 'number' && 'metadata' in err;
+}
+
+function firstString(md: grpc.Metadata | undefined, key: string): string | undefined {
+  const v = md?.get(key)[0];
+  if (v === undefined) return undefined;
+  return typeof v === 'string' ? v : v.toString('utf8');
+}
+
+/** Rebuilds a PgfleetError from what a client call failed with. */
+export function fromServiceError(err: unknown, ctx: ClientErrorContext): PgfleetError {
+  if (err instanceof PgfleetError) return err;
+  if (!isServiceError(err)) return asPgfleetError(err);
+  const code = firstString(err.metadata, ERROR_CODE_KEY);
+  if (code) {
+    const hint = firstString(err.metadata, ERROR_HINT_KEY) ?? firstString(err.metadata, ERROR_HINT_BIN_KEY);
+    return PgfleetError.fromCode(code, err.details, hint);
+  }
+  const where = `${ctx.method} on ${ctx.address}`;
+  switch (err.code) {
+    case grpc.status.UNAVAILABLE:
+      return new PgfleetError(ctx.unavailableError, `cannot reach ${ctx.address}: ${err.details}`, { cause: err });
+    case grpc.status.DEADLINE_EXCEEDED:
+      return new PgfleetError('Timeout', `${where} did not finish before its deadline (${err.details})`, { cause: err });
+    case grpc.status.CANCELLED:
+      return new PgfleetError('Cancelled', `${where} was cancelled (${err.details})`, { cause: err });
+    default:
+      return new PgfleetError('Internal', `${where} failed with ${grpc.status[err.code] ?? err.code}: ${err.details}`, {
+        cause: err,
+      });
+  }
+}

@@ -1,0 +1,277 @@
+/**
+ * Serving protobuf-es services with grpc-js. Handlers are plain async functions over protobuf-es
+ * messages (the controller never sees a grpc-js call object): unary handlers return the response,
+ * server-streaming handlers return an async iterable, bidi handlers get a BidiStream. Everything a
+ * handler throws goes through errors.ts, so status codes and PGF codes are decided in one place.
+ *
+ * Backpressure: responses of a server-streaming handler are pulled from its iterable only while
+ * the transport accepts them; incoming messages of a bidi call are read on demand, so a slow
+ * handler makes gRPC flow control slow the peer down instead of filling memory.
+ */
+import type { Readable, Writable } from 'node:stream';
+import * as grpc from '@grpc/grpc-js';
+import { create, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
+import { PgfleetError, type Logger } from '@pgfleet/core';
+import { toServerStatus } from './errors.js';
+import { methodPath, serviceDefinition } from './service-definition.js';
+
+export interface CallContext {
+  /** Request headers sent by the client. */
+  metadata: grpc.Metadata;
+  peer: string;
+  /**
+   * Aborted when the client cancels, disconnects or the call deadline passes; the reason is a
+   * PgfleetError (Cancelled or Timeout). Long-running handlers must watch it.
+   */
+  signal: AbortSignal;
+  deadline?: Date;
+}
+
+export interface BidiStream<In, Out extends DescMessage> extends AsyncIterable<In> {
+  /** Queues a message. Throws PgfleetError Cancelled if the call is already gone. */
+  send(msg: MessageInitShape<Out>): void;
+  /** Ends the response side with status OK. Idempotent. */
+  end(): void;
+  /** Resolves once queued messages have been handed to the transport (or the call ended). */
+  drained?(): Promise<void>;
+}
+
+type UnaryImpl<I extends DescMessage, O extends DescMessage> = (
+  req: MessageShape<I>,
+  ctx: CallContext,
+) => Promise<MessageInitShape<O>>;
+type ServerStreamingImpl<I extends DescMessage, O extends DescMessage> = (
+  req: MessageShape<I>,
+  ctx: CallContext,
+) => AsyncIterable<MessageInitShape<O>>;
+type BidiStreamingImpl<I extends DescMessage, O extends DescMessage> = (
+  stream: BidiStream<MessageShape<I>, O>,
+  ctx: CallContext,
+) => Promise<void>;
+
+/** Handler type for one method; client streaming is not used by pgfleet and not supported. */
+export type MethodImpl<M> = M extends { methodKind: 'unary'; input: infer I extends DescMessage; output: infer O extends DescMessage }
+  ? UnaryImpl<I, O>
+  : M extends { methodKind: 'server_streaming'; input: infer I extends DescMessage; output: infer O extends DescMessage }
+    ? ServerStreamingImpl<I, O>
+    : M extends { methodKind: 'bidi_streaming'; input: infer I extends DescMessage; output: infer O extends DescMessage }
+      ? BidiStreamingImpl<I, O>
+      : never;
+
+export type ServiceImpl<S extends DescService> = {
+  [K in keyof S['method']]: MethodImpl<S['method'][K]>;
+};
+
+export interface AddServiceOptions {
+  /** Receives handler errors that are bugs (anything but a PgfleetError, or PgfleetError Internal). */
+  logger?: Logger;
+}
+
+// setTimeout fires immediately for delays above 2^31-1 ms; such deadlines are as good as none.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+interface ServerCall {
+  metadata: grpc.Metadata;
+  getPeer(): string;
+  getDeadline(): grpc.Deadline;
+  on(event: 'cancelled', listener: () => void): unknown;
+  removeListener(event: 'cancelled', listener: () => void): unknown;
+}
+
+function callContext(call: ServerCall, onAbort?: () => void): { ctx: CallContext; dispose(): void } {
+  const controller = new AbortController();
+  const onCancelled = (): void => {
+    if (!controller.signal.aborted) controller.abort(new PgfleetError('Cancelled', 'the client cancelled the call or went away'));
+  };
+  call.on('cancelled', onCancelled);
+  const raw = call.getDeadline();
+  const deadlineMs = raw instanceof Date ? raw.getTime() : raw;
+  let timer: NodeJS.Timeout | undefined;
+  // grpc-js answers DEADLINE_EXCEEDED itself but does not tell the handler; this does.
+  if (Number.isFinite(deadlineMs) && deadlineMs - Date.now() < MAX_TIMER_MS) {
+    timer = setTimeout(
+      () => {
+        if (!controller.signal.aborted) controller.abort(new PgfleetError('Timeout', 'the call deadline passed'));
+      },
+      Math.max(0, deadlineMs - Date.now()),
+    );
+    timer.unref();
+  }
+  if (onAbort) controller.signal.addEventListener('abort', onAbort, { once: true });
+  const ctx: CallContext = { metadata: call.metadata, peer: call.getPeer(), signal: controller.signal };
+  if (Number.isFinite(deadlineMs)) ctx.deadline = new Date(deadlineMs);
+  return {
+    ctx,
+    dispose() {
+      call.removeListener('cancelled', onCancelled);
+      if (timer) clearTimeout(timer);
+      if (onAbort) controller.signal.removeEventListener('abort', onAbort);
+    },
+  };
+}
+
+/** Waits for 'drain', or for the call to end; never rejects. */
+function drained(stream: Writable, signal: AbortSignal): Promise<void> {
+  if (!stream.writableNeedDrain || stream.destroyed || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      stream.removeListener('drain', done);
+      stream.removeListener('close', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    stream.once('drain', done);
+    stream.once('close', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** Incoming messages, read on demand; a cancelled call ends iteration with the abort reason. */
+async function* incoming<T>(stream: Readable, signal: AbortSignal): AsyncGenerator<T> {
+  try {
+    // destroyOnReturn false: a handler that stops reading must still be able to send.
+    for await (const msg of stream.iterator({ destroyOnReturn: false })) yield msg as T;
+  } catch (err) {
+    if (signal.aborted) throw signal.reason;
+    throw err;
+  }
+  if (signal.aborted) throw signal.reason;
+}
+
+function unaryHandler(method: DescMethod, impl: UnaryImpl<DescMessage, DescMessage>, opts: AddServiceOptions): grpc.handleUnaryCall<MessageShape<DescMessage>, unknown> {
+  return (call, callback) => {
+    const { ctx, dispose } = callContext(call);
+    void (async () => {
+      try {
+        const res = create(method.output, await impl(call.request, ctx));
+        callback(null, res);
+      } catch (err) {
+        callback(toServerStatus(err, opts.logger, methodPath(method)));
+      } finally {
+        dispose();
+      }
+    })();
+  };
+}
+
+function serverStreamingHandler(
+  method: DescMethod,
+  impl: ServerStreamingImpl<DescMessage, DescMessage>,
+  opts: AddServiceOptions,
+): grpc.handleServerStreamingCall<MessageShape<DescMessage>, unknown> {
+  return (call) => {
+    const { ctx, dispose } = callContext(call);
+    void (async () => {
+      try {
+        // for-await calls return() on the handler's generator when we stop early, so its finally runs.
+        for await (const item of impl(call.request, ctx)) {
+          if (ctx.signal.aborted) break;
+          if (!call.write(create(method.output, item))) await drained(call, ctx.signal);
+          if (ctx.signal.aborted) break;
+        }
+        if (!ctx.signal.aborted) call.end();
+      } catch (err) {
+        if (!ctx.signal.aborted) call.emit('error', toServerStatus(err, opts.logger, methodPath(method)));
+      } finally {
+        dispose();
+      }
+    })();
+  };
+}
+
+function bidiHandler(
+  method: DescMethod,
+  impl: BidiStreamingImpl<DescMessage, DescMessage>,
+  opts: AddServiceOptions,
+): grpc.handleBidiStreamingCall<MessageShape<DescMessage>, unknown> {
+  return (call) => {
+    // On abort the Node stream is destroyed so a handler blocked on reading wakes up.
+    const { ctx, dispose } = callContext(call, () => {
+      if (!call.destroyed) call.destroy();
+    });
+    let ended = false;
+    const stream: BidiStream<MessageShape<DescMessage>, DescMessage> = {
+      [Symbol.asyncIterator]: () => incoming<MessageShape<DescMessage>>(call, ctx.signal),
+      send(msg) {
+        if (ctx.signal.aborted) throw ctx.signal.reason;
+        if (ended) throw new PgfleetError('Internal', `${methodPath(method)}: send() after end()`);
+        call.write(create(method.output, msg));
+      },
+      end() {
+        if (ended || ctx.signal.aborted) return;
+        ended = true;
+        call.end();
+      },
+      drained: () => drained(call, ctx.signal),
+    };
+    void (async () => {
+      try {
+        await impl(stream, ctx);
+        stream.end();
+      } catch (err) {
+        if (!ended && !ctx.signal.aborted) {
+          ended = true;
+          call.emit('error', toServerStatus(err, opts.logger, methodPath(method)));
+        } else if (!ctx.signal.aborted) {
+          // The status went out already; the error can only be logged.
+          toServerStatus(err, opts.logger, methodPath(method));
+        }
+      } finally {
+        dispose();
+      }
+    })();
+  };
+}
+
+export function addService<S extends DescService>(
+  server: grpc.Server,
+  service: S,
+  impl: ServiceImpl<S>,
+  opts: AddServiceOptions = {},
+): void {
+  const handlers: grpc.UntypedServiceImplementation = {};
+  const table = impl as unknown as Record<string, (...args: never[]) => unknown>;
+  for (const method of service.methods) {
+    const fn = table[method.localName];
+    if (typeof fn !== 'function') {
+      throw new PgfleetError('Internal', `no handler for ${methodPath(method)} (expected impl.${method.localName})`);
+    }
+    const bound = fn.bind(impl) as never;
+    switch (method.methodKind) {
+      case 'unary':
+        handlers[method.localName] = unaryHandler(method, bound, opts);
+        break;
+      case 'server_streaming':
+        handlers[method.localName] = serverStreamingHandler(method, bound, opts);
+        break;
+      case 'bidi_streaming':
+        handlers[method.localName] = bidiHandler(method, bound, opts);
+        break;
+      default:
+        throw new PgfleetError('Internal', `${methodPath(method)}: ${method.methodKind} methods are not supported`);
+    }
+  }
+  server.addService(serviceDefinition(service), handlers);
+}
+
+/** Binds and starts serving; resolves the bound port (useful with port 0 in tests). */
+export function listen(
+  server: grpc.Server,
+  address: string,
+  creds: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure(),
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, creds, (err, port) => {
+      if (err) {
+        reject(
+          new PgfleetError('InvalidConfig', `cannot listen on ${address}: ${err.message}`, {
+            cause: err,
+            hint: 'Choose another listen address, or stop the process that holds the port.',
+          }),
+        );
+      } else {
+        resolve(port);
+      }
+    });
+  });
+}
