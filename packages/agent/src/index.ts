@@ -1,0 +1,5 @@
+export * from './backup.js';
+export * from './restore.js';
+export * from './wal.js';
+export * from './options.js';
+export * from './pgdata.js';

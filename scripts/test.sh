@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every check and test of pgfleet: generated-code freshness, build, dependency lint, then
+# all unit, integration and end-to-end tests (real PostgreSQL, nats-server and S3 server
+# processes; nothing is mocked). Works on a fresh Debian 12 machine once PostgreSQL and
+# nats-server are installed (.ci/run installs them); fetches Node 24 when the machine's is older.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/node-env.sh
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci
+fi
+
+# archive_command and restore_command run the agent from this checkout as the postgres OS user
+# (tests run server binaries as postgres when root), so that user must be able to reach it.
+if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 && ! runuser -u postgres -- test -r "$PWD/package.json"; then
+  echo "test.sh: giving the postgres user search (x) permission on the parents of $PWD so PostgreSQL can run the agent"
+  d="$PWD"
+  while [ "$d" != / ]; do chmod o+x "$d"; d=$(dirname "$d"); done
+fi
+
+npm run check:generated
+npx turbo run build --output-logs=errors-only
+npm run lint:deps
+# One node --test run over every package so the summary at the end counts all tests.
+node --test --test-concurrency=2 --test-timeout=900000 \
+  'packages/*/dist/**/*.test.js' 'test/dist/**/*.test.js'
