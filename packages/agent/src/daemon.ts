@@ -48,6 +48,12 @@ export function manifestToBackupInfo(m: BackupManifest, jobId: string) {
   };
 }
 
+/** UTC timestamp in PostgreSQL's input format with microsecond precision (a JS Date would cut it to milliseconds, moving the target). */
+export function pgTimestamp(seconds: bigint, nanos: number): string {
+  const base = new Date(Number(seconds) * 1000).toISOString().slice(0, 19).replace('T', ' ');
+  return `${base}.${String(Math.floor(nanos / 1000)).padStart(6, '0')}+00`;
+}
+
 export function targetFromProto(job: Job): { target: TargetSpec; action: 'promote' | 'pause' | 'shutdown'; inclusive?: boolean } {
   if (job.kind.case !== 'restore') throw new Error('not a restore job');
   const t = job.kind.value.target;
@@ -57,7 +63,7 @@ export function targetFromProto(job: Job): { target: TargetSpec; action: 'promot
   let target: TargetSpec;
   switch (v?.case) {
     case 'time':
-      target = { kind: 'time', time: timestampDate(v.value) };
+      target = { kind: 'time', time: timestampDate(v.value), pgTime: pgTimestamp(v.value.seconds, v.value.nanos) };
       break;
     case 'lsn':
       target = { kind: 'lsn', lsn: v.value };

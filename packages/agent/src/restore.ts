@@ -15,7 +15,7 @@ import { ProgressTracker, type ProgressSink } from './progress.js';
 import { findTargetLsn } from './target-resolver.js';
 
 export type TargetSpec =
-  | { kind: 'time'; time: Date }
+  | { kind: 'time'; time: Date; /** exact text for recovery_target_time, microsecond precision */ pgTime?: string }
   | { kind: 'lsn'; lsn: string }
   | { kind: 'name'; name: string }
   | { kind: 'xid'; xid: string }
@@ -61,7 +61,7 @@ function recoverySettings(o: RestoreOptions): string[] {
     `recovery_target_timeline = 'latest'`,
   ];
   const t = o.target;
-  if (t.kind === 'time') lines.push(`recovery_target_time = ${confString(t.time.toISOString().replace('T', ' ').replace('Z', '+00'))}`);
+  if (t.kind === 'time') lines.push(`recovery_target_time = ${confString(t.pgTime ?? t.time.toISOString().replace('T', ' ').replace('Z', '+00'))}`);
   if (t.kind === 'lsn') lines.push(`recovery_target_lsn = ${confString(t.lsn)}`);
   if (t.kind === 'name') lines.push(`recovery_target_name = ${confString(t.name)}`);
   if (t.kind === 'xid') lines.push(`recovery_target_xid = ${confString(t.xid)}`);

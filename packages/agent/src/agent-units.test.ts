@@ -1,0 +1,45 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pgTimestamp } from './daemon.js';
+import { listPgdata } from './pgdata-walk.js';
+import { runPool } from './pool.js';
+
+test('recovery_target_time keeps microseconds (a Date would cut them)', () => {
+  assert.equal(pgTimestamp(1795000000n, 123456789), '2026-11-18 11:06:40.123456+00');
+  assert.equal(pgTimestamp(0n, 0), '1970-01-01 00:00:00.000000+00');
+});
+
+test('PGDATA listing skips what PostgreSQL rebuilds or must not see restored', async () => {
+  const d = await mkdtemp(join(tmpdir(), 'pgfleet-walk-'));
+  try {
+    for (const dir of ['base/1', 'global', 'pg_wal/archive_status', 'pg_replslot/slot1', 'pg_stat_tmp', 'base/pgsql_tmp']) await mkdir(join(d, dir), { recursive: true });
+    const files = ['PG_VERSION', 'base/1/1259', 'global/pg_control', 'pg_wal/000000010000000000000001', 'pg_replslot/slot1/state', 'pg_stat_tmp/x', 'postmaster.pid', 'postmaster.opts', 'base/1/pg_internal.init', 'base/pgsql_tmp/t1', 'postgresql.auto.conf'];
+    for (const f of files) await writeFile(join(d, f), 'x');
+    const l = await listPgdata(d);
+    assert.deepEqual(l.files.map((f) => f.path).sort(), ['PG_VERSION', 'base/1/1259', 'global/pg_control', 'postgresql.auto.conf']);
+    const dirs = l.directories.map((x) => x.path);
+    for (const must of ['pg_wal', 'pg_wal/archive_status', 'pg_replslot', 'pg_stat_tmp', 'base/1']) assert.ok(dirs.includes(must), `${must} kept as an empty directory`);
+    assert.ok(!dirs.includes('pg_replslot/slot1'));
+  } finally {
+    await rm(d, { recursive: true, force: true });
+  }
+});
+
+test('runPool runs everything with bounded parallelism and reports the first failure', async () => {
+  let inFlight = 0;
+  let peak = 0;
+  const done: number[] = [];
+  await runPool([1, 2, 3, 4, 5, 6], 2, async (n) => {
+    inFlight++;
+    peak = Math.max(peak, inFlight);
+    await new Promise((r) => setTimeout(r, 5));
+    done.push(n);
+    inFlight--;
+  });
+  assert.equal(peak, 2);
+  assert.deepEqual(done.sort(), [1, 2, 3, 4, 5, 6]);
+  await assert.rejects(runPool([1, 2, 3], 2, async (n) => { if (n === 2) throw new Error('two'); }), /two/);
+});
