@@ -1,0 +1,332 @@
+/**
+ * The embedded catalog: one SQLite file through better-sqlite3. WAL journal mode lets readers
+ * (listings) run while a writer commits; busy_timeout makes a second process (e.g. a future
+ * `catalog rebuild`) wait for the lock instead of failing with SQLITE_BUSY. better-sqlite3 is
+ * synchronous, so each async method runs to completion without interleaving: multi-statement
+ * changes still use a transaction so a crash never leaves half of one.
+ */
+import Database from 'better-sqlite3';
+import { PgfleetError } from '@pgfleet/core';
+import { Lsn } from '@pgfleet/pg';
+import { SQLITE_MIGRATIONS } from './migrations.js';
+import {
+  isTerminalJobState,
+  type AgentRecord,
+  type BackupKind,
+  type BackupRecord,
+  type CatalogStore,
+  type ClusterRecord,
+  type JobError,
+  type JobKind,
+  type JobRecord,
+  type JobStateName,
+  type NewJob,
+  type TransitionOptions,
+  type TransitionOutcome,
+} from './store.js';
+
+/** The legal moves of the job state machine (a repeated state is handled separately as a no-op). */
+const NEXT_STATES: Readonly<Record<JobStateName, readonly JobStateName[]>> = {
+  queued: ['dispatched', 'failed', 'cancelled'],
+  // An agent may finish before it ever reports progress, so dispatched can end directly.
+  dispatched: ['running', 'succeeded', 'failed', 'cancelled'],
+  running: ['succeeded', 'failed', 'cancelled'],
+  succeeded: [],
+  failed: [],
+  cancelled: [],
+};
+
+export function isLegalJobTransition(from: JobStateName, to: JobStateName): boolean {
+  return NEXT_STATES[from].includes(to);
+}
+
+export interface SqliteCatalogOptions {
+  /** Milliseconds a statement waits for another connection's lock; default 5000. */
+  busyTimeoutMs?: number;
+}
+
+interface ClusterRow { name: string; system_identifier: string; pg_version: number; created_at: number }
+interface AgentRow { id: string; cluster: string; hostname: string; version: string; connected: number; last_seen: number | null; archiver: string | null; current_lsn: string | null }
+interface BackupRow {
+  cluster: string; label: string; type: string; start_lsn: string; stop_lsn: string; start_time: number; stop_time: number;
+  timeline: number; system_identifier: string; pg_version: number; size_bytes: number; stored_bytes: number; file_count: number;
+  wal_start: string; wal_stop: string; job_id: string; prior_label: string;
+}
+interface JobRow {
+  id: string; cluster: string; kind: string; state: string; agent_id: string; params: string | null; created_at: number;
+  started_at: number | null; finished_at: number | null; error_code: string | null; error_message: string | null;
+  progress: string | null; result: string | null;
+}
+
+const json = (value: unknown): string | null => (value === undefined || value === null ? null : JSON.stringify(value));
+const unjson = (text: string | null): unknown => (text === null ? null : JSON.parse(text));
+
+function clusterFromRow(r: ClusterRow): ClusterRecord {
+  return { name: r.name, systemIdentifier: r.system_identifier, pgVersion: r.pg_version, createdAt: r.created_at };
+}
+
+function agentFromRow(r: AgentRow): AgentRecord {
+  return {
+    id: r.id, cluster: r.cluster, hostname: r.hostname, version: r.version, connected: r.connected !== 0,
+    lastSeen: r.last_seen, archiver: unjson(r.archiver), currentLsn: r.current_lsn,
+  };
+}
+
+function backupFromRow(r: BackupRow): BackupRecord {
+  return {
+    cluster: r.cluster, label: r.label, type: r.type as BackupKind, startLsn: r.start_lsn, stopLsn: r.stop_lsn,
+    startTime: r.start_time, stopTime: r.stop_time, timeline: r.timeline, systemIdentifier: r.system_identifier,
+    pgVersion: r.pg_version, sizeBytes: r.size_bytes, storedBytes: r.stored_bytes, fileCount: r.file_count,
+    walStart: r.wal_start, walStop: r.wal_stop, jobId: r.job_id, priorLabel: r.prior_label,
+  };
+}
+
+function jobFromRow(r: JobRow): JobRecord {
+  return {
+    id: r.id, cluster: r.cluster, kind: r.kind as JobKind, state: r.state as JobStateName, agentId: r.agent_id,
+    params: unjson(r.params), createdAt: r.created_at, startedAt: r.started_at, finishedAt: r.finished_at,
+    error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
+    progress: unjson(r.progress), result: unjson(r.result),
+  };
+}
+
+export class SqliteCatalogStore implements CatalogStore {
+  readonly path: string;
+  private readonly db: Database.Database;
+
+  private constructor(path: string, db: Database.Database) {
+    this.path = path;
+    this.db = db;
+  }
+
+  /** Opens (creating if needed) the catalog file and applies pending migrations. */
+  static open(path: string, options: SqliteCatalogOptions = {}): SqliteCatalogStore {
+    let db: Database.Database;
+    try {
+      db = new Database(path);
+    } catch (err) {
+      throw new PgfleetError('InvalidConfig', `catalog ${path} cannot be opened: ${(err as Error).message}`, {
+        cause: err,
+        hint: 'Point --catalog at a writable file path (its directory must exist).',
+      });
+    }
+    try {
+      db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+      db.pragma('journal_mode = WAL');
+      // NORMAL is durable across application crashes in WAL mode; only an OS crash can lose the
+      // last commits, and the repository (not the catalog) is the source of truth for backups.
+      db.pragma('synchronous = NORMAL');
+      db.pragma('foreign_keys = ON');
+      migrate(db);
+    } catch (err) {
+      db.close();
+      throw err instanceof PgfleetError ? err : new PgfleetError('Internal', `catalog ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    return new SqliteCatalogStore(path, db);
+  }
+
+  /** The applied schema version (for tests and diagnostics). */
+  schemaVersion(): number {
+    const row = this.db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null };
+    return row.v ?? 0;
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+
+  async upsertCluster(c: { name: string; systemIdentifier: string; pgVersion: number }, now: number): Promise<ClusterRecord> {
+    return this.db.transaction(() => {
+      const existing = this.db.prepare('SELECT * FROM clusters WHERE name = ?').get(c.name) as ClusterRow | undefined;
+      if (existing && existing.system_identifier !== c.systemIdentifier) {
+        throw new PgfleetError(
+          'SystemIdMismatch',
+          `cluster '${c.name}' is registered with system identifier ${existing.system_identifier}, but the agent reports ${c.systemIdentifier}`,
+        );
+      }
+      if (existing) {
+        this.db.prepare('UPDATE clusters SET pg_version = ? WHERE name = ?').run(c.pgVersion, c.name);
+        return { ...clusterFromRow(existing), pgVersion: c.pgVersion };
+      }
+      this.db.prepare('INSERT INTO clusters (name, system_identifier, pg_version, created_at) VALUES (?, ?, ?, ?)').run(c.name, c.systemIdentifier, c.pgVersion, now);
+      return { name: c.name, systemIdentifier: c.systemIdentifier, pgVersion: c.pgVersion, createdAt: now };
+    })();
+  }
+
+  async getCluster(name: string): Promise<ClusterRecord | undefined> {
+    const row = this.db.prepare('SELECT * FROM clusters WHERE name = ?').get(name) as ClusterRow | undefined;
+    return row && clusterFromRow(row);
+  }
+
+  async listClusters(): Promise<ClusterRecord[]> {
+    return (this.db.prepare('SELECT * FROM clusters ORDER BY name').all() as ClusterRow[]).map(clusterFromRow);
+  }
+
+  async upsertAgent(a: { id: string; cluster: string; hostname: string; version: string }, now: number): Promise<AgentRecord> {
+    this.db
+      .prepare(
+        `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES (?, ?, ?, ?, 1, ?)
+         ON CONFLICT (id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
+           version = excluded.version, connected = 1, last_seen = excluded.last_seen`,
+      )
+      .run(a.id, a.cluster, a.hostname, a.version, now);
+    return (await this.getAgent(a.id))!;
+  }
+
+  async setAgentConnected(id: string, connected: boolean, now: number): Promise<void> {
+    this.db.prepare('UPDATE agents SET connected = ?, last_seen = ? WHERE id = ?').run(connected ? 1 : 0, now, id);
+  }
+
+  async disconnectAllAgents(_now: number): Promise<void> {
+    this.db.prepare('UPDATE agents SET connected = 0 WHERE connected <> 0').run();
+  }
+
+  async recordHeartbeat(id: string, beat: { archiver?: unknown; currentLsn?: string }, now: number): Promise<void> {
+    this.db
+      .prepare('UPDATE agents SET last_seen = ?, archiver = COALESCE(?, archiver), current_lsn = COALESCE(?, current_lsn) WHERE id = ?')
+      .run(now, json(beat.archiver), beat.currentLsn || null, id);
+  }
+
+  async getAgent(id: string): Promise<AgentRecord | undefined> {
+    const row = this.db.prepare('SELECT * FROM agents WHERE id = ?').get(id) as AgentRow | undefined;
+    return row && agentFromRow(row);
+  }
+
+  async listAgents(cluster?: string): Promise<AgentRecord[]> {
+    const rows = cluster === undefined
+      ? (this.db.prepare('SELECT * FROM agents ORDER BY cluster, id').all() as AgentRow[])
+      : (this.db.prepare('SELECT * FROM agents WHERE cluster = ? ORDER BY id').all(cluster) as AgentRow[]);
+    return rows.map(agentFromRow);
+  }
+
+  async insertBackup(b: BackupRecord): Promise<void> {
+    this.insertBackupSync(b);
+  }
+
+  private insertBackupSync(b: BackupRecord): void {
+    // Same (cluster, label) again is the same backup reported twice (a retried JobResult): keep the first row.
+    this.db
+      .prepare(
+        `INSERT INTO backups (cluster, label, type, start_lsn, start_lsn_num, stop_lsn, stop_lsn_num, start_time, stop_time,
+           timeline, system_identifier, pg_version, size_bytes, stored_bytes, file_count, wal_start, wal_stop, job_id, prior_label)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (cluster, label) DO NOTHING`,
+      )
+      .run(
+        b.cluster, b.label, b.type, b.startLsn, Lsn.parse(b.startLsn).value, b.stopLsn, Lsn.parse(b.stopLsn).value, b.startTime, b.stopTime,
+        b.timeline, b.systemIdentifier, b.pgVersion, b.sizeBytes, b.storedBytes, b.fileCount, b.walStart, b.walStop, b.jobId, b.priorLabel,
+      );
+  }
+
+  async getBackup(cluster: string, label: string): Promise<BackupRecord | undefined> {
+    const row = this.db.prepare('SELECT * FROM backups WHERE cluster = ? AND label = ?').get(cluster, label) as BackupRow | undefined;
+    return row && backupFromRow(row);
+  }
+
+  async listBackups(cluster: string): Promise<BackupRecord[]> {
+    // Real time orders backups; the stop LSN breaks ties of backups ending in the same millisecond.
+    const rows = this.db.prepare('SELECT * FROM backups WHERE cluster = ? ORDER BY stop_time, stop_lsn_num, label').all(cluster) as BackupRow[];
+    return rows.map(backupFromRow);
+  }
+
+  async createJob(job: NewJob, now: number): Promise<JobRecord> {
+    this.db
+      .prepare(`INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?)`)
+      .run(job.id, job.cluster, job.kind, job.agentId, json(job.params), now);
+    return (await this.getJob(job.id))!;
+  }
+
+  async getJob(id: string): Promise<JobRecord | undefined> {
+    const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
+    return row && jobFromRow(row);
+  }
+
+  async listJobs(filter: { cluster?: string; limit?: number } = {}): Promise<JobRecord[]> {
+    const limit = filter.limit && filter.limit > 0 ? filter.limit : -1;
+    const rows = filter.cluster
+      ? (this.db.prepare('SELECT * FROM jobs WHERE cluster = ? ORDER BY created_at DESC, rowid DESC LIMIT ?').all(filter.cluster, limit) as JobRow[])
+      : (this.db.prepare('SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?').all(limit) as JobRow[]);
+    return rows.map(jobFromRow);
+  }
+
+  async transitionJob(id: string, to: JobStateName, options: TransitionOptions, now: number): Promise<TransitionOutcome> {
+    return this.db.transaction(() => this.transitionSync(id, to, options, now))();
+  }
+
+  private transitionSync(id: string, to: JobStateName, options: TransitionOptions, now: number): TransitionOutcome {
+    const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
+    if (!row) throw new PgfleetError('UnknownJob', `job ${id} does not exist`);
+    const current = jobFromRow(row);
+    if (current.state === to) return { job: current, changed: false };
+    if (!isLegalJobTransition(current.state, to)) {
+      throw new PgfleetError('JobStateConflict', `job ${id} is ${current.state} and cannot become ${to}`);
+    }
+    const terminal = isTerminalJobState(to);
+    if (to === 'succeeded' && options.backup) this.insertBackupSync(options.backup);
+    this.db
+      .prepare(
+        `UPDATE jobs SET state = ?,
+           started_at = CASE WHEN ? AND started_at IS NULL THEN ? ELSE started_at END,
+           finished_at = CASE WHEN ? THEN ? ELSE finished_at END,
+           error_code = COALESCE(?, error_code), error_message = COALESCE(?, error_message),
+           result = COALESCE(?, result)
+         WHERE id = ?`,
+      )
+      .run(
+        to,
+        to === 'running' ? 1 : 0, now,
+        terminal ? 1 : 0, now,
+        options.error?.code ?? null, options.error?.message ?? null,
+        json(options.result),
+        id,
+      );
+    return { job: jobFromRow(this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow), changed: true };
+  }
+
+  async updateJobProgress(id: string, progress: unknown, now: number): Promise<TransitionOutcome> {
+    return this.db.transaction((): TransitionOutcome => {
+      const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
+      if (!row) throw new PgfleetError('UnknownJob', `job ${id} does not exist`);
+      const job = jobFromRow(row);
+      // Progress that arrives after the end (a late message on the stream) must not reopen the job.
+      if (isTerminalJobState(job.state)) return { job, changed: false };
+      if (job.state !== 'running') this.transitionSync(id, 'running', {}, now);
+      this.db.prepare('UPDATE jobs SET progress = ? WHERE id = ?').run(json(progress), id);
+      return { job: jobFromRow(this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow), changed: true };
+    })();
+  }
+
+  async failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except: readonly string[] = []): Promise<JobRecord[]> {
+    const rows = this.db
+      .prepare(`SELECT id FROM jobs WHERE agent_id = ? AND state IN ('queued', 'dispatched', 'running')`)
+      .all(agentId) as { id: string }[];
+    return this.failJobs(rows.map((r) => r.id).filter((id) => !except.includes(id)), error, now);
+  }
+
+  async failAllActiveJobs(error: JobError, now: number): Promise<JobRecord[]> {
+    const rows = this.db.prepare(`SELECT id FROM jobs WHERE state IN ('queued', 'dispatched', 'running')`).all() as { id: string }[];
+    return this.failJobs(rows.map((r) => r.id), error, now);
+  }
+
+  private failJobs(ids: readonly string[], error: JobError, now: number): JobRecord[] {
+    return this.db.transaction(() => ids.map((id) => this.transitionSync(id, 'failed', { error }, now).job))();
+  }
+}
+
+function migrate(db: Database.Database): void {
+  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+  // IMMEDIATE takes the write lock before reading the version, so two processes opening a fresh
+  // file at once cannot both apply the same migration.
+  db.transaction(() => {
+    const applied = (db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null }).v ?? 0;
+    if (applied > SQLITE_MIGRATIONS.length) {
+      throw new PgfleetError('InvalidConfig', `catalog schema version ${applied} is newer than this controller knows (${SQLITE_MIGRATIONS.length})`, {
+        hint: 'Run the newer pgfleet-controller version that wrote this catalog.',
+      });
+    }
+    for (let version = applied + 1; version <= SQLITE_MIGRATIONS.length; version++) {
+      db.exec(SQLITE_MIGRATIONS[version - 1]!);
+      db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(version, Date.now());
+    }
+  }).immediate();
+}

@@ -1,0 +1,146 @@
+/**
+ * The catalog storage interface: what the controller knows about clusters, agents, backups and
+ * jobs. It is an index over the repositories plus job history, so it holds plain records and no
+ * protocol types. Every method is async so a PostgreSQL implementation (for several controllers)
+ * can implement the same interface as the embedded SQLite one. Times are milliseconds since the
+ * Unix epoch.
+ */
+
+export type BackupKind = 'full' | 'diff' | 'incr';
+export type JobKind = 'backup' | 'restore';
+export type JobStateName = 'queued' | 'dispatched' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export const TERMINAL_JOB_STATES: readonly JobStateName[] = ['succeeded', 'failed', 'cancelled'];
+
+export function isTerminalJobState(state: JobStateName): boolean {
+  return TERMINAL_JOB_STATES.includes(state);
+}
+
+export interface ClusterRecord {
+  name: string;
+  systemIdentifier: string;
+  /** server_version_num, e.g. 170002. */
+  pgVersion: number;
+  createdAt: number;
+}
+
+export interface AgentRecord {
+  id: string;
+  cluster: string;
+  hostname: string;
+  version: string;
+  connected: boolean;
+  lastSeen: number | null;
+  /** pg_stat_archiver figures as JSON (the controller stores the protocol message's JSON form). */
+  archiver: unknown;
+  currentLsn: string | null;
+}
+
+export interface BackupRecord {
+  cluster: string;
+  label: string;
+  type: BackupKind;
+  /** LSNs in PostgreSQL's text form 'X/Y'; the store also keeps a numeric form to sort and compare. */
+  startLsn: string;
+  stopLsn: string;
+  startTime: number;
+  stopTime: number;
+  timeline: number;
+  systemIdentifier: string;
+  pgVersion: number;
+  sizeBytes: number;
+  storedBytes: number;
+  fileCount: number;
+  walStart: string;
+  walStop: string;
+  jobId: string;
+  priorLabel: string;
+}
+
+export interface JobError {
+  /** A PGF-xxxx code from the error registry. */
+  code: string;
+  message: string;
+}
+
+export interface JobRecord {
+  id: string;
+  cluster: string;
+  kind: JobKind;
+  state: JobStateName;
+  agentId: string;
+  params: unknown;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  error: JobError | null;
+  progress: unknown;
+  result: unknown;
+}
+
+export interface NewJob {
+  id: string;
+  cluster: string;
+  kind: JobKind;
+  agentId: string;
+  params: unknown;
+}
+
+export interface TransitionOptions {
+  error?: JobError;
+  result?: unknown;
+  /** Inserted in the same transaction as a transition to 'succeeded' (a backup job's outcome). */
+  backup?: BackupRecord;
+}
+
+export interface TransitionOutcome {
+  job: JobRecord;
+  /** False when the job already was in the requested state (a repeated, idempotent transition). */
+  changed: boolean;
+}
+
+export interface CatalogStore {
+  close(): Promise<void>;
+
+  /**
+   * Records a cluster on first sight. A cluster's system identifier never changes: another one
+   * under the same name is a different cluster and is refused with SystemIdMismatch. The PG
+   * version is updated (a minor update changes server_version_num, not the identifier).
+   */
+  upsertCluster(cluster: { name: string; systemIdentifier: string; pgVersion: number }, now: number): Promise<ClusterRecord>;
+  getCluster(name: string): Promise<ClusterRecord | undefined>;
+  listClusters(): Promise<ClusterRecord[]>;
+
+  /** Registers (or re-registers) an agent as connected. */
+  upsertAgent(agent: { id: string; cluster: string; hostname: string; version: string }, now: number): Promise<AgentRecord>;
+  setAgentConnected(id: string, connected: boolean, now: number): Promise<void>;
+  /** Marks every agent disconnected; at controller start no stream is open yet. */
+  disconnectAllAgents(now: number): Promise<void>;
+  recordHeartbeat(id: string, beat: { archiver?: unknown; currentLsn?: string }, now: number): Promise<void>;
+  getAgent(id: string): Promise<AgentRecord | undefined>;
+  listAgents(cluster?: string): Promise<AgentRecord[]>;
+
+  /** Idempotent for the same (cluster, label); ordering of listBackups is by stop time, never by label. */
+  insertBackup(backup: BackupRecord): Promise<void>;
+  getBackup(cluster: string, label: string): Promise<BackupRecord | undefined>;
+  /** The cluster's backups, oldest stop time first. */
+  listBackups(cluster: string): Promise<BackupRecord[]>;
+
+  /** Creates a job in state 'queued'. */
+  createJob(job: NewJob, now: number): Promise<JobRecord>;
+  getJob(id: string): Promise<JobRecord | undefined>;
+  /** Newest first. */
+  listJobs(filter?: { cluster?: string; limit?: number }): Promise<JobRecord[]>;
+  /**
+   * Moves a job along queued -> dispatched -> running -> succeeded|failed|cancelled (a job may
+   * also end from queued or dispatched). Repeating the current state is a no-op; anything else
+   * illegal throws JobStateConflict; an unknown id throws UnknownJob.
+   */
+  transitionJob(id: string, to: JobStateName, options: TransitionOptions, now: number): Promise<TransitionOutcome>;
+  /** Stores progress and moves a dispatched job to running. Ignored (changed=false) once the job is terminal. */
+  updateJobProgress(id: string, progress: unknown, now: number): Promise<TransitionOutcome>;
+  /** Fails the agent's non-terminal jobs, except those listed (still running on a reconnected agent). */
+  failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except?: readonly string[]): Promise<JobRecord[]>;
+  /** Fails every non-terminal job (at controller start: no agent stream survives a restart). */
+  failAllActiveJobs(error: JobError, now: number): Promise<JobRecord[]>;
+}

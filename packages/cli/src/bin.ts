@@ -1,0 +1,30 @@
+#!/usr/bin/env node
+/**
+ * pgfleet: the admin CLI. Parses against the option table and loads the gRPC machinery only for
+ * commands that talk to the controller, so --help and usage errors start instantly. Failures
+ * print the PgfleetError's code, message and hint and exit with its registry exit code.
+ */
+import { PgfleetError, asPgfleetError, helpText, parseCommandLine } from '@pgfleet/core';
+import { cliProgram } from './program.js';
+
+async function main(argv: string[]): Promise<number> {
+  const parsed = parseCommandLine(cliProgram, argv);
+  if (parsed.help) {
+    process.stdout.write(`${helpText(cliProgram, parsed.command)}\n`);
+    return 0;
+  }
+  const { runCommand } = await import('./commands.js');
+  return runCommand(parsed);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    const pe = asPgfleetError(err);
+    process.stderr.write(`${pe.format()}\n`);
+    if (!(err instanceof PgfleetError)) process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
+    process.exitCode = pe.exitCode;
+  },
+);

@@ -1,0 +1,55 @@
+/**
+ * Plain-text rendering for humans: aligned columns, byte sizes, times and progress lines. Kept
+ * free of gRPC so it is unit-tested directly; JSON output bypasses it entirely.
+ */
+
+const UNITS = ['B', 'KB', 'MB', 'GB', 'TB', 'PB'];
+
+/** 1024-based like pgBackRest and du -h: 1288490189 -> '1.2 GB'. */
+export function formatBytes(bytes: number | bigint): string {
+  let n = Number(bytes);
+  let unit = 0;
+  while (n >= 1024 && unit < UNITS.length - 1) {
+    n /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${n} B` : `${n < 10 ? n.toFixed(1) : Math.round(n)} ${UNITS[unit]}`;
+}
+
+/** '2026-03-01 12:00:00Z': UTC, seconds precision, sortable. */
+export function formatTime(ms: number | undefined): string {
+  if (ms === undefined) return '-';
+  return new Date(ms).toISOString().replace('T', ' ').replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** Columns padded to their widest cell; the last column is not padded (no trailing blanks). */
+export function formatTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n');
+}
+
+export interface ProgressFigures {
+  phase: string;
+  bytesDone: bigint;
+  bytesTotal: bigint;
+  filesDone: number;
+  filesTotal: number;
+  message: string;
+}
+
+/** 'backup 42% 1.2 GB/2.9 GB files 120/900 (copy)'. */
+export function formatProgress(kind: string, p: ProgressFigures): string {
+  const parts = [kind];
+  if (p.bytesTotal > 0n) {
+    const pct = Number((p.bytesDone * 1000n) / p.bytesTotal) / 10;
+    parts.push(`${Math.min(100, Math.floor(pct))}%`, `${formatBytes(p.bytesDone)}/${formatBytes(p.bytesTotal)}`);
+  } else if (p.bytesDone > 0n) {
+    parts.push(formatBytes(p.bytesDone));
+  }
+  if (p.filesTotal > 0) parts.push(`files ${p.filesDone}/${p.filesTotal}`);
+  if (p.phase) parts.push(`(${p.phase})`);
+  if (p.message) parts.push(p.message);
+  return parts.join(' ');
+}

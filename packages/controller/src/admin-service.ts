@@ -1,0 +1,175 @@
+/**
+ * AdminService: the controller's API for the `pgfleet` CLI. Reads come from the catalog; starting
+ * a backup or restore records a job, sends it on the chosen agent's stream and marks it
+ * dispatched, so a job is always in the catalog before any agent can report on it.
+ */
+import { isAbsolute } from 'node:path/posix';
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { ErrorCodes, PgfleetError, newJobId } from '@pgfleet/core';
+import { isTerminalJobState, type JobRecord } from '@pgfleet/catalog';
+import type { CallContext, ServiceImpl } from '@pgfleet/rpc';
+import { BackupType, type AdminService, type JobInfoSchema, type StartBackupRequest, type StartRestoreRequest } from '@pgfleet/proto';
+import type { AgentSession } from './agent-sessions.js';
+import { backupInfoFromRecord, backupKindFromProto, backupKindToProto, clusterInfo, jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson } from './convert.js';
+import { publishJobs, type ControllerContext } from './context.js';
+import { chooseBackup } from './pitr.js';
+
+const DEFAULT_JOB_LIMIT = 50;
+
+export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof AdminService> {
+  return {
+    listClusters: async () => {
+      const clusters = await ctx.store.listClusters();
+      return {
+        clusters: await Promise.all(
+          clusters.map(async (c) => {
+            const agents = await ctx.store.listAgents(c.name);
+            // The connected agent if any, else the one seen last (its figures are the newest known).
+            const agent = agents.find((a) => a.connected) ?? [...agents].sort((a, b) => (b.lastSeen ?? 0) - (a.lastSeen ?? 0))[0];
+            const backups = await ctx.store.listBackups(c.name);
+            return clusterInfo(c, agent, backups[backups.length - 1]);
+          }),
+        ),
+      };
+    },
+
+    listBackups: async (req) => {
+      await requireCluster(ctx, req.cluster);
+      return { backups: (await ctx.store.listBackups(req.cluster)).map(backupInfoFromRecord) };
+    },
+
+    startBackup: async (req) => ({ job: await startBackup(ctx, req) }),
+
+    startRestore: async (req) => ({ job: await startRestore(ctx, req) }),
+
+    getJob: async (req) => ({ job: jobInfoFromRecord(await requireJob(ctx, req.id)) }),
+
+    listJobs: async (req) => {
+      if (req.cluster) await requireCluster(ctx, req.cluster);
+      const jobs = await ctx.store.listJobs({ ...(req.cluster ? { cluster: req.cluster } : {}), limit: req.limit || DEFAULT_JOB_LIMIT });
+      return { jobs: jobs.map(jobInfoFromRecord) };
+    },
+
+    watchJob: (req, call) => watchJob(ctx, req.id, call),
+  };
+}
+
+async function requireCluster(ctx: ControllerContext, name: string) {
+  if (!name) throw new PgfleetError('InvalidArgument', 'a cluster name is required');
+  const cluster = await ctx.store.getCluster(name);
+  if (!cluster) throw new PgfleetError('UnknownCluster', `cluster '${name}' is not known to the controller`);
+  return cluster;
+}
+
+async function requireJob(ctx: ControllerContext, id: string): Promise<JobRecord> {
+  if (!id) throw new PgfleetError('InvalidArgument', 'a job id is required');
+  const job = await ctx.store.getJob(id);
+  if (!job) throw new PgfleetError('UnknownJob', `job '${id}' does not exist`);
+  return job;
+}
+
+function clusterAgent(ctx: ControllerContext, cluster: string): AgentSession {
+  const session = ctx.sessions.forCluster(cluster);
+  if (!session) throw new PgfleetError('AgentNotConnected', `no agent of cluster '${cluster}' is connected`);
+  return session;
+}
+
+/**
+ * Records the job as queued, sends it, marks it dispatched. If the stream is already gone the
+ * job fails at once (AgentDisconnected) instead of waiting for an agent that will not answer.
+ */
+async function dispatch(ctx: ControllerContext, session: AgentSession, job: JobRecord, message: Parameters<AgentSession['send']>[0]): Promise<MessageInitShape<typeof JobInfoSchema>> {
+  const log = ctx.logger.child({ jobId: job.id, kind: job.kind, cluster: job.cluster, agentId: session.agentId });
+  try {
+    session.send(message);
+  } catch (err) {
+    const { job: failed } = await ctx.store.transitionJob(
+      job.id,
+      'failed',
+      { error: { code: ErrorCodes.AgentDisconnected.code, message: `agent ${session.agentId} went away before the job could be sent` } },
+      ctx.now(),
+    );
+    publishJobs(ctx, [failed]);
+    throw new PgfleetError('AgentDisconnected', `agent ${session.agentId} went away before job ${job.id} could be sent`, { cause: err });
+  }
+  const { job: dispatched } = await ctx.store.transitionJob(job.id, 'dispatched', {}, ctx.now());
+  publishJobs(ctx, [dispatched]);
+  log.info({ params: job.params }, 'job dispatched');
+  return jobInfoFromRecord(dispatched);
+}
+
+async function startBackup(ctx: ControllerContext, req: StartBackupRequest): Promise<MessageInitShape<typeof JobInfoSchema>> {
+  await requireCluster(ctx, req.cluster);
+  const type = req.type === BackupType.UNSPECIFIED ? BackupType.FULL : req.type;
+  const kind = backupKindFromProto(type);
+  const session = clusterAgent(ctx, req.cluster);
+  const job = await ctx.store.createJob({ id: newJobId(), cluster: req.cluster, kind: 'backup', agentId: session.agentId, params: { type: kind } }, ctx.now());
+  return dispatch(ctx, session, job, {
+    msg: {
+      case: 'job',
+      value: {
+        jobId: job.id,
+        repository: { kind: { case: 'posix', value: { path: ctx.repoPath } } },
+        // The agent names the backup from its start time (see backupLabel in core).
+        kind: { case: 'backup', value: { type: backupKindToProto(kind), label: '' } },
+      },
+    },
+  });
+}
+
+async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): Promise<MessageInitShape<typeof JobInfoSchema>> {
+  await requireCluster(ctx, req.cluster);
+  if (!req.targetDir) throw new PgfleetError('InvalidArgument', 'target_dir is required: the directory the agent restores into');
+  if (!isAbsolute(req.targetDir)) throw new PgfleetError('InvalidArgument', `target_dir '${req.targetDir}' is not an absolute path`);
+  const target = pitrTargetFromProto(req.target);
+  const backupLabel = chooseBackup(await ctx.store.listBackups(req.cluster), target, ctx.now(), req.backupLabel);
+
+  let session: AgentSession;
+  if (req.agentId) {
+    const chosen = ctx.sessions.get(req.agentId);
+    if (!chosen) throw new PgfleetError('AgentNotConnected', `agent '${req.agentId}' is not connected`);
+    session = chosen;
+  } else {
+    session = clusterAgent(ctx, req.cluster);
+  }
+  const recoveryTarget = req.target!;
+  const job = await ctx.store.createJob(
+    {
+      id: newJobId(),
+      cluster: req.cluster,
+      kind: 'restore',
+      agentId: session.agentId,
+      params: { targetDir: req.targetDir, backupLabel, target: recoveryTargetJson(recoveryTarget) },
+    },
+    ctx.now(),
+  );
+  return dispatch(ctx, session, job, {
+    msg: {
+      case: 'job',
+      value: {
+        jobId: job.id,
+        repository: { kind: { case: 'posix', value: { path: ctx.repoPath } } },
+        kind: { case: 'restore', value: { cluster: req.cluster, backupLabel, targetDir: req.targetDir, target: recoveryTarget } },
+      },
+    },
+  });
+}
+
+/** Streams the job on every change until it is final: the final state is always sent, then the stream ends. */
+async function* watchJob(ctx: ControllerContext, id: string, call: CallContext): AsyncGenerator<{ job: MessageInitShape<typeof JobInfoSchema> }> {
+  if (!id) throw new PgfleetError('InvalidArgument', 'a job id is required');
+  // Subscribe before reading, so a change between the read and the subscription is not missed.
+  const subscription = ctx.watchers.subscribe(id);
+  try {
+    let job = await requireJob(ctx, id);
+    yield { job: jobInfoFromRecord(job) };
+    while (!isTerminalJobState(job.state)) {
+      const next = await subscription.next(call.signal);
+      if (!next) return;
+      job = next;
+      yield { job: jobInfoFromRecord(job) };
+    }
+  } finally {
+    subscription.close();
+  }
+}

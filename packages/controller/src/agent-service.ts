@@ -1,0 +1,181 @@
+/**
+ * AgentService.Connect: one long-lived bidi stream per agent. The agent says Hello (who it is,
+ * which cluster, which jobs it still runs); the controller registers it, answers Welcome, then
+ * dispatches jobs on the stream and records heartbeats, progress and results in the catalog.
+ * When the stream ends the agent's unfinished jobs fail: the agent is the only one that could
+ * finish them, and a job that silently stays "running" forever is worse than a clear failure.
+ */
+import { ErrorCodes, PgfleetError, asPgfleetError } from '@pgfleet/core';
+import type { BidiStream, CallContext, ServiceImpl } from '@pgfleet/rpc';
+import { JobState, type AgentService, type ConnectRequest, type ConnectResponseSchema, type Hello, type JobResult } from '@pgfleet/proto';
+import type { AgentSession } from './agent-sessions.js';
+import { archiverJson, backupInfoFromRecord, backupRecordFromInfo, progressJson, resultJson } from './convert.js';
+import { CONTROLLER_VERSION, publishJobs, type ControllerContext } from './context.js';
+
+type ConnectStream = BidiStream<ConnectRequest, typeof ConnectResponseSchema>;
+
+export function createAgentService(ctx: ControllerContext): ServiceImpl<typeof AgentService> {
+  return {
+    connect: (stream: ConnectStream, call: CallContext) => {
+      const running = handleConnect(ctx, stream, call);
+      const tracked = running.then(
+        () => undefined,
+        () => undefined,
+      );
+      ctx.connections.add(tracked);
+      void tracked.finally(() => ctx.connections.delete(tracked));
+      return running;
+    },
+  };
+}
+
+function validateHello(hello: Hello): void {
+  const missing = (['agentId', 'cluster', 'systemIdentifier'] as const).filter((k) => hello[k] === '');
+  if (missing.length) throw new PgfleetError('InvalidArgument', `Hello is missing ${missing.join(', ')}`);
+}
+
+async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call: CallContext): Promise<void> {
+  const incoming = stream[Symbol.asyncIterator]();
+  const first = await incoming.next();
+  if (first.done) return;
+  if (first.value.msg.case !== 'hello') {
+    throw new PgfleetError('InvalidArgument', `the first message on AgentService.Connect must be Hello, got ${first.value.msg.case ?? 'an empty message'}`);
+  }
+  const hello = first.value.msg.value;
+  validateHello(hello);
+  const log = ctx.logger.child({ agentId: hello.agentId, cluster: hello.cluster, peer: call.peer });
+
+  // Throws SystemIdMismatch before anything about the agent is recorded: a different cluster
+  // under a known name must not be able to take over its catalog entries or its jobs.
+  await ctx.store.upsertCluster({ name: hello.cluster, systemIdentifier: hello.systemIdentifier, pgVersion: hello.pgVersion }, ctx.now());
+  await ctx.store.upsertAgent({ id: hello.agentId, cluster: hello.cluster, hostname: hello.hostname, version: hello.agentVersion }, ctx.now());
+
+  const session: AgentSession = {
+    agentId: hello.agentId,
+    cluster: hello.cluster,
+    hostname: hello.hostname,
+    connectedAt: ctx.now(),
+    send: (msg) => stream.send(msg),
+    close: () => stream.end(),
+  };
+  if (ctx.sessions.register(session)) log.warn('agent reconnected while its previous stream was still open; the old stream is closed');
+  stream.send({ msg: { case: 'welcome', value: { controllerVersion: CONTROLLER_VERSION, heartbeatIntervalSeconds: ctx.heartbeatIntervalSeconds } } });
+  log.info({ hostname: hello.hostname, agentVersion: hello.agentVersion, pgVersion: hello.pgVersion, runningJobs: hello.runningJobIds }, 'agent connected');
+
+  // Jobs the catalog thinks this agent runs but the agent does not know about died with its previous process.
+  const lost = await ctx.store.failActiveJobsOfAgent(
+    hello.agentId,
+    { code: ErrorCodes.AgentDisconnected.code, message: `agent ${hello.agentId} restarted and no longer runs the job` },
+    ctx.now(),
+    hello.runningJobIds,
+  );
+  if (lost.length) log.warn({ jobIds: lost.map((j) => j.id) }, 'failed jobs the restarted agent no longer runs');
+  publishJobs(ctx, lost);
+
+  try {
+    for await (const req of { [Symbol.asyncIterator]: () => incoming }) {
+      try {
+        await handleMessage(ctx, session, req, log);
+      } catch (err) {
+        // One bad message (e.g. a result for an unknown job) must not cut the agent off.
+        const pe = asPgfleetError(err);
+        log.warn({ err: pe.errorName === 'Internal' ? err : undefined, code: pe.code, msg: req.msg.case }, `agent message not applied: ${pe.message}`);
+      }
+    }
+    log.info('agent stream ended');
+  } catch (err) {
+    log.warn({ code: asPgfleetError(err).code }, `agent stream failed: ${asPgfleetError(err).message}`);
+  } finally {
+    await agentGone(ctx, session, log);
+  }
+}
+
+async function agentGone(ctx: ControllerContext, session: AgentSession, log: ControllerContext['logger']): Promise<void> {
+  // A newer stream of the same agent already reconciled its jobs in its Hello; leave them alone.
+  if (!ctx.sessions.unregister(session)) return;
+  try {
+    await ctx.store.setAgentConnected(session.agentId, false, ctx.now());
+    const failed = await ctx.store.failActiveJobsOfAgent(
+      session.agentId,
+      { code: ErrorCodes.AgentDisconnected.code, message: `agent ${session.agentId} disconnected while the job was running` },
+      ctx.now(),
+    );
+    if (failed.length) log.warn({ jobIds: failed.map((j) => j.id) }, 'failed the jobs of the disconnected agent');
+    publishJobs(ctx, failed);
+  } catch (err) {
+    log.error({ err }, 'could not record the agent disconnect in the catalog');
+  }
+}
+
+async function handleMessage(ctx: ControllerContext, session: AgentSession, req: ConnectRequest, log: ControllerContext['logger']): Promise<void> {
+  const msg = req.msg;
+  switch (msg.case) {
+    case 'hello':
+      throw new PgfleetError('InvalidArgument', 'Hello was sent twice on one stream');
+    case 'heartbeat':
+      await ctx.store.recordHeartbeat(
+        session.agentId,
+        { ...(msg.value.archiver ? { archiver: archiverJson(msg.value.archiver) } : {}), currentLsn: msg.value.currentLsn },
+        ctx.now(),
+      );
+      return;
+    case 'progress': {
+      await ownJob(ctx, session, msg.value.jobId);
+      const { job, changed } = await ctx.store.updateJobProgress(msg.value.jobId, progressJson(msg.value), ctx.now());
+      if (changed) ctx.watchers.publish(job);
+      return;
+    }
+    case 'result':
+      await handleResult(ctx, session, msg.value, log);
+      return;
+    default:
+      throw new PgfleetError('InvalidArgument', 'empty ConnectRequest');
+  }
+}
+
+/** An agent may only report on jobs dispatched to it. */
+async function ownJob(ctx: ControllerContext, session: AgentSession, jobId: string) {
+  const job = await ctx.store.getJob(jobId);
+  if (!job) throw new PgfleetError('UnknownJob', `job ${jobId} does not exist`);
+  if (job.agentId !== session.agentId) throw new PgfleetError('InvalidArgument', `job ${jobId} belongs to agent ${job.agentId}, not ${session.agentId}`);
+  return job;
+}
+
+async function handleResult(ctx: ControllerContext, session: AgentSession, result: JobResult, log: ControllerContext['logger']): Promise<void> {
+  const job = await ownJob(ctx, session, result.jobId);
+  const jlog = log.child({ jobId: job.id, kind: job.kind });
+  const now = ctx.now();
+  let outcome;
+  switch (result.state) {
+    case JobState.SUCCEEDED: {
+      const backupInfo = result.result.case === 'backup' ? result.result.value : undefined;
+      const restoreInfo = result.result.case === 'restore' ? result.result.value : undefined;
+      if (job.kind === 'backup' && !backupInfo) {
+        outcome = await ctx.store.transitionJob(job.id, 'failed', { error: { code: ErrorCodes.Internal.code, message: 'the agent reported success without the backup it made' } }, now);
+        break;
+      }
+      const backup = backupInfo ? backupRecordFromInfo(backupInfo, job.cluster, job.id) : undefined;
+      // The job's result repeats the catalog row (cluster and job id filled in), not the agent's raw message.
+      const stored = backup ? resultJson({ backup: backupInfoFromRecord(backup) }) : resultJson(restoreInfo ? { restore: restoreInfo } : {});
+      outcome = await ctx.store.transitionJob(job.id, 'succeeded', { result: stored, ...(backup ? { backup } : {}) }, now);
+      break;
+    }
+    case JobState.FAILED:
+      outcome = await ctx.store.transitionJob(
+        job.id,
+        'failed',
+        { error: { code: result.error?.code || ErrorCodes.JobFailed.code, message: result.error?.message || 'the agent reported the job as failed without a reason' } },
+        now,
+      );
+      break;
+    case JobState.CANCELLED:
+      outcome = await ctx.store.transitionJob(job.id, 'cancelled', { error: { code: ErrorCodes.JobCancelled.code, message: result.error?.message || 'cancelled' } }, now);
+      break;
+    default:
+      throw new PgfleetError('InvalidArgument', `JobResult for ${job.id} has the non-final state ${JobState[result.state] ?? result.state}`);
+  }
+  if (outcome.changed) {
+    jlog.info({ state: outcome.job.state, error: outcome.job.error ?? undefined }, 'job finished');
+    ctx.watchers.publish(outcome.job);
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * The in-memory registry of connected agents: agent id -> the open Connect stream that jobs are
+ * dispatched on. The catalog's `connected` flag mirrors it for listings; this map is what
+ * dispatch trusts, since only an open stream can carry a job.
+ */
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { ConnectResponseSchema } from '@pgfleet/proto';
+
+export interface AgentSession {
+  readonly agentId: string;
+  readonly cluster: string;
+  readonly hostname: string;
+  readonly connectedAt: number;
+  /** Queues a message on the agent's stream; throws when the stream is gone. */
+  send(msg: MessageInitShape<typeof ConnectResponseSchema>): void;
+  /** Ends the stream from the controller's side (a newer connection of the same agent replaced it). */
+  close(): void;
+}
+
+export class AgentSessions {
+  private readonly byId = new Map<string, AgentSession>();
+
+  /** Registers a session; an older session of the same agent is closed and returned. */
+  register(session: AgentSession): AgentSession | undefined {
+    const previous = this.byId.get(session.agentId);
+    this.byId.set(session.agentId, session);
+    if (previous && previous !== session) {
+      try {
+        previous.close();
+      } catch {
+        // the old stream is already gone; nothing to end
+      }
+    }
+    return previous;
+  }
+
+  /** Removes the session if it still is the agent's current one; false when a newer one replaced it. */
+  unregister(session: AgentSession): boolean {
+    if (this.byId.get(session.agentId) !== session) return false;
+    this.byId.delete(session.agentId);
+    return true;
+  }
+
+  get(agentId: string): AgentSession | undefined {
+    return this.byId.get(agentId);
+  }
+
+  /** The cluster's connected agent (one per cluster is normal; with several, the longest connected). */
+  forCluster(cluster: string): AgentSession | undefined {
+    let found: AgentSession | undefined;
+    for (const s of this.byId.values()) {
+      if (s.cluster === cluster && (!found || s.connectedAt < found.connectedAt)) found = s;
+    }
+    return found;
+  }
+
+  all(): AgentSession[] {
+    return [...this.byId.values()];
+  }
+}

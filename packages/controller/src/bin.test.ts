@@ -1,0 +1,73 @@
+// The pgfleet-controller binary as a user runs it: config errors, and a real start and stop.
+import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import { createClient, waitForReady } from '@pgfleet/rpc';
+import { AdminService } from '@pgfleet/proto';
+
+const BIN = fileURLToPath(new URL('./bin.js', import.meta.url));
+let dir: string;
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'pgfleet-ctl-bin-'));
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test('missing required options and unknown config keys print PGF-1002 and exit 2, no stack', async () => {
+  const missing = await run(['run', '--repo-path', '/srv/repo']);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /^PGF-1002 missing required option 'catalog'/);
+  assert.doesNotMatch(missing.stderr, /\n\s+at /);
+
+  const cfg = join(dir, 'bad.yaml');
+  writeFileSync(cfg, 'catalog: /tmp/x.db\nrepo-path: /srv/repo\nlisten_address: 1.2.3.4:1\n');
+  const unknown = await run(['run', '--config', cfg]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /PGF-1002 .*listen_address/);
+});
+
+test('--help documents run', async () => {
+  const r = await run(['run', '--help']);
+  assert.equal(r.code, 0);
+  for (const s of ['--catalog', '--repo-path', '--listen', 'PGFLEET_HEARTBEAT_INTERVAL']) assert.ok(r.stdout.includes(s), s);
+});
+
+test('run serves the admin API until SIGTERM', async () => {
+  // A port that was free a moment ago (bound to 0, then released).
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as { port: number }).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  const child = spawn(process.execPath, [BIN, 'run', '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], {
+    env: { PATH: process.env.PATH, PGFLEET_CATALOG: join(dir, 'c.db'), PGFLEET_REPO_PATH: '/srv/repo' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const admin = createClient(AdminService, `127.0.0.1:${port}`, { defaultDeadlineMs: 5000 });
+  try {
+    await waitForReady(admin, 10_000);
+    assert.deepEqual((await admin.listClusters({})).clusters, []);
+  } finally {
+    admin.close();
+    child.kill('SIGTERM');
+  }
+  assert.equal(await exited, 0, stderr);
+});

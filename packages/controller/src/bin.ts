@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+/**
+ * pgfleet-controller: parses the command line against the option table and runs the server.
+ * A PgfleetError is printed as code + message + hint with its registry exit code, never a stack.
+ */
+import { PgfleetError, asPgfleetError, createLogger, helpText, parseCommandLine } from '@pgfleet/core';
+import { controllerProgram, resolveRunConfig } from './options.js';
+import { startController } from './server.js';
+
+async function main(argv: string[]): Promise<number> {
+  const parsed = parseCommandLine(controllerProgram, argv);
+  if (parsed.help) {
+    process.stdout.write(`${helpText(controllerProgram, parsed.command)}\n`);
+    return 0;
+  }
+  // Only `run` exists; the table rejects anything else.
+  const config = resolveRunConfig(parsed.options);
+  const logger = createLogger({ level: config.logLevel, name: 'pgfleet-controller' });
+  const controller = await startController(config, { logger });
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals): void => {
+      logger.info({ signal }, 'stopping');
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  await controller.close();
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    const pe = asPgfleetError(err);
+    process.stderr.write(`${pe.format()}\n`);
+    if (!(err instanceof PgfleetError)) process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
+    process.exitCode = pe.exitCode;
+  },
+);

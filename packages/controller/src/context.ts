@@ -1,0 +1,36 @@
+/**
+ * What the controller's services share: the catalog, the connected agents, the job watchers and
+ * the settings agents receive. One object so handlers stay plain functions and tests can build
+ * it with any CatalogStore.
+ */
+import { readFileSync } from 'node:fs';
+import type { Logger } from '@pgfleet/core';
+import type { CatalogStore, JobRecord } from '@pgfleet/catalog';
+import type { AgentSessions } from './agent-sessions.js';
+import type { JobWatchers } from './job-watchers.js';
+
+export interface ControllerContext {
+  store: CatalogStore;
+  sessions: AgentSessions;
+  watchers: JobWatchers;
+  logger: Logger;
+  repoPath: string;
+  heartbeatIntervalSeconds: number;
+  /** Milliseconds since the epoch; injectable so tests control time. */
+  now: () => number;
+  /** Running Connect handlers, so shutdown can let them record the disconnect before the catalog closes. */
+  connections: Set<Promise<void>>;
+}
+
+/** Publishes job records to WatchJob streams after the catalog has recorded them. */
+export function publishJobs(ctx: ControllerContext, jobs: readonly JobRecord[]): void {
+  for (const job of jobs) ctx.watchers.publish(job);
+}
+
+export const CONTROLLER_VERSION: string = (() => {
+  try {
+    return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+})();

@@ -1,0 +1,247 @@
+// Integration: the real controller server on port 0 with a temp SQLite catalog, a fake agent on
+// AgentService.Connect and an admin client, all through @pgfleet/rpc as in production.
+import { strict as assert } from 'node:assert';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt';
+import { PgfleetError, type ErrorName } from '@pgfleet/core';
+import { createClient } from '@pgfleet/rpc';
+import { AdminService, BackupType, JobState, type JobInfo } from '@pgfleet/proto';
+import { startController, type RunningController } from './server.js';
+import { FakeAgent, SYSID, closeFakeAgents, waitFor, withTimeout } from './testing/fake-agent.js';
+
+const REPO = '/srv/pgfleet-repo';
+
+let dir: string;
+let controller: RunningController;
+let admin: ReturnType<typeof createClient<typeof AdminService>>;
+
+async function start(): Promise<RunningController> {
+  return startController({ listen: '127.0.0.1:0', catalogPath: join(dir, 'catalog.db'), repoPath: REPO, heartbeatIntervalSeconds: 2 });
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'pgfleet-controller-it-'));
+  controller = await start();
+  admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
+});
+
+after(async () => {
+  closeFakeAgents();
+  admin?.close();
+  await controller?.close(100);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function rejectsWith(p: Promise<unknown>, name: ErrorName): Promise<PgfleetError> {
+  let caught: unknown;
+  await p.then(() => assert.fail(`expected ${name}`), (err: unknown) => (caught = err));
+  assert.ok(PgfleetError.is(caught, name), `expected ${name}, got ${String(caught)}`);
+  return caught;
+}
+
+/** Collects WatchJob's stream until it ends. */
+async function watch(id: string): Promise<JobInfo[]> {
+  const seen: JobInfo[] = [];
+  for await (const r of admin.watchJob({ id })) seen.push(r.job!);
+  return seen;
+}
+
+describe('controller over gRPC', () => {
+  let agent: FakeAgent;
+  let backupLabel = '';
+  const backupStop = Date.now() - 2000;
+
+  test('an agent says Hello and gets Welcome; its cluster appears', async () => {
+    agent = new FakeAgent(controller.address);
+    agent.hello();
+    const welcome = await agent.receive();
+    assert.equal(welcome.msg.case, 'welcome');
+    if (welcome.msg.case === 'welcome') {
+      assert.equal(welcome.msg.value.heartbeatIntervalSeconds, 2);
+      assert.match(welcome.msg.value.controllerVersion, /^\d+\.\d+\.\d+/);
+    }
+    agent.stream.send({ msg: { case: 'heartbeat', value: { pgUp: true, currentLsn: '0/5000000', archiver: { archivedCount: 4n, lastArchivedWal: '000000010000000000000004' } } } });
+    const cluster = await waitFor('heartbeat recorded', async () => {
+      const c = (await admin.listClusters({})).clusters.find((x) => x.name === 'main');
+      return c?.archiver?.archivedCount === 4n ? c : undefined;
+    });
+    assert.deepEqual([cluster.agentConnected, cluster.agentId, cluster.systemIdentifier, cluster.pgVersion], [true, 'agent-1', SYSID, 170002]);
+    assert.equal(cluster.lastBackup, undefined);
+  });
+
+  test('admin errors for unknown things and bad requests carry their PGF codes', async () => {
+    await rejectsWith(admin.listBackups({ cluster: 'nope' }), 'UnknownCluster');
+    await rejectsWith(admin.startBackup({ cluster: 'nope' }), 'UnknownCluster');
+    await rejectsWith(admin.getJob({ id: 'no-such-job' }), 'UnknownJob');
+    await rejectsWith((async () => { for await (const _ of admin.watchJob({ id: 'no-such-job' })) { /* none */ } })(), 'UnknownJob');
+    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '/restore', target: { target: { case: 'latest', value: true } } }), 'NoBackup');
+    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '/restore', target: {} }), 'TargetInvalid');
+    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: 'relative/dir', target: { target: { case: 'latest', value: true } } }), 'InvalidArgument');
+    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '', target: { target: { case: 'latest', value: true } } }), 'InvalidArgument');
+  });
+
+  test('a backup: dispatched to the agent, progress and result watched to success, then listed', async () => {
+    const { job } = await admin.startBackup({ cluster: 'main' });
+    assert.equal(job!.state, JobState.DISPATCHED);
+    assert.equal(job!.kind, 'backup');
+    assert.equal(job!.agentId, 'agent-1');
+
+    const sent = await agent.receiveJob();
+    assert.equal(sent.jobId, job!.id);
+    assert.deepEqual(sent.repository?.kind, { case: 'posix', value: sent.repository?.kind.value });
+    assert.equal(sent.repository?.kind.case === 'posix' && sent.repository.kind.value.path, REPO);
+    assert.equal(sent.kind.case, 'backup');
+    assert.equal(sent.kind.case === 'backup' && sent.kind.value.type, BackupType.FULL);
+
+    const watched = watch(job!.id);
+    agent.stream.send({ msg: { case: 'progress', value: { jobId: job!.id, phase: 'copy', bytesDone: 500n, bytesTotal: 1000n, filesDone: 5, filesTotal: 10 } } });
+    await waitFor('running', async () => ((await admin.getJob({ id: job!.id })).job?.state === JobState.RUNNING ? true : undefined));
+    backupLabel = '20260301-120000F';
+    agent.stream.send({
+      msg: {
+        case: 'result',
+        value: {
+          jobId: job!.id,
+          state: JobState.SUCCEEDED,
+          result: {
+            case: 'backup',
+            value: {
+              label: backupLabel, type: BackupType.FULL, startLsn: '0/2000028', stopLsn: '0/2000100',
+              startTime: timestampFromMs(backupStop - 5000), stopTime: timestampFromMs(backupStop), timeline: 1,
+              systemIdentifier: SYSID, pgVersion: 170002, sizeBytes: 1000n, storedBytes: 300n, fileCount: 10,
+              walStart: '000000010000000000000002', walStop: '000000010000000000000002',
+            },
+          },
+        },
+      },
+    });
+    const states = (await withTimeout(watched, 5000, 'watch to end')).map((j) => j.state);
+    assert.ok(states.includes(JobState.RUNNING), `states ${states.join(',')}`);
+    assert.equal(states.at(-1), JobState.SUCCEEDED);
+
+    const done = (await admin.getJob({ id: job!.id })).job!;
+    assert.equal(done.backup?.label, backupLabel);
+    assert.deepEqual([done.backup?.cluster, done.backup?.jobId], ['main', job!.id]);
+    assert.equal(done.progress?.bytesDone, 500n);
+    assert.ok(done.finishedAt && done.startedAt);
+
+    const { backups } = await admin.listBackups({ cluster: 'main' });
+    assert.deepEqual(backups.map((b) => [b.label, b.cluster, b.jobId, b.stopLsn, b.sizeBytes]), [[backupLabel, 'main', job!.id, '0/2000100', 1000n]]);
+    const cluster = (await admin.listClusters({})).clusters.find((c) => c.name === 'main');
+    assert.equal(cluster?.lastBackup?.label, backupLabel);
+  });
+
+  test('restore targets: before the oldest backup and in the future are refused', async () => {
+    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '/restore', target: { target: { case: 'time', value: timestampFromMs(backupStop - 60_000) } } }), 'TargetBeforeOldestBackup');
+    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '/restore', target: { target: { case: 'time', value: timestampFromMs(Date.now() + 3_600_000) } } }), 'TargetInFuture');
+    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '/restore', backupLabel: 'nope', target: { target: { case: 'latest', value: true } } }), 'UnknownBackup');
+    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '/restore', agentId: 'ghost', target: { target: { case: 'latest', value: true } } }), 'AgentNotConnected');
+  });
+
+  test('a PITR restore picks the backup; closing the agent stream fails the running job with PGF-2006', async () => {
+    const targetTime = Date.now() - 500;
+    const { job } = await admin.startRestore({ cluster: 'main', targetDir: '/var/lib/pg/restore', target: { target: { case: 'time', value: timestampFromMs(targetTime) } } });
+    assert.equal(job!.kind, 'restore');
+    const sent = await agent.receiveJob();
+    assert.equal(sent.jobId, job!.id);
+    assert.equal(sent.kind.case, 'restore');
+    if (sent.kind.case === 'restore') {
+      assert.equal(sent.kind.value.backupLabel, backupLabel);
+      assert.equal(sent.kind.value.targetDir, '/var/lib/pg/restore');
+      assert.equal(sent.kind.value.cluster, 'main');
+      assert.equal(sent.kind.value.target?.target.case === 'time' && timestampMs(sent.kind.value.target.target.value), targetTime);
+    }
+    agent.stream.send({ msg: { case: 'progress', value: { jobId: job!.id, phase: 'restore', bytesDone: 1n, bytesTotal: 10n } } });
+    await waitFor('running', async () => ((await admin.getJob({ id: job!.id })).job?.state === JobState.RUNNING ? true : undefined));
+    const watched = watch(job!.id);
+
+    agent.stream.cancel();
+    const states = await withTimeout(watched, 5000, 'watch to end');
+    const last = states.at(-1)!;
+    assert.equal(last.state, JobState.FAILED);
+    assert.equal(last.error?.code, 'PGF-2006');
+    const cluster = await waitFor('agent disconnected', async () => {
+      const c = (await admin.listClusters({})).clusters.find((x) => x.name === 'main');
+      return c && !c.agentConnected ? c : undefined;
+    });
+    assert.equal(cluster.agentId, 'agent-1');
+    await rejectsWith(admin.startBackup({ cluster: 'main' }), 'AgentNotConnected');
+  });
+
+  test('a name target dispatches an empty label; a restarted agent fails the jobs it no longer runs', async () => {
+    agent = new FakeAgent(controller.address);
+    agent.hello();
+    assert.equal((await agent.receive()).msg.case, 'welcome');
+    const { job: named } = await admin.startRestore({ cluster: 'main', targetDir: '/r1', target: { target: { case: 'name', value: 'before_upgrade' } } });
+    const sent = await agent.receiveJob();
+    assert.equal(sent.kind.case === 'restore' && sent.kind.value.backupLabel, '');
+    const { job: backup } = await admin.startBackup({ cluster: 'main', type: BackupType.DIFF });
+    const sentBackup = await agent.receiveJob();
+    assert.equal(sentBackup.kind.case === 'backup' && sentBackup.kind.value.type, BackupType.DIFF);
+
+    // The agent process restarts before the controller noticed the old stream die: the new Hello
+    // lists the backup as still running (e.g. a surviving worker) but not the restore.
+    const again = new FakeAgent(controller.address);
+    again.hello({ runningJobIds: [backup!.id] });
+    assert.equal((await again.receive()).msg.case, 'welcome');
+    const lost = (await admin.getJob({ id: named!.id })).job!;
+    assert.deepEqual([lost.state, lost.error?.code], [JobState.FAILED, 'PGF-2006']);
+    assert.match(lost.error!.message, /restarted/);
+    // The controller ends the replaced stream, and its end must not fail the surviving job.
+    assert.equal(await agent.ended(), undefined);
+    assert.equal((await admin.getJob({ id: backup!.id })).job?.state, JobState.DISPATCHED);
+
+    // The agent's failure reaches the job with its own code.
+    again.stream.send({ msg: { case: 'result', value: { jobId: backup!.id, state: JobState.FAILED, error: { code: 'PGF-4006', message: 'WAL 000000010000000000000009 did not arrive' } } } });
+    const failed = await waitFor('failed', async () => {
+      const j = (await admin.getJob({ id: backup!.id })).job!;
+      return j.state === JobState.FAILED ? j : undefined;
+    });
+    assert.deepEqual([failed.error?.code, failed.error?.message], ['PGF-4006', 'WAL 000000010000000000000009 did not arrive']);
+    assert.match(failed.error!.hint, /archive_command/);
+    // A repeated result for a finished job is ignored without cutting the stream.
+    again.stream.send({ msg: { case: 'result', value: { jobId: backup!.id, state: JobState.SUCCEEDED } } });
+    const { job: next } = await admin.startBackup({ cluster: 'main' });
+    assert.equal((await again.receiveJob()).jobId, next!.id);
+    assert.equal((await admin.getJob({ id: backup!.id })).job?.state, JobState.FAILED);
+    agent = again;
+  });
+
+  test('Hello from another cluster under a known name is refused with PGF-3005', async () => {
+    const impostor = new FakeAgent(controller.address);
+    impostor.hello({ agentId: 'agent-x', systemIdentifier: '999' });
+    const err = await impostor.ended();
+    assert.ok(PgfleetError.is(err, 'SystemIdMismatch'), String(err));
+    assert.equal((await admin.listClusters({})).clusters.find((c) => c.name === 'main')?.systemIdentifier, SYSID);
+  });
+
+  test('a first message other than Hello is INVALID_ARGUMENT (PGF-1001)', async () => {
+    const rude = new FakeAgent(controller.address);
+    rude.stream.send({ msg: { case: 'heartbeat', value: { pgUp: true } } });
+    const err = await rude.ended();
+    assert.ok(PgfleetError.is(err, 'InvalidArgument'), String(err));
+  });
+
+  test('a controller restart fails unfinished jobs with PGF-7003 and keeps the catalog', async () => {
+    const { jobs } = await admin.listJobs({ cluster: 'main' });
+    const active = jobs.find((j) => j.state === JobState.DISPATCHED);
+    assert.ok(active, 'the backup dispatched in the reconnect test is still active');
+    agent.stream.cancel();
+    await waitFor('agent gone', async () => ((await admin.getJob({ id: active.id })).job?.state === JobState.FAILED ? true : undefined));
+
+    // A job left active by a crash (the catalog says dispatched, no stream to finish it).
+    const orphan = await controller.context.store.createJob({ id: 'orphan', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, Date.now());
+    await controller.context.store.transitionJob(orphan.id, 'dispatched', {}, Date.now());
+    await controller.close(100);
+    admin.close();
+    controller = await start();
+    admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
+    const j = (await admin.getJob({ id: 'orphan' })).job!;
+    assert.deepEqual([j.state, j.error?.code], [JobState.FAILED, 'PGF-7003']);
+    assert.deepEqual((await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label), [backupLabel]);
+    assert.equal((await admin.listClusters({})).clusters.find((c) => c.name === 'main')?.agentConnected, false);
+  });
+});

@@ -1,0 +1,185 @@
+/**
+ * Mapping between catalog records (plain data, milliseconds, JSON blobs) and protocol messages.
+ * JSON blobs in the catalog hold the canonical protobuf JSON of the message (toJson), so they
+ * stay readable with sqlite3 and decode back losslessly (64-bit counters are strings there).
+ */
+import { create, fromJson, toJson, type JsonValue, type MessageInitShape } from '@bufbuild/protobuf';
+import { timestampFromMs, timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
+import { PgfleetError } from '@pgfleet/core';
+import type { AgentRecord, BackupKind, BackupRecord, ClusterRecord, JobRecord, JobStateName } from '@pgfleet/catalog';
+import {
+  ArchiverStatsSchema,
+  BackupInfoSchema,
+  BackupType,
+  ClusterInfoSchema,
+  JobInfoSchema,
+  JobProgressSchema,
+  JobState,
+  RecoveryTargetSchema,
+  RestoreResultSchema,
+  type ArchiverStats,
+  type BackupInfo,
+  type JobProgress,
+  type RecoveryTarget,
+  type RestoreResult,
+} from '@pgfleet/proto';
+import type { PitrTarget } from './pitr.js';
+
+const STATE_TO_PROTO: Record<JobStateName, JobState> = {
+  queued: JobState.QUEUED,
+  dispatched: JobState.DISPATCHED,
+  running: JobState.RUNNING,
+  succeeded: JobState.SUCCEEDED,
+  failed: JobState.FAILED,
+  cancelled: JobState.CANCELLED,
+};
+
+export function jobStateToProto(state: JobStateName): JobState {
+  return STATE_TO_PROTO[state];
+}
+
+export function backupKindFromProto(type: BackupType): BackupKind {
+  switch (type) {
+    case BackupType.UNSPECIFIED:
+    case BackupType.FULL:
+      return 'full';
+    case BackupType.DIFF:
+      return 'diff';
+    case BackupType.INCR:
+      return 'incr';
+    default:
+      throw new PgfleetError('InvalidArgument', `unknown backup type ${String(type)}`);
+  }
+}
+
+export function backupKindToProto(kind: BackupKind): BackupType {
+  return kind === 'full' ? BackupType.FULL : kind === 'diff' ? BackupType.DIFF : BackupType.INCR;
+}
+
+const ts = (ms: number | null): Timestamp | undefined => (ms === null ? undefined : timestampFromMs(ms));
+
+/** What the catalog stores of a successful backup job: the agent's BackupInfo, with cluster and job filled in by the controller. */
+export function backupRecordFromInfo(info: BackupInfo, cluster: string, jobId: string): BackupRecord {
+  if (!info.label) throw new PgfleetError('InvalidArgument', 'the backup result has no label');
+  if (!info.stopTime || !info.startTime) throw new PgfleetError('InvalidArgument', `backup ${info.label} has no start or stop time`);
+  return {
+    cluster,
+    label: info.label,
+    type: backupKindFromProto(info.type),
+    startLsn: info.startLsn,
+    stopLsn: info.stopLsn,
+    startTime: timestampMs(info.startTime),
+    stopTime: timestampMs(info.stopTime),
+    timeline: info.timeline,
+    systemIdentifier: info.systemIdentifier,
+    pgVersion: info.pgVersion,
+    sizeBytes: Number(info.sizeBytes),
+    storedBytes: Number(info.storedBytes),
+    fileCount: info.fileCount,
+    walStart: info.walStart,
+    walStop: info.walStop,
+    jobId: info.jobId || jobId,
+    priorLabel: info.priorLabel,
+  };
+}
+
+export function backupInfoFromRecord(b: BackupRecord): BackupInfo {
+  return create(BackupInfoSchema, {
+    label: b.label,
+    cluster: b.cluster,
+    type: backupKindToProto(b.type),
+    startLsn: b.startLsn,
+    stopLsn: b.stopLsn,
+    startTime: timestampFromMs(b.startTime),
+    stopTime: timestampFromMs(b.stopTime),
+    timeline: b.timeline,
+    systemIdentifier: b.systemIdentifier,
+    pgVersion: b.pgVersion,
+    sizeBytes: BigInt(b.sizeBytes),
+    storedBytes: BigInt(b.storedBytes),
+    fileCount: b.fileCount,
+    walStart: b.walStart,
+    walStop: b.walStop,
+    jobId: b.jobId,
+    priorLabel: b.priorLabel,
+  });
+}
+
+/** The job's result blob: exactly one of the two result messages, as protobuf JSON. */
+export interface JobResultJson {
+  backup?: JsonValue;
+  restore?: JsonValue;
+}
+
+export function resultJson(result: { backup?: BackupInfo; restore?: RestoreResult }): JobResultJson {
+  if (result.backup) return { backup: toJson(BackupInfoSchema, result.backup) };
+  if (result.restore) return { restore: toJson(RestoreResultSchema, result.restore) };
+  return {};
+}
+
+export function progressJson(p: JobProgress): JsonValue {
+  return toJson(JobProgressSchema, p);
+}
+
+export function archiverJson(a: ArchiverStats): JsonValue {
+  return toJson(ArchiverStatsSchema, a);
+}
+
+export function jobInfoFromRecord(job: JobRecord): MessageInitShape<typeof JobInfoSchema> {
+  const result = (job.result ?? {}) as JobResultJson;
+  return {
+    id: job.id,
+    cluster: job.cluster,
+    kind: job.kind,
+    state: jobStateToProto(job.state),
+    agentId: job.agentId,
+    createdAt: timestampFromMs(job.createdAt),
+    startedAt: ts(job.startedAt),
+    finishedAt: ts(job.finishedAt),
+    error: job.error ? { code: job.error.code, message: job.error.message, hint: PgfleetError.fromCode(job.error.code, '').hint } : undefined,
+    progress: job.progress ? fromJson(JobProgressSchema, job.progress as JsonValue, { ignoreUnknownFields: true }) : undefined,
+    backup: result.backup ? fromJson(BackupInfoSchema, result.backup, { ignoreUnknownFields: true }) : undefined,
+    restore: result.restore ? fromJson(RestoreResultSchema, result.restore, { ignoreUnknownFields: true }) : undefined,
+  };
+}
+
+export function clusterInfo(cluster: ClusterRecord, agent: AgentRecord | undefined, lastBackup: BackupRecord | undefined): MessageInitShape<typeof ClusterInfoSchema> {
+  return {
+    name: cluster.name,
+    systemIdentifier: cluster.systemIdentifier,
+    pgVersion: cluster.pgVersion,
+    agentConnected: agent?.connected ?? false,
+    agentId: agent?.id ?? '',
+    lastSeen: ts(agent?.lastSeen ?? null),
+    lastBackup: lastBackup ? backupInfoFromRecord(lastBackup) : undefined,
+    archiver: agent?.archiver ? fromJson(ArchiverStatsSchema, agent.archiver as JsonValue, { ignoreUnknownFields: true }) : undefined,
+  };
+}
+
+/** The recovery target of a request as a PitrTarget; a missing or empty target is TargetInvalid. */
+export function pitrTargetFromProto(target: RecoveryTarget | undefined): PitrTarget {
+  const t = target?.target;
+  switch (t?.case) {
+    case 'time':
+      return { kind: 'time', time: timestampMs(t.value) };
+    case 'lsn':
+      return { kind: 'lsn', lsn: t.value };
+    case 'name':
+      return { kind: 'name', name: t.value };
+    case 'xid':
+      return { kind: 'xid', xid: t.value };
+    case 'immediate':
+      if (t.value) return { kind: 'immediate' };
+      break;
+    case 'latest':
+      if (t.value) return { kind: 'latest' };
+      break;
+    default:
+      break;
+  }
+  throw new PgfleetError('TargetInvalid', 'the restore request has no recovery target');
+}
+
+export function recoveryTargetJson(target: RecoveryTarget): JsonValue {
+  return toJson(RecoveryTargetSchema, target);
+}

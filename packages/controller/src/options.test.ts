@@ -1,0 +1,63 @@
+// The controller's option table: precedence, config file validation, required options.
+import { strict as assert } from 'node:assert';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { PgfleetError, helpText, parseCommandLine } from '@pgfleet/core';
+import { controllerProgram, resolveRunConfig } from './options.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'pgfleet-ctl-opts-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function configFile(text: string): string {
+  const path = join(dir, `c${Math.random().toString(36).slice(2)}.yaml`);
+  writeFileSync(path, text);
+  return path;
+}
+
+const resolve = (argv: string[], env: NodeJS.ProcessEnv = {}) => resolveRunConfig(parseCommandLine(controllerProgram, argv, env).options);
+
+test('defaults, flags and environment', () => {
+  const c = resolve(['run', '--catalog', '/tmp/c.db', '--repo-path', '/srv/repo']);
+  assert.deepEqual(c, { listen: '127.0.0.1:7420', catalogPath: '/tmp/c.db', repoPath: '/srv/repo', heartbeatIntervalSeconds: 5, logLevel: 'info' });
+  const e = resolve(['run', '--heartbeat-interval', '9'], { PGFLEET_CATALOG: '/x.db', PGFLEET_REPO_PATH: '/r', PGFLEET_HEARTBEAT_INTERVAL: '3', PGFLEET_LISTEN: '0.0.0.0:9000' });
+  assert.deepEqual([e.catalogPath, e.repoPath, e.heartbeatIntervalSeconds, e.listen], ['/x.db', '/r', 9, '0.0.0.0:9000']);
+});
+
+test('a config file is read; flags win over it', () => {
+  const path = configFile('catalog: /from/file.db\nrepo-path: /file/repo\nheartbeat-interval: 7\nlog-level: debug\n');
+  const c = resolve(['run', '--config', path, '--log-level', 'warn']);
+  assert.deepEqual([c.catalogPath, c.repoPath, c.heartbeatIntervalSeconds, c.logLevel], ['/from/file.db', '/file/repo', 7, 'warn']);
+});
+
+test('an unknown config key is PGF-1002 naming the key', () => {
+  const path = configFile('catalog: /c.db\nrepo_path: /r\n');
+  assert.throws(
+    () => resolve(['run', '--config', path]),
+    (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && err.code === 'PGF-1002' && err.message.includes('repo_path') && err.message.includes(path),
+  );
+});
+
+test('a config value of the wrong type names the key and what is allowed', () => {
+  const path = configFile('catalog: /c.db\nrepo-path: /r\nlog-level: loud\n');
+  assert.throws(() => resolve(['run', '--config', path]), (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /log-level/.test(err.message) && /info/.test(err.message));
+});
+
+test('missing required options name every way to set them', () => {
+  assert.throws(() => resolve(['run', '--repo-path', '/r']), (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /catalog/.test(err.message) && /PGFLEET_CATALOG/.test(err.message));
+  assert.throws(() => resolve(['run', '--catalog', '/c.db']), (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /repo-path/.test(err.message));
+});
+
+test('bad values', () => {
+  assert.throws(() => resolve(['run', '--catalog', '/c', '--repo-path', 'relative/repo']), /not an absolute path/);
+  assert.throws(() => resolve(['run', '--catalog', '/c', '--repo-path', '/r', '--heartbeat-interval', '0']), (err: unknown) => PgfleetError.is(err, 'InvalidConfig'));
+  assert.throws(() => resolve(['run', '--catalog', '/c', '--repo-path', '/r', '--listen', 'nohost']), /host:port/);
+  assert.throws(() => parseCommandLine(controllerProgram, ['serve']), (err: unknown) => PgfleetError.is(err, 'UnknownCommand'));
+  assert.throws(() => parseCommandLine(controllerProgram, ['run', '--bogus']), (err: unknown) => PgfleetError.is(err, 'InvalidArgument'));
+});
+
+test('help lists every option with its environment variable', () => {
+  const text = helpText(controllerProgram, controllerProgram.commands[0]);
+  for (const name of ['--listen', '--catalog', '--repo-path', '--heartbeat-interval', '--log-level', 'PGFLEET_REPO_PATH']) assert.ok(text.includes(name), name);
+});

@@ -1,0 +1,57 @@
+/**
+ * The controller's option table: one declaration drives flags, PGFLEET_* environment variables,
+ * the YAML --config file and --help (see @pgfleet/core options). resolveRunConfig turns parsed
+ * values into the typed configuration the server takes, failing with PGF-1002 naming the key.
+ */
+import { isAbsolute } from 'node:path';
+import { PgfleetError, requireOption, type OptionValues, type ProgramSpec } from '@pgfleet/core';
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+export const controllerProgram: ProgramSpec = {
+  name: 'pgfleet-controller',
+  summary: 'the pgfleet controller: catalog, job dispatch and the admin API',
+  options: [
+    { name: 'config', type: 'string', cliOnly: true, description: 'YAML file holding any of the options below (flags and environment win over it).' },
+    { name: 'listen', type: 'string', default: '127.0.0.1:7420', description: 'host:port of the gRPC server for agents and the admin CLI (port 0 picks a free port).' },
+    { name: 'catalog', type: 'string', description: 'Path of the SQLite catalog file; created with its schema when missing (required).' },
+    { name: 'repo-path', type: 'string', description: 'Absolute path of the posix repository the agents write backups to (required).' },
+    { name: 'heartbeat-interval', type: 'integer', default: 5, min: 1, max: 3600, description: 'Seconds between agent heartbeats, sent to every agent on connect.' },
+    { name: 'log-level', type: 'string', default: 'info', choices: LOG_LEVELS, description: 'Log level of the JSON log on stderr.' },
+  ],
+  commands: [
+    {
+      name: 'run',
+      summary: 'Run the controller (gRPC server for agents and admins) until SIGINT/SIGTERM.',
+      options: ['config', 'listen', 'catalog', 'repo-path', 'heartbeat-interval', 'log-level'],
+    },
+  ],
+};
+
+export interface ControllerConfig {
+  listen: string;
+  catalogPath: string;
+  repoPath: string;
+  heartbeatIntervalSeconds: number;
+  logLevel: string;
+}
+
+export function resolveRunConfig(values: OptionValues): ControllerConfig {
+  const listen = requireOption<string>(controllerProgram, values, 'listen');
+  if (!/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/.test(listen)) {
+    throw new PgfleetError('InvalidConfig', `option 'listen': '${listen}' is not host:port (e.g. 127.0.0.1:7420 or [::]:7420)`);
+  }
+  const repoPath = requireOption<string>(controllerProgram, values, 'repo-path');
+  // Agents on other hosts resolve the path themselves, so a relative one would mean something
+  // different on each host.
+  if (!isAbsolute(repoPath)) {
+    throw new PgfleetError('InvalidConfig', `option 'repo-path': '${repoPath}' is not an absolute path`);
+  }
+  return {
+    listen,
+    catalogPath: requireOption<string>(controllerProgram, values, 'catalog'),
+    repoPath,
+    heartbeatIntervalSeconds: requireOption<number>(controllerProgram, values, 'heartbeat-interval'),
+    logLevel: requireOption<string>(controllerProgram, values, 'log-level'),
+  };
+}

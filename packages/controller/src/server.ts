@@ -1,0 +1,111 @@
+/**
+ * Starts the controller: opens the catalog, settles what a previous run left behind, and serves
+ * AgentService, AdminService, health and reflection on one gRPC server. Used by `run` and by the
+ * integration tests (port 0, temp catalog), so both exercise the same wiring.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { ErrorCodes, silentLogger, type Logger } from '@pgfleet/core';
+import { SqliteCatalogStore, type CatalogStore } from '@pgfleet/catalog';
+import { addHealthAndReflection, addService, listen } from '@pgfleet/rpc';
+import { AdminService, AgentService } from '@pgfleet/proto';
+import { createAdminService } from './admin-service.js';
+import { createAgentService } from './agent-service.js';
+import { AgentSessions } from './agent-sessions.js';
+import { publishJobs, type ControllerContext } from './context.js';
+import { JobWatchers } from './job-watchers.js';
+import type { ControllerConfig } from './options.js';
+
+export interface RunningController {
+  /** The bound port (the real one when listen asked for port 0). */
+  readonly port: number;
+  /** host:port clients can dial. */
+  readonly address: string;
+  readonly context: ControllerContext;
+  /** Stops serving (open agent streams are cut after `graceMs`) and closes the catalog. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+  /** A catalog to use instead of opening config.catalogPath (tests). */
+  store?: CatalogStore;
+  now?: () => number;
+}
+
+export async function startController(
+  config: Omit<ControllerConfig, 'logLevel'> & { logLevel?: string },
+  options: StartOptions = {},
+): Promise<RunningController> {
+  const logger = options.logger ?? silentLogger();
+  const log = logger.child({ component: 'controller' });
+  const store = options.store ?? SqliteCatalogStore.open(config.catalogPath);
+  const now = options.now ?? Date.now;
+
+  const ctx: ControllerContext = {
+    store,
+    sessions: new AgentSessions(),
+    watchers: new JobWatchers(),
+    logger: logger.child({ component: 'controller' }),
+    repoPath: config.repoPath,
+    heartbeatIntervalSeconds: config.heartbeatIntervalSeconds,
+    now,
+    connections: new Set(),
+  };
+
+  // No agent stream survives a controller restart, and a job's progress and result travel on
+  // that stream: whatever was unfinished can no longer be followed, so it fails visibly.
+  await store.disconnectAllAgents(now());
+  const orphaned = await store.failAllActiveJobs({ code: ErrorCodes.ControllerRestarted.code, message: 'controller restarted while the job was unfinished' }, now());
+  if (orphaned.length) log.warn({ jobIds: orphaned.map((j) => j.id) }, 'failed jobs left unfinished by the previous controller run');
+  publishJobs(ctx, orphaned);
+
+  const server = new grpc.Server({
+    // Agents hold their stream for days; keepalive pings detect a dead host instead of waiting for TCP.
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.keepalive_timeout_ms': 10_000,
+    'grpc.keepalive_permit_without_calls': 1,
+    'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+  });
+  addService(server, AgentService, createAgentService({ ...ctx, logger: logger.child({ component: 'agent-service' }) }), { logger: log });
+  addService(server, AdminService, createAdminService({ ...ctx, logger: logger.child({ component: 'admin-service' }) }), { logger: log });
+  const health = addHealthAndReflection(server, [AgentService, AdminService]);
+
+  let port: number;
+  try {
+    port = await listen(server, config.listen);
+  } catch (err) {
+    server.forceShutdown();
+    if (!options.store) await store.close();
+    throw err;
+  }
+  health.setStatus('', 'SERVING');
+  const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
+  const address = `${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`;
+  log.info({ listen: config.listen, port, catalog: config.catalogPath, repoPath: config.repoPath }, 'controller listening');
+
+  let closed = false;
+  return {
+    port,
+    address,
+    context: ctx,
+    async close(graceMs = 5000) {
+      if (closed) return;
+      closed = true;
+      health.setStatus('', 'NOT_SERVING');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      // Cut streams end their handlers asynchronously; give them a moment to record the disconnect.
+      await Promise.race([Promise.allSettled([...ctx.connections]), new Promise((r) => setTimeout(r, 2000).unref())]);
+      if (!options.store) await store.close();
+      log.info('controller stopped');
+    },
+  };
+}

@@ -1,0 +1,87 @@
+/**
+ * Test support: a fake agent that speaks AgentService.Connect through the real rpc client, so
+ * controller and CLI tests exercise the same stream an agent uses. Not exported from the package.
+ */
+import { strict as assert } from 'node:assert';
+import { createClient, type ClientBidiStream } from '@pgfleet/rpc';
+import { AgentService, type ConnectRequestSchema, type ConnectResponse, type Job } from '@pgfleet/proto';
+
+export const SYSID = '7300000000000000001';
+
+const clients: { close(): void }[] = [];
+
+/** Closes every fake agent's channel (call in after()). */
+export function closeFakeAgents(): void {
+  for (const c of clients.splice(0)) c.close();
+}
+
+/** A fake agent: the Connect stream plus a reader of what the controller sends. */
+export class FakeAgent {
+  readonly stream: ClientBidiStream<ConnectResponse, typeof ConnectRequestSchema>;
+  private readonly incoming: AsyncIterator<ConnectResponse>;
+
+  constructor(address: string) {
+    const client = createClient(AgentService, address, { unavailableError: 'ControllerUnreachable' });
+    clients.push(client);
+    this.stream = client.connect();
+    this.incoming = this.stream[Symbol.asyncIterator]();
+  }
+
+  hello(fields: { agentId?: string; cluster?: string; systemIdentifier?: string; runningJobIds?: string[] } = {}): void {
+    this.stream.send({
+      msg: {
+        case: 'hello',
+        value: {
+          agentId: fields.agentId ?? 'agent-1',
+          cluster: fields.cluster ?? 'main',
+          hostname: 'db1.example',
+          agentVersion: '0.1.0',
+          pgVersion: 170002,
+          systemIdentifier: fields.systemIdentifier ?? SYSID,
+          pgdata: '/var/lib/postgresql/17/main',
+          runningJobIds: fields.runningJobIds ?? [],
+        },
+      },
+    });
+  }
+
+  async receive(): Promise<ConnectResponse> {
+    const next = await withTimeout(this.incoming.next(), 5000, 'no message from the controller');
+    if (next.done) throw new Error('the controller ended the stream');
+    return next.value;
+  }
+
+  async receiveJob(): Promise<Job> {
+    const msg = await this.receive();
+    assert.equal(msg.msg.case, 'job');
+    return msg.msg.value as Job;
+  }
+
+  /** Resolves with the error the stream ends with (or undefined for a clean end). */
+  async ended(): Promise<unknown> {
+    try {
+      for (;;) {
+        const next = await withTimeout(this.incoming.next(), 5000, 'stream did not end');
+        if (next.done) return undefined;
+      }
+    } catch (err) {
+      return err;
+    }
+  }
+}
+
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timeout: ${what}`)), ms)))]).finally(() => clearTimeout(timer));
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 5000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timeout waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
