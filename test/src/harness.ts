@@ -108,6 +108,10 @@ export interface Fleet {
   agent: Daemon | undefined;
   cli(...args: string[]): Promise<RunResult>;
   startAgent(extraArgs?: string[]): Promise<Daemon>;
+  /** Stops the controller and starts a new one on the same address and catalog. */
+  restartController(): Promise<void>;
+  /** True when the controller lists the cluster's agent as connected. */
+  agentConnected(): Promise<boolean>;
   /** Forces a segment switch and waits until that segment is archived. */
   switchAndArchive(): Promise<void>;
   stop(): Promise<void>;
@@ -132,7 +136,8 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   });
   const port = await freePort();
   const controllerAddress = `127.0.0.1:${port}`;
-  const controller = startDaemon(CONTROLLER_BIN, ['run', '--listen', controllerAddress, '--catalog', join(dir, 'catalog.db'), '--repo-path', repoDir, '--heartbeat-interval', '1'], join(dir, 'controller.log'));
+  const controllerArgs = ['run', '--listen', controllerAddress, '--catalog', join(dir, 'catalog.db'), '--repo-path', repoDir, '--heartbeat-interval', '1'];
+  let controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, 'controller.log'));
   const fleet: Fleet = {
     cluster,
     dir,
@@ -153,13 +158,21 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       fleet.agent = agent;
       await waitFor(`agent of ${cluster} to connect`, async () => {
         if (agent.child.exitCode !== null) throw new Error(`agent exited with ${agent.child.exitCode}: ${await agent.log()}`);
-        const r = await fleet.cli('clusters', '--output', 'json');
-        if (r.code !== 0) return false;
-        const doc = JSON.parse(r.stdout) as { name: string; agentConnected?: boolean }[] | { clusters: { name: string; agentConnected?: boolean }[] };
-        const list = Array.isArray(doc) ? doc : doc.clusters;
-        return list.some((c) => c.name === cluster && c.agentConnected === true);
+        return fleet.agentConnected();
       });
       return agent;
+    },
+    async agentConnected() {
+      const r = await fleet.cli('clusters', '--output', 'json');
+      if (r.code !== 0) return false;
+      const list = JSON.parse(r.stdout) as { name: string; agentConnected?: boolean }[];
+      return list.some((c) => c.name === cluster && c.agentConnected === true);
+    },
+    async restartController() {
+      await controller.stop();
+      controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, `controller-${Date.now()}.log`));
+      fleet.controller = controller;
+      await waitFor('restarted controller to listen', async () => (await fleet.cli('clusters')).code === 0);
     },
     async switchAndArchive() {
       const [row] = await pg.query<{ f: string }>(`SELECT pg_walfile_name(pg_switch_wal()) AS f`);
@@ -170,12 +183,12 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     },
     async stop() {
       await fleet.agent?.stop();
-      await controller.stop();
+      await fleet.controller.stop();
       await pg.stop();
       await removeDir(dir);
     },
     async logs() {
-      return `--- controller\n${await controller.log()}\n--- agent\n${(await fleet.agent?.log()) ?? ''}\n--- postgres\n${await pg.log()}`;
+      return `--- controller\n${await fleet.controller.log()}\n--- agent\n${(await fleet.agent?.log()) ?? ''}\n--- postgres\n${await pg.log()}`;
     },
   };
   await waitFor('controller to listen', async () => {
