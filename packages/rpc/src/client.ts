@@ -12,7 +12,7 @@ import type { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { create, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
 import { PgfleetError, type ErrorName } from '@pgfleet/core';
-import { fromServiceError } from './errors.js';
+import { fromServiceError, transportDetails } from './errors.js';
 import { deserializer, methodPath, serializer } from './service-definition.js';
 
 export interface CallOptions {
@@ -275,7 +275,7 @@ export function waitForReady(client: object, deadlineMs: number): Promise<void> 
         return;
       }
       reject(
-        new PgfleetError(inner.unavailableError, `cannot reach ${inner.address} within ${deadlineMs} ms: ${err.message}`, {
+        new PgfleetError(inner.unavailableError, `cannot reach ${inner.address} within ${deadlineMs} ms: ${transportDetails(err.message)}`, {
           cause: err,
         }),
       );

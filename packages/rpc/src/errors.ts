@@ -71,7 +71,7 @@ export function fromServiceError(err: unknown, ctx: ClientErrorContext): Pgfleet
   const where = `${ctx.method} on ${ctx.address}`;
   switch (err.code) {
     case grpc.status.UNAVAILABLE:
-      return new PgfleetError(ctx.unavailableError, `cannot reach ${ctx.address}: ${err.details}`, { cause: err });
+      return new PgfleetError(ctx.unavailableError, `cannot reach ${ctx.address}: ${transportDetails(err.details)}`, { cause: err });
     case grpc.status.DEADLINE_EXCEEDED:
       return new PgfleetError('Timeout', `${where} did not finish before its deadline (${err.details})`, { cause: err });
     case grpc.status.CANCELLED:
@@ -81,4 +81,9 @@ export function fromServiceError(err: unknown, ctx: ClientErrorContext): Pgfleet
         cause: err,
       });
   }
+}
+
+/** grpc-js appends an empty "Resolution note:" to transport failures; users need only the cause. */
+export function transportDetails(details: string): string {
+  return details.replace(/\s*Resolution note:\s*$/, '').trim();
 }
