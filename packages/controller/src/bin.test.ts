@@ -1,6 +1,7 @@
 // The pgfleet-controller binary as a user runs it: config errors, and a real start and stop.
 import { strict as assert } from 'node:assert';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -28,6 +29,9 @@ function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: numbe
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
+
+const execFileAsync = promisify(execFile);
+const BUF = fileURLToPath(new URL('../../../node_modules/.bin/buf', import.meta.url));
 
 test('missing required options and unknown config keys print PGF-1002 and exit 2, no stack', async () => {
   const missing = await run(['run', '--repo-path', '/srv/repo']);
@@ -65,6 +69,12 @@ test('run serves the admin API until SIGTERM', async () => {
   try {
     await waitForReady(admin, 10_000);
     assert.deepEqual((await admin.listClusters({})).clusters, []);
+    // Operators probe the controller with standard tools: gRPC health and server reflection.
+    const url = `http://127.0.0.1:${port}`;
+    const methods = (await execFileAsync(BUF, ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', '--list-methods', url])).stdout;
+    for (const m of ['pgfleet.v1.AdminService/StartRestore', 'pgfleet.v1.AgentService/Connect', 'grpc.health.v1.Health/Check']) assert.ok(methods.includes(m), `${m} in\n${methods}`);
+    const health = (await execFileAsync(BUF, ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', `${url}/grpc.health.v1.Health/Check`])).stdout;
+    assert.equal(JSON.parse(health).status, 'SERVING');
   } finally {
     admin.close();
     child.kill('SIGTERM');
