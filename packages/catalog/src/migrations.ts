@@ -1,67 +1,149 @@
 /**
- * Versioned schema migrations for the SQLite catalog. Each entry is applied once, in order, in
- * one transaction with its row in schema_migrations; entries are never edited after release,
- * only appended.
+ * Versioned schema migrations for the catalog, one ordered list for both dialects: entry N is
+ * schema version N in SQLite and in PostgreSQL alike, with each dialect's SQL side by side so the
+ * versions cannot drift apart. Each store applies the pending entries in one transaction together
+ * with their rows in schema_migrations; entries are never edited after release, only appended.
+ *
+ * Dialect differences are types only, plus what SQLite gives implicitly: times are ms since the
+ * epoch (INTEGER / BIGINT), JSON is TEXT / JSONB, flags INTEGER 0/1 / BOOLEAN, and PostgreSQL has
+ * no rowid, so jobs carry an identity column `seq` to order jobs created in the same millisecond.
  */
-export const SQLITE_MIGRATIONS: readonly string[] = [
-  // 1: clusters, agents, backups, jobs
-  `
-  CREATE TABLE clusters (
-    name              TEXT PRIMARY KEY,
-    system_identifier TEXT NOT NULL,
-    pg_version        INTEGER NOT NULL,
-    created_at        INTEGER NOT NULL
-  );
-  CREATE TABLE agents (
-    id          TEXT PRIMARY KEY,
-    cluster     TEXT NOT NULL REFERENCES clusters(name),
-    hostname    TEXT NOT NULL,
-    version     TEXT NOT NULL,
-    connected   INTEGER NOT NULL DEFAULT 0,
-    last_seen   INTEGER,
-    archiver    TEXT,
-    current_lsn TEXT
-  );
-  CREATE INDEX agents_cluster ON agents(cluster);
-  CREATE TABLE backups (
-    cluster           TEXT NOT NULL REFERENCES clusters(name),
-    label             TEXT NOT NULL,
-    type              TEXT NOT NULL CHECK (type IN ('full', 'diff', 'incr')),
-    start_lsn         TEXT NOT NULL,
-    start_lsn_num     INTEGER NOT NULL,
-    stop_lsn          TEXT NOT NULL,
-    stop_lsn_num      INTEGER NOT NULL,
-    start_time        INTEGER NOT NULL,
-    stop_time         INTEGER NOT NULL,
-    timeline          INTEGER NOT NULL,
-    system_identifier TEXT NOT NULL,
-    pg_version        INTEGER NOT NULL,
-    size_bytes        INTEGER NOT NULL,
-    stored_bytes      INTEGER NOT NULL,
-    file_count        INTEGER NOT NULL,
-    wal_start         TEXT NOT NULL,
-    wal_stop          TEXT NOT NULL,
-    job_id            TEXT NOT NULL,
-    prior_label       TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (cluster, label)
-  );
-  CREATE INDEX backups_cluster_stop ON backups(cluster, stop_time);
-  CREATE TABLE jobs (
-    id            TEXT PRIMARY KEY,
-    cluster       TEXT NOT NULL,
-    kind          TEXT NOT NULL CHECK (kind IN ('backup', 'restore')),
-    state         TEXT NOT NULL CHECK (state IN ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled')),
-    agent_id      TEXT NOT NULL,
-    params        TEXT,
-    created_at    INTEGER NOT NULL,
-    started_at    INTEGER,
-    finished_at   INTEGER,
-    error_code    TEXT,
-    error_message TEXT,
-    progress      TEXT,
-    result        TEXT
-  );
-  CREATE INDEX jobs_cluster_created ON jobs(cluster, created_at);
-  CREATE INDEX jobs_active ON jobs(state) WHERE state IN ('queued', 'dispatched', 'running');
-  `,
+export interface CatalogMigration {
+  /** What the version adds (documentation; not stored). */
+  readonly description: string;
+  readonly sqlite: string;
+  readonly postgres: string;
+}
+
+export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
+  {
+    description: 'clusters, agents, backups, jobs',
+    sqlite: `
+      CREATE TABLE clusters (
+        name              TEXT PRIMARY KEY,
+        system_identifier TEXT NOT NULL,
+        pg_version        INTEGER NOT NULL,
+        created_at        INTEGER NOT NULL
+      );
+      CREATE TABLE agents (
+        id          TEXT PRIMARY KEY,
+        cluster     TEXT NOT NULL REFERENCES clusters(name),
+        hostname    TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        connected   INTEGER NOT NULL DEFAULT 0,
+        last_seen   INTEGER,
+        archiver    TEXT,
+        current_lsn TEXT
+      );
+      CREATE INDEX agents_cluster ON agents(cluster);
+      CREATE TABLE backups (
+        cluster           TEXT NOT NULL REFERENCES clusters(name),
+        label             TEXT NOT NULL,
+        type              TEXT NOT NULL CHECK (type IN ('full', 'diff', 'incr')),
+        start_lsn         TEXT NOT NULL,
+        start_lsn_num     INTEGER NOT NULL,
+        stop_lsn          TEXT NOT NULL,
+        stop_lsn_num      INTEGER NOT NULL,
+        start_time        INTEGER NOT NULL,
+        stop_time         INTEGER NOT NULL,
+        timeline          INTEGER NOT NULL,
+        system_identifier TEXT NOT NULL,
+        pg_version        INTEGER NOT NULL,
+        size_bytes        INTEGER NOT NULL,
+        stored_bytes      INTEGER NOT NULL,
+        file_count        INTEGER NOT NULL,
+        wal_start         TEXT NOT NULL,
+        wal_stop          TEXT NOT NULL,
+        job_id            TEXT NOT NULL,
+        prior_label       TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (cluster, label)
+      );
+      CREATE INDEX backups_cluster_stop ON backups(cluster, stop_time);
+      CREATE TABLE jobs (
+        id            TEXT PRIMARY KEY,
+        cluster       TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('backup', 'restore')),
+        state         TEXT NOT NULL CHECK (state IN ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled')),
+        agent_id      TEXT NOT NULL,
+        params        TEXT,
+        created_at    INTEGER NOT NULL,
+        started_at    INTEGER,
+        finished_at   INTEGER,
+        error_code    TEXT,
+        error_message TEXT,
+        progress      TEXT,
+        result        TEXT
+      );
+      CREATE INDEX jobs_cluster_created ON jobs(cluster, created_at);
+      CREATE INDEX jobs_active ON jobs(state) WHERE state IN ('queued', 'dispatched', 'running');
+    `,
+    postgres: `
+      CREATE TABLE clusters (
+        name              TEXT PRIMARY KEY,
+        system_identifier TEXT NOT NULL,
+        pg_version        INTEGER NOT NULL,
+        created_at        BIGINT NOT NULL
+      );
+      CREATE TABLE agents (
+        id          TEXT PRIMARY KEY,
+        cluster     TEXT NOT NULL REFERENCES clusters(name),
+        hostname    TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        connected   BOOLEAN NOT NULL DEFAULT false,
+        last_seen   BIGINT,
+        archiver    JSONB,
+        current_lsn TEXT
+      );
+      CREATE INDEX agents_cluster ON agents(cluster);
+      CREATE TABLE backups (
+        cluster           TEXT NOT NULL REFERENCES clusters(name),
+        label             TEXT NOT NULL,
+        type              TEXT NOT NULL CHECK (type IN ('full', 'diff', 'incr')),
+        start_lsn         TEXT NOT NULL,
+        -- An LSN is an unsigned 64-bit integer; NUMERIC holds all of it where BIGINT stops at 2^63.
+        start_lsn_num     NUMERIC(20, 0) NOT NULL,
+        stop_lsn          TEXT NOT NULL,
+        stop_lsn_num      NUMERIC(20, 0) NOT NULL,
+        start_time        BIGINT NOT NULL,
+        stop_time         BIGINT NOT NULL,
+        timeline          BIGINT NOT NULL,
+        system_identifier TEXT NOT NULL,
+        pg_version        INTEGER NOT NULL,
+        size_bytes        BIGINT NOT NULL,
+        stored_bytes      BIGINT NOT NULL,
+        file_count        BIGINT NOT NULL,
+        wal_start         TEXT NOT NULL,
+        wal_stop          TEXT NOT NULL,
+        job_id            TEXT NOT NULL,
+        prior_label       TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (cluster, label)
+      );
+      CREATE INDEX backups_cluster_stop ON backups(cluster, stop_time);
+      CREATE TABLE jobs (
+        id            TEXT PRIMARY KEY,
+        seq           BIGINT GENERATED ALWAYS AS IDENTITY,
+        cluster       TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('backup', 'restore')),
+        state         TEXT NOT NULL CHECK (state IN ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled')),
+        agent_id      TEXT NOT NULL,
+        params        JSONB,
+        created_at    BIGINT NOT NULL,
+        started_at    BIGINT,
+        finished_at   BIGINT,
+        error_code    TEXT,
+        error_message TEXT,
+        progress      JSONB,
+        result        JSONB
+      );
+      CREATE INDEX jobs_cluster_created ON jobs(cluster, created_at);
+      CREATE INDEX jobs_active ON jobs(state) WHERE state IN ('queued', 'dispatched', 'running');
+    `,
+  },
 ];
+
+/** The schema version a store is at once every migration is applied. */
+export const CATALOG_SCHEMA_VERSION = CATALOG_MIGRATIONS.length;
+
+/** Per-dialect views of the one list (index N-1 is version N). */
+export const SQLITE_MIGRATIONS: readonly string[] = CATALOG_MIGRATIONS.map((m) => m.sqlite);
+export const POSTGRES_MIGRATIONS: readonly string[] = CATALOG_MIGRATIONS.map((m) => m.postgres);

@@ -3,21 +3,33 @@
  * (listings) run while a writer commits; busy_timeout makes a second process (e.g. a future
  * `catalog rebuild`) wait for the lock instead of failing with SQLITE_BUSY. better-sqlite3 is
  * synchronous, so each async method runs to completion without interleaving: multi-statement
- * changes still use a transaction so a crash never leaves half of one.
+ * changes still use a transaction so a crash never leaves half of one, and an IMMEDIATE one
+ * (write lock taken before the read a decision rests on) so another process cannot move a job
+ * between our read and our write. The job state machine is the shared one (job-state.ts).
  */
 import Database from 'better-sqlite3';
 import { PgfleetError } from '@pgfleet/core';
 import { Lsn } from '@pgfleet/pg';
+import { checkJobTransition, FAILABLE_JOB_STATES } from './job-state.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
+import {
+  agentFromRow,
+  backupFromRow,
+  clusterFromRow,
+  encodeJson,
+  jobFromRow,
+  type AgentRow,
+  type BackupRow,
+  type ClusterRow,
+  type JobRow,
+} from './rows.js';
 import {
   isTerminalJobState,
   type AgentRecord,
-  type BackupKind,
   type BackupRecord,
   type CatalogStore,
   type ClusterRecord,
   type JobError,
-  type JobKind,
   type JobRecord,
   type JobStateName,
   type NewJob,
@@ -25,70 +37,17 @@ import {
   type TransitionOutcome,
 } from './store.js';
 
-/** The legal moves of the job state machine (a repeated state is handled separately as a no-op). */
-const NEXT_STATES: Readonly<Record<JobStateName, readonly JobStateName[]>> = {
-  queued: ['dispatched', 'failed', 'cancelled'],
-  // An agent may finish before it ever reports progress, so dispatched can end directly.
-  dispatched: ['running', 'succeeded', 'failed', 'cancelled'],
-  running: ['succeeded', 'failed', 'cancelled'],
-  succeeded: [],
-  failed: [],
-  cancelled: [],
-};
-
-export function isLegalJobTransition(from: JobStateName, to: JobStateName): boolean {
-  return NEXT_STATES[from].includes(to);
-}
+export { isLegalJobTransition } from './job-state.js';
 
 export interface SqliteCatalogOptions {
   /** Milliseconds a statement waits for another connection's lock; default 5000. */
   busyTimeoutMs?: number;
 }
 
-interface ClusterRow { name: string; system_identifier: string; pg_version: number; created_at: number }
-interface AgentRow { id: string; cluster: string; hostname: string; version: string; connected: number; last_seen: number | null; archiver: string | null; current_lsn: string | null }
-interface BackupRow {
-  cluster: string; label: string; type: string; start_lsn: string; stop_lsn: string; start_time: number; stop_time: number;
-  timeline: number; system_identifier: string; pg_version: number; size_bytes: number; stored_bytes: number; file_count: number;
-  wal_start: string; wal_stop: string; job_id: string; prior_label: string;
-}
-interface JobRow {
-  id: string; cluster: string; kind: string; state: string; agent_id: string; params: string | null; created_at: number;
-  started_at: number | null; finished_at: number | null; error_code: string | null; error_message: string | null;
-  progress: string | null; result: string | null;
-}
-
-const json = (value: unknown): string | null => (value === undefined || value === null ? null : JSON.stringify(value));
-const unjson = (text: string | null): unknown => (text === null ? null : JSON.parse(text));
-
-function clusterFromRow(r: ClusterRow): ClusterRecord {
-  return { name: r.name, systemIdentifier: r.system_identifier, pgVersion: r.pg_version, createdAt: r.created_at };
-}
-
-function agentFromRow(r: AgentRow): AgentRecord {
-  return {
-    id: r.id, cluster: r.cluster, hostname: r.hostname, version: r.version, connected: r.connected !== 0,
-    lastSeen: r.last_seen, archiver: unjson(r.archiver), currentLsn: r.current_lsn,
-  };
-}
-
-function backupFromRow(r: BackupRow): BackupRecord {
-  return {
-    cluster: r.cluster, label: r.label, type: r.type as BackupKind, startLsn: r.start_lsn, stopLsn: r.stop_lsn,
-    startTime: r.start_time, stopTime: r.stop_time, timeline: r.timeline, systemIdentifier: r.system_identifier,
-    pgVersion: r.pg_version, sizeBytes: r.size_bytes, storedBytes: r.stored_bytes, fileCount: r.file_count,
-    walStart: r.wal_start, walStop: r.wal_stop, jobId: r.job_id, priorLabel: r.prior_label,
-  };
-}
-
-function jobFromRow(r: JobRow): JobRecord {
-  return {
-    id: r.id, cluster: r.cluster, kind: r.kind as JobKind, state: r.state as JobStateName, agentId: r.agent_id,
-    params: unjson(r.params), createdAt: r.created_at, startedAt: r.started_at, finishedAt: r.finished_at,
-    error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
-    progress: unjson(r.progress), result: unjson(r.result),
-  };
-}
+const json = encodeJson;
+const unjson = (text: unknown): unknown => (text === null || text === undefined ? null : JSON.parse(text as string));
+const agentRow = (r: AgentRow): AgentRecord => agentFromRow(r, unjson);
+const jobRow = (r: JobRow): JobRecord => jobFromRow(r, unjson);
 
 export class SqliteCatalogStore implements CatalogStore {
   readonly path: string;
@@ -150,7 +109,7 @@ export class SqliteCatalogStore implements CatalogStore {
       }
       this.db.prepare('INSERT INTO clusters (name, system_identifier, pg_version, created_at) VALUES (?, ?, ?, ?)').run(c.name, c.systemIdentifier, c.pgVersion, now);
       return { name: c.name, systemIdentifier: c.systemIdentifier, pgVersion: c.pgVersion, createdAt: now };
-    })();
+    }).immediate();
   }
 
   async getCluster(name: string): Promise<ClusterRecord | undefined> {
@@ -189,14 +148,14 @@ export class SqliteCatalogStore implements CatalogStore {
 
   async getAgent(id: string): Promise<AgentRecord | undefined> {
     const row = this.db.prepare('SELECT * FROM agents WHERE id = ?').get(id) as AgentRow | undefined;
-    return row && agentFromRow(row);
+    return row && agentRow(row);
   }
 
   async listAgents(cluster?: string): Promise<AgentRecord[]> {
     const rows = cluster === undefined
       ? (this.db.prepare('SELECT * FROM agents ORDER BY cluster, id').all() as AgentRow[])
       : (this.db.prepare('SELECT * FROM agents WHERE cluster = ? ORDER BY id').all(cluster) as AgentRow[]);
-    return rows.map(agentFromRow);
+    return rows.map(agentRow);
   }
 
   async insertBackup(b: BackupRecord): Promise<void> {
@@ -238,7 +197,7 @@ export class SqliteCatalogStore implements CatalogStore {
 
   async getJob(id: string): Promise<JobRecord | undefined> {
     const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
-    return row && jobFromRow(row);
+    return row && jobRow(row);
   }
 
   async listJobs(filter: { cluster?: string; limit?: number } = {}): Promise<JobRecord[]> {
@@ -246,21 +205,18 @@ export class SqliteCatalogStore implements CatalogStore {
     const rows = filter.cluster
       ? (this.db.prepare('SELECT * FROM jobs WHERE cluster = ? ORDER BY created_at DESC, rowid DESC LIMIT ?').all(filter.cluster, limit) as JobRow[])
       : (this.db.prepare('SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?').all(limit) as JobRow[]);
-    return rows.map(jobFromRow);
+    return rows.map(jobRow);
   }
 
   async transitionJob(id: string, to: JobStateName, options: TransitionOptions, now: number): Promise<TransitionOutcome> {
-    return this.db.transaction(() => this.transitionSync(id, to, options, now))();
+    return this.db.transaction(() => this.transitionSync(id, to, options, now)).immediate();
   }
 
   private transitionSync(id: string, to: JobStateName, options: TransitionOptions, now: number): TransitionOutcome {
     const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
     if (!row) throw new PgfleetError('UnknownJob', `job ${id} does not exist`);
-    const current = jobFromRow(row);
-    if (current.state === to) return { job: current, changed: false };
-    if (!isLegalJobTransition(current.state, to)) {
-      throw new PgfleetError('JobStateConflict', `job ${id} is ${current.state} and cannot become ${to}`);
-    }
+    const current = jobRow(row);
+    if (!checkJobTransition(id, current.state, to)) return { job: current, changed: false };
     const terminal = isTerminalJobState(to);
     if (to === 'succeeded' && options.backup) this.insertBackupSync(options.backup);
     this.db
@@ -280,37 +236,47 @@ export class SqliteCatalogStore implements CatalogStore {
         json(options.result),
         id,
       );
-    return { job: jobFromRow(this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow), changed: true };
+    return { job: jobRow(this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow), changed: true };
   }
 
   async updateJobProgress(id: string, progress: unknown, now: number): Promise<TransitionOutcome> {
     return this.db.transaction((): TransitionOutcome => {
       const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
       if (!row) throw new PgfleetError('UnknownJob', `job ${id} does not exist`);
-      const job = jobFromRow(row);
+      const job = jobRow(row);
       // Progress that arrives after the end (a late message on the stream) must not reopen the job.
       if (isTerminalJobState(job.state)) return { job, changed: false };
       if (job.state !== 'running') this.transitionSync(id, 'running', {}, now);
       this.db.prepare('UPDATE jobs SET progress = ? WHERE id = ?').run(json(progress), id);
-      return { job: jobFromRow(this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow), changed: true };
-    })();
+      return { job: jobRow(this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow), changed: true };
+    }).immediate();
   }
 
   async failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except: readonly string[] = []): Promise<JobRecord[]> {
-    const rows = this.db
-      .prepare(`SELECT id FROM jobs WHERE agent_id = ? AND state IN ('queued', 'dispatched', 'running')`)
-      .all(agentId) as { id: string }[];
-    return this.failJobs(rows.map((r) => r.id).filter((id) => !except.includes(id)), error, now);
+    return this.failJobs('agent_id = ?', [agentId], except, error, now);
   }
 
   async failAllActiveJobs(error: JobError, now: number): Promise<JobRecord[]> {
-    const rows = this.db.prepare(`SELECT id FROM jobs WHERE state IN ('queued', 'dispatched', 'running')`).all() as { id: string }[];
-    return this.failJobs(rows.map((r) => r.id), error, now);
+    return this.failJobs('1 = 1', [], [], error, now);
   }
 
-  private failJobs(ids: readonly string[], error: JobError, now: number): JobRecord[] {
-    return this.db.transaction(() => ids.map((id) => this.transitionSync(id, 'failed', { error }, now).job))();
+  /** Selects and fails the matching active jobs in one write transaction, so none can move in between. */
+  private failJobs(where: string, params: unknown[], except: readonly string[], error: JobError, now: number): JobRecord[] {
+    const active = FAILABLE_JOB_STATES.map(() => '?').join(', ');
+    return this.db.transaction(() => {
+      const rows = this.db
+        .prepare(`SELECT id FROM jobs WHERE ${where} AND state IN (${active}) ORDER BY rowid`)
+        .all(...params, ...FAILABLE_JOB_STATES) as { id: string }[];
+      return rows.filter((r) => !except.includes(r.id)).map((r) => this.transitionSync(r.id, 'failed', { error }, now).job);
+    }).immediate();
   }
+
+  /** One process owns an SQLite catalog, so it always leads. */
+  async tryAcquireLeadership(_name: string): Promise<boolean> {
+    return true;
+  }
+
+  async releaseLeadership(_name: string): Promise<void> {}
 }
 
 function migrate(db: Database.Database): void {

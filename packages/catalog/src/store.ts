@@ -1,8 +1,9 @@
 /**
  * The catalog storage interface: what the controller knows about clusters, agents, backups and
  * jobs. It is an index over the repositories plus job history, so it holds plain records and no
- * protocol types. Every method is async so a PostgreSQL implementation (for several controllers)
- * can implement the same interface as the embedded SQLite one. Times are milliseconds since the
+ * protocol types. Every method is async so the PostgreSQL implementation (for several controllers)
+ * implements the same interface as the embedded SQLite one; both pass one test suite
+ * (catalog-suite.ts). Times are milliseconds since the
  * Unix epoch.
  */
 
@@ -143,4 +144,15 @@ export interface CatalogStore {
   failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except?: readonly string[]): Promise<JobRecord[]>;
   /** Fails every non-terminal job (at controller start: no agent stream survives a restart). */
   failAllActiveJobs(error: JobError, now: number): Promise<JobRecord[]>;
+
+  /**
+   * Scheduler leadership among controllers sharing this catalog: true when this store holds the
+   * named leadership (taking it if free), false while another store holds it. Leadership lasts
+   * until releaseLeadership, close, or the loss of the connection that holds it, so a scheduler
+   * asks again before every round instead of once. A single-process catalog (SQLite) always
+   * answers true.
+   */
+  tryAcquireLeadership(name: string): Promise<boolean>;
+  /** Gives up the named leadership if this store holds it; otherwise a no-op. */
+  releaseLeadership(name: string): Promise<void>;
 }

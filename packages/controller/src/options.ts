@@ -14,7 +14,7 @@ export const controllerProgram: ProgramSpec = {
   options: [
     { name: 'config', type: 'string', cliOnly: true, description: 'YAML file holding any of the options below (flags and environment win over it).' },
     { name: 'listen', type: 'string', default: '127.0.0.1:7420', description: 'host:port of the gRPC server for agents and the admin CLI (port 0 picks a free port).' },
-    { name: 'catalog', type: 'string', description: 'Path of the SQLite catalog file; created with its schema when missing (required).' },
+    { name: 'catalog', type: 'string', description: 'Catalog: a SQLite file path (created with its schema when missing) or a postgres://user@host/db URL for several controllers (required).' },
     { name: 'repo-path', type: 'string', description: 'Absolute path of the posix repository the agents write backups to (required).' },
     { name: 'heartbeat-interval', type: 'integer', default: 5, min: 1, max: 3600, description: 'Seconds between agent heartbeats, sent to every agent on connect.' },
     { name: 'log-level', type: 'string', default: 'info', choices: LOG_LEVELS, description: 'Log level of the JSON log on stderr.' },

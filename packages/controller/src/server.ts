@@ -5,7 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { ErrorCodes, silentLogger, type Logger } from '@pgfleet/core';
-import { SqliteCatalogStore, type CatalogStore } from '@pgfleet/catalog';
+import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
 import { addHealthAndReflection, addService, listen } from '@pgfleet/rpc';
 import { AdminService, AgentService } from '@pgfleet/proto';
 import { createAdminService } from './admin-service.js';
@@ -38,7 +38,7 @@ export async function startController(
 ): Promise<RunningController> {
   const logger = options.logger ?? silentLogger();
   const log = logger.child({ component: 'controller' });
-  const store = options.store ?? SqliteCatalogStore.open(config.catalogPath);
+  const store = options.store ?? (await openCatalog(config.catalogPath));
   const now = options.now ?? Date.now;
 
   const ctx: ControllerContext = {
@@ -81,7 +81,7 @@ export async function startController(
   health.setStatus('', 'SERVING');
   const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
   const address = `${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`;
-  log.info({ listen: config.listen, port, catalog: config.catalogPath, repoPath: config.repoPath }, 'controller listening');
+  log.info({ listen: config.listen, port, catalog: config.catalogPath.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:[redacted]@'), repoPath: config.repoPath }, 'controller listening');
 
   let closed = false;
   return {

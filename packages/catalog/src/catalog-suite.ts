@@ -1,0 +1,297 @@
+/**
+ * The one test suite every CatalogStore must pass (SQLite and PostgreSQL). Exported through
+ * '@pgfleet/catalog/testing' so each implementation's test file runs it against a real backend:
+ * `open` must return a store over a fresh, empty catalog each time. Stores opened by a test are
+ * closed after it, pass or fail.
+ */
+import { strict as assert } from 'node:assert';
+import { afterEach, describe, test } from 'node:test';
+import { PgfleetError } from '@pgfleet/core';
+import type { BackupRecord, CatalogStore } from './store.js';
+
+export function sampleBackup(label: string, stopTime: number, stopLsn: string, extra: Partial<BackupRecord> = {}): BackupRecord {
+  return {
+    cluster: 'main', label, type: 'full', startLsn: '0/2000028', stopLsn, startTime: stopTime - 1000, stopTime, timeline: 1,
+    systemIdentifier: '7300000000000000001', pgVersion: 170002, sizeBytes: 1234, storedBytes: 100, fileCount: 10,
+    walStart: '000000010000000000000002', walStop: '000000010000000000000003', jobId: `job-${label}`, priorLabel: '', ...extra,
+  };
+}
+
+export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore>): void {
+  describe(`catalog store: ${name}`, () => {
+    const opened: CatalogStore[] = [];
+    afterEach(async () => {
+      await Promise.all(opened.splice(0).map((s) => s.close()));
+    });
+
+    async function fresh(): Promise<CatalogStore> {
+      const store = await open();
+      opened.push(store);
+      return store;
+    }
+
+    async function storeWithCluster(): Promise<CatalogStore> {
+      const store = await fresh();
+      await store.upsertCluster({ name: 'main', systemIdentifier: '7300000000000000001', pgVersion: 170002 }, 1000);
+      await store.upsertAgent({ id: 'agent-1', cluster: 'main', hostname: 'db1', version: '0.1.0' }, 1000);
+      return store;
+    }
+
+    describe('clusters and agents', () => {
+      test('another system identifier under a known name is SystemIdMismatch', async () => {
+        const store = await storeWithCluster();
+        await assert.rejects(
+          store.upsertCluster({ name: 'main', systemIdentifier: '999', pgVersion: 170002 }, 2000),
+          (err: unknown) => PgfleetError.is(err, 'SystemIdMismatch') && err.code === 'PGF-3005' && err.message.includes('7300000000000000001'),
+        );
+        // Same identifier, new server_version_num (a minor update keeps the identifier): accepted and recorded.
+        const c = await store.upsertCluster({ name: 'main', systemIdentifier: '7300000000000000001', pgVersion: 170004 }, 3000);
+        assert.deepEqual(c, { name: 'main', systemIdentifier: '7300000000000000001', pgVersion: 170004, createdAt: 1000 });
+        assert.deepEqual(await store.getCluster('main'), c);
+        assert.equal(await store.getCluster('nope'), undefined);
+      });
+
+      test('clusters are listed by name', async () => {
+        const store = await fresh();
+        for (const n of ['b', 'a', 'B', 'c']) await store.upsertCluster({ name: n, systemIdentifier: `id-${n}`, pgVersion: 160000 }, 1);
+        // Byte order (upper case first) in both stores, whatever a database's collation says.
+        assert.deepEqual((await store.listClusters()).map((c) => c.name), ['B', 'a', 'b', 'c']);
+      });
+
+      test('heartbeats, disconnects and the start-up reset', async () => {
+        const store = await storeWithCluster();
+        const fresh1 = await store.getAgent('agent-1');
+        assert.deepEqual(fresh1, { id: 'agent-1', cluster: 'main', hostname: 'db1', version: '0.1.0', connected: true, lastSeen: 1000, archiver: null, currentLsn: null });
+        await store.recordHeartbeat('agent-1', { archiver: { archivedCount: '3' }, currentLsn: '0/3000060' }, 5000);
+        let a = await store.getAgent('agent-1');
+        assert.deepEqual([a?.connected, a?.lastSeen, a?.currentLsn, a?.archiver], [true, 5000, '0/3000060', { archivedCount: '3' }]);
+        // A heartbeat without figures keeps the last ones.
+        await store.recordHeartbeat('agent-1', {}, 5500);
+        a = await store.getAgent('agent-1');
+        assert.deepEqual([a?.lastSeen, a?.currentLsn, a?.archiver], [5500, '0/3000060', { archivedCount: '3' }]);
+        await store.setAgentConnected('agent-1', false, 6000);
+        a = await store.getAgent('agent-1');
+        assert.deepEqual([a?.connected, a?.lastSeen], [false, 6000]);
+        await store.upsertAgent({ id: 'agent-1', cluster: 'main', hostname: 'db1', version: '0.2.0' }, 7000);
+        assert.equal((await store.getAgent('agent-1'))?.connected, true);
+        await store.upsertAgent({ id: 'agent-0', cluster: 'main', hostname: 'db0', version: '0.2.0' }, 7000);
+        await store.disconnectAllAgents(8000);
+        assert.deepEqual((await store.listAgents('main')).map((x) => [x.id, x.connected, x.version]), [['agent-0', false, '0.2.0'], ['agent-1', false, '0.2.0']]);
+        assert.deepEqual((await store.listAgents()).map((x) => x.id), ['agent-0', 'agent-1']);
+        assert.deepEqual(await store.listAgents('other'), []);
+        assert.equal(await store.getAgent('nope'), undefined);
+      });
+    });
+
+    describe('backups', () => {
+      test('listed by stop time, not by label; re-inserting the same label is a no-op', async () => {
+        const store = await storeWithCluster();
+        // Labels deliberately sort the other way round from the stop times.
+        await store.insertBackup(sampleBackup('20990101-000000F', 3000, '0/9000000'));
+        await store.insertBackup(sampleBackup('20000101-000000F', 9000, '0/A0000000'));
+        await store.insertBackup(sampleBackup('20500101-000000F', 5000, '0/10000000'));
+        await store.insertBackup(sampleBackup('20500101-000000F', 1, '0/1'));
+        const list = await store.listBackups('main');
+        assert.deepEqual(list.map((b) => b.label), ['20990101-000000F', '20500101-000000F', '20000101-000000F']);
+        assert.equal(list[1]!.stopTime, 5000);
+        assert.deepEqual(await store.getBackup('main', '20000101-000000F'), sampleBackup('20000101-000000F', 9000, '0/A0000000'));
+        assert.equal(await store.getBackup('main', 'nope'), undefined);
+        assert.deepEqual(await store.listBackups('other'), []);
+      });
+
+      test('stop LSNs are kept in numeric form (0/A0000000 > 0/10000000; 1/0 and 7FFFFFFF/0 above both)', async () => {
+        const store = await storeWithCluster();
+        await store.insertBackup(sampleBackup('b1', 1000, '0/A0000000'));
+        await store.insertBackup(sampleBackup('b2', 1000, '0/10000000'));
+        await store.insertBackup(sampleBackup('b3', 1000, '7FFFFFFF/0'));
+        await store.insertBackup(sampleBackup('b0', 1000, '1/0'));
+        assert.deepEqual((await store.listBackups('main')).map((b) => b.label), ['b2', 'b1', 'b0', 'b3']);
+      });
+
+      test('every field survives the round trip, large sizes included', async () => {
+        const store = await storeWithCluster();
+        const b = sampleBackup('20250101-010203F_20250102-010203I', 1_735_000_000_123, '2A/3C000100', {
+          type: 'incr', startLsn: '2A/3B000028', timeline: 7, sizeBytes: 5 * 2 ** 40, storedBytes: 2 ** 41 + 1, fileCount: 123_456,
+          priorLabel: '20250101-010203F', walStart: '000000070000002A0000003B', walStop: '000000070000002A0000003C',
+        });
+        await store.insertBackup(b);
+        assert.deepEqual(await store.getBackup('main', b.label), b);
+      });
+
+      test('a bad LSN is refused', async () => {
+        const store = await storeWithCluster();
+        await assert.rejects(store.insertBackup(sampleBackup('bad', 1, 'nonsense')), (err: unknown) => PgfleetError.is(err, 'InvalidArgument'));
+        assert.deepEqual(await store.listBackups('main'), []);
+      });
+    });
+
+    describe('jobs', () => {
+      test('params, progress and results keep their JSON shape', async () => {
+        const store = await storeWithCluster();
+        const params = { type: 'full', tags: ['a', 'b'], nested: { x: null, y: [1, { z: 'q' }] }, ratio: 0.25, big: '18446744073709551615', unicode: 'é✓' };
+        const job = await store.createJob({ id: 'j', cluster: 'main', kind: 'backup', agentId: 'agent-1', params }, 10);
+        assert.deepEqual(job.params, params);
+        const arr = await store.createJob({ id: 'k', cluster: 'main', kind: 'restore', agentId: 'agent-1', params: ['x', 1] }, 11);
+        assert.deepEqual(arr.params, ['x', 1]);
+        const none = await store.createJob({ id: 'l', cluster: 'main', kind: 'restore', agentId: 'agent-1', params: undefined }, 12);
+        assert.deepEqual([none.params, none.progress, none.result, none.error, none.startedAt, none.finishedAt], [null, null, null, null, null, null]);
+        await store.transitionJob('k', 'dispatched', {}, 13);
+        await store.updateJobProgress('k', { files: [1, 2], phase: 'copy' }, 14);
+        await store.transitionJob('k', 'succeeded', { result: { restored: true, list: [] } }, 15);
+        const k = await store.getJob('k');
+        assert.deepEqual([k?.progress, k?.result], [{ files: [1, 2], phase: 'copy' }, { restored: true, list: [] }]);
+        assert.equal(await store.getJob('nope'), undefined);
+      });
+
+      test('a backup job runs to success and inserts its backup in the same step', async () => {
+        const store = await storeWithCluster();
+        const job = await store.createJob({ id: 'j1', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: { type: 'full' } }, 100);
+        assert.deepEqual(job, {
+          id: 'j1', cluster: 'main', kind: 'backup', state: 'queued', agentId: 'agent-1', params: { type: 'full' }, createdAt: 100,
+          startedAt: null, finishedAt: null, error: null, progress: null, result: null,
+        });
+        assert.equal((await store.transitionJob('j1', 'dispatched', {}, 110)).changed, true);
+        const p = await store.updateJobProgress('j1', { bytesDone: '5' }, 120);
+        assert.deepEqual([p.changed, p.job.state, p.job.startedAt, p.job.progress], [true, 'running', 120, { bytesDone: '5' }]);
+        await store.updateJobProgress('j1', { bytesDone: '9' }, 130);
+        assert.equal((await store.getJob('j1'))?.startedAt, 120);
+        const done = await store.transitionJob('j1', 'succeeded', { result: { label: 'b1' }, backup: sampleBackup('b1', 140, '0/3000000', { jobId: 'j1' }) }, 140);
+        assert.deepEqual([done.changed, done.job.state, done.job.startedAt, done.job.finishedAt, done.job.result], [true, 'succeeded', 120, 140, { label: 'b1' }]);
+        assert.equal((await store.getBackup('main', 'b1'))?.jobId, 'j1');
+
+        // Idempotent: the same terminal state again changes nothing.
+        const again = await store.transitionJob('j1', 'succeeded', { result: { label: 'other' } }, 999);
+        assert.deepEqual([again.changed, again.job.finishedAt, again.job.result], [false, 140, { label: 'b1' }]);
+        // Late progress does not reopen it.
+        const late = await store.updateJobProgress('j1', { bytesDone: '1' }, 1000);
+        assert.deepEqual([late.changed, late.job.state, late.job.progress], [false, 'succeeded', { bytesDone: '9' }]);
+      });
+
+      test('a failed backup insert rolls the success back: the job stays running', async () => {
+        const store = await storeWithCluster();
+        await store.createJob({ id: 'j', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 1);
+        await store.transitionJob('j', 'dispatched', {}, 2);
+        await store.updateJobProgress('j', {}, 3);
+        await assert.rejects(
+          store.transitionJob('j', 'succeeded', { backup: sampleBackup('b', 4, 'not-an-lsn') }, 4),
+          (err: unknown) => PgfleetError.is(err, 'InvalidArgument'),
+        );
+        // A backup of a cluster the catalog does not know violates the foreign key: also all-or-nothing.
+        await assert.rejects(store.transitionJob('j', 'succeeded', { backup: sampleBackup('b', 4, '0/3000000', { cluster: 'ghost' }) }, 4));
+        const j = await store.getJob('j');
+        assert.deepEqual([j?.state, j?.finishedAt], ['running', null]);
+        assert.deepEqual(await store.listBackups('ghost'), []);
+        const ok = await store.transitionJob('j', 'succeeded', { backup: sampleBackup('b', 5, '0/3000000') }, 5);
+        assert.deepEqual([ok.changed, ok.job.state], [true, 'succeeded']);
+      });
+
+      test('dispatched may end directly; progress for a queued job is refused', async () => {
+        const store = await storeWithCluster();
+        await store.createJob({ id: 'q', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 1);
+        await assert.rejects(store.updateJobProgress('q', { x: 1 }, 2), (err: unknown) => PgfleetError.is(err, 'JobStateConflict'));
+        const q = await store.getJob('q');
+        assert.deepEqual([q?.state, q?.progress], ['queued', null]);
+        await store.transitionJob('q', 'dispatched', {}, 3);
+        const end = await store.transitionJob('q', 'succeeded', {}, 4);
+        assert.deepEqual([end.job.state, end.job.startedAt, end.job.finishedAt], ['succeeded', null, 4]);
+      });
+
+      test('illegal transitions are rejected with JobStateConflict; unknown jobs with UnknownJob', async () => {
+        const store = await storeWithCluster();
+        await store.createJob({ id: 'j2', cluster: 'main', kind: 'restore', agentId: 'agent-1', params: {} }, 100);
+        await assert.rejects(store.transitionJob('j2', 'running', {}, 101), (err: unknown) => PgfleetError.is(err, 'JobStateConflict') && err.code === 'PGF-2008');
+        assert.equal((await store.transitionJob('j2', 'queued', {}, 101)).changed, false);
+        await store.transitionJob('j2', 'dispatched', {}, 101);
+        await assert.rejects(store.transitionJob('j2', 'queued', {}, 101), (err: unknown) => PgfleetError.is(err, 'JobStateConflict'));
+        await store.transitionJob('j2', 'failed', { error: { code: 'PGF-2006', message: 'gone' } }, 102);
+        await assert.rejects(store.transitionJob('j2', 'succeeded', {}, 103), (err: unknown) => PgfleetError.is(err, 'JobStateConflict'));
+        const j = await store.getJob('j2');
+        assert.deepEqual([j?.state, j?.error, j?.finishedAt], ['failed', { code: 'PGF-2006', message: 'gone' }, 102]);
+        await assert.rejects(store.transitionJob('nope', 'failed', {}, 1), (err: unknown) => PgfleetError.is(err, 'UnknownJob'));
+        await assert.rejects(store.updateJobProgress('nope', {}, 1), (err: unknown) => PgfleetError.is(err, 'UnknownJob'));
+      });
+
+      test('two conflicting transitions at once: exactly one wins', async () => {
+        const store = await storeWithCluster();
+        await store.createJob({ id: 'r', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 1);
+        await store.transitionJob('r', 'dispatched', {}, 2);
+        await store.updateJobProgress('r', {}, 3);
+        const outcomes = await Promise.allSettled([
+          store.transitionJob('r', 'succeeded', { backup: sampleBackup('b', 4, '0/3000000', { jobId: 'r' }) }, 4),
+          store.transitionJob('r', 'cancelled', {}, 4),
+        ]);
+        const won = outcomes.filter((o) => o.status === 'fulfilled');
+        const lost = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
+        assert.equal(won.length, 1);
+        assert.ok(PgfleetError.is(lost[0]?.reason, 'JobStateConflict'));
+        const state = (await store.getJob('r'))?.state;
+        // The backup row exists exactly when the success won.
+        assert.equal((await store.getBackup('main', 'b')) !== undefined, state === 'succeeded');
+      });
+
+      test('failing the active jobs of an agent keeps the ones it still runs and the finished ones', async () => {
+        const store = await storeWithCluster();
+        await store.upsertAgent({ id: 'agent-2', cluster: 'main', hostname: 'db2', version: '0.1.0' }, 1000);
+        for (const id of ['a', 'b', 'c', 'd', 'e']) await store.createJob({ id, cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 1);
+        await store.createJob({ id: 'other', cluster: 'main', kind: 'backup', agentId: 'agent-2', params: {} }, 1);
+        await store.transitionJob('a', 'dispatched', {}, 2);
+        await store.transitionJob('e', 'dispatched', {}, 2);
+        await store.updateJobProgress('e', { p: 1 }, 2);
+        await store.transitionJob('c', 'cancelled', {}, 2);
+        const failed = await store.failActiveJobsOfAgent('agent-1', { code: 'PGF-2006', message: 'agent restarted' }, 3, ['d']);
+        assert.deepEqual(failed.map((j) => j.id).sort(), ['a', 'b', 'e']);
+        for (const j of failed) assert.deepEqual([j.state, j.finishedAt, j.error], ['failed', 3, { code: 'PGF-2006', message: 'agent restarted' }]);
+        const e = await store.getJob('e');
+        assert.deepEqual([e?.state, e?.startedAt, e?.progress], ['failed', 2, { p: 1 }]);
+        assert.equal((await store.getJob('c'))?.state, 'cancelled');
+        assert.equal((await store.getJob('c'))?.error, null);
+        assert.equal((await store.getJob('d'))?.state, 'queued');
+        assert.equal((await store.getJob('other'))?.state, 'queued');
+        assert.deepEqual(await store.failActiveJobsOfAgent('agent-1', { code: 'PGF-2006', message: 'again' }, 4, ['d']), []);
+
+        const all = await store.failAllActiveJobs({ code: 'PGF-7003', message: 'controller restarted' }, 4);
+        assert.deepEqual(all.map((j) => j.id).sort(), ['d', 'other']);
+        assert.deepEqual((await store.getJob('other'))?.error, { code: 'PGF-7003', message: 'controller restarted' });
+        assert.deepEqual((await store.getJob('a'))?.error, { code: 'PGF-2006', message: 'agent restarted' });
+        assert.deepEqual(await store.failAllActiveJobs({ code: 'PGF-7003', message: 'again' }, 5), []);
+      });
+
+      test('listJobs is newest first (creation order within a millisecond), filtered and limited', async () => {
+        const store = await storeWithCluster();
+        await store.upsertCluster({ name: 'other', systemIdentifier: '2', pgVersion: 160000 }, 1);
+        await store.createJob({ id: 'x1', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 10);
+        await store.createJob({ id: 'x2', cluster: 'other', kind: 'backup', agentId: 'agent-9', params: {} }, 20);
+        await store.createJob({ id: 'x3', cluster: 'main', kind: 'restore', agentId: 'agent-1', params: {} }, 30);
+        // Same millisecond, ids sorting against creation order.
+        await store.createJob({ id: 'y9', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 40);
+        await store.createJob({ id: 'y1', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 40);
+        assert.deepEqual((await store.listJobs()).map((j) => j.id), ['y1', 'y9', 'x3', 'x2', 'x1']);
+        assert.deepEqual((await store.listJobs({ cluster: 'main' })).map((j) => j.id), ['y1', 'y9', 'x3', 'x1']);
+        assert.deepEqual((await store.listJobs({ limit: 1 })).map((j) => j.id), ['y1']);
+        assert.deepEqual((await store.listJobs({ cluster: 'main', limit: 3 })).map((j) => j.id), ['y1', 'y9', 'x3']);
+        assert.deepEqual((await store.listJobs({ limit: 0 })).length, 5);
+        assert.deepEqual(await store.listJobs({ cluster: 'none' }), []);
+      });
+    });
+
+    describe('leadership and lifecycle', () => {
+      test('a lone store leads; asking again, releasing and re-taking all work', async () => {
+        const store = await fresh();
+        assert.equal(await store.tryAcquireLeadership('scheduler'), true);
+        assert.equal(await store.tryAcquireLeadership('scheduler'), true);
+        assert.equal(await store.tryAcquireLeadership('retention'), true);
+        await store.releaseLeadership('scheduler');
+        await store.releaseLeadership('scheduler');
+        await store.releaseLeadership('never-held');
+        assert.equal(await store.tryAcquireLeadership('scheduler'), true);
+      });
+
+      test('close is idempotent', async () => {
+        const store = await fresh();
+        await store.tryAcquireLeadership('scheduler');
+        await store.close();
+        await store.close();
+      });
+    });
+  });
+}

@@ -1,0 +1,40 @@
+/**
+ * The job state machine, shared by every CatalogStore implementation so SQLite and PostgreSQL
+ * accept and refuse exactly the same moves: queued -> dispatched -> running -> succeeded | failed
+ * | cancelled, where a job may also end from queued or dispatched.
+ */
+import { PgfleetError } from '@pgfleet/core';
+import type { JobStateName } from './store.js';
+
+/** The legal moves (a repeated state is handled separately as a no-op). */
+const NEXT_STATES: Readonly<Record<JobStateName, readonly JobStateName[]>> = {
+  queued: ['dispatched', 'failed', 'cancelled'],
+  // An agent may finish before it ever reports progress, so dispatched can end directly.
+  dispatched: ['running', 'succeeded', 'failed', 'cancelled'],
+  running: ['succeeded', 'failed', 'cancelled'],
+  succeeded: [],
+  failed: [],
+  cancelled: [],
+};
+
+export const JOB_STATES: readonly JobStateName[] = Object.keys(NEXT_STATES) as JobStateName[];
+
+export function isLegalJobTransition(from: JobStateName, to: JobStateName): boolean {
+  return NEXT_STATES[from].includes(to);
+}
+
+/** The states a job can be failed from (every non-terminal one): what "active" means to failActive*. */
+export const FAILABLE_JOB_STATES: readonly JobStateName[] = JOB_STATES.filter((s) => isLegalJobTransition(s, 'failed'));
+
+/**
+ * Decides a requested move for a job currently in `from`: false when it already is in `to` (an
+ * idempotent repeat, nothing to write), true when the move is legal; throws JobStateConflict
+ * otherwise. Stores call it with the row locked, so the decision holds when they write.
+ */
+export function checkJobTransition(id: string, from: JobStateName, to: JobStateName): boolean {
+  if (from === to) return false;
+  if (!isLegalJobTransition(from, to)) {
+    throw new PgfleetError('JobStateConflict', `job ${id} is ${from} and cannot become ${to}`);
+  }
+  return true;
+}

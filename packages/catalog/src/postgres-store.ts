@@ -1,0 +1,492 @@
+/**
+ * The shared catalog: PostgreSQL through a node-postgres pool, for several controllers on one
+ * catalog (HA). Same interface, migrations, state machine and test suite as the SQLite store;
+ * what differs is concurrency, since another controller may change any row between two
+ * statements of ours:
+ * - a job transition reads the row with SELECT ... FOR UPDATE and decides with the row locked,
+ *   so of two controllers moving one job, the second sees the first's outcome (READ COMMITTED
+ *   re-reads a row it waited for) and gets JobStateConflict or an idempotent no-op;
+ * - multi-row changes are one statement (upsert with ON CONFLICT, UPDATE ... FROM a locked set);
+ * - migrations run under a transaction-scoped advisory lock, so controllers starting together
+ *   apply each version once;
+ * - scheduler leadership is a session advisory lock on a connection of its own, outside the pool,
+ *   so it lives exactly as long as that session.
+ */
+import pg from 'pg';
+import { PgfleetError } from '@pgfleet/core';
+import { Lsn } from '@pgfleet/pg';
+import { checkJobTransition, FAILABLE_JOB_STATES } from './job-state.js';
+import { CATALOG_SCHEMA_VERSION, POSTGRES_MIGRATIONS } from './migrations.js';
+import {
+  agentFromRow,
+  backupFromRow,
+  clusterFromRow,
+  encodeJson,
+  jobFromRow,
+  type AgentRow,
+  type BackupRow,
+  type ClusterRow,
+  type JobRow,
+} from './rows.js';
+import {
+  isTerminalJobState,
+  type AgentRecord,
+  type BackupRecord,
+  type CatalogStore,
+  type ClusterRecord,
+  type JobError,
+  type JobRecord,
+  type JobStateName,
+  type NewJob,
+  type TransitionOptions,
+  type TransitionOutcome,
+} from './store.js';
+
+export interface PostgresCatalogOptions {
+  /** Pool size; default 10. */
+  maxConnections?: number;
+  /** Milliseconds to wait for a new connection; default 10000. */
+  connectTimeoutMs?: number;
+  /** application_name shown in pg_stat_activity; default 'pgfleet-controller'. */
+  applicationName?: string;
+}
+
+/**
+ * Advisory lock keys use the two-int4 form (class, object): that key space does not overlap the
+ * single-bigint one other applications on the same server most often use, and the class keeps
+ * the migration lock apart from any leadership name's hashtext(). 0x706766xx reads 'pgf'.
+ */
+export const MIGRATION_LOCK_CLASS = 0x70676601;
+export const LEADERSHIP_LOCK_CLASS = 0x70676602;
+
+const INT8_OID = 20;
+/**
+ * BIGINT columns hold ms timestamps and byte counts, far below 2^53, so they are read as numbers
+ * (node-postgres returns strings by default). NUMERIC (the LSN sort keys) stays a string.
+ */
+const types: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8_OID && format !== 'binary' ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as pg.CustomTypesConfig['getTypeParser'],
+};
+
+/** JSONB arrives parsed; SQL NULL stays null. */
+const decodeJson = (value: unknown): unknown => value ?? null;
+const agentRow = (r: AgentRow): AgentRecord => agentFromRow(r, decodeJson);
+const jobRow = (r: JobRow): JobRecord => jobFromRow(r, decodeJson);
+
+/** The URL with any password masked, for messages and logs. */
+export function redactCatalogUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    if (u.searchParams.has('password')) u.searchParams.set('password', '***');
+    return u.toString();
+  } catch {
+    return url.replace(/(\/\/[^:/@]*:)[^@]*@/, '$1***@').replace(/(password=)[^&]*/gi, '$1***');
+  }
+}
+
+/** SQLSTATE classes 08 (connection), 28 (authorization), 3D (no such database), 57P0x (server shutting down). */
+function isConnectionError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string') {
+    if (/^(08|28|3D)/.test(code) || /^57P0[1-3]$/.test(code)) return true;
+    if (/^E[A-Z]+$/.test(code)) return true; // Node socket errors: ECONNREFUSED, ENOTFOUND, ...
+  }
+  return err instanceof Error && /Connection terminated|timeout expired|Client was closed|Cannot use a pool after/i.test(err.message);
+}
+
+const UNREACHABLE_HINT = 'Check the catalog URL (--catalog) and that its PostgreSQL server is running and reachable.';
+
+export class PostgresCatalogStore implements CatalogStore {
+  /** The catalog URL with any password masked. */
+  readonly url: string;
+  private readonly connectionString: string;
+  private readonly pool: pg.Pool;
+  private readonly options: PostgresCatalogOptions;
+  /** Leadership name -> the dedicated session holding its advisory lock. */
+  private readonly leaders = new Map<string, pg.Client>();
+  /** Serialises acquire/release per name, so one store never competes with itself for a lock. */
+  private readonly leadershipQueue = new Map<string, Promise<unknown>>();
+  private closing: Promise<void> | undefined;
+
+  private constructor(connectionString: string, pool: pg.Pool, options: PostgresCatalogOptions) {
+    this.connectionString = connectionString;
+    this.url = redactCatalogUrl(connectionString);
+    this.pool = pool;
+    this.options = options;
+  }
+
+  /** Connects to the catalog database and applies pending migrations. */
+  static async open(connectionString: string, options: PostgresCatalogOptions = {}): Promise<PostgresCatalogStore> {
+    const pool = new pg.Pool({
+      connectionString,
+      max: options.maxConnections ?? 10,
+      connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+      application_name: options.applicationName ?? 'pgfleet-controller',
+      types,
+    });
+    // An idle pooled connection that breaks (server restart) must not crash the controller: the
+    // pool drops it, and the next query opens a new one or fails with a PgConnectFailed.
+    pool.on('error', () => {});
+    const store = new PostgresCatalogStore(connectionString, pool, options);
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (err) {
+      await pool.end().catch(() => {});
+      throw new PgfleetError('PgConnectFailed', `catalog ${store.url} cannot be opened: ${(err as Error).message}`, { cause: err, hint: UNREACHABLE_HINT });
+    }
+    try {
+      await migrate(client);
+      client.release();
+    } catch (err) {
+      client.release(true);
+      await pool.end().catch(() => {});
+      throw store.error(err);
+    }
+    return store;
+  }
+
+  /** The applied schema version (for tests and diagnostics). */
+  async schemaVersion(): Promise<number> {
+    const rows = await this.query<{ v: number | null }>('SELECT MAX(version) AS v FROM schema_migrations');
+    return rows[0]?.v ?? 0;
+  }
+
+  async close(): Promise<void> {
+    this.closing ??= (async () => {
+      await Promise.all([...this.leaders.keys()].map((name) => this.releaseLeadership(name).catch(() => {})));
+      await this.pool.end();
+    })();
+    return this.closing;
+  }
+
+  async upsertCluster(c: { name: string; systemIdentifier: string; pgVersion: number }, now: number): Promise<ClusterRecord> {
+    // One statement, so two controllers registering the same new cluster cannot both insert it:
+    // the second waits on the first's row, then takes the update path (or none on a mismatch).
+    const rows = await this.query<ClusterRow>(
+      `INSERT INTO clusters (name, system_identifier, pg_version, created_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (name) DO UPDATE SET pg_version = EXCLUDED.pg_version
+         WHERE clusters.system_identifier = EXCLUDED.system_identifier
+       RETURNING *`,
+      [c.name, c.systemIdentifier, c.pgVersion, now],
+    );
+    if (rows[0]) return clusterFromRow(rows[0]);
+    const existing = await this.getCluster(c.name);
+    throw new PgfleetError(
+      'SystemIdMismatch',
+      `cluster '${c.name}' is registered with system identifier ${existing?.systemIdentifier ?? '(unknown)'}, but the agent reports ${c.systemIdentifier}`,
+    );
+  }
+
+  async getCluster(name: string): Promise<ClusterRecord | undefined> {
+    const rows = await this.query<ClusterRow>('SELECT * FROM clusters WHERE name = $1', [name]);
+    return rows[0] && clusterFromRow(rows[0]);
+  }
+
+  async listClusters(): Promise<ClusterRecord[]> {
+    // COLLATE "C": byte order, as SQLite sorts, whatever the database's default collation.
+    return (await this.query<ClusterRow>('SELECT * FROM clusters ORDER BY name COLLATE "C"')).map(clusterFromRow);
+  }
+
+  async upsertAgent(a: { id: string; cluster: string; hostname: string; version: string }, now: number): Promise<AgentRecord> {
+    const rows = await this.query<AgentRow>(
+      `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES ($1, $2, $3, $4, true, $5)
+       ON CONFLICT (id) DO UPDATE SET cluster = EXCLUDED.cluster, hostname = EXCLUDED.hostname,
+         version = EXCLUDED.version, connected = true, last_seen = EXCLUDED.last_seen
+       RETURNING *`,
+      [a.id, a.cluster, a.hostname, a.version, now],
+    );
+    return agentRow(rows[0]!);
+  }
+
+  async setAgentConnected(id: string, connected: boolean, now: number): Promise<void> {
+    await this.query('UPDATE agents SET connected = $1, last_seen = $2 WHERE id = $3', [connected, now, id]);
+  }
+
+  async disconnectAllAgents(_now: number): Promise<void> {
+    await this.query('UPDATE agents SET connected = false WHERE connected');
+  }
+
+  async recordHeartbeat(id: string, beat: { archiver?: unknown; currentLsn?: string }, now: number): Promise<void> {
+    await this.query(
+      'UPDATE agents SET last_seen = $1, archiver = COALESCE($2::jsonb, archiver), current_lsn = COALESCE($3, current_lsn) WHERE id = $4',
+      [now, encodeJson(beat.archiver), beat.currentLsn || null, id],
+    );
+  }
+
+  async getAgent(id: string): Promise<AgentRecord | undefined> {
+    const rows = await this.query<AgentRow>('SELECT * FROM agents WHERE id = $1', [id]);
+    return rows[0] && agentRow(rows[0]);
+  }
+
+  async listAgents(cluster?: string): Promise<AgentRecord[]> {
+    const rows = cluster === undefined
+      ? await this.query<AgentRow>('SELECT * FROM agents ORDER BY cluster COLLATE "C", id COLLATE "C"')
+      : await this.query<AgentRow>('SELECT * FROM agents WHERE cluster = $1 ORDER BY id COLLATE "C"', [cluster]);
+    return rows.map(agentRow);
+  }
+
+  async insertBackup(b: BackupRecord): Promise<void> {
+    await this.insertBackupWith(this.pool, b);
+  }
+
+  private async insertBackupWith(db: pg.Pool | pg.PoolClient, b: BackupRecord): Promise<void> {
+    // Parsed before anything is sent: a bad LSN is the caller's InvalidArgument, not a SQL error.
+    const startLsnNum = Lsn.parse(b.startLsn).value.toString();
+    const stopLsnNum = Lsn.parse(b.stopLsn).value.toString();
+    // Same (cluster, label) again is the same backup reported twice (a retried JobResult): keep the first row.
+    await this.run(() => db.query(
+      `INSERT INTO backups (cluster, label, type, start_lsn, start_lsn_num, stop_lsn, stop_lsn_num, start_time, stop_time,
+         timeline, system_identifier, pg_version, size_bytes, stored_bytes, file_count, wal_start, wal_stop, job_id, prior_label)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+       ON CONFLICT (cluster, label) DO NOTHING`,
+      [
+        b.cluster, b.label, b.type, b.startLsn, startLsnNum, b.stopLsn, stopLsnNum, b.startTime, b.stopTime,
+        b.timeline, b.systemIdentifier, b.pgVersion, b.sizeBytes, b.storedBytes, b.fileCount, b.walStart, b.walStop, b.jobId, b.priorLabel,
+      ],
+    ));
+  }
+
+  async getBackup(cluster: string, label: string): Promise<BackupRecord | undefined> {
+    const rows = await this.query<BackupRow>('SELECT * FROM backups WHERE cluster = $1 AND label = $2', [cluster, label]);
+    return rows[0] && backupFromRow(rows[0]);
+  }
+
+  async listBackups(cluster: string): Promise<BackupRecord[]> {
+    // Real time orders backups; the stop LSN breaks ties of backups ending in the same millisecond.
+    const rows = await this.query<BackupRow>(
+      'SELECT * FROM backups WHERE cluster = $1 ORDER BY stop_time, stop_lsn_num, label COLLATE "C"',
+      [cluster],
+    );
+    return rows.map(backupFromRow);
+  }
+
+  async createJob(job: NewJob, now: number): Promise<JobRecord> {
+    const rows = await this.query<JobRow>(
+      `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES ($1, $2, $3, 'queued', $4, $5::jsonb, $6) RETURNING *`,
+      [job.id, job.cluster, job.kind, job.agentId, encodeJson(job.params), now],
+    );
+    return jobRow(rows[0]!);
+  }
+
+  async getJob(id: string): Promise<JobRecord | undefined> {
+    const rows = await this.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [id]);
+    return rows[0] && jobRow(rows[0]);
+  }
+
+  async listJobs(filter: { cluster?: string; limit?: number } = {}): Promise<JobRecord[]> {
+    // LIMIT NULL is no limit. seq (creation order) breaks ties within a millisecond, as rowid does in SQLite.
+    const limit = filter.limit && filter.limit > 0 ? filter.limit : null;
+    const rows = filter.cluster
+      ? await this.query<JobRow>('SELECT * FROM jobs WHERE cluster = $1 ORDER BY created_at DESC, seq DESC LIMIT $2', [filter.cluster, limit])
+      : await this.query<JobRow>('SELECT * FROM jobs ORDER BY created_at DESC, seq DESC LIMIT $1', [limit]);
+    return rows.map(jobRow);
+  }
+
+  async transitionJob(id: string, to: JobStateName, options: TransitionOptions, now: number): Promise<TransitionOutcome> {
+    return this.transaction(async (client) => {
+      const current = await lockJob(client, id);
+      return this.transitionLocked(client, current, to, options, now);
+    });
+  }
+
+  /** Applies a move to a job whose row this transaction has locked (FOR UPDATE). */
+  private async transitionLocked(client: pg.PoolClient, current: JobRecord, to: JobStateName, options: TransitionOptions, now: number): Promise<TransitionOutcome> {
+    if (!checkJobTransition(current.id, current.state, to)) return { job: current, changed: false };
+    const terminal = isTerminalJobState(to);
+    if (to === 'succeeded' && options.backup) await this.insertBackupWith(client, options.backup);
+    const res = await client.query<JobRow>(
+      `UPDATE jobs SET state = $2,
+         started_at = CASE WHEN $3::boolean AND started_at IS NULL THEN $4::bigint ELSE started_at END,
+         finished_at = CASE WHEN $5::boolean THEN $4::bigint ELSE finished_at END,
+         error_code = COALESCE($6, error_code), error_message = COALESCE($7, error_message),
+         result = COALESCE($8::jsonb, result)
+       WHERE id = $1
+       RETURNING *`,
+      [current.id, to, to === 'running', now, terminal, options.error?.code ?? null, options.error?.message ?? null, encodeJson(options.result)],
+    );
+    return { job: jobRow(res.rows[0]!), changed: true };
+  }
+
+  async updateJobProgress(id: string, progress: unknown, now: number): Promise<TransitionOutcome> {
+    return this.transaction(async (client): Promise<TransitionOutcome> => {
+      const job = await lockJob(client, id);
+      // Progress that arrives after the end (a late message on the stream) must not reopen the job.
+      if (isTerminalJobState(job.state)) return { job, changed: false };
+      if (job.state !== 'running') await this.transitionLocked(client, job, 'running', {}, now);
+      const res = await client.query<JobRow>('UPDATE jobs SET progress = $2::jsonb WHERE id = $1 RETURNING *', [id, encodeJson(progress)]);
+      return { job: jobRow(res.rows[0]!), changed: true };
+    });
+  }
+
+  async failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except: readonly string[] = []): Promise<JobRecord[]> {
+    return this.failJobs(agentId, except, error, now);
+  }
+
+  async failAllActiveJobs(error: JobError, now: number): Promise<JobRecord[]> {
+    return this.failJobs(null, [], error, now);
+  }
+
+  /**
+   * Fails the active jobs (of one agent, or all) in one statement. The rows are locked in id
+   * order, so two controllers doing this at once queue instead of deadlocking, and a row another
+   * controller finished meanwhile is re-checked after the wait and left alone. The result is the
+   * same as transitionJob(id, 'failed', { error }) on each: 'failed' is legal from every state
+   * in FAILABLE_JOB_STATES, which comes from the shared transition table.
+   */
+  private async failJobs(agentId: string | null, except: readonly string[], error: JobError, now: number): Promise<JobRecord[]> {
+    const rows = await this.query<JobRow>(
+      `WITH target AS (
+         SELECT id FROM jobs
+         WHERE ($1::text IS NULL OR agent_id = $1) AND state = ANY($2::text[]) AND NOT (id = ANY($3::text[]))
+         ORDER BY id
+         FOR UPDATE
+       ), failed AS (
+         UPDATE jobs SET state = 'failed', finished_at = $4, error_code = COALESCE($5, error_code), error_message = COALESCE($6, error_message)
+         FROM target WHERE jobs.id = target.id
+         RETURNING jobs.*
+       )
+       SELECT * FROM failed ORDER BY seq`,
+      [agentId, FAILABLE_JOB_STATES, except, now, error.code, error.message],
+    );
+    return rows.map(jobRow);
+  }
+
+  async tryAcquireLeadership(name: string): Promise<boolean> {
+    return this.serialiseLeadership(name, async () => {
+      const held = this.leaders.get(name);
+      if (held) {
+        // The lock lives as long as its session: a live session still holds it. A dead one lost
+        // it (the server released it, another controller may lead now), so try afresh.
+        try {
+          await held.query('SELECT 1');
+          return true;
+        } catch {
+          this.leaders.delete(name);
+          await held.end().catch(() => {});
+        }
+      }
+      const client = new pg.Client({
+        connectionString: this.connectionString,
+        connectionTimeoutMillis: this.options.connectTimeoutMs ?? 10_000,
+        application_name: `${this.options.applicationName ?? 'pgfleet-controller'} leader`,
+        // Notice a vanished server or network path (and so a lost lock) without waiting for a query.
+        keepAlive: true,
+      });
+      client.on('error', () => {
+        if (this.leaders.get(name) === client) this.leaders.delete(name);
+      });
+      try {
+        await client.connect();
+        const res = await client.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${LEADERSHIP_LOCK_CLASS}, hashtext($1)) AS ok`, [name]);
+        if (res.rows[0]?.ok) {
+          this.leaders.set(name, client);
+          return true;
+        }
+      } catch (err) {
+        await client.end().catch(() => {});
+        throw this.error(err);
+      }
+      await client.end().catch(() => {});
+      return false;
+    });
+  }
+
+  async releaseLeadership(name: string): Promise<void> {
+    return this.serialiseLeadership(name, async () => {
+      const client = this.leaders.get(name);
+      if (!client) return;
+      this.leaders.delete(name);
+      // Unlock explicitly: ending the connection also releases it, but only once the server has
+      // noticed the disconnect, and another controller asking right after must find it free.
+      await client.query(`SELECT pg_advisory_unlock(${LEADERSHIP_LOCK_CLASS}, hashtext($1))`, [name]).catch(() => {});
+      await client.end().catch(() => {});
+    });
+  }
+
+  private serialiseLeadership<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.leadershipQueue.get(name) ?? Promise.resolve();
+    const next = previous.catch(() => {}).then(fn);
+    const settled = next.catch(() => {});
+    this.leadershipQueue.set(name, settled);
+    void settled.then(() => {
+      if (this.leadershipQueue.get(name) === settled) this.leadershipQueue.delete(name);
+    });
+    return next;
+  }
+
+  private async query<R extends pg.QueryResultRow = any>(sql: string, params?: unknown[]): Promise<R[]> {
+    const res = await this.run(() => this.pool.query<R>(sql, params));
+    return res.rows;
+  }
+
+  private async run<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw this.error(err);
+    }
+  }
+
+  /** Runs fn in a transaction on one pooled connection; rolls back on any error. */
+  private async transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.run(() => this.pool.connect());
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const out = await fn(client);
+      await client.query('COMMIT');
+      return out;
+    } catch (err) {
+      await client.query('ROLLBACK').catch((e: Error) => {
+        broken = e; // the connection is unusable: the pool must not hand it out again
+      });
+      throw this.error(err);
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  /** Our own errors pass through; a lost or refused connection becomes PgConnectFailed naming the catalog. */
+  private error(err: unknown): unknown {
+    if (err instanceof PgfleetError) return err;
+    if (isConnectionError(err)) {
+      return new PgfleetError('PgConnectFailed', `catalog ${this.url}: ${(err as Error).message}`, { cause: err, hint: UNREACHABLE_HINT });
+    }
+    return err;
+  }
+}
+
+async function lockJob(client: pg.PoolClient, id: string): Promise<JobRecord> {
+  const res = await client.query<JobRow>('SELECT * FROM jobs WHERE id = $1 FOR UPDATE', [id]);
+  if (!res.rows[0]) throw new PgfleetError('UnknownJob', `job ${id} does not exist`);
+  return jobRow(res.rows[0]);
+}
+
+async function migrate(client: pg.PoolClient): Promise<void> {
+  await client.query('BEGIN');
+  try {
+    // Controllers starting together on a fresh catalog would each see version 0 and apply it.
+    // The transaction-scoped lock makes the others wait and then find the work done; it is
+    // released by COMMIT or ROLLBACK, or by the server if this process dies mid-migration.
+    await client.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_CLASS}, 0)`);
+    await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
+    const applied = (await client.query<{ v: number | null }>('SELECT MAX(version) AS v FROM schema_migrations')).rows[0]?.v ?? 0;
+    if (applied > CATALOG_SCHEMA_VERSION) {
+      throw new PgfleetError('InvalidConfig', `catalog schema version ${applied} is newer than this controller knows (${CATALOG_SCHEMA_VERSION})`, {
+        hint: 'Run the newer pgfleet-controller version that wrote this catalog.',
+      });
+    }
+    for (let version = applied + 1; version <= CATALOG_SCHEMA_VERSION; version++) {
+      // DDL is transactional in PostgreSQL: a failed version leaves the schema as it was.
+      await client.query(POSTGRES_MIGRATIONS[version - 1]!);
+      await client.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [version, Date.now()]);
+    }
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
+}

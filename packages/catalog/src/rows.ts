@@ -1,0 +1,58 @@
+/**
+ * Catalog rows as both stores read them, and their mapping to records. Column names are the same
+ * in both dialects; what differs is decoded before mapping: JSON columns (TEXT in SQLite, parsed
+ * JSONB in PostgreSQL) through the store's `decodeJson`, booleans (0/1 vs true/false) by
+ * truthiness, 64-bit integers by the PostgreSQL store's int8 parser (ms timestamps and byte
+ * counts stay below 2^53).
+ */
+import type { AgentRecord, BackupKind, BackupRecord, ClusterRecord, JobKind, JobRecord, JobStateName } from './store.js';
+
+export interface ClusterRow { name: string; system_identifier: string; pg_version: number; created_at: number }
+export interface AgentRow {
+  id: string; cluster: string; hostname: string; version: string; connected: number | boolean; last_seen: number | null;
+  archiver: unknown; current_lsn: string | null;
+}
+export interface BackupRow {
+  cluster: string; label: string; type: string; start_lsn: string; stop_lsn: string; start_time: number; stop_time: number;
+  timeline: number; system_identifier: string; pg_version: number; size_bytes: number; stored_bytes: number; file_count: number;
+  wal_start: string; wal_stop: string; job_id: string; prior_label: string;
+}
+export interface JobRow {
+  id: string; cluster: string; kind: string; state: string; agent_id: string; params: unknown; created_at: number;
+  started_at: number | null; finished_at: number | null; error_code: string | null; error_message: string | null;
+  progress: unknown; result: unknown;
+}
+
+export type DecodeJson = (value: unknown) => unknown;
+
+/** JSON text for a column (TEXT in SQLite, a ::jsonb parameter in PostgreSQL); null for absent values. */
+export const encodeJson = (value: unknown): string | null => (value === undefined || value === null ? null : JSON.stringify(value));
+
+export function clusterFromRow(r: ClusterRow): ClusterRecord {
+  return { name: r.name, systemIdentifier: r.system_identifier, pgVersion: r.pg_version, createdAt: r.created_at };
+}
+
+export function agentFromRow(r: AgentRow, decodeJson: DecodeJson): AgentRecord {
+  return {
+    id: r.id, cluster: r.cluster, hostname: r.hostname, version: r.version, connected: Boolean(r.connected),
+    lastSeen: r.last_seen, archiver: decodeJson(r.archiver), currentLsn: r.current_lsn,
+  };
+}
+
+export function backupFromRow(r: BackupRow): BackupRecord {
+  return {
+    cluster: r.cluster, label: r.label, type: r.type as BackupKind, startLsn: r.start_lsn, stopLsn: r.stop_lsn,
+    startTime: r.start_time, stopTime: r.stop_time, timeline: r.timeline, systemIdentifier: r.system_identifier,
+    pgVersion: r.pg_version, sizeBytes: r.size_bytes, storedBytes: r.stored_bytes, fileCount: r.file_count,
+    walStart: r.wal_start, walStop: r.wal_stop, jobId: r.job_id, priorLabel: r.prior_label,
+  };
+}
+
+export function jobFromRow(r: JobRow, decodeJson: DecodeJson): JobRecord {
+  return {
+    id: r.id, cluster: r.cluster, kind: r.kind as JobKind, state: r.state as JobStateName, agentId: r.agent_id,
+    params: decodeJson(r.params), createdAt: r.created_at, startedAt: r.started_at, finishedAt: r.finished_at,
+    error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
+    progress: decodeJson(r.progress), result: decodeJson(r.result),
+  };
+}
