@@ -123,6 +123,8 @@ export interface FleetOptions {
   archive?: boolean;
   pg?: PgInstanceOptions;
   startAgent?: boolean;
+  /** Extra arguments for `pgfleet-controller run` (e.g. --schedule-interval 1). */
+  controllerArgs?: string[];
 }
 
 export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
@@ -136,7 +138,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   });
   const port = await freePort();
   const controllerAddress = `127.0.0.1:${port}`;
-  const controllerArgs = ['run', '--listen', controllerAddress, '--catalog', join(dir, 'catalog.db'), '--repo-path', repoDir, '--heartbeat-interval', '1'];
+  const controllerArgs = ['run', '--listen', controllerAddress, '--catalog', join(dir, 'catalog.db'), '--repo-path', repoDir, '--heartbeat-interval', '1', ...(opts.controllerArgs ?? [])];
   let controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, 'controller.log'));
   const fleet: Fleet = {
     cluster,

@@ -1,22 +1,28 @@
 /**
- * A full physical backup of a running cluster, non-exclusive (pg_backup_start/stop on one held
- * connection: if the agent dies, PostgreSQL ends the backup with the session):
+ * A physical backup (full, diff or incr) of a running cluster, non-exclusive (pg_backup_start/stop
+ * on one held connection: if the agent dies, PostgreSQL ends the backup with the session):
  *   1. refuse when WAL is not archived: a base backup without its WAL cannot be restored;
- *   2. pg_backup_start with a fast checkpoint;
- *   3. copy every PGDATA file in parallel, hashing and compressing in one pass;
- *   4. pg_backup_stop: returns backup_label and forces a switch to a new segment, so the last
+ *   2. for diff/incr, find the prior backup in the repository (a diff/incr without one becomes a
+ *      full);
+ *   3. pg_backup_start with a fast checkpoint;
+ *   4. copy every new or changed PGDATA file in parallel, hashing, validating page checksums and
+ *      compressing in one pass; unchanged files are referenced from the prior backup;
+ *   5. pg_backup_stop: returns backup_label and forces a switch to a new segment, so the last
  *      segment the backup needs becomes ready for archiving;
- *   5. wait until every segment from start to stop LSN is in the repository (proof that the
+ *   6. wait until every segment from start to stop LSN is in the repository (proof that the
  *      backup is restorable, not just copied);
- *   6. write the manifest, last and atomically: before it exists the backup is invisible.
+ *   7. write the manifest, last and atomically: before it exists the backup is invisible.
  */
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { backupLabel, PgfleetError, type Logger } from '@pgfleet/core';
-import { clusterFacts, connectPg, Lsn, parseBackupLabel, WalSegmentName, type PgConnectionOptions } from '@pgfleet/pg';
-import type { BackupManifest, Codec, ManifestFile, Repository } from '@pgfleet/storage';
-import { listPgdata } from './pgdata-walk.js';
+import { backupLabel, ErrorCodes, PgfleetError, type Logger } from '@pgfleet/core';
+import { clusterFacts, connectPg, Lsn, lsnHalves, parseBackupLabel, RELSEG_SIZE, relationSegmentNumber, WalSegmentName, type LsnHalves, type PgConnectionOptions } from '@pgfleet/pg';
+import type { BackupKind, BackupManifest, Codec, ManifestFile, Repository } from '@pgfleet/storage';
+import { choosePriorBackup, decideFile, type FileDecision } from './backup-prior.js';
+import { PageChecksumStage, recheckPages } from './page-verify.js';
+import { listPgdata, type PgdataEntry } from './pgdata-walk.js';
 import { runPool } from './pool.js';
 import { ProgressTracker, type ProgressSink } from './progress.js';
 import { AGENT_VERSION } from './version.js';
@@ -27,6 +33,10 @@ export interface BackupOptions {
   pg: PgConnectionOptions;
   repo: Repository;
   codec: Codec;
+  /** Requested type; diff and incr fall back to full when there is no prior backup to build on. */
+  type?: BackupKind;
+  /** diff/incr: compare file content (sha256) instead of size + mtime to find unchanged files. */
+  checksumDelta?: boolean;
   workers: number;
   archiveTimeoutMs: number;
   log: Logger;
@@ -53,40 +63,75 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     }
     await repo.ensureClusterInfo(opts.cluster, { systemIdentifier: facts.systemIdentifier, pgVersionNum: facts.versionNum, walSegmentSize: facts.walSegmentSize });
 
+    let type: BackupKind = opts.type ?? 'full';
+    let prior: BackupManifest | undefined;
+    if (type !== 'full') {
+      // The timeline of the last checkpoint: the one the backup starts on (standbys are refused above).
+      const timeline = Number((await client.query('SELECT timeline_id FROM pg_control_checkpoint()')).rows[0].timeline_id);
+      prior = choosePriorBackup(await repo.listBackups(opts.cluster), type, { systemIdentifier: facts.systemIdentifier, pgVersionNum: facts.versionNum, timeline });
+      if (!prior) {
+        log.info({ requested: type, timeline }, `no prior ${type === 'diff' ? 'full ' : ''}backup of this system and timeline in the repository: taking a full backup instead`);
+        type = 'full';
+      }
+    }
+
     const startTime = new Date();
-    label = backupLabel(startTime, 'full');
+    label = backupLabel(startTime, type);
     tracker.phase('pg_backup_start', 'checkpoint');
     const startFn = facts.major >= 15 ? 'pg_backup_start($1, true)' : 'pg_start_backup($1, true, false)';
     const startLsn = Lsn.parse((await client.query(`SELECT ${startFn}::text AS lsn`, [label])).rows[0].lsn);
-    log.info({ label, startLsn: startLsn.toString() }, 'backup started');
+    log.info({ label, type, ...(prior ? { prior: prior.label } : {}), startLsn: startLsn.toString() }, 'backup started');
 
     const listing = await listPgdata(opts.pgdata);
-    tracker.state.bytesTotal = listing.files.reduce((s, f) => s + f.size, 0);
-    tracker.state.filesTotal = listing.files.length;
-    tracker.phase('copy');
+    const plan = planCopy(listing.files, prior, Boolean(opts.checksumDelta));
+    let referenced = plan.filter((p) => p.decision === 'reference').length;
+    tracker.state.bytesTotal = plan.reduce((s, p) => s + (p.decision === 'reference' ? 0 : p.file.size), 0);
+    tracker.state.filesTotal = plan.length;
+    const referencedMessage = () => (prior ? `${referenced} unchanged file(s) referenced from ${prior.label}` : undefined);
+    tracker.phase('copy', referencedMessage());
+
+    const copy = new FileCopier(opts, label, facts.dataChecksums ? lsnHalves(startLsn.value) : undefined);
     const files: ManifestFile[] = [];
+    const pageErrors: { path: string; blocks: number[] }[] = [];
     await runPool(
-      listing.files,
+      plan,
       opts.workers,
-      async (f) => {
-        const key = repo.backupFileKey(opts.cluster, label!, f.path, opts.codec);
-        let stored;
-        try {
-          stored = await repo.writeObject(key, createReadStream(join(opts.pgdata, f.path), { highWaterMark: 1 << 20 }), opts.codec);
-        } catch (err) {
-          // Relations dropped while we copy are legal; WAL replay removes them anyway.
-          if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-            tracker.add(f.size, 1);
+      async ({ file: f, decision, prior: priorFile }) => {
+        if (decision === 'compare-checksum') {
+          const sha256 = await hashFile(join(opts.pgdata, f.path));
+          if (sha256 === undefined) {
+            tracker.add(f.size, 1); // dropped meanwhile: legal, WAL replay removes it anyway
             return;
           }
-          throw err;
+          if (sha256 === priorFile!.sha256) {
+            decision = 'reference';
+            referenced++;
+            // Nothing copied after all: this file's bytes leave the total (progress counts copied bytes).
+            tracker.state.bytesTotal -= f.size;
+            tracker.state.message = referencedMessage();
+          }
         }
-        files.push({ path: f.path, size: stored.size, mtimeMs: f.mtimeMs, mode: f.mode, sha256: stored.sha256, storedSize: stored.storedSize, storedSha256: stored.storedSha256, codec: opts.codec, backup: label! });
+        if (decision === 'reference') {
+          // The prior entry names the backup holding the bytes; a referenced file keeps pointing there.
+          files.push({ ...priorFile!, mtimeMs: f.mtimeMs, mode: f.mode });
+          tracker.add(0, 1);
+          return;
+        }
+        const entry = await copy.copy(f);
+        if (entry) {
+          files.push(entry);
+          if (entry.pageChecksumErrors) {
+            pageErrors.push({ path: entry.path, blocks: entry.pageChecksumErrors });
+            log.warn({ code: ErrorCodes.PageChecksumMismatch.code, file: entry.path, blocks: entry.pageChecksumErrors }, `page checksum mismatch in ${entry.path}, block(s) ${entry.pageChecksumErrors.join(', ')}: the data file is damaged on disk`);
+          }
+        }
         tracker.add(f.size, 1);
       },
       opts.signal,
     );
     files.sort((a, b) => (a.path < b.path ? -1 : 1));
+    // Referenced files carry the page errors found when their bytes were read.
+    const carried = files.filter((f) => f.backup !== label && f.pageChecksumErrors?.length).map((f) => ({ path: f.path, blocks: f.pageChecksumErrors! }));
 
     tracker.phase('pg_backup_stop');
     // wait_for_archive=false: we wait ourselves, against the repository, with a timeout and a clear error.
@@ -115,7 +160,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
       format: 1,
       label,
       cluster: opts.cluster,
-      type: 'full',
+      type,
+      ...(prior ? { priorLabel: prior.label } : {}),
       systemIdentifier: facts.systemIdentifier,
       pgVersionNum: facts.versionNum,
       walSegmentSize: facts.walSegmentSize,
@@ -132,14 +178,20 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
       links: listing.links,
       files,
       sizeBytes: files.reduce((s, f) => s + f.size, 0),
-      storedBytes: files.reduce((s, f) => s + f.storedSize, 0),
+      storedBytes: files.reduce((s, f) => s + (f.backup === label ? f.storedSize : 0), 0),
       agentVersion: `${AGENT_VERSION} (${hostname()})`,
     };
     tracker.phase('manifest');
     await repo.writeManifest(manifest);
     completed = true;
-    tracker.phase('done');
-    log.info({ label, files: files.length, bytes: manifest.sizeBytes, stored: manifest.storedBytes }, 'backup complete');
+    const copied = files.filter((f) => f.backup === label);
+    const summary = [`${copied.length} file(s) copied (${copied.reduce((s, f) => s + f.size, 0)} bytes)`];
+    if (prior) summary.push(`${files.length - copied.length} unchanged file(s) referenced from ${prior.label}`);
+    const allPageErrors = [...pageErrors, ...carried];
+    if (allPageErrors.length > 0) summary.push(describePageErrors(allPageErrors));
+    // The last progress message stays on the job record: `pgfleet job <id>` shows it.
+    tracker.phase('done', summary.join('; '));
+    log.info({ label, type, files: files.length, copied: copied.length, bytes: manifest.sizeBytes, stored: manifest.storedBytes, pageChecksumErrors: allPageErrors.length }, 'backup complete');
     return manifest;
   } finally {
     await client.end().catch(() => {});
@@ -150,4 +202,67 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
       await repo.driver.delete(keys).catch(() => {});
     }
   }
+}
+
+interface PlannedFile {
+  file: PgdataEntry;
+  decision: FileDecision;
+  prior: ManifestFile | undefined;
+}
+
+/** Decides for every file whether to copy it or reference it from the prior backup (see backup-prior.ts). */
+function planCopy(files: readonly PgdataEntry[], prior: BackupManifest | undefined, checksumDelta: boolean): PlannedFile[] {
+  if (!prior) return files.map((file) => ({ file, decision: 'copy', prior: undefined }));
+  const priorFiles = new Map(prior.files.map((f) => [f.path, f]));
+  const ctx = { priorStartMs: Date.parse(prior.startTime), nowMs: Date.now(), checksumDelta };
+  return files.map((file) => {
+    const p = priorFiles.get(file.path);
+    return { file, decision: decideFile(file, p, ctx), prior: p };
+  });
+}
+
+/** Copies one PGDATA file into the repository; relation files get their pages validated in the same pass. */
+class FileCopier {
+  constructor(private readonly opts: BackupOptions, private readonly label: string, private readonly startLsn: LsnHalves | undefined) {}
+
+  /** The manifest entry, or undefined when the file was dropped while the backup ran (legal: WAL replay removes it anyway). */
+  async copy(f: PgdataEntry): Promise<ManifestFile | undefined> {
+    const { repo, codec } = this.opts;
+    const path = join(this.opts.pgdata, f.path);
+    const segment = this.startLsn ? relationSegmentNumber(f.path) : undefined;
+    const stage = segment === undefined ? undefined : new PageChecksumStage(segment * RELSEG_SIZE, this.startLsn!);
+    const key = repo.backupFileKey(this.opts.cluster, this.label, f.path, codec);
+    let stored;
+    try {
+      stored = await repo.writeObject(key, createReadStream(path, { highWaterMark: 1 << 20 }), codec, stage ? [stage] : []);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    const entry: ManifestFile = { path: f.path, size: stored.size, mtimeMs: f.mtimeMs, mode: f.mode, sha256: stored.sha256, storedSize: stored.storedSize, storedSha256: stored.storedSha256, codec, backup: this.label };
+    if (stage && stage.suspects.length > 0) {
+      const bad = await recheckPages(path, stage.suspects, segment! * RELSEG_SIZE, this.startLsn!);
+      if (bad.length > 0) entry.pageChecksumErrors = bad;
+    }
+    return entry;
+  }
+}
+
+/** sha256 of a file's content, or undefined when it no longer exists. */
+async function hashFile(path: string): Promise<string | undefined> {
+  const hash = createHash('sha256');
+  try {
+    for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  return hash.digest('hex');
+}
+
+/** "PGF-3008 page checksum errors: base/5/16384 block(s) 1, 7; ..." (bounded: a badly damaged cluster must not flood the job record). */
+export function describePageErrors(errors: readonly { path: string; blocks: readonly number[] }[]): string {
+  const shown = errors.slice(0, 10).map((e) => `${e.path} block(s) ${e.blocks.slice(0, 20).join(', ')}${e.blocks.length > 20 ? ` and ${e.blocks.length - 20} more` : ''}`);
+  const more = errors.length > 10 ? `; and ${errors.length - 10} more file(s)` : '';
+  return `${ErrorCodes.PageChecksumMismatch.code} page checksum errors: ${shown.join('; ')}${more}`;
 }

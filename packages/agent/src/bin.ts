@@ -1,15 +1,30 @@
 #!/usr/bin/env node
 /**
  * pgfleet-agent entry point. wal-push and wal-fetch run once per WAL segment from PostgreSQL,
- * so their path imports only what they need (no gRPC, no protobuf): start-up time is most of an
- * archive_command's cost.
+ * so their path imports only what they need: start-up time is most of an archive_command's
+ * cost. wal-push is dispatched before anything else is loaded (wal-push-command.ts loads only
+ * node builtins, the option table and the flag parser on its way to the daemon); every other
+ * command loads core (pino, zod, yaml) here and gRPC/protobuf only for `run`.
  */
+import { realpathSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { asPgfleetError, createLogger, helpText, parseCommandLine, requireOption, type Logger } from '@pgfleet/core';
+import type { Logger } from '@pgfleet/core';
 import type { Codec } from '@pgfleet/storage';
-import { AGENT_PROGRAM, type AgentSettings } from './options.js';
+import { AGENT_PROGRAM, defaultSocketPath, defaultStreamSpool, type AgentSettings } from './options.js';
+
+/** The detached prefetcher wal-fetch starts: this same binary, every setting on its command line. */
+function spawnPrefetcher(args: { cluster: string; repoPath: string; prefetch: number; logLevel: string }) {
+  return (name: string, spool: string) => {
+    void import('node:child_process').then(({ spawn }) => {
+      const child = spawn(process.execPath, [process.argv[1]!, 'wal-prefetch', name, spool, '--cluster', args.cluster, '--repo-path', args.repoPath, '--prefetch', String(args.prefetch), '--log-level', args.logLevel], { detached: true, stdio: 'ignore' });
+      child.on('error', () => {});
+      child.unref();
+    });
+  };
+}
 
 async function main(argv: string[]): Promise<number> {
+  const { createLogger, helpText, parseCommandLine, requireOption } = await import('@pgfleet/core');
   const parsed = parseCommandLine(AGENT_PROGRAM, argv);
   if (parsed.help) {
     process.stdout.write(`${helpText(AGENT_PROGRAM, parsed.command.name ? parsed.command : undefined)}\n`);
@@ -20,30 +35,55 @@ async function main(argv: string[]): Promise<number> {
   const req = <T extends string | number | boolean>(name: string) => requireOption<T>(AGENT_PROGRAM, o, name);
 
   switch (parsed.command.name) {
-    case 'wal-push': {
-      const { walPush } = await import('./wal.js');
-      await walPush(parsed.positionals[0]!, { cluster: req('cluster'), repoPath: req('repo-path'), compress: o.compress as Codec, log });
-      return 0;
-    }
     case 'wal-fetch': {
       const { walFetch } = await import('./wal.js');
-      const found = await walFetch(parsed.positionals[0]!, parsed.positionals[1]!, { cluster: req('cluster'), repoPath: req('repo-path'), log });
+      const cluster = req<string>('cluster');
+      const repoPath = req<string>('repo-path');
+      const prefetch = Number(o.prefetch ?? 0);
+      const found = await walFetch(parsed.positionals[0]!, parsed.positionals[1]!, {
+        cluster,
+        repoPath,
+        log,
+        prefetch,
+        startPrefetch: spawnPrefetcher({ cluster, repoPath, prefetch, logLevel: String(o['log-level'] ?? 'info') }),
+      });
       // Exit 1 without noise: PostgreSQL asks for files past the end of the archive by design.
       return found ? 0 : 1;
     }
+    case 'wal-prefetch': {
+      const [{ prefetchSegments }, { PosixDriver, Repository }] = await Promise.all([import('./wal-prefetch.js'), import('@pgfleet/storage')]);
+      const repo = new Repository(new PosixDriver(req('repo-path')));
+      const got = await prefetchSegments(parsed.positionals[0]!, parsed.positionals[1]!, { repo, cluster: req('cluster'), prefetch: Number(o.prefetch ?? 0) });
+      log.debug({ wal: got }, 'prefetched WAL segments');
+      return 0;
+    }
     case 'run': {
       const cluster = req<string>('cluster');
+      const pgdata = req<string>('pgdata');
+      // archive_command derives the default socket from its working directory, which is a real path.
+      const realPgdata = (() => {
+        try {
+          return realpathSync(pgdata);
+        } catch {
+          return pgdata; // start() reports the missing PGDATA with its error code
+        }
+      })();
       const settings: AgentSettings = {
         controller: String(o.controller),
         cluster,
         agentId: String(o['agent-id'] ?? `${hostname()}-${cluster}`),
-        pgdata: req('pgdata'),
+        pgdata,
         pg: { host: String(o['pg-host']), port: Number(o['pg-port']), user: String(o['pg-user']), database: String(o['pg-database']), ...(o['pg-password'] ? { password: String(o['pg-password']) } : {}) },
         ...(o['pg-bin-dir'] ? { pgBinDir: String(o['pg-bin-dir']) } : {}),
         ...(o['repo-path'] ? { repoPath: String(o['repo-path']) } : {}),
         compress: o.compress as Codec,
+        checksumDelta: o['checksum-delta'] === true,
         workers: Number(o.workers),
         archiveTimeoutSec: Number(o['archive-timeout']),
+        socket: o.socket ? String(o.socket) : defaultSocketPath(realPgdata),
+        archiveAhead: Number(o['archive-ahead'] ?? 0),
+        stream: o.stream === true,
+        streamSpool: o['stream-spool'] ? String(o['stream-spool']) : defaultStreamSpool(realPgdata),
       };
       const { AgentDaemon } = await import('./daemon.js');
       const daemon = new AgentDaemon(settings, log);
@@ -62,11 +102,14 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then(
+const argv = process.argv.slice(2);
+const run = argv[0] === 'wal-push' ? import('./wal-push-command.js').then((m) => m.walPushCommand(argv)) : main(argv);
+run.then(
   (code) => {
     process.exitCode = code;
   },
-  (err: unknown) => {
+  async (err: unknown) => {
+    const { asPgfleetError } = await import('@pgfleet/core/errors');
     const e = asPgfleetError(err);
     process.stderr.write(`pgfleet-agent: ${e.format()}\n`);
     if (e.errorName === 'Internal' && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);

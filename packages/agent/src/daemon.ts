@@ -15,11 +15,13 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConnectRequestSchema, JobResultSchema } from '@pgfleet/proto';
 import { PosixDriver, Repository, type BackupManifest } from '@pgfleet/storage';
 import { runBackup } from './backup.js';
+import { runExpire } from './expire.js';
 import type { AgentSettings } from './options.js';
 import { readPgdataFacts, type PgdataFacts } from './pgdata.js';
 import type { Progress } from './progress.js';
 import { runRestore, type TargetSpec } from './restore.js';
 import { AGENT_VERSION } from './version.js';
+import { WalServices } from './wal-services.js';
 
 type Outgoing = MessageInitShape<typeof ConnectRequestSchema>;
 type JobResultInit = MessageInitShape<typeof JobResultSchema>;
@@ -91,12 +93,14 @@ export class AgentDaemon {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private facts!: PgdataFacts;
+  private wal: WalServices | undefined;
 
   constructor(private readonly s: AgentSettings, private readonly log: Logger) {}
 
   async start(): Promise<void> {
     this.facts = await readPgdataFacts(this.s.pgdata);
     await this.checkArchiving();
+    this.wal = await WalServices.start(this.s, this.facts, this.log);
     let attempt = 0;
     while (!this.stopped) {
       const connectedAt = Date.now();
@@ -120,6 +124,7 @@ export class AgentDaemon {
     this.stopped = true;
     for (const c of this.running.values()) c.abort();
     this.stream?.cancel();
+    void this.wal?.stop();
   }
 
   /** Warn early (the backup itself refuses): an agent on a cluster without archiving protects nothing. */
@@ -213,7 +218,7 @@ export class AgentDaemon {
       } catch {
         pgUp = false;
       }
-      this.send({ msg: { case: 'heartbeat', value: { time: timestampFromDate(new Date()), pgUp, currentLsn, ...(archiver ? { archiver } : {}) } } });
+      this.send({ msg: { case: 'heartbeat', value: { time: timestampFromDate(new Date()), pgUp, currentLsn, streamedLsn: this.wal?.streamedLsn ?? '', ...(archiver ? { archiver } : {}) } } });
     };
     void beat();
     this.heartbeatTimer = setInterval(() => void beat(), intervalSec * 1000);
@@ -250,10 +255,9 @@ export class AgentDaemon {
   private async runJob(job: Job, signal: AbortSignal, log: Logger, progress: (p: Progress) => void): Promise<JobResultInit['result']> {
     const { repo, path } = this.repoFor(job);
     if (job.kind.case === 'backup') {
-      if (job.kind.value.type !== BackupType.FULL && job.kind.value.type !== BackupType.UNSPECIFIED) {
-        throw new PgfleetError('InvalidArgument', 'only full backups are supported by this agent version');
-      }
-      const manifest = await runBackup({ cluster: this.s.cluster, pgdata: this.s.pgdata, pg: this.s.pg, repo, codec: this.s.compress, workers: this.s.workers, archiveTimeoutMs: this.s.archiveTimeoutSec * 1000, log, progress, signal });
+      const t = job.kind.value.type;
+      const type = t === BackupType.DIFF ? 'diff' : t === BackupType.INCR ? 'incr' : 'full';
+      const manifest = await runBackup({ cluster: this.s.cluster, pgdata: this.s.pgdata, pg: this.s.pg, repo, codec: this.s.compress, type, checksumDelta: this.s.checksumDelta === true, workers: this.s.workers, archiveTimeoutMs: this.s.archiveTimeoutSec * 1000, log, progress, signal });
       return { case: 'backup', value: manifestToBackupInfo(manifest, job.jobId) };
     }
     if (job.kind.case === 'restore') {
@@ -265,6 +269,7 @@ export class AgentDaemon {
         repoPath: path,
         ...(r.backupLabel ? { backupLabel: r.backupLabel } : {}),
         targetDir: r.targetDir,
+        delta: r.delta,
         target,
         action,
         ...(inclusive !== undefined ? { inclusive } : {}),
@@ -275,6 +280,11 @@ export class AgentDaemon {
         signal,
       });
       return { case: 'restore', value: { backupLabel: out.manifest.label, targetDir: r.targetDir, bytes: BigInt(out.bytes), fileCount: out.manifest.files.length } };
+    }
+    if (job.kind.case === 'expire') {
+      const e = job.kind.value;
+      const out = await runExpire({ cluster: e.cluster || this.s.cluster, repo, labels: e.labels, walKeepFrom: e.walKeepFrom, keepRanges: e.keepRanges, dryRun: e.dryRun, log, progress, signal });
+      return { case: 'expire', value: { ...out, backupBytesDeleted: BigInt(out.backupBytesDeleted), walBytesDeleted: BigInt(out.walBytesDeleted) } };
     }
     throw new PgfleetError('InvalidArgument', `unknown job kind ${String(job.kind.case)}`);
   }

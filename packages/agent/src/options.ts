@@ -1,9 +1,13 @@
 /**
  * The agent's one option table: flags, PGFLEET_* environment variables, the YAML config file
  * (--config, the same file archive_command and restore_command point at) and --help.
+ *
+ * wal-push loads this module on its fast path (once per WAL segment), so it imports nothing
+ * heavy: the core types are erased and the codec list comes from the codec module alone.
  */
-import type { ProgramSpec } from '@pgfleet/core';
-import { CODECS } from '@pgfleet/storage';
+import { dirname, basename, join } from 'node:path';
+import type { ProgramSpec } from '@pgfleet/core/command-line';
+import { CODECS } from '@pgfleet/storage/codec-names';
 
 export const AGENT_PROGRAM: ProgramSpec = {
   name: 'pgfleet-agent',
@@ -22,25 +26,40 @@ export const AGENT_PROGRAM: ProgramSpec = {
     { name: 'pg-bin-dir', type: 'string', description: 'directory of PostgreSQL binaries (pg_waldump); default /usr/lib/postgresql/<major>/bin' },
     { name: 'repo-path', type: 'string', description: 'posix repository directory used by wal-push/wal-fetch (jobs use the controller\'s repository)' },
     { name: 'compress', type: 'string', description: 'compression codec for backups and WAL', default: 'zstd', choices: CODECS },
+    { name: 'checksum-delta', type: 'boolean', description: 'diff/incr backups find unchanged files by content (sha256, reads every candidate file) instead of size + mtime' },
     { name: 'workers', type: 'integer', description: 'parallel file copies in backups and restores', default: 2, min: 1, max: 64 },
     { name: 'archive-timeout', type: 'integer', description: 'seconds a backup waits for its WAL to reach the repository', default: 120, min: 1 },
+    { name: 'socket', type: 'string', description: 'unix socket of the agent daemon that wal-push hands WAL files to (default: <pgdata>.pgfleet-agent.sock, beside the data directory)' },
+    { name: 'archive-ahead', type: 'integer', description: 'ready WAL files the daemon pushes ahead in parallel while archive_command works through them (0 = off)', default: 3, min: 0, max: 16 },
+    { name: 'prefetch', type: 'integer', description: 'WAL segments wal-fetch downloads ahead of recovery into pg_wal/.pgfleet-prefetch (0 = off)', default: 4, min: 0, max: 64 },
+    { name: 'stream', type: 'boolean', description: 'stream WAL over a physical replication slot (pgfleet_<cluster>) into a local spool and upload completed segments (RPO of seconds)', default: false },
+    { name: 'stream-spool', type: 'string', description: 'directory of streamed WAL (default: <pgdata>.pgfleet-stream, beside the data directory)' },
     { name: 'log-level', type: 'string', description: 'log level', default: 'info', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] },
   ],
   commands: [
-    { name: 'run', summary: 'run the agent daemon: connect to the controller and run its jobs', options: ['config', 'controller', 'cluster', 'agent-id', 'pgdata', 'pg-host', 'pg-port', 'pg-user', 'pg-database', 'pg-password', 'pg-bin-dir', 'repo-path', 'compress', 'workers', 'archive-timeout', 'log-level'] },
+    { name: 'run', summary: 'run the agent daemon: connect to the controller and run its jobs', options: ['config', 'controller', 'cluster', 'agent-id', 'pgdata', 'pg-host', 'pg-port', 'pg-user', 'pg-database', 'pg-password', 'pg-bin-dir', 'repo-path', 'compress', 'checksum-delta', 'workers', 'archive-timeout', 'socket', 'archive-ahead', 'stream', 'stream-spool', 'log-level'] },
     {
       name: 'wal-push',
       summary: "archive one WAL file (archive_command = 'pgfleet-agent wal-push %p --config FILE')",
-      options: ['config', 'cluster', 'repo-path', 'compress', 'log-level'],
+      options: ['config', 'cluster', 'repo-path', 'compress', 'socket', 'log-level'],
       positionals: [{ name: 'path', description: 'path of the WAL file (%p), relative to PGDATA', required: true }],
     },
     {
       name: 'wal-fetch',
       summary: "restore one archived WAL file (restore_command = 'pgfleet-agent wal-fetch %f %p --config FILE')",
-      options: ['config', 'cluster', 'repo-path', 'log-level'],
+      options: ['config', 'cluster', 'repo-path', 'prefetch', 'log-level'],
       positionals: [
         { name: 'name', description: 'WAL file name (%f)', required: true },
         { name: 'path', description: 'where to write it (%p)', required: true },
+      ],
+    },
+    {
+      name: 'wal-prefetch',
+      summary: 'internal: download the archived WAL segments after <name> into <spool> (started in the background by wal-fetch)',
+      options: ['config', 'cluster', 'repo-path', 'prefetch', 'log-level'],
+      positionals: [
+        { name: 'name', description: 'the segment recovery asked for last', required: true },
+        { name: 'spool', description: 'prefetch directory', required: true },
       ],
     },
   ],
@@ -55,6 +74,27 @@ export interface AgentSettings {
   pgBinDir?: string;
   repoPath?: string;
   compress: (typeof CODECS)[number];
+  /** diff/incr compare content (sha256) instead of size + mtime */
+  checksumDelta?: boolean;
   workers: number;
   archiveTimeoutSec: number;
+  /** unix socket wal-push talks to; defaultSocketPath(pgdata) unless set */
+  socket: string;
+  archiveAhead: number;
+  stream: boolean;
+  streamSpool: string;
+}
+
+/**
+ * Where the daemon listens for wal-push when --socket is not set: beside the data directory,
+ * in a directory the PostgreSQL OS user owns (/var/lib/postgresql/16 for .../16/main), so only
+ * that user can create it. Derived from PGDATA alone so archive_command (which PostgreSQL runs
+ * with PGDATA as its working directory) finds it without reading a config file.
+ */
+export function defaultSocketPath(pgdata: string): string {
+  return join(dirname(pgdata), `${basename(pgdata)}.pgfleet-agent.sock`);
+}
+
+export function defaultStreamSpool(pgdata: string): string {
+  return join(dirname(pgdata), `${basename(pgdata)}.pgfleet-stream`);
 }

@@ -3,9 +3,16 @@
  * checked against its sha256 in parallel; then backup_label, the recovery settings and
  * recovery.signal are written, so that starting PostgreSQL on the directory replays archived WAL
  * (via `pgfleet-agent wal-fetch`) up to the target and then acts as asked (promote by default).
+ * Files of a diff/incr backup are read from the backup each manifest entry names.
+ *
+ * Delta mode restores over an existing data directory of the cluster (PostgreSQL stopped): files
+ * whose size and sha256 already match the manifest are kept, the others fetched, and everything
+ * the manifest does not list is removed (pg_wal's contents included: stale WAL of another history
+ * must never be replayed). Symlinks are never followed, so nothing outside the directory is touched.
  */
-import { createWriteStream } from 'node:fs';
-import { appendFile, chmod, mkdir, readdir, symlink, utimes, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { appendFile, chmod, lstat, mkdir, readdir, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PgfleetError, type Logger } from '@pgfleet/core';
@@ -28,6 +35,8 @@ export interface RestoreOptions {
   repoPath: string;
   backupLabel?: string;
   targetDir: string;
+  /** Update an existing data directory in place: keep matching files, fetch the rest, remove extras. */
+  delta?: boolean;
   target: TargetSpec;
   inclusive?: boolean;
   action: 'promote' | 'pause' | 'shutdown';
@@ -40,7 +49,11 @@ export interface RestoreOptions {
 
 export interface RestoreOutcome {
   manifest: BackupManifest;
+  /** Bytes fetched from the repository (in delta mode, only the files that differed). */
   bytes: number;
+  /** Delta mode: files kept as they were, and files/directories/links removed. */
+  kept?: number;
+  removed?: number;
 }
 
 /** The command PostgreSQL runs to fetch WAL: this very agent, with the repository spelled out so the restored cluster needs no agent config. */
@@ -91,27 +104,47 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreOutcome> {
     if (err.code === 'ENOENT') return [];
     throw err;
   });
-  if (existing.length > 0) throw new PgfleetError('RestoreTargetNotEmpty', `restore target ${o.targetDir} is not empty (${existing.length} entries)`);
+  const delta = o.delta === true && existing.length > 0;
+  if (existing.length > 0 && !delta) throw new PgfleetError('RestoreTargetNotEmpty', `restore target ${o.targetDir} is not empty (${existing.length} entries)`);
+  if (delta) await checkDeltaTarget(o.targetDir, existing);
 
   const tracker = new ProgressTracker(o.progress, 'choose-backup');
   const manifest = await chooseBackup(o);
-  o.log.info({ label: manifest.label, targetDir: o.targetDir }, 'restoring backup');
+  o.log.info({ label: manifest.label, targetDir: o.targetDir, delta }, 'restoring backup');
   tracker.state.bytesTotal = manifest.sizeBytes;
   tracker.state.filesTotal = manifest.files.length;
 
+  let removed = 0;
+  const keptLinks = new Set<string>();
+  if (delta) {
+    tracker.phase('delta-clean', 'removing what the backup does not hold');
+    ({ removed } = await removeExtras(o.targetDir, manifest, keptLinks));
+  }
   await mkdir(o.targetDir, { recursive: true, mode: 0o700 });
   await chmod(o.targetDir, 0o700);
-  for (const d of manifest.directories) await mkdir(join(o.targetDir, d.path), { recursive: true, mode: d.mode });
-  for (const l of manifest.links) await symlink(l.target, join(o.targetDir, l.path));
+  for (const d of manifest.directories) {
+    await mkdir(join(o.targetDir, d.path), { recursive: true, mode: d.mode });
+    if (delta) await chmod(join(o.targetDir, d.path), d.mode);
+  }
+  for (const l of manifest.links) if (!keptLinks.has(l.path)) await symlink(l.target, join(o.targetDir, l.path));
 
   tracker.phase('copy');
+  let fetched = 0;
+  let kept = 0;
   await runPool(
     manifest.files,
     o.workers,
     async (f) => {
       const dest = join(o.targetDir, f.path);
-      const key = o.repo.backupFileKey(manifest.cluster, f.backup, f.path, f.codec);
-      await o.repo.readObject(key, f.codec, { sha256: f.sha256, size: f.size }, createWriteStream(dest, { mode: f.mode, highWaterMark: 1 << 20 }));
+      if (delta && (await matchesManifest(dest, f))) {
+        await chmod(dest, f.mode);
+        kept++;
+      } else {
+        const key = o.repo.backupFileKey(manifest.cluster, f.backup, f.path, f.codec);
+        await o.repo.readObject(key, f.codec, { sha256: f.sha256, size: f.size }, createWriteStream(dest, { mode: f.mode, highWaterMark: 1 << 20 }));
+        if (delta) await chmod(dest, f.mode); // mode applies only when the file is created
+        fetched += f.size;
+      }
       await utimes(dest, new Date(f.mtimeMs), new Date(f.mtimeMs));
       tracker.add(f.size, 1);
     },
@@ -124,6 +157,87 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreOutcome> {
   // postgresql.auto.conf is read last, so these settings win over anything in postgresql.conf.
   await appendFile(join(o.targetDir, 'postgresql.auto.conf'), `${recoverySettings(o).join('\n')}\n`, { mode: 0o600 });
   await writeFile(join(o.targetDir, 'recovery.signal'), '', { mode: 0o600 });
+  if (delta) {
+    const message = `delta: ${kept} file(s) kept, ${manifest.files.length - kept} fetched (${fetched} bytes), ${removed} removed`;
+    o.log.info({ label: manifest.label, kept, fetched: manifest.files.length - kept, bytes: fetched, removed }, 'delta restore done');
+    tracker.phase('done', message);
+    return { manifest, bytes: fetched, kept, removed };
+  }
   tracker.phase('done');
   return { manifest, bytes: manifest.sizeBytes };
+}
+
+/**
+ * A delta restore deletes whatever the backup does not hold, so it insists on a data directory
+ * (PG_VERSION present) and on PostgreSQL being stopped: a live postmaster.pid means a running
+ * server whose files would change under us. A stale postmaster.pid (crash) is just removed.
+ */
+async function checkDeltaTarget(targetDir: string, entries: string[]): Promise<void> {
+  if (!entries.includes('PG_VERSION')) {
+    throw new PgfleetError('RestoreTargetNotEmpty', `restore target ${targetDir} is not empty and is not a PostgreSQL data directory (no PG_VERSION): a delta restore would delete its contents, so it is refused`);
+  }
+  const pidText = await readFile(join(targetDir, 'postmaster.pid'), 'utf8').catch(() => undefined);
+  const pid = pidText === undefined ? NaN : Number(pidText.split('\n')[0]);
+  if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
+    throw new PgfleetError('RestoreTargetInUse', `restore target ${targetDir} is in use: its postmaster.pid names the running process ${pid}`);
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists, it just belongs to someone else.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes every file, directory and symlink under `root` that the manifest does not list with the
+ * same type (and, for links, the same target). lstat only: a symlink is removed as a link, never
+ * followed, so a tablespace or a linked directory outside the data directory is never touched.
+ */
+async function removeExtras(root: string, manifest: BackupManifest, keptLinks: Set<string>): Promise<{ removed: number }> {
+  const files = new Set(manifest.files.map((f) => f.path));
+  const dirs = new Set(manifest.directories.map((d) => d.path));
+  const links = new Map(manifest.links.map((l) => [l.path, l.target]));
+  let removed = 0;
+  const walk = async (rel: string): Promise<void> => {
+    for (const name of await readdir(rel ? join(root, rel) : root)) {
+      const path = rel ? `${rel}/${name}` : name;
+      const abs = join(root, path);
+      const st = await lstat(abs);
+      if (st.isSymbolicLink()) {
+        if (links.get(path) === (await readlink(abs))) {
+          keptLinks.add(path);
+          continue;
+        }
+      } else if (st.isDirectory()) {
+        if (dirs.has(path)) {
+          await walk(path);
+          continue;
+        }
+      } else if (st.isFile() && files.has(path)) {
+        continue;
+      }
+      await rm(abs, { recursive: true, force: true });
+      removed++;
+    }
+  };
+  await walk('');
+  return { removed };
+}
+
+/** Delta mode: the file on disk is kept only when its size and sha256 match the manifest (mtimes prove nothing about a damaged copy). */
+async function matchesManifest(path: string, f: BackupManifest['files'][number]): Promise<boolean> {
+  try {
+    if ((await lstat(path)).size !== f.size) return false;
+    const hash = createHash('sha256');
+    for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+    return hash.digest('hex') === f.sha256;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
 }

@@ -1,17 +1,20 @@
 /**
  * archive_command and restore_command. wal-push validates a file before anything reaches the
  * repository (an empty, truncated or foreign segment makes archiving fail, so PostgreSQL keeps
- * the file and retries), hashes it, and stores it idempotently. wal-fetch writes to a temp name
- * and renames, so PostgreSQL never reads a half-written segment.
+ * the file and retries), hashes it, and stores it idempotently. The same function runs in the
+ * agent daemon (wal-push hands it the path over the unix socket) and in wal-push itself when no
+ * daemon runs. wal-fetch writes to a temp name and renames, so PostgreSQL never reads a
+ * half-written segment, and takes segments the prefetcher already downloaded (wal-prefetch.ts).
  */
-import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { validateWalSegment, walFileKind, WAL_LONG_HEADER_SIZE } from '@pgfleet/pg';
 import { type Codec, PosixDriver, Repository } from '@pgfleet/storage';
+import { hashFile } from './hash-file.js';
 import { readPgdataFacts } from './pgdata.js';
+import { afterFetch, prefetchSpoolFor, takeFromSpool } from './wal-prefetch.js';
 
 export interface WalPushOptions {
   cluster: string;
@@ -20,13 +23,18 @@ export interface WalPushOptions {
   log: Logger;
 }
 
-async function hashFile(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
-  return h.digest('hex');
+export interface ArchivedFile {
+  name: string;
+  result: 'stored' | 'exists';
+  sha256: string;
 }
 
-export async function walPush(pathArg: string, opts: WalPushOptions): Promise<'stored' | 'exists'> {
+/**
+ * Validates and archives one WAL file (a segment, .partial, .history or .backup file) into
+ * `repo`. Segments must be complete and belong to the database system of the PGDATA they sit in
+ * (or `systemIdentifier` when given). Resolves only after the repository stored the object.
+ */
+export async function archiveWalFile(pathArg: string, repo: Repository, cluster: string, codec: Codec, systemIdentifier?: string): Promise<ArchivedFile> {
   const path = resolve(pathArg);
   const name = basename(path);
   const kind = walFileKind(name);
@@ -39,11 +47,10 @@ export async function walPush(pathArg: string, opts: WalPushOptions): Promise<'s
   }
   if (size === 0) throw new PgfleetError('WalFileEmpty', `WAL file ${name} is empty (0 bytes)`);
 
-  const repo = new Repository(new PosixDriver(opts.repoPath));
   if (kind === 'segment' || kind === 'partial') {
     // %p is pg_wal/<name> relative to PGDATA; pg_control there says which system this WAL must belong to.
-    const pgdata = dirname(dirname(path));
-    const facts = await readPgdataFacts(pgdata).catch(() => undefined);
+    const facts = systemIdentifier === undefined ? await readPgdataFacts(dirname(dirname(path))).catch(() => undefined) : undefined;
+    const sysid = systemIdentifier ?? facts?.systemIdentifier;
     const fh = await open(path, 'r');
     const header = Buffer.alloc(WAL_LONG_HEADER_SIZE);
     try {
@@ -51,11 +58,17 @@ export async function walPush(pathArg: string, opts: WalPushOptions): Promise<'s
     } finally {
       await fh.close();
     }
-    const h = validateWalSegment(name.slice(0, 24), size < WAL_LONG_HEADER_SIZE ? header.subarray(0, size) : header, size, facts?.systemIdentifier);
-    await repo.ensureClusterInfo(opts.cluster, { systemIdentifier: h.systemIdentifier, pgVersionNum: (h.pgMajor ?? facts?.majorVersion ?? 0) * 10000, walSegmentSize: h.segmentSize });
+    const h = validateWalSegment(name.slice(0, 24), size < WAL_LONG_HEADER_SIZE ? header.subarray(0, size) : header, size, sysid);
+    await repo.ensureClusterInfo(cluster, { systemIdentifier: h.systemIdentifier, pgVersionNum: (h.pgMajor ?? facts?.majorVersion ?? 0) * 10000, walSegmentSize: h.segmentSize });
   }
   const sha256 = await hashFile(path);
-  const result = await repo.pushWal(opts.cluster, name, sha256, () => createReadStream(path, { highWaterMark: 1 << 20 }), kind === 'segment' || kind === 'partial' ? opts.compress : 'none');
+  const result = await repo.pushWal(cluster, name, sha256, () => createReadStream(path, { highWaterMark: 1 << 20 }), kind === 'segment' || kind === 'partial' ? codec : 'none');
+  return { name, result, sha256 };
+}
+
+export async function walPush(pathArg: string, opts: WalPushOptions): Promise<'stored' | 'exists'> {
+  const repo = new Repository(new PosixDriver(opts.repoPath));
+  const { name, result } = await archiveWalFile(pathArg, repo, opts.cluster, opts.compress);
   opts.log.info({ wal: name, result }, result === 'stored' ? 'archived WAL file' : 'WAL file already archived with the same content');
   return result;
 }
@@ -64,6 +77,10 @@ export interface WalFetchOptions {
   cluster: string;
   repoPath: string;
   log: Logger;
+  /** segments to download ahead of recovery (0 = off) */
+  prefetch?: number;
+  /** starts the background download of the segments after `name` into `spool` (bin.ts spawns wal-prefetch) */
+  startPrefetch?: (name: string, spool: string) => void;
 }
 
 /** Returns false when the file is not archived (restore_command then exits 1, which PostgreSQL expects at the end of WAL). */
@@ -71,15 +88,24 @@ export async function walFetch(name: string, destArg: string, opts: WalFetchOpti
   const dest = resolve(destArg);
   const repo = new Repository(new PosixDriver(opts.repoPath));
   const found = await repo.findWal(opts.cluster, name);
-  if (found.length === 0) return false;
-  const tmp = `${dest}.pgfleet-tmp`;
-  try {
-    await repo.fetchWal(opts.cluster, name, createWriteStream(tmp));
-    await rename(tmp, dest);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
+  const wal = found[0];
+  if (!wal) return false;
+  const prefetch = opts.prefetch ?? 0;
+  const spool = prefetchSpoolFor(dest);
+  const segment = walFileKind(name) === 'segment';
+  if (segment && prefetch > 0 && (await takeFromSpool(spool, name, wal.sha256, dest))) {
+    opts.log.debug({ wal: name }, 'restored WAL file from the prefetch spool');
+  } else {
+    const tmp = `${dest}.pgfleet-tmp`;
+    try {
+      await repo.fetchWal(opts.cluster, name, createWriteStream(tmp));
+      await rename(tmp, dest);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    opts.log.debug({ wal: name }, 'restored WAL file');
   }
-  opts.log.debug({ wal: name }, 'restored WAL file');
+  if (segment) await afterFetch(spool, name, prefetch, opts.startPrefetch, repo, opts.cluster);
   return true;
 }

@@ -7,13 +7,13 @@
 import { strict as assert } from 'node:assert';
 import { afterEach, describe, test } from 'node:test';
 import { PgfleetError } from '@pgfleet/core';
-import type { BackupRecord, CatalogStore } from './store.js';
+import { FLEET_POLICY_SCOPE, type BackupRecord, type CatalogStore } from './store.js';
 
 export function sampleBackup(label: string, stopTime: number, stopLsn: string, extra: Partial<BackupRecord> = {}): BackupRecord {
   return {
     cluster: 'main', label, type: 'full', startLsn: '0/2000028', stopLsn, startTime: stopTime - 1000, stopTime, timeline: 1,
     systemIdentifier: '7300000000000000001', pgVersion: 170002, sizeBytes: 1234, storedBytes: 100, fileCount: 10,
-    walStart: '000000010000000000000002', walStop: '000000010000000000000003', jobId: `job-${label}`, priorLabel: '', ...extra,
+    walStart: '000000010000000000000002', walStop: '000000010000000000000003', jobId: `job-${label}`, priorLabel: '', pinned: false, ...extra,
   };
 }
 
@@ -271,6 +271,87 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.deepEqual((await store.listJobs({ cluster: 'main', limit: 3 })).map((j) => j.id), ['y1', 'y9', 'x3']);
         assert.deepEqual((await store.listJobs({ limit: 0 })).length, 5);
         assert.deepEqual(await store.listJobs({ cluster: 'none' }), []);
+      });
+    });
+
+    describe('retention and schedules', () => {
+      test('pinning a backup survives reads; an unknown backup is UnknownBackup', async () => {
+        const store = await storeWithCluster();
+        await store.insertBackup(sampleBackup('b1', 1000, '0/3000000'));
+        await store.insertBackup(sampleBackup('b2', 2000, '0/4000000', { pinned: true }));
+        assert.deepEqual((await store.listBackups('main')).map((b) => [b.label, b.pinned]), [['b1', false], ['b2', true]]);
+        const pinned = await store.setBackupPinned('main', 'b1', true);
+        assert.equal(pinned.pinned, true);
+        assert.equal((await store.getBackup('main', 'b1'))?.pinned, true);
+        assert.equal((await store.setBackupPinned('main', 'b2', false)).pinned, false);
+        await assert.rejects(store.setBackupPinned('main', 'nope', true), (err: unknown) => PgfleetError.is(err, 'UnknownBackup'));
+        await assert.rejects(store.setBackupPinned('other', 'b1', true), (err: unknown) => PgfleetError.is(err, 'UnknownBackup'));
+      });
+
+      test('deleting backup rows removes exactly the named ones of the cluster', async () => {
+        const store = await storeWithCluster();
+        await store.upsertCluster({ name: 'other', systemIdentifier: '2', pgVersion: 160000 }, 1);
+        for (const [l, t] of [['b1', 1000], ['b2', 2000], ['b3', 3000]] as const) await store.insertBackup(sampleBackup(l, t, '0/3000000'));
+        await store.insertBackup(sampleBackup('b1', 1000, '0/3000000', { cluster: 'other' }));
+        assert.equal(await store.deleteBackups('main', ['b1', 'b3', 'missing']), 2);
+        assert.deepEqual((await store.listBackups('main')).map((b) => b.label), ['b2']);
+        assert.deepEqual((await store.listBackups('other')).map((b) => b.label), ['b1']);
+        assert.equal(await store.deleteBackups('main', []), 0);
+      });
+
+      test('policies: put replaces, get and list (fleet first), delete', async () => {
+        const store = await fresh();
+        assert.equal(await store.getPolicy(FLEET_POLICY_SCOPE), undefined);
+        await store.putPolicy({ scope: 'zeta', schedules: { full: '0 1 * * *' }, retention: {} }, 10);
+        await store.putPolicy({ scope: 'Alpha', schedules: {}, retention: { minFull: 3 } }, 11);
+        const fleet = await store.putPolicy(
+          { scope: FLEET_POLICY_SCOPE, schedules: { full: '0 1 * * 0', incr: '0 1 * * 1-6', spreadMinutes: 30 }, retention: { pitrWindowDays: 7.5, daily: 7, weekly: 4 } },
+          12,
+        );
+        assert.deepEqual(fleet, {
+          scope: '*', schedules: { full: '0 1 * * 0', incr: '0 1 * * 1-6', spreadMinutes: 30 }, retention: { pitrWindowDays: 7.5, daily: 7, weekly: 4 }, updatedAt: 12,
+        });
+        assert.deepEqual((await store.listPolicies()).map((p) => p.scope), ['*', 'Alpha', 'zeta']);
+        // A whole replacement: keys not given are gone; '' (not scheduled) is kept as such.
+        await store.putPolicy({ scope: 'zeta', schedules: { diff: '' }, retention: { daily: 0 } }, 20);
+        assert.deepEqual(await store.getPolicy('zeta'), { scope: 'zeta', schedules: { diff: '' }, retention: { daily: 0 }, updatedAt: 20 });
+        assert.equal(await store.deletePolicy('zeta'), true);
+        assert.equal(await store.deletePolicy('zeta'), false);
+        assert.equal(await store.getPolicy('zeta'), undefined);
+      });
+
+      test('schedule runs are recorded per cluster and type and never move back', async () => {
+        const store = await fresh();
+        assert.deepEqual(await store.listScheduleRuns(), []);
+        await store.recordScheduleRuns([
+          { cluster: 'b', type: 'full', lastRun: 1_700_000_000_000 },
+          { cluster: 'a', type: 'incr', lastRun: 1_700_000_060_000 },
+          { cluster: 'a', type: 'full', lastRun: 1_700_000_060_000 },
+        ]);
+        await store.recordScheduleRuns([]);
+        // A later run moves it on; an older one (another controller late with its tick) does not move it back.
+        await store.recordScheduleRuns([{ cluster: 'b', type: 'full', lastRun: 1_700_000_120_000 }, { cluster: 'a', type: 'full', lastRun: 1 }]);
+        assert.deepEqual(await store.listScheduleRuns(), [
+          { cluster: 'a', type: 'full', lastRun: 1_700_000_060_000 },
+          { cluster: 'a', type: 'incr', lastRun: 1_700_000_060_000 },
+          { cluster: 'b', type: 'full', lastRun: 1_700_000_120_000 },
+        ]);
+        assert.deepEqual(await store.listScheduleRuns('b'), [{ cluster: 'b', type: 'full', lastRun: 1_700_000_120_000 }]);
+        await assert.rejects(store.recordScheduleRuns([{ cluster: 'a', type: 'bogus' as 'full', lastRun: 5 }]));
+      });
+
+      test('expire jobs are jobs like the others; active jobs are listed oldest first', async () => {
+        const store = await storeWithCluster();
+        await store.createJob({ id: 'e1', cluster: 'main', kind: 'expire', agentId: 'agent-1', params: { labels: ['b1'] } }, 5);
+        await store.createJob({ id: 'b1', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 3);
+        await store.createJob({ id: 'b2', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 4);
+        await store.transitionJob('b2', 'dispatched', {}, 6);
+        await store.transitionJob('b2', 'failed', { error: { code: 'PGF-2005', message: 'x' } }, 7);
+        await store.transitionJob('e1', 'dispatched', {}, 6);
+        assert.deepEqual((await store.listActiveJobs()).map((j) => [j.id, j.kind, j.state]), [['b1', 'backup', 'queued'], ['e1', 'expire', 'dispatched']]);
+        await store.transitionJob('e1', 'succeeded', { result: { deleted: 1 } }, 8);
+        assert.deepEqual((await store.listActiveJobs()).map((j) => j.id), ['b1']);
+        await assert.rejects(store.createJob({ id: 'x', cluster: 'main', kind: 'bogus' as 'backup', agentId: 'agent-1', params: {} }, 9));
       });
     });
 

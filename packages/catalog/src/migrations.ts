@@ -139,6 +139,65 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       CREATE INDEX jobs_active ON jobs(state) WHERE state IN ('queued', 'dispatched', 'running');
     `,
   },
+  {
+    description: 'policies (cluster override or fleet default), schedule_runs (last run per cluster and backup type), backups.pinned, expire jobs',
+    // SQLite cannot change a CHECK constraint in place: the jobs table is rebuilt, rowids kept
+    // (they order jobs created in the same millisecond). The kind list also admits the job kinds
+    // the protocol plans (verify, drill), so adding them needs no further rebuild.
+    sqlite: `
+      CREATE TABLE policies (
+        scope      TEXT PRIMARY KEY,
+        schedules  TEXT NOT NULL,
+        retention  TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+      );
+      CREATE TABLE schedule_runs (
+        cluster  TEXT NOT NULL,
+        type     TEXT NOT NULL CHECK (type IN ('full', 'diff', 'incr')),
+        last_run INTEGER NOT NULL,
+        PRIMARY KEY (cluster, type)
+      );
+      ALTER TABLE backups ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+      CREATE TABLE jobs_v2 (
+        id            TEXT PRIMARY KEY,
+        cluster       TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('backup', 'restore', 'expire', 'verify', 'drill')),
+        state         TEXT NOT NULL CHECK (state IN ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled')),
+        agent_id      TEXT NOT NULL,
+        params        TEXT,
+        created_at    INTEGER NOT NULL,
+        started_at    INTEGER,
+        finished_at   INTEGER,
+        error_code    TEXT,
+        error_message TEXT,
+        progress      TEXT,
+        result        TEXT
+      );
+      INSERT INTO jobs_v2 (rowid, id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, error_code, error_message, progress, result)
+        SELECT rowid, id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, error_code, error_message, progress, result FROM jobs;
+      DROP TABLE jobs;
+      ALTER TABLE jobs_v2 RENAME TO jobs;
+      CREATE INDEX jobs_cluster_created ON jobs(cluster, created_at);
+      CREATE INDEX jobs_active ON jobs(state) WHERE state IN ('queued', 'dispatched', 'running');
+    `,
+    postgres: `
+      CREATE TABLE policies (
+        scope      TEXT PRIMARY KEY,
+        schedules  JSONB NOT NULL,
+        retention  JSONB NOT NULL,
+        updated_at BIGINT NOT NULL
+      );
+      CREATE TABLE schedule_runs (
+        cluster  TEXT NOT NULL,
+        type     TEXT NOT NULL CHECK (type IN ('full', 'diff', 'incr')),
+        last_run BIGINT NOT NULL,
+        PRIMARY KEY (cluster, type)
+      );
+      ALTER TABLE backups ADD COLUMN pinned BOOLEAN NOT NULL DEFAULT false;
+      ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check;
+      ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('backup', 'restore', 'expire', 'verify', 'drill'));
+    `,
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */

@@ -23,10 +23,14 @@ import {
   clusterFromRow,
   encodeJson,
   jobFromRow,
+  policyFromRow,
+  scheduleRunFromRow,
   type AgentRow,
   type BackupRow,
   type ClusterRow,
   type JobRow,
+  type PolicyRow,
+  type ScheduleRunRow,
 } from './rows.js';
 import {
   isTerminalJobState,
@@ -38,6 +42,10 @@ import {
   type JobRecord,
   type JobStateName,
   type NewJob,
+  type PolicyRecord,
+  type PolicyRetention,
+  type PolicySchedules,
+  type ScheduleRunRecord,
   type TransitionOptions,
   type TransitionOutcome,
 } from './store.js';
@@ -239,12 +247,13 @@ export class PostgresCatalogStore implements CatalogStore {
     // Same (cluster, label) again is the same backup reported twice (a retried JobResult): keep the first row.
     await this.run(() => db.query(
       `INSERT INTO backups (cluster, label, type, start_lsn, start_lsn_num, stop_lsn, stop_lsn_num, start_time, stop_time,
-         timeline, system_identifier, pg_version, size_bytes, stored_bytes, file_count, wal_start, wal_stop, job_id, prior_label)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+         timeline, system_identifier, pg_version, size_bytes, stored_bytes, file_count, wal_start, wal_stop, job_id, prior_label, pinned)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
        ON CONFLICT (cluster, label) DO NOTHING`,
       [
         b.cluster, b.label, b.type, b.startLsn, startLsnNum, b.stopLsn, stopLsnNum, b.startTime, b.stopTime,
         b.timeline, b.systemIdentifier, b.pgVersion, b.sizeBytes, b.storedBytes, b.fileCount, b.walStart, b.walStop, b.jobId, b.priorLabel,
+        b.pinned === true,
       ],
     ));
   }
@@ -261,6 +270,59 @@ export class PostgresCatalogStore implements CatalogStore {
       [cluster],
     );
     return rows.map(backupFromRow);
+  }
+
+  async setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord> {
+    const rows = await this.query<BackupRow>('UPDATE backups SET pinned = $3 WHERE cluster = $1 AND label = $2 RETURNING *', [cluster, label, pinned]);
+    if (!rows[0]) throw new PgfleetError('UnknownBackup', `cluster '${cluster}' has no backup '${label}' in the catalog`);
+    return backupFromRow(rows[0]);
+  }
+
+  async deleteBackups(cluster: string, labels: readonly string[]): Promise<number> {
+    const rows = await this.query<{ label: string }>('DELETE FROM backups WHERE cluster = $1 AND label = ANY($2::text[]) RETURNING label', [cluster, [...labels]]);
+    return rows.length;
+  }
+
+  async getPolicy(scope: string): Promise<PolicyRecord | undefined> {
+    const rows = await this.query<PolicyRow>('SELECT * FROM policies WHERE scope = $1', [scope]);
+    return rows[0] && policyFromRow(rows[0], decodeJson);
+  }
+
+  async listPolicies(): Promise<PolicyRecord[]> {
+    const rows = await this.query<PolicyRow>(`SELECT * FROM policies ORDER BY scope <> '*', scope COLLATE "C"`);
+    return rows.map((r) => policyFromRow(r, decodeJson));
+  }
+
+  async putPolicy(p: { scope: string; schedules: PolicySchedules; retention: PolicyRetention }, now: number): Promise<PolicyRecord> {
+    const rows = await this.query<PolicyRow>(
+      `INSERT INTO policies (scope, schedules, retention, updated_at) VALUES ($1, $2::jsonb, $3::jsonb, $4)
+       ON CONFLICT (scope) DO UPDATE SET schedules = EXCLUDED.schedules, retention = EXCLUDED.retention, updated_at = EXCLUDED.updated_at
+       RETURNING *`,
+      [p.scope, JSON.stringify(p.schedules), JSON.stringify(p.retention), now],
+    );
+    return policyFromRow(rows[0]!, decodeJson);
+  }
+
+  async deletePolicy(scope: string): Promise<boolean> {
+    return (await this.query('DELETE FROM policies WHERE scope = $1 RETURNING scope', [scope])).length > 0;
+  }
+
+  async listScheduleRuns(cluster?: string): Promise<ScheduleRunRecord[]> {
+    const rows = cluster === undefined
+      ? await this.query<ScheduleRunRow>('SELECT * FROM schedule_runs ORDER BY cluster COLLATE "C", type')
+      : await this.query<ScheduleRunRow>('SELECT * FROM schedule_runs WHERE cluster = $1 ORDER BY type', [cluster]);
+    return rows.map(scheduleRunFromRow);
+  }
+
+  async recordScheduleRuns(runs: readonly ScheduleRunRecord[]): Promise<void> {
+    if (runs.length === 0) return;
+    // One statement: all or none, and GREATEST keeps a late, older value from moving a run back.
+    await this.query(
+      `INSERT INTO schedule_runs (cluster, type, last_run)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+       ON CONFLICT (cluster, type) DO UPDATE SET last_run = GREATEST(schedule_runs.last_run, EXCLUDED.last_run)`,
+      [runs.map((r) => r.cluster), runs.map((r) => r.type), runs.map((r) => r.lastRun)],
+    );
   }
 
   async createJob(job: NewJob, now: number): Promise<JobRecord> {
@@ -282,6 +344,11 @@ export class PostgresCatalogStore implements CatalogStore {
     const rows = filter.cluster
       ? await this.query<JobRow>('SELECT * FROM jobs WHERE cluster = $1 ORDER BY created_at DESC, seq DESC LIMIT $2', [filter.cluster, limit])
       : await this.query<JobRow>('SELECT * FROM jobs ORDER BY created_at DESC, seq DESC LIMIT $1', [limit]);
+    return rows.map(jobRow);
+  }
+
+  async listActiveJobs(): Promise<JobRecord[]> {
+    const rows = await this.query<JobRow>('SELECT * FROM jobs WHERE state = ANY($1::text[]) ORDER BY created_at, seq', [FAILABLE_JOB_STATES]);
     return rows.map(jobRow);
   }
 

@@ -5,7 +5,7 @@
  * truthiness, 64-bit integers by the PostgreSQL store's int8 parser (ms timestamps and byte
  * counts stay below 2^53).
  */
-import type { AgentRecord, BackupKind, BackupRecord, ClusterRecord, JobKind, JobRecord, JobStateName } from './store.js';
+import type { AgentRecord, BackupKind, BackupRecord, ClusterRecord, JobKind, JobRecord, JobStateName, PolicyRecord, PolicyRetention, PolicySchedules, ScheduleRunRecord } from './store.js';
 
 export interface ClusterRow { name: string; system_identifier: string; pg_version: number; created_at: number }
 export interface AgentRow {
@@ -15,8 +15,10 @@ export interface AgentRow {
 export interface BackupRow {
   cluster: string; label: string; type: string; start_lsn: string; stop_lsn: string; start_time: number; stop_time: number;
   timeline: number; system_identifier: string; pg_version: number; size_bytes: number; stored_bytes: number; file_count: number;
-  wal_start: string; wal_stop: string; job_id: string; prior_label: string;
+  wal_start: string; wal_stop: string; job_id: string; prior_label: string; pinned: number | boolean;
 }
+export interface PolicyRow { scope: string; schedules: unknown; retention: unknown; updated_at: number }
+export interface ScheduleRunRow { cluster: string; type: string; last_run: number }
 export interface JobRow {
   id: string; cluster: string; kind: string; state: string; agent_id: string; params: unknown; created_at: number;
   started_at: number | null; finished_at: number | null; error_code: string | null; error_message: string | null;
@@ -44,8 +46,21 @@ export function backupFromRow(r: BackupRow): BackupRecord {
     cluster: r.cluster, label: r.label, type: r.type as BackupKind, startLsn: r.start_lsn, stopLsn: r.stop_lsn,
     startTime: r.start_time, stopTime: r.stop_time, timeline: r.timeline, systemIdentifier: r.system_identifier,
     pgVersion: r.pg_version, sizeBytes: r.size_bytes, storedBytes: r.stored_bytes, fileCount: r.file_count,
-    walStart: r.wal_start, walStop: r.wal_stop, jobId: r.job_id, priorLabel: r.prior_label,
+    walStart: r.wal_start, walStop: r.wal_stop, jobId: r.job_id, priorLabel: r.prior_label, pinned: Boolean(r.pinned),
   };
+}
+
+export function policyFromRow(r: PolicyRow, decodeJson: DecodeJson): PolicyRecord {
+  return {
+    scope: r.scope,
+    schedules: (decodeJson(r.schedules) ?? {}) as PolicySchedules,
+    retention: (decodeJson(r.retention) ?? {}) as PolicyRetention,
+    updatedAt: r.updated_at,
+  };
+}
+
+export function scheduleRunFromRow(r: ScheduleRunRow): ScheduleRunRecord {
+  return { cluster: r.cluster, type: r.type as BackupKind, lastRun: r.last_run };
 }
 
 export function jobFromRow(r: JobRow, decodeJson: DecodeJson): JobRecord {

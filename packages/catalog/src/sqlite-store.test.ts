@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { PgfleetError } from '@pgfleet/core';
 import { catalogStoreSuite } from './catalog-suite.js';
-import { CATALOG_SCHEMA_VERSION, SqliteCatalogStore, openCatalog } from './index.js';
+import { CATALOG_SCHEMA_VERSION, SQLITE_MIGRATIONS, SqliteCatalogStore, openCatalog } from './index.js';
 
 let dir: string;
 before(() => {
@@ -41,6 +41,30 @@ describe('sqlite: migrations and the file', () => {
     assert.deepEqual(rows.map((r) => r.version), Array.from({ length: CATALOG_SCHEMA_VERSION }, (_, i) => i + 1));
     assert.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
     raw.close();
+  });
+
+  test('a version 1 catalog upgrades in place: jobs keep their order, backups are unpinned, expire jobs fit', async () => {
+    const path = freshPath();
+    const raw = new Database(path);
+    raw.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    raw.exec(SQLITE_MIGRATIONS[0]!);
+    raw.prepare('INSERT INTO schema_migrations VALUES (1, 0)').run();
+    raw.prepare("INSERT INTO clusters VALUES ('main', '1', 170002, 0)").run();
+    raw.prepare(`INSERT INTO backups (cluster, label, type, start_lsn, start_lsn_num, stop_lsn, stop_lsn_num, start_time, stop_time, timeline,
+      system_identifier, pg_version, size_bytes, stored_bytes, file_count, wal_start, wal_stop, job_id)
+      VALUES ('main', 'b1', 'full', '0/2000028', 33554472, '0/2000100', 33554688, 1, 2, 1, '1', 170002, 1, 1, 1,
+      '000000010000000000000002', '000000010000000000000002', 'j')`).run();
+    // Same millisecond, ids sorting against creation order: only the kept rowid tells them apart.
+    for (const id of ['j9', 'j1']) raw.prepare("INSERT INTO jobs (id, cluster, kind, state, agent_id, created_at) VALUES (?, 'main', 'backup', 'queued', 'a', 5)").run(id);
+    raw.close();
+
+    const store = SqliteCatalogStore.open(path);
+    assert.equal(store.schemaVersion(), CATALOG_SCHEMA_VERSION);
+    assert.deepEqual((await store.listJobs()).map((j) => j.id), ['j1', 'j9']);
+    assert.equal((await store.getBackup('main', 'b1'))?.pinned, false);
+    await store.createJob({ id: 'e', cluster: 'main', kind: 'expire', agentId: 'a', params: {} }, 6);
+    assert.deepEqual((await store.listActiveJobs()).map((j) => j.id), ['j9', 'j1', 'e']);
+    await store.close();
   });
 
   test('a catalog from a newer version is refused with PGF-1002', async () => {

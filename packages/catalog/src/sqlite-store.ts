@@ -18,10 +18,14 @@ import {
   clusterFromRow,
   encodeJson,
   jobFromRow,
+  policyFromRow,
+  scheduleRunFromRow,
   type AgentRow,
   type BackupRow,
   type ClusterRow,
   type JobRow,
+  type PolicyRow,
+  type ScheduleRunRow,
 } from './rows.js';
 import {
   isTerminalJobState,
@@ -33,6 +37,10 @@ import {
   type JobRecord,
   type JobStateName,
   type NewJob,
+  type PolicyRecord,
+  type PolicyRetention,
+  type PolicySchedules,
+  type ScheduleRunRecord,
   type TransitionOptions,
   type TransitionOutcome,
 } from './store.js';
@@ -167,13 +175,14 @@ export class SqliteCatalogStore implements CatalogStore {
     this.db
       .prepare(
         `INSERT INTO backups (cluster, label, type, start_lsn, start_lsn_num, stop_lsn, stop_lsn_num, start_time, stop_time,
-           timeline, system_identifier, pg_version, size_bytes, stored_bytes, file_count, wal_start, wal_stop, job_id, prior_label)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           timeline, system_identifier, pg_version, size_bytes, stored_bytes, file_count, wal_start, wal_stop, job_id, prior_label, pinned)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (cluster, label) DO NOTHING`,
       )
       .run(
         b.cluster, b.label, b.type, b.startLsn, Lsn.parse(b.startLsn).value, b.stopLsn, Lsn.parse(b.stopLsn).value, b.startTime, b.stopTime,
         b.timeline, b.systemIdentifier, b.pgVersion, b.sizeBytes, b.storedBytes, b.fileCount, b.walStart, b.walStop, b.jobId, b.priorLabel,
+        b.pinned ? 1 : 0,
       );
   }
 
@@ -186,6 +195,58 @@ export class SqliteCatalogStore implements CatalogStore {
     // Real time orders backups; the stop LSN breaks ties of backups ending in the same millisecond.
     const rows = this.db.prepare('SELECT * FROM backups WHERE cluster = ? ORDER BY stop_time, stop_lsn_num, label').all(cluster) as BackupRow[];
     return rows.map(backupFromRow);
+  }
+
+  async setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord> {
+    const res = this.db.prepare('UPDATE backups SET pinned = ? WHERE cluster = ? AND label = ?').run(pinned ? 1 : 0, cluster, label);
+    if (res.changes === 0) throw new PgfleetError('UnknownBackup', `cluster '${cluster}' has no backup '${label}' in the catalog`);
+    return (await this.getBackup(cluster, label))!;
+  }
+
+  async deleteBackups(cluster: string, labels: readonly string[]): Promise<number> {
+    const del = this.db.prepare('DELETE FROM backups WHERE cluster = ? AND label = ?');
+    return this.db.transaction(() => labels.reduce((n, label) => n + del.run(cluster, label).changes, 0)).immediate();
+  }
+
+  async getPolicy(scope: string): Promise<PolicyRecord | undefined> {
+    const row = this.db.prepare('SELECT * FROM policies WHERE scope = ?').get(scope) as PolicyRow | undefined;
+    return row && policyFromRow(row, unjson);
+  }
+
+  async listPolicies(): Promise<PolicyRecord[]> {
+    const rows = this.db.prepare("SELECT * FROM policies ORDER BY scope <> '*', scope").all() as PolicyRow[];
+    return rows.map((r) => policyFromRow(r, unjson));
+  }
+
+  async putPolicy(p: { scope: string; schedules: PolicySchedules; retention: PolicyRetention }, now: number): Promise<PolicyRecord> {
+    this.db
+      .prepare(
+        `INSERT INTO policies (scope, schedules, retention, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (scope) DO UPDATE SET schedules = excluded.schedules, retention = excluded.retention, updated_at = excluded.updated_at`,
+      )
+      .run(p.scope, JSON.stringify(p.schedules), JSON.stringify(p.retention), now);
+    return (await this.getPolicy(p.scope))!;
+  }
+
+  async deletePolicy(scope: string): Promise<boolean> {
+    return this.db.prepare('DELETE FROM policies WHERE scope = ?').run(scope).changes > 0;
+  }
+
+  async listScheduleRuns(cluster?: string): Promise<ScheduleRunRecord[]> {
+    const rows = cluster === undefined
+      ? (this.db.prepare('SELECT * FROM schedule_runs ORDER BY cluster, type').all() as ScheduleRunRow[])
+      : (this.db.prepare('SELECT * FROM schedule_runs WHERE cluster = ? ORDER BY type').all(cluster) as ScheduleRunRow[]);
+    return rows.map(scheduleRunFromRow);
+  }
+
+  async recordScheduleRuns(runs: readonly ScheduleRunRecord[]): Promise<void> {
+    const up = this.db.prepare(
+      `INSERT INTO schedule_runs (cluster, type, last_run) VALUES (?, ?, ?)
+       ON CONFLICT (cluster, type) DO UPDATE SET last_run = MAX(last_run, excluded.last_run)`,
+    );
+    this.db.transaction(() => {
+      for (const r of runs) up.run(r.cluster, r.type, r.lastRun);
+    }).immediate();
   }
 
   async createJob(job: NewJob, now: number): Promise<JobRecord> {
@@ -205,6 +266,12 @@ export class SqliteCatalogStore implements CatalogStore {
     const rows = filter.cluster
       ? (this.db.prepare('SELECT * FROM jobs WHERE cluster = ? ORDER BY created_at DESC, rowid DESC LIMIT ?').all(filter.cluster, limit) as JobRow[])
       : (this.db.prepare('SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?').all(limit) as JobRow[]);
+    return rows.map(jobRow);
+  }
+
+  async listActiveJobs(): Promise<JobRecord[]> {
+    const active = FAILABLE_JOB_STATES.map(() => '?').join(', ');
+    const rows = this.db.prepare(`SELECT * FROM jobs WHERE state IN (${active}) ORDER BY created_at, rowid`).all(...FAILABLE_JOB_STATES) as JobRow[];
     return rows.map(jobRow);
   }
 

@@ -8,7 +8,7 @@
  */
 
 export type BackupKind = 'full' | 'diff' | 'incr';
-export type JobKind = 'backup' | 'restore';
+export type JobKind = 'backup' | 'restore' | 'expire';
 export type JobStateName = 'queued' | 'dispatched' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export const TERMINAL_JOB_STATES: readonly JobStateName[] = ['succeeded', 'failed', 'cancelled'];
@@ -56,6 +56,47 @@ export interface BackupRecord {
   walStop: string;
   jobId: string;
   priorLabel: string;
+  /** Pinned backups are never expired. Reads always set it; an insert without it stores false. */
+  pinned?: boolean;
+}
+
+/** The policies row of the fleet default; every other scope is a cluster name. */
+export const FLEET_POLICY_SCOPE = '*';
+
+/**
+ * Backup schedules of a policy; an absent key is inherited (cluster -> fleet -> none). A cron
+ * expression of '' means "not scheduled" and overrides an inherited one.
+ */
+export interface PolicySchedules {
+  full?: string;
+  diff?: string;
+  incr?: string;
+  spreadMinutes?: number;
+}
+
+/** Retention settings of a policy; an absent key is inherited (cluster -> fleet -> default). */
+export interface PolicyRetention {
+  pitrWindowDays?: number;
+  daily?: number;
+  weekly?: number;
+  monthly?: number;
+  yearly?: number;
+  minFull?: number;
+}
+
+export interface PolicyRecord {
+  /** A cluster name, or FLEET_POLICY_SCOPE for the fleet default. */
+  scope: string;
+  schedules: PolicySchedules;
+  retention: PolicyRetention;
+  updatedAt: number;
+}
+
+/** When a cluster's scheduled backup of a type last started (the fire time it stood for). */
+export interface ScheduleRunRecord {
+  cluster: string;
+  type: BackupKind;
+  lastRun: number;
 }
 
 export interface JobError {
@@ -127,11 +168,35 @@ export interface CatalogStore {
   /** The cluster's backups, oldest stop time first. */
   listBackups(cluster: string): Promise<BackupRecord[]>;
 
+  /** Sets or clears a backup's pin; UnknownBackup when the catalog has no such backup. */
+  setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord>;
+  /** Removes backup rows (after an expire job deleted them from the repository); returns how many existed. */
+  deleteBackups(cluster: string, labels: readonly string[]): Promise<number>;
+
+  /** The policy of a scope (cluster name or FLEET_POLICY_SCOPE), if one was set. */
+  getPolicy(scope: string): Promise<PolicyRecord | undefined>;
+  /** Every stored policy, fleet default first, then clusters by name. */
+  listPolicies(): Promise<PolicyRecord[]>;
+  /** Replaces the scope's policy as a whole (callers merge). */
+  putPolicy(policy: { scope: string; schedules: PolicySchedules; retention: PolicyRetention }, now: number): Promise<PolicyRecord>;
+  /** Removes the scope's policy; false when there was none. */
+  deletePolicy(scope: string): Promise<boolean>;
+
+  /** Recorded last runs, of one cluster or all, by cluster then type. */
+  listScheduleRuns(cluster?: string): Promise<ScheduleRunRecord[]>;
+  /**
+   * Records last runs in one transaction. A run never moves back in time: an older value than
+   * the stored one (a late second controller) is ignored, so a run is neither repeated nor lost.
+   */
+  recordScheduleRuns(runs: readonly ScheduleRunRecord[]): Promise<void>;
+
   /** Creates a job in state 'queued'. */
   createJob(job: NewJob, now: number): Promise<JobRecord>;
   getJob(id: string): Promise<JobRecord | undefined>;
   /** Newest first. */
   listJobs(filter?: { cluster?: string; limit?: number }): Promise<JobRecord[]>;
+  /** Jobs not yet finished (queued, dispatched, running), oldest first. */
+  listActiveJobs(): Promise<JobRecord[]>;
   /**
    * Moves a job along queued -> dispatched -> running -> succeeded|failed|cancelled (a job may
    * also end from queued or dispatched). Repeating the current state is a no-op; anything else

@@ -21,19 +21,20 @@ import {
 } from '@pgfleet/proto';
 import { formatBytes, formatProgress, formatTable, formatTime } from './format.js';
 import { recoveryTargetFromOptions } from './target.js';
+import { describeExpire, pinCommand, policyCommand, retentionCommand } from './policy-commands.js';
 
-type Admin = Client<typeof AdminService> & { close(): void };
+export type Admin = Client<typeof AdminService> & { close(): void };
 
 const JSON_OPTIONS = { alwaysEmitImplicit: true } as const;
 
-const out = (text: string): void => {
+export const out = (text: string): void => {
   process.stdout.write(`${text}\n`);
 };
 const err = (text: string): void => {
   process.stderr.write(`${text}\n`);
 };
 
-function printJson<D extends DescMessage>(schema: D, msg: MessageShape<D> | readonly MessageShape<D>[]): void {
+export function printJson<D extends DescMessage>(schema: D, msg: MessageShape<D> | readonly MessageShape<D>[]): void {
   const value = Array.isArray(msg) ? msg.map((m) => toJson(schema, m, JSON_OPTIONS)) : toJson(schema, msg as MessageShape<D>, JSON_OPTIONS);
   out(JSON.stringify(value, null, 2));
 }
@@ -69,6 +70,12 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
         return await jobs(admin, json, options);
       case 'job':
         return await showJob(admin, positionals[0]!, json);
+      case 'policy':
+        return await policyCommand(admin, positionals, options, json);
+      case 'retention':
+        return await retentionCommand(admin, positionals, options, json);
+      case 'pin':
+        return await pinCommand(admin, positionals, options, json);
       default:
         throw new PgfleetError('UnknownCommand', `unknown command '${parsed.command.name}'`);
     }
@@ -88,6 +95,7 @@ function restoreRequestFromOptions(cluster: string, options: OptionValues) {
     target: recoveryTargetFromOptions(options),
     backupLabel: options.backup === undefined ? '' : String(options.backup),
     agentId: options.agent === undefined ? '' : String(options.agent),
+    delta: options.delta === true,
   };
 }
 
@@ -121,10 +129,11 @@ async function backups(admin: Admin, cluster: string, json: boolean): Promise<nu
     return 0;
   }
   out(formatTable(
-    ['LABEL', 'TYPE', 'START', 'STOP', 'START LSN', 'STOP LSN', 'TL', 'SIZE', 'STORED', 'FILES'],
+    ['LABEL', 'TYPE', 'PRIOR', 'START', 'STOP', 'START LSN', 'STOP LSN', 'TL', 'SIZE', 'STORED', 'FILES'],
     backups.map((b) => [
       b.label,
       typeName(b.type),
+      b.priorLabel || '-',
       formatTime(ms(b.startTime)),
       formatTime(ms(b.stopTime)),
       b.startLsn,
@@ -174,6 +183,7 @@ function describeJob(j: JobInfo): string {
   const lines = rows.map(([k, v]) => `${`${k}:`.padEnd(10)} ${v}`);
   if (j.backup) lines.push(describeBackup(j.backup));
   if (j.restore) lines.push(`restored backup ${j.restore.backupLabel} into ${j.restore.targetDir} (${formatBytes(j.restore.bytes)}, ${j.restore.fileCount} files)`);
+  if (j.expire) lines.push(describeExpire(j.expire));
   return lines.join('\n');
 }
 
@@ -187,7 +197,7 @@ function describeBackup(b: BackupInfo): string {
 }
 
 /** Starts a job and either reports it (without --wait) or follows it to its end. */
-async function startJob(admin: Admin, json: boolean, wait: boolean, start: () => Promise<JobInfo>): Promise<number> {
+export async function startJob(admin: Admin, json: boolean, wait: boolean, start: () => Promise<JobInfo>): Promise<number> {
   const job = await start();
   if (!wait) {
     if (json) printJson(JobInfoSchema, job);
@@ -202,6 +212,7 @@ async function startJob(admin: Admin, json: boolean, wait: boolean, start: () =>
     out(`restored backup ${r.backupLabel} into ${r.targetDir} (${formatBytes(r.bytes)}, ${r.fileCount} files)`);
     out('start PostgreSQL on it to recover to the target');
   } else if (final.backup) out(describeBackup(final.backup));
+  else if (final.expire) out(describeExpire(final.expire));
   else out(`${final.kind} job ${final.id} succeeded`);
   return 0;
 }

@@ -7,17 +7,20 @@ import type { ProgramSpec } from '@pgfleet/core';
 
 const CONNECTION = ['controller', 'timeout'] as const;
 const TARGET_FLAGS = ['target-time', 'target-lsn', 'target-name', 'target-xid', 'target', 'target-action', 'target-exclusive'] as const;
+/** policy set flags, in the order `policy get` lists the keys. */
+export const POLICY_FLAGS = ['full', 'diff', 'incr', 'spread-minutes', 'pitr-window-days', 'daily', 'weekly', 'monthly', 'yearly', 'min-full'] as const;
 
 export const cliProgram: ProgramSpec = {
   name: 'pgfleet',
-  summary: 'admin CLI of a pgfleet controller: clusters, backups, restores and jobs',
+  summary: 'admin CLI of a pgfleet controller: clusters, backups, restores, jobs, policies and retention',
   options: [
     { name: 'controller', type: 'string', default: '127.0.0.1:7420', description: 'host:port of the controller.' },
     { name: 'timeout', type: 'integer', default: 30, min: 1, max: 86_400, description: 'Seconds to wait for each call to the controller (not for --wait).' },
     { name: 'output', type: 'string', default: 'table', choices: ['table', 'json'], description: 'Output format: aligned columns or JSON.' },
     { name: 'type', type: 'string', cliOnly: true, default: 'full', choices: ['full', 'diff', 'incr'], description: 'Backup type.' },
     { name: 'wait', type: 'boolean', cliOnly: true, description: 'Follow the job, printing progress to stderr, until it ends; exit non-zero if it fails.' },
-    { name: 'to', type: 'string', cliOnly: true, description: 'Absolute path of the (empty or new) directory to restore into, on the restoring agent\'s host.' },
+    { name: 'to', type: 'string', cliOnly: true, description: 'Absolute path of the (empty or new) directory to restore into, on the restoring agent\'s host (with --delta: an existing data directory).' },
+    { name: 'delta', type: 'boolean', cliOnly: true, description: 'Restore over an existing data directory (PostgreSQL stopped): keep files whose checksum matches, fetch the rest, remove files the backup does not hold.' },
     { name: 'target-time', type: 'string', cliOnly: true, description: "Recover up to this time: ISO-8601 or PostgreSQL's 'YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]' (no zone = this machine's local time)." },
     { name: 'target-lsn', type: 'string', cliOnly: true, description: 'Recover up to this LSN, e.g. 0/3000060.' },
     { name: 'target-name', type: 'string', cliOnly: true, description: 'Recover up to this restore point (pg_create_restore_point).' },
@@ -29,6 +32,19 @@ export const cliProgram: ProgramSpec = {
     { name: 'agent', type: 'string', cliOnly: true, description: 'Restore on this agent (e.g. a fresh host) instead of the cluster\'s own.' },
     { name: 'cluster', type: 'string', cliOnly: true, description: 'Only jobs of this cluster.' },
     { name: 'limit', type: 'integer', cliOnly: true, default: 50, min: 1, max: 10_000, description: 'At most this many jobs, newest first.' },
+    { name: 'fleet', type: 'boolean', cliOnly: true, description: 'policy: the fleet default (every cluster without its own value) instead of one cluster.' },
+    { name: 'full', type: 'string', cliOnly: true, description: "Full backup schedule: 5-field cron in UTC, e.g. '0 1 * * 0'; '' = not scheduled (overrides the fleet default)." },
+    { name: 'diff', type: 'string', cliOnly: true, description: "Differential backup schedule (cron, UTC); '' = not scheduled." },
+    { name: 'incr', type: 'string', cliOnly: true, description: "Incremental backup schedule (cron, UTC); '' = not scheduled." },
+    { name: 'spread-minutes', type: 'integer', cliOnly: true, min: 0, max: 10_080, description: 'Spread scheduled starts over this many minutes per cluster (a fixed offset from the name), so a fleet does not start at one instant.' },
+    { name: 'pitr-window-days', type: 'integer', cliOnly: true, min: 0, max: 36_500, description: 'Days back to which point-in-time recovery stays possible (0 = from the newest full backup on).' },
+    { name: 'daily', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Keep the newest full backup of each of the last N days that have one (0 = off).' },
+    { name: 'weekly', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Keep the newest full backup of each of the last N ISO weeks (0 = off).' },
+    { name: 'monthly', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Keep the newest full backup of each of the last N months (0 = off).' },
+    { name: 'yearly', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Keep the newest full backup of each of the last N years (0 = off).' },
+    { name: 'min-full', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Always keep at least the N newest full backups.' },
+    { name: 'reset', type: 'boolean', cliOnly: true, description: 'policy set: drop the stored values of the cluster (or fleet) first, so unset ones are inherited again.' },
+    { name: 'unpin', type: 'boolean', cliOnly: true, description: 'Remove the pin instead of setting it.' },
   ],
   commands: [
     { name: 'clusters', summary: 'List clusters with their agent, archiver state and last backup.', options: [...CONNECTION, 'output'] },
@@ -47,7 +63,7 @@ export const cliProgram: ProgramSpec = {
     {
       name: 'restore',
       summary: 'Restore a cluster to a point in time into a directory (give exactly one target).',
-      options: [...CONNECTION, 'output', 'to', ...TARGET_FLAGS, 'backup', 'agent', 'wait'],
+      options: [...CONNECTION, 'output', 'to', 'delta', ...TARGET_FLAGS, 'backup', 'agent', 'wait'],
       positionals: [{ name: 'cluster', description: 'Cluster whose backups to restore.', required: true }],
     },
     { name: 'jobs', summary: 'List jobs, newest first.', options: [...CONNECTION, 'output', 'cluster', 'limit'] },
@@ -56,6 +72,33 @@ export const cliProgram: ProgramSpec = {
       summary: 'Show one job: state, progress, result or error.',
       options: [...CONNECTION, 'output'],
       positionals: [{ name: 'id', description: 'Job id.', required: true }],
+    },
+    {
+      name: 'policy',
+      summary: 'policy get [<cluster>]: the effective policy and where each value comes from; policy set <cluster>|--fleet [flags]: change it.',
+      options: [...CONNECTION, 'output', 'fleet', ...POLICY_FLAGS, 'reset'],
+      positionals: [
+        { name: 'action', description: 'get or set.', required: true },
+        { name: 'cluster', description: 'Cluster name (get without it, or --fleet: the fleet default).' },
+      ],
+    },
+    {
+      name: 'retention',
+      summary: 'retention plan <cluster>: what retention would remove now and why (nothing is deleted); retention apply <cluster>: remove it now (an expire job).',
+      options: [...CONNECTION, 'output', 'wait'],
+      positionals: [
+        { name: 'action', description: 'plan or apply.', required: true },
+        { name: 'cluster', description: 'Cluster name.', required: true },
+      ],
+    },
+    {
+      name: 'pin',
+      summary: 'Pin a backup so that retention never removes it (--unpin to release it).',
+      options: [...CONNECTION, 'output', 'unpin'],
+      positionals: [
+        { name: 'cluster', description: 'Cluster name.', required: true },
+        { name: 'label', description: 'Backup label.', required: true },
+      ],
     },
   ],
 };

@@ -1,18 +1,21 @@
 /**
  * AdminService: the controller's API for the `pgfleet` CLI. Reads come from the catalog; starting
  * a backup or restore records a job, sends it on the chosen agent's stream and marks it
- * dispatched, so a job is always in the catalog before any agent can report on it.
+ * dispatched (dispatch.ts), so a job is always in the catalog before any agent can report on it.
+ * Policies, retention and pins are in admin-policy.ts.
  */
 import { isAbsolute } from 'node:path/posix';
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { ErrorCodes, PgfleetError, newJobId } from '@pgfleet/core';
+import { PgfleetError, newJobId } from '@pgfleet/core';
 import { isTerminalJobState, type JobRecord } from '@pgfleet/catalog';
 import type { CallContext, ServiceImpl } from '@pgfleet/rpc';
 import { BackupType, type AdminService, type JobInfoSchema, type StartBackupRequest, type StartRestoreRequest } from '@pgfleet/proto';
 import type { AgentSession } from './agent-sessions.js';
-import { backupInfoFromRecord, backupKindFromProto, backupKindToProto, clusterInfo, jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson } from './convert.js';
-import { publishJobs, type ControllerContext } from './context.js';
+import { backupInfoFromRecord, backupKindFromProto, clusterInfo, jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson } from './convert.js';
+import type { ControllerContext } from './context.js';
 import { chooseBackup } from './pitr.js';
+import { applyRetention, getPolicy, pinBackup, planRetention, setPolicy } from './admin-policy.js';
+import { clusterAgent, dispatch, requireCluster, startBackupJob } from './dispatch.js';
 
 const DEFAULT_JOB_LIMIT = 50;
 
@@ -51,14 +54,13 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
     },
 
     watchJob: (req, call) => watchJob(ctx, req.id, call),
-  };
-}
 
-async function requireCluster(ctx: ControllerContext, name: string) {
-  if (!name) throw new PgfleetError('InvalidArgument', 'a cluster name is required');
-  const cluster = await ctx.store.getCluster(name);
-  if (!cluster) throw new PgfleetError('UnknownCluster', `cluster '${name}' is not known to the controller`);
-  return cluster;
+    getPolicy: async (req) => getPolicy(ctx, req.cluster),
+    setPolicy: async (req) => setPolicy(ctx, req),
+    planRetention: async (req) => planRetention(ctx, req.cluster),
+    applyRetention: async (req) => applyRetention(ctx, req.cluster),
+    pinBackup: async (req) => pinBackup(ctx, req.cluster, req.label, req.pinned),
+  };
 }
 
 async function requireJob(ctx: ControllerContext, id: string): Promise<JobRecord> {
@@ -68,53 +70,8 @@ async function requireJob(ctx: ControllerContext, id: string): Promise<JobRecord
   return job;
 }
 
-function clusterAgent(ctx: ControllerContext, cluster: string): AgentSession {
-  const session = ctx.sessions.forCluster(cluster);
-  if (!session) throw new PgfleetError('AgentNotConnected', `no agent of cluster '${cluster}' is connected`);
-  return session;
-}
-
-/**
- * Records the job as queued, sends it, marks it dispatched. If the stream is already gone the
- * job fails at once (AgentDisconnected) instead of waiting for an agent that will not answer.
- */
-async function dispatch(ctx: ControllerContext, session: AgentSession, job: JobRecord, message: Parameters<AgentSession['send']>[0]): Promise<MessageInitShape<typeof JobInfoSchema>> {
-  const log = ctx.logger.child({ jobId: job.id, kind: job.kind, cluster: job.cluster, agentId: session.agentId });
-  try {
-    session.send(message);
-  } catch (err) {
-    const { job: failed } = await ctx.store.transitionJob(
-      job.id,
-      'failed',
-      { error: { code: ErrorCodes.AgentDisconnected.code, message: `agent ${session.agentId} went away before the job could be sent` } },
-      ctx.now(),
-    );
-    publishJobs(ctx, [failed]);
-    throw new PgfleetError('AgentDisconnected', `agent ${session.agentId} went away before job ${job.id} could be sent`, { cause: err });
-  }
-  const { job: dispatched } = await ctx.store.transitionJob(job.id, 'dispatched', {}, ctx.now());
-  publishJobs(ctx, [dispatched]);
-  log.info({ params: job.params }, 'job dispatched');
-  return jobInfoFromRecord(dispatched);
-}
-
 async function startBackup(ctx: ControllerContext, req: StartBackupRequest): Promise<MessageInitShape<typeof JobInfoSchema>> {
-  await requireCluster(ctx, req.cluster);
-  const type = req.type === BackupType.UNSPECIFIED ? BackupType.FULL : req.type;
-  const kind = backupKindFromProto(type);
-  const session = clusterAgent(ctx, req.cluster);
-  const job = await ctx.store.createJob({ id: newJobId(), cluster: req.cluster, kind: 'backup', agentId: session.agentId, params: { type: kind } }, ctx.now());
-  return dispatch(ctx, session, job, {
-    msg: {
-      case: 'job',
-      value: {
-        jobId: job.id,
-        repository: { kind: { case: 'posix', value: { path: ctx.repoPath } } },
-        // The agent names the backup from its start time (see backupLabel in core).
-        kind: { case: 'backup', value: { type: backupKindToProto(kind), label: '' } },
-      },
-    },
-  });
+  return startBackupJob(ctx, req.cluster, backupKindFromProto(req.type === BackupType.UNSPECIFIED ? BackupType.FULL : req.type));
 }
 
 async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): Promise<MessageInitShape<typeof JobInfoSchema>> {
@@ -139,7 +96,7 @@ async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): P
       cluster: req.cluster,
       kind: 'restore',
       agentId: session.agentId,
-      params: { targetDir: req.targetDir, backupLabel, target: recoveryTargetJson(recoveryTarget) },
+      params: { targetDir: req.targetDir, backupLabel, target: recoveryTargetJson(recoveryTarget), ...(req.delta ? { delta: true } : {}) },
     },
     ctx.now(),
   );
@@ -149,7 +106,8 @@ async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): P
       value: {
         jobId: job.id,
         repository: { kind: { case: 'posix', value: { path: ctx.repoPath } } },
-        kind: { case: 'restore', value: { cluster: req.cluster, backupLabel, targetDir: req.targetDir, target: recoveryTarget } },
+        // The agent checks the directory: empty or new, or (delta) a stopped data directory of the cluster.
+        kind: { case: 'restore', value: { cluster: req.cluster, backupLabel, targetDir: req.targetDir, target: recoveryTarget, delta: req.delta } },
       },
     },
   });

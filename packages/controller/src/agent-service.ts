@@ -11,6 +11,7 @@ import { JobState, type AgentService, type ConnectRequest, type ConnectResponseS
 import type { AgentSession } from './agent-sessions.js';
 import { archiverJson, backupInfoFromRecord, backupRecordFromInfo, progressJson, resultJson } from './convert.js';
 import { CONTROLLER_VERSION, publishJobs, type ControllerContext } from './context.js';
+import { recordExpired } from './retention-jobs.js';
 
 type ConnectStream = BidiStream<ConnectRequest, typeof ConnectResponseSchema>;
 
@@ -150,14 +151,20 @@ async function handleResult(ctx: ControllerContext, session: AgentSession, resul
     case JobState.SUCCEEDED: {
       const backupInfo = result.result.case === 'backup' ? result.result.value : undefined;
       const restoreInfo = result.result.case === 'restore' ? result.result.value : undefined;
+      const expireInfo = result.result.case === 'expire' ? result.result.value : undefined;
       if (job.kind === 'backup' && !backupInfo) {
         outcome = await ctx.store.transitionJob(job.id, 'failed', { error: { code: ErrorCodes.Internal.code, message: 'the agent reported success without the backup it made' } }, now);
         break;
       }
       const backup = backupInfo ? backupRecordFromInfo(backupInfo, job.cluster, job.id) : undefined;
       // The job's result repeats the catalog row (cluster and job id filled in), not the agent's raw message.
-      const stored = backup ? resultJson({ backup: backupInfoFromRecord(backup) }) : resultJson(restoreInfo ? { restore: restoreInfo } : {});
+      const stored = backup
+        ? resultJson({ backup: backupInfoFromRecord(backup) })
+        : resultJson(restoreInfo ? { restore: restoreInfo } : expireInfo ? { expire: expireInfo } : {});
       outcome = await ctx.store.transitionJob(job.id, 'succeeded', { result: stored, ...(backup ? { backup } : {}) }, now);
+      // A new backup can make older ones expirable; the scheduler looks at the cluster next tick.
+      if (outcome.changed && job.kind === 'backup') ctx.retentionDue.add(job.cluster);
+      if (outcome.changed && job.kind === 'expire' && expireInfo) await recordExpired(ctx, job, expireInfo);
       break;
     }
     case JobState.FAILED:

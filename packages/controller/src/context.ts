@@ -20,6 +20,8 @@ export interface ControllerContext {
   now: () => number;
   /** Running Connect handlers, so shutdown can let them record the disconnect before the catalog closes. */
   connections: Set<Promise<void>>;
+  /** Clusters that finished a backup since the scheduler's last look: their retention is due. */
+  retentionDue: Set<string>;
 }
 
 /** Publishes job records to WatchJob streams after the catalog has recorded them. */

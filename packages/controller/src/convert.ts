@@ -12,6 +12,7 @@ import {
   BackupInfoSchema,
   BackupType,
   ClusterInfoSchema,
+  ExpireResultSchema,
   JobInfoSchema,
   JobProgressSchema,
   JobState,
@@ -19,6 +20,7 @@ import {
   RestoreResultSchema,
   type ArchiverStats,
   type BackupInfo,
+  type ExpireResult,
   type JobProgress,
   type RecoveryTarget,
   type RestoreResult,
@@ -102,6 +104,7 @@ export function backupInfoFromRecord(b: BackupRecord): BackupInfo {
     walStop: b.walStop,
     jobId: b.jobId,
     priorLabel: b.priorLabel,
+    pinned: b.pinned === true,
   });
 }
 
@@ -109,11 +112,13 @@ export function backupInfoFromRecord(b: BackupRecord): BackupInfo {
 export interface JobResultJson {
   backup?: JsonValue;
   restore?: JsonValue;
+  expire?: JsonValue;
 }
 
-export function resultJson(result: { backup?: BackupInfo; restore?: RestoreResult }): JobResultJson {
+export function resultJson(result: { backup?: BackupInfo; restore?: RestoreResult; expire?: ExpireResult }): JobResultJson {
   if (result.backup) return { backup: toJson(BackupInfoSchema, result.backup) };
   if (result.restore) return { restore: toJson(RestoreResultSchema, result.restore) };
+  if (result.expire) return { expire: toJson(ExpireResultSchema, result.expire) };
   return {};
 }
 
@@ -140,6 +145,7 @@ export function jobInfoFromRecord(job: JobRecord): MessageInitShape<typeof JobIn
     progress: job.progress ? fromJson(JobProgressSchema, job.progress as JsonValue, { ignoreUnknownFields: true }) : undefined,
     backup: result.backup ? fromJson(BackupInfoSchema, result.backup, { ignoreUnknownFields: true }) : undefined,
     restore: result.restore ? fromJson(RestoreResultSchema, result.restore, { ignoreUnknownFields: true }) : undefined,
+    expire: result.expire ? fromJson(ExpireResultSchema, result.expire, { ignoreUnknownFields: true }) : undefined,
   };
 }
 

@@ -20,7 +20,12 @@ const resolve = (argv: string[], env: NodeJS.ProcessEnv = {}) => resolveRunConfi
 
 test('defaults, flags and environment', () => {
   const c = resolve(['run', '--catalog', '/tmp/c.db', '--repo-path', '/srv/repo']);
-  assert.deepEqual(c, { listen: '127.0.0.1:7420', catalogPath: '/tmp/c.db', repoPath: '/srv/repo', heartbeatIntervalSeconds: 5, logLevel: 'info' });
+  assert.deepEqual(c, {
+    listen: '127.0.0.1:7420', catalogPath: '/tmp/c.db', repoPath: '/srv/repo', heartbeatIntervalSeconds: 5, logLevel: 'info',
+    scheduleIntervalSeconds: 30, maxBackupsPerRepository: 8, maxBackupsPerHost: 2,
+  });
+  const s = resolve(['run', '--catalog', '/c', '--repo-path', '/r', '--schedule-interval', '1', '--max-backups-per-host', '1'], { PGFLEET_MAX_BACKUPS_PER_REPOSITORY: '3' });
+  assert.deepEqual([s.scheduleIntervalSeconds, s.maxBackupsPerHost, s.maxBackupsPerRepository], [1, 1, 3]);
   const e = resolve(['run', '--heartbeat-interval', '9'], { PGFLEET_CATALOG: '/x.db', PGFLEET_REPO_PATH: '/r', PGFLEET_HEARTBEAT_INTERVAL: '3', PGFLEET_LISTEN: '0.0.0.0:9000' });
   assert.deepEqual([e.catalogPath, e.repoPath, e.heartbeatIntervalSeconds, e.listen], ['/x.db', '/r', 9, '0.0.0.0:9000']);
 });
@@ -53,6 +58,8 @@ test('bad values', () => {
   assert.throws(() => resolve(['run', '--catalog', '/c', '--repo-path', 'relative/repo']), /not an absolute path/);
   assert.throws(() => resolve(['run', '--catalog', '/c', '--repo-path', '/r', '--heartbeat-interval', '0']), (err: unknown) => PgfleetError.is(err, 'InvalidConfig'));
   assert.throws(() => resolve(['run', '--catalog', '/c', '--repo-path', '/r', '--listen', 'nohost']), /host:port/);
+  assert.throws(() => resolve(['run', '--catalog', '/c', '--repo-path', '/r', '--schedule-interval', '0']), (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /--schedule-interval/.test(err.message));
+  assert.throws(() => resolve(['run', '--catalog', '/c', '--repo-path', '/r', '--max-backups-per-repository', '0']), (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /--max-backups-per-repository/.test(err.message));
   assert.throws(() => parseCommandLine(controllerProgram, ['serve']), (err: unknown) => PgfleetError.is(err, 'UnknownCommand'));
   assert.throws(() => parseCommandLine(controllerProgram, ['run', '--bogus']), (err: unknown) => PgfleetError.is(err, 'InvalidArgument'));
 });

@@ -10,7 +10,7 @@ export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', '
 
 export const controllerProgram: ProgramSpec = {
   name: 'pgfleet-controller',
-  summary: 'the pgfleet controller: catalog, job dispatch and the admin API',
+  summary: 'the pgfleet controller: catalog, schedules, retention, job dispatch and the admin API',
   options: [
     { name: 'config', type: 'string', cliOnly: true, description: 'YAML file holding any of the options below (flags and environment win over it).' },
     { name: 'listen', type: 'string', default: '127.0.0.1:7420', description: 'host:port of the gRPC server for agents and the admin CLI (port 0 picks a free port).' },
@@ -18,12 +18,15 @@ export const controllerProgram: ProgramSpec = {
     { name: 'repo-path', type: 'string', description: 'Absolute path of the posix repository the agents write backups to (required).' },
     { name: 'heartbeat-interval', type: 'integer', default: 5, min: 1, max: 3600, description: 'Seconds between agent heartbeats, sent to every agent on connect.' },
     { name: 'log-level', type: 'string', default: 'info', choices: LOG_LEVELS, description: 'Log level of the JSON log on stderr.' },
+    { name: 'schedule-interval', type: 'integer', default: 30, min: 1, max: 3600, description: 'Seconds between scheduler rounds (due backups, retention). Cron times have minute resolution; a round runs what became due since the last one.' },
+    { name: 'max-backups-per-repository', type: 'integer', default: 8, min: 1, max: 100_000, description: 'At most this many scheduled backups (and expire jobs) run at once on one repository; others wait for the next round.' },
+    { name: 'max-backups-per-host', type: 'integer', default: 2, min: 1, max: 1000, description: 'At most this many scheduled backups (and expire jobs) run at once on one agent host.' },
   ],
   commands: [
     {
       name: 'run',
       summary: 'Run the controller (gRPC server for agents and admins) until SIGINT/SIGTERM.',
-      options: ['config', 'listen', 'catalog', 'repo-path', 'heartbeat-interval', 'log-level'],
+      options: ['config', 'listen', 'catalog', 'repo-path', 'heartbeat-interval', 'log-level', 'schedule-interval', 'max-backups-per-repository', 'max-backups-per-host'],
     },
   ],
 };
@@ -34,6 +37,11 @@ export interface ControllerConfig {
   repoPath: string;
   heartbeatIntervalSeconds: number;
   logLevel: string;
+  /** Seconds between scheduler rounds; default 30. */
+  scheduleIntervalSeconds?: number;
+  /** Concurrency limits of scheduled jobs; defaults 8 per repository, 2 per host. */
+  maxBackupsPerRepository?: number;
+  maxBackupsPerHost?: number;
 }
 
 export function resolveRunConfig(values: OptionValues): ControllerConfig {
@@ -53,5 +61,8 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
     repoPath,
     heartbeatIntervalSeconds: requireOption<number>(controllerProgram, values, 'heartbeat-interval'),
     logLevel: requireOption<string>(controllerProgram, values, 'log-level'),
+    scheduleIntervalSeconds: requireOption<number>(controllerProgram, values, 'schedule-interval'),
+    maxBackupsPerRepository: requireOption<number>(controllerProgram, values, 'max-backups-per-repository'),
+    maxBackupsPerHost: requireOption<number>(controllerProgram, values, 'max-backups-per-host'),
   };
 }

@@ -194,6 +194,8 @@ export interface ClusterSchedules extends BackupSlot {
   full?: string;
   diff?: string;
   incr?: string;
+  /** The cluster's spreading window (its policy); absent = the scheduler's. */
+  spreadMinutes?: number;
 }
 
 export interface PlannedBackup extends BackupSlot {
@@ -240,7 +242,7 @@ export class Scheduler {
    * 1,000 clusters would hold the event loop for a third of a second; with it a schedule is
    * evaluated about once per fire time. Only a cache: results are the same without it.
    */
-  private readonly quiet = new Map<string, { cron: string; lastRun: number | undefined; until: number }>();
+  private readonly quiet = new Map<string, { cron: string; spread: number; lastRun: number | undefined; until: number }>();
 
   constructor(options: SchedulerOptions) {
     checkSpread(options.spreadMinutes);
@@ -276,11 +278,12 @@ export class Scheduler {
         const lastRun = input.lastRun(s.cluster, type)?.getTime();
         const q = this.quiet.get(key);
         // No fire time in (lastRun, earlier tick] and none before `until`: none in (lastRun, now].
-        if (q && q.cron === cron && q.lastRun === lastRun && now.getTime() < q.until) continue;
+        const spread = s.spreadMinutes ?? this.spreadMinutes;
+        if (q && q.cron === cron && q.spread === spread && q.lastRun === lastRun && now.getTime() < q.until) continue;
         try {
-          const schedule: BackupSchedule = { cluster: s.cluster, type, cron, spreadMinutes: this.spreadMinutes };
+          const schedule: BackupSchedule = { cluster: s.cluster, type, cron, spreadMinutes: s.spreadMinutes ?? this.spreadMinutes };
           const runs = dueRuns(schedule, lastRun === undefined ? undefined : new Date(lastRun), now);
-          if (runs.length === 0) this.quiet.set(key, { cron, lastRun, until: nextFireTime(schedule, now).getTime() });
+          if (runs.length === 0) this.quiet.set(key, { cron, spread, lastRun, until: nextFireTime(schedule, now).getTime() });
           else this.quiet.delete(key);
           due.push(...runs);
         } catch (err) {
@@ -328,7 +331,7 @@ export class Scheduler {
     for (const type of BACKUP_PRECEDENCE) {
       const cron = schedules[type];
       if (cron === undefined) continue;
-      const at = nextFireTime({ cluster: schedules.cluster, type, cron, spreadMinutes: this.spreadMinutes }, now);
+      const at = nextFireTime({ cluster: schedules.cluster, type, cron, spreadMinutes: schedules.spreadMinutes ?? this.spreadMinutes }, now);
       if (!best || at.getTime() < best.at.getTime()) best = { type, at };
     }
     return best;

@@ -13,6 +13,7 @@ import { createAgentService } from './agent-service.js';
 import { AgentSessions } from './agent-sessions.js';
 import { publishJobs, type ControllerContext } from './context.js';
 import { JobWatchers } from './job-watchers.js';
+import { SchedulerLoop } from './scheduler-loop.js';
 import type { ControllerConfig } from './options.js';
 
 export interface RunningController {
@@ -21,6 +22,8 @@ export interface RunningController {
   /** host:port clients can dial. */
   readonly address: string;
   readonly context: ControllerContext;
+  /** The scheduler loop (tests call `tick(now)` on it). */
+  readonly scheduler: SchedulerLoop;
   /** Stops serving (open agent streams are cut after `graceMs`) and closes the catalog. */
   close(graceMs?: number): Promise<void>;
 }
@@ -30,6 +33,8 @@ export interface StartOptions {
   /** A catalog to use instead of opening config.catalogPath (tests). */
   store?: CatalogStore;
   now?: () => number;
+  /** False: do not tick on a timer (tests drive `scheduler.tick(now)` themselves). Default true. */
+  schedulerTimer?: boolean;
 }
 
 export async function startController(
@@ -50,6 +55,7 @@ export async function startController(
     heartbeatIntervalSeconds: config.heartbeatIntervalSeconds,
     now,
     connections: new Set(),
+    retentionDue: new Set(),
   };
 
   // No agent stream survives a controller restart, and a job's progress and result travel on
@@ -79,6 +85,11 @@ export async function startController(
     throw err;
   }
   health.setStatus('', 'SERVING');
+  const scheduler = new SchedulerLoop(ctx, {
+    intervalSeconds: config.scheduleIntervalSeconds ?? 30,
+    limits: { maxPerRepository: config.maxBackupsPerRepository ?? 8, maxPerHost: config.maxBackupsPerHost ?? 2 },
+  });
+  if (options.schedulerTimer ?? true) scheduler.start();
   const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
   const address = `${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`;
   log.info({ listen: config.listen, port, catalog: config.catalogPath.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:[redacted]@'), repoPath: config.repoPath }, 'controller listening');
@@ -88,9 +99,11 @@ export async function startController(
     port,
     address,
     context: ctx,
+    scheduler,
     async close(graceMs = 5000) {
       if (closed) return;
       closed = true;
+      await scheduler.stop();
       health.setStatus('', 'NOT_SERVING');
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {

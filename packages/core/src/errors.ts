@@ -60,7 +60,9 @@ export const ErrorCodes = {
   PgConnectFailed: spec('PGF-3003', GrpcStatus.UNAVAILABLE, 5, 'Check the connection settings (--pg-host, --pg-port, --pg-user) and that PostgreSQL is running.'),
   PgQueryFailed: spec('PGF-3004', GrpcStatus.INTERNAL, 1, 'See the PostgreSQL log for details.'),
   SystemIdMismatch: spec('PGF-3005', GrpcStatus.FAILED_PRECONDITION, 4, 'The repository holds another cluster under this name; use another cluster name or repository.'),
-  RestoreTargetNotEmpty: spec('PGF-3006', GrpcStatus.FAILED_PRECONDITION, 4, 'Restore into an empty or new directory (delta restore comes with --delta).'),
+  RestoreTargetNotEmpty: spec('PGF-3006', GrpcStatus.FAILED_PRECONDITION, 4, 'Restore into an empty or new directory, or use --delta to update an existing data directory of the cluster in place.'),
+  RestoreTargetInUse: spec('PGF-3007', GrpcStatus.FAILED_PRECONDITION, 4, 'Stop the PostgreSQL server running on that data directory before a delta restore into it.'),
+  PageChecksumMismatch: spec('PGF-3008', GrpcStatus.DATA_LOSS, 6, 'Data pages in PGDATA fail their checksum twice: the files are damaged on disk. The backup holds them as found; check the storage, find the affected relations (the file names are relfilenodes) and recover them from an older backup.'),
   // 4xxx: WAL archive
   WalFileMissing: spec('PGF-4001', GrpcStatus.NOT_FOUND, 3, 'archive_command was given a path that does not exist; PostgreSQL will retry.'),
   WalFileEmpty: spec('PGF-4002', GrpcStatus.INVALID_ARGUMENT, 6, 'The WAL file is empty or truncated; it was refused so PostgreSQL retries with the complete file.'),
@@ -68,6 +70,8 @@ export const ErrorCodes = {
   WalConflict: spec('PGF-4004', GrpcStatus.ALREADY_EXISTS, 6, 'The repository already holds a different file under this name; it is never overwritten. Investigate before removing either copy.'),
   WalNotInRepository: spec('PGF-4005', GrpcStatus.NOT_FOUND, 3, 'The segment is not archived (yet).'),
   WalArchiveTimeout: spec('PGF-4006', GrpcStatus.DEADLINE_EXCEEDED, 5, 'Check archive_command and pg_stat_archiver.failed_count: WAL needed by the backup did not reach the repository.'),
+  WalDaemonFailed: spec('PGF-4007', GrpcStatus.UNAVAILABLE, 5, 'The agent daemon took the WAL file but gave no answer; PostgreSQL retries (archiving is idempotent). See the agent log.'),
+  WalStreamFailed: spec('PGF-4008', GrpcStatus.UNAVAILABLE, 5, 'WAL streaming stopped; it reconnects by itself. Check max_wal_senders, the replication entry in pg_hba.conf and the agent log.'),
   // 5xxx: repository
   RepoFileMissing: spec('PGF-5001', GrpcStatus.NOT_FOUND, 6, 'A file the manifest lists is missing from the repository; the backup cannot be restored.'),
   RepoChecksumMismatch: spec('PGF-5002', GrpcStatus.DATA_LOSS, 6, 'A repository file does not match its checksum; the backup is damaged.'),

@@ -38,6 +38,11 @@ describe('health and reflection', () => {
       getJob: unused,
       listJobs: unused,
       watchJob: unused,
+      getPolicy: unused,
+      setPolicy: unused,
+      planRetention: unused,
+      applyRetention: unused,
+      pinBackup: unused,
     };
     const agent: ServiceImpl<typeof AgentService> = { connect: unused };
     addService(server, AdminService, admin);

@@ -86,6 +86,11 @@ describe('rpc adapter', () => {
     startBackup: unused,
     startRestore: unused,
     getJob: unused,
+    getPolicy: unused,
+    setPolicy: unused,
+    planRetention: unused,
+    applyRetention: unused,
+    pinBackup: unused,
   };
 
   const agent: ServiceImpl<typeof AgentService> = {

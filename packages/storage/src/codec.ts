@@ -7,9 +7,9 @@
 import { createHash, type Hash } from 'node:crypto';
 import { PassThrough, Transform, type TransformCallback } from 'node:stream';
 import zlib from 'node:zlib';
+import type { Codec } from './codec-names.js';
 
-export const CODECS = ['zstd', 'gzip', 'none'] as const;
-export type Codec = (typeof CODECS)[number];
+export { CODECS, type Codec } from './codec-names.js';
 
 const CHUNK = 1 << 20;
 

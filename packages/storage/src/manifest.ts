@@ -22,6 +22,11 @@ export interface ManifestFile {
   codec: Codec;
   /** Label of the backup whose directory holds the bytes (this one, or a prior one for diff/incr). */
   backup: string;
+  /**
+   * Block numbers (segment * RELSEG_SIZE + page) whose data checksum failed, twice, when the
+   * backup read the file; absent when every page passed or the file has no page checksums.
+   */
+  pageChecksumErrors?: number[];
 }
 
 export interface ManifestDirectory {
@@ -60,7 +65,9 @@ export interface BackupManifest {
   directories: ManifestDirectory[];
   links: ManifestLink[];
   files: ManifestFile[];
+  /** Content bytes of every file (what a restore writes), referenced ones included. */
   sizeBytes: number;
+  /** Bytes this backup stored in its own directory (files referenced from a prior backup excluded). */
   storedBytes: number;
   agentVersion: string;
 }

@@ -11,7 +11,7 @@
  * The content checksum is in each WAL file's name so the archive can answer "already there with
  * the same content?" from a listing, without downloading anything.
  */
-import { Readable, type Writable } from 'node:stream';
+import { Readable, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgfleetError } from '@pgfleet/core';
 import { CODECS, type Codec, codecExtension, compressor, decompressor, HashingStream } from './codec.js';
@@ -91,11 +91,15 @@ export class Repository {
 
   // ---- file bytes -------------------------------------------------------------------------
 
-  /** Stores a stream: content hashed, compressed, stored bytes hashed, all in one pass. */
-  async writeObject(key: string, source: Readable, codec: Codec): Promise<StoredFile> {
+  /**
+   * Stores a stream: content hashed, compressed, stored bytes hashed, all in one pass. `inspect`
+   * stages (e.g. page-checksum validation) see the content in the same pass and must pass it on
+   * unchanged.
+   */
+  async writeObject(key: string, source: Readable, codec: Codec, inspect: readonly Transform[] = []): Promise<StoredFile> {
     const content = new HashingStream();
     const stored = new HashingStream();
-    const packed = pipeline(source, content, compressor(codec), stored);
+    const packed = pipeline([source, ...inspect, content, compressor(codec), stored]);
     await Promise.all([packed, this.driver.put(key, stored)]);
     return { size: content.bytes, sha256: content.sha256, storedSize: stored.bytes, storedSha256: stored.sha256 };
   }

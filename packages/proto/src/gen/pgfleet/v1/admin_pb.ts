@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { ArchiverStats, JobProgress, RestoreResult } from "./agent_pb.js";
+import type { ArchiverStats, ExpireResult, JobProgress, RestoreResult, WalKeepRange } from "./agent_pb.js";
 import { file_pgfleet_v1_agent } from "./agent_pb.js";
 import type { BackupInfo, BackupType, ErrorDetail, JobState, RecoveryTarget } from "./common_pb.js";
 import { file_pgfleet_v1_common } from "./common_pb.js";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/admin.proto.
  */
 export const file_pgfleet_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChZwZ2ZsZWV0L3YxL2FkbWluLnByb3RvEgpwZ2ZsZWV0LnYxIv4BCgtDbHVzdGVySW5mbxIMCgRuYW1lGAEgASgJEhkKEXN5c3RlbV9pZGVudGlmaWVyGAIgASgJEhIKCnBnX3ZlcnNpb24YAyABKA0SFwoPYWdlbnRfY29ubmVjdGVkGAQgASgIEhAKCGFnZW50X2lkGAUgASgJEi0KCWxhc3Rfc2VlbhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoLbGFzdF9iYWNrdXAYByABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm8SKwoIYXJjaGl2ZXIYCCABKAsyGS5wZ2ZsZWV0LnYxLkFyY2hpdmVyU3RhdHMiFQoTTGlzdENsdXN0ZXJzUmVxdWVzdCJBChRMaXN0Q2x1c3RlcnNSZXNwb25zZRIpCghjbHVzdGVycxgBIAMoCzIXLnBnZmxlZXQudjEuQ2x1c3RlckluZm8iJQoSTGlzdEJhY2t1cHNSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkiPgoTTGlzdEJhY2t1cHNSZXNwb25zZRInCgdiYWNrdXBzGAEgAygLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvIksKElN0YXJ0QmFja3VwUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUiNwoTU3RhcnRCYWNrdXBSZXNwb25zZRIgCgNqb2IYASABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8ijgEKE1N0YXJ0UmVzdG9yZVJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEioKBnRhcmdldBgDIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSFAoMYmFja3VwX2xhYmVsGAQgASgJEhAKCGFnZW50X2lkGAUgASgJIjgKFFN0YXJ0UmVzdG9yZVJlc3BvbnNlEiAKA2pvYhgBIAEoCzITLnBnZmxlZXQudjEuSm9iSW5mbyKjAwoHSm9iSW5mbxIKCgJpZBgBIAEoCRIPCgdjbHVzdGVyGAIgASgJEgwKBGtpbmQYAyABKAkSIwoFc3RhdGUYBCABKA4yFC5wZ2ZsZWV0LnYxLkpvYlN0YXRlEhAKCGFnZW50X2lkGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgVlcnJvchgJIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWwSKQoIcHJvZ3Jlc3MYCiABKAsyFy5wZ2ZsZWV0LnYxLkpvYlByb2dyZXNzEiYKBmJhY2t1cBgLIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mbxIqCgdyZXN0b3JlGAwgASgLMhkucGdmbGVldC52MS5SZXN0b3JlUmVzdWx0IhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiMgoOR2V0Sm9iUmVzcG9uc2USIAoDam9iGAEgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIjEKD0xpc3RKb2JzUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEg0KBWxpbWl0GAIgASgNIjUKEExpc3RKb2JzUmVzcG9uc2USIQoEam9icxgBIAMoCzITLnBnZmxlZXQudjEuSm9iSW5mbyIdCg9XYXRjaEpvYlJlcXVlc3QSCgoCaWQYASABKAkiNAoQV2F0Y2hKb2JSZXNwb25zZRIgCgNqb2IYASABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8ypQQKDEFkbWluU2VydmljZRJRCgxMaXN0Q2x1c3RlcnMSHy5wZ2ZsZWV0LnYxLkxpc3RDbHVzdGVyc1JlcXVlc3QaIC5wZ2ZsZWV0LnYxLkxpc3RDbHVzdGVyc1Jlc3BvbnNlEk4KC0xpc3RCYWNrdXBzEh4ucGdmbGVldC52MS5MaXN0QmFja3Vwc1JlcXVlc3QaHy5wZ2ZsZWV0LnYxLkxpc3RCYWNrdXBzUmVzcG9uc2USTgoLU3RhcnRCYWNrdXASHi5wZ2ZsZWV0LnYxLlN0YXJ0QmFja3VwUmVxdWVzdBofLnBnZmxlZXQudjEuU3RhcnRCYWNrdXBSZXNwb25zZRJRCgxTdGFydFJlc3RvcmUSHy5wZ2ZsZWV0LnYxLlN0YXJ0UmVzdG9yZVJlcXVlc3QaIC5wZ2ZsZWV0LnYxLlN0YXJ0UmVzdG9yZVJlc3BvbnNlEj8KBkdldEpvYhIZLnBnZmxlZXQudjEuR2V0Sm9iUmVxdWVzdBoaLnBnZmxlZXQudjEuR2V0Sm9iUmVzcG9uc2USRQoITGlzdEpvYnMSGy5wZ2ZsZWV0LnYxLkxpc3RKb2JzUmVxdWVzdBocLnBnZmxlZXQudjEuTGlzdEpvYnNSZXNwb25zZRJHCghXYXRjaEpvYhIbLnBnZmxlZXQudjEuV2F0Y2hKb2JSZXF1ZXN0GhwucGdmbGVldC52MS5XYXRjaEpvYlJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_pgfleet_v1_agent, file_pgfleet_v1_common]);
+  fileDesc("ChZwZ2ZsZWV0L3YxL2FkbWluLnByb3RvEgpwZ2ZsZWV0LnYxIv4BCgtDbHVzdGVySW5mbxIMCgRuYW1lGAEgASgJEhkKEXN5c3RlbV9pZGVudGlmaWVyGAIgASgJEhIKCnBnX3ZlcnNpb24YAyABKA0SFwoPYWdlbnRfY29ubmVjdGVkGAQgASgIEhAKCGFnZW50X2lkGAUgASgJEi0KCWxhc3Rfc2VlbhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoLbGFzdF9iYWNrdXAYByABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm8SKwoIYXJjaGl2ZXIYCCABKAsyGS5wZ2ZsZWV0LnYxLkFyY2hpdmVyU3RhdHMiFQoTTGlzdENsdXN0ZXJzUmVxdWVzdCJBChRMaXN0Q2x1c3RlcnNSZXNwb25zZRIpCghjbHVzdGVycxgBIAMoCzIXLnBnZmxlZXQudjEuQ2x1c3RlckluZm8iJQoSTGlzdEJhY2t1cHNSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkiPgoTTGlzdEJhY2t1cHNSZXNwb25zZRInCgdiYWNrdXBzGAEgAygLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvIksKElN0YXJ0QmFja3VwUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUiNwoTU3RhcnRCYWNrdXBSZXNwb25zZRIgCgNqb2IYASABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8inQEKE1N0YXJ0UmVzdG9yZVJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEioKBnRhcmdldBgDIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSFAoMYmFja3VwX2xhYmVsGAQgASgJEhAKCGFnZW50X2lkGAUgASgJEg0KBWRlbHRhGAYgASgIIjgKFFN0YXJ0UmVzdG9yZVJlc3BvbnNlEiAKA2pvYhgBIAEoCzITLnBnZmxlZXQudjEuSm9iSW5mbyLNAwoHSm9iSW5mbxIKCgJpZBgBIAEoCRIPCgdjbHVzdGVyGAIgASgJEgwKBGtpbmQYAyABKAkSIwoFc3RhdGUYBCABKA4yFC5wZ2ZsZWV0LnYxLkpvYlN0YXRlEhAKCGFnZW50X2lkGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgVlcnJvchgJIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWwSKQoIcHJvZ3Jlc3MYCiABKAsyFy5wZ2ZsZWV0LnYxLkpvYlByb2dyZXNzEiYKBmJhY2t1cBgLIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mbxIqCgdyZXN0b3JlGAwgASgLMhkucGdmbGVldC52MS5SZXN0b3JlUmVzdWx0EigKBmV4cGlyZRgNIAEoCzIYLnBnZmxlZXQudjEuRXhwaXJlUmVzdWx0IhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiMgoOR2V0Sm9iUmVzcG9uc2USIAoDam9iGAEgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIjEKD0xpc3RKb2JzUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEg0KBWxpbWl0GAIgASgNIjUKEExpc3RKb2JzUmVzcG9uc2USIQoEam9icxgBIAMoCzITLnBnZmxlZXQudjEuSm9iSW5mbyIdCg9XYXRjaEpvYlJlcXVlc3QSCgoCaWQYASABKAkiNAoQV2F0Y2hKb2JSZXNwb25zZRIgCgNqb2IYASABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8i7AIKDlBvbGljeVNldHRpbmdzEhEKBGZ1bGwYASABKAlIAIgBARIRCgRkaWZmGAIgASgJSAGIAQESEQoEaW5jchgDIAEoCUgCiAEBEhsKDnNwcmVhZF9taW51dGVzGAQgASgBSAOIAQESHQoQcGl0cl93aW5kb3dfZGF5cxgFIAEoAUgEiAEBEhIKBWRhaWx5GAYgASgNSAWIAQESEwoGd2Vla2x5GAcgASgNSAaIAQESFAoHbW9udGhseRgIIAEoDUgHiAEBEhMKBnllYXJseRgJIAEoDUgIiAEBEhUKCG1pbl9mdWxsGAogASgNSAmIAQFCBwoFX2Z1bGxCBwoFX2RpZmZCBwoFX2luY3JCEQoPX3NwcmVhZF9taW51dGVzQhMKEV9waXRyX3dpbmRvd19kYXlzQggKBl9kYWlseUIJCgdfd2Vla2x5QgoKCF9tb250aGx5QgkKB195ZWFybHlCCwoJX21pbl9mdWxsIjkKC1BvbGljeVZhbHVlEgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCRIOCgZzb3VyY2UYAyABKAkiIwoQR2V0UG9saWN5UmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJIswBChFHZXRQb2xpY3lSZXNwb25zZRIPCgdjbHVzdGVyGAEgASgJEicKBnZhbHVlcxgCIAMoCzIXLnBnZmxlZXQudjEuUG9saWN5VmFsdWUSKQoFZmxlZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlBvbGljeVNldHRpbmdzEjQKEGNsdXN0ZXJfb3ZlcnJpZGUYBCABKAsyGi5wZ2ZsZWV0LnYxLlBvbGljeVNldHRpbmdzEhwKFHJldGVudGlvbl9jb25maWd1cmVkGAUgASgIIm8KEFNldFBvbGljeVJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRINCgVmbGVldBgCIAEoCBIsCghzZXR0aW5ncxgDIAEoCzIaLnBnZmxlZXQudjEuUG9saWN5U2V0dGluZ3MSDQoFcmVzZXQYBCABKAgiQgoRU2V0UG9saWN5UmVzcG9uc2USLQoGcG9saWN5GAEgASgLMh0ucGdmbGVldC52MS5HZXRQb2xpY3lSZXNwb25zZSInChRQbGFuUmV0ZW50aW9uUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJIssBChFSZXRlbnRpb25EZWNpc2lvbhINCgVsYWJlbBgBIAEoCRIkCgR0eXBlGAIgASgOMhYucGdmbGVldC52MS5CYWNrdXBUeXBlEi0KCXN0b3BfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEa2VlcBgEIAEoCBIPCgdyZWFzb25zGAUgAygJEg4KBnBpbm5lZBgGIAEoCBIRCgl3YWxfc3RhcnQYByABKAkSEAoId2FsX3N0b3AYCCABKAkivwIKFVBsYW5SZXRlbnRpb25SZXNwb25zZRIPCgdjbHVzdGVyGAEgASgJEicKA25vdxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMd2luZG93X3N0YXJ0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxhbmNob3JfbGFiZWwYBCABKAkSFQoNd2FsX2tlZXBfZnJvbRgFIAEoCRIxCg93YWxfa2VlcF9yYW5nZXMYBiADKAsyGC5wZ2ZsZWV0LnYxLldhbEtlZXBSYW5nZRIuCgdiYWNrdXBzGAcgAygLMh0ucGdmbGVldC52MS5SZXRlbnRpb25EZWNpc2lvbhIqCgZwb2xpY3kYCCABKAsyGi5wZ2ZsZWV0LnYxLlBvbGljeVNldHRpbmdzIigKFUFwcGx5UmV0ZW50aW9uUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJImsKFkFwcGx5UmV0ZW50aW9uUmVzcG9uc2USLwoEcGxhbhgBIAEoCzIhLnBnZmxlZXQudjEuUGxhblJldGVudGlvblJlc3BvbnNlEiAKA2pvYhgCIAEoCzITLnBnZmxlZXQudjEuSm9iSW5mbyJCChBQaW5CYWNrdXBSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkSDQoFbGFiZWwYAiABKAkSDgoGcGlubmVkGAMgASgIIjsKEVBpbkJhY2t1cFJlc3BvbnNlEiYKBmJhY2t1cBgBIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mbzKyBwoMQWRtaW5TZXJ2aWNlElEKDExpc3RDbHVzdGVycxIfLnBnZmxlZXQudjEuTGlzdENsdXN0ZXJzUmVxdWVzdBogLnBnZmxlZXQudjEuTGlzdENsdXN0ZXJzUmVzcG9uc2USTgoLTGlzdEJhY2t1cHMSHi5wZ2ZsZWV0LnYxLkxpc3RCYWNrdXBzUmVxdWVzdBofLnBnZmxlZXQudjEuTGlzdEJhY2t1cHNSZXNwb25zZRJOCgtTdGFydEJhY2t1cBIeLnBnZmxlZXQudjEuU3RhcnRCYWNrdXBSZXF1ZXN0Gh8ucGdmbGVldC52MS5TdGFydEJhY2t1cFJlc3BvbnNlElEKDFN0YXJ0UmVzdG9yZRIfLnBnZmxlZXQudjEuU3RhcnRSZXN0b3JlUmVxdWVzdBogLnBnZmxlZXQudjEuU3RhcnRSZXN0b3JlUmVzcG9uc2USPwoGR2V0Sm9iEhkucGdmbGVldC52MS5HZXRKb2JSZXF1ZXN0GhoucGdmbGVldC52MS5HZXRKb2JSZXNwb25zZRJFCghMaXN0Sm9icxIbLnBnZmxlZXQudjEuTGlzdEpvYnNSZXF1ZXN0GhwucGdmbGVldC52MS5MaXN0Sm9ic1Jlc3BvbnNlEkcKCFdhdGNoSm9iEhsucGdmbGVldC52MS5XYXRjaEpvYlJlcXVlc3QaHC5wZ2ZsZWV0LnYxLldhdGNoSm9iUmVzcG9uc2UwARJICglHZXRQb2xpY3kSHC5wZ2ZsZWV0LnYxLkdldFBvbGljeVJlcXVlc3QaHS5wZ2ZsZWV0LnYxLkdldFBvbGljeVJlc3BvbnNlEkgKCVNldFBvbGljeRIcLnBnZmxlZXQudjEuU2V0UG9saWN5UmVxdWVzdBodLnBnZmxlZXQudjEuU2V0UG9saWN5UmVzcG9uc2USVAoNUGxhblJldGVudGlvbhIgLnBnZmxlZXQudjEuUGxhblJldGVudGlvblJlcXVlc3QaIS5wZ2ZsZWV0LnYxLlBsYW5SZXRlbnRpb25SZXNwb25zZRJXCg5BcHBseVJldGVudGlvbhIhLnBnZmxlZXQudjEuQXBwbHlSZXRlbnRpb25SZXF1ZXN0GiIucGdmbGVldC52MS5BcHBseVJldGVudGlvblJlc3BvbnNlEkgKCVBpbkJhY2t1cBIcLnBnZmxlZXQudjEuUGluQmFja3VwUmVxdWVzdBodLnBnZmxlZXQudjEuUGluQmFja3VwUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_pgfleet_v1_agent, file_pgfleet_v1_common]);
 
 /**
  * @generated from message pgfleet.v1.ClusterInfo
@@ -205,6 +205,13 @@ export type StartRestoreRequest = Message<"pgfleet.v1.StartRestoreRequest"> & {
    * @generated from field: string agent_id = 5;
    */
   agentId: string;
+
+  /**
+   * Update an existing data directory in place instead of requiring an empty one (see RestoreJob.delta).
+   *
+   * @generated from field: bool delta = 6;
+   */
+  delta: boolean;
 };
 
 /**
@@ -294,6 +301,11 @@ export type JobInfo = Message<"pgfleet.v1.JobInfo"> & {
    * @generated from field: pgfleet.v1.RestoreResult restore = 12;
    */
   restore?: RestoreResult | undefined;
+
+  /**
+   * @generated from field: pgfleet.v1.ExpireResult expire = 13;
+   */
+  expire?: ExpireResult | undefined;
 };
 
 /**
@@ -411,6 +423,438 @@ export const WatchJobResponseSchema: GenMessage<WatchJobResponse> = /*@__PURE__*
   messageDesc(file_pgfleet_v1_admin, 15);
 
 /**
+ * PolicySettings is a partial policy: an unset field is inherited (cluster override -> fleet
+ * default -> built-in default). A schedule set to '' means "not scheduled", overriding the fleet.
+ *
+ * @generated from message pgfleet.v1.PolicySettings
+ */
+export type PolicySettings = Message<"pgfleet.v1.PolicySettings"> & {
+  /**
+   * 5-field cron expressions (UTC).
+   *
+   * @generated from field: optional string full = 1;
+   */
+  full?: string | undefined;
+
+  /**
+   * @generated from field: optional string diff = 2;
+   */
+  diff?: string | undefined;
+
+  /**
+   * @generated from field: optional string incr = 3;
+   */
+  incr?: string | undefined;
+
+  /**
+   * Width of the window over which the fleet's clusters are spread (minutes).
+   *
+   * @generated from field: optional double spread_minutes = 4;
+   */
+  spreadMinutes?: number | undefined;
+
+  /**
+   * Days of point-in-time recovery to keep (0 = from the newest full backup on).
+   *
+   * @generated from field: optional double pitr_window_days = 5;
+   */
+  pitrWindowDays?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 daily = 6;
+   */
+  daily?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 weekly = 7;
+   */
+  weekly?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 monthly = 8;
+   */
+  monthly?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 yearly = 9;
+   */
+  yearly?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 min_full = 10;
+   */
+  minFull?: number | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.PolicySettings.
+ * Use `create(PolicySettingsSchema)` to create a new message.
+ */
+export const PolicySettingsSchema: GenMessage<PolicySettings> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 16);
+
+/**
+ * One effective value and where it comes from: "cluster", "fleet" or "default".
+ *
+ * @generated from message pgfleet.v1.PolicyValue
+ */
+export type PolicyValue = Message<"pgfleet.v1.PolicyValue"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * @generated from field: string value = 2;
+   */
+  value: string;
+
+  /**
+   * @generated from field: string source = 3;
+   */
+  source: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.PolicyValue.
+ * Use `create(PolicyValueSchema)` to create a new message.
+ */
+export const PolicyValueSchema: GenMessage<PolicyValue> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 17);
+
+/**
+ * @generated from message pgfleet.v1.GetPolicyRequest
+ */
+export type GetPolicyRequest = Message<"pgfleet.v1.GetPolicyRequest"> & {
+  /**
+   * Empty: the fleet default.
+   *
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.GetPolicyRequest.
+ * Use `create(GetPolicyRequestSchema)` to create a new message.
+ */
+export const GetPolicyRequestSchema: GenMessage<GetPolicyRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 18);
+
+/**
+ * @generated from message pgfleet.v1.GetPolicyResponse
+ */
+export type GetPolicyResponse = Message<"pgfleet.v1.GetPolicyResponse"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * Every key with its effective value and source, in a fixed order.
+   *
+   * @generated from field: repeated pgfleet.v1.PolicyValue values = 2;
+   */
+  values: PolicyValue[];
+
+  /**
+   * @generated from field: pgfleet.v1.PolicySettings fleet = 3;
+   */
+  fleet?: PolicySettings | undefined;
+
+  /**
+   * @generated from field: pgfleet.v1.PolicySettings cluster_override = 4;
+   */
+  clusterOverride?: PolicySettings | undefined;
+
+  /**
+   * False while no retention value is set anywhere: retention then runs only when asked
+   * (pgfleet retention apply), never on its own.
+   *
+   * @generated from field: bool retention_configured = 5;
+   */
+  retentionConfigured: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.GetPolicyResponse.
+ * Use `create(GetPolicyResponseSchema)` to create a new message.
+ */
+export const GetPolicyResponseSchema: GenMessage<GetPolicyResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 19);
+
+/**
+ * @generated from message pgfleet.v1.SetPolicyRequest
+ */
+export type SetPolicyRequest = Message<"pgfleet.v1.SetPolicyRequest"> & {
+  /**
+   * The cluster whose override to change; empty together with fleet = true for the fleet default.
+   *
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * @generated from field: bool fleet = 2;
+   */
+  fleet: boolean;
+
+  /**
+   * @generated from field: pgfleet.v1.PolicySettings settings = 3;
+   */
+  settings?: PolicySettings | undefined;
+
+  /**
+   * Drop the existing override (or fleet default) before applying settings.
+   *
+   * @generated from field: bool reset = 4;
+   */
+  reset: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.SetPolicyRequest.
+ * Use `create(SetPolicyRequestSchema)` to create a new message.
+ */
+export const SetPolicyRequestSchema: GenMessage<SetPolicyRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 20);
+
+/**
+ * @generated from message pgfleet.v1.SetPolicyResponse
+ */
+export type SetPolicyResponse = Message<"pgfleet.v1.SetPolicyResponse"> & {
+  /**
+   * @generated from field: pgfleet.v1.GetPolicyResponse policy = 1;
+   */
+  policy?: GetPolicyResponse | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.SetPolicyResponse.
+ * Use `create(SetPolicyResponseSchema)` to create a new message.
+ */
+export const SetPolicyResponseSchema: GenMessage<SetPolicyResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 21);
+
+/**
+ * @generated from message pgfleet.v1.PlanRetentionRequest
+ */
+export type PlanRetentionRequest = Message<"pgfleet.v1.PlanRetentionRequest"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.PlanRetentionRequest.
+ * Use `create(PlanRetentionRequestSchema)` to create a new message.
+ */
+export const PlanRetentionRequestSchema: GenMessage<PlanRetentionRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 22);
+
+/**
+ * @generated from message pgfleet.v1.RetentionDecision
+ */
+export type RetentionDecision = Message<"pgfleet.v1.RetentionDecision"> & {
+  /**
+   * @generated from field: string label = 1;
+   */
+  label: string;
+
+  /**
+   * @generated from field: pgfleet.v1.BackupType type = 2;
+   */
+  type: BackupType;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp stop_time = 3;
+   */
+  stopTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: bool keep = 4;
+   */
+  keep: boolean;
+
+  /**
+   * Why it stays (pitr-window, daily, weekly, monthly, yearly, min-full, pinned, clock-skew,
+   * chain-of:<label>) or why it goes (outside-retention, broken-chain:<label>).
+   *
+   * @generated from field: repeated string reasons = 5;
+   */
+  reasons: string[];
+
+  /**
+   * @generated from field: bool pinned = 6;
+   */
+  pinned: boolean;
+
+  /**
+   * @generated from field: string wal_start = 7;
+   */
+  walStart: string;
+
+  /**
+   * @generated from field: string wal_stop = 8;
+   */
+  walStop: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.RetentionDecision.
+ * Use `create(RetentionDecisionSchema)` to create a new message.
+ */
+export const RetentionDecisionSchema: GenMessage<RetentionDecision> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 23);
+
+/**
+ * @generated from message pgfleet.v1.PlanRetentionResponse
+ */
+export type PlanRetentionResponse = Message<"pgfleet.v1.PlanRetentionResponse"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp now = 2;
+   */
+  now?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp window_start = 3;
+   */
+  windowStart?: Timestamp | undefined;
+
+  /**
+   * The backup the PITR window starts from ('' when the cluster has no usable full backup: then
+   * no WAL is expired).
+   *
+   * @generated from field: string anchor_label = 4;
+   */
+  anchorLabel: string;
+
+  /**
+   * WAL from this segment's position on stays on every timeline ('' = all WAL stays).
+   *
+   * @generated from field: string wal_keep_from = 5;
+   */
+  walKeepFrom: string;
+
+  /**
+   * Older WAL kept for long-term backups.
+   *
+   * @generated from field: repeated pgfleet.v1.WalKeepRange wal_keep_ranges = 6;
+   */
+  walKeepRanges: WalKeepRange[];
+
+  /**
+   * Every backup of the cluster in real-time order.
+   *
+   * @generated from field: repeated pgfleet.v1.RetentionDecision backups = 7;
+   */
+  backups: RetentionDecision[];
+
+  /**
+   * @generated from field: pgfleet.v1.PolicySettings policy = 8;
+   */
+  policy?: PolicySettings | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.PlanRetentionResponse.
+ * Use `create(PlanRetentionResponseSchema)` to create a new message.
+ */
+export const PlanRetentionResponseSchema: GenMessage<PlanRetentionResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 24);
+
+/**
+ * @generated from message pgfleet.v1.ApplyRetentionRequest
+ */
+export type ApplyRetentionRequest = Message<"pgfleet.v1.ApplyRetentionRequest"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.ApplyRetentionRequest.
+ * Use `create(ApplyRetentionRequestSchema)` to create a new message.
+ */
+export const ApplyRetentionRequestSchema: GenMessage<ApplyRetentionRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 25);
+
+/**
+ * @generated from message pgfleet.v1.ApplyRetentionResponse
+ */
+export type ApplyRetentionResponse = Message<"pgfleet.v1.ApplyRetentionResponse"> & {
+  /**
+   * @generated from field: pgfleet.v1.PlanRetentionResponse plan = 1;
+   */
+  plan?: PlanRetentionResponse | undefined;
+
+  /**
+   * The expire job (unset when the plan removes nothing: no backup expires and no WAL can).
+   *
+   * @generated from field: pgfleet.v1.JobInfo job = 2;
+   */
+  job?: JobInfo | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.ApplyRetentionResponse.
+ * Use `create(ApplyRetentionResponseSchema)` to create a new message.
+ */
+export const ApplyRetentionResponseSchema: GenMessage<ApplyRetentionResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 26);
+
+/**
+ * @generated from message pgfleet.v1.PinBackupRequest
+ */
+export type PinBackupRequest = Message<"pgfleet.v1.PinBackupRequest"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * @generated from field: string label = 2;
+   */
+  label: string;
+
+  /**
+   * @generated from field: bool pinned = 3;
+   */
+  pinned: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.PinBackupRequest.
+ * Use `create(PinBackupRequestSchema)` to create a new message.
+ */
+export const PinBackupRequestSchema: GenMessage<PinBackupRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 27);
+
+/**
+ * @generated from message pgfleet.v1.PinBackupResponse
+ */
+export type PinBackupResponse = Message<"pgfleet.v1.PinBackupResponse"> & {
+  /**
+   * @generated from field: pgfleet.v1.BackupInfo backup = 1;
+   */
+  backup?: BackupInfo | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.PinBackupResponse.
+ * Use `create(PinBackupResponseSchema)` to create a new message.
+ */
+export const PinBackupResponseSchema: GenMessage<PinBackupResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 28);
+
+/**
  * AdminService is the controller's API for the `pgfleet` CLI (and later a dashboard).
  *
  * @generated from service pgfleet.v1.AdminService
@@ -473,6 +917,57 @@ export const AdminService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchJobRequestSchema;
     output: typeof WatchJobResponseSchema;
+  },
+  /**
+   * GetPolicy returns the effective policy of a cluster (its override over the fleet default)
+   * or, with an empty cluster, the fleet default.
+   *
+   * @generated from rpc pgfleet.v1.AdminService.GetPolicy
+   */
+  getPolicy: {
+    methodKind: "unary";
+    input: typeof GetPolicyRequestSchema;
+    output: typeof GetPolicyResponseSchema;
+  },
+  /**
+   * SetPolicy merges the given settings into a cluster's override or the fleet default.
+   *
+   * @generated from rpc pgfleet.v1.AdminService.SetPolicy
+   */
+  setPolicy: {
+    methodKind: "unary";
+    input: typeof SetPolicyRequestSchema;
+    output: typeof SetPolicyResponseSchema;
+  },
+  /**
+   * PlanRetention shows what retention would remove now and why; nothing is deleted.
+   *
+   * @generated from rpc pgfleet.v1.AdminService.PlanRetention
+   */
+  planRetention: {
+    methodKind: "unary";
+    input: typeof PlanRetentionRequestSchema;
+    output: typeof PlanRetentionResponseSchema;
+  },
+  /**
+   * ApplyRetention dispatches an expire job for the cluster's current retention plan.
+   *
+   * @generated from rpc pgfleet.v1.AdminService.ApplyRetention
+   */
+  applyRetention: {
+    methodKind: "unary";
+    input: typeof ApplyRetentionRequestSchema;
+    output: typeof ApplyRetentionResponseSchema;
+  },
+  /**
+   * PinBackup pins (or unpins) a backup: pinned backups are never expired.
+   *
+   * @generated from rpc pgfleet.v1.AdminService.PinBackup
+   */
+  pinBackup: {
+    methodKind: "unary";
+    input: typeof PinBackupRequestSchema;
+    output: typeof PinBackupResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_pgfleet_v1_admin, 0);

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/agent.proto.
  */
 export const file_pgfleet_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIr0BCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SABCBQoDbXNnIoYBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIAEIFCgNtc2ci1wEKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCSJJCgdXZWxjb21lEhoKEmNvbnRyb2xsZXJfdmVyc2lvbhgBIAEoCRIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgCIAEoDSKYAQoJSGVhcnRiZWF0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXBnX3VwGAIgASgIEisKCGFyY2hpdmVyGAMgASgLMhkucGdmbGVldC52MS5BcmNoaXZlclN0YXRzEhMKC2N1cnJlbnRfbHNuGAQgASgJEhAKCHRpbWVsaW5lGAUgASgNIt8BCg1BcmNoaXZlclN0YXRzEhYKDmFyY2hpdmVkX2NvdW50GAEgASgEEhkKEWxhc3RfYXJjaGl2ZWRfd2FsGAIgASgJEjYKEmxhc3RfYXJjaGl2ZWRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMZmFpbGVkX2NvdW50GAQgASgEEhcKD2xhc3RfZmFpbGVkX3dhbBgFIAEoCRI0ChBsYXN0X2ZhaWxlZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKdAQoDSm9iEg4KBmpvYl9pZBgBIAEoCRIqCgpyZXBvc2l0b3J5GAIgASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAQgYKBGtpbmQiQAoJQmFja3VwSm9iEiQKBHR5cGUYASABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSDQoFbGFiZWwYAiABKAkicwoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQiGAoGQ2FuY2VsEg4KBmpvYl9pZBgBIAEoCSKPAQoLSm9iUHJvZ3Jlc3MSDgoGam9iX2lkGAEgASgJEg0KBXBoYXNlGAIgASgJEhIKCmJ5dGVzX2RvbmUYAyABKAQSEwoLYnl0ZXNfdG90YWwYBCABKAQSEgoKZmlsZXNfZG9uZRgFIAEoDRITCgtmaWxlc190b3RhbBgGIAEoDRIPCgdtZXNzYWdlGAcgASgJIsoBCglKb2JSZXN1bHQSDgoGam9iX2lkGAEgASgJEiMKBXN0YXRlGAIgASgOMhQucGdmbGVldC52MS5Kb2JTdGF0ZRImCgVlcnJvchgDIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWwSKAoGYmFja3VwGAogASgLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvSAASLAoHcmVzdG9yZRgLIAEoCzIZLnBnZmxlZXQudjEuUmVzdG9yZVJlc3VsdEgAQggKBnJlc3VsdCJcCg1SZXN0b3JlUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEg0KBWJ5dGVzGAMgASgEEhIKCmZpbGVfY291bnQYBCABKA0yVgoMQWdlbnRTZXJ2aWNlEkYKB0Nvbm5lY3QSGi5wZ2ZsZWV0LnYxLkNvbm5lY3RSZXF1ZXN0GhsucGdmbGVldC52MS5Db25uZWN0UmVzcG9uc2UoATABYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
+  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIr0BCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SABCBQoDbXNnIoYBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIAEIFCgNtc2ci1wEKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCSJJCgdXZWxjb21lEhoKEmNvbnRyb2xsZXJfdmVyc2lvbhgBIAEoCRIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgCIAEoDSKuAQoJSGVhcnRiZWF0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXBnX3VwGAIgASgIEisKCGFyY2hpdmVyGAMgASgLMhkucGdmbGVldC52MS5BcmNoaXZlclN0YXRzEhMKC2N1cnJlbnRfbHNuGAQgASgJEhAKCHRpbWVsaW5lGAUgASgNEhQKDHN0cmVhbWVkX2xzbhgGIAEoCSLfAQoNQXJjaGl2ZXJTdGF0cxIWCg5hcmNoaXZlZF9jb3VudBgBIAEoBBIZChFsYXN0X2FyY2hpdmVkX3dhbBgCIAEoCRI2ChJsYXN0X2FyY2hpdmVkX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGZhaWxlZF9jb3VudBgEIAEoBBIXCg9sYXN0X2ZhaWxlZF93YWwYBSABKAkSNAoQbGFzdF9mYWlsZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAixgEKA0pvYhIOCgZqb2JfaWQYASABKAkSKgoKcmVwb3NpdG9yeRgCIAEoCzIWLnBnZmxlZXQudjEuUmVwb3NpdG9yeRInCgZiYWNrdXAYCiABKAsyFS5wZ2ZsZWV0LnYxLkJhY2t1cEpvYkgAEikKB3Jlc3RvcmUYCyABKAsyFi5wZ2ZsZWV0LnYxLlJlc3RvcmVKb2JIABInCgZleHBpcmUYDCABKAsyFS5wZ2ZsZWV0LnYxLkV4cGlyZUpvYkgAQgYKBGtpbmQiQAoJQmFja3VwSm9iEiQKBHR5cGUYASABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSDQoFbGFiZWwYAiABKAkiggEKClJlc3RvcmVKb2ISDwoHY2x1c3RlchgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSEgoKdGFyZ2V0X2RpchgDIAEoCRIqCgZ0YXJnZXQYBCABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0Eg0KBWRlbHRhGAUgASgIIhgKBkNhbmNlbBIOCgZqb2JfaWQYASABKAkijwEKC0pvYlByb2dyZXNzEg4KBmpvYl9pZBgBIAEoCRINCgVwaGFzZRgCIAEoCRISCgpieXRlc19kb25lGAMgASgEEhMKC2J5dGVzX3RvdGFsGAQgASgEEhIKCmZpbGVzX2RvbmUYBSABKA0SEwoLZmlsZXNfdG90YWwYBiABKA0SDwoHbWVzc2FnZRgHIAEoCSL2AQoJSm9iUmVzdWx0Eg4KBmpvYl9pZBgBIAEoCRIjCgVzdGF0ZRgCIAEoDjIULnBnZmxlZXQudjEuSm9iU3RhdGUSJgoFZXJyb3IYAyABKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEigKBmJhY2t1cBgKIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mb0gAEiwKB3Jlc3RvcmUYCyABKAsyGS5wZ2ZsZWV0LnYxLlJlc3RvcmVSZXN1bHRIABIqCgZleHBpcmUYDCABKAsyGC5wZ2ZsZWV0LnYxLkV4cGlyZVJlc3VsdEgAQggKBnJlc3VsdCJcCg1SZXN0b3JlUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEg0KBWJ5dGVzGAMgASgEEhIKCmZpbGVfY291bnQYBCABKA0igwEKCUV4cGlyZUpvYhIPCgdjbHVzdGVyGAEgASgJEg4KBmxhYmVscxgCIAMoCRIVCg13YWxfa2VlcF9mcm9tGAMgASgJEi0KC2tlZXBfcmFuZ2VzGAQgAygLMhgucGdmbGVldC52MS5XYWxLZWVwUmFuZ2USDwoHZHJ5X3J1bhgFIAEoCCJUCgxXYWxLZWVwUmFuZ2USDQoFbGFiZWwYASABKAkSEAoIdGltZWxpbmUYAiABKA0SEQoJd2FsX3N0YXJ0GAMgASgJEhAKCHdhbF9zdG9wGAQgASgJIuUBCgxFeHBpcmVSZXN1bHQSFgoOZGVsZXRlZF9sYWJlbHMYASADKAkSFgoOc2tpcHBlZF9sYWJlbHMYAiADKAkSHAoUYmFja3VwX2ZpbGVzX2RlbGV0ZWQYAyABKA0SHAoUYmFja3VwX2J5dGVzX2RlbGV0ZWQYBCABKAQSGQoRd2FsX2ZpbGVzX2RlbGV0ZWQYBSABKA0SGQoRd2FsX2J5dGVzX2RlbGV0ZWQYBiABKAQSGQoRd2FsX2ZpcnN0X2RlbGV0ZWQYByABKAkSGAoQd2FsX2xhc3RfZGVsZXRlZBgIIAEoCTJWCgxBZ2VudFNlcnZpY2USRgoHQ29ubmVjdBIaLnBnZmxlZXQudjEuQ29ubmVjdFJlcXVlc3QaGy5wZ2ZsZWV0LnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
 
 /**
  * @generated from message pgfleet.v1.ConnectRequest
@@ -203,6 +203,13 @@ export type Heartbeat = Message<"pgfleet.v1.Heartbeat"> & {
    * @generated from field: uint32 timeline = 5;
    */
   timeline: number;
+
+  /**
+   * Newest WAL position the agent's WAL stream has fsynced in its spool ('' when not streaming).
+   *
+   * @generated from field: string streamed_lsn = 6;
+   */
+  streamedLsn: string;
 };
 
 /**
@@ -285,6 +292,12 @@ export type Job = Message<"pgfleet.v1.Job"> & {
      */
     value: RestoreJob;
     case: "restore";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.ExpireJob expire = 12;
+     */
+    value: ExpireJob;
+    case: "expire";
   } | { case: undefined; value?: undefined };
 };
 
@@ -343,6 +356,14 @@ export type RestoreJob = Message<"pgfleet.v1.RestoreJob"> & {
    * @generated from field: pgfleet.v1.RecoveryTarget target = 4;
    */
   target?: RecoveryTarget | undefined;
+
+  /**
+   * Restore over an existing data directory of the cluster (PostgreSQL stopped): keep files
+   * whose size and sha256 match the backup, fetch the others, remove what the backup lacks.
+   *
+   * @generated from field: bool delta = 5;
+   */
+  delta: boolean;
 };
 
 /**
@@ -450,6 +471,12 @@ export type JobResult = Message<"pgfleet.v1.JobResult"> & {
      */
     value: RestoreResult;
     case: "restore";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.ExpireResult expire = 12;
+     */
+    value: ExpireResult;
+    case: "expire";
   } | { case: undefined; value?: undefined };
 };
 
@@ -491,6 +518,152 @@ export type RestoreResult = Message<"pgfleet.v1.RestoreResult"> & {
  */
 export const RestoreResultSchema: GenMessage<RestoreResult> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_agent, 12);
+
+/**
+ * ExpireJob deletes what the controller's retention plan no longer needs from the repository.
+ * The agent deletes each listed backup's manifest first (so a half-deleted backup is never
+ * listed as complete), then its files; then the archived WAL that no kept backup and no point of
+ * the PITR window needs. It re-checks against the repository before deleting anything: a backup
+ * that a backup it keeps still reads files from is not deleted, and the WAL range of every
+ * complete backup it keeps stays, whatever the catalog said.
+ *
+ * @generated from message pgfleet.v1.ExpireJob
+ */
+export type ExpireJob = Message<"pgfleet.v1.ExpireJob"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * Backups to delete (labels).
+   *
+   * @generated from field: repeated string labels = 2;
+   */
+  labels: string[];
+
+  /**
+   * First WAL segment the PITR window needs (the anchor backup's first segment). From this
+   * position on (the 16 hex digits after the timeline) all WAL stays, on every timeline. Empty:
+   * delete no WAL at all.
+   *
+   * @generated from field: string wal_keep_from = 3;
+   */
+  walKeepFrom: string;
+
+  /**
+   * Older WAL that long-term backups need to be consistent.
+   *
+   * @generated from field: repeated pgfleet.v1.WalKeepRange keep_ranges = 4;
+   */
+  keepRanges: WalKeepRange[];
+
+  /**
+   * Only report what would be deleted.
+   *
+   * @generated from field: bool dry_run = 5;
+   */
+  dryRun: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.ExpireJob.
+ * Use `create(ExpireJobSchema)` to create a new message.
+ */
+export const ExpireJobSchema: GenMessage<ExpireJob> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 13);
+
+/**
+ * WAL segments [wal_start, wal_stop] (inclusive, on the range's timelines) one backup needs.
+ *
+ * @generated from message pgfleet.v1.WalKeepRange
+ */
+export type WalKeepRange = Message<"pgfleet.v1.WalKeepRange"> & {
+  /**
+   * @generated from field: string label = 1;
+   */
+  label: string;
+
+  /**
+   * @generated from field: uint32 timeline = 2;
+   */
+  timeline: number;
+
+  /**
+   * @generated from field: string wal_start = 3;
+   */
+  walStart: string;
+
+  /**
+   * @generated from field: string wal_stop = 4;
+   */
+  walStop: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.WalKeepRange.
+ * Use `create(WalKeepRangeSchema)` to create a new message.
+ */
+export const WalKeepRangeSchema: GenMessage<WalKeepRange> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 14);
+
+/**
+ * @generated from message pgfleet.v1.ExpireResult
+ */
+export type ExpireResult = Message<"pgfleet.v1.ExpireResult"> & {
+  /**
+   * Backups deleted.
+   *
+   * @generated from field: repeated string deleted_labels = 1;
+   */
+  deletedLabels: string[];
+
+  /**
+   * Listed backups left in place because a kept backup still reads files from them.
+   *
+   * @generated from field: repeated string skipped_labels = 2;
+   */
+  skippedLabels: string[];
+
+  /**
+   * @generated from field: uint32 backup_files_deleted = 3;
+   */
+  backupFilesDeleted: number;
+
+  /**
+   * @generated from field: uint64 backup_bytes_deleted = 4;
+   */
+  backupBytesDeleted: bigint;
+
+  /**
+   * @generated from field: uint32 wal_files_deleted = 5;
+   */
+  walFilesDeleted: number;
+
+  /**
+   * @generated from field: uint64 wal_bytes_deleted = 6;
+   */
+  walBytesDeleted: bigint;
+
+  /**
+   * Lowest and highest WAL file name deleted ('' when none).
+   *
+   * @generated from field: string wal_first_deleted = 7;
+   */
+  walFirstDeleted: string;
+
+  /**
+   * @generated from field: string wal_last_deleted = 8;
+   */
+  walLastDeleted: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.ExpireResult.
+ * Use `create(ExpireResultSchema)` to create a new message.
+ */
+export const ExpireResultSchema: GenMessage<ExpireResult> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 15);
 
 /**
  * AgentService is served by the controller; every agent holds one Connect stream open.

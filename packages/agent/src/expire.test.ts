@@ -1,0 +1,127 @@
+// The expire job against a real posix repository in a temp directory: which backups and WAL files
+// go, which stay, and the re-checks the agent makes against the repository itself.
+import { strict as assert } from 'node:assert';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, beforeEach, describe, test } from 'node:test';
+import { PgfleetError, silentLogger } from '@pgfleet/core';
+import { PosixDriver, Repository, type BackupManifest, type ManifestFile } from '@pgfleet/storage';
+import { runExpire, walFileStays } from './expire.js';
+
+const C = 'main';
+const SHA = 'a'.repeat(64);
+let root: string;
+let repo: Repository;
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const seg = (tli: number, n: number): string => tli.toString(16).toUpperCase().padStart(8, '0') + '00000000' + n.toString(16).toUpperCase().padStart(8, '0');
+
+function file(path: string, backup: string): ManifestFile {
+  return { path, size: 4, mtimeMs: 0, mode: 0o600, sha256: SHA, storedSize: 4, storedSha256: SHA, codec: 'none', backup };
+}
+
+async function backup(label: string, type: 'full' | 'incr', walStart: string, walStop: string, files: ManifestFile[], priorLabel?: string): Promise<void> {
+  for (const f of files.filter((x) => x.backup === label)) await repo.driver.put(repo.backupFileKey(C, label, f.path, 'none'), Buffer.from('data'));
+  const m: BackupManifest = {
+    format: 1, label, cluster: C, type, ...(priorLabel ? { priorLabel } : {}), systemIdentifier: '1', pgVersionNum: 170000, walSegmentSize: 16 * 1024 * 1024,
+    timeline: Number.parseInt(walStart.slice(0, 8), 16), startLsn: '0/1', stopLsn: '0/2', startTime: '2026-01-01T00:00:00Z', stopTime: '2026-01-01T00:01:00Z',
+    walStart, walStop, backupLabel: 'x', directories: [], links: [], files, sizeBytes: 0, storedBytes: 0, agentVersion: 'test',
+  };
+  await repo.writeManifest(m);
+}
+
+async function wal(name: string): Promise<void> {
+  const dir = name.includes('.history') ? 'timelines' : name.slice(0, 16);
+  await repo.driver.put(`${C}/wal/${dir}/${name}-${SHA}`, Buffer.from('w'));
+}
+
+async function walNames(): Promise<string[]> {
+  const out: string[] = [];
+  for await (const w of repo.listWal(C)) out.push(w.name);
+  return out.sort();
+}
+
+const labelsOf = async (): Promise<string[]> => (await repo.listBackups(C)).map((m) => m.label).sort();
+
+beforeEach(async () => {
+  root = mkdtempSync(join(tmpdir(), 'pgfleet-expire-'));
+  dirs.push(root);
+  repo = new Repository(new PosixDriver(root));
+  // F1 (WAL 2..3) <- I1 (reads base/1 from F1; WAL 5..5), F2 (WAL 8..9) on timeline 1; timeline 2 from 9 on.
+  await backup('F1', 'full', seg(1, 2), seg(1, 3), [file('base/1', 'F1'), file('base/2', 'F1')]);
+  await backup('I1', 'incr', seg(1, 5), seg(1, 5), [file('base/1', 'F1'), file('base/2', 'I1')], 'F1');
+  await backup('F2', 'full', seg(1, 8), seg(1, 9), [file('base/1', 'F2'), file('base/2', 'F2')]);
+  for (let n = 1; n <= 10; n++) await wal(seg(1, n));
+  await wal(`${seg(1, 2)}.00000028.backup`);
+  await wal(`${seg(1, 4)}.partial`);
+  await wal(seg(2, 9));
+  await wal(seg(2, 10));
+  await wal('00000002.history');
+});
+
+describe('expire job', () => {
+  test('deletes the backups and the WAL before the keep point, except kept ranges and history', async () => {
+    const out = await runExpire({ cluster: C, repo, labels: ['F1', 'I1'], walKeepFrom: seg(1, 8), keepRanges: [{ timeline: 1, walStart: seg(1, 5), walStop: seg(1, 5) }], log: silentLogger() });
+    assert.deepEqual(out.deletedLabels, ['F1', 'I1']);
+    assert.deepEqual(out.skippedLabels, []);
+    assert.equal(out.backupFilesDeleted, 2 + 1 + 1 + 1); // F1: 2 files + manifest; I1: 1 file + manifest
+    assert.deepEqual(await labelsOf(), ['F2']);
+    // A posix repository is left without the emptied directories.
+    assert.equal(existsSync(join(root, C, 'backup', 'F1')), false);
+    assert.equal(existsSync(join(root, C, 'backup', 'I1')), false);
+    assert.deepEqual(await walNames(), [
+      '00000002.history',
+      seg(1, 5), seg(1, 8), seg(1, 9), seg(1, 10),
+      seg(2, 9), seg(2, 10),
+    ].sort());
+    // Segments 1-4, 6, 7 and the .backup and .partial files before segment 8.
+    assert.deepEqual([out.walFilesDeleted, out.walFirstDeleted, out.walLastDeleted], [8, seg(1, 1), seg(1, 7)]);
+    // Again: converges, nothing left to do.
+    const again = await runExpire({ cluster: C, repo, labels: ['F1', 'I1'], walKeepFrom: seg(1, 8), keepRanges: [], log: silentLogger() });
+    assert.deepEqual([again.deletedLabels, again.backupFilesDeleted, again.walFilesDeleted], [['F1', 'I1'], 0, 1]); // seg 5 had only the controller's range
+  });
+
+  test('a backup a kept backup reads from stays, and so does the WAL of every kept backup', async () => {
+    const out = await runExpire({ cluster: C, repo, labels: ['F1'], walKeepFrom: seg(1, 8), keepRanges: [], log: silentLogger() });
+    assert.deepEqual([out.deletedLabels, out.skippedLabels], [[], ['F1']]);
+    assert.deepEqual(await labelsOf(), ['F1', 'F2', 'I1']);
+    const left = await walNames();
+    // F1 (2..3) and I1 (5) are complete, kept backups in the repository: their ranges stay whatever the job said.
+    for (const n of [2, 3, 5, 8, 9, 10]) assert.ok(left.includes(seg(1, n)), seg(1, n));
+    for (const n of [1, 4, 6, 7]) assert.ok(!left.includes(seg(1, n)), seg(1, n));
+    assert.ok(left.includes(`${seg(1, 2)}.00000028.backup`));
+    assert.ok(!left.includes(`${seg(1, 4)}.partial`));
+  });
+
+  test('no keep point: no WAL is touched; dry run deletes nothing', async () => {
+    const before = await walNames();
+    const out = await runExpire({ cluster: C, repo, labels: ['F1', 'I1'], walKeepFrom: '', keepRanges: [], log: silentLogger(), dryRun: true });
+    assert.deepEqual([out.deletedLabels, out.walFilesDeleted], [['F1', 'I1'], 0]);
+    assert.deepEqual(await labelsOf(), ['F1', 'F2', 'I1']);
+    const dry = await runExpire({ cluster: C, repo, labels: [], walKeepFrom: seg(1, 8), keepRanges: [], log: silentLogger(), dryRun: true });
+    assert.ok(dry.walFilesDeleted > 0);
+    assert.deepEqual(await walNames(), before);
+  });
+
+  test('labels and segment names that could reach outside the repository layout are refused', async () => {
+    for (const bad of ['../F1', 'a/b', '', '.']) {
+      await assert.rejects(runExpire({ cluster: C, repo, labels: [bad], walKeepFrom: '', keepRanges: [], log: silentLogger() }), (e: unknown) => PgfleetError.is(e, 'InvalidArgument'));
+    }
+    await assert.rejects(runExpire({ cluster: C, repo, labels: [], walKeepFrom: 'nope', keepRanges: [], log: silentLogger() }), (e: unknown) => PgfleetError.is(e, 'InvalidArgument'));
+    assert.deepEqual(await labelsOf(), ['F1', 'F2', 'I1']);
+  });
+
+  test('walFileStays: history and unknown names always stay; position decides across timelines', () => {
+    assert.equal(walFileStays('00000003.history', seg(1, 8), []), true);
+    assert.equal(walFileStays('something-else', seg(1, 8), []), true);
+    assert.equal(walFileStays(seg(3, 7), seg(1, 8), []), false);
+    assert.equal(walFileStays(seg(3, 8), seg(1, 8), []), true);
+    assert.equal(walFileStays(seg(1, 7), '', []), true);
+    assert.equal(walFileStays(seg(2, 5), seg(1, 8), [{ timeline: 1, walStart: seg(1, 4), walStop: seg(1, 6) }]), false);
+    assert.equal(walFileStays(seg(1, 5), seg(1, 8), [{ timeline: 1, walStart: seg(1, 4), walStop: seg(1, 6) }]), true);
+  });
+});

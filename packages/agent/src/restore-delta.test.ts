@@ -1,0 +1,121 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { createLogger, PgfleetError } from '@pgfleet/core';
+import { PosixDriver, Repository, type BackupManifest, type ManifestFile } from '@pgfleet/storage';
+import { runRestore, type RestoreOptions } from './restore.js';
+
+const FILES: Record<string, string> = {
+  PG_VERSION: '16\n',
+  'global/pg_control': 'control'.repeat(100),
+  'base/1/100': 'relation A '.repeat(2000),
+  'base/1/200': 'relation B '.repeat(3000),
+  'postgresql.auto.conf': '# auto\n',
+};
+
+async function makeBackup(root: string): Promise<{ repo: Repository; repoPath: string; manifest: BackupManifest }> {
+  const repoPath = join(root, 'repo');
+  const repo = new Repository(new PosixDriver(repoPath));
+  await repo.init();
+  const label = '20260101-000000F';
+  const files: ManifestFile[] = [];
+  for (const [path, content] of Object.entries(FILES)) {
+    const s = await repo.writeObject(repo.backupFileKey('c1', label, path, 'zstd'), Readable.from([Buffer.from(content)]), 'zstd');
+    files.push({ path, size: s.size, mtimeMs: 1_700_000_000_000, mode: 0o600, sha256: s.sha256, storedSize: s.storedSize, storedSha256: s.storedSha256, codec: 'zstd', backup: label });
+  }
+  const manifest: BackupManifest = {
+    format: 1, label, cluster: 'c1', type: 'full', systemIdentifier: '1', pgVersionNum: 160000, walSegmentSize: 16 << 20, timeline: 1,
+    startLsn: '0/2000028', stopLsn: '0/2000100', startTime: new Date().toISOString(), stopTime: new Date().toISOString(),
+    walStart: '000000010000000000000002', walStop: '000000010000000000000002', backupLabel: 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n',
+    directories: ['base', 'base/1', 'global', 'pg_wal', 'pg_wal/archive_status', 'pg_tblspc'].map((path) => ({ path, mode: 0o700 })),
+    links: [{ path: 'pg_tblspc/16400', target: join(root, 'outside-tablespace') }],
+    files, sizeBytes: files.reduce((s, f) => s + f.size, 0), storedBytes: files.reduce((s, f) => s + f.storedSize, 0), agentVersion: 'test',
+  };
+  await repo.writeManifest(manifest);
+  return { repo, repoPath, manifest };
+}
+
+test('delta restore keeps matching files, fetches damaged and missing ones, removes extras, never leaves the directory', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'pgfleet-delta-'));
+  try {
+    const { repo, repoPath, manifest } = await makeBackup(root);
+    const outside = join(root, 'outside-tablespace');
+    await mkdir(outside);
+    await writeFile(join(outside, 'precious'), 'not ours');
+    const target = join(root, 'pgdata');
+    const opts = (over: Partial<RestoreOptions> = {}): RestoreOptions => ({
+      cluster: 'c1', repo, repoPath, backupLabel: manifest.label, targetDir: target, target: { kind: 'latest' }, action: 'promote', workers: 2,
+      log: createLogger({ level: 'silent' }), progress: () => {}, ...over,
+    });
+    await runRestore(opts());
+
+    // Damage: same size and mtime but other bytes (only a checksum sees it), a removed file, extras everywhere.
+    const a = join(target, 'base/1/100');
+    const before = await stat(a);
+    await writeFile(a, 'relation X '.repeat(2000));
+    await utimes(a, before.atime, before.mtime);
+    await unlink(join(target, 'base/1/200'));
+    await writeFile(join(target, 'base/1/999'), 'extra relation');
+    await mkdir(join(target, 'junk/sub'), { recursive: true });
+    await writeFile(join(target, 'junk/sub/file'), 'x');
+    await writeFile(join(target, 'pg_wal/000000020000000000000007'), 'stale wal of another history');
+    await writeFile(join(target, 'pg_wal/archive_status/000000020000000000000007.ready'), '');
+    await symlink(outside, join(target, 'extra-link'));
+    await unlink(join(target, 'pg_tblspc/16400'));
+    await symlink(join(root, 'elsewhere'), join(target, 'pg_tblspc/16400'));
+    // A stale postmaster.pid (crashed server) does not block a delta restore.
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    await writeFile(join(target, 'postmaster.pid'), `${dead}\n${target}\n`);
+
+    await assert.rejects(runRestore(opts()), (e: unknown) => PgfleetError.is(e, 'RestoreTargetNotEmpty'), 'without --delta a non-empty directory is refused');
+    const out = await runRestore(opts({ delta: true }));
+
+    for (const [path, content] of Object.entries(FILES)) {
+      const got = await readFile(join(target, path), 'utf8');
+      assert.ok(got.startsWith(content), `${path} restored`); // postgresql.auto.conf gets the recovery settings appended
+    }
+    assert.deepEqual((await readdir(join(target, 'base/1'))).sort(), ['100', '200']);
+    assert.deepEqual(await readdir(join(target, 'pg_wal')), ['archive_status']);
+    assert.deepEqual(await readdir(join(target, 'pg_wal/archive_status')), []);
+    for (const gone of ['junk', 'extra-link', 'postmaster.pid']) assert.equal(existsSync(join(target, gone)), false, `${gone} removed`);
+    assert.equal(await readFile(join(target, 'pg_tblspc/16400/precious'), 'utf8'), 'not ours', 'tablespace link points where the backup says');
+    assert.equal(await readFile(join(outside, 'precious'), 'utf8'), 'not ours', 'nothing outside the target touched');
+    assert.ok(existsSync(join(target, 'recovery.signal')) && existsSync(join(target, 'backup_label')));
+    // Kept: PG_VERSION and pg_control; fetched: the damaged, the missing and the (appended-to) auto.conf.
+    assert.equal(out.kept, 2);
+    assert.equal(out.bytes, FILES['base/1/100']!.length + FILES['base/1/200']!.length + FILES['postgresql.auto.conf']!.length);
+    assert.equal(((await stat(join(target, 'base/1/100'))).mode & 0o777), 0o600);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('delta restore refuses a running server and a directory that is not a data directory', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'pgfleet-delta-'));
+  try {
+    const { repo, repoPath, manifest } = await makeBackup(root);
+    const opts = (targetDir: string): RestoreOptions => ({
+      cluster: 'c1', repo, repoPath, backupLabel: manifest.label, targetDir, target: { kind: 'latest' }, action: 'promote', workers: 2, delta: true,
+      log: createLogger({ level: 'silent' }), progress: () => {},
+    });
+    const live = join(root, 'live');
+    await mkdir(live);
+    await writeFile(join(live, 'PG_VERSION'), '16\n');
+    await writeFile(join(live, 'postmaster.pid'), `${process.pid}\n${live}\n`);
+    await assert.rejects(runRestore(opts(live)), (e: unknown) => PgfleetError.is(e, 'RestoreTargetInUse'));
+    assert.deepEqual((await readdir(live)).sort(), ['PG_VERSION', 'postmaster.pid']);
+
+    const home = join(root, 'home');
+    await mkdir(home);
+    await writeFile(join(home, 'notes.txt'), 'keep me');
+    await assert.rejects(runRestore(opts(home)), (e: unknown) => PgfleetError.is(e, 'RestoreTargetNotEmpty'));
+    assert.deepEqual(await readdir(home), ['notes.txt']);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});

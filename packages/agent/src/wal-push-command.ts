@@ -1,0 +1,80 @@
+/**
+ * `pgfleet-agent wal-push %p`, PostgreSQL's archive_command: started once per WAL segment, so
+ * the path to the daemon loads only node builtins, the option table and the flag parser (no
+ * pino, zod, yaml, gRPC or protobuf). It hands the file to the local agent daemon over its unix
+ * socket and exits with the daemon's answer. When no daemon listens, it reads the config file
+ * and archives the file itself, as before the daemon existed (same validation, same repository
+ * writes), so archiving never depends on the daemon being up.
+ */
+import { dirname, resolve } from 'node:path';
+import { helpText, parseCommandLineWith, type ParsedCommand } from '@pgfleet/core/command-line';
+import { PgfleetError } from '@pgfleet/core/errors';
+import { AGENT_PROGRAM, defaultSocketPath } from './options.js';
+import { NoDaemonError, PROTOCOL_VERSION, requestDaemon, type DaemonReply } from './wal-socket.js';
+
+/** Long enough for a slow object store; archive_command has no timeout of its own. */
+const DAEMON_TIMEOUT_MS = 10 * 60_000;
+
+function fail(e: PgfleetError): number {
+  process.stderr.write(`pgfleet-agent: ${e.format()}\n`);
+  return e.exitCode;
+}
+
+/** The daemon's answer, or undefined when this process must archive the file itself. */
+async function viaDaemon(socket: string, path: string, cluster: string | undefined, repoPath: string | undefined): Promise<DaemonReply | undefined> {
+  try {
+    const reply = await requestDaemon(socket, { v: PROTOCOL_VERSION, op: 'wal-push', path, ...(cluster ? { cluster } : {}), ...(repoPath ? { repoPath: resolve(repoPath) } : {}) }, DAEMON_TIMEOUT_MS);
+    if (!reply.ok && reply.direct) {
+      process.stderr.write(`pgfleet-agent: ${reply.message}\n`);
+      return undefined;
+    }
+    return reply;
+  } catch (err) {
+    if (err instanceof NoDaemonError) {
+      if (err.reason === 'EPERM') process.stderr.write(`pgfleet-agent: ${err.message}\n`);
+      return undefined;
+    }
+    throw new PgfleetError('WalDaemonFailed', (err as Error).message, { cause: err });
+  }
+}
+
+export async function walPushCommand(argv: string[]): Promise<number> {
+  let parsed: ParsedCommand;
+  try {
+    // Flags and environment only: the config file is read below if the daemon is not there.
+    parsed = parseCommandLineWith(AGENT_PROGRAM, argv, process.env, null);
+  } catch (err) {
+    if (err instanceof PgfleetError) return fail(err);
+    throw err;
+  }
+  if (parsed.help) {
+    process.stdout.write(`${helpText(AGENT_PROGRAM, parsed.command)}\n`);
+    return 0;
+  }
+  // %p is pg_wal/<name> relative to PGDATA, PostgreSQL's working directory (already a real path).
+  const path = resolve(parsed.positionals[0]!);
+  const flagSocket = parsed.options.socket as string | undefined;
+  const cluster = parsed.options.cluster as string | undefined;
+  const repoPath = parsed.options['repo-path'] as string | undefined;
+  const first = flagSocket ?? defaultSocketPath(dirname(dirname(path)));
+  try {
+    let reply = await viaDaemon(first, path, cluster, repoPath);
+    let full: ParsedCommand | undefined;
+    if (!reply) {
+      // No daemon at the default place: the config file may name another socket, and is needed anyway to push directly.
+      const core = await import('@pgfleet/core');
+      full = core.parseCommandLine(AGENT_PROGRAM, argv);
+      const configured = full.options.socket as string | undefined;
+      if (configured && configured !== first) reply = await viaDaemon(configured, path, full.options.cluster as string | undefined, full.options['repo-path'] as string | undefined);
+    }
+    if (reply) {
+      if (reply.ok) return 0;
+      return fail(PgfleetError.fromCode(reply.code, reply.message, reply.hint));
+    }
+    const { pushDirectly } = await import('./wal-push-direct.js');
+    return await pushDirectly(path, full!);
+  } catch (err) {
+    if (err instanceof PgfleetError) return fail(err);
+    throw err;
+  }
+}

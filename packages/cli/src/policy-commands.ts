@@ -1,0 +1,163 @@
+/**
+ * `pgfleet policy get|set`, `pgfleet retention plan|apply` and `pgfleet pin`: arguments are
+ * checked here before any call, the controller validates values again (cron syntax, counts) and
+ * names the flag in its error.
+ */
+import { timestampMs } from '@bufbuild/protobuf/wkt';
+import { PgfleetError, type OptionValues } from '@pgfleet/core';
+import {
+  BackupInfoSchema,
+  BackupType,
+  GetPolicyResponseSchema,
+  PlanRetentionResponseSchema,
+  ApplyRetentionResponseSchema,
+  type ExpireResult,
+  type GetPolicyResponse,
+  type PlanRetentionResponse,
+  type PolicySettings,
+} from '@pgfleet/proto';
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { PolicySettingsSchema } from '@pgfleet/proto';
+import { printJson, out, startJob, type Admin } from './commands.js';
+import { formatBytes, formatTable, formatTime } from './format.js';
+import { POLICY_FLAGS } from './program.js';
+
+/** Policy keys as the controller names them -> the flag a user types. */
+const KEY_FLAGS: Record<string, string> = {
+  full: 'full', diff: 'diff', incr: 'incr', spreadMinutes: 'spread-minutes', pitrWindowDays: 'pitr-window-days',
+  daily: 'daily', weekly: 'weekly', monthly: 'monthly', yearly: 'yearly', minFull: 'min-full',
+};
+
+function action(command: string, given: string | undefined, allowed: readonly string[]): string {
+  if (given === undefined || !allowed.includes(given)) {
+    throw new PgfleetError('InvalidArgument', `pgfleet ${command}: expected ${allowed.map((a) => `'${a}'`).join(' or ')} after '${command}', got ${given === undefined ? 'nothing' : `'${given}'`}`);
+  }
+  return given;
+}
+
+/** The settings `policy set` flags give; unset flags are left out (inherited / unchanged). */
+export function policySettingsFromOptions(options: OptionValues): MessageInitShape<typeof PolicySettingsSchema> {
+  const s: Record<string, string | number> = {};
+  for (const flag of POLICY_FLAGS) {
+    const v = options[flag];
+    if (v === undefined) continue;
+    const key = Object.keys(KEY_FLAGS).find((k) => KEY_FLAGS[k] === flag)!;
+    if (flag === 'full' || flag === 'diff' || flag === 'incr') {
+      const cron = String(v).trim();
+      // The controller parses the expression fully; catch the common slip (a quoted 6-field or 4-field line) here.
+      if (cron !== '' && cron.split(/\s+/).length !== 5) {
+        throw new PgfleetError('InvalidArgument', `--${flag} '${String(v)}' is not a 5-field cron expression (minute hour day-of-month month day-of-week, UTC); '' turns the schedule off`);
+      }
+      s[key] = cron;
+    } else {
+      s[key] = Number(v);
+    }
+  }
+  return s as MessageInitShape<typeof PolicySettingsSchema>;
+}
+
+export async function policyCommand(admin: Admin, positionals: string[], options: OptionValues, json: boolean): Promise<number> {
+  const verb = action('policy', positionals[0], ['get', 'set']);
+  const cluster = positionals[1] ?? '';
+  const fleet = options.fleet === true;
+  if (fleet && cluster) throw new PgfleetError('InvalidArgument', 'pgfleet policy: give either <cluster> or --fleet, not both');
+  if (verb === 'get') {
+    const given = POLICY_FLAGS.filter((f) => options[f] !== undefined);
+    if (given.length || options.reset === true) throw new PgfleetError('InvalidArgument', `pgfleet policy get takes no --${given[0] ?? 'reset'}; use 'pgfleet policy set'`);
+    const policy = await admin.getPolicy({ cluster });
+    if (json) printJson(GetPolicyResponseSchema, policy);
+    else out(describePolicy(policy));
+    return 0;
+  }
+  if (!fleet && !cluster) throw new PgfleetError('InvalidArgument', 'pgfleet policy set needs <cluster> or --fleet');
+  const settings = policySettingsFromOptions(options);
+  if (Object.keys(settings).length === 0 && options.reset !== true) {
+    throw new PgfleetError('InvalidArgument', `pgfleet policy set: nothing to set; give at least one of ${POLICY_FLAGS.map((f) => `--${f}`).join(', ')} (or --reset)`);
+  }
+  const { policy } = await admin.setPolicy({ cluster, fleet, settings, reset: options.reset === true });
+  if (json) printJson(GetPolicyResponseSchema, policy!);
+  else out(describePolicy(policy!));
+  return 0;
+}
+
+export function describePolicy(p: GetPolicyResponse): string {
+  const head = p.cluster
+    ? `policy of cluster ${p.cluster} (cluster values over the fleet default over built-in defaults)`
+    : 'fleet default policy (clusters inherit what they do not set)';
+  const rows = p.values.map((v) => [KEY_FLAGS[v.key] ?? v.key, v.value, v.source]);
+  const lines = [head, formatTable(['KEY', 'VALUE', 'SOURCE'], rows)];
+  if (!p.retentionConfigured) lines.push('retention: no value set, so it runs only when asked (pgfleet retention apply); set one to make it automatic');
+  return lines.join('\n');
+}
+
+const typeName = (t: BackupType): string => (t === BackupType.UNSPECIFIED ? '-' : (BackupType[t] ?? String(t)).toLowerCase());
+
+export function describePlan(p: PlanRetentionResponse): string {
+  const pol = p.policy as PolicySettings | undefined;
+  const lines = [
+    `retention plan of cluster ${p.cluster} at ${formatTime(p.now ? timestampMs(p.now) : undefined)}`,
+    `policy: PITR window ${pol?.pitrWindowDays ?? '-'} days (from ${formatTime(p.windowStart ? timestampMs(p.windowStart) : undefined)}), daily ${pol?.daily ?? '-'}, weekly ${pol?.weekly ?? '-'}, monthly ${pol?.monthly ?? '-'}, yearly ${pol?.yearly ?? '-'}, min-full ${pol?.minFull ?? '-'}`,
+    formatTable(
+      ['LABEL', 'TYPE', 'STOP', 'ACTION', 'REASONS', 'WAL'],
+      p.backups.map((b) => [
+        b.label,
+        typeName(b.type),
+        formatTime(b.stopTime ? timestampMs(b.stopTime) : undefined),
+        b.keep ? 'keep' : 'expire',
+        b.reasons.join(','),
+        `${b.walStart}..${b.walStop}`,
+      ]),
+    ),
+  ];
+  const expiring = p.backups.filter((b) => !b.keep).length;
+  lines.push(`${expiring} of ${p.backups.length} backups would be removed`);
+  if (!p.walKeepFrom) {
+    lines.push('WAL: all kept (no usable full backup anchors the PITR window)');
+  } else {
+    lines.push(`WAL: kept from position ${p.walKeepFrom.slice(8)} (segment ${p.walKeepFrom}, first of PITR anchor ${p.anchorLabel}) on, on every timeline; timeline history files always`);
+    if (p.walKeepRanges.length) {
+      lines.push('WAL kept before that for long-term backups:');
+      for (const r of p.walKeepRanges) lines.push(`  ${r.walStart}..${r.walStop} (${r.label})`);
+    }
+    lines.push(`WAL expired: every other segment before ${p.walKeepFrom.slice(8)}`);
+  }
+  return lines.join('\n');
+}
+
+export function describeExpire(e: ExpireResult): string {
+  const lines = [
+    `expired ${e.deletedLabels.length} backup(s)${e.deletedLabels.length ? `: ${e.deletedLabels.join(', ')}` : ''} (${e.backupFilesDeleted} files, ${formatBytes(e.backupBytesDeleted)})`,
+    `expired ${e.walFilesDeleted} WAL file(s) (${formatBytes(e.walBytesDeleted)})${e.walFilesDeleted ? `: ${e.walFirstDeleted} .. ${e.walLastDeleted}` : ''}`,
+  ];
+  if (e.skippedLabels.length) lines.push(`kept ${e.skippedLabels.join(', ')}: a kept backup still reads files from them`);
+  return lines.join('\n');
+}
+
+export async function retentionCommand(admin: Admin, positionals: string[], options: OptionValues, json: boolean): Promise<number> {
+  const verb = action('retention', positionals[0], ['plan', 'apply']);
+  const cluster = positionals[1]!;
+  if (verb === 'plan') {
+    if (options.wait === true) throw new PgfleetError('InvalidArgument', 'pgfleet retention plan takes no --wait (it starts nothing)');
+    const plan = await admin.planRetention({ cluster });
+    if (json) printJson(PlanRetentionResponseSchema, plan);
+    else out(describePlan(plan));
+    return 0;
+  }
+  const applied = await admin.applyRetention({ cluster });
+  if (!applied.job) {
+    if (json) printJson(ApplyRetentionResponseSchema, applied);
+    else out(`nothing to remove for cluster ${cluster}: no backup expires and no WAL can (no usable full backup)`);
+    return 0;
+  }
+  if (!json) process.stderr.write(`${describePlan(applied.plan!)}\n`);
+  return startJob(admin, json, options.wait === true, async () => applied.job!);
+}
+
+export async function pinCommand(admin: Admin, positionals: string[], options: OptionValues, json: boolean): Promise<number> {
+  const [cluster, label] = positionals as [string, string];
+  const pinned = options.unpin !== true;
+  const { backup } = await admin.pinBackup({ cluster, label, pinned });
+  if (json) printJson(BackupInfoSchema, backup!);
+  else out(`backup ${label} of cluster ${cluster} ${pinned ? 'pinned: retention keeps it' : 'unpinned: retention may remove it'}`);
+  return 0;
+}

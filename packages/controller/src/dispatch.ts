@@ -1,0 +1,70 @@
+/**
+ * Starting jobs on agents, shared by the admin API (a user asks), the scheduler (a schedule
+ * fires) and retention (an expire job): record the job as queued, send it on the agent's stream,
+ * mark it dispatched, so a job is always in the catalog before any agent can report on it.
+ */
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { ErrorCodes, PgfleetError, newJobId } from '@pgfleet/core';
+import type { BackupKind, JobRecord } from '@pgfleet/catalog';
+import type { JobInfoSchema } from '@pgfleet/proto';
+import type { AgentSession } from './agent-sessions.js';
+import { backupKindToProto, jobInfoFromRecord } from './convert.js';
+import { publishJobs, type ControllerContext } from './context.js';
+
+export async function requireCluster(ctx: ControllerContext, name: string) {
+  if (!name) throw new PgfleetError('InvalidArgument', 'a cluster name is required');
+  const cluster = await ctx.store.getCluster(name);
+  if (!cluster) throw new PgfleetError('UnknownCluster', `cluster '${name}' is not known to the controller`);
+  return cluster;
+}
+
+export function clusterAgent(ctx: ControllerContext, cluster: string): AgentSession {
+  const session = ctx.sessions.forCluster(cluster);
+  if (!session) throw new PgfleetError('AgentNotConnected', `no agent of cluster '${cluster}' is connected`);
+  return session;
+}
+
+/**
+ * Records the job as queued, sends it, marks it dispatched. If the stream is already gone the
+ * job fails at once (AgentDisconnected) instead of waiting for an agent that will not answer.
+ */
+export async function dispatch(ctx: ControllerContext, session: AgentSession, job: JobRecord, message: Parameters<AgentSession['send']>[0]): Promise<MessageInitShape<typeof JobInfoSchema>> {
+  const log = ctx.logger.child({ jobId: job.id, kind: job.kind, cluster: job.cluster, agentId: session.agentId });
+  try {
+    session.send(message);
+  } catch (err) {
+    const { job: failed } = await ctx.store.transitionJob(
+      job.id,
+      'failed',
+      { error: { code: ErrorCodes.AgentDisconnected.code, message: `agent ${session.agentId} went away before the job could be sent` } },
+      ctx.now(),
+    );
+    publishJobs(ctx, [failed]);
+    throw new PgfleetError('AgentDisconnected', `agent ${session.agentId} went away before job ${job.id} could be sent`, { cause: err });
+  }
+  const { job: dispatched } = await ctx.store.transitionJob(job.id, 'dispatched', {}, ctx.now());
+  publishJobs(ctx, [dispatched]);
+  log.info({ params: job.params }, 'job dispatched');
+  return jobInfoFromRecord(dispatched);
+}
+
+/**
+ * Starts a backup of the cluster on its connected agent. `params` adds to what the job records
+ * (the scheduler notes the fire time it stands for).
+ */
+export async function startBackupJob(ctx: ControllerContext, cluster: string, kind: BackupKind, params: Record<string, unknown> = {}): Promise<MessageInitShape<typeof JobInfoSchema>> {
+  await requireCluster(ctx, cluster);
+  const session = clusterAgent(ctx, cluster);
+  const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'backup', agentId: session.agentId, params: { type: kind, ...params } }, ctx.now());
+  return dispatch(ctx, session, job, {
+    msg: {
+      case: 'job',
+      value: {
+        jobId: job.id,
+        repository: { kind: { case: 'posix', value: { path: ctx.repoPath } } },
+        // The agent names the backup from its start time (see backupLabel in core).
+        kind: { case: 'backup', value: { type: backupKindToProto(kind), label: '' } },
+      },
+    },
+  });
+}
