@@ -7,6 +7,8 @@
  * command loads core (pino, zod, yaml) here and gRPC/protobuf only for `run`.
  */
 import { realpathSync } from 'node:fs';
+// The light entry (no pino/zod/yaml): wal-push must start fast.
+import { exitWith } from '@pgfleet/core/errors';
 import { hostname } from 'node:os';
 import type { Logger } from '@pgfleet/core';
 import type { Codec } from '@pgfleet/storage';
@@ -104,15 +106,4 @@ async function main(argv: string[]): Promise<number> {
 
 const argv = process.argv.slice(2);
 const run = argv[0] === 'wal-push' ? import('./wal-push-command.js').then((m) => m.walPushCommand(argv)) : main(argv);
-run.then(
-  (code) => {
-    process.exitCode = code;
-  },
-  async (err: unknown) => {
-    const { asPgfleetError } = await import('@pgfleet/core/errors');
-    const e = asPgfleetError(err);
-    process.stderr.write(`pgfleet-agent: ${e.format()}\n`);
-    if (e.errorName === 'Internal' && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
-    process.exitCode = e.exitCode;
-  },
-);
+exitWith(run, 'pgfleet-agent: ');

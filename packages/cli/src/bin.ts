@@ -4,7 +4,7 @@
  * commands that talk to the controller, so --help and usage errors start instantly. Failures
  * print the PgfleetError's code, message and hint and exit with its registry exit code.
  */
-import { PgfleetError, asPgfleetError, helpText, parseCommandLine } from '@pgfleet/core';
+import { exitWith, helpText, parseCommandLine } from '@pgfleet/core';
 import { cliProgram } from './program.js';
 
 async function main(argv: string[]): Promise<number> {
@@ -17,14 +17,4 @@ async function main(argv: string[]): Promise<number> {
   return runCommand(parsed);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    const pe = asPgfleetError(err);
-    process.stderr.write(`${pe.format()}\n`);
-    if (!(err instanceof PgfleetError)) process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
-    process.exitCode = pe.exitCode;
-  },
-);
+exitWith(main(process.argv.slice(2)));

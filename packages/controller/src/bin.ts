@@ -3,7 +3,7 @@
  * pgfleet-controller: parses the command line against the option table and runs the server.
  * A PgfleetError is printed as code + message + hint with its registry exit code, never a stack.
  */
-import { PgfleetError, asPgfleetError, createLogger, helpText, parseCommandLine } from '@pgfleet/core';
+import { createLogger, exitWith, helpText, parseCommandLine } from '@pgfleet/core';
 import { controllerProgram, resolveRunConfig } from './options.js';
 import { startController } from './server.js';
 
@@ -31,14 +31,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    const pe = asPgfleetError(err);
-    process.stderr.write(`${pe.format()}\n`);
-    if (!(err instanceof PgfleetError)) process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
-    process.exitCode = pe.exitCode;
-  },
-);
+exitWith(main(process.argv.slice(2)));

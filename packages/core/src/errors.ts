@@ -142,3 +142,22 @@ export function asPgfleetError(err: unknown): PgfleetError {
   const message = err instanceof Error ? err.message : String(err);
   return new PgfleetError('Internal', message, { cause: err });
 }
+
+/**
+ * How every pgfleet binary ends: the command's exit code, or for a failure its PGF code, message
+ * and hint on stderr and the registry's exit code. A stack trace is printed only for errors that
+ * are not PgfleetErrors (bugs), never for user-facing conditions.
+ */
+export function exitWith(run: Promise<number>, prefix = ''): void {
+  run.then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      const e = asPgfleetError(err);
+      process.stderr.write(`${prefix}${e.format()}\n`);
+      if (!(err instanceof PgfleetError)) process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
+      process.exitCode = e.exitCode;
+    },
+  );
+}
