@@ -5,43 +5,14 @@
  * (rpc maps them), so a failed call prints the same code the controller chose.
  */
 import { isAbsolute } from 'node:path/posix';
-import { toJson, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
-import { timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { PgfleetError, type OptionValues, type ParsedCommand } from '@pgfleet/core';
-import { createClient, type Client } from '@pgfleet/rpc';
-import {
-  AdminService,
-  BackupInfoSchema,
-  BackupType,
-  ClusterInfoSchema,
-  JobInfoSchema,
-  JobState,
-  type BackupInfo,
-  type JobInfo,
-} from '@pgfleet/proto';
-import { formatBytes, formatProgress, formatTable, formatTime } from './format.js';
+import { createClient } from '@pgfleet/rpc';
+import { AdminService, BackupInfoSchema, BackupType, ClusterInfoSchema, JobInfoSchema } from '@pgfleet/proto';
+import { formatBytes, formatTable, formatTime } from './format.js';
+import { describeJob, ms, out, printJson, startJob, stateName, typeName, type Admin } from './output.js';
+import { pinCommand, policyCommand, retentionCommand } from './policy-commands.js';
 import { recoveryTargetFromOptions } from './target.js';
-import { describeExpire, pinCommand, policyCommand, retentionCommand } from './policy-commands.js';
 
-export type Admin = Client<typeof AdminService> & { close(): void };
-
-const JSON_OPTIONS = { alwaysEmitImplicit: true } as const;
-
-export const out = (text: string): void => {
-  process.stdout.write(`${text}\n`);
-};
-const err = (text: string): void => {
-  process.stderr.write(`${text}\n`);
-};
-
-export function printJson<D extends DescMessage>(schema: D, msg: MessageShape<D> | readonly MessageShape<D>[]): void {
-  const value = Array.isArray(msg) ? msg.map((m) => toJson(schema, m, JSON_OPTIONS)) : toJson(schema, msg as MessageShape<D>, JSON_OPTIONS);
-  out(JSON.stringify(value, null, 2));
-}
-
-const ms = (t: Timestamp | undefined): number | undefined => (t ? timestampMs(t) : undefined);
-const stateName = (s: JobState): string => (JobState[s] ?? String(s)).toLowerCase();
-const typeName = (t: BackupType): string => (t === BackupType.UNSPECIFIED ? '-' : (BackupType[t] ?? String(t)).toLowerCase());
 const TYPES: Record<string, BackupType> = { full: BackupType.FULL, diff: BackupType.DIFF, incr: BackupType.INCR };
 
 function connect(options: OptionValues): Admin {
@@ -129,7 +100,7 @@ async function backups(admin: Admin, cluster: string, json: boolean): Promise<nu
     return 0;
   }
   out(formatTable(
-    ['LABEL', 'TYPE', 'PRIOR', 'START', 'STOP', 'START LSN', 'STOP LSN', 'TL', 'SIZE', 'STORED', 'FILES'],
+    ['LABEL', 'TYPE', 'PRIOR', 'START', 'STOP', 'START LSN', 'STOP LSN', 'TL', 'SIZE', 'STORED', 'FILES', 'PINNED'],
     backups.map((b) => [
       b.label,
       typeName(b.type),
@@ -142,6 +113,7 @@ async function backups(admin: Admin, cluster: string, json: boolean): Promise<nu
       formatBytes(b.sizeBytes),
       formatBytes(b.storedBytes),
       String(b.fileCount),
+      b.pinned ? 'yes' : '',
     ]),
   ));
   return 0;
@@ -165,98 +137,4 @@ async function showJob(admin: Admin, id: string, json: boolean): Promise<number>
   if (json) printJson(JobInfoSchema, job!);
   else out(describeJob(job!));
   return 0;
-}
-
-function describeJob(j: JobInfo): string {
-  const rows: [string, string][] = [
-    ['id', j.id],
-    ['kind', j.kind],
-    ['cluster', j.cluster],
-    ['state', stateName(j.state)],
-    ['agent', j.agentId],
-    ['created', formatTime(ms(j.createdAt))],
-    ['started', formatTime(ms(j.startedAt))],
-    ['finished', formatTime(ms(j.finishedAt))],
-  ];
-  if (j.progress) rows.push(['progress', formatProgress(j.kind, j.progress)]);
-  if (j.error) rows.push(['error', `${j.error.code} ${j.error.message}`]);
-  const lines = rows.map(([k, v]) => `${`${k}:`.padEnd(10)} ${v}`);
-  if (j.backup) lines.push(describeBackup(j.backup));
-  if (j.restore) lines.push(`restored backup ${j.restore.backupLabel} into ${j.restore.targetDir} (${formatBytes(j.restore.bytes)}, ${j.restore.fileCount} files)`);
-  if (j.expire) lines.push(describeExpire(j.expire));
-  return lines.join('\n');
-}
-
-function describeBackup(b: BackupInfo): string {
-  return [
-    `backup ${b.label} (${typeName(b.type)}${b.priorLabel ? ` on ${b.priorLabel}` : ''}) of cluster ${b.cluster}`,
-    `  LSN ${b.startLsn} .. ${b.stopLsn} on timeline ${b.timeline}, WAL ${b.walStart} .. ${b.walStop}`,
-    `  ${formatTime(ms(b.startTime))} .. ${formatTime(ms(b.stopTime))}`,
-    `  size ${formatBytes(b.sizeBytes)}, stored ${formatBytes(b.storedBytes)}, ${b.fileCount} files`,
-  ].join('\n');
-}
-
-/** Starts a job and either reports it (without --wait) or follows it to its end. */
-export async function startJob(admin: Admin, json: boolean, wait: boolean, start: () => Promise<JobInfo>): Promise<number> {
-  const job = await start();
-  if (!wait) {
-    if (json) printJson(JobInfoSchema, job);
-    else out(`${job.kind} job ${job.id} ${stateName(job.state)} to agent ${job.agentId}\nfollow it with: pgfleet job ${job.id}`);
-    return 0;
-  }
-  err(`${job.kind} job ${job.id} ${stateName(job.state)} to agent ${job.agentId}`);
-  const final = await follow(admin, job);
-  if (json) printJson(JobInfoSchema, final);
-  else if (final.kind === 'restore' && final.restore) {
-    const r = final.restore;
-    out(`restored backup ${r.backupLabel} into ${r.targetDir} (${formatBytes(r.bytes)}, ${r.fileCount} files)`);
-    out('start PostgreSQL on it to recover to the target');
-  } else if (final.backup) out(describeBackup(final.backup));
-  else if (final.expire) out(describeExpire(final.expire));
-  else out(`${final.kind} job ${final.id} succeeded`);
-  return 0;
-}
-
-/**
- * Follows WatchJob to the job's end. Ctrl-C stops following, not the job. A failed or cancelled
- * job throws its own error code so the exit status says what went wrong.
- */
-async function follow(admin: Admin, job: JobInfo): Promise<JobInfo> {
-  const stop = new AbortController();
-  const onSigint = (): void => stop.abort();
-  process.once('SIGINT', onSigint);
-  let last = job;
-  let lastLine = '';
-  try {
-    for await (const { job: update } of admin.watchJob({ id: job.id }, { signal: stop.signal })) {
-      if (!update) continue;
-      last = update;
-      if (update.progress && update.state === JobState.RUNNING) {
-        const line = formatProgress(update.kind, update.progress);
-        if (line !== lastLine) err(line);
-        lastLine = line;
-      }
-    }
-  } catch (e) {
-    if (stop.signal.aborted) {
-      throw new PgfleetError('Cancelled', `stopped following job ${job.id}; it continues on agent ${job.agentId}`, { hint: `Follow it again with: pgfleet job ${job.id}` });
-    }
-    throw e;
-  } finally {
-    process.off('SIGINT', onSigint);
-  }
-  switch (last.state) {
-    case JobState.SUCCEEDED:
-      return last;
-    case JobState.FAILED:
-    case JobState.CANCELLED: {
-      const code = last.error?.code || (last.state === JobState.CANCELLED ? 'PGF-2007' : 'PGF-2005');
-      const e = PgfleetError.fromCode(code, `${last.kind} job ${last.id} ${stateName(last.state)}: ${last.error?.message || 'no reason given'}`, last.error?.hint || undefined);
-      throw e;
-    }
-    default:
-      throw new PgfleetError('ControllerUnreachable', `lost the controller while following job ${last.id} (last state ${stateName(last.state)}); the job may still run`, {
-        hint: `Check it with: pgfleet job ${last.id}`,
-      });
-  }
 }

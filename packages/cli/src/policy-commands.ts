@@ -3,23 +3,21 @@
  * checked here before any call, the controller validates values again (cron syntax, counts) and
  * names the flag in its error.
  */
+import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import { PgfleetError, type OptionValues } from '@pgfleet/core';
 import {
+  ApplyRetentionResponseSchema,
   BackupInfoSchema,
-  BackupType,
   GetPolicyResponseSchema,
   PlanRetentionResponseSchema,
-  ApplyRetentionResponseSchema,
-  type ExpireResult,
   type GetPolicyResponse,
   type PlanRetentionResponse,
   type PolicySettings,
+  type PolicySettingsSchema,
 } from '@pgfleet/proto';
-import type { MessageInitShape } from '@bufbuild/protobuf';
-import type { PolicySettingsSchema } from '@pgfleet/proto';
-import { printJson, out, startJob, type Admin } from './commands.js';
-import { formatBytes, formatTable, formatTime } from './format.js';
+import { formatTable, formatTime } from './format.js';
+import { out, printJson, startJob, typeName, type Admin } from './output.js';
 import { POLICY_FLAGS } from './program.js';
 
 /** Policy keys as the controller names them -> the flag a user types. */
@@ -90,8 +88,6 @@ export function describePolicy(p: GetPolicyResponse): string {
   return lines.join('\n');
 }
 
-const typeName = (t: BackupType): string => (t === BackupType.UNSPECIFIED ? '-' : (BackupType[t] ?? String(t)).toLowerCase());
-
 export function describePlan(p: PlanRetentionResponse): string {
   const pol = p.policy as PolicySettings | undefined;
   const lines = [
@@ -124,14 +120,6 @@ export function describePlan(p: PlanRetentionResponse): string {
   return lines.join('\n');
 }
 
-export function describeExpire(e: ExpireResult): string {
-  const lines = [
-    `expired ${e.deletedLabels.length} backup(s)${e.deletedLabels.length ? `: ${e.deletedLabels.join(', ')}` : ''} (${e.backupFilesDeleted} files, ${formatBytes(e.backupBytesDeleted)})`,
-    `expired ${e.walFilesDeleted} WAL file(s) (${formatBytes(e.walBytesDeleted)})${e.walFilesDeleted ? `: ${e.walFirstDeleted} .. ${e.walLastDeleted}` : ''}`,
-  ];
-  if (e.skippedLabels.length) lines.push(`kept ${e.skippedLabels.join(', ')}: a kept backup still reads files from them`);
-  return lines.join('\n');
-}
 
 export async function retentionCommand(admin: Admin, positionals: string[], options: OptionValues, json: boolean): Promise<number> {
   const verb = action('retention', positionals[0], ['plan', 'apply']);

@@ -19,8 +19,8 @@ export const controllerProgram: ProgramSpec = {
     { name: 'heartbeat-interval', type: 'integer', default: 5, min: 1, max: 3600, description: 'Seconds between agent heartbeats, sent to every agent on connect.' },
     { name: 'log-level', type: 'string', default: 'info', choices: LOG_LEVELS, description: 'Log level of the JSON log on stderr.' },
     { name: 'schedule-interval', type: 'integer', default: 30, min: 1, max: 3600, description: 'Seconds between scheduler rounds (due backups, retention). Cron times have minute resolution; a round runs what became due since the last one.' },
-    { name: 'max-backups-per-repository', type: 'integer', default: 8, min: 1, max: 100_000, description: 'At most this many scheduled backups (and expire jobs) run at once on one repository; others wait for the next round.' },
-    { name: 'max-backups-per-host', type: 'integer', default: 2, min: 1, max: 1000, description: 'At most this many scheduled backups (and expire jobs) run at once on one agent host.' },
+    { name: 'max-backups-per-repository', type: 'integer', default: 8, min: 1, max: 100_000, description: 'Scheduled backups start only while fewer than this many backups and expire jobs run on their repository; the others stay due for the next round.' },
+    { name: 'max-backups-per-host', type: 'integer', default: 2, min: 1, max: 1000, description: 'Scheduled backups start only while fewer than this many backups and expire jobs run on their agent host.' },
   ],
   commands: [
     {

@@ -19,13 +19,12 @@
  * - `tick(now)` is public so tests drive the loop with their own clock instead of timers.
  */
 import { asPgfleetError, type Logger } from '@pgfleet/core';
-import type { BackupKind, JobRecord } from '@pgfleet/catalog';
+import { FLEET_POLICY_SCOPE, type BackupKind, type JobRecord } from '@pgfleet/catalog';
 import type { ControllerContext } from './context.js';
 import { startBackupJob } from './dispatch.js';
 import { effectivePolicy, settingsOf } from './policy.js';
 import { planClusterRetention, planRemovesSomething, startExpireJob } from './retention-jobs.js';
 import { Scheduler, type BackupSlot, type ClusterSchedules, type ConcurrencyLimits } from './schedule.js';
-import { FLEET_POLICY_SCOPE } from '@pgfleet/catalog';
 
 export const SCHEDULER_LEADERSHIP = 'scheduler';
 const RETENTION_INTERVAL_MS = 3_600_000;

@@ -1,0 +1,133 @@
+/**
+ * What the CLI's commands share for output and for following jobs: printing (tables to stdout,
+ * JSON with every field), job and result descriptions, and `--wait` (WatchJob to the end, progress
+ * on stderr, the job's own error code as the exit status).
+ */
+import { toJson, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
+import { timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
+import { PgfleetError } from '@pgfleet/core';
+import type { Client } from '@pgfleet/rpc';
+import { BackupType, JobInfoSchema, JobState, type AdminService, type BackupInfo, type ExpireResult, type JobInfo } from '@pgfleet/proto';
+import { formatBytes, formatProgress, formatTime } from './format.js';
+
+export type Admin = Client<typeof AdminService> & { close(): void };
+
+const JSON_OPTIONS = { alwaysEmitImplicit: true } as const;
+
+export const out = (text: string): void => {
+  process.stdout.write(`${text}\n`);
+};
+export const err = (text: string): void => {
+  process.stderr.write(`${text}\n`);
+};
+
+export function printJson<D extends DescMessage>(schema: D, msg: MessageShape<D> | readonly MessageShape<D>[]): void {
+  const value = Array.isArray(msg) ? msg.map((m) => toJson(schema, m, JSON_OPTIONS)) : toJson(schema, msg as MessageShape<D>, JSON_OPTIONS);
+  out(JSON.stringify(value, null, 2));
+}
+
+export const ms = (t: Timestamp | undefined): number | undefined => (t ? timestampMs(t) : undefined);
+export const stateName = (s: JobState): string => (JobState[s] ?? String(s)).toLowerCase();
+export const typeName = (t: BackupType): string => (t === BackupType.UNSPECIFIED ? '-' : (BackupType[t] ?? String(t)).toLowerCase());
+export function describeJob(j: JobInfo): string {
+  const rows: [string, string][] = [
+    ['id', j.id],
+    ['kind', j.kind],
+    ['cluster', j.cluster],
+    ['state', stateName(j.state)],
+    ['agent', j.agentId],
+    ['created', formatTime(ms(j.createdAt))],
+    ['started', formatTime(ms(j.startedAt))],
+    ['finished', formatTime(ms(j.finishedAt))],
+  ];
+  if (j.progress) rows.push(['progress', formatProgress(j.kind, j.progress)]);
+  if (j.error) rows.push(['error', `${j.error.code} ${j.error.message}`]);
+  const lines = rows.map(([k, v]) => `${`${k}:`.padEnd(10)} ${v}`);
+  if (j.backup) lines.push(describeBackup(j.backup));
+  if (j.restore) lines.push(`restored backup ${j.restore.backupLabel} into ${j.restore.targetDir} (${formatBytes(j.restore.bytes)}, ${j.restore.fileCount} files)`);
+  if (j.expire) lines.push(describeExpire(j.expire));
+  return lines.join('\n');
+}
+
+export function describeBackup(b: BackupInfo): string {
+  return [
+    `backup ${b.label} (${typeName(b.type)}${b.priorLabel ? ` on ${b.priorLabel}` : ''}) of cluster ${b.cluster}`,
+    `  LSN ${b.startLsn} .. ${b.stopLsn} on timeline ${b.timeline}, WAL ${b.walStart} .. ${b.walStop}`,
+    `  ${formatTime(ms(b.startTime))} .. ${formatTime(ms(b.stopTime))}`,
+    `  size ${formatBytes(b.sizeBytes)}, stored ${formatBytes(b.storedBytes)}, ${b.fileCount} files`,
+  ].join('\n');
+}
+
+/** Starts a job and either reports it (without --wait) or follows it to its end. */
+export async function startJob(admin: Admin, json: boolean, wait: boolean, start: () => Promise<JobInfo>): Promise<number> {
+  const job = await start();
+  if (!wait) {
+    if (json) printJson(JobInfoSchema, job);
+    else out(`${job.kind} job ${job.id} ${stateName(job.state)} to agent ${job.agentId}\nfollow it with: pgfleet job ${job.id}`);
+    return 0;
+  }
+  err(`${job.kind} job ${job.id} ${stateName(job.state)} to agent ${job.agentId}`);
+  const final = await follow(admin, job);
+  if (json) printJson(JobInfoSchema, final);
+  else if (final.kind === 'restore' && final.restore) {
+    const r = final.restore;
+    out(`restored backup ${r.backupLabel} into ${r.targetDir} (${formatBytes(r.bytes)}, ${r.fileCount} files)`);
+    out('start PostgreSQL on it to recover to the target');
+  } else if (final.backup) out(describeBackup(final.backup));
+  else if (final.expire) out(describeExpire(final.expire));
+  else out(`${final.kind} job ${final.id} succeeded`);
+  return 0;
+}
+
+/**
+ * Follows WatchJob to the job's end. Ctrl-C stops following, not the job. A failed or cancelled
+ * job throws its own error code so the exit status says what went wrong.
+ */
+export async function follow(admin: Admin, job: JobInfo): Promise<JobInfo> {
+  const stop = new AbortController();
+  const onSigint = (): void => stop.abort();
+  process.once('SIGINT', onSigint);
+  let last = job;
+  let lastLine = '';
+  try {
+    for await (const { job: update } of admin.watchJob({ id: job.id }, { signal: stop.signal })) {
+      if (!update) continue;
+      last = update;
+      if (update.progress && update.state === JobState.RUNNING) {
+        const line = formatProgress(update.kind, update.progress);
+        if (line !== lastLine) err(line);
+        lastLine = line;
+      }
+    }
+  } catch (e) {
+    if (stop.signal.aborted) {
+      throw new PgfleetError('Cancelled', `stopped following job ${job.id}; it continues on agent ${job.agentId}`, { hint: `Follow it again with: pgfleet job ${job.id}` });
+    }
+    throw e;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+  switch (last.state) {
+    case JobState.SUCCEEDED:
+      return last;
+    case JobState.FAILED:
+    case JobState.CANCELLED: {
+      const code = last.error?.code || (last.state === JobState.CANCELLED ? 'PGF-2007' : 'PGF-2005');
+      const e = PgfleetError.fromCode(code, `${last.kind} job ${last.id} ${stateName(last.state)}: ${last.error?.message || 'no reason given'}`, last.error?.hint || undefined);
+      throw e;
+    }
+    default:
+      throw new PgfleetError('ControllerUnreachable', `lost the controller while following job ${last.id} (last state ${stateName(last.state)}); the job may still run`, {
+        hint: `Check it with: pgfleet job ${last.id}`,
+      });
+  }
+}
+
+export function describeExpire(e: ExpireResult): string {
+  const lines = [
+    `expired ${e.deletedLabels.length} backup(s)${e.deletedLabels.length ? `: ${e.deletedLabels.join(', ')}` : ''} (${e.backupFilesDeleted} files, ${formatBytes(e.backupBytesDeleted)})`,
+    `expired ${e.walFilesDeleted} WAL file(s) (${formatBytes(e.walBytesDeleted)})${e.walFilesDeleted ? `: ${e.walFirstDeleted} .. ${e.walLastDeleted}` : ''}`,
+  ];
+  if (e.skippedLabels.length) lines.push(`kept ${e.skippedLabels.join(', ')}: a kept backup still reads files from them`);
+  return lines.join('\n');
+}
