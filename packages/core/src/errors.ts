@@ -30,7 +30,7 @@ export type GrpcStatusCode = (typeof GrpcStatus)[keyof typeof GrpcStatus];
 interface ErrorSpec {
   readonly code: string;
   readonly grpc: GrpcStatusCode;
-  /** Exit status of a CLI that fails with this error. 2 = usage/config, 3 = not found, 4 = precondition, 5 = unavailable, 6 = data, 1 = other. */
+  /** Exit status of a CLI that fails with this error. 2 = usage/config, 3 = not found, 4 = precondition, 5 = unavailable, 6 = data, 7 = authentication/authorization, 1 = other. */
   readonly exit: number;
   readonly hint: string;
 }
@@ -88,6 +88,12 @@ export const ErrorCodes = {
   Timeout: spec('PGF-7002', GrpcStatus.DEADLINE_EXCEEDED, 5, 'The operation took longer than allowed; retry or raise the timeout.'),
   ControllerRestarted: spec('PGF-7003', GrpcStatus.ABORTED, 5, 'The controller restarted while the job ran; its outcome is unknown, start the job again.'),
   Cancelled: spec('PGF-7004', GrpcStatus.CANCELLED, 1, 'The call was cancelled before it finished (interrupted, or the peer went away); retry if it is still needed.'),
+  EventPublishFailed: spec('PGF-7005', GrpcStatus.UNAVAILABLE, 5, 'Check the NATS URL and that nats-server runs with JetStream enabled (-js); events wait in the catalog outbox and are published once NATS is reachable.'),
+  EventInvalid: spec('PGF-7006', GrpcStatus.INVALID_ARGUMENT, 6, 'The message is not a pgfleet event in the encoding its pgfleet-encoding header names; see docs/events.md.'),
+  // 8xxx: identity and access (agent certificates, admin tokens, enrollment)
+  Unauthenticated: spec('PGF-8001', GrpcStatus.UNAUTHENTICATED, 7, 'Admin calls need a bearer token (--token, PGFLEET_TOKEN or --token-file; create one with `pgfleet-controller token create`); agents need a certificate from this controller\'s CA (enroll with `pgfleet-agent run --tls-dir DIR --enroll-token TOKEN --ca-cert FILE`).'),
+  PermissionDenied: spec('PGF-8002', GrpcStatus.PERMISSION_DENIED, 7, 'The token\'s role does not allow this call (viewer: read; operator: + backup, restore, retention apply, pin; admin: everything); use a token with a higher role.'),
+  EnrollmentFailed: spec('PGF-8003', GrpcStatus.PERMISSION_DENIED, 7, 'Enrollment tokens are single-use and expire: issue a new one with `pgfleet-controller enroll-token <cluster>` and start the agent with it.'),
   // 9xxx: bugs
   Internal: spec('PGF-9001', GrpcStatus.INTERNAL, 1, 'This is a bug in pgfleet; please report it with the log.'),
 } as const;

@@ -41,3 +41,30 @@ test('startNats: JetStream stream publish and read back, stop removes the store'
   assert.equal(existsSync(nats.storeDir), false, 'store dir removed');
   assert.equal(await isPortListening(nats.port), false, 'server gone');
 });
+
+test('startNats: kill() and restart() keep the port and the JetStream store', { timeout: 60_000 }, async (t) => {
+  const nats = await startNats();
+  t.after(() => nats.stop());
+  const nc1 = await connect({ servers: nats.url, timeout: 5000 });
+  const jsm1 = await jetstreamManager(nc1);
+  await jsm1.streams.add({ name: 'KEEP', subjects: ['keep.>'] });
+  await jetstream(nc1).publish('keep.one', 'survives a restart');
+  await nc1.close();
+
+  await nats.kill();
+  await nats.kill(); // idempotent
+  assert.equal(nats.running, false);
+  assert.equal(await isPortListening(nats.port), false, 'server gone');
+  assert.equal(existsSync(nats.storeDir), true, 'store kept');
+
+  await nats.restart();
+  assert.equal(nats.running, true);
+  const nc2 = await connect({ servers: nats.url, timeout: 5000 });
+  t.after(() => nc2.close());
+  const stored = await (await jetstreamManager(nc2)).streams.getMessage('KEEP', { seq: 1 });
+  assert.equal(stored?.string(), 'survives a restart');
+  await nc2.close();
+
+  await nats.stop();
+  assert.equal(existsSync(nats.storeDir), false, 'store dir removed');
+});

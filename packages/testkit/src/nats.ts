@@ -3,9 +3,11 @@
  *
  * Event publishing/consuming tests talk to a real server (as nats.js's own tests do), started on
  * a free port on 127.0.0.1 with its JetStream store in a temp dir, never the system NATS on 4222.
+ * Outage tests stop the server with kill() and bring it back with restart(): same port, same
+ * store, so clients reconnect by themselves and the stream (and its dedupe state) survives.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, rmSync, statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { registerExitCleanup, writeOwnerMarker } from './cleanup.js';
@@ -22,6 +24,12 @@ export interface NatsServer {
   log(): Promise<string>;
   /** SIGTERM (SIGKILL after 5 s), then remove the temp dir; idempotent */
   stop(): Promise<void>;
+  /** Stops the server process (SIGTERM, SIGKILL after 5 s) but keeps the store dir; idempotent. */
+  kill(): Promise<void>;
+  /** Starts the server again on the same port and store dir (kills it first if it runs). */
+  restart(): Promise<void>;
+  /** True while the server process runs. */
+  readonly running: boolean;
 }
 
 export interface NatsOptions {
@@ -40,6 +48,83 @@ export function natsServerBin(): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+interface Running {
+  readonly exited: boolean;
+  killAndWait(): Promise<void>;
+  unregister(): void;
+}
+
+type LaunchResult = { ok: true; proc: Running } | { ok: false; why: string; log: string; addressInUse: boolean };
+
+/** Spawns one nats-server on `port` and waits until its log (from this start on) says it is ready. */
+async function launch(dir: string, storeDir: string, logFile: string, port: number, timeoutMs: number): Promise<LaunchResult> {
+  // A restart appends to the same log: only what this start writes counts for readiness.
+  const logOffset = existsSync(logFile) ? statSync(logFile).size : 0;
+  const readNewLog = async () => (await readFile(logFile, 'utf8').catch(() => '')).slice(logOffset);
+  // The server logs to stderr; send it straight to a file so no pipe keeps this process busy.
+  const fd = openSync(logFile, 'a');
+  const child = spawn(natsServerBin(), ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir], {
+    stdio: ['ignore', fd, fd],
+    cwd: dir,
+  });
+  closeSync(fd);
+  child.unref(); // the exit handler below kills it if a test forgets stop()
+  let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  let spawnError: Error | undefined;
+  const exitPromise = new Promise<void>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exited = { code, signal };
+      resolve();
+    });
+    child.once('error', (e) => {
+      spawnError = e;
+      exited ??= { code: null, signal: null };
+      resolve();
+    });
+  });
+  if (child.pid) writeOwnerMarker(dir, { pid: child.pid, cmdlineMustInclude: storeDir, signal: 'SIGKILL', dirs: [] });
+  const unregister = registerExitCleanup(() => {
+    if (!exited) child.kill('SIGKILL');
+    if (process.env.PGFLEET_KEEP_TMP !== '1') rmSync(dir, { recursive: true, force: true });
+  });
+  const killAndWait = async () => {
+    if (!exited) {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exitPromise;
+      clearTimeout(t);
+    }
+  };
+
+  // Ready when the server says so (a TCP probe alone could hit whoever else owns the port).
+  const deadline = Date.now() + timeoutMs;
+  while (!exited && Date.now() < deadline) {
+    const log = await readNewLog();
+    if (log.includes(`Listening for client connections on 127.0.0.1:${port}`) && log.includes('Server is ready')) {
+      return {
+        ok: true,
+        proc: {
+          get exited() {
+            return exited !== undefined;
+          },
+          killAndWait,
+          unregister,
+        },
+      };
+    }
+    await sleep(50);
+  }
+  await killAndWait();
+  unregister();
+  const log = await readNewLog();
+  const why = spawnError
+    ? `could not run ${natsServerBin()}: ${spawnError.message}`
+    : exited
+      ? `nats-server exited (code ${exited.code}, signal ${exited.signal})`
+      : `nats-server not ready within ${timeoutMs} ms`;
+  return { ok: false, why, log, addressInUse: !spawnError && /address already in use/i.test(log) };
+}
+
 export async function startNats(opts: NatsOptions = {}): Promise<NatsServer> {
   const timeoutMs = opts.startTimeoutMs ?? 15_000;
   const dir = await makeTempDir('nats');
@@ -48,86 +133,64 @@ export async function startNats(opts: NatsOptions = {}): Promise<NatsServer> {
   const logFile = path.join(dir, 'nats-server.log');
   const readLog = () => readFile(logFile, 'utf8').catch(() => '');
 
+  let port = 0;
+  let proc: Running | undefined;
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
-    // The server logs to stderr; send it straight to a file so no pipe keeps this process busy.
-    const fd = openSync(logFile, 'a');
-    const child = spawn(natsServerBin(), ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir], {
-      stdio: ['ignore', fd, fd],
-      cwd: dir,
-    });
-    closeSync(fd);
-    child.unref(); // the exit handler below kills it if a test forgets stop()
-    let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-    let spawnError: Error | undefined;
-    const exitPromise = new Promise<void>((resolve) => {
-      child.once('exit', (code, signal) => {
-        exited = { code, signal };
-        resolve();
-      });
-      child.once('error', (e) => {
-        spawnError = e;
-        exited ??= { code: null, signal: null };
-        resolve();
-      });
-    });
-    if (child.pid) writeOwnerMarker(dir, { pid: child.pid, cmdlineMustInclude: storeDir, signal: 'SIGKILL', dirs: [] });
-    const unregister = registerExitCleanup(() => {
-      if (!exited) child.kill('SIGKILL');
-      if (process.env.PGFLEET_KEEP_TMP !== '1') rmSync(dir, { recursive: true, force: true });
-    });
-
-    const killAndWait = async () => {
-      if (!exited) {
-        child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-        await exitPromise;
-        clearTimeout(t);
-      }
-    };
-
-    // Ready when the server says so (a TCP probe alone could hit whoever else owns the port).
-    const deadline = Date.now() + timeoutMs;
-    let ready = false;
-    while (!exited && Date.now() < deadline) {
-      const log = await readLog();
-      if (log.includes(`Listening for client connections on 127.0.0.1:${port}`) && log.includes('Server is ready')) {
-        ready = true;
-        break;
-      }
-      await sleep(50);
+    port = await freePort();
+    const r = await launch(dir, storeDir, logFile, port, timeoutMs);
+    if (r.ok) {
+      proc = r.proc;
+      break;
     }
-    if (!ready) {
-      await killAndWait();
-      unregister();
-      const log = await readLog();
-      if (!spawnError && /address already in use/i.test(log) && attempt < 3) continue;
-      await removeDir(dir);
-      const why = spawnError
-        ? `could not run ${natsServerBin()}: ${spawnError.message}`
-        : exited
-          ? `nats-server exited (code ${exited.code}, signal ${exited.signal})`
-          : `nats-server not ready within ${timeoutMs} ms`;
-      throw new Error(`startNats: ${why}\n--- nats-server log tail ---\n${tail(log)}`);
-    }
-
-    let stopping: Promise<void> | undefined;
-    let logAtStop: string | undefined;
-    return {
-      port,
-      url: `nats://127.0.0.1:${port}`,
-      storeDir,
-      logFile,
-      log: async () => logAtStop ?? readLog(),
-      stop() {
-        stopping ??= (async () => {
-          await killAndWait();
-          logAtStop = await readLog();
-          unregister();
-          await removeDir(dir);
-        })();
-        return stopping;
-      },
-    };
+    if (r.addressInUse && attempt < 3) continue;
+    await removeDir(dir);
+    throw new Error(`startNats: ${r.why}\n--- nats-server log tail ---\n${tail(r.log)}`);
   }
+
+  let current: Running | undefined = proc;
+  let stopping: Promise<void> | undefined;
+  let logAtStop: string | undefined;
+  // While killed, no process cleanup is registered: keep one that still removes the temp dir.
+  let unregisterDirCleanup: (() => void) | undefined;
+  const kill = async () => {
+    const p = current;
+    current = undefined;
+    if (p) {
+      await p.killAndWait();
+      unregisterDirCleanup ??= registerExitCleanup(() => {
+        if (process.env.PGFLEET_KEEP_TMP !== '1') rmSync(dir, { recursive: true, force: true });
+      });
+      p.unregister();
+    }
+  };
+  return {
+    port,
+    url: `nats://127.0.0.1:${port}`,
+    storeDir,
+    logFile,
+    log: async () => logAtStop ?? readLog(),
+    get running() {
+      return current !== undefined && !current.exited;
+    },
+    kill,
+    async restart() {
+      if (stopping) throw new Error('startNats: restart() after stop()');
+      await kill();
+      // The port was ours a moment ago; another process may grab it meanwhile (rare): say so.
+      const r = await launch(dir, storeDir, logFile, port, timeoutMs);
+      if (!r.ok) throw new Error(`startNats: restart on port ${port}: ${r.why}\n--- nats-server log tail ---\n${tail(r.log)}`);
+      current = r.proc;
+      unregisterDirCleanup?.();
+      unregisterDirCleanup = undefined;
+    },
+    stop() {
+      stopping ??= (async () => {
+        await kill();
+        logAtStop = await readLog();
+        await removeDir(dir);
+        unregisterDirCleanup?.();
+      })();
+      return stopping;
+    },
+  };
 }

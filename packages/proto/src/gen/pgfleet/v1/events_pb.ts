@@ -6,7 +6,7 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { BackupInfo, ErrorDetail } from "./common_pb.js";
+import type { BackupInfo, BackupType, ErrorDetail, RecoveryTarget } from "./common_pb.js";
 import { file_pgfleet_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,32 +14,40 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/events.proto.
  */
 export const file_pgfleet_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChdwZ2ZsZWV0L3YxL2V2ZW50cy5wcm90bxIKcGdmbGVldC52MSK3AwoFRXZlbnQSCgoCaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHY2x1c3RlchgDIAEoCRIMCgRraW5kGAQgASgJEjUKD2FnZW50X2Nvbm5lY3RlZBgKIAEoCzIaLnBnZmxlZXQudjEuQWdlbnRDb25uZWN0ZWRIABI7ChJhZ2VudF9kaXNjb25uZWN0ZWQYCyABKAsyHS5wZ2ZsZWV0LnYxLkFnZW50RGlzY29ubmVjdGVkSAASNwoQYmFja3VwX2NvbXBsZXRlZBgMIAEoCzIbLnBnZmxlZXQudjEuQmFja3VwQ29tcGxldGVkSAASMQoNYmFja3VwX2ZhaWxlZBgNIAEoCzIYLnBnZmxlZXQudjEuQmFja3VwRmFpbGVkSAASOQoRcmVzdG9yZV9jb21wbGV0ZWQYDiABKAsyHC5wZ2ZsZWV0LnYxLlJlc3RvcmVDb21wbGV0ZWRIABIzCg5yZXN0b3JlX2ZhaWxlZBgPIAEoCzIZLnBnZmxlZXQudjEuUmVzdG9yZUZhaWxlZEgAQgkKB3BheWxvYWQiNAoOQWdlbnRDb25uZWN0ZWQSEAoIYWdlbnRfaWQYASABKAkSEAoIaG9zdG5hbWUYAiABKAkiNQoRQWdlbnREaXNjb25uZWN0ZWQSEAoIYWdlbnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJImMKD0JhY2t1cENvbXBsZXRlZBIOCgZqb2JfaWQYASABKAkSJgoGYmFja3VwGAIgASgLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvEhgKEGR1cmF0aW9uX3NlY29uZHMYAyABKAEiRgoMQmFja3VwRmFpbGVkEg4KBmpvYl9pZBgBIAEoCRImCgVlcnJvchgCIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWwiZgoQUmVzdG9yZUNvbXBsZXRlZBIOCgZqb2JfaWQYASABKAkSFAoMYmFja3VwX2xhYmVsGAIgASgJEhIKCnRhcmdldF9kaXIYAyABKAkSGAoQZHVyYXRpb25fc2Vjb25kcxgEIAEoASJHCg1SZXN0b3JlRmFpbGVkEg4KBmpvYl9pZBgBIAEoCRImCgVlcnJvchgCIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWxiBnByb3RvMw", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
+  fileDesc("ChdwZ2ZsZWV0L3YxL2V2ZW50cy5wcm90bxIKcGdmbGVldC52MSLECAoFRXZlbnQSCgoCaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHY2x1c3RlchgDIAEoCRIMCgRraW5kGAQgASgJEjUKD2FnZW50X2Nvbm5lY3RlZBgKIAEoCzIaLnBnZmxlZXQudjEuQWdlbnRDb25uZWN0ZWRIABI7ChJhZ2VudF9kaXNjb25uZWN0ZWQYCyABKAsyHS5wZ2ZsZWV0LnYxLkFnZW50RGlzY29ubmVjdGVkSAASNwoQYmFja3VwX2NvbXBsZXRlZBgMIAEoCzIbLnBnZmxlZXQudjEuQmFja3VwQ29tcGxldGVkSAASMQoNYmFja3VwX2ZhaWxlZBgNIAEoCzIYLnBnZmxlZXQudjEuQmFja3VwRmFpbGVkSAASOQoRcmVzdG9yZV9jb21wbGV0ZWQYDiABKAsyHC5wZ2ZsZWV0LnYxLlJlc3RvcmVDb21wbGV0ZWRIABIzCg5yZXN0b3JlX2ZhaWxlZBgPIAEoCzIZLnBnZmxlZXQudjEuUmVzdG9yZUZhaWxlZEgAEi8KDGFnZW50X3NpbGVudBgQIAEoCzIXLnBnZmxlZXQudjEuQWdlbnRTaWxlbnRIABIzCg5iYWNrdXBfc3RhcnRlZBgRIAEoCzIZLnBnZmxlZXQudjEuQmFja3VwU3RhcnRlZEgAEjoKEndhbF9hcmNoaXZlX2ZhaWxlZBgSIAEoCzIcLnBnZmxlZXQudjEuV2FsQXJjaGl2ZUZhaWxlZEgAEkAKFXdhbF9hcmNoaXZlX3JlY292ZXJlZBgTIAEoCzIfLnBnZmxlZXQudjEuV2FsQXJjaGl2ZVJlY292ZXJlZEgAEjYKEHdhbF9nYXBfZGV0ZWN0ZWQYFCABKAsyGi5wZ2ZsZWV0LnYxLldhbEdhcERldGVjdGVkSAASLwoMcnBvX2JyZWFjaGVkGBUgASgLMhcucGdmbGVldC52MS5ScG9CcmVhY2hlZEgAEjEKDXJwb19yZWNvdmVyZWQYFiABKAsyGC5wZ2ZsZWV0LnYxLlJwb1JlY292ZXJlZEgAEi8KDGJhY2t1cF9zdGFsZRgXIAEoCzIXLnBnZmxlZXQudjEuQmFja3VwU3RhbGVIABI5ChFyZXRlbnRpb25fZXhwaXJlZBgYIAEoCzIcLnBnZmxlZXQudjEuUmV0ZW50aW9uRXhwaXJlZEgAEjcKEHZlcmlmeV9jb21wbGV0ZWQYGSABKAsyGy5wZ2ZsZWV0LnYxLlZlcmlmeUNvbXBsZXRlZEgAEjUKD2RyaWxsX2NvbXBsZXRlZBgaIAEoCzIaLnBnZmxlZXQudjEuRHJpbGxDb21wbGV0ZWRIABIvCgxkcmlsbF9mYWlsZWQYGyABKAsyFy5wZ2ZsZWV0LnYxLkRyaWxsRmFpbGVkSABCCQoHcGF5bG9hZCJ6Cg5BZ2VudENvbm5lY3RlZBIQCghhZ2VudF9pZBgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAMgASgJEhIKCnBnX3ZlcnNpb24YBCABKA0SGQoRc3lzdGVtX2lkZW50aWZpZXIYBSABKAkibgoRQWdlbnREaXNjb25uZWN0ZWQSEAoIYWdlbnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIosBCgtBZ2VudFNpbGVudBIQCghhZ2VudF9pZBgBIAEoCRI3ChNsYXN0X2hlYXJ0YmVhdF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5zaWxlbnRfc2Vjb25kcxgDIAEoARIZChF0aHJlc2hvbGRfc2Vjb25kcxgEIAEoASJ8Cg1CYWNrdXBTdGFydGVkEg4KBmpvYl9pZBgBIAEoCRINCgVsYWJlbBgCIAEoCRIkCgR0eXBlGAMgASgOMhYucGdmbGVldC52MS5CYWNrdXBUeXBlEhEKCXNjaGVkdWxlZBgEIAEoCBITCgtwcmlvcl9sYWJlbBgFIAEoCSJjCg9CYWNrdXBDb21wbGV0ZWQSDgoGam9iX2lkGAEgASgJEiYKBmJhY2t1cBgCIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mbxIYChBkdXJhdGlvbl9zZWNvbmRzGAMgASgBIqgBCgxCYWNrdXBGYWlsZWQSDgoGam9iX2lkGAEgASgJEiYKBWVycm9yGAIgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBINCgVsYWJlbBgDIAEoCRIkCgR0eXBlGAQgASgOMhYucGdmbGVldC52MS5CYWNrdXBUeXBlEhgKEGR1cmF0aW9uX3NlY29uZHMYBSABKAESEQoJc2NoZWR1bGVkGAYgASgIItsBChBXYWxBcmNoaXZlRmFpbGVkEhQKDGZhaWxlZF9jb3VudBgBIAEoBBIXCg9sYXN0X2ZhaWxlZF93YWwYAiABKAkSNAoQbGFzdF9mYWlsZWRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHbWVzc2FnZRgEIAEoCRIZChFsYXN0X2FyY2hpdmVkX3dhbBgFIAEoCRI2ChJsYXN0X2FyY2hpdmVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpcBChNXYWxBcmNoaXZlUmVjb3ZlcmVkEhkKEWxhc3RfYXJjaGl2ZWRfd2FsGAEgASgJEjYKEmxhc3RfYXJjaGl2ZWRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMZmFpbGVkX2NvdW50GAMgASgEEhcKD2ZhaWxpbmdfc2Vjb25kcxgEIAEoASKRAQoOV2FsR2FwRGV0ZWN0ZWQSEAoIdGltZWxpbmUYASABKA0SGQoRZmlyc3RfbWlzc2luZ193YWwYAiABKAkSGAoQbGFzdF9taXNzaW5nX3dhbBgDIAEoCRIYChBtaXNzaW5nX3NlZ21lbnRzGAQgASgEEh4KFmFmZmVjdGVkX2JhY2t1cF9sYWJlbHMYBSADKAkikAEKC1Jwb0JyZWFjaGVkEhMKC3Jwb19zZWNvbmRzGAEgASgBEhkKEXRocmVzaG9sZF9zZWNvbmRzGAIgASgBEhkKEWxhc3RfYXJjaGl2ZWRfd2FsGAMgASgJEjYKEmxhc3RfYXJjaGl2ZWRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiqwEKDFJwb1JlY292ZXJlZBITCgtycG9fc2Vjb25kcxgBIAEoARIZChF0aHJlc2hvbGRfc2Vjb25kcxgCIAEoARIZChFsYXN0X2FyY2hpdmVkX3dhbBgDIAEoCRI2ChJsYXN0X2FyY2hpdmVkX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGJyZWFjaGVkX3NlY29uZHMYBSABKAEioAEKC0JhY2t1cFN0YWxlEhkKEWxhc3RfYmFja3VwX2xhYmVsGAEgASgJEjQKEGxhc3RfYmFja3VwX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2FnZV9zZWNvbmRzGAMgASgBEhkKEXRocmVzaG9sZF9zZWNvbmRzGAQgASgBEhAKCHNjaGVkdWxlGAUgASgJIucBChBSZXRlbnRpb25FeHBpcmVkEg4KBmpvYl9pZBgBIAEoCRIdChVleHBpcmVkX2JhY2t1cF9sYWJlbHMYAiADKAkSGgoSd2FsX2V4cGlyZWRfYmVmb3JlGAMgASgJEhwKFHdhbF9zZWdtZW50c19yZW1vdmVkGAQgASgEEhMKC2ZyZWVkX2J5dGVzGAUgASgEEhsKE29sZGVzdF9iYWNrdXBfbGFiZWwYBiABKAkSOAoUb2xkZXN0X3JlY292ZXJ5X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqoBChBSZXN0b3JlQ29tcGxldGVkEg4KBmpvYl9pZBgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSEgoKdGFyZ2V0X2RpchgDIAEoCRIYChBkdXJhdGlvbl9zZWNvbmRzGAQgASgBEioKBnRhcmdldBgFIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSFgoOcmVzdG9yZWRfYnl0ZXMYBiABKAQiiwEKDVJlc3RvcmVGYWlsZWQSDgoGam9iX2lkGAEgASgJEiYKBWVycm9yGAIgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBIUCgxiYWNrdXBfbGFiZWwYAyABKAkSEgoKdGFyZ2V0X2RpchgEIAEoCRIYChBkdXJhdGlvbl9zZWNvbmRzGAUgASgBIssBCg9WZXJpZnlDb21wbGV0ZWQSDgoGam9iX2lkGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIKCgJvaxgDIAEoCBIVCg1maWxlc19jaGVja2VkGAQgASgNEhUKDWJ5dGVzX2NoZWNrZWQYBSABKAQSKQoIcHJvYmxlbXMYBiADKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEhgKEGR1cmF0aW9uX3NlY29uZHMYByABKAESEwoLd2FsX2NoZWNrZWQYCCABKAgi3wEKDkRyaWxsQ29tcGxldGVkEg4KBmpvYl9pZBgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSKgoGdGFyZ2V0GAMgASgLMhoucGdmbGVldC52MS5SZWNvdmVyeVRhcmdldBIYChBkdXJhdGlvbl9zZWNvbmRzGAQgASgBEhUKDXJlY292ZXJlZF9sc24YBSABKAkSMgoOcmVjb3ZlcmVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlc3RvcmVkX2J5dGVzGAcgASgEIoQBCgtEcmlsbEZhaWxlZBIOCgZqb2JfaWQYASABKAkSFAoMYmFja3VwX2xhYmVsGAIgASgJEiYKBWVycm9yGAMgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBINCgVzdGFnZRgEIAEoCRIYChBkdXJhdGlvbl9zZWNvbmRzGAUgASgBYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
 
 /**
  * Event is the one envelope published on pgfleet.events.<cluster>.<kind>; id doubles as the
- * JetStream message id so redelivery dedupes.
+ * JetStream message id so redelivery dedupes. Consumers read it as canonical protobuf JSON
+ * (docs/events.md): field names in lowerCamelCase, 64-bit integers as strings, enums by name,
+ * timestamps as RFC 3339, and fields holding their zero value (0, "", false) left out.
  *
  * @generated from message pgfleet.v1.Event
  */
 export type Event = Message<"pgfleet.v1.Event"> & {
   /**
+   * A random UUID, unique per event (not per delivery).
+   *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
+   * When the state change the event reports happened (not when it was published).
+   *
    * @generated from field: google.protobuf.Timestamp time = 2;
    */
   time?: Timestamp | undefined;
 
   /**
+   * The cluster's name as the fleet knows it (the subject token may differ: see docs/events.md).
+   *
    * @generated from field: string cluster = 3;
    */
   cluster: string;
 
   /**
-   * Dotted kind, e.g. "backup.completed"; matches the subject's tail.
+   * Dotted kind, e.g. "backup.completed"; matches the subject's tail and the payload's case.
    *
    * @generated from field: string kind = 4;
    */
@@ -50,40 +58,148 @@ export type Event = Message<"pgfleet.v1.Event"> & {
    */
   payload: {
     /**
+     * agent.connected
+     *
      * @generated from field: pgfleet.v1.AgentConnected agent_connected = 10;
      */
     value: AgentConnected;
     case: "agentConnected";
   } | {
     /**
+     * agent.disconnected
+     *
      * @generated from field: pgfleet.v1.AgentDisconnected agent_disconnected = 11;
      */
     value: AgentDisconnected;
     case: "agentDisconnected";
   } | {
     /**
+     * backup.completed
+     *
      * @generated from field: pgfleet.v1.BackupCompleted backup_completed = 12;
      */
     value: BackupCompleted;
     case: "backupCompleted";
   } | {
     /**
+     * backup.failed
+     *
      * @generated from field: pgfleet.v1.BackupFailed backup_failed = 13;
      */
     value: BackupFailed;
     case: "backupFailed";
   } | {
     /**
+     * restore.completed
+     *
      * @generated from field: pgfleet.v1.RestoreCompleted restore_completed = 14;
      */
     value: RestoreCompleted;
     case: "restoreCompleted";
   } | {
     /**
+     * restore.failed
+     *
      * @generated from field: pgfleet.v1.RestoreFailed restore_failed = 15;
      */
     value: RestoreFailed;
     case: "restoreFailed";
+  } | {
+    /**
+     * agent.silent
+     *
+     * @generated from field: pgfleet.v1.AgentSilent agent_silent = 16;
+     */
+    value: AgentSilent;
+    case: "agentSilent";
+  } | {
+    /**
+     * backup.started
+     *
+     * @generated from field: pgfleet.v1.BackupStarted backup_started = 17;
+     */
+    value: BackupStarted;
+    case: "backupStarted";
+  } | {
+    /**
+     * wal.archive_failed
+     *
+     * @generated from field: pgfleet.v1.WalArchiveFailed wal_archive_failed = 18;
+     */
+    value: WalArchiveFailed;
+    case: "walArchiveFailed";
+  } | {
+    /**
+     * wal.archive_recovered
+     *
+     * @generated from field: pgfleet.v1.WalArchiveRecovered wal_archive_recovered = 19;
+     */
+    value: WalArchiveRecovered;
+    case: "walArchiveRecovered";
+  } | {
+    /**
+     * wal.gap_detected
+     *
+     * @generated from field: pgfleet.v1.WalGapDetected wal_gap_detected = 20;
+     */
+    value: WalGapDetected;
+    case: "walGapDetected";
+  } | {
+    /**
+     * rpo.breached
+     *
+     * @generated from field: pgfleet.v1.RpoBreached rpo_breached = 21;
+     */
+    value: RpoBreached;
+    case: "rpoBreached";
+  } | {
+    /**
+     * rpo.recovered
+     *
+     * @generated from field: pgfleet.v1.RpoRecovered rpo_recovered = 22;
+     */
+    value: RpoRecovered;
+    case: "rpoRecovered";
+  } | {
+    /**
+     * backup.stale
+     *
+     * @generated from field: pgfleet.v1.BackupStale backup_stale = 23;
+     */
+    value: BackupStale;
+    case: "backupStale";
+  } | {
+    /**
+     * retention.expired
+     *
+     * @generated from field: pgfleet.v1.RetentionExpired retention_expired = 24;
+     */
+    value: RetentionExpired;
+    case: "retentionExpired";
+  } | {
+    /**
+     * verify.completed
+     *
+     * @generated from field: pgfleet.v1.VerifyCompleted verify_completed = 25;
+     */
+    value: VerifyCompleted;
+    case: "verifyCompleted";
+  } | {
+    /**
+     * drill.completed
+     *
+     * @generated from field: pgfleet.v1.DrillCompleted drill_completed = 26;
+     */
+    value: DrillCompleted;
+    case: "drillCompleted";
+  } | {
+    /**
+     * drill.failed
+     *
+     * @generated from field: pgfleet.v1.DrillFailed drill_failed = 27;
+     */
+    value: DrillFailed;
+    case: "drillFailed";
   } | { case: undefined; value?: undefined };
 };
 
@@ -95,6 +211,8 @@ export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_events, 0);
 
 /**
+ * agent.connected: an agent opened its session with the controller.
+ *
  * @generated from message pgfleet.v1.AgentConnected
  */
 export type AgentConnected = Message<"pgfleet.v1.AgentConnected"> & {
@@ -107,6 +225,23 @@ export type AgentConnected = Message<"pgfleet.v1.AgentConnected"> & {
    * @generated from field: string hostname = 2;
    */
   hostname: string;
+
+  /**
+   * @generated from field: string agent_version = 3;
+   */
+  agentVersion: string;
+
+  /**
+   * PostgreSQL major version of the cluster the agent serves (e.g. 17).
+   *
+   * @generated from field: uint32 pg_version = 4;
+   */
+  pgVersion: number;
+
+  /**
+   * @generated from field: string system_identifier = 5;
+   */
+  systemIdentifier: string;
 };
 
 /**
@@ -117,6 +252,8 @@ export const AgentConnectedSchema: GenMessage<AgentConnected> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_events, 1);
 
 /**
+ * agent.disconnected: the agent's session ended (stream closed or broken).
+ *
  * @generated from message pgfleet.v1.AgentDisconnected
  */
 export type AgentDisconnected = Message<"pgfleet.v1.AgentDisconnected"> & {
@@ -129,6 +266,13 @@ export type AgentDisconnected = Message<"pgfleet.v1.AgentDisconnected"> & {
    * @generated from field: string reason = 2;
    */
   reason: string;
+
+  /**
+   * The last heartbeat received before the session ended.
+   *
+   * @generated from field: google.protobuf.Timestamp last_heartbeat_time = 3;
+   */
+  lastHeartbeatTime?: Timestamp | undefined;
 };
 
 /**
@@ -139,6 +283,85 @@ export const AgentDisconnectedSchema: GenMessage<AgentDisconnected> = /*@__PURE_
   messageDesc(file_pgfleet_v1_events, 2);
 
 /**
+ * agent.silent: the session is still open but no heartbeat arrived for threshold_seconds.
+ *
+ * @generated from message pgfleet.v1.AgentSilent
+ */
+export type AgentSilent = Message<"pgfleet.v1.AgentSilent"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_heartbeat_time = 2;
+   */
+  lastHeartbeatTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: double silent_seconds = 3;
+   */
+  silentSeconds: number;
+
+  /**
+   * @generated from field: double threshold_seconds = 4;
+   */
+  thresholdSeconds: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.AgentSilent.
+ * Use `create(AgentSilentSchema)` to create a new message.
+ */
+export const AgentSilentSchema: GenMessage<AgentSilent> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 3);
+
+/**
+ * backup.started: the agent began copying a backup.
+ *
+ * @generated from message pgfleet.v1.BackupStarted
+ */
+export type BackupStarted = Message<"pgfleet.v1.BackupStarted"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * @generated from field: string label = 2;
+   */
+  label: string;
+
+  /**
+   * @generated from field: pgfleet.v1.BackupType type = 3;
+   */
+  type: BackupType;
+
+  /**
+   * True when the scheduler started it, false for a manual `pgfleet backup`.
+   *
+   * @generated from field: bool scheduled = 4;
+   */
+  scheduled: boolean;
+
+  /**
+   * For diff/incr: the backup it is based on.
+   *
+   * @generated from field: string prior_label = 5;
+   */
+  priorLabel: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.BackupStarted.
+ * Use `create(BackupStartedSchema)` to create a new message.
+ */
+export const BackupStartedSchema: GenMessage<BackupStarted> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 4);
+
+/**
+ * backup.completed: the backup is in the repository and the catalog; backup holds its figures.
+ *
  * @generated from message pgfleet.v1.BackupCompleted
  */
 export type BackupCompleted = Message<"pgfleet.v1.BackupCompleted"> & {
@@ -163,9 +386,11 @@ export type BackupCompleted = Message<"pgfleet.v1.BackupCompleted"> & {
  * Use `create(BackupCompletedSchema)` to create a new message.
  */
 export const BackupCompletedSchema: GenMessage<BackupCompleted> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_events, 3);
+  messageDesc(file_pgfleet_v1_events, 5);
 
 /**
+ * backup.failed: the backup job ended without a usable backup.
+ *
  * @generated from message pgfleet.v1.BackupFailed
  */
 export type BackupFailed = Message<"pgfleet.v1.BackupFailed"> & {
@@ -178,6 +403,26 @@ export type BackupFailed = Message<"pgfleet.v1.BackupFailed"> & {
    * @generated from field: pgfleet.v1.ErrorDetail error = 2;
    */
   error?: ErrorDetail | undefined;
+
+  /**
+   * @generated from field: string label = 3;
+   */
+  label: string;
+
+  /**
+   * @generated from field: pgfleet.v1.BackupType type = 4;
+   */
+  type: BackupType;
+
+  /**
+   * @generated from field: double duration_seconds = 5;
+   */
+  durationSeconds: number;
+
+  /**
+   * @generated from field: bool scheduled = 6;
+   */
+  scheduled: boolean;
 };
 
 /**
@@ -185,9 +430,310 @@ export type BackupFailed = Message<"pgfleet.v1.BackupFailed"> & {
  * Use `create(BackupFailedSchema)` to create a new message.
  */
 export const BackupFailedSchema: GenMessage<BackupFailed> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_events, 4);
+  messageDesc(file_pgfleet_v1_events, 6);
 
 /**
+ * wal.archive_failed: pg_stat_archiver's failed_count went up (archive_command fails); sent on
+ * the crossing, not on every failed attempt. The last_archived_* fields say what is safe.
+ *
+ * @generated from message pgfleet.v1.WalArchiveFailed
+ */
+export type WalArchiveFailed = Message<"pgfleet.v1.WalArchiveFailed"> & {
+  /**
+   * @generated from field: uint64 failed_count = 1;
+   */
+  failedCount: bigint;
+
+  /**
+   * @generated from field: string last_failed_wal = 2;
+   */
+  lastFailedWal: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_failed_time = 3;
+   */
+  lastFailedTime?: Timestamp | undefined;
+
+  /**
+   * What the agent knows of the failure (from wal-push or the PostgreSQL log), if anything.
+   *
+   * @generated from field: string message = 4;
+   */
+  message: string;
+
+  /**
+   * @generated from field: string last_archived_wal = 5;
+   */
+  lastArchivedWal: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_archived_time = 6;
+   */
+  lastArchivedTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.WalArchiveFailed.
+ * Use `create(WalArchiveFailedSchema)` to create a new message.
+ */
+export const WalArchiveFailedSchema: GenMessage<WalArchiveFailed> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 7);
+
+/**
+ * wal.archive_recovered: archiving succeeds again after a wal.archive_failed.
+ *
+ * @generated from message pgfleet.v1.WalArchiveRecovered
+ */
+export type WalArchiveRecovered = Message<"pgfleet.v1.WalArchiveRecovered"> & {
+  /**
+   * @generated from field: string last_archived_wal = 1;
+   */
+  lastArchivedWal: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_archived_time = 2;
+   */
+  lastArchivedTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: uint64 failed_count = 3;
+   */
+  failedCount: bigint;
+
+  /**
+   * How long archiving was failing (from the first failure to the recovery).
+   *
+   * @generated from field: double failing_seconds = 4;
+   */
+  failingSeconds: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.WalArchiveRecovered.
+ * Use `create(WalArchiveRecoveredSchema)` to create a new message.
+ */
+export const WalArchiveRecoveredSchema: GenMessage<WalArchiveRecovered> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 8);
+
+/**
+ * wal.gap_detected: WAL segments between two archived ones are missing from the repository, so
+ * point-in-time recovery cannot cross the gap.
+ *
+ * @generated from message pgfleet.v1.WalGapDetected
+ */
+export type WalGapDetected = Message<"pgfleet.v1.WalGapDetected"> & {
+  /**
+   * @generated from field: uint32 timeline = 1;
+   */
+  timeline: number;
+
+  /**
+   * First and last missing segment names (equal when one segment is missing).
+   *
+   * @generated from field: string first_missing_wal = 2;
+   */
+  firstMissingWal: string;
+
+  /**
+   * @generated from field: string last_missing_wal = 3;
+   */
+  lastMissingWal: string;
+
+  /**
+   * @generated from field: uint64 missing_segments = 4;
+   */
+  missingSegments: bigint;
+
+  /**
+   * Backups whose recovery needs WAL from the gap (empty when only PITR past them is affected).
+   *
+   * @generated from field: repeated string affected_backup_labels = 5;
+   */
+  affectedBackupLabels: string[];
+};
+
+/**
+ * Describes the message pgfleet.v1.WalGapDetected.
+ * Use `create(WalGapDetectedSchema)` to create a new message.
+ */
+export const WalGapDetectedSchema: GenMessage<WalGapDetected> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 9);
+
+/**
+ * rpo.breached: the recovery point objective is exceeded: the newest WAL safely in the
+ * repository is older than threshold_seconds.
+ *
+ * @generated from message pgfleet.v1.RpoBreached
+ */
+export type RpoBreached = Message<"pgfleet.v1.RpoBreached"> & {
+  /**
+   * @generated from field: double rpo_seconds = 1;
+   */
+  rpoSeconds: number;
+
+  /**
+   * @generated from field: double threshold_seconds = 2;
+   */
+  thresholdSeconds: number;
+
+  /**
+   * @generated from field: string last_archived_wal = 3;
+   */
+  lastArchivedWal: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_archived_time = 4;
+   */
+  lastArchivedTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.RpoBreached.
+ * Use `create(RpoBreachedSchema)` to create a new message.
+ */
+export const RpoBreachedSchema: GenMessage<RpoBreached> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 10);
+
+/**
+ * rpo.recovered: the RPO is back under its threshold (with hysteresis) after rpo.breached.
+ *
+ * @generated from message pgfleet.v1.RpoRecovered
+ */
+export type RpoRecovered = Message<"pgfleet.v1.RpoRecovered"> & {
+  /**
+   * @generated from field: double rpo_seconds = 1;
+   */
+  rpoSeconds: number;
+
+  /**
+   * @generated from field: double threshold_seconds = 2;
+   */
+  thresholdSeconds: number;
+
+  /**
+   * @generated from field: string last_archived_wal = 3;
+   */
+  lastArchivedWal: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_archived_time = 4;
+   */
+  lastArchivedTime?: Timestamp | undefined;
+
+  /**
+   * How long the breach lasted.
+   *
+   * @generated from field: double breached_seconds = 5;
+   */
+  breachedSeconds: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.RpoRecovered.
+ * Use `create(RpoRecoveredSchema)` to create a new message.
+ */
+export const RpoRecoveredSchema: GenMessage<RpoRecovered> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 11);
+
+/**
+ * backup.stale: the newest successful backup is older than the policy allows.
+ *
+ * @generated from message pgfleet.v1.BackupStale
+ */
+export type BackupStale = Message<"pgfleet.v1.BackupStale"> & {
+  /**
+   * Empty when the cluster has no backup at all.
+   *
+   * @generated from field: string last_backup_label = 1;
+   */
+  lastBackupLabel: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_backup_time = 2;
+   */
+  lastBackupTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: double age_seconds = 3;
+   */
+  ageSeconds: number;
+
+  /**
+   * @generated from field: double threshold_seconds = 4;
+   */
+  thresholdSeconds: number;
+
+  /**
+   * The schedule (cron) the threshold derives from, if any.
+   *
+   * @generated from field: string schedule = 5;
+   */
+  schedule: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.BackupStale.
+ * Use `create(BackupStaleSchema)` to create a new message.
+ */
+export const BackupStaleSchema: GenMessage<BackupStale> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 12);
+
+/**
+ * retention.expired: retention removed backups and/or WAL from the repository.
+ *
+ * @generated from message pgfleet.v1.RetentionExpired
+ */
+export type RetentionExpired = Message<"pgfleet.v1.RetentionExpired"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * @generated from field: repeated string expired_backup_labels = 2;
+   */
+  expiredBackupLabels: string[];
+
+  /**
+   * Every WAL segment older than this one (on its timeline) was removed; empty when none was.
+   *
+   * @generated from field: string wal_expired_before = 3;
+   */
+  walExpiredBefore: string;
+
+  /**
+   * @generated from field: uint64 wal_segments_removed = 4;
+   */
+  walSegmentsRemoved: bigint;
+
+  /**
+   * @generated from field: uint64 freed_bytes = 5;
+   */
+  freedBytes: bigint;
+
+  /**
+   * The oldest point a restore can now reach.
+   *
+   * @generated from field: string oldest_backup_label = 6;
+   */
+  oldestBackupLabel: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp oldest_recovery_time = 7;
+   */
+  oldestRecoveryTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.RetentionExpired.
+ * Use `create(RetentionExpiredSchema)` to create a new message.
+ */
+export const RetentionExpiredSchema: GenMessage<RetentionExpired> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 13);
+
+/**
+ * restore.completed: a restore wrote a data directory ready to start.
+ *
  * @generated from message pgfleet.v1.RestoreCompleted
  */
 export type RestoreCompleted = Message<"pgfleet.v1.RestoreCompleted"> & {
@@ -210,6 +756,16 @@ export type RestoreCompleted = Message<"pgfleet.v1.RestoreCompleted"> & {
    * @generated from field: double duration_seconds = 4;
    */
   durationSeconds: number;
+
+  /**
+   * @generated from field: pgfleet.v1.RecoveryTarget target = 5;
+   */
+  target?: RecoveryTarget | undefined;
+
+  /**
+   * @generated from field: uint64 restored_bytes = 6;
+   */
+  restoredBytes: bigint;
 };
 
 /**
@@ -217,9 +773,11 @@ export type RestoreCompleted = Message<"pgfleet.v1.RestoreCompleted"> & {
  * Use `create(RestoreCompletedSchema)` to create a new message.
  */
 export const RestoreCompletedSchema: GenMessage<RestoreCompleted> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_events, 5);
+  messageDesc(file_pgfleet_v1_events, 14);
 
 /**
+ * restore.failed: a restore ended without a usable data directory.
+ *
  * @generated from message pgfleet.v1.RestoreFailed
  */
 export type RestoreFailed = Message<"pgfleet.v1.RestoreFailed"> & {
@@ -232,6 +790,21 @@ export type RestoreFailed = Message<"pgfleet.v1.RestoreFailed"> & {
    * @generated from field: pgfleet.v1.ErrorDetail error = 2;
    */
   error?: ErrorDetail | undefined;
+
+  /**
+   * @generated from field: string backup_label = 3;
+   */
+  backupLabel: string;
+
+  /**
+   * @generated from field: string target_dir = 4;
+   */
+  targetDir: string;
+
+  /**
+   * @generated from field: double duration_seconds = 5;
+   */
+  durationSeconds: number;
 };
 
 /**
@@ -239,5 +812,153 @@ export type RestoreFailed = Message<"pgfleet.v1.RestoreFailed"> & {
  * Use `create(RestoreFailedSchema)` to create a new message.
  */
 export const RestoreFailedSchema: GenMessage<RestoreFailed> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_events, 6);
+  messageDesc(file_pgfleet_v1_events, 15);
+
+/**
+ * verify.completed: a backup was read back and checked against its manifest. ok is false when
+ * any file is missing or damaged; problems lists them (the job itself ran to the end).
+ *
+ * @generated from message pgfleet.v1.VerifyCompleted
+ */
+export type VerifyCompleted = Message<"pgfleet.v1.VerifyCompleted"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * @generated from field: string backup_label = 2;
+   */
+  backupLabel: string;
+
+  /**
+   * @generated from field: bool ok = 3;
+   */
+  ok: boolean;
+
+  /**
+   * @generated from field: uint32 files_checked = 4;
+   */
+  filesChecked: number;
+
+  /**
+   * @generated from field: uint64 bytes_checked = 5;
+   */
+  bytesChecked: bigint;
+
+  /**
+   * @generated from field: repeated pgfleet.v1.ErrorDetail problems = 6;
+   */
+  problems: ErrorDetail[];
+
+  /**
+   * @generated from field: double duration_seconds = 7;
+   */
+  durationSeconds: number;
+
+  /**
+   * Whether the WAL needed to make the backup consistent was checked too, and found complete.
+   *
+   * @generated from field: bool wal_checked = 8;
+   */
+  walChecked: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.VerifyCompleted.
+ * Use `create(VerifyCompletedSchema)` to create a new message.
+ */
+export const VerifyCompletedSchema: GenMessage<VerifyCompleted> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 16);
+
+/**
+ * drill.completed: a restore drill restored a backup into a scratch directory, started
+ * PostgreSQL on it, replayed WAL to the target and ran its checks successfully.
+ *
+ * @generated from message pgfleet.v1.DrillCompleted
+ */
+export type DrillCompleted = Message<"pgfleet.v1.DrillCompleted"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * @generated from field: string backup_label = 2;
+   */
+  backupLabel: string;
+
+  /**
+   * @generated from field: pgfleet.v1.RecoveryTarget target = 3;
+   */
+  target?: RecoveryTarget | undefined;
+
+  /**
+   * @generated from field: double duration_seconds = 4;
+   */
+  durationSeconds: number;
+
+  /**
+   * Where replay ended: the recovered position and the time of the last replayed commit.
+   *
+   * @generated from field: string recovered_lsn = 5;
+   */
+  recoveredLsn: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp recovered_time = 6;
+   */
+  recoveredTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: uint64 restored_bytes = 7;
+   */
+  restoredBytes: bigint;
+};
+
+/**
+ * Describes the message pgfleet.v1.DrillCompleted.
+ * Use `create(DrillCompletedSchema)` to create a new message.
+ */
+export const DrillCompletedSchema: GenMessage<DrillCompleted> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 17);
+
+/**
+ * drill.failed: a restore drill failed; stage says where (restore, start, recovery, check).
+ *
+ * @generated from message pgfleet.v1.DrillFailed
+ */
+export type DrillFailed = Message<"pgfleet.v1.DrillFailed"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * @generated from field: string backup_label = 2;
+   */
+  backupLabel: string;
+
+  /**
+   * @generated from field: pgfleet.v1.ErrorDetail error = 3;
+   */
+  error?: ErrorDetail | undefined;
+
+  /**
+   * @generated from field: string stage = 4;
+   */
+  stage: string;
+
+  /**
+   * @generated from field: double duration_seconds = 5;
+   */
+  durationSeconds: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.DrillFailed.
+ * Use `create(DrillFailedSchema)` to create a new message.
+ */
+export const DrillFailedSchema: GenMessage<DrillFailed> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 18);
 
