@@ -125,11 +125,15 @@ export interface FleetOptions {
   startAgent?: boolean;
   /** Extra arguments for `pgfleet-controller run` (e.g. --schedule-interval 1). */
   controllerArgs?: string[];
+  /** A directory prepared beforehand (e.g. with `ca init` and tokens in its catalog.db) instead of a new one. */
+  dir?: string;
+  /** Extra environment of every `fleet.cli` run (e.g. PGFLEET_TOKEN, PGFLEET_CA_CERT). */
+  cliEnv?: Record<string, string>;
 }
 
 export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   const cluster = opts.cluster ?? 'main';
-  const dir = await makeTempDir('e2e');
+  const dir = opts.dir ?? (await makeTempDir('e2e'));
   const repoDir = join(dir, 'repo');
   const archive = opts.archive ?? true;
   const pg = await startPostgres({
@@ -149,7 +153,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     controller,
     agent: undefined,
     // The controller address goes by environment (PGFLEET_CONTROLLER) to keep call sites short.
-    cli: (...args: string[]) => runNode(CLI_BIN, args, { env: { PGFLEET_CONTROLLER: controllerAddress } }),
+    cli: (...args: string[]) => runNode(CLI_BIN, args, { env: { PGFLEET_CONTROLLER: controllerAddress, ...opts.cliEnv } }),
     async startAgent(extraArgs: string[] = []) {
       const agent = startDaemon(
         AGENT_BIN,

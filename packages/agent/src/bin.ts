@@ -86,6 +86,9 @@ async function main(argv: string[]): Promise<number> {
         archiveAhead: Number(o['archive-ahead'] ?? 0),
         stream: o.stream === true,
         streamSpool: o['stream-spool'] ? String(o['stream-spool']) : defaultStreamSpool(realPgdata),
+        ...(o['tls-dir'] ? { tlsDir: String(o['tls-dir']) } : {}),
+        ...(o['enroll-token'] ? { enrollToken: String(o['enroll-token']) } : {}),
+        ...(o['ca-cert'] ? { caCert: String(o['ca-cert']) } : {}),
       };
       const { AgentDaemon } = await import('./daemon.js');
       const daemon = new AgentDaemon(settings, log);

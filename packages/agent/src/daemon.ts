@@ -10,10 +10,11 @@ import { timestampFromDate, timestampDate } from '@bufbuild/protobuf/wkt';
 import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
 import { archiverStats, connectPg } from '@pgfleet/pg';
 import { AgentService, BackupType, JobState, TargetAction, type Job } from '@pgfleet/proto';
-import { createClient, type ClientBidiStream } from '@pgfleet/rpc';
+import { createClient, type ClientBidiStream, type ClientOptions } from '@pgfleet/rpc';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConnectRequestSchema, JobResultSchema } from '@pgfleet/proto';
 import { PosixDriver, Repository, type BackupManifest } from '@pgfleet/storage';
+import { agentCredentials } from './agent-identity.js';
 import { runBackup } from './backup.js';
 import { runExpire } from './expire.js';
 import type { AgentSettings } from './options.js';
@@ -94,10 +95,13 @@ export class AgentDaemon {
   private stopped = false;
   private facts!: PgdataFacts;
   private wal: WalServices | undefined;
+  private credentials: ClientOptions['credentials'];
 
   constructor(private readonly s: AgentSettings, private readonly log: Logger) {}
 
   async start(): Promise<void> {
+    // Identity first (enrolling if needed): an agent the controller will not accept should fail before it does anything else.
+    this.credentials = await agentCredentials(this.s, this.log, () => this.stopped);
     this.facts = await readPgdataFacts(this.s.pgdata);
     await this.checkArchiving();
     this.wal = await WalServices.start(this.s, this.facts, this.log);
@@ -108,6 +112,12 @@ export class AgentDaemon {
         await this.session();
       } catch (err) {
         const e = asPgfleetError(err);
+        // Refused for who we are (no, foreign or mismatched certificate): retrying cannot help.
+        if (e.errorName === 'Unauthenticated' || e.errorName === 'PermissionDenied') {
+          this.log.error({ code: e.code, err: e.message }, 'the controller refused this agent');
+          this.stop();
+          throw e;
+        }
         this.log.warn({ code: e.code, err: e.message }, 'controller connection lost');
       }
       this.stopHeartbeats();
@@ -148,7 +158,7 @@ export class AgentDaemon {
   }
 
   private async session(): Promise<void> {
-    const client = createClient(AgentService, this.s.controller, { unavailableError: 'ControllerUnreachable' });
+    const client = createClient(AgentService, this.s.controller, { unavailableError: 'ControllerUnreachable', ...(this.credentials ? { credentials: this.credentials } : {}) });
     const stream = client.connect();
     try {
       stream.send({

@@ -34,10 +34,13 @@ export const AGENT_PROGRAM: ProgramSpec = {
     { name: 'prefetch', type: 'integer', description: 'WAL segments wal-fetch downloads ahead of recovery into pg_wal/.pgfleet-prefetch (0 = off)', default: 4, min: 0, max: 64 },
     { name: 'stream', type: 'boolean', description: 'stream WAL over a physical replication slot (pgfleet_<cluster>) into a local spool and upload completed segments (RPO of seconds)', default: false },
     { name: 'stream-spool', type: 'string', description: 'directory of streamed WAL (default: <pgdata>.pgfleet-stream, beside the data directory)' },
+    { name: 'tls-dir', type: 'string', description: "directory of the agent's certificate and key (agent.crt, agent.key, 0600): mutual TLS with a controller run with --tls-dir; made on first start by enrolling with --enroll-token" },
+    { name: 'enroll-token', type: 'string', secret: true, description: 'one-time token (pgfleet-controller enroll-token <cluster>) traded for a certificate on the first start with an empty --tls-dir; not needed afterwards' },
+    { name: 'ca-cert', type: 'string', description: "the fleet CA certificate (the controller's ca.crt): talk TLS to the controller and verify it; needed to enroll (default afterwards: <tls-dir>/ca.crt)" },
     { name: 'log-level', type: 'string', description: 'log level', default: 'info', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] },
   ],
   commands: [
-    { name: 'run', summary: 'run the agent daemon: connect to the controller and run its jobs', options: ['config', 'controller', 'cluster', 'agent-id', 'pgdata', 'pg-host', 'pg-port', 'pg-user', 'pg-database', 'pg-password', 'pg-bin-dir', 'repo-path', 'compress', 'checksum-delta', 'workers', 'archive-timeout', 'socket', 'archive-ahead', 'stream', 'stream-spool', 'log-level'] },
+    { name: 'run', summary: 'run the agent daemon: connect to the controller and run its jobs', options: ['config', 'controller', 'cluster', 'agent-id', 'pgdata', 'pg-host', 'pg-port', 'pg-user', 'pg-database', 'pg-password', 'pg-bin-dir', 'repo-path', 'compress', 'checksum-delta', 'workers', 'archive-timeout', 'socket', 'archive-ahead', 'stream', 'stream-spool', 'tls-dir', 'enroll-token', 'ca-cert', 'log-level'] },
     {
       name: 'wal-push',
       summary: "archive one WAL file (archive_command = 'pgfleet-agent wal-push %p --config FILE')",
@@ -83,6 +86,12 @@ export interface AgentSettings {
   archiveAhead: number;
   stream: boolean;
   streamSpool: string;
+  /** Mutual TLS: the agent's certificate directory (enrolled into on first start). */
+  tlsDir?: string;
+  /** One-time enrollment token, used only while tlsDir holds no certificate. */
+  enrollToken?: string;
+  /** The fleet CA certificate file: TLS to the controller. */
+  caCert?: string;
 }
 
 /**

@@ -7,7 +7,7 @@
 import { strict as assert } from 'node:assert';
 import { afterEach, describe, test } from 'node:test';
 import { PgfleetError } from '@pgfleet/core';
-import { FLEET_POLICY_SCOPE, type BackupRecord, type CatalogStore } from './store.js';
+import { FLEET_POLICY_SCOPE, type BackupRecord, type CatalogStore, type OutboxEventInput } from './store.js';
 
 export function sampleBackup(label: string, stopTime: number, stopLsn: string, extra: Partial<BackupRecord> = {}): BackupRecord {
   return {
@@ -355,6 +355,58 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       });
     });
 
+    describe('enrollment and admin tokens', () => {
+      test('an enrollment token works once, before it expires, and says why it was refused', async () => {
+        const store = await fresh();
+        const t = await store.createEnrollmentToken({ tokenHash: 'h1', cluster: 'main', expiresAt: 5000 }, 1000);
+        assert.deepEqual(t, { tokenHash: 'h1', cluster: 'main', createdAt: 1000, expiresAt: 5000, usedAt: null, agentId: null });
+        await store.createEnrollmentToken({ tokenHash: 'h2', cluster: 'other', expiresAt: 3000 }, 2000);
+        assert.deepEqual(await store.useEnrollmentToken('nope', 'a1', 1500), { ok: false, reason: 'unknown' });
+        const used = await store.useEnrollmentToken('h1', 'a1', 1500);
+        assert.deepEqual(used, { ok: true, token: { ...t, usedAt: 1500, agentId: 'a1' } });
+        // Single use: a second agent (or the same one again) is refused, and the first use stays recorded.
+        const again = await store.useEnrollmentToken('h1', 'a2', 1600);
+        assert.equal(again.ok, false);
+        assert.equal(!again.ok && again.reason, 'used');
+        assert.equal(!again.ok && again.token?.agentId, 'a1');
+        // Expiry is exclusive: at expiresAt the token no longer works, and an expired one is not marked used.
+        const late = await store.useEnrollmentToken('h2', 'a3', 3000);
+        assert.deepEqual([late.ok, !late.ok && late.reason, !late.ok && late.token?.usedAt], [false, 'expired', null]);
+        assert.deepEqual((await store.listEnrollmentTokens()).map((x) => [x.tokenHash, x.cluster, x.agentId]), [['h2', 'other', null], ['h1', 'main', 'a1']]);
+        await assert.rejects(store.createEnrollmentToken({ tokenHash: 'h1', cluster: 'main', expiresAt: 9000 }, 4000));
+      });
+
+      test('of agents racing with one enrollment token exactly one wins', async () => {
+        const store = await fresh();
+        await store.createEnrollmentToken({ tokenHash: 'race', cluster: 'main', expiresAt: 10_000 }, 1);
+        const outcomes = await Promise.all(['a', 'b', 'c', 'd'].map((id) => store.useEnrollmentToken('race', id, 2)));
+        assert.equal(outcomes.filter((o) => o.ok).length, 1);
+      });
+
+      test('admin tokens: found by hash until revoked, names unique among active tokens', async () => {
+        const store = await fresh();
+        const v = await store.createAdminToken({ id: 't1', name: 'ci', role: 'viewer', tokenHash: 'hv' }, 100);
+        assert.deepEqual(v, { id: 't1', name: 'ci', role: 'viewer', tokenHash: 'hv', createdAt: 100, revokedAt: null });
+        await store.createAdminToken({ id: 't2', name: 'ops', role: 'operator', tokenHash: 'ho' }, 200);
+        assert.deepEqual(await store.findAdminToken('hv'), v);
+        assert.equal(await store.findAdminToken('unknown'), undefined);
+        await assert.rejects(store.createAdminToken({ id: 't3', name: 'ci', role: 'admin', tokenHash: 'hx' }, 300), (err: unknown) => PgfleetError.is(err, 'InvalidArgument'));
+        await assert.rejects(store.createAdminToken({ id: 't3', name: 'bad-role', role: 'root' as 'admin', tokenHash: 'hy' }, 300));
+        // By name, then by id; a second revoke finds nothing.
+        assert.equal((await store.revokeAdminToken('ci', 400))?.revokedAt, 400);
+        assert.equal(await store.revokeAdminToken('ci', 410), undefined);
+        assert.equal(await store.findAdminToken('hv'), undefined);
+        assert.equal((await store.revokeAdminToken('t2', 420))?.name, 'ops');
+        // A revoked token's name can be used again.
+        await store.createAdminToken({ id: 't4', name: 'ci', role: 'admin', tokenHash: 'hz' }, 500);
+        assert.deepEqual((await store.listAdminTokens()).map((x) => [x.id, x.name, x.role, x.revokedAt]), [
+          ['t1', 'ci', 'viewer', 400],
+          ['t2', 'ops', 'operator', 420],
+          ['t4', 'ci', 'admin', null],
+        ]);
+      });
+    });
+
     describe('leadership and lifecycle', () => {
       test('a lone store leads; asking again, releasing and re-taking all work', async () => {
         const store = await fresh();
@@ -372,6 +424,64 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.tryAcquireLeadership('scheduler');
         await store.close();
         await store.close();
+      });
+    });
+    describe('events outbox', () => {
+      const ev = (id: string, cluster = 'main', kind = 'backup.completed', time = 1): OutboxEventInput => ({ id, cluster, kind, time, payload: new Uint8Array([1, 2, id.length]) });
+
+      test('events commit with the job transition, and a failing transition writes none', async () => {
+        const store = await storeWithCluster();
+        await store.createJob({ id: 'j', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 1);
+        await store.transitionJob('j', 'dispatched', { events: [ev('e-start', 'main', 'backup.started')] }, 2);
+        await store.updateJobProgress('j', {}, 3);
+        // The backup row is bad (unknown cluster): the whole transaction, event included, rolls back.
+        await assert.rejects(store.transitionJob('j', 'succeeded', { backup: sampleBackup('b', 4, '0/3000000', { cluster: 'ghost' }), events: [ev('e-lost')] }, 4));
+        // An illegal transition writes nothing either.
+        await assert.rejects(store.transitionJob('j', 'queued', { events: [ev('e-illegal')] }, 4));
+        // A repeated (no-op) transition does not write its events.
+        await store.transitionJob('j', 'running', { events: [ev('e-noop')] }, 4);
+        await store.transitionJob('j', 'succeeded', { backup: sampleBackup('b', 5, '0/3000000'), events: [ev('e-done')] }, 5);
+        assert.deepEqual((await store.listEvents()).map((e) => e.id), ['e-start', 'e-done']);
+        const [first] = await store.listEvents({ limit: 1 });
+        assert.deepEqual([...first!.payload], [1, 2, 7]);
+        assert.equal(first!.kind, 'backup.started');
+        assert.equal(first!.sentAt, null);
+      });
+
+      test('agent connect/disconnect, failed jobs and health states carry their events', async () => {
+        const store = await storeWithCluster();
+        await store.upsertAgent({ id: 'agent-2', cluster: 'main', hostname: 'db2', version: '0.1.0' }, 2, [ev('c1', 'main', 'agent.connected')]);
+        await store.setAgentConnected('agent-2', false, 3, [ev('d1', 'main', 'agent.disconnected')]);
+        await store.createJob({ id: 'x', cluster: 'main', kind: 'backup', agentId: 'agent-2', params: {} }, 4);
+        await store.createJob({ id: 'y', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 4);
+        await store.failActiveJobsOfAgent('agent-2', { code: 'PGF-2006', message: 'gone' }, 5, [], (job) => [ev(`f-${job.id}`, job.cluster, 'backup.failed')]);
+        await store.failAllActiveJobs({ code: 'PGF-7003', message: 'restart' }, 6, (job) => [ev(`f-${job.id}`, job.cluster, 'backup.failed')]);
+        await store.putHealthState({ cluster: 'main', condition: 'rpo', state: 'breached', since: 7, data: { n: 1 } }, [ev('h1', 'main', 'rpo.breached')]);
+        assert.deepEqual(await store.listHealthStates('main'), [{ cluster: 'main', condition: 'rpo', state: 'breached', since: 7, data: { n: 1 } }]);
+        await store.putHealthState({ cluster: 'main', condition: 'rpo', state: 'ok', since: 8, data: null });
+        assert.equal((await store.listHealthStates())[0]!.state, 'ok');
+        assert.deepEqual(await store.listHealthStates('other'), []);
+        assert.deepEqual((await store.listEvents()).map((e) => e.id), ['c1', 'd1', 'f-x', 'f-y', 'h1']);
+      });
+
+      test('nextUnsentEvents / markEventsSent / listEvents by cluster and seq', async () => {
+        const store = await fresh();
+        await store.appendEvents([ev('a1', 'a'), ev('b1', 'b'), ev('a2', 'a'), ev('b2', 'b')]);
+        const batch = await store.nextUnsentEvents(3);
+        assert.deepEqual(batch.map((e) => e.id), ['a1', 'b1', 'a2']);
+        assert.ok(batch[0]!.seq < batch[1]!.seq && batch[1]!.seq < batch[2]!.seq);
+        await store.markEventsSent([batch[0]!.seq, batch[1]!.seq], 50);
+        await store.markEventsSent([batch[0]!.seq], 60); // twice: harmless, keeps the first time
+        assert.deepEqual((await store.nextUnsentEvents(10)).map((e) => e.id), ['a2', 'b2']);
+        const all = await store.listEvents();
+        assert.equal(all[0]!.sentAt, 50);
+        assert.deepEqual((await store.listEvents({ cluster: 'a' })).map((e) => e.id), ['a1', 'a2']);
+        assert.deepEqual((await store.listEvents({ afterSeq: all[1]!.seq })).map((e) => e.id), ['a2', 'b2']);
+        assert.deepEqual((await store.listEvents({ limit: 1, cluster: 'b' })).map((e) => e.id), ['b1']);
+        assert.deepEqual((await store.listLatestEvents({ limit: 2 })).map((e) => e.id), ['a2', 'b2']);
+        // Event ids are unique: a second append of the same id fails and writes nothing of its batch.
+        await assert.rejects(store.appendEvents([ev('new'), ev('a1')]));
+        assert.equal((await store.listEvents()).length, 4);
       });
     });
   });

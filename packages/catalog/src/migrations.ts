@@ -198,6 +198,92 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('backup', 'restore', 'expire', 'verify', 'drill'));
     `,
   },
+  {
+    description: 'enrollment_tokens (one-time agent enrollment, stored hashed), admin_tokens (bearer tokens with a role, stored hashed)',
+    sqlite: `
+      CREATE TABLE enrollment_tokens (
+        token_hash TEXT PRIMARY KEY,
+        cluster    TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at    INTEGER,
+        agent_id   TEXT
+      );
+      CREATE TABLE admin_tokens (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        role       TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+      );
+      CREATE UNIQUE INDEX admin_tokens_active_name ON admin_tokens(name) WHERE revoked_at IS NULL;
+    `,
+    postgres: `
+      CREATE TABLE enrollment_tokens (
+        token_hash TEXT PRIMARY KEY,
+        cluster    TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        used_at    BIGINT,
+        agent_id   TEXT
+      );
+      CREATE TABLE admin_tokens (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        role       TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        revoked_at BIGINT
+      );
+      CREATE UNIQUE INDEX admin_tokens_active_name ON admin_tokens(name) WHERE revoked_at IS NULL;
+    `,
+  },
+  {
+    description: 'events_outbox (events written with the state change they report, relayed to NATS), health_states (per cluster+condition hysteresis)',
+    sqlite: `
+      CREATE TABLE events_outbox (
+        seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+        id      TEXT NOT NULL UNIQUE,
+        cluster TEXT NOT NULL,
+        kind    TEXT NOT NULL,
+        time    INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        sent_at INTEGER
+      );
+      CREATE INDEX events_outbox_unsent ON events_outbox(seq) WHERE sent_at IS NULL;
+      CREATE INDEX events_outbox_cluster ON events_outbox(cluster, seq);
+      CREATE TABLE health_states (
+        cluster   TEXT NOT NULL,
+        condition TEXT NOT NULL,
+        state     TEXT NOT NULL CHECK (state IN ('ok', 'breached')),
+        since     INTEGER NOT NULL,
+        data      TEXT,
+        PRIMARY KEY (cluster, condition)
+      );
+    `,
+    postgres: `
+      CREATE TABLE events_outbox (
+        seq     BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id      TEXT NOT NULL UNIQUE,
+        cluster TEXT NOT NULL,
+        kind    TEXT NOT NULL,
+        time    BIGINT NOT NULL,
+        payload BYTEA NOT NULL,
+        sent_at BIGINT
+      );
+      CREATE INDEX events_outbox_unsent ON events_outbox(seq) WHERE sent_at IS NULL;
+      CREATE INDEX events_outbox_cluster ON events_outbox(cluster, seq);
+      CREATE TABLE health_states (
+        cluster   TEXT NOT NULL,
+        condition TEXT NOT NULL,
+        state     TEXT NOT NULL CHECK (state IN ('ok', 'breached')),
+        since     BIGINT NOT NULL,
+        data      JSONB,
+        PRIMARY KEY (cluster, condition)
+      );
+    `,
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */

@@ -18,6 +18,11 @@ import { Lsn } from '@pgfleet/pg';
 import { checkJobTransition, FAILABLE_JOB_STATES } from './job-state.js';
 import { CATALOG_SCHEMA_VERSION, POSTGRES_MIGRATIONS } from './migrations.js';
 import {
+  adminTokenFromRow,
+  enrollmentRefusal,
+  enrollmentTokenFromRow,
+  type AdminTokenRow,
+  type EnrollmentTokenRow,
   agentFromRow,
   backupFromRow,
   clusterFromRow,
@@ -34,6 +39,10 @@ import {
 } from './rows.js';
 import {
   isTerminalJobState,
+  type AdminRole,
+  type AdminTokenRecord,
+  type EnrollmentTokenRecord,
+  type EnrollmentTokenUse,
   type AgentRecord,
   type BackupRecord,
   type CatalogStore,
@@ -48,6 +57,10 @@ import {
   type ScheduleRunRecord,
   type TransitionOptions,
   type TransitionOutcome,
+  type HealthStateRecord,
+  type JobEventsFactory,
+  type OutboxEventInput,
+  type OutboxEventRecord,
 } from './store.js';
 
 export interface PostgresCatalogOptions {
@@ -198,19 +211,73 @@ export class PostgresCatalogStore implements CatalogStore {
     return (await this.query<ClusterRow>('SELECT * FROM clusters ORDER BY name COLLATE "C"')).map(clusterFromRow);
   }
 
-  async upsertAgent(a: { id: string; cluster: string; hostname: string; version: string }, now: number): Promise<AgentRecord> {
-    const rows = await this.query<AgentRow>(
-      `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES ($1, $2, $3, $4, true, $5)
-       ON CONFLICT (id) DO UPDATE SET cluster = EXCLUDED.cluster, hostname = EXCLUDED.hostname,
-         version = EXCLUDED.version, connected = true, last_seen = EXCLUDED.last_seen
-       RETURNING *`,
-      [a.id, a.cluster, a.hostname, a.version, now],
-    );
-    return agentRow(rows[0]!);
+  async upsertAgent(a: { id: string; cluster: string; hostname: string; version: string }, now: number, events: readonly OutboxEventInput[] = []): Promise<AgentRecord> {
+    return this.transaction(async (client) => {
+      const res = await client.query<AgentRow>(
+        `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES ($1, $2, $3, $4, true, $5)
+         ON CONFLICT (id) DO UPDATE SET cluster = EXCLUDED.cluster, hostname = EXCLUDED.hostname,
+           version = EXCLUDED.version, connected = true, last_seen = EXCLUDED.last_seen
+         RETURNING *`,
+        [a.id, a.cluster, a.hostname, a.version, now],
+      );
+      await insertEvents(client, events);
+      return agentRow(res.rows[0]!);
+    });
   }
 
-  async setAgentConnected(id: string, connected: boolean, now: number): Promise<void> {
-    await this.query('UPDATE agents SET connected = $1, last_seen = $2 WHERE id = $3', [connected, now, id]);
+  async setAgentConnected(id: string, connected: boolean, now: number, events: readonly OutboxEventInput[] = []): Promise<void> {
+    await this.transaction(async (client) => {
+      await client.query('UPDATE agents SET connected = $1, last_seen = $2 WHERE id = $3', [connected, now, id]);
+      await insertEvents(client, events);
+    });
+  }
+
+  async appendEvents(events: readonly OutboxEventInput[]): Promise<void> {
+    await this.transaction((client) => insertEvents(client, events));
+  }
+
+  async nextUnsentEvents(limit: number): Promise<OutboxEventRecord[]> {
+    return (await this.query<EventRow>('SELECT * FROM events_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1', [limit])).map(eventFromRow);
+  }
+
+  async markEventsSent(seqs: readonly number[], now: number): Promise<void> {
+    if (seqs.length === 0) return;
+    await this.query('UPDATE events_outbox SET sent_at = $1 WHERE seq = ANY($2::bigint[]) AND sent_at IS NULL', [now, seqs]);
+  }
+
+  async listEvents(filter: { cluster?: string; afterSeq?: number; limit?: number } = {}): Promise<OutboxEventRecord[]> {
+    const rows = await this.query<EventRow>(
+      'SELECT * FROM events_outbox WHERE seq > $1 AND ($2::text IS NULL OR cluster = $2) ORDER BY seq LIMIT $3',
+      [filter.afterSeq ?? 0, filter.cluster ?? null, filter.limit ?? 100],
+    );
+    return rows.map(eventFromRow);
+  }
+
+  async listLatestEvents(filter: { cluster?: string; limit: number }): Promise<OutboxEventRecord[]> {
+    const rows = await this.query<EventRow>(
+      'SELECT * FROM events_outbox WHERE ($1::text IS NULL OR cluster = $1) ORDER BY seq DESC LIMIT $2',
+      [filter.cluster ?? null, filter.limit],
+    );
+    return rows.map(eventFromRow).reverse();
+  }
+
+  async listHealthStates(cluster?: string): Promise<HealthStateRecord[]> {
+    const rows = await this.query<{ cluster: string; condition: string; state: 'ok' | 'breached'; since: string; data: unknown }>(
+      'SELECT * FROM health_states WHERE ($1::text IS NULL OR cluster = $1) ORDER BY cluster COLLATE "C", condition COLLATE "C"',
+      [cluster ?? null],
+    );
+    return rows.map((r) => ({ cluster: r.cluster, condition: r.condition, state: r.state, since: Number(r.since), data: r.data ?? null }));
+  }
+
+  async putHealthState(h: HealthStateRecord, events: readonly OutboxEventInput[] = []): Promise<void> {
+    await this.transaction(async (client) => {
+      await client.query(
+        `INSERT INTO health_states (cluster, condition, state, since, data) VALUES ($1, $2, $3, $4, $5::jsonb)
+         ON CONFLICT (cluster, condition) DO UPDATE SET state = EXCLUDED.state, since = EXCLUDED.since, data = EXCLUDED.data`,
+        [h.cluster, h.condition, h.state, h.since, encodeJson(h.data)],
+      );
+      await insertEvents(client, events);
+    });
   }
 
   async disconnectAllAgents(_now: number): Promise<void> {
@@ -364,6 +431,7 @@ export class PostgresCatalogStore implements CatalogStore {
     if (!checkJobTransition(current.id, current.state, to)) return { job: current, changed: false };
     const terminal = isTerminalJobState(to);
     if (to === 'succeeded' && options.backup) await this.insertBackupWith(client, options.backup);
+    await insertEvents(client, options.events ?? []);
     const res = await client.query<JobRow>(
       `UPDATE jobs SET state = $2,
          started_at = CASE WHEN $3::boolean AND started_at IS NULL THEN $4::bigint ELSE started_at END,
@@ -388,12 +456,12 @@ export class PostgresCatalogStore implements CatalogStore {
     });
   }
 
-  async failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except: readonly string[] = []): Promise<JobRecord[]> {
-    return this.failJobs(agentId, except, error, now);
+  async failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except: readonly string[] = [], events?: JobEventsFactory): Promise<JobRecord[]> {
+    return this.failJobs(agentId, except, error, now, events);
   }
 
-  async failAllActiveJobs(error: JobError, now: number): Promise<JobRecord[]> {
-    return this.failJobs(null, [], error, now);
+  async failAllActiveJobs(error: JobError, now: number, events?: JobEventsFactory): Promise<JobRecord[]> {
+    return this.failJobs(null, [], error, now, events);
   }
 
   /**
@@ -403,8 +471,9 @@ export class PostgresCatalogStore implements CatalogStore {
    * same as transitionJob(id, 'failed', { error }) on each: 'failed' is legal from every state
    * in FAILABLE_JOB_STATES, which comes from the shared transition table.
    */
-  private async failJobs(agentId: string | null, except: readonly string[], error: JobError, now: number): Promise<JobRecord[]> {
-    const rows = await this.query<JobRow>(
+  private async failJobs(agentId: string | null, except: readonly string[], error: JobError, now: number, events?: JobEventsFactory): Promise<JobRecord[]> {
+    return this.transaction(async (client) => {
+    const { rows } = await client.query<JobRow>(
       `WITH target AS (
          SELECT id FROM jobs
          WHERE ($1::text IS NULL OR agent_id = $1) AND state = ANY($2::text[]) AND NOT (id = ANY($3::text[]))
@@ -418,7 +487,68 @@ export class PostgresCatalogStore implements CatalogStore {
        SELECT * FROM failed ORDER BY seq`,
       [agentId, FAILABLE_JOB_STATES, except, now, error.code, error.message],
     );
-    return rows.map(jobRow);
+    const jobs = rows.map(jobRow);
+    if (events) for (const job of jobs) await insertEvents(client, events(job));
+    return jobs;
+    });
+  }
+
+  async createEnrollmentToken(t: { tokenHash: string; cluster: string; expiresAt: number }, now: number): Promise<EnrollmentTokenRecord> {
+    const rows = await this.query<EnrollmentTokenRow>(
+      'INSERT INTO enrollment_tokens (token_hash, cluster, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING *',
+      [t.tokenHash, t.cluster, now, t.expiresAt],
+    );
+    return enrollmentTokenFromRow(rows[0]!);
+  }
+
+  async useEnrollmentToken(tokenHash: string, agentId: string, now: number): Promise<EnrollmentTokenUse> {
+    // One conditional UPDATE decides: of two controllers or agents racing with one token, one changes the row.
+    const used = await this.query<EnrollmentTokenRow>(
+      'UPDATE enrollment_tokens SET used_at = $1, agent_id = $2 WHERE token_hash = $3 AND used_at IS NULL AND expires_at > $1 RETURNING *',
+      [now, agentId, tokenHash],
+    );
+    if (used[0]) return { ok: true, token: enrollmentTokenFromRow(used[0]) };
+    const rows = await this.query<EnrollmentTokenRow>('SELECT * FROM enrollment_tokens WHERE token_hash = $1', [tokenHash]);
+    return enrollmentRefusal(rows[0], now);
+  }
+
+  async listEnrollmentTokens(): Promise<EnrollmentTokenRecord[]> {
+    return (await this.query<EnrollmentTokenRow>('SELECT * FROM enrollment_tokens ORDER BY created_at DESC, token_hash COLLATE "C"')).map(enrollmentTokenFromRow);
+  }
+
+  async createAdminToken(t: { id: string; name: string; role: AdminRole; tokenHash: string }, now: number): Promise<AdminTokenRecord> {
+    try {
+      const rows = await this.query<AdminTokenRow>(
+        'INSERT INTO admin_tokens (id, name, role, token_hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING *',
+        [t.id, t.name, t.role, t.tokenHash, now],
+      );
+      return adminTokenFromRow(rows[0]!);
+    } catch (err) {
+      if ((err as { code?: string }).code === '23505') {
+        throw new PgfleetError('InvalidArgument', `an admin token named '${t.name}' exists already`, { cause: err, hint: 'Choose another --name, or revoke the existing token first.' });
+      }
+      throw err;
+    }
+  }
+
+  async findAdminToken(tokenHash: string): Promise<AdminTokenRecord | undefined> {
+    const rows = await this.query<AdminTokenRow>('SELECT * FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL', [tokenHash]);
+    return rows[0] && adminTokenFromRow(rows[0]);
+  }
+
+  async listAdminTokens(): Promise<AdminTokenRecord[]> {
+    return (await this.query<AdminTokenRow>('SELECT * FROM admin_tokens ORDER BY created_at, id COLLATE "C"')).map(adminTokenFromRow);
+  }
+
+  async revokeAdminToken(idOrName: string, now: number): Promise<AdminTokenRecord | undefined> {
+    // An id match wins over a name match (ids and names could collide).
+    const rows = await this.query<AdminTokenRow>(
+      `UPDATE admin_tokens SET revoked_at = $2 WHERE id = (
+         SELECT id FROM admin_tokens WHERE (id = $1 OR name = $1) AND revoked_at IS NULL ORDER BY id = $1 DESC LIMIT 1 FOR UPDATE
+       ) AND revoked_at IS NULL RETURNING *`,
+      [idOrName, now],
+    );
+    return rows[0] && adminTokenFromRow(rows[0]);
   }
 
   async tryAcquireLeadership(name: string): Promise<boolean> {
@@ -523,6 +653,24 @@ export class PostgresCatalogStore implements CatalogStore {
       return new PgfleetError('PgConnectFailed', `catalog ${this.url}: ${(err as Error).message}`, { cause: err, hint: UNREACHABLE_HINT });
     }
     return err;
+  }
+}
+
+interface EventRow { seq: string; id: string; cluster: string; kind: string; time: string; payload: Buffer; sent_at: string | null }
+
+function eventFromRow(r: EventRow): OutboxEventRecord {
+  return {
+    seq: Number(r.seq), id: r.id, cluster: r.cluster, kind: r.kind, time: Number(r.time),
+    payload: new Uint8Array(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength),
+    sentAt: r.sent_at === null ? null : Number(r.sent_at),
+  };
+}
+
+async function insertEvents(client: pg.PoolClient, events: readonly OutboxEventInput[]): Promise<void> {
+  for (const e of events) {
+    await client.query('INSERT INTO events_outbox (id, cluster, kind, time, payload) VALUES ($1, $2, $3, $4, $5)', [
+      e.id, e.cluster, e.kind, e.time, Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength),
+    ]);
   }
 }
 

@@ -5,7 +5,7 @@
  * truthiness, 64-bit integers by the PostgreSQL store's int8 parser (ms timestamps and byte
  * counts stay below 2^53).
  */
-import type { AgentRecord, BackupKind, BackupRecord, ClusterRecord, JobKind, JobRecord, JobStateName, PolicyRecord, PolicyRetention, PolicySchedules, ScheduleRunRecord } from './store.js';
+import type { AdminRole, AdminTokenRecord, AgentRecord, BackupKind, EnrollmentTokenRecord, BackupRecord, ClusterRecord, JobKind, JobRecord, JobStateName, PolicyRecord, PolicyRetention, PolicySchedules, ScheduleRunRecord } from './store.js';
 
 export interface ClusterRow { name: string; system_identifier: string; pg_version: number; created_at: number }
 export interface AgentRow {
@@ -70,4 +70,22 @@ export function jobFromRow(r: JobRow, decodeJson: DecodeJson): JobRecord {
     error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
     progress: decodeJson(r.progress), result: decodeJson(r.result),
   };
+}
+
+export interface EnrollmentTokenRow { token_hash: string; cluster: string; created_at: number; expires_at: number; used_at: number | null; agent_id: string | null }
+export interface AdminTokenRow { id: string; name: string; role: string; token_hash: string; created_at: number; revoked_at: number | null }
+
+export function enrollmentTokenFromRow(r: EnrollmentTokenRow): EnrollmentTokenRecord {
+  return { tokenHash: r.token_hash, cluster: r.cluster, createdAt: r.created_at, expiresAt: r.expires_at, usedAt: r.used_at, agentId: r.agent_id };
+}
+
+export function adminTokenFromRow(r: AdminTokenRow): AdminTokenRecord {
+  return { id: r.id, name: r.name, role: r.role as AdminRole, tokenHash: r.token_hash, createdAt: r.created_at, revokedAt: r.revoked_at };
+}
+
+/** Why an enrollment token that could not be used was refused (the row as it is after the failed update). */
+export function enrollmentRefusal(row: EnrollmentTokenRow | undefined, now: number): { ok: false; reason: 'unknown' | 'used' | 'expired'; token?: EnrollmentTokenRecord } {
+  if (!row) return { ok: false, reason: 'unknown' };
+  const token = enrollmentTokenFromRow(row);
+  return { ok: false, reason: token.usedAt !== null ? 'used' : token.expiresAt <= now ? 'expired' : 'unknown', token };
 }

@@ -13,6 +13,11 @@ import { Lsn } from '@pgfleet/pg';
 import { checkJobTransition, FAILABLE_JOB_STATES } from './job-state.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 import {
+  adminTokenFromRow,
+  enrollmentRefusal,
+  enrollmentTokenFromRow,
+  type AdminTokenRow,
+  type EnrollmentTokenRow,
   agentFromRow,
   backupFromRow,
   clusterFromRow,
@@ -29,6 +34,10 @@ import {
 } from './rows.js';
 import {
   isTerminalJobState,
+  type AdminRole,
+  type AdminTokenRecord,
+  type EnrollmentTokenRecord,
+  type EnrollmentTokenUse,
   type AgentRecord,
   type BackupRecord,
   type CatalogStore,
@@ -43,6 +52,10 @@ import {
   type ScheduleRunRecord,
   type TransitionOptions,
   type TransitionOutcome,
+  type HealthStateRecord,
+  type JobEventsFactory,
+  type OutboxEventInput,
+  type OutboxEventRecord,
 } from './store.js';
 
 export { isLegalJobTransition } from './job-state.js';
@@ -54,6 +67,13 @@ export interface SqliteCatalogOptions {
 
 const json = encodeJson;
 const unjson = (text: unknown): unknown => (text === null || text === undefined ? null : JSON.parse(text as string));
+interface EventRow { seq: number; id: string; cluster: string; kind: string; time: number; payload: Buffer; sent_at: number | null }
+interface HealthRow { cluster: string; condition: string; state: 'ok' | 'breached'; since: number; data: string | null }
+const eventFromRow = (r: EventRow): OutboxEventRecord => ({
+  seq: Number(r.seq), id: r.id, cluster: r.cluster, kind: r.kind, time: Number(r.time),
+  payload: new Uint8Array(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength),
+  sentAt: r.sent_at === null ? null : Number(r.sent_at),
+});
 const agentRow = (r: AgentRow): AgentRecord => agentFromRow(r, unjson);
 const jobRow = (r: JobRow): JobRecord => jobFromRow(r, unjson);
 
@@ -129,19 +149,79 @@ export class SqliteCatalogStore implements CatalogStore {
     return (this.db.prepare('SELECT * FROM clusters ORDER BY name').all() as ClusterRow[]).map(clusterFromRow);
   }
 
-  async upsertAgent(a: { id: string; cluster: string; hostname: string; version: string }, now: number): Promise<AgentRecord> {
-    this.db
-      .prepare(
-        `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES (?, ?, ?, ?, 1, ?)
-         ON CONFLICT (id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
-           version = excluded.version, connected = 1, last_seen = excluded.last_seen`,
-      )
-      .run(a.id, a.cluster, a.hostname, a.version, now);
+  async upsertAgent(a: { id: string; cluster: string; hostname: string; version: string }, now: number, events: readonly OutboxEventInput[] = []): Promise<AgentRecord> {
+    this.db.transaction(() => {
+      this.db
+        .prepare(
+          `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES (?, ?, ?, ?, 1, ?)
+           ON CONFLICT (id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
+             version = excluded.version, connected = 1, last_seen = excluded.last_seen`,
+        )
+        .run(a.id, a.cluster, a.hostname, a.version, now);
+      this.insertEventsSync(events);
+    }).immediate();
     return (await this.getAgent(a.id))!;
   }
 
-  async setAgentConnected(id: string, connected: boolean, now: number): Promise<void> {
-    this.db.prepare('UPDATE agents SET connected = ?, last_seen = ? WHERE id = ?').run(connected ? 1 : 0, now, id);
+  async setAgentConnected(id: string, connected: boolean, now: number, events: readonly OutboxEventInput[] = []): Promise<void> {
+    this.db.transaction(() => {
+      this.db.prepare('UPDATE agents SET connected = ?, last_seen = ? WHERE id = ?').run(connected ? 1 : 0, now, id);
+      this.insertEventsSync(events);
+    }).immediate();
+  }
+
+  private insertEventsSync(events: readonly OutboxEventInput[]): void {
+    if (events.length === 0) return;
+    const ins = this.db.prepare('INSERT INTO events_outbox (id, cluster, kind, time, payload) VALUES (?, ?, ?, ?, ?)');
+    for (const e of events) ins.run(e.id, e.cluster, e.kind, e.time, Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength));
+  }
+
+  async appendEvents(events: readonly OutboxEventInput[]): Promise<void> {
+    this.db.transaction(() => this.insertEventsSync(events)).immediate();
+  }
+
+  async nextUnsentEvents(limit: number): Promise<OutboxEventRecord[]> {
+    return (this.db.prepare('SELECT * FROM events_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?').all(limit) as EventRow[]).map(eventFromRow);
+  }
+
+  async markEventsSent(seqs: readonly number[], now: number): Promise<void> {
+    const upd = this.db.prepare('UPDATE events_outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL');
+    this.db.transaction(() => {
+      for (const seq of seqs) upd.run(now, seq);
+    }).immediate();
+  }
+
+  async listEvents(filter: { cluster?: string; afterSeq?: number; limit?: number } = {}): Promise<OutboxEventRecord[]> {
+    const rows = this.db
+      .prepare('SELECT * FROM events_outbox WHERE seq > ? AND (? IS NULL OR cluster = ?) ORDER BY seq LIMIT ?')
+      .all(filter.afterSeq ?? 0, filter.cluster ?? null, filter.cluster ?? null, filter.limit ?? 100) as EventRow[];
+    return rows.map(eventFromRow);
+  }
+
+  async listLatestEvents(filter: { cluster?: string; limit: number }): Promise<OutboxEventRecord[]> {
+    const rows = this.db
+      .prepare('SELECT * FROM events_outbox WHERE (? IS NULL OR cluster = ?) ORDER BY seq DESC LIMIT ?')
+      .all(filter.cluster ?? null, filter.cluster ?? null, filter.limit) as EventRow[];
+    return rows.map(eventFromRow).reverse();
+  }
+
+  async listHealthStates(cluster?: string): Promise<HealthStateRecord[]> {
+    const rows = this.db
+      .prepare('SELECT * FROM health_states WHERE (? IS NULL OR cluster = ?) ORDER BY cluster, condition')
+      .all(cluster ?? null, cluster ?? null) as HealthRow[];
+    return rows.map((r) => ({ cluster: r.cluster, condition: r.condition, state: r.state, since: Number(r.since), data: unjson(r.data) }));
+  }
+
+  async putHealthState(h: HealthStateRecord, events: readonly OutboxEventInput[] = []): Promise<void> {
+    this.db.transaction(() => {
+      this.db
+        .prepare(
+          `INSERT INTO health_states (cluster, condition, state, since, data) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT (cluster, condition) DO UPDATE SET state = excluded.state, since = excluded.since, data = excluded.data`,
+        )
+        .run(h.cluster, h.condition, h.state, h.since, json(h.data));
+      this.insertEventsSync(events);
+    }).immediate();
   }
 
   async disconnectAllAgents(_now: number): Promise<void> {
@@ -286,6 +366,7 @@ export class SqliteCatalogStore implements CatalogStore {
     if (!checkJobTransition(id, current.state, to)) return { job: current, changed: false };
     const terminal = isTerminalJobState(to);
     if (to === 'succeeded' && options.backup) this.insertBackupSync(options.backup);
+    this.insertEventsSync(options.events ?? []);
     this.db
       .prepare(
         `UPDATE jobs SET state = ?,
@@ -319,26 +400,78 @@ export class SqliteCatalogStore implements CatalogStore {
     }).immediate();
   }
 
-  async failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except: readonly string[] = []): Promise<JobRecord[]> {
-    return this.failJobs('agent_id = ?', [agentId], except, error, now);
+  async failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except: readonly string[] = [], events?: JobEventsFactory): Promise<JobRecord[]> {
+    return this.failJobs('agent_id = ?', [agentId], except, error, now, events);
   }
 
-  async failAllActiveJobs(error: JobError, now: number): Promise<JobRecord[]> {
-    return this.failJobs('1 = 1', [], [], error, now);
+  async failAllActiveJobs(error: JobError, now: number, events?: JobEventsFactory): Promise<JobRecord[]> {
+    return this.failJobs('1 = 1', [], [], error, now, events);
   }
 
   /** Selects and fails the matching active jobs in one write transaction, so none can move in between. */
-  private failJobs(where: string, params: unknown[], except: readonly string[], error: JobError, now: number): JobRecord[] {
+  private failJobs(where: string, params: unknown[], except: readonly string[], error: JobError, now: number, events?: JobEventsFactory): JobRecord[] {
     const active = FAILABLE_JOB_STATES.map(() => '?').join(', ');
     return this.db.transaction(() => {
       const rows = this.db
         .prepare(`SELECT id FROM jobs WHERE ${where} AND state IN (${active}) ORDER BY rowid`)
         .all(...params, ...FAILABLE_JOB_STATES) as { id: string }[];
-      return rows.filter((r) => !except.includes(r.id)).map((r) => this.transitionSync(r.id, 'failed', { error }, now).job);
+      return rows.filter((r) => !except.includes(r.id)).map((r) => {
+        const job = this.transitionSync(r.id, 'failed', { error }, now).job;
+        if (events) this.insertEventsSync(events(job));
+        return job;
+      });
     }).immediate();
   }
 
   /** One process owns an SQLite catalog, so it always leads. */
+  async createEnrollmentToken(t: { tokenHash: string; cluster: string; expiresAt: number }, now: number): Promise<EnrollmentTokenRecord> {
+    this.db.prepare('INSERT INTO enrollment_tokens (token_hash, cluster, created_at, expires_at) VALUES (?, ?, ?, ?)').run(t.tokenHash, t.cluster, now, t.expiresAt);
+    return enrollmentTokenFromRow(this.db.prepare('SELECT * FROM enrollment_tokens WHERE token_hash = ?').get(t.tokenHash) as EnrollmentTokenRow);
+  }
+
+  async useEnrollmentToken(tokenHash: string, agentId: string, now: number): Promise<EnrollmentTokenUse> {
+    // One conditional UPDATE decides: of two agents racing with one token, one changes the row.
+    const res = this.db
+      .prepare('UPDATE enrollment_tokens SET used_at = ?, agent_id = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?')
+      .run(now, agentId, tokenHash, now);
+    const row = this.db.prepare('SELECT * FROM enrollment_tokens WHERE token_hash = ?').get(tokenHash) as EnrollmentTokenRow | undefined;
+    return res.changes === 1 ? { ok: true, token: enrollmentTokenFromRow(row!) } : enrollmentRefusal(row, now);
+  }
+
+  async listEnrollmentTokens(): Promise<EnrollmentTokenRecord[]> {
+    return (this.db.prepare('SELECT * FROM enrollment_tokens ORDER BY created_at DESC, token_hash').all() as EnrollmentTokenRow[]).map(enrollmentTokenFromRow);
+  }
+
+  async createAdminToken(t: { id: string; name: string; role: AdminRole; tokenHash: string }, now: number): Promise<AdminTokenRecord> {
+    try {
+      this.db.prepare('INSERT INTO admin_tokens (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)').run(t.id, t.name, t.role, t.tokenHash, now);
+    } catch (err) {
+      if ((err as { code?: string }).code?.startsWith('SQLITE_CONSTRAINT')) {
+        throw new PgfleetError('InvalidArgument', `an admin token named '${t.name}' exists already`, { cause: err, hint: 'Choose another --name, or revoke the existing token first.' });
+      }
+      throw err;
+    }
+    return adminTokenFromRow(this.db.prepare('SELECT * FROM admin_tokens WHERE id = ?').get(t.id) as AdminTokenRow);
+  }
+
+  async findAdminToken(tokenHash: string): Promise<AdminTokenRecord | undefined> {
+    const row = this.db.prepare('SELECT * FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL').get(tokenHash) as AdminTokenRow | undefined;
+    return row && adminTokenFromRow(row);
+  }
+
+  async listAdminTokens(): Promise<AdminTokenRecord[]> {
+    return (this.db.prepare('SELECT * FROM admin_tokens ORDER BY created_at, id').all() as AdminTokenRow[]).map(adminTokenFromRow);
+  }
+
+  async revokeAdminToken(idOrName: string, now: number): Promise<AdminTokenRecord | undefined> {
+    return this.db.transaction(() => {
+      const row = this.db.prepare('SELECT * FROM admin_tokens WHERE (id = ? OR name = ?) AND revoked_at IS NULL ORDER BY id = ? DESC LIMIT 1').get(idOrName, idOrName, idOrName) as AdminTokenRow | undefined;
+      if (!row) return undefined;
+      this.db.prepare('UPDATE admin_tokens SET revoked_at = ? WHERE id = ?').run(now, row.id);
+      return adminTokenFromRow({ ...row, revoked_at: now });
+    }).immediate();
+  }
+
   async tryAcquireLeadership(_name: string): Promise<boolean> {
     return true;
   }

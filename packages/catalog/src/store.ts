@@ -99,6 +99,40 @@ export interface ScheduleRunRecord {
   lastRun: number;
 }
 
+/**
+ * A one-time enrollment token. Only its hash is stored (SHA-256 of the token the operator was
+ * shown): a copy of the catalog does not let anyone enroll an agent.
+ */
+export interface EnrollmentTokenRecord {
+  tokenHash: string;
+  /** The only cluster an agent enrolling with it may speak for. */
+  cluster: string;
+  createdAt: number;
+  expiresAt: number;
+  usedAt: number | null;
+  /** The agent that used it. */
+  agentId: string | null;
+}
+
+/** The outcome of using an enrollment token: it works once, before it expires. */
+export type EnrollmentTokenUse =
+  | { ok: true; token: EnrollmentTokenRecord }
+  | { ok: false; reason: 'unknown' | 'used' | 'expired'; token?: EnrollmentTokenRecord };
+
+export type AdminRole = 'viewer' | 'operator' | 'admin';
+export const ADMIN_ROLES: readonly AdminRole[] = ['viewer', 'operator', 'admin'];
+
+/** An admin API bearer token; only its hash is stored. */
+export interface AdminTokenRecord {
+  id: string;
+  /** Unique among tokens that are not revoked. */
+  name: string;
+  role: AdminRole;
+  tokenHash: string;
+  createdAt: number;
+  revokedAt: number | null;
+}
+
 export interface JobError {
   /** A PGF-xxxx code from the error registry. */
   code: string;
@@ -133,6 +167,43 @@ export interface TransitionOptions {
   result?: unknown;
   /** Inserted in the same transaction as a transition to 'succeeded' (a backup job's outcome). */
   backup?: BackupRecord;
+  /** Outbox events reporting this transition: written in its transaction, and only if the job moved. */
+  events?: readonly OutboxEventInput[];
+}
+
+/**
+ * An event for the outbox (docs/events.md). The catalog holds no protocol types: `payload` is the
+ * encoded pgfleet.v1.Event (protobuf binary) the controller built; the other fields are copies
+ * for listing and filtering.
+ */
+export interface OutboxEventInput {
+  id: string;
+  cluster: string;
+  kind: string;
+  /** ms since the epoch. */
+  time: number;
+  payload: Uint8Array;
+}
+
+export interface OutboxEventRecord extends OutboxEventInput {
+  /** Increasing in commit order (per catalog). */
+  seq: number;
+  /** When the relay had the event acknowledged by the bus; null while unsent. */
+  sentAt: number | null;
+}
+
+/** Builds the events for a job the store changed (used where the store picks the jobs itself). */
+export type JobEventsFactory = (job: JobRecord) => readonly OutboxEventInput[];
+
+/** One health condition of a cluster (rpo, archive, backup_stale, agent_silent:<id>) and its hysteresis state. */
+export interface HealthStateRecord {
+  cluster: string;
+  condition: string;
+  state: 'ok' | 'breached';
+  /** When the condition entered its state (ms). */
+  since: number;
+  /** Figures the controller keeps with the state (e.g. failed_count at the breach). */
+  data: unknown;
 }
 
 export interface TransitionOutcome {
@@ -154,8 +225,8 @@ export interface CatalogStore {
   listClusters(): Promise<ClusterRecord[]>;
 
   /** Registers (or re-registers) an agent as connected. */
-  upsertAgent(agent: { id: string; cluster: string; hostname: string; version: string }, now: number): Promise<AgentRecord>;
-  setAgentConnected(id: string, connected: boolean, now: number): Promise<void>;
+  upsertAgent(agent: { id: string; cluster: string; hostname: string; version: string }, now: number, events?: readonly OutboxEventInput[]): Promise<AgentRecord>;
+  setAgentConnected(id: string, connected: boolean, now: number, events?: readonly OutboxEventInput[]): Promise<void>;
   /** Marks every agent disconnected; at controller start no stream is open yet. */
   disconnectAllAgents(now: number): Promise<void>;
   recordHeartbeat(id: string, beat: { archiver?: unknown; currentLsn?: string }, now: number): Promise<void>;
@@ -206,9 +277,47 @@ export interface CatalogStore {
   /** Stores progress and moves a dispatched job to running. Ignored (changed=false) once the job is terminal. */
   updateJobProgress(id: string, progress: unknown, now: number): Promise<TransitionOutcome>;
   /** Fails the agent's non-terminal jobs, except those listed (still running on a reconnected agent). */
-  failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except?: readonly string[]): Promise<JobRecord[]>;
+  failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except?: readonly string[], events?: JobEventsFactory): Promise<JobRecord[]>;
   /** Fails every non-terminal job (at controller start: no agent stream survives a restart). */
-  failAllActiveJobs(error: JobError, now: number): Promise<JobRecord[]>;
+  failAllActiveJobs(error: JobError, now: number, events?: JobEventsFactory): Promise<JobRecord[]>;
+
+  /**
+   * Outbox (docs/events.md). appendEvents writes events on their own (a change the catalog does
+   * not otherwise record); state changes take an `events` option instead so both commit together.
+   */
+  appendEvents(events: readonly OutboxEventInput[]): Promise<void>;
+  /** Up to `limit` unsent events, lowest seq first. */
+  nextUnsentEvents(limit: number): Promise<OutboxEventRecord[]>;
+  /** Marks events sent; marking one twice keeps its first time. */
+  markEventsSent(seqs: readonly number[], now: number): Promise<void>;
+  /** Events (sent or not) in seq order after `afterSeq`, of one cluster or all; limit default 100. */
+  listEvents(filter?: { cluster?: string; afterSeq?: number; limit?: number }): Promise<OutboxEventRecord[]>;
+  /** The newest `limit` events (of a cluster), returned in seq order. */
+  listLatestEvents(filter: { cluster?: string; limit: number }): Promise<OutboxEventRecord[]>;
+
+  /** Health hysteresis states, of one cluster or all. */
+  listHealthStates(cluster?: string): Promise<HealthStateRecord[]>;
+  /** Replaces a condition's state, writing the events that report the change in the same transaction. */
+  putHealthState(state: HealthStateRecord, events?: readonly OutboxEventInput[]): Promise<void>;
+
+  /** Records a new enrollment token (by hash). */
+  createEnrollmentToken(t: { tokenHash: string; cluster: string; expiresAt: number }, now: number): Promise<EnrollmentTokenRecord>;
+  /**
+   * Marks the token used by the agent, atomically: of two agents racing with one token exactly
+   * one gets ok. A used, expired or unknown token is not changed and says why.
+   */
+  useEnrollmentToken(tokenHash: string, agentId: string, now: number): Promise<EnrollmentTokenUse>;
+  /** Enrollment tokens, newest first. */
+  listEnrollmentTokens(): Promise<EnrollmentTokenRecord[]>;
+
+  /** Records a new admin token; InvalidArgument when a token that is not revoked has the name. */
+  createAdminToken(t: { id: string; name: string; role: AdminRole; tokenHash: string }, now: number): Promise<AdminTokenRecord>;
+  /** The admin token with this hash, unless it is revoked. */
+  findAdminToken(tokenHash: string): Promise<AdminTokenRecord | undefined>;
+  /** Every admin token (revoked ones too), oldest first. */
+  listAdminTokens(): Promise<AdminTokenRecord[]>;
+  /** Revokes the token that is not revoked yet with this id or name; undefined when there is none. */
+  revokeAdminToken(idOrName: string, now: number): Promise<AdminTokenRecord | undefined>;
 
   /**
    * Scheduler leadership among controllers sharing this catalog: true when this store holds the

@@ -4,9 +4,10 @@
  * stderr so `--output json` stays parseable. The controller's errors arrive as PgfleetError
  * (rpc maps them), so a failed call prints the same code the controller chose.
  */
+import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path/posix';
 import { PgfleetError, type OptionValues, type ParsedCommand } from '@pgfleet/core';
-import { createClient } from '@pgfleet/rpc';
+import { bearerMetadata, clientTlsCredentials, createClient } from '@pgfleet/rpc';
 import { AdminService, BackupInfoSchema, BackupType, ClusterInfoSchema, JobInfoSchema } from '@pgfleet/proto';
 import { formatBytes, formatTable, formatTime } from './format.js';
 import { describeJob, ms, out, printJson, startJob, stateName, typeName, type Admin } from './output.js';
@@ -15,9 +16,32 @@ import { recoveryTargetFromOptions } from './target.js';
 
 const TYPES: Record<string, BackupType> = { full: BackupType.FULL, diff: BackupType.DIFF, incr: BackupType.INCR };
 
+function readOptionFile(option: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new PgfleetError('InvalidConfig', `--${option} ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** The admin token: --token / PGFLEET_TOKEN, else the first line of --token-file / PGFLEET_TOKEN_FILE. */
+export function adminToken(options: OptionValues): string | undefined {
+  if (options.token !== undefined && options.token !== '') return String(options.token).trim();
+  if (options['token-file'] === undefined) return undefined;
+  const token = readOptionFile('token-file', String(options['token-file'])).split(/\r?\n/)[0]!.trim();
+  if (!token) throw new PgfleetError('InvalidConfig', `--token-file ${String(options['token-file'])} is empty`);
+  return token;
+}
+
 function connect(options: OptionValues): Admin {
   const address = String(options.controller);
-  return createClient(AdminService, address, { defaultDeadlineMs: Number(options.timeout) * 1000, unavailableError: 'ControllerUnreachable' });
+  const token = adminToken(options);
+  return createClient(AdminService, address, {
+    defaultDeadlineMs: Number(options.timeout) * 1000,
+    unavailableError: 'ControllerUnreachable',
+    ...(options['ca-cert'] ? { credentials: clientTlsCredentials({ caPem: readOptionFile('ca-cert', String(options['ca-cert'])) }) } : {}),
+    ...(token ? { metadata: bearerMetadata(token) } : {}),
+  });
 }
 
 export async function runCommand(parsed: ParsedCommand): Promise<number> {

@@ -5,7 +5,7 @@
  */
 import type { ProgramSpec } from '@pgfleet/core';
 
-const CONNECTION = ['controller', 'timeout'] as const;
+const CONNECTION = ['controller', 'timeout', 'token', 'token-file', 'ca-cert'] as const;
 const TARGET_FLAGS = ['target-time', 'target-lsn', 'target-name', 'target-xid', 'target', 'target-action', 'target-exclusive'] as const;
 /** policy set flags, in the order `policy get` lists the keys. */
 export const POLICY_FLAGS = ['full', 'diff', 'incr', 'spread-minutes', 'pitr-window-days', 'daily', 'weekly', 'monthly', 'yearly', 'min-full'] as const;
@@ -15,6 +15,9 @@ export const cliProgram: ProgramSpec = {
   summary: 'admin CLI of a pgfleet controller: clusters, backups, restores, jobs, policies and retention',
   options: [
     { name: 'controller', type: 'string', default: '127.0.0.1:7420', description: 'host:port of the controller.' },
+    { name: 'token', type: 'string', secret: true, description: 'Admin bearer token (from `pgfleet-controller token create`); needed when the controller runs with --tls-dir or --require-auth. Prefer PGFLEET_TOKEN or --token-file over the flag, which other users can see in the process list.' },
+    { name: 'token-file', type: 'string', description: 'File holding the admin bearer token (used when --token / PGFLEET_TOKEN is not set).' },
+    { name: 'ca-cert', type: 'string', description: "Fleet CA certificate (the controller's ca.crt): talk TLS to the controller and verify it against this CA." },
     { name: 'timeout', type: 'integer', default: 30, min: 1, max: 86_400, description: 'Seconds to wait for each call to the controller (not for --wait).' },
     { name: 'output', type: 'string', default: 'table', choices: ['table', 'json'], description: 'Output format: aligned columns or JSON.' },
     { name: 'type', type: 'string', cliOnly: true, default: 'full', choices: ['full', 'diff', 'incr'], description: 'Backup type.' },

@@ -5,12 +5,15 @@
  * When the stream ends the agent's unfinished jobs fail: the agent is the only one that could
  * finish them, and a job that silently stays "running" forever is worse than a clear failure.
  */
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes, PgfleetError, asPgfleetError } from '@pgfleet/core';
 import type { BidiStream, CallContext, ServiceImpl } from '@pgfleet/rpc';
 import { JobState, type AgentService, type ConnectRequest, type ConnectResponseSchema, type Hello, type JobResult } from '@pgfleet/proto';
+import { checkHelloIdentity, requireAgentIdentity } from './access.js';
 import type { AgentSession } from './agent-sessions.js';
 import { archiverJson, backupInfoFromRecord, backupRecordFromInfo, progressJson, resultJson } from './convert.js';
-import { CONTROLLER_VERSION, publishJobs, type ControllerContext } from './context.js';
+import { CONTROLLER_VERSION, eventsCommitted, publishJobs, type ControllerContext } from './context.js';
+import { failedJobEvents, jobEvents, outboxEvent } from './events.js';
 import { recordExpired } from './retention-jobs.js';
 
 type ConnectStream = BidiStream<ConnectRequest, typeof ConnectResponseSchema>;
@@ -44,12 +47,19 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
   }
   const hello = first.value.msg.value;
   validateHello(hello);
+  if (ctx.agentCertificates) checkHelloIdentity(requireAgentIdentity(call), hello);
   const log = ctx.logger.child({ agentId: hello.agentId, cluster: hello.cluster, peer: call.peer });
 
   // Throws SystemIdMismatch before anything about the agent is recorded: a different cluster
   // under a known name must not be able to take over its catalog entries or its jobs.
   await ctx.store.upsertCluster({ name: hello.cluster, systemIdentifier: hello.systemIdentifier, pgVersion: hello.pgVersion }, ctx.now());
-  await ctx.store.upsertAgent({ id: hello.agentId, cluster: hello.cluster, hostname: hello.hostname, version: hello.agentVersion }, ctx.now());
+  await ctx.store.upsertAgent({ id: hello.agentId, cluster: hello.cluster, hostname: hello.hostname, version: hello.agentVersion }, ctx.now(), [
+    outboxEvent(hello.cluster, {
+      case: 'agentConnected',
+      value: { agentId: hello.agentId, hostname: hello.hostname, agentVersion: hello.agentVersion, pgVersion: hello.pgVersion, systemIdentifier: hello.systemIdentifier },
+    }, ctx.now()),
+  ]);
+  eventsCommitted(ctx);
 
   const session: AgentSession = {
     agentId: hello.agentId,
@@ -64,12 +74,9 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
   log.info({ hostname: hello.hostname, agentVersion: hello.agentVersion, pgVersion: hello.pgVersion, runningJobs: hello.runningJobIds }, 'agent connected');
 
   // Jobs the catalog thinks this agent runs but the agent does not know about died with its previous process.
-  const lost = await ctx.store.failActiveJobsOfAgent(
-    hello.agentId,
-    { code: ErrorCodes.AgentDisconnected.code, message: `agent ${hello.agentId} restarted and no longer runs the job` },
-    ctx.now(),
-    hello.runningJobIds,
-  );
+  const lostError = { code: ErrorCodes.AgentDisconnected.code, message: `agent ${hello.agentId} restarted and no longer runs the job` };
+  const lost = await ctx.store.failActiveJobsOfAgent(hello.agentId, lostError, ctx.now(), hello.runningJobIds, failedJobEvents(lostError, ctx.now()));
+  if (lost.length) eventsCommitted(ctx);
   if (lost.length) log.warn({ jobIds: lost.map((j) => j.id) }, 'failed jobs the restarted agent no longer runs');
   publishJobs(ctx, lost);
 
@@ -95,12 +102,16 @@ async function agentGone(ctx: ControllerContext, session: AgentSession, log: Con
   // A newer stream of the same agent already reconciled its jobs in its Hello; leave them alone.
   if (!ctx.sessions.unregister(session)) return;
   try {
-    await ctx.store.setAgentConnected(session.agentId, false, ctx.now());
-    const failed = await ctx.store.failActiveJobsOfAgent(
-      session.agentId,
-      { code: ErrorCodes.AgentDisconnected.code, message: `agent ${session.agentId} disconnected while the job was running` },
-      ctx.now(),
-    );
+    const lastSeen = (await ctx.store.getAgent(session.agentId))?.lastSeen ?? null;
+    await ctx.store.setAgentConnected(session.agentId, false, ctx.now(), [
+      outboxEvent(session.cluster, {
+        case: 'agentDisconnected',
+        value: { agentId: session.agentId, reason: 'stream ended', ...(lastSeen !== null ? { lastHeartbeatTime: timestampFromMs(lastSeen) } : {}) },
+      }, ctx.now()),
+    ]);
+    const goneError = { code: ErrorCodes.AgentDisconnected.code, message: `agent ${session.agentId} disconnected while the job was running` };
+    const failed = await ctx.store.failActiveJobsOfAgent(session.agentId, goneError, ctx.now(), [], failedJobEvents(goneError, ctx.now()));
+    eventsCommitted(ctx);
     if (failed.length) log.warn({ jobIds: failed.map((j) => j.id) }, 'failed the jobs of the disconnected agent');
     publishJobs(ctx, failed);
   } catch (err) {
@@ -119,6 +130,7 @@ async function handleMessage(ctx: ControllerContext, session: AgentSession, req:
         { ...(msg.value.archiver ? { archiver: archiverJson(msg.value.archiver) } : {}), currentLsn: msg.value.currentLsn },
         ctx.now(),
       );
+      await ctx.health?.onHeartbeat(session.agentId, session.cluster, { streamedLsn: msg.value.streamedLsn, currentLsn: msg.value.currentLsn });
       return;
     case 'progress': {
       await ownJob(ctx, session, msg.value.jobId);
@@ -153,7 +165,8 @@ async function handleResult(ctx: ControllerContext, session: AgentSession, resul
       const restoreInfo = result.result.case === 'restore' ? result.result.value : undefined;
       const expireInfo = result.result.case === 'expire' ? result.result.value : undefined;
       if (job.kind === 'backup' && !backupInfo) {
-        outcome = await ctx.store.transitionJob(job.id, 'failed', { error: { code: ErrorCodes.Internal.code, message: 'the agent reported success without the backup it made' } }, now);
+        const error = { code: ErrorCodes.Internal.code, message: 'the agent reported success without the backup it made' };
+        outcome = await ctx.store.transitionJob(job.id, 'failed', { error, events: jobEvents(job, 'failed', { error }, now) }, now);
         break;
       }
       const backup = backupInfo ? backupRecordFromInfo(backupInfo, job.cluster, job.id) : undefined;
@@ -161,27 +174,33 @@ async function handleResult(ctx: ControllerContext, session: AgentSession, resul
       const stored = backup
         ? resultJson({ backup: backupInfoFromRecord(backup) })
         : resultJson(restoreInfo ? { restore: restoreInfo } : expireInfo ? { expire: expireInfo } : {});
-      outcome = await ctx.store.transitionJob(job.id, 'succeeded', { result: stored, ...(backup ? { backup } : {}) }, now);
+      const askedExpire = new Set(((job.params ?? {}) as { labels?: string[] }).labels ?? []);
+      const events = jobEvents(job, 'succeeded', {
+        ...(backup ? { backup } : {}),
+        ...(restoreInfo ? { restore: restoreInfo } : {}),
+        ...(expireInfo ? { expire: expireInfo, expiredLabels: expireInfo.deletedLabels.filter((l) => askedExpire.has(l)) } : {}),
+      }, now);
+      outcome = await ctx.store.transitionJob(job.id, 'succeeded', { result: stored, ...(backup ? { backup } : {}), events }, now);
       // A new backup can make older ones expirable; the scheduler looks at the cluster next tick.
       if (outcome.changed && job.kind === 'backup') ctx.retentionDue.add(job.cluster);
       if (outcome.changed && job.kind === 'expire' && expireInfo) await recordExpired(ctx, job, expireInfo);
       break;
     }
-    case JobState.FAILED:
-      outcome = await ctx.store.transitionJob(
-        job.id,
-        'failed',
-        { error: { code: result.error?.code || ErrorCodes.JobFailed.code, message: result.error?.message || 'the agent reported the job as failed without a reason' } },
-        now,
-      );
+    case JobState.FAILED: {
+      const error = { code: result.error?.code || ErrorCodes.JobFailed.code, message: result.error?.message || 'the agent reported the job as failed without a reason' };
+      outcome = await ctx.store.transitionJob(job.id, 'failed', { error, events: jobEvents(job, 'failed', { error }, now) }, now);
       break;
-    case JobState.CANCELLED:
-      outcome = await ctx.store.transitionJob(job.id, 'cancelled', { error: { code: ErrorCodes.JobCancelled.code, message: result.error?.message || 'cancelled' } }, now);
+    }
+    case JobState.CANCELLED: {
+      const error = { code: ErrorCodes.JobCancelled.code, message: result.error?.message || 'cancelled' };
+      outcome = await ctx.store.transitionJob(job.id, 'cancelled', { error, events: jobEvents(job, 'cancelled', { error }, now) }, now);
       break;
+    }
     default:
       throw new PgfleetError('InvalidArgument', `JobResult for ${job.id} has the non-final state ${JobState[result.state] ?? result.state}`);
   }
   if (outcome.changed) {
+    eventsCommitted(ctx);
     jlog.info({ state: outcome.job.state, error: outcome.job.error ?? undefined }, 'job finished');
     ctx.watchers.publish(outcome.job);
   }

@@ -13,7 +13,19 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${helpText(controllerProgram, parsed.command)}\n`);
     return 0;
   }
-  // Only `run` exists; the table rejects anything else.
+  switch (parsed.command.name) {
+    case 'ca':
+    case 'enroll-token':
+    case 'token': {
+      const { caCommand, enrollTokenCommand, tokenCommand } = await import('./security-commands.js');
+      if (parsed.command.name === 'ca') return caCommand(parsed.positionals[0]!, parsed.options);
+      if (parsed.command.name === 'enroll-token') return enrollTokenCommand(parsed.positionals[0]!, parsed.options);
+      return tokenCommand(parsed.positionals, parsed.options);
+    }
+    default:
+      break;
+  }
+  // `run`; the table rejects unknown commands.
   const config = resolveRunConfig(parsed.options);
   const logger = createLogger({ level: config.logLevel, name: 'pgfleet-controller' });
   const controller = await startController(config, { logger });

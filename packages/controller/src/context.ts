@@ -22,6 +22,20 @@ export interface ControllerContext {
   connections: Set<Promise<void>>;
   /** Clusters that finished a backup since the scheduler's last look: their retention is due. */
   retentionDue: Set<string>;
+  /**
+   * Mutual TLS is on: every agent stream carries a verified certificate (checked by the service's
+   * authorize hook) and Hello must match its identity. Absent (tests, dev mode) means off.
+   */
+  agentCertificates?: boolean;
+  /** Called after a commit that wrote outbox events: the relay publishes now (absent without NATS). */
+  notifyEvents?: () => void;
+  /** Evaluates cluster health on heartbeats (health.ts); absent in tests that do not need it. */
+  health?: { onHeartbeat(agentId: string, cluster: string, beat: { streamedLsn: string; currentLsn: string }): Promise<void> };
+}
+
+/** Tells the relay that events were committed. */
+export function eventsCommitted(ctx: ControllerContext): void {
+  ctx.notifyEvents?.();
 }
 
 /** Publishes job records to WatchJob streams after the catalog has recorded them. */

@@ -9,7 +9,8 @@ import type { BackupKind, JobRecord } from '@pgfleet/catalog';
 import type { JobInfoSchema } from '@pgfleet/proto';
 import type { AgentSession } from './agent-sessions.js';
 import { backupKindToProto, jobInfoFromRecord } from './convert.js';
-import { publishJobs, type ControllerContext } from './context.js';
+import { eventsCommitted, publishJobs, type ControllerContext } from './context.js';
+import { jobEvents } from './events.js';
 
 export async function requireCluster(ctx: ControllerContext, name: string) {
   if (!name) throw new PgfleetError('InvalidArgument', 'a cluster name is required');
@@ -33,16 +34,14 @@ export async function dispatch(ctx: ControllerContext, session: AgentSession, jo
   try {
     session.send(message);
   } catch (err) {
-    const { job: failed } = await ctx.store.transitionJob(
-      job.id,
-      'failed',
-      { error: { code: ErrorCodes.AgentDisconnected.code, message: `agent ${session.agentId} went away before the job could be sent` } },
-      ctx.now(),
-    );
+    const error = { code: ErrorCodes.AgentDisconnected.code, message: `agent ${session.agentId} went away before the job could be sent` };
+    const { job: failed } = await ctx.store.transitionJob(job.id, 'failed', { error, events: jobEvents(job, 'failed', { error }, ctx.now()) }, ctx.now());
+    eventsCommitted(ctx);
     publishJobs(ctx, [failed]);
     throw new PgfleetError('AgentDisconnected', `agent ${session.agentId} went away before job ${job.id} could be sent`, { cause: err });
   }
-  const { job: dispatched } = await ctx.store.transitionJob(job.id, 'dispatched', {}, ctx.now());
+  const { job: dispatched } = await ctx.store.transitionJob(job.id, 'dispatched', { events: jobEvents(job, 'dispatched', {}, ctx.now()) }, ctx.now());
+  eventsCommitted(ctx);
   publishJobs(ctx, [dispatched]);
   log.info({ params: job.params }, 'job dispatched');
   return jobInfoFromRecord(dispatched);

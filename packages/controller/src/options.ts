@@ -5,6 +5,8 @@
  */
 import { isAbsolute } from 'node:path';
 import { PgfleetError, requireOption, type OptionValues, type ProgramSpec } from '@pgfleet/core';
+import { ADMIN_ROLES } from '@pgfleet/catalog';
+import { DEFAULT_SERVER_HOSTNAMES } from './tls-dir.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
@@ -21,12 +23,41 @@ export const controllerProgram: ProgramSpec = {
     { name: 'schedule-interval', type: 'integer', default: 30, min: 1, max: 3600, description: 'Seconds between scheduler rounds (due backups, retention). Cron times have minute resolution; a round runs what became due since the last one.' },
     { name: 'max-backups-per-repository', type: 'integer', default: 8, min: 1, max: 100_000, description: 'Scheduled backups start only while fewer than this many backups and expire jobs run on their repository; the others stay due for the next round.' },
     { name: 'max-backups-per-host', type: 'integer', default: 2, min: 1, max: 1000, description: 'Scheduled backups start only while fewer than this many backups and expire jobs run on their agent host.' },
+    { name: 'tls-dir', type: 'string', description: 'Directory made by `ca init` (CA and server certificate). With it the server speaks TLS only: agents need a certificate from the CA (enrollment), admin calls a bearer token.' },
+    { name: 'require-auth', type: 'boolean', description: 'Require admin bearer tokens even without --tls-dir (implied by --tls-dir).' },
+    { name: 'dir', type: 'string', cliOnly: true, description: 'ca init: the TLS directory to create (or, holding a CA already, to issue a new server certificate in).' },
+    { name: 'hostname', type: 'string', cliOnly: true, default: DEFAULT_SERVER_HOSTNAMES.join(','), description: 'ca init: comma-separated host names and IP addresses agents and admins dial; each becomes a subject alternative name of the server certificate.' },
+    { name: 'ttl', type: 'string', cliOnly: true, default: '1h', description: 'enroll-token: how long the token stays usable, e.g. 30m, 1h, 7d.' },
+    { name: 'role', type: 'string', cliOnly: true, choices: ADMIN_ROLES, description: 'token create: viewer (read), operator (+ backup, restore, retention apply, pin) or admin (+ policy set).' },
+    { name: 'name', type: 'string', cliOnly: true, description: 'token create: a unique name saying who or what uses the token.' },
+    { name: 'output', type: 'string', cliOnly: true, default: 'table', choices: ['table', 'json'], description: 'token list: aligned columns or JSON.' },
   ],
   commands: [
     {
       name: 'run',
       summary: 'Run the controller (gRPC server for agents and admins) until SIGINT/SIGTERM.',
-      options: ['config', 'listen', 'catalog', 'repo-path', 'heartbeat-interval', 'log-level', 'schedule-interval', 'max-backups-per-repository', 'max-backups-per-host'],
+      options: ['config', 'listen', 'catalog', 'repo-path', 'heartbeat-interval', 'log-level', 'schedule-interval', 'max-backups-per-repository', 'max-backups-per-host', 'tls-dir', 'require-auth'],
+    },
+    {
+      name: 'ca',
+      summary: 'ca init --dir DIR [--hostname a,b]: create the fleet CA (ECDSA P-256, 10 years) and the controller\'s server certificate; run with --tls-dir DIR.',
+      options: ['dir', 'hostname'],
+      positionals: [{ name: 'action', description: 'init.', required: true }],
+    },
+    {
+      name: 'enroll-token',
+      summary: 'Print a one-time token an agent of <cluster> trades for its certificate (pgfleet-agent run --enroll-token); stored hashed.',
+      options: ['config', 'catalog', 'ttl'],
+      positionals: [{ name: 'cluster', description: 'The cluster the enrolling agent may speak for.', required: true }],
+    },
+    {
+      name: 'token',
+      summary: 'token create --role R --name N (prints the token once) | token list | token revoke <id|name>: admin API bearer tokens.',
+      options: ['config', 'catalog', 'role', 'name', 'output'],
+      positionals: [
+        { name: 'action', description: 'create, list or revoke.', required: true },
+        { name: 'token', description: 'revoke: the token id or name.' },
+      ],
     },
   ],
 };
@@ -42,6 +73,10 @@ export interface ControllerConfig {
   /** Concurrency limits of scheduled jobs; defaults 8 per repository, 2 per host. */
   maxBackupsPerRepository?: number;
   maxBackupsPerHost?: number;
+  /** TLS directory (ca init): TLS only, agent certificates and admin tokens required. */
+  tlsDir?: string;
+  /** Admin tokens required without TLS too. */
+  requireAuth?: boolean;
 }
 
 export function resolveRunConfig(values: OptionValues): ControllerConfig {
@@ -64,5 +99,7 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
     scheduleIntervalSeconds: requireOption<number>(controllerProgram, values, 'schedule-interval'),
     maxBackupsPerRepository: requireOption<number>(controllerProgram, values, 'max-backups-per-repository'),
     maxBackupsPerHost: requireOption<number>(controllerProgram, values, 'max-backups-per-host'),
+    ...(values['tls-dir'] ? { tlsDir: String(values['tls-dir']) } : {}),
+    ...(values['require-auth'] === true ? { requireAuth: true } : {}),
   };
 }

@@ -6,21 +6,26 @@
 import * as grpc from '@grpc/grpc-js';
 import { ErrorCodes, silentLogger, type Logger } from '@pgfleet/core';
 import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
-import { addHealthAndReflection, addService, listen } from '@pgfleet/rpc';
-import { AdminService, AgentService } from '@pgfleet/proto';
+import { addHealthAndReflection, addService, listen, serverTlsCredentials } from '@pgfleet/rpc';
+import { AdminService, AgentService, EnrollmentService } from '@pgfleet/proto';
+import { adminAuthorizer, agentAuthorizer } from './access.js';
 import { createAdminService } from './admin-service.js';
 import { createAgentService } from './agent-service.js';
 import { AgentSessions } from './agent-sessions.js';
 import { publishJobs, type ControllerContext } from './context.js';
+import { createEnrollmentService } from './enrollment.js';
 import { JobWatchers } from './job-watchers.js';
 import { SchedulerLoop } from './scheduler-loop.js';
 import type { ControllerConfig } from './options.js';
+import { loadTlsDir, type ControllerTls } from './tls-dir.js';
 
 export interface RunningController {
   /** The bound port (the real one when listen asked for port 0). */
   readonly port: number;
   /** host:port clients can dial. */
   readonly address: string;
+  /** True when serving TLS (--tls-dir): agents need certificates, admins tokens. */
+  readonly tls: boolean;
   readonly context: ControllerContext;
   /** The scheduler loop (tests call `tick(now)` on it). */
   readonly scheduler: SchedulerLoop;
@@ -45,6 +50,9 @@ export async function startController(
   const log = logger.child({ component: 'controller' });
   const store = options.store ?? (await openCatalog(config.catalogPath));
   const now = options.now ?? Date.now;
+  // Read before anything else is opened: a bad --tls-dir fails the start with nothing to undo.
+  const tls: ControllerTls | undefined = config.tlsDir ? await loadTlsDir(config.tlsDir) : undefined;
+  const requireTokens = tls !== undefined || config.requireAuth === true;
 
   const ctx: ControllerContext = {
     store,
@@ -56,6 +64,7 @@ export async function startController(
     now,
     connections: new Set(),
     retentionDue: new Set(),
+    agentCertificates: tls !== undefined,
   };
 
   // No agent stream survives a controller restart, and a job's progress and result travel on
@@ -72,13 +81,21 @@ export async function startController(
     'grpc.keepalive_permit_without_calls': 1,
     'grpc.http2.min_ping_interval_without_data_ms': 10_000,
   });
-  addService(server, AgentService, createAgentService({ ...ctx, logger: logger.child({ component: 'agent-service' }) }), { logger: log });
-  addService(server, AdminService, createAdminService({ ...ctx, logger: logger.child({ component: 'admin-service' }) }), { logger: log });
-  const health = addHealthAndReflection(server, [AgentService, AdminService]);
+  // Access control is one hook per service (access.ts), never inside the handlers.
+  addService(server, AgentService, createAgentService({ ...ctx, logger: logger.child({ component: 'agent-service' }) }), {
+    logger: log,
+    ...(tls ? { authorize: agentAuthorizer() } : {}),
+  });
+  addService(server, AdminService, createAdminService({ ...ctx, logger: logger.child({ component: 'admin-service' }) }), {
+    logger: log,
+    ...(requireTokens ? { authorize: adminAuthorizer(store) } : {}),
+  });
+  addService(server, EnrollmentService, createEnrollmentService({ ...ctx, logger: logger.child({ component: 'enrollment' }) }, tls), { logger: log });
+  const health = addHealthAndReflection(server, [AgentService, AdminService, EnrollmentService]);
 
   let port: number;
   try {
-    port = await listen(server, config.listen);
+    port = await listen(server, config.listen, tls ? serverTlsCredentials(tls) : undefined);
   } catch (err) {
     server.forceShutdown();
     if (!options.store) await store.close();
@@ -92,12 +109,21 @@ export async function startController(
   if (options.schedulerTimer ?? true) scheduler.start();
   const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
   const address = `${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`;
-  log.info({ listen: config.listen, port, catalog: config.catalogPath.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:[redacted]@'), repoPath: config.repoPath }, 'controller listening');
+  if (!tls && !isLoopback(host)) {
+    log.warn(
+      { listen: config.listen },
+      requireTokens
+        ? 'serving without TLS on a non-loopback address: admin tokens travel in clear text and agents are not authenticated; start with --tls-dir'
+        : 'serving without TLS or authentication on a non-loopback address: anyone who can reach it can run backups and restores; start with --tls-dir',
+    );
+  }
+  log.info({ listen: config.listen, port, tls: tls !== undefined, adminTokens: requireTokens, catalog: config.catalogPath.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:[redacted]@'), repoPath: config.repoPath }, 'controller listening');
 
   let closed = false;
   return {
     port,
     address,
+    tls: tls !== undefined,
     context: ctx,
     scheduler,
     async close(graceMs = 5000) {
@@ -121,4 +147,10 @@ export async function startController(
       log.info('controller stopped');
     },
   };
+}
+
+/** 127.0.0.0/8, ::1 and localhost: only this host can connect. */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
 }

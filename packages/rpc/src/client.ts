@@ -53,6 +53,8 @@ export interface ClientOptions {
   /** What UNAVAILABLE (nothing listening, connection lost) becomes; default ControllerUnreachable. */
   unavailableError?: ErrorName;
   channelOptions?: grpc.ChannelOptions;
+  /** Headers sent with every call (e.g. `authorization`); a call's own metadata wins per key. */
+  metadata?: Record<string, string>;
 }
 
 interface ClientInternals {
@@ -102,13 +104,13 @@ export function createClient<S extends DescService>(
     const mapError = (err: unknown): PgfleetError => fromServiceError(err, { address, method: path, unavailableError });
     switch (method.methodKind) {
       case 'unary':
-        client[method.localName] = unaryCall(channel, method, opts.defaultDeadlineMs, mapError);
+        client[method.localName] = unaryCall(channel, method, opts.defaultDeadlineMs, mapError, opts.metadata);
         break;
       case 'server_streaming':
-        client[method.localName] = serverStreamingCall(channel, method, mapError);
+        client[method.localName] = serverStreamingCall(channel, method, mapError, opts.metadata);
         break;
       case 'bidi_streaming':
-        client[method.localName] = bidiCall(channel, method, mapError);
+        client[method.localName] = bidiCall(channel, method, mapError, opts.metadata);
         break;
       default:
         // Fails on use rather than at construction so a service gaining such a method breaks nobody.
@@ -131,6 +133,7 @@ function unaryCall(
   method: DescMethod,
   defaultDeadlineMs: number | undefined,
   mapError: (err: unknown) => PgfleetError,
+  defaults: Record<string, string> | undefined,
 ) {
   return (req: unknown, opts: CallOptions = {}): Promise<unknown> =>
     new Promise((resolve, reject) => {
@@ -145,7 +148,7 @@ function unaryCall(
         serializer(method.input),
         deserializer(method.output),
         req,
-        toMetadata(opts.metadata),
+        toMetadata({ ...defaults, ...opts.metadata }),
         callOptions(opts.deadlineMs ?? defaultDeadlineMs),
         (err, res) => {
           signal?.removeEventListener('abort', onAbort);
@@ -176,7 +179,7 @@ async function* readAll(
   if (failure.error !== undefined && !quiet()) throw mapError(failure.error);
 }
 
-function serverStreamingCall(channel: grpc.Client, method: DescMethod, mapError: (err: unknown) => PgfleetError) {
+function serverStreamingCall(channel: grpc.Client, method: DescMethod, mapError: (err: unknown) => PgfleetError, defaults: Record<string, string> | undefined) {
   // A generator so the call starts on the first next(): an iterable nobody reads opens no stream.
   return async function* (req: unknown, opts: CallOptions = {}): AsyncGenerator<unknown> {
     const { signal } = opts;
@@ -186,7 +189,7 @@ function serverStreamingCall(channel: grpc.Client, method: DescMethod, mapError:
       serializer(method.input),
       deserializer(method.output),
       req,
-      toMetadata(opts.metadata),
+      toMetadata({ ...defaults, ...opts.metadata }),
       callOptions(opts.deadlineMs),
     );
     const failure = trackFailure(call);
@@ -206,14 +209,14 @@ function serverStreamingCall(channel: grpc.Client, method: DescMethod, mapError:
   };
 }
 
-function bidiCall(channel: grpc.Client, method: DescMethod, mapError: (err: unknown) => PgfleetError) {
+function bidiCall(channel: grpc.Client, method: DescMethod, mapError: (err: unknown) => PgfleetError, defaults: Record<string, string> | undefined) {
   return (opts: CallOptions = {}): ClientBidiStream<unknown, DescMessage> => {
     const { signal } = opts;
     const call = channel.makeBidiStreamRequest(
       methodPath(method),
       serializer(method.input),
       deserializer(method.output),
-      toMetadata(opts.metadata),
+      toMetadata({ ...defaults, ...opts.metadata }),
       callOptions(opts.deadlineMs),
     );
     const failure = trackFailure(call);

@@ -4,3 +4,4 @@ export * from './service-definition.js';
 export * from './server.js';
 export * from './client.js';
 export * from './health.js';
+export * from './tls.js';

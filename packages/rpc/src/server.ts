@@ -9,6 +9,7 @@
  * handler makes gRPC flow control slow the peer down instead of filling memory.
  */
 import type { Readable, Writable } from 'node:stream';
+import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { create, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
 import { PgfleetError, type Logger } from '@pgfleet/core';
@@ -25,6 +26,11 @@ export interface CallContext {
    */
   signal: AbortSignal;
   deadline?: Date;
+  /**
+   * The client certificate, only when the connection is TLS and the certificate verified against
+   * the server's CA (an untrusted or missing certificate leaves it unset).
+   */
+  peerCertificate?: PeerCertificate;
 }
 
 export interface BidiStream<In, Out extends DescMessage> extends AsyncIterable<In> {
@@ -65,6 +71,12 @@ export type ServiceImpl<S extends DescService> = {
 export interface AddServiceOptions {
   /** Receives handler errors that are bugs (anything but a PgfleetError, or PgfleetError Internal). */
   logger?: Logger;
+  /**
+   * Runs before every handler of the service with the method and its call context; throwing (a
+   * PgfleetError Unauthenticated or PermissionDenied) fails the call before the handler sees it.
+   * One hook per service keeps access control in one place instead of in each handler.
+   */
+  authorize?: (method: DescMethod, ctx: CallContext) => void | Promise<void>;
 }
 
 // setTimeout fires immediately for delays above 2^31-1 ms; such deadlines are as good as none.
@@ -74,6 +86,7 @@ interface ServerCall {
   metadata: grpc.Metadata;
   getPeer(): string;
   getDeadline(): grpc.Deadline;
+  getAuthContext(): { sslPeerCertificate?: PeerCertificate } | null;
   on(event: 'cancelled', listener: () => void): unknown;
   removeListener(event: 'cancelled', listener: () => void): unknown;
 }
@@ -100,6 +113,9 @@ function callContext(call: ServerCall, onAbort?: () => void): { ctx: CallContext
   if (onAbort) controller.signal.addEventListener('abort', onAbort, { once: true });
   const ctx: CallContext = { metadata: call.metadata, peer: call.getPeer(), signal: controller.signal };
   if (Number.isFinite(deadlineMs)) ctx.deadline = new Date(deadlineMs);
+  // grpc-js reports the certificate only for a verified (socket.authorized) TLS connection.
+  const peerCertificate = call.getAuthContext()?.sslPeerCertificate;
+  if (peerCertificate) ctx.peerCertificate = peerCertificate;
   return {
     ctx,
     dispose() {
@@ -143,6 +159,7 @@ function unaryHandler(method: DescMethod, impl: UnaryImpl<DescMessage, DescMessa
     const { ctx, dispose } = callContext(call);
     void (async () => {
       try {
+        await opts.authorize?.(method, ctx);
         const res = create(method.output, await impl(call.request, ctx));
         callback(null, res);
       } catch (err) {
@@ -163,6 +180,7 @@ function serverStreamingHandler(
     const { ctx, dispose } = callContext(call);
     void (async () => {
       try {
+        await opts.authorize?.(method, ctx);
         // for-await calls return() on the handler's generator when we stop early, so its finally runs.
         for await (const item of impl(call.request, ctx)) {
           if (ctx.signal.aborted) break;
@@ -206,6 +224,7 @@ function bidiHandler(
     };
     void (async () => {
       try {
+        await opts.authorize?.(method, ctx);
         await impl(stream, ctx);
         stream.end();
       } catch (err) {

@@ -3,7 +3,7 @@
  * controller and CLI tests exercise the same stream an agent uses. Not exported from the package.
  */
 import { strict as assert } from 'node:assert';
-import { createClient, type ClientBidiStream } from '@pgfleet/rpc';
+import { createClient, type ClientBidiStream, type ClientOptions } from '@pgfleet/rpc';
 import { AgentService, type ConnectRequestSchema, type ConnectResponse, type Job } from '@pgfleet/proto';
 
 export const SYSID = '7300000000000000001';
@@ -20,8 +20,9 @@ export class FakeAgent {
   readonly stream: ClientBidiStream<ConnectResponse, typeof ConnectRequestSchema>;
   private readonly incoming: AsyncIterator<ConnectResponse>;
 
-  constructor(address: string) {
-    const client = createClient(AgentService, address, { unavailableError: 'ControllerUnreachable' });
+  /** `options` carries TLS credentials (a client certificate) for controllers with --tls-dir. */
+  constructor(address: string, options: ClientOptions = {}) {
+    const client = createClient(AgentService, address, { unavailableError: 'ControllerUnreachable', ...options });
     clients.push(client);
     this.stream = client.connect();
     this.incoming = this.stream[Symbol.asyncIterator]();

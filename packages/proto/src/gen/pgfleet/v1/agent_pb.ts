@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/agent.proto.
  */
 export const file_pgfleet_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIr0BCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SABCBQoDbXNnIoYBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIAEIFCgNtc2ci1wEKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCSJJCgdXZWxjb21lEhoKEmNvbnRyb2xsZXJfdmVyc2lvbhgBIAEoCRIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgCIAEoDSKuAQoJSGVhcnRiZWF0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXBnX3VwGAIgASgIEisKCGFyY2hpdmVyGAMgASgLMhkucGdmbGVldC52MS5BcmNoaXZlclN0YXRzEhMKC2N1cnJlbnRfbHNuGAQgASgJEhAKCHRpbWVsaW5lGAUgASgNEhQKDHN0cmVhbWVkX2xzbhgGIAEoCSLfAQoNQXJjaGl2ZXJTdGF0cxIWCg5hcmNoaXZlZF9jb3VudBgBIAEoBBIZChFsYXN0X2FyY2hpdmVkX3dhbBgCIAEoCRI2ChJsYXN0X2FyY2hpdmVkX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGZhaWxlZF9jb3VudBgEIAEoBBIXCg9sYXN0X2ZhaWxlZF93YWwYBSABKAkSNAoQbGFzdF9mYWlsZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAixgEKA0pvYhIOCgZqb2JfaWQYASABKAkSKgoKcmVwb3NpdG9yeRgCIAEoCzIWLnBnZmxlZXQudjEuUmVwb3NpdG9yeRInCgZiYWNrdXAYCiABKAsyFS5wZ2ZsZWV0LnYxLkJhY2t1cEpvYkgAEikKB3Jlc3RvcmUYCyABKAsyFi5wZ2ZsZWV0LnYxLlJlc3RvcmVKb2JIABInCgZleHBpcmUYDCABKAsyFS5wZ2ZsZWV0LnYxLkV4cGlyZUpvYkgAQgYKBGtpbmQiQAoJQmFja3VwSm9iEiQKBHR5cGUYASABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSDQoFbGFiZWwYAiABKAkiggEKClJlc3RvcmVKb2ISDwoHY2x1c3RlchgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSEgoKdGFyZ2V0X2RpchgDIAEoCRIqCgZ0YXJnZXQYBCABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0Eg0KBWRlbHRhGAUgASgIIhgKBkNhbmNlbBIOCgZqb2JfaWQYASABKAkijwEKC0pvYlByb2dyZXNzEg4KBmpvYl9pZBgBIAEoCRINCgVwaGFzZRgCIAEoCRISCgpieXRlc19kb25lGAMgASgEEhMKC2J5dGVzX3RvdGFsGAQgASgEEhIKCmZpbGVzX2RvbmUYBSABKA0SEwoLZmlsZXNfdG90YWwYBiABKA0SDwoHbWVzc2FnZRgHIAEoCSL2AQoJSm9iUmVzdWx0Eg4KBmpvYl9pZBgBIAEoCRIjCgVzdGF0ZRgCIAEoDjIULnBnZmxlZXQudjEuSm9iU3RhdGUSJgoFZXJyb3IYAyABKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEigKBmJhY2t1cBgKIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mb0gAEiwKB3Jlc3RvcmUYCyABKAsyGS5wZ2ZsZWV0LnYxLlJlc3RvcmVSZXN1bHRIABIqCgZleHBpcmUYDCABKAsyGC5wZ2ZsZWV0LnYxLkV4cGlyZVJlc3VsdEgAQggKBnJlc3VsdCJcCg1SZXN0b3JlUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEg0KBWJ5dGVzGAMgASgEEhIKCmZpbGVfY291bnQYBCABKA0igwEKCUV4cGlyZUpvYhIPCgdjbHVzdGVyGAEgASgJEg4KBmxhYmVscxgCIAMoCRIVCg13YWxfa2VlcF9mcm9tGAMgASgJEi0KC2tlZXBfcmFuZ2VzGAQgAygLMhgucGdmbGVldC52MS5XYWxLZWVwUmFuZ2USDwoHZHJ5X3J1bhgFIAEoCCJUCgxXYWxLZWVwUmFuZ2USDQoFbGFiZWwYASABKAkSEAoIdGltZWxpbmUYAiABKA0SEQoJd2FsX3N0YXJ0GAMgASgJEhAKCHdhbF9zdG9wGAQgASgJIuUBCgxFeHBpcmVSZXN1bHQSFgoOZGVsZXRlZF9sYWJlbHMYASADKAkSFgoOc2tpcHBlZF9sYWJlbHMYAiADKAkSHAoUYmFja3VwX2ZpbGVzX2RlbGV0ZWQYAyABKA0SHAoUYmFja3VwX2J5dGVzX2RlbGV0ZWQYBCABKAQSGQoRd2FsX2ZpbGVzX2RlbGV0ZWQYBSABKA0SGQoRd2FsX2J5dGVzX2RlbGV0ZWQYBiABKAQSGQoRd2FsX2ZpcnN0X2RlbGV0ZWQYByABKAkSGAoQd2FsX2xhc3RfZGVsZXRlZBgIIAEoCTJWCgxBZ2VudFNlcnZpY2USRgoHQ29ubmVjdBIaLnBnZmxlZXQudjEuQ29ubmVjdFJlcXVlc3QaGy5wZ2ZsZWV0LnYxLkNvbm5lY3RSZXNwb25zZSgBMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
+  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIr0BCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SABCBQoDbXNnIoYBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIAEIFCgNtc2ci1wEKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCSJJCgdXZWxjb21lEhoKEmNvbnRyb2xsZXJfdmVyc2lvbhgBIAEoCRIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgCIAEoDSKuAQoJSGVhcnRiZWF0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXBnX3VwGAIgASgIEisKCGFyY2hpdmVyGAMgASgLMhkucGdmbGVldC52MS5BcmNoaXZlclN0YXRzEhMKC2N1cnJlbnRfbHNuGAQgASgJEhAKCHRpbWVsaW5lGAUgASgNEhQKDHN0cmVhbWVkX2xzbhgGIAEoCSLfAQoNQXJjaGl2ZXJTdGF0cxIWCg5hcmNoaXZlZF9jb3VudBgBIAEoBBIZChFsYXN0X2FyY2hpdmVkX3dhbBgCIAEoCRI2ChJsYXN0X2FyY2hpdmVkX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGZhaWxlZF9jb3VudBgEIAEoBBIXCg9sYXN0X2ZhaWxlZF93YWwYBSABKAkSNAoQbGFzdF9mYWlsZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAixgEKA0pvYhIOCgZqb2JfaWQYASABKAkSKgoKcmVwb3NpdG9yeRgCIAEoCzIWLnBnZmxlZXQudjEuUmVwb3NpdG9yeRInCgZiYWNrdXAYCiABKAsyFS5wZ2ZsZWV0LnYxLkJhY2t1cEpvYkgAEikKB3Jlc3RvcmUYCyABKAsyFi5wZ2ZsZWV0LnYxLlJlc3RvcmVKb2JIABInCgZleHBpcmUYDCABKAsyFS5wZ2ZsZWV0LnYxLkV4cGlyZUpvYkgAQgYKBGtpbmQiQAoJQmFja3VwSm9iEiQKBHR5cGUYASABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSDQoFbGFiZWwYAiABKAkiggEKClJlc3RvcmVKb2ISDwoHY2x1c3RlchgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSEgoKdGFyZ2V0X2RpchgDIAEoCRIqCgZ0YXJnZXQYBCABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0Eg0KBWRlbHRhGAUgASgIIhgKBkNhbmNlbBIOCgZqb2JfaWQYASABKAkijwEKC0pvYlByb2dyZXNzEg4KBmpvYl9pZBgBIAEoCRINCgVwaGFzZRgCIAEoCRISCgpieXRlc19kb25lGAMgASgEEhMKC2J5dGVzX3RvdGFsGAQgASgEEhIKCmZpbGVzX2RvbmUYBSABKA0SEwoLZmlsZXNfdG90YWwYBiABKA0SDwoHbWVzc2FnZRgHIAEoCSL2AQoJSm9iUmVzdWx0Eg4KBmpvYl9pZBgBIAEoCRIjCgVzdGF0ZRgCIAEoDjIULnBnZmxlZXQudjEuSm9iU3RhdGUSJgoFZXJyb3IYAyABKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEigKBmJhY2t1cBgKIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mb0gAEiwKB3Jlc3RvcmUYCyABKAsyGS5wZ2ZsZWV0LnYxLlJlc3RvcmVSZXN1bHRIABIqCgZleHBpcmUYDCABKAsyGC5wZ2ZsZWV0LnYxLkV4cGlyZVJlc3VsdEgAQggKBnJlc3VsdCJcCg1SZXN0b3JlUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEg0KBWJ5dGVzGAMgASgEEhIKCmZpbGVfY291bnQYBCABKA0igwEKCUV4cGlyZUpvYhIPCgdjbHVzdGVyGAEgASgJEg4KBmxhYmVscxgCIAMoCRIVCg13YWxfa2VlcF9mcm9tGAMgASgJEi0KC2tlZXBfcmFuZ2VzGAQgAygLMhgucGdmbGVldC52MS5XYWxLZWVwUmFuZ2USDwoHZHJ5X3J1bhgFIAEoCCJUCgxXYWxLZWVwUmFuZ2USDQoFbGFiZWwYASABKAkSEAoIdGltZWxpbmUYAiABKA0SEQoJd2FsX3N0YXJ0GAMgASgJEhAKCHdhbF9zdG9wGAQgASgJIuUBCgxFeHBpcmVSZXN1bHQSFgoOZGVsZXRlZF9sYWJlbHMYASADKAkSFgoOc2tpcHBlZF9sYWJlbHMYAiADKAkSHAoUYmFja3VwX2ZpbGVzX2RlbGV0ZWQYAyABKA0SHAoUYmFja3VwX2J5dGVzX2RlbGV0ZWQYBCABKAQSGQoRd2FsX2ZpbGVzX2RlbGV0ZWQYBSABKA0SGQoRd2FsX2J5dGVzX2RlbGV0ZWQYBiABKAQSGQoRd2FsX2ZpcnN0X2RlbGV0ZWQYByABKAkSGAoQd2FsX2xhc3RfZGVsZXRlZBgIIAEoCSJSCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEg8KB2NsdXN0ZXIYAyABKAkSDwoHY3NyX3BlbRgEIAEoCSJmCg5FbnJvbGxSZXNwb25zZRIQCghjZXJ0X3BlbRgBIAEoCRITCgtjYV9jZXJ0X3BlbRgCIAEoCRItCglub3RfYWZ0ZXIYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMlYKDEFnZW50U2VydmljZRJGCgdDb25uZWN0EhoucGdmbGVldC52MS5Db25uZWN0UmVxdWVzdBobLnBnZmxlZXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwATJUChFFbnJvbGxtZW50U2VydmljZRI/CgZFbnJvbGwSGS5wZ2ZsZWV0LnYxLkVucm9sbFJlcXVlc3QaGi5wZ2ZsZWV0LnYxLkVucm9sbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
 
 /**
  * @generated from message pgfleet.v1.ConnectRequest
@@ -666,6 +666,75 @@ export const ExpireResultSchema: GenMessage<ExpireResult> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_agent, 15);
 
 /**
+ * @generated from message pgfleet.v1.EnrollRequest
+ */
+export type EnrollRequest = Message<"pgfleet.v1.EnrollRequest"> & {
+  /**
+   * The one-time token, as printed by `pgfleet-controller enroll-token`.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * @generated from field: string agent_id = 2;
+   */
+  agentId: string;
+
+  /**
+   * Must be the token's cluster: an agent may only enroll for the cluster the token was issued for.
+   *
+   * @generated from field: string cluster = 3;
+   */
+  cluster: string;
+
+  /**
+   * PKCS#10 certificate request (PEM) for the agent's key; only its public key is used.
+   *
+   * @generated from field: string csr_pem = 4;
+   */
+  csrPem: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.EnrollRequest.
+ * Use `create(EnrollRequestSchema)` to create a new message.
+ */
+export const EnrollRequestSchema: GenMessage<EnrollRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 16);
+
+/**
+ * @generated from message pgfleet.v1.EnrollResponse
+ */
+export type EnrollResponse = Message<"pgfleet.v1.EnrollResponse"> & {
+  /**
+   * The agent's certificate (PEM), carrying its identity as URI SAN pgfleet://agent/<cluster>/<agent id>.
+   *
+   * @generated from field: string cert_pem = 1;
+   */
+  certPem: string;
+
+  /**
+   * The fleet CA (PEM) the agent verifies the controller against from now on.
+   *
+   * @generated from field: string ca_cert_pem = 2;
+   */
+  caCertPem: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp not_after = 3;
+   */
+  notAfter?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.EnrollResponse.
+ * Use `create(EnrollResponseSchema)` to create a new message.
+ */
+export const EnrollResponseSchema: GenMessage<EnrollResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 17);
+
+/**
  * AgentService is served by the controller; every agent holds one Connect stream open.
  * Agent -> controller: Hello first, then heartbeats, job progress and job results.
  * Controller -> agent: Welcome, then jobs and cancellations. Jobs are idempotent by job id.
@@ -683,4 +752,25 @@ export const AgentService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_pgfleet_v1_agent, 0);
+
+/**
+ * EnrollmentService is served by the controller (with --tls-dir) on the same port as
+ * AgentService. An agent without a certificate trades a one-time enrollment token
+ * (`pgfleet-controller enroll-token <cluster>`) for one: it sends a certificate request for a
+ * key it generated, and the controller signs it for the token's cluster. This is the only call
+ * an agent makes without a client certificate; the token is single-use and expires.
+ *
+ * @generated from service pgfleet.v1.EnrollmentService
+ */
+export const EnrollmentService: GenService<{
+  /**
+   * @generated from rpc pgfleet.v1.EnrollmentService.Enroll
+   */
+  enroll: {
+    methodKind: "unary";
+    input: typeof EnrollRequestSchema;
+    output: typeof EnrollResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_pgfleet_v1_agent, 1);
 

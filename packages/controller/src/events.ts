@@ -1,0 +1,131 @@
+/**
+ * The controller's side of events (docs/events.md): building the events that report a state
+ * change, in the form the catalog outbox stores (the encoded pgfleet.v1.Event), and the Outbox
+ * view of the catalog the relay reads. The store writes the events in the same transaction as
+ * the change, so an event exists exactly when its change does.
+ */
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { timestampDate, timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { PgfleetError } from '@pgfleet/core';
+import type { CatalogStore, JobRecord, JobStateName, OutboxEventInput, OutboxEventRecord, BackupRecord } from '@pgfleet/catalog';
+import { newEvent, type EventPayloadInit, type Outbox, type OutboxEntry } from '@pgfleet/events';
+import { EventSchema, type Event, type ExpireResult, type RestoreResult } from '@pgfleet/proto';
+import { backupInfoFromRecord, backupKindToProto } from './convert.js';
+
+/** One event as the outbox stores it. */
+export function outboxEvent(cluster: string, payload: EventPayloadInit, time: number): OutboxEventInput {
+  const event = newEvent(cluster, payload, { time: new Date(time) });
+  return { id: event.id, cluster, kind: event.kind, time, payload: toBinary(EventSchema, event) };
+}
+
+export function decodeOutboxEvent(record: OutboxEventRecord): Event {
+  try {
+    return fromBinary(EventSchema, record.payload);
+  } catch (err) {
+    throw new PgfleetError('EventInvalid', `outbox event ${record.seq} (${record.id}) does not decode: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** The catalog as the relay's Outbox. */
+export function catalogOutbox(store: CatalogStore, now: () => number = Date.now): Outbox {
+  return {
+    async nextBatch(limit: number): Promise<OutboxEntry[]> {
+      return (await store.nextUnsentEvents(limit)).map((r) => ({ seq: r.seq, event: decodeOutboxEvent(r) }));
+    },
+    async markSent(seqs: readonly number[]): Promise<void> {
+      await store.markEventsSent(seqs, now());
+    },
+  };
+}
+
+const seconds = (from: number | null, to: number): number => (from === null ? 0 : Math.max(0, (to - from) / 1000));
+
+function errorDetail(error: { code: string; message: string } | undefined): { code: string; message: string; hint: string } | undefined {
+  if (!error) return undefined;
+  return { code: error.code, message: error.message, hint: PgfleetError.fromCode(error.code, '').hint ?? '' };
+}
+
+interface BackupParams {
+  type?: 'full' | 'diff' | 'incr';
+  scheduledAt?: string;
+}
+interface RestoreParams {
+  targetDir?: string;
+  backupLabel?: string;
+}
+
+export interface JobOutcomeDetails {
+  error?: { code: string; message: string };
+  backup?: BackupRecord;
+  restore?: RestoreResult;
+  expire?: ExpireResult;
+  /** Labels the expire job removed that the catalog forgets. */
+  expiredLabels?: readonly string[];
+}
+
+/**
+ * The events reporting a move of `job` to `to` (empty when the move reports nothing):
+ * backup.started on dispatch, backup.completed/failed, restore.completed/failed,
+ * retention.expired. Passed as the transition's `events` so they commit with it.
+ */
+export function jobEvents(job: JobRecord, to: JobStateName, details: JobOutcomeDetails, now: number): OutboxEventInput[] {
+  const duration = seconds(job.startedAt ?? job.createdAt, now);
+  if (job.kind === 'backup') {
+    const p = (job.params ?? {}) as BackupParams;
+    const type = backupKindToProto(p.type ?? 'full');
+    const scheduled = p.scheduledAt !== undefined;
+    if (to === 'dispatched') return [outboxEvent(job.cluster, { case: 'backupStarted', value: { jobId: job.id, type, scheduled } }, now)];
+    if (to === 'succeeded' && details.backup) {
+      return [outboxEvent(job.cluster, { case: 'backupCompleted', value: { jobId: job.id, backup: backupInfoFromRecord(details.backup), durationSeconds: duration } }, now)];
+    }
+    if (to === 'failed' || to === 'cancelled') {
+      return [outboxEvent(job.cluster, { case: 'backupFailed', value: { jobId: job.id, type, scheduled, durationSeconds: duration, error: errorDetail(details.error) } }, now)];
+    }
+    return [];
+  }
+  if (job.kind === 'restore') {
+    const p = (job.params ?? {}) as RestoreParams;
+    if (to === 'succeeded') {
+      return [
+        outboxEvent(job.cluster, {
+          case: 'restoreCompleted',
+          value: { jobId: job.id, backupLabel: details.restore?.backupLabel || p.backupLabel || '', targetDir: details.restore?.targetDir || p.targetDir || '', durationSeconds: duration, restoredBytes: details.restore?.bytes ?? 0n },
+        }, now),
+      ];
+    }
+    if (to === 'failed' || to === 'cancelled') {
+      return [outboxEvent(job.cluster, { case: 'restoreFailed', value: { jobId: job.id, backupLabel: p.backupLabel ?? '', targetDir: p.targetDir ?? '', durationSeconds: duration, error: errorDetail(details.error) } }, now)];
+    }
+    return [];
+  }
+  if (job.kind === 'expire' && to === 'succeeded' && details.expire) {
+    const e = details.expire;
+    return [
+      outboxEvent(job.cluster, {
+        case: 'retentionExpired',
+        value: {
+          jobId: job.id,
+          expiredBackupLabels: [...(details.expiredLabels ?? e.deletedLabels)],
+          walSegmentsRemoved: BigInt(e.walFilesDeleted),
+          freedBytes: e.backupBytesDeleted + e.walBytesDeleted,
+          ...(e.walLastDeleted ? { walExpiredBefore: e.walLastDeleted } : {}),
+        },
+      }, now),
+    ];
+  }
+  return [];
+}
+
+/** A factory for the store's bulk failures (agent gone, controller restart). */
+export function failedJobEvents(error: { code: string; message: string }, now: number): (job: JobRecord) => OutboxEventInput[] {
+  // The job passed in is already failed; its kind and params are what matter.
+  return (job) => jobEvents({ ...job, state: 'running' }, 'failed', { error }, now);
+}
+
+export function timestampMs(ts: { seconds: bigint; nanos: number } | undefined): number | null {
+  if (!ts) return null;
+  const ms = timestampDate(ts as Parameters<typeof timestampDate>[0]).getTime();
+  return ms > 0 ? ms : null;
+}
+
+export { timestampFromMs };
