@@ -13,17 +13,14 @@
  *      backup is restorable, not just copied);
  *   7. write the manifest, last and atomically: before it exists the backup is invisible.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { backupLabel, ErrorCodes, PgfleetError, type Logger } from '@pgfleet/core';
-import { clusterFacts, connectPg, Lsn, lsnHalves, parseBackupLabel, RELSEG_SIZE, relationSegmentNumber, WalSegmentName, type LsnHalves, type PgConnectionOptions } from '@pgfleet/pg';
-import type { BackupKind, BackupManifest, Codec, ManifestFile, Repository } from '@pgfleet/storage';
+import { BLCKSZ, clusterFacts, connectPg, Lsn, lsnHalves, parseBackupLabel, RELSEG_SIZE, relationSegmentNumber, WalSegmentName, type LsnHalves, type PgConnectionOptions } from '@pgfleet/pg';
+import { chunkedContentDigest, type BackupKind, type BackupManifest, type Codec, type ManifestChunk, type ManifestFile, type Repository } from '@pgfleet/storage';
 import { choosePriorBackup, decideFile, type FileDecision } from './backup-prior.js';
-import { PageChecksumStage, recheckPages } from './page-verify.js';
+import { CopyPool, settleAll } from './copy-pool.js';
 import { listPgdata, type PgdataEntry } from './pgdata-walk.js';
-import { runPool } from './pool.js';
 import { ProgressTracker, type ProgressSink } from './progress.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -37,7 +34,12 @@ export interface BackupOptions {
   type?: BackupKind;
   /** diff/incr: compare file content (sha256) instead of size + mtime to find unchanged files. */
   checksumDelta?: boolean;
+  /** Worker threads copying files (each with a few files in flight). */
   workers: number;
+  /** Compression level (codec default when absent). */
+  level?: number;
+  /** Files larger than this are stored in chunks of this size (default DEFAULT_CHUNK_BYTES). */
+  chunkBytes?: number;
   archiveTimeoutMs: number;
   log: Logger;
   progress: ProgressSink;
@@ -90,20 +92,20 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     const referencedMessage = () => (prior ? `${referenced} unchanged file(s) referenced from ${prior.label}` : undefined);
     tracker.phase('copy', referencedMessage());
 
-    const copy = new FileCopier(opts, label, facts.dataChecksums ? lsnHalves(startLsn.value) : undefined);
+    const copier = new FileCopier(opts, label, facts.dataChecksums ? lsnHalves(startLsn.value) : undefined, tracker);
     const files: ManifestFile[] = [];
     const pageErrors: { path: string; blocks: number[] }[] = [];
-    await runPool(
-      plan,
-      opts.workers,
-      async ({ file: f, decision, prior: priorFile }) => {
+    // Largest first, so the threads finish together instead of waiting on one big file at the end.
+    const ordered = [...plan].sort((a, b) => b.file.size - a.file.size);
+    try {
+      const work = ordered.map(async ({ file: f, decision, prior: priorFile }) => {
         if (decision === 'compare-checksum') {
-          const sha256 = await hashFile(join(opts.pgdata, f.path));
-          if (sha256 === undefined) {
+          const same = await copier.sameContent(f, priorFile!);
+          if (same === undefined) {
             tracker.add(f.size, 1); // dropped meanwhile: legal, WAL replay removes it anyway
             return;
           }
-          if (sha256 === priorFile!.sha256) {
+          if (same) {
             decision = 'reference';
             referenced++;
             // Nothing copied after all: this file's bytes leave the total (progress counts copied bytes).
@@ -112,12 +114,12 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
           }
         }
         if (decision === 'reference') {
-          // The prior entry names the backup holding the bytes; a referenced file keeps pointing there.
+          // The prior entry names the backup holding the bytes (and its chunks); a referenced file keeps pointing there.
           files.push({ ...priorFile!, mtimeMs: f.mtimeMs, mode: f.mode });
           tracker.add(0, 1);
           return;
         }
-        const entry = await copy.copy(f);
+        const entry = await copier.copy(f);
         if (entry) {
           files.push(entry);
           if (entry.pageChecksumErrors) {
@@ -125,10 +127,16 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
             log.warn({ code: ErrorCodes.PageChecksumMismatch.code, file: entry.path, blocks: entry.pageChecksumErrors }, `page checksum mismatch in ${entry.path}, block(s) ${entry.pageChecksumErrors.join(', ')}: the data file is damaged on disk`);
           }
         }
-        tracker.add(f.size, 1);
-      },
-      opts.signal,
-    );
+        tracker.add(0, 1);
+      });
+      // The first failure stops everything not yet started; running tasks finish before we go on.
+      await settleAll(work.map((w) => w.catch((err: unknown) => { copier.pool.cancel(err); throw err; })));
+    } finally {
+      await copier.pool.close();
+    }
+    opts.signal?.throwIfAborted();
+    // Objects were fsynced one by one; their directories once here, before the manifest declares them complete.
+    await repo.syncKeys(copier.written);
     files.sort((a, b) => (a.path < b.path ? -1 : 1));
     // Referenced files carry the page errors found when their bytes were read.
     const carried = files.filter((f) => f.backup !== label && f.pageChecksumErrors?.length).map((f) => ({ path: f.path, blocks: f.pageChecksumErrors! }));
@@ -146,13 +154,16 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
 
     tracker.phase('wait-wal', `waiting for ${segments.length} WAL segment(s) in the repository`);
     const deadline = Date.now() + opts.archiveTimeoutMs;
+    // The last segment is normally archived within ~100 ms of pg_backup_stop: poll fast, then back off.
+    let pollMs = 20;
     for (const seg of segments) {
       while ((await repo.findWal(opts.cluster, seg.toString())).length === 0) {
         opts.signal?.throwIfAborted();
         if (Date.now() > deadline) {
           throw new PgfleetError('WalArchiveTimeout', `WAL segment ${seg} needed by backup ${label} did not reach the repository within ${Math.round(opts.archiveTimeoutMs / 1000)} s`);
         }
-        await sleep(200);
+        await sleep(pollMs);
+        pollMs = Math.min(250, Math.round(pollMs * 1.5));
       }
     }
 
@@ -221,43 +232,85 @@ function planCopy(files: readonly PgdataEntry[], prior: BackupManifest | undefin
   });
 }
 
-/** Copies one PGDATA file into the repository; relation files get their pages validated in the same pass. */
-class FileCopier {
-  constructor(private readonly opts: BackupOptions, private readonly label: string, private readonly startLsn: LsnHalves | undefined) {}
+/** Files larger than this are stored as independently compressed chunks of this size (page-aligned). */
+export const DEFAULT_CHUNK_BYTES = 64 << 20;
+
+/**
+ * Copies PGDATA files into the repository through a pool of worker threads (copy-pool.ts):
+ * read, content sha256, page checksums, compression, stored sha256 and the write happen in one
+ * pass in a worker; large files are split into chunks that run on several threads at once.
+ */
+export class FileCopier {
+  readonly pool: CopyPool;
+  /** Keys written, for the directory fsyncs before the manifest. */
+  readonly written: string[] = [];
+  private readonly chunkBytes: number;
+
+  constructor(private readonly opts: BackupOptions, private readonly label: string, private readonly startLsn: LsnHalves | undefined, private readonly tracker: ProgressTracker) {
+    this.pool = new CopyPool(opts.repo, { threads: opts.workers, ...(opts.signal ? { signal: opts.signal } : {}) });
+    this.chunkBytes = Math.max(BLCKSZ, Math.floor((opts.chunkBytes ?? DEFAULT_CHUNK_BYTES) / BLCKSZ) * BLCKSZ);
+  }
 
   /** The manifest entry, or undefined when the file was dropped while the backup ran (legal: WAL replay removes it anyway). */
   async copy(f: PgdataEntry): Promise<ManifestFile | undefined> {
-    const { repo, codec } = this.opts;
-    const path = join(this.opts.pgdata, f.path);
+    const { repo, codec, cluster } = this.opts;
+    const src = join(this.opts.pgdata, f.path);
     const segment = this.startLsn ? relationSegmentNumber(f.path) : undefined;
-    const stage = segment === undefined ? undefined : new PageChecksumStage(segment * RELSEG_SIZE, this.startLsn!);
-    const key = repo.backupFileKey(this.opts.cluster, this.label, f.path, codec);
-    let stored;
-    try {
-      stored = await repo.writeObject(key, createReadStream(path, { highWaterMark: 1 << 20 }), codec, stage ? [stage] : []);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
+    const page = (offset: number) => (segment === undefined ? {} : { page: { firstBlock: segment * RELSEG_SIZE + offset / BLCKSZ, hi: this.startLsn!.hi, lo: this.startLsn!.lo } });
+    const level = this.opts.level === undefined ? {} : { level: this.opts.level };
+    if (f.size <= this.chunkBytes) {
+      const key = repo.backupFileKey(cluster, this.label, f.path, codec);
+      const r = await this.pool.run({ kind: 'backup', src, key, codec, ...level, offset: 0, ...page(0) });
+      this.tracker.add(f.size);
+      if (r.missing) return undefined;
+      this.written.push(key);
+      const entry: ManifestFile = { path: f.path, size: r.size, mtimeMs: f.mtimeMs, mode: f.mode, sha256: r.sha256, storedSize: r.storedSize, storedSha256: r.storedSha256, codec, backup: this.label };
+      if (r.pageErrors) entry.pageChecksumErrors = r.pageErrors;
+      return entry;
     }
-    const entry: ManifestFile = { path: f.path, size: stored.size, mtimeMs: f.mtimeMs, mode: f.mode, sha256: stored.sha256, storedSize: stored.storedSize, storedSha256: stored.storedSha256, codec, backup: this.label };
-    if (stage && stage.suspects.length > 0) {
-      const bad = await recheckPages(path, stage.suspects, segment! * RELSEG_SIZE, this.startLsn!);
-      if (bad.length > 0) entry.pageChecksumErrors = bad;
-    }
+    const n = Math.ceil(f.size / this.chunkBytes);
+    const tasks = Array.from({ length: n }, (_, i) => {
+      const offset = i * this.chunkBytes;
+      const key = repo.backupChunkKey(cluster, this.label, f.path, i, codec);
+      // The last chunk reads to the end of the file, so a relation extended meanwhile is copied like an unchunked one.
+      return { kind: 'backup' as const, src, key, codec, ...level, offset, ...(i < n - 1 ? { length: this.chunkBytes } : {}), ...page(offset) };
+    });
+    const results = await settleAll(
+      tasks.map((t, i) =>
+        this.pool.run(t).then((r) => {
+          this.tracker.add(i < n - 1 ? this.chunkBytes : f.size - t.offset);
+          return r;
+        }),
+      ),
+    );
+    if (results.some((r) => r.missing)) return undefined;
+    this.written.push(...tasks.map((t) => t.key));
+    const chunks: ManifestChunk[] = results.map((r, i) => ({ offset: tasks[i]!.offset, size: r.size, sha256: r.sha256, storedSize: r.storedSize, storedSha256: r.storedSha256, key: tasks[i]!.key }));
+    const entry: ManifestFile = {
+      path: f.path,
+      // A file truncated while it was read ends at its last non-empty chunk.
+      size: chunks.reduce((s, c) => (c.size > 0 ? Math.max(s, c.offset + c.size) : s), 0),
+      mtimeMs: f.mtimeMs,
+      mode: f.mode,
+      sha256: chunkedContentDigest(chunks.map((c) => c.sha256)),
+      storedSize: chunks.reduce((s, c) => s + c.storedSize, 0),
+      storedSha256: chunkedContentDigest(chunks.map((c) => c.storedSha256)),
+      codec,
+      backup: this.label,
+      chunks,
+    };
+    const bad = results.flatMap((r) => r.pageErrors ?? []);
+    if (bad.length > 0) entry.pageChecksumErrors = bad.sort((a, b) => a - b);
     return entry;
   }
-}
 
-/** sha256 of a file's content, or undefined when it no longer exists. */
-async function hashFile(path: string): Promise<string | undefined> {
-  const hash = createHash('sha256');
-  try {
-    for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
+  /** Checksum mode: does the file still hold the prior entry's content? undefined when it is gone. */
+  async sameContent(f: PgdataEntry, prior: ManifestFile): Promise<boolean | undefined> {
+    const r = await this.pool.run({ kind: 'hash', path: join(this.opts.pgdata, f.path), ...(prior.chunks ? { ranges: prior.chunks.map((c) => ({ offset: c.offset, size: c.size })) } : {}) });
+    if (r.missing) return undefined;
+    const digest = prior.chunks ? chunkedContentDigest(r.sha256s) : r.sha256s[0];
+    return r.size === prior.size && digest === prior.sha256;
   }
-  return hash.digest('hex');
 }
 
 /** "PGF-3008 page checksum errors: base/5/16384 block(s) 1, 7; ..." (bounded: a badly damaged cluster must not flood the job record). */

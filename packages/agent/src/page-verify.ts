@@ -15,26 +15,23 @@ import { BLCKSZ, int32View, verifyPageAt, type LsnHalves } from '@pgfleet/pg';
 
 const PAGE_WORDS = BLCKSZ / 4;
 
-/** Passes a relation file's bytes through unchanged, recording pages whose checksum fails. */
-export class PageChecksumStage extends Transform {
-  /** Page indexes (within this file) that failed on the first read. */
+/** Checks pages as a relation file's bytes go by (in any chunking), recording pages whose checksum fails. */
+export class PageChecker {
+  /** Page indexes (within the bytes seen) that failed on the first read. */
   readonly suspects: number[] = [];
   private carry: Buffer | undefined;
   private pageIndex = 0;
 
-  /** `firstBlock`: block number of the file's first page (segment number * RELSEG_SIZE). */
-  constructor(private readonly firstBlock: number, private readonly startLsn: LsnHalves) {
-    super({ highWaterMark: 1 << 20 });
-  }
+  /** `firstBlock`: block number of the first page seen (segment number * RELSEG_SIZE + page offset). */
+  constructor(private readonly firstBlock: number, private readonly startLsn: LsnHalves) {}
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+  update(chunk: Buffer): void {
     let pos = 0;
     if (this.carry) {
-      // A page split across two reads (rare: file streams read in 1 MiB, page-aligned chunks).
+      // A page split across two reads (rare: reads are 1 MiB, page-aligned).
       const need = BLCKSZ - this.carry.length;
       if (chunk.length < need) {
         this.carry = Buffer.concat([this.carry, chunk]);
-        cb(null, chunk);
         return;
       }
       this.check(int32View(Buffer.concat([this.carry, chunk.subarray(0, need)])), 0);
@@ -48,7 +45,6 @@ export class PageChecksumStage extends Transform {
       pos += pages * BLCKSZ;
     }
     if (pos < chunk.length) this.carry = Buffer.from(chunk.subarray(pos));
-    cb(null, chunk);
   }
 
   // A partial last page is a relation being extended while we read: it is not judged.
@@ -59,12 +55,33 @@ export class PageChecksumStage extends Transform {
   }
 }
 
+/** PageChecker as a stream stage: passes the bytes through unchanged. */
+export class PageChecksumStage extends Transform {
+  private readonly checker: PageChecker;
+
+  constructor(firstBlock: number, startLsn: LsnHalves) {
+    super({ highWaterMark: 1 << 20 });
+    this.checker = new PageChecker(firstBlock, startLsn);
+  }
+
+  get suspects(): number[] {
+    return this.checker.suspects;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.checker.update(chunk);
+    cb(null, chunk);
+  }
+}
+
 /**
+ * `suspects` are page indexes from `byteOffset` (a chunk's offset in the file), `firstBlock` the
+ * block number of the page at `byteOffset`.
  * Reads each suspect page once more and returns the block numbers that fail again: the
  * persistent errors. Pages gone (file truncated or dropped meanwhile) or rewritten past the
  * backup's start are not errors: WAL replay takes care of them.
  */
-export async function recheckPages(file: string, suspects: readonly number[], firstBlock: number, startLsn: LsnHalves): Promise<number[]> {
+export async function recheckPages(file: string, suspects: readonly number[], firstBlock: number, startLsn: LsnHalves, byteOffset = 0): Promise<number[]> {
   if (suspects.length === 0) return [];
   let fh;
   try {
@@ -78,7 +95,7 @@ export async function recheckPages(file: string, suspects: readonly number[], fi
     const words = int32View(page);
     const bad: number[] = [];
     for (const index of suspects) {
-      const { bytesRead } = await fh.read(page, 0, BLCKSZ, index * BLCKSZ);
+      const { bytesRead } = await fh.read(page, 0, BLCKSZ, byteOffset + index * BLCKSZ);
       if (bytesRead < BLCKSZ) continue;
       const block = firstBlock + index;
       if (verifyPageAt(words, 0, block, startLsn) === 'invalid') bad.push(block);

@@ -1,6 +1,6 @@
 /**
- * Restore (and PITR set-up) into a new directory: every file is fetched, decompressed and
- * checked against its sha256 in parallel; then backup_label, the recovery settings and
+ * Restore (and PITR set-up) into a new directory: every file (every chunk of a large file) is
+ * fetched, decompressed, checked against its sha256 and written by a pool of worker threads; then backup_label, the recovery settings and
  * recovery.signal are written, so that starting PostgreSQL on the directory replays archived WAL
  * (via `pgfleet-agent wal-fetch`) up to the target and then acts as asked (promote by default).
  * Files of a diff/incr backup are read from the backup each manifest entry names.
@@ -10,14 +10,12 @@
  * the manifest does not list is removed (pg_wal's contents included: stale WAL of another history
  * must never be replayed). Symlinks are never followed, so nothing outside the directory is touched.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { appendFile, chmod, lstat, mkdir, readdir, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, lstat, mkdir, open, readdir, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PgfleetError, type Logger } from '@pgfleet/core';
-import type { BackupManifest, Repository } from '@pgfleet/storage';
-import { runPool } from './pool.js';
+import { chunkedContentDigest, type BackupManifest, type ManifestFile, type Repository } from '@pgfleet/storage';
+import { CopyPool, settleAll } from './copy-pool.js';
 import { ProgressTracker, type ProgressSink } from './progress.js';
 import { findTargetLsn } from './target-resolver.js';
 
@@ -131,25 +129,51 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreOutcome> {
   tracker.phase('copy');
   let fetched = 0;
   let kept = 0;
-  await runPool(
-    manifest.files,
-    o.workers,
-    async (f) => {
-      const dest = join(o.targetDir, f.path);
-      if (delta && (await matchesManifest(dest, f))) {
-        await chmod(dest, f.mode);
-        kept++;
-      } else {
-        const key = o.repo.backupFileKey(manifest.cluster, f.backup, f.path, f.codec);
-        await o.repo.readObject(key, f.codec, { sha256: f.sha256, size: f.size }, createWriteStream(dest, { mode: f.mode, highWaterMark: 1 << 20 }));
-        if (delta) await chmod(dest, f.mode); // mode applies only when the file is created
-        fetched += f.size;
-      }
+  const pool = new CopyPool(o.repo, { threads: o.workers, ...(o.signal ? { signal: o.signal } : {}) });
+  const restoreFile = async (f: ManifestFile): Promise<void> => {
+    const dest = join(o.targetDir, f.path);
+    if (delta && (await matchesManifest(pool, dest, f))) {
+      await chmod(dest, f.mode);
       await utimes(dest, new Date(f.mtimeMs), new Date(f.mtimeMs));
+      kept++;
       tracker.add(f.size, 1);
-    },
-    o.signal,
-  );
+      return;
+    }
+    if (!f.chunks) {
+      const key = o.repo.backupFileKey(manifest.cluster, f.backup, f.path, f.codec);
+      await pool.run({ kind: 'restore', key, codec: f.codec, sha256: f.sha256, size: f.size, dest, mode: f.mode, chmod: delta, mtimeMs: f.mtimeMs });
+      fetched += f.size;
+      tracker.add(f.size, 1);
+      return;
+    }
+    // Chunked: the file at its final size (created up front, see below), then every chunk writes its range, in parallel.
+    if (!created.has(f.path)) await createSized(dest, f, delta);
+    await settleAll(
+      f.chunks.map((c) =>
+        (c.size === 0 ? Promise.resolve(undefined) : pool.run({ kind: 'restore', key: c.key, codec: f.codec, sha256: c.sha256, size: c.size, dest, mode: f.mode, offset: c.offset })).then(() => tracker.add(c.size)),
+      ),
+    );
+    await utimes(dest, new Date(f.mtimeMs), new Date(f.mtimeMs));
+    fetched += f.size;
+    tracker.add(0, 1);
+  };
+  const created = new Set<string>();
+  try {
+    // Largest first, so the threads finish together: chunked files are created before any task
+    // is queued, so that their chunks are queued first.
+    const ordered = [...manifest.files].sort((a, b) => b.size - a.size);
+    if (!delta) {
+      for (const f of ordered) {
+        if (!f.chunks) continue;
+        await createSized(join(o.targetDir, f.path), f, false);
+        created.add(f.path);
+      }
+    }
+    await settleAll(ordered.map((f) => restoreFile(f).catch((err: unknown) => { pool.cancel(err); throw err; })));
+  } finally {
+    await pool.close();
+  }
+  o.signal?.throwIfAborted();
 
   tracker.phase('recovery-settings');
   await writeFile(join(o.targetDir, 'backup_label'), manifest.backupLabel, { mode: 0o600 });
@@ -165,6 +189,17 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreOutcome> {
   }
   tracker.phase('done');
   return { manifest, bytes: manifest.sizeBytes };
+}
+
+/** Creates (or truncates) a chunked file at its final size, with its mode; the chunks then write their ranges. */
+async function createSized(dest: string, f: ManifestFile, delta: boolean): Promise<void> {
+  const fh = await open(dest, 'w', f.mode);
+  try {
+    await fh.truncate(f.size);
+    if (delta) await fh.chmod(f.mode); // mode applies only when the file is created
+  } finally {
+    await fh.close();
+  }
 }
 
 /**
@@ -230,14 +265,14 @@ async function removeExtras(root: string, manifest: BackupManifest, keptLinks: S
 }
 
 /** Delta mode: the file on disk is kept only when its size and sha256 match the manifest (mtimes prove nothing about a damaged copy). */
-async function matchesManifest(path: string, f: BackupManifest['files'][number]): Promise<boolean> {
+async function matchesManifest(pool: CopyPool, path: string, f: ManifestFile): Promise<boolean> {
   try {
     if ((await lstat(path)).size !== f.size) return false;
-    const hash = createHash('sha256');
-    for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-    return hash.digest('hex') === f.sha256;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;
   }
+  const r = await pool.run({ kind: 'hash', path, ...(f.chunks ? { ranges: f.chunks.map((c) => ({ offset: c.offset, size: c.size })) } : {}) });
+  if (r.missing || r.size !== f.size) return false;
+  return (f.chunks ? chunkedContentDigest(r.sha256s) : r.sha256s[0]) === f.sha256;
 }

@@ -19,7 +19,7 @@ export interface RepositoryDriver {
    * Stores `body` under `key` atomically: a reader sees the whole object or nothing, never a
    * prefix, even if the process dies mid-write. Overwrites an existing object.
    */
-  put(key: string, body: Readable | Buffer): Promise<void>;
+  put(key: string, body: Readable | Buffer, options?: PutOptions): Promise<void>;
   /** Streams the object; throws PgfleetError RepoFileMissing when it does not exist. */
   get(key: string): Promise<Readable>;
   /** Size of the object, or undefined when it does not exist. */
@@ -28,6 +28,19 @@ export interface RepositoryDriver {
   list(prefix: string): AsyncIterable<ObjectInfo>;
   /** Removes the objects; keys that do not exist are ignored. */
   delete(keys: readonly string[]): Promise<void>;
+  /**
+   * Makes puts done with `deferDirSync` durable: fsyncs the directories holding `keys` (and their
+   * parents up to the root). Drivers whose puts are durable on return need not implement it.
+   */
+  syncKeys?(keys: readonly string[]): Promise<void>;
+}
+
+export interface PutOptions {
+  /**
+   * Posix: fsync the file but not its directory; the caller calls syncKeys() once for a batch
+   * before anything (a manifest) declares the batch complete. Saves one fsync per object.
+   */
+  deferDirSync?: boolean;
 }
 
 /** Rejects keys that could escape the repository root or alias another key. */

@@ -3,6 +3,7 @@
  * atomically, so a backup without a manifest is, by definition, incomplete and never listed.
  * The format is versioned (docs/repository-format.md); readers refuse formats they do not know.
  */
+import { createHash } from 'node:crypto';
 import { PgfleetError } from '@pgfleet/core';
 import type { Codec } from './codec.js';
 
@@ -27,6 +28,39 @@ export interface ManifestFile {
    * backup read the file; absent when every page passed or the file has no page checksums.
    */
   pageChecksumErrors?: number[];
+  /**
+   * Large files are stored as independently compressed chunks (so several cores work on one
+   * big relation segment, in backup and in restore); absent for files stored as one object.
+   * When present, `storedSize`/`storedSha256` describe the chunks taken together (sum of sizes,
+   * sha256 of the chunks' stored sha256s) and `sha256` is the chunked content digest
+   * (see chunkedContentDigest); the file's bytes are the chunks' contents at their offsets.
+   */
+  chunks?: ManifestChunk[];
+}
+
+/** One independently compressed piece of a large file (docs/repository-format.md, "Chunked files"). */
+export interface ManifestChunk {
+  /** Byte offset of the chunk's content in the file. */
+  offset: number;
+  /** Content bytes of the chunk. */
+  size: number;
+  /** sha256 of the chunk's content. */
+  sha256: string;
+  storedSize: number;
+  storedSha256: string;
+  /** Repository key (from the repository root) of the chunk's stored bytes. */
+  key: string;
+}
+
+/**
+ * The content checksum of a chunked file: sha256 over the binary sha256 digests of its chunks'
+ * contents, in offset order. Each chunk is hashed by whoever compresses it, so the digest covers
+ * exactly the bytes stored even when PostgreSQL writes to the file while it is backed up.
+ */
+export function chunkedContentDigest(chunkSha256s: readonly string[]): string {
+  const h = createHash('sha256');
+  for (const c of chunkSha256s) h.update(Buffer.from(c, 'hex'));
+  return h.digest('hex');
 }
 
 export interface ManifestDirectory {

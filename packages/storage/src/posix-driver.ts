@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgfleetError } from '@pgfleet/core';
-import { checkKey, type ObjectInfo, type RepositoryDriver } from './driver.js';
+import { checkKey, type ObjectInfo, type PutOptions, type RepositoryDriver } from './driver.js';
 
 const TMP_MARK = '.pgfleet-tmp-';
 
@@ -41,7 +41,65 @@ export class PosixDriver implements RepositoryDriver {
     return join(this.root, ...key.split('/'));
   }
 
-  async put(key: string, body: Readable | Buffer): Promise<void> {
+  /** The file holding `key` (for readers that do their own positional I/O). */
+  filePath(key: string): string {
+    return this.path(key);
+  }
+
+  /** Directories known to exist (mkdir -p once per directory, not once per object). */
+  private readonly made = new Set<string>();
+
+  /**
+   * An atomic writer for `key` driven by the caller, write by write (no stream machinery): a temp
+   * file, then on commit fsync + rename (+ directory fsync unless deferred, see PutOptions).
+   */
+  async openWriter(key: string): Promise<ObjectWriter> {
+    const final = this.path(key);
+    const dir = dirname(final);
+    const tmp = `${final}${TMP_MARK}${randomBytes(6).toString('hex')}`;
+    let fh;
+    try {
+      if (!this.made.has(dir)) {
+        await mkdir(dir, { recursive: true });
+        this.made.add(dir);
+      }
+      fh = await open(tmp, 'wx');
+    } catch (err) {
+      throw ioError(`cannot write ${key} in repository ${this.root}`, err);
+    }
+    const handle = fh;
+    const fail = async (err: unknown): Promise<never> => {
+      await handle.close().catch(() => {});
+      await rm(tmp, { force: true }).catch(() => {});
+      throw err instanceof PgfleetError ? err : ioError(`cannot write ${key} in repository ${this.root}`, err);
+    };
+    return {
+      write: async (data: Uint8Array) => {
+        try {
+          let done = 0;
+          while (done < data.length) done += (await handle.write(data, done, data.length - done)).bytesWritten;
+        } catch (err) {
+          await fail(err);
+        }
+      },
+      commit: async (options?: PutOptions) => {
+        try {
+          await handle.sync();
+          await handle.close();
+          await rename(tmp, final);
+          if (!options?.deferDirSync) await fsyncPath(dir);
+        } catch (err) {
+          await fail(err);
+        }
+      },
+      abort: async () => {
+        await handle.close().catch(() => {});
+        await rm(tmp, { force: true }).catch(() => {});
+      },
+    };
+  }
+
+  async put(key: string, body: Readable | Buffer, options?: PutOptions): Promise<void> {
     const final = this.path(key);
     const dir = dirname(final);
     const tmp = `${final}${TMP_MARK}${randomBytes(6).toString('hex')}`;
@@ -51,7 +109,7 @@ export class PosixDriver implements RepositoryDriver {
       await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, out);
       await fsyncPath(tmp);
       await rename(tmp, final);
-      await fsyncPath(dir);
+      if (!options?.deferDirSync) await fsyncPath(dir);
     } catch (err) {
       await rm(tmp, { force: true }).catch(() => {});
       if (err instanceof PgfleetError) throw err;
@@ -110,6 +168,29 @@ export class PosixDriver implements RepositoryDriver {
     yield* out;
   }
 
+  async syncKeys(keys: readonly string[]): Promise<void> {
+    // Every directory holding a key, and its parents (mkdir -p may have created them), once each.
+    const dirs = new Set<string>();
+    for (const key of keys) {
+      checkKey(key);
+      const parts = key.split('/');
+      for (let i = parts.length - 1; i >= 0; i--) {
+        const d = parts.slice(0, i).join('/');
+        if (dirs.has(d)) break;
+        dirs.add(d);
+      }
+    }
+    // Deepest first: a directory's entry in its parent is synced after its own contents.
+    const ordered = [...dirs].sort((a, b) => b.split('/').length - a.split('/').length);
+    for (const d of ordered) {
+      try {
+        await fsyncPath(d === '' ? this.root : join(this.root, ...d.split('/')));
+      } catch (err) {
+        throw ioError(`cannot sync directory ${d || '/'} in repository ${this.root}`, err);
+      }
+    }
+  }
+
   async delete(keys: readonly string[]): Promise<void> {
     for (const key of keys) {
       try {
@@ -119,6 +200,14 @@ export class PosixDriver implements RepositoryDriver {
       }
     }
   }
+}
+
+export interface ObjectWriter {
+  write(data: Uint8Array): Promise<void>;
+  /** Makes the object visible under its key (atomically); the writer is done. */
+  commit(options?: PutOptions): Promise<void>;
+  /** Drops the temp file; nothing becomes visible. */
+  abort(): Promise<void>;
 }
 
 /** Reads a whole small object (manifests, info files). */

@@ -4,6 +4,7 @@
  *   pgfleet.json                                     repository format marker
  *   <cluster>/cluster.json                           system identifier, PG version, segment size
  *   <cluster>/backup/<label>/pg_data/<path>[.zst]    file bytes
+ *   <cluster>/backup/<label>/pg_chunks/<path>/<n>[.zst]   chunks of large files (manifest `chunks`)
  *   <cluster>/backup/<label>/backup.manifest         written last: its presence means "complete"
  *   <cluster>/wal/<timeline+log>/<segment>-<sha256>[.zst]   archived WAL (also .backup, .partial)
  *   <cluster>/wal/timelines/<tli>.history-<sha256>[.zst]
@@ -15,7 +16,7 @@ import { Readable, type Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgfleetError } from '@pgfleet/core';
 import { CODECS, type Codec, codecExtension, compressor, decompressor, HashingStream } from './codec.js';
-import type { RepositoryDriver } from './driver.js';
+import type { PutOptions, RepositoryDriver } from './driver.js';
 import { type BackupManifest, parseManifest } from './manifest.js';
 import { readSmall } from './posix-driver.js';
 
@@ -24,6 +25,11 @@ export interface StoredFile {
   sha256: string;
   storedSize: number;
   storedSha256: string;
+}
+
+export interface WriteOptions extends PutOptions {
+  /** Compression level (codec default when absent). */
+  level?: number;
 }
 
 export interface ClusterInfo {
@@ -96,12 +102,17 @@ export class Repository {
    * stages (e.g. page-checksum validation) see the content in the same pass and must pass it on
    * unchanged.
    */
-  async writeObject(key: string, source: Readable, codec: Codec, inspect: readonly Transform[] = []): Promise<StoredFile> {
+  async writeObject(key: string, source: Readable, codec: Codec, inspect: readonly Transform[] = [], options: WriteOptions = {}): Promise<StoredFile> {
     const content = new HashingStream();
     const stored = new HashingStream();
-    const packed = pipeline([source, ...inspect, content, compressor(codec), stored]);
-    await Promise.all([packed, this.driver.put(key, stored)]);
+    const packed = pipeline([source, ...inspect, content, compressor(codec, options.level), stored]);
+    await Promise.all([packed, this.driver.put(key, stored, options.deferDirSync ? { deferDirSync: true } : undefined)]);
     return { size: content.bytes, sha256: content.sha256, storedSize: stored.bytes, storedSha256: stored.sha256 };
+  }
+
+  /** Makes objects written with `deferDirSync` durable (posix: one fsync per directory); call before the manifest. */
+  async syncKeys(keys: readonly string[]): Promise<void> {
+    if (keys.length > 0 && this.driver.syncKeys) await this.driver.syncKeys(keys);
   }
 
   /**
@@ -129,6 +140,11 @@ export class Repository {
 
   backupFileKey(cluster: string, label: string, path: string, codec: Codec): string {
     return `${this.backupPrefix(cluster, label)}/pg_data/${path}${codecExtension(codec)}`;
+  }
+
+  /** Key of chunk `index` (0-based) of a large file (ManifestFile.chunks), outside pg_data/ so it never aliases a file. */
+  backupChunkKey(cluster: string, label: string, path: string, index: number, codec: Codec): string {
+    return `${this.backupPrefix(cluster, label)}/pg_chunks/${path}/${String(index).padStart(4, '0')}${codecExtension(codec)}`;
   }
 
   async writeManifest(manifest: BackupManifest): Promise<void> {
