@@ -462,6 +462,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal((await store.listHealthStates())[0]!.state, 'ok');
         assert.deepEqual(await store.listHealthStates('other'), []);
         assert.deepEqual((await store.listEvents()).map((e) => e.id), ['c1', 'd1', 'f-x', 'f-y', 'h1']);
+        assert.deepEqual(await store.countJobs(), [{ cluster: 'main', kind: 'backup', state: 'failed', count: 2 }]);
       });
 
       test('nextUnsentEvents / markEventsSent / listEvents by cluster and seq', async () => {

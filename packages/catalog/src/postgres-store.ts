@@ -50,6 +50,7 @@ import {
   type JobError,
   type JobRecord,
   type JobStateName,
+  type JobKind,
   type NewJob,
   type PolicyRecord,
   type PolicyRetention,
@@ -412,6 +413,13 @@ export class PostgresCatalogStore implements CatalogStore {
       ? await this.query<JobRow>('SELECT * FROM jobs WHERE cluster = $1 ORDER BY created_at DESC, seq DESC LIMIT $2', [filter.cluster, limit])
       : await this.query<JobRow>('SELECT * FROM jobs ORDER BY created_at DESC, seq DESC LIMIT $1', [limit]);
     return rows.map(jobRow);
+  }
+
+  async countJobs(): Promise<Array<{ cluster: string; kind: JobKind; state: JobStateName; count: number }>> {
+    const rows = await this.query<{ cluster: string; kind: JobKind; state: JobStateName; count: string }>(
+      'SELECT cluster, kind, state, COUNT(*) AS count FROM jobs GROUP BY cluster, kind, state ORDER BY cluster COLLATE "C", kind, state',
+    );
+    return rows.map((r) => ({ ...r, count: Number(r.count) }));
   }
 
   async listActiveJobs(): Promise<JobRecord[]> {

@@ -45,6 +45,7 @@ import {
   type JobError,
   type JobRecord,
   type JobStateName,
+  type JobKind,
   type NewJob,
   type PolicyRecord,
   type PolicyRetention,
@@ -347,6 +348,11 @@ export class SqliteCatalogStore implements CatalogStore {
       ? (this.db.prepare('SELECT * FROM jobs WHERE cluster = ? ORDER BY created_at DESC, rowid DESC LIMIT ?').all(filter.cluster, limit) as JobRow[])
       : (this.db.prepare('SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?').all(limit) as JobRow[]);
     return rows.map(jobRow);
+  }
+
+  async countJobs(): Promise<Array<{ cluster: string; kind: JobKind; state: JobStateName; count: number }>> {
+    const rows = this.db.prepare('SELECT cluster, kind, state, COUNT(*) AS count FROM jobs GROUP BY cluster, kind, state ORDER BY cluster, kind, state').all() as Array<{ cluster: string; kind: JobKind; state: JobStateName; count: number }>;
+    return rows.map((r) => ({ ...r, count: Number(r.count) }));
   }
 
   async listActiveJobs(): Promise<JobRecord[]> {

@@ -266,6 +266,8 @@ export interface CatalogStore {
   getJob(id: string): Promise<JobRecord | undefined>;
   /** Newest first. */
   listJobs(filter?: { cluster?: string; limit?: number }): Promise<JobRecord[]>;
+  /** How many jobs there are per cluster, kind and state (metrics). */
+  countJobs(): Promise<Array<{ cluster: string; kind: JobKind; state: JobStateName; count: number }>>;
   /** Jobs not yet finished (queued, dispatched, running), oldest first. */
   listActiveJobs(): Promise<JobRecord[]>;
   /**

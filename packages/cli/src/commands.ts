@@ -13,6 +13,7 @@ import { formatBytes, formatTable, formatTime } from './format.js';
 import { describeJob, ms, out, printJson, startJob, stateName, typeName, type Admin } from './output.js';
 import { pinCommand, policyCommand, retentionCommand } from './policy-commands.js';
 import { recoveryTargetFromOptions } from './target.js';
+import { eventsCommand } from './events-command.js';
 
 const TYPES: Record<string, BackupType> = { full: BackupType.FULL, diff: BackupType.DIFF, incr: BackupType.INCR };
 
@@ -71,6 +72,8 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
         return await retentionCommand(admin, positionals, options, json);
       case 'pin':
         return await pinCommand(admin, positionals, options, json);
+      case 'events':
+        return await eventsCommand(admin, options, json);
       default:
         throw new PgfleetError('UnknownCommand', `unknown command '${parsed.command.name}'`);
     }

@@ -35,6 +35,7 @@ export const cliProgram: ProgramSpec = {
     { name: 'agent', type: 'string', cliOnly: true, description: 'Restore on this agent (e.g. a fresh host) instead of the cluster\'s own.' },
     { name: 'cluster', type: 'string', cliOnly: true, description: 'Only jobs of this cluster.' },
     { name: 'limit', type: 'integer', cliOnly: true, default: 50, min: 1, max: 10_000, description: 'At most this many jobs, newest first.' },
+    { name: 'follow', type: 'boolean', cliOnly: true, description: 'events: keep printing new events as they are committed, until Ctrl-C.' },
     { name: 'fleet', type: 'boolean', cliOnly: true, description: 'policy: the fleet default (every cluster without its own value) instead of one cluster.' },
     { name: 'full', type: 'string', cliOnly: true, description: "Full backup schedule: 5-field cron in UTC, e.g. '0 1 * * 0'; '' = not scheduled (overrides the fleet default)." },
     { name: 'diff', type: 'string', cliOnly: true, description: "Differential backup schedule (cron, UTC); '' = not scheduled." },
@@ -70,6 +71,11 @@ export const cliProgram: ProgramSpec = {
       positionals: [{ name: 'cluster', description: 'Cluster whose backups to restore.', required: true }],
     },
     { name: 'jobs', summary: 'List jobs, newest first.', options: [...CONNECTION, 'output', 'cluster', 'limit'] },
+    {
+      name: 'events',
+      summary: 'Show the newest events from the controller\'s catalog (sent to NATS or not), oldest first; --follow prints new ones until Ctrl-C. --output json: one Event per line, as on NATS.',
+      options: [...CONNECTION, 'output', 'cluster', 'limit', 'follow'],
+    },
     {
       name: 'job',
       summary: 'Show one job: state, progress, result or error.',

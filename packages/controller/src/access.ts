@@ -44,6 +44,8 @@ export const ADMIN_METHOD_ROLES = {
   getJob: 'viewer',
   listJobs: 'viewer',
   watchJob: 'viewer',
+  listEvents: 'viewer',
+  watchEvents: 'viewer',
   getPolicy: 'viewer',
   planRetention: 'viewer',
   startBackup: 'operator',

@@ -16,6 +16,7 @@ import type { ControllerContext } from './context.js';
 import { chooseBackup } from './pitr.js';
 import { applyRetention, getPolicy, pinBackup, planRetention, setPolicy } from './admin-policy.js';
 import { clusterAgent, dispatch, requireCluster, startBackupJob } from './dispatch.js';
+import { listEvents, watchEvents } from './admin-events.js';
 
 const DEFAULT_JOB_LIMIT = 50;
 
@@ -60,6 +61,8 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
     planRetention: async (req) => planRetention(ctx, req.cluster),
     applyRetention: async (req) => applyRetention(ctx, req.cluster),
     pinBackup: async (req) => pinBackup(ctx, req.cluster, req.label, req.pinned),
+    listEvents: async (req) => listEvents(ctx, req),
+    watchEvents: (req, call) => watchEvents(ctx, req, call),
   };
 }
 

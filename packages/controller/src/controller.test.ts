@@ -10,6 +10,7 @@ import { PgfleetError, type ErrorName } from '@pgfleet/core';
 import { createClient } from '@pgfleet/rpc';
 import { AdminService, BackupType, JobState, type JobInfo } from '@pgfleet/proto';
 import { startController, type RunningController } from './server.js';
+import { outboxEvent } from './events.js';
 import { FakeAgent, SYSID, closeFakeAgents, waitFor, withTimeout } from './testing/fake-agent.js';
 
 const REPO = '/srv/pgfleet-repo';
@@ -132,6 +133,31 @@ describe('controller over gRPC', () => {
     assert.deepEqual(backups.map((b) => [b.label, b.cluster, b.jobId, b.stopLsn, b.sizeBytes]), [[backupLabel, 'main', job!.id, '0/2000100', 1000n]]);
     const cluster = (await admin.listClusters({})).clusters.find((c) => c.name === 'main');
     assert.equal(cluster?.lastBackup?.label, backupLabel);
+
+    // The outbox holds the job's events, committed with its transitions (no NATS configured: unsent).
+    const { events } = await admin.listEvents({ cluster: 'main', limit: 1000 });
+    const mine = events.filter((e) => JSON.stringify(e.event?.payload.value ?? {}, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)).includes(job!.id));
+    assert.deepEqual(mine.map((e) => e.event?.kind), ['backup.started', 'backup.completed']);
+    const completed = mine[1]!.event!.payload;
+    assert.equal(completed.case === 'backupCompleted' && completed.value.backup?.label, backupLabel);
+    assert.equal(mine[1]!.sentAt, undefined);
+    assert.ok(events.some((e) => e.event?.kind === 'agent.connected'));
+    const latest = await admin.listEvents({ latest: true, limit: 1 });
+    assert.equal(latest.events[0]?.seq, events.at(-1)?.seq);
+
+    // WatchEvents streams what is committed after the given seq (what `pgfleet events --follow` shows).
+    const stop = new AbortController();
+    const seen: string[] = [];
+    const following = (async () => {
+      for await (const { entry } of admin.watchEvents({ cluster: 'main', afterSeq: latest.events[0]!.seq }, { signal: stop.signal })) {
+        seen.push(entry!.event!.kind);
+        if (seen.length === 1) stop.abort();
+      }
+    })().catch(() => undefined);
+    await controller.context.store.appendEvents([outboxEvent('other', { case: 'rpoBreached', value: { rpoSeconds: 9, thresholdSeconds: 3 } }, Date.now())]);
+    await controller.context.store.appendEvents([outboxEvent('main', { case: 'rpoBreached', value: { rpoSeconds: 9, thresholdSeconds: 3 } }, Date.now())]);
+    await withTimeout(following, 5000, 'watch events');
+    assert.deepEqual(seen, ['rpo.breached']);
   });
 
   test('restore targets: before the oldest backup and in the future are refused', async () => {
@@ -241,6 +267,8 @@ describe('controller over gRPC', () => {
     admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
     const j = (await admin.getJob({ id: 'orphan' })).job!;
     assert.deepEqual([j.state, j.error?.code], [JobState.FAILED, 'PGF-7003']);
+    const failedEvent = (await admin.listEvents({ cluster: 'main', limit: 1000 })).events.find((e) => e.event?.payload.case === 'backupFailed' && e.event.payload.value.jobId === 'orphan');
+    assert.equal(failedEvent?.event?.payload.case === 'backupFailed' && failedEvent.event.payload.value.error?.code, 'PGF-7003');
     assert.deepEqual((await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label), [backupLabel]);
     assert.equal((await admin.listClusters({})).clusters.find((c) => c.name === 'main')?.agentConnected, false);
   });

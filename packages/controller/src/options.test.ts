@@ -23,7 +23,12 @@ test('defaults, flags and environment', () => {
   assert.deepEqual(c, {
     listen: '127.0.0.1:7420', catalogPath: '/tmp/c.db', repoPath: '/srv/repo', heartbeatIntervalSeconds: 5, logLevel: 'info',
     scheduleIntervalSeconds: 30, maxBackupsPerRepository: 8, maxBackupsPerHost: 2,
+    eventStream: { maxAgeSeconds: 604800, maxBytes: 1073741824, duplicateWindowSeconds: 3600 },
+    health: { rpoSeconds: 300, staleBackupSeconds: 93600, silenceSeconds: 60, intervalSeconds: 10 },
+    metricsListen: '127.0.0.1:9187',
   });
+  const n = resolve(['run', '--catalog', '/c', '--repo-path', '/r', '--nats-url', 'nats://a:4222, nats://b:4222', '--rpo-threshold', '3', '--metrics-listen', 'off']);
+  assert.deepEqual([n.natsUrl, n.health?.rpoSeconds, n.metricsListen], [['nats://a:4222', 'nats://b:4222'], 3, undefined]);
   const s = resolve(['run', '--catalog', '/c', '--repo-path', '/r', '--schedule-interval', '1', '--max-backups-per-host', '1'], { PGFLEET_MAX_BACKUPS_PER_REPOSITORY: '3' });
   assert.deepEqual([s.scheduleIntervalSeconds, s.maxBackupsPerHost, s.maxBackupsPerRepository], [1, 1, 3]);
   const e = resolve(['run', '--heartbeat-interval', '9'], { PGFLEET_CATALOG: '/x.db', PGFLEET_REPO_PATH: '/r', PGFLEET_HEARTBEAT_INTERVAL: '3', PGFLEET_LISTEN: '0.0.0.0:9000' });

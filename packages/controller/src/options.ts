@@ -25,6 +25,15 @@ export const controllerProgram: ProgramSpec = {
     { name: 'max-backups-per-host', type: 'integer', default: 2, min: 1, max: 1000, description: 'Scheduled backups start only while fewer than this many backups and expire jobs run on their agent host.' },
     { name: 'tls-dir', type: 'string', description: 'Directory made by `ca init` (CA and server certificate). With it the server speaks TLS only: agents need a certificate from the CA (enrollment), admin calls a bearer token.' },
     { name: 'require-auth', type: 'boolean', description: 'Require admin bearer tokens even without --tls-dir (implied by --tls-dir).' },
+    { name: 'nats-url', type: 'string', description: 'NATS server URL(s), comma-separated (nats://host:4222). Set: events in the catalog outbox are published to JetStream stream PGFLEET_EVENTS. Unset: they only accumulate in the catalog (pgfleet events).' },
+    { name: 'nats-stream-max-age', type: 'integer', default: 7 * 24 * 3600, min: 0, max: 10 * 365 * 24 * 3600, description: 'Seconds PGFLEET_EVENTS keeps events when the controller creates the stream (0: no age limit).' },
+    { name: 'nats-stream-max-bytes', type: 'integer', default: 1024 ** 3, min: -1, max: Number.MAX_SAFE_INTEGER, description: 'Bytes PGFLEET_EVENTS keeps when the controller creates the stream (-1: no limit).' },
+    { name: 'nats-duplicate-window', type: 'integer', default: 3600, min: 1, max: 7 * 24 * 3600, description: 'Seconds JetStream remembers event ids to drop republished copies (never more than the max age).' },
+    { name: 'rpo-threshold', type: 'integer', default: 300, min: 1, max: 30 * 24 * 3600, description: 'Seconds: rpo.breached when the newest WAL safely in the repository is older than this.' },
+    { name: 'stale-backup-threshold', type: 'integer', default: 26 * 3600, min: 1, max: 365 * 24 * 3600, description: 'Seconds: backup.stale when a cluster has no successful backup newer than this.' },
+    { name: 'agent-silence-threshold', type: 'integer', default: 60, min: 1, max: 24 * 3600, description: 'Seconds: agent.silent when an open agent session sent no heartbeat for this long.' },
+    { name: 'health-interval', type: 'integer', default: 10, min: 1, max: 3600, description: 'Seconds between health evaluations of every cluster (they also run on each heartbeat).' },
+    { name: 'metrics-listen', type: 'string', default: '127.0.0.1:9187', description: "host:port of the HTTP server for /metrics, /healthz and /readyz (port 0 picks a free port; 'off' disables it)." },
     { name: 'dir', type: 'string', cliOnly: true, description: 'ca init: the TLS directory to create (or, holding a CA already, to issue a new server certificate in).' },
     { name: 'hostname', type: 'string', cliOnly: true, default: DEFAULT_SERVER_HOSTNAMES.join(','), description: 'ca init: comma-separated host names and IP addresses agents and admins dial; each becomes a subject alternative name of the server certificate.' },
     { name: 'ttl', type: 'string', cliOnly: true, default: '1h', description: 'enroll-token: how long the token stays usable, e.g. 30m, 1h, 7d.' },
@@ -36,7 +45,7 @@ export const controllerProgram: ProgramSpec = {
     {
       name: 'run',
       summary: 'Run the controller (gRPC server for agents and admins) until SIGINT/SIGTERM.',
-      options: ['config', 'listen', 'catalog', 'repo-path', 'heartbeat-interval', 'log-level', 'schedule-interval', 'max-backups-per-repository', 'max-backups-per-host', 'tls-dir', 'require-auth'],
+      options: ['config', 'listen', 'catalog', 'repo-path', 'heartbeat-interval', 'log-level', 'schedule-interval', 'max-backups-per-repository', 'max-backups-per-host', 'tls-dir', 'require-auth', 'nats-url', 'nats-stream-max-age', 'nats-stream-max-bytes', 'nats-duplicate-window', 'rpo-threshold', 'stale-backup-threshold', 'agent-silence-threshold', 'health-interval', 'metrics-listen'],
     },
     {
       name: 'ca',
@@ -77,6 +86,14 @@ export interface ControllerConfig {
   tlsDir?: string;
   /** Admin tokens required without TLS too. */
   requireAuth?: boolean;
+  /** NATS server URLs; absent: events stay in the catalog outbox. */
+  natsUrl?: string[];
+  /** Retention of PGFLEET_EVENTS when the controller creates it. */
+  eventStream?: { maxAgeSeconds?: number; maxBytes?: number; duplicateWindowSeconds?: number };
+  /** Health thresholds (seconds); defaults rpo 300, stale backup 26 h, silence 60. */
+  health?: { rpoSeconds?: number; staleBackupSeconds?: number; silenceSeconds?: number; intervalSeconds?: number };
+  /** host:port of /metrics, /healthz, /readyz; absent: none (the CLI's default is 127.0.0.1:9187). */
+  metricsListen?: string;
 }
 
 export function resolveRunConfig(values: OptionValues): ControllerConfig {
@@ -101,5 +118,23 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
     maxBackupsPerHost: requireOption<number>(controllerProgram, values, 'max-backups-per-host'),
     ...(values['tls-dir'] ? { tlsDir: String(values['tls-dir']) } : {}),
     ...(values['require-auth'] === true ? { requireAuth: true } : {}),
+    ...eventsAndHealthConfig(values),
+  };
+}
+
+/** The events, health and metrics part of the run configuration. */
+function eventsAndHealthConfig(values: OptionValues): Pick<ControllerConfig, 'natsUrl' | 'eventStream' | 'health' | 'metricsListen'> {
+  const num = (key: string): number | undefined => (typeof values[key] === 'number' ? (values[key] as number) : undefined);
+  const natsUrl = typeof values['nats-url'] === 'string' && values['nats-url'] !== '' ? values['nats-url'].split(',').map((u) => u.trim()).filter(Boolean) : undefined;
+  const metrics = typeof values['metrics-listen'] === 'string' ? values['metrics-listen'] : undefined;
+  if (metrics !== undefined && metrics !== 'off' && !/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/.test(metrics)) {
+    throw new PgfleetError('InvalidConfig', `option 'metrics-listen': '${metrics}' is not host:port or 'off'`);
+  }
+  const defined = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+  return {
+    ...(natsUrl ? { natsUrl } : {}),
+    eventStream: defined({ maxAgeSeconds: num('nats-stream-max-age'), maxBytes: num('nats-stream-max-bytes'), duplicateWindowSeconds: num('nats-duplicate-window') }),
+    health: defined({ rpoSeconds: num('rpo-threshold'), staleBackupSeconds: num('stale-backup-threshold'), silenceSeconds: num('agent-silence-threshold'), intervalSeconds: num('health-interval') }),
+    ...(metrics !== undefined && metrics !== 'off' ? { metricsListen: metrics } : {}),
   };
 }

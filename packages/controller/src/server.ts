@@ -18,6 +18,10 @@ import { JobWatchers } from './job-watchers.js';
 import { SchedulerLoop } from './scheduler-loop.js';
 import type { ControllerConfig } from './options.js';
 import { loadTlsDir, type ControllerTls } from './tls-dir.js';
+import { JetStreamPublisher, OutboxRelay } from '@pgfleet/events';
+import { catalogOutbox, failedJobEvents } from './events.js';
+import { DEFAULT_HEALTH_THRESHOLDS, HealthMonitor, type HealthThresholds } from './health.js';
+import { createMetricsRegistry, startMetricsServer, type MetricsServer } from './metrics.js';
 
 export interface RunningController {
   /** The bound port (the real one when listen asked for port 0). */
@@ -29,6 +33,12 @@ export interface RunningController {
   readonly context: ControllerContext;
   /** The scheduler loop (tests call `tick(now)` on it). */
   readonly scheduler: SchedulerLoop;
+  /** Cluster health evaluation (tests call `evaluate(cluster)` on it). */
+  readonly health: HealthMonitor;
+  /** The outbox relay when --nats-url is set. */
+  readonly relay?: OutboxRelay;
+  /** The /metrics server when metricsListen is set and could bind. */
+  readonly metrics?: MetricsServer;
   /** Stops serving (open agent streams are cut after `graceMs`) and closes the catalog. */
   close(graceMs?: number): Promise<void>;
 }
@@ -40,6 +50,8 @@ export interface StartOptions {
   now?: () => number;
   /** False: do not tick on a timer (tests drive `scheduler.tick(now)` themselves). Default true. */
   schedulerTimer?: boolean;
+  /** False: no health timer (tests call `health.evaluate`). Default true. */
+  healthTimer?: boolean;
 }
 
 export async function startController(
@@ -70,7 +82,25 @@ export async function startController(
   // No agent stream survives a controller restart, and a job's progress and result travel on
   // that stream: whatever was unfinished can no longer be followed, so it fails visibly.
   await store.disconnectAllAgents(now());
-  const orphaned = await store.failAllActiveJobs({ code: ErrorCodes.ControllerRestarted.code, message: 'controller restarted while the job was unfinished' }, now());
+  const thresholds: HealthThresholds = { ...DEFAULT_HEALTH_THRESHOLDS, ...config.health };
+  const monitor = new HealthMonitor(store, {
+    thresholds,
+    intervalSeconds: config.health?.intervalSeconds ?? 10,
+    logger: logger.child({ component: 'health' }),
+    now,
+    onEvents: () => ctx.notifyEvents?.(),
+  });
+  ctx.health = monitor;
+  let relay: OutboxRelay | undefined;
+  let publisher: JetStreamPublisher | undefined;
+  if (config.natsUrl?.length) {
+    publisher = new JetStreamPublisher({ url: config.natsUrl, stream: config.eventStream ?? {}, logger: logger.child({ component: 'events' }) });
+    relay = new OutboxRelay({ outbox: catalogOutbox(store, now), publisher, logger: logger.child({ component: 'event-relay' }) });
+    const r = relay;
+    ctx.notifyEvents = () => r.notify();
+  }
+  const orphanError = { code: ErrorCodes.ControllerRestarted.code, message: 'controller restarted while the job was unfinished' };
+  const orphaned = await store.failAllActiveJobs(orphanError, now(), failedJobEvents(orphanError, now()));
   if (orphaned.length) log.warn({ jobIds: orphaned.map((j) => j.id) }, 'failed jobs left unfinished by the previous controller run');
   publishJobs(ctx, orphaned);
 
@@ -102,11 +132,24 @@ export async function startController(
     throw err;
   }
   health.setStatus('', 'SERVING');
+  let closed = false;
   const scheduler = new SchedulerLoop(ctx, {
     intervalSeconds: config.scheduleIntervalSeconds ?? 30,
     limits: { maxPerRepository: config.maxBackupsPerRepository ?? 8, maxPerHost: config.maxBackupsPerHost ?? 2 },
   });
   if (options.schedulerTimer ?? true) scheduler.start();
+  relay?.start();
+  if (options.healthTimer ?? true) monitor.start();
+  let metrics: MetricsServer | undefined;
+  if (config.metricsListen) {
+    const registry = createMetricsRegistry({ store, health: monitor, thresholds, now, ready: () => !closed });
+    try {
+      metrics = await startMetricsServer(config.metricsListen, registry, { store, ready: () => !closed, logger: log });
+    } catch (err) {
+      // Metrics are an observer: a taken port must not keep the controller from serving.
+      log.error({ listen: config.metricsListen }, `metrics server not started: ${(err as Error).message}`);
+    }
+  }
   const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
   const address = `${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`;
   if (!tls && !isLoopback(host)) {
@@ -119,17 +162,21 @@ export async function startController(
   }
   log.info({ listen: config.listen, port, tls: tls !== undefined, adminTokens: requireTokens, catalog: config.catalogPath.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:[redacted]@'), repoPath: config.repoPath }, 'controller listening');
 
-  let closed = false;
   return {
     port,
     address,
     tls: tls !== undefined,
     context: ctx,
     scheduler,
+    health: monitor,
+    ...(relay ? { relay } : {}),
+    ...(metrics ? { metrics } : {}),
     async close(graceMs = 5000) {
       if (closed) return;
       closed = true;
       await scheduler.stop();
+      await monitor.stop();
+      await metrics?.close();
       health.setStatus('', 'NOT_SERVING');
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
@@ -143,6 +190,9 @@ export async function startController(
       });
       // Cut streams end their handlers asynchronously; give them a moment to record the disconnect.
       await Promise.race([Promise.allSettled([...ctx.connections]), new Promise((r) => setTimeout(r, 2000).unref())]);
+      // Unsent events stay in the outbox for the next start.
+      await relay?.stop();
+      await publisher?.close();
       if (!options.store) await store.close();
       log.info('controller stopped');
     },

@@ -43,6 +43,8 @@ describe('health and reflection', () => {
       planRetention: unused,
       applyRetention: unused,
       pinBackup: unused,
+      listEvents: unused,
+      watchEvents: unused,
     };
     const agent: ServiceImpl<typeof AgentService> = { connect: unused };
     addService(server, AdminService, admin);

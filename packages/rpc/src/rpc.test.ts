@@ -91,6 +91,8 @@ describe('rpc adapter', () => {
     planRetention: unused,
     applyRetention: unused,
     pinBackup: unused,
+    listEvents: unused,
+    watchEvents: unused,
   };
 
   const agent: ServiceImpl<typeof AgentService> = {
