@@ -17,6 +17,7 @@ import { PosixDriver, Repository, type BackupManifest } from '@pgfleet/storage';
 import { agentCredentials } from './agent-identity.js';
 import { runBackup } from './backup.js';
 import { runExpire } from './expire.js';
+import { runVerify, type VerifyOutcome } from './verify.js';
 import type { AgentSettings } from './options.js';
 import { readPgdataFacts, type PgdataFacts } from './pgdata.js';
 import type { Progress } from './progress.js';
@@ -48,6 +49,29 @@ export function manifestToBackupInfo(m: BackupManifest, jobId: string) {
     walStop: m.walStop,
     jobId,
     priorLabel: m.priorLabel ?? '',
+  };
+}
+
+export function verifyResultToProto(v: VerifyOutcome) {
+  const type = (t: string | undefined) => (t === 'full' ? BackupType.FULL : t === 'diff' ? BackupType.DIFF : t === 'incr' ? BackupType.INCR : BackupType.UNSPECIFIED);
+  return {
+    full: v.full,
+    backups: v.backups.map((b) => ({
+      label: b.label,
+      type: type(b.type),
+      restorable: b.restorable,
+      fromLsn: b.fromLsn,
+      ...(b.fromTime && !Number.isNaN(b.fromTime.getTime()) ? { fromTime: timestampFromDate(b.fromTime) } : {}),
+      toLsn: b.toLsn,
+      toTimeline: b.toTimeline,
+      reasons: b.reasons,
+      filesChecked: b.filesChecked,
+      bytesChecked: BigInt(b.bytesChecked),
+    })),
+    problems: v.problems.map((p) => ({ kind: p.kind, label: p.label, path: p.path, key: p.key, message: p.message, timeline: p.timeline ?? 0, lsnFrom: p.lsnFrom ?? '', lsnTo: p.lsnTo ?? '', segments: p.segments ?? [] })),
+    walSegmentsChecked: v.walSegmentsChecked,
+    walNewest: v.walNewest,
+    ok: v.ok,
   };
 }
 
@@ -295,6 +319,10 @@ export class AgentDaemon {
       const e = job.kind.value;
       const out = await runExpire({ cluster: e.cluster || this.s.cluster, repo, labels: e.labels, walKeepFrom: e.walKeepFrom, keepRanges: e.keepRanges, dryRun: e.dryRun, log, progress, signal });
       return { case: 'expire', value: { ...out, backupBytesDeleted: BigInt(out.backupBytesDeleted), walBytesDeleted: BigInt(out.walBytesDeleted) } };
+    }
+    if (job.kind.case === 'verify') {
+      const out = await runVerify({ cluster: this.s.cluster, repo, full: job.kind.value.full, concurrency: Math.max(2, this.s.workers), log, progress, signal });
+      return { case: 'verify', value: verifyResultToProto(out) };
     }
     throw new PgfleetError('InvalidArgument', `unknown job kind ${String(job.kind.case)}`);
   }

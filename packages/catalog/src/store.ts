@@ -8,7 +8,7 @@
  */
 
 export type BackupKind = 'full' | 'diff' | 'incr';
-export type JobKind = 'backup' | 'restore' | 'expire';
+export type JobKind = 'backup' | 'restore' | 'expire' | 'verify';
 export type JobStateName = 'queued' | 'dispatched' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export const TERMINAL_JOB_STATES: readonly JobStateName[] = ['succeeded', 'failed', 'cancelled'];

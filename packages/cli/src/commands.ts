@@ -14,6 +14,7 @@ import { describeJob, ms, out, printJson, startJob, stateName, typeName, type Ad
 import { pinCommand, policyCommand, retentionCommand } from './policy-commands.js';
 import { recoveryTargetFromOptions } from './target.js';
 import { eventsCommand } from './events-command.js';
+import { verifyCommand } from './verify-command.js';
 
 const TYPES: Record<string, BackupType> = { full: BackupType.FULL, diff: BackupType.DIFF, incr: BackupType.INCR };
 
@@ -74,6 +75,8 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
         return await pinCommand(admin, positionals, options, json);
       case 'events':
         return await eventsCommand(admin, options, json);
+      case 'verify':
+        return await verifyCommand(admin, positionals[0]!, options, json);
       default:
         throw new PgfleetError('UnknownCommand', `unknown command '${parsed.command.name}'`);
     }

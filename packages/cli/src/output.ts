@@ -46,6 +46,7 @@ export function describeJob(j: JobInfo): string {
   if (j.backup) lines.push(describeBackup(j.backup));
   if (j.restore) lines.push(`restored backup ${j.restore.backupLabel} into ${j.restore.targetDir} (${formatBytes(j.restore.bytes)}, ${j.restore.fileCount} files)`);
   if (j.expire) lines.push(describeExpire(j.expire));
+  if (j.verify) lines.push(`verify: ${j.verify.ok ? 'OK' : 'FAILED'}, ${j.verify.backups.filter((b) => b.restorable).length} of ${j.verify.backups.length} backup(s) restorable, ${j.verify.problems.length} problem(s) (pgfleet job ${j.id} --output json for details)`);
   return lines.join('\n');
 }
 

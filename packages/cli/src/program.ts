@@ -101,6 +101,15 @@ export const cliProgram: ProgramSpec = {
       ],
     },
     {
+      name: 'verify',
+      summary: "Check a cluster's repository on its agent: every backup's files and checksums, manifest references, and WAL continuity per timeline; prints per backup whether and to which range of points it can be restored, and every fault found. With --wait, exits non-zero (PGF-5005) when anything is not restorable.",
+      options: [...CONNECTION, 'output', 'full', 'wait'],
+      localOptions: [
+        { name: 'full', type: 'boolean', cliOnly: true, description: 'Decompress every backup file and WAL segment and check content checksums, sizes and WAL page headers (reads and decodes everything); default: hash the stored bytes only.' },
+      ],
+      positionals: [{ name: 'cluster', description: 'Cluster name.', required: true }],
+    },
+    {
       name: 'pin',
       summary: 'Pin a backup so that retention never removes it (--unpin to release it).',
       options: [...CONNECTION, 'output', 'unpin'],

@@ -17,7 +17,7 @@ test('what each role may call', () => {
   // viewer: read only (list, get, watch, plan).
   assert.deepEqual(allowed('viewer'), ['getJob', 'getPolicy', 'listBackups', 'listClusters', 'listEvents', 'listJobs', 'planRetention', 'watchEvents', 'watchJob']);
   // operator: + backup, restore, retention apply, pin.
-  assert.deepEqual(allowed('operator'), ['applyRetention', 'getJob', 'getPolicy', 'listBackups', 'listClusters', 'listEvents', 'listJobs', 'pinBackup', 'planRetention', 'startBackup', 'startRestore', 'watchEvents', 'watchJob']);
+  assert.deepEqual(allowed('operator'), ['applyRetention', 'getJob', 'getPolicy', 'listBackups', 'listClusters', 'listEvents', 'listJobs', 'pinBackup', 'planRetention', 'startBackup', 'startRestore', 'startVerify', 'watchEvents', 'watchJob']);
   // admin: everything, policy set included.
   assert.deepEqual(allowed('admin'), AdminService.methods.map((m) => m.localName).sort());
   for (const r of ADMIN_ROLES) assert.equal(roleAllows(r, 'viewer'), true);

@@ -52,6 +52,7 @@ export const ADMIN_METHOD_ROLES = {
   startRestore: 'operator',
   applyRetention: 'operator',
   pinBackup: 'operator',
+  startVerify: 'operator',
   setPolicy: 'admin',
 } as const satisfies Record<keyof (typeof AdminService)['method'], AdminRole>;
 

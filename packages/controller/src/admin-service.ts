@@ -15,7 +15,7 @@ import { backupInfoFromRecord, backupKindFromProto, clusterInfo, jobInfoFromReco
 import type { ControllerContext } from './context.js';
 import { chooseBackup } from './pitr.js';
 import { applyRetention, getPolicy, pinBackup, planRetention, setPolicy } from './admin-policy.js';
-import { clusterAgent, dispatch, requireCluster, startBackupJob } from './dispatch.js';
+import { clusterAgent, dispatch, requireCluster, startBackupJob, startVerifyJob } from './dispatch.js';
 import { listEvents, watchEvents } from './admin-events.js';
 
 const DEFAULT_JOB_LIMIT = 50;
@@ -63,6 +63,7 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
     pinBackup: async (req) => pinBackup(ctx, req.cluster, req.label, req.pinned),
     listEvents: async (req) => listEvents(ctx, req),
     watchEvents: (req, call) => watchEvents(ctx, req, call),
+    startVerify: async (req) => ({ job: await startVerifyJob(ctx, req.cluster, req.full) }),
   };
 }
 

@@ -164,6 +164,7 @@ async function handleResult(ctx: ControllerContext, session: AgentSession, resul
       const backupInfo = result.result.case === 'backup' ? result.result.value : undefined;
       const restoreInfo = result.result.case === 'restore' ? result.result.value : undefined;
       const expireInfo = result.result.case === 'expire' ? result.result.value : undefined;
+      const verifyInfo = result.result.case === 'verify' ? result.result.value : undefined;
       if (job.kind === 'backup' && !backupInfo) {
         const error = { code: ErrorCodes.Internal.code, message: 'the agent reported success without the backup it made' };
         outcome = await ctx.store.transitionJob(job.id, 'failed', { error, events: jobEvents(job, 'failed', { error }, now) }, now);
@@ -173,7 +174,7 @@ async function handleResult(ctx: ControllerContext, session: AgentSession, resul
       // The job's result repeats the catalog row (cluster and job id filled in), not the agent's raw message.
       const stored = backup
         ? resultJson({ backup: backupInfoFromRecord(backup) })
-        : resultJson(restoreInfo ? { restore: restoreInfo } : expireInfo ? { expire: expireInfo } : {});
+        : resultJson(restoreInfo ? { restore: restoreInfo } : expireInfo ? { expire: expireInfo } : verifyInfo ? { verify: verifyInfo } : {});
       const askedExpire = new Set(((job.params ?? {}) as { labels?: string[] }).labels ?? []);
       const events = jobEvents(job, 'succeeded', {
         ...(backup ? { backup } : {}),

@@ -13,6 +13,7 @@ import {
   BackupType,
   ClusterInfoSchema,
   ExpireResultSchema,
+  VerifyResultSchema,
   JobInfoSchema,
   JobProgressSchema,
   JobState,
@@ -21,6 +22,7 @@ import {
   type ArchiverStats,
   type BackupInfo,
   type ExpireResult,
+  type VerifyResult,
   type JobProgress,
   type RecoveryTarget,
   type RestoreResult,
@@ -113,12 +115,14 @@ export interface JobResultJson {
   backup?: JsonValue;
   restore?: JsonValue;
   expire?: JsonValue;
+  verify?: JsonValue;
 }
 
-export function resultJson(result: { backup?: BackupInfo; restore?: RestoreResult; expire?: ExpireResult }): JobResultJson {
+export function resultJson(result: { backup?: BackupInfo; restore?: RestoreResult; expire?: ExpireResult; verify?: VerifyResult }): JobResultJson {
   if (result.backup) return { backup: toJson(BackupInfoSchema, result.backup) };
   if (result.restore) return { restore: toJson(RestoreResultSchema, result.restore) };
   if (result.expire) return { expire: toJson(ExpireResultSchema, result.expire) };
+  if (result.verify) return { verify: toJson(VerifyResultSchema, result.verify) };
   return {};
 }
 
@@ -146,6 +150,7 @@ export function jobInfoFromRecord(job: JobRecord): MessageInitShape<typeof JobIn
     backup: result.backup ? fromJson(BackupInfoSchema, result.backup, { ignoreUnknownFields: true }) : undefined,
     restore: result.restore ? fromJson(RestoreResultSchema, result.restore, { ignoreUnknownFields: true }) : undefined,
     expire: result.expire ? fromJson(ExpireResultSchema, result.expire, { ignoreUnknownFields: true }) : undefined,
+    verify: result.verify ? fromJson(VerifyResultSchema, result.verify, { ignoreUnknownFields: true }) : undefined,
   };
 }
 

@@ -67,3 +67,20 @@ export async function startBackupJob(ctx: ControllerContext, cluster: string, ki
     },
   });
 }
+
+/** Starts a verify job (read-only check of the cluster's repository) on the cluster's connected agent. */
+export async function startVerifyJob(ctx: ControllerContext, cluster: string, full: boolean): Promise<MessageInitShape<typeof JobInfoSchema>> {
+  await requireCluster(ctx, cluster);
+  const session = clusterAgent(ctx, cluster);
+  const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'verify', agentId: session.agentId, params: { full } }, ctx.now());
+  return dispatch(ctx, session, job, {
+    msg: {
+      case: 'job',
+      value: {
+        jobId: job.id,
+        repository: { kind: { case: 'posix', value: { path: ctx.repoPath } } },
+        kind: { case: 'verify', value: { full } },
+      },
+    },
+  });
+}

@@ -41,6 +41,12 @@ export interface CommandSpec {
   /** Names from the program's option table that this command accepts. */
   readonly options: readonly string[];
   readonly positionals?: readonly PositionalSpec[];
+  /**
+   * Options of this command only, which take precedence over the program's option of the same
+   * name (e.g. a boolean `verify --full` next to the `policy set --full <cron>` string). List
+   * their names in `options` too.
+   */
+  readonly localOptions?: readonly OptionSpec[];
 }
 
 export interface ProgramSpec {
@@ -70,8 +76,8 @@ export function envName(program: ProgramSpec, option: OptionSpec): string {
   return (program.envPrefix ?? 'PGFLEET_') + option.name.toUpperCase().replace(/-/g, '_');
 }
 
-function optionSpec(program: ProgramSpec, name: string): OptionSpec {
-  const spec = program.options.find((o) => o.name === name);
+function optionSpec(program: ProgramSpec, name: string, command?: CommandSpec): OptionSpec {
+  const spec = command?.localOptions?.find((o) => o.name === name) ?? program.options.find((o) => o.name === name);
   if (!spec) throw new Error(`option table of ${program.name} has no option ${name}`);
   return spec;
 }
@@ -121,7 +127,7 @@ export function parseCommandLineWith(program: ProgramSpec, argv: readonly string
   if (!command) {
     throw new PgfleetError('UnknownCommand', `${program.name}: unknown command '${first}'; commands: ${program.commands.map((c) => c.name).join(', ')}`);
   }
-  const specs = command.options.map((n) => optionSpec(program, n));
+  const specs = command.options.map((n) => optionSpec(program, n, command));
   const parseOptions: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' } };
   for (const s of specs) {
     parseOptions[s.name] = { type: s.type === 'boolean' ? 'boolean' : 'string', ...(s.short ? { short: s.short } : {}) };
@@ -135,7 +141,7 @@ export function parseCommandLineWith(program: ProgramSpec, argv: readonly string
   if (parsed.values.help) return { command, options: {}, positionals: parsed.positionals, help: true };
 
   const fromConfig: OptionValues = {};
-  const configPath = (parsed.values.config as string | undefined) ?? (command.options.includes('config') ? env[envName(program, optionSpec(program, 'config'))] : undefined);
+  const configPath = (parsed.values.config as string | undefined) ?? (command.options.includes('config') ? env[envName(program, optionSpec(program, 'config', command))] : undefined);
   // The file is checked against the whole table, not just this command's options: one file
   // serves `run`, archive_command and restore_command; each command takes the keys it knows.
   if (configPath && loadConfig) Object.assign(fromConfig, loadConfig(configPath, program.options));
@@ -190,7 +196,7 @@ export function helpText(program: ProgramSpec, command?: CommandSpec): string {
   }
   lines.push('', 'Options:');
   for (const name of command.options) {
-    const s = optionSpec(program, name);
+    const s = optionSpec(program, name, command);
     const flag = `--${s.name}${s.type === 'boolean' ? '' : ' <' + (s.choices ? s.choices.join('|') : s.type === 'integer' ? 'n' : 'value') + '>'}`;
     const extra: string[] = [];
     if (s.default !== undefined && !s.secret) extra.push(`default ${String(s.default)}`);

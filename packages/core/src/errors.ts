@@ -77,6 +77,7 @@ export const ErrorCodes = {
   RepoChecksumMismatch: spec('PGF-5002', GrpcStatus.DATA_LOSS, 6, 'A repository file does not match its checksum; the backup is damaged.'),
   RepoManifestInvalid: spec('PGF-5003', GrpcStatus.DATA_LOSS, 6, 'The backup manifest is missing or corrupt; the backup cannot be used.'),
   RepoIoFailed: spec('PGF-5004', GrpcStatus.UNAVAILABLE, 5, 'Check that the repository path exists and is writable by the agent user.'),
+  VerifyFailed: spec('PGF-5005', GrpcStatus.DATA_LOSS, 6, 'Verify found backups that cannot be restored (missing or damaged files, WAL gaps, corrupt manifests); see the problems it lists, take a new full backup, and find out what damaged the repository.'),
   // 6xxx: recovery targets
   TargetBeforeOldestBackup: spec('PGF-6001', GrpcStatus.OUT_OF_RANGE, 4, 'Choose a target after the end of the oldest backup (see `pgfleet backups <cluster>`).'),
   TargetInFuture: spec('PGF-6002', GrpcStatus.OUT_OF_RANGE, 4, 'Choose a target in the past, or --target latest.'),

@@ -45,6 +45,7 @@ describe('health and reflection', () => {
       pinBackup: unused,
       listEvents: unused,
       watchEvents: unused,
+      startVerify: unused,
     };
     const agent: ServiceImpl<typeof AgentService> = { connect: unused };
     addService(server, AdminService, admin);

@@ -93,6 +93,7 @@ describe('rpc adapter', () => {
     pinBackup: unused,
     listEvents: unused,
     watchEvents: unused,
+    startVerify: unused,
   };
 
   const agent: ServiceImpl<typeof AgentService> = {

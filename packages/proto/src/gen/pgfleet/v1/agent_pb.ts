@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/agent.proto.
  */
 export const file_pgfleet_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIr0BCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SABCBQoDbXNnIoYBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIAEIFCgNtc2ci1wEKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCSJJCgdXZWxjb21lEhoKEmNvbnRyb2xsZXJfdmVyc2lvbhgBIAEoCRIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgCIAEoDSKuAQoJSGVhcnRiZWF0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXBnX3VwGAIgASgIEisKCGFyY2hpdmVyGAMgASgLMhkucGdmbGVldC52MS5BcmNoaXZlclN0YXRzEhMKC2N1cnJlbnRfbHNuGAQgASgJEhAKCHRpbWVsaW5lGAUgASgNEhQKDHN0cmVhbWVkX2xzbhgGIAEoCSLfAQoNQXJjaGl2ZXJTdGF0cxIWCg5hcmNoaXZlZF9jb3VudBgBIAEoBBIZChFsYXN0X2FyY2hpdmVkX3dhbBgCIAEoCRI2ChJsYXN0X2FyY2hpdmVkX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGZhaWxlZF9jb3VudBgEIAEoBBIXCg9sYXN0X2ZhaWxlZF93YWwYBSABKAkSNAoQbGFzdF9mYWlsZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAixgEKA0pvYhIOCgZqb2JfaWQYASABKAkSKgoKcmVwb3NpdG9yeRgCIAEoCzIWLnBnZmxlZXQudjEuUmVwb3NpdG9yeRInCgZiYWNrdXAYCiABKAsyFS5wZ2ZsZWV0LnYxLkJhY2t1cEpvYkgAEikKB3Jlc3RvcmUYCyABKAsyFi5wZ2ZsZWV0LnYxLlJlc3RvcmVKb2JIABInCgZleHBpcmUYDCABKAsyFS5wZ2ZsZWV0LnYxLkV4cGlyZUpvYkgAQgYKBGtpbmQiQAoJQmFja3VwSm9iEiQKBHR5cGUYASABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSDQoFbGFiZWwYAiABKAkiggEKClJlc3RvcmVKb2ISDwoHY2x1c3RlchgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSEgoKdGFyZ2V0X2RpchgDIAEoCRIqCgZ0YXJnZXQYBCABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0Eg0KBWRlbHRhGAUgASgIIhgKBkNhbmNlbBIOCgZqb2JfaWQYASABKAkijwEKC0pvYlByb2dyZXNzEg4KBmpvYl9pZBgBIAEoCRINCgVwaGFzZRgCIAEoCRISCgpieXRlc19kb25lGAMgASgEEhMKC2J5dGVzX3RvdGFsGAQgASgEEhIKCmZpbGVzX2RvbmUYBSABKA0SEwoLZmlsZXNfdG90YWwYBiABKA0SDwoHbWVzc2FnZRgHIAEoCSL2AQoJSm9iUmVzdWx0Eg4KBmpvYl9pZBgBIAEoCRIjCgVzdGF0ZRgCIAEoDjIULnBnZmxlZXQudjEuSm9iU3RhdGUSJgoFZXJyb3IYAyABKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEigKBmJhY2t1cBgKIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mb0gAEiwKB3Jlc3RvcmUYCyABKAsyGS5wZ2ZsZWV0LnYxLlJlc3RvcmVSZXN1bHRIABIqCgZleHBpcmUYDCABKAsyGC5wZ2ZsZWV0LnYxLkV4cGlyZVJlc3VsdEgAQggKBnJlc3VsdCJcCg1SZXN0b3JlUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEg0KBWJ5dGVzGAMgASgEEhIKCmZpbGVfY291bnQYBCABKA0igwEKCUV4cGlyZUpvYhIPCgdjbHVzdGVyGAEgASgJEg4KBmxhYmVscxgCIAMoCRIVCg13YWxfa2VlcF9mcm9tGAMgASgJEi0KC2tlZXBfcmFuZ2VzGAQgAygLMhgucGdmbGVldC52MS5XYWxLZWVwUmFuZ2USDwoHZHJ5X3J1bhgFIAEoCCJUCgxXYWxLZWVwUmFuZ2USDQoFbGFiZWwYASABKAkSEAoIdGltZWxpbmUYAiABKA0SEQoJd2FsX3N0YXJ0GAMgASgJEhAKCHdhbF9zdG9wGAQgASgJIuUBCgxFeHBpcmVSZXN1bHQSFgoOZGVsZXRlZF9sYWJlbHMYASADKAkSFgoOc2tpcHBlZF9sYWJlbHMYAiADKAkSHAoUYmFja3VwX2ZpbGVzX2RlbGV0ZWQYAyABKA0SHAoUYmFja3VwX2J5dGVzX2RlbGV0ZWQYBCABKAQSGQoRd2FsX2ZpbGVzX2RlbGV0ZWQYBSABKA0SGQoRd2FsX2J5dGVzX2RlbGV0ZWQYBiABKAQSGQoRd2FsX2ZpcnN0X2RlbGV0ZWQYByABKAkSGAoQd2FsX2xhc3RfZGVsZXRlZBgIIAEoCSJSCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEg8KB2NsdXN0ZXIYAyABKAkSDwoHY3NyX3BlbRgEIAEoCSJmCg5FbnJvbGxSZXNwb25zZRIQCghjZXJ0X3BlbRgBIAEoCRITCgtjYV9jZXJ0X3BlbRgCIAEoCRItCglub3RfYWZ0ZXIYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMlYKDEFnZW50U2VydmljZRJGCgdDb25uZWN0EhoucGdmbGVldC52MS5Db25uZWN0UmVxdWVzdBobLnBnZmxlZXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwATJUChFFbnJvbGxtZW50U2VydmljZRI/CgZFbnJvbGwSGS5wZ2ZsZWV0LnYxLkVucm9sbFJlcXVlc3QaGi5wZ2ZsZWV0LnYxLkVucm9sbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
+  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIr0BCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SABCBQoDbXNnIoYBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIAEIFCgNtc2ci1wEKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCSJJCgdXZWxjb21lEhoKEmNvbnRyb2xsZXJfdmVyc2lvbhgBIAEoCRIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgCIAEoDSKuAQoJSGVhcnRiZWF0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXBnX3VwGAIgASgIEisKCGFyY2hpdmVyGAMgASgLMhkucGdmbGVldC52MS5BcmNoaXZlclN0YXRzEhMKC2N1cnJlbnRfbHNuGAQgASgJEhAKCHRpbWVsaW5lGAUgASgNEhQKDHN0cmVhbWVkX2xzbhgGIAEoCSLfAQoNQXJjaGl2ZXJTdGF0cxIWCg5hcmNoaXZlZF9jb3VudBgBIAEoBBIZChFsYXN0X2FyY2hpdmVkX3dhbBgCIAEoCRI2ChJsYXN0X2FyY2hpdmVkX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGZhaWxlZF9jb3VudBgEIAEoBBIXCg9sYXN0X2ZhaWxlZF93YWwYBSABKAkSNAoQbGFzdF9mYWlsZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi7wEKA0pvYhIOCgZqb2JfaWQYASABKAkSKgoKcmVwb3NpdG9yeRgCIAEoCzIWLnBnZmxlZXQudjEuUmVwb3NpdG9yeRInCgZiYWNrdXAYCiABKAsyFS5wZ2ZsZWV0LnYxLkJhY2t1cEpvYkgAEikKB3Jlc3RvcmUYCyABKAsyFi5wZ2ZsZWV0LnYxLlJlc3RvcmVKb2JIABInCgZleHBpcmUYDCABKAsyFS5wZ2ZsZWV0LnYxLkV4cGlyZUpvYkgAEicKBnZlcmlmeRgNIAEoCzIVLnBnZmxlZXQudjEuVmVyaWZ5Sm9iSABCBgoEa2luZCJACglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCSKCAQoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgiGAoGQ2FuY2VsEg4KBmpvYl9pZBgBIAEoCSKPAQoLSm9iUHJvZ3Jlc3MSDgoGam9iX2lkGAEgASgJEg0KBXBoYXNlGAIgASgJEhIKCmJ5dGVzX2RvbmUYAyABKAQSEwoLYnl0ZXNfdG90YWwYBCABKAQSEgoKZmlsZXNfZG9uZRgFIAEoDRITCgtmaWxlc190b3RhbBgGIAEoDRIPCgdtZXNzYWdlGAcgASgJIqICCglKb2JSZXN1bHQSDgoGam9iX2lkGAEgASgJEiMKBXN0YXRlGAIgASgOMhQucGdmbGVldC52MS5Kb2JTdGF0ZRImCgVlcnJvchgDIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWwSKAoGYmFja3VwGAogASgLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvSAASLAoHcmVzdG9yZRgLIAEoCzIZLnBnZmxlZXQudjEuUmVzdG9yZVJlc3VsdEgAEioKBmV4cGlyZRgMIAEoCzIYLnBnZmxlZXQudjEuRXhwaXJlUmVzdWx0SAASKgoGdmVyaWZ5GA0gASgLMhgucGdmbGVldC52MS5WZXJpZnlSZXN1bHRIAEIICgZyZXN1bHQiXAoNUmVzdG9yZVJlc3VsdBIUCgxiYWNrdXBfbGFiZWwYASABKAkSEgoKdGFyZ2V0X2RpchgCIAEoCRINCgVieXRlcxgDIAEoBBISCgpmaWxlX2NvdW50GAQgASgNIoMBCglFeHBpcmVKb2ISDwoHY2x1c3RlchgBIAEoCRIOCgZsYWJlbHMYAiADKAkSFQoNd2FsX2tlZXBfZnJvbRgDIAEoCRItCgtrZWVwX3JhbmdlcxgEIAMoCzIYLnBnZmxlZXQudjEuV2FsS2VlcFJhbmdlEg8KB2RyeV9ydW4YBSABKAgiVAoMV2FsS2VlcFJhbmdlEg0KBWxhYmVsGAEgASgJEhAKCHRpbWVsaW5lGAIgASgNEhEKCXdhbF9zdGFydBgDIAEoCRIQCgh3YWxfc3RvcBgEIAEoCSLlAQoMRXhwaXJlUmVzdWx0EhYKDmRlbGV0ZWRfbGFiZWxzGAEgAygJEhYKDnNraXBwZWRfbGFiZWxzGAIgAygJEhwKFGJhY2t1cF9maWxlc19kZWxldGVkGAMgASgNEhwKFGJhY2t1cF9ieXRlc19kZWxldGVkGAQgASgEEhkKEXdhbF9maWxlc19kZWxldGVkGAUgASgNEhkKEXdhbF9ieXRlc19kZWxldGVkGAYgASgEEhkKEXdhbF9maXJzdF9kZWxldGVkGAcgASgJEhgKEHdhbF9sYXN0X2RlbGV0ZWQYCCABKAkiGQoJVmVyaWZ5Sm9iEgwKBGZ1bGwYASABKAgingEKDVZlcmlmeVByb2JsZW0SDAoEa2luZBgBIAEoCRINCgVsYWJlbBgCIAEoCRIMCgRwYXRoGAMgASgJEgsKA2tleRgEIAEoCRIPCgdtZXNzYWdlGAUgASgJEhAKCHRpbWVsaW5lGAYgASgNEhAKCGxzbl9mcm9tGAcgASgJEg4KBmxzbl90bxgIIAEoCRIQCghzZWdtZW50cxgJIAMoCSKDAgoTVmVyaWZ5QmFja3VwVmVyZGljdBINCgVsYWJlbBgBIAEoCRIkCgR0eXBlGAIgASgOMhYucGdmbGVldC52MS5CYWNrdXBUeXBlEhIKCnJlc3RvcmFibGUYAyABKAgSEAoIZnJvbV9sc24YBCABKAkSLQoJZnJvbV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZ0b19sc24YBiABKAkSEwoLdG9fdGltZWxpbmUYByABKA0SDwoHcmVhc29ucxgIIAMoCRIVCg1maWxlc19jaGVja2VkGAkgASgNEhUKDWJ5dGVzX2NoZWNrZWQYCiABKAQiuQEKDFZlcmlmeVJlc3VsdBIMCgRmdWxsGAEgASgIEjAKB2JhY2t1cHMYAiADKAsyHy5wZ2ZsZWV0LnYxLlZlcmlmeUJhY2t1cFZlcmRpY3QSKwoIcHJvYmxlbXMYAyADKAsyGS5wZ2ZsZWV0LnYxLlZlcmlmeVByb2JsZW0SHAoUd2FsX3NlZ21lbnRzX2NoZWNrZWQYBCABKA0SEgoKd2FsX25ld2VzdBgFIAMoCRIKCgJvaxgGIAEoCCJSCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEg8KB2NsdXN0ZXIYAyABKAkSDwoHY3NyX3BlbRgEIAEoCSJmCg5FbnJvbGxSZXNwb25zZRIQCghjZXJ0X3BlbRgBIAEoCRITCgtjYV9jZXJ0X3BlbRgCIAEoCRItCglub3RfYWZ0ZXIYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMlYKDEFnZW50U2VydmljZRJGCgdDb25uZWN0EhoucGdmbGVldC52MS5Db25uZWN0UmVxdWVzdBobLnBnZmxlZXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwATJUChFFbnJvbGxtZW50U2VydmljZRI/CgZFbnJvbGwSGS5wZ2ZsZWV0LnYxLkVucm9sbFJlcXVlc3QaGi5wZ2ZsZWV0LnYxLkVucm9sbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
 
 /**
  * @generated from message pgfleet.v1.ConnectRequest
@@ -298,6 +298,12 @@ export type Job = Message<"pgfleet.v1.Job"> & {
      */
     value: ExpireJob;
     case: "expire";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.VerifyJob verify = 13;
+     */
+    value: VerifyJob;
+    case: "verify";
   } | { case: undefined; value?: undefined };
 };
 
@@ -477,6 +483,12 @@ export type JobResult = Message<"pgfleet.v1.JobResult"> & {
      */
     value: ExpireResult;
     case: "expire";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.VerifyResult verify = 13;
+     */
+    value: VerifyResult;
+    case: "verify";
   } | { case: undefined; value?: undefined };
 };
 
@@ -666,6 +678,213 @@ export const ExpireResultSchema: GenMessage<ExpireResult> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_agent, 15);
 
 /**
+ * VerifyJob checks the cluster's repository: every backup's files (and chunks) exist with the
+ * stored size and checksum of its manifest, references to other backups resolve, and archived WAL
+ * is continuous per timeline from each backup's start to the newest segment. Nothing is written.
+ *
+ * @generated from message pgfleet.v1.VerifyJob
+ */
+export type VerifyJob = Message<"pgfleet.v1.VerifyJob"> & {
+  /**
+   * Decompress every object and check content checksums (backup files, and each WAL segment's
+   * size and header), instead of hashing stored bytes only.
+   *
+   * @generated from field: bool full = 1;
+   */
+  full: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.VerifyJob.
+ * Use `create(VerifyJobSchema)` to create a new message.
+ */
+export const VerifyJobSchema: GenMessage<VerifyJob> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 16);
+
+/**
+ * One fault verify found.
+ *
+ * @generated from message pgfleet.v1.VerifyProblem
+ */
+export type VerifyProblem = Message<"pgfleet.v1.VerifyProblem"> & {
+  /**
+   * manifest-corrupt, missing-file, size-mismatch, checksum-mismatch, unreadable, bad-reference,
+   * wal-gap, wal-empty, wal-truncated, wal-corrupt, wal-foreign.
+   *
+   * @generated from field: string kind = 1;
+   */
+  kind: string;
+
+  /**
+   * The backup it concerns ('' for WAL problems).
+   *
+   * @generated from field: string label = 2;
+   */
+  label: string;
+
+  /**
+   * File path inside the backup, or WAL file name.
+   *
+   * @generated from field: string path = 3;
+   */
+  path: string;
+
+  /**
+   * Repository key of the object.
+   *
+   * @generated from field: string key = 4;
+   */
+  key: string;
+
+  /**
+   * @generated from field: string message = 5;
+   */
+  message: string;
+
+  /**
+   * WAL gaps: the LSN range [lsn_from, lsn_to) that is missing on timeline, and its segments.
+   *
+   * @generated from field: uint32 timeline = 6;
+   */
+  timeline: number;
+
+  /**
+   * @generated from field: string lsn_from = 7;
+   */
+  lsnFrom: string;
+
+  /**
+   * @generated from field: string lsn_to = 8;
+   */
+  lsnTo: string;
+
+  /**
+   * @generated from field: repeated string segments = 9;
+   */
+  segments: string[];
+};
+
+/**
+ * Describes the message pgfleet.v1.VerifyProblem.
+ * Use `create(VerifyProblemSchema)` to create a new message.
+ */
+export const VerifyProblemSchema: GenMessage<VerifyProblem> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 17);
+
+/**
+ * @generated from message pgfleet.v1.VerifyBackupVerdict
+ */
+export type VerifyBackupVerdict = Message<"pgfleet.v1.VerifyBackupVerdict"> & {
+  /**
+   * @generated from field: string label = 1;
+   */
+  label: string;
+
+  /**
+   * @generated from field: pgfleet.v1.BackupType type = 2;
+   */
+  type: BackupType;
+
+  /**
+   * @generated from field: bool restorable = 3;
+   */
+  restorable: boolean;
+
+  /**
+   * Restorable to any point in [from, to]: from is the backup's stop (consistency) point, to the
+   * end of the continuous archived WAL after it.
+   *
+   * @generated from field: string from_lsn = 4;
+   */
+  fromLsn: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp from_time = 5;
+   */
+  fromTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string to_lsn = 6;
+   */
+  toLsn: string;
+
+  /**
+   * @generated from field: uint32 to_timeline = 7;
+   */
+  toTimeline: number;
+
+  /**
+   * Why not restorable (one line each).
+   *
+   * @generated from field: repeated string reasons = 8;
+   */
+  reasons: string[];
+
+  /**
+   * @generated from field: uint32 files_checked = 9;
+   */
+  filesChecked: number;
+
+  /**
+   * @generated from field: uint64 bytes_checked = 10;
+   */
+  bytesChecked: bigint;
+};
+
+/**
+ * Describes the message pgfleet.v1.VerifyBackupVerdict.
+ * Use `create(VerifyBackupVerdictSchema)` to create a new message.
+ */
+export const VerifyBackupVerdictSchema: GenMessage<VerifyBackupVerdict> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 18);
+
+/**
+ * @generated from message pgfleet.v1.VerifyResult
+ */
+export type VerifyResult = Message<"pgfleet.v1.VerifyResult"> & {
+  /**
+   * @generated from field: bool full = 1;
+   */
+  full: boolean;
+
+  /**
+   * @generated from field: repeated pgfleet.v1.VerifyBackupVerdict backups = 2;
+   */
+  backups: VerifyBackupVerdict[];
+
+  /**
+   * @generated from field: repeated pgfleet.v1.VerifyProblem problems = 3;
+   */
+  problems: VerifyProblem[];
+
+  /**
+   * @generated from field: uint32 wal_segments_checked = 4;
+   */
+  walSegmentsChecked: number;
+
+  /**
+   * Timelines with archived WAL, and the newest segment of each.
+   *
+   * @generated from field: repeated string wal_newest = 5;
+   */
+  walNewest: string[];
+
+  /**
+   * True when every backup is restorable and no problem was found.
+   *
+   * @generated from field: bool ok = 6;
+   */
+  ok: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.VerifyResult.
+ * Use `create(VerifyResultSchema)` to create a new message.
+ */
+export const VerifyResultSchema: GenMessage<VerifyResult> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 19);
+
+/**
  * @generated from message pgfleet.v1.EnrollRequest
  */
 export type EnrollRequest = Message<"pgfleet.v1.EnrollRequest"> & {
@@ -701,7 +920,7 @@ export type EnrollRequest = Message<"pgfleet.v1.EnrollRequest"> & {
  * Use `create(EnrollRequestSchema)` to create a new message.
  */
 export const EnrollRequestSchema: GenMessage<EnrollRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 16);
+  messageDesc(file_pgfleet_v1_agent, 20);
 
 /**
  * @generated from message pgfleet.v1.EnrollResponse
@@ -732,7 +951,7 @@ export type EnrollResponse = Message<"pgfleet.v1.EnrollResponse"> & {
  * Use `create(EnrollResponseSchema)` to create a new message.
  */
 export const EnrollResponseSchema: GenMessage<EnrollResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 17);
+  messageDesc(file_pgfleet_v1_agent, 21);
 
 /**
  * AgentService is served by the controller; every agent holds one Connect stream open.
