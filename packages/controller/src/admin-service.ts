@@ -104,17 +104,8 @@ async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): P
     },
     ctx.now(),
   );
-  return dispatch(ctx, session, job, {
-    msg: {
-      case: 'job',
-      value: {
-        jobId: job.id,
-        repository: { kind: { case: 'posix', value: { path: ctx.repoPath } } },
-        // The agent checks the directory: empty or new, or (delta) a stopped data directory of the cluster.
-        kind: { case: 'restore', value: { cluster: req.cluster, backupLabel, targetDir: req.targetDir, target: recoveryTarget, delta: req.delta } },
-      },
-    },
-  });
+  // The agent checks the directory: empty or new, or (delta) a stopped data directory of the cluster.
+  return dispatch(ctx, session, job, { case: 'restore', value: { cluster: req.cluster, backupLabel, targetDir: req.targetDir, target: recoveryTarget, delta: req.delta } });
 }
 
 /** Streams the job on every change until it is final: the final state is always sent, then the stream ends. */

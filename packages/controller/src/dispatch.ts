@@ -6,7 +6,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { ErrorCodes, PgfleetError, newJobId } from '@pgfleet/core';
 import type { BackupKind, JobRecord } from '@pgfleet/catalog';
-import type { JobInfoSchema } from '@pgfleet/proto';
+import type { JobInfoSchema, JobSchema } from '@pgfleet/proto';
 import type { AgentSession } from './agent-sessions.js';
 import { backupKindToProto, jobInfoFromRecord } from './convert.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from './context.js';
@@ -29,7 +29,17 @@ export function clusterAgent(ctx: ControllerContext, cluster: string): AgentSess
  * Records the job as queued, sends it, marks it dispatched. If the stream is already gone the
  * job fails at once (AgentDisconnected) instead of waiting for an agent that will not answer.
  */
-export async function dispatch(ctx: ControllerContext, session: AgentSession, job: JobRecord, message: Parameters<AgentSession['send']>[0]): Promise<MessageInitShape<typeof JobInfoSchema>> {
+/** What a job asks the agent to do: the `kind` oneof of the Job message. */
+export type JobKindInit = NonNullable<MessageInitShape<typeof JobSchema>['kind']>;
+
+/**
+ * Sends the job to the agent and records it as dispatched. Every job carries the repository the
+ * controller is configured with, set here once for all job kinds.
+ */
+export async function dispatch(ctx: ControllerContext, session: AgentSession, job: JobRecord, kind: JobKindInit): Promise<MessageInitShape<typeof JobInfoSchema>> {
+  const message: Parameters<AgentSession['send']>[0] = {
+    msg: { case: 'job', value: { jobId: job.id, repository: { kind: { case: 'posix', value: { path: ctx.repoPath } } }, kind } },
+  };
   const log = ctx.logger.child({ jobId: job.id, kind: job.kind, cluster: job.cluster, agentId: session.agentId });
   try {
     session.send(message);
@@ -55,17 +65,8 @@ export async function startBackupJob(ctx: ControllerContext, cluster: string, ki
   await requireCluster(ctx, cluster);
   const session = clusterAgent(ctx, cluster);
   const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'backup', agentId: session.agentId, params: { type: kind, ...params } }, ctx.now());
-  return dispatch(ctx, session, job, {
-    msg: {
-      case: 'job',
-      value: {
-        jobId: job.id,
-        repository: { kind: { case: 'posix', value: { path: ctx.repoPath } } },
-        // The agent names the backup from its start time (see backupLabel in core).
-        kind: { case: 'backup', value: { type: backupKindToProto(kind), label: '' } },
-      },
-    },
-  });
+  // The agent names the backup from its start time (see backupLabel in core).
+  return dispatch(ctx, session, job, { case: 'backup', value: { type: backupKindToProto(kind), label: '' } });
 }
 
 /** Starts a verify job (read-only check of the cluster's repository) on the cluster's connected agent. */
@@ -73,14 +74,5 @@ export async function startVerifyJob(ctx: ControllerContext, cluster: string, fu
   await requireCluster(ctx, cluster);
   const session = clusterAgent(ctx, cluster);
   const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'verify', agentId: session.agentId, params: { full } }, ctx.now());
-  return dispatch(ctx, session, job, {
-    msg: {
-      case: 'job',
-      value: {
-        jobId: job.id,
-        repository: { kind: { case: 'posix', value: { path: ctx.repoPath } } },
-        kind: { case: 'verify', value: { full } },
-      },
-    },
-  });
+  return dispatch(ctx, session, job, { case: 'verify', value: { full } });
 }

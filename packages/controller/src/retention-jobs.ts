@@ -78,21 +78,12 @@ export async function startExpireJob(ctx: ControllerContext, r: ClusterRetention
   const params = expireParams(r.plan, reason);
   const job = await ctx.store.createJob({ id: newJobId(), cluster: r.cluster, kind: 'expire', agentId: session.agentId, params }, ctx.now());
   return dispatch(ctx, session, job, {
-    msg: {
-      case: 'job',
-      value: {
-        jobId: job.id,
-        repository: { kind: { case: 'posix', value: { path: ctx.repoPath } } },
-        kind: {
-          case: 'expire',
-          value: {
-            cluster: r.cluster,
-            labels: params.labels,
-            walKeepFrom: params.walKeepFrom,
-            keepRanges: params.keepRanges.map((k) => ({ label: k.label, timeline: k.timeline, walStart: k.walStart, walStop: k.walStop })),
-          },
-        },
-      },
+    case: 'expire',
+    value: {
+      cluster: r.cluster,
+      labels: params.labels,
+      walKeepFrom: params.walKeepFrom,
+      keepRanges: params.keepRanges.map((k) => ({ label: k.label, timeline: k.timeline, walStart: k.walStart, walStop: k.walStop })),
     },
   });
 }
