@@ -4,17 +4,26 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
 import { PgfleetError } from '@pgfleet/core';
 import type { RepositoryDriver } from './driver.js';
 import { readSmall } from './posix-driver.js';
+import { Repository } from './repository.js';
 
 async function collect(it: AsyncIterable<{ key: string }>): Promise<string[]> {
   const out: string[] = [];
   for await (const o of it) out.push(o.key);
   return out;
 }
+
+function sink(): Writable & { data(): Buffer } {
+  const chunks: Buffer[] = [];
+  const w = new Writable({ write(c, _e, cb) { chunks.push(c); cb(); } }) as Writable & { data(): Buffer };
+  w.data = () => Buffer.concat(chunks);
+  return w;
+}
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 export function repositoryDriverSuite(name: string, make: () => Promise<RepositoryDriver>): void {
   describe(`repository driver: ${name}`, () => {
@@ -72,6 +81,24 @@ export function repositoryDriverSuite(name: string, make: () => Promise<Reposito
       const d = await make();
       await assert.rejects(d.put('../evil', Buffer.from('x')));
       await assert.rejects(d.put('/abs', Buffer.from('x')));
+    });
+
+    it('WAL push through the repository is idempotent and never overwrites different content', async () => {
+      const r = new Repository(await make());
+      await r.init();
+      const seg = randomBytes(4096);
+      const name = '000000010000000000000003';
+      assert.equal(await r.pushWal('c1', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'stored');
+      assert.equal(await r.pushWal('c1', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'exists');
+      const other = randomBytes(4096);
+      await assert.rejects(r.pushWal('c1', name, sha(other), () => Readable.from([other]), 'zstd'), (e: unknown) => PgfleetError.is(e, 'WalConflict'));
+      const out = sink();
+      await r.fetchWal('c1', name, out);
+      assert.deepEqual(out.data(), seg);
+      await assert.rejects(r.fetchWal('c1', '000000010000000000000004', sink()), (e: unknown) => PgfleetError.is(e, 'WalNotInRepository'));
+      const names: string[] = [];
+      for await (const w of r.listWal('c1')) names.push(w.name);
+      assert.deepEqual(names, [name]);
     });
   });
 }

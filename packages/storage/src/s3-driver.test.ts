@@ -278,23 +278,6 @@ describe('Repository on the S3 driver', () => {
     assert.ok(bigOut.data().equals(big));
   });
 
-  test('WAL push is idempotent and never overwrites different content', async () => {
-    const r = new Repository(await driver());
-    await r.init();
-    const seg = randomBytes(4096);
-    const name = '000000010000000000000003';
-    assert.equal(await r.pushWal('c1', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'stored');
-    assert.equal(await r.pushWal('c1', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'exists');
-    const other = randomBytes(4096);
-    await assert.rejects(r.pushWal('c1', name, sha(other), () => Readable.from([other]), 'zstd'), (e: unknown) => PgfleetError.is(e, 'WalConflict'));
-    const out = sink();
-    await r.fetchWal('c1', name, out);
-    assert.deepEqual(out.data(), seg);
-    await assert.rejects(r.fetchWal('c1', '000000010000000000000004', sink()), (e: unknown) => PgfleetError.is(e, 'WalNotInRepository'));
-    const names: string[] = [];
-    for await (const w of r.listWal('c1')) names.push(w.name);
-    assert.deepEqual(names, [name]);
-  });
 });
 
 test("importing '@pgfleet/storage' does not load the AWS SDK; createS3Driver does", async () => {
