@@ -6,9 +6,9 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { ArchiverStats, ExpireResult, JobProgress, RestoreResult, VerifyResult, WalKeepRange } from "./agent_pb.js";
+import type { ArchiverStats, DrillResult, ExpireResult, JobProgress, RestoreResult, SourceCounts, VerifyResult, WalHealth, WalKeepRange } from "./agent_pb.js";
 import { file_pgfleet_v1_agent } from "./agent_pb.js";
-import type { BackupInfo, BackupType, ErrorDetail, JobState, RecoveryTarget } from "./common_pb.js";
+import type { BackupInfo, BackupType, ErrorDetail, JobState, RecoveryTarget, Repository } from "./common_pb.js";
 import { file_pgfleet_v1_common } from "./common_pb.js";
 import type { Event } from "./events_pb.js";
 import { file_pgfleet_v1_events } from "./events_pb.js";
@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/admin.proto.
  */
 export const file_pgfleet_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChZwZ2ZsZWV0L3YxL2FkbWluLnByb3RvEgpwZ2ZsZWV0LnYxIv4BCgtDbHVzdGVySW5mbxIMCgRuYW1lGAEgASgJEhkKEXN5c3RlbV9pZGVudGlmaWVyGAIgASgJEhIKCnBnX3ZlcnNpb24YAyABKA0SFwoPYWdlbnRfY29ubmVjdGVkGAQgASgIEhAKCGFnZW50X2lkGAUgASgJEi0KCWxhc3Rfc2VlbhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoLbGFzdF9iYWNrdXAYByABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm8SKwoIYXJjaGl2ZXIYCCABKAsyGS5wZ2ZsZWV0LnYxLkFyY2hpdmVyU3RhdHMiFQoTTGlzdENsdXN0ZXJzUmVxdWVzdCJBChRMaXN0Q2x1c3RlcnNSZXNwb25zZRIpCghjbHVzdGVycxgBIAMoCzIXLnBnZmxlZXQudjEuQ2x1c3RlckluZm8iJQoSTGlzdEJhY2t1cHNSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkiPgoTTGlzdEJhY2t1cHNSZXNwb25zZRInCgdiYWNrdXBzGAEgAygLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvIksKElN0YXJ0QmFja3VwUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUiNwoTU3RhcnRCYWNrdXBSZXNwb25zZRIgCgNqb2IYASABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8inQEKE1N0YXJ0UmVzdG9yZVJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEioKBnRhcmdldBgDIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSFAoMYmFja3VwX2xhYmVsGAQgASgJEhAKCGFnZW50X2lkGAUgASgJEg0KBWRlbHRhGAYgASgIIjgKFFN0YXJ0UmVzdG9yZVJlc3BvbnNlEiAKA2pvYhgBIAEoCzITLnBnZmxlZXQudjEuSm9iSW5mbyL3AwoHSm9iSW5mbxIKCgJpZBgBIAEoCRIPCgdjbHVzdGVyGAIgASgJEgwKBGtpbmQYAyABKAkSIwoFc3RhdGUYBCABKA4yFC5wZ2ZsZWV0LnYxLkpvYlN0YXRlEhAKCGFnZW50X2lkGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgVlcnJvchgJIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWwSKQoIcHJvZ3Jlc3MYCiABKAsyFy5wZ2ZsZWV0LnYxLkpvYlByb2dyZXNzEiYKBmJhY2t1cBgLIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mbxIqCgdyZXN0b3JlGAwgASgLMhkucGdmbGVldC52MS5SZXN0b3JlUmVzdWx0EigKBmV4cGlyZRgNIAEoCzIYLnBnZmxlZXQudjEuRXhwaXJlUmVzdWx0EigKBnZlcmlmeRgOIAEoCzIYLnBnZmxlZXQudjEuVmVyaWZ5UmVzdWx0IhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiMgoOR2V0Sm9iUmVzcG9uc2USIAoDam9iGAEgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIjEKD0xpc3RKb2JzUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEg0KBWxpbWl0GAIgASgNIjUKEExpc3RKb2JzUmVzcG9uc2USIQoEam9icxgBIAMoCzITLnBnZmxlZXQudjEuSm9iSW5mbyIdCg9XYXRjaEpvYlJlcXVlc3QSCgoCaWQYASABKAkiNAoQV2F0Y2hKb2JSZXNwb25zZRIgCgNqb2IYASABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8i7AIKDlBvbGljeVNldHRpbmdzEhEKBGZ1bGwYASABKAlIAIgBARIRCgRkaWZmGAIgASgJSAGIAQESEQoEaW5jchgDIAEoCUgCiAEBEhsKDnNwcmVhZF9taW51dGVzGAQgASgBSAOIAQESHQoQcGl0cl93aW5kb3dfZGF5cxgFIAEoAUgEiAEBEhIKBWRhaWx5GAYgASgNSAWIAQESEwoGd2Vla2x5GAcgASgNSAaIAQESFAoHbW9udGhseRgIIAEoDUgHiAEBEhMKBnllYXJseRgJIAEoDUgIiAEBEhUKCG1pbl9mdWxsGAogASgNSAmIAQFCBwoFX2Z1bGxCBwoFX2RpZmZCBwoFX2luY3JCEQoPX3NwcmVhZF9taW51dGVzQhMKEV9waXRyX3dpbmRvd19kYXlzQggKBl9kYWlseUIJCgdfd2Vla2x5QgoKCF9tb250aGx5QgkKB195ZWFybHlCCwoJX21pbl9mdWxsIjkKC1BvbGljeVZhbHVlEgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCRIOCgZzb3VyY2UYAyABKAkiIwoQR2V0UG9saWN5UmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJIswBChFHZXRQb2xpY3lSZXNwb25zZRIPCgdjbHVzdGVyGAEgASgJEicKBnZhbHVlcxgCIAMoCzIXLnBnZmxlZXQudjEuUG9saWN5VmFsdWUSKQoFZmxlZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlBvbGljeVNldHRpbmdzEjQKEGNsdXN0ZXJfb3ZlcnJpZGUYBCABKAsyGi5wZ2ZsZWV0LnYxLlBvbGljeVNldHRpbmdzEhwKFHJldGVudGlvbl9jb25maWd1cmVkGAUgASgIIm8KEFNldFBvbGljeVJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRINCgVmbGVldBgCIAEoCBIsCghzZXR0aW5ncxgDIAEoCzIaLnBnZmxlZXQudjEuUG9saWN5U2V0dGluZ3MSDQoFcmVzZXQYBCABKAgiQgoRU2V0UG9saWN5UmVzcG9uc2USLQoGcG9saWN5GAEgASgLMh0ucGdmbGVldC52MS5HZXRQb2xpY3lSZXNwb25zZSInChRQbGFuUmV0ZW50aW9uUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJIssBChFSZXRlbnRpb25EZWNpc2lvbhINCgVsYWJlbBgBIAEoCRIkCgR0eXBlGAIgASgOMhYucGdmbGVldC52MS5CYWNrdXBUeXBlEi0KCXN0b3BfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEa2VlcBgEIAEoCBIPCgdyZWFzb25zGAUgAygJEg4KBnBpbm5lZBgGIAEoCBIRCgl3YWxfc3RhcnQYByABKAkSEAoId2FsX3N0b3AYCCABKAkivwIKFVBsYW5SZXRlbnRpb25SZXNwb25zZRIPCgdjbHVzdGVyGAEgASgJEicKA25vdxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMd2luZG93X3N0YXJ0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxhbmNob3JfbGFiZWwYBCABKAkSFQoNd2FsX2tlZXBfZnJvbRgFIAEoCRIxCg93YWxfa2VlcF9yYW5nZXMYBiADKAsyGC5wZ2ZsZWV0LnYxLldhbEtlZXBSYW5nZRIuCgdiYWNrdXBzGAcgAygLMh0ucGdmbGVldC52MS5SZXRlbnRpb25EZWNpc2lvbhIqCgZwb2xpY3kYCCABKAsyGi5wZ2ZsZWV0LnYxLlBvbGljeVNldHRpbmdzIigKFUFwcGx5UmV0ZW50aW9uUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJImsKFkFwcGx5UmV0ZW50aW9uUmVzcG9uc2USLwoEcGxhbhgBIAEoCzIhLnBnZmxlZXQudjEuUGxhblJldGVudGlvblJlc3BvbnNlEiAKA2pvYhgCIAEoCzITLnBnZmxlZXQudjEuSm9iSW5mbyJCChBQaW5CYWNrdXBSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkSDQoFbGFiZWwYAiABKAkSDgoGcGlubmVkGAMgASgIIjsKEVBpbkJhY2t1cFJlc3BvbnNlEiYKBmJhY2t1cBgBIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mbyJWChFMaXN0RXZlbnRzUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBBINCgVsaW1pdBgDIAEoDRIOCgZsYXRlc3QYBCABKAgiaAoKRXZlbnRFbnRyeRILCgNzZXEYASABKAQSIAoFZXZlbnQYAiABKAsyES5wZ2ZsZWV0LnYxLkV2ZW50EisKB3NlbnRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjwKEkxpc3RFdmVudHNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5wZ2ZsZWV0LnYxLkV2ZW50RW50cnkiOAoSV2F0Y2hFdmVudHNSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkSEQoJYWZ0ZXJfc2VxGAIgASgEIjwKE1dhdGNoRXZlbnRzUmVzcG9uc2USJQoFZW50cnkYASABKAsyFi5wZ2ZsZWV0LnYxLkV2ZW50RW50cnkiMwoSU3RhcnRWZXJpZnlSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkSDAoEZnVsbBgCIAEoCCI3ChNTdGFydFZlcmlmeVJlc3BvbnNlEiAKA2pvYhgBIAEoCzITLnBnZmxlZXQudjEuSm9iSW5mbzKhCQoMQWRtaW5TZXJ2aWNlElEKDExpc3RDbHVzdGVycxIfLnBnZmxlZXQudjEuTGlzdENsdXN0ZXJzUmVxdWVzdBogLnBnZmxlZXQudjEuTGlzdENsdXN0ZXJzUmVzcG9uc2USTgoLTGlzdEJhY2t1cHMSHi5wZ2ZsZWV0LnYxLkxpc3RCYWNrdXBzUmVxdWVzdBofLnBnZmxlZXQudjEuTGlzdEJhY2t1cHNSZXNwb25zZRJOCgtTdGFydEJhY2t1cBIeLnBnZmxlZXQudjEuU3RhcnRCYWNrdXBSZXF1ZXN0Gh8ucGdmbGVldC52MS5TdGFydEJhY2t1cFJlc3BvbnNlElEKDFN0YXJ0UmVzdG9yZRIfLnBnZmxlZXQudjEuU3RhcnRSZXN0b3JlUmVxdWVzdBogLnBnZmxlZXQudjEuU3RhcnRSZXN0b3JlUmVzcG9uc2USPwoGR2V0Sm9iEhkucGdmbGVldC52MS5HZXRKb2JSZXF1ZXN0GhoucGdmbGVldC52MS5HZXRKb2JSZXNwb25zZRJFCghMaXN0Sm9icxIbLnBnZmxlZXQudjEuTGlzdEpvYnNSZXF1ZXN0GhwucGdmbGVldC52MS5MaXN0Sm9ic1Jlc3BvbnNlEkcKCFdhdGNoSm9iEhsucGdmbGVldC52MS5XYXRjaEpvYlJlcXVlc3QaHC5wZ2ZsZWV0LnYxLldhdGNoSm9iUmVzcG9uc2UwARJICglHZXRQb2xpY3kSHC5wZ2ZsZWV0LnYxLkdldFBvbGljeVJlcXVlc3QaHS5wZ2ZsZWV0LnYxLkdldFBvbGljeVJlc3BvbnNlEkgKCVNldFBvbGljeRIcLnBnZmxlZXQudjEuU2V0UG9saWN5UmVxdWVzdBodLnBnZmxlZXQudjEuU2V0UG9saWN5UmVzcG9uc2USVAoNUGxhblJldGVudGlvbhIgLnBnZmxlZXQudjEuUGxhblJldGVudGlvblJlcXVlc3QaIS5wZ2ZsZWV0LnYxLlBsYW5SZXRlbnRpb25SZXNwb25zZRJXCg5BcHBseVJldGVudGlvbhIhLnBnZmxlZXQudjEuQXBwbHlSZXRlbnRpb25SZXF1ZXN0GiIucGdmbGVldC52MS5BcHBseVJldGVudGlvblJlc3BvbnNlEkgKCVBpbkJhY2t1cBIcLnBnZmxlZXQudjEuUGluQmFja3VwUmVxdWVzdBodLnBnZmxlZXQudjEuUGluQmFja3VwUmVzcG9uc2USSwoKTGlzdEV2ZW50cxIdLnBnZmxlZXQudjEuTGlzdEV2ZW50c1JlcXVlc3QaHi5wZ2ZsZWV0LnYxLkxpc3RFdmVudHNSZXNwb25zZRJQCgtXYXRjaEV2ZW50cxIeLnBnZmxlZXQudjEuV2F0Y2hFdmVudHNSZXF1ZXN0Gh8ucGdmbGVldC52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlMAESTgoLU3RhcnRWZXJpZnkSHi5wZ2ZsZWV0LnYxLlN0YXJ0VmVyaWZ5UmVxdWVzdBofLnBnZmxlZXQudjEuU3RhcnRWZXJpZnlSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_pgfleet_v1_agent, file_pgfleet_v1_common, file_pgfleet_v1_events]);
+  fileDesc("ChZwZ2ZsZWV0L3YxL2FkbWluLnByb3RvEgpwZ2ZsZWV0LnYxItwECgtDbHVzdGVySW5mbxIMCgRuYW1lGAEgASgJEhkKEXN5c3RlbV9pZGVudGlmaWVyGAIgASgJEhIKCnBnX3ZlcnNpb24YAyABKA0SFwoPYWdlbnRfY29ubmVjdGVkGAQgASgIEhAKCGFnZW50X2lkGAUgASgJEi0KCWxhc3Rfc2VlbhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoLbGFzdF9iYWNrdXAYByABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm8SKwoIYXJjaGl2ZXIYCCABKAsyGS5wZ2ZsZWV0LnYxLkFyY2hpdmVyU3RhdHMSEwoLcnBvX3NlY29uZHMYCSABKAESEQoJcnBvX2tub3duGAogASgIEhUKDWFyY2hpdmVfc3RhdGUYCyABKAkSDgoGYWxlcnRzGAwgAygJEioKCG5leHRfam9iGA0gASgLMhgucGdmbGVldC52MS5TY2hlZHVsZWRKb2ISLgoLbGFzdF92ZXJpZnkYDiABKAsyGS5wZ2ZsZWV0LnYxLlZlcmlmeVN1bW1hcnkSLAoKbGFzdF9kcmlsbBgPIAEoCzIYLnBnZmxlZXQudjEuRHJpbGxTdW1tYXJ5EjEKD2xhc3RfZ29vZF9kcmlsbBgQIAEoCzIYLnBnZmxlZXQudjEuRHJpbGxTdW1tYXJ5EiIKA3dhbBgRIAEoCzIVLnBnZmxlZXQudjEuV2FsSGVhbHRoEiwKDHJlcG9zaXRvcmllcxgSIAMoCzIWLnBnZmxlZXQudjEuUmVwb3NpdG9yeSJYCgxTY2hlZHVsZWRKb2ISDAoEa2luZBgBIAEoCRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghzY2hlZHVsZRgDIAEoCSKoAQoNVmVyaWZ5U3VtbWFyeRIOCgZqb2JfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASCgoCb2sYAyABKAgSFQoNYmFja3Vwc190b3RhbBgEIAEoDRIaChJiYWNrdXBzX3Jlc3RvcmFibGUYBSABKA0SEAoIcHJvYmxlbXMYBiABKA0SDAoEZnVsbBgHIAEoCCKPAQoMRHJpbGxTdW1tYXJ5Eg4KBmpvYl9pZBgBIAEoCRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIKCgJvaxgDIAEoCBITCgtydG9fc2Vjb25kcxgEIAEoARIUCgxiYWNrdXBfbGFiZWwYBSABKAkSDgoGcmVhc29uGAYgASgJIhUKE0xpc3RDbHVzdGVyc1JlcXVlc3QiQQoUTGlzdENsdXN0ZXJzUmVzcG9uc2USKQoIY2x1c3RlcnMYASADKAsyFy5wZ2ZsZWV0LnYxLkNsdXN0ZXJJbmZvIiUKEkxpc3RCYWNrdXBzUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJIj4KE0xpc3RCYWNrdXBzUmVzcG9uc2USJwoHYmFja3VwcxgBIAMoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mbyJLChJTdGFydEJhY2t1cFJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRIkCgR0eXBlGAIgASgOMhYucGdmbGVldC52MS5CYWNrdXBUeXBlIjcKE1N0YXJ0QmFja3VwUmVzcG9uc2USIAoDam9iGAEgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIp0BChNTdGFydFJlc3RvcmVSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkSEgoKdGFyZ2V0X2RpchgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhQKDGJhY2t1cF9sYWJlbBgEIAEoCRIQCghhZ2VudF9pZBgFIAEoCRINCgVkZWx0YRgGIAEoCCI4ChRTdGFydFJlc3RvcmVSZXNwb25zZRIgCgNqb2IYASABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8iygQKB0pvYkluZm8SCgoCaWQYASABKAkSDwoHY2x1c3RlchgCIAEoCRIMCgRraW5kGAMgASgJEiMKBXN0YXRlGAQgASgOMhQucGdmbGVldC52MS5Kb2JTdGF0ZRIQCghhZ2VudF9pZBgFIAEoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoFZXJyb3IYCSABKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEikKCHByb2dyZXNzGAogASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzcxImCgZiYWNrdXAYCyABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm8SKgoHcmVzdG9yZRgMIAEoCzIZLnBnZmxlZXQudjEuUmVzdG9yZVJlc3VsdBIoCgZleHBpcmUYDSABKAsyGC5wZ2ZsZWV0LnYxLkV4cGlyZVJlc3VsdBIoCgZ2ZXJpZnkYDiABKAsyGC5wZ2ZsZWV0LnYxLlZlcmlmeVJlc3VsdBImCgVkcmlsbBgPIAEoCzIXLnBnZmxlZXQudjEuRHJpbGxSZXN1bHQSKQoHY2FwdHVyZRgQIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiMgoOR2V0Sm9iUmVzcG9uc2USIAoDam9iGAEgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIjEKD0xpc3RKb2JzUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEg0KBWxpbWl0GAIgASgNIjUKEExpc3RKb2JzUmVzcG9uc2USIQoEam9icxgBIAMoCzITLnBnZmxlZXQudjEuSm9iSW5mbyIeChBDYW5jZWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIjUKEUNhbmNlbEpvYlJlc3BvbnNlEiAKA2pvYhgBIAEoCzITLnBnZmxlZXQudjEuSm9iSW5mbyIdCg9XYXRjaEpvYlJlcXVlc3QSCgoCaWQYASABKAkiNAoQV2F0Y2hKb2JSZXNwb25zZRIgCgNqb2IYASABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8i6gQKDlBvbGljeVNldHRpbmdzEhEKBGZ1bGwYASABKAlIAIgBARIRCgRkaWZmGAIgASgJSAGIAQESEQoEaW5jchgDIAEoCUgCiAEBEhsKDnNwcmVhZF9taW51dGVzGAQgASgBSAOIAQESHQoQcGl0cl93aW5kb3dfZGF5cxgFIAEoAUgEiAEBEhIKBWRhaWx5GAYgASgNSAWIAQESEwoGd2Vla2x5GAcgASgNSAaIAQESFAoHbW9udGhseRgIIAEoDUgHiAEBEhMKBnllYXJseRgJIAEoDUgIiAEBEhUKCG1pbl9mdWxsGAogASgNSAmIAQESEgoFZHJpbGwYCyABKAlICogBARIiChVycG9fdGhyZXNob2xkX3NlY29uZHMYDCABKAFIC4gBARIrCh5zdGFsZV9iYWNrdXBfdGhyZXNob2xkX3NlY29uZHMYDSABKAFIDIgBARIsCh9hZ2VudF9zaWxlbmNlX3RocmVzaG9sZF9zZWNvbmRzGA4gASgBSA2IAQFCBwoFX2Z1bGxCBwoFX2RpZmZCBwoFX2luY3JCEQoPX3NwcmVhZF9taW51dGVzQhMKEV9waXRyX3dpbmRvd19kYXlzQggKBl9kYWlseUIJCgdfd2Vla2x5QgoKCF9tb250aGx5QgkKB195ZWFybHlCCwoJX21pbl9mdWxsQggKBl9kcmlsbEIYChZfcnBvX3RocmVzaG9sZF9zZWNvbmRzQiEKH19zdGFsZV9iYWNrdXBfdGhyZXNob2xkX3NlY29uZHNCIgogX2FnZW50X3NpbGVuY2VfdGhyZXNob2xkX3NlY29uZHMiOQoLUG9saWN5VmFsdWUSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJEg4KBnNvdXJjZRgDIAEoCSIjChBHZXRQb2xpY3lSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkizAEKEUdldFBvbGljeVJlc3BvbnNlEg8KB2NsdXN0ZXIYASABKAkSJwoGdmFsdWVzGAIgAygLMhcucGdmbGVldC52MS5Qb2xpY3lWYWx1ZRIpCgVmbGVldBgDIAEoCzIaLnBnZmxlZXQudjEuUG9saWN5U2V0dGluZ3MSNAoQY2x1c3Rlcl9vdmVycmlkZRgEIAEoCzIaLnBnZmxlZXQudjEuUG9saWN5U2V0dGluZ3MSHAoUcmV0ZW50aW9uX2NvbmZpZ3VyZWQYBSABKAgibwoQU2V0UG9saWN5UmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEg0KBWZsZWV0GAIgASgIEiwKCHNldHRpbmdzGAMgASgLMhoucGdmbGVldC52MS5Qb2xpY3lTZXR0aW5ncxINCgVyZXNldBgEIAEoCCJCChFTZXRQb2xpY3lSZXNwb25zZRItCgZwb2xpY3kYASABKAsyHS5wZ2ZsZWV0LnYxLkdldFBvbGljeVJlc3BvbnNlIicKFFBsYW5SZXRlbnRpb25SZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkiywEKEVJldGVudGlvbkRlY2lzaW9uEg0KBWxhYmVsGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSLQoJc3RvcF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRrZWVwGAQgASgIEg8KB3JlYXNvbnMYBSADKAkSDgoGcGlubmVkGAYgASgIEhEKCXdhbF9zdGFydBgHIAEoCRIQCgh3YWxfc3RvcBgIIAEoCSK/AgoVUGxhblJldGVudGlvblJlc3BvbnNlEg8KB2NsdXN0ZXIYASABKAkSJwoDbm93GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgx3aW5kb3dfc3RhcnQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGFuY2hvcl9sYWJlbBgEIAEoCRIVCg13YWxfa2VlcF9mcm9tGAUgASgJEjEKD3dhbF9rZWVwX3JhbmdlcxgGIAMoCzIYLnBnZmxlZXQudjEuV2FsS2VlcFJhbmdlEi4KB2JhY2t1cHMYByADKAsyHS5wZ2ZsZWV0LnYxLlJldGVudGlvbkRlY2lzaW9uEioKBnBvbGljeRgIIAEoCzIaLnBnZmxlZXQudjEuUG9saWN5U2V0dGluZ3MiKAoVQXBwbHlSZXRlbnRpb25SZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkiawoWQXBwbHlSZXRlbnRpb25SZXNwb25zZRIvCgRwbGFuGAEgASgLMiEucGdmbGVldC52MS5QbGFuUmV0ZW50aW9uUmVzcG9uc2USIAoDam9iGAIgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIkIKEFBpbkJhY2t1cFJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRINCgVsYWJlbBgCIAEoCRIOCgZwaW5uZWQYAyABKAgiOwoRUGluQmFja3VwUmVzcG9uc2USJgoGYmFja3VwGAEgASgLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvIlYKEUxpc3RFdmVudHNSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkSEQoJYWZ0ZXJfc2VxGAIgASgEEg0KBWxpbWl0GAMgASgNEg4KBmxhdGVzdBgEIAEoCCJoCgpFdmVudEVudHJ5EgsKA3NlcRgBIAEoBBIgCgVldmVudBgCIAEoCzIRLnBnZmxlZXQudjEuRXZlbnQSKwoHc2VudF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPAoSTGlzdEV2ZW50c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnBnZmxlZXQudjEuRXZlbnRFbnRyeSI4ChJXYXRjaEV2ZW50c1JlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQiPAoTV2F0Y2hFdmVudHNSZXNwb25zZRIlCgVlbnRyeRgBIAEoCzIWLnBnZmxlZXQudjEuRXZlbnRFbnRyeSIzChJTdGFydFZlcmlmeVJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRIMCgRmdWxsGAIgASgIIjcKE1N0YXJ0VmVyaWZ5UmVzcG9uc2USIAoDam9iGAEgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIuoBChFBcHBseUZsZWV0UmVxdWVzdBIpCgVmbGVldBgBIAEoCzIaLnBnZmxlZXQudjEuUG9saWN5U2V0dGluZ3MSPQoIY2x1c3RlcnMYAiADKAsyKy5wZ2ZsZWV0LnYxLkFwcGx5RmxlZXRSZXF1ZXN0LkNsdXN0ZXJzRW50cnkSDQoFcHJ1bmUYAyABKAgSDwoHZHJ5X3J1bhgEIAEoCBpLCg1DbHVzdGVyc0VudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLnBnZmxlZXQudjEuUG9saWN5U2V0dGluZ3M6AjgBIlAKDFBvbGljeUNoYW5nZRINCgVzY29wZRgBIAEoCRILCgNrZXkYAiABKAkSEQoJb2xkX3ZhbHVlGAMgASgJEhEKCW5ld192YWx1ZRgEIAEoCSJqChJBcHBseUZsZWV0UmVzcG9uc2USKQoHY2hhbmdlcxgBIAMoCzIYLnBnZmxlZXQudjEuUG9saWN5Q2hhbmdlEg8KB2RyeV9ydW4YAiABKAgSGAoQdW5rbm93bl9jbHVzdGVycxgDIAMoCSJ4ChFTdGFydERyaWxsUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhAKCGFnZW50X2lkGAQgASgJIjYKElN0YXJ0RHJpbGxSZXNwb25zZRIgCgNqb2IYASABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8iqgIKC0RyaWxsUmVjb3JkEg4KBmpvYl9pZBgBIAEoCRIPCgdjbHVzdGVyGAIgASgJEhAKCGFnZW50X2lkGAMgASgJEiMKBXN0YXRlGAQgASgOMhQucGdmbGVldC52MS5Kb2JTdGF0ZRIuCgpzdGFydGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJc2NoZWR1bGVkGAcgASgIEicKBnJlc3VsdBgIIAEoCzIXLnBnZmxlZXQudjEuRHJpbGxSZXN1bHQSJgoFZXJyb3IYCSABKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsIjMKEUxpc3REcmlsbHNSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkSDQoFbGltaXQYAiABKA0iPQoSTGlzdERyaWxsc1Jlc3BvbnNlEicKBmRyaWxscxgBIAMoCzIXLnBnZmxlZXQudjEuRHJpbGxSZWNvcmQiRAocQ3JlYXRlRW5yb2xsbWVudFRva2VuUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEhMKC3R0bF9zZWNvbmRzGAIgASgNIm8KHUNyZWF0ZUVucm9sbG1lbnRUb2tlblJlc3BvbnNlEg0KBXRva2VuGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSLgoKZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAikwEKCVRva2VuSW5mbxIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHJvbGUYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcmV2b2tlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiMAoSQ3JlYXRlVG9rZW5SZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEcm9sZRgCIAEoCSJJChNDcmVhdGVUb2tlblJlc3BvbnNlEiMKBGluZm8YASABKAsyFS5wZ2ZsZWV0LnYxLlRva2VuSW5mbxINCgV0b2tlbhgCIAEoCSITChFMaXN0VG9rZW5zUmVxdWVzdCI7ChJMaXN0VG9rZW5zUmVzcG9uc2USJQoGdG9rZW5zGAEgAygLMhUucGdmbGVldC52MS5Ub2tlbkluZm8iIwoSUmV2b2tlVG9rZW5SZXF1ZXN0Eg0KBXRva2VuGAEgASgJIjoKE1Jldm9rZVRva2VuUmVzcG9uc2USIwoEaW5mbxgBIAEoCzIVLnBnZmxlZXQudjEuVG9rZW5JbmZvMq0OCgxBZG1pblNlcnZpY2USUQoMTGlzdENsdXN0ZXJzEh8ucGdmbGVldC52MS5MaXN0Q2x1c3RlcnNSZXF1ZXN0GiAucGdmbGVldC52MS5MaXN0Q2x1c3RlcnNSZXNwb25zZRJOCgtMaXN0QmFja3VwcxIeLnBnZmxlZXQudjEuTGlzdEJhY2t1cHNSZXF1ZXN0Gh8ucGdmbGVldC52MS5MaXN0QmFja3Vwc1Jlc3BvbnNlEk4KC1N0YXJ0QmFja3VwEh4ucGdmbGVldC52MS5TdGFydEJhY2t1cFJlcXVlc3QaHy5wZ2ZsZWV0LnYxLlN0YXJ0QmFja3VwUmVzcG9uc2USUQoMU3RhcnRSZXN0b3JlEh8ucGdmbGVldC52MS5TdGFydFJlc3RvcmVSZXF1ZXN0GiAucGdmbGVldC52MS5TdGFydFJlc3RvcmVSZXNwb25zZRI/CgZHZXRKb2ISGS5wZ2ZsZWV0LnYxLkdldEpvYlJlcXVlc3QaGi5wZ2ZsZWV0LnYxLkdldEpvYlJlc3BvbnNlEkUKCExpc3RKb2JzEhsucGdmbGVldC52MS5MaXN0Sm9ic1JlcXVlc3QaHC5wZ2ZsZWV0LnYxLkxpc3RKb2JzUmVzcG9uc2USSAoJQ2FuY2VsSm9iEhwucGdmbGVldC52MS5DYW5jZWxKb2JSZXF1ZXN0Gh0ucGdmbGVldC52MS5DYW5jZWxKb2JSZXNwb25zZRJHCghXYXRjaEpvYhIbLnBnZmxlZXQudjEuV2F0Y2hKb2JSZXF1ZXN0GhwucGdmbGVldC52MS5XYXRjaEpvYlJlc3BvbnNlMAESSAoJR2V0UG9saWN5EhwucGdmbGVldC52MS5HZXRQb2xpY3lSZXF1ZXN0Gh0ucGdmbGVldC52MS5HZXRQb2xpY3lSZXNwb25zZRJICglTZXRQb2xpY3kSHC5wZ2ZsZWV0LnYxLlNldFBvbGljeVJlcXVlc3QaHS5wZ2ZsZWV0LnYxLlNldFBvbGljeVJlc3BvbnNlElQKDVBsYW5SZXRlbnRpb24SIC5wZ2ZsZWV0LnYxLlBsYW5SZXRlbnRpb25SZXF1ZXN0GiEucGdmbGVldC52MS5QbGFuUmV0ZW50aW9uUmVzcG9uc2USVwoOQXBwbHlSZXRlbnRpb24SIS5wZ2ZsZWV0LnYxLkFwcGx5UmV0ZW50aW9uUmVxdWVzdBoiLnBnZmxlZXQudjEuQXBwbHlSZXRlbnRpb25SZXNwb25zZRJICglQaW5CYWNrdXASHC5wZ2ZsZWV0LnYxLlBpbkJhY2t1cFJlcXVlc3QaHS5wZ2ZsZWV0LnYxLlBpbkJhY2t1cFJlc3BvbnNlEksKCkxpc3RFdmVudHMSHS5wZ2ZsZWV0LnYxLkxpc3RFdmVudHNSZXF1ZXN0Gh4ucGdmbGVldC52MS5MaXN0RXZlbnRzUmVzcG9uc2USUAoLV2F0Y2hFdmVudHMSHi5wZ2ZsZWV0LnYxLldhdGNoRXZlbnRzUmVxdWVzdBofLnBnZmxlZXQudjEuV2F0Y2hFdmVudHNSZXNwb25zZTABEk4KC1N0YXJ0VmVyaWZ5Eh4ucGdmbGVldC52MS5TdGFydFZlcmlmeVJlcXVlc3QaHy5wZ2ZsZWV0LnYxLlN0YXJ0VmVyaWZ5UmVzcG9uc2USSwoKQXBwbHlGbGVldBIdLnBnZmxlZXQudjEuQXBwbHlGbGVldFJlcXVlc3QaHi5wZ2ZsZWV0LnYxLkFwcGx5RmxlZXRSZXNwb25zZRJLCgpTdGFydERyaWxsEh0ucGdmbGVldC52MS5TdGFydERyaWxsUmVxdWVzdBoeLnBnZmxlZXQudjEuU3RhcnREcmlsbFJlc3BvbnNlEksKCkxpc3REcmlsbHMSHS5wZ2ZsZWV0LnYxLkxpc3REcmlsbHNSZXF1ZXN0Gh4ucGdmbGVldC52MS5MaXN0RHJpbGxzUmVzcG9uc2USbAoVQ3JlYXRlRW5yb2xsbWVudFRva2VuEigucGdmbGVldC52MS5DcmVhdGVFbnJvbGxtZW50VG9rZW5SZXF1ZXN0GikucGdmbGVldC52MS5DcmVhdGVFbnJvbGxtZW50VG9rZW5SZXNwb25zZRJOCgtDcmVhdGVUb2tlbhIeLnBnZmxlZXQudjEuQ3JlYXRlVG9rZW5SZXF1ZXN0Gh8ucGdmbGVldC52MS5DcmVhdGVUb2tlblJlc3BvbnNlEksKCkxpc3RUb2tlbnMSHS5wZ2ZsZWV0LnYxLkxpc3RUb2tlbnNSZXF1ZXN0Gh4ucGdmbGVldC52MS5MaXN0VG9rZW5zUmVzcG9uc2USTgoLUmV2b2tlVG9rZW4SHi5wZ2ZsZWV0LnYxLlJldm9rZVRva2VuUmVxdWVzdBofLnBnZmxlZXQudjEuUmV2b2tlVG9rZW5SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_pgfleet_v1_agent, file_pgfleet_v1_common, file_pgfleet_v1_events]);
 
 /**
  * @generated from message pgfleet.v1.ClusterInfo
@@ -63,6 +63,66 @@ export type ClusterInfo = Message<"pgfleet.v1.ClusterInfo"> & {
    * @generated from field: pgfleet.v1.ArchiverStats archiver = 8;
    */
   archiver?: ArchiverStats | undefined;
+
+  /**
+   * Now minus the time of the newest WAL safely in the repository (rpo_known false: no WAL yet).
+   *
+   * @generated from field: double rpo_seconds = 9;
+   */
+  rpoSeconds: number;
+
+  /**
+   * @generated from field: bool rpo_known = 10;
+   */
+  rpoKnown: boolean;
+
+  /**
+   * ok, failing or unknown (from pg_stat_archiver and the health conditions).
+   *
+   * @generated from field: string archive_state = 11;
+   */
+  archiveState: string;
+
+  /**
+   * Health conditions currently raised: rpo-breached, archive-failing, backup-stale, agent-silent.
+   *
+   * @generated from field: repeated string alerts = 12;
+   */
+  alerts: string[];
+
+  /**
+   * The next job a schedule will start (unset: nothing scheduled).
+   *
+   * @generated from field: pgfleet.v1.ScheduledJob next_job = 13;
+   */
+  nextJob?: ScheduledJob | undefined;
+
+  /**
+   * @generated from field: pgfleet.v1.VerifySummary last_verify = 14;
+   */
+  lastVerify?: VerifySummary | undefined;
+
+  /**
+   * @generated from field: pgfleet.v1.DrillSummary last_drill = 15;
+   */
+  lastDrill?: DrillSummary | undefined;
+
+  /**
+   * @generated from field: pgfleet.v1.DrillSummary last_good_drill = 16;
+   */
+  lastGoodDrill?: DrillSummary | undefined;
+
+  /**
+   * @generated from field: pgfleet.v1.WalHealth wal = 17;
+   */
+  wal?: WalHealth | undefined;
+
+  /**
+   * The repositories the agent reported (Hello).
+   *
+   * @generated from field: repeated pgfleet.v1.Repository repositories = 18;
+   */
+  repositories: Repository[];
 };
 
 /**
@@ -71,6 +131,126 @@ export type ClusterInfo = Message<"pgfleet.v1.ClusterInfo"> & {
  */
 export const ClusterInfoSchema: GenMessage<ClusterInfo> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_admin, 0);
+
+/**
+ * @generated from message pgfleet.v1.ScheduledJob
+ */
+export type ScheduledJob = Message<"pgfleet.v1.ScheduledJob"> & {
+  /**
+   * full, diff, incr or drill.
+   *
+   * @generated from field: string kind = 1;
+   */
+  kind: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string schedule = 3;
+   */
+  schedule: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.ScheduledJob.
+ * Use `create(ScheduledJobSchema)` to create a new message.
+ */
+export const ScheduledJobSchema: GenMessage<ScheduledJob> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 1);
+
+/**
+ * @generated from message pgfleet.v1.VerifySummary
+ */
+export type VerifySummary = Message<"pgfleet.v1.VerifySummary"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * @generated from field: bool ok = 3;
+   */
+  ok: boolean;
+
+  /**
+   * @generated from field: uint32 backups_total = 4;
+   */
+  backupsTotal: number;
+
+  /**
+   * @generated from field: uint32 backups_restorable = 5;
+   */
+  backupsRestorable: number;
+
+  /**
+   * @generated from field: uint32 problems = 6;
+   */
+  problems: number;
+
+  /**
+   * @generated from field: bool full = 7;
+   */
+  full: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.VerifySummary.
+ * Use `create(VerifySummarySchema)` to create a new message.
+ */
+export const VerifySummarySchema: GenMessage<VerifySummary> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 2);
+
+/**
+ * @generated from message pgfleet.v1.DrillSummary
+ */
+export type DrillSummary = Message<"pgfleet.v1.DrillSummary"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * @generated from field: bool ok = 3;
+   */
+  ok: boolean;
+
+  /**
+   * @generated from field: double rto_seconds = 4;
+   */
+  rtoSeconds: number;
+
+  /**
+   * @generated from field: string backup_label = 5;
+   */
+  backupLabel: string;
+
+  /**
+   * Why it failed (first reason).
+   *
+   * @generated from field: string reason = 6;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.DrillSummary.
+ * Use `create(DrillSummarySchema)` to create a new message.
+ */
+export const DrillSummarySchema: GenMessage<DrillSummary> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 3);
 
 /**
  * @generated from message pgfleet.v1.ListClustersRequest
@@ -83,7 +263,7 @@ export type ListClustersRequest = Message<"pgfleet.v1.ListClustersRequest"> & {
  * Use `create(ListClustersRequestSchema)` to create a new message.
  */
 export const ListClustersRequestSchema: GenMessage<ListClustersRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 1);
+  messageDesc(file_pgfleet_v1_admin, 4);
 
 /**
  * @generated from message pgfleet.v1.ListClustersResponse
@@ -100,7 +280,7 @@ export type ListClustersResponse = Message<"pgfleet.v1.ListClustersResponse"> & 
  * Use `create(ListClustersResponseSchema)` to create a new message.
  */
 export const ListClustersResponseSchema: GenMessage<ListClustersResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 2);
+  messageDesc(file_pgfleet_v1_admin, 5);
 
 /**
  * @generated from message pgfleet.v1.ListBackupsRequest
@@ -117,7 +297,7 @@ export type ListBackupsRequest = Message<"pgfleet.v1.ListBackupsRequest"> & {
  * Use `create(ListBackupsRequestSchema)` to create a new message.
  */
 export const ListBackupsRequestSchema: GenMessage<ListBackupsRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 3);
+  messageDesc(file_pgfleet_v1_admin, 6);
 
 /**
  * @generated from message pgfleet.v1.ListBackupsResponse
@@ -134,7 +314,7 @@ export type ListBackupsResponse = Message<"pgfleet.v1.ListBackupsResponse"> & {
  * Use `create(ListBackupsResponseSchema)` to create a new message.
  */
 export const ListBackupsResponseSchema: GenMessage<ListBackupsResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 4);
+  messageDesc(file_pgfleet_v1_admin, 7);
 
 /**
  * @generated from message pgfleet.v1.StartBackupRequest
@@ -156,7 +336,7 @@ export type StartBackupRequest = Message<"pgfleet.v1.StartBackupRequest"> & {
  * Use `create(StartBackupRequestSchema)` to create a new message.
  */
 export const StartBackupRequestSchema: GenMessage<StartBackupRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 5);
+  messageDesc(file_pgfleet_v1_admin, 8);
 
 /**
  * @generated from message pgfleet.v1.StartBackupResponse
@@ -173,7 +353,7 @@ export type StartBackupResponse = Message<"pgfleet.v1.StartBackupResponse"> & {
  * Use `create(StartBackupResponseSchema)` to create a new message.
  */
 export const StartBackupResponseSchema: GenMessage<StartBackupResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 6);
+  messageDesc(file_pgfleet_v1_admin, 9);
 
 /**
  * @generated from message pgfleet.v1.StartRestoreRequest
@@ -221,7 +401,7 @@ export type StartRestoreRequest = Message<"pgfleet.v1.StartRestoreRequest"> & {
  * Use `create(StartRestoreRequestSchema)` to create a new message.
  */
 export const StartRestoreRequestSchema: GenMessage<StartRestoreRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 7);
+  messageDesc(file_pgfleet_v1_admin, 10);
 
 /**
  * @generated from message pgfleet.v1.StartRestoreResponse
@@ -238,7 +418,7 @@ export type StartRestoreResponse = Message<"pgfleet.v1.StartRestoreResponse"> & 
  * Use `create(StartRestoreResponseSchema)` to create a new message.
  */
 export const StartRestoreResponseSchema: GenMessage<StartRestoreResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 8);
+  messageDesc(file_pgfleet_v1_admin, 11);
 
 /**
  * @generated from message pgfleet.v1.JobInfo
@@ -313,6 +493,16 @@ export type JobInfo = Message<"pgfleet.v1.JobInfo"> & {
    * @generated from field: pgfleet.v1.VerifyResult verify = 14;
    */
   verify?: VerifyResult | undefined;
+
+  /**
+   * @generated from field: pgfleet.v1.DrillResult drill = 15;
+   */
+  drill?: DrillResult | undefined;
+
+  /**
+   * @generated from field: pgfleet.v1.SourceCounts capture = 16;
+   */
+  capture?: SourceCounts | undefined;
 };
 
 /**
@@ -320,7 +510,7 @@ export type JobInfo = Message<"pgfleet.v1.JobInfo"> & {
  * Use `create(JobInfoSchema)` to create a new message.
  */
 export const JobInfoSchema: GenMessage<JobInfo> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 9);
+  messageDesc(file_pgfleet_v1_admin, 12);
 
 /**
  * @generated from message pgfleet.v1.GetJobRequest
@@ -337,7 +527,7 @@ export type GetJobRequest = Message<"pgfleet.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 10);
+  messageDesc(file_pgfleet_v1_admin, 13);
 
 /**
  * @generated from message pgfleet.v1.GetJobResponse
@@ -354,7 +544,7 @@ export type GetJobResponse = Message<"pgfleet.v1.GetJobResponse"> & {
  * Use `create(GetJobResponseSchema)` to create a new message.
  */
 export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 11);
+  messageDesc(file_pgfleet_v1_admin, 14);
 
 /**
  * @generated from message pgfleet.v1.ListJobsRequest
@@ -376,7 +566,7 @@ export type ListJobsRequest = Message<"pgfleet.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 12);
+  messageDesc(file_pgfleet_v1_admin, 15);
 
 /**
  * @generated from message pgfleet.v1.ListJobsResponse
@@ -393,7 +583,44 @@ export type ListJobsResponse = Message<"pgfleet.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 13);
+  messageDesc(file_pgfleet_v1_admin, 16);
+
+/**
+ * @generated from message pgfleet.v1.CancelJobRequest
+ */
+export type CancelJobRequest = Message<"pgfleet.v1.CancelJobRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.CancelJobRequest.
+ * Use `create(CancelJobRequestSchema)` to create a new message.
+ */
+export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 17);
+
+/**
+ * @generated from message pgfleet.v1.CancelJobResponse
+ */
+export type CancelJobResponse = Message<"pgfleet.v1.CancelJobResponse"> & {
+  /**
+   * The job as it is right after the request (a running job stays running until its agent
+   * reports it cancelled: follow it with WatchJob).
+   *
+   * @generated from field: pgfleet.v1.JobInfo job = 1;
+   */
+  job?: JobInfo | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.CancelJobResponse.
+ * Use `create(CancelJobResponseSchema)` to create a new message.
+ */
+export const CancelJobResponseSchema: GenMessage<CancelJobResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 18);
 
 /**
  * @generated from message pgfleet.v1.WatchJobRequest
@@ -410,7 +637,7 @@ export type WatchJobRequest = Message<"pgfleet.v1.WatchJobRequest"> & {
  * Use `create(WatchJobRequestSchema)` to create a new message.
  */
 export const WatchJobRequestSchema: GenMessage<WatchJobRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 14);
+  messageDesc(file_pgfleet_v1_admin, 19);
 
 /**
  * @generated from message pgfleet.v1.WatchJobResponse
@@ -427,7 +654,7 @@ export type WatchJobResponse = Message<"pgfleet.v1.WatchJobResponse"> & {
  * Use `create(WatchJobResponseSchema)` to create a new message.
  */
 export const WatchJobResponseSchema: GenMessage<WatchJobResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 15);
+  messageDesc(file_pgfleet_v1_admin, 20);
 
 /**
  * PolicySettings is a partial policy: an unset field is inherited (cluster override -> fleet
@@ -491,6 +718,30 @@ export type PolicySettings = Message<"pgfleet.v1.PolicySettings"> & {
    * @generated from field: optional uint32 min_full = 10;
    */
   minFull?: number | undefined;
+
+  /**
+   * Restore drill schedule (5-field cron, UTC).
+   *
+   * @generated from field: optional string drill = 11;
+   */
+  drill?: string | undefined;
+
+  /**
+   * Health thresholds in seconds: rpo.breached, backup.stale, agent.silent.
+   *
+   * @generated from field: optional double rpo_threshold_seconds = 12;
+   */
+  rpoThresholdSeconds?: number | undefined;
+
+  /**
+   * @generated from field: optional double stale_backup_threshold_seconds = 13;
+   */
+  staleBackupThresholdSeconds?: number | undefined;
+
+  /**
+   * @generated from field: optional double agent_silence_threshold_seconds = 14;
+   */
+  agentSilenceThresholdSeconds?: number | undefined;
 };
 
 /**
@@ -498,7 +749,7 @@ export type PolicySettings = Message<"pgfleet.v1.PolicySettings"> & {
  * Use `create(PolicySettingsSchema)` to create a new message.
  */
 export const PolicySettingsSchema: GenMessage<PolicySettings> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 16);
+  messageDesc(file_pgfleet_v1_admin, 21);
 
 /**
  * One effective value and where it comes from: "cluster", "fleet" or "default".
@@ -527,7 +778,7 @@ export type PolicyValue = Message<"pgfleet.v1.PolicyValue"> & {
  * Use `create(PolicyValueSchema)` to create a new message.
  */
 export const PolicyValueSchema: GenMessage<PolicyValue> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 17);
+  messageDesc(file_pgfleet_v1_admin, 22);
 
 /**
  * @generated from message pgfleet.v1.GetPolicyRequest
@@ -546,7 +797,7 @@ export type GetPolicyRequest = Message<"pgfleet.v1.GetPolicyRequest"> & {
  * Use `create(GetPolicyRequestSchema)` to create a new message.
  */
 export const GetPolicyRequestSchema: GenMessage<GetPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 18);
+  messageDesc(file_pgfleet_v1_admin, 23);
 
 /**
  * @generated from message pgfleet.v1.GetPolicyResponse
@@ -588,7 +839,7 @@ export type GetPolicyResponse = Message<"pgfleet.v1.GetPolicyResponse"> & {
  * Use `create(GetPolicyResponseSchema)` to create a new message.
  */
 export const GetPolicyResponseSchema: GenMessage<GetPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 19);
+  messageDesc(file_pgfleet_v1_admin, 24);
 
 /**
  * @generated from message pgfleet.v1.SetPolicyRequest
@@ -624,7 +875,7 @@ export type SetPolicyRequest = Message<"pgfleet.v1.SetPolicyRequest"> & {
  * Use `create(SetPolicyRequestSchema)` to create a new message.
  */
 export const SetPolicyRequestSchema: GenMessage<SetPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 20);
+  messageDesc(file_pgfleet_v1_admin, 25);
 
 /**
  * @generated from message pgfleet.v1.SetPolicyResponse
@@ -641,7 +892,7 @@ export type SetPolicyResponse = Message<"pgfleet.v1.SetPolicyResponse"> & {
  * Use `create(SetPolicyResponseSchema)` to create a new message.
  */
 export const SetPolicyResponseSchema: GenMessage<SetPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 21);
+  messageDesc(file_pgfleet_v1_admin, 26);
 
 /**
  * @generated from message pgfleet.v1.PlanRetentionRequest
@@ -658,7 +909,7 @@ export type PlanRetentionRequest = Message<"pgfleet.v1.PlanRetentionRequest"> & 
  * Use `create(PlanRetentionRequestSchema)` to create a new message.
  */
 export const PlanRetentionRequestSchema: GenMessage<PlanRetentionRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 22);
+  messageDesc(file_pgfleet_v1_admin, 27);
 
 /**
  * @generated from message pgfleet.v1.RetentionDecision
@@ -713,7 +964,7 @@ export type RetentionDecision = Message<"pgfleet.v1.RetentionDecision"> & {
  * Use `create(RetentionDecisionSchema)` to create a new message.
  */
 export const RetentionDecisionSchema: GenMessage<RetentionDecision> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 23);
+  messageDesc(file_pgfleet_v1_admin, 28);
 
 /**
  * @generated from message pgfleet.v1.PlanRetentionResponse
@@ -774,7 +1025,7 @@ export type PlanRetentionResponse = Message<"pgfleet.v1.PlanRetentionResponse"> 
  * Use `create(PlanRetentionResponseSchema)` to create a new message.
  */
 export const PlanRetentionResponseSchema: GenMessage<PlanRetentionResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 24);
+  messageDesc(file_pgfleet_v1_admin, 29);
 
 /**
  * @generated from message pgfleet.v1.ApplyRetentionRequest
@@ -791,7 +1042,7 @@ export type ApplyRetentionRequest = Message<"pgfleet.v1.ApplyRetentionRequest"> 
  * Use `create(ApplyRetentionRequestSchema)` to create a new message.
  */
 export const ApplyRetentionRequestSchema: GenMessage<ApplyRetentionRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 25);
+  messageDesc(file_pgfleet_v1_admin, 30);
 
 /**
  * @generated from message pgfleet.v1.ApplyRetentionResponse
@@ -815,7 +1066,7 @@ export type ApplyRetentionResponse = Message<"pgfleet.v1.ApplyRetentionResponse"
  * Use `create(ApplyRetentionResponseSchema)` to create a new message.
  */
 export const ApplyRetentionResponseSchema: GenMessage<ApplyRetentionResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 26);
+  messageDesc(file_pgfleet_v1_admin, 31);
 
 /**
  * @generated from message pgfleet.v1.PinBackupRequest
@@ -842,7 +1093,7 @@ export type PinBackupRequest = Message<"pgfleet.v1.PinBackupRequest"> & {
  * Use `create(PinBackupRequestSchema)` to create a new message.
  */
 export const PinBackupRequestSchema: GenMessage<PinBackupRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 27);
+  messageDesc(file_pgfleet_v1_admin, 32);
 
 /**
  * @generated from message pgfleet.v1.PinBackupResponse
@@ -859,7 +1110,7 @@ export type PinBackupResponse = Message<"pgfleet.v1.PinBackupResponse"> & {
  * Use `create(PinBackupResponseSchema)` to create a new message.
  */
 export const PinBackupResponseSchema: GenMessage<PinBackupResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 28);
+  messageDesc(file_pgfleet_v1_admin, 33);
 
 /**
  * @generated from message pgfleet.v1.ListEventsRequest
@@ -899,7 +1150,7 @@ export type ListEventsRequest = Message<"pgfleet.v1.ListEventsRequest"> & {
  * Use `create(ListEventsRequestSchema)` to create a new message.
  */
 export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 29);
+  messageDesc(file_pgfleet_v1_admin, 34);
 
 /**
  * @generated from message pgfleet.v1.EventEntry
@@ -930,7 +1181,7 @@ export type EventEntry = Message<"pgfleet.v1.EventEntry"> & {
  * Use `create(EventEntrySchema)` to create a new message.
  */
 export const EventEntrySchema: GenMessage<EventEntry> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 30);
+  messageDesc(file_pgfleet_v1_admin, 35);
 
 /**
  * @generated from message pgfleet.v1.ListEventsResponse
@@ -947,7 +1198,7 @@ export type ListEventsResponse = Message<"pgfleet.v1.ListEventsResponse"> & {
  * Use `create(ListEventsResponseSchema)` to create a new message.
  */
 export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 31);
+  messageDesc(file_pgfleet_v1_admin, 36);
 
 /**
  * @generated from message pgfleet.v1.WatchEventsRequest
@@ -971,7 +1222,7 @@ export type WatchEventsRequest = Message<"pgfleet.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 32);
+  messageDesc(file_pgfleet_v1_admin, 37);
 
 /**
  * @generated from message pgfleet.v1.WatchEventsResponse
@@ -988,7 +1239,7 @@ export type WatchEventsResponse = Message<"pgfleet.v1.WatchEventsResponse"> & {
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 33);
+  messageDesc(file_pgfleet_v1_admin, 38);
 
 /**
  * @generated from message pgfleet.v1.StartVerifyRequest
@@ -1012,7 +1263,7 @@ export type StartVerifyRequest = Message<"pgfleet.v1.StartVerifyRequest"> & {
  * Use `create(StartVerifyRequestSchema)` to create a new message.
  */
 export const StartVerifyRequestSchema: GenMessage<StartVerifyRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 34);
+  messageDesc(file_pgfleet_v1_admin, 39);
 
 /**
  * @generated from message pgfleet.v1.StartVerifyResponse
@@ -1029,7 +1280,468 @@ export type StartVerifyResponse = Message<"pgfleet.v1.StartVerifyResponse"> & {
  * Use `create(StartVerifyResponseSchema)` to create a new message.
  */
 export const StartVerifyResponseSchema: GenMessage<StartVerifyResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 35);
+  messageDesc(file_pgfleet_v1_admin, 40);
+
+/**
+ * @generated from message pgfleet.v1.ApplyFleetRequest
+ */
+export type ApplyFleetRequest = Message<"pgfleet.v1.ApplyFleetRequest"> & {
+  /**
+   * The fleet default (unset: an empty fleet default, i.e. built-in defaults).
+   *
+   * @generated from field: pgfleet.v1.PolicySettings fleet = 1;
+   */
+  fleet?: PolicySettings | undefined;
+
+  /**
+   * Each listed cluster's override, replacing the one it has.
+   *
+   * @generated from field: map<string, pgfleet.v1.PolicySettings> clusters = 2;
+   */
+  clusters: { [key: string]: PolicySettings };
+
+  /**
+   * Drop the overrides of clusters not listed.
+   *
+   * @generated from field: bool prune = 3;
+   */
+  prune: boolean;
+
+  /**
+   * Only report the changes.
+   *
+   * @generated from field: bool dry_run = 4;
+   */
+  dryRun: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.ApplyFleetRequest.
+ * Use `create(ApplyFleetRequestSchema)` to create a new message.
+ */
+export const ApplyFleetRequestSchema: GenMessage<ApplyFleetRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 41);
+
+/**
+ * @generated from message pgfleet.v1.PolicyChange
+ */
+export type PolicyChange = Message<"pgfleet.v1.PolicyChange"> & {
+  /**
+   * "fleet" or the cluster's name.
+   *
+   * @generated from field: string scope = 1;
+   */
+  scope: string;
+
+  /**
+   * @generated from field: string key = 2;
+   */
+  key: string;
+
+  /**
+   * '' = not set.
+   *
+   * @generated from field: string old_value = 3;
+   */
+  oldValue: string;
+
+  /**
+   * @generated from field: string new_value = 4;
+   */
+  newValue: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.PolicyChange.
+ * Use `create(PolicyChangeSchema)` to create a new message.
+ */
+export const PolicyChangeSchema: GenMessage<PolicyChange> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 42);
+
+/**
+ * @generated from message pgfleet.v1.ApplyFleetResponse
+ */
+export type ApplyFleetResponse = Message<"pgfleet.v1.ApplyFleetResponse"> & {
+  /**
+   * @generated from field: repeated pgfleet.v1.PolicyChange changes = 1;
+   */
+  changes: PolicyChange[];
+
+  /**
+   * @generated from field: bool dry_run = 2;
+   */
+  dryRun: boolean;
+
+  /**
+   * Listed clusters the controller does not know yet (their policies are stored anyway and
+   * apply once their agent connects).
+   *
+   * @generated from field: repeated string unknown_clusters = 3;
+   */
+  unknownClusters: string[];
+};
+
+/**
+ * Describes the message pgfleet.v1.ApplyFleetResponse.
+ * Use `create(ApplyFleetResponseSchema)` to create a new message.
+ */
+export const ApplyFleetResponseSchema: GenMessage<ApplyFleetResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 43);
+
+/**
+ * @generated from message pgfleet.v1.StartDrillRequest
+ */
+export type StartDrillRequest = Message<"pgfleet.v1.StartDrillRequest"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * Drill this backup instead of the newest before the target.
+   *
+   * @generated from field: string backup_label = 2;
+   */
+  backupLabel: string;
+
+  /**
+   * Unset: a fresh restore point on the source, so row counts compare exactly.
+   *
+   * @generated from field: pgfleet.v1.RecoveryTarget target = 3;
+   */
+  target?: RecoveryTarget | undefined;
+
+  /**
+   * Run on this agent instead of the cluster's own.
+   *
+   * @generated from field: string agent_id = 4;
+   */
+  agentId: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.StartDrillRequest.
+ * Use `create(StartDrillRequestSchema)` to create a new message.
+ */
+export const StartDrillRequestSchema: GenMessage<StartDrillRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 44);
+
+/**
+ * @generated from message pgfleet.v1.StartDrillResponse
+ */
+export type StartDrillResponse = Message<"pgfleet.v1.StartDrillResponse"> & {
+  /**
+   * @generated from field: pgfleet.v1.JobInfo job = 1;
+   */
+  job?: JobInfo | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.StartDrillResponse.
+ * Use `create(StartDrillResponseSchema)` to create a new message.
+ */
+export const StartDrillResponseSchema: GenMessage<StartDrillResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 45);
+
+/**
+ * @generated from message pgfleet.v1.DrillRecord
+ */
+export type DrillRecord = Message<"pgfleet.v1.DrillRecord"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * @generated from field: string cluster = 2;
+   */
+  cluster: string;
+
+  /**
+   * @generated from field: string agent_id = 3;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: pgfleet.v1.JobState state = 4;
+   */
+  state: JobState;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp started_at = 5;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp finished_at = 6;
+   */
+  finishedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: bool scheduled = 7;
+   */
+  scheduled: boolean;
+
+  /**
+   * @generated from field: pgfleet.v1.DrillResult result = 8;
+   */
+  result?: DrillResult | undefined;
+
+  /**
+   * @generated from field: pgfleet.v1.ErrorDetail error = 9;
+   */
+  error?: ErrorDetail | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.DrillRecord.
+ * Use `create(DrillRecordSchema)` to create a new message.
+ */
+export const DrillRecordSchema: GenMessage<DrillRecord> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 46);
+
+/**
+ * @generated from message pgfleet.v1.ListDrillsRequest
+ */
+export type ListDrillsRequest = Message<"pgfleet.v1.ListDrillsRequest"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * @generated from field: uint32 limit = 2;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.ListDrillsRequest.
+ * Use `create(ListDrillsRequestSchema)` to create a new message.
+ */
+export const ListDrillsRequestSchema: GenMessage<ListDrillsRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 47);
+
+/**
+ * @generated from message pgfleet.v1.ListDrillsResponse
+ */
+export type ListDrillsResponse = Message<"pgfleet.v1.ListDrillsResponse"> & {
+  /**
+   * @generated from field: repeated pgfleet.v1.DrillRecord drills = 1;
+   */
+  drills: DrillRecord[];
+};
+
+/**
+ * Describes the message pgfleet.v1.ListDrillsResponse.
+ * Use `create(ListDrillsResponseSchema)` to create a new message.
+ */
+export const ListDrillsResponseSchema: GenMessage<ListDrillsResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 48);
+
+/**
+ * @generated from message pgfleet.v1.CreateEnrollmentTokenRequest
+ */
+export type CreateEnrollmentTokenRequest = Message<"pgfleet.v1.CreateEnrollmentTokenRequest"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * Lifetime (0: one hour).
+   *
+   * @generated from field: uint32 ttl_seconds = 2;
+   */
+  ttlSeconds: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.CreateEnrollmentTokenRequest.
+ * Use `create(CreateEnrollmentTokenRequestSchema)` to create a new message.
+ */
+export const CreateEnrollmentTokenRequestSchema: GenMessage<CreateEnrollmentTokenRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 49);
+
+/**
+ * @generated from message pgfleet.v1.CreateEnrollmentTokenResponse
+ */
+export type CreateEnrollmentTokenResponse = Message<"pgfleet.v1.CreateEnrollmentTokenResponse"> & {
+  /**
+   * Shown once; only its hash is stored.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * @generated from field: string cluster = 2;
+   */
+  cluster: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.CreateEnrollmentTokenResponse.
+ * Use `create(CreateEnrollmentTokenResponseSchema)` to create a new message.
+ */
+export const CreateEnrollmentTokenResponseSchema: GenMessage<CreateEnrollmentTokenResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 50);
+
+/**
+ * @generated from message pgfleet.v1.TokenInfo
+ */
+export type TokenInfo = Message<"pgfleet.v1.TokenInfo"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * viewer, operator or admin.
+   *
+   * @generated from field: string role = 3;
+   */
+  role: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 4;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp revoked_at = 5;
+   */
+  revokedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.TokenInfo.
+ * Use `create(TokenInfoSchema)` to create a new message.
+ */
+export const TokenInfoSchema: GenMessage<TokenInfo> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 51);
+
+/**
+ * @generated from message pgfleet.v1.CreateTokenRequest
+ */
+export type CreateTokenRequest = Message<"pgfleet.v1.CreateTokenRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string role = 2;
+   */
+  role: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.CreateTokenRequest.
+ * Use `create(CreateTokenRequestSchema)` to create a new message.
+ */
+export const CreateTokenRequestSchema: GenMessage<CreateTokenRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 52);
+
+/**
+ * @generated from message pgfleet.v1.CreateTokenResponse
+ */
+export type CreateTokenResponse = Message<"pgfleet.v1.CreateTokenResponse"> & {
+  /**
+   * @generated from field: pgfleet.v1.TokenInfo info = 1;
+   */
+  info?: TokenInfo | undefined;
+
+  /**
+   * Shown once; only its hash is stored.
+   *
+   * @generated from field: string token = 2;
+   */
+  token: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.CreateTokenResponse.
+ * Use `create(CreateTokenResponseSchema)` to create a new message.
+ */
+export const CreateTokenResponseSchema: GenMessage<CreateTokenResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 53);
+
+/**
+ * @generated from message pgfleet.v1.ListTokensRequest
+ */
+export type ListTokensRequest = Message<"pgfleet.v1.ListTokensRequest"> & {
+};
+
+/**
+ * Describes the message pgfleet.v1.ListTokensRequest.
+ * Use `create(ListTokensRequestSchema)` to create a new message.
+ */
+export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 54);
+
+/**
+ * @generated from message pgfleet.v1.ListTokensResponse
+ */
+export type ListTokensResponse = Message<"pgfleet.v1.ListTokensResponse"> & {
+  /**
+   * @generated from field: repeated pgfleet.v1.TokenInfo tokens = 1;
+   */
+  tokens: TokenInfo[];
+};
+
+/**
+ * Describes the message pgfleet.v1.ListTokensResponse.
+ * Use `create(ListTokensResponseSchema)` to create a new message.
+ */
+export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 55);
+
+/**
+ * @generated from message pgfleet.v1.RevokeTokenRequest
+ */
+export type RevokeTokenRequest = Message<"pgfleet.v1.RevokeTokenRequest"> & {
+  /**
+   * Token id or name.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.RevokeTokenRequest.
+ * Use `create(RevokeTokenRequestSchema)` to create a new message.
+ */
+export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 56);
+
+/**
+ * @generated from message pgfleet.v1.RevokeTokenResponse
+ */
+export type RevokeTokenResponse = Message<"pgfleet.v1.RevokeTokenResponse"> & {
+  /**
+   * @generated from field: pgfleet.v1.TokenInfo info = 1;
+   */
+  info?: TokenInfo | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.RevokeTokenResponse.
+ * Use `create(RevokeTokenResponseSchema)` to create a new message.
+ */
+export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 57);
 
 /**
  * AdminService is the controller's API for the `pgfleet` CLI (and later a dashboard).
@@ -1084,6 +1796,17 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListJobsRequestSchema;
     output: typeof ListJobsResponseSchema;
+  },
+  /**
+   * CancelJob stops a job: a queued one at once; a dispatched or running one is cancelled by its
+   * agent, which removes what the job wrote (a cancelled backup leaves no manifest and no files).
+   *
+   * @generated from rpc pgfleet.v1.AdminService.CancelJob
+   */
+  cancelJob: {
+    methodKind: "unary";
+    input: typeof CancelJobRequestSchema;
+    output: typeof CancelJobResponseSchema;
   },
   /**
    * WatchJob streams the job's state and progress until it ends.
@@ -1175,6 +1898,72 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof StartVerifyRequestSchema;
     output: typeof StartVerifyResponseSchema;
+  },
+  /**
+   * ApplyFleet makes the policies of a declarative fleet file (pgfleet apply -f fleet.yaml) the
+   * effective ones: the fleet default and every listed cluster's override are replaced by the
+   * file's; with prune, overrides of clusters the file does not list are dropped.
+   *
+   * @generated from rpc pgfleet.v1.AdminService.ApplyFleet
+   */
+  applyFleet: {
+    methodKind: "unary";
+    input: typeof ApplyFleetRequestSchema;
+    output: typeof ApplyFleetResponseSchema;
+  },
+  /**
+   * StartDrill dispatches a restore drill (see DrillJob).
+   *
+   * @generated from rpc pgfleet.v1.AdminService.StartDrill
+   */
+  startDrill: {
+    methodKind: "unary";
+    input: typeof StartDrillRequestSchema;
+    output: typeof StartDrillResponseSchema;
+  },
+  /**
+   * ListDrills: drill history, newest first.
+   *
+   * @generated from rpc pgfleet.v1.AdminService.ListDrills
+   */
+  listDrills: {
+    methodKind: "unary";
+    input: typeof ListDrillsRequestSchema;
+    output: typeof ListDrillsResponseSchema;
+  },
+  /**
+   * Enrollment and admin tokens (admin role).
+   *
+   * @generated from rpc pgfleet.v1.AdminService.CreateEnrollmentToken
+   */
+  createEnrollmentToken: {
+    methodKind: "unary";
+    input: typeof CreateEnrollmentTokenRequestSchema;
+    output: typeof CreateEnrollmentTokenResponseSchema;
+  },
+  /**
+   * @generated from rpc pgfleet.v1.AdminService.CreateToken
+   */
+  createToken: {
+    methodKind: "unary";
+    input: typeof CreateTokenRequestSchema;
+    output: typeof CreateTokenResponseSchema;
+  },
+  /**
+   * @generated from rpc pgfleet.v1.AdminService.ListTokens
+   */
+  listTokens: {
+    methodKind: "unary";
+    input: typeof ListTokensRequestSchema;
+    output: typeof ListTokensResponseSchema;
+  },
+  /**
+   * @generated from rpc pgfleet.v1.AdminService.RevokeToken
+   */
+  revokeToken: {
+    methodKind: "unary";
+    input: typeof RevokeTokenRequestSchema;
+    output: typeof RevokeTokenResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_pgfleet_v1_admin, 0);

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/agent.proto.
  */
 export const file_pgfleet_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIr0BCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SABCBQoDbXNnIoYBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIAEIFCgNtc2ci1wEKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCSJJCgdXZWxjb21lEhoKEmNvbnRyb2xsZXJfdmVyc2lvbhgBIAEoCRIiChpoZWFydGJlYXRfaW50ZXJ2YWxfc2Vjb25kcxgCIAEoDSKuAQoJSGVhcnRiZWF0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXBnX3VwGAIgASgIEisKCGFyY2hpdmVyGAMgASgLMhkucGdmbGVldC52MS5BcmNoaXZlclN0YXRzEhMKC2N1cnJlbnRfbHNuGAQgASgJEhAKCHRpbWVsaW5lGAUgASgNEhQKDHN0cmVhbWVkX2xzbhgGIAEoCSLfAQoNQXJjaGl2ZXJTdGF0cxIWCg5hcmNoaXZlZF9jb3VudBgBIAEoBBIZChFsYXN0X2FyY2hpdmVkX3dhbBgCIAEoCRI2ChJsYXN0X2FyY2hpdmVkX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGZhaWxlZF9jb3VudBgEIAEoBBIXCg9sYXN0X2ZhaWxlZF93YWwYBSABKAkSNAoQbGFzdF9mYWlsZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi7wEKA0pvYhIOCgZqb2JfaWQYASABKAkSKgoKcmVwb3NpdG9yeRgCIAEoCzIWLnBnZmxlZXQudjEuUmVwb3NpdG9yeRInCgZiYWNrdXAYCiABKAsyFS5wZ2ZsZWV0LnYxLkJhY2t1cEpvYkgAEikKB3Jlc3RvcmUYCyABKAsyFi5wZ2ZsZWV0LnYxLlJlc3RvcmVKb2JIABInCgZleHBpcmUYDCABKAsyFS5wZ2ZsZWV0LnYxLkV4cGlyZUpvYkgAEicKBnZlcmlmeRgNIAEoCzIVLnBnZmxlZXQudjEuVmVyaWZ5Sm9iSABCBgoEa2luZCJACglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCSKCAQoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgiGAoGQ2FuY2VsEg4KBmpvYl9pZBgBIAEoCSKPAQoLSm9iUHJvZ3Jlc3MSDgoGam9iX2lkGAEgASgJEg0KBXBoYXNlGAIgASgJEhIKCmJ5dGVzX2RvbmUYAyABKAQSEwoLYnl0ZXNfdG90YWwYBCABKAQSEgoKZmlsZXNfZG9uZRgFIAEoDRITCgtmaWxlc190b3RhbBgGIAEoDRIPCgdtZXNzYWdlGAcgASgJIqICCglKb2JSZXN1bHQSDgoGam9iX2lkGAEgASgJEiMKBXN0YXRlGAIgASgOMhQucGdmbGVldC52MS5Kb2JTdGF0ZRImCgVlcnJvchgDIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWwSKAoGYmFja3VwGAogASgLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvSAASLAoHcmVzdG9yZRgLIAEoCzIZLnBnZmxlZXQudjEuUmVzdG9yZVJlc3VsdEgAEioKBmV4cGlyZRgMIAEoCzIYLnBnZmxlZXQudjEuRXhwaXJlUmVzdWx0SAASKgoGdmVyaWZ5GA0gASgLMhgucGdmbGVldC52MS5WZXJpZnlSZXN1bHRIAEIICgZyZXN1bHQiXAoNUmVzdG9yZVJlc3VsdBIUCgxiYWNrdXBfbGFiZWwYASABKAkSEgoKdGFyZ2V0X2RpchgCIAEoCRINCgVieXRlcxgDIAEoBBISCgpmaWxlX2NvdW50GAQgASgNIoMBCglFeHBpcmVKb2ISDwoHY2x1c3RlchgBIAEoCRIOCgZsYWJlbHMYAiADKAkSFQoNd2FsX2tlZXBfZnJvbRgDIAEoCRItCgtrZWVwX3JhbmdlcxgEIAMoCzIYLnBnZmxlZXQudjEuV2FsS2VlcFJhbmdlEg8KB2RyeV9ydW4YBSABKAgiVAoMV2FsS2VlcFJhbmdlEg0KBWxhYmVsGAEgASgJEhAKCHRpbWVsaW5lGAIgASgNEhEKCXdhbF9zdGFydBgDIAEoCRIQCgh3YWxfc3RvcBgEIAEoCSLlAQoMRXhwaXJlUmVzdWx0EhYKDmRlbGV0ZWRfbGFiZWxzGAEgAygJEhYKDnNraXBwZWRfbGFiZWxzGAIgAygJEhwKFGJhY2t1cF9maWxlc19kZWxldGVkGAMgASgNEhwKFGJhY2t1cF9ieXRlc19kZWxldGVkGAQgASgEEhkKEXdhbF9maWxlc19kZWxldGVkGAUgASgNEhkKEXdhbF9ieXRlc19kZWxldGVkGAYgASgEEhkKEXdhbF9maXJzdF9kZWxldGVkGAcgASgJEhgKEHdhbF9sYXN0X2RlbGV0ZWQYCCABKAkiGQoJVmVyaWZ5Sm9iEgwKBGZ1bGwYASABKAgingEKDVZlcmlmeVByb2JsZW0SDAoEa2luZBgBIAEoCRINCgVsYWJlbBgCIAEoCRIMCgRwYXRoGAMgASgJEgsKA2tleRgEIAEoCRIPCgdtZXNzYWdlGAUgASgJEhAKCHRpbWVsaW5lGAYgASgNEhAKCGxzbl9mcm9tGAcgASgJEg4KBmxzbl90bxgIIAEoCRIQCghzZWdtZW50cxgJIAMoCSKDAgoTVmVyaWZ5QmFja3VwVmVyZGljdBINCgVsYWJlbBgBIAEoCRIkCgR0eXBlGAIgASgOMhYucGdmbGVldC52MS5CYWNrdXBUeXBlEhIKCnJlc3RvcmFibGUYAyABKAgSEAoIZnJvbV9sc24YBCABKAkSLQoJZnJvbV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZ0b19sc24YBiABKAkSEwoLdG9fdGltZWxpbmUYByABKA0SDwoHcmVhc29ucxgIIAMoCRIVCg1maWxlc19jaGVja2VkGAkgASgNEhUKDWJ5dGVzX2NoZWNrZWQYCiABKAQiuQEKDFZlcmlmeVJlc3VsdBIMCgRmdWxsGAEgASgIEjAKB2JhY2t1cHMYAiADKAsyHy5wZ2ZsZWV0LnYxLlZlcmlmeUJhY2t1cFZlcmRpY3QSKwoIcHJvYmxlbXMYAyADKAsyGS5wZ2ZsZWV0LnYxLlZlcmlmeVByb2JsZW0SHAoUd2FsX3NlZ21lbnRzX2NoZWNrZWQYBCABKA0SEgoKd2FsX25ld2VzdBgFIAMoCRIKCgJvaxgGIAEoCCJSCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEg8KB2NsdXN0ZXIYAyABKAkSDwoHY3NyX3BlbRgEIAEoCSJmCg5FbnJvbGxSZXNwb25zZRIQCghjZXJ0X3BlbRgBIAEoCRITCgtjYV9jZXJ0X3BlbRgCIAEoCRItCglub3RfYWZ0ZXIYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMlYKDEFnZW50U2VydmljZRJGCgdDb25uZWN0EhoucGdmbGVldC52MS5Db25uZWN0UmVxdWVzdBobLnBnZmxlZXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwATJUChFFbnJvbGxtZW50U2VydmljZRI/CgZFbnJvbGwSGS5wZ2ZsZWV0LnYxLkVucm9sbFJlcXVlc3QaGi5wZ2ZsZWV0LnYxLkVucm9sbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
+  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIr0BCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SABCBQoDbXNnIoYBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIAEIFCgNtc2cihQIKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCRIsCgxyZXBvc2l0b3JpZXMYCiADKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkiSQoHV2VsY29tZRIaChJjb250cm9sbGVyX3ZlcnNpb24YASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKA0i0gEKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVwZ191cBgCIAEoCBIrCghhcmNoaXZlchgDIAEoCzIZLnBnZmxlZXQudjEuQXJjaGl2ZXJTdGF0cxITCgtjdXJyZW50X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIUCgxzdHJlYW1lZF9sc24YBiABKAkSIgoDd2FsGAcgASgLMhUucGdmbGVldC52MS5XYWxIZWFsdGgiwQIKCVdhbEhlYWx0aBIUCgxwZ193YWxfYnl0ZXMYASABKAQSGQoRcGdfd2FsX2ZyZWVfYnl0ZXMYAiABKAQSGgoScGdfd2FsX3RvdGFsX2J5dGVzGAMgASgEEhEKCXNsb3RfbmFtZRgEIAEoCRITCgtzbG90X2FjdGl2ZRgFIAEoCBIYChBzbG90X3Jlc3RhcnRfbHNuGAYgASgJEhsKE3Nsb3RfcmV0YWluZWRfYnl0ZXMYByABKAQSFwoPc2xvdF93YWxfc3RhdHVzGAggASgJEhgKEHN0cmVhbV9sYWdfYnl0ZXMYCSABKAQSGgoSc3RyZWFtX2xhZ19zZWNvbmRzGAogASgBEh0KFXdhbF9zZWdtZW50c19hcmNoaXZlZBgLIAEoBBIaChJ3YWxfYnl0ZXNfYXJjaGl2ZWQYDCABKAQi3wEKDUFyY2hpdmVyU3RhdHMSFgoOYXJjaGl2ZWRfY291bnQYASABKAQSGQoRbGFzdF9hcmNoaXZlZF93YWwYAiABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYBCABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAUgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvUCCgNKb2ISDgoGam9iX2lkGAEgASgJEioKCnJlcG9zaXRvcnkYAiABKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkSLAoMcmVwb3NpdG9yaWVzGAMgAygLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAEicKBmV4cGlyZRgMIAEoCzIVLnBnZmxlZXQudjEuRXhwaXJlSm9iSAASJwoGdmVyaWZ5GA0gASgLMhUucGdmbGVldC52MS5WZXJpZnlKb2JIABIlCgVkcmlsbBgOIAEoCzIULnBnZmxlZXQudjEuRHJpbGxKb2JIABIvCgdjYXB0dXJlGA8gASgLMhwucGdmbGVldC52MS5DYXB0dXJlU291cmNlSm9iSABCBgoEa2luZCJACglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCSKCAQoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgiGAoGQ2FuY2VsEg4KBmpvYl9pZBgBIAEoCSK+AQoLSm9iUHJvZ3Jlc3MSDgoGam9iX2lkGAEgASgJEg0KBXBoYXNlGAIgASgJEhIKCmJ5dGVzX2RvbmUYAyABKAQSEwoLYnl0ZXNfdG90YWwYBCABKAQSEgoKZmlsZXNfZG9uZRgFIAEoDRITCgtmaWxlc190b3RhbBgGIAEoDRIPCgdtZXNzYWdlGAcgASgJEhgKEGJ5dGVzX3Blcl9zZWNvbmQYCCABKAESEwoLZXRhX3NlY29uZHMYCSABKAEi+QIKCUpvYlJlc3VsdBIOCgZqb2JfaWQYASABKAkSIwoFc3RhdGUYAiABKA4yFC5wZ2ZsZWV0LnYxLkpvYlN0YXRlEiYKBWVycm9yGAMgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBIoCgZiYWNrdXAYCiABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm9IABIsCgdyZXN0b3JlGAsgASgLMhkucGdmbGVldC52MS5SZXN0b3JlUmVzdWx0SAASKgoGZXhwaXJlGAwgASgLMhgucGdmbGVldC52MS5FeHBpcmVSZXN1bHRIABIqCgZ2ZXJpZnkYDSABKAsyGC5wZ2ZsZWV0LnYxLlZlcmlmeVJlc3VsdEgAEigKBWRyaWxsGA4gASgLMhcucGdmbGVldC52MS5EcmlsbFJlc3VsdEgAEisKB2NhcHR1cmUYDyABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50c0gAQggKBnJlc3VsdCJcCg1SZXN0b3JlUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEg0KBWJ5dGVzGAMgASgEEhIKCmZpbGVfY291bnQYBCABKA0igwEKCUV4cGlyZUpvYhIPCgdjbHVzdGVyGAEgASgJEg4KBmxhYmVscxgCIAMoCRIVCg13YWxfa2VlcF9mcm9tGAMgASgJEi0KC2tlZXBfcmFuZ2VzGAQgAygLMhgucGdmbGVldC52MS5XYWxLZWVwUmFuZ2USDwoHZHJ5X3J1bhgFIAEoCCJUCgxXYWxLZWVwUmFuZ2USDQoFbGFiZWwYASABKAkSEAoIdGltZWxpbmUYAiABKA0SEQoJd2FsX3N0YXJ0GAMgASgJEhAKCHdhbF9zdG9wGAQgASgJIuUBCgxFeHBpcmVSZXN1bHQSFgoOZGVsZXRlZF9sYWJlbHMYASADKAkSFgoOc2tpcHBlZF9sYWJlbHMYAiADKAkSHAoUYmFja3VwX2ZpbGVzX2RlbGV0ZWQYAyABKA0SHAoUYmFja3VwX2J5dGVzX2RlbGV0ZWQYBCABKAQSGQoRd2FsX2ZpbGVzX2RlbGV0ZWQYBSABKA0SGQoRd2FsX2J5dGVzX2RlbGV0ZWQYBiABKAQSGQoRd2FsX2ZpcnN0X2RlbGV0ZWQYByABKAkSGAoQd2FsX2xhc3RfZGVsZXRlZBgIIAEoCSIZCglWZXJpZnlKb2ISDAoEZnVsbBgBIAEoCCKeAQoNVmVyaWZ5UHJvYmxlbRIMCgRraW5kGAEgASgJEg0KBWxhYmVsGAIgASgJEgwKBHBhdGgYAyABKAkSCwoDa2V5GAQgASgJEg8KB21lc3NhZ2UYBSABKAkSEAoIdGltZWxpbmUYBiABKA0SEAoIbHNuX2Zyb20YByABKAkSDgoGbHNuX3RvGAggASgJEhAKCHNlZ21lbnRzGAkgAygJIoMCChNWZXJpZnlCYWNrdXBWZXJkaWN0Eg0KBWxhYmVsGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSEgoKcmVzdG9yYWJsZRgDIAEoCBIQCghmcm9tX2xzbhgEIAEoCRItCglmcm9tX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnRvX2xzbhgGIAEoCRITCgt0b190aW1lbGluZRgHIAEoDRIPCgdyZWFzb25zGAggAygJEhUKDWZpbGVzX2NoZWNrZWQYCSABKA0SFQoNYnl0ZXNfY2hlY2tlZBgKIAEoBCK5AQoMVmVyaWZ5UmVzdWx0EgwKBGZ1bGwYASABKAgSMAoHYmFja3VwcxgCIAMoCzIfLnBnZmxlZXQudjEuVmVyaWZ5QmFja3VwVmVyZGljdBIrCghwcm9ibGVtcxgDIAMoCzIZLnBnZmxlZXQudjEuVmVyaWZ5UHJvYmxlbRIcChR3YWxfc2VnbWVudHNfY2hlY2tlZBgEIAEoDRISCgp3YWxfbmV3ZXN0GAUgAygJEgoKAm9rGAYgASgIIpwBCghEcmlsbEpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhMKC3NjcmF0Y2hfZGlyGAQgASgJEigKBnNvdXJjZRgFIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzIjoKEENhcHR1cmVTb3VyY2VKb2ISDwoHY2x1c3RlchgBIAEoCRIVCg1yZXN0b3JlX3BvaW50GAIgASgJIp0BCgxTb3VyY2VDb3VudHMSFQoNcmVzdG9yZV9wb2ludBgBIAEoCRILCgNsc24YAiABKAkSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoGdGFibGVzGAQgAygLMhkucGdmbGVldC52MS5UYWJsZVJvd0NvdW50EhQKDGNoYW5nZV9ib3VuZBgFIAEoBCJOCg1UYWJsZVJvd0NvdW50EhAKCGRhdGFiYXNlGAEgASgJEg4KBnNjaGVtYRgCIAEoCRINCgV0YWJsZRgDIAEoCRIMCgRyb3dzGAQgASgDIm0KDlRhYmxlQ291bnREaWZmEhAKCGRhdGFiYXNlGAEgASgJEg4KBnNjaGVtYRgCIAEoCRINCgV0YWJsZRgDIAEoCRITCgtzb3VyY2Vfcm93cxgEIAEoAxIVCg1yZXN0b3JlZF9yb3dzGAUgASgDIlQKDkFtY2hlY2tGaW5kaW5nEhAKCGRhdGFiYXNlGAEgASgJEhAKCHJlbGF0aW9uGAIgASgJEg0KBWNoZWNrGAMgASgJEg8KB21lc3NhZ2UYBCABKAki0QQKC0RyaWxsUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRIqCgZ0YXJnZXQYAiABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EgoKAm9rGAMgASgIEg0KBXN0YWdlGAQgASgJEg8KB3JlYXNvbnMYBSADKAkSFwoPcmVzdG9yZV9zZWNvbmRzGAYgASgBEhgKEHJlY292ZXJ5X3NlY29uZHMYByABKAESEwoLcnRvX3NlY29uZHMYCCABKAESFQoNcmVjb3ZlcmVkX2xzbhgJIAEoCRIyCg5yZWNvdmVyZWRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcmVzdG9yZWRfYnl0ZXMYCyABKAQSGQoRZGF0YWJhc2VzX2NoZWNrZWQYDCABKA0SGQoRcmVsYXRpb25zX2NoZWNrZWQYDSABKA0SNAoQYW1jaGVja19maW5kaW5ncxgOIAMoCzIaLnBnZmxlZXQudjEuQW1jaGVja0ZpbmRpbmcSFwoPY291bnRzX2NvbXBhcmVkGA8gASgIEhcKD3RhYmxlc19jb21wYXJlZBgQIAEoDRIUCgxjb3VudHNfZXF1YWwYESABKAgSLwoLY291bnRfZGlmZnMYEiADKAsyGi5wZ2ZsZWV0LnYxLlRhYmxlQ291bnREaWZmEhoKEmNvdW50X2NoYW5nZV9ib3VuZBgTIAEoBBIoCgZzb3VyY2UYFCABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50cyJSCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEg8KB2NsdXN0ZXIYAyABKAkSDwoHY3NyX3BlbRgEIAEoCSJmCg5FbnJvbGxSZXNwb25zZRIQCghjZXJ0X3BlbRgBIAEoCRITCgtjYV9jZXJ0X3BlbRgCIAEoCRItCglub3RfYWZ0ZXIYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMlYKDEFnZW50U2VydmljZRJGCgdDb25uZWN0EhoucGdmbGVldC52MS5Db25uZWN0UmVxdWVzdBobLnBnZmxlZXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwATJUChFFbnJvbGxtZW50U2VydmljZRI/CgZFbnJvbGwSGS5wZ2ZsZWV0LnYxLkVucm9sbFJlcXVlc3QaGi5wZ2ZsZWV0LnYxLkVucm9sbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
 
 /**
  * @generated from message pgfleet.v1.ConnectRequest
@@ -144,6 +144,13 @@ export type Hello = Message<"pgfleet.v1.Hello"> & {
    * @generated from field: repeated string running_job_ids = 9;
    */
   runningJobIds: string[];
+
+  /**
+   * Every repository the agent's own configuration names, in restore preference order.
+   *
+   * @generated from field: repeated pgfleet.v1.Repository repositories = 10;
+   */
+  repositories: Repository[];
 };
 
 /**
@@ -210,6 +217,11 @@ export type Heartbeat = Message<"pgfleet.v1.Heartbeat"> & {
    * @generated from field: string streamed_lsn = 6;
    */
   streamedLsn: string;
+
+  /**
+   * @generated from field: pgfleet.v1.WalHealth wal = 7;
+   */
+  wal?: WalHealth | undefined;
 };
 
 /**
@@ -218,6 +230,94 @@ export type Heartbeat = Message<"pgfleet.v1.Heartbeat"> & {
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_agent, 4);
+
+/**
+ * WalHealth is what the agent sees of the cluster's WAL beyond pg_stat_archiver.
+ *
+ * @generated from message pgfleet.v1.WalHealth
+ */
+export type WalHealth = Message<"pgfleet.v1.WalHealth"> & {
+  /**
+   * pg_wal: bytes in use, and free/total bytes of the filesystem it is on.
+   *
+   * @generated from field: uint64 pg_wal_bytes = 1;
+   */
+  pgWalBytes: bigint;
+
+  /**
+   * @generated from field: uint64 pg_wal_free_bytes = 2;
+   */
+  pgWalFreeBytes: bigint;
+
+  /**
+   * @generated from field: uint64 pg_wal_total_bytes = 3;
+   */
+  pgWalTotalBytes: bigint;
+
+  /**
+   * The agent's replication slot ('' when the agent does not stream).
+   *
+   * @generated from field: string slot_name = 4;
+   */
+  slotName: string;
+
+  /**
+   * @generated from field: bool slot_active = 5;
+   */
+  slotActive: boolean;
+
+  /**
+   * @generated from field: string slot_restart_lsn = 6;
+   */
+  slotRestartLsn: string;
+
+  /**
+   * WAL the slot holds back in pg_wal (current LSN - restart_lsn).
+   *
+   * @generated from field: uint64 slot_retained_bytes = 7;
+   */
+  slotRetainedBytes: bigint;
+
+  /**
+   * pg_replication_slots.wal_status: reserved, extended, unreserved or lost.
+   *
+   * @generated from field: string slot_wal_status = 8;
+   */
+  slotWalStatus: string;
+
+  /**
+   * Streaming lag: current LSN - the LSN fsynced in the spool, and for how long the stream has
+   * been behind (0 when caught up or not streaming).
+   *
+   * @generated from field: uint64 stream_lag_bytes = 9;
+   */
+  streamLagBytes: bigint;
+
+  /**
+   * @generated from field: double stream_lag_seconds = 10;
+   */
+  streamLagSeconds: number;
+
+  /**
+   * Counters since the agent started: WAL segments and their (uncompressed) bytes this agent
+   * put into the repository, by wal-push hand-off, push-ahead or streaming.
+   *
+   * @generated from field: uint64 wal_segments_archived = 11;
+   */
+  walSegmentsArchived: bigint;
+
+  /**
+   * @generated from field: uint64 wal_bytes_archived = 12;
+   */
+  walBytesArchived: bigint;
+};
+
+/**
+ * Describes the message pgfleet.v1.WalHealth.
+ * Use `create(WalHealthSchema)` to create a new message.
+ */
+export const WalHealthSchema: GenMessage<WalHealth> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 5);
 
 /**
  * ArchiverStats mirrors pg_stat_archiver.
@@ -261,7 +361,7 @@ export type ArchiverStats = Message<"pgfleet.v1.ArchiverStats"> & {
  * Use `create(ArchiverStatsSchema)` to create a new message.
  */
 export const ArchiverStatsSchema: GenMessage<ArchiverStats> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 5);
+  messageDesc(file_pgfleet_v1_agent, 6);
 
 /**
  * @generated from message pgfleet.v1.Job
@@ -273,9 +373,20 @@ export type Job = Message<"pgfleet.v1.Job"> & {
   jobId: string;
 
   /**
+   * The repository of the job when the controller names only one (and repositories is empty).
+   *
    * @generated from field: pgfleet.v1.Repository repository = 2;
    */
   repository?: Repository | undefined;
+
+  /**
+   * Every repository of the cluster, in restore preference order; when set it replaces
+   * `repository`. Backups and WAL go to every one; restores, verify and drills read from the
+   * first that holds what they need. Neither set: the agent's own configured repositories.
+   *
+   * @generated from field: repeated pgfleet.v1.Repository repositories = 3;
+   */
+  repositories: Repository[];
 
   /**
    * @generated from oneof pgfleet.v1.Job.kind
@@ -304,6 +415,18 @@ export type Job = Message<"pgfleet.v1.Job"> & {
      */
     value: VerifyJob;
     case: "verify";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.DrillJob drill = 14;
+     */
+    value: DrillJob;
+    case: "drill";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.CaptureSourceJob capture = 15;
+     */
+    value: CaptureSourceJob;
+    case: "capture";
   } | { case: undefined; value?: undefined };
 };
 
@@ -312,7 +435,7 @@ export type Job = Message<"pgfleet.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 6);
+  messageDesc(file_pgfleet_v1_agent, 7);
 
 /**
  * @generated from message pgfleet.v1.BackupJob
@@ -334,7 +457,7 @@ export type BackupJob = Message<"pgfleet.v1.BackupJob"> & {
  * Use `create(BackupJobSchema)` to create a new message.
  */
 export const BackupJobSchema: GenMessage<BackupJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 7);
+  messageDesc(file_pgfleet_v1_agent, 8);
 
 /**
  * @generated from message pgfleet.v1.RestoreJob
@@ -377,7 +500,7 @@ export type RestoreJob = Message<"pgfleet.v1.RestoreJob"> & {
  * Use `create(RestoreJobSchema)` to create a new message.
  */
 export const RestoreJobSchema: GenMessage<RestoreJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 8);
+  messageDesc(file_pgfleet_v1_agent, 9);
 
 /**
  * @generated from message pgfleet.v1.Cancel
@@ -394,7 +517,7 @@ export type Cancel = Message<"pgfleet.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 9);
+  messageDesc(file_pgfleet_v1_agent, 10);
 
 /**
  * @generated from message pgfleet.v1.JobProgress
@@ -434,6 +557,19 @@ export type JobProgress = Message<"pgfleet.v1.JobProgress"> & {
    * @generated from field: string message = 7;
    */
   message: string;
+
+  /**
+   * Recent throughput of the phase (bytes per second, smoothed) and the time left at that rate
+   * (0: unknown, e.g. no total or nothing moved yet).
+   *
+   * @generated from field: double bytes_per_second = 8;
+   */
+  bytesPerSecond: number;
+
+  /**
+   * @generated from field: double eta_seconds = 9;
+   */
+  etaSeconds: number;
 };
 
 /**
@@ -441,7 +577,7 @@ export type JobProgress = Message<"pgfleet.v1.JobProgress"> & {
  * Use `create(JobProgressSchema)` to create a new message.
  */
 export const JobProgressSchema: GenMessage<JobProgress> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 10);
+  messageDesc(file_pgfleet_v1_agent, 11);
 
 /**
  * @generated from message pgfleet.v1.JobResult
@@ -489,6 +625,18 @@ export type JobResult = Message<"pgfleet.v1.JobResult"> & {
      */
     value: VerifyResult;
     case: "verify";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.DrillResult drill = 14;
+     */
+    value: DrillResult;
+    case: "drill";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.SourceCounts capture = 15;
+     */
+    value: SourceCounts;
+    case: "capture";
   } | { case: undefined; value?: undefined };
 };
 
@@ -497,7 +645,7 @@ export type JobResult = Message<"pgfleet.v1.JobResult"> & {
  * Use `create(JobResultSchema)` to create a new message.
  */
 export const JobResultSchema: GenMessage<JobResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 11);
+  messageDesc(file_pgfleet_v1_agent, 12);
 
 /**
  * @generated from message pgfleet.v1.RestoreResult
@@ -529,7 +677,7 @@ export type RestoreResult = Message<"pgfleet.v1.RestoreResult"> & {
  * Use `create(RestoreResultSchema)` to create a new message.
  */
 export const RestoreResultSchema: GenMessage<RestoreResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 12);
+  messageDesc(file_pgfleet_v1_agent, 13);
 
 /**
  * ExpireJob deletes what the controller's retention plan no longer needs from the repository.
@@ -583,7 +731,7 @@ export type ExpireJob = Message<"pgfleet.v1.ExpireJob"> & {
  * Use `create(ExpireJobSchema)` to create a new message.
  */
 export const ExpireJobSchema: GenMessage<ExpireJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 13);
+  messageDesc(file_pgfleet_v1_agent, 14);
 
 /**
  * WAL segments [wal_start, wal_stop] (inclusive, on the range's timelines) one backup needs.
@@ -617,7 +765,7 @@ export type WalKeepRange = Message<"pgfleet.v1.WalKeepRange"> & {
  * Use `create(WalKeepRangeSchema)` to create a new message.
  */
 export const WalKeepRangeSchema: GenMessage<WalKeepRange> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 14);
+  messageDesc(file_pgfleet_v1_agent, 15);
 
 /**
  * @generated from message pgfleet.v1.ExpireResult
@@ -675,7 +823,7 @@ export type ExpireResult = Message<"pgfleet.v1.ExpireResult"> & {
  * Use `create(ExpireResultSchema)` to create a new message.
  */
 export const ExpireResultSchema: GenMessage<ExpireResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 15);
+  messageDesc(file_pgfleet_v1_agent, 16);
 
 /**
  * VerifyJob checks the cluster's repository: every backup's files (and chunks) exist with the
@@ -699,7 +847,7 @@ export type VerifyJob = Message<"pgfleet.v1.VerifyJob"> & {
  * Use `create(VerifyJobSchema)` to create a new message.
  */
 export const VerifyJobSchema: GenMessage<VerifyJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 16);
+  messageDesc(file_pgfleet_v1_agent, 17);
 
 /**
  * One fault verify found.
@@ -769,7 +917,7 @@ export type VerifyProblem = Message<"pgfleet.v1.VerifyProblem"> & {
  * Use `create(VerifyProblemSchema)` to create a new message.
  */
 export const VerifyProblemSchema: GenMessage<VerifyProblem> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 17);
+  messageDesc(file_pgfleet_v1_agent, 18);
 
 /**
  * @generated from message pgfleet.v1.VerifyBackupVerdict
@@ -836,7 +984,7 @@ export type VerifyBackupVerdict = Message<"pgfleet.v1.VerifyBackupVerdict"> & {
  * Use `create(VerifyBackupVerdictSchema)` to create a new message.
  */
 export const VerifyBackupVerdictSchema: GenMessage<VerifyBackupVerdict> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 18);
+  messageDesc(file_pgfleet_v1_agent, 19);
 
 /**
  * @generated from message pgfleet.v1.VerifyResult
@@ -882,7 +1030,361 @@ export type VerifyResult = Message<"pgfleet.v1.VerifyResult"> & {
  * Use `create(VerifyResultSchema)` to create a new message.
  */
 export const VerifyResultSchema: GenMessage<VerifyResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 19);
+  messageDesc(file_pgfleet_v1_agent, 20);
+
+/**
+ * DrillJob proves a backup restores: the agent restores it into a scratch directory, starts a
+ * throwaway PostgreSQL on a free port with recovery to the target, waits until it is consistent
+ * and promoted, runs amcheck (verify_heapam and bt_index_check on every relation of every
+ * database), compares per-table row counts with the source's, measures the RTO (restore time +
+ * recovery time) and removes everything. It never writes to the source cluster's data directory
+ * and never writes to the repository.
+ *
+ * @generated from message pgfleet.v1.DrillJob
+ */
+export type DrillJob = Message<"pgfleet.v1.DrillJob"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * Empty: the newest backup that ends before the target.
+   *
+   * @generated from field: string backup_label = 2;
+   */
+  backupLabel: string;
+
+  /**
+   * Unset: recover to `source.restore_point` (the point the source counts were taken at).
+   *
+   * @generated from field: pgfleet.v1.RecoveryTarget target = 3;
+   */
+  target?: RecoveryTarget | undefined;
+
+  /**
+   * Parent of the scratch directory ('' = the agent's default scratch area).
+   *
+   * @generated from field: string scratch_dir = 4;
+   */
+  scratchDir: string;
+
+  /**
+   * The source's row counts at the drill's restore point. Unset: the agent (the cluster's own)
+   * captures them itself first, as CaptureSourceJob does. Not compared when `target` is set.
+   *
+   * @generated from field: pgfleet.v1.SourceCounts source = 5;
+   */
+  source?: SourceCounts | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.DrillJob.
+ * Use `create(DrillJobSchema)` to create a new message.
+ */
+export const DrillJobSchema: GenMessage<DrillJob> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 21);
+
+/**
+ * CaptureSourceJob runs on the cluster's own agent before a drill on another host: count the
+ * rows of every table on the source, then create a restore point and switch WAL so the drill
+ * can recover to exactly that point. The only write is pg_create_restore_point.
+ *
+ * @generated from message pgfleet.v1.CaptureSourceJob
+ */
+export type CaptureSourceJob = Message<"pgfleet.v1.CaptureSourceJob"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * @generated from field: string restore_point = 2;
+   */
+  restorePoint: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.CaptureSourceJob.
+ * Use `create(CaptureSourceJobSchema)` to create a new message.
+ */
+export const CaptureSourceJobSchema: GenMessage<CaptureSourceJob> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 22);
+
+/**
+ * SourceCounts: per-table row counts taken on the source inside one REPEATABLE READ snapshot
+ * per database, immediately followed by a restore point.
+ *
+ * @generated from message pgfleet.v1.SourceCounts
+ */
+export type SourceCounts = Message<"pgfleet.v1.SourceCounts"> & {
+  /**
+   * @generated from field: string restore_point = 1;
+   */
+  restorePoint: string;
+
+  /**
+   * @generated from field: string lsn = 2;
+   */
+  lsn: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 3;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * @generated from field: repeated pgfleet.v1.TableRowCount tables = 4;
+   */
+  tables: TableRowCount[];
+
+  /**
+   * Upper bound of rows that changed between the counts and the restore point (growth of
+   * n_tup_ins + n_tup_del in pg_stat_user_tables over that time, plus the rows then and now of
+   * tables rewritten meanwhile: TRUNCATE, VACUUM FULL, ...); 0 on a quiet source, where the
+   * comparison is exact.
+   *
+   * @generated from field: uint64 change_bound = 5;
+   */
+  changeBound: bigint;
+};
+
+/**
+ * Describes the message pgfleet.v1.SourceCounts.
+ * Use `create(SourceCountsSchema)` to create a new message.
+ */
+export const SourceCountsSchema: GenMessage<SourceCounts> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 23);
+
+/**
+ * @generated from message pgfleet.v1.TableRowCount
+ */
+export type TableRowCount = Message<"pgfleet.v1.TableRowCount"> & {
+  /**
+   * @generated from field: string database = 1;
+   */
+  database: string;
+
+  /**
+   * @generated from field: string schema = 2;
+   */
+  schema: string;
+
+  /**
+   * @generated from field: string table = 3;
+   */
+  table: string;
+
+  /**
+   * @generated from field: int64 rows = 4;
+   */
+  rows: bigint;
+};
+
+/**
+ * Describes the message pgfleet.v1.TableRowCount.
+ * Use `create(TableRowCountSchema)` to create a new message.
+ */
+export const TableRowCountSchema: GenMessage<TableRowCount> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 24);
+
+/**
+ * @generated from message pgfleet.v1.TableCountDiff
+ */
+export type TableCountDiff = Message<"pgfleet.v1.TableCountDiff"> & {
+  /**
+   * @generated from field: string database = 1;
+   */
+  database: string;
+
+  /**
+   * @generated from field: string schema = 2;
+   */
+  schema: string;
+
+  /**
+   * @generated from field: string table = 3;
+   */
+  table: string;
+
+  /**
+   * -1: the table is not in that side (absent from the source's counts, missing from the copy).
+   *
+   * @generated from field: int64 source_rows = 4;
+   */
+  sourceRows: bigint;
+
+  /**
+   * @generated from field: int64 restored_rows = 5;
+   */
+  restoredRows: bigint;
+};
+
+/**
+ * Describes the message pgfleet.v1.TableCountDiff.
+ * Use `create(TableCountDiffSchema)` to create a new message.
+ */
+export const TableCountDiffSchema: GenMessage<TableCountDiff> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 25);
+
+/**
+ * One amcheck report line.
+ *
+ * @generated from message pgfleet.v1.AmcheckFinding
+ */
+export type AmcheckFinding = Message<"pgfleet.v1.AmcheckFinding"> & {
+  /**
+   * @generated from field: string database = 1;
+   */
+  database: string;
+
+  /**
+   * @generated from field: string relation = 2;
+   */
+  relation: string;
+
+  /**
+   * verify_heapam or bt_index_check.
+   *
+   * @generated from field: string check = 3;
+   */
+  check: string;
+
+  /**
+   * @generated from field: string message = 4;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.AmcheckFinding.
+ * Use `create(AmcheckFindingSchema)` to create a new message.
+ */
+export const AmcheckFindingSchema: GenMessage<AmcheckFinding> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 26);
+
+/**
+ * @generated from message pgfleet.v1.DrillResult
+ */
+export type DrillResult = Message<"pgfleet.v1.DrillResult"> & {
+  /**
+   * @generated from field: string backup_label = 1;
+   */
+  backupLabel: string;
+
+  /**
+   * @generated from field: pgfleet.v1.RecoveryTarget target = 2;
+   */
+  target?: RecoveryTarget | undefined;
+
+  /**
+   * True when every stage passed: restored, consistent and promoted, amcheck clean, counts equal
+   * (or within change_bound on a busy source).
+   *
+   * @generated from field: bool ok = 3;
+   */
+  ok: boolean;
+
+  /**
+   * The last stage reached: restore, start, recovery, amcheck, counts, done.
+   *
+   * @generated from field: string stage = 4;
+   */
+  stage: string;
+
+  /**
+   * Why not ok (one line each).
+   *
+   * @generated from field: repeated string reasons = 5;
+   */
+  reasons: string[];
+
+  /**
+   * @generated from field: double restore_seconds = 6;
+   */
+  restoreSeconds: number;
+
+  /**
+   * @generated from field: double recovery_seconds = 7;
+   */
+  recoverySeconds: number;
+
+  /**
+   * restore_seconds + recovery_seconds: time until the restored cluster accepted writes.
+   *
+   * @generated from field: double rto_seconds = 8;
+   */
+  rtoSeconds: number;
+
+  /**
+   * @generated from field: string recovered_lsn = 9;
+   */
+  recoveredLsn: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp recovered_time = 10;
+   */
+  recoveredTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: uint64 restored_bytes = 11;
+   */
+  restoredBytes: bigint;
+
+  /**
+   * @generated from field: uint32 databases_checked = 12;
+   */
+  databasesChecked: number;
+
+  /**
+   * @generated from field: uint32 relations_checked = 13;
+   */
+  relationsChecked: number;
+
+  /**
+   * @generated from field: repeated pgfleet.v1.AmcheckFinding amcheck_findings = 14;
+   */
+  amcheckFindings: AmcheckFinding[];
+
+  /**
+   * Whether counts were compared (not when the target is not the source's restore point).
+   *
+   * @generated from field: bool counts_compared = 15;
+   */
+  countsCompared: boolean;
+
+  /**
+   * @generated from field: uint32 tables_compared = 16;
+   */
+  tablesCompared: number;
+
+  /**
+   * @generated from field: bool counts_equal = 17;
+   */
+  countsEqual: boolean;
+
+  /**
+   * @generated from field: repeated pgfleet.v1.TableCountDiff count_diffs = 18;
+   */
+  countDiffs: TableCountDiff[];
+
+  /**
+   * @generated from field: uint64 count_change_bound = 19;
+   */
+  countChangeBound: bigint;
+
+  /**
+   * @generated from field: pgfleet.v1.SourceCounts source = 20;
+   */
+  source?: SourceCounts | undefined;
+};
+
+/**
+ * Describes the message pgfleet.v1.DrillResult.
+ * Use `create(DrillResultSchema)` to create a new message.
+ */
+export const DrillResultSchema: GenMessage<DrillResult> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 27);
 
 /**
  * @generated from message pgfleet.v1.EnrollRequest
@@ -920,7 +1422,7 @@ export type EnrollRequest = Message<"pgfleet.v1.EnrollRequest"> & {
  * Use `create(EnrollRequestSchema)` to create a new message.
  */
 export const EnrollRequestSchema: GenMessage<EnrollRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 20);
+  messageDesc(file_pgfleet_v1_agent, 28);
 
 /**
  * @generated from message pgfleet.v1.EnrollResponse
@@ -951,7 +1453,7 @@ export type EnrollResponse = Message<"pgfleet.v1.EnrollResponse"> & {
  * Use `create(EnrollResponseSchema)` to create a new message.
  */
 export const EnrollResponseSchema: GenMessage<EnrollResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 21);
+  messageDesc(file_pgfleet_v1_agent, 29);
 
 /**
  * AgentService is served by the controller; every agent holds one Connect stream open.

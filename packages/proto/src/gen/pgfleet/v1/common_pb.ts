@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/common.proto.
  */
 export const file_pgfleet_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChdwZ2ZsZWV0L3YxL2NvbW1vbi5wcm90bxIKcGdmbGVldC52MSLrAQoOUmVjb3ZlcnlUYXJnZXQSKgoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABINCgNsc24YAiABKAlIABIOCgRuYW1lGAMgASgJSAASDQoDeGlkGAQgASgJSAASEwoJaW1tZWRpYXRlGAUgASgISAASEAoGbGF0ZXN0GAYgASgISAASFgoJaW5jbHVzaXZlGAcgASgISAGIAQESKAoGYWN0aW9uGAggASgOMhgucGdmbGVldC52MS5UYXJnZXRBY3Rpb25CCAoGdGFyZ2V0QgwKCl9pbmNsdXNpdmUiOgoLRXJyb3JEZXRhaWwSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEgwKBGhpbnQYAyABKAkiQgoKUmVwb3NpdG9yeRIsCgVwb3NpeBgBIAEoCzIbLnBnZmxlZXQudjEuUG9zaXhSZXBvc2l0b3J5SABCBgoEa2luZCIfCg9Qb3NpeFJlcG9zaXRvcnkSDAoEcGF0aBgBIAEoCSKvAwoKQmFja3VwSW5mbxINCgVsYWJlbBgBIAEoCRIPCgdjbHVzdGVyGAIgASgJEiQKBHR5cGUYAyABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSEQoJc3RhcnRfbHNuGAQgASgJEhAKCHN0b3BfbHNuGAUgASgJEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCXN0b3BfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIdGltZWxpbmUYCCABKA0SGQoRc3lzdGVtX2lkZW50aWZpZXIYCSABKAkSEgoKcGdfdmVyc2lvbhgKIAEoDRISCgpzaXplX2J5dGVzGAsgASgEEhQKDHN0b3JlZF9ieXRlcxgMIAEoBBISCgpmaWxlX2NvdW50GA0gASgNEhEKCXdhbF9zdGFydBgOIAEoCRIQCgh3YWxfc3RvcBgPIAEoCRIOCgZqb2JfaWQYECABKAkSEwoLcHJpb3JfbGFiZWwYESABKAkSDgoGcGlubmVkGBIgASgIKmsKCkJhY2t1cFR5cGUSGwoXQkFDS1VQX1RZUEVfVU5TUEVDSUZJRUQQABIUChBCQUNLVVBfVFlQRV9GVUxMEAESFAoQQkFDS1VQX1RZUEVfRElGRhACEhQKEEJBQ0tVUF9UWVBFX0lOQ1IQAyq0AQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhgKFEpPQl9TVEFURV9ESVNQQVRDSEVEEAISFQoRSk9CX1NUQVRFX1JVTk5JTkcQAxIXChNKT0JfU1RBVEVfU1VDQ0VFREVEEAQSFAoQSk9CX1NUQVRFX0ZBSUxFRBAFEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBip9CgxUYXJnZXRBY3Rpb24SHQoZVEFSR0VUX0FDVElPTl9VTlNQRUNJRklFRBAAEhkKFVRBUkdFVF9BQ1RJT05fUFJPTU9URRABEhcKE1RBUkdFVF9BQ1RJT05fUEFVU0UQAhIaChZUQVJHRVRfQUNUSU9OX1NIVVRET1dOEANiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChdwZ2ZsZWV0L3YxL2NvbW1vbi5wcm90bxIKcGdmbGVldC52MSLrAQoOUmVjb3ZlcnlUYXJnZXQSKgoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABINCgNsc24YAiABKAlIABIOCgRuYW1lGAMgASgJSAASDQoDeGlkGAQgASgJSAASEwoJaW1tZWRpYXRlGAUgASgISAASEAoGbGF0ZXN0GAYgASgISAASFgoJaW5jbHVzaXZlGAcgASgISAGIAQESKAoGYWN0aW9uGAggASgOMhgucGdmbGVldC52MS5UYXJnZXRBY3Rpb25CCAoGdGFyZ2V0QgwKCl9pbmNsdXNpdmUiOgoLRXJyb3JEZXRhaWwSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEgwKBGhpbnQYAyABKAkiagoKUmVwb3NpdG9yeRIsCgVwb3NpeBgBIAEoCzIbLnBnZmxlZXQudjEuUG9zaXhSZXBvc2l0b3J5SAASJgoCczMYAiABKAsyGC5wZ2ZsZWV0LnYxLlMzUmVwb3NpdG9yeUgAQgYKBGtpbmQiagoMUzNSZXBvc2l0b3J5Eg4KBmJ1Y2tldBgBIAEoCRIOCgZwcmVmaXgYAiABKAkSEAoIZW5kcG9pbnQYAyABKAkSDgoGcmVnaW9uGAQgASgJEhgKEGZvcmNlX3BhdGhfc3R5bGUYBSABKAgiHwoPUG9zaXhSZXBvc2l0b3J5EgwKBHBhdGgYASABKAkirwMKCkJhY2t1cEluZm8SDQoFbGFiZWwYASABKAkSDwoHY2x1c3RlchgCIAEoCRIkCgR0eXBlGAMgASgOMhYucGdmbGVldC52MS5CYWNrdXBUeXBlEhEKCXN0YXJ0X2xzbhgEIAEoCRIQCghzdG9wX2xzbhgFIAEoCRIuCgpzdGFydF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzdG9wX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRpbWVsaW5lGAggASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAkgASgJEhIKCnBnX3ZlcnNpb24YCiABKA0SEgoKc2l6ZV9ieXRlcxgLIAEoBBIUCgxzdG9yZWRfYnl0ZXMYDCABKAQSEgoKZmlsZV9jb3VudBgNIAEoDRIRCgl3YWxfc3RhcnQYDiABKAkSEAoId2FsX3N0b3AYDyABKAkSDgoGam9iX2lkGBAgASgJEhMKC3ByaW9yX2xhYmVsGBEgASgJEg4KBnBpbm5lZBgSIAEoCCprCgpCYWNrdXBUeXBlEhsKF0JBQ0tVUF9UWVBFX1VOU1BFQ0lGSUVEEAASFAoQQkFDS1VQX1RZUEVfRlVMTBABEhQKEEJBQ0tVUF9UWVBFX0RJRkYQAhIUChBCQUNLVVBfVFlQRV9JTkNSEAMqtAEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIYChRKT0JfU1RBVEVfRElTUEFUQ0hFRBACEhUKEUpPQl9TVEFURV9SVU5OSU5HEAMSFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBAEEhQKEEpPQl9TVEFURV9GQUlMRUQQBRIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAYqfQoMVGFyZ2V0QWN0aW9uEh0KGVRBUkdFVF9BQ1RJT05fVU5TUEVDSUZJRUQQABIZChVUQVJHRVRfQUNUSU9OX1BST01PVEUQARIXChNUQVJHRVRfQUNUSU9OX1BBVVNFEAISGgoWVEFSR0VUX0FDVElPTl9TSFVURE9XThADYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * RecoveryTarget is where a PITR restore stops replaying WAL.
@@ -137,6 +137,12 @@ export type Repository = Message<"pgfleet.v1.Repository"> & {
      */
     value: PosixRepository;
     case: "posix";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.S3Repository s3 = 2;
+     */
+    value: S3Repository;
+    case: "s3";
   } | { case: undefined; value?: undefined };
 };
 
@@ -146,6 +152,52 @@ export type Repository = Message<"pgfleet.v1.Repository"> & {
  */
 export const RepositorySchema: GenMessage<Repository> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_common, 2);
+
+/**
+ * S3Repository is an S3 (or S3-compatible) bucket. Credentials never travel in messages: each
+ * process takes them from its own configuration or the AWS default chain (environment, profile).
+ *
+ * @generated from message pgfleet.v1.S3Repository
+ */
+export type S3Repository = Message<"pgfleet.v1.S3Repository"> & {
+  /**
+   * @generated from field: string bucket = 1;
+   */
+  bucket: string;
+
+  /**
+   * Key prefix inside the bucket ('' = the bucket's root).
+   *
+   * @generated from field: string prefix = 2;
+   */
+  prefix: string;
+
+  /**
+   * Endpoint URL of an S3-compatible server ('' = AWS).
+   *
+   * @generated from field: string endpoint = 3;
+   */
+  endpoint: string;
+
+  /**
+   * @generated from field: string region = 4;
+   */
+  region: string;
+
+  /**
+   * Path-style addressing (http://host/bucket/key), which most S3-compatible servers need.
+   *
+   * @generated from field: bool force_path_style = 5;
+   */
+  forcePathStyle: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.S3Repository.
+ * Use `create(S3RepositorySchema)` to create a new message.
+ */
+export const S3RepositorySchema: GenMessage<S3Repository> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_common, 3);
 
 /**
  * @generated from message pgfleet.v1.PosixRepository
@@ -162,7 +214,7 @@ export type PosixRepository = Message<"pgfleet.v1.PosixRepository"> & {
  * Use `create(PosixRepositorySchema)` to create a new message.
  */
 export const PosixRepositorySchema: GenMessage<PosixRepository> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_common, 3);
+  messageDesc(file_pgfleet_v1_common, 4);
 
 /**
  * BackupInfo is what the catalog knows about one backup (a summary of its manifest).
@@ -268,7 +320,7 @@ export type BackupInfo = Message<"pgfleet.v1.BackupInfo"> & {
  * Use `create(BackupInfoSchema)` to create a new message.
  */
 export const BackupInfoSchema: GenMessage<BackupInfo> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_common, 4);
+  messageDesc(file_pgfleet_v1_common, 5);
 
 /**
  * BackupType follows pgBackRest's vocabulary: a full copies every file, a differential
