@@ -63,6 +63,8 @@ export const ErrorCodes = {
   RestoreTargetNotEmpty: spec('PGF-3006', GrpcStatus.FAILED_PRECONDITION, 4, 'Restore into an empty or new directory, or use --delta to update an existing data directory of the cluster in place.'),
   RestoreTargetInUse: spec('PGF-3007', GrpcStatus.FAILED_PRECONDITION, 4, 'Stop the PostgreSQL server running on that data directory before a delta restore into it.'),
   PageChecksumMismatch: spec('PGF-3008', GrpcStatus.DATA_LOSS, 6, 'Data pages in PGDATA fail their checksum twice: the files are damaged on disk. The backup holds them as found; check the storage, find the affected relations (the file names are relfilenodes) and recover them from an older backup.'),
+  ScratchSpaceLow: spec('PGF-3009', GrpcStatus.RESOURCE_EXHAUSTED, 4, 'The drill\'s scratch area has too little free space for the restored copy; point the agent\'s --scratch-dir at a larger filesystem or free space there.'),
+  PgVersionUnsupported: spec('PGF-3010', GrpcStatus.FAILED_PRECONDITION, 4, 'The PostgreSQL major version is too old for this operation (the message names the minimum and why); restore drills need PostgreSQL 14 or later. Upgrade the cluster, and meanwhile prove restores with `pgfleet restore` and `pgfleet verify`.'),
   // 4xxx: WAL archive
   WalFileMissing: spec('PGF-4001', GrpcStatus.NOT_FOUND, 3, 'archive_command was given a path that does not exist; PostgreSQL will retry.'),
   WalFileEmpty: spec('PGF-4002', GrpcStatus.INVALID_ARGUMENT, 6, 'The WAL file is empty or truncated; it was refused so PostgreSQL retries with the complete file.'),
@@ -78,6 +80,7 @@ export const ErrorCodes = {
   RepoManifestInvalid: spec('PGF-5003', GrpcStatus.DATA_LOSS, 6, 'The backup manifest is missing or corrupt; the backup cannot be used.'),
   RepoIoFailed: spec('PGF-5004', GrpcStatus.UNAVAILABLE, 5, 'Check that the repository path exists and is writable by the agent user.'),
   VerifyFailed: spec('PGF-5005', GrpcStatus.DATA_LOSS, 6, 'Verify found backups that cannot be restored (missing or damaged files, WAL gaps, corrupt manifests); see the problems it lists, take a new full backup, and find out what damaged the repository.'),
+  DrillFailed: spec('PGF-5006', GrpcStatus.DATA_LOSS, 6, 'A restore drill did not prove the backup: see its stage and reasons (`pgfleet drills <cluster>`, `pgfleet job <id> --output json`); amcheck findings mean damaged data or indexes, count differences mean the restored data is not what the source held at the restore point.'),
   // 6xxx: recovery targets
   TargetBeforeOldestBackup: spec('PGF-6001', GrpcStatus.OUT_OF_RANGE, 4, 'Choose a target after the end of the oldest backup (see `pgfleet backups <cluster>`).'),
   TargetInFuture: spec('PGF-6002', GrpcStatus.OUT_OF_RANGE, 4, 'Choose a target in the past, or --target latest.'),

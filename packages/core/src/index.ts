@@ -1,4 +1,5 @@
 export * from './errors.js';
 export * from './logger.js';
 export * from './ids.js';
+export * from './duration.js';
 export * from './options.js';

@@ -29,29 +29,42 @@ export function configSchema(specs: readonly OptionSpec[]) {
   return z.strictObject(shape);
 }
 
-/** Reads and validates a YAML config file; errors name the file, the key and what is allowed. */
-export function loadConfigFile(path: string, specs: readonly OptionSpec[]): OptionValues {
+/** Reads and parses a YAML file; InvalidConfig naming the file (as `what`) when it cannot be read or parsed. */
+export function readYamlFile(path: string, what = 'config file'): unknown {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new PgfleetError('InvalidConfig', `config file ${path} cannot be read: ${(err as Error).message}`, { cause: err });
+    throw new PgfleetError('InvalidConfig', `${what} ${path} cannot be read: ${(err as Error).message}`, { cause: err });
   }
-  let doc: unknown;
   try {
-    doc = parseYaml(text) ?? {};
+    return parseYaml(text);
   } catch (err) {
-    throw new PgfleetError('InvalidConfig', `config file ${path} is not valid YAML: ${(err as Error).message}`, { cause: err });
+    throw new PgfleetError('InvalidConfig', `${what} ${path} is not valid YAML: ${(err as Error).message}`, { cause: err });
   }
-  const result = configSchema(specs).safeParse(doc);
+}
+
+/**
+ * Validates a mapping of option values (a config file, or one section of a larger file) against
+ * the specs: an unknown key or a bad value is InvalidConfig naming `where`, the key (after
+ * `keyPrefix`, e.g. 'clusters.db1.') and what is allowed.
+ */
+export function validateOptionValues(doc: unknown, specs: readonly OptionSpec[], where: string, keyPrefix = ''): OptionValues {
+  const result = configSchema(specs).safeParse(doc ?? {});
   if (!result.success) {
     const issue = result.error.issues[0]!;
-    const key = issue.path.length ? issue.path.join('.') : (issue as { keys?: string[] }).keys?.join(', ') ?? '(top level)';
+    const key = issue.path.length ? issue.path.join('.') : (issue as { keys?: string[] }).keys?.join(', ') ?? '';
     const spec = specs.find((s) => s.name === key);
     const allowed = spec ? `; expected ${describeAllowed(spec)}` : issue.code === 'unrecognized_keys' ? `; known keys: ${specs.filter((s) => !s.cliOnly).map((s) => s.name).join(', ')}` : '';
-    throw new PgfleetError('InvalidConfig', `config file ${path}: key '${key}': ${issue.message}${allowed}`);
+    const shown = key ? `${keyPrefix}${key}` : keyPrefix ? keyPrefix.replace(/\.$/, '') : '(top level)';
+    throw new PgfleetError('InvalidConfig', `${where}: key '${shown}': ${issue.message}${allowed}`);
   }
   return result.data as OptionValues;
+}
+
+/** Reads and validates a YAML config file; errors name the file, the key and what is allowed. */
+export function loadConfigFile(path: string, specs: readonly OptionSpec[]): OptionValues {
+  return validateOptionValues(readYamlFile(path), specs, `config file ${path}`);
 }
 
 /** Parses argv against the program's table, reading --config FILE when given. */

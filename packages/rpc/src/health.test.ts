@@ -7,17 +7,13 @@ import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { createFileRegistry } from '@bufbuild/protobuf';
 import { service as servedHealth } from 'grpc-health-check';
-import { PgfleetError } from '@pgfleet/core';
 import { AdminService, AgentService } from '@pgfleet/proto';
-import { addHealthAndReflection, addService, healthFileDescriptor, listen, type HealthStatus, type ServiceImpl } from './index.js';
+import { addHealthAndReflection, addService, healthFileDescriptor, listen, type HealthStatus } from './index.js';
+import { unimplementedService } from './unimplemented.js';
 
 const run = promisify(execFile);
 // dist/health.test.js -> repository root node_modules (buf comes from npm).
 const BUF = fileURLToPath(new URL('../../../node_modules/.bin/buf', import.meta.url));
-
-function unused(): never {
-  throw new PgfleetError('Internal', 'not used by this test');
-}
 
 async function bufCurl(...args: string[]): Promise<string> {
   const { stdout } = await run(BUF, ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...args], { timeout: 5000 });
@@ -30,24 +26,8 @@ describe('health and reflection', () => {
   let health: HealthStatus;
 
   before(async () => {
-    const admin: ServiceImpl<typeof AdminService> = {
-      listClusters: unused,
-      listBackups: unused,
-      startBackup: unused,
-      startRestore: unused,
-      getJob: unused,
-      listJobs: unused,
-      watchJob: unused,
-      getPolicy: unused,
-      setPolicy: unused,
-      planRetention: unused,
-      applyRetention: unused,
-      pinBackup: unused,
-      listEvents: unused,
-      watchEvents: unused,
-      startVerify: unused,
-    };
-    const agent: ServiceImpl<typeof AgentService> = { connect: unused };
+    const admin = unimplementedService(AdminService);
+    const agent = unimplementedService(AgentService);
     addService(server, AdminService, admin);
     addService(server, AgentService, agent);
     health = addHealthAndReflection(server, [AgentService, AdminService]);

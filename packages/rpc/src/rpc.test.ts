@@ -12,10 +12,7 @@ import {
   type WatchJobResponse,
 } from '@pgfleet/proto';
 import { addService, createClient, listen, waitForReady, type CallContext, type ServiceImpl } from './index.js';
-
-function unused(): never {
-  throw new PgfleetError('Internal', 'not used by this test');
-}
+import { unimplementedService } from './unimplemented.js';
 
 /** Resolves with the reason once the signal aborts. */
 function aborted(signal: AbortSignal): Promise<unknown> {
@@ -46,6 +43,7 @@ describe('rpc adapter', () => {
   };
 
   const admin: ServiceImpl<typeof AdminService> = {
+    ...unimplementedService(AdminService),
     async listBackups(req, ctx: CallContext) {
       if (req.cluster === 'nope') throw new PgfleetError('UnknownCluster', `cluster "nope" is not known`);
       if (req.cluster === 'bug') throw new TypeError('cannot read properties of undefined');
@@ -82,18 +80,6 @@ describe('rpc adapter', () => {
       }
       for (const state of [JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED]) yield { job: { id: req.id, state } };
     },
-    listClusters: unused,
-    startBackup: unused,
-    startRestore: unused,
-    getJob: unused,
-    getPolicy: unused,
-    setPolicy: unused,
-    planRetention: unused,
-    applyRetention: unused,
-    pinBackup: unused,
-    listEvents: unused,
-    watchEvents: unused,
-    startVerify: unused,
   };
 
   const agent: ServiceImpl<typeof AgentService> = {

@@ -1,36 +1,39 @@
 /**
  * Compression codecs as stream stages, plus a pass-through hasher, so a file is read once and
  * hashed (content and stored bytes) in the same pass as it is compressed: hashing is a real cost
- * (~1 s/GB) and a second read would double it. zlib streams get 1 MiB chunks: the 16 KiB
- * default slows zstd decompression 2-4x.
+ * (~0.5 s/GB) and a second read would double it. zlib streams get 1 MiB chunks: the 16 KiB
+ * default slows zstd decompression 2-4x. The block codecs the copy tasks drive directly are in
+ * codec-blocks.ts; the streams here wrap them for lz4 and for reading zstd.
  */
 import { createHash, type Hash } from 'node:crypto';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { PassThrough, Transform, type TransformCallback } from 'node:stream';
 import zlib from 'node:zlib';
+import { BLOCK_BYTES, blockDecoder, blockEncoder, DEFAULT_ZSTD_LEVEL, lz4Frame, MAX_FRAME_CONTENT, zstdFrame, type BlockCodec, type BlockDecoder, type BlockEncoder } from './codec-blocks.js';
 import type { Codec } from './codec-names.js';
 
 export { CODECS, type Codec } from './codec-names.js';
+export { BLOCK_BYTES, blockDecoder, blockEncoder, DEFAULT_ZSTD_LEVEL, hasBlockForm, MAX_FRAME_CONTENT, scanZstdFrames, xxh32Small, type BlockCodec, type BlockDecoder, type BlockEncoder, type FrameScan } from './codec-blocks.js';
 
 const CHUNK = 1 << 20;
 
-/**
- * zstd level used when none is given. Measured on pgbench tables and ~3.6x compressible log-like
- * rows (docs/benchmarks.md): level 2 stores slightly less than level 3 on both (2.43% vs 2.56%,
- * 27.6% vs 27.7%) at ~1.5x the speed; level 1 is a little faster still but larger on real rows.
- */
-export const DEFAULT_ZSTD_LEVEL = 2;
-
-/** Content bytes per frame/block of the block form (compressBlock): what a block writer reads at a time. */
-export const BLOCK_BYTES = CHUNK;
+const EXTENSIONS: Record<Codec, string> = { zstd: '.zst', lz4: '.lz4', gzip: '.gz', none: '' };
 
 export function codecExtension(codec: Codec): string {
-  return codec === 'zstd' ? '.zst' : codec === 'gzip' ? '.gz' : '';
+  return EXTENSIONS[codec];
+}
+
+/** The codec a stored object's file name extension says (WAL archive keys carry it). */
+export function codecOfExtension(ext: string | undefined): Codec {
+  return ext === '.zst' ? 'zstd' : ext === '.lz4' ? 'lz4' : ext === '.gz' ? 'gzip' : 'none';
 }
 
 export function compressor(codec: Codec, level?: number): Transform {
   switch (codec) {
     case 'zstd':
-      return zlib.createZstdCompress({ chunkSize: CHUNK, params: { [zlib.constants.ZSTD_c_compressionLevel]: level ?? DEFAULT_ZSTD_LEVEL } });
+      return new BlockEncodeStream((block) => zstdFrame(block, level ?? DEFAULT_ZSTD_LEVEL));
+    case 'lz4':
+      return new BlockEncodeStream(lz4Frame);
     case 'gzip':
       return zlib.createGzip({ chunkSize: CHUNK, level: level ?? 6 });
     case 'none':
@@ -41,12 +44,52 @@ export function compressor(codec: Codec, level?: number): Transform {
 export function decompressor(codec: Codec): Transform {
   switch (codec) {
     case 'zstd':
-      return new ZstdDecoder();
+    case 'lz4':
+      return new BlockDecodeStream(codec);
     case 'gzip':
       return zlib.createGunzip({ chunkSize: CHUNK });
     case 'none':
       return new PassThrough({ highWaterMark: CHUNK });
   }
+}
+
+/** Encoders of encodeFile, one per codec and level, reused: a zstd context is ~1 MB of tables that a fresh one pays for in page faults. */
+const fileEncoders = new Map<string, BlockEncoder>();
+
+/**
+ * Reads a local file once and returns the sha256 and size of its content and its stored bytes in
+ * the block form. Holds the stored bytes in memory: for small files (WAL segments;
+ * Repository.archiveWal). Synchronous reads and zstd (one reused context, ~1 ms per block, the
+ * event loop runs between blocks): measured on 16 MiB segments, a stream pipeline with
+ * compression on the threadpool took ~40% longer, in thread hand-offs and fresh allocations.
+ */
+export async function encodeFile(path: string, codec: BlockCodec, level?: number): Promise<{ sha256: string; size: number; stored: Buffer[] }> {
+  const id = `${codec}:${level ?? ''}`;
+  let encoder = fileEncoders.get(id);
+  if (!encoder) fileEncoders.set(id, (encoder = blockEncoder(codec, level)));
+  const hash = createHash('sha256');
+  const stored: Buffer[] = [];
+  const block = Buffer.allocUnsafe(BLOCK_BYTES);
+  const fd = openSync(path, 'r');
+  let size = 0;
+  try {
+    for (;;) {
+      const n = readSync(fd, block, 0, BLOCK_BYTES, size);
+      if (n === 0 && size > 0) break;
+      const data = block.subarray(0, n);
+      size += n;
+      hash.update(data);
+      // The encoder is shared by concurrent calls and reuses its output: a frame it answers at once
+      // (zstd, none) is copied before anything else can run; lz4 answers later with a buffer of its own.
+      const frame = encoder.encode(data);
+      stored.push(Buffer.from(frame instanceof Uint8Array ? frame : await frame));
+      if (n === 0) break; // an empty file: one empty frame
+      await new Promise<void>((r) => setImmediate(r)); // let the event loop run between blocks
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return { sha256: hash.digest('hex'), size, stored };
 }
 
 /** Passes bytes through unchanged while computing their sha256 and count. */
@@ -77,75 +120,78 @@ export class HashingStream extends Transform {
   }
 }
 
-// ---- block form ---------------------------------------------------------------------------
-// A stored object may be a sequence of self-contained zstd frames, one per <= 1 MiB of content
-// (each with its content size in the header), instead of one long frame. It is still plain
-// zstd (`zstd -d` and every streaming decoder read concatenated frames), compresses the same
-// (zstd levels 1-3 have windows of 0.5-2 MiB anyway), and lets a worker thread compress and
-// decompress synchronously, block by block, with no stream machinery and no threadpool hops.
-
-/** Codecs with a block form: zstd (a frame per block) and none (the bytes themselves). */
-export function hasBlockForm(codec: Codec): codec is 'zstd' | 'none' {
-  return codec === 'zstd' || codec === 'none';
-}
-
-/** One block of content as stored bytes (zstd: a frame with its content size). */
-export function compressBlock(codec: 'zstd' | 'none', data: Uint8Array, level?: number): Uint8Array {
-  if (codec === 'none') return data;
-  return zlib.zstdCompressSync(data, { params: { [zlib.constants.ZSTD_c_compressionLevel]: level ?? DEFAULT_ZSTD_LEVEL } });
-}
-
 /**
- * Decompresses exactly one whole zstd frame of `contentSize` bytes, into one buffer of that size.
- * One frame per call: node:zlib's zstd decoders (sync and streaming) stop at the end of the
- * first frame unless its output happened to fill their buffer exactly, so several frames must
- * never be handed to one call or one stream.
+ * Compresses its input block by block (the block form: a frame per BLOCK_BYTES of content), a
+ * few blocks at a time on the libuv threadpool, frames passed on in order. A WAL segment (16
+ * blocks) is compressed on both cores instead of one, and the event loop never waits for it.
  */
-export function decompressFrame(frame: Uint8Array, contentSize: number): Buffer {
-  return zlib.zstdDecompressSync(frame, { maxOutputLength: Math.max(1, contentSize), chunkSize: Math.max(64, contentSize) });
-}
+class BlockEncodeStream extends Transform {
+  private block = Buffer.allocUnsafe(BLOCK_BYTES);
+  private fill = 0;
+  private frames = 0;
+  /** Frames being compressed, oldest first. */
+  private readonly inflight: Promise<Buffer>[] = [];
 
-/** Largest frame content the frame decoder accepts (writers here use BLOCK_BYTES). */
-export const MAX_FRAME_CONTENT = 2 * BLOCK_BYTES;
-
-/**
- * zstd decompression as a stream stage that reads both forms: frame by frame (synchronously)
- * when frames declare their content size (the block form), else through node:zlib's streaming
- * decoder (one long streamed frame, as older agents and WAL archiving write).
- */
-class ZstdDecoder extends Transform {
-  private pending: Buffer = Buffer.alloc(0);
-  private inner: Transform | undefined;
-
-  constructor() {
+  constructor(private readonly encode: (block: Uint8Array) => Promise<Buffer>, private readonly parallel = 4) {
     super({ highWaterMark: CHUNK });
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    if (this.inner) {
-      this.inner.write(chunk, (err) => cb(err ?? null));
-      return;
+    this.gather(chunk).then(() => cb(), cb);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    // An empty input still becomes one (empty) frame: a valid object of its codec.
+    if (this.fill > 0 || this.frames === 0) this.start();
+    this.drain(0).then(() => cb(), cb);
+  }
+
+  private async gather(chunk: Buffer): Promise<void> {
+    let pos = 0;
+    while (pos < chunk.length) {
+      const n = Math.min(chunk.length - pos, BLOCK_BYTES - this.fill);
+      chunk.copy(this.block, this.fill, pos, pos + n);
+      this.fill += n;
+      pos += n;
+      if (this.fill === BLOCK_BYTES) {
+        this.start();
+        await this.drain(this.parallel - 1);
+      }
     }
+  }
+
+  /** Hands the gathered block to the encoder; the next block gathers in a fresh buffer. */
+  private start(): void {
+    const p = this.encode(this.block.subarray(0, this.fill));
+    p.catch(() => {}); // awaited in order by drain()
+    this.inflight.push(p);
+    this.block = Buffer.allocUnsafe(BLOCK_BYTES);
+    this.fill = 0;
+    this.frames++;
+  }
+
+  /** Passes on finished frames, in order, until at most `keep` are still being compressed. */
+  private async drain(keep: number): Promise<void> {
+    while (this.inflight.length > keep) this.push(await this.inflight.shift()!);
+  }
+}
+
+/** Decompresses a block-form or streamed object as a stream stage (codec-blocks.ts decoders). */
+class BlockDecodeStream extends Transform {
+  private readonly decoder: BlockDecoder;
+  private pending: Buffer = Buffer.alloc(0);
+  private out = Buffer.allocUnsafe(MAX_FRAME_CONTENT);
+  private fill = 0;
+
+  constructor(codec: BlockCodec) {
+    super({ highWaterMark: CHUNK });
+    this.decoder = blockDecoder(codec);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
     try {
-      for (;;) {
-        const scan = scanZstdFrames(this.pending, MAX_FRAME_CONTENT, 1);
-        if (scan === undefined) {
-          if (this.pending.length < 18) break; // a frame header may still be incomplete: can't tell yet
-          // A streamed frame: hand everything to node:zlib's decoder from here on.
-          const inner = zlib.createZstdDecompress({ chunkSize: CHUNK });
-          inner.on('data', (d: Buffer) => this.push(d));
-          inner.on('error', (err) => this.destroy(err));
-          this.inner = inner;
-          const rest = this.pending;
-          this.pending = Buffer.alloc(0);
-          inner.write(rest, (err) => cb(err ?? null));
-          return;
-        }
-        if (scan.length === 0) break;
-        this.push(decompressFrame(this.pending.subarray(0, scan.length), scan.contentSize));
-        this.pending = this.pending.subarray(scan.length);
-      }
+      this.drain();
       cb();
     } catch (err) {
       cb(err as Error);
@@ -153,87 +199,36 @@ class ZstdDecoder extends Transform {
   }
 
   override _flush(cb: TransformCallback): void {
-    if (this.inner) {
-      this.inner.once('end', () => cb());
-      this.inner.end();
-      return;
+    try {
+      this.drain();
+      this.decoder.close();
+      if (this.pending.length > 0) throw new Error(`the object ends inside a frame (${this.pending.length} bytes left undecoded)`);
+      cb();
+    } catch (err) {
+      cb(err as Error);
     }
-    if (this.pending.length > 0) {
-      // A short object that never looked like complete frames: let the streaming decoder judge it.
-      const out: Buffer[] = [];
-      try {
-        out.push(zlib.zstdDecompressSync(this.pending));
-      } catch (err) {
-        cb(err as Error);
-        return;
-      }
-      for (const o of out) this.push(o);
-    }
-    cb();
   }
-}
 
-const ZSTD_MAGIC = 0xfd2fb528;
-const FCS_BYTES = [0, 2, 4, 8];
-const DICT_BYTES = [0, 1, 2, 4];
-
-export interface FrameScan {
-  /** Bytes at the start of the buffer that form complete frames. */
-  length: number;
-  /** Their total content size. */
-  contentSize: number;
-}
-
-/**
- * Finds the complete zstd frames at the start of `buf` (by walking frame and block headers, no
- * decoding), at most `maxFrames` of them. Returns undefined when a frame does not declare a content size of at most
- * `maxFrameContent` bytes (a long streamed frame: decode it with a stream instead) or is not zstd.
- */
-export function scanZstdFrames(buf: Uint8Array, maxFrameContent: number, maxFrames = Infinity): FrameScan | undefined {
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  let pos = 0;
-  let contentSize = 0;
-  for (let frames = 0; frames < maxFrames; frames++) {
-    const start = pos;
-    if (pos + 5 > buf.length) break;
-    if (view.getUint32(pos, true) !== ZSTD_MAGIC) return undefined;
-    const fhd = buf[pos + 4]!;
-    const fcsFlag = fhd >> 6;
-    const single = (fhd >> 5) & 1;
-    const checksum = (fhd >> 2) & 1;
-    const fcsBytes = fcsFlag === 0 ? single : FCS_BYTES[fcsFlag]!;
-    pos += 5 + (single ? 0 : 1) + DICT_BYTES[fhd & 3]!;
-    if (fcsBytes === 0) return undefined; // unknown content size: a streamed frame
-    if (pos + fcsBytes > buf.length) {
-      pos = start;
-      break;
-    }
-    let fcs: number;
-    if (fcsBytes === 1) fcs = buf[pos]!;
-    else if (fcsBytes === 2) fcs = view.getUint16(pos, true) + 256;
-    else if (fcsBytes === 4) fcs = view.getUint32(pos, true);
-    else fcs = view.getUint32(pos, true) + view.getUint32(pos + 4, true) * 2 ** 32;
-    if (fcs > maxFrameContent) return undefined;
-    pos += fcsBytes;
-    let complete = false;
+  private drain(): void {
     for (;;) {
-      if (pos + 3 > buf.length) break;
-      const h = buf[pos]! | (buf[pos + 1]! << 8) | (buf[pos + 2]! << 16);
-      const type = (h >> 1) & 3;
-      if (type === 3) return undefined;
-      pos += 3 + (type === 1 ? 1 : h >>> 3);
-      if (pos > buf.length) break;
-      if (h & 1) {
-        pos += checksum ? 4 : 0;
-        complete = pos <= buf.length;
-        break;
+      const { consumed, produced } = this.decoder.decode(this.pending, this.out, this.fill);
+      this.pending = this.pending.subarray(consumed);
+      this.fill += produced;
+      if (consumed > 0 || produced > 0) {
+        if (this.fill === this.out.length) this.pushOut();
+        continue;
       }
+      if (!this.decoder.needsOutput) break;
+      if (this.fill === 0) throw new Error('a frame larger than the decoder accepts');
+      this.pushOut();
     }
-    if (!complete) {
-      pos = start;
-      break;
-    }
-    contentSize += fcs;
+    if (this.fill > 0) this.pushOut();
   }
-  return { length: pos, contentSize };
+
+  private pushOut(): void {
+    // Downstream keeps what it is given: a fresh buffer for the next output.
+    this.push(this.out.subarray(0, this.fill));
+    this.out = Buffer.allocUnsafe(MAX_FRAME_CONTENT);
+    this.fill = 0;
+  }
 }

@@ -11,19 +11,21 @@ import type { RepositoryDriver } from './driver.js';
 import { readSmall } from './posix-driver.js';
 import { Repository } from './repository.js';
 
-async function collect(it: AsyncIterable<{ key: string }>): Promise<string[]> {
+/** The keys a listing yields, in order. */
+export async function collect(it: AsyncIterable<{ key: string }>): Promise<string[]> {
   const out: string[] = [];
   for await (const o of it) out.push(o.key);
   return out;
 }
 
-function sink(): Writable & { data(): Buffer } {
+/** A Writable that keeps what it is given: data() is all of it. */
+export function sink(): Writable & { data(): Buffer } {
   const chunks: Buffer[] = [];
   const w = new Writable({ write(c, _e, cb) { chunks.push(c); cb(); } }) as Writable & { data(): Buffer };
   w.data = () => Buffer.concat(chunks);
   return w;
 }
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+export const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 export function repositoryDriverSuite(name: string, make: () => Promise<RepositoryDriver>): void {
   describe(`repository driver: ${name}`, () => {

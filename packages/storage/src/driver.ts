@@ -12,7 +12,8 @@ export interface ObjectInfo {
 }
 
 export interface RepositoryDriver {
-  readonly kind: 'posix' | 's3';
+  /** 'mirrored': several repositories as one (mirrored-driver.ts). */
+  readonly kind: 'posix' | 's3' | 'mirrored';
   /** Human-readable location for messages (a path or s3://bucket/prefix). */
   readonly location: string;
   /**
@@ -33,6 +34,8 @@ export interface RepositoryDriver {
    * parents up to the root). Drivers whose puts are durable on return need not implement it.
    */
   syncKeys?(keys: readonly string[]): Promise<void>;
+  /** Releases connections (S3 sockets); the driver is unusable afterwards. */
+  close?(): void;
 }
 
 export interface PutOptions {

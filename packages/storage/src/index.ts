@@ -6,3 +6,6 @@ export * from './repository.js';
 // The S3 driver module imports no SDK code; createS3Driver loads it lazily (see s3-driver.ts).
 export * from './s3-like.js';
 export * from './s3-driver.js';
+export * from './mirrored-driver.js';
+export * from './repository-url.js';
+export * from './open-repository.js';

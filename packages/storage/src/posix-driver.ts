@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { PgfleetError } from '@pgfleet/core';
+// The light entry of core (no pino/zod/yaml): copy worker threads load this driver on their own.
+import { PgfleetError } from '@pgfleet/core/errors';
 import { checkKey, type ObjectInfo, type PutOptions, type RepositoryDriver } from './driver.js';
 
 const TMP_MARK = '.pgfleet-tmp-';

@@ -11,13 +11,20 @@
  *
  * The content checksum is in each WAL file's name so the archive can answer "already there with
  * the same content?" from a listing, without downloading anything.
+ *
+ * On a mirror (several repositories, mirrored-driver.ts) reads see the union and writes go
+ * everywhere; what is written only when missing (format marker, cluster identity, WAL) is decided
+ * per member, so a member that lacks an object gets it and a conflict in any member is refused.
  */
-import { Readable, type Transform, type Writable } from 'node:stream';
+import { createReadStream } from 'node:fs';
+import { Readable, type Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgfleetError } from '@pgfleet/core';
-import { CODECS, type Codec, codecExtension, compressor, decompressor, HashingStream } from './codec.js';
+import { CODECS, type Codec, codecExtension, codecOfExtension, compressor, decompressor, encodeFile, hasBlockForm, HashingStream } from './codec.js';
 import type { PutOptions, RepositoryDriver } from './driver.js';
 import { type BackupManifest, parseManifest } from './manifest.js';
+import { MirroredDriver } from './mirrored-driver.js';
+import { settleAll } from './settle.js';
 import { readSmall } from './posix-driver.js';
 
 export interface StoredFile {
@@ -47,11 +54,9 @@ export interface ArchivedWal {
 }
 
 const FORMAT_KEY = 'pgfleet.json';
-const WAL_KEY_RE = /^(.+)-([0-9a-f]{64})(\.zst|\.gz)?$/;
-
-function codecOfExtension(ext: string | undefined): Codec {
-  return ext === '.zst' ? 'zstd' : ext === '.gz' ? 'gzip' : 'none';
-}
+/** WAL files up to this size are archived in one pass, their stored bytes held in memory meanwhile (Repository.archiveWal). */
+const ONE_PASS_WAL_BYTES = 64 << 20;
+const WAL_KEY_RE = /^(.+)-([0-9a-f]{64})(\.zst|\.lz4|\.gz)?$/;
 
 export class Repository {
   constructor(readonly driver: RepositoryDriver) {}
@@ -60,8 +65,22 @@ export class Repository {
     return this.driver.location;
   }
 
+  /** The repositories of a mirror, one Repository each (or just this one). */
+  private members(): Repository[] {
+    return this.driver instanceof MirroredDriver ? this.driver.members.map((d) => new Repository(d)) : [this];
+  }
+
+  /** Releases the driver's connections (S3); the repository is unusable afterwards. */
+  close(): void {
+    this.driver.close?.();
+  }
+
   /** Writes the format marker on first use; refuses a repository of a newer format. */
   async init(): Promise<void> {
+    if (this.driver instanceof MirroredDriver) {
+      await settleAll(this.members().map((m) => m.init()));
+      return;
+    }
     const existing = await this.driver.stat(FORMAT_KEY);
     if (existing) {
       const doc = JSON.parse((await readSmall(this.driver, FORMAT_KEY)).toString('utf8')) as { format: number };
@@ -84,6 +103,10 @@ export class Repository {
    * one name would interleave WAL of different systems and make both unrestorable.
    */
   async ensureClusterInfo(cluster: string, info: ClusterInfo): Promise<void> {
+    if (this.driver instanceof MirroredDriver) {
+      await settleAll(this.members().map((m) => m.ensureClusterInfo(cluster, info)));
+      return;
+    }
     const existing = await this.readClusterInfo(cluster);
     if (existing) {
       if (existing.systemIdentifier !== info.systemIdentifier) {
@@ -204,23 +227,73 @@ export class Repository {
 
   /**
    * Archives one WAL file whose content checksum is already known (the caller hashed it while
-   * validating). Idempotent: the same name with the same checksum succeeds without writing;
-   * the same name with another checksum is refused and never overwritten.
+   * validating). Idempotent per repository: where the same name with the same checksum is
+   * stored nothing is written; the same name with another checksum in any repository is refused
+   * and never overwritten; repositories lacking it get it (read and compressed once for all).
    */
   async pushWal(cluster: string, name: string, sha256: string, open: () => Readable, codec: Codec): Promise<'stored' | 'exists'> {
-    const existing = await this.findWal(cluster, name);
-    if (existing.some((e) => e.sha256 === sha256)) return 'exists';
-    if (existing.length > 0) {
-      throw new PgfleetError('WalConflict', `WAL file ${name} is already archived in ${this.location} with different content (sha256 ${existing[0]!.sha256}, this one ${sha256})`);
-    }
-    const key = `${this.walDir(cluster, name)}/${name}-${sha256}${codecExtension(codec)}`;
-    const stored = await this.writeObject(key, open(), codec);
+    const target = this.walTarget(name, sha256, await this.findWalInMembers(cluster, name));
+    if (!target) return 'exists';
+    const key = this.walKey(cluster, name, sha256, codec);
+    const stored = await target.writeObject(key, open(), codec);
     if (stored.sha256 !== sha256) {
       // The file changed between hashing and upload: PostgreSQL never does that to a ready segment.
-      await this.driver.delete([key]);
+      await target.driver.delete([key]);
       throw new PgfleetError('WalFileInvalid', `WAL file ${name} changed while it was being archived`);
     }
     return 'stored';
+  }
+
+  /**
+   * Archives the local WAL file `path` of `size` bytes, reading it once: the content is hashed
+   * and compressed in the same pass (codec.ts encodeFile) and the stored bytes wait in memory
+   * until the checksum names the key, while the repositories are searched for the name. For
+   * files of up to ONE_PASS_WAL_BYTES (a 16 MiB segment stores ~2 MB); larger ones, and gzip, are
+   * hashed first and then streamed (pushWal). Same outcomes as pushWal.
+   */
+  async archiveWal(cluster: string, name: string, path: string, codec: Codec, size: number): Promise<{ result: 'stored' | 'exists'; sha256: string }> {
+    if (size > ONE_PASS_WAL_BYTES || !hasBlockForm(codec)) {
+      const content = new HashingStream();
+      await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), content, new Writable({ write: (_c, _e, cb) => cb() }));
+      const open = () => createReadStream(path, { highWaterMark: 1 << 20 });
+      return { result: await this.pushWal(cluster, name, content.sha256, open, codec), sha256: content.sha256 };
+    }
+    const searching = this.findWalInMembers(cluster, name);
+    searching.catch(() => {}); // awaited below
+    const { sha256, stored } = await encodeFile(path, codec);
+    const target = this.walTarget(name, sha256, await searching);
+    if (!target) return { result: 'exists', sha256 };
+    await target.driver.put(this.walKey(cluster, name, sha256, codec), Buffer.concat(stored));
+    return { result: 'stored', sha256 };
+  }
+
+  private walKey(cluster: string, name: string, sha256: string, codec: Codec): string {
+    return `${this.walDir(cluster, name)}/${name}-${sha256}${codecExtension(codec)}`;
+  }
+
+  private findWalInMembers(cluster: string, name: string): Promise<{ member: Repository; found: ArchivedWal[] }[]> {
+    const members = this.members();
+    return settleAll(members.map(async (member) => ({ member, found: await member.findWal(cluster, name) })));
+  }
+
+  /** Where `name` with `sha256` must still be written (undefined: everywhere already); a member holding other content refuses it. */
+  private walTarget(name: string, sha256: string, found: { member: Repository; found: ArchivedWal[] }[]): Repository | undefined {
+    const missing: RepositoryDriver[] = [];
+    for (const { member, found: existing } of found) {
+      if (existing.some((e) => e.sha256 === sha256)) continue;
+      if (existing.length > 0) {
+        throw new PgfleetError('WalConflict', `WAL file ${name} is already archived in ${member.location} with different content (sha256 ${existing[0]!.sha256}, this one ${sha256})`);
+      }
+      missing.push(member.driver);
+    }
+    if (missing.length === 0) return undefined;
+    return new Repository(missing.length === 1 ? missing[0]! : new MirroredDriver(missing));
+  }
+
+  /** True when `name` is archived in every repository (of a mirror): what a backup waits for. */
+  async isWalArchived(cluster: string, name: string): Promise<boolean> {
+    const found = await settleAll(this.members().map((m) => m.findWal(cluster, name)));
+    return found.every((f) => f.length > 0);
   }
 
   /** Writes the archived WAL file `name` to `dest`; WalNotInRepository when it is not there. */

@@ -3,14 +3,14 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { Readable, Writable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { HeadObjectCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 import { PgfleetError } from '@pgfleet/core';
 import { freePort, startS3 } from '@pgfleet/testkit';
-import { repositoryDriverSuite } from './driver-suite.js';
+import { collect as keys, repositoryDriverSuite, sha, sink } from './driver-suite.js';
 import { readSmall } from './posix-driver.js';
 import { Repository } from './repository.js';
 import { bindS3Client } from './s3-client.js';
@@ -80,19 +80,6 @@ function chunked(data: Buffer, chunk: number): Readable {
   );
 }
 
-async function keys(it: AsyncIterable<{ key: string }>): Promise<string[]> {
-  const out: string[] = [];
-  for await (const o of it) out.push(o.key);
-  return out;
-}
-
-function sink(): Writable & { data(): Buffer } {
-  const chunks: Buffer[] = [];
-  const w = new Writable({ write(c, _e, cb) { chunks.push(c); cb(); } }) as Writable & { data(): Buffer };
-  w.data = () => Buffer.concat(chunks);
-  return w;
-}
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 repositoryDriverSuite('s3', () => driver());
 

@@ -12,6 +12,7 @@
  * reaps servers whose owner process is gone (checking the server's command line first, so an
  * unrelated process that reused the pid is never touched) and removes their dirs.
  */
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -170,4 +171,61 @@ export function reapOrphans(): void {
     }
     for (const d of [...m.dirs, path.join(tmp, name)]) rmSync(d, { recursive: true, force: true });
   }
+}
+
+/** A server child process of a launcher: how it ended, and how to stop it. */
+export interface SupervisedChild {
+  /** How it ended (undefined while it runs; code and signal null when it could not be spawned). */
+  readonly exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  /** Why it could not be spawned (e.g. ENOENT for a missing binary). */
+  readonly spawnError: Error | undefined;
+  /** Settles when it exited or could not be spawned. */
+  readonly ended: Promise<void>;
+  /** SIGTERM, SIGKILL after 5 s; resolves once it is gone. */
+  killAndWait(): Promise<void>;
+  /** Drops the exit-time cleanup (call once the launcher removed `dir` itself). */
+  unregister(): void;
+}
+
+/**
+ * Watches a server child that lives in the temp dir `dir`: leaves an owner marker so a later run
+ * reaps it after a SIGKILL of this process (its command line must include `cmdlineMustInclude`),
+ * and kills it and removes `dir` when this process exits without stopping it.
+ */
+export function superviseChild(child: ChildProcess, dir: string, cmdlineMustInclude: string): SupervisedChild {
+  let exited: SupervisedChild['exited'];
+  let spawnError: Error | undefined;
+  const ended = new Promise<void>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exited = { code, signal };
+      resolve();
+    });
+    child.once('error', (e) => {
+      spawnError = e;
+      exited ??= { code: null, signal: null };
+      resolve();
+    });
+  });
+  if (child.pid) writeOwnerMarker(dir, { pid: child.pid, cmdlineMustInclude, signal: 'SIGKILL', dirs: [] });
+  const unregister = registerExitCleanup(() => {
+    if (!exited) child.kill('SIGKILL');
+    if (process.env.PGFLEET_KEEP_TMP !== '1') rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    get exited() {
+      return exited;
+    },
+    get spawnError() {
+      return spawnError;
+    },
+    ended,
+    async killAndWait() {
+      if (exited) return;
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await ended;
+      clearTimeout(t);
+    },
+    unregister,
+  };
 }

@@ -22,6 +22,30 @@ net.Server.prototype.listen = function patchedListen(this: net.Server, ...args: 
   return (origListen as (...a: unknown[]) => net.Server).apply(this, args);
 } as typeof net.Server.prototype.listen;
 
+// S3 lists keys in binary (UTF-8 byte) order and continues a listing after the last key by that
+// order; fauxqs 2.4 sorts with localeCompare but continues with `<=`, so where the two orders
+// disagree ('_' vs '.', case) a key at a page boundary is skipped: `13406.zst` after its
+// `13406_fsm.zst` fork was lost from a 1000-key page. Its listing is made to sort in byte order.
+// (A file URL reaches the store module that fauxqs's package exports do not expose; it is the
+// same module instance the server uses.)
+const { S3Store } = (await import(new URL('./s3/s3Store.js', import.meta.resolve('fauxqs')).href)) as {
+  S3Store: { prototype: { listObjects(...args: unknown[]): unknown } };
+};
+const listObjects = S3Store.prototype.listObjects;
+const byteOrder = function (this: string, that: string): number {
+  return this < that ? -1 : this > that ? 1 : 0;
+};
+S3Store.prototype.listObjects = function binaryOrderListObjects(this: unknown, ...args: unknown[]) {
+  // listObjects is synchronous: nothing else runs while the comparison is swapped.
+  const localeCompare = String.prototype.localeCompare;
+  String.prototype.localeCompare = byteOrder as typeof localeCompare;
+  try {
+    return listObjects.apply(this, args);
+  } finally {
+    String.prototype.localeCompare = localeCompare;
+  }
+};
+
 const storageDir = process.env.FAUXQS_S3_STORAGE_DIR;
 const server = await startFauxqs({
   port: Number(process.env.FAUXQS_PORT ?? '0'),

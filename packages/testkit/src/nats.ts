@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, rmSync, statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { registerExitCleanup, writeOwnerMarker } from './cleanup.js';
+import { registerExitCleanup, superviseChild, type SupervisedChild } from './cleanup.js';
 import { makeTempDir, removeDir, tail } from './os-user.js';
 import { freePort } from './ports.js';
 
@@ -48,13 +48,7 @@ export function natsServerBin(): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Running {
-  readonly exited: boolean;
-  killAndWait(): Promise<void>;
-  unregister(): void;
-}
-
-type LaunchResult = { ok: true; proc: Running } | { ok: false; why: string; log: string; addressInUse: boolean };
+type LaunchResult = { ok: true; proc: SupervisedChild } | { ok: false; why: string; log: string; addressInUse: boolean };
 
 /** Spawns one nats-server on `port` and waits until its log (from this start on) says it is ready. */
 async function launch(dir: string, storeDir: string, logFile: string, port: number, timeoutMs: number): Promise<LaunchResult> {
@@ -69,60 +63,26 @@ async function launch(dir: string, storeDir: string, logFile: string, port: numb
   });
   closeSync(fd);
   child.unref(); // the exit handler below kills it if a test forgets stop()
-  let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  let spawnError: Error | undefined;
-  const exitPromise = new Promise<void>((resolve) => {
-    child.once('exit', (code, signal) => {
-      exited = { code, signal };
-      resolve();
-    });
-    child.once('error', (e) => {
-      spawnError = e;
-      exited ??= { code: null, signal: null };
-      resolve();
-    });
-  });
-  if (child.pid) writeOwnerMarker(dir, { pid: child.pid, cmdlineMustInclude: storeDir, signal: 'SIGKILL', dirs: [] });
-  const unregister = registerExitCleanup(() => {
-    if (!exited) child.kill('SIGKILL');
-    if (process.env.PGFLEET_KEEP_TMP !== '1') rmSync(dir, { recursive: true, force: true });
-  });
-  const killAndWait = async () => {
-    if (!exited) {
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exitPromise;
-      clearTimeout(t);
-    }
-  };
+  const sup = superviseChild(child, dir, storeDir);
 
   // Ready when the server says so (a TCP probe alone could hit whoever else owns the port).
   const deadline = Date.now() + timeoutMs;
-  while (!exited && Date.now() < deadline) {
+  while (!sup.exited && Date.now() < deadline) {
     const log = await readNewLog();
     if (log.includes(`Listening for client connections on 127.0.0.1:${port}`) && log.includes('Server is ready')) {
-      return {
-        ok: true,
-        proc: {
-          get exited() {
-            return exited !== undefined;
-          },
-          killAndWait,
-          unregister,
-        },
-      };
+      return { ok: true, proc: sup };
     }
     await sleep(50);
   }
-  await killAndWait();
-  unregister();
+  await sup.killAndWait();
+  sup.unregister();
   const log = await readNewLog();
-  const why = spawnError
-    ? `could not run ${natsServerBin()}: ${spawnError.message}`
-    : exited
-      ? `nats-server exited (code ${exited.code}, signal ${exited.signal})`
+  const why = sup.spawnError
+    ? `could not run ${natsServerBin()}: ${sup.spawnError.message}`
+    : sup.exited
+      ? `nats-server exited (code ${sup.exited.code}, signal ${sup.exited.signal})`
       : `nats-server not ready within ${timeoutMs} ms`;
-  return { ok: false, why, log, addressInUse: !spawnError && /address already in use/i.test(log) };
+  return { ok: false, why, log, addressInUse: !sup.spawnError && /address already in use/i.test(log) };
 }
 
 export async function startNats(opts: NatsOptions = {}): Promise<NatsServer> {
@@ -134,7 +94,7 @@ export async function startNats(opts: NatsOptions = {}): Promise<NatsServer> {
   const readLog = () => readFile(logFile, 'utf8').catch(() => '');
 
   let port = 0;
-  let proc: Running | undefined;
+  let proc: SupervisedChild | undefined;
   for (let attempt = 1; ; attempt++) {
     port = await freePort();
     const r = await launch(dir, storeDir, logFile, port, timeoutMs);
@@ -147,7 +107,7 @@ export async function startNats(opts: NatsOptions = {}): Promise<NatsServer> {
     throw new Error(`startNats: ${r.why}\n--- nats-server log tail ---\n${tail(r.log)}`);
   }
 
-  let current: Running | undefined = proc;
+  let current: SupervisedChild | undefined = proc;
   let stopping: Promise<void> | undefined;
   let logAtStop: string | undefined;
   // While killed, no process cleanup is registered: keep one that still removes the temp dir.

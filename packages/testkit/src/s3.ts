@@ -7,12 +7,12 @@
  * addressing (forcePathStyle: true) against http://127.0.0.1:PORT.
  */
 import { fork } from 'node:child_process';
-import { closeSync, openSync, rmSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
-import { registerExitCleanup, writeOwnerMarker } from './cleanup.js';
+import { superviseChild } from './cleanup.js';
 import { makeTempDir, removeDir, tail } from './os-user.js';
 
 export interface S3Server {
@@ -56,26 +56,7 @@ export async function startS3(opts: S3Options = {}): Promise<S3Server> {
   });
   closeSync(fd);
 
-  let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  const exitPromise = new Promise<void>((resolve) => {
-    child.once('exit', (code, signal) => {
-      exited = { code, signal };
-      resolve();
-    });
-  });
-  if (child.pid) writeOwnerMarker(dir, { pid: child.pid, cmdlineMustInclude: ENTRY, signal: 'SIGKILL', dirs: [] });
-  const unregister = registerExitCleanup(() => {
-    if (!exited) child.kill('SIGKILL');
-    if (process.env.PGFLEET_KEEP_TMP !== '1') rmSync(dir, { recursive: true, force: true });
-  });
-  const killAndWait = async () => {
-    if (!exited) {
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exitPromise;
-      clearTimeout(t);
-    }
-  };
+  const sup = superviseChild(child, dir, ENTRY);
 
   let port: number;
   try {
@@ -86,18 +67,14 @@ export async function startS3(opts: S3Options = {}): Promise<S3Server> {
         if (m?.type === 'ready' && typeof m.port === 'number') resolve(m.port);
         else reject(new Error(`unexpected message from fauxqs child: ${JSON.stringify(m)}`));
       });
-      child.once('error', (e) => {
+      void sup.ended.then(() => {
         clearTimeout(timer);
-        reject(e);
-      });
-      void exitPromise.then(() => {
-        clearTimeout(timer);
-        reject(new Error(`fauxqs exited (code ${exited?.code}, signal ${exited?.signal})`));
+        reject(sup.spawnError ?? new Error(`fauxqs exited (code ${sup.exited?.code}, signal ${sup.exited?.signal})`));
       });
     });
   } catch (err) {
-    await killAndWait();
-    unregister();
+    await sup.killAndWait();
+    sup.unregister();
     const log = await readLog();
     await removeDir(dir);
     throw new Error(`startS3: ${(err as Error).message}\n--- fauxqs log tail ---\n${tail(log)}`, { cause: err });
@@ -137,9 +114,9 @@ export async function startS3(opts: S3Options = {}): Promise<S3Server> {
     stop() {
       stopping ??= (async () => {
         client?.destroy();
-        await killAndWait();
+        await sup.killAndWait();
         logAtStop = await readLog();
-        unregister();
+        sup.unregister();
         await removeDir(dir);
       })();
       return stopping;
