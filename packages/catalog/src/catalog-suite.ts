@@ -61,7 +61,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       test('heartbeats, disconnects and the start-up reset', async () => {
         const store = await storeWithCluster();
         const fresh1 = await store.getAgent('agent-1');
-        assert.deepEqual(fresh1, { id: 'agent-1', cluster: 'main', hostname: 'db1', version: '0.1.0', connected: true, lastSeen: 1000, archiver: null, currentLsn: null });
+        assert.deepEqual(fresh1, { id: 'agent-1', cluster: 'main', hostname: 'db1', version: '0.1.0', connected: true, lastSeen: 1000, archiver: null, currentLsn: null, walHealth: null });
         await store.recordHeartbeat('agent-1', { archiver: { archivedCount: '3' }, currentLsn: '0/3000060' }, 5000);
         let a = await store.getAgent('agent-1');
         assert.deepEqual([a?.connected, a?.lastSeen, a?.currentLsn, a?.archiver], [true, 5000, '0/3000060', { archivedCount: '3' }]);
@@ -69,6 +69,17 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.recordHeartbeat('agent-1', {}, 5500);
         a = await store.getAgent('agent-1');
         assert.deepEqual([a?.lastSeen, a?.currentLsn, a?.archiver], [5500, '0/3000060', { archivedCount: '3' }]);
+        // WAL health: stored as reported (numbers stay numbers), kept by a beat without it, replaced by the next.
+        const wal = {
+          pgWalBytes: 3 * 16 * 1024 * 1024, pgWalFreeBytes: 52_000_000_000, pgWalTotalBytes: 107_000_000_000,
+          slotName: 'pgfleet_main', slotActive: true, slotRestartLsn: '0/3000000', slotRetainedBytes: 96, slotWalStatus: 'reserved',
+          streamLagBytes: 96, streamLagSeconds: 0.5, walSegmentsArchived: 7, walBytesArchived: 7 * 16 * 1024 * 1024,
+        };
+        await store.recordHeartbeat('agent-1', { walHealth: wal }, 5600);
+        await store.recordHeartbeat('agent-1', { currentLsn: '0/3000070' }, 5700);
+        assert.deepEqual((await store.getAgent('agent-1'))?.walHealth, wal);
+        await store.recordHeartbeat('agent-1', { walHealth: { ...wal, slotName: '', slotActive: false, walSegmentsArchived: 8 } }, 5800);
+        assert.deepEqual((await store.listAgents('main'))[0]?.walHealth, { ...wal, slotName: '', slotActive: false, walSegmentsArchived: 8 });
         await store.setAgentConnected('agent-1', false, 6000);
         a = await store.getAgent('agent-1');
         assert.deepEqual([a?.connected, a?.lastSeen], [false, 6000]);
@@ -141,6 +152,23 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         const k = await store.getJob('k');
         assert.deepEqual([k?.progress, k?.result], [{ files: [1, 2], phase: 'copy' }, { restored: true, list: [] }]);
         assert.equal(await store.getJob('nope'), undefined);
+      });
+
+      test('createJob is idempotent by id: a repeat returns the job as it is now; another cluster or kind is JobStateConflict', async () => {
+        const store = await storeWithCluster();
+        const first = await store.createJob({ id: 'same', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: { type: 'full' } }, 10);
+        await store.transitionJob('same', 'dispatched', {}, 11);
+        // The retry carries other params and a later time: the stored job wins, state and all.
+        const again = await store.createJob({ id: 'same', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: { type: 'incr' } }, 20);
+        assert.deepEqual(again, { ...first, state: 'dispatched' });
+        assert.equal((await store.listJobs({ cluster: 'main' })).length, 1);
+        for (const other of [{ cluster: 'other', kind: 'backup' as const }, { cluster: 'main', kind: 'restore' as const }]) {
+          await assert.rejects(
+            store.createJob({ id: 'same', agentId: 'agent-1', params: {}, ...other }, 30),
+            (err: unknown) => PgfleetError.is(err, 'JobStateConflict') && err.message.includes("backup job of cluster 'main'"),
+          );
+        }
+        assert.deepEqual(await store.getJob('same'), again);
       });
 
       test('a backup job runs to success and inserts its backup in the same step', async () => {
@@ -271,6 +299,12 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.deepEqual((await store.listJobs({ cluster: 'main', limit: 3 })).map((j) => j.id), ['y1', 'y9', 'x3']);
         assert.deepEqual((await store.listJobs({ limit: 0 })).length, 5);
         assert.deepEqual(await store.listJobs({ cluster: 'none' }), []);
+        await store.createJob({ id: 'd1', cluster: 'main', kind: 'drill', agentId: 'agent-1', params: {} }, 50);
+        await store.createJob({ id: 'c1', cluster: 'main', kind: 'capture', agentId: 'agent-1', params: {} }, 50);
+        assert.deepEqual((await store.listJobs({ cluster: 'main', kind: 'backup' })).map((j) => j.id), ['y1', 'y9', 'x1']);
+        assert.deepEqual((await store.listJobs({ kind: 'drill' })).map((j) => j.id), ['d1']);
+        assert.deepEqual((await store.listJobs({ cluster: 'main', kind: 'backup', state: 'queued', limit: 2 })).map((j) => j.id), ['y1', 'y9']);
+        assert.deepEqual(await store.listJobs({ state: 'running' }), []);
       });
     });
 
@@ -305,16 +339,25 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.putPolicy({ scope: 'zeta', schedules: { full: '0 1 * * *' }, retention: {} }, 10);
         await store.putPolicy({ scope: 'Alpha', schedules: {}, retention: { minFull: 3 } }, 11);
         const fleet = await store.putPolicy(
-          { scope: FLEET_POLICY_SCOPE, schedules: { full: '0 1 * * 0', incr: '0 1 * * 1-6', spreadMinutes: 30 }, retention: { pitrWindowDays: 7.5, daily: 7, weekly: 4 } },
+          {
+            scope: FLEET_POLICY_SCOPE,
+            schedules: { full: '0 1 * * 0', incr: '0 1 * * 1-6', drill: '0 3 * * 6', spreadMinutes: 30 },
+            retention: { pitrWindowDays: 7.5, daily: 7, weekly: 4 },
+            health: { rpoSeconds: 120, silenceSeconds: 30 },
+          },
           12,
         );
         assert.deepEqual(fleet, {
-          scope: '*', schedules: { full: '0 1 * * 0', incr: '0 1 * * 1-6', spreadMinutes: 30 }, retention: { pitrWindowDays: 7.5, daily: 7, weekly: 4 }, updatedAt: 12,
+          scope: '*',
+          schedules: { full: '0 1 * * 0', incr: '0 1 * * 1-6', drill: '0 3 * * 6', spreadMinutes: 30 },
+          retention: { pitrWindowDays: 7.5, daily: 7, weekly: 4 },
+          health: { rpoSeconds: 120, silenceSeconds: 30 },
+          updatedAt: 12,
         });
         assert.deepEqual((await store.listPolicies()).map((p) => p.scope), ['*', 'Alpha', 'zeta']);
         // A whole replacement: keys not given are gone; '' (not scheduled) is kept as such.
         await store.putPolicy({ scope: 'zeta', schedules: { diff: '' }, retention: { daily: 0 } }, 20);
-        assert.deepEqual(await store.getPolicy('zeta'), { scope: 'zeta', schedules: { diff: '' }, retention: { daily: 0 }, updatedAt: 20 });
+        assert.deepEqual(await store.getPolicy('zeta'), { scope: 'zeta', schedules: { diff: '' }, retention: { daily: 0 }, health: {}, updatedAt: 20 });
         assert.equal(await store.deletePolicy('zeta'), true);
         assert.equal(await store.deletePolicy('zeta'), false);
         assert.equal(await store.getPolicy('zeta'), undefined);
@@ -327,11 +370,13 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           { cluster: 'b', type: 'full', lastRun: 1_700_000_000_000 },
           { cluster: 'a', type: 'incr', lastRun: 1_700_000_060_000 },
           { cluster: 'a', type: 'full', lastRun: 1_700_000_060_000 },
+          { cluster: 'a', type: 'drill', lastRun: 1_700_000_060_000 },
         ]);
         await store.recordScheduleRuns([]);
         // A later run moves it on; an older one (another controller late with its tick) does not move it back.
         await store.recordScheduleRuns([{ cluster: 'b', type: 'full', lastRun: 1_700_000_120_000 }, { cluster: 'a', type: 'full', lastRun: 1 }]);
         assert.deepEqual(await store.listScheduleRuns(), [
+          { cluster: 'a', type: 'drill', lastRun: 1_700_000_060_000 },
           { cluster: 'a', type: 'full', lastRun: 1_700_000_060_000 },
           { cluster: 'a', type: 'incr', lastRun: 1_700_000_060_000 },
           { cluster: 'b', type: 'full', lastRun: 1_700_000_120_000 },

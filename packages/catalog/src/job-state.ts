@@ -4,7 +4,7 @@
  * | cancelled, where a job may also end from queued or dispatched.
  */
 import { PgfleetError } from '@pgfleet/core';
-import type { JobStateName } from './store.js';
+import type { JobRecord, JobStateName, NewJob } from './store.js';
 
 /** The legal moves (a repeated state is handled separately as a no-op). */
 const NEXT_STATES: Readonly<Record<JobStateName, readonly JobStateName[]>> = {
@@ -37,4 +37,19 @@ export function checkJobTransition(id: string, from: JobStateName, to: JobStateN
     throw new PgfleetError('JobStateConflict', `job ${id} is ${from} and cannot become ${to}`);
   }
   return true;
+}
+
+/**
+ * createJob with an id the catalog already has: a retried create (a caller that did not see the
+ * first answer) gets the job it made, whatever state it reached since; the same id for another
+ * cluster or kind is a different job and is refused with JobStateConflict.
+ */
+export function existingJobFor(job: NewJob, existing: JobRecord): JobRecord {
+  if (existing.cluster !== job.cluster || existing.kind !== job.kind) {
+    throw new PgfleetError(
+      'JobStateConflict',
+      `job ${job.id} exists already as a ${existing.kind} job of cluster '${existing.cluster}'; it cannot be created again as a ${job.kind} job of cluster '${job.cluster}'`,
+    );
+  }
+  return existing;
 }

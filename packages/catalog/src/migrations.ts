@@ -284,6 +284,62 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       );
     `,
   },
+  {
+    description: 'policies.health (per-policy health thresholds); schedule_runs admits drill schedules; jobs admit capture (drill source counts)',
+    // schedule_runs and jobs are rebuilt for their CHECK constraints (SQLite cannot alter one in
+    // place); jobs keep their rowids, which order jobs created in the same millisecond.
+    sqlite: `
+      ALTER TABLE policies ADD COLUMN health TEXT NOT NULL DEFAULT '{}';
+      CREATE TABLE schedule_runs_v2 (
+        cluster  TEXT NOT NULL,
+        type     TEXT NOT NULL CHECK (type IN ('full', 'diff', 'incr', 'drill')),
+        last_run INTEGER NOT NULL,
+        PRIMARY KEY (cluster, type)
+      );
+      INSERT INTO schedule_runs_v2 (cluster, type, last_run) SELECT cluster, type, last_run FROM schedule_runs;
+      DROP TABLE schedule_runs;
+      ALTER TABLE schedule_runs_v2 RENAME TO schedule_runs;
+      CREATE TABLE jobs_v3 (
+        id            TEXT PRIMARY KEY,
+        cluster       TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('backup', 'restore', 'expire', 'verify', 'drill', 'capture')),
+        state         TEXT NOT NULL CHECK (state IN ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled')),
+        agent_id      TEXT NOT NULL,
+        params        TEXT,
+        created_at    INTEGER NOT NULL,
+        started_at    INTEGER,
+        finished_at   INTEGER,
+        error_code    TEXT,
+        error_message TEXT,
+        progress      TEXT,
+        result        TEXT
+      );
+      INSERT INTO jobs_v3 (rowid, id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, error_code, error_message, progress, result)
+        SELECT rowid, id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, error_code, error_message, progress, result FROM jobs;
+      DROP TABLE jobs;
+      ALTER TABLE jobs_v3 RENAME TO jobs;
+      CREATE INDEX jobs_cluster_created ON jobs(cluster, created_at);
+      CREATE INDEX jobs_active ON jobs(state) WHERE state IN ('queued', 'dispatched', 'running');
+      CREATE INDEX jobs_cluster_kind ON jobs(cluster, kind, created_at);
+    `,
+    postgres: `
+      ALTER TABLE policies ADD COLUMN health JSONB NOT NULL DEFAULT '{}'::jsonb;
+      ALTER TABLE schedule_runs DROP CONSTRAINT schedule_runs_type_check;
+      ALTER TABLE schedule_runs ADD CONSTRAINT schedule_runs_type_check CHECK (type IN ('full', 'diff', 'incr', 'drill'));
+      ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check;
+      ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('backup', 'restore', 'expire', 'verify', 'drill', 'capture'));
+      CREATE INDEX jobs_cluster_kind ON jobs(cluster, kind, created_at);
+    `,
+  },
+  {
+    description: 'agents.wal_health (the WAL health of the last heartbeat: pg_wal space, replication slot, stream lag, WAL archived)',
+    sqlite: `
+      ALTER TABLE agents ADD COLUMN wal_health TEXT;
+    `,
+    postgres: `
+      ALTER TABLE agents ADD COLUMN wal_health JSONB;
+    `,
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */

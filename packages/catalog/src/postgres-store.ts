@@ -15,7 +15,7 @@
 import pg from 'pg';
 import { PgfleetError } from '@pgfleet/core';
 import { Lsn } from '@pgfleet/pg';
-import { checkJobTransition, FAILABLE_JOB_STATES } from './job-state.js';
+import { checkJobTransition, existingJobFor, FAILABLE_JOB_STATES } from './job-state.js';
 import { CATALOG_SCHEMA_VERSION, POSTGRES_MIGRATIONS } from './migrations.js';
 import {
   adminTokenFromRow,
@@ -28,6 +28,7 @@ import {
   clusterFromRow,
   encodeJson,
   jobFromRow,
+  jobWhere,
   policyFromRow,
   scheduleRunFromRow,
   type AgentRow,
@@ -44,6 +45,7 @@ import {
   type EnrollmentTokenRecord,
   type EnrollmentTokenUse,
   type AgentRecord,
+  type HeartbeatFigures,
   type BackupRecord,
   type CatalogStore,
   type ClusterRecord,
@@ -53,6 +55,8 @@ import {
   type JobKind,
   type NewJob,
   type PolicyRecord,
+  type JobFilter,
+  type PolicyHealth,
   type PolicyRetention,
   type PolicySchedules,
   type ScheduleRunRecord,
@@ -285,10 +289,10 @@ export class PostgresCatalogStore implements CatalogStore {
     await this.query('UPDATE agents SET connected = false WHERE connected');
   }
 
-  async recordHeartbeat(id: string, beat: { archiver?: unknown; currentLsn?: string }, now: number): Promise<void> {
+  async recordHeartbeat(id: string, beat: HeartbeatFigures, now: number): Promise<void> {
     await this.query(
-      'UPDATE agents SET last_seen = $1, archiver = COALESCE($2::jsonb, archiver), current_lsn = COALESCE($3, current_lsn) WHERE id = $4',
-      [now, encodeJson(beat.archiver), beat.currentLsn || null, id],
+      'UPDATE agents SET last_seen = $1, archiver = COALESCE($2::jsonb, archiver), current_lsn = COALESCE($3, current_lsn), wal_health = COALESCE($4::jsonb, wal_health) WHERE id = $5',
+      [now, encodeJson(beat.archiver), beat.currentLsn || null, encodeJson(beat.walHealth), id],
     );
   }
 
@@ -361,12 +365,12 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows.map((r) => policyFromRow(r, decodeJson));
   }
 
-  async putPolicy(p: { scope: string; schedules: PolicySchedules; retention: PolicyRetention }, now: number): Promise<PolicyRecord> {
+  async putPolicy(p: { scope: string; schedules: PolicySchedules; retention: PolicyRetention; health?: PolicyHealth }, now: number): Promise<PolicyRecord> {
     const rows = await this.query<PolicyRow>(
-      `INSERT INTO policies (scope, schedules, retention, updated_at) VALUES ($1, $2::jsonb, $3::jsonb, $4)
-       ON CONFLICT (scope) DO UPDATE SET schedules = EXCLUDED.schedules, retention = EXCLUDED.retention, updated_at = EXCLUDED.updated_at
+      `INSERT INTO policies (scope, schedules, retention, health, updated_at) VALUES ($1, $2::jsonb, $3::jsonb, $4::jsonb, $5)
+       ON CONFLICT (scope) DO UPDATE SET schedules = EXCLUDED.schedules, retention = EXCLUDED.retention, health = EXCLUDED.health, updated_at = EXCLUDED.updated_at
        RETURNING *`,
-      [p.scope, JSON.stringify(p.schedules), JSON.stringify(p.retention), now],
+      [p.scope, JSON.stringify(p.schedules), JSON.stringify(p.retention), JSON.stringify(p.health ?? {}), now],
     );
     return policyFromRow(rows[0]!, decodeJson);
   }
@@ -395,10 +399,12 @@ export class PostgresCatalogStore implements CatalogStore {
 
   async createJob(job: NewJob, now: number): Promise<JobRecord> {
     const rows = await this.query<JobRow>(
-      `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES ($1, $2, $3, 'queued', $4, $5::jsonb, $6) RETURNING *`,
+      `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES ($1, $2, $3, 'queued', $4, $5::jsonb, $6) ON CONFLICT (id) DO NOTHING RETURNING *`,
       [job.id, job.cluster, job.kind, job.agentId, encodeJson(job.params), now],
     );
-    return jobRow(rows[0]!);
+    if (rows[0]) return jobRow(rows[0]);
+    // Only a row that exists makes the insert do nothing; jobs are never deleted.
+    return existingJobFor(job, (await this.getJob(job.id))!);
   }
 
   async getJob(id: string): Promise<JobRecord | undefined> {
@@ -406,12 +412,11 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows[0] && jobRow(rows[0]);
   }
 
-  async listJobs(filter: { cluster?: string; limit?: number } = {}): Promise<JobRecord[]> {
+  async listJobs(filter: JobFilter = {}): Promise<JobRecord[]> {
     // LIMIT NULL is no limit. seq (creation order) breaks ties within a millisecond, as rowid does in SQLite.
     const limit = filter.limit && filter.limit > 0 ? filter.limit : null;
-    const rows = filter.cluster
-      ? await this.query<JobRow>('SELECT * FROM jobs WHERE cluster = $1 ORDER BY created_at DESC, seq DESC LIMIT $2', [filter.cluster, limit])
-      : await this.query<JobRow>('SELECT * FROM jobs ORDER BY created_at DESC, seq DESC LIMIT $1', [limit]);
+    const { where, args } = jobWhere(filter, (n) => `$${n}`);
+    const rows = await this.query<JobRow>(`SELECT * FROM jobs ${where} ORDER BY created_at DESC, seq DESC LIMIT $${args.length + 1}`, [...args, limit]);
     return rows.map(jobRow);
   }
 

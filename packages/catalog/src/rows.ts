@@ -5,19 +5,19 @@
  * truthiness, 64-bit integers by the PostgreSQL store's int8 parser (ms timestamps and byte
  * counts stay below 2^53).
  */
-import type { AdminRole, AdminTokenRecord, AgentRecord, BackupKind, EnrollmentTokenRecord, BackupRecord, ClusterRecord, JobKind, JobRecord, JobStateName, PolicyRecord, PolicyRetention, PolicySchedules, ScheduleRunRecord } from './store.js';
+import type { AdminRole, AdminTokenRecord, AgentRecord, AgentWalHealth, BackupKind, EnrollmentTokenRecord, JobFilter, BackupRecord, ClusterRecord, JobKind, JobRecord, JobStateName, PolicyHealth, PolicyRecord, PolicyRetention, PolicySchedules, ScheduleKind, ScheduleRunRecord } from './store.js';
 
 export interface ClusterRow { name: string; system_identifier: string; pg_version: number; created_at: number }
 export interface AgentRow {
   id: string; cluster: string; hostname: string; version: string; connected: number | boolean; last_seen: number | null;
-  archiver: unknown; current_lsn: string | null;
+  archiver: unknown; current_lsn: string | null; wal_health: unknown;
 }
 export interface BackupRow {
   cluster: string; label: string; type: string; start_lsn: string; stop_lsn: string; start_time: number; stop_time: number;
   timeline: number; system_identifier: string; pg_version: number; size_bytes: number; stored_bytes: number; file_count: number;
   wal_start: string; wal_stop: string; job_id: string; prior_label: string; pinned: number | boolean;
 }
-export interface PolicyRow { scope: string; schedules: unknown; retention: unknown; updated_at: number }
+export interface PolicyRow { scope: string; schedules: unknown; retention: unknown; health: unknown; updated_at: number }
 export interface ScheduleRunRow { cluster: string; type: string; last_run: number }
 export interface JobRow {
   id: string; cluster: string; kind: string; state: string; agent_id: string; params: unknown; created_at: number;
@@ -38,6 +38,7 @@ export function agentFromRow(r: AgentRow, decodeJson: DecodeJson): AgentRecord {
   return {
     id: r.id, cluster: r.cluster, hostname: r.hostname, version: r.version, connected: Boolean(r.connected),
     lastSeen: r.last_seen, archiver: decodeJson(r.archiver), currentLsn: r.current_lsn,
+    walHealth: (decodeJson(r.wal_health) ?? null) as AgentWalHealth | null,
   };
 }
 
@@ -55,12 +56,13 @@ export function policyFromRow(r: PolicyRow, decodeJson: DecodeJson): PolicyRecor
     scope: r.scope,
     schedules: (decodeJson(r.schedules) ?? {}) as PolicySchedules,
     retention: (decodeJson(r.retention) ?? {}) as PolicyRetention,
+    health: (decodeJson(r.health) ?? {}) as PolicyHealth,
     updatedAt: r.updated_at,
   };
 }
 
 export function scheduleRunFromRow(r: ScheduleRunRow): ScheduleRunRecord {
-  return { cluster: r.cluster, type: r.type as BackupKind, lastRun: r.last_run };
+  return { cluster: r.cluster, type: r.type as ScheduleKind, lastRun: r.last_run };
 }
 
 export function jobFromRow(r: JobRow, decodeJson: DecodeJson): JobRecord {
@@ -88,4 +90,17 @@ export function enrollmentRefusal(row: EnrollmentTokenRow | undefined, now: numb
   if (!row) return { ok: false, reason: 'unknown' };
   const token = enrollmentTokenFromRow(row);
   return { ok: false, reason: token.usedAt !== null ? 'used' : token.expiresAt <= now ? 'expired' : 'unknown', token };
+}
+
+/** The WHERE clause of a job listing; `param(n)` spells the n-th (1-based) placeholder of the dialect. */
+export function jobWhere(filter: JobFilter, param: (n: number) => string): { where: string; args: string[] } {
+  const conds: string[] = [];
+  const args: string[] = [];
+  for (const col of ['cluster', 'kind', 'state'] as const) {
+    const v = filter[col];
+    if (v === undefined || v === '') continue;
+    args.push(v);
+    conds.push(`${col} = ${param(args.length)}`);
+  }
+  return { where: conds.length ? `WHERE ${conds.join(' AND ')}` : '', args };
 }

@@ -10,7 +10,7 @@
 import Database from 'better-sqlite3';
 import { PgfleetError } from '@pgfleet/core';
 import { Lsn } from '@pgfleet/pg';
-import { checkJobTransition, FAILABLE_JOB_STATES } from './job-state.js';
+import { checkJobTransition, existingJobFor, FAILABLE_JOB_STATES } from './job-state.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 import {
   adminTokenFromRow,
@@ -23,6 +23,7 @@ import {
   clusterFromRow,
   encodeJson,
   jobFromRow,
+  jobWhere,
   policyFromRow,
   scheduleRunFromRow,
   type AgentRow,
@@ -39,6 +40,7 @@ import {
   type EnrollmentTokenRecord,
   type EnrollmentTokenUse,
   type AgentRecord,
+  type HeartbeatFigures,
   type BackupRecord,
   type CatalogStore,
   type ClusterRecord,
@@ -48,6 +50,8 @@ import {
   type JobKind,
   type NewJob,
   type PolicyRecord,
+  type JobFilter,
+  type PolicyHealth,
   type PolicyRetention,
   type PolicySchedules,
   type ScheduleRunRecord,
@@ -229,10 +233,10 @@ export class SqliteCatalogStore implements CatalogStore {
     this.db.prepare('UPDATE agents SET connected = 0 WHERE connected <> 0').run();
   }
 
-  async recordHeartbeat(id: string, beat: { archiver?: unknown; currentLsn?: string }, now: number): Promise<void> {
+  async recordHeartbeat(id: string, beat: HeartbeatFigures, now: number): Promise<void> {
     this.db
-      .prepare('UPDATE agents SET last_seen = ?, archiver = COALESCE(?, archiver), current_lsn = COALESCE(?, current_lsn) WHERE id = ?')
-      .run(now, json(beat.archiver), beat.currentLsn || null, id);
+      .prepare('UPDATE agents SET last_seen = ?, archiver = COALESCE(?, archiver), current_lsn = COALESCE(?, current_lsn), wal_health = COALESCE(?, wal_health) WHERE id = ?')
+      .run(now, json(beat.archiver), beat.currentLsn || null, json(beat.walHealth), id);
   }
 
   async getAgent(id: string): Promise<AgentRecord | undefined> {
@@ -299,13 +303,13 @@ export class SqliteCatalogStore implements CatalogStore {
     return rows.map((r) => policyFromRow(r, unjson));
   }
 
-  async putPolicy(p: { scope: string; schedules: PolicySchedules; retention: PolicyRetention }, now: number): Promise<PolicyRecord> {
+  async putPolicy(p: { scope: string; schedules: PolicySchedules; retention: PolicyRetention; health?: PolicyHealth }, now: number): Promise<PolicyRecord> {
     this.db
       .prepare(
-        `INSERT INTO policies (scope, schedules, retention, updated_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (scope) DO UPDATE SET schedules = excluded.schedules, retention = excluded.retention, updated_at = excluded.updated_at`,
+        `INSERT INTO policies (scope, schedules, retention, health, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (scope) DO UPDATE SET schedules = excluded.schedules, retention = excluded.retention, health = excluded.health, updated_at = excluded.updated_at`,
       )
-      .run(p.scope, JSON.stringify(p.schedules), JSON.stringify(p.retention), now);
+      .run(p.scope, JSON.stringify(p.schedules), JSON.stringify(p.retention), JSON.stringify(p.health ?? {}), now);
     return (await this.getPolicy(p.scope))!;
   }
 
@@ -331,10 +335,11 @@ export class SqliteCatalogStore implements CatalogStore {
   }
 
   async createJob(job: NewJob, now: number): Promise<JobRecord> {
-    this.db
-      .prepare(`INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?)`)
+    const { changes } = this.db
+      .prepare(`INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
       .run(job.id, job.cluster, job.kind, job.agentId, json(job.params), now);
-    return (await this.getJob(job.id))!;
+    const stored = (await this.getJob(job.id))!;
+    return changes === 0 ? existingJobFor(job, stored) : stored;
   }
 
   async getJob(id: string): Promise<JobRecord | undefined> {
@@ -342,11 +347,10 @@ export class SqliteCatalogStore implements CatalogStore {
     return row && jobRow(row);
   }
 
-  async listJobs(filter: { cluster?: string; limit?: number } = {}): Promise<JobRecord[]> {
+  async listJobs(filter: JobFilter = {}): Promise<JobRecord[]> {
     const limit = filter.limit && filter.limit > 0 ? filter.limit : -1;
-    const rows = filter.cluster
-      ? (this.db.prepare('SELECT * FROM jobs WHERE cluster = ? ORDER BY created_at DESC, rowid DESC LIMIT ?').all(filter.cluster, limit) as JobRow[])
-      : (this.db.prepare('SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?').all(limit) as JobRow[]);
+    const { where, args } = jobWhere(filter, () => '?');
+    const rows = this.db.prepare(`SELECT * FROM jobs ${where} ORDER BY created_at DESC, rowid DESC LIMIT ?`).all(...args, limit) as JobRow[];
     return rows.map(jobRow);
   }
 

@@ -8,7 +8,15 @@
  */
 
 export type BackupKind = 'full' | 'diff' | 'incr';
-export type JobKind = 'backup' | 'restore' | 'expire' | 'verify';
+/** listJobs: newest first, optionally only one cluster's, one kind's and/or one state's. */
+export interface JobFilter {
+  cluster?: string;
+  kind?: JobKind;
+  state?: JobStateName;
+  limit?: number;
+}
+
+export type JobKind = 'backup' | 'restore' | 'expire' | 'verify' | 'drill' | 'capture';
 export type JobStateName = 'queued' | 'dispatched' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export const TERMINAL_JOB_STATES: readonly JobStateName[] = ['succeeded', 'failed', 'cancelled'];
@@ -35,6 +43,39 @@ export interface AgentRecord {
   /** pg_stat_archiver figures as JSON (the controller stores the protocol message's JSON form). */
   archiver: unknown;
   currentLsn: string | null;
+  /** What the agent last reported of its cluster's WAL (Heartbeat.wal); null before the first report. */
+  walHealth: AgentWalHealth | null;
+}
+
+/**
+ * Heartbeat.wal as the catalog keeps it: the protocol message's fields in camelCase, 64-bit
+ * counts as numbers (byte counts stay far below 2^53).
+ */
+export interface AgentWalHealth {
+  /** pg_wal: bytes in use, and free/total bytes of its filesystem. */
+  pgWalBytes: number;
+  pgWalFreeBytes: number;
+  pgWalTotalBytes: number;
+  /** The agent's replication slot ('' when there is none). */
+  slotName: string;
+  slotActive: boolean;
+  slotRestartLsn: string;
+  /** WAL the slot holds back in pg_wal (current LSN - restart_lsn). */
+  slotRetainedBytes: number;
+  /** pg_replication_slots.wal_status: reserved, extended, unreserved or lost. */
+  slotWalStatus: string;
+  streamLagBytes: number;
+  streamLagSeconds: number;
+  /** Since the agent started: WAL segments and their bytes it put into the repository. */
+  walSegmentsArchived: number;
+  walBytesArchived: number;
+}
+
+/** What recordHeartbeat stores (absent: keep the last reported value). */
+export interface HeartbeatFigures {
+  archiver?: unknown;
+  currentLsn?: string;
+  walHealth?: AgentWalHealth;
 }
 
 export interface BackupRecord {
@@ -71,8 +112,20 @@ export interface PolicySchedules {
   full?: string;
   diff?: string;
   incr?: string;
+  /** Restore drill schedule (cron); '' = not scheduled. */
+  drill?: string;
   spreadMinutes?: number;
 }
+
+/** Health thresholds of a policy (seconds); an absent key is inherited (cluster -> fleet -> controller flags). */
+export interface PolicyHealth {
+  rpoSeconds?: number;
+  staleBackupSeconds?: number;
+  silenceSeconds?: number;
+}
+
+/** What a scheduled run is of: a backup type or a restore drill. */
+export type ScheduleKind = BackupKind | 'drill';
 
 /** Retention settings of a policy; an absent key is inherited (cluster -> fleet -> default). */
 export interface PolicyRetention {
@@ -89,13 +142,14 @@ export interface PolicyRecord {
   scope: string;
   schedules: PolicySchedules;
   retention: PolicyRetention;
+  health: PolicyHealth;
   updatedAt: number;
 }
 
 /** When a cluster's scheduled backup of a type last started (the fire time it stood for). */
 export interface ScheduleRunRecord {
   cluster: string;
-  type: BackupKind;
+  type: ScheduleKind;
   lastRun: number;
 }
 
@@ -229,7 +283,8 @@ export interface CatalogStore {
   setAgentConnected(id: string, connected: boolean, now: number, events?: readonly OutboxEventInput[]): Promise<void>;
   /** Marks every agent disconnected; at controller start no stream is open yet. */
   disconnectAllAgents(now: number): Promise<void>;
-  recordHeartbeat(id: string, beat: { archiver?: unknown; currentLsn?: string }, now: number): Promise<void>;
+  /** Stores a heartbeat's figures; what the beat leaves out keeps its last reported value. */
+  recordHeartbeat(id: string, beat: HeartbeatFigures, now: number): Promise<void>;
   getAgent(id: string): Promise<AgentRecord | undefined>;
   listAgents(cluster?: string): Promise<AgentRecord[]>;
 
@@ -249,7 +304,7 @@ export interface CatalogStore {
   /** Every stored policy, fleet default first, then clusters by name. */
   listPolicies(): Promise<PolicyRecord[]>;
   /** Replaces the scope's policy as a whole (callers merge). */
-  putPolicy(policy: { scope: string; schedules: PolicySchedules; retention: PolicyRetention }, now: number): Promise<PolicyRecord>;
+  putPolicy(policy: { scope: string; schedules: PolicySchedules; retention: PolicyRetention; health?: PolicyHealth }, now: number): Promise<PolicyRecord>;
   /** Removes the scope's policy; false when there was none. */
   deletePolicy(scope: string): Promise<boolean>;
 
@@ -265,7 +320,7 @@ export interface CatalogStore {
   createJob(job: NewJob, now: number): Promise<JobRecord>;
   getJob(id: string): Promise<JobRecord | undefined>;
   /** Newest first. */
-  listJobs(filter?: { cluster?: string; limit?: number }): Promise<JobRecord[]>;
+  listJobs(filter?: JobFilter): Promise<JobRecord[]>;
   /** How many jobs there are per cluster, kind and state (metrics). */
   countJobs(): Promise<Array<{ cluster: string; kind: JobKind; state: JobStateName; count: number }>>;
   /** Jobs not yet finished (queued, dispatched, running), oldest first. */
