@@ -15,9 +15,12 @@ test('every AdminService method has a minimum role, and the table names no other
 test('what each role may call', () => {
   const allowed = (role: AdminRole) => AdminService.methods.filter((m) => roleAllows(role, requiredRole(m.localName)!)).map((m) => m.localName).sort();
   // viewer: read only (list, get, watch, plan).
-  assert.deepEqual(allowed('viewer'), ['getJob', 'getPolicy', 'listBackups', 'listClusters', 'listEvents', 'listJobs', 'planRetention', 'watchEvents', 'watchJob']);
-  // operator: + backup, restore, retention apply, pin.
-  assert.deepEqual(allowed('operator'), ['applyRetention', 'getJob', 'getPolicy', 'listBackups', 'listClusters', 'listEvents', 'listJobs', 'pinBackup', 'planRetention', 'startBackup', 'startRestore', 'startVerify', 'watchEvents', 'watchJob']);
+  assert.deepEqual(allowed('viewer'), ['getJob', 'getPolicy', 'listBackups', 'listClusters', 'listDrills', 'listEvents', 'listJobs', 'planRetention', 'watchEvents', 'watchJob']);
+  // operator: + backup, restore, verify, drill, retention apply, pin.
+  assert.deepEqual(allowed('operator'), [
+    'applyRetention', 'cancelJob', 'getJob', 'getPolicy', 'listBackups', 'listClusters', 'listDrills', 'listEvents', 'listJobs', 'pinBackup', 'planRetention',
+    'startBackup', 'startDrill', 'startRestore', 'startVerify', 'watchEvents', 'watchJob',
+  ]);
   // admin: everything, policy set included.
   assert.deepEqual(allowed('admin'), AdminService.methods.map((m) => m.localName).sort());
   for (const r of ADMIN_ROLES) assert.equal(roleAllows(r, 'viewer'), true);

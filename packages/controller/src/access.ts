@@ -46,6 +46,7 @@ export const ADMIN_METHOD_ROLES = {
   watchJob: 'viewer',
   listEvents: 'viewer',
   watchEvents: 'viewer',
+  listDrills: 'viewer',
   getPolicy: 'viewer',
   planRetention: 'viewer',
   startBackup: 'operator',
@@ -53,7 +54,14 @@ export const ADMIN_METHOD_ROLES = {
   applyRetention: 'operator',
   pinBackup: 'operator',
   startVerify: 'operator',
+  cancelJob: 'operator',
+  startDrill: 'operator',
   setPolicy: 'admin',
+  applyFleet: 'admin',
+  createEnrollmentToken: 'admin',
+  createToken: 'admin',
+  listTokens: 'admin',
+  revokeToken: 'admin',
 } as const satisfies Record<keyof (typeof AdminService)['method'], AdminRole>;
 
 /** viewer < operator < admin: each role may do what the ones before it may. */
@@ -114,10 +122,5 @@ export function checkHelloIdentity(id: AgentIdentity, hello: { agentId: string; 
   }
 }
 
-/** '90s', '30m', '1h', '7d' -> milliseconds; InvalidArgument naming the option otherwise. */
-export function parseDuration(text: string, option: string): number {
-  const m = /^(\d+)\s*(s|m|h|d)$/.exec(text.trim());
-  const n = m ? Number(m[1]) : 0;
-  if (!m || n <= 0) throw new PgfleetError('InvalidArgument', `--${option} '${text}' is not a duration; use e.g. 30m, 1h or 7d`);
-  return n * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd'];
-}
+// Durations are parsed in core, where the admin CLI's --ttl shares the same syntax.
+export { parseDuration } from '@pgfleet/core';

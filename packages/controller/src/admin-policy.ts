@@ -19,8 +19,11 @@ import type { ControllerContext } from './context.js';
 import { requireCluster } from './dispatch.js';
 import {
   FLEET_POLICY_SCOPE,
+  HEALTH_FIELDS,
+  HEALTH_KEYS,
   POLICY_KEYS,
   effectivePolicy,
+  isEmptySettings,
   formatPolicyValue,
   mergeSettings,
   settingsOf,
@@ -32,30 +35,36 @@ import { loadClusterPolicy, planClusterRetention, planRemovesSomething, startExp
 type GetPolicyResponseInit = MessageInitShape<typeof GetPolicyResponseSchema>;
 type PlanInit = MessageInitShape<typeof PlanRetentionResponseSchema>;
 
-function settingsToProto(s: PolicySettings | undefined): MessageInitShape<typeof PolicySettingsSchema> {
+export function settingsToProto(s: PolicySettings | undefined): MessageInitShape<typeof PolicySettingsSchema> {
   if (!s) return {};
-  return { ...s.schedules, ...s.retention };
+  const health: MessageInitShape<typeof PolicySettingsSchema> = {};
+  for (const key of HEALTH_KEYS) {
+    const v = s.health?.[HEALTH_FIELDS[key]];
+    if (v !== undefined) health[key] = v;
+  }
+  return { ...s.schedules, ...s.retention, ...health };
 }
 
-function settingsFromProto(p: ProtoPolicySettings | undefined): PolicySettings {
-  const s: PolicySettings = { schedules: {}, retention: {} };
+export function settingsFromProto(p: ProtoPolicySettings | undefined): PolicySettings {
+  const s: PolicySettings = { schedules: {}, retention: {}, health: {} };
   if (!p) return s;
-  for (const k of ['full', 'diff', 'incr'] as const) if (p[k] !== undefined) s.schedules[k] = p[k].trim();
+  for (const k of ['full', 'diff', 'incr', 'drill'] as const) if (p[k] !== undefined) s.schedules[k] = p[k].trim();
+  for (const k of HEALTH_KEYS) if (p[k] !== undefined) s.health![HEALTH_FIELDS[k]] = p[k];
   if (p.spreadMinutes !== undefined) s.schedules.spreadMinutes = p.spreadMinutes;
   for (const k of ['pitrWindowDays', 'daily', 'weekly', 'monthly', 'yearly', 'minFull'] as const) if (p[k] !== undefined) s.retention[k] = p[k];
   return s;
 }
 
-function checkClusterName(name: string): void {
+export function checkClusterName(name: string): void {
   if (!name) throw new PgfleetError('InvalidArgument', 'a cluster name is required (or --fleet for the fleet default)');
   if (name === FLEET_POLICY_SCOPE) throw new PgfleetError('InvalidArgument', `'${FLEET_POLICY_SCOPE}' is not a cluster name; use --fleet for the fleet default`);
 }
 
-function policyResponse(cluster: string, fleet: PolicyRecord | undefined, own: PolicyRecord | undefined): GetPolicyResponseInit {
+function policyResponse(ctx: ControllerContext, cluster: string, fleet: PolicyRecord | undefined, own: PolicyRecord | undefined): GetPolicyResponseInit {
   const eff = effectivePolicy(fleet && settingsOf(fleet), own && settingsOf(own));
   return {
     cluster,
-    values: POLICY_KEYS.map((key) => ({ key, value: formatPolicyValue(key, eff), source: eff.sources[key] })),
+    values: POLICY_KEYS.map((key) => ({ key, value: formatPolicyValue(key, eff, ctx.healthDefaults), source: eff.sources[key] })),
     fleet: settingsToProto(fleet && settingsOf(fleet)),
     clusterOverride: settingsToProto(own && settingsOf(own)),
     retentionConfigured: eff.retentionConfigured,
@@ -63,10 +72,10 @@ function policyResponse(cluster: string, fleet: PolicyRecord | undefined, own: P
 }
 
 export async function getPolicy(ctx: ControllerContext, cluster: string): Promise<GetPolicyResponseInit> {
-  if (cluster === '') return policyResponse('', await ctx.store.getPolicy(FLEET_POLICY_SCOPE), undefined);
+  if (cluster === '') return policyResponse(ctx, '', await ctx.store.getPolicy(FLEET_POLICY_SCOPE), undefined);
   checkClusterName(cluster);
   const p = await loadClusterPolicy(ctx, cluster);
-  return policyResponse(cluster, p.fleet, p.cluster);
+  return policyResponse(ctx, cluster, p.fleet, p.cluster);
 }
 
 /**
@@ -82,9 +91,10 @@ export async function setPolicy(ctx: ControllerContext, req: SetPolicyRequest): 
   const existing = req.reset ? undefined : await ctx.store.getPolicy(scope);
   const merged = mergeSettings(settingsOf(existing), patch);
   validatePolicySettings(merged);
-  if (Object.keys(merged.schedules).length === 0 && Object.keys(merged.retention).length === 0) await ctx.store.deletePolicy(scope);
+  if (isEmptySettings(merged)) await ctx.store.deletePolicy(scope);
   else await ctx.store.putPolicy({ scope, ...merged }, ctx.now());
-  ctx.logger.info({ scope, schedules: merged.schedules, retention: merged.retention }, 'policy set');
+  ctx.health?.policiesChanged?.();
+  ctx.logger.info({ scope, schedules: merged.schedules, retention: merged.retention, health: merged.health }, 'policy set');
   return { policy: await getPolicy(ctx, req.fleet ? '' : req.cluster) };
 }
 

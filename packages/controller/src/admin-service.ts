@@ -6,36 +6,28 @@
  */
 import { isAbsolute } from 'node:path/posix';
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { PgfleetError, newJobId } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, newJobId } from '@pgfleet/core';
 import { isTerminalJobState, type JobRecord } from '@pgfleet/catalog';
 import type { CallContext, ServiceImpl } from '@pgfleet/rpc';
 import { BackupType, type AdminService, type JobInfoSchema, type StartBackupRequest, type StartRestoreRequest } from '@pgfleet/proto';
 import type { AgentSession } from './agent-sessions.js';
-import { backupInfoFromRecord, backupKindFromProto, clusterInfo, jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson } from './convert.js';
-import type { ControllerContext } from './context.js';
+import { backupInfoFromRecord, backupKindFromProto, jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson } from './convert.js';
+import { eventsCommitted, publishJobs, type ControllerContext } from './context.js';
+import { jobEvents } from './events.js';
 import { chooseBackup } from './pitr.js';
 import { applyRetention, getPolicy, pinBackup, planRetention, setPolicy } from './admin-policy.js';
 import { clusterAgent, dispatch, requireCluster, startBackupJob, startVerifyJob } from './dispatch.js';
 import { listEvents, watchEvents } from './admin-events.js';
+import { drillRequestFromProto, listDrills, startDrillJob } from './drills.js';
+import { listClusterStatus } from './status.js';
+import { applyFleet } from './fleet-apply.js';
+import { createEnrollmentTokenRpc, createTokenRpc, listTokensRpc, revokeTokenRpc } from './admin-tokens.js';
 
 const DEFAULT_JOB_LIMIT = 50;
 
 export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof AdminService> {
   return {
-    listClusters: async () => {
-      const clusters = await ctx.store.listClusters();
-      return {
-        clusters: await Promise.all(
-          clusters.map(async (c) => {
-            const agents = await ctx.store.listAgents(c.name);
-            // The connected agent if any, else the one seen last (its figures are the newest known).
-            const agent = agents.find((a) => a.connected) ?? [...agents].sort((a, b) => (b.lastSeen ?? 0) - (a.lastSeen ?? 0))[0];
-            const backups = await ctx.store.listBackups(c.name);
-            return clusterInfo(c, agent, backups[backups.length - 1]);
-          }),
-        ),
-      };
-    },
+    listClusters: async () => ({ clusters: await listClusterStatus(ctx) }),
 
     listBackups: async (req) => {
       await requireCluster(ctx, req.cluster);
@@ -54,6 +46,8 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
       return { jobs: jobs.map(jobInfoFromRecord) };
     },
 
+    cancelJob: async (req) => ({ job: await cancelJob(ctx, req.id) }),
+
     watchJob: (req, call) => watchJob(ctx, req.id, call),
 
     getPolicy: async (req) => getPolicy(ctx, req.cluster),
@@ -64,7 +58,38 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
     listEvents: async (req) => listEvents(ctx, req),
     watchEvents: (req, call) => watchEvents(ctx, req, call),
     startVerify: async (req) => ({ job: await startVerifyJob(ctx, req.cluster, req.full) }),
+    applyFleet: async (req) => applyFleet(ctx, req),
+    startDrill: async (req) => ({ job: await startDrillJob(ctx, drillRequestFromProto(req)) }),
+    listDrills: async (req) => listDrills(ctx, req),
+    createEnrollmentToken: async (req) => createEnrollmentTokenRpc(ctx, req),
+    createToken: async (req) => createTokenRpc(ctx, req),
+    listTokens: async () => listTokensRpc(ctx),
+    revokeToken: async (req) => revokeTokenRpc(ctx, req),
   };
+}
+
+/**
+ * A queued job is cancelled here; a dispatched or running one is cancelled by its agent (which
+ * removes what it wrote and reports CANCELLED). An agent that is not connected cannot be told: the
+ * job is cancelled in the catalog, and the agent's late result for it changes nothing.
+ */
+async function cancelJob(ctx: ControllerContext, id: string): Promise<MessageInitShape<typeof JobInfoSchema>> {
+  const job = await requireJob(ctx, id);
+  if (isTerminalJobState(job.state)) {
+    throw new PgfleetError('JobStateConflict', `job ${id} already ended (${job.state}); there is nothing to cancel`);
+  }
+  const session = ctx.sessions.get(job.agentId);
+  if (job.state !== 'queued' && session) {
+    session.send({ msg: { case: 'cancel', value: { jobId: id } } });
+    ctx.logger.info({ jobId: id, agentId: job.agentId }, 'cancel sent to the agent');
+    return jobInfoFromRecord(job);
+  }
+  const error = { code: ErrorCodes.JobCancelled.code, message: job.state === 'queued' ? 'cancelled before it was sent' : `cancelled while agent ${job.agentId} was not connected` };
+  const now = ctx.now();
+  const { job: cancelled } = await ctx.store.transitionJob(id, 'cancelled', { error, events: jobEvents(job, 'cancelled', { error }, now) }, now);
+  eventsCommitted(ctx);
+  publishJobs(ctx, [cancelled]);
+  return jobInfoFromRecord(cancelled);
 }
 
 async function requireJob(ctx: ControllerContext, id: string): Promise<JobRecord> {

@@ -7,6 +7,7 @@
  */
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes, PgfleetError, asPgfleetError } from '@pgfleet/core';
+import { isTerminalJobState } from '@pgfleet/catalog';
 import type { BidiStream, CallContext, ServiceImpl } from '@pgfleet/rpc';
 import { JobState, type AgentService, type ConnectRequest, type ConnectResponseSchema, type Hello, type JobResult } from '@pgfleet/proto';
 import { checkHelloIdentity, requireAgentIdentity } from './access.js';
@@ -14,7 +15,10 @@ import type { AgentSession } from './agent-sessions.js';
 import { archiverJson, backupInfoFromRecord, backupRecordFromInfo, progressJson, resultJson } from './convert.js';
 import { CONTROLLER_VERSION, eventsCommitted, publishJobs, type ControllerContext } from './context.js';
 import { failedJobEvents, jobEvents, outboxEvent } from './events.js';
+import { walHealthRecord } from './health.js';
+import { captureFinished, capturesFailed } from './drills.js';
 import { recordExpired } from './retention-jobs.js';
+import { recordWalGaps } from './wal-gaps.js';
 
 type ConnectStream = BidiStream<ConnectRequest, typeof ConnectResponseSchema>;
 
@@ -66,6 +70,7 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
     cluster: hello.cluster,
     hostname: hello.hostname,
     connectedAt: ctx.now(),
+    repositories: hello.repositories,
     send: (msg) => stream.send(msg),
     close: () => stream.end(),
   };
@@ -73,12 +78,27 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
   stream.send({ msg: { case: 'welcome', value: { controllerVersion: CONTROLLER_VERSION, heartbeatIntervalSeconds: ctx.heartbeatIntervalSeconds } } });
   log.info({ hostname: hello.hostname, agentVersion: hello.agentVersion, pgVersion: hello.pgVersion, runningJobs: hello.runningJobIds }, 'agent connected');
 
-  // Jobs the catalog thinks this agent runs but the agent does not know about died with its previous process.
+  // Jobs the catalog thinks this agent runs but the agent does not know about died with its
+  // previous process. Queued ones were never sent (e.g. a drill waiting for its capture): they stay.
+  const pendingReclaim = ctx.reclaimTimers.get(hello.agentId);
+  if (pendingReclaim) clearTimeout(pendingReclaim);
+  ctx.reclaimTimers.delete(hello.agentId);
+  const active = (await ctx.store.listActiveJobs()).filter((j) => j.agentId === hello.agentId);
+  const keep = [...hello.runningJobIds, ...active.filter((j) => j.state === 'queued').map((j) => j.id)];
   const lostError = { code: ErrorCodes.AgentDisconnected.code, message: `agent ${hello.agentId} restarted and no longer runs the job` };
-  const lost = await ctx.store.failActiveJobsOfAgent(hello.agentId, lostError, ctx.now(), hello.runningJobIds, failedJobEvents(lostError, ctx.now()));
+  const lost = await ctx.store.failActiveJobsOfAgent(hello.agentId, lostError, ctx.now(), keep, failedJobEvents(lostError, ctx.now()));
+  // Jobs the agent still runs that were cancelled while it was away: tell it now.
+  for (const id of hello.runningJobIds) {
+    const j = await ctx.store.getJob(id);
+    if (j?.state === 'cancelled' && j.agentId === hello.agentId) {
+      stream.send({ msg: { case: 'cancel', value: { jobId: id } } });
+      log.info({ jobId: id }, 'the reconnected agent still runs a cancelled job: cancel sent');
+    }
+  }
   if (lost.length) eventsCommitted(ctx);
   if (lost.length) log.warn({ jobIds: lost.map((j) => j.id) }, 'failed jobs the restarted agent no longer runs');
   publishJobs(ctx, lost);
+  await capturesFailed(ctx, lost);
 
   try {
     for await (const req of { [Symbol.asyncIterator]: () => incoming }) {
@@ -109,14 +129,52 @@ async function agentGone(ctx: ControllerContext, session: AgentSession, log: Con
         value: { agentId: session.agentId, reason: 'stream ended', ...(lastSeen !== null ? { lastHeartbeatTime: timestampFromMs(lastSeen) } : {}) },
       }, ctx.now()),
     ]);
-    const goneError = { code: ErrorCodes.AgentDisconnected.code, message: `agent ${session.agentId} disconnected while the job was running` };
-    const failed = await ctx.store.failActiveJobsOfAgent(session.agentId, goneError, ctx.now(), [], failedJobEvents(goneError, ctx.now()));
     eventsCommitted(ctx);
-    if (failed.length) log.warn({ jobIds: failed.map((j) => j.id) }, 'failed the jobs of the disconnected agent');
-    publishJobs(ctx, failed);
+    // The agent keeps running its jobs and delivers their results when it is back; a shutdown
+    // leaves them to the next controller run, which reclaims them the same way.
+    if (ctx.closing) return;
+    const goneError = {
+      code: ErrorCodes.AgentDisconnected.code,
+      message: `agent ${session.agentId} disconnected while the job was running and did not reconnect within ${ctx.jobReclaimGraceMs / 1000} s`,
+    };
+    reclaimJobsLater(ctx, session.agentId, goneError);
   } catch (err) {
     log.error({ err }, 'could not record the agent disconnect in the catalog');
   }
+}
+
+/**
+ * After the reclaim grace, fails the unfinished jobs of agents (one agent, or any when agentId is
+ * undefined) that have not reconnected: an agent that did reconnect claimed what it still runs in
+ * its Hello, and the rest of its jobs were failed then. Never leaves a job active for good.
+ */
+export function reclaimJobsLater(ctx: ControllerContext, agentId: string | undefined, error: { code: string; message: string }): void {
+  // One pending check per agent (a second disconnect restarts its grace); '*' is the start-up check.
+  const key = agentId ?? '*';
+  const previous = ctx.reclaimTimers.get(key);
+  if (previous) clearTimeout(previous);
+  const timer = setTimeout(() => {
+    if (ctx.reclaimTimers.get(key) === timer) ctx.reclaimTimers.delete(key);
+    if (ctx.closing) return;
+    void (async () => {
+      const active = await ctx.store.listActiveJobs();
+      const candidates = new Set(active.map((j) => j.agentId).filter((a) => (agentId === undefined || a === agentId) && !ctx.sessions.get(a)));
+      for (const a of candidates) {
+        // Connected to another controller sharing the catalog: that one reconciled its jobs in Hello.
+        if ((await ctx.store.getAgent(a))?.connected) continue;
+        // Queued jobs were never sent; they are dispatched (or fail) when their time comes.
+        const keep = active.filter((j) => j.agentId === a && j.state === 'queued').map((j) => j.id);
+        const failed = await ctx.store.failActiveJobsOfAgent(a, error, ctx.now(), keep, failedJobEvents(error, ctx.now()));
+        if (failed.length === 0) continue;
+        eventsCommitted(ctx);
+        ctx.logger.warn({ agentId: a, jobIds: failed.map((j) => j.id), code: error.code }, 'failed the unfinished jobs no agent reclaimed');
+        publishJobs(ctx, failed);
+        await capturesFailed(ctx, failed);
+      }
+    })().catch((err: unknown) => ctx.logger.error({ err }, 'could not fail unclaimed jobs'));
+  }, ctx.jobReclaimGraceMs);
+  timer.unref();
+  ctx.reclaimTimers.set(key, timer);
 }
 
 async function handleMessage(ctx: ControllerContext, session: AgentSession, req: ConnectRequest, log: ControllerContext['logger']): Promise<void> {
@@ -127,7 +185,11 @@ async function handleMessage(ctx: ControllerContext, session: AgentSession, req:
     case 'heartbeat':
       await ctx.store.recordHeartbeat(
         session.agentId,
-        { ...(msg.value.archiver ? { archiver: archiverJson(msg.value.archiver) } : {}), currentLsn: msg.value.currentLsn },
+        {
+          ...(msg.value.archiver ? { archiver: archiverJson(msg.value.archiver) } : {}),
+          currentLsn: msg.value.currentLsn,
+          ...(msg.value.wal ? { walHealth: walHealthRecord(msg.value.wal) } : {}),
+        },
         ctx.now(),
       );
       await ctx.health?.onHeartbeat(session.agentId, session.cluster, { streamedLsn: msg.value.streamedLsn, currentLsn: msg.value.currentLsn });
@@ -158,6 +220,24 @@ async function handleResult(ctx: ControllerContext, session: AgentSession, resul
   const job = await ownJob(ctx, session, result.jobId);
   const jlog = log.child({ jobId: job.id, kind: job.kind });
   const now = ctx.now();
+  if (isTerminalJobState(job.state) && result.state === JobState.SUCCEEDED && result.result.case === 'backup') {
+    // A backup that finished after its job was failed (its agent came back after the reclaim
+    // grace): the job's outcome stands, but the repository holds the backup, so the catalog must
+    // list it too (retention would otherwise never expire it).
+    const backup = backupRecordFromInfo(result.result.value, job.cluster, job.id);
+    if (!(await ctx.store.getBackup(job.cluster, backup.label))) {
+      await ctx.store.insertBackup(backup);
+      jlog.warn({ label: backup.label, state: job.state }, 'late result: the backup is recorded, the job stays as it ended');
+    }
+    return;
+  }
+  if (isTerminalJobState(job.state) && result.state === JobState.SUCCEEDED && result.result.case === 'expire' && job.state !== 'succeeded') {
+    // Likewise an expire that went through after its job was failed: those backups are gone from
+    // the repository, so they must leave the catalog (a restore must never pick them).
+    const n = await recordExpired(ctx, job, result.result.value);
+    jlog.warn({ state: job.state, removed: n }, 'late result: expired backups removed from the catalog, the job stays as it ended');
+    return;
+  }
   let outcome;
   switch (result.state) {
     case JobState.SUCCEEDED: {
@@ -165,6 +245,8 @@ async function handleResult(ctx: ControllerContext, session: AgentSession, resul
       const restoreInfo = result.result.case === 'restore' ? result.result.value : undefined;
       const expireInfo = result.result.case === 'expire' ? result.result.value : undefined;
       const verifyInfo = result.result.case === 'verify' ? result.result.value : undefined;
+      const drillInfo = result.result.case === 'drill' ? result.result.value : undefined;
+      const captureInfo = result.result.case === 'capture' ? result.result.value : undefined;
       if (job.kind === 'backup' && !backupInfo) {
         const error = { code: ErrorCodes.Internal.code, message: 'the agent reported success without the backup it made' };
         outcome = await ctx.store.transitionJob(job.id, 'failed', { error, events: jobEvents(job, 'failed', { error }, now) }, now);
@@ -174,22 +256,28 @@ async function handleResult(ctx: ControllerContext, session: AgentSession, resul
       // The job's result repeats the catalog row (cluster and job id filled in), not the agent's raw message.
       const stored = backup
         ? resultJson({ backup: backupInfoFromRecord(backup) })
-        : resultJson(restoreInfo ? { restore: restoreInfo } : expireInfo ? { expire: expireInfo } : verifyInfo ? { verify: verifyInfo } : {});
+        : resultJson({ restore: restoreInfo, expire: expireInfo, verify: verifyInfo, drill: drillInfo, capture: captureInfo });
       const askedExpire = new Set(((job.params ?? {}) as { labels?: string[] }).labels ?? []);
       const events = jobEvents(job, 'succeeded', {
         ...(backup ? { backup } : {}),
         ...(restoreInfo ? { restore: restoreInfo } : {}),
         ...(expireInfo ? { expire: expireInfo, expiredLabels: expireInfo.deletedLabels.filter((l) => askedExpire.has(l)) } : {}),
+        ...(verifyInfo ? { verify: verifyInfo } : {}),
+        ...(drillInfo ? { drill: drillInfo } : {}),
       }, now);
       outcome = await ctx.store.transitionJob(job.id, 'succeeded', { result: stored, ...(backup ? { backup } : {}), events }, now);
       // A new backup can make older ones expirable; the scheduler looks at the cluster next tick.
       if (outcome.changed && job.kind === 'backup') ctx.retentionDue.add(job.cluster);
       if (outcome.changed && job.kind === 'expire' && expireInfo) await recordExpired(ctx, job, expireInfo);
+      // wal.gap_detected, once per gap (not per verify run); the job's own outcome stands either way.
+      if (outcome.changed && verifyInfo) await recordWalGaps(ctx.store, job.cluster, verifyInfo, now).catch((err: unknown) => jlog.warn({ code: asPgfleetError(err).code }, `WAL gaps of the verify not recorded: ${asPgfleetError(err).message}`));
       break;
     }
     case JobState.FAILED: {
       const error = { code: result.error?.code || ErrorCodes.JobFailed.code, message: result.error?.message || 'the agent reported the job as failed without a reason' };
-      outcome = await ctx.store.transitionJob(job.id, 'failed', { error, events: jobEvents(job, 'failed', { error }, now) }, now);
+      // A drill that ran but did not pass reports its DrillResult (stage, reasons) with the failure.
+      const drill = result.result.case === 'drill' ? result.result.value : undefined;
+      outcome = await ctx.store.transitionJob(job.id, 'failed', { error, ...(drill ? { result: resultJson({ drill }) } : {}), events: jobEvents(job, 'failed', { error, ...(drill ? { drill } : {}) }, now) }, now);
       break;
     }
     case JobState.CANCELLED: {
@@ -204,5 +292,7 @@ async function handleResult(ctx: ControllerContext, session: AgentSession, resul
     eventsCommitted(ctx);
     jlog.info({ state: outcome.job.state, error: outcome.job.error ?? undefined }, 'job finished');
     ctx.watchers.publish(outcome.job);
+    // A drill on another agent waits for this source capture.
+    if (job.kind === 'capture') await captureFinished(ctx, outcome.job, result.result.case === 'capture' ? result.result.value : undefined);
   }
 }

@@ -4,13 +4,15 @@
  * dispatch trusts, since only an open stream can carry a job.
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import type { ConnectResponseSchema } from '@pgfleet/proto';
+import type { ConnectResponseSchema, Repository } from '@pgfleet/proto';
 
 export interface AgentSession {
   readonly agentId: string;
   readonly cluster: string;
   readonly hostname: string;
   readonly connectedAt: number;
+  /** The repositories the agent's own configuration names (Hello), shown by status. */
+  readonly repositories?: readonly Repository[];
   /** Queues a message on the agent's stream; throws when the stream is gone. */
   send(msg: MessageInitShape<typeof ConnectResponseSchema>): void;
   /** Ends the stream from the controller's side (a newer connection of the same agent replaced it). */

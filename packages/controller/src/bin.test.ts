@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { createClient, waitForReady } from '@pgfleet/rpc';
 import { AdminService } from '@pgfleet/proto';
+import { runScript } from './testing/run-script.js';
 
 const BIN = fileURLToPath(new URL('./bin.js', import.meta.url));
 let dir: string;
@@ -18,17 +19,7 @@ before(() => {
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-function run(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const run = (args: string[], env: NodeJS.ProcessEnv = {}) => runScript(BIN, args, env);
 
 const execFileAsync = promisify(execFile);
 const BUF = fileURLToPath(new URL('../../../node_modules/.bin/buf', import.meta.url));

@@ -22,6 +22,10 @@ async function main(argv: string[]): Promise<number> {
       if (parsed.command.name === 'enroll-token') return enrollTokenCommand(parsed.positionals[0]!, parsed.options);
       return tokenCommand(parsed.positionals, parsed.options);
     }
+    case 'catalog': {
+      const { catalogCommand } = await import('./catalog-command.js');
+      return catalogCommand(parsed.positionals[0]!, parsed.options);
+    }
     default:
       break;
   }

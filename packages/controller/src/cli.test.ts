@@ -2,37 +2,19 @@
 // against this package's controller in-process and a fake agent. Checks what a user sees:
 // exit codes, PGF codes on stderr, parseable JSON, progress lines and results of --wait.
 import { strict as assert } from 'node:assert';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { BackupType, JobState } from '@pgfleet/proto';
 import { startController, type RunningController } from './server.js';
 import { FakeAgent, SYSID, closeFakeAgents, withTimeout } from './testing/fake-agent.js';
+import { CLI_BIN, runScript } from './testing/run-script.js';
 
-const CLI = fileURLToPath(new URL('../../cli/dist/bin.js', import.meta.url));
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function pgfleet(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const CLI = CLI_BIN;
+const pgfleet = (args: string[], env: NodeJS.ProcessEnv = {}) => runScript(CLI, args, env);
 
 /** A port nothing listens on (bound once, then released). */
 async function deadPort(): Promise<number> {

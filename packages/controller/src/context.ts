@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import type { Logger } from '@pgfleet/core';
 import type { CatalogStore, JobRecord } from '@pgfleet/catalog';
+import type { RepositorySpec } from '@pgfleet/storage/repository-url';
 import type { AgentSessions } from './agent-sessions.js';
 import type { JobWatchers } from './job-watchers.js';
 
@@ -14,7 +15,13 @@ export interface ControllerContext {
   sessions: AgentSessions;
   watchers: JobWatchers;
   logger: Logger;
-  repoPath: string;
+  /** The repositories every job names (Job.repositories); empty: each agent uses its own. */
+  repositories: RepositorySpec[];
+  /**
+   * What the scheduler's per-repository limit counts against: the repositories' canonical URLs,
+   * or one shared key when agents bring their own (the controller cannot tell which they share).
+   */
+  repositoryKey: string;
   heartbeatIntervalSeconds: number;
   /** Milliseconds since the epoch; injectable so tests control time. */
   now: () => number;
@@ -27,10 +34,27 @@ export interface ControllerContext {
    * authorize hook) and Hello must match its identity. Absent (tests, dev mode) means off.
    */
   agentCertificates?: boolean;
+  /**
+   * Milliseconds an agent has to reconnect and claim its unfinished jobs (Hello.running_job_ids)
+   * before they fail; see reclaimJobsLater in agent-service.ts.
+   */
+  jobReclaimGraceMs: number;
+  /** Pending reclaim checks by agent id ('*': the start-up check), cleared on shutdown. */
+  reclaimTimers: Map<string, NodeJS.Timeout>;
+  /** Set while the controller shuts down: streams it cuts are not agents going away. */
+  closing?: boolean;
   /** Called after a commit that wrote outbox events: the relay publishes now (absent without NATS). */
   notifyEvents?: () => void;
   /** Evaluates cluster health on heartbeats (health.ts); absent in tests that do not need it. */
-  health?: { onHeartbeat(agentId: string, cluster: string, beat: { streamedLsn: string; currentLsn: string }): Promise<void> };
+  /** The controller's health thresholds (flags): what a policy that sets none runs under. */
+  healthDefaults?: { rpoSeconds: number; staleBackupSeconds: number; silenceSeconds: number };
+  health?: {
+    onHeartbeat(agentId: string, cluster: string, beat: { streamedLsn: string; currentLsn: string }): Promise<void>;
+    /** A policy changed: thresholds are read again at the next evaluation. */
+    policiesChanged?(): void;
+    /** The latest assessment per cluster (status reads the streamed LSN, which only lives here). */
+    assessments?(): ReadonlyMap<string, { obs: { agent?: { streamedLsn?: string } } }>;
+  };
 }
 
 /** Tells the relay that events were committed. */

@@ -20,7 +20,7 @@ let controller: RunningController;
 let admin: ReturnType<typeof createClient<typeof AdminService>>;
 
 async function start(): Promise<RunningController> {
-  return startController({ listen: '127.0.0.1:0', catalogPath: join(dir, 'catalog.db'), repoPath: REPO, heartbeatIntervalSeconds: 2 });
+  return startController({ listen: '127.0.0.1:0', catalogPath: join(dir, 'catalog.db'), repoPath: REPO, heartbeatIntervalSeconds: 2, jobReclaimGraceSeconds: 1 });
 }
 
 before(async () => {
@@ -53,6 +53,7 @@ async function watch(id: string): Promise<JobInfo[]> {
 describe('controller over gRPC', () => {
   let agent: FakeAgent;
   let backupLabel = '';
+  const LATE_LABEL = '20260301-120500F_20260301-121000D';
   const backupStop = Date.now() - 2000;
 
   test('an agent says Hello and gets Welcome; its cluster appears', async () => {
@@ -71,6 +72,8 @@ describe('controller over gRPC', () => {
     });
     assert.deepEqual([cluster.agentConnected, cluster.agentId, cluster.systemIdentifier, cluster.pgVersion], [true, 'agent-1', SYSID, 170002]);
     assert.equal(cluster.lastBackup, undefined);
+    // The repositories the agent's own configuration names, as its Hello said.
+    assert.deepEqual(cluster.repositories.map((r) => r.kind.case === 'posix' && r.kind.value.path), ['/srv/agent-repo']);
   });
 
   test('admin errors for unknown things and bad requests carry their PGF codes', async () => {
@@ -92,8 +95,7 @@ describe('controller over gRPC', () => {
 
     const sent = await agent.receiveJob();
     assert.equal(sent.jobId, job!.id);
-    assert.deepEqual(sent.repository?.kind, { case: 'posix', value: sent.repository?.kind.value });
-    assert.equal(sent.repository?.kind.case === 'posix' && sent.repository.kind.value.path, REPO);
+    assert.deepEqual(sent.repositories.map((r) => r.kind.case === 'posix' && r.kind.value.path), [REPO]);
     assert.equal(sent.kind.case, 'backup');
     assert.equal(sent.kind.case === 'backup' && sent.kind.value.type, BackupType.FULL);
 
@@ -233,6 +235,17 @@ describe('controller over gRPC', () => {
     const { job: next } = await admin.startBackup({ cluster: 'main' });
     assert.equal((await again.receiveJob()).jobId, next!.id);
     assert.equal((await admin.getJob({ id: backup!.id })).job?.state, JobState.FAILED);
+    // A backup that finished after its job was failed still lands in the catalog (the repository
+    // holds it); the job stays failed.
+    const late = {
+      label: LATE_LABEL, type: BackupType.DIFF, startLsn: '0/3000028', stopLsn: '0/3000100', startTime: timestampFromMs(backupStop + 5000),
+      stopTime: timestampFromMs(backupStop + 9000), timeline: 1, systemIdentifier: SYSID, pgVersion: 170002, sizeBytes: 1000n, storedBytes: 30n,
+      fileCount: 10, walStart: '000000010000000000000003', walStop: '000000010000000000000003', priorLabel: backupLabel,
+    };
+    again.stream.send({ msg: { case: 'result', value: { jobId: backup!.id, state: JobState.SUCCEEDED, result: { case: 'backup', value: late } } } });
+    const recorded = await waitFor('late backup recorded', async () => (await admin.listBackups({ cluster: 'main' })).backups.find((b) => b.label === LATE_LABEL));
+    assert.equal(recorded.jobId, backup!.id);
+    assert.equal((await admin.getJob({ id: backup!.id })).job?.state, JobState.FAILED);
     agent = again;
   });
 
@@ -251,7 +264,7 @@ describe('controller over gRPC', () => {
     assert.ok(PgfleetError.is(err, 'InvalidArgument'), String(err));
   });
 
-  test('a controller restart fails unfinished jobs with PGF-7003 and keeps the catalog', async () => {
+  test('a controller restart fails unfinished jobs no agent reclaims with PGF-7003 and keeps the catalog', async () => {
     const { jobs } = await admin.listJobs({ cluster: 'main' });
     const active = jobs.find((j) => j.state === JobState.DISPATCHED);
     assert.ok(active, 'the backup dispatched in the reconnect test is still active');
@@ -265,11 +278,61 @@ describe('controller over gRPC', () => {
     admin.close();
     controller = await start();
     admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
-    const j = (await admin.getJob({ id: 'orphan' })).job!;
+    // Its agent may still be running it: it has the reclaim grace to reconnect and claim it.
+    assert.equal((await admin.getJob({ id: 'orphan' })).job!.state, JobState.DISPATCHED);
+    const j = await waitFor('unclaimed job to fail', async () => {
+      const job = (await admin.getJob({ id: 'orphan' })).job!;
+      return job.state === JobState.FAILED ? job : undefined;
+    });
     assert.deepEqual([j.state, j.error?.code], [JobState.FAILED, 'PGF-7003']);
+    assert.match(j.error?.message ?? '', /did not reconnect to claim it within 1 s/);
     const failedEvent = (await admin.listEvents({ cluster: 'main', limit: 1000 })).events.find((e) => e.event?.payload.case === 'backupFailed' && e.event.payload.value.jobId === 'orphan');
     assert.equal(failedEvent?.event?.payload.case === 'backupFailed' && failedEvent.event.payload.value.error?.code, 'PGF-7003');
-    assert.deepEqual((await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label), [backupLabel]);
+    assert.deepEqual((await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label), [backupLabel, LATE_LABEL]);
     assert.equal((await admin.listClusters({})).clusters.find((c) => c.name === 'main')?.agentConnected, false);
+  });
+
+  test('an agent that reconnects after a controller restart claims its running job and delivers the result', async () => {
+    const claimed = await controller.context.store.createJob({ id: 'claimed', cluster: 'main', kind: 'backup', agentId: 'agent-9', params: { type: 'incr' } }, Date.now());
+    await controller.context.store.transitionJob(claimed.id, 'dispatched', {}, Date.now());
+    await controller.context.store.transitionJob(claimed.id, 'running', {}, Date.now());
+    await controller.close(100);
+    admin.close();
+    controller = await start();
+    admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
+    const back = new FakeAgent(controller.address);
+    back.hello({ agentId: 'agent-9', runningJobIds: ['claimed'] });
+    assert.equal((await back.receive()).msg.case, 'welcome');
+    // Past the reclaim grace (1 s here) the claimed job is still running, not failed.
+    await new Promise((r) => setTimeout(r, 1800));
+    assert.equal((await admin.getJob({ id: 'claimed' })).job?.state, JobState.RUNNING);
+    const label = '20260301-120500F_20260301-130000I';
+    back.stream.send({
+      msg: {
+        case: 'result',
+        value: {
+          jobId: 'claimed', state: JobState.SUCCEEDED,
+          result: {
+            case: 'backup',
+            value: {
+              label, type: BackupType.INCR, startLsn: '0/4000028', stopLsn: '0/4000100', startTime: timestampFromMs(backupStop + 20_000), stopTime: timestampFromMs(backupStop + 30_000),
+              timeline: 1, systemIdentifier: SYSID, pgVersion: 170002, sizeBytes: 1000n, storedBytes: 10n, fileCount: 10, walStart: '000000010000000000000004', walStop: '000000010000000000000004', priorLabel: LATE_LABEL,
+            },
+          },
+        },
+      },
+    });
+    const done = await waitFor('claimed job to succeed', async () => {
+      const job = (await admin.getJob({ id: 'claimed' })).job!;
+      return job.state === JobState.SUCCEEDED ? job : undefined;
+    });
+    assert.equal(done.backup?.label, label);
+    // The same result sent again (an agent resends recent results after every Welcome) changes nothing.
+    const before = (await admin.listEvents({ cluster: 'main', limit: 1000 })).events.length;
+    back.stream.send({ msg: { case: 'result', value: { jobId: 'claimed', state: JobState.SUCCEEDED, result: { case: 'backup', value: { label, type: BackupType.INCR, stopTime: timestampFromMs(backupStop + 30_000) } } } } });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await admin.listEvents({ cluster: 'main', limit: 1000 })).events.length, before);
+    assert.deepEqual((await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label), [backupLabel, LATE_LABEL, label]);
+    back.stream.end();
   });
 });

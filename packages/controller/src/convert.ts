@@ -6,7 +6,7 @@
 import { create, fromJson, toJson, type JsonValue, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs, timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
-import type { AgentRecord, BackupKind, BackupRecord, ClusterRecord, JobRecord, JobStateName } from '@pgfleet/catalog';
+import type { AgentRecord, AgentWalHealth, BackupKind, BackupRecord, ClusterRecord, JobRecord, JobStateName } from '@pgfleet/catalog';
 import {
   ArchiverStatsSchema,
   BackupInfoSchema,
@@ -14,6 +14,9 @@ import {
   ClusterInfoSchema,
   ExpireResultSchema,
   VerifyResultSchema,
+  WalHealthSchema,
+  DrillResultSchema,
+  SourceCountsSchema,
   JobInfoSchema,
   JobProgressSchema,
   JobState,
@@ -23,6 +26,8 @@ import {
   type BackupInfo,
   type ExpireResult,
   type VerifyResult,
+  type DrillResult,
+  type SourceCounts,
   type JobProgress,
   type RecoveryTarget,
   type RestoreResult,
@@ -116,13 +121,19 @@ export interface JobResultJson {
   restore?: JsonValue;
   expire?: JsonValue;
   verify?: JsonValue;
+  /** A drill's DrillResult (stored on failure too: the stage and reasons of a failed drill). */
+  drill?: JsonValue;
+  /** A capture job's SourceCounts. */
+  capture?: JsonValue;
 }
 
-export function resultJson(result: { backup?: BackupInfo; restore?: RestoreResult; expire?: ExpireResult; verify?: VerifyResult }): JobResultJson {
+export function resultJson(result: { backup?: BackupInfo; restore?: RestoreResult; expire?: ExpireResult; verify?: VerifyResult; drill?: DrillResult; capture?: SourceCounts }): JobResultJson {
   if (result.backup) return { backup: toJson(BackupInfoSchema, result.backup) };
   if (result.restore) return { restore: toJson(RestoreResultSchema, result.restore) };
   if (result.expire) return { expire: toJson(ExpireResultSchema, result.expire) };
   if (result.verify) return { verify: toJson(VerifyResultSchema, result.verify) };
+  if (result.drill) return { drill: toJson(DrillResultSchema, result.drill) };
+  if (result.capture) return { capture: toJson(SourceCountsSchema, result.capture) };
   return {};
 }
 
@@ -151,11 +162,42 @@ export function jobInfoFromRecord(job: JobRecord): MessageInitShape<typeof JobIn
     restore: result.restore ? fromJson(RestoreResultSchema, result.restore, { ignoreUnknownFields: true }) : undefined,
     expire: result.expire ? fromJson(ExpireResultSchema, result.expire, { ignoreUnknownFields: true }) : undefined,
     verify: result.verify ? fromJson(VerifyResultSchema, result.verify, { ignoreUnknownFields: true }) : undefined,
+    drill: result.drill ? fromJson(DrillResultSchema, result.drill, { ignoreUnknownFields: true }) : undefined,
+    capture: result.capture ? fromJson(SourceCountsSchema, result.capture, { ignoreUnknownFields: true }) : undefined,
   };
 }
 
-export function clusterInfo(cluster: ClusterRecord, agent: AgentRecord | undefined, lastBackup: BackupRecord | undefined): MessageInitShape<typeof ClusterInfoSchema> {
+/** AgentRecord.walHealth (numbers) as the protocol's WalHealth (64-bit counts as bigint). */
+export function walHealthFromRecord(w: AgentWalHealth): MessageInitShape<typeof WalHealthSchema> {
+  const u64 = (n: number): bigint => BigInt(Math.max(0, Math.round(n)));
   return {
+    pgWalBytes: u64(w.pgWalBytes),
+    pgWalFreeBytes: u64(w.pgWalFreeBytes),
+    pgWalTotalBytes: u64(w.pgWalTotalBytes),
+    slotName: w.slotName,
+    slotActive: w.slotActive,
+    slotRestartLsn: w.slotRestartLsn,
+    slotRetainedBytes: u64(w.slotRetainedBytes),
+    slotWalStatus: w.slotWalStatus,
+    streamLagBytes: u64(w.streamLagBytes),
+    streamLagSeconds: w.streamLagSeconds,
+    walSegmentsArchived: u64(w.walSegmentsArchived),
+    walBytesArchived: u64(w.walBytesArchived),
+  };
+}
+
+/** The ClusterInfo fields the fleet status fills in (plain init objects, not messages). */
+export type ClusterStatusFields = Omit<Extract<MessageInitShape<typeof ClusterInfoSchema>, { $typeName?: undefined }>, '$typeName' | 'name'>;
+
+/** A cluster as ListClusters shows it; `status` adds the fleet-status figures (status.ts). */
+export function clusterInfo(
+  cluster: ClusterRecord,
+  agent: AgentRecord | undefined,
+  lastBackup: BackupRecord | undefined,
+  status: ClusterStatusFields = {},
+): MessageInitShape<typeof ClusterInfoSchema> {
+  return {
+    ...status,
     name: cluster.name,
     systemIdentifier: cluster.systemIdentifier,
     pgVersion: cluster.pgVersion,

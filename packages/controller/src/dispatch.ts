@@ -33,12 +33,14 @@ export function clusterAgent(ctx: ControllerContext, cluster: string): AgentSess
 export type JobKindInit = NonNullable<MessageInitShape<typeof JobSchema>['kind']>;
 
 /**
- * Sends the job to the agent and records it as dispatched. Every job carries the repository the
- * controller is configured with, set here once for all job kinds.
+ * Sends the job to the agent and records it as dispatched. Every job carries the repositories
+ * the controller is configured with (--repo, --repo2), set here once for all job kinds; without
+ * any it carries none and the agent uses its own.
  */
 export async function dispatch(ctx: ControllerContext, session: AgentSession, job: JobRecord, kind: JobKindInit): Promise<MessageInitShape<typeof JobInfoSchema>> {
   const message: Parameters<AgentSession['send']>[0] = {
-    msg: { case: 'job', value: { jobId: job.id, repository: { kind: { case: 'posix', value: { path: ctx.repoPath } } }, kind } },
+    // A spec is the Repository oneof's value (repository-url.ts): `{ kind: spec }` is the message.
+    msg: { case: 'job', value: { jobId: job.id, repositories: ctx.repositories.map((spec) => ({ kind: spec })), kind } },
   };
   const log = ctx.logger.child({ jobId: job.id, kind: job.kind, cluster: job.cluster, agentId: session.agentId });
   try {

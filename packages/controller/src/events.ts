@@ -9,7 +9,7 @@ import { timestampDate, timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
 import type { CatalogStore, JobRecord, JobStateName, OutboxEventInput, OutboxEventRecord, BackupRecord } from '@pgfleet/catalog';
 import { newEvent, type EventPayloadInit, type Outbox, type OutboxEntry } from '@pgfleet/events';
-import { EventSchema, type Event, type ExpireResult, type RestoreResult } from '@pgfleet/proto';
+import { EventSchema, type DrillResult, type Event, type ExpireResult, type RestoreResult, type VerifyResult } from '@pgfleet/proto';
 import { backupInfoFromRecord, backupKindToProto } from './convert.js';
 
 /** One event as the outbox stores it. */
@@ -61,7 +61,30 @@ export interface JobOutcomeDetails {
   expire?: ExpireResult;
   /** Labels the expire job removed that the catalog forgets. */
   expiredLabels?: readonly string[];
+  verify?: VerifyResult;
+  /** A drill's result, present on failure too (stage and reasons). */
+  drill?: DrillResult;
 }
+
+interface DrillParams {
+  backupLabel?: string;
+  scheduledAt?: string;
+}
+
+/** The error code a verify problem kind stands for (docs/repository-format.md). */
+const VERIFY_PROBLEM_CODES: Record<string, string> = {
+  'manifest-corrupt': 'PGF-5003',
+  'missing-file': 'PGF-5001',
+  'size-mismatch': 'PGF-5002',
+  'checksum-mismatch': 'PGF-5002',
+  unreadable: 'PGF-5004',
+  'bad-reference': 'PGF-5001',
+  'wal-gap': 'PGF-4005',
+  'wal-empty': 'PGF-4002',
+  'wal-truncated': 'PGF-4002',
+  'wal-corrupt': 'PGF-4003',
+  'wal-foreign': 'PGF-4003',
+};
 
 /**
  * The events reporting a move of `job` to `to` (empty when the move reports nothing):
@@ -97,6 +120,59 @@ export function jobEvents(job: JobRecord, to: JobStateName, details: JobOutcomeD
       return [outboxEvent(job.cluster, { case: 'restoreFailed', value: { jobId: job.id, backupLabel: p.backupLabel ?? '', targetDir: p.targetDir ?? '', durationSeconds: duration, error: errorDetail(details.error) } }, now)];
     }
     return [];
+  }
+  if (job.kind === 'verify' && (to === 'succeeded' || to === 'failed' || to === 'cancelled')) {
+    // Every verify that ends says whether the repository is restorable; one that could not run is not ok.
+    const v = details.verify;
+    const problems = v
+      ? v.problems.slice(0, 100).map((p) => ({ code: VERIFY_PROBLEM_CODES[p.kind] ?? 'PGF-5005', message: `${p.kind}${p.label ? ` ${p.label}` : ''}${p.path ? ` ${p.path}` : ''}: ${p.message}`, hint: '' }))
+      : details.error ? [errorDetail(details.error)!] : [];
+    return [
+      outboxEvent(job.cluster, {
+        case: 'verifyCompleted',
+        value: {
+          jobId: job.id,
+          ok: to === 'succeeded' && v?.ok === true,
+          filesChecked: v?.backups.reduce((n, b) => n + b.filesChecked, 0) ?? 0,
+          bytesChecked: v?.backups.reduce((n, b) => n + b.bytesChecked, 0n) ?? 0n,
+          problems,
+          durationSeconds: duration,
+          walChecked: v !== undefined && v.walSegmentsChecked > 0 && !v.problems.some((p) => p.kind.startsWith('wal-')),
+          backupsTotal: v?.backups.length ?? 0,
+          backupsRestorable: v?.backups.filter((b) => b.restorable).length ?? 0,
+          walSegmentsChecked: v?.walSegmentsChecked ?? 0,
+          full: v?.full ?? ((job.params ?? {}) as { full?: boolean }).full === true,
+        },
+      }, now),
+    ];
+  }
+  if (job.kind === 'drill' && (to === 'succeeded' || to === 'failed' || to === 'cancelled')) {
+    const p = (job.params ?? {}) as DrillParams;
+    const d = details.drill;
+    const common = { jobId: job.id, backupLabel: d?.backupLabel || p.backupLabel || '', durationSeconds: duration, agentId: job.agentId, scheduled: p.scheduledAt !== undefined };
+    if (to === 'succeeded' && d?.ok) {
+      return [
+        outboxEvent(job.cluster, {
+          case: 'drillCompleted',
+          value: {
+            ...common,
+            ...(d.target ? { target: d.target } : {}),
+            recoveredLsn: d.recoveredLsn,
+            ...(d.recoveredTime ? { recoveredTime: d.recoveredTime } : {}),
+            restoredBytes: d.restoredBytes,
+            rtoSeconds: d.rtoSeconds,
+            restoreSeconds: d.restoreSeconds,
+            recoverySeconds: d.recoverySeconds,
+            relationsChecked: d.relationsChecked,
+            tablesCompared: d.tablesCompared,
+            countsEqual: d.countsEqual,
+          },
+        }, now),
+      ];
+    }
+    const error = details.error ?? { code: 'PGF-5006', message: d?.reasons.join('; ') || 'the drill did not pass' };
+    // No result: the agent never reported one (not started, cancelled, or the agent went away).
+    return [outboxEvent(job.cluster, { case: 'drillFailed', value: { ...common, error: errorDetail(error), stage: d?.stage || (job.startedAt === null ? 'dispatch' : 'unknown'), reasons: d?.reasons.length ? d.reasons : [error.message] } }, now)];
   }
   if (job.kind === 'expire' && to === 'succeeded' && details.expire) {
     const e = details.expire;

@@ -5,11 +5,17 @@
  *   - RPO: now minus the time of the newest WAL safely in the repository (last_archived_time, or
  *     the heartbeat's time when everything written is archived or streamed);
  *   - archive failing: failed_count went up and last_failed_time is newer than last_archived_time;
- *   - backup staleness: no successful backup newer than the threshold;
+ *   - backup staleness: no successful backup newer than the threshold; unless a policy sets the
+ *     threshold, a cluster with backup schedules is judged against them (the longest gap between
+ *     two scheduled backups plus 3 h of grace), the flag otherwise;
  *   - agent silence: the session is open but no heartbeat came for the threshold.
  * Each (cluster, condition) is a two-state machine (ok <-> breached) kept in the catalog, so an
  * event is written once on crossing and once on recovery, never per heartbeat, and a controller
  * restart does not send them again. The state change and its event commit together.
+ *
+ * Thresholds are per cluster: its policy's (`pgfleet policy set --rpo-threshold ...`), else the
+ * fleet policy's, else the controller's flags. The monitor reads the policies once per timer
+ * round and at most once per interval for heartbeats, never once per heartbeat.
  *
  * `assessCluster` and `nextHealthState` are pure (unit-tested); HealthMonitor wires them to the
  * catalog, heartbeats and a timer.
@@ -17,10 +23,12 @@
 import { fromJson, type JsonValue } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { asPgfleetError, type Logger } from '@pgfleet/core';
-import type { AgentRecord, BackupRecord, CatalogStore, HealthStateRecord, OutboxEventInput } from '@pgfleet/catalog';
+import { FLEET_POLICY_SCOPE, type AgentRecord, type AgentWalHealth, type BackupRecord, type CatalogStore, type HealthStateRecord, type OutboxEventInput, type PolicyRecord } from '@pgfleet/catalog';
 import type { EventPayloadInit } from '@pgfleet/events';
-import { ArchiverStatsSchema } from '@pgfleet/proto';
+import { ArchiverStatsSchema, type WalHealth } from '@pgfleet/proto';
 import { outboxEvent, timestampMs } from './events.js';
+import { effectivePolicy, settingsOf } from './policy.js';
+import { nextRun } from './schedule.js';
 
 export interface HealthThresholds {
   /** RPO above this many seconds is a breach; default 300. */
@@ -29,9 +37,90 @@ export interface HealthThresholds {
   staleBackupSeconds: number;
   /** No heartbeat for this many seconds on an open session is silence; default 60. */
   silenceSeconds: number;
+  /** The backup schedules the stale threshold was derived from (cron expressions), when it was. */
+  staleSchedule?: string;
 }
 
 export const DEFAULT_HEALTH_THRESHOLDS: HealthThresholds = { rpoSeconds: 300, staleBackupSeconds: 26 * 3600, silenceSeconds: 60 };
+
+/**
+ * The thresholds a cluster runs under: each one from the cluster's policy if it sets it, else
+ * from the fleet policy, else `defaults` (the controller's flags).
+ */
+export function clusterThresholds(defaults: HealthThresholds, policies: readonly PolicyRecord[], cluster: string): HealthThresholds {
+  const fleet = policies.find((p) => p.scope === FLEET_POLICY_SCOPE);
+  const own = policies.find((p) => p.scope === cluster);
+  const eff = effectivePolicy(fleet && settingsOf(fleet), own && settingsOf(own));
+  const set = eff.health;
+  const crons = Object.values(eff.schedules);
+  const fromSchedule = set.staleBackupSeconds === undefined && crons.length > 0 ? scheduleStaleSeconds(crons) : undefined;
+  return {
+    rpoSeconds: set.rpoSeconds ?? defaults.rpoSeconds,
+    staleBackupSeconds: set.staleBackupSeconds ?? fromSchedule ?? defaults.staleBackupSeconds,
+    silenceSeconds: set.silenceSeconds ?? defaults.silenceSeconds,
+    ...(fromSchedule !== undefined ? { staleSchedule: crons.join(' | ') } : {}),
+  };
+}
+
+const staleCache = new Map<string, number>();
+/** What a scheduled backup may take beyond its slot before the cluster counts as stale. */
+const STALE_GRACE_MS = 3 * 3_600_000;
+
+/**
+ * How old the newest backup may get under these schedules before it is stale: the longest gap
+ * between two consecutive fire times of any of them (over 400 days from a fixed start, or as far
+ * as 2000 fire times of the busiest schedule reach), plus 3 h of grace: a backup takes time (a
+ * nightly full of hours holds back the hourly incrs behind it, one backup per cluster at a time)
+ * and spreading shifts a cluster's fire times by up to the spread window. A daily full is stale
+ * after 27 h, hourly incrs after 4 h. A policy's --stale-backup-threshold overrides this.
+ */
+export function scheduleStaleSeconds(crons: readonly string[]): number {
+  const key = [...crons].sort().join('\n');
+  const cached = staleCache.get(key);
+  if (cached !== undefined) return cached;
+  // A fixed start keeps the figure stable between evaluations.
+  const start = Date.UTC(2024, 0, 1);
+  let end = start + 400 * 86_400_000;
+  const times: number[] = [start];
+  for (const cron of crons) {
+    let t = new Date(start);
+    for (let n = 0; ; n++) {
+      t = nextRun(cron, t);
+      if (t.getTime() > end) break;
+      times.push(t.getTime());
+      // A busy schedule stops early: gaps are only judged up to where every schedule was followed.
+      if (n === 1999) {
+        end = t.getTime();
+        break;
+      }
+    }
+  }
+  times.push(end);
+  times.sort((a, b) => a - b);
+  let gap = 0;
+  for (let i = 1; i < times.length && times[i]! <= end; i++) gap = Math.max(gap, times[i]! - times[i - 1]!);
+  const seconds = (gap + STALE_GRACE_MS) / 1000;
+  staleCache.set(key, seconds);
+  return seconds;
+}
+
+/** Heartbeat.wal as the catalog stores it (AgentRecord.walHealth): 64-bit counts as numbers. */
+export function walHealthRecord(w: WalHealth): AgentWalHealth {
+  return {
+    pgWalBytes: Number(w.pgWalBytes),
+    pgWalFreeBytes: Number(w.pgWalFreeBytes),
+    pgWalTotalBytes: Number(w.pgWalTotalBytes),
+    slotName: w.slotName,
+    slotActive: w.slotActive,
+    slotRestartLsn: w.slotRestartLsn,
+    slotRetainedBytes: Number(w.slotRetainedBytes),
+    slotWalStatus: w.slotWalStatus,
+    streamLagBytes: Number(w.streamLagBytes),
+    streamLagSeconds: w.streamLagSeconds,
+    walSegmentsArchived: Number(w.walSegmentsArchived),
+    walBytesArchived: Number(w.walBytesArchived),
+  };
+}
 
 export type HealthCondition = 'archive' | 'rpo' | 'backup_stale' | 'agent_silent';
 export const HEALTH_CONDITIONS: readonly HealthCondition[] = ['archive', 'rpo', 'backup_stale', 'agent_silent'];
@@ -89,6 +178,8 @@ export interface Assessment {
 
 export interface ClusterAssessment {
   cluster: string;
+  /** The thresholds the conditions were judged against. */
+  thresholds: HealthThresholds;
   rpoSeconds: number | undefined;
   archiveFailing: boolean | undefined;
   conditions: Record<HealthCondition, Assessment>;
@@ -150,6 +241,7 @@ export function assessCluster(obs: ClusterObservation, t: HealthThresholds): Clu
   const silentFor = agent?.connected ? (obs.now - (agent.lastSeen ?? obs.now)) / 1000 : undefined;
   return {
     cluster: obs.cluster,
+    thresholds: t,
     rpoSeconds: rpo,
     archiveFailing: failing,
     obs,
@@ -216,7 +308,7 @@ export function nextHealthState(
           state: { ...base, state: 'breached', since: now, data: null },
           payload: {
             case: 'backupStale',
-            value: { lastBackupLabel: b?.label ?? '', ...(b ? { lastBackupTime: timestampFromMs(b.stopTime) } : {}), ageSeconds: c.value ?? 0, thresholdSeconds: t.staleBackupSeconds },
+            value: { lastBackupLabel: b?.label ?? '', ...(b ? { lastBackupTime: timestampFromMs(b.stopTime) } : {}), ageSeconds: c.value ?? 0, thresholdSeconds: t.staleBackupSeconds, schedule: t.staleSchedule ?? '' },
           },
         };
       }
@@ -254,8 +346,9 @@ export function nextHealthState(
 }
 
 export interface HealthMonitorOptions {
+  /** The controller's flags: thresholds of clusters whose policies set none. */
   thresholds: HealthThresholds;
-  /** Seconds between timer evaluations of every cluster; 0: no timer. */
+  /** Seconds between timer evaluations of every cluster (and the age of the policies heartbeats are judged by); 0: no timer. */
   intervalSeconds: number;
   logger: Logger;
   now: () => number;
@@ -269,6 +362,8 @@ export class HealthMonitor {
   private readonly latest = new Map<string, ClusterAssessment>();
   private chain: Promise<unknown> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
+  /** The stored policies as last read, and when (opts.now()). */
+  private policies: { at: number; list: PolicyRecord[] } | undefined;
 
   constructor(
     private readonly store: CatalogStore,
@@ -308,16 +403,34 @@ export class HealthMonitor {
     // Several controllers on one catalog: one of them evaluates on the timer (heartbeats are
     // evaluated by the controller holding the agent's stream).
     if (!(await this.store.tryAcquireLeadership('health'))) return;
+    // Policies are read once for the whole round.
+    this.policiesChanged();
     for (const c of await this.store.listClusters()) await this.evaluate(c.name);
+  }
+
+  /** Makes the next evaluation read the policies again (after `pgfleet policy set`). */
+  policiesChanged(): void {
+    this.policies = undefined;
+  }
+
+  /** The cluster's thresholds, from policies read at most once per interval (10 s without a timer). */
+  private async thresholdsFor(cluster: string): Promise<HealthThresholds> {
+    const now = this.opts.now();
+    const maxAge = (this.opts.intervalSeconds > 0 ? this.opts.intervalSeconds : 10) * 1000;
+    if (!this.policies || now - this.policies.at >= maxAge || now < this.policies.at) {
+      this.policies = { at: now, list: await this.store.listPolicies() };
+    }
+    return clusterThresholds(this.opts.thresholds, this.policies.list, cluster);
   }
 
   private async evaluateNow(cluster: string): Promise<ClusterAssessment | undefined> {
     try {
-      const [record, agents, backups, states] = await Promise.all([
+      const [record, agents, backups, states, thresholds] = await Promise.all([
         this.store.getCluster(cluster),
         this.store.listAgents(cluster),
         this.store.listBackups(cluster),
         this.store.listHealthStates(cluster),
+        this.thresholdsFor(cluster),
       ]);
       if (!record) return undefined;
       const agent = pickAgent(agents);
@@ -340,12 +453,12 @@ export class HealthMonitor {
           : {}),
         ...(last ? { lastBackup: { label: last.label, stopTime: last.stopTime } } : {}),
       };
-      const assessment = assessCluster(obs, this.opts.thresholds);
+      const assessment = assessCluster(obs, thresholds);
       this.latest.set(cluster, assessment);
       let wrote = false;
       for (const condition of HEALTH_CONDITIONS) {
         const prev = states.find((s) => s.condition === condition);
-        const next = nextHealthState(condition, prev, assessment, this.opts.thresholds);
+        const next = nextHealthState(condition, prev, assessment, thresholds);
         if (!next) continue;
         const events: OutboxEventInput[] = next.payload ? [outboxEvent(cluster, next.payload, obs.now)] : [];
         await this.store.putHealthState(next.state, events);
@@ -365,6 +478,6 @@ export class HealthMonitor {
 }
 
 /** The cluster's agent to judge by: a connected one first, then the one seen last. */
-function pickAgent(agents: readonly AgentRecord[]): AgentRecord | undefined {
+export function pickAgent(agents: readonly AgentRecord[]): AgentRecord | undefined {
   return [...agents].sort((x, y) => Number(y.connected) - Number(x.connected) || (y.lastSeen ?? 0) - (x.lastSeen ?? 0))[0];
 }

@@ -1,18 +1,23 @@
 /**
  * Prometheus metrics (prom-client) and liveness/readiness probes on --metrics-listen:
- *   GET /metrics  per cluster: last backup time/size/duration, RPO, archive failures, WAL
- *                 archived, health conditions; jobs by state; agents connected; unsent events
+ *   GET /metrics  per cluster: last backup time/size/duration, RPO and its threshold, archive
+ *                 failures, WAL archived (pg_stat_archiver and the agent's bytes/segments), pg_wal
+ *                 space, replication slot, stream lag, health conditions; jobs by state; agents
+ *                 connected; unsent events
  *   GET /healthz  the process is up
  *   GET /readyz   the gRPC server is serving and the catalog answers
  * Figures are read from the catalog (and the health monitor's last assessment) at scrape time,
  * so every controller sharing a catalog reports the same values. One registry per controller.
+ * Per-cluster WAL figures are those of the agent the health monitor judges by (the connected
+ * one, else the one seen last); the agent's archived bytes/segments count since it started, so
+ * they drop back on an agent restart like any counter (rate() handles that).
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Gauge, Registry } from 'prom-client';
 import type { Logger } from '@pgfleet/core';
-import type { CatalogStore } from '@pgfleet/catalog';
-import { archiverFromJson, assessCluster, type HealthMonitor, type HealthThresholds } from './health.js';
+import type { BackupRecord, CatalogStore } from '@pgfleet/catalog';
+import { archiverFromJson, assessCluster, clusterThresholds, pickAgent, type HealthMonitor, type HealthThresholds } from './health.js';
 
 export interface MetricsOptions {
   store: CatalogStore;
@@ -31,88 +36,114 @@ export interface Metrics {
 export function createMetricsRegistry(opts: MetricsOptions): Metrics {
   const registry = new Registry();
   const { store } = opts;
-  const g = (name: string, help: string, labelNames: string[]) => new Gauge({ name, help, labelNames, registers: [registry] });
+  // Every per-scrape gauge is reset before it is filled, so a cluster or label that is gone disappears.
+  const perScrape: Gauge[] = [];
+  const g = (name: string, help: string, labelNames: string[]) => {
+    const gauge = new Gauge({ name, help, labelNames, registers: [registry] });
+    perScrape.push(gauge);
+    return gauge;
+  };
   const lastBackupTime = g('pgfleet_last_backup_timestamp_seconds', 'Stop time of the newest backup in the catalog (Unix seconds).', ['cluster', 'type']);
   const lastBackupSize = g('pgfleet_last_backup_size_bytes', 'Size of the database copied by the newest backup.', ['cluster', 'type']);
   const lastBackupStored = g('pgfleet_last_backup_stored_bytes', 'Bytes the newest backup stored in the repository.', ['cluster', 'type']);
   const lastBackupDuration = g('pgfleet_last_backup_duration_seconds', 'Duration of the newest backup (start to stop).', ['cluster', 'type']);
   const backups = g('pgfleet_backups', 'Backups in the catalog.', ['cluster']);
   const rpo = g('pgfleet_rpo_seconds', 'Now minus the time of the newest WAL safely in the repository.', ['cluster']);
-  const rpoThreshold = g('pgfleet_rpo_threshold_seconds', 'RPO threshold above which rpo.breached is sent.', ['cluster']);
+  const rpoThreshold = g('pgfleet_rpo_threshold_seconds', 'RPO threshold above which rpo.breached is sent (the cluster\'s policy, else the fleet\'s, else --rpo-threshold).', ['cluster']);
+  const staleThreshold = g('pgfleet_backup_stale_threshold_seconds', 'Backup age above which backup.stale is sent (policy, else --stale-backup-threshold).', ['cluster']);
   const archiveFailed = g('pgfleet_wal_archive_failed_total', 'pg_stat_archiver.failed_count as last reported.', ['cluster']);
   const archived = g('pgfleet_wal_archived_total', 'pg_stat_archiver.archived_count as last reported.', ['cluster']);
   const lastArchived = g('pgfleet_wal_last_archived_timestamp_seconds', 'pg_stat_archiver.last_archived_time (Unix seconds).', ['cluster']);
   const archiveFailing = g('pgfleet_wal_archive_failing', '1 while archive_command is failing.', ['cluster']);
-  const breached = g('pgfleet_health_breached', '1 while a health condition (archive, rpo, backup_stale, agent_silent) is breached.', ['cluster', 'condition']);
+  const archivedBytes = g('pgfleet_wal_archived_bytes_total', 'WAL bytes (uncompressed) the agent stored in the repository since it started (archive_command hand-offs, push-ahead, streaming).', ['cluster']);
+  const archivedSegments = g('pgfleet_wal_archived_segments_total', 'WAL segments the agent stored in the repository since it started.', ['cluster']);
+  const pgWalBytes = g('pgfleet_pg_wal_bytes', 'Bytes of WAL in pg_wal.', ['cluster']);
+  const pgWalFree = g('pgfleet_pg_wal_free_bytes', 'Free bytes (for unprivileged users) on the filesystem holding pg_wal.', ['cluster']);
+  const pgWalTotal = g('pgfleet_pg_wal_filesystem_bytes', 'Size of the filesystem holding pg_wal.', ['cluster']);
+  const slotRetained = g('pgfleet_wal_slot_retained_bytes', 'WAL the agent\'s replication slot holds back in pg_wal (current LSN - restart_lsn).', ['cluster', 'slot']);
+  const slotActive = g('pgfleet_wal_slot_active', '1 while a WAL stream uses the agent\'s replication slot.', ['cluster', 'slot', 'wal_status']);
+  const lagBytes = g('pgfleet_wal_stream_lag_bytes', 'Current LSN minus the LSN the agent\'s WAL stream has fsynced (0 when caught up or not streaming).', ['cluster']);
+  const lagSeconds = g('pgfleet_wal_stream_lag_seconds', 'How long the WAL stream has been behind (heartbeat resolution; 0 when caught up or not streaming).', ['cluster']);
+  const breached = g('pgfleet_health_breached', '1 while a health condition (archive, rpo, backup_stale, agent_silent, wal_gap) is breached.', ['cluster', 'condition']);
   const jobs = g('pgfleet_jobs', 'Jobs in the catalog by cluster, kind and state.', ['cluster', 'kind', 'state']);
   const agents = g('pgfleet_agents_connected', 'Agents with an open session.', ['cluster']);
   const lastHeartbeat = g('pgfleet_agent_last_heartbeat_timestamp_seconds', 'Time of the newest heartbeat of the cluster\'s agents (Unix seconds).', ['cluster']);
   const unsent = g('pgfleet_events_unsent', 'Events in the outbox not yet acknowledged by NATS (up to 10000).', []);
+    const catalogOk = new Gauge({ name: 'pgfleet_scrape_catalog_ok', help: '1 when the catalog could be read for this scrape.', registers: [registry] });
 
-  const catalogOk = g('pgfleet_scrape_catalog_ok', '1 when the catalog could be read for this scrape.', []);
   // One refresh fills every gauge from one read of the catalog, before the registry serialises them.
   const refresh = async (): Promise<void> => {
-    {
-      for (const m of [lastBackupTime, lastBackupSize, lastBackupStored, lastBackupDuration, backups, rpo, rpoThreshold, archiveFailed, archived, lastArchived, archiveFailing, breached, jobs, agents, lastHeartbeat, unsent]) m.reset();
-      try {
-        const now = opts.now();
-        const [clusters, allAgents, counts, states, pending] = await Promise.all([
-          store.listClusters(),
-          store.listAgents(),
-          store.countJobs(),
-          store.listHealthStates(),
-          store.nextUnsentEvents(10_000),
-        ]);
-        unsent.set(pending.length);
-        for (const c of counts) jobs.set({ cluster: c.cluster, kind: c.kind, state: c.state }, c.count);
-        for (const s of states) breached.set({ cluster: s.cluster, condition: s.condition }, s.state === 'breached' ? 1 : 0);
-        for (const cluster of clusters) {
-          const name = cluster.name;
-          const list = await store.listBackups(name);
-          backups.set({ cluster: name }, list.length);
-          const byType = new Map(list.map((b) => [b.type, b]));
-          for (const [type, b] of byType) {
-            lastBackupTime.set({ cluster: name, type }, b.stopTime / 1000);
-            lastBackupSize.set({ cluster: name, type }, b.sizeBytes);
-            lastBackupStored.set({ cluster: name, type }, b.storedBytes);
-            lastBackupDuration.set({ cluster: name, type }, Math.max(0, (b.stopTime - b.startTime) / 1000));
-          }
-          const newest = list.at(-1);
-          if (newest) {
-            lastBackupTime.set({ cluster: name, type: 'any' }, newest.stopTime / 1000);
-            lastBackupSize.set({ cluster: name, type: 'any' }, newest.sizeBytes);
-            lastBackupStored.set({ cluster: name, type: 'any' }, newest.storedBytes);
-            lastBackupDuration.set({ cluster: name, type: 'any' }, Math.max(0, (newest.stopTime - newest.startTime) / 1000));
-          }
-          const mine = allAgents.filter((a) => a.cluster === name);
-          agents.set({ cluster: name }, mine.filter((a) => a.connected).length);
-          const seen = Math.max(0, ...mine.map((a) => a.lastSeen ?? 0));
-          if (seen > 0) lastHeartbeat.set({ cluster: name }, seen / 1000);
-          const agent = [...mine].sort((x, y) => Number(y.connected) - Number(x.connected) || (y.lastSeen ?? 0) - (x.lastSeen ?? 0))[0];
-          const a = agent ? archiverFromJson(agent.archiver) : undefined;
-          if (a) {
-            archiveFailed.set({ cluster: name }, Number(a.failedCount));
-            archived.set({ cluster: name }, Number(a.archivedCount));
-            if (a.lastArchivedTime !== null) lastArchived.set({ cluster: name }, a.lastArchivedTime / 1000);
-          }
-          // The monitor's assessment knows the streamed LSN; recompute RPO for "now" from it.
-          const known = opts.health.assessments().get(name);
-          const assessment = known
-            ? assessCluster({ ...known.obs, now }, opts.thresholds)
-            : agent
-              ? assessCluster({
-                  cluster: name, now, clusterCreatedAt: cluster.createdAt,
-                  agent: { id: agent.id, connected: agent.connected, lastSeen: agent.lastSeen, ...(a ? { archiver: a } : {}), ...(agent.currentLsn ? { currentLsn: agent.currentLsn } : {}) },
-                }, opts.thresholds)
-              : undefined;
-          if (assessment?.rpoSeconds !== undefined) rpo.set({ cluster: name }, assessment.rpoSeconds);
-          if (assessment?.archiveFailing !== undefined) archiveFailing.set({ cluster: name }, assessment.archiveFailing ? 1 : 0);
-          rpoThreshold.set({ cluster: name }, opts.thresholds.rpoSeconds);
+    for (const m of perScrape) m.reset();
+    try {
+      const now = opts.now();
+      const [clusters, allAgents, counts, states, pending, policies] = await Promise.all([
+        store.listClusters(),
+        store.listAgents(),
+        store.countJobs(),
+        store.listHealthStates(),
+        store.nextUnsentEvents(10_000),
+        store.listPolicies(),
+      ]);
+      unsent.set(pending.length);
+      for (const c of counts) jobs.set({ cluster: c.cluster, kind: c.kind, state: c.state }, c.count);
+      for (const s of states) breached.set({ cluster: s.cluster, condition: s.condition }, s.state === 'breached' ? 1 : 0);
+      for (const cluster of clusters) {
+        const name = cluster.name;
+        const thresholds = clusterThresholds(opts.thresholds, policies, name);
+        rpoThreshold.set({ cluster: name }, thresholds.rpoSeconds);
+        staleThreshold.set({ cluster: name }, thresholds.staleBackupSeconds);
+        const list = await store.listBackups(name);
+        backups.set({ cluster: name }, list.length);
+        // The newest backup of each type, and of any type; list is oldest first, so later ones win.
+        const newest = new Map<string, BackupRecord>(list.map((b) => [b.type, b]));
+        if (list.length) newest.set('any', list.at(-1)!);
+        for (const [type, b] of newest) {
+          lastBackupTime.set({ cluster: name, type }, b.stopTime / 1000);
+          lastBackupSize.set({ cluster: name, type }, b.sizeBytes);
+          lastBackupStored.set({ cluster: name, type }, b.storedBytes);
+          lastBackupDuration.set({ cluster: name, type }, Math.max(0, (b.stopTime - b.startTime) / 1000));
         }
-        catalogOk.set(1);
-      } catch {
-        catalogOk.set(0);
+        const mine = allAgents.filter((a) => a.cluster === name);
+        agents.set({ cluster: name }, mine.filter((a) => a.connected).length);
+        const seen = Math.max(0, ...mine.map((a) => a.lastSeen ?? 0));
+        if (seen > 0) lastHeartbeat.set({ cluster: name }, seen / 1000);
+        const agent = pickAgent(mine);
+        const a = agent ? archiverFromJson(agent.archiver) : undefined;
+        if (a) {
+          archiveFailed.set({ cluster: name }, Number(a.failedCount));
+          archived.set({ cluster: name }, Number(a.archivedCount));
+          if (a.lastArchivedTime !== null) lastArchived.set({ cluster: name }, a.lastArchivedTime / 1000);
+        }
+        const w = agent?.walHealth;
+        if (w) {
+          archivedBytes.set({ cluster: name }, w.walBytesArchived);
+          archivedSegments.set({ cluster: name }, w.walSegmentsArchived);
+          pgWalBytes.set({ cluster: name }, w.pgWalBytes);
+          pgWalFree.set({ cluster: name }, w.pgWalFreeBytes);
+          pgWalTotal.set({ cluster: name }, w.pgWalTotalBytes);
+          lagBytes.set({ cluster: name }, w.streamLagBytes);
+          lagSeconds.set({ cluster: name }, w.streamLagSeconds);
+          if (w.slotName) {
+            slotRetained.set({ cluster: name, slot: w.slotName }, w.slotRetainedBytes);
+            slotActive.set({ cluster: name, slot: w.slotName, wal_status: w.slotWalStatus }, w.slotActive ? 1 : 0);
+          }
+        }
+        // The monitor's assessment knows the streamed LSN; recompute RPO for "now" from it.
+        const known = opts.health.assessments().get(name);
+        const assessment = known
+          ? assessCluster({ ...known.obs, now }, thresholds)
+          : agent
+            ? assessCluster({
+                cluster: name, now, clusterCreatedAt: cluster.createdAt,
+                agent: { id: agent.id, connected: agent.connected, lastSeen: agent.lastSeen, ...(a ? { archiver: a } : {}), ...(agent.currentLsn ? { currentLsn: agent.currentLsn } : {}) },
+              }, thresholds)
+            : undefined;
+        if (assessment?.rpoSeconds !== undefined) rpo.set({ cluster: name }, assessment.rpoSeconds);
+        if (assessment?.archiveFailing !== undefined) archiveFailing.set({ cluster: name }, assessment.archiveFailing ? 1 : 0);
       }
+      catalogOk.set(1);
+    } catch {
+      catalogOk.set(0);
     }
   };
   return { registry, refresh };

@@ -3,8 +3,8 @@
  * the YAML --config file and --help (see @pgfleet/core options). resolveRunConfig turns parsed
  * values into the typed configuration the server takes, failing with PGF-1002 naming the key.
  */
-import { isAbsolute } from 'node:path';
 import { PgfleetError, requireOption, type OptionValues, type ProgramSpec } from '@pgfleet/core';
+import { repositoriesFromOptions, type RepositorySpec } from '@pgfleet/storage/repository-url';
 import { ADMIN_ROLES } from '@pgfleet/catalog';
 import { DEFAULT_SERVER_HOSTNAMES } from './tls-dir.js';
 
@@ -17,8 +17,11 @@ export const controllerProgram: ProgramSpec = {
     { name: 'config', type: 'string', cliOnly: true, description: 'YAML file holding any of the options below (flags and environment win over it).' },
     { name: 'listen', type: 'string', default: '127.0.0.1:7420', description: 'host:port of the gRPC server for agents and the admin CLI (port 0 picks a free port).' },
     { name: 'catalog', type: 'string', description: 'Catalog: a SQLite file path (created with its schema when missing) or a postgres://user@host/db URL for several controllers (required).' },
-    { name: 'repo-path', type: 'string', description: 'Absolute path of the posix repository the agents write backups to (required).' },
+    { name: 'repo', type: 'string', description: "The repository every job names: /abs/path, posix:/abs/path or s3://bucket/prefix?endpoint=URL&region=R&path-style=true (S3 credentials stay with each agent). Unset: each agent uses its own --repo/--repo2." },
+    { name: 'repo2', type: 'string', description: 'A second repository (same forms): backups and WAL go to both, restores read from --repo first and fall back to --repo2.' },
+    { name: 'repo-path', type: 'string', description: 'Posix shorthand for --repo /abs/path.' },
     { name: 'heartbeat-interval', type: 'integer', default: 5, min: 1, max: 3600, description: 'Seconds between agent heartbeats, sent to every agent on connect.' },
+    { name: 'job-reclaim-grace', type: 'integer', default: 60, min: 1, max: 24 * 3600, description: "Seconds an agent has to reconnect and claim its unfinished jobs (after its stream broke or the controller restarted) before they fail; agents keep running jobs while disconnected and deliver their results on reconnect." },
     { name: 'log-level', type: 'string', default: 'info', choices: LOG_LEVELS, description: 'Log level of the JSON log on stderr.' },
     { name: 'schedule-interval', type: 'integer', default: 30, min: 1, max: 3600, description: 'Seconds between scheduler rounds (due backups, retention). Cron times have minute resolution; a round runs what became due since the last one.' },
     { name: 'max-backups-per-repository', type: 'integer', default: 8, min: 1, max: 100_000, description: 'Scheduled backups start only while fewer than this many backups and expire jobs run on their repository; the others stay due for the next round.' },
@@ -39,13 +42,15 @@ export const controllerProgram: ProgramSpec = {
     { name: 'ttl', type: 'string', cliOnly: true, default: '1h', description: 'enroll-token: how long the token stays usable, e.g. 30m, 1h, 7d.' },
     { name: 'role', type: 'string', cliOnly: true, choices: ADMIN_ROLES, description: 'token create: viewer (read), operator (+ backup, restore, retention apply, pin) or admin (+ policy set).' },
     { name: 'name', type: 'string', cliOnly: true, description: 'token create: a unique name saying who or what uses the token.' },
-    { name: 'output', type: 'string', cliOnly: true, default: 'table', choices: ['table', 'json'], description: 'token list: aligned columns or JSON.' },
+    { name: 'output', type: 'string', cliOnly: true, default: 'table', choices: ['table', 'json'], description: 'token list, catalog rebuild: aligned columns (a report) or JSON.' },
+    { name: 'cluster', type: 'string', cliOnly: true, description: 'catalog rebuild: only this cluster of the repository.' },
+    { name: 'dry-run', type: 'boolean', cliOnly: true, description: 'catalog rebuild: report what would be added, updated and removed; change nothing.' },
   ],
   commands: [
     {
       name: 'run',
       summary: 'Run the controller (gRPC server for agents and admins) until SIGINT/SIGTERM.',
-      options: ['config', 'listen', 'catalog', 'repo-path', 'heartbeat-interval', 'log-level', 'schedule-interval', 'max-backups-per-repository', 'max-backups-per-host', 'tls-dir', 'require-auth', 'nats-url', 'nats-stream-max-age', 'nats-stream-max-bytes', 'nats-duplicate-window', 'rpo-threshold', 'stale-backup-threshold', 'agent-silence-threshold', 'health-interval', 'metrics-listen'],
+      options: ['config', 'listen', 'catalog', 'repo', 'repo2', 'repo-path', 'heartbeat-interval', 'job-reclaim-grace', 'log-level', 'schedule-interval', 'max-backups-per-repository', 'max-backups-per-host', 'tls-dir', 'require-auth', 'nats-url', 'nats-stream-max-age', 'nats-stream-max-bytes', 'nats-duplicate-window', 'rpo-threshold', 'stale-backup-threshold', 'agent-silence-threshold', 'health-interval', 'metrics-listen'],
     },
     {
       name: 'ca',
@@ -68,14 +73,28 @@ export const controllerProgram: ProgramSpec = {
         { name: 'token', description: 'revoke: the token id or name.' },
       ],
     },
+    {
+      name: 'catalog',
+      summary: 'catalog rebuild --catalog URL --repo URL|--repo-path DIR [--cluster X] [--dry-run]: re-index the backups of a repository from their manifests (unknown clusters are created; rows whose manifest is gone are removed). Idempotent.',
+      options: ['config', 'catalog', 'repo', 'repo-path', 'cluster', 'dry-run', 'output'],
+      positionals: [{ name: 'action', description: 'rebuild.', required: true }],
+    },
   ],
 };
 
 export interface ControllerConfig {
   listen: string;
   catalogPath: string;
-  repoPath: string;
+  /**
+   * The repositories every job names (Job.repositories), in restore preference order; empty or
+   * absent: agents use their own configuration.
+   */
+  repositories?: RepositorySpec[];
+  /** Posix shorthand for `repositories: [{ case: 'posix', value: { path } }]` (when `repositories` is absent). */
+  repoPath?: string;
   heartbeatIntervalSeconds: number;
+  /** Seconds an agent has to reconnect and claim its unfinished jobs before they fail; default 60. */
+  jobReclaimGraceSeconds?: number;
   logLevel: string;
   /** Seconds between scheduler rounds; default 30. */
   scheduleIntervalSeconds?: number;
@@ -101,17 +120,13 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
   if (!/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/.test(listen)) {
     throw new PgfleetError('InvalidConfig', `option 'listen': '${listen}' is not host:port (e.g. 127.0.0.1:7420 or [::]:7420)`);
   }
-  const repoPath = requireOption<string>(controllerProgram, values, 'repo-path');
-  // Agents on other hosts resolve the path themselves, so a relative one would mean something
-  // different on each host.
-  if (!isAbsolute(repoPath)) {
-    throw new PgfleetError('InvalidConfig', `option 'repo-path': '${repoPath}' is not an absolute path`);
-  }
   return {
     listen,
     catalogPath: requireOption<string>(controllerProgram, values, 'catalog'),
-    repoPath,
+    // Empty when the agents bring their own repositories.
+    repositories: repositoriesFromOptions(values),
     heartbeatIntervalSeconds: requireOption<number>(controllerProgram, values, 'heartbeat-interval'),
+    jobReclaimGraceSeconds: requireOption<number>(controllerProgram, values, 'job-reclaim-grace'),
     logLevel: requireOption<string>(controllerProgram, values, 'log-level'),
     scheduleIntervalSeconds: requireOption<number>(controllerProgram, values, 'schedule-interval'),
     maxBackupsPerRepository: requireOption<number>(controllerProgram, values, 'max-backups-per-repository'),

@@ -13,7 +13,7 @@
  *   also refuses to expire without repo-retention-full). `pgfleet retention apply` runs it anyway.
  */
 import { PgfleetError } from '@pgfleet/core';
-import { FLEET_POLICY_SCOPE, type BackupKind, type PolicyRecord, type PolicyRetention, type PolicySchedules } from '@pgfleet/catalog';
+import { FLEET_POLICY_SCOPE, type BackupKind, type PolicyHealth, type PolicyRecord, type PolicyRetention, type PolicySchedules } from '@pgfleet/catalog';
 import { validateRetentionPolicy, type RetentionPolicy } from './retention.js';
 import { CronSchedule } from './schedule.js';
 
@@ -26,38 +26,60 @@ export const DEFAULT_SPREAD_MINUTES = 30;
 
 export const SCHEDULE_KEYS = ['full', 'diff', 'incr'] as const satisfies readonly BackupKind[];
 export const RETENTION_KEYS = ['pitrWindowDays', 'daily', 'weekly', 'monthly', 'yearly', 'minFull'] as const;
+/**
+ * Health thresholds (seconds) and the catalog field each is stored under. Unset everywhere, the
+ * controller's flags (--rpo-threshold, ...) apply.
+ */
+export const HEALTH_KEYS = ['rpoThresholdSeconds', 'staleBackupThresholdSeconds', 'agentSilenceThresholdSeconds'] as const;
+export type HealthKey = (typeof HEALTH_KEYS)[number];
+export const HEALTH_FIELDS: Record<HealthKey, keyof PolicyHealth> = {
+  rpoThresholdSeconds: 'rpoSeconds',
+  staleBackupThresholdSeconds: 'staleBackupSeconds',
+  agentSilenceThresholdSeconds: 'silenceSeconds',
+};
 /** Every key in the order `policy get` lists them. */
-export const POLICY_KEYS = [...SCHEDULE_KEYS, 'spreadMinutes', ...RETENTION_KEYS] as const;
+export const POLICY_KEYS = [...SCHEDULE_KEYS, 'drill', 'spreadMinutes', ...RETENTION_KEYS, ...HEALTH_KEYS] as const;
 export type PolicyKey = (typeof POLICY_KEYS)[number];
 export type PolicySource = 'cluster' | 'fleet' | 'default';
 
 /** The CLI flag of each key, named in validation errors so a user knows what to fix. */
 export const POLICY_FLAGS: Record<PolicyKey, string> = {
-  full: '--full', diff: '--diff', incr: '--incr', spreadMinutes: '--spread-minutes', pitrWindowDays: '--pitr-window-days',
+  full: '--full', diff: '--diff', incr: '--incr', drill: '--drill', spreadMinutes: '--spread-minutes', pitrWindowDays: '--pitr-window-days',
   daily: '--daily', weekly: '--weekly', monthly: '--monthly', yearly: '--yearly', minFull: '--min-full',
+  rpoThresholdSeconds: '--rpo-threshold', staleBackupThresholdSeconds: '--stale-backup-threshold', agentSilenceThresholdSeconds: '--agent-silence-threshold',
 };
 
 /** A partial policy as stored for one scope. */
 export interface PolicySettings {
   schedules: PolicySchedules;
   retention: PolicyRetention;
+  health?: PolicyHealth;
 }
 
 export interface EffectivePolicy {
   /** Cron expressions of the scheduled types ('' and unset types are left out). */
   schedules: Partial<Record<BackupKind, string>>;
+  /** Cron of the restore drill schedule (unset: no scheduled drills). */
+  drill?: string;
   spreadMinutes: number;
+  /** Thresholds set by the cluster or fleet policy; unset ones come from the controller's flags. */
+  health: PolicyHealth;
   retention: RetentionPolicy;
   sources: Record<PolicyKey, PolicySource>;
   /** Whether any retention value is set (fleet or cluster): only then does retention run on its own. */
   retentionConfigured: boolean;
 }
 
-const EMPTY: PolicySettings = { schedules: {}, retention: {} };
+const EMPTY: PolicySettings = { schedules: {}, retention: {}, health: {} };
+
+function isHealthKey(key: PolicyKey): key is HealthKey {
+  return (HEALTH_KEYS as readonly string[]).includes(key);
+}
 
 function valueOf(p: PolicySettings | undefined, key: PolicyKey): string | number | undefined {
   if (!p) return undefined;
-  if (key === 'full' || key === 'diff' || key === 'incr' || key === 'spreadMinutes') return p.schedules[key];
+  if (key === 'full' || key === 'diff' || key === 'incr' || key === 'drill' || key === 'spreadMinutes') return p.schedules[key];
+  if (isHealthKey(key)) return p.health?.[HEALTH_FIELDS[key]];
   return p.retention[key];
 }
 
@@ -83,25 +105,50 @@ export function effectivePolicy(fleet: PolicySettings | undefined, cluster: Poli
     const cron = pick(type);
     if (typeof cron === 'string' && cron.trim() !== '') schedules[type] = cron.trim();
   }
+  const drillCron = pick('drill');
   const spread = pick('spreadMinutes');
   const retention = { ...DEFAULT_RETENTION };
   for (const key of RETENTION_KEYS) {
     const v = pick(key);
     if (typeof v === 'number') retention[key] = v;
   }
+  const health: PolicyHealth = {};
+  for (const key of HEALTH_KEYS) {
+    const v = pick(key);
+    if (typeof v === 'number') health[HEALTH_FIELDS[key]] = v;
+  }
   const retentionConfigured = RETENTION_KEYS.some((k) => sources[k] !== 'default');
-  return { schedules, spreadMinutes: typeof spread === 'number' ? spread : DEFAULT_SPREAD_MINUTES, retention, sources, retentionConfigured };
+  return {
+    schedules,
+    ...(typeof drillCron === 'string' && drillCron.trim() !== '' ? { drill: drillCron.trim() } : {}),
+    spreadMinutes: typeof spread === 'number' ? spread : DEFAULT_SPREAD_MINUTES,
+    retention,
+    health,
+    sources,
+    retentionConfigured,
+  };
 }
 
 /** The stored form of a policy record (or an empty one). */
 export function settingsOf(record: PolicyRecord | undefined): PolicySettings {
-  return record ? { schedules: { ...record.schedules }, retention: { ...record.retention } } : { schedules: {}, retention: {} };
+  return record
+    ? { schedules: { ...record.schedules }, retention: { ...record.retention }, health: { ...record.health } }
+    : { schedules: {}, retention: {}, health: {} };
 }
 
 /** `patch` over `base`: keys the patch sets replace the base's, the others stay. */
 export function mergeSettings(base: PolicySettings = EMPTY, patch: PolicySettings): PolicySettings {
   const drop = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
-  return { schedules: drop({ ...base.schedules, ...drop(patch.schedules) }), retention: drop({ ...base.retention, ...drop(patch.retention) }) };
+  return {
+    schedules: drop({ ...base.schedules, ...drop(patch.schedules) }),
+    retention: drop({ ...base.retention, ...drop(patch.retention) }),
+    health: drop({ ...base.health, ...drop(patch.health ?? {}) }),
+  };
+}
+
+/** Whether a stored policy sets nothing at all (then its row is dropped). */
+export function isEmptySettings(s: PolicySettings): boolean {
+  return Object.keys(s.schedules).length === 0 && Object.keys(s.retention).length === 0 && Object.keys(s.health ?? {}).length === 0;
 }
 
 /**
@@ -112,7 +159,7 @@ export function validatePolicySettings(settings: PolicySettings): void {
   const bad = (key: PolicyKey, what: string, cause?: unknown): never => {
     throw new PgfleetError('InvalidArgument', `policy ${key} (${POLICY_FLAGS[key]}): ${what}`, cause === undefined ? {} : { cause });
   };
-  for (const type of SCHEDULE_KEYS) {
+  for (const type of [...SCHEDULE_KEYS, 'drill'] as const) {
     const cron = settings.schedules[type];
     if (cron === undefined || cron.trim() === '') continue;
     try {
@@ -131,13 +178,22 @@ export function validatePolicySettings(settings: PolicySettings): void {
     const v = settings.retention[key];
     if (v !== undefined && (!Number.isInteger(v) || v < 0)) bad(key, `must be a whole number of full backups >= 0 (0 turns it off), got ${String(v)}`);
   }
+  for (const key of HEALTH_KEYS) {
+    const v = settings.health?.[HEALTH_FIELDS[key]];
+    if (v !== undefined && (!Number.isFinite(v) || v < 1 || v > 365 * 24 * 3600)) bad(key, `must be a number of seconds from 1 to ${365 * 24 * 3600}, got ${String(v)}`);
+  }
   // The retention function's own check, so the two can never disagree about what is valid.
   validateRetentionPolicy({ ...DEFAULT_RETENTION, ...settings.retention });
 }
 
 /** The text of a value for listings. */
-export function formatPolicyValue(key: PolicyKey, eff: EffectivePolicy): string {
+export function formatPolicyValue(key: PolicyKey, eff: EffectivePolicy, healthDefaults?: Required<PolicyHealth>): string {
   if (key === 'full' || key === 'diff' || key === 'incr') return eff.schedules[key] ?? '-';
+  if (key === 'drill') return eff.drill ?? '-';
   if (key === 'spreadMinutes') return String(eff.spreadMinutes);
+  if (isHealthKey(key)) {
+    const v = eff.health[HEALTH_FIELDS[key]] ?? healthDefaults?.[HEALTH_FIELDS[key]];
+    return v === undefined ? '-' : String(v);
+  }
   return String(eff.retention[key]);
 }

@@ -18,7 +18,7 @@
 import { createHash } from 'node:crypto';
 import { CronExpressionParser } from 'cron-parser';
 import { PgfleetError } from '@pgfleet/core';
-import type { BackupKind } from '@pgfleet/catalog';
+import type { BackupKind, ScheduleKind } from '@pgfleet/catalog';
 
 /** Highest precedence first. */
 export const BACKUP_PRECEDENCE: readonly BackupKind[] = ['full', 'diff', 'incr'];
@@ -82,19 +82,19 @@ function checkSpread(spreadMinutes: number): void {
   }
 }
 
-/** One backup type of one cluster on a schedule. */
-export interface BackupSchedule {
+/** One backup type (or the restore drill) of one cluster on a schedule. */
+export interface BackupSchedule<K extends ScheduleKind = BackupKind> {
   cluster: string;
-  type: BackupKind;
+  type: K;
   /** 5-field cron expression, UTC. */
   cron: string;
   /** Width of the fleet spreading window; 0 or absent = fire exactly at the cron times. */
   spreadMinutes?: number;
 }
 
-export interface DueRun {
+export interface DueRun<K extends ScheduleKind = BackupKind> {
   cluster: string;
-  type: BackupKind;
+  type: K;
   /** The fire time (cron time + the cluster's offset) this run stands for. */
   scheduledAt: Date;
   /**
@@ -105,7 +105,7 @@ export interface DueRun {
 }
 
 /** The next fire time of the schedule strictly after `after`, offset included. */
-export function nextFireTime(schedule: BackupSchedule, after: Date): Date {
+export function nextFireTime(schedule: BackupSchedule<ScheduleKind>, after: Date): Date {
   const offset = spreadOffsetMs(schedule.cluster, schedule.spreadMinutes ?? 0);
   return new Date(CronSchedule.parse(schedule.cron).next(new Date(after.getTime() - offset)).getTime() + offset);
 }
@@ -116,7 +116,7 @@ export function nextFireTime(schedule: BackupSchedule, after: Date): Date {
  * that never ran (lastRun undefined) is due for its latest fire time: a cluster without a backup
  * of the type should not wait for the next one.
  */
-export function dueRuns(schedule: BackupSchedule, lastRun: Date | undefined, now: Date): [] | [DueRun] {
+export function dueRuns<K extends ScheduleKind>(schedule: BackupSchedule<K>, lastRun: Date | undefined, now: Date): [] | [DueRun<K>] {
   const cron = CronSchedule.parse(schedule.cron);
   const offset = spreadOffsetMs(schedule.cluster, schedule.spreadMinutes ?? 0);
   const latest = cron.latest(new Date(now.getTime() - offset));

@@ -16,12 +16,15 @@
  *   backup and otherwise at most once an hour per cluster; an expire job is dispatched when the
  *   plan expires a backup or the PITR anchor (and so the WAL that can go) moved since the last one.
  *   Never while the cluster has a backup or expire job running.
+ * - Restore drills run from each cluster's drill cron (drills.ts startDueDrills): once per fire
+ *   time, recorded as schedule run 'drill', never while the cluster's previous drill runs.
  * - `tick(now)` is public so tests drive the loop with their own clock instead of timers.
  */
 import { asPgfleetError, type Logger } from '@pgfleet/core';
 import { FLEET_POLICY_SCOPE, type BackupKind, type JobRecord } from '@pgfleet/catalog';
 import type { ControllerContext } from './context.js';
 import { startBackupJob } from './dispatch.js';
+import { startDueDrills, type DrillSchedule } from './drills.js';
 import { effectivePolicy, settingsOf } from './policy.js';
 import { planClusterRetention, planRemovesSomething, startExpireJob } from './retention-jobs.js';
 import { Scheduler, type BackupSlot, type ClusterSchedules, type ConcurrencyLimits } from './schedule.js';
@@ -41,6 +44,8 @@ export interface TickReport {
   waiting: Array<{ cluster: string; type: BackupKind; reason: string }>;
   failed: Array<{ cluster: string; type: BackupKind; error: string }>;
   expireJobs: Array<{ cluster: string; jobId: string; labels: string[] }>;
+  /** Restore drills the clusters' drill schedules started (drills.ts). */
+  drills?: Array<{ cluster: string; jobId: string; scheduledAt: Date }>;
 }
 
 export class SchedulerLoop {
@@ -94,13 +99,15 @@ export class SchedulerLoop {
     const running = this.runningSlots(active);
 
     const schedules: ClusterSchedules[] = [];
+    const drillSchedules: DrillSchedule[] = [];
     const retentionClusters: string[] = [];
     for (const cluster of clusters) {
       const session = this.ctx.sessions.forCluster(cluster)!;
       const eff = effectivePolicy(fleet, policies.get(cluster));
       if (eff.retentionConfigured) retentionClusters.push(cluster);
+      if (eff.drill) drillSchedules.push({ cluster, cron: eff.drill, spreadMinutes: eff.spreadMinutes });
       if (Object.keys(eff.schedules).length === 0) continue;
-      schedules.push({ cluster, repository: this.ctx.repoPath, host: session.hostname, ...eff.schedules, spreadMinutes: eff.spreadMinutes });
+      schedules.push({ cluster, repository: this.ctx.repositoryKey, host: session.hostname, ...eff.schedules, spreadMinutes: eff.spreadMinutes });
     }
 
     if (schedules.length) {
@@ -140,6 +147,7 @@ export class SchedulerLoop {
       }
     }
 
+    report.drills = await startDueDrills(this.ctx, drillSchedules, now, this.log);
     await this.retention(now, retentionClusters, report);
     return report;
   }
@@ -149,7 +157,7 @@ export class SchedulerLoop {
     for (const job of active) {
       if (job.kind !== 'backup' && job.kind !== 'expire') continue;
       const host = this.ctx.sessions.get(job.agentId)?.hostname ?? `agent:${job.agentId}`;
-      slots.push({ cluster: job.cluster, repository: this.ctx.repoPath, host });
+      slots.push({ cluster: job.cluster, repository: this.ctx.repositoryKey, host });
     }
     return slots;
   }

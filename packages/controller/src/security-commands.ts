@@ -5,10 +5,11 @@
  * hash. Everything else (what was made, until when) goes to stderr.
  */
 import { PgfleetError, requireOption, type OptionValues } from '@pgfleet/core';
-import { ADMIN_ROLES, openCatalog, type AdminRole, type CatalogStore } from '@pgfleet/catalog';
-import { ADMIN_TOKEN_PREFIX, ENROLLMENT_TOKEN_PREFIX, hashToken, newToken, newTokenId, parseDuration } from './access.js';
+import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
+import { parseDuration } from './access.js';
 import { controllerProgram } from './options.js';
 import { initTlsDir, TLS_FILES } from './tls-dir.js';
+import { createAdminToken, issueEnrollmentToken, revokeAdminToken } from './tokens.js';
 
 export interface CommandIo {
   out(text: string): void;
@@ -16,7 +17,7 @@ export interface CommandIo {
   now(): number;
 }
 
-const processIo: CommandIo = {
+export const processIo: CommandIo = {
   out: (t) => process.stdout.write(t),
   err: (t) => process.stderr.write(t),
   now: Date.now,
@@ -38,7 +39,8 @@ export async function caCommand(action: string, options: OptionValues, io: Comma
   return 0;
 }
 
-async function withCatalog<T>(options: OptionValues, fn: (store: CatalogStore) => Promise<T>): Promise<T> {
+/** Opens the --catalog for one command and closes it after, whatever happens. */
+export async function withCatalog<T>(options: OptionValues, fn: (store: CatalogStore) => Promise<T>): Promise<T> {
   const store = await openCatalog(requireOption<string>(controllerProgram, options, 'catalog'));
   try {
     return await fn(store);
@@ -49,9 +51,7 @@ async function withCatalog<T>(options: OptionValues, fn: (store: CatalogStore) =
 
 export async function enrollTokenCommand(cluster: string, options: OptionValues, io: CommandIo = processIo): Promise<number> {
   const ttlMs = parseDuration(String(options.ttl ?? '1h'), 'ttl');
-  const token = newToken(ENROLLMENT_TOKEN_PREFIX);
-  const now = io.now();
-  const record = await withCatalog(options, (store) => store.createEnrollmentToken({ tokenHash: hashToken(token), cluster, expiresAt: now + ttlMs }, now));
+  const { token, record } = await withCatalog(options, (store) => issueEnrollmentToken(store, cluster, ttlMs, io.now()));
   io.out(`${token}\n`);
   io.err(`one-time enrollment token for an agent of cluster '${cluster}', usable until ${new Date(record.expiresAt).toISOString()}:\n  pgfleet-agent run --cluster ${cluster} --tls-dir DIR --ca-cert ca.crt --enroll-token <token> ...\n`);
   return 0;
@@ -61,12 +61,8 @@ export async function tokenCommand(positionals: string[], options: OptionValues,
   const [action, target] = positionals;
   switch (action) {
     case 'create': {
-      const role = options.role as AdminRole | undefined;
-      if (!role || !ADMIN_ROLES.includes(role)) throw new PgfleetError('InvalidArgument', `token create needs --role ${ADMIN_ROLES.join('|')}`);
-      const name = options.name === undefined ? '' : String(options.name).trim();
-      if (!name) throw new PgfleetError('InvalidArgument', 'token create needs --name: who or what uses the token (e.g. ci, alice)');
-      const token = newToken(ADMIN_TOKEN_PREFIX);
-      const record = await withCatalog(options, (store) => store.createAdminToken({ id: newTokenId(), name, role, tokenHash: hashToken(token) }, io.now()));
+      const request = { name: options.name === undefined ? undefined : String(options.name), role: options.role === undefined ? undefined : String(options.role) };
+      const { token, record } = await withCatalog(options, (store) => createAdminToken(store, request, io.now()));
       io.out(`${token}\n`);
       io.err(`admin token '${record.name}' (id ${record.id}, role ${record.role}); it is shown only now: pass it as --token, PGFLEET_TOKEN or --token-file\n`);
       return 0;
@@ -91,8 +87,7 @@ export async function tokenCommand(positionals: string[], options: OptionValues,
     }
     case 'revoke': {
       if (!target) throw new PgfleetError('InvalidArgument', 'token revoke needs the token id or name');
-      const revoked = await withCatalog(options, (store) => store.revokeAdminToken(target, io.now()));
-      if (!revoked) throw new PgfleetError('InvalidArgument', `no active admin token has the id or name '${target}'`, { hint: 'List tokens with `pgfleet-controller token list`.' });
+      const revoked = await withCatalog(options, (store) => revokeAdminToken(store, target, io.now(), 'pgfleet-controller token list'));
       io.err(`revoked admin token '${revoked.name}' (id ${revoked.id}, role ${revoked.role}); calls with it now fail with PGF-8001\n`);
       return 0;
     }

@@ -6,11 +6,12 @@
 import * as grpc from '@grpc/grpc-js';
 import { ErrorCodes, silentLogger, type Logger } from '@pgfleet/core';
 import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
+import { repositoryUrl } from '@pgfleet/storage/repository-url';
 import { addHealthAndReflection, addService, listen, serverTlsCredentials } from '@pgfleet/rpc';
 import { AdminService, AgentService, EnrollmentService } from '@pgfleet/proto';
 import { adminAuthorizer, agentAuthorizer } from './access.js';
 import { createAdminService } from './admin-service.js';
-import { createAgentService } from './agent-service.js';
+import { createAgentService, reclaimJobsLater } from './agent-service.js';
 import { AgentSessions } from './agent-sessions.js';
 import { publishJobs, type ControllerContext } from './context.js';
 import { createEnrollmentService } from './enrollment.js';
@@ -66,16 +67,20 @@ export async function startController(
   const tls: ControllerTls | undefined = config.tlsDir ? await loadTlsDir(config.tlsDir) : undefined;
   const requireTokens = tls !== undefined || config.requireAuth === true;
 
+  const repositories = config.repositories?.length ? config.repositories : config.repoPath ? [{ case: 'posix' as const, value: { path: config.repoPath } }] : [];
   const ctx: ControllerContext = {
     store,
     sessions: new AgentSessions(),
     watchers: new JobWatchers(),
     logger: logger.child({ component: 'controller' }),
-    repoPath: config.repoPath,
+    repositories,
+    repositoryKey: repositories.length > 0 ? repositories.map(repositoryUrl).join(' ') : 'agent-configured',
     heartbeatIntervalSeconds: config.heartbeatIntervalSeconds,
     now,
     connections: new Set(),
     retentionDue: new Set(),
+    jobReclaimGraceMs: (config.jobReclaimGraceSeconds ?? 60) * 1000,
+    reclaimTimers: new Map(),
     agentCertificates: tls !== undefined,
   };
 
@@ -83,6 +88,7 @@ export async function startController(
   // that stream: whatever was unfinished can no longer be followed, so it fails visibly.
   await store.disconnectAllAgents(now());
   const thresholds: HealthThresholds = { ...DEFAULT_HEALTH_THRESHOLDS, ...config.health };
+  ctx.healthDefaults = { rpoSeconds: thresholds.rpoSeconds, staleBackupSeconds: thresholds.staleBackupSeconds, silenceSeconds: thresholds.silenceSeconds };
   const monitor = new HealthMonitor(store, {
     thresholds,
     intervalSeconds: config.health?.intervalSeconds ?? 10,
@@ -99,10 +105,14 @@ export async function startController(
     const r = relay;
     ctx.notifyEvents = () => r.notify();
   }
-  const orphanError = { code: ErrorCodes.ControllerRestarted.code, message: 'controller restarted while the job was unfinished' };
-  const orphaned = await store.failAllActiveJobs(orphanError, now(), failedJobEvents(orphanError, now()));
-  if (orphaned.length) log.warn({ jobIds: orphaned.map((j) => j.id) }, 'failed jobs left unfinished by the previous controller run');
-  publishJobs(ctx, orphaned);
+  // Jobs the previous controller run left unfinished may still be running on their agents, which
+  // keep running jobs while disconnected and deliver the results after reconnecting: each agent
+  // claims its jobs in Hello; whatever is still unclaimed after the grace fails with the reason.
+  const orphanError = {
+    code: ErrorCodes.ControllerRestarted.code,
+    message: `controller restarted while the job was unfinished, and its agent did not reconnect to claim it within ${ctx.jobReclaimGraceMs / 1000} s`,
+  };
+  if ((await store.listActiveJobs()).length > 0) reclaimJobsLater(ctx, undefined, orphanError);
 
   const server = new grpc.Server({
     // Agents hold their stream for days; keepalive pings detect a dead host instead of waiting for TCP.
@@ -160,7 +170,7 @@ export async function startController(
         : 'serving without TLS or authentication on a non-loopback address: anyone who can reach it can run backups and restores; start with --tls-dir',
     );
   }
-  log.info({ listen: config.listen, port, tls: tls !== undefined, adminTokens: requireTokens, catalog: config.catalogPath.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:[redacted]@'), repoPath: config.repoPath }, 'controller listening');
+  log.info({ listen: config.listen, port, tls: tls !== undefined, adminTokens: requireTokens, catalog: config.catalogPath.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:[redacted]@'), repositories: repositories.length > 0 ? repositories.map(repositoryUrl) : 'agent-configured' }, 'controller listening');
 
   return {
     port,
@@ -174,6 +184,10 @@ export async function startController(
     async close(graceMs = 5000) {
       if (closed) return;
       closed = true;
+      // Streams cut from here on are not agents going away: their jobs stay for the next run to reclaim.
+      ctx.closing = true;
+      for (const t of ctx.reclaimTimers.values()) clearTimeout(t);
+      ctx.reclaimTimers.clear();
       await scheduler.stop();
       await monitor.stop();
       await metrics?.close();

@@ -41,6 +41,7 @@ export class FakeAgent {
           systemIdentifier: fields.systemIdentifier ?? SYSID,
           pgdata: '/var/lib/postgresql/17/main',
           runningJobIds: fields.runningJobIds ?? [],
+          repositories: [{ kind: { case: 'posix', value: { path: '/srv/agent-repo' } } }],
         },
       },
     });

@@ -1,0 +1,195 @@
+/**
+ * `pgfleet-controller catalog rebuild`: re-indexes the backups of a repository into the catalog.
+ * The repository is self-describing (every complete backup has a manifest holding all the facts
+ * the catalog keeps), so after losing the catalog, or pointing a new controller at an existing
+ * repository, this recreates the backup part of it: clusters the catalog does not know are
+ * created from their cluster.json (or a manifest), missing backups are added, rows whose facts
+ * differ from the manifest are corrected, and rows whose manifest is gone are removed.
+ *
+ * Safety, because this can delete catalog rows:
+ * - the repository must carry the pgfleet format marker: a mistyped path is an empty directory,
+ *   not a repository whose clusters have no backups;
+ * - only clusters the repository holds are reconciled: a fleet may spread its clusters over
+ *   several repositories, and a cluster absent from this one is left alone;
+ * - a cluster the catalog knows with another system identifier is skipped (a different database
+ *   under the same name), and an unreadable manifest never removes its row (verify reports it).
+ * Running it twice changes nothing the second time. Policies, pins and job history stay.
+ */
+import { PgfleetError, type Logger } from '@pgfleet/core';
+import type { BackupRecord, CatalogStore } from '@pgfleet/catalog';
+import type { BackupManifest, Repository } from '@pgfleet/storage';
+
+export interface RebuildOptions {
+  /** Only this cluster. */
+  cluster?: string;
+  /** Report what would change, change nothing. */
+  dryRun?: boolean;
+  now: number;
+  log?: Logger;
+}
+
+export interface ClusterRebuild {
+  cluster: string;
+  /** The cluster was not in the catalog (and is created unless dry run). */
+  created: boolean;
+  added: string[];
+  updated: string[];
+  removed: string[];
+  unchanged: number;
+  /** Why the cluster or some of its backups were left alone. */
+  skipped: string[];
+}
+
+export interface RebuildReport {
+  repository: string;
+  dryRun: boolean;
+  clusters: ClusterRebuild[];
+}
+
+const FORMAT_KEY = 'pgfleet.json';
+const CLUSTER_KEY_RE = /^([^/]+)\/cluster\.json$/;
+const MANIFEST_KEY_RE = /^([^/]+)\/backup\/([^/]+)\/backup\.manifest$/;
+
+/** The catalog row a manifest stands for (a catalog row is a summary of its manifest). */
+export function backupRecordFromManifest(m: BackupManifest, jobId = ''): BackupRecord {
+  return {
+    cluster: m.cluster,
+    label: m.label,
+    type: m.type,
+    startLsn: m.startLsn,
+    stopLsn: m.stopLsn,
+    startTime: Date.parse(m.startTime),
+    stopTime: Date.parse(m.stopTime),
+    timeline: m.timeline,
+    systemIdentifier: m.systemIdentifier,
+    pgVersion: m.pgVersionNum,
+    sizeBytes: m.sizeBytes,
+    storedBytes: m.storedBytes,
+    fileCount: m.files.length,
+    walStart: m.walStart,
+    walStop: m.walStop,
+    jobId,
+    priorLabel: m.priorLabel ?? '',
+  };
+}
+
+/** The fields a manifest decides; job id and pin are the catalog's own. */
+const FACTS: readonly (keyof BackupRecord)[] = [
+  'type', 'startLsn', 'stopLsn', 'startTime', 'stopTime', 'timeline', 'systemIdentifier', 'pgVersion', 'sizeBytes', 'storedBytes', 'fileCount', 'walStart', 'walStop', 'priorLabel',
+];
+
+function differs(a: BackupRecord, b: BackupRecord): boolean {
+  return FACTS.some((k) => a[k] !== b[k]);
+}
+
+/** One pass over the repository's keys: the clusters it holds and each one's manifest labels. */
+async function scanRepository(repo: Repository, only: string | undefined): Promise<Map<string, { hasInfo: boolean; labels: string[] }>> {
+  const found = new Map<string, { hasInfo: boolean; labels: string[] }>();
+  const entry = (cluster: string) => found.get(cluster) ?? found.set(cluster, { hasInfo: false, labels: [] }).get(cluster)!;
+  for await (const o of repo.driver.list(only === undefined ? '' : `${only}/`)) {
+    const info = CLUSTER_KEY_RE.exec(o.key);
+    if (info) {
+      entry(info[1]!).hasInfo = true;
+      continue;
+    }
+    const manifest = MANIFEST_KEY_RE.exec(o.key);
+    if (manifest) entry(manifest[1]!).labels.push(manifest[2]!);
+  }
+  return found;
+}
+
+export async function rebuildCatalog(store: CatalogStore, repo: Repository, options: RebuildOptions): Promise<RebuildReport> {
+  if (!(await repo.driver.stat(FORMAT_KEY))) {
+    throw new PgfleetError('InvalidConfig', `${repo.location} is not a pgfleet repository (it has no ${FORMAT_KEY}); nothing was changed`, {
+      hint: 'Point --repo or --repo-path at the repository the agents write to.',
+    });
+  }
+  const dryRun = options.dryRun === true;
+  const report: RebuildReport = { repository: repo.location, dryRun, clusters: [] };
+  const scanned = await scanRepository(repo, options.cluster);
+  for (const [cluster, seen] of [...scanned].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const r: ClusterRebuild = { cluster, created: false, added: [], updated: [], removed: [], unchanged: 0, skipped: [] };
+    report.clusters.push(r);
+    const manifests: BackupManifest[] = [];
+    const unreadable = new Set<string>();
+    for (const label of seen.labels) {
+      try {
+        manifests.push(await repo.readManifest(cluster, label));
+      } catch (err) {
+        unreadable.add(label);
+        r.skipped.push(`backup ${label}: ${(err as Error).message}`);
+      }
+    }
+    manifests.sort((a, b) => Date.parse(a.stopTime) - Date.parse(b.stopTime));
+    const info = seen.hasInfo ? await repo.readClusterInfo(cluster) : undefined;
+    const newest = manifests.at(-1);
+    const systemIdentifier = info?.systemIdentifier ?? newest?.systemIdentifier;
+    const pgVersion = newest?.pgVersionNum ?? info?.pgVersionNum ?? 0;
+    if (!systemIdentifier) {
+      r.skipped.push('no cluster.json and no readable manifest: nothing says which database it is');
+      continue;
+    }
+    const known = await store.getCluster(cluster);
+    if (known && known.systemIdentifier !== systemIdentifier) {
+      r.skipped.push(`the catalog's cluster '${cluster}' is system ${known.systemIdentifier}, the repository's is ${systemIdentifier}: another database under the same name, left alone`);
+      continue;
+    }
+    if (!known) {
+      r.created = true;
+      if (!dryRun) await store.upsertCluster({ name: cluster, systemIdentifier, pgVersion }, options.now);
+    }
+
+    const catalog = new Map((known ? await store.listBackups(cluster) : []).map((b) => [b.label, b]));
+    for (const m of manifests) {
+      if (m.cluster !== cluster || m.systemIdentifier !== systemIdentifier) {
+        r.skipped.push(`backup ${m.label}: its manifest names cluster '${m.cluster}' system ${m.systemIdentifier}, not this cluster`);
+        unreadable.add(m.label);
+        continue;
+      }
+      const existing = catalog.get(m.label);
+      const record = backupRecordFromManifest(m, existing?.jobId ?? '');
+      if (!existing) {
+        r.added.push(m.label);
+        if (!dryRun) await store.insertBackup(record);
+      } else if (differs(existing, record)) {
+        r.updated.push(m.label);
+        if (!dryRun) {
+          // insertBackup keeps an existing row, so a corrected one replaces it; the pin survives.
+          await store.deleteBackups(cluster, [m.label]);
+          await store.insertBackup({ ...record, pinned: existing.pinned === true });
+        }
+      } else {
+        r.unchanged++;
+      }
+    }
+    const inRepository = new Set([...manifests.map((m) => m.label), ...unreadable]);
+    r.removed = [];
+    for (const label of catalog.keys()) {
+      if (inRepository.has(label)) continue;
+      // A backup that completed while the repository was being read (a running controller) is
+      // in the catalog but was not in the listing: look for its manifest once more before removing.
+      const appeared = await repo.readManifest(cluster, label).then(() => true, () => false);
+      if (!appeared) r.removed.push(label);
+    }
+    if (!dryRun && r.removed.length) await store.deleteBackups(cluster, r.removed);
+    options.log?.info({ cluster, created: r.created, added: r.added.length, updated: r.updated.length, removed: r.removed.length, dryRun }, 'catalog rebuilt from the repository');
+  }
+  return report;
+}
+
+/** The report as the command prints it. */
+export function describeRebuild(report: RebuildReport): string {
+  const lines = [`${report.dryRun ? 'dry run: would rebuild' : 'rebuilt'} the catalog from ${report.repository}`];
+  if (report.clusters.length === 0) lines.push('  the repository holds no cluster');
+  for (const c of report.clusters) {
+    const list = (what: string, labels: string[]) => (labels.length ? [`    ${what}: ${labels.join(', ')}`] : []);
+    lines.push(
+      `  ${c.cluster}${c.created ? ' (new to the catalog)' : ''}: ${c.added.length} added, ${c.updated.length} updated, ${c.removed.length} removed, ${c.unchanged} unchanged`,
+      ...list('added', c.added),
+      ...list('updated', c.updated),
+      ...list('removed (no manifest in the repository)', c.removed),
+      ...c.skipped.map((s) => `    skipped ${s}`),
+    );
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,198 @@
+/**
+ * The fleet status behind `pgfleet status` (ListClusters): per cluster, on top of what the catalog
+ * holds about its agent and backups, the figures an on-call DBA looks at first: RPO and the
+ * health conditions raised (health.ts), the archive state, the next job a schedule will start
+ * (schedule.ts), the last verify verdict and the last (good) restore drill with its RTO.
+ *
+ * Everything is read from the catalog, so any controller sharing it answers the same; only the
+ * streamed LSN of a streaming agent comes from this controller's health monitor (it is not
+ * stored), and without it RPO is judged from archiving alone, which can only overstate it.
+ */
+import { fromJson, type MessageInitShape } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { FLEET_POLICY_SCOPE, type AgentRecord, type ClusterRecord, type HealthStateRecord, type JobRecord, type ScheduleKind } from '@pgfleet/catalog';
+import { DrillResultSchema, VerifyResultSchema, type ClusterInfoSchema, type DrillSummarySchema, type ScheduledJobSchema, type VerifySummarySchema } from '@pgfleet/proto';
+import type { ControllerContext } from './context.js';
+import { clusterInfo, walHealthFromRecord, type JobResultJson } from './convert.js';
+import { archiveFailing, archiverFromJson, rpoSeconds } from './health.js';
+import { effectivePolicy, settingsOf, type EffectivePolicy } from './policy.js';
+import { BACKUP_PRECEDENCE, dueRuns, nextFireTime } from './schedule.js';
+
+type ClusterInfoInit = MessageInitShape<typeof ClusterInfoSchema>;
+type ScheduledJobInit = MessageInitShape<typeof ScheduledJobSchema>;
+type DrillSummaryInit = MessageInitShape<typeof DrillSummarySchema>;
+type VerifySummaryInit = MessageInitShape<typeof VerifySummarySchema>;
+
+/** How far back `last good drill` looks among a cluster's succeeded drill jobs. */
+const GOOD_DRILL_SCAN = 50;
+
+/** Health conditions (health.ts, stored per cluster) -> the alert names ClusterInfo.alerts uses. */
+const ALERT_NAMES: Record<string, string> = {
+  rpo: 'rpo-breached',
+  archive: 'archive-failing',
+  backup_stale: 'backup-stale',
+  agent_silent: 'agent-silent',
+  wal_gap: 'wal-gap',
+};
+
+/** Every cluster's status (or the named one's), by name. */
+export async function listClusterStatus(ctx: ControllerContext): Promise<ClusterInfoInit[]> {
+  const now = ctx.now();
+  const [clusters, policies, runs, states] = await Promise.all([
+    ctx.store.listClusters(),
+    ctx.store.listPolicies(),
+    ctx.store.listScheduleRuns(),
+    ctx.store.listHealthStates(),
+  ]);
+  const settings = new Map(policies.map((p) => [p.scope, settingsOf(p)]));
+  const fleet = settings.get(FLEET_POLICY_SCOPE);
+  const lastRuns = new Map(runs.map((r) => [`${r.cluster}\u0000${r.type}`, r.lastRun]));
+  return Promise.all(
+    clusters.map(async (c) => {
+      const [agents, backups, verify, drills, goodDrills] = await Promise.all([
+        ctx.store.listAgents(c.name),
+        ctx.store.listBackups(c.name),
+        ctx.store.listJobs({ cluster: c.name, kind: 'verify', state: 'succeeded', limit: 1 }),
+        // The newest drill that ended, whichever way (a running one has no verdict yet).
+        ctx.store.listJobs({ cluster: c.name, kind: 'drill', limit: 10 }),
+        ctx.store.listJobs({ cluster: c.name, kind: 'drill', state: 'succeeded', limit: GOOD_DRILL_SCAN }),
+      ]);
+      const agent = clusterAgentRecord(agents);
+      const eff = effectivePolicy(fleet, settings.get(c.name));
+      const lastDrill = drills.map(drillSummaryFromJob).find((d) => d !== undefined);
+      const lastGoodDrill = goodDrills.map(drillSummaryFromJob).find((d) => d?.ok === true);
+      const rpo = clusterRpo(ctx, c, agent, now);
+      const raised = states.filter((s) => s.cluster === c.name);
+      return clusterInfo(c, agent, backups.at(-1), {
+        rpoSeconds: rpo ?? 0,
+        rpoKnown: rpo !== undefined,
+        archiveState: archiveState(agent, raised),
+        alerts: alertsOf(raised),
+        nextJob: nextScheduledJob(c.name, eff, (kind) => lastRuns.get(`${c.name}\u0000${kind}`), now),
+        lastVerify: verify[0] && verifySummaryFromJob(verify[0]),
+        lastDrill,
+        lastGoodDrill,
+        ...(agent?.walHealth ? { wal: walHealthFromRecord(agent.walHealth) } : {}),
+        // What the connected agent reported in its Hello (not kept once it disconnects).
+        repositories: agent ? [...(ctx.sessions.get(agent.id)?.repositories ?? [])] : [],
+      });
+    }),
+  );
+}
+
+/** The cluster's agent to show: the connected one, else the one seen last (its figures are the newest known). */
+export function clusterAgentRecord(agents: readonly AgentRecord[]): AgentRecord | undefined {
+  return agents.find((a) => a.connected) ?? [...agents].sort((a, b) => (b.lastSeen ?? 0) - (a.lastSeen ?? 0))[0];
+}
+
+function clusterRpo(ctx: ControllerContext, cluster: ClusterRecord, agent: AgentRecord | undefined, now: number): number | undefined {
+  if (!agent) return undefined;
+  const archiver = archiverFromJson(agent.archiver);
+  return rpoSeconds({
+    cluster: cluster.name,
+    now,
+    clusterCreatedAt: cluster.createdAt,
+    agent: {
+      id: agent.id,
+      connected: agent.connected,
+      lastSeen: agent.lastSeen,
+      ...(archiver ? { archiver } : {}),
+      ...(agent.currentLsn ? { currentLsn: agent.currentLsn } : {}),
+      streamedLsn: ctx.health?.assessments?.().get(cluster.name)?.obs.agent?.streamedLsn ?? '',
+    },
+  });
+}
+
+/** ok, failing or unknown: failing when pg_stat_archiver says so or the archive condition is raised. */
+function archiveState(agent: AgentRecord | undefined, states: readonly HealthStateRecord[]): string {
+  const archiver = archiverFromJson(agent?.archiver);
+  if (states.some((s) => s.condition === 'archive' && s.state === 'breached')) return 'failing';
+  if (!archiver) return 'unknown';
+  return archiveFailing(archiver) ? 'failing' : 'ok';
+}
+
+function alertsOf(states: readonly HealthStateRecord[]): string[] {
+  const alerts = new Set<string>();
+  for (const s of states) {
+    if (s.state !== 'breached') continue;
+    // agent_silent may carry the agent id (agent_silent:<id>).
+    const base = s.condition.split(':')[0]!;
+    alerts.add(ALERT_NAMES[base] ?? s.condition);
+  }
+  return [...alerts].sort();
+}
+
+/** The kinds a schedule can start, in the order a tie at one time is resolved (as the scheduler does). */
+const SCHEDULE_KINDS: readonly ScheduleKind[] = [...BACKUP_PRECEDENCE, 'drill'];
+
+/**
+ * The next job the cluster's schedules start: a run already due (missed while the agent was
+ * away, or never run) is reported at the fire time it stands for, which is in the past; otherwise
+ * the earliest next fire time over full, diff, incr and drill (spread offset included).
+ */
+export function nextScheduledJob(
+  cluster: string,
+  policy: Pick<EffectivePolicy, 'schedules' | 'drill' | 'spreadMinutes'>,
+  lastRun: (kind: ScheduleKind) => number | undefined,
+  now: number,
+): ScheduledJobInit | undefined {
+  let best: { kind: ScheduleKind; at: number; cron: string } | undefined;
+  for (const kind of SCHEDULE_KINDS) {
+    const cron = kind === 'drill' ? policy.drill : policy.schedules[kind];
+    if (!cron) continue;
+    // Drills are spread like backups (scheduler-loop.ts, drills.ts).
+    const schedule = { cluster, type: kind, cron, spreadMinutes: policy.spreadMinutes };
+    let at: number;
+    try {
+      const last = lastRun(kind);
+      const [due] = dueRuns(schedule, last === undefined ? undefined : new Date(last), new Date(now));
+      at = (due?.scheduledAt ?? nextFireTime(schedule, new Date(now))).getTime();
+    } catch {
+      continue; // a bad cron is reported by the scheduler; status shows the others
+    }
+    if (!best || at < best.at) best = { kind, at, cron };
+  }
+  return best && { kind: best.kind, time: timestampFromMs(best.at), schedule: best.cron };
+}
+
+function resultOf(job: JobRecord): JobResultJson {
+  return (job.result ?? {}) as JobResultJson;
+}
+
+/** The verdict of a finished verify job (undefined while it runs or when it left no result). */
+export function verifySummaryFromJob(job: JobRecord): VerifySummaryInit | undefined {
+  const json = resultOf(job).verify;
+  if (job.state !== 'succeeded' || json === undefined) return undefined;
+  const v = fromJson(VerifyResultSchema, json, { ignoreUnknownFields: true });
+  return {
+    jobId: job.id,
+    time: timestampFromMs(job.finishedAt ?? job.createdAt),
+    ok: v.ok,
+    full: v.full,
+    backupsTotal: v.backups.length,
+    backupsRestorable: v.backups.filter((b) => b.restorable).length,
+    problems: v.problems.length,
+  };
+}
+
+/**
+ * The summary of a drill job that ended (undefined while it is queued or running). A drill is
+ * good only when the job succeeded and its DrillResult says ok; a failed job, or one whose result
+ * is absent or unreadable, is a failed drill with the first reason known.
+ */
+export function drillSummaryFromJob(job: JobRecord): DrillSummaryInit | undefined {
+  if (job.state !== 'succeeded' && job.state !== 'failed' && job.state !== 'cancelled') return undefined;
+  const base = { jobId: job.id, time: timestampFromMs(job.finishedAt ?? job.createdAt) };
+  const json = resultOf(job).drill;
+  let result;
+  try {
+    result = json === undefined || json === null ? undefined : fromJson(DrillResultSchema, json, { ignoreUnknownFields: true });
+  } catch {
+    result = undefined;
+  }
+  const ok = job.state === 'succeeded' && result?.ok === true;
+  const reason = ok
+    ? ''
+    : (result?.reasons[0] ?? (job.error ? `${job.error.code} ${job.error.message}` : job.state === 'succeeded' ? 'the drill reported no result' : job.state));
+  return { ...base, ok, rtoSeconds: result?.rtoSeconds ?? 0, backupLabel: result?.backupLabel ?? '', reason };
+}
