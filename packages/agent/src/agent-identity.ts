@@ -17,7 +17,7 @@ import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { EnrollmentService } from '@pgfleet/proto';
-import { agentIdentityFromSubjectAltName, clientTlsCredentials, createClient, writePemFile, type ClientOptions } from '@pgfleet/rpc';
+import { agentIdentityFromSubjectAltName, clientTlsCredentials, createClient, writePemFile, type ClientOptions } from '@pgfleet/rpc/client';
 import type { AgentSettings } from './options.js';
 
 export const AGENT_TLS_FILES = { cert: 'agent.crt', key: 'agent.key', ca: 'ca.crt' } as const;

@@ -157,7 +157,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     // The last segment is normally archived within ~100 ms of pg_backup_stop: poll fast, then back off.
     let pollMs = 20;
     for (const seg of segments) {
-      while ((await repo.findWal(opts.cluster, seg.toString())).length === 0) {
+      // In every repository (with --repo2 both must hold it for the backup to be restorable from either).
+      while (!(await repo.isWalArchived(opts.cluster, seg.toString()))) {
         opts.signal?.throwIfAborted();
         if (Date.now() > deadline) {
           throw new PgfleetError('WalArchiveTimeout', `WAL segment ${seg} needed by backup ${label} did not reach the repository within ${Math.round(opts.archiveTimeoutMs / 1000)} s`);
@@ -207,10 +208,18 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
   } finally {
     await client.end().catch(() => {});
     if (!completed && label) {
-      // Nothing without a manifest is ever listed, but do not leave the bytes lying around either.
-      const keys: string[] = [];
-      for await (const o of repo.driver.list(`${repo.backupPrefix(opts.cluster, label)}/`)) keys.push(o.key);
-      await repo.driver.delete(keys).catch(() => {});
+      // The manifest first: with two repositories it may have reached one of them before the
+      // other failed, and a manifest is what makes a backup look complete. Then the bytes, best
+      // effort: a repository that is down must not hide the error that ended the backup.
+      const prefix = repo.backupPrefix(opts.cluster, label);
+      await repo.driver.delete([`${prefix}/backup.manifest`]).catch((err: unknown) => log.warn({ err: (err as Error).message }, `could not remove the manifest of the unfinished backup ${label}`));
+      try {
+        const keys: string[] = [];
+        for await (const o of repo.driver.list(`${prefix}/`)) keys.push(o.key);
+        await repo.driver.delete(keys);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, `files of the unfinished backup ${label} were left in the repository (no manifest: never listed or restored)`);
+      }
     }
   }
 }

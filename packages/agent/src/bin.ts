@@ -7,23 +7,39 @@
  * command loads core (pino, zod, yaml) here and gRPC/protobuf only for `run`.
  */
 import { realpathSync } from 'node:fs';
+import { resolve } from 'node:path';
 // The light entry (no pino/zod/yaml): wal-push must start fast.
 import { exitWith } from '@pgfleet/core/errors';
 import { hostname } from 'node:os';
 import type { Logger } from '@pgfleet/core';
-import type { Codec } from '@pgfleet/storage';
-import { AGENT_PROGRAM, defaultSocketPath, defaultStreamSpool, type AgentSettings } from './options.js';
+import type { Codec, RepositorySpec, S3Credentials } from '@pgfleet/storage';
+import { AGENT_PROGRAM, defaultScratchDir, defaultSocketPath, defaultStreamSpool, repositoriesFromOptions, repositoryArgs, s3CredentialsFromOptions, type AgentSettings } from './options.js';
 
-/** The detached prefetcher wal-fetch starts: this same binary, every setting on its command line. */
-function spawnPrefetcher(args: { cluster: string; repoPath: string; prefetch: number; logLevel: string }) {
+/**
+ * The detached prefetcher wal-fetch starts: this same binary, every setting on its command line
+ * except S3 credentials, which go by environment (a command line is visible to every user).
+ */
+function spawnPrefetcher(args: { cluster: string; repositories: readonly RepositorySpec[]; credentials: S3Credentials | undefined; prefetch: number; logLevel: string }) {
   return (name: string, spool: string) => {
     void import('node:child_process').then(({ spawn }) => {
-      const child = spawn(process.execPath, [process.argv[1]!, 'wal-prefetch', name, spool, '--cluster', args.cluster, '--repo-path', args.repoPath, '--prefetch', String(args.prefetch), '--log-level', args.logLevel], { detached: true, stdio: 'ignore' });
+      const repos = repositoryArgs(args.repositories);
+      const env = { ...process.env, ...(args.credentials ? { PGFLEET_S3_ACCESS_KEY_ID: args.credentials.accessKeyId, PGFLEET_S3_SECRET_ACCESS_KEY: args.credentials.secretAccessKey } : {}) };
+      const child = spawn(process.execPath, [process.argv[1]!, 'wal-prefetch', name, spool, '--cluster', args.cluster, ...repos, '--prefetch', String(args.prefetch), '--log-level', args.logLevel], { detached: true, stdio: 'ignore', env });
       child.on('error', () => {});
       child.unref();
     });
   };
 }
+
+/** The repositories a command needs (--repo or --repo-path, and --repo2); missing: the usual missing-option error. */
+function requireRepositories(o: Record<string, unknown>, req: (name: string) => unknown): RepositorySpec[] {
+  const specs = repositoriesFromOptions(o as never);
+  if (specs.length === 0) req('repo');
+  return specs;
+}
+
+/** How long SIGTERM/SIGINT waits for running jobs to clean up before the process exits anyway. */
+const STOP_GRACE_MS = 30_000;
 
 async function main(argv: string[]): Promise<number> {
   const { createLogger, helpText, parseCommandLine, requireOption } = await import('@pgfleet/core');
@@ -38,24 +54,26 @@ async function main(argv: string[]): Promise<number> {
 
   switch (parsed.command.name) {
     case 'wal-fetch': {
-      const { walFetch } = await import('./wal.js');
+      const [{ walFetch }, { openRepository }] = await Promise.all([import('./wal.js'), import('@pgfleet/storage')]);
       const cluster = req<string>('cluster');
-      const repoPath = req<string>('repo-path');
+      const repositories = requireRepositories(o, req);
+      const credentials = s3CredentialsFromOptions(o);
       const prefetch = Number(o.prefetch ?? 0);
+      const repo = await openRepository(repositories, credentials);
       const found = await walFetch(parsed.positionals[0]!, parsed.positionals[1]!, {
         cluster,
-        repoPath,
+        repo,
         log,
         prefetch,
-        startPrefetch: spawnPrefetcher({ cluster, repoPath, prefetch, logLevel: String(o['log-level'] ?? 'info') }),
-      });
+        startPrefetch: spawnPrefetcher({ cluster, repositories, credentials, prefetch, logLevel: String(o['log-level'] ?? 'info') }),
+      }).finally(() => repo.close());
       // Exit 1 without noise: PostgreSQL asks for files past the end of the archive by design.
       return found ? 0 : 1;
     }
     case 'wal-prefetch': {
-      const [{ prefetchSegments }, { PosixDriver, Repository }] = await Promise.all([import('./wal-prefetch.js'), import('@pgfleet/storage')]);
-      const repo = new Repository(new PosixDriver(req('repo-path')));
-      const got = await prefetchSegments(parsed.positionals[0]!, parsed.positionals[1]!, { repo, cluster: req('cluster'), prefetch: Number(o.prefetch ?? 0) });
+      const [{ prefetchSegments }, { openRepository }] = await Promise.all([import('./wal-prefetch.js'), import('@pgfleet/storage')]);
+      const repo = await openRepository(requireRepositories(o, req), s3CredentialsFromOptions(o));
+      const got = await prefetchSegments(parsed.positionals[0]!, parsed.positionals[1]!, { repo, cluster: req('cluster'), prefetch: Number(o.prefetch ?? 0) }).finally(() => repo.close());
       log.debug({ wal: got }, 'prefetched WAL segments');
       return 0;
     }
@@ -70,6 +88,7 @@ async function main(argv: string[]): Promise<number> {
           return pgdata; // start() reports the missing PGDATA with its error code
         }
       })();
+      const s3Credentials = s3CredentialsFromOptions(o);
       const settings: AgentSettings = {
         controller: String(o.controller),
         cluster,
@@ -77,7 +96,9 @@ async function main(argv: string[]): Promise<number> {
         pgdata,
         pg: { host: String(o['pg-host']), port: Number(o['pg-port']), user: String(o['pg-user']), database: String(o['pg-database']), ...(o['pg-password'] ? { password: String(o['pg-password']) } : {}) },
         ...(o['pg-bin-dir'] ? { pgBinDir: String(o['pg-bin-dir']) } : {}),
-        ...(o['repo-path'] ? { repoPath: String(o['repo-path']) } : {}),
+        repositories: repositoriesFromOptions(o),
+        ...(s3Credentials ? { s3Credentials } : {}),
+        ...(parsed.configFile ? { configFile: resolve(parsed.configFile) } : {}),
         compress: o.compress as Codec,
         checksumDelta: o['checksum-delta'] === true,
         workers: Number(o.workers),
@@ -86,6 +107,7 @@ async function main(argv: string[]): Promise<number> {
         archiveAhead: Number(o['archive-ahead'] ?? 0),
         stream: o.stream === true,
         streamSpool: o['stream-spool'] ? String(o['stream-spool']) : defaultStreamSpool(realPgdata),
+        scratchDir: o['scratch-dir'] ? String(o['scratch-dir']) : defaultScratchDir(realPgdata),
         ...(o['tls-dir'] ? { tlsDir: String(o['tls-dir']) } : {}),
         ...(o['enroll-token'] ? { enrollToken: String(o['enroll-token']) } : {}),
         ...(o['ca-cert'] ? { caCert: String(o['ca-cert']) } : {}),
@@ -94,8 +116,11 @@ async function main(argv: string[]): Promise<number> {
       const daemon = new AgentDaemon(settings, log);
       const stop = () => {
         log.info('stopping');
-        daemon.stop();
-        setTimeout(() => process.exit(0), 2000).unref();
+        // Aborted jobs clean up before the process goes (a drill stops its throwaway PostgreSQL and
+        // removes its copy: seconds): wait for them, at most STOP_GRACE_MS; the WAL services get
+        // 2 s as ever. The same signal again ends the process at once.
+        void Promise.all([daemon.stop(), new Promise((r) => setTimeout(r, 2000))]).then(() => process.exit(0));
+        setTimeout(() => process.exit(0), STOP_GRACE_MS).unref();
       };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);

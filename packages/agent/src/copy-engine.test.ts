@@ -65,7 +65,7 @@ async function backup(pgdata: string, repo: Repository, label: string, codec: Co
   return manifest;
 }
 
-for (const codec of ['zstd', 'none', 'gzip'] as const) {
+for (const codec of ['zstd', 'lz4', 'none', 'gzip'] as const) {
   test(`worker-thread backup and restore (${codec}): large files in chunks, page checksums per chunk, delta restore`, async () => {
     const root = await mkdtemp(join(tmpdir(), 'pgfleet-copy-'));
     try {
@@ -87,7 +87,7 @@ for (const codec of ['zstd', 'none', 'gzip'] as const) {
       assert.equal(byPath.get('empty')!.size, 0);
 
       const target = join(root, 'restored');
-      const opts = { cluster: 'c1', repo, repoPath: join(root, 'repo'), backupLabel: m.label, targetDir: target, target: { kind: 'latest' as const }, action: 'promote' as const, workers: 2, log: createLogger({ level: 'silent' }), progress: () => {} };
+      const opts = { cluster: 'c1', repo, walFetchArgs: ['--repo', join(root, 'repo')], backupLabel: m.label, targetDir: target, target: { kind: 'latest' as const }, action: 'promote' as const, workers: 2, log: createLogger({ level: 'silent' }), progress: () => {} };
       await runRestore(opts);
       for (const f of m.files) {
         assert.deepEqual(await readFile(join(target, f.path)), await readFile(join(pgdata, f.path)), `${f.path} restored`);

@@ -1,8 +1,9 @@
 /**
- * Runs copy tasks (copy-tasks.ts) on a pool of worker threads, a few tasks in flight per thread
- * (so one file's fsync overlaps another's compression), in the order they are submitted: callers
- * submit the largest first so the cores finish together. For repositories a worker cannot open
- * by itself (anything but posix) the tasks run on the main thread with the same concurrency.
+ * Runs copy tasks (copy-tasks.ts) on `threads` threads, the main thread and worker threads, a few
+ * tasks in flight per thread (so one file's fsync overlaps another's compression), in the order
+ * they are submitted: callers submit the largest first so the cores finish together. For
+ * repositories a worker cannot open by itself (anything but posix) every task runs on the main
+ * thread with the same concurrency.
  *
  * cancel() rejects everything not yet started; tasks already running finish (they are bounded:
  * one file or one chunk), so after `settle()` nothing writes into the repository any more.
@@ -47,9 +48,10 @@ export class CopyPool {
     const root = repo.driver instanceof PosixDriver ? repo.driver.root : undefined;
     for (let i = 0; i < threads; i++) {
       const slot: Slot = { worker: undefined, inflight: new Map() };
-      if (root !== undefined) {
-        // A small young generation: the workers' garbage is almost all outside the V8 heap (buffers,
-        // zstd contexts), and every MiB of semi-space is RSS the agent keeps.
+      // The main thread is one of the threads: it is idle while a job copies, and every worker
+      // thread costs ~25 MB of RSS (its own V8 heap and modules). Its tasks run the same code; a
+      // task yields at every I/O, so the event loop (gRPC, the WAL socket) waits a few ms at most.
+      if (root !== undefined && i > 0) {
         // A small young generation: the workers' garbage is almost all outside the V8 heap (buffers,
         // zstd contexts), and every MiB of semi-space is RSS the agent keeps.
         const worker = new Worker(new URL('./copy-worker.js', import.meta.url), { workerData: { repoRoot: root }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });

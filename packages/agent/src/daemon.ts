@@ -9,20 +9,23 @@ import { hostname } from 'node:os';
 import { timestampFromDate, timestampDate } from '@bufbuild/protobuf/wkt';
 import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
 import { archiverStats, connectPg } from '@pgfleet/pg';
-import { AgentService, BackupType, JobState, TargetAction, type Job } from '@pgfleet/proto';
-import { createClient, type ClientBidiStream, type ClientOptions } from '@pgfleet/rpc';
+import { AgentService, BackupType, JobState, TargetAction, type Job, type RecoveryTarget } from '@pgfleet/proto';
+import { createClient, type ClientBidiStream, type ClientOptions } from '@pgfleet/rpc/client';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConnectRequestSchema, JobResultSchema } from '@pgfleet/proto';
-import { PosixDriver, Repository, type BackupManifest } from '@pgfleet/storage';
+import { openRepository, repositoryUrl, type BackupManifest, type Repository, type RepositorySpec } from '@pgfleet/storage';
 import { agentCredentials } from './agent-identity.js';
 import { runBackup } from './backup.js';
+import { cleanScratchArea, DrillFailure, runDrill } from './drill.js';
+import { captureSourceCounts } from './drill-capture.js';
 import { runExpire } from './expire.js';
 import { runVerify, type VerifyOutcome } from './verify.js';
-import type { AgentSettings } from './options.js';
+import { repositoryArgs, type AgentSettings } from './options.js';
 import { readPgdataFacts, type PgdataFacts } from './pgdata.js';
 import type { Progress } from './progress.js';
 import { runRestore, type TargetSpec } from './restore.js';
 import { AGENT_VERSION } from './version.js';
+import { WalHealthCollector, type WalHealthInit } from './wal-health.js';
 import { WalServices } from './wal-services.js';
 
 type Outgoing = MessageInitShape<typeof ConnectRequestSchema>;
@@ -83,7 +86,11 @@ export function pgTimestamp(seconds: bigint, nanos: number): string {
 
 export function targetFromProto(job: Job): { target: TargetSpec; action: 'promote' | 'pause' | 'shutdown'; inclusive?: boolean } {
   if (job.kind.case !== 'restore') throw new Error('not a restore job');
-  const t = job.kind.value.target;
+  return recoveryTargetSpec(job.kind.value.target);
+}
+
+/** A RecoveryTarget message as the restore code reads it (restore and drill jobs). */
+export function recoveryTargetSpec(t: RecoveryTarget | undefined): { target: TargetSpec; action: 'promote' | 'pause' | 'shutdown'; inclusive?: boolean } {
   const action = t?.action === TargetAction.PAUSE ? 'pause' : t?.action === TargetAction.SHUTDOWN ? 'shutdown' : 'promote';
   const inclusive = t?.inclusive;
   const v = t?.target;
@@ -113,12 +120,19 @@ export function targetFromProto(job: Job): { target: TargetSpec; action: 'promot
 export class AgentDaemon {
   private stream: ClientBidiStream<unknown, typeof ConnectRequestSchema> | undefined;
   private readonly running = new Map<string, AbortController>();
-  /** Results waiting for a connected stream. */
-  private readonly pending: Outgoing[] = [];
+  /** Each running job's promise, settled once the job has cleaned up and its result is sent (stop() awaits them). */
+  private readonly settling = new Set<Promise<void>>();
+  /**
+   * Results of the last jobs, sent again after every Welcome: a stream can die silently (the
+   * network drops, keepalive notices later), and what was written into it is then lost. The
+   * controller applies a result once and ignores repeats, so resending is safe.
+   */
+  private readonly recentResults: { msg: Outgoing; jobId: string; at: number }[] = [];
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private facts!: PgdataFacts;
   private wal: WalServices | undefined;
+  private walHealth: WalHealthCollector | undefined;
   private credentials: ClientOptions['credentials'];
 
   constructor(private readonly s: AgentSettings, private readonly log: Logger) {}
@@ -127,8 +141,12 @@ export class AgentDaemon {
     // Identity first (enrolling if needed): an agent the controller will not accept should fail before it does anything else.
     this.credentials = await agentCredentials(this.s, this.log, () => this.stopped);
     this.facts = await readPgdataFacts(this.s.pgdata);
+    // A drill killed with an earlier agent process (SIGKILL, power loss) left its copy, maybe its server running.
+    await cleanScratchArea(this.s.scratchDir, this.log.child({ component: 'drill' }));
     await this.checkArchiving();
-    this.wal = await WalServices.start(this.s, this.facts, this.log);
+    this.wal = await WalServices.start(this.s, this.facts, this.s.repositories.length > 0 ? await this.openRepository(this.s.repositories) : undefined, this.log);
+    const wal = this.wal;
+    this.walHealth = new WalHealthCollector({ cluster: this.s.cluster, pgdata: this.s.pgdata, log: this.log.child({ component: 'wal-health' }), stream: () => wal.streamer, archived: wal.archived });
     let attempt = 0;
     while (!this.stopped) {
       const connectedAt = Date.now();
@@ -139,7 +157,7 @@ export class AgentDaemon {
         // Refused for who we are (no, foreign or mismatched certificate): retrying cannot help.
         if (e.errorName === 'Unauthenticated' || e.errorName === 'PermissionDenied') {
           this.log.error({ code: e.code, err: e.message }, 'the controller refused this agent');
-          this.stop();
+          void this.stop();
           throw e;
         }
         this.log.warn({ code: e.code, err: e.message }, 'controller connection lost');
@@ -154,11 +172,13 @@ export class AgentDaemon {
     }
   }
 
-  stop(): void {
+  /** Stops and aborts every job; resolves once they have settled (a drill stops its server and removes its copy first). */
+  stop(): Promise<void> {
     this.stopped = true;
     for (const c of this.running.values()) c.abort();
     this.stream?.cancel();
     void this.wal?.stop();
+    return Promise.all(this.settling).then(() => undefined);
   }
 
   /** Warn early (the backup itself refuses): an agent on a cluster without archiving protects nothing. */
@@ -177,8 +197,18 @@ export class AgentDaemon {
   }
 
   private send(msg: Outgoing): void {
-    if (this.stream) this.stream.send(msg);
-    else if (msg.msg?.case === 'result') this.pending.push(msg);
+    if (msg.msg?.case === 'result') {
+      const now = Date.now();
+      this.recentResults.push({ msg, jobId: msg.msg.value.jobId ?? '', at: now });
+      // Kept for 15 minutes, at most 50: long enough for any reconnect, bounded whatever happens.
+      while (this.recentResults.length > 50 || (this.recentResults[0] && now - this.recentResults[0].at > 15 * 60_000)) this.recentResults.shift();
+    }
+    try {
+      this.stream?.send(msg);
+    } catch (err) {
+      // A broken stream: the session loop notices and reconnects; results go again after Welcome.
+      this.log.debug({ err: (err as Error).message, msg: msg.msg?.case }, 'message not sent: the stream is gone');
+    }
   }
 
   private async session(): Promise<void> {
@@ -196,8 +226,11 @@ export class AgentDaemon {
             pgVersion: this.facts.majorVersion * 10000,
             systemIdentifier: this.facts.systemIdentifier,
             pgdata: this.s.pgdata,
-            ...(this.s.repoPath ? { repository: { kind: { case: 'posix', value: { path: this.s.repoPath } } } } : {}),
-            runningJobIds: [...this.running.keys()],
+            // A spec is the Repository oneof's value (repository-url.ts): `{ kind: spec }` is the message.
+            ...(this.s.repositories[0] ? { repository: { kind: this.s.repositories[0] } } : {}),
+            repositories: this.s.repositories.map((kind) => ({ kind })),
+            // Recently finished jobs count too: their results follow right after the Welcome.
+            runningJobIds: [...new Set([...this.running.keys(), ...this.recentResults.map((r) => r.jobId)])],
           },
         },
       });
@@ -206,7 +239,7 @@ export class AgentDaemon {
           case 'welcome': {
             this.stream = stream as never;
             this.log.info({ controller: this.s.controller, version: msg.msg.value.controllerVersion }, 'connected to controller');
-            for (const p of this.pending.splice(0)) stream.send(p);
+            for (const r of this.recentResults) stream.send(r.msg);
             this.startHeartbeats(Math.max(1, msg.msg.value.heartbeatIntervalSeconds || 5));
             break;
           }
@@ -232,6 +265,7 @@ export class AgentDaemon {
       let archiver;
       let currentLsn = '';
       let pgUp = false;
+      let wal: WalHealthInit | undefined;
       try {
         const c = await connectPg(this.s.pg);
         try {
@@ -246,13 +280,14 @@ export class AgentDaemon {
           };
           currentLsn = (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l;
           pgUp = true;
+          wal = await this.walHealth?.collect(c, currentLsn);
         } finally {
           await c.end();
         }
       } catch {
         pgUp = false;
       }
-      this.send({ msg: { case: 'heartbeat', value: { time: timestampFromDate(new Date()), pgUp, currentLsn, streamedLsn: this.wal?.streamedLsn ?? '', ...(archiver ? { archiver } : {}) } } });
+      this.send({ msg: { case: 'heartbeat', value: { time: timestampFromDate(new Date()), pgUp, currentLsn, streamedLsn: this.wal?.streamedLsn ?? '', ...(archiver ? { archiver } : {}), ...(wal ? { wal } : {}) } } });
     };
     void beat();
     this.heartbeatTimer = setInterval(() => void beat(), intervalSec * 1000);
@@ -269,25 +304,66 @@ export class AgentDaemon {
     this.running.set(job.jobId, abort);
     const log = this.log.child({ jobId: job.jobId, job: job.kind.case });
     const progress = (p: Progress) =>
-      this.send({ msg: { case: 'progress', value: { jobId: job.jobId, phase: p.phase, bytesDone: BigInt(p.bytesDone), bytesTotal: BigInt(p.bytesTotal), filesDone: p.filesDone, filesTotal: p.filesTotal, message: p.message ?? '' } } });
-    void this.runJob(job, abort.signal, log, progress)
+      this.send({ msg: { case: 'progress', value: { jobId: job.jobId, phase: p.phase, bytesDone: BigInt(p.bytesDone), bytesTotal: BigInt(p.bytesTotal), filesDone: p.filesDone, filesTotal: p.filesTotal, message: p.message ?? '', bytesPerSecond: p.bytesPerSecond ?? 0, etaSeconds: p.etaSeconds ?? 0 } } });
+    const settled: Promise<void> = this.runJob(job, abort.signal, log, progress)
       .then((result) => this.send({ msg: { case: 'result', value: { jobId: job.jobId, state: JobState.SUCCEEDED, result } } }))
       .catch((err: unknown) => {
         const e = abort.signal.aborted && !(err instanceof PgfleetError) ? new PgfleetError('JobCancelled', 'job cancelled') : asPgfleetError(err);
         log.error({ code: e.code, err: e.message, ...(e.errorName === 'Internal' ? { stack: (err as Error)?.stack } : {}) }, 'job failed');
-        this.send({ msg: { case: 'result', value: { jobId: job.jobId, state: e.errorName === 'JobCancelled' ? JobState.CANCELLED : JobState.FAILED, error: { code: e.code, message: e.message, hint: e.hint } } } });
+        // A drill that ran but did not pass still reports what it found (stage, reasons, figures).
+        const result = err instanceof DrillFailure ? { result: { case: 'drill' as const, value: err.result } } : {};
+        this.send({ msg: { case: 'result', value: { jobId: job.jobId, state: e.errorName === 'JobCancelled' ? JobState.CANCELLED : JobState.FAILED, error: { code: e.code, message: e.message, hint: e.hint }, ...result } } });
       })
-      .finally(() => this.running.delete(job.jobId));
+      .finally(() => {
+        this.running.delete(job.jobId);
+        this.settling.delete(settled);
+      });
+    this.settling.add(settled);
   }
 
-  private repoFor(job: Job): { repo: Repository; path: string } {
-    const path = job.repository?.kind.case === 'posix' ? job.repository.kind.value.path : this.s.repoPath;
-    if (!path) throw new PgfleetError('InvalidConfig', 'no repository: the controller sent none and --repo-path is not set');
-    return { repo: new Repository(new PosixDriver(path)), path };
+  /** Opened repositories by their URLs: one S3 client per configuration, not one per job. */
+  private readonly repositories = new Map<string, Promise<Repository>>();
+
+  private openRepository(specs: readonly RepositorySpec[]): Promise<Repository> {
+    const id = specs.map(repositoryUrl).join(' ');
+    let repo = this.repositories.get(id);
+    if (!repo) {
+      repo = openRepository(specs, this.s.s3Credentials);
+      repo.catch(() => this.repositories.delete(id));
+      this.repositories.set(id, repo);
+    }
+    return repo;
+  }
+
+  /** The job's repositories (Job.repositories, else Job.repository), else the agent's own, in restore preference order. */
+  private jobRepositories(job: Job, log: Logger): RepositorySpec[] {
+    const named = (job.repositories.length > 0 ? job.repositories : job.repository ? [job.repository] : []).flatMap((r) => (r.kind.case ? [r.kind as RepositorySpec] : []));
+    const specs = named.length > 0 ? named : this.s.repositories;
+    const own = this.s.repositories.map(repositoryUrl).join(' ');
+    if (named.length > 0 && own !== '' && named.map(repositoryUrl).join(' ') !== own) {
+      // WAL goes where this agent's --repo says, backups where the controller says: a backup waits for WAL that never arrives there.
+      log.warn({ controller: named.map(repositoryUrl), agent: this.s.repositories.map(repositoryUrl) }, "the controller's repositories differ from this agent's --repo/--repo2: configure the same on both");
+    }
+    if (specs.length === 0) throw new PgfleetError('InvalidConfig', 'no repository: the controller sent none and the agent has no --repo');
+    // wal-fetch (restore_command) takes --repo and --repo2.
+    if (specs.length > 2) throw new PgfleetError('InvalidArgument', `the job names ${specs.length} repositories; a cluster has at most two`);
+    return specs;
+  }
+
+  /** What restore_command's wal-fetch needs to find the same repositories (credentials come from the config file or the environment, never the command line). */
+  private walFetchArgs(specs: readonly RepositorySpec[], log: Logger): string[] {
+    if (specs.some((s) => s.case === 's3') && this.s.s3Credentials && !this.s.configFile) {
+      log.warn("restore_command gets no S3 credentials (they came from flags or the environment, not --config): PostgreSQL's wal-fetch uses the AWS default chain of its own environment");
+    }
+    const repos = repositoryArgs(specs);
+    if (!this.s.configFile) return repos;
+    // The config file is there for the credentials; empty values clear its repository keys (flags win over the file, key by key).
+    return [...repos, '--repo-path', '', ...(specs.length < 2 ? ['--repo2', ''] : []), '--config', this.s.configFile];
   }
 
   private async runJob(job: Job, signal: AbortSignal, log: Logger, progress: (p: Progress) => void): Promise<JobResultInit['result']> {
-    const { repo, path } = this.repoFor(job);
+    const specs = this.jobRepositories(job, log);
+    const repo = await this.openRepository(specs);
     if (job.kind.case === 'backup') {
       const t = job.kind.value.type;
       const type = t === BackupType.DIFF ? 'diff' : t === BackupType.INCR ? 'incr' : 'full';
@@ -300,7 +376,7 @@ export class AgentDaemon {
       const out = await runRestore({
         cluster: r.cluster || this.s.cluster,
         repo,
-        repoPath: path,
+        walFetchArgs: this.walFetchArgs(specs, log),
         ...(r.backupLabel ? { backupLabel: r.backupLabel } : {}),
         targetDir: r.targetDir,
         delta: r.delta,
@@ -323,6 +399,33 @@ export class AgentDaemon {
     if (job.kind.case === 'verify') {
       const out = await runVerify({ cluster: this.s.cluster, repo, full: job.kind.value.full, concurrency: Math.max(2, this.s.workers), log, progress, signal });
       return { case: 'verify', value: verifyResultToProto(out) };
+    }
+    if (job.kind.case === 'drill') {
+      const d = job.kind.value;
+      const target = d.target?.target.case ? recoveryTargetSpec(d.target) : undefined;
+      const out = await runDrill({
+        jobId: job.jobId,
+        cluster: d.cluster || this.s.cluster,
+        repo,
+        walFetchArgs: this.walFetchArgs(specs, log),
+        pg: this.s.pg,
+        ...(d.backupLabel ? { backupLabel: d.backupLabel } : {}),
+        ...(target ? { target: { spec: target.target, ...(target.inclusive !== undefined ? { inclusive: target.inclusive } : {}), proto: d.target! } } : {}),
+        ...(d.source ? { source: d.source } : {}),
+        scratchDir: d.scratchDir || this.s.scratchDir,
+        ...(this.s.pgBinDir ? { pgBinDir: this.s.pgBinDir } : {}),
+        workers: this.s.workers,
+        archiveTimeoutMs: this.s.archiveTimeoutSec * 1000,
+        log,
+        progress,
+        signal,
+      });
+      return { case: 'drill', value: out };
+    }
+    if (job.kind.case === 'capture') {
+      const c = job.kind.value;
+      const out = await captureSourceCounts({ cluster: c.cluster || this.s.cluster, pg: this.s.pg, repo, restorePoint: c.restorePoint, archiveTimeoutMs: this.s.archiveTimeoutSec * 1000, log, progress, signal });
+      return { case: 'capture', value: out };
     }
     throw new PgfleetError('InvalidArgument', `unknown job kind ${String(job.kind.case)}`);
   }

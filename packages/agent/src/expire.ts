@@ -21,7 +21,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { walFileKind } from '@pgfleet/pg';
-import { PosixDriver, type BackupManifest, type Repository } from '@pgfleet/storage';
+import { memberDrivers, PosixDriver, type BackupManifest, type Repository } from '@pgfleet/storage';
 import type { ProgressSink } from './progress.js';
 
 export interface WalRange {
@@ -139,7 +139,7 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
         await repo.driver.delete(rest.slice(i, i + DELETE_BATCH));
       }
       // A posix repository keeps the emptied directories; nothing else writes under an expired label.
-      if (repo.driver instanceof PosixDriver) await rm(join(repo.driver.root, ...prefix.split('/')), { recursive: true, force: true });
+      for (const d of memberDrivers(repo.driver)) if (d instanceof PosixDriver) await rm(join(d.root, ...prefix.split('/')), { recursive: true, force: true });
     }
     out.deletedLabels.push(label);
     out.backupFilesDeleted += objects.length;

@@ -3,11 +3,19 @@
  * (--config, the same file archive_command and restore_command point at) and --help.
  *
  * wal-push loads this module on its fast path (once per WAL segment), so it imports nothing
- * heavy: the core types are erased and the codec list comes from the codec module alone.
+ * heavy: the core types are erased, the codec list comes from the codec module alone and
+ * repository URLs are parsed by storage's light repository-url module.
  */
 import { dirname, basename, join } from 'node:path';
-import type { ProgramSpec } from '@pgfleet/core/command-line';
+import type { OptionValues, ProgramSpec } from '@pgfleet/core/command-line';
+import { PgfleetError } from '@pgfleet/core/errors';
 import { CODECS } from '@pgfleet/storage/codec-names';
+import { repositoryUrl, type RepositorySpec, type S3Credentials } from '@pgfleet/storage/repository-url';
+
+export { repositoriesFromOptions } from '@pgfleet/storage/repository-url';
+
+/** The repository options every command that touches the repository takes. */
+const REPOSITORY_OPTIONS = ['repo', 'repo2', 'repo-path', 's3-access-key-id', 's3-secret-access-key'];
 
 export const AGENT_PROGRAM: ProgramSpec = {
   name: 'pgfleet-agent',
@@ -24,7 +32,11 @@ export const AGENT_PROGRAM: ProgramSpec = {
     { name: 'pg-database', type: 'string', description: 'database to connect to', default: 'postgres' },
     { name: 'pg-password', type: 'string', description: 'PostgreSQL password (prefer a .pgpass file)', secret: true },
     { name: 'pg-bin-dir', type: 'string', description: 'directory of PostgreSQL binaries (pg_waldump); default /usr/lib/postgresql/<major>/bin' },
-    { name: 'repo-path', type: 'string', description: 'posix repository directory used by wal-push/wal-fetch (jobs use the controller\'s repository)' },
+    { name: 'repo', type: 'string', description: "the cluster's repository: /abs/path, posix:/abs/path or s3://bucket/prefix?endpoint=URL&region=R&path-style=true (jobs use the controller's repositories when it names any)" },
+    { name: 'repo2', type: 'string', description: 'a second repository (same forms as --repo): backups and WAL go to both, restores read from --repo first and fall back to --repo2' },
+    { name: 'repo-path', type: 'string', description: 'posix repository directory: shorthand for --repo /abs/path' },
+    { name: 's3-access-key-id', type: 'string', description: 'S3 access key id for S3 repositories (default: the AWS chain: AWS_ACCESS_KEY_ID, AWS_PROFILE, instance role)' },
+    { name: 's3-secret-access-key', type: 'string', secret: true, description: 'S3 secret access key, with --s3-access-key-id' },
     { name: 'compress', type: 'string', description: 'compression codec for backups and WAL', default: 'zstd', choices: CODECS },
     { name: 'checksum-delta', type: 'boolean', description: 'diff/incr backups find unchanged files by content (sha256, reads every candidate file) instead of size + mtime' },
     { name: 'workers', type: 'integer', description: 'parallel file copies in backups and restores', default: 2, min: 1, max: 64 },
@@ -34,23 +46,24 @@ export const AGENT_PROGRAM: ProgramSpec = {
     { name: 'prefetch', type: 'integer', description: 'WAL segments wal-fetch downloads ahead of recovery into pg_wal/.pgfleet-prefetch (0 = off)', default: 4, min: 0, max: 64 },
     { name: 'stream', type: 'boolean', description: 'stream WAL over a physical replication slot (pgfleet_<cluster>) into a local spool and upload completed segments (RPO of seconds)', default: false },
     { name: 'stream-spool', type: 'string', description: 'directory of streamed WAL (default: <pgdata>.pgfleet-stream, beside the data directory)' },
+    { name: 'scratch-dir', type: 'string', description: "parent directory of restore drills' throwaway copies (one pgfleet-drill-<job> directory each, removed when the drill ends); needs room for a whole restored cluster (default: <parent of pgdata>/pgfleet-scratch, on the data directory's filesystem rather than a RAM-backed /tmp)" },
     { name: 'tls-dir', type: 'string', description: "directory of the agent's certificate and key (agent.crt, agent.key, 0600): mutual TLS with a controller run with --tls-dir; made on first start by enrolling with --enroll-token" },
     { name: 'enroll-token', type: 'string', secret: true, description: 'one-time token (pgfleet-controller enroll-token <cluster>) traded for a certificate on the first start with an empty --tls-dir; not needed afterwards' },
     { name: 'ca-cert', type: 'string', description: "the fleet CA certificate (the controller's ca.crt): talk TLS to the controller and verify it; needed to enroll (default afterwards: <tls-dir>/ca.crt)" },
     { name: 'log-level', type: 'string', description: 'log level', default: 'info', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] },
   ],
   commands: [
-    { name: 'run', summary: 'run the agent daemon: connect to the controller and run its jobs', options: ['config', 'controller', 'cluster', 'agent-id', 'pgdata', 'pg-host', 'pg-port', 'pg-user', 'pg-database', 'pg-password', 'pg-bin-dir', 'repo-path', 'compress', 'checksum-delta', 'workers', 'archive-timeout', 'socket', 'archive-ahead', 'stream', 'stream-spool', 'tls-dir', 'enroll-token', 'ca-cert', 'log-level'] },
+    { name: 'run', summary: 'run the agent daemon: connect to the controller and run its jobs', options: ['config', 'controller', 'cluster', 'agent-id', 'pgdata', 'pg-host', 'pg-port', 'pg-user', 'pg-database', 'pg-password', 'pg-bin-dir', ...REPOSITORY_OPTIONS, 'compress', 'checksum-delta', 'workers', 'archive-timeout', 'socket', 'archive-ahead', 'stream', 'stream-spool', 'scratch-dir', 'tls-dir', 'enroll-token', 'ca-cert', 'log-level'] },
     {
       name: 'wal-push',
       summary: "archive one WAL file (archive_command = 'pgfleet-agent wal-push %p --config FILE')",
-      options: ['config', 'cluster', 'repo-path', 'compress', 'socket', 'log-level'],
+      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'compress', 'socket', 'log-level'],
       positionals: [{ name: 'path', description: 'path of the WAL file (%p), relative to PGDATA', required: true }],
     },
     {
       name: 'wal-fetch',
       summary: "restore one archived WAL file (restore_command = 'pgfleet-agent wal-fetch %f %p --config FILE')",
-      options: ['config', 'cluster', 'repo-path', 'prefetch', 'log-level'],
+      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'log-level'],
       positionals: [
         { name: 'name', description: 'WAL file name (%f)', required: true },
         { name: 'path', description: 'where to write it (%p)', required: true },
@@ -59,7 +72,7 @@ export const AGENT_PROGRAM: ProgramSpec = {
     {
       name: 'wal-prefetch',
       summary: 'internal: download the archived WAL segments after <name> into <spool> (started in the background by wal-fetch)',
-      options: ['config', 'cluster', 'repo-path', 'prefetch', 'log-level'],
+      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'log-level'],
       positionals: [
         { name: 'name', description: 'the segment recovery asked for last', required: true },
         { name: 'spool', description: 'prefetch directory', required: true },
@@ -75,7 +88,12 @@ export interface AgentSettings {
   pgdata: string;
   pg: { host: string; port: number; user: string; database: string; password?: string };
   pgBinDir?: string;
-  repoPath?: string;
+  /** The agent's own repositories (--repo/--repo-path, --repo2), in restore preference order. */
+  repositories: RepositorySpec[];
+  /** Static S3 credentials; absent: the AWS default chain. */
+  s3Credentials?: S3Credentials;
+  /** The --config file, handed to restore_command so wal-fetch finds the same credentials. */
+  configFile?: string;
   compress: (typeof CODECS)[number];
   /** diff/incr compare content (sha256) instead of size + mtime */
   checksumDelta?: boolean;
@@ -86,6 +104,8 @@ export interface AgentSettings {
   archiveAhead: number;
   stream: boolean;
   streamSpool: string;
+  /** Parent of restore drills' scratch directories (DrillJob.scratch_dir overrides it). */
+  scratchDir: string;
   /** Mutual TLS: the agent's certificate directory (enrolled into on first start). */
   tlsDir?: string;
   /** One-time enrollment token, used only while tlsDir holds no certificate. */
@@ -106,4 +126,35 @@ export function defaultSocketPath(pgdata: string): string {
 
 export function defaultStreamSpool(pgdata: string): string {
   return join(dirname(pgdata), `${basename(pgdata)}.pgfleet-stream`);
+}
+
+/**
+ * Restore drills' scratch area: beside the data directory, so a restored copy lands on a disk
+ * sized for a cluster (and writable by the agent's user, who runs PostgreSQL), not on a
+ * RAM-backed /tmp. Shared by the clusters of one parent; each drill directory says which agent
+ * process owns it.
+ */
+export function defaultScratchDir(pgdata: string): string {
+  return join(dirname(pgdata), 'pgfleet-scratch');
+}
+
+/** Static S3 credentials from the options, or undefined for the AWS default chain. */
+export function s3CredentialsFromOptions(o: OptionValues): S3Credentials | undefined {
+  const accessKeyId = o['s3-access-key-id'] as string | undefined;
+  const secretAccessKey = o['s3-secret-access-key'] as string | undefined;
+  if (accessKeyId === undefined && secretAccessKey === undefined) return undefined;
+  if (accessKeyId === undefined || secretAccessKey === undefined) {
+    throw new PgfleetError('InvalidConfig', `option '${accessKeyId === undefined ? 's3-access-key-id' : 's3-secret-access-key'}' is missing: set both S3 credentials or neither (the AWS default chain then applies)`);
+  }
+  return { accessKeyId, secretAccessKey };
+}
+
+/** The command-line flags naming `specs` (--repo URL [--repo2 URL]) for a child process or restore_command. */
+export function repositoryArgs(specs: readonly RepositorySpec[]): string[] {
+  return specs.flatMap((spec, i) => [i === 0 ? '--repo' : `--repo${i + 1}`, repositoryUrl(spec)]);
+}
+
+/** Compares configurations: the repositories' canonical URLs, in order (wal-push tells the daemon which it was given). */
+export function repositoryIdentity(specs: readonly RepositorySpec[]): string {
+  return specs.map(repositoryUrl).join(' ');
 }

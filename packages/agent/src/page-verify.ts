@@ -11,7 +11,8 @@
  */
 import { open } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
-import { BLCKSZ, int32View, verifyPageAt, type LsnHalves } from '@pgfleet/pg';
+// The page-checksum module alone (no libpq client): copy worker threads load this file.
+import { BLCKSZ, int32View, verifyPageAt, type LsnHalves } from '@pgfleet/pg/page-checksum';
 
 const PAGE_WORDS = BLCKSZ / 4;
 

@@ -49,7 +49,7 @@ test('delta restore keeps matching files, fetches damaged and missing ones, remo
     await writeFile(join(outside, 'precious'), 'not ours');
     const target = join(root, 'pgdata');
     const opts = (over: Partial<RestoreOptions> = {}): RestoreOptions => ({
-      cluster: 'c1', repo, repoPath, backupLabel: manifest.label, targetDir: target, target: { kind: 'latest' }, action: 'promote', workers: 2,
+      cluster: 'c1', repo, walFetchArgs: ['--repo', repoPath], backupLabel: manifest.label, targetDir: target, target: { kind: 'latest' }, action: 'promote', workers: 2,
       log: createLogger({ level: 'silent' }), progress: () => {}, ...over,
     });
     await runRestore(opts());
@@ -100,7 +100,7 @@ test('delta restore refuses a running server and a directory that is not a data 
   try {
     const { repo, repoPath, manifest } = await makeBackup(root);
     const opts = (targetDir: string): RestoreOptions => ({
-      cluster: 'c1', repo, repoPath, backupLabel: manifest.label, targetDir, target: { kind: 'latest' }, action: 'promote', workers: 2, delta: true,
+      cluster: 'c1', repo, walFetchArgs: ['--repo', repoPath], backupLabel: manifest.label, targetDir, target: { kind: 'latest' }, action: 'promote', workers: 2, delta: true,
       log: createLogger({ level: 'silent' }), progress: () => {},
     });
     const live = join(root, 'live');

@@ -30,7 +30,8 @@ export type TargetSpec =
 export interface RestoreOptions {
   cluster: string;
   repo: Repository;
-  repoPath: string;
+  /** Options wal-fetch needs to find the repositories (e.g. ['--repo', url, '--config', file]); never credentials. */
+  walFetchArgs: readonly string[];
   backupLabel?: string;
   targetDir: string;
   /** Update an existing data directory in place: keep matching files, fetch the rest, remove extras. */
@@ -54,10 +55,15 @@ export interface RestoreOutcome {
   removed?: number;
 }
 
-/** The command PostgreSQL runs to fetch WAL: this very agent, with the repository spelled out so the restored cluster needs no agent config. */
-export function restoreCommand(cluster: string, repoPath: string): string {
+/** The command PostgreSQL runs to fetch WAL: this very agent, with the repositories spelled out so the restored cluster needs no agent config. */
+export function restoreCommand(cluster: string, walFetchArgs: readonly string[]): string {
   const bin = join(dirname(fileURLToPath(import.meta.url)), 'bin.js');
-  return `"${process.execPath}" "${bin}" wal-fetch "%f" "%p" --cluster "${cluster}" --repo-path "${repoPath}"`;
+  // Shell-quoted: restore_command runs through /bin/sh, and an S3 URL holds '&' and '?'.
+  const quote = (a: string) => (/^[\w/.:=,@+-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+  // PostgreSQL expands %f/%p/%r and %% in restore_command: a literal '%' (a percent-encoded S3
+  // prefix, a path) must be doubled, or newer versions reject the command.
+  const literal = (a: string) => a.replace(/%/g, '%%');
+  return `"${literal(process.execPath)}" "${literal(bin)}" wal-fetch "%f" "%p" --cluster ${literal(quote(cluster))} ${walFetchArgs.map((a) => literal(quote(a))).join(' ')}`;
 }
 
 function confString(value: string): string {
@@ -68,7 +74,7 @@ function recoverySettings(o: RestoreOptions): string[] {
   const lines = [
     '',
     `# Added by pgfleet restore of cluster ${o.cluster} (remove after recovery if you change the archive layout)`,
-    `restore_command = ${confString(restoreCommand(o.cluster, o.repoPath))}`,
+    `restore_command = ${confString(restoreCommand(o.cluster, o.walFetchArgs))}`,
     `recovery_target_timeline = 'latest'`,
   ];
   const t = o.target;
@@ -153,7 +159,7 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreOutcome> {
         (c.size === 0 ? Promise.resolve(undefined) : pool.run({ kind: 'restore', key: c.key, codec: f.codec, sha256: c.sha256, size: c.size, dest, mode: f.mode, offset: c.offset })).then(() => tracker.add(c.size)),
       ),
     );
-    await utimes(dest, new Date(f.mtimeMs), new Date(f.mtimeMs));
+    await finishChunked(dest, f);
     fetched += f.size;
     tracker.add(0, 1);
   };
@@ -181,6 +187,7 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreOutcome> {
   // postgresql.auto.conf is read last, so these settings win over anything in postgresql.conf.
   await appendFile(join(o.targetDir, 'postgresql.auto.conf'), `${recoverySettings(o).join('\n')}\n`, { mode: 0o600 });
   await writeFile(join(o.targetDir, 'recovery.signal'), '', { mode: 0o600 });
+  await syncRestored(o.targetDir, manifest);
   if (delta) {
     const message = `delta: ${kept} file(s) kept, ${manifest.files.length - kept} fetched (${fetched} bytes), ${removed} removed`;
     o.log.info({ label: manifest.label, kept, fetched: manifest.files.length - kept, bytes: fetched, removed }, 'delta restore done');
@@ -189,6 +196,43 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreOutcome> {
   }
   tracker.phase('done');
   return { manifest, bytes: manifest.sizeBytes };
+}
+
+/** A chunked file once all its chunks are written: durable (one fsync for the whole file), with its mtime. */
+async function finishChunked(dest: string, f: ManifestFile): Promise<void> {
+  const fh = await open(dest, 'r');
+  try {
+    await fh.sync();
+    await fh.utimes(new Date(f.mtimeMs), new Date(f.mtimeMs));
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Makes the restore durable before it is reported done: every file was fsynced as it was written
+ * (copy-tasks.ts, finishChunked); what is left is the files written here and the directory
+ * entries of everything, one fsync per directory, a few at a time.
+ */
+async function syncRestored(root: string, manifest: BackupManifest): Promise<void> {
+  const sync = async (path: string) => {
+    const fh = await open(path, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  };
+  const extra = ['backup_label', 'postgresql.auto.conf', 'recovery.signal', ...(manifest.tablespaceMap ? ['tablespace_map'] : [])];
+  await Promise.all(extra.map((name) => sync(join(root, name))));
+  const dirs = manifest.directories.map((d) => d.path);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next < dirs.length) await sync(join(root, dirs[next++]!));
+    }),
+  );
+  await sync(root);
 }
 
 /** Creates (or truncates) a chunked file at its final size, with its mode; the chunks then write their ranges. */

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { Lsn, walFileKind } from '@pgfleet/pg';
-import type { BackupManifest, Repository } from '@pgfleet/storage';
+import type { BackupManifest, Codec, Repository } from '@pgfleet/storage';
 
 const run = promisify(execFile);
 
@@ -32,7 +32,7 @@ export async function findTargetLsn(
   const oldest = backups[0]!;
   const major = Math.floor(oldest.pgVersionNum / 10000);
   const waldump = join(opts.pgBinDir ?? `/usr/lib/postgresql/${major}/bin`, 'pg_waldump');
-  const segments: { name: string; key: string; sha256: string; codec: 'zstd' | 'gzip' | 'none' }[] = [];
+  const segments: { name: string; key: string; sha256: string; codec: Codec }[] = [];
   for await (const w of repo.listWal(cluster)) {
     if (walFileKind(w.name) === 'segment' && w.name.slice(8) >= oldest.walStart.slice(8)) segments.push(w);
   }

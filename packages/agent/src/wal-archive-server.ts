@@ -26,7 +26,7 @@ export interface WalArchiveServerOptions {
   cluster: string;
   systemIdentifier: string;
   repo: Repository;
-  /** absolute path of the posix repository, compared with what wal-push names */
+  /** the daemon's repositories as wal-push names them (options.ts repositoryIdentity), compared with its request */
   repoPath?: string;
   codec: Codec;
   /** ready files pushed ahead at once (0 = off) */
@@ -34,6 +34,8 @@ export interface WalArchiveServerOptions {
   log: Logger;
   /** shared with the WAL stream, which pushes the same names */
   lock?: WalNameLock;
+  /** Called for each file this daemon stored (not for one the repository already held): heartbeat counters. */
+  onStored?: (name: string, bytes: number) => void;
 }
 
 interface StoredFile {
@@ -161,7 +163,7 @@ export class WalArchiveServer {
     // archive_command names another cluster or repository than this daemon serves: archiving
     // here would put the file where the caller did not ask; it archives it itself instead.
     const otherCluster = req.cluster !== undefined && req.cluster !== this.o.cluster;
-    const otherRepo = req.repoPath !== undefined && this.o.repoPath !== undefined && resolve(req.repoPath) !== resolve(this.o.repoPath);
+    const otherRepo = req.repoPath !== undefined && this.o.repoPath !== undefined && req.repoPath !== this.o.repoPath;
     if (otherCluster || otherRepo) {
       const e = new PgfleetError('InvalidConfig', `wal-push names cluster '${req.cluster ?? this.o.cluster}' in ${req.repoPath ?? this.o.repoPath}, the agent daemon on ${this.o.socketPath} serves '${this.o.cluster}' in ${this.o.repoPath ?? this.o.repo.location}; archiving directly`);
       this.o.log.warn({ wal: name, code: e.code, via: 'socket' }, e.message);
@@ -194,6 +196,7 @@ export class WalArchiveServer {
       }
       const out = await this.lock.run(name, () => archiveWalFile(path, this.o.repo, this.o.cluster, this.o.codec, ours ? this.o.systemIdentifier : undefined));
       if (st) this.remember(name, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, sha256: out.sha256 });
+      if (out.result === 'stored') this.o.onStored?.(name, st?.size ?? 0);
       return out;
     })();
     this.inflight.set(name, p);

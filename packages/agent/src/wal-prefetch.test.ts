@@ -33,7 +33,7 @@ test('prefetch downloads the next segments, stops at the end of the archive, and
   const { root, repo, walDir, spool } = await setup();
   try {
     const started: string[] = [];
-    const opts = { cluster: 'c', repoPath: join(root, 'repo'), log: silentLogger(), prefetch: 4, startPrefetch: (n: string) => started.push(n) };
+    const opts = { cluster: 'c', repo, log: silentLogger(), prefetch: 4, startPrefetch: (n: string) => started.push(n) };
     const dest = join(walDir, 'RECOVERYXLOG');
     assert.equal(await walFetch(names[0]!, dest, opts), true);
     assert.deepEqual(await readFile(dest), content(names[0]!));
@@ -71,7 +71,7 @@ test('garbage in the spool is never handed to PostgreSQL', async () => {
     assert.equal(await takeFromSpool(spool, n, right, dest), false);
     assert.deepEqual(await readdir(spool), [], 'bad copies removed');
     await writeFile(join(spool, `${n}-${right}`), content(n).subarray(0, 100)); // torn download
-    assert.equal(await walFetch(n, dest, { cluster: 'c', repoPath: join(root, 'repo'), log: silentLogger(), prefetch: 4 }), true);
+    assert.equal(await walFetch(n, dest, { cluster: 'c', repo, log: silentLogger(), prefetch: 4 }), true);
     assert.deepEqual(await readFile(dest), content(n), 'downloaded directly instead');
   } finally {
     await rm(root, { recursive: true, force: true });

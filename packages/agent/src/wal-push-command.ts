@@ -9,7 +9,7 @@
 import { dirname, resolve } from 'node:path';
 import { helpText, parseCommandLineWith, type ParsedCommand } from '@pgfleet/core/command-line';
 import { PgfleetError } from '@pgfleet/core/errors';
-import { AGENT_PROGRAM, defaultSocketPath } from './options.js';
+import { AGENT_PROGRAM, defaultSocketPath, repositoriesFromOptions, repositoryIdentity } from './options.js';
 import { NoDaemonError, PROTOCOL_VERSION, requestDaemon, type DaemonReply } from './wal-socket.js';
 
 /** Long enough for a slow object store; archive_command has no timeout of its own. */
@@ -21,9 +21,13 @@ function fail(e: PgfleetError): number {
 }
 
 /** The daemon's answer, or undefined when this process must archive the file itself. */
-async function viaDaemon(socket: string, path: string, cluster: string | undefined, repoPath: string | undefined): Promise<DaemonReply | undefined> {
+async function viaDaemon(socket: string, path: string, options: ParsedCommand['options']): Promise<DaemonReply | undefined> {
+  const cluster = options.cluster as string | undefined;
+  // The repositories this archive_command names (canonical URLs), when it names any.
+  const specs = repositoriesFromOptions(options);
+  const repoPath = specs.length > 0 ? repositoryIdentity(specs) : undefined;
   try {
-    const reply = await requestDaemon(socket, { v: PROTOCOL_VERSION, op: 'wal-push', path, ...(cluster ? { cluster } : {}), ...(repoPath ? { repoPath: resolve(repoPath) } : {}) }, DAEMON_TIMEOUT_MS);
+    const reply = await requestDaemon(socket, { v: PROTOCOL_VERSION, op: 'wal-push', path, ...(cluster ? { cluster } : {}), ...(repoPath ? { repoPath } : {}) }, DAEMON_TIMEOUT_MS);
     if (!reply.ok && reply.direct) {
       process.stderr.write(`pgfleet-agent: ${reply.message}\n`);
       return undefined;
@@ -54,18 +58,16 @@ export async function walPushCommand(argv: string[]): Promise<number> {
   // %p is pg_wal/<name> relative to PGDATA, PostgreSQL's working directory (already a real path).
   const path = resolve(parsed.positionals[0]!);
   const flagSocket = parsed.options.socket as string | undefined;
-  const cluster = parsed.options.cluster as string | undefined;
-  const repoPath = parsed.options['repo-path'] as string | undefined;
   const first = flagSocket ?? defaultSocketPath(dirname(dirname(path)));
   try {
-    let reply = await viaDaemon(first, path, cluster, repoPath);
+    let reply = await viaDaemon(first, path, parsed.options);
     let full: ParsedCommand | undefined;
     if (!reply) {
       // No daemon at the default place: the config file may name another socket, and is needed anyway to push directly.
       const core = await import('@pgfleet/core');
       full = core.parseCommandLine(AGENT_PROGRAM, argv);
       const configured = full.options.socket as string | undefined;
-      if (configured && configured !== first) reply = await viaDaemon(configured, path, full.options.cluster as string | undefined, full.options['repo-path'] as string | undefined);
+      if (configured && configured !== first) reply = await viaDaemon(configured, path, full.options);
     }
     if (reply) {
       if (reply.ok) return 0;

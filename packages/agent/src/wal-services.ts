@@ -1,14 +1,15 @@
 /**
  * The daemon's WAL side, started and stopped with it: the unix socket archive_command hands
  * segments to (wal-archive-server.ts) and, with --stream, WAL streaming (wal-stream.ts). Both
- * write to the agent's own repository (--repo-path); without one they stay off and wal-push
- * keeps working by itself.
+ * write to the agent's own repositories (--repo, --repo2: every segment to each); without one
+ * they stay off and wal-push keeps working by itself.
  */
 import type { Logger } from '@pgfleet/core';
-import { PosixDriver, Repository } from '@pgfleet/storage';
-import type { AgentSettings } from './options.js';
+import type { Repository } from '@pgfleet/storage';
+import { repositoryIdentity, type AgentSettings } from './options.js';
 import type { PgdataFacts } from './pgdata.js';
 import { WalArchiveServer } from './wal-archive-server.js';
+import { WalArchivedCounter } from './wal-health.js';
 import { WalNameLock } from './wal-name-lock.js';
 import { WalStreamer } from './wal-stream.js';
 
@@ -16,25 +17,29 @@ export class WalServices {
   private constructor(
     readonly archive: WalArchiveServer | undefined,
     readonly streamer: WalStreamer | undefined,
+    /** What the archive socket and the stream stored in the repository (heartbeat WalHealth). */
+    readonly archived: WalArchivedCounter = new WalArchivedCounter(),
   ) {}
 
-  static async start(s: AgentSettings, facts: PgdataFacts, log: Logger): Promise<WalServices> {
-    if (!s.repoPath) {
-      if (s.stream) log.error({ code: 'PGF-1002' }, '--stream needs --repo-path: WAL streaming is off');
+  /** `repo` is the agent's own repository (a mirror with --repo2), undefined without one. */
+  static async start(s: AgentSettings, facts: PgdataFacts, repo: Repository | undefined, log: Logger): Promise<WalServices> {
+    if (!repo) {
+      if (s.stream) log.error({ code: 'PGF-1002' }, '--stream needs --repo: WAL streaming is off');
       return new WalServices(undefined, undefined);
     }
-    const repo = new Repository(new PosixDriver(s.repoPath));
     const lock = new WalNameLock();
+    const archived = new WalArchivedCounter();
     let archive: WalArchiveServer | undefined = new WalArchiveServer({
       socketPath: s.socket,
       pgdata: s.pgdata,
       cluster: s.cluster,
       systemIdentifier: facts.systemIdentifier,
       repo,
-      repoPath: s.repoPath,
+      repoPath: repositoryIdentity(s.repositories),
       codec: s.compress,
       ahead: s.archiveAhead,
       lock,
+      onStored: archived.stored,
       log: log.child({ component: 'wal-archive' }),
     });
     try {
@@ -46,10 +51,10 @@ export class WalServices {
     }
     let streamer: WalStreamer | undefined;
     if (s.stream) {
-      streamer = new WalStreamer({ cluster: s.cluster, pg: s.pg, spool: s.streamSpool, repo, codec: s.compress, systemIdentifier: facts.systemIdentifier, lock, log: log.child({ component: 'wal-stream' }) });
+      streamer = new WalStreamer({ cluster: s.cluster, pg: s.pg, spool: s.streamSpool, repo, codec: s.compress, systemIdentifier: facts.systemIdentifier, lock, onStored: archived.stored, log: log.child({ component: 'wal-stream' }) });
       streamer.start();
     }
-    return new WalServices(archive, streamer);
+    return new WalServices(archive, streamer, archived);
   }
 
   get streamedLsn(): string {

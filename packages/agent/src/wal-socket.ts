@@ -24,8 +24,9 @@ export interface WalPushRequest {
   op: 'wal-push';
   /** absolute path of the file PostgreSQL asked to archive */
   path: string;
-  /** cluster and (absolute) repository the caller was configured for, when it knows */
+  /** cluster and repositories the caller was configured for, when it knows */
   cluster?: string;
+  /** the repositories' canonical URLs, space-separated, in order (options.ts repositoryIdentity) */
   repoPath?: string;
 }
 

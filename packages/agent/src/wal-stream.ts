@@ -38,6 +38,8 @@ export interface WalStreamerOptions {
   statusIntervalMs?: number;
   /** shared with the archive socket, which pushes the same names */
   lock?: WalNameLock;
+  /** Called for each segment this stream stored (not for one the repository already held): heartbeat counters. */
+  onStored?: (name: string, bytes: number) => void;
 }
 
 const SEGMENT_RE = /^([0-9A-F]{24})$/;
@@ -311,6 +313,7 @@ export class WalStreamer {
         const out = await this.lock.run(name, () => archiveWalFile(path, this.o.repo, this.o.cluster, this.o.codec, this.o.systemIdentifier));
         this.uploads.shift();
         this.segmentsUploaded++;
+        if (out.result === 'stored') this.o.onStored?.(name, this.segmentSize);
         failures = 0;
         // Remember the newest uploaded segment (resume point), then drop the bytes.
         const entries = await readdir(this.o.spool);

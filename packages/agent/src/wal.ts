@@ -6,19 +6,19 @@
  * daemon runs. wal-fetch writes to a temp name and renames, so PostgreSQL never reads a
  * half-written segment, and takes segments the prefetcher already downloaded (wal-prefetch.ts).
  */
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { validateWalSegment, walFileKind, WAL_LONG_HEADER_SIZE } from '@pgfleet/pg';
-import { type Codec, PosixDriver, Repository } from '@pgfleet/storage';
-import { hashFile } from './hash-file.js';
+import type { Codec, Repository } from '@pgfleet/storage';
 import { readPgdataFacts } from './pgdata.js';
 import { afterFetch, prefetchSpoolFor, takeFromSpool } from './wal-prefetch.js';
 
 export interface WalPushOptions {
   cluster: string;
-  repoPath: string;
+  /** every repository of the cluster (a mirror when there are several) */
+  repo: Repository;
   compress: Codec;
   log: Logger;
 }
@@ -61,21 +61,21 @@ export async function archiveWalFile(pathArg: string, repo: Repository, cluster:
     const h = validateWalSegment(name.slice(0, 24), size < WAL_LONG_HEADER_SIZE ? header.subarray(0, size) : header, size, sysid);
     await repo.ensureClusterInfo(cluster, { systemIdentifier: h.systemIdentifier, pgVersionNum: (h.pgMajor ?? facts?.majorVersion ?? 0) * 10000, walSegmentSize: h.segmentSize });
   }
-  const sha256 = await hashFile(path);
-  const result = await repo.pushWal(cluster, name, sha256, () => createReadStream(path, { highWaterMark: 1 << 20 }), kind === 'segment' || kind === 'partial' ? codec : 'none');
+  // One read: hashed and compressed together (Repository.archiveWal).
+  const { result, sha256 } = await repo.archiveWal(cluster, name, path, kind === 'segment' || kind === 'partial' ? codec : 'none', size);
   return { name, result, sha256 };
 }
 
 export async function walPush(pathArg: string, opts: WalPushOptions): Promise<'stored' | 'exists'> {
-  const repo = new Repository(new PosixDriver(opts.repoPath));
-  const { name, result } = await archiveWalFile(pathArg, repo, opts.cluster, opts.compress);
+  const { name, result } = await archiveWalFile(pathArg, opts.repo, opts.cluster, opts.compress);
   opts.log.info({ wal: name, result }, result === 'stored' ? 'archived WAL file' : 'WAL file already archived with the same content');
   return result;
 }
 
 export interface WalFetchOptions {
   cluster: string;
-  repoPath: string;
+  /** the cluster's repositories: a segment is read from the first that holds it */
+  repo: Repository;
   log: Logger;
   /** segments to download ahead of recovery (0 = off) */
   prefetch?: number;
@@ -86,7 +86,7 @@ export interface WalFetchOptions {
 /** Returns false when the file is not archived (restore_command then exits 1, which PostgreSQL expects at the end of WAL). */
 export async function walFetch(name: string, destArg: string, opts: WalFetchOptions): Promise<boolean> {
   const dest = resolve(destArg);
-  const repo = new Repository(new PosixDriver(opts.repoPath));
+  const repo = opts.repo;
   const found = await repo.findWal(opts.cluster, name);
   const wal = found[0];
   if (!wal) return false;

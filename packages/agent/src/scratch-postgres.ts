@@ -1,0 +1,412 @@
+/**
+ * The throwaway PostgreSQL of a restore drill: started with pg_ctl (as the agent's own OS user)
+ * on a restored data directory, reachable only through a unix socket in a 0700 directory, never
+ * archiving, and stopped with an immediate shutdown when the drill ends.
+ *
+ * The restored postgresql.conf is the source's, so everything that could reach outside the scratch
+ * directory, or strain the host it shares, is overridden in postgresql.auto.conf (read last; see
+ * drillServerSettings). Settings recovery checks against the source (max_connections,
+ * max_worker_processes, max_wal_senders, max_prepared_transactions, max_locks_per_transaction)
+ * are left as they are, so that hot standby can open during recovery.
+ *
+ * It also owns the scratch area's housekeeping: each drill directory names the agent process that
+ * made it (DRILL_OWNER_FILE), so that a directory left behind by an agent that died mid-drill
+ * (SIGKILL, power loss) is found at the next start or drill, its postmaster stopped and the
+ * directory removed (cleanDrillLeftovers).
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { appendFile, readdir, readFile, readlink, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { PgfleetError, type Logger } from '@pgfleet/core';
+import { connectPg } from '@pgfleet/pg';
+import type { PgClient } from './drill-capture.js';
+
+const run = promisify(execFile);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A TCP port nobody listens on: the socket's name (.s.PGSQL.<port>) and PostgreSQL's shared memory key derive from it. */
+export function freeTcpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const confString = (v: string): string => `'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+
+export interface ScratchOptions {
+  pgdata: string;
+  /** Directory (0700) of the unix socket, pg_hba.conf and the server log. */
+  runDir: string;
+  binDir: string;
+  /** PostgreSQL major version of the restored data directory. */
+  major: number;
+  /** Role to connect as until promoted (the source's agent role: the restored cluster has the same roles). */
+  user: string;
+  jobId: string;
+}
+
+export interface Promoted {
+  /** ms from start to the first accepted connection (consistent) and to promotion. */
+  consistentMs: number;
+  promotedMs: number;
+  recoveredLsn: string;
+  recoveredTime: Date | undefined;
+}
+
+/**
+ * Settings recovery insists are at least the source's (with hot_standby = on): never overridden,
+ * the copy keeps the values of the source's configuration.
+ */
+export const RECOVERY_CHECKED_SETTINGS = ['max_connections', 'max_worker_processes', 'max_wal_senders', 'max_prepared_transactions', 'max_locks_per_transaction'] as const;
+
+/**
+ * What the drill writes over the source's configuration, in order. Each group says why; none of
+ * RECOVERY_CHECKED_SETTINGS is among them, and shared_preload_libraries stays (extensions in the
+ * copy may need their libraries).
+ */
+export function drillServerSettings(o: { port: number; runDir: string; hbaFile: string; identFile: string; major: number; jobId: string }): [string, string][] {
+  const from = (major: number, s: [string, string][]): [string, string][] => (o.major >= major ? s : []);
+  const before = (major: number, s: [string, string][]): [string, string][] => (o.major < major ? s : []);
+  return [
+    // Reachable only through the drill's own socket (the copy holds production data).
+    ['port', String(o.port)],
+    ['listen_addresses', ''],
+    ['unix_socket_directories', o.runDir],
+    ['unix_socket_group', ''],
+    ['unix_socket_permissions', '0700'],
+    ['hba_file', o.hbaFile],
+    ['ident_file', o.identFile],
+    ['ssl', 'off'],
+    // Never archive: a promoted copy starts a new timeline that must not reach the source's repository.
+    ['archive_mode', 'off'],
+    ['archive_command', ''],
+    ...from(15, [['archive_library', '']]),
+    // Commands of the source that recovery or promotion would run on this host.
+    ['recovery_end_command', ''],
+    ['archive_cleanup_command', ''],
+    // A trigger file the source's failover tooling may create would promote the copy early.
+    ...before(16, [['promote_trigger_file', '']]),
+    // No primary to follow, no standby to wait for (writes would hang), no slots to synchronize.
+    ['primary_conninfo', ''],
+    ['primary_slot_name', ''],
+    ['synchronous_standby_names', ''],
+    ...from(17, [['sync_replication_slots', 'off']]),
+    ['hot_standby', 'on'],
+    // Enabled subscriptions would start apply workers after promotion, which connect to the real
+    // publisher and consume its slots: no logical replication launcher, no worker.
+    ['max_logical_replication_workers', '0'],
+    ['max_sync_workers_per_subscription', '0'],
+    ...from(16, [['max_parallel_apply_workers_per_subscription', '0']]),
+    // pg_cron 1.6+ launches no job (a harmless placeholder when pg_cron is not loaded; older
+    // pg_cron versions have no such switch, see docs/drills.md).
+    ['cron.launch_active_jobs', 'off'],
+    // The copy shares the host (maybe the production one): small memory, no huge pages, no
+    // preallocated dynamic shared memory, few parallel workers, WAL kept within the default bounds.
+    ['shared_buffers', '128MB'],
+    ['huge_pages', 'off'],
+    ['wal_buffers', '-1'],
+    ...from(14, [['min_dynamic_shared_memory', '0']]),
+    ['max_parallel_workers', '2'],
+    ['max_wal_size', '1GB'],
+    ['min_wal_size', '80MB'],
+    ...from(13, [['wal_keep_size', '0']]),
+    // A throwaway copy: no background vacuum competing with amcheck or changing what is counted.
+    ['autovacuum', 'off'],
+    // The drill's own sessions must not be cut short by the source's timeouts or turned read-only.
+    ['default_transaction_read_only', 'off'],
+    ['statement_timeout', '0'],
+    ['lock_timeout', '0'],
+    ['idle_in_transaction_session_timeout', '0'],
+    ...from(17, [['transaction_timeout', '0']]),
+    // One log, on stderr into the drill's directory; 'restored log file' lines (LOG) tell which
+    // WAL segment recovery stopped at; no statement logging of the checks.
+    ['logging_collector', 'off'],
+    ['log_destination', 'stderr'],
+    ['log_min_messages', 'warning'],
+    ['log_statement', 'none'],
+    ['log_min_duration_statement', '-1'],
+    ['log_connections', 'off'],
+    ['log_disconnections', 'off'],
+    ['external_pid_file', ''],
+    ['cluster_name', `pgfleet-drill-${o.jobId.slice(0, 8)}`],
+  ];
+}
+
+export class ScratchPostgres {
+  readonly logFile: string;
+  private port = 0;
+  private started = false;
+  private user: string;
+
+  constructor(private readonly o: ScratchOptions) {
+    this.logFile = join(o.runDir, 'postgres.log');
+    this.user = o.user;
+  }
+
+  /** Writes the drill's settings over the source's (see the header). */
+  async configure(): Promise<void> {
+    this.port = await freeTcpPort();
+    const hba = join(this.o.runDir, 'pg_hba.conf');
+    const ident = join(this.o.runDir, 'pg_ident.conf');
+    // Trust is safe here: the only way in is the socket in a directory only the agent's user can enter.
+    await writeFile(hba, 'local all all trust\n', { mode: 0o600 });
+    await writeFile(ident, '', { mode: 0o600 });
+    // Debian keeps postgresql.conf in /etc: the data directory then has none, and postgres insists on one.
+    const conf = join(this.o.pgdata, 'postgresql.conf');
+    if (!existsSync(conf)) await writeFile(conf, '', { mode: 0o600 });
+    const settings = drillServerSettings({ port: this.port, runDir: this.o.runDir, hbaFile: hba, identFile: ident, major: this.o.major, jobId: this.o.jobId });
+    const lines = ['', `# pgfleet drill ${this.o.jobId}: a throwaway copy that never archives and listens only on its own socket`, ...settings.map(([k, v]) => `${k} = ${confString(v)}`)];
+    await appendFile(join(this.o.pgdata, 'postgresql.auto.conf'), `${lines.join('\n')}\n`, { mode: 0o600 });
+  }
+
+  async start(): Promise<void> {
+    try {
+      // -W: do not wait; recovery may take long, and waitPromoted watches it closely.
+      await run(join(this.o.binDir, 'pg_ctl'), ['-D', this.o.pgdata, '-l', this.logFile, '-W', 'start'], { cwd: this.o.runDir, timeout: 60_000 });
+      this.started = true;
+    } catch (err) {
+      throw new PgfleetError('DrillFailed', `pg_ctl start failed: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`, { cause: err });
+    }
+  }
+
+  connect(database: string): Promise<PgClient> {
+    return connectPg({ host: this.o.runDir, port: this.port, user: this.user, database, applicationName: 'pgfleet-drill' });
+  }
+
+  private postmasterPid(): Promise<number | undefined> {
+    return postmasterPid(this.o.pgdata);
+  }
+
+  /**
+   * Polls until the server accepts connections (consistent, hot standby) and then leaves recovery
+   * (promoted). Fails with the server's own words when the postmaster exits (e.g. "recovery ended
+   * before configured recovery target was reached") or when recovery pauses.
+   */
+  async waitPromoted(signal: AbortSignal | undefined, onConsistent: () => void): Promise<Promoted> {
+    const t0 = Date.now();
+    let consistentMs: number | undefined;
+    let sawPid = false;
+    for (;;) {
+      signal?.throwIfAborted();
+      const pid = await this.postmasterPid();
+      if (pid !== undefined) sawPid = true;
+      if ((sawPid && (pid === undefined || !alive(pid))) || (!sawPid && Date.now() - t0 > 30_000)) {
+        throw new PgfleetError('DrillFailed', `the drill's PostgreSQL stopped during recovery: ${await this.logReason()}`);
+      }
+      let c: PgClient | undefined;
+      try {
+        c = await this.connect('postgres').catch(() => undefined);
+        if (c) {
+          if (consistentMs === undefined) {
+            consistentMs = Date.now() - t0;
+            onConsistent();
+          }
+          const r = (await c.query<{ rec: boolean; paused: boolean; lsn: string | null; t: Date | null }>(
+            'SELECT pg_is_in_recovery() AS rec, CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS paused, pg_last_wal_replay_lsn()::text AS lsn, pg_last_xact_replay_timestamp() AS t',
+          )).rows[0]!;
+          if (!r.rec) {
+            // Checks run as the copy's bootstrap superuser (CREATE EXTENSION amcheck needs one): the socket trusts every role.
+            this.user = (await c.query<{ n: string }>('SELECT rolname AS n FROM pg_roles WHERE oid = 10')).rows[0]?.n ?? this.user;
+            return { consistentMs, promotedMs: Date.now() - t0, recoveredLsn: r.lsn ?? '', recoveredTime: r.t ? new Date(r.t) : undefined };
+          }
+          if (r.paused) throw new PgfleetError('DrillFailed', `recovery paused instead of promoting (at ${r.lsn ?? '?'}): ${await this.logReason()}`);
+        }
+      } finally {
+        await c?.end().catch(() => {});
+      }
+      await sleep(100);
+    }
+  }
+
+  /** The server log's last FATAL/PANIC/ERROR/WARNING lines (or its tail). */
+  async logReason(): Promise<string> {
+    const log = await this.log();
+    // Our own connection attempts during start-up are refused with FATALs that say nothing about recovery.
+    const polling = /not yet accepting connections|is starting up|Consistent recovery state has not been yet reached/;
+    const bad = log.split('\n').filter((l) => /\b(FATAL|PANIC|ERROR|WARNING):/.test(l) && !polling.test(l)).slice(-3);
+    const lines = bad.length ? bad : log.trim().split('\n').slice(-3);
+    return lines.map((l) => l.replace(/^.*?\b(FATAL|PANIC|ERROR|WARNING|LOG):\s*/, '$1: ')).join('; ') || 'no server log';
+  }
+
+  log(): Promise<string> {
+    return readFile(this.logFile, 'utf8').catch(() => '');
+  }
+
+  /** WAL segments recovery took from the archive, in order (from the "restored log file" lines). */
+  async restoredSegments(): Promise<string[]> {
+    return [...(await this.log()).matchAll(/restored log file "([0-9A-F]{24})" from archive/g)].map((m) => m[1]!);
+  }
+
+  /** Immediate shutdown (the copy is thrown away); SIGKILL when pg_ctl cannot stop it. */
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    const pid = await this.postmasterPid();
+    await run(join(this.o.binDir, 'pg_ctl'), ['-D', this.o.pgdata, '-m', 'immediate', '-w', '-t', '30', 'stop'], { timeout: 45_000 }).catch(() => undefined);
+    if (pid !== undefined && alive(pid)) await terminate(pid, 'SIGKILL', 5_000);
+  }
+}
+
+function postmasterPid(pgdata: string): Promise<number | undefined> {
+  return readFile(join(pgdata, 'postmaster.pid'), 'utf8').then(
+    (t) => {
+      const pid = Number(t.split('\n')[0]);
+      return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+    },
+    () => undefined,
+  );
+}
+
+/** Sends `signal` and waits up to `waitMs` for the process to be gone; true when it is. */
+async function terminate(pid: number, signal: NodeJS.Signals, waitMs: number): Promise<boolean> {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // gone meanwhile
+  }
+  for (const deadline = Date.now() + waitMs; alive(pid) && Date.now() < deadline; ) await sleep(100);
+  return !alive(pid);
+}
+
+/** Prefix of every drill directory in the scratch area: pgfleet-drill-<job id>. */
+export const DRILL_DIR_PREFIX = 'pgfleet-drill-';
+/** In each drill directory: which agent process made it, as JSON (DrillOwner). */
+export const DRILL_OWNER_FILE = 'owner.json';
+/** A drill directory without an owner file younger than this is being created: not a leftover. */
+const UNOWNED_GRACE_MS = 60_000;
+
+interface DrillOwner {
+  pid: number;
+  /** The process's start time (/proc/<pid>/stat field 22), so a recycled pid is not taken for the owner. */
+  start?: string;
+  /** The socket directory outside the drill directory (when the drill directory's path is too long for a socket). */
+  socketDir?: string;
+}
+
+/** Start time of a process in clock ticks since boot (Linux); undefined elsewhere or when it is gone. */
+export async function processStart(pid: number): Promise<string | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  // Field 2 (comm) is parenthesised and may hold spaces: count the fields after its closing parenthesis.
+  return stat?.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+}
+
+/** Marks `drillDir` as this process's (see cleanDrillLeftovers). */
+export async function writeDrillOwner(drillDir: string, socketDir: string | undefined): Promise<void> {
+  const start = await processStart(process.pid);
+  const owner: DrillOwner = { pid: process.pid, ...(start ? { start } : {}), ...(socketDir ? { socketDir } : {}) };
+  await writeFile(join(drillDir, DRILL_OWNER_FILE), JSON.stringify(owner), { mode: 0o600 });
+}
+
+async function readDrillOwner(drillDir: string): Promise<DrillOwner | undefined> {
+  try {
+    const o = JSON.parse(await readFile(join(drillDir, DRILL_OWNER_FILE), 'utf8')) as DrillOwner;
+    return Number.isInteger(o.pid) ? o : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when the process that wrote `owner` still runs (and is not a later process given the same pid). */
+async function ownerRunning(owner: DrillOwner): Promise<boolean> {
+  if (!alive(owner.pid)) return false;
+  return owner.start === undefined || (await processStart(owner.pid)) === owner.start;
+}
+
+/**
+ * Stops a postmaster still running on `pgdata` with an immediate shutdown (SIGQUIT, what
+ * `pg_ctl stop -m immediate` sends; SIGKILL after 10 s). Only a process that is PostgreSQL and
+ * runs in that very directory (the postmaster's working directory is its data directory) is
+ * signalled: a stale postmaster.pid may name a pid that now belongs to something else. Returns the
+ * pid stopped. Linux (/proc) only: elsewhere nothing is signalled.
+ */
+export async function stopLeftoverPostmaster(pgdata: string): Promise<number | undefined> {
+  const pid = await postmasterPid(pgdata);
+  if (pid === undefined || !alive(pid)) return undefined;
+  const comm = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim();
+  if (comm !== 'postgres' && comm !== 'postmaster') return undefined;
+  const [cwd, dir] = await Promise.all([readlink(`/proc/${pid}/cwd`).catch(() => undefined), realpath(pgdata).catch(() => undefined)]);
+  if (cwd === undefined || cwd !== dir) return undefined;
+  if (!(await terminate(pid, 'SIGQUIT', 10_000))) await terminate(pid, 'SIGKILL', 5_000);
+  return pid;
+}
+
+/**
+ * Removes the drill directories in `scratchRoot` that no running drill owns: made by an agent
+ * process that is gone (killed mid-drill), or by this one for a drill that is no longer in
+ * `active` (its own cleanup failed). A postmaster still running from one is stopped first (see
+ * stopLeftoverPostmaster), then the directory and its outside socket directory are removed.
+ * Directories of drills another live agent runs in the same scratch area are left alone.
+ */
+export async function cleanDrillLeftovers(scratchRoot: string, o: { log: Logger; active: ReadonlySet<string> }): Promise<string[]> {
+  const removed: string[] = [];
+  const entries = await readdir(scratchRoot, { withFileTypes: true }).catch(() => []);
+  for (const e of entries) {
+    if (!e.isDirectory() || !e.name.startsWith(DRILL_DIR_PREFIX)) continue;
+    const dir = join(scratchRoot, e.name);
+    if (o.active.has(dir)) continue;
+    const owner = await readDrillOwner(dir);
+    if (owner) {
+      if (owner.pid !== process.pid && (await ownerRunning(owner))) continue;
+    } else {
+      const age = Date.now() - ((await stat(dir).catch(() => undefined))?.mtimeMs ?? 0);
+      if (age < UNOWNED_GRACE_MS) continue;
+    }
+    const postmaster = await stopLeftoverPostmaster(join(dir, 'data'));
+    // wal-prefetch children of the dead drill may still be writing into its pg_wal.
+    await waitForProcessesUsing(dir, 10_000);
+    try {
+      await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+      if (owner?.socketDir) await rm(owner.socketDir, { recursive: true, force: true });
+      removed.push(dir);
+      o.log.info({ dir, ...(owner ? { ownerPid: owner.pid } : {}), ...(postmaster ? { postmasterStopped: postmaster } : {}) }, 'removed a drill directory left behind by an earlier drill');
+    } catch (err) {
+      o.log.warn({ dir, err: (err as Error).message }, 'could not remove a drill directory left behind by an earlier drill');
+    }
+  }
+  return removed;
+}
+
+/**
+ * Waits (at most `timeoutMs`) until no process names `dir` on its command line: the detached
+ * wal-prefetch processes restore_command starts write into the copy's pg_wal and would recreate
+ * it after the drill removed it. Linux /proc only; elsewhere it returns at once.
+ */
+export async function waitForProcessesUsing(dir: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let busy = false;
+    for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+      if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      if (cmdline.includes(dir)) {
+        busy = true;
+        break;
+      }
+    }
+    if (!busy || Date.now() > deadline) return;
+    await sleep(100);
+  }
+}
+
+/** True while the process runs; a zombie (exited, not yet reaped by its parent, often init for a daemonized postmaster) does not. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return !existsSync('/proc/self/stat'); // gone meanwhile; without /proc the signal test is all there is
+  }
+}
