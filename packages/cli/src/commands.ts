@@ -8,13 +8,17 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path/posix';
 import { PgfleetError, type OptionValues, type ParsedCommand } from '@pgfleet/core';
 import { bearerMetadata, clientTlsCredentials, createClient } from '@pgfleet/rpc';
-import { AdminService, BackupInfoSchema, BackupType, ClusterInfoSchema, JobInfoSchema } from '@pgfleet/proto';
+import { AdminService, BackupInfoSchema, BackupType, ClusterInfoSchema, JobInfoSchema, JobState } from '@pgfleet/proto';
 import { formatBytes, formatTable, formatTime } from './format.js';
-import { describeJob, ms, out, printJson, startJob, stateName, typeName, type Admin } from './output.js';
+import { describeJob, err, follow, ms, out, printJson, startJob, stateName, typeName, type Admin } from './output.js';
 import { pinCommand, policyCommand, retentionCommand } from './policy-commands.js';
 import { recoveryTargetFromOptions } from './target.js';
 import { eventsCommand } from './events-command.js';
 import { verifyCommand } from './verify-command.js';
+import { drillCommand, drillsCommand, drillTargetFromOptions } from './drill-command.js';
+import { statusCommand } from './status-command.js';
+import { applyCommand, fleetFileFromOptions } from './apply-command.js';
+import { enrollTokenCommand, enrollTtlSeconds, tokenCommand } from './token-commands.js';
 
 const TYPES: Record<string, BackupType> = { full: BackupType.FULL, diff: BackupType.DIFF, incr: BackupType.INCR };
 
@@ -51,9 +55,14 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
   const json = options.output === 'json';
   // Local validation first: a bad flag fails before any connection attempt.
   const restoreRequest = parsed.command.name === 'restore' ? restoreRequestFromOptions(positionals[0]!, options) : undefined;
+  if (parsed.command.name === 'drill') drillTargetFromOptions(options);
+  const fleetFile = parsed.command.name === 'apply' ? fleetFileFromOptions(options) : undefined;
+  const ttlSeconds = parsed.command.name === 'enroll-token' ? enrollTtlSeconds(options) : 0;
   const admin = connect(options);
   try {
     switch (parsed.command.name) {
+      case 'status':
+        return await statusCommand(admin, options.cluster === undefined ? undefined : String(options.cluster), json);
       case 'clusters':
         return await clusters(admin, json);
       case 'backups':
@@ -67,6 +76,8 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
         return await jobs(admin, json, options);
       case 'job':
         return await showJob(admin, positionals[0]!, json);
+      case 'cancel':
+        return await cancelJob(admin, positionals[0]!, options.wait === true, json);
       case 'policy':
         return await policyCommand(admin, positionals, options, json);
       case 'retention':
@@ -77,6 +88,16 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
         return await eventsCommand(admin, options, json);
       case 'verify':
         return await verifyCommand(admin, positionals[0]!, options, json);
+      case 'drill':
+        return await drillCommand(admin, positionals[0]!, options, json);
+      case 'drills':
+        return await drillsCommand(admin, positionals[0], options, json);
+      case 'apply':
+        return await applyCommand(admin, fleetFile!, options, json);
+      case 'token':
+        return await tokenCommand(admin, positionals, options, json);
+      case 'enroll-token':
+        return await enrollTokenCommand(admin, positionals[0]!, ttlSeconds, json);
       default:
         throw new PgfleetError('UnknownCommand', `unknown command '${parsed.command.name}'`);
     }
@@ -159,6 +180,28 @@ async function jobs(admin: Admin, json: boolean, options: OptionValues): Promise
     ['ID', 'KIND', 'CLUSTER', 'STATE', 'AGENT', 'CREATED', 'FINISHED', 'ERROR'],
     jobs.map((j) => [j.id, j.kind, j.cluster, stateName(j.state), j.agentId, formatTime(ms(j.createdAt)), formatTime(ms(j.finishedAt)), j.error ? `${j.error.code} ${j.error.message}` : '']),
   ));
+  return 0;
+}
+
+/** Asks for the cancel; with --wait follows the job until it ends (exit 0 only if it ended cancelled). */
+async function cancelJob(admin: Admin, id: string, wait: boolean, json: boolean): Promise<number> {
+  const { job } = await admin.cancelJob({ id });
+  let last = job!;
+  if (wait && last.state !== JobState.CANCELLED) {
+    err(`cancel sent to agent ${last.agentId}; waiting for job ${id} to stop`);
+    try {
+      last = await follow(admin, last);
+    } catch (e) {
+      // follow() reports a cancelled (or failed) job as an error: a cancelled one is what was asked.
+      last = (await admin.getJob({ id })).job ?? last;
+      if (last.state !== JobState.CANCELLED) throw e;
+    }
+  }
+  if (json) printJson(JobInfoSchema, last);
+  else out(last.state === JobState.CANCELLED ? `job ${id} cancelled` : `job ${id} ${stateName(last.state)}${wait ? '' : `: cancel sent to agent ${last.agentId} (follow it with: pgfleet job ${id})`}`);
+  if (wait && last.state !== JobState.CANCELLED) {
+    throw new PgfleetError('JobStateConflict', `job ${id} ended ${stateName(last.state)} before the cancel reached it`);
+  }
   return 0;
 }
 

@@ -37,6 +37,8 @@ export interface ProgressFigures {
   filesDone: number;
   filesTotal: number;
   message: string;
+  bytesPerSecond?: number;
+  etaSeconds?: number;
 }
 
 /** 'backup 42% 1.2 GB/2.9 GB files 120/900 (copy)'. */
@@ -49,7 +51,19 @@ export function formatProgress(kind: string, p: ProgressFigures): string {
     parts.push(formatBytes(p.bytesDone));
   }
   if (p.filesTotal > 0) parts.push(`files ${p.filesDone}/${p.filesTotal}`);
+  if (p.bytesPerSecond) parts.push(`${formatBytes(p.bytesPerSecond)}/s`);
+  if (p.etaSeconds) parts.push(`ETA ${formatAge(p.etaSeconds)}`);
   if (p.phase) parts.push(`(${p.phase})`);
   if (p.message) parts.push(p.message);
   return parts.join(' ');
+}
+
+/** A span for humans, two units at most: 42s, 5m10s, 3h05m, 2d04h. */
+export function formatAge(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) return `${s}s`;
+  const pad = (n: number) => String(n).padStart(2, '0');
+  if (s < 3600) return `${Math.floor(s / 60)}m${pad(s % 60)}s`;
+  if (s < 86_400) return `${Math.floor(s / 3600)}h${pad(Math.floor((s % 3600) / 60))}m`;
+  return `${Math.floor(s / 86_400)}d${pad(Math.floor((s % 86_400) / 3600))}h`;
 }

@@ -9,6 +9,8 @@ import { PgfleetError } from '@pgfleet/core';
 import type { Client } from '@pgfleet/rpc';
 import { BackupType, JobInfoSchema, JobState, type AdminService, type BackupInfo, type ExpireResult, type JobInfo } from '@pgfleet/proto';
 import { formatBytes, formatProgress, formatTime } from './format.js';
+import { describeDrill } from './drill-format.js';
+import { ProgressView } from './progress-view.js';
 
 export type Admin = Client<typeof AdminService> & { close(): void };
 
@@ -46,6 +48,8 @@ export function describeJob(j: JobInfo): string {
   if (j.backup) lines.push(describeBackup(j.backup));
   if (j.restore) lines.push(`restored backup ${j.restore.backupLabel} into ${j.restore.targetDir} (${formatBytes(j.restore.bytes)}, ${j.restore.fileCount} files)`);
   if (j.expire) lines.push(describeExpire(j.expire));
+  if (j.drill) lines.push(describeDrill(j.drill));
+  if (j.capture) lines.push(`captured row counts of ${j.capture.tables.length} table(s) at restore point ${j.capture.restorePoint} (${j.capture.lsn})`);
   if (j.verify) lines.push(`verify: ${j.verify.ok ? 'OK' : 'FAILED'}, ${j.verify.backups.filter((b) => b.restorable).length} of ${j.verify.backups.length} backup(s) restorable, ${j.verify.problems.length} problem(s) (pgfleet job ${j.id} --output json for details)`);
   return lines.join('\n');
 }
@@ -89,16 +93,12 @@ export async function follow(admin: Admin, job: JobInfo): Promise<JobInfo> {
   const onSigint = (): void => stop.abort();
   process.once('SIGINT', onSigint);
   let last = job;
-  let lastLine = '';
+  const view = new ProgressView(job.kind);
   try {
     for await (const { job: update } of admin.watchJob({ id: job.id }, { signal: stop.signal })) {
       if (!update) continue;
       last = update;
-      if (update.progress && update.state === JobState.RUNNING) {
-        const line = formatProgress(update.kind, update.progress);
-        if (line !== lastLine) err(line);
-        lastLine = line;
-      }
+      if (update.progress && update.state === JobState.RUNNING) view.update(update.progress);
     }
   } catch (e) {
     if (stop.signal.aborted) {
@@ -106,6 +106,7 @@ export async function follow(admin: Admin, job: JobInfo): Promise<JobInfo> {
     }
     throw e;
   } finally {
+    view.stop();
     process.off('SIGINT', onSigint);
   }
   switch (last.state) {

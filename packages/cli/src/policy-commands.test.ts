@@ -12,6 +12,9 @@ const settings = (...argv: string[]) => policySettingsFromOptions(parseCommandLi
 
 test('only the flags given become settings; cron text is trimmed; an empty cron turns a schedule off', () => {
   assert.deepEqual(settings('--full', ' 0 1 * * 0 ', '--incr', '', '--min-full', '2', '--pitr-window-days', '0'), { full: '0 1 * * 0', incr: '', minFull: 2, pitrWindowDays: 0 });
+  assert.deepEqual(settings('--drill', '0 3 * * 6', '--rpo-threshold', '60', '--stale-backup-threshold', '7200', '--agent-silence-threshold', '20'), {
+    drill: '0 3 * * 6', rpoThresholdSeconds: 60, staleBackupThresholdSeconds: 7200, agentSilenceThresholdSeconds: 20,
+  });
   assert.deepEqual(settings('--spread-minutes', '45', '--daily', '7', '--weekly', '4', '--monthly', '12', '--yearly', '1'), { spreadMinutes: 45, daily: 7, weekly: 4, monthly: 12, yearly: 1 });
 });
 

@@ -21,9 +21,10 @@ import { out, printJson, startJob, typeName, type Admin } from './output.js';
 import { POLICY_FLAGS } from './program.js';
 
 /** Policy keys as the controller names them -> the flag a user types. */
-const KEY_FLAGS: Record<string, string> = {
-  full: 'full', diff: 'diff', incr: 'incr', spreadMinutes: 'spread-minutes', pitrWindowDays: 'pitr-window-days',
+export const KEY_FLAGS: Record<string, string> = {
+  full: 'full', diff: 'diff', incr: 'incr', drill: 'drill', spreadMinutes: 'spread-minutes', pitrWindowDays: 'pitr-window-days',
   daily: 'daily', weekly: 'weekly', monthly: 'monthly', yearly: 'yearly', minFull: 'min-full',
+  rpoThresholdSeconds: 'rpo-threshold', staleBackupThresholdSeconds: 'stale-backup-threshold', agentSilenceThresholdSeconds: 'agent-silence-threshold',
 };
 
 function action(command: string, given: string | undefined, allowed: readonly string[]): string {
@@ -40,7 +41,7 @@ export function policySettingsFromOptions(options: OptionValues): MessageInitSha
     const v = options[flag];
     if (v === undefined) continue;
     const key = Object.keys(KEY_FLAGS).find((k) => KEY_FLAGS[k] === flag)!;
-    if (flag === 'full' || flag === 'diff' || flag === 'incr') {
+    if (flag === 'full' || flag === 'diff' || flag === 'incr' || flag === 'drill') {
       const cron = String(v).trim();
       // The controller parses the expression fully; catch the common slip (a quoted 6-field or 4-field line) here.
       if (cron !== '' && cron.split(/\s+/).length !== 5) {

@@ -8,7 +8,7 @@ import type { ProgramSpec } from '@pgfleet/core';
 const CONNECTION = ['controller', 'timeout', 'token', 'token-file', 'ca-cert'] as const;
 const TARGET_FLAGS = ['target-time', 'target-lsn', 'target-name', 'target-xid', 'target', 'target-action', 'target-exclusive'] as const;
 /** policy set flags, in the order `policy get` lists the keys. */
-export const POLICY_FLAGS = ['full', 'diff', 'incr', 'spread-minutes', 'pitr-window-days', 'daily', 'weekly', 'monthly', 'yearly', 'min-full'] as const;
+export const POLICY_FLAGS = ['full', 'diff', 'incr', 'drill', 'spread-minutes', 'pitr-window-days', 'daily', 'weekly', 'monthly', 'yearly', 'min-full', 'rpo-threshold', 'stale-backup-threshold', 'agent-silence-threshold'] as const;
 
 export const cliProgram: ProgramSpec = {
   name: 'pgfleet',
@@ -47,10 +47,26 @@ export const cliProgram: ProgramSpec = {
     { name: 'monthly', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Keep the newest full backup of each of the last N months (0 = off).' },
     { name: 'yearly', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Keep the newest full backup of each of the last N years (0 = off).' },
     { name: 'min-full', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Always keep at least the N newest full backups.' },
+    { name: 'drill', type: 'string', cliOnly: true, description: "Restore drill schedule: 5-field cron (UTC); '' turns an inherited one off." },
+    { name: 'rpo-threshold', type: 'integer', cliOnly: true, min: 1, max: 365 * 24 * 3600, description: 'Seconds: rpo.breached when the newest WAL safely in the repository is older (default: the controller\'s --rpo-threshold).' },
+    { name: 'stale-backup-threshold', type: 'integer', cliOnly: true, min: 1, max: 365 * 24 * 3600, description: 'Seconds: backup.stale when no successful backup is newer (default: the controller\'s --stale-backup-threshold).' },
+    { name: 'agent-silence-threshold', type: 'integer', cliOnly: true, min: 1, max: 24 * 3600, description: 'Seconds: agent.silent after this long without a heartbeat (default: the controller\'s --agent-silence-threshold).' },
     { name: 'reset', type: 'boolean', cliOnly: true, description: 'policy set: drop the stored values of the cluster (or fleet) first, so unset ones are inherited again.' },
     { name: 'unpin', type: 'boolean', cliOnly: true, description: 'Remove the pin instead of setting it.' },
+    { name: 'file', short: 'f', type: 'string', cliOnly: true, description: 'apply: the fleet file (YAML: a fleet section and per-cluster sections with the policy set keys; see deploy/config/fleet.yaml).' },
+    { name: 'prune', type: 'boolean', cliOnly: true, description: 'apply: also drop the policy overrides of clusters the file does not list.' },
+    { name: 'dry-run', type: 'boolean', cliOnly: true, description: 'apply: show what would change, change nothing.' },
+    { name: 'role', type: 'string', cliOnly: true, choices: ['viewer', 'operator', 'admin'], description: 'token create: viewer (read), operator (+ backup, restore, retention apply, pin, verify) or admin (+ policy, tokens, enrollment).' },
+    { name: 'name', type: 'string', cliOnly: true, description: 'token create: a unique name saying who or what uses the token.' },
+    { name: 'ttl', type: 'string', cliOnly: true, default: '1h', description: 'enroll-token: how long the token stays usable, e.g. 30m, 1h, 7d (at most 30d).' },
   ],
   commands: [
+    {
+      name: 'status',
+      summary: 'The fleet at a glance: per cluster its agent, last backup and age, RPO, archive state, next scheduled job, last verify, last drill (RTO of the last good one) and alerts.',
+      options: [...CONNECTION, 'output', 'cluster'],
+      localOptions: [{ name: 'cluster', type: 'string', cliOnly: true, description: 'Only this cluster.' }],
+    },
     { name: 'clusters', summary: 'List clusters with their agent, archiver state and last backup.', options: [...CONNECTION, 'output'] },
     {
       name: 'backups',
@@ -83,6 +99,12 @@ export const cliProgram: ProgramSpec = {
       positionals: [{ name: 'id', description: 'Job id.', required: true }],
     },
     {
+      name: 'cancel',
+      summary: 'Cancel a job; a cancelled backup leaves nothing behind in the repository (--wait: until the agent confirms).',
+      options: [...CONNECTION, 'output', 'wait'],
+      positionals: [{ name: 'id', description: 'Job id.', required: true }],
+    },
+    {
       name: 'policy',
       summary: 'policy get [<cluster>]: the effective policy and where each value comes from; policy set <cluster>|--fleet [flags]: change it.',
       options: [...CONNECTION, 'output', 'fleet', ...POLICY_FLAGS, 'reset'],
@@ -108,6 +130,42 @@ export const cliProgram: ProgramSpec = {
         { name: 'full', type: 'boolean', cliOnly: true, description: 'Decompress every backup file and WAL segment and check content checksums, sizes and WAL page headers (reads and decodes everything); default: hash the stored bytes only.' },
       ],
       positionals: [{ name: 'cluster', description: 'Cluster name.', required: true }],
+    },
+    {
+      name: 'apply',
+      summary: 'apply -f fleet.yaml: make the file\'s policies the stored ones (the fleet default and each listed cluster\'s override are replaced; --prune drops the others); prints every change.',
+      options: [...CONNECTION, 'output', 'file', 'prune', 'dry-run'],
+    },
+    {
+      name: 'token',
+      summary: 'token create --role R --name N (prints the token once) | token list | token revoke <id|name>: admin API bearer tokens (admin role).',
+      options: [...CONNECTION, 'output', 'role', 'name'],
+      positionals: [
+        { name: 'action', description: 'create, list or revoke.', required: true },
+        { name: 'token', description: 'revoke: the token id or name.' },
+      ],
+    },
+    {
+      name: 'enroll-token',
+      summary: 'Print a one-time token an agent of <cluster> trades for its certificate (pgfleet-agent run --enroll-token); admin role.',
+      options: [...CONNECTION, 'output', 'ttl'],
+      positionals: [{ name: 'cluster', description: 'The cluster the enrolling agent may speak for.', required: true }],
+    },
+    {
+      name: 'drill',
+      summary: "Restore drill on an agent: restore a backup into a scratch directory, start PostgreSQL on it, recover and promote, run amcheck on every relation, compare row counts with the source at a fresh restore point (not with a --target-*), record the RTO and remove everything. With --wait prints the verdict and exits non-zero when the drill failed.",
+      options: [...CONNECTION, 'output', 'backup', 'target-time', 'target-lsn', 'target-name', 'target-xid', 'target', 'target-exclusive', 'on', 'wait'],
+      localOptions: [
+        { name: 'backup', type: 'string', cliOnly: true, description: 'Drill this backup label instead of the newest one before the target.' },
+        { name: 'on', type: 'string', cliOnly: true, description: "Run the drill on this agent (e.g. a spare host) instead of the cluster's own; the cluster's agent still counts the source's rows." },
+      ],
+      positionals: [{ name: 'cluster', description: 'Cluster whose backup to drill.', required: true }],
+    },
+    {
+      name: 'drills',
+      summary: 'Drill history, newest first: verdict, RTO, amcheck and row count results, and why a drill failed.',
+      options: [...CONNECTION, 'output', 'limit'],
+      positionals: [{ name: 'cluster', description: 'Only this cluster.' }],
     },
     {
       name: 'pin',

@@ -1,0 +1,99 @@
+/**
+ * `pgfleet drill <cluster> [--backup L] [--target-... X] [--on AGENT] [--wait]`: a restore drill
+ * (docs/drills.md). Without a target the source's rows are counted at a fresh restore point and
+ * compared with the restored copy; with one (the flags of `pgfleet restore`) only restore, recovery
+ * and amcheck are proven. With --wait it prints the verdict, the RTO, amcheck's findings and the
+ * count comparison, and exits non-zero with the drill's error code when it failed (the result is
+ * printed first, also as JSON with --output json).
+ *
+ * `pgfleet drills [<cluster>]`: the drill history, newest first.
+ */
+import { PgfleetError, type OptionValues } from '@pgfleet/core';
+import { create } from '@bufbuild/protobuf';
+import { DrillRecordSchema, JobInfoSchema, JobState, RecoveryTargetSchema, type DrillResult, type JobInfo, type RecoveryTarget } from '@pgfleet/proto';
+import { formatBytes, formatTable, formatTime } from './format.js';
+import { err, follow, ms, out, printJson, stateName, type Admin } from './output.js';
+import { recoveryTargetFromOptions } from './target.js';
+import { describeDrill, secs } from './drill-format.js';
+
+export { describeDrill };
+
+const TARGETS = ['target-time', 'target-lsn', 'target-name', 'target-xid', 'target'] as const;
+
+/** The drill's target from the restore flags, or undefined (a fresh restore point on the source). */
+export function drillTargetFromOptions(options: OptionValues): RecoveryTarget | undefined {
+  if (!TARGETS.some((k) => options[k] !== undefined)) {
+    if (options['target-exclusive']) throw new PgfleetError('TargetInvalid', '--target-exclusive needs a target (--target-time, --target-lsn, --target-name or --target-xid)');
+    return undefined;
+  }
+  // A drill always promotes: the copy must accept writes to be proven (amcheck runs in it).
+  return create(RecoveryTargetSchema, recoveryTargetFromOptions({ ...options, 'target-action': undefined }));
+}
+
+export async function drillCommand(admin: Admin, cluster: string, options: OptionValues, json: boolean): Promise<number> {
+  const target = drillTargetFromOptions(options);
+  const { job } = await admin.startDrill({
+    cluster,
+    backupLabel: options.backup === undefined ? '' : String(options.backup),
+    ...(target ? { target } : {}),
+    agentId: options.on === undefined ? '' : String(options.on),
+  });
+  if (options.wait !== true) {
+    if (json) printJson(JobInfoSchema, job!);
+    else out(`drill job ${job!.id} ${stateName(job!.state)} to agent ${job!.agentId}\nfollow it with: pgfleet job ${job!.id}`);
+    return 0;
+  }
+  err(`drill job ${job!.id} ${stateName(job!.state)} to agent ${job!.agentId}`);
+  let final: JobInfo;
+  try {
+    final = await follow(admin, job!);
+  } catch (e) {
+    // A failed drill still has a result worth reading: print it, then fail with the job's own code.
+    const failed = (await admin.getJob({ id: job!.id }).catch(() => undefined))?.job;
+    if (failed && (failed.state === JobState.FAILED || failed.state === JobState.CANCELLED)) {
+      if (json) printJson(JobInfoSchema, failed);
+      else if (failed.drill) out(describeDrill(failed.drill));
+    }
+    throw e;
+  }
+  if (json) printJson(JobInfoSchema, final);
+  else if (final.drill) out(describeDrill(final.drill));
+  else out(`drill job ${final.id} succeeded`);
+  return 0;
+}
+
+
+export async function drillsCommand(admin: Admin, cluster: string | undefined, options: OptionValues, json: boolean): Promise<number> {
+  const { drills } = await admin.listDrills({ cluster: cluster ?? '', limit: Number(options.limit ?? 50) });
+  if (json) {
+    printJson(DrillRecordSchema, drills);
+    return 0;
+  }
+  if (drills.length === 0) {
+    out('no drills yet');
+    return 0;
+  }
+  out(formatTable(
+    ['JOB', 'CLUSTER', 'AGENT', 'STATE', 'HOW', 'FINISHED', 'BACKUP', 'RTO', 'AMCHECK', 'COUNTS', 'REASON'],
+    drills.map((d) => {
+      const r = d.result;
+      const amcheck = !r || r.databasesChecked === 0 ? '-' : r.amcheckFindings.length === 0 ? 'clean' : `${r.amcheckFindings.length} finding(s)`;
+      const counts = !r?.countsCompared ? '-' : r.countsEqual ? `equal (${r.tablesCompared})` : `${r.countDiffs.length} differ`;
+      const ok = d.state === JobState.SUCCEEDED && r?.ok === true;
+      return [
+        d.jobId,
+        d.cluster,
+        d.agentId,
+        stateName(d.state),
+        d.scheduled ? 'scheduled' : 'manual',
+        formatTime(ms(d.finishedAt)),
+        r?.backupLabel || '-',
+        r && r.rtoSeconds > 0 ? secs(r.rtoSeconds) : '-',
+        amcheck,
+        counts,
+        ok ? '' : (r?.reasons[0] ?? (d.error ? `${d.error.code} ${d.error.message}` : '')),
+      ];
+    }),
+  ));
+  return 0;
+}

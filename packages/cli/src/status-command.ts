@@ -1,0 +1,61 @@
+/**
+ * `pgfleet status [--cluster X]`: the fleet at a glance, one row per cluster: agent state, last
+ * backup and its age, RPO, archive state, the next scheduled job, the last verify verdict, the
+ * last drill and the RTO of the last good one, and the health alerts raised. Ages are computed
+ * against this machine's clock; `--output json` gives the exact times (ClusterInfo messages).
+ */
+import { timestampMs } from '@bufbuild/protobuf/wkt';
+import { PgfleetError } from '@pgfleet/core';
+import { ClusterInfoSchema, type ClusterInfo } from '@pgfleet/proto';
+import { formatAge, formatTable } from './format.js';
+import { ms, out, printJson, typeName, type Admin } from './output.js';
+
+export async function statusCommand(admin: Admin, cluster: string | undefined, json: boolean): Promise<number> {
+  const { clusters } = await admin.listClusters({});
+  const shown = cluster === undefined ? clusters : clusters.filter((c) => c.name === cluster);
+  if (cluster !== undefined && shown.length === 0) {
+    throw new PgfleetError('UnknownCluster', `cluster '${cluster}' is not known to the controller`);
+  }
+  if (json) printJson(ClusterInfoSchema, shown);
+  else out(describeStatus(shown, Date.now()));
+  return 0;
+}
+
+const ago = (t: ClusterInfo['lastSeen'], now: number): string => (t ? formatAge((now - timestampMs(t)) / 1000) : '-');
+
+/** The status table; `now` (ms) is the clock ages are measured against. */
+export function describeStatus(clusters: readonly ClusterInfo[], now: number): string {
+  if (clusters.length === 0) return 'no clusters yet: a cluster appears when its agent first connects';
+  return formatTable(
+    ['CLUSTER', 'AGENT', 'LAST BACKUP', 'AGE', 'RPO', 'ARCHIVE', 'NEXT JOB', 'VERIFY', 'DRILL', 'ALERTS'],
+    clusters.map((c) => [
+      c.name,
+      c.agentConnected ? 'connected' : c.agentId ? `gone ${ago(c.lastSeen, now)}` : 'none',
+      c.lastBackup ? `${c.lastBackup.label} (${typeName(c.lastBackup.type)})` : '-',
+      ago(c.lastBackup?.stopTime, now),
+      c.rpoKnown ? formatAge(c.rpoSeconds) : '-',
+      c.archiveState || 'unknown',
+      nextJob(c, now),
+      c.lastVerify ? `${c.lastVerify.ok ? 'ok' : 'FAILED'} ${ago(c.lastVerify.time, now)} ago` : '-',
+      drill(c),
+      c.alerts.length ? c.alerts.join(',') : '-',
+    ]),
+  );
+}
+
+function nextJob(c: ClusterInfo, now: number): string {
+  const j = c.nextJob;
+  if (!j?.time) return '-';
+  const wait = (timestampMs(j.time) - now) / 1000;
+  // A run already due waits for the scheduler's next round (or for the agent to come back).
+  return wait <= 0 ? `${j.kind} due` : `${j.kind} in ${formatAge(wait)}`;
+}
+
+function drill(c: ClusterInfo): string {
+  const last = c.lastDrill;
+  const good = c.lastGoodDrill;
+  const rto = (s: number) => `RTO ${s < 100 ? s.toFixed(1) : Math.round(s)}s`;
+  if (!last) return '-';
+  if (last.ok) return `ok, ${rto(last.rtoSeconds)}`;
+  return good ? `FAILED; last good ${rto(good.rtoSeconds)}` : 'FAILED; none good';
+}
