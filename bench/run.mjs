@@ -193,7 +193,7 @@ async function must(cmd, args, o = {}) {
 
 /** A long-running process (controller, agent) whose output goes to a log file. */
 function startDaemon(script, args, logFile, { asPg = false } = {}) {
-  const out = createWriteStream(logFile);
+  const out = createWriteStream(logFile, { flags: 'a' }); // appended: the agent is restarted onto the same log
   const child = spawn(process.execPath, [script, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
@@ -238,6 +238,11 @@ async function waitFor(what, fn, timeoutMs = 120_000, intervalMs = 200) {
 }
 
 /** Apparent size of a file tree in bytes (symlinks not followed). */
+/** The end of what a failed tool printed (stderr, else stdout), for the error it becomes. */
+function lastLines(r) {
+  return (r.stderr.trim() || r.stdout.trim()).split('\n').slice(-10).join('\n');
+}
+
 async function treeBytes(p) {
   let st;
   try {
@@ -550,6 +555,23 @@ async function main() {
         restored.splice(restored.indexOf(r), 1);
       }
     };
+    /**
+     * One timed restore into `dir`: caches synced before, the wall time of `restore(dir)`, the sync
+     * it left to do, the bytes written, and whether the copy starts with the source's rows; then
+     * the copy is removed.
+     */
+    const timedRestore = async (tool, dir, restore) => {
+      await syncDisks();
+      const r = await restore(dir);
+      if (r.code !== 0) throw new Error(`${tool} restore exited with ${r.code}:\n${lastLines(r)}`);
+      const syncS = await syncDisks();
+      const outputBytes = await treeBytes(dir);
+      try {
+        return { wallS: r.ms / 1000, outputBytes, syncAfterS: +syncS.toFixed(3), note: await verifyRestore(dir) };
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    };
 
     // ---- archive_command: one tool at a time, switched with ALTER SYSTEM + reload ----------
     const archiveCmd = {
@@ -599,6 +621,23 @@ async function main() {
 
     // ---- pgfleet processes: controller + agent, like test/src/harness.ts -------------------
     const cli = (...args) => exec(process.execPath, [CLI_BIN, ...args], { env: { PGFLEET_CONTROLLER: controllerAddress } });
+    /** (Re)starts the agent daemon with this codec for backups and WAL (the codec is an agent setting). */
+    const startAgent = async (codec) => {
+      await agent?.stop();
+      agent = startDaemon(
+        AGENT_BIN,
+        ['run', '--controller', controllerAddress, '--cluster', CLUSTER, '--pgdata', pg.dataDir, '--pg-host', '127.0.0.1', '--pg-port', String(pg.port), '--repo-path', pgfRepo, '--archive-timeout', '600', '--compress', codec],
+        join(work, `agent-${codec}.log`),
+        { asPg: true },
+      );
+      await waitFor('agent to connect', async () => {
+        if (agent.child.exitCode !== null) throw fatal(`agent exited with ${agent.child.exitCode}: ${await agent.log()}`);
+        const r = await cli('clusters', '--output', 'json');
+        if (r.code !== 0) return false;
+        const doc = JSON.parse(r.stdout);
+        return (Array.isArray(doc) ? doc : doc.clusters).some((c) => c.name === CLUSTER && c.agentConnected === true);
+      });
+    };
     if (run('pgfleet')) {
       try {
         controllerAddress = `127.0.0.1:${await freePort()}`;
@@ -608,19 +647,7 @@ async function main() {
           if (controller.child.exitCode !== null) throw fatal(`controller exited with ${controller.child.exitCode}: ${await controller.log()}`);
           return (await cli('clusters')).code === 0;
         });
-        agent = startDaemon(
-          AGENT_BIN,
-          ['run', '--controller', controllerAddress, '--cluster', CLUSTER, '--pgdata', pg.dataDir, '--pg-host', '127.0.0.1', '--pg-port', String(pg.port), '--repo-path', pgfRepo, '--archive-timeout', '600'],
-          join(work, 'agent.log'),
-          { asPg: true },
-        );
-        await waitFor('agent to connect', async () => {
-          if (agent.child.exitCode !== null) throw fatal(`agent exited with ${agent.child.exitCode}: ${await agent.log()}`);
-          const r = await cli('clusters', '--output', 'json');
-          if (r.code !== 0) return false;
-          const doc = JSON.parse(r.stdout);
-          return (Array.isArray(doc) ? doc : doc.clusters).some((c) => c.name === CLUSTER && c.agentConnected === true);
-        });
+        await startAgent('zstd');
       } catch (err) {
         // measure the other tools anyway; the pgfleet rows are missing and the run exits non-zero
         record({ operation: 'setup', tool: 'pgfleet controller + agent', status: 'failed', note: String(err?.message ?? err).slice(0, 2000) });
@@ -632,11 +659,13 @@ async function main() {
       }
     }
     const pgfBackupDir = join(pgfRepo, CLUSTER, 'backup');
+    /** pgfleet full backups by codec (their labels, for the restores). */
+    const pgfFull = {};
     const pgfBackup = async (type) => {
       const before = listDir(pgfBackupDir);
       await syncDisks();
       const r = await cli('backup', CLUSTER, ...(type === 'full' ? [] : ['--type', type]), '--wait', '--timeout', '60');
-      if (r.code !== 0) throw new Error(`pgfleet backup --type ${type} exited with ${r.code}:\n${(r.stderr.trim() || r.stdout.trim()).split('\n').slice(-10).join('\n')}`);
+      if (r.code !== 0) throw new Error(`pgfleet backup --type ${type} exited with ${r.code}:\n${lastLines(r)}`);
       const labels = newEntries(pgfBackupDir, before);
       if (labels.length !== 1) throw new Error(`expected one new backup in ${pgfBackupDir}, found ${labels.length}: ${labels.join(', ')}`);
       const syncS = await syncDisks();
@@ -681,7 +710,7 @@ async function main() {
       const before = listDir(dir);
       await syncDisks();
       const r = await br(`--repo=${brRepoIndex[codec]}`, `--compress-type=${BR_CODEC[codec]}`, `--type=${type}`, 'backup');
-      if (r.code !== 0) throw new Error(`pgbackrest backup exited with ${r.code}:\n${(r.stderr.trim() || r.stdout.trim()).split('\n').slice(-10).join('\n')}`);
+      if (r.code !== 0) throw new Error(`pgbackrest backup exited with ${r.code}:\n${lastLines(r)}`);
       const labels = newEntries(dir, before, (e) => /^\d{8}-\d{6}F/.test(e));
       if (labels.length !== 1) throw new Error(`expected one new backup in ${dir}, found ${labels.join(', ') || 'none'}`);
       const syncS = await syncDisks();
@@ -696,11 +725,25 @@ async function main() {
       await step('full backup', 'pgfleet (zstd, 2 workers)', async () => {
         const stopSampler = rssSampler(agent.child.pid);
         try {
-          return await pgfBackup('full');
+          const r = await pgfBackup('full');
+          pgfFull.zstd = r.label;
+          return r;
         } finally {
           const peakTreeKb = stopSampler();
           extra.agentPeakRssFullBackupMB = +((procStatusKb(agent.child.pid, 'VmHWM') ?? 0) / 1024).toFixed(1);
           extra.agentPeakRssSampledTreeMB = +(peakTreeKb / 1024).toFixed(1);
+        }
+      });
+      // lz4: the agent restarted with --compress lz4 (archive_command goes through its socket meanwhile), then back to zstd.
+      await step('full backup', 'pgfleet (lz4, 2 workers)', async () => {
+        await startAgent('lz4');
+        try {
+          const r = await pgfBackup('full');
+          pgfFull.lz4 = r.label;
+          return { ...r, agentPeakRssMB: +((procStatusKb(agent.child.pid, 'VmHWM') ?? 0) / 1024).toFixed(1) };
+        } finally {
+          extra.agentPeakRssLz4FullBackupMB = +((procStatusKb(agent.child.pid, 'VmHWM') ?? 0) / 1024).toFixed(1);
+          await startAgent('zstd');
         }
       });
     }
@@ -728,20 +771,13 @@ async function main() {
 
     // ---- 2b. restores (of the full backups, --target immediate) ------------------------------
     if (run('restore')) {
-      if (run('pgfleet') && rows.some((r) => r.tool.startsWith('pgfleet') && r.operation === 'full backup' && r.status === 'ok')) {
-        await step('restore', 'pgfleet (zstd, 2 workers)', async () => {
-          const dir = join(work, 'restore-pgfleet');
-          await syncDisks();
-          const r = await cli('restore', CLUSTER, '--to', dir, '--target', 'immediate', '--target-action', 'promote', '--wait', '--timeout', '60');
-          if (r.code !== 0) throw new Error(`pgfleet restore exited with ${r.code}:\n${(r.stderr.trim() || r.stdout.trim()).split('\n').slice(-10).join('\n')}`);
-          const syncS = await syncDisks();
-          const outputBytes = await treeBytes(dir);
-          try {
-            return { wallS: r.ms / 1000, outputBytes, syncAfterS: +syncS.toFixed(3), note: await verifyRestore(dir) };
-          } finally {
-            await rm(dir, { recursive: true, force: true });
-          }
-        });
+      for (const codec of run('pgfleet') ? ['zstd', 'lz4'] : []) {
+        if (!pgfFull[codec]) continue;
+        await step('restore', `pgfleet (${codec}, 2 workers)`, () =>
+          timedRestore('pgfleet', join(work, `restore-pgfleet-${codec}`), (dir) =>
+            cli('restore', CLUSTER, '--to', dir, '--backup', pgfFull[codec], '--target', 'immediate', '--target-action', 'promote', '--wait', '--timeout', '60'),
+          ),
+        );
       }
       if (run('pgbackrest')) {
         for (const codec of ['lz4', 'zstd']) {
@@ -750,16 +786,7 @@ async function main() {
             const dir = join(work, `restore-pgbr-${codec}`);
             await mkdir(dir, { mode: 0o700 });
             if (pgUser) await chown(dir, pgUser.uid, pgUser.gid);
-            await syncDisks();
-            const r = await br(`--repo=${brRepoIndex[codec]}`, `--pg1-path=${dir}`, '--type=immediate', '--target-action=promote', 'restore');
-            if (r.code !== 0) throw new Error(`pgbackrest restore exited with ${r.code}:\n${(r.stderr.trim() || r.stdout.trim()).split('\n').slice(-10).join('\n')}`);
-            const syncS = await syncDisks();
-            const outputBytes = await treeBytes(dir);
-            try {
-              return { wallS: r.ms / 1000, outputBytes, syncAfterS: +syncS.toFixed(3), note: await verifyRestore(dir) };
-            } finally {
-              await rm(dir, { recursive: true, force: true });
-            }
+            return timedRestore('pgbackrest', dir, () => br(`--repo=${brRepoIndex[codec]}`, `--pg1-path=${dir}`, '--type=immediate', '--target-action=promote', 'restore'));
           });
         }
       }
@@ -874,13 +901,15 @@ async function main() {
       };
       if (run('pgfleet')) {
         // (a) no daemon listens for the scratch dir: wal-push archives the file itself
-        await step('wal-push, per 16 MiB segment', 'pgfleet-agent wal-push (zstd, no daemon)', async () => {
-          const repo = join(work, 'walpush-pgfleet');
-          await mkdir(repo);
-          if (pgUser) await chown(repo, pgUser.uid, pgUser.gid);
-          const r = await pushAll('pgfleet wal-push', (p) => `${shq(process.execPath)} ${shq(AGENT_BIN)} wal-push ${shq(p)} --cluster walbench --repo-path ${shq(repo)}`);
-          return { ...r, outputBytes: (await treeBytes(join(repo, 'walbench', 'wal'))) / (r.segments + 1) };
-        });
+        for (const codec of ['zstd', 'lz4']) {
+          await step('wal-push, per 16 MiB segment', `pgfleet-agent wal-push (${codec}, no daemon)`, async () => {
+            const repo = join(work, `walpush-pgfleet-${codec}`);
+            await mkdir(repo);
+            if (pgUser) await chown(repo, pgUser.uid, pgUser.gid);
+            const r = await pushAll('pgfleet wal-push', (p) => `${shq(process.execPath)} ${shq(AGENT_BIN)} wal-push ${shq(p)} --cluster walbench --repo-path ${shq(repo)} --compress ${codec}`);
+            return { ...r, outputBytes: (await treeBytes(join(repo, 'walbench', 'wal'))) / (r.segments + 1) };
+          });
+        }
         // (b) handed to the running agent daemon over its unix socket (when this build has one)
         await step(
           'wal-push, per 16 MiB segment',
@@ -1011,7 +1040,8 @@ function table(result) {
   const inp = result.input;
   if (inp.pgdataBytesWithoutWal) notes.push(`input: PGDATA ${mb(inp.pgdataBytesWithoutWal).toFixed(0)} MB without pg_wal (pgbench scale ${result.params.scale}, ${inp.pgbenchAccounts} accounts; noisy table ${inp.noisyRows} rows)`);
   if (e.agentPeakRssFullBackupMB !== undefined) notes.push(`pgfleet agent peak RSS (VmHWM) during the full backup: ${e.agentPeakRssFullBackupMB} MB; sampled peak of its process tree: ${e.agentPeakRssSampledTreeMB} MB`);
-  if (e.agentPeakRssWholeRunMB !== undefined) notes.push(`pgfleet agent peak RSS over the whole run (incl. restore and incr): ${e.agentPeakRssWholeRunMB} MB`);
+  if (e.agentPeakRssLz4FullBackupMB !== undefined) notes.push(`pgfleet agent peak RSS (VmHWM) during the lz4 full backup (agent restarted with --compress lz4): ${e.agentPeakRssLz4FullBackupMB} MB`);
+  if (e.agentPeakRssWholeRunMB !== undefined) notes.push(`pgfleet agent peak RSS after the lz4 backup, over the restores, incr and wal-push (zstd agent restarted): ${e.agentPeakRssWholeRunMB} MB`);
   if (e.pgbench) notes.push(`pgbench -T ${e.pgbench.seconds} -c ${e.pgbench.clients}: ${e.pgbench.tps} tps with archive_command = ${e.pgbench.archiveCommand}; archive backlog max ${e.pgbench.archiveReadyMax} .ready files, ${e.pgbench.archiveReadyAtEnd} at the end, drained in ${e.pgbench.archiveDrainS} s`);
   const wal = rows.filter((r) => r.operation.startsWith('wal-push') && r.status === 'ok');
   for (const r of wal) notes.push(`${r.tool}: mean ${(r.wallS * 1000).toFixed(1)} ms, median ${r.medianMs} ms, max ${r.maxMs} ms over ${r.segments} segments (${e.walPushSource})${r.note ? `; ${r.note}` : ''}`);

@@ -3,15 +3,16 @@
  * between each. The incr and diff copy only what changed (the rest is referenced), and every
  * backup of the chain restores exactly the rows it should, to its end and to a PITR target
  * between two backups. A page damaged on disk before the full is found and reported with its file
- * and block, and a delta restore repairs a damaged copy of the data directory in place.
+ * and block, and a delta restore repairs a damaged copy of the data directory in place. All of it
+ * on a posix and on an S3 repository.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { open, readFile, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { open, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runAsPostgres, startPostgres, type PgInstance } from '@pgfleet/testkit';
-import { startFleet, waitFor, type Fleet } from './harness.js';
+import { REPOSITORY_KINDS, startFleet, waitFor, type Fleet } from './harness.js';
 
 type Order = { id: number; note: string };
 type JobJson = { id: string; progress?: { message?: string; bytesDone?: string; bytesTotal?: string }; backup?: { label: string; type: string; priorLabel?: string } };
@@ -19,7 +20,7 @@ type ManifestJson = { label: string; type: string; priorLabel?: string; files: {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe('full -> incr -> diff chain, page checksums and delta restore', { timeout: 300_000 }, () => {
+for (const kind of REPOSITORY_KINDS) describe(`full -> incr -> diff chain, page checksums and delta restore (${kind} repository)`, { timeout: 300_000 }, () => {
   let fleet: Fleet;
   const started: PgInstance[] = [];
   const jobs: Record<'full' | 'incr' | 'diff', JobJson> = {} as never;
@@ -30,7 +31,7 @@ describe('full -> incr -> diff chain, page checksums and delta restore', { timeo
   let ordersIndexPath: string;
 
   const orders = (pg: PgInstance) => pg.query<Order>('SELECT id, note FROM orders ORDER BY id');
-  const manifest = async (label: string): Promise<ManifestJson> => JSON.parse(await readFile(join(fleet.repoDir, 'chain', 'backup', label, 'backup.manifest'), 'utf8'));
+  const manifest = async (label: string): Promise<ManifestJson> => fleet.repo.readManifest('chain', label);
   const copiedBytes = (m: ManifestJson) => m.files.filter((f) => f.backup === m.label).reduce((s, f) => s + f.size, 0);
 
   async function backup(type: 'full' | 'incr' | 'diff'): Promise<JobJson> {
@@ -40,7 +41,7 @@ describe('full -> incr -> diff chain, page checksums and delta restore', { timeo
   }
 
   before(async () => {
-    fleet = await startFleet({ cluster: 'chain' });
+    fleet = await startFleet({ cluster: 'chain', repository: kind });
     const pg = fleet.pg;
     await pg.query('CREATE TABLE orders (id int PRIMARY KEY, note text NOT NULL)');
     await pg.query(`INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 1000) g`);

@@ -4,7 +4,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { readdir, writeFile, mkdir, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chownToPostgres, makeTempDir, removeDir, startPostgres, type PgInstance } from '@pgfleet/testkit';
@@ -105,12 +105,17 @@ describe('bad input: clear codes, non-zero exits, nothing half-written', { timeo
   it('wal-push is idempotent: same content succeeds, different content under the same name fails', async () => {
     const repo = join(fleet.dir, 'walpush-repo2');
     const args = ['--cluster', 'billing', '--repo-path', repo];
-    const [row] = await fleet.pg.query<{ f: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS f');
-    // A completed segment from the real archive source: the first one of the cluster.
-    const walDir = join(fleet.pg.dataDir, 'pg_wal');
-    const segs = (await readdir(walDir)).filter((f) => /^[0-9A-F]{24}$/.test(f) && f < row!.f).sort();
-    assert.ok(segs.length > 0, 'expected a completed segment in pg_wal');
-    const src = join(walDir, segs.at(-1)!);
+    // A real completed segment of the cluster, taken from its archive (pg_wal may already have
+    // recycled it after a checkpoint).
+    await fleet.switchAndArchive();
+    const [row] = await fleet.pg.query<{ w: string }>('SELECT last_archived_wal AS w FROM pg_stat_archiver');
+    const name = row!.w;
+    const walDir = join(fleet.dir, 'archived', 'pg_wal');
+    await mkdir(walDir, { recursive: true });
+    await fleet.repo.fetchWal('billing', name, createWriteStream(join(walDir, name)));
+    await chownToPostgres(join(fleet.dir, 'archived'), { recursive: true });
+    const segs = [name];
+    const src = join(walDir, name);
     const first = await runNode(AGENT_BIN, ['wal-push', src, ...args], { asPg: true });
     assert.equal(first.code, 0, first.stderr);
     const again = await runNode(AGENT_BIN, ['wal-push', src, ...args], { asPg: true });

@@ -1,15 +1,21 @@
 /**
  * Starts a whole pgfleet on one machine for end-to-end scenarios, every part a separate OS
  * process like in production: a real PostgreSQL whose archive_command is `pgfleet-agent
- * wal-push`, `pgfleet-controller run` (SQLite catalog, posix repository), `pgfleet-agent run` (as
- * the postgres OS user when the tests run as root), and the `pgfleet` CLI for every action.
+ * wal-push`, `pgfleet-controller run` (SQLite catalog), `pgfleet-agent run` (as the postgres OS
+ * user when the tests run as root), and the `pgfleet` CLI for every action.
+ *
+ * The repository is a directory (`posix`, named by the controller with --repo-path), an S3
+ * bucket on a real S3-compatible server (`s3`: fauxqs from testkit, named by the controller with
+ * --repo, credentials in the agent's config file), or both as two repositories of the cluster
+ * (`both`: the controller names none, the agent's config file has --repo and --repo2).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, makeTempDir, pgEnvForChild, removeDir, startPostgres, type PgInstance, type PgInstanceOptions } from '@pgfleet/testkit';
+import { openRepository, parseRepositoryUrl, type Repository } from '@pgfleet/storage';
+import { chownToPostgres, freePort, makeTempDir, pgEnvForChild, removeDir, startPostgres, startS3, type PgInstance, type PgInstanceOptions, type S3Server } from '@pgfleet/testkit';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const AGENT_BIN = join(REPO_ROOT, 'packages/agent/dist/bin.js');
@@ -98,16 +104,35 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
   throw new Error(`timed out waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`);
 }
 
+/** Where backups and WAL go: a directory, an S3 bucket, or both as the cluster's two repositories. */
+export type RepositoryKind = 'posix' | 's3' | 'both';
+
 export interface Fleet {
   cluster: string;
   dir: string;
+  /** The posix repository (kinds posix and both). */
   repoDir: string;
+  repositoryKind: RepositoryKind;
+  /** The repositories' URLs, in restore preference order. */
+  repoUrls: string[];
+  /** The repository as the agent sees it (a mirror for `both`), opened in the test process to inspect it. */
+  repo: Repository;
+  /** Each repository on its own (one for posix and s3, two for both). */
+  repoMembers: Repository[];
+  /** The S3 server (kinds s3 and both). */
+  s3: S3Server | undefined;
+  /** Shell-ready wal-push/wal-fetch options naming the cluster and its repositories (plus the config file holding S3 credentials). */
+  walArgs: string;
   controllerAddress: string;
   pg: PgInstance;
   controller: Daemon;
   agent: Daemon | undefined;
   cli(...args: string[]): Promise<RunResult>;
   startAgent(extraArgs?: string[]): Promise<Daemon>;
+  /** Clusters added with addCluster: same controller and repository, each its own PostgreSQL and agent. */
+  members: FleetMember[];
+  /** Starts another cluster (PostgreSQL archiving with wal-push) and its agent, and waits until it is connected. */
+  addCluster(name: string, opts?: { pg?: PgInstanceOptions }): Promise<FleetMember>;
   /** Stops the controller and starts a new one on the same address and catalog. */
   restartController(): Promise<void>;
   /** True when the controller lists the cluster's agent as connected. */
@@ -116,6 +141,12 @@ export interface Fleet {
   switchAndArchive(): Promise<void>;
   stop(): Promise<void>;
   logs(): Promise<string>;
+}
+
+export interface FleetMember {
+  cluster: string;
+  pg: PgInstance;
+  agent: Daemon;
 }
 
 export interface FleetOptions {
@@ -129,25 +160,79 @@ export interface FleetOptions {
   dir?: string;
   /** Extra environment of every `fleet.cli` run (e.g. PGFLEET_TOKEN, PGFLEET_CA_CERT). */
   cliEnv?: Record<string, string>;
+  /** The repository kind; default posix. */
+  repository?: RepositoryKind;
 }
+
+/** The kinds every repository-dependent scenario runs on (`PGFLEET_E2E_REPOS=posix` narrows it). */
+export const REPOSITORY_KINDS: ('posix' | 's3')[] = (process.env.PGFLEET_E2E_REPOS ?? 'posix,s3').split(',').filter((k): k is 'posix' | 's3' => k === 'posix' || k === 's3');
+
+const BUCKET = 'pgfleet';
 
 export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   const cluster = opts.cluster ?? 'main';
   const dir = opts.dir ?? (await makeTempDir('e2e'));
   const repoDir = join(dir, 'repo');
+  const kind = opts.repository ?? 'posix';
   const archive = opts.archive ?? true;
+  const s3 = kind === 'posix' ? undefined : await startS3();
+  let agentRepoArgs = ['--repo-path', repoDir];
+  let controllerRepoArgs = ['--repo-path', repoDir];
+  let walArgs = `--cluster ${cluster} --repo-path "${repoDir}"`;
+  const repoUrls = [repoDir];
+  if (s3) {
+    await s3.createBucket(BUCKET);
+    const bucketUrl = `s3://${BUCKET}/${cluster}?endpoint=${s3.endpoint}&path-style=true`;
+    // One config file for the daemon, archive_command and restore_command, like a real install;
+    // it holds the credentials, so only the postgres user may read it.
+    const config = join(dir, 'agent.yaml');
+    const repos = kind === 's3' ? { repo: bucketUrl } : { repo: repoDir, repo2: bucketUrl };
+    await writeFile(config, `${Object.entries({ ...repos, 's3-access-key-id': s3.accessKeyId, 's3-secret-access-key': s3.secretAccessKey }).map(([k, v]) => `${k}: "${v}"`).join('\n')}\n`, { mode: 0o600 });
+    await chownToPostgres(config);
+    await chmod(config, 0o600);
+    agentRepoArgs = ['--config', config];
+    // s3: the controller names the bucket in every job; both: it names none and the agent uses its own two.
+    controllerRepoArgs = kind === 's3' ? ['--repo', bucketUrl] : [];
+    walArgs = `--cluster ${cluster} --config "${config}"`;
+    repoUrls.splice(0, 1, ...(kind === 's3' ? [bucketUrl] : [repoDir, bucketUrl]));
+  }
+  const credentials = s3 ? { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } : undefined;
+  // Another cluster's wal-push options: the same repositories under its own name.
+  const walArgsOf = (name: string): string => walArgs.replace(`--cluster ${cluster} `, `--cluster ${name} `);
+  const spawnAgent = (name: string, db: PgInstance, extraArgs: string[]): Daemon =>
+    startDaemon(
+      AGENT_BIN,
+      ['run', '--controller', controllerAddress, '--cluster', name, '--pgdata', db.dataDir, '--pg-host', '127.0.0.1', '--pg-port', String(db.port), ...agentRepoArgs, '--archive-timeout', '60', ...extraArgs],
+      join(dir, `agent-${name}-${Date.now()}.log`),
+      { asPg: true },
+    );
+  const connectedAgent = async (name: string, agent: Daemon): Promise<void> => {
+    await waitFor(`agent of ${name} to connect`, async () => {
+      if (agent.child.exitCode !== null) throw new Error(`agent exited with ${agent.child.exitCode}: ${await agent.log()}`);
+      const r = await fleet.cli('clusters', '--output', 'json');
+      return r.code === 0 && (JSON.parse(r.stdout) as { name: string; agentConnected?: boolean }[]).some((c) => c.name === name && c.agentConnected === true);
+    });
+  };
+  const repo = await openRepository(repoUrls.map((u) => parseRepositoryUrl(u)), credentials);
+  const repoMembers = repoUrls.length === 1 ? [repo] : await Promise.all(repoUrls.map((u) => openRepository([parseRepositoryUrl(u)], credentials)));
   const pg = await startPostgres({
-    ...(archive ? { archiveCommand: agentCommand(`wal-push "%p" --cluster ${cluster} --repo-path "${repoDir}"`) } : {}),
+    ...(archive ? { archiveCommand: agentCommand(`wal-push "%p" ${walArgs}`) } : {}),
     ...opts.pg,
   });
   const port = await freePort();
   const controllerAddress = `127.0.0.1:${port}`;
-  const controllerArgs = ['run', '--listen', controllerAddress, '--catalog', join(dir, 'catalog.db'), '--repo-path', repoDir, '--heartbeat-interval', '1', ...(opts.controllerArgs ?? [])];
+  const controllerArgs = ['run', '--listen', controllerAddress, '--catalog', join(dir, 'catalog.db'), ...controllerRepoArgs, '--heartbeat-interval', '1', '--job-reclaim-grace', '5', ...(opts.controllerArgs ?? [])];
   let controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, 'controller.log'));
   const fleet: Fleet = {
     cluster,
     dir,
     repoDir,
+    repositoryKind: kind,
+    repoUrls,
+    repo,
+    repoMembers,
+    s3,
+    walArgs,
     controllerAddress,
     pg,
     controller,
@@ -155,18 +240,18 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     // The controller address goes by environment (PGFLEET_CONTROLLER) to keep call sites short.
     cli: (...args: string[]) => runNode(CLI_BIN, args, { env: { PGFLEET_CONTROLLER: controllerAddress, ...opts.cliEnv } }),
     async startAgent(extraArgs: string[] = []) {
-      const agent = startDaemon(
-        AGENT_BIN,
-        ['run', '--controller', controllerAddress, '--cluster', cluster, '--pgdata', pg.dataDir, '--pg-host', '127.0.0.1', '--pg-port', String(pg.port), '--repo-path', repoDir, '--archive-timeout', '60', ...extraArgs],
-        join(dir, `agent-${Date.now()}.log`),
-        { asPg: true },
-      );
+      const agent = spawnAgent(cluster, pg, extraArgs);
       fleet.agent = agent;
-      await waitFor(`agent of ${cluster} to connect`, async () => {
-        if (agent.child.exitCode !== null) throw new Error(`agent exited with ${agent.child.exitCode}: ${await agent.log()}`);
-        return fleet.agentConnected();
-      });
+      await connectedAgent(cluster, agent);
       return agent;
+    },
+    members: [],
+    async addCluster(name: string, more: { pg?: PgInstanceOptions } = {}) {
+      const db = await startPostgres({ ...(archive ? { archiveCommand: agentCommand(`wal-push "%p" ${walArgsOf(name)}`) } : {}), ...more.pg });
+      const member: FleetMember = { cluster: name, pg: db, agent: spawnAgent(name, db, []) };
+      fleet.members.push(member);
+      await connectedAgent(name, member.agent);
+      return member;
     },
     async agentConnected() {
       const r = await fleet.cli('clusters', '--output', 'json');
@@ -189,12 +274,17 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     },
     async stop() {
       await fleet.agent?.stop();
+      for (const m of fleet.members) await m.agent.stop();
       await fleet.controller.stop();
       await pg.stop();
+      for (const m of fleet.members) await m.pg.stop();
+      for (const r of new Set([repo, ...repoMembers])) r.close();
+      await s3?.stop();
       await removeDir(dir);
     },
     async logs() {
-      return `--- controller\n${await fleet.controller.log()}\n--- agent\n${(await fleet.agent?.log()) ?? ''}\n--- postgres\n${await pg.log()}`;
+      const members = await Promise.all(fleet.members.map(async (m) => `\n--- agent of ${m.cluster}\n${await m.agent.log()}`));
+      return `--- controller\n${await fleet.controller.log()}\n--- agent\n${(await fleet.agent?.log()) ?? ''}${members.join('')}\n--- postgres\n${await pg.log()}`;
     },
   };
   await waitFor('controller to listen', async () => {

@@ -3,46 +3,18 @@
  * controller processes: archive_command hands segments to the daemon over its unix socket;
  * empty or truncated files are refused so PostgreSQL retries, and nothing wrong lands in the
  * repository; streaming keeps the newest WAL on disk within about a second and survives a
- * kill -9 of the agent without a gap.
+ * kill -9 of the agent without a gap. On a posix and on an S3 repository.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { zstdDecompressSync } from 'node:zlib';
 import { chownToPostgres } from '@pgfleet/testkit';
-import { AGENT_BIN, startFleet, waitFor, type Fleet } from './harness.js';
+import { AGENT_BIN, REPOSITORY_KINDS, startFleet, waitFor, type Fleet } from './harness.js';
+import { assertRepoSegmentsSound, repoWal } from './repo-inspect.js';
 
 const SEG = 16 * 1024 * 1024;
-
-/** name -> stored files under <repo>/<cluster>/wal/, read straight from the posix layout. */
-async function repoWal(repoDir: string, cluster: string): Promise<Map<string, string[]>> {
-  const out = new Map<string, string[]>();
-  const root = join(repoDir, cluster, 'wal');
-  if (!existsSync(root)) return out;
-  for (const f of (await readdir(root, { recursive: true })).map(String)) {
-    const m = /([0-9A-F]{24}(?:\.partial)?)-([0-9a-f]{64})(\.zst)?$/.exec(f);
-    if (m) out.set(m[1]!, [...(out.get(m[1]!) ?? []), f]);
-  }
-  return out;
-}
-
-/** Every stored segment is a complete segment whose content matches the checksum in its name. */
-async function assertRepoSegmentsSound(repoDir: string, cluster: string): Promise<number> {
-  const root = join(repoDir, cluster, 'wal');
-  let n = 0;
-  for (const [name, files] of await repoWal(repoDir, cluster)) {
-    assert.equal(files.length, 1, `${name} stored once`);
-    const raw = await readFile(join(root, files[0]!));
-    const content = files[0]!.endsWith('.zst') ? zstdDecompressSync(raw) : raw;
-    assert.equal(content.length, SEG, `${name} is a full segment`);
-    assert.equal(createHash('sha256').update(content).digest('hex'), /-([0-9a-f]{64})/.exec(files[0]!)![1], `${name} matches its checksum`);
-    n++;
-  }
-  return n;
-}
 
 function segmentsBetween(first: string, last: string): string[] {
   const tli = first.slice(0, 8);
@@ -52,11 +24,11 @@ function segmentsBetween(first: string, last: string): string[] {
   return out;
 }
 
-describe('WAL archiving through the agent daemon', { timeout: 180_000 }, () => {
+for (const kind of REPOSITORY_KINDS) describe(`WAL archiving through the agent daemon (${kind} repository)`, { timeout: 180_000 }, () => {
   let fleet: Fleet;
 
   before(async () => {
-    fleet = await startFleet({ cluster: 'walarch' });
+    fleet = await startFleet({ cluster: 'walarch', repository: kind });
     await fleet.pg.query('CREATE TABLE t (id serial PRIMARY KEY, filler text)');
   });
   after(async () => {
@@ -75,7 +47,7 @@ describe('WAL archiving through the agent daemon', { timeout: 180_000 }, () => {
     }
     const log = await fleet.agent!.log();
     for (const s of segs) assert.match(log, new RegExp(`"wal":"${s}".*"via":"socket"`), `${s} archived through the daemon\n${log}`);
-    const stored = await repoWal(fleet.repoDir, 'walarch');
+    const stored = await repoWal(fleet.repo, 'walarch');
     for (const s of segs) assert.ok(stored.has(s), `${s} in the repository`);
     const [a] = await fleet.pg.query<{ failed: string }>('SELECT failed_count AS failed FROM pg_stat_archiver');
     assert.equal(Number(a!.failed), 0);
@@ -87,7 +59,7 @@ describe('WAL archiving through the agent daemon', { timeout: 180_000 }, () => {
     const scratch = join(fleet.dir, 'scratch');
     const wrapper = join(fleet.dir, 'archive-wrapper.sh');
     const socket = join(fleet.pg.dataDir, '..', 'data.pgfleet-agent.sock');
-    const agent = `"${process.execPath}" "${AGENT_BIN}" wal-push --cluster walarch --repo-path "${fleet.repoDir}" --socket "${socket}"`;
+    const agent = `"${process.execPath}" "${AGENT_BIN}" wal-push ${fleet.walArgs} --socket "${socket}"`;
     await writeFile(
       wrapper,
       `#!/bin/sh
@@ -121,8 +93,8 @@ exec ${agent} "$1"
     const log = await fleet.agent!.log();
     assert.match(log, new RegExp(`"wal":"${seg!.f}".*"code":"PGF-4002".*is empty`));
     assert.match(log, new RegExp(`"wal":"${seg!.f}".*"code":"PGF-4002".*truncated`));
-    assert.ok((await repoWal(fleet.repoDir, 'walarch')).has(seg!.f));
-    const n = await assertRepoSegmentsSound(fleet.repoDir, 'walarch');
+    assert.ok((await repoWal(fleet.repo, 'walarch')).has(seg!.f));
+    const n = await assertRepoSegmentsSound(fleet.repo, 'walarch');
     assert.ok(n >= 4);
     await fleet.pg.query('ALTER SYSTEM RESET archive_command');
     await fleet.pg.query('SELECT pg_reload_conf()');
@@ -133,7 +105,7 @@ exec ${agent} "$1"
     await write();
     const [seg] = await fleet.pg.query<{ f: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS f');
     await fleet.switchAndArchive();
-    assert.ok((await repoWal(fleet.repoDir, 'walarch')).has(seg!.f));
+    assert.ok((await repoWal(fleet.repo, 'walarch')).has(seg!.f));
     assert.doesNotMatch(await fleet.agent!.log(), new RegExp(`"wal":"${seg!.f}"`));
     await fleet.startAgent();
   });
@@ -155,16 +127,16 @@ exec ${agent} "$1"
     }, 30_000);
     const log = await fleet.agent!.log();
     assert.doesNotMatch(log, /PGF-4004/, 'stream and archive produced identical segments');
-    await assertRepoSegmentsSound(fleet.repoDir, 'walarch');
+    await assertRepoSegmentsSound(fleet.repo, 'walarch');
   });
 });
 
-describe('WAL streaming: RPO of about a second, no gap across kill -9 of the agent', { timeout: 180_000 }, () => {
+for (const kind of REPOSITORY_KINDS) describe(`WAL streaming: RPO of about a second, no gap across kill -9 of the agent (${kind} repository)`, { timeout: 180_000 }, () => {
   let fleet: Fleet;
 
   before(async () => {
     // No archive_command: whatever reaches the repository came through the stream.
-    fleet = await startFleet({ cluster: 'walstream', archive: false, startAgent: false });
+    fleet = await startFleet({ cluster: 'walstream', archive: false, startAgent: false, repository: kind });
     await fleet.pg.query('CREATE TABLE t (id serial PRIMARY KEY, filler text)');
   });
   after(async () => {
@@ -225,11 +197,11 @@ describe('WAL streaming: RPO of about a second, no gap across kill -9 of the age
     const wanted = segmentsBetween(first!.f, now.f).slice(0, -1);
     assert.ok(wanted.length >= 5, `expected several segments, got ${wanted.join(' ')}`);
     await waitFor('every completed segment in the repository', async () => {
-      const stored = await repoWal(fleet.repoDir, 'walstream');
+      const stored = await repoWal(fleet.repo, 'walstream');
       return wanted.every((s) => stored.has(s));
     }, 60_000);
     await waitFor('stream to catch up', streamFlushed(now.l), 10_000);
     assert.ok(existsSync(join(spool(), `${now.f}.partial`)), 'the current segment is kept as .partial in the spool');
-    assert.equal(await assertRepoSegmentsSound(fleet.repoDir, 'walstream'), wanted.length);
+    assert.equal(await assertRepoSegmentsSound(fleet.repo, 'walstream'), wanted.length);
   });
 });
