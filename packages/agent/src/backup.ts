@@ -77,8 +77,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
       }
     }
 
-    const startTime = new Date();
-    label = backupLabel(startTime, type);
+    const { startTime, label: free } = await freeLabel(repo, opts.cluster, type);
+    label = free;
     tracker.phase('pg_backup_start', 'checkpoint');
     const startFn = facts.major >= 15 ? 'pg_backup_start($1, true)' : 'pg_start_backup($1, true, false)';
     const startLsn = Lsn.parse((await client.query(`SELECT ${startFn}::text AS lsn`, [label])).rows[0].lsn);
@@ -327,4 +327,21 @@ export function describePageErrors(errors: readonly { path: string; blocks: read
   const shown = errors.slice(0, 10).map((e) => `${e.path} block(s) ${e.blocks.slice(0, 20).join(', ')}${e.blocks.length > 20 ? ` and ${e.blocks.length - 20} more` : ''}`);
   const more = errors.length > 10 ? `; and ${errors.length - 10} more file(s)` : '';
   return `${ErrorCodes.PageChecksumMismatch.code} page checksum errors: ${shown.join('; ')}${more}`;
+}
+
+/**
+ * A label (second resolution, like pgBackRest's) no other backup of the cluster uses: two backups
+ * started within the same second would otherwise share a directory and the second manifest would
+ * replace the first. Waits for the next second a few times, then refuses rather than overwrite.
+ */
+export async function freeLabel(repo: Repository, cluster: string, type: BackupKind): Promise<{ startTime: Date; label: string }> {
+  for (let attempt = 0; ; attempt++) {
+    const startTime = new Date();
+    const label = backupLabel(startTime, type);
+    if (!(await repo.labelInUse(cluster, label))) return { startTime, label };
+    if (attempt >= 4) {
+      throw new PgfleetError('BackupLabelInUse', `backup label ${label} of cluster ${cluster} is already used in the repository (has the clock gone back?); nothing was overwritten`);
+    }
+    await sleep(1000 - (Date.now() % 1000) + 5);
+  }
 }

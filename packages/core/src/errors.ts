@@ -65,6 +65,7 @@ export const ErrorCodes = {
   PageChecksumMismatch: spec('PGF-3008', GrpcStatus.DATA_LOSS, 6, 'Data pages in PGDATA fail their checksum twice: the files are damaged on disk. The backup holds them as found; check the storage, find the affected relations (the file names are relfilenodes) and recover them from an older backup.'),
   ScratchSpaceLow: spec('PGF-3009', GrpcStatus.RESOURCE_EXHAUSTED, 4, 'The drill\'s scratch area has too little free space for the restored copy; point the agent\'s --scratch-dir at a larger filesystem or free space there.'),
   PgVersionUnsupported: spec('PGF-3010', GrpcStatus.FAILED_PRECONDITION, 4, 'The PostgreSQL major version is too old for this operation (the message names the minimum and why); restore drills need PostgreSQL 14 or later. Upgrade the cluster, and meanwhile prove restores with `pgfleet restore` and `pgfleet verify`.'),
+  BackupLabelInUse: spec('PGF-3011', GrpcStatus.ALREADY_EXISTS, 4, 'Another backup of the cluster already uses this label (labels have one-second resolution); the system clock may have gone back. Check the clock and start the backup again; nothing was overwritten.'),
   // 4xxx: WAL archive
   WalFileMissing: spec('PGF-4001', GrpcStatus.NOT_FOUND, 3, 'archive_command was given a path that does not exist; PostgreSQL will retry.'),
   WalFileEmpty: spec('PGF-4002', GrpcStatus.INVALID_ARGUMENT, 6, 'The WAL file is empty or truncated; it was refused so PostgreSQL retries with the complete file.'),

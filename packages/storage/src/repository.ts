@@ -189,6 +189,12 @@ export class Repository {
     return parseManifest(text, key);
   }
 
+  /** True when anything (a manifest, or files of a backup that never finished) is stored under this label. */
+  async labelInUse(cluster: string, label: string): Promise<boolean> {
+    for await (const _ of this.driver.list(`${cluster}/backup/${label}/`)) return true;
+    return false;
+  }
+
   /** Complete backups (those with a manifest), ordered by stop time. */
   async listBackups(cluster: string): Promise<BackupManifest[]> {
     const out: BackupManifest[] = [];
