@@ -21,7 +21,9 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { chmod, lstat, readdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
+import { parseCommandLineWith } from '@pgfleet/core/command-line';
 import type { Codec, Repository } from '@pgfleet/storage';
+import { AGENT_PROGRAM, repositoriesFromOptions, repositoryIdentity } from './options.js';
 import { archiveWalFile, type ArchivedFile } from './wal.js';
 import { WalNameLock } from './wal-name-lock.js';
 import { encodeFrame, FrameDecoder, FrameError, isWalPushRequest, type DaemonReply, type WalPushRequest } from './wal-socket.js';
@@ -190,6 +192,18 @@ export class WalArchiveServer {
     const started = Date.now();
     this.requests++;
     const name = basename(req.path);
+    if (req.args) {
+      // The fast path sent its command line unparsed: read cluster and repositories from it here.
+      try {
+        const parsed = parseCommandLineWith(AGENT_PROGRAM, ['wal-push', ...req.args], req.env ?? {}, null);
+        const specs = repositoriesFromOptions(parsed.options);
+        req = { ...req, cluster: parsed.options.cluster as string | undefined, repoPath: specs.length > 0 ? repositoryIdentity(specs) : undefined };
+      } catch (err) {
+        // wal-push reports its own bad arguments, with their exit code, when it parses them itself.
+        const e = asPgfleetError(err);
+        return { ok: false, code: e.code, message: e.message, hint: e.hint, direct: true };
+      }
+    }
     // archive_command names another cluster or repository than this daemon serves: archiving
     // here would put the file where the caller did not ask; it archives it itself instead.
     const otherCluster = req.cluster !== undefined && req.cluster !== this.o.cluster;

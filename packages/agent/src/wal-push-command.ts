@@ -10,10 +10,9 @@ import { dirname, resolve } from 'node:path';
 import { helpText, parseCommandLineWith, type ParsedCommand } from '@pgfleet/core/command-line';
 import { PgfleetError } from '@pgfleet/core/errors';
 import { AGENT_PROGRAM, defaultSocketPath, repositoriesFromOptions, repositoryIdentity } from './options.js';
+import { DAEMON_TIMEOUT_MS } from './wal-push-fast.js';
 import { NoDaemonError, PROTOCOL_VERSION, requestDaemon, type DaemonReply } from './wal-socket.js';
 
-/** Long enough for a slow object store; archive_command has no timeout of its own. */
-const DAEMON_TIMEOUT_MS = 10 * 60_000;
 
 function fail(e: PgfleetError): number {
   process.stderr.write(`pgfleet-agent: ${e.format()}\n`);

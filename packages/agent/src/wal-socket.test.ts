@@ -141,6 +141,17 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
     const otherRepo = await requestDaemon(socketPath, { v: PROTOCOL_VERSION, op: 'wal-push', path: join(pgdata, 'pg_wal', names[0]!), repoPath: join(root, 'elsewhere') }, 10_000);
     assert.equal(!otherRepo.ok && otherRepo.direct, true);
     assert.deepEqual(await requestDaemon(socketPath, { v: PROTOCOL_VERSION, op: 'wal-push', path: join(pgdata, 'pg_wal', names[0]!), cluster: 'c1', repoPath: repoDir }, 10_000), { ok: true, result: 'exists' });
+    // The fast path's unparsed command line: the daemon reads cluster and repository from flags and environment.
+    const viaArgs = (args: string[], env: Record<string, string> = {}) => requestDaemon(socketPath, { v: PROTOCOL_VERSION, op: 'wal-push', path: join(pgdata, 'pg_wal', names[0]!), args: ['pg_wal/x', ...args], env }, 10_000);
+    assert.deepEqual(await viaArgs(['--cluster', 'c1', '--repo-path', repoDir]), { ok: true, result: 'exists' });
+    assert.deepEqual(await viaArgs([`--repo=${repoDir}`], { PGFLEET_CLUSTER: 'c1' }), { ok: true, result: 'exists' });
+    assert.deepEqual(await viaArgs(['--config', join(root, 'agent.yaml')]), { ok: true, result: 'exists' }, 'a config file is not read: the daemon serves what it serves');
+    const argsOther = await viaArgs(['--cluster', 'c1', '--repo-path', join(root, 'elsewhere')]);
+    assert.equal(!argsOther.ok && argsOther.direct, true);
+    const envOther = await viaArgs([], { PGFLEET_CLUSTER: 'someone-else' });
+    assert.equal(!envOther.ok && envOther.direct, true);
+    const badFlag = await viaArgs(['--no-such-flag']);
+    assert.equal(!badFlag.ok && badFlag.direct && badFlag.code, 'PGF-1001');
     // Same name, different content: never overwritten.
     await writeFile(join(pgdata, 'pg_wal', names[2]!), Buffer.concat([segment(names[2]!).subarray(0, SEG - 1), Buffer.from([7])]));
     const conflict = await push(names[2]!);

@@ -5,6 +5,9 @@
  * A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON. The client
  * sends one request and waits for one reply:
  *   -> {"v":1,"op":"wal-push","path":"/abs/pg_wal/000000010000000000000003","cluster":"main","repoPath":"/repo"}
+ *   -> {"v":1,"op":"wal-push","path":"/abs/pg_wal/...","args":["%p","--cluster","main",...],"env":{"PGFLEET_...":"..."}}
+ *      the fast path (wal-push-fast.ts) sends its command line instead of parsing it: the daemon
+ *      reads cluster and repositories from it with the option table, which the client never loads
  *   <- {"ok":true,"result":"stored"|"exists"}          only after the repository put completed
  *   <- {"ok":false,"code":"PGF-4002","message":"...","hint":"..."}
  *   <- {"ok":false,"direct":true,...}   the daemon serves another cluster or repository than the
@@ -14,6 +17,7 @@
  */
 import { connect } from 'node:net';
 import { lstat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 
 export const PROTOCOL_VERSION = 1;
 /** A request holds a path and a cluster name: anything bigger is not our peer. */
@@ -28,6 +32,15 @@ export interface WalPushRequest {
   cluster?: string;
   /** the repositories' canonical URLs, space-separated, in order (options.ts repositoryIdentity) */
   repoPath?: string;
+  /** wal-push's arguments after the command name, unparsed: the daemon derives cluster and repoPath from them */
+  args?: string[];
+  /** the caller's PGFLEET_* environment variables (no secrets), which the option table also reads */
+  env?: Record<string, string>;
+}
+
+/** The socket an agent daemon serving `pgdata` listens on unless --socket says otherwise: beside the data directory. */
+export function defaultSocketPath(pgdata: string): string {
+  return join(dirname(pgdata), `${basename(pgdata)}.pgfleet-agent.sock`);
 }
 
 export type DaemonReply = { ok: true; result: 'stored' | 'exists' } | { ok: false; code: string; message: string; hint?: string; direct?: boolean };
@@ -78,7 +91,9 @@ export class FrameDecoder {
 
 export function isWalPushRequest(m: unknown): m is WalPushRequest {
   const r = m as Partial<WalPushRequest> | null;
-  return typeof r === 'object' && r !== null && r.v === PROTOCOL_VERSION && r.op === 'wal-push' && typeof r.path === 'string' && r.path.length > 0 && (r.cluster === undefined || typeof r.cluster === 'string') && (r.repoPath === undefined || typeof r.repoPath === 'string');
+  return typeof r === 'object' && r !== null && r.v === PROTOCOL_VERSION && r.op === 'wal-push' && typeof r.path === 'string' && r.path.length > 0 && (r.cluster === undefined || typeof r.cluster === 'string') && (r.repoPath === undefined || typeof r.repoPath === 'string') &&
+    (r.args === undefined || (Array.isArray(r.args) && r.args.every((a) => typeof a === 'string'))) &&
+    (r.env === undefined || (typeof r.env === 'object' && r.env !== null && Object.values(r.env).every((v) => typeof v === 'string')));
 }
 
 export function isDaemonReply(m: unknown): m is DaemonReply {
