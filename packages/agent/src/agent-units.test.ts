@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pgTimestamp } from './daemon.js';
@@ -25,6 +25,28 @@ test('PGDATA listing skips what PostgreSQL rebuilds or must not see restored', a
     assert.ok(!dirs.includes('pg_replslot/slot1'));
   } finally {
     await rm(d, { recursive: true, force: true });
+  }
+});
+
+test('PGDATA listing: tablespaces are followed through pg_tblspc links; a linked pg_wal (initdb --waldir) becomes a plain directory', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'pgfleet-walk-'));
+  try {
+    const d = join(root, 'data');
+    for (const dir of ['data/base/1', 'data/pg_tblspc', 'ts/PG_15_202209061/5', 'wal/archive_status', 'logs']) await mkdir(join(root, dir), { recursive: true });
+    for (const f of ['data/PG_VERSION', 'ts/PG_15_202209061/5/16390', 'wal/000000010000000000000001', 'logs/server.log']) await writeFile(join(root, f), 'x');
+    await symlink(join(root, 'ts'), join(d, 'pg_tblspc', '16389'));
+    await symlink(join(root, 'wal'), join(d, 'pg_wal'));
+    await symlink(join(root, 'logs'), join(d, 'log'));
+    const l = await listPgdata(d);
+    assert.deepEqual(l.files.map((f) => f.path).sort(), ['PG_VERSION', 'pg_tblspc/16389/PG_15_202209061/5/16390']);
+    assert.deepEqual(l.links.sort((a, b) => a.path.localeCompare(b.path)), [
+      { path: 'log', target: join(root, 'logs') },
+      { path: 'pg_tblspc/16389', target: join(root, 'ts') },
+    ]);
+    const dirs = l.directories.map((x) => x.path);
+    for (const must of ['pg_wal', 'pg_wal/archive_status', 'pg_tblspc/16389/PG_15_202209061', 'pg_tblspc/16389/PG_15_202209061/5']) assert.ok(dirs.includes(must), must);
+  } finally {
+    await rm(root, { recursive: true, force: true });
   }
 });
 

@@ -56,7 +56,8 @@ async function backup(pgdata: string, repo: Repository, label: string, codec: Co
   await repo.syncKeys(copier.written);
   const fl = files.filter((f): f is ManifestFile => f !== undefined).sort((a, b) => (a.path < b.path ? -1 : 1));
   const manifest: BackupManifest = {
-    format: 1, label, cluster: 'c1', type: 'full', systemIdentifier: '1', pgVersionNum: 160000, walSegmentSize: 16 << 20, timeline: 1,
+    // pg_control starts with the system identifier: a delta restore checks it against the target's.
+    format: 1, label, cluster: 'c1', type: 'full', systemIdentifier: (await readFile(join(pgdata, 'global/pg_control'))).readBigUInt64LE(0).toString(), pgVersionNum: 160000, walSegmentSize: 16 << 20, timeline: 1,
     startLsn: '0/2000028', stopLsn: '0/2000100', startTime: new Date().toISOString(), stopTime: new Date().toISOString(),
     walStart: '000000010000000000000002', walStop: '000000010000000000000002', backupLabel: 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n',
     directories: listing.directories, links: listing.links, files: fl, sizeBytes: fl.reduce((s, f) => s + f.size, 0), storedBytes: fl.reduce((s, f) => s + f.storedSize, 0), agentVersion: 'test',

@@ -145,10 +145,6 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
     const manifest = await chooseDrillBackup(o, target.spec, source);
     r.backupLabel = manifest.label;
     requireDrillVersion(manifest.pgVersionNum, `backup ${manifest.label}`);
-    if (manifest.links.some((l) => l.path.startsWith('pg_tblspc/'))) {
-      // restore.ts recreates tablespace links as they were: recovery would write into the source's tablespaces.
-      throw new PgfleetError('InvalidArgument', `backup ${manifest.label} has tablespaces (pg_tblspc links); drills do not support them yet, as the restored copy would write into the source's tablespace directories`);
-    }
     await mkdir(o.scratchDir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
       throw new PgfleetError('InvalidConfig', `cannot create the drills' scratch directory ${o.scratchDir}: ${(err as Error).message}; point the agent's --scratch-dir at a directory its OS user can write`, { cause: err });
     });

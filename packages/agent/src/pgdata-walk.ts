@@ -4,12 +4,16 @@
  * useless in a copy (pg_wal: WAL comes from the archive; pg_replslot: slots would pin WAL on the
  * restored copy), and files that must not be restored (postmaster.pid would make the copy look
  * like a running server; backup_label/tablespace_map come from pg_backup_stop instead).
+ * Tablespaces are followed through their pg_tblspc links, as PostgreSQL's own base backup does.
  */
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 const EXCLUDE_CONTENTS = new Set(['pg_wal', 'pg_replslot', 'pg_dynshmem', 'pg_notify', 'pg_serial', 'pg_snapshots', 'pg_stat_tmp', 'pg_subtrans']);
 const EXCLUDE_FILES = new Set(['postmaster.pid', 'postmaster.opts', 'backup_label', 'tablespace_map', 'backup_manifest', 'postgresql.auto.conf.tmp', 'current_logfiles.tmp', 'pg_internal.init', 'recovery.signal', 'standby.signal']);
+
+/** pg_tblspc/<oid>: where PostgreSQL links each tablespace (or, for an in-place one, its directory). */
+export const TABLESPACE_LINK_RE = /^pg_tblspc\/\d+$/;
 
 export interface PgdataEntry {
   path: string;
@@ -47,7 +51,19 @@ export async function listPgdata(pgdata: string): Promise<PgdataListing> {
         throw err;
       }
       if (st.isSymbolicLink()) {
-        out.links.push({ path, target: await readlink(join(pgdata, path)) });
+        const target = await readlink(join(pgdata, path));
+        if (path === 'pg_wal') {
+          // initdb --waldir: the WAL directory lives elsewhere. Its contents come from the archive;
+          // a restore makes it a plain directory, never a link into the source's WAL.
+          const dir = await stat(join(pgdata, path)).catch(() => undefined);
+          const mode = (dir?.mode ?? 0o700) & 0o7777;
+          out.directories.push({ path: 'pg_wal', mode }, { path: 'pg_wal/archive_status', mode });
+          continue;
+        }
+        out.links.push({ path, target });
+        // A tablespace: its files are part of the cluster and are backed up under
+        // pg_tblspc/<oid>/..., read through the link. Other links are kept as links only.
+        if (TABLESPACE_LINK_RE.test(path)) await walk(path);
       } else if (st.isDirectory()) {
         out.directories.push({ path, mode: st.mode & 0o7777 });
         if (EXCLUDE_CONTENTS.has(path)) {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -16,6 +16,7 @@ const FILES: Record<string, string> = {
   'base/1/100': 'relation A '.repeat(2000),
   'base/1/200': 'relation B '.repeat(3000),
   'postgresql.auto.conf': '# auto\n',
+  'pg_tblspc/16400/PG_16_202307071/1/300': 'tablespace relation '.repeat(500),
 };
 
 async function makeBackup(root: string): Promise<{ repo: Repository; repoPath: string; manifest: BackupManifest }> {
@@ -29,10 +30,11 @@ async function makeBackup(root: string): Promise<{ repo: Repository; repoPath: s
     files.push({ path, size: s.size, mtimeMs: 1_700_000_000_000, mode: 0o600, sha256: s.sha256, storedSize: s.storedSize, storedSha256: s.storedSha256, codec: 'zstd', backup: label });
   }
   const manifest: BackupManifest = {
-    format: 1, label, cluster: 'c1', type: 'full', systemIdentifier: '1', pgVersionNum: 160000, walSegmentSize: 16 << 20, timeline: 1,
+    // pg_control starts with the system identifier: a delta restore checks it against the target's.
+    format: 1, label, cluster: 'c1', type: 'full', systemIdentifier: Buffer.from(FILES['global/pg_control']!).readBigUInt64LE(0).toString(), pgVersionNum: 160000, walSegmentSize: 16 << 20, timeline: 1,
     startLsn: '0/2000028', stopLsn: '0/2000100', startTime: new Date().toISOString(), stopTime: new Date().toISOString(),
     walStart: '000000010000000000000002', walStop: '000000010000000000000002', backupLabel: 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n',
-    directories: ['base', 'base/1', 'global', 'pg_wal', 'pg_wal/archive_status', 'pg_tblspc'].map((path) => ({ path, mode: 0o700 })),
+    directories: ['base', 'base/1', 'global', 'pg_wal', 'pg_wal/archive_status', 'pg_tblspc', 'pg_tblspc/16400/PG_16_202307071', 'pg_tblspc/16400/PG_16_202307071/1'].map((path) => ({ path, mode: 0o700 })),
     links: [{ path: 'pg_tblspc/16400', target: join(root, 'outside-tablespace') }],
     files, sizeBytes: files.reduce((s, f) => s + f.size, 0), storedBytes: files.reduce((s, f) => s + f.storedSize, 0), agentVersion: 'test',
   };
@@ -66,6 +68,7 @@ test('delta restore keeps matching files, fetches damaged and missing ones, remo
     await writeFile(join(target, 'pg_wal/000000020000000000000007'), 'stale wal of another history');
     await writeFile(join(target, 'pg_wal/archive_status/000000020000000000000007.ready'), '');
     await symlink(outside, join(target, 'extra-link'));
+    await writeFile(`${target}.tablespaces/16400/PG_16_202307071/1/999`, 'extra in the tablespace');
     await unlink(join(target, 'pg_tblspc/16400'));
     await symlink(join(root, 'elsewhere'), join(target, 'pg_tblspc/16400'));
     // A stale postmaster.pid (crashed server) does not block a delta restore.
@@ -83,11 +86,14 @@ test('delta restore keeps matching files, fetches damaged and missing ones, remo
     assert.deepEqual(await readdir(join(target, 'pg_wal')), ['archive_status']);
     assert.deepEqual(await readdir(join(target, 'pg_wal/archive_status')), []);
     for (const gone of ['junk', 'extra-link', 'postmaster.pid']) assert.equal(existsSync(join(target, gone)), false, `${gone} removed`);
-    assert.equal(await readFile(join(target, 'pg_tblspc/16400/precious'), 'utf8'), 'not ours', 'tablespace link points where the backup says');
-    assert.equal(await readFile(join(outside, 'precious'), 'utf8'), 'not ours', 'nothing outside the target touched');
+    // The tablespace is restored beside the target, never into the source's location.
+    assert.equal(await readlink(join(target, 'pg_tblspc/16400')), `${target}.tablespaces/16400`);
+    assert.deepEqual(await readdir(`${target}.tablespaces/16400/PG_16_202307071/1`), ['300']);
+    assert.deepEqual(await readdir(outside), ['precious'], 'nothing outside the target touched');
+    assert.equal(await readFile(join(outside, 'precious'), 'utf8'), 'not ours');
     assert.ok(existsSync(join(target, 'recovery.signal')) && existsSync(join(target, 'backup_label')));
-    // Kept: PG_VERSION and pg_control; fetched: the damaged, the missing and the (appended-to) auto.conf.
-    assert.equal(out.kept, 2);
+    // Kept: PG_VERSION, pg_control and the tablespace file; fetched: the damaged, the missing and the (appended-to) auto.conf.
+    assert.equal(out.kept, 3);
     assert.equal(out.bytes, FILES['base/1/100']!.length + FILES['base/1/200']!.length + FILES['postgresql.auto.conf']!.length);
     assert.equal(((await stat(join(target, 'base/1/100'))).mode & 0o777), 0o600);
   } finally {
@@ -95,7 +101,7 @@ test('delta restore keeps matching files, fetches damaged and missing ones, remo
   }
 });
 
-test('delta restore refuses a running server and a directory that is not a data directory', async () => {
+test('delta restore refuses a running server, a directory that is not a data directory, and another cluster\'s data directory', async () => {
   const root = await mkdtemp(join(tmpdir(), 'pgfleet-delta-'));
   try {
     const { repo, repoPath, manifest } = await makeBackup(root);
@@ -115,6 +121,15 @@ test('delta restore refuses a running server and a directory that is not a data 
     await writeFile(join(home, 'notes.txt'), 'keep me');
     await assert.rejects(runRestore(opts(home)), (e: unknown) => PgfleetError.is(e, 'RestoreTargetNotEmpty'));
     assert.deepEqual(await readdir(home), ['notes.txt']);
+
+    // A stopped data directory of another database system (a mistyped --to): refused, untouched.
+    const other = join(root, 'other');
+    await mkdir(join(other, 'global'), { recursive: true });
+    await writeFile(join(other, 'PG_VERSION'), '16\n');
+    await writeFile(join(other, 'global/pg_control'), 'another system'.repeat(20));
+    await writeFile(join(other, 'their-data'), 'precious');
+    await assert.rejects(runRestore(opts(other)), (e: unknown) => PgfleetError.is(e, 'SystemIdMismatch') && /delta restore only updates a data directory of the same cluster/.test((e as Error).message));
+    assert.deepEqual((await readdir(other)).sort(), ['PG_VERSION', 'global', 'their-data']);
   } finally {
     await rm(root, { recursive: true, force: true });
   }

@@ -8,15 +8,26 @@
  * Delta mode restores over an existing data directory of the cluster (PostgreSQL stopped): files
  * whose size and sha256 already match the manifest are kept, the others fetched, and everything
  * the manifest does not list is removed (pg_wal's contents included: stale WAL of another history
- * must never be replayed). Symlinks are never followed, so nothing outside the directory is touched.
+ * must never be replayed). Symlinks are never followed, so nothing outside the directory is touched,
+ * except a tablespace link the directory already had with the backup's target: that is the
+ * cluster's own tablespace, restored through it.
+ *
+ * Tablespaces (the backup holds their files under pg_tblspc/<oid>/...) are restored beside the
+ * target directory, into <target>.tablespaces/<oid> (or <tablespaceDir>/<oid>), which must be new
+ * or empty; pg_tblspc/<oid> links there. Never to the source's tablespace location: on the same
+ * host that is the live tablespace, and recovery would write into it. No tablespace_map is written
+ * either (PostgreSQL would recreate the source's links from it). Not in-place directories inside
+ * pg_tblspc: PostgreSQL refuses those at the end of recovery unless a developer option is set.
  */
 import { appendFile, chmod, lstat, mkdir, open, readdir, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join } from 'node:path';
+import { basename, dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { chunkedContentDigest, type BackupManifest, type ManifestFile, type Repository } from '@pgfleet/storage';
 import { CopyPool, settleAll } from './copy-pool.js';
 import { ProgressTracker, type ProgressSink } from './progress.js';
+import { readPgdataFacts } from './pgdata.js';
+import { TABLESPACE_LINK_RE } from './pgdata-walk.js';
 import { findTargetLsn } from './target-resolver.js';
 
 export type TargetSpec =
@@ -36,6 +47,8 @@ export interface RestoreOptions {
   targetDir: string;
   /** Update an existing data directory in place: keep matching files, fetch the rest, remove extras. */
   delta?: boolean;
+  /** Parent of the restored tablespaces (one <oid> directory each); default <targetDir>.tablespaces. */
+  tablespaceDir?: string;
   target: TargetSpec;
   inclusive?: boolean;
   action: 'promote' | 'pause' | 'shutdown';
@@ -114,23 +127,37 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreOutcome> {
 
   const tracker = new ProgressTracker(o.progress, 'choose-backup');
   const manifest = await chooseBackup(o);
+  requireTablespaceFiles(manifest);
+  if (delta) await checkDeltaSystem(o.targetDir, manifest);
   o.log.info({ label: manifest.label, targetDir: o.targetDir, delta }, 'restoring backup');
   tracker.state.bytesTotal = manifest.sizeBytes;
   tracker.state.filesTotal = manifest.files.length;
 
   let removed = 0;
   const keptLinks = new Set<string>();
+  const tablespaceLocation = (linkPath: string) => join(o.tablespaceDir ?? `${o.targetDir}.tablespaces`, basename(linkPath));
   if (delta) {
     tracker.phase('delta-clean', 'removing what the backup does not hold');
-    ({ removed } = await removeExtras(o.targetDir, manifest, keptLinks));
+    // A tablespace link pointing anywhere else (or missing) is pointed at the restore location first;
+    // what that location already holds is then compared and cleaned like the rest.
+    for (const l of manifest.links) if (isTablespace(l.path)) await pointTablespace(join(o.targetDir, l.path), l.target, tablespaceLocation(l.path));
+    ({ removed } = await removeExtras(o.targetDir, manifest, keptLinks, tablespaceLocation));
   }
   await mkdir(o.targetDir, { recursive: true, mode: 0o700 });
   await chmod(o.targetDir, 0o700);
+  // Tablespaces first: their directories and files are created inside them.
+  for (const l of manifest.links) {
+    if (!isTablespace(l.path) || keptLinks.has(l.path)) continue;
+    const location = tablespaceLocation(l.path);
+    await prepareTablespaceLocation(location, l.target);
+    await mkdir(join(o.targetDir, 'pg_tblspc'), { recursive: true, mode: 0o700 });
+    await symlink(location, join(o.targetDir, l.path));
+  }
   for (const d of manifest.directories) {
     await mkdir(join(o.targetDir, d.path), { recursive: true, mode: d.mode });
     if (delta) await chmod(join(o.targetDir, d.path), d.mode);
   }
-  for (const l of manifest.links) if (!keptLinks.has(l.path)) await symlink(l.target, join(o.targetDir, l.path));
+  for (const l of manifest.links) if (!isTablespace(l.path) && !keptLinks.has(l.path)) await symlink(l.target, join(o.targetDir, l.path));
 
   tracker.phase('copy');
   let fetched = 0;
@@ -183,7 +210,7 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreOutcome> {
 
   tracker.phase('recovery-settings');
   await writeFile(join(o.targetDir, 'backup_label'), manifest.backupLabel, { mode: 0o600 });
-  if (manifest.tablespaceMap) await writeFile(join(o.targetDir, 'tablespace_map'), manifest.tablespaceMap, { mode: 0o600 });
+  // No tablespace_map: pg_tblspc is laid out above (see the header comment).
   // postgresql.auto.conf is read last, so these settings win over anything in postgresql.conf.
   await appendFile(join(o.targetDir, 'postgresql.auto.conf'), `${recoverySettings(o).join('\n')}\n`, { mode: 0o600 });
   await writeFile(join(o.targetDir, 'recovery.signal'), '', { mode: 0o600 });
@@ -223,9 +250,9 @@ async function syncRestored(root: string, manifest: BackupManifest): Promise<voi
       await fh.close();
     }
   };
-  const extra = ['backup_label', 'postgresql.auto.conf', 'recovery.signal', ...(manifest.tablespaceMap ? ['tablespace_map'] : [])];
+  const extra = ['backup_label', 'postgresql.auto.conf', 'recovery.signal'];
   await Promise.all(extra.map((name) => sync(join(root, name))));
-  const dirs = manifest.directories.map((d) => d.path);
+  const dirs = [...manifest.links.filter((l) => isTablespace(l.path)).map((l) => l.path), ...manifest.directories.map((d) => d.path)];
   let next = 0;
   await Promise.all(
     Array.from({ length: 8 }, async () => {
@@ -273,11 +300,55 @@ function processAlive(pid: number): boolean {
 }
 
 /**
+ * A delta restore replaces a data directory's contents, so it must be a data directory of the
+ * backup's own database system: a mistyped --target-dir naming another stopped cluster would
+ * otherwise be overwritten.
+ */
+async function checkDeltaSystem(targetDir: string, manifest: BackupManifest): Promise<void> {
+  const facts = await readPgdataFacts(targetDir).catch(() => undefined);
+  if (facts && facts.systemIdentifier !== manifest.systemIdentifier) {
+    throw new PgfleetError('SystemIdMismatch', `restore target ${targetDir} belongs to database system ${facts.systemIdentifier}, backup ${manifest.label} to ${manifest.systemIdentifier}: a delta restore only updates a data directory of the same cluster; restore into an empty directory instead`);
+  }
+}
+
+const isTablespace = (path: string): boolean => TABLESPACE_LINK_RE.test(path);
+
+/** Delta mode: the tablespace link at `path` goes where the backup had it or to `location` (created if needed). */
+async function pointTablespace(path: string, sourceTarget: string, location: string): Promise<void> {
+  const current = await readlink(path).catch(() => undefined);
+  if (current === sourceTarget || current === location) return;
+  await rm(path, { recursive: true, force: true }); // a link is removed as a link, never followed
+  await mkdir(location, { recursive: true, mode: 0o700 });
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  await symlink(location, path);
+}
+
+/** A restored tablespace's directory: created, or empty already (a leftover would mix with the restored files). */
+async function prepareTablespaceLocation(location: string, sourceTarget: string): Promise<void> {
+  if (!isAbsolute(location)) throw new PgfleetError('InvalidArgument', `tablespace directory ${location} must be an absolute path`);
+  await mkdir(location, { recursive: true, mode: 0o700 });
+  const entries = await readdir(location);
+  if (entries.length > 0) {
+    throw new PgfleetError('RestoreTargetNotEmpty', `the directory for the tablespace the source had at ${sourceTarget}, ${location}, is not empty (${entries.length} entries); remove it or restore elsewhere`);
+  }
+}
+
+/** Every tablespace holds at least its version directory (PG_<major>_<catversion>); a backup without one lacks the tablespace's data. */
+function requireTablespaceFiles(manifest: BackupManifest): void {
+  for (const l of manifest.links) {
+    if (isTablespace(l.path) && !manifest.directories.some((d) => d.path.startsWith(`${l.path}/`))) {
+      throw new PgfleetError('RepoManifestInvalid', `backup ${manifest.label} lists tablespace ${l.path} (${l.target}) but holds none of its files (taken before pgfleet copied tablespaces): it cannot be restored completely; take a new full backup`);
+    }
+  }
+}
+
+/**
  * Removes every file, directory and symlink under `root` that the manifest does not list with the
  * same type (and, for links, the same target). lstat only: a symlink is removed as a link, never
- * followed, so a tablespace or a linked directory outside the data directory is never touched.
+ * followed, so a linked directory outside the data directory is never touched; the exception is a
+ * tablespace link with the backup's own target or an earlier restore's (restored through it).
  */
-async function removeExtras(root: string, manifest: BackupManifest, keptLinks: Set<string>): Promise<{ removed: number }> {
+async function removeExtras(root: string, manifest: BackupManifest, keptLinks: Set<string>, tablespaceLocation: (linkPath: string) => string): Promise<{ removed: number }> {
   const files = new Set(manifest.files.map((f) => f.path));
   const dirs = new Set(manifest.directories.map((d) => d.path));
   const links = new Map(manifest.links.map((l) => [l.path, l.target]));
@@ -288,8 +359,12 @@ async function removeExtras(root: string, manifest: BackupManifest, keptLinks: S
       const abs = join(root, path);
       const st = await lstat(abs);
       if (st.isSymbolicLink()) {
-        if (links.get(path) === (await readlink(abs))) {
+        const target = await readlink(abs);
+        // A tablespace link to where the backup had it (the cluster's own tablespace) or to where
+        // an earlier restore put it: kept, and its contents updated like the rest.
+        if (links.get(path) === target || (isTablespace(path) && links.has(path) && target === tablespaceLocation(path))) {
           keptLinks.add(path);
+          if (isTablespace(path)) await walk(path);
           continue;
         }
       } else if (st.isDirectory()) {
