@@ -102,5 +102,46 @@ export function repositoryDriverSuite(name: string, make: () => Promise<Reposito
       for await (const w of r.listWal('c1')) names.push(w.name);
       assert.deepEqual(names, [name]);
     });
+
+    it('a WAL file that changed after it was hashed is refused and nothing is stored under its checksum', async () => {
+      // The driver as the repository sees it, recording every put that committed and every delete.
+      const d = await make();
+      const committed: string[] = [];
+      const deleted: string[] = [];
+      const r = new Repository({
+        kind: d.kind,
+        location: d.location,
+        put: async (key, body, options) => {
+          await d.put(key, body, options);
+          committed.push(key);
+        },
+        get: (key) => d.get(key),
+        stat: (key) => d.stat(key),
+        list: (prefix) => d.list(prefix),
+        delete: async (keys) => {
+          deleted.push(...keys);
+          await d.delete(keys);
+        },
+      });
+      const seg = randomBytes(256 * 1024);
+      const changed = Buffer.from(seg);
+      changed[seg.length - 1]! ^= 1; // the last byte: the upload is all but done when the change shows
+      const name = '000000010000000000000005';
+      for (const codec of ['zstd', 'gzip', 'none'] as const) {
+        await assert.rejects(
+          r.pushWal('c2', name, sha(seg), () => Readable.from([changed]), codec),
+          (e: unknown) => PgfleetError.is(e, 'WalFileInvalid') && e.message.includes('changed while it was being archived'),
+        );
+      }
+      assert.deepEqual(committed, [], 'no upload was committed, not even for a moment');
+      assert.deepEqual(deleted, [], 'nothing was deleted (it could be a correct copy stored meanwhile)');
+      assert.deepEqual(await collect(d.list('c2/')), []);
+      assert.deepEqual(await r.findWal('c2', name), []);
+      // The file as hashed is archived afterwards as usual.
+      assert.equal(await r.pushWal('c2', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'stored');
+      const out = sink();
+      await r.fetchWal('c2', name, out);
+      assert.deepEqual(out.data(), seg);
+    });
   });
 }

@@ -1,7 +1,10 @@
 /**
  * Posix repository driver. Atomicity comes from the classic sequence: write a temp file in the
  * same directory, fsync it, rename over the final name, fsync the directory (so the rename itself
- * survives a power loss). Temp files carry a recognisable suffix and are never listed.
+ * survives a power loss), and fsync the parent of every directory the write had to create (so the
+ * new directory's own entry survives too: without ordered metadata, ext4 data=writeback or XFS, a
+ * power loss could otherwise drop a new wal/<timeline+log>/ directory with the acknowledged
+ * segment in it). Temp files carry a recognisable suffix and are never listed.
  */
 import { createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
@@ -51,6 +54,39 @@ export class PosixDriver implements RepositoryDriver {
   private readonly made = new Set<string>();
 
   /**
+   * Directories this driver created whose entry in their parent is not known to be durable yet.
+   * Shared by concurrent writes: one that finds a directory another write just created still
+   * syncs its parent before returning. (A directory created by another process is not tracked:
+   * that process syncs it.)
+   */
+  private readonly unsyncedDirs = new Set<string>();
+
+  /** mkdir -p that remembers the directories it created (syncNewDirs makes them durable). */
+  private async makeDir(dir: string): Promise<void> {
+    const first = await mkdir(dir, { recursive: true });
+    if (first === undefined) return;
+    // mkdir returns the first (shallowest) directory it created, spelled like `dir`'s prefix.
+    for (let d = dir; ; d = dirname(d)) {
+      this.unsyncedDirs.add(d);
+      if (d === first || d === dirname(d)) break;
+    }
+  }
+
+  /** Fsyncs the parent of every not-yet-synced directory on the way up from `dir`, deepest first; no I/O when none. */
+  private async syncNewDirs(dir: string): Promise<void> {
+    for (let d = dir; this.unsyncedDirs.size > 0 && d !== dirname(d); d = dirname(d)) {
+      if (!this.unsyncedDirs.has(d)) continue;
+      await this.syncDir(dirname(d));
+      this.unsyncedDirs.delete(d); // only once synced: a concurrent write meanwhile syncs it too
+    }
+  }
+
+  /** Fsyncs a directory (protected: the seam a test uses to see which directories were synced). */
+  protected async syncDir(path: string): Promise<void> {
+    await fsyncPath(path);
+  }
+
+  /**
    * An atomic writer for `key` driven by the caller, write by write (no stream machinery): a temp
    * file, then on commit fsync + rename (+ directory fsync unless deferred, see PutOptions).
    */
@@ -61,7 +97,7 @@ export class PosixDriver implements RepositoryDriver {
     let fh;
     try {
       if (!this.made.has(dir)) {
-        await mkdir(dir, { recursive: true });
+        await this.makeDir(dir);
         this.made.add(dir);
       }
       fh = await open(tmp, 'wx');
@@ -88,7 +124,7 @@ export class PosixDriver implements RepositoryDriver {
           await handle.sync();
           await handle.close();
           await rename(tmp, final);
-          if (!options?.deferDirSync) await fsyncPath(dir);
+          if (!options?.deferDirSync) await this.syncWritten(dir);
         } catch (err) {
           await fail(err);
         }
@@ -100,17 +136,23 @@ export class PosixDriver implements RepositoryDriver {
     };
   }
 
+  /** Makes a rename into `dir` durable: the directory, then the entries of directories created for it. */
+  private async syncWritten(dir: string): Promise<void> {
+    await this.syncDir(dir);
+    await this.syncNewDirs(dir);
+  }
+
   async put(key: string, body: Readable | Buffer, options?: PutOptions): Promise<void> {
     const final = this.path(key);
     const dir = dirname(final);
     const tmp = `${final}${TMP_MARK}${randomBytes(6).toString('hex')}`;
     try {
-      await mkdir(dir, { recursive: true });
+      await this.makeDir(dir);
       const out = createWriteStream(tmp, { flags: 'wx', highWaterMark: 1 << 20 });
       await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, out);
       await fsyncPath(tmp);
       await rename(tmp, final);
-      if (!options?.deferDirSync) await fsyncPath(dir);
+      if (!options?.deferDirSync) await this.syncWritten(dir);
     } catch (err) {
       await rm(tmp, { force: true }).catch(() => {});
       if (err instanceof PgfleetError) throw err;
@@ -185,11 +227,13 @@ export class PosixDriver implements RepositoryDriver {
     const ordered = [...dirs].sort((a, b) => b.split('/').length - a.split('/').length);
     for (const d of ordered) {
       try {
-        await fsyncPath(d === '' ? this.root : join(this.root, ...d.split('/')));
+        await this.syncDir(d === '' ? this.root : join(this.root, ...d.split('/')));
       } catch (err) {
         throw ioError(`cannot sync directory ${d || '/'} in repository ${this.root}`, err);
       }
     }
+    // Every directory below the root was synced along with its parent: none is new any more.
+    for (const d of ordered) if (d !== '') this.unsyncedDirs.delete(join(this.root, ...d.split('/')));
   }
 
   async delete(keys: readonly string[]): Promise<void> {

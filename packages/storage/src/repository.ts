@@ -17,7 +17,7 @@
  * per member, so a member that lacks an object gets it and a conflict in any member is refused.
  */
 import { createReadStream } from 'node:fs';
-import { Readable, type Transform, Writable } from 'node:stream';
+import { Readable, type Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgfleetError } from '@pgfleet/core';
 import { CODECS, type Codec, codecExtension, codecOfExtension, compressor, decompressor, encodeFile, hasBlockForm, HashingStream } from './codec.js';
@@ -126,10 +126,23 @@ export class Repository {
    * unchanged.
    */
   async writeObject(key: string, source: Readable, codec: Codec, inspect: readonly Transform[] = [], options: WriteOptions = {}): Promise<StoredFile> {
-    const content = new HashingStream();
+    return this.storeObject(key, source, codec, inspect, options, new HashingStream());
+  }
+
+  /** writeObject with the content stage given: ExpectedContent fails the upload before the driver can commit it. */
+  private async storeObject(key: string, source: Readable, codec: Codec, inspect: readonly Transform[], options: WriteOptions, content: HashingStream): Promise<StoredFile> {
     const stored = new HashingStream();
     const packed = pipeline([source, ...inspect, content, compressor(codec, options.level), stored]);
-    await Promise.all([packed, this.driver.put(key, stored, options.deferDirSync ? { deferDirSync: true } : undefined)]);
+    const put = this.driver.put(key, stored, options.deferDirSync ? { deferDirSync: true } : undefined);
+    try {
+      await Promise.all([packed, put]);
+    } catch (err) {
+      // Let the driver finish failing (temp file removed, multipart upload aborted) before
+      // reporting: the caller may retry or inspect the repository right away.
+      if (!stored.destroyed) stored.destroy(err as Error);
+      await Promise.allSettled([packed, put]);
+      throw err;
+    }
     return { size: content.bytes, sha256: content.sha256, storedSize: stored.bytes, storedSha256: stored.sha256 };
   }
 
@@ -236,17 +249,19 @@ export class Repository {
    * validating). Idempotent per repository: where the same name with the same checksum is
    * stored nothing is written; the same name with another checksum in any repository is refused
    * and never overwritten; repositories lacking it get it (read and compressed once for all).
+   *
+   * The key names the checksum, so bytes with another checksum must never appear under it: the
+   * content is hashed again as it is uploaded and a mismatch fails the upload before its end,
+   * so the driver never commits it (a failed put leaves nothing, driver.ts). Nothing is deleted
+   * afterwards, which could remove the same object stored meanwhile by a correct writer.
    */
   async pushWal(cluster: string, name: string, sha256: string, open: () => Readable, codec: Codec): Promise<'stored' | 'exists'> {
     const target = this.walTarget(name, sha256, await this.findWalInMembers(cluster, name));
     if (!target) return 'exists';
     const key = this.walKey(cluster, name, sha256, codec);
-    const stored = await target.writeObject(key, open(), codec);
-    if (stored.sha256 !== sha256) {
-      // The file changed between hashing and upload: PostgreSQL never does that to a ready segment.
-      await target.driver.delete([key]);
-      throw new PgfleetError('WalFileInvalid', `WAL file ${name} changed while it was being archived`);
-    }
+    // The file changed between hashing and upload: PostgreSQL never does that to a ready segment.
+    const content = new ExpectedContent(sha256, (got, bytes) => new PgfleetError('WalFileInvalid', `WAL file ${name} changed while it was being archived (sha256 ${sha256} when hashed, ${got} over ${bytes} bytes when uploaded); nothing was stored`));
+    await target.storeObject(key, open(), codec, [], {}, content);
     return 'stored';
   }
 
@@ -308,6 +323,27 @@ export class Repository {
     const wal = found[0];
     if (!wal) throw new PgfleetError('WalNotInRepository', `WAL file ${name} is not in repository ${this.location}`);
     await this.readObject(wal.key, wal.codec, { sha256: wal.sha256 }, dest);
+  }
+}
+
+/**
+ * A content stage that knows the checksum the content must have: at the end of the content it
+ * fails the stream instead of ending it, so nothing downstream sees an end and no driver commits
+ * the object.
+ */
+class ExpectedContent extends HashingStream {
+  constructor(
+    private readonly expected: string,
+    private readonly mismatch: (sha256: string, bytes: number) => Error,
+  ) {
+    super();
+  }
+
+  override _flush(cb: TransformCallback): void {
+    super._flush((err) => {
+      if (err) cb(err);
+      else cb(this.sha256 === this.expected ? null : this.mismatch(this.sha256, this.bytes));
+    });
   }
 }
 

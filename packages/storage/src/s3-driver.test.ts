@@ -265,6 +265,21 @@ describe('Repository on the S3 driver', () => {
     assert.ok(bigOut.data().equals(big));
   });
 
+  test('a WAL file that changed after it was hashed never completes its multipart upload', async () => {
+    const { driver: d, calls } = countingDriver({ partSizeBytes: 5 * MiB });
+    const r = new Repository(d);
+    const wal = randomBytes(12 * MiB);
+    const changed = Buffer.from(wal);
+    changed[wal.length - 1]! ^= 1;
+    const name = '000000010000000000000007';
+    await assert.rejects(r.pushWal('c', name, sha(wal), () => chunked(changed, MiB), 'none'), (e: unknown) => PgfleetError.is(e, 'WalFileInvalid'));
+    assert.equal(calls.createMultipartUpload, 1);
+    assert.ok((calls.uploadPart ?? 0) >= 1, 'parts went up before the change showed');
+    assert.equal(calls.completeMultipartUpload, undefined);
+    assert.equal(calls.abortMultipartUpload, 1);
+    assert.deepEqual(await keys(d.list('c/')), []);
+  });
+
 });
 
 test("importing '@pgfleet/storage' does not load the AWS SDK; createS3Driver does", async () => {
