@@ -42,7 +42,7 @@ export const AGENT_PROGRAM: ProgramSpec = {
     { name: 'workers', type: 'integer', description: 'parallel file copies in backups and restores', default: 2, min: 1, max: 64 },
     { name: 'archive-timeout', type: 'integer', description: 'seconds a backup waits for its WAL to reach the repository', default: 120, min: 1 },
     { name: 'socket', type: 'string', description: 'unix socket of the agent daemon that wal-push hands WAL files to (default: <pgdata>.pgfleet-agent.sock, beside the data directory)' },
-    { name: 'archive-ahead', type: 'integer', description: 'ready WAL files the daemon pushes in parallel, starting as soon as PostgreSQL marks them ready (pg_wal/archive_status), so archive_command mostly finds them stored (0 = push only what archive_command asks for)', default: 3, min: 0, max: 16 },
+    { name: 'archive-ahead', type: 'integer', description: 'ready WAL files the daemon pushes ahead in parallel while archive_command works through them (0 = off)', default: 3, min: 0, max: 16 },
     { name: 'prefetch', type: 'integer', description: 'WAL segments wal-fetch downloads ahead of recovery into pg_wal/.pgfleet-prefetch (0 = off)', default: 4, min: 0, max: 64 },
     { name: 'stream', type: 'boolean', description: 'stream WAL over a physical replication slot (pgfleet_<cluster>) into a local spool and upload completed segments (RPO of seconds)', default: false },
     { name: 'stream-spool', type: 'string', description: 'directory of streamed WAL (default: <pgdata>.pgfleet-stream, beside the data directory)' },

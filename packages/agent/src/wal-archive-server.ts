@@ -10,13 +10,7 @@
  * in the order PostgreSQL will ask for them (timeline history files first, then oldest segment).
  * When archive_command later asks for one of them, the daemon answers from what it stored: the
  * same name with the same file (inode, size, mtime) and checksum is already durable.
- *
- * Early start: the daemon also watches pg_wal/archive_status. PostgreSQL creates a .ready file
- * once a segment is complete and fsynced, and wakes its archiver at the same moment; the daemon
- * starts reading, hashing and compressing the segment right then, while the archiver forks
- * archive_command and Node starts up (~30 ms), so the request mostly finds the work done.
  */
-import { watch, type FSWatcher } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { chmod, lstat, readdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
@@ -65,7 +59,6 @@ export function archiveOrder(a: string, b: string): number {
 
 export class WalArchiveServer {
   private server: Server | undefined;
-  private watcher: FSWatcher | undefined;
   private readonly stored = new Map<string, StoredFile>();
   private readonly inflight = new Map<string, Promise<ArchivedFile>>();
   private aheadRunning = 0;
@@ -105,34 +98,11 @@ export class WalArchiveServer {
     await chmod(path, 0o600);
     server.on('error', (err) => this.o.log.error({ err: err.message }, 'WAL socket error'));
     this.server = server;
-    this.watchReady();
-    this.o.log.info({ socket: path, ahead: this.o.ahead, early: this.watcher !== undefined }, 'listening for wal-push');
-  }
-
-  /** Starts pushing each segment as soon as PostgreSQL marks it .ready (and the ones already marked). */
-  private watchReady(): void {
-    if (this.o.ahead <= 0) return;
-    try {
-      this.watcher = watch(join(this.walDir, 'archive_status'), { persistent: false }, (_event, file) => {
-        if (file === null || file.endsWith('.ready')) this.scheduleAhead('');
-      });
-      this.watcher.on('error', (err) => {
-        // Not fatal: requests and push-ahead still archive everything, only later.
-        this.o.log.warn({ err: err.message }, 'stopped watching archive_status; segments are pushed when archive_command asks');
-        this.watcher?.close();
-        this.watcher = undefined;
-      });
-    } catch (err) {
-      this.o.log.warn({ err: (err as Error).message, dir: join(this.walDir, 'archive_status') }, 'cannot watch archive_status; segments are pushed when archive_command asks');
-      return;
-    }
-    this.scheduleAhead('');
+    this.o.log.info({ socket: path, ahead: this.o.ahead }, 'listening for wal-push');
   }
 
   async stop(): Promise<void> {
     this.closed = true;
-    this.watcher?.close();
-    this.watcher = undefined;
     const server = this.server;
     this.server = undefined;
     if (!server) return;

@@ -104,9 +104,7 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
       await writeFile(join(pgdata, 'pg_wal', n), segment(n));
       await writeFile(join(pgdata, 'pg_wal', 'archive_status', `${n}.ready`), '');
     }
-    // 'exists' when the daemon already pushed it on seeing the .ready file (the early start).
-    const first = await push(names[0]!, 'c1');
-    assert.ok(first.ok && (first.result === 'stored' || first.result === 'exists'), JSON.stringify(first));
+    assert.deepEqual(await push(names[0]!, 'c1'), { ok: true, result: 'stored' });
     assert.equal((await repo.findWal('c1', names[0]!)).length, 1, 'stored before the ack');
     // The others were pushed ahead without being asked for.
     const deadline = Date.now() + 5000;
@@ -163,52 +161,6 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
   }
   assert.ok(!(await readdir(root)).includes('agent.sock'), 'socket removed on stop');
   await rm(root, { recursive: true, force: true });
-});
-
-test('early start: a segment is stored as soon as PostgreSQL marks it .ready, before archive_command asks', async () => {
-  const root = await mkdtemp(join(tmpdir(), 'pgfleet-walsrv-'));
-  const pgdata = await fakePgdata(root);
-  const repo = new Repository(new PosixDriver(join(root, 'repo')));
-  // Marked ready while the daemon was down: pushed when it starts.
-  const before = '000000010000000000000011';
-  await writeFile(join(pgdata, 'pg_wal', before), segment(before));
-  await writeFile(join(pgdata, 'pg_wal', 'archive_status', `${before}.ready`), '');
-  const server = new WalArchiveServer({ socketPath: join(root, 'agent.sock'), pgdata, cluster: 'c1', systemIdentifier: SYSID.toString(), repo, codec: 'zstd', ahead: 2, log: silentLogger() });
-  await server.start();
-  const stored = async (n: string) => {
-    const deadline = Date.now() + 10_000;
-    while ((await repo.findWal('c1', n)).length === 0) {
-      if (Date.now() > deadline) return false;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    return true;
-  };
-  try {
-    assert.ok(await stored(before), 'a .ready file present at start is pushed');
-    const names = ['000000010000000000000012', '000000010000000000000013', '000000010000000000000014'];
-    for (const n of names) {
-      // The order PostgreSQL follows: the complete segment first, then its .ready file.
-      await writeFile(join(pgdata, 'pg_wal', n), segment(n));
-      await writeFile(join(pgdata, 'pg_wal', 'archive_status', `${n}.ready`), '');
-    }
-    for (const n of names) assert.ok(await stored(n), `${n} pushed on its .ready file`);
-    assert.equal(server.requests, 0, 'no archive_command request was needed');
-    assert.equal(server.pushedAhead, 4);
-    // archive_command then gets the durable answer at once.
-    const reply = await requestDaemon(join(root, 'agent.sock'), { v: PROTOCOL_VERSION, op: 'wal-push', path: join(pgdata, 'pg_wal', names[2]!) }, 10_000);
-    assert.deepEqual(reply, { ok: true, result: 'exists' });
-    // A segment marked ready but not valid is not stored early; archive_command gets the refusal.
-    const bad = '000000010000000000000015';
-    await writeFile(join(pgdata, 'pg_wal', bad), segment(bad).subarray(0, 8192));
-    await writeFile(join(pgdata, 'pg_wal', 'archive_status', `${bad}.ready`), '');
-    await new Promise((r) => setTimeout(r, 300));
-    assert.equal((await repo.findWal('c1', bad)).length, 0);
-    const refused = await requestDaemon(join(root, 'agent.sock'), { v: PROTOCOL_VERSION, op: 'wal-push', path: join(pgdata, 'pg_wal', bad) }, 10_000);
-    assert.equal(!refused.ok && refused.code, 'PGF-4002');
-  } finally {
-    await server.stop();
-    await rm(root, { recursive: true, force: true });
-  }
 });
 
 test('a stale socket file left by a killed daemon is replaced; a live one is refused', async () => {
