@@ -41,6 +41,10 @@ describe('cancel: a running backup stops and leaves nothing that looks complete'
     assert.equal(started.code, 0, started.stderr);
     const id = (JSON.parse(started.stdout) as JobJson).id;
     await waitFor('the backup to wait for its WAL', async () => ((await job(id)).progress?.phase === 'wait-wal' ? true : undefined), 60_000, 200);
+    // One backup per cluster at a time: a second one is refused while this one runs.
+    const second = await fleet.cli('backup', CLUSTER, '--type', 'incr');
+    assert.equal(second.code, 4, second.stderr);
+    assert.match(second.stderr, new RegExp(`PGF-2009.*already has a backup job running \\(${id}`));
 
     const cancelled = await fleet.cli('cancel', id, '--wait', '--output', 'json');
     assert.equal(cancelled.code, 0, `${cancelled.stdout}\n${cancelled.stderr}`);

@@ -130,6 +130,8 @@ export class AgentDaemon {
   private readonly recentResults: { msg: Outgoing; jobId: string; at: number }[] = [];
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** A backup job is running (one at a time: labels, the WAL wait and cleanup assume it). */
+  private backupRunning = false;
   private facts!: PgdataFacts;
   private wal: WalServices | undefined;
   private walHealth: WalHealthCollector | undefined;
@@ -367,7 +369,12 @@ export class AgentDaemon {
     if (job.kind.case === 'backup') {
       const t = job.kind.value.type;
       const type = t === BackupType.DIFF ? 'diff' : t === BackupType.INCR ? 'incr' : 'full';
-      const manifest = await runBackup({ cluster: this.s.cluster, pgdata: this.s.pgdata, pg: this.s.pg, repo, codec: this.s.compress, type, checksumDelta: this.s.checksumDelta === true, workers: this.s.workers, archiveTimeoutMs: this.s.archiveTimeoutSec * 1000, log, progress, signal });
+      // The controller starts one at a time; this holds for jobs it resent or a second controller too.
+      if (this.backupRunning) throw new PgfleetError('BackupInProgress', `a backup of cluster ${this.s.cluster} is already running on this agent`);
+      this.backupRunning = true;
+      const manifest = await runBackup({ cluster: this.s.cluster, pgdata: this.s.pgdata, pg: this.s.pg, repo, codec: this.s.compress, type, checksumDelta: this.s.checksumDelta === true, workers: this.s.workers, archiveTimeoutMs: this.s.archiveTimeoutSec * 1000, log, progress, signal }).finally(() => {
+        this.backupRunning = false;
+      });
       return { case: 'backup', value: manifestToBackupInfo(manifest, job.jobId) };
     }
     if (job.kind.case === 'restore') {

@@ -66,6 +66,9 @@ export async function dispatch(ctx: ControllerContext, session: AgentSession, jo
 export async function startBackupJob(ctx: ControllerContext, cluster: string, kind: BackupKind, params: Record<string, unknown> = {}): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);
   const session = clusterAgent(ctx, cluster);
+  // One backup (or expire) per cluster at a time, as the scheduler already does for its own starts.
+  const running = (await ctx.store.listActiveJobs()).find((j) => j.cluster === cluster && (j.kind === 'backup' || j.kind === 'expire'));
+  if (running) throw new PgfleetError('BackupInProgress', `cluster ${cluster} already has a ${running.kind} job running (${running.id}, ${running.state})`);
   const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'backup', agentId: session.agentId, params: { type: kind, ...params } }, ctx.now());
   // The agent names the backup from its start time (see backupLabel in core).
   return dispatch(ctx, session, job, { case: 'backup', value: { type: backupKindToProto(kind), label: '' } });

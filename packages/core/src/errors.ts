@@ -54,6 +54,7 @@ export const ErrorCodes = {
   AgentDisconnected: spec('PGF-2006', GrpcStatus.UNAVAILABLE, 5, 'The agent went away during the job; check the agent host and retry.'),
   JobCancelled: spec('PGF-2007', GrpcStatus.CANCELLED, 1, 'The job was cancelled; start it again when ready.'),
   JobStateConflict: spec('PGF-2008', GrpcStatus.FAILED_PRECONDITION, 4, 'The job is already in a state that does not allow this change; see `pgfleet job <id>`.'),
+  BackupInProgress: spec('PGF-2009', GrpcStatus.FAILED_PRECONDITION, 4, 'A backup or retention expire of this cluster is already running; one at a time keeps labels, WAL waits and expiry apart. Wait for it (`pgfleet jobs --cluster <cluster>`) or cancel it (`pgfleet cancel <job>`).'),
   // 3xxx: PostgreSQL and the data directory
   PgdataMissing: spec('PGF-3001', GrpcStatus.FAILED_PRECONDITION, 4, 'Point --pgdata at the cluster\'s data directory (the one holding PG_VERSION).'),
   ArchiveModeOff: spec('PGF-3002', GrpcStatus.FAILED_PRECONDITION, 4, "Set archive_mode = on and archive_command = 'pgfleet-agent wal-push %p', then restart PostgreSQL."),
