@@ -324,6 +324,23 @@ const keepObj = (plan: RetentionPlan): Record<string, string[]> => Object.fromEn
 const expireObj = (plan: RetentionPlan): Record<string, string> => Object.fromEntries(plan.expire.map((e) => [e.label, e.reason]));
 
 describe('retention focused cases', () => {
+  test('after a roll-back to an old backup, the new timeline keeps its WAL from its own lower positions', () => {
+    // Timeline 1 runs to segment 0x50; the cluster is then restored from an old full and continues
+    // on timeline 2 from segment 0x20, where two more backups are taken inside the PITR window.
+    const old = bk('old', 'full', T - 10 * DAY, { walStart: '000000010000000000000010', walStop: '000000010000000000000011' });
+    const anchorFull = bk('anchor', 'full', T - 3 * DAY, { walStart: '000000010000000000000050', walStop: '000000010000000000000051' });
+    const after1 = bk('after1', 'full', T - 1 * DAY, { timeline: 2, walStart: '000000020000000000000022', walStop: '000000020000000000000023' });
+    const after2 = bk('after2', 'incr', T - HOUR, { timeline: 2, priorLabel: 'after1', walStart: '000000020000000000000030', walStop: '000000020000000000000031' });
+    const plan = planRetention([old, anchorFull, after1, after2], { ...OFF, pitrWindowDays: 2 }, T);
+    assert.equal(plan.anchor?.label, 'anchor');
+    assert.equal(plan.anchor?.walStart, '000000020000000000000022');
+    for (const seg of ['000000020000000000000022', '000000020000000000000028', '000000020000000000000030', '000000020000000000000040']) {
+      assert.equal(walFileNeeded(plan, seg), true, `${seg}: replayed from after1 to after2 and on`);
+    }
+    assert.equal(walFileNeeded(plan, '000000020000000000000021'), false, 'before every kept backup');
+    assert.equal(walFileNeeded(plan, '000000010000000000000012'), false, 'old timeline 1 WAL before the kept backups');
+  });
+
   test('empty history: nothing to keep or expire, all WAL stays', () => {
     const plan = planRetention([], { ...OFF, pitrWindowDays: 7, daily: 7 }, T);
     assert.equal(plan.keep.size, 0);

@@ -85,7 +85,7 @@ export interface PitrAnchor {
   label: string;
   timeline: number;
   stopTime: number;
-  /** First WAL segment of the anchor: from here on all WAL stays. */
+  /** From this WAL position on (any timeline) all WAL stays: the anchor's first segment, or a later backup's lower one after a roll-back. */
   walStart: string;
 }
 
@@ -232,8 +232,14 @@ export function planRetention(backups: readonly RetentionBackup[], policy: Reten
     expire.push({ label: b.label, reason: b.state === 'failed' ? 'failed' : broken !== undefined ? `broken-chain:${broken}` : 'outside-retention' });
   }
 
+  // After a roll-back (an old backup restored into the same cluster), a newer timeline continues
+  // from WAL positions below the anchor's, and the window's later backups start there: WAL stays
+  // from the lowest start among the anchor and every backup after it, or PITR between those
+  // backups would lose the WAL it replays.
+  let keepFrom = anchorFull?.walStart;
+  for (const b of present.slice(anchorIndex)) if (keepFrom !== undefined && position(b.walStart) < position(keepFrom)) keepFrom = b.walStart;
   const anchor: PitrAnchor | undefined = anchorFull
-    ? { label: anchorFull.label, timeline: anchorFull.timeline, stopTime: anchorFull.stopTime, walStart: anchorFull.walStart }
+    ? { label: anchorFull.label, timeline: anchorFull.timeline, stopTime: anchorFull.stopTime, walStart: keepFrom! }
     : undefined;
   const timelines = new Set<number>();
   for (const b of backups) if (Number.isInteger(b.timeline) && b.timeline > 0) timelines.add(b.timeline);
