@@ -133,10 +133,15 @@ describe('tablespaces: backed up, restored exactly, restored copy self-contained
     assert.deepEqual(await readdir(join(`${dir}.tablespaces`, tsOid)), ['someone-elses-file']);
   });
 
-  it('restores the full to its own end (--target immediate): exactly the rows it held', async () => {
+  it('restores the full to its own end (--target immediate) with --tablespace-dir: exactly the rows it held', async () => {
     const dir = join(fleet.dir, 'restore-full');
-    const r = await fleet.cli('restore', 'tbs', '--to', dir, '--backup', labels[0]!, '--target', 'immediate', '--wait');
+    const tablespaces = join(fleet.dir, 'elsewhere', 'tablespaces');
+    const relative = await fleet.cli('restore', 'tbs', '--to', dir, '--tablespace-dir', 'relative/dir', '--target', 'latest');
+    assert.equal(relative.code, 2);
+    assert.match(relative.stderr, /PGF-1001.*--tablespace-dir 'relative\/dir' is not an absolute path/);
+    const r = await fleet.cli('restore', 'tbs', '--to', dir, '--tablespace-dir', tablespaces, '--backup', labels[0]!, '--target', 'immediate', '--wait');
     assert.equal(r.code, 0, `restore failed:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
+    assert.equal(await readlink(join(dir, 'pg_tblspc', tsOid)), join(tablespaces, tsOid));
     const restored = await startPostgres({ dataDir: dir, waitForRecovery: true, settings: { archive_mode: 'off' } });
     started.push(restored);
     const got = await rows(restored);

@@ -111,6 +111,8 @@ function restoreRequestFromOptions(cluster: string, options: OptionValues) {
   if (to === '') throw new PgfleetError('InvalidArgument', 'restore needs --to DIR: the directory to restore into');
   // The path is on the restoring agent's host, so resolving it against this shell's cwd would be wrong.
   if (!isAbsolute(to)) throw new PgfleetError('InvalidArgument', `--to '${to}' is not an absolute path (it names a directory on the agent's host)`);
+  const tablespaceDir = options['tablespace-dir'] === undefined ? '' : String(options['tablespace-dir']);
+  if (tablespaceDir !== '' && !isAbsolute(tablespaceDir)) throw new PgfleetError('InvalidArgument', `--tablespace-dir '${tablespaceDir}' is not an absolute path (it names a directory on the agent's host)`);
   return {
     cluster,
     targetDir: to,
@@ -118,6 +120,7 @@ function restoreRequestFromOptions(cluster: string, options: OptionValues) {
     backupLabel: options.backup === undefined ? '' : String(options.backup),
     agentId: options.agent === undefined ? '' : String(options.agent),
     delta: options.delta === true,
+    tablespaceDir,
   };
 }
 

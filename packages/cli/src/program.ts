@@ -23,6 +23,7 @@ export const cliProgram: ProgramSpec = {
     { name: 'type', type: 'string', cliOnly: true, default: 'full', choices: ['full', 'diff', 'incr'], description: 'Backup type.' },
     { name: 'wait', type: 'boolean', cliOnly: true, description: 'Follow the job, printing progress to stderr, until it ends; exit non-zero if it fails.' },
     { name: 'to', type: 'string', cliOnly: true, description: 'Absolute path of the (empty or new) directory to restore into, on the restoring agent\'s host (with --delta: an existing data directory).' },
+    { name: 'tablespace-dir', type: 'string', cliOnly: true, description: "Absolute directory on the agent's host for the restored tablespaces, one <oid> directory each, new or empty (default: <--to>.tablespaces). Never the source's tablespace locations." },
     { name: 'delta', type: 'boolean', cliOnly: true, description: 'Restore over an existing data directory (PostgreSQL stopped): keep files whose checksum matches, fetch the rest, remove files the backup does not hold.' },
     { name: 'target-time', type: 'string', cliOnly: true, description: "Recover up to this time: ISO-8601 or PostgreSQL's 'YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]' (no zone = this machine's local time)." },
     { name: 'target-lsn', type: 'string', cliOnly: true, description: 'Recover up to this LSN, e.g. 0/3000060.' },
@@ -83,7 +84,7 @@ export const cliProgram: ProgramSpec = {
     {
       name: 'restore',
       summary: 'Restore a cluster to a point in time into a directory (give exactly one target).',
-      options: [...CONNECTION, 'output', 'to', 'delta', ...TARGET_FLAGS, 'backup', 'agent', 'wait'],
+      options: [...CONNECTION, 'output', 'to', 'tablespace-dir', 'delta', ...TARGET_FLAGS, 'backup', 'agent', 'wait'],
       positionals: [{ name: 'cluster', description: 'Cluster whose backups to restore.', required: true }],
     },
     { name: 'jobs', summary: 'List jobs, newest first.', options: [...CONNECTION, 'output', 'cluster', 'limit'] },

@@ -107,6 +107,7 @@ async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): P
   await requireCluster(ctx, req.cluster);
   if (!req.targetDir) throw new PgfleetError('InvalidArgument', 'target_dir is required: the directory the agent restores into');
   if (!isAbsolute(req.targetDir)) throw new PgfleetError('InvalidArgument', `target_dir '${req.targetDir}' is not an absolute path`);
+  if (req.tablespaceDir && !isAbsolute(req.tablespaceDir)) throw new PgfleetError('InvalidArgument', `tablespace_dir '${req.tablespaceDir}' is not an absolute path`);
   const target = pitrTargetFromProto(req.target);
   const backupLabel = chooseBackup(await ctx.store.listBackups(req.cluster), target, ctx.now(), req.backupLabel);
 
@@ -125,12 +126,12 @@ async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): P
       cluster: req.cluster,
       kind: 'restore',
       agentId: session.agentId,
-      params: { targetDir: req.targetDir, backupLabel, target: recoveryTargetJson(recoveryTarget), ...(req.delta ? { delta: true } : {}) },
+      params: { targetDir: req.targetDir, backupLabel, target: recoveryTargetJson(recoveryTarget), ...(req.delta ? { delta: true } : {}), ...(req.tablespaceDir ? { tablespaceDir: req.tablespaceDir } : {}) },
     },
     ctx.now(),
   );
   // The agent checks the directory: empty or new, or (delta) a stopped data directory of the cluster.
-  return dispatch(ctx, session, job, { case: 'restore', value: { cluster: req.cluster, backupLabel, targetDir: req.targetDir, target: recoveryTarget, delta: req.delta } });
+  return dispatch(ctx, session, job, { case: 'restore', value: { cluster: req.cluster, backupLabel, targetDir: req.targetDir, target: recoveryTarget, delta: req.delta, tablespaceDir: req.tablespaceDir } });
 }
 
 /** Streams the job on every change until it is final: the final state is always sent, then the stream ends. */
