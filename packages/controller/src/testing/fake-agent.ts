@@ -48,7 +48,7 @@ export class FakeAgent {
   }
 
   async receive(): Promise<ConnectResponse> {
-    const next = await withTimeout(this.incoming.next(), 5000, 'no message from the controller');
+    const next = await withTimeout(this.incoming.next(), 30_000, 'no message from the controller'); // generous: a CLI child may start slowly on a loaded machine
     if (next.done) throw new Error('the controller ended the stream');
     return next.value;
   }
