@@ -32,8 +32,10 @@ test('PGDATA listing: tablespaces are followed through pg_tblspc links; a linked
   const root = await mkdtemp(join(tmpdir(), 'pgfleet-walk-'));
   try {
     const d = join(root, 'data');
-    for (const dir of ['data/base/1', 'data/pg_tblspc', 'ts/PG_15_202209061/5', 'wal/archive_status', 'logs']) await mkdir(join(root, dir), { recursive: true });
-    for (const f of ['data/PG_VERSION', 'ts/PG_15_202209061/5/16390', 'wal/000000010000000000000001', 'logs/server.log']) await writeFile(join(root, f), 'x');
+    // ts also holds another major's version directory (a location shared across pg_upgrade): not ours.
+    for (const dir of ['data/base/1', 'data/pg_tblspc', 'ts/PG_15_202209061/5', 'ts/PG_14_202107181/5', 'wal/archive_status', 'logs']) await mkdir(join(root, dir), { recursive: true });
+    for (const f of ['ts/PG_15_202209061/5/16390', 'ts/PG_14_202107181/5/16390', 'wal/000000010000000000000001', 'logs/server.log']) await writeFile(join(root, f), 'x');
+    await writeFile(join(d, 'PG_VERSION'), '15\n');
     await symlink(join(root, 'ts'), join(d, 'pg_tblspc', '16389'));
     await symlink(join(root, 'wal'), join(d, 'pg_wal'));
     await symlink(join(root, 'logs'), join(d, 'log'));

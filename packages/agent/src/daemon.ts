@@ -387,6 +387,7 @@ export class AgentDaemon {
         ...(r.backupLabel ? { backupLabel: r.backupLabel } : {}),
         targetDir: r.targetDir,
         delta: r.delta,
+        ownPgdata: this.s.pgdata,
         ...(r.tablespaceDir ? { tablespaceDir: r.tablespaceDir } : {}),
         target,
         action,

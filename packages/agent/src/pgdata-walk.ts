@@ -6,7 +6,7 @@
  * like a running server; backup_label/tablespace_map come from pg_backup_stop instead).
  * Tablespaces are followed through their pg_tblspc links, as PostgreSQL's own base backup does.
  */
-import { lstat, readdir, readlink, stat } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 const EXCLUDE_CONTENTS = new Set(['pg_wal', 'pg_replslot', 'pg_dynshmem', 'pg_notify', 'pg_serial', 'pg_snapshots', 'pg_stat_tmp', 'pg_subtrans']);
@@ -30,6 +30,9 @@ export interface PgdataListing {
 
 export async function listPgdata(pgdata: string): Promise<PgdataListing> {
   const out: PgdataListing = { directories: [], files: [], links: [] };
+  // A tablespace location may hold other clusters' version directories (several majors share it
+  // after pg_upgrade): only this cluster's PG_<major>_<catversion> is ours, as in pg_basebackup.
+  const major = await readFile(join(pgdata, 'PG_VERSION'), 'utf8').then((v) => v.trim(), () => undefined);
   const walk = async (rel: string): Promise<void> => {
     let entries;
     try {
@@ -43,6 +46,7 @@ export async function listPgdata(pgdata: string): Promise<PgdataListing> {
       const path = rel ? `${rel}/${e.name}` : e.name;
       if (e.name.startsWith('pgsql_tmp')) continue;
       if (e.name.includes('.pgfleet-tmp')) continue;
+      if (major !== undefined && TABLESPACE_LINK_RE.test(rel) && !e.name.startsWith(`PG_${major}_`)) continue;
       let st;
       try {
         st = await lstat(join(pgdata, path));

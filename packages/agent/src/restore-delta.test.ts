@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -54,7 +54,11 @@ test('delta restore keeps matching files, fetches damaged and missing ones, remo
       cluster: 'c1', repo, walFetchArgs: ['--repo', repoPath], backupLabel: manifest.label, targetDir: target, target: { kind: 'latest' }, action: 'promote', workers: 2,
       log: createLogger({ level: 'silent' }), progress: () => {}, ...over,
     });
-    await runRestore(opts());
+    await runRestore(opts({ targetDir: `${target}/` })); // a trailing slash changes nothing
+    assert.ok(existsSync(`${target}.tablespaces/16400`) && !existsSync(join(target, '.tablespaces')), 'tablespaces beside the target, not inside');
+    // Another major's version directory in the restored location (shared across pg_upgrade) is never removed.
+    await mkdir(`${target}.tablespaces/16400/PG_14_202107181/1`, { recursive: true });
+    await writeFile(`${target}.tablespaces/16400/PG_14_202107181/1/300`, 'another cluster');
 
     // Damage: same size and mtime but other bytes (only a checksum sees it), a removed file, extras everywhere.
     const a = join(target, 'base/1/100');
@@ -89,6 +93,7 @@ test('delta restore keeps matching files, fetches damaged and missing ones, remo
     // The tablespace is restored beside the target, never into the source's location.
     assert.equal(await readlink(join(target, 'pg_tblspc/16400')), `${target}.tablespaces/16400`);
     assert.deepEqual(await readdir(`${target}.tablespaces/16400/PG_16_202307071/1`), ['300']);
+    assert.equal(await readFile(`${target}.tablespaces/16400/PG_14_202107181/1/300`, 'utf8'), 'another cluster');
     assert.deepEqual(await readdir(outside), ['precious'], 'nothing outside the target touched');
     assert.equal(await readFile(join(outside, 'precious'), 'utf8'), 'not ours');
     assert.ok(existsSync(join(target, 'recovery.signal')) && existsSync(join(target, 'backup_label')));
@@ -130,6 +135,29 @@ test('delta restore refuses a running server, a directory that is not a data dir
     await writeFile(join(other, 'their-data'), 'precious');
     await assert.rejects(runRestore(opts(other)), (e: unknown) => PgfleetError.is(e, 'SystemIdMismatch') && /delta restore only updates a data directory of the same cluster/.test((e as Error).message));
     assert.deepEqual((await readdir(other)).sort(), ['PG_VERSION', 'global', 'their-data']);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('a backup that listed a linked pg_wal among its links (older pgfleet) restores it as a plain directory, never as a link', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'pgfleet-delta-'));
+  try {
+    const { repo, repoPath, manifest } = await makeBackup(root);
+    const liveWal = join(root, 'live-wal');
+    await mkdir(liveWal);
+    await writeFile(join(liveWal, '000000010000000000000009'), 'the source cluster WAL');
+    await repo.writeManifest({
+      ...manifest,
+      directories: manifest.directories.filter((d) => !d.path.startsWith('pg_wal')),
+      links: [...manifest.links, { path: 'pg_wal', target: liveWal }],
+    });
+    const target = join(root, 'pgdata');
+    await runRestore({ cluster: 'c1', repo, walFetchArgs: ['--repo', repoPath], backupLabel: manifest.label, targetDir: target, target: { kind: 'latest' }, action: 'promote', workers: 2, log: createLogger({ level: 'silent' }), progress: () => {} });
+    const st = await lstat(join(target, 'pg_wal'));
+    assert.ok(st.isDirectory() && !st.isSymbolicLink());
+    assert.deepEqual(await readdir(join(target, 'pg_wal')), ['archive_status']);
+    assert.deepEqual(await readdir(liveWal), ['000000010000000000000009']);
   } finally {
     await rm(root, { recursive: true, force: true });
   }

@@ -19,8 +19,8 @@
  * either (PostgreSQL would recreate the source's links from it). Not in-place directories inside
  * pg_tblspc: PostgreSQL refuses those at the end of recovery unless a developer option is set.
  */
-import { appendFile, chmod, lstat, mkdir, open, readdir, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join } from 'node:path';
+import { appendFile, chmod, lstat, mkdir, open, readdir, readFile, readlink, realpath, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { chunkedContentDigest, type BackupManifest, type ManifestFile, type Repository } from '@pgfleet/storage';
@@ -49,6 +49,8 @@ export interface RestoreOptions {
   delta?: boolean;
   /** Parent of the restored tablespaces (one <oid> directory each); default <targetDir>.tablespaces. */
   tablespaceDir?: string;
+  /** The agent's own PGDATA: a delta restore into it keeps tablespace links to their own locations (anywhere else they are re-pointed). */
+  ownPgdata?: string;
   target: TargetSpec;
   inclusive?: boolean;
   action: 'promote' | 'pause' | 'shutdown';
@@ -115,8 +117,16 @@ async function chooseBackup(o: RestoreOptions): Promise<BackupManifest> {
   return backups.at(-1)!;
 }
 
-export async function runRestore(o: RestoreOptions): Promise<RestoreOutcome> {
-  if (!isAbsolute(o.targetDir)) throw new PgfleetError('InvalidArgument', `restore target ${o.targetDir} must be an absolute path`);
+export async function runRestore(options: RestoreOptions): Promise<RestoreOutcome> {
+  if (!isAbsolute(options.targetDir)) throw new PgfleetError('InvalidArgument', `restore target ${options.targetDir} must be an absolute path`);
+  // Normalised: '/srv/r/' + '.tablespaces' must not land inside the data directory.
+  const o: RestoreOptions = { ...options, targetDir: resolve(options.targetDir), ...(options.tablespaceDir ? { tablespaceDir: resolve(options.tablespaceDir) } : {}) };
+  if (o.tablespaceDir !== undefined) {
+    if (!isAbsolute(options.tablespaceDir!)) throw new PgfleetError('InvalidArgument', `tablespace directory ${options.tablespaceDir} must be an absolute path`);
+    if (o.tablespaceDir === o.targetDir || o.tablespaceDir.startsWith(`${o.targetDir}/`)) {
+      throw new PgfleetError('InvalidArgument', `tablespace directory ${o.tablespaceDir} is inside the restore target ${o.targetDir}; PostgreSQL expects tablespaces outside the data directory`);
+    }
+  }
   const existing = await readdir(o.targetDir).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return [];
     throw err;
@@ -126,7 +136,7 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreOutcome> {
   if (delta) await checkDeltaTarget(o.targetDir, existing);
 
   const tracker = new ProgressTracker(o.progress, 'choose-backup');
-  const manifest = await chooseBackup(o);
+  const manifest = withPlainPgWal(await chooseBackup(o));
   requireTablespaceFiles(manifest);
   if (delta) await checkDeltaSystem(o.targetDir, manifest);
   o.log.info({ label: manifest.label, targetDir: o.targetDir, delta }, 'restoring backup');
@@ -138,10 +148,17 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreOutcome> {
   const tablespaceLocation = (linkPath: string) => join(o.tablespaceDir ?? `${o.targetDir}.tablespaces`, basename(linkPath));
   if (delta) {
     tracker.phase('delta-clean', 'removing what the backup does not hold');
+    // Where a tablespace link may keep pointing: the restore location, and the backup's own
+    // location only when restoring the agent's own data directory (a copy of the cluster on the
+    // same host would otherwise write into the live source's tablespace).
+    const own = o.ownPgdata !== undefined && (await realpath(o.ownPgdata).catch(() => o.ownPgdata)) === (await realpath(o.targetDir).catch(() => o.targetDir));
+    const links = new Map(manifest.links.map((l) => [l.path, l.target]));
+    const keepLink = (path: string, target: string): boolean =>
+      isTablespace(path) ? links.has(path) && (target === tablespaceLocation(path) || (own && target === links.get(path))) : links.get(path) === target;
     // A tablespace link pointing anywhere else (or missing) is pointed at the restore location first;
     // what that location already holds is then compared and cleaned like the rest.
-    for (const l of manifest.links) if (isTablespace(l.path)) await pointTablespace(join(o.targetDir, l.path), l.target, tablespaceLocation(l.path));
-    ({ removed } = await removeExtras(o.targetDir, manifest, keptLinks, tablespaceLocation));
+    for (const l of manifest.links) if (isTablespace(l.path)) await pointTablespace(o.targetDir, l.path, l.target, tablespaceLocation(l.path), keepLink);
+    ({ removed } = await removeExtras(o.targetDir, manifest, keptLinks, keepLink));
   }
   await mkdir(o.targetDir, { recursive: true, mode: 0o700 });
   await chmod(o.targetDir, 0o700);
@@ -214,7 +231,7 @@ export async function runRestore(o: RestoreOptions): Promise<RestoreOutcome> {
   // postgresql.auto.conf is read last, so these settings win over anything in postgresql.conf.
   await appendFile(join(o.targetDir, 'postgresql.auto.conf'), `${recoverySettings(o).join('\n')}\n`, { mode: 0o600 });
   await writeFile(join(o.targetDir, 'recovery.signal'), '', { mode: 0o600 });
-  await syncRestored(o.targetDir, manifest);
+  await syncRestored(o.targetDir, manifest, [...new Set(manifest.links.filter((l) => isTablespace(l.path)).map((l) => dirname(tablespaceLocation(l.path))))]);
   if (delta) {
     const message = `delta: ${kept} file(s) kept, ${manifest.files.length - kept} fetched (${fetched} bytes), ${removed} removed`;
     o.log.info({ label: manifest.label, kept, fetched: manifest.files.length - kept, bytes: fetched, removed }, 'delta restore done');
@@ -241,7 +258,7 @@ async function finishChunked(dest: string, f: ManifestFile): Promise<void> {
  * (copy-tasks.ts, finishChunked); what is left is the files written here and the directory
  * entries of everything, one fsync per directory, a few at a time.
  */
-async function syncRestored(root: string, manifest: BackupManifest): Promise<void> {
+async function syncRestored(root: string, manifest: BackupManifest, tablespaceParents: readonly string[]): Promise<void> {
   const sync = async (path: string) => {
     const fh = await open(path, 'r');
     try {
@@ -252,6 +269,8 @@ async function syncRestored(root: string, manifest: BackupManifest): Promise<voi
   };
   const extra = ['backup_label', 'postgresql.auto.conf', 'recovery.signal'];
   await Promise.all(extra.map((name) => sync(join(root, name))));
+  // The tablespace locations' own entries (<target>.tablespaces and its parent).
+  await Promise.all(tablespaceParents.flatMap((p) => [sync(p), sync(dirname(p))]));
   const dirs = [...manifest.links.filter((l) => isTablespace(l.path)).map((l) => l.path), ...manifest.directories.map((d) => d.path)];
   let next = 0;
   await Promise.all(
@@ -307,28 +326,45 @@ function processAlive(pid: number): boolean {
 async function checkDeltaSystem(targetDir: string, manifest: BackupManifest): Promise<void> {
   const facts = await readPgdataFacts(targetDir).catch(() => undefined);
   if (facts && facts.systemIdentifier !== manifest.systemIdentifier) {
-    throw new PgfleetError('SystemIdMismatch', `restore target ${targetDir} belongs to database system ${facts.systemIdentifier}, backup ${manifest.label} to ${manifest.systemIdentifier}: a delta restore only updates a data directory of the same cluster; restore into an empty directory instead`);
+    throw new PgfleetError('SystemIdMismatch', `restore target ${targetDir} belongs to database system ${facts.systemIdentifier}, backup ${manifest.label} to ${manifest.systemIdentifier}: a delta restore only updates a data directory of the same cluster`, {
+      hint: 'Check --to: it names another cluster\'s data directory. Restore into an empty or new directory instead.',
+    });
   }
 }
 
 const isTablespace = (path: string): boolean => TABLESPACE_LINK_RE.test(path);
 
-/** Delta mode: the tablespace link at `path` goes where the backup had it or to `location` (created if needed). */
-async function pointTablespace(path: string, sourceTarget: string, location: string): Promise<void> {
+/** Delta mode: a tablespace link `keepLink` does not accept (or a missing one) is pointed at `location`, which must hold nothing but tablespace version directories. */
+async function pointTablespace(root: string, linkPath: string, sourceTarget: string, location: string, keepLink: (path: string, target: string) => boolean): Promise<void> {
+  const path = join(root, linkPath);
   const current = await readlink(path).catch(() => undefined);
-  if (current === sourceTarget || current === location) return;
+  if (current !== undefined && keepLink(linkPath, current)) return;
+  await prepareTablespaceLocation(location, sourceTarget, true);
   await rm(path, { recursive: true, force: true }); // a link is removed as a link, never followed
-  await mkdir(location, { recursive: true, mode: 0o700 });
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   await symlink(location, path);
 }
 
-/** A restored tablespace's directory: created, or empty already (a leftover would mix with the restored files). */
-async function prepareTablespaceLocation(location: string, sourceTarget: string): Promise<void> {
+/**
+ * Backups taken before pgfleet treated a linked pg_wal as a directory list it among the links:
+ * restored as a link it would point into the source's WAL directory.
+ */
+function withPlainPgWal(manifest: BackupManifest): BackupManifest {
+  if (!manifest.links.some((l) => l.path === 'pg_wal')) return manifest;
+  const dirs = manifest.directories.filter((d) => d.path !== 'pg_wal' && d.path !== 'pg_wal/archive_status');
+  return { ...manifest, links: manifest.links.filter((l) => l.path !== 'pg_wal'), directories: [...dirs, { path: 'pg_wal', mode: 0o700 }, { path: 'pg_wal/archive_status', mode: 0o700 }] };
+}
+
+/**
+ * A restored tablespace's directory: created, or empty already (a leftover would mix with the
+ * restored files). A delta restore also takes one that holds only tablespace version directories
+ * (an earlier restore's), whose contents it then compares and cleans.
+ */
+async function prepareTablespaceLocation(location: string, sourceTarget: string, delta = false): Promise<void> {
   if (!isAbsolute(location)) throw new PgfleetError('InvalidArgument', `tablespace directory ${location} must be an absolute path`);
   await mkdir(location, { recursive: true, mode: 0o700 });
   const entries = await readdir(location);
-  if (entries.length > 0) {
+  if (entries.length > 0 && !(delta && entries.every((e) => /^PG_\d+_\d+$/.test(e)))) {
     throw new PgfleetError('RestoreTargetNotEmpty', `the directory for the tablespace the source had at ${sourceTarget}, ${location}, is not empty (${entries.length} entries); remove it or restore elsewhere`);
   }
 }
@@ -337,7 +373,9 @@ async function prepareTablespaceLocation(location: string, sourceTarget: string)
 function requireTablespaceFiles(manifest: BackupManifest): void {
   for (const l of manifest.links) {
     if (isTablespace(l.path) && !manifest.directories.some((d) => d.path.startsWith(`${l.path}/`))) {
-      throw new PgfleetError('RepoManifestInvalid', `backup ${manifest.label} lists tablespace ${l.path} (${l.target}) but holds none of its files (taken before pgfleet copied tablespaces): it cannot be restored completely; take a new full backup`);
+      throw new PgfleetError('RepoManifestInvalid', `backup ${manifest.label} lists tablespace ${l.path} (${l.target}) but holds none of its files (taken before pgfleet copied tablespaces): it cannot be restored completely`, {
+        hint: 'Restore another backup (pgfleet backups <cluster>) and take a new full backup now: this one lacks the tablespace data.',
+      });
     }
   }
 }
@@ -348,10 +386,9 @@ function requireTablespaceFiles(manifest: BackupManifest): void {
  * followed, so a linked directory outside the data directory is never touched; the exception is a
  * tablespace link with the backup's own target or an earlier restore's (restored through it).
  */
-async function removeExtras(root: string, manifest: BackupManifest, keptLinks: Set<string>, tablespaceLocation: (linkPath: string) => string): Promise<{ removed: number }> {
+async function removeExtras(root: string, manifest: BackupManifest, keptLinks: Set<string>, keepLink: (path: string, target: string) => boolean): Promise<{ removed: number }> {
   const files = new Set(manifest.files.map((f) => f.path));
   const dirs = new Set(manifest.directories.map((d) => d.path));
-  const links = new Map(manifest.links.map((l) => [l.path, l.target]));
   let removed = 0;
   const walk = async (rel: string): Promise<void> => {
     for (const name of await readdir(rel ? join(root, rel) : root)) {
@@ -359,10 +396,8 @@ async function removeExtras(root: string, manifest: BackupManifest, keptLinks: S
       const abs = join(root, path);
       const st = await lstat(abs);
       if (st.isSymbolicLink()) {
-        const target = await readlink(abs);
-        // A tablespace link to where the backup had it (the cluster's own tablespace) or to where
-        // an earlier restore put it: kept, and its contents updated like the rest.
-        if (links.get(path) === target || (isTablespace(path) && links.has(path) && target === tablespaceLocation(path))) {
+        // A kept tablespace link (see keepLink in runRestore): its contents are updated like the rest.
+        if (keepLink(path, await readlink(abs))) {
           keptLinks.add(path);
           if (isTablespace(path)) await walk(path);
           continue;
@@ -375,6 +410,8 @@ async function removeExtras(root: string, manifest: BackupManifest, keptLinks: S
       } else if (st.isFile() && files.has(path)) {
         continue;
       }
+      // Another cluster's version directory in a shared tablespace location is not ours to remove.
+      if (isTablespace(rel) && /^PG_\d+_\d+$/.test(name)) continue;
       await rm(abs, { recursive: true, force: true });
       removed++;
     }

@@ -1,18 +1,17 @@
 /**
- * `pgfleet-agent wal-push %p`, PostgreSQL's archive_command: started once per WAL segment, so
- * the path to the daemon loads only node builtins, the option table and the flag parser (no
- * pino, zod, yaml, gRPC or protobuf). It hands the file to the local agent daemon over its unix
- * socket and exits with the daemon's answer. When no daemon listens, it reads the config file
- * and archives the file itself, as before the daemon existed (same validation, same repository
- * writes), so archiving never depends on the daemon being up.
+ * `pgfleet-agent wal-push %p`, the full command behind the fast path (wal-push-fast.ts), which
+ * runs when that one cannot settle a segment: help, unusual arguments, no daemon at the default
+ * socket, a daemon serving another cluster. It parses the command line (still no pino, zod, yaml,
+ * gRPC or protobuf on the way to a daemon), tries the socket the config file names, and when no
+ * daemon takes the file it archives it itself, as before the daemon existed (same validation,
+ * same repository writes), so archiving never depends on the daemon being up.
  */
 import { dirname, resolve } from 'node:path';
 import { helpText, parseCommandLineWith, type ParsedCommand } from '@pgfleet/core/command-line';
 import { PgfleetError } from '@pgfleet/core/errors';
 import { AGENT_PROGRAM, defaultSocketPath, repositoriesFromOptions, repositoryIdentity } from './options.js';
 import { DAEMON_TIMEOUT_MS } from './wal-push-fast.js';
-import { NoDaemonError, PROTOCOL_VERSION, requestDaemon, type DaemonReply } from './wal-socket.js';
-
+import { NoDaemonError, PROTOCOL_VERSION_WITHOUT_ARGS, requestDaemon, type DaemonReply } from './wal-socket.js';
 
 function fail(e: PgfleetError): number {
   process.stderr.write(`pgfleet-agent: ${e.format()}\n`);
@@ -26,7 +25,7 @@ async function viaDaemon(socket: string, path: string, options: ParsedCommand['o
   const specs = repositoriesFromOptions(options);
   const repoPath = specs.length > 0 ? repositoryIdentity(specs) : undefined;
   try {
-    const reply = await requestDaemon(socket, { v: PROTOCOL_VERSION, op: 'wal-push', path, ...(cluster ? { cluster } : {}), ...(repoPath ? { repoPath } : {}) }, DAEMON_TIMEOUT_MS);
+    const reply = await requestDaemon(socket, { v: PROTOCOL_VERSION_WITHOUT_ARGS, op: 'wal-push', path, ...(cluster ? { cluster } : {}), ...(repoPath ? { repoPath } : {}) }, DAEMON_TIMEOUT_MS);
     if (!reply.ok && reply.direct) {
       process.stderr.write(`pgfleet-agent: ${reply.message}\n`);
       return undefined;

@@ -14,14 +14,16 @@ import { defaultSocketPath, NoDaemonError, PROTOCOL_VERSION, requestDaemon } fro
 /** Long enough for a slow object store; archive_command has no timeout of its own. */
 export const DAEMON_TIMEOUT_MS = 10 * 60_000;
 
-/** The value of --name (`--name v` or `--name=v`), if given. */
+/** The value of --name (`--name v` or `--name=v`), the last one given like util.parseArgs, up to `--`. */
 function flagValue(args: readonly string[], name: string): string | undefined {
+  let value: string | undefined;
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
-    if (a === `--${name}`) return args[i + 1];
-    if (a.startsWith(`--${name}=`)) return a.slice(name.length + 3);
+    if (a === '--') break;
+    if (a === `--${name}`) value = args[++i];
+    else if (a.startsWith(`--${name}=`)) value = a.slice(name.length + 3);
   }
-  return undefined;
+  return value;
 }
 
 /** Environment the option table reads, without credentials (the daemon has its own). */
@@ -55,7 +57,9 @@ export async function walPushFast(argv: readonly string[]): Promise<number | und
     return e.exitCode;
   }
   if (reply.ok) return 0;
-  if (reply.direct) return undefined;
+  // direct: the daemon serves another cluster, or our arguments need the full parser's report;
+  // PGF-1001: a daemon older than this protocol version (the full command speaks its version).
+  if (reply.direct || reply.code === 'PGF-1001') return undefined;
   const { PgfleetError } = await import('@pgfleet/core/errors');
   const e = PgfleetError.fromCode(reply.code, reply.message, reply.hint);
   process.stderr.write(`pgfleet-agent: ${e.format()}\n`);

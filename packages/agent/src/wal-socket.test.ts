@@ -148,6 +148,9 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
     assert.equal(!argsOther.ok && argsOther.direct, true);
     const envOther = await viaArgs([], { PGFLEET_CLUSTER: 'someone-else' });
     assert.equal(!envOther.ok && envOther.direct, true);
+    // args need version 2: a version-1 request carrying them is refused, never archived as if it named nothing.
+    const v1Args = await requestDaemon(socketPath, { v: 1, op: 'wal-push', path: join(pgdata, 'pg_wal', names[0]!), args: ['x', '--cluster', 'someone-else'] }, 10_000);
+    assert.equal(!v1Args.ok && v1Args.code, 'PGF-1001');
     const badFlag = await viaArgs(['--no-such-flag']);
     assert.equal(!badFlag.ok && badFlag.direct && badFlag.code, 'PGF-1001');
     // Same name, different content: never overwritten.

@@ -19,7 +19,13 @@ import { connect } from 'node:net';
 import { lstat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-export const PROTOCOL_VERSION = 1;
+/**
+ * 1: path, cluster, repoPath. 2: adds args/env (the fast path). A version-1 daemon refuses a
+ * version-2 request instead of ignoring args and archiving into its own cluster, so the fast path
+ * sends 2 and the full command, which needs no args, sends 1 and works with either.
+ */
+export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION_WITHOUT_ARGS = 1;
 /** A request holds a path and a cluster name: anything bigger is not our peer. */
 export const MAX_FRAME_BYTES = 64 * 1024;
 
@@ -91,8 +97,8 @@ export class FrameDecoder {
 
 export function isWalPushRequest(m: unknown): m is WalPushRequest {
   const r = m as Partial<WalPushRequest> | null;
-  return typeof r === 'object' && r !== null && r.v === PROTOCOL_VERSION && r.op === 'wal-push' && typeof r.path === 'string' && r.path.length > 0 && (r.cluster === undefined || typeof r.cluster === 'string') && (r.repoPath === undefined || typeof r.repoPath === 'string') &&
-    (r.args === undefined || (Array.isArray(r.args) && r.args.every((a) => typeof a === 'string'))) &&
+  return typeof r === 'object' && r !== null && (r.v === PROTOCOL_VERSION_WITHOUT_ARGS || r.v === PROTOCOL_VERSION) && r.op === 'wal-push' && typeof r.path === 'string' && r.path.length > 0 && (r.cluster === undefined || typeof r.cluster === 'string') && (r.repoPath === undefined || typeof r.repoPath === 'string') &&
+    (r.args === undefined || (r.v === PROTOCOL_VERSION && Array.isArray(r.args) && r.args.every((a) => typeof a === 'string'))) &&
     (r.env === undefined || (typeof r.env === 'object' && r.env !== null && Object.values(r.env).every((v) => typeof v === 'string')));
 }
 

@@ -135,7 +135,7 @@ export async function applyRetention(ctx: ControllerContext, cluster: string) {
   if (!planRemovesSomething(r.plan)) return { plan };
   const busy = (await ctx.store.listActiveJobs()).find((j) => j.cluster === cluster && (j.kind === 'backup' || j.kind === 'expire'));
   if (busy) {
-    throw new PgfleetError('JobStateConflict', `cluster '${cluster}' has a ${busy.kind} job running (${busy.id}); retention waits until it ends`, {
+    throw new PgfleetError('BackupInProgress', `cluster '${cluster}' has a ${busy.kind} job running (${busy.id}); retention waits until it ends`, {
       hint: `Follow it with: pgfleet job ${busy.id}, then retry.`,
     });
   }

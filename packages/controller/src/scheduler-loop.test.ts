@@ -255,7 +255,7 @@ describe('retention', () => {
     if (job.kind.case !== 'expire') return;
     assert.deepEqual([job.kind.value.cluster, job.kind.value.labels, job.kind.value.walKeepFrom], [cluster, [labels[0], labels[1]], '00000001000000000000001C']);
     // A second apply while the expire job runs is refused.
-    await rejectsWith(admin.applyRetention({ cluster }), 'JobStateConflict');
+    await rejectsWith(admin.applyRetention({ cluster }), 'BackupInProgress');
     // The agent deleted only the first (say, the second is still read by a kept backup).
     agent.stream.send({
       msg: {
