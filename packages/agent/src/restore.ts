@@ -22,7 +22,7 @@
 import { appendFile, chmod, lstat, mkdir, open, readdir, readFile, readlink, realpath, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PgfleetError, type Logger } from '@pgfleet/core';
+import { PgfleetError, processAlive, type Logger } from '@pgfleet/core';
 import { chunkedContentDigest, type BackupManifest, type ManifestFile, type Repository } from '@pgfleet/storage';
 import { CopyPool, settleAll } from './copy-pool.js';
 import { ProgressTracker, type ProgressSink } from './progress.js';
@@ -308,15 +308,6 @@ async function checkDeltaTarget(targetDir: string, entries: string[]): Promise<v
   }
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists, it just belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * A delta restore replaces a data directory's contents, so it must be a data directory of the

@@ -15,12 +15,12 @@
  * directory removed (cleanDrillLeftovers).
  */
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { appendFile, readdir, readFile, readlink, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { PgfleetError, type Logger } from '@pgfleet/core';
+import { PgfleetError, processAlive, type Logger } from '@pgfleet/core';
 import { connectPg } from '@pgfleet/pg';
 import type { PgClient } from './drill-capture.js';
 
@@ -198,7 +198,7 @@ export class ScratchPostgres {
       signal?.throwIfAborted();
       const pid = await this.postmasterPid();
       if (pid !== undefined) sawPid = true;
-      if ((sawPid && (pid === undefined || !alive(pid))) || (!sawPid && Date.now() - t0 > 30_000)) {
+      if ((sawPid && (pid === undefined || !processAlive(pid))) || (!sawPid && Date.now() - t0 > 30_000)) {
         throw new PgfleetError('DrillFailed', `the drill's PostgreSQL stopped during recovery: ${await this.logReason()}`);
       }
       let c: PgClient | undefined;
@@ -251,7 +251,7 @@ export class ScratchPostgres {
     this.started = false;
     const pid = await this.postmasterPid();
     await run(join(this.o.binDir, 'pg_ctl'), ['-D', this.o.pgdata, '-m', 'immediate', '-w', '-t', '30', 'stop'], { timeout: 45_000 }).catch(() => undefined);
-    if (pid !== undefined && alive(pid)) await terminate(pid, 'SIGKILL', 5_000);
+    if (pid !== undefined && processAlive(pid)) await terminate(pid, 'SIGKILL', 5_000);
   }
 }
 
@@ -272,8 +272,8 @@ async function terminate(pid: number, signal: NodeJS.Signals, waitMs: number): P
   } catch {
     // gone meanwhile
   }
-  for (const deadline = Date.now() + waitMs; alive(pid) && Date.now() < deadline; ) await sleep(100);
-  return !alive(pid);
+  for (const deadline = Date.now() + waitMs; processAlive(pid) && Date.now() < deadline; ) await sleep(100);
+  return !processAlive(pid);
 }
 
 /** Prefix of every drill directory in the scratch area: pgfleet-drill-<job id>. */
@@ -316,7 +316,7 @@ async function readDrillOwner(drillDir: string): Promise<DrillOwner | undefined>
 
 /** True when the process that wrote `owner` still runs (and is not a later process given the same pid). */
 async function ownerRunning(owner: DrillOwner): Promise<boolean> {
-  if (!alive(owner.pid)) return false;
+  if (!processAlive(owner.pid)) return false;
   return owner.start === undefined || (await processStart(owner.pid)) === owner.start;
 }
 
@@ -329,7 +329,7 @@ async function ownerRunning(owner: DrillOwner): Promise<boolean> {
  */
 export async function stopLeftoverPostmaster(pgdata: string): Promise<number | undefined> {
   const pid = await postmasterPid(pgdata);
-  if (pid === undefined || !alive(pid)) return undefined;
+  if (pid === undefined || !processAlive(pid)) return undefined;
   const comm = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim();
   if (comm !== 'postgres' && comm !== 'postmaster') return undefined;
   const [cwd, dir] = await Promise.all([readlink(`/proc/${pid}/cwd`).catch(() => undefined), realpath(pgdata).catch(() => undefined)]);
@@ -396,17 +396,3 @@ export async function waitForProcessesUsing(dir: string, timeoutMs: number): Pro
   }
 }
 
-/** True while the process runs; a zombie (exited, not yet reaped by its parent, often init for a daemonized postmaster) does not. */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
-  } catch {
-    return !existsSync('/proc/self/stat'); // gone meanwhile; without /proc the signal test is all there is
-  }
-}

@@ -3,3 +3,4 @@ export * from './logger.js';
 export * from './ids.js';
 export * from './duration.js';
 export * from './options.js';
+export * from './process-alive.js';

@@ -16,6 +16,7 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { processAlive } from '@pgfleet/core/process-alive';
 
 type SyncCleanup = () => void;
 
@@ -68,24 +69,6 @@ export function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-/**
- * True while a process with this pid runs (signal 0 probes without sending anything). A zombie
- * counts as gone: a server orphaned by a dead test process may wait for a reaper that never comes.
- */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  try {
-    // /proc/PID/stat: "pid (comm) STATE ..."; comm may contain spaces, so look after the last ')'
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return true; // no procfs: trust kill(0)
-  }
-}
 
 /**
  * Stops a server process synchronously: `first` (SIGQUIT = PostgreSQL immediate shutdown, which
@@ -99,8 +82,8 @@ export function terminateSync(pid: number, first: NodeJS.Signals, graceMs = 3000
     return;
   }
   const deadline = Date.now() + graceMs;
-  while (isAlive(pid) && Date.now() < deadline) sleepSync(25);
-  if (!isAlive(pid)) return;
+  while (processAlive(pid) && Date.now() < deadline) sleepSync(25);
+  if (!processAlive(pid)) return;
   for (const target of [-pid, pid]) {
     try {
       process.kill(target, 'SIGKILL');
@@ -140,7 +123,7 @@ function cmdline(pid: number): string | undefined {
 
 /** True if `pid` runs and its command line mentions `mustInclude` (true when procfs is unavailable). */
 export function pidMatches(pid: number, mustInclude: string): boolean {
-  if (!isAlive(pid)) return false;
+  if (!processAlive(pid)) return false;
   const cl = cmdline(pid);
   return cl === undefined ? existsSync('/proc/self') === false : cl.includes(mustInclude);
 }
@@ -157,7 +140,7 @@ export function reapOrphans(): void {
     } catch {
       continue; // no marker: not a launcher dir, or one still being set up
     }
-    if (!Number.isInteger(m.ownerPid) || isAlive(m.ownerPid)) continue;
+    if (!Number.isInteger(m.ownerPid) || processAlive(m.ownerPid)) continue;
     let pid = m.pid;
     if (pid === undefined && m.pidFile) {
       try {
