@@ -16,5 +16,6 @@ export {
   type RunOptions,
 } from './os-user.js';
 export { pgBinDir, startPostgres, type PgInstance, type PgInstanceOptions } from './postgres.js';
+export { startStandby, type StandbyInstance, type StandbyOptions } from './standby.js';
 export { startNats, natsServerBin, type NatsServer, type NatsOptions } from './nats.js';
 export { startS3, type S3Server, type S3Options } from './s3.js';
