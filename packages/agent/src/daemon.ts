@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import { timestampFromDate, timestampDate } from '@bufbuild/protobuf/wkt';
 import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
 import { archiverStats, connectPg } from '@pgfleet/pg';
-import { AgentService, BackupType, JobState, TargetAction, type Job, type RecoveryTarget } from '@pgfleet/proto';
+import { AgentService, BackupType, JobState, RestoreArchive, TargetAction, type Job, type RecoveryTarget } from '@pgfleet/proto';
 import { createClient, type ClientBidiStream, type ClientOptions } from '@pgfleet/rpc/client';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConnectRequestSchema, JobResultSchema } from '@pgfleet/proto';
@@ -384,7 +384,9 @@ export class AgentDaemon {
         cluster: r.cluster || this.s.cluster,
         repo,
         walFetchArgs: this.walFetchArgs(specs, log),
-        ...(r.backupLabel ? { backupLabel: r.backupLabel } : {}),
+        ...(r.backupLabel ? { backupLabel: r.backupLabel, labelIsHint: !r.backupExplicit } : {}),
+        ...(r.targetTimeline ? { targetTimeline: r.targetTimeline } : {}),
+        ...(r.archive === RestoreArchive.OFF ? { archive: 'off' as const } : r.archive === RestoreArchive.PRESERVE ? { archive: 'preserve' as const } : {}),
         targetDir: r.targetDir,
         delta: r.delta,
         ownPgdata: this.s.pgdata,
@@ -398,7 +400,7 @@ export class AgentDaemon {
         progress,
         signal,
       });
-      return { case: 'restore', value: { backupLabel: out.manifest.label, targetDir: r.targetDir, bytes: BigInt(out.bytes), fileCount: out.manifest.files.length } };
+      return { case: 'restore', value: { backupLabel: out.manifest.label, targetDir: r.targetDir, bytes: BigInt(out.bytes), fileCount: out.manifest.files.length, timeline: out.timeline, archivePreserved: out.archivePreserved } };
     }
     if (job.kind.case === 'expire') {
       const e = job.kind.value;

@@ -28,7 +28,7 @@ import { CopyPool, settleAll } from './copy-pool.js';
 import { ProgressTracker, type ProgressSink } from './progress.js';
 import { readPgdataFacts } from './pgdata.js';
 import { TABLESPACE_LINK_RE } from './pgdata-walk.js';
-import { findTargetLsn } from './target-resolver.js';
+import { planRestore } from './restore-plan.js';
 
 export type TargetSpec =
   | { kind: 'time'; time: Date; /** exact text for recovery_target_time, microsecond precision */ pgTime?: string }
@@ -44,6 +44,17 @@ export interface RestoreOptions {
   /** Options wal-fetch needs to find the repositories (e.g. ['--repo', url, '--config', file]); never credentials. */
   walFetchArgs: readonly string[];
   backupLabel?: string;
+  /** The label is the controller's pick from the catalog, not the user's: the agent may take another backup of the target's timeline lineage. */
+  labelIsHint?: boolean;
+  /** Follow this timeline (recovery_target_timeline) instead of the one restore-plan.ts chooses. */
+  targetTimeline?: number;
+  /**
+   * 'off': the restored server does not archive (archive_mode = off), so a copy started anywhere
+   * never pushes its WAL or its new timeline's history into the source's repository.
+   * 'preserve': keep the source's archiving, for an in-place recovery of the cluster itself.
+   * Default: 'preserve' when restoring over the agent's own PGDATA (ownPgdata), else 'off'.
+   */
+  archive?: 'off' | 'preserve';
   targetDir: string;
   /** Update an existing data directory in place: keep matching files, fetch the rest, remove extras. */
   delta?: boolean;
@@ -63,6 +74,10 @@ export interface RestoreOptions {
 
 export interface RestoreOutcome {
   manifest: BackupManifest;
+  /** The timeline recovery follows (recovery_target_timeline). */
+  timeline: number;
+  /** Whether the restored server keeps archiving into the cluster's repository. */
+  archivePreserved: boolean;
   /** Bytes fetched from the repository (in delta mode, only the files that differed). */
   bytes: number;
   /** Delta mode: files kept as they were, and files/directories/links removed. */
@@ -85,13 +100,20 @@ function confString(value: string): string {
   return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
 }
 
-function recoverySettings(o: RestoreOptions): string[] {
+function recoverySettings(o: RestoreOptions, timeline: number, archivePreserved: boolean): string[] {
   const lines = [
     '',
     `# Added by pgfleet restore of cluster ${o.cluster} (remove after recovery if you change the archive layout)`,
     `restore_command = ${confString(restoreCommand(o.cluster, o.walFetchArgs))}`,
-    `recovery_target_timeline = 'latest'`,
+    // Chosen from the archived histories (restore-plan.ts), never 'latest': a timeline another
+    // copy pushed into the archive must not decide where this one goes.
+    `recovery_target_timeline = '${timeline}'`,
   ];
+  if (!archivePreserved) {
+    // A restored copy must not archive into the source's repository: its WAL and the history of
+    // the timeline it starts at promotion would become part of the source's archive.
+    lines.push(`# pgfleet restore without --archive preserve: this copy does not archive (set archive_mode back if it becomes the cluster)`, `archive_mode = off`);
+  }
   const t = o.target;
   if (t.kind === 'time') lines.push(`recovery_target_time = ${confString(t.pgTime ?? t.time.toISOString().replace('T', ' ').replace('Z', '+00'))}`);
   if (t.kind === 'lsn') lines.push(`recovery_target_lsn = ${confString(t.lsn)}`);
@@ -103,18 +125,6 @@ function recoverySettings(o: RestoreOptions): string[] {
     if (o.inclusive !== undefined && t.kind !== 'immediate') lines.push(`recovery_target_inclusive = ${o.inclusive ? 'on' : 'off'}`);
   }
   return lines;
-}
-
-async function chooseBackup(o: RestoreOptions): Promise<BackupManifest> {
-  if (o.backupLabel) return o.repo.readManifest(o.cluster, o.backupLabel);
-  const backups = await o.repo.listBackups(o.cluster);
-  if (backups.length === 0) throw new PgfleetError('NoBackup', `cluster ${o.cluster} has no complete backup in ${o.repo.location}`);
-  if (o.target.kind === 'name' || o.target.kind === 'xid') {
-    const found = await findTargetLsn(o.repo, o.cluster, backups, o.target, { pgBinDir: o.pgBinDir, log: o.log });
-    return found.backup;
-  }
-  // Time/LSN targets are normally resolved by the controller; the agent falls back to the newest.
-  return backups.at(-1)!;
 }
 
 export async function runRestore(options: RestoreOptions): Promise<RestoreOutcome> {
@@ -136,10 +146,22 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
   if (delta) await checkDeltaTarget(o.targetDir, existing);
 
   const tracker = new ProgressTracker(o.progress, 'choose-backup');
-  const manifest = withPlainPgWal(await chooseBackup(o));
+  const plan = await planRestore({
+    cluster: o.cluster,
+    repo: o.repo,
+    target: o.target,
+    ...(o.backupLabel ? { backupLabel: o.backupLabel } : {}),
+    ...(o.labelIsHint ? { labelIsHint: true } : {}),
+    ...(o.targetTimeline !== undefined ? { targetTimeline: o.targetTimeline } : {}),
+    ...(o.pgBinDir ? { pgBinDir: o.pgBinDir } : {}),
+    log: o.log,
+  });
+  const manifest = withPlainPgWal(plan.manifest);
+  const ownTarget = o.ownPgdata !== undefined && (await realpath(o.ownPgdata).catch(() => o.ownPgdata)) === (await realpath(o.targetDir).catch(() => o.targetDir));
+  const archivePreserved = o.archive === 'preserve' || (o.archive === undefined && ownTarget);
   requireTablespaceFiles(manifest);
   if (delta) await checkDeltaSystem(o.targetDir, manifest);
-  o.log.info({ label: manifest.label, targetDir: o.targetDir, delta }, 'restoring backup');
+  o.log.info({ label: manifest.label, timeline: plan.timeline, targetDir: o.targetDir, delta, archive: archivePreserved ? 'preserve' : 'off' }, 'restoring backup');
   tracker.state.bytesTotal = manifest.sizeBytes;
   tracker.state.filesTotal = manifest.files.length;
 
@@ -151,7 +173,7 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
     // Where a tablespace link may keep pointing: the restore location, and the backup's own
     // location only when restoring the agent's own data directory (a copy of the cluster on the
     // same host would otherwise write into the live source's tablespace).
-    const own = o.ownPgdata !== undefined && (await realpath(o.ownPgdata).catch(() => o.ownPgdata)) === (await realpath(o.targetDir).catch(() => o.targetDir));
+    const own = ownTarget;
     const links = new Map(manifest.links.map((l) => [l.path, l.target]));
     const keepLink = (path: string, target: string): boolean =>
       isTablespace(path) ? links.has(path) && (target === tablespaceLocation(path) || (own && target === links.get(path))) : links.get(path) === target;
@@ -229,17 +251,17 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
   await writeFile(join(o.targetDir, 'backup_label'), manifest.backupLabel, { mode: 0o600 });
   // No tablespace_map: pg_tblspc is laid out above (see the header comment).
   // postgresql.auto.conf is read last, so these settings win over anything in postgresql.conf.
-  await appendFile(join(o.targetDir, 'postgresql.auto.conf'), `${recoverySettings(o).join('\n')}\n`, { mode: 0o600 });
+  await appendFile(join(o.targetDir, 'postgresql.auto.conf'), `${recoverySettings(o, plan.timeline, archivePreserved).join('\n')}\n`, { mode: 0o600 });
   await writeFile(join(o.targetDir, 'recovery.signal'), '', { mode: 0o600 });
   await syncRestored(o.targetDir, manifest, [...new Set(manifest.links.filter((l) => isTablespace(l.path)).map((l) => dirname(tablespaceLocation(l.path))))]);
   if (delta) {
     const message = `delta: ${kept} file(s) kept, ${manifest.files.length - kept} fetched (${fetched} bytes), ${removed} removed`;
     o.log.info({ label: manifest.label, kept, fetched: manifest.files.length - kept, bytes: fetched, removed }, 'delta restore done');
     tracker.phase('done', message);
-    return { manifest, bytes: fetched, kept, removed };
+    return { manifest, timeline: plan.timeline, archivePreserved, bytes: fetched, kept, removed };
   }
   tracker.phase('done');
-  return { manifest, bytes: manifest.sizeBytes };
+  return { manifest, timeline: plan.timeline, archivePreserved, bytes: manifest.sizeBytes };
 }
 
 /** A chunked file once all its chunks are written: durable (one fsync for the whole file), with its mtime. */

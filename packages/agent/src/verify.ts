@@ -22,10 +22,10 @@
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
-import { DEFAULT_WAL_SEGMENT_SIZE, Lsn, validateWalSegment, WAL_LONG_HEADER_SIZE, walFileKind, WalSegmentName } from '@pgfleet/pg';
+import { DEFAULT_WAL_SEGMENT_SIZE, Lsn, TimelineHistory, timelineHistoryName, timelineOfWalName, validateWalSegment, WAL_LONG_HEADER_SIZE, walFileKind, WalSegmentName } from '@pgfleet/pg';
 import { decompressor, HashingStream, parseManifest, readSmall, type ArchivedWal, type BackupKind, type BackupManifest, type Codec, type Repository } from '@pgfleet/storage';
 import type { ProgressSink } from './progress.js';
-import { parseTimelineHistory, walContinuity, type TimelineBranch, type WalGap } from './wal-continuity.js';
+import { walContinuity, type TimelineBranch, type WalGap } from './wal-continuity.js';
 
 export type VerifyProblemKind =
   | 'manifest-corrupt'
@@ -39,7 +39,8 @@ export type VerifyProblemKind =
   | 'wal-empty'
   | 'wal-truncated'
   | 'wal-corrupt'
-  | 'wal-foreign';
+  | 'wal-foreign'
+  | 'timeline-conflict';
 
 export interface VerifyProblem {
   kind: VerifyProblemKind;
@@ -314,6 +315,30 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     } else if (kind !== undefined) others.push(w);
   }
 
+  // Timeline histories first: a new timeline's first segment carries its parent's id, which only
+  // its history explains; each history must also extend its parent's (timelines.ts).
+  const histories = new Map<number, TimelineHistory>();
+  const badHistories = new Map<string, VerifyProblem>();
+  for (const w of others) {
+    if (walFileKind(w.name) !== 'history') continue;
+    const base = { label: '', path: w.name, key: w.key };
+    try {
+      const text = await repo.readWalFile(cluster, w.name);
+      if (text !== undefined) histories.set(timelineOfWalName(w.name), TimelineHistory.parse(timelineOfWalName(w.name), text.toString('utf8')));
+    } catch (err) {
+      badHistories.set(w.name, { kind: 'wal-corrupt', ...base, message: `timeline history ${w.name} cannot be used: ${(err as Error).message} (${w.key})` });
+    }
+  }
+  for (const [tli, h] of histories) {
+    const parent = h.parent === undefined ? undefined : histories.get(h.parent);
+    if (parent && !h.extends(parent)) {
+      const name = timelineHistoryName(tli);
+      badHistories.set(name, { kind: 'timeline-conflict', label: '', path: name, key: '', message: `timeline ${tli}'s history does not extend timeline ${h.parent}'s: it comes from another lineage; restores choose their timeline from the backups' own lineage and ignore it` });
+      histories.delete(tli);
+    }
+  }
+  const branches = new Map<number, TimelineBranch>([...histories].map(([tli, h]) => [tli, { parent: h.parent!, switchLsn: h.startLsn }]));
+
   const walProblem = async (w: ArchivedWal): Promise<VerifyProblem | undefined> => {
     const isSegment = walFileKind(w.name) === 'segment';
     const base = { label: '', path: w.name, key: w.key };
@@ -341,7 +366,7 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     }
     if (isSegment) {
       try {
-        validateWalSegment(w.name, r.head ?? Buffer.alloc(0), r.contentBytes ?? 0, info?.systemIdentifier);
+        validateWalSegment(w.name, r.head ?? Buffer.alloc(0), r.contentBytes ?? 0, info?.systemIdentifier, histories.get(timelineOfWalName(w.name)));
       } catch (err) {
         const e = asPgfleetError(err);
         return { kind: e.errorName === 'WalFileEmpty' ? 'wal-truncated' : 'wal-foreign', ...base, message: `${e.message} (${w.key})` };
@@ -350,7 +375,8 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     return undefined;
   };
 
-  const allWal = [...[...segments.values()].flat(), ...others];
+  const allWal = [...[...segments.values()].flat(), ...others.filter((w) => !badHistories.has(w.name))];
+  problems.push(...badHistories.values());
   const walResults = await mapLimit(allWal, concurrency, walProblem, o.signal);
   const badCopies = new Map<string, VerifyProblem>();
   const goodSegments = new Set<string>();
@@ -363,20 +389,6 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
   });
   // A segment with a usable copy is usable; one with only bad copies breaks continuity.
   const badSegments = new Set([...badCopies.keys()].filter((n) => segments.has(n) && !goodSegments.has(n)));
-
-  // Timeline history: each timeline's branch point.
-  const branches = new Map<number, TimelineBranch>();
-  for (const w of others) {
-    if (walFileKind(w.name) !== 'history' || badCopies.has(w.name)) continue;
-    try {
-      const chunks: Buffer[] = [];
-      await pipeline(await repo.driver.get(w.key), decompressor(w.codec), new Writable({ write: (c: Buffer, _e, cb) => (chunks.push(c), cb()) }));
-      const b = parseTimelineHistory(Buffer.concat(chunks).toString('utf8'));
-      if (b) branches.set(Number.parseInt(w.name.slice(0, 8), 16), b);
-    } catch (err) {
-      problems.push({ kind: 'wal-corrupt', label: '', path: w.name, key: w.key, message: `timeline history ${w.name} cannot be read: ${(err as Error).message}` });
-    }
-  }
 
   const newest = new Map<number, string>();
   for (const name of segments.keys()) {

@@ -2,7 +2,7 @@
 // the continuous WAL, unusable segments, and following timeline history to a later timeline.
 import { strict as assert } from 'node:assert';
 import { describe, test } from 'node:test';
-import { parseTimelineHistory, walContinuity, type TimelineBranch } from './wal-continuity.js';
+import { walContinuity, type TimelineBranch } from './wal-continuity.js';
 
 const SEG = 16 * 1024 * 1024;
 const seg = (tli: number, n: number) => `${tli.toString(16).toUpperCase().padStart(8, '0')}00000000${n.toString(16).toUpperCase().padStart(8, '0')}`;
@@ -86,8 +86,3 @@ describe('walContinuity', () => {
   });
 });
 
-test('parseTimelineHistory takes the last entry', () => {
-  assert.deepEqual(parseTimelineHistory('1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\tbefore 2000-01-01\n'), { parent: 2, switchLsn: 0x5000000n });
-  assert.equal(parseTimelineHistory('# nothing\n'), undefined);
-  assert.equal(parseTimelineHistory('garbage here\n'), undefined);
-});

@@ -19,23 +19,6 @@ export interface TimelineBranch {
   switchLsn: bigint;
 }
 
-/**
- * Parses a timeline history file (NNNNNNNN.history): one line per ancestor, "parentTLI
- * switchpoint reason", oldest first; '#' comments and blank lines ignored. The last entry is the
- * timeline's own branch point. Undefined when the text holds no valid entry.
- */
-export function parseTimelineHistory(text: string): TimelineBranch | undefined {
-  let last: TimelineBranch | undefined;
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) continue;
-    const [tli, lsn] = line.split(/\s+/);
-    if (tli === undefined || lsn === undefined || !/^\d+$/.test(tli) || !Lsn.isValid(lsn)) return undefined;
-    last = { parent: Number(tli), switchLsn: Lsn.parse(lsn).value };
-  }
-  return last;
-}
-
 /** A run of missing segments: the WAL range [fromLsn, toLsn) on `timeline`. */
 export interface WalGap {
   timeline: number;

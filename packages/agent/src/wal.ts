@@ -7,12 +7,13 @@
  * half-written segment, and takes segments the prefetcher already downloaded (wal-prefetch.ts).
  */
 import { createWriteStream } from 'node:fs';
-import { open, rename, rm, stat } from 'node:fs/promises';
+import { open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { PgfleetError, type Logger } from '@pgfleet/core';
-import { validateWalSegment, walFileKind, WAL_LONG_HEADER_SIZE } from '@pgfleet/pg';
+import { TimelineHistory, timelineOfWalName, validateWalSegment, walFileKind, WAL_LONG_HEADER_SIZE } from '@pgfleet/pg';
 import type { Codec, Repository } from '@pgfleet/storage';
 import { readPgdataFacts } from './pgdata.js';
+import { checkHistoryLineage, historyForArchiving } from './timelines.js';
 import { afterFetch, prefetchSpoolFor, takeFromSpool } from './wal-prefetch.js';
 
 export interface WalPushOptions {
@@ -58,8 +59,21 @@ export async function archiveWalFile(pathArg: string, repo: Repository, cluster:
     } finally {
       await fh.close();
     }
-    const h = validateWalSegment(name.slice(0, 24), size < WAL_LONG_HEADER_SIZE ? header.subarray(0, size) : header, size, sysid);
+    const head = size < WAL_LONG_HEADER_SIZE ? header.subarray(0, size) : header;
+    // The first segment of a new timeline carries its parent's id in its first page: the
+    // timeline's history says whether that is the switch PostgreSQL made (timelines.ts).
+    const nameTimeline = timelineOfWalName(name);
+    const history = head.length === WAL_LONG_HEADER_SIZE && nameTimeline > 1 && head.readUInt32LE(4) !== nameTimeline
+      ? await historyForArchiving(nameTimeline, dirname(path), repo, cluster)
+      : undefined;
+    const h = validateWalSegment(name.slice(0, 24), head, size, sysid, history);
     await repo.ensureClusterInfo(cluster, { systemIdentifier: h.systemIdentifier, pgVersionNum: (h.pgMajor ?? facts?.majorVersion ?? 0) * 10000, walSegmentSize: h.segmentSize });
+  }
+  if (kind === 'history') {
+    if (size > 1 << 20) throw new PgfleetError('WalFileInvalid', `timeline history ${name} has ${size} bytes; PostgreSQL writes a few lines per ancestor`);
+    // A history PostgreSQL would not write, or one contradicting its parent's archived history, is refused.
+    const history = TimelineHistory.parse(timelineOfWalName(name), await readFile(path, 'utf8'));
+    await checkHistoryLineage(history, repo, cluster);
   }
   // One read: hashed and compressed together (Repository.archiveWal).
   const { result, sha256 } = await repo.archiveWal(cluster, name, path, kind === 'segment' || kind === 'partial' ? codec : 'none', size);

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path/posix';
 import { PgfleetError, type OptionValues, type ParsedCommand } from '@pgfleet/core';
 import { bearerMetadata, clientTlsCredentials, createClient } from '@pgfleet/rpc';
-import { AdminService, BackupInfoSchema, BackupType, ClusterInfoSchema, JobInfoSchema, JobState } from '@pgfleet/proto';
+import { AdminService, BackupInfoSchema, BackupType, ClusterInfoSchema, JobInfoSchema, JobState, RestoreArchive } from '@pgfleet/proto';
 import { formatBytes, formatTable, formatTime } from './format.js';
 import { describeJob, err, follow, ms, out, printJson, startJob, stateName, typeName, type Admin } from './output.js';
 import { pinCommand, policyCommand, retentionCommand } from './policy-commands.js';
@@ -121,6 +121,8 @@ function restoreRequestFromOptions(cluster: string, options: OptionValues) {
     agentId: options.agent === undefined ? '' : String(options.agent),
     delta: options.delta === true,
     tablespaceDir,
+    targetTimeline: options['target-timeline'] === undefined ? 0 : Number(options['target-timeline']),
+    archive: options.archive === 'preserve' ? RestoreArchive.PRESERVE : options.archive === 'off' ? RestoreArchive.OFF : RestoreArchive.UNSPECIFIED,
   };
 }
 

@@ -7,7 +7,7 @@ import { toJson, type DescMessage, type MessageShape } from '@bufbuild/protobuf'
 import { timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
 import type { Client } from '@pgfleet/rpc';
-import { BackupType, JobInfoSchema, JobState, type AdminService, type BackupInfo, type ExpireResult, type JobInfo } from '@pgfleet/proto';
+import { BackupType, JobInfoSchema, JobState, type AdminService, type BackupInfo, type ExpireResult, type JobInfo, type RestoreResult } from '@pgfleet/proto';
 import { formatBytes, formatProgress, formatTime } from './format.js';
 import { describeDrill } from './drill-format.js';
 import { ProgressView } from './progress-view.js';
@@ -46,7 +46,7 @@ export function describeJob(j: JobInfo): string {
   if (j.error) rows.push(['error', `${j.error.code} ${j.error.message}`]);
   const lines = rows.map(([k, v]) => `${`${k}:`.padEnd(10)} ${v}`);
   if (j.backup) lines.push(describeBackup(j.backup));
-  if (j.restore) lines.push(`restored backup ${j.restore.backupLabel} into ${j.restore.targetDir} (${formatBytes(j.restore.bytes)}, ${j.restore.fileCount} files)`);
+  if (j.restore) lines.push(restoreLine(j.restore));
   if (j.expire) lines.push(describeExpire(j.expire));
   if (j.drill) lines.push(describeDrill(j.drill));
   if (j.capture) lines.push(`captured row counts of ${j.capture.tables.length} table(s) at restore point ${j.capture.restorePoint} (${j.capture.lsn})`);
@@ -76,7 +76,7 @@ export async function startJob(admin: Admin, json: boolean, wait: boolean, start
   if (json) printJson(JobInfoSchema, final);
   else if (final.kind === 'restore' && final.restore) {
     const r = final.restore;
-    out(`restored backup ${r.backupLabel} into ${r.targetDir} (${formatBytes(r.bytes)}, ${r.fileCount} files)`);
+    out(restoreLine(r));
     out('start PostgreSQL on it to recover to the target');
   } else if (final.backup) out(describeBackup(final.backup));
   else if (final.expire) out(describeExpire(final.expire));
@@ -132,4 +132,11 @@ export function describeExpire(e: ExpireResult): string {
   ];
   if (e.skippedLabels.length) lines.push(`kept ${e.skippedLabels.join(', ')}: a kept backup still reads files from them`);
   return lines.join('\n');
+}
+
+/** One line on a finished restore: what, where, which timeline recovery follows, and whether the copy archives. */
+function restoreLine(r: RestoreResult): string {
+  const timeline = r.timeline ? `; recovery follows timeline ${r.timeline}` : '';
+  const archive = r.timeline ? (r.archivePreserved ? '; archiving kept (the restored server archives into the repository)' : '; archive_mode off in the copy') : '';
+  return `restored backup ${r.backupLabel} into ${r.targetDir} (${formatBytes(r.bytes)}, ${r.fileCount} files)${timeline}${archive}`;
 }

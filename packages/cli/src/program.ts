@@ -33,6 +33,8 @@ export const cliProgram: ProgramSpec = {
     { name: 'target-action', type: 'string', cliOnly: true, choices: ['promote', 'pause', 'shutdown'], description: "What PostgreSQL does at the target (recovery_target_action; PostgreSQL's default is pause)." },
     { name: 'target-exclusive', type: 'boolean', cliOnly: true, description: 'Stop just before the target instead of just after it (recovery_target_inclusive = off).' },
     { name: 'backup', type: 'string', cliOnly: true, description: 'Restore this backup label instead of the one the controller picks.' },
+    { name: 'target-timeline', type: 'integer', cliOnly: true, min: 1, max: 0xffffffff, description: 'Follow this timeline (recovery_target_timeline). Default: the timeline the cluster ran on at --target-time, else the one it runs on now, chosen from the archived timeline histories (never a timeline another copy pushed).' },
+    { name: 'archive', type: 'string', cliOnly: true, choices: ['off', 'preserve'], description: "Whether the restored server archives WAL: off = archive_mode off, so a copy never writes into the cluster's repository; preserve = keep archive_mode/archive_command (in-place recovery: the copy becomes the cluster). Default: preserve over the agent's own data directory, off anywhere else." },
     { name: 'agent', type: 'string', cliOnly: true, description: 'Restore on this agent (e.g. a fresh host) instead of the cluster\'s own.' },
     { name: 'cluster', type: 'string', cliOnly: true, description: 'Only jobs of this cluster.' },
     { name: 'limit', type: 'integer', cliOnly: true, default: 50, min: 1, max: 10_000, description: 'At most this many jobs, newest first.' },
@@ -84,7 +86,7 @@ export const cliProgram: ProgramSpec = {
     {
       name: 'restore',
       summary: 'Restore a cluster to a point in time into a directory (give exactly one target).',
-      options: [...CONNECTION, 'output', 'to', 'tablespace-dir', 'delta', ...TARGET_FLAGS, 'backup', 'agent', 'wait'],
+      options: [...CONNECTION, 'output', 'to', 'tablespace-dir', 'delta', ...TARGET_FLAGS, 'target-timeline', 'archive', 'backup', 'agent', 'wait'],
       positionals: [{ name: 'cluster', description: 'Cluster whose backups to restore.', required: true }],
     },
     { name: 'jobs', summary: 'List jobs, newest first.', options: [...CONNECTION, 'output', 'cluster', 'limit'] },

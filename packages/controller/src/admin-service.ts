@@ -9,7 +9,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import { ErrorCodes, PgfleetError, newJobId } from '@pgfleet/core';
 import { isTerminalJobState, type JobRecord } from '@pgfleet/catalog';
 import type { CallContext, ServiceImpl } from '@pgfleet/rpc';
-import { BackupType, type AdminService, type JobInfoSchema, type StartBackupRequest, type StartRestoreRequest } from '@pgfleet/proto';
+import { BackupType, RestoreArchive, type AdminService, type JobInfoSchema, type StartBackupRequest, type StartRestoreRequest } from '@pgfleet/proto';
 import type { AgentSession } from './agent-sessions.js';
 import { backupInfoFromRecord, backupKindFromProto, jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson } from './convert.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from './context.js';
@@ -126,12 +126,22 @@ async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): P
       cluster: req.cluster,
       kind: 'restore',
       agentId: session.agentId,
-      params: { targetDir: req.targetDir, backupLabel, target: recoveryTargetJson(recoveryTarget), ...(req.delta ? { delta: true } : {}), ...(req.tablespaceDir ? { tablespaceDir: req.tablespaceDir } : {}) },
+      params: {
+        targetDir: req.targetDir,
+        backupLabel,
+        target: recoveryTargetJson(recoveryTarget),
+        ...(req.delta ? { delta: true } : {}),
+        ...(req.tablespaceDir ? { tablespaceDir: req.tablespaceDir } : {}),
+        ...(req.targetTimeline ? { targetTimeline: req.targetTimeline } : {}),
+        ...(req.archive !== RestoreArchive.UNSPECIFIED ? { archive: req.archive === RestoreArchive.PRESERVE ? 'preserve' : 'off' } : {}),
+      },
     },
     ctx.now(),
   );
   // The agent checks the directory: empty or new, or (delta) a stopped data directory of the cluster.
-  return dispatch(ctx, session, job, { case: 'restore', value: { cluster: req.cluster, backupLabel, targetDir: req.targetDir, target: recoveryTarget, delta: req.delta, tablespaceDir: req.tablespaceDir } });
+  // The catalog knows no timeline histories: a label it picked is a hint the agent may replace with a backup of the target timeline's lineage.
+  const value = { cluster: req.cluster, backupLabel, backupExplicit: req.backupLabel !== '', targetDir: req.targetDir, target: recoveryTarget, delta: req.delta, tablespaceDir: req.tablespaceDir, targetTimeline: req.targetTimeline, archive: req.archive };
+  return dispatch(ctx, session, job, { case: 'restore', value });
 }
 
 /** Streams the job on every change until it is final: the final state is always sent, then the stream ends. */

@@ -6,7 +6,7 @@
  */
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { timestampDate, timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { PgfleetError } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import type { CatalogStore, JobRecord, JobStateName, OutboxEventInput, OutboxEventRecord, BackupRecord } from '@pgfleet/catalog';
 import { newEvent, type EventPayloadInit, type Outbox, type OutboxEntry } from '@pgfleet/events';
 import { EventSchema, type DrillResult, type Event, type ExpireResult, type RestoreResult, type VerifyResult } from '@pgfleet/proto';
@@ -73,17 +73,18 @@ interface DrillParams {
 
 /** The error code a verify problem kind stands for (docs/repository-format.md). */
 const VERIFY_PROBLEM_CODES: Record<string, string> = {
-  'manifest-corrupt': 'PGF-5003',
-  'missing-file': 'PGF-5001',
-  'size-mismatch': 'PGF-5002',
-  'checksum-mismatch': 'PGF-5002',
-  unreadable: 'PGF-5004',
-  'bad-reference': 'PGF-5001',
-  'wal-gap': 'PGF-4005',
-  'wal-empty': 'PGF-4002',
-  'wal-truncated': 'PGF-4002',
-  'wal-corrupt': 'PGF-4003',
-  'wal-foreign': 'PGF-4003',
+  'manifest-corrupt': ErrorCodes.RepoManifestInvalid.code,
+  'missing-file': ErrorCodes.RepoFileMissing.code,
+  'size-mismatch': ErrorCodes.RepoChecksumMismatch.code,
+  'checksum-mismatch': ErrorCodes.RepoChecksumMismatch.code,
+  unreadable: ErrorCodes.RepoIoFailed.code,
+  'bad-reference': ErrorCodes.RepoFileMissing.code,
+  'wal-gap': ErrorCodes.WalNotInRepository.code,
+  'wal-empty': ErrorCodes.WalFileEmpty.code,
+  'wal-truncated': ErrorCodes.WalFileEmpty.code,
+  'wal-corrupt': ErrorCodes.WalFileInvalid.code,
+  'wal-foreign': ErrorCodes.WalFileInvalid.code,
+  'timeline-conflict': ErrorCodes.TimelineHistoryConflict.code,
 };
 
 /**

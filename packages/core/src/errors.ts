@@ -76,6 +76,7 @@ export const ErrorCodes = {
   WalArchiveTimeout: spec('PGF-4006', GrpcStatus.DEADLINE_EXCEEDED, 5, 'Check archive_command and pg_stat_archiver.failed_count: WAL needed by the backup did not reach the repository.'),
   WalDaemonFailed: spec('PGF-4007', GrpcStatus.UNAVAILABLE, 5, 'The agent daemon took the WAL file but gave no answer; PostgreSQL retries (archiving is idempotent). See the agent log.'),
   WalStreamFailed: spec('PGF-4008', GrpcStatus.UNAVAILABLE, 5, 'WAL streaming stopped; it reconnects by itself. Check max_wal_senders, the replication entry in pg_hba.conf and the agent log.'),
+  TimelineHistoryConflict: spec('PGF-4009', GrpcStatus.FAILED_PRECONDITION, 6, 'The timeline history contradicts the history the repository holds for its parent timeline: it comes from another lineage (a copy of another system, or a crafted file). It was not archived; find out which server produced it, and keep restored copies from archiving into this repository (`pgfleet restore` turns archive_mode off unless --archive preserve).'),
   // 5xxx: repository
   RepoFileMissing: spec('PGF-5001', GrpcStatus.NOT_FOUND, 6, 'A file the manifest lists is missing from the repository; the backup cannot be restored.'),
   RepoChecksumMismatch: spec('PGF-5002', GrpcStatus.DATA_LOSS, 6, 'A repository file does not match its checksum; the backup is damaged.'),
@@ -89,6 +90,7 @@ export const ErrorCodes = {
   TargetInvalid: spec('PGF-6003', GrpcStatus.INVALID_ARGUMENT, 2, 'Give exactly one of --target-time, --target-lsn, --target-name, --target-xid or --target immediate|latest.'),
   RestorePointNotFound: spec('PGF-6004', GrpcStatus.NOT_FOUND, 3, 'No archived WAL holds a restore point of that name; list restore points with pg_waldump or use a time target.'),
   NoBackup: spec('PGF-6005', GrpcStatus.FAILED_PRECONDITION, 4, 'Take a backup first: `pgfleet backup <cluster> --wait`.'),
+  TargetTimelineInvalid: spec('PGF-6006', GrpcStatus.OUT_OF_RANGE, 4, 'The target is not on a timeline the chosen backup can reach: list the timelines with `pgfleet verify <cluster>`, pick a backup of that timeline (--backup) or another --target-timeline.'),
   // 7xxx: network and services
   ControllerUnreachable: spec('PGF-7001', GrpcStatus.UNAVAILABLE, 5, 'Check --controller (host:port) and that `pgfleet-controller run` is up.'),
   Timeout: spec('PGF-7002', GrpcStatus.DEADLINE_EXCEEDED, 5, 'The operation took longer than allowed; retry or raise the timeout.'),

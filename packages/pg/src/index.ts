@@ -5,3 +5,5 @@ export * from './connection.js';
 export * from './backup-label.js';
 export * from './page-checksum.js';
 export * from './replication.js';
+export * from './timeline-history.js';
+export * from './timeline-start.js';

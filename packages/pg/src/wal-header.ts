@@ -8,7 +8,8 @@
  * renamed to the wrong position or timeline.
  */
 import { PgfleetError } from '@pgfleet/core';
-import { WalSegmentName } from './wal-segment-name.js';
+import type { TimelineHistory } from './timeline-history.js';
+import { WalSegmentName, timelineHistoryName } from './wal-segment-name.js';
 
 /** XLOG_PAGE_MAGIC per PostgreSQL major version (changes whenever the WAL format does). */
 export const WAL_PAGE_MAGIC: Readonly<Record<number, number>> = {
@@ -53,8 +54,14 @@ export function parseWalLongHeader(buf: Buffer): WalSegmentHeader {
  * Checks that `header` (the first 40 bytes) and `fileSize` describe the complete segment `name`
  * of the cluster `systemIdentifier` (when known). Throws WalFileEmpty for empty/truncated files
  * and WalFileInvalid for anything foreign, so archive_command fails and PostgreSQL retries.
+ *
+ * The first segment of a new timeline starts with a copy of the parent timeline's WAL up to the
+ * switch point (xlog.c, XLogInitNewTimeline), so its first page carries the parent's timeline id
+ * (or an older ancestor's, when several switches fall in one segment). That is accepted when
+ * `history` (the history of the timeline the name says) places the segment's start on exactly
+ * that timeline, as PostgreSQL's own page check does against the expected history.
  */
-export function validateWalSegment(name: string, header: Buffer, fileSize: number, systemIdentifier?: string): WalSegmentHeader {
+export function validateWalSegment(name: string, header: Buffer, fileSize: number, systemIdentifier?: string, history?: TimelineHistory): WalSegmentHeader {
   if (fileSize === 0) throw new PgfleetError('WalFileEmpty', `WAL file ${name} is empty (0 bytes)`);
   if (header.length < WAL_LONG_HEADER_SIZE) throw new PgfleetError('WalFileEmpty', `WAL file ${name} is truncated (${fileSize} bytes)`);
   const h = parseWalLongHeader(header);
@@ -70,7 +77,18 @@ export function validateWalSegment(name: string, header: Buffer, fileSize: numbe
   }
   const expected = WalSegmentName.parse(name, h.segmentSize);
   if (h.timeline !== expected.timeline) {
-    throw new PgfleetError('WalFileInvalid', `WAL file ${name} holds timeline ${h.timeline}, its name says ${expected.timeline}`);
+    const own = history?.timeline === expected.timeline ? history : undefined;
+    // PostgreSQL never writes a segment of a timeline that ends before the timeline begins.
+    const beforeStart = own !== undefined && expected.startLsn.value + BigInt(h.segmentSize) <= own.startLsn;
+    const owner = own && !beforeStart ? own.timelineAt(expected.startLsn.value) : undefined;
+    if (owner !== h.timeline) {
+      const why = own === undefined
+        ? `and timeline ${expected.timeline}'s history (${timelineHistoryName(expected.timeline)}) is not available to show it starts there`
+        : beforeStart
+          ? `but timeline ${expected.timeline} only begins after this segment`
+          : `but timeline ${expected.timeline}'s history places this position on timeline ${owner}`;
+      throw new PgfleetError('WalFileInvalid', `WAL file ${name} holds timeline ${h.timeline}, its name says ${expected.timeline}, ${why}`);
+    }
   }
   if (h.pageAddress !== expected.startLsn.value) {
     throw new PgfleetError('WalFileInvalid', `WAL file ${name} holds WAL of another position (page address ${h.pageAddress.toString(16)})`);

@@ -317,6 +317,39 @@ export class Repository {
     return found.every((f) => f.length > 0);
   }
 
+  /** The archived timeline history files of the cluster (a listing of their own folder only). */
+  async listTimelineHistories(cluster: string): Promise<ArchivedWal[]> {
+    const out: ArchivedWal[] = [];
+    for await (const o of this.driver.list(`${cluster}/wal/timelines/`)) {
+      const m = WAL_KEY_RE.exec(o.key.slice(o.key.lastIndexOf('/') + 1));
+      if (m && m[1]!.endsWith('.history')) out.push({ name: m[1]!, key: o.key, sha256: m[2]!, codec: codecOfExtension(m[3]), storedSize: o.size });
+    }
+    return out;
+  }
+
+  /**
+   * The content of a small archived WAL file (a timeline history, or one segment), checked
+   * against its checksum; undefined when it is not archived. Refuses more than `maxBytes`.
+   */
+  async readWalFile(cluster: string, name: string, maxBytes = 1 << 20): Promise<Buffer | undefined> {
+    const wal = (await this.findWal(cluster, name))[0];
+    if (!wal) return undefined;
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        bytes += chunk.length;
+        if (bytes > maxBytes) cb(new PgfleetError('RepoManifestInvalid', `archived WAL file ${name} holds more than ${maxBytes} bytes`));
+        else {
+          chunks.push(chunk);
+          cb();
+        }
+      },
+    });
+    await this.readObject(wal.key, wal.codec, { sha256: wal.sha256 }, sink);
+    return Buffer.concat(chunks);
+  }
+
   /** Writes the archived WAL file `name` to `dest`; WalNotInRepository when it is not there. */
   async fetchWal(cluster: string, name: string, dest: Writable): Promise<void> {
     const found = await this.findWal(cluster, name);

@@ -1,0 +1,136 @@
+/**
+ * Which backup a restore starts from and which timeline it follows. PostgreSQL's default
+ * (recovery_target_timeline = 'latest') follows the highest-numbered timeline whose history file
+ * it can fetch, which goes wrong in the repository of a real fleet: a restored copy that was
+ * promoted elsewhere and archived here, or a history file of another lineage, makes every later
+ * default restore fail ("requested timeline N is not a child of this server's history"); and a
+ * time on the timeline an in-place PITR abandoned is not on the newest one at all. So the
+ * timeline is chosen here, from the archived histories and the time each timeline began, and
+ * written explicitly:
+ *   - time targets follow the timeline the cluster ran on at that time (timelines.ts);
+ *   - latest, immediate, LSN targets follow the one it runs on now, unless --target-timeline;
+ *   - name and xid targets follow the timeline whose WAL holds the record (preferring the one
+ *     the cluster runs on now when the record precedes a switch and so is on both).
+ * The backup is the newest one whose lineage contains it on that timeline and that ends before
+ * the target. With a single timeline and no history files nothing changes from the catalog's pick.
+ */
+import { PgfleetError, type Logger } from '@pgfleet/core';
+import { Lsn } from '@pgfleet/pg';
+import type { BackupManifest, Repository } from '@pgfleet/storage';
+import type { TargetSpec } from './restore.js';
+import { describeWalTarget, findTargetHits, findTargetLsn, targetNotFound, type TargetHit } from './target-resolver.js';
+import { loadTimelineHistories, timelineLivingAt, timelinesWithStart, type TimelineInfo } from './timelines.js';
+
+export interface RestorePlanInput {
+  cluster: string;
+  repo: Repository;
+  target: TargetSpec;
+  /** The backup named by the user (--backup) or picked by the controller from the catalog. */
+  backupLabel?: string;
+  /** The label is the controller's pick, not the user's: it may be replaced by a backup of the right lineage. */
+  labelIsHint?: boolean;
+  /** --target-timeline: follow this timeline instead of choosing. */
+  targetTimeline?: number;
+  pgBinDir?: string;
+  log: Logger;
+  now?: number;
+}
+
+export interface RestorePlan {
+  manifest: BackupManifest;
+  /** Written as recovery_target_timeline. */
+  timeline: number;
+}
+
+const stopOf = (b: BackupManifest): bigint => Lsn.parse(b.stopLsn).value;
+
+/** Whether a restore of `b` can follow timeline `tli` (the backup is consistent before the lineage leaves its timeline). */
+function onLineage(b: BackupManifest, tli: number, timelines: ReadonlyMap<number, TimelineInfo>): boolean {
+  return b.timeline === tli || timelines.get(tli)?.history.contains(b.timeline, stopOf(b)) === true;
+}
+
+function endsBefore(b: BackupManifest, target: TargetSpec): boolean {
+  if (target.kind === 'time') return Date.parse(b.stopTime) <= target.time.getTime();
+  if (target.kind === 'lsn') return stopOf(b) <= Lsn.parse(target.lsn).value;
+  return true;
+}
+
+export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
+  const histories = await loadTimelineHistories(i.repo, i.cluster);
+  const explicit = i.backupLabel && !i.labelIsHint ? await i.repo.readManifest(i.cluster, i.backupLabel) : undefined;
+  if (histories.size === 0) {
+    // One timeline: the catalog's pick (or the WAL's, for name/xid) is right.
+    const manifest = explicit ?? (await singleTimelineBackup(i));
+    if (i.targetTimeline !== undefined && i.targetTimeline !== manifest.timeline) {
+      throw new PgfleetError('TargetTimelineInvalid', `timeline ${i.targetTimeline} does not exist in the archive of cluster ${i.cluster}: it holds only timeline ${manifest.timeline}`);
+    }
+    return { manifest, timeline: manifest.timeline };
+  }
+
+  const segmentSize = explicit?.walSegmentSize ?? (await i.repo.readClusterInfo(i.cluster))?.walSegmentSize ?? 16 << 20;
+  const timelines = await timelinesWithStart(i.repo, i.cluster, histories, segmentSize);
+  for (const [tli, info] of timelines) i.log.debug({ timeline: tli, parent: info.history.parent, switchLsn: Lsn.fromBigInt(info.history.startLsn).toString(), startedAt: info.startedAt?.toISOString() }, 'archived timeline');
+  const known = (tli: number) => timelines.has(tli) || [...timelines.values()].some((t) => t.history.entries.some((e) => e.timeline === tli));
+  if (i.targetTimeline !== undefined && !known(i.targetTimeline) && i.targetTimeline !== explicit?.timeline) {
+    const noWal = histories.has(i.targetTimeline) ? ' (its history is archived, but none of its WAL)' : '';
+    throw new PgfleetError('TargetTimelineInvalid', `timeline ${i.targetTimeline} is not in the archive of cluster ${i.cluster}${noWal}; archived timelines: ${[...timelines.keys()].sort((a, b) => a - b).join(', ') || 'none beyond the first'}`);
+  }
+  const at = i.target.kind === 'time' ? i.target.time.getTime() : (i.now ?? Date.now());
+
+  if (explicit) {
+    const timeline = i.targetTimeline ?? timelineLivingAt({ timeline: explicit.timeline, stopLsn: stopOf(explicit) }, timelines, at);
+    if (!onLineage(explicit, timeline, timelines)) {
+      const branch = timelines.get(timeline)?.history.switchPointOf(explicit.timeline);
+      throw new PgfleetError('TargetTimelineInvalid', `backup ${explicit.label} (timeline ${explicit.timeline}, consistent at ${explicit.stopLsn}) is not in the history of timeline ${timeline}${typeof branch === 'bigint' ? `, which left timeline ${explicit.timeline} at ${Lsn.fromBigInt(branch).toString()}` : ''}`);
+    }
+    return { manifest: explicit, timeline };
+  }
+
+  const backups = await i.repo.listBackups(i.cluster);
+  if (backups.length === 0) throw new PgfleetError('NoBackup', `cluster ${i.cluster} has no complete backup in ${i.repo.location}`);
+  const root = Math.min(...backups.map((b) => b.timeline), ...[...histories.values()].map((h) => h.entries[0]?.timeline ?? h.timeline));
+  const living = timelineLivingAt({ timeline: root, stopLsn: 0n }, timelines, at);
+
+  if (i.target.kind === 'name' || i.target.kind === 'xid') {
+    const target = i.target;
+    const hits = await findTargetHits(i.repo, i.cluster, backups[0]!, target, i.pgBinDir ? { pgBinDir: i.pgBinDir } : {});
+    // A record before a switch is on both timelines: follow the wanted lineage when it holds the record.
+    const wanted = i.targetTimeline ?? living;
+    const holds = (tli: number, hit: TargetHit) => hit.timeline === tli || timelines.get(tli)?.history.contains(hit.timeline, hit.lsn.value) === true;
+    const ordered = [...hits.filter((h) => holds(wanted, h)), ...(i.targetTimeline === undefined ? hits.filter((h) => !holds(wanted, h)) : [])];
+    for (const hit of ordered) {
+      const timeline = holds(wanted, hit) ? wanted : hit.timeline;
+      const manifest = backups.filter((b) => stopOf(b) <= hit.lsn.value && onLineage(b, timeline, timelines)).at(-1);
+      if (manifest) {
+        i.log.info({ target: describeWalTarget(target), lsn: hit.lsn.toString(), timeline, backup: manifest.label }, 'recovery target found in archived WAL');
+        return { manifest, timeline };
+      }
+    }
+    throw targetNotFound(i.cluster, backups[0]!, target, hits);
+  }
+
+  const timeline = i.targetTimeline ?? living;
+  const before = backups.filter((b) => endsBefore(b, i.target));
+  const manifest = before.filter((b) => onLineage(b, timeline, timelines)).at(-1);
+  if (!manifest) {
+    if (before.length === 0) {
+      throw new PgfleetError('TargetBeforeOldestBackup', `the target is before the end of the oldest backup ${backups[0]!.label} (${backups[0]!.stopTime}, LSN ${backups[0]!.stopLsn})`);
+    }
+    throw new PgfleetError('TargetTimelineInvalid', `no backup in the history of timeline ${timeline} ends before the target: the backups before it (${before.map((b) => `${b.label} on timeline ${b.timeline}`).join(', ')}) are on a branch timeline ${timeline} does not contain`);
+  }
+  if (i.backupLabel && manifest.label !== i.backupLabel) {
+    i.log.info({ catalogPick: i.backupLabel, backup: manifest.label, timeline }, 'the catalog picked a backup of another timeline branch: restoring the newest backup in the history of the target timeline instead');
+  }
+  return { manifest, timeline };
+}
+
+async function singleTimelineBackup(i: RestorePlanInput): Promise<BackupManifest> {
+  if (i.backupLabel) return i.repo.readManifest(i.cluster, i.backupLabel);
+  const backups = await i.repo.listBackups(i.cluster);
+  if (backups.length === 0) throw new PgfleetError('NoBackup', `cluster ${i.cluster} has no complete backup in ${i.repo.location}`);
+  if (i.target.kind === 'name' || i.target.kind === 'xid') {
+    return (await findTargetLsn(i.repo, i.cluster, backups, i.target, { ...(i.pgBinDir ? { pgBinDir: i.pgBinDir } : {}), log: i.log })).backup;
+  }
+  // Time/LSN targets are normally resolved by the controller; the agent falls back to the newest.
+  return backups.filter((b) => endsBefore(b, i.target)).at(-1) ?? backups.at(-1)!;
+}

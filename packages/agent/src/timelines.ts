@@ -1,0 +1,119 @@
+/**
+ * The cluster's timelines as the repository knows them: the archived history files, where each
+ * timeline began (read from its own WAL), and which lineage a restore follows. Every part of the
+ * agent that crosses a timeline switch asks here: wal-push (the switch segment carries its
+ * parent's timeline id), verify (continuity through switch points), restore (which timeline
+ * holds the target).
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PgfleetError } from '@pgfleet/core';
+import { Lsn, TimelineHistory, timelineHistoryName, timelineOfWalName, timelineStartFromSegment, WalSegmentName } from '@pgfleet/pg';
+import type { Repository } from '@pgfleet/storage';
+
+/** Reads and parses the archived history of `timeline`; undefined when none is archived. */
+export async function archivedHistory(repo: Repository, cluster: string, timeline: number): Promise<TimelineHistory | undefined> {
+  const text = await repo.readWalFile(cluster, timelineHistoryName(timeline));
+  return text === undefined ? undefined : TimelineHistory.parse(timeline, text.toString('utf8'));
+}
+
+/**
+ * The history of `timeline` for checking a segment about to be archived: the cluster's own file
+ * in pg_wal beside it (PostgreSQL writes it there before the first segment of the timeline), else
+ * the archived one.
+ */
+export async function historyForArchiving(timeline: number, pgWalDir: string, repo: Repository, cluster: string): Promise<TimelineHistory | undefined> {
+  const local = await readFile(join(pgWalDir, timelineHistoryName(timeline)), 'utf8').catch(() => undefined);
+  if (local !== undefined) return TimelineHistory.parse(timeline, local);
+  return archivedHistory(repo, cluster, timeline);
+}
+
+/**
+ * A history file may enter the archive only as a child of the lineage the repository holds: when
+ * its parent's history is archived, this one must start with exactly those lines. A history from
+ * another lineage (a copy of another system restored under this name, a crafted file) would make
+ * every default restore follow a timeline that never ran here.
+ */
+export async function checkHistoryLineage(history: TimelineHistory, repo: Repository, cluster: string): Promise<void> {
+  const parent = history.parent;
+  if (parent === undefined || parent <= 1) return;
+  const parentHistory = await archivedHistory(repo, cluster, parent);
+  if (parentHistory && !history.extends(parentHistory)) {
+    throw new PgfleetError('TimelineHistoryConflict', `${timelineHistoryName(history.timeline)} says timeline ${history.timeline} branched off timeline ${parent} at ${Lsn.fromBigInt(history.startLsn).toString()}, but its ancestry does not match ${timelineHistoryName(parent)} in ${repo.location}`);
+  }
+}
+
+/** Every archived timeline history of the cluster, by timeline (the files are a few hundred bytes). */
+export async function loadTimelineHistories(repo: Repository, cluster: string): Promise<Map<number, TimelineHistory>> {
+  const out = new Map<number, TimelineHistory>();
+  for (const h of await repo.listTimelineHistories(cluster)) {
+    const tli = timelineOfWalName(h.name);
+    if (out.has(tli)) continue;
+    const text = await repo.readWalFile(cluster, h.name);
+    if (text !== undefined) out.set(tli, TimelineHistory.parse(tli, text.toString('utf8')));
+  }
+  return out;
+}
+
+/** A timeline a restore may follow, with where and when it began. */
+export interface TimelineInfo {
+  history: TimelineHistory;
+  /** When it began: from its end-of-recovery record; undefined for a root or when unreadable. */
+  startedAt: Date | undefined;
+}
+
+/**
+ * When each timeline began, read from the record at its switch point in its first segment (one
+ * segment fetched per timeline; only the timelines asked for). A timeline whose first segment is
+ * not archived never ran against this repository (a crafted history, or a copy that did not
+ * archive): it is left out.
+ */
+export async function timelinesWithStart(repo: Repository, cluster: string, histories: ReadonlyMap<number, TimelineHistory>, segmentSize: number): Promise<Map<number, TimelineInfo>> {
+  const out = new Map<number, TimelineInfo>();
+  for (const [tli, history] of histories) {
+    const first = WalSegmentName.fromLsn(tli, Lsn.fromBigInt(history.startLsn), segmentSize).toString();
+    const segment = await repo.readWalFile(cluster, first, segmentSize).catch(() => undefined);
+    if (segment === undefined) continue;
+    const start = timelineStartFromSegment(segment, history.startLsn, segmentSize, tli, history.parent!);
+    out.set(tli, { history, startedAt: start?.time });
+  }
+  return out;
+}
+
+/** What a restore needs to know of the backup it starts from. */
+export interface BackupOnTimeline {
+  timeline: number;
+  /** Where the backup is consistent (pg_backup_stop's LSN). */
+  stopLsn: bigint;
+}
+
+/**
+ * The timeline a restore follows (written as recovery_target_timeline), chosen like the cluster
+ * lived: every archived timeline was the cluster's live one from its start until a newer one
+ * began, so at time `at` (default: now) the cluster ran on the timeline that started last at or
+ * before `at`, walking down from the backup's timeline. Only timelines whose history holds the
+ * backup (it branched off the backup's lineage after the backup became consistent) qualify:
+ * PostgreSQL refuses the others ("requested timeline is not a child of this server's history").
+ */
+export function timelineLivingAt(backup: BackupOnTimeline, timelines: ReadonlyMap<number, TimelineInfo>, at?: number): number {
+  let current = backup.timeline;
+  for (;;) {
+    let next: { tli: number; start: number } | undefined;
+    for (const [tli, info] of timelines) {
+      if (info.history.parent !== current || !info.history.contains(backup.timeline, backup.stopLsn)) continue;
+      // Without a readable start time the timeline is taken as old as its number allows (after its parent's other children).
+      const start = info.startedAt?.getTime() ?? -Infinity;
+      if (at !== undefined && start > at) continue;
+      if (!next || start > next.start || (start === next.start && tli > next.tli)) next = { tli, start };
+    }
+    if (!next) return current;
+    current = next.tli;
+  }
+}
+
+/** The histories of every timeline a backup of `backup` can reach, including its own (as a root history when none is archived). */
+export function reachableFrom(backup: BackupOnTimeline, timelines: ReadonlyMap<number, TimelineInfo>): number[] {
+  const out = [backup.timeline];
+  for (const [tli, info] of timelines) if (tli !== backup.timeline && info.history.contains(backup.timeline, backup.stopLsn)) out.push(tli);
+  return out.sort((a, b) => a - b);
+}
