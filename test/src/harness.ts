@@ -128,7 +128,8 @@ export interface Fleet {
   controller: Daemon;
   agent: Daemon | undefined;
   cli(...args: string[]): Promise<RunResult>;
-  startAgent(extraArgs?: string[]): Promise<Daemon>;
+  /** Starts the cluster's agent (on `db`, default the fleet's PostgreSQL, e.g. a promoted standby after a failover) and waits until it is connected. */
+  startAgent(extraArgs?: string[], db?: PgInstance): Promise<Daemon>;
   /** Clusters added with addCluster: same controller and repository, each its own PostgreSQL and agent. */
   members: FleetMember[];
   /** Starts another cluster (PostgreSQL archiving with wal-push) and its agent, and waits until it is connected. */
@@ -239,8 +240,8 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     agent: undefined,
     // The controller address goes by environment (PGFLEET_CONTROLLER) to keep call sites short.
     cli: (...args: string[]) => runNode(CLI_BIN, args, { env: { PGFLEET_CONTROLLER: controllerAddress, ...opts.cliEnv } }),
-    async startAgent(extraArgs: string[] = []) {
-      const agent = spawnAgent(cluster, pg, extraArgs);
+    async startAgent(extraArgs: string[] = [], db: PgInstance = pg) {
+      const agent = spawnAgent(cluster, db, extraArgs);
       fleet.agent = agent;
       await connectedAgent(cluster, agent);
       return agent;

@@ -19,7 +19,7 @@ import { Lsn } from '@pgfleet/pg';
 import type { BackupManifest, Repository } from '@pgfleet/storage';
 import type { TargetSpec } from './restore.js';
 import { describeWalTarget, findTargetHits, findTargetLsn, targetNotFound, type TargetHit } from './target-resolver.js';
-import { loadTimelineHistories, timelineLivingAt, timelinesWithStart, type TimelineInfo } from './timelines.js';
+import { loadTimelineHistories, preferArchivedLineage, timelineLivingAt, timelinesWithStart, type BackupOnTimeline, type TimelineInfo } from './timelines.js';
 
 export interface RestorePlanInput {
   cluster: string;
@@ -75,10 +75,17 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
     const noWal = histories.has(i.targetTimeline) ? ' (its history is archived, but none of its WAL)' : '';
     throw new PgfleetError('TargetTimelineInvalid', `timeline ${i.targetTimeline} is not in the archive of cluster ${i.cluster}${noWal}; archived timelines: ${[...timelines.keys()].sort((a, b) => a - b).join(', ') || 'none beyond the first'}`);
   }
-  const at = i.target.kind === 'time' ? i.target.time.getTime() : (i.now ?? Date.now());
+  const now = i.now ?? Date.now();
+  const at = i.target.kind === 'time' ? i.target.time.getTime() : now;
+  const archived = async (segment: string) => (await i.repo.findWal(i.cluster, segment)).length > 0;
+  /** The timeline to follow from a lineage rooted at `from`: the one living at the target, moved down the current lineage where its WAL is only there. */
+  const follow = async (from: BackupOnTimeline): Promise<number> => {
+    const current = timelineLivingAt(from, timelines, now);
+    return preferArchivedLineage(timelineLivingAt(from, timelines, at), current, timelines, archived, segmentSize);
+  };
 
   if (explicit) {
-    const timeline = i.targetTimeline ?? timelineLivingAt({ timeline: explicit.timeline, stopLsn: stopOf(explicit) }, timelines, at);
+    const timeline = i.targetTimeline ?? (await follow({ timeline: explicit.timeline, stopLsn: stopOf(explicit) }));
     if (!onLineage(explicit, timeline, timelines)) {
       const branch = timelines.get(timeline)?.history.switchPointOf(explicit.timeline);
       throw new PgfleetError('TargetTimelineInvalid', `backup ${explicit.label} (timeline ${explicit.timeline}, consistent at ${explicit.stopLsn}) is not in the history of timeline ${timeline}${typeof branch === 'bigint' ? `, which left timeline ${explicit.timeline} at ${Lsn.fromBigInt(branch).toString()}` : ''}`);
@@ -89,7 +96,7 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
   const backups = await i.repo.listBackups(i.cluster);
   if (backups.length === 0) throw new PgfleetError('NoBackup', `cluster ${i.cluster} has no complete backup in ${i.repo.location}`);
   const root = Math.min(...backups.map((b) => b.timeline), ...[...histories.values()].map((h) => h.entries[0]?.timeline ?? h.timeline));
-  const living = timelineLivingAt({ timeline: root, stopLsn: 0n }, timelines, at);
+  const living = await follow({ timeline: root, stopLsn: 0n });
 
   if (i.target.kind === 'name' || i.target.kind === 'xid') {
     const target = i.target;

@@ -117,3 +117,31 @@ export function reachableFrom(backup: BackupOnTimeline, timelines: ReadonlyMap<n
   for (const [tli, info] of timelines) if (tli !== backup.timeline && info.history.contains(backup.timeline, backup.stopLsn)) out.push(tli);
   return out.sort((a, b) => a - b);
 }
+
+/**
+ * A time before a switch is on both the old timeline and every timeline after it, but the old
+ * timeline's WAL up to the switch may never have reached the archive: after a failover the old
+ * primary dies before archiving its last segment, and that WAL exists only as the copy at the
+ * start of the new timeline's first segment. So from `timeline` (the one the cluster ran on at
+ * the target) the restore moves down the current lineage while the old timeline's segment
+ * holding the switch point is not archived: the newer timeline holds the same WAL up to the
+ * switch. An old timeline whose switch segment is archived is kept (its WAL after the switch
+ * point, abandoned by a PITR or lost in a failover, is what a target there needs).
+ */
+export async function preferArchivedLineage(
+  timeline: number,
+  current: number,
+  timelines: ReadonlyMap<number, TimelineInfo>,
+  archived: (segment: string) => Promise<boolean>,
+  segmentSize: number,
+): Promise<number> {
+  const lineage = timelines.get(current)?.history;
+  let tli = timeline;
+  while (lineage && tli !== current) {
+    const sw = lineage.switchPointOf(tli);
+    if (typeof sw !== 'bigint') break; // not on the current lineage: a branch of its own
+    if (await archived(WalSegmentName.fromLsn(tli, Lsn.fromBigInt(sw), segmentSize).toString())) break;
+    tli = lineage.timelineAt(sw);
+  }
+  return tli;
+}

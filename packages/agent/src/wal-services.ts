@@ -4,6 +4,7 @@
  * write to the agent's own repositories (--repo, --repo2: every segment to each); without one
  * they stay off and wal-push keeps working by itself.
  */
+import { join } from 'node:path';
 import type { Logger } from '@pgfleet/core';
 import type { Repository } from '@pgfleet/storage';
 import { repositoryIdentity, type AgentSettings } from './options.js';
@@ -51,7 +52,7 @@ export class WalServices {
     }
     let streamer: WalStreamer | undefined;
     if (s.stream) {
-      streamer = new WalStreamer({ cluster: s.cluster, pg: s.pg, spool: s.streamSpool, repo, codec: s.compress, systemIdentifier: facts.systemIdentifier, lock, onStored: archived.stored, log: log.child({ component: 'wal-stream' }) });
+      streamer = new WalStreamer({ cluster: s.cluster, pg: s.pg, spool: s.streamSpool, repo, codec: s.compress, systemIdentifier: facts.systemIdentifier, pgWalDir: join(s.pgdata, 'pg_wal'), lock, onStored: archived.stored, log: log.child({ component: 'wal-stream' }) });
       streamer.start();
     }
     return new WalServices(archive, streamer, archived);

@@ -31,6 +31,8 @@ export interface WalStreamerOptions {
   repo: Repository;
   codec: Codec;
   systemIdentifier: string;
+  /** The cluster's pg_wal: a new timeline's history is there before its first segment streams. */
+  pgWalDir?: string;
   log: Logger;
   /** fsync + flush report at least this often while WAL arrives (the RPO of the spool) */
   flushIntervalMs?: number;
@@ -310,7 +312,7 @@ export class WalStreamer {
       const name = this.uploads[0]!;
       const path = join(this.o.spool, name);
       try {
-        const out = await this.lock.run(name, () => archiveWalFile(path, this.o.repo, this.o.cluster, this.o.codec, this.o.systemIdentifier));
+        const out = await this.lock.run(name, () => archiveWalFile(path, this.o.repo, this.o.cluster, this.o.codec, this.o.systemIdentifier, this.o.pgWalDir));
         this.uploads.shift();
         this.segmentsUploaded++;
         if (out.result === 'stored') this.o.onStored?.(name, this.segmentSize);

@@ -32,10 +32,10 @@ export interface ArchivedFile {
 
 /**
  * Validates and archives one WAL file (a segment, .partial, .history or .backup file) into
- * `repo`. Segments must be complete and belong to the database system of the PGDATA they sit in
+ * `repo`. `pgWalDir` is the cluster's pg_wal when the file is elsewhere (a streamed copy). Segments must be complete and belong to the database system of the PGDATA they sit in
  * (or `systemIdentifier` when given). Resolves only after the repository stored the object.
  */
-export async function archiveWalFile(pathArg: string, repo: Repository, cluster: string, codec: Codec, systemIdentifier?: string): Promise<ArchivedFile> {
+export async function archiveWalFile(pathArg: string, repo: Repository, cluster: string, codec: Codec, systemIdentifier?: string, pgWalDir?: string): Promise<ArchivedFile> {
   const path = resolve(pathArg);
   const name = basename(path);
   const kind = walFileKind(name);
@@ -64,7 +64,7 @@ export async function archiveWalFile(pathArg: string, repo: Repository, cluster:
     // timeline's history says whether that is the switch PostgreSQL made (timelines.ts).
     const nameTimeline = timelineOfWalName(name);
     const history = head.length === WAL_LONG_HEADER_SIZE && nameTimeline > 1 && head.readUInt32LE(4) !== nameTimeline
-      ? await historyForArchiving(nameTimeline, dirname(path), repo, cluster)
+      ? await historyForArchiving(nameTimeline, pgWalDir ?? dirname(path), repo, cluster)
       : undefined;
     const h = validateWalSegment(name.slice(0, 24), head, size, sysid, history);
     await repo.ensureClusterInfo(cluster, { systemIdentifier: h.systemIdentifier, pgVersionNum: (h.pgMajor ?? facts?.majorVersion ?? 0) * 10000, walSegmentSize: h.segmentSize });
