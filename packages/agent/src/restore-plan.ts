@@ -15,7 +15,7 @@
  * the target. With a single timeline and no history files nothing changes from the catalog's pick.
  */
 import { PgfleetError, type Logger } from '@pgfleet/core';
-import { Lsn } from '@pgfleet/pg';
+import { Lsn, WalSegmentName } from '@pgfleet/pg';
 import type { BackupManifest, Repository } from '@pgfleet/storage';
 import type { TargetSpec } from './restore.js';
 import { describeWalTarget, findTargetHits, findTargetLsn, targetNotFound, type TargetHit } from './target-resolver.js';
@@ -64,6 +64,7 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
     if (i.targetTimeline !== undefined && i.targetTimeline !== manifest.timeline) {
       throw new PgfleetError('TargetTimelineInvalid', `timeline ${i.targetTimeline} does not exist in the archive of cluster ${i.cluster}: it holds only timeline ${manifest.timeline}`);
     }
+    if (i.target.kind === 'lsn') await requireArchivedAt(i, Lsn.parse(i.target.lsn).value, manifest.timeline, new Map(), manifest.walSegmentSize);
     return { manifest, timeline: manifest.timeline };
   }
 
@@ -125,6 +126,7 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
     }
     throw new PgfleetError('TargetTimelineInvalid', `no backup in the history of timeline ${timeline} ends before the target: the backups before it (${before.map((b) => `${b.label} on timeline ${b.timeline}`).join(', ')}) are on a branch timeline ${timeline} does not contain`);
   }
+  if (i.target.kind === 'lsn') await requireArchivedAt(i, Lsn.parse(i.target.lsn).value, timeline, timelines, segmentSize);
   if (i.backupLabel && manifest.label !== i.backupLabel) {
     i.log.info({ catalogPick: i.backupLabel, backup: manifest.label, timeline }, 'the catalog picked a backup of another timeline branch: restoring the newest backup in the history of the target timeline instead');
   }
@@ -140,4 +142,22 @@ async function singleTimelineBackup(i: RestorePlanInput): Promise<BackupManifest
   }
   // Time/LSN targets are normally resolved by the controller; the agent falls back to the newest.
   return backups.filter((b) => endsBefore(b, i.target)).at(-1) ?? backups.at(-1)!;
+}
+
+/**
+ * An LSN target must lie in archived WAL of the followed lineage: otherwise PostgreSQL replays to
+ * the end of the archive and stops with FATAL "recovery ended before configured recovery target
+ * was reached", after the whole restore. The segment holding it is named after the timeline
+ * owning that position, or a later one of the lineage starting inside the same segment.
+ */
+async function requireArchivedAt(i: RestorePlanInput, lsn: bigint, timeline: number, timelines: ReadonlyMap<number, TimelineInfo>, segmentSize: number): Promise<void> {
+  const history = timelines.get(timeline)?.history;
+  const owner = history?.timelineAt(lsn) ?? timeline;
+  const lineage = [owner, ...(history?.entries.map((e) => e.timeline).filter((t) => t > owner) ?? []), ...(timeline > owner ? [timeline] : [])];
+  for (const tli of new Set(lineage)) {
+    if ((await i.repo.findWal(i.cluster, WalSegmentName.fromLsn(tli, Lsn.fromBigInt(lsn), segmentSize).toString())).length > 0) return;
+  }
+  throw new PgfleetError('TargetTimelineInvalid', `target LSN ${Lsn.fromBigInt(lsn).toString()} is beyond the archived WAL of timeline ${timeline} (segment ${WalSegmentName.fromLsn(owner, Lsn.fromBigInt(lsn), segmentSize).toString()} is not archived)`, {
+    hint: 'Choose an LSN inside the archive (pgfleet verify <cluster> shows how far the WAL of each backup runs), wait until the segment is archived, or follow another --target-timeline.',
+  });
 }
