@@ -5,3 +5,4 @@ export * from './connection.js';
 export * from './backup-label.js';
 export * from './page-checksum.js';
 export * from './replication.js';
+export * from './server-log.js';
