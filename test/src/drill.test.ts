@@ -14,8 +14,12 @@
  * - verify emits verify.completed with its verdict counts;
  * - a drill schedule (policy --drill) starts a drill without a human;
  * - a drill over a broken repository fails loudly: a WAL segment missing on the way to the target
- *   (stage recovery, the segment named, drill.failed), a flipped byte in a backup file (stage
- *   restore, the file named);
+ *   (stage recovery, the segment named, PostgreSQL's FATAL line quoted from the copy's log before
+ *   it was removed, in the job, `pgfleet drills` and drill.failed), a flipped byte in a backup file
+ *   (stage restore, the file named);
+ * - `--keep`: a passing drill's copy stopped cleanly, a failing one's (a WAL segment the backup
+ *   needs is missing) with its server log, both reported and left alone by the agent's next start
+ *   until their marker is removed;
  * - teardown: SIGTERM mid-drill stops the copy's server and removes the copy before the agent
  *   exits; an agent killed mid-drill has its leftover server stopped and copy removed by its next
  *   start;
@@ -31,7 +35,8 @@ import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
-import { makeTempDir, pgBinDir, pgEnvForChild, removeDir, runAsPostgres, startPostgres, type PgInstance } from '@pgfleet/testkit';
+import { ErrorCodes } from '@pgfleet/core';
+import { chownToPostgres, makeTempDir, pgBinDir, pgEnvForChild, removeDir, runAsPostgres, startPostgres, type PgInstance } from '@pgfleet/testkit';
 import { AGENT_BIN, REPO_ROOT, startDaemon, startFleet, waitFor, type Daemon, type Fleet, type RunResult } from './harness.js';
 
 const CLUSTER = 'drl';
@@ -40,6 +45,13 @@ interface TableCountJson { database: string; schema: string; table: string; rows
 interface CountDiffJson { database: string; schema: string; table: string; sourceRows?: string; restoredRows?: string }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** PostgreSQL 15's FATAL when the WAL ends before the recovery target (a segment after the backup's is missing). */
+const TARGET_NOT_REACHED = 'FATAL: recovery ended before configured recovery target was reached';
+/** ... and when the backup's first segment, holding its checkpoint, is missing. */
+const NO_CHECKPOINT = 'FATAL: could not locate required checkpoint record';
+/** ... and when the repository holds a timeline that forked off before the backup. */
+const STRAY_TIMELINE = "FATAL: requested timeline 2 is not a child of this server's history";
 
 /** True while the process runs (a zombie waiting for its parent to reap it does not). */
 function running(pid: number): boolean {
@@ -76,6 +88,9 @@ interface DrillJson {
   countDiffs: CountDiffJson[];
   countChangeBound: string;
   source?: { restorePoint: string; lsn: string; tables: TableCountJson[]; changeBound: string };
+  postgresLogProblems?: string[];
+  postgresLogTail?: string[];
+  keptDir?: string;
 }
 interface JobJson { id: string; kind: string; state: string; agentId: string; drill?: DrillJson; capture?: { restorePoint: string; tables: TableCountJson[] }; error?: { code: string; message: string } }
 interface DrillRecordJson { jobId: string; state: string; scheduled: boolean; agentId: string; result?: DrillJson }
@@ -85,6 +100,7 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
   let fleet: Fleet;
   let scratch: string;
   let backupLabel: string;
+  let walStart: string;
   let walStop: string;
 
   const json = <T>(r: RunResult, what: string): T => {
@@ -159,8 +175,9 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     await runAsPostgres(join(fleet.pg.binDir, 'pgbench'), ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(fleet.pg.port), '-U', 'postgres', 'postgres'], { timeoutMs: 120_000 });
     const b = await fleet.cli('backup', CLUSTER, '--wait', '--output', 'json');
     assert.equal(b.code, 0, `backup failed:\n${b.stdout}\n${b.stderr}\n${await fleet.logs()}`);
-    const backup = json<{ backup: { label: string; walStop: string } }>(b, 'backup').backup;
+    const backup = json<{ backup: { label: string; walStart: string; walStop: string } }>(b, 'backup').backup;
     backupLabel = backup.label;
+    walStart = backup.walStart;
     walStop = backup.walStop;
   });
 
@@ -387,14 +404,26 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
       assert.equal(d.stage, 'recovery');
       assert.match(d.reasons.join('\n'), new RegExp(`WAL segment ${victim} needed by recovery is not in the repository`));
       assert.equal(d.countsCompared, false);
+      // PostgreSQL's own words, read from the copy's log before the teardown removed it.
+      assert.equal(d.reasons[0], `recovery failed: ${TARGET_NOT_REACHED}`);
+      assert.match(r.stderr, new RegExp(`PostgreSQL: ${TARGET_NOT_REACHED}`));
+      assert.ok(d.postgresLogProblems?.some((l) => l.endsWith(`FATAL:  ${TARGET_NOT_REACHED.slice('FATAL: '.length)}`)), `the FATAL line is kept: ${JSON.stringify(d.postgresLogProblems)}`);
+      assert.ok(d.postgresLogTail!.length > 0 && d.postgresLogTail!.length <= 30);
+      assert.ok(d.postgresLogTail!.some((l) => /LOG: {2}restored log file "[0-9A-F]{24}" from archive/.test(l)), 'the tail shows what recovery restored');
+      assert.ok([...d.postgresLogProblems!, ...d.postgresLogTail!].every((l) => !/not yet accepting connections|is starting up/.test(l)), "the drill's own refused connections are left out");
+      assert.equal(d.keptDir ?? '', '');
       const failed = (await events()).find((e) => e.kind === 'drill.failed' && e.drillFailed?.jobId === job.id);
       assert.ok(failed, 'drill.failed in the catalog');
       assert.equal(failed.drillFailed!.stage, 'recovery');
       assert.equal((failed.drillFailed!.error as { code: string }).code, 'PGF-4005');
       assert.match(JSON.stringify(failed.drillFailed!.reasons), new RegExp(victim));
+      assert.equal((failed.drillFailed!.reasons as string[])[0], `recovery failed: ${TARGET_NOT_REACHED}`);
+      assert.ok((failed.drillFailed!.postgresLogProblems as string[]).some((l) => l.includes('FATAL:')));
       await scratchEmpty();
       const table = await fleet.cli('drills', CLUSTER);
-      assert.match(table.stdout, new RegExp(`${job.id}.*failed.*WAL segment ${victim}`));
+      assert.match(table.stdout, new RegExp(`${job.id}.*failed.*recovery failed: ${TARGET_NOT_REACHED}.*WAL segment ${victim}`));
+      // Under the table: the log's FATAL line of that drill.
+      assert.match(table.stdout, new RegExp(`^${job.id} \\(failed in stage recovery\\):\\n {2}PostgreSQL log:\\n(?: {4}.*\\n)*? {4}.*FATAL: {2}recovery ended before configured recovery target was reached$`, 'm'));
     } finally {
       await writeFile(path, bytes);
     }
@@ -419,6 +448,97 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     } finally {
       await writeFile(path, bytes);
     }
+  });
+
+  it('a stray timeline 2 in the repository (issue 11\'s report): the reason quotes PostgreSQL\'s FATAL, not an empty line', async () => {
+    // A history file forking timeline 1 before this backup's checkpoint, as a copy promoted
+    // earlier and archiving into the same repository leaves: recovery_target_timeline = 'latest'
+    // picks timeline 2, and the backup is not on it.
+    const dir = await makeTempDir('stray-timeline');
+    const history = join(dir, '00000002.history');
+    await writeFile(history, '1\t0/1000000\tno recovery target specified\n');
+    await chownToPostgres(history);
+    await runAsPostgres(process.execPath, [AGENT_BIN, 'wal-push', history, '--cluster', CLUSTER, '--repo-path', fleet.repoDir], { timeoutMs: 60_000 });
+    const timelines = join(fleet.repoDir, CLUSTER, 'wal', 'timelines');
+    const planted = (await readdir(timelines)).filter((f) => f.startsWith('00000002.history'));
+    assert.equal(planted.length, 1, 'the stray history file is archived');
+    try {
+      const r = await fleet.cli('drill', CLUSTER, '--target', 'immediate', '--wait');
+      const id = /drill job (\S+)/.exec(r.stderr)?.[1];
+      assert.equal(r.code, ErrorCodes.DrillFailed.exit, `${r.stdout}\n${r.stderr}`);
+      // Not blamed on a WAL segment the source has not archived yet: PostgreSQL's FATAL is the cause.
+      assert.match(r.stderr, new RegExp(`${ErrorCodes.DrillFailed.code} drill job ${id} failed: drill of cluster ${CLUSTER} failed in stage recovery: the drill's PostgreSQL exited during recovery \\(PostgreSQL: ${STRAY_TIMELINE}\\)`));
+      assert.doesNotMatch(r.stdout, /WAL segment/);
+      assert.match(r.stdout, new RegExp(`^ {2}reason: recovery failed: ${STRAY_TIMELINE}$`, 'm'));
+      assert.match(r.stdout, /^ {2}.*DETAIL: {2}Latest checkpoint is at [0-9A-F]+\/[0-9A-F]+ on timeline 1, but in the history of the requested timeline, the server forked off from that timeline at 0\/1000000\.$/m);
+      const job = json<JobJson>(await fleet.cli('job', id!, '--output', 'json'), 'job');
+      assert.equal(job.drill?.reasons[0], `recovery failed: ${STRAY_TIMELINE}`);
+      const table = await fleet.cli('drills', CLUSTER);
+      assert.match(table.stdout, new RegExp(`${id}.*failed.*recovery failed: ${STRAY_TIMELINE}`));
+      const failed = (await events()).find((e) => e.kind === 'drill.failed' && e.drillFailed?.jobId === id);
+      assert.equal((failed?.drillFailed?.reasons as string[] | undefined)?.[0], `recovery failed: ${STRAY_TIMELINE}`);
+      await scratchEmpty();
+    } finally {
+      for (const f of planted) await rm(join(timelines, f));
+      await removeDir(dir);
+    }
+  });
+
+  it('--keep: the copy stays for inspection, stopped cleanly or with the log of its failed recovery; the agent leaves it until its marker is removed', async () => {
+    // A passing drill: the promoted copy is stopped with a clean shutdown, its directory kept and reported.
+    const passed = await fleet.cli('drill', CLUSTER, '--target', 'immediate', '--keep', '--wait');
+    assert.equal(passed.code, 0, `kept drill failed:\n${passed.stdout}\n${passed.stderr}`);
+    const passedId = /drill job (\S+)/.exec(passed.stderr)?.[1];
+    const keptOk = join(scratch, `pgfleet-drill-${passedId}`);
+    assert.match(passed.stdout, /^drill PASSED: /m);
+    assert.ok(passed.stdout.includes(`scratch directory kept: ${keptOk} (restored data directory ${keptOk}/data, server log ${keptOk}/postgres.log)`), passed.stdout);
+    const okJob = json<JobJson>(await fleet.cli('job', passedId!, '--output', 'json'), 'job');
+    assert.equal(okJob.drill?.keptDir, keptOk);
+    const control = await runAsPostgres(join(fleet.pg.binDir, 'pg_controldata'), [join(keptOk, 'data')], { timeoutMs: 30_000 });
+    assert.match(control.stdout, /^Database cluster state: +shut down$/m, 'stopped with a clean shutdown: it starts again without crash recovery');
+    assert.match(await readFile(join(keptOk, 'postgres.log'), 'utf8'), /database system is shut down/);
+
+    // A failing one: the first WAL segment of the backup is gone, so recovery never reaches consistency.
+    const victim = await walObject(walStart);
+    const bytes = await readFile(victim);
+    await rm(victim);
+    let failedId: string | undefined;
+    try {
+      const failed = await fleet.cli('drill', CLUSTER, '--target', 'immediate', '--keep', '--wait');
+      failedId = /drill job (\S+)/.exec(failed.stderr)?.[1];
+      assert.equal(failed.code, ErrorCodes.WalNotInRepository.exit, `the missing segment's exit code:\n${failed.stdout}\n${failed.stderr}`);
+      assert.match(failed.stderr, new RegExp(ErrorCodes.WalNotInRepository.code));
+      assert.match(failed.stdout, /^drill FAILED in stage recovery: /m);
+      assert.match(failed.stdout, new RegExp(`^ {2}reason: recovery failed: ${NO_CHECKPOINT}$`, 'm'));
+      assert.match(failed.stdout, new RegExp(`^ {2}reason: recovery: WAL segment ${walStart} needed by recovery is not in the repository`, 'm'));
+      assert.match(failed.stdout, new RegExp(`^PostgreSQL log, FATAL/PANIC/ERROR/WARNING lines:\\n(?: {2}.*\\n)*? {2}.*FATAL: {2}${NO_CHECKPOINT.slice('FATAL: '.length)}$`, 'm'));
+      assert.match(failed.stdout, /^PostgreSQL log, last \d+ line\(s\):$/m);
+    } finally {
+      await writeFile(victim, bytes);
+    }
+    const keptFailed = join(scratch, `pgfleet-drill-${failedId}`);
+    const failedJob = json<JobJson>(await fleet.cli('job', failedId!, '--output', 'json'), 'job');
+    assert.equal(failedJob.drill?.keptDir, keptFailed);
+    assert.equal(failedJob.drill?.reasons[0], `recovery failed: ${NO_CHECKPOINT}`);
+    assert.match(await readFile(join(keptFailed, 'postgres.log'), 'utf8'), new RegExp(NO_CHECKPOINT.slice('FATAL: '.length)));
+    const table = await fleet.cli('drills', CLUSTER);
+    assert.match(table.stdout, new RegExp(`${failedId}.*failed.*recovery failed: ${NO_CHECKPOINT}`));
+    assert.ok(table.stdout.includes(`scratch directory kept: ${keptFailed}`), table.stdout);
+    assert.equal(await drillPostmaster(), undefined, 'no server runs from a kept copy');
+
+    // The agent's next start leaves both alone (and says so); without their marker they are leftovers again.
+    await fleet.agent!.stop();
+    const restarted = await fleet.startAgent(['--scratch-dir', scratch]);
+    assert.deepEqual((await readdir(scratch)).sort(), [`pgfleet-drill-${failedId}`, `pgfleet-drill-${passedId}`].sort());
+    for (const dir of [keptOk, keptFailed]) {
+      assert.ok((await readdir(dir)).includes('kept.json'));
+      assert.ok((await restarted.log()).includes(dir), `the agent names the kept directory ${dir}`);
+      await rm(join(dir, 'kept.json'));
+    }
+    await fleet.agent!.stop();
+    const again = await fleet.startAgent(['--scratch-dir', scratch]);
+    await scratchEmpty();
+    assert.match(await again.log(), /removed a drill directory left behind by an earlier drill/);
   });
 
   it('SIGTERM mid-drill: the agent stops the copy\'s server and removes the copy before it exits', async (t) => {

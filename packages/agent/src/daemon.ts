@@ -424,6 +424,7 @@ export class AgentDaemon {
         ...(target ? { target: { spec: target.target, ...(target.inclusive !== undefined ? { inclusive: target.inclusive } : {}), proto: d.target! } } : {}),
         ...(d.source ? { source: d.source } : {}),
         scratchDir: d.scratchDir || this.s.scratchDir,
+        keep: d.keep,
         ...(this.s.pgBinDir ? { pgBinDir: this.s.pgBinDir } : {}),
         workers: this.s.workers,
         archiveTimeoutMs: this.s.archiveTimeoutSec * 1000,

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PgfleetError } from '@pgfleet/core';
-import { compareTableCounts, tableKey, type RestoredCounts } from './drill.js';
+import { serverLogExcerpt } from '@pgfleet/pg';
+import { compareTableCounts, failureReasons, tableKey, type RestoredCounts } from './drill.js';
 import { requireDrillVersion, type TableRowCountInit } from './drill-capture.js';
 import { defaultScratchDir } from './options.js';
 
@@ -102,4 +103,20 @@ test('drills refuse PostgreSQL before 14 up front, with a stable code', () => {
 
 test('the default scratch area is beside the data directory, not in the temp directory', () => {
   assert.equal(defaultScratchDir('/var/lib/postgresql/15/main'), '/var/lib/postgresql/15/pgfleet-scratch');
+});
+
+test('a failed stage always says why: PostgreSQL\'s first FATAL quoted first, then what the stage saw', () => {
+  const log = serverLogExcerpt([
+    "2026-11-24 12:00:00.100 UTC [7] FATAL:  requested timeline 2 is not a child of this server's history",
+    '2026-11-24 12:00:00.101 UTC [6] LOG:  startup process (PID 7) exited with exit code 1',
+  ].join('\n'));
+  const exited = failureReasons('recovery', new PgfleetError('DrillFailed', "the drill's PostgreSQL exited during recovery"), log);
+  assert.deepEqual(exited.reasons, ["recovery failed: FATAL: requested timeline 2 is not a child of this server's history", "recovery: the drill's PostgreSQL exited during recovery"]);
+  assert.equal(exited.summary, "the drill's PostgreSQL exited during recovery (PostgreSQL: FATAL: requested timeline 2 is not a child of this server's history)");
+  // Nothing fatal: the last ERROR or WARNING is the clue.
+  const paused = failureReasons('recovery', new PgfleetError('DrillFailed', 'recovery paused instead of promoting (at 0/3000000)'), serverLogExcerpt('2026-11-24 12:00:00.100 UTC [7] WARNING:  hot standby is not possible because of insufficient parameter settings'));
+  assert.deepEqual(paused.reasons, ['recovery: recovery paused instead of promoting (at 0/3000000) (server log: WARNING: hot standby is not possible because of insufficient parameter settings)']);
+  // No server (restore stage), and an error without a message: still a reason.
+  assert.deepEqual(failureReasons('restore', new PgfleetError('Internal', ''), undefined).reasons, ['restore: Internal (PGF-9001) without a message']);
+  assert.deepEqual(failureReasons('restore', new PgfleetError('WalNotInRepository', 'segment X is missing'), serverLogExcerpt('')).reasons, ['restore: segment X is missing']);
 });

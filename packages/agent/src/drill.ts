@@ -11,14 +11,19 @@
  *             every database (the amcheck extension is created in the copy, never the source);
  *   counts    the rows of every table the source counted, compared with the source's counts
  *             (exactly when change_bound is 0, else the sum of differences within the bound);
- *   done      and, whatever happened, the server is stopped and the scratch directory removed.
+ *   done      and, whatever happened, the server is stopped and the scratch directory removed
+ *             (or, asked to keep it, stopped cleanly and the directory marked kept and reported).
  *
  * Drill directories an agent left behind (killed mid-drill) are removed, their server stopped,
  * before each drill and when the agent starts (cleanScratchArea).
  *
  * A drill never writes to the repository: recovery fetches WAL with the read-only wal-fetch and
  * the copy does not archive. Any failed stage or check ends the job as failed (PGF-5006, or the
- * stage's own error code) and still carries the DrillResult with the stage and the reasons.
+ * stage's own error code) and still carries the DrillResult with the stage and the reasons, never
+ * none: a failure names what happened, and when the throwaway server had started, its log's
+ * FATAL/PANIC/ERROR lines and last lines are read before the teardown removes them and kept in
+ * the result (the first FATAL or PANIC quoted as a reason: "recovery failed: FATAL: requested
+ * timeline 2 is not a child of this server's history").
  */
 import { mkdir, mkdtemp, rm, statfs } from 'node:fs/promises';
 import { Writable } from 'node:stream';
@@ -27,13 +32,13 @@ import { isAbsolute, join } from 'node:path';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { asPgfleetError, PgfleetError, type ErrorName, type Logger } from '@pgfleet/core';
-import { Lsn, WalSegmentName, type PgConnectionOptions } from '@pgfleet/pg';
+import { Lsn, recoveryMayLackWal, WalSegmentName, type PgConnectionOptions, type ServerLogExcerpt } from '@pgfleet/pg';
 import type { DrillResultSchema, RecoveryTarget } from '@pgfleet/proto';
 import type { BackupManifest, Repository } from '@pgfleet/storage';
 import { captureSourceCounts, COUNTED_TABLES_SQL, countRows, listDatabases, quoteIdent, requireDrillVersion, type CountedTableRow, type PgClient, type SourceCountsInit } from './drill-capture.js';
 import type { ProgressSink } from './progress.js';
 import { runRestore, type TargetSpec } from './restore.js';
-import { cleanDrillLeftovers, DRILL_DIR_PREFIX, ScratchPostgres, waitForProcessesUsing, writeDrillOwner } from './scratch-postgres.js';
+import { cleanDrillLeftovers, DRILL_DIR_PREFIX, markDrillKept, ScratchPostgres, waitForProcessesUsing, writeDrillOwner } from './scratch-postgres.js';
 import { findTargetLsn } from './target-resolver.js';
 
 export type DrillResultInit = MessageInitShape<typeof DrillResultSchema>;
@@ -54,6 +59,8 @@ export interface DrillOptions {
   /** Parent of the scratch directory. */
   scratchDir: string;
   pgBinDir?: string;
+  /** Keep the scratch directory for inspection (DrillJob.keep): clean shutdown, marked kept, reported in keptDir. */
+  keep?: boolean;
   workers: number;
   archiveTimeoutMs: number;
   log: Logger;
@@ -130,6 +137,8 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
   const drillDir = join(o.scratchDir, `${DRILL_DIR_PREFIX}${o.jobId}`);
   let socketDir: string | undefined;
   let server: ScratchPostgres | undefined;
+  // Set when the checks failed and r.reasons already says why (one reason per problem).
+  let reasonsRecorded = false;
   try {
     if (!isAbsolute(o.scratchDir)) throw new PgfleetError('InvalidArgument', `the scratch directory '${o.scratchDir}' is not an absolute path`);
     let source = o.source;
@@ -178,7 +187,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
 
     stage('start', 'starting PostgreSQL on the restored copy');
     const major = Math.floor(manifest.pgVersionNum / 10000);
-    server = new ScratchPostgres({ pgdata, runDir: socketDir, binDir: o.pgBinDir ?? `/usr/lib/postgresql/${major}/bin`, major, user: o.pg.user ?? 'postgres', jobId: o.jobId });
+    server = new ScratchPostgres({ pgdata, runDir: drillDir, socketDir, binDir: o.pgBinDir ?? `/usr/lib/postgresql/${major}/bin`, major, user: o.pg.user ?? 'postgres', jobId: o.jobId });
     await server.configure();
     const t1 = Date.now();
     await server.start();
@@ -188,8 +197,9 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
       promoted = await server.waitPromoted(o.signal, () => o.progress({ phase: 'recovery', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message: `consistent after ${((Date.now() - t1) / 1000).toFixed(1)} s, waiting for promotion` }));
     } catch (err) {
       if (o.signal?.aborted) throw err;
-      const missing = await missingWal(o, server, manifest);
-      throw new PgfleetError(missing?.code ?? 'DrillFailed', missing ? `${missing.message} (${asPgfleetError(err).message})` : asPgfleetError(err).message, { cause: err });
+      // A segment not archived yet is no cause when PostgreSQL stopped for another reason (a timeline that does not fit).
+      const missing = recoveryMayLackWal(await server.logExcerpt().catch(() => undefined)) ? await missingWal(o, server, manifest) : undefined;
+      throw new PgfleetError(missing?.code ?? 'DrillFailed', missing ? `${missing.message}; ${asPgfleetError(err).message}` : asPgfleetError(err).message, { cause: err });
     }
     r.recoverySeconds = (Date.now() - t1) / 1000;
     r.rtoSeconds = r.restoreSeconds + r.recoverySeconds;
@@ -217,25 +227,59 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
       r.countsEqual = compared.differing === 0;
       if (!compared.ok) r.reasons.push(compared.reason!);
     }
-    if (r.reasons.length > 0) throw new PgfleetError('DrillFailed', r.reasons.join('; '));
+    if (r.reasons.length > 0) {
+      reasonsRecorded = true;
+      throw new PgfleetError('DrillFailed', r.reasons.join('; '));
+    }
     stage('done', `drill passed: RTO ${r.rtoSeconds.toFixed(1)} s, ${r.relationsChecked ?? 0} relation(s) checked${r.countsCompared ? `, ${r.tablesCompared} table count(s) ${r.countsEqual ? 'equal' : 'within the change bound'}` : ''}`);
     r.ok = true;
     return r;
   } catch (err) {
     if (o.signal?.aborted) throw new PgfleetError('JobCancelled', `drill cancelled in stage ${r.stage}`, { cause: err });
     const e = asPgfleetError(err);
-    if (e.errorName !== 'DrillFailed') r.reasons.push(`${r.stage}: ${e.message}`);
+    // Read before the teardown below removes the log (or stops a server still writing to it).
+    const log = server ? await server.logExcerpt().catch(() => undefined) : undefined;
+    if (log) {
+      r.postgresLogProblems = log.problems;
+      r.postgresLogTail = log.tail;
+    }
+    const failure = failureReasons(r.stage!, e, log);
+    if (!reasonsRecorded) r.reasons.push(...failure.reasons);
     o.log.warn({ stage: r.stage, code: e.code, reasons: r.reasons }, 'drill failed');
-    throw new DrillFailure(e.errorName, `drill of cluster ${o.cluster} failed in stage ${r.stage}: ${e.errorName === 'DrillFailed' ? r.reasons.join('; ') : e.message}`, r, err);
+    throw new DrillFailure(e.errorName, `drill of cluster ${o.cluster} failed in stage ${r.stage}: ${reasonsRecorded ? r.reasons.join('; ') : failure.summary}`, r, err);
   } finally {
-    await server?.stop().catch((err: unknown) => o.log.warn({ err: (err as Error).message }, 'could not stop the drill\'s PostgreSQL'));
+    // Kept only when the drill ran to an end: a cancelled one (agent stopping) is torn down.
+    const keep = o.keep === true && !o.signal?.aborted && activeDrillDirs.has(drillDir);
+    await server?.stop(keep ? 'fast' : 'immediate').catch((err: unknown) => o.log.warn({ err: (err as Error).message }, 'could not stop the drill\'s PostgreSQL'));
     if (server) await waitForProcessesUsing(drillDir, 10_000);
+    // r is what the caller gets (returned, or in the DrillFailure): keptDir is set here, after the stop.
+    if (keep && (await markDrillKept(drillDir, o.jobId).then(() => true, (err: unknown) => (o.log.warn({ err: (err as Error).message, dir: drillDir }, 'could not mark the drill\'s scratch directory kept: removing it'), false)))) {
+      r.keptDir = drillDir;
+      activeDrillDirs.delete(drillDir);
+      o.log.info({ dir: drillDir }, 'drill directory kept for inspection: remove it when done (docs/drills.md)');
+    }
     if (activeDrillDirs.has(drillDir)) {
       await rm(drillDir, { recursive: true, force: true, maxRetries: 3 }).catch((err: unknown) => o.log.warn({ err: (err as Error).message, dir: drillDir }, 'could not remove the drill\'s scratch directory'));
       if (socketDir && socketDir !== drillDir) await rm(socketDir, { recursive: true, force: true }).catch(() => {});
       activeDrillDirs.delete(drillDir);
     }
   }
+}
+
+/**
+ * The reasons a failed stage adds, never empty: the first FATAL or PANIC of the server's log
+ * when there is one (PostgreSQL's own words for why it stopped), then what the stage saw, with
+ * the log's last ERROR or WARNING when nothing was fatal.
+ */
+export function failureReasons(stage: string, e: PgfleetError, log: ServerLogExcerpt | undefined): { reasons: string[]; summary: string } {
+  const what = e.message.trim() || `${e.errorName} (${e.code}) without a message`;
+  const fatal = log?.firstFatal;
+  const clue = !fatal && log?.lastProblem ? ` (server log: ${log.lastProblem})` : '';
+  return {
+    reasons: [...(fatal ? [`${stage} failed: ${fatal}`] : []), `${stage}: ${what}${clue}`],
+    // The job's error message: what the stage saw, and PostgreSQL's words.
+    summary: `${what}${fatal ? ` (PostgreSQL: ${fatal})` : clue}`,
+  };
 }
 
 async function withClient<T>(server: ScratchPostgres, db: string, fn: (c: PgClient) => Promise<T>): Promise<T> {

@@ -6,9 +6,9 @@ import { chmod, copyFile, mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '@pgfleet/core';
-import { cleanDrillLeftovers, DRILL_OWNER_FILE, drillServerSettings, processStart, RECOVERY_CHECKED_SETTINGS, writeDrillOwner } from './scratch-postgres.js';
+import { cleanDrillLeftovers, DRILL_KEPT_FILE, DRILL_OWNER_FILE, drillServerSettings, markDrillKept, processStart, RECOVERY_CHECKED_SETTINGS, writeDrillOwner } from './scratch-postgres.js';
 
-const settingsOf = (major: number) => new Map(drillServerSettings({ port: 5999, runDir: '/run/d', hbaFile: '/run/d/hba', identFile: '/run/d/ident', major, jobId: 'job-1234567890' }));
+const settingsOf = (major: number) => new Map(drillServerSettings({ port: 5999, socketDir: '/run/d', hbaFile: '/run/d/hba', identFile: '/run/d/ident', externalPidFile: '/run/d/external.pid', major, jobId: 'job-1234567890' }));
 
 test('the throwaway server: nothing reaches outside the copy, the host is spared, recovery checks keep the source values', () => {
   for (const major of [14, 15, 16, 17, 18]) {
@@ -28,6 +28,10 @@ test('the throwaway server: nothing reaches outside the copy, the host is spared
       ['min_dynamic_shared_memory', '0'],
       ['hot_standby', 'on'],
       ['autovacuum', 'off'],
+      // The log the drill reads when it fails: English severities, a known prefix.
+      ['lc_messages', 'C'],
+      ['external_pid_file', '/run/d/external.pid'],
+      ['log_line_prefix', '%m [%p] '],
     ] as const) {
       assert.equal(s.get(k), v, `PostgreSQL ${major}: ${k}`);
     }
@@ -111,10 +115,18 @@ test('leftover drill directories are removed, their postmaster stopped; running 
     const past = new Date(Date.now() - 3_600_000);
     await utimes(old, past, past);
     await mkdir(join(root, 'unrelated'));
+    // Kept for a DBA (pgfleet drill --keep), its owner gone and old: left alone, marker and all.
+    const kept = await drillDir(root, 'pgfleet-drill-kept', { pid: deadPid });
+    await markDrillKept(kept, 'kept');
+    await utimes(kept, past, past);
 
     const removed = await cleanDrillLeftovers(root, { log: silentLogger(), active: new Set([running]) });
     assert.deepEqual(removed.sort(), [crashed, elsewhere, old, over, recycled, stale].sort());
-    assert.deepEqual((await readdir(root)).sort(), ['pgfleet-drill-foreign', 'pgfleet-drill-running', 'pgfleet-drill-young', 'unrelated']);
+    assert.deepEqual((await readdir(root)).sort(), ['pgfleet-drill-foreign', 'pgfleet-drill-kept', 'pgfleet-drill-running', 'pgfleet-drill-young', 'unrelated']);
+    assert.deepEqual((await readdir(kept)).sort(), [DRILL_KEPT_FILE, 'data', DRILL_OWNER_FILE].sort());
+    // Its marker removed, the directory is a leftover like any other.
+    await rm(join(kept, DRILL_KEPT_FILE));
+    assert.deepEqual(await cleanDrillLeftovers(root, { log: silentLogger(), active: new Set([running]) }), [kept]);
     assert.equal(alive(postmaster.pid!), false, "the leftover's postmaster was stopped");
     assert.equal(postmaster.signalCode, 'SIGQUIT', 'with an immediate shutdown');
     assert.equal(alive(bystander.pid!), true, 'a process that is not PostgreSQL is never signalled');

@@ -1,7 +1,8 @@
 /**
  * The throwaway PostgreSQL of a restore drill: started with pg_ctl (as the agent's own OS user)
  * on a restored data directory, reachable only through a unix socket in a 0700 directory, never
- * archiving, and stopped with an immediate shutdown when the drill ends.
+ * archiving, and stopped with an immediate shutdown when the drill ends (a fast, clean one when
+ * the drill keeps its directory for a DBA to inspect).
  *
  * The restored postgresql.conf is the source's, so everything that could reach outside the scratch
  * directory, or strain the host it shares, is overridden in postgresql.auto.conf (read last; see
@@ -12,16 +13,17 @@
  * It also owns the scratch area's housekeeping: each drill directory names the agent process that
  * made it (DRILL_OWNER_FILE), so that a directory left behind by an agent that died mid-drill
  * (SIGKILL, power loss) is found at the next start or drill, its postmaster stopped and the
- * directory removed (cleanDrillLeftovers).
+ * directory removed (cleanDrillLeftovers). A directory a drill was asked to keep carries a marker
+ * (DRILL_KEPT_FILE) and is never taken for a leftover: a DBA removes it (docs/drills.md).
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { appendFile, readdir, readFile, readlink, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, open, readdir, readFile, readlink, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { PgfleetError, processAlive, type Logger } from '@pgfleet/core';
-import { connectPg } from '@pgfleet/pg';
+import { connectPg, serverLogExcerpt, type ServerLogExcerpt } from '@pgfleet/pg';
 import type { PgClient } from './drill-capture.js';
 
 const run = promisify(execFile);
@@ -43,8 +45,10 @@ const confString = (v: string): string => `'${v.replace(/\\/g, '\\\\').replace(/
 
 export interface ScratchOptions {
   pgdata: string;
-  /** Directory (0700) of the unix socket, pg_hba.conf and the server log. */
+  /** Directory (0700) of pg_hba.conf, pg_ident.conf and the server log (postgres.log), and of the unix socket unless socketDir says otherwise. */
   runDir: string;
+  /** Directory (0700) of the unix socket when runDir's path is too long for one (107 bytes). */
+  socketDir?: string;
   binDir: string;
   /** PostgreSQL major version of the restored data directory. */
   major: number;
@@ -72,14 +76,14 @@ export const RECOVERY_CHECKED_SETTINGS = ['max_connections', 'max_worker_process
  * RECOVERY_CHECKED_SETTINGS is among them, and shared_preload_libraries stays (extensions in the
  * copy may need their libraries).
  */
-export function drillServerSettings(o: { port: number; runDir: string; hbaFile: string; identFile: string; major: number; jobId: string }): [string, string][] {
+export function drillServerSettings(o: { port: number; socketDir: string; hbaFile: string; identFile: string; externalPidFile: string; major: number; jobId: string }): [string, string][] {
   const from = (major: number, s: [string, string][]): [string, string][] => (o.major >= major ? s : []);
   const before = (major: number, s: [string, string][]): [string, string][] => (o.major < major ? s : []);
   return [
     // Reachable only through the drill's own socket (the copy holds production data).
     ['port', String(o.port)],
     ['listen_addresses', ''],
-    ['unix_socket_directories', o.runDir],
+    ['unix_socket_directories', o.socketDir],
     ['unix_socket_group', ''],
     ['unix_socket_permissions', '0700'],
     ['hba_file', o.hbaFile],
@@ -127,27 +131,41 @@ export function drillServerSettings(o: { port: number; runDir: string; hbaFile: 
     ['idle_in_transaction_session_timeout', '0'],
     ...from(17, [['transaction_timeout', '0']]),
     // One log, on stderr into the drill's directory; 'restored log file' lines (LOG) tell which
-    // WAL segment recovery stopped at; no statement logging of the checks.
+    // WAL segment recovery stopped at; no statement logging of the checks. Its lines are read
+    // when the drill fails (serverLogExcerpt): English severities and messages whatever the
+    // source's lc_messages, and a known line prefix.
     ['logging_collector', 'off'],
     ['log_destination', 'stderr'],
+    ['lc_messages', 'C'],
+    ['log_line_prefix', '%m [%p] '],
     ['log_min_messages', 'warning'],
     ['log_statement', 'none'],
     ['log_min_duration_statement', '-1'],
     ['log_connections', 'off'],
     ['log_disconnections', 'off'],
-    ['external_pid_file', ''],
+    // The source's external pid file (Debian: /var/run/postgresql/<major>-main.pid) must not be
+    // overwritten; '' is not "none" to PostgreSQL (it tries to write "" and logs an error), so the
+    // copy gets one of its own in the drill's directory.
+    ['external_pid_file', o.externalPidFile],
     ['cluster_name', `pgfleet-drill-${o.jobId.slice(0, 8)}`],
   ];
 }
 
+/** The server log's name in the drill directory (runDir). */
+export const DRILL_LOG_FILE = 'postgres.log';
+/** How much of the end of a long server log is read for its excerpt: recovery logs a line per WAL segment restored. */
+const LOG_READ_BYTES = 4 * 2 ** 20;
+
 export class ScratchPostgres {
   readonly logFile: string;
+  private readonly socketDir: string;
   private port = 0;
   private started = false;
   private user: string;
 
   constructor(private readonly o: ScratchOptions) {
-    this.logFile = join(o.runDir, 'postgres.log');
+    this.logFile = join(o.runDir, DRILL_LOG_FILE);
+    this.socketDir = o.socketDir ?? o.runDir;
     this.user = o.user;
   }
 
@@ -162,7 +180,7 @@ export class ScratchPostgres {
     // Debian keeps postgresql.conf in /etc: the data directory then has none, and postgres insists on one.
     const conf = join(this.o.pgdata, 'postgresql.conf');
     if (!existsSync(conf)) await writeFile(conf, '', { mode: 0o600 });
-    const settings = drillServerSettings({ port: this.port, runDir: this.o.runDir, hbaFile: hba, identFile: ident, major: this.o.major, jobId: this.o.jobId });
+    const settings = drillServerSettings({ port: this.port, socketDir: this.socketDir, hbaFile: hba, identFile: ident, externalPidFile: join(this.o.runDir, 'postmaster.external.pid'), major: this.o.major, jobId: this.o.jobId });
     const lines = ['', `# pgfleet drill ${this.o.jobId}: a throwaway copy that never archives and listens only on its own socket`, ...settings.map(([k, v]) => `${k} = ${confString(v)}`)];
     await appendFile(join(this.o.pgdata, 'postgresql.auto.conf'), `${lines.join('\n')}\n`, { mode: 0o600 });
   }
@@ -178,7 +196,7 @@ export class ScratchPostgres {
   }
 
   connect(database: string): Promise<PgClient> {
-    return connectPg({ host: this.o.runDir, port: this.port, user: this.user, database, applicationName: 'pgfleet-drill' });
+    return connectPg({ host: this.socketDir, port: this.port, user: this.user, database, applicationName: 'pgfleet-drill' });
   }
 
   private postmasterPid(): Promise<number | undefined> {
@@ -187,8 +205,9 @@ export class ScratchPostgres {
 
   /**
    * Polls until the server accepts connections (consistent, hot standby) and then leaves recovery
-   * (promoted). Fails with the server's own words when the postmaster exits (e.g. "recovery ended
-   * before configured recovery target was reached") or when recovery pauses.
+   * (promoted). Fails when the postmaster exits or never writes its pid, or when recovery pauses;
+   * the server's own words (e.g. "FATAL: recovery ended before configured recovery target was
+   * reached") are in its log, which the caller reads (logExcerpt).
    */
   async waitPromoted(signal: AbortSignal | undefined, onConsistent: () => void): Promise<Promoted> {
     const t0 = Date.now();
@@ -198,9 +217,8 @@ export class ScratchPostgres {
       signal?.throwIfAborted();
       const pid = await this.postmasterPid();
       if (pid !== undefined) sawPid = true;
-      if ((sawPid && (pid === undefined || !processAlive(pid))) || (!sawPid && Date.now() - t0 > 30_000)) {
-        throw new PgfleetError('DrillFailed', `the drill's PostgreSQL stopped during recovery: ${await this.logReason()}`);
-      }
+      if (sawPid && (pid === undefined || !processAlive(pid))) throw new PgfleetError('DrillFailed', `the drill's PostgreSQL exited during recovery`);
+      if (!sawPid && Date.now() - t0 > 30_000) throw new PgfleetError('DrillFailed', `the drill's PostgreSQL did not start within 30 s (no postmaster.pid)`);
       let c: PgClient | undefined;
       try {
         c = await this.connect('postgres').catch(() => undefined);
@@ -217,7 +235,7 @@ export class ScratchPostgres {
             this.user = (await c.query<{ n: string }>('SELECT rolname AS n FROM pg_roles WHERE oid = 10')).rows[0]?.n ?? this.user;
             return { consistentMs, promotedMs: Date.now() - t0, recoveredLsn: r.lsn ?? '', recoveredTime: r.t ? new Date(r.t) : undefined };
           }
-          if (r.paused) throw new PgfleetError('DrillFailed', `recovery paused instead of promoting (at ${r.lsn ?? '?'}): ${await this.logReason()}`);
+          if (r.paused) throw new PgfleetError('DrillFailed', `recovery paused instead of promoting (at ${r.lsn ?? '?'})`);
         }
       } finally {
         await c?.end().catch(() => {});
@@ -226,18 +244,27 @@ export class ScratchPostgres {
     }
   }
 
-  /** The server log's last FATAL/PANIC/ERROR/WARNING lines (or its tail). */
-  async logReason(): Promise<string> {
-    const log = await this.log();
-    // Our own connection attempts during start-up are refused with FATALs that say nothing about recovery.
-    const polling = /not yet accepting connections|is starting up|Consistent recovery state has not been yet reached/;
-    const bad = log.split('\n').filter((l) => /\b(FATAL|PANIC|ERROR|WARNING):/.test(l) && !polling.test(l)).slice(-3);
-    const lines = bad.length ? bad : log.trim().split('\n').slice(-3);
-    return lines.map((l) => l.replace(/^.*?\b(FATAL|PANIC|ERROR|WARNING|LOG):\s*/, '$1: ')).join('; ') || 'no server log';
+  /** What the server log says went wrong (its problem lines and tail, bounded; see serverLogExcerpt). */
+  async logExcerpt(): Promise<ServerLogExcerpt> {
+    return serverLogExcerpt(await this.log(LOG_READ_BYTES));
   }
 
-  log(): Promise<string> {
-    return readFile(this.logFile, 'utf8').catch(() => '');
+  /** The server log ('' before the server wrote one); at most its last `maxBytes` when given. */
+  async log(maxBytes?: number): Promise<string> {
+    if (maxBytes === undefined) return readFile(this.logFile, 'utf8').catch(() => '');
+    const f = await open(this.logFile, 'r').catch(() => undefined);
+    if (!f) return '';
+    try {
+      const size = (await f.stat()).size;
+      const n = Math.min(size, maxBytes);
+      const buf = Buffer.alloc(n);
+      await f.read(buf, 0, n, size - n);
+      // A cut at the start may fall inside a line: drop that partial line.
+      const text = buf.toString('utf8');
+      return n < size ? text.slice(text.indexOf('\n') + 1) : text;
+    } finally {
+      await f.close();
+    }
   }
 
   /** WAL segments recovery took from the archive, in order (from the "restored log file" lines). */
@@ -245,12 +272,19 @@ export class ScratchPostgres {
     return [...(await this.log()).matchAll(/restored log file "([0-9A-F]{24})" from archive/g)].map((m) => m[1]!);
   }
 
-  /** Immediate shutdown (the copy is thrown away); SIGKILL when pg_ctl cannot stop it. */
-  async stop(): Promise<void> {
+  /**
+   * Stops the server: an immediate shutdown when the copy is thrown away; a fast (clean) one when
+   * it is kept, so that the data directory can be started again for inspection without crash
+   * recovery (immediate after 60 s). SIGKILL when pg_ctl cannot stop it.
+   */
+  async stop(mode: 'immediate' | 'fast' = 'immediate'): Promise<void> {
     if (!this.started) return;
     this.started = false;
     const pid = await this.postmasterPid();
-    await run(join(this.o.binDir, 'pg_ctl'), ['-D', this.o.pgdata, '-m', 'immediate', '-w', '-t', '30', 'stop'], { timeout: 45_000 }).catch(() => undefined);
+    const pgCtlStop = (m: string, seconds: number) =>
+      run(join(this.o.binDir, 'pg_ctl'), ['-D', this.o.pgdata, '-m', m, '-w', '-t', String(seconds), 'stop'], { timeout: (seconds + 15) * 1000 }).then(() => true, () => false);
+    if (mode === 'fast' && (await pgCtlStop('fast', 60))) return;
+    await pgCtlStop('immediate', 30);
     if (pid !== undefined && processAlive(pid)) await terminate(pid, 'SIGKILL', 5_000);
   }
 }
@@ -280,6 +314,12 @@ async function terminate(pid: number, signal: NodeJS.Signals, waitMs: number): P
 export const DRILL_DIR_PREFIX = 'pgfleet-drill-';
 /** In each drill directory: which agent process made it, as JSON (DrillOwner). */
 export const DRILL_OWNER_FILE = 'owner.json';
+/**
+ * In a drill directory kept for inspection (`pgfleet drill --keep`): the job and when, as JSON.
+ * cleanDrillLeftovers never removes a directory holding it; removing the file hands the
+ * directory back to that cleanup.
+ */
+export const DRILL_KEPT_FILE = 'kept.json';
 /** A drill directory without an owner file younger than this is being created: not a leftover. */
 const UNOWNED_GRACE_MS = 60_000;
 
@@ -296,6 +336,12 @@ export async function processStart(pid: number): Promise<string | undefined> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
   // Field 2 (comm) is parenthesised and may hold spaces: count the fields after its closing parenthesis.
   return stat?.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+}
+
+/** Marks `drillDir` as kept for a DBA (see DRILL_KEPT_FILE). */
+export async function markDrillKept(drillDir: string, jobId: string): Promise<void> {
+  const note = { jobId, keptAt: new Date().toISOString(), remove: `rm -rf ${drillDir} (or delete this file: the agent then removes the directory at its next start or drill)` };
+  await writeFile(join(drillDir, DRILL_KEPT_FILE), `${JSON.stringify(note, null, 2)}\n`, { mode: 0o600 });
 }
 
 /** Marks `drillDir` as this process's (see cleanDrillLeftovers). */
@@ -343,7 +389,8 @@ export async function stopLeftoverPostmaster(pgdata: string): Promise<number | u
  * process that is gone (killed mid-drill), or by this one for a drill that is no longer in
  * `active` (its own cleanup failed). A postmaster still running from one is stopped first (see
  * stopLeftoverPostmaster), then the directory and its outside socket directory are removed.
- * Directories of drills another live agent runs in the same scratch area are left alone.
+ * Directories of drills another live agent runs in the same scratch area, and directories kept
+ * for inspection (DRILL_KEPT_FILE), are left alone.
  */
 export async function cleanDrillLeftovers(scratchRoot: string, o: { log: Logger; active: ReadonlySet<string> }): Promise<string[]> {
   const removed: string[] = [];
@@ -352,6 +399,11 @@ export async function cleanDrillLeftovers(scratchRoot: string, o: { log: Logger;
     if (!e.isDirectory() || !e.name.startsWith(DRILL_DIR_PREFIX)) continue;
     const dir = join(scratchRoot, e.name);
     if (o.active.has(dir)) continue;
+    if (existsSync(join(dir, DRILL_KEPT_FILE))) {
+      // Said every time: a kept copy holds production data and a cluster's worth of disk.
+      o.log.info({ dir }, `drill directory kept for inspection (pgfleet drill --keep) left alone: remove it when done (docs/drills.md)`);
+      continue;
+    }
     const owner = await readDrillOwner(dir);
     if (owner) {
       if (owner.pid !== process.pid && (await ownerRunning(owner))) continue;

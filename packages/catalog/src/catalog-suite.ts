@@ -154,6 +154,35 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal(await store.getJob('nope'), undefined);
       });
 
+      test('a failed drill keeps its result with the job: reasons, the server log lines, the kept directory, and its drill.failed event', async () => {
+        // What the controller stores for a drill that failed in recovery (DrillResult as protobuf
+        // JSON, docs/drills.md): PostgreSQL's log lines as the agent cut them, up to 8 KiB of
+        // quotes, backslashes, tabs and non-ASCII, must come back byte for byte.
+        const store = await storeWithCluster();
+        const fatal = "2026-11-24 12:00:00.100 UTC [7] FATAL:  requested timeline 2 is not a child of this server's history";
+        const tail = Array.from({ length: 30 }, (_, i) => `2026-11-24 12:00:00.${String(i).padStart(3, '0')} UTC [6] LOG:  restored log file "00000001000000000000${String(i).padStart(4, '0')}" from archive \\ "q" \tété ✓ ${'x'.repeat(200)}`);
+        const drill = {
+          backupLabel: '20261124-110000F', stage: 'recovery',
+          reasons: ["recovery failed: FATAL: requested timeline 2 is not a child of this server's history", "recovery: the drill's PostgreSQL exited during recovery"],
+          postgresLogProblems: [fatal, '2026-11-24 12:00:00.100 UTC [7] DETAIL:  Latest checkpoint is at 0/3000028 on timeline 1'],
+          postgresLogTail: [...tail, fatal],
+          keptDir: '/var/lib/postgresql/15/pgfleet-scratch/pgfleet-drill-d1',
+        };
+        assert.ok(JSON.stringify(drill).length > 7000);
+        const error = { code: 'PGF-5006', message: `drill of cluster main failed in stage recovery: the drill's PostgreSQL exited during recovery (PostgreSQL: FATAL: requested timeline 2 is not a child of this server's history)` };
+        const payload = new TextEncoder().encode(JSON.stringify(drill));
+        await store.createJob({ id: 'd1', cluster: 'main', kind: 'drill', agentId: 'agent-1', params: { backupLabel: '', keep: true } }, 10);
+        await store.transitionJob('d1', 'dispatched', {}, 11);
+        const out = await store.transitionJob('d1', 'failed', { error, result: { drill }, events: [{ id: 'ev-d1', cluster: 'main', kind: 'drill.failed', time: 12, payload }] }, 12);
+        assert.equal(out.changed, true);
+        const [listed] = await store.listJobs({ cluster: 'main', kind: 'drill' });
+        for (const job of [await store.getJob('d1'), listed]) {
+          assert.deepEqual([job?.state, job?.error, job?.result, job?.params], ['failed', error, { drill }, { backupLabel: '', keep: true }]);
+        }
+        const [ev] = await store.listEvents({ cluster: 'main' });
+        assert.deepEqual([ev?.kind, Buffer.from(ev!.payload).equals(Buffer.from(payload))], ['drill.failed', true]);
+      });
+
       test('createJob is idempotent by id: a repeat returns the job as it is now; another cluster or kind is JobStateConflict', async () => {
         const store = await storeWithCluster();
         const first = await store.createJob({ id: 'same', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: { type: 'full' } }, 10);

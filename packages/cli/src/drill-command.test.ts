@@ -6,6 +6,7 @@ import { create } from '@bufbuild/protobuf';
 import { PgfleetError } from '@pgfleet/core';
 import { DrillResultSchema, TargetAction } from '@pgfleet/proto';
 import { describeDrill, drillTargetFromOptions } from './drill-command.js';
+import { describeDrillDetails } from './drill-format.js';
 
 test('drill targets: none means a fresh restore point; a given one always promotes', () => {
   assert.equal(drillTargetFromOptions({}), undefined);
@@ -35,4 +36,26 @@ test('describeDrill: a pass with its RTO, amcheck and exact counts; a failure wi
   assert.match(failed, /^ {2}reason: row counts differ in 1 table\(s\)/m);
   assert.match(failed, /^ {2}bt_index_check app\.public\.t_pkey: item order invariant violated$/m);
   assert.match(failed, /^app +public\.t +10 +7$/m);
+});
+
+test('a drill that failed in recovery: PostgreSQL\'s words, its log lines and the kept directory', () => {
+  const fatal = "2026-11-24 12:00:00.100 UTC [7] FATAL:  requested timeline 2 is not a child of this server's history";
+  const d = create(DrillResultSchema, {
+    backupLabel: '20261124-130000F', ok: false, stage: 'recovery', restoreSeconds: 2,
+    reasons: ["recovery failed: FATAL: requested timeline 2 is not a child of this server's history", "recovery: the drill's PostgreSQL exited during recovery"],
+    postgresLogProblems: [fatal],
+    postgresLogTail: ['2026-11-24 12:00:00.000 UTC [6] LOG:  starting PostgreSQL 15.8', fatal, '2026-11-24 12:00:00.200 UTC [6] LOG:  database system is shut down'],
+    keptDir: '/scratch/pgfleet-drill-j1',
+  });
+  const text = describeDrill(d);
+  assert.match(text, /^drill FAILED in stage recovery: backup 20261124-130000F$/m);
+  assert.match(text, /^ {2}reason: recovery failed: FATAL: requested timeline 2 is not a child of this server's history$/m);
+  assert.match(text, /^PostgreSQL log, FATAL\/PANIC\/ERROR\/WARNING lines:\n {2}2026-11-24 12:00:00\.100 UTC \[7\] FATAL: {2}requested timeline 2/m);
+  assert.match(text, /^PostgreSQL log, last 3 line\(s\):\n {2}.*starting PostgreSQL 15\.8\n {2}.*FATAL.*\n {2}.*database system is shut down$/m);
+  assert.match(text, /^scratch directory kept: \/scratch\/pgfleet-drill-j1 \(restored data directory \/scratch\/pgfleet-drill-j1\/data, server log \/scratch\/pgfleet-drill-j1\/postgres\.log\)/m);
+
+  const details = describeDrillDetails([{ jobId: 'j1', result: d }, { jobId: 'j0', result: create(DrillResultSchema, { ok: true, stage: 'done' }) }]).join('\n');
+  assert.match(details, /^j1 \(failed in stage recovery\):\n {2}PostgreSQL log:\n {4}2026-11-24 12:00:00\.100 UTC \[7\] FATAL: {2}requested timeline 2/m);
+  assert.match(details, /\(last 3 log line\(s\): pgfleet job j1\)/);
+  assert.doesNotMatch(details, /j0/, 'a drill with nothing to show adds no lines');
 });

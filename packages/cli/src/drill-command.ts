@@ -1,20 +1,21 @@
 /**
- * `pgfleet drill <cluster> [--backup L] [--target-... X] [--on AGENT] [--wait]`: a restore drill
- * (docs/drills.md). Without a target the source's rows are counted at a fresh restore point and
- * compared with the restored copy; with one (the flags of `pgfleet restore`) only restore, recovery
- * and amcheck are proven. With --wait it prints the verdict, the RTO, amcheck's findings and the
- * count comparison, and exits non-zero with the drill's error code when it failed (the result is
- * printed first, also as JSON with --output json).
+ * `pgfleet drill <cluster> [--backup L] [--target-... X] [--on AGENT] [--keep] [--wait]`: a restore
+ * drill (docs/drills.md). Without a target the source's rows are counted at a fresh restore point
+ * and compared with the restored copy; with one (the flags of `pgfleet restore`) only restore,
+ * recovery and amcheck are proven. With --wait it prints the verdict, the RTO, amcheck's findings,
+ * the count comparison and, for a failed drill, what its PostgreSQL logged, and exits non-zero with
+ * the drill's error code when it failed (the result is printed first, also as JSON with --output
+ * json). --keep leaves the scratch directory (restored data and server log) for inspection.
  *
- * `pgfleet drills [<cluster>]`: the drill history, newest first.
+ * `pgfleet drills [<cluster>]`: the drill history, newest first, with why each failed.
  */
 import { PgfleetError, type OptionValues } from '@pgfleet/core';
 import { create } from '@bufbuild/protobuf';
-import { DrillRecordSchema, JobInfoSchema, JobState, RecoveryTargetSchema, type DrillResult, type JobInfo, type RecoveryTarget } from '@pgfleet/proto';
+import { DrillRecordSchema, JobInfoSchema, JobState, RecoveryTargetSchema, type DrillRecord, type DrillResult, type JobInfo, type RecoveryTarget } from '@pgfleet/proto';
 import { formatBytes, formatTable, formatTime } from './format.js';
 import { err, follow, ms, out, printJson, stateName, type Admin } from './output.js';
 import { recoveryTargetFromOptions } from './target.js';
-import { describeDrill, secs } from './drill-format.js';
+import { describeDrill, describeDrillDetails, secs } from './drill-format.js';
 
 export { describeDrill };
 
@@ -37,6 +38,7 @@ export async function drillCommand(admin: Admin, cluster: string, options: Optio
     backupLabel: options.backup === undefined ? '' : String(options.backup),
     ...(target ? { target } : {}),
     agentId: options.on === undefined ? '' : String(options.on),
+    keep: options.keep === true,
   });
   if (options.wait !== true) {
     if (json) printJson(JobInfoSchema, job!);
@@ -62,6 +64,14 @@ export async function drillCommand(admin: Admin, cluster: string, options: Optio
   return 0;
 }
 
+
+/** Why a drill did not pass, never empty: its reasons, else the job's error, else its state. */
+function failureReason(d: DrillRecord): string {
+  const reasons = d.result?.reasons.filter((r) => r.trim() !== '') ?? [];
+  if (reasons.length) return reasons.join('; ');
+  if (d.error) return `${d.error.code} ${d.error.message}`.trim();
+  return d.state === JobState.SUCCEEDED ? 'the drill did not pass' : `${stateName(d.state)}${d.result?.stage ? ` in stage ${d.result.stage}` : ''}`;
+}
 
 export async function drillsCommand(admin: Admin, cluster: string | undefined, options: OptionValues, json: boolean): Promise<number> {
   const { drills } = await admin.listDrills({ cluster: cluster ?? '', limit: Number(options.limit ?? 50) });
@@ -91,9 +101,11 @@ export async function drillsCommand(admin: Admin, cluster: string | undefined, o
         r && r.rtoSeconds > 0 ? secs(r.rtoSeconds) : '-',
         amcheck,
         counts,
-        ok ? '' : (r?.reasons[0] ?? (d.error ? `${d.error.code} ${d.error.message}` : '')),
+        ok ? '' : failureReason(d),
       ];
     }),
   ));
+  const details = describeDrillDetails(drills);
+  if (details.length) out(details.join('\n'));
   return 0;
 }

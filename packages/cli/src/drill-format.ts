@@ -1,6 +1,7 @@
 /**
  * How a drill result reads in a terminal: the verdict, then RTO, amcheck and the row-count
- * comparison. Shared by `pgfleet drill`, `pgfleet drills` and `pgfleet job <id>`.
+ * comparison, and for a failed drill what its PostgreSQL logged, and where a kept scratch
+ * directory is. Shared by `pgfleet drill`, `pgfleet drills` and `pgfleet job <id>`.
  */
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import type { DrillResult, RecoveryTarget } from '@pgfleet/proto';
@@ -14,6 +15,9 @@ export const secs = (s: number): string => `${s.toFixed(1)} s`;
 export function describeDrill(d: DrillResult): string {
   const lines = [`drill ${d.ok ? 'PASSED' : `FAILED in stage ${d.stage}`}: backup ${d.backupLabel || '-'}${d.target ? `, target ${describeTarget(d.target)}` : ''}`];
   for (const r of d.reasons) lines.push(`  reason: ${r}`);
+  if (d.postgresLogProblems.length) lines.push('PostgreSQL log, FATAL/PANIC/ERROR/WARNING lines:', ...indent(d.postgresLogProblems));
+  if (d.postgresLogTail.length) lines.push(`PostgreSQL log, last ${d.postgresLogTail.length} line(s):`, ...indent(d.postgresLogTail));
+  if (d.keptDir) lines.push(keptLine(d.keptDir));
   if (d.rtoSeconds > 0) {
     lines.push(`RTO ${secs(d.rtoSeconds)} (restore ${secs(d.restoreSeconds)} of ${formatBytes(d.restoredBytes)}, recovery ${secs(d.recoverySeconds)})${d.recoveredLsn ? `, recovered to ${d.recoveredLsn}` : ''}${d.recoveredTime ? ` (last commit ${formatTime(ms(d.recoveredTime))})` : ''}`);
   } else if (d.restoreSeconds > 0) {
@@ -34,6 +38,27 @@ export function describeDrill(d: DrillResult): string {
     lines.push('row counts: not compared (the target is not a restore point the source was counted at)');
   }
   return lines.join('\n');
+}
+
+const indent = (ls: readonly string[]): string[] => ls.map((l) => `  ${l}`);
+
+/** Where a kept scratch directory is and what it holds (docs/drills.md, "Keeping the copy"). */
+export const keptLine = (dir: string): string =>
+  `scratch directory kept: ${dir} (restored data directory ${dir}/data, server log ${dir}/postgres.log); remove it when done: rm -rf ${dir}`;
+
+/**
+ * Under the `pgfleet drills` table: for each drill that failed with PostgreSQL log lines, or kept
+ * its directory, those lines and the directory (the whole tail: `pgfleet job <id>`).
+ */
+export function describeDrillDetails(drills: ReadonlyArray<{ jobId: string; result?: DrillResult }>): string[] {
+  const lines: string[] = [];
+  for (const { jobId, result: r } of drills) {
+    if (!r || (!r.postgresLogProblems.length && !r.keptDir)) continue;
+    lines.push('', `${jobId}${r.ok ? '' : ` (failed in stage ${r.stage})`}:`);
+    if (r.postgresLogProblems.length) lines.push('  PostgreSQL log:', ...indent(indent(r.postgresLogProblems)), `  (last ${r.postgresLogTail.length} log line(s): pgfleet job ${jobId})`);
+    if (r.keptDir) lines.push(`  ${keptLine(r.keptDir)}`);
+  }
+  return lines;
 }
 
 export function describeTarget(t: RecoveryTarget): string {

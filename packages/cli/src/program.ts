@@ -156,11 +156,12 @@ export const cliProgram: ProgramSpec = {
     },
     {
       name: 'drill',
-      summary: "Restore drill on an agent: restore a backup into a scratch directory, start PostgreSQL on it, recover and promote, run amcheck on every relation, compare row counts with the source at a fresh restore point (not with a --target-*), record the RTO and remove everything. With --wait prints the verdict and exits non-zero when the drill failed.",
-      options: [...CONNECTION, 'output', 'backup', 'target-time', 'target-lsn', 'target-name', 'target-xid', 'target', 'target-exclusive', 'on', 'wait'],
+      summary: "Restore drill on an agent: restore a backup into a scratch directory, start PostgreSQL on it, recover and promote, run amcheck on every relation, compare row counts with the source at a fresh restore point (not with a --target-*), record the RTO and remove everything (--keep: leave it for inspection). With --wait prints the verdict (and, when it failed, what PostgreSQL logged) and exits non-zero when the drill failed.",
+      options: [...CONNECTION, 'output', 'backup', 'target-time', 'target-lsn', 'target-name', 'target-xid', 'target', 'target-exclusive', 'on', 'keep', 'wait'],
       localOptions: [
         { name: 'backup', type: 'string', cliOnly: true, description: 'Drill this backup label instead of the newest one before the target.' },
         { name: 'on', type: 'string', cliOnly: true, description: "Run the drill on this agent (e.g. a spare host) instead of the cluster's own; the cluster's agent still counts the source's rows." },
+        { name: 'keep', type: 'boolean', cliOnly: true, description: "Keep the scratch directory (restored data directory and PostgreSQL's log) for inspection: the server is stopped cleanly, the path is reported, and the agent's cleanup leaves it alone; remove it when done (docs/drills.md)." },
       ],
       positionals: [{ name: 'cluster', description: 'Cluster whose backup to drill.', required: true }],
     },

@@ -145,4 +145,43 @@ describe('drills', () => {
     const stages = (await events('remote')).filter((e) => e.payload.case === 'drillFailed').map((e) => (e.payload.value as { stage: string }).stage);
     assert.deepEqual(stages, ['capture', 'capture']);
   });
+
+  test('--keep reaches the agent (own or after a capture); a failed drill\'s PostgreSQL log and kept directory are stored and in drill.failed', async () => {
+    const own = await connectAgent('keep', 'keep-own');
+    const spare = await connectAgent('keep', 'keep-spare');
+    await addBackup('keep');
+    const { job } = await t.admin.startDrill({ cluster: 'keep', keep: true });
+    const sent = await own.receiveJob();
+    assert.ok(sent.kind.case === 'drill');
+    assert.equal(sent.kind.value.keep, true);
+    const fatal = "2026-03-02 10:00:00.100 UTC [7] FATAL:  requested timeline 2 is not a child of this server's history";
+    own.stream.send({ msg: { case: 'result', value: { jobId: sent.jobId, state: JobState.FAILED, error: { code: 'PGF-5006', message: 'drill of cluster keep failed in stage recovery' }, result: { case: 'drill', value: {
+      backupLabel: '20260302-090000F', ok: false, stage: 'recovery', reasons: ["recovery failed: FATAL: requested timeline 2 is not a child of this server's history", "recovery: the drill's PostgreSQL exited during recovery"],
+      postgresLogProblems: [fatal], postgresLogTail: ['2026-03-02 10:00:00.000 UTC [6] LOG:  starting PostgreSQL 15.8', fatal], keptDir: '/scratch/pgfleet-drill-x',
+    } } } } });
+    assert.equal(await ended(job!.id), JobState.FAILED);
+    const [rec] = (await t.admin.listDrills({ cluster: 'keep' })).drills;
+    assert.deepEqual([rec!.result?.postgresLogProblems, rec!.result?.postgresLogTail.length, rec!.result?.keptDir], [[fatal], 2, '/scratch/pgfleet-drill-x']);
+    const failed = (await events('keep')).find((e) => e.payload.case === 'drillFailed')?.payload.value as { reasons: string[]; postgresLogProblems: string[]; keptDir: string };
+    assert.match(failed.reasons[0]!, /^recovery failed: FATAL: requested timeline 2 is not a child/);
+    assert.deepEqual([failed.postgresLogProblems, failed.keptDir], [[fatal], '/scratch/pgfleet-drill-x']);
+
+    // On another agent: the capture first, then the drill with keep.
+    const second = (await t.admin.startDrill({ cluster: 'keep', agentId: 'keep-spare', keep: true })).job!;
+    const capture = await own.receiveJob();
+    assert.ok(capture.kind.case === 'capture');
+    own.stream.send({ msg: { case: 'result', value: { jobId: capture.jobId, state: JobState.SUCCEEDED, result: { case: 'capture', value: { restorePoint: capture.kind.value.restorePoint, lsn: '0/5000100', tables: [], changeBound: 0n } } } } });
+    const drill = await spare.receiveJob();
+    assert.equal(drill.jobId, second.id);
+    assert.ok(drill.kind.case === 'drill' && drill.kind.value.keep === true);
+    // An agent that fails a drill without any reason (an older agent): drill.failed still says why.
+    spare.stream.send({ msg: { case: 'result', value: { jobId: drill.jobId, state: JobState.FAILED, error: { code: 'PGF-5006', message: 'drill failed in stage recovery' }, result: { case: 'drill', value: { backupLabel: '20260302-090000F', ok: false, stage: 'recovery', reasons: [''] } } } } });
+    assert.equal(await ended(second.id), JobState.FAILED);
+    const noReason = (await events('keep')).filter((e) => e.payload.case === 'drillFailed').map((e) => e.payload.value as { jobId: string; reasons: string[] }).find((e) => e.jobId === second.id);
+    assert.deepEqual(noReason?.reasons, ['drill failed in stage recovery']);
+    // A scheduled or plain drill does not keep.
+    await t.admin.startDrill({ cluster: 'keep' });
+    const plain = await own.receiveJob();
+    assert.ok(plain.kind.case === 'drill' && plain.kind.value.keep === false);
+  });
 });

@@ -36,6 +36,8 @@ interface DrillParams {
   scheduledAt?: string;
   /** The capture job that must succeed before this drill is sent (drill on another agent). */
   captureJobId?: string;
+  /** Keep the scratch directory for inspection (`pgfleet drill --keep`). */
+  keep?: boolean;
 }
 
 interface CaptureParams {
@@ -53,10 +55,12 @@ export interface DrillRequest {
   /** Run on this agent instead of the cluster's own. */
   agentId?: string;
   scheduledAt?: string;
+  /** Keep the scratch directory for inspection (DrillJob.keep); never for scheduled drills. */
+  keep?: boolean;
 }
 
 export function drillRequestFromProto(req: StartDrillRequest): DrillRequest {
-  return { cluster: req.cluster, ...(req.backupLabel ? { backupLabel: req.backupLabel } : {}), ...(req.target?.target.case ? { target: req.target } : {}), ...(req.agentId ? { agentId: req.agentId } : {}) };
+  return { cluster: req.cluster, ...(req.backupLabel ? { backupLabel: req.backupLabel } : {}), ...(req.target?.target.case ? { target: req.target } : {}), ...(req.agentId ? { agentId: req.agentId } : {}), ...(req.keep ? { keep: true } : {}) };
 }
 
 /** Records and dispatches a drill (and, for a drill on another agent, its source capture first). */
@@ -86,10 +90,11 @@ export async function startDrillJob(ctx: ControllerContext, req: DrillRequest): 
     ...(req.target ? { target: recoveryTargetJson(req.target) } : {}),
     ...(req.scheduledAt ? { scheduledAt: req.scheduledAt } : {}),
     ...(captureId ? { captureJobId: captureId } : {}),
+    ...(req.keep ? { keep: true } : {}),
   };
   const drill = await ctx.store.createJob({ id: drillId, cluster: req.cluster, kind: 'drill', agentId: session.agentId, params }, ctx.now());
   if (!captureId) {
-    return dispatch(ctx, session, drill, { case: 'drill', value: { cluster: req.cluster, backupLabel, ...(req.target ? { target: req.target } : {}) } });
+    return dispatch(ctx, session, drill, { case: 'drill', value: { cluster: req.cluster, backupLabel, ...(req.target ? { target: req.target } : {}), keep: req.keep === true } });
   }
   const restorePoint = drillRestorePoint(drillId);
   const capture = await ctx.store.createJob({ id: captureId, cluster: req.cluster, kind: 'capture', agentId: own.agentId, params: { drillJobId: drillId, restorePoint } satisfies CaptureParams }, ctx.now());
@@ -125,7 +130,7 @@ export async function captureFinished(ctx: ControllerContext, capture: JobRecord
   if (capture.state !== 'succeeded' || !counts) {
     const why = capture.error ? `${capture.error.code} ${capture.error.message}` : `it ended ${capture.state} without counts`;
     log.warn(`source capture failed: ${why}`);
-    await failDrill(ctx, drill, { code: capture.error?.code || ErrorCodes.JobFailed.code, message: `the source capture (job ${capture.id}) failed: ${capture.error?.message ?? why}` });
+    await failDrill(ctx, drill, { code: capture.error?.code || ErrorCodes.JobFailed.code, message: `the source capture (job ${capture.id}) failed: ${capture.error?.message || why}` });
     return;
   }
   const session = ctx.sessions.get(drill.agentId);
@@ -135,7 +140,7 @@ export async function captureFinished(ctx: ControllerContext, capture: JobRecord
   }
   const p = (drill.params ?? {}) as DrillParams;
   try {
-    await dispatch(ctx, session, drill, { case: 'drill', value: { cluster: drill.cluster, backupLabel: p.backupLabel ?? '', source: counts } });
+    await dispatch(ctx, session, drill, { case: 'drill', value: { cluster: drill.cluster, backupLabel: p.backupLabel ?? '', source: counts, keep: p.keep === true } });
     log.info({ restorePoint: counts.restorePoint, tables: counts.tables.length }, 'source counted: drill dispatched');
   } catch (err) {
     // dispatch() already failed the job when the stream was gone.

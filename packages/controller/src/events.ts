@@ -167,13 +167,28 @@ export function jobEvents(job: JobRecord, to: JobStateName, details: JobOutcomeD
             relationsChecked: d.relationsChecked,
             tablesCompared: d.tablesCompared,
             countsEqual: d.countsEqual,
+            keptDir: d.keptDir,
           },
         }, now),
       ];
     }
     const error = details.error ?? { code: 'PGF-5006', message: d?.reasons.join('; ') || 'the drill did not pass' };
     // No result: the agent never reported one (not started, cancelled, or the agent went away).
-    return [outboxEvent(job.cluster, { case: 'drillFailed', value: { ...common, error: errorDetail(error), stage: d?.stage || (job.startedAt === null ? 'dispatch' : 'unknown'), reasons: d?.reasons.length ? d.reasons : [error.message] } }, now)];
+    // Reasons are never empty: an agent's result without any (older agents) or none at all falls back to the job's error.
+    const reasons = d?.reasons.filter((r) => r.trim() !== '') ?? [];
+    return [
+      outboxEvent(job.cluster, {
+        case: 'drillFailed',
+        value: {
+          ...common,
+          error: errorDetail(error),
+          stage: d?.stage || (job.startedAt === null ? 'dispatch' : 'unknown'),
+          reasons: reasons.length ? reasons : [error.message || `${error.code} without a message`],
+          postgresLogProblems: d?.postgresLogProblems ?? [],
+          keptDir: d?.keptDir ?? '',
+        },
+      }, now),
+    ];
   }
   if (job.kind === 'expire' && to === 'succeeded' && details.expire) {
     const e = details.expire;

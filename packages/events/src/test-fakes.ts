@@ -185,7 +185,15 @@ export const SAMPLE_PAYLOADS: { [K in EventKind]: EventPayloadInit } = {
   },
   'drill.failed': {
     case: 'drillFailed',
-    value: { jobId: '5f607182-93a4-4b5c-6d7e-8f9012345678', backupLabel: '20261124-153012F', stage: 'recovery', durationSeconds: 31, error: { code: 'PGF-4005', message: 'WAL segment 000000010000000000000031 is not in the repository', hint: 'The segment is not archived (yet).' } },
+    value: {
+      jobId: '5f607182-93a4-4b5c-6d7e-8f9012345678', backupLabel: '20261124-153012F', stage: 'recovery', durationSeconds: 31,
+      error: { code: 'PGF-4005', message: 'WAL segment 000000010000000000000031 is not in the repository', hint: 'The segment is not archived (yet).' },
+      reasons: [
+        'recovery failed: FATAL: recovery ended before configured recovery target was reached',
+        "recovery: WAL segment 000000010000000000000031 needed by recovery is not in the repository (recovery restored up to 000000010000000000000030); the drill's PostgreSQL exited during recovery",
+      ],
+      postgresLogProblems: ['2026-11-24 15:30:11.804 UTC [4711] FATAL:  recovery ended before configured recovery target was reached'],
+    },
   },
 };
 

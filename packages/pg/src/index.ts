@@ -7,3 +7,4 @@ export * from './page-checksum.js';
 export * from './replication.js';
 export * from './timeline-history.js';
 export * from './timeline-start.js';
+export * from './server-log.js';
