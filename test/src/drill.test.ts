@@ -450,10 +450,12 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     }
   });
 
-  it('a stray timeline 2 in the repository (issue 11\'s report): the reason quotes PostgreSQL\'s FATAL, not an empty line', async () => {
+  it('a stray timeline 2 in the repository (issue 11\'s report) no longer breaks a drill: recovery follows the backup\'s own lineage', async () => {
     // A history file forking timeline 1 before this backup's checkpoint, as a copy promoted
-    // earlier and archiving into the same repository leaves: recovery_target_timeline = 'latest'
-    // picks timeline 2, and the backup is not on it.
+    // earlier and archiving into the same repository leaves. With recovery_target_timeline =
+    // 'latest' PostgreSQL followed it and failed ("requested timeline 2 is not a child of this
+    // server's history"); the restore now chooses the timeline from the archived histories and
+    // a timeline without archived WAL, or one that left timeline 1 before the backup, is never followed.
     const dir = await makeTempDir('stray-timeline');
     const history = join(dir, '00000002.history');
     await writeFile(history, '1\t0/1000000\tno recovery target specified\n');
@@ -464,19 +466,9 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     assert.equal(planted.length, 1, 'the stray history file is archived');
     try {
       const r = await fleet.cli('drill', CLUSTER, '--target', 'immediate', '--wait');
-      const id = /drill job (\S+)/.exec(r.stderr)?.[1];
-      assert.equal(r.code, ErrorCodes.DrillFailed.exit, `${r.stdout}\n${r.stderr}`);
-      // Not blamed on a WAL segment the source has not archived yet: PostgreSQL's FATAL is the cause.
-      assert.match(r.stderr, new RegExp(`${ErrorCodes.DrillFailed.code} drill job ${id} failed: drill of cluster ${CLUSTER} failed in stage recovery: the drill's PostgreSQL exited during recovery \\(PostgreSQL: ${STRAY_TIMELINE}\\)`));
-      assert.doesNotMatch(r.stdout, /WAL segment/);
-      assert.match(r.stdout, new RegExp(`^ {2}reason: recovery failed: ${STRAY_TIMELINE}$`, 'm'));
-      assert.match(r.stdout, /^ {2}.*DETAIL: {2}Latest checkpoint is at [0-9A-F]+\/[0-9A-F]+ on timeline 1, but in the history of the requested timeline, the server forked off from that timeline at 0\/1000000\.$/m);
-      const job = json<JobJson>(await fleet.cli('job', id!, '--output', 'json'), 'job');
-      assert.equal(job.drill?.reasons[0], `recovery failed: ${STRAY_TIMELINE}`);
-      const table = await fleet.cli('drills', CLUSTER);
-      assert.match(table.stdout, new RegExp(`${id}.*failed.*recovery failed: ${STRAY_TIMELINE}`));
-      const failed = (await events()).find((e) => e.kind === 'drill.failed' && e.drillFailed?.jobId === id);
-      assert.equal((failed?.drillFailed?.reasons as string[] | undefined)?.[0], `recovery failed: ${STRAY_TIMELINE}`);
+      assert.equal(r.code, 0, `drill failed with a stray timeline in the repository:\n${r.stdout}\n${r.stderr}`);
+      assert.match(r.stdout, /^drill PASSED: /m);
+      assert.doesNotMatch(r.stdout, new RegExp(STRAY_TIMELINE));
       await scratchEmpty();
     } finally {
       for (const f of planted) await rm(join(timelines, f));

@@ -265,7 +265,7 @@ describe('in-place PITR of the cluster, then more writes', { timeout: 900_000 },
     assert.deepEqual(await rowsOf(pg), rows.latest);
   });
 
-  it('wal-push refuses a history that contradicts its parent\'s archived history (PGF-4009)', async () => {
+  it('wal-push refuses a history that contradicts its parent\'s archived history (PGF-4010)', async () => {
     // Timeline 3 claiming timeline 2 branched off timeline 1 somewhere else than the archive says.
     const dir = join(fleet.dir, 'forged-wal');
     await runAsPostgres('/bin/mkdir', ['-p', dir]);
@@ -274,7 +274,7 @@ describe('in-place PITR of the cluster, then more writes', { timeout: 900_000 },
     await chownToPostgres(file);
     const r = await runNode(AGENT_BIN, ['wal-push', file, '--cluster', 'inplace', '--repo-path', fleet.repoDir], { asPg: true });
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /PGF-4009/);
+    assert.match(r.stderr, /PGF-4010/);
     assert.equal((await fleet.repo.findWal('inplace', '00000003.history')).length, 0, 'nothing was archived');
   });
 });
