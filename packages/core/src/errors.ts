@@ -76,6 +76,7 @@ export const ErrorCodes = {
   WalArchiveTimeout: spec('PGF-4006', GrpcStatus.DEADLINE_EXCEEDED, 5, 'Check archive_command and pg_stat_archiver.failed_count: WAL needed by the backup did not reach the repository.'),
   WalDaemonFailed: spec('PGF-4007', GrpcStatus.UNAVAILABLE, 5, 'The agent daemon took the WAL file but gave no answer; PostgreSQL retries (archiving is idempotent). See the agent log.'),
   WalStreamFailed: spec('PGF-4008', GrpcStatus.UNAVAILABLE, 5, 'WAL streaming stopped; it reconnects by itself. Check max_wal_senders, the replication entry in pg_hba.conf and the agent log.'),
+  ArchiveCheckFailed: spec('PGF-4009', GrpcStatus.FAILED_PRECONDITION, 4, "WAL archiving does not work end to end: fix what the failing check lines say (archive_mode = on, archive_command = 'pgfleet-agent wal-push %p --config FILE' naming this cluster, a writable repository), then run `pgfleet check <cluster>` again until every line is ok."),
   // 5xxx: repository
   RepoFileMissing: spec('PGF-5001', GrpcStatus.NOT_FOUND, 6, 'A file the manifest lists is missing from the repository; the backup cannot be restored.'),
   RepoChecksumMismatch: spec('PGF-5002', GrpcStatus.DATA_LOSS, 6, 'A repository file does not match its checksum; the backup is damaged.'),
