@@ -2,7 +2,9 @@
  * `pgfleet cancel` end to end: a full backup is held in its last phase (archive_command fails, so
  * the backup waits for its WAL), cancelled from the CLI, and must end CANCELLED with nothing in
  * the repository that looks like a backup (no manifest, no files under its label) and nothing in
- * the catalog; once archiving works again the next backup succeeds and restores the rows.
+ * the catalog; once archiving works again the next backup succeeds and restores the rows. A first
+ * backup is taken while archiving works: a cluster's first backup proves archiving before it copies
+ * anything and would fail at once instead of waiting for its WAL.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,12 +17,17 @@ interface JobJson { id: string; state: string; error?: { code: string; message: 
 describe('cancel: a running backup stops and leaves nothing that looks complete', { timeout: 180_000 }, () => {
   let fleet: Fleet;
   let archiveCommand: string;
+  /** The backup taken while archiving worked: the only one that must stay. */
+  let first: string;
 
   before(async () => {
     fleet = await startFleet({ cluster: CLUSTER });
     await fleet.pg.query('CREATE TABLE t (id int PRIMARY KEY)');
     await fleet.pg.query('INSERT INTO t SELECT generate_series(1, 5000)');
     archiveCommand = (await fleet.pg.query<{ archive_command: string }>('SHOW archive_command'))[0]!.archive_command;
+    const r = await fleet.cli('backup', CLUSTER, '--wait', '--output', 'json');
+    assert.equal(r.code, 0, r.stderr);
+    first = (JSON.parse(r.stdout) as JobJson).backup!.label;
   });
 
   after(async () => {
@@ -52,13 +59,13 @@ describe('cancel: a running backup stops and leaves nothing that looks complete'
     assert.equal(final.state, 'JOB_STATE_CANCELLED');
     assert.equal(final.error?.code, 'PGF-2007');
 
-    // Nothing in the repository under the cluster's backups, and nothing in the catalog.
-    assert.deepEqual((await fleet.repo.listBackups(CLUSTER)).map((m) => m.label), []);
+    // Nothing in the repository under the cluster's backups but the first one, and nothing in the catalog.
+    assert.deepEqual((await fleet.repo.listBackups(CLUSTER)).map((m) => m.label), [first]);
     const leftovers: string[] = [];
-    for await (const o of fleet.repo.driver.list(`${CLUSTER}/backup/`)) leftovers.push(o.key);
+    for await (const o of fleet.repo.driver.list(`${CLUSTER}/backup/`)) if (!o.key.startsWith(`${CLUSTER}/backup/${first}/`)) leftovers.push(o.key);
     assert.deepEqual(leftovers, []);
     const listed = await fleet.cli('backups', CLUSTER, '--output', 'json');
-    assert.deepEqual(JSON.parse(listed.stdout), []);
+    assert.deepEqual((JSON.parse(listed.stdout) as { label: string }[]).map((b) => b.label), [first]);
 
     // Cancelling it again is refused with a stable code; so is an unknown job.
     const again = await fleet.cli('cancel', id);
@@ -75,6 +82,6 @@ describe('cancel: a running backup stops and leaves nothing that looks complete'
     const r = await fleet.cli('backup', CLUSTER, '--wait', '--output', 'json');
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
     const label = (JSON.parse(r.stdout) as JobJson).backup!.label;
-    assert.deepEqual((await fleet.repo.listBackups(CLUSTER)).map((m) => m.label), [label]);
+    assert.deepEqual((await fleet.repo.listBackups(CLUSTER)).map((m) => m.label), [first, label]);
   });
 });

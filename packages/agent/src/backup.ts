@@ -1,7 +1,9 @@
 /**
  * A physical backup (full, diff or incr) of a running cluster, non-exclusive (pg_backup_start/stop
  * on one held connection: if the agent dies, PostgreSQL ends the backup with the session):
- *   1. refuse when WAL is not archived: a base backup without its WAL cannot be restored;
+ *   1. refuse when WAL is not archived: a base backup without its WAL cannot be restored; the
+ *      first backup of a cluster first proves archiving end to end (archive-check.ts), so a
+ *      command like '/bin/true' fails it in seconds instead of after the WAL wait;
  *   2. for diff/incr, find the prior backup in the repository (a diff/incr without one becomes a
  *      full);
  *   3. pg_backup_start with a fast checkpoint;
@@ -41,6 +43,11 @@ export interface BackupOptions {
   /** Files larger than this are stored in chunks of this size (default DEFAULT_CHUNK_BYTES). */
   chunkBytes?: number;
   archiveTimeoutMs: number;
+  /**
+   * Before the cluster's first backup (none complete in the repository yet): proves WAL archiving
+   * works, throwing its error when it does not.
+   */
+  checkArchiving?: () => Promise<unknown>;
   log: Logger;
   progress: ProgressSink;
   signal?: AbortSignal;
@@ -62,6 +69,11 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     }
     if (facts.archiveCommand.trim() === '' || facts.archiveCommand === '(disabled)') {
       throw new PgfleetError('ArchiveModeOff', `archive_command is empty on cluster ${opts.cluster}: WAL is not being archived`);
+    }
+    // Later backups skip it: the WAL of the earlier ones already proved the way (pgfleet check proves it on demand).
+    if (opts.checkArchiving && !(await repo.hasBackups(opts.cluster))) {
+      tracker.phase('check', 'first backup of the cluster: proving that WAL reaches every repository');
+      await opts.checkArchiving();
     }
     await repo.ensureClusterInfo(opts.cluster, { systemIdentifier: facts.systemIdentifier, pgVersionNum: facts.versionNum, walSegmentSize: facts.walSegmentSize });
 

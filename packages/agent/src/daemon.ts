@@ -7,14 +7,15 @@
  */
 import { hostname } from 'node:os';
 import { timestampFromDate, timestampDate } from '@bufbuild/protobuf/wkt';
-import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
+import { asPgfleetError, ErrorCodes, loadConfigFile, PgfleetError, type Logger } from '@pgfleet/core';
 import { archiverStats, connectPg } from '@pgfleet/pg';
-import { AgentService, BackupType, JobState, RestoreArchive, TargetAction, type Job, type RecoveryTarget } from '@pgfleet/proto';
+import { AgentService, BackupType, CheckVerdict, JobState, RestoreArchive, TargetAction, type Job, type RecoveryTarget } from '@pgfleet/proto';
 import { createClient, type ClientBidiStream, type ClientOptions } from '@pgfleet/rpc/client';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConnectRequestSchema, JobResultSchema } from '@pgfleet/proto';
 import { openRepository, repositoryUrl, type BackupManifest, type Repository, type RepositorySpec } from '@pgfleet/storage';
 import { agentCredentials } from './agent-identity.js';
+import { ArchiveCheckFailure, readArchiveSetup, runArchiveCheck, type ArchiveCheckOptions, type ArchiveSetupReport, type CheckItemOutcome, type CheckOutcome } from './archive-check.js';
 import { runBackup } from './backup.js';
 import { cleanScratchArea, DrillFailure, runDrill } from './drill.js';
 import { captureSourceCounts } from './drill-capture.js';
@@ -77,6 +78,22 @@ export function verifyResultToProto(v: VerifyOutcome) {
     ok: v.ok,
   };
 }
+
+const VERDICTS = { ok: CheckVerdict.OK, warn: CheckVerdict.WARN, fail: CheckVerdict.FAIL } as const;
+
+export function checkResultToProto(c: CheckOutcome) {
+  return {
+    items: c.items.map((i) => ({ name: i.name, verdict: VERDICTS[i.verdict], message: i.message })),
+    ok: c.ok,
+    walSegment: c.walSegment,
+    walSeconds: c.walSeconds,
+  };
+}
+
+/** How long `pgfleet check` waits for its WAL segment when the job names no timeout. */
+const DEFAULT_CHECK_TIMEOUT_MS = 60_000;
+/** How long the start-up check waits for the controller's Welcome before saying it has not answered. */
+const STARTUP_CONTROLLER_WAIT_MS = 15_000;
 
 /** UTC timestamp in PostgreSQL's input format with microsecond precision (a JS Date would cut it to milliseconds, moving the target). */
 export function pgTimestamp(seconds: bigint, nanos: number): string {
@@ -145,7 +162,7 @@ export class AgentDaemon {
     this.facts = await readPgdataFacts(this.s.pgdata);
     // A drill killed with an earlier agent process (SIGKILL, power loss) left its copy, maybe its server running.
     await cleanScratchArea(this.s.scratchDir, this.log.child({ component: 'drill' }));
-    await this.checkArchiving();
+    void this.startupCheck();
     this.wal = await WalServices.start(this.s, this.facts, this.s.repositories.length > 0 ? await this.openRepository(this.s.repositories) : undefined, this.log);
     const wal = this.wal;
     this.walHealth = new WalHealthCollector({ cluster: this.s.cluster, pgdata: this.s.pgdata, log: this.log.child({ component: 'wal-health' }), stream: () => wal.streamer, archived: wal.archived });
@@ -183,18 +200,38 @@ export class AgentDaemon {
     return Promise.all(this.settling).then(() => undefined);
   }
 
-  /** Warn early (the backup itself refuses): an agent on a cluster without archiving protects nothing. */
-  private async checkArchiving(): Promise<void> {
+  /** What every archive check of this agent shares (cluster, PostgreSQL, how to read archive_command's --config). */
+  private checkBase(): Pick<ArchiveCheckOptions, 'cluster' | 'pgdata' | 'pg' | 'streaming' | 'loadConfig'> {
+    return { cluster: this.s.cluster, pgdata: this.s.pgdata, pg: this.s.pg, streaming: this.s.stream, loadConfig: loadConfigFile };
+  }
+
+  /** Resolves on the first Welcome of this process (the controller answered). */
+  private welcomed!: () => void;
+  private readonly firstWelcome = new Promise<void>((r) => (this.welcomed = r));
+
+  /**
+   * Warn early (a backup refuses or fails later): the settings checks of `pgfleet check` at every
+   * start, without the WAL proof (no segment switch on each restart), plus whether the controller
+   * answered. Every finding that is not ok is a warning in the log; the daemon runs on regardless.
+   */
+  private async startupCheck(): Promise<void> {
+    const log = this.log.child({ component: 'check' });
     try {
-      const c = await connectPg(this.s.pg);
-      try {
-        const mode = (await c.query(`SELECT current_setting('archive_mode') AS m`)).rows[0].m;
-        if (mode === 'off') this.log.error({ code: 'PGF-3002' }, 'archive_mode is off: backups will be refused until WAL archiving is enabled');
-      } finally {
-        await c.end();
+      const repo = this.s.repositories.length > 0 ? await this.openRepository(this.s.repositories).catch(() => undefined) : undefined;
+      const answered = await Promise.race([this.firstWelcome.then(() => true), sleep(STARTUP_CONTROLLER_WAIT_MS).then(() => false)]);
+      if (this.stopped) return;
+      const controller: CheckItemOutcome = answered
+        ? { name: 'controller', verdict: 'ok', message: `the controller at ${this.s.controller} answered` }
+        : { name: 'controller', verdict: 'warn', message: `the controller at ${this.s.controller} has not answered within ${STARTUP_CONTROLLER_WAIT_MS / 1000} s: no jobs run until it does (WAL archiving goes on); check --controller and that pgfleet-controller runs` };
+      const out = await runArchiveCheck({ ...this.checkBase(), ...(repo ? { repo } : {}), controller });
+      for (const i of out.items) {
+        if (i.verdict === 'ok') log.debug({ check: i.name }, i.message);
+        else log.warn({ check: i.name, verdict: i.verdict, ...(i.verdict === 'fail' ? { code: ErrorCodes.ArchiveCheckFailed.code } : {}) }, `${i.name}: ${i.message}`);
       }
+      const count = (v: string) => out.items.filter((i) => i.verdict === v).length;
+      log.info({ ok: count('ok'), warnings: count('warn'), failures: count('fail') }, out.ok ? 'start-up check passed (pgfleet check <cluster> also proves a WAL segment reaches the repository)' : 'start-up check found problems: WAL archiving does not work as it is');
     } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'PostgreSQL not reachable at start; will keep trying');
+      log.warn({ err: (err as Error).message }, 'start-up check could not run');
     }
   }
 
@@ -241,6 +278,7 @@ export class AgentDaemon {
           case 'welcome': {
             this.stream = stream as never;
             this.log.info({ controller: this.s.controller, version: msg.msg.value.controllerVersion }, 'connected to controller');
+            this.welcomed();
             for (const r of this.recentResults) stream.send(r.msg);
             this.startHeartbeats(Math.max(1, msg.msg.value.heartbeatIntervalSeconds || 5));
             break;
@@ -268,6 +306,7 @@ export class AgentDaemon {
       let currentLsn = '';
       let pgUp = false;
       let wal: WalHealthInit | undefined;
+      let archiveSetup: ArchiveSetupReport | undefined;
       try {
         const c = await connectPg(this.s.pg);
         try {
@@ -283,16 +322,36 @@ export class AgentDaemon {
           currentLsn = (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l;
           pgUp = true;
           wal = await this.walHealth?.collect(c, currentLsn);
+          archiveSetup = await this.archiveSetup(c);
         } finally {
           await c.end();
         }
       } catch {
         pgUp = false;
       }
-      this.send({ msg: { case: 'heartbeat', value: { time: timestampFromDate(new Date()), pgUp, currentLsn, streamedLsn: this.wal?.streamedLsn ?? '', ...(archiver ? { archiver } : {}), ...(wal ? { wal } : {}) } } });
+      this.send({ msg: { case: 'heartbeat', value: { time: timestampFromDate(new Date()), pgUp, currentLsn, streamedLsn: this.wal?.streamedLsn ?? '', ...(archiver ? { archiver } : {}), ...(wal ? { wal } : {}), ...(archiveSetup ? { archiveSetup } : {}) } } });
     };
     void beat();
     this.heartbeatTimer = setInterval(() => void beat(), intervalSec * 1000);
+  }
+
+  /** The last archive setup problem logged: a change is logged once, not every beat. */
+  private archiveProblem = '';
+
+  /** Heartbeat.archive_setup; undefined when it cannot be read (an extra: never fails the beat). */
+  private async archiveSetup(c: Awaited<ReturnType<typeof connectPg>>): Promise<ArchiveSetupReport | undefined> {
+    try {
+      const setup = await readArchiveSetup(c, this.checkBase());
+      if (setup.problem !== this.archiveProblem) {
+        if (setup.problem) this.log.child({ component: 'check' }).warn({ code: setup.viaPgfleet ? undefined : ErrorCodes.ArchiveCheckFailed.code, archiveCommand: setup.archiveCommand }, setup.problem);
+        else if (this.archiveProblem) this.log.child({ component: 'check' }).info({ archiveCommand: setup.archiveCommand }, 'archive_command goes through pgfleet again');
+        this.archiveProblem = setup.problem;
+      }
+      return setup;
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'archive setup not read');
+      return undefined;
+    }
   }
 
   private stopHeartbeats(): void {
@@ -313,7 +372,11 @@ export class AgentDaemon {
         const e = abort.signal.aborted && !(err instanceof PgfleetError) ? new PgfleetError('JobCancelled', 'job cancelled') : asPgfleetError(err);
         log.error({ code: e.code, err: e.message, ...(e.errorName === 'Internal' ? { stack: (err as Error)?.stack } : {}) }, 'job failed');
         // A drill that ran but did not pass still reports what it found (stage, reasons, figures).
-        const result = err instanceof DrillFailure ? { result: { case: 'drill' as const, value: err.result } } : {};
+        const result = err instanceof DrillFailure
+          ? { result: { case: 'drill' as const, value: err.result } }
+          : err instanceof ArchiveCheckFailure
+            ? { result: { case: 'check' as const, value: checkResultToProto(err.outcome) } }
+            : {};
         this.send({ msg: { case: 'result', value: { jobId: job.jobId, state: e.errorName === 'JobCancelled' ? JobState.CANCELLED : JobState.FAILED, error: { code: e.code, message: e.message, hint: e.hint }, ...result } } });
       })
       .finally(() => {
@@ -363,6 +426,26 @@ export class AgentDaemon {
     return [...repos, '--repo-path', '', ...(specs.length < 2 ? ['--repo2', ''] : []), '--config', this.s.configFile];
   }
 
+  /**
+   * The full check with the WAL proof, for a check job or before a cluster's first backup: throws
+   * ArchiveCheckFailure (with every item) when a check fails, returns the items otherwise.
+   */
+  private async runCheck(job: Job, repo: Repository, timeoutMs: number, signal: AbortSignal, log: Logger, progress?: (message: string) => void): Promise<CheckOutcome> {
+    const out = await runArchiveCheck({
+      ...this.checkBase(),
+      repo,
+      // A restore point named after the job: a recovery target the check leaves behind, like a drill's.
+      walProof: { timeoutMs, restorePoint: `pgfleet-check-${job.jobId}` },
+      // The job came over the controller's stream: it reaches this agent.
+      controller: { name: 'controller', verdict: 'ok', message: `the controller at ${this.s.controller} sent this job` },
+      signal,
+      ...(progress ? { progress } : {}),
+    });
+    for (const i of out.items) if (i.verdict !== 'ok') log.warn({ check: i.name, verdict: i.verdict }, `${i.name}: ${i.message}`);
+    if (!out.ok) throw new ArchiveCheckFailure(this.s.cluster, out);
+    return out;
+  }
+
   private async runJob(job: Job, signal: AbortSignal, log: Logger, progress: (p: Progress) => void): Promise<JobResultInit['result']> {
     const specs = this.jobRepositories(job, log);
     const repo = await this.openRepository(specs);
@@ -372,7 +455,9 @@ export class AgentDaemon {
       // The controller starts one at a time; this holds for jobs it resent or a second controller too.
       if (this.backupRunning) throw new PgfleetError('BackupInProgress', `a backup of cluster ${this.s.cluster} is already running on this agent`);
       this.backupRunning = true;
-      const manifest = await runBackup({ cluster: this.s.cluster, pgdata: this.s.pgdata, pg: this.s.pg, repo, codec: this.s.compress, type, checksumDelta: this.s.checksumDelta === true, workers: this.s.workers, archiveTimeoutMs: this.s.archiveTimeoutSec * 1000, log, progress, signal }).finally(() => {
+      // The first backup of the cluster proves archiving end to end before it copies anything (see runBackup).
+      const checkArchiving = () => this.runCheck(job, repo, this.s.archiveTimeoutSec * 1000, signal, log);
+      const manifest = await runBackup({ cluster: this.s.cluster, pgdata: this.s.pgdata, pg: this.s.pg, repo, codec: this.s.compress, type, checksumDelta: this.s.checksumDelta === true, workers: this.s.workers, archiveTimeoutMs: this.s.archiveTimeoutSec * 1000, checkArchiving, log, progress, signal }).finally(() => {
         this.backupRunning = false;
       });
       return { case: 'backup', value: manifestToBackupInfo(manifest, job.jobId) };
@@ -410,6 +495,11 @@ export class AgentDaemon {
     if (job.kind.case === 'verify') {
       const out = await runVerify({ cluster: this.s.cluster, repo, full: job.kind.value.full, concurrency: Math.max(2, this.s.workers), log, progress, signal });
       return { case: 'verify', value: verifyResultToProto(out) };
+    }
+    if (job.kind.case === 'check') {
+      const timeoutMs = job.kind.value.timeoutSeconds > 0 ? job.kind.value.timeoutSeconds * 1000 : DEFAULT_CHECK_TIMEOUT_MS;
+      const out = await this.runCheck(job, repo, timeoutMs, signal, log, (message) => progress({ phase: 'check', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message }));
+      return { case: 'check', value: checkResultToProto(out) };
     }
     if (job.kind.case === 'drill') {
       const d = job.kind.value;

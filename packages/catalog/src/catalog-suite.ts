@@ -61,7 +61,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       test('heartbeats, disconnects and the start-up reset', async () => {
         const store = await storeWithCluster();
         const fresh1 = await store.getAgent('agent-1');
-        assert.deepEqual(fresh1, { id: 'agent-1', cluster: 'main', hostname: 'db1', version: '0.1.0', connected: true, lastSeen: 1000, archiver: null, currentLsn: null, walHealth: null });
+        assert.deepEqual(fresh1, { id: 'agent-1', cluster: 'main', hostname: 'db1', version: '0.1.0', connected: true, lastSeen: 1000, archiver: null, currentLsn: null, walHealth: null, archiveSetup: null });
         await store.recordHeartbeat('agent-1', { archiver: { archivedCount: '3' }, currentLsn: '0/3000060' }, 5000);
         let a = await store.getAgent('agent-1');
         assert.deepEqual([a?.connected, a?.lastSeen, a?.currentLsn, a?.archiver], [true, 5000, '0/3000060', { archivedCount: '3' }]);
@@ -80,6 +80,14 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.deepEqual((await store.getAgent('agent-1'))?.walHealth, wal);
         await store.recordHeartbeat('agent-1', { walHealth: { ...wal, slotName: '', slotActive: false, walSegmentsArchived: 8 } }, 5800);
         assert.deepEqual((await store.listAgents('main'))[0]?.walHealth, { ...wal, slotName: '', slotActive: false, walSegmentsArchived: 8 });
+        // Archive setup likewise: kept by a beat that could not read it (PostgreSQL down), replaced by the next.
+        const setup = { archiveMode: 'on', archiveCommand: "pgfleet-agent wal-push %p --cluster main", viaPgfleet: true, problem: '' };
+        await store.recordHeartbeat('agent-1', { archiveSetup: setup }, 5850);
+        await store.recordHeartbeat('agent-1', {}, 5860);
+        assert.deepEqual((await store.getAgent('agent-1'))?.archiveSetup, setup);
+        const bypass = { archiveMode: 'on', archiveCommand: '/bin/true', viaPgfleet: false, problem: 'archive_command does not run pgfleet-agent wal-push' };
+        await store.recordHeartbeat('agent-1', { archiveSetup: bypass }, 5870);
+        assert.deepEqual((await store.listAgents('main'))[0]?.archiveSetup, bypass);
         await store.setAgentConnected('agent-1', false, 6000);
         a = await store.getAgent('agent-1');
         assert.deepEqual([a?.connected, a?.lastSeen], [false, 6000]);
@@ -330,6 +338,8 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.deepEqual(await store.listJobs({ cluster: 'none' }), []);
         await store.createJob({ id: 'd1', cluster: 'main', kind: 'drill', agentId: 'agent-1', params: {} }, 50);
         await store.createJob({ id: 'c1', cluster: 'main', kind: 'capture', agentId: 'agent-1', params: {} }, 50);
+        await store.createJob({ id: 'k1', cluster: 'main', kind: 'check', agentId: 'agent-1', params: { timeoutSeconds: 60 } }, 50);
+        assert.deepEqual((await store.listJobs({ kind: 'check' })).map((j) => [j.id, j.params]), [['k1', { timeoutSeconds: 60 }]]);
         assert.deepEqual((await store.listJobs({ cluster: 'main', kind: 'backup' })).map((j) => j.id), ['y1', 'y9', 'x1']);
         assert.deepEqual((await store.listJobs({ kind: 'drill' })).map((j) => j.id), ['d1']);
         assert.deepEqual((await store.listJobs({ cluster: 'main', kind: 'backup', state: 'queued', limit: 2 })).map((j) => j.id), ['y1', 'y9']);

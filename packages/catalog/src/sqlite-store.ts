@@ -235,8 +235,8 @@ export class SqliteCatalogStore implements CatalogStore {
 
   async recordHeartbeat(id: string, beat: HeartbeatFigures, now: number): Promise<void> {
     this.db
-      .prepare('UPDATE agents SET last_seen = ?, archiver = COALESCE(?, archiver), current_lsn = COALESCE(?, current_lsn), wal_health = COALESCE(?, wal_health) WHERE id = ?')
-      .run(now, json(beat.archiver), beat.currentLsn || null, json(beat.walHealth), id);
+      .prepare('UPDATE agents SET last_seen = ?, archiver = COALESCE(?, archiver), current_lsn = COALESCE(?, current_lsn), wal_health = COALESCE(?, wal_health), archive_setup = COALESCE(?, archive_setup) WHERE id = ?')
+      .run(now, json(beat.archiver), beat.currentLsn || null, json(beat.walHealth), json(beat.archiveSetup), id);
   }
 
   async getAgent(id: string): Promise<AgentRecord | undefined> {

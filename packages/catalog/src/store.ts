@@ -16,7 +16,7 @@ export interface JobFilter {
   limit?: number;
 }
 
-export type JobKind = 'backup' | 'restore' | 'expire' | 'verify' | 'drill' | 'capture';
+export type JobKind = 'backup' | 'restore' | 'expire' | 'verify' | 'drill' | 'capture' | 'check';
 export type JobStateName = 'queued' | 'dispatched' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export const TERMINAL_JOB_STATES: readonly JobStateName[] = ['succeeded', 'failed', 'cancelled'];
@@ -45,6 +45,18 @@ export interface AgentRecord {
   currentLsn: string | null;
   /** What the agent last reported of its cluster's WAL (Heartbeat.wal); null before the first report. */
   walHealth: AgentWalHealth | null;
+  /** How the cluster archives WAL (Heartbeat.archive_setup); null before the first report. */
+  archiveSetup: AgentArchiveSetup | null;
+}
+
+/** Heartbeat.archive_setup as the catalog keeps it: the protocol message's fields in camelCase. */
+export interface AgentArchiveSetup {
+  archiveMode: string;
+  archiveCommand: string;
+  /** archive_mode is on and archive_command runs pgfleet-agent wal-push for this cluster. */
+  viaPgfleet: boolean;
+  /** What is wrong ('' when nothing is). */
+  problem: string;
 }
 
 /**
@@ -76,6 +88,7 @@ export interface HeartbeatFigures {
   archiver?: unknown;
   currentLsn?: string;
   walHealth?: AgentWalHealth;
+  archiveSetup?: AgentArchiveSetup;
 }
 
 export interface BackupRecord {

@@ -15,6 +15,8 @@ import { pinCommand, policyCommand, retentionCommand } from './policy-commands.j
 import { recoveryTargetFromOptions } from './target.js';
 import { eventsCommand } from './events-command.js';
 import { verifyCommand } from './verify-command.js';
+import { checkCommand, checkTimeoutSeconds } from './check-command.js';
+import { cliProgram } from './program.js';
 import { drillCommand, drillsCommand, drillTargetFromOptions } from './drill-command.js';
 import { statusCommand } from './status-command.js';
 import { applyCommand, fleetFileFromOptions } from './apply-command.js';
@@ -39,11 +41,20 @@ export function adminToken(options: OptionValues): string | undefined {
   return token;
 }
 
-function connect(options: OptionValues): Admin {
+/**
+ * Seconds each controller call may take: --timeout, unless the command's own --timeout means
+ * something else (check: how long its WAL proof waits); then the table's default.
+ */
+function callTimeoutSeconds(parsed: ParsedCommand): number {
+  if (!parsed.command.localOptions?.some((o) => o.name === 'timeout')) return Number(parsed.options.timeout);
+  return Number(cliProgram.options.find((o) => o.name === 'timeout')!.default);
+}
+
+function connect(options: OptionValues, timeoutSeconds: number): Admin {
   const address = String(options.controller);
   const token = adminToken(options);
   return createClient(AdminService, address, {
-    defaultDeadlineMs: Number(options.timeout) * 1000,
+    defaultDeadlineMs: timeoutSeconds * 1000,
     unavailableError: 'ControllerUnreachable',
     ...(options['ca-cert'] ? { credentials: clientTlsCredentials({ caPem: readOptionFile('ca-cert', String(options['ca-cert'])) }) } : {}),
     ...(token ? { metadata: bearerMetadata(token) } : {}),
@@ -58,7 +69,8 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
   if (parsed.command.name === 'drill') drillTargetFromOptions(options);
   const fleetFile = parsed.command.name === 'apply' ? fleetFileFromOptions(options) : undefined;
   const ttlSeconds = parsed.command.name === 'enroll-token' ? enrollTtlSeconds(options) : 0;
-  const admin = connect(options);
+  const checkTimeout = parsed.command.name === 'check' ? checkTimeoutSeconds(options) : 0;
+  const admin = connect(options, callTimeoutSeconds(parsed));
   try {
     switch (parsed.command.name) {
       case 'status':
@@ -88,6 +100,8 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
         return await eventsCommand(admin, options, json);
       case 'verify':
         return await verifyCommand(admin, positionals[0]!, options, json);
+      case 'check':
+        return await checkCommand(admin, positionals[0]!, checkTimeout, json);
       case 'drill':
         return await drillCommand(admin, positionals[0]!, options, json);
       case 'drills':

@@ -13,7 +13,7 @@ import { PgfleetError, type OptionValues } from '@pgfleet/core';
 import { create } from '@bufbuild/protobuf';
 import { DrillRecordSchema, JobInfoSchema, JobState, RecoveryTargetSchema, type DrillRecord, type DrillResult, type JobInfo, type RecoveryTarget } from '@pgfleet/proto';
 import { formatBytes, formatTable, formatTime } from './format.js';
-import { err, follow, ms, out, printJson, stateName, type Admin } from './output.js';
+import { err, followAndPrint, ms, out, printJson, stateName, type Admin } from './output.js';
 import { recoveryTargetFromOptions } from './target.js';
 import { describeDrill, describeDrillDetails, secs } from './drill-format.js';
 
@@ -46,21 +46,8 @@ export async function drillCommand(admin: Admin, cluster: string, options: Optio
     return 0;
   }
   err(`drill job ${job!.id} ${stateName(job!.state)} to agent ${job!.agentId}`);
-  let final: JobInfo;
-  try {
-    final = await follow(admin, job!);
-  } catch (e) {
-    // A failed drill still has a result worth reading: print it, then fail with the job's own code.
-    const failed = (await admin.getJob({ id: job!.id }).catch(() => undefined))?.job;
-    if (failed && (failed.state === JobState.FAILED || failed.state === JobState.CANCELLED)) {
-      if (json) printJson(JobInfoSchema, failed);
-      else if (failed.drill) out(describeDrill(failed.drill));
-    }
-    throw e;
-  }
-  if (json) printJson(JobInfoSchema, final);
-  else if (final.drill) out(describeDrill(final.drill));
-  else out(`drill job ${final.id} succeeded`);
+  // A failed drill still has a result worth reading: printed before the job's own error code.
+  await followAndPrint(admin, job!, json, (j) => j.drill && describeDrill(j.drill));
   return 0;
 }
 

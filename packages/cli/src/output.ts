@@ -7,7 +7,7 @@ import { toJson, type DescMessage, type MessageShape } from '@bufbuild/protobuf'
 import { timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
 import type { Client } from '@pgfleet/rpc';
-import { BackupType, JobInfoSchema, JobState, type AdminService, type BackupInfo, type ExpireResult, type JobInfo, type RestoreResult } from '@pgfleet/proto';
+import { BackupType, CheckVerdict, JobInfoSchema, JobState, type AdminService, type BackupInfo, type ExpireResult, type JobInfo, type RestoreResult } from '@pgfleet/proto';
 import { formatBytes, formatProgress, formatTime } from './format.js';
 import { describeDrill } from './drill-format.js';
 import { ProgressView } from './progress-view.js';
@@ -50,6 +50,7 @@ export function describeJob(j: JobInfo): string {
   if (j.expire) lines.push(describeExpire(j.expire));
   if (j.drill) lines.push(describeDrill(j.drill));
   if (j.capture) lines.push(`captured row counts of ${j.capture.tables.length} table(s) at restore point ${j.capture.restorePoint} (${j.capture.lsn})`);
+  if (j.check) lines.push(`check: ${j.check.ok ? 'OK' : 'FAILED'}, ${j.check.items.filter((i) => i.verdict === CheckVerdict.FAIL).length} of ${j.check.items.length} check(s) failed${j.check.walSegment ? `, WAL segment ${j.check.walSegment}` : ''} (pgfleet job ${j.id} --output json for details)`);
   if (j.verify) lines.push(`verify: ${j.verify.ok ? 'OK' : 'FAILED'}, ${j.verify.backups.filter((b) => b.restorable).length} of ${j.verify.backups.length} backup(s) restorable, ${j.verify.problems.length} problem(s) (pgfleet job ${j.id} --output json for details)`);
   return lines.join('\n');
 }
@@ -123,6 +124,29 @@ export async function follow(admin: Admin, job: JobInfo): Promise<JobInfo> {
         hint: `Check it with: pgfleet job ${last.id}`,
       });
   }
+}
+
+/**
+ * Follows the job to its end and prints it: the job as JSON, or `describe`'s text of its result.
+ * A job that failed is printed too (a failed drill or check says in its result what went wrong),
+ * then its error is thrown, so the exit status is the job's own code.
+ */
+export async function followAndPrint(admin: Admin, job: JobInfo, json: boolean, describe: (j: JobInfo) => string | undefined): Promise<JobInfo> {
+  let final: JobInfo;
+  try {
+    final = await follow(admin, job);
+  } catch (e) {
+    const failed = (await admin.getJob({ id: job.id }).catch(() => undefined))?.job;
+    if (failed && (failed.state === JobState.FAILED || failed.state === JobState.CANCELLED)) {
+      const text = json ? undefined : describe(failed);
+      if (json) printJson(JobInfoSchema, failed);
+      else if (text) out(text);
+    }
+    throw e;
+  }
+  if (json) printJson(JobInfoSchema, final);
+  else out(describe(final) ?? `${final.kind} job ${final.id} succeeded`);
+  return final;
 }
 
 export function describeExpire(e: ExpireResult): string {

@@ -59,7 +59,7 @@ export const cliProgram: ProgramSpec = {
     { name: 'file', short: 'f', type: 'string', cliOnly: true, description: 'apply: the fleet file (YAML: a fleet section and per-cluster sections with the policy set keys; see deploy/config/fleet.yaml).' },
     { name: 'prune', type: 'boolean', cliOnly: true, description: 'apply: also drop the policy overrides of clusters the file does not list.' },
     { name: 'dry-run', type: 'boolean', cliOnly: true, description: 'apply: show what would change, change nothing.' },
-    { name: 'role', type: 'string', cliOnly: true, choices: ['viewer', 'operator', 'admin'], description: 'token create: viewer (read), operator (+ backup, restore, retention apply, pin, verify) or admin (+ policy, tokens, enrollment).' },
+    { name: 'role', type: 'string', cliOnly: true, choices: ['viewer', 'operator', 'admin'], description: 'token create: viewer (read), operator (+ backup, restore, retention apply, pin, verify, drill, check) or admin (+ policy, tokens, enrollment).' },
     { name: 'name', type: 'string', cliOnly: true, description: 'token create: a unique name saying who or what uses the token.' },
     { name: 'ttl', type: 'string', cliOnly: true, default: '1h', description: 'enroll-token: how long the token stays usable, e.g. 30m, 1h, 7d (at most 30d).' },
   ],
@@ -131,6 +131,15 @@ export const cliProgram: ProgramSpec = {
       options: [...CONNECTION, 'output', 'full', 'wait'],
       localOptions: [
         { name: 'full', type: 'boolean', cliOnly: true, description: 'Decompress every backup file and WAL segment and check content checksums, sizes and WAL page headers (reads and decodes everything); default: hash the stored bytes only.' },
+      ],
+      positionals: [{ name: 'cluster', description: 'Cluster name.', required: true }],
+    },
+    {
+      name: 'check',
+      summary: "Prove on the cluster's agent that WAL archiving works end to end before a backup needs it: wal_level, archive_mode, an archive_command that runs pgfleet-agent wal-push for this cluster, max_wal_senders, data checksums, free space under pg_wal, every repository writable, and a WAL segment switched now (after a restore point pgfleet-check-<job>) reaching every repository. Waits for the result and prints one line per check (ok, warn or FAIL, and what to do); exits non-zero (PGF-4009) when any check fails.",
+      options: ['controller', 'token', 'token-file', 'ca-cert', 'output', 'timeout'],
+      localOptions: [
+        { name: 'timeout', type: 'string', cliOnly: true, default: '60s', description: 'How long the switched WAL segment may take to reach every repository, e.g. 60s or 2m (a bare number is seconds). Calls to the controller keep their 30 s limit.' },
       ],
       positionals: [{ name: 'cluster', description: 'Cluster name.', required: true }],
     },

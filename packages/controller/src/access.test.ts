@@ -16,10 +16,10 @@ test('what each role may call', () => {
   const allowed = (role: AdminRole) => AdminService.methods.filter((m) => roleAllows(role, requiredRole(m.localName)!)).map((m) => m.localName).sort();
   // viewer: read only (list, get, watch, plan).
   assert.deepEqual(allowed('viewer'), ['getJob', 'getPolicy', 'listBackups', 'listClusters', 'listDrills', 'listEvents', 'listJobs', 'planRetention', 'watchEvents', 'watchJob']);
-  // operator: + backup, restore, verify, drill, retention apply, pin.
+  // operator: + backup, restore, verify, drill, check (it switches a WAL segment), retention apply, pin.
   assert.deepEqual(allowed('operator'), [
     'applyRetention', 'cancelJob', 'getJob', 'getPolicy', 'listBackups', 'listClusters', 'listDrills', 'listEvents', 'listJobs', 'pinBackup', 'planRetention',
-    'startBackup', 'startDrill', 'startRestore', 'startVerify', 'watchEvents', 'watchJob',
+    'startBackup', 'startCheck', 'startDrill', 'startRestore', 'startVerify', 'watchEvents', 'watchJob',
   ]);
   // admin: everything, policy set included.
   assert.deepEqual(allowed('admin'), AdminService.methods.map((m) => m.localName).sort());

@@ -56,6 +56,7 @@ export const ADMIN_METHOD_ROLES = {
   startVerify: 'operator',
   cancelJob: 'operator',
   startDrill: 'operator',
+  startCheck: 'operator',
   setPolicy: 'admin',
   applyFleet: 'admin',
   createEnrollmentToken: 'admin',

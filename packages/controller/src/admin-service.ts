@@ -16,7 +16,7 @@ import { eventsCommitted, publishJobs, type ControllerContext } from './context.
 import { jobEvents } from './events.js';
 import { chooseBackup } from './pitr.js';
 import { applyRetention, getPolicy, pinBackup, planRetention, setPolicy } from './admin-policy.js';
-import { clusterAgent, dispatch, requireCluster, startBackupJob, startVerifyJob } from './dispatch.js';
+import { clusterAgent, dispatch, requireCluster, startBackupJob, startCheckJob, startVerifyJob } from './dispatch.js';
 import { listEvents, watchEvents } from './admin-events.js';
 import { drillRequestFromProto, listDrills, startDrillJob } from './drills.js';
 import { listClusterStatus } from './status.js';
@@ -61,6 +61,7 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
     applyFleet: async (req) => applyFleet(ctx, req),
     startDrill: async (req) => ({ job: await startDrillJob(ctx, drillRequestFromProto(req)) }),
     listDrills: async (req) => listDrills(ctx, req),
+    startCheck: async (req) => ({ job: await startCheckJob(ctx, req.cluster, req.timeoutSeconds) }),
     createEnrollmentToken: async (req) => createEnrollmentTokenRpc(ctx, req),
     createToken: async (req) => createTokenRpc(ctx, req),
     listTokens: async () => listTokensRpc(ctx),

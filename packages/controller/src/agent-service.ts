@@ -12,7 +12,7 @@ import type { BidiStream, CallContext, ServiceImpl } from '@pgfleet/rpc';
 import { JobState, type AgentService, type ConnectRequest, type ConnectResponseSchema, type Hello, type JobResult } from '@pgfleet/proto';
 import { checkHelloIdentity, requireAgentIdentity } from './access.js';
 import type { AgentSession } from './agent-sessions.js';
-import { archiverJson, backupInfoFromRecord, backupRecordFromInfo, progressJson, resultJson } from './convert.js';
+import { archiverJson, archiveSetupRecord, backupInfoFromRecord, backupRecordFromInfo, progressJson, resultJson } from './convert.js';
 import { CONTROLLER_VERSION, eventsCommitted, publishJobs, type ControllerContext } from './context.js';
 import { failedJobEvents, jobEvents, outboxEvent } from './events.js';
 import { walHealthRecord } from './health.js';
@@ -189,6 +189,7 @@ async function handleMessage(ctx: ControllerContext, session: AgentSession, req:
           ...(msg.value.archiver ? { archiver: archiverJson(msg.value.archiver) } : {}),
           currentLsn: msg.value.currentLsn,
           ...(msg.value.wal ? { walHealth: walHealthRecord(msg.value.wal) } : {}),
+          ...(msg.value.archiveSetup ? { archiveSetup: archiveSetupRecord(msg.value.archiveSetup) } : {}),
         },
         ctx.now(),
       );
@@ -247,6 +248,7 @@ async function handleResult(ctx: ControllerContext, session: AgentSession, resul
       const verifyInfo = result.result.case === 'verify' ? result.result.value : undefined;
       const drillInfo = result.result.case === 'drill' ? result.result.value : undefined;
       const captureInfo = result.result.case === 'capture' ? result.result.value : undefined;
+      const checkInfo = result.result.case === 'check' ? result.result.value : undefined;
       if (job.kind === 'backup' && !backupInfo) {
         const error = { code: ErrorCodes.Internal.code, message: 'the agent reported success without the backup it made' };
         outcome = await ctx.store.transitionJob(job.id, 'failed', { error, events: jobEvents(job, 'failed', { error }, now) }, now);
@@ -256,7 +258,7 @@ async function handleResult(ctx: ControllerContext, session: AgentSession, resul
       // The job's result repeats the catalog row (cluster and job id filled in), not the agent's raw message.
       const stored = backup
         ? resultJson({ backup: backupInfoFromRecord(backup) })
-        : resultJson({ restore: restoreInfo, expire: expireInfo, verify: verifyInfo, drill: drillInfo, capture: captureInfo });
+        : resultJson({ restore: restoreInfo, expire: expireInfo, verify: verifyInfo, drill: drillInfo, capture: captureInfo, check: checkInfo });
       const askedExpire = new Set(((job.params ?? {}) as { labels?: string[] }).labels ?? []);
       const events = jobEvents(job, 'succeeded', {
         ...(backup ? { backup } : {}),
@@ -275,9 +277,11 @@ async function handleResult(ctx: ControllerContext, session: AgentSession, resul
     }
     case JobState.FAILED: {
       const error = { code: result.error?.code || ErrorCodes.JobFailed.code, message: result.error?.message || 'the agent reported the job as failed without a reason' };
-      // A drill that ran but did not pass reports its DrillResult (stage, reasons) with the failure.
+      // A drill that ran but did not pass reports its DrillResult (stage, reasons) with the failure, a check its items.
       const drill = result.result.case === 'drill' ? result.result.value : undefined;
-      outcome = await ctx.store.transitionJob(job.id, 'failed', { error, ...(drill ? { result: resultJson({ drill }) } : {}), events: jobEvents(job, 'failed', { error, ...(drill ? { drill } : {}) }, now) }, now);
+      const check = result.result.case === 'check' ? result.result.value : undefined;
+      const stored = drill || check ? { result: resultJson({ drill, check }) } : {};
+      outcome = await ctx.store.transitionJob(job.id, 'failed', { error, ...stored, events: jobEvents(job, 'failed', { error, ...(drill ? { drill } : {}) }, now) }, now);
       break;
     }
     case JobState.CANCELLED: {

@@ -6,10 +6,11 @@
 import { create, fromJson, toJson, type JsonValue, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs, timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
-import type { AgentRecord, AgentWalHealth, BackupKind, BackupRecord, ClusterRecord, JobRecord, JobStateName } from '@pgfleet/catalog';
+import type { AgentArchiveSetup, AgentRecord, AgentWalHealth, BackupKind, BackupRecord, ClusterRecord, JobRecord, JobStateName } from '@pgfleet/catalog';
 import {
   ArchiverStatsSchema,
   BackupInfoSchema,
+  CheckResultSchema,
   BackupType,
   ClusterInfoSchema,
   ExpireResultSchema,
@@ -23,7 +24,9 @@ import {
   RecoveryTargetSchema,
   RestoreResultSchema,
   type ArchiverStats,
+  type ArchiveSetup,
   type BackupInfo,
+  type CheckResult,
   type ExpireResult,
   type VerifyResult,
   type DrillResult,
@@ -125,15 +128,18 @@ export interface JobResultJson {
   drill?: JsonValue;
   /** A capture job's SourceCounts. */
   capture?: JsonValue;
+  /** A check job's CheckResult (stored on failure too: which check failed and why). */
+  check?: JsonValue;
 }
 
-export function resultJson(result: { backup?: BackupInfo; restore?: RestoreResult; expire?: ExpireResult; verify?: VerifyResult; drill?: DrillResult; capture?: SourceCounts }): JobResultJson {
+export function resultJson(result: { backup?: BackupInfo; restore?: RestoreResult; expire?: ExpireResult; verify?: VerifyResult; drill?: DrillResult; capture?: SourceCounts; check?: CheckResult }): JobResultJson {
   if (result.backup) return { backup: toJson(BackupInfoSchema, result.backup) };
   if (result.restore) return { restore: toJson(RestoreResultSchema, result.restore) };
   if (result.expire) return { expire: toJson(ExpireResultSchema, result.expire) };
   if (result.verify) return { verify: toJson(VerifyResultSchema, result.verify) };
   if (result.drill) return { drill: toJson(DrillResultSchema, result.drill) };
   if (result.capture) return { capture: toJson(SourceCountsSchema, result.capture) };
+  if (result.check) return { check: toJson(CheckResultSchema, result.check) };
   return {};
 }
 
@@ -143,6 +149,11 @@ export function progressJson(p: JobProgress): JsonValue {
 
 export function archiverJson(a: ArchiverStats): JsonValue {
   return toJson(ArchiverStatsSchema, a);
+}
+
+/** Heartbeat.archive_setup as the catalog keeps it (plain fields; the message object has a $typeName). */
+export function archiveSetupRecord(a: ArchiveSetup): AgentArchiveSetup {
+  return { archiveMode: a.archiveMode, archiveCommand: a.archiveCommand, viaPgfleet: a.viaPgfleet, problem: a.problem };
 }
 
 export function jobInfoFromRecord(job: JobRecord): MessageInitShape<typeof JobInfoSchema> {
@@ -164,6 +175,7 @@ export function jobInfoFromRecord(job: JobRecord): MessageInitShape<typeof JobIn
     verify: result.verify ? fromJson(VerifyResultSchema, result.verify, { ignoreUnknownFields: true }) : undefined,
     drill: result.drill ? fromJson(DrillResultSchema, result.drill, { ignoreUnknownFields: true }) : undefined,
     capture: result.capture ? fromJson(SourceCountsSchema, result.capture, { ignoreUnknownFields: true }) : undefined,
+    check: result.check ? fromJson(CheckResultSchema, result.check, { ignoreUnknownFields: true }) : undefined,
   };
 }
 

@@ -74,6 +74,17 @@ export async function startBackupJob(ctx: ControllerContext, cluster: string, ki
   return dispatch(ctx, session, job, { case: 'backup', value: { type: backupKindToProto(kind), label: '' } });
 }
 
+/**
+ * Starts a check of the cluster's WAL archiving on its connected agent (CheckJob). It switches a
+ * WAL segment, so it is the cluster's own agent's job, never another's.
+ */
+export async function startCheckJob(ctx: ControllerContext, cluster: string, timeoutSeconds: number): Promise<MessageInitShape<typeof JobInfoSchema>> {
+  await requireCluster(ctx, cluster);
+  const session = clusterAgent(ctx, cluster);
+  const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'check', agentId: session.agentId, params: { timeoutSeconds } }, ctx.now());
+  return dispatch(ctx, session, job, { case: 'check', value: { timeoutSeconds } });
+}
+
 /** Starts a verify job (read-only check of the cluster's repository) on the cluster's connected agent. */
 export async function startVerifyJob(ctx: ControllerContext, cluster: string, full: boolean): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);

@@ -1,13 +1,13 @@
-// The pure parts of the fleet status: the next scheduled job, and verify/drill summaries from
-// job records (including drills whose result is absent or unreadable).
+// The pure parts of the fleet status: the next scheduled job, verify/drill summaries from job
+// records (including drills whose result is absent or unreadable), and the archive state.
 import { strict as assert } from 'node:assert';
 import { describe, test } from 'node:test';
 import { toJson } from '@bufbuild/protobuf';
 import { timestampMs as tsMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { create } from '@bufbuild/protobuf';
-import type { JobRecord } from '@pgfleet/catalog';
+import type { AgentRecord, JobRecord } from '@pgfleet/catalog';
 import { DrillResultSchema, VerifyResultSchema } from '@pgfleet/proto';
-import { drillSummaryFromJob, nextScheduledJob, verifySummaryFromJob } from './status.js';
+import { archiveState, drillSummaryFromJob, nextScheduledJob, verifySummaryFromJob } from './status.js';
 import { spreadOffsetMs } from './schedule.js';
 
 const at = (iso: string) => Date.parse(iso);
@@ -88,5 +88,27 @@ describe('verify and drill summaries', () => {
     const failed = drillSummaryFromJob(job({ state: 'failed', error: { code: 'PGF-2006', message: 'agent went away' } }));
     assert.deepEqual([failed?.ok, failed?.reason], [false, 'PGF-2006 agent went away']);
     assert.equal(drillSummaryFromJob(job({ state: 'running', finishedAt: null })), undefined);
+  });
+});
+
+describe('archive state', () => {
+  const agent = (fields: Partial<AgentRecord>): AgentRecord => ({
+    id: 'a', cluster: 'main', hostname: 'db1', version: '0.1.0', connected: true, lastSeen: 0, currentLsn: null, walHealth: null,
+    archiver: { archivedCount: '5', lastArchivedWal: '000000010000000000000005', failedCount: '0' }, archiveSetup: null, ...fields,
+  });
+  const via = { archiveMode: 'on', archiveCommand: 'pgfleet-agent wal-push %p --cluster main', viaPgfleet: true, problem: '' };
+  const bypass = { archiveMode: 'on', archiveCommand: '/bin/true', viaPgfleet: false, problem: "archive_command '/bin/true' does not run pgfleet-agent wal-push" };
+
+  test("an archive_command that bypasses pgfleet is 'not via pgfleet', though pg_stat_archiver looks fine", () => {
+    assert.equal(archiveState(agent({ archiveSetup: via }), []), 'ok');
+    assert.equal(archiveState(agent({ archiveSetup: bypass }), []), 'not via pgfleet');
+    // Older agents report no setup: judged by pg_stat_archiver alone, as before.
+    assert.equal(archiveState(agent({}), []), 'ok');
+    assert.equal(archiveState(undefined, []), 'unknown');
+  });
+
+  test('failing archiving still says failing first', () => {
+    const breached = [{ cluster: 'main', condition: 'archive', state: 'breached' as const, since: 0, data: null }];
+    assert.equal(archiveState(agent({ archiveSetup: bypass }), breached), 'failing');
   });
 });

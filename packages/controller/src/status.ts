@@ -67,12 +67,13 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
         rpoSeconds: rpo ?? 0,
         rpoKnown: rpo !== undefined,
         archiveState: archiveState(agent, raised),
-        alerts: alertsOf(raised),
+        alerts: alertsOf(raised, agent),
         nextJob: nextScheduledJob(c.name, eff, (kind) => lastRuns.get(`${c.name}\u0000${kind}`), now),
         lastVerify: verify[0] && verifySummaryFromJob(verify[0]),
         lastDrill,
         lastGoodDrill,
         ...(agent?.walHealth ? { wal: walHealthFromRecord(agent.walHealth) } : {}),
+        ...(agent?.archiveSetup ? { archiveSetup: agent.archiveSetup } : {}),
         // What the connected agent reported in its Hello (not kept once it disconnects).
         repositories: agent ? [...(ctx.sessions.get(agent.id)?.repositories ?? [])] : [],
       });
@@ -103,16 +104,26 @@ function clusterRpo(ctx: ControllerContext, cluster: ClusterRecord, agent: Agent
   });
 }
 
-/** ok, failing or unknown: failing when pg_stat_archiver says so or the archive condition is raised. */
-function archiveState(agent: AgentRecord | undefined, states: readonly HealthStateRecord[]): string {
+/**
+ * ok, failing, not via pgfleet or unknown: failing when pg_stat_archiver says so or the archive
+ * condition is raised; not via pgfleet when the agent's last heartbeat found archive_mode off or an
+ * archive_command that does not run wal-push for the cluster (pg_stat_archiver counts '/bin/true'
+ * as archived, so without this the state would say ok while no WAL reaches the repository).
+ */
+export function archiveState(agent: AgentRecord | undefined, states: readonly HealthStateRecord[]): string {
   const archiver = archiverFromJson(agent?.archiver);
   if (states.some((s) => s.condition === 'archive' && s.state === 'breached')) return 'failing';
+  if (agent?.archiveSetup && !agent.archiveSetup.viaPgfleet) return 'not via pgfleet';
   if (!archiver) return 'unknown';
   return archiveFailing(archiver) ? 'failing' : 'ok';
 }
 
-function alertsOf(states: readonly HealthStateRecord[]): string[] {
+/** The alert of a cluster whose archive_command bypasses pgfleet (see archiveState). */
+export const ARCHIVE_BYPASS_ALERT = 'archive-not-via-pgfleet';
+
+function alertsOf(states: readonly HealthStateRecord[], agent: AgentRecord | undefined): string[] {
   const alerts = new Set<string>();
+  if (agent?.archiveSetup && !agent.archiveSetup.viaPgfleet) alerts.add(ARCHIVE_BYPASS_ALERT);
   for (const s of states) {
     if (s.state !== 'breached') continue;
     // agent_silent may carry the agent id (agent_silent:<id>).

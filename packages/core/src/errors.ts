@@ -76,6 +76,7 @@ export const ErrorCodes = {
   WalArchiveTimeout: spec('PGF-4006', GrpcStatus.DEADLINE_EXCEEDED, 5, 'Check archive_command and pg_stat_archiver.failed_count: WAL needed by the backup did not reach the repository.'),
   WalDaemonFailed: spec('PGF-4007', GrpcStatus.UNAVAILABLE, 5, 'The agent daemon took the WAL file but gave no answer; PostgreSQL retries (archiving is idempotent). See the agent log.'),
   WalStreamFailed: spec('PGF-4008', GrpcStatus.UNAVAILABLE, 5, 'WAL streaming stopped; it reconnects by itself. Check max_wal_senders, the replication entry in pg_hba.conf and the agent log.'),
+  ArchiveCheckFailed: spec('PGF-4009', GrpcStatus.FAILED_PRECONDITION, 4, "WAL archiving does not work end to end: fix what the failing check lines say (archive_mode = on, archive_command = 'pgfleet-agent wal-push %p --config FILE' naming this cluster, a writable repository), then run `pgfleet check <cluster>` again until every line is ok."),
   TimelineHistoryConflict: spec('PGF-4010', GrpcStatus.FAILED_PRECONDITION, 6, 'The timeline history contradicts the history the repository holds for its parent timeline: it comes from another lineage (a copy of another system, or a crafted file). It was not archived; find out which server produced it, and keep restored copies from archiving into this repository (`pgfleet restore` turns archive_mode off unless --archive preserve).'),
   // 5xxx: repository
   RepoFileMissing: spec('PGF-5001', GrpcStatus.NOT_FOUND, 6, 'A file the manifest lists is missing from the repository; the backup cannot be restored.'),

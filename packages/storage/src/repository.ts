@@ -208,6 +208,14 @@ export class Repository {
     return false;
   }
 
+  /** True when the repository holds a complete backup (one with a manifest) of the cluster; stops at the first. */
+  async hasBackups(cluster: string): Promise<boolean> {
+    for await (const o of this.driver.list(`${cluster}/backup/`)) {
+      if (/^[^/]+\/backup\/[^/]+\/backup\.manifest$/.test(o.key)) return true;
+    }
+    return false;
+  }
+
   /** Complete backups (those with a manifest), ordered by stop time. */
   async listBackups(cluster: string): Promise<BackupManifest[]> {
     const out: BackupManifest[] = [];
@@ -348,6 +356,32 @@ export class Repository {
     });
     await this.readObject(wal.key, wal.codec, { sha256: wal.sha256 }, sink);
     return Buffer.concat(chunks);
+  }
+
+  /** Per repository (of a mirror, in restore preference order): whether it holds `name`, so a check can name the one that lacks it. */
+  async walArchivedIn(cluster: string, name: string): Promise<{ location: string; archived: boolean }[]> {
+    const members = this.members();
+    const found = await settleAll(members.map((m) => m.findWal(cluster, name)));
+    return members.map((m, i) => ({ location: m.location, archived: found[i]!.length > 0 }));
+  }
+
+  /**
+   * Writes a small object under the cluster's prefix in every repository (of a mirror) and removes
+   * it again: proof that this process can write there now, with the failure of each that refused.
+   * The key is unique per call and outside backup/ and wal/, so no listing of backups or WAL ever
+   * sees it, even when the removal fails.
+   */
+  async probeWritable(cluster: string): Promise<{ location: string; error?: Error }[]> {
+    const key = `${cluster}/.pgfleet-probe-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+    return Promise.all(this.members().map(async (m) => {
+      try {
+        await m.driver.put(key, Buffer.from('pgfleet check probe\n'));
+        await m.driver.delete([key]);
+        return { location: m.location };
+      } catch (err) {
+        return { location: m.location, error: err instanceof Error ? err : new Error(String(err)) };
+      }
+    }));
   }
 
   /** Writes the archived WAL file `name` to `dest`; WalNotInRepository when it is not there. */

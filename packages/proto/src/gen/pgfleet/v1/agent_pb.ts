@@ -2,8 +2,8 @@
 // @generated from file pgfleet/v1/agent.proto (package pgfleet.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { BackupInfo, BackupType, ErrorDetail, JobState, RecoveryTarget, Repository, RestoreArchive } from "./common_pb.js";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/agent.proto.
  */
 export const file_pgfleet_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIr0BCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SABCBQoDbXNnIoYBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIAEIFCgNtc2cihQIKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCRIsCgxyZXBvc2l0b3JpZXMYCiADKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkiSQoHV2VsY29tZRIaChJjb250cm9sbGVyX3ZlcnNpb24YASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKA0i0gEKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVwZ191cBgCIAEoCBIrCghhcmNoaXZlchgDIAEoCzIZLnBnZmxlZXQudjEuQXJjaGl2ZXJTdGF0cxITCgtjdXJyZW50X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIUCgxzdHJlYW1lZF9sc24YBiABKAkSIgoDd2FsGAcgASgLMhUucGdmbGVldC52MS5XYWxIZWFsdGgiwQIKCVdhbEhlYWx0aBIUCgxwZ193YWxfYnl0ZXMYASABKAQSGQoRcGdfd2FsX2ZyZWVfYnl0ZXMYAiABKAQSGgoScGdfd2FsX3RvdGFsX2J5dGVzGAMgASgEEhEKCXNsb3RfbmFtZRgEIAEoCRITCgtzbG90X2FjdGl2ZRgFIAEoCBIYChBzbG90X3Jlc3RhcnRfbHNuGAYgASgJEhsKE3Nsb3RfcmV0YWluZWRfYnl0ZXMYByABKAQSFwoPc2xvdF93YWxfc3RhdHVzGAggASgJEhgKEHN0cmVhbV9sYWdfYnl0ZXMYCSABKAQSGgoSc3RyZWFtX2xhZ19zZWNvbmRzGAogASgBEh0KFXdhbF9zZWdtZW50c19hcmNoaXZlZBgLIAEoBBIaChJ3YWxfYnl0ZXNfYXJjaGl2ZWQYDCABKAQi3wEKDUFyY2hpdmVyU3RhdHMSFgoOYXJjaGl2ZWRfY291bnQYASABKAQSGQoRbGFzdF9hcmNoaXZlZF93YWwYAiABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYBCABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAUgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvUCCgNKb2ISDgoGam9iX2lkGAEgASgJEioKCnJlcG9zaXRvcnkYAiABKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkSLAoMcmVwb3NpdG9yaWVzGAMgAygLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAEicKBmV4cGlyZRgMIAEoCzIVLnBnZmxlZXQudjEuRXhwaXJlSm9iSAASJwoGdmVyaWZ5GA0gASgLMhUucGdmbGVldC52MS5WZXJpZnlKb2JIABIlCgVkcmlsbBgOIAEoCzIULnBnZmxlZXQudjEuRHJpbGxKb2JIABIvCgdjYXB0dXJlGA8gASgLMhwucGdmbGVldC52MS5DYXB0dXJlU291cmNlSm9iSABCBgoEa2luZCJACglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCSL5AQoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgSFgoOdGFibGVzcGFjZV9kaXIYBiABKAkSFwoPYmFja3VwX2V4cGxpY2l0GAcgASgIEhcKD3RhcmdldF90aW1lbGluZRgIIAEoDRIrCgdhcmNoaXZlGAkgASgOMhoucGdmbGVldC52MS5SZXN0b3JlQXJjaGl2ZSIYCgZDYW5jZWwSDgoGam9iX2lkGAEgASgJIr4BCgtKb2JQcm9ncmVzcxIOCgZqb2JfaWQYASABKAkSDQoFcGhhc2UYAiABKAkSEgoKYnl0ZXNfZG9uZRgDIAEoBBITCgtieXRlc190b3RhbBgEIAEoBBISCgpmaWxlc19kb25lGAUgASgNEhMKC2ZpbGVzX3RvdGFsGAYgASgNEg8KB21lc3NhZ2UYByABKAkSGAoQYnl0ZXNfcGVyX3NlY29uZBgIIAEoARITCgtldGFfc2Vjb25kcxgJIAEoASL5AgoJSm9iUmVzdWx0Eg4KBmpvYl9pZBgBIAEoCRIjCgVzdGF0ZRgCIAEoDjIULnBnZmxlZXQudjEuSm9iU3RhdGUSJgoFZXJyb3IYAyABKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEigKBmJhY2t1cBgKIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mb0gAEiwKB3Jlc3RvcmUYCyABKAsyGS5wZ2ZsZWV0LnYxLlJlc3RvcmVSZXN1bHRIABIqCgZleHBpcmUYDCABKAsyGC5wZ2ZsZWV0LnYxLkV4cGlyZVJlc3VsdEgAEioKBnZlcmlmeRgNIAEoCzIYLnBnZmxlZXQudjEuVmVyaWZ5UmVzdWx0SAASKAoFZHJpbGwYDiABKAsyFy5wZ2ZsZWV0LnYxLkRyaWxsUmVzdWx0SAASKwoHY2FwdHVyZRgPIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzSABCCAoGcmVzdWx0IokBCg1SZXN0b3JlUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEg0KBWJ5dGVzGAMgASgEEhIKCmZpbGVfY291bnQYBCABKA0SEAoIdGltZWxpbmUYBSABKA0SGQoRYXJjaGl2ZV9wcmVzZXJ2ZWQYBiABKAgigwEKCUV4cGlyZUpvYhIPCgdjbHVzdGVyGAEgASgJEg4KBmxhYmVscxgCIAMoCRIVCg13YWxfa2VlcF9mcm9tGAMgASgJEi0KC2tlZXBfcmFuZ2VzGAQgAygLMhgucGdmbGVldC52MS5XYWxLZWVwUmFuZ2USDwoHZHJ5X3J1bhgFIAEoCCJUCgxXYWxLZWVwUmFuZ2USDQoFbGFiZWwYASABKAkSEAoIdGltZWxpbmUYAiABKA0SEQoJd2FsX3N0YXJ0GAMgASgJEhAKCHdhbF9zdG9wGAQgASgJIuUBCgxFeHBpcmVSZXN1bHQSFgoOZGVsZXRlZF9sYWJlbHMYASADKAkSFgoOc2tpcHBlZF9sYWJlbHMYAiADKAkSHAoUYmFja3VwX2ZpbGVzX2RlbGV0ZWQYAyABKA0SHAoUYmFja3VwX2J5dGVzX2RlbGV0ZWQYBCABKAQSGQoRd2FsX2ZpbGVzX2RlbGV0ZWQYBSABKA0SGQoRd2FsX2J5dGVzX2RlbGV0ZWQYBiABKAQSGQoRd2FsX2ZpcnN0X2RlbGV0ZWQYByABKAkSGAoQd2FsX2xhc3RfZGVsZXRlZBgIIAEoCSIZCglWZXJpZnlKb2ISDAoEZnVsbBgBIAEoCCKeAQoNVmVyaWZ5UHJvYmxlbRIMCgRraW5kGAEgASgJEg0KBWxhYmVsGAIgASgJEgwKBHBhdGgYAyABKAkSCwoDa2V5GAQgASgJEg8KB21lc3NhZ2UYBSABKAkSEAoIdGltZWxpbmUYBiABKA0SEAoIbHNuX2Zyb20YByABKAkSDgoGbHNuX3RvGAggASgJEhAKCHNlZ21lbnRzGAkgAygJIoMCChNWZXJpZnlCYWNrdXBWZXJkaWN0Eg0KBWxhYmVsGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSEgoKcmVzdG9yYWJsZRgDIAEoCBIQCghmcm9tX2xzbhgEIAEoCRItCglmcm9tX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnRvX2xzbhgGIAEoCRITCgt0b190aW1lbGluZRgHIAEoDRIPCgdyZWFzb25zGAggAygJEhUKDWZpbGVzX2NoZWNrZWQYCSABKA0SFQoNYnl0ZXNfY2hlY2tlZBgKIAEoBCK5AQoMVmVyaWZ5UmVzdWx0EgwKBGZ1bGwYASABKAgSMAoHYmFja3VwcxgCIAMoCzIfLnBnZmxlZXQudjEuVmVyaWZ5QmFja3VwVmVyZGljdBIrCghwcm9ibGVtcxgDIAMoCzIZLnBnZmxlZXQudjEuVmVyaWZ5UHJvYmxlbRIcChR3YWxfc2VnbWVudHNfY2hlY2tlZBgEIAEoDRISCgp3YWxfbmV3ZXN0GAUgAygJEgoKAm9rGAYgASgIIqoBCghEcmlsbEpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhMKC3NjcmF0Y2hfZGlyGAQgASgJEigKBnNvdXJjZRgFIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzEgwKBGtlZXAYBiABKAgiOgoQQ2FwdHVyZVNvdXJjZUpvYhIPCgdjbHVzdGVyGAEgASgJEhUKDXJlc3RvcmVfcG9pbnQYAiABKAkinQEKDFNvdXJjZUNvdW50cxIVCg1yZXN0b3JlX3BvaW50GAEgASgJEgsKA2xzbhgCIAEoCRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZ0YWJsZXMYBCADKAsyGS5wZ2ZsZWV0LnYxLlRhYmxlUm93Q291bnQSFAoMY2hhbmdlX2JvdW5kGAUgASgEIk4KDVRhYmxlUm93Q291bnQSEAoIZGF0YWJhc2UYASABKAkSDgoGc2NoZW1hGAIgASgJEg0KBXRhYmxlGAMgASgJEgwKBHJvd3MYBCABKAMibQoOVGFibGVDb3VudERpZmYSEAoIZGF0YWJhc2UYASABKAkSDgoGc2NoZW1hGAIgASgJEg0KBXRhYmxlGAMgASgJEhMKC3NvdXJjZV9yb3dzGAQgASgDEhUKDXJlc3RvcmVkX3Jvd3MYBSABKAMiVAoOQW1jaGVja0ZpbmRpbmcSEAoIZGF0YWJhc2UYASABKAkSEAoIcmVsYXRpb24YAiABKAkSDQoFY2hlY2sYAyABKAkSDwoHbWVzc2FnZRgEIAEoCSKdBQoLRHJpbGxSZXN1bHQSFAoMYmFja3VwX2xhYmVsGAEgASgJEioKBnRhcmdldBgCIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSCgoCb2sYAyABKAgSDQoFc3RhZ2UYBCABKAkSDwoHcmVhc29ucxgFIAMoCRIXCg9yZXN0b3JlX3NlY29uZHMYBiABKAESGAoQcmVjb3Zlcnlfc2Vjb25kcxgHIAEoARITCgtydG9fc2Vjb25kcxgIIAEoARIVCg1yZWNvdmVyZWRfbHNuGAkgASgJEjIKDnJlY292ZXJlZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5yZXN0b3JlZF9ieXRlcxgLIAEoBBIZChFkYXRhYmFzZXNfY2hlY2tlZBgMIAEoDRIZChFyZWxhdGlvbnNfY2hlY2tlZBgNIAEoDRI0ChBhbWNoZWNrX2ZpbmRpbmdzGA4gAygLMhoucGdmbGVldC52MS5BbWNoZWNrRmluZGluZxIXCg9jb3VudHNfY29tcGFyZWQYDyABKAgSFwoPdGFibGVzX2NvbXBhcmVkGBAgASgNEhQKDGNvdW50c19lcXVhbBgRIAEoCBIvCgtjb3VudF9kaWZmcxgSIAMoCzIaLnBnZmxlZXQudjEuVGFibGVDb3VudERpZmYSGgoSY291bnRfY2hhbmdlX2JvdW5kGBMgASgEEigKBnNvdXJjZRgUIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzEh0KFXBvc3RncmVzX2xvZ19wcm9ibGVtcxgVIAMoCRIZChFwb3N0Z3Jlc19sb2dfdGFpbBgWIAMoCRIQCghrZXB0X2RpchgXIAEoCSJSCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEg8KB2NsdXN0ZXIYAyABKAkSDwoHY3NyX3BlbRgEIAEoCSJmCg5FbnJvbGxSZXNwb25zZRIQCghjZXJ0X3BlbRgBIAEoCRITCgtjYV9jZXJ0X3BlbRgCIAEoCRItCglub3RfYWZ0ZXIYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMlYKDEFnZW50U2VydmljZRJGCgdDb25uZWN0EhoucGdmbGVldC52MS5Db25uZWN0UmVxdWVzdBobLnBnZmxlZXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwATJUChFFbnJvbGxtZW50U2VydmljZRI/CgZFbnJvbGwSGS5wZ2ZsZWV0LnYxLkVucm9sbFJlcXVlc3QaGi5wZ2ZsZWV0LnYxLkVucm9sbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
+  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIr0BCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SABCBQoDbXNnIoYBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIAEIFCgNtc2cihQIKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCRIsCgxyZXBvc2l0b3JpZXMYCiADKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkiSQoHV2VsY29tZRIaChJjb250cm9sbGVyX3ZlcnNpb24YASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKA0igwIKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVwZ191cBgCIAEoCBIrCghhcmNoaXZlchgDIAEoCzIZLnBnZmxlZXQudjEuQXJjaGl2ZXJTdGF0cxITCgtjdXJyZW50X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIUCgxzdHJlYW1lZF9sc24YBiABKAkSIgoDd2FsGAcgASgLMhUucGdmbGVldC52MS5XYWxIZWFsdGgSLwoNYXJjaGl2ZV9zZXR1cBgIIAEoCzIYLnBnZmxlZXQudjEuQXJjaGl2ZVNldHVwImMKDEFyY2hpdmVTZXR1cBIUCgxhcmNoaXZlX21vZGUYASABKAkSFwoPYXJjaGl2ZV9jb21tYW5kGAIgASgJEhMKC3ZpYV9wZ2ZsZWV0GAMgASgIEg8KB3Byb2JsZW0YBCABKAkiwQIKCVdhbEhlYWx0aBIUCgxwZ193YWxfYnl0ZXMYASABKAQSGQoRcGdfd2FsX2ZyZWVfYnl0ZXMYAiABKAQSGgoScGdfd2FsX3RvdGFsX2J5dGVzGAMgASgEEhEKCXNsb3RfbmFtZRgEIAEoCRITCgtzbG90X2FjdGl2ZRgFIAEoCBIYChBzbG90X3Jlc3RhcnRfbHNuGAYgASgJEhsKE3Nsb3RfcmV0YWluZWRfYnl0ZXMYByABKAQSFwoPc2xvdF93YWxfc3RhdHVzGAggASgJEhgKEHN0cmVhbV9sYWdfYnl0ZXMYCSABKAQSGgoSc3RyZWFtX2xhZ19zZWNvbmRzGAogASgBEh0KFXdhbF9zZWdtZW50c19hcmNoaXZlZBgLIAEoBBIaChJ3YWxfYnl0ZXNfYXJjaGl2ZWQYDCABKAQi3wEKDUFyY2hpdmVyU3RhdHMSFgoOYXJjaGl2ZWRfY291bnQYASABKAQSGQoRbGFzdF9hcmNoaXZlZF93YWwYAiABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYBCABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAUgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpwDCgNKb2ISDgoGam9iX2lkGAEgASgJEioKCnJlcG9zaXRvcnkYAiABKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkSLAoMcmVwb3NpdG9yaWVzGAMgAygLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAEicKBmV4cGlyZRgMIAEoCzIVLnBnZmxlZXQudjEuRXhwaXJlSm9iSAASJwoGdmVyaWZ5GA0gASgLMhUucGdmbGVldC52MS5WZXJpZnlKb2JIABIlCgVkcmlsbBgOIAEoCzIULnBnZmxlZXQudjEuRHJpbGxKb2JIABIvCgdjYXB0dXJlGA8gASgLMhwucGdmbGVldC52MS5DYXB0dXJlU291cmNlSm9iSAASJQoFY2hlY2sYECABKAsyFC5wZ2ZsZWV0LnYxLkNoZWNrSm9iSABCBgoEa2luZCJACglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCSL5AQoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgSFgoOdGFibGVzcGFjZV9kaXIYBiABKAkSFwoPYmFja3VwX2V4cGxpY2l0GAcgASgIEhcKD3RhcmdldF90aW1lbGluZRgIIAEoDRIrCgdhcmNoaXZlGAkgASgOMhoucGdmbGVldC52MS5SZXN0b3JlQXJjaGl2ZSIYCgZDYW5jZWwSDgoGam9iX2lkGAEgASgJIr4BCgtKb2JQcm9ncmVzcxIOCgZqb2JfaWQYASABKAkSDQoFcGhhc2UYAiABKAkSEgoKYnl0ZXNfZG9uZRgDIAEoBBITCgtieXRlc190b3RhbBgEIAEoBBISCgpmaWxlc19kb25lGAUgASgNEhMKC2ZpbGVzX3RvdGFsGAYgASgNEg8KB21lc3NhZ2UYByABKAkSGAoQYnl0ZXNfcGVyX3NlY29uZBgIIAEoARITCgtldGFfc2Vjb25kcxgJIAEoASKjAwoJSm9iUmVzdWx0Eg4KBmpvYl9pZBgBIAEoCRIjCgVzdGF0ZRgCIAEoDjIULnBnZmxlZXQudjEuSm9iU3RhdGUSJgoFZXJyb3IYAyABKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEigKBmJhY2t1cBgKIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mb0gAEiwKB3Jlc3RvcmUYCyABKAsyGS5wZ2ZsZWV0LnYxLlJlc3RvcmVSZXN1bHRIABIqCgZleHBpcmUYDCABKAsyGC5wZ2ZsZWV0LnYxLkV4cGlyZVJlc3VsdEgAEioKBnZlcmlmeRgNIAEoCzIYLnBnZmxlZXQudjEuVmVyaWZ5UmVzdWx0SAASKAoFZHJpbGwYDiABKAsyFy5wZ2ZsZWV0LnYxLkRyaWxsUmVzdWx0SAASKwoHY2FwdHVyZRgPIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzSAASKAoFY2hlY2sYECABKAsyFy5wZ2ZsZWV0LnYxLkNoZWNrUmVzdWx0SABCCAoGcmVzdWx0IokBCg1SZXN0b3JlUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEg0KBWJ5dGVzGAMgASgEEhIKCmZpbGVfY291bnQYBCABKA0SEAoIdGltZWxpbmUYBSABKA0SGQoRYXJjaGl2ZV9wcmVzZXJ2ZWQYBiABKAgigwEKCUV4cGlyZUpvYhIPCgdjbHVzdGVyGAEgASgJEg4KBmxhYmVscxgCIAMoCRIVCg13YWxfa2VlcF9mcm9tGAMgASgJEi0KC2tlZXBfcmFuZ2VzGAQgAygLMhgucGdmbGVldC52MS5XYWxLZWVwUmFuZ2USDwoHZHJ5X3J1bhgFIAEoCCJUCgxXYWxLZWVwUmFuZ2USDQoFbGFiZWwYASABKAkSEAoIdGltZWxpbmUYAiABKA0SEQoJd2FsX3N0YXJ0GAMgASgJEhAKCHdhbF9zdG9wGAQgASgJIuUBCgxFeHBpcmVSZXN1bHQSFgoOZGVsZXRlZF9sYWJlbHMYASADKAkSFgoOc2tpcHBlZF9sYWJlbHMYAiADKAkSHAoUYmFja3VwX2ZpbGVzX2RlbGV0ZWQYAyABKA0SHAoUYmFja3VwX2J5dGVzX2RlbGV0ZWQYBCABKAQSGQoRd2FsX2ZpbGVzX2RlbGV0ZWQYBSABKA0SGQoRd2FsX2J5dGVzX2RlbGV0ZWQYBiABKAQSGQoRd2FsX2ZpcnN0X2RlbGV0ZWQYByABKAkSGAoQd2FsX2xhc3RfZGVsZXRlZBgIIAEoCSIZCglWZXJpZnlKb2ISDAoEZnVsbBgBIAEoCCKeAQoNVmVyaWZ5UHJvYmxlbRIMCgRraW5kGAEgASgJEg0KBWxhYmVsGAIgASgJEgwKBHBhdGgYAyABKAkSCwoDa2V5GAQgASgJEg8KB21lc3NhZ2UYBSABKAkSEAoIdGltZWxpbmUYBiABKA0SEAoIbHNuX2Zyb20YByABKAkSDgoGbHNuX3RvGAggASgJEhAKCHNlZ21lbnRzGAkgAygJIoMCChNWZXJpZnlCYWNrdXBWZXJkaWN0Eg0KBWxhYmVsGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSEgoKcmVzdG9yYWJsZRgDIAEoCBIQCghmcm9tX2xzbhgEIAEoCRItCglmcm9tX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnRvX2xzbhgGIAEoCRITCgt0b190aW1lbGluZRgHIAEoDRIPCgdyZWFzb25zGAggAygJEhUKDWZpbGVzX2NoZWNrZWQYCSABKA0SFQoNYnl0ZXNfY2hlY2tlZBgKIAEoBCK5AQoMVmVyaWZ5UmVzdWx0EgwKBGZ1bGwYASABKAgSMAoHYmFja3VwcxgCIAMoCzIfLnBnZmxlZXQudjEuVmVyaWZ5QmFja3VwVmVyZGljdBIrCghwcm9ibGVtcxgDIAMoCzIZLnBnZmxlZXQudjEuVmVyaWZ5UHJvYmxlbRIcChR3YWxfc2VnbWVudHNfY2hlY2tlZBgEIAEoDRISCgp3YWxfbmV3ZXN0GAUgAygJEgoKAm9rGAYgASgIIqoBCghEcmlsbEpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhMKC3NjcmF0Y2hfZGlyGAQgASgJEigKBnNvdXJjZRgFIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzEgwKBGtlZXAYBiABKAgiOgoQQ2FwdHVyZVNvdXJjZUpvYhIPCgdjbHVzdGVyGAEgASgJEhUKDXJlc3RvcmVfcG9pbnQYAiABKAkinQEKDFNvdXJjZUNvdW50cxIVCg1yZXN0b3JlX3BvaW50GAEgASgJEgsKA2xzbhgCIAEoCRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZ0YWJsZXMYBCADKAsyGS5wZ2ZsZWV0LnYxLlRhYmxlUm93Q291bnQSFAoMY2hhbmdlX2JvdW5kGAUgASgEIk4KDVRhYmxlUm93Q291bnQSEAoIZGF0YWJhc2UYASABKAkSDgoGc2NoZW1hGAIgASgJEg0KBXRhYmxlGAMgASgJEgwKBHJvd3MYBCABKAMibQoOVGFibGVDb3VudERpZmYSEAoIZGF0YWJhc2UYASABKAkSDgoGc2NoZW1hGAIgASgJEg0KBXRhYmxlGAMgASgJEhMKC3NvdXJjZV9yb3dzGAQgASgDEhUKDXJlc3RvcmVkX3Jvd3MYBSABKAMiVAoOQW1jaGVja0ZpbmRpbmcSEAoIZGF0YWJhc2UYASABKAkSEAoIcmVsYXRpb24YAiABKAkSDQoFY2hlY2sYAyABKAkSDwoHbWVzc2FnZRgEIAEoCSKdBQoLRHJpbGxSZXN1bHQSFAoMYmFja3VwX2xhYmVsGAEgASgJEioKBnRhcmdldBgCIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSCgoCb2sYAyABKAgSDQoFc3RhZ2UYBCABKAkSDwoHcmVhc29ucxgFIAMoCRIXCg9yZXN0b3JlX3NlY29uZHMYBiABKAESGAoQcmVjb3Zlcnlfc2Vjb25kcxgHIAEoARITCgtydG9fc2Vjb25kcxgIIAEoARIVCg1yZWNvdmVyZWRfbHNuGAkgASgJEjIKDnJlY292ZXJlZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5yZXN0b3JlZF9ieXRlcxgLIAEoBBIZChFkYXRhYmFzZXNfY2hlY2tlZBgMIAEoDRIZChFyZWxhdGlvbnNfY2hlY2tlZBgNIAEoDRI0ChBhbWNoZWNrX2ZpbmRpbmdzGA4gAygLMhoucGdmbGVldC52MS5BbWNoZWNrRmluZGluZxIXCg9jb3VudHNfY29tcGFyZWQYDyABKAgSFwoPdGFibGVzX2NvbXBhcmVkGBAgASgNEhQKDGNvdW50c19lcXVhbBgRIAEoCBIvCgtjb3VudF9kaWZmcxgSIAMoCzIaLnBnZmxlZXQudjEuVGFibGVDb3VudERpZmYSGgoSY291bnRfY2hhbmdlX2JvdW5kGBMgASgEEigKBnNvdXJjZRgUIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzEh0KFXBvc3RncmVzX2xvZ19wcm9ibGVtcxgVIAMoCRIZChFwb3N0Z3Jlc19sb2dfdGFpbBgWIAMoCRIQCghrZXB0X2RpchgXIAEoCSIjCghDaGVja0pvYhIXCg90aW1lb3V0X3NlY29uZHMYASABKA0iVQoJQ2hlY2tJdGVtEgwKBG5hbWUYASABKAkSKQoHdmVyZGljdBgCIAEoDjIYLnBnZmxlZXQudjEuQ2hlY2tWZXJkaWN0Eg8KB21lc3NhZ2UYAyABKAkiaQoLQ2hlY2tSZXN1bHQSJAoFaXRlbXMYASADKAsyFS5wZ2ZsZWV0LnYxLkNoZWNrSXRlbRIKCgJvaxgCIAEoCBITCgt3YWxfc2VnbWVudBgDIAEoCRITCgt3YWxfc2Vjb25kcxgEIAEoASJSCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEg8KB2NsdXN0ZXIYAyABKAkSDwoHY3NyX3BlbRgEIAEoCSJmCg5FbnJvbGxSZXNwb25zZRIQCghjZXJ0X3BlbRgBIAEoCRITCgtjYV9jZXJ0X3BlbRgCIAEoCRItCglub3RfYWZ0ZXIYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKnMKDENoZWNrVmVyZGljdBIdChlDSEVDS19WRVJESUNUX1VOU1BFQ0lGSUVEEAASFAoQQ0hFQ0tfVkVSRElDVF9PSxABEhYKEkNIRUNLX1ZFUkRJQ1RfV0FSThACEhYKEkNIRUNLX1ZFUkRJQ1RfRkFJTBADMlYKDEFnZW50U2VydmljZRJGCgdDb25uZWN0EhoucGdmbGVldC52MS5Db25uZWN0UmVxdWVzdBobLnBnZmxlZXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwATJUChFFbnJvbGxtZW50U2VydmljZRI/CgZFbnJvbGwSGS5wZ2ZsZWV0LnYxLkVucm9sbFJlcXVlc3QaGi5wZ2ZsZWV0LnYxLkVucm9sbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
 
 /**
  * @generated from message pgfleet.v1.ConnectRequest
@@ -222,6 +222,13 @@ export type Heartbeat = Message<"pgfleet.v1.Heartbeat"> & {
    * @generated from field: pgfleet.v1.WalHealth wal = 7;
    */
   wal?: WalHealth | undefined;
+
+  /**
+   * How WAL leaves the cluster (unset: PostgreSQL was not reachable for this beat).
+   *
+   * @generated from field: pgfleet.v1.ArchiveSetup archive_setup = 8;
+   */
+  archiveSetup?: ArchiveSetup | undefined;
 };
 
 /**
@@ -230,6 +237,46 @@ export type Heartbeat = Message<"pgfleet.v1.Heartbeat"> & {
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_agent, 4);
+
+/**
+ * ArchiveSetup is how the cluster archives WAL, from its settings, read by the agent every
+ * heartbeat: pg_stat_archiver counts any archive_command that exits 0 (even '/bin/true') as
+ * archived, so only the command itself tells whether WAL reaches pgfleet's repository.
+ *
+ * @generated from message pgfleet.v1.ArchiveSetup
+ */
+export type ArchiveSetup = Message<"pgfleet.v1.ArchiveSetup"> & {
+  /**
+   * @generated from field: string archive_mode = 1;
+   */
+  archiveMode: string;
+
+  /**
+   * @generated from field: string archive_command = 2;
+   */
+  archiveCommand: string;
+
+  /**
+   * archive_mode is on (or always) and archive_command runs pgfleet-agent wal-push for this cluster.
+   *
+   * @generated from field: bool via_pgfleet = 3;
+   */
+  viaPgfleet: boolean;
+
+  /**
+   * What is wrong ('' when nothing is), e.g. "archive_command does not run pgfleet-agent wal-push".
+   *
+   * @generated from field: string problem = 4;
+   */
+  problem: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.ArchiveSetup.
+ * Use `create(ArchiveSetupSchema)` to create a new message.
+ */
+export const ArchiveSetupSchema: GenMessage<ArchiveSetup> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 5);
 
 /**
  * WalHealth is what the agent sees of the cluster's WAL beyond pg_stat_archiver.
@@ -317,7 +364,7 @@ export type WalHealth = Message<"pgfleet.v1.WalHealth"> & {
  * Use `create(WalHealthSchema)` to create a new message.
  */
 export const WalHealthSchema: GenMessage<WalHealth> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 5);
+  messageDesc(file_pgfleet_v1_agent, 6);
 
 /**
  * ArchiverStats mirrors pg_stat_archiver.
@@ -361,7 +408,7 @@ export type ArchiverStats = Message<"pgfleet.v1.ArchiverStats"> & {
  * Use `create(ArchiverStatsSchema)` to create a new message.
  */
 export const ArchiverStatsSchema: GenMessage<ArchiverStats> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 6);
+  messageDesc(file_pgfleet_v1_agent, 7);
 
 /**
  * @generated from message pgfleet.v1.Job
@@ -427,6 +474,12 @@ export type Job = Message<"pgfleet.v1.Job"> & {
      */
     value: CaptureSourceJob;
     case: "capture";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.CheckJob check = 16;
+     */
+    value: CheckJob;
+    case: "check";
   } | { case: undefined; value?: undefined };
 };
 
@@ -435,7 +488,7 @@ export type Job = Message<"pgfleet.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 7);
+  messageDesc(file_pgfleet_v1_agent, 8);
 
 /**
  * @generated from message pgfleet.v1.BackupJob
@@ -457,7 +510,7 @@ export type BackupJob = Message<"pgfleet.v1.BackupJob"> & {
  * Use `create(BackupJobSchema)` to create a new message.
  */
 export const BackupJobSchema: GenMessage<BackupJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 8);
+  messageDesc(file_pgfleet_v1_agent, 9);
 
 /**
  * @generated from message pgfleet.v1.RestoreJob
@@ -532,7 +585,7 @@ export type RestoreJob = Message<"pgfleet.v1.RestoreJob"> & {
  * Use `create(RestoreJobSchema)` to create a new message.
  */
 export const RestoreJobSchema: GenMessage<RestoreJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 9);
+  messageDesc(file_pgfleet_v1_agent, 10);
 
 /**
  * @generated from message pgfleet.v1.Cancel
@@ -549,7 +602,7 @@ export type Cancel = Message<"pgfleet.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 10);
+  messageDesc(file_pgfleet_v1_agent, 11);
 
 /**
  * @generated from message pgfleet.v1.JobProgress
@@ -609,7 +662,7 @@ export type JobProgress = Message<"pgfleet.v1.JobProgress"> & {
  * Use `create(JobProgressSchema)` to create a new message.
  */
 export const JobProgressSchema: GenMessage<JobProgress> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 11);
+  messageDesc(file_pgfleet_v1_agent, 12);
 
 /**
  * @generated from message pgfleet.v1.JobResult
@@ -669,6 +722,12 @@ export type JobResult = Message<"pgfleet.v1.JobResult"> & {
      */
     value: SourceCounts;
     case: "capture";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.CheckResult check = 16;
+     */
+    value: CheckResult;
+    case: "check";
   } | { case: undefined; value?: undefined };
 };
 
@@ -677,7 +736,7 @@ export type JobResult = Message<"pgfleet.v1.JobResult"> & {
  * Use `create(JobResultSchema)` to create a new message.
  */
 export const JobResultSchema: GenMessage<JobResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 12);
+  messageDesc(file_pgfleet_v1_agent, 13);
 
 /**
  * @generated from message pgfleet.v1.RestoreResult
@@ -723,7 +782,7 @@ export type RestoreResult = Message<"pgfleet.v1.RestoreResult"> & {
  * Use `create(RestoreResultSchema)` to create a new message.
  */
 export const RestoreResultSchema: GenMessage<RestoreResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 13);
+  messageDesc(file_pgfleet_v1_agent, 14);
 
 /**
  * ExpireJob deletes what the controller's retention plan no longer needs from the repository.
@@ -777,7 +836,7 @@ export type ExpireJob = Message<"pgfleet.v1.ExpireJob"> & {
  * Use `create(ExpireJobSchema)` to create a new message.
  */
 export const ExpireJobSchema: GenMessage<ExpireJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 14);
+  messageDesc(file_pgfleet_v1_agent, 15);
 
 /**
  * WAL segments [wal_start, wal_stop] (inclusive, on the range's timelines) one backup needs.
@@ -811,7 +870,7 @@ export type WalKeepRange = Message<"pgfleet.v1.WalKeepRange"> & {
  * Use `create(WalKeepRangeSchema)` to create a new message.
  */
 export const WalKeepRangeSchema: GenMessage<WalKeepRange> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 15);
+  messageDesc(file_pgfleet_v1_agent, 16);
 
 /**
  * @generated from message pgfleet.v1.ExpireResult
@@ -869,7 +928,7 @@ export type ExpireResult = Message<"pgfleet.v1.ExpireResult"> & {
  * Use `create(ExpireResultSchema)` to create a new message.
  */
 export const ExpireResultSchema: GenMessage<ExpireResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 16);
+  messageDesc(file_pgfleet_v1_agent, 17);
 
 /**
  * VerifyJob checks the cluster's repository: every backup's files (and chunks) exist with the
@@ -893,7 +952,7 @@ export type VerifyJob = Message<"pgfleet.v1.VerifyJob"> & {
  * Use `create(VerifyJobSchema)` to create a new message.
  */
 export const VerifyJobSchema: GenMessage<VerifyJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 17);
+  messageDesc(file_pgfleet_v1_agent, 18);
 
 /**
  * One fault verify found.
@@ -963,7 +1022,7 @@ export type VerifyProblem = Message<"pgfleet.v1.VerifyProblem"> & {
  * Use `create(VerifyProblemSchema)` to create a new message.
  */
 export const VerifyProblemSchema: GenMessage<VerifyProblem> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 18);
+  messageDesc(file_pgfleet_v1_agent, 19);
 
 /**
  * @generated from message pgfleet.v1.VerifyBackupVerdict
@@ -1030,7 +1089,7 @@ export type VerifyBackupVerdict = Message<"pgfleet.v1.VerifyBackupVerdict"> & {
  * Use `create(VerifyBackupVerdictSchema)` to create a new message.
  */
 export const VerifyBackupVerdictSchema: GenMessage<VerifyBackupVerdict> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 19);
+  messageDesc(file_pgfleet_v1_agent, 20);
 
 /**
  * @generated from message pgfleet.v1.VerifyResult
@@ -1076,7 +1135,7 @@ export type VerifyResult = Message<"pgfleet.v1.VerifyResult"> & {
  * Use `create(VerifyResultSchema)` to create a new message.
  */
 export const VerifyResultSchema: GenMessage<VerifyResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 20);
+  messageDesc(file_pgfleet_v1_agent, 21);
 
 /**
  * DrillJob proves a backup restores: the agent restores it into a scratch directory, starts a
@@ -1139,7 +1198,7 @@ export type DrillJob = Message<"pgfleet.v1.DrillJob"> & {
  * Use `create(DrillJobSchema)` to create a new message.
  */
 export const DrillJobSchema: GenMessage<DrillJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 21);
+  messageDesc(file_pgfleet_v1_agent, 22);
 
 /**
  * CaptureSourceJob runs on the cluster's own agent before a drill on another host: count the
@@ -1165,7 +1224,7 @@ export type CaptureSourceJob = Message<"pgfleet.v1.CaptureSourceJob"> & {
  * Use `create(CaptureSourceJobSchema)` to create a new message.
  */
 export const CaptureSourceJobSchema: GenMessage<CaptureSourceJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 22);
+  messageDesc(file_pgfleet_v1_agent, 23);
 
 /**
  * SourceCounts: per-table row counts taken on the source inside one REPEATABLE READ snapshot
@@ -1210,7 +1269,7 @@ export type SourceCounts = Message<"pgfleet.v1.SourceCounts"> & {
  * Use `create(SourceCountsSchema)` to create a new message.
  */
 export const SourceCountsSchema: GenMessage<SourceCounts> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 23);
+  messageDesc(file_pgfleet_v1_agent, 24);
 
 /**
  * @generated from message pgfleet.v1.TableRowCount
@@ -1242,7 +1301,7 @@ export type TableRowCount = Message<"pgfleet.v1.TableRowCount"> & {
  * Use `create(TableRowCountSchema)` to create a new message.
  */
 export const TableRowCountSchema: GenMessage<TableRowCount> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 24);
+  messageDesc(file_pgfleet_v1_agent, 25);
 
 /**
  * @generated from message pgfleet.v1.TableCountDiff
@@ -1281,7 +1340,7 @@ export type TableCountDiff = Message<"pgfleet.v1.TableCountDiff"> & {
  * Use `create(TableCountDiffSchema)` to create a new message.
  */
 export const TableCountDiffSchema: GenMessage<TableCountDiff> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 25);
+  messageDesc(file_pgfleet_v1_agent, 26);
 
 /**
  * One amcheck report line.
@@ -1317,7 +1376,7 @@ export type AmcheckFinding = Message<"pgfleet.v1.AmcheckFinding"> & {
  * Use `create(AmcheckFindingSchema)` to create a new message.
  */
 export const AmcheckFindingSchema: GenMessage<AmcheckFinding> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 26);
+  messageDesc(file_pgfleet_v1_agent, 27);
 
 /**
  * @generated from message pgfleet.v1.DrillResult
@@ -1465,7 +1524,105 @@ export type DrillResult = Message<"pgfleet.v1.DrillResult"> & {
  * Use `create(DrillResultSchema)` to create a new message.
  */
 export const DrillResultSchema: GenMessage<DrillResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 27);
+  messageDesc(file_pgfleet_v1_agent, 28);
+
+/**
+ * CheckJob proves that WAL archiving works end to end before a backup needs it (like pgBackRest's
+ * and Barman's `check`): the settings archiving depends on (wal_level, archive_mode, an
+ * archive_command that runs pgfleet's wal-push for this cluster, max_wal_senders, data checksums,
+ * free space under pg_wal), every repository writable, and a WAL segment switched now reaching
+ * every repository within the timeout. Its only writes: a restore point and a segment switch on
+ * the cluster, and one small probe object per repository, removed again.
+ *
+ * @generated from message pgfleet.v1.CheckJob
+ */
+export type CheckJob = Message<"pgfleet.v1.CheckJob"> & {
+  /**
+   * How long the WAL proof waits for the switched segment (0: 60 s).
+   *
+   * @generated from field: uint32 timeout_seconds = 1;
+   */
+  timeoutSeconds: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.CheckJob.
+ * Use `create(CheckJobSchema)` to create a new message.
+ */
+export const CheckJobSchema: GenMessage<CheckJob> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 29);
+
+/**
+ * One check and its verdict.
+ *
+ * @generated from message pgfleet.v1.CheckItem
+ */
+export type CheckItem = Message<"pgfleet.v1.CheckItem"> & {
+  /**
+   * wal_level, archive_mode, archive_command, max_wal_senders, data_checksums, pg_wal_space,
+   * repository, wal_archived, controller.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: pgfleet.v1.CheckVerdict verdict = 2;
+   */
+  verdict: CheckVerdict;
+
+  /**
+   * What was found and, unless ok, what to do about it.
+   *
+   * @generated from field: string message = 3;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.CheckItem.
+ * Use `create(CheckItemSchema)` to create a new message.
+ */
+export const CheckItemSchema: GenMessage<CheckItem> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 30);
+
+/**
+ * @generated from message pgfleet.v1.CheckResult
+ */
+export type CheckResult = Message<"pgfleet.v1.CheckResult"> & {
+  /**
+   * @generated from field: repeated pgfleet.v1.CheckItem items = 1;
+   */
+  items: CheckItem[];
+
+  /**
+   * No item failed (warnings allowed).
+   *
+   * @generated from field: bool ok = 2;
+   */
+  ok: boolean;
+
+  /**
+   * The segment the WAL proof switched to the archiver and waited for ('' when it did not get that far).
+   *
+   * @generated from field: string wal_segment = 3;
+   */
+  walSegment: string;
+
+  /**
+   * How long that segment took to reach every repository.
+   *
+   * @generated from field: double wal_seconds = 4;
+   */
+  walSeconds: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.CheckResult.
+ * Use `create(CheckResultSchema)` to create a new message.
+ */
+export const CheckResultSchema: GenMessage<CheckResult> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 31);
 
 /**
  * @generated from message pgfleet.v1.EnrollRequest
@@ -1503,7 +1660,7 @@ export type EnrollRequest = Message<"pgfleet.v1.EnrollRequest"> & {
  * Use `create(EnrollRequestSchema)` to create a new message.
  */
 export const EnrollRequestSchema: GenMessage<EnrollRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 28);
+  messageDesc(file_pgfleet_v1_agent, 32);
 
 /**
  * @generated from message pgfleet.v1.EnrollResponse
@@ -1534,7 +1691,42 @@ export type EnrollResponse = Message<"pgfleet.v1.EnrollResponse"> & {
  * Use `create(EnrollResponseSchema)` to create a new message.
  */
 export const EnrollResponseSchema: GenMessage<EnrollResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 29);
+  messageDesc(file_pgfleet_v1_agent, 33);
+
+/**
+ * @generated from enum pgfleet.v1.CheckVerdict
+ */
+export enum CheckVerdict {
+  /**
+   * @generated from enum value: CHECK_VERDICT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: CHECK_VERDICT_OK = 1;
+   */
+  OK = 1,
+
+  /**
+   * Works, but something should change (e.g. data checksums off, little space under pg_wal).
+   *
+   * @generated from enum value: CHECK_VERDICT_WARN = 2;
+   */
+  WARN = 2,
+
+  /**
+   * Archiving does not work, or will not: backups cannot be restored until it is fixed.
+   *
+   * @generated from enum value: CHECK_VERDICT_FAIL = 3;
+   */
+  FAIL = 3,
+}
+
+/**
+ * Describes the enum pgfleet.v1.CheckVerdict.
+ */
+export const CheckVerdictSchema: GenEnum<CheckVerdict> = /*@__PURE__*/
+  enumDesc(file_pgfleet_v1_agent, 0);
 
 /**
  * AgentService is served by the controller; every agent holds one Connect stream open.
