@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { BackupInfo, BackupType, ErrorDetail, JobState, RecoveryTarget, Repository } from "./common_pb.js";
+import type { BackupInfo, BackupType, ErrorDetail, JobState, RecoveryTarget, Repository, ServerRole } from "./common_pb.js";
 import { file_pgfleet_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/agent.proto.
  */
 export const file_pgfleet_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIr0BCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SABCBQoDbXNnIoYBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIAEIFCgNtc2cihQIKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCRIsCgxyZXBvc2l0b3JpZXMYCiADKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkiSQoHV2VsY29tZRIaChJjb250cm9sbGVyX3ZlcnNpb24YASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKA0i0gEKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVwZ191cBgCIAEoCBIrCghhcmNoaXZlchgDIAEoCzIZLnBnZmxlZXQudjEuQXJjaGl2ZXJTdGF0cxITCgtjdXJyZW50X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIUCgxzdHJlYW1lZF9sc24YBiABKAkSIgoDd2FsGAcgASgLMhUucGdmbGVldC52MS5XYWxIZWFsdGgiwQIKCVdhbEhlYWx0aBIUCgxwZ193YWxfYnl0ZXMYASABKAQSGQoRcGdfd2FsX2ZyZWVfYnl0ZXMYAiABKAQSGgoScGdfd2FsX3RvdGFsX2J5dGVzGAMgASgEEhEKCXNsb3RfbmFtZRgEIAEoCRITCgtzbG90X2FjdGl2ZRgFIAEoCBIYChBzbG90X3Jlc3RhcnRfbHNuGAYgASgJEhsKE3Nsb3RfcmV0YWluZWRfYnl0ZXMYByABKAQSFwoPc2xvdF93YWxfc3RhdHVzGAggASgJEhgKEHN0cmVhbV9sYWdfYnl0ZXMYCSABKAQSGgoSc3RyZWFtX2xhZ19zZWNvbmRzGAogASgBEh0KFXdhbF9zZWdtZW50c19hcmNoaXZlZBgLIAEoBBIaChJ3YWxfYnl0ZXNfYXJjaGl2ZWQYDCABKAQi3wEKDUFyY2hpdmVyU3RhdHMSFgoOYXJjaGl2ZWRfY291bnQYASABKAQSGQoRbGFzdF9hcmNoaXZlZF93YWwYAiABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYBCABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAUgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvUCCgNKb2ISDgoGam9iX2lkGAEgASgJEioKCnJlcG9zaXRvcnkYAiABKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkSLAoMcmVwb3NpdG9yaWVzGAMgAygLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAEicKBmV4cGlyZRgMIAEoCzIVLnBnZmxlZXQudjEuRXhwaXJlSm9iSAASJwoGdmVyaWZ5GA0gASgLMhUucGdmbGVldC52MS5WZXJpZnlKb2JIABIlCgVkcmlsbBgOIAEoCzIULnBnZmxlZXQudjEuRHJpbGxKb2JIABIvCgdjYXB0dXJlGA8gASgLMhwucGdmbGVldC52MS5DYXB0dXJlU291cmNlSm9iSABCBgoEa2luZCJACglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCSKaAQoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgSFgoOdGFibGVzcGFjZV9kaXIYBiABKAkiGAoGQ2FuY2VsEg4KBmpvYl9pZBgBIAEoCSK+AQoLSm9iUHJvZ3Jlc3MSDgoGam9iX2lkGAEgASgJEg0KBXBoYXNlGAIgASgJEhIKCmJ5dGVzX2RvbmUYAyABKAQSEwoLYnl0ZXNfdG90YWwYBCABKAQSEgoKZmlsZXNfZG9uZRgFIAEoDRITCgtmaWxlc190b3RhbBgGIAEoDRIPCgdtZXNzYWdlGAcgASgJEhgKEGJ5dGVzX3Blcl9zZWNvbmQYCCABKAESEwoLZXRhX3NlY29uZHMYCSABKAEi+QIKCUpvYlJlc3VsdBIOCgZqb2JfaWQYASABKAkSIwoFc3RhdGUYAiABKA4yFC5wZ2ZsZWV0LnYxLkpvYlN0YXRlEiYKBWVycm9yGAMgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBIoCgZiYWNrdXAYCiABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm9IABIsCgdyZXN0b3JlGAsgASgLMhkucGdmbGVldC52MS5SZXN0b3JlUmVzdWx0SAASKgoGZXhwaXJlGAwgASgLMhgucGdmbGVldC52MS5FeHBpcmVSZXN1bHRIABIqCgZ2ZXJpZnkYDSABKAsyGC5wZ2ZsZWV0LnYxLlZlcmlmeVJlc3VsdEgAEigKBWRyaWxsGA4gASgLMhcucGdmbGVldC52MS5EcmlsbFJlc3VsdEgAEisKB2NhcHR1cmUYDyABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50c0gAQggKBnJlc3VsdCJcCg1SZXN0b3JlUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEg0KBWJ5dGVzGAMgASgEEhIKCmZpbGVfY291bnQYBCABKA0igwEKCUV4cGlyZUpvYhIPCgdjbHVzdGVyGAEgASgJEg4KBmxhYmVscxgCIAMoCRIVCg13YWxfa2VlcF9mcm9tGAMgASgJEi0KC2tlZXBfcmFuZ2VzGAQgAygLMhgucGdmbGVldC52MS5XYWxLZWVwUmFuZ2USDwoHZHJ5X3J1bhgFIAEoCCJUCgxXYWxLZWVwUmFuZ2USDQoFbGFiZWwYASABKAkSEAoIdGltZWxpbmUYAiABKA0SEQoJd2FsX3N0YXJ0GAMgASgJEhAKCHdhbF9zdG9wGAQgASgJIuUBCgxFeHBpcmVSZXN1bHQSFgoOZGVsZXRlZF9sYWJlbHMYASADKAkSFgoOc2tpcHBlZF9sYWJlbHMYAiADKAkSHAoUYmFja3VwX2ZpbGVzX2RlbGV0ZWQYAyABKA0SHAoUYmFja3VwX2J5dGVzX2RlbGV0ZWQYBCABKAQSGQoRd2FsX2ZpbGVzX2RlbGV0ZWQYBSABKA0SGQoRd2FsX2J5dGVzX2RlbGV0ZWQYBiABKAQSGQoRd2FsX2ZpcnN0X2RlbGV0ZWQYByABKAkSGAoQd2FsX2xhc3RfZGVsZXRlZBgIIAEoCSIZCglWZXJpZnlKb2ISDAoEZnVsbBgBIAEoCCKeAQoNVmVyaWZ5UHJvYmxlbRIMCgRraW5kGAEgASgJEg0KBWxhYmVsGAIgASgJEgwKBHBhdGgYAyABKAkSCwoDa2V5GAQgASgJEg8KB21lc3NhZ2UYBSABKAkSEAoIdGltZWxpbmUYBiABKA0SEAoIbHNuX2Zyb20YByABKAkSDgoGbHNuX3RvGAggASgJEhAKCHNlZ21lbnRzGAkgAygJIoMCChNWZXJpZnlCYWNrdXBWZXJkaWN0Eg0KBWxhYmVsGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSEgoKcmVzdG9yYWJsZRgDIAEoCBIQCghmcm9tX2xzbhgEIAEoCRItCglmcm9tX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnRvX2xzbhgGIAEoCRITCgt0b190aW1lbGluZRgHIAEoDRIPCgdyZWFzb25zGAggAygJEhUKDWZpbGVzX2NoZWNrZWQYCSABKA0SFQoNYnl0ZXNfY2hlY2tlZBgKIAEoBCK5AQoMVmVyaWZ5UmVzdWx0EgwKBGZ1bGwYASABKAgSMAoHYmFja3VwcxgCIAMoCzIfLnBnZmxlZXQudjEuVmVyaWZ5QmFja3VwVmVyZGljdBIrCghwcm9ibGVtcxgDIAMoCzIZLnBnZmxlZXQudjEuVmVyaWZ5UHJvYmxlbRIcChR3YWxfc2VnbWVudHNfY2hlY2tlZBgEIAEoDRISCgp3YWxfbmV3ZXN0GAUgAygJEgoKAm9rGAYgASgIIpwBCghEcmlsbEpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhMKC3NjcmF0Y2hfZGlyGAQgASgJEigKBnNvdXJjZRgFIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzIjoKEENhcHR1cmVTb3VyY2VKb2ISDwoHY2x1c3RlchgBIAEoCRIVCg1yZXN0b3JlX3BvaW50GAIgASgJIp0BCgxTb3VyY2VDb3VudHMSFQoNcmVzdG9yZV9wb2ludBgBIAEoCRILCgNsc24YAiABKAkSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoGdGFibGVzGAQgAygLMhkucGdmbGVldC52MS5UYWJsZVJvd0NvdW50EhQKDGNoYW5nZV9ib3VuZBgFIAEoBCJOCg1UYWJsZVJvd0NvdW50EhAKCGRhdGFiYXNlGAEgASgJEg4KBnNjaGVtYRgCIAEoCRINCgV0YWJsZRgDIAEoCRIMCgRyb3dzGAQgASgDIm0KDlRhYmxlQ291bnREaWZmEhAKCGRhdGFiYXNlGAEgASgJEg4KBnNjaGVtYRgCIAEoCRINCgV0YWJsZRgDIAEoCRITCgtzb3VyY2Vfcm93cxgEIAEoAxIVCg1yZXN0b3JlZF9yb3dzGAUgASgDIlQKDkFtY2hlY2tGaW5kaW5nEhAKCGRhdGFiYXNlGAEgASgJEhAKCHJlbGF0aW9uGAIgASgJEg0KBWNoZWNrGAMgASgJEg8KB21lc3NhZ2UYBCABKAki0QQKC0RyaWxsUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRIqCgZ0YXJnZXQYAiABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EgoKAm9rGAMgASgIEg0KBXN0YWdlGAQgASgJEg8KB3JlYXNvbnMYBSADKAkSFwoPcmVzdG9yZV9zZWNvbmRzGAYgASgBEhgKEHJlY292ZXJ5X3NlY29uZHMYByABKAESEwoLcnRvX3NlY29uZHMYCCABKAESFQoNcmVjb3ZlcmVkX2xzbhgJIAEoCRIyCg5yZWNvdmVyZWRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcmVzdG9yZWRfYnl0ZXMYCyABKAQSGQoRZGF0YWJhc2VzX2NoZWNrZWQYDCABKA0SGQoRcmVsYXRpb25zX2NoZWNrZWQYDSABKA0SNAoQYW1jaGVja19maW5kaW5ncxgOIAMoCzIaLnBnZmxlZXQudjEuQW1jaGVja0ZpbmRpbmcSFwoPY291bnRzX2NvbXBhcmVkGA8gASgIEhcKD3RhYmxlc19jb21wYXJlZBgQIAEoDRIUCgxjb3VudHNfZXF1YWwYESABKAgSLwoLY291bnRfZGlmZnMYEiADKAsyGi5wZ2ZsZWV0LnYxLlRhYmxlQ291bnREaWZmEhoKEmNvdW50X2NoYW5nZV9ib3VuZBgTIAEoBBIoCgZzb3VyY2UYFCABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50cyJSCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEg8KB2NsdXN0ZXIYAyABKAkSDwoHY3NyX3BlbRgEIAEoCSJmCg5FbnJvbGxSZXNwb25zZRIQCghjZXJ0X3BlbRgBIAEoCRITCgtjYV9jZXJ0X3BlbRgCIAEoCRItCglub3RfYWZ0ZXIYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMlYKDEFnZW50U2VydmljZRJGCgdDb25uZWN0EhoucGdmbGVldC52MS5Db25uZWN0UmVxdWVzdBobLnBnZmxlZXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwATJUChFFbnJvbGxtZW50U2VydmljZRI/CgZFbnJvbGwSGS5wZ2ZsZWV0LnYxLkVucm9sbFJlcXVlc3QaGi5wZ2ZsZWV0LnYxLkVucm9sbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
+  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIuoBCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SAASKwoKd2FsX3N3aXRjaBgFIAEoCzIVLnBnZmxlZXQudjEuV2FsU3dpdGNoSABCBQoDbXNnIrMBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIABIrCgp3YWxfc3dpdGNoGAQgASgLMhUucGdmbGVldC52MS5XYWxTd2l0Y2hIAEIFCgNtc2ciKAoJV2FsU3dpdGNoEg4KBmpvYl9pZBgBIAEoCRILCgNsc24YAiABKAkihQIKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCRIsCgxyZXBvc2l0b3JpZXMYCiADKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkiSQoHV2VsY29tZRIaChJjb250cm9sbGVyX3ZlcnNpb24YASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKA0iowIKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVwZ191cBgCIAEoCBIrCghhcmNoaXZlchgDIAEoCzIZLnBnZmxlZXQudjEuQXJjaGl2ZXJTdGF0cxITCgtjdXJyZW50X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIUCgxzdHJlYW1lZF9sc24YBiABKAkSIgoDd2FsGAcgASgLMhUucGdmbGVldC52MS5XYWxIZWFsdGgSJAoEcm9sZRgIIAEoDjIWLnBnZmxlZXQudjEuU2VydmVyUm9sZRIpCgZyZXBsYXkYCSABKAsyGS5wZ2ZsZWV0LnYxLlN0YW5kYnlSZXBsYXkiqAEKDVN0YW5kYnlSZXBsYXkSEwoLcmVjZWl2ZV9sc24YASABKAkSEgoKcmVwbGF5X2xzbhgCIAEoCRIcChRyZWNlaXZlX3JlcGxheV9ieXRlcxgDIAEoBBI0ChBsYXN0X3JlcGxheV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJyZXBsYXlfbGFnX3NlY29uZHMYBSABKAEiwQIKCVdhbEhlYWx0aBIUCgxwZ193YWxfYnl0ZXMYASABKAQSGQoRcGdfd2FsX2ZyZWVfYnl0ZXMYAiABKAQSGgoScGdfd2FsX3RvdGFsX2J5dGVzGAMgASgEEhEKCXNsb3RfbmFtZRgEIAEoCRITCgtzbG90X2FjdGl2ZRgFIAEoCBIYChBzbG90X3Jlc3RhcnRfbHNuGAYgASgJEhsKE3Nsb3RfcmV0YWluZWRfYnl0ZXMYByABKAQSFwoPc2xvdF93YWxfc3RhdHVzGAggASgJEhgKEHN0cmVhbV9sYWdfYnl0ZXMYCSABKAQSGgoSc3RyZWFtX2xhZ19zZWNvbmRzGAogASgBEh0KFXdhbF9zZWdtZW50c19hcmNoaXZlZBgLIAEoBBIaChJ3YWxfYnl0ZXNfYXJjaGl2ZWQYDCABKAQi3wEKDUFyY2hpdmVyU3RhdHMSFgoOYXJjaGl2ZWRfY291bnQYASABKAQSGQoRbGFzdF9hcmNoaXZlZF93YWwYAiABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYBCABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAUgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvUCCgNKb2ISDgoGam9iX2lkGAEgASgJEioKCnJlcG9zaXRvcnkYAiABKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkSLAoMcmVwb3NpdG9yaWVzGAMgAygLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAEicKBmV4cGlyZRgMIAEoCzIVLnBnZmxlZXQudjEuRXhwaXJlSm9iSAASJwoGdmVyaWZ5GA0gASgLMhUucGdmbGVldC52MS5WZXJpZnlKb2JIABIlCgVkcmlsbBgOIAEoCzIULnBnZmxlZXQudjEuRHJpbGxKb2JIABIvCgdjYXB0dXJlGA8gASgLMhwucGdmbGVldC52MS5DYXB0dXJlU291cmNlSm9iSABCBgoEa2luZCJACglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCSKaAQoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgSFgoOdGFibGVzcGFjZV9kaXIYBiABKAkiGAoGQ2FuY2VsEg4KBmpvYl9pZBgBIAEoCSK+AQoLSm9iUHJvZ3Jlc3MSDgoGam9iX2lkGAEgASgJEg0KBXBoYXNlGAIgASgJEhIKCmJ5dGVzX2RvbmUYAyABKAQSEwoLYnl0ZXNfdG90YWwYBCABKAQSEgoKZmlsZXNfZG9uZRgFIAEoDRITCgtmaWxlc190b3RhbBgGIAEoDRIPCgdtZXNzYWdlGAcgASgJEhgKEGJ5dGVzX3Blcl9zZWNvbmQYCCABKAESEwoLZXRhX3NlY29uZHMYCSABKAEi+QIKCUpvYlJlc3VsdBIOCgZqb2JfaWQYASABKAkSIwoFc3RhdGUYAiABKA4yFC5wZ2ZsZWV0LnYxLkpvYlN0YXRlEiYKBWVycm9yGAMgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBIoCgZiYWNrdXAYCiABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm9IABIsCgdyZXN0b3JlGAsgASgLMhkucGdmbGVldC52MS5SZXN0b3JlUmVzdWx0SAASKgoGZXhwaXJlGAwgASgLMhgucGdmbGVldC52MS5FeHBpcmVSZXN1bHRIABIqCgZ2ZXJpZnkYDSABKAsyGC5wZ2ZsZWV0LnYxLlZlcmlmeVJlc3VsdEgAEigKBWRyaWxsGA4gASgLMhcucGdmbGVldC52MS5EcmlsbFJlc3VsdEgAEisKB2NhcHR1cmUYDyABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50c0gAQggKBnJlc3VsdCJcCg1SZXN0b3JlUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEg0KBWJ5dGVzGAMgASgEEhIKCmZpbGVfY291bnQYBCABKA0igwEKCUV4cGlyZUpvYhIPCgdjbHVzdGVyGAEgASgJEg4KBmxhYmVscxgCIAMoCRIVCg13YWxfa2VlcF9mcm9tGAMgASgJEi0KC2tlZXBfcmFuZ2VzGAQgAygLMhgucGdmbGVldC52MS5XYWxLZWVwUmFuZ2USDwoHZHJ5X3J1bhgFIAEoCCJUCgxXYWxLZWVwUmFuZ2USDQoFbGFiZWwYASABKAkSEAoIdGltZWxpbmUYAiABKA0SEQoJd2FsX3N0YXJ0GAMgASgJEhAKCHdhbF9zdG9wGAQgASgJIuUBCgxFeHBpcmVSZXN1bHQSFgoOZGVsZXRlZF9sYWJlbHMYASADKAkSFgoOc2tpcHBlZF9sYWJlbHMYAiADKAkSHAoUYmFja3VwX2ZpbGVzX2RlbGV0ZWQYAyABKA0SHAoUYmFja3VwX2J5dGVzX2RlbGV0ZWQYBCABKAQSGQoRd2FsX2ZpbGVzX2RlbGV0ZWQYBSABKA0SGQoRd2FsX2J5dGVzX2RlbGV0ZWQYBiABKAQSGQoRd2FsX2ZpcnN0X2RlbGV0ZWQYByABKAkSGAoQd2FsX2xhc3RfZGVsZXRlZBgIIAEoCSIZCglWZXJpZnlKb2ISDAoEZnVsbBgBIAEoCCKeAQoNVmVyaWZ5UHJvYmxlbRIMCgRraW5kGAEgASgJEg0KBWxhYmVsGAIgASgJEgwKBHBhdGgYAyABKAkSCwoDa2V5GAQgASgJEg8KB21lc3NhZ2UYBSABKAkSEAoIdGltZWxpbmUYBiABKA0SEAoIbHNuX2Zyb20YByABKAkSDgoGbHNuX3RvGAggASgJEhAKCHNlZ21lbnRzGAkgAygJIoMCChNWZXJpZnlCYWNrdXBWZXJkaWN0Eg0KBWxhYmVsGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSEgoKcmVzdG9yYWJsZRgDIAEoCBIQCghmcm9tX2xzbhgEIAEoCRItCglmcm9tX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnRvX2xzbhgGIAEoCRITCgt0b190aW1lbGluZRgHIAEoDRIPCgdyZWFzb25zGAggAygJEhUKDWZpbGVzX2NoZWNrZWQYCSABKA0SFQoNYnl0ZXNfY2hlY2tlZBgKIAEoBCK5AQoMVmVyaWZ5UmVzdWx0EgwKBGZ1bGwYASABKAgSMAoHYmFja3VwcxgCIAMoCzIfLnBnZmxlZXQudjEuVmVyaWZ5QmFja3VwVmVyZGljdBIrCghwcm9ibGVtcxgDIAMoCzIZLnBnZmxlZXQudjEuVmVyaWZ5UHJvYmxlbRIcChR3YWxfc2VnbWVudHNfY2hlY2tlZBgEIAEoDRISCgp3YWxfbmV3ZXN0GAUgAygJEgoKAm9rGAYgASgIIpwBCghEcmlsbEpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhMKC3NjcmF0Y2hfZGlyGAQgASgJEigKBnNvdXJjZRgFIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzIjoKEENhcHR1cmVTb3VyY2VKb2ISDwoHY2x1c3RlchgBIAEoCRIVCg1yZXN0b3JlX3BvaW50GAIgASgJIp0BCgxTb3VyY2VDb3VudHMSFQoNcmVzdG9yZV9wb2ludBgBIAEoCRILCgNsc24YAiABKAkSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoGdGFibGVzGAQgAygLMhkucGdmbGVldC52MS5UYWJsZVJvd0NvdW50EhQKDGNoYW5nZV9ib3VuZBgFIAEoBCJOCg1UYWJsZVJvd0NvdW50EhAKCGRhdGFiYXNlGAEgASgJEg4KBnNjaGVtYRgCIAEoCRINCgV0YWJsZRgDIAEoCRIMCgRyb3dzGAQgASgDIm0KDlRhYmxlQ291bnREaWZmEhAKCGRhdGFiYXNlGAEgASgJEg4KBnNjaGVtYRgCIAEoCRINCgV0YWJsZRgDIAEoCRITCgtzb3VyY2Vfcm93cxgEIAEoAxIVCg1yZXN0b3JlZF9yb3dzGAUgASgDIlQKDkFtY2hlY2tGaW5kaW5nEhAKCGRhdGFiYXNlGAEgASgJEhAKCHJlbGF0aW9uGAIgASgJEg0KBWNoZWNrGAMgASgJEg8KB21lc3NhZ2UYBCABKAki0QQKC0RyaWxsUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRIqCgZ0YXJnZXQYAiABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EgoKAm9rGAMgASgIEg0KBXN0YWdlGAQgASgJEg8KB3JlYXNvbnMYBSADKAkSFwoPcmVzdG9yZV9zZWNvbmRzGAYgASgBEhgKEHJlY292ZXJ5X3NlY29uZHMYByABKAESEwoLcnRvX3NlY29uZHMYCCABKAESFQoNcmVjb3ZlcmVkX2xzbhgJIAEoCRIyCg5yZWNvdmVyZWRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcmVzdG9yZWRfYnl0ZXMYCyABKAQSGQoRZGF0YWJhc2VzX2NoZWNrZWQYDCABKA0SGQoRcmVsYXRpb25zX2NoZWNrZWQYDSABKA0SNAoQYW1jaGVja19maW5kaW5ncxgOIAMoCzIaLnBnZmxlZXQudjEuQW1jaGVja0ZpbmRpbmcSFwoPY291bnRzX2NvbXBhcmVkGA8gASgIEhcKD3RhYmxlc19jb21wYXJlZBgQIAEoDRIUCgxjb3VudHNfZXF1YWwYESABKAgSLwoLY291bnRfZGlmZnMYEiADKAsyGi5wZ2ZsZWV0LnYxLlRhYmxlQ291bnREaWZmEhoKEmNvdW50X2NoYW5nZV9ib3VuZBgTIAEoBBIoCgZzb3VyY2UYFCABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50cyJSCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEg8KB2NsdXN0ZXIYAyABKAkSDwoHY3NyX3BlbRgEIAEoCSJmCg5FbnJvbGxSZXNwb25zZRIQCghjZXJ0X3BlbRgBIAEoCRITCgtjYV9jZXJ0X3BlbRgCIAEoCRItCglub3RfYWZ0ZXIYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMlYKDEFnZW50U2VydmljZRJGCgdDb25uZWN0EhoucGdmbGVldC52MS5Db25uZWN0UmVxdWVzdBobLnBnZmxlZXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwATJUChFFbnJvbGxtZW50U2VydmljZRI/CgZFbnJvbGwSGS5wZ2ZsZWV0LnYxLkVucm9sbFJlcXVlc3QaGi5wZ2ZsZWV0LnYxLkVucm9sbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
 
 /**
  * @generated from message pgfleet.v1.ConnectRequest
@@ -47,6 +47,14 @@ export type ConnectRequest = Message<"pgfleet.v1.ConnectRequest"> & {
      */
     value: JobResult;
     case: "result";
+  } | {
+    /**
+     * A backup running on a standby asks for the primary to finish a WAL segment.
+     *
+     * @generated from field: pgfleet.v1.WalSwitch wal_switch = 5;
+     */
+    value: WalSwitch;
+    case: "walSwitch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -82,6 +90,14 @@ export type ConnectResponse = Message<"pgfleet.v1.ConnectResponse"> & {
      */
     value: Cancel;
     case: "cancel";
+  } | {
+    /**
+     * Sent to the primary's agent on behalf of a standby backup (see WalSwitch).
+     *
+     * @generated from field: pgfleet.v1.WalSwitch wal_switch = 4;
+     */
+    value: WalSwitch;
+    case: "walSwitch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -91,6 +107,40 @@ export type ConnectResponse = Message<"pgfleet.v1.ConnectResponse"> & {
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_agent, 1);
+
+/**
+ * WalSwitch: a backup taken on a standby needs every WAL segment up to its stop LSN in the
+ * repository, but a standby cannot switch WAL (pg_switch_wal() fails during recovery) and does
+ * not archive the segment it is still receiving. The standby's agent sends this with the stop
+ * LSN; the controller forwards it to the cluster's primary agent, which runs pg_switch_wal() if
+ * its current WAL position is still in the segment holding `lsn` (a later segment means that one
+ * is complete already). The primary's archive_command then puts the segment in the repository,
+ * where the standby's backup waits for it. Idempotent: the standby repeats it while it waits.
+ *
+ * @generated from message pgfleet.v1.WalSwitch
+ */
+export type WalSwitch = Message<"pgfleet.v1.WalSwitch"> & {
+  /**
+   * The backup job asking.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * The segment holding this LSN must be completed.
+   *
+   * @generated from field: string lsn = 2;
+   */
+  lsn: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.WalSwitch.
+ * Use `create(WalSwitchSchema)` to create a new message.
+ */
+export const WalSwitchSchema: GenMessage<WalSwitch> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 2);
 
 /**
  * @generated from message pgfleet.v1.Hello
@@ -158,7 +208,7 @@ export type Hello = Message<"pgfleet.v1.Hello"> & {
  * Use `create(HelloSchema)` to create a new message.
  */
 export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 2);
+  messageDesc(file_pgfleet_v1_agent, 3);
 
 /**
  * @generated from message pgfleet.v1.Welcome
@@ -180,7 +230,7 @@ export type Welcome = Message<"pgfleet.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 3);
+  messageDesc(file_pgfleet_v1_agent, 4);
 
 /**
  * @generated from message pgfleet.v1.Heartbeat
@@ -222,6 +272,22 @@ export type Heartbeat = Message<"pgfleet.v1.Heartbeat"> & {
    * @generated from field: pgfleet.v1.WalHealth wal = 7;
    */
   wal?: WalHealth | undefined;
+
+  /**
+   * pg_is_in_recovery(): primary or standby (UNSPECIFIED when PostgreSQL is not reachable). On a
+   * standby current_lsn is the last replayed position (pg_last_wal_replay_lsn()), since
+   * pg_current_wal_lsn() is not available during recovery.
+   *
+   * @generated from field: pgfleet.v1.ServerRole role = 8;
+   */
+  role: ServerRole;
+
+  /**
+   * Standby only: how far behind it is.
+   *
+   * @generated from field: pgfleet.v1.StandbyReplay replay = 9;
+   */
+  replay?: StandbyReplay | undefined;
 };
 
 /**
@@ -229,7 +295,59 @@ export type Heartbeat = Message<"pgfleet.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 4);
+  messageDesc(file_pgfleet_v1_agent, 5);
+
+/**
+ * StandbyReplay: what a standby can see of its own lag. The byte lag against the primary needs
+ * the primary's position, which only the primary's agent reports: the controller computes it
+ * (primary current_lsn - replay_lsn).
+ *
+ * @generated from message pgfleet.v1.StandbyReplay
+ */
+export type StandbyReplay = Message<"pgfleet.v1.StandbyReplay"> & {
+  /**
+   * pg_last_wal_receive_lsn() ('' when WAL comes from restore_command, not streaming).
+   *
+   * @generated from field: string receive_lsn = 1;
+   */
+  receiveLsn: string;
+
+  /**
+   * pg_last_wal_replay_lsn().
+   *
+   * @generated from field: string replay_lsn = 2;
+   */
+  replayLsn: string;
+
+  /**
+   * Received but not yet replayed (receive_lsn - replay_lsn; 0 without streaming).
+   *
+   * @generated from field: uint64 receive_replay_bytes = 3;
+   */
+  receiveReplayBytes: bigint;
+
+  /**
+   * pg_last_xact_replay_timestamp(): commit time of the last replayed transaction.
+   *
+   * @generated from field: google.protobuf.Timestamp last_replay_time = 4;
+   */
+  lastReplayTime?: Timestamp | undefined;
+
+  /**
+   * now - last_replay_time while WAL received is not replayed yet; 0 when replay has caught up
+   * with what was received (an idle primary commits nothing, so the timestamp alone would age).
+   *
+   * @generated from field: double replay_lag_seconds = 5;
+   */
+  replayLagSeconds: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.StandbyReplay.
+ * Use `create(StandbyReplaySchema)` to create a new message.
+ */
+export const StandbyReplaySchema: GenMessage<StandbyReplay> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 6);
 
 /**
  * WalHealth is what the agent sees of the cluster's WAL beyond pg_stat_archiver.
@@ -317,7 +435,7 @@ export type WalHealth = Message<"pgfleet.v1.WalHealth"> & {
  * Use `create(WalHealthSchema)` to create a new message.
  */
 export const WalHealthSchema: GenMessage<WalHealth> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 5);
+  messageDesc(file_pgfleet_v1_agent, 7);
 
 /**
  * ArchiverStats mirrors pg_stat_archiver.
@@ -361,7 +479,7 @@ export type ArchiverStats = Message<"pgfleet.v1.ArchiverStats"> & {
  * Use `create(ArchiverStatsSchema)` to create a new message.
  */
 export const ArchiverStatsSchema: GenMessage<ArchiverStats> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 6);
+  messageDesc(file_pgfleet_v1_agent, 8);
 
 /**
  * @generated from message pgfleet.v1.Job
@@ -435,7 +553,7 @@ export type Job = Message<"pgfleet.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 7);
+  messageDesc(file_pgfleet_v1_agent, 9);
 
 /**
  * @generated from message pgfleet.v1.BackupJob
@@ -457,7 +575,7 @@ export type BackupJob = Message<"pgfleet.v1.BackupJob"> & {
  * Use `create(BackupJobSchema)` to create a new message.
  */
 export const BackupJobSchema: GenMessage<BackupJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 8);
+  messageDesc(file_pgfleet_v1_agent, 10);
 
 /**
  * @generated from message pgfleet.v1.RestoreJob
@@ -508,7 +626,7 @@ export type RestoreJob = Message<"pgfleet.v1.RestoreJob"> & {
  * Use `create(RestoreJobSchema)` to create a new message.
  */
 export const RestoreJobSchema: GenMessage<RestoreJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 9);
+  messageDesc(file_pgfleet_v1_agent, 11);
 
 /**
  * @generated from message pgfleet.v1.Cancel
@@ -525,7 +643,7 @@ export type Cancel = Message<"pgfleet.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 10);
+  messageDesc(file_pgfleet_v1_agent, 12);
 
 /**
  * @generated from message pgfleet.v1.JobProgress
@@ -585,7 +703,7 @@ export type JobProgress = Message<"pgfleet.v1.JobProgress"> & {
  * Use `create(JobProgressSchema)` to create a new message.
  */
 export const JobProgressSchema: GenMessage<JobProgress> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 11);
+  messageDesc(file_pgfleet_v1_agent, 13);
 
 /**
  * @generated from message pgfleet.v1.JobResult
@@ -653,7 +771,7 @@ export type JobResult = Message<"pgfleet.v1.JobResult"> & {
  * Use `create(JobResultSchema)` to create a new message.
  */
 export const JobResultSchema: GenMessage<JobResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 12);
+  messageDesc(file_pgfleet_v1_agent, 14);
 
 /**
  * @generated from message pgfleet.v1.RestoreResult
@@ -685,7 +803,7 @@ export type RestoreResult = Message<"pgfleet.v1.RestoreResult"> & {
  * Use `create(RestoreResultSchema)` to create a new message.
  */
 export const RestoreResultSchema: GenMessage<RestoreResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 13);
+  messageDesc(file_pgfleet_v1_agent, 15);
 
 /**
  * ExpireJob deletes what the controller's retention plan no longer needs from the repository.
@@ -739,7 +857,7 @@ export type ExpireJob = Message<"pgfleet.v1.ExpireJob"> & {
  * Use `create(ExpireJobSchema)` to create a new message.
  */
 export const ExpireJobSchema: GenMessage<ExpireJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 14);
+  messageDesc(file_pgfleet_v1_agent, 16);
 
 /**
  * WAL segments [wal_start, wal_stop] (inclusive, on the range's timelines) one backup needs.
@@ -773,7 +891,7 @@ export type WalKeepRange = Message<"pgfleet.v1.WalKeepRange"> & {
  * Use `create(WalKeepRangeSchema)` to create a new message.
  */
 export const WalKeepRangeSchema: GenMessage<WalKeepRange> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 15);
+  messageDesc(file_pgfleet_v1_agent, 17);
 
 /**
  * @generated from message pgfleet.v1.ExpireResult
@@ -831,7 +949,7 @@ export type ExpireResult = Message<"pgfleet.v1.ExpireResult"> & {
  * Use `create(ExpireResultSchema)` to create a new message.
  */
 export const ExpireResultSchema: GenMessage<ExpireResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 16);
+  messageDesc(file_pgfleet_v1_agent, 18);
 
 /**
  * VerifyJob checks the cluster's repository: every backup's files (and chunks) exist with the
@@ -855,7 +973,7 @@ export type VerifyJob = Message<"pgfleet.v1.VerifyJob"> & {
  * Use `create(VerifyJobSchema)` to create a new message.
  */
 export const VerifyJobSchema: GenMessage<VerifyJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 17);
+  messageDesc(file_pgfleet_v1_agent, 19);
 
 /**
  * One fault verify found.
@@ -925,7 +1043,7 @@ export type VerifyProblem = Message<"pgfleet.v1.VerifyProblem"> & {
  * Use `create(VerifyProblemSchema)` to create a new message.
  */
 export const VerifyProblemSchema: GenMessage<VerifyProblem> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 18);
+  messageDesc(file_pgfleet_v1_agent, 20);
 
 /**
  * @generated from message pgfleet.v1.VerifyBackupVerdict
@@ -992,7 +1110,7 @@ export type VerifyBackupVerdict = Message<"pgfleet.v1.VerifyBackupVerdict"> & {
  * Use `create(VerifyBackupVerdictSchema)` to create a new message.
  */
 export const VerifyBackupVerdictSchema: GenMessage<VerifyBackupVerdict> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 19);
+  messageDesc(file_pgfleet_v1_agent, 21);
 
 /**
  * @generated from message pgfleet.v1.VerifyResult
@@ -1038,7 +1156,7 @@ export type VerifyResult = Message<"pgfleet.v1.VerifyResult"> & {
  * Use `create(VerifyResultSchema)` to create a new message.
  */
 export const VerifyResultSchema: GenMessage<VerifyResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 20);
+  messageDesc(file_pgfleet_v1_agent, 22);
 
 /**
  * DrillJob proves a backup restores: the agent restores it into a scratch directory, starts a
@@ -1091,7 +1209,7 @@ export type DrillJob = Message<"pgfleet.v1.DrillJob"> & {
  * Use `create(DrillJobSchema)` to create a new message.
  */
 export const DrillJobSchema: GenMessage<DrillJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 21);
+  messageDesc(file_pgfleet_v1_agent, 23);
 
 /**
  * CaptureSourceJob runs on the cluster's own agent before a drill on another host: count the
@@ -1117,7 +1235,7 @@ export type CaptureSourceJob = Message<"pgfleet.v1.CaptureSourceJob"> & {
  * Use `create(CaptureSourceJobSchema)` to create a new message.
  */
 export const CaptureSourceJobSchema: GenMessage<CaptureSourceJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 22);
+  messageDesc(file_pgfleet_v1_agent, 24);
 
 /**
  * SourceCounts: per-table row counts taken on the source inside one REPEATABLE READ snapshot
@@ -1162,7 +1280,7 @@ export type SourceCounts = Message<"pgfleet.v1.SourceCounts"> & {
  * Use `create(SourceCountsSchema)` to create a new message.
  */
 export const SourceCountsSchema: GenMessage<SourceCounts> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 23);
+  messageDesc(file_pgfleet_v1_agent, 25);
 
 /**
  * @generated from message pgfleet.v1.TableRowCount
@@ -1194,7 +1312,7 @@ export type TableRowCount = Message<"pgfleet.v1.TableRowCount"> & {
  * Use `create(TableRowCountSchema)` to create a new message.
  */
 export const TableRowCountSchema: GenMessage<TableRowCount> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 24);
+  messageDesc(file_pgfleet_v1_agent, 26);
 
 /**
  * @generated from message pgfleet.v1.TableCountDiff
@@ -1233,7 +1351,7 @@ export type TableCountDiff = Message<"pgfleet.v1.TableCountDiff"> & {
  * Use `create(TableCountDiffSchema)` to create a new message.
  */
 export const TableCountDiffSchema: GenMessage<TableCountDiff> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 25);
+  messageDesc(file_pgfleet_v1_agent, 27);
 
 /**
  * One amcheck report line.
@@ -1269,7 +1387,7 @@ export type AmcheckFinding = Message<"pgfleet.v1.AmcheckFinding"> & {
  * Use `create(AmcheckFindingSchema)` to create a new message.
  */
 export const AmcheckFindingSchema: GenMessage<AmcheckFinding> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 26);
+  messageDesc(file_pgfleet_v1_agent, 28);
 
 /**
  * @generated from message pgfleet.v1.DrillResult
@@ -1392,7 +1510,7 @@ export type DrillResult = Message<"pgfleet.v1.DrillResult"> & {
  * Use `create(DrillResultSchema)` to create a new message.
  */
 export const DrillResultSchema: GenMessage<DrillResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 27);
+  messageDesc(file_pgfleet_v1_agent, 29);
 
 /**
  * @generated from message pgfleet.v1.EnrollRequest
@@ -1430,7 +1548,7 @@ export type EnrollRequest = Message<"pgfleet.v1.EnrollRequest"> & {
  * Use `create(EnrollRequestSchema)` to create a new message.
  */
 export const EnrollRequestSchema: GenMessage<EnrollRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 28);
+  messageDesc(file_pgfleet_v1_agent, 30);
 
 /**
  * @generated from message pgfleet.v1.EnrollResponse
@@ -1461,7 +1579,7 @@ export type EnrollResponse = Message<"pgfleet.v1.EnrollResponse"> & {
  * Use `create(EnrollResponseSchema)` to create a new message.
  */
 export const EnrollResponseSchema: GenMessage<EnrollResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 29);
+  messageDesc(file_pgfleet_v1_agent, 31);
 
 /**
  * AgentService is served by the controller; every agent holds one Connect stream open.
