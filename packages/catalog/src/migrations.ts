@@ -340,6 +340,17 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       ALTER TABLE agents ADD COLUMN wal_health JSONB;
     `,
   },
+  {
+    description: 'agents.role and agents.replay (HA clusters: primary or standby per host, and a standby\'s replay position and lag)',
+    sqlite: `
+      ALTER TABLE agents ADD COLUMN role TEXT CHECK (role IN ('primary', 'standby'));
+      ALTER TABLE agents ADD COLUMN replay TEXT;
+    `,
+    postgres: `
+      ALTER TABLE agents ADD COLUMN role TEXT CHECK (role IN ('primary', 'standby'));
+      ALTER TABLE agents ADD COLUMN replay JSONB;
+    `,
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */

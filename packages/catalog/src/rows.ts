@@ -5,12 +5,12 @@
  * truthiness, 64-bit integers by the PostgreSQL store's int8 parser (ms timestamps and byte
  * counts stay below 2^53).
  */
-import type { AdminRole, AdminTokenRecord, AgentRecord, AgentWalHealth, BackupKind, EnrollmentTokenRecord, JobFilter, BackupRecord, ClusterRecord, JobKind, JobRecord, JobStateName, PolicyHealth, PolicyRecord, PolicyRetention, PolicySchedules, ScheduleKind, ScheduleRunRecord } from './store.js';
+import type { AdminRole, AdminTokenRecord, AgentRecord, AgentReplay, AgentWalHealth, ServerRoleName, BackupKind, EnrollmentTokenRecord, JobFilter, BackupRecord, ClusterRecord, JobKind, JobRecord, JobStateName, PolicyHealth, PolicyRecord, PolicyRetention, PolicySchedules, ScheduleKind, ScheduleRunRecord } from './store.js';
 
 export interface ClusterRow { name: string; system_identifier: string; pg_version: number; created_at: number }
 export interface AgentRow {
   id: string; cluster: string; hostname: string; version: string; connected: number | boolean; last_seen: number | null;
-  archiver: unknown; current_lsn: string | null; wal_health: unknown;
+  archiver: unknown; current_lsn: string | null; wal_health: unknown; role: string | null; replay: unknown;
 }
 export interface BackupRow {
   cluster: string; label: string; type: string; start_lsn: string; stop_lsn: string; start_time: number; stop_time: number;
@@ -39,6 +39,8 @@ export function agentFromRow(r: AgentRow, decodeJson: DecodeJson): AgentRecord {
     id: r.id, cluster: r.cluster, hostname: r.hostname, version: r.version, connected: Boolean(r.connected),
     lastSeen: r.last_seen, archiver: decodeJson(r.archiver), currentLsn: r.current_lsn,
     walHealth: (decodeJson(r.wal_health) ?? null) as AgentWalHealth | null,
+    role: (r.role ?? null) as ServerRoleName | null,
+    replay: (decodeJson(r.replay) ?? null) as AgentReplay | null,
   };
 }
 
