@@ -132,6 +132,14 @@ export interface Fleet {
   startAgent(extraArgs?: string[], db?: PgInstance): Promise<Daemon>;
   /** Clusters added with addCluster: same controller and repository, each its own PostgreSQL and agent. */
   members: FleetMember[];
+  /**
+   * Another host of this fleet's cluster (HA): an agent with its own --agent-id against another
+   * PostgreSQL of the same system (e.g. a standby from startStandby). Resolves once the controller
+   * lists it as a connected host of the cluster.
+   */
+  startHostAgent(db: PgInstance, agentId: string, extraArgs?: string[]): Promise<Daemon>;
+  /** Agents started with startHostAgent (stopped with the fleet). */
+  hostAgents: { agentId: string; agent: Daemon }[];
   /** Starts another cluster (PostgreSQL archiving with wal-push) and its agent, and waits until it is connected. */
   addCluster(name: string, opts?: { pg?: PgInstanceOptions }): Promise<FleetMember>;
   /** Stops the controller and starts a new one on the same address and catalog. */
@@ -247,6 +255,18 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       return agent;
     },
     members: [],
+    hostAgents: [],
+    async startHostAgent(db: PgInstance, agentId: string, extraArgs: string[] = []) {
+      const agent = spawnAgent(cluster, db, ['--agent-id', agentId, ...extraArgs]);
+      fleet.hostAgents.push({ agentId, agent });
+      await waitFor(`agent ${agentId} of ${cluster} to connect`, async () => {
+        if (agent.child.exitCode !== null) throw new Error(`agent ${agentId} exited with ${agent.child.exitCode}: ${await agent.log()}`);
+        const r = await fleet.cli('clusters', '--output', 'json');
+        const list = r.code === 0 ? (JSON.parse(r.stdout) as { name: string; hosts?: { agentId: string; connected?: boolean }[] }[]) : [];
+        return list.find((c) => c.name === cluster)?.hosts?.some((h) => h.agentId === agentId && h.connected === true) ?? false;
+      });
+      return agent;
+    },
     async addCluster(name: string, more: { pg?: PgInstanceOptions } = {}) {
       const db = await startPostgres({ ...(archive ? { archiveCommand: agentCommand(`wal-push "%p" ${walArgsOf(name)}`) } : {}), ...more.pg });
       const member: FleetMember = { cluster: name, pg: db, agent: spawnAgent(name, db, []) };
@@ -275,6 +295,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     },
     async stop() {
       await fleet.agent?.stop();
+      for (const h of fleet.hostAgents) await h.agent.stop();
       for (const m of fleet.members) await m.agent.stop();
       await fleet.controller.stop();
       await pg.stop();
@@ -285,7 +306,8 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     },
     async logs() {
       const members = await Promise.all(fleet.members.map(async (m) => `\n--- agent of ${m.cluster}\n${await m.agent.log()}`));
-      return `--- controller\n${await fleet.controller.log()}\n--- agent\n${(await fleet.agent?.log()) ?? ''}${members.join('')}\n--- postgres\n${await pg.log()}`;
+      const hosts = await Promise.all(fleet.hostAgents.map(async (h) => `\n--- agent ${h.agentId}\n${await h.agent.log()}`));
+      return `--- controller\n${await fleet.controller.log()}\n--- agent\n${(await fleet.agent?.log()) ?? ''}${hosts.join('')}${members.join('')}\n--- postgres\n${await pg.log()}`;
     },
   };
   await waitFor('controller to listen', async () => {

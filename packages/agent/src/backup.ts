@@ -14,12 +14,24 @@
  *   6. wait until every segment from start to stop LSN is in the repository (proof that the
  *      backup is restorable, not just copied);
  *   7. write the manifest, last and atomically: before it exists the backup is invisible.
+ *
+ * On a standby (HA clusters, docs/ha.md) the same steps run there, with what PostgreSQL does
+ * differently during recovery (xlog.c do_pg_backup_start/stop):
+ * - pg_backup_start starts at the last restartpoint (a checkpoint replayed from the primary);
+ * - no end-of-backup record can be written, so the backup ends where the copied pg_control's
+ *   minRecoveryPoint says: pg_control must be copied after every other file (pg_basebackup sends
+ *   it last for the same reason), and pg_backup_stop returns the current minRecoveryPoint;
+ * - pg_backup_stop neither switches WAL nor waits for archiving, and a standby cannot run
+ *   pg_switch_wal(): the segment holding the stop LSN is still being written by the primary.
+ *   The agent asks the controller to have the primary's agent switch WAL (agent.proto WalSwitch),
+ *   repeating it while it waits, and waits for every segment in the repository as on a primary.
+ *   Archiving by the primary (or archive_mode=always on this standby) delivers them.
  */
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { backupLabel, ErrorCodes, PgfleetError, type Logger } from '@pgfleet/core';
 import { BLCKSZ, clusterFacts, connectPg, Lsn, lsnHalves, parseBackupLabel, RELSEG_SIZE, relationSegmentNumber, WalSegmentName, type LsnHalves, type PgConnectionOptions } from '@pgfleet/pg';
-import { chunkedContentDigest, type BackupKind, type BackupManifest, type Codec, type ManifestChunk, type ManifestFile, type Repository } from '@pgfleet/storage';
+import { chunkedContentDigest, type BackupKind, type BackupManifest, type BackupSource, type Codec, type ManifestChunk, type ManifestFile, type Repository } from '@pgfleet/storage';
 import { choosePriorBackup, decideFile, type FileDecision } from './backup-prior.js';
 import { CopyPool, settleAll } from './copy-pool.js';
 import { listPgdata, type PgdataEntry } from './pgdata-walk.js';
@@ -48,12 +60,34 @@ export interface BackupOptions {
    * works, throwing its error when it does not.
    */
   checkArchiving?: () => Promise<unknown>;
+  /**
+   * On a standby: asks the cluster's primary to complete the WAL segment holding this LSN (sent
+   * through the controller). Called again while the backup waits for it.
+   */
+  requestWalSwitch?: (lsn: Lsn) => void;
   log: Logger;
   progress: ProgressSink;
   signal?: AbortSignal;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** How often a standby's backup repeats its WAL switch request while it waits for the segment. */
+const WAL_SWITCH_REPEAT_MS = 5000;
+
+/** The data file whose copy ends a standby backup (its minRecoveryPoint is the backup's end). */
+const PG_CONTROL = 'global/pg_control';
+
+/**
+ * The last WAL segment a backup needs. The stop LSN is the end of the last record the backup
+ * needs; when it falls exactly on a segment boundary that record ended in the previous segment,
+ * and the next one (possibly not written at all yet: pg_switch_wal() on an empty segment does
+ * nothing) is not needed. A standby's stop LSN (minRecoveryPoint) lands there after replaying a
+ * WAL switch.
+ */
+export function lastNeededLsn(stop: Lsn, segmentSize: number): Lsn {
+  return stop.value > 0n && stop.segmentOffset(segmentSize) === 0 ? Lsn.fromBigInt(stop.value - 1n) : stop;
+}
 
 export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
   const { repo, log } = opts;
@@ -63,11 +97,16 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
   let completed = false;
   try {
     const facts = await clusterFacts(client);
-    if (facts.inRecovery) throw new PgfleetError('InvalidArgument', 'backups from a standby are not supported yet; run the agent against the primary');
-    if (facts.archiveMode === 'off') {
+    const standby = facts.inRecovery;
+    const source: BackupSource = { role: standby ? 'standby' : 'primary', host: hostname(), pgdata: opts.pgdata };
+    // A standby's own archive settings do not decide whether its backup gets its WAL: the
+    // primary archives it (the wait below proves it did). A primary must archive.
+    if (standby) {
+      log.info({ archiveMode: facts.archiveMode }, 'backing up a standby: its WAL comes from the primary\'s archiving');
+    } else if (facts.archiveMode === 'off') {
       throw new PgfleetError('ArchiveModeOff', `archive_mode is off on cluster ${opts.cluster}: the WAL a backup needs would never reach the repository, so the backup could not be restored`);
     }
-    if (facts.archiveCommand.trim() === '' || facts.archiveCommand === '(disabled)') {
+    if (!standby && (facts.archiveCommand.trim() === '' || facts.archiveCommand === '(disabled)')) {
       throw new PgfleetError('ArchiveModeOff', `archive_command is empty on cluster ${opts.cluster}: WAL is not being archived`);
     }
     // Later backups skip it: the WAL of the earlier ones already proved the way (pgfleet check proves it on demand).
@@ -79,10 +118,17 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
 
     let type: BackupKind = opts.type ?? 'full';
     let prior: BackupManifest | undefined;
+    let checksumDelta = Boolean(opts.checksumDelta);
     if (type !== 'full') {
-      // The timeline of the last checkpoint: the one the backup starts on (standbys are refused above).
+      // The timeline of the last checkpoint (on a standby, restartpoint): the one the backup starts on.
       const timeline = Number((await client.query('SELECT timeline_id FROM pg_control_checkpoint()')).rows[0].timeline_id);
       prior = choosePriorBackup(await repo.listBackups(opts.cluster), type, { systemIdentifier: facts.systemIdentifier, pgVersionNum: facts.versionNum, timeline });
+      if (prior && !sameSource(prior.source, source)) {
+        // Another host's (or data directory's) files have their own mtimes: size + mtime says
+        // nothing about whether this copy changed. Compare content, as pgBackRest's delta does.
+        checksumDelta = true;
+        log.info({ prior: prior.label, priorSource: prior.source ?? 'primary (before HA)' }, 'the prior backup was taken on another host: unchanged files are found by checksum');
+      }
       if (!prior) {
         log.info({ requested: type, timeline }, `no prior ${type === 'diff' ? 'full ' : ''}backup of this system and timeline in the repository: taking a full backup instead`);
         type = 'full';
@@ -97,7 +143,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     log.info({ label, type, ...(prior ? { prior: prior.label } : {}), startLsn: startLsn.toString() }, 'backup started');
 
     const listing = await listPgdata(opts.pgdata);
-    const plan = planCopy(listing.files, prior, Boolean(opts.checksumDelta));
+    const plan = planCopy(listing.files, prior, checksumDelta);
     let referenced = plan.filter((p) => p.decision === 'reference').length;
     tracker.state.bytesTotal = plan.reduce((s, p) => s + (p.decision === 'reference' ? 0 : p.file.size), 0);
     tracker.state.filesTotal = plan.length;
@@ -108,9 +154,12 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     const files: ManifestFile[] = [];
     const pageErrors: { path: string; blocks: number[] }[] = [];
     // Largest first, so the threads finish together instead of waiting on one big file at the end.
-    const ordered = [...plan].sort((a, b) => b.file.size - a.file.size);
+    // pg_control last, after every other file is copied: on a standby its minRecoveryPoint is
+    // where the backup ends, so it must not be older than any page copied.
+    const ordered = [...plan].filter((p) => p.file.path !== PG_CONTROL).sort((a, b) => b.file.size - a.file.size);
+    const last = plan.filter((p) => p.file.path === PG_CONTROL);
     try {
-      const work = ordered.map(async ({ file: f, decision, prior: priorFile }) => {
+      const copyOne = async ({ file: f, decision, prior: priorFile }: PlannedFile): Promise<void> => {
         if (decision === 'compare-checksum') {
           const same = await copier.sameContent(f, priorFile!);
           if (same === undefined) {
@@ -140,9 +189,11 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
           }
         }
         tracker.add(0, 1);
-      });
+      };
       // The first failure stops everything not yet started; running tasks finish before we go on.
-      await settleAll(work.map((w) => w.catch((err: unknown) => { copier.pool.cancel(err); throw err; })));
+      const settle = (items: readonly PlannedFile[]) => settleAll(items.map((p) => copyOne(p).catch((err: unknown) => { copier.pool.cancel(err); throw err; })));
+      await settle(ordered);
+      await settle(last);
     } finally {
       await copier.pool.close();
     }
@@ -161,19 +212,27 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     const stopLsn = Lsn.parse(stop.lsn);
     const labelInfo = parseBackupLabel(stop.labelfile);
     const timeline = labelInfo.startTimeline;
-    const segments = WalSegmentName.range(timeline, labelInfo.startLsn, stopLsn, facts.walSegmentSize);
+    const segments = WalSegmentName.range(timeline, labelInfo.startLsn, lastNeededLsn(stopLsn, facts.walSegmentSize), facts.walSegmentSize);
     log.info({ label, stopLsn: stopLsn.toString(), walStart: String(segments[0]), walStop: String(segments.at(-1)) }, 'backup copy done, waiting for WAL');
 
     tracker.phase('wait-wal', `waiting for ${segments.length} WAL segment(s) in the repository`);
     const deadline = Date.now() + opts.archiveTimeoutMs;
     // The last segment is normally archived within ~100 ms of pg_backup_stop: poll fast, then back off.
     let pollMs = 20;
+    // A standby cannot finish the segment it is receiving: its primary must (see the header).
+    const switchLsn = lastNeededLsn(stopLsn, facts.walSegmentSize);
+    let switchAskedAt = -Infinity;
     for (const seg of segments) {
       // In every repository (with --repo2 both must hold it for the backup to be restorable from either).
       while (!(await repo.isWalArchived(opts.cluster, seg.toString()))) {
         opts.signal?.throwIfAborted();
+        if (standby && opts.requestWalSwitch && Date.now() - switchAskedAt >= WAL_SWITCH_REPEAT_MS) {
+          opts.requestWalSwitch(switchLsn);
+          switchAskedAt = Date.now();
+        }
         if (Date.now() > deadline) {
-          throw new PgfleetError('WalArchiveTimeout', `WAL segment ${seg} needed by backup ${label} did not reach the repository within ${Math.round(opts.archiveTimeoutMs / 1000)} s`);
+          const why = standby ? ' (a standby backup: the primary must finish and archive it; is the primary\'s agent connected, does the primary archive?)' : '';
+          throw new PgfleetError('WalArchiveTimeout', `WAL segment ${seg} needed by backup ${label} did not reach the repository within ${Math.round(opts.archiveTimeoutMs / 1000)} s${why}`);
         }
         await sleep(pollMs);
         pollMs = Math.min(250, Math.round(pollMs * 1.5));
@@ -204,6 +263,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
       sizeBytes: files.reduce((s, f) => s + f.size, 0),
       storedBytes: files.reduce((s, f) => s + (f.backup === label ? f.storedSize : 0), 0),
       agentVersion: `${AGENT_VERSION} (${hostname()})`,
+      source,
     };
     tracker.phase('manifest');
     await repo.writeManifest(manifest);
@@ -215,7 +275,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     if (allPageErrors.length > 0) summary.push(describePageErrors(allPageErrors));
     // The last progress message stays on the job record: `pgfleet job <id>` shows it.
     tracker.phase('done', summary.join('; '));
-    log.info({ label, type, files: files.length, copied: copied.length, bytes: manifest.sizeBytes, stored: manifest.storedBytes, pageChecksumErrors: allPageErrors.length }, 'backup complete');
+    log.info({ label, type, from: source.role, files: files.length, copied: copied.length, bytes: manifest.sizeBytes, stored: manifest.storedBytes, pageChecksumErrors: allPageErrors.length }, 'backup complete');
     return manifest;
   } finally {
     await client.end().catch(() => {});
@@ -234,6 +294,12 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
       }
     }
   }
+}
+
+/** Whether two backups were taken from the same data directory (older manifests: on the primary, host unknown). */
+function sameSource(prior: BackupSource | undefined, now: BackupSource): boolean {
+  if (!prior) return now.role === 'primary';
+  return prior.host === now.host && prior.pgdata === now.pgdata;
 }
 
 interface PlannedFile {

@@ -8,8 +8,8 @@
 import { hostname } from 'node:os';
 import { timestampFromDate, timestampDate } from '@bufbuild/protobuf/wkt';
 import { asPgfleetError, ErrorCodes, loadConfigFile, PgfleetError, type Logger } from '@pgfleet/core';
-import { archiverStats, connectPg } from '@pgfleet/pg';
-import { AgentService, BackupType, CheckVerdict, JobState, RestoreArchive, TargetAction, type Job, type RecoveryTarget } from '@pgfleet/proto';
+import { archiverStats, connectPg, Lsn, serverPosition, switchWalIfIn, type ServerPosition } from '@pgfleet/pg';
+import { AgentService, BackupType, CheckVerdict, JobState, RestoreArchive, ServerRole, TargetAction, type Job, type RecoveryTarget } from '@pgfleet/proto';
 import { createClient, type ClientBidiStream, type ClientOptions } from '@pgfleet/rpc/client';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConnectRequestSchema, JobResultSchema } from '@pgfleet/proto';
@@ -53,6 +53,22 @@ export function manifestToBackupInfo(m: BackupManifest, jobId: string) {
     walStop: m.walStop,
     jobId,
     priorLabel: m.priorLabel ?? '',
+  };
+}
+
+/** Heartbeat.role and .replay from the server's position (nothing known when PostgreSQL is down). */
+export function heartbeatRole(p: ServerPosition | undefined) {
+  if (!p) return { role: ServerRole.UNSPECIFIED };
+  if (!p.inRecovery) return { role: ServerRole.PRIMARY };
+  return {
+    role: ServerRole.STANDBY,
+    replay: {
+      receiveLsn: p.receiveLsn,
+      replayLsn: p.replayLsn,
+      receiveReplayBytes: BigInt(p.receiveReplayBytes),
+      ...(p.lastReplayTime ? { lastReplayTime: timestampFromDate(p.lastReplayTime) } : {}),
+      replayLagSeconds: p.replayLagSeconds,
+    },
   };
 }
 
@@ -289,6 +305,9 @@ export class AgentDaemon {
           case 'cancel':
             this.running.get(msg.msg.value.jobId)?.abort();
             break;
+          case 'walSwitch':
+            void this.switchWalFor(msg.msg.value.jobId, msg.msg.value.lsn);
+            break;
           default:
             break;
         }
@@ -307,6 +326,7 @@ export class AgentDaemon {
       let pgUp = false;
       let wal: WalHealthInit | undefined;
       let archiveSetup: ArchiveSetupReport | undefined;
+      let position: ServerPosition | undefined;
       try {
         const c = await connectPg(this.s.pg);
         try {
@@ -319,7 +339,8 @@ export class AgentDaemon {
             ...(a.lastArchivedTime ? { lastArchivedTime: timestampFromDate(a.lastArchivedTime) } : {}),
             ...(a.lastFailedTime ? { lastFailedTime: timestampFromDate(a.lastFailedTime) } : {}),
           };
-          currentLsn = (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l;
+          position = await serverPosition(c);
+          currentLsn = position.lsn;
           pgUp = true;
           wal = await this.walHealth?.collect(c, currentLsn);
           archiveSetup = await this.archiveSetup(c);
@@ -329,7 +350,7 @@ export class AgentDaemon {
       } catch {
         pgUp = false;
       }
-      this.send({ msg: { case: 'heartbeat', value: { time: timestampFromDate(new Date()), pgUp, currentLsn, streamedLsn: this.wal?.streamedLsn ?? '', ...(archiver ? { archiver } : {}), ...(wal ? { wal } : {}), ...(archiveSetup ? { archiveSetup } : {}) } } });
+      this.send({ msg: { case: 'heartbeat', value: { time: timestampFromDate(new Date()), pgUp, currentLsn, streamedLsn: this.wal?.streamedLsn ?? '', ...(archiver ? { archiver } : {}), ...(wal ? { wal } : {}), ...(archiveSetup ? { archiveSetup } : {}), ...heartbeatRole(position) } } });
     };
     void beat();
     this.heartbeatTimer = setInterval(() => void beat(), intervalSec * 1000);
@@ -351,6 +372,26 @@ export class AgentDaemon {
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'archive setup not read');
       return undefined;
+    }
+  }
+
+  /**
+   * A standby's backup waits for the segment holding its stop LSN (agent.proto WalSwitch): switch
+   * WAL if this primary is still writing that segment. A later segment means it is complete and
+   * on its way to the archive already; a standby (or a server that is down) cannot help.
+   */
+  private async switchWalFor(jobId: string, lsn: string): Promise<void> {
+    const log = this.log.child({ component: 'wal-switch', jobId, lsn });
+    try {
+      const c = await connectPg(this.s.pg);
+      try {
+        const switched = await switchWalIfIn(c, Lsn.parse(lsn));
+        log.info({ switched }, switched ? 'WAL switched for a standby backup' : 'WAL switch not needed: the segment is complete');
+      } finally {
+        await c.end();
+      }
+    } catch (err) {
+      log.warn({ code: asPgfleetError(err).code, err: asPgfleetError(err).message }, 'WAL switch for a standby backup failed');
     }
   }
 
@@ -457,7 +498,10 @@ export class AgentDaemon {
       this.backupRunning = true;
       // The first backup of the cluster proves archiving end to end before it copies anything (see runBackup).
       const checkArchiving = () => this.runCheck(job, repo, this.s.archiveTimeoutSec * 1000, signal, log);
-      const manifest = await runBackup({ cluster: this.s.cluster, pgdata: this.s.pgdata, pg: this.s.pg, repo, codec: this.s.compress, type, checksumDelta: this.s.checksumDelta === true, workers: this.s.workers, archiveTimeoutMs: this.s.archiveTimeoutSec * 1000, checkArchiving, log, progress, signal }).finally(() => {
+      const manifest = await runBackup({ cluster: this.s.cluster, pgdata: this.s.pgdata, pg: this.s.pg, repo, codec: this.s.compress, type, checksumDelta: this.s.checksumDelta === true, workers: this.s.workers, archiveTimeoutMs: this.s.archiveTimeoutSec * 1000, checkArchiving,
+        // On a standby: the controller forwards this to the primary's agent (agent.proto WalSwitch).
+        requestWalSwitch: (lsn) => this.send({ msg: { case: 'walSwitch', value: { jobId: job.jobId, lsn: lsn.toString() } } }),
+        log, progress, signal }).finally(() => {
         this.backupRunning = false;
       });
       return { case: 'backup', value: manifestToBackupInfo(manifest, job.jobId) };

@@ -61,7 +61,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       test('heartbeats, disconnects and the start-up reset', async () => {
         const store = await storeWithCluster();
         const fresh1 = await store.getAgent('agent-1');
-        assert.deepEqual(fresh1, { id: 'agent-1', cluster: 'main', hostname: 'db1', version: '0.1.0', connected: true, lastSeen: 1000, archiver: null, currentLsn: null, walHealth: null, archiveSetup: null });
+        assert.deepEqual(fresh1, { id: 'agent-1', cluster: 'main', hostname: 'db1', version: '0.1.0', connected: true, lastSeen: 1000, archiver: null, currentLsn: null, walHealth: null, archiveSetup: null, role: null, replay: null });
         await store.recordHeartbeat('agent-1', { archiver: { archivedCount: '3' }, currentLsn: '0/3000060' }, 5000);
         let a = await store.getAgent('agent-1');
         assert.deepEqual([a?.connected, a?.lastSeen, a?.currentLsn, a?.archiver], [true, 5000, '0/3000060', { archivedCount: '3' }]);
@@ -99,6 +99,25 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.deepEqual((await store.listAgents()).map((x) => x.id), ['agent-0', 'agent-1']);
         assert.deepEqual(await store.listAgents('other'), []);
         assert.equal(await store.getAgent('nope'), undefined);
+      });
+
+      test('two hosts of one cluster: roles and a standby\'s replay figures, replaced at every beat that reports them', async () => {
+        const store = await storeWithCluster();
+        await store.upsertAgent({ id: 'agent-2', cluster: 'main', hostname: 'db2', version: '0.1.0' }, 1000);
+        const replay = { receiveLsn: '0/5000000', replayLsn: '0/4FFF000', receiveReplayBytes: 4096, lastReplayTime: 4900, replayLagSeconds: 0.1 };
+        await store.recordHeartbeat('agent-1', { currentLsn: '0/5000100', role: 'primary', replay: null }, 5000);
+        await store.recordHeartbeat('agent-2', { currentLsn: '0/4FFF000', role: 'standby', replay }, 5000);
+        assert.deepEqual((await store.listAgents('main')).map((a) => [a.id, a.role, a.replay]), [['agent-1', 'primary', null], ['agent-2', 'standby', replay]]);
+        // A beat without a role (an agent that does not report one) keeps both.
+        await store.recordHeartbeat('agent-2', { currentLsn: '0/5000000' }, 5500);
+        assert.deepEqual([(await store.getAgent('agent-2'))?.role, (await store.getAgent('agent-2'))?.replay], ['standby', replay]);
+        // PostgreSQL down on the primary's host: its role is not known any more (not kept as primary).
+        await store.recordHeartbeat('agent-1', { role: null, replay: null }, 6000);
+        assert.equal((await store.getAgent('agent-1'))?.role, null);
+        // Failover: the standby reports primary and loses its replay figures.
+        await store.recordHeartbeat('agent-2', { currentLsn: '0/6000000', role: 'primary', replay: null }, 7000);
+        const promoted = await store.getAgent('agent-2');
+        assert.deepEqual([promoted?.role, promoted?.replay, promoted?.currentLsn], ['primary', null, '0/6000000']);
       });
     });
 
@@ -380,7 +399,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         const fleet = await store.putPolicy(
           {
             scope: FLEET_POLICY_SCOPE,
-            schedules: { full: '0 1 * * 0', incr: '0 1 * * 1-6', drill: '0 3 * * 6', spreadMinutes: 30 },
+            schedules: { full: '0 1 * * 0', incr: '0 1 * * 1-6', drill: '0 3 * * 6', spreadMinutes: 30, backupFrom: 'prefer-standby' },
             retention: { pitrWindowDays: 7.5, daily: 7, weekly: 4 },
             health: { rpoSeconds: 120, silenceSeconds: 30 },
           },
@@ -388,7 +407,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         );
         assert.deepEqual(fleet, {
           scope: '*',
-          schedules: { full: '0 1 * * 0', incr: '0 1 * * 1-6', drill: '0 3 * * 6', spreadMinutes: 30 },
+          schedules: { full: '0 1 * * 0', incr: '0 1 * * 1-6', drill: '0 3 * * 6', spreadMinutes: 30, backupFrom: 'prefer-standby' },
           retention: { pitrWindowDays: 7.5, daily: 7, weekly: 4 },
           health: { rpoSeconds: 120, silenceSeconds: 30 },
           updatedAt: 12,

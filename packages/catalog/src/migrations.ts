@@ -374,6 +374,17 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('backup', 'restore', 'expire', 'verify', 'drill', 'capture', 'check'));
     `,
   },
+  {
+    description: 'agents.role and agents.replay (HA clusters: primary or standby per host, and a standby\'s replay position and lag)',
+    sqlite: `
+      ALTER TABLE agents ADD COLUMN role TEXT CHECK (role IN ('primary', 'standby'));
+      ALTER TABLE agents ADD COLUMN replay TEXT;
+    `,
+    postgres: `
+      ALTER TABLE agents ADD COLUMN role TEXT CHECK (role IN ('primary', 'standby'));
+      ALTER TABLE agents ADD COLUMN replay JSONB;
+    `,
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */

@@ -5,12 +5,12 @@
  * truthiness, 64-bit integers by the PostgreSQL store's int8 parser (ms timestamps and byte
  * counts stay below 2^53).
  */
-import type { AdminRole, AdminTokenRecord, AgentArchiveSetup, AgentRecord, AgentWalHealth, BackupKind, EnrollmentTokenRecord, JobFilter, BackupRecord, ClusterRecord, JobKind, JobRecord, JobStateName, PolicyHealth, PolicyRecord, PolicyRetention, PolicySchedules, ScheduleKind, ScheduleRunRecord } from './store.js';
+import type { AdminRole, AdminTokenRecord, AgentArchiveSetup, AgentRecord, AgentReplay, AgentWalHealth, ServerRoleName, BackupKind, EnrollmentTokenRecord, JobFilter, BackupRecord, ClusterRecord, JobKind, JobRecord, JobStateName, PolicyHealth, PolicyRecord, PolicyRetention, PolicySchedules, ScheduleKind, ScheduleRunRecord } from './store.js';
 
 export interface ClusterRow { name: string; system_identifier: string; pg_version: number; created_at: number }
 export interface AgentRow {
   id: string; cluster: string; hostname: string; version: string; connected: number | boolean; last_seen: number | null;
-  archiver: unknown; current_lsn: string | null; wal_health: unknown; archive_setup: unknown;
+  archiver: unknown; current_lsn: string | null; wal_health: unknown; archive_setup: unknown; role: string | null; replay: unknown;
 }
 export interface BackupRow {
   cluster: string; label: string; type: string; start_lsn: string; stop_lsn: string; start_time: number; stop_time: number;
@@ -40,6 +40,8 @@ export function agentFromRow(r: AgentRow, decodeJson: DecodeJson): AgentRecord {
     lastSeen: r.last_seen, archiver: decodeJson(r.archiver), currentLsn: r.current_lsn,
     walHealth: (decodeJson(r.wal_health) ?? null) as AgentWalHealth | null,
     archiveSetup: (decodeJson(r.archive_setup) ?? null) as AgentArchiveSetup | null,
+    role: (r.role ?? null) as ServerRoleName | null,
+    replay: (decodeJson(r.replay) ?? null) as AgentReplay | null,
   };
 }
 

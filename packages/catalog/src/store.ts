@@ -47,6 +47,10 @@ export interface AgentRecord {
   walHealth: AgentWalHealth | null;
   /** How the cluster archives WAL (Heartbeat.archive_setup); null before the first report. */
   archiveSetup: AgentArchiveSetup | null;
+  /** What its PostgreSQL was at the last heartbeat; null: not known (down, or no report yet). */
+  role: ServerRoleName | null;
+  /** A standby's replay figures at the last heartbeat (null on a primary). */
+  replay: AgentReplay | null;
 }
 
 /** Heartbeat.archive_setup as the catalog keeps it: the protocol message's fields in camelCase. */
@@ -57,6 +61,21 @@ export interface AgentArchiveSetup {
   viaPgfleet: boolean;
   /** What is wrong ('' when nothing is). */
   problem: string;
+}
+
+/** pg_is_in_recovery() false: primary; true: standby. */
+export type ServerRoleName = 'primary' | 'standby';
+
+/** Heartbeat.replay as the catalog keeps it: what a standby sees of its own lag. */
+export interface AgentReplay {
+  /** pg_last_wal_receive_lsn() ('' without streaming). */
+  receiveLsn: string;
+  /** pg_last_wal_replay_lsn(). */
+  replayLsn: string;
+  receiveReplayBytes: number;
+  /** pg_last_xact_replay_timestamp() in ms (null: nothing replayed yet). */
+  lastReplayTime: number | null;
+  replayLagSeconds: number;
 }
 
 /**
@@ -89,6 +108,13 @@ export interface HeartbeatFigures {
   currentLsn?: string;
   walHealth?: AgentWalHealth;
   archiveSetup?: AgentArchiveSetup;
+  /**
+   * The role at this heartbeat, null when not known (PostgreSQL down): unlike the figures above
+   * it is replaced, never kept, so a host whose server stopped is not taken for a primary. Set
+   * together with `replay` (null unless a standby). Absent: both kept.
+   */
+  role?: ServerRoleName | null;
+  replay?: AgentReplay | null;
 }
 
 export interface BackupRecord {
@@ -128,7 +154,13 @@ export interface PolicySchedules {
   /** Restore drill schedule (cron); '' = not scheduled. */
   drill?: string;
   spreadMinutes?: number;
+  /** Which host of an HA cluster backups run on (scheduled and manual ones alike). */
+  backupFrom?: BackupFrom;
 }
+
+/** primary: the primary only; standby: a caught-up standby only; prefer-standby: a standby if one is fit, else the primary. */
+export type BackupFrom = 'primary' | 'standby' | 'prefer-standby';
+export const BACKUP_FROM_VALUES: readonly BackupFrom[] = ['primary', 'standby', 'prefer-standby'];
 
 /** Health thresholds of a policy (seconds); an absent key is inherited (cluster -> fleet -> controller flags). */
 export interface PolicyHealth {

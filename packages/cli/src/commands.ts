@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path/posix';
 import { PgfleetError, type OptionValues, type ParsedCommand } from '@pgfleet/core';
 import { bearerMetadata, clientTlsCredentials, createClient } from '@pgfleet/rpc';
-import { AdminService, BackupInfoSchema, BackupType, ClusterInfoSchema, JobInfoSchema, JobState, RestoreArchive } from '@pgfleet/proto';
+import { AdminService, BackupInfoSchema, BackupSource, BackupType, ClusterInfoSchema, JobInfoSchema, JobState, RestoreArchive } from '@pgfleet/proto';
 import { formatBytes, formatTable, formatTime } from './format.js';
 import { describeJob, err, follow, ms, out, printJson, startJob, stateName, typeName, type Admin } from './output.js';
 import { pinCommand, policyCommand, retentionCommand } from './policy-commands.js';
@@ -23,6 +23,7 @@ import { applyCommand, fleetFileFromOptions } from './apply-command.js';
 import { enrollTokenCommand, enrollTtlSeconds, tokenCommand } from './token-commands.js';
 
 const TYPES: Record<string, BackupType> = { full: BackupType.FULL, diff: BackupType.DIFF, incr: BackupType.INCR };
+const BACKUP_SOURCES: Record<string, BackupSource> = { primary: BackupSource.PRIMARY, standby: BackupSource.STANDBY, 'prefer-standby': BackupSource.PREFER_STANDBY };
 
 function readOptionFile(option: string, path: string): string {
   try {
@@ -81,7 +82,7 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
         return await backups(admin, positionals[0]!, json);
       case 'backup':
         return await startJob(admin, json, options.wait === true, async () =>
-          (await admin.startBackup({ cluster: positionals[0]!, type: TYPES[String(options.type)] ?? BackupType.FULL })).job!);
+          (await admin.startBackup({ cluster: positionals[0]!, type: TYPES[String(options.type)] ?? BackupType.FULL, from: BACKUP_SOURCES[String(options.from)] ?? BackupSource.UNSPECIFIED })).job!);
       case 'restore':
         return await startJob(admin, json, options.wait === true, async () => (await admin.startRestore(restoreRequest!)).job!);
       case 'jobs':

@@ -22,7 +22,7 @@ import { POLICY_FLAGS } from './program.js';
 
 /** Policy keys as the controller names them -> the flag a user types. */
 export const KEY_FLAGS: Record<string, string> = {
-  full: 'full', diff: 'diff', incr: 'incr', drill: 'drill', spreadMinutes: 'spread-minutes', pitrWindowDays: 'pitr-window-days',
+  full: 'full', diff: 'diff', incr: 'incr', drill: 'drill', spreadMinutes: 'spread-minutes', backupFrom: 'backup-from', pitrWindowDays: 'pitr-window-days',
   daily: 'daily', weekly: 'weekly', monthly: 'monthly', yearly: 'yearly', minFull: 'min-full',
   rpoThresholdSeconds: 'rpo-threshold', staleBackupThresholdSeconds: 'stale-backup-threshold', agentSilenceThresholdSeconds: 'agent-silence-threshold',
 };
@@ -48,6 +48,8 @@ export function policySettingsFromOptions(options: OptionValues): MessageInitSha
         throw new PgfleetError('InvalidArgument', `--${flag} '${String(v)}' is not a 5-field cron expression (minute hour day-of-month month day-of-week, UTC); '' turns the schedule off`);
       }
       s[key] = cron;
+    } else if (flag === 'backup-from') {
+      s[key] = String(v);
     } else {
       s[key] = Number(v);
     }

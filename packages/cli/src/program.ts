@@ -8,7 +8,7 @@ import type { ProgramSpec } from '@pgfleet/core';
 const CONNECTION = ['controller', 'timeout', 'token', 'token-file', 'ca-cert'] as const;
 const TARGET_FLAGS = ['target-time', 'target-lsn', 'target-name', 'target-xid', 'target', 'target-action', 'target-exclusive'] as const;
 /** policy set flags, in the order `policy get` lists the keys. */
-export const POLICY_FLAGS = ['full', 'diff', 'incr', 'drill', 'spread-minutes', 'pitr-window-days', 'daily', 'weekly', 'monthly', 'yearly', 'min-full', 'rpo-threshold', 'stale-backup-threshold', 'agent-silence-threshold'] as const;
+export const POLICY_FLAGS = ['full', 'diff', 'incr', 'drill', 'spread-minutes', 'backup-from', 'pitr-window-days', 'daily', 'weekly', 'monthly', 'yearly', 'min-full', 'rpo-threshold', 'stale-backup-threshold', 'agent-silence-threshold'] as const;
 
 export const cliProgram: ProgramSpec = {
   name: 'pgfleet',
@@ -21,6 +21,7 @@ export const cliProgram: ProgramSpec = {
     { name: 'timeout', type: 'integer', default: 30, min: 1, max: 86_400, description: 'Seconds to wait for each call to the controller (not for --wait).' },
     { name: 'output', type: 'string', default: 'table', choices: ['table', 'json'], description: 'Output format: aligned columns or JSON.' },
     { name: 'type', type: 'string', cliOnly: true, default: 'full', choices: ['full', 'diff', 'incr'], description: 'Backup type.' },
+    { name: 'from', type: 'string', cliOnly: true, choices: ['primary', 'standby', 'prefer-standby'], description: "Which host of an HA cluster to back up (default: the policy's backup-from, else primary): primary, standby (a caught-up standby; fails with PGF-2010 when none is connected) or prefer-standby." },
     { name: 'wait', type: 'boolean', cliOnly: true, description: 'Follow the job, printing progress to stderr, until it ends; exit non-zero if it fails.' },
     { name: 'to', type: 'string', cliOnly: true, description: 'Absolute path of the (empty or new) directory to restore into, on the restoring agent\'s host (with --delta: an existing data directory).' },
     { name: 'tablespace-dir', type: 'string', cliOnly: true, description: "Absolute directory on the agent's host for the restored tablespaces, one <oid> directory each, new or empty (default: <--to>.tablespaces). Never the source's tablespace locations." },
@@ -44,6 +45,7 @@ export const cliProgram: ProgramSpec = {
     { name: 'diff', type: 'string', cliOnly: true, description: "Differential backup schedule (cron, UTC); '' = not scheduled." },
     { name: 'incr', type: 'string', cliOnly: true, description: "Incremental backup schedule (cron, UTC); '' = not scheduled." },
     { name: 'spread-minutes', type: 'integer', cliOnly: true, min: 0, max: 10_080, description: 'Spread scheduled starts over this many minutes per cluster (a fixed offset from the name), so a fleet does not start at one instant.' },
+    { name: 'backup-from', type: 'string', cliOnly: true, choices: ['primary', 'standby', 'prefer-standby'], description: 'Which host of an HA cluster backups run on: primary (default), standby (a caught-up standby only) or prefer-standby (a caught-up standby when one is connected, else the primary).' },
     { name: 'pitr-window-days', type: 'integer', cliOnly: true, min: 0, max: 36_500, description: 'Days back to which point-in-time recovery stays possible (0 = from the newest full backup on).' },
     { name: 'daily', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Keep the newest full backup of each of the last N days that have one (0 = off).' },
     { name: 'weekly', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Keep the newest full backup of each of the last N ISO weeks (0 = off).' },
@@ -79,8 +81,8 @@ export const cliProgram: ProgramSpec = {
     },
     {
       name: 'backup',
-      summary: 'Start a backup of a cluster on its agent.',
-      options: [...CONNECTION, 'output', 'type', 'wait'],
+      summary: 'Start a backup of a cluster on its agent (HA clusters: on the host --from or the policy names).',
+      options: [...CONNECTION, 'output', 'type', 'from', 'wait'],
       positionals: [{ name: 'cluster', description: 'Cluster name.', required: true }],
     },
     {

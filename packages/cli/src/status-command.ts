@@ -3,11 +3,13 @@
  * backup and its age, RPO, archive state, the next scheduled job, the last verify verdict, the
  * last drill and the RTO of the last good one, and the health alerts raised. Ages are computed
  * against this machine's clock; `--output json` gives the exact times (ClusterInfo messages).
+ * Below it, one row per host (agent) of each cluster: its role (primary or standby, from
+ * pg_is_in_recovery()) and a standby's lag, so an HA cluster's hosts and a failover are visible.
  */
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
-import { ClusterInfoSchema, type ClusterInfo } from '@pgfleet/proto';
-import { formatAge, formatTable } from './format.js';
+import { ClusterInfoSchema, ServerRole, type ClusterHost, type ClusterInfo } from '@pgfleet/proto';
+import { formatAge, formatBytes, formatTable } from './format.js';
 import { ms, out, printJson, typeName, type Admin } from './output.js';
 
 export async function statusCommand(admin: Admin, cluster: string | undefined, json: boolean): Promise<number> {
@@ -17,7 +19,7 @@ export async function statusCommand(admin: Admin, cluster: string | undefined, j
     throw new PgfleetError('UnknownCluster', `cluster '${cluster}' is not known to the controller`);
   }
   if (json) printJson(ClusterInfoSchema, shown);
-  else out(describeStatus(shown, Date.now()));
+  else out(`${describeStatus(shown, Date.now())}${describeHosts(shown, Date.now())}`);
   return 0;
 }
 
@@ -41,6 +43,24 @@ export function describeStatus(clusters: readonly ClusterInfo[], now: number): s
       c.alerts.length ? c.alerts.join(',') : '-',
     ]),
   );
+}
+
+const ROLE_NAMES: Record<ServerRole, string> = { [ServerRole.UNSPECIFIED]: 'unknown', [ServerRole.PRIMARY]: 'primary', [ServerRole.STANDBY]: 'standby' };
+
+/** The hosts table (after a blank line), or '' when no cluster has an agent yet. */
+export function describeHosts(clusters: readonly ClusterInfo[], now: number): string {
+  const rows = clusters.flatMap((c) =>
+    c.hosts.map((h) => [c.name, h.agentId, h.hostname, ROLE_NAMES[h.role] ?? 'unknown', h.connected ? 'connected' : `gone ${ago(h.lastSeen, now)}`, h.currentLsn || '-', lag(h)]),
+  );
+  if (rows.length === 0) return '';
+  return `\n\n${formatTable(['CLUSTER', 'AGENT', 'HOST', 'ROLE', 'STATE', 'LSN', 'LAG'], rows)}`;
+}
+
+/** A standby's lag: bytes behind the primary (or, without the primary's position, received but not replayed) and replay delay. */
+function lag(h: ClusterHost): string {
+  if (h.role !== ServerRole.STANDBY) return '-';
+  const bytes = h.lagKnown ? `${formatBytes(h.lagBytes)} behind` : `${formatBytes(h.receiveReplayBytes)} not replayed`;
+  return h.replayLagSeconds > 0 ? `${bytes}, replay ${formatAge(h.replayLagSeconds)}` : bytes;
 }
 
 function nextJob(c: ClusterInfo, now: number): string {

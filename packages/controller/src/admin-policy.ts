@@ -6,7 +6,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
-import type { PolicyRecord } from '@pgfleet/catalog';
+import type { BackupFrom, PolicyRecord } from '@pgfleet/catalog';
 import type {
   GetPolicyResponseSchema,
   PlanRetentionResponseSchema,
@@ -25,12 +25,13 @@ import {
   effectivePolicy,
   isEmptySettings,
   formatPolicyValue,
+  loadClusterPolicy,
   mergeSettings,
   settingsOf,
   validatePolicySettings,
   type PolicySettings,
 } from './policy.js';
-import { loadClusterPolicy, planClusterRetention, planRemovesSomething, startExpireJob, type ClusterRetention } from './retention-jobs.js';
+import { planClusterRetention, planRemovesSomething, startExpireJob, type ClusterRetention } from './retention-jobs.js';
 
 type GetPolicyResponseInit = MessageInitShape<typeof GetPolicyResponseSchema>;
 type PlanInit = MessageInitShape<typeof PlanRetentionResponseSchema>;
@@ -51,6 +52,8 @@ export function settingsFromProto(p: ProtoPolicySettings | undefined): PolicySet
   for (const k of ['full', 'diff', 'incr', 'drill'] as const) if (p[k] !== undefined) s.schedules[k] = p[k].trim();
   for (const k of HEALTH_KEYS) if (p[k] !== undefined) s.health![HEALTH_FIELDS[k]] = p[k];
   if (p.spreadMinutes !== undefined) s.schedules.spreadMinutes = p.spreadMinutes;
+  // Checked by validatePolicySettings, which names the flag and the allowed values.
+  if (p.backupFrom !== undefined) s.schedules.backupFrom = p.backupFrom.trim() as BackupFrom;
   for (const k of ['pitrWindowDays', 'daily', 'weekly', 'monthly', 'yearly', 'minFull'] as const) if (p[k] !== undefined) s.retention[k] = p[k];
   return s;
 }
@@ -74,7 +77,7 @@ function policyResponse(ctx: ControllerContext, cluster: string, fleet: PolicyRe
 export async function getPolicy(ctx: ControllerContext, cluster: string): Promise<GetPolicyResponseInit> {
   if (cluster === '') return policyResponse(ctx, '', await ctx.store.getPolicy(FLEET_POLICY_SCOPE), undefined);
   checkClusterName(cluster);
-  const p = await loadClusterPolicy(ctx, cluster);
+  const p = await loadClusterPolicy(ctx.store, cluster);
   return policyResponse(ctx, cluster, p.fleet, p.cluster);
 }
 

@@ -11,7 +11,7 @@ import { isTerminalJobState, type JobRecord } from '@pgfleet/catalog';
 import type { CallContext, ServiceImpl } from '@pgfleet/rpc';
 import { BackupType, RestoreArchive, type AdminService, type JobInfoSchema, type StartBackupRequest, type StartRestoreRequest } from '@pgfleet/proto';
 import type { AgentSession } from './agent-sessions.js';
-import { backupInfoFromRecord, backupKindFromProto, jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson } from './convert.js';
+import { backupFromProto, backupInfoFromRecord, backupKindFromProto, jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson } from './convert.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from './context.js';
 import { jobEvents } from './events.js';
 import { chooseBackup } from './pitr.js';
@@ -101,7 +101,7 @@ async function requireJob(ctx: ControllerContext, id: string): Promise<JobRecord
 }
 
 async function startBackup(ctx: ControllerContext, req: StartBackupRequest): Promise<MessageInitShape<typeof JobInfoSchema>> {
-  return startBackupJob(ctx, req.cluster, backupKindFromProto(req.type === BackupType.UNSPECIFIED ? BackupType.FULL : req.type));
+  return startBackupJob(ctx, req.cluster, backupKindFromProto(req.type === BackupType.UNSPECIFIED ? BackupType.FULL : req.type), {}, backupFromProto(req.from));
 }
 
 async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): Promise<MessageInitShape<typeof JobInfoSchema>> {
@@ -118,7 +118,8 @@ async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): P
     if (!chosen) throw new PgfleetError('AgentNotConnected', `agent '${req.agentId}' is not connected`);
     session = chosen;
   } else {
-    session = clusterAgent(ctx, req.cluster);
+    // A restore reads the repository and writes a new directory: any host's agent can (the primary's first).
+    session = await clusterAgent(ctx, req.cluster, 'any');
   }
   const recoveryTarget = req.target!;
   const job = await ctx.store.createJob(

@@ -12,13 +12,14 @@ import type { BidiStream, CallContext, ServiceImpl } from '@pgfleet/rpc';
 import { JobState, type AgentService, type ConnectRequest, type ConnectResponseSchema, type Hello, type JobResult } from '@pgfleet/proto';
 import { checkHelloIdentity, requireAgentIdentity } from './access.js';
 import type { AgentSession } from './agent-sessions.js';
-import { archiverJson, archiveSetupRecord, backupInfoFromRecord, backupRecordFromInfo, progressJson, resultJson } from './convert.js';
+import { agentReplayRecord, archiverJson, archiveSetupRecord, backupInfoFromRecord, serverRoleFromProto, backupRecordFromInfo, progressJson, resultJson } from './convert.js';
 import { CONTROLLER_VERSION, eventsCommitted, publishJobs, type ControllerContext } from './context.js';
 import { failedJobEvents, jobEvents, outboxEvent } from './events.js';
 import { walHealthRecord } from './health.js';
 import { captureFinished, capturesFailed } from './drills.js';
 import { recordExpired } from './retention-jobs.js';
 import { recordWalGaps } from './wal-gaps.js';
+import { clusterAgent } from './dispatch.js';
 
 type ConnectStream = BidiStream<ConnectRequest, typeof ConnectResponseSchema>;
 
@@ -54,6 +55,16 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
   if (ctx.agentCertificates) checkHelloIdentity(requireAgentIdentity(call), hello);
   const log = ctx.logger.child({ agentId: hello.agentId, cluster: hello.cluster, peer: call.peer });
 
+  // An HA cluster has one agent per host, all on one database system (a standby is a physical
+  // copy of its primary and keeps its system identifier). An agent on another system under the
+  // same cluster name would mix two clusters' WAL and backups: refused before anything is recorded.
+  const other = ctx.sessions.ofCluster(hello.cluster).find((s) => s.agentId !== hello.agentId && s.systemIdentifier !== hello.systemIdentifier);
+  if (other) {
+    throw new PgfleetError(
+      'HostSystemIdMismatch',
+      `agent ${hello.agentId} (${hello.hostname}) reports system identifier ${hello.systemIdentifier} for cluster '${hello.cluster}', but its connected agent ${other.agentId} (${other.hostname}) runs on system ${other.systemIdentifier}`,
+    );
+  }
   // Throws SystemIdMismatch before anything about the agent is recorded: a different cluster
   // under a known name must not be able to take over its catalog entries or its jobs.
   await ctx.store.upsertCluster({ name: hello.cluster, systemIdentifier: hello.systemIdentifier, pgVersion: hello.pgVersion }, ctx.now());
@@ -69,6 +80,7 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
     agentId: hello.agentId,
     cluster: hello.cluster,
     hostname: hello.hostname,
+    systemIdentifier: hello.systemIdentifier,
     connectedAt: ctx.now(),
     repositories: hello.repositories,
     send: (msg) => stream.send(msg),
@@ -182,7 +194,8 @@ async function handleMessage(ctx: ControllerContext, session: AgentSession, req:
   switch (msg.case) {
     case 'hello':
       throw new PgfleetError('InvalidArgument', 'Hello was sent twice on one stream');
-    case 'heartbeat':
+    case 'heartbeat': {
+      const role = serverRoleFromProto(msg.value.role);
       await ctx.store.recordHeartbeat(
         session.agentId,
         {
@@ -190,10 +203,16 @@ async function handleMessage(ctx: ControllerContext, session: AgentSession, req:
           currentLsn: msg.value.currentLsn,
           ...(msg.value.wal ? { walHealth: walHealthRecord(msg.value.wal) } : {}),
           ...(msg.value.archiveSetup ? { archiveSetup: archiveSetupRecord(msg.value.archiveSetup) } : {}),
+          role,
+          replay: agentReplayRecord(role, msg.value.replay),
         },
         ctx.now(),
       );
       await ctx.health?.onHeartbeat(session.agentId, session.cluster, { streamedLsn: msg.value.streamedLsn, currentLsn: msg.value.currentLsn });
+      return;
+    }
+    case 'walSwitch':
+      await forwardWalSwitch(ctx, session, msg.value.jobId, msg.value.lsn, log);
       return;
     case 'progress': {
       await ownJob(ctx, session, msg.value.jobId);
@@ -207,6 +226,27 @@ async function handleMessage(ctx: ControllerContext, session: AgentSession, req:
     default:
       throw new PgfleetError('InvalidArgument', 'empty ConnectRequest');
   }
+}
+
+/**
+ * A backup running on a standby needs the segment holding its stop LSN archived, which only the
+ * primary can bring about (agent.proto WalSwitch): forwarded to the cluster's primary agent. The
+ * standby repeats the request while it waits, so a primary agent that is away now gets it later;
+ * without one the backup ends with WalArchiveTimeout unless archive_timeout finishes the segment.
+ */
+async function forwardWalSwitch(ctx: ControllerContext, session: AgentSession, jobId: string, lsn: string, log: ControllerContext['logger']): Promise<void> {
+  const job = await ownJob(ctx, session, jobId);
+  if (job.kind !== 'backup') throw new PgfleetError('InvalidArgument', `job ${jobId} is a ${job.kind} job; only a backup asks for a WAL switch`);
+  let primary: AgentSession;
+  try {
+    primary = await clusterAgent(ctx, session.cluster, 'primary');
+  } catch (err) {
+    log.warn({ jobId, lsn, code: asPgfleetError(err).code }, `WAL switch for the standby backup not forwarded: ${asPgfleetError(err).message}`);
+    return;
+  }
+  if (primary.agentId === session.agentId) return; // promoted meanwhile: it switches WAL itself
+  primary.send({ msg: { case: 'walSwitch', value: { jobId, lsn } } });
+  log.info({ jobId, lsn, primary: primary.agentId }, 'WAL switch asked of the primary for a standby backup');
 }
 
 /** An agent may only report on jobs dispatched to it. */

@@ -10,6 +10,8 @@ export interface AgentSession {
   readonly agentId: string;
   readonly cluster: string;
   readonly hostname: string;
+  /** Its PostgreSQL's system identifier (Hello): every agent of a cluster must report the same. */
+  readonly systemIdentifier: string;
   readonly connectedAt: number;
   /** The repositories the agent's own configuration names (Hello), shown by status. */
   readonly repositories?: readonly Repository[];
@@ -47,13 +49,12 @@ export class AgentSessions {
     return this.byId.get(agentId);
   }
 
-  /** The cluster's connected agent (one per cluster is normal; with several, the longest connected). */
-  forCluster(cluster: string): AgentSession | undefined {
-    let found: AgentSession | undefined;
-    for (const s of this.byId.values()) {
-      if (s.cluster === cluster && (!found || s.connectedAt < found.connectedAt)) found = s;
-    }
-    return found;
+  /**
+   * The cluster's connected agents, longest connected first. An HA cluster has one per host;
+   * which one runs a job is agent-choice.ts's decision (dispatch.ts clusterAgent), by role.
+   */
+  ofCluster(cluster: string): AgentSession[] {
+    return [...this.byId.values()].filter((s) => s.cluster === cluster).sort((a, b) => a.connectedAt - b.connectedAt);
   }
 
   all(): AgentSession[] {

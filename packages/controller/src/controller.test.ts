@@ -255,11 +255,13 @@ describe('controller over gRPC', () => {
     agent = again;
   });
 
-  test('Hello from another cluster under a known name is refused with PGF-3005', async () => {
+  test('Hello from another database system under a known name, while the cluster\'s agent is connected, is refused with PGF-3012 naming that agent', async () => {
+    // (With no agent connected the catalog's record refuses it: PGF-3005, catalog-suite.ts.)
     const impostor = new FakeAgent(controller.address);
     impostor.hello({ agentId: 'agent-x', systemIdentifier: '999' });
     const err = await impostor.ended();
-    assert.ok(PgfleetError.is(err, 'SystemIdMismatch'), String(err));
+    assert.ok(PgfleetError.is(err, 'HostSystemIdMismatch'), String(err));
+    assert.match((err as Error).message, /agent-1/);
     assert.equal((await admin.listClusters({})).clusters.find((c) => c.name === 'main')?.systemIdentifier, SYSID);
   });
 

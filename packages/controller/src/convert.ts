@@ -6,12 +6,15 @@
 import { create, fromJson, toJson, type JsonValue, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs, timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
-import type { AgentArchiveSetup, AgentRecord, AgentWalHealth, BackupKind, BackupRecord, ClusterRecord, JobRecord, JobStateName } from '@pgfleet/catalog';
+import type { AgentArchiveSetup, AgentRecord, AgentReplay, AgentWalHealth, BackupFrom, BackupKind, ServerRoleName, BackupRecord, ClusterRecord, JobRecord, JobStateName } from '@pgfleet/catalog';
 import {
   ArchiverStatsSchema,
   BackupInfoSchema,
+  BackupSource,
   CheckResultSchema,
   BackupType,
+  ServerRole,
+  type StandbyReplay,
   ClusterInfoSchema,
   ExpireResultSchema,
   VerifyResultSchema,
@@ -48,6 +51,39 @@ const STATE_TO_PROTO: Record<JobStateName, JobState> = {
 
 export function jobStateToProto(state: JobStateName): JobState {
   return STATE_TO_PROTO[state];
+}
+
+const BACKUP_FROM: Record<BackupSource, BackupFrom | undefined> = {
+  [BackupSource.UNSPECIFIED]: undefined,
+  [BackupSource.PRIMARY]: 'primary',
+  [BackupSource.STANDBY]: 'standby',
+  [BackupSource.PREFER_STANDBY]: 'prefer-standby',
+};
+
+/** StartBackupRequest.from; undefined (UNSPECIFIED): the policy decides. */
+export function backupFromProto(from: BackupSource): BackupFrom | undefined {
+  return BACKUP_FROM[from];
+}
+
+/** Heartbeat.role as the catalog keeps it (UNSPECIFIED: not known). */
+export function serverRoleFromProto(role: ServerRole): ServerRoleName | null {
+  return role === ServerRole.PRIMARY ? 'primary' : role === ServerRole.STANDBY ? 'standby' : null;
+}
+
+export function serverRoleToProto(role: ServerRoleName | null): ServerRole {
+  return role === 'primary' ? ServerRole.PRIMARY : role === 'standby' ? ServerRole.STANDBY : ServerRole.UNSPECIFIED;
+}
+
+/** Heartbeat.replay as the catalog keeps it (a standby's only). */
+export function agentReplayRecord(role: ServerRoleName | null, r: StandbyReplay | undefined): AgentReplay | null {
+  if (role !== 'standby' || !r) return null;
+  return {
+    receiveLsn: r.receiveLsn,
+    replayLsn: r.replayLsn,
+    receiveReplayBytes: Number(r.receiveReplayBytes),
+    lastReplayTime: r.lastReplayTime ? timestampMs(r.lastReplayTime) : null,
+    replayLagSeconds: r.replayLagSeconds,
+  };
 }
 
 export function backupKindFromProto(type: BackupType): BackupKind {

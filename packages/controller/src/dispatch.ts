@@ -5,12 +5,14 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { ErrorCodes, PgfleetError, newJobId } from '@pgfleet/core';
-import type { BackupKind, JobRecord } from '@pgfleet/catalog';
+import type { BackupFrom, BackupKind, JobRecord } from '@pgfleet/catalog';
 import type { JobInfoSchema, JobSchema } from '@pgfleet/proto';
+import { chooseAgent, DEFAULT_STANDBY_MAX_LAG_BYTES, type AgentCandidate, type AgentNeed } from './agent-choice.js';
 import type { AgentSession } from './agent-sessions.js';
 import { backupKindToProto, jobInfoFromRecord } from './convert.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from './context.js';
 import { jobEvents } from './events.js';
+import { loadClusterPolicy } from './policy.js';
 
 export async function requireCluster(ctx: ControllerContext, name: string) {
   if (!name) throw new PgfleetError('InvalidArgument', 'a cluster name is required');
@@ -19,10 +21,22 @@ export async function requireCluster(ctx: ControllerContext, name: string) {
   return cluster;
 }
 
-export function clusterAgent(ctx: ControllerContext, cluster: string): AgentSession {
-  const session = ctx.sessions.forCluster(cluster);
-  if (!session) throw new PgfleetError('AgentNotConnected', `no agent of cluster '${cluster}' is connected`);
-  return session;
+/**
+ * The connected agent of the cluster that runs a job with this need (agent-choice.ts): by the
+ * role and lag each agent's last heartbeat reported (catalog), among this controller's streams.
+ */
+export async function clusterAgent(ctx: ControllerContext, cluster: string, need: AgentNeed): Promise<AgentSession> {
+  const sessions = ctx.sessions.ofCluster(cluster);
+  if (sessions.length === 0) throw new PgfleetError('AgentNotConnected', `no agent of cluster '${cluster}' is connected`);
+  const records = new Map((await ctx.store.listAgents(cluster)).map((a) => [a.id, a]));
+  const candidates: AgentCandidate[] = sessions.map((s) => {
+    const r = records.get(s.agentId);
+    return { agentId: s.agentId, hostname: s.hostname, connectedAt: s.connectedAt, role: r?.role ?? null, lastSeen: r?.lastSeen ?? null, currentLsn: r?.currentLsn ?? null, replay: r?.replay ?? null };
+  });
+  // A standby is judged by its heartbeats: a few missed ones (or 30 s) and its figures are stale.
+  const limits = { now: ctx.now(), maxLagBytes: DEFAULT_STANDBY_MAX_LAG_BYTES, maxSilenceMs: Math.max(30_000, 5 * ctx.heartbeatIntervalSeconds * 1000) };
+  const chosen = chooseAgent(cluster, candidates, need, limits);
+  return sessions.find((s) => s.agentId === chosen.agentId)!;
 }
 
 /**
@@ -60,27 +74,31 @@ export async function dispatch(ctx: ControllerContext, session: AgentSession, jo
 }
 
 /**
- * Starts a backup of the cluster on its connected agent. `params` adds to what the job records
- * (the scheduler notes the fire time it stands for).
+ * Starts a backup of the cluster. `from` picks the host (primary, standby, prefer-standby);
+ * without it the cluster's policy decides (backup_from, default primary). `params` adds to what
+ * the job records (the scheduler notes the fire time it stands for).
  */
-export async function startBackupJob(ctx: ControllerContext, cluster: string, kind: BackupKind, params: Record<string, unknown> = {}): Promise<MessageInitShape<typeof JobInfoSchema>> {
+export async function startBackupJob(ctx: ControllerContext, cluster: string, kind: BackupKind, params: Record<string, unknown> = {}, from?: BackupFrom): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);
-  const session = clusterAgent(ctx, cluster);
+  const source = from ?? (await loadClusterPolicy(ctx.store, cluster)).effective.backupFrom;
+  const session = await clusterAgent(ctx, cluster, source);
   // One backup (or expire) per cluster at a time, as the scheduler already does for its own starts.
   const running = (await ctx.store.listActiveJobs()).find((j) => j.cluster === cluster && (j.kind === 'backup' || j.kind === 'expire'));
   if (running) throw new PgfleetError('BackupInProgress', `cluster ${cluster} already has a ${running.kind} job running (${running.id}, ${running.state})`);
-  const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'backup', agentId: session.agentId, params: { type: kind, ...params } }, ctx.now());
+  // `from` is recorded when it is not the primary (jobs without it ran on the primary, as before HA clusters).
+  const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'backup', agentId: session.agentId, params: { type: kind, ...(source !== 'primary' ? { from: source } : {}), ...params } }, ctx.now());
   // The agent names the backup from its start time (see backupLabel in core).
   return dispatch(ctx, session, job, { case: 'backup', value: { type: backupKindToProto(kind), label: '' } });
 }
 
 /**
- * Starts a check of the cluster's WAL archiving on its connected agent (CheckJob). It switches a
+ * Starts a check of the cluster's WAL archiving on its primary's agent (CheckJob). It switches a
  * WAL segment, so it is the cluster's own agent's job, never another's.
  */
 export async function startCheckJob(ctx: ControllerContext, cluster: string, timeoutSeconds: number): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);
-  const session = clusterAgent(ctx, cluster);
+  // pg_switch_wal() and the archiver: the primary's agent.
+  const session = await clusterAgent(ctx, cluster, 'primary');
   const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'check', agentId: session.agentId, params: { timeoutSeconds } }, ctx.now());
   return dispatch(ctx, session, job, { case: 'check', value: { timeoutSeconds } });
 }
@@ -88,7 +106,7 @@ export async function startCheckJob(ctx: ControllerContext, cluster: string, tim
 /** Starts a verify job (read-only check of the cluster's repository) on the cluster's connected agent. */
 export async function startVerifyJob(ctx: ControllerContext, cluster: string, full: boolean): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);
-  const session = clusterAgent(ctx, cluster);
+  const session = await clusterAgent(ctx, cluster, 'any');
   const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'verify', agentId: session.agentId, params: { full } }, ctx.now());
   return dispatch(ctx, session, job, { case: 'verify', value: { full } });
 }

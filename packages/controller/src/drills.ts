@@ -75,7 +75,10 @@ export async function startDrillJob(ctx: ControllerContext, req: DrillRequest): 
     if (backups.length === 0) throw new PgfleetError('NoBackup', `cluster '${req.cluster}' has no backup to drill yet`);
     if (backupLabel && !backups.some((b) => b.label === backupLabel)) throw new PgfleetError('UnknownBackup', `backup '${backupLabel}' does not exist for cluster '${req.cluster}'`);
   }
-  const own = clusterAgent(ctx, req.cluster);
+  // The cluster's own agent counts the source's rows and creates the restore point
+  // (pg_create_restore_point and pg_switch_wal only work on the primary); a drill with a target
+  // captures nothing and may run on any host.
+  const own = await clusterAgent(ctx, req.cluster, req.target ? 'any' : 'primary');
   let session: AgentSession = own;
   if (req.agentId) {
     const chosen = ctx.sessions.get(req.agentId);

@@ -477,7 +477,12 @@ export class HealthMonitor {
   }
 }
 
-/** The cluster's agent to judge by: a connected one first, then the one seen last. */
+/**
+ * The agent whose figures stand for the cluster: the primary's (in an HA cluster its archiver and
+ * current LSN are the cluster's; a standby's archiver counts only what it archives itself), then a
+ * connected one over one that is away, then the newest heartbeat. One agent: that one.
+ */
 export function pickAgent(agents: readonly AgentRecord[]): AgentRecord | undefined {
-  return [...agents].sort((x, y) => Number(y.connected) - Number(x.connected) || (y.lastSeen ?? 0) - (x.lastSeen ?? 0))[0];
+  const rank = (a: AgentRecord) => (a.role === 'primary' ? 2 : 0) + (a.connected ? 1 : 0);
+  return [...agents].sort((x, y) => rank(y) - rank(x) || (y.lastSeen ?? 0) - (x.lastSeen ?? 0))[0];
 }

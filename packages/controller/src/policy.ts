@@ -7,13 +7,15 @@
  * - Schedules: an unset cron is inherited; '' means "not scheduled" and stops an inherited one
  *   (a cluster can opt out of the fleet's incr schedule). No built-in schedule: nothing runs
  *   until someone asks for it.
+ * - backupFrom: which host of an HA cluster backups run on (primary, standby, prefer-standby);
+ *   built-in: the primary.
  * - Retention: unset values take the built-in defaults below, but retention only runs on its own
  *   (after backups, hourly) once at least one retention value is set at the fleet or the cluster:
  *   a controller must never start deleting backups because of defaults nobody chose (pgBackRest
  *   also refuses to expire without repo-retention-full). `pgfleet retention apply` runs it anyway.
  */
 import { PgfleetError } from '@pgfleet/core';
-import { FLEET_POLICY_SCOPE, type BackupKind, type PolicyHealth, type PolicyRecord, type PolicyRetention, type PolicySchedules } from '@pgfleet/catalog';
+import { BACKUP_FROM_VALUES, FLEET_POLICY_SCOPE, type BackupFrom, type BackupKind, type CatalogStore, type PolicyHealth, type PolicyRecord, type PolicyRetention, type PolicySchedules } from '@pgfleet/catalog';
 import { validateRetentionPolicy, type RetentionPolicy } from './retention.js';
 import { CronSchedule } from './schedule.js';
 
@@ -38,13 +40,15 @@ export const HEALTH_FIELDS: Record<HealthKey, keyof PolicyHealth> = {
   agentSilenceThresholdSeconds: 'silenceSeconds',
 };
 /** Every key in the order `policy get` lists them. */
-export const POLICY_KEYS = [...SCHEDULE_KEYS, 'drill', 'spreadMinutes', ...RETENTION_KEYS, ...HEALTH_KEYS] as const;
+export const POLICY_KEYS = [...SCHEDULE_KEYS, 'drill', 'spreadMinutes', 'backupFrom', ...RETENTION_KEYS, ...HEALTH_KEYS] as const;
+/** Built-in backup source: the primary, as before HA clusters (a standby backup is opted into). */
+export const DEFAULT_BACKUP_FROM: BackupFrom = 'primary';
 export type PolicyKey = (typeof POLICY_KEYS)[number];
 export type PolicySource = 'cluster' | 'fleet' | 'default';
 
 /** The CLI flag of each key, named in validation errors so a user knows what to fix. */
 export const POLICY_FLAGS: Record<PolicyKey, string> = {
-  full: '--full', diff: '--diff', incr: '--incr', drill: '--drill', spreadMinutes: '--spread-minutes', pitrWindowDays: '--pitr-window-days',
+  full: '--full', diff: '--diff', incr: '--incr', drill: '--drill', spreadMinutes: '--spread-minutes', backupFrom: '--backup-from', pitrWindowDays: '--pitr-window-days',
   daily: '--daily', weekly: '--weekly', monthly: '--monthly', yearly: '--yearly', minFull: '--min-full',
   rpoThresholdSeconds: '--rpo-threshold', staleBackupThresholdSeconds: '--stale-backup-threshold', agentSilenceThresholdSeconds: '--agent-silence-threshold',
 };
@@ -62,6 +66,8 @@ export interface EffectivePolicy {
   /** Cron of the restore drill schedule (unset: no scheduled drills). */
   drill?: string;
   spreadMinutes: number;
+  /** Which host backups run on (agent-choice.ts). */
+  backupFrom: BackupFrom;
   /** Thresholds set by the cluster or fleet policy; unset ones come from the controller's flags. */
   health: PolicyHealth;
   retention: RetentionPolicy;
@@ -78,7 +84,7 @@ function isHealthKey(key: PolicyKey): key is HealthKey {
 
 function valueOf(p: PolicySettings | undefined, key: PolicyKey): string | number | undefined {
   if (!p) return undefined;
-  if (key === 'full' || key === 'diff' || key === 'incr' || key === 'drill' || key === 'spreadMinutes') return p.schedules[key];
+  if (key === 'full' || key === 'diff' || key === 'incr' || key === 'drill' || key === 'spreadMinutes' || key === 'backupFrom') return p.schedules[key];
   if (isHealthKey(key)) return p.health?.[HEALTH_FIELDS[key]];
   return p.retention[key];
 }
@@ -107,6 +113,7 @@ export function effectivePolicy(fleet: PolicySettings | undefined, cluster: Poli
   }
   const drillCron = pick('drill');
   const spread = pick('spreadMinutes');
+  const backupFrom = pick('backupFrom');
   const retention = { ...DEFAULT_RETENTION };
   for (const key of RETENTION_KEYS) {
     const v = pick(key);
@@ -122,11 +129,28 @@ export function effectivePolicy(fleet: PolicySettings | undefined, cluster: Poli
     schedules,
     ...(typeof drillCron === 'string' && drillCron.trim() !== '' ? { drill: drillCron.trim() } : {}),
     spreadMinutes: typeof spread === 'number' ? spread : DEFAULT_SPREAD_MINUTES,
+    backupFrom: isBackupFrom(backupFrom) ? backupFrom : DEFAULT_BACKUP_FROM,
     retention,
     health,
     sources,
     retentionConfigured,
   };
+}
+
+export interface ClusterPolicy {
+  fleet: PolicyRecord | undefined;
+  cluster: PolicyRecord | undefined;
+  effective: EffectivePolicy;
+}
+
+/** The cluster's stored override and the fleet default, and the effective policy they make. */
+export async function loadClusterPolicy(store: Pick<CatalogStore, 'getPolicy'>, cluster: string): Promise<ClusterPolicy> {
+  const [fleet, own] = await Promise.all([store.getPolicy(FLEET_POLICY_SCOPE), store.getPolicy(cluster)]);
+  return { fleet, cluster: own, effective: effectivePolicy(fleet && settingsOf(fleet), own && settingsOf(own)) };
+}
+
+function isBackupFrom(v: unknown): v is BackupFrom {
+  return (BACKUP_FROM_VALUES as readonly unknown[]).includes(v);
 }
 
 /** The stored form of a policy record (or an empty one). */
@@ -172,6 +196,8 @@ export function validatePolicySettings(settings: PolicySettings): void {
   if (spread !== undefined && (!Number.isFinite(spread) || spread < 0 || spread > 7 * 24 * 60)) {
     bad('spreadMinutes', `must be a number of minutes from 0 to ${7 * 24 * 60}, got ${String(spread)}`);
   }
+  const from = settings.schedules.backupFrom;
+  if (from !== undefined && !isBackupFrom(from)) bad('backupFrom', `must be one of ${BACKUP_FROM_VALUES.join(', ')}, got '${String(from)}'`);
   const days = settings.retention.pitrWindowDays;
   if (days !== undefined && (!Number.isFinite(days) || days < 0)) bad('pitrWindowDays', `must be a number of days >= 0, got ${String(days)}`);
   for (const key of ['daily', 'weekly', 'monthly', 'yearly', 'minFull'] as const) {
@@ -191,6 +217,7 @@ export function formatPolicyValue(key: PolicyKey, eff: EffectivePolicy, healthDe
   if (key === 'full' || key === 'diff' || key === 'incr') return eff.schedules[key] ?? '-';
   if (key === 'drill') return eff.drill ?? '-';
   if (key === 'spreadMinutes') return String(eff.spreadMinutes);
+  if (key === 'backupFrom') return eff.backupFrom;
   if (isHealthKey(key)) {
     const v = eff.health[HEALTH_FIELDS[key]] ?? healthDefaults?.[HEALTH_FIELDS[key]];
     return v === undefined ? '-' : String(v);

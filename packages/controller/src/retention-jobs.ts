@@ -7,23 +7,12 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { newJobId } from '@pgfleet/core';
-import { FLEET_POLICY_SCOPE, type BackupRecord, type JobRecord, type PolicyRecord } from '@pgfleet/catalog';
+import type { BackupRecord, JobRecord } from '@pgfleet/catalog';
 import type { ExpireResult, JobInfoSchema } from '@pgfleet/proto';
 import type { ControllerContext } from './context.js';
 import { clusterAgent, dispatch, requireCluster } from './dispatch.js';
-import { effectivePolicy, settingsOf, type EffectivePolicy } from './policy.js';
+import { loadClusterPolicy, type ClusterPolicy } from './policy.js';
 import { planRetention, type RetentionBackup, type RetentionPlan, type WalKeepRange } from './retention.js';
-
-export interface ClusterPolicy {
-  fleet: PolicyRecord | undefined;
-  cluster: PolicyRecord | undefined;
-  effective: EffectivePolicy;
-}
-
-export async function loadClusterPolicy(ctx: ControllerContext, cluster: string): Promise<ClusterPolicy> {
-  const [fleet, own] = await Promise.all([ctx.store.getPolicy(FLEET_POLICY_SCOPE), ctx.store.getPolicy(cluster)]);
-  return { fleet, cluster: own, effective: effectivePolicy(fleet && settingsOf(fleet), own && settingsOf(own)) };
-}
 
 export interface ClusterRetention {
   cluster: string;
@@ -44,7 +33,7 @@ function retentionBackup(b: BackupRecord): RetentionBackup {
 export async function planClusterRetention(ctx: ControllerContext, cluster: string): Promise<ClusterRetention> {
   await requireCluster(ctx, cluster);
   const now = ctx.now();
-  const [policy, backups] = await Promise.all([loadClusterPolicy(ctx, cluster), ctx.store.listBackups(cluster)]);
+  const [policy, backups] = await Promise.all([loadClusterPolicy(ctx.store, cluster), ctx.store.listBackups(cluster)]);
   const plan = planRetention(backups.map(retentionBackup), policy.effective.retention, now);
   return { cluster, now, policy, backups, plan };
 }
@@ -74,7 +63,8 @@ export function planRemovesSomething(plan: RetentionPlan): boolean {
 
 /** Dispatches an expire job for the plan to the cluster's connected agent. */
 export async function startExpireJob(ctx: ControllerContext, r: ClusterRetention, reason: string): Promise<MessageInitShape<typeof JobInfoSchema>> {
-  const session = clusterAgent(ctx, r.cluster);
+  // Expiring only touches the repository: any host's agent can.
+  const session = await clusterAgent(ctx, r.cluster, 'any');
   const params = expireParams(r.plan, reason);
   const job = await ctx.store.createJob({ id: newJobId(), cluster: r.cluster, kind: 'expire', agentId: session.agentId, params }, ctx.now());
   return dispatch(ctx, session, job, {

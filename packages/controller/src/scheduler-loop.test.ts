@@ -89,18 +89,18 @@ describe('policies', () => {
     let p = (await admin.getPolicy({ cluster: 'alpha' }));
     assert.deepEqual(p.values.map((v) => [v.key, v.value, v.source]), [
       ['full', '-', 'default'], ['diff', '-', 'default'], ['incr', '-', 'default'], ['drill', '-', 'default'], ['spreadMinutes', '30', 'default'],
-      ['pitrWindowDays', '7', 'default'], ['daily', '7', 'default'], ['weekly', '4', 'default'], ['monthly', '12', 'default'],
+      ['backupFrom', 'primary', 'default'], ['pitrWindowDays', '7', 'default'], ['daily', '7', 'default'], ['weekly', '4', 'default'], ['monthly', '12', 'default'],
       ['yearly', '0', 'default'], ['minFull', '1', 'default'],
       // Health thresholds nobody set show the controller's flags (defaults here).
       ['rpoThresholdSeconds', '300', 'default'], ['staleBackupThresholdSeconds', '93600', 'default'], ['agentSilenceThresholdSeconds', '60', 'default'],
     ]);
     assert.equal(p.retentionConfigured, false);
     await admin.setPolicy({ fleet: true, settings: { full: '0 1 * * 0', incr: '0 1 * * 1-6', daily: 5 } });
-    await admin.setPolicy({ cluster: 'alpha', settings: { incr: '', minFull: 3, drill: '0 4 * * 0', rpoThresholdSeconds: 90 } });
+    await admin.setPolicy({ cluster: 'alpha', settings: { incr: '', minFull: 3, drill: '0 4 * * 0', rpoThresholdSeconds: 90, backupFrom: 'prefer-standby' } });
     p = (await admin.setPolicy({ cluster: 'alpha', settings: { weekly: 2 } })).policy!;
     const v = Object.fromEntries(p.values.map((x) => [x.key, `${x.value}/${x.source}`]));
     assert.deepEqual(v, {
-      full: '0 1 * * 0/fleet', diff: '-/default', incr: '-/cluster', drill: '0 4 * * 0/cluster', spreadMinutes: '30/default', pitrWindowDays: '7/default',
+      full: '0 1 * * 0/fleet', diff: '-/default', incr: '-/cluster', drill: '0 4 * * 0/cluster', spreadMinutes: '30/default', backupFrom: 'prefer-standby/cluster', pitrWindowDays: '7/default',
       daily: '5/fleet', weekly: '2/cluster', monthly: '12/default', yearly: '0/default', minFull: '3/cluster',
       rpoThresholdSeconds: '90/cluster', staleBackupThresholdSeconds: '93600/default', agentSilenceThresholdSeconds: '60/default',
     });
@@ -121,6 +121,7 @@ describe('policies', () => {
     await rejectsWith(admin.setPolicy({ cluster: 'alpha', settings: { spreadMinutes: -5 } }), 'InvalidArgument', /--spread-minutes/);
     await rejectsWith(admin.setPolicy({ cluster: 'alpha', settings: { drill: 'every sunday' } }), 'InvalidArgument', /--drill/);
     await rejectsWith(admin.setPolicy({ cluster: 'alpha', settings: { rpoThresholdSeconds: 0 } }), 'InvalidArgument', /--rpo-threshold/);
+    await rejectsWith(admin.setPolicy({ cluster: 'alpha', settings: { backupFrom: 'replica' } }), 'InvalidArgument', /--backup-from.*primary, standby, prefer-standby.*'replica'/);
     await rejectsWith(admin.setPolicy({ cluster: '*', settings: { daily: 1 } }), 'InvalidArgument', /--fleet/);
     await rejectsWith(admin.setPolicy({ cluster: 'alpha', fleet: true, settings: { daily: 1 } }), 'InvalidArgument');
     assert.ok((await admin.getPolicy({ cluster: 'alpha' })).values.every((x) => x.source === 'default'));

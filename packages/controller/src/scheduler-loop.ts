@@ -102,7 +102,8 @@ export class SchedulerLoop {
     const drillSchedules: DrillSchedule[] = [];
     const retentionClusters: string[] = [];
     for (const cluster of clusters) {
-      const session = this.ctx.sessions.forCluster(cluster)!;
+      // The host a schedule is spread by: the longest connected agent (the backup itself goes where backup_from says).
+      const session = this.ctx.sessions.ofCluster(cluster)[0]!;
       const eff = effectivePolicy(fleet, policies.get(cluster));
       if (eff.retentionConfigured) retentionClusters.push(cluster);
       if (eff.drill) drillSchedules.push({ cluster, cron: eff.drill, spreadMinutes: eff.spreadMinutes });

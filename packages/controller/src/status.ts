@@ -4,6 +4,9 @@
  * health conditions raised (health.ts), the archive state, the next job a schedule will start
  * (schedule.ts), the last verify verdict and the last (good) restore drill with its RTO.
  *
+ * An HA cluster has one agent per host: `hosts` lists each with its role and a standby's lag, and
+ * the cluster's own figures (agent, archiver, RPO) are the primary's.
+ *
  * Everything is read from the catalog, so any controller sharing it answers the same; only the
  * streamed LSN of a streaming agent comes from this controller's health monitor (it is not
  * stored), and without it RPO is judged from archiving alone, which can only overstate it.
@@ -11,15 +14,17 @@
 import { fromJson, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { FLEET_POLICY_SCOPE, type AgentRecord, type ClusterRecord, type HealthStateRecord, type JobRecord, type ScheduleKind } from '@pgfleet/catalog';
-import { DrillResultSchema, VerifyResultSchema, type ClusterInfoSchema, type DrillSummarySchema, type ScheduledJobSchema, type VerifySummarySchema } from '@pgfleet/proto';
+import { DrillResultSchema, VerifyResultSchema, type ClusterHostSchema, type ClusterInfoSchema, type DrillSummarySchema, type ScheduledJobSchema, type VerifySummarySchema } from '@pgfleet/proto';
 import type { ControllerContext } from './context.js';
-import { clusterInfo, walHealthFromRecord, type JobResultJson } from './convert.js';
-import { archiveFailing, archiverFromJson, rpoSeconds } from './health.js';
+import { clusterInfo, serverRoleToProto, walHealthFromRecord, type JobResultJson } from './convert.js';
+import { standbyLag } from './agent-choice.js';
+import { archiveFailing, archiverFromJson, pickAgent, rpoSeconds } from './health.js';
 import { effectivePolicy, settingsOf, type EffectivePolicy } from './policy.js';
 import { BACKUP_PRECEDENCE, dueRuns, nextFireTime } from './schedule.js';
 
 type ClusterInfoInit = MessageInitShape<typeof ClusterInfoSchema>;
 type ScheduledJobInit = MessageInitShape<typeof ScheduledJobSchema>;
+type ClusterHostInit = MessageInitShape<typeof ClusterHostSchema>;
 type DrillSummaryInit = MessageInitShape<typeof DrillSummarySchema>;
 type VerifySummaryInit = MessageInitShape<typeof VerifySummarySchema>;
 
@@ -57,7 +62,7 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
         ctx.store.listJobs({ cluster: c.name, kind: 'drill', limit: 10 }),
         ctx.store.listJobs({ cluster: c.name, kind: 'drill', state: 'succeeded', limit: GOOD_DRILL_SCAN }),
       ]);
-      const agent = clusterAgentRecord(agents);
+      const agent = pickAgent(agents);
       const eff = effectivePolicy(fleet, settings.get(c.name));
       const lastDrill = drills.map(drillSummaryFromJob).find((d) => d !== undefined);
       const lastGoodDrill = goodDrills.map(drillSummaryFromJob).find((d) => d?.ok === true);
@@ -76,14 +81,38 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
         ...(agent?.archiveSetup ? { archiveSetup: agent.archiveSetup } : {}),
         // What the connected agent reported in its Hello (not kept once it disconnects).
         repositories: agent ? [...(ctx.sessions.get(agent.id)?.repositories ?? [])] : [],
+        hosts: clusterHosts(agents),
       });
     }),
   );
 }
 
-/** The cluster's agent to show: the connected one, else the one seen last (its figures are the newest known). */
-export function clusterAgentRecord(agents: readonly AgentRecord[]): AgentRecord | undefined {
-  return agents.find((a) => a.connected) ?? [...agents].sort((a, b) => (b.lastSeen ?? 0) - (a.lastSeen ?? 0))[0];
+/**
+ * Every host of the cluster as its agent last reported it, the primary first, then standbys,
+ * then hosts whose role is not known; connected before away. A standby's byte lag is measured
+ * against the primary's current LSN when a primary's agent is connected (the standby cannot see
+ * the primary's position itself).
+ */
+export function clusterHosts(agents: readonly AgentRecord[]): ClusterHostInit[] {
+  const primaryLsn = agents.find((a) => a.role === 'primary' && a.connected)?.currentLsn;
+  const order = (a: AgentRecord) => (a.role === 'primary' ? 0 : a.role === 'standby' ? 1 : 2) * 2 + (a.connected ? 0 : 1);
+  return [...agents]
+    .sort((x, y) => order(x) - order(y) || (x.id < y.id ? -1 : x.id > y.id ? 1 : 0))
+    .map((a) => {
+      const lag = a.role === 'standby' ? standbyLag(a, primaryLsn) : undefined;
+      return {
+        agentId: a.id,
+        hostname: a.hostname,
+        connected: a.connected,
+        ...(a.lastSeen !== null ? { lastSeen: timestampFromMs(a.lastSeen) } : {}),
+        role: serverRoleToProto(a.role),
+        currentLsn: a.currentLsn ?? '',
+        lagBytes: BigInt(lag?.againstPrimary ? lag.bytes : 0),
+        lagKnown: lag?.againstPrimary === true,
+        receiveReplayBytes: BigInt(a.replay?.receiveReplayBytes ?? 0),
+        replayLagSeconds: a.replay?.replayLagSeconds ?? 0,
+      };
+    });
 }
 
 function clusterRpo(ctx: ControllerContext, cluster: ClusterRecord, agent: AgentRecord | undefined, now: number): number | undefined {

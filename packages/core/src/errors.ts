@@ -55,6 +55,7 @@ export const ErrorCodes = {
   JobCancelled: spec('PGF-2007', GrpcStatus.CANCELLED, 1, 'The job was cancelled; start it again when ready.'),
   JobStateConflict: spec('PGF-2008', GrpcStatus.FAILED_PRECONDITION, 4, 'The job is already in a state that does not allow this change; see `pgfleet job <id>`.'),
   BackupInProgress: spec('PGF-2009', GrpcStatus.FAILED_PRECONDITION, 4, 'A backup or retention expire of this cluster is already running; one at a time keeps labels, WAL waits and expiry apart. Wait for it (`pgfleet jobs --cluster <cluster>`) or cancel it (`pgfleet cancel <job>`).'),
+  StandbyNotConnected: spec('PGF-2010', GrpcStatus.FAILED_PRECONDITION, 4, 'A backup from a standby needs a connected agent on a standby that is caught up (see `pgfleet status`): start `pgfleet-agent run` on the standby host, wait for replay to catch up, or back up with --from prefer-standby or --from primary.'),
   // 3xxx: PostgreSQL and the data directory
   PgdataMissing: spec('PGF-3001', GrpcStatus.FAILED_PRECONDITION, 4, 'Point --pgdata at the cluster\'s data directory (the one holding PG_VERSION).'),
   ArchiveModeOff: spec('PGF-3002', GrpcStatus.FAILED_PRECONDITION, 4, "Set archive_mode = on and archive_command = 'pgfleet-agent wal-push %p', then restart PostgreSQL."),
@@ -67,6 +68,7 @@ export const ErrorCodes = {
   ScratchSpaceLow: spec('PGF-3009', GrpcStatus.RESOURCE_EXHAUSTED, 4, 'The drill\'s scratch area has too little free space for the restored copy; point the agent\'s --scratch-dir at a larger filesystem or free space there.'),
   PgVersionUnsupported: spec('PGF-3010', GrpcStatus.FAILED_PRECONDITION, 4, 'The PostgreSQL major version is too old for this operation (the message names the minimum and why); restore drills need PostgreSQL 14 or later. Upgrade the cluster, and meanwhile prove restores with `pgfleet restore` and `pgfleet verify`.'),
   BackupLabelInUse: spec('PGF-3011', GrpcStatus.ALREADY_EXISTS, 4, 'Another backup of the cluster already uses this label (labels have one-second resolution); the system clock may have gone back. Check the clock and start the backup again; nothing was overwritten.'),
+  HostSystemIdMismatch: spec('PGF-3012', GrpcStatus.FAILED_PRECONDITION, 4, 'Every agent of a cluster must run against the same database system (a standby made from its primary by pg_basebackup); this agent\'s PostgreSQL is another one. Give it its own --cluster name, or point --pgdata/--pg-port at the right server.'),
   // 4xxx: WAL archive
   WalFileMissing: spec('PGF-4001', GrpcStatus.NOT_FOUND, 3, 'archive_command was given a path that does not exist; PostgreSQL will retry.'),
   WalFileEmpty: spec('PGF-4002', GrpcStatus.INVALID_ARGUMENT, 6, 'The WAL file is empty or truncated; it was refused so PostgreSQL retries with the complete file.'),

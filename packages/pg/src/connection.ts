@@ -4,6 +4,7 @@
  */
 import pg from 'pg';
 import { PgfleetError } from '@pgfleet/core';
+import { Lsn } from './lsn.js';
 
 export interface PgConnectionOptions {
   host?: string;
@@ -99,4 +100,67 @@ export async function archiverStats(client: pg.Client): Promise<ArchiverStats> {
     lastFailedWal: row.last_failed_wal ?? '',
     lastFailedTime: row.last_failed_time ?? undefined,
   };
+}
+
+/**
+ * Where the server stands in its cluster, for heartbeats: the primary's current WAL position, or
+ * a standby's replay position and lag. pg_current_wal_lsn() fails during recovery ("recovery is
+ * in progress"), so a standby reports pg_last_wal_replay_lsn() instead. A standby cannot see the
+ * primary's position; what it can see is what it received and has not replayed yet, and the
+ * commit time of the last transaction it replayed.
+ */
+export interface ServerPosition {
+  inRecovery: boolean;
+  /** Primary: pg_current_wal_lsn(); standby: pg_last_wal_replay_lsn() ('' before anything replayed). */
+  lsn: string;
+  /** Standby only ('' elsewhere or without streaming). */
+  receiveLsn: string;
+  replayLsn: string;
+  receiveReplayBytes: number;
+  lastReplayTime: Date | undefined;
+  /** now - lastReplayTime while received WAL waits for replay, else 0 (an idle primary commits nothing, so the timestamp alone would age). */
+  replayLagSeconds: number;
+}
+
+export async function serverPosition(client: pg.Client): Promise<ServerPosition> {
+  // CASE evaluates only the branch taken: pg_current_wal_lsn() never runs on a standby.
+  const r = await client.query(`
+    SELECT pg_is_in_recovery() AS in_recovery,
+           (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn,
+           pg_last_wal_receive_lsn()::text AS receive_lsn,
+           pg_last_wal_replay_lsn()::text AS replay_lsn,
+           greatest(coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0), 0)::text AS behind,
+           pg_last_xact_replay_timestamp() AS replay_time,
+           CASE WHEN pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()
+                THEN greatest(extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()), 0) ELSE 0 END::float8 AS lag_seconds`);
+  const row = r.rows[0];
+  const inRecovery = Boolean(row.in_recovery);
+  return {
+    inRecovery,
+    lsn: row.lsn ?? '',
+    receiveLsn: inRecovery ? (row.receive_lsn ?? '') : '',
+    replayLsn: inRecovery ? (row.replay_lsn ?? '') : '',
+    receiveReplayBytes: inRecovery ? Number(row.behind) : 0,
+    lastReplayTime: inRecovery ? (row.replay_time ?? undefined) : undefined,
+    replayLagSeconds: inRecovery ? Number(row.lag_seconds ?? 0) : 0,
+  };
+}
+
+/**
+ * pg_switch_wal() on a primary whose insert position is still in the segment holding `lsn`, so
+ * that segment is completed and handed to archive_command. Returns false when nothing was needed:
+ * the primary is past that segment already (it is complete). Throws on a standby, which cannot
+ * switch WAL (that is why a standby's backup asks its primary, agent.proto WalSwitch).
+ */
+export async function switchWalIfIn(client: pg.Client, lsn: Lsn): Promise<boolean> {
+  const r = await client.query(`
+    SELECT pg_is_in_recovery() AS in_recovery,
+           (CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn() END)::text AS insert_lsn,
+           (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') AS wal_segment_size`);
+  const row = r.rows[0];
+  if (row.in_recovery) throw new PgfleetError('InvalidArgument', 'this server is a standby: it cannot switch WAL (pg_switch_wal() fails during recovery)');
+  const segmentSize = Number(row.wal_segment_size);
+  if (Lsn.parse(String(row.insert_lsn)).segmentNumber(segmentSize) > lsn.segmentNumber(segmentSize)) return false;
+  await client.query('SELECT pg_switch_wal()');
+  return true;
 }

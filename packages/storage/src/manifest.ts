@@ -104,6 +104,17 @@ export interface BackupManifest {
   /** Bytes this backup stored in its own directory (files referenced from a prior backup excluded). */
   storedBytes: number;
   agentVersion: string;
+  /**
+   * Where the backup was taken: the primary or a standby of the cluster, the host and its data
+   * directory. Absent in manifests written before HA clusters (all taken on the primary).
+   */
+  source?: BackupSource;
+}
+
+export interface BackupSource {
+  role: 'primary' | 'standby';
+  host: string;
+  pgdata: string;
 }
 
 export function parseManifest(text: string, where: string): BackupManifest {

@@ -8,7 +8,7 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { ArchiverStats, ArchiveSetup, CheckResult, DrillResult, ExpireResult, JobProgress, RestoreResult, SourceCounts, VerifyResult, WalHealth, WalKeepRange } from "./agent_pb.js";
 import { file_pgfleet_v1_agent } from "./agent_pb.js";
-import type { BackupInfo, BackupType, ErrorDetail, JobState, RecoveryTarget, Repository, RestoreArchive } from "./common_pb.js";
+import type { BackupInfo, BackupSource, BackupType, ErrorDetail, JobState, RecoveryTarget, Repository, RestoreArchive, ServerRole } from "./common_pb.js";
 import { file_pgfleet_v1_common } from "./common_pb.js";
 import type { Event } from "./events_pb.js";
 import { file_pgfleet_v1_events } from "./events_pb.js";
@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/admin.proto.
  */
 export const file_pgfleet_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChZwZ2ZsZWV0L3YxL2FkbWluLnByb3RvEgpwZ2ZsZWV0LnYxIo0FCgtDbHVzdGVySW5mbxIMCgRuYW1lGAEgASgJEhkKEXN5c3RlbV9pZGVudGlmaWVyGAIgASgJEhIKCnBnX3ZlcnNpb24YAyABKA0SFwoPYWdlbnRfY29ubmVjdGVkGAQgASgIEhAKCGFnZW50X2lkGAUgASgJEi0KCWxhc3Rfc2VlbhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoLbGFzdF9iYWNrdXAYByABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm8SKwoIYXJjaGl2ZXIYCCABKAsyGS5wZ2ZsZWV0LnYxLkFyY2hpdmVyU3RhdHMSEwoLcnBvX3NlY29uZHMYCSABKAESEQoJcnBvX2tub3duGAogASgIEhUKDWFyY2hpdmVfc3RhdGUYCyABKAkSDgoGYWxlcnRzGAwgAygJEioKCG5leHRfam9iGA0gASgLMhgucGdmbGVldC52MS5TY2hlZHVsZWRKb2ISLgoLbGFzdF92ZXJpZnkYDiABKAsyGS5wZ2ZsZWV0LnYxLlZlcmlmeVN1bW1hcnkSLAoKbGFzdF9kcmlsbBgPIAEoCzIYLnBnZmxlZXQudjEuRHJpbGxTdW1tYXJ5EjEKD2xhc3RfZ29vZF9kcmlsbBgQIAEoCzIYLnBnZmxlZXQudjEuRHJpbGxTdW1tYXJ5EiIKA3dhbBgRIAEoCzIVLnBnZmxlZXQudjEuV2FsSGVhbHRoEiwKDHJlcG9zaXRvcmllcxgSIAMoCzIWLnBnZmxlZXQudjEuUmVwb3NpdG9yeRIvCg1hcmNoaXZlX3NldHVwGBMgASgLMhgucGdmbGVldC52MS5BcmNoaXZlU2V0dXAiWAoMU2NoZWR1bGVkSm9iEgwKBGtpbmQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIc2NoZWR1bGUYAyABKAkiqAEKDVZlcmlmeVN1bW1hcnkSDgoGam9iX2lkGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgoKAm9rGAMgASgIEhUKDWJhY2t1cHNfdG90YWwYBCABKA0SGgoSYmFja3Vwc19yZXN0b3JhYmxlGAUgASgNEhAKCHByb2JsZW1zGAYgASgNEgwKBGZ1bGwYByABKAgijwEKDERyaWxsU3VtbWFyeRIOCgZqb2JfaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASCgoCb2sYAyABKAgSEwoLcnRvX3NlY29uZHMYBCABKAESFAoMYmFja3VwX2xhYmVsGAUgASgJEg4KBnJlYXNvbhgGIAEoCSIVChNMaXN0Q2x1c3RlcnNSZXF1ZXN0IkEKFExpc3RDbHVzdGVyc1Jlc3BvbnNlEikKCGNsdXN0ZXJzGAEgAygLMhcucGdmbGVldC52MS5DbHVzdGVySW5mbyIlChJMaXN0QmFja3Vwc1JlcXVlc3QSDwoHY2x1c3RlchgBIAEoCSI+ChNMaXN0QmFja3Vwc1Jlc3BvbnNlEicKB2JhY2t1cHMYASADKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm8iSwoSU3RhcnRCYWNrdXBSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkSJAoEdHlwZRgCIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZSI3ChNTdGFydEJhY2t1cFJlc3BvbnNlEiAKA2pvYhgBIAEoCzITLnBnZmxlZXQudjEuSm9iSW5mbyL7AQoTU3RhcnRSZXN0b3JlUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEhIKCnRhcmdldF9kaXIYAiABKAkSKgoGdGFyZ2V0GAMgASgLMhoucGdmbGVldC52MS5SZWNvdmVyeVRhcmdldBIUCgxiYWNrdXBfbGFiZWwYBCABKAkSEAoIYWdlbnRfaWQYBSABKAkSDQoFZGVsdGEYBiABKAgSFgoOdGFibGVzcGFjZV9kaXIYByABKAkSFwoPdGFyZ2V0X3RpbWVsaW5lGAggASgNEisKB2FyY2hpdmUYCSABKA4yGi5wZ2ZsZWV0LnYxLlJlc3RvcmVBcmNoaXZlIjgKFFN0YXJ0UmVzdG9yZVJlc3BvbnNlEiAKA2pvYhgBIAEoCzITLnBnZmxlZXQudjEuSm9iSW5mbyLyBAoHSm9iSW5mbxIKCgJpZBgBIAEoCRIPCgdjbHVzdGVyGAIgASgJEgwKBGtpbmQYAyABKAkSIwoFc3RhdGUYBCABKA4yFC5wZ2ZsZWV0LnYxLkpvYlN0YXRlEhAKCGFnZW50X2lkGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgVlcnJvchgJIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWwSKQoIcHJvZ3Jlc3MYCiABKAsyFy5wZ2ZsZWV0LnYxLkpvYlByb2dyZXNzEiYKBmJhY2t1cBgLIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mbxIqCgdyZXN0b3JlGAwgASgLMhkucGdmbGVldC52MS5SZXN0b3JlUmVzdWx0EigKBmV4cGlyZRgNIAEoCzIYLnBnZmxlZXQudjEuRXhwaXJlUmVzdWx0EigKBnZlcmlmeRgOIAEoCzIYLnBnZmxlZXQudjEuVmVyaWZ5UmVzdWx0EiYKBWRyaWxsGA8gASgLMhcucGdmbGVldC52MS5EcmlsbFJlc3VsdBIpCgdjYXB0dXJlGBAgASgLMhgucGdmbGVldC52MS5Tb3VyY2VDb3VudHMSJgoFY2hlY2sYESABKAsyFy5wZ2ZsZWV0LnYxLkNoZWNrUmVzdWx0IhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiMgoOR2V0Sm9iUmVzcG9uc2USIAoDam9iGAEgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIjEKD0xpc3RKb2JzUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEg0KBWxpbWl0GAIgASgNIjUKEExpc3RKb2JzUmVzcG9uc2USIQoEam9icxgBIAMoCzITLnBnZmxlZXQudjEuSm9iSW5mbyIeChBDYW5jZWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIjUKEUNhbmNlbEpvYlJlc3BvbnNlEiAKA2pvYhgBIAEoCzITLnBnZmxlZXQudjEuSm9iSW5mbyIdCg9XYXRjaEpvYlJlcXVlc3QSCgoCaWQYASABKAkiNAoQV2F0Y2hKb2JSZXNwb25zZRIgCgNqb2IYASABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8i6gQKDlBvbGljeVNldHRpbmdzEhEKBGZ1bGwYASABKAlIAIgBARIRCgRkaWZmGAIgASgJSAGIAQESEQoEaW5jchgDIAEoCUgCiAEBEhsKDnNwcmVhZF9taW51dGVzGAQgASgBSAOIAQESHQoQcGl0cl93aW5kb3dfZGF5cxgFIAEoAUgEiAEBEhIKBWRhaWx5GAYgASgNSAWIAQESEwoGd2Vla2x5GAcgASgNSAaIAQESFAoHbW9udGhseRgIIAEoDUgHiAEBEhMKBnllYXJseRgJIAEoDUgIiAEBEhUKCG1pbl9mdWxsGAogASgNSAmIAQESEgoFZHJpbGwYCyABKAlICogBARIiChVycG9fdGhyZXNob2xkX3NlY29uZHMYDCABKAFIC4gBARIrCh5zdGFsZV9iYWNrdXBfdGhyZXNob2xkX3NlY29uZHMYDSABKAFIDIgBARIsCh9hZ2VudF9zaWxlbmNlX3RocmVzaG9sZF9zZWNvbmRzGA4gASgBSA2IAQFCBwoFX2Z1bGxCBwoFX2RpZmZCBwoFX2luY3JCEQoPX3NwcmVhZF9taW51dGVzQhMKEV9waXRyX3dpbmRvd19kYXlzQggKBl9kYWlseUIJCgdfd2Vla2x5QgoKCF9tb250aGx5QgkKB195ZWFybHlCCwoJX21pbl9mdWxsQggKBl9kcmlsbEIYChZfcnBvX3RocmVzaG9sZF9zZWNvbmRzQiEKH19zdGFsZV9iYWNrdXBfdGhyZXNob2xkX3NlY29uZHNCIgogX2FnZW50X3NpbGVuY2VfdGhyZXNob2xkX3NlY29uZHMiOQoLUG9saWN5VmFsdWUSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJEg4KBnNvdXJjZRgDIAEoCSIjChBHZXRQb2xpY3lSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkizAEKEUdldFBvbGljeVJlc3BvbnNlEg8KB2NsdXN0ZXIYASABKAkSJwoGdmFsdWVzGAIgAygLMhcucGdmbGVldC52MS5Qb2xpY3lWYWx1ZRIpCgVmbGVldBgDIAEoCzIaLnBnZmxlZXQudjEuUG9saWN5U2V0dGluZ3MSNAoQY2x1c3Rlcl9vdmVycmlkZRgEIAEoCzIaLnBnZmxlZXQudjEuUG9saWN5U2V0dGluZ3MSHAoUcmV0ZW50aW9uX2NvbmZpZ3VyZWQYBSABKAgibwoQU2V0UG9saWN5UmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEg0KBWZsZWV0GAIgASgIEiwKCHNldHRpbmdzGAMgASgLMhoucGdmbGVldC52MS5Qb2xpY3lTZXR0aW5ncxINCgVyZXNldBgEIAEoCCJCChFTZXRQb2xpY3lSZXNwb25zZRItCgZwb2xpY3kYASABKAsyHS5wZ2ZsZWV0LnYxLkdldFBvbGljeVJlc3BvbnNlIicKFFBsYW5SZXRlbnRpb25SZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkiywEKEVJldGVudGlvbkRlY2lzaW9uEg0KBWxhYmVsGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSLQoJc3RvcF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRrZWVwGAQgASgIEg8KB3JlYXNvbnMYBSADKAkSDgoGcGlubmVkGAYgASgIEhEKCXdhbF9zdGFydBgHIAEoCRIQCgh3YWxfc3RvcBgIIAEoCSK/AgoVUGxhblJldGVudGlvblJlc3BvbnNlEg8KB2NsdXN0ZXIYASABKAkSJwoDbm93GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgx3aW5kb3dfc3RhcnQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGFuY2hvcl9sYWJlbBgEIAEoCRIVCg13YWxfa2VlcF9mcm9tGAUgASgJEjEKD3dhbF9rZWVwX3JhbmdlcxgGIAMoCzIYLnBnZmxlZXQudjEuV2FsS2VlcFJhbmdlEi4KB2JhY2t1cHMYByADKAsyHS5wZ2ZsZWV0LnYxLlJldGVudGlvbkRlY2lzaW9uEioKBnBvbGljeRgIIAEoCzIaLnBnZmxlZXQudjEuUG9saWN5U2V0dGluZ3MiKAoVQXBwbHlSZXRlbnRpb25SZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkiawoWQXBwbHlSZXRlbnRpb25SZXNwb25zZRIvCgRwbGFuGAEgASgLMiEucGdmbGVldC52MS5QbGFuUmV0ZW50aW9uUmVzcG9uc2USIAoDam9iGAIgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIkIKEFBpbkJhY2t1cFJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRINCgVsYWJlbBgCIAEoCRIOCgZwaW5uZWQYAyABKAgiOwoRUGluQmFja3VwUmVzcG9uc2USJgoGYmFja3VwGAEgASgLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvIlYKEUxpc3RFdmVudHNSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkSEQoJYWZ0ZXJfc2VxGAIgASgEEg0KBWxpbWl0GAMgASgNEg4KBmxhdGVzdBgEIAEoCCJoCgpFdmVudEVudHJ5EgsKA3NlcRgBIAEoBBIgCgVldmVudBgCIAEoCzIRLnBnZmxlZXQudjEuRXZlbnQSKwoHc2VudF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPAoSTGlzdEV2ZW50c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnBnZmxlZXQudjEuRXZlbnRFbnRyeSI4ChJXYXRjaEV2ZW50c1JlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQiPAoTV2F0Y2hFdmVudHNSZXNwb25zZRIlCgVlbnRyeRgBIAEoCzIWLnBnZmxlZXQudjEuRXZlbnRFbnRyeSIzChJTdGFydFZlcmlmeVJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRIMCgRmdWxsGAIgASgIIjcKE1N0YXJ0VmVyaWZ5UmVzcG9uc2USIAoDam9iGAEgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIuoBChFBcHBseUZsZWV0UmVxdWVzdBIpCgVmbGVldBgBIAEoCzIaLnBnZmxlZXQudjEuUG9saWN5U2V0dGluZ3MSPQoIY2x1c3RlcnMYAiADKAsyKy5wZ2ZsZWV0LnYxLkFwcGx5RmxlZXRSZXF1ZXN0LkNsdXN0ZXJzRW50cnkSDQoFcHJ1bmUYAyABKAgSDwoHZHJ5X3J1bhgEIAEoCBpLCg1DbHVzdGVyc0VudHJ5EgsKA2tleRgBIAEoCRIpCgV2YWx1ZRgCIAEoCzIaLnBnZmxlZXQudjEuUG9saWN5U2V0dGluZ3M6AjgBIlAKDFBvbGljeUNoYW5nZRINCgVzY29wZRgBIAEoCRILCgNrZXkYAiABKAkSEQoJb2xkX3ZhbHVlGAMgASgJEhEKCW5ld192YWx1ZRgEIAEoCSJqChJBcHBseUZsZWV0UmVzcG9uc2USKQoHY2hhbmdlcxgBIAMoCzIYLnBnZmxlZXQudjEuUG9saWN5Q2hhbmdlEg8KB2RyeV9ydW4YAiABKAgSGAoQdW5rbm93bl9jbHVzdGVycxgDIAMoCSKGAQoRU3RhcnREcmlsbFJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSKgoGdGFyZ2V0GAMgASgLMhoucGdmbGVldC52MS5SZWNvdmVyeVRhcmdldBIQCghhZ2VudF9pZBgEIAEoCRIMCgRrZWVwGAUgASgIIjYKElN0YXJ0RHJpbGxSZXNwb25zZRIgCgNqb2IYASABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8iPQoRU3RhcnRDaGVja1JlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRIXCg90aW1lb3V0X3NlY29uZHMYAiABKA0iNgoSU3RhcnRDaGVja1Jlc3BvbnNlEiAKA2pvYhgBIAEoCzITLnBnZmxlZXQudjEuSm9iSW5mbyKqAgoLRHJpbGxSZWNvcmQSDgoGam9iX2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIYWdlbnRfaWQYAyABKAkSIwoFc3RhdGUYBCABKA4yFC5wZ2ZsZWV0LnYxLkpvYlN0YXRlEi4KCnN0YXJ0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglzY2hlZHVsZWQYByABKAgSJwoGcmVzdWx0GAggASgLMhcucGdmbGVldC52MS5EcmlsbFJlc3VsdBImCgVlcnJvchgJIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWwiMwoRTGlzdERyaWxsc1JlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRINCgVsaW1pdBgCIAEoDSI9ChJMaXN0RHJpbGxzUmVzcG9uc2USJwoGZHJpbGxzGAEgAygLMhcucGdmbGVldC52MS5EcmlsbFJlY29yZCJEChxDcmVhdGVFbnJvbGxtZW50VG9rZW5SZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkSEwoLdHRsX3NlY29uZHMYAiABKA0ibwodQ3JlYXRlRW5yb2xsbWVudFRva2VuUmVzcG9uc2USDQoFdG9rZW4YASABKAkSDwoHY2x1c3RlchgCIAEoCRIuCgpleHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKTAQoJVG9rZW5JbmZvEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIwChJDcmVhdGVUb2tlblJlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgRyb2xlGAIgASgJIkkKE0NyZWF0ZVRva2VuUmVzcG9uc2USIwoEaW5mbxgBIAEoCzIVLnBnZmxlZXQudjEuVG9rZW5JbmZvEg0KBXRva2VuGAIgASgJIhMKEUxpc3RUb2tlbnNSZXF1ZXN0IjsKEkxpc3RUb2tlbnNSZXNwb25zZRIlCgZ0b2tlbnMYASADKAsyFS5wZ2ZsZWV0LnYxLlRva2VuSW5mbyIjChJSZXZva2VUb2tlblJlcXVlc3QSDQoFdG9rZW4YASABKAkiOgoTUmV2b2tlVG9rZW5SZXNwb25zZRIjCgRpbmZvGAEgASgLMhUucGdmbGVldC52MS5Ub2tlbkluZm8y+g4KDEFkbWluU2VydmljZRJRCgxMaXN0Q2x1c3RlcnMSHy5wZ2ZsZWV0LnYxLkxpc3RDbHVzdGVyc1JlcXVlc3QaIC5wZ2ZsZWV0LnYxLkxpc3RDbHVzdGVyc1Jlc3BvbnNlEk4KC0xpc3RCYWNrdXBzEh4ucGdmbGVldC52MS5MaXN0QmFja3Vwc1JlcXVlc3QaHy5wZ2ZsZWV0LnYxLkxpc3RCYWNrdXBzUmVzcG9uc2USTgoLU3RhcnRCYWNrdXASHi5wZ2ZsZWV0LnYxLlN0YXJ0QmFja3VwUmVxdWVzdBofLnBnZmxlZXQudjEuU3RhcnRCYWNrdXBSZXNwb25zZRJRCgxTdGFydFJlc3RvcmUSHy5wZ2ZsZWV0LnYxLlN0YXJ0UmVzdG9yZVJlcXVlc3QaIC5wZ2ZsZWV0LnYxLlN0YXJ0UmVzdG9yZVJlc3BvbnNlEj8KBkdldEpvYhIZLnBnZmxlZXQudjEuR2V0Sm9iUmVxdWVzdBoaLnBnZmxlZXQudjEuR2V0Sm9iUmVzcG9uc2USRQoITGlzdEpvYnMSGy5wZ2ZsZWV0LnYxLkxpc3RKb2JzUmVxdWVzdBocLnBnZmxlZXQudjEuTGlzdEpvYnNSZXNwb25zZRJICglDYW5jZWxKb2ISHC5wZ2ZsZWV0LnYxLkNhbmNlbEpvYlJlcXVlc3QaHS5wZ2ZsZWV0LnYxLkNhbmNlbEpvYlJlc3BvbnNlEkcKCFdhdGNoSm9iEhsucGdmbGVldC52MS5XYXRjaEpvYlJlcXVlc3QaHC5wZ2ZsZWV0LnYxLldhdGNoSm9iUmVzcG9uc2UwARJICglHZXRQb2xpY3kSHC5wZ2ZsZWV0LnYxLkdldFBvbGljeVJlcXVlc3QaHS5wZ2ZsZWV0LnYxLkdldFBvbGljeVJlc3BvbnNlEkgKCVNldFBvbGljeRIcLnBnZmxlZXQudjEuU2V0UG9saWN5UmVxdWVzdBodLnBnZmxlZXQudjEuU2V0UG9saWN5UmVzcG9uc2USVAoNUGxhblJldGVudGlvbhIgLnBnZmxlZXQudjEuUGxhblJldGVudGlvblJlcXVlc3QaIS5wZ2ZsZWV0LnYxLlBsYW5SZXRlbnRpb25SZXNwb25zZRJXCg5BcHBseVJldGVudGlvbhIhLnBnZmxlZXQudjEuQXBwbHlSZXRlbnRpb25SZXF1ZXN0GiIucGdmbGVldC52MS5BcHBseVJldGVudGlvblJlc3BvbnNlEkgKCVBpbkJhY2t1cBIcLnBnZmxlZXQudjEuUGluQmFja3VwUmVxdWVzdBodLnBnZmxlZXQudjEuUGluQmFja3VwUmVzcG9uc2USSwoKTGlzdEV2ZW50cxIdLnBnZmxlZXQudjEuTGlzdEV2ZW50c1JlcXVlc3QaHi5wZ2ZsZWV0LnYxLkxpc3RFdmVudHNSZXNwb25zZRJQCgtXYXRjaEV2ZW50cxIeLnBnZmxlZXQudjEuV2F0Y2hFdmVudHNSZXF1ZXN0Gh8ucGdmbGVldC52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlMAESTgoLU3RhcnRWZXJpZnkSHi5wZ2ZsZWV0LnYxLlN0YXJ0VmVyaWZ5UmVxdWVzdBofLnBnZmxlZXQudjEuU3RhcnRWZXJpZnlSZXNwb25zZRJLCgpBcHBseUZsZWV0Eh0ucGdmbGVldC52MS5BcHBseUZsZWV0UmVxdWVzdBoeLnBnZmxlZXQudjEuQXBwbHlGbGVldFJlc3BvbnNlEksKClN0YXJ0RHJpbGwSHS5wZ2ZsZWV0LnYxLlN0YXJ0RHJpbGxSZXF1ZXN0Gh4ucGdmbGVldC52MS5TdGFydERyaWxsUmVzcG9uc2USSwoKTGlzdERyaWxscxIdLnBnZmxlZXQudjEuTGlzdERyaWxsc1JlcXVlc3QaHi5wZ2ZsZWV0LnYxLkxpc3REcmlsbHNSZXNwb25zZRJLCgpTdGFydENoZWNrEh0ucGdmbGVldC52MS5TdGFydENoZWNrUmVxdWVzdBoeLnBnZmxlZXQudjEuU3RhcnRDaGVja1Jlc3BvbnNlEmwKFUNyZWF0ZUVucm9sbG1lbnRUb2tlbhIoLnBnZmxlZXQudjEuQ3JlYXRlRW5yb2xsbWVudFRva2VuUmVxdWVzdBopLnBnZmxlZXQudjEuQ3JlYXRlRW5yb2xsbWVudFRva2VuUmVzcG9uc2USTgoLQ3JlYXRlVG9rZW4SHi5wZ2ZsZWV0LnYxLkNyZWF0ZVRva2VuUmVxdWVzdBofLnBnZmxlZXQudjEuQ3JlYXRlVG9rZW5SZXNwb25zZRJLCgpMaXN0VG9rZW5zEh0ucGdmbGVldC52MS5MaXN0VG9rZW5zUmVxdWVzdBoeLnBnZmxlZXQudjEuTGlzdFRva2Vuc1Jlc3BvbnNlEk4KC1Jldm9rZVRva2VuEh4ucGdmbGVldC52MS5SZXZva2VUb2tlblJlcXVlc3QaHy5wZ2ZsZWV0LnYxLlJldm9rZVRva2VuUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_pgfleet_v1_agent, file_pgfleet_v1_common, file_pgfleet_v1_events]);
+  fileDesc("ChZwZ2ZsZWV0L3YxL2FkbWluLnByb3RvEgpwZ2ZsZWV0LnYxIrUFCgtDbHVzdGVySW5mbxIMCgRuYW1lGAEgASgJEhkKEXN5c3RlbV9pZGVudGlmaWVyGAIgASgJEhIKCnBnX3ZlcnNpb24YAyABKA0SFwoPYWdlbnRfY29ubmVjdGVkGAQgASgIEhAKCGFnZW50X2lkGAUgASgJEi0KCWxhc3Rfc2VlbhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoLbGFzdF9iYWNrdXAYByABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm8SKwoIYXJjaGl2ZXIYCCABKAsyGS5wZ2ZsZWV0LnYxLkFyY2hpdmVyU3RhdHMSEwoLcnBvX3NlY29uZHMYCSABKAESEQoJcnBvX2tub3duGAogASgIEhUKDWFyY2hpdmVfc3RhdGUYCyABKAkSDgoGYWxlcnRzGAwgAygJEioKCG5leHRfam9iGA0gASgLMhgucGdmbGVldC52MS5TY2hlZHVsZWRKb2ISLgoLbGFzdF92ZXJpZnkYDiABKAsyGS5wZ2ZsZWV0LnYxLlZlcmlmeVN1bW1hcnkSLAoKbGFzdF9kcmlsbBgPIAEoCzIYLnBnZmxlZXQudjEuRHJpbGxTdW1tYXJ5EjEKD2xhc3RfZ29vZF9kcmlsbBgQIAEoCzIYLnBnZmxlZXQudjEuRHJpbGxTdW1tYXJ5EiIKA3dhbBgRIAEoCzIVLnBnZmxlZXQudjEuV2FsSGVhbHRoEiwKDHJlcG9zaXRvcmllcxgSIAMoCzIWLnBnZmxlZXQudjEuUmVwb3NpdG9yeRIvCg1hcmNoaXZlX3NldHVwGBMgASgLMhgucGdmbGVldC52MS5BcmNoaXZlU2V0dXASJgoFaG9zdHMYFCADKAsyFy5wZ2ZsZWV0LnYxLkNsdXN0ZXJIb3N0Io4CCgtDbHVzdGVySG9zdBIQCghhZ2VudF9pZBgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRIRCgljb25uZWN0ZWQYAyABKAgSLQoJbGFzdF9zZWVuGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIkCgRyb2xlGAUgASgOMhYucGdmbGVldC52MS5TZXJ2ZXJSb2xlEhMKC2N1cnJlbnRfbHNuGAYgASgJEhEKCWxhZ19ieXRlcxgHIAEoBBIRCglsYWdfa25vd24YCCABKAgSHAoUcmVjZWl2ZV9yZXBsYXlfYnl0ZXMYCSABKAQSGgoScmVwbGF5X2xhZ19zZWNvbmRzGAogASgBIlgKDFNjaGVkdWxlZEpvYhIMCgRraW5kGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHNjaGVkdWxlGAMgASgJIqgBCg1WZXJpZnlTdW1tYXJ5Eg4KBmpvYl9pZBgBIAEoCRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIKCgJvaxgDIAEoCBIVCg1iYWNrdXBzX3RvdGFsGAQgASgNEhoKEmJhY2t1cHNfcmVzdG9yYWJsZRgFIAEoDRIQCghwcm9ibGVtcxgGIAEoDRIMCgRmdWxsGAcgASgIIo8BCgxEcmlsbFN1bW1hcnkSDgoGam9iX2lkGAEgASgJEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgoKAm9rGAMgASgIEhMKC3J0b19zZWNvbmRzGAQgASgBEhQKDGJhY2t1cF9sYWJlbBgFIAEoCRIOCgZyZWFzb24YBiABKAkiFQoTTGlzdENsdXN0ZXJzUmVxdWVzdCJBChRMaXN0Q2x1c3RlcnNSZXNwb25zZRIpCghjbHVzdGVycxgBIAMoCzIXLnBnZmxlZXQudjEuQ2x1c3RlckluZm8iJQoSTGlzdEJhY2t1cHNSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkiPgoTTGlzdEJhY2t1cHNSZXNwb25zZRInCgdiYWNrdXBzGAEgAygLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvInMKElN0YXJ0QmFja3VwUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSJgoEZnJvbRgDIAEoDjIYLnBnZmxlZXQudjEuQmFja3VwU291cmNlIjcKE1N0YXJ0QmFja3VwUmVzcG9uc2USIAoDam9iGAEgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIvsBChNTdGFydFJlc3RvcmVSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkSEgoKdGFyZ2V0X2RpchgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhQKDGJhY2t1cF9sYWJlbBgEIAEoCRIQCghhZ2VudF9pZBgFIAEoCRINCgVkZWx0YRgGIAEoCBIWCg50YWJsZXNwYWNlX2RpchgHIAEoCRIXCg90YXJnZXRfdGltZWxpbmUYCCABKA0SKwoHYXJjaGl2ZRgJIAEoDjIaLnBnZmxlZXQudjEuUmVzdG9yZUFyY2hpdmUiOAoUU3RhcnRSZXN0b3JlUmVzcG9uc2USIAoDam9iGAEgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIvIECgdKb2JJbmZvEgoKAmlkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSDAoEa2luZBgDIAEoCRIjCgVzdGF0ZRgEIAEoDjIULnBnZmxlZXQudjEuSm9iU3RhdGUSEAoIYWdlbnRfaWQYBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKBWVycm9yGAkgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBIpCghwcm9ncmVzcxgKIAEoCzIXLnBnZmxlZXQudjEuSm9iUHJvZ3Jlc3MSJgoGYmFja3VwGAsgASgLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvEioKB3Jlc3RvcmUYDCABKAsyGS5wZ2ZsZWV0LnYxLlJlc3RvcmVSZXN1bHQSKAoGZXhwaXJlGA0gASgLMhgucGdmbGVldC52MS5FeHBpcmVSZXN1bHQSKAoGdmVyaWZ5GA4gASgLMhgucGdmbGVldC52MS5WZXJpZnlSZXN1bHQSJgoFZHJpbGwYDyABKAsyFy5wZ2ZsZWV0LnYxLkRyaWxsUmVzdWx0EikKB2NhcHR1cmUYECABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50cxImCgVjaGVjaxgRIAEoCzIXLnBnZmxlZXQudjEuQ2hlY2tSZXN1bHQiGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIyCg5HZXRKb2JSZXNwb25zZRIgCgNqb2IYASABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8iMQoPTGlzdEpvYnNSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkSDQoFbGltaXQYAiABKA0iNQoQTGlzdEpvYnNSZXNwb25zZRIhCgRqb2JzGAEgAygLMhMucGdmbGVldC52MS5Kb2JJbmZvIh4KEENhbmNlbEpvYlJlcXVlc3QSCgoCaWQYASABKAkiNQoRQ2FuY2VsSm9iUmVzcG9uc2USIAoDam9iGAEgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIh0KD1dhdGNoSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSI0ChBXYXRjaEpvYlJlc3BvbnNlEiAKA2pvYhgBIAEoCzITLnBnZmxlZXQudjEuSm9iSW5mbyKUBQoOUG9saWN5U2V0dGluZ3MSEQoEZnVsbBgBIAEoCUgAiAEBEhEKBGRpZmYYAiABKAlIAYgBARIRCgRpbmNyGAMgASgJSAKIAQESGwoOc3ByZWFkX21pbnV0ZXMYBCABKAFIA4gBARIdChBwaXRyX3dpbmRvd19kYXlzGAUgASgBSASIAQESEgoFZGFpbHkYBiABKA1IBYgBARITCgZ3ZWVrbHkYByABKA1IBogBARIUCgdtb250aGx5GAggASgNSAeIAQESEwoGeWVhcmx5GAkgASgNSAiIAQESFQoIbWluX2Z1bGwYCiABKA1ICYgBARISCgVkcmlsbBgLIAEoCUgKiAEBEiIKFXJwb190aHJlc2hvbGRfc2Vjb25kcxgMIAEoAUgLiAEBEisKHnN0YWxlX2JhY2t1cF90aHJlc2hvbGRfc2Vjb25kcxgNIAEoAUgMiAEBEiwKH2FnZW50X3NpbGVuY2VfdGhyZXNob2xkX3NlY29uZHMYDiABKAFIDYgBARIYCgtiYWNrdXBfZnJvbRgPIAEoCUgOiAEBQgcKBV9mdWxsQgcKBV9kaWZmQgcKBV9pbmNyQhEKD19zcHJlYWRfbWludXRlc0ITChFfcGl0cl93aW5kb3dfZGF5c0IICgZfZGFpbHlCCQoHX3dlZWtseUIKCghfbW9udGhseUIJCgdfeWVhcmx5QgsKCV9taW5fZnVsbEIICgZfZHJpbGxCGAoWX3Jwb190aHJlc2hvbGRfc2Vjb25kc0IhCh9fc3RhbGVfYmFja3VwX3RocmVzaG9sZF9zZWNvbmRzQiIKIF9hZ2VudF9zaWxlbmNlX3RocmVzaG9sZF9zZWNvbmRzQg4KDF9iYWNrdXBfZnJvbSI5CgtQb2xpY3lWYWx1ZRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAkSDgoGc291cmNlGAMgASgJIiMKEEdldFBvbGljeVJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCSLMAQoRR2V0UG9saWN5UmVzcG9uc2USDwoHY2x1c3RlchgBIAEoCRInCgZ2YWx1ZXMYAiADKAsyFy5wZ2ZsZWV0LnYxLlBvbGljeVZhbHVlEikKBWZsZWV0GAMgASgLMhoucGdmbGVldC52MS5Qb2xpY3lTZXR0aW5ncxI0ChBjbHVzdGVyX292ZXJyaWRlGAQgASgLMhoucGdmbGVldC52MS5Qb2xpY3lTZXR0aW5ncxIcChRyZXRlbnRpb25fY29uZmlndXJlZBgFIAEoCCJvChBTZXRQb2xpY3lSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkSDQoFZmxlZXQYAiABKAgSLAoIc2V0dGluZ3MYAyABKAsyGi5wZ2ZsZWV0LnYxLlBvbGljeVNldHRpbmdzEg0KBXJlc2V0GAQgASgIIkIKEVNldFBvbGljeVJlc3BvbnNlEi0KBnBvbGljeRgBIAEoCzIdLnBnZmxlZXQudjEuR2V0UG9saWN5UmVzcG9uc2UiJwoUUGxhblJldGVudGlvblJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCSLLAQoRUmV0ZW50aW9uRGVjaXNpb24SDQoFbGFiZWwYASABKAkSJAoEdHlwZRgCIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRItCglzdG9wX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGtlZXAYBCABKAgSDwoHcmVhc29ucxgFIAMoCRIOCgZwaW5uZWQYBiABKAgSEQoJd2FsX3N0YXJ0GAcgASgJEhAKCHdhbF9zdG9wGAggASgJIr8CChVQbGFuUmV0ZW50aW9uUmVzcG9uc2USDwoHY2x1c3RlchgBIAEoCRInCgNub3cYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHdpbmRvd19zdGFydBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMYW5jaG9yX2xhYmVsGAQgASgJEhUKDXdhbF9rZWVwX2Zyb20YBSABKAkSMQoPd2FsX2tlZXBfcmFuZ2VzGAYgAygLMhgucGdmbGVldC52MS5XYWxLZWVwUmFuZ2USLgoHYmFja3VwcxgHIAMoCzIdLnBnZmxlZXQudjEuUmV0ZW50aW9uRGVjaXNpb24SKgoGcG9saWN5GAggASgLMhoucGdmbGVldC52MS5Qb2xpY3lTZXR0aW5ncyIoChVBcHBseVJldGVudGlvblJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCSJrChZBcHBseVJldGVudGlvblJlc3BvbnNlEi8KBHBsYW4YASABKAsyIS5wZ2ZsZWV0LnYxLlBsYW5SZXRlbnRpb25SZXNwb25zZRIgCgNqb2IYAiABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8iQgoQUGluQmFja3VwUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEg0KBWxhYmVsGAIgASgJEg4KBnBpbm5lZBgDIAEoCCI7ChFQaW5CYWNrdXBSZXNwb25zZRImCgZiYWNrdXAYASABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm8iVgoRTGlzdEV2ZW50c1JlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRIRCglhZnRlcl9zZXEYAiABKAQSDQoFbGltaXQYAyABKA0SDgoGbGF0ZXN0GAQgASgIImgKCkV2ZW50RW50cnkSCwoDc2VxGAEgASgEEiAKBWV2ZW50GAIgASgLMhEucGdmbGVldC52MS5FdmVudBIrCgdzZW50X2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI8ChJMaXN0RXZlbnRzUmVzcG9uc2USJgoGZXZlbnRzGAEgAygLMhYucGdmbGVldC52MS5FdmVudEVudHJ5IjgKEldhdGNoRXZlbnRzUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEhEKCWFmdGVyX3NlcRgCIAEoBCI8ChNXYXRjaEV2ZW50c1Jlc3BvbnNlEiUKBWVudHJ5GAEgASgLMhYucGdmbGVldC52MS5FdmVudEVudHJ5IjMKElN0YXJ0VmVyaWZ5UmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEgwKBGZ1bGwYAiABKAgiNwoTU3RhcnRWZXJpZnlSZXNwb25zZRIgCgNqb2IYASABKAsyEy5wZ2ZsZWV0LnYxLkpvYkluZm8i6gEKEUFwcGx5RmxlZXRSZXF1ZXN0EikKBWZsZWV0GAEgASgLMhoucGdmbGVldC52MS5Qb2xpY3lTZXR0aW5ncxI9CghjbHVzdGVycxgCIAMoCzIrLnBnZmxlZXQudjEuQXBwbHlGbGVldFJlcXVlc3QuQ2x1c3RlcnNFbnRyeRINCgVwcnVuZRgDIAEoCBIPCgdkcnlfcnVuGAQgASgIGksKDUNsdXN0ZXJzRW50cnkSCwoDa2V5GAEgASgJEikKBXZhbHVlGAIgASgLMhoucGdmbGVldC52MS5Qb2xpY3lTZXR0aW5nczoCOAEiUAoMUG9saWN5Q2hhbmdlEg0KBXNjb3BlGAEgASgJEgsKA2tleRgCIAEoCRIRCglvbGRfdmFsdWUYAyABKAkSEQoJbmV3X3ZhbHVlGAQgASgJImoKEkFwcGx5RmxlZXRSZXNwb25zZRIpCgdjaGFuZ2VzGAEgAygLMhgucGdmbGVldC52MS5Qb2xpY3lDaGFuZ2USDwoHZHJ5X3J1bhgCIAEoCBIYChB1bmtub3duX2NsdXN0ZXJzGAMgAygJIoYBChFTdGFydERyaWxsUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhAKCGFnZW50X2lkGAQgASgJEgwKBGtlZXAYBSABKAgiNgoSU3RhcnREcmlsbFJlc3BvbnNlEiAKA2pvYhgBIAEoCzITLnBnZmxlZXQudjEuSm9iSW5mbyI9ChFTdGFydENoZWNrUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEhcKD3RpbWVvdXRfc2Vjb25kcxgCIAEoDSI2ChJTdGFydENoZWNrUmVzcG9uc2USIAoDam9iGAEgASgLMhMucGdmbGVldC52MS5Kb2JJbmZvIqoCCgtEcmlsbFJlY29yZBIOCgZqb2JfaWQYASABKAkSDwoHY2x1c3RlchgCIAEoCRIQCghhZ2VudF9pZBgDIAEoCRIjCgVzdGF0ZRgEIAEoDjIULnBnZmxlZXQudjEuSm9iU3RhdGUSLgoKc3RhcnRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXNjaGVkdWxlZBgHIAEoCBInCgZyZXN1bHQYCCABKAsyFy5wZ2ZsZWV0LnYxLkRyaWxsUmVzdWx0EiYKBWVycm9yGAkgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbCIzChFMaXN0RHJpbGxzUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEg0KBWxpbWl0GAIgASgNIj0KEkxpc3REcmlsbHNSZXNwb25zZRInCgZkcmlsbHMYASADKAsyFy5wZ2ZsZWV0LnYxLkRyaWxsUmVjb3JkIkQKHENyZWF0ZUVucm9sbG1lbnRUb2tlblJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRITCgt0dGxfc2Vjb25kcxgCIAEoDSJvCh1DcmVhdGVFbnJvbGxtZW50VG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIPCgdjbHVzdGVyGAIgASgJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpMBCglUb2tlbkluZm8SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRyb2xlGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldm9rZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjAKEkNyZWF0ZVRva2VuUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHJvbGUYAiABKAkiSQoTQ3JlYXRlVG9rZW5SZXNwb25zZRIjCgRpbmZvGAEgASgLMhUucGdmbGVldC52MS5Ub2tlbkluZm8SDQoFdG9rZW4YAiABKAkiEwoRTGlzdFRva2Vuc1JlcXVlc3QiOwoSTGlzdFRva2Vuc1Jlc3BvbnNlEiUKBnRva2VucxgBIAMoCzIVLnBnZmxlZXQudjEuVG9rZW5JbmZvIiMKElJldm9rZVRva2VuUmVxdWVzdBINCgV0b2tlbhgBIAEoCSI6ChNSZXZva2VUb2tlblJlc3BvbnNlEiMKBGluZm8YASABKAsyFS5wZ2ZsZWV0LnYxLlRva2VuSW5mbzL6DgoMQWRtaW5TZXJ2aWNlElEKDExpc3RDbHVzdGVycxIfLnBnZmxlZXQudjEuTGlzdENsdXN0ZXJzUmVxdWVzdBogLnBnZmxlZXQudjEuTGlzdENsdXN0ZXJzUmVzcG9uc2USTgoLTGlzdEJhY2t1cHMSHi5wZ2ZsZWV0LnYxLkxpc3RCYWNrdXBzUmVxdWVzdBofLnBnZmxlZXQudjEuTGlzdEJhY2t1cHNSZXNwb25zZRJOCgtTdGFydEJhY2t1cBIeLnBnZmxlZXQudjEuU3RhcnRCYWNrdXBSZXF1ZXN0Gh8ucGdmbGVldC52MS5TdGFydEJhY2t1cFJlc3BvbnNlElEKDFN0YXJ0UmVzdG9yZRIfLnBnZmxlZXQudjEuU3RhcnRSZXN0b3JlUmVxdWVzdBogLnBnZmxlZXQudjEuU3RhcnRSZXN0b3JlUmVzcG9uc2USPwoGR2V0Sm9iEhkucGdmbGVldC52MS5HZXRKb2JSZXF1ZXN0GhoucGdmbGVldC52MS5HZXRKb2JSZXNwb25zZRJFCghMaXN0Sm9icxIbLnBnZmxlZXQudjEuTGlzdEpvYnNSZXF1ZXN0GhwucGdmbGVldC52MS5MaXN0Sm9ic1Jlc3BvbnNlEkgKCUNhbmNlbEpvYhIcLnBnZmxlZXQudjEuQ2FuY2VsSm9iUmVxdWVzdBodLnBnZmxlZXQudjEuQ2FuY2VsSm9iUmVzcG9uc2USRwoIV2F0Y2hKb2ISGy5wZ2ZsZWV0LnYxLldhdGNoSm9iUmVxdWVzdBocLnBnZmxlZXQudjEuV2F0Y2hKb2JSZXNwb25zZTABEkgKCUdldFBvbGljeRIcLnBnZmxlZXQudjEuR2V0UG9saWN5UmVxdWVzdBodLnBnZmxlZXQudjEuR2V0UG9saWN5UmVzcG9uc2USSAoJU2V0UG9saWN5EhwucGdmbGVldC52MS5TZXRQb2xpY3lSZXF1ZXN0Gh0ucGdmbGVldC52MS5TZXRQb2xpY3lSZXNwb25zZRJUCg1QbGFuUmV0ZW50aW9uEiAucGdmbGVldC52MS5QbGFuUmV0ZW50aW9uUmVxdWVzdBohLnBnZmxlZXQudjEuUGxhblJldGVudGlvblJlc3BvbnNlElcKDkFwcGx5UmV0ZW50aW9uEiEucGdmbGVldC52MS5BcHBseVJldGVudGlvblJlcXVlc3QaIi5wZ2ZsZWV0LnYxLkFwcGx5UmV0ZW50aW9uUmVzcG9uc2USSAoJUGluQmFja3VwEhwucGdmbGVldC52MS5QaW5CYWNrdXBSZXF1ZXN0Gh0ucGdmbGVldC52MS5QaW5CYWNrdXBSZXNwb25zZRJLCgpMaXN0RXZlbnRzEh0ucGdmbGVldC52MS5MaXN0RXZlbnRzUmVxdWVzdBoeLnBnZmxlZXQudjEuTGlzdEV2ZW50c1Jlc3BvbnNlElAKC1dhdGNoRXZlbnRzEh4ucGdmbGVldC52MS5XYXRjaEV2ZW50c1JlcXVlc3QaHy5wZ2ZsZWV0LnYxLldhdGNoRXZlbnRzUmVzcG9uc2UwARJOCgtTdGFydFZlcmlmeRIeLnBnZmxlZXQudjEuU3RhcnRWZXJpZnlSZXF1ZXN0Gh8ucGdmbGVldC52MS5TdGFydFZlcmlmeVJlc3BvbnNlEksKCkFwcGx5RmxlZXQSHS5wZ2ZsZWV0LnYxLkFwcGx5RmxlZXRSZXF1ZXN0Gh4ucGdmbGVldC52MS5BcHBseUZsZWV0UmVzcG9uc2USSwoKU3RhcnREcmlsbBIdLnBnZmxlZXQudjEuU3RhcnREcmlsbFJlcXVlc3QaHi5wZ2ZsZWV0LnYxLlN0YXJ0RHJpbGxSZXNwb25zZRJLCgpMaXN0RHJpbGxzEh0ucGdmbGVldC52MS5MaXN0RHJpbGxzUmVxdWVzdBoeLnBnZmxlZXQudjEuTGlzdERyaWxsc1Jlc3BvbnNlEksKClN0YXJ0Q2hlY2sSHS5wZ2ZsZWV0LnYxLlN0YXJ0Q2hlY2tSZXF1ZXN0Gh4ucGdmbGVldC52MS5TdGFydENoZWNrUmVzcG9uc2USbAoVQ3JlYXRlRW5yb2xsbWVudFRva2VuEigucGdmbGVldC52MS5DcmVhdGVFbnJvbGxtZW50VG9rZW5SZXF1ZXN0GikucGdmbGVldC52MS5DcmVhdGVFbnJvbGxtZW50VG9rZW5SZXNwb25zZRJOCgtDcmVhdGVUb2tlbhIeLnBnZmxlZXQudjEuQ3JlYXRlVG9rZW5SZXF1ZXN0Gh8ucGdmbGVldC52MS5DcmVhdGVUb2tlblJlc3BvbnNlEksKCkxpc3RUb2tlbnMSHS5wZ2ZsZWV0LnYxLkxpc3RUb2tlbnNSZXF1ZXN0Gh4ucGdmbGVldC52MS5MaXN0VG9rZW5zUmVzcG9uc2USTgoLUmV2b2tlVG9rZW4SHi5wZ2ZsZWV0LnYxLlJldm9rZVRva2VuUmVxdWVzdBofLnBnZmxlZXQudjEuUmV2b2tlVG9rZW5SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_pgfleet_v1_agent, file_pgfleet_v1_common, file_pgfleet_v1_events]);
 
 /**
  * @generated from message pgfleet.v1.ClusterInfo
@@ -130,6 +130,14 @@ export type ClusterInfo = Message<"pgfleet.v1.ClusterInfo"> & {
    * @generated from field: pgfleet.v1.ArchiveSetup archive_setup = 19;
    */
   archiveSetup?: ArchiveSetup | undefined;
+
+  /**
+   * Every agent (one per host) of the cluster, the primary first; agent_id above is the primary's
+   * (or, without a known primary, the one a job would go to).
+   *
+   * @generated from field: repeated pgfleet.v1.ClusterHost hosts = 20;
+   */
+  hosts: ClusterHost[];
 };
 
 /**
@@ -138,6 +146,77 @@ export type ClusterInfo = Message<"pgfleet.v1.ClusterInfo"> & {
  */
 export const ClusterInfoSchema: GenMessage<ClusterInfo> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_admin, 0);
+
+/**
+ * One host of a cluster, as its agent last reported it.
+ *
+ * @generated from message pgfleet.v1.ClusterHost
+ */
+export type ClusterHost = Message<"pgfleet.v1.ClusterHost"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: string hostname = 2;
+   */
+  hostname: string;
+
+  /**
+   * @generated from field: bool connected = 3;
+   */
+  connected: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_seen = 4;
+   */
+  lastSeen?: Timestamp | undefined;
+
+  /**
+   * @generated from field: pgfleet.v1.ServerRole role = 5;
+   */
+  role: ServerRole;
+
+  /**
+   * Primary: pg_current_wal_lsn(); standby: pg_last_wal_replay_lsn().
+   *
+   * @generated from field: string current_lsn = 6;
+   */
+  currentLsn: string;
+
+  /**
+   * Standby: the primary's current LSN minus this host's replay LSN (lag_known false when the
+   * primary's position is not known: its agent is not connected).
+   *
+   * @generated from field: uint64 lag_bytes = 7;
+   */
+  lagBytes: bigint;
+
+  /**
+   * @generated from field: bool lag_known = 8;
+   */
+  lagKnown: boolean;
+
+  /**
+   * Standby: received but not replayed, and the replay delay in seconds (StandbyReplay).
+   *
+   * @generated from field: uint64 receive_replay_bytes = 9;
+   */
+  receiveReplayBytes: bigint;
+
+  /**
+   * @generated from field: double replay_lag_seconds = 10;
+   */
+  replayLagSeconds: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.ClusterHost.
+ * Use `create(ClusterHostSchema)` to create a new message.
+ */
+export const ClusterHostSchema: GenMessage<ClusterHost> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_admin, 1);
 
 /**
  * @generated from message pgfleet.v1.ScheduledJob
@@ -166,7 +245,7 @@ export type ScheduledJob = Message<"pgfleet.v1.ScheduledJob"> & {
  * Use `create(ScheduledJobSchema)` to create a new message.
  */
 export const ScheduledJobSchema: GenMessage<ScheduledJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 1);
+  messageDesc(file_pgfleet_v1_admin, 2);
 
 /**
  * @generated from message pgfleet.v1.VerifySummary
@@ -213,7 +292,7 @@ export type VerifySummary = Message<"pgfleet.v1.VerifySummary"> & {
  * Use `create(VerifySummarySchema)` to create a new message.
  */
 export const VerifySummarySchema: GenMessage<VerifySummary> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 2);
+  messageDesc(file_pgfleet_v1_admin, 3);
 
 /**
  * @generated from message pgfleet.v1.DrillSummary
@@ -257,7 +336,7 @@ export type DrillSummary = Message<"pgfleet.v1.DrillSummary"> & {
  * Use `create(DrillSummarySchema)` to create a new message.
  */
 export const DrillSummarySchema: GenMessage<DrillSummary> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 3);
+  messageDesc(file_pgfleet_v1_admin, 4);
 
 /**
  * @generated from message pgfleet.v1.ListClustersRequest
@@ -270,7 +349,7 @@ export type ListClustersRequest = Message<"pgfleet.v1.ListClustersRequest"> & {
  * Use `create(ListClustersRequestSchema)` to create a new message.
  */
 export const ListClustersRequestSchema: GenMessage<ListClustersRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 4);
+  messageDesc(file_pgfleet_v1_admin, 5);
 
 /**
  * @generated from message pgfleet.v1.ListClustersResponse
@@ -287,7 +366,7 @@ export type ListClustersResponse = Message<"pgfleet.v1.ListClustersResponse"> & 
  * Use `create(ListClustersResponseSchema)` to create a new message.
  */
 export const ListClustersResponseSchema: GenMessage<ListClustersResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 5);
+  messageDesc(file_pgfleet_v1_admin, 6);
 
 /**
  * @generated from message pgfleet.v1.ListBackupsRequest
@@ -304,7 +383,7 @@ export type ListBackupsRequest = Message<"pgfleet.v1.ListBackupsRequest"> & {
  * Use `create(ListBackupsRequestSchema)` to create a new message.
  */
 export const ListBackupsRequestSchema: GenMessage<ListBackupsRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 6);
+  messageDesc(file_pgfleet_v1_admin, 7);
 
 /**
  * @generated from message pgfleet.v1.ListBackupsResponse
@@ -321,7 +400,7 @@ export type ListBackupsResponse = Message<"pgfleet.v1.ListBackupsResponse"> & {
  * Use `create(ListBackupsResponseSchema)` to create a new message.
  */
 export const ListBackupsResponseSchema: GenMessage<ListBackupsResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 7);
+  messageDesc(file_pgfleet_v1_admin, 8);
 
 /**
  * @generated from message pgfleet.v1.StartBackupRequest
@@ -336,6 +415,13 @@ export type StartBackupRequest = Message<"pgfleet.v1.StartBackupRequest"> & {
    * @generated from field: pgfleet.v1.BackupType type = 2;
    */
   type: BackupType;
+
+  /**
+   * Which host to back up from; UNSPECIFIED: the policy's backup_from.
+   *
+   * @generated from field: pgfleet.v1.BackupSource from = 3;
+   */
+  from: BackupSource;
 };
 
 /**
@@ -343,7 +429,7 @@ export type StartBackupRequest = Message<"pgfleet.v1.StartBackupRequest"> & {
  * Use `create(StartBackupRequestSchema)` to create a new message.
  */
 export const StartBackupRequestSchema: GenMessage<StartBackupRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 8);
+  messageDesc(file_pgfleet_v1_admin, 9);
 
 /**
  * @generated from message pgfleet.v1.StartBackupResponse
@@ -360,7 +446,7 @@ export type StartBackupResponse = Message<"pgfleet.v1.StartBackupResponse"> & {
  * Use `create(StartBackupResponseSchema)` to create a new message.
  */
 export const StartBackupResponseSchema: GenMessage<StartBackupResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 9);
+  messageDesc(file_pgfleet_v1_admin, 10);
 
 /**
  * @generated from message pgfleet.v1.StartRestoreRequest
@@ -429,7 +515,7 @@ export type StartRestoreRequest = Message<"pgfleet.v1.StartRestoreRequest"> & {
  * Use `create(StartRestoreRequestSchema)` to create a new message.
  */
 export const StartRestoreRequestSchema: GenMessage<StartRestoreRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 10);
+  messageDesc(file_pgfleet_v1_admin, 11);
 
 /**
  * @generated from message pgfleet.v1.StartRestoreResponse
@@ -446,7 +532,7 @@ export type StartRestoreResponse = Message<"pgfleet.v1.StartRestoreResponse"> & 
  * Use `create(StartRestoreResponseSchema)` to create a new message.
  */
 export const StartRestoreResponseSchema: GenMessage<StartRestoreResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 11);
+  messageDesc(file_pgfleet_v1_admin, 12);
 
 /**
  * @generated from message pgfleet.v1.JobInfo
@@ -545,7 +631,7 @@ export type JobInfo = Message<"pgfleet.v1.JobInfo"> & {
  * Use `create(JobInfoSchema)` to create a new message.
  */
 export const JobInfoSchema: GenMessage<JobInfo> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 12);
+  messageDesc(file_pgfleet_v1_admin, 13);
 
 /**
  * @generated from message pgfleet.v1.GetJobRequest
@@ -562,7 +648,7 @@ export type GetJobRequest = Message<"pgfleet.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 13);
+  messageDesc(file_pgfleet_v1_admin, 14);
 
 /**
  * @generated from message pgfleet.v1.GetJobResponse
@@ -579,7 +665,7 @@ export type GetJobResponse = Message<"pgfleet.v1.GetJobResponse"> & {
  * Use `create(GetJobResponseSchema)` to create a new message.
  */
 export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 14);
+  messageDesc(file_pgfleet_v1_admin, 15);
 
 /**
  * @generated from message pgfleet.v1.ListJobsRequest
@@ -601,7 +687,7 @@ export type ListJobsRequest = Message<"pgfleet.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 15);
+  messageDesc(file_pgfleet_v1_admin, 16);
 
 /**
  * @generated from message pgfleet.v1.ListJobsResponse
@@ -618,7 +704,7 @@ export type ListJobsResponse = Message<"pgfleet.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 16);
+  messageDesc(file_pgfleet_v1_admin, 17);
 
 /**
  * @generated from message pgfleet.v1.CancelJobRequest
@@ -635,7 +721,7 @@ export type CancelJobRequest = Message<"pgfleet.v1.CancelJobRequest"> & {
  * Use `create(CancelJobRequestSchema)` to create a new message.
  */
 export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 17);
+  messageDesc(file_pgfleet_v1_admin, 18);
 
 /**
  * @generated from message pgfleet.v1.CancelJobResponse
@@ -655,7 +741,7 @@ export type CancelJobResponse = Message<"pgfleet.v1.CancelJobResponse"> & {
  * Use `create(CancelJobResponseSchema)` to create a new message.
  */
 export const CancelJobResponseSchema: GenMessage<CancelJobResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 18);
+  messageDesc(file_pgfleet_v1_admin, 19);
 
 /**
  * @generated from message pgfleet.v1.WatchJobRequest
@@ -672,7 +758,7 @@ export type WatchJobRequest = Message<"pgfleet.v1.WatchJobRequest"> & {
  * Use `create(WatchJobRequestSchema)` to create a new message.
  */
 export const WatchJobRequestSchema: GenMessage<WatchJobRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 19);
+  messageDesc(file_pgfleet_v1_admin, 20);
 
 /**
  * @generated from message pgfleet.v1.WatchJobResponse
@@ -689,7 +775,7 @@ export type WatchJobResponse = Message<"pgfleet.v1.WatchJobResponse"> & {
  * Use `create(WatchJobResponseSchema)` to create a new message.
  */
 export const WatchJobResponseSchema: GenMessage<WatchJobResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 20);
+  messageDesc(file_pgfleet_v1_admin, 21);
 
 /**
  * PolicySettings is a partial policy: an unset field is inherited (cluster override -> fleet
@@ -777,6 +863,13 @@ export type PolicySettings = Message<"pgfleet.v1.PolicySettings"> & {
    * @generated from field: optional double agent_silence_threshold_seconds = 14;
    */
   agentSilenceThresholdSeconds?: number | undefined;
+
+  /**
+   * Which host of an HA cluster backups run on: primary, standby or prefer-standby (default primary).
+   *
+   * @generated from field: optional string backup_from = 15;
+   */
+  backupFrom?: string | undefined;
 };
 
 /**
@@ -784,7 +877,7 @@ export type PolicySettings = Message<"pgfleet.v1.PolicySettings"> & {
  * Use `create(PolicySettingsSchema)` to create a new message.
  */
 export const PolicySettingsSchema: GenMessage<PolicySettings> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 21);
+  messageDesc(file_pgfleet_v1_admin, 22);
 
 /**
  * One effective value and where it comes from: "cluster", "fleet" or "default".
@@ -813,7 +906,7 @@ export type PolicyValue = Message<"pgfleet.v1.PolicyValue"> & {
  * Use `create(PolicyValueSchema)` to create a new message.
  */
 export const PolicyValueSchema: GenMessage<PolicyValue> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 22);
+  messageDesc(file_pgfleet_v1_admin, 23);
 
 /**
  * @generated from message pgfleet.v1.GetPolicyRequest
@@ -832,7 +925,7 @@ export type GetPolicyRequest = Message<"pgfleet.v1.GetPolicyRequest"> & {
  * Use `create(GetPolicyRequestSchema)` to create a new message.
  */
 export const GetPolicyRequestSchema: GenMessage<GetPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 23);
+  messageDesc(file_pgfleet_v1_admin, 24);
 
 /**
  * @generated from message pgfleet.v1.GetPolicyResponse
@@ -874,7 +967,7 @@ export type GetPolicyResponse = Message<"pgfleet.v1.GetPolicyResponse"> & {
  * Use `create(GetPolicyResponseSchema)` to create a new message.
  */
 export const GetPolicyResponseSchema: GenMessage<GetPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 24);
+  messageDesc(file_pgfleet_v1_admin, 25);
 
 /**
  * @generated from message pgfleet.v1.SetPolicyRequest
@@ -910,7 +1003,7 @@ export type SetPolicyRequest = Message<"pgfleet.v1.SetPolicyRequest"> & {
  * Use `create(SetPolicyRequestSchema)` to create a new message.
  */
 export const SetPolicyRequestSchema: GenMessage<SetPolicyRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 25);
+  messageDesc(file_pgfleet_v1_admin, 26);
 
 /**
  * @generated from message pgfleet.v1.SetPolicyResponse
@@ -927,7 +1020,7 @@ export type SetPolicyResponse = Message<"pgfleet.v1.SetPolicyResponse"> & {
  * Use `create(SetPolicyResponseSchema)` to create a new message.
  */
 export const SetPolicyResponseSchema: GenMessage<SetPolicyResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 26);
+  messageDesc(file_pgfleet_v1_admin, 27);
 
 /**
  * @generated from message pgfleet.v1.PlanRetentionRequest
@@ -944,7 +1037,7 @@ export type PlanRetentionRequest = Message<"pgfleet.v1.PlanRetentionRequest"> & 
  * Use `create(PlanRetentionRequestSchema)` to create a new message.
  */
 export const PlanRetentionRequestSchema: GenMessage<PlanRetentionRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 27);
+  messageDesc(file_pgfleet_v1_admin, 28);
 
 /**
  * @generated from message pgfleet.v1.RetentionDecision
@@ -999,7 +1092,7 @@ export type RetentionDecision = Message<"pgfleet.v1.RetentionDecision"> & {
  * Use `create(RetentionDecisionSchema)` to create a new message.
  */
 export const RetentionDecisionSchema: GenMessage<RetentionDecision> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 28);
+  messageDesc(file_pgfleet_v1_admin, 29);
 
 /**
  * @generated from message pgfleet.v1.PlanRetentionResponse
@@ -1060,7 +1153,7 @@ export type PlanRetentionResponse = Message<"pgfleet.v1.PlanRetentionResponse"> 
  * Use `create(PlanRetentionResponseSchema)` to create a new message.
  */
 export const PlanRetentionResponseSchema: GenMessage<PlanRetentionResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 29);
+  messageDesc(file_pgfleet_v1_admin, 30);
 
 /**
  * @generated from message pgfleet.v1.ApplyRetentionRequest
@@ -1077,7 +1170,7 @@ export type ApplyRetentionRequest = Message<"pgfleet.v1.ApplyRetentionRequest"> 
  * Use `create(ApplyRetentionRequestSchema)` to create a new message.
  */
 export const ApplyRetentionRequestSchema: GenMessage<ApplyRetentionRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 30);
+  messageDesc(file_pgfleet_v1_admin, 31);
 
 /**
  * @generated from message pgfleet.v1.ApplyRetentionResponse
@@ -1101,7 +1194,7 @@ export type ApplyRetentionResponse = Message<"pgfleet.v1.ApplyRetentionResponse"
  * Use `create(ApplyRetentionResponseSchema)` to create a new message.
  */
 export const ApplyRetentionResponseSchema: GenMessage<ApplyRetentionResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 31);
+  messageDesc(file_pgfleet_v1_admin, 32);
 
 /**
  * @generated from message pgfleet.v1.PinBackupRequest
@@ -1128,7 +1221,7 @@ export type PinBackupRequest = Message<"pgfleet.v1.PinBackupRequest"> & {
  * Use `create(PinBackupRequestSchema)` to create a new message.
  */
 export const PinBackupRequestSchema: GenMessage<PinBackupRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 32);
+  messageDesc(file_pgfleet_v1_admin, 33);
 
 /**
  * @generated from message pgfleet.v1.PinBackupResponse
@@ -1145,7 +1238,7 @@ export type PinBackupResponse = Message<"pgfleet.v1.PinBackupResponse"> & {
  * Use `create(PinBackupResponseSchema)` to create a new message.
  */
 export const PinBackupResponseSchema: GenMessage<PinBackupResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 33);
+  messageDesc(file_pgfleet_v1_admin, 34);
 
 /**
  * @generated from message pgfleet.v1.ListEventsRequest
@@ -1185,7 +1278,7 @@ export type ListEventsRequest = Message<"pgfleet.v1.ListEventsRequest"> & {
  * Use `create(ListEventsRequestSchema)` to create a new message.
  */
 export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 34);
+  messageDesc(file_pgfleet_v1_admin, 35);
 
 /**
  * @generated from message pgfleet.v1.EventEntry
@@ -1216,7 +1309,7 @@ export type EventEntry = Message<"pgfleet.v1.EventEntry"> & {
  * Use `create(EventEntrySchema)` to create a new message.
  */
 export const EventEntrySchema: GenMessage<EventEntry> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 35);
+  messageDesc(file_pgfleet_v1_admin, 36);
 
 /**
  * @generated from message pgfleet.v1.ListEventsResponse
@@ -1233,7 +1326,7 @@ export type ListEventsResponse = Message<"pgfleet.v1.ListEventsResponse"> & {
  * Use `create(ListEventsResponseSchema)` to create a new message.
  */
 export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 36);
+  messageDesc(file_pgfleet_v1_admin, 37);
 
 /**
  * @generated from message pgfleet.v1.WatchEventsRequest
@@ -1257,7 +1350,7 @@ export type WatchEventsRequest = Message<"pgfleet.v1.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 37);
+  messageDesc(file_pgfleet_v1_admin, 38);
 
 /**
  * @generated from message pgfleet.v1.WatchEventsResponse
@@ -1274,7 +1367,7 @@ export type WatchEventsResponse = Message<"pgfleet.v1.WatchEventsResponse"> & {
  * Use `create(WatchEventsResponseSchema)` to create a new message.
  */
 export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 38);
+  messageDesc(file_pgfleet_v1_admin, 39);
 
 /**
  * @generated from message pgfleet.v1.StartVerifyRequest
@@ -1298,7 +1391,7 @@ export type StartVerifyRequest = Message<"pgfleet.v1.StartVerifyRequest"> & {
  * Use `create(StartVerifyRequestSchema)` to create a new message.
  */
 export const StartVerifyRequestSchema: GenMessage<StartVerifyRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 39);
+  messageDesc(file_pgfleet_v1_admin, 40);
 
 /**
  * @generated from message pgfleet.v1.StartVerifyResponse
@@ -1315,7 +1408,7 @@ export type StartVerifyResponse = Message<"pgfleet.v1.StartVerifyResponse"> & {
  * Use `create(StartVerifyResponseSchema)` to create a new message.
  */
 export const StartVerifyResponseSchema: GenMessage<StartVerifyResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 40);
+  messageDesc(file_pgfleet_v1_admin, 41);
 
 /**
  * @generated from message pgfleet.v1.ApplyFleetRequest
@@ -1355,7 +1448,7 @@ export type ApplyFleetRequest = Message<"pgfleet.v1.ApplyFleetRequest"> & {
  * Use `create(ApplyFleetRequestSchema)` to create a new message.
  */
 export const ApplyFleetRequestSchema: GenMessage<ApplyFleetRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 41);
+  messageDesc(file_pgfleet_v1_admin, 42);
 
 /**
  * @generated from message pgfleet.v1.PolicyChange
@@ -1391,7 +1484,7 @@ export type PolicyChange = Message<"pgfleet.v1.PolicyChange"> & {
  * Use `create(PolicyChangeSchema)` to create a new message.
  */
 export const PolicyChangeSchema: GenMessage<PolicyChange> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 42);
+  messageDesc(file_pgfleet_v1_admin, 43);
 
 /**
  * @generated from message pgfleet.v1.ApplyFleetResponse
@@ -1421,7 +1514,7 @@ export type ApplyFleetResponse = Message<"pgfleet.v1.ApplyFleetResponse"> & {
  * Use `create(ApplyFleetResponseSchema)` to create a new message.
  */
 export const ApplyFleetResponseSchema: GenMessage<ApplyFleetResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 43);
+  messageDesc(file_pgfleet_v1_admin, 44);
 
 /**
  * @generated from message pgfleet.v1.StartDrillRequest
@@ -1466,7 +1559,7 @@ export type StartDrillRequest = Message<"pgfleet.v1.StartDrillRequest"> & {
  * Use `create(StartDrillRequestSchema)` to create a new message.
  */
 export const StartDrillRequestSchema: GenMessage<StartDrillRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 44);
+  messageDesc(file_pgfleet_v1_admin, 45);
 
 /**
  * @generated from message pgfleet.v1.StartDrillResponse
@@ -1483,7 +1576,7 @@ export type StartDrillResponse = Message<"pgfleet.v1.StartDrillResponse"> & {
  * Use `create(StartDrillResponseSchema)` to create a new message.
  */
 export const StartDrillResponseSchema: GenMessage<StartDrillResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 45);
+  messageDesc(file_pgfleet_v1_admin, 46);
 
 /**
  * @generated from message pgfleet.v1.StartCheckRequest
@@ -1507,7 +1600,7 @@ export type StartCheckRequest = Message<"pgfleet.v1.StartCheckRequest"> & {
  * Use `create(StartCheckRequestSchema)` to create a new message.
  */
 export const StartCheckRequestSchema: GenMessage<StartCheckRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 46);
+  messageDesc(file_pgfleet_v1_admin, 47);
 
 /**
  * @generated from message pgfleet.v1.StartCheckResponse
@@ -1524,7 +1617,7 @@ export type StartCheckResponse = Message<"pgfleet.v1.StartCheckResponse"> & {
  * Use `create(StartCheckResponseSchema)` to create a new message.
  */
 export const StartCheckResponseSchema: GenMessage<StartCheckResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 47);
+  messageDesc(file_pgfleet_v1_admin, 48);
 
 /**
  * @generated from message pgfleet.v1.DrillRecord
@@ -1581,7 +1674,7 @@ export type DrillRecord = Message<"pgfleet.v1.DrillRecord"> & {
  * Use `create(DrillRecordSchema)` to create a new message.
  */
 export const DrillRecordSchema: GenMessage<DrillRecord> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 48);
+  messageDesc(file_pgfleet_v1_admin, 49);
 
 /**
  * @generated from message pgfleet.v1.ListDrillsRequest
@@ -1603,7 +1696,7 @@ export type ListDrillsRequest = Message<"pgfleet.v1.ListDrillsRequest"> & {
  * Use `create(ListDrillsRequestSchema)` to create a new message.
  */
 export const ListDrillsRequestSchema: GenMessage<ListDrillsRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 49);
+  messageDesc(file_pgfleet_v1_admin, 50);
 
 /**
  * @generated from message pgfleet.v1.ListDrillsResponse
@@ -1620,7 +1713,7 @@ export type ListDrillsResponse = Message<"pgfleet.v1.ListDrillsResponse"> & {
  * Use `create(ListDrillsResponseSchema)` to create a new message.
  */
 export const ListDrillsResponseSchema: GenMessage<ListDrillsResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 50);
+  messageDesc(file_pgfleet_v1_admin, 51);
 
 /**
  * @generated from message pgfleet.v1.CreateEnrollmentTokenRequest
@@ -1644,7 +1737,7 @@ export type CreateEnrollmentTokenRequest = Message<"pgfleet.v1.CreateEnrollmentT
  * Use `create(CreateEnrollmentTokenRequestSchema)` to create a new message.
  */
 export const CreateEnrollmentTokenRequestSchema: GenMessage<CreateEnrollmentTokenRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 51);
+  messageDesc(file_pgfleet_v1_admin, 52);
 
 /**
  * @generated from message pgfleet.v1.CreateEnrollmentTokenResponse
@@ -1673,7 +1766,7 @@ export type CreateEnrollmentTokenResponse = Message<"pgfleet.v1.CreateEnrollment
  * Use `create(CreateEnrollmentTokenResponseSchema)` to create a new message.
  */
 export const CreateEnrollmentTokenResponseSchema: GenMessage<CreateEnrollmentTokenResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 52);
+  messageDesc(file_pgfleet_v1_admin, 53);
 
 /**
  * @generated from message pgfleet.v1.TokenInfo
@@ -1712,7 +1805,7 @@ export type TokenInfo = Message<"pgfleet.v1.TokenInfo"> & {
  * Use `create(TokenInfoSchema)` to create a new message.
  */
 export const TokenInfoSchema: GenMessage<TokenInfo> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 53);
+  messageDesc(file_pgfleet_v1_admin, 54);
 
 /**
  * @generated from message pgfleet.v1.CreateTokenRequest
@@ -1734,7 +1827,7 @@ export type CreateTokenRequest = Message<"pgfleet.v1.CreateTokenRequest"> & {
  * Use `create(CreateTokenRequestSchema)` to create a new message.
  */
 export const CreateTokenRequestSchema: GenMessage<CreateTokenRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 54);
+  messageDesc(file_pgfleet_v1_admin, 55);
 
 /**
  * @generated from message pgfleet.v1.CreateTokenResponse
@@ -1758,7 +1851,7 @@ export type CreateTokenResponse = Message<"pgfleet.v1.CreateTokenResponse"> & {
  * Use `create(CreateTokenResponseSchema)` to create a new message.
  */
 export const CreateTokenResponseSchema: GenMessage<CreateTokenResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 55);
+  messageDesc(file_pgfleet_v1_admin, 56);
 
 /**
  * @generated from message pgfleet.v1.ListTokensRequest
@@ -1771,7 +1864,7 @@ export type ListTokensRequest = Message<"pgfleet.v1.ListTokensRequest"> & {
  * Use `create(ListTokensRequestSchema)` to create a new message.
  */
 export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 56);
+  messageDesc(file_pgfleet_v1_admin, 57);
 
 /**
  * @generated from message pgfleet.v1.ListTokensResponse
@@ -1788,7 +1881,7 @@ export type ListTokensResponse = Message<"pgfleet.v1.ListTokensResponse"> & {
  * Use `create(ListTokensResponseSchema)` to create a new message.
  */
 export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 57);
+  messageDesc(file_pgfleet_v1_admin, 58);
 
 /**
  * @generated from message pgfleet.v1.RevokeTokenRequest
@@ -1807,7 +1900,7 @@ export type RevokeTokenRequest = Message<"pgfleet.v1.RevokeTokenRequest"> & {
  * Use `create(RevokeTokenRequestSchema)` to create a new message.
  */
 export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 58);
+  messageDesc(file_pgfleet_v1_admin, 59);
 
 /**
  * @generated from message pgfleet.v1.RevokeTokenResponse
@@ -1824,7 +1917,7 @@ export type RevokeTokenResponse = Message<"pgfleet.v1.RevokeTokenResponse"> & {
  * Use `create(RevokeTokenResponseSchema)` to create a new message.
  */
 export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_admin, 59);
+  messageDesc(file_pgfleet_v1_admin, 60);
 
 /**
  * AdminService is the controller's API for the `pgfleet` CLI (and later a dashboard).

@@ -6,7 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { BackupInfo, BackupType, ErrorDetail, JobState, RecoveryTarget, Repository, RestoreArchive } from "./common_pb.js";
+import type { BackupInfo, BackupType, ErrorDetail, JobState, RecoveryTarget, Repository, RestoreArchive, ServerRole } from "./common_pb.js";
 import { file_pgfleet_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/agent.proto.
  */
 export const file_pgfleet_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIr0BCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SABCBQoDbXNnIoYBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIAEIFCgNtc2cihQIKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCRIsCgxyZXBvc2l0b3JpZXMYCiADKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkiSQoHV2VsY29tZRIaChJjb250cm9sbGVyX3ZlcnNpb24YASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKA0igwIKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVwZ191cBgCIAEoCBIrCghhcmNoaXZlchgDIAEoCzIZLnBnZmxlZXQudjEuQXJjaGl2ZXJTdGF0cxITCgtjdXJyZW50X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIUCgxzdHJlYW1lZF9sc24YBiABKAkSIgoDd2FsGAcgASgLMhUucGdmbGVldC52MS5XYWxIZWFsdGgSLwoNYXJjaGl2ZV9zZXR1cBgIIAEoCzIYLnBnZmxlZXQudjEuQXJjaGl2ZVNldHVwImMKDEFyY2hpdmVTZXR1cBIUCgxhcmNoaXZlX21vZGUYASABKAkSFwoPYXJjaGl2ZV9jb21tYW5kGAIgASgJEhMKC3ZpYV9wZ2ZsZWV0GAMgASgIEg8KB3Byb2JsZW0YBCABKAkiwQIKCVdhbEhlYWx0aBIUCgxwZ193YWxfYnl0ZXMYASABKAQSGQoRcGdfd2FsX2ZyZWVfYnl0ZXMYAiABKAQSGgoScGdfd2FsX3RvdGFsX2J5dGVzGAMgASgEEhEKCXNsb3RfbmFtZRgEIAEoCRITCgtzbG90X2FjdGl2ZRgFIAEoCBIYChBzbG90X3Jlc3RhcnRfbHNuGAYgASgJEhsKE3Nsb3RfcmV0YWluZWRfYnl0ZXMYByABKAQSFwoPc2xvdF93YWxfc3RhdHVzGAggASgJEhgKEHN0cmVhbV9sYWdfYnl0ZXMYCSABKAQSGgoSc3RyZWFtX2xhZ19zZWNvbmRzGAogASgBEh0KFXdhbF9zZWdtZW50c19hcmNoaXZlZBgLIAEoBBIaChJ3YWxfYnl0ZXNfYXJjaGl2ZWQYDCABKAQi3wEKDUFyY2hpdmVyU3RhdHMSFgoOYXJjaGl2ZWRfY291bnQYASABKAQSGQoRbGFzdF9hcmNoaXZlZF93YWwYAiABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYBCABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAUgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpwDCgNKb2ISDgoGam9iX2lkGAEgASgJEioKCnJlcG9zaXRvcnkYAiABKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkSLAoMcmVwb3NpdG9yaWVzGAMgAygLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAEicKBmV4cGlyZRgMIAEoCzIVLnBnZmxlZXQudjEuRXhwaXJlSm9iSAASJwoGdmVyaWZ5GA0gASgLMhUucGdmbGVldC52MS5WZXJpZnlKb2JIABIlCgVkcmlsbBgOIAEoCzIULnBnZmxlZXQudjEuRHJpbGxKb2JIABIvCgdjYXB0dXJlGA8gASgLMhwucGdmbGVldC52MS5DYXB0dXJlU291cmNlSm9iSAASJQoFY2hlY2sYECABKAsyFC5wZ2ZsZWV0LnYxLkNoZWNrSm9iSABCBgoEa2luZCJACglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCSL5AQoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgSFgoOdGFibGVzcGFjZV9kaXIYBiABKAkSFwoPYmFja3VwX2V4cGxpY2l0GAcgASgIEhcKD3RhcmdldF90aW1lbGluZRgIIAEoDRIrCgdhcmNoaXZlGAkgASgOMhoucGdmbGVldC52MS5SZXN0b3JlQXJjaGl2ZSIYCgZDYW5jZWwSDgoGam9iX2lkGAEgASgJIr4BCgtKb2JQcm9ncmVzcxIOCgZqb2JfaWQYASABKAkSDQoFcGhhc2UYAiABKAkSEgoKYnl0ZXNfZG9uZRgDIAEoBBITCgtieXRlc190b3RhbBgEIAEoBBISCgpmaWxlc19kb25lGAUgASgNEhMKC2ZpbGVzX3RvdGFsGAYgASgNEg8KB21lc3NhZ2UYByABKAkSGAoQYnl0ZXNfcGVyX3NlY29uZBgIIAEoARITCgtldGFfc2Vjb25kcxgJIAEoASKjAwoJSm9iUmVzdWx0Eg4KBmpvYl9pZBgBIAEoCRIjCgVzdGF0ZRgCIAEoDjIULnBnZmxlZXQudjEuSm9iU3RhdGUSJgoFZXJyb3IYAyABKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEigKBmJhY2t1cBgKIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mb0gAEiwKB3Jlc3RvcmUYCyABKAsyGS5wZ2ZsZWV0LnYxLlJlc3RvcmVSZXN1bHRIABIqCgZleHBpcmUYDCABKAsyGC5wZ2ZsZWV0LnYxLkV4cGlyZVJlc3VsdEgAEioKBnZlcmlmeRgNIAEoCzIYLnBnZmxlZXQudjEuVmVyaWZ5UmVzdWx0SAASKAoFZHJpbGwYDiABKAsyFy5wZ2ZsZWV0LnYxLkRyaWxsUmVzdWx0SAASKwoHY2FwdHVyZRgPIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzSAASKAoFY2hlY2sYECABKAsyFy5wZ2ZsZWV0LnYxLkNoZWNrUmVzdWx0SABCCAoGcmVzdWx0IokBCg1SZXN0b3JlUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEg0KBWJ5dGVzGAMgASgEEhIKCmZpbGVfY291bnQYBCABKA0SEAoIdGltZWxpbmUYBSABKA0SGQoRYXJjaGl2ZV9wcmVzZXJ2ZWQYBiABKAgigwEKCUV4cGlyZUpvYhIPCgdjbHVzdGVyGAEgASgJEg4KBmxhYmVscxgCIAMoCRIVCg13YWxfa2VlcF9mcm9tGAMgASgJEi0KC2tlZXBfcmFuZ2VzGAQgAygLMhgucGdmbGVldC52MS5XYWxLZWVwUmFuZ2USDwoHZHJ5X3J1bhgFIAEoCCJUCgxXYWxLZWVwUmFuZ2USDQoFbGFiZWwYASABKAkSEAoIdGltZWxpbmUYAiABKA0SEQoJd2FsX3N0YXJ0GAMgASgJEhAKCHdhbF9zdG9wGAQgASgJIuUBCgxFeHBpcmVSZXN1bHQSFgoOZGVsZXRlZF9sYWJlbHMYASADKAkSFgoOc2tpcHBlZF9sYWJlbHMYAiADKAkSHAoUYmFja3VwX2ZpbGVzX2RlbGV0ZWQYAyABKA0SHAoUYmFja3VwX2J5dGVzX2RlbGV0ZWQYBCABKAQSGQoRd2FsX2ZpbGVzX2RlbGV0ZWQYBSABKA0SGQoRd2FsX2J5dGVzX2RlbGV0ZWQYBiABKAQSGQoRd2FsX2ZpcnN0X2RlbGV0ZWQYByABKAkSGAoQd2FsX2xhc3RfZGVsZXRlZBgIIAEoCSIZCglWZXJpZnlKb2ISDAoEZnVsbBgBIAEoCCKeAQoNVmVyaWZ5UHJvYmxlbRIMCgRraW5kGAEgASgJEg0KBWxhYmVsGAIgASgJEgwKBHBhdGgYAyABKAkSCwoDa2V5GAQgASgJEg8KB21lc3NhZ2UYBSABKAkSEAoIdGltZWxpbmUYBiABKA0SEAoIbHNuX2Zyb20YByABKAkSDgoGbHNuX3RvGAggASgJEhAKCHNlZ21lbnRzGAkgAygJIoMCChNWZXJpZnlCYWNrdXBWZXJkaWN0Eg0KBWxhYmVsGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSEgoKcmVzdG9yYWJsZRgDIAEoCBIQCghmcm9tX2xzbhgEIAEoCRItCglmcm9tX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnRvX2xzbhgGIAEoCRITCgt0b190aW1lbGluZRgHIAEoDRIPCgdyZWFzb25zGAggAygJEhUKDWZpbGVzX2NoZWNrZWQYCSABKA0SFQoNYnl0ZXNfY2hlY2tlZBgKIAEoBCK5AQoMVmVyaWZ5UmVzdWx0EgwKBGZ1bGwYASABKAgSMAoHYmFja3VwcxgCIAMoCzIfLnBnZmxlZXQudjEuVmVyaWZ5QmFja3VwVmVyZGljdBIrCghwcm9ibGVtcxgDIAMoCzIZLnBnZmxlZXQudjEuVmVyaWZ5UHJvYmxlbRIcChR3YWxfc2VnbWVudHNfY2hlY2tlZBgEIAEoDRISCgp3YWxfbmV3ZXN0GAUgAygJEgoKAm9rGAYgASgIIqoBCghEcmlsbEpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhMKC3NjcmF0Y2hfZGlyGAQgASgJEigKBnNvdXJjZRgFIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzEgwKBGtlZXAYBiABKAgiOgoQQ2FwdHVyZVNvdXJjZUpvYhIPCgdjbHVzdGVyGAEgASgJEhUKDXJlc3RvcmVfcG9pbnQYAiABKAkinQEKDFNvdXJjZUNvdW50cxIVCg1yZXN0b3JlX3BvaW50GAEgASgJEgsKA2xzbhgCIAEoCRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZ0YWJsZXMYBCADKAsyGS5wZ2ZsZWV0LnYxLlRhYmxlUm93Q291bnQSFAoMY2hhbmdlX2JvdW5kGAUgASgEIk4KDVRhYmxlUm93Q291bnQSEAoIZGF0YWJhc2UYASABKAkSDgoGc2NoZW1hGAIgASgJEg0KBXRhYmxlGAMgASgJEgwKBHJvd3MYBCABKAMibQoOVGFibGVDb3VudERpZmYSEAoIZGF0YWJhc2UYASABKAkSDgoGc2NoZW1hGAIgASgJEg0KBXRhYmxlGAMgASgJEhMKC3NvdXJjZV9yb3dzGAQgASgDEhUKDXJlc3RvcmVkX3Jvd3MYBSABKAMiVAoOQW1jaGVja0ZpbmRpbmcSEAoIZGF0YWJhc2UYASABKAkSEAoIcmVsYXRpb24YAiABKAkSDQoFY2hlY2sYAyABKAkSDwoHbWVzc2FnZRgEIAEoCSKdBQoLRHJpbGxSZXN1bHQSFAoMYmFja3VwX2xhYmVsGAEgASgJEioKBnRhcmdldBgCIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSCgoCb2sYAyABKAgSDQoFc3RhZ2UYBCABKAkSDwoHcmVhc29ucxgFIAMoCRIXCg9yZXN0b3JlX3NlY29uZHMYBiABKAESGAoQcmVjb3Zlcnlfc2Vjb25kcxgHIAEoARITCgtydG9fc2Vjb25kcxgIIAEoARIVCg1yZWNvdmVyZWRfbHNuGAkgASgJEjIKDnJlY292ZXJlZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5yZXN0b3JlZF9ieXRlcxgLIAEoBBIZChFkYXRhYmFzZXNfY2hlY2tlZBgMIAEoDRIZChFyZWxhdGlvbnNfY2hlY2tlZBgNIAEoDRI0ChBhbWNoZWNrX2ZpbmRpbmdzGA4gAygLMhoucGdmbGVldC52MS5BbWNoZWNrRmluZGluZxIXCg9jb3VudHNfY29tcGFyZWQYDyABKAgSFwoPdGFibGVzX2NvbXBhcmVkGBAgASgNEhQKDGNvdW50c19lcXVhbBgRIAEoCBIvCgtjb3VudF9kaWZmcxgSIAMoCzIaLnBnZmxlZXQudjEuVGFibGVDb3VudERpZmYSGgoSY291bnRfY2hhbmdlX2JvdW5kGBMgASgEEigKBnNvdXJjZRgUIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzEh0KFXBvc3RncmVzX2xvZ19wcm9ibGVtcxgVIAMoCRIZChFwb3N0Z3Jlc19sb2dfdGFpbBgWIAMoCRIQCghrZXB0X2RpchgXIAEoCSIjCghDaGVja0pvYhIXCg90aW1lb3V0X3NlY29uZHMYASABKA0iVQoJQ2hlY2tJdGVtEgwKBG5hbWUYASABKAkSKQoHdmVyZGljdBgCIAEoDjIYLnBnZmxlZXQudjEuQ2hlY2tWZXJkaWN0Eg8KB21lc3NhZ2UYAyABKAkiaQoLQ2hlY2tSZXN1bHQSJAoFaXRlbXMYASADKAsyFS5wZ2ZsZWV0LnYxLkNoZWNrSXRlbRIKCgJvaxgCIAEoCBITCgt3YWxfc2VnbWVudBgDIAEoCRITCgt3YWxfc2Vjb25kcxgEIAEoASJSCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEg8KB2NsdXN0ZXIYAyABKAkSDwoHY3NyX3BlbRgEIAEoCSJmCg5FbnJvbGxSZXNwb25zZRIQCghjZXJ0X3BlbRgBIAEoCRITCgtjYV9jZXJ0X3BlbRgCIAEoCRItCglub3RfYWZ0ZXIYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKnMKDENoZWNrVmVyZGljdBIdChlDSEVDS19WRVJESUNUX1VOU1BFQ0lGSUVEEAASFAoQQ0hFQ0tfVkVSRElDVF9PSxABEhYKEkNIRUNLX1ZFUkRJQ1RfV0FSThACEhYKEkNIRUNLX1ZFUkRJQ1RfRkFJTBADMlYKDEFnZW50U2VydmljZRJGCgdDb25uZWN0EhoucGdmbGVldC52MS5Db25uZWN0UmVxdWVzdBobLnBnZmxlZXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwATJUChFFbnJvbGxtZW50U2VydmljZRI/CgZFbnJvbGwSGS5wZ2ZsZWV0LnYxLkVucm9sbFJlcXVlc3QaGi5wZ2ZsZWV0LnYxLkVucm9sbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
+  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIuoBCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SAASKwoKd2FsX3N3aXRjaBgFIAEoCzIVLnBnZmxlZXQudjEuV2FsU3dpdGNoSABCBQoDbXNnIrMBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIABIrCgp3YWxfc3dpdGNoGAQgASgLMhUucGdmbGVldC52MS5XYWxTd2l0Y2hIAEIFCgNtc2ciKAoJV2FsU3dpdGNoEg4KBmpvYl9pZBgBIAEoCRILCgNsc24YAiABKAkihQIKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCRIsCgxyZXBvc2l0b3JpZXMYCiADKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkiSQoHV2VsY29tZRIaChJjb250cm9sbGVyX3ZlcnNpb24YASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKA0i1AIKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVwZ191cBgCIAEoCBIrCghhcmNoaXZlchgDIAEoCzIZLnBnZmxlZXQudjEuQXJjaGl2ZXJTdGF0cxITCgtjdXJyZW50X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIUCgxzdHJlYW1lZF9sc24YBiABKAkSIgoDd2FsGAcgASgLMhUucGdmbGVldC52MS5XYWxIZWFsdGgSLwoNYXJjaGl2ZV9zZXR1cBgIIAEoCzIYLnBnZmxlZXQudjEuQXJjaGl2ZVNldHVwEiQKBHJvbGUYCSABKA4yFi5wZ2ZsZWV0LnYxLlNlcnZlclJvbGUSKQoGcmVwbGF5GAogASgLMhkucGdmbGVldC52MS5TdGFuZGJ5UmVwbGF5ImMKDEFyY2hpdmVTZXR1cBIUCgxhcmNoaXZlX21vZGUYASABKAkSFwoPYXJjaGl2ZV9jb21tYW5kGAIgASgJEhMKC3ZpYV9wZ2ZsZWV0GAMgASgIEg8KB3Byb2JsZW0YBCABKAkiqAEKDVN0YW5kYnlSZXBsYXkSEwoLcmVjZWl2ZV9sc24YASABKAkSEgoKcmVwbGF5X2xzbhgCIAEoCRIcChRyZWNlaXZlX3JlcGxheV9ieXRlcxgDIAEoBBI0ChBsYXN0X3JlcGxheV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJyZXBsYXlfbGFnX3NlY29uZHMYBSABKAEiwQIKCVdhbEhlYWx0aBIUCgxwZ193YWxfYnl0ZXMYASABKAQSGQoRcGdfd2FsX2ZyZWVfYnl0ZXMYAiABKAQSGgoScGdfd2FsX3RvdGFsX2J5dGVzGAMgASgEEhEKCXNsb3RfbmFtZRgEIAEoCRITCgtzbG90X2FjdGl2ZRgFIAEoCBIYChBzbG90X3Jlc3RhcnRfbHNuGAYgASgJEhsKE3Nsb3RfcmV0YWluZWRfYnl0ZXMYByABKAQSFwoPc2xvdF93YWxfc3RhdHVzGAggASgJEhgKEHN0cmVhbV9sYWdfYnl0ZXMYCSABKAQSGgoSc3RyZWFtX2xhZ19zZWNvbmRzGAogASgBEh0KFXdhbF9zZWdtZW50c19hcmNoaXZlZBgLIAEoBBIaChJ3YWxfYnl0ZXNfYXJjaGl2ZWQYDCABKAQi3wEKDUFyY2hpdmVyU3RhdHMSFgoOYXJjaGl2ZWRfY291bnQYASABKAQSGQoRbGFzdF9hcmNoaXZlZF93YWwYAiABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYBCABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAUgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpwDCgNKb2ISDgoGam9iX2lkGAEgASgJEioKCnJlcG9zaXRvcnkYAiABKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkSLAoMcmVwb3NpdG9yaWVzGAMgAygLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAEicKBmV4cGlyZRgMIAEoCzIVLnBnZmxlZXQudjEuRXhwaXJlSm9iSAASJwoGdmVyaWZ5GA0gASgLMhUucGdmbGVldC52MS5WZXJpZnlKb2JIABIlCgVkcmlsbBgOIAEoCzIULnBnZmxlZXQudjEuRHJpbGxKb2JIABIvCgdjYXB0dXJlGA8gASgLMhwucGdmbGVldC52MS5DYXB0dXJlU291cmNlSm9iSAASJQoFY2hlY2sYECABKAsyFC5wZ2ZsZWV0LnYxLkNoZWNrSm9iSABCBgoEa2luZCJACglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCSL5AQoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgSFgoOdGFibGVzcGFjZV9kaXIYBiABKAkSFwoPYmFja3VwX2V4cGxpY2l0GAcgASgIEhcKD3RhcmdldF90aW1lbGluZRgIIAEoDRIrCgdhcmNoaXZlGAkgASgOMhoucGdmbGVldC52MS5SZXN0b3JlQXJjaGl2ZSIYCgZDYW5jZWwSDgoGam9iX2lkGAEgASgJIr4BCgtKb2JQcm9ncmVzcxIOCgZqb2JfaWQYASABKAkSDQoFcGhhc2UYAiABKAkSEgoKYnl0ZXNfZG9uZRgDIAEoBBITCgtieXRlc190b3RhbBgEIAEoBBISCgpmaWxlc19kb25lGAUgASgNEhMKC2ZpbGVzX3RvdGFsGAYgASgNEg8KB21lc3NhZ2UYByABKAkSGAoQYnl0ZXNfcGVyX3NlY29uZBgIIAEoARITCgtldGFfc2Vjb25kcxgJIAEoASKjAwoJSm9iUmVzdWx0Eg4KBmpvYl9pZBgBIAEoCRIjCgVzdGF0ZRgCIAEoDjIULnBnZmxlZXQudjEuSm9iU3RhdGUSJgoFZXJyb3IYAyABKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEigKBmJhY2t1cBgKIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mb0gAEiwKB3Jlc3RvcmUYCyABKAsyGS5wZ2ZsZWV0LnYxLlJlc3RvcmVSZXN1bHRIABIqCgZleHBpcmUYDCABKAsyGC5wZ2ZsZWV0LnYxLkV4cGlyZVJlc3VsdEgAEioKBnZlcmlmeRgNIAEoCzIYLnBnZmxlZXQudjEuVmVyaWZ5UmVzdWx0SAASKAoFZHJpbGwYDiABKAsyFy5wZ2ZsZWV0LnYxLkRyaWxsUmVzdWx0SAASKwoHY2FwdHVyZRgPIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzSAASKAoFY2hlY2sYECABKAsyFy5wZ2ZsZWV0LnYxLkNoZWNrUmVzdWx0SABCCAoGcmVzdWx0IokBCg1SZXN0b3JlUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEg0KBWJ5dGVzGAMgASgEEhIKCmZpbGVfY291bnQYBCABKA0SEAoIdGltZWxpbmUYBSABKA0SGQoRYXJjaGl2ZV9wcmVzZXJ2ZWQYBiABKAgigwEKCUV4cGlyZUpvYhIPCgdjbHVzdGVyGAEgASgJEg4KBmxhYmVscxgCIAMoCRIVCg13YWxfa2VlcF9mcm9tGAMgASgJEi0KC2tlZXBfcmFuZ2VzGAQgAygLMhgucGdmbGVldC52MS5XYWxLZWVwUmFuZ2USDwoHZHJ5X3J1bhgFIAEoCCJUCgxXYWxLZWVwUmFuZ2USDQoFbGFiZWwYASABKAkSEAoIdGltZWxpbmUYAiABKA0SEQoJd2FsX3N0YXJ0GAMgASgJEhAKCHdhbF9zdG9wGAQgASgJIuUBCgxFeHBpcmVSZXN1bHQSFgoOZGVsZXRlZF9sYWJlbHMYASADKAkSFgoOc2tpcHBlZF9sYWJlbHMYAiADKAkSHAoUYmFja3VwX2ZpbGVzX2RlbGV0ZWQYAyABKA0SHAoUYmFja3VwX2J5dGVzX2RlbGV0ZWQYBCABKAQSGQoRd2FsX2ZpbGVzX2RlbGV0ZWQYBSABKA0SGQoRd2FsX2J5dGVzX2RlbGV0ZWQYBiABKAQSGQoRd2FsX2ZpcnN0X2RlbGV0ZWQYByABKAkSGAoQd2FsX2xhc3RfZGVsZXRlZBgIIAEoCSIZCglWZXJpZnlKb2ISDAoEZnVsbBgBIAEoCCKeAQoNVmVyaWZ5UHJvYmxlbRIMCgRraW5kGAEgASgJEg0KBWxhYmVsGAIgASgJEgwKBHBhdGgYAyABKAkSCwoDa2V5GAQgASgJEg8KB21lc3NhZ2UYBSABKAkSEAoIdGltZWxpbmUYBiABKA0SEAoIbHNuX2Zyb20YByABKAkSDgoGbHNuX3RvGAggASgJEhAKCHNlZ21lbnRzGAkgAygJIoMCChNWZXJpZnlCYWNrdXBWZXJkaWN0Eg0KBWxhYmVsGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSEgoKcmVzdG9yYWJsZRgDIAEoCBIQCghmcm9tX2xzbhgEIAEoCRItCglmcm9tX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnRvX2xzbhgGIAEoCRITCgt0b190aW1lbGluZRgHIAEoDRIPCgdyZWFzb25zGAggAygJEhUKDWZpbGVzX2NoZWNrZWQYCSABKA0SFQoNYnl0ZXNfY2hlY2tlZBgKIAEoBCK5AQoMVmVyaWZ5UmVzdWx0EgwKBGZ1bGwYASABKAgSMAoHYmFja3VwcxgCIAMoCzIfLnBnZmxlZXQudjEuVmVyaWZ5QmFja3VwVmVyZGljdBIrCghwcm9ibGVtcxgDIAMoCzIZLnBnZmxlZXQudjEuVmVyaWZ5UHJvYmxlbRIcChR3YWxfc2VnbWVudHNfY2hlY2tlZBgEIAEoDRISCgp3YWxfbmV3ZXN0GAUgAygJEgoKAm9rGAYgASgIIqoBCghEcmlsbEpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhMKC3NjcmF0Y2hfZGlyGAQgASgJEigKBnNvdXJjZRgFIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzEgwKBGtlZXAYBiABKAgiOgoQQ2FwdHVyZVNvdXJjZUpvYhIPCgdjbHVzdGVyGAEgASgJEhUKDXJlc3RvcmVfcG9pbnQYAiABKAkinQEKDFNvdXJjZUNvdW50cxIVCg1yZXN0b3JlX3BvaW50GAEgASgJEgsKA2xzbhgCIAEoCRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZ0YWJsZXMYBCADKAsyGS5wZ2ZsZWV0LnYxLlRhYmxlUm93Q291bnQSFAoMY2hhbmdlX2JvdW5kGAUgASgEIk4KDVRhYmxlUm93Q291bnQSEAoIZGF0YWJhc2UYASABKAkSDgoGc2NoZW1hGAIgASgJEg0KBXRhYmxlGAMgASgJEgwKBHJvd3MYBCABKAMibQoOVGFibGVDb3VudERpZmYSEAoIZGF0YWJhc2UYASABKAkSDgoGc2NoZW1hGAIgASgJEg0KBXRhYmxlGAMgASgJEhMKC3NvdXJjZV9yb3dzGAQgASgDEhUKDXJlc3RvcmVkX3Jvd3MYBSABKAMiVAoOQW1jaGVja0ZpbmRpbmcSEAoIZGF0YWJhc2UYASABKAkSEAoIcmVsYXRpb24YAiABKAkSDQoFY2hlY2sYAyABKAkSDwoHbWVzc2FnZRgEIAEoCSKdBQoLRHJpbGxSZXN1bHQSFAoMYmFja3VwX2xhYmVsGAEgASgJEioKBnRhcmdldBgCIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSCgoCb2sYAyABKAgSDQoFc3RhZ2UYBCABKAkSDwoHcmVhc29ucxgFIAMoCRIXCg9yZXN0b3JlX3NlY29uZHMYBiABKAESGAoQcmVjb3Zlcnlfc2Vjb25kcxgHIAEoARITCgtydG9fc2Vjb25kcxgIIAEoARIVCg1yZWNvdmVyZWRfbHNuGAkgASgJEjIKDnJlY292ZXJlZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5yZXN0b3JlZF9ieXRlcxgLIAEoBBIZChFkYXRhYmFzZXNfY2hlY2tlZBgMIAEoDRIZChFyZWxhdGlvbnNfY2hlY2tlZBgNIAEoDRI0ChBhbWNoZWNrX2ZpbmRpbmdzGA4gAygLMhoucGdmbGVldC52MS5BbWNoZWNrRmluZGluZxIXCg9jb3VudHNfY29tcGFyZWQYDyABKAgSFwoPdGFibGVzX2NvbXBhcmVkGBAgASgNEhQKDGNvdW50c19lcXVhbBgRIAEoCBIvCgtjb3VudF9kaWZmcxgSIAMoCzIaLnBnZmxlZXQudjEuVGFibGVDb3VudERpZmYSGgoSY291bnRfY2hhbmdlX2JvdW5kGBMgASgEEigKBnNvdXJjZRgUIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzEh0KFXBvc3RncmVzX2xvZ19wcm9ibGVtcxgVIAMoCRIZChFwb3N0Z3Jlc19sb2dfdGFpbBgWIAMoCRIQCghrZXB0X2RpchgXIAEoCSIjCghDaGVja0pvYhIXCg90aW1lb3V0X3NlY29uZHMYASABKA0iVQoJQ2hlY2tJdGVtEgwKBG5hbWUYASABKAkSKQoHdmVyZGljdBgCIAEoDjIYLnBnZmxlZXQudjEuQ2hlY2tWZXJkaWN0Eg8KB21lc3NhZ2UYAyABKAkiaQoLQ2hlY2tSZXN1bHQSJAoFaXRlbXMYASADKAsyFS5wZ2ZsZWV0LnYxLkNoZWNrSXRlbRIKCgJvaxgCIAEoCBITCgt3YWxfc2VnbWVudBgDIAEoCRITCgt3YWxfc2Vjb25kcxgEIAEoASJSCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEg8KB2NsdXN0ZXIYAyABKAkSDwoHY3NyX3BlbRgEIAEoCSJmCg5FbnJvbGxSZXNwb25zZRIQCghjZXJ0X3BlbRgBIAEoCRITCgtjYV9jZXJ0X3BlbRgCIAEoCRItCglub3RfYWZ0ZXIYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKnMKDENoZWNrVmVyZGljdBIdChlDSEVDS19WRVJESUNUX1VOU1BFQ0lGSUVEEAASFAoQQ0hFQ0tfVkVSRElDVF9PSxABEhYKEkNIRUNLX1ZFUkRJQ1RfV0FSThACEhYKEkNIRUNLX1ZFUkRJQ1RfRkFJTBADMlYKDEFnZW50U2VydmljZRJGCgdDb25uZWN0EhoucGdmbGVldC52MS5Db25uZWN0UmVxdWVzdBobLnBnZmxlZXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwATJUChFFbnJvbGxtZW50U2VydmljZRI/CgZFbnJvbGwSGS5wZ2ZsZWV0LnYxLkVucm9sbFJlcXVlc3QaGi5wZ2ZsZWV0LnYxLkVucm9sbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
 
 /**
  * @generated from message pgfleet.v1.ConnectRequest
@@ -47,6 +47,14 @@ export type ConnectRequest = Message<"pgfleet.v1.ConnectRequest"> & {
      */
     value: JobResult;
     case: "result";
+  } | {
+    /**
+     * A backup running on a standby asks for the primary to finish a WAL segment.
+     *
+     * @generated from field: pgfleet.v1.WalSwitch wal_switch = 5;
+     */
+    value: WalSwitch;
+    case: "walSwitch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -82,6 +90,14 @@ export type ConnectResponse = Message<"pgfleet.v1.ConnectResponse"> & {
      */
     value: Cancel;
     case: "cancel";
+  } | {
+    /**
+     * Sent to the primary's agent on behalf of a standby backup (see WalSwitch).
+     *
+     * @generated from field: pgfleet.v1.WalSwitch wal_switch = 4;
+     */
+    value: WalSwitch;
+    case: "walSwitch";
   } | { case: undefined; value?: undefined };
 };
 
@@ -91,6 +107,40 @@ export type ConnectResponse = Message<"pgfleet.v1.ConnectResponse"> & {
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_agent, 1);
+
+/**
+ * WalSwitch: a backup taken on a standby needs every WAL segment up to its stop LSN in the
+ * repository, but a standby cannot switch WAL (pg_switch_wal() fails during recovery) and does
+ * not archive the segment it is still receiving. The standby's agent sends this with the stop
+ * LSN; the controller forwards it to the cluster's primary agent, which runs pg_switch_wal() if
+ * its current WAL position is still in the segment holding `lsn` (a later segment means that one
+ * is complete already). The primary's archive_command then puts the segment in the repository,
+ * where the standby's backup waits for it. Idempotent: the standby repeats it while it waits.
+ *
+ * @generated from message pgfleet.v1.WalSwitch
+ */
+export type WalSwitch = Message<"pgfleet.v1.WalSwitch"> & {
+  /**
+   * The backup job asking.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * The segment holding this LSN must be completed.
+   *
+   * @generated from field: string lsn = 2;
+   */
+  lsn: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.WalSwitch.
+ * Use `create(WalSwitchSchema)` to create a new message.
+ */
+export const WalSwitchSchema: GenMessage<WalSwitch> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 2);
 
 /**
  * @generated from message pgfleet.v1.Hello
@@ -158,7 +208,7 @@ export type Hello = Message<"pgfleet.v1.Hello"> & {
  * Use `create(HelloSchema)` to create a new message.
  */
 export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 2);
+  messageDesc(file_pgfleet_v1_agent, 3);
 
 /**
  * @generated from message pgfleet.v1.Welcome
@@ -180,7 +230,7 @@ export type Welcome = Message<"pgfleet.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 3);
+  messageDesc(file_pgfleet_v1_agent, 4);
 
 /**
  * @generated from message pgfleet.v1.Heartbeat
@@ -229,6 +279,22 @@ export type Heartbeat = Message<"pgfleet.v1.Heartbeat"> & {
    * @generated from field: pgfleet.v1.ArchiveSetup archive_setup = 8;
    */
   archiveSetup?: ArchiveSetup | undefined;
+
+  /**
+   * pg_is_in_recovery(): primary or standby (UNSPECIFIED when PostgreSQL is not reachable). On a
+   * standby current_lsn is the last replayed position (pg_last_wal_replay_lsn()), since
+   * pg_current_wal_lsn() is not available during recovery.
+   *
+   * @generated from field: pgfleet.v1.ServerRole role = 9;
+   */
+  role: ServerRole;
+
+  /**
+   * Standby only: how far behind it is.
+   *
+   * @generated from field: pgfleet.v1.StandbyReplay replay = 10;
+   */
+  replay?: StandbyReplay | undefined;
 };
 
 /**
@@ -236,7 +302,7 @@ export type Heartbeat = Message<"pgfleet.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 4);
+  messageDesc(file_pgfleet_v1_agent, 5);
 
 /**
  * ArchiveSetup is how the cluster archives WAL, from its settings, read by the agent every
@@ -276,7 +342,59 @@ export type ArchiveSetup = Message<"pgfleet.v1.ArchiveSetup"> & {
  * Use `create(ArchiveSetupSchema)` to create a new message.
  */
 export const ArchiveSetupSchema: GenMessage<ArchiveSetup> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 5);
+  messageDesc(file_pgfleet_v1_agent, 6);
+
+/**
+ * StandbyReplay: what a standby can see of its own lag. The byte lag against the primary needs
+ * the primary's position, which only the primary's agent reports: the controller computes it
+ * (primary current_lsn - replay_lsn).
+ *
+ * @generated from message pgfleet.v1.StandbyReplay
+ */
+export type StandbyReplay = Message<"pgfleet.v1.StandbyReplay"> & {
+  /**
+   * pg_last_wal_receive_lsn() ('' when WAL comes from restore_command, not streaming).
+   *
+   * @generated from field: string receive_lsn = 1;
+   */
+  receiveLsn: string;
+
+  /**
+   * pg_last_wal_replay_lsn().
+   *
+   * @generated from field: string replay_lsn = 2;
+   */
+  replayLsn: string;
+
+  /**
+   * Received but not yet replayed (receive_lsn - replay_lsn; 0 without streaming).
+   *
+   * @generated from field: uint64 receive_replay_bytes = 3;
+   */
+  receiveReplayBytes: bigint;
+
+  /**
+   * pg_last_xact_replay_timestamp(): commit time of the last replayed transaction.
+   *
+   * @generated from field: google.protobuf.Timestamp last_replay_time = 4;
+   */
+  lastReplayTime?: Timestamp | undefined;
+
+  /**
+   * now - last_replay_time while WAL received is not replayed yet; 0 when replay has caught up
+   * with what was received (an idle primary commits nothing, so the timestamp alone would age).
+   *
+   * @generated from field: double replay_lag_seconds = 5;
+   */
+  replayLagSeconds: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.StandbyReplay.
+ * Use `create(StandbyReplaySchema)` to create a new message.
+ */
+export const StandbyReplaySchema: GenMessage<StandbyReplay> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 7);
 
 /**
  * WalHealth is what the agent sees of the cluster's WAL beyond pg_stat_archiver.
@@ -364,7 +482,7 @@ export type WalHealth = Message<"pgfleet.v1.WalHealth"> & {
  * Use `create(WalHealthSchema)` to create a new message.
  */
 export const WalHealthSchema: GenMessage<WalHealth> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 6);
+  messageDesc(file_pgfleet_v1_agent, 8);
 
 /**
  * ArchiverStats mirrors pg_stat_archiver.
@@ -408,7 +526,7 @@ export type ArchiverStats = Message<"pgfleet.v1.ArchiverStats"> & {
  * Use `create(ArchiverStatsSchema)` to create a new message.
  */
 export const ArchiverStatsSchema: GenMessage<ArchiverStats> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 7);
+  messageDesc(file_pgfleet_v1_agent, 9);
 
 /**
  * @generated from message pgfleet.v1.Job
@@ -488,7 +606,7 @@ export type Job = Message<"pgfleet.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 8);
+  messageDesc(file_pgfleet_v1_agent, 10);
 
 /**
  * @generated from message pgfleet.v1.BackupJob
@@ -510,7 +628,7 @@ export type BackupJob = Message<"pgfleet.v1.BackupJob"> & {
  * Use `create(BackupJobSchema)` to create a new message.
  */
 export const BackupJobSchema: GenMessage<BackupJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 9);
+  messageDesc(file_pgfleet_v1_agent, 11);
 
 /**
  * @generated from message pgfleet.v1.RestoreJob
@@ -585,7 +703,7 @@ export type RestoreJob = Message<"pgfleet.v1.RestoreJob"> & {
  * Use `create(RestoreJobSchema)` to create a new message.
  */
 export const RestoreJobSchema: GenMessage<RestoreJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 10);
+  messageDesc(file_pgfleet_v1_agent, 12);
 
 /**
  * @generated from message pgfleet.v1.Cancel
@@ -602,7 +720,7 @@ export type Cancel = Message<"pgfleet.v1.Cancel"> & {
  * Use `create(CancelSchema)` to create a new message.
  */
 export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 11);
+  messageDesc(file_pgfleet_v1_agent, 13);
 
 /**
  * @generated from message pgfleet.v1.JobProgress
@@ -662,7 +780,7 @@ export type JobProgress = Message<"pgfleet.v1.JobProgress"> & {
  * Use `create(JobProgressSchema)` to create a new message.
  */
 export const JobProgressSchema: GenMessage<JobProgress> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 12);
+  messageDesc(file_pgfleet_v1_agent, 14);
 
 /**
  * @generated from message pgfleet.v1.JobResult
@@ -736,7 +854,7 @@ export type JobResult = Message<"pgfleet.v1.JobResult"> & {
  * Use `create(JobResultSchema)` to create a new message.
  */
 export const JobResultSchema: GenMessage<JobResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 13);
+  messageDesc(file_pgfleet_v1_agent, 15);
 
 /**
  * @generated from message pgfleet.v1.RestoreResult
@@ -782,7 +900,7 @@ export type RestoreResult = Message<"pgfleet.v1.RestoreResult"> & {
  * Use `create(RestoreResultSchema)` to create a new message.
  */
 export const RestoreResultSchema: GenMessage<RestoreResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 14);
+  messageDesc(file_pgfleet_v1_agent, 16);
 
 /**
  * ExpireJob deletes what the controller's retention plan no longer needs from the repository.
@@ -836,7 +954,7 @@ export type ExpireJob = Message<"pgfleet.v1.ExpireJob"> & {
  * Use `create(ExpireJobSchema)` to create a new message.
  */
 export const ExpireJobSchema: GenMessage<ExpireJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 15);
+  messageDesc(file_pgfleet_v1_agent, 17);
 
 /**
  * WAL segments [wal_start, wal_stop] (inclusive, on the range's timelines) one backup needs.
@@ -870,7 +988,7 @@ export type WalKeepRange = Message<"pgfleet.v1.WalKeepRange"> & {
  * Use `create(WalKeepRangeSchema)` to create a new message.
  */
 export const WalKeepRangeSchema: GenMessage<WalKeepRange> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 16);
+  messageDesc(file_pgfleet_v1_agent, 18);
 
 /**
  * @generated from message pgfleet.v1.ExpireResult
@@ -928,7 +1046,7 @@ export type ExpireResult = Message<"pgfleet.v1.ExpireResult"> & {
  * Use `create(ExpireResultSchema)` to create a new message.
  */
 export const ExpireResultSchema: GenMessage<ExpireResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 17);
+  messageDesc(file_pgfleet_v1_agent, 19);
 
 /**
  * VerifyJob checks the cluster's repository: every backup's files (and chunks) exist with the
@@ -952,7 +1070,7 @@ export type VerifyJob = Message<"pgfleet.v1.VerifyJob"> & {
  * Use `create(VerifyJobSchema)` to create a new message.
  */
 export const VerifyJobSchema: GenMessage<VerifyJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 18);
+  messageDesc(file_pgfleet_v1_agent, 20);
 
 /**
  * One fault verify found.
@@ -1022,7 +1140,7 @@ export type VerifyProblem = Message<"pgfleet.v1.VerifyProblem"> & {
  * Use `create(VerifyProblemSchema)` to create a new message.
  */
 export const VerifyProblemSchema: GenMessage<VerifyProblem> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 19);
+  messageDesc(file_pgfleet_v1_agent, 21);
 
 /**
  * @generated from message pgfleet.v1.VerifyBackupVerdict
@@ -1089,7 +1207,7 @@ export type VerifyBackupVerdict = Message<"pgfleet.v1.VerifyBackupVerdict"> & {
  * Use `create(VerifyBackupVerdictSchema)` to create a new message.
  */
 export const VerifyBackupVerdictSchema: GenMessage<VerifyBackupVerdict> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 20);
+  messageDesc(file_pgfleet_v1_agent, 22);
 
 /**
  * @generated from message pgfleet.v1.VerifyResult
@@ -1135,7 +1253,7 @@ export type VerifyResult = Message<"pgfleet.v1.VerifyResult"> & {
  * Use `create(VerifyResultSchema)` to create a new message.
  */
 export const VerifyResultSchema: GenMessage<VerifyResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 21);
+  messageDesc(file_pgfleet_v1_agent, 23);
 
 /**
  * DrillJob proves a backup restores: the agent restores it into a scratch directory, starts a
@@ -1198,7 +1316,7 @@ export type DrillJob = Message<"pgfleet.v1.DrillJob"> & {
  * Use `create(DrillJobSchema)` to create a new message.
  */
 export const DrillJobSchema: GenMessage<DrillJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 22);
+  messageDesc(file_pgfleet_v1_agent, 24);
 
 /**
  * CaptureSourceJob runs on the cluster's own agent before a drill on another host: count the
@@ -1224,7 +1342,7 @@ export type CaptureSourceJob = Message<"pgfleet.v1.CaptureSourceJob"> & {
  * Use `create(CaptureSourceJobSchema)` to create a new message.
  */
 export const CaptureSourceJobSchema: GenMessage<CaptureSourceJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 23);
+  messageDesc(file_pgfleet_v1_agent, 25);
 
 /**
  * SourceCounts: per-table row counts taken on the source inside one REPEATABLE READ snapshot
@@ -1269,7 +1387,7 @@ export type SourceCounts = Message<"pgfleet.v1.SourceCounts"> & {
  * Use `create(SourceCountsSchema)` to create a new message.
  */
 export const SourceCountsSchema: GenMessage<SourceCounts> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 24);
+  messageDesc(file_pgfleet_v1_agent, 26);
 
 /**
  * @generated from message pgfleet.v1.TableRowCount
@@ -1301,7 +1419,7 @@ export type TableRowCount = Message<"pgfleet.v1.TableRowCount"> & {
  * Use `create(TableRowCountSchema)` to create a new message.
  */
 export const TableRowCountSchema: GenMessage<TableRowCount> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 25);
+  messageDesc(file_pgfleet_v1_agent, 27);
 
 /**
  * @generated from message pgfleet.v1.TableCountDiff
@@ -1340,7 +1458,7 @@ export type TableCountDiff = Message<"pgfleet.v1.TableCountDiff"> & {
  * Use `create(TableCountDiffSchema)` to create a new message.
  */
 export const TableCountDiffSchema: GenMessage<TableCountDiff> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 26);
+  messageDesc(file_pgfleet_v1_agent, 28);
 
 /**
  * One amcheck report line.
@@ -1376,7 +1494,7 @@ export type AmcheckFinding = Message<"pgfleet.v1.AmcheckFinding"> & {
  * Use `create(AmcheckFindingSchema)` to create a new message.
  */
 export const AmcheckFindingSchema: GenMessage<AmcheckFinding> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 27);
+  messageDesc(file_pgfleet_v1_agent, 29);
 
 /**
  * @generated from message pgfleet.v1.DrillResult
@@ -1524,7 +1642,7 @@ export type DrillResult = Message<"pgfleet.v1.DrillResult"> & {
  * Use `create(DrillResultSchema)` to create a new message.
  */
 export const DrillResultSchema: GenMessage<DrillResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 28);
+  messageDesc(file_pgfleet_v1_agent, 30);
 
 /**
  * CheckJob proves that WAL archiving works end to end before a backup needs it (like pgBackRest's
@@ -1550,7 +1668,7 @@ export type CheckJob = Message<"pgfleet.v1.CheckJob"> & {
  * Use `create(CheckJobSchema)` to create a new message.
  */
 export const CheckJobSchema: GenMessage<CheckJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 29);
+  messageDesc(file_pgfleet_v1_agent, 31);
 
 /**
  * One check and its verdict.
@@ -1584,7 +1702,7 @@ export type CheckItem = Message<"pgfleet.v1.CheckItem"> & {
  * Use `create(CheckItemSchema)` to create a new message.
  */
 export const CheckItemSchema: GenMessage<CheckItem> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 30);
+  messageDesc(file_pgfleet_v1_agent, 32);
 
 /**
  * @generated from message pgfleet.v1.CheckResult
@@ -1622,7 +1740,7 @@ export type CheckResult = Message<"pgfleet.v1.CheckResult"> & {
  * Use `create(CheckResultSchema)` to create a new message.
  */
 export const CheckResultSchema: GenMessage<CheckResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 31);
+  messageDesc(file_pgfleet_v1_agent, 33);
 
 /**
  * @generated from message pgfleet.v1.EnrollRequest
@@ -1660,7 +1778,7 @@ export type EnrollRequest = Message<"pgfleet.v1.EnrollRequest"> & {
  * Use `create(EnrollRequestSchema)` to create a new message.
  */
 export const EnrollRequestSchema: GenMessage<EnrollRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 32);
+  messageDesc(file_pgfleet_v1_agent, 34);
 
 /**
  * @generated from message pgfleet.v1.EnrollResponse
@@ -1691,7 +1809,7 @@ export type EnrollResponse = Message<"pgfleet.v1.EnrollResponse"> & {
  * Use `create(EnrollResponseSchema)` to create a new message.
  */
 export const EnrollResponseSchema: GenMessage<EnrollResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 33);
+  messageDesc(file_pgfleet_v1_agent, 35);
 
 /**
  * @generated from enum pgfleet.v1.CheckVerdict

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/common.proto.
  */
 export const file_pgfleet_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChdwZ2ZsZWV0L3YxL2NvbW1vbi5wcm90bxIKcGdmbGVldC52MSLrAQoOUmVjb3ZlcnlUYXJnZXQSKgoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABINCgNsc24YAiABKAlIABIOCgRuYW1lGAMgASgJSAASDQoDeGlkGAQgASgJSAASEwoJaW1tZWRpYXRlGAUgASgISAASEAoGbGF0ZXN0GAYgASgISAASFgoJaW5jbHVzaXZlGAcgASgISAGIAQESKAoGYWN0aW9uGAggASgOMhgucGdmbGVldC52MS5UYXJnZXRBY3Rpb25CCAoGdGFyZ2V0QgwKCl9pbmNsdXNpdmUiOgoLRXJyb3JEZXRhaWwSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEgwKBGhpbnQYAyABKAkiagoKUmVwb3NpdG9yeRIsCgVwb3NpeBgBIAEoCzIbLnBnZmxlZXQudjEuUG9zaXhSZXBvc2l0b3J5SAASJgoCczMYAiABKAsyGC5wZ2ZsZWV0LnYxLlMzUmVwb3NpdG9yeUgAQgYKBGtpbmQiagoMUzNSZXBvc2l0b3J5Eg4KBmJ1Y2tldBgBIAEoCRIOCgZwcmVmaXgYAiABKAkSEAoIZW5kcG9pbnQYAyABKAkSDgoGcmVnaW9uGAQgASgJEhgKEGZvcmNlX3BhdGhfc3R5bGUYBSABKAgiHwoPUG9zaXhSZXBvc2l0b3J5EgwKBHBhdGgYASABKAkirwMKCkJhY2t1cEluZm8SDQoFbGFiZWwYASABKAkSDwoHY2x1c3RlchgCIAEoCRIkCgR0eXBlGAMgASgOMhYucGdmbGVldC52MS5CYWNrdXBUeXBlEhEKCXN0YXJ0X2xzbhgEIAEoCRIQCghzdG9wX2xzbhgFIAEoCRIuCgpzdGFydF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzdG9wX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRpbWVsaW5lGAggASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAkgASgJEhIKCnBnX3ZlcnNpb24YCiABKA0SEgoKc2l6ZV9ieXRlcxgLIAEoBBIUCgxzdG9yZWRfYnl0ZXMYDCABKAQSEgoKZmlsZV9jb3VudBgNIAEoDRIRCgl3YWxfc3RhcnQYDiABKAkSEAoId2FsX3N0b3AYDyABKAkSDgoGam9iX2lkGBAgASgJEhMKC3ByaW9yX2xhYmVsGBEgASgJEg4KBnBpbm5lZBgSIAEoCCprCgpCYWNrdXBUeXBlEhsKF0JBQ0tVUF9UWVBFX1VOU1BFQ0lGSUVEEAASFAoQQkFDS1VQX1RZUEVfRlVMTBABEhQKEEJBQ0tVUF9UWVBFX0RJRkYQAhIUChBCQUNLVVBfVFlQRV9JTkNSEAMqtAEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIYChRKT0JfU1RBVEVfRElTUEFUQ0hFRBACEhUKEUpPQl9TVEFURV9SVU5OSU5HEAMSFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBAEEhQKEEpPQl9TVEFURV9GQUlMRUQQBRIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAYqfQoMVGFyZ2V0QWN0aW9uEh0KGVRBUkdFVF9BQ1RJT05fVU5TUEVDSUZJRUQQABIZChVUQVJHRVRfQUNUSU9OX1BST01PVEUQARIXChNUQVJHRVRfQUNUSU9OX1BBVVNFEAISGgoWVEFSR0VUX0FDVElPTl9TSFVURE9XThADKmgKDlJlc3RvcmVBcmNoaXZlEh8KG1JFU1RPUkVfQVJDSElWRV9VTlNQRUNJRklFRBAAEhcKE1JFU1RPUkVfQVJDSElWRV9PRkYQARIcChhSRVNUT1JFX0FSQ0hJVkVfUFJFU0VSVkUQAmIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChdwZ2ZsZWV0L3YxL2NvbW1vbi5wcm90bxIKcGdmbGVldC52MSLrAQoOUmVjb3ZlcnlUYXJnZXQSKgoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABINCgNsc24YAiABKAlIABIOCgRuYW1lGAMgASgJSAASDQoDeGlkGAQgASgJSAASEwoJaW1tZWRpYXRlGAUgASgISAASEAoGbGF0ZXN0GAYgASgISAASFgoJaW5jbHVzaXZlGAcgASgISAGIAQESKAoGYWN0aW9uGAggASgOMhgucGdmbGVldC52MS5UYXJnZXRBY3Rpb25CCAoGdGFyZ2V0QgwKCl9pbmNsdXNpdmUiOgoLRXJyb3JEZXRhaWwSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEgwKBGhpbnQYAyABKAkiagoKUmVwb3NpdG9yeRIsCgVwb3NpeBgBIAEoCzIbLnBnZmxlZXQudjEuUG9zaXhSZXBvc2l0b3J5SAASJgoCczMYAiABKAsyGC5wZ2ZsZWV0LnYxLlMzUmVwb3NpdG9yeUgAQgYKBGtpbmQiagoMUzNSZXBvc2l0b3J5Eg4KBmJ1Y2tldBgBIAEoCRIOCgZwcmVmaXgYAiABKAkSEAoIZW5kcG9pbnQYAyABKAkSDgoGcmVnaW9uGAQgASgJEhgKEGZvcmNlX3BhdGhfc3R5bGUYBSABKAgiHwoPUG9zaXhSZXBvc2l0b3J5EgwKBHBhdGgYASABKAkirwMKCkJhY2t1cEluZm8SDQoFbGFiZWwYASABKAkSDwoHY2x1c3RlchgCIAEoCRIkCgR0eXBlGAMgASgOMhYucGdmbGVldC52MS5CYWNrdXBUeXBlEhEKCXN0YXJ0X2xzbhgEIAEoCRIQCghzdG9wX2xzbhgFIAEoCRIuCgpzdGFydF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzdG9wX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRpbWVsaW5lGAggASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAkgASgJEhIKCnBnX3ZlcnNpb24YCiABKA0SEgoKc2l6ZV9ieXRlcxgLIAEoBBIUCgxzdG9yZWRfYnl0ZXMYDCABKAQSEgoKZmlsZV9jb3VudBgNIAEoDRIRCgl3YWxfc3RhcnQYDiABKAkSEAoId2FsX3N0b3AYDyABKAkSDgoGam9iX2lkGBAgASgJEhMKC3ByaW9yX2xhYmVsGBEgASgJEg4KBnBpbm5lZBgSIAEoCCprCgpCYWNrdXBUeXBlEhsKF0JBQ0tVUF9UWVBFX1VOU1BFQ0lGSUVEEAASFAoQQkFDS1VQX1RZUEVfRlVMTBABEhQKEEJBQ0tVUF9UWVBFX0RJRkYQAhIUChBCQUNLVVBfVFlQRV9JTkNSEAMqtAEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIYChRKT0JfU1RBVEVfRElTUEFUQ0hFRBACEhUKEUpPQl9TVEFURV9SVU5OSU5HEAMSFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBAEEhQKEEpPQl9TVEFURV9GQUlMRUQQBRIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAYqWwoKU2VydmVyUm9sZRIbChdTRVJWRVJfUk9MRV9VTlNQRUNJRklFRBAAEhcKE1NFUlZFUl9ST0xFX1BSSU1BUlkQARIXChNTRVJWRVJfUk9MRV9TVEFOREJZEAIqhQEKDEJhY2t1cFNvdXJjZRIdChlCQUNLVVBfU09VUkNFX1VOU1BFQ0lGSUVEEAASGQoVQkFDS1VQX1NPVVJDRV9QUklNQVJZEAESGQoVQkFDS1VQX1NPVVJDRV9TVEFOREJZEAISIAocQkFDS1VQX1NPVVJDRV9QUkVGRVJfU1RBTkRCWRADKn0KDFRhcmdldEFjdGlvbhIdChlUQVJHRVRfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGQoVVEFSR0VUX0FDVElPTl9QUk9NT1RFEAESFwoTVEFSR0VUX0FDVElPTl9QQVVTRRACEhoKFlRBUkdFVF9BQ1RJT05fU0hVVERPV04QAypoCg5SZXN0b3JlQXJjaGl2ZRIfChtSRVNUT1JFX0FSQ0hJVkVfVU5TUEVDSUZJRUQQABIXChNSRVNUT1JFX0FSQ0hJVkVfT0ZGEAESHAoYUkVTVE9SRV9BUkNISVZFX1BSRVNFUlZFEAJiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * RecoveryTarget is where a PITR restore stops replaying WAL.
@@ -405,6 +405,76 @@ export const JobStateSchema: GenEnum<JobState> = /*@__PURE__*/
   enumDesc(file_pgfleet_v1_common, 1);
 
 /**
+ * ServerRole is what a host's PostgreSQL is in its cluster: the primary (read-write) or a
+ * standby (in recovery, pg_is_in_recovery()). UNSPECIFIED: not known (PostgreSQL is down or the
+ * agent has not reported yet).
+ *
+ * @generated from enum pgfleet.v1.ServerRole
+ */
+export enum ServerRole {
+  /**
+   * @generated from enum value: SERVER_ROLE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: SERVER_ROLE_PRIMARY = 1;
+   */
+  PRIMARY = 1,
+
+  /**
+   * @generated from enum value: SERVER_ROLE_STANDBY = 2;
+   */
+  STANDBY = 2,
+}
+
+/**
+ * Describes the enum pgfleet.v1.ServerRole.
+ */
+export const ServerRoleSchema: GenEnum<ServerRole> = /*@__PURE__*/
+  enumDesc(file_pgfleet_v1_common, 2);
+
+/**
+ * BackupSource says which host of an HA cluster a backup runs on (policy key backup_from,
+ * `pgfleet backup --from`). UNSPECIFIED: the policy's choice (default: the primary).
+ *
+ * @generated from enum pgfleet.v1.BackupSource
+ */
+export enum BackupSource {
+  /**
+   * @generated from enum value: BACKUP_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The primary only (pgfleet's behaviour before HA clusters).
+   *
+   * @generated from enum value: BACKUP_SOURCE_PRIMARY = 1;
+   */
+  PRIMARY = 1,
+
+  /**
+   * A connected, caught-up standby only; fails (PGF-2010) when there is none.
+   *
+   * @generated from enum value: BACKUP_SOURCE_STANDBY = 2;
+   */
+  STANDBY = 2,
+
+  /**
+   * A connected, caught-up standby when there is one, else the primary.
+   *
+   * @generated from enum value: BACKUP_SOURCE_PREFER_STANDBY = 3;
+   */
+  PREFER_STANDBY = 3,
+}
+
+/**
+ * Describes the enum pgfleet.v1.BackupSource.
+ */
+export const BackupSourceSchema: GenEnum<BackupSource> = /*@__PURE__*/
+  enumDesc(file_pgfleet_v1_common, 3);
+
+/**
  * What PostgreSQL does when it reaches the recovery target (recovery_target_action).
  *
  * @generated from enum pgfleet.v1.TargetAction
@@ -435,7 +505,7 @@ export enum TargetAction {
  * Describes the enum pgfleet.v1.TargetAction.
  */
 export const TargetActionSchema: GenEnum<TargetAction> = /*@__PURE__*/
-  enumDesc(file_pgfleet_v1_common, 2);
+  enumDesc(file_pgfleet_v1_common, 4);
 
 /**
  * RestoreArchive says whether a restored server keeps the source's WAL archiving.
@@ -470,5 +540,5 @@ export enum RestoreArchive {
  * Describes the enum pgfleet.v1.RestoreArchive.
  */
 export const RestoreArchiveSchema: GenEnum<RestoreArchive> = /*@__PURE__*/
-  enumDesc(file_pgfleet_v1_common, 3);
+  enumDesc(file_pgfleet_v1_common, 5);
 
