@@ -169,9 +169,8 @@ describe('HA cluster: primary and standby agents, backups from the standby, fail
     assert.match(table.stdout, new RegExp(`^ha\\s+${STANDBY_AGENT}\\s+\\S+\\s+primary\\s+connected`, 'm'));
     assert.match(table.stdout, new RegExp(`^ha\\s+${primaryAgent}\\s+\\S+\\s+unknown\\s+connected`, 'm'));
 
-    // Keep writing on the new primary; segments switched after the promotion reach the repository.
-    // (The first segment of the new timeline starts with the old timeline's pages and may be
-    // refused by WAL validation until that is fixed separately; these are well after it.)
+    // Keep writing on the new primary; segments switched after the promotion reach the repository,
+    // starting with the new timeline's first one (its first page holds the old timeline's WAL).
     const switched: string[] = [];
     for (let i = 0; i < 3; i++) {
       await standby.query(`INSERT INTO orders SELECT g, 'on the new primary ' || g FROM generate_series(${1000 + i * 100}, ${1099 + i * 100}) g`);
@@ -180,6 +179,14 @@ describe('HA cluster: primary and standby agents, backups from the standby, fail
     }
     assert.ok(switched.every((f) => f.startsWith('00000002')), `segments of the new timeline: ${switched.join(', ')}`);
     await waitFor(`${switched.at(-1)} in the repository`, async () => fleet.repo.isWalArchived(CLUSTER, switched.at(-1)!), 180_000);
+    // Through archive_command itself, without a failure: PostgreSQL archives in order, so every
+    // segment of timeline 2 up to the last switched one went through wal-push.
+    await waitFor('archive_command to reach the last switched segment', async () => {
+      const [a] = await standby.query<{ w: string | null }>('SELECT last_archived_wal AS w FROM pg_stat_archiver');
+      return a!.w !== null && a!.w.slice(0, 24) >= switched.at(-1)!;
+    }, 180_000);
+    const [archiver] = await standby.query<{ failed: string }>('SELECT failed_count::text AS failed FROM pg_stat_archiver');
+    assert.equal(archiver!.failed, '0', `archive_command failed on the new primary:\n${await standby.log()}`);
 
     const atBackup = await rows(standby);
     const job = await backup('--from', 'primary');

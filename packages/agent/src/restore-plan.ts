@@ -17,9 +17,17 @@
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { Lsn, WalSegmentName } from '@pgfleet/pg';
 import type { BackupManifest, Repository } from '@pgfleet/storage';
-import type { TargetSpec } from './restore.js';
 import { describeWalTarget, findTargetHits, findTargetLsn, targetNotFound, type TargetHit } from './target-resolver.js';
 import { loadTimelineHistories, preferArchivedLineage, timelineLivingAt, timelinesWithStart, type BackupOnTimeline, type TimelineInfo } from './timelines.js';
+
+/** A recovery target as the restore writes it. */
+export type TargetSpec =
+  | { kind: 'time'; time: Date; /** exact text for recovery_target_time, microsecond precision */ pgTime?: string }
+  | { kind: 'lsn'; lsn: string }
+  | { kind: 'name'; name: string }
+  | { kind: 'xid'; xid: string }
+  | { kind: 'immediate' }
+  | { kind: 'latest' };
 
 export interface RestorePlanInput {
   cluster: string;

@@ -28,15 +28,9 @@ import { CopyPool, settleAll } from './copy-pool.js';
 import { ProgressTracker, type ProgressSink } from './progress.js';
 import { readPgdataFacts } from './pgdata.js';
 import { TABLESPACE_LINK_RE } from './pgdata-walk.js';
-import { planRestore } from './restore-plan.js';
+import { planRestore, type TargetSpec } from './restore-plan.js';
 
-export type TargetSpec =
-  | { kind: 'time'; time: Date; /** exact text for recovery_target_time, microsecond precision */ pgTime?: string }
-  | { kind: 'lsn'; lsn: string }
-  | { kind: 'name'; name: string }
-  | { kind: 'xid'; xid: string }
-  | { kind: 'immediate' }
-  | { kind: 'latest' };
+export type { TargetSpec } from './restore-plan.js';
 
 export interface RestoreOptions {
   cluster: string;
