@@ -59,7 +59,7 @@ export function manifestToBackupInfo(m: BackupManifest, jobId: string) {
 /** Heartbeat.role and .replay from the server's position (nothing known when PostgreSQL is down). */
 export function heartbeatRole(p: ServerPosition | undefined) {
   if (!p) return { role: ServerRole.UNSPECIFIED };
-  if (!p.inRecovery) return { role: ServerRole.PRIMARY };
+  if (!p.inRecovery) return { role: ServerRole.PRIMARY, timeline: p.timeline };
   return {
     role: ServerRole.STANDBY,
     replay: {
@@ -513,7 +513,8 @@ export class AgentDaemon {
         cluster: r.cluster || this.s.cluster,
         repo,
         walFetchArgs: this.walFetchArgs(specs, log),
-        ...(r.backupLabel ? { backupLabel: r.backupLabel, labelIsHint: !r.backupExplicit } : {}),
+        ...(r.backupLabel ? { backupLabel: r.backupLabel, labelIsHint: r.backupLabelIsHint } : {}),
+        ...(r.currentTimeline ? { currentTimeline: r.currentTimeline } : {}),
         ...(r.targetTimeline ? { targetTimeline: r.targetTimeline } : {}),
         ...(r.archive === RestoreArchive.OFF ? { archive: 'off' as const } : r.archive === RestoreArchive.PRESERVE ? { archive: 'preserve' as const } : {}),
         targetDir: r.targetDir,
@@ -559,6 +560,7 @@ export class AgentDaemon {
         ...(d.source ? { source: d.source } : {}),
         scratchDir: d.scratchDir || this.s.scratchDir,
         keep: d.keep,
+        ...(d.currentTimeline ? { currentTimeline: d.currentTimeline } : {}),
         ...(this.s.pgBinDir ? { pgBinDir: this.s.pgBinDir } : {}),
         workers: this.s.workers,
         archiveTimeoutMs: this.s.archiveTimeoutSec * 1000,

@@ -61,6 +61,8 @@ export interface DrillOptions {
   pgBinDir?: string;
   /** Keep the scratch directory for inspection (DrillJob.keep): clean shutdown, marked kept, reported in keptDir. */
   keep?: boolean;
+  /** The timeline the cluster's primary writes (DrillJob.current_timeline): the restore follows its lineage. */
+  currentTimeline?: number;
   workers: number;
   archiveTimeoutMs: number;
   log: Logger;
@@ -172,6 +174,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
       repo: o.repo,
       walFetchArgs: o.walFetchArgs,
       backupLabel: manifest.label,
+      ...(o.currentTimeline ? { currentTimeline: o.currentTimeline } : {}),
       targetDir: pgdata,
       target: target.spec,
       ...(target.inclusive !== undefined ? { inclusive: target.inclusive } : {}),

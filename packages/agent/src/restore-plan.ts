@@ -18,7 +18,7 @@ import { PgfleetError, type Logger } from '@pgfleet/core';
 import { Lsn, WalSegmentName } from '@pgfleet/pg';
 import type { BackupManifest, Repository } from '@pgfleet/storage';
 import { describeWalTarget, findTargetHits, findTargetLsn, targetNotFound, type TargetHit } from './target-resolver.js';
-import { loadTimelineHistories, preferArchivedLineage, timelineLivingAt, timelinesWithStart, type BackupOnTimeline, type TimelineInfo } from './timelines.js';
+import { lineageOf, loadTimelineHistories, preferArchivedLineage, timelineLivingAt, timelinesWithStart, type BackupOnTimeline, type TimelineInfo } from './timelines.js';
 
 /** A recovery target as the restore writes it. */
 export type TargetSpec =
@@ -39,6 +39,12 @@ export interface RestorePlanInput {
   labelIsHint?: boolean;
   /** --target-timeline: follow this timeline instead of choosing. */
   targetTimeline?: number;
+  /**
+   * The timeline the cluster's primary writes now (its agent's heartbeat, via the controller):
+   * only its lineage is followed, so a fork a copy archived elsewhere is never taken for the
+   * cluster. Unknown (0/undefined): the archived timeline that began last counts as current.
+   */
+  currentTimeline?: number;
   pgBinDir?: string;
   log: Logger;
   now?: number;
@@ -46,8 +52,19 @@ export interface RestorePlanInput {
 
 export interface RestorePlan {
   manifest: BackupManifest;
-  /** Written as recovery_target_timeline. */
+  /** The timeline recovery follows. */
   timeline: number;
+  /**
+   * What recovery_target_timeline says: the number, or 'current' for the backup's own timeline
+   * when its history is not archived (PostgreSQL refuses a numeric timeline > 1 whose history
+   * restore_command cannot fetch: a cluster that was on timeline 2 before pgfleet archived it).
+   */
+  recoveryTargetTimeline: string;
+}
+
+function planned(manifest: BackupManifest, timeline: number, histories: ReadonlyMap<number, unknown>): RestorePlan {
+  const setting = timeline > 1 && !histories.has(timeline) && timeline === manifest.timeline ? 'current' : String(timeline);
+  return { manifest, timeline, recoveryTargetTimeline: setting };
 }
 
 const stopOf = (b: BackupManifest): bigint => Lsn.parse(b.stopLsn).value;
@@ -73,7 +90,7 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
       throw new PgfleetError('TargetTimelineInvalid', `timeline ${i.targetTimeline} does not exist in the archive of cluster ${i.cluster}: it holds only timeline ${manifest.timeline}`);
     }
     if (i.target.kind === 'lsn') await requireArchivedAt(i, Lsn.parse(i.target.lsn).value, manifest.timeline, new Map(), manifest.walSegmentSize);
-    return { manifest, timeline: manifest.timeline };
+    return planned(manifest, manifest.timeline, histories);
   }
 
   const segmentSize = explicit?.walSegmentSize ?? (await i.repo.readClusterInfo(i.cluster))?.walSegmentSize ?? 16 << 20;
@@ -87,10 +104,13 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
   const now = i.now ?? Date.now();
   const at = i.target.kind === 'time' ? i.target.time.getTime() : now;
   const archived = async (segment: string) => (await i.repo.findWal(i.cluster, segment)).length > 0;
+  // The live cluster's lineage when the controller knows its timeline and the archive holds it.
+  const live = i.currentTimeline && (timelines.has(i.currentTimeline) || known(i.currentTimeline)) ? lineageOf(i.currentTimeline, timelines) : undefined;
+  if (i.currentTimeline && !live) i.log.warn({ currentTimeline: i.currentTimeline }, 'the cluster\'s current timeline is not in the archive (its history is not archived yet): following the timeline that began last');
   /** The timeline to follow from a lineage rooted at `from`: the one living at the target, moved down the current lineage where its WAL is only there. */
   const follow = async (from: BackupOnTimeline): Promise<number> => {
-    const current = timelineLivingAt(from, timelines, now);
-    return preferArchivedLineage(timelineLivingAt(from, timelines, at), current, timelines, archived, segmentSize);
+    const current = timelineLivingAt(from, timelines, now, live);
+    return preferArchivedLineage(timelineLivingAt(from, timelines, at, live), current, timelines, archived, segmentSize);
   };
 
   if (explicit) {
@@ -99,7 +119,7 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
       const branch = timelines.get(timeline)?.history.switchPointOf(explicit.timeline);
       throw new PgfleetError('TargetTimelineInvalid', `backup ${explicit.label} (timeline ${explicit.timeline}, consistent at ${explicit.stopLsn}) is not in the history of timeline ${timeline}${typeof branch === 'bigint' ? `, which left timeline ${explicit.timeline} at ${Lsn.fromBigInt(branch).toString()}` : ''}`);
     }
-    return { manifest: explicit, timeline };
+    return planned(explicit, timeline, histories);
   }
 
   const backups = await i.repo.listBackups(i.cluster);
@@ -119,7 +139,7 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
       const manifest = backups.filter((b) => stopOf(b) <= hit.lsn.value && onLineage(b, timeline, timelines)).at(-1);
       if (manifest) {
         i.log.info({ target: describeWalTarget(target), lsn: hit.lsn.toString(), timeline, backup: manifest.label }, 'recovery target found in archived WAL');
-        return { manifest, timeline };
+        return planned(manifest, timeline, histories);
       }
     }
     throw targetNotFound(i.cluster, backups[0]!, target, hits);
@@ -138,7 +158,7 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
   if (i.backupLabel && manifest.label !== i.backupLabel) {
     i.log.info({ catalogPick: i.backupLabel, backup: manifest.label, timeline }, 'the catalog picked a backup of another timeline branch: restoring the newest backup in the history of the target timeline instead');
   }
-  return { manifest, timeline };
+  return planned(manifest, timeline, histories);
 }
 
 async function singleTimelineBackup(i: RestorePlanInput): Promise<BackupManifest> {

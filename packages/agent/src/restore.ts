@@ -42,11 +42,14 @@ export interface RestoreOptions {
   labelIsHint?: boolean;
   /** Follow this timeline (recovery_target_timeline) instead of the one restore-plan.ts chooses. */
   targetTimeline?: number;
+  /** The timeline the cluster's primary writes now (from the controller): restores follow its lineage. */
+  currentTimeline?: number;
   /**
    * 'off': the restored server does not archive (archive_mode = off), so a copy started anywhere
    * never pushes its WAL or its new timeline's history into the source's repository.
    * 'preserve': keep the source's archiving, for an in-place recovery of the cluster itself.
-   * Default: 'preserve' when restoring over the agent's own PGDATA (ownPgdata), else 'off'.
+   * Default: 'preserve' when restoring over the agent's own PGDATA (ownPgdata) of a primary
+   * (no standby.signal there), else 'off'.
    */
   archive?: 'off' | 'preserve';
   targetDir: string;
@@ -94,7 +97,7 @@ function confString(value: string): string {
   return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
 }
 
-function recoverySettings(o: RestoreOptions, timeline: number, archivePreserved: boolean): string[] {
+function recoverySettings(o: RestoreOptions, timeline: string, archivePreserved: boolean): string[] {
   const lines = [
     '',
     `# Added by pgfleet restore of cluster ${o.cluster} (remove after recovery if you change the archive layout)`,
@@ -147,12 +150,17 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
     ...(o.backupLabel ? { backupLabel: o.backupLabel } : {}),
     ...(o.labelIsHint ? { labelIsHint: true } : {}),
     ...(o.targetTimeline !== undefined ? { targetTimeline: o.targetTimeline } : {}),
+    ...(o.currentTimeline ? { currentTimeline: o.currentTimeline } : {}),
     ...(o.pgBinDir ? { pgBinDir: o.pgBinDir } : {}),
     log: o.log,
   });
   const manifest = withPlainPgWal(plan.manifest);
   const ownTarget = o.ownPgdata !== undefined && (await realpath(o.ownPgdata).catch(() => o.ownPgdata)) === (await realpath(o.targetDir).catch(() => o.targetDir));
-  const archivePreserved = o.archive === 'preserve' || (o.archive === undefined && ownTarget);
+  // In place over the agent's own PGDATA the restored server is the cluster, unless that PGDATA
+  // is a standby's (standby.signal): promoted at the target it would archive a fork while the
+  // real primary carries on.
+  const standbyHere = ownTarget && (await lstat(join(o.targetDir, 'standby.signal')).then(() => true, () => false));
+  const archivePreserved = o.archive === 'preserve' || (o.archive === undefined && ownTarget && !standbyHere);
   requireTablespaceFiles(manifest);
   if (delta) await checkDeltaSystem(o.targetDir, manifest);
   o.log.info({ label: manifest.label, timeline: plan.timeline, targetDir: o.targetDir, delta, archive: archivePreserved ? 'preserve' : 'off' }, 'restoring backup');
@@ -245,7 +253,7 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
   await writeFile(join(o.targetDir, 'backup_label'), manifest.backupLabel, { mode: 0o600 });
   // No tablespace_map: pg_tblspc is laid out above (see the header comment).
   // postgresql.auto.conf is read last, so these settings win over anything in postgresql.conf.
-  await appendFile(join(o.targetDir, 'postgresql.auto.conf'), `${recoverySettings(o, plan.timeline, archivePreserved).join('\n')}\n`, { mode: 0o600 });
+  await appendFile(join(o.targetDir, 'postgresql.auto.conf'), `${recoverySettings(o, plan.recoveryTargetTimeline, archivePreserved).join('\n')}\n`, { mode: 0o600 });
   await writeFile(join(o.targetDir, 'recovery.signal'), '', { mode: 0o600 });
   await syncRestored(o.targetDir, manifest, [...new Set(manifest.links.filter((l) => isTablespace(l.path)).map((l) => dirname(tablespaceLocation(l.path))))]);
   if (delta) {

@@ -3,7 +3,7 @@
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 import { TimelineHistory } from '@pgfleet/pg';
-import { preferArchivedLineage, reachableFrom, timelineLivingAt, type TimelineInfo } from './timelines.js';
+import { lineageOf, preferArchivedLineage, reachableFrom, timelineLivingAt, type TimelineInfo } from './timelines.js';
 
 const SEG = 16 << 20;
 const info = (tli: number, text: string, startedAt?: number): [number, TimelineInfo] => [tli, { history: TimelineHistory.parse(tli, text), startedAt: startedAt === undefined ? undefined : new Date(startedAt) }];
@@ -50,4 +50,20 @@ test('a target before a switch moves to the newer timeline when the old one neve
   archivedSet.add('000000010000000000000005');
   assert.equal(await preferArchivedLineage(1, 3, timelines, archived, SEG), 1, 'the abandoned part of timeline 1 is archived: follow it');
   assert.equal(await preferArchivedLineage(4, 3, timelines, archived, SEG), 4, 'a branch of its own stays');
+});
+
+test('with the live timeline known, a fork another copy archived is never followed', () => {
+  // Production stays on timeline 1; a copy promoted at t=150 archived timeline 4 (after the backup this time).
+  const forked = new Map<number, TimelineInfo>([info(4, '1\t0/6000000\tx\n', 150_000)]);
+  assert.equal(timelineLivingAt(backup, forked, 200_000), 4, 'without knowing the live timeline the newest one wins');
+  assert.equal(timelineLivingAt(backup, forked, 200_000, lineageOf(1, forked)), 1);
+  assert.equal(timelineLivingAt(backup, timelines, 250_000, lineageOf(3, timelines)), 3, 'the live lineage itself is followed');
+  assert.equal(timelineLivingAt(backup, timelines, 50_000, lineageOf(3, timelines)), 1);
+});
+
+test('a timeline that left no segment of its own (two promotions in one segment) is stepped over', () => {
+  // Timeline 2 ran for less than a segment: only timeline 3's history and first segment are archived.
+  const t = new Map<number, TimelineInfo>([info(3, '1\t0/5000100\tx\n2\t0/5000200\tx\n', 300_000)]);
+  assert.equal(timelineLivingAt(backup, t), 3);
+  assert.equal(timelineLivingAt(backup, t, 100_000), 1);
 });

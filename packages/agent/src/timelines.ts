@@ -43,14 +43,27 @@ export async function checkHistoryLineage(history: TimelineHistory, repo: Reposi
   }
 }
 
-/** Every archived timeline history of the cluster, by timeline (the files are a few hundred bytes). */
+/**
+ * Every usable archived timeline history of the cluster, by timeline (the files are a few hundred
+ * bytes). A history that does not parse, or contradicts its parent's archived history (another
+ * lineage, a crafted file), is left out: verify reports it, restores never follow it.
+ */
 export async function loadTimelineHistories(repo: Repository, cluster: string): Promise<Map<number, TimelineHistory>> {
   const out = new Map<number, TimelineHistory>();
   for (const h of await repo.listTimelineHistories(cluster)) {
     const tli = timelineOfWalName(h.name);
     if (out.has(tli)) continue;
-    const text = await repo.readWalFile(cluster, h.name);
-    if (text !== undefined) out.set(tli, TimelineHistory.parse(tli, text.toString('utf8')));
+    const text = await repo.readWalFile(cluster, h.name).catch(() => undefined);
+    if (text === undefined) continue;
+    try {
+      out.set(tli, TimelineHistory.parse(tli, text.toString('utf8')));
+    } catch {
+      // unusable: verify names it
+    }
+  }
+  for (const [tli, h] of [...out]) {
+    const parent = h.parent === undefined ? undefined : out.get(h.parent);
+    if (parent && !h.extends(parent)) out.delete(tli);
   }
   return out;
 }
@@ -94,13 +107,21 @@ export interface BackupOnTimeline {
  * before `at`, walking down from the backup's timeline. Only timelines whose history holds the
  * backup (it branched off the backup's lineage after the backup became consistent) qualify:
  * PostgreSQL refuses the others ("requested timeline is not a child of this server's history").
+ * `only` restricts the walk to one lineage (the live cluster's, when the controller knows it), so
+ * a fork archived by a copy elsewhere is never taken for the cluster.
+ *
+ * A timeline's parent in the walk is its newest ancestor that is known here (archived, or the
+ * backup's own): a timeline that ran too briefly to leave a segment of its own (two promotions in
+ * one segment) or whose history was never archived here is stepped over.
  */
-export function timelineLivingAt(backup: BackupOnTimeline, timelines: ReadonlyMap<number, TimelineInfo>, at?: number): number {
+export function timelineLivingAt(backup: BackupOnTimeline, timelines: ReadonlyMap<number, TimelineInfo>, at?: number, only?: ReadonlySet<number>): number {
+  const known = (t: number) => t === backup.timeline || timelines.has(t);
+  const parentOf = (info: TimelineInfo) => [...info.history.entries].reverse().find((e) => known(e.timeline))?.timeline;
   let current = backup.timeline;
   for (;;) {
     let next: { tli: number; start: number } | undefined;
     for (const [tli, info] of timelines) {
-      if (info.history.parent !== current || !info.history.contains(backup.timeline, backup.stopLsn)) continue;
+      if ((only && !only.has(tli)) || parentOf(info) !== current || !info.history.contains(backup.timeline, backup.stopLsn)) continue;
       // Without a readable start time the timeline is taken as old as its number allows (after its parent's other children).
       const start = info.startedAt?.getTime() ?? -Infinity;
       if (at !== undefined && start > at) continue;
@@ -109,6 +130,11 @@ export function timelineLivingAt(backup: BackupOnTimeline, timelines: ReadonlyMa
     if (!next) return current;
     current = next.tli;
   }
+}
+
+/** A timeline and every ancestor its history names: one lineage. */
+export function lineageOf(timeline: number, timelines: ReadonlyMap<number, TimelineInfo>): Set<number> {
+  return new Set([timeline, ...(timelines.get(timeline)?.history.entries.map((e) => e.timeline) ?? [])]);
 }
 
 /** The histories of every timeline a backup of `backup` can reach, including its own (as a root history when none is archived). */

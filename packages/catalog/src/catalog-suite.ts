@@ -61,7 +61,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       test('heartbeats, disconnects and the start-up reset', async () => {
         const store = await storeWithCluster();
         const fresh1 = await store.getAgent('agent-1');
-        assert.deepEqual(fresh1, { id: 'agent-1', cluster: 'main', hostname: 'db1', version: '0.1.0', connected: true, lastSeen: 1000, archiver: null, currentLsn: null, walHealth: null, archiveSetup: null, role: null, replay: null });
+        assert.deepEqual(fresh1, { id: 'agent-1', cluster: 'main', hostname: 'db1', version: '0.1.0', connected: true, lastSeen: 1000, archiver: null, currentLsn: null, walHealth: null, archiveSetup: null, role: null, replay: null, timeline: null });
         await store.recordHeartbeat('agent-1', { archiver: { archivedCount: '3' }, currentLsn: '0/3000060' }, 5000);
         let a = await store.getAgent('agent-1');
         assert.deepEqual([a?.connected, a?.lastSeen, a?.currentLsn, a?.archiver], [true, 5000, '0/3000060', { archivedCount: '3' }]);
@@ -88,6 +88,12 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         const bypass = { archiveMode: 'on', archiveCommand: '/bin/true', viaPgfleet: false, problem: 'archive_command does not run pgfleet-agent wal-push' };
         await store.recordHeartbeat('agent-1', { archiveSetup: bypass }, 5870);
         assert.deepEqual((await store.listAgents('main'))[0]?.archiveSetup, bypass);
+        // The timeline a primary writes: kept when a beat does not say (a standby, or PostgreSQL down), replaced when it does.
+        await store.recordHeartbeat('agent-1', { timeline: 2 }, 5880);
+        await store.recordHeartbeat('agent-1', {}, 5890);
+        assert.equal((await store.getAgent('agent-1'))?.timeline, 2);
+        await store.recordHeartbeat('agent-1', { timeline: 0x7fffffff + 3 }, 5895);
+        assert.equal((await store.getAgent('agent-1'))?.timeline, 0x7fffffff + 3, 'timeline ids are unsigned 32-bit');
         await store.setAgentConnected('agent-1', false, 6000);
         a = await store.getAgent('agent-1');
         assert.deepEqual([a?.connected, a?.lastSeen], [false, 6000]);

@@ -385,6 +385,15 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       ALTER TABLE agents ADD COLUMN replay JSONB;
     `,
   },
+  {
+    description: 'agents.timeline (the timeline a primary writes: restores follow the live lineage, never a fork another copy archived)',
+    sqlite: `
+      ALTER TABLE agents ADD COLUMN timeline INTEGER;
+    `,
+    postgres: `
+      ALTER TABLE agents ADD COLUMN timeline BIGINT;
+    `,
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */

@@ -292,8 +292,9 @@ export class PostgresCatalogStore implements CatalogStore {
   async recordHeartbeat(id: string, beat: HeartbeatFigures, now: number): Promise<void> {
     await this.query(
       `UPDATE agents SET last_seen = $1, archiver = COALESCE($2::jsonb, archiver), current_lsn = COALESCE($3, current_lsn), wal_health = COALESCE($4::jsonb, wal_health),
-         archive_setup = COALESCE($9::jsonb, archive_setup), role = CASE WHEN $6 THEN $7 ELSE role END, replay = CASE WHEN $6 THEN $8::jsonb ELSE replay END WHERE id = $5`,
-      [now, encodeJson(beat.archiver), beat.currentLsn || null, encodeJson(beat.walHealth), id, beat.role !== undefined, beat.role ?? null, encodeJson(beat.replay), encodeJson(beat.archiveSetup)],
+         archive_setup = COALESCE($9::jsonb, archive_setup), role = CASE WHEN $6 THEN $7 ELSE role END, replay = CASE WHEN $6 THEN $8::jsonb ELSE replay END,
+         timeline = COALESCE($10::bigint, timeline) WHERE id = $5`,
+      [now, encodeJson(beat.archiver), beat.currentLsn || null, encodeJson(beat.walHealth), id, beat.role !== undefined, beat.role ?? null, encodeJson(beat.replay), encodeJson(beat.archiveSetup), beat.timeline ?? null],
     );
   }
 

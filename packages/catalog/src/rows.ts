@@ -10,7 +10,7 @@ import type { AdminRole, AdminTokenRecord, AgentArchiveSetup, AgentRecord, Agent
 export interface ClusterRow { name: string; system_identifier: string; pg_version: number; created_at: number }
 export interface AgentRow {
   id: string; cluster: string; hostname: string; version: string; connected: number | boolean; last_seen: number | null;
-  archiver: unknown; current_lsn: string | null; wal_health: unknown; archive_setup: unknown; role: string | null; replay: unknown;
+  archiver: unknown; current_lsn: string | null; wal_health: unknown; archive_setup: unknown; role: string | null; replay: unknown; timeline: number | string | null;
 }
 export interface BackupRow {
   cluster: string; label: string; type: string; start_lsn: string; stop_lsn: string; start_time: number; stop_time: number;
@@ -41,6 +41,7 @@ export function agentFromRow(r: AgentRow, decodeJson: DecodeJson): AgentRecord {
     walHealth: (decodeJson(r.wal_health) ?? null) as AgentWalHealth | null,
     archiveSetup: (decodeJson(r.archive_setup) ?? null) as AgentArchiveSetup | null,
     role: (r.role ?? null) as ServerRoleName | null,
+    timeline: r.timeline === null || r.timeline === undefined ? null : Number(r.timeline),
     replay: (decodeJson(r.replay) ?? null) as AgentReplay | null,
   };
 }

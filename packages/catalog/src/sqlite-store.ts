@@ -237,9 +237,10 @@ export class SqliteCatalogStore implements CatalogStore {
     this.db
       .prepare(
         `UPDATE agents SET last_seen = ?, archiver = COALESCE(?, archiver), current_lsn = COALESCE(?, current_lsn), wal_health = COALESCE(?, wal_health),
-           archive_setup = COALESCE(?, archive_setup), role = CASE WHEN ? = 1 THEN ? ELSE role END, replay = CASE WHEN ? = 1 THEN ? ELSE replay END WHERE id = ?`,
+           archive_setup = COALESCE(?, archive_setup), role = CASE WHEN ? = 1 THEN ? ELSE role END, replay = CASE WHEN ? = 1 THEN ? ELSE replay END,
+           timeline = COALESCE(?, timeline) WHERE id = ?`,
       )
-      .run(now, json(beat.archiver), beat.currentLsn || null, json(beat.walHealth), json(beat.archiveSetup), beat.role === undefined ? 0 : 1, beat.role ?? null, beat.role === undefined ? 0 : 1, json(beat.replay), id);
+      .run(now, json(beat.archiver), beat.currentLsn || null, json(beat.walHealth), json(beat.archiveSetup), beat.role === undefined ? 0 : 1, beat.role ?? null, beat.role === undefined ? 0 : 1, json(beat.replay), beat.timeline ?? null, id);
   }
 
   async getAgent(id: string): Promise<AgentRecord | undefined> {

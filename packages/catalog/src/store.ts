@@ -51,6 +51,8 @@ export interface AgentRecord {
   role: ServerRoleName | null;
   /** A standby's replay figures at the last heartbeat (null on a primary). */
   replay: AgentReplay | null;
+  /** The timeline it last wrote as a primary (null: never reported). */
+  timeline: number | null;
 }
 
 /** Heartbeat.archive_setup as the catalog keeps it: the protocol message's fields in camelCase. */
@@ -115,6 +117,8 @@ export interface HeartbeatFigures {
    */
   role?: ServerRoleName | null;
   replay?: AgentReplay | null;
+  /** The timeline a primary writes (absent: kept). */
+  timeline?: number;
 }
 
 export interface BackupRecord {

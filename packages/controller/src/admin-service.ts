@@ -16,7 +16,7 @@ import { eventsCommitted, publishJobs, type ControllerContext } from './context.
 import { jobEvents } from './events.js';
 import { chooseBackup } from './pitr.js';
 import { applyRetention, getPolicy, pinBackup, planRetention, setPolicy } from './admin-policy.js';
-import { clusterAgent, dispatch, requireCluster, startBackupJob, startCheckJob, startVerifyJob } from './dispatch.js';
+import { clusterAgent, dispatch, liveTimeline, requireCluster, startBackupJob, startCheckJob, startVerifyJob } from './dispatch.js';
 import { listEvents, watchEvents } from './admin-events.js';
 import { drillRequestFromProto, listDrills, startDrillJob } from './drills.js';
 import { listClusterStatus } from './status.js';
@@ -142,7 +142,18 @@ async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): P
   );
   // The agent checks the directory: empty or new, or (delta) a stopped data directory of the cluster.
   // The catalog knows no timeline histories: a label it picked is a hint the agent may replace with a backup of the target timeline's lineage.
-  const value = { cluster: req.cluster, backupLabel, backupExplicit: req.backupLabel !== '', targetDir: req.targetDir, target: recoveryTarget, delta: req.delta, tablespaceDir: req.tablespaceDir, targetTimeline: req.targetTimeline, archive: req.archive };
+  const value = {
+    cluster: req.cluster,
+    backupLabel,
+    backupLabelIsHint: req.backupLabel === '',
+    targetDir: req.targetDir,
+    target: recoveryTarget,
+    delta: req.delta,
+    tablespaceDir: req.tablespaceDir,
+    targetTimeline: req.targetTimeline,
+    archive: req.archive,
+    currentTimeline: await liveTimeline(ctx, req.cluster),
+  };
   return dispatch(ctx, session, job, { case: 'restore', value });
 }
 

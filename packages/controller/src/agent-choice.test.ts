@@ -28,6 +28,13 @@ describe('chooseAgent', () => {
     assert.equal(pick('primary', primary('db1'), s), 'db1');
   });
 
+  test('two agents reporting primary (a switchover in flight, a split brain): the promoted one, on the newer timeline', () => {
+    const old = primary('db1', '0/9000000', { connectedAt: 10, timeline: 1 });
+    const promoted = primary('db2', '0/9100000', { connectedAt: 50, timeline: 2 });
+    assert.equal(pick('primary', old, promoted), 'db2');
+    assert.equal(pick('primary', promoted, old), 'db2');
+  });
+
   test('one agent that has not reported a role yet is taken for the primary, as before HA clusters', () => {
     assert.equal(pick('primary', agent('only')), 'only');
     assert.equal(pick('any', agent('only')), 'only');

@@ -33,6 +33,8 @@ export interface AgentCandidate {
   lastSeen: number | null;
   currentLsn: string | null;
   replay: AgentReplay | null;
+  /** The timeline it writes as a primary (null: not reported). */
+  timeline?: number | null;
 }
 
 export interface StandbyLimits {
@@ -68,9 +70,13 @@ export function standbyLag(standby: Pick<AgentCandidate, 'replay'>, primaryLsn: 
   return { bytes: standby.replay?.receiveReplayBytes ?? 0, againstPrimary: false };
 }
 
-/** The primary's agent: a connected agent reporting primary, else (no role known) the longest connected one of unknown role. */
+/**
+ * The primary's agent: a connected agent reporting primary, else (no role known) the longest
+ * connected one of unknown role. Two reporting primary (a switchover before the old primary's
+ * next heartbeat, a split brain): the one on the newer timeline, the promoted one.
+ */
 function primaryOf(candidates: readonly AgentCandidate[]): AgentCandidate | undefined {
-  const primaries = candidates.filter((c) => c.role === 'primary').sort(byConnectedAt);
+  const primaries = candidates.filter((c) => c.role === 'primary').sort((a, b) => (b.timeline ?? 0) - (a.timeline ?? 0) || byConnectedAt(a, b));
   if (primaries[0]) return primaries[0];
   return candidates.filter((c) => c.role === null).sort(byConnectedAt)[0];
 }

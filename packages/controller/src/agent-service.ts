@@ -205,6 +205,8 @@ async function handleMessage(ctx: ControllerContext, session: AgentSession, req:
           ...(msg.value.archiveSetup ? { archiveSetup: archiveSetupRecord(msg.value.archiveSetup) } : {}),
           role,
           replay: agentReplayRecord(role, msg.value.replay),
+          // Only a primary says which timeline it writes; restores follow that lineage.
+          ...(role === 'primary' && msg.value.timeline > 0 ? { timeline: msg.value.timeline } : {}),
         },
         ctx.now(),
       );

@@ -31,12 +31,25 @@ export async function clusterAgent(ctx: ControllerContext, cluster: string, need
   const records = new Map((await ctx.store.listAgents(cluster)).map((a) => [a.id, a]));
   const candidates: AgentCandidate[] = sessions.map((s) => {
     const r = records.get(s.agentId);
-    return { agentId: s.agentId, hostname: s.hostname, connectedAt: s.connectedAt, role: r?.role ?? null, lastSeen: r?.lastSeen ?? null, currentLsn: r?.currentLsn ?? null, replay: r?.replay ?? null };
+    return { agentId: s.agentId, hostname: s.hostname, connectedAt: s.connectedAt, role: r?.role ?? null, lastSeen: r?.lastSeen ?? null, currentLsn: r?.currentLsn ?? null, replay: r?.replay ?? null, timeline: r?.timeline ?? null };
   });
   // A standby is judged by its heartbeats: a few missed ones (or 30 s) and its figures are stale.
   const limits = { now: ctx.now(), maxLagBytes: DEFAULT_STANDBY_MAX_LAG_BYTES, maxSilenceMs: Math.max(30_000, 5 * ctx.heartbeatIntervalSeconds * 1000) };
   const chosen = chooseAgent(cluster, candidates, need, limits);
   return sessions.find((s) => s.agentId === chosen.agentId)!;
+}
+
+/**
+ * The timeline the cluster's primary writes now, from its agents' last heartbeats (0: unknown).
+ * Restores and drills follow that lineage, so a fork another copy archived into the repository
+ * is never taken for the cluster. With two agents claiming primary (a switchover in progress, a
+ * split brain) the newer timeline wins: the promoted one.
+ */
+export async function liveTimeline(ctx: ControllerContext, cluster: string): Promise<number> {
+  const agents = (await ctx.store.listAgents(cluster)).filter((a) => a.timeline !== null && a.timeline > 0);
+  const primaries = agents.filter((a) => a.role === 'primary');
+  const pool = primaries.length > 0 ? primaries : agents;
+  return pool.reduce((best, a) => Math.max(best, a.timeline!), 0);
 }
 
 /**

@@ -21,7 +21,7 @@ import { DrillResultSchema, type JobInfoSchema, type ListDrillsRequest, type Lis
 import type { AgentSession } from './agent-sessions.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from './context.js';
 import { jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson, resultJson } from './convert.js';
-import { clusterAgent, dispatch, requireCluster } from './dispatch.js';
+import { clusterAgent, dispatch, liveTimeline, requireCluster } from './dispatch.js';
 import { jobEvents } from './events.js';
 import { chooseBackup } from './pitr.js';
 import { dueRuns } from './schedule.js';
@@ -97,7 +97,7 @@ export async function startDrillJob(ctx: ControllerContext, req: DrillRequest): 
   };
   const drill = await ctx.store.createJob({ id: drillId, cluster: req.cluster, kind: 'drill', agentId: session.agentId, params }, ctx.now());
   if (!captureId) {
-    return dispatch(ctx, session, drill, { case: 'drill', value: { cluster: req.cluster, backupLabel, ...(req.target ? { target: req.target } : {}), keep: req.keep === true } });
+    return dispatch(ctx, session, drill, { case: 'drill', value: { cluster: req.cluster, backupLabel, ...(req.target ? { target: req.target } : {}), keep: req.keep === true, currentTimeline: await liveTimeline(ctx, req.cluster) } });
   }
   const restorePoint = drillRestorePoint(drillId);
   const capture = await ctx.store.createJob({ id: captureId, cluster: req.cluster, kind: 'capture', agentId: own.agentId, params: { drillJobId: drillId, restorePoint } satisfies CaptureParams }, ctx.now());
@@ -143,7 +143,7 @@ export async function captureFinished(ctx: ControllerContext, capture: JobRecord
   }
   const p = (drill.params ?? {}) as DrillParams;
   try {
-    await dispatch(ctx, session, drill, { case: 'drill', value: { cluster: drill.cluster, backupLabel: p.backupLabel ?? '', source: counts, keep: p.keep === true } });
+    await dispatch(ctx, session, drill, { case: 'drill', value: { cluster: drill.cluster, backupLabel: p.backupLabel ?? '', source: counts, keep: p.keep === true, currentTimeline: await liveTimeline(ctx, drill.cluster) } });
     log.info({ restorePoint: counts.restorePoint, tables: counts.tables.length }, 'source counted: drill dispatched');
   } catch (err) {
     // dispatch() already failed the job when the stream was gone.

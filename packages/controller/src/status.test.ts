@@ -94,7 +94,7 @@ describe('verify and drill summaries', () => {
 describe('archive state', () => {
   const agent = (fields: Partial<AgentRecord>): AgentRecord => ({
     id: 'a', cluster: 'main', hostname: 'db1', version: '0.1.0', connected: true, lastSeen: 0, currentLsn: null, walHealth: null,
-    archiver: { archivedCount: '5', lastArchivedWal: '000000010000000000000005', failedCount: '0' }, archiveSetup: null, role: null, replay: null, ...fields,
+    archiver: { archivedCount: '5', lastArchivedWal: '000000010000000000000005', failedCount: '0' }, archiveSetup: null, role: null, replay: null, timeline: null, ...fields,
   });
   const via = { archiveMode: 'on', archiveCommand: 'pgfleet-agent wal-push %p --cluster main', viaPgfleet: true, problem: '' };
   const bypass = { archiveMode: 'on', archiveCommand: '/bin/true', viaPgfleet: false, problem: "archive_command '/bin/true' does not run pgfleet-agent wal-push" };

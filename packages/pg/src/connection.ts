@@ -120,6 +120,8 @@ export interface ServerPosition {
   lastReplayTime: Date | undefined;
   /** now - lastReplayTime while received WAL waits for replay, else 0 (an idle primary commits nothing, so the timestamp alone would age). */
   replayLagSeconds: number;
+  /** Primary only: the timeline it writes (from the current WAL file's name: right after a promotion, before any checkpoint); 0 on a standby. */
+  timeline: number;
 }
 
 export async function serverPosition(client: pg.Client): Promise<ServerPosition> {
@@ -132,7 +134,8 @@ export async function serverPosition(client: pg.Client): Promise<ServerPosition>
            greatest(coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0), 0)::text AS behind,
            pg_last_xact_replay_timestamp() AS replay_time,
            CASE WHEN pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn()
-                THEN greatest(extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()), 0) ELSE 0 END::float8 AS lag_seconds`);
+                THEN greatest(extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()), 0) ELSE 0 END::float8 AS lag_seconds,
+           CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END AS tli_hex`);
   const row = r.rows[0];
   const inRecovery = Boolean(row.in_recovery);
   return {
@@ -143,6 +146,7 @@ export async function serverPosition(client: pg.Client): Promise<ServerPosition>
     receiveReplayBytes: inRecovery ? Number(row.behind) : 0,
     lastReplayTime: inRecovery ? (row.replay_time ?? undefined) : undefined,
     replayLagSeconds: inRecovery ? Number(row.lag_seconds ?? 0) : 0,
+    timeline: row.tli_hex ? Number.parseInt(row.tli_hex, 16) : 0,
   };
 }
 

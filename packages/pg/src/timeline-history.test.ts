@@ -34,7 +34,20 @@ test('histories PostgreSQL never writes are refused', () => {
   assert.equal(code(() => TimelineHistory.parse(2, '# nothing\n')), 'PGF-4003');
   assert.equal(code(() => TimelineHistory.parse(2, '2\t0/1000000\tself\n')), 'PGF-4003', 'a timeline cannot descend from itself');
   assert.equal(code(() => TimelineHistory.parse(4, '2\t0/5000000\tx\n1\t0/6000000\tx\n')), 'PGF-4003', 'ancestors in order');
-  assert.equal(code(() => TimelineHistory.parse(4, '1\t0/5000000\tx\n2\t0/4000000\tx\n')), 'PGF-4003', 'switch points never go back');
+});
+
+test("a history whose switch points go back is PostgreSQL's own (a recovery that followed timeline 2 but stopped before it began)", () => {
+  // Timeline 2 began at 0/5000000; a restore of a timeline 1 backup following timeline 2 stopped at 0/4000000 and promoted to 3.
+  const h = TimelineHistory.parse(3, '1\t0/5000000\tx\n2\t0/4000000\tbefore 0/4000000\n');
+  assert.equal(h.startLsn, 0x4000000n);
+  assert.equal(h.timelineAt(0x3ffffffn), 1);
+  assert.equal(h.timelineAt(0x4000000n), 3, 'tliOfPointInHistory: timeline 3 from 0/4000000 on');
+  assert.equal(h.timelineAt(0x4800000n), 3, 'the part of timeline 1 after 0/4000000 is not in this history');
+  assert.equal(h.switchPointOf(1), 0x4000000n);
+  assert.equal(h.contains(1, 0x3000000n), true);
+  assert.equal(h.contains(1, 0x4000000n), true, 'consistent exactly where timeline 1 ends here');
+  assert.equal(h.contains(1, 0x4800000n), false);
+  assert.equal(h.contains(2, 0x4000000n), false, 'timeline 2 contributes nothing');
 });
 
 function longHeader(tli: number, addr: bigint): Buffer {
@@ -96,4 +109,18 @@ test('the start time of a timeline is read from its end-of-recovery record, also
   }
   assert.equal(timelineStartFromSegment(inPage, 0x3002190n, 16 << 20, 3, 1), undefined, 'another timeline switch');
   assert.equal(timelineStartFromSegment(inPage, 0x3002198n, 16 << 20, 2, 1), undefined, 'no record there');
+});
+
+test('an XLOG_OVERWRITE_CONTRECORD at the switch point (recovery ended in a torn record) is skipped', () => {
+  const t = Date.UTC(2026, 11, 6, 6, 0, 0) / 1000;
+  const seg = segmentWithCheckpoint(0x2190 + 48, t);
+  // The overwrite record: header + short data block of 16 bytes (aborted LSN, overwrite time), 42 bytes, next record at +48.
+  const rec = Buffer.alloc(42);
+  rec.writeUInt32LE(42, 0);
+  rec[16] = 0xd0;
+  rec[17] = 0;
+  rec[24] = 255;
+  rec[25] = 16;
+  rec.copy(seg, 0x2190);
+  assert.equal(timelineStartFromSegment(seg, 0x3002190n, 16 << 20, 2, 1)?.time.getTime(), t * 1000);
 });

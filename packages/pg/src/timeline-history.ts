@@ -36,9 +36,11 @@ export class TimelineHistory {
   }
 
   /**
-   * Parses the text of `<timeline>.history`. Refuses text that is not a history PostgreSQL would
-   * write: ancestors must have increasing ids below `timeline` and non-decreasing switch points.
-   * Throws WalFileInvalid, so wal-push refuses such a file (PostgreSQL keeps it and retries).
+   * Parses the text of `<timeline>.history` as PostgreSQL's readTimeLineHistory does: ancestors
+   * with increasing ids below `timeline`. Switch points need not increase: a recovery that follows
+   * timeline N but stops before N began (a target on an ancestor) writes N's history followed by
+   * "N <a smaller LSN>", and such a history is valid. Throws WalFileInvalid for anything else, so
+   * wal-push refuses it (PostgreSQL keeps the file and retries).
    */
   static parse(timeline: number, text: string): TimelineHistory {
     const entries: TimelineHistoryEntry[] = [];
@@ -51,8 +53,8 @@ export class TimelineHistory {
       }
       const entry = { timeline: Number(tli), switchLsn: Lsn.parse(lsn).value, reason: rest.join(' ') };
       const prev = entries.at(-1);
-      if (entry.timeline >= timeline || (prev && (entry.timeline <= prev.timeline || entry.switchLsn < prev.switchLsn))) {
-        throw new PgfleetError('WalFileInvalid', `timeline history of timeline ${timeline} is not a history PostgreSQL writes: ancestor ${entry.timeline} at ${Lsn.fromBigInt(entry.switchLsn).toString()} out of order`);
+      if (entry.timeline >= timeline || (prev && entry.timeline <= prev.timeline)) {
+        throw new PgfleetError('WalFileInvalid', `timeline history of timeline ${timeline} is not a history PostgreSQL writes: ancestor ${entry.timeline} out of order`);
       }
       entries.push(entry);
     }
@@ -76,19 +78,30 @@ export class TimelineHistory {
   }
 
   /**
-   * The timeline that owns `lsn` in this history, like PostgreSQL's tliOfPointInHistory: the first
-   * ancestor whose switch point lies after it, else this timeline.
+   * The timeline that owns `lsn` in this history, exactly as PostgreSQL's tliOfPointInHistory:
+   * this timeline from its start on; otherwise the newest ancestor whose range [previous switch
+   * point, its switch point) holds it (a range may be empty when switch points go back).
    */
   timelineAt(lsn: bigint): number {
-    for (const e of this.entries) if (lsn < e.switchLsn) return e.timeline;
-    return this.timeline;
+    if (lsn >= this.startLsn) return this.timeline;
+    for (let k = this.entries.length - 1; k >= 0; k--) {
+      const begin = k === 0 ? 0n : this.entries[k - 1]!.switchLsn;
+      if (begin <= lsn && lsn < this.entries[k]!.switchLsn) return this.entries[k]!.timeline;
+    }
+    return this.entries[0]?.timeline ?? this.timeline;
   }
 
-  /** Where WAL of `ancestor` stops being part of this history (undefined: runs on, it is this timeline; null: not an ancestor). */
+  /**
+   * Where WAL of `ancestor` stops being part of this history: its switch point, or earlier when a
+   * later switch went back below it (undefined: runs on, it is this timeline; null: not an ancestor).
+   */
   switchPointOf(ancestor: number): bigint | undefined | null {
     if (ancestor === this.timeline) return undefined;
-    const e = this.entries.find((x) => x.timeline === ancestor);
-    return e ? e.switchLsn : null;
+    const k = this.entries.findIndex((x) => x.timeline === ancestor);
+    if (k < 0) return null;
+    let end = this.entries[k]!.switchLsn;
+    for (const later of this.entries.slice(k + 1)) if (later.switchLsn < end) end = later.switchLsn;
+    return end;
   }
 
   /**
@@ -96,8 +109,11 @@ export class TimelineHistory {
    * backup of that timeline that is consistent at `lsn` and then follow this timeline.
    */
   contains(timeline: number, lsn: bigint): boolean {
-    const sw = this.switchPointOf(timeline);
-    return sw === undefined || (sw !== null && lsn <= sw);
+    if (timeline === this.timeline) return true;
+    const end = this.switchPointOf(timeline);
+    if (typeof end !== 'bigint') return false;
+    // Consistent exactly at the switch point is fine; before it the position must be that timeline's own.
+    return lsn === end ? lsn === 0n || this.timelineAt(lsn - 1n) === timeline : this.timelineAt(lsn) === timeline;
   }
 
   /**

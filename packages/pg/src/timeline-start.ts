@@ -20,11 +20,17 @@ const RECORD_HEADER = 24;
 const RM_XLOG_ID = 0;
 const XLOG_CHECKPOINT_SHUTDOWN = 0x00;
 const XLOG_END_OF_RECOVERY = 0x90;
+const XLOG_OVERWRITE_CONTRECORD = 0xd0;
 /** Microseconds from the Unix epoch to PostgreSQL's (2000-01-01). */
 const PG_EPOCH_US = 946_684_800_000_000n;
 
 /** The bytes of the record starting at `offset` of `segment` (undefined when it does not fit in the segment). */
 export function readWalRecordAt(segment: Buffer, offset: number): Buffer | undefined {
+  return readWalRecord(segment, offset)?.record;
+}
+
+/** The record at `offset` and the offset just after its last byte (file offsets are LSN offsets: page headers count). */
+function readWalRecord(segment: Buffer, offset: number): { record: Buffer; end: number } | undefined {
   if (segment.length < WAL_LONG_HEADER_SIZE) return undefined;
   const pageSize = segment.readUInt32LE(36);
   if (pageSize < 1024 || (pageSize & (pageSize - 1)) !== 0) return undefined;
@@ -46,7 +52,7 @@ export function readWalRecordAt(segment: Buffer, offset: number): Buffer | undef
       if (need < RECORD_HEADER || need > 1 << 20) return undefined;
     }
   }
-  return Buffer.concat(out).subarray(0, need);
+  return { record: Buffer.concat(out).subarray(0, need), end: pos };
 }
 
 /** The main data of a record without block references (the two end-of-recovery records have none). */
@@ -76,7 +82,11 @@ export interface TimelineStart {
  * there is not an end-of-recovery record of that switch.
  */
 export function timelineStartFromSegment(segment: Buffer, switchLsn: bigint, segmentSize: number, timeline: number, parent: number): TimelineStart | undefined {
-  const record = readWalRecordAt(segment, Number(switchLsn % BigInt(segmentSize)));
+  let read = readWalRecord(segment, Number(switchLsn % BigInt(segmentSize)));
+  // Recovery that ended in a torn record (a primary that died mid-record, common at failover)
+  // first writes XLOG_OVERWRITE_CONTRECORD there; the end-of-recovery record follows it.
+  if (read && read.record[17] === RM_XLOG_ID && (read.record[16]! & 0xf0) === XLOG_OVERWRITE_CONTRECORD) read = readWalRecord(segment, (read.end + 7) & ~7);
+  const record = read?.record;
   if (!record || record[17] !== RM_XLOG_ID) return undefined;
   const info = record[16]! & 0xf0;
   const data = mainData(record);
