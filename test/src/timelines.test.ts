@@ -252,6 +252,22 @@ describe('in-place PITR of the cluster, then more writes', { timeout: 900_000 },
     assert.deepEqual(await rowsOf(pg), await rowsOf(fleet.pg));
   });
 
+  it('a copy that did archive its fork into the repository (--archive preserve) is never taken for the cluster', async () => {
+    const { pg: fork, out } = await restoreAndStart(fleet, started, 'fork', '--target', 'latest', '--archive', 'preserve');
+    assert.match(out, /archiving kept/);
+    await fork.query(`INSERT INTO items VALUES (888888, 'only in the fork')`);
+    const forkSegment = await switchAndArchive(fork);
+    assert.equal(forkSegment.slice(0, 8), '00000003', 'the fork writes timeline 3');
+    assert.equal((await fleet.repo.findWal('inplace', '00000003.history')).length, 1, 'and its history reached the repository');
+    // The cluster itself goes on on timeline 2, later than the fork began.
+    await fleet.pg.query(`INSERT INTO items VALUES (9550, 'the cluster after the fork')`);
+    rows.latest = await rowsOf(fleet.pg);
+    await switchAndArchive(fleet.pg);
+    const { pg, out: restored } = await restoreAndStart(fleet, started, 'not-the-fork', '--target', 'latest');
+    assert.match(restored, /recovery follows timeline 2/);
+    assert.deepEqual(await rowsOf(pg), rows.latest);
+  });
+
   it('a crafted history of a timeline that never ran here cannot break a default restore', async () => {
     // A timeline 9 "branched" off timeline 1 before every backup: PostgreSQL's own 'latest' would follow it and fail.
     const text = Buffer.from('1\t0/1000000\tno recovery target specified\n');
@@ -266,15 +282,15 @@ describe('in-place PITR of the cluster, then more writes', { timeout: 900_000 },
   });
 
   it('wal-push refuses a history that contradicts its parent\'s archived history (PGF-4010)', async () => {
-    // Timeline 3 claiming timeline 2 branched off timeline 1 somewhere else than the archive says.
+    // Timeline 7 claiming timeline 2 branched off timeline 1 somewhere else than the archive says.
     const dir = join(fleet.dir, 'forged-wal');
     await runAsPostgres('/bin/mkdir', ['-p', dir]);
-    const file = join(dir, '00000003.history');
+    const file = join(dir, '00000007.history');
     await writeFile(file, '1\t0/2000000\tforged\n2\t0/9000000\tforged\n');
     await chownToPostgres(file);
     const r = await runNode(AGENT_BIN, ['wal-push', file, '--cluster', 'inplace', '--repo-path', fleet.repoDir], { asPg: true });
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /PGF-4010/);
-    assert.equal((await fleet.repo.findWal('inplace', '00000003.history')).length, 0, 'nothing was archived');
+    assert.equal((await fleet.repo.findWal('inplace', '00000007.history')).length, 0, 'nothing was archived');
   });
 });
