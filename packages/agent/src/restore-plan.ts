@@ -94,7 +94,12 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
   }
 
   const segmentSize = explicit?.walSegmentSize ?? (await i.repo.readClusterInfo(i.cluster))?.walSegmentSize ?? 16 << 20;
-  const timelines = await timelinesWithStart(i.repo, i.cluster, histories, segmentSize);
+  // Start times decide between timelines only for a time target, or between forks when the live
+  // timeline is unknown: on the live lineage each timeline has one child, and now is after all.
+  const liveHistory = i.currentTimeline ? histories.get(i.currentTimeline) : undefined;
+  const liveLineage = i.currentTimeline ? new Set([i.currentTimeline, ...(liveHistory?.entries.map((e) => e.timeline) ?? [])]) : undefined;
+  const needStart = (tli: number) => !liveLineage || (i.target.kind === 'time' && liveLineage.has(tli));
+  const timelines = await timelinesWithStart(i.repo, i.cluster, histories, segmentSize, needStart);
   for (const [tli, info] of timelines) i.log.debug({ timeline: tli, parent: info.history.parent, switchLsn: Lsn.fromBigInt(info.history.startLsn).toString(), startedAt: info.startedAt?.toISOString() }, 'archived timeline');
   const known = (tli: number) => timelines.has(tli) || [...timelines.values()].some((t) => t.history.entries.some((e) => e.timeline === tli));
   if (i.targetTimeline !== undefined && !known(i.targetTimeline) && i.targetTimeline !== explicit?.timeline) {

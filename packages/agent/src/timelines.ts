@@ -76,15 +76,26 @@ export interface TimelineInfo {
 }
 
 /**
- * When each timeline began, read from the record at its switch point in its first segment (one
- * segment fetched per timeline; only the timelines asked for). A timeline whose first segment is
- * not archived never ran against this repository (a crafted history, or a copy that did not
- * archive): it is left out.
+ * The timelines that ran against this repository, and when each began, read from the record at
+ * its switch point in its first segment. A timeline whose first segment is not archived never
+ * ran here (a crafted history, or a copy that did not archive): it is left out. Reading a start
+ * costs one segment download, so only the timelines `needStart` names are read (the others are
+ * checked by a listing); their start counts as unknown.
  */
-export async function timelinesWithStart(repo: Repository, cluster: string, histories: ReadonlyMap<number, TimelineHistory>, segmentSize: number): Promise<Map<number, TimelineInfo>> {
+export async function timelinesWithStart(
+  repo: Repository,
+  cluster: string,
+  histories: ReadonlyMap<number, TimelineHistory>,
+  segmentSize: number,
+  needStart: (timeline: number) => boolean = () => true,
+): Promise<Map<number, TimelineInfo>> {
   const out = new Map<number, TimelineInfo>();
   for (const [tli, history] of histories) {
     const first = WalSegmentName.fromLsn(tli, Lsn.fromBigInt(history.startLsn), segmentSize).toString();
+    if (!needStart(tli)) {
+      if ((await repo.findWal(cluster, first)).length > 0) out.set(tli, { history, startedAt: undefined });
+      continue;
+    }
     const segment = await repo.readWalFile(cluster, first, segmentSize).catch(() => undefined);
     if (segment === undefined) continue;
     const start = timelineStartFromSegment(segment, history.startLsn, segmentSize, tli, history.parent!);
