@@ -28,13 +28,16 @@ export async function connectPg(opts: PgConnectionOptions): Promise<pg.Client> {
     ...(opts.replication !== undefined ? { replication: opts.replication } : {}),
     connectionTimeoutMillis: 10_000,
   } as pg.ClientConfig);
+  // A server shutdown while we hold the connection must not crash the agent: errors surface on
+  // the next query. Listening before connect(): a FATAL that arrives in the same network read as
+  // the ReadyForQuery that completes the connection is emitted before connect()'s promise
+  // resumes the caller (a fast shutdown during a heartbeat crashed the agent this way).
+  client.on('error', () => {});
   try {
     await client.connect();
   } catch (err) {
     throw new PgfleetError('PgConnectFailed', `cannot connect to PostgreSQL at ${opts.host ?? 'localhost'}:${opts.port ?? 5432} as ${opts.user ?? 'postgres'}: ${(err as Error).message}`, { cause: err });
   }
-  // A server shutdown while we hold the connection must not crash the agent: errors surface on the next query.
-  client.on('error', () => {});
   return client;
 }
 
