@@ -96,8 +96,7 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
   const segmentSize = explicit?.walSegmentSize ?? (await i.repo.readClusterInfo(i.cluster))?.walSegmentSize ?? 16 << 20;
   // Start times decide between timelines only for a time target, or between forks when the live
   // timeline is unknown: on the live lineage each timeline has one child, and now is after all.
-  const liveHistory = i.currentTimeline ? histories.get(i.currentTimeline) : undefined;
-  const liveLineage = i.currentTimeline ? new Set([i.currentTimeline, ...(liveHistory?.entries.map((e) => e.timeline) ?? [])]) : undefined;
+  const liveLineage = i.currentTimeline ? lineageOf(i.currentTimeline, histories.get(i.currentTimeline)) : undefined;
   const needStart = (tli: number) => !liveLineage || (i.target.kind === 'time' && liveLineage.has(tli));
   const timelines = await timelinesWithStart(i.repo, i.cluster, histories, segmentSize, needStart);
   for (const [tli, info] of timelines) i.log.debug({ timeline: tli, parent: info.history.parent, switchLsn: Lsn.fromBigInt(info.history.startLsn).toString(), startedAt: info.startedAt?.toISOString() }, 'archived timeline');
@@ -110,7 +109,7 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
   const at = i.target.kind === 'time' ? i.target.time.getTime() : now;
   const archived = async (segment: string) => (await i.repo.findWal(i.cluster, segment)).length > 0;
   // The live cluster's lineage when the controller knows its timeline and the archive holds it.
-  const live = i.currentTimeline && (timelines.has(i.currentTimeline) || known(i.currentTimeline)) ? lineageOf(i.currentTimeline, timelines) : undefined;
+  const live = i.currentTimeline && known(i.currentTimeline) ? liveLineage : undefined;
   if (i.currentTimeline && !live) i.log.warn({ currentTimeline: i.currentTimeline }, 'the cluster\'s current timeline is not in the archive (its history is not archived yet): following the timeline that began last');
   /** The timeline to follow from a lineage rooted at `from`: the one living at the target, moved down the current lineage where its WAL is only there. */
   const follow = async (from: BackupOnTimeline): Promise<number> => {

@@ -56,9 +56,9 @@ test('with the live timeline known, a fork another copy archived is never follow
   // Production stays on timeline 1; a copy promoted at t=150 archived timeline 4 (after the backup this time).
   const forked = new Map<number, TimelineInfo>([info(4, '1\t0/6000000\tx\n', 150_000)]);
   assert.equal(timelineLivingAt(backup, forked, 200_000), 4, 'without knowing the live timeline the newest one wins');
-  assert.equal(timelineLivingAt(backup, forked, 200_000, lineageOf(1, forked)), 1);
-  assert.equal(timelineLivingAt(backup, timelines, 250_000, lineageOf(3, timelines)), 3, 'the live lineage itself is followed');
-  assert.equal(timelineLivingAt(backup, timelines, 50_000, lineageOf(3, timelines)), 1);
+  assert.equal(timelineLivingAt(backup, forked, 200_000, lineageOf(1, undefined)), 1);
+  assert.equal(timelineLivingAt(backup, timelines, 250_000, lineageOf(3, timelines.get(3)?.history)), 3, 'the live lineage itself is followed');
+  assert.equal(timelineLivingAt(backup, timelines, 50_000, lineageOf(3, timelines.get(3)?.history)), 1);
 });
 
 test('a timeline that left no segment of its own (two promotions in one segment) is stepped over', () => {

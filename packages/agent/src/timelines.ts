@@ -143,9 +143,9 @@ export function timelineLivingAt(backup: BackupOnTimeline, timelines: ReadonlyMa
   }
 }
 
-/** A timeline and every ancestor its history names: one lineage. */
-export function lineageOf(timeline: number, timelines: ReadonlyMap<number, TimelineInfo>): Set<number> {
-  return new Set([timeline, ...(timelines.get(timeline)?.history.entries.map((e) => e.timeline) ?? [])]);
+/** A timeline and every ancestor its history names (none known: the timeline alone): one lineage. */
+export function lineageOf(timeline: number, history: TimelineHistory | undefined): Set<number> {
+  return new Set([timeline, ...(history?.entries.map((e) => e.timeline) ?? [])]);
 }
 
 /** The histories of every timeline a backup of `backup` can reach, including its own (as a root history when none is archived). */
