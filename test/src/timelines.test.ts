@@ -266,6 +266,12 @@ describe('in-place PITR of the cluster, then more writes', { timeout: 900_000 },
     const { pg, out: restored } = await restoreAndStart(fleet, started, 'not-the-fork', '--target', 'latest');
     assert.match(restored, /recovery follows timeline 2/);
     assert.deepEqual(await rowsOf(pg), rows.latest);
+    // verify says so: timeline 3 is a fork, and continuity follows the live timeline 2.
+    const v = await fleet.cli('verify', 'inplace', '--wait');
+    assert.equal(v.code, 0, `verify failed:\n${v.stdout}\n${v.stderr}`);
+    assert.match(v.stdout, /^3 +2 +\S+ +\S+ \S+ +00000003[0-9A-F]{16} +FORK \(restores never follow it\)$/m);
+    assert.match(v.stdout, /^2 +1 +\S+ +\S+ \S+ +00000002[0-9A-F]{16} +live$/m);
+    assert.match(v.stdout, /restorable to \[\S+ \([^)]*\), \S+ on timeline 2\]/);
   });
 
   it('a crafted history of a timeline that never ran here cannot break a default restore', async () => {

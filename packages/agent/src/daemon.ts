@@ -92,6 +92,15 @@ export function verifyResultToProto(v: VerifyOutcome) {
     walSegmentsChecked: v.walSegmentsChecked,
     walNewest: v.walNewest,
     ok: v.ok,
+    timelines: v.timelines.map((t) => ({
+      timeline: t.timeline,
+      parent: t.parent,
+      switchLsn: t.switchLsn,
+      ...(t.startedAt ? { startedAt: timestampFromDate(t.startedAt) } : {}),
+      newestSegment: t.newestSegment,
+      onLiveLineage: t.onLiveLineage,
+      liveKnown: t.liveKnown,
+    })),
   };
 }
 
@@ -538,7 +547,7 @@ export class AgentDaemon {
       return { case: 'expire', value: { ...out, backupBytesDeleted: BigInt(out.backupBytesDeleted), walBytesDeleted: BigInt(out.walBytesDeleted) } };
     }
     if (job.kind.case === 'verify') {
-      const out = await runVerify({ cluster: this.s.cluster, repo, full: job.kind.value.full, concurrency: Math.max(2, this.s.workers), log, progress, signal });
+      const out = await runVerify({ cluster: this.s.cluster, repo, full: job.kind.value.full, currentTimeline: job.kind.value.currentTimeline, concurrency: Math.max(2, this.s.workers), log, progress, signal });
       return { case: 'verify', value: verifyResultToProto(out) };
     }
     if (job.kind.case === 'check') {

@@ -25,6 +25,7 @@ import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
 import { DEFAULT_WAL_SEGMENT_SIZE, Lsn, TimelineHistory, timelineHistoryName, timelineOfWalName, validateWalSegment, WAL_LONG_HEADER_SIZE, walFileKind, WalSegmentName } from '@pgfleet/pg';
 import { decompressor, HashingStream, parseManifest, readSmall, type ArchivedWal, type BackupKind, type BackupManifest, type Codec, type Repository } from '@pgfleet/storage';
 import type { ProgressSink } from './progress.js';
+import { lineageOf, timelinesWithStart } from './timelines.js';
 import { walContinuity, type TimelineBranch, type WalGap } from './wal-continuity.js';
 
 export type VerifyProblemKind =
@@ -81,12 +82,26 @@ export interface VerifyOutcome {
   walNewest: string[];
   /** Every backup restorable and no fault found (incomplete backups are not faults). */
   ok: boolean;
+  /** Every archived timeline with its parent, start and newest segment, and whether it is on the live lineage. */
+  timelines: VerifyTimeline[];
+}
+
+export interface VerifyTimeline {
+  timeline: number;
+  parent: number;
+  switchLsn: string;
+  startedAt: Date | undefined;
+  newestSegment: string;
+  onLiveLineage: boolean;
+  liveKnown: boolean;
 }
 
 export interface VerifyOptions {
   cluster: string;
   repo: Repository;
   full: boolean;
+  /** The timeline the cluster's primary writes now (from the controller; 0/undefined: unknown). */
+  currentTimeline?: number;
   /** Objects checked at once. */
   concurrency?: number;
   log: Logger;
@@ -338,6 +353,8 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     }
   }
   const branches = new Map<number, TimelineBranch>([...histories].map(([tli, h]) => [tli, { parent: h.parent!, switchLsn: h.startLsn }]));
+  // Continuity follows the cluster's live lineage when the controller knows it, like restores do.
+  const liveLineage = o.currentTimeline ? lineageOf(o.currentTimeline, histories.get(o.currentTimeline)) : undefined;
 
   const walProblem = async (w: ArchivedWal): Promise<VerifyProblem | undefined> => {
     const isSegment = walFileKind(w.name) === 'segment';
@@ -418,7 +435,7 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
       v.reasons.push('manifest corrupt: invalid WAL positions');
       continue;
     }
-    const c = walContinuity({ segmentSize, start: m.walStart, requiredThrough: m.walStop, present: goodSegments, bad: badSegments, branches });
+    const c = walContinuity({ segmentSize, start: m.walStart, requiredThrough: m.walStop, present: goodSegments, bad: badSegments, branches, ...(liveLineage ? { only: liveLineage } : {}) });
     for (const g of c.gaps) {
       const id = `${g.timeline}/${g.toLsn}`;
       if (gapSeen.has(id)) continue;
@@ -458,6 +475,7 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     ...[...corrupt.entries()].map(([label, reason]) => ({ label, type: undefined, restorable: false, fromLsn: '', fromTime: undefined, toLsn: '', toTimeline: 0, reasons: [reason], filesChecked: 0, bytesChecked: 0 })),
   ];
   const ok = backups.every((b) => b.restorable) && problems.every((p) => p.kind === 'incomplete-backup');
+  const timelines = await summarizeTimelines(repo, cluster, histories, newest, segmentSize, liveLineage);
   const outcome: VerifyOutcome = {
     full,
     backups,
@@ -465,8 +483,39 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     walSegmentsChecked: [...segments.values()].reduce((n, l) => n + l.length, 0),
     walNewest: [...newest.entries()].sort((a, b) => a[0] - b[0]).map(([, n]) => n),
     ok,
+    timelines,
   };
   log.info({ full, backups: backups.length, restorable: backups.filter((b) => b.restorable).length, problems: problems.length, ok }, 'verify finished');
   report('done');
   return outcome;
+}
+
+/**
+ * The archived timelines as a DBA reads them after failovers and PITRs: where each branched off,
+ * when it began, how far its WAL runs, and whether it is on the lineage of the cluster's current
+ * timeline. A timeline off that lineage is a fork restores never follow (a restored copy that
+ * archived here, or a branch a later PITR abandoned): reported, not a fault.
+ */
+async function summarizeTimelines(
+  repo: Repository,
+  cluster: string,
+  histories: ReadonlyMap<number, TimelineHistory>,
+  newest: ReadonlyMap<number, string>,
+  segmentSize: number,
+  live: ReadonlySet<number> | undefined,
+): Promise<VerifyTimeline[]> {
+  const started = await timelinesWithStart(repo, cluster, histories, segmentSize);
+  const all = [...new Set([...histories.keys(), ...newest.keys()])].sort((a, b) => a - b);
+  return all.map((tli) => {
+    const h = histories.get(tli);
+    return {
+      timeline: tli,
+      parent: h?.parent ?? 0,
+      switchLsn: h ? Lsn.fromBigInt(h.startLsn).toString() : '',
+      startedAt: started.get(tli)?.startedAt,
+      newestSegment: newest.get(tli) ?? '',
+      onLiveLineage: live === undefined || live.has(tli),
+      liveKnown: live !== undefined,
+    };
+  });
 }

@@ -84,5 +84,15 @@ describe('walContinuity', () => {
     const r = walContinuity({ segmentSize: SEG, start: a, present: new Set([a, c]), branches: noBranches });
     assert.deepEqual(r.gaps, [{ timeline: 1, fromLsn: '2/0', toLsn: '2/1000000', segments: [b] }]);
   });
+
+  test('a fork off the live lineage is never walked into', () => {
+    const a = '000000010000000000000009';
+    const fork = '00000003000000000000000A';
+    const branches = new Map<number, TimelineBranch>([[3, { parent: 1, switchLsn: 0xa000000n }]]);
+    const present = new Set([a, '00000001000000000000000A', fork, '00000003000000000000000B']);
+    assert.equal(walContinuity({ segmentSize: SEG, start: a, present, branches }).end.timeline, 3, 'unrestricted: the newest child');
+    const live = walContinuity({ segmentSize: SEG, start: a, present, branches, only: new Set([1]) });
+    assert.deepEqual([live.end, live.gaps], [{ timeline: 1, segment: '00000001000000000000000A' }, []]);
+  });
 });
 

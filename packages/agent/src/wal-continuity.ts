@@ -40,6 +40,8 @@ export interface ContinuityInput {
   bad?: ReadonlySet<string>;
   /** Each timeline's branch point (from its history file). */
   branches: ReadonlyMap<number, TimelineBranch>;
+  /** Follow only these timelines (the cluster's live lineage, when known): a fork is never walked into. */
+  only?: ReadonlySet<number>;
 }
 
 export interface ContinuityResult {
@@ -94,7 +96,7 @@ export function walContinuity(input: ContinuityInput): ContinuityResult {
     // The newest later timeline branching off this one at or after the current position, with WAL archived.
     let child: { timeline: number; switchSeg: bigint } | undefined;
     for (const [t, b] of input.branches) {
-      if (b.parent !== tli || visited.has(t) || !newest.has(t)) continue;
+      if (b.parent !== tli || visited.has(t) || !newest.has(t) || (input.only && !input.only.has(t))) continue;
       const switchSeg = b.switchLsn / BigInt(size);
       if (b.switchLsn < pos * BigInt(size)) continue;
       if (!child || t > child.timeline) child = { timeline: t, switchSeg };

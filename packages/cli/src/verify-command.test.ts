@@ -28,3 +28,20 @@ test('describeVerify lists verdicts and names every problem', () => {
   assert.match(text, /^ {2}missing-file +20261124-140000I base\/5\/1259: /m);
   assert.match(text, /^verify FAILED \(fast\): 1 of 2 backup\(s\) restorable, 9 WAL segment\(s\) checked, newest 000000010000000000000009$/m);
 });
+
+test('describeVerify lists the timelines after a failover and calls a fork a fork', () => {
+  const text = describeVerify(create(VerifyResultSchema, {
+    ok: true,
+    backups: [],
+    timelines: [
+      { timeline: 1, newestSegment: '000000010000000000000005', onLiveLineage: true, liveKnown: true },
+      { timeline: 2, parent: 1, switchLsn: '0/5000100', startedAt: timestampFromDate(new Date('2026-12-06T05:51:35Z')), newestSegment: '000000020000000000000007', onLiveLineage: true, liveKnown: true },
+      { timeline: 3, parent: 2, switchLsn: '0/6000100', newestSegment: '000000030000000000000006', onLiveLineage: false, liveKnown: true },
+    ],
+  }));
+  assert.match(text, /^2 +1 +0\/5000100 +2026-12-06 05:51:35Z +000000020000000000000007 +live$/m);
+  assert.match(text, /^3 +2 +0\/6000100 +- +000000030000000000000006 +FORK \(restores never follow it\)$/m);
+  assert.match(text, /note: timeline\(s\) 3 are not on the cluster's current lineage/);
+  // One timeline: nothing to say.
+  assert.doesNotMatch(describeVerify(create(VerifyResultSchema, { ok: true, timelines: [{ timeline: 1, onLiveLineage: true }] })), /timelines:/);
+});

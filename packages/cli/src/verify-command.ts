@@ -58,6 +58,25 @@ export function describeVerify(v: VerifyResult): string {
       }
     }
   }
+  // Timelines only when there is more than one: after a failover or a PITR, which one restores follow.
+  if (v.timelines.length > 1) {
+    lines.push('', 'timelines:');
+    lines.push(formatTable(
+      ['TL', 'PARENT', 'SWITCH LSN', 'STARTED', 'NEWEST SEGMENT', 'LINEAGE'],
+      v.timelines.map((t) => [
+        String(t.timeline),
+        t.parent ? String(t.parent) : '-',
+        t.switchLsn || '-',
+        formatTime(ms(t.startedAt)),
+        t.newestSegment || '-',
+        !t.liveKnown ? 'unknown' : t.onLiveLineage ? 'live' : 'FORK (restores never follow it)',
+      ]),
+    ));
+    const forks = v.timelines.filter((t) => t.liveKnown && !t.onLiveLineage);
+    if (forks.length > 0) {
+      lines.push(`  note: timeline(s) ${forks.map((t) => t.timeline).join(', ')} are not on the cluster's current lineage: a restored copy that archived here, or a branch a later PITR abandoned (docs/timelines.md)`);
+    }
+  }
   const problems = v.problems;
   if (problems.length > 0) {
     lines.push('', `problems (${problems.length}):`);

@@ -121,5 +121,5 @@ export async function startVerifyJob(ctx: ControllerContext, cluster: string, fu
   await requireCluster(ctx, cluster);
   const session = await clusterAgent(ctx, cluster, 'any');
   const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'verify', agentId: session.agentId, params: { full } }, ctx.now());
-  return dispatch(ctx, session, job, { case: 'verify', value: { full } });
+  return dispatch(ctx, session, job, { case: 'verify', value: { full, currentTimeline: await liveTimeline(ctx, cluster) } });
 }
