@@ -148,13 +148,6 @@ export function lineageOf(timeline: number, history: TimelineHistory | undefined
   return new Set([timeline, ...(history?.entries.map((e) => e.timeline) ?? [])]);
 }
 
-/** The histories of every timeline a backup of `backup` can reach, including its own (as a root history when none is archived). */
-export function reachableFrom(backup: BackupOnTimeline, timelines: ReadonlyMap<number, TimelineInfo>): number[] {
-  const out = [backup.timeline];
-  for (const [tli, info] of timelines) if (tli !== backup.timeline && info.history.contains(backup.timeline, backup.stopLsn)) out.push(tli);
-  return out.sort((a, b) => a - b);
-}
-
 /**
  * A time before a switch is on both the old timeline and every timeline after it, but the old
  * timeline's WAL up to the switch may never have reached the archive: after a failover the old
