@@ -5,18 +5,57 @@
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
   forbidden: [
-    { name: 'no-circular', severity: 'error', comment: 'cycles make packages impossible to reason about or build in order', from: { pathNot: '(^|/)dist/' }, to: { circular: true } },
+    {
+      name: 'no-circular',
+      severity: 'error',
+      comment: 'cycles make packages impossible to reason about or build in order',
+      from: { pathNot: '(^|/)dist/' },
+      to: { circular: true },
+    },
     {
       name: 'no-deep-imports',
       severity: 'error',
       comment: "import a package by its name ('@pgfleet/core'), never its files: only the exports map is public",
       from: { path: '^packages/([^/]+)/' },
-      to: { path: '^packages/([^/]+)/', pathNot: ['^packages/$1/'], dependencyTypesNot: ['npm', 'npm-dev', 'npm-no-pkg', 'npm-unknown', 'aliased-workspace', 'aliased-subpath-import', 'aliased'] },
+      to: {
+        path: '^packages/([^/]+)/',
+        pathNot: ['^packages/$1/'],
+        dependencyTypesNot: [
+          'npm',
+          'npm-dev',
+          'npm-no-pkg',
+          'npm-unknown',
+          'aliased-workspace',
+          'aliased-subpath-import',
+          'aliased',
+        ],
+      },
     },
-    { name: 'agent-not-controller-or-cli', severity: 'error', from: { path: '^packages/agent/' }, to: { path: '^packages/(controller|cli)/' } },
-    { name: 'controller-not-agent-or-cli', severity: 'error', from: { path: '^packages/controller/src/(?!.*\\.test\\.ts$)' }, to: { path: '^packages/(agent|cli)/' } },
-    { name: 'cli-only-proto-rpc-core', severity: 'error', comment: 'the CLI talks only to the controller API', from: { path: '^packages/cli/' }, to: { path: '^packages/(?!cli/|core/|proto/|rpc/)[^/]+/' } },
-    { name: 'proto-and-core-are-leaves', severity: 'error', from: { path: '^packages/(core|proto)/' }, to: { path: '^packages/(?!core/|proto/)[^/]+/' } },
+    {
+      name: 'agent-not-controller-or-cli',
+      severity: 'error',
+      from: { path: '^packages/agent/' },
+      to: { path: '^packages/(controller|cli)/' },
+    },
+    {
+      name: 'controller-not-agent-or-cli',
+      severity: 'error',
+      from: { path: '^packages/controller/src/(?!.*\\.test\\.ts$)' },
+      to: { path: '^packages/(agent|cli)/' },
+    },
+    {
+      name: 'cli-only-proto-rpc-core',
+      severity: 'error',
+      comment: 'the CLI talks only to the controller API',
+      from: { path: '^packages/cli/' },
+      to: { path: '^packages/(?!cli/|core/|proto/|rpc/)[^/]+/' },
+    },
+    {
+      name: 'proto-and-core-are-leaves',
+      severity: 'error',
+      from: { path: '^packages/(core|proto)/' },
+      to: { path: '^packages/(?!core/|proto/)[^/]+/' },
+    },
     {
       name: 'agent-stays-light',
       severity: 'error',
@@ -24,7 +63,15 @@ module.exports = {
       from: { path: '^packages/agent/' },
       to: { path: 'node_modules/(better-sqlite3|nats|@nats-io)/', reachable: true },
     },
-    { name: 'no-test-code-in-production', severity: 'error', from: { path: '^packages/[^/]+/src/(?!.*\\.test\\.ts$)', pathNot: '^packages/(testkit|storage/src/driver-suite)' }, to: { path: '^packages/testkit/' } },
+    {
+      name: 'no-test-code-in-production',
+      severity: 'error',
+      from: {
+        path: '^packages/[^/]+/src/(?!.*\\.test\\.ts$)',
+        pathNot: '^packages/(testkit|storage/src/driver-suite)',
+      },
+      to: { path: '^packages/testkit/' },
+    },
     { name: 'no-unresolvable', severity: 'error', from: {}, to: { couldNotResolve: true } },
   ],
   options: {
@@ -33,7 +80,11 @@ module.exports = {
     tsConfig: { fileName: 'tsconfig.json' },
     tsPreCompilationDeps: true,
     combinedDependencies: true,
-    enhancedResolveOptions: { exportsFields: ['exports'], conditionNames: ['import', 'node', 'default'], extensions: ['.ts', '.js'] },
+    enhancedResolveOptions: {
+      exportsFields: ['exports'],
+      conditionNames: ['import', 'node', 'default'],
+      extensions: ['.ts', '.js'],
+    },
     preserveSymlinks: false,
   },
 };

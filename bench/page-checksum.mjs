@@ -10,7 +10,10 @@ randomFillSync(buf);
 const words = int32View(buf);
 const pages = buf.length / 8192;
 // make pd_upper non-zero
-for (let p = 0; p < pages; p++) { buf.writeUInt16LE(100, p*8192+14); buf.writeUInt32LE(0, p*8192); }
+for (let p = 0; p < pages; p++) {
+  buf.writeUInt16LE(100, p * 8192 + 14);
+  buf.writeUInt32LE(0, p * 8192);
+}
 const lsn = lsnHalves(0xffffffffffffffffn);
 for (let round = 0; round < 5; round++) {
   const t0 = process.hrtime.bigint();

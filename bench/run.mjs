@@ -12,7 +12,20 @@
  * on errors and on Ctrl-C, and its temp dir is removed (PGFLEET_KEEP_TMP=1 keeps it).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, closeSync, constants as fsc, createWriteStream, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, realpathSync, rmSync } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants as fsc,
+  createWriteStream,
+  existsSync,
+  fstatSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  realpathSync,
+  rmSync,
+} from 'node:fs';
 import { chmod, chown, copyFile, lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { basename, delimiter, dirname, join, resolve } from 'node:path';
@@ -86,7 +99,12 @@ const P = {
       .split(',')
       .map((s) => s.trim().toLowerCase())
       .filter(Boolean)
-      .map((s) => ({ basebackup: 'pg_basebackup', 'pg-basebackup': 'pg_basebackup', walpush: 'wal-push', pgbr: 'pgbackrest' })[s] ?? s),
+      .map(
+        (s) =>
+          ({ basebackup: 'pg_basebackup', 'pg-basebackup': 'pg_basebackup', walpush: 'wal-push', pgbr: 'pgbackrest' })[
+            s
+          ] ?? s,
+      ),
   ),
 };
 for (const s of P.skip) {
@@ -136,7 +154,9 @@ let testkit;
 try {
   testkit = await import('@pgfleet/testkit');
 } catch (err) {
-  console.error(`cannot load @pgfleet/testkit (${err.message}).\nBuild first: cd ${REPO_ROOT} && source scripts/node-env.sh && npx turbo run build`);
+  console.error(
+    `cannot load @pgfleet/testkit (${err.message}).\nBuild first: cd ${REPO_ROOT} && source scripts/node-env.sh && npx turbo run build`,
+  );
   process.exit(2);
 }
 const { freePort, makeTempDir, pgBinDir, pgEnvForChild, pgOsUser, startPostgres } = testkit;
@@ -308,7 +328,9 @@ function record(row) {
   const r = rows[rows.length - 1];
   const what = `${r.operation} | ${r.tool}`;
   if (r.status === 'ok') {
-    log(`${what}: ${r.wallS?.toFixed(3)} s${r.outputBytes !== undefined ? `, ${mb(r.outputBytes).toFixed(1)} MB` : ''}`);
+    log(
+      `${what}: ${r.wallS?.toFixed(3)} s${r.outputBytes !== undefined ? `, ${mb(r.outputBytes).toFixed(1)} MB` : ''}`,
+    );
   } else {
     log(`${what}: ${r.status}${r.note ? ` (${r.note.split('\n')[0]})` : ''}`);
   }
@@ -322,7 +344,12 @@ async function step(operation, tool, fn, { naPattern } = {}) {
   } catch (err) {
     const msg = String(err?.message ?? err);
     if (naPattern && naPattern.test(msg)) {
-      record({ operation, tool, status: 'n/a (not implemented)', note: msg.split('\n').slice(-3).join(' ').slice(0, 400) });
+      record({
+        operation,
+        tool,
+        status: 'n/a (not implemented)',
+        note: msg.split('\n').slice(-3).join(' ').slice(0, 400),
+      });
     } else {
       record({ operation, tool, status: 'failed', note: msg.slice(0, 2000) });
       problems.push(`${operation} | ${tool}: ${msg}`);
@@ -336,7 +363,9 @@ async function step(operation, tool, fn, { naPattern } = {}) {
 function ensureBuilt() {
   const missing = [AGENT_BIN, CONTROLLER_BIN, CLI_BIN].filter((f) => !existsSync(f));
   if (missing.length && run('pgfleet')) {
-    throw new Error(`pgfleet is not built (missing ${missing.join(', ')}).\nRun: cd ${REPO_ROOT} && source scripts/node-env.sh && npx turbo run build`);
+    throw new Error(
+      `pgfleet is not built (missing ${missing.join(', ')}).\nRun: cd ${REPO_ROOT} && source scripts/node-env.sh && npx turbo run build`,
+    );
   }
 }
 
@@ -361,7 +390,9 @@ async function ensurePgbackrest() {
 async function hostFacts(pgBin, pgbackrestBin) {
   const cpu = os.cpus();
   const git = spawnSync('git', ['-C', REPO_ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' });
-  const dirty = spawnSync('git', ['-C', REPO_ROOT, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' });
+  const dirty = spawnSync('git', ['-C', REPO_ROOT, 'status', '--porcelain', '--untracked-files=no'], {
+    encoding: 'utf8',
+  });
   const pgv = spawnSync(join(pgBin, 'postgres'), ['--version'], { encoding: 'utf8' });
   const brv = pgbackrestBin ? spawnSync(pgbackrestBin, ['version'], { encoding: 'utf8' }) : undefined;
   return {
@@ -430,13 +461,19 @@ async function main() {
   ensureBuilt();
   const pgBin = pgBinDir();
   for (const b of ['pgbench', 'pg_basebackup', 'psql']) {
-    if (!existsSync(join(pgBin, b))) throw new Error(`${join(pgBin, b)} is missing (install the postgresql-${pgBin.split('/').at(-2)} client/contrib packages)`);
+    if (!existsSync(join(pgBin, b)))
+      throw new Error(
+        `${join(pgBin, b)} is missing (install the postgresql-${pgBin.split('/').at(-2)} client/contrib packages)`,
+      );
   }
   const pgbackrestBin = run('pgbackrest') ? await ensurePgbackrest() : undefined;
   const host = await hostFacts(pgBin, pgbackrestBin);
   const pgUser = pgOsUser();
-  log(`host: ${host.cpus} x ${host.cpuModel}, ${host.memGB} GB RAM, ${host.postgres}, ${host.pgbackrest ?? 'pgbackrest skipped'}, load ${host.loadavgAtStart.join(' ')}`);
-  if (host.loadavgAtStart[0] > host.cpus * 0.5) log(`WARNING: the machine is busy (load ${host.loadavgAtStart[0]}): figures will be noisy`);
+  log(
+    `host: ${host.cpus} x ${host.cpuModel}, ${host.memGB} GB RAM, ${host.postgres}, ${host.pgbackrest ?? 'pgbackrest skipped'}, load ${host.loadavgAtStart.join(' ')}`,
+  );
+  if (host.loadavgAtStart[0] > host.cpus * 0.5)
+    log(`WARNING: the machine is busy (load ${host.loadavgAtStart[0]}): figures will be noisy`);
 
   const work = await makeTempDir('bench');
   tempDirs.add(work);
@@ -444,7 +481,15 @@ async function main() {
   const brConf = join(work, 'pgbackrest.conf');
   const brRepo = { zstd: join(work, 'pgbr-repo-zstd'), lz4: join(work, 'pgbr-repo-lz4') };
   const brRepoIndex = { zstd: '1', lz4: '2' };
-  for (const d of [pgfRepo, brRepo.zstd, brRepo.lz4, join(work, 'pgbr-log'), join(work, 'pgbr-lock'), join(work, 'pgbr-spool'), join(work, 'scratch')]) {
+  for (const d of [
+    pgfRepo,
+    brRepo.zstd,
+    brRepo.lz4,
+    join(work, 'pgbr-log'),
+    join(work, 'pgbr-lock'),
+    join(work, 'pgbr-spool'),
+    join(work, 'scratch'),
+  ]) {
     await mkdir(d, { recursive: true });
     if (pgUser) await chown(d, pgUser.uid, pgUser.gid);
   }
@@ -489,7 +534,9 @@ async function main() {
       t0 = performance.now();
       const target = P.noisyGb * 1e9;
       log(`adding ~${P.noisyGb} GB of less compressible rows (table noisy)`);
-      await pg.query(`CREATE TABLE noisy (id bigint, created_at timestamptz, user_id int, kind text, session text, amount numeric(12,2), payload text)`);
+      await pg.query(
+        `CREATE TABLE noisy (id bigint, created_at timestamptz, user_id int, kind text, session text, amount numeric(12,2), payload text)`,
+      );
       // ~290 bytes per row on disk; zstd -3 compresses the heap ~3.6x, lz4 ~2.5x (pgbench's tables: ~20x)
       let next = 1;
       for (;;) {
@@ -525,7 +572,12 @@ async function main() {
               ${P.noisyGb > 0 ? `(SELECT coalesce(sum(hashtext(payload)::bigint), 0) FROM noisy)::bigint` : '0::bigint'} AS noisy_hash,
               (SELECT sum(abalance)::bigint FROM pgbench_accounts) AS abalance`,
     );
-    const expected = { accounts: String(sizes.accounts), noisy: String(sizes.noisy), noisyHash: String(sizes.noisy_hash), abalance: String(sizes.abalance) };
+    const expected = {
+      accounts: String(sizes.accounts),
+      noisy: String(sizes.noisy),
+      noisyHash: String(sizes.noisy_hash),
+      abalance: String(sizes.abalance),
+    };
     const pgdataBytes = (await treeBytes(pg.dataDir)) - (await treeBytes(join(pg.dataDir, 'pg_wal')));
     result.input = {
       pgdataBytesWithoutWal: pgdataBytes,
@@ -538,7 +590,13 @@ async function main() {
     /** Verifies a restored data dir (not timed): starts it, waits for promotion, compares the data at backup time. */
     const verifyRestore = async (dir) => {
       if (!run('verify')) return 'not verified (--skip verify)';
-      const r = await startPostgres({ dataDir: dir, waitForRecovery: true, keepDataDir: true, settings: { archive_mode: 'off' }, startTimeoutMs: 600_000 });
+      const r = await startPostgres({
+        dataDir: dir,
+        waitForRecovery: true,
+        keepDataDir: true,
+        settings: { archive_mode: 'off' },
+        startTimeoutMs: 600_000,
+      });
       restored.push(r);
       try {
         const [got] = await r.query(
@@ -547,8 +605,14 @@ async function main() {
                   ${P.noisyGb > 0 ? `(SELECT coalesce(sum(hashtext(payload)::bigint), 0) FROM noisy)::bigint` : '0::bigint'} AS noisy_hash,
                   (SELECT sum(abalance)::bigint FROM pgbench_accounts) AS abalance`,
         );
-        const g = { accounts: String(got.accounts), noisy: String(got.noisy), noisyHash: String(got.noisy_hash), abalance: String(got.abalance) };
-        if (JSON.stringify(g) !== JSON.stringify(expected)) throw new Error(`restored data differs: got ${JSON.stringify(g)}, expected ${JSON.stringify(expected)}`);
+        const g = {
+          accounts: String(got.accounts),
+          noisy: String(got.noisy),
+          noisyHash: String(got.noisy_hash),
+          abalance: String(got.abalance),
+        };
+        if (JSON.stringify(g) !== JSON.stringify(expected))
+          throw new Error(`restored data differs: got ${JSON.stringify(g)}, expected ${JSON.stringify(expected)}`);
         return 'verified: started, promoted, row counts and checksums match';
       } finally {
         await r.stop();
@@ -595,20 +659,34 @@ async function main() {
     };
     /** Switches to a new segment and waits until everything up to it is archived (by the current command). */
     const archiveAll = async (why, timeoutMs = 600_000) => {
-      await pg.query(`CREATE TABLE IF NOT EXISTS bench_marker (t timestamptz); INSERT INTO bench_marker VALUES (now())`);
+      await pg.query(
+        `CREATE TABLE IF NOT EXISTS bench_marker (t timestamptz); INSERT INTO bench_marker VALUES (now())`,
+      );
       const [{ f }] = await pg.query(`SELECT pg_walfile_name(pg_switch_wal()) AS f`);
       const [{ n: failedBefore }] = await pg.query('SELECT failed_count::int AS n FROM pg_stat_archiver');
       let failing;
-      await waitFor(`WAL ${f} to be archived (${why}, archive_command = ${archiveMode})`, async () => {
-        const [a] = await pg.query('SELECT last_archived_wal AS w, last_failed_wal AS fw, failed_count::int AS n FROM pg_stat_archiver');
-        if (a.w !== null && a.w >= f) return true;
-        // PostgreSQL retries a failing archive_command 3 times, then waits a minute: give up early
-        if (a.n - failedBefore >= 3) failing = a;
-        return failing !== undefined;
-      }, timeoutMs);
+      await waitFor(
+        `WAL ${f} to be archived (${why}, archive_command = ${archiveMode})`,
+        async () => {
+          const [a] = await pg.query(
+            'SELECT last_archived_wal AS w, last_failed_wal AS fw, failed_count::int AS n FROM pg_stat_archiver',
+          );
+          if (a.w !== null && a.w >= f) return true;
+          // PostgreSQL retries a failing archive_command 3 times, then waits a minute: give up early
+          if (a.n - failedBefore >= 3) failing = a;
+          return failing !== undefined;
+        },
+        timeoutMs,
+      );
       if (failing) {
-        const tailLog = (await pg.log()).split('\n').filter((l) => !/^\s*$/.test(l)).slice(-15).join('\n');
-        throw new Error(`archive_command (${archiveMode}) fails at ${failing.fw} (${failing.n - failedBefore} failures); server log tail:\n${tailLog}`);
+        const tailLog = (await pg.log())
+          .split('\n')
+          .filter((l) => !/^\s*$/.test(l))
+          .slice(-15)
+          .join('\n');
+        throw new Error(
+          `archive_command (${archiveMode}) fails at ${failing.fw} (${failing.n - failedBefore} failures); server log tail:\n${tailLog}`,
+        );
       }
     };
     const readyCount = () => {
@@ -620,18 +698,38 @@ async function main() {
     };
 
     // ---- pgfleet processes: controller + agent, like test/src/harness.ts -------------------
-    const cli = (...args) => exec(process.execPath, [CLI_BIN, ...args], { env: { PGFLEET_CONTROLLER: controllerAddress } });
+    const cli = (...args) =>
+      exec(process.execPath, [CLI_BIN, ...args], { env: { PGFLEET_CONTROLLER: controllerAddress } });
     /** (Re)starts the agent daemon with this codec for backups and WAL (the codec is an agent setting). */
     const startAgent = async (codec) => {
       await agent?.stop();
       agent = startDaemon(
         AGENT_BIN,
-        ['run', '--controller', controllerAddress, '--cluster', CLUSTER, '--pgdata', pg.dataDir, '--pg-host', '127.0.0.1', '--pg-port', String(pg.port), '--repo-path', pgfRepo, '--archive-timeout', '600', '--compress', codec],
+        [
+          'run',
+          '--controller',
+          controllerAddress,
+          '--cluster',
+          CLUSTER,
+          '--pgdata',
+          pg.dataDir,
+          '--pg-host',
+          '127.0.0.1',
+          '--pg-port',
+          String(pg.port),
+          '--repo-path',
+          pgfRepo,
+          '--archive-timeout',
+          '600',
+          '--compress',
+          codec,
+        ],
         join(work, `agent-${codec}.log`),
         { asPg: true },
       );
       await waitFor('agent to connect', async () => {
-        if (agent.child.exitCode !== null) throw fatal(`agent exited with ${agent.child.exitCode}: ${await agent.log()}`);
+        if (agent.child.exitCode !== null)
+          throw fatal(`agent exited with ${agent.child.exitCode}: ${await agent.log()}`);
         const r = await cli('clusters', '--output', 'json');
         if (r.code !== 0) return false;
         const doc = JSON.parse(r.stdout);
@@ -642,15 +740,25 @@ async function main() {
       try {
         controllerAddress = `127.0.0.1:${await freePort()}`;
         log(`starting pgfleet-controller (${controllerAddress}) and pgfleet-agent`);
-        controller = startDaemon(CONTROLLER_BIN, ['run', '--listen', controllerAddress, '--catalog', join(work, 'catalog.db'), '--repo-path', pgfRepo], join(work, 'controller.log'));
+        controller = startDaemon(
+          CONTROLLER_BIN,
+          ['run', '--listen', controllerAddress, '--catalog', join(work, 'catalog.db'), '--repo-path', pgfRepo],
+          join(work, 'controller.log'),
+        );
         await waitFor('controller to listen', async () => {
-          if (controller.child.exitCode !== null) throw fatal(`controller exited with ${controller.child.exitCode}: ${await controller.log()}`);
+          if (controller.child.exitCode !== null)
+            throw fatal(`controller exited with ${controller.child.exitCode}: ${await controller.log()}`);
           return (await cli('clusters')).code === 0;
         });
         await startAgent('zstd');
       } catch (err) {
         // measure the other tools anyway; the pgfleet rows are missing and the run exits non-zero
-        record({ operation: 'setup', tool: 'pgfleet controller + agent', status: 'failed', note: String(err?.message ?? err).slice(0, 2000) });
+        record({
+          operation: 'setup',
+          tool: 'pgfleet controller + agent',
+          status: 'failed',
+          note: String(err?.message ?? err).slice(0, 2000),
+        });
         problems.push(`pgfleet did not start, its phases were skipped: ${err?.message ?? err}`);
         P.skip.add('pgfleet');
         await agent?.stop().catch(() => {});
@@ -667,9 +775,15 @@ async function main() {
       const r = await cli('backup', CLUSTER, ...(type === 'full' ? [] : ['--type', type]), '--wait', '--timeout', '60');
       if (r.code !== 0) throw new Error(`pgfleet backup --type ${type} exited with ${r.code}:\n${lastLines(r)}`);
       const labels = newEntries(pgfBackupDir, before);
-      if (labels.length !== 1) throw new Error(`expected one new backup in ${pgfBackupDir}, found ${labels.length}: ${labels.join(', ')}`);
+      if (labels.length !== 1)
+        throw new Error(`expected one new backup in ${pgfBackupDir}, found ${labels.length}: ${labels.join(', ')}`);
       const syncS = await syncDisks();
-      return { wallS: r.ms / 1000, outputBytes: await treeBytes(join(pgfBackupDir, labels[0])), label: labels[0], syncAfterS: +syncS.toFixed(3) };
+      return {
+        wallS: r.ms / 1000,
+        outputBytes: await treeBytes(join(pgfBackupDir, labels[0])),
+        label: labels[0],
+        syncAfterS: +syncS.toFixed(3),
+      };
     };
 
     // ---- pgBackRest: one stanza, repo1 = zstd, repo2 = lz4, process-max 2 ------------------
@@ -709,12 +823,23 @@ async function main() {
       const dir = join(brRepo[codec], 'backup', STANZA);
       const before = listDir(dir);
       await syncDisks();
-      const r = await br(`--repo=${brRepoIndex[codec]}`, `--compress-type=${BR_CODEC[codec]}`, `--type=${type}`, 'backup');
+      const r = await br(
+        `--repo=${brRepoIndex[codec]}`,
+        `--compress-type=${BR_CODEC[codec]}`,
+        `--type=${type}`,
+        'backup',
+      );
       if (r.code !== 0) throw new Error(`pgbackrest backup exited with ${r.code}:\n${lastLines(r)}`);
       const labels = newEntries(dir, before, (e) => /^\d{8}-\d{6}F/.test(e));
-      if (labels.length !== 1) throw new Error(`expected one new backup in ${dir}, found ${labels.join(', ') || 'none'}`);
+      if (labels.length !== 1)
+        throw new Error(`expected one new backup in ${dir}, found ${labels.join(', ') || 'none'}`);
       const syncS = await syncDisks();
-      return { wallS: r.ms / 1000, outputBytes: await treeBytes(join(dir, labels[0])), label: labels[0], syncAfterS: +syncS.toFixed(3) };
+      return {
+        wallS: r.ms / 1000,
+        outputBytes: await treeBytes(join(dir, labels[0])),
+        label: labels[0],
+        syncAfterS: +syncS.toFixed(3),
+      };
     };
 
     await warmCache(pg.dataDir);
@@ -749,7 +874,8 @@ async function main() {
     }
     if (run('pgbackrest')) {
       await setArchive('pgbackrest');
-      for (const codec of ['zstd', 'lz4']) await step('full backup', `pgBackRest ${codec}, process-max 2`, () => brBackup(codec, 'full'));
+      for (const codec of ['zstd', 'lz4'])
+        await step('full backup', `pgBackRest ${codec}, process-max 2`, () => brBackup(codec, 'full'));
     }
     if (run('pg_basebackup')) {
       for (const [codec, compress] of [
@@ -759,12 +885,21 @@ async function main() {
         await step('full backup', `pg_basebackup ${compress}`, async () => {
           const dir = join(work, `basebackup-${codec}`);
           await syncDisks();
-          const r = await exec(join(pgBin, 'pg_basebackup'), [...pgConn, '-D', dir, '-Ft', '-X', 'stream', '--checkpoint=fast', `--compress=${compress}`], { asPg: true });
+          const r = await exec(
+            join(pgBin, 'pg_basebackup'),
+            [...pgConn, '-D', dir, '-Ft', '-X', 'stream', '--checkpoint=fast', `--compress=${compress}`],
+            { asPg: true },
+          );
           if (r.code !== 0) throw new Error(`pg_basebackup exited with ${r.code}: ${r.stderr.trim()}`);
           const syncS = await syncDisks();
           const outputBytes = await treeBytes(dir);
           await rm(dir, { recursive: true, force: true });
-          return { wallS: r.ms / 1000, outputBytes, syncAfterS: +syncS.toFixed(3), note: 'includes pg_wal.tar (WAL streamed during the backup)' };
+          return {
+            wallS: r.ms / 1000,
+            outputBytes,
+            syncAfterS: +syncS.toFixed(3),
+            note: 'includes pg_wal.tar (WAL streamed during the backup)',
+          };
         });
       }
     }
@@ -775,18 +910,45 @@ async function main() {
         if (!pgfFull[codec]) continue;
         await step('restore', `pgfleet (${codec}, 2 workers)`, () =>
           timedRestore('pgfleet', join(work, `restore-pgfleet-${codec}`), (dir) =>
-            cli('restore', CLUSTER, '--to', dir, '--backup', pgfFull[codec], '--target', 'immediate', '--target-action', 'promote', '--wait', '--timeout', '60'),
+            cli(
+              'restore',
+              CLUSTER,
+              '--to',
+              dir,
+              '--backup',
+              pgfFull[codec],
+              '--target',
+              'immediate',
+              '--target-action',
+              'promote',
+              '--wait',
+              '--timeout',
+              '60',
+            ),
           ),
         );
       }
       if (run('pgbackrest')) {
         for (const codec of ['lz4', 'zstd']) {
-          if (!rows.some((r) => r.tool.startsWith(`pgBackRest ${codec}`) && r.operation === 'full backup' && r.status === 'ok')) continue;
+          if (
+            !rows.some(
+              (r) => r.tool.startsWith(`pgBackRest ${codec}`) && r.operation === 'full backup' && r.status === 'ok',
+            )
+          )
+            continue;
           await step('restore', `pgBackRest ${codec}, process-max 2`, async () => {
             const dir = join(work, `restore-pgbr-${codec}`);
             await mkdir(dir, { mode: 0o700 });
             if (pgUser) await chown(dir, pgUser.uid, pgUser.gid);
-            return timedRestore('pgbackrest', dir, () => br(`--repo=${brRepoIndex[codec]}`, `--pg1-path=${dir}`, '--type=immediate', '--target-action=promote', 'restore'));
+            return timedRestore('pgbackrest', dir, () =>
+              br(
+                `--repo=${brRepoIndex[codec]}`,
+                `--pg1-path=${dir}`,
+                '--type=immediate',
+                '--target-action=promote',
+                'restore',
+              ),
+            );
           });
         }
       }
@@ -801,7 +963,11 @@ async function main() {
       const poll = setInterval(() => (maxReady = Math.max(maxReady, readyCount())), 500);
       let bench;
       try {
-        bench = await must(join(pgBin, 'pgbench'), ['-T', String(P.pgbenchSeconds), '-c', c, '-j', c, ...pgConn, 'postgres'], { asPg: true });
+        bench = await must(
+          join(pgBin, 'pgbench'),
+          ['-T', String(P.pgbenchSeconds), '-c', c, '-j', c, ...pgConn, 'postgres'],
+          { asPg: true },
+        );
       } finally {
         clearInterval(poll);
       }
@@ -818,15 +984,21 @@ async function main() {
         archiveReadyAtEnd: readyAtEnd,
         archiveDrainS: +((performance.now() - td) / 1000).toFixed(2),
       };
-      log(`pgbench: ${tps} tps; archive backlog (.ready files) max ${maxReady}, at end ${readyAtEnd}, drained in ${extra.pgbench.archiveDrainS} s`);
+      log(
+        `pgbench: ${tps} tps; archive backlog (.ready files) max ${maxReady}, at end ${readyAtEnd}, drained in ${extra.pgbench.archiveDrainS} s`,
+      );
 
       if (run('pgfleet')) {
         await setArchive('pgfleet');
-        await step('incr backup', 'pgfleet (zstd, 2 workers)', () => pgfBackup('incr'), { naPattern: /not (yet )?implemented|unimplemented|not supported|unsupported|unknown (backup )?type|invalid.*type/i });
+        await step('incr backup', 'pgfleet (zstd, 2 workers)', () => pgfBackup('incr'), {
+          naPattern:
+            /not (yet )?implemented|unimplemented|not supported|unsupported|unknown (backup )?type|invalid.*type/i,
+        });
       }
       if (run('pgbackrest')) {
         await setArchive('pgbackrest');
-        for (const codec of ['zstd', 'lz4']) await step('incr backup', `pgBackRest ${codec}, process-max 2`, () => brBackup(codec, 'incr'));
+        for (const codec of ['zstd', 'lz4'])
+          await step('incr backup', `pgBackRest ${codec}, process-max 2`, () => brBackup(codec, 'incr'));
       }
     }
 
@@ -864,11 +1036,15 @@ async function main() {
         if (i % 5 === 0) log(`writing WAL for the wal-push comparison (${picked.length}/${want} full segments)`);
         await pg.query('CHECKPOINT');
         const lo = ((i * 200_000) % (P.scale * 100_000)) + 1;
-        await pg.query('UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid BETWEEN $1 AND $2', [lo, lo + 199_999]);
+        await pg.query('UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid BETWEEN $1 AND $2', [
+          lo,
+          lo + 199_999,
+        ]);
         picked = await fullSegments();
       }
       if (picked.length < 2) throw new Error(`only ${picked.length} full WAL segments in ${walDir}; need at least 2`);
-      if (picked.length < want) log(`WARNING: only ${picked.length} full segments available (wanted ${want}); measuring ${picked.length - 1}`);
+      if (picked.length < want)
+        log(`WARNING: only ${picked.length} full segments available (wanted ${want}); measuring ${picked.length - 1}`);
       const scratch = join(work, 'scratch');
       await mkdir(join(scratch, 'pg_wal'), { recursive: true });
       await mkdir(join(scratch, 'global'), { recursive: true });
@@ -883,10 +1059,21 @@ async function main() {
         const times = [];
         let stderrSample;
         for (const [i, f] of picked.entries()) {
-          const r = await exec('/bin/sh', ['-c', cmdFor(`pg_wal/${f}`)], { asPg: true, cwd: scratch, timeoutMs: 120_000 });
-          if (r.code !== 0) throw new Error(`${label} of ${f} exited with ${r.code}: ${(r.stderr.trim() || r.stdout.trim()).split('\n').slice(-5).join('\n')}`);
+          const r = await exec('/bin/sh', ['-c', cmdFor(`pg_wal/${f}`)], {
+            asPg: true,
+            cwd: scratch,
+            timeoutMs: 120_000,
+          });
+          if (r.code !== 0)
+            throw new Error(
+              `${label} of ${f} exited with ${r.code}: ${(r.stderr.trim() || r.stdout.trim()).split('\n').slice(-5).join('\n')}`,
+            );
           // anything beyond info-level log lines (e.g. a daemon that declined and a direct push)
-          stderrSample ??= r.stderr.split('\n').filter((l) => l.trim() && !/^\{"level":(10|20|30),/.test(l)).join('\n') || undefined;
+          stderrSample ??=
+            r.stderr
+              .split('\n')
+              .filter((l) => l.trim() && !/^\{"level":(10|20|30),/.test(l))
+              .join('\n') || undefined;
           if (i > 0) times.push(r.ms);
         }
         times.sort((a, b) => a - b);
@@ -906,7 +1093,11 @@ async function main() {
             const repo = join(work, `walpush-pgfleet-${codec}`);
             await mkdir(repo);
             if (pgUser) await chown(repo, pgUser.uid, pgUser.gid);
-            const r = await pushAll('pgfleet wal-push', (p) => `${shq(process.execPath)} ${shq(AGENT_BIN)} wal-push ${shq(p)} --cluster walbench --repo-path ${shq(repo)} --compress ${codec}`);
+            const r = await pushAll(
+              'pgfleet wal-push',
+              (p) =>
+                `${shq(process.execPath)} ${shq(AGENT_BIN)} wal-push ${shq(p)} --cluster walbench --repo-path ${shq(repo)} --compress ${codec}`,
+            );
             return { ...r, outputBytes: (await treeBytes(join(repo, 'walbench', 'wal'))) / (r.segments + 1) };
           });
         }
@@ -916,14 +1107,19 @@ async function main() {
           'pgfleet-agent wal-push (zstd, via agent daemon)',
           async () => {
             const help = await exec(process.execPath, [AGENT_BIN, 'wal-push', '--help']);
-            if (!/--socket/.test(help.stdout + help.stderr)) throw new Error('not implemented: wal-push has no --socket option in this build');
+            if (!/--socket/.test(help.stdout + help.stderr))
+              throw new Error('not implemented: wal-push has no --socket option in this build');
             const real = realpathSync(pg.dataDir);
             const socket = join(dirname(real), `${basename(real)}.pgfleet-agent.sock`);
             if (!existsSync(socket)) throw new Error(`not implemented: the agent daemon has no socket at ${socket}`);
             // the daemon serves its own cluster and repository: push as archive_command would
             const walRoot = join(pgfRepo, CLUSTER, 'wal');
             const before = await treeBytes(walRoot);
-            const r = await pushAll('pgfleet wal-push via daemon', (p) => `${shq(process.execPath)} ${shq(AGENT_BIN)} wal-push ${shq(p)} --socket ${shq(socket)} --cluster ${CLUSTER} --repo-path ${shq(pgfRepo)}`);
+            const r = await pushAll(
+              'pgfleet wal-push via daemon',
+              (p) =>
+                `${shq(process.execPath)} ${shq(AGENT_BIN)} wal-push ${shq(p)} --socket ${shq(socket)} --cluster ${CLUSTER} --repo-path ${shq(pgfRepo)}`,
+            );
             return { ...r, outputBytes: ((await treeBytes(walRoot)) - before) / (r.segments + 1) };
           },
           { naPattern: /^not implemented/ },
@@ -995,25 +1191,41 @@ async function main() {
 // report
 // ---------------------------------------------------------------------------------------------
 function addRatios(result) {
-  const base = (op, codec) => rows.find((r) => r.operation === op && r.tool.startsWith(`pgBackRest ${codec}`) && r.status === 'ok');
-  const walBase = (codec) => rows.find((r) => r.operation.startsWith('wal-push') && r.tool === `pgbackrest archive-push (${codec})` && r.status === 'ok');
+  const base = (op, codec) =>
+    rows.find((r) => r.operation === op && r.tool.startsWith(`pgBackRest ${codec}`) && r.status === 'ok');
+  const walBase = (codec) =>
+    rows.find(
+      (r) => r.operation.startsWith('wal-push') && r.tool === `pgbackrest archive-push (${codec})` && r.status === 'ok',
+    );
   for (const r of rows) {
     if (!r.tool.startsWith('pgfleet') || r.status !== 'ok') continue;
     for (const codec of ['zstd', 'lz4']) {
       const b = r.operation.startsWith('wal-push') ? walBase(codec) : base(r.operation, codec);
       if (!b) continue;
       r[`timeVsPgbackrest_${codec}`] = +(r.wallS / b.wallS).toFixed(2);
-      if (r.outputBytes !== undefined && b.outputBytes && r.operation !== 'restore') r[`sizeVsPgbackrest_${codec}`] = +(r.outputBytes / b.outputBytes).toFixed(2);
+      if (r.outputBytes !== undefined && b.outputBytes && r.operation !== 'restore')
+        r[`sizeVsPgbackrest_${codec}`] = +(r.outputBytes / b.outputBytes).toFixed(2);
     }
   }
   const input = result.input.pgdataBytesWithoutWal;
   for (const r of rows) {
-    if (r.status === 'ok' && r.outputBytes !== undefined && input && /backup/.test(r.operation)) r.outputPctOfInput = +((100 * r.outputBytes) / input).toFixed(1);
+    if (r.status === 'ok' && r.outputBytes !== undefined && input && /backup/.test(r.operation))
+      r.outputPctOfInput = +((100 * r.outputBytes) / input).toFixed(1);
   }
 }
 
 function table(result) {
-  const head = ['operation', 'tool', 'wall s', 'output MB', '% of PGDATA', 'time vs pgBR zstd', 'time vs pgBR lz4', 'size vs pgBR zstd', 'size vs pgBR lz4'];
+  const head = [
+    'operation',
+    'tool',
+    'wall s',
+    'output MB',
+    '% of PGDATA',
+    'time vs pgBR zstd',
+    'time vs pgBR lz4',
+    'size vs pgBR zstd',
+    'size vs pgBR lz4',
+  ];
   const fmtS = (s) => (s === undefined ? '' : s < 1 ? s.toFixed(3) : s.toFixed(2));
   const x = (v) => (v === undefined ? '' : `${v.toFixed(2)}x`);
   const body = rows.map((r) =>
@@ -1034,19 +1246,43 @@ function table(result) {
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => String(b[i]).length)));
   const line = (cells) => cells.map((c, i) => (i >= 2 ? String(c).padStart(w[i]) : String(c).padEnd(w[i]))).join(' | ');
   const text = [line(head), w.map((n) => '-'.repeat(n)).join('-|-'), ...body.map(line)].join('\n');
-  const md = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i >= 2 ? '---:' : '---')).join('|')}|`, ...body.map((b) => `| ${b.join(' | ')} |`)].join('\n');
+  const md = [
+    `| ${head.join(' | ')} |`,
+    `|${head.map((_, i) => (i >= 2 ? '---:' : '---')).join('|')}|`,
+    ...body.map((b) => `| ${b.join(' | ')} |`),
+  ].join('\n');
   const e = result.extra;
   const notes = [];
   const inp = result.input;
-  if (inp.pgdataBytesWithoutWal) notes.push(`input: PGDATA ${mb(inp.pgdataBytesWithoutWal).toFixed(0)} MB without pg_wal (pgbench scale ${result.params.scale}, ${inp.pgbenchAccounts} accounts; noisy table ${inp.noisyRows} rows)`);
-  if (e.agentPeakRssFullBackupMB !== undefined) notes.push(`pgfleet agent peak RSS (VmHWM) during the full backup: ${e.agentPeakRssFullBackupMB} MB; sampled peak of its process tree: ${e.agentPeakRssSampledTreeMB} MB`);
-  if (e.agentPeakRssLz4FullBackupMB !== undefined) notes.push(`pgfleet agent peak RSS (VmHWM) during the lz4 full backup (agent restarted with --compress lz4): ${e.agentPeakRssLz4FullBackupMB} MB`);
-  if (e.agentPeakRssWholeRunMB !== undefined) notes.push(`pgfleet agent peak RSS after the lz4 backup, over the restores, incr and wal-push (zstd agent restarted): ${e.agentPeakRssWholeRunMB} MB`);
-  if (e.pgbench) notes.push(`pgbench -T ${e.pgbench.seconds} -c ${e.pgbench.clients}: ${e.pgbench.tps} tps with archive_command = ${e.pgbench.archiveCommand}; archive backlog max ${e.pgbench.archiveReadyMax} .ready files, ${e.pgbench.archiveReadyAtEnd} at the end, drained in ${e.pgbench.archiveDrainS} s`);
+  if (inp.pgdataBytesWithoutWal)
+    notes.push(
+      `input: PGDATA ${mb(inp.pgdataBytesWithoutWal).toFixed(0)} MB without pg_wal (pgbench scale ${result.params.scale}, ${inp.pgbenchAccounts} accounts; noisy table ${inp.noisyRows} rows)`,
+    );
+  if (e.agentPeakRssFullBackupMB !== undefined)
+    notes.push(
+      `pgfleet agent peak RSS (VmHWM) during the full backup: ${e.agentPeakRssFullBackupMB} MB; sampled peak of its process tree: ${e.agentPeakRssSampledTreeMB} MB`,
+    );
+  if (e.agentPeakRssLz4FullBackupMB !== undefined)
+    notes.push(
+      `pgfleet agent peak RSS (VmHWM) during the lz4 full backup (agent restarted with --compress lz4): ${e.agentPeakRssLz4FullBackupMB} MB`,
+    );
+  if (e.agentPeakRssWholeRunMB !== undefined)
+    notes.push(
+      `pgfleet agent peak RSS after the lz4 backup, over the restores, incr and wal-push (zstd agent restarted): ${e.agentPeakRssWholeRunMB} MB`,
+    );
+  if (e.pgbench)
+    notes.push(
+      `pgbench -T ${e.pgbench.seconds} -c ${e.pgbench.clients}: ${e.pgbench.tps} tps with archive_command = ${e.pgbench.archiveCommand}; archive backlog max ${e.pgbench.archiveReadyMax} .ready files, ${e.pgbench.archiveReadyAtEnd} at the end, drained in ${e.pgbench.archiveDrainS} s`,
+    );
   const wal = rows.filter((r) => r.operation.startsWith('wal-push') && r.status === 'ok');
-  for (const r of wal) notes.push(`${r.tool}: mean ${(r.wallS * 1000).toFixed(1)} ms, median ${r.medianMs} ms, max ${r.maxMs} ms over ${r.segments} segments (${e.walPushSource})${r.note ? `; ${r.note}` : ''}`);
-  for (const r of rows.filter((r) => r.note && r.status === 'ok' && r.operation === 'restore')) notes.push(`${r.operation} | ${r.tool}: ${r.note}`);
-  for (const r of rows.filter((r) => r.status !== 'ok')) notes.push(`${r.operation} | ${r.tool}: ${r.status}: ${r.note?.split('\n').slice(0, 6).join(' / ')}`);
+  for (const r of wal)
+    notes.push(
+      `${r.tool}: mean ${(r.wallS * 1000).toFixed(1)} ms, median ${r.medianMs} ms, max ${r.maxMs} ms over ${r.segments} segments (${e.walPushSource})${r.note ? `; ${r.note}` : ''}`,
+    );
+  for (const r of rows.filter((r) => r.note && r.status === 'ok' && r.operation === 'restore'))
+    notes.push(`${r.operation} | ${r.tool}: ${r.note}`);
+  for (const r of rows.filter((r) => r.status !== 'ok'))
+    notes.push(`${r.operation} | ${r.tool}: ${r.status}: ${r.note?.split('\n').slice(0, 6).join(' / ')}`);
   return { text, md, notes };
 }
 
@@ -1056,17 +1292,24 @@ try {
   addRatios(result);
   const { text, md, notes } = table(result);
   const h = result.host;
-  console.log(`\npgfleet benchmark ${result.startedAt} (${[h.gitCommit ?? 'no git', `${h.cpus} x ${h.cpuModel}`, h.postgres, h.pgbackrest].filter(Boolean).join('; ')})`);
+  console.log(
+    `\npgfleet benchmark ${result.startedAt} (${[h.gitCommit ?? 'no git', `${h.cpus} x ${h.cpuModel}`, h.postgres, h.pgbackrest].filter(Boolean).join('; ')})`,
+  );
   if (result.aborted) console.log(`ABORTED, partial results: ${result.aborted.split('\n')[0]}`);
   console.log(`command: ${result.command}\n`);
   console.log(text);
   console.log('');
   for (const n of notes) console.log(`- ${n}`);
-  console.log('\nwall s = the tool\'s own wall time (for pgfleet: `pgfleet backup|restore --wait`, CLI start-up included); output = apparent bytes written for that backup (WAL archive excluded, except pg_basebackup\'s pg_wal.tar); wal-push rows: mean seconds and bytes per segment.');
+  console.log(
+    "\nwall s = the tool's own wall time (for pgfleet: `pgfleet backup|restore --wait`, CLI start-up included); output = apparent bytes written for that backup (WAL archive excluded, except pg_basebackup's pg_wal.tar); wal-push rows: mean seconds and bytes per segment.",
+  );
   await mkdir(opts.out, { recursive: true });
   const base = join(opts.out, stamp);
   await writeFile(`${base}.json`, JSON.stringify(result, null, 2) + '\n');
-  await writeFile(`${base}.md`, `${md}\n\n${notes.map((n) => `- ${n}`).join('\n')}\n\nCommand: \`${result.command}\`\n`);
+  await writeFile(
+    `${base}.md`,
+    `${md}\n\n${notes.map((n) => `- ${n}`).join('\n')}\n\nCommand: \`${result.command}\`\n`,
+  );
   console.log(`\nresults: ${base}.json (and .md)`);
   if (problems.length) {
     exitCode = 1;

@@ -10,7 +10,10 @@ const banned = [/^better-sqlite3$/, /^nats$/, /^@nats-io\//];
 const workspaces = new Map();
 for (const dir of ['core', 'proto', 'rpc', 'pg', 'storage', 'catalog', 'agent', 'controller', 'cli', 'testkit']) {
   const p = join(root, 'packages', dir, 'package.json');
-  if (existsSync(p)) { const pkg = JSON.parse(readFileSync(p, 'utf8')); workspaces.set(pkg.name, pkg); }
+  if (existsSync(p)) {
+    const pkg = JSON.parse(readFileSync(p, 'utf8'));
+    workspaces.set(pkg.name, pkg);
+  }
 }
 function manifest(name) {
   if (workspaces.has(name)) return workspaces.get(name);
@@ -25,7 +28,8 @@ while (queue.length) {
   seen.set(name, path);
   const pkg = manifest(name);
   if (!pkg) continue;
-  for (const dep of Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies })) queue.push([dep, [...path, dep]]);
+  for (const dep of Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies }))
+    queue.push([dep, [...path, dep]]);
 }
 const bad = [...seen.entries()].filter(([n]) => banned.some((b) => b.test(n)));
 if (bad.length) {

@@ -31,24 +31,59 @@ function daemon(name, script, args, opts = {}) {
   return log;
 }
 function cli(...args) {
-  return spawnSync(process.execPath, [bin('cli'), ...args], { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, PGFLEET_CONTROLLER: controller } });
+  return spawnSync(process.execPath, [bin('cli'), ...args], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, PGFLEET_CONTROLLER: controller },
+  });
 }
 
 let controller = '';
 try {
   say('starting a throwaway PostgreSQL (data checksums, wal_level=replica, archive_command = pgfleet-agent wal-push)');
-  pg = await startPostgres({ archiveCommand: `"${process.execPath}" "${bin('agent')}" wal-push "%p" --cluster ${cluster} --repo-path "${repo}"` });
+  pg = await startPostgres({
+    archiveCommand: `"${process.execPath}" "${bin('agent')}" wal-push "%p" --cluster ${cluster} --repo-path "${repo}"`,
+  });
   await pg.query(`CREATE TABLE orders AS SELECT g AS id, 'order ' || g AS note FROM generate_series(1, 100000) g`);
   say(`PostgreSQL ${pg.dataDir} on port ${pg.port}, with a table of 100000 orders`);
 
   controller = `127.0.0.1:${await freePort()}`;
-  const clog = daemon('controller', bin('controller'), ['run', '--listen', controller, '--catalog', join(dir, 'catalog.db'), '--repo-path', repo]);
+  const clog = daemon('controller', bin('controller'), [
+    'run',
+    '--listen',
+    controller,
+    '--catalog',
+    join(dir, 'catalog.db'),
+    '--repo-path',
+    repo,
+  ]);
   say(`controller on ${controller} (catalog ${join(dir, 'catalog.db')}, repository ${repo}; log ${clog})`);
-  const alog = daemon('agent', bin('agent'), ['run', '--controller', controller, '--cluster', cluster, '--pgdata', pg.dataDir, '--pg-host', '127.0.0.1', '--pg-port', String(pg.port), '--repo-path', repo], pgEnvForChild());
+  const alog = daemon(
+    'agent',
+    bin('agent'),
+    [
+      'run',
+      '--controller',
+      controller,
+      '--cluster',
+      cluster,
+      '--pgdata',
+      pg.dataDir,
+      '--pg-host',
+      '127.0.0.1',
+      '--pg-port',
+      String(pg.port),
+      '--repo-path',
+      repo,
+    ],
+    pgEnvForChild(),
+  );
   say(`agent for cluster '${cluster}' (log ${alog})`);
 
   for (let i = 0; i < 120; i++) {
-    const r = spawnSync(process.execPath, [bin('cli'), 'clusters', '--output', 'json'], { env: { ...process.env, PGFLEET_CONTROLLER: controller }, encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [bin('cli'), 'clusters', '--output', 'json'], {
+      env: { ...process.env, PGFLEET_CONTROLLER: controller },
+      encoding: 'utf8',
+    });
     if (r.status === 0 && /"agentConnected":\s*true/.test(r.stdout)) break;
     await new Promise((r) => setTimeout(r, 250));
   }
@@ -63,7 +98,9 @@ try {
     await cleanup();
   } else {
     say(`pgfleet is running. In another shell: export PGFLEET_CONTROLLER=${controller}; then try`);
-    console.log(`  node ${bin('cli')} backups ${cluster}\n  node ${bin('cli')} restore ${cluster} --to /tmp/restored --target immediate --wait\nPress Ctrl-C to stop and remove everything.`);
+    console.log(
+      `  node ${bin('cli')} backups ${cluster}\n  node ${bin('cli')} restore ${cluster} --to /tmp/restored --target immediate --wait\nPress Ctrl-C to stop and remove everything.`,
+    );
     await new Promise((r) => process.once('SIGINT', r));
     await cleanup();
   }

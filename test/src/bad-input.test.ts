@@ -54,7 +54,14 @@ describe('bad input: clear codes, non-zero exits, nothing half-written', { timeo
     const early = await fleet.cli('restore', 'billing', '--to', join(fleet.dir, 'r1'), '--target-time', before);
     assert.notEqual(early.code, 0);
     assert.match(early.stderr, /PGF-6001/);
-    const future = await fleet.cli('restore', 'billing', '--to', join(fleet.dir, 'r2'), '--target-time', new Date(Date.now() + 3600_000).toISOString());
+    const future = await fleet.cli(
+      'restore',
+      'billing',
+      '--to',
+      join(fleet.dir, 'r2'),
+      '--target-time',
+      new Date(Date.now() + 3600_000).toISOString(),
+    );
     assert.notEqual(future.code, 0);
     assert.match(future.stderr, /PGF-6002/);
     const lsn = await fleet.cli('restore', 'billing', '--to', join(fleet.dir, 'r3'), '--target-lsn', '0/1');
@@ -63,13 +70,31 @@ describe('bad input: clear codes, non-zero exits, nothing half-written', { timeo
     const bad = await fleet.cli('restore', 'billing', '--to', join(fleet.dir, 'r4'), '--target-time', 'yesterday-ish');
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /PGF-6003/);
-    const two = await fleet.cli('restore', 'billing', '--to', join(fleet.dir, 'r5'), '--target', 'immediate', '--target-name', 'x');
+    const two = await fleet.cli(
+      'restore',
+      'billing',
+      '--to',
+      join(fleet.dir, 'r5'),
+      '--target',
+      'immediate',
+      '--target-name',
+      'x',
+    );
     assert.notEqual(two.code, 0);
     assert.match(two.stderr, /PGF-6003/);
-    const missingName = await fleet.cli('restore', 'billing', '--to', join(fleet.dir, 'r6'), '--target-name', 'never_created', '--wait');
+    const missingName = await fleet.cli(
+      'restore',
+      'billing',
+      '--to',
+      join(fleet.dir, 'r6'),
+      '--target-name',
+      'never_created',
+      '--wait',
+    );
     assert.notEqual(missingName.code, 0);
     assert.match(missingName.stderr, /PGF-6004/);
-    for (const d of ['r1', 'r2', 'r3', 'r4', 'r5']) assert.equal(existsSync(join(fleet.dir, d)), false, `${d} must not be created`);
+    for (const d of ['r1', 'r2', 'r3', 'r4', 'r5'])
+      assert.equal(existsSync(join(fleet.dir, d)), false, `${d} must not be created`);
   });
 
   it('restore into a non-empty directory is refused: PGF-3006, nothing overwritten', async () => {
@@ -86,7 +111,11 @@ describe('bad input: clear codes, non-zero exits, nothing half-written', { timeo
   it('wal-push of a missing or empty file fails (PGF-4001, PGF-4002) and stores nothing', async () => {
     const repo = join(fleet.dir, 'walpush-repo');
     const args = ['--cluster', 'billing', '--repo-path', repo];
-    const missing = await runNode(AGENT_BIN, ['wal-push', join(fleet.dir, 'pg_wal', '000000010000000000000042'), ...args]);
+    const missing = await runNode(AGENT_BIN, [
+      'wal-push',
+      join(fleet.dir, 'pg_wal', '000000010000000000000042'),
+      ...args,
+    ]);
     assert.notEqual(missing.code, 0);
     assert.match(missing.stderr, /PGF-4001/);
     const walDir = join(fleet.dir, 'fake', 'pg_wal');
@@ -99,7 +128,10 @@ describe('bad input: clear codes, non-zero exits, nothing half-written', { timeo
     const truncated = await runNode(AGENT_BIN, ['wal-push', join(walDir, '000000010000000000000043'), ...args]);
     assert.notEqual(truncated.code, 0);
     assert.match(truncated.stderr, /PGF-400[23]/);
-    assert.deepEqual((await listRecursive(repo)).filter((f) => f.includes('wal')), []);
+    assert.deepEqual(
+      (await listRecursive(repo)).filter((f) => f.includes('wal')),
+      [],
+    );
   });
 
   it('wal-push is idempotent: same content succeeds, different content under the same name fails', async () => {
@@ -135,7 +167,11 @@ describe('bad input: clear codes, non-zero exits, nothing half-written', { timeo
   });
 
   it('agent with a missing PGDATA exits non-zero with PGF-3001', async () => {
-    const r = await runNode(AGENT_BIN, ['run', '--controller', fleet.controllerAddress, '--cluster', 'ghost', '--pgdata', '/nonexistent/pgdata'], { timeoutMs: 30_000 });
+    const r = await runNode(
+      AGENT_BIN,
+      ['run', '--controller', fleet.controllerAddress, '--cluster', 'ghost', '--pgdata', '/nonexistent/pgdata'],
+      { timeoutMs: 30_000 },
+    );
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /PGF-3001/);
   });
@@ -158,7 +194,10 @@ describe('archive_mode off: backup refused with PGF-3002 and nothing recorded', 
     assert.equal(list.code, 0, list.stderr);
     const doc = JSON.parse(list.stdout);
     assert.equal((Array.isArray(doc) ? doc : doc.backups).length, 0);
-    assert.deepEqual((await listRecursive(fleet.repoDir)).filter((f) => f.includes('backup/')), []);
+    assert.deepEqual(
+      (await listRecursive(fleet.repoDir)).filter((f) => f.includes('backup/')),
+      [],
+    );
   });
 });
 

@@ -12,7 +12,13 @@ import { startFleet, waitFor, type Fleet } from './harness.js';
 
 const CLUSTER = 'cancel';
 
-interface JobJson { id: string; state: string; error?: { code: string; message: string }; progress?: { phase: string }; backup?: { label: string } }
+interface JobJson {
+  id: string;
+  state: string;
+  error?: { code: string; message: string };
+  progress?: { phase: string };
+  backup?: { label: string };
+}
 
 describe('cancel: a running backup stops and leaves nothing that looks complete', { timeout: 180_000 }, () => {
   let fleet: Fleet;
@@ -47,7 +53,12 @@ describe('cancel: a running backup stops and leaves nothing that looks complete'
     const started = await fleet.cli('backup', CLUSTER, '--output', 'json');
     assert.equal(started.code, 0, started.stderr);
     const id = (JSON.parse(started.stdout) as JobJson).id;
-    await waitFor('the backup to wait for its WAL', async () => ((await job(id)).progress?.phase === 'wait-wal' ? true : undefined), 60_000, 200);
+    await waitFor(
+      'the backup to wait for its WAL',
+      async () => ((await job(id)).progress?.phase === 'wait-wal' ? true : undefined),
+      60_000,
+      200,
+    );
     // One backup per cluster at a time: a second one is refused while this one runs.
     const second = await fleet.cli('backup', CLUSTER, '--type', 'incr');
     assert.equal(second.code, 4, second.stderr);
@@ -60,12 +71,19 @@ describe('cancel: a running backup stops and leaves nothing that looks complete'
     assert.equal(final.error?.code, 'PGF-2007');
 
     // Nothing in the repository under the cluster's backups but the first one, and nothing in the catalog.
-    assert.deepEqual((await fleet.repo.listBackups(CLUSTER)).map((m) => m.label), [first]);
+    assert.deepEqual(
+      (await fleet.repo.listBackups(CLUSTER)).map((m) => m.label),
+      [first],
+    );
     const leftovers: string[] = [];
-    for await (const o of fleet.repo.driver.list(`${CLUSTER}/backup/`)) if (!o.key.startsWith(`${CLUSTER}/backup/${first}/`)) leftovers.push(o.key);
+    for await (const o of fleet.repo.driver.list(`${CLUSTER}/backup/`))
+      if (!o.key.startsWith(`${CLUSTER}/backup/${first}/`)) leftovers.push(o.key);
     assert.deepEqual(leftovers, []);
     const listed = await fleet.cli('backups', CLUSTER, '--output', 'json');
-    assert.deepEqual((JSON.parse(listed.stdout) as { label: string }[]).map((b) => b.label), [first]);
+    assert.deepEqual(
+      (JSON.parse(listed.stdout) as { label: string }[]).map((b) => b.label),
+      [first],
+    );
 
     // Cancelling it again is refused with a stable code; so is an unknown job.
     const again = await fleet.cli('cancel', id);
@@ -82,6 +100,9 @@ describe('cancel: a running backup stops and leaves nothing that looks complete'
     const r = await fleet.cli('backup', CLUSTER, '--wait', '--output', 'json');
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
     const label = (JSON.parse(r.stdout) as JobJson).backup!.label;
-    assert.deepEqual((await fleet.repo.listBackups(CLUSTER)).map((m) => m.label), [first, label]);
+    assert.deepEqual(
+      (await fleet.repo.listBackups(CLUSTER)).map((m) => m.label),
+      [first, label],
+    );
   });
 });

@@ -21,13 +21,25 @@ interface CheckJson {
   ok: boolean;
   walSegment: string;
 }
-interface JobJson { id: string; state: string; error?: { code: string; message: string }; check?: CheckJson; backup?: { label: string } }
-interface StatusJson { name: string; archiveState: string; alerts: string[]; archiveSetup?: { archiveCommand: string; viaPgfleet: boolean; problem: string } }
+interface JobJson {
+  id: string;
+  state: string;
+  error?: { code: string; message: string };
+  check?: CheckJson;
+  backup?: { label: string };
+}
+interface StatusJson {
+  name: string;
+  archiveState: string;
+  alerts: string[];
+  archiveSetup?: { archiveCommand: string; viaPgfleet: boolean; problem: string };
+}
 
 /** Every directory under `dir` (itself included). */
 async function directories(dir: string): Promise<string[]> {
   const out = [dir];
-  for (const e of await readdir(dir, { withFileTypes: true })) if (e.isDirectory()) out.push(...(await directories(join(dir, e.name))));
+  for (const e of await readdir(dir, { withFileTypes: true }))
+    if (e.isDirectory()) out.push(...(await directories(join(dir, e.name))));
   return out;
 }
 
@@ -61,14 +73,28 @@ describe('pgfleet check: archiving proven end to end, failures named', { timeout
   }
 
   async function setArchiveCommand(value: string | undefined): Promise<void> {
-    await fleet.pg.query(value === undefined ? 'ALTER SYSTEM RESET archive_command' : `ALTER SYSTEM SET archive_command = '${value.replace(/'/g, "''")}'`);
+    await fleet.pg.query(
+      value === undefined
+        ? 'ALTER SYSTEM RESET archive_command'
+        : `ALTER SYSTEM SET archive_command = '${value.replace(/'/g, "''")}'`,
+    );
     await fleet.pg.query('SELECT pg_reload_conf()');
   }
 
   it('passes on a healthy cluster: exit 0, every line ok, the switched segment is in the repository', async () => {
     const r = await fleet.cli('check', CLUSTER);
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
-    const names = ['wal_level', 'archive_mode', 'archive_command', 'max_wal_senders', 'data_checksums', 'pg_wal_space', 'repository', 'wal_archived', 'controller'];
+    const names = [
+      'wal_level',
+      'archive_mode',
+      'archive_command',
+      'max_wal_senders',
+      'data_checksums',
+      'pg_wal_space',
+      'repository',
+      'wal_archived',
+      'controller',
+    ];
     for (const n of names) assert.match(line(r.stdout, n), new RegExp(`^ok\\s+${n}\\s`));
     assert.match(line(r.stdout, 'archive_command'), /runs pgfleet-agent wal-push for cluster chk/);
     assert.match(r.stdout, /^check OK: 9 check\(s\), 0 failed, 0 warning\(s\); WAL segment [0-9A-F]{24} archived in /m);
@@ -77,10 +103,17 @@ describe('pgfleet check: archiving proven end to end, failures named', { timeout
     assert.equal(j.code, 0, j.stderr);
     const job = JSON.parse(j.stdout) as JobJson;
     assert.equal(job.state, 'JOB_STATE_SUCCEEDED');
-    assert.deepEqual(job.check!.items.map((i) => [i.name, i.verdict]), names.map((n) => [n, 'CHECK_VERDICT_OK']));
+    assert.deepEqual(
+      job.check!.items.map((i) => [i.name, i.verdict]),
+      names.map((n) => [n, 'CHECK_VERDICT_OK']),
+    );
     assert.equal(job.check!.ok, true);
     assert.match(job.check!.walSegment, /^[0-9A-F]{24}$/);
-    assert.equal((await fleet.repo.findWal(CLUSTER, job.check!.walSegment)).length, 1, 'the segment the check reported is archived');
+    assert.equal(
+      (await fleet.repo.findWal(CLUSTER, job.check!.walSegment)).length,
+      1,
+      'the segment the check reported is archived',
+    );
   });
 
   it("archive_command = '/bin/true': status says not via pgfleet, check fails naming archive_command, the first backup fails at once with the check's error", async () => {
@@ -99,10 +132,19 @@ describe('pgfleet check: archiving proven end to end, failures named', { timeout
 
     const r = await fleet.cli('check', CLUSTER);
     assert.equal(r.code, 4, `${r.stdout}\n${r.stderr}`);
-    assert.match(r.stderr, /PGF-4009 check job \S+ failed: WAL archiving of cluster chk does not work: archive_command: archive_command '\/bin\/true' does not run pgfleet-agent wal-push/);
+    assert.match(
+      r.stderr,
+      /PGF-4009 check job \S+ failed: WAL archiving of cluster chk does not work: archive_command: archive_command '\/bin\/true' does not run pgfleet-agent wal-push/,
+    );
     assert.match(r.stderr, /hint: WAL archiving does not work end to end/);
-    assert.match(line(r.stdout, 'archive_command'), /^FAIL\s+archive_command\s+archive_command '\/bin\/true' does not run pgfleet-agent wal-push: PostgreSQL counts its exit status 0 as archived/);
-    assert.match(line(r.stdout, 'wal_archived'), /^FAIL\s+wal_archived\s+not tried: the failing check\(s\) above \(archive_command\)/);
+    assert.match(
+      line(r.stdout, 'archive_command'),
+      /^FAIL\s+archive_command\s+archive_command '\/bin\/true' does not run pgfleet-agent wal-push: PostgreSQL counts its exit status 0 as archived/,
+    );
+    assert.match(
+      line(r.stdout, 'wal_archived'),
+      /^FAIL\s+wal_archived\s+not tried: the failing check\(s\) above \(archive_command\)/,
+    );
     assert.match(line(r.stdout, 'archive_mode'), /^ok\s/);
     assert.match(r.stdout, /^check FAILED: 9 check\(s\), 2 failed, 0 warning\(s\)$/m);
 
@@ -116,7 +158,10 @@ describe('pgfleet check: archiving proven end to end, failures named', { timeout
     // The cluster has no backup yet: the backup checks first and fails with the check's error, not PGF-4006 after its WAL wait.
     const b = await fleet.cli('backup', CLUSTER, '--wait');
     assert.equal(b.code, 4, `${b.stdout}\n${b.stderr}`);
-    assert.match(b.stderr, /PGF-4009 backup job \S+ failed: WAL archiving of cluster chk does not work: archive_command: archive_command '\/bin\/true' does not run pgfleet-agent wal-push/);
+    assert.match(
+      b.stderr,
+      /PGF-4009 backup job \S+ failed: WAL archiving of cluster chk does not work: archive_command: archive_command '\/bin\/true' does not run pgfleet-agent wal-push/,
+    );
     assert.doesNotMatch(b.stderr, /PGF-4006/);
     assert.deepEqual(await fleet.repo.listBackups(CLUSTER), []);
     const listed = await fleet.cli('backups', CLUSTER, '--output', 'json');
@@ -138,9 +183,17 @@ describe('pgfleet check: archiving proven end to end, failures named', { timeout
       const r = await fleet.cli('check', CLUSTER);
       assert.equal(r.code, 4, `${r.stdout}\n${r.stderr}`);
       assert.match(r.stderr, /PGF-4009 .*repository: cannot write to /);
-      assert.match(line(r.stdout, 'repository'), new RegExp(`^FAIL\\s+repository\\s+cannot write to ${fleet.repoDir.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: .*EACCES.*make it writable by the agent's OS user`));
+      assert.match(
+        line(r.stdout, 'repository'),
+        new RegExp(
+          `^FAIL\\s+repository\\s+cannot write to ${fleet.repoDir.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: .*EACCES.*make it writable by the agent's OS user`,
+        ),
+      );
       assert.match(line(r.stdout, 'archive_command'), /^ok\s/);
-      assert.match(line(r.stdout, 'wal_archived'), /^FAIL\s+wal_archived\s+not tried: the failing check\(s\) above \(repository\)/);
+      assert.match(
+        line(r.stdout, 'wal_archived'),
+        /^FAIL\s+wal_archived\s+not tried: the failing check\(s\) above \(repository\)/,
+      );
     } finally {
       for (const [d, mode] of modes) await chmod(d, mode);
       modes.clear();
@@ -151,7 +204,10 @@ describe('pgfleet check: archiving proven end to end, failures named', { timeout
     const r = await fleet.cli('backup', CLUSTER, '--wait', '--output', 'json');
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
     const label = (JSON.parse(r.stdout) as JobJson).backup!.label;
-    assert.deepEqual((await fleet.repo.listBackups(CLUSTER)).map((m) => m.label), [label]);
+    assert.deepEqual(
+      (await fleet.repo.listBackups(CLUSTER)).map((m) => m.label),
+      [label],
+    );
   });
 
   it('archive_mode = off (after a restart) fails the archive_mode line', async () => {
@@ -160,9 +216,15 @@ describe('pgfleet check: archiving proven end to end, failures named', { timeout
     const r = await fleet.cli('check', CLUSTER);
     assert.equal(r.code, 4, `${r.stdout}\n${r.stderr}`);
     assert.match(r.stderr, /PGF-4009 .*archive_mode: archive_mode = off: PostgreSQL archives no WAL/);
-    assert.match(line(r.stdout, 'archive_mode'), /^FAIL\s+archive_mode\s+archive_mode = off: PostgreSQL archives no WAL, so no backup can be restored; set archive_mode = on and restart PostgreSQL/);
+    assert.match(
+      line(r.stdout, 'archive_mode'),
+      /^FAIL\s+archive_mode\s+archive_mode = off: PostgreSQL archives no WAL, so no backup can be restored; set archive_mode = on and restart PostgreSQL/,
+    );
     assert.match(line(r.stdout, 'wal_archived'), /^FAIL\s+wal_archived\s+not tried/);
-    await waitFor('status to show the archive not via pgfleet', async () => (await status()).archiveState === 'not via pgfleet');
+    await waitFor(
+      'status to show the archive not via pgfleet',
+      async () => (await status()).archiveState === 'not via pgfleet',
+    );
   });
 });
 
@@ -185,8 +247,14 @@ describe('pgfleet check with two repositories (posix + S3): the segment must rea
     const byName = new Map(check.items.map((i) => [i.name, i]));
     for (const item of [byName.get('repository')!, byName.get('wal_archived')!]) {
       assert.equal(item.verdict, 'CHECK_VERDICT_OK');
-      for (const url of [fleet.repoDir, 's3://pgfleet/chk2']) assert.ok(item.message.includes(url), `${item.name} names ${url}: ${item.message}`);
+      for (const url of [fleet.repoDir, 's3://pgfleet/chk2'])
+        assert.ok(item.message.includes(url), `${item.name} names ${url}: ${item.message}`);
     }
-    for (const member of fleet.repoMembers) assert.equal((await member.findWal('chk2', check.walSegment)).length, 1, `${member.location} holds ${check.walSegment}`);
+    for (const member of fleet.repoMembers)
+      assert.equal(
+        (await member.findWal('chk2', check.walSegment)).length,
+        1,
+        `${member.location} holds ${check.walSegment}`,
+      );
   });
 });

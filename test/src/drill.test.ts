@@ -36,13 +36,42 @@ import { dirname, join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { ErrorCodes } from '@pgfleet/core';
-import { chownToPostgres, makeTempDir, pgBinDir, pgEnvForChild, removeDir, runAsPostgres, startPostgres, type PgInstance } from '@pgfleet/testkit';
-import { AGENT_BIN, REPO_ROOT, startDaemon, startFleet, waitFor, type Daemon, type Fleet, type RunResult } from './harness.js';
+import {
+  chownToPostgres,
+  makeTempDir,
+  pgBinDir,
+  pgEnvForChild,
+  removeDir,
+  runAsPostgres,
+  startPostgres,
+  type PgInstance,
+} from '@pgfleet/testkit';
+import {
+  AGENT_BIN,
+  REPO_ROOT,
+  startDaemon,
+  startFleet,
+  waitFor,
+  type Daemon,
+  type Fleet,
+  type RunResult,
+} from './harness.js';
 
 const CLUSTER = 'drl';
 
-interface TableCountJson { database: string; schema: string; table: string; rows: string }
-interface CountDiffJson { database: string; schema: string; table: string; sourceRows?: string; restoredRows?: string }
+interface TableCountJson {
+  database: string;
+  schema: string;
+  table: string;
+  rows: string;
+}
+interface CountDiffJson {
+  database: string;
+  schema: string;
+  table: string;
+  sourceRows?: string;
+  restoredRows?: string;
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -92,9 +121,28 @@ interface DrillJson {
   postgresLogTail?: string[];
   keptDir?: string;
 }
-interface JobJson { id: string; kind: string; state: string; agentId: string; drill?: DrillJson; capture?: { restorePoint: string; tables: TableCountJson[] }; error?: { code: string; message: string } }
-interface DrillRecordJson { jobId: string; state: string; scheduled: boolean; agentId: string; result?: DrillJson }
-interface EventJson { kind: string; drillCompleted?: Record<string, unknown>; drillFailed?: Record<string, unknown>; verifyCompleted?: Record<string, unknown> }
+interface JobJson {
+  id: string;
+  kind: string;
+  state: string;
+  agentId: string;
+  drill?: DrillJson;
+  capture?: { restorePoint: string; tables: TableCountJson[] };
+  error?: { code: string; message: string };
+}
+interface DrillRecordJson {
+  jobId: string;
+  state: string;
+  scheduled: boolean;
+  agentId: string;
+  result?: DrillJson;
+}
+interface EventJson {
+  kind: string;
+  drillCompleted?: Record<string, unknown>;
+  drillFailed?: Record<string, unknown>;
+  verifyCompleted?: Record<string, unknown>;
+}
 
 describe('restore drills: a pgbench cluster restored, checked, counted and timed', { timeout: 600_000 }, () => {
   let fleet: Fleet;
@@ -119,7 +167,11 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
   async function events(): Promise<EventJson[]> {
     const r = await fleet.cli('events', '--cluster', CLUSTER, '--output', 'json', '--limit', '500');
     assert.equal(r.code, 0, r.stderr);
-    return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as EventJson);
+    return r.stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as EventJson);
   }
 
   /** Every file of the repository: relative path -> size and mtime. */
@@ -141,7 +193,9 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
 
   /** Per-table write counters of the source, read fresh. */
   async function sourceWrites(): Promise<string> {
-    const rows = await fleet.pg.query<{ t: string; n: string }>('SELECT relname AS t, (n_tup_ins + n_tup_upd + n_tup_del)::text AS n FROM pg_stat_user_tables ORDER BY relname');
+    const rows = await fleet.pg.query<{ t: string; n: string }>(
+      'SELECT relname AS t, (n_tup_ins + n_tup_upd + n_tup_del)::text AS n FROM pg_stat_user_tables ORDER BY relname',
+    );
     return JSON.stringify(rows);
   }
 
@@ -152,12 +206,15 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     return join(dir, f);
   }
 
-  const scratchEmpty = async () => assert.deepEqual(await readdir(scratch), [], 'the scratch directory is removed after the drill');
+  const scratchEmpty = async () =>
+    assert.deepEqual(await readdir(scratch), [], 'the scratch directory is removed after the drill');
 
   /** A drill's PostgreSQL running from the scratch area, if any: its pid and drill directory. */
   async function drillPostmaster(): Promise<{ pid: number; dir: string } | undefined> {
     for (const d of await readdir(scratch).catch(() => [] as string[])) {
-      const pid = Number((await readFile(join(scratch, d, 'data', 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
+      const pid = Number(
+        (await readFile(join(scratch, d, 'data', 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0],
+      );
       if (pid > 0 && running(pid)) return { pid, dir: join(scratch, d) };
     }
     return undefined;
@@ -172,7 +229,11 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     fleet = await startFleet({ cluster: CLUSTER, controllerArgs: ['--schedule-interval', '1'], startAgent: false });
     scratch = join(fleet.dir, 'scratch');
     await fleet.startAgent(['--scratch-dir', scratch]);
-    await runAsPostgres(join(fleet.pg.binDir, 'pgbench'), ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(fleet.pg.port), '-U', 'postgres', 'postgres'], { timeoutMs: 120_000 });
+    await runAsPostgres(
+      join(fleet.pg.binDir, 'pgbench'),
+      ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(fleet.pg.port), '-U', 'postgres', 'postgres'],
+      { timeoutMs: 120_000 },
+    );
     const b = await fleet.cli('backup', CLUSTER, '--wait', '--output', 'json');
     assert.equal(b.code, 0, `backup failed:\n${b.stdout}\n${b.stderr}\n${await fleet.logs()}`);
     const backup = json<{ backup: { label: string; walStart: string; walStop: string } }>(b, 'backup').backup;
@@ -197,7 +258,10 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     assert.equal(d.backupLabel, backupLabel);
     assert.deepEqual(d.reasons, []);
     assert.deepEqual(d.amcheckFindings, []);
-    assert.ok(d.databasesChecked >= 1 && d.relationsChecked >= 8, `amcheck covered ${d.relationsChecked} relations in ${d.databasesChecked} database(s)`);
+    assert.ok(
+      d.databasesChecked >= 1 && d.relationsChecked >= 8,
+      `amcheck covered ${d.relationsChecked} relations in ${d.databasesChecked} database(s)`,
+    );
     assert.ok(d.restoreSeconds > 0 && d.recoverySeconds > 0);
     assert.ok(Math.abs(d.rtoSeconds - (d.restoreSeconds + d.recoverySeconds)) < 1e-6, 'RTO = restore + recovery');
     assert.ok(d.recoveredLsn, 'recovered LSN recorded');
@@ -212,7 +276,9 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     assert.equal(counts.get('postgres.public.pgbench_tellers'), '10');
     assert.equal(d.tablesCompared, d.source!.tables.length);
     await scratchEmpty();
-    t.diagnostic(`quiet drill: RTO ${d.rtoSeconds.toFixed(2)} s (restore ${d.restoreSeconds.toFixed(2)} s, recovery ${d.recoverySeconds.toFixed(2)} s), ${d.relationsChecked} relations checked, ${d.tablesCompared} tables compared`);
+    t.diagnostic(
+      `quiet drill: RTO ${d.rtoSeconds.toFixed(2)} s (restore ${d.restoreSeconds.toFixed(2)} s, recovery ${d.recoverySeconds.toFixed(2)} s), ${d.relationsChecked} relations checked, ${d.tablesCompared} tables compared`,
+    );
 
     const history = json<DrillRecordJson[]>(await fleet.cli('drills', CLUSTER, '--output', 'json'), 'drills');
     const rec = history.find((h) => h.jobId === job.id);
@@ -237,27 +303,58 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     for (const [path, sig] of repoBefore) assert.equal(repoAfter.get(path), sig, `${path} unchanged`);
     const added = [...repoAfter.keys()].filter((p) => !repoBefore.has(p));
     assert.ok(added.length > 0, 'the WAL of the restore point was archived');
-    for (const p of added) assert.match(p, new RegExp(`^${CLUSTER}/wal/00000001[0-9A-F]{8}/00000001[0-9A-F]{16}-`), `only the source's own WAL is new: ${p}`);
+    for (const p of added)
+      assert.match(
+        p,
+        new RegExp(`^${CLUSTER}/wal/00000001[0-9A-F]{8}/00000001[0-9A-F]{16}-`),
+        `only the source's own WAL is new: ${p}`,
+      );
   });
 
-  it('--on another agent: the cluster\'s agent captures the counts, the other one drills', async () => {
+  it("--on another agent: the cluster's agent captures the counts, the other one drills", async () => {
     const spare: Daemon = startDaemon(
       AGENT_BIN,
-      ['run', '--controller', fleet.controllerAddress, '--cluster', CLUSTER, '--agent-id', 'spare', '--pgdata', fleet.pg.dataDir, '--pg-host', '127.0.0.1', '--pg-port', String(fleet.pg.port), '--repo-path', fleet.repoDir, '--socket', join(fleet.dir, 'spare.sock'), '--archive-ahead', '0', '--scratch-dir', scratch],
+      [
+        'run',
+        '--controller',
+        fleet.controllerAddress,
+        '--cluster',
+        CLUSTER,
+        '--agent-id',
+        'spare',
+        '--pgdata',
+        fleet.pg.dataDir,
+        '--pg-host',
+        '127.0.0.1',
+        '--pg-port',
+        String(fleet.pg.port),
+        '--repo-path',
+        fleet.repoDir,
+        '--socket',
+        join(fleet.dir, 'spare.sock'),
+        '--archive-ahead',
+        '0',
+        '--scratch-dir',
+        scratch,
+      ],
       join(fleet.dir, 'agent-spare.log'),
       { asPg: true },
     );
     try {
       await waitFor('the spare agent to connect', async () => /connected to controller/.test(await spare.log()));
       const { r, job } = await drill('--on', 'spare');
-      assert.equal(r.code, 0, `drill --on failed:\n${r.stdout}\n${r.stderr}\n${await spare.log()}\n${await fleet.logs()}`);
+      assert.equal(
+        r.code,
+        0,
+        `drill --on failed:\n${r.stdout}\n${r.stderr}\n${await spare.log()}\n${await fleet.logs()}`,
+      );
       assert.equal(job.agentId, 'spare');
       assert.equal(job.drill?.ok, true);
       assert.equal(job.drill?.countsEqual, true);
       assert.equal(job.drill?.source?.restorePoint, `pgfleet-drill-${job.id}`);
       const jobs = json<JobJson[]>(await fleet.cli('jobs', '--cluster', CLUSTER, '--output', 'json'), 'jobs');
       const capture = jobs.find((j) => j.kind === 'capture' && j.capture?.restorePoint === `pgfleet-drill-${job.id}`);
-      assert.ok(capture, 'a capture job on the cluster\'s agent');
+      assert.ok(capture, "a capture job on the cluster's agent");
       assert.equal(capture.state, 'JOB_STATE_SUCCEEDED');
       assert.notEqual(capture.agentId, 'spare');
       await scratchEmpty();
@@ -269,23 +366,38 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
   it('on a busy source (pgbench running) the counts are compared within the change bound', async (t) => {
     // pgbench runs for longer than any drill takes and is stopped once the drill is done, so the
     // capture sees it committing however long the CLI and the dispatch take to start.
-    const history = async () => BigInt((await fleet.pg.query<{ n: string }>('SELECT count(*) AS n FROM pgbench_history'))[0]!.n);
+    const history = async () =>
+      BigInt((await fleet.pg.query<{ n: string }>('SELECT count(*) AS n FROM pgbench_history'))[0]!.n);
     const idle = await history();
-    const bench = spawn(join(fleet.pg.binDir, 'pgbench'), ['-T', '600', '-c', '2', '-h', '127.0.0.1', '-p', String(fleet.pg.port), '-U', 'postgres', 'postgres'], { stdio: ['ignore', 'ignore', 'pipe'], ...pgEnvForChild() });
+    const bench = spawn(
+      join(fleet.pg.binDir, 'pgbench'),
+      ['-T', '600', '-c', '2', '-h', '127.0.0.1', '-p', String(fleet.pg.port), '-U', 'postgres', 'postgres'],
+      { stdio: ['ignore', 'ignore', 'pipe'], ...pgEnvForChild() },
+    );
     let benchErr = '';
     bench.stderr.on('data', (b: Buffer) => (benchErr += b.toString()));
     bench.once('error', (e) => (benchErr += e.message));
     const benchExit = new Promise<void>((r) => bench.once('close', () => r()));
     try {
-      await waitFor('pgbench to commit', async () => bench.exitCode === null && (await history()) > idle, 60_000, 100).catch((e: Error) => assert.fail(`${e.message}\n${benchErr}`));
+      await waitFor(
+        'pgbench to commit',
+        async () => bench.exitCode === null && (await history()) > idle,
+        60_000,
+        100,
+      ).catch((e: Error) => assert.fail(`${e.message}\n${benchErr}`));
       const { r, job } = await drill();
       assert.equal(bench.exitCode, null, `pgbench ran throughout the drill:\n${benchErr}`);
       assert.equal(r.code, 0, `drill on a busy source failed:\n${r.stdout}\n${r.stderr}`);
       const d = job.drill!;
       assert.equal(d.countsCompared, true);
-      assert.ok(BigInt(d.countChangeBound) > 0n, `pgbench inserted rows while the source was counted (bound ${d.countChangeBound})`);
+      assert.ok(
+        BigInt(d.countChangeBound) > 0n,
+        `pgbench inserted rows while the source was counted (bound ${d.countChangeBound})`,
+      );
       assert.deepEqual(d.amcheckFindings, []);
-      t.diagnostic(`busy drill: change bound ${d.countChangeBound}, ${d.countDiffs.length} table(s) differ, RTO ${d.rtoSeconds.toFixed(2)} s`);
+      t.diagnostic(
+        `busy drill: change bound ${d.countChangeBound}, ${d.countDiffs.length} table(s) differ, RTO ${d.rtoSeconds.toFixed(2)} s`,
+      );
     } finally {
       bench.kill('SIGKILL');
       await benchExit;
@@ -294,14 +406,23 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
 
   it('tables are locked only while counted, and a TRUNCATE between the count and the restore point widens the bound', async (t) => {
     // Counted in name order: drill_victim first, zz_drill_blocker last (held by a session meanwhile).
-    await fleet.pg.query('CREATE TABLE drill_victim AS SELECT g AS id FROM generate_series(1, 1000) g; CREATE TABLE zz_drill_blocker (id int); INSERT INTO zz_drill_blocker VALUES (1)');
+    await fleet.pg.query(
+      'CREATE TABLE drill_victim AS SELECT g AS id FROM generate_series(1, 1000) g; CREATE TABLE zz_drill_blocker (id int); INSERT INTO zz_drill_blocker VALUES (1)',
+    );
     const blocker = await session(fleet.pg);
     let outcome: Promise<{ r: RunResult; job: JobJson }> | undefined;
     try {
       await blocker.query('BEGIN');
       await blocker.query('LOCK TABLE zz_drill_blocker IN ACCESS EXCLUSIVE MODE');
       outcome = drill();
-      await waitFor('the capture to wait for zz_drill_blocker', async () => (await fleet.pg.query("SELECT 1 FROM pg_locks WHERE relation = 'zz_drill_blocker'::regclass AND NOT granted")).length > 0, 120_000, 50);
+      await waitFor(
+        'the capture to wait for zz_drill_blocker',
+        async () =>
+          (await fleet.pg.query("SELECT 1 FROM pg_locks WHERE relation = 'zz_drill_blocker'::regclass AND NOT granted"))
+            .length > 0,
+        120_000,
+        50,
+      );
       // drill_victim was counted already: its lock is released, DDL on it does not queue behind the rest of the capture.
       const t0 = Date.now();
       await fleet.pg.query("SET lock_timeout = '1s'; TRUNCATE drill_victim");
@@ -342,7 +463,10 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     assert.match(r.stderr, /PGF-3004/);
     assert.equal(job.state, 'JOB_STATE_FAILED');
     assert.equal(job.drill?.stage, 'capture');
-    assert.match(job.drill!.reasons.join('\n'), /table postgres\.public\.zz_drill_locked stayed locked by another session/);
+    assert.match(
+      job.drill!.reasons.join('\n'),
+      /table postgres\.public\.zz_drill_locked stayed locked by another session/,
+    );
     assert.ok(seconds < 25, `failed after ${seconds.toFixed(1)} s, not after a long lock wait`);
     t.diagnostic(`capture gave up on the locked table after ${seconds.toFixed(1)} s`);
     await scratchEmpty();
@@ -366,12 +490,17 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     assert.equal(set.code, 0, set.stderr);
     let rec: DrillRecordJson | undefined;
     try {
-      rec = await waitFor('a scheduled drill to succeed', async () => {
-        const history = json<DrillRecordJson[]>(await fleet.cli('drills', CLUSTER, '--output', 'json'), 'drills');
-        const failed = history.find((h) => h.scheduled && h.state === 'JOB_STATE_FAILED');
-        if (failed) throw new Error(`scheduled drill failed: ${JSON.stringify(failed)}`);
-        return history.find((h) => h.scheduled && h.state === 'JOB_STATE_SUCCEEDED');
-      }, 120_000, 1000);
+      rec = await waitFor(
+        'a scheduled drill to succeed',
+        async () => {
+          const history = json<DrillRecordJson[]>(await fleet.cli('drills', CLUSTER, '--output', 'json'), 'drills');
+          const failed = history.find((h) => h.scheduled && h.state === 'JOB_STATE_FAILED');
+          if (failed) throw new Error(`scheduled drill failed: ${JSON.stringify(failed)}`);
+          return history.find((h) => h.scheduled && h.state === 'JOB_STATE_SUCCEEDED');
+        },
+        120_000,
+        1000,
+      );
     } finally {
       assert.equal((await fleet.cli('policy', 'set', CLUSTER, '--drill', '')).code, 0);
     }
@@ -380,14 +509,24 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     const ev = (await events()).find((e) => e.kind === 'drill.completed' && e.drillCompleted?.jobId === rec!.jobId);
     assert.equal(ev?.drillCompleted?.scheduled, true);
     // A drill that fired just before the schedule was removed runs to its end before the next test.
-    await waitFor('no drill running', async () => !json<DrillRecordJson[]>(await fleet.cli('drills', CLUSTER, '--output', 'json'), 'drills').some((h) => /QUEUED|DISPATCHED|RUNNING/.test(h.state)), 120_000, 1000);
+    await waitFor(
+      'no drill running',
+      async () =>
+        !json<DrillRecordJson[]>(await fleet.cli('drills', CLUSTER, '--output', 'json'), 'drills').some((h) =>
+          /QUEUED|DISPATCHED|RUNNING/.test(h.state),
+        ),
+      120_000,
+      1000,
+    );
   });
 
   it('a WAL segment missing on the way to the target: fails in recovery naming the segment (drill.failed)', async () => {
-    await fleet.pg.query("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 42, now())");
+    await fleet.pg.query('INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 42, now())');
     await fleet.switchAndArchive();
-    await fleet.pg.query("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 2, 43, now())");
-    const [{ lsn }] = (await fleet.pg.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')) as [{ lsn: string }];
+    await fleet.pg.query('INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 2, 43, now())');
+    const [{ lsn }] = (await fleet.pg.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')) as [
+      { lsn: string },
+    ];
     await fleet.switchAndArchive();
     // The first segment after the backup's WAL: recovery cannot get past it.
     const victim = `${walStop.slice(0, 16)}${(parseInt(walStop.slice(16), 16) + 1).toString(16).toUpperCase().padStart(8, '0')}`;
@@ -402,15 +541,29 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
       const d = job.drill!;
       assert.equal(d.ok, false);
       assert.equal(d.stage, 'recovery');
-      assert.match(d.reasons.join('\n'), new RegExp(`WAL segment ${victim} needed by recovery is not in the repository`));
+      assert.match(
+        d.reasons.join('\n'),
+        new RegExp(`WAL segment ${victim} needed by recovery is not in the repository`),
+      );
       assert.equal(d.countsCompared, false);
       // PostgreSQL's own words, read from the copy's log before the teardown removed it.
       assert.equal(d.reasons[0], `recovery failed: ${TARGET_NOT_REACHED}`);
       assert.match(r.stderr, new RegExp(`PostgreSQL: ${TARGET_NOT_REACHED}`));
-      assert.ok(d.postgresLogProblems?.some((l) => l.endsWith(`FATAL:  ${TARGET_NOT_REACHED.slice('FATAL: '.length)}`)), `the FATAL line is kept: ${JSON.stringify(d.postgresLogProblems)}`);
+      assert.ok(
+        d.postgresLogProblems?.some((l) => l.endsWith(`FATAL:  ${TARGET_NOT_REACHED.slice('FATAL: '.length)}`)),
+        `the FATAL line is kept: ${JSON.stringify(d.postgresLogProblems)}`,
+      );
       assert.ok(d.postgresLogTail!.length > 0 && d.postgresLogTail!.length <= 30);
-      assert.ok(d.postgresLogTail!.some((l) => /LOG: {2}restored log file "[0-9A-F]{24}" from archive/.test(l)), 'the tail shows what recovery restored');
-      assert.ok([...d.postgresLogProblems!, ...d.postgresLogTail!].every((l) => !/not yet accepting connections|is starting up/.test(l)), "the drill's own refused connections are left out");
+      assert.ok(
+        d.postgresLogTail!.some((l) => /LOG: {2}restored log file "[0-9A-F]{24}" from archive/.test(l)),
+        'the tail shows what recovery restored',
+      );
+      assert.ok(
+        [...d.postgresLogProblems!, ...d.postgresLogTail!].every(
+          (l) => !/not yet accepting connections|is starting up/.test(l),
+        ),
+        "the drill's own refused connections are left out",
+      );
       assert.equal(d.keptDir ?? '', '');
       const failed = (await events()).find((e) => e.kind === 'drill.failed' && e.drillFailed?.jobId === job.id);
       assert.ok(failed, 'drill.failed in the catalog');
@@ -421,9 +574,18 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
       assert.ok((failed.drillFailed!.postgresLogProblems as string[]).some((l) => l.includes('FATAL:')));
       await scratchEmpty();
       const table = await fleet.cli('drills', CLUSTER);
-      assert.match(table.stdout, new RegExp(`${job.id}.*failed.*recovery failed: ${TARGET_NOT_REACHED}.*WAL segment ${victim}`));
+      assert.match(
+        table.stdout,
+        new RegExp(`${job.id}.*failed.*recovery failed: ${TARGET_NOT_REACHED}.*WAL segment ${victim}`),
+      );
       // Under the table: the log's FATAL line of that drill.
-      assert.match(table.stdout, new RegExp(`^${job.id} \\(failed in stage recovery\\):\\n {2}PostgreSQL log:\\n(?: {4}.*\\n)*? {4}.*FATAL: {2}recovery ended before configured recovery target was reached$`, 'm'));
+      assert.match(
+        table.stdout,
+        new RegExp(
+          `^${job.id} \\(failed in stage recovery\\):\\n {2}PostgreSQL log:\\n(?: {4}.*\\n)*? {4}.*FATAL: {2}recovery ended before configured recovery target was reached$`,
+          'm',
+        ),
+      );
     } finally {
       await writeFile(path, bytes);
     }
@@ -431,9 +593,17 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
 
   it('a flipped byte in a backup file: fails in restore naming the file', async () => {
     const backupDir = join(fleet.repoDir, CLUSTER, 'backup', backupLabel);
-    const manifest = JSON.parse(await readFile(join(backupDir, 'backup.manifest'), 'utf8')) as { files: { path: string; storedSize: number; codec: string; chunks?: unknown[] }[] };
-    const file = manifest.files.filter((f) => !f.chunks && f.storedSize > 64).sort((a, b) => b.storedSize - a.storedSize)[0]!;
-    const path = join(backupDir, 'pg_data', `${file.path}${file.codec === 'zstd' ? '.zst' : file.codec === 'gzip' ? '.gz' : ''}`);
+    const manifest = JSON.parse(await readFile(join(backupDir, 'backup.manifest'), 'utf8')) as {
+      files: { path: string; storedSize: number; codec: string; chunks?: unknown[] }[];
+    };
+    const file = manifest.files
+      .filter((f) => !f.chunks && f.storedSize > 64)
+      .sort((a, b) => b.storedSize - a.storedSize)[0]!;
+    const path = join(
+      backupDir,
+      'pg_data',
+      `${file.path}${file.codec === 'zstd' ? '.zst' : file.codec === 'gzip' ? '.gz' : ''}`,
+    );
     const bytes = await readFile(path);
     const flipped = Buffer.from(bytes);
     flipped[Math.floor(bytes.length / 2)]! ^= 0x40;
@@ -443,14 +613,18 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
       assert.notEqual(r.code, 0);
       assert.equal(job.drill?.stage, 'restore');
       assert.match(job.drill!.reasons.join('\n'), new RegExp(file.path.replace(/[.]/g, '\\.')));
-      assert.ok((await events()).some((e) => e.kind === 'drill.failed' && e.drillFailed?.jobId === job.id && e.drillFailed.stage === 'restore'));
+      assert.ok(
+        (await events()).some(
+          (e) => e.kind === 'drill.failed' && e.drillFailed?.jobId === job.id && e.drillFailed.stage === 'restore',
+        ),
+      );
       await scratchEmpty();
     } finally {
       await writeFile(path, bytes);
     }
   });
 
-  it('a stray timeline 2 in the repository (issue 11\'s report) no longer breaks a drill: recovery follows the backup\'s own lineage', async () => {
+  it("a stray timeline 2 in the repository (issue 11's report) no longer breaks a drill: recovery follows the backup's own lineage", async () => {
     // A history file forking timeline 1 before this backup's checkpoint, as a copy promoted
     // earlier and archiving into the same repository leaves. With recovery_target_timeline =
     // 'latest' PostgreSQL followed it and failed ("requested timeline 2 is not a child of this
@@ -460,7 +634,11 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     const history = join(dir, '00000002.history');
     await writeFile(history, '1\t0/1000000\tno recovery target specified\n');
     await chownToPostgres(history);
-    await runAsPostgres(process.execPath, [AGENT_BIN, 'wal-push', history, '--cluster', CLUSTER, '--repo-path', fleet.repoDir], { timeoutMs: 60_000 });
+    await runAsPostgres(
+      process.execPath,
+      [AGENT_BIN, 'wal-push', history, '--cluster', CLUSTER, '--repo-path', fleet.repoDir],
+      { timeoutMs: 60_000 },
+    );
     const timelines = join(fleet.repoDir, CLUSTER, 'wal', 'timelines');
     const planted = (await readdir(timelines)).filter((f) => f.startsWith('00000002.history'));
     assert.equal(planted.length, 1, 'the stray history file is archived');
@@ -483,11 +661,22 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     const passedId = /drill job (\S+)/.exec(passed.stderr)?.[1];
     const keptOk = join(scratch, `pgfleet-drill-${passedId}`);
     assert.match(passed.stdout, /^drill PASSED: /m);
-    assert.ok(passed.stdout.includes(`scratch directory kept: ${keptOk} (restored data directory ${keptOk}/data, server log ${keptOk}/postgres.log)`), passed.stdout);
+    assert.ok(
+      passed.stdout.includes(
+        `scratch directory kept: ${keptOk} (restored data directory ${keptOk}/data, server log ${keptOk}/postgres.log)`,
+      ),
+      passed.stdout,
+    );
     const okJob = json<JobJson>(await fleet.cli('job', passedId!, '--output', 'json'), 'job');
     assert.equal(okJob.drill?.keptDir, keptOk);
-    const control = await runAsPostgres(join(fleet.pg.binDir, 'pg_controldata'), [join(keptOk, 'data')], { timeoutMs: 30_000 });
-    assert.match(control.stdout, /^Database cluster state: +shut down$/m, 'stopped with a clean shutdown: it starts again without crash recovery');
+    const control = await runAsPostgres(join(fleet.pg.binDir, 'pg_controldata'), [join(keptOk, 'data')], {
+      timeoutMs: 30_000,
+    });
+    assert.match(
+      control.stdout,
+      /^Database cluster state: +shut down$/m,
+      'stopped with a clean shutdown: it starts again without crash recovery',
+    );
     assert.match(await readFile(join(keptOk, 'postgres.log'), 'utf8'), /database system is shut down/);
 
     // A failing one: the first WAL segment of the backup is gone, so recovery never reaches consistency.
@@ -498,12 +687,25 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     try {
       const failed = await fleet.cli('drill', CLUSTER, '--target', 'immediate', '--keep', '--wait');
       failedId = /drill job (\S+)/.exec(failed.stderr)?.[1];
-      assert.equal(failed.code, ErrorCodes.WalNotInRepository.exit, `the missing segment's exit code:\n${failed.stdout}\n${failed.stderr}`);
+      assert.equal(
+        failed.code,
+        ErrorCodes.WalNotInRepository.exit,
+        `the missing segment's exit code:\n${failed.stdout}\n${failed.stderr}`,
+      );
       assert.match(failed.stderr, new RegExp(ErrorCodes.WalNotInRepository.code));
       assert.match(failed.stdout, /^drill FAILED in stage recovery: /m);
       assert.match(failed.stdout, new RegExp(`^ {2}reason: recovery failed: ${NO_CHECKPOINT}$`, 'm'));
-      assert.match(failed.stdout, new RegExp(`^ {2}reason: recovery: WAL segment ${walStart} needed by recovery is not in the repository`, 'm'));
-      assert.match(failed.stdout, new RegExp(`^PostgreSQL log, FATAL/PANIC/ERROR/WARNING lines:\\n(?: {2}.*\\n)*? {2}.*FATAL: {2}${NO_CHECKPOINT.slice('FATAL: '.length)}$`, 'm'));
+      assert.match(
+        failed.stdout,
+        new RegExp(`^ {2}reason: recovery: WAL segment ${walStart} needed by recovery is not in the repository`, 'm'),
+      );
+      assert.match(
+        failed.stdout,
+        new RegExp(
+          `^PostgreSQL log, FATAL/PANIC/ERROR/WARNING lines:\\n(?: {2}.*\\n)*? {2}.*FATAL: {2}${NO_CHECKPOINT.slice('FATAL: '.length)}$`,
+          'm',
+        ),
+      );
       assert.match(failed.stdout, /^PostgreSQL log, last \d+ line\(s\):$/m);
     } finally {
       await writeFile(victim, bytes);
@@ -512,7 +714,10 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     const failedJob = json<JobJson>(await fleet.cli('job', failedId!, '--output', 'json'), 'job');
     assert.equal(failedJob.drill?.keptDir, keptFailed);
     assert.equal(failedJob.drill?.reasons[0], `recovery failed: ${NO_CHECKPOINT}`);
-    assert.match(await readFile(join(keptFailed, 'postgres.log'), 'utf8'), new RegExp(NO_CHECKPOINT.slice('FATAL: '.length)));
+    assert.match(
+      await readFile(join(keptFailed, 'postgres.log'), 'utf8'),
+      new RegExp(NO_CHECKPOINT.slice('FATAL: '.length)),
+    );
     const table = await fleet.cli('drills', CLUSTER);
     assert.match(table.stdout, new RegExp(`${failedId}.*failed.*recovery failed: ${NO_CHECKPOINT}`));
     assert.ok(table.stdout.includes(`scratch directory kept: ${keptFailed}`), table.stdout);
@@ -521,7 +726,10 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     // The agent's next start leaves both alone (and says so); without their marker they are leftovers again.
     await fleet.agent!.stop();
     const restarted = await fleet.startAgent(['--scratch-dir', scratch]);
-    assert.deepEqual((await readdir(scratch)).sort(), [`pgfleet-drill-${failedId}`, `pgfleet-drill-${passedId}`].sort());
+    assert.deepEqual(
+      (await readdir(scratch)).sort(),
+      [`pgfleet-drill-${failedId}`, `pgfleet-drill-${passedId}`].sort(),
+    );
     for (const dir of [keptOk, keptFailed]) {
       assert.ok((await readdir(dir)).includes('kept.json'));
       assert.ok((await restarted.log()).includes(dir), `the agent names the kept directory ${dir}`);
@@ -533,7 +741,7 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     assert.match(await again.log(), /removed a drill directory left behind by an earlier drill/);
   });
 
-  it('SIGTERM mid-drill: the agent stops the copy\'s server and removes the copy before it exits', async (t) => {
+  it("SIGTERM mid-drill: the agent stops the copy's server and removes the copy before it exits", async (t) => {
     const agent = fleet.agent!;
     const started = fleet.cli('drill', CLUSTER, '--output', 'json');
     const { pid, dir } = await waitFor("the drill's PostgreSQL to run", drillPostmaster, 120_000, 20);
@@ -548,7 +756,10 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     t.diagnostic(`agent exited ${seconds.toFixed(1)} s after SIGTERM`);
     assert.equal(running(pid), false, "the drill's PostgreSQL is stopped");
     await scratchEmpty();
-    assert.ok(seconds >= 3 && seconds < 35, `exited once the teardown was done, within the stop grace (${seconds.toFixed(1)} s)`);
+    assert.ok(
+      seconds >= 3 && seconds < 35,
+      `exited once the teardown was done, within the stop grace (${seconds.toFixed(1)} s)`,
+    );
     await started;
     await fleet.startAgent(['--scratch-dir', scratch]);
   });
@@ -581,17 +792,36 @@ describe('the throwaway server: nothing of the source reaches outside the copy',
     if (runDir) await removeDir(runDir);
   });
 
-  it('an enabled subscription does not run in the copy, memory settings are the drill\'s, recovery-checked settings the source\'s', async (t) => {
-    const slot = async () => (await publisher!.query<{ active: boolean; lsn: string }>("SELECT active, confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'drill_sub'"))[0]!;
+  it("an enabled subscription does not run in the copy, memory settings are the drill's, recovery-checked settings the source's", async (t) => {
+    const slot = async () =>
+      (
+        await publisher!.query<{ active: boolean; lsn: string }>(
+          "SELECT active, confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = 'drill_sub'",
+        )
+      )[0]!;
     publisher = await startPostgres({ settings: { wal_level: 'logical' } });
     await publisher.query('CREATE TABLE pub_t (id int PRIMARY KEY); CREATE PUBLICATION drill_pub FOR TABLE pub_t');
     await publisher.query("SELECT pg_create_logical_replication_slot('drill_sub', 'pgoutput')");
-    source = await startPostgres({ keepDataDir: true, settings: { max_connections: '123', shared_buffers: '32MB', max_logical_replication_workers: '6', huge_pages: 'try' } });
+    source = await startPostgres({
+      keepDataDir: true,
+      settings: {
+        max_connections: '123',
+        shared_buffers: '32MB',
+        max_logical_replication_workers: '6',
+        huge_pages: 'try',
+      },
+    });
     await source.query('CREATE TABLE pub_t (id int PRIMARY KEY)');
-    await source.query(`CREATE SUBSCRIPTION drill_sub CONNECTION 'host=127.0.0.1 port=${publisher.port} user=postgres dbname=postgres' PUBLICATION drill_pub WITH (create_slot = false, slot_name = 'drill_sub', copy_data = false)`);
+    await source.query(
+      `CREATE SUBSCRIPTION drill_sub CONNECTION 'host=127.0.0.1 port=${publisher.port} user=postgres dbname=postgres' PUBLICATION drill_pub WITH (create_slot = false, slot_name = 'drill_sub', copy_data = false)`,
+    );
     // The subscription works on the source: its apply worker holds the publisher's slot and applies a row.
     await publisher.query('INSERT INTO pub_t VALUES (1)');
-    await waitFor('the source to apply the publisher\'s row', async () => (await source!.query('SELECT 1 FROM pub_t')).length === 1, 60_000);
+    await waitFor(
+      "the source to apply the publisher's row",
+      async () => (await source!.query('SELECT 1 FROM pub_t')).length === 1,
+      60_000,
+    );
     assert.equal((await slot()).active, true);
     await source.stop();
     await waitFor('the slot to be released', async () => !(await slot()).active, 60_000);
@@ -619,7 +849,18 @@ describe('the throwaway server: nothing of the source reaches outside the copy',
       } finally {
         await server.stop();
       }`;
-    const names = ['shared_buffers', 'huge_pages', 'max_logical_replication_workers', 'max_sync_workers_per_subscription', 'cron.launch_active_jobs', 'archive_mode', 'listen_addresses', 'max_connections', 'max_worker_processes', 'max_wal_senders'];
+    const names = [
+      'shared_buffers',
+      'huge_pages',
+      'max_logical_replication_workers',
+      'max_sync_workers_per_subscription',
+      'cron.launch_active_jobs',
+      'archive_mode',
+      'listen_addresses',
+      'max_connections',
+      'max_worker_processes',
+      'max_wal_senders',
+    ];
     let activeSeen = false;
     let watching = true;
     const watch = (async () => {
@@ -630,8 +871,21 @@ describe('the throwaway server: nothing of the source reaches outside the copy',
     })();
     let out: { settings: Record<string, string>; workers: string[]; subs: { n: string; e: boolean }[]; rows: number };
     try {
-      const env = { ...process.env, PGFLEET_SCRATCH_TEST: JSON.stringify({ module: pathToFileURL(join(REPO_ROOT, 'packages/agent/dist/scratch-postgres.js')).href, pgdata: source.dataDir, runDir, binDir: pgBinDir(), major: 15, names }) };
-      const r = await runAsPostgres(process.execPath, ['--input-type=module', '-e', script], { env, timeoutMs: 90_000 });
+      const env = {
+        ...process.env,
+        PGFLEET_SCRATCH_TEST: JSON.stringify({
+          module: pathToFileURL(join(REPO_ROOT, 'packages/agent/dist/scratch-postgres.js')).href,
+          pgdata: source.dataDir,
+          runDir,
+          binDir: pgBinDir(),
+          major: 15,
+          names,
+        }),
+      };
+      const r = await runAsPostgres(process.execPath, ['--input-type=module', '-e', script], {
+        env,
+        timeoutMs: 90_000,
+      });
       out = JSON.parse(r.stdout) as typeof out;
     } finally {
       watching = false;

@@ -30,9 +30,28 @@ const HISTORY_DAYS = 100;
 const FIRST_REAL_LOG = 0xa;
 const RETENTION = { pitrWindowDays: 2, daily: 7, weekly: 4, monthly: 3, minFull: 1 };
 
-interface ClusterJson { name: string; agentConnected?: boolean; lastBackup?: { label: string; type: string }; nextJob?: { kind: string; time: string } }
-interface JobJson { id: string; kind: string; cluster: string; state: string; createdAt: string; error?: { code: string }; backup?: { label: string } }
-interface BackupJson { label: string; type: string; stopTime: string; walStart: string; walStop: string }
+interface ClusterJson {
+  name: string;
+  agentConnected?: boolean;
+  lastBackup?: { label: string; type: string };
+  nextJob?: { kind: string; time: string };
+}
+interface JobJson {
+  id: string;
+  kind: string;
+  cluster: string;
+  state: string;
+  createdAt: string;
+  error?: { code: string };
+  backup?: { label: string };
+}
+interface BackupJson {
+  label: string;
+  type: string;
+  stopTime: string;
+  walStart: string;
+  walStop: string;
+}
 
 const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, '0');
 /** Segment name on timeline 1 of absolute segment number `segno` (16 MiB segments: 256 per log). */
@@ -80,7 +99,8 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
   let seedDir: string;
   let scheduleSetAt = 0;
   const started: PgInstance[] = [];
-  const dbOf = (cluster: string): PgInstance => (cluster === 'c1' ? fleet.pg : fleet.members.find((m) => m.cluster === cluster)!.pg);
+  const dbOf = (cluster: string): PgInstance =>
+    cluster === 'c1' ? fleet.pg : fleet.members.find((m) => m.cluster === cluster)!.pg;
 
   async function cliJson<T>(...args: string[]): Promise<T> {
     const r = await fleet.cli(...args, '--output', 'json');
@@ -100,7 +120,12 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
   }
 
   async function idle(): Promise<void> {
-    await waitFor('every job to end', async () => (await jobs()).every((j) => /SUCCEEDED|FAILED|CANCELLED/.test(j.state)), 90_000, 500);
+    await waitFor(
+      'every job to end',
+      async () => (await jobs()).every((j) => /SUCCEEDED|FAILED|CANCELLED/.test(j.state)),
+      90_000,
+      500,
+    );
   }
 
   before(async () => {
@@ -109,9 +134,18 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
     const seed = await startPostgres({ keepDataDir: true });
     await seed.stop();
     seedDir = seed.dataDir;
-    await runAsPostgres(join(pgBinDir(), 'pg_resetwal'), ['-l', `00000001${hex8(FIRST_REAL_LOG)}00000000`, '-D', seedDir]);
+    await runAsPostgres(join(pgBinDir(), 'pg_resetwal'), [
+      '-l',
+      `00000001${hex8(FIRST_REAL_LOG)}00000000`,
+      '-D',
+      seedDir,
+    ]);
     // Every-minute schedules and a 1 s scheduler round; three backups may run at once on this one host.
-    fleet = await startFleet({ cluster: 'c1', pg: { dataDir: seedDir }, controllerArgs: ['--schedule-interval', '1', '--max-backups-per-host', '3', '--metrics-listen', '127.0.0.1:0'] });
+    fleet = await startFleet({
+      cluster: 'c1',
+      pg: { dataDir: seedDir },
+      controllerArgs: ['--schedule-interval', '1', '--max-backups-per-host', '3', '--metrics-listen', '127.0.0.1:0'],
+    });
     await fleet.addCluster('c2');
     await fleet.addCluster('c3');
     for (const c of CLUSTERS) {
@@ -133,10 +167,15 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
     const out = await apply('fleet-fast.yaml', 'fleet:\n  full: "* * * * *"\n  spread-minutes: 0\n');
     assert.match(out, /^fleet\s+full\s+-\s+\* \* \* \* \*$/m);
     // A schedule that never ran is due at once for its latest fire time.
-    const all = await waitFor('a scheduled backup of every cluster', async () => {
-      const list = await status();
-      return CLUSTERS.every((c) => list.find((x) => x.name === c)?.lastBackup) ? list : undefined;
-    }, 120_000, 500);
+    const all = await waitFor(
+      'a scheduled backup of every cluster',
+      async () => {
+        const list = await status();
+        return CLUSTERS.every((c) => list.find((x) => x.name === c)?.lastBackup) ? list : undefined;
+      },
+      120_000,
+      500,
+    );
     for (const c of CLUSTERS) {
       const s = all.find((x) => x.name === c)!;
       assert.equal(s.agentConnected, true, c);
@@ -145,7 +184,11 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
     }
     const table = await fleet.cli('status');
     assert.equal(table.code, 0, table.stderr);
-    for (const c of CLUSTERS) assert.match(table.stdout, new RegExp(`^${c}\\s+connected\\s+\\d{8}-\\d{6}F \\(full\\)\\s+\\S+\\s+\\S+\\s+ok\\s+full (in \\S+|due)`, 'm'));
+    for (const c of CLUSTERS)
+      assert.match(
+        table.stdout,
+        new RegExp(`^${c}\\s+connected\\s+\\d{8}-\\d{6}F \\(full\\)\\s+\\S+\\s+\\S+\\s+ok\\s+full (in \\S+|due)`, 'm'),
+      );
     // Started by the scheduler: nobody asked for a backup.
     const scheduled = (await jobs()).filter((j) => j.kind === 'backup');
     assert.deepEqual([...new Set(scheduled.map((j) => j.cluster))].sort(), CLUSTERS);
@@ -154,16 +197,26 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
   it('a controller restart keeps every job and runs no fire time twice', async () => {
     const before = await jobs();
     await fleet.restartController();
-    await waitFor('all three agents to reconnect', async () => {
-      const list = await status();
-      return CLUSTERS.every((c) => list.find((x) => x.name === c)?.agentConnected);
-    }, 60_000, 500);
+    await waitFor(
+      'all three agents to reconnect',
+      async () => {
+        const list = await status();
+        return CLUSTERS.every((c) => list.find((x) => x.name === c)?.agentConnected);
+      },
+      60_000,
+      500,
+    );
     // Jobs running across the restart are claimed by their agents and finish; none stays active.
     const unfinished = new Set(before.filter((j) => !/SUCCEEDED|FAILED|CANCELLED/.test(j.state)).map((j) => j.id));
-    await waitFor('jobs running across the restart to end', async () => {
-      const now = await jobs();
-      return now.every((j) => !unfinished.has(j.id) || /SUCCEEDED|FAILED|CANCELLED/.test(j.state)) ? true : undefined;
-    }, 120_000, 500);
+    await waitFor(
+      'jobs running across the restart to end',
+      async () => {
+        const now = await jobs();
+        return now.every((j) => !unfinished.has(j.id) || /SUCCEEDED|FAILED|CANCELLED/.test(j.state)) ? true : undefined;
+      },
+      120_000,
+      500,
+    );
     // A few scheduler rounds on the restarted controller.
     await new Promise((r) => setTimeout(r, 4000));
     const after = await jobs();
@@ -207,28 +260,59 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
       const stop = now - (HISTORY_DAYS - i) * DAY - 3_600_000;
       const segno = 0x100 + 3 * i; // walStart, walStop, then one segment only the PITR window needs
       const manifest: BackupManifest = {
-        ...template, label: backupLabel(new Date(stop - 600_000), 'full'), type: 'full', systemIdentifier: info.systemIdentifier,
-        startLsn: lsnOf(segno, 0x28), stopLsn: lsnOf(segno + 1, 0x100), startTime: new Date(stop - 600_000).toISOString(), stopTime: new Date(stop).toISOString(),
-        walStart: segment(segno), walStop: segment(segno + 1), directories: [], links: [], files: [], sizeBytes: 30 << 20, storedBytes: 3 << 20,
+        ...template,
+        label: backupLabel(new Date(stop - 600_000), 'full'),
+        type: 'full',
+        systemIdentifier: info.systemIdentifier,
+        startLsn: lsnOf(segno, 0x28),
+        stopLsn: lsnOf(segno + 1, 0x100),
+        startTime: new Date(stop - 600_000).toISOString(),
+        stopTime: new Date(stop).toISOString(),
+        walStart: segment(segno),
+        walStop: segment(segno + 1),
+        directories: [],
+        links: [],
+        files: [],
+        sizeBytes: 30 << 20,
+        storedBytes: 3 << 20,
       };
       delete manifest.priorLabel;
       await fleet.repo.writeManifest(manifest);
       for (const s of [segno, segno + 1, segno + 2]) {
         const content = Buffer.from(`generated WAL ${segment(s)}`);
         const name = segment(s);
-        await fleet.repo.driver.put(`c1/wal/${name.slice(0, 16)}/${name}-${createHash('sha256').update(content).digest('hex')}`, content);
+        await fleet.repo.driver.put(
+          `c1/wal/${name.slice(0, 16)}/${name}-${createHash('sha256').update(content).digest('hex')}`,
+          content,
+        );
       }
     }
     // Written by this (root) process: hand them to the agent's OS user, who expires them.
     await chownToPostgres(join(fleet.repoDir, 'c1'), { recursive: true });
     const rebuild = (...flags: string[]) =>
-      runNode(CONTROLLER_BIN, ['catalog', 'rebuild', '--catalog', join(fleet.dir, 'catalog.db'), '--repo-path', fleet.repoDir, '--cluster', 'c1', ...flags]);
+      runNode(CONTROLLER_BIN, [
+        'catalog',
+        'rebuild',
+        '--catalog',
+        join(fleet.dir, 'catalog.db'),
+        '--repo-path',
+        fleet.repoDir,
+        '--cluster',
+        'c1',
+        ...flags,
+      ]);
     const first = await rebuild();
     assert.equal(first.code, 0, first.stderr);
-    assert.match(first.stdout, new RegExp(`^  c1: ${HISTORY_DAYS + orphans} added, 0 updated, 0 removed, ${real.length} unchanged$`, 'm'));
+    assert.match(
+      first.stdout,
+      new RegExp(`^  c1: ${HISTORY_DAYS + orphans} added, 0 updated, 0 removed, ${real.length} unchanged$`, 'm'),
+    );
     const second = await rebuild('--dry-run');
     assert.equal(second.code, 0, second.stderr);
-    assert.match(second.stdout, new RegExp(`^  c1: 0 added, 0 updated, 0 removed, ${HISTORY_DAYS + orphans + real.length} unchanged$`, 'm'));
+    assert.match(
+      second.stdout,
+      new RegExp(`^  c1: 0 added, 0 updated, 0 removed, ${HISTORY_DAYS + orphans + real.length} unchanged$`, 'm'),
+    );
     assert.equal((await backups('c1')).length, HISTORY_DAYS + orphans + real.length);
   });
 
@@ -237,18 +321,37 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
     const walBefore = new Set<string>();
     for await (const w of fleet.repo.listWal('c1')) if (/^[0-9A-F]{24}$/.test(w.name)) walBefore.add(w.name);
     const { keep, anchor } = expectedKeep(all, Date.now());
-    assert.ok(keep.size > RETENTION.daily && keep.size < all.length / 2, `a real mix: keep ${keep.size} of ${all.length}`);
+    assert.ok(
+      keep.size > RETENTION.daily && keep.size < all.length / 2,
+      `a real mix: keep ${keep.size} of ${all.length}`,
+    );
 
     // Retention set for c1 only: the scheduler plans it on its next round and starts the expire job.
-    await apply('fleet-retention.yaml', [
-      'fleet:', '  full: "0 0 1 1 *"', '  spread-minutes: 0',
-      'clusters:', '  c1:', ...Object.entries({ 'pitr-window-days': 2, daily: 7, weekly: 4, monthly: 3, 'min-full': 1 }).map(([k, v]) => `    ${k}: ${v}`), '',
-    ].join('\n'));
-    const expire = await waitFor('the scheduled expire job of c1', async () => {
-      const j = (await jobs()).find((x) => x.kind === 'expire' && x.cluster === 'c1');
-      if (j && /FAILED|CANCELLED/.test(j.state)) throw new Error(`expire job ${j.id} ${j.state}: ${await fleet.logs()}`);
-      return j?.state === 'JOB_STATE_SUCCEEDED' ? j : undefined;
-    }, 90_000, 500);
+    await apply(
+      'fleet-retention.yaml',
+      [
+        'fleet:',
+        '  full: "0 0 1 1 *"',
+        '  spread-minutes: 0',
+        'clusters:',
+        '  c1:',
+        ...Object.entries({ 'pitr-window-days': 2, daily: 7, weekly: 4, monthly: 3, 'min-full': 1 }).map(
+          ([k, v]) => `    ${k}: ${v}`,
+        ),
+        '',
+      ].join('\n'),
+    );
+    const expire = await waitFor(
+      'the scheduled expire job of c1',
+      async () => {
+        const j = (await jobs()).find((x) => x.kind === 'expire' && x.cluster === 'c1');
+        if (j && /FAILED|CANCELLED/.test(j.state))
+          throw new Error(`expire job ${j.id} ${j.state}: ${await fleet.logs()}`);
+        return j?.state === 'JOB_STATE_SUCCEEDED' ? j : undefined;
+      },
+      90_000,
+      500,
+    );
     assert.ok(expire);
 
     const left = (await backups('c1')).map((b) => b.label).sort();
@@ -258,21 +361,31 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
     // WAL: from the PITR anchor's first segment on everything stays; before it, exactly the
     // segments that make each kept long-term backup consistent.
     const keptRanges = all.filter((b) => keep.has(b.label) && position(b.walStart) < position(anchor.walStart));
-    const needed = (seg: string) => position(seg) >= position(anchor.walStart) || keptRanges.some((b) => position(seg) >= position(b.walStart) && position(seg) <= position(b.walStop));
+    const needed = (seg: string) =>
+      position(seg) >= position(anchor.walStart) ||
+      keptRanges.some((b) => position(seg) >= position(b.walStart) && position(seg) <= position(b.walStop));
     const walAfter = new Set<string>();
     for await (const w of fleet.repo.listWal('c1')) if (/^[0-9A-F]{24}$/.test(w.name)) walAfter.add(w.name);
     // (c1 may archive new segments meanwhile: compare the generated ones exactly, the real ones as kept.)
-    const generated = (names: Iterable<string>) => [...names].filter((s) => parseInt(s.slice(8, 16), 16) < FIRST_REAL_LOG).sort();
+    const generated = (names: Iterable<string>) =>
+      [...names].filter((s) => parseInt(s.slice(8, 16), 16) < FIRST_REAL_LOG).sort();
     const expectedLeft = generated(walBefore).filter(needed);
     assert.deepEqual(generated(walAfter), expectedLeft);
-    assert.ok(generated(walBefore).length - expectedLeft.length > HISTORY_DAYS, `${generated(walBefore).length - expectedLeft.length} WAL segments expired`);
-    assert.ok([...walBefore].filter((s) => parseInt(s.slice(8, 16), 16) >= FIRST_REAL_LOG).every((s) => walAfter.has(s)), 'every real segment stays');
+    assert.ok(
+      generated(walBefore).length - expectedLeft.length > HISTORY_DAYS,
+      `${generated(walBefore).length - expectedLeft.length} WAL segments expired`,
+    );
+    assert.ok(
+      [...walBefore].filter((s) => parseInt(s.slice(8, 16), 16) >= FIRST_REAL_LOG).every((s) => walAfter.has(s)),
+      'every real segment stays',
+    );
 
     // Nothing more to do: the plan now keeps everything.
     const plan = await cliJson<{ backups: { keep: boolean }[] }>('retention', 'plan', 'c1');
     assert.ok(plan.backups.every((b) => b.keep));
     // Clusters without a retention policy keep all their backups.
-    for (const c of ['c2', 'c3']) assert.equal((await jobs()).filter((j) => j.kind === 'expire' && j.cluster === c).length, 0);
+    for (const c of ['c2', 'c3'])
+      assert.equal((await jobs()).filter((j) => j.kind === 'expire' && j.cluster === c).length, 0);
   });
 
   it('PITR inside the window restores exactly the rows committed before the target', async () => {
@@ -280,7 +393,11 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
     await db.query(`INSERT INTO items SELECT g, 'before T ' || g FROM generate_series(501, 700) g`);
     await db.query(`UPDATE items SET note = 'changed' WHERE id <= 20`);
     const expected = await db.query<{ id: number; note: string }>('SELECT id, note FROM items ORDER BY id');
-    const target = (await db.query<{ t: string }>(`SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`))[0]!.t;
+    const target = (
+      await db.query<{ t: string }>(
+        `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
+      )
+    )[0]!.t;
     await new Promise((r) => setTimeout(r, 50));
     await db.query('DELETE FROM items WHERE id > 100');
     await fleet.switchAndArchive();

@@ -15,7 +15,18 @@ import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openRepository, parseRepositoryUrl, type Repository } from '@pgfleet/storage';
-import { chownToPostgres, freePort, makeTempDir, pgEnvForChild, removeDir, startPostgres, startS3, type PgInstance, type PgInstanceOptions, type S3Server } from '@pgfleet/testkit';
+import {
+  chownToPostgres,
+  freePort,
+  makeTempDir,
+  pgEnvForChild,
+  removeDir,
+  startPostgres,
+  startS3,
+  type PgInstance,
+  type PgInstanceOptions,
+  type S3Server,
+} from '@pgfleet/testkit';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const AGENT_BIN = join(REPO_ROOT, 'packages/agent/dist/bin.js');
@@ -29,7 +40,11 @@ export interface RunResult {
 }
 
 /** Runs a command to completion (as the postgres user when `asPg`), never throwing on exit codes. */
-export function runNode(script: string, args: string[], opts: { asPg?: boolean; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+export function runNode(
+  script: string,
+  args: string[],
+  opts: { asPg?: boolean; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [script, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -63,7 +78,10 @@ export interface Daemon {
 
 export function startDaemon(script: string, args: string[], logFile: string, opts: { asPg?: boolean } = {}): Daemon {
   const out = createWriteStream(logFile);
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.asPg ? pgEnvForChild() : {}) });
+  const child = spawn(process.execPath, [script, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(opts.asPg ? pgEnvForChild() : {}),
+  });
   child.stdout!.pipe(out, { end: false });
   child.stderr!.pipe(out, { end: false });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
@@ -89,7 +107,12 @@ export function startDaemon(script: string, args: string[], logFile: string, opt
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000, intervalMs = 250): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 60_000,
+  intervalMs = 250,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastErr: unknown;
   while (Date.now() < deadline) {
@@ -174,7 +197,9 @@ export interface FleetOptions {
 }
 
 /** The kinds every repository-dependent scenario runs on (`PGFLEET_E2E_REPOS=posix` narrows it). */
-export const REPOSITORY_KINDS: ('posix' | 's3')[] = (process.env.PGFLEET_E2E_REPOS ?? 'posix,s3').split(',').filter((k): k is 'posix' | 's3' => k === 'posix' || k === 's3');
+export const REPOSITORY_KINDS: ('posix' | 's3')[] = (process.env.PGFLEET_E2E_REPOS ?? 'posix,s3')
+  .split(',')
+  .filter((k): k is 'posix' | 's3' => k === 'posix' || k === 's3');
 
 const BUCKET = 'pgfleet';
 
@@ -196,7 +221,13 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     // it holds the credentials, so only the postgres user may read it.
     const config = join(dir, 'agent.yaml');
     const repos = kind === 's3' ? { repo: bucketUrl } : { repo: repoDir, repo2: bucketUrl };
-    await writeFile(config, `${Object.entries({ ...repos, 's3-access-key-id': s3.accessKeyId, 's3-secret-access-key': s3.secretAccessKey }).map(([k, v]) => `${k}: "${v}"`).join('\n')}\n`, { mode: 0o600 });
+    await writeFile(
+      config,
+      `${Object.entries({ ...repos, 's3-access-key-id': s3.accessKeyId, 's3-secret-access-key': s3.secretAccessKey })
+        .map(([k, v]) => `${k}: "${v}"`)
+        .join('\n')}\n`,
+      { mode: 0o600 },
+    );
     await chownToPostgres(config);
     await chmod(config, 0o600);
     agentRepoArgs = ['--config', config];
@@ -211,26 +242,66 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   const spawnAgent = (name: string, db: PgInstance, extraArgs: string[]): Daemon =>
     startDaemon(
       AGENT_BIN,
-      ['run', '--controller', controllerAddress, '--cluster', name, '--pgdata', db.dataDir, '--pg-host', '127.0.0.1', '--pg-port', String(db.port), ...agentRepoArgs, '--archive-timeout', '60', ...extraArgs],
+      [
+        'run',
+        '--controller',
+        controllerAddress,
+        '--cluster',
+        name,
+        '--pgdata',
+        db.dataDir,
+        '--pg-host',
+        '127.0.0.1',
+        '--pg-port',
+        String(db.port),
+        ...agentRepoArgs,
+        '--archive-timeout',
+        '60',
+        ...extraArgs,
+      ],
       join(dir, `agent-${name}-${Date.now()}.log`),
       { asPg: true },
     );
   const connectedAgent = async (name: string, agent: Daemon): Promise<void> => {
     await waitFor(`agent of ${name} to connect`, async () => {
-      if (agent.child.exitCode !== null) throw new Error(`agent exited with ${agent.child.exitCode}: ${await agent.log()}`);
+      if (agent.child.exitCode !== null)
+        throw new Error(`agent exited with ${agent.child.exitCode}: ${await agent.log()}`);
       const r = await fleet.cli('clusters', '--output', 'json');
-      return r.code === 0 && (JSON.parse(r.stdout) as { name: string; agentConnected?: boolean }[]).some((c) => c.name === name && c.agentConnected === true);
+      return (
+        r.code === 0 &&
+        (JSON.parse(r.stdout) as { name: string; agentConnected?: boolean }[]).some(
+          (c) => c.name === name && c.agentConnected === true,
+        )
+      );
     });
   };
-  const repo = await openRepository(repoUrls.map((u) => parseRepositoryUrl(u)), credentials);
-  const repoMembers = repoUrls.length === 1 ? [repo] : await Promise.all(repoUrls.map((u) => openRepository([parseRepositoryUrl(u)], credentials)));
+  const repo = await openRepository(
+    repoUrls.map((u) => parseRepositoryUrl(u)),
+    credentials,
+  );
+  const repoMembers =
+    repoUrls.length === 1
+      ? [repo]
+      : await Promise.all(repoUrls.map((u) => openRepository([parseRepositoryUrl(u)], credentials)));
   const pg = await startPostgres({
     ...(archive ? { archiveCommand: agentCommand(`wal-push "%p" ${walArgs}`) } : {}),
     ...opts.pg,
   });
   const port = await freePort();
   const controllerAddress = `127.0.0.1:${port}`;
-  const controllerArgs = ['run', '--listen', controllerAddress, '--catalog', join(dir, 'catalog.db'), ...controllerRepoArgs, '--heartbeat-interval', '1', '--job-reclaim-grace', '5', ...(opts.controllerArgs ?? [])];
+  const controllerArgs = [
+    'run',
+    '--listen',
+    controllerAddress,
+    '--catalog',
+    join(dir, 'catalog.db'),
+    ...controllerRepoArgs,
+    '--heartbeat-interval',
+    '1',
+    '--job-reclaim-grace',
+    '5',
+    ...(opts.controllerArgs ?? []),
+  ];
   let controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, 'controller.log'));
   const fleet: Fleet = {
     cluster,
@@ -247,7 +318,8 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     controller,
     agent: undefined,
     // The controller address goes by environment (PGFLEET_CONTROLLER) to keep call sites short.
-    cli: (...args: string[]) => runNode(CLI_BIN, args, { env: { PGFLEET_CONTROLLER: controllerAddress, ...opts.cliEnv } }),
+    cli: (...args: string[]) =>
+      runNode(CLI_BIN, args, { env: { PGFLEET_CONTROLLER: controllerAddress, ...opts.cliEnv } }),
     async startAgent(extraArgs: string[] = [], db: PgInstance = pg) {
       const agent = spawnAgent(cluster, db, extraArgs);
       fleet.agent = agent;
@@ -260,15 +332,25 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       const agent = spawnAgent(cluster, db, ['--agent-id', agentId, ...extraArgs]);
       fleet.hostAgents.push({ agentId, agent });
       await waitFor(`agent ${agentId} of ${cluster} to connect`, async () => {
-        if (agent.child.exitCode !== null) throw new Error(`agent ${agentId} exited with ${agent.child.exitCode}: ${await agent.log()}`);
+        if (agent.child.exitCode !== null)
+          throw new Error(`agent ${agentId} exited with ${agent.child.exitCode}: ${await agent.log()}`);
         const r = await fleet.cli('clusters', '--output', 'json');
-        const list = r.code === 0 ? (JSON.parse(r.stdout) as { name: string; hosts?: { agentId: string; connected?: boolean }[] }[]) : [];
-        return list.find((c) => c.name === cluster)?.hosts?.some((h) => h.agentId === agentId && h.connected === true) ?? false;
+        const list =
+          r.code === 0
+            ? (JSON.parse(r.stdout) as { name: string; hosts?: { agentId: string; connected?: boolean }[] }[])
+            : [];
+        return (
+          list.find((c) => c.name === cluster)?.hosts?.some((h) => h.agentId === agentId && h.connected === true) ??
+          false
+        );
       });
       return agent;
     },
     async addCluster(name: string, more: { pg?: PgInstanceOptions } = {}) {
-      const db = await startPostgres({ ...(archive ? { archiveCommand: agentCommand(`wal-push "%p" ${walArgsOf(name)}`) } : {}), ...more.pg });
+      const db = await startPostgres({
+        ...(archive ? { archiveCommand: agentCommand(`wal-push "%p" ${walArgsOf(name)}`) } : {}),
+        ...more.pg,
+      });
       const member: FleetMember = { cluster: name, pg: db, agent: spawnAgent(name, db, []) };
       fleet.members.push(member);
       await connectedAgent(name, member.agent);
@@ -305,13 +387,18 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       await removeDir(dir);
     },
     async logs() {
-      const members = await Promise.all(fleet.members.map(async (m) => `\n--- agent of ${m.cluster}\n${await m.agent.log()}`));
-      const hosts = await Promise.all(fleet.hostAgents.map(async (h) => `\n--- agent ${h.agentId}\n${await h.agent.log()}`));
+      const members = await Promise.all(
+        fleet.members.map(async (m) => `\n--- agent of ${m.cluster}\n${await m.agent.log()}`),
+      );
+      const hosts = await Promise.all(
+        fleet.hostAgents.map(async (h) => `\n--- agent ${h.agentId}\n${await h.agent.log()}`),
+      );
       return `--- controller\n${await fleet.controller.log()}\n--- agent\n${(await fleet.agent?.log()) ?? ''}${hosts.join('')}${members.join('')}\n--- postgres\n${await pg.log()}`;
     },
   };
   await waitFor('controller to listen', async () => {
-    if (controller.child.exitCode !== null) throw new Error(`controller exited with ${controller.child.exitCode}: ${await controller.log()}`);
+    if (controller.child.exitCode !== null)
+      throw new Error(`controller exited with ${controller.child.exitCode}: ${await controller.log()}`);
     return (await fleet.cli('clusters')).code === 0;
   });
   if (opts.startAgent ?? true) await fleet.startAgent();

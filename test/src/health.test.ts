@@ -21,8 +21,18 @@ import { AGENT_BIN, startDaemon, startFleet, waitFor, type Daemon, type Fleet } 
 const CLUSTER = 'hlt';
 const MiB = 1024 * 1024;
 
-interface EventJson { id: string; time: string; cluster: string; kind: string; [payload: string]: unknown }
-interface Received { subject: string; encoding: string | undefined; body: EventJson }
+interface EventJson {
+  id: string;
+  time: string;
+  cluster: string;
+  kind: string;
+  [payload: string]: unknown;
+}
+interface Received {
+  subject: string;
+  encoding: string | undefined;
+  body: EventJson;
+}
 
 /** The payload field of a kind, as docs/events.md names it: backup.completed -> backupCompleted. */
 const payloadField = (kind: string) => kind.replace(/[._]([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -41,12 +51,28 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
     fleet = await startFleet({
       cluster: CLUSTER,
       // An hour: any RPO event below comes from the cluster's policy.
-      controllerArgs: ['--nats-url', nats.url, '--rpo-threshold', '3600', '--health-interval', '1', '--metrics-listen', `127.0.0.1:${metricsPort}`, '--schedule-interval', '3600'],
+      controllerArgs: [
+        '--nats-url',
+        nats.url,
+        '--rpo-threshold',
+        '3600',
+        '--health-interval',
+        '1',
+        '--metrics-listen',
+        `127.0.0.1:${metricsPort}`,
+        '--schedule-interval',
+        '3600',
+      ],
     });
     nc = await connect({ servers: nats.url, timeout: 5000, maxReconnectAttempts: -1 });
     const sub = nc.subscribe(`pgfleet.events.${CLUSTER}.>`);
     void (async () => {
-      for await (const m of sub) received.push({ subject: m.subject, encoding: m.headers?.get('pgfleet-encoding'), body: JSON.parse(m.string()) as EventJson });
+      for await (const m of sub)
+        received.push({
+          subject: m.subject,
+          encoding: m.headers?.get('pgfleet-encoding'),
+          body: JSON.parse(m.string()) as EventJson,
+        });
     })().catch(() => undefined);
     await nc.flush();
     await fleet.pg.query('CREATE TABLE t (id serial PRIMARY KEY, filler text)');
@@ -83,16 +109,25 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
     return body[payloadField(body.kind)] as Record<string, unknown>;
   }
 
-  it('the cluster\'s own RPO threshold (pgfleet policy set --rpo-threshold) decides rpo.breached and rpo.recovered', async () => {
+  it("the cluster's own RPO threshold (pgfleet policy set --rpo-threshold) decides rpo.breached and rpo.recovered", async () => {
     const set = await fleet.cli('policy', 'set', CLUSTER, '--rpo-threshold', '2');
     assert.equal(set.code, 0, `${set.stdout}\n${set.stderr}`);
     const mark = received.length;
     // WAL past the last archived segment, not switched: the RPO grows from the last archive time.
     await write();
-    const breach = await waitFor('rpo.breached', async () => eventsOf('rpo.breached', mark)[0], 30_000).catch(async (err: Error) => {
-      throw new Error(`${err.message}\nreceived: ${received.map((r) => r.body.kind).join(', ')}\n${(await fleet.logs()).slice(-5000)}`);
-    });
-    const b = assertDocumentedShape(breach) as { rpoSeconds: number; thresholdSeconds: number; lastArchivedWal: string; lastArchivedTime: string };
+    const breach = await waitFor('rpo.breached', async () => eventsOf('rpo.breached', mark)[0], 30_000).catch(
+      async (err: Error) => {
+        throw new Error(
+          `${err.message}\nreceived: ${received.map((r) => r.body.kind).join(', ')}\n${(await fleet.logs()).slice(-5000)}`,
+        );
+      },
+    );
+    const b = assertDocumentedShape(breach) as {
+      rpoSeconds: number;
+      thresholdSeconds: number;
+      lastArchivedWal: string;
+      lastArchivedTime: string;
+    };
     assert.equal(b.thresholdSeconds, 2);
     assert.ok(b.rpoSeconds > 2 && b.rpoSeconds < 60, `rpoSeconds ${b.rpoSeconds}`);
     assert.match(b.lastArchivedWal, /^[0-9A-F]{24}$/);
@@ -101,7 +136,11 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
 
     await fleet.switchAndArchive();
     const recovered = await waitFor('rpo.recovered', async () => eventsOf('rpo.recovered', mark)[0], 30_000);
-    const r = assertDocumentedShape(recovered) as { rpoSeconds?: number; thresholdSeconds: number; breachedSeconds: number };
+    const r = assertDocumentedShape(recovered) as {
+      rpoSeconds?: number;
+      thresholdSeconds: number;
+      breachedSeconds: number;
+    };
     assert.equal(r.thresholdSeconds, 2);
     assert.ok((r.rpoSeconds ?? 0) <= 2, `rpoSeconds ${r.rpoSeconds}`);
     assert.ok(r.breachedSeconds > 0);
@@ -132,11 +171,24 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
         assert.equal(v.code, 6, `verify finds the gap (exit 6):\n${v.stdout}\n${v.stderr}`);
       }
       const gap = await waitFor('wal.gap_detected', async () => eventsOf('wal.gap_detected', mark)[0], 20_000);
-      const g = assertDocumentedShape(gap) as { timeline: number; firstMissingWal: string; lastMissingWal: string; missingSegments: string; affectedBackupLabels?: string[] };
-      assert.deepEqual(g, { timeline: 1, firstMissingWal: missing, lastMissingWal: missing, missingSegments: '1' }, 'after the backup\'s own WAL: no backup affected, the list left out');
+      const g = assertDocumentedShape(gap) as {
+        timeline: number;
+        firstMissingWal: string;
+        lastMissingWal: string;
+        missingSegments: string;
+        affectedBackupLabels?: string[];
+      };
+      assert.deepEqual(
+        g,
+        { timeline: 1, firstMissingWal: missing, lastMissingWal: missing, missingSegments: '1' },
+        "after the backup's own WAL: no backup affected, the list left out",
+      );
       // Both verify jobs' events are on the bus by now (their own completion is reported after the gap).
       const listed = await fleet.cli('events', '--cluster', CLUSTER, '--output', 'json', '--limit', '1000');
-      const kinds = listed.stdout.trim().split('\n').map((l) => (JSON.parse(l) as EventJson).kind);
+      const kinds = listed.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as EventJson).kind);
       assert.equal(kinds.filter((k) => k === 'wal.gap_detected').length, 1, kinds.join(', '));
       assert.equal(eventsOf('wal.gap_detected', mark).length, 1);
       assert.equal(metric(await scrape(), `pgfleet_health_breached{cluster="${CLUSTER}",condition="wal_gap"}`), 1);
@@ -156,13 +208,22 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
       await write();
       await fleet.switchAndArchive();
     }
-    const text = await waitFor('WAL health in /metrics', async () => {
-      const t = await scrape();
-      const active = metric(t, `pgfleet_wal_slot_active{cluster="${CLUSTER}",slot="${slot}",wal_status="reserved"}`);
-      // The restarted stream first catches up from the slot's restart point; judge it once it has.
-      const lag = metric(t, `pgfleet_wal_stream_lag_bytes{cluster="${CLUSTER}"}`);
-      return active === 1 && lag !== undefined && lag < 16 * MiB && (metric(t, `pgfleet_wal_archived_bytes_total{cluster="${CLUSTER}"}`) ?? 0) > 0 ? t : undefined;
-    }, 60_000).catch(async (err: Error) => {
+    const text = await waitFor(
+      'WAL health in /metrics',
+      async () => {
+        const t = await scrape();
+        const active = metric(t, `pgfleet_wal_slot_active{cluster="${CLUSTER}",slot="${slot}",wal_status="reserved"}`);
+        // The restarted stream first catches up from the slot's restart point; judge it once it has.
+        const lag = metric(t, `pgfleet_wal_stream_lag_bytes{cluster="${CLUSTER}"}`);
+        return active === 1 &&
+          lag !== undefined &&
+          lag < 16 * MiB &&
+          (metric(t, `pgfleet_wal_archived_bytes_total{cluster="${CLUSTER}"}`) ?? 0) > 0
+          ? t
+          : undefined;
+      },
+      60_000,
+    ).catch(async (err: Error) => {
       throw new Error(`${err.message}\n${await scrape()}\n${(await fleet.logs()).slice(-5000)}`);
     });
     const value = (series: string) => {
@@ -173,7 +234,10 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
     // Archived bytes count whole segments; the agent restarted, so only what it stored since then.
     const archivedBytes = value(`pgfleet_wal_archived_bytes_total{cluster="${CLUSTER}"}`);
     const archivedSegments = value(`pgfleet_wal_archived_segments_total{cluster="${CLUSTER}"}`);
-    assert.ok(archivedSegments >= 1 && archivedBytes === archivedSegments * 16 * MiB, `${archivedSegments} segments, ${archivedBytes} bytes`);
+    assert.ok(
+      archivedSegments >= 1 && archivedBytes === archivedSegments * 16 * MiB,
+      `${archivedSegments} segments, ${archivedBytes} bytes`,
+    );
     // pg_wal's filesystem as this test sees it (free space moves a little meanwhile).
     const fs = await statfs(join(fleet.pg.dataDir, 'pg_wal'));
     const free = value(`pgfleet_pg_wal_free_bytes{cluster="${CLUSTER}"}`);
@@ -181,13 +245,18 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
     assert.equal(value(`pgfleet_pg_wal_filesystem_bytes{cluster="${CLUSTER}"}`), fs.blocks * fs.bsize);
     const [waldir] = await fleet.pg.query<{ bytes: string }>('SELECT sum(size)::text AS bytes FROM pg_ls_waldir()');
     const walBytes = value(`pgfleet_pg_wal_bytes{cluster="${CLUSTER}"}`);
-    assert.ok(walBytes >= 16 * MiB && Math.abs(walBytes - Number(waldir!.bytes)) <= 8 * 16 * MiB, `pg_wal ${walBytes} vs ${waldir!.bytes}`);
+    assert.ok(
+      walBytes >= 16 * MiB && Math.abs(walBytes - Number(waldir!.bytes)) <= 8 * 16 * MiB,
+      `pg_wal ${walBytes} vs ${waldir!.bytes}`,
+    );
     // The stream keeps up: the slot holds back less than a few segments, the lag is small.
     assert.ok(value(`pgfleet_wal_slot_retained_bytes{cluster="${CLUSTER}",slot="${slot}"}`) < 4 * 16 * MiB);
     assert.ok(value(`pgfleet_wal_stream_lag_bytes{cluster="${CLUSTER}"}`) < 16 * MiB);
     assert.ok(value(`pgfleet_wal_stream_lag_seconds{cluster="${CLUSTER}"}`) < 5);
-    t.diagnostic(`pg_wal ${walBytes} B (pg_ls_waldir ${waldir!.bytes}), free ${free} of ${fs.blocks * fs.bsize} B; archived ${archivedSegments} segments; ` +
-      `slot retains ${value(`pgfleet_wal_slot_retained_bytes{cluster="${CLUSTER}",slot="${slot}"}`)} B; lag ${value(`pgfleet_wal_stream_lag_bytes{cluster="${CLUSTER}"}`)} B / ${value(`pgfleet_wal_stream_lag_seconds{cluster="${CLUSTER}"}`)} s`);
+    t.diagnostic(
+      `pg_wal ${walBytes} B (pg_ls_waldir ${waldir!.bytes}), free ${free} of ${fs.blocks * fs.bsize} B; archived ${archivedSegments} segments; ` +
+        `slot retains ${value(`pgfleet_wal_slot_retained_bytes{cluster="${CLUSTER}",slot="${slot}"}`)} B; lag ${value(`pgfleet_wal_stream_lag_bytes{cluster="${CLUSTER}"}`)} B / ${value(`pgfleet_wal_stream_lag_seconds{cluster="${CLUSTER}"}`)} s`,
+    );
   });
 
   it('an agent whose role lacks pg_monitor (no pg_ls_waldir) still measures pg_wal', async () => {
@@ -196,14 +265,34 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
     // A second agent on the same PostgreSQL, under another cluster name, without a repository: heartbeats only.
     limitedAgent = startDaemon(
       AGENT_BIN,
-      ['run', '--controller', fleet.controllerAddress, '--cluster', other, '--pgdata', fleet.pg.dataDir, '--pg-host', '127.0.0.1', '--pg-port', String(fleet.pg.port), '--pg-user', 'hlt_monitorless', '--socket', join(fleet.dir, 'limited.sock')],
+      [
+        'run',
+        '--controller',
+        fleet.controllerAddress,
+        '--cluster',
+        other,
+        '--pgdata',
+        fleet.pg.dataDir,
+        '--pg-host',
+        '127.0.0.1',
+        '--pg-port',
+        String(fleet.pg.port),
+        '--pg-user',
+        'hlt_monitorless',
+        '--socket',
+        join(fleet.dir, 'limited.sock'),
+      ],
       join(fleet.dir, 'agent-limited.log'),
       { asPg: true },
     );
-    const walBytes = await waitFor('the limited agent\'s pg_wal figures', async () => {
-      if (limitedAgent!.child.exitCode !== null) throw new Error(`agent exited: ${await limitedAgent!.log()}`);
-      return metric(await scrape(), `pgfleet_pg_wal_bytes{cluster="${other}"}`);
-    }, 30_000);
+    const walBytes = await waitFor(
+      "the limited agent's pg_wal figures",
+      async () => {
+        if (limitedAgent!.child.exitCode !== null) throw new Error(`agent exited: ${await limitedAgent!.log()}`);
+        return metric(await scrape(), `pgfleet_pg_wal_bytes{cluster="${other}"}`);
+      },
+      30_000,
+    );
     assert.ok(walBytes >= 16 * MiB, `pg_wal ${walBytes}`);
     assert.ok((metric(await scrape(), `pgfleet_pg_wal_free_bytes{cluster="${other}"}`) ?? 0) > 0);
     assert.match(await limitedAgent.log(), /pg_ls_waldir\(\) is not allowed for this role/);

@@ -36,7 +36,11 @@ describe('backup -> DELETE without WHERE -> PITR restore', { timeout: 600_000 },
     await pg.query(`UPDATE orders SET note = 'changed' WHERE id <= 10`);
     rowsAtT = await orders(pg);
     // T is read from the server's clock after the commits above, so every one of them is before T.
-    targetTime = (await pg.query<{ t: string }>(`SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`))[0]!.t;
+    targetTime = (
+      await pg.query<{ t: string }>(
+        `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
+      )
+    )[0]!.t;
     await new Promise((r) => setTimeout(r, 50));
 
     await pg.query(`INSERT INTO orders SELECT g, 'after T ' || g FROM generate_series(1501, 1600) g`);

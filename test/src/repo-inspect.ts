@@ -31,7 +31,17 @@ export async function assertRepoSegmentsSound(repo: Repository, cluster: string)
     assert.equal(stored.get(w.name)?.length, 1, `${w.name} stored once`);
     const hash = createHash('sha256');
     let size = 0;
-    await pipeline(await repo.driver.get(w.key), decompressor(w.codec), new Writable({ write(c: Buffer, _e, cb) { hash.update(c); size += c.length; cb(); } }));
+    await pipeline(
+      await repo.driver.get(w.key),
+      decompressor(w.codec),
+      new Writable({
+        write(c: Buffer, _e, cb) {
+          hash.update(c);
+          size += c.length;
+          cb();
+        },
+      }),
+    );
     assert.equal(size, SEG, `${w.name} is a full segment`);
     assert.equal(hash.digest('hex'), w.sha256, `${w.name} matches its checksum`);
     n++;

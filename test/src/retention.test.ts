@@ -11,8 +11,17 @@ import { join } from 'node:path';
 import { startPostgres, type PgInstance } from '@pgfleet/testkit';
 import { startFleet, waitFor, type Fleet } from './harness.js';
 
-interface BackupJson { label: string; walStart: string; walStop: string; type: string }
-interface DecisionJson { label: string; keep: boolean; reasons: string[] }
+interface BackupJson {
+  label: string;
+  walStart: string;
+  walStop: string;
+  type: string;
+}
+interface DecisionJson {
+  label: string;
+  keep: boolean;
+  reasons: string[];
+}
 
 type Item = { id: number; note: string };
 const items = (pg: PgInstance) => pg.query<Item>('SELECT id, note FROM items ORDER BY id');
@@ -49,7 +58,9 @@ describe('retention: plan, apply, and PITR from what is left', { timeout: 300_00
     fleet = await startFleet({ cluster: 'ret', controllerArgs: ['--schedule-interval', '3600'] });
     await fleet.pg.query('CREATE TABLE items (id int PRIMARY KEY, note text NOT NULL)');
     for (let i = 1; i <= 4; i++) {
-      await fleet.pg.query(`INSERT INTO items SELECT g, 'batch ${i}' FROM generate_series(${i * 100}, ${i * 100 + 49}) g`);
+      await fleet.pg.query(
+        `INSERT INTO items SELECT g, 'batch ${i}' FROM generate_series(${i * 100}, ${i * 100 + 49}) g`,
+      );
       const r = await fleet.cli('backup', 'ret', '--wait');
       assert.equal(r.code, 0, `backup ${i} failed:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
       // Some WAL between backups, so that each backup has segments of its own.
@@ -96,7 +107,10 @@ describe('retention: plan, apply, and PITR from what is left', { timeout: 300_00
     const r = await fleet.cli('retention', 'plan', 'ret', '--output', 'json');
     assert.equal(r.code, 0, r.stderr);
     const plan = JSON.parse(r.stdout) as { backups: DecisionJson[]; walKeepFrom: string; anchorLabel: string };
-    assert.deepEqual(plan.backups.map((b) => [b.label, b.keep]), backups.map((b, i) => [b.label, i >= 2]));
+    assert.deepEqual(
+      plan.backups.map((b) => [b.label, b.keep]),
+      backups.map((b, i) => [b.label, i >= 2]),
+    );
     assert.deepEqual(plan.backups[0]!.reasons, ['outside-retention']);
     assert.ok(plan.backups[2]!.reasons.includes('min-full'), plan.backups[2]!.reasons.join());
     assert.ok(plan.backups[3]!.reasons.includes('pitr-window'), plan.backups[3]!.reasons.join());
@@ -115,23 +129,39 @@ describe('retention: plan, apply, and PITR from what is left', { timeout: 300_00
     assert.equal(r.code, 0, `apply failed:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
     assert.match(r.stdout, /expired 2 backup\(s\)/);
     const left = await backupsOf(fleet);
-    assert.deepEqual(left.map((b) => b.label), [backups[2]!.label, backups[3]!.label]);
+    assert.deepEqual(
+      left.map((b) => b.label),
+      [backups[2]!.label, backups[3]!.label],
+    );
     const dirs = (await readdir(join(fleet.repoDir, 'ret', 'backup'))).sort();
     assert.deepEqual(dirs, [backups[2]!.label, backups[3]!.label].sort());
 
     const after = await archivedSegments(fleet);
     const [, , longTerm, anchor] = backups as [BackupJson, BackupJson, BackupJson, BackupJson];
     // Before the oldest kept backup: gone.
-    assert.deepEqual(after.filter((s) => pos(s) < pos(longTerm.walStart)), []);
-    assert.ok(before.some((s) => pos(s) < pos(longTerm.walStart)), 'there was older WAL to expire');
+    assert.deepEqual(
+      after.filter((s) => pos(s) < pos(longTerm.walStart)),
+      [],
+    );
+    assert.ok(
+      before.some((s) => pos(s) < pos(longTerm.walStart)),
+      'there was older WAL to expire',
+    );
     // The long-term backup (kept by min-full, outside the 0-day PITR window) keeps the WAL that makes it consistent.
-    for (const s of before.filter((x) => pos(x) >= pos(longTerm.walStart) && pos(x) <= pos(longTerm.walStop))) assert.ok(after.includes(s), s);
+    for (const s of before.filter((x) => pos(x) >= pos(longTerm.walStart) && pos(x) <= pos(longTerm.walStop)))
+      assert.ok(after.includes(s), s);
     // Between it and the PITR anchor nothing is needed.
-    assert.deepEqual(after.filter((s) => pos(s) > pos(longTerm.walStop) && pos(s) < pos(anchor.walStart)), []);
+    assert.deepEqual(
+      after.filter((s) => pos(s) > pos(longTerm.walStop) && pos(s) < pos(anchor.walStart)),
+      [],
+    );
     // From the anchor on, all WAL stays.
     const fromAnchor = before.filter((s) => pos(s) >= pos(anchor.walStart));
     assert.ok(fromAnchor.length > 0);
-    assert.deepEqual(after.filter((s) => pos(s) >= pos(anchor.walStart)), fromAnchor);
+    assert.deepEqual(
+      after.filter((s) => pos(s) >= pos(anchor.walStart)),
+      fromAnchor,
+    );
   });
 
   it('PITR to latest from what is left yields exactly the current rows', async () => {
@@ -164,29 +194,63 @@ describe('schedules: the controller takes backups and expires on its own', { tim
     assert.equal(manual.code, 0, manual.stderr);
     const [first] = await backupsOf(fleet);
     const setAt = Date.now();
-    const r = await fleet.cli('policy', 'set', 'sched', '--full', '* * * * *', '--spread-minutes', '0', '--min-full', '1', '--pitr-window-days', '0');
+    const r = await fleet.cli(
+      'policy',
+      'set',
+      'sched',
+      '--full',
+      '* * * * *',
+      '--spread-minutes',
+      '0',
+      '--min-full',
+      '1',
+      '--pitr-window-days',
+      '0',
+    );
     assert.equal(r.code, 0, r.stderr);
 
     // A schedule that never ran is due at once for its latest fire time; give it a minute either way.
-    const scheduled = await waitFor('a scheduled backup', async () => {
-      const list = await backupsOf(fleet);
-      return list.find((b) => b.label !== first!.label);
-    }, 65_000, 500);
+    const scheduled = await waitFor(
+      'a scheduled backup',
+      async () => {
+        const list = await backupsOf(fleet);
+        return list.find((b) => b.label !== first!.label);
+      },
+      65_000,
+      500,
+    );
     assert.equal(scheduled.type, 'BACKUP_TYPE_FULL');
-    const jobs = JSON.parse((await fleet.cli('jobs', '--cluster', 'sched', '--output', 'json')).stdout) as { kind: string; id: string }[];
+    const jobs = JSON.parse((await fleet.cli('jobs', '--cluster', 'sched', '--output', 'json')).stdout) as {
+      kind: string;
+      id: string;
+    }[];
     // A fire time runs once, not once per tick (a tick every second): at most one scheduled
     // backup per minute boundary passed since the policy was set, plus the one due at once.
     const minutes = Math.floor(Date.now() / 60_000) - Math.floor(setAt / 60_000);
     const scheduledJobs = jobs.filter((j) => j.kind === 'backup').length - 1;
-    assert.ok(scheduledJobs >= 1 && scheduledJobs <= minutes + 1, `${scheduledJobs} scheduled backups in ${minutes + 1} minute(s): ${JSON.stringify(jobs)}`);
+    assert.ok(
+      scheduledJobs >= 1 && scheduledJobs <= minutes + 1,
+      `${scheduledJobs} scheduled backups in ${minutes + 1} minute(s): ${JSON.stringify(jobs)}`,
+    );
 
     // min-full 1 and no PITR window: the manual backup goes after the scheduled one succeeded.
-    await waitFor('the older backup to expire', async () => {
-      const list = await backupsOf(fleet);
-      return !list.some((b) => b.label === first!.label);
-    }, 30_000, 500);
-    const after = JSON.parse((await fleet.cli('jobs', '--cluster', 'sched', '--output', 'json')).stdout) as { kind: string; state: string }[];
-    assert.ok(after.some((j) => j.kind === 'expire' && j.state === 'JOB_STATE_SUCCEEDED'), JSON.stringify(after));
+    await waitFor(
+      'the older backup to expire',
+      async () => {
+        const list = await backupsOf(fleet);
+        return !list.some((b) => b.label === first!.label);
+      },
+      30_000,
+      500,
+    );
+    const after = JSON.parse((await fleet.cli('jobs', '--cluster', 'sched', '--output', 'json')).stdout) as {
+      kind: string;
+      state: string;
+    }[];
+    assert.ok(
+      after.some((j) => j.kind === 'expire' && j.state === 'JOB_STATE_SUCCEEDED'),
+      JSON.stringify(after),
+    );
     const dirs = await readdir(join(fleet.repoDir, 'sched', 'backup'));
     assert.ok(!dirs.includes(first!.label), dirs.join());
   });

@@ -30,13 +30,33 @@ describe('mutual TLS agents and admin tokens', { timeout: 120_000 }, () => {
   const agentOnce = (agentId: string, extra: string[]): Promise<RunResult> =>
     runNode(
       AGENT_BIN,
-      ['run', '--controller', fleet.controllerAddress, '--cluster', CLUSTER, '--agent-id', agentId, '--pgdata', fleet.pg.dataDir, '--pg-host', '127.0.0.1', '--pg-port', String(fleet.pg.port), '--socket', join(dir, `${agentId}.sock`), ...extra],
+      [
+        'run',
+        '--controller',
+        fleet.controllerAddress,
+        '--cluster',
+        CLUSTER,
+        '--agent-id',
+        agentId,
+        '--pgdata',
+        fleet.pg.dataDir,
+        '--pg-host',
+        '127.0.0.1',
+        '--pg-port',
+        String(fleet.pg.port),
+        '--socket',
+        join(dir, `${agentId}.sock`),
+        ...extra,
+      ],
       { asPg: true, timeoutMs: 30_000 },
     );
 
   /** The CLI with the CA but without PGFLEET_TOKEN (the fleet's default env carries the admin token). */
   const cliWithout = (args: string[], env: Record<string, string> = {}) =>
-    runNode(CLI_BIN, args, { env: { PGFLEET_CONTROLLER: fleet.controllerAddress, PGFLEET_CA_CERT: caCert, ...env }, timeoutMs: 30_000 });
+    runNode(CLI_BIN, args, {
+      env: { PGFLEET_CONTROLLER: fleet.controllerAddress, PGFLEET_CA_CERT: caCert, ...env },
+      timeoutMs: 30_000,
+    });
 
   before(async () => {
     dir = await makeTempDir('security');
@@ -46,7 +66,17 @@ describe('mutual TLS agents and admin tokens', { timeout: 120_000 }, () => {
     caCert = join(dir, 'ca.crt');
     await copyFile(join(dir, 'tls', 'ca.crt'), caCert);
     await chmod(caCert, 0o644);
-    for (const role of ['viewer', 'operator', 'admin']) tokens[role] = await controllerCmd('token', 'create', '--catalog', catalog, '--role', role, '--name', `e2e-${role}`);
+    for (const role of ['viewer', 'operator', 'admin'])
+      tokens[role] = await controllerCmd(
+        'token',
+        'create',
+        '--catalog',
+        catalog,
+        '--role',
+        role,
+        '--name',
+        `e2e-${role}`,
+      );
     fleet = await startFleet({
       dir,
       cluster: CLUSTER,
@@ -70,12 +100,25 @@ describe('mutual TLS agents and admin tokens', { timeout: 120_000 }, () => {
     const agent = await fleet.startAgent(['--tls-dir', tlsDir, '--enroll-token', enrollToken, '--ca-cert', caCert]);
     assert.match(await agent.log(), /enrolled with the controller/);
     for (const f of ['agent.key', 'agent.crt']) assert.equal((await stat(join(tlsDir, f))).mode & 0o777, 0o600, f);
-    const clusters = JSON.parse((await fleet.cli('clusters', '--output', 'json')).stdout) as { name: string; agentConnected?: boolean }[];
-    assert.deepEqual(clusters.map((c) => [c.name, c.agentConnected]), [[CLUSTER, true]]);
+    const clusters = JSON.parse((await fleet.cli('clusters', '--output', 'json')).stdout) as {
+      name: string;
+      agentConnected?: boolean;
+    }[];
+    assert.deepEqual(
+      clusters.map((c) => [c.name, c.agentConnected]),
+      [[CLUSTER, true]],
+    );
   });
 
   it('the enrollment token cannot be used a second time', async () => {
-    const r = await agentOnce('second', ['--tls-dir', join(dir, 'second-tls'), '--enroll-token', enrollToken, '--ca-cert', caCert]);
+    const r = await agentOnce('second', [
+      '--tls-dir',
+      join(dir, 'second-tls'),
+      '--enroll-token',
+      enrollToken,
+      '--ca-cert',
+      caCert,
+    ]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /PGF-8003 the enrollment token was already used by agent/);
   });
@@ -99,8 +142,14 @@ describe('mutual TLS agents and admin tokens', { timeout: 120_000 }, () => {
     assert.notEqual(r.code, 0, r.stderr);
     assert.match(r.stderr, /PGF-8001/);
     // The enrolled agent is still the only one the controller knows.
-    const clusters = JSON.parse((await fleet.cli('clusters', '--output', 'json')).stdout) as { name: string; agentConnected?: boolean }[];
-    assert.deepEqual(clusters.map((c) => [c.name, c.agentConnected]), [[CLUSTER, true]]);
+    const clusters = JSON.parse((await fleet.cli('clusters', '--output', 'json')).stdout) as {
+      name: string;
+      agentConnected?: boolean;
+    }[];
+    assert.deepEqual(
+      clusters.map((c) => [c.name, c.agentConnected]),
+      [[CLUSTER, true]],
+    );
   });
 
   it('an operator token runs a backup', async () => {
@@ -114,7 +163,16 @@ describe('mutual TLS agents and admin tokens', { timeout: 120_000 }, () => {
     assert.equal((JSON.parse(list.stdout) as unknown[]).length, 1);
     const tokenFile = join(dir, 'viewer.token');
     await writeFile(tokenFile, `${tokens.viewer}\n`, { mode: 0o600 });
-    const restore = await cliWithout(['restore', CLUSTER, '--to', join(dir, 'restored'), '--target', 'latest', '--token-file', tokenFile]);
+    const restore = await cliWithout([
+      'restore',
+      CLUSTER,
+      '--to',
+      join(dir, 'restored'),
+      '--target',
+      'latest',
+      '--token-file',
+      tokenFile,
+    ]);
     assert.notEqual(restore.code, 0);
     assert.match(restore.stderr, /PGF-8002 .*role viewer/);
   });

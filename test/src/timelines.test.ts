@@ -15,26 +15,49 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chownToPostgres, runAsPostgres, startPostgres, startStandby, type PgInstance, type StandbyInstance } from '@pgfleet/testkit';
+import {
+  chownToPostgres,
+  runAsPostgres,
+  startPostgres,
+  startStandby,
+  type PgInstance,
+  type StandbyInstance,
+} from '@pgfleet/testkit';
 import { AGENT_BIN, agentCommand, runNode, startFleet, waitFor, type Fleet } from './harness.js';
 
 type Row = { id: number; note: string };
 const rowsOf = (pg: PgInstance) => pg.query<Row>('SELECT id, note FROM items ORDER BY id');
 /** The server's clock after everything committed so far: every earlier commit is before it. */
-const serverNow = async (pg: PgInstance) => (await pg.query<{ t: string }>(`SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`))[0]!.t;
+const serverNow = async (pg: PgInstance) =>
+  (
+    await pg.query<{ t: string }>(
+      `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
+    )
+  )[0]!.t;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** pg_switch_wal() on `pg` and wait until that segment is in the repository (pg_stat_archiver says so). */
 async function switchAndArchive(pg: PgInstance): Promise<string> {
   const [row] = await pg.query<{ f: string }>(`SELECT pg_walfile_name(pg_switch_wal()) AS f`);
-  await waitFor(`WAL ${row!.f} to be archived`, async () => {
-    const [a] = await pg.query<{ w: string | null; failed: string | null }>('SELECT last_archived_wal AS w, last_failed_wal AS failed FROM pg_stat_archiver');
-    return a!.w !== null && a!.w.slice(0, 24) >= row!.f;
-  }, 120_000);
+  await waitFor(
+    `WAL ${row!.f} to be archived`,
+    async () => {
+      const [a] = await pg.query<{ w: string | null; failed: string | null }>(
+        'SELECT last_archived_wal AS w, last_failed_wal AS failed FROM pg_stat_archiver',
+      );
+      return a!.w !== null && a!.w.slice(0, 24) >= row!.f;
+    },
+    120_000,
+  );
   return row!.f;
 }
 
-async function restoreAndStart(fleet: Fleet, started: PgInstance[], name: string, ...args: string[]): Promise<{ pg: PgInstance; out: string }> {
+async function restoreAndStart(
+  fleet: Fleet,
+  started: PgInstance[],
+  name: string,
+  ...args: string[]
+): Promise<{ pg: PgInstance; out: string }> {
   const dir = join(fleet.dir, `restore-${name}`);
   const r = await fleet.cli('restore', fleet.cluster, '--to', dir, ...args, '--wait');
   assert.equal(r.code, 0, `restore ${name} failed:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
@@ -73,11 +96,18 @@ describe('failover to a streaming standby', { timeout: 900_000 }, () => {
     times.atFailover = await serverNow(primary);
     await sleep(50);
     const lsn = (await primary.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l'))[0]!.l;
-    await waitFor('the standby to replay everything', async () => (await standby.query<{ ok: boolean }>(`SELECT pg_last_wal_replay_lsn() >= '${lsn}'::pg_lsn AS ok`))[0]!.ok, 120_000);
+    await waitFor(
+      'the standby to replay everything',
+      async () =>
+        (await standby.query<{ ok: boolean }>(`SELECT pg_last_wal_replay_lsn() >= '${lsn}'::pg_lsn AS ok`))[0]!.ok,
+      120_000,
+    );
 
     // The primary's host dies with its agent; the standby is promoted (what Patroni or a DBA does).
     await fleet.agent!.stop();
-    await runAsPostgres(join(primary.binDir, 'pg_ctl'), ['-D', primary.dataDir, '-m', 'immediate', '-w', 'stop'], { cwd: '/tmp' });
+    await runAsPostgres(join(primary.binDir, 'pg_ctl'), ['-D', primary.dataDir, '-m', 'immediate', '-w', 'stop'], {
+      cwd: '/tmp',
+    });
     await standby.promote();
     await standby.query(`INSERT INTO items SELECT g, 'after failover ' || g FROM generate_series(851, 900) g`);
     rows.afterFailover = await rowsOf(standby);
@@ -97,7 +127,9 @@ describe('failover to a streaming standby', { timeout: 900_000 }, () => {
   });
 
   it('archives the new timeline from its first segment on, whose first page holds timeline 1', async () => {
-    const [a] = await standby.query<{ failed: string; last: string }>('SELECT failed_count::text AS failed, last_archived_wal AS last FROM pg_stat_archiver');
+    const [a] = await standby.query<{ failed: string; last: string }>(
+      'SELECT failed_count::text AS failed, last_archived_wal AS last FROM pg_stat_archiver',
+    );
     assert.equal(a!.failed, '0', `archive failures on the new primary:\n${await standby.log()}`);
     const names = new Set<string>();
     for await (const w of fleet.repo.listWal('ha')) names.add(w.name);
@@ -115,18 +147,27 @@ describe('failover to a streaming standby', { timeout: 900_000 }, () => {
     await standby.query(`INSERT INTO items SELECT g, 'latest ' || g FROM generate_series(901, 950) g`);
     rows.latest = await rowsOf(standby);
     await switchAndArchive(standby);
-    const doc = JSON.parse((await fleet.cli('backups', 'ha', '--output', 'json')).stdout) as { timeline: number }[] | { backups: { timeline: number }[] };
+    const doc = JSON.parse((await fleet.cli('backups', 'ha', '--output', 'json')).stdout) as
+      { timeline: number }[] | { backups: { timeline: number }[] };
     const list = Array.isArray(doc) ? doc : doc.backups;
-    assert.deepEqual(list.map((x) => x.timeline), [1, 2]);
+    assert.deepEqual(
+      list.map((x) => x.timeline),
+      [1, 2],
+    );
   });
 
   it('verify passes across the switch', async () => {
     const v = await fleet.cli('verify', 'ha', '--wait', '--output', 'json');
     assert.equal(v.code, 0, `verify failed:\n${v.stdout}\n${v.stderr}`);
-    const doc = JSON.parse(v.stdout) as { verify?: { backups: { label: string; restorable: boolean; toTimeline: number }[] } };
+    const doc = JSON.parse(v.stdout) as {
+      verify?: { backups: { label: string; restorable: boolean; toTimeline: number }[] };
+    };
     const backups = doc.verify?.backups ?? [];
     assert.equal(backups.length, 2);
-    assert.ok(backups.every((x) => x.restorable && x.toTimeline === 2), JSON.stringify(backups));
+    assert.ok(
+      backups.every((x) => x.restorable && x.toTimeline === 2),
+      JSON.stringify(backups),
+    );
   });
 
   it('PITR to a time before the promotion: exactly the rows then', async () => {
@@ -146,7 +187,7 @@ describe('failover to a streaming standby', { timeout: 900_000 }, () => {
     assert.deepEqual(await rowsOf(pg), rows.afterFailover);
   });
 
-  it('restore to latest takes the new primary\'s backup: exactly the current rows', async () => {
+  it("restore to latest takes the new primary's backup: exactly the current rows", async () => {
     const { pg } = await restoreAndStart(fleet, started, 'latest', '--target', 'latest');
     assert.deepEqual(await rowsOf(pg), rows.latest);
   });
@@ -184,11 +225,24 @@ describe('in-place PITR of the cluster, then more writes', { timeout: 900_000 },
     // In-place PITR: stop the server, delta restore over its own data directory (the agent's
     // PGDATA: archiving is preserved), start it: it recovers to T and promotes to timeline 2.
     await runAsPostgres(join(pg.binDir, 'pg_ctl'), ['-D', pg.dataDir, '-m', 'fast', '-w', 'stop'], { cwd: '/tmp' });
-    const r = await fleet.cli('restore', 'inplace', '--to', pg.dataDir, '--delta', '--target-time', times.good!, '--wait');
+    const r = await fleet.cli(
+      'restore',
+      'inplace',
+      '--to',
+      pg.dataDir,
+      '--delta',
+      '--target-time',
+      times.good!,
+      '--wait',
+    );
     assert.equal(r.code, 0, `in-place restore failed:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
     assert.match(r.stdout, /archiving kept/);
     await pg.restart();
-    await waitFor('the cluster to finish recovery and promote', async () => !(await pg.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r'))[0]!.r, 180_000);
+    await waitFor(
+      'the cluster to finish recovery and promote',
+      async () => !(await pg.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r'))[0]!.r,
+      180_000,
+    );
     assert.deepEqual(await rowsOf(pg), rows.good, 'the in-place PITR gave the rows at T');
     await pg.query(`INSERT INTO items SELECT g, 'timeline 2 ' || g FROM generate_series(401, 450) g`);
     rows.timeline2 = await rowsOf(pg);
@@ -224,12 +278,30 @@ describe('in-place PITR of the cluster, then more writes', { timeout: 900_000 },
   });
 
   it('--target-timeline 7 (no such timeline) and an LSN past the archive are refused with PGF-6006', async () => {
-    const r = await fleet.cli('restore', 'inplace', '--to', join(fleet.dir, 'never'), '--target', 'latest', '--target-timeline', '7', '--wait');
+    const r = await fleet.cli(
+      'restore',
+      'inplace',
+      '--to',
+      join(fleet.dir, 'never'),
+      '--target',
+      'latest',
+      '--target-timeline',
+      '7',
+      '--wait',
+    );
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /PGF-6006/);
     assert.match(r.stderr, /timeline 7 is not in the archive/);
     // An LSN past the archived WAL would replay everything and then fail in PostgreSQL; it is refused up front.
-    const beyond = await fleet.cli('restore', 'inplace', '--to', join(fleet.dir, 'never'), '--target-lsn', 'FF/0', '--wait');
+    const beyond = await fleet.cli(
+      'restore',
+      'inplace',
+      '--to',
+      join(fleet.dir, 'never'),
+      '--target-lsn',
+      'FF/0',
+      '--wait',
+    );
     assert.notEqual(beyond.code, 0);
     assert.match(beyond.stderr, /PGF-6006.*target LSN FF\/0 is beyond the archived WAL of timeline 2/);
   });
@@ -247,18 +319,33 @@ describe('in-place PITR of the cluster, then more writes', { timeout: 900_000 },
     const afterKeys: string[] = [];
     for await (const w of fleet.repo.listWal('inplace')) if (!before.has(w.key)) afterKeys.push(w.key);
     // Only the source may have added segments meanwhile (none of the copy's timeline 3).
-    assert.deepEqual(afterKeys.filter((k) => /\/00000003/.test(k)), []);
+    assert.deepEqual(
+      afterKeys.filter((k) => /\/00000003/.test(k)),
+      [],
+    );
     const { pg } = await restoreAndStart(fleet, started, 'after-copy', '--target', 'latest');
     assert.deepEqual(await rowsOf(pg), await rowsOf(fleet.pg));
   });
 
   it('a copy that did archive its fork into the repository (--archive preserve) is never taken for the cluster', async () => {
-    const { pg: fork, out } = await restoreAndStart(fleet, started, 'fork', '--target', 'latest', '--archive', 'preserve');
+    const { pg: fork, out } = await restoreAndStart(
+      fleet,
+      started,
+      'fork',
+      '--target',
+      'latest',
+      '--archive',
+      'preserve',
+    );
     assert.match(out, /archiving kept/);
     await fork.query(`INSERT INTO items VALUES (888888, 'only in the fork')`);
     const forkSegment = await switchAndArchive(fork);
     assert.equal(forkSegment.slice(0, 8), '00000003', 'the fork writes timeline 3');
-    assert.equal((await fleet.repo.findWal('inplace', '00000003.history')).length, 1, 'and its history reached the repository');
+    assert.equal(
+      (await fleet.repo.findWal('inplace', '00000003.history')).length,
+      1,
+      'and its history reached the repository',
+    );
     // The cluster itself goes on on timeline 2, later than the fork began.
     await fleet.pg.query(`INSERT INTO items VALUES (9550, 'the cluster after the fork')`);
     rows.latest = await rowsOf(fleet.pg);
@@ -287,14 +374,16 @@ describe('in-place PITR of the cluster, then more writes', { timeout: 900_000 },
     assert.deepEqual(await rowsOf(pg), rows.latest);
   });
 
-  it('wal-push refuses a history that contradicts its parent\'s archived history (PGF-4010)', async () => {
+  it("wal-push refuses a history that contradicts its parent's archived history (PGF-4010)", async () => {
     // Timeline 7 claiming timeline 2 branched off timeline 1 somewhere else than the archive says.
     const dir = join(fleet.dir, 'forged-wal');
     await runAsPostgres('/bin/mkdir', ['-p', dir]);
     const file = join(dir, '00000007.history');
     await writeFile(file, '1\t0/2000000\tforged\n2\t0/9000000\tforged\n');
     await chownToPostgres(file);
-    const r = await runNode(AGENT_BIN, ['wal-push', file, '--cluster', 'inplace', '--repo-path', fleet.repoDir], { asPg: true });
+    const r = await runNode(AGENT_BIN, ['wal-push', file, '--cluster', 'inplace', '--repo-path', fleet.repoDir], {
+      asPg: true,
+    });
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /PGF-4010/);
     assert.equal((await fleet.repo.findWal('inplace', '00000007.history')).length, 0, 'nothing was archived');

@@ -14,11 +14,47 @@ import { startFleet, type Fleet, type RunResult } from './harness.js';
 
 const CLUSTER = 'ver';
 
-interface BackupJson { label: string; stopLsn: string; walStart: string; walStop: string }
-interface ProblemJson { kind: string; label: string; path: string; key: string; message: string; timeline: number; lsnFrom: string; lsnTo: string; segments: string[] }
-interface VerdictJson { label: string; restorable: boolean; fromLsn: string; toLsn: string; toTimeline: number; reasons: string[]; filesChecked: number }
-interface VerifyJson { ok: boolean; full: boolean; backups: VerdictJson[]; problems: ProblemJson[]; walSegmentsChecked: number; walNewest: string[] }
-interface ManifestFileJson { path: string; storedSize: number; codec: string; backup: string; chunks?: unknown[] }
+interface BackupJson {
+  label: string;
+  stopLsn: string;
+  walStart: string;
+  walStop: string;
+}
+interface ProblemJson {
+  kind: string;
+  label: string;
+  path: string;
+  key: string;
+  message: string;
+  timeline: number;
+  lsnFrom: string;
+  lsnTo: string;
+  segments: string[];
+}
+interface VerdictJson {
+  label: string;
+  restorable: boolean;
+  fromLsn: string;
+  toLsn: string;
+  toTimeline: number;
+  reasons: string[];
+  filesChecked: number;
+}
+interface VerifyJson {
+  ok: boolean;
+  full: boolean;
+  backups: VerdictJson[];
+  problems: ProblemJson[];
+  walSegmentsChecked: number;
+  walNewest: string[];
+}
+interface ManifestFileJson {
+  path: string;
+  storedSize: number;
+  codec: string;
+  backup: string;
+  chunks?: unknown[];
+}
 
 /** LSN of the first byte of a segment (or, with +1, of the next one). */
 function segmentLsn(name: string, segmentSize: number, plus = 0): string {
@@ -106,7 +142,9 @@ describe('verify: a clean repository, then each fault named precisely', { timeou
     const listed = JSON.parse(list.stdout) as BackupJson[];
     assert.equal(listed.length, 1);
     backup = listed[0]!;
-    segmentSize = (JSON.parse(await readFile(join(fleet.repoDir, CLUSTER, 'cluster.json'), 'utf8')) as { walSegmentSize: number }).walSegmentSize;
+    segmentSize = (
+      JSON.parse(await readFile(join(fleet.repoDir, CLUSTER, 'cluster.json'), 'utf8')) as { walSegmentSize: number }
+    ).walSegmentSize;
     backupDir = join(fleet.repoDir, CLUSTER, 'backup', backup.label);
   });
 
@@ -135,9 +173,17 @@ describe('verify: a clean repository, then each fault named precisely', { timeou
   });
 
   it('a flipped byte in a stored backup file: checksum mismatch in that file, not restorable', async () => {
-    const manifest = JSON.parse(await readFile(join(backupDir, 'backup.manifest'), 'utf8')) as { files: ManifestFileJson[] };
-    const file = manifest.files.filter((f) => !f.chunks && f.backup === backup.label && f.storedSize > 64).sort((a, b) => b.storedSize - a.storedSize)[0]!;
-    const path = join(backupDir, 'pg_data', `${file.path}${file.codec === 'zstd' ? '.zst' : file.codec === 'gzip' ? '.gz' : ''}`);
+    const manifest = JSON.parse(await readFile(join(backupDir, 'backup.manifest'), 'utf8')) as {
+      files: ManifestFileJson[];
+    };
+    const file = manifest.files
+      .filter((f) => !f.chunks && f.backup === backup.label && f.storedSize > 64)
+      .sort((a, b) => b.storedSize - a.storedSize)[0]!;
+    const path = join(
+      backupDir,
+      'pg_data',
+      `${file.path}${file.codec === 'zstd' ? '.zst' : file.codec === 'gzip' ? '.gz' : ''}`,
+    );
     await withFault(
       async () => {
         const bytes = await readFile(path);
@@ -157,7 +203,10 @@ describe('verify: a clean repository, then each fault named precisely', { timeou
           assert.ok(path.endsWith(p[0]!.key), `${p[0]!.key} names the object`);
           const b = verdictOf(v);
           assert.equal(b.restorable, false);
-          assert.ok(b.reasons.some((x) => x.includes(`checksum mismatch in ${file.path}`)), b.reasons.join('\n'));
+          assert.ok(
+            b.reasons.some((x) => x.includes(`checksum mismatch in ${file.path}`)),
+            b.reasons.join('\n'),
+          );
         }
       },
     );
@@ -170,10 +219,16 @@ describe('verify: a clean repository, then each fault named precisely', { timeou
       async () => {
         const { r, v } = await verify();
         assertFailed(r, v);
-        assert.deepEqual(v.problems.map((x) => [x.kind, x.path]), [['missing-file', 'PG_VERSION']]);
+        assert.deepEqual(
+          v.problems.map((x) => [x.kind, x.path]),
+          [['missing-file', 'PG_VERSION']],
+        );
         const b = verdictOf(v);
         assert.equal(b.restorable, false);
-        assert.ok(b.reasons.some((x) => x.startsWith('missing file PG_VERSION')), b.reasons.join('\n'));
+        assert.ok(
+          b.reasons.some((x) => x.startsWith('missing file PG_VERSION')),
+          b.reasons.join('\n'),
+        );
         const table = await fleet.cli('verify', CLUSTER, '--wait');
         assert.equal(table.code, 6);
         assert.match(table.stdout, new RegExp(`${backup.label}: not restorable: missing file PG_VERSION`));
@@ -200,7 +255,10 @@ describe('verify: a clean repository, then each fault named precisely', { timeou
         // The backup itself is intact: it restores, but point-in-time recovery ends at the gap.
         assert.equal(b.restorable, true);
         assert.equal(b.toLsn, segmentLsn(victim, segmentSize));
-        assert.ok(b.reasons.some((x) => x.includes(victim)), b.reasons.join('\n'));
+        assert.ok(
+          b.reasons.some((x) => x.includes(victim)),
+          b.reasons.join('\n'),
+        );
       },
     );
   });
@@ -214,10 +272,16 @@ describe('verify: a clean repository, then each fault named precisely', { timeou
       async () => {
         const { r, v } = await verify();
         assertFailed(r, v);
-        assert.deepEqual(v.problems.map((x) => [x.kind, x.path]), [['wal-empty', victim]]);
+        assert.deepEqual(
+          v.problems.map((x) => [x.kind, x.path]),
+          [['wal-empty', victim]],
+        );
         const b = verdictOf(v);
         assert.equal(b.restorable, false);
-        assert.ok(b.reasons.some((x) => x.includes(victim) && x.includes('consistent')), b.reasons.join('\n'));
+        assert.ok(
+          b.reasons.some((x) => x.includes(victim) && x.includes('consistent')),
+          b.reasons.join('\n'),
+        );
       },
     );
   });

@@ -17,7 +17,13 @@ import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { EnrollmentService } from '@pgfleet/proto';
-import { agentIdentityFromSubjectAltName, clientTlsCredentials, createClient, writePemFile, type ClientOptions } from '@pgfleet/rpc/client';
+import {
+  agentIdentityFromSubjectAltName,
+  clientTlsCredentials,
+  createClient,
+  writePemFile,
+  type ClientOptions,
+} from '@pgfleet/rpc/client';
 import type { AgentSettings } from './options.js';
 
 export const AGENT_TLS_FILES = { cert: 'agent.crt', key: 'agent.key', ca: 'ca.crt' } as const;
@@ -30,7 +36,9 @@ async function readText(path: string, option: string): Promise<string> {
   try {
     return await readFile(path, 'utf8');
   } catch (err) {
-    throw new PgfleetError('InvalidConfig', `option '${option}': cannot read ${path}: ${(err as Error).message}`, { cause: err });
+    throw new PgfleetError('InvalidConfig', `option '${option}': cannot read ${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 
@@ -41,7 +49,11 @@ const exists = (p: string) =>
   );
 
 /** Channel credentials for the controller, enrolling first when --tls-dir holds no certificate yet. */
-export async function agentCredentials(s: AgentSettings, log: Logger, stopped: () => boolean = () => false): Promise<Credentials | undefined> {
+export async function agentCredentials(
+  s: AgentSettings,
+  log: Logger,
+  stopped: () => boolean = () => false,
+): Promise<Credentials | undefined> {
   if (!s.tlsDir) return s.caCert ? clientTlsCredentials({ caPem: await readText(s.caCert, 'ca-cert') }) : undefined;
   const dir = s.tlsDir;
   const certPath = join(dir, AGENT_TLS_FILES.cert);
@@ -59,7 +71,10 @@ function checkCertificate(certPem: string, path: string, s: AgentSettings, log: 
   try {
     cert = new X509Certificate(certPem);
   } catch (err) {
-    throw new PgfleetError('InvalidConfig', `${path} is not a PEM certificate`, { cause: err, hint: 'Remove agent.crt and agent.key and enroll again with a new --enroll-token.' });
+    throw new PgfleetError('InvalidConfig', `${path} is not a PEM certificate`, {
+      cause: err,
+      hint: 'Remove agent.crt and agent.key and enroll again with a new --enroll-token.',
+    });
   }
   const id = agentIdentityFromSubjectAltName(cert.subjectAltName);
   if (!id || id.cluster !== s.cluster || id.agentId !== s.agentId) {
@@ -70,23 +85,38 @@ function checkCertificate(certPem: string, path: string, s: AgentSettings, log: 
     );
   }
   const left = new Date(cert.validTo).getTime() - Date.now();
-  if (left < RENEW_WARNING_MS) log.warn({ notAfter: cert.validTo, path }, 'the agent certificate expires soon: enroll again into an empty --tls-dir with a new token');
+  if (left < RENEW_WARNING_MS)
+    log.warn(
+      { notAfter: cert.validTo, path },
+      'the agent certificate expires soon: enroll again into an empty --tls-dir with a new token',
+    );
 }
 
 async function enroll(s: AgentSettings, dir: string, log: Logger, stopped: () => boolean): Promise<void> {
   if (!s.enrollToken) {
-    throw new PgfleetError('EnrollmentFailed', `${dir} holds no agent certificate (${AGENT_TLS_FILES.cert}, ${AGENT_TLS_FILES.key}) and no --enroll-token was given`, {
-      hint: 'Issue a token with `pgfleet-controller enroll-token <cluster>` and start the agent once with --enroll-token TOKEN --ca-cert ca.crt.',
-    });
+    throw new PgfleetError(
+      'EnrollmentFailed',
+      `${dir} holds no agent certificate (${AGENT_TLS_FILES.cert}, ${AGENT_TLS_FILES.key}) and no --enroll-token was given`,
+      {
+        hint: 'Issue a token with `pgfleet-controller enroll-token <cluster>` and start the agent once with --enroll-token TOKEN --ca-cert ca.crt.',
+      },
+    );
   }
   if (!s.caCert) {
-    throw new PgfleetError('InvalidConfig', 'enrolling needs --ca-cert (the controller\'s ca.crt): the token is only sent to a controller proven by the fleet CA');
+    throw new PgfleetError(
+      'InvalidConfig',
+      "enrolling needs --ca-cert (the controller's ca.crt): the token is only sent to a controller proven by the fleet CA",
+    );
   }
   const caPem = await readText(s.caCert, 'ca-cert');
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const { createAgentCsr } = await import('@pgfleet/rpc/pki');
   const { csrPem, keyPem } = await createAgentCsr({ agentId: s.agentId, cluster: s.cluster });
-  const client = createClient(EnrollmentService, s.controller, { credentials: clientTlsCredentials({ caPem }), defaultDeadlineMs: 30_000, unavailableError: 'ControllerUnreachable' });
+  const client = createClient(EnrollmentService, s.controller, {
+    credentials: clientTlsCredentials({ caPem }),
+    defaultDeadlineMs: 30_000,
+    unavailableError: 'ControllerUnreachable',
+  });
   try {
     // A controller that is not up yet is waited for, as the Connect loop would; a refusal is final.
     for (let attempt = 0; ; attempt++) {
@@ -96,12 +126,18 @@ async function enroll(s: AgentSettings, dir: string, log: Logger, stopped: () =>
         await writePemFile(join(dir, AGENT_TLS_FILES.key), keyPem, 0o600);
         await writePemFile(join(dir, AGENT_TLS_FILES.cert), res.certPem, 0o600);
         await writePemFile(join(dir, AGENT_TLS_FILES.ca), caPem, 0o644);
-        log.info({ tlsDir: dir, notAfter: new X509Certificate(res.certPem).validTo }, 'enrolled with the controller: certificate stored, the enrollment token is no longer needed');
+        log.info(
+          { tlsDir: dir, notAfter: new X509Certificate(res.certPem).validTo },
+          'enrolled with the controller: certificate stored, the enrollment token is no longer needed',
+        );
         return;
       } catch (err) {
         if (!PgfleetError.is(err, 'ControllerUnreachable') || stopped()) throw err;
         const backoff = Math.min(30_000, 500 * 2 ** attempt);
-        log.warn({ code: err.code, err: err.message, retryInMs: backoff }, 'cannot reach the controller to enroll; retrying');
+        log.warn(
+          { code: err.code, err: err.message, retryInMs: backoff },
+          'cannot reach the controller to enroll; retrying',
+        );
         await sleep(backoff);
       }
     }

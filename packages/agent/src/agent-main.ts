@@ -8,18 +8,57 @@ import { exitWith } from '@pgfleet/core/errors';
 import { hostname } from 'node:os';
 import type { Logger } from '@pgfleet/core';
 import type { Codec, RepositorySpec, S3Credentials } from '@pgfleet/storage';
-import { AGENT_PROGRAM, defaultScratchDir, defaultSocketPath, defaultStreamSpool, repositoriesFromOptions, repositoryArgs, s3CredentialsFromOptions, type AgentSettings } from './options.js';
+import {
+  AGENT_PROGRAM,
+  defaultScratchDir,
+  defaultSocketPath,
+  defaultStreamSpool,
+  repositoriesFromOptions,
+  repositoryArgs,
+  s3CredentialsFromOptions,
+  type AgentSettings,
+} from './options.js';
 
 /**
  * The detached prefetcher wal-fetch starts: this same binary, every setting on its command line
  * except S3 credentials, which go by environment (a command line is visible to every user).
  */
-function spawnPrefetcher(args: { cluster: string; repositories: readonly RepositorySpec[]; credentials: S3Credentials | undefined; prefetch: number; logLevel: string }) {
+function spawnPrefetcher(args: {
+  cluster: string;
+  repositories: readonly RepositorySpec[];
+  credentials: S3Credentials | undefined;
+  prefetch: number;
+  logLevel: string;
+}) {
   return (name: string, spool: string) => {
     void import('node:child_process').then(({ spawn }) => {
       const repos = repositoryArgs(args.repositories);
-      const env = { ...process.env, ...(args.credentials ? { PGFLEET_S3_ACCESS_KEY_ID: args.credentials.accessKeyId, PGFLEET_S3_SECRET_ACCESS_KEY: args.credentials.secretAccessKey } : {}) };
-      const child = spawn(process.execPath, [process.argv[1]!, 'wal-prefetch', name, spool, '--cluster', args.cluster, ...repos, '--prefetch', String(args.prefetch), '--log-level', args.logLevel], { detached: true, stdio: 'ignore', env });
+      const env = {
+        ...process.env,
+        ...(args.credentials
+          ? {
+              PGFLEET_S3_ACCESS_KEY_ID: args.credentials.accessKeyId,
+              PGFLEET_S3_SECRET_ACCESS_KEY: args.credentials.secretAccessKey,
+            }
+          : {}),
+      };
+      const child = spawn(
+        process.execPath,
+        [
+          process.argv[1]!,
+          'wal-prefetch',
+          name,
+          spool,
+          '--cluster',
+          args.cluster,
+          ...repos,
+          '--prefetch',
+          String(args.prefetch),
+          '--log-level',
+          args.logLevel,
+        ],
+        { detached: true, stdio: 'ignore', env },
+      );
       child.on('error', () => {});
       child.unref();
     });
@@ -44,7 +83,9 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const o = parsed.options;
-  const log: Logger = createLogger({ level: String(o['log-level'] ?? 'info') }).child({ component: parsed.command.name });
+  const log: Logger = createLogger({ level: String(o['log-level'] ?? 'info') }).child({
+    component: parsed.command.name,
+  });
   const req = <T extends string | number | boolean>(name: string) => requireOption<T>(AGENT_PROGRAM, o, name);
 
   switch (parsed.command.name) {
@@ -60,15 +101,28 @@ async function main(argv: string[]): Promise<number> {
         repo,
         log,
         prefetch,
-        startPrefetch: spawnPrefetcher({ cluster, repositories, credentials, prefetch, logLevel: String(o['log-level'] ?? 'info') }),
+        startPrefetch: spawnPrefetcher({
+          cluster,
+          repositories,
+          credentials,
+          prefetch,
+          logLevel: String(o['log-level'] ?? 'info'),
+        }),
       }).finally(() => repo.close());
       // Exit 1 without noise: PostgreSQL asks for files past the end of the archive by design.
       return found ? 0 : 1;
     }
     case 'wal-prefetch': {
-      const [{ prefetchSegments }, { openRepository }] = await Promise.all([import('./wal-prefetch.js'), import('@pgfleet/storage')]);
+      const [{ prefetchSegments }, { openRepository }] = await Promise.all([
+        import('./wal-prefetch.js'),
+        import('@pgfleet/storage'),
+      ]);
       const repo = await openRepository(requireRepositories(o, req), s3CredentialsFromOptions(o));
-      const got = await prefetchSegments(parsed.positionals[0]!, parsed.positionals[1]!, { repo, cluster: req('cluster'), prefetch: Number(o.prefetch ?? 0) }).finally(() => repo.close());
+      const got = await prefetchSegments(parsed.positionals[0]!, parsed.positionals[1]!, {
+        repo,
+        cluster: req('cluster'),
+        prefetch: Number(o.prefetch ?? 0),
+      }).finally(() => repo.close());
       log.debug({ wal: got }, 'prefetched WAL segments');
       return 0;
     }
@@ -89,7 +143,13 @@ async function main(argv: string[]): Promise<number> {
         cluster,
         agentId: String(o['agent-id'] ?? `${hostname()}-${cluster}`),
         pgdata,
-        pg: { host: String(o['pg-host']), port: Number(o['pg-port']), user: String(o['pg-user']), database: String(o['pg-database']), ...(o['pg-password'] ? { password: String(o['pg-password']) } : {}) },
+        pg: {
+          host: String(o['pg-host']),
+          port: Number(o['pg-port']),
+          user: String(o['pg-user']),
+          database: String(o['pg-database']),
+          ...(o['pg-password'] ? { password: String(o['pg-password']) } : {}),
+        },
         ...(o['pg-bin-dir'] ? { pgBinDir: String(o['pg-bin-dir']) } : {}),
         repositories: repositoriesFromOptions(o),
         ...(s3Credentials ? { s3Credentials } : {}),

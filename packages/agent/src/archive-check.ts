@@ -63,9 +63,15 @@ export interface ArchiveCheckOptions {
 
 /** A check with a failing item: ArchiveCheckFailed naming each failing check, with every item kept for the job's result. */
 export class ArchiveCheckFailure extends PgfleetError {
-  constructor(readonly cluster: string, readonly outcome: CheckOutcome) {
+  constructor(
+    readonly cluster: string,
+    readonly outcome: CheckOutcome,
+  ) {
     const failing = outcome.items.filter((i) => i.verdict === 'fail');
-    super('ArchiveCheckFailed', `WAL archiving of cluster ${cluster} does not work: ${failing.map((i) => `${i.name}: ${i.message}`).join('; ')}`);
+    super(
+      'ArchiveCheckFailed',
+      `WAL archiving of cluster ${cluster} does not work: ${failing.map((i) => `${i.name}: ${i.message}`).join('; ')}`,
+    );
   }
 }
 
@@ -99,7 +105,10 @@ async function readSettings(client: PgClient): Promise<ArchiveSettings> {
 }
 
 /** archive_command (and archive_library, which replaces it when set) judged for this cluster. */
-function judgeArchiving(s: ArchiveSettings, o: Pick<ArchiveCheckOptions, 'cluster' | 'pgdata' | 'loadConfig'>): CheckItemOutcome & { viaPgfleet: boolean } {
+function judgeArchiving(
+  s: ArchiveSettings,
+  o: Pick<ArchiveCheckOptions, 'cluster' | 'pgdata' | 'loadConfig'>,
+): CheckItemOutcome & { viaPgfleet: boolean } {
   if (s.archive_library) {
     return {
       name: 'archive_command',
@@ -119,7 +128,10 @@ export interface ArchiveSetupReport {
   problem: string;
 }
 
-export async function readArchiveSetup(client: PgClient, o: Pick<ArchiveCheckOptions, 'cluster' | 'pgdata' | 'loadConfig'>): Promise<ArchiveSetupReport> {
+export async function readArchiveSetup(
+  client: PgClient,
+  o: Pick<ArchiveCheckOptions, 'cluster' | 'pgdata' | 'loadConfig'>,
+): Promise<ArchiveSetupReport> {
   const s = await readSettings(client);
   const command = judgeArchiving(s, o);
   const modeOff = s.archive_mode === 'off';
@@ -142,7 +154,11 @@ export async function runArchiveCheck(o: ArchiveCheckOptions): Promise<CheckOutc
     try {
       client = await connectPg(o.pg);
     } catch (err) {
-      items.push({ name: 'postgresql', verdict: 'fail', message: `${(err as Error).message}: nothing else can be checked; start PostgreSQL or fix --pg-host/--pg-port/--pg-user` });
+      items.push({
+        name: 'postgresql',
+        verdict: 'fail',
+        message: `${(err as Error).message}: nothing else can be checked; start PostgreSQL or fix --pg-host/--pg-port/--pg-user`,
+      });
     }
     let settings: ArchiveSettings | undefined;
     if (client) {
@@ -159,7 +175,11 @@ export async function runArchiveCheck(o: ArchiveCheckOptions): Promise<CheckOutc
       o.signal?.throwIfAborted();
       if (failed()) {
         const which = [...new Set(items.filter((i) => i.verdict === 'fail').map((i) => i.name))].join(', ');
-        items.push({ name: 'wal_archived', verdict: 'fail', message: `not tried: the failing check(s) above (${which}) keep WAL from reaching the repository; fix them and check again` });
+        items.push({
+          name: 'wal_archived',
+          verdict: 'fail',
+          message: `not tried: the failing check(s) above (${which}) keep WAL from reaching the repository; fix them and check again`,
+        });
       } else {
         const proof = await walProof(client, settings, o, o.walProof);
         items.push(proof.item);
@@ -179,12 +199,26 @@ function settingsItems(s: ArchiveSettings, o: ArchiveCheckOptions): CheckItemOut
   items.push(
     s.wal_level === 'replica' || s.wal_level === 'logical'
       ? { name: 'wal_level', verdict: 'ok', message: `wal_level = ${s.wal_level}` }
-      : { name: 'wal_level', verdict: 'fail', message: `wal_level = ${s.wal_level}: WAL lacks what archive recovery needs (and archive_mode cannot be on); set wal_level = replica and restart PostgreSQL` },
+      : {
+          name: 'wal_level',
+          verdict: 'fail',
+          message: `wal_level = ${s.wal_level}: WAL lacks what archive recovery needs (and archive_mode cannot be on); set wal_level = replica and restart PostgreSQL`,
+        },
   );
   if (s.archive_mode === 'off') {
-    items.push({ name: 'archive_mode', verdict: 'fail', message: 'archive_mode = off: PostgreSQL archives no WAL, so no backup can be restored; set archive_mode = on and restart PostgreSQL (a reload is not enough)' });
+    items.push({
+      name: 'archive_mode',
+      verdict: 'fail',
+      message:
+        'archive_mode = off: PostgreSQL archives no WAL, so no backup can be restored; set archive_mode = on and restart PostgreSQL (a reload is not enough)',
+    });
   } else if (s.archive_mode === 'on' && s.in_recovery) {
-    items.push({ name: 'archive_mode', verdict: 'warn', message: 'archive_mode = on on a standby: it archives nothing until promoted (the primary archives); use archive_mode = always to archive here too' });
+    items.push({
+      name: 'archive_mode',
+      verdict: 'warn',
+      message:
+        'archive_mode = on on a standby: it archives nothing until promoted (the primary archives); use archive_mode = always to archive here too',
+    });
   } else {
     items.push({ name: 'archive_mode', verdict: 'ok', message: `archive_mode = ${s.archive_mode}` });
   }
@@ -192,18 +226,45 @@ function settingsItems(s: ArchiveSettings, o: ArchiveCheckOptions): CheckItemOut
   items.push(command);
   const senders = s.max_wal_senders;
   if (o.streaming && senders === 0) {
-    items.push({ name: 'max_wal_senders', verdict: 'fail', message: 'max_wal_senders = 0, but this agent streams WAL (--stream) over a replication connection; set max_wal_senders = 10 and restart PostgreSQL' });
+    items.push({
+      name: 'max_wal_senders',
+      verdict: 'fail',
+      message:
+        'max_wal_senders = 0, but this agent streams WAL (--stream) over a replication connection; set max_wal_senders = 10 and restart PostgreSQL',
+    });
   } else if (o.streaming && senders < 2) {
-    items.push({ name: 'max_wal_senders', verdict: 'warn', message: `max_wal_senders = ${senders}: this agent's WAL stream takes it all, so after a dropped connection it cannot reconnect until the old sender times out, and pg_basebackup or a standby cannot connect; set max_wal_senders = 10 and restart PostgreSQL` });
+    items.push({
+      name: 'max_wal_senders',
+      verdict: 'warn',
+      message: `max_wal_senders = ${senders}: this agent's WAL stream takes it all, so after a dropped connection it cannot reconnect until the old sender times out, and pg_basebackup or a standby cannot connect; set max_wal_senders = 10 and restart PostgreSQL`,
+    });
   } else if (senders === 0) {
-    items.push({ name: 'max_wal_senders', verdict: 'warn', message: 'max_wal_senders = 0: no replication connections (standbys, pg_basebackup, pgfleet-agent --stream); set max_wal_senders = 10 and restart PostgreSQL before you need them' });
+    items.push({
+      name: 'max_wal_senders',
+      verdict: 'warn',
+      message:
+        'max_wal_senders = 0: no replication connections (standbys, pg_basebackup, pgfleet-agent --stream); set max_wal_senders = 10 and restart PostgreSQL before you need them',
+    });
   } else {
-    items.push({ name: 'max_wal_senders', verdict: 'ok', message: `max_wal_senders = ${senders}${o.streaming ? ' (this agent streams WAL over one)' : ''}` });
+    items.push({
+      name: 'max_wal_senders',
+      verdict: 'ok',
+      message: `max_wal_senders = ${senders}${o.streaming ? ' (this agent streams WAL over one)' : ''}`,
+    });
   }
   items.push(
     s.data_checksums === 'on'
-      ? { name: 'data_checksums', verdict: 'ok', message: 'data checksums on: damaged pages are found while they are backed up' }
-      : { name: 'data_checksums', verdict: 'warn', message: 'data checksums off: a page damaged on disk is backed up as found, unnoticed; enable them with pg_checksums --enable while PostgreSQL is stopped' },
+      ? {
+          name: 'data_checksums',
+          verdict: 'ok',
+          message: 'data checksums on: damaged pages are found while they are backed up',
+        }
+      : {
+          name: 'data_checksums',
+          verdict: 'warn',
+          message:
+            'data checksums off: a page damaged on disk is backed up as found, unnoticed; enable them with pg_checksums --enable while PostgreSQL is stopped',
+        },
   );
   return items;
 }
@@ -215,14 +276,22 @@ async function walSpaceItem(pgdata: string): Promise<CheckItemOutcome> {
   try {
     fs = await statfs(dir, { bigint: true });
   } catch (err) {
-    return { name: 'pg_wal_space', verdict: 'warn', message: `cannot measure the free space under ${dir}: ${(err as Error).message}` };
+    return {
+      name: 'pg_wal_space',
+      verdict: 'warn',
+      message: `cannot measure the free space under ${dir}: ${(err as Error).message}`,
+    };
   }
   const free = Number(fs.bavail * fs.bsize);
   const total = Number(fs.blocks * fs.bsize);
   const gib = (n: number) => `${(n / (1 << 30)).toFixed(1)} GiB`;
   const figures = `${gib(free)} free of ${gib(total)} (${total > 0 ? Math.round((free / total) * 100) : 0}%) under ${dir}`;
   if (free < LOW_SPACE_BYTES || free < total * LOW_SPACE_FRACTION) {
-    return { name: 'pg_wal_space', verdict: 'warn', message: `${figures}: while archiving fails, WAL piles up there and PostgreSQL stops when it is full; free space or move pg_wal to a larger filesystem` };
+    return {
+      name: 'pg_wal_space',
+      verdict: 'warn',
+      message: `${figures}: while archiving fails, WAL piles up there and PostgreSQL stops when it is full; free space or move pg_wal to a larger filesystem`,
+    };
   }
   return { name: 'pg_wal_space', verdict: 'ok', message: figures };
 }
@@ -230,7 +299,12 @@ async function walSpaceItem(pgdata: string): Promise<CheckItemOutcome> {
 async function repositoryItem(repo: Repository, cluster: string): Promise<CheckItemOutcome> {
   const probes = await repo.probeWritable(cluster);
   const bad = probes.filter((p) => p.error);
-  if (bad.length === 0) return { name: 'repository', verdict: 'ok', message: `writable by this agent: ${probes.map((p) => p.location).join(', ')}` };
+  if (bad.length === 0)
+    return {
+      name: 'repository',
+      verdict: 'ok',
+      message: `writable by this agent: ${probes.map((p) => p.location).join(', ')}`,
+    };
   const who = typeof process.getuid === 'function' ? ` (uid ${process.getuid()})` : '';
   return {
     name: 'repository',
@@ -243,13 +317,30 @@ async function repositoryItem(repo: Repository, cluster: string): Promise<CheckI
  * The WAL proof: a restore point puts a record into the current segment, pg_switch_wal() closes
  * it, and the archiver must bring exactly that segment into every repository within the timeout.
  */
-async function walProof(client: PgClient, s: ArchiveSettings, o: ArchiveCheckOptions, proof: { timeoutMs: number; restorePoint: string }): Promise<{ item: CheckItemOutcome; segment: string; seconds: number }> {
+async function walProof(
+  client: PgClient,
+  s: ArchiveSettings,
+  o: ArchiveCheckOptions,
+  proof: { timeoutMs: number; restorePoint: string },
+): Promise<{ item: CheckItemOutcome; segment: string; seconds: number }> {
   if (s.in_recovery) {
-    return { item: { name: 'wal_archived', verdict: 'warn', message: 'not tried: this server is a standby, where WAL cannot be switched; run the check on the primary' }, segment: '', seconds: 0 };
+    return {
+      item: {
+        name: 'wal_archived',
+        verdict: 'warn',
+        message: 'not tried: this server is a standby, where WAL cannot be switched; run the check on the primary',
+      },
+      segment: '',
+      seconds: 0,
+    };
   }
   const before = await archiverStats(client);
   // pg_walfile_name of the record's end LSN names the segment holding it (a boundary LSN counts to the segment before).
-  const segment = (await client.query<{ seg: string }>('SELECT pg_walfile_name(pg_create_restore_point($1)) AS seg', [proof.restorePoint])).rows[0]!.seg;
+  const segment = (
+    await client.query<{ seg: string }>('SELECT pg_walfile_name(pg_create_restore_point($1)) AS seg', [
+      proof.restorePoint,
+    ])
+  ).rows[0]!.seg;
   await client.query('SELECT pg_switch_wal()');
   const started = Date.now();
   const seconds = () => (Date.now() - started) / 1000;
@@ -260,13 +351,29 @@ async function walProof(client: PgClient, s: ArchiveSettings, o: ArchiveCheckOpt
     const state = await o.repo!.walArchivedIn(o.cluster, segment);
     const missing = state.filter((m) => !m.archived).map((m) => m.location);
     if (missing.length === 0) {
-      return { item: { name: 'wal_archived', verdict: 'ok', message: `segment ${segment} reached ${state.map((m) => m.location).join(', ')} ${seconds().toFixed(1)} s after pg_switch_wal()` }, segment, seconds: seconds() };
+      return {
+        item: {
+          name: 'wal_archived',
+          verdict: 'ok',
+          message: `segment ${segment} reached ${state.map((m) => m.location).join(', ')} ${seconds().toFixed(1)} s after pg_switch_wal()`,
+        },
+        segment,
+        seconds: seconds(),
+      };
     }
     o.signal?.throwIfAborted();
     if (Date.now() > deadline) {
       const after = await archiverStats(client);
       const where = state.length > 1 ? ` (missing in ${missing.join(', ')})` : '';
-      return { item: { name: 'wal_archived', verdict: 'fail', message: `segment ${segment} not archived within ${Math.round(proof.timeoutMs / 1000)} s${where}: ${describeArchiver(before, after)}; archive_command = '${s.archive_command}'; the PostgreSQL log has the archiver's error` }, segment, seconds: 0 };
+      return {
+        item: {
+          name: 'wal_archived',
+          verdict: 'fail',
+          message: `segment ${segment} not archived within ${Math.round(proof.timeoutMs / 1000)} s${where}: ${describeArchiver(before, after)}; archive_command = '${s.archive_command}'; the PostgreSQL log has the archiver's error`,
+        },
+        segment,
+        seconds: 0,
+      };
     }
     await sleep(pollMs);
     pollMs = Math.min(250, Math.round(pollMs * 1.5));

@@ -18,9 +18,10 @@ const judge = (command: string, files: Record<string, Record<string, string>> = 
 
 describe('splitShellWords', () => {
   it('keeps quoted words whole and unquotes them', () => {
-    assert.deepEqual(splitShellWords(`"/opt/node 24/bin/node" '/srv/pg fleet/agent/dist/bin.js' wal-push "%p" --cluster\\ x`).commands, [
-      ['/opt/node 24/bin/node', '/srv/pg fleet/agent/dist/bin.js', 'wal-push', '%p', '--cluster x'],
-    ]);
+    assert.deepEqual(
+      splitShellWords(`"/opt/node 24/bin/node" '/srv/pg fleet/agent/dist/bin.js' wal-push "%p" --cluster\\ x`).commands,
+      [['/opt/node 24/bin/node', '/srv/pg fleet/agent/dist/bin.js', 'wal-push', '%p', '--cluster x']],
+    );
     assert.deepEqual(splitShellWords(`a "b \\"c\\" \\$d" e'f'g`).commands, [['a', 'b "c" $d', 'efg']]);
   });
 
@@ -35,9 +36,26 @@ describe('splitShellWords', () => {
 describe('walPushArgs', () => {
   it('finds wal-push run directly, through node, or after exec/env prefixes', () => {
     assert.deepEqual(walPushArgs(['pgfleet-agent', 'wal-push', '%p']), ['wal-push', '%p']);
-    assert.deepEqual(walPushArgs(['/usr/local/bin/pgfleet-agent', 'wal-push', '%p', '--config', 'f']), ['wal-push', '%p', '--config', 'f']);
-    assert.deepEqual(walPushArgs(['/usr/bin/node', '--enable-source-maps', '/opt/pgfleet/packages/agent/dist/bin.js', 'wal-push', '%p']), ['wal-push', '%p']);
-    assert.deepEqual(walPushArgs(['exec', 'env', 'PGFLEET_LOG_LEVEL=warn', 'pgfleet-agent', 'wal-push', '%p']), ['wal-push', '%p']);
+    assert.deepEqual(walPushArgs(['/usr/local/bin/pgfleet-agent', 'wal-push', '%p', '--config', 'f']), [
+      'wal-push',
+      '%p',
+      '--config',
+      'f',
+    ]);
+    assert.deepEqual(
+      walPushArgs([
+        '/usr/bin/node',
+        '--enable-source-maps',
+        '/opt/pgfleet/packages/agent/dist/bin.js',
+        'wal-push',
+        '%p',
+      ]),
+      ['wal-push', '%p'],
+    );
+    assert.deepEqual(walPushArgs(['exec', 'env', 'PGFLEET_LOG_LEVEL=warn', 'pgfleet-agent', 'wal-push', '%p']), [
+      'wal-push',
+      '%p',
+    ]);
   });
 
   it('is undefined for other programs and other subcommands', () => {
@@ -63,16 +81,29 @@ describe('judgeArchiveCommand', () => {
   });
 
   it('--config: the cluster comes from the file (relative paths from PGDATA); another cluster there fails', () => {
-    const ok = judge('pgfleet-agent wal-push %p --config /etc/pgfleet/agent.yaml', { '/etc/pgfleet/agent.yaml': { cluster: 'shop', repo: '/backup' } });
+    const ok = judge('pgfleet-agent wal-push %p --config /etc/pgfleet/agent.yaml', {
+      '/etc/pgfleet/agent.yaml': { cluster: 'shop', repo: '/backup' },
+    });
     assert.deepEqual([ok.verdict, ok.viaPgfleet], ['ok', true]);
     assert.match(ok.message, /from its config file \/etc\/pgfleet\/agent\.yaml/);
-    const relative = judge('pgfleet-agent wal-push %p --config ../agent.yaml', { '/var/lib/postgresql/15/agent.yaml': { cluster: 'shop' } });
+    const relative = judge('pgfleet-agent wal-push %p --config ../agent.yaml', {
+      '/var/lib/postgresql/15/agent.yaml': { cluster: 'shop' },
+    });
     assert.equal(relative.verdict, 'ok', relative.message);
-    const other = judge('pgfleet-agent wal-push %p --config /etc/pgfleet/agent.yaml', { '/etc/pgfleet/agent.yaml': { cluster: 'billing' } });
+    const other = judge('pgfleet-agent wal-push %p --config /etc/pgfleet/agent.yaml', {
+      '/etc/pgfleet/agent.yaml': { cluster: 'billing' },
+    });
     assert.deepEqual([other.verdict, other.viaPgfleet], ['fail', false]);
-    assert.match(other.message, /as cluster 'billing' \(from its config file \/etc\/pgfleet\/agent\.yaml\), but this agent is cluster 'shop'/);
+    assert.match(
+      other.message,
+      /as cluster 'billing' \(from its config file \/etc\/pgfleet\/agent\.yaml\), but this agent is cluster 'shop'/,
+    );
     // A flag wins over the file, as in wal-push itself.
-    assert.equal(judge('pgfleet-agent wal-push %p --config /etc/a.yaml --cluster shop', { '/etc/a.yaml': { cluster: 'billing' } }).verdict, 'ok');
+    assert.equal(
+      judge('pgfleet-agent wal-push %p --config /etc/a.yaml --cluster shop', { '/etc/a.yaml': { cluster: 'billing' } })
+        .verdict,
+      'ok',
+    );
   });
 
   it('fails for --cluster naming another cluster', () => {
@@ -91,7 +122,13 @@ describe('judgeArchiveCommand', () => {
   });
 
   it('fails for other commands: /bin/true, cp %p ..., pgBackRest, a wrapper script', () => {
-    for (const cmd of ['/bin/true', 'cp %p /mnt/archive/%f', 'test ! -f /a/%f && cp %p /a/%f', 'pgbackrest --stanza=shop archive-push %p', '/usr/local/bin/archive.sh %p']) {
+    for (const cmd of [
+      '/bin/true',
+      'cp %p /mnt/archive/%f',
+      'test ! -f /a/%f && cp %p /a/%f',
+      'pgbackrest --stanza=shop archive-push %p',
+      '/usr/local/bin/archive.sh %p',
+    ]) {
       const j = judge(cmd);
       assert.deepEqual([j.verdict, j.viaPgfleet], ['fail', false], cmd);
       assert.match(j.message, /does not run pgfleet-agent wal-push/);

@@ -122,13 +122,18 @@ export interface JudgeOptions {
   loadConfig: ConfigLoader;
 }
 
-const SET_IT = "set archive_command = 'pgfleet-agent wal-push %p --config FILE' (or --cluster <cluster> --repo ...) and reload PostgreSQL";
+const SET_IT =
+  "set archive_command = 'pgfleet-agent wal-push %p --config FILE' (or --cluster <cluster> --repo ...) and reload PostgreSQL";
 
 /** Judges archive_command for the agent of `o.cluster` (see the module header). */
 export function judgeArchiveCommand(command: string, o: JudgeOptions): ArchiveCommandJudgement {
   const text = command.trim();
   if (text === '' || text === '(disabled)') {
-    return { verdict: 'fail', viaPgfleet: false, message: `archive_command is empty: PostgreSQL archives no WAL at all; ${SET_IT}` };
+    return {
+      verdict: 'fail',
+      viaPgfleet: false,
+      message: `archive_command is empty: PostgreSQL archives no WAL at all; ${SET_IT}`,
+    };
   }
   const { commands, compound } = splitShellWords(text);
   const pushes = commands.map(walPushArgs).filter((a): a is string[] => a !== undefined);
@@ -154,14 +159,25 @@ export function judgeArchiveCommand(command: string, o: JudgeOptions): ArchiveCo
     // Only flags and the config file: PostgreSQL's environment (PGFLEET_*) is not visible from here.
     parsed = parseCommandLineWith(AGENT_PROGRAM, args, {}, loadConfig);
   } catch (err) {
-    return { verdict: 'fail', viaPgfleet: false, message: `archive_command runs wal-push with arguments it refuses (${(err as Error).message}): every segment fails to archive; ${SET_IT}` };
+    return {
+      verdict: 'fail',
+      viaPgfleet: false,
+      message: `archive_command runs wal-push with arguments it refuses (${(err as Error).message}): every segment fails to archive; ${SET_IT}`,
+    };
   }
   const path = parsed.positionals[0] ?? '';
   if (!/%[pf]/.test(path)) {
-    return { verdict: 'fail', viaPgfleet: false, message: `archive_command runs wal-push on '${path}' instead of %p (the segment PostgreSQL asks to archive); ${SET_IT}` };
+    return {
+      verdict: 'fail',
+      viaPgfleet: false,
+      message: `archive_command runs wal-push on '${path}' instead of %p (the segment PostgreSQL asks to archive); ${SET_IT}`,
+    };
   }
   const named = parsed.options.cluster === undefined ? undefined : String(parsed.options.cluster);
-  const from = parsed.configFile && !args.some((a) => a === '--cluster' || a.startsWith('--cluster=')) ? ` (from its config file ${parsed.configFile})` : '';
+  const from =
+    parsed.configFile && !args.some((a) => a === '--cluster' || a.startsWith('--cluster='))
+      ? ` (from its config file ${parsed.configFile})`
+      : '';
   if (named !== undefined && named !== o.cluster) {
     return {
       verdict: 'fail',
@@ -190,5 +206,9 @@ export function judgeArchiveCommand(command: string, o: JudgeOptions): ArchiveCo
       message: `archive_command runs more than wal-push ('${text}'): PostgreSQL sees the exit status of the whole line, so a failed push may count as archived; make wal-push the whole command`,
     };
   }
-  return { verdict: 'ok', viaPgfleet: true, message: `archive_command runs pgfleet-agent wal-push for cluster ${o.cluster}${from}` };
+  return {
+    verdict: 'ok',
+    viaPgfleet: true,
+    message: `archive_command runs pgfleet-agent wal-push for cluster ${o.cluster}${from}`,
+  };
 }

@@ -25,6 +25,13 @@ test('a label already holding files (even of an unfinished backup) is skipped: t
 
 test('labels taken for several seconds ahead (a clock gone back): refused with PGF-3011, nothing overwritten', async () => {
   const base = Date.now();
-  for (let s = 0; s < 8; s++) await repo.driver.put(`c2/backup/${backupLabel(new Date(base + s * 1000), 'incr')}/backup.manifest`, Buffer.from('{}'));
-  await assert.rejects(freeLabel(repo, 'c2', 'incr'), (e: unknown) => e instanceof PgfleetError && e.code === 'PGF-3011' && /already used/.test(e.message));
+  for (let s = 0; s < 8; s++)
+    await repo.driver.put(
+      `c2/backup/${backupLabel(new Date(base + s * 1000), 'incr')}/backup.manifest`,
+      Buffer.from('{}'),
+    );
+  await assert.rejects(
+    freeLabel(repo, 'c2', 'incr'),
+    (e: unknown) => e instanceof PgfleetError && e.code === 'PGF-3011' && /already used/.test(e.message),
+  );
 });

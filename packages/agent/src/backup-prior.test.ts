@@ -12,7 +12,16 @@ import { describePageErrors } from './backup.js';
 import { PageChecksumStage, recheckPages } from './page-verify.js';
 
 const prior = (over: Partial<ManifestFile> = {}): ManifestFile => ({
-  path: 'base/5/16384', size: 8192, mtimeMs: 1_000_000, mode: 0o600, sha256: 'a'.repeat(64), storedSize: 100, storedSha256: 'b'.repeat(64), codec: 'zstd', backup: '20260101-000000F', ...over,
+  path: 'base/5/16384',
+  size: 8192,
+  mtimeMs: 1_000_000,
+  mode: 0o600,
+  sha256: 'a'.repeat(64),
+  storedSize: 100,
+  storedSha256: 'b'.repeat(64),
+  codec: 'zstd',
+  backup: '20260101-000000F',
+  ...over,
 });
 
 test('unchanged = same size and mtime, well before the prior backup started', () => {
@@ -28,9 +37,20 @@ test('same-second guard: an mtime close to or after the prior backup start, or i
   const ctx = { priorStartMs: start, nowMs: start + 600_000, checksumDelta: false };
   // Written in the same clock tick as the prior copy could have been written again after it, with the same mtime.
   for (const mtimeMs of [start - MTIME_GUARD_MS, start - 1500, start - 1, start, start + 1000]) {
-    assert.equal(decideFile({ size: 8192, mtimeMs }, prior({ mtimeMs }), ctx), 'copy', `mtime ${mtimeMs - start} ms from the prior start`);
+    assert.equal(
+      decideFile({ size: 8192, mtimeMs }, prior({ mtimeMs }), ctx),
+      'copy',
+      `mtime ${mtimeMs - start} ms from the prior start`,
+    );
   }
-  assert.equal(decideFile({ size: 8192, mtimeMs: start - MTIME_GUARD_MS - 1 }, prior({ mtimeMs: start - MTIME_GUARD_MS - 1 }), ctx), 'reference');
+  assert.equal(
+    decideFile(
+      { size: 8192, mtimeMs: start - MTIME_GUARD_MS - 1 },
+      prior({ mtimeMs: start - MTIME_GUARD_MS - 1 }),
+      ctx,
+    ),
+    'reference',
+  );
   // A clock that went backwards: an mtime after "now" proves nothing.
   const skewed = { priorStartMs: start, nowMs: start - 60_000, checksumDelta: false };
   assert.equal(decideFile({ size: 8192, mtimeMs: start - 30_000 }, prior({ mtimeMs: start - 30_000 }), skewed), 'copy');
@@ -45,7 +65,15 @@ test('checksum mode compares content whenever the size matches, whatever the mti
 
 test('a diff builds on the last full, an incr on the last backup, both of the same system and timeline', () => {
   const m = (label: string, type: BackupManifest['type'], stop: string, over: Partial<BackupManifest> = {}) =>
-    ({ label, type, stopTime: stop, systemIdentifier: '42', pgVersionNum: 160000, timeline: 1, ...over }) as BackupManifest;
+    ({
+      label,
+      type,
+      stopTime: stop,
+      systemIdentifier: '42',
+      pgVersionNum: 160000,
+      timeline: 1,
+      ...over,
+    }) as BackupManifest;
   const sys = { systemIdentifier: '42', pgVersionNum: 160000, timeline: 1 };
   const list = [
     m('F1', 'full', '2026-01-01T00:00:00Z'),
@@ -120,8 +148,14 @@ test('suspect pages are re-read once: a torn read that is fine on disk is no err
 });
 
 test('page errors are summarised with file and block, bounded', () => {
-  assert.equal(describePageErrors([{ path: 'base/5/16384', blocks: [1, 7] }]), 'PGF-3008 page checksum errors: base/5/16384 block(s) 1, 7');
-  const many = Array.from({ length: 12 }, (_, i) => ({ path: `base/5/${i}`, blocks: Array.from({ length: 25 }, (_, b) => b) }));
+  assert.equal(
+    describePageErrors([{ path: 'base/5/16384', blocks: [1, 7] }]),
+    'PGF-3008 page checksum errors: base/5/16384 block(s) 1, 7',
+  );
+  const many = Array.from({ length: 12 }, (_, i) => ({
+    path: `base/5/${i}`,
+    blocks: Array.from({ length: 25 }, (_, b) => b),
+  }));
   const text = describePageErrors(many);
   assert.match(text, /and 5 more; /);
   assert.match(text, /and 2 more file\(s\)$/);

@@ -23,10 +23,19 @@ export interface BackupSystem {
 }
 
 /** The backup a diff (last full) or incr (last backup) builds on; undefined when there is none, so the backup becomes a full. */
-export function choosePriorBackup(backups: readonly BackupManifest[], type: BackupKind, system: BackupSystem): BackupManifest | undefined {
+export function choosePriorBackup(
+  backups: readonly BackupManifest[],
+  type: BackupKind,
+  system: BackupSystem,
+): BackupManifest | undefined {
   if (type === 'full') return undefined;
   const candidates = backups
-    .filter((b) => b.systemIdentifier === system.systemIdentifier && b.pgVersionNum === system.pgVersionNum && b.timeline === system.timeline)
+    .filter(
+      (b) =>
+        b.systemIdentifier === system.systemIdentifier &&
+        b.pgVersionNum === system.pgVersionNum &&
+        b.timeline === system.timeline,
+    )
     .filter((b) => type === 'incr' || b.type === 'full')
     .sort((a, b) => Date.parse(a.stopTime) - Date.parse(b.stopTime));
   return candidates.at(-1);
@@ -48,7 +57,11 @@ export interface DecisionContext {
   checksumDelta: boolean;
 }
 
-export function decideFile(file: { size: number; mtimeMs: number }, prior: ManifestFile | undefined, ctx: DecisionContext): FileDecision {
+export function decideFile(
+  file: { size: number; mtimeMs: number },
+  prior: ManifestFile | undefined,
+  ctx: DecisionContext,
+): FileDecision {
   if (!prior || file.size !== prior.size) return 'copy';
   if (ctx.checksumDelta) return 'compare-checksum';
   if (file.mtimeMs !== prior.mtimeMs) return 'copy';

@@ -7,7 +7,8 @@ import { Lsn, WalSegmentName } from '@pgfleet/pg';
 import { lastNeededLsn } from './backup.js';
 
 const SEG = 16 * 1024 * 1024;
-const range = (start: string, stop: string) => WalSegmentName.range(1, Lsn.parse(start), lastNeededLsn(Lsn.parse(stop), SEG), SEG).map(String);
+const range = (start: string, stop: string) =>
+  WalSegmentName.range(1, Lsn.parse(start), lastNeededLsn(Lsn.parse(stop), SEG), SEG).map(String);
 
 test('a stop LSN inside a segment needs that segment', () => {
   assert.deepEqual(range('0/2000028', '0/3000060'), ['000000010000000000000002', '000000010000000000000003']);

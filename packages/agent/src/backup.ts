@@ -30,8 +30,29 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { backupLabel, ErrorCodes, PgfleetError, type Logger } from '@pgfleet/core';
-import { BLCKSZ, clusterFacts, connectPg, Lsn, lsnHalves, parseBackupLabel, RELSEG_SIZE, relationSegmentNumber, WalSegmentName, type LsnHalves, type PgConnectionOptions } from '@pgfleet/pg';
-import { chunkedContentDigest, type BackupKind, type BackupManifest, type BackupSource, type Codec, type ManifestChunk, type ManifestFile, type Repository } from '@pgfleet/storage';
+import {
+  BLCKSZ,
+  clusterFacts,
+  connectPg,
+  Lsn,
+  lsnHalves,
+  parseBackupLabel,
+  RELSEG_SIZE,
+  relationSegmentNumber,
+  WalSegmentName,
+  type LsnHalves,
+  type PgConnectionOptions,
+} from '@pgfleet/pg';
+import {
+  chunkedContentDigest,
+  type BackupKind,
+  type BackupManifest,
+  type BackupSource,
+  type Codec,
+  type ManifestChunk,
+  type ManifestFile,
+  type Repository,
+} from '@pgfleet/storage';
 import { choosePriorBackup, decideFile, type FileDecision } from './backup-prior.js';
 import { CopyPool, settleAll } from './copy-pool.js';
 import { listPgdata, type PgdataEntry } from './pgdata-walk.js';
@@ -102,35 +123,57 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     // A standby's own archive settings do not decide whether its backup gets its WAL: the
     // primary archives it (the wait below proves it did). A primary must archive.
     if (standby) {
-      log.info({ archiveMode: facts.archiveMode }, 'backing up a standby: its WAL comes from the primary\'s archiving');
+      log.info({ archiveMode: facts.archiveMode }, "backing up a standby: its WAL comes from the primary's archiving");
     } else if (facts.archiveMode === 'off') {
-      throw new PgfleetError('ArchiveModeOff', `archive_mode is off on cluster ${opts.cluster}: the WAL a backup needs would never reach the repository, so the backup could not be restored`);
+      throw new PgfleetError(
+        'ArchiveModeOff',
+        `archive_mode is off on cluster ${opts.cluster}: the WAL a backup needs would never reach the repository, so the backup could not be restored`,
+      );
     }
     if (!standby && (facts.archiveCommand.trim() === '' || facts.archiveCommand === '(disabled)')) {
-      throw new PgfleetError('ArchiveModeOff', `archive_command is empty on cluster ${opts.cluster}: WAL is not being archived`);
+      throw new PgfleetError(
+        'ArchiveModeOff',
+        `archive_command is empty on cluster ${opts.cluster}: WAL is not being archived`,
+      );
     }
     // Later backups skip it: the WAL of the earlier ones already proved the way (pgfleet check proves it on demand).
     if (opts.checkArchiving && !(await repo.hasBackups(opts.cluster))) {
       tracker.phase('check', 'first backup of the cluster: proving that WAL reaches every repository');
       await opts.checkArchiving();
     }
-    await repo.ensureClusterInfo(opts.cluster, { systemIdentifier: facts.systemIdentifier, pgVersionNum: facts.versionNum, walSegmentSize: facts.walSegmentSize });
+    await repo.ensureClusterInfo(opts.cluster, {
+      systemIdentifier: facts.systemIdentifier,
+      pgVersionNum: facts.versionNum,
+      walSegmentSize: facts.walSegmentSize,
+    });
 
     let type: BackupKind = opts.type ?? 'full';
     let prior: BackupManifest | undefined;
     let checksumDelta = Boolean(opts.checksumDelta);
     if (type !== 'full') {
       // The timeline of the last checkpoint (on a standby, restartpoint): the one the backup starts on.
-      const timeline = Number((await client.query('SELECT timeline_id FROM pg_control_checkpoint()')).rows[0].timeline_id);
-      prior = choosePriorBackup(await repo.listBackups(opts.cluster), type, { systemIdentifier: facts.systemIdentifier, pgVersionNum: facts.versionNum, timeline });
+      const timeline = Number(
+        (await client.query('SELECT timeline_id FROM pg_control_checkpoint()')).rows[0].timeline_id,
+      );
+      prior = choosePriorBackup(await repo.listBackups(opts.cluster), type, {
+        systemIdentifier: facts.systemIdentifier,
+        pgVersionNum: facts.versionNum,
+        timeline,
+      });
       if (prior && !sameSource(prior.source, source)) {
         // Another host's (or data directory's) files have their own mtimes: size + mtime says
         // nothing about whether this copy changed. Compare content, as pgBackRest's delta does.
         checksumDelta = true;
-        log.info({ prior: prior.label, priorSource: prior.source ?? 'primary (before HA)' }, 'the prior backup was taken on another host: unchanged files are found by checksum');
+        log.info(
+          { prior: prior.label, priorSource: prior.source ?? 'primary (before HA)' },
+          'the prior backup was taken on another host: unchanged files are found by checksum',
+        );
       }
       if (!prior) {
-        log.info({ requested: type, timeline }, `no prior ${type === 'diff' ? 'full ' : ''}backup of this system and timeline in the repository: taking a full backup instead`);
+        log.info(
+          { requested: type, timeline },
+          `no prior ${type === 'diff' ? 'full ' : ''}backup of this system and timeline in the repository: taking a full backup instead`,
+        );
         type = 'full';
       }
     }
@@ -140,14 +183,18 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     tracker.phase('pg_backup_start', 'checkpoint');
     const startFn = facts.major >= 15 ? 'pg_backup_start($1, true)' : 'pg_start_backup($1, true, false)';
     const startLsn = Lsn.parse((await client.query(`SELECT ${startFn}::text AS lsn`, [label])).rows[0].lsn);
-    log.info({ label, type, ...(prior ? { prior: prior.label } : {}), startLsn: startLsn.toString() }, 'backup started');
+    log.info(
+      { label, type, ...(prior ? { prior: prior.label } : {}), startLsn: startLsn.toString() },
+      'backup started',
+    );
 
     const listing = await listPgdata(opts.pgdata);
     const plan = planCopy(listing.files, prior, checksumDelta);
     let referenced = plan.filter((p) => p.decision === 'reference').length;
     tracker.state.bytesTotal = plan.reduce((s, p) => s + (p.decision === 'reference' ? 0 : p.file.size), 0);
     tracker.state.filesTotal = plan.length;
-    const referencedMessage = () => (prior ? `${referenced} unchanged file(s) referenced from ${prior.label}` : undefined);
+    const referencedMessage = () =>
+      prior ? `${referenced} unchanged file(s) referenced from ${prior.label}` : undefined;
     tracker.phase('copy', referencedMessage());
 
     const copier = new FileCopier(opts, label, facts.dataChecksums ? lsnHalves(startLsn.value) : undefined, tracker);
@@ -185,13 +232,24 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
           files.push(entry);
           if (entry.pageChecksumErrors) {
             pageErrors.push({ path: entry.path, blocks: entry.pageChecksumErrors });
-            log.warn({ code: ErrorCodes.PageChecksumMismatch.code, file: entry.path, blocks: entry.pageChecksumErrors }, `page checksum mismatch in ${entry.path}, block(s) ${entry.pageChecksumErrors.join(', ')}: the data file is damaged on disk`);
+            log.warn(
+              { code: ErrorCodes.PageChecksumMismatch.code, file: entry.path, blocks: entry.pageChecksumErrors },
+              `page checksum mismatch in ${entry.path}, block(s) ${entry.pageChecksumErrors.join(', ')}: the data file is damaged on disk`,
+            );
           }
         }
         tracker.add(0, 1);
       };
       // The first failure stops everything not yet started; running tasks finish before we go on.
-      const settle = (items: readonly PlannedFile[]) => settleAll(items.map((p) => copyOne(p).catch((err: unknown) => { copier.pool.cancel(err); throw err; })));
+      const settle = (items: readonly PlannedFile[]) =>
+        settleAll(
+          items.map((p) =>
+            copyOne(p).catch((err: unknown) => {
+              copier.pool.cancel(err);
+              throw err;
+            }),
+          ),
+        );
       await settle(ordered);
       await settle(last);
     } finally {
@@ -202,18 +260,31 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     await repo.syncKeys(copier.written);
     files.sort((a, b) => (a.path < b.path ? -1 : 1));
     // Referenced files carry the page errors found when their bytes were read.
-    const carried = files.filter((f) => f.backup !== label && f.pageChecksumErrors?.length).map((f) => ({ path: f.path, blocks: f.pageChecksumErrors! }));
+    const carried = files
+      .filter((f) => f.backup !== label && f.pageChecksumErrors?.length)
+      .map((f) => ({ path: f.path, blocks: f.pageChecksumErrors! }));
 
     tracker.phase('pg_backup_stop');
     // wait_for_archive=false: we wait ourselves, against the repository, with a timeout and a clear error.
-    const stopSql = facts.major >= 15 ? 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(false)' : 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, false)';
+    const stopSql =
+      facts.major >= 15
+        ? 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(false)'
+        : 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, false)';
     const stop = (await client.query(stopSql)).rows[0];
     const stopTime = new Date();
     const stopLsn = Lsn.parse(stop.lsn);
     const labelInfo = parseBackupLabel(stop.labelfile);
     const timeline = labelInfo.startTimeline;
-    const segments = WalSegmentName.range(timeline, labelInfo.startLsn, lastNeededLsn(stopLsn, facts.walSegmentSize), facts.walSegmentSize);
-    log.info({ label, stopLsn: stopLsn.toString(), walStart: String(segments[0]), walStop: String(segments.at(-1)) }, 'backup copy done, waiting for WAL');
+    const segments = WalSegmentName.range(
+      timeline,
+      labelInfo.startLsn,
+      lastNeededLsn(stopLsn, facts.walSegmentSize),
+      facts.walSegmentSize,
+    );
+    log.info(
+      { label, stopLsn: stopLsn.toString(), walStart: String(segments[0]), walStop: String(segments.at(-1)) },
+      'backup copy done, waiting for WAL',
+    );
 
     tracker.phase('wait-wal', `waiting for ${segments.length} WAL segment(s) in the repository`);
     const deadline = Date.now() + opts.archiveTimeoutMs;
@@ -231,8 +302,13 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
           switchAskedAt = Date.now();
         }
         if (Date.now() > deadline) {
-          const why = standby ? ' (a standby backup: the primary must finish and archive it; is the primary\'s agent connected, does the primary archive?)' : '';
-          throw new PgfleetError('WalArchiveTimeout', `WAL segment ${seg} needed by backup ${label} did not reach the repository within ${Math.round(opts.archiveTimeoutMs / 1000)} s${why}`);
+          const why = standby
+            ? " (a standby backup: the primary must finish and archive it; is the primary's agent connected, does the primary archive?)"
+            : '';
+          throw new PgfleetError(
+            'WalArchiveTimeout',
+            `WAL segment ${seg} needed by backup ${label} did not reach the repository within ${Math.round(opts.archiveTimeoutMs / 1000)} s${why}`,
+          );
         }
         await sleep(pollMs);
         pollMs = Math.min(250, Math.round(pollMs * 1.5));
@@ -275,7 +351,19 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     if (allPageErrors.length > 0) summary.push(describePageErrors(allPageErrors));
     // The last progress message stays on the job record: `pgfleet job <id>` shows it.
     tracker.phase('done', summary.join('; '));
-    log.info({ label, type, from: source.role, files: files.length, copied: copied.length, bytes: manifest.sizeBytes, stored: manifest.storedBytes, pageChecksumErrors: allPageErrors.length }, 'backup complete');
+    log.info(
+      {
+        label,
+        type,
+        from: source.role,
+        files: files.length,
+        copied: copied.length,
+        bytes: manifest.sizeBytes,
+        stored: manifest.storedBytes,
+        pageChecksumErrors: allPageErrors.length,
+      },
+      'backup complete',
+    );
     return manifest;
   } finally {
     await client.end().catch(() => {});
@@ -284,13 +372,20 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
       // other failed, and a manifest is what makes a backup look complete. Then the bytes, best
       // effort: a repository that is down must not hide the error that ended the backup.
       const prefix = repo.backupPrefix(opts.cluster, label);
-      await repo.driver.delete([`${prefix}/backup.manifest`]).catch((err: unknown) => log.warn({ err: (err as Error).message }, `could not remove the manifest of the unfinished backup ${label}`));
+      await repo.driver
+        .delete([`${prefix}/backup.manifest`])
+        .catch((err: unknown) =>
+          log.warn({ err: (err as Error).message }, `could not remove the manifest of the unfinished backup ${label}`),
+        );
       try {
         const keys: string[] = [];
         for await (const o of repo.driver.list(`${prefix}/`)) keys.push(o.key);
         await repo.driver.delete(keys);
       } catch (err) {
-        log.warn({ err: (err as Error).message }, `files of the unfinished backup ${label} were left in the repository (no manifest: never listed or restored)`);
+        log.warn(
+          { err: (err as Error).message },
+          `files of the unfinished backup ${label} were left in the repository (no manifest: never listed or restored)`,
+        );
       }
     }
   }
@@ -309,7 +404,11 @@ interface PlannedFile {
 }
 
 /** Decides for every file whether to copy it or reference it from the prior backup (see backup-prior.ts). */
-function planCopy(files: readonly PgdataEntry[], prior: BackupManifest | undefined, checksumDelta: boolean): PlannedFile[] {
+function planCopy(
+  files: readonly PgdataEntry[],
+  prior: BackupManifest | undefined,
+  checksumDelta: boolean,
+): PlannedFile[] {
   if (!prior) return files.map((file) => ({ file, decision: 'copy', prior: undefined }));
   const priorFiles = new Map(prior.files.map((f) => [f.path, f]));
   const ctx = { priorStartMs: Date.parse(prior.startTime), nowMs: Date.now(), checksumDelta };
@@ -333,7 +432,12 @@ export class FileCopier {
   readonly written: string[] = [];
   private readonly chunkBytes: number;
 
-  constructor(private readonly opts: BackupOptions, private readonly label: string, private readonly startLsn: LsnHalves | undefined, private readonly tracker: ProgressTracker) {
+  constructor(
+    private readonly opts: BackupOptions,
+    private readonly label: string,
+    private readonly startLsn: LsnHalves | undefined,
+    private readonly tracker: ProgressTracker,
+  ) {
     this.pool = new CopyPool(opts.repo, { threads: opts.workers, ...(opts.signal ? { signal: opts.signal } : {}) });
     this.chunkBytes = Math.max(BLCKSZ, Math.floor((opts.chunkBytes ?? DEFAULT_CHUNK_BYTES) / BLCKSZ) * BLCKSZ);
   }
@@ -343,7 +447,12 @@ export class FileCopier {
     const { repo, codec, cluster } = this.opts;
     const src = join(this.opts.pgdata, f.path);
     const segment = this.startLsn ? relationSegmentNumber(f.path) : undefined;
-    const page = (offset: number) => (segment === undefined ? {} : { page: { firstBlock: segment * RELSEG_SIZE + offset / BLCKSZ, hi: this.startLsn!.hi, lo: this.startLsn!.lo } });
+    const page = (offset: number) =>
+      segment === undefined
+        ? {}
+        : {
+            page: { firstBlock: segment * RELSEG_SIZE + offset / BLCKSZ, hi: this.startLsn!.hi, lo: this.startLsn!.lo },
+          };
     const level = this.opts.level === undefined ? {} : { level: this.opts.level };
     if (f.size <= this.chunkBytes) {
       const key = repo.backupFileKey(cluster, this.label, f.path, codec);
@@ -351,7 +460,17 @@ export class FileCopier {
       this.tracker.add(f.size);
       if (r.missing) return undefined;
       this.written.push(key);
-      const entry: ManifestFile = { path: f.path, size: r.size, mtimeMs: f.mtimeMs, mode: f.mode, sha256: r.sha256, storedSize: r.storedSize, storedSha256: r.storedSha256, codec, backup: this.label };
+      const entry: ManifestFile = {
+        path: f.path,
+        size: r.size,
+        mtimeMs: f.mtimeMs,
+        mode: f.mode,
+        sha256: r.sha256,
+        storedSize: r.storedSize,
+        storedSha256: r.storedSha256,
+        codec,
+        backup: this.label,
+      };
       if (r.pageErrors) entry.pageChecksumErrors = r.pageErrors;
       return entry;
     }
@@ -360,7 +479,16 @@ export class FileCopier {
       const offset = i * this.chunkBytes;
       const key = repo.backupChunkKey(cluster, this.label, f.path, i, codec);
       // The last chunk reads to the end of the file, so a relation extended meanwhile is copied like an unchunked one.
-      return { kind: 'backup' as const, src, key, codec, ...level, offset, ...(i < n - 1 ? { length: this.chunkBytes } : {}), ...page(offset) };
+      return {
+        kind: 'backup' as const,
+        src,
+        key,
+        codec,
+        ...level,
+        offset,
+        ...(i < n - 1 ? { length: this.chunkBytes } : {}),
+        ...page(offset),
+      };
     });
     const results = await settleAll(
       tasks.map((t, i) =>
@@ -372,7 +500,14 @@ export class FileCopier {
     );
     if (results.some((r) => r.missing)) return undefined;
     this.written.push(...tasks.map((t) => t.key));
-    const chunks: ManifestChunk[] = results.map((r, i) => ({ offset: tasks[i]!.offset, size: r.size, sha256: r.sha256, storedSize: r.storedSize, storedSha256: r.storedSha256, key: tasks[i]!.key }));
+    const chunks: ManifestChunk[] = results.map((r, i) => ({
+      offset: tasks[i]!.offset,
+      size: r.size,
+      sha256: r.sha256,
+      storedSize: r.storedSize,
+      storedSha256: r.storedSha256,
+      key: tasks[i]!.key,
+    }));
     const entry: ManifestFile = {
       path: f.path,
       // A file truncated while it was read ends at its last non-empty chunk.
@@ -393,7 +528,11 @@ export class FileCopier {
 
   /** Checksum mode: does the file still hold the prior entry's content? undefined when it is gone. */
   async sameContent(f: PgdataEntry, prior: ManifestFile): Promise<boolean | undefined> {
-    const r = await this.pool.run({ kind: 'hash', path: join(this.opts.pgdata, f.path), ...(prior.chunks ? { ranges: prior.chunks.map((c) => ({ offset: c.offset, size: c.size })) } : {}) });
+    const r = await this.pool.run({
+      kind: 'hash',
+      path: join(this.opts.pgdata, f.path),
+      ...(prior.chunks ? { ranges: prior.chunks.map((c) => ({ offset: c.offset, size: c.size })) } : {}),
+    });
     if (r.missing) return undefined;
     const digest = prior.chunks ? chunkedContentDigest(r.sha256s) : r.sha256s[0];
     return r.size === prior.size && digest === prior.sha256;
@@ -402,7 +541,12 @@ export class FileCopier {
 
 /** "PGF-3008 page checksum errors: base/5/16384 block(s) 1, 7; ..." (bounded: a badly damaged cluster must not flood the job record). */
 export function describePageErrors(errors: readonly { path: string; blocks: readonly number[] }[]): string {
-  const shown = errors.slice(0, 10).map((e) => `${e.path} block(s) ${e.blocks.slice(0, 20).join(', ')}${e.blocks.length > 20 ? ` and ${e.blocks.length - 20} more` : ''}`);
+  const shown = errors
+    .slice(0, 10)
+    .map(
+      (e) =>
+        `${e.path} block(s) ${e.blocks.slice(0, 20).join(', ')}${e.blocks.length > 20 ? ` and ${e.blocks.length - 20} more` : ''}`,
+    );
   const more = errors.length > 10 ? `; and ${errors.length - 10} more file(s)` : '';
   return `${ErrorCodes.PageChecksumMismatch.code} page checksum errors: ${shown.join('; ')}${more}`;
 }
@@ -412,13 +556,20 @@ export function describePageErrors(errors: readonly { path: string; blocks: read
  * started within the same second would otherwise share a directory and the second manifest would
  * replace the first. Waits for the next second a few times, then refuses rather than overwrite.
  */
-export async function freeLabel(repo: Repository, cluster: string, type: BackupKind): Promise<{ startTime: Date; label: string }> {
+export async function freeLabel(
+  repo: Repository,
+  cluster: string,
+  type: BackupKind,
+): Promise<{ startTime: Date; label: string }> {
   for (let attempt = 0; ; attempt++) {
     const startTime = new Date();
     const label = backupLabel(startTime, type);
     if (!(await repo.labelInUse(cluster, label))) return { startTime, label };
     if (attempt >= 4) {
-      throw new PgfleetError('BackupLabelInUse', `backup label ${label} of cluster ${cluster} is already used in the repository (has the clock gone back?); nothing was overwritten`);
+      throw new PgfleetError(
+        'BackupLabelInUse',
+        `backup label ${label} of cluster ${cluster} is already used in the repository (has the clock gone back?); nothing was overwritten`,
+      );
     }
     await sleep(1000 - (Date.now() % 1000) + 5);
   }

@@ -6,7 +6,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '@pgfleet/core';
 import { BLCKSZ, pageChecksum } from '@pgfleet/pg';
-import { chunkedContentDigest, PosixDriver, Repository, type BackupManifest, type Codec, type ManifestFile } from '@pgfleet/storage';
+import {
+  chunkedContentDigest,
+  PosixDriver,
+  Repository,
+  type BackupManifest,
+  type Codec,
+  type ManifestFile,
+} from '@pgfleet/storage';
 import { FileCopier, type BackupOptions } from './backup.js';
 import { settleAll } from './copy-pool.js';
 import { listPgdata } from './pgdata-walk.js';
@@ -45,7 +52,16 @@ async function makePgdata(root: string): Promise<void> {
 
 async function backup(pgdata: string, repo: Repository, label: string, codec: Codec): Promise<BackupManifest> {
   const listing = await listPgdata(pgdata);
-  const opts = { cluster: 'c1', pgdata, repo, codec, workers: 2, chunkBytes: CHUNK, log: createLogger({ level: 'silent' }), progress: () => {} } as unknown as BackupOptions;
+  const opts = {
+    cluster: 'c1',
+    pgdata,
+    repo,
+    codec,
+    workers: 2,
+    chunkBytes: CHUNK,
+    log: createLogger({ level: 'silent' }),
+    progress: () => {},
+  } as unknown as BackupOptions;
   const copier = new FileCopier(opts, label, START_LSN, new ProgressTracker(() => {}, 'copy'));
   let files: (ManifestFile | undefined)[];
   try {
@@ -57,10 +73,27 @@ async function backup(pgdata: string, repo: Repository, label: string, codec: Co
   const fl = files.filter((f): f is ManifestFile => f !== undefined).sort((a, b) => (a.path < b.path ? -1 : 1));
   const manifest: BackupManifest = {
     // pg_control starts with the system identifier: a delta restore checks it against the target's.
-    format: 1, label, cluster: 'c1', type: 'full', systemIdentifier: (await readFile(join(pgdata, 'global/pg_control'))).readBigUInt64LE(0).toString(), pgVersionNum: 160000, walSegmentSize: 16 << 20, timeline: 1,
-    startLsn: '0/2000028', stopLsn: '0/2000100', startTime: new Date().toISOString(), stopTime: new Date().toISOString(),
-    walStart: '000000010000000000000002', walStop: '000000010000000000000002', backupLabel: 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n',
-    directories: listing.directories, links: listing.links, files: fl, sizeBytes: fl.reduce((s, f) => s + f.size, 0), storedBytes: fl.reduce((s, f) => s + f.storedSize, 0), agentVersion: 'test',
+    format: 1,
+    label,
+    cluster: 'c1',
+    type: 'full',
+    systemIdentifier: (await readFile(join(pgdata, 'global/pg_control'))).readBigUInt64LE(0).toString(),
+    pgVersionNum: 160000,
+    walSegmentSize: 16 << 20,
+    timeline: 1,
+    startLsn: '0/2000028',
+    stopLsn: '0/2000100',
+    startTime: new Date().toISOString(),
+    stopTime: new Date().toISOString(),
+    walStart: '000000010000000000000002',
+    walStop: '000000010000000000000002',
+    backupLabel: 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n',
+    directories: listing.directories,
+    links: listing.links,
+    files: fl,
+    sizeBytes: fl.reduce((s, f) => s + f.size, 0),
+    storedBytes: fl.reduce((s, f) => s + f.storedSize, 0),
+    agentVersion: 'test',
   };
   await repo.writeManifest(manifest);
   return manifest;
@@ -79,19 +112,49 @@ for (const codec of ['zstd', 'lz4', 'none', 'gzip'] as const) {
 
       const rel = byPath.get('base/1/16384')!;
       assert.equal(rel.chunks?.length, 3);
-      assert.deepEqual(rel.chunks!.map((c) => [c.offset, c.size]), [[0, CHUNK], [CHUNK, CHUNK], [2 * CHUNK, 3 * BLCKSZ]]);
-      assert.deepEqual(rel.pageChecksumErrors, [6], 'the damaged block is found in its chunk, numbered within the file');
+      assert.deepEqual(
+        rel.chunks!.map((c) => [c.offset, c.size]),
+        [
+          [0, CHUNK],
+          [CHUNK, CHUNK],
+          [2 * CHUNK, 3 * BLCKSZ],
+        ],
+      );
+      assert.deepEqual(
+        rel.pageChecksumErrors,
+        [6],
+        'the damaged block is found in its chunk, numbered within the file',
+      );
       assert.equal(rel.sha256, chunkedContentDigest(rel.chunks!.map((c) => c.sha256)));
-      assert.equal(byPath.get('base/1/16384.1')!.pageChecksumErrors, undefined, 'segment 1 pages validate with their own block numbers');
+      assert.equal(
+        byPath.get('base/1/16384.1')!.pageChecksumErrors,
+        undefined,
+        'segment 1 pages validate with their own block numbers',
+      );
       assert.equal(byPath.get('global/pg_control')!.chunks?.length, 3);
       assert.equal(byPath.get('PG_VERSION')!.chunks, undefined);
       assert.equal(byPath.get('empty')!.size, 0);
 
       const target = join(root, 'restored');
-      const opts = { cluster: 'c1', repo, walFetchArgs: ['--repo', join(root, 'repo')], backupLabel: m.label, targetDir: target, target: { kind: 'latest' as const }, action: 'promote' as const, workers: 2, log: createLogger({ level: 'silent' }), progress: () => {} };
+      const opts = {
+        cluster: 'c1',
+        repo,
+        walFetchArgs: ['--repo', join(root, 'repo')],
+        backupLabel: m.label,
+        targetDir: target,
+        target: { kind: 'latest' as const },
+        action: 'promote' as const,
+        workers: 2,
+        log: createLogger({ level: 'silent' }),
+        progress: () => {},
+      };
       await runRestore(opts);
       for (const f of m.files) {
-        assert.deepEqual(await readFile(join(target, f.path)), await readFile(join(pgdata, f.path)), `${f.path} restored`);
+        assert.deepEqual(
+          await readFile(join(target, f.path)),
+          await readFile(join(pgdata, f.path)),
+          `${f.path} restored`,
+        );
         assert.equal(Math.floor((await stat(join(target, f.path))).mtimeMs), Math.floor(f.mtimeMs)); // utimes keeps milliseconds
       }
 
@@ -102,7 +165,10 @@ for (const codec of ['zstd', 'lz4', 'none', 'gzip'] as const) {
       await rm(join(target, 'empty'));
       const out = await runRestore({ ...opts, delta: true });
       assert.equal(out.kept, m.files.length - 2);
-      assert.deepEqual(await readFile(join(target, 'global/pg_control')), await readFile(join(pgdata, 'global/pg_control')));
+      assert.deepEqual(
+        await readFile(join(target, 'global/pg_control')),
+        await readFile(join(pgdata, 'global/pg_control')),
+      );
 
       // A stored chunk that does not match its checksum fails the restore loudly.
       const chunk = rel.chunks![1]!;
@@ -110,7 +176,10 @@ for (const codec of ['zstd', 'lz4', 'none', 'gzip'] as const) {
       const bytes = await readFile(path);
       bytes[bytes.length >> 1] = bytes[bytes.length >> 1]! ^ 0x55;
       await writeFile(path, bytes);
-      await assert.rejects(runRestore({ ...opts, targetDir: join(root, 'again') }), /RepoChecksumMismatch|checksum|decoded/);
+      await assert.rejects(
+        runRestore({ ...opts, targetDir: join(root, 'again') }),
+        /RepoChecksumMismatch|checksum|decoded/,
+      );
     } finally {
       await rm(root, { recursive: true, force: true });
     }

@@ -42,7 +42,10 @@ export class CopyPool {
   private readonly idleWaiters: (() => void)[] = [];
   private readonly onAbort = () => this.cancel(this.opts.signal!.reason);
 
-  constructor(private readonly repo: Repository, private readonly opts: CopyPoolOptions) {
+  constructor(
+    private readonly repo: Repository,
+    private readonly opts: CopyPoolOptions,
+  ) {
     this.perThread = Math.max(1, opts.perThread ?? 2);
     const threads = Math.max(1, opts.threads);
     const root = repo.driver instanceof PosixDriver ? repo.driver.root : undefined;
@@ -54,7 +57,10 @@ export class CopyPool {
       if (root !== undefined && i > 0) {
         // A small young generation: the workers' garbage is almost all outside the V8 heap (buffers,
         // zstd contexts), and every MiB of semi-space is RSS the agent keeps.
-        const worker = new Worker(new URL('./copy-worker.js', import.meta.url), { workerData: { repoRoot: root }, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
+        const worker = new Worker(new URL('./copy-worker.js', import.meta.url), {
+          workerData: { repoRoot: root },
+          resourceLimits: { maxYoungGenerationSizeMb: 4 },
+        });
         worker.on('message', (m: { id: number; result?: unknown; error?: SerialisedError }) => {
           const p = slot.inflight.get(m.id);
           if (!p) return;
@@ -115,7 +121,8 @@ export class CopyPool {
   private pump(): void {
     while (this.head < this.queue.length) {
       let best: Slot | undefined;
-      for (const s of this.slots) if (s.inflight.size < this.perThread && (!best || s.inflight.size < best.inflight.size)) best = s;
+      for (const s of this.slots)
+        if (s.inflight.size < this.perThread && (!best || s.inflight.size < best.inflight.size)) best = s;
       if (!best) break;
       const p = this.queue[this.head++]!;
       best.inflight.set(p.id, p);

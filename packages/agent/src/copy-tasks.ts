@@ -8,13 +8,32 @@
  * a few reused 1-4 MiB buffers per task, never a whole file.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants as fsc, createWriteStream, fchmodSync, fsync as fsFsync, futimesSync, openSync, readSync, write as fsWrite } from 'node:fs';
+import {
+  closeSync,
+  constants as fsc,
+  createWriteStream,
+  fchmodSync,
+  fsync as fsFsync,
+  futimesSync,
+  openSync,
+  readSync,
+  write as fsWrite,
+} from 'node:fs';
 import { chmod, open, utimes, type FileHandle } from 'node:fs/promises';
 import { promisify } from 'node:util';
 // Light entries only: worker threads load this module, and every MiB of code is RSS per thread.
 import { PgfleetError } from '@pgfleet/core/errors';
 import type { Codec, Repository } from '@pgfleet/storage';
-import { BLOCK_BYTES, blockDecoder, blockEncoder, hasBlockForm, MAX_FRAME_CONTENT, type BlockCodec, type BlockDecoder, type BlockEncoder } from '@pgfleet/storage/codec-blocks';
+import {
+  BLOCK_BYTES,
+  blockDecoder,
+  blockEncoder,
+  hasBlockForm,
+  MAX_FRAME_CONTENT,
+  type BlockCodec,
+  type BlockDecoder,
+  type BlockEncoder,
+} from '@pgfleet/storage/codec-blocks';
 import { PosixDriver } from '@pgfleet/storage/posix-driver';
 import { PageChecker, PageChecksumStage, recheckPages } from './page-verify.js';
 
@@ -76,7 +95,11 @@ export interface HashResult {
 }
 
 export type CopyTask = BackupTask | RestoreTask | HashTask;
-export type TaskResult<T extends CopyTask> = T extends BackupTask ? BackupResult : T extends HashTask ? HashResult : undefined;
+export type TaskResult<T extends CopyTask> = T extends BackupTask
+  ? BackupResult
+  : T extends HashTask
+    ? HashResult
+    : undefined;
 
 /** Reused I/O buffers (a few tasks run at a time per thread): 1000 small files must not mean 1000 fresh buffers. */
 const freeBuffers = new Map<number, Buffer[]>();
@@ -98,7 +121,11 @@ function giveBuffer(buf: Buffer): void {
 const encoders = new Map<string, BlockEncoder[]>();
 const decoders = new Map<BlockCodec, BlockDecoder[]>();
 
-async function withEncoder<T>(codec: BlockCodec, level: number | undefined, use: (e: BlockEncoder) => Promise<T>): Promise<T> {
+async function withEncoder<T>(
+  codec: BlockCodec,
+  level: number | undefined,
+  use: (e: BlockEncoder) => Promise<T>,
+): Promise<T> {
   const id = `${codec}:${level ?? ''}`;
   let list = encoders.get(id);
   if (!list) encoders.set(id, (list = []));
@@ -175,8 +202,18 @@ async function backupTask(target: TaskTarget, t: BackupTask): Promise<BackupResu
     suspects = checker?.suspects ?? [];
   } else {
     const stage = t.page ? new PageChecksumStage(t.page.firstBlock, lsn!) : undefined;
-    const source = fh.createReadStream({ highWaterMark: BUF, start: t.offset, ...(t.length !== undefined ? { end: t.offset + t.length - 1 } : {}), autoClose: true });
-    stored = await (await repositoryOf(target)).writeObject(t.key, source, t.codec, stage ? [stage] : [], { deferDirSync: true, ...(t.level !== undefined ? { level: t.level } : {}) });
+    const source = fh.createReadStream({
+      highWaterMark: BUF,
+      start: t.offset,
+      ...(t.length !== undefined ? { end: t.offset + t.length - 1 } : {}),
+      autoClose: true,
+    });
+    stored = await (
+      await repositoryOf(target)
+    ).writeObject(t.key, source, t.codec, stage ? [stage] : [], {
+      deferDirSync: true,
+      ...(t.level !== undefined ? { level: t.level } : {}),
+    });
     suspects = stage?.suspects ?? [];
   }
   const out: BackupResult = { ...stored };
@@ -196,7 +233,14 @@ const STORED_BLOCK_BYTES = BLOCK_BYTES + (BLOCK_BYTES >> 8) + 1024;
  * the next block is read while this one is compressed, and a frame is written while the next is
  * made (two buffers each way, reused).
  */
-async function backupBlocks(driver: PosixDriver, t: BackupTask, codec: BlockCodec, enc: BlockEncoder, fh: FileHandle, checker: PageChecker | undefined) {
+async function backupBlocks(
+  driver: PosixDriver,
+  t: BackupTask,
+  codec: BlockCodec,
+  enc: BlockEncoder,
+  fh: FileHandle,
+  checker: PageChecker | undefined,
+) {
   const content = createHash('sha256');
   const stored = createHash('sha256');
   const inBufs = [takeBuffer(BLOCK_BYTES), takeBuffer(BLOCK_BYTES)] as const;
@@ -210,7 +254,8 @@ async function backupBlocks(driver: PosixDriver, t: BackupTask, codec: BlockCode
   let pendingWrite: Promise<void> | undefined;
   let i = 0;
   // Synchronous reads: PGDATA is mostly in the page cache, where a read costs less than the thread hand-offs of an async one.
-  const readAt = (buf: Buffer, at: number) => Promise.resolve({ bytesRead: end - at > 0 ? readSync(fh.fd, buf, 0, Math.min(BLOCK_BYTES, end - at), at) : 0 });
+  const readAt = (buf: Buffer, at: number) =>
+    Promise.resolve({ bytesRead: end - at > 0 ? readSync(fh.fd, buf, 0, Math.min(BLOCK_BYTES, end - at), at) : 0 });
   const put = async (out: Uint8Array) => {
     stored.update(out);
     storedSize += out.length;
@@ -307,7 +352,10 @@ declare const WebAssembly: { Memory: new (d: { initial: number; maximum: number 
 const alignedFree: Buffer[] = [];
 
 function takeAligned(): Buffer {
-  return alignedFree.pop() ?? Buffer.from(new WebAssembly.Memory({ initial: OUT_BYTES >> 16, maximum: OUT_BYTES >> 16 }).buffer);
+  return (
+    alignedFree.pop() ??
+    Buffer.from(new WebAssembly.Memory({ initial: OUT_BYTES >> 16, maximum: OUT_BYTES >> 16 }).buffer)
+  );
 }
 
 function giveAligned(buf: Buffer): void {
@@ -315,11 +363,18 @@ function giveAligned(buf: Buffer): void {
 }
 
 function checksumMismatch(key: string, expected: string, got: string, bytes: number): PgfleetError {
-  return new PgfleetError('RepoChecksumMismatch', `repository file ${key} does not match its checksum (expected sha256 ${expected}, got ${got}, ${bytes} bytes)`);
+  return new PgfleetError(
+    'RepoChecksumMismatch',
+    `repository file ${key} does not match its checksum (expected sha256 ${expected}, got ${got}, ${bytes} bytes)`,
+  );
 }
 
 function undecodable(key: string, why: string, cause?: unknown): PgfleetError {
-  return new PgfleetError('RepoChecksumMismatch', `repository file ${key} cannot be decoded: ${why}`, cause === undefined ? undefined : { cause });
+  return new PgfleetError(
+    'RepoChecksumMismatch',
+    `repository file ${key} cannot be decoded: ${why}`,
+    cause === undefined ? undefined : { cause },
+  );
 }
 
 const writeAsync = promisify(fsWrite);
@@ -332,7 +387,11 @@ const fsyncAsync = promisify(fsFsync);
  * device, so they are asynchronous and the thread decodes meanwhile.
  */
 class DestWriter {
-  private constructor(private fd: number, private direct: boolean, private readonly t: RestoreTask) {}
+  private constructor(
+    private fd: number,
+    private direct: boolean,
+    private readonly t: RestoreTask,
+  ) {}
 
   static open(t: RestoreTask): DestWriter {
     const base = t.offset === undefined ? fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC : fsc.O_WRONLY;
@@ -387,7 +446,10 @@ async function restoreBlocks(driver: PosixDriver, t: RestoreTask, dec: BlockDeco
   try {
     src = openSync(driver.filePath(t.key), 'r');
   } catch (err) {
-    if (isEnoent(err)) throw new PgfleetError('RepoFileMissing', `repository file ${t.key} is missing from ${driver.root}`, { cause: err });
+    if (isEnoent(err))
+      throw new PgfleetError('RepoFileMissing', `repository file ${t.key} is missing from ${driver.root}`, {
+        cause: err,
+      });
     throw err;
   }
   const win = takeBuffer(WINDOW);

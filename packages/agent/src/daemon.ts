@@ -9,13 +9,37 @@ import { hostname } from 'node:os';
 import { timestampFromDate, timestampDate } from '@bufbuild/protobuf/wkt';
 import { asPgfleetError, ErrorCodes, loadConfigFile, PgfleetError, type Logger } from '@pgfleet/core';
 import { archiverStats, connectPg, Lsn, serverPosition, switchWalIfIn, type ServerPosition } from '@pgfleet/pg';
-import { AgentService, BackupType, CheckVerdict, JobState, RestoreArchive, ServerRole, TargetAction, type Job, type RecoveryTarget } from '@pgfleet/proto';
+import {
+  AgentService,
+  BackupType,
+  CheckVerdict,
+  JobState,
+  RestoreArchive,
+  ServerRole,
+  TargetAction,
+  type Job,
+  type RecoveryTarget,
+} from '@pgfleet/proto';
 import { createClient, type ClientBidiStream, type ClientOptions } from '@pgfleet/rpc/client';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConnectRequestSchema, JobResultSchema } from '@pgfleet/proto';
-import { openRepository, repositoryUrl, type BackupManifest, type Repository, type RepositorySpec } from '@pgfleet/storage';
+import {
+  openRepository,
+  repositoryUrl,
+  type BackupManifest,
+  type Repository,
+  type RepositorySpec,
+} from '@pgfleet/storage';
 import { agentCredentials } from './agent-identity.js';
-import { ArchiveCheckFailure, readArchiveSetup, runArchiveCheck, type ArchiveCheckOptions, type ArchiveSetupReport, type CheckItemOutcome, type CheckOutcome } from './archive-check.js';
+import {
+  ArchiveCheckFailure,
+  readArchiveSetup,
+  runArchiveCheck,
+  type ArchiveCheckOptions,
+  type ArchiveSetupReport,
+  type CheckItemOutcome,
+  type CheckOutcome,
+} from './archive-check.js';
 import { runBackup } from './backup.js';
 import { cleanScratchArea, DrillFailure, runDrill } from './drill.js';
 import { captureSourceCounts } from './drill-capture.js';
@@ -73,7 +97,14 @@ export function heartbeatRole(p: ServerPosition | undefined) {
 }
 
 export function verifyResultToProto(v: VerifyOutcome) {
-  const type = (t: string | undefined) => (t === 'full' ? BackupType.FULL : t === 'diff' ? BackupType.DIFF : t === 'incr' ? BackupType.INCR : BackupType.UNSPECIFIED);
+  const type = (t: string | undefined) =>
+    t === 'full'
+      ? BackupType.FULL
+      : t === 'diff'
+        ? BackupType.DIFF
+        : t === 'incr'
+          ? BackupType.INCR
+          : BackupType.UNSPECIFIED;
   return {
     full: v.full,
     backups: v.backups.map((b) => ({
@@ -88,7 +119,17 @@ export function verifyResultToProto(v: VerifyOutcome) {
       filesChecked: b.filesChecked,
       bytesChecked: BigInt(b.bytesChecked),
     })),
-    problems: v.problems.map((p) => ({ kind: p.kind, label: p.label, path: p.path, key: p.key, message: p.message, timeline: p.timeline ?? 0, lsnFrom: p.lsnFrom ?? '', lsnTo: p.lsnTo ?? '', segments: p.segments ?? [] })),
+    problems: v.problems.map((p) => ({
+      kind: p.kind,
+      label: p.label,
+      path: p.path,
+      key: p.key,
+      message: p.message,
+      timeline: p.timeline ?? 0,
+      lsnFrom: p.lsnFrom ?? '',
+      lsnTo: p.lsnTo ?? '',
+      segments: p.segments ?? [],
+    })),
     walSegmentsChecked: v.walSegmentsChecked,
     walNewest: v.walNewest,
     ok: v.ok,
@@ -126,14 +167,23 @@ export function pgTimestamp(seconds: bigint, nanos: number): string {
   return `${base}.${String(Math.floor(nanos / 1000)).padStart(6, '0')}+00`;
 }
 
-export function targetFromProto(job: Job): { target: TargetSpec; action: 'promote' | 'pause' | 'shutdown'; inclusive?: boolean } {
+export function targetFromProto(job: Job): {
+  target: TargetSpec;
+  action: 'promote' | 'pause' | 'shutdown';
+  inclusive?: boolean;
+} {
   if (job.kind.case !== 'restore') throw new Error('not a restore job');
   return recoveryTargetSpec(job.kind.value.target);
 }
 
 /** A RecoveryTarget message as the restore code reads it (restore and drill jobs). */
-export function recoveryTargetSpec(t: RecoveryTarget | undefined): { target: TargetSpec; action: 'promote' | 'pause' | 'shutdown'; inclusive?: boolean } {
-  const action = t?.action === TargetAction.PAUSE ? 'pause' : t?.action === TargetAction.SHUTDOWN ? 'shutdown' : 'promote';
+export function recoveryTargetSpec(t: RecoveryTarget | undefined): {
+  target: TargetSpec;
+  action: 'promote' | 'pause' | 'shutdown';
+  inclusive?: boolean;
+} {
+  const action =
+    t?.action === TargetAction.PAUSE ? 'pause' : t?.action === TargetAction.SHUTDOWN ? 'shutdown' : 'promote';
   const inclusive = t?.inclusive;
   const v = t?.target;
   let target: TargetSpec;
@@ -179,7 +229,10 @@ export class AgentDaemon {
   private walHealth: WalHealthCollector | undefined;
   private credentials: ClientOptions['credentials'];
 
-  constructor(private readonly s: AgentSettings, private readonly log: Logger) {}
+  constructor(
+    private readonly s: AgentSettings,
+    private readonly log: Logger,
+  ) {}
 
   async start(): Promise<void> {
     // Identity first (enrolling if needed): an agent the controller will not accept should fail before it does anything else.
@@ -188,9 +241,20 @@ export class AgentDaemon {
     // A drill killed with an earlier agent process (SIGKILL, power loss) left its copy, maybe its server running.
     await cleanScratchArea(this.s.scratchDir, this.log.child({ component: 'drill' }));
     void this.startupCheck();
-    this.wal = await WalServices.start(this.s, this.facts, this.s.repositories.length > 0 ? await this.openRepository(this.s.repositories) : undefined, this.log);
+    this.wal = await WalServices.start(
+      this.s,
+      this.facts,
+      this.s.repositories.length > 0 ? await this.openRepository(this.s.repositories) : undefined,
+      this.log,
+    );
     const wal = this.wal;
-    this.walHealth = new WalHealthCollector({ cluster: this.s.cluster, pgdata: this.s.pgdata, log: this.log.child({ component: 'wal-health' }), stream: () => wal.streamer, archived: wal.archived });
+    this.walHealth = new WalHealthCollector({
+      cluster: this.s.cluster,
+      pgdata: this.s.pgdata,
+      log: this.log.child({ component: 'wal-health' }),
+      stream: () => wal.streamer,
+      archived: wal.archived,
+    });
     let attempt = 0;
     while (!this.stopped) {
       const connectedAt = Date.now();
@@ -227,7 +291,13 @@ export class AgentDaemon {
 
   /** What every archive check of this agent shares (cluster, PostgreSQL, how to read archive_command's --config). */
   private checkBase(): Pick<ArchiveCheckOptions, 'cluster' | 'pgdata' | 'pg' | 'streaming' | 'loadConfig'> {
-    return { cluster: this.s.cluster, pgdata: this.s.pgdata, pg: this.s.pg, streaming: this.s.stream, loadConfig: loadConfigFile };
+    return {
+      cluster: this.s.cluster,
+      pgdata: this.s.pgdata,
+      pg: this.s.pg,
+      streaming: this.s.stream,
+      loadConfig: loadConfigFile,
+    };
   }
 
   /** Resolves on the first Welcome of this process (the controller answered). */
@@ -242,19 +312,42 @@ export class AgentDaemon {
   private async startupCheck(): Promise<void> {
     const log = this.log.child({ component: 'check' });
     try {
-      const repo = this.s.repositories.length > 0 ? await this.openRepository(this.s.repositories).catch(() => undefined) : undefined;
-      const answered = await Promise.race([this.firstWelcome.then(() => true), sleep(STARTUP_CONTROLLER_WAIT_MS).then(() => false)]);
+      const repo =
+        this.s.repositories.length > 0
+          ? await this.openRepository(this.s.repositories).catch(() => undefined)
+          : undefined;
+      const answered = await Promise.race([
+        this.firstWelcome.then(() => true),
+        sleep(STARTUP_CONTROLLER_WAIT_MS).then(() => false),
+      ]);
       if (this.stopped) return;
       const controller: CheckItemOutcome = answered
         ? { name: 'controller', verdict: 'ok', message: `the controller at ${this.s.controller} answered` }
-        : { name: 'controller', verdict: 'warn', message: `the controller at ${this.s.controller} has not answered within ${STARTUP_CONTROLLER_WAIT_MS / 1000} s: no jobs run until it does (WAL archiving goes on); check --controller and that pgfleet-controller runs` };
+        : {
+            name: 'controller',
+            verdict: 'warn',
+            message: `the controller at ${this.s.controller} has not answered within ${STARTUP_CONTROLLER_WAIT_MS / 1000} s: no jobs run until it does (WAL archiving goes on); check --controller and that pgfleet-controller runs`,
+          };
       const out = await runArchiveCheck({ ...this.checkBase(), ...(repo ? { repo } : {}), controller });
       for (const i of out.items) {
         if (i.verdict === 'ok') log.debug({ check: i.name }, i.message);
-        else log.warn({ check: i.name, verdict: i.verdict, ...(i.verdict === 'fail' ? { code: ErrorCodes.ArchiveCheckFailed.code } : {}) }, `${i.name}: ${i.message}`);
+        else
+          log.warn(
+            {
+              check: i.name,
+              verdict: i.verdict,
+              ...(i.verdict === 'fail' ? { code: ErrorCodes.ArchiveCheckFailed.code } : {}),
+            },
+            `${i.name}: ${i.message}`,
+          );
       }
       const count = (v: string) => out.items.filter((i) => i.verdict === v).length;
-      log.info({ ok: count('ok'), warnings: count('warn'), failures: count('fail') }, out.ok ? 'start-up check passed (pgfleet check <cluster> also proves a WAL segment reaches the repository)' : 'start-up check found problems: WAL archiving does not work as it is');
+      log.info(
+        { ok: count('ok'), warnings: count('warn'), failures: count('fail') },
+        out.ok
+          ? 'start-up check passed (pgfleet check <cluster> also proves a WAL segment reaches the repository)'
+          : 'start-up check found problems: WAL archiving does not work as it is',
+      );
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'start-up check could not run');
     }
@@ -265,7 +358,8 @@ export class AgentDaemon {
       const now = Date.now();
       this.recentResults.push({ msg, jobId: msg.msg.value.jobId ?? '', at: now });
       // Kept for 15 minutes, at most 50: long enough for any reconnect, bounded whatever happens.
-      while (this.recentResults.length > 50 || (this.recentResults[0] && now - this.recentResults[0].at > 15 * 60_000)) this.recentResults.shift();
+      while (this.recentResults.length > 50 || (this.recentResults[0] && now - this.recentResults[0].at > 15 * 60_000))
+        this.recentResults.shift();
     }
     try {
       this.stream?.send(msg);
@@ -276,7 +370,10 @@ export class AgentDaemon {
   }
 
   private async session(): Promise<void> {
-    const client = createClient(AgentService, this.s.controller, { unavailableError: 'ControllerUnreachable', ...(this.credentials ? { credentials: this.credentials } : {}) });
+    const client = createClient(AgentService, this.s.controller, {
+      unavailableError: 'ControllerUnreachable',
+      ...(this.credentials ? { credentials: this.credentials } : {}),
+    });
     const stream = client.connect();
     try {
       stream.send({
@@ -302,7 +399,10 @@ export class AgentDaemon {
         switch (msg.msg.case) {
           case 'welcome': {
             this.stream = stream as never;
-            this.log.info({ controller: this.s.controller, version: msg.msg.value.controllerVersion }, 'connected to controller');
+            this.log.info(
+              { controller: this.s.controller, version: msg.msg.value.controllerVersion },
+              'connected to controller',
+            );
             this.welcomed();
             for (const r of this.recentResults) stream.send(r.msg);
             this.startHeartbeats(Math.max(1, msg.msg.value.heartbeatIntervalSeconds || 5));
@@ -359,7 +459,21 @@ export class AgentDaemon {
       } catch {
         pgUp = false;
       }
-      this.send({ msg: { case: 'heartbeat', value: { time: timestampFromDate(new Date()), pgUp, currentLsn, streamedLsn: this.wal?.streamedLsn ?? '', ...(archiver ? { archiver } : {}), ...(wal ? { wal } : {}), ...(archiveSetup ? { archiveSetup } : {}), ...heartbeatRole(position) } } });
+      this.send({
+        msg: {
+          case: 'heartbeat',
+          value: {
+            time: timestampFromDate(new Date()),
+            pgUp,
+            currentLsn,
+            streamedLsn: this.wal?.streamedLsn ?? '',
+            ...(archiver ? { archiver } : {}),
+            ...(wal ? { wal } : {}),
+            ...(archiveSetup ? { archiveSetup } : {}),
+            ...heartbeatRole(position),
+          },
+        },
+      });
     };
     void beat();
     this.heartbeatTimer = setInterval(() => void beat(), intervalSec * 1000);
@@ -373,8 +487,20 @@ export class AgentDaemon {
     try {
       const setup = await readArchiveSetup(c, this.checkBase());
       if (setup.problem !== this.archiveProblem) {
-        if (setup.problem) this.log.child({ component: 'check' }).warn({ code: setup.viaPgfleet ? undefined : ErrorCodes.ArchiveCheckFailed.code, archiveCommand: setup.archiveCommand }, setup.problem);
-        else if (this.archiveProblem) this.log.child({ component: 'check' }).info({ archiveCommand: setup.archiveCommand }, 'archive_command goes through pgfleet again');
+        if (setup.problem)
+          this.log
+            .child({ component: 'check' })
+            .warn(
+              {
+                code: setup.viaPgfleet ? undefined : ErrorCodes.ArchiveCheckFailed.code,
+                archiveCommand: setup.archiveCommand,
+              },
+              setup.problem,
+            );
+        else if (this.archiveProblem)
+          this.log
+            .child({ component: 'check' })
+            .info({ archiveCommand: setup.archiveCommand }, 'archive_command goes through pgfleet again');
         this.archiveProblem = setup.problem;
       }
       return setup;
@@ -395,12 +521,18 @@ export class AgentDaemon {
       const c = await connectPg(this.s.pg);
       try {
         const switched = await switchWalIfIn(c, Lsn.parse(lsn));
-        log.info({ switched }, switched ? 'WAL switched for a standby backup' : 'WAL switch not needed: the segment is complete');
+        log.info(
+          { switched },
+          switched ? 'WAL switched for a standby backup' : 'WAL switch not needed: the segment is complete',
+        );
       } finally {
         await c.end();
       }
     } catch (err) {
-      log.warn({ code: asPgfleetError(err).code, err: asPgfleetError(err).message }, 'WAL switch for a standby backup failed');
+      log.warn(
+        { code: asPgfleetError(err).code, err: asPgfleetError(err).message },
+        'WAL switch for a standby backup failed',
+      );
     }
   }
 
@@ -415,19 +547,53 @@ export class AgentDaemon {
     this.running.set(job.jobId, abort);
     const log = this.log.child({ jobId: job.jobId, job: job.kind.case });
     const progress = (p: Progress) =>
-      this.send({ msg: { case: 'progress', value: { jobId: job.jobId, phase: p.phase, bytesDone: BigInt(p.bytesDone), bytesTotal: BigInt(p.bytesTotal), filesDone: p.filesDone, filesTotal: p.filesTotal, message: p.message ?? '', bytesPerSecond: p.bytesPerSecond ?? 0, etaSeconds: p.etaSeconds ?? 0 } } });
+      this.send({
+        msg: {
+          case: 'progress',
+          value: {
+            jobId: job.jobId,
+            phase: p.phase,
+            bytesDone: BigInt(p.bytesDone),
+            bytesTotal: BigInt(p.bytesTotal),
+            filesDone: p.filesDone,
+            filesTotal: p.filesTotal,
+            message: p.message ?? '',
+            bytesPerSecond: p.bytesPerSecond ?? 0,
+            etaSeconds: p.etaSeconds ?? 0,
+          },
+        },
+      });
     const settled: Promise<void> = this.runJob(job, abort.signal, log, progress)
-      .then((result) => this.send({ msg: { case: 'result', value: { jobId: job.jobId, state: JobState.SUCCEEDED, result } } }))
+      .then((result) =>
+        this.send({ msg: { case: 'result', value: { jobId: job.jobId, state: JobState.SUCCEEDED, result } } }),
+      )
       .catch((err: unknown) => {
-        const e = abort.signal.aborted && !(err instanceof PgfleetError) ? new PgfleetError('JobCancelled', 'job cancelled') : asPgfleetError(err);
-        log.error({ code: e.code, err: e.message, ...(e.errorName === 'Internal' ? { stack: (err as Error)?.stack } : {}) }, 'job failed');
+        const e =
+          abort.signal.aborted && !(err instanceof PgfleetError)
+            ? new PgfleetError('JobCancelled', 'job cancelled')
+            : asPgfleetError(err);
+        log.error(
+          { code: e.code, err: e.message, ...(e.errorName === 'Internal' ? { stack: (err as Error)?.stack } : {}) },
+          'job failed',
+        );
         // A drill that ran but did not pass still reports what it found (stage, reasons, figures).
-        const result = err instanceof DrillFailure
-          ? { result: { case: 'drill' as const, value: err.result } }
-          : err instanceof ArchiveCheckFailure
-            ? { result: { case: 'check' as const, value: checkResultToProto(err.outcome) } }
-            : {};
-        this.send({ msg: { case: 'result', value: { jobId: job.jobId, state: e.errorName === 'JobCancelled' ? JobState.CANCELLED : JobState.FAILED, error: { code: e.code, message: e.message, hint: e.hint }, ...result } } });
+        const result =
+          err instanceof DrillFailure
+            ? { result: { case: 'drill' as const, value: err.result } }
+            : err instanceof ArchiveCheckFailure
+              ? { result: { case: 'check' as const, value: checkResultToProto(err.outcome) } }
+              : {};
+        this.send({
+          msg: {
+            case: 'result',
+            value: {
+              jobId: job.jobId,
+              state: e.errorName === 'JobCancelled' ? JobState.CANCELLED : JobState.FAILED,
+              error: { code: e.code, message: e.message, hint: e.hint },
+              ...result,
+            },
+          },
+        });
       })
       .finally(() => {
         this.running.delete(job.jobId);
@@ -452,23 +618,35 @@ export class AgentDaemon {
 
   /** The job's repositories (Job.repositories, else Job.repository), else the agent's own, in restore preference order. */
   private jobRepositories(job: Job, log: Logger): RepositorySpec[] {
-    const named = (job.repositories.length > 0 ? job.repositories : job.repository ? [job.repository] : []).flatMap((r) => (r.kind.case ? [r.kind as RepositorySpec] : []));
+    const named = (job.repositories.length > 0 ? job.repositories : job.repository ? [job.repository] : []).flatMap(
+      (r) => (r.kind.case ? [r.kind as RepositorySpec] : []),
+    );
     const specs = named.length > 0 ? named : this.s.repositories;
     const own = this.s.repositories.map(repositoryUrl).join(' ');
     if (named.length > 0 && own !== '' && named.map(repositoryUrl).join(' ') !== own) {
       // WAL goes where this agent's --repo says, backups where the controller says: a backup waits for WAL that never arrives there.
-      log.warn({ controller: named.map(repositoryUrl), agent: this.s.repositories.map(repositoryUrl) }, "the controller's repositories differ from this agent's --repo/--repo2: configure the same on both");
+      log.warn(
+        { controller: named.map(repositoryUrl), agent: this.s.repositories.map(repositoryUrl) },
+        "the controller's repositories differ from this agent's --repo/--repo2: configure the same on both",
+      );
     }
-    if (specs.length === 0) throw new PgfleetError('InvalidConfig', 'no repository: the controller sent none and the agent has no --repo');
+    if (specs.length === 0)
+      throw new PgfleetError('InvalidConfig', 'no repository: the controller sent none and the agent has no --repo');
     // wal-fetch (restore_command) takes --repo and --repo2.
-    if (specs.length > 2) throw new PgfleetError('InvalidArgument', `the job names ${specs.length} repositories; a cluster has at most two`);
+    if (specs.length > 2)
+      throw new PgfleetError(
+        'InvalidArgument',
+        `the job names ${specs.length} repositories; a cluster has at most two`,
+      );
     return specs;
   }
 
   /** What restore_command's wal-fetch needs to find the same repositories (credentials come from the config file or the environment, never the command line). */
   private walFetchArgs(specs: readonly RepositorySpec[], log: Logger): string[] {
     if (specs.some((s) => s.case === 's3') && this.s.s3Credentials && !this.s.configFile) {
-      log.warn("restore_command gets no S3 credentials (they came from flags or the environment, not --config): PostgreSQL's wal-fetch uses the AWS default chain of its own environment");
+      log.warn(
+        "restore_command gets no S3 credentials (they came from flags or the environment, not --config): PostgreSQL's wal-fetch uses the AWS default chain of its own environment",
+      );
     }
     const repos = repositoryArgs(specs);
     if (!this.s.configFile) return repos;
@@ -480,37 +658,72 @@ export class AgentDaemon {
    * The full check with the WAL proof, for a check job or before a cluster's first backup: throws
    * ArchiveCheckFailure (with every item) when a check fails, returns the items otherwise.
    */
-  private async runCheck(job: Job, repo: Repository, timeoutMs: number, signal: AbortSignal, log: Logger, progress?: (message: string) => void): Promise<CheckOutcome> {
+  private async runCheck(
+    job: Job,
+    repo: Repository,
+    timeoutMs: number,
+    signal: AbortSignal,
+    log: Logger,
+    progress?: (message: string) => void,
+  ): Promise<CheckOutcome> {
     const out = await runArchiveCheck({
       ...this.checkBase(),
       repo,
       // A restore point named after the job: a recovery target the check leaves behind, like a drill's.
       walProof: { timeoutMs, restorePoint: `pgfleet-check-${job.jobId}` },
       // The job came over the controller's stream: it reaches this agent.
-      controller: { name: 'controller', verdict: 'ok', message: `the controller at ${this.s.controller} sent this job` },
+      controller: {
+        name: 'controller',
+        verdict: 'ok',
+        message: `the controller at ${this.s.controller} sent this job`,
+      },
       signal,
       ...(progress ? { progress } : {}),
     });
-    for (const i of out.items) if (i.verdict !== 'ok') log.warn({ check: i.name, verdict: i.verdict }, `${i.name}: ${i.message}`);
+    for (const i of out.items)
+      if (i.verdict !== 'ok') log.warn({ check: i.name, verdict: i.verdict }, `${i.name}: ${i.message}`);
     if (!out.ok) throw new ArchiveCheckFailure(this.s.cluster, out);
     return out;
   }
 
-  private async runJob(job: Job, signal: AbortSignal, log: Logger, progress: (p: Progress) => void): Promise<JobResultInit['result']> {
+  private async runJob(
+    job: Job,
+    signal: AbortSignal,
+    log: Logger,
+    progress: (p: Progress) => void,
+  ): Promise<JobResultInit['result']> {
     const specs = this.jobRepositories(job, log);
     const repo = await this.openRepository(specs);
     if (job.kind.case === 'backup') {
       const t = job.kind.value.type;
       const type = t === BackupType.DIFF ? 'diff' : t === BackupType.INCR ? 'incr' : 'full';
       // The controller starts one at a time; this holds for jobs it resent or a second controller too.
-      if (this.backupRunning) throw new PgfleetError('BackupInProgress', `a backup of cluster ${this.s.cluster} is already running on this agent`);
+      if (this.backupRunning)
+        throw new PgfleetError(
+          'BackupInProgress',
+          `a backup of cluster ${this.s.cluster} is already running on this agent`,
+        );
       this.backupRunning = true;
       // The first backup of the cluster proves archiving end to end before it copies anything (see runBackup).
       const checkArchiving = () => this.runCheck(job, repo, this.s.archiveTimeoutSec * 1000, signal, log);
-      const manifest = await runBackup({ cluster: this.s.cluster, pgdata: this.s.pgdata, pg: this.s.pg, repo, codec: this.s.compress, type, checksumDelta: this.s.checksumDelta === true, workers: this.s.workers, archiveTimeoutMs: this.s.archiveTimeoutSec * 1000, checkArchiving,
+      const manifest = await runBackup({
+        cluster: this.s.cluster,
+        pgdata: this.s.pgdata,
+        pg: this.s.pg,
+        repo,
+        codec: this.s.compress,
+        type,
+        checksumDelta: this.s.checksumDelta === true,
+        workers: this.s.workers,
+        archiveTimeoutMs: this.s.archiveTimeoutSec * 1000,
+        checkArchiving,
         // On a standby: the controller forwards this to the primary's agent (agent.proto WalSwitch).
-        requestWalSwitch: (lsn) => this.send({ msg: { case: 'walSwitch', value: { jobId: job.jobId, lsn: lsn.toString() } } }),
-        log, progress, signal }).finally(() => {
+        requestWalSwitch: (lsn) =>
+          this.send({ msg: { case: 'walSwitch', value: { jobId: job.jobId, lsn: lsn.toString() } } }),
+        log,
+        progress,
+        signal,
+      }).finally(() => {
         this.backupRunning = false;
       });
       return { case: 'backup', value: manifestToBackupInfo(manifest, job.jobId) };
@@ -525,7 +738,11 @@ export class AgentDaemon {
         ...(r.backupLabel ? { backupLabel: r.backupLabel, labelIsHint: r.backupLabelIsHint } : {}),
         ...(r.currentTimeline ? { currentTimeline: r.currentTimeline } : {}),
         ...(r.targetTimeline ? { targetTimeline: r.targetTimeline } : {}),
-        ...(r.archive === RestoreArchive.OFF ? { archive: 'off' as const } : r.archive === RestoreArchive.PRESERVE ? { archive: 'preserve' as const } : {}),
+        ...(r.archive === RestoreArchive.OFF
+          ? { archive: 'off' as const }
+          : r.archive === RestoreArchive.PRESERVE
+            ? { archive: 'preserve' as const }
+            : {}),
         targetDir: r.targetDir,
         delta: r.delta,
         ownPgdata: this.s.pgdata,
@@ -539,20 +756,59 @@ export class AgentDaemon {
         progress,
         signal,
       });
-      return { case: 'restore', value: { backupLabel: out.manifest.label, targetDir: r.targetDir, bytes: BigInt(out.bytes), fileCount: out.manifest.files.length, timeline: out.timeline, archivePreserved: out.archivePreserved } };
+      return {
+        case: 'restore',
+        value: {
+          backupLabel: out.manifest.label,
+          targetDir: r.targetDir,
+          bytes: BigInt(out.bytes),
+          fileCount: out.manifest.files.length,
+          timeline: out.timeline,
+          archivePreserved: out.archivePreserved,
+        },
+      };
     }
     if (job.kind.case === 'expire') {
       const e = job.kind.value;
-      const out = await runExpire({ cluster: e.cluster || this.s.cluster, repo, labels: e.labels, walKeepFrom: e.walKeepFrom, keepRanges: e.keepRanges, dryRun: e.dryRun, log, progress, signal });
-      return { case: 'expire', value: { ...out, backupBytesDeleted: BigInt(out.backupBytesDeleted), walBytesDeleted: BigInt(out.walBytesDeleted) } };
+      const out = await runExpire({
+        cluster: e.cluster || this.s.cluster,
+        repo,
+        labels: e.labels,
+        walKeepFrom: e.walKeepFrom,
+        keepRanges: e.keepRanges,
+        dryRun: e.dryRun,
+        log,
+        progress,
+        signal,
+      });
+      return {
+        case: 'expire',
+        value: {
+          ...out,
+          backupBytesDeleted: BigInt(out.backupBytesDeleted),
+          walBytesDeleted: BigInt(out.walBytesDeleted),
+        },
+      };
     }
     if (job.kind.case === 'verify') {
-      const out = await runVerify({ cluster: this.s.cluster, repo, full: job.kind.value.full, currentTimeline: job.kind.value.currentTimeline, concurrency: Math.max(2, this.s.workers), log, progress, signal });
+      const out = await runVerify({
+        cluster: this.s.cluster,
+        repo,
+        full: job.kind.value.full,
+        currentTimeline: job.kind.value.currentTimeline,
+        concurrency: Math.max(2, this.s.workers),
+        log,
+        progress,
+        signal,
+      });
       return { case: 'verify', value: verifyResultToProto(out) };
     }
     if (job.kind.case === 'check') {
-      const timeoutMs = job.kind.value.timeoutSeconds > 0 ? job.kind.value.timeoutSeconds * 1000 : DEFAULT_CHECK_TIMEOUT_MS;
-      const out = await this.runCheck(job, repo, timeoutMs, signal, log, (message) => progress({ phase: 'check', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message }));
+      const timeoutMs =
+        job.kind.value.timeoutSeconds > 0 ? job.kind.value.timeoutSeconds * 1000 : DEFAULT_CHECK_TIMEOUT_MS;
+      const out = await this.runCheck(job, repo, timeoutMs, signal, log, (message) =>
+        progress({ phase: 'check', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message }),
+      );
       return { case: 'check', value: checkResultToProto(out) };
     }
     if (job.kind.case === 'drill') {
@@ -565,7 +821,15 @@ export class AgentDaemon {
         walFetchArgs: this.walFetchArgs(specs, log),
         pg: this.s.pg,
         ...(d.backupLabel ? { backupLabel: d.backupLabel } : {}),
-        ...(target ? { target: { spec: target.target, ...(target.inclusive !== undefined ? { inclusive: target.inclusive } : {}), proto: d.target! } } : {}),
+        ...(target
+          ? {
+              target: {
+                spec: target.target,
+                ...(target.inclusive !== undefined ? { inclusive: target.inclusive } : {}),
+                proto: d.target!,
+              },
+            }
+          : {}),
         ...(d.source ? { source: d.source } : {}),
         scratchDir: d.scratchDir || this.s.scratchDir,
         keep: d.keep,
@@ -581,7 +845,16 @@ export class AgentDaemon {
     }
     if (job.kind.case === 'capture') {
       const c = job.kind.value;
-      const out = await captureSourceCounts({ cluster: c.cluster || this.s.cluster, pg: this.s.pg, repo, restorePoint: c.restorePoint, archiveTimeoutMs: this.s.archiveTimeoutSec * 1000, log, progress, signal });
+      const out = await captureSourceCounts({
+        cluster: c.cluster || this.s.cluster,
+        pg: this.s.pg,
+        repo,
+        restorePoint: c.restorePoint,
+        archiveTimeoutMs: this.s.archiveTimeoutSec * 1000,
+        log,
+        progress,
+        signal,
+      });
       return { case: 'capture', value: out };
     }
     throw new PgfleetError('InvalidArgument', `unknown job kind ${String(job.kind.case)}`);

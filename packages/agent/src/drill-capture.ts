@@ -85,7 +85,10 @@ export const DRILL_MIN_VERSION_NUM = 140000;
 /** Fails with PGF-3010 when `versionNum` (server_version_num) is older than drills support. */
 export function requireDrillVersion(versionNum: number, what: string): void {
   if (versionNum >= DRILL_MIN_VERSION_NUM) return;
-  throw new PgfleetError('PgVersionUnsupported', `${what} is PostgreSQL ${Math.floor(versionNum / 10000)}: restore drills need PostgreSQL 14 or later (amcheck's verify_heapam checks the restored tables, pg_current_snapshot() fixes the source's counts)`);
+  throw new PgfleetError(
+    'PgVersionUnsupported',
+    `${what} is PostgreSQL ${Math.floor(versionNum / 10000)}: restore drills need PostgreSQL 14 or later (amcheck's verify_heapam checks the restored tables, pg_current_snapshot() fixes the source's counts)`,
+  );
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -94,7 +97,11 @@ export const quoteIdent = (s: string): string => `"${s.replace(/"/g, '""')}"`;
 
 /** Databases a drill looks at: every one that accepts connections, templates excepted. */
 export async function listDatabases(c: PgClient): Promise<string[]> {
-  return (await c.query<{ datname: string }>('SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname')).rows.map((r) => r.datname);
+  return (
+    await c.query<{ datname: string }>(
+      'SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname',
+    )
+  ).rows.map((r) => r.datname);
 }
 
 /**
@@ -120,7 +127,8 @@ export interface CountedTableRow {
 }
 
 /** The FROM target of a count: ONLY for tables, so that inheritance children are not counted twice. */
-export const countTarget = (schema: string, table: string, kind: string): string => `${kind === 'r' ? 'ONLY ' : ''}${quoteIdent(schema)}.${quoteIdent(table)}`;
+export const countTarget = (schema: string, table: string, kind: string): string =>
+  `${kind === 'r' ? 'ONLY ' : ''}${quoteIdent(schema)}.${quoteIdent(table)}`;
 
 /** count(*) of one table. */
 export async function countRows(c: PgClient, schema: string, table: string, kind: string): Promise<bigint> {
@@ -158,7 +166,9 @@ const sqlState = (err: unknown): string | undefined => (err as { code?: unknown 
  * must not be killed while it sits idle in its transaction.
  */
 async function prepareSession(c: PgClient, versionNum: number): Promise<void> {
-  await c.query(`SET lock_timeout = '${COUNT_LOCK_TIMEOUT}'; SET statement_timeout = '${COUNT_STATEMENT_TIMEOUT}'; SET idle_in_transaction_session_timeout = 0${versionNum >= 170000 ? '; SET transaction_timeout = 0' : ''}`);
+  await c.query(
+    `SET lock_timeout = '${COUNT_LOCK_TIMEOUT}'; SET statement_timeout = '${COUNT_STATEMENT_TIMEOUT}'; SET idle_in_transaction_session_timeout = 0${versionNum >= 170000 ? '; SET transaction_timeout = 0' : ''}`,
+  );
 }
 
 /** Thrown inside countDatabase when a table was rewritten or renamed after the snapshot: its count is not the snapshot's. */
@@ -169,25 +179,41 @@ class ChangedSinceSnapshot extends Error {}
  * and stays idle in its transaction; `worker` lists and counts the tables, one short transaction
  * each, importing it.
  */
-async function countDatabase(holder: PgClient, worker: PgClient, database: string, log: Logger, signal: AbortSignal | undefined): Promise<DatabaseCounts> {
+async function countDatabase(
+  holder: PgClient,
+  worker: PgClient,
+  database: string,
+  log: Logger,
+  signal: AbortSignal | undefined,
+): Promise<DatabaseCounts> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await countDatabaseOnce(holder, worker, database, signal);
     } catch (err) {
       if (!(err instanceof ChangedSinceSnapshot)) throw err;
       if (attempt >= COUNT_SNAPSHOT_ATTEMPTS) {
-        throw new PgfleetError('PgQueryFailed', `counting the rows of database ${database} failed: ${err.message}, ${attempt} times; run the drill again when no TRUNCATE or ALTER TABLE runs`);
+        throw new PgfleetError(
+          'PgQueryFailed',
+          `counting the rows of database ${database} failed: ${err.message}, ${attempt} times; run the drill again when no TRUNCATE or ALTER TABLE runs`,
+        );
       }
       log.info({ database, reason: err.message }, 'counting the database again in a new snapshot');
     }
   }
 }
 
-async function countDatabaseOnce(holder: PgClient, worker: PgClient, database: string, signal: AbortSignal | undefined): Promise<DatabaseCounts> {
+async function countDatabaseOnce(
+  holder: PgClient,
+  worker: PgClient,
+  database: string,
+  signal: AbortSignal | undefined,
+): Promise<DatabaseCounts> {
   await holder.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
     // The first statement takes the transaction's snapshot; the export lets other transactions use exactly it.
-    const { s: snapshot, e: exported } = (await holder.query<{ s: string; e: string }>('SELECT pg_current_snapshot()::text AS s, pg_export_snapshot() AS e')).rows[0]!;
+    const { s: snapshot, e: exported } = (
+      await holder.query<{ s: string; e: string }>('SELECT pg_current_snapshot()::text AS s, pg_export_snapshot() AS e')
+    ).rows[0]!;
     if (!/^[0-9A-F-]+$/i.test(exported)) throw new Error(`unexpected snapshot id '${exported}'`);
     const inSnapshot = async <T>(fn: () => Promise<T>): Promise<T> => {
       await worker.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '${exported}'`);
@@ -215,7 +241,15 @@ async function countDatabaseOnce(holder: PgClient, worker: PgClient, database: s
       for (let attempt = 1; counted === undefined; attempt++) {
         try {
           // The filenode is read after the lock is granted: the storage count(*) read.
-          counted = await inSnapshot(async () => (await worker.query<{ n: string; f: string | null }>(`SELECT count(*)::text AS n, pg_relation_filenode($1::oid)::text AS f FROM ${countTarget(t.schema, t.table, t.kind)}`, [t.oid])).rows[0]!);
+          counted = await inSnapshot(
+            async () =>
+              (
+                await worker.query<{ n: string; f: string | null }>(
+                  `SELECT count(*)::text AS n, pg_relation_filenode($1::oid)::text AS f FROM ${countTarget(t.schema, t.table, t.kind)}`,
+                  [t.oid],
+                )
+              ).rows[0]!,
+          );
         } catch (err) {
           // 42P01: the name is looked up in the current catalog; dropped after the snapshot (not in the copy either), or renamed.
           if (sqlState(err) === '42P01') {
@@ -224,10 +258,14 @@ async function countDatabaseOnce(holder: PgClient, worker: PgClient, database: s
           }
           if (sqlState(err) !== '55P03') throw err;
           if (attempt >= COUNT_LOCK_ATTEMPTS) {
-            throw new PgfleetError('PgQueryFailed', `counting the rows of database ${database} failed: table ${name} stayed locked by another session: ${attempt} waits of ${COUNT_LOCK_TIMEOUT} for its ACCESS SHARE lock timed out`, {
-              cause: err,
-              hint: 'Another session holds or waits for an exclusive lock on the table (ALTER TABLE, VACUUM FULL, TRUNCATE, CLUSTER, LOCK TABLE); the drill does not queue behind it. Run the drill again when it is done (pg_locks shows who holds it).',
-            });
+            throw new PgfleetError(
+              'PgQueryFailed',
+              `counting the rows of database ${database} failed: table ${name} stayed locked by another session: ${attempt} waits of ${COUNT_LOCK_TIMEOUT} for its ACCESS SHARE lock timed out`,
+              {
+                cause: err,
+                hint: 'Another session holds or waits for an exclusive lock on the table (ALTER TABLE, VACUUM FULL, TRUNCATE, CLUSTER, LOCK TABLE); the drill does not queue behind it. Run the drill again when it is done (pg_locks shows who holds it).',
+              },
+            );
           }
           await sleep(1000);
         }
@@ -237,15 +275,30 @@ async function countDatabaseOnce(holder: PgClient, worker: PgClient, database: s
         continue;
       }
       // A TRUNCATE or table-rewriting ALTER TABLE committed after the snapshot is not MVCC-safe: the count saw the new storage, not the snapshot's rows.
-      if (counted.f !== t.filenode) throw new ChangedSinceSnapshot(`table ${name} was rewritten (TRUNCATE, ALTER TABLE, VACUUM FULL or CLUSTER) after the snapshot was taken`);
-      tables.push({ database, schema: t.schema, table: t.table, rows: BigInt(counted.n), kind: t.kind, oid: t.oid, filenode: t.filenode });
+      if (counted.f !== t.filenode)
+        throw new ChangedSinceSnapshot(
+          `table ${name} was rewritten (TRUNCATE, ALTER TABLE, VACUUM FULL or CLUSTER) after the snapshot was taken`,
+        );
+      tables.push({
+        database,
+        schema: t.schema,
+        table: t.table,
+        rows: BigInt(counted.n),
+        kind: t.kind,
+        oid: t.oid,
+        filenode: t.filenode,
+      });
     }
     await holder.query('COMMIT');
     return { snapshot, tables, unlogged, dropped };
   } catch (err) {
     await holder.query('ROLLBACK').catch(() => {});
     if (err instanceof ChangedSinceSnapshot || err instanceof PgfleetError || signal?.aborted) throw err;
-    throw new PgfleetError('PgQueryFailed', `counting the rows of database ${database} failed: ${(err as Error).message}`, { cause: err });
+    throw new PgfleetError(
+      'PgQueryFailed',
+      `counting the rows of database ${database} failed: ${(err as Error).message}`,
+      { cause: err },
+    );
   }
 }
 
@@ -257,15 +310,29 @@ async function countDatabaseOnce(holder: PgClient, worker: PgClient, database: s
  * between the count and the restore point such a table can have lost every counted row and
  * gained at most the rows it has now (or changes n_tup_* counted): both widen the bound.
  */
-async function changedSinceCounted(c: PgClient, tables: readonly CountedTable[]): Promise<{ rewritten: { table: CountedTable; rowsNow: bigint }[]; dropped: CountedTable[] }> {
-  const now = new Map((await c.query<{ oid: string; f: string | null }>('SELECT oid::text AS oid, pg_relation_filenode(oid)::text AS f FROM pg_class WHERE oid = ANY($1::oid[])', [tables.map((t) => t.oid)])).rows.map((r) => [r.oid, r.f]));
+async function changedSinceCounted(
+  c: PgClient,
+  tables: readonly CountedTable[],
+): Promise<{ rewritten: { table: CountedTable; rowsNow: bigint }[]; dropped: CountedTable[] }> {
+  const now = new Map(
+    (
+      await c.query<{ oid: string; f: string | null }>(
+        'SELECT oid::text AS oid, pg_relation_filenode(oid)::text AS f FROM pg_class WHERE oid = ANY($1::oid[])',
+        [tables.map((t) => t.oid)],
+      )
+    ).rows.map((r) => [r.oid, r.f]),
+  );
   const rewritten: { table: CountedTable; rowsNow: bigint }[] = [];
   for (const t of tables) {
     if (!now.has(t.oid) || now.get(t.oid) === t.filenode) continue;
     try {
       rewritten.push({ table: t, rowsNow: await countRows(c, t.schema, t.table, t.kind) });
     } catch (err) {
-      throw new PgfleetError('PgQueryFailed', `counting table ${t.database}.${t.schema}.${t.table}, rewritten since the drill counted it, failed: ${(err as Error).message}`, { cause: err });
+      throw new PgfleetError(
+        'PgQueryFailed',
+        `counting table ${t.database}.${t.schema}.${t.table}, rewritten since the drill counted it, failed: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
   }
   return { rewritten, dropped: tables.filter((t) => !now.has(t.oid)) };
@@ -278,8 +345,16 @@ export async function captureSourceCounts(o: CaptureOptions): Promise<SourceCoun
   try {
     const facts = await clusterFacts(main);
     requireDrillVersion(facts.versionNum, `cluster ${o.cluster}`);
-    if (facts.inRecovery) throw new PgfleetError('InvalidArgument', `cluster ${o.cluster} is in recovery: source counts and the restore point are taken on the primary`);
-    if (facts.archiveMode === 'off') throw new PgfleetError('ArchiveModeOff', `archive_mode is off on cluster ${o.cluster}: the restore point would never reach the repository`);
+    if (facts.inRecovery)
+      throw new PgfleetError(
+        'InvalidArgument',
+        `cluster ${o.cluster} is in recovery: source counts and the restore point are taken on the primary`,
+      );
+    if (facts.archiveMode === 'off')
+      throw new PgfleetError(
+        'ArchiveModeOff',
+        `archive_mode is off on cluster ${o.cluster}: the restore point would never reach the repository`,
+      );
     const open = async (database: string): Promise<PgClient> => {
       const c = await connectPg({ ...o.pg, database });
       others.push(c);
@@ -290,7 +365,14 @@ export async function captureSourceCounts(o: CaptureOptions): Promise<SourceCoun
     const databases = await listDatabases(main);
     const conns = new Map<string, PgClient>();
     for (const db of databases) conns.set(db, db === (o.pg.database ?? 'postgres') ? main : await open(db));
-    o.progress({ phase: 'capture', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: databases.length, message: `counting the rows of ${databases.length} database(s) on the source` });
+    o.progress({
+      phase: 'capture',
+      bytesDone: 0,
+      bytesTotal: 0,
+      filesDone: 0,
+      filesTotal: databases.length,
+      message: `counting the rows of ${databases.length} database(s) on the source`,
+    });
     let before = 0n;
     for (const c of conns.values()) before += await tupleChanges(c);
 
@@ -315,11 +397,25 @@ export async function captureSourceCounts(o: CaptureOptions): Promise<SourceCoun
     }
     if (unlogged.length) o.log.info({ unlogged }, 'unlogged tables are not counted: a restored copy has them empty');
 
-    const rp = (await main.query<{ lsn: string; t: Date }>('SELECT pg_create_restore_point($1)::text AS lsn, clock_timestamp() AS t', [o.restorePoint])).rows[0]!;
+    const rp = (
+      await main.query<{ lsn: string; t: Date }>(
+        'SELECT pg_create_restore_point($1)::text AS lsn, clock_timestamp() AS t',
+        [o.restorePoint],
+      )
+    ).rows[0]!;
     const rpAt = Date.now();
     // The second write: a segment switch, so the segment holding the restore point is archived now, not when it fills.
-    const seg = (await main.query<{ seg: string }>('SELECT pg_walfile_name($1::pg_lsn) AS seg, pg_switch_wal()', [rp.lsn])).rows[0]!.seg;
-    o.progress({ phase: 'capture', bytesDone: 0, bytesTotal: 0, filesDone: databases.length, filesTotal: databases.length, message: `restore point ${o.restorePoint} at ${rp.lsn}: waiting for WAL ${seg} in the repository` });
+    const seg = (
+      await main.query<{ seg: string }>('SELECT pg_walfile_name($1::pg_lsn) AS seg, pg_switch_wal()', [rp.lsn])
+    ).rows[0]!.seg;
+    o.progress({
+      phase: 'capture',
+      bytesDone: 0,
+      bytesTotal: 0,
+      filesDone: databases.length,
+      filesTotal: databases.length,
+      message: `restore point ${o.restorePoint} at ${rp.lsn}: waiting for WAL ${seg} in the repository`,
+    });
     await waitArchived(o, seg);
 
     const snapshotAfter = (await main.query<{ s: string }>('SELECT pg_current_snapshot()::text AS s')).rows[0]!.s;
@@ -334,7 +430,10 @@ export async function captureSourceCounts(o: CaptureOptions): Promise<SourceCoun
       const rewritten: string[] = [];
       const gone = new Set<CountedTable>();
       for (const [db, c] of conns) {
-        const changed = await changedSinceCounted(c, tables.filter((t) => t.database === db));
+        const changed = await changedSinceCounted(
+          c,
+          tables.filter((t) => t.database === db),
+        );
         for (const { table: t, rowsNow } of changed.rewritten) {
           changeBound += t.rows + rowsNow;
           rewritten.push(`${db}.${t.schema}.${t.table}`);
@@ -346,10 +445,23 @@ export async function captureSourceCounts(o: CaptureOptions): Promise<SourceCoun
       }
       // A table dropped on the source before the restore point is not in the copy; after it, the copy has it as a table the source did not count.
       compared = tables.filter((t) => !gone.has(t));
-      if (rewritten.length) o.log.info({ rewritten }, 'tables rewritten (TRUNCATE, ALTER TABLE, VACUUM FULL, CLUSTER, REFRESH) since they were counted: their rows then and now widen the change bound');
+      if (rewritten.length)
+        o.log.info(
+          { rewritten },
+          'tables rewritten (TRUNCATE, ALTER TABLE, VACUUM FULL, CLUSTER, REFRESH) since they were counted: their rows then and now widen the change bound',
+        );
     }
     if (dropped.length) o.log.info({ dropped }, 'tables dropped on the source while it was counted are not compared');
-    o.log.info({ restorePoint: o.restorePoint, lsn: rp.lsn, tables: compared.length, quiet, changeBound: changeBound.toString() }, 'source counts captured');
+    o.log.info(
+      {
+        restorePoint: o.restorePoint,
+        lsn: rp.lsn,
+        tables: compared.length,
+        quiet,
+        changeBound: changeBound.toString(),
+      },
+      'source counts captured',
+    );
     return {
       restorePoint: o.restorePoint,
       lsn: rp.lsn,
@@ -370,7 +482,10 @@ async function waitArchived(o: CaptureOptions, segment: string): Promise<void> {
   while ((await o.repo.findWal(o.cluster, segment)).length === 0) {
     o.signal?.throwIfAborted();
     if (Date.now() > deadline) {
-      throw new PgfleetError('WalArchiveTimeout', `WAL segment ${segment} holding the drill's restore point did not reach the repository within ${Math.round(o.archiveTimeoutMs / 1000)} s`);
+      throw new PgfleetError(
+        'WalArchiveTimeout',
+        `WAL segment ${segment} holding the drill's restore point did not reach the repository within ${Math.round(o.archiveTimeoutMs / 1000)} s`,
+      );
     }
     await sleep(pollMs);
     pollMs = Math.min(250, Math.round(pollMs * 1.5));

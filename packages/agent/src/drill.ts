@@ -35,10 +35,27 @@ import { asPgfleetError, PgfleetError, type ErrorName, type Logger } from '@pgfl
 import { Lsn, recoveryMayLackWal, WalSegmentName, type PgConnectionOptions, type ServerLogExcerpt } from '@pgfleet/pg';
 import type { DrillResultSchema, RecoveryTarget } from '@pgfleet/proto';
 import type { BackupManifest, Repository } from '@pgfleet/storage';
-import { captureSourceCounts, COUNTED_TABLES_SQL, countRows, listDatabases, quoteIdent, requireDrillVersion, type CountedTableRow, type PgClient, type SourceCountsInit } from './drill-capture.js';
+import {
+  captureSourceCounts,
+  COUNTED_TABLES_SQL,
+  countRows,
+  listDatabases,
+  quoteIdent,
+  requireDrillVersion,
+  type CountedTableRow,
+  type PgClient,
+  type SourceCountsInit,
+} from './drill-capture.js';
 import type { ProgressSink } from './progress.js';
 import { runRestore, type TargetSpec } from './restore.js';
-import { cleanDrillLeftovers, DRILL_DIR_PREFIX, markDrillKept, ScratchPostgres, waitForProcessesUsing, writeDrillOwner } from './scratch-postgres.js';
+import {
+  cleanDrillLeftovers,
+  DRILL_DIR_PREFIX,
+  markDrillKept,
+  ScratchPostgres,
+  waitForProcessesUsing,
+  writeDrillOwner,
+} from './scratch-postgres.js';
 import { findTargetLsn } from './target-resolver.js';
 
 export type DrillResultInit = MessageInitShape<typeof DrillResultSchema>;
@@ -72,7 +89,12 @@ export interface DrillOptions {
 
 /** A drill that ran but did not prove the backup: the job fails and still reports its DrillResult. */
 export class DrillFailure extends PgfleetError {
-  constructor(name: ErrorName, message: string, readonly result: DrillResultInit, cause?: unknown) {
+  constructor(
+    name: ErrorName,
+    message: string,
+    readonly result: DrillResultInit,
+    cause?: unknown,
+  ) {
     super(name, message, cause === undefined ? undefined : { cause });
   }
 }
@@ -119,7 +141,11 @@ export interface TableCountDiffInit {
 }
 
 export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
-  const r: DrillResultInit & { reasons: string[]; amcheckFindings: AmcheckFindingInit[]; countDiffs: TableCountDiffInit[] } = {
+  const r: DrillResultInit & {
+    reasons: string[];
+    amcheckFindings: AmcheckFindingInit[];
+    countDiffs: TableCountDiffInit[];
+  } = {
     backupLabel: '',
     ok: false,
     stage: 'capture',
@@ -142,14 +168,27 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
   // Set when the checks failed and r.reasons already says why (one reason per problem).
   let reasonsRecorded = false;
   try {
-    if (!isAbsolute(o.scratchDir)) throw new PgfleetError('InvalidArgument', `the scratch directory '${o.scratchDir}' is not an absolute path`);
+    if (!isAbsolute(o.scratchDir))
+      throw new PgfleetError('InvalidArgument', `the scratch directory '${o.scratchDir}' is not an absolute path`);
     let source = o.source;
     if (!o.target && !source) {
       stage('capture', 'counting rows on the source and creating the restore point');
-      source = await captureSourceCounts({ cluster: o.cluster, pg: o.pg, repo: o.repo, restorePoint: restorePointName(o.jobId), archiveTimeoutMs: o.archiveTimeoutMs, log: o.log, progress: o.progress, ...(o.signal ? { signal: o.signal } : {}) });
+      source = await captureSourceCounts({
+        cluster: o.cluster,
+        pg: o.pg,
+        repo: o.repo,
+        restorePoint: restorePointName(o.jobId),
+        archiveTimeoutMs: o.archiveTimeoutMs,
+        log: o.log,
+        progress: o.progress,
+        ...(o.signal ? { signal: o.signal } : {}),
+      });
     }
     if (source) r.source = source;
-    const target = o.target ?? { spec: { kind: 'name', name: source!.restorePoint } as TargetSpec, proto: { target: { case: 'name', value: source!.restorePoint } } as RecoveryTarget };
+    const target = o.target ?? {
+      spec: { kind: 'name', name: source!.restorePoint } as TargetSpec,
+      proto: { target: { case: 'name', value: source!.restorePoint } } as RecoveryTarget,
+    };
     if (!o.target) r.target = target.proto;
 
     stage('restore', 'choosing the backup');
@@ -157,14 +196,19 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
     r.backupLabel = manifest.label;
     requireDrillVersion(manifest.pgVersionNum, `backup ${manifest.label}`);
     await mkdir(o.scratchDir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
-      throw new PgfleetError('InvalidConfig', `cannot create the drills' scratch directory ${o.scratchDir}: ${(err as Error).message}; point the agent's --scratch-dir at a directory its OS user can write`, { cause: err });
+      throw new PgfleetError(
+        'InvalidConfig',
+        `cannot create the drills' scratch directory ${o.scratchDir}: ${(err as Error).message}; point the agent's --scratch-dir at a directory its OS user can write`,
+        { cause: err },
+      );
     });
     await cleanScratchArea(o.scratchDir, o.log);
     await checkScratchSpace(o.scratchDir, manifest);
     activeDrillDirs.add(drillDir);
     await mkdir(drillDir, { mode: 0o700 });
     // A unix socket path is limited to 107 bytes: fall back to a short directory under tmpdir.
-    socketDir = join(drillDir, `.s.PGSQL.65535`).length < 100 ? drillDir : await mkdtemp(join(tmpdir(), 'pgfleet-sock-'));
+    socketDir =
+      join(drillDir, `.s.PGSQL.65535`).length < 100 ? drillDir : await mkdtemp(join(tmpdir(), 'pgfleet-sock-'));
     await writeDrillOwner(drillDir, socketDir === drillDir ? undefined : socketDir);
     const pgdata = join(drillDir, 'data');
     stage('restore', `restoring backup ${manifest.label} into ${pgdata}`);
@@ -190,27 +234,61 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
 
     stage('start', 'starting PostgreSQL on the restored copy');
     const major = Math.floor(manifest.pgVersionNum / 10000);
-    server = new ScratchPostgres({ pgdata, runDir: drillDir, socketDir, binDir: o.pgBinDir ?? `/usr/lib/postgresql/${major}/bin`, major, user: o.pg.user ?? 'postgres', jobId: o.jobId });
+    server = new ScratchPostgres({
+      pgdata,
+      runDir: drillDir,
+      socketDir,
+      binDir: o.pgBinDir ?? `/usr/lib/postgresql/${major}/bin`,
+      major,
+      user: o.pg.user ?? 'postgres',
+      jobId: o.jobId,
+    });
     await server.configure();
     const t1 = Date.now();
     await server.start();
     stage('recovery', 'replaying WAL to the target');
     let promoted;
     try {
-      promoted = await server.waitPromoted(o.signal, () => o.progress({ phase: 'recovery', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message: `consistent after ${((Date.now() - t1) / 1000).toFixed(1)} s, waiting for promotion` }));
+      promoted = await server.waitPromoted(o.signal, () =>
+        o.progress({
+          phase: 'recovery',
+          bytesDone: 0,
+          bytesTotal: 0,
+          filesDone: 0,
+          filesTotal: 0,
+          message: `consistent after ${((Date.now() - t1) / 1000).toFixed(1)} s, waiting for promotion`,
+        }),
+      );
     } catch (err) {
       if (o.signal?.aborted) throw err;
       // A segment not archived yet is no cause when PostgreSQL stopped for another reason (a timeline that does not fit).
-      const missing = recoveryMayLackWal(await server.logExcerpt().catch(() => undefined)) ? await missingWal(o, server, manifest) : undefined;
-      throw new PgfleetError(missing?.code ?? 'DrillFailed', missing ? `${missing.message}; ${asPgfleetError(err).message}` : asPgfleetError(err).message, { cause: err });
+      const missing = recoveryMayLackWal(await server.logExcerpt().catch(() => undefined))
+        ? await missingWal(o, server, manifest)
+        : undefined;
+      throw new PgfleetError(
+        missing?.code ?? 'DrillFailed',
+        missing ? `${missing.message}; ${asPgfleetError(err).message}` : asPgfleetError(err).message,
+        { cause: err },
+      );
     }
     r.recoverySeconds = (Date.now() - t1) / 1000;
     r.rtoSeconds = r.restoreSeconds + r.recoverySeconds;
     r.recoveredLsn = promoted.recoveredLsn;
     if (promoted.recoveredTime) r.recoveredTime = timestampFromDate(promoted.recoveredTime);
-    o.log.info({ restoreSeconds: r.restoreSeconds, recoverySeconds: r.recoverySeconds, consistentSeconds: promoted.consistentMs / 1000, recoveredLsn: r.recoveredLsn }, 'restored copy promoted');
+    o.log.info(
+      {
+        restoreSeconds: r.restoreSeconds,
+        recoverySeconds: r.recoverySeconds,
+        consistentSeconds: promoted.consistentMs / 1000,
+        recoveredLsn: r.recoveredLsn,
+      },
+      'restored copy promoted',
+    );
 
-    stage('amcheck', `promoted after ${r.recoverySeconds.toFixed(1)} s (RTO ${r.rtoSeconds.toFixed(1)} s): running amcheck`);
+    stage(
+      'amcheck',
+      `promoted after ${r.recoverySeconds.toFixed(1)} s (RTO ${r.rtoSeconds.toFixed(1)} s): running amcheck`,
+    );
     const databases = await withClient(server, 'postgres', listDatabases);
     for (const db of databases) {
       o.signal?.throwIfAborted();
@@ -218,9 +296,17 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
       r.relationsChecked = (r.relationsChecked ?? 0) + checked;
     }
     r.databasesChecked = databases.length;
-    if (r.amcheckFindings.length > 0) r.reasons.push(`amcheck found ${r.amcheckFindings.length} problem(s) in ${new Set(r.amcheckFindings.map((f) => `${f.database}.${f.relation}`)).size} relation(s)`);
+    if (r.amcheckFindings.length > 0)
+      r.reasons.push(
+        `amcheck found ${r.amcheckFindings.length} problem(s) in ${new Set(r.amcheckFindings.map((f) => `${f.database}.${f.relation}`)).size} relation(s)`,
+      );
 
-    stage('counts', source && !o.target ? `comparing the row counts of ${source.tables.length} table(s)` : 'row counts not compared: the target is not the source\'s restore point');
+    stage(
+      'counts',
+      source && !o.target
+        ? `comparing the row counts of ${source.tables.length} table(s)`
+        : "row counts not compared: the target is not the source's restore point",
+    );
     if (source && !o.target) {
       const compared = compareTableCounts(source, await countRestored(server, databases));
       r.countDiffs.push(...compared.diffs);
@@ -234,11 +320,15 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
       reasonsRecorded = true;
       throw new PgfleetError('DrillFailed', r.reasons.join('; '));
     }
-    stage('done', `drill passed: RTO ${r.rtoSeconds.toFixed(1)} s, ${r.relationsChecked ?? 0} relation(s) checked${r.countsCompared ? `, ${r.tablesCompared} table count(s) ${r.countsEqual ? 'equal' : 'within the change bound'}` : ''}`);
+    stage(
+      'done',
+      `drill passed: RTO ${r.rtoSeconds.toFixed(1)} s, ${r.relationsChecked ?? 0} relation(s) checked${r.countsCompared ? `, ${r.tablesCompared} table count(s) ${r.countsEqual ? 'equal' : 'within the change bound'}` : ''}`,
+    );
     r.ok = true;
     return r;
   } catch (err) {
-    if (o.signal?.aborted) throw new PgfleetError('JobCancelled', `drill cancelled in stage ${r.stage}`, { cause: err });
+    if (o.signal?.aborted)
+      throw new PgfleetError('JobCancelled', `drill cancelled in stage ${r.stage}`, { cause: err });
     const e = asPgfleetError(err);
     // Read before the teardown below removes the log (or stops a server still writing to it).
     const log = server ? await server.logExcerpt().catch(() => undefined) : undefined;
@@ -249,20 +339,41 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
     const failure = failureReasons(r.stage!, e, log);
     if (!reasonsRecorded) r.reasons.push(...failure.reasons);
     o.log.warn({ stage: r.stage, code: e.code, reasons: r.reasons }, 'drill failed');
-    throw new DrillFailure(e.errorName, `drill of cluster ${o.cluster} failed in stage ${r.stage}: ${reasonsRecorded ? r.reasons.join('; ') : failure.summary}`, r, err);
+    throw new DrillFailure(
+      e.errorName,
+      `drill of cluster ${o.cluster} failed in stage ${r.stage}: ${reasonsRecorded ? r.reasons.join('; ') : failure.summary}`,
+      r,
+      err,
+    );
   } finally {
     // Kept only when the drill ran to an end: a cancelled one (agent stopping) is torn down.
     const keep = o.keep === true && !o.signal?.aborted && activeDrillDirs.has(drillDir);
-    await server?.stop(keep ? 'fast' : 'immediate').catch((err: unknown) => o.log.warn({ err: (err as Error).message }, 'could not stop the drill\'s PostgreSQL'));
+    await server
+      ?.stop(keep ? 'fast' : 'immediate')
+      .catch((err: unknown) => o.log.warn({ err: (err as Error).message }, "could not stop the drill's PostgreSQL"));
     if (server) await waitForProcessesUsing(drillDir, 10_000);
     // r is what the caller gets (returned, or in the DrillFailure): keptDir is set here, after the stop.
-    if (keep && (await markDrillKept(drillDir, o.jobId).then(() => true, (err: unknown) => (o.log.warn({ err: (err as Error).message, dir: drillDir }, 'could not mark the drill\'s scratch directory kept: removing it'), false)))) {
+    if (
+      keep &&
+      (await markDrillKept(drillDir, o.jobId).then(
+        () => true,
+        (err: unknown) => (
+          o.log.warn(
+            { err: (err as Error).message, dir: drillDir },
+            "could not mark the drill's scratch directory kept: removing it",
+          ),
+          false
+        ),
+      ))
+    ) {
       r.keptDir = drillDir;
       activeDrillDirs.delete(drillDir);
       o.log.info({ dir: drillDir }, 'drill directory kept for inspection: remove it when done (docs/drills.md)');
     }
     if (activeDrillDirs.has(drillDir)) {
-      await rm(drillDir, { recursive: true, force: true, maxRetries: 3 }).catch((err: unknown) => o.log.warn({ err: (err as Error).message, dir: drillDir }, 'could not remove the drill\'s scratch directory'));
+      await rm(drillDir, { recursive: true, force: true, maxRetries: 3 }).catch((err: unknown) =>
+        o.log.warn({ err: (err as Error).message, dir: drillDir }, "could not remove the drill's scratch directory"),
+      );
       if (socketDir && socketDir !== drillDir) await rm(socketDir, { recursive: true, force: true }).catch(() => {});
       activeDrillDirs.delete(drillDir);
     }
@@ -274,7 +385,11 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
  * when there is one (PostgreSQL's own words for why it stopped), then what the stage saw, with
  * the log's last ERROR or WARNING when nothing was fatal.
  */
-export function failureReasons(stage: string, e: PgfleetError, log: ServerLogExcerpt | undefined): { reasons: string[]; summary: string } {
+export function failureReasons(
+  stage: string,
+  e: PgfleetError,
+  log: ServerLogExcerpt | undefined,
+): { reasons: string[]; summary: string } {
   const what = e.message.trim() || `${e.errorName} (${e.code}) without a message`;
   const fatal = log?.firstFatal;
   const clue = !fatal && log?.lastProblem ? ` (server log: ${log.lastProblem})` : '';
@@ -301,17 +416,32 @@ async function withClient<T>(server: ScratchPostgres, db: string, fn: (c: PgClie
  * consistent (stop LSN) at or before it; for name/xid targets, the one the WAL says; otherwise the
  * newest (the controller resolves time and LSN targets to a label itself).
  */
-async function chooseDrillBackup(o: DrillOptions, target: TargetSpec, source: SourceCountsInit | undefined): Promise<BackupManifest> {
+async function chooseDrillBackup(
+  o: DrillOptions,
+  target: TargetSpec,
+  source: SourceCountsInit | undefined,
+): Promise<BackupManifest> {
   if (o.backupLabel) return o.repo.readManifest(o.cluster, o.backupLabel);
   const backups = await o.repo.listBackups(o.cluster);
-  if (backups.length === 0) throw new PgfleetError('NoBackup', `cluster ${o.cluster} has no complete backup in ${o.repo.location}`);
+  if (backups.length === 0)
+    throw new PgfleetError('NoBackup', `cluster ${o.cluster} has no complete backup in ${o.repo.location}`);
   if (source && !o.target) {
     const at = Lsn.parse(source.lsn);
     const before = backups.filter((b) => Lsn.parse(b.stopLsn).compare(at) <= 0);
-    if (before.length === 0) throw new PgfleetError('NoBackup', `no backup of cluster ${o.cluster} ends before the drill's restore point (${source.lsn})`);
+    if (before.length === 0)
+      throw new PgfleetError(
+        'NoBackup',
+        `no backup of cluster ${o.cluster} ends before the drill's restore point (${source.lsn})`,
+      );
     return before.at(-1)!;
   }
-  if (target.kind === 'name' || target.kind === 'xid') return (await findTargetLsn(o.repo, o.cluster, backups, target, { ...(o.pgBinDir ? { pgBinDir: o.pgBinDir } : {}), log: o.log })).backup;
+  if (target.kind === 'name' || target.kind === 'xid')
+    return (
+      await findTargetLsn(o.repo, o.cluster, backups, target, {
+        ...(o.pgBinDir ? { pgBinDir: o.pgBinDir } : {}),
+        log: o.log,
+      })
+    ).backup;
   return backups.at(-1)!;
 }
 
@@ -321,7 +451,10 @@ async function checkScratchSpace(dir: string, manifest: BackupManifest): Promise
   const free = Number(fs.bavail) * Number(fs.bsize);
   const need = Math.ceil(manifest.sizeBytes * 1.1) + 4 * manifest.walSegmentSize;
   if (free < need) {
-    throw new PgfleetError('ScratchSpaceLow', `scratch area ${dir} has ${Math.floor(free / 2 ** 20)} MiB free; restoring backup ${manifest.label} (${Math.ceil(manifest.sizeBytes / 2 ** 20)} MiB) needs about ${Math.ceil(need / 2 ** 20)} MiB`);
+    throw new PgfleetError(
+      'ScratchSpaceLow',
+      `scratch area ${dir} has ${Math.floor(free / 2 ** 20)} MiB free; restoring backup ${manifest.label} (${Math.ceil(manifest.sizeBytes / 2 ** 20)} MiB) needs about ${Math.ceil(need / 2 ** 20)} MiB`,
+    );
   }
 }
 
@@ -330,19 +463,29 @@ async function checkScratchSpace(dir: string, manifest: BackupManifest): Promise
  * last one it restored (or the backup's first); when the repository lacks it or it does not read
  * back with its checksum, that is the reason, named precisely.
  */
-async function missingWal(o: DrillOptions, server: ScratchPostgres, manifest: BackupManifest): Promise<{ code: ErrorName; message: string } | undefined> {
+async function missingWal(
+  o: DrillOptions,
+  server: ScratchPostgres,
+  manifest: BackupManifest,
+): Promise<{ code: ErrorName; message: string } | undefined> {
   try {
     const restored = await server.restoredSegments();
     const last = restored.at(-1);
     const next = last ? WalSegmentName.parse(last, manifest.walSegmentSize).next().toString() : manifest.walStart;
     const found = await o.repo.findWal(o.cluster, next);
     if (found.length === 0) {
-      return { code: 'WalNotInRepository', message: `WAL segment ${next} needed by recovery is not in the repository${last ? ` (recovery restored up to ${last})` : ''}` };
+      return {
+        code: 'WalNotInRepository',
+        message: `WAL segment ${next} needed by recovery is not in the repository${last ? ` (recovery restored up to ${last})` : ''}`,
+      };
     }
     try {
       await o.repo.fetchWal(o.cluster, next, new Writable({ write: (_c, _e, cb) => cb() }));
     } catch (err) {
-      return { code: asPgfleetError(err).errorName, message: `WAL segment ${next} needed by recovery does not read back: ${(err as Error).message}` };
+      return {
+        code: asPgfleetError(err).errorName,
+        message: `WAL segment ${next} needed by recovery does not read back: ${(err as Error).message}`,
+      };
     }
     return undefined;
   } catch {
@@ -351,45 +494,71 @@ async function missingWal(o: DrillOptions, server: ScratchPostgres, manifest: Ba
 }
 
 /** amcheck over one database of the copy; returns the number of relations checked. */
-async function amcheckDatabase(c: PgClient, db: string, major: number, findings: AmcheckFindingInit[]): Promise<number> {
+async function amcheckDatabase(
+  c: PgClient,
+  db: string,
+  major: number,
+  findings: AmcheckFindingInit[],
+): Promise<number> {
   // The source's event triggers (audit tables, notifications) must not fire on CREATE EXTENSION:
   // they would write into the copy before its rows are counted, or reach outside it. Triggers
   // enabled ALWAYS still fire under 'replica'; event_triggers = off (17+) stops those too.
   await c.query(`SET session_replication_role = replica${major >= 17 ? '; SET event_triggers = off' : ''}`);
   await c.query('CREATE EXTENSION IF NOT EXISTS amcheck');
   await c.query(`RESET session_replication_role${major >= 17 ? '; RESET event_triggers' : ''}`);
-  const schema = (await c.query<{ s: string }>(`SELECT n.nspname AS s FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'amcheck'`)).rows[0]!.s;
+  const schema = (
+    await c.query<{ s: string }>(
+      `SELECT n.nspname AS s FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'amcheck'`,
+    )
+  ).rows[0]!.s;
   const fn = (name: string) => `${quoteIdent(schema)}.${name}`;
   const add = (f: AmcheckFindingInit) => {
     if (findings.length < MAX_FINDINGS) findings.push(f);
   };
   let checked = 0;
   // Heaps: tables, materialized views and TOAST tables, system catalogs included.
-  const heaps = (await c.query<{ oid: string; name: string; kind: string }>(`
+  const heaps = (
+    await c.query<{ oid: string; name: string; kind: string }>(`
     SELECT c.oid::text AS oid, format('%I.%I', n.nspname, c.relname) AS name, c.relkind AS kind
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.relkind IN ('r', 'm', 't') AND c.relpersistence <> 't' AND (c.relkind <> 'm' OR c.relispopulated)
-     ORDER BY c.oid`)).rows;
+     ORDER BY c.oid`)
+  ).rows;
   for (const h of heaps) {
     try {
-      const rows = (await c.query<{ blkno: string | null; offnum: number | null; attnum: number | null; msg: string }>(
-        `SELECT blkno::text AS blkno, offnum, attnum, msg FROM ${fn('verify_heapam')}($1::oid::regclass, check_toast => $2) LIMIT ${MAX_FINDINGS_PER_RELATION}`,
-        [h.oid, h.kind !== 't'],
-      )).rows;
+      const rows = (
+        await c.query<{ blkno: string | null; offnum: number | null; attnum: number | null; msg: string }>(
+          `SELECT blkno::text AS blkno, offnum, attnum, msg FROM ${fn('verify_heapam')}($1::oid::regclass, check_toast => $2) LIMIT ${MAX_FINDINGS_PER_RELATION}`,
+          [h.oid, h.kind !== 't'],
+        )
+      ).rows;
       for (const row of rows) {
-        const where = [row.blkno !== null ? `block ${row.blkno}` : '', row.offnum !== null ? `offset ${row.offnum}` : '', row.attnum !== null ? `attribute ${row.attnum}` : ''].filter(Boolean).join(', ');
-        add({ database: db, relation: h.name, check: 'verify_heapam', message: where ? `${where}: ${row.msg}` : row.msg });
+        const where = [
+          row.blkno !== null ? `block ${row.blkno}` : '',
+          row.offnum !== null ? `offset ${row.offnum}` : '',
+          row.attnum !== null ? `attribute ${row.attnum}` : '',
+        ]
+          .filter(Boolean)
+          .join(', ');
+        add({
+          database: db,
+          relation: h.name,
+          check: 'verify_heapam',
+          message: where ? `${where}: ${row.msg}` : row.msg,
+        });
       }
     } catch (err) {
       add({ database: db, relation: h.name, check: 'verify_heapam', message: (err as Error).message });
     }
     checked++;
   }
-  const indexes = (await c.query<{ oid: string; name: string }>(`
+  const indexes = (
+    await c.query<{ oid: string; name: string }>(`
     SELECT c.oid::text AS oid, format('%I.%I', n.nspname, c.relname) AS name
       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_am a ON a.oid = c.relam
      WHERE a.amname = 'btree' AND c.relkind = 'i' AND c.relpersistence <> 't' AND i.indisvalid AND i.indisready
-     ORDER BY c.oid`)).rows;
+     ORDER BY c.oid`)
+  ).rows;
   for (const ix of indexes) {
     try {
       // bt_index_check raises an error on the first inconsistency it finds.
@@ -414,7 +583,8 @@ async function countRestored(server: ScratchPostgres, databases: readonly string
     const counts = new Map<string, bigint>();
     await withClient(server, db, async (c) => {
       for (const t of (await c.query<CountedTableRow>(COUNTED_TABLES_SQL)).rows) {
-        if (t.persistence === 'p') counts.set(tableKey(t.schema, t.table), await countRows(c, t.schema, t.table, t.kind));
+        if (t.persistence === 'p')
+          counts.set(tableKey(t.schema, t.table), await countRows(c, t.schema, t.table, t.kind));
       }
     });
     out.set(db, counts);
@@ -444,7 +614,10 @@ export interface CountComparison {
  * out tables dropped on the source meanwhile). A table only the copy has (created on a busy
  * source after it was counted) counts with all its rows.
  */
-export function compareTableCounts(source: Pick<SourceCountsInit, 'tables' | 'changeBound'>, restored: RestoredCounts): CountComparison {
+export function compareTableCounts(
+  source: Pick<SourceCountsInit, 'tables' | 'changeBound'>,
+  restored: RestoredCounts,
+): CountComparison {
   const diffs: TableCountDiffInit[] = [];
   let differing = 0;
   let sumAbs = 0n;
@@ -482,10 +655,23 @@ export function compareTableCounts(source: Pick<SourceCountsInit, 'tables' | 'ch
   const what = `row counts differ in ${present} table(s)${extra ? ` (${extra} not counted on the source)` : ''}, sum of differences ${sumAbs}`;
   if (missing.length > 0) {
     const names = `${missing.slice(0, 5).join(', ')}${missing.length > 5 ? `, ... (${missing.length - 5} more)` : ''}`;
-    return { ...result, ok: false, reason: `${missing.length} table(s) of the source missing from the restored copy: ${names}${present ? `; ${what}` : ''}` };
+    return {
+      ...result,
+      ok: false,
+      reason: `${missing.length} table(s) of the source missing from the restored copy: ${names}${present ? `; ${what}` : ''}`,
+    };
   }
   if (differing === 0) return { ...result, ok: true };
-  if (bound === 0n) return { ...result, ok: false, reason: `${what}; the source was quiet at the restore point, so they must be equal` };
+  if (bound === 0n)
+    return {
+      ...result,
+      ok: false,
+      reason: `${what}; the source was quiet at the restore point, so they must be equal`,
+    };
   if (sumAbs <= bound) return { ...result, ok: true };
-  return { ...result, ok: false, reason: `${what}, more than the ${bound} row change(s) the source made while it was counted` };
+  return {
+    ...result,
+    ok: false,
+    reason: `${what}, more than the ${bound} row change(s) the source made while it was counted`,
+  };
 }

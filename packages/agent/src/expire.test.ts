@@ -18,18 +18,56 @@ after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-const seg = (tli: number, n: number): string => tli.toString(16).toUpperCase().padStart(8, '0') + '00000000' + n.toString(16).toUpperCase().padStart(8, '0');
+const seg = (tli: number, n: number): string =>
+  tli.toString(16).toUpperCase().padStart(8, '0') + '00000000' + n.toString(16).toUpperCase().padStart(8, '0');
 
 function file(path: string, backup: string): ManifestFile {
-  return { path, size: 4, mtimeMs: 0, mode: 0o600, sha256: SHA, storedSize: 4, storedSha256: SHA, codec: 'none', backup };
+  return {
+    path,
+    size: 4,
+    mtimeMs: 0,
+    mode: 0o600,
+    sha256: SHA,
+    storedSize: 4,
+    storedSha256: SHA,
+    codec: 'none',
+    backup,
+  };
 }
 
-async function backup(label: string, type: 'full' | 'incr', walStart: string, walStop: string, files: ManifestFile[], priorLabel?: string): Promise<void> {
-  for (const f of files.filter((x) => x.backup === label)) await repo.driver.put(repo.backupFileKey(C, label, f.path, 'none'), Buffer.from('data'));
+async function backup(
+  label: string,
+  type: 'full' | 'incr',
+  walStart: string,
+  walStop: string,
+  files: ManifestFile[],
+  priorLabel?: string,
+): Promise<void> {
+  for (const f of files.filter((x) => x.backup === label))
+    await repo.driver.put(repo.backupFileKey(C, label, f.path, 'none'), Buffer.from('data'));
   const m: BackupManifest = {
-    format: 1, label, cluster: C, type, ...(priorLabel ? { priorLabel } : {}), systemIdentifier: '1', pgVersionNum: 170000, walSegmentSize: 16 * 1024 * 1024,
-    timeline: Number.parseInt(walStart.slice(0, 8), 16), startLsn: '0/1', stopLsn: '0/2', startTime: '2026-01-01T00:00:00Z', stopTime: '2026-01-01T00:01:00Z',
-    walStart, walStop, backupLabel: 'x', directories: [], links: [], files, sizeBytes: 0, storedBytes: 0, agentVersion: 'test',
+    format: 1,
+    label,
+    cluster: C,
+    type,
+    ...(priorLabel ? { priorLabel } : {}),
+    systemIdentifier: '1',
+    pgVersionNum: 170000,
+    walSegmentSize: 16 * 1024 * 1024,
+    timeline: Number.parseInt(walStart.slice(0, 8), 16),
+    startLsn: '0/1',
+    stopLsn: '0/2',
+    startTime: '2026-01-01T00:00:00Z',
+    stopTime: '2026-01-01T00:01:00Z',
+    walStart,
+    walStop,
+    backupLabel: 'x',
+    directories: [],
+    links: [],
+    files,
+    sizeBytes: 0,
+    storedBytes: 0,
+    agentVersion: 'test',
   };
   await repo.writeManifest(m);
 }
@@ -65,7 +103,14 @@ beforeEach(async () => {
 
 describe('expire job', () => {
   test('deletes the backups and the WAL before the keep point, except kept ranges and history', async () => {
-    const out = await runExpire({ cluster: C, repo, labels: ['F1', 'I1'], walKeepFrom: seg(1, 8), keepRanges: [{ timeline: 1, walStart: seg(1, 5), walStop: seg(1, 5) }], log: silentLogger() });
+    const out = await runExpire({
+      cluster: C,
+      repo,
+      labels: ['F1', 'I1'],
+      walKeepFrom: seg(1, 8),
+      keepRanges: [{ timeline: 1, walStart: seg(1, 5), walStop: seg(1, 5) }],
+      log: silentLogger(),
+    });
     assert.deepEqual(out.deletedLabels, ['F1', 'I1']);
     assert.deepEqual(out.skippedLabels, []);
     assert.equal(out.backupFilesDeleted, 2 + 1 + 1 + 1); // F1: 2 files + manifest; I1: 1 file + manifest
@@ -73,20 +118,33 @@ describe('expire job', () => {
     // A posix repository is left without the emptied directories.
     assert.equal(existsSync(join(root, C, 'backup', 'F1')), false);
     assert.equal(existsSync(join(root, C, 'backup', 'I1')), false);
-    assert.deepEqual(await walNames(), [
-      '00000002.history',
-      seg(1, 5), seg(1, 8), seg(1, 9), seg(1, 10),
-      seg(2, 9), seg(2, 10),
-    ].sort());
+    assert.deepEqual(
+      await walNames(),
+      ['00000002.history', seg(1, 5), seg(1, 8), seg(1, 9), seg(1, 10), seg(2, 9), seg(2, 10)].sort(),
+    );
     // Segments 1-4, 6, 7 and the .backup and .partial files before segment 8.
     assert.deepEqual([out.walFilesDeleted, out.walFirstDeleted, out.walLastDeleted], [8, seg(1, 1), seg(1, 7)]);
     // Again: converges, nothing left to do.
-    const again = await runExpire({ cluster: C, repo, labels: ['F1', 'I1'], walKeepFrom: seg(1, 8), keepRanges: [], log: silentLogger() });
+    const again = await runExpire({
+      cluster: C,
+      repo,
+      labels: ['F1', 'I1'],
+      walKeepFrom: seg(1, 8),
+      keepRanges: [],
+      log: silentLogger(),
+    });
     assert.deepEqual([again.deletedLabels, again.backupFilesDeleted, again.walFilesDeleted], [['F1', 'I1'], 0, 1]); // seg 5 had only the controller's range
   });
 
   test('a backup a kept backup reads from stays, and so does the WAL of every kept backup', async () => {
-    const out = await runExpire({ cluster: C, repo, labels: ['F1'], walKeepFrom: seg(1, 8), keepRanges: [], log: silentLogger() });
+    const out = await runExpire({
+      cluster: C,
+      repo,
+      labels: ['F1'],
+      walKeepFrom: seg(1, 8),
+      keepRanges: [],
+      log: silentLogger(),
+    });
     assert.deepEqual([out.deletedLabels, out.skippedLabels], [[], ['F1']]);
     assert.deepEqual(await labelsOf(), ['F1', 'F2', 'I1']);
     const left = await walNames();
@@ -99,19 +157,41 @@ describe('expire job', () => {
 
   test('no keep point: no WAL is touched; dry run deletes nothing', async () => {
     const before = await walNames();
-    const out = await runExpire({ cluster: C, repo, labels: ['F1', 'I1'], walKeepFrom: '', keepRanges: [], log: silentLogger(), dryRun: true });
+    const out = await runExpire({
+      cluster: C,
+      repo,
+      labels: ['F1', 'I1'],
+      walKeepFrom: '',
+      keepRanges: [],
+      log: silentLogger(),
+      dryRun: true,
+    });
     assert.deepEqual([out.deletedLabels, out.walFilesDeleted], [['F1', 'I1'], 0]);
     assert.deepEqual(await labelsOf(), ['F1', 'F2', 'I1']);
-    const dry = await runExpire({ cluster: C, repo, labels: [], walKeepFrom: seg(1, 8), keepRanges: [], log: silentLogger(), dryRun: true });
+    const dry = await runExpire({
+      cluster: C,
+      repo,
+      labels: [],
+      walKeepFrom: seg(1, 8),
+      keepRanges: [],
+      log: silentLogger(),
+      dryRun: true,
+    });
     assert.ok(dry.walFilesDeleted > 0);
     assert.deepEqual(await walNames(), before);
   });
 
   test('labels and segment names that could reach outside the repository layout are refused', async () => {
     for (const bad of ['../F1', 'a/b', '', '.']) {
-      await assert.rejects(runExpire({ cluster: C, repo, labels: [bad], walKeepFrom: '', keepRanges: [], log: silentLogger() }), (e: unknown) => PgfleetError.is(e, 'InvalidArgument'));
+      await assert.rejects(
+        runExpire({ cluster: C, repo, labels: [bad], walKeepFrom: '', keepRanges: [], log: silentLogger() }),
+        (e: unknown) => PgfleetError.is(e, 'InvalidArgument'),
+      );
     }
-    await assert.rejects(runExpire({ cluster: C, repo, labels: [], walKeepFrom: 'nope', keepRanges: [], log: silentLogger() }), (e: unknown) => PgfleetError.is(e, 'InvalidArgument'));
+    await assert.rejects(
+      runExpire({ cluster: C, repo, labels: [], walKeepFrom: 'nope', keepRanges: [], log: silentLogger() }),
+      (e: unknown) => PgfleetError.is(e, 'InvalidArgument'),
+    );
     assert.deepEqual(await labelsOf(), ['F1', 'F2', 'I1']);
   });
 

@@ -86,14 +86,18 @@ export function walFileStays(name: string, walKeepFrom: string, ranges: readonly
 function checkOptions(o: ExpireOptions): void {
   for (const label of o.labels) {
     // A label becomes part of a key prefix: nothing that could reach outside the backup's directory.
-    if (!LABEL_RE.test(label)) throw new PgfleetError('InvalidArgument', `expire job names '${label}', which is not a backup label`);
+    if (!LABEL_RE.test(label))
+      throw new PgfleetError('InvalidArgument', `expire job names '${label}', which is not a backup label`);
   }
   if (o.walKeepFrom !== '' && !SEGMENT_RE.test(o.walKeepFrom)) {
     throw new PgfleetError('InvalidArgument', `expire job's walKeepFrom '${o.walKeepFrom}' is not a WAL segment name`);
   }
   for (const r of o.keepRanges) {
     if (!SEGMENT_RE.test(r.walStart) || !SEGMENT_RE.test(r.walStop)) {
-      throw new PgfleetError('InvalidArgument', `expire job's keep range ${r.walStart}..${r.walStop} is not a pair of WAL segment names`);
+      throw new PgfleetError(
+        'InvalidArgument',
+        `expire job's keep range ${r.walStart}..${r.walStop} is not a pair of WAL segment names`,
+      );
     }
   }
 }
@@ -102,10 +106,24 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
   checkOptions(o);
   const { repo, cluster, log } = o;
   const out: ExpireOutcome = {
-    deletedLabels: [], skippedLabels: [], backupFilesDeleted: 0, backupBytesDeleted: 0, walFilesDeleted: 0, walBytesDeleted: 0, walFirstDeleted: '', walLastDeleted: '',
+    deletedLabels: [],
+    skippedLabels: [],
+    backupFilesDeleted: 0,
+    backupBytesDeleted: 0,
+    walFilesDeleted: 0,
+    walBytesDeleted: 0,
+    walFirstDeleted: '',
+    walLastDeleted: '',
   };
   const report = (phase: string, message?: string) =>
-    o.progress?.({ phase, bytesDone: out.backupBytesDeleted + out.walBytesDeleted, bytesTotal: 0, filesDone: out.backupFilesDeleted + out.walFilesDeleted, filesTotal: 0, ...(message ? { message } : {}) });
+    o.progress?.({
+      phase,
+      bytesDone: out.backupBytesDeleted + out.walBytesDeleted,
+      bytesTotal: 0,
+      filesDone: out.backupFilesDeleted + out.walFilesDeleted,
+      filesTotal: 0,
+      ...(message ? { message } : {}),
+    });
 
   const doomed = new Set(o.labels);
   const complete: BackupManifest[] = await repo.listBackups(cluster);
@@ -139,7 +157,8 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
         await repo.driver.delete(rest.slice(i, i + DELETE_BATCH));
       }
       // A posix repository keeps the emptied directories; nothing else writes under an expired label.
-      for (const d of memberDrivers(repo.driver)) if (d instanceof PosixDriver) await rm(join(d.root, ...prefix.split('/')), { recursive: true, force: true });
+      for (const d of memberDrivers(repo.driver))
+        if (d instanceof PosixDriver) await rm(join(d.root, ...prefix.split('/')), { recursive: true, force: true });
     }
     out.deletedLabels.push(label);
     out.backupFilesDeleted += objects.length;
@@ -154,11 +173,14 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
     const deleted = new Set(out.deletedLabels);
     const ranges: WalRange[] = [
       ...o.keepRanges,
-      ...complete.filter((m) => !deleted.has(m.label)).map((m) => ({ label: m.label, timeline: m.timeline, walStart: m.walStart, walStop: m.walStop })),
+      ...complete
+        .filter((m) => !deleted.has(m.label))
+        .map((m) => ({ label: m.label, timeline: m.timeline, walStart: m.walStart, walStop: m.walStop })),
     ];
     const doomedWal: { key: string; name: string; size: number }[] = [];
     for await (const w of repo.listWal(cluster)) {
-      if (!walFileStays(w.name, o.walKeepFrom, ranges)) doomedWal.push({ key: w.key, name: w.name, size: w.storedSize });
+      if (!walFileStays(w.name, o.walKeepFrom, ranges))
+        doomedWal.push({ key: w.key, name: w.name, size: w.storedSize });
     }
     doomedWal.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (let i = 0; i < doomedWal.length; i += DELETE_BATCH) {
@@ -173,7 +195,16 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
       out.walFirstDeleted = doomedWal[0]!.name;
       out.walLastDeleted = doomedWal[doomedWal.length - 1]!.name;
     }
-    log.info({ walFiles: out.walFilesDeleted, first: out.walFirstDeleted, last: out.walLastDeleted, keepFrom: o.walKeepFrom, dryRun: o.dryRun === true }, 'WAL expired');
+    log.info(
+      {
+        walFiles: out.walFilesDeleted,
+        first: out.walFirstDeleted,
+        last: out.walLastDeleted,
+        keepFrom: o.walKeepFrom,
+        dryRun: o.dryRun === true,
+      },
+      'WAL expired',
+    );
   }
   return out;
 }

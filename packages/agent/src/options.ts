@@ -26,34 +26,179 @@ export const AGENT_PROGRAM: ProgramSpec = {
     { name: 'cluster', type: 'string', description: 'cluster name, unique in the fleet and in the repository' },
     { name: 'agent-id', type: 'string', description: 'agent identity (default: <hostname>-<cluster>)' },
     { name: 'pgdata', type: 'string', description: "the cluster's data directory" },
-    { name: 'pg-host', type: 'string', description: 'PostgreSQL host or socket directory', default: '/var/run/postgresql' },
+    {
+      name: 'pg-host',
+      type: 'string',
+      description: 'PostgreSQL host or socket directory',
+      default: '/var/run/postgresql',
+    },
     { name: 'pg-port', type: 'integer', description: 'PostgreSQL port', default: 5432, min: 1, max: 65535 },
-    { name: 'pg-user', type: 'string', description: 'PostgreSQL user (superuser or pg_backup role holder)', default: 'postgres' },
+    {
+      name: 'pg-user',
+      type: 'string',
+      description: 'PostgreSQL user (superuser or pg_backup role holder)',
+      default: 'postgres',
+    },
     { name: 'pg-database', type: 'string', description: 'database to connect to', default: 'postgres' },
     { name: 'pg-password', type: 'string', description: 'PostgreSQL password (prefer a .pgpass file)', secret: true },
-    { name: 'pg-bin-dir', type: 'string', description: 'directory of PostgreSQL binaries (pg_waldump); default /usr/lib/postgresql/<major>/bin' },
-    { name: 'repo', type: 'string', description: "the cluster's repository: /abs/path, posix:/abs/path or s3://bucket/prefix?endpoint=URL&region=R&path-style=true (jobs use the controller's repositories when it names any)" },
-    { name: 'repo2', type: 'string', description: 'a second repository (same forms as --repo): backups and WAL go to both, restores read from --repo first and fall back to --repo2' },
+    {
+      name: 'pg-bin-dir',
+      type: 'string',
+      description: 'directory of PostgreSQL binaries (pg_waldump); default /usr/lib/postgresql/<major>/bin',
+    },
+    {
+      name: 'repo',
+      type: 'string',
+      description:
+        "the cluster's repository: /abs/path, posix:/abs/path or s3://bucket/prefix?endpoint=URL&region=R&path-style=true (jobs use the controller's repositories when it names any)",
+    },
+    {
+      name: 'repo2',
+      type: 'string',
+      description:
+        'a second repository (same forms as --repo): backups and WAL go to both, restores read from --repo first and fall back to --repo2',
+    },
     { name: 'repo-path', type: 'string', description: 'posix repository directory: shorthand for --repo /abs/path' },
-    { name: 's3-access-key-id', type: 'string', description: 'S3 access key id for S3 repositories (default: the AWS chain: AWS_ACCESS_KEY_ID, AWS_PROFILE, instance role)' },
-    { name: 's3-secret-access-key', type: 'string', secret: true, description: 'S3 secret access key, with --s3-access-key-id' },
-    { name: 'compress', type: 'string', description: 'compression codec for backups and WAL', default: 'zstd', choices: CODECS },
-    { name: 'checksum-delta', type: 'boolean', description: 'diff/incr backups find unchanged files by content (sha256, reads every candidate file) instead of size + mtime' },
-    { name: 'workers', type: 'integer', description: 'parallel file copies in backups and restores', default: 2, min: 1, max: 64 },
-    { name: 'archive-timeout', type: 'integer', description: 'seconds a backup waits for its WAL to reach the repository', default: 120, min: 1 },
-    { name: 'socket', type: 'string', description: 'unix socket of the agent daemon that wal-push hands WAL files to (default: <pgdata>.pgfleet-agent.sock, beside the data directory)' },
-    { name: 'archive-ahead', type: 'integer', description: 'ready WAL files the daemon pushes ahead in parallel while archive_command works through them (0 = off)', default: 3, min: 0, max: 16 },
-    { name: 'prefetch', type: 'integer', description: 'WAL segments wal-fetch downloads ahead of recovery into pg_wal/.pgfleet-prefetch (0 = off)', default: 4, min: 0, max: 64 },
-    { name: 'stream', type: 'boolean', description: 'stream WAL over a physical replication slot (pgfleet_<cluster>) into a local spool and upload completed segments (RPO of seconds)', default: false },
-    { name: 'stream-spool', type: 'string', description: 'directory of streamed WAL (default: <pgdata>.pgfleet-stream, beside the data directory)' },
-    { name: 'scratch-dir', type: 'string', description: "parent directory of restore drills' throwaway copies (one pgfleet-drill-<job> directory each, removed when the drill ends); needs room for a whole restored cluster (default: <parent of pgdata>/pgfleet-scratch, on the data directory's filesystem rather than a RAM-backed /tmp)" },
-    { name: 'tls-dir', type: 'string', description: "directory of the agent's certificate and key (agent.crt, agent.key, 0600): mutual TLS with a controller run with --tls-dir; made on first start by enrolling with --enroll-token" },
-    { name: 'enroll-token', type: 'string', secret: true, description: 'one-time token (pgfleet-controller enroll-token <cluster>) traded for a certificate on the first start with an empty --tls-dir; not needed afterwards' },
-    { name: 'ca-cert', type: 'string', description: "the fleet CA certificate (the controller's ca.crt): talk TLS to the controller and verify it; needed to enroll (default afterwards: <tls-dir>/ca.crt)" },
-    { name: 'log-level', type: 'string', description: 'log level', default: 'info', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] },
+    {
+      name: 's3-access-key-id',
+      type: 'string',
+      description:
+        'S3 access key id for S3 repositories (default: the AWS chain: AWS_ACCESS_KEY_ID, AWS_PROFILE, instance role)',
+    },
+    {
+      name: 's3-secret-access-key',
+      type: 'string',
+      secret: true,
+      description: 'S3 secret access key, with --s3-access-key-id',
+    },
+    {
+      name: 'compress',
+      type: 'string',
+      description: 'compression codec for backups and WAL',
+      default: 'zstd',
+      choices: CODECS,
+    },
+    {
+      name: 'checksum-delta',
+      type: 'boolean',
+      description:
+        'diff/incr backups find unchanged files by content (sha256, reads every candidate file) instead of size + mtime',
+    },
+    {
+      name: 'workers',
+      type: 'integer',
+      description: 'parallel file copies in backups and restores',
+      default: 2,
+      min: 1,
+      max: 64,
+    },
+    {
+      name: 'archive-timeout',
+      type: 'integer',
+      description: 'seconds a backup waits for its WAL to reach the repository',
+      default: 120,
+      min: 1,
+    },
+    {
+      name: 'socket',
+      type: 'string',
+      description:
+        'unix socket of the agent daemon that wal-push hands WAL files to (default: <pgdata>.pgfleet-agent.sock, beside the data directory)',
+    },
+    {
+      name: 'archive-ahead',
+      type: 'integer',
+      description:
+        'ready WAL files the daemon pushes ahead in parallel while archive_command works through them (0 = off)',
+      default: 3,
+      min: 0,
+      max: 16,
+    },
+    {
+      name: 'prefetch',
+      type: 'integer',
+      description: 'WAL segments wal-fetch downloads ahead of recovery into pg_wal/.pgfleet-prefetch (0 = off)',
+      default: 4,
+      min: 0,
+      max: 64,
+    },
+    {
+      name: 'stream',
+      type: 'boolean',
+      description:
+        'stream WAL over a physical replication slot (pgfleet_<cluster>) into a local spool and upload completed segments (RPO of seconds)',
+      default: false,
+    },
+    {
+      name: 'stream-spool',
+      type: 'string',
+      description: 'directory of streamed WAL (default: <pgdata>.pgfleet-stream, beside the data directory)',
+    },
+    {
+      name: 'scratch-dir',
+      type: 'string',
+      description:
+        "parent directory of restore drills' throwaway copies (one pgfleet-drill-<job> directory each, removed when the drill ends); needs room for a whole restored cluster (default: <parent of pgdata>/pgfleet-scratch, on the data directory's filesystem rather than a RAM-backed /tmp)",
+    },
+    {
+      name: 'tls-dir',
+      type: 'string',
+      description:
+        "directory of the agent's certificate and key (agent.crt, agent.key, 0600): mutual TLS with a controller run with --tls-dir; made on first start by enrolling with --enroll-token",
+    },
+    {
+      name: 'enroll-token',
+      type: 'string',
+      secret: true,
+      description:
+        'one-time token (pgfleet-controller enroll-token <cluster>) traded for a certificate on the first start with an empty --tls-dir; not needed afterwards',
+    },
+    {
+      name: 'ca-cert',
+      type: 'string',
+      description:
+        "the fleet CA certificate (the controller's ca.crt): talk TLS to the controller and verify it; needed to enroll (default afterwards: <tls-dir>/ca.crt)",
+    },
+    {
+      name: 'log-level',
+      type: 'string',
+      description: 'log level',
+      default: 'info',
+      choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'],
+    },
   ],
   commands: [
-    { name: 'run', summary: 'run the agent daemon: connect to the controller and run its jobs', options: ['config', 'controller', 'cluster', 'agent-id', 'pgdata', 'pg-host', 'pg-port', 'pg-user', 'pg-database', 'pg-password', 'pg-bin-dir', ...REPOSITORY_OPTIONS, 'compress', 'checksum-delta', 'workers', 'archive-timeout', 'socket', 'archive-ahead', 'stream', 'stream-spool', 'scratch-dir', 'tls-dir', 'enroll-token', 'ca-cert', 'log-level'] },
+    {
+      name: 'run',
+      summary: 'run the agent daemon: connect to the controller and run its jobs',
+      options: [
+        'config',
+        'controller',
+        'cluster',
+        'agent-id',
+        'pgdata',
+        'pg-host',
+        'pg-port',
+        'pg-user',
+        'pg-database',
+        'pg-password',
+        'pg-bin-dir',
+        ...REPOSITORY_OPTIONS,
+        'compress',
+        'checksum-delta',
+        'workers',
+        'archive-timeout',
+        'socket',
+        'archive-ahead',
+        'stream',
+        'stream-spool',
+        'scratch-dir',
+        'tls-dir',
+        'enroll-token',
+        'ca-cert',
+        'log-level',
+      ],
+    },
     {
       name: 'wal-push',
       summary: "archive one WAL file (archive_command = 'pgfleet-agent wal-push %p --config FILE')",
@@ -71,7 +216,8 @@ export const AGENT_PROGRAM: ProgramSpec = {
     },
     {
       name: 'wal-prefetch',
-      summary: 'internal: download the archived WAL segments after <name> into <spool> (started in the background by wal-fetch)',
+      summary:
+        'internal: download the archived WAL segments after <name> into <spool> (started in the background by wal-fetch)',
       options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'log-level'],
       positionals: [
         { name: 'name', description: 'the segment recovery asked for last', required: true },
@@ -142,7 +288,10 @@ export function s3CredentialsFromOptions(o: OptionValues): S3Credentials | undef
   const secretAccessKey = o['s3-secret-access-key'] as string | undefined;
   if (accessKeyId === undefined && secretAccessKey === undefined) return undefined;
   if (accessKeyId === undefined || secretAccessKey === undefined) {
-    throw new PgfleetError('InvalidConfig', `option '${accessKeyId === undefined ? 's3-access-key-id' : 's3-secret-access-key'}' is missing: set both S3 credentials or neither (the AWS default chain then applies)`);
+    throw new PgfleetError(
+      'InvalidConfig',
+      `option '${accessKeyId === undefined ? 's3-access-key-id' : 's3-secret-access-key'}' is missing: set both S3 credentials or neither (the AWS default chain then applies)`,
+    );
   }
   return { accessKeyId, secretAccessKey };
 }

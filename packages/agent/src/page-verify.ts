@@ -24,7 +24,10 @@ export class PageChecker {
   private pageIndex = 0;
 
   /** `firstBlock`: block number of the first page seen (segment number * RELSEG_SIZE + page offset). */
-  constructor(private readonly firstBlock: number, private readonly startLsn: LsnHalves) {}
+  constructor(
+    private readonly firstBlock: number,
+    private readonly startLsn: LsnHalves,
+  ) {}
 
   update(chunk: Buffer): void {
     let pos = 0;
@@ -82,7 +85,13 @@ export class PageChecksumStage extends Transform {
  * persistent errors. Pages gone (file truncated or dropped meanwhile) or rewritten past the
  * backup's start are not errors: WAL replay takes care of them.
  */
-export async function recheckPages(file: string, suspects: readonly number[], firstBlock: number, startLsn: LsnHalves, byteOffset = 0): Promise<number[]> {
+export async function recheckPages(
+  file: string,
+  suspects: readonly number[],
+  firstBlock: number,
+  startLsn: LsnHalves,
+  byteOffset = 0,
+): Promise<number[]> {
   if (suspects.length === 0) return [];
   let fh;
   try {

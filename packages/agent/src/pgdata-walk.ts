@@ -9,8 +9,28 @@
 import { lstat, readdir, readFile, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
-const EXCLUDE_CONTENTS = new Set(['pg_wal', 'pg_replslot', 'pg_dynshmem', 'pg_notify', 'pg_serial', 'pg_snapshots', 'pg_stat_tmp', 'pg_subtrans']);
-const EXCLUDE_FILES = new Set(['postmaster.pid', 'postmaster.opts', 'backup_label', 'tablespace_map', 'backup_manifest', 'postgresql.auto.conf.tmp', 'current_logfiles.tmp', 'pg_internal.init', 'recovery.signal', 'standby.signal']);
+const EXCLUDE_CONTENTS = new Set([
+  'pg_wal',
+  'pg_replslot',
+  'pg_dynshmem',
+  'pg_notify',
+  'pg_serial',
+  'pg_snapshots',
+  'pg_stat_tmp',
+  'pg_subtrans',
+]);
+const EXCLUDE_FILES = new Set([
+  'postmaster.pid',
+  'postmaster.opts',
+  'backup_label',
+  'tablespace_map',
+  'backup_manifest',
+  'postgresql.auto.conf.tmp',
+  'current_logfiles.tmp',
+  'pg_internal.init',
+  'recovery.signal',
+  'standby.signal',
+]);
 
 /** pg_tblspc/<oid>: where PostgreSQL links each tablespace (or, for an in-place one, its directory). */
 export const TABLESPACE_LINK_RE = /^pg_tblspc\/\d+$/;
@@ -32,7 +52,10 @@ export async function listPgdata(pgdata: string): Promise<PgdataListing> {
   const out: PgdataListing = { directories: [], files: [], links: [] };
   // A tablespace location may hold other clusters' version directories (several majors share it
   // after pg_upgrade): only this cluster's PG_<major>_<catversion> is ours, as in pg_basebackup.
-  const major = await readFile(join(pgdata, 'PG_VERSION'), 'utf8').then((v) => v.trim(), () => undefined);
+  const major = await readFile(join(pgdata, 'PG_VERSION'), 'utf8').then(
+    (v) => v.trim(),
+    () => undefined,
+  );
   const walk = async (rel: string): Promise<void> => {
     let entries;
     try {

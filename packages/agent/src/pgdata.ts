@@ -20,10 +20,16 @@ export async function readPgdataFacts(pgdata: string): Promise<PgdataFacts> {
     if (!s.isDirectory()) throw new Error('not a directory');
     version = (await readFile(join(pgdata, 'PG_VERSION'), 'utf8')).trim();
   } catch (err) {
-    throw new PgfleetError('PgdataMissing', `PGDATA ${pgdata} is not a PostgreSQL data directory (${(err as Error).message})`, { cause: err });
+    throw new PgfleetError(
+      'PgdataMissing',
+      `PGDATA ${pgdata} is not a PostgreSQL data directory (${(err as Error).message})`,
+      { cause: err },
+    );
   }
   const fh = await open(join(pgdata, 'global', 'pg_control'), 'r').catch((err: unknown) => {
-    throw new PgfleetError('PgdataMissing', `PGDATA ${pgdata} has no global/pg_control (${(err as Error).message})`, { cause: err });
+    throw new PgfleetError('PgdataMissing', `PGDATA ${pgdata} has no global/pg_control (${(err as Error).message})`, {
+      cause: err,
+    });
   });
   try {
     const buf = Buffer.alloc(8);

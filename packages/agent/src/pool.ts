@@ -1,5 +1,10 @@
 /** Runs `work` over `items` with at most `workers` in flight; the first failure stops new work and is thrown. */
-export async function runPool<T>(items: readonly T[], workers: number, work: (item: T) => Promise<void>, signal?: AbortSignal): Promise<void> {
+export async function runPool<T>(
+  items: readonly T[],
+  workers: number,
+  work: (item: T) => Promise<void>,
+  signal?: AbortSignal,
+): Promise<void> {
   let next = 0;
   let failed: unknown;
   const worker = async () => {

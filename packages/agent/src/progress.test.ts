@@ -6,7 +6,12 @@ import { ProgressTracker, type Progress } from './progress.js';
 test('rate and ETA follow the bytes over time; a new phase starts over; throttled to the interval', () => {
   let now = 1_000_000;
   const seen: Progress[] = [];
-  const t = new ProgressTracker((p) => seen.push(p), 'copy', 500, () => now);
+  const t = new ProgressTracker(
+    (p) => seen.push(p),
+    'copy',
+    500,
+    () => now,
+  );
   t.state.bytesTotal = 10_000_000;
   t.flush();
   assert.deepEqual([seen[0]!.bytesPerSecond, seen[0]!.etaSeconds], [0, 0], 'nothing moved yet: unknown');

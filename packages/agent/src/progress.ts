@@ -26,7 +26,12 @@ export class ProgressTracker {
   private sample: { at: number; bytes: number } | undefined;
   private rate = 0;
 
-  constructor(private readonly sink: ProgressSink, phase: string, private readonly intervalMs = 500, private readonly now: () => number = Date.now) {
+  constructor(
+    private readonly sink: ProgressSink,
+    phase: string,
+    private readonly intervalMs = 500,
+    private readonly now: () => number = Date.now,
+  ) {
     this.state = { phase, bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0 };
   }
 

@@ -2,7 +2,20 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
+import {
+  lstat,
+  mkdir,
+  mkdtemp,
+  readFile,
+  readdir,
+  readlink,
+  rm,
+  stat,
+  symlink,
+  unlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -26,17 +39,55 @@ async function makeBackup(root: string): Promise<{ repo: Repository; repoPath: s
   const label = '20260101-000000F';
   const files: ManifestFile[] = [];
   for (const [path, content] of Object.entries(FILES)) {
-    const s = await repo.writeObject(repo.backupFileKey('c1', label, path, 'zstd'), Readable.from([Buffer.from(content)]), 'zstd');
-    files.push({ path, size: s.size, mtimeMs: 1_700_000_000_000, mode: 0o600, sha256: s.sha256, storedSize: s.storedSize, storedSha256: s.storedSha256, codec: 'zstd', backup: label });
+    const s = await repo.writeObject(
+      repo.backupFileKey('c1', label, path, 'zstd'),
+      Readable.from([Buffer.from(content)]),
+      'zstd',
+    );
+    files.push({
+      path,
+      size: s.size,
+      mtimeMs: 1_700_000_000_000,
+      mode: 0o600,
+      sha256: s.sha256,
+      storedSize: s.storedSize,
+      storedSha256: s.storedSha256,
+      codec: 'zstd',
+      backup: label,
+    });
   }
   const manifest: BackupManifest = {
     // pg_control starts with the system identifier: a delta restore checks it against the target's.
-    format: 1, label, cluster: 'c1', type: 'full', systemIdentifier: Buffer.from(FILES['global/pg_control']!).readBigUInt64LE(0).toString(), pgVersionNum: 160000, walSegmentSize: 16 << 20, timeline: 1,
-    startLsn: '0/2000028', stopLsn: '0/2000100', startTime: new Date().toISOString(), stopTime: new Date().toISOString(),
-    walStart: '000000010000000000000002', walStop: '000000010000000000000002', backupLabel: 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n',
-    directories: ['base', 'base/1', 'global', 'pg_wal', 'pg_wal/archive_status', 'pg_tblspc', 'pg_tblspc/16400/PG_16_202307071', 'pg_tblspc/16400/PG_16_202307071/1'].map((path) => ({ path, mode: 0o700 })),
+    format: 1,
+    label,
+    cluster: 'c1',
+    type: 'full',
+    systemIdentifier: Buffer.from(FILES['global/pg_control']!).readBigUInt64LE(0).toString(),
+    pgVersionNum: 160000,
+    walSegmentSize: 16 << 20,
+    timeline: 1,
+    startLsn: '0/2000028',
+    stopLsn: '0/2000100',
+    startTime: new Date().toISOString(),
+    stopTime: new Date().toISOString(),
+    walStart: '000000010000000000000002',
+    walStop: '000000010000000000000002',
+    backupLabel: 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n',
+    directories: [
+      'base',
+      'base/1',
+      'global',
+      'pg_wal',
+      'pg_wal/archive_status',
+      'pg_tblspc',
+      'pg_tblspc/16400/PG_16_202307071',
+      'pg_tblspc/16400/PG_16_202307071/1',
+    ].map((path) => ({ path, mode: 0o700 })),
     links: [{ path: 'pg_tblspc/16400', target: join(root, 'outside-tablespace') }],
-    files, sizeBytes: files.reduce((s, f) => s + f.size, 0), storedBytes: files.reduce((s, f) => s + f.storedSize, 0), agentVersion: 'test',
+    files,
+    sizeBytes: files.reduce((s, f) => s + f.size, 0),
+    storedBytes: files.reduce((s, f) => s + f.storedSize, 0),
+    agentVersion: 'test',
   };
   await repo.writeManifest(manifest);
   return { repo, repoPath, manifest };
@@ -51,11 +102,23 @@ test('delta restore keeps matching files, fetches damaged and missing ones, remo
     await writeFile(join(outside, 'precious'), 'not ours');
     const target = join(root, 'pgdata');
     const opts = (over: Partial<RestoreOptions> = {}): RestoreOptions => ({
-      cluster: 'c1', repo, walFetchArgs: ['--repo', repoPath], backupLabel: manifest.label, targetDir: target, target: { kind: 'latest' }, action: 'promote', workers: 2,
-      log: createLogger({ level: 'silent' }), progress: () => {}, ...over,
+      cluster: 'c1',
+      repo,
+      walFetchArgs: ['--repo', repoPath],
+      backupLabel: manifest.label,
+      targetDir: target,
+      target: { kind: 'latest' },
+      action: 'promote',
+      workers: 2,
+      log: createLogger({ level: 'silent' }),
+      progress: () => {},
+      ...over,
     });
     await runRestore(opts({ targetDir: `${target}/` })); // a trailing slash changes nothing
-    assert.ok(existsSync(`${target}.tablespaces/16400`) && !existsSync(join(target, '.tablespaces')), 'tablespaces beside the target, not inside');
+    assert.ok(
+      existsSync(`${target}.tablespaces/16400`) && !existsSync(join(target, '.tablespaces')),
+      'tablespaces beside the target, not inside',
+    );
     // Another major's version directory in the restored location (shared across pg_upgrade) is never removed.
     await mkdir(`${target}.tablespaces/16400/PG_14_202107181/1`, { recursive: true });
     await writeFile(`${target}.tablespaces/16400/PG_14_202107181/1/300`, 'another cluster');
@@ -79,7 +142,11 @@ test('delta restore keeps matching files, fetches damaged and missing ones, remo
     const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
     await writeFile(join(target, 'postmaster.pid'), `${dead}\n${target}\n`);
 
-    await assert.rejects(runRestore(opts()), (e: unknown) => PgfleetError.is(e, 'RestoreTargetNotEmpty'), 'without --delta a non-empty directory is refused');
+    await assert.rejects(
+      runRestore(opts()),
+      (e: unknown) => PgfleetError.is(e, 'RestoreTargetNotEmpty'),
+      'without --delta a non-empty directory is refused',
+    );
     const out = await runRestore(opts({ delta: true }));
 
     for (const [path, content] of Object.entries(FILES)) {
@@ -89,7 +156,8 @@ test('delta restore keeps matching files, fetches damaged and missing ones, remo
     assert.deepEqual((await readdir(join(target, 'base/1'))).sort(), ['100', '200']);
     assert.deepEqual(await readdir(join(target, 'pg_wal')), ['archive_status']);
     assert.deepEqual(await readdir(join(target, 'pg_wal/archive_status')), []);
-    for (const gone of ['junk', 'extra-link', 'postmaster.pid']) assert.equal(existsSync(join(target, gone)), false, `${gone} removed`);
+    for (const gone of ['junk', 'extra-link', 'postmaster.pid'])
+      assert.equal(existsSync(join(target, gone)), false, `${gone} removed`);
     // The tablespace is restored beside the target, never into the source's location.
     assert.equal(await readlink(join(target, 'pg_tblspc/16400')), `${target}.tablespaces/16400`);
     assert.deepEqual(await readdir(`${target}.tablespaces/16400/PG_16_202307071/1`), ['300']);
@@ -99,20 +167,32 @@ test('delta restore keeps matching files, fetches damaged and missing ones, remo
     assert.ok(existsSync(join(target, 'recovery.signal')) && existsSync(join(target, 'backup_label')));
     // Kept: PG_VERSION, pg_control and the tablespace file; fetched: the damaged, the missing and the (appended-to) auto.conf.
     assert.equal(out.kept, 3);
-    assert.equal(out.bytes, FILES['base/1/100']!.length + FILES['base/1/200']!.length + FILES['postgresql.auto.conf']!.length);
-    assert.equal(((await stat(join(target, 'base/1/100'))).mode & 0o777), 0o600);
+    assert.equal(
+      out.bytes,
+      FILES['base/1/100']!.length + FILES['base/1/200']!.length + FILES['postgresql.auto.conf']!.length,
+    );
+    assert.equal((await stat(join(target, 'base/1/100'))).mode & 0o777, 0o600);
   } finally {
     await rm(root, { recursive: true, force: true });
   }
 });
 
-test('delta restore refuses a running server, a directory that is not a data directory, and another cluster\'s data directory', async () => {
+test("delta restore refuses a running server, a directory that is not a data directory, and another cluster's data directory", async () => {
   const root = await mkdtemp(join(tmpdir(), 'pgfleet-delta-'));
   try {
     const { repo, repoPath, manifest } = await makeBackup(root);
     const opts = (targetDir: string): RestoreOptions => ({
-      cluster: 'c1', repo, walFetchArgs: ['--repo', repoPath], backupLabel: manifest.label, targetDir, target: { kind: 'latest' }, action: 'promote', workers: 2, delta: true,
-      log: createLogger({ level: 'silent' }), progress: () => {},
+      cluster: 'c1',
+      repo,
+      walFetchArgs: ['--repo', repoPath],
+      backupLabel: manifest.label,
+      targetDir,
+      target: { kind: 'latest' },
+      action: 'promote',
+      workers: 2,
+      delta: true,
+      log: createLogger({ level: 'silent' }),
+      progress: () => {},
     });
     const live = join(root, 'live');
     await mkdir(live);
@@ -133,7 +213,12 @@ test('delta restore refuses a running server, a directory that is not a data dir
     await writeFile(join(other, 'PG_VERSION'), '16\n');
     await writeFile(join(other, 'global/pg_control'), 'another system'.repeat(20));
     await writeFile(join(other, 'their-data'), 'precious');
-    await assert.rejects(runRestore(opts(other)), (e: unknown) => PgfleetError.is(e, 'SystemIdMismatch') && /delta restore only updates a data directory of the same cluster/.test((e as Error).message));
+    await assert.rejects(
+      runRestore(opts(other)),
+      (e: unknown) =>
+        PgfleetError.is(e, 'SystemIdMismatch') &&
+        /delta restore only updates a data directory of the same cluster/.test((e as Error).message),
+    );
     assert.deepEqual((await readdir(other)).sort(), ['PG_VERSION', 'global', 'their-data']);
   } finally {
     await rm(root, { recursive: true, force: true });
@@ -153,7 +238,18 @@ test('a backup that listed a linked pg_wal among its links (older pgfleet) resto
       links: [...manifest.links, { path: 'pg_wal', target: liveWal }],
     });
     const target = join(root, 'pgdata');
-    await runRestore({ cluster: 'c1', repo, walFetchArgs: ['--repo', repoPath], backupLabel: manifest.label, targetDir: target, target: { kind: 'latest' }, action: 'promote', workers: 2, log: createLogger({ level: 'silent' }), progress: () => {} });
+    await runRestore({
+      cluster: 'c1',
+      repo,
+      walFetchArgs: ['--repo', repoPath],
+      backupLabel: manifest.label,
+      targetDir: target,
+      target: { kind: 'latest' },
+      action: 'promote',
+      workers: 2,
+      log: createLogger({ level: 'silent' }),
+      progress: () => {},
+    });
     const st = await lstat(join(target, 'pg_wal'));
     assert.ok(st.isDirectory() && !st.isSymbolicLink());
     assert.deepEqual(await readdir(join(target, 'pg_wal')), ['archive_status']);

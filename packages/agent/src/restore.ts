@@ -19,7 +19,21 @@
  * either (PostgreSQL would recreate the source's links from it). Not in-place directories inside
  * pg_tblspc: PostgreSQL refuses those at the end of recovery unless a developer option is set.
  */
-import { appendFile, chmod, lstat, mkdir, open, readdir, readFile, readlink, realpath, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import {
+  appendFile,
+  chmod,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  readlink,
+  realpath,
+  rm,
+  symlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PgfleetError, processAlive, type Logger } from '@pgfleet/core';
@@ -109,29 +123,48 @@ function recoverySettings(o: RestoreOptions, timeline: string, archivePreserved:
   if (!archivePreserved) {
     // A restored copy must not archive into the source's repository: its WAL and the history of
     // the timeline it starts at promotion would become part of the source's archive.
-    lines.push(`# pgfleet restore without --archive preserve: this copy does not archive (set archive_mode back if it becomes the cluster)`, `archive_mode = off`);
+    lines.push(
+      `# pgfleet restore without --archive preserve: this copy does not archive (set archive_mode back if it becomes the cluster)`,
+      `archive_mode = off`,
+    );
   }
   const t = o.target;
-  if (t.kind === 'time') lines.push(`recovery_target_time = ${confString(t.pgTime ?? t.time.toISOString().replace('T', ' ').replace('Z', '+00'))}`);
+  if (t.kind === 'time')
+    lines.push(
+      `recovery_target_time = ${confString(t.pgTime ?? t.time.toISOString().replace('T', ' ').replace('Z', '+00'))}`,
+    );
   if (t.kind === 'lsn') lines.push(`recovery_target_lsn = ${confString(t.lsn)}`);
   if (t.kind === 'name') lines.push(`recovery_target_name = ${confString(t.name)}`);
   if (t.kind === 'xid') lines.push(`recovery_target_xid = ${confString(t.xid)}`);
   if (t.kind === 'immediate') lines.push(`recovery_target = 'immediate'`);
   if (t.kind !== 'latest') {
     lines.push(`recovery_target_action = '${o.action}'`);
-    if (o.inclusive !== undefined && t.kind !== 'immediate') lines.push(`recovery_target_inclusive = ${o.inclusive ? 'on' : 'off'}`);
+    if (o.inclusive !== undefined && t.kind !== 'immediate')
+      lines.push(`recovery_target_inclusive = ${o.inclusive ? 'on' : 'off'}`);
   }
   return lines;
 }
 
 export async function runRestore(options: RestoreOptions): Promise<RestoreOutcome> {
-  if (!isAbsolute(options.targetDir)) throw new PgfleetError('InvalidArgument', `restore target ${options.targetDir} must be an absolute path`);
+  if (!isAbsolute(options.targetDir))
+    throw new PgfleetError('InvalidArgument', `restore target ${options.targetDir} must be an absolute path`);
   // Normalised: '/srv/r/' + '.tablespaces' must not land inside the data directory.
-  const o: RestoreOptions = { ...options, targetDir: resolve(options.targetDir), ...(options.tablespaceDir ? { tablespaceDir: resolve(options.tablespaceDir) } : {}) };
+  const o: RestoreOptions = {
+    ...options,
+    targetDir: resolve(options.targetDir),
+    ...(options.tablespaceDir ? { tablespaceDir: resolve(options.tablespaceDir) } : {}),
+  };
   if (o.tablespaceDir !== undefined) {
-    if (!isAbsolute(options.tablespaceDir!)) throw new PgfleetError('InvalidArgument', `tablespace directory ${options.tablespaceDir} must be an absolute path`);
+    if (!isAbsolute(options.tablespaceDir!))
+      throw new PgfleetError(
+        'InvalidArgument',
+        `tablespace directory ${options.tablespaceDir} must be an absolute path`,
+      );
     if (o.tablespaceDir === o.targetDir || o.tablespaceDir.startsWith(`${o.targetDir}/`)) {
-      throw new PgfleetError('InvalidArgument', `tablespace directory ${o.tablespaceDir} is inside the restore target ${o.targetDir}; PostgreSQL expects tablespaces outside the data directory`);
+      throw new PgfleetError(
+        'InvalidArgument',
+        `tablespace directory ${o.tablespaceDir} is inside the restore target ${o.targetDir}; PostgreSQL expects tablespaces outside the data directory`,
+      );
     }
   }
   const existing = await readdir(o.targetDir).catch((err: NodeJS.ErrnoException) => {
@@ -139,7 +172,11 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
     throw err;
   });
   const delta = o.delta === true && existing.length > 0;
-  if (existing.length > 0 && !delta) throw new PgfleetError('RestoreTargetNotEmpty', `restore target ${o.targetDir} is not empty (${existing.length} entries)`);
+  if (existing.length > 0 && !delta)
+    throw new PgfleetError(
+      'RestoreTargetNotEmpty',
+      `restore target ${o.targetDir} is not empty (${existing.length} entries)`,
+    );
   if (delta) await checkDeltaTarget(o.targetDir, existing);
 
   const tracker = new ProgressTracker(o.progress, 'choose-backup');
@@ -155,21 +192,38 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
     log: o.log,
   });
   const manifest = withPlainPgWal(plan.manifest);
-  const ownTarget = o.ownPgdata !== undefined && (await realpath(o.ownPgdata).catch(() => o.ownPgdata)) === (await realpath(o.targetDir).catch(() => o.targetDir));
+  const ownTarget =
+    o.ownPgdata !== undefined &&
+    (await realpath(o.ownPgdata).catch(() => o.ownPgdata)) === (await realpath(o.targetDir).catch(() => o.targetDir));
   // In place over the agent's own PGDATA the restored server is the cluster, unless that PGDATA
   // is a standby's (standby.signal): promoted at the target it would archive a fork while the
   // real primary carries on.
-  const standbyHere = ownTarget && (await lstat(join(o.targetDir, 'standby.signal')).then(() => true, () => false));
+  const standbyHere =
+    ownTarget &&
+    (await lstat(join(o.targetDir, 'standby.signal')).then(
+      () => true,
+      () => false,
+    ));
   const archivePreserved = o.archive === 'preserve' || (o.archive === undefined && ownTarget && !standbyHere);
   requireTablespaceFiles(manifest);
   if (delta) await checkDeltaSystem(o.targetDir, manifest);
-  o.log.info({ label: manifest.label, timeline: plan.timeline, targetDir: o.targetDir, delta, archive: archivePreserved ? 'preserve' : 'off' }, 'restoring backup');
+  o.log.info(
+    {
+      label: manifest.label,
+      timeline: plan.timeline,
+      targetDir: o.targetDir,
+      delta,
+      archive: archivePreserved ? 'preserve' : 'off',
+    },
+    'restoring backup',
+  );
   tracker.state.bytesTotal = manifest.sizeBytes;
   tracker.state.filesTotal = manifest.files.length;
 
   let removed = 0;
   const keptLinks = new Set<string>();
-  const tablespaceLocation = (linkPath: string) => join(o.tablespaceDir ?? `${o.targetDir}.tablespaces`, basename(linkPath));
+  const tablespaceLocation = (linkPath: string) =>
+    join(o.tablespaceDir ?? `${o.targetDir}.tablespaces`, basename(linkPath));
   if (delta) {
     tracker.phase('delta-clean', 'removing what the backup does not hold');
     // Where a tablespace link may keep pointing: the restore location, and the backup's own
@@ -178,10 +232,14 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
     const own = ownTarget;
     const links = new Map(manifest.links.map((l) => [l.path, l.target]));
     const keepLink = (path: string, target: string): boolean =>
-      isTablespace(path) ? links.has(path) && (target === tablespaceLocation(path) || (own && target === links.get(path))) : links.get(path) === target;
+      isTablespace(path)
+        ? links.has(path) && (target === tablespaceLocation(path) || (own && target === links.get(path)))
+        : links.get(path) === target;
     // A tablespace link pointing anywhere else (or missing) is pointed at the restore location first;
     // what that location already holds is then compared and cleaned like the rest.
-    for (const l of manifest.links) if (isTablespace(l.path)) await pointTablespace(o.targetDir, l.path, l.target, tablespaceLocation(l.path), keepLink);
+    for (const l of manifest.links)
+      if (isTablespace(l.path))
+        await pointTablespace(o.targetDir, l.path, l.target, tablespaceLocation(l.path), keepLink);
     ({ removed } = await removeExtras(o.targetDir, manifest, keptLinks, keepLink));
   }
   await mkdir(o.targetDir, { recursive: true, mode: 0o700 });
@@ -198,7 +256,8 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
     await mkdir(join(o.targetDir, d.path), { recursive: true, mode: d.mode });
     if (delta) await chmod(join(o.targetDir, d.path), d.mode);
   }
-  for (const l of manifest.links) if (!isTablespace(l.path) && !keptLinks.has(l.path)) await symlink(l.target, join(o.targetDir, l.path));
+  for (const l of manifest.links)
+    if (!isTablespace(l.path) && !keptLinks.has(l.path)) await symlink(l.target, join(o.targetDir, l.path));
 
   tracker.phase('copy');
   let fetched = 0;
@@ -215,7 +274,17 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
     }
     if (!f.chunks) {
       const key = o.repo.backupFileKey(manifest.cluster, f.backup, f.path, f.codec);
-      await pool.run({ kind: 'restore', key, codec: f.codec, sha256: f.sha256, size: f.size, dest, mode: f.mode, chmod: delta, mtimeMs: f.mtimeMs });
+      await pool.run({
+        kind: 'restore',
+        key,
+        codec: f.codec,
+        sha256: f.sha256,
+        size: f.size,
+        dest,
+        mode: f.mode,
+        chmod: delta,
+        mtimeMs: f.mtimeMs,
+      });
       fetched += f.size;
       tracker.add(f.size, 1);
       return;
@@ -224,7 +293,19 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
     if (!created.has(f.path)) await createSized(dest, f, delta);
     await settleAll(
       f.chunks.map((c) =>
-        (c.size === 0 ? Promise.resolve(undefined) : pool.run({ kind: 'restore', key: c.key, codec: f.codec, sha256: c.sha256, size: c.size, dest, mode: f.mode, offset: c.offset })).then(() => tracker.add(c.size)),
+        (c.size === 0
+          ? Promise.resolve(undefined)
+          : pool.run({
+              kind: 'restore',
+              key: c.key,
+              codec: f.codec,
+              sha256: c.sha256,
+              size: c.size,
+              dest,
+              mode: f.mode,
+              offset: c.offset,
+            })
+        ).then(() => tracker.add(c.size)),
       ),
     );
     await finishChunked(dest, f);
@@ -243,7 +324,14 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
         created.add(f.path);
       }
     }
-    await settleAll(ordered.map((f) => restoreFile(f).catch((err: unknown) => { pool.cancel(err); throw err; })));
+    await settleAll(
+      ordered.map((f) =>
+        restoreFile(f).catch((err: unknown) => {
+          pool.cancel(err);
+          throw err;
+        }),
+      ),
+    );
   } finally {
     await pool.close();
   }
@@ -253,12 +341,21 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
   await writeFile(join(o.targetDir, 'backup_label'), manifest.backupLabel, { mode: 0o600 });
   // No tablespace_map: pg_tblspc is laid out above (see the header comment).
   // postgresql.auto.conf is read last, so these settings win over anything in postgresql.conf.
-  await appendFile(join(o.targetDir, 'postgresql.auto.conf'), `${recoverySettings(o, plan.recoveryTargetTimeline, archivePreserved).join('\n')}\n`, { mode: 0o600 });
+  await appendFile(
+    join(o.targetDir, 'postgresql.auto.conf'),
+    `${recoverySettings(o, plan.recoveryTargetTimeline, archivePreserved).join('\n')}\n`,
+    { mode: 0o600 },
+  );
   await writeFile(join(o.targetDir, 'recovery.signal'), '', { mode: 0o600 });
-  await syncRestored(o.targetDir, manifest, [...new Set(manifest.links.filter((l) => isTablespace(l.path)).map((l) => dirname(tablespaceLocation(l.path))))]);
+  await syncRestored(o.targetDir, manifest, [
+    ...new Set(manifest.links.filter((l) => isTablespace(l.path)).map((l) => dirname(tablespaceLocation(l.path)))),
+  ]);
   if (delta) {
     const message = `delta: ${kept} file(s) kept, ${manifest.files.length - kept} fetched (${fetched} bytes), ${removed} removed`;
-    o.log.info({ label: manifest.label, kept, fetched: manifest.files.length - kept, bytes: fetched, removed }, 'delta restore done');
+    o.log.info(
+      { label: manifest.label, kept, fetched: manifest.files.length - kept, bytes: fetched, removed },
+      'delta restore done',
+    );
     tracker.phase('done', message);
     return { manifest, timeline: plan.timeline, archivePreserved, bytes: fetched, kept, removed };
   }
@@ -282,7 +379,11 @@ async function finishChunked(dest: string, f: ManifestFile): Promise<void> {
  * (copy-tasks.ts, finishChunked); what is left is the files written here and the directory
  * entries of everything, one fsync per directory, a few at a time.
  */
-async function syncRestored(root: string, manifest: BackupManifest, tablespaceParents: readonly string[]): Promise<void> {
+async function syncRestored(
+  root: string,
+  manifest: BackupManifest,
+  tablespaceParents: readonly string[],
+): Promise<void> {
   const sync = async (path: string) => {
     const fh = await open(path, 'r');
     try {
@@ -295,7 +396,10 @@ async function syncRestored(root: string, manifest: BackupManifest, tablespacePa
   await Promise.all(extra.map((name) => sync(join(root, name))));
   // The tablespace locations' own entries (<target>.tablespaces and its parent).
   await Promise.all(tablespaceParents.flatMap((p) => [sync(p), sync(dirname(p))]));
-  const dirs = [...manifest.links.filter((l) => isTablespace(l.path)).map((l) => l.path), ...manifest.directories.map((d) => d.path)];
+  const dirs = [
+    ...manifest.links.filter((l) => isTablespace(l.path)).map((l) => l.path),
+    ...manifest.directories.map((d) => d.path),
+  ];
   let next = 0;
   await Promise.all(
     Array.from({ length: 8 }, async () => {
@@ -323,15 +427,20 @@ async function createSized(dest: string, f: ManifestFile, delta: boolean): Promi
  */
 async function checkDeltaTarget(targetDir: string, entries: string[]): Promise<void> {
   if (!entries.includes('PG_VERSION')) {
-    throw new PgfleetError('RestoreTargetNotEmpty', `restore target ${targetDir} is not empty and is not a PostgreSQL data directory (no PG_VERSION): a delta restore would delete its contents, so it is refused`);
+    throw new PgfleetError(
+      'RestoreTargetNotEmpty',
+      `restore target ${targetDir} is not empty and is not a PostgreSQL data directory (no PG_VERSION): a delta restore would delete its contents, so it is refused`,
+    );
   }
   const pidText = await readFile(join(targetDir, 'postmaster.pid'), 'utf8').catch(() => undefined);
   const pid = pidText === undefined ? NaN : Number(pidText.split('\n')[0]);
   if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) {
-    throw new PgfleetError('RestoreTargetInUse', `restore target ${targetDir} is in use: its postmaster.pid names the running process ${pid}`);
+    throw new PgfleetError(
+      'RestoreTargetInUse',
+      `restore target ${targetDir} is in use: its postmaster.pid names the running process ${pid}`,
+    );
   }
 }
-
 
 /**
  * A delta restore replaces a data directory's contents, so it must be a data directory of the
@@ -341,16 +450,26 @@ async function checkDeltaTarget(targetDir: string, entries: string[]): Promise<v
 async function checkDeltaSystem(targetDir: string, manifest: BackupManifest): Promise<void> {
   const facts = await readPgdataFacts(targetDir).catch(() => undefined);
   if (facts && facts.systemIdentifier !== manifest.systemIdentifier) {
-    throw new PgfleetError('SystemIdMismatch', `restore target ${targetDir} belongs to database system ${facts.systemIdentifier}, backup ${manifest.label} to ${manifest.systemIdentifier}: a delta restore only updates a data directory of the same cluster`, {
-      hint: 'Check --to: it names another cluster\'s data directory. Restore into an empty or new directory instead.',
-    });
+    throw new PgfleetError(
+      'SystemIdMismatch',
+      `restore target ${targetDir} belongs to database system ${facts.systemIdentifier}, backup ${manifest.label} to ${manifest.systemIdentifier}: a delta restore only updates a data directory of the same cluster`,
+      {
+        hint: "Check --to: it names another cluster's data directory. Restore into an empty or new directory instead.",
+      },
+    );
   }
 }
 
 const isTablespace = (path: string): boolean => TABLESPACE_LINK_RE.test(path);
 
 /** Delta mode: a tablespace link `keepLink` does not accept (or a missing one) is pointed at `location`, which must hold nothing but tablespace version directories. */
-async function pointTablespace(root: string, linkPath: string, sourceTarget: string, location: string, keepLink: (path: string, target: string) => boolean): Promise<void> {
+async function pointTablespace(
+  root: string,
+  linkPath: string,
+  sourceTarget: string,
+  location: string,
+  keepLink: (path: string, target: string) => boolean,
+): Promise<void> {
   const path = join(root, linkPath);
   const current = await readlink(path).catch(() => undefined);
   if (current !== undefined && keepLink(linkPath, current)) return;
@@ -367,7 +486,11 @@ async function pointTablespace(root: string, linkPath: string, sourceTarget: str
 function withPlainPgWal(manifest: BackupManifest): BackupManifest {
   if (!manifest.links.some((l) => l.path === 'pg_wal')) return manifest;
   const dirs = manifest.directories.filter((d) => d.path !== 'pg_wal' && d.path !== 'pg_wal/archive_status');
-  return { ...manifest, links: manifest.links.filter((l) => l.path !== 'pg_wal'), directories: [...dirs, { path: 'pg_wal', mode: 0o700 }, { path: 'pg_wal/archive_status', mode: 0o700 }] };
+  return {
+    ...manifest,
+    links: manifest.links.filter((l) => l.path !== 'pg_wal'),
+    directories: [...dirs, { path: 'pg_wal', mode: 0o700 }, { path: 'pg_wal/archive_status', mode: 0o700 }],
+  };
 }
 
 /**
@@ -376,11 +499,15 @@ function withPlainPgWal(manifest: BackupManifest): BackupManifest {
  * (an earlier restore's), whose contents it then compares and cleans.
  */
 async function prepareTablespaceLocation(location: string, sourceTarget: string, delta = false): Promise<void> {
-  if (!isAbsolute(location)) throw new PgfleetError('InvalidArgument', `tablespace directory ${location} must be an absolute path`);
+  if (!isAbsolute(location))
+    throw new PgfleetError('InvalidArgument', `tablespace directory ${location} must be an absolute path`);
   await mkdir(location, { recursive: true, mode: 0o700 });
   const entries = await readdir(location);
   if (entries.length > 0 && !(delta && entries.every((e) => /^PG_\d+_\d+$/.test(e)))) {
-    throw new PgfleetError('RestoreTargetNotEmpty', `the directory for the tablespace the source had at ${sourceTarget}, ${location}, is not empty (${entries.length} entries); remove it or restore elsewhere`);
+    throw new PgfleetError(
+      'RestoreTargetNotEmpty',
+      `the directory for the tablespace the source had at ${sourceTarget}, ${location}, is not empty (${entries.length} entries); remove it or restore elsewhere`,
+    );
   }
 }
 
@@ -388,9 +515,13 @@ async function prepareTablespaceLocation(location: string, sourceTarget: string,
 function requireTablespaceFiles(manifest: BackupManifest): void {
   for (const l of manifest.links) {
     if (isTablespace(l.path) && !manifest.directories.some((d) => d.path.startsWith(`${l.path}/`))) {
-      throw new PgfleetError('RepoManifestInvalid', `backup ${manifest.label} lists tablespace ${l.path} (${l.target}) but holds none of its files (taken before pgfleet copied tablespaces): it cannot be restored completely`, {
-        hint: 'Restore another backup (pgfleet backups <cluster>) and take a new full backup now: this one lacks the tablespace data.',
-      });
+      throw new PgfleetError(
+        'RepoManifestInvalid',
+        `backup ${manifest.label} lists tablespace ${l.path} (${l.target}) but holds none of its files (taken before pgfleet copied tablespaces): it cannot be restored completely`,
+        {
+          hint: 'Restore another backup (pgfleet backups <cluster>) and take a new full backup now: this one lacks the tablespace data.',
+        },
+      );
     }
   }
 }
@@ -401,7 +532,12 @@ function requireTablespaceFiles(manifest: BackupManifest): void {
  * followed, so a linked directory outside the data directory is never touched; the exception is a
  * tablespace link with the backup's own target or an earlier restore's (restored through it).
  */
-async function removeExtras(root: string, manifest: BackupManifest, keptLinks: Set<string>, keepLink: (path: string, target: string) => boolean): Promise<{ removed: number }> {
+async function removeExtras(
+  root: string,
+  manifest: BackupManifest,
+  keptLinks: Set<string>,
+  keepLink: (path: string, target: string) => boolean,
+): Promise<{ removed: number }> {
   const files = new Set(manifest.files.map((f) => f.path));
   const dirs = new Set(manifest.directories.map((d) => d.path));
   let removed = 0;
@@ -443,7 +579,11 @@ async function matchesManifest(pool: CopyPool, path: string, f: ManifestFile): P
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;
   }
-  const r = await pool.run({ kind: 'hash', path, ...(f.chunks ? { ranges: f.chunks.map((c) => ({ offset: c.offset, size: c.size })) } : {}) });
+  const r = await pool.run({
+    kind: 'hash',
+    path,
+    ...(f.chunks ? { ranges: f.chunks.map((c) => ({ offset: c.offset, size: c.size })) } : {}),
+  });
   if (r.missing || r.size !== f.size) return false;
   return (f.chunks ? chunkedContentDigest(r.sha256s) : r.sha256s[0]) === f.sha256;
 }

@@ -6,9 +6,29 @@ import { chmod, copyFile, mkdir, mkdtemp, readdir, rm, utimes, writeFile } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '@pgfleet/core';
-import { cleanDrillLeftovers, DRILL_KEPT_FILE, DRILL_OWNER_FILE, drillServerSettings, markDrillKept, processStart, RECOVERY_CHECKED_SETTINGS, writeDrillOwner } from './scratch-postgres.js';
+import {
+  cleanDrillLeftovers,
+  DRILL_KEPT_FILE,
+  DRILL_OWNER_FILE,
+  drillServerSettings,
+  markDrillKept,
+  processStart,
+  RECOVERY_CHECKED_SETTINGS,
+  writeDrillOwner,
+} from './scratch-postgres.js';
 
-const settingsOf = (major: number) => new Map(drillServerSettings({ port: 5999, socketDir: '/run/d', hbaFile: '/run/d/hba', identFile: '/run/d/ident', externalPidFile: '/run/d/external.pid', major, jobId: 'job-1234567890' }));
+const settingsOf = (major: number) =>
+  new Map(
+    drillServerSettings({
+      port: 5999,
+      socketDir: '/run/d',
+      hbaFile: '/run/d/hba',
+      identFile: '/run/d/ident',
+      externalPidFile: '/run/d/external.pid',
+      major,
+      jobId: 'job-1234567890',
+    }),
+  );
 
 test('the throwaway server: nothing reaches outside the copy, the host is spared, recovery checks keep the source values', () => {
   for (const major of [14, 15, 16, 17, 18]) {
@@ -35,8 +55,9 @@ test('the throwaway server: nothing reaches outside the copy, the host is spared
     ] as const) {
       assert.equal(s.get(k), v, `PostgreSQL ${major}: ${k}`);
     }
-    for (const name of RECOVERY_CHECKED_SETTINGS) assert.equal(s.has(name), false, `${name} keeps the source's value (recovery checks it)`);
-    assert.equal(s.has('shared_preload_libraries'), false, "extensions may need their preloaded libraries");
+    for (const name of RECOVERY_CHECKED_SETTINGS)
+      assert.equal(s.has(name), false, `${name} keeps the source's value (recovery checks it)`);
+    assert.equal(s.has('shared_preload_libraries'), false, 'extensions may need their preloaded libraries');
     assert.equal(s.has('wal_level'), false);
     // Settings that exist only in some majors: an unknown name in postgresql.conf stops the server.
     assert.equal(s.has('archive_library'), major >= 15);
@@ -122,7 +143,13 @@ test('leftover drill directories are removed, their postmaster stopped; running 
 
     const removed = await cleanDrillLeftovers(root, { log: silentLogger(), active: new Set([running]) });
     assert.deepEqual(removed.sort(), [crashed, elsewhere, old, over, recycled, stale].sort());
-    assert.deepEqual((await readdir(root)).sort(), ['pgfleet-drill-foreign', 'pgfleet-drill-kept', 'pgfleet-drill-running', 'pgfleet-drill-young', 'unrelated']);
+    assert.deepEqual((await readdir(root)).sort(), [
+      'pgfleet-drill-foreign',
+      'pgfleet-drill-kept',
+      'pgfleet-drill-running',
+      'pgfleet-drill-young',
+      'unrelated',
+    ]);
     assert.deepEqual((await readdir(kept)).sort(), [DRILL_KEPT_FILE, 'data', DRILL_OWNER_FILE].sort());
     // Its marker removed, the directory is a leftover like any other.
     await rm(join(kept, DRILL_KEPT_FILE));
@@ -132,7 +159,14 @@ test('leftover drill directories are removed, their postmaster stopped; running 
     assert.equal(alive(bystander.pid!), true, 'a process that is not PostgreSQL is never signalled');
     assert.equal(alive(otherPostgres.pid!), true, 'PostgreSQL running elsewhere is never signalled');
     assert.equal(alive(agent.pid!), true);
-    assert.equal(await readdir(socketDir).then(() => true, () => false), false, "the leftover's socket directory is removed too");
+    assert.equal(
+      await readdir(socketDir).then(
+        () => true,
+        () => false,
+      ),
+      false,
+      "the leftover's socket directory is removed too",
+    );
   } finally {
     for (const c of children) c.kill('SIGKILL');
     await rm(root, { recursive: true, force: true });
@@ -141,5 +175,8 @@ test('leftover drill directories are removed, their postmaster stopped; running 
 });
 
 test('a missing scratch area has no leftovers', async () => {
-  assert.deepEqual(await cleanDrillLeftovers(join(tmpdir(), 'pgfleet-no-such-scratch'), { log: silentLogger(), active: new Set() }), []);
+  assert.deepEqual(
+    await cleanDrillLeftovers(join(tmpdir(), 'pgfleet-no-such-scratch'), { log: silentLogger(), active: new Set() }),
+    [],
+  );
 });

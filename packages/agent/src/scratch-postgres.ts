@@ -69,14 +69,28 @@ export interface Promoted {
  * Settings recovery insists are at least the source's (with hot_standby = on): never overridden,
  * the copy keeps the values of the source's configuration.
  */
-export const RECOVERY_CHECKED_SETTINGS = ['max_connections', 'max_worker_processes', 'max_wal_senders', 'max_prepared_transactions', 'max_locks_per_transaction'] as const;
+export const RECOVERY_CHECKED_SETTINGS = [
+  'max_connections',
+  'max_worker_processes',
+  'max_wal_senders',
+  'max_prepared_transactions',
+  'max_locks_per_transaction',
+] as const;
 
 /**
  * What the drill writes over the source's configuration, in order. Each group says why; none of
  * RECOVERY_CHECKED_SETTINGS is among them, and shared_preload_libraries stays (extensions in the
  * copy may need their libraries).
  */
-export function drillServerSettings(o: { port: number; socketDir: string; hbaFile: string; identFile: string; externalPidFile: string; major: number; jobId: string }): [string, string][] {
+export function drillServerSettings(o: {
+  port: number;
+  socketDir: string;
+  hbaFile: string;
+  identFile: string;
+  externalPidFile: string;
+  major: number;
+  jobId: string;
+}): [string, string][] {
   const from = (major: number, s: [string, string][]): [string, string][] => (o.major >= major ? s : []);
   const before = (major: number, s: [string, string][]): [string, string][] => (o.major < major ? s : []);
   return [
@@ -180,23 +194,48 @@ export class ScratchPostgres {
     // Debian keeps postgresql.conf in /etc: the data directory then has none, and postgres insists on one.
     const conf = join(this.o.pgdata, 'postgresql.conf');
     if (!existsSync(conf)) await writeFile(conf, '', { mode: 0o600 });
-    const settings = drillServerSettings({ port: this.port, socketDir: this.socketDir, hbaFile: hba, identFile: ident, externalPidFile: join(this.o.runDir, 'postmaster.external.pid'), major: this.o.major, jobId: this.o.jobId });
-    const lines = ['', `# pgfleet drill ${this.o.jobId}: a throwaway copy that never archives and listens only on its own socket`, ...settings.map(([k, v]) => `${k} = ${confString(v)}`)];
+    const settings = drillServerSettings({
+      port: this.port,
+      socketDir: this.socketDir,
+      hbaFile: hba,
+      identFile: ident,
+      externalPidFile: join(this.o.runDir, 'postmaster.external.pid'),
+      major: this.o.major,
+      jobId: this.o.jobId,
+    });
+    const lines = [
+      '',
+      `# pgfleet drill ${this.o.jobId}: a throwaway copy that never archives and listens only on its own socket`,
+      ...settings.map(([k, v]) => `${k} = ${confString(v)}`),
+    ];
     await appendFile(join(this.o.pgdata, 'postgresql.auto.conf'), `${lines.join('\n')}\n`, { mode: 0o600 });
   }
 
   async start(): Promise<void> {
     try {
       // -W: do not wait; recovery may take long, and waitPromoted watches it closely.
-      await run(join(this.o.binDir, 'pg_ctl'), ['-D', this.o.pgdata, '-l', this.logFile, '-W', 'start'], { cwd: this.o.runDir, timeout: 60_000 });
+      await run(join(this.o.binDir, 'pg_ctl'), ['-D', this.o.pgdata, '-l', this.logFile, '-W', 'start'], {
+        cwd: this.o.runDir,
+        timeout: 60_000,
+      });
       this.started = true;
     } catch (err) {
-      throw new PgfleetError('DrillFailed', `pg_ctl start failed: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`, { cause: err });
+      throw new PgfleetError(
+        'DrillFailed',
+        `pg_ctl start failed: ${(err as { stderr?: string }).stderr?.trim() || (err as Error).message}`,
+        { cause: err },
+      );
     }
   }
 
   connect(database: string): Promise<PgClient> {
-    return connectPg({ host: this.socketDir, port: this.port, user: this.user, database, applicationName: 'pgfleet-drill' });
+    return connectPg({
+      host: this.socketDir,
+      port: this.port,
+      user: this.user,
+      database,
+      applicationName: 'pgfleet-drill',
+    });
   }
 
   private postmasterPid(): Promise<number | undefined> {
@@ -217,8 +256,10 @@ export class ScratchPostgres {
       signal?.throwIfAborted();
       const pid = await this.postmasterPid();
       if (pid !== undefined) sawPid = true;
-      if (sawPid && (pid === undefined || !processAlive(pid))) throw new PgfleetError('DrillFailed', `the drill's PostgreSQL exited during recovery`);
-      if (!sawPid && Date.now() - t0 > 30_000) throw new PgfleetError('DrillFailed', `the drill's PostgreSQL did not start within 30 s (no postmaster.pid)`);
+      if (sawPid && (pid === undefined || !processAlive(pid)))
+        throw new PgfleetError('DrillFailed', `the drill's PostgreSQL exited during recovery`);
+      if (!sawPid && Date.now() - t0 > 30_000)
+        throw new PgfleetError('DrillFailed', `the drill's PostgreSQL did not start within 30 s (no postmaster.pid)`);
       let c: PgClient | undefined;
       try {
         c = await this.connect('postgres').catch(() => undefined);
@@ -227,15 +268,25 @@ export class ScratchPostgres {
             consistentMs = Date.now() - t0;
             onConsistent();
           }
-          const r = (await c.query<{ rec: boolean; paused: boolean; lsn: string | null; t: Date | null }>(
-            'SELECT pg_is_in_recovery() AS rec, CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS paused, pg_last_wal_replay_lsn()::text AS lsn, pg_last_xact_replay_timestamp() AS t',
-          )).rows[0]!;
+          const r = (
+            await c.query<{ rec: boolean; paused: boolean; lsn: string | null; t: Date | null }>(
+              'SELECT pg_is_in_recovery() AS rec, CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS paused, pg_last_wal_replay_lsn()::text AS lsn, pg_last_xact_replay_timestamp() AS t',
+            )
+          ).rows[0]!;
           if (!r.rec) {
             // Checks run as the copy's bootstrap superuser (CREATE EXTENSION amcheck needs one): the socket trusts every role.
-            this.user = (await c.query<{ n: string }>('SELECT rolname AS n FROM pg_roles WHERE oid = 10')).rows[0]?.n ?? this.user;
-            return { consistentMs, promotedMs: Date.now() - t0, recoveredLsn: r.lsn ?? '', recoveredTime: r.t ? new Date(r.t) : undefined };
+            this.user =
+              (await c.query<{ n: string }>('SELECT rolname AS n FROM pg_roles WHERE oid = 10')).rows[0]?.n ??
+              this.user;
+            return {
+              consistentMs,
+              promotedMs: Date.now() - t0,
+              recoveredLsn: r.lsn ?? '',
+              recoveredTime: r.t ? new Date(r.t) : undefined,
+            };
           }
-          if (r.paused) throw new PgfleetError('DrillFailed', `recovery paused instead of promoting (at ${r.lsn ?? '?'})`);
+          if (r.paused)
+            throw new PgfleetError('DrillFailed', `recovery paused instead of promoting (at ${r.lsn ?? '?'})`);
         }
       } finally {
         await c?.end().catch(() => {});
@@ -282,7 +333,12 @@ export class ScratchPostgres {
     this.started = false;
     const pid = await this.postmasterPid();
     const pgCtlStop = (m: string, seconds: number) =>
-      run(join(this.o.binDir, 'pg_ctl'), ['-D', this.o.pgdata, '-m', m, '-w', '-t', String(seconds), 'stop'], { timeout: (seconds + 15) * 1000 }).then(() => true, () => false);
+      run(join(this.o.binDir, 'pg_ctl'), ['-D', this.o.pgdata, '-m', m, '-w', '-t', String(seconds), 'stop'], {
+        timeout: (seconds + 15) * 1000,
+      }).then(
+        () => true,
+        () => false,
+      );
     if (mode === 'fast' && (await pgCtlStop('fast', 60))) return;
     await pgCtlStop('immediate', 30);
     if (pid !== undefined && processAlive(pid)) await terminate(pid, 'SIGKILL', 5_000);
@@ -306,7 +362,7 @@ async function terminate(pid: number, signal: NodeJS.Signals, waitMs: number): P
   } catch {
     // gone meanwhile
   }
-  for (const deadline = Date.now() + waitMs; processAlive(pid) && Date.now() < deadline; ) await sleep(100);
+  for (const deadline = Date.now() + waitMs; processAlive(pid) && Date.now() < deadline;) await sleep(100);
   return !processAlive(pid);
 }
 
@@ -340,7 +396,11 @@ export async function processStart(pid: number): Promise<string | undefined> {
 
 /** Marks `drillDir` as kept for a DBA (see DRILL_KEPT_FILE). */
 export async function markDrillKept(drillDir: string, jobId: string): Promise<void> {
-  const note = { jobId, keptAt: new Date().toISOString(), remove: `rm -rf ${drillDir} (or delete this file: the agent then removes the directory at its next start or drill)` };
+  const note = {
+    jobId,
+    keptAt: new Date().toISOString(),
+    remove: `rm -rf ${drillDir} (or delete this file: the agent then removes the directory at its next start or drill)`,
+  };
   await writeFile(join(drillDir, DRILL_KEPT_FILE), `${JSON.stringify(note, null, 2)}\n`, { mode: 0o600 });
 }
 
@@ -378,7 +438,10 @@ export async function stopLeftoverPostmaster(pgdata: string): Promise<number | u
   if (pid === undefined || !processAlive(pid)) return undefined;
   const comm = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim();
   if (comm !== 'postgres' && comm !== 'postmaster') return undefined;
-  const [cwd, dir] = await Promise.all([readlink(`/proc/${pid}/cwd`).catch(() => undefined), realpath(pgdata).catch(() => undefined)]);
+  const [cwd, dir] = await Promise.all([
+    readlink(`/proc/${pid}/cwd`).catch(() => undefined),
+    realpath(pgdata).catch(() => undefined),
+  ]);
   if (cwd === undefined || cwd !== dir) return undefined;
   if (!(await terminate(pid, 'SIGQUIT', 10_000))) await terminate(pid, 'SIGKILL', 5_000);
   return pid;
@@ -392,7 +455,10 @@ export async function stopLeftoverPostmaster(pgdata: string): Promise<number | u
  * Directories of drills another live agent runs in the same scratch area, and directories kept
  * for inspection (DRILL_KEPT_FILE), are left alone.
  */
-export async function cleanDrillLeftovers(scratchRoot: string, o: { log: Logger; active: ReadonlySet<string> }): Promise<string[]> {
+export async function cleanDrillLeftovers(
+  scratchRoot: string,
+  o: { log: Logger; active: ReadonlySet<string> },
+): Promise<string[]> {
   const removed: string[] = [];
   const entries = await readdir(scratchRoot, { withFileTypes: true }).catch(() => []);
   for (const e of entries) {
@@ -401,7 +467,10 @@ export async function cleanDrillLeftovers(scratchRoot: string, o: { log: Logger;
     if (o.active.has(dir)) continue;
     if (existsSync(join(dir, DRILL_KEPT_FILE))) {
       // Said every time: a kept copy holds production data and a cluster's worth of disk.
-      o.log.info({ dir }, `drill directory kept for inspection (pgfleet drill --keep) left alone: remove it when done (docs/drills.md)`);
+      o.log.info(
+        { dir },
+        `drill directory kept for inspection (pgfleet drill --keep) left alone: remove it when done (docs/drills.md)`,
+      );
       continue;
     }
     const owner = await readDrillOwner(dir);
@@ -418,9 +487,15 @@ export async function cleanDrillLeftovers(scratchRoot: string, o: { log: Logger;
       await rm(dir, { recursive: true, force: true, maxRetries: 3 });
       if (owner?.socketDir) await rm(owner.socketDir, { recursive: true, force: true });
       removed.push(dir);
-      o.log.info({ dir, ...(owner ? { ownerPid: owner.pid } : {}), ...(postmaster ? { postmasterStopped: postmaster } : {}) }, 'removed a drill directory left behind by an earlier drill');
+      o.log.info(
+        { dir, ...(owner ? { ownerPid: owner.pid } : {}), ...(postmaster ? { postmasterStopped: postmaster } : {}) },
+        'removed a drill directory left behind by an earlier drill',
+      );
     } catch (err) {
-      o.log.warn({ dir, err: (err as Error).message }, 'could not remove a drill directory left behind by an earlier drill');
+      o.log.warn(
+        { dir, err: (err as Error).message },
+        'could not remove a drill directory left behind by an earlier drill',
+      );
     }
   }
   return removed;
@@ -447,4 +522,3 @@ export async function waitForProcessesUsing(dir: string, timeoutMs: number): Pro
     await sleep(100);
   }
 }
-

@@ -50,9 +50,11 @@ export async function findTargetHits(
   if (segments.length === 0) throw new PgfleetError('RestorePointNotFound', `no archived WAL for cluster ${cluster}`);
   const dir = await mkdtemp(join(tmpdir(), 'pgfleet-waldump-'));
   try {
-    for (const s of segments) await repo.readObject(s.key, s.codec, { sha256: s.sha256 }, createWriteStream(join(dir, s.name)));
+    for (const s of segments)
+      await repo.readObject(s.key, s.codec, { sha256: s.sha256 }, createWriteStream(join(dir, s.name)));
     const byTimeline = new Map<string, string[]>();
-    for (const s of segments) byTimeline.set(s.name.slice(0, 8), [...(byTimeline.get(s.name.slice(0, 8)) ?? []), s.name]);
+    for (const s of segments)
+      byTimeline.set(s.name.slice(0, 8), [...(byTimeline.get(s.name.slice(0, 8)) ?? []), s.name]);
     const hits: TargetHit[] = [];
     for (const [tliHex, names] of byTimeline) {
       names.sort();
@@ -60,14 +62,22 @@ export async function findTargetHits(
       const out = await run(waldump, ['-p', dir, names[0]!, names.at(-1)!], { maxBuffer: 1 << 30 }).then(
         (r) => r.stdout,
         (err: { stdout?: string; stderr?: string }) => {
-          if (!err.stdout) throw new PgfleetError('Internal', `pg_waldump failed: ${err.stderr ?? String(err)}`, { cause: err });
+          if (!err.stdout)
+            throw new PgfleetError('Internal', `pg_waldump failed: ${err.stderr ?? String(err)}`, { cause: err });
           return err.stdout;
         },
       );
       for (const line of out.split('\n')) {
         const lsn = /lsn: ([0-9A-F]+\/[0-9A-F]+)/.exec(line)?.[1];
         if (!lsn) continue;
-        if (target.kind === 'name' ? line.includes(`desc: RESTORE_POINT ${target.name}`) && line.trimEnd().endsWith(`RESTORE_POINT ${target.name}`) : /rmgr: Transaction/.test(line) && new RegExp(`tx:\\s+${target.xid},`).test(line) && /desc: (COMMIT|ABORT)/.test(line)) {
+        if (
+          target.kind === 'name'
+            ? line.includes(`desc: RESTORE_POINT ${target.name}`) &&
+              line.trimEnd().endsWith(`RESTORE_POINT ${target.name}`)
+            : /rmgr: Transaction/.test(line) &&
+              new RegExp(`tx:\\s+${target.xid},`).test(line) &&
+              /desc: (COMMIT|ABORT)/.test(line)
+        ) {
           hits.push({ lsn: Lsn.parse(lsn), timeline: Number.parseInt(tliHex, 16) });
         }
       }
@@ -95,15 +105,27 @@ export async function findTargetLsn(
   for (const hit of hits) {
     const candidates = backups.filter((b) => Lsn.parse(b.stopLsn).compare(hit.lsn) <= 0);
     if (candidates.length > 0) {
-      opts.log.info({ target, lsn: hit.lsn.toString(), backup: candidates.at(-1)!.label }, 'recovery target found in archived WAL');
+      opts.log.info(
+        { target, lsn: hit.lsn.toString(), backup: candidates.at(-1)!.label },
+        'recovery target found in archived WAL',
+      );
       return { lsn: hit.lsn, backup: candidates.at(-1)! };
     }
   }
   throw targetNotFound(cluster, oldest, target, hits);
 }
 
-export function targetNotFound(cluster: string, oldest: BackupManifest, target: { kind: 'name'; name: string } | { kind: 'xid'; xid: string }, hits: readonly TargetHit[]): PgfleetError {
+export function targetNotFound(
+  cluster: string,
+  oldest: BackupManifest,
+  target: { kind: 'name'; name: string } | { kind: 'xid'; xid: string },
+  hits: readonly TargetHit[],
+): PgfleetError {
   const what = describeWalTarget(target);
-  if (hits.length > 0) return new PgfleetError('TargetBeforeOldestBackup', `${what} (at ${hits[0]!.lsn.toString()}) is before the end of the oldest backup ${oldest.label} (${oldest.stopLsn})`);
+  if (hits.length > 0)
+    return new PgfleetError(
+      'TargetBeforeOldestBackup',
+      `${what} (at ${hits[0]!.lsn.toString()}) is before the end of the oldest backup ${oldest.label} (${oldest.stopLsn})`,
+    );
   return new PgfleetError('RestorePointNotFound', `${what} is not in the archived WAL of cluster ${cluster}`);
 }

@@ -6,7 +6,10 @@ import { TimelineHistory } from '@pgfleet/pg';
 import { lineageOf, preferArchivedLineage, timelineLivingAt, type TimelineInfo } from './timelines.js';
 
 const SEG = 16 << 20;
-const info = (tli: number, text: string, startedAt?: number): [number, TimelineInfo] => [tli, { history: TimelineHistory.parse(tli, text), startedAt: startedAt === undefined ? undefined : new Date(startedAt) }];
+const info = (tli: number, text: string, startedAt?: number): [number, TimelineInfo] => [
+  tli,
+  { history: TimelineHistory.parse(tli, text), startedAt: startedAt === undefined ? undefined : new Date(startedAt) },
+];
 
 // Timeline 1 ran until an in-place PITR at t=100 went back to 0/5000000 (timeline 2); at t=200
 // a second PITR went back to 0/7000000 on timeline 2 (timeline 3). A restored copy promoted
@@ -19,7 +22,11 @@ const timelines = new Map<number, TimelineInfo>([
 const backup = { timeline: 1, stopLsn: 0x3000000n };
 
 test('a time target follows the timeline the cluster ran on then', () => {
-  assert.equal(timelineLivingAt(backup, timelines, 50_000), 1, 'before the first PITR: timeline 1, including its abandoned part');
+  assert.equal(
+    timelineLivingAt(backup, timelines, 50_000),
+    1,
+    'before the first PITR: timeline 1, including its abandoned part',
+  );
   assert.equal(timelineLivingAt(backup, timelines, 120_000), 2);
   assert.equal(timelineLivingAt(backup, timelines, 250_000), 3);
   assert.equal(timelineLivingAt(backup, timelines), 3, 'latest: the newest timeline');
@@ -29,7 +36,11 @@ test('a timeline that branched off before the backup is consistent is never foll
   // Timeline 4 started at t=150, but it left timeline 1 at 0/2000000, before the backup's stop at 0/3000000.
   assert.equal(timelineLivingAt(backup, timelines, 160_000), 2);
   assert.equal(timelines.get(4)!.history.contains(1, backup.stopLsn), false);
-  assert.equal(timelineLivingAt({ timeline: 1, stopLsn: 0x1000000n }, timelines, 160_000), 4, 'an older backup can follow it');
+  assert.equal(
+    timelineLivingAt({ timeline: 1, stopLsn: 0x1000000n }, timelines, 160_000),
+    4,
+    'an older backup can follow it',
+  );
   // A backup on timeline 2 after its switch to 3 reaches only timeline 2.
   assert.equal(timelineLivingAt({ timeline: 2, stopLsn: 0x8000000n }, timelines), 2);
 });
@@ -44,11 +55,19 @@ test('a target before a switch moves to the newer timeline when the old one neve
   const archivedSet = new Set(['000000010000000000000004']);
   const archived = async (s: string) => archivedSet.has(s);
   // Timeline 1's segment 5 (holding the switch to 2) was lost with the old primary: timeline 2 holds that WAL.
-  assert.equal(await preferArchivedLineage(1, 3, timelines, archived, SEG), 3, 'timeline 2 switch segment 7 is missing too');
+  assert.equal(
+    await preferArchivedLineage(1, 3, timelines, archived, SEG),
+    3,
+    'timeline 2 switch segment 7 is missing too',
+  );
   archivedSet.add('000000020000000000000007');
   assert.equal(await preferArchivedLineage(1, 3, timelines, archived, SEG), 2);
   archivedSet.add('000000010000000000000005');
-  assert.equal(await preferArchivedLineage(1, 3, timelines, archived, SEG), 1, 'the abandoned part of timeline 1 is archived: follow it');
+  assert.equal(
+    await preferArchivedLineage(1, 3, timelines, archived, SEG),
+    1,
+    'the abandoned part of timeline 1 is archived: follow it',
+  );
   assert.equal(await preferArchivedLineage(4, 3, timelines, archived, SEG), 4, 'a branch of its own stays');
 });
 
@@ -57,7 +76,11 @@ test('with the live timeline known, a fork another copy archived is never follow
   const forked = new Map<number, TimelineInfo>([info(4, '1\t0/6000000\tx\n', 150_000)]);
   assert.equal(timelineLivingAt(backup, forked, 200_000), 4, 'without knowing the live timeline the newest one wins');
   assert.equal(timelineLivingAt(backup, forked, 200_000, lineageOf(1, undefined)), 1);
-  assert.equal(timelineLivingAt(backup, timelines, 250_000, lineageOf(3, timelines.get(3)?.history)), 3, 'the live lineage itself is followed');
+  assert.equal(
+    timelineLivingAt(backup, timelines, 250_000, lineageOf(3, timelines.get(3)?.history)),
+    3,
+    'the live lineage itself is followed',
+  );
   assert.equal(timelineLivingAt(backup, timelines, 50_000, lineageOf(3, timelines.get(3)?.history)), 1);
 });
 

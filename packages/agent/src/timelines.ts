@@ -8,11 +8,22 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PgfleetError } from '@pgfleet/core';
-import { Lsn, TimelineHistory, timelineHistoryName, timelineOfWalName, timelineStartFromSegment, WalSegmentName } from '@pgfleet/pg';
+import {
+  Lsn,
+  TimelineHistory,
+  timelineHistoryName,
+  timelineOfWalName,
+  timelineStartFromSegment,
+  WalSegmentName,
+} from '@pgfleet/pg';
 import type { Repository } from '@pgfleet/storage';
 
 /** Reads and parses the archived history of `timeline`; undefined when none is archived. */
-export async function archivedHistory(repo: Repository, cluster: string, timeline: number): Promise<TimelineHistory | undefined> {
+export async function archivedHistory(
+  repo: Repository,
+  cluster: string,
+  timeline: number,
+): Promise<TimelineHistory | undefined> {
   const text = await repo.readWalFile(cluster, timelineHistoryName(timeline));
   return text === undefined ? undefined : TimelineHistory.parse(timeline, text.toString('utf8'));
 }
@@ -22,7 +33,12 @@ export async function archivedHistory(repo: Repository, cluster: string, timelin
  * in pg_wal beside it (PostgreSQL writes it there before the first segment of the timeline), else
  * the archived one.
  */
-export async function historyForArchiving(timeline: number, pgWalDir: string, repo: Repository, cluster: string): Promise<TimelineHistory | undefined> {
+export async function historyForArchiving(
+  timeline: number,
+  pgWalDir: string,
+  repo: Repository,
+  cluster: string,
+): Promise<TimelineHistory | undefined> {
   const local = await readFile(join(pgWalDir, timelineHistoryName(timeline)), 'utf8').catch(() => undefined);
   if (local !== undefined) return TimelineHistory.parse(timeline, local);
   return archivedHistory(repo, cluster, timeline);
@@ -39,7 +55,10 @@ export async function checkHistoryLineage(history: TimelineHistory, repo: Reposi
   if (parent === undefined || parent <= 1) return;
   const parentHistory = await archivedHistory(repo, cluster, parent);
   if (parentHistory && !history.extends(parentHistory)) {
-    throw new PgfleetError('TimelineHistoryConflict', `${timelineHistoryName(history.timeline)} says timeline ${history.timeline} branched off timeline ${parent} at ${Lsn.fromBigInt(history.startLsn).toString()}, but its ancestry does not match ${timelineHistoryName(parent)} in ${repo.location}`);
+    throw new PgfleetError(
+      'TimelineHistoryConflict',
+      `${timelineHistoryName(history.timeline)} says timeline ${history.timeline} branched off timeline ${parent} at ${Lsn.fromBigInt(history.startLsn).toString()}, but its ancestry does not match ${timelineHistoryName(parent)} in ${repo.location}`,
+    );
   }
 }
 
@@ -125,14 +144,24 @@ export interface BackupOnTimeline {
  * backup's own): a timeline that ran too briefly to leave a segment of its own (two promotions in
  * one segment) or whose history was never archived here is stepped over.
  */
-export function timelineLivingAt(backup: BackupOnTimeline, timelines: ReadonlyMap<number, TimelineInfo>, at?: number, only?: ReadonlySet<number>): number {
+export function timelineLivingAt(
+  backup: BackupOnTimeline,
+  timelines: ReadonlyMap<number, TimelineInfo>,
+  at?: number,
+  only?: ReadonlySet<number>,
+): number {
   const known = (t: number) => t === backup.timeline || timelines.has(t);
   const parentOf = (info: TimelineInfo) => [...info.history.entries].reverse().find((e) => known(e.timeline))?.timeline;
   let current = backup.timeline;
   for (;;) {
     let next: { tli: number; start: number } | undefined;
     for (const [tli, info] of timelines) {
-      if ((only && !only.has(tli)) || parentOf(info) !== current || !info.history.contains(backup.timeline, backup.stopLsn)) continue;
+      if (
+        (only && !only.has(tli)) ||
+        parentOf(info) !== current ||
+        !info.history.contains(backup.timeline, backup.stopLsn)
+      )
+        continue;
       // Without a readable start time the timeline is taken as old as its number allows (after its parent's other children).
       const start = info.startedAt?.getTime() ?? -Infinity;
       if (at !== undefined && start > at) continue;

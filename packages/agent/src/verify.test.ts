@@ -21,18 +21,55 @@ after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-const seg = (tli: number, n: number): string => tli.toString(16).toUpperCase().padStart(8, '0') + '00000000' + n.toString(16).toUpperCase().padStart(8, '0');
+const seg = (tli: number, n: number): string =>
+  tli.toString(16).toUpperCase().padStart(8, '0') + '00000000' + n.toString(16).toUpperCase().padStart(8, '0');
 
 function file(path: string, backup: string, sha = SHA): ManifestFile {
-  return { path, size: 4, mtimeMs: 0, mode: 0o600, sha256: sha, storedSize: 4, storedSha256: sha, codec: 'none', backup };
+  return {
+    path,
+    size: 4,
+    mtimeMs: 0,
+    mode: 0o600,
+    sha256: sha,
+    storedSize: 4,
+    storedSha256: sha,
+    codec: 'none',
+    backup,
+  };
 }
 
-async function backup(label: string, type: 'full' | 'incr', walStart: string, walStop: string, files: ManifestFile[], stopTime: string): Promise<void> {
-  for (const f of files.filter((x) => x.backup === label)) await repo.driver.put(repo.backupFileKey(C, label, f.path, 'none'), DATA);
+async function backup(
+  label: string,
+  type: 'full' | 'incr',
+  walStart: string,
+  walStop: string,
+  files: ManifestFile[],
+  stopTime: string,
+): Promise<void> {
+  for (const f of files.filter((x) => x.backup === label))
+    await repo.driver.put(repo.backupFileKey(C, label, f.path, 'none'), DATA);
   const m: BackupManifest = {
-    format: 1, label, cluster: C, type, systemIdentifier: '1', pgVersionNum: 170000, walSegmentSize: SEG,
-    timeline: Number.parseInt(walStart.slice(0, 8), 16), startLsn: '0/1', stopLsn: '0/2', startTime: stopTime, stopTime,
-    walStart, walStop, backupLabel: 'x', directories: [], links: [], files, sizeBytes: 0, storedBytes: 0, agentVersion: 'test',
+    format: 1,
+    label,
+    cluster: C,
+    type,
+    systemIdentifier: '1',
+    pgVersionNum: 170000,
+    walSegmentSize: SEG,
+    timeline: Number.parseInt(walStart.slice(0, 8), 16),
+    startLsn: '0/1',
+    stopLsn: '0/2',
+    startTime: stopTime,
+    stopTime,
+    walStart,
+    walStop,
+    backupLabel: 'x',
+    directories: [],
+    links: [],
+    files,
+    sizeBytes: 0,
+    storedBytes: 0,
+    agentVersion: 'test',
   };
   await repo.writeManifest(m);
 }
@@ -53,8 +90,22 @@ beforeEach(async () => {
   repo = new Repository(new PosixDriver(root));
   await repo.ensureClusterInfo(C, { systemIdentifier: '1', pgVersionNum: 170000, walSegmentSize: SEG });
   // F1 (WAL 2..3) <- I1 (reads base/1 from F1; WAL 5..5); WAL 1..10 on timeline 1.
-  await backup('F1', 'full', seg(1, 2), seg(1, 3), [file('base/1', 'F1'), file('base/2', 'F1')], '2026-01-01T00:01:00Z');
-  await backup('I1', 'incr', seg(1, 5), seg(1, 5), [file('base/1', 'F1'), file('base/2', 'I1')], '2026-01-01T01:01:00Z');
+  await backup(
+    'F1',
+    'full',
+    seg(1, 2),
+    seg(1, 3),
+    [file('base/1', 'F1'), file('base/2', 'F1')],
+    '2026-01-01T00:01:00Z',
+  );
+  await backup(
+    'I1',
+    'incr',
+    seg(1, 5),
+    seg(1, 5),
+    [file('base/1', 'F1'), file('base/2', 'I1')],
+    '2026-01-01T01:01:00Z',
+  );
   for (let n = 1; n <= 10; n++) await wal(seg(1, n));
 });
 
@@ -63,18 +114,40 @@ describe('verify job', () => {
     const v = await verify();
     assert.deepEqual(v.problems, []);
     assert.equal(v.ok, true);
-    assert.deepEqual(v.backups.map((b) => [b.label, b.restorable, b.fromLsn, b.toLsn, b.toTimeline]), [['F1', true, '0/2', '0/B00000', 1], ['I1', true, '0/2', '0/B00000', 1]]);
+    assert.deepEqual(
+      v.backups.map((b) => [b.label, b.restorable, b.fromLsn, b.toLsn, b.toTimeline]),
+      [
+        ['F1', true, '0/2', '0/B00000', 1],
+        ['I1', true, '0/2', '0/B00000', 1],
+      ],
+    );
     assert.deepEqual(v.walNewest, [seg(1, 10)]);
     assert.equal(v.walSegmentsChecked, 10);
   });
 
   test('a reference to a missing backup, and one to a backup describing other bytes', async () => {
-    await backup('I2', 'incr', seg(1, 6), seg(1, 6), [file('base/1', 'F0'), file('base/2', 'F1', 'b'.repeat(64))], '2026-01-01T02:01:00Z');
+    await backup(
+      'I2',
+      'incr',
+      seg(1, 6),
+      seg(1, 6),
+      [file('base/1', 'F0'), file('base/2', 'F1', 'b'.repeat(64))],
+      '2026-01-01T02:01:00Z',
+    );
     const v = await verify();
     const refs = v.problems.filter((p) => p.kind === 'bad-reference').map((p) => [p.label, p.path]);
-    assert.deepEqual(refs, [['I2', 'base/1'], ['I2', 'base/2']]);
+    assert.deepEqual(refs, [
+      ['I2', 'base/1'],
+      ['I2', 'base/2'],
+    ]);
     // base/1 of F0 is not there at all; base/2 of F1 is there with other bytes.
-    assert.deepEqual(v.problems.filter((p) => p.kind !== 'bad-reference').map((p) => [p.kind, p.label, p.path]), [['missing-file', 'I2', 'base/1'], ['checksum-mismatch', 'I2', 'base/2']]);
+    assert.deepEqual(
+      v.problems.filter((p) => p.kind !== 'bad-reference').map((p) => [p.kind, p.label, p.path]),
+      [
+        ['missing-file', 'I2', 'base/1'],
+        ['checksum-mismatch', 'I2', 'base/2'],
+      ],
+    );
     const i2 = v.backups.find((b) => b.label === 'I2')!;
     assert.equal(i2.restorable, false);
     assert.match(i2.reasons.join('\n'), /bad reference: base\/1 reads from backup F0, which is not in the repository/);
@@ -85,26 +158,48 @@ describe('verify job', () => {
   test('a backup without a manifest is incomplete, not a fault; a corrupt manifest is', async () => {
     await repo.driver.put(repo.backupFileKey(C, 'F9', 'base/1', 'none'), DATA);
     let v = await verify();
-    assert.deepEqual(v.problems.map((p) => [p.kind, p.label]), [['incomplete-backup', 'F9']]);
+    assert.deepEqual(
+      v.problems.map((p) => [p.kind, p.label]),
+      [['incomplete-backup', 'F9']],
+    );
     assert.equal(v.ok, true);
     await repo.driver.put(`${C}/backup/F9/backup.manifest`, Buffer.from('{"format": 1, "label": "F9"'));
     v = await verify();
-    assert.deepEqual(v.problems.map((p) => [p.kind, p.label, p.key]), [['manifest-corrupt', 'F9', `${C}/backup/F9/backup.manifest`]]);
-    assert.deepEqual(v.backups.map((b) => [b.label, b.restorable]), [['F1', true], ['I1', true], ['F9', false]]);
-    assert.match(v.backups[2]!.reasons[0]!, /^manifest corrupt: manifest main\/backup\/F9\/backup.manifest is not valid JSON/);
+    assert.deepEqual(
+      v.problems.map((p) => [p.kind, p.label, p.key]),
+      [['manifest-corrupt', 'F9', `${C}/backup/F9/backup.manifest`]],
+    );
+    assert.deepEqual(
+      v.backups.map((b) => [b.label, b.restorable]),
+      [
+        ['F1', true],
+        ['I1', true],
+        ['F9', false],
+      ],
+    );
+    assert.match(
+      v.backups[2]!.reasons[0]!,
+      /^manifest corrupt: manifest main\/backup\/F9\/backup.manifest is not valid JSON/,
+    );
   });
 
-  test('a gap inside a backup\'s own WAL makes it unrestorable; after it, it ends the range', async () => {
+  test("a gap inside a backup's own WAL makes it unrestorable; after it, it ends the range", async () => {
     await repo.driver.delete([`${C}/wal/${seg(1, 3).slice(0, 16)}/${seg(1, 3)}-${'a'.repeat(64)}.zst`]);
     await repo.driver.delete([`${C}/wal/${seg(1, 7).slice(0, 16)}/${seg(1, 7)}-${'a'.repeat(64)}.zst`]);
     const v = await verify();
-    assert.deepEqual(v.problems.map((p) => [p.kind, p.lsnFrom, p.lsnTo, p.segments]), [
-      ['wal-gap', '0/300000', '0/400000', [seg(1, 3)]],
-      ['wal-gap', '0/700000', '0/800000', [seg(1, 7)]],
-    ]);
+    assert.deepEqual(
+      v.problems.map((p) => [p.kind, p.lsnFrom, p.lsnTo, p.segments]),
+      [
+        ['wal-gap', '0/300000', '0/400000', [seg(1, 3)]],
+        ['wal-gap', '0/700000', '0/800000', [seg(1, 7)]],
+      ],
+    );
     const [f1, i1] = v.backups;
     assert.equal(f1!.restorable, false);
-    assert.match(f1!.reasons[0]!, /WAL gap \[0\/300000, 0\/400000\) on timeline 1: segment 000000010000000000000003 missing, inside the WAL the backup needs/);
+    assert.match(
+      f1!.reasons[0]!,
+      /WAL gap \[0\/300000, 0\/400000\) on timeline 1: segment 000000010000000000000003 missing, inside the WAL the backup needs/,
+    );
     assert.equal(i1!.restorable, true);
     assert.equal(i1!.toLsn, '0/700000');
     assert.match(i1!.reasons[0]!, /^recovery stops at 0\/700000: WAL gap \[0\/700000, 0\/800000\)/);
@@ -113,7 +208,10 @@ describe('verify job', () => {
   test('an empty stored segment is named and breaks continuity', async () => {
     await wal(seg(1, 5), Buffer.alloc(0));
     const v = await verify();
-    assert.deepEqual(v.problems.map((p) => [p.kind, p.path]), [['wal-empty', seg(1, 5)]]);
+    assert.deepEqual(
+      v.problems.map((p) => [p.kind, p.path]),
+      [['wal-empty', seg(1, 5)]],
+    );
     assert.equal(v.backups[1]!.restorable, false);
     assert.equal(v.backups[0]!.restorable, true);
     assert.equal(v.backups[0]!.toLsn, '0/500000');
@@ -124,7 +222,13 @@ describe('verify job', () => {
     for (let n = 9; n <= 12; n++) await wal(seg(2, n));
     const v = await verify();
     assert.deepEqual(v.problems, []);
-    assert.deepEqual(v.backups.map((b) => [b.label, b.toLsn, b.toTimeline]), [['F1', '0/D00000', 2], ['I1', '0/D00000', 2]]);
+    assert.deepEqual(
+      v.backups.map((b) => [b.label, b.toLsn, b.toTimeline]),
+      [
+        ['F1', '0/D00000', 2],
+        ['I1', '0/D00000', 2],
+      ],
+    );
     assert.deepEqual(v.walNewest, [seg(1, 10), seg(2, 12)]);
   });
 });

@@ -22,8 +22,28 @@
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
-import { DEFAULT_WAL_SEGMENT_SIZE, Lsn, TimelineHistory, timelineHistoryName, timelineOfWalName, validateWalSegment, WAL_LONG_HEADER_SIZE, walFileKind, WalSegmentName } from '@pgfleet/pg';
-import { decompressor, HashingStream, parseManifest, readSmall, type ArchivedWal, type BackupKind, type BackupManifest, type Codec, type Repository } from '@pgfleet/storage';
+import {
+  DEFAULT_WAL_SEGMENT_SIZE,
+  Lsn,
+  TimelineHistory,
+  timelineHistoryName,
+  timelineOfWalName,
+  validateWalSegment,
+  WAL_LONG_HEADER_SIZE,
+  walFileKind,
+  WalSegmentName,
+} from '@pgfleet/pg';
+import {
+  decompressor,
+  HashingStream,
+  parseManifest,
+  readSmall,
+  type ArchivedWal,
+  type BackupKind,
+  type BackupManifest,
+  type Codec,
+  type Repository,
+} from '@pgfleet/storage';
 import type { ProgressSink } from './progress.js';
 import { lineageOf, timelinesWithStart } from './timelines.js';
 import { walContinuity, type TimelineBranch, type WalGap } from './wal-continuity.js';
@@ -115,7 +135,12 @@ const MAX_REASONS = 20;
 const MAX_GAP_NAMES = 256;
 
 /** Runs `fn` over `items`, at most `limit` at once, results in order. */
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>, signal?: AbortSignal): Promise<R[]> {
+async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+  signal?: AbortSignal,
+): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {
@@ -136,7 +161,8 @@ class Sink extends Writable {
     super({ highWaterMark: 1 << 20 });
   }
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.head.length < this.keep) this.head = Buffer.concat([this.head, chunk.subarray(0, this.keep - this.head.length)]);
+    if (this.head.length < this.keep)
+      this.head = Buffer.concat([this.head, chunk.subarray(0, this.keep - this.head.length)]);
     cb();
   }
 }
@@ -153,7 +179,13 @@ interface StreamCheck {
 }
 
 /** Hashes an object's stored bytes and, when `decode`, its decompressed content, in one read. */
-async function readAndHash(repo: Repository, key: string, codec: Codec, decode: boolean, keepHead = 0): Promise<StreamCheck> {
+async function readAndHash(
+  repo: Repository,
+  key: string,
+  codec: Codec,
+  decode: boolean,
+  keepHead = 0,
+): Promise<StreamCheck> {
   const stored = new HashingStream();
   if (!decode) {
     await pipeline(await repo.driver.get(key), stored, new Sink());
@@ -169,7 +201,13 @@ async function readAndHash(repo: Repository, key: string, codec: Codec, decode: 
     const again = await readAndHash(repo, key, codec, false);
     return { ...again, decodeError: (err as Error).message };
   }
-  return { storedBytes: stored.bytes, storedSha256: stored.sha256, contentBytes: content.bytes, contentSha256: content.sha256, head: sink.head };
+  return {
+    storedBytes: stored.bytes,
+    storedSha256: stored.sha256,
+    contentBytes: content.bytes,
+    contentSha256: content.sha256,
+    head: sink.head,
+  };
 }
 
 interface ObjectExpectation {
@@ -194,7 +232,8 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
   const problems: VerifyProblem[] = [];
   let filesDone = 0;
   let bytesDone = 0;
-  const report = (phase: string, message?: string) => o.progress?.({ phase, bytesDone, bytesTotal: 0, filesDone, filesTotal: 0, ...(message ? { message } : {}) });
+  const report = (phase: string, message?: string) =>
+    o.progress?.({ phase, bytesDone, bytesTotal: 0, filesDone, filesTotal: 0, ...(message ? { message } : {}) });
 
   const info = await repo.readClusterInfo(cluster);
   const segmentSize = info?.walSegmentSize || DEFAULT_WAL_SEGMENT_SIZE;
@@ -219,13 +258,24 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     const key = `${repo.backupPrefix(cluster, label)}/backup.manifest`;
     if (!stored.has(key)) {
       incomplete.push(label);
-      problems.push({ kind: 'incomplete-backup', label, path: '', key: `${repo.backupPrefix(cluster, label)}/`, message: `backup ${label} has no backup.manifest: it is incomplete (in progress, or failed) and is never restored` });
+      problems.push({
+        kind: 'incomplete-backup',
+        label,
+        path: '',
+        key: `${repo.backupPrefix(cluster, label)}/`,
+        message: `backup ${label} has no backup.manifest: it is incomplete (in progress, or failed) and is never restored`,
+      });
       continue;
     }
     try {
       const m = parseManifest((await readSmall(repo.driver, key)).toString('utf8'), key);
-      if (m.label !== label || m.cluster !== cluster) throw new PgfleetError('RepoManifestInvalid', `manifest ${key} describes backup ${m.label} of cluster ${m.cluster}`);
-      if (!m.files.every((f) => f && typeof f.path === 'string' && typeof f.backup === 'string')) throw new PgfleetError('RepoManifestInvalid', `manifest ${key} has file entries without path or backup`);
+      if (m.label !== label || m.cluster !== cluster)
+        throw new PgfleetError(
+          'RepoManifestInvalid',
+          `manifest ${key} describes backup ${m.label} of cluster ${m.cluster}`,
+        );
+      if (!m.files.every((f) => f && typeof f.path === 'string' && typeof f.backup === 'string'))
+        throw new PgfleetError('RepoManifestInvalid', `manifest ${key} has file entries without path or backup`);
       manifests.set(label, m);
     } catch (err) {
       const message = asPgfleetError(err).message;
@@ -244,24 +294,36 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
       p = (async (): Promise<ObjectFault | undefined> => {
         const have = stored.get(e.key);
         if (have === undefined) return { kind: 'missing-file', message: `${e.key} is missing from the repository` };
-        if (have !== e.storedSize) return { kind: 'size-mismatch', message: `${e.key} has ${have} stored bytes, the manifest says ${e.storedSize}` };
+        if (have !== e.storedSize)
+          return {
+            kind: 'size-mismatch',
+            message: `${e.key} has ${have} stored bytes, the manifest says ${e.storedSize}`,
+          };
         let r: StreamCheck;
         try {
           r = await readAndHash(repo, e.key, e.codec, full);
         } catch (err) {
-          if (PgfleetError.is(err, 'RepoFileMissing')) return { kind: 'missing-file', message: `${e.key} is missing from the repository` };
+          if (PgfleetError.is(err, 'RepoFileMissing'))
+            return { kind: 'missing-file', message: `${e.key} is missing from the repository` };
           return { kind: 'unreadable', message: `${e.key} cannot be read: ${(err as Error).message}` };
         } finally {
           filesDone++;
           bytesDone += e.storedSize;
         }
         if (r.storedSha256 !== e.storedSha256 || r.storedBytes !== e.storedSize) {
-          return { kind: 'checksum-mismatch', message: `${e.key}: stored bytes have sha256 ${short(r.storedSha256)}.. (${r.storedBytes} bytes), the manifest says ${short(e.storedSha256)}.. (${e.storedSize} bytes)` };
+          return {
+            kind: 'checksum-mismatch',
+            message: `${e.key}: stored bytes have sha256 ${short(r.storedSha256)}.. (${r.storedBytes} bytes), the manifest says ${short(e.storedSha256)}.. (${e.storedSize} bytes)`,
+          };
         }
         if (full) {
-          if (r.decodeError !== undefined) return { kind: 'unreadable', message: `${e.key} cannot be decompressed (${e.codec}): ${r.decodeError}` };
+          if (r.decodeError !== undefined)
+            return { kind: 'unreadable', message: `${e.key} cannot be decompressed (${e.codec}): ${r.decodeError}` };
           if (r.contentSha256 !== e.sha256 || r.contentBytes !== e.size) {
-            return { kind: 'checksum-mismatch', message: `${e.key}: content has sha256 ${short(r.contentSha256 ?? '')}.. (${r.contentBytes} bytes), the manifest says ${short(e.sha256)}.. (${e.size} bytes)` };
+            return {
+              kind: 'checksum-mismatch',
+              message: `${e.key}: content has sha256 ${short(r.contentSha256 ?? '')}.. (${r.contentBytes} bytes), the manifest says ${short(e.sha256)}.. (${e.size} bytes)`,
+            };
           }
         }
         return undefined;
@@ -276,7 +338,18 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     o.signal?.throwIfAborted();
     report('backups', m.label);
     const reasons: string[] = [];
-    const v: BackupVerdict = { label: m.label, type: m.type, restorable: false, fromLsn: m.stopLsn, fromTime: new Date(m.stopTime), toLsn: '', toTimeline: 0, reasons, filesChecked: 0, bytesChecked: 0 };
+    const v: BackupVerdict = {
+      label: m.label,
+      type: m.type,
+      restorable: false,
+      fromLsn: m.stopLsn,
+      fromTime: new Date(m.stopTime),
+      toLsn: '',
+      toTimeline: 0,
+      reasons,
+      filesChecked: 0,
+      bytesChecked: 0,
+    };
     verdicts.set(m.label, v);
     const faults: string[] = [];
     const fault = (p: VerifyProblem, reason: string) => {
@@ -288,21 +361,69 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
       if (f.backup === m.label) continue;
       const ref = manifests.get(f.backup);
       if (!ref) {
-        const why = corrupt.has(f.backup) ? 'whose manifest is corrupt' : incomplete.includes(f.backup) ? 'which is incomplete' : 'which is not in the repository';
-        fault({ kind: 'bad-reference', label: m.label, path: f.path, key: '', message: `${f.path} reads its bytes from backup ${f.backup}, ${why}` }, `bad reference: ${f.path} reads from backup ${f.backup}, ${why}`);
+        const why = corrupt.has(f.backup)
+          ? 'whose manifest is corrupt'
+          : incomplete.includes(f.backup)
+            ? 'which is incomplete'
+            : 'which is not in the repository';
+        fault(
+          {
+            kind: 'bad-reference',
+            label: m.label,
+            path: f.path,
+            key: '',
+            message: `${f.path} reads its bytes from backup ${f.backup}, ${why}`,
+          },
+          `bad reference: ${f.path} reads from backup ${f.backup}, ${why}`,
+        );
         continue;
       }
       const there = ref.files.find((r) => r.path === f.path && r.backup === f.backup);
-      if (!there || there.storedSha256 !== f.storedSha256 || there.sha256 !== f.sha256 || there.storedSize !== f.storedSize) {
-        fault({ kind: 'bad-reference', label: m.label, path: f.path, key: '', message: `${f.path} reads its bytes from backup ${f.backup}, whose manifest ${there ? 'describes different bytes' : 'has no such file'}` }, `bad reference: ${f.path} in backup ${f.backup} ${there ? 'differs' : 'does not exist'}`);
+      if (
+        !there ||
+        there.storedSha256 !== f.storedSha256 ||
+        there.sha256 !== f.sha256 ||
+        there.storedSize !== f.storedSize
+      ) {
+        fault(
+          {
+            kind: 'bad-reference',
+            label: m.label,
+            path: f.path,
+            key: '',
+            message: `${f.path} reads its bytes from backup ${f.backup}, whose manifest ${there ? 'describes different bytes' : 'has no such file'}`,
+          },
+          `bad reference: ${f.path} in backup ${f.backup} ${there ? 'differs' : 'does not exist'}`,
+        );
       }
     }
     const expectations: { path: string; e: ObjectExpectation }[] = [];
     for (const f of m.files) {
       if (f.chunks && f.chunks.length > 0) {
-        for (const c of f.chunks) expectations.push({ path: `${f.path} (chunk at ${c.offset})`, e: { key: c.key, codec: f.codec, size: c.size, sha256: c.sha256, storedSize: c.storedSize, storedSha256: c.storedSha256 } });
+        for (const c of f.chunks)
+          expectations.push({
+            path: `${f.path} (chunk at ${c.offset})`,
+            e: {
+              key: c.key,
+              codec: f.codec,
+              size: c.size,
+              sha256: c.sha256,
+              storedSize: c.storedSize,
+              storedSha256: c.storedSha256,
+            },
+          });
       } else {
-        expectations.push({ path: f.path, e: { key: repo.backupFileKey(cluster, f.backup, f.path, f.codec), codec: f.codec, size: f.size, sha256: f.sha256, storedSize: f.storedSize, storedSha256: f.storedSha256 } });
+        expectations.push({
+          path: f.path,
+          e: {
+            key: repo.backupFileKey(cluster, f.backup, f.path, f.codec),
+            codec: f.codec,
+            size: f.size,
+            sha256: f.sha256,
+            storedSize: f.storedSize,
+            storedSha256: f.storedSha256,
+          },
+        });
       }
     }
     const results = await mapLimit(expectations, concurrency, (x) => checkObject(x.e), o.signal);
@@ -311,7 +432,14 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
       v.filesChecked++;
       v.bytesChecked += full ? e.size : e.storedSize;
       if (!r) return;
-      const what = r.kind === 'missing-file' ? 'missing file' : r.kind === 'size-mismatch' ? 'size mismatch in' : r.kind === 'checksum-mismatch' ? 'checksum mismatch in' : 'unreadable file';
+      const what =
+        r.kind === 'missing-file'
+          ? 'missing file'
+          : r.kind === 'size-mismatch'
+            ? 'size mismatch in'
+            : r.kind === 'checksum-mismatch'
+              ? 'checksum mismatch in'
+              : 'unreadable file';
       fault({ kind: r.kind, label: m.label, path, key: e.key, message: r.message }, `${what} ${path} (${e.key})`);
     });
     reasons.push(...faults);
@@ -339,54 +467,103 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     const base = { label: '', path: w.name, key: w.key };
     try {
       const text = await repo.readWalFile(cluster, w.name);
-      if (text !== undefined) histories.set(timelineOfWalName(w.name), TimelineHistory.parse(timelineOfWalName(w.name), text.toString('utf8')));
+      if (text !== undefined)
+        histories.set(
+          timelineOfWalName(w.name),
+          TimelineHistory.parse(timelineOfWalName(w.name), text.toString('utf8')),
+        );
     } catch (err) {
-      badHistories.set(w.name, { kind: 'wal-corrupt', ...base, message: `timeline history ${w.name} cannot be used: ${(err as Error).message} (${w.key})` });
+      badHistories.set(w.name, {
+        kind: 'wal-corrupt',
+        ...base,
+        message: `timeline history ${w.name} cannot be used: ${(err as Error).message} (${w.key})`,
+      });
     }
   }
   for (const [tli, h] of histories) {
     const parent = h.parent === undefined ? undefined : histories.get(h.parent);
     if (parent && !h.extends(parent)) {
       const name = timelineHistoryName(tli);
-      badHistories.set(name, { kind: 'timeline-conflict', label: '', path: name, key: '', message: `timeline ${tli}'s history does not extend timeline ${h.parent}'s: it comes from another lineage; restores choose their timeline from the backups' own lineage and ignore it` });
+      badHistories.set(name, {
+        kind: 'timeline-conflict',
+        label: '',
+        path: name,
+        key: '',
+        message: `timeline ${tli}'s history does not extend timeline ${h.parent}'s: it comes from another lineage; restores choose their timeline from the backups' own lineage and ignore it`,
+      });
       histories.delete(tli);
     }
   }
-  const branches = new Map<number, TimelineBranch>([...histories].map(([tli, h]) => [tli, { parent: h.parent!, switchLsn: h.startLsn }]));
+  const branches = new Map<number, TimelineBranch>(
+    [...histories].map(([tli, h]) => [tli, { parent: h.parent!, switchLsn: h.startLsn }]),
+  );
   // Continuity follows the cluster's live lineage when the controller knows it, like restores do.
   const liveLineage = o.currentTimeline ? lineageOf(o.currentTimeline, histories.get(o.currentTimeline)) : undefined;
 
   const walProblem = async (w: ArchivedWal): Promise<VerifyProblem | undefined> => {
     const isSegment = walFileKind(w.name) === 'segment';
     const base = { label: '', path: w.name, key: w.key };
-    if (w.storedSize === 0) return { kind: 'wal-empty', ...base, message: `WAL file ${w.name} is stored as 0 bytes (${w.key})` };
+    if (w.storedSize === 0)
+      return { kind: 'wal-empty', ...base, message: `WAL file ${w.name} is stored as 0 bytes (${w.key})` };
     if (isSegment && w.codec === 'none' && w.storedSize !== segmentSize) {
-      return { kind: 'wal-truncated', ...base, message: `WAL segment ${w.name} is stored as ${w.storedSize} bytes, a segment has ${segmentSize} (${w.key})` };
+      return {
+        kind: 'wal-truncated',
+        ...base,
+        message: `WAL segment ${w.name} is stored as ${w.storedSize} bytes, a segment has ${segmentSize} (${w.key})`,
+      };
     }
     if (!full) return undefined;
     let r: StreamCheck;
     try {
       r = await readAndHash(repo, w.key, w.codec, true, WAL_LONG_HEADER_SIZE);
     } catch (err) {
-      return { kind: 'wal-corrupt', ...base, message: `WAL file ${w.name} cannot be read: ${(err as Error).message} (${w.key})` };
+      return {
+        kind: 'wal-corrupt',
+        ...base,
+        message: `WAL file ${w.name} cannot be read: ${(err as Error).message} (${w.key})`,
+      };
     } finally {
       filesDone++;
       bytesDone += w.storedSize;
     }
-    if (r.decodeError !== undefined) return { kind: 'wal-corrupt', ...base, message: `WAL file ${w.name} cannot be decompressed (${w.codec}): ${r.decodeError} (${w.key})` };
-    if (isSegment && r.contentBytes === 0) return { kind: 'wal-empty', ...base, message: `WAL segment ${w.name} decompresses to 0 bytes (${w.key})` };
+    if (r.decodeError !== undefined)
+      return {
+        kind: 'wal-corrupt',
+        ...base,
+        message: `WAL file ${w.name} cannot be decompressed (${w.codec}): ${r.decodeError} (${w.key})`,
+      };
+    if (isSegment && r.contentBytes === 0)
+      return { kind: 'wal-empty', ...base, message: `WAL segment ${w.name} decompresses to 0 bytes (${w.key})` };
     if (isSegment && r.contentBytes !== segmentSize) {
-      return { kind: 'wal-truncated', ...base, message: `WAL segment ${w.name} decompresses to ${r.contentBytes} bytes, a segment has ${segmentSize} (${w.key})` };
+      return {
+        kind: 'wal-truncated',
+        ...base,
+        message: `WAL segment ${w.name} decompresses to ${r.contentBytes} bytes, a segment has ${segmentSize} (${w.key})`,
+      };
     }
     if (r.contentSha256 !== w.sha256) {
-      return { kind: 'wal-corrupt', ...base, message: `WAL file ${w.name} has content sha256 ${short(r.contentSha256 ?? '')}.., its name says ${short(w.sha256)}.. (${w.key})` };
+      return {
+        kind: 'wal-corrupt',
+        ...base,
+        message: `WAL file ${w.name} has content sha256 ${short(r.contentSha256 ?? '')}.., its name says ${short(w.sha256)}.. (${w.key})`,
+      };
     }
     if (isSegment) {
       try {
-        validateWalSegment(w.name, r.head ?? Buffer.alloc(0), r.contentBytes ?? 0, info?.systemIdentifier, histories.get(timelineOfWalName(w.name)));
+        validateWalSegment(
+          w.name,
+          r.head ?? Buffer.alloc(0),
+          r.contentBytes ?? 0,
+          info?.systemIdentifier,
+          histories.get(timelineOfWalName(w.name)),
+        );
       } catch (err) {
         const e = asPgfleetError(err);
-        return { kind: e.errorName === 'WalFileEmpty' ? 'wal-truncated' : 'wal-foreign', ...base, message: `${e.message} (${w.key})` };
+        return {
+          kind: e.errorName === 'WalFileEmpty' ? 'wal-truncated' : 'wal-foreign',
+          ...base,
+          message: `${e.message} (${w.key})`,
+        };
       }
     }
     return undefined;
@@ -417,7 +594,10 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
   // ---- continuity and verdicts ------------------------------------------------------------
   const gapSeen = new Set<string>();
   const describeGap = (g: WalGap) => {
-    const names = g.segments.length === 1 ? `segment ${g.segments[0]}` : `segments ${g.segments[0]} .. ${g.segments[g.segments.length - 1]} (${g.segments.length})`;
+    const names =
+      g.segments.length === 1
+        ? `segment ${g.segments[0]}`
+        : `segments ${g.segments[0]} .. ${g.segments[g.segments.length - 1]} (${g.segments.length})`;
     return `WAL gap [${g.fromLsn}, ${g.toLsn}) on timeline ${g.timeline}: ${names} missing`;
   };
   for (const m of ordered) {
@@ -431,17 +611,38 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
       walStartOk = false;
     }
     if (!walStartOk) {
-      problems.push({ kind: 'manifest-corrupt', label: m.label, path: 'backup.manifest', key: `${repo.backupPrefix(cluster, m.label)}/backup.manifest`, message: `manifest of ${m.label} has invalid WAL positions (${m.walStart}, ${m.walStop}, ${m.stopLsn})` });
+      problems.push({
+        kind: 'manifest-corrupt',
+        label: m.label,
+        path: 'backup.manifest',
+        key: `${repo.backupPrefix(cluster, m.label)}/backup.manifest`,
+        message: `manifest of ${m.label} has invalid WAL positions (${m.walStart}, ${m.walStop}, ${m.stopLsn})`,
+      });
       v.reasons.push('manifest corrupt: invalid WAL positions');
       continue;
     }
-    const c = walContinuity({ segmentSize, start: m.walStart, requiredThrough: m.walStop, present: goodSegments, bad: badSegments, branches, ...(liveLineage ? { only: liveLineage } : {}) });
+    const c = walContinuity({
+      segmentSize,
+      start: m.walStart,
+      requiredThrough: m.walStop,
+      present: goodSegments,
+      bad: badSegments,
+      branches,
+      ...(liveLineage ? { only: liveLineage } : {}),
+    });
     for (const g of c.gaps) {
       const id = `${g.timeline}/${g.toLsn}`;
       if (gapSeen.has(id)) continue;
       gapSeen.add(id);
       problems.push({
-        kind: 'wal-gap', label: '', path: g.segments[0]!, key: '', timeline: g.timeline, lsnFrom: g.fromLsn, lsnTo: g.toLsn, segments: g.segments.slice(0, MAX_GAP_NAMES),
+        kind: 'wal-gap',
+        label: '',
+        path: g.segments[0]!,
+        key: '',
+        timeline: g.timeline,
+        lsnFrom: g.fromLsn,
+        lsnTo: g.toLsn,
+        segments: g.segments.slice(0, MAX_GAP_NAMES),
         message: describeGap(g),
       });
     }
@@ -449,7 +650,8 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     v.toTimeline = c.continuousTo.timeline;
     const stop = WalSegmentName.parse(m.walStop, segmentSize);
     const brk = c.firstBreak === undefined ? undefined : WalSegmentName.parse(c.firstBreak, segmentSize);
-    const consistencyBroken = brk !== undefined && brk.timeline === stop.timeline && brk.segmentNumber <= stop.segmentNumber;
+    const consistencyBroken =
+      brk !== undefined && brk.timeline === stop.timeline && brk.segmentNumber <= stop.segmentNumber;
     const gapAt = (name: string) => c.gaps.find((g) => g.segments.includes(name));
     const describeBreak = (name: string) => {
       const g = gapAt(name);
@@ -458,7 +660,9 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
       return `WAL segment ${name} is unusable (${p?.kind ?? 'bad'}): ${p?.message ?? ''}`;
     };
     if (consistencyBroken) {
-      v.reasons.push(`${describeBreak(c.firstBreak!)}, inside the WAL the backup needs to become consistent (${m.walStart} .. ${m.walStop})`);
+      v.reasons.push(
+        `${describeBreak(c.firstBreak!)}, inside the WAL the backup needs to become consistent (${m.walStart} .. ${m.walStop})`,
+      );
     } else if (c.firstBreak !== undefined) {
       v.reasons.push(`recovery stops at ${c.continuousTo.lsn}: ${describeBreak(c.firstBreak)}`);
     }
@@ -467,12 +671,24 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
       v.toLsn = '';
       v.toTimeline = 0;
     }
-    if (v.reasons.length > MAX_REASONS) v.reasons.splice(MAX_REASONS, v.reasons.length - MAX_REASONS, `... and ${v.reasons.length - MAX_REASONS} more`);
+    if (v.reasons.length > MAX_REASONS)
+      v.reasons.splice(MAX_REASONS, v.reasons.length - MAX_REASONS, `... and ${v.reasons.length - MAX_REASONS} more`);
   }
 
   const backups: BackupVerdict[] = [
     ...ordered.map((m) => verdicts.get(m.label)!),
-    ...[...corrupt.entries()].map(([label, reason]) => ({ label, type: undefined, restorable: false, fromLsn: '', fromTime: undefined, toLsn: '', toTimeline: 0, reasons: [reason], filesChecked: 0, bytesChecked: 0 })),
+    ...[...corrupt.entries()].map(([label, reason]) => ({
+      label,
+      type: undefined,
+      restorable: false,
+      fromLsn: '',
+      fromTime: undefined,
+      toLsn: '',
+      toTimeline: 0,
+      reasons: [reason],
+      filesChecked: 0,
+      bytesChecked: 0,
+    })),
   ];
   const ok = backups.every((b) => b.restorable) && problems.every((p) => p.kind === 'incomplete-backup');
   const timelines = await summarizeTimelines(repo, cluster, histories, newest, segmentSize, liveLineage);
@@ -485,7 +701,16 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     ok,
     timelines,
   };
-  log.info({ full, backups: backups.length, restorable: backups.filter((b) => b.restorable).length, problems: problems.length, ok }, 'verify finished');
+  log.info(
+    {
+      full,
+      backups: backups.length,
+      restorable: backups.filter((b) => b.restorable).length,
+      problems: problems.length,
+      ok,
+    },
+    'verify finished',
+  );
   report('done');
   return outcome;
 }

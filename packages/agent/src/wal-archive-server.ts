@@ -20,7 +20,14 @@ import type { Codec, Repository } from '@pgfleet/storage';
 import { AGENT_PROGRAM, repositoriesFromOptions, repositoryIdentity } from './options.js';
 import { archiveWalFile, type ArchivedFile } from './wal.js';
 import { WalNameLock } from './wal-name-lock.js';
-import { encodeFrame, FrameDecoder, FrameError, isWalPushRequest, type DaemonReply, type WalPushRequest } from './wal-socket.js';
+import {
+  encodeFrame,
+  FrameDecoder,
+  FrameError,
+  isWalPushRequest,
+  type DaemonReply,
+  type WalPushRequest,
+} from './wal-socket.js';
 
 export interface WalArchiveServerOptions {
   socketPath: string;
@@ -114,7 +121,11 @@ export class WalArchiveServer {
   private async removeStaleSocket(path: string): Promise<void> {
     const st = await lstat(path).catch(() => undefined);
     if (!st) return;
-    if (!st.isSocket()) throw new PgfleetError('InvalidConfig', `--socket ${path} exists and is not a socket; remove it or choose another path`);
+    if (!st.isSocket())
+      throw new PgfleetError(
+        'InvalidConfig',
+        `--socket ${path} exists and is not a socket; remove it or choose another path`,
+      );
     const alive = await new Promise<boolean>((r) => {
       const c = connect(path);
       c.once('connect', () => {
@@ -123,7 +134,11 @@ export class WalArchiveServer {
       });
       c.once('error', () => r(false));
     });
-    if (alive) throw new PgfleetError('InvalidConfig', `another agent daemon already listens on ${path}; stop it or set --socket`);
+    if (alive)
+      throw new PgfleetError(
+        'InvalidConfig',
+        `another agent daemon already listens on ${path}; stop it or set --socket`,
+      );
     await rm(path, { force: true });
   }
 
@@ -149,7 +164,10 @@ export class WalArchiveServer {
       if (m === undefined) return;
       handled = true;
       if (!isWalPushRequest(m)) {
-        const e = new PgfleetError('InvalidArgument', 'unsupported request on the WAL socket (is wal-push from another pgfleet version?)');
+        const e = new PgfleetError(
+          'InvalidArgument',
+          'unsupported request on the WAL socket (is wal-push from another pgfleet version?)',
+        );
         reply({ ok: false, code: e.code, message: e.message, hint: e.hint });
         return;
       }
@@ -167,7 +185,11 @@ export class WalArchiveServer {
       try {
         const parsed = parseCommandLineWith(AGENT_PROGRAM, ['wal-push', ...req.args], req.env ?? {}, null);
         const specs = repositoriesFromOptions(parsed.options);
-        req = { ...req, cluster: parsed.options.cluster as string | undefined, repoPath: specs.length > 0 ? repositoryIdentity(specs) : undefined };
+        req = {
+          ...req,
+          cluster: parsed.options.cluster as string | undefined,
+          repoPath: specs.length > 0 ? repositoryIdentity(specs) : undefined,
+        };
       } catch (err) {
         // wal-push reports its own bad arguments, with their exit code, when it parses them itself.
         const e = asPgfleetError(err);
@@ -179,7 +201,10 @@ export class WalArchiveServer {
     const otherCluster = req.cluster !== undefined && req.cluster !== this.o.cluster;
     const otherRepo = req.repoPath !== undefined && this.o.repoPath !== undefined && req.repoPath !== this.o.repoPath;
     if (otherCluster || otherRepo) {
-      const e = new PgfleetError('InvalidConfig', `wal-push names cluster '${req.cluster ?? this.o.cluster}' in ${req.repoPath ?? this.o.repoPath}, the agent daemon on ${this.o.socketPath} serves '${this.o.cluster}' in ${this.o.repoPath ?? this.o.repo.location}; archiving directly`);
+      const e = new PgfleetError(
+        'InvalidConfig',
+        `wal-push names cluster '${req.cluster ?? this.o.cluster}' in ${req.repoPath ?? this.o.repoPath}, the agent daemon on ${this.o.socketPath} serves '${this.o.cluster}' in ${this.o.repoPath ?? this.o.repo.location}; archiving directly`,
+      );
       this.o.log.warn({ wal: name, code: e.code, via: 'socket' }, e.message);
       return { ok: false, code: e.code, message: e.message, hint: e.hint, direct: true };
     }
@@ -188,11 +213,17 @@ export class WalArchiveServer {
       const ours = dirname(req.path) === this.walDir;
       if (ours) this.scheduleAhead(name);
       const out = await this.push(req.path, ours);
-      this.o.log.info({ wal: name, result: out.result, ms: Date.now() - started, via: 'socket' }, out.result === 'stored' ? 'archived WAL file' : 'WAL file already archived with the same content');
+      this.o.log.info(
+        { wal: name, result: out.result, ms: Date.now() - started, via: 'socket' },
+        out.result === 'stored' ? 'archived WAL file' : 'WAL file already archived with the same content',
+      );
       return { ok: true, result: out.result };
     } catch (err) {
       const e = asPgfleetError(err);
-      this.o.log.warn({ wal: name, code: e.code, err: e.message, via: 'socket' }, 'refused WAL file; PostgreSQL will retry');
+      this.o.log.warn(
+        { wal: name, code: e.code, err: e.message, via: 'socket' },
+        'refused WAL file; PostgreSQL will retry',
+      );
       return { ok: false, code: e.code, message: e.message, hint: e.hint };
     }
   }
@@ -208,7 +239,9 @@ export class WalArchiveServer {
       if (st && known && known.ino === st.ino && known.size === st.size && known.mtimeMs === st.mtimeMs) {
         return { name, result: 'exists', sha256: known.sha256 };
       }
-      const out = await this.lock.run(name, () => archiveWalFile(path, this.o.repo, this.o.cluster, this.o.codec, ours ? this.o.systemIdentifier : undefined));
+      const out = await this.lock.run(name, () =>
+        archiveWalFile(path, this.o.repo, this.o.cluster, this.o.codec, ours ? this.o.systemIdentifier : undefined),
+      );
       if (st) this.remember(name, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, sha256: out.sha256 });
       if (out.result === 'stored') this.o.onStored?.(name, st?.size ?? 0);
       return out;
@@ -246,7 +279,10 @@ export class WalArchiveServer {
             (err: unknown) => {
               // Not fatal: archive_command asks for this file later and gets the error itself.
               const e = asPgfleetError(err);
-              this.o.log.debug({ wal: name, code: e.code, err: e.message }, 'push-ahead failed; archive_command will retry');
+              this.o.log.debug(
+                { wal: name, code: e.code, err: e.message },
+                'push-ahead failed; archive_command will retry',
+              );
             },
           )
           .finally(() => {

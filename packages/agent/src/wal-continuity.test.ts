@@ -5,13 +5,20 @@ import { describe, test } from 'node:test';
 import { walContinuity, type TimelineBranch } from './wal-continuity.js';
 
 const SEG = 16 * 1024 * 1024;
-const seg = (tli: number, n: number) => `${tli.toString(16).toUpperCase().padStart(8, '0')}00000000${n.toString(16).toUpperCase().padStart(8, '0')}`;
+const seg = (tli: number, n: number) =>
+  `${tli.toString(16).toUpperCase().padStart(8, '0')}00000000${n.toString(16).toUpperCase().padStart(8, '0')}`;
 const names = (tli: number, ...ns: number[]) => ns.map((n) => seg(tli, n));
 const noBranches = new Map<number, TimelineBranch>();
 
 describe('walContinuity', () => {
   test('continuous WAL runs to the end of the newest segment', () => {
-    const r = walContinuity({ segmentSize: SEG, start: seg(1, 2), requiredThrough: seg(1, 3), present: new Set(names(1, 1, 2, 3, 4, 5)), branches: noBranches });
+    const r = walContinuity({
+      segmentSize: SEG,
+      start: seg(1, 2),
+      requiredThrough: seg(1, 3),
+      present: new Set(names(1, 1, 2, 3, 4, 5)),
+      branches: noBranches,
+    });
     assert.deepEqual(r.gaps, []);
     assert.equal(r.firstBreak, undefined);
     assert.deepEqual(r.continuousTo, { timeline: 1, lsn: '0/6000000' });
@@ -20,7 +27,12 @@ describe('walContinuity', () => {
   });
 
   test('a missing segment in the middle is a gap [from, to) and ends continuity', () => {
-    const r = walContinuity({ segmentSize: SEG, start: seg(1, 2), present: new Set(names(1, 2, 3, 5, 6, 9)), branches: noBranches });
+    const r = walContinuity({
+      segmentSize: SEG,
+      start: seg(1, 2),
+      present: new Set(names(1, 2, 3, 5, 6, 9)),
+      branches: noBranches,
+    });
     assert.deepEqual(r.gaps, [
       { timeline: 1, fromLsn: '0/4000000', toLsn: '0/5000000', segments: [seg(1, 4)] },
       { timeline: 1, fromLsn: '0/7000000', toLsn: '0/9000000', segments: [seg(1, 7), seg(1, 8)] },
@@ -30,18 +42,37 @@ describe('walContinuity', () => {
   });
 
   test('a missing first segment: continuity ends where it starts', () => {
-    const r = walContinuity({ segmentSize: SEG, start: seg(1, 2), present: new Set(names(1, 3)), branches: noBranches });
+    const r = walContinuity({
+      segmentSize: SEG,
+      start: seg(1, 2),
+      present: new Set(names(1, 3)),
+      branches: noBranches,
+    });
     assert.deepEqual(r.gaps, [{ timeline: 1, fromLsn: '0/2000000', toLsn: '0/3000000', segments: [seg(1, 2)] }]);
     assert.deepEqual(r.continuousTo, { timeline: 1, lsn: '0/2000000' });
   });
 
   test('segments the backup needs are gaps even when nothing newer is archived', () => {
-    const r = walContinuity({ segmentSize: SEG, start: seg(1, 2), requiredThrough: seg(1, 4), present: new Set(names(1, 2)), branches: noBranches });
-    assert.deepEqual(r.gaps, [{ timeline: 1, fromLsn: '0/3000000', toLsn: '0/5000000', segments: [seg(1, 3), seg(1, 4)] }]);
+    const r = walContinuity({
+      segmentSize: SEG,
+      start: seg(1, 2),
+      requiredThrough: seg(1, 4),
+      present: new Set(names(1, 2)),
+      branches: noBranches,
+    });
+    assert.deepEqual(r.gaps, [
+      { timeline: 1, fromLsn: '0/3000000', toLsn: '0/5000000', segments: [seg(1, 3), seg(1, 4)] },
+    ]);
   });
 
   test('an unusable segment ends continuity without being a gap', () => {
-    const r = walContinuity({ segmentSize: SEG, start: seg(1, 2), present: new Set(names(1, 2, 4)), bad: new Set(names(1, 3)), branches: noBranches });
+    const r = walContinuity({
+      segmentSize: SEG,
+      start: seg(1, 2),
+      present: new Set(names(1, 2, 4)),
+      bad: new Set(names(1, 3)),
+      branches: noBranches,
+    });
     assert.deepEqual(r.gaps, []);
     assert.deepEqual(r.badSegments, [seg(1, 3)]);
     assert.equal(r.firstBreak, seg(1, 3));
@@ -90,9 +121,12 @@ describe('walContinuity', () => {
     const fork = '00000003000000000000000A';
     const branches = new Map<number, TimelineBranch>([[3, { parent: 1, switchLsn: 0xa000000n }]]);
     const present = new Set([a, '00000001000000000000000A', fork, '00000003000000000000000B']);
-    assert.equal(walContinuity({ segmentSize: SEG, start: a, present, branches }).end.timeline, 3, 'unrestricted: the newest child');
+    assert.equal(
+      walContinuity({ segmentSize: SEG, start: a, present, branches }).end.timeline,
+      3,
+      'unrestricted: the newest child',
+    );
     const live = walContinuity({ segmentSize: SEG, start: a, present, branches, only: new Set([1]) });
     assert.deepEqual([live.end, live.gaps], [{ timeline: 1, segment: '00000001000000000000000A' }, []]);
   });
 });
-

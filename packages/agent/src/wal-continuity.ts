@@ -78,7 +78,9 @@ export function walContinuity(input: ContinuityInput): ContinuityResult {
   const bad = input.bad ?? new Set<string>();
   const newest = newestPerTimeline([...input.present, ...bad], size);
   const startSeg = WalSegmentName.parse(input.start, size);
-  const required = input.requiredThrough ? WalSegmentName.parse(input.requiredThrough, size).segmentNumber : startSeg.segmentNumber;
+  const required = input.requiredThrough
+    ? WalSegmentName.parse(input.requiredThrough, size).segmentNumber
+    : startSeg.segmentNumber;
   const lsnOf = (n: bigint) => Lsn.fromBigInt(n * BigInt(size)).toString();
 
   let tli = startSeg.timeline;
@@ -108,7 +110,12 @@ export function walContinuity(input: ContinuityInput): ContinuityResult {
       if (tli === startSeg.timeline && last < required) last = required;
       if (last < pos) last = pos;
     }
-    if (last >= pos) stretches.push({ timeline: tli, first: new WalSegmentName(tli, pos, size).toString(), last: new WalSegmentName(tli, last, size).toString() });
+    if (last >= pos)
+      stretches.push({
+        timeline: tli,
+        first: new WalSegmentName(tli, pos, size).toString(),
+        last: new WalSegmentName(tli, last, size).toString(),
+      });
     let run: WalGap | undefined;
     for (let n = pos; n <= last; n++) {
       const name = new WalSegmentName(tli, n, size).toString();
@@ -134,7 +141,8 @@ export function walContinuity(input: ContinuityInput): ContinuityResult {
     }
     if (!child) break;
     // The new timeline starts with the segment holding the switch point.
-    if (firstBreak === undefined) continuousTo = { timeline: child.timeline, lsn: lsnOf(child.switchSeg > pos ? child.switchSeg : pos) };
+    if (firstBreak === undefined)
+      continuousTo = { timeline: child.timeline, lsn: lsnOf(child.switchSeg > pos ? child.switchSeg : pos) };
     pos = child.switchSeg > pos ? child.switchSeg : pos;
     tli = child.timeline;
   }

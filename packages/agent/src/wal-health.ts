@@ -65,7 +65,8 @@ export class StreamLag {
       return { bytes: 0n, seconds: 0 };
     }
     // Samples are kept only while the stream is behind them; the oldest decides, so a full list stops growing.
-    if (this.behind.length < 10_000 && (this.behind.at(-1)?.lsn ?? -1n) < current) this.behind.push({ at: now, lsn: current });
+    if (this.behind.length < 10_000 && (this.behind.at(-1)?.lsn ?? -1n) < current)
+      this.behind.push({ at: now, lsn: current });
     return { bytes: current - streamed, seconds: Math.max(0, (now - this.behind[0]!.at) / 1000) };
   }
 }
@@ -89,7 +90,8 @@ interface SlotRow {
   pg_wal_bytes?: string | null;
 }
 
-const parseLsn = (text: string | undefined): bigint | undefined => (text && Lsn.isValid(text) ? Lsn.parse(text).value : undefined);
+const parseLsn = (text: string | undefined): bigint | undefined =>
+  text && Lsn.isValid(text) ? Lsn.parse(text).value : undefined;
 
 export class WalHealthCollector {
   /** False once pg_ls_waldir() was refused: pg_wal is then measured on the filesystem. */
@@ -123,7 +125,10 @@ export class WalHealthCollector {
   private async read(client: PgClient, currentLsn: string): Promise<WalHealthInit> {
     const now = (this.o.now ?? Date.now)();
     const walDir = join(this.o.pgdata, 'pg_wal');
-    const [row, fs] = await Promise.all([this.query(client, currentLsn), statfs(walDir, { bigint: true }).catch(() => undefined)]);
+    const [row, fs] = await Promise.all([
+      this.query(client, currentLsn),
+      statfs(walDir, { bigint: true }).catch(() => undefined),
+    ]);
     const pgWalBytes = row.pg_wal_bytes != null ? BigInt(row.pg_wal_bytes) : await walDirBytes(walDir);
     const stream = this.o.stream?.();
     const lag = this.lag.observe(now, parseLsn(currentLsn), stream ? parseLsn(stream.streamedLsn) : undefined);
@@ -158,7 +163,10 @@ export class WalHealthCollector {
         // 42501 insufficient_privilege: pg_ls_waldir needs pg_monitor; anything else is a real error.
         if ((err as { code?: string }).code !== '42501') throw err;
         this.waldirBySql = false;
-        this.o.log.info({ role: client.user }, 'pg_ls_waldir() is not allowed for this role (grant pg_monitor to use it); measuring pg_wal on the filesystem');
+        this.o.log.info(
+          { role: client.user },
+          'pg_ls_waldir() is not allowed for this role (grant pg_monitor to use it); measuring pg_wal on the filesystem',
+        );
       }
     }
     return (await client.query<SlotRow>(sql(false), params)).rows[0]!;

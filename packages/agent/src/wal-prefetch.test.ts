@@ -10,7 +10,10 @@ import { PosixDriver, Repository } from '@pgfleet/storage';
 import { walFetch } from './wal.js';
 import { afterFetch, nextSegments, prefetchSegments, PREFETCH_DIR, takeFromSpool } from './wal-prefetch.js';
 
-const names = Array.from({ length: 8 }, (_, i) => `0000000100000000000000${(i + 1).toString(16).toUpperCase().padStart(2, '0')}`);
+const names = Array.from(
+  { length: 8 },
+  (_, i) => `0000000100000000000000${(i + 1).toString(16).toUpperCase().padStart(2, '0')}`,
+);
 const content = (n: string) => Buffer.from(`wal bytes of ${n} `.repeat(1000));
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -19,21 +22,32 @@ async function setup() {
   const repo = new Repository(new PosixDriver(join(root, 'repo')));
   await repo.ensureClusterInfo('c', { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 * 1024 * 1024 });
   // Archive the first 6 segments (the archive ends there).
-  for (const n of names.slice(0, 6)) await repo.pushWal('c', n, sha(content(n)), () => Readable.from([content(n)]), 'zstd');
+  for (const n of names.slice(0, 6))
+    await repo.pushWal('c', n, sha(content(n)), () => Readable.from([content(n)]), 'zstd');
   const walDir = join(root, 'data', 'pg_wal');
   await mkdir(walDir, { recursive: true });
   return { root, repo, walDir, spool: join(walDir, PREFETCH_DIR) };
 }
 
 test('next segment names cross log boundaries', () => {
-  assert.deepEqual(nextSegments('0000000100000001000000FE', 3), ['0000000100000001000000FF', '000000010000000200000000', '000000010000000200000001']);
+  assert.deepEqual(nextSegments('0000000100000001000000FE', 3), [
+    '0000000100000001000000FF',
+    '000000010000000200000000',
+    '000000010000000200000001',
+  ]);
 });
 
 test('prefetch downloads the next segments, stops at the end of the archive, and wal-fetch takes them by rename', async () => {
   const { root, repo, walDir, spool } = await setup();
   try {
     const started: string[] = [];
-    const opts = { cluster: 'c', repo, log: silentLogger(), prefetch: 4, startPrefetch: (n: string) => started.push(n) };
+    const opts = {
+      cluster: 'c',
+      repo,
+      log: silentLogger(),
+      prefetch: 4,
+      startPrefetch: (n: string) => started.push(n),
+    };
     const dest = join(walDir, 'RECOVERYXLOG');
     assert.equal(await walFetch(names[0]!, dest, opts), true);
     assert.deepEqual(await readFile(dest), content(names[0]!));

@@ -83,7 +83,14 @@ export async function takeFromSpool(spool: string, name: string, sha256: string,
  * least half of the next `prefetch` segments are neither spooled nor being downloaded, so a
  * prefetcher process starts every few segments, not on every one.
  */
-export async function afterFetch(spool: string, name: string, prefetch: number, start: ((name: string, spool: string) => void) | undefined, repo: Repository, cluster: string): Promise<void> {
+export async function afterFetch(
+  spool: string,
+  name: string,
+  prefetch: number,
+  start: ((name: string, spool: string) => void) | undefined,
+  repo: Repository,
+  cluster: string,
+): Promise<void> {
   const entries = await listSpool(spool);
   const present = new Set<string>();
   const now = Date.now();
@@ -108,7 +115,8 @@ export async function afterFetch(spool: string, name: string, prefetch: number, 
     present.add(seg);
   }
   if (prefetch <= 0 || !start) return;
-  const segmentSize = (await repo.readClusterInfo(cluster).catch(() => undefined))?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
+  const segmentSize =
+    (await repo.readClusterInfo(cluster).catch(() => undefined))?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
   const missing = nextSegments(name, prefetch, segmentSize).filter((s) => !present.has(s));
   if (missing.length >= Math.ceil(prefetch / 2)) start(name, spool);
 }
@@ -130,9 +138,12 @@ export interface PrefetchOptions {
 export async function prefetchSegments(name: string, spool: string, o: PrefetchOptions): Promise<string[]> {
   if (walFileKind(name) !== 'segment' || o.prefetch <= 0) return [];
   await mkdir(spool, { recursive: true, mode: 0o700 });
-  const segmentSize = (await o.repo.readClusterInfo(o.cluster).catch(() => undefined))?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
+  const segmentSize =
+    (await o.repo.readClusterInfo(o.cluster).catch(() => undefined))?.walSegmentSize ?? DEFAULT_WAL_SEGMENT_SIZE;
   const entries = new Set(await listSpool(spool));
-  const spooled = new Set([...entries].map((e) => SPOOL_FILE_RE.exec(e)?.[1]).filter((s): s is string => s !== undefined));
+  const spooled = new Set(
+    [...entries].map((e) => SPOOL_FILE_RE.exec(e)?.[1]).filter((s): s is string => s !== undefined),
+  );
   const wanted = nextSegments(name, o.prefetch, segmentSize).filter((s) => !spooled.has(s));
   const done: string[] = [];
   let endOfArchive: string | undefined;

@@ -19,13 +19,27 @@ function fail(e: PgfleetError): number {
 }
 
 /** The daemon's answer, or undefined when this process must archive the file itself. */
-async function viaDaemon(socket: string, path: string, options: ParsedCommand['options']): Promise<DaemonReply | undefined> {
+async function viaDaemon(
+  socket: string,
+  path: string,
+  options: ParsedCommand['options'],
+): Promise<DaemonReply | undefined> {
   const cluster = options.cluster as string | undefined;
   // The repositories this archive_command names (canonical URLs), when it names any.
   const specs = repositoriesFromOptions(options);
   const repoPath = specs.length > 0 ? repositoryIdentity(specs) : undefined;
   try {
-    const reply = await requestDaemon(socket, { v: PROTOCOL_VERSION_WITHOUT_ARGS, op: 'wal-push', path, ...(cluster ? { cluster } : {}), ...(repoPath ? { repoPath } : {}) }, DAEMON_TIMEOUT_MS);
+    const reply = await requestDaemon(
+      socket,
+      {
+        v: PROTOCOL_VERSION_WITHOUT_ARGS,
+        op: 'wal-push',
+        path,
+        ...(cluster ? { cluster } : {}),
+        ...(repoPath ? { repoPath } : {}),
+      },
+      DAEMON_TIMEOUT_MS,
+    );
     if (!reply.ok && reply.direct) {
       process.stderr.write(`pgfleet-agent: ${reply.message}\n`);
       return undefined;

@@ -48,7 +48,11 @@ export async function walPushFast(argv: readonly string[]): Promise<number | und
   const socket = flagValue(args, 'socket') ?? (process.env.PGFLEET_SOCKET || defaultSocketPath(dirname(dirname(path))));
   let reply;
   try {
-    reply = await requestDaemon(socket, { v: PROTOCOL_VERSION, op: 'wal-push', path, args, env: optionEnvironment(process.env) }, DAEMON_TIMEOUT_MS);
+    reply = await requestDaemon(
+      socket,
+      { v: PROTOCOL_VERSION, op: 'wal-push', path, args, env: optionEnvironment(process.env) },
+      DAEMON_TIMEOUT_MS,
+    );
   } catch (err) {
     if (err instanceof NoDaemonError) return undefined;
     const { PgfleetError } = await import('@pgfleet/core/errors');

@@ -23,7 +23,12 @@ export class WalServices {
   ) {}
 
   /** `repo` is the agent's own repository (a mirror with --repo2), undefined without one. */
-  static async start(s: AgentSettings, facts: PgdataFacts, repo: Repository | undefined, log: Logger): Promise<WalServices> {
+  static async start(
+    s: AgentSettings,
+    facts: PgdataFacts,
+    repo: Repository | undefined,
+    log: Logger,
+  ): Promise<WalServices> {
     if (!repo) {
       if (s.stream) log.error({ code: 'PGF-1002' }, '--stream needs --repo: WAL streaming is off');
       return new WalServices(undefined, undefined);
@@ -47,12 +52,26 @@ export class WalServices {
       await archive.start();
     } catch (err) {
       // Not fatal: wal-push archives by itself when nobody listens.
-      log.error({ socket: s.socket, err: (err as Error).message }, 'cannot listen for wal-push; archive_command will push directly');
+      log.error(
+        { socket: s.socket, err: (err as Error).message },
+        'cannot listen for wal-push; archive_command will push directly',
+      );
       archive = undefined;
     }
     let streamer: WalStreamer | undefined;
     if (s.stream) {
-      streamer = new WalStreamer({ cluster: s.cluster, pg: s.pg, spool: s.streamSpool, repo, codec: s.compress, systemIdentifier: facts.systemIdentifier, pgWalDir: join(s.pgdata, 'pg_wal'), lock, onStored: archived.stored, log: log.child({ component: 'wal-stream' }) });
+      streamer = new WalStreamer({
+        cluster: s.cluster,
+        pg: s.pg,
+        spool: s.streamSpool,
+        repo,
+        codec: s.compress,
+        systemIdentifier: facts.systemIdentifier,
+        pgWalDir: join(s.pgdata, 'pg_wal'),
+        lock,
+        onStored: archived.stored,
+        log: log.child({ component: 'wal-stream' }),
+      });
       streamer.start();
     }
     return new WalServices(archive, streamer, archived);

@@ -7,7 +7,15 @@ import { join } from 'node:path';
 import { silentLogger } from '@pgfleet/core';
 import { PosixDriver, Repository } from '@pgfleet/storage';
 import { WalArchiveServer, archiveOrder } from './wal-archive-server.js';
-import { encodeFrame, FrameDecoder, FrameError, MAX_FRAME_BYTES, NoDaemonError, PROTOCOL_VERSION, requestDaemon } from './wal-socket.js';
+import {
+  encodeFrame,
+  FrameDecoder,
+  FrameError,
+  MAX_FRAME_BYTES,
+  NoDaemonError,
+  PROTOCOL_VERSION,
+  requestDaemon,
+} from './wal-socket.js';
 
 const SEG = 1 << 20; // 1 MiB segments keep the fixtures small
 const SYSID = 7441234567890123456n;
@@ -73,7 +81,10 @@ test('requestDaemon: missing socket or a non-socket file means no daemon; a sile
     // Accepts, then hangs up without a reply: outcome unknown, must not count as "no daemon".
     const mute = createServer((s) => s.once('data', () => s.destroy()));
     await new Promise<void>((r) => mute.listen(join(dir, 'mute.sock'), r));
-    await assert.rejects(requestDaemon(join(dir, 'mute.sock'), req, 1000), (err: unknown) => !(err instanceof NoDaemonError) && /without an answer/.test((err as Error).message));
+    await assert.rejects(
+      requestDaemon(join(dir, 'mute.sock'), req, 1000),
+      (err: unknown) => !(err instanceof NoDaemonError) && /without an answer/.test((err as Error).message),
+    );
     // Garbage reply.
     const liar = createServer((s) => s.once('data', () => s.end(encodeFrame({ ok: 'maybe' }))));
     await new Promise<void>((r) => liar.listen(join(dir, 'liar.sock'), r));
@@ -85,8 +96,18 @@ test('requestDaemon: missing socket or a non-socket file means no daemon; a sile
 });
 
 test('ready files are pushed in the archiver order: history first, then oldest segment', () => {
-  const names = ['000000020000000000000005', '000000010000000000000004', '00000002.history', '000000010000000000000003.00000028.backup'];
-  assert.deepEqual([...names].sort(archiveOrder), ['00000002.history', '000000010000000000000003.00000028.backup', '000000010000000000000004', '000000020000000000000005']);
+  const names = [
+    '000000020000000000000005',
+    '000000010000000000000004',
+    '00000002.history',
+    '000000010000000000000003.00000028.backup',
+  ];
+  assert.deepEqual([...names].sort(archiveOrder), [
+    '00000002.history',
+    '000000010000000000000003.00000028.backup',
+    '000000010000000000000004',
+    '000000020000000000000005',
+  ]);
 });
 
 test('daemon archives through the socket: durable ack, idempotent, refusals keep their codes, ready files pushed ahead', async () => {
@@ -95,11 +116,31 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
   const repoDir = join(root, 'repo');
   const repo = new Repository(new PosixDriver(repoDir));
   const socketPath = join(root, 'agent.sock');
-  const server = new WalArchiveServer({ socketPath, pgdata, cluster: 'c1', systemIdentifier: SYSID.toString(), repo, repoPath: repoDir, codec: 'zstd', ahead: 2, log: silentLogger() });
+  const server = new WalArchiveServer({
+    socketPath,
+    pgdata,
+    cluster: 'c1',
+    systemIdentifier: SYSID.toString(),
+    repo,
+    repoPath: repoDir,
+    codec: 'zstd',
+    ahead: 2,
+    log: silentLogger(),
+  });
   await server.start();
-  const push = (name: string, cluster?: string) => requestDaemon(socketPath, { v: PROTOCOL_VERSION, op: 'wal-push', path: join(pgdata, 'pg_wal', name), ...(cluster ? { cluster } : {}) }, 10_000);
+  const push = (name: string, cluster?: string) =>
+    requestDaemon(
+      socketPath,
+      { v: PROTOCOL_VERSION, op: 'wal-push', path: join(pgdata, 'pg_wal', name), ...(cluster ? { cluster } : {}) },
+      10_000,
+    );
   try {
-    const names = ['000000010000000000000001', '000000010000000000000002', '000000010000000000000003', '000000010000000000000004'];
+    const names = [
+      '000000010000000000000001',
+      '000000010000000000000002',
+      '000000010000000000000003',
+      '000000010000000000000004',
+    ];
     for (const n of names) {
       await writeFile(join(pgdata, 'pg_wal', n), segment(n));
       await writeFile(join(pgdata, 'pg_wal', 'archive_status', `${n}.ready`), '');
@@ -108,7 +149,11 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
     assert.equal((await repo.findWal('c1', names[0]!)).length, 1, 'stored before the ack');
     // The others were pushed ahead without being asked for.
     const deadline = Date.now() + 5000;
-    while ((await Promise.all(names.map((n) => repo.findWal('c1', n)))).some((f) => f.length === 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    while (
+      (await Promise.all(names.map((n) => repo.findWal('c1', n)))).some((f) => f.length === 0) &&
+      Date.now() < deadline
+    )
+      await new Promise((r) => setTimeout(r, 20));
     for (const n of names) assert.equal((await repo.findWal('c1', n)).length, 1, `${n} pushed ahead`);
     assert.ok(server.pushedAhead >= 3);
     assert.deepEqual(await push(names[1]!), { ok: true, result: 'exists' });
@@ -136,25 +181,69 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
     // wal-push configured for another cluster or repository: told to archive by itself.
     const other = await push(names[0]!, 'someone-else');
     assert.equal(!other.ok && other.direct, true);
-    const otherRepo = await requestDaemon(socketPath, { v: PROTOCOL_VERSION, op: 'wal-push', path: join(pgdata, 'pg_wal', names[0]!), repoPath: join(root, 'elsewhere') }, 10_000);
+    const otherRepo = await requestDaemon(
+      socketPath,
+      {
+        v: PROTOCOL_VERSION,
+        op: 'wal-push',
+        path: join(pgdata, 'pg_wal', names[0]!),
+        repoPath: join(root, 'elsewhere'),
+      },
+      10_000,
+    );
     assert.equal(!otherRepo.ok && otherRepo.direct, true);
-    assert.deepEqual(await requestDaemon(socketPath, { v: PROTOCOL_VERSION, op: 'wal-push', path: join(pgdata, 'pg_wal', names[0]!), cluster: 'c1', repoPath: repoDir }, 10_000), { ok: true, result: 'exists' });
+    assert.deepEqual(
+      await requestDaemon(
+        socketPath,
+        {
+          v: PROTOCOL_VERSION,
+          op: 'wal-push',
+          path: join(pgdata, 'pg_wal', names[0]!),
+          cluster: 'c1',
+          repoPath: repoDir,
+        },
+        10_000,
+      ),
+      { ok: true, result: 'exists' },
+    );
     // The fast path's unparsed command line: the daemon reads cluster and repository from flags and environment.
-    const viaArgs = (args: string[], env: Record<string, string> = {}) => requestDaemon(socketPath, { v: PROTOCOL_VERSION, op: 'wal-push', path: join(pgdata, 'pg_wal', names[0]!), args: ['pg_wal/x', ...args], env }, 10_000);
+    const viaArgs = (args: string[], env: Record<string, string> = {}) =>
+      requestDaemon(
+        socketPath,
+        {
+          v: PROTOCOL_VERSION,
+          op: 'wal-push',
+          path: join(pgdata, 'pg_wal', names[0]!),
+          args: ['pg_wal/x', ...args],
+          env,
+        },
+        10_000,
+      );
     assert.deepEqual(await viaArgs(['--cluster', 'c1', '--repo-path', repoDir]), { ok: true, result: 'exists' });
     assert.deepEqual(await viaArgs([`--repo=${repoDir}`], { PGFLEET_CLUSTER: 'c1' }), { ok: true, result: 'exists' });
-    assert.deepEqual(await viaArgs(['--config', join(root, 'agent.yaml')]), { ok: true, result: 'exists' }, 'a config file is not read: the daemon serves what it serves');
+    assert.deepEqual(
+      await viaArgs(['--config', join(root, 'agent.yaml')]),
+      { ok: true, result: 'exists' },
+      'a config file is not read: the daemon serves what it serves',
+    );
     const argsOther = await viaArgs(['--cluster', 'c1', '--repo-path', join(root, 'elsewhere')]);
     assert.equal(!argsOther.ok && argsOther.direct, true);
     const envOther = await viaArgs([], { PGFLEET_CLUSTER: 'someone-else' });
     assert.equal(!envOther.ok && envOther.direct, true);
     // args need version 2: a version-1 request carrying them is refused, never archived as if it named nothing.
-    const v1Args = await requestDaemon(socketPath, { v: 1, op: 'wal-push', path: join(pgdata, 'pg_wal', names[0]!), args: ['x', '--cluster', 'someone-else'] }, 10_000);
+    const v1Args = await requestDaemon(
+      socketPath,
+      { v: 1, op: 'wal-push', path: join(pgdata, 'pg_wal', names[0]!), args: ['x', '--cluster', 'someone-else'] },
+      10_000,
+    );
     assert.equal(!v1Args.ok && v1Args.code, 'PGF-1001');
     const badFlag = await viaArgs(['--no-such-flag']);
     assert.equal(!badFlag.ok && badFlag.direct && badFlag.code, 'PGF-1001');
     // Same name, different content: never overwritten.
-    await writeFile(join(pgdata, 'pg_wal', names[2]!), Buffer.concat([segment(names[2]!).subarray(0, SEG - 1), Buffer.from([7])]));
+    await writeFile(
+      join(pgdata, 'pg_wal', names[2]!),
+      Buffer.concat([segment(names[2]!).subarray(0, SEG - 1), Buffer.from([7])]),
+    );
     const conflict = await push(names[2]!);
     assert.equal(!conflict.ok && conflict.code, 'PGF-4004');
     assert.equal((await repo.findWal('c1', names[2]!)).length, 1);
@@ -171,12 +260,28 @@ test('a stale socket file left by a killed daemon is replaced; a live one is ref
   const pgdata = await fakePgdata(root);
   const socketPath = join(root, 'agent.sock');
   const repo = new Repository(new PosixDriver(join(root, 'repo')));
-  const mk = () => new WalArchiveServer({ socketPath, pgdata, cluster: 'c1', systemIdentifier: SYSID.toString(), repo, codec: 'none', ahead: 0, log: silentLogger() });
+  const mk = () =>
+    new WalArchiveServer({
+      socketPath,
+      pgdata,
+      cluster: 'c1',
+      systemIdentifier: SYSID.toString(),
+      repo,
+      codec: 'none',
+      ahead: 0,
+      log: silentLogger(),
+    });
   // A daemon killed with SIGKILL leaves its socket file behind: nobody answers on it.
   const { spawnSync } = await import('node:child_process');
-  spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socketPath)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+  spawnSync(process.execPath, [
+    '-e',
+    `require('net').createServer().listen(${JSON.stringify(socketPath)}, () => process.kill(process.pid, 'SIGKILL'))`,
+  ]);
   assert.ok((await readdir(root)).includes('agent.sock'), 'stale socket file left behind');
-  await assert.rejects(requestDaemon(socketPath, { v: PROTOCOL_VERSION, op: 'wal-push', path: '/x' }, 1000), NoDaemonError);
+  await assert.rejects(
+    requestDaemon(socketPath, { v: PROTOCOL_VERSION, op: 'wal-push', path: '/x' }, 1000),
+    NoDaemonError,
+  );
   const a = mk();
   await a.start();
   await assert.rejects(mk().start(), /already listens/);

@@ -49,7 +49,9 @@ export function defaultSocketPath(pgdata: string): string {
   return join(dirname(pgdata), `${basename(pgdata)}.pgfleet-agent.sock`);
 }
 
-export type DaemonReply = { ok: true; result: 'stored' | 'exists' } | { ok: false; code: string; message: string; hint?: string; direct?: boolean };
+export type DaemonReply =
+  | { ok: true; result: 'stored' | 'exists' }
+  | { ok: false; code: string; message: string; hint?: string; direct?: boolean };
 
 export function encodeFrame(message: unknown): Buffer {
   const body = Buffer.from(JSON.stringify(message), 'utf8');
@@ -97,9 +99,20 @@ export class FrameDecoder {
 
 export function isWalPushRequest(m: unknown): m is WalPushRequest {
   const r = m as Partial<WalPushRequest> | null;
-  return typeof r === 'object' && r !== null && (r.v === PROTOCOL_VERSION_WITHOUT_ARGS || r.v === PROTOCOL_VERSION) && r.op === 'wal-push' && typeof r.path === 'string' && r.path.length > 0 && (r.cluster === undefined || typeof r.cluster === 'string') && (r.repoPath === undefined || typeof r.repoPath === 'string') &&
-    (r.args === undefined || (r.v === PROTOCOL_VERSION && Array.isArray(r.args) && r.args.every((a) => typeof a === 'string'))) &&
-    (r.env === undefined || (typeof r.env === 'object' && r.env !== null && Object.values(r.env).every((v) => typeof v === 'string')));
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    (r.v === PROTOCOL_VERSION_WITHOUT_ARGS || r.v === PROTOCOL_VERSION) &&
+    r.op === 'wal-push' &&
+    typeof r.path === 'string' &&
+    r.path.length > 0 &&
+    (r.cluster === undefined || typeof r.cluster === 'string') &&
+    (r.repoPath === undefined || typeof r.repoPath === 'string') &&
+    (r.args === undefined ||
+      (r.v === PROTOCOL_VERSION && Array.isArray(r.args) && r.args.every((a) => typeof a === 'string'))) &&
+    (r.env === undefined ||
+      (typeof r.env === 'object' && r.env !== null && Object.values(r.env).every((v) => typeof v === 'string')))
+  );
 }
 
 export function isDaemonReply(m: unknown): m is DaemonReply {
@@ -111,7 +124,10 @@ export function isDaemonReply(m: unknown): m is DaemonReply {
 
 /** No daemon listens (socket file missing, stale, or not ours): the caller pushes by itself. */
 export class NoDaemonError extends Error {
-  constructor(message: string, readonly reason: string) {
+  constructor(
+    message: string,
+    readonly reason: string,
+  ) {
     super(message);
     this.name = 'NoDaemonError';
   }
@@ -123,13 +139,20 @@ export class NoDaemonError extends Error {
  * did not answer (connection lost, timeout, garbage): then the outcome is unknown and the caller
  * must fail so PostgreSQL retries (pushing is idempotent, the retry is safe).
  */
-export async function requestDaemon(socketPath: string, request: WalPushRequest, timeoutMs: number): Promise<DaemonReply> {
+export async function requestDaemon(
+  socketPath: string,
+  request: WalPushRequest,
+  timeoutMs: number,
+): Promise<DaemonReply> {
   // A socket someone else created is not our daemon: never hand WAL to it (it could ack and drop).
   try {
     const st = await lstat(socketPath);
     if (!st.isSocket()) throw new NoDaemonError(`${socketPath} is not a socket`, 'ENOTSOCK');
     if (typeof process.getuid === 'function' && st.uid !== process.getuid()) {
-      throw new NoDaemonError(`${socketPath} belongs to uid ${st.uid}, not to this user (${process.getuid()}); ignoring it`, 'EPERM');
+      throw new NoDaemonError(
+        `${socketPath} belongs to uid ${st.uid}, not to this user (${process.getuid()}); ignoring it`,
+        'EPERM',
+      );
     }
   } catch (err) {
     if (err instanceof NoDaemonError) throw err;
@@ -148,7 +171,10 @@ export async function requestDaemon(socketPath: string, request: WalPushRequest,
       if (err) reject(err);
       else resolve(reply!);
     };
-    const timer = setTimeout(() => finish(new Error(`agent daemon at ${socketPath} did not answer within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
+    const timer = setTimeout(
+      () => finish(new Error(`agent daemon at ${socketPath} did not answer within ${Math.round(timeoutMs / 1000)} s`)),
+      timeoutMs,
+    );
     sock.on('connect', () => {
       connected = true;
       sock.write(encodeFrame(request));

@@ -7,8 +7,18 @@ const SEG = 16 * 1024 * 1024;
 
 test('streaming resumes at the partial segment, else after the newest complete or uploaded one', () => {
   assert.equal(resumePoint([], 1, SEG), undefined);
-  assert.equal(resumePoint(['000000010000000000000003.done', '000000010000000000000004', '000000010000000000000005.partial'], 1, SEG)?.toString(), '0/5000000');
-  assert.equal(resumePoint(['000000010000000000000003.done', '000000010000000000000004'], 1, SEG)?.toString(), '0/5000000');
+  assert.equal(
+    resumePoint(
+      ['000000010000000000000003.done', '000000010000000000000004', '000000010000000000000005.partial'],
+      1,
+      SEG,
+    )?.toString(),
+    '0/5000000',
+  );
+  assert.equal(
+    resumePoint(['000000010000000000000003.done', '000000010000000000000004'], 1, SEG)?.toString(),
+    '0/5000000',
+  );
   assert.equal(resumePoint(['0000000100000000000000FF.done'], 1, SEG)?.toString(), '1/0');
   // Other timelines do not count.
   assert.equal(resumePoint(['000000010000000000000009.partial'], 2, SEG), undefined);

@@ -19,7 +19,18 @@ import { mkdir, open, readdir, rename, rm, writeFile, type FileHandle } from 'no
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
-import { connectPg, identifySystem, Lsn, parseReplicationMessage, replicationSlotName, standbyStatusUpdate, startPhysicalReplication, WalSegmentName, walSegmentSize, type PgConnectionOptions } from '@pgfleet/pg';
+import {
+  connectPg,
+  identifySystem,
+  Lsn,
+  parseReplicationMessage,
+  replicationSlotName,
+  standbyStatusUpdate,
+  startPhysicalReplication,
+  WalSegmentName,
+  walSegmentSize,
+  type PgConnectionOptions,
+} from '@pgfleet/pg';
 import type { Codec, Repository } from '@pgfleet/storage';
 import { archiveWalFile } from './wal.js';
 import { WalNameLock } from './wal-name-lock.js';
@@ -51,10 +62,14 @@ const DONE_RE = /^([0-9A-F]{24})\.done$/;
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((r) => {
     const t = setTimeout(r, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(t);
-      r();
-    }, { once: true });
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t);
+        r();
+      },
+      { once: true },
+    );
   });
 
 /** Where streaming resumes, from the spool alone (undefined: the spool holds nothing of this timeline). */
@@ -129,7 +144,10 @@ export class WalStreamer {
         await this.session();
       } catch (err) {
         if (this.abort.signal.aborted) break;
-        const e = err instanceof PgfleetError ? err : new PgfleetError('WalStreamFailed', (err as Error).message, { cause: err });
+        const e =
+          err instanceof PgfleetError
+            ? err
+            : new PgfleetError('WalStreamFailed', (err as Error).message, { cause: err });
         this.o.log.warn({ code: e.code, err: e.message }, 'WAL streaming interrupted');
       }
       await this.serial(() => this.closeFile());
@@ -157,25 +175,37 @@ export class WalStreamer {
     try {
       const id = await identifySystem(client);
       if (id.systemIdentifier !== this.o.systemIdentifier) {
-        throw new PgfleetError('SystemIdMismatch', `streaming connection reached database system ${id.systemIdentifier}, PGDATA belongs to ${this.o.systemIdentifier}`);
+        throw new PgfleetError(
+          'SystemIdMismatch',
+          `streaming connection reached database system ${id.systemIdentifier}, PGDATA belongs to ${this.o.systemIdentifier}`,
+        );
       }
       this.segmentSize = await walSegmentSize(client);
       this.timeline = id.timeline;
       const entries = await readdir(this.o.spool);
       this.queueCompleted(entries);
-      let start = resumePoint(entries, id.timeline, this.segmentSize) ?? (restartLsn ?? id.xlogpos);
+      let start = resumePoint(entries, id.timeline, this.segmentSize) ?? restartLsn ?? id.xlogpos;
       start = WalSegmentName.fromLsn(id.timeline, start, this.segmentSize).startLsn;
       if (restartLsn && start.segmentNumber(this.segmentSize) < restartLsn.segmentNumber(this.segmentSize)) {
         // The server no longer has that WAL (the slot was dropped and recreated?): what lies between is only in the archive.
-        this.o.log.error({ code: 'PGF-4008', from: start.toString(), to: restartLsn.toString() }, 'streamed WAL has a gap the server cannot fill; archive_command must have archived it');
+        this.o.log.error(
+          { code: 'PGF-4008', from: start.toString(), to: restartLsn.toString() },
+          'streamed WAL has a gap the server cannot fill; archive_command must have archived it',
+        );
         start = WalSegmentName.fromLsn(id.timeline, restartLsn, this.segmentSize).startLsn;
       }
       this.received = start.value;
       if (this.flushed < start.value) this.flushed = start.value;
-      this.o.log.info({ slot: this.slot, start: start.toString(), timeline: id.timeline, spool: this.o.spool }, 'streaming WAL');
+      this.o.log.info(
+        { slot: this.slot, start: start.toString(), timeline: id.timeline, spool: this.o.spool },
+        'streaming WAL',
+      );
       const stream = startPhysicalReplication(client, this.slot, start, id.timeline);
       this.stream = stream;
-      const ticker = setInterval(() => void this.serial(() => this.tick()).catch((err: unknown) => stream.destroy(err as Error)), Math.min(100, this.flushIntervalMs));
+      const ticker = setInterval(
+        () => void this.serial(() => this.tick()).catch((err: unknown) => stream.destroy(err as Error)),
+        Math.min(100, this.flushIntervalMs),
+      );
       try {
         for await (const chunk of stream) {
           const msg = parseReplicationMessage(chunk as Buffer);
@@ -195,14 +225,25 @@ export class WalStreamer {
 
   /** Creates the slot if missing (reserving WAL now); returns its restart_lsn. */
   private async ensureSlot(admin: Awaited<ReturnType<typeof connectPg>>): Promise<Lsn | undefined> {
-    const read = async () => (await admin.query<{ restart_lsn: string | null }>('SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1', [this.slot])).rows[0];
+    const read = async () =>
+      (
+        await admin.query<{ restart_lsn: string | null }>(
+          'SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = $1',
+          [this.slot],
+        )
+      ).rows[0];
     let row = await read();
     if (!row) {
       try {
         await admin.query('SELECT pg_create_physical_replication_slot($1, true)', [this.slot]);
         this.o.log.info({ slot: this.slot }, 'created physical replication slot');
       } catch (err) {
-        if ((err as { code?: string }).code !== '42710') throw new PgfleetError('WalStreamFailed', `cannot create replication slot ${this.slot}: ${(err as Error).message}`, { cause: err });
+        if ((err as { code?: string }).code !== '42710')
+          throw new PgfleetError(
+            'WalStreamFailed',
+            `cannot create replication slot ${this.slot}: ${(err as Error).message}`,
+            { cause: err },
+          );
       }
       row = await read();
     }
@@ -220,7 +261,10 @@ export class WalStreamer {
     // The server sends WAL contiguously from the start position; anything else means we lost
     // track of message boundaries, and writing on would put garbage into a segment.
     if (dataStart !== this.received) {
-      throw new PgfleetError('WalStreamFailed', `WAL stream out of order: got ${Lsn.fromBigInt(dataStart).toString()}, expected ${Lsn.fromBigInt(this.received).toString()}`);
+      throw new PgfleetError(
+        'WalStreamFailed',
+        `WAL stream out of order: got ${Lsn.fromBigInt(dataStart).toString()}, expected ${Lsn.fromBigInt(this.received).toString()}`,
+      );
     }
     let pos = dataStart;
     let off = 0;
@@ -241,7 +285,9 @@ export class WalStreamer {
   private async openSegment(seg: WalSegmentName): Promise<void> {
     await this.closeFile();
     const path = join(this.o.spool, `${seg.toString()}.partial`);
-    const fh = await open(path, 'a+').then((h) => h.close()).then(() => open(path, 'r+'));
+    const fh = await open(path, 'a+')
+      .then((h) => h.close())
+      .then(() => open(path, 'r+'));
     // Full size from the start, like pg_receivewal: the completed file is exactly one segment.
     if ((await fh.stat()).size !== this.segmentSize) await fh.truncate(this.segmentSize);
     this.file = { name: seg, fh };
@@ -312,7 +358,9 @@ export class WalStreamer {
       const name = this.uploads[0]!;
       const path = join(this.o.spool, name);
       try {
-        const out = await this.lock.run(name, () => archiveWalFile(path, this.o.repo, this.o.cluster, this.o.codec, this.o.systemIdentifier, this.o.pgWalDir));
+        const out = await this.lock.run(name, () =>
+          archiveWalFile(path, this.o.repo, this.o.cluster, this.o.codec, this.o.systemIdentifier, this.o.pgWalDir),
+        );
         this.uploads.shift();
         this.segmentsUploaded++;
         if (out.result === 'stored') this.o.onStored?.(name, this.segmentSize);
@@ -325,7 +373,12 @@ export class WalStreamer {
           if (d && d < name) await rm(join(this.o.spool, e), { force: true });
         }
         await rm(path, { force: true });
-        this.o.log.info({ wal: name, result: out.result, via: 'stream' }, out.result === 'stored' ? 'uploaded streamed WAL segment' : 'streamed WAL segment was already archived with the same content');
+        this.o.log.info(
+          { wal: name, result: out.result, via: 'stream' },
+          out.result === 'stored'
+            ? 'uploaded streamed WAL segment'
+            : 'streamed WAL segment was already archived with the same content',
+        );
       } catch (err) {
         const e = asPgfleetError(err);
         if (e.errorName === 'WalConflict' || e.errorName === 'WalFileInvalid' || e.errorName === 'WalFileEmpty') {

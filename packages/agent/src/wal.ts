@@ -35,7 +35,14 @@ export interface ArchivedFile {
  * `repo`. `pgWalDir` is the cluster's pg_wal when the file is elsewhere (a streamed copy). Segments must be complete and belong to the database system of the PGDATA they sit in
  * (or `systemIdentifier` when given). Resolves only after the repository stored the object.
  */
-export async function archiveWalFile(pathArg: string, repo: Repository, cluster: string, codec: Codec, systemIdentifier?: string, pgWalDir?: string): Promise<ArchivedFile> {
+export async function archiveWalFile(
+  pathArg: string,
+  repo: Repository,
+  cluster: string,
+  codec: Codec,
+  systemIdentifier?: string,
+  pgWalDir?: string,
+): Promise<ArchivedFile> {
   const path = resolve(pathArg);
   const name = basename(path);
   const kind = walFileKind(name);
@@ -50,7 +57,8 @@ export async function archiveWalFile(pathArg: string, repo: Repository, cluster:
 
   if (kind === 'segment' || kind === 'partial') {
     // %p is pg_wal/<name> relative to PGDATA; pg_control there says which system this WAL must belong to.
-    const facts = systemIdentifier === undefined ? await readPgdataFacts(dirname(dirname(path))).catch(() => undefined) : undefined;
+    const facts =
+      systemIdentifier === undefined ? await readPgdataFacts(dirname(dirname(path))).catch(() => undefined) : undefined;
     const sysid = systemIdentifier ?? facts?.systemIdentifier;
     const fh = await open(path, 'r');
     const header = Buffer.alloc(WAL_LONG_HEADER_SIZE);
@@ -63,26 +71,44 @@ export async function archiveWalFile(pathArg: string, repo: Repository, cluster:
     // The first segment of a new timeline carries its parent's id in its first page: the
     // timeline's history says whether that is the switch PostgreSQL made (timelines.ts).
     const nameTimeline = timelineOfWalName(name);
-    const history = head.length === WAL_LONG_HEADER_SIZE && nameTimeline > 1 && head.readUInt32LE(4) !== nameTimeline
-      ? await historyForArchiving(nameTimeline, pgWalDir ?? dirname(path), repo, cluster)
-      : undefined;
+    const history =
+      head.length === WAL_LONG_HEADER_SIZE && nameTimeline > 1 && head.readUInt32LE(4) !== nameTimeline
+        ? await historyForArchiving(nameTimeline, pgWalDir ?? dirname(path), repo, cluster)
+        : undefined;
     const h = validateWalSegment(name.slice(0, 24), head, size, sysid, history);
-    await repo.ensureClusterInfo(cluster, { systemIdentifier: h.systemIdentifier, pgVersionNum: (h.pgMajor ?? facts?.majorVersion ?? 0) * 10000, walSegmentSize: h.segmentSize });
+    await repo.ensureClusterInfo(cluster, {
+      systemIdentifier: h.systemIdentifier,
+      pgVersionNum: (h.pgMajor ?? facts?.majorVersion ?? 0) * 10000,
+      walSegmentSize: h.segmentSize,
+    });
   }
   if (kind === 'history') {
-    if (size > 1 << 20) throw new PgfleetError('WalFileInvalid', `timeline history ${name} has ${size} bytes; PostgreSQL writes a few lines per ancestor`);
+    if (size > 1 << 20)
+      throw new PgfleetError(
+        'WalFileInvalid',
+        `timeline history ${name} has ${size} bytes; PostgreSQL writes a few lines per ancestor`,
+      );
     // A history PostgreSQL would not write, or one contradicting its parent's archived history, is refused.
     const history = TimelineHistory.parse(timelineOfWalName(name), await readFile(path, 'utf8'));
     await checkHistoryLineage(history, repo, cluster);
   }
   // One read: hashed and compressed together (Repository.archiveWal).
-  const { result, sha256 } = await repo.archiveWal(cluster, name, path, kind === 'segment' || kind === 'partial' ? codec : 'none', size);
+  const { result, sha256 } = await repo.archiveWal(
+    cluster,
+    name,
+    path,
+    kind === 'segment' || kind === 'partial' ? codec : 'none',
+    size,
+  );
   return { name, result, sha256 };
 }
 
 export async function walPush(pathArg: string, opts: WalPushOptions): Promise<'stored' | 'exists'> {
   const { name, result } = await archiveWalFile(pathArg, opts.repo, opts.cluster, opts.compress);
-  opts.log.info({ wal: name, result }, result === 'stored' ? 'archived WAL file' : 'WAL file already archived with the same content');
+  opts.log.info(
+    { wal: name, result },
+    result === 'stored' ? 'archived WAL file' : 'WAL file already archived with the same content',
+  );
   return result;
 }
 

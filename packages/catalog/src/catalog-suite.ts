@@ -9,11 +9,32 @@ import { afterEach, describe, test } from 'node:test';
 import { PgfleetError } from '@pgfleet/core';
 import { FLEET_POLICY_SCOPE, type BackupRecord, type CatalogStore, type OutboxEventInput } from './store.js';
 
-export function sampleBackup(label: string, stopTime: number, stopLsn: string, extra: Partial<BackupRecord> = {}): BackupRecord {
+export function sampleBackup(
+  label: string,
+  stopTime: number,
+  stopLsn: string,
+  extra: Partial<BackupRecord> = {},
+): BackupRecord {
   return {
-    cluster: 'main', label, type: 'full', startLsn: '0/2000028', stopLsn, startTime: stopTime - 1000, stopTime, timeline: 1,
-    systemIdentifier: '7300000000000000001', pgVersion: 170002, sizeBytes: 1234, storedBytes: 100, fileCount: 10,
-    walStart: '000000010000000000000002', walStop: '000000010000000000000003', jobId: `job-${label}`, priorLabel: '', pinned: false, ...extra,
+    cluster: 'main',
+    label,
+    type: 'full',
+    startLsn: '0/2000028',
+    stopLsn,
+    startTime: stopTime - 1000,
+    stopTime,
+    timeline: 1,
+    systemIdentifier: '7300000000000000001',
+    pgVersion: 170002,
+    sizeBytes: 1234,
+    storedBytes: 100,
+    fileCount: 10,
+    walStart: '000000010000000000000002',
+    walStop: '000000010000000000000003',
+    jobId: `job-${label}`,
+    priorLabel: '',
+    pinned: false,
+    ...extra,
   };
 }
 
@@ -42,50 +63,110 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         const store = await storeWithCluster();
         await assert.rejects(
           store.upsertCluster({ name: 'main', systemIdentifier: '999', pgVersion: 170002 }, 2000),
-          (err: unknown) => PgfleetError.is(err, 'SystemIdMismatch') && err.code === 'PGF-3005' && err.message.includes('7300000000000000001'),
+          (err: unknown) =>
+            PgfleetError.is(err, 'SystemIdMismatch') &&
+            err.code === 'PGF-3005' &&
+            err.message.includes('7300000000000000001'),
         );
         // Same identifier, new server_version_num (a minor update keeps the identifier): accepted and recorded.
-        const c = await store.upsertCluster({ name: 'main', systemIdentifier: '7300000000000000001', pgVersion: 170004 }, 3000);
-        assert.deepEqual(c, { name: 'main', systemIdentifier: '7300000000000000001', pgVersion: 170004, createdAt: 1000 });
+        const c = await store.upsertCluster(
+          { name: 'main', systemIdentifier: '7300000000000000001', pgVersion: 170004 },
+          3000,
+        );
+        assert.deepEqual(c, {
+          name: 'main',
+          systemIdentifier: '7300000000000000001',
+          pgVersion: 170004,
+          createdAt: 1000,
+        });
         assert.deepEqual(await store.getCluster('main'), c);
         assert.equal(await store.getCluster('nope'), undefined);
       });
 
       test('clusters are listed by name', async () => {
         const store = await fresh();
-        for (const n of ['b', 'a', 'B', 'c']) await store.upsertCluster({ name: n, systemIdentifier: `id-${n}`, pgVersion: 160000 }, 1);
+        for (const n of ['b', 'a', 'B', 'c'])
+          await store.upsertCluster({ name: n, systemIdentifier: `id-${n}`, pgVersion: 160000 }, 1);
         // Byte order (upper case first) in both stores, whatever a database's collation says.
-        assert.deepEqual((await store.listClusters()).map((c) => c.name), ['B', 'a', 'b', 'c']);
+        assert.deepEqual(
+          (await store.listClusters()).map((c) => c.name),
+          ['B', 'a', 'b', 'c'],
+        );
       });
 
       test('heartbeats, disconnects and the start-up reset', async () => {
         const store = await storeWithCluster();
         const fresh1 = await store.getAgent('agent-1');
-        assert.deepEqual(fresh1, { id: 'agent-1', cluster: 'main', hostname: 'db1', version: '0.1.0', connected: true, lastSeen: 1000, archiver: null, currentLsn: null, walHealth: null, archiveSetup: null, role: null, replay: null, timeline: null });
+        assert.deepEqual(fresh1, {
+          id: 'agent-1',
+          cluster: 'main',
+          hostname: 'db1',
+          version: '0.1.0',
+          connected: true,
+          lastSeen: 1000,
+          archiver: null,
+          currentLsn: null,
+          walHealth: null,
+          archiveSetup: null,
+          role: null,
+          replay: null,
+          timeline: null,
+        });
         await store.recordHeartbeat('agent-1', { archiver: { archivedCount: '3' }, currentLsn: '0/3000060' }, 5000);
         let a = await store.getAgent('agent-1');
-        assert.deepEqual([a?.connected, a?.lastSeen, a?.currentLsn, a?.archiver], [true, 5000, '0/3000060', { archivedCount: '3' }]);
+        assert.deepEqual(
+          [a?.connected, a?.lastSeen, a?.currentLsn, a?.archiver],
+          [true, 5000, '0/3000060', { archivedCount: '3' }],
+        );
         // A heartbeat without figures keeps the last ones.
         await store.recordHeartbeat('agent-1', {}, 5500);
         a = await store.getAgent('agent-1');
         assert.deepEqual([a?.lastSeen, a?.currentLsn, a?.archiver], [5500, '0/3000060', { archivedCount: '3' }]);
         // WAL health: stored as reported (numbers stay numbers), kept by a beat without it, replaced by the next.
         const wal = {
-          pgWalBytes: 3 * 16 * 1024 * 1024, pgWalFreeBytes: 52_000_000_000, pgWalTotalBytes: 107_000_000_000,
-          slotName: 'pgfleet_main', slotActive: true, slotRestartLsn: '0/3000000', slotRetainedBytes: 96, slotWalStatus: 'reserved',
-          streamLagBytes: 96, streamLagSeconds: 0.5, walSegmentsArchived: 7, walBytesArchived: 7 * 16 * 1024 * 1024,
+          pgWalBytes: 3 * 16 * 1024 * 1024,
+          pgWalFreeBytes: 52_000_000_000,
+          pgWalTotalBytes: 107_000_000_000,
+          slotName: 'pgfleet_main',
+          slotActive: true,
+          slotRestartLsn: '0/3000000',
+          slotRetainedBytes: 96,
+          slotWalStatus: 'reserved',
+          streamLagBytes: 96,
+          streamLagSeconds: 0.5,
+          walSegmentsArchived: 7,
+          walBytesArchived: 7 * 16 * 1024 * 1024,
         };
         await store.recordHeartbeat('agent-1', { walHealth: wal }, 5600);
         await store.recordHeartbeat('agent-1', { currentLsn: '0/3000070' }, 5700);
         assert.deepEqual((await store.getAgent('agent-1'))?.walHealth, wal);
-        await store.recordHeartbeat('agent-1', { walHealth: { ...wal, slotName: '', slotActive: false, walSegmentsArchived: 8 } }, 5800);
-        assert.deepEqual((await store.listAgents('main'))[0]?.walHealth, { ...wal, slotName: '', slotActive: false, walSegmentsArchived: 8 });
+        await store.recordHeartbeat(
+          'agent-1',
+          { walHealth: { ...wal, slotName: '', slotActive: false, walSegmentsArchived: 8 } },
+          5800,
+        );
+        assert.deepEqual((await store.listAgents('main'))[0]?.walHealth, {
+          ...wal,
+          slotName: '',
+          slotActive: false,
+          walSegmentsArchived: 8,
+        });
         // Archive setup likewise: kept by a beat that could not read it (PostgreSQL down), replaced by the next.
-        const setup = { archiveMode: 'on', archiveCommand: "pgfleet-agent wal-push %p --cluster main", viaPgfleet: true, problem: '' };
+        const setup = {
+          archiveMode: 'on',
+          archiveCommand: 'pgfleet-agent wal-push %p --cluster main',
+          viaPgfleet: true,
+          problem: '',
+        };
         await store.recordHeartbeat('agent-1', { archiveSetup: setup }, 5850);
         await store.recordHeartbeat('agent-1', {}, 5860);
         assert.deepEqual((await store.getAgent('agent-1'))?.archiveSetup, setup);
-        const bypass = { archiveMode: 'on', archiveCommand: '/bin/true', viaPgfleet: false, problem: 'archive_command does not run pgfleet-agent wal-push' };
+        const bypass = {
+          archiveMode: 'on',
+          archiveCommand: '/bin/true',
+          viaPgfleet: false,
+          problem: 'archive_command does not run pgfleet-agent wal-push',
+        };
         await store.recordHeartbeat('agent-1', { archiveSetup: bypass }, 5870);
         assert.deepEqual((await store.listAgents('main'))[0]?.archiveSetup, bypass);
         // The timeline a primary writes: kept when a beat does not say (a standby, or PostgreSQL down), replaced when it does.
@@ -101,22 +182,46 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal((await store.getAgent('agent-1'))?.connected, true);
         await store.upsertAgent({ id: 'agent-0', cluster: 'main', hostname: 'db0', version: '0.2.0' }, 7000);
         await store.disconnectAllAgents(8000);
-        assert.deepEqual((await store.listAgents('main')).map((x) => [x.id, x.connected, x.version]), [['agent-0', false, '0.2.0'], ['agent-1', false, '0.2.0']]);
-        assert.deepEqual((await store.listAgents()).map((x) => x.id), ['agent-0', 'agent-1']);
+        assert.deepEqual(
+          (await store.listAgents('main')).map((x) => [x.id, x.connected, x.version]),
+          [
+            ['agent-0', false, '0.2.0'],
+            ['agent-1', false, '0.2.0'],
+          ],
+        );
+        assert.deepEqual(
+          (await store.listAgents()).map((x) => x.id),
+          ['agent-0', 'agent-1'],
+        );
         assert.deepEqual(await store.listAgents('other'), []);
         assert.equal(await store.getAgent('nope'), undefined);
       });
 
-      test('two hosts of one cluster: roles and a standby\'s replay figures, replaced at every beat that reports them', async () => {
+      test("two hosts of one cluster: roles and a standby's replay figures, replaced at every beat that reports them", async () => {
         const store = await storeWithCluster();
         await store.upsertAgent({ id: 'agent-2', cluster: 'main', hostname: 'db2', version: '0.1.0' }, 1000);
-        const replay = { receiveLsn: '0/5000000', replayLsn: '0/4FFF000', receiveReplayBytes: 4096, lastReplayTime: 4900, replayLagSeconds: 0.1 };
+        const replay = {
+          receiveLsn: '0/5000000',
+          replayLsn: '0/4FFF000',
+          receiveReplayBytes: 4096,
+          lastReplayTime: 4900,
+          replayLagSeconds: 0.1,
+        };
         await store.recordHeartbeat('agent-1', { currentLsn: '0/5000100', role: 'primary', replay: null }, 5000);
         await store.recordHeartbeat('agent-2', { currentLsn: '0/4FFF000', role: 'standby', replay }, 5000);
-        assert.deepEqual((await store.listAgents('main')).map((a) => [a.id, a.role, a.replay]), [['agent-1', 'primary', null], ['agent-2', 'standby', replay]]);
+        assert.deepEqual(
+          (await store.listAgents('main')).map((a) => [a.id, a.role, a.replay]),
+          [
+            ['agent-1', 'primary', null],
+            ['agent-2', 'standby', replay],
+          ],
+        );
         // A beat without a role (an agent that does not report one) keeps both.
         await store.recordHeartbeat('agent-2', { currentLsn: '0/5000000' }, 5500);
-        assert.deepEqual([(await store.getAgent('agent-2'))?.role, (await store.getAgent('agent-2'))?.replay], ['standby', replay]);
+        assert.deepEqual(
+          [(await store.getAgent('agent-2'))?.role, (await store.getAgent('agent-2'))?.replay],
+          ['standby', replay],
+        );
         // PostgreSQL down on the primary's host: its role is not known any more (not kept as primary).
         await store.recordHeartbeat('agent-1', { role: null, replay: null }, 6000);
         assert.equal((await store.getAgent('agent-1'))?.role, null);
@@ -136,9 +241,15 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.insertBackup(sampleBackup('20500101-000000F', 5000, '0/10000000'));
         await store.insertBackup(sampleBackup('20500101-000000F', 1, '0/1'));
         const list = await store.listBackups('main');
-        assert.deepEqual(list.map((b) => b.label), ['20990101-000000F', '20500101-000000F', '20000101-000000F']);
+        assert.deepEqual(
+          list.map((b) => b.label),
+          ['20990101-000000F', '20500101-000000F', '20000101-000000F'],
+        );
         assert.equal(list[1]!.stopTime, 5000);
-        assert.deepEqual(await store.getBackup('main', '20000101-000000F'), sampleBackup('20000101-000000F', 9000, '0/A0000000'));
+        assert.deepEqual(
+          await store.getBackup('main', '20000101-000000F'),
+          sampleBackup('20000101-000000F', 9000, '0/A0000000'),
+        );
         assert.equal(await store.getBackup('main', 'nope'), undefined);
         assert.deepEqual(await store.listBackups('other'), []);
       });
@@ -149,14 +260,24 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.insertBackup(sampleBackup('b2', 1000, '0/10000000'));
         await store.insertBackup(sampleBackup('b3', 1000, '7FFFFFFF/0'));
         await store.insertBackup(sampleBackup('b0', 1000, '1/0'));
-        assert.deepEqual((await store.listBackups('main')).map((b) => b.label), ['b2', 'b1', 'b0', 'b3']);
+        assert.deepEqual(
+          (await store.listBackups('main')).map((b) => b.label),
+          ['b2', 'b1', 'b0', 'b3'],
+        );
       });
 
       test('every field survives the round trip, large sizes included', async () => {
         const store = await storeWithCluster();
         const b = sampleBackup('20250101-010203F_20250102-010203I', 1_735_000_000_123, '2A/3C000100', {
-          type: 'incr', startLsn: '2A/3B000028', timeline: 7, sizeBytes: 5 * 2 ** 40, storedBytes: 2 ** 41 + 1, fileCount: 123_456,
-          priorLabel: '20250101-010203F', walStart: '000000070000002A0000003B', walStop: '000000070000002A0000003C',
+          type: 'incr',
+          startLsn: '2A/3B000028',
+          timeline: 7,
+          sizeBytes: 5 * 2 ** 40,
+          storedBytes: 2 ** 41 + 1,
+          fileCount: 123_456,
+          priorLabel: '20250101-010203F',
+          walStart: '000000070000002A0000003B',
+          walStop: '000000070000002A0000003C',
         });
         await store.insertBackup(b);
         assert.deepEqual(await store.getBackup('main', b.label), b);
@@ -164,7 +285,9 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
 
       test('a bad LSN is refused', async () => {
         const store = await storeWithCluster();
-        await assert.rejects(store.insertBackup(sampleBackup('bad', 1, 'nonsense')), (err: unknown) => PgfleetError.is(err, 'InvalidArgument'));
+        await assert.rejects(store.insertBackup(sampleBackup('bad', 1, 'nonsense')), (err: unknown) =>
+          PgfleetError.is(err, 'InvalidArgument'),
+        );
         assert.deepEqual(await store.listBackups('main'), []);
       });
     });
@@ -172,18 +295,40 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
     describe('jobs', () => {
       test('params, progress and results keep their JSON shape', async () => {
         const store = await storeWithCluster();
-        const params = { type: 'full', tags: ['a', 'b'], nested: { x: null, y: [1, { z: 'q' }] }, ratio: 0.25, big: '18446744073709551615', unicode: 'é✓' };
+        const params = {
+          type: 'full',
+          tags: ['a', 'b'],
+          nested: { x: null, y: [1, { z: 'q' }] },
+          ratio: 0.25,
+          big: '18446744073709551615',
+          unicode: 'é✓',
+        };
         const job = await store.createJob({ id: 'j', cluster: 'main', kind: 'backup', agentId: 'agent-1', params }, 10);
         assert.deepEqual(job.params, params);
-        const arr = await store.createJob({ id: 'k', cluster: 'main', kind: 'restore', agentId: 'agent-1', params: ['x', 1] }, 11);
+        const arr = await store.createJob(
+          { id: 'k', cluster: 'main', kind: 'restore', agentId: 'agent-1', params: ['x', 1] },
+          11,
+        );
         assert.deepEqual(arr.params, ['x', 1]);
-        const none = await store.createJob({ id: 'l', cluster: 'main', kind: 'restore', agentId: 'agent-1', params: undefined }, 12);
-        assert.deepEqual([none.params, none.progress, none.result, none.error, none.startedAt, none.finishedAt], [null, null, null, null, null, null]);
+        const none = await store.createJob(
+          { id: 'l', cluster: 'main', kind: 'restore', agentId: 'agent-1', params: undefined },
+          12,
+        );
+        assert.deepEqual(
+          [none.params, none.progress, none.result, none.error, none.startedAt, none.finishedAt],
+          [null, null, null, null, null, null],
+        );
         await store.transitionJob('k', 'dispatched', {}, 13);
         await store.updateJobProgress('k', { files: [1, 2], phase: 'copy' }, 14);
         await store.transitionJob('k', 'succeeded', { result: { restored: true, list: [] } }, 15);
         const k = await store.getJob('k');
-        assert.deepEqual([k?.progress, k?.result], [{ files: [1, 2], phase: 'copy' }, { restored: true, list: [] }]);
+        assert.deepEqual(
+          [k?.progress, k?.result],
+          [
+            { files: [1, 2], phase: 'copy' },
+            { restored: true, list: [] },
+          ],
+        );
         assert.equal(await store.getJob('nope'), undefined);
       });
 
@@ -192,25 +337,55 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         // JSON, docs/drills.md): PostgreSQL's log lines as the agent cut them, up to 8 KiB of
         // quotes, backslashes, tabs and non-ASCII, must come back byte for byte.
         const store = await storeWithCluster();
-        const fatal = "2026-11-24 12:00:00.100 UTC [7] FATAL:  requested timeline 2 is not a child of this server's history";
-        const tail = Array.from({ length: 30 }, (_, i) => `2026-11-24 12:00:00.${String(i).padStart(3, '0')} UTC [6] LOG:  restored log file "00000001000000000000${String(i).padStart(4, '0')}" from archive \\ "q" \tété ✓ ${'x'.repeat(200)}`);
+        const fatal =
+          "2026-11-24 12:00:00.100 UTC [7] FATAL:  requested timeline 2 is not a child of this server's history";
+        const tail = Array.from(
+          { length: 30 },
+          (_, i) =>
+            `2026-11-24 12:00:00.${String(i).padStart(3, '0')} UTC [6] LOG:  restored log file "00000001000000000000${String(i).padStart(4, '0')}" from archive \\ "q" \tété ✓ ${'x'.repeat(200)}`,
+        );
         const drill = {
-          backupLabel: '20261124-110000F', stage: 'recovery',
-          reasons: ["recovery failed: FATAL: requested timeline 2 is not a child of this server's history", "recovery: the drill's PostgreSQL exited during recovery"],
-          postgresLogProblems: [fatal, '2026-11-24 12:00:00.100 UTC [7] DETAIL:  Latest checkpoint is at 0/3000028 on timeline 1'],
+          backupLabel: '20261124-110000F',
+          stage: 'recovery',
+          reasons: [
+            "recovery failed: FATAL: requested timeline 2 is not a child of this server's history",
+            "recovery: the drill's PostgreSQL exited during recovery",
+          ],
+          postgresLogProblems: [
+            fatal,
+            '2026-11-24 12:00:00.100 UTC [7] DETAIL:  Latest checkpoint is at 0/3000028 on timeline 1',
+          ],
           postgresLogTail: [...tail, fatal],
           keptDir: '/var/lib/postgresql/15/pgfleet-scratch/pgfleet-drill-d1',
         };
         assert.ok(JSON.stringify(drill).length > 7000);
-        const error = { code: 'PGF-5006', message: `drill of cluster main failed in stage recovery: the drill's PostgreSQL exited during recovery (PostgreSQL: FATAL: requested timeline 2 is not a child of this server's history)` };
+        const error = {
+          code: 'PGF-5006',
+          message: `drill of cluster main failed in stage recovery: the drill's PostgreSQL exited during recovery (PostgreSQL: FATAL: requested timeline 2 is not a child of this server's history)`,
+        };
         const payload = new TextEncoder().encode(JSON.stringify(drill));
-        await store.createJob({ id: 'd1', cluster: 'main', kind: 'drill', agentId: 'agent-1', params: { backupLabel: '', keep: true } }, 10);
+        await store.createJob(
+          { id: 'd1', cluster: 'main', kind: 'drill', agentId: 'agent-1', params: { backupLabel: '', keep: true } },
+          10,
+        );
         await store.transitionJob('d1', 'dispatched', {}, 11);
-        const out = await store.transitionJob('d1', 'failed', { error, result: { drill }, events: [{ id: 'ev-d1', cluster: 'main', kind: 'drill.failed', time: 12, payload }] }, 12);
+        const out = await store.transitionJob(
+          'd1',
+          'failed',
+          {
+            error,
+            result: { drill },
+            events: [{ id: 'ev-d1', cluster: 'main', kind: 'drill.failed', time: 12, payload }],
+          },
+          12,
+        );
         assert.equal(out.changed, true);
         const [listed] = await store.listJobs({ cluster: 'main', kind: 'drill' });
         for (const job of [await store.getJob('d1'), listed]) {
-          assert.deepEqual([job?.state, job?.error, job?.result, job?.params], ['failed', error, { drill }, { backupLabel: '', keep: true }]);
+          assert.deepEqual(
+            [job?.state, job?.error, job?.result, job?.params],
+            ['failed', error, { drill }, { backupLabel: '', keep: true }],
+          );
         }
         const [ev] = await store.listEvents({ cluster: 'main' });
         assert.deepEqual([ev?.kind, Buffer.from(ev!.payload).equals(Buffer.from(payload))], ['drill.failed', true]);
@@ -218,16 +393,26 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
 
       test('createJob is idempotent by id: a repeat returns the job as it is now; another cluster or kind is JobStateConflict', async () => {
         const store = await storeWithCluster();
-        const first = await store.createJob({ id: 'same', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: { type: 'full' } }, 10);
+        const first = await store.createJob(
+          { id: 'same', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: { type: 'full' } },
+          10,
+        );
         await store.transitionJob('same', 'dispatched', {}, 11);
         // The retry carries other params and a later time: the stored job wins, state and all.
-        const again = await store.createJob({ id: 'same', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: { type: 'incr' } }, 20);
+        const again = await store.createJob(
+          { id: 'same', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: { type: 'incr' } },
+          20,
+        );
         assert.deepEqual(again, { ...first, state: 'dispatched' });
         assert.equal((await store.listJobs({ cluster: 'main' })).length, 1);
-        for (const other of [{ cluster: 'other', kind: 'backup' as const }, { cluster: 'main', kind: 'restore' as const }]) {
+        for (const other of [
+          { cluster: 'other', kind: 'backup' as const },
+          { cluster: 'main', kind: 'restore' as const },
+        ]) {
           await assert.rejects(
             store.createJob({ id: 'same', agentId: 'agent-1', params: {}, ...other }, 30),
-            (err: unknown) => PgfleetError.is(err, 'JobStateConflict') && err.message.includes("backup job of cluster 'main'"),
+            (err: unknown) =>
+              PgfleetError.is(err, 'JobStateConflict') && err.message.includes("backup job of cluster 'main'"),
           );
         }
         assert.deepEqual(await store.getJob('same'), again);
@@ -235,18 +420,42 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
 
       test('a backup job runs to success and inserts its backup in the same step', async () => {
         const store = await storeWithCluster();
-        const job = await store.createJob({ id: 'j1', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: { type: 'full' } }, 100);
+        const job = await store.createJob(
+          { id: 'j1', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: { type: 'full' } },
+          100,
+        );
         assert.deepEqual(job, {
-          id: 'j1', cluster: 'main', kind: 'backup', state: 'queued', agentId: 'agent-1', params: { type: 'full' }, createdAt: 100,
-          startedAt: null, finishedAt: null, error: null, progress: null, result: null,
+          id: 'j1',
+          cluster: 'main',
+          kind: 'backup',
+          state: 'queued',
+          agentId: 'agent-1',
+          params: { type: 'full' },
+          createdAt: 100,
+          startedAt: null,
+          finishedAt: null,
+          error: null,
+          progress: null,
+          result: null,
         });
         assert.equal((await store.transitionJob('j1', 'dispatched', {}, 110)).changed, true);
         const p = await store.updateJobProgress('j1', { bytesDone: '5' }, 120);
-        assert.deepEqual([p.changed, p.job.state, p.job.startedAt, p.job.progress], [true, 'running', 120, { bytesDone: '5' }]);
+        assert.deepEqual(
+          [p.changed, p.job.state, p.job.startedAt, p.job.progress],
+          [true, 'running', 120, { bytesDone: '5' }],
+        );
         await store.updateJobProgress('j1', { bytesDone: '9' }, 130);
         assert.equal((await store.getJob('j1'))?.startedAt, 120);
-        const done = await store.transitionJob('j1', 'succeeded', { result: { label: 'b1' }, backup: sampleBackup('b1', 140, '0/3000000', { jobId: 'j1' }) }, 140);
-        assert.deepEqual([done.changed, done.job.state, done.job.startedAt, done.job.finishedAt, done.job.result], [true, 'succeeded', 120, 140, { label: 'b1' }]);
+        const done = await store.transitionJob(
+          'j1',
+          'succeeded',
+          { result: { label: 'b1' }, backup: sampleBackup('b1', 140, '0/3000000', { jobId: 'j1' }) },
+          140,
+        );
+        assert.deepEqual(
+          [done.changed, done.job.state, done.job.startedAt, done.job.finishedAt, done.job.result],
+          [true, 'succeeded', 120, 140, { label: 'b1' }],
+        );
         assert.equal((await store.getBackup('main', 'b1'))?.jobId, 'j1');
 
         // Idempotent: the same terminal state again changes nothing.
@@ -267,7 +476,9 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           (err: unknown) => PgfleetError.is(err, 'InvalidArgument'),
         );
         // A backup of a cluster the catalog does not know violates the foreign key: also all-or-nothing.
-        await assert.rejects(store.transitionJob('j', 'succeeded', { backup: sampleBackup('b', 4, '0/3000000', { cluster: 'ghost' }) }, 4));
+        await assert.rejects(
+          store.transitionJob('j', 'succeeded', { backup: sampleBackup('b', 4, '0/3000000', { cluster: 'ghost' }) }, 4),
+        );
         const j = await store.getJob('j');
         assert.deepEqual([j?.state, j?.finishedAt], ['running', null]);
         assert.deepEqual(await store.listBackups('ghost'), []);
@@ -278,7 +489,9 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       test('dispatched may end directly; progress for a queued job is refused', async () => {
         const store = await storeWithCluster();
         await store.createJob({ id: 'q', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 1);
-        await assert.rejects(store.updateJobProgress('q', { x: 1 }, 2), (err: unknown) => PgfleetError.is(err, 'JobStateConflict'));
+        await assert.rejects(store.updateJobProgress('q', { x: 1 }, 2), (err: unknown) =>
+          PgfleetError.is(err, 'JobStateConflict'),
+        );
         const q = await store.getJob('q');
         assert.deepEqual([q?.state, q?.progress], ['queued', null]);
         await store.transitionJob('q', 'dispatched', {}, 3);
@@ -289,16 +502,27 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       test('illegal transitions are rejected with JobStateConflict; unknown jobs with UnknownJob', async () => {
         const store = await storeWithCluster();
         await store.createJob({ id: 'j2', cluster: 'main', kind: 'restore', agentId: 'agent-1', params: {} }, 100);
-        await assert.rejects(store.transitionJob('j2', 'running', {}, 101), (err: unknown) => PgfleetError.is(err, 'JobStateConflict') && err.code === 'PGF-2008');
+        await assert.rejects(
+          store.transitionJob('j2', 'running', {}, 101),
+          (err: unknown) => PgfleetError.is(err, 'JobStateConflict') && err.code === 'PGF-2008',
+        );
         assert.equal((await store.transitionJob('j2', 'queued', {}, 101)).changed, false);
         await store.transitionJob('j2', 'dispatched', {}, 101);
-        await assert.rejects(store.transitionJob('j2', 'queued', {}, 101), (err: unknown) => PgfleetError.is(err, 'JobStateConflict'));
+        await assert.rejects(store.transitionJob('j2', 'queued', {}, 101), (err: unknown) =>
+          PgfleetError.is(err, 'JobStateConflict'),
+        );
         await store.transitionJob('j2', 'failed', { error: { code: 'PGF-2006', message: 'gone' } }, 102);
-        await assert.rejects(store.transitionJob('j2', 'succeeded', {}, 103), (err: unknown) => PgfleetError.is(err, 'JobStateConflict'));
+        await assert.rejects(store.transitionJob('j2', 'succeeded', {}, 103), (err: unknown) =>
+          PgfleetError.is(err, 'JobStateConflict'),
+        );
         const j = await store.getJob('j2');
         assert.deepEqual([j?.state, j?.error, j?.finishedAt], ['failed', { code: 'PGF-2006', message: 'gone' }, 102]);
-        await assert.rejects(store.transitionJob('nope', 'failed', {}, 1), (err: unknown) => PgfleetError.is(err, 'UnknownJob'));
-        await assert.rejects(store.updateJobProgress('nope', {}, 1), (err: unknown) => PgfleetError.is(err, 'UnknownJob'));
+        await assert.rejects(store.transitionJob('nope', 'failed', {}, 1), (err: unknown) =>
+          PgfleetError.is(err, 'UnknownJob'),
+        );
+        await assert.rejects(store.updateJobProgress('nope', {}, 1), (err: unknown) =>
+          PgfleetError.is(err, 'UnknownJob'),
+        );
       });
 
       test('two conflicting transitions at once: exactly one wins', async () => {
@@ -322,22 +546,35 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       test('failing the active jobs of an agent keeps the ones it still runs and the finished ones', async () => {
         const store = await storeWithCluster();
         await store.upsertAgent({ id: 'agent-2', cluster: 'main', hostname: 'db2', version: '0.1.0' }, 1000);
-        for (const id of ['a', 'b', 'c', 'd', 'e']) await store.createJob({ id, cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 1);
+        for (const id of ['a', 'b', 'c', 'd', 'e'])
+          await store.createJob({ id, cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 1);
         await store.createJob({ id: 'other', cluster: 'main', kind: 'backup', agentId: 'agent-2', params: {} }, 1);
         await store.transitionJob('a', 'dispatched', {}, 2);
         await store.transitionJob('e', 'dispatched', {}, 2);
         await store.updateJobProgress('e', { p: 1 }, 2);
         await store.transitionJob('c', 'cancelled', {}, 2);
-        const failed = await store.failActiveJobsOfAgent('agent-1', { code: 'PGF-2006', message: 'agent restarted' }, 3, ['d']);
+        const failed = await store.failActiveJobsOfAgent(
+          'agent-1',
+          { code: 'PGF-2006', message: 'agent restarted' },
+          3,
+          ['d'],
+        );
         assert.deepEqual(failed.map((j) => j.id).sort(), ['a', 'b', 'e']);
-        for (const j of failed) assert.deepEqual([j.state, j.finishedAt, j.error], ['failed', 3, { code: 'PGF-2006', message: 'agent restarted' }]);
+        for (const j of failed)
+          assert.deepEqual(
+            [j.state, j.finishedAt, j.error],
+            ['failed', 3, { code: 'PGF-2006', message: 'agent restarted' }],
+          );
         const e = await store.getJob('e');
         assert.deepEqual([e?.state, e?.startedAt, e?.progress], ['failed', 2, { p: 1 }]);
         assert.equal((await store.getJob('c'))?.state, 'cancelled');
         assert.equal((await store.getJob('c'))?.error, null);
         assert.equal((await store.getJob('d'))?.state, 'queued');
         assert.equal((await store.getJob('other'))?.state, 'queued');
-        assert.deepEqual(await store.failActiveJobsOfAgent('agent-1', { code: 'PGF-2006', message: 'again' }, 4, ['d']), []);
+        assert.deepEqual(
+          await store.failActiveJobsOfAgent('agent-1', { code: 'PGF-2006', message: 'again' }, 4, ['d']),
+          [],
+        );
 
         const all = await store.failAllActiveJobs({ code: 'PGF-7003', message: 'controller restarted' }, 4);
         assert.deepEqual(all.map((j) => j.id).sort(), ['d', 'other']);
@@ -355,19 +592,46 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         // Same millisecond, ids sorting against creation order.
         await store.createJob({ id: 'y9', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 40);
         await store.createJob({ id: 'y1', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 40);
-        assert.deepEqual((await store.listJobs()).map((j) => j.id), ['y1', 'y9', 'x3', 'x2', 'x1']);
-        assert.deepEqual((await store.listJobs({ cluster: 'main' })).map((j) => j.id), ['y1', 'y9', 'x3', 'x1']);
-        assert.deepEqual((await store.listJobs({ limit: 1 })).map((j) => j.id), ['y1']);
-        assert.deepEqual((await store.listJobs({ cluster: 'main', limit: 3 })).map((j) => j.id), ['y1', 'y9', 'x3']);
+        assert.deepEqual(
+          (await store.listJobs()).map((j) => j.id),
+          ['y1', 'y9', 'x3', 'x2', 'x1'],
+        );
+        assert.deepEqual(
+          (await store.listJobs({ cluster: 'main' })).map((j) => j.id),
+          ['y1', 'y9', 'x3', 'x1'],
+        );
+        assert.deepEqual(
+          (await store.listJobs({ limit: 1 })).map((j) => j.id),
+          ['y1'],
+        );
+        assert.deepEqual(
+          (await store.listJobs({ cluster: 'main', limit: 3 })).map((j) => j.id),
+          ['y1', 'y9', 'x3'],
+        );
         assert.deepEqual((await store.listJobs({ limit: 0 })).length, 5);
         assert.deepEqual(await store.listJobs({ cluster: 'none' }), []);
         await store.createJob({ id: 'd1', cluster: 'main', kind: 'drill', agentId: 'agent-1', params: {} }, 50);
         await store.createJob({ id: 'c1', cluster: 'main', kind: 'capture', agentId: 'agent-1', params: {} }, 50);
-        await store.createJob({ id: 'k1', cluster: 'main', kind: 'check', agentId: 'agent-1', params: { timeoutSeconds: 60 } }, 50);
-        assert.deepEqual((await store.listJobs({ kind: 'check' })).map((j) => [j.id, j.params]), [['k1', { timeoutSeconds: 60 }]]);
-        assert.deepEqual((await store.listJobs({ cluster: 'main', kind: 'backup' })).map((j) => j.id), ['y1', 'y9', 'x1']);
-        assert.deepEqual((await store.listJobs({ kind: 'drill' })).map((j) => j.id), ['d1']);
-        assert.deepEqual((await store.listJobs({ cluster: 'main', kind: 'backup', state: 'queued', limit: 2 })).map((j) => j.id), ['y1', 'y9']);
+        await store.createJob(
+          { id: 'k1', cluster: 'main', kind: 'check', agentId: 'agent-1', params: { timeoutSeconds: 60 } },
+          50,
+        );
+        assert.deepEqual(
+          (await store.listJobs({ kind: 'check' })).map((j) => [j.id, j.params]),
+          [['k1', { timeoutSeconds: 60 }]],
+        );
+        assert.deepEqual(
+          (await store.listJobs({ cluster: 'main', kind: 'backup' })).map((j) => j.id),
+          ['y1', 'y9', 'x1'],
+        );
+        assert.deepEqual(
+          (await store.listJobs({ kind: 'drill' })).map((j) => j.id),
+          ['d1'],
+        );
+        assert.deepEqual(
+          (await store.listJobs({ cluster: 'main', kind: 'backup', state: 'queued', limit: 2 })).map((j) => j.id),
+          ['y1', 'y9'],
+        );
         assert.deepEqual(await store.listJobs({ state: 'running' }), []);
       });
     });
@@ -377,23 +641,44 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         const store = await storeWithCluster();
         await store.insertBackup(sampleBackup('b1', 1000, '0/3000000'));
         await store.insertBackup(sampleBackup('b2', 2000, '0/4000000', { pinned: true }));
-        assert.deepEqual((await store.listBackups('main')).map((b) => [b.label, b.pinned]), [['b1', false], ['b2', true]]);
+        assert.deepEqual(
+          (await store.listBackups('main')).map((b) => [b.label, b.pinned]),
+          [
+            ['b1', false],
+            ['b2', true],
+          ],
+        );
         const pinned = await store.setBackupPinned('main', 'b1', true);
         assert.equal(pinned.pinned, true);
         assert.equal((await store.getBackup('main', 'b1'))?.pinned, true);
         assert.equal((await store.setBackupPinned('main', 'b2', false)).pinned, false);
-        await assert.rejects(store.setBackupPinned('main', 'nope', true), (err: unknown) => PgfleetError.is(err, 'UnknownBackup'));
-        await assert.rejects(store.setBackupPinned('other', 'b1', true), (err: unknown) => PgfleetError.is(err, 'UnknownBackup'));
+        await assert.rejects(store.setBackupPinned('main', 'nope', true), (err: unknown) =>
+          PgfleetError.is(err, 'UnknownBackup'),
+        );
+        await assert.rejects(store.setBackupPinned('other', 'b1', true), (err: unknown) =>
+          PgfleetError.is(err, 'UnknownBackup'),
+        );
       });
 
       test('deleting backup rows removes exactly the named ones of the cluster', async () => {
         const store = await storeWithCluster();
         await store.upsertCluster({ name: 'other', systemIdentifier: '2', pgVersion: 160000 }, 1);
-        for (const [l, t] of [['b1', 1000], ['b2', 2000], ['b3', 3000]] as const) await store.insertBackup(sampleBackup(l, t, '0/3000000'));
+        for (const [l, t] of [
+          ['b1', 1000],
+          ['b2', 2000],
+          ['b3', 3000],
+        ] as const)
+          await store.insertBackup(sampleBackup(l, t, '0/3000000'));
         await store.insertBackup(sampleBackup('b1', 1000, '0/3000000', { cluster: 'other' }));
         assert.equal(await store.deleteBackups('main', ['b1', 'b3', 'missing']), 2);
-        assert.deepEqual((await store.listBackups('main')).map((b) => b.label), ['b2']);
-        assert.deepEqual((await store.listBackups('other')).map((b) => b.label), ['b1']);
+        assert.deepEqual(
+          (await store.listBackups('main')).map((b) => b.label),
+          ['b2'],
+        );
+        assert.deepEqual(
+          (await store.listBackups('other')).map((b) => b.label),
+          ['b1'],
+        );
         assert.equal(await store.deleteBackups('main', []), 0);
       });
 
@@ -405,7 +690,13 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         const fleet = await store.putPolicy(
           {
             scope: FLEET_POLICY_SCOPE,
-            schedules: { full: '0 1 * * 0', incr: '0 1 * * 1-6', drill: '0 3 * * 6', spreadMinutes: 30, backupFrom: 'prefer-standby' },
+            schedules: {
+              full: '0 1 * * 0',
+              incr: '0 1 * * 1-6',
+              drill: '0 3 * * 6',
+              spreadMinutes: 30,
+              backupFrom: 'prefer-standby',
+            },
             retention: { pitrWindowDays: 7.5, daily: 7, weekly: 4 },
             health: { rpoSeconds: 120, silenceSeconds: 30 },
           },
@@ -413,15 +704,30 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         );
         assert.deepEqual(fleet, {
           scope: '*',
-          schedules: { full: '0 1 * * 0', incr: '0 1 * * 1-6', drill: '0 3 * * 6', spreadMinutes: 30, backupFrom: 'prefer-standby' },
+          schedules: {
+            full: '0 1 * * 0',
+            incr: '0 1 * * 1-6',
+            drill: '0 3 * * 6',
+            spreadMinutes: 30,
+            backupFrom: 'prefer-standby',
+          },
           retention: { pitrWindowDays: 7.5, daily: 7, weekly: 4 },
           health: { rpoSeconds: 120, silenceSeconds: 30 },
           updatedAt: 12,
         });
-        assert.deepEqual((await store.listPolicies()).map((p) => p.scope), ['*', 'Alpha', 'zeta']);
+        assert.deepEqual(
+          (await store.listPolicies()).map((p) => p.scope),
+          ['*', 'Alpha', 'zeta'],
+        );
         // A whole replacement: keys not given are gone; '' (not scheduled) is kept as such.
         await store.putPolicy({ scope: 'zeta', schedules: { diff: '' }, retention: { daily: 0 } }, 20);
-        assert.deepEqual(await store.getPolicy('zeta'), { scope: 'zeta', schedules: { diff: '' }, retention: { daily: 0 }, health: {}, updatedAt: 20 });
+        assert.deepEqual(await store.getPolicy('zeta'), {
+          scope: 'zeta',
+          schedules: { diff: '' },
+          retention: { daily: 0 },
+          health: {},
+          updatedAt: 20,
+        });
         assert.equal(await store.deletePolicy('zeta'), true);
         assert.equal(await store.deletePolicy('zeta'), false);
         assert.equal(await store.getPolicy('zeta'), undefined);
@@ -438,29 +744,48 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         ]);
         await store.recordScheduleRuns([]);
         // A later run moves it on; an older one (another controller late with its tick) does not move it back.
-        await store.recordScheduleRuns([{ cluster: 'b', type: 'full', lastRun: 1_700_000_120_000 }, { cluster: 'a', type: 'full', lastRun: 1 }]);
+        await store.recordScheduleRuns([
+          { cluster: 'b', type: 'full', lastRun: 1_700_000_120_000 },
+          { cluster: 'a', type: 'full', lastRun: 1 },
+        ]);
         assert.deepEqual(await store.listScheduleRuns(), [
           { cluster: 'a', type: 'drill', lastRun: 1_700_000_060_000 },
           { cluster: 'a', type: 'full', lastRun: 1_700_000_060_000 },
           { cluster: 'a', type: 'incr', lastRun: 1_700_000_060_000 },
           { cluster: 'b', type: 'full', lastRun: 1_700_000_120_000 },
         ]);
-        assert.deepEqual(await store.listScheduleRuns('b'), [{ cluster: 'b', type: 'full', lastRun: 1_700_000_120_000 }]);
+        assert.deepEqual(await store.listScheduleRuns('b'), [
+          { cluster: 'b', type: 'full', lastRun: 1_700_000_120_000 },
+        ]);
         await assert.rejects(store.recordScheduleRuns([{ cluster: 'a', type: 'bogus' as 'full', lastRun: 5 }]));
       });
 
       test('expire jobs are jobs like the others; active jobs are listed oldest first', async () => {
         const store = await storeWithCluster();
-        await store.createJob({ id: 'e1', cluster: 'main', kind: 'expire', agentId: 'agent-1', params: { labels: ['b1'] } }, 5);
+        await store.createJob(
+          { id: 'e1', cluster: 'main', kind: 'expire', agentId: 'agent-1', params: { labels: ['b1'] } },
+          5,
+        );
         await store.createJob({ id: 'b1', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 3);
         await store.createJob({ id: 'b2', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 4);
         await store.transitionJob('b2', 'dispatched', {}, 6);
         await store.transitionJob('b2', 'failed', { error: { code: 'PGF-2005', message: 'x' } }, 7);
         await store.transitionJob('e1', 'dispatched', {}, 6);
-        assert.deepEqual((await store.listActiveJobs()).map((j) => [j.id, j.kind, j.state]), [['b1', 'backup', 'queued'], ['e1', 'expire', 'dispatched']]);
+        assert.deepEqual(
+          (await store.listActiveJobs()).map((j) => [j.id, j.kind, j.state]),
+          [
+            ['b1', 'backup', 'queued'],
+            ['e1', 'expire', 'dispatched'],
+          ],
+        );
         await store.transitionJob('e1', 'succeeded', { result: { deleted: 1 } }, 8);
-        assert.deepEqual((await store.listActiveJobs()).map((j) => j.id), ['b1']);
-        await assert.rejects(store.createJob({ id: 'x', cluster: 'main', kind: 'bogus' as 'backup', agentId: 'agent-1', params: {} }, 9));
+        assert.deepEqual(
+          (await store.listActiveJobs()).map((j) => j.id),
+          ['b1'],
+        );
+        await assert.rejects(
+          store.createJob({ id: 'x', cluster: 'main', kind: 'bogus' as 'backup', agentId: 'agent-1', params: {} }, 9),
+        );
       });
     });
 
@@ -468,7 +793,14 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       test('an enrollment token works once, before it expires, and says why it was refused', async () => {
         const store = await fresh();
         const t = await store.createEnrollmentToken({ tokenHash: 'h1', cluster: 'main', expiresAt: 5000 }, 1000);
-        assert.deepEqual(t, { tokenHash: 'h1', cluster: 'main', createdAt: 1000, expiresAt: 5000, usedAt: null, agentId: null });
+        assert.deepEqual(t, {
+          tokenHash: 'h1',
+          cluster: 'main',
+          createdAt: 1000,
+          expiresAt: 5000,
+          usedAt: null,
+          agentId: null,
+        });
         await store.createEnrollmentToken({ tokenHash: 'h2', cluster: 'other', expiresAt: 3000 }, 2000);
         assert.deepEqual(await store.useEnrollmentToken('nope', 'a1', 1500), { ok: false, reason: 'unknown' });
         const used = await store.useEnrollmentToken('h1', 'a1', 1500);
@@ -481,7 +813,13 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         // Expiry is exclusive: at expiresAt the token no longer works, and an expired one is not marked used.
         const late = await store.useEnrollmentToken('h2', 'a3', 3000);
         assert.deepEqual([late.ok, !late.ok && late.reason, !late.ok && late.token?.usedAt], [false, 'expired', null]);
-        assert.deepEqual((await store.listEnrollmentTokens()).map((x) => [x.tokenHash, x.cluster, x.agentId]), [['h2', 'other', null], ['h1', 'main', 'a1']]);
+        assert.deepEqual(
+          (await store.listEnrollmentTokens()).map((x) => [x.tokenHash, x.cluster, x.agentId]),
+          [
+            ['h2', 'other', null],
+            ['h1', 'main', 'a1'],
+          ],
+        );
         await assert.rejects(store.createEnrollmentToken({ tokenHash: 'h1', cluster: 'main', expiresAt: 9000 }, 4000));
       });
 
@@ -499,8 +837,13 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.createAdminToken({ id: 't2', name: 'ops', role: 'operator', tokenHash: 'ho' }, 200);
         assert.deepEqual(await store.findAdminToken('hv'), v);
         assert.equal(await store.findAdminToken('unknown'), undefined);
-        await assert.rejects(store.createAdminToken({ id: 't3', name: 'ci', role: 'admin', tokenHash: 'hx' }, 300), (err: unknown) => PgfleetError.is(err, 'InvalidArgument'));
-        await assert.rejects(store.createAdminToken({ id: 't3', name: 'bad-role', role: 'root' as 'admin', tokenHash: 'hy' }, 300));
+        await assert.rejects(
+          store.createAdminToken({ id: 't3', name: 'ci', role: 'admin', tokenHash: 'hx' }, 300),
+          (err: unknown) => PgfleetError.is(err, 'InvalidArgument'),
+        );
+        await assert.rejects(
+          store.createAdminToken({ id: 't3', name: 'bad-role', role: 'root' as 'admin', tokenHash: 'hy' }, 300),
+        );
         // By name, then by id; a second revoke finds nothing.
         assert.equal((await store.revokeAdminToken('ci', 400))?.revokedAt, 400);
         assert.equal(await store.revokeAdminToken('ci', 410), undefined);
@@ -508,11 +851,14 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal((await store.revokeAdminToken('t2', 420))?.name, 'ops');
         // A revoked token's name can be used again.
         await store.createAdminToken({ id: 't4', name: 'ci', role: 'admin', tokenHash: 'hz' }, 500);
-        assert.deepEqual((await store.listAdminTokens()).map((x) => [x.id, x.name, x.role, x.revokedAt]), [
-          ['t1', 'ci', 'viewer', 400],
-          ['t2', 'ops', 'operator', 420],
-          ['t4', 'ci', 'admin', null],
-        ]);
+        assert.deepEqual(
+          (await store.listAdminTokens()).map((x) => [x.id, x.name, x.role, x.revokedAt]),
+          [
+            ['t1', 'ci', 'viewer', 400],
+            ['t2', 'ops', 'operator', 420],
+            ['t4', 'ci', 'admin', null],
+          ],
+        );
       });
     });
 
@@ -536,7 +882,13 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       });
     });
     describe('events outbox', () => {
-      const ev = (id: string, cluster = 'main', kind = 'backup.completed', time = 1): OutboxEventInput => ({ id, cluster, kind, time, payload: new Uint8Array([1, 2, id.length]) });
+      const ev = (id: string, cluster = 'main', kind = 'backup.completed', time = 1): OutboxEventInput => ({
+        id,
+        cluster,
+        kind,
+        time,
+        payload: new Uint8Array([1, 2, id.length]),
+      });
 
       test('events commit with the job transition, and a failing transition writes none', async () => {
         const store = await storeWithCluster();
@@ -544,13 +896,28 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.transitionJob('j', 'dispatched', { events: [ev('e-start', 'main', 'backup.started')] }, 2);
         await store.updateJobProgress('j', {}, 3);
         // The backup row is bad (unknown cluster): the whole transaction, event included, rolls back.
-        await assert.rejects(store.transitionJob('j', 'succeeded', { backup: sampleBackup('b', 4, '0/3000000', { cluster: 'ghost' }), events: [ev('e-lost')] }, 4));
+        await assert.rejects(
+          store.transitionJob(
+            'j',
+            'succeeded',
+            { backup: sampleBackup('b', 4, '0/3000000', { cluster: 'ghost' }), events: [ev('e-lost')] },
+            4,
+          ),
+        );
         // An illegal transition writes nothing either.
         await assert.rejects(store.transitionJob('j', 'queued', { events: [ev('e-illegal')] }, 4));
         // A repeated (no-op) transition does not write its events.
         await store.transitionJob('j', 'running', { events: [ev('e-noop')] }, 4);
-        await store.transitionJob('j', 'succeeded', { backup: sampleBackup('b', 5, '0/3000000'), events: [ev('e-done')] }, 5);
-        assert.deepEqual((await store.listEvents()).map((e) => e.id), ['e-start', 'e-done']);
+        await store.transitionJob(
+          'j',
+          'succeeded',
+          { backup: sampleBackup('b', 5, '0/3000000'), events: [ev('e-done')] },
+          5,
+        );
+        assert.deepEqual(
+          (await store.listEvents()).map((e) => e.id),
+          ['e-start', 'e-done'],
+        );
         const [first] = await store.listEvents({ limit: 1 });
         assert.deepEqual([...first!.payload], [1, 2, 7]);
         assert.equal(first!.kind, 'backup.started');
@@ -559,18 +926,31 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
 
       test('agent connect/disconnect, failed jobs and health states carry their events', async () => {
         const store = await storeWithCluster();
-        await store.upsertAgent({ id: 'agent-2', cluster: 'main', hostname: 'db2', version: '0.1.0' }, 2, [ev('c1', 'main', 'agent.connected')]);
+        await store.upsertAgent({ id: 'agent-2', cluster: 'main', hostname: 'db2', version: '0.1.0' }, 2, [
+          ev('c1', 'main', 'agent.connected'),
+        ]);
         await store.setAgentConnected('agent-2', false, 3, [ev('d1', 'main', 'agent.disconnected')]);
         await store.createJob({ id: 'x', cluster: 'main', kind: 'backup', agentId: 'agent-2', params: {} }, 4);
         await store.createJob({ id: 'y', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 4);
-        await store.failActiveJobsOfAgent('agent-2', { code: 'PGF-2006', message: 'gone' }, 5, [], (job) => [ev(`f-${job.id}`, job.cluster, 'backup.failed')]);
-        await store.failAllActiveJobs({ code: 'PGF-7003', message: 'restart' }, 6, (job) => [ev(`f-${job.id}`, job.cluster, 'backup.failed')]);
-        await store.putHealthState({ cluster: 'main', condition: 'rpo', state: 'breached', since: 7, data: { n: 1 } }, [ev('h1', 'main', 'rpo.breached')]);
-        assert.deepEqual(await store.listHealthStates('main'), [{ cluster: 'main', condition: 'rpo', state: 'breached', since: 7, data: { n: 1 } }]);
+        await store.failActiveJobsOfAgent('agent-2', { code: 'PGF-2006', message: 'gone' }, 5, [], (job) => [
+          ev(`f-${job.id}`, job.cluster, 'backup.failed'),
+        ]);
+        await store.failAllActiveJobs({ code: 'PGF-7003', message: 'restart' }, 6, (job) => [
+          ev(`f-${job.id}`, job.cluster, 'backup.failed'),
+        ]);
+        await store.putHealthState({ cluster: 'main', condition: 'rpo', state: 'breached', since: 7, data: { n: 1 } }, [
+          ev('h1', 'main', 'rpo.breached'),
+        ]);
+        assert.deepEqual(await store.listHealthStates('main'), [
+          { cluster: 'main', condition: 'rpo', state: 'breached', since: 7, data: { n: 1 } },
+        ]);
         await store.putHealthState({ cluster: 'main', condition: 'rpo', state: 'ok', since: 8, data: null });
         assert.equal((await store.listHealthStates())[0]!.state, 'ok');
         assert.deepEqual(await store.listHealthStates('other'), []);
-        assert.deepEqual((await store.listEvents()).map((e) => e.id), ['c1', 'd1', 'f-x', 'f-y', 'h1']);
+        assert.deepEqual(
+          (await store.listEvents()).map((e) => e.id),
+          ['c1', 'd1', 'f-x', 'f-y', 'h1'],
+        );
         assert.deepEqual(await store.countJobs(), [{ cluster: 'main', kind: 'backup', state: 'failed', count: 2 }]);
       });
 
@@ -578,17 +958,35 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         const store = await fresh();
         await store.appendEvents([ev('a1', 'a'), ev('b1', 'b'), ev('a2', 'a'), ev('b2', 'b')]);
         const batch = await store.nextUnsentEvents(3);
-        assert.deepEqual(batch.map((e) => e.id), ['a1', 'b1', 'a2']);
+        assert.deepEqual(
+          batch.map((e) => e.id),
+          ['a1', 'b1', 'a2'],
+        );
         assert.ok(batch[0]!.seq < batch[1]!.seq && batch[1]!.seq < batch[2]!.seq);
         await store.markEventsSent([batch[0]!.seq, batch[1]!.seq], 50);
         await store.markEventsSent([batch[0]!.seq], 60); // twice: harmless, keeps the first time
-        assert.deepEqual((await store.nextUnsentEvents(10)).map((e) => e.id), ['a2', 'b2']);
+        assert.deepEqual(
+          (await store.nextUnsentEvents(10)).map((e) => e.id),
+          ['a2', 'b2'],
+        );
         const all = await store.listEvents();
         assert.equal(all[0]!.sentAt, 50);
-        assert.deepEqual((await store.listEvents({ cluster: 'a' })).map((e) => e.id), ['a1', 'a2']);
-        assert.deepEqual((await store.listEvents({ afterSeq: all[1]!.seq })).map((e) => e.id), ['a2', 'b2']);
-        assert.deepEqual((await store.listEvents({ limit: 1, cluster: 'b' })).map((e) => e.id), ['b1']);
-        assert.deepEqual((await store.listLatestEvents({ limit: 2 })).map((e) => e.id), ['a2', 'b2']);
+        assert.deepEqual(
+          (await store.listEvents({ cluster: 'a' })).map((e) => e.id),
+          ['a1', 'a2'],
+        );
+        assert.deepEqual(
+          (await store.listEvents({ afterSeq: all[1]!.seq })).map((e) => e.id),
+          ['a2', 'b2'],
+        );
+        assert.deepEqual(
+          (await store.listEvents({ limit: 1, cluster: 'b' })).map((e) => e.id),
+          ['b1'],
+        );
+        assert.deepEqual(
+          (await store.listLatestEvents({ limit: 2 })).map((e) => e.id),
+          ['a2', 'b2'],
+        );
         // Event ids are unique: a second append of the same id fails and writes nothing of its batch.
         await assert.rejects(store.appendEvents([ev('new'), ev('a1')]));
         assert.equal((await store.listEvents()).length, 4);

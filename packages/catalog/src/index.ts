@@ -11,4 +11,10 @@ export {
   LEADERSHIP_LOCK_CLASS,
 } from './postgres-store.js';
 export { openCatalog, type OpenCatalogOptions } from './open-catalog.js';
-export { CATALOG_MIGRATIONS, CATALOG_SCHEMA_VERSION, SQLITE_MIGRATIONS, POSTGRES_MIGRATIONS, type CatalogMigration } from './migrations.js';
+export {
+  CATALOG_MIGRATIONS,
+  CATALOG_SCHEMA_VERSION,
+  SQLITE_MIGRATIONS,
+  POSTGRES_MIGRATIONS,
+  type CatalogMigration,
+} from './migrations.js';

@@ -140,7 +140,8 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
     `,
   },
   {
-    description: 'policies (cluster override or fleet default), schedule_runs (last run per cluster and backup type), backups.pinned, expire jobs',
+    description:
+      'policies (cluster override or fleet default), schedule_runs (last run per cluster and backup type), backups.pinned, expire jobs',
     // SQLite cannot change a CHECK constraint in place: the jobs table is rebuilt, rowids kept
     // (they order jobs created in the same millisecond). The kind list also admits the job kinds
     // the protocol plans (verify, drill), so adding them needs no further rebuild.
@@ -199,7 +200,8 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
     `,
   },
   {
-    description: 'enrollment_tokens (one-time agent enrollment, stored hashed), admin_tokens (bearer tokens with a role, stored hashed)',
+    description:
+      'enrollment_tokens (one-time agent enrollment, stored hashed), admin_tokens (bearer tokens with a role, stored hashed)',
     sqlite: `
       CREATE TABLE enrollment_tokens (
         token_hash TEXT PRIMARY KEY,
@@ -240,7 +242,8 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
     `,
   },
   {
-    description: 'events_outbox (events written with the state change they report, relayed to NATS), health_states (per cluster+condition hysteresis)',
+    description:
+      'events_outbox (events written with the state change they report, relayed to NATS), health_states (per cluster+condition hysteresis)',
     sqlite: `
       CREATE TABLE events_outbox (
         seq     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -285,7 +288,8 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
     `,
   },
   {
-    description: 'policies.health (per-policy health thresholds); schedule_runs admits drill schedules; jobs admit capture (drill source counts)',
+    description:
+      'policies.health (per-policy health thresholds); schedule_runs admits drill schedules; jobs admit capture (drill source counts)',
     // schedule_runs and jobs are rebuilt for their CHECK constraints (SQLite cannot alter one in
     // place); jobs keep their rowids, which order jobs created in the same millisecond.
     sqlite: `
@@ -332,7 +336,8 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
     `,
   },
   {
-    description: 'agents.wal_health (the WAL health of the last heartbeat: pg_wal space, replication slot, stream lag, WAL archived)',
+    description:
+      'agents.wal_health (the WAL health of the last heartbeat: pg_wal space, replication slot, stream lag, WAL archived)',
     sqlite: `
       ALTER TABLE agents ADD COLUMN wal_health TEXT;
     `,
@@ -341,7 +346,8 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
     `,
   },
   {
-    description: 'jobs admit check (pgfleet check: does WAL archiving work end to end); agents.archive_setup (archive_mode and archive_command of the last heartbeat, and whether it goes through pgfleet)',
+    description:
+      'jobs admit check (pgfleet check: does WAL archiving work end to end); agents.archive_setup (archive_mode and archive_command of the last heartbeat, and whether it goes through pgfleet)',
     // jobs is rebuilt for its CHECK constraint as in version 5 (rowids kept: they order jobs created in the same millisecond).
     sqlite: `
       ALTER TABLE agents ADD COLUMN archive_setup TEXT;
@@ -375,7 +381,8 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
     `,
   },
   {
-    description: 'agents.role and agents.replay (HA clusters: primary or standby per host, and a standby\'s replay position and lag)',
+    description:
+      "agents.role and agents.replay (HA clusters: primary or standby per host, and a standby's replay position and lag)",
     sqlite: `
       ALTER TABLE agents ADD COLUMN role TEXT CHECK (role IN ('primary', 'standby'));
       ALTER TABLE agents ADD COLUMN replay TEXT;
@@ -386,7 +393,8 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
     `,
   },
   {
-    description: 'agents.timeline (the timeline a primary writes: restores follow the live lineage, never a fork another copy archived)',
+    description:
+      'agents.timeline (the timeline a primary writes: restores follow the live lineage, never a fork another copy archived)',
     sqlite: `
       ALTER TABLE agents ADD COLUMN timeline INTEGER;
     `,

@@ -13,7 +13,7 @@ export interface OpenCatalogOptions {
   postgres?: PostgresCatalogOptions;
 }
 
-const HINT = "Set catalog to a file path or sqlite:PATH (SQLite), or to postgres://user@host:port/db (PostgreSQL).";
+const HINT = 'Set catalog to a file path or sqlite:PATH (SQLite), or to postgres://user@host:port/db (PostgreSQL).';
 
 /** Opens the catalog `url` names and applies pending migrations. */
 export async function openCatalog(url: string, options: OpenCatalogOptions = {}): Promise<CatalogStore> {
@@ -21,7 +21,11 @@ export async function openCatalog(url: string, options: OpenCatalogOptions = {})
   if (scheme === 'postgres' || scheme === 'postgresql') return PostgresCatalogStore.open(url, options.postgres);
   const path = scheme === 'sqlite' ? url.slice('sqlite:'.length) : scheme === undefined ? url : '';
   if (path.trim() === '') {
-    throw new PgfleetError('InvalidConfig', `catalog '${redactCatalogUrl(url)}' is neither a file path, sqlite:PATH nor a postgres:// URL`, { hint: HINT });
+    throw new PgfleetError(
+      'InvalidConfig',
+      `catalog '${redactCatalogUrl(url)}' is neither a file path, sqlite:PATH nor a postgres:// URL`,
+      { hint: HINT },
+    );
   }
   return SqliteCatalogStore.open(path, options.sqlite);
 }

@@ -82,7 +82,11 @@ describe('postgres: shared by several controllers', () => {
    * Runs both moves while a third session holds the job's row lock, so both are in flight before
    * either can read the row: a store that read without locking would let both "win".
    */
-  async function race(url: string, id: string, moves: [() => Promise<unknown>, () => Promise<unknown>]): Promise<PromiseSettledResult<unknown>[]> {
+  async function race(
+    url: string,
+    id: string,
+    moves: [() => Promise<unknown>, () => Promise<unknown>],
+  ): Promise<PromiseSettledResult<unknown>[]> {
     const blocker = new pg.Client({ connectionString: url });
     await blocker.connect();
     try {
@@ -91,7 +95,9 @@ describe('postgres: shared by several controllers', () => {
       const settled = Promise.allSettled(moves.map((m) => m()));
       // Both transitions are now waiting on the row lock (or about to): give them time to get there.
       await waitFor(async () => {
-        const r = await blocker.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
+        const r = await blocker.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+        );
         return r.rows[0].n >= 2;
       });
       await blocker.query('COMMIT');
@@ -103,7 +109,11 @@ describe('postgres: shared by several controllers', () => {
 
   test('two controllers moving one job at once: exactly one wins, the other gets JobStateConflict', async () => {
     const [a, b, url] = await twoControllers();
-    const targets: [JobStateName, JobStateName][] = [['succeeded', 'cancelled'], ['failed', 'succeeded'], ['cancelled', 'failed']];
+    const targets: [JobStateName, JobStateName][] = [
+      ['succeeded', 'cancelled'],
+      ['failed', 'succeeded'],
+      ['cancelled', 'failed'],
+    ];
     for (const [i, [toA, toB]] of targets.entries()) {
       const id = `race-${i}`;
       await runningJob(a, id);
@@ -130,7 +140,9 @@ describe('postgres: shared by several controllers', () => {
       () => a.transitionJob('same', 'failed', { error: { code: 'PGF-2006', message: 'a' } }, 10),
       () => b.transitionJob('same', 'failed', { error: { code: 'PGF-2006', message: 'b' } }, 11),
     ]);
-    const changed = outcomes.map((o) => (o.status === 'fulfilled' ? (o.value as { changed: boolean }).changed : o.reason));
+    const changed = outcomes.map((o) =>
+      o.status === 'fulfilled' ? (o.value as { changed: boolean }).changed : o.reason,
+    );
     assert.deepEqual(changed.sort(), [false, true]);
   });
 
@@ -138,7 +150,10 @@ describe('postgres: shared by several controllers', () => {
     const [a, b, url] = await twoControllers();
     await a.createJob({ id: 'p', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 1);
     await a.transitionJob('p', 'dispatched', {}, 2);
-    const outcomes = await race(url, 'p', [() => a.updateJobProgress('p', { n: 1 }, 3), () => b.transitionJob('p', 'cancelled', {}, 3)]);
+    const outcomes = await race(url, 'p', [
+      () => a.updateJobProgress('p', { n: 1 }, 3),
+      () => b.transitionJob('p', 'cancelled', {}, 3),
+    ]);
     const job = await a.getJob('p');
     assert.equal(job?.state, 'cancelled');
     // Progress either came first (then the cancel ended the running job) or was ignored after it.
@@ -166,10 +181,16 @@ describe('postgres: shared by several controllers', () => {
     const stores = await Promise.all(Array.from({ length: 4 }, () => open(url)));
     for (const s of stores) assert.equal(await s.schemaVersion(), CATALOG_SCHEMA_VERSION);
     const rows = await rawQuery<{ version: number }>(url, 'SELECT version FROM schema_migrations ORDER BY version');
-    assert.deepEqual(rows.map((r) => r.version), Array.from({ length: CATALOG_SCHEMA_VERSION }, (_, i) => i + 1));
+    assert.deepEqual(
+      rows.map((r) => r.version),
+      Array.from({ length: CATALOG_SCHEMA_VERSION }, (_, i) => i + 1),
+    );
     // All of them work on the one schema.
     await stores[1]!.upsertCluster({ name: 'c', systemIdentifier: '1', pgVersion: 1 }, 1);
-    assert.deepEqual((await stores[3]!.listClusters()).map((c) => c.name), ['c']);
+    assert.deepEqual(
+      (await stores[3]!.listClusters()).map((c) => c.name),
+      ['c'],
+    );
   });
 
   test('reopening applies nothing twice; a newer schema is refused with PGF-1002', async () => {
@@ -179,9 +200,17 @@ describe('postgres: shared by several controllers', () => {
     await first.close();
     const second = await open(url);
     assert.equal(await second.schemaVersion(), CATALOG_SCHEMA_VERSION);
-    assert.deepEqual((await second.listClusters()).map((c) => c.name), ['c']);
-    await rawQuery(url, 'INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)', [CATALOG_SCHEMA_VERSION + 1]);
-    await assert.rejects(PostgresCatalogStore.open(url), (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /newer/.test(err.message));
+    assert.deepEqual(
+      (await second.listClusters()).map((c) => c.name),
+      ['c'],
+    );
+    await rawQuery(url, 'INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)', [
+      CATALOG_SCHEMA_VERSION + 1,
+    ]);
+    await assert.rejects(
+      PostgresCatalogStore.open(url),
+      (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /newer/.test(err.message),
+    );
   });
 
   test('leadership: one of two controllers leads; after release, close or a lost session the other can', async () => {
@@ -192,7 +221,10 @@ describe('postgres: shared by several controllers', () => {
     assert.equal(await b.tryAcquireLeadership('retention'), true);
     assert.equal(await a.tryAcquireLeadership('retention'), false);
     // Asking again while leading keeps it; racing itself, a store still gets one answer.
-    assert.deepEqual(await Promise.all([a.tryAcquireLeadership('scheduler'), a.tryAcquireLeadership('scheduler')]), [true, true]);
+    assert.deepEqual(await Promise.all([a.tryAcquireLeadership('scheduler'), a.tryAcquireLeadership('scheduler')]), [
+      true,
+      true,
+    ]);
     assert.equal(await b.tryAcquireLeadership('scheduler'), false);
 
     await a.releaseLeadership('scheduler');
@@ -213,7 +245,10 @@ describe('postgres: shared by several controllers', () => {
       `SELECT pg_terminate_backend(pid) AS ok FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid AND granted`,
       [LEADERSHIP_LOCK_CLASS],
     );
-    assert.deepEqual(killed.map((r) => r.ok), [true]);
+    assert.deepEqual(
+      killed.map((r) => r.ok),
+      [true],
+    );
     await waitFor(async () => b.tryAcquireLeadership('scheduler'));
     assert.equal(await a.tryAcquireLeadership('scheduler'), false);
     // Ordinary queries of the old leader go on through the pool.
@@ -238,10 +273,17 @@ describe('postgres: opening', () => {
   test('an unreachable server or missing database is PgConnectFailed naming the URL without its password', async () => {
     const port = await freePort();
     const down = `postgres://pgfleet:s3cret@127.0.0.1:${port}/catalog`;
-    await assert.rejects(PostgresCatalogStore.open(down, { connectTimeoutMs: 2000 }), (err: unknown) =>
-      PgfleetError.is(err, 'PgConnectFailed') && err.message.includes(`postgres://pgfleet:***@127.0.0.1:${port}/catalog`) && !err.message.includes('s3cret'));
-    await assert.rejects(PostgresCatalogStore.open(urlOf('no_such_db')), (err: unknown) =>
-      PgfleetError.is(err, 'PgConnectFailed') && /no_such_db/.test(err.message));
+    await assert.rejects(
+      PostgresCatalogStore.open(down, { connectTimeoutMs: 2000 }),
+      (err: unknown) =>
+        PgfleetError.is(err, 'PgConnectFailed') &&
+        err.message.includes(`postgres://pgfleet:***@127.0.0.1:${port}/catalog`) &&
+        !err.message.includes('s3cret'),
+    );
+    await assert.rejects(
+      PostgresCatalogStore.open(urlOf('no_such_db')),
+      (err: unknown) => PgfleetError.is(err, 'PgConnectFailed') && /no_such_db/.test(err.message),
+    );
   });
 });
 

@@ -92,7 +92,9 @@ const INT8_OID = 20;
  */
 const types: pg.CustomTypesConfig = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-    oid === INT8_OID && format !== 'binary' ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as pg.CustomTypesConfig['getTypeParser'],
+    oid === INT8_OID && format !== 'binary'
+      ? (v: string) => Number(v)
+      : pg.types.getTypeParser(oid, format as 'text')) as pg.CustomTypesConfig['getTypeParser'],
 };
 
 /** JSONB arrives parsed; SQL NULL stays null. */
@@ -119,7 +121,10 @@ function isConnectionError(err: unknown): boolean {
     if (/^(08|28|3D)/.test(code) || /^57P0[1-3]$/.test(code)) return true;
     if (/^E[A-Z]+$/.test(code)) return true; // Node socket errors: ECONNREFUSED, ENOTFOUND, ...
   }
-  return err instanceof Error && /Connection terminated|timeout expired|Client was closed|Cannot use a pool after/i.test(err.message);
+  return (
+    err instanceof Error &&
+    /Connection terminated|timeout expired|Client was closed|Cannot use a pool after/i.test(err.message)
+  );
 }
 
 const UNREACHABLE_HINT = 'Check the catalog URL (--catalog) and that its PostgreSQL server is running and reachable.';
@@ -161,7 +166,10 @@ export class PostgresCatalogStore implements CatalogStore {
       client = await pool.connect();
     } catch (err) {
       await pool.end().catch(() => {});
-      throw new PgfleetError('PgConnectFailed', `catalog ${store.url} cannot be opened: ${(err as Error).message}`, { cause: err, hint: UNREACHABLE_HINT });
+      throw new PgfleetError('PgConnectFailed', `catalog ${store.url} cannot be opened: ${(err as Error).message}`, {
+        cause: err,
+        hint: UNREACHABLE_HINT,
+      });
     }
     try {
       await migrate(client);
@@ -188,7 +196,10 @@ export class PostgresCatalogStore implements CatalogStore {
     return this.closing;
   }
 
-  async upsertCluster(c: { name: string; systemIdentifier: string; pgVersion: number }, now: number): Promise<ClusterRecord> {
+  async upsertCluster(
+    c: { name: string; systemIdentifier: string; pgVersion: number },
+    now: number,
+  ): Promise<ClusterRecord> {
     // One statement, so two controllers registering the same new cluster cannot both insert it:
     // the second waits on the first's row, then takes the update path (or none on a mismatch).
     const rows = await this.query<ClusterRow>(
@@ -216,7 +227,11 @@ export class PostgresCatalogStore implements CatalogStore {
     return (await this.query<ClusterRow>('SELECT * FROM clusters ORDER BY name COLLATE "C"')).map(clusterFromRow);
   }
 
-  async upsertAgent(a: { id: string; cluster: string; hostname: string; version: string }, now: number, events: readonly OutboxEventInput[] = []): Promise<AgentRecord> {
+  async upsertAgent(
+    a: { id: string; cluster: string; hostname: string; version: string },
+    now: number,
+    events: readonly OutboxEventInput[] = [],
+  ): Promise<AgentRecord> {
     return this.transaction(async (client) => {
       const res = await client.query<AgentRow>(
         `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES ($1, $2, $3, $4, true, $5)
@@ -230,7 +245,12 @@ export class PostgresCatalogStore implements CatalogStore {
     });
   }
 
-  async setAgentConnected(id: string, connected: boolean, now: number, events: readonly OutboxEventInput[] = []): Promise<void> {
+  async setAgentConnected(
+    id: string,
+    connected: boolean,
+    now: number,
+    events: readonly OutboxEventInput[] = [],
+  ): Promise<void> {
     await this.transaction(async (client) => {
       await client.query('UPDATE agents SET connected = $1, last_seen = $2 WHERE id = $3', [connected, now, id]);
       await insertEvents(client, events);
@@ -242,12 +262,17 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 
   async nextUnsentEvents(limit: number): Promise<OutboxEventRecord[]> {
-    return (await this.query<EventRow>('SELECT * FROM events_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1', [limit])).map(eventFromRow);
+    return (
+      await this.query<EventRow>('SELECT * FROM events_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1', [limit])
+    ).map(eventFromRow);
   }
 
   async markEventsSent(seqs: readonly number[], now: number): Promise<void> {
     if (seqs.length === 0) return;
-    await this.query('UPDATE events_outbox SET sent_at = $1 WHERE seq = ANY($2::bigint[]) AND sent_at IS NULL', [now, seqs]);
+    await this.query('UPDATE events_outbox SET sent_at = $1 WHERE seq = ANY($2::bigint[]) AND sent_at IS NULL', [
+      now,
+      seqs,
+    ]);
   }
 
   async listEvents(filter: { cluster?: string; afterSeq?: number; limit?: number } = {}): Promise<OutboxEventRecord[]> {
@@ -267,11 +292,23 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 
   async listHealthStates(cluster?: string): Promise<HealthStateRecord[]> {
-    const rows = await this.query<{ cluster: string; condition: string; state: 'ok' | 'breached'; since: string; data: unknown }>(
+    const rows = await this.query<{
+      cluster: string;
+      condition: string;
+      state: 'ok' | 'breached';
+      since: string;
+      data: unknown;
+    }>(
       'SELECT * FROM health_states WHERE ($1::text IS NULL OR cluster = $1) ORDER BY cluster COLLATE "C", condition COLLATE "C"',
       [cluster ?? null],
     );
-    return rows.map((r) => ({ cluster: r.cluster, condition: r.condition, state: r.state, since: Number(r.since), data: r.data ?? null }));
+    return rows.map((r) => ({
+      cluster: r.cluster,
+      condition: r.condition,
+      state: r.state,
+      since: Number(r.since),
+      data: r.data ?? null,
+    }));
   }
 
   async putHealthState(h: HealthStateRecord, events: readonly OutboxEventInput[] = []): Promise<void> {
@@ -294,7 +331,18 @@ export class PostgresCatalogStore implements CatalogStore {
       `UPDATE agents SET last_seen = $1, archiver = COALESCE($2::jsonb, archiver), current_lsn = COALESCE($3, current_lsn), wal_health = COALESCE($4::jsonb, wal_health),
          archive_setup = COALESCE($9::jsonb, archive_setup), role = CASE WHEN $6 THEN $7 ELSE role END, replay = CASE WHEN $6 THEN $8::jsonb ELSE replay END,
          timeline = COALESCE($10::bigint, timeline) WHERE id = $5`,
-      [now, encodeJson(beat.archiver), beat.currentLsn || null, encodeJson(beat.walHealth), id, beat.role !== undefined, beat.role ?? null, encodeJson(beat.replay), encodeJson(beat.archiveSetup), beat.timeline ?? null],
+      [
+        now,
+        encodeJson(beat.archiver),
+        beat.currentLsn || null,
+        encodeJson(beat.walHealth),
+        id,
+        beat.role !== undefined,
+        beat.role ?? null,
+        encodeJson(beat.replay),
+        encodeJson(beat.archiveSetup),
+        beat.timeline ?? null,
+      ],
     );
   }
 
@@ -304,9 +352,10 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 
   async listAgents(cluster?: string): Promise<AgentRecord[]> {
-    const rows = cluster === undefined
-      ? await this.query<AgentRow>('SELECT * FROM agents ORDER BY cluster COLLATE "C", id COLLATE "C"')
-      : await this.query<AgentRow>('SELECT * FROM agents WHERE cluster = $1 ORDER BY id COLLATE "C"', [cluster]);
+    const rows =
+      cluster === undefined
+        ? await this.query<AgentRow>('SELECT * FROM agents ORDER BY cluster COLLATE "C", id COLLATE "C"')
+        : await this.query<AgentRow>('SELECT * FROM agents WHERE cluster = $1 ORDER BY id COLLATE "C"', [cluster]);
     return rows.map(agentRow);
   }
 
@@ -319,21 +368,43 @@ export class PostgresCatalogStore implements CatalogStore {
     const startLsnNum = Lsn.parse(b.startLsn).value.toString();
     const stopLsnNum = Lsn.parse(b.stopLsn).value.toString();
     // Same (cluster, label) again is the same backup reported twice (a retried JobResult): keep the first row.
-    await this.run(() => db.query(
-      `INSERT INTO backups (cluster, label, type, start_lsn, start_lsn_num, stop_lsn, stop_lsn_num, start_time, stop_time,
+    await this.run(() =>
+      db.query(
+        `INSERT INTO backups (cluster, label, type, start_lsn, start_lsn_num, stop_lsn, stop_lsn_num, start_time, stop_time,
          timeline, system_identifier, pg_version, size_bytes, stored_bytes, file_count, wal_start, wal_stop, job_id, prior_label, pinned)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
        ON CONFLICT (cluster, label) DO NOTHING`,
-      [
-        b.cluster, b.label, b.type, b.startLsn, startLsnNum, b.stopLsn, stopLsnNum, b.startTime, b.stopTime,
-        b.timeline, b.systemIdentifier, b.pgVersion, b.sizeBytes, b.storedBytes, b.fileCount, b.walStart, b.walStop, b.jobId, b.priorLabel,
-        b.pinned === true,
-      ],
-    ));
+        [
+          b.cluster,
+          b.label,
+          b.type,
+          b.startLsn,
+          startLsnNum,
+          b.stopLsn,
+          stopLsnNum,
+          b.startTime,
+          b.stopTime,
+          b.timeline,
+          b.systemIdentifier,
+          b.pgVersion,
+          b.sizeBytes,
+          b.storedBytes,
+          b.fileCount,
+          b.walStart,
+          b.walStop,
+          b.jobId,
+          b.priorLabel,
+          b.pinned === true,
+        ],
+      ),
+    );
   }
 
   async getBackup(cluster: string, label: string): Promise<BackupRecord | undefined> {
-    const rows = await this.query<BackupRow>('SELECT * FROM backups WHERE cluster = $1 AND label = $2', [cluster, label]);
+    const rows = await this.query<BackupRow>('SELECT * FROM backups WHERE cluster = $1 AND label = $2', [
+      cluster,
+      label,
+    ]);
     return rows[0] && backupFromRow(rows[0]);
   }
 
@@ -347,13 +418,20 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 
   async setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord> {
-    const rows = await this.query<BackupRow>('UPDATE backups SET pinned = $3 WHERE cluster = $1 AND label = $2 RETURNING *', [cluster, label, pinned]);
-    if (!rows[0]) throw new PgfleetError('UnknownBackup', `cluster '${cluster}' has no backup '${label}' in the catalog`);
+    const rows = await this.query<BackupRow>(
+      'UPDATE backups SET pinned = $3 WHERE cluster = $1 AND label = $2 RETURNING *',
+      [cluster, label, pinned],
+    );
+    if (!rows[0])
+      throw new PgfleetError('UnknownBackup', `cluster '${cluster}' has no backup '${label}' in the catalog`);
     return backupFromRow(rows[0]);
   }
 
   async deleteBackups(cluster: string, labels: readonly string[]): Promise<number> {
-    const rows = await this.query<{ label: string }>('DELETE FROM backups WHERE cluster = $1 AND label = ANY($2::text[]) RETURNING label', [cluster, [...labels]]);
+    const rows = await this.query<{ label: string }>(
+      'DELETE FROM backups WHERE cluster = $1 AND label = ANY($2::text[]) RETURNING label',
+      [cluster, [...labels]],
+    );
     return rows.length;
   }
 
@@ -367,7 +445,10 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows.map((r) => policyFromRow(r, decodeJson));
   }
 
-  async putPolicy(p: { scope: string; schedules: PolicySchedules; retention: PolicyRetention; health?: PolicyHealth }, now: number): Promise<PolicyRecord> {
+  async putPolicy(
+    p: { scope: string; schedules: PolicySchedules; retention: PolicyRetention; health?: PolicyHealth },
+    now: number,
+  ): Promise<PolicyRecord> {
     const rows = await this.query<PolicyRow>(
       `INSERT INTO policies (scope, schedules, retention, health, updated_at) VALUES ($1, $2::jsonb, $3::jsonb, $4::jsonb, $5)
        ON CONFLICT (scope) DO UPDATE SET schedules = EXCLUDED.schedules, retention = EXCLUDED.retention, health = EXCLUDED.health, updated_at = EXCLUDED.updated_at
@@ -382,9 +463,10 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 
   async listScheduleRuns(cluster?: string): Promise<ScheduleRunRecord[]> {
-    const rows = cluster === undefined
-      ? await this.query<ScheduleRunRow>('SELECT * FROM schedule_runs ORDER BY cluster COLLATE "C", type')
-      : await this.query<ScheduleRunRow>('SELECT * FROM schedule_runs WHERE cluster = $1 ORDER BY type', [cluster]);
+    const rows =
+      cluster === undefined
+        ? await this.query<ScheduleRunRow>('SELECT * FROM schedule_runs ORDER BY cluster COLLATE "C", type')
+        : await this.query<ScheduleRunRow>('SELECT * FROM schedule_runs WHERE cluster = $1 ORDER BY type', [cluster]);
     return rows.map(scheduleRunFromRow);
   }
 
@@ -418,7 +500,10 @@ export class PostgresCatalogStore implements CatalogStore {
     // LIMIT NULL is no limit. seq (creation order) breaks ties within a millisecond, as rowid does in SQLite.
     const limit = filter.limit && filter.limit > 0 ? filter.limit : null;
     const { where, args } = jobWhere(filter, (n) => `$${n}`);
-    const rows = await this.query<JobRow>(`SELECT * FROM jobs ${where} ORDER BY created_at DESC, seq DESC LIMIT $${args.length + 1}`, [...args, limit]);
+    const rows = await this.query<JobRow>(
+      `SELECT * FROM jobs ${where} ORDER BY created_at DESC, seq DESC LIMIT $${args.length + 1}`,
+      [...args, limit],
+    );
     return rows.map(jobRow);
   }
 
@@ -430,11 +515,18 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 
   async listActiveJobs(): Promise<JobRecord[]> {
-    const rows = await this.query<JobRow>('SELECT * FROM jobs WHERE state = ANY($1::text[]) ORDER BY created_at, seq', [FAILABLE_JOB_STATES]);
+    const rows = await this.query<JobRow>('SELECT * FROM jobs WHERE state = ANY($1::text[]) ORDER BY created_at, seq', [
+      FAILABLE_JOB_STATES,
+    ]);
     return rows.map(jobRow);
   }
 
-  async transitionJob(id: string, to: JobStateName, options: TransitionOptions, now: number): Promise<TransitionOutcome> {
+  async transitionJob(
+    id: string,
+    to: JobStateName,
+    options: TransitionOptions,
+    now: number,
+  ): Promise<TransitionOutcome> {
     return this.transaction(async (client) => {
       const current = await lockJob(client, id);
       return this.transitionLocked(client, current, to, options, now);
@@ -442,7 +534,13 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 
   /** Applies a move to a job whose row this transaction has locked (FOR UPDATE). */
-  private async transitionLocked(client: pg.PoolClient, current: JobRecord, to: JobStateName, options: TransitionOptions, now: number): Promise<TransitionOutcome> {
+  private async transitionLocked(
+    client: pg.PoolClient,
+    current: JobRecord,
+    to: JobStateName,
+    options: TransitionOptions,
+    now: number,
+  ): Promise<TransitionOutcome> {
     if (!checkJobTransition(current.id, current.state, to)) return { job: current, changed: false };
     const terminal = isTerminalJobState(to);
     if (to === 'succeeded' && options.backup) await this.insertBackupWith(client, options.backup);
@@ -455,7 +553,16 @@ export class PostgresCatalogStore implements CatalogStore {
          result = COALESCE($8::jsonb, result)
        WHERE id = $1
        RETURNING *`,
-      [current.id, to, to === 'running', now, terminal, options.error?.code ?? null, options.error?.message ?? null, encodeJson(options.result)],
+      [
+        current.id,
+        to,
+        to === 'running',
+        now,
+        terminal,
+        options.error?.code ?? null,
+        options.error?.message ?? null,
+        encodeJson(options.result),
+      ],
     );
     return { job: jobRow(res.rows[0]!), changed: true };
   }
@@ -466,12 +573,21 @@ export class PostgresCatalogStore implements CatalogStore {
       // Progress that arrives after the end (a late message on the stream) must not reopen the job.
       if (isTerminalJobState(job.state)) return { job, changed: false };
       if (job.state !== 'running') await this.transitionLocked(client, job, 'running', {}, now);
-      const res = await client.query<JobRow>('UPDATE jobs SET progress = $2::jsonb WHERE id = $1 RETURNING *', [id, encodeJson(progress)]);
+      const res = await client.query<JobRow>('UPDATE jobs SET progress = $2::jsonb WHERE id = $1 RETURNING *', [
+        id,
+        encodeJson(progress),
+      ]);
       return { job: jobRow(res.rows[0]!), changed: true };
     });
   }
 
-  async failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except: readonly string[] = [], events?: JobEventsFactory): Promise<JobRecord[]> {
+  async failActiveJobsOfAgent(
+    agentId: string,
+    error: JobError,
+    now: number,
+    except: readonly string[] = [],
+    events?: JobEventsFactory,
+  ): Promise<JobRecord[]> {
     return this.failJobs(agentId, except, error, now, events);
   }
 
@@ -486,10 +602,16 @@ export class PostgresCatalogStore implements CatalogStore {
    * same as transitionJob(id, 'failed', { error }) on each: 'failed' is legal from every state
    * in FAILABLE_JOB_STATES, which comes from the shared transition table.
    */
-  private async failJobs(agentId: string | null, except: readonly string[], error: JobError, now: number, events?: JobEventsFactory): Promise<JobRecord[]> {
+  private async failJobs(
+    agentId: string | null,
+    except: readonly string[],
+    error: JobError,
+    now: number,
+    events?: JobEventsFactory,
+  ): Promise<JobRecord[]> {
     return this.transaction(async (client) => {
-    const { rows } = await client.query<JobRow>(
-      `WITH target AS (
+      const { rows } = await client.query<JobRow>(
+        `WITH target AS (
          SELECT id FROM jobs
          WHERE ($1::text IS NULL OR agent_id = $1) AND state = ANY($2::text[]) AND NOT (id = ANY($3::text[]))
          ORDER BY id
@@ -500,15 +622,18 @@ export class PostgresCatalogStore implements CatalogStore {
          RETURNING jobs.*
        )
        SELECT * FROM failed ORDER BY seq`,
-      [agentId, FAILABLE_JOB_STATES, except, now, error.code, error.message],
-    );
-    const jobs = rows.map(jobRow);
-    if (events) for (const job of jobs) await insertEvents(client, events(job));
-    return jobs;
+        [agentId, FAILABLE_JOB_STATES, except, now, error.code, error.message],
+      );
+      const jobs = rows.map(jobRow);
+      if (events) for (const job of jobs) await insertEvents(client, events(job));
+      return jobs;
     });
   }
 
-  async createEnrollmentToken(t: { tokenHash: string; cluster: string; expiresAt: number }, now: number): Promise<EnrollmentTokenRecord> {
+  async createEnrollmentToken(
+    t: { tokenHash: string; cluster: string; expiresAt: number },
+    now: number,
+  ): Promise<EnrollmentTokenRecord> {
     const rows = await this.query<EnrollmentTokenRow>(
       'INSERT INTO enrollment_tokens (token_hash, cluster, created_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING *',
       [t.tokenHash, t.cluster, now, t.expiresAt],
@@ -523,15 +648,24 @@ export class PostgresCatalogStore implements CatalogStore {
       [now, agentId, tokenHash],
     );
     if (used[0]) return { ok: true, token: enrollmentTokenFromRow(used[0]) };
-    const rows = await this.query<EnrollmentTokenRow>('SELECT * FROM enrollment_tokens WHERE token_hash = $1', [tokenHash]);
+    const rows = await this.query<EnrollmentTokenRow>('SELECT * FROM enrollment_tokens WHERE token_hash = $1', [
+      tokenHash,
+    ]);
     return enrollmentRefusal(rows[0], now);
   }
 
   async listEnrollmentTokens(): Promise<EnrollmentTokenRecord[]> {
-    return (await this.query<EnrollmentTokenRow>('SELECT * FROM enrollment_tokens ORDER BY created_at DESC, token_hash COLLATE "C"')).map(enrollmentTokenFromRow);
+    return (
+      await this.query<EnrollmentTokenRow>(
+        'SELECT * FROM enrollment_tokens ORDER BY created_at DESC, token_hash COLLATE "C"',
+      )
+    ).map(enrollmentTokenFromRow);
   }
 
-  async createAdminToken(t: { id: string; name: string; role: AdminRole; tokenHash: string }, now: number): Promise<AdminTokenRecord> {
+  async createAdminToken(
+    t: { id: string; name: string; role: AdminRole; tokenHash: string },
+    now: number,
+  ): Promise<AdminTokenRecord> {
     try {
       const rows = await this.query<AdminTokenRow>(
         'INSERT INTO admin_tokens (id, name, role, token_hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING *',
@@ -540,19 +674,27 @@ export class PostgresCatalogStore implements CatalogStore {
       return adminTokenFromRow(rows[0]!);
     } catch (err) {
       if ((err as { code?: string }).code === '23505') {
-        throw new PgfleetError('InvalidArgument', `an admin token named '${t.name}' exists already`, { cause: err, hint: 'Choose another --name, or revoke the existing token first.' });
+        throw new PgfleetError('InvalidArgument', `an admin token named '${t.name}' exists already`, {
+          cause: err,
+          hint: 'Choose another --name, or revoke the existing token first.',
+        });
       }
       throw err;
     }
   }
 
   async findAdminToken(tokenHash: string): Promise<AdminTokenRecord | undefined> {
-    const rows = await this.query<AdminTokenRow>('SELECT * FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL', [tokenHash]);
+    const rows = await this.query<AdminTokenRow>(
+      'SELECT * FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL',
+      [tokenHash],
+    );
     return rows[0] && adminTokenFromRow(rows[0]);
   }
 
   async listAdminTokens(): Promise<AdminTokenRecord[]> {
-    return (await this.query<AdminTokenRow>('SELECT * FROM admin_tokens ORDER BY created_at, id COLLATE "C"')).map(adminTokenFromRow);
+    return (await this.query<AdminTokenRow>('SELECT * FROM admin_tokens ORDER BY created_at, id COLLATE "C"')).map(
+      adminTokenFromRow,
+    );
   }
 
   async revokeAdminToken(idOrName: string, now: number): Promise<AdminTokenRecord | undefined> {
@@ -592,7 +734,10 @@ export class PostgresCatalogStore implements CatalogStore {
       });
       try {
         await client.connect();
-        const res = await client.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${LEADERSHIP_LOCK_CLASS}, hashtext($1)) AS ok`, [name]);
+        const res = await client.query<{ ok: boolean }>(
+          `SELECT pg_try_advisory_lock(${LEADERSHIP_LOCK_CLASS}, hashtext($1)) AS ok`,
+          [name],
+        );
         if (res.rows[0]?.ok) {
           this.leaders.set(name, client);
           return true;
@@ -665,17 +810,32 @@ export class PostgresCatalogStore implements CatalogStore {
   private error(err: unknown): unknown {
     if (err instanceof PgfleetError) return err;
     if (isConnectionError(err)) {
-      return new PgfleetError('PgConnectFailed', `catalog ${this.url}: ${(err as Error).message}`, { cause: err, hint: UNREACHABLE_HINT });
+      return new PgfleetError('PgConnectFailed', `catalog ${this.url}: ${(err as Error).message}`, {
+        cause: err,
+        hint: UNREACHABLE_HINT,
+      });
     }
     return err;
   }
 }
 
-interface EventRow { seq: string; id: string; cluster: string; kind: string; time: string; payload: Buffer; sent_at: string | null }
+interface EventRow {
+  seq: string;
+  id: string;
+  cluster: string;
+  kind: string;
+  time: string;
+  payload: Buffer;
+  sent_at: string | null;
+}
 
 function eventFromRow(r: EventRow): OutboxEventRecord {
   return {
-    seq: Number(r.seq), id: r.id, cluster: r.cluster, kind: r.kind, time: Number(r.time),
+    seq: Number(r.seq),
+    id: r.id,
+    cluster: r.cluster,
+    kind: r.kind,
+    time: Number(r.time),
     payload: new Uint8Array(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength),
     sentAt: r.sent_at === null ? null : Number(r.sent_at),
   };
@@ -684,7 +844,11 @@ function eventFromRow(r: EventRow): OutboxEventRecord {
 async function insertEvents(client: pg.PoolClient, events: readonly OutboxEventInput[]): Promise<void> {
   for (const e of events) {
     await client.query('INSERT INTO events_outbox (id, cluster, kind, time, payload) VALUES ($1, $2, $3, $4, $5)', [
-      e.id, e.cluster, e.kind, e.time, Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength),
+      e.id,
+      e.cluster,
+      e.kind,
+      e.time,
+      Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength),
     ]);
   }
 }
@@ -702,12 +866,19 @@ async function migrate(client: pg.PoolClient): Promise<void> {
     // The transaction-scoped lock makes the others wait and then find the work done; it is
     // released by COMMIT or ROLLBACK, or by the server if this process dies mid-migration.
     await client.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_CLASS}, 0)`);
-    await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
-    const applied = (await client.query<{ v: number | null }>('SELECT MAX(version) AS v FROM schema_migrations')).rows[0]?.v ?? 0;
+    await client.query(
+      'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)',
+    );
+    const applied =
+      (await client.query<{ v: number | null }>('SELECT MAX(version) AS v FROM schema_migrations')).rows[0]?.v ?? 0;
     if (applied > CATALOG_SCHEMA_VERSION) {
-      throw new PgfleetError('InvalidConfig', `catalog schema version ${applied} is newer than this controller knows (${CATALOG_SCHEMA_VERSION})`, {
-        hint: 'Run the newer pgfleet-controller version that wrote this catalog.',
-      });
+      throw new PgfleetError(
+        'InvalidConfig',
+        `catalog schema version ${applied} is newer than this controller knows (${CATALOG_SCHEMA_VERSION})`,
+        {
+          hint: 'Run the newer pgfleet-controller version that wrote this catalog.',
+        },
+      );
     }
     for (let version = applied + 1; version <= CATALOG_SCHEMA_VERSION; version++) {
       // DDL is transactional in PostgreSQL: a failed version leaves the schema as it was.

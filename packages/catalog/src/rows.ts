@@ -5,30 +5,104 @@
  * truthiness, 64-bit integers by the PostgreSQL store's int8 parser (ms timestamps and byte
  * counts stay below 2^53).
  */
-import type { AdminRole, AdminTokenRecord, AgentArchiveSetup, AgentRecord, AgentReplay, AgentWalHealth, ServerRoleName, BackupKind, EnrollmentTokenRecord, JobFilter, BackupRecord, ClusterRecord, JobKind, JobRecord, JobStateName, PolicyHealth, PolicyRecord, PolicyRetention, PolicySchedules, ScheduleKind, ScheduleRunRecord } from './store.js';
+import type {
+  AdminRole,
+  AdminTokenRecord,
+  AgentArchiveSetup,
+  AgentRecord,
+  AgentReplay,
+  AgentWalHealth,
+  ServerRoleName,
+  BackupKind,
+  EnrollmentTokenRecord,
+  JobFilter,
+  BackupRecord,
+  ClusterRecord,
+  JobKind,
+  JobRecord,
+  JobStateName,
+  PolicyHealth,
+  PolicyRecord,
+  PolicyRetention,
+  PolicySchedules,
+  ScheduleKind,
+  ScheduleRunRecord,
+} from './store.js';
 
-export interface ClusterRow { name: string; system_identifier: string; pg_version: number; created_at: number }
+export interface ClusterRow {
+  name: string;
+  system_identifier: string;
+  pg_version: number;
+  created_at: number;
+}
 export interface AgentRow {
-  id: string; cluster: string; hostname: string; version: string; connected: number | boolean; last_seen: number | null;
-  archiver: unknown; current_lsn: string | null; wal_health: unknown; archive_setup: unknown; role: string | null; replay: unknown; timeline: number | string | null;
+  id: string;
+  cluster: string;
+  hostname: string;
+  version: string;
+  connected: number | boolean;
+  last_seen: number | null;
+  archiver: unknown;
+  current_lsn: string | null;
+  wal_health: unknown;
+  archive_setup: unknown;
+  role: string | null;
+  replay: unknown;
+  timeline: number | string | null;
 }
 export interface BackupRow {
-  cluster: string; label: string; type: string; start_lsn: string; stop_lsn: string; start_time: number; stop_time: number;
-  timeline: number; system_identifier: string; pg_version: number; size_bytes: number; stored_bytes: number; file_count: number;
-  wal_start: string; wal_stop: string; job_id: string; prior_label: string; pinned: number | boolean;
+  cluster: string;
+  label: string;
+  type: string;
+  start_lsn: string;
+  stop_lsn: string;
+  start_time: number;
+  stop_time: number;
+  timeline: number;
+  system_identifier: string;
+  pg_version: number;
+  size_bytes: number;
+  stored_bytes: number;
+  file_count: number;
+  wal_start: string;
+  wal_stop: string;
+  job_id: string;
+  prior_label: string;
+  pinned: number | boolean;
 }
-export interface PolicyRow { scope: string; schedules: unknown; retention: unknown; health: unknown; updated_at: number }
-export interface ScheduleRunRow { cluster: string; type: string; last_run: number }
+export interface PolicyRow {
+  scope: string;
+  schedules: unknown;
+  retention: unknown;
+  health: unknown;
+  updated_at: number;
+}
+export interface ScheduleRunRow {
+  cluster: string;
+  type: string;
+  last_run: number;
+}
 export interface JobRow {
-  id: string; cluster: string; kind: string; state: string; agent_id: string; params: unknown; created_at: number;
-  started_at: number | null; finished_at: number | null; error_code: string | null; error_message: string | null;
-  progress: unknown; result: unknown;
+  id: string;
+  cluster: string;
+  kind: string;
+  state: string;
+  agent_id: string;
+  params: unknown;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  error_code: string | null;
+  error_message: string | null;
+  progress: unknown;
+  result: unknown;
 }
 
 export type DecodeJson = (value: unknown) => unknown;
 
 /** JSON text for a column (TEXT in SQLite, a ::jsonb parameter in PostgreSQL); null for absent values. */
-export const encodeJson = (value: unknown): string | null => (value === undefined || value === null ? null : JSON.stringify(value));
+export const encodeJson = (value: unknown): string | null =>
+  value === undefined || value === null ? null : JSON.stringify(value);
 
 export function clusterFromRow(r: ClusterRow): ClusterRecord {
   return { name: r.name, systemIdentifier: r.system_identifier, pgVersion: r.pg_version, createdAt: r.created_at };
@@ -36,8 +110,14 @@ export function clusterFromRow(r: ClusterRow): ClusterRecord {
 
 export function agentFromRow(r: AgentRow, decodeJson: DecodeJson): AgentRecord {
   return {
-    id: r.id, cluster: r.cluster, hostname: r.hostname, version: r.version, connected: Boolean(r.connected),
-    lastSeen: r.last_seen, archiver: decodeJson(r.archiver), currentLsn: r.current_lsn,
+    id: r.id,
+    cluster: r.cluster,
+    hostname: r.hostname,
+    version: r.version,
+    connected: Boolean(r.connected),
+    lastSeen: r.last_seen,
+    archiver: decodeJson(r.archiver),
+    currentLsn: r.current_lsn,
     walHealth: (decodeJson(r.wal_health) ?? null) as AgentWalHealth | null,
     archiveSetup: (decodeJson(r.archive_setup) ?? null) as AgentArchiveSetup | null,
     role: (r.role ?? null) as ServerRoleName | null,
@@ -48,10 +128,24 @@ export function agentFromRow(r: AgentRow, decodeJson: DecodeJson): AgentRecord {
 
 export function backupFromRow(r: BackupRow): BackupRecord {
   return {
-    cluster: r.cluster, label: r.label, type: r.type as BackupKind, startLsn: r.start_lsn, stopLsn: r.stop_lsn,
-    startTime: r.start_time, stopTime: r.stop_time, timeline: r.timeline, systemIdentifier: r.system_identifier,
-    pgVersion: r.pg_version, sizeBytes: r.size_bytes, storedBytes: r.stored_bytes, fileCount: r.file_count,
-    walStart: r.wal_start, walStop: r.wal_stop, jobId: r.job_id, priorLabel: r.prior_label, pinned: Boolean(r.pinned),
+    cluster: r.cluster,
+    label: r.label,
+    type: r.type as BackupKind,
+    startLsn: r.start_lsn,
+    stopLsn: r.stop_lsn,
+    startTime: r.start_time,
+    stopTime: r.stop_time,
+    timeline: r.timeline,
+    systemIdentifier: r.system_identifier,
+    pgVersion: r.pg_version,
+    sizeBytes: r.size_bytes,
+    storedBytes: r.stored_bytes,
+    fileCount: r.file_count,
+    walStart: r.wal_start,
+    walStop: r.wal_stop,
+    jobId: r.job_id,
+    priorLabel: r.prior_label,
+    pinned: Boolean(r.pinned),
   };
 }
 
@@ -71,26 +165,65 @@ export function scheduleRunFromRow(r: ScheduleRunRow): ScheduleRunRecord {
 
 export function jobFromRow(r: JobRow, decodeJson: DecodeJson): JobRecord {
   return {
-    id: r.id, cluster: r.cluster, kind: r.kind as JobKind, state: r.state as JobStateName, agentId: r.agent_id,
-    params: decodeJson(r.params), createdAt: r.created_at, startedAt: r.started_at, finishedAt: r.finished_at,
+    id: r.id,
+    cluster: r.cluster,
+    kind: r.kind as JobKind,
+    state: r.state as JobStateName,
+    agentId: r.agent_id,
+    params: decodeJson(r.params),
+    createdAt: r.created_at,
+    startedAt: r.started_at,
+    finishedAt: r.finished_at,
     error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
-    progress: decodeJson(r.progress), result: decodeJson(r.result),
+    progress: decodeJson(r.progress),
+    result: decodeJson(r.result),
   };
 }
 
-export interface EnrollmentTokenRow { token_hash: string; cluster: string; created_at: number; expires_at: number; used_at: number | null; agent_id: string | null }
-export interface AdminTokenRow { id: string; name: string; role: string; token_hash: string; created_at: number; revoked_at: number | null }
+export interface EnrollmentTokenRow {
+  token_hash: string;
+  cluster: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+  agent_id: string | null;
+}
+export interface AdminTokenRow {
+  id: string;
+  name: string;
+  role: string;
+  token_hash: string;
+  created_at: number;
+  revoked_at: number | null;
+}
 
 export function enrollmentTokenFromRow(r: EnrollmentTokenRow): EnrollmentTokenRecord {
-  return { tokenHash: r.token_hash, cluster: r.cluster, createdAt: r.created_at, expiresAt: r.expires_at, usedAt: r.used_at, agentId: r.agent_id };
+  return {
+    tokenHash: r.token_hash,
+    cluster: r.cluster,
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
+    usedAt: r.used_at,
+    agentId: r.agent_id,
+  };
 }
 
 export function adminTokenFromRow(r: AdminTokenRow): AdminTokenRecord {
-  return { id: r.id, name: r.name, role: r.role as AdminRole, tokenHash: r.token_hash, createdAt: r.created_at, revokedAt: r.revoked_at };
+  return {
+    id: r.id,
+    name: r.name,
+    role: r.role as AdminRole,
+    tokenHash: r.token_hash,
+    createdAt: r.created_at,
+    revokedAt: r.revoked_at,
+  };
 }
 
 /** Why an enrollment token that could not be used was refused (the row as it is after the failed update). */
-export function enrollmentRefusal(row: EnrollmentTokenRow | undefined, now: number): { ok: false; reason: 'unknown' | 'used' | 'expired'; token?: EnrollmentTokenRecord } {
+export function enrollmentRefusal(
+  row: EnrollmentTokenRow | undefined,
+  now: number,
+): { ok: false; reason: 'unknown' | 'used' | 'expired'; token?: EnrollmentTokenRecord } {
   if (!row) return { ok: false, reason: 'unknown' };
   const token = enrollmentTokenFromRow(row);
   return { ok: false, reason: token.usedAt !== null ? 'used' : token.expiresAt <= now ? 'expired' : 'unknown', token };

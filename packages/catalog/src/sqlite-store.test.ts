@@ -33,12 +33,18 @@ describe('sqlite: migrations and the file', () => {
 
     const second = SqliteCatalogStore.open(path);
     assert.equal(second.schemaVersion(), CATALOG_SCHEMA_VERSION);
-    assert.deepEqual((await second.listClusters()).map((c) => c.name), ['c']);
+    assert.deepEqual(
+      (await second.listClusters()).map((c) => c.name),
+      ['c'],
+    );
     await second.close();
 
     const raw = new Database(path, { readonly: true });
     const rows = raw.prepare('SELECT version FROM schema_migrations ORDER BY version').all() as { version: number }[];
-    assert.deepEqual(rows.map((r) => r.version), Array.from({ length: CATALOG_SCHEMA_VERSION }, (_, i) => i + 1));
+    assert.deepEqual(
+      rows.map((r) => r.version),
+      Array.from({ length: CATALOG_SCHEMA_VERSION }, (_, i) => i + 1),
+    );
     assert.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
     raw.close();
   });
@@ -50,20 +56,35 @@ describe('sqlite: migrations and the file', () => {
     raw.exec(SQLITE_MIGRATIONS[0]!);
     raw.prepare('INSERT INTO schema_migrations VALUES (1, 0)').run();
     raw.prepare("INSERT INTO clusters VALUES ('main', '1', 170002, 0)").run();
-    raw.prepare(`INSERT INTO backups (cluster, label, type, start_lsn, start_lsn_num, stop_lsn, stop_lsn_num, start_time, stop_time, timeline,
+    raw
+      .prepare(
+        `INSERT INTO backups (cluster, label, type, start_lsn, start_lsn_num, stop_lsn, stop_lsn_num, start_time, stop_time, timeline,
       system_identifier, pg_version, size_bytes, stored_bytes, file_count, wal_start, wal_stop, job_id)
       VALUES ('main', 'b1', 'full', '0/2000028', 33554472, '0/2000100', 33554688, 1, 2, 1, '1', 170002, 1, 1, 1,
-      '000000010000000000000002', '000000010000000000000002', 'j')`).run();
+      '000000010000000000000002', '000000010000000000000002', 'j')`,
+      )
+      .run();
     // Same millisecond, ids sorting against creation order: only the kept rowid tells them apart.
-    for (const id of ['j9', 'j1']) raw.prepare("INSERT INTO jobs (id, cluster, kind, state, agent_id, created_at) VALUES (?, 'main', 'backup', 'queued', 'a', 5)").run(id);
+    for (const id of ['j9', 'j1'])
+      raw
+        .prepare(
+          "INSERT INTO jobs (id, cluster, kind, state, agent_id, created_at) VALUES (?, 'main', 'backup', 'queued', 'a', 5)",
+        )
+        .run(id);
     raw.close();
 
     const store = SqliteCatalogStore.open(path);
     assert.equal(store.schemaVersion(), CATALOG_SCHEMA_VERSION);
-    assert.deepEqual((await store.listJobs()).map((j) => j.id), ['j1', 'j9']);
+    assert.deepEqual(
+      (await store.listJobs()).map((j) => j.id),
+      ['j1', 'j9'],
+    );
     assert.equal((await store.getBackup('main', 'b1'))?.pinned, false);
     await store.createJob({ id: 'e', cluster: 'main', kind: 'expire', agentId: 'a', params: {} }, 6);
-    assert.deepEqual((await store.listActiveJobs()).map((j) => j.id), ['j9', 'j1', 'e']);
+    assert.deepEqual(
+      (await store.listActiveJobs()).map((j) => j.id),
+      ['j9', 'j1', 'e'],
+    );
     await store.close();
   });
 
@@ -73,12 +94,18 @@ describe('sqlite: migrations and the file', () => {
     const raw = new Database(path);
     raw.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)').run(CATALOG_SCHEMA_VERSION + 1);
     raw.close();
-    assert.throws(() => SqliteCatalogStore.open(path), (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /newer/.test(err.message));
+    assert.throws(
+      () => SqliteCatalogStore.open(path),
+      (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /newer/.test(err.message),
+    );
   });
 
   test('an unopenable path is a config error naming the path', () => {
     const path = join(dir, 'no-such-dir', 'c.db');
-    assert.throws(() => SqliteCatalogStore.open(path), (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && err.message.includes(path));
+    assert.throws(
+      () => SqliteCatalogStore.open(path),
+      (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && err.message.includes(path),
+    );
   });
 });
 
@@ -103,9 +130,15 @@ describe('openCatalog', () => {
       ['sqlite:', 'sqlite:'],
       ['', "''"],
     ] as const) {
-      await assert.rejects(openCatalog(url), (err: unknown) =>
-        PgfleetError.is(err, 'InvalidConfig') && err.message.includes(shown) && !err.message.includes('secret') && /postgres:\/\//.test(err.hint),
-        url);
+      await assert.rejects(
+        openCatalog(url),
+        (err: unknown) =>
+          PgfleetError.is(err, 'InvalidConfig') &&
+          err.message.includes(shown) &&
+          !err.message.includes('secret') &&
+          /postgres:\/\//.test(err.hint),
+        url,
+      );
     }
   });
 });

@@ -72,10 +72,28 @@ export interface SqliteCatalogOptions {
 
 const json = encodeJson;
 const unjson = (text: unknown): unknown => (text === null || text === undefined ? null : JSON.parse(text as string));
-interface EventRow { seq: number; id: string; cluster: string; kind: string; time: number; payload: Buffer; sent_at: number | null }
-interface HealthRow { cluster: string; condition: string; state: 'ok' | 'breached'; since: number; data: string | null }
+interface EventRow {
+  seq: number;
+  id: string;
+  cluster: string;
+  kind: string;
+  time: number;
+  payload: Buffer;
+  sent_at: number | null;
+}
+interface HealthRow {
+  cluster: string;
+  condition: string;
+  state: 'ok' | 'breached';
+  since: number;
+  data: string | null;
+}
 const eventFromRow = (r: EventRow): OutboxEventRecord => ({
-  seq: Number(r.seq), id: r.id, cluster: r.cluster, kind: r.kind, time: Number(r.time),
+  seq: Number(r.seq),
+  id: r.id,
+  cluster: r.cluster,
+  kind: r.kind,
+  time: Number(r.time),
   payload: new Uint8Array(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength),
   sentAt: r.sent_at === null ? null : Number(r.sent_at),
 });
@@ -112,7 +130,9 @@ export class SqliteCatalogStore implements CatalogStore {
       migrate(db);
     } catch (err) {
       db.close();
-      throw err instanceof PgfleetError ? err : new PgfleetError('Internal', `catalog ${path}: ${(err as Error).message}`, { cause: err });
+      throw err instanceof PgfleetError
+        ? err
+        : new PgfleetError('Internal', `catalog ${path}: ${(err as Error).message}`, { cause: err });
     }
     return new SqliteCatalogStore(path, db);
   }
@@ -127,22 +147,29 @@ export class SqliteCatalogStore implements CatalogStore {
     if (this.db.open) this.db.close();
   }
 
-  async upsertCluster(c: { name: string; systemIdentifier: string; pgVersion: number }, now: number): Promise<ClusterRecord> {
-    return this.db.transaction(() => {
-      const existing = this.db.prepare('SELECT * FROM clusters WHERE name = ?').get(c.name) as ClusterRow | undefined;
-      if (existing && existing.system_identifier !== c.systemIdentifier) {
-        throw new PgfleetError(
-          'SystemIdMismatch',
-          `cluster '${c.name}' is registered with system identifier ${existing.system_identifier}, but the agent reports ${c.systemIdentifier}`,
-        );
-      }
-      if (existing) {
-        this.db.prepare('UPDATE clusters SET pg_version = ? WHERE name = ?').run(c.pgVersion, c.name);
-        return { ...clusterFromRow(existing), pgVersion: c.pgVersion };
-      }
-      this.db.prepare('INSERT INTO clusters (name, system_identifier, pg_version, created_at) VALUES (?, ?, ?, ?)').run(c.name, c.systemIdentifier, c.pgVersion, now);
-      return { name: c.name, systemIdentifier: c.systemIdentifier, pgVersion: c.pgVersion, createdAt: now };
-    }).immediate();
+  async upsertCluster(
+    c: { name: string; systemIdentifier: string; pgVersion: number },
+    now: number,
+  ): Promise<ClusterRecord> {
+    return this.db
+      .transaction(() => {
+        const existing = this.db.prepare('SELECT * FROM clusters WHERE name = ?').get(c.name) as ClusterRow | undefined;
+        if (existing && existing.system_identifier !== c.systemIdentifier) {
+          throw new PgfleetError(
+            'SystemIdMismatch',
+            `cluster '${c.name}' is registered with system identifier ${existing.system_identifier}, but the agent reports ${c.systemIdentifier}`,
+          );
+        }
+        if (existing) {
+          this.db.prepare('UPDATE clusters SET pg_version = ? WHERE name = ?').run(c.pgVersion, c.name);
+          return { ...clusterFromRow(existing), pgVersion: c.pgVersion };
+        }
+        this.db
+          .prepare('INSERT INTO clusters (name, system_identifier, pg_version, created_at) VALUES (?, ?, ?, ?)')
+          .run(c.name, c.systemIdentifier, c.pgVersion, now);
+        return { name: c.name, systemIdentifier: c.systemIdentifier, pgVersion: c.pgVersion, createdAt: now };
+      })
+      .immediate();
   }
 
   async getCluster(name: string): Promise<ClusterRecord | undefined> {
@@ -154,31 +181,51 @@ export class SqliteCatalogStore implements CatalogStore {
     return (this.db.prepare('SELECT * FROM clusters ORDER BY name').all() as ClusterRow[]).map(clusterFromRow);
   }
 
-  async upsertAgent(a: { id: string; cluster: string; hostname: string; version: string }, now: number, events: readonly OutboxEventInput[] = []): Promise<AgentRecord> {
-    this.db.transaction(() => {
-      this.db
-        .prepare(
-          `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES (?, ?, ?, ?, 1, ?)
+  async upsertAgent(
+    a: { id: string; cluster: string; hostname: string; version: string },
+    now: number,
+    events: readonly OutboxEventInput[] = [],
+  ): Promise<AgentRecord> {
+    this.db
+      .transaction(() => {
+        this.db
+          .prepare(
+            `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES (?, ?, ?, ?, 1, ?)
            ON CONFLICT (id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
              version = excluded.version, connected = 1, last_seen = excluded.last_seen`,
-        )
-        .run(a.id, a.cluster, a.hostname, a.version, now);
-      this.insertEventsSync(events);
-    }).immediate();
+          )
+          .run(a.id, a.cluster, a.hostname, a.version, now);
+        this.insertEventsSync(events);
+      })
+      .immediate();
     return (await this.getAgent(a.id))!;
   }
 
-  async setAgentConnected(id: string, connected: boolean, now: number, events: readonly OutboxEventInput[] = []): Promise<void> {
-    this.db.transaction(() => {
-      this.db.prepare('UPDATE agents SET connected = ?, last_seen = ? WHERE id = ?').run(connected ? 1 : 0, now, id);
-      this.insertEventsSync(events);
-    }).immediate();
+  async setAgentConnected(
+    id: string,
+    connected: boolean,
+    now: number,
+    events: readonly OutboxEventInput[] = [],
+  ): Promise<void> {
+    this.db
+      .transaction(() => {
+        this.db.prepare('UPDATE agents SET connected = ?, last_seen = ? WHERE id = ?').run(connected ? 1 : 0, now, id);
+        this.insertEventsSync(events);
+      })
+      .immediate();
   }
 
   private insertEventsSync(events: readonly OutboxEventInput[]): void {
     if (events.length === 0) return;
     const ins = this.db.prepare('INSERT INTO events_outbox (id, cluster, kind, time, payload) VALUES (?, ?, ?, ?, ?)');
-    for (const e of events) ins.run(e.id, e.cluster, e.kind, e.time, Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength));
+    for (const e of events)
+      ins.run(
+        e.id,
+        e.cluster,
+        e.kind,
+        e.time,
+        Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength),
+      );
   }
 
   async appendEvents(events: readonly OutboxEventInput[]): Promise<void> {
@@ -186,14 +233,18 @@ export class SqliteCatalogStore implements CatalogStore {
   }
 
   async nextUnsentEvents(limit: number): Promise<OutboxEventRecord[]> {
-    return (this.db.prepare('SELECT * FROM events_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?').all(limit) as EventRow[]).map(eventFromRow);
+    return (
+      this.db.prepare('SELECT * FROM events_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?').all(limit) as EventRow[]
+    ).map(eventFromRow);
   }
 
   async markEventsSent(seqs: readonly number[], now: number): Promise<void> {
     const upd = this.db.prepare('UPDATE events_outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL');
-    this.db.transaction(() => {
-      for (const seq of seqs) upd.run(now, seq);
-    }).immediate();
+    this.db
+      .transaction(() => {
+        for (const seq of seqs) upd.run(now, seq);
+      })
+      .immediate();
   }
 
   async listEvents(filter: { cluster?: string; afterSeq?: number; limit?: number } = {}): Promise<OutboxEventRecord[]> {
@@ -214,19 +265,27 @@ export class SqliteCatalogStore implements CatalogStore {
     const rows = this.db
       .prepare('SELECT * FROM health_states WHERE (? IS NULL OR cluster = ?) ORDER BY cluster, condition')
       .all(cluster ?? null, cluster ?? null) as HealthRow[];
-    return rows.map((r) => ({ cluster: r.cluster, condition: r.condition, state: r.state, since: Number(r.since), data: unjson(r.data) }));
+    return rows.map((r) => ({
+      cluster: r.cluster,
+      condition: r.condition,
+      state: r.state,
+      since: Number(r.since),
+      data: unjson(r.data),
+    }));
   }
 
   async putHealthState(h: HealthStateRecord, events: readonly OutboxEventInput[] = []): Promise<void> {
-    this.db.transaction(() => {
-      this.db
-        .prepare(
-          `INSERT INTO health_states (cluster, condition, state, since, data) VALUES (?, ?, ?, ?, ?)
+    this.db
+      .transaction(() => {
+        this.db
+          .prepare(
+            `INSERT INTO health_states (cluster, condition, state, since, data) VALUES (?, ?, ?, ?, ?)
            ON CONFLICT (cluster, condition) DO UPDATE SET state = excluded.state, since = excluded.since, data = excluded.data`,
-        )
-        .run(h.cluster, h.condition, h.state, h.since, json(h.data));
-      this.insertEventsSync(events);
-    }).immediate();
+          )
+          .run(h.cluster, h.condition, h.state, h.since, json(h.data));
+        this.insertEventsSync(events);
+      })
+      .immediate();
   }
 
   async disconnectAllAgents(_now: number): Promise<void> {
@@ -240,7 +299,19 @@ export class SqliteCatalogStore implements CatalogStore {
            archive_setup = COALESCE(?, archive_setup), role = CASE WHEN ? = 1 THEN ? ELSE role END, replay = CASE WHEN ? = 1 THEN ? ELSE replay END,
            timeline = COALESCE(?, timeline) WHERE id = ?`,
       )
-      .run(now, json(beat.archiver), beat.currentLsn || null, json(beat.walHealth), json(beat.archiveSetup), beat.role === undefined ? 0 : 1, beat.role ?? null, beat.role === undefined ? 0 : 1, json(beat.replay), beat.timeline ?? null, id);
+      .run(
+        now,
+        json(beat.archiver),
+        beat.currentLsn || null,
+        json(beat.walHealth),
+        json(beat.archiveSetup),
+        beat.role === undefined ? 0 : 1,
+        beat.role ?? null,
+        beat.role === undefined ? 0 : 1,
+        json(beat.replay),
+        beat.timeline ?? null,
+        id,
+      );
   }
 
   async getAgent(id: string): Promise<AgentRecord | undefined> {
@@ -249,9 +320,10 @@ export class SqliteCatalogStore implements CatalogStore {
   }
 
   async listAgents(cluster?: string): Promise<AgentRecord[]> {
-    const rows = cluster === undefined
-      ? (this.db.prepare('SELECT * FROM agents ORDER BY cluster, id').all() as AgentRow[])
-      : (this.db.prepare('SELECT * FROM agents WHERE cluster = ? ORDER BY id').all(cluster) as AgentRow[]);
+    const rows =
+      cluster === undefined
+        ? (this.db.prepare('SELECT * FROM agents ORDER BY cluster, id').all() as AgentRow[])
+        : (this.db.prepare('SELECT * FROM agents WHERE cluster = ? ORDER BY id').all(cluster) as AgentRow[]);
     return rows.map(agentRow);
   }
 
@@ -269,26 +341,49 @@ export class SqliteCatalogStore implements CatalogStore {
          ON CONFLICT (cluster, label) DO NOTHING`,
       )
       .run(
-        b.cluster, b.label, b.type, b.startLsn, Lsn.parse(b.startLsn).value, b.stopLsn, Lsn.parse(b.stopLsn).value, b.startTime, b.stopTime,
-        b.timeline, b.systemIdentifier, b.pgVersion, b.sizeBytes, b.storedBytes, b.fileCount, b.walStart, b.walStop, b.jobId, b.priorLabel,
+        b.cluster,
+        b.label,
+        b.type,
+        b.startLsn,
+        Lsn.parse(b.startLsn).value,
+        b.stopLsn,
+        Lsn.parse(b.stopLsn).value,
+        b.startTime,
+        b.stopTime,
+        b.timeline,
+        b.systemIdentifier,
+        b.pgVersion,
+        b.sizeBytes,
+        b.storedBytes,
+        b.fileCount,
+        b.walStart,
+        b.walStop,
+        b.jobId,
+        b.priorLabel,
         b.pinned ? 1 : 0,
       );
   }
 
   async getBackup(cluster: string, label: string): Promise<BackupRecord | undefined> {
-    const row = this.db.prepare('SELECT * FROM backups WHERE cluster = ? AND label = ?').get(cluster, label) as BackupRow | undefined;
+    const row = this.db.prepare('SELECT * FROM backups WHERE cluster = ? AND label = ?').get(cluster, label) as
+      BackupRow | undefined;
     return row && backupFromRow(row);
   }
 
   async listBackups(cluster: string): Promise<BackupRecord[]> {
     // Real time orders backups; the stop LSN breaks ties of backups ending in the same millisecond.
-    const rows = this.db.prepare('SELECT * FROM backups WHERE cluster = ? ORDER BY stop_time, stop_lsn_num, label').all(cluster) as BackupRow[];
+    const rows = this.db
+      .prepare('SELECT * FROM backups WHERE cluster = ? ORDER BY stop_time, stop_lsn_num, label')
+      .all(cluster) as BackupRow[];
     return rows.map(backupFromRow);
   }
 
   async setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord> {
-    const res = this.db.prepare('UPDATE backups SET pinned = ? WHERE cluster = ? AND label = ?').run(pinned ? 1 : 0, cluster, label);
-    if (res.changes === 0) throw new PgfleetError('UnknownBackup', `cluster '${cluster}' has no backup '${label}' in the catalog`);
+    const res = this.db
+      .prepare('UPDATE backups SET pinned = ? WHERE cluster = ? AND label = ?')
+      .run(pinned ? 1 : 0, cluster, label);
+    if (res.changes === 0)
+      throw new PgfleetError('UnknownBackup', `cluster '${cluster}' has no backup '${label}' in the catalog`);
     return (await this.getBackup(cluster, label))!;
   }
 
@@ -307,7 +402,10 @@ export class SqliteCatalogStore implements CatalogStore {
     return rows.map((r) => policyFromRow(r, unjson));
   }
 
-  async putPolicy(p: { scope: string; schedules: PolicySchedules; retention: PolicyRetention; health?: PolicyHealth }, now: number): Promise<PolicyRecord> {
+  async putPolicy(
+    p: { scope: string; schedules: PolicySchedules; retention: PolicyRetention; health?: PolicyHealth },
+    now: number,
+  ): Promise<PolicyRecord> {
     this.db
       .prepare(
         `INSERT INTO policies (scope, schedules, retention, health, updated_at) VALUES (?, ?, ?, ?, ?)
@@ -322,9 +420,12 @@ export class SqliteCatalogStore implements CatalogStore {
   }
 
   async listScheduleRuns(cluster?: string): Promise<ScheduleRunRecord[]> {
-    const rows = cluster === undefined
-      ? (this.db.prepare('SELECT * FROM schedule_runs ORDER BY cluster, type').all() as ScheduleRunRow[])
-      : (this.db.prepare('SELECT * FROM schedule_runs WHERE cluster = ? ORDER BY type').all(cluster) as ScheduleRunRow[]);
+    const rows =
+      cluster === undefined
+        ? (this.db.prepare('SELECT * FROM schedule_runs ORDER BY cluster, type').all() as ScheduleRunRow[])
+        : (this.db
+            .prepare('SELECT * FROM schedule_runs WHERE cluster = ? ORDER BY type')
+            .all(cluster) as ScheduleRunRow[]);
     return rows.map(scheduleRunFromRow);
   }
 
@@ -333,14 +434,18 @@ export class SqliteCatalogStore implements CatalogStore {
       `INSERT INTO schedule_runs (cluster, type, last_run) VALUES (?, ?, ?)
        ON CONFLICT (cluster, type) DO UPDATE SET last_run = MAX(last_run, excluded.last_run)`,
     );
-    this.db.transaction(() => {
-      for (const r of runs) up.run(r.cluster, r.type, r.lastRun);
-    }).immediate();
+    this.db
+      .transaction(() => {
+        for (const r of runs) up.run(r.cluster, r.type, r.lastRun);
+      })
+      .immediate();
   }
 
   async createJob(job: NewJob, now: number): Promise<JobRecord> {
     const { changes } = this.db
-      .prepare(`INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
+      .prepare(
+        `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+      )
       .run(job.id, job.cluster, job.kind, job.agentId, json(job.params), now);
     const stored = (await this.getJob(job.id))!;
     return changes === 0 ? existingJobFor(job, stored) : stored;
@@ -354,22 +459,35 @@ export class SqliteCatalogStore implements CatalogStore {
   async listJobs(filter: JobFilter = {}): Promise<JobRecord[]> {
     const limit = filter.limit && filter.limit > 0 ? filter.limit : -1;
     const { where, args } = jobWhere(filter, () => '?');
-    const rows = this.db.prepare(`SELECT * FROM jobs ${where} ORDER BY created_at DESC, rowid DESC LIMIT ?`).all(...args, limit) as JobRow[];
+    const rows = this.db
+      .prepare(`SELECT * FROM jobs ${where} ORDER BY created_at DESC, rowid DESC LIMIT ?`)
+      .all(...args, limit) as JobRow[];
     return rows.map(jobRow);
   }
 
   async countJobs(): Promise<Array<{ cluster: string; kind: JobKind; state: JobStateName; count: number }>> {
-    const rows = this.db.prepare('SELECT cluster, kind, state, COUNT(*) AS count FROM jobs GROUP BY cluster, kind, state ORDER BY cluster, kind, state').all() as Array<{ cluster: string; kind: JobKind; state: JobStateName; count: number }>;
+    const rows = this.db
+      .prepare(
+        'SELECT cluster, kind, state, COUNT(*) AS count FROM jobs GROUP BY cluster, kind, state ORDER BY cluster, kind, state',
+      )
+      .all() as Array<{ cluster: string; kind: JobKind; state: JobStateName; count: number }>;
     return rows.map((r) => ({ ...r, count: Number(r.count) }));
   }
 
   async listActiveJobs(): Promise<JobRecord[]> {
     const active = FAILABLE_JOB_STATES.map(() => '?').join(', ');
-    const rows = this.db.prepare(`SELECT * FROM jobs WHERE state IN (${active}) ORDER BY created_at, rowid`).all(...FAILABLE_JOB_STATES) as JobRow[];
+    const rows = this.db
+      .prepare(`SELECT * FROM jobs WHERE state IN (${active}) ORDER BY created_at, rowid`)
+      .all(...FAILABLE_JOB_STATES) as JobRow[];
     return rows.map(jobRow);
   }
 
-  async transitionJob(id: string, to: JobStateName, options: TransitionOptions, now: number): Promise<TransitionOutcome> {
+  async transitionJob(
+    id: string,
+    to: JobStateName,
+    options: TransitionOptions,
+    now: number,
+  ): Promise<TransitionOutcome> {
     return this.db.transaction(() => this.transitionSync(id, to, options, now)).immediate();
   }
 
@@ -392,9 +510,12 @@ export class SqliteCatalogStore implements CatalogStore {
       )
       .run(
         to,
-        to === 'running' ? 1 : 0, now,
-        terminal ? 1 : 0, now,
-        options.error?.code ?? null, options.error?.message ?? null,
+        to === 'running' ? 1 : 0,
+        now,
+        terminal ? 1 : 0,
+        now,
+        options.error?.code ?? null,
+        options.error?.message ?? null,
         json(options.result),
         id,
       );
@@ -402,19 +523,27 @@ export class SqliteCatalogStore implements CatalogStore {
   }
 
   async updateJobProgress(id: string, progress: unknown, now: number): Promise<TransitionOutcome> {
-    return this.db.transaction((): TransitionOutcome => {
-      const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
-      if (!row) throw new PgfleetError('UnknownJob', `job ${id} does not exist`);
-      const job = jobRow(row);
-      // Progress that arrives after the end (a late message on the stream) must not reopen the job.
-      if (isTerminalJobState(job.state)) return { job, changed: false };
-      if (job.state !== 'running') this.transitionSync(id, 'running', {}, now);
-      this.db.prepare('UPDATE jobs SET progress = ? WHERE id = ?').run(json(progress), id);
-      return { job: jobRow(this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow), changed: true };
-    }).immediate();
+    return this.db
+      .transaction((): TransitionOutcome => {
+        const row = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
+        if (!row) throw new PgfleetError('UnknownJob', `job ${id} does not exist`);
+        const job = jobRow(row);
+        // Progress that arrives after the end (a late message on the stream) must not reopen the job.
+        if (isTerminalJobState(job.state)) return { job, changed: false };
+        if (job.state !== 'running') this.transitionSync(id, 'running', {}, now);
+        this.db.prepare('UPDATE jobs SET progress = ? WHERE id = ?').run(json(progress), id);
+        return { job: jobRow(this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow), changed: true };
+      })
+      .immediate();
   }
 
-  async failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except: readonly string[] = [], events?: JobEventsFactory): Promise<JobRecord[]> {
+  async failActiveJobsOfAgent(
+    agentId: string,
+    error: JobError,
+    now: number,
+    except: readonly string[] = [],
+    events?: JobEventsFactory,
+  ): Promise<JobRecord[]> {
     return this.failJobs('agent_id = ?', [agentId], except, error, now, events);
   }
 
@@ -423,45 +552,78 @@ export class SqliteCatalogStore implements CatalogStore {
   }
 
   /** Selects and fails the matching active jobs in one write transaction, so none can move in between. */
-  private failJobs(where: string, params: unknown[], except: readonly string[], error: JobError, now: number, events?: JobEventsFactory): JobRecord[] {
+  private failJobs(
+    where: string,
+    params: unknown[],
+    except: readonly string[],
+    error: JobError,
+    now: number,
+    events?: JobEventsFactory,
+  ): JobRecord[] {
     const active = FAILABLE_JOB_STATES.map(() => '?').join(', ');
-    return this.db.transaction(() => {
-      const rows = this.db
-        .prepare(`SELECT id FROM jobs WHERE ${where} AND state IN (${active}) ORDER BY rowid`)
-        .all(...params, ...FAILABLE_JOB_STATES) as { id: string }[];
-      return rows.filter((r) => !except.includes(r.id)).map((r) => {
-        const job = this.transitionSync(r.id, 'failed', { error }, now).job;
-        if (events) this.insertEventsSync(events(job));
-        return job;
-      });
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const rows = this.db
+          .prepare(`SELECT id FROM jobs WHERE ${where} AND state IN (${active}) ORDER BY rowid`)
+          .all(...params, ...FAILABLE_JOB_STATES) as { id: string }[];
+        return rows
+          .filter((r) => !except.includes(r.id))
+          .map((r) => {
+            const job = this.transitionSync(r.id, 'failed', { error }, now).job;
+            if (events) this.insertEventsSync(events(job));
+            return job;
+          });
+      })
+      .immediate();
   }
 
   /** One process owns an SQLite catalog, so it always leads. */
-  async createEnrollmentToken(t: { tokenHash: string; cluster: string; expiresAt: number }, now: number): Promise<EnrollmentTokenRecord> {
-    this.db.prepare('INSERT INTO enrollment_tokens (token_hash, cluster, created_at, expires_at) VALUES (?, ?, ?, ?)').run(t.tokenHash, t.cluster, now, t.expiresAt);
-    return enrollmentTokenFromRow(this.db.prepare('SELECT * FROM enrollment_tokens WHERE token_hash = ?').get(t.tokenHash) as EnrollmentTokenRow);
+  async createEnrollmentToken(
+    t: { tokenHash: string; cluster: string; expiresAt: number },
+    now: number,
+  ): Promise<EnrollmentTokenRecord> {
+    this.db
+      .prepare('INSERT INTO enrollment_tokens (token_hash, cluster, created_at, expires_at) VALUES (?, ?, ?, ?)')
+      .run(t.tokenHash, t.cluster, now, t.expiresAt);
+    return enrollmentTokenFromRow(
+      this.db.prepare('SELECT * FROM enrollment_tokens WHERE token_hash = ?').get(t.tokenHash) as EnrollmentTokenRow,
+    );
   }
 
   async useEnrollmentToken(tokenHash: string, agentId: string, now: number): Promise<EnrollmentTokenUse> {
     // One conditional UPDATE decides: of two agents racing with one token, one changes the row.
     const res = this.db
-      .prepare('UPDATE enrollment_tokens SET used_at = ?, agent_id = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?')
+      .prepare(
+        'UPDATE enrollment_tokens SET used_at = ?, agent_id = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?',
+      )
       .run(now, agentId, tokenHash, now);
-    const row = this.db.prepare('SELECT * FROM enrollment_tokens WHERE token_hash = ?').get(tokenHash) as EnrollmentTokenRow | undefined;
+    const row = this.db.prepare('SELECT * FROM enrollment_tokens WHERE token_hash = ?').get(tokenHash) as
+      EnrollmentTokenRow | undefined;
     return res.changes === 1 ? { ok: true, token: enrollmentTokenFromRow(row!) } : enrollmentRefusal(row, now);
   }
 
   async listEnrollmentTokens(): Promise<EnrollmentTokenRecord[]> {
-    return (this.db.prepare('SELECT * FROM enrollment_tokens ORDER BY created_at DESC, token_hash').all() as EnrollmentTokenRow[]).map(enrollmentTokenFromRow);
+    return (
+      this.db
+        .prepare('SELECT * FROM enrollment_tokens ORDER BY created_at DESC, token_hash')
+        .all() as EnrollmentTokenRow[]
+    ).map(enrollmentTokenFromRow);
   }
 
-  async createAdminToken(t: { id: string; name: string; role: AdminRole; tokenHash: string }, now: number): Promise<AdminTokenRecord> {
+  async createAdminToken(
+    t: { id: string; name: string; role: AdminRole; tokenHash: string },
+    now: number,
+  ): Promise<AdminTokenRecord> {
     try {
-      this.db.prepare('INSERT INTO admin_tokens (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)').run(t.id, t.name, t.role, t.tokenHash, now);
+      this.db
+        .prepare('INSERT INTO admin_tokens (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)')
+        .run(t.id, t.name, t.role, t.tokenHash, now);
     } catch (err) {
       if ((err as { code?: string }).code?.startsWith('SQLITE_CONSTRAINT')) {
-        throw new PgfleetError('InvalidArgument', `an admin token named '${t.name}' exists already`, { cause: err, hint: 'Choose another --name, or revoke the existing token first.' });
+        throw new PgfleetError('InvalidArgument', `an admin token named '${t.name}' exists already`, {
+          cause: err,
+          hint: 'Choose another --name, or revoke the existing token first.',
+        });
       }
       throw err;
     }
@@ -469,21 +631,31 @@ export class SqliteCatalogStore implements CatalogStore {
   }
 
   async findAdminToken(tokenHash: string): Promise<AdminTokenRecord | undefined> {
-    const row = this.db.prepare('SELECT * FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL').get(tokenHash) as AdminTokenRow | undefined;
+    const row = this.db
+      .prepare('SELECT * FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL')
+      .get(tokenHash) as AdminTokenRow | undefined;
     return row && adminTokenFromRow(row);
   }
 
   async listAdminTokens(): Promise<AdminTokenRecord[]> {
-    return (this.db.prepare('SELECT * FROM admin_tokens ORDER BY created_at, id').all() as AdminTokenRow[]).map(adminTokenFromRow);
+    return (this.db.prepare('SELECT * FROM admin_tokens ORDER BY created_at, id').all() as AdminTokenRow[]).map(
+      adminTokenFromRow,
+    );
   }
 
   async revokeAdminToken(idOrName: string, now: number): Promise<AdminTokenRecord | undefined> {
-    return this.db.transaction(() => {
-      const row = this.db.prepare('SELECT * FROM admin_tokens WHERE (id = ? OR name = ?) AND revoked_at IS NULL ORDER BY id = ? DESC LIMIT 1').get(idOrName, idOrName, idOrName) as AdminTokenRow | undefined;
-      if (!row) return undefined;
-      this.db.prepare('UPDATE admin_tokens SET revoked_at = ? WHERE id = ?').run(now, row.id);
-      return adminTokenFromRow({ ...row, revoked_at: now });
-    }).immediate();
+    return this.db
+      .transaction(() => {
+        const row = this.db
+          .prepare(
+            'SELECT * FROM admin_tokens WHERE (id = ? OR name = ?) AND revoked_at IS NULL ORDER BY id = ? DESC LIMIT 1',
+          )
+          .get(idOrName, idOrName, idOrName) as AdminTokenRow | undefined;
+        if (!row) return undefined;
+        this.db.prepare('UPDATE admin_tokens SET revoked_at = ? WHERE id = ?').run(now, row.id);
+        return adminTokenFromRow({ ...row, revoked_at: now });
+      })
+      .immediate();
   }
 
   async tryAcquireLeadership(_name: string): Promise<boolean> {
@@ -498,11 +670,16 @@ function migrate(db: Database.Database): void {
   // IMMEDIATE takes the write lock before reading the version, so two processes opening a fresh
   // file at once cannot both apply the same migration.
   db.transaction(() => {
-    const applied = (db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null }).v ?? 0;
+    const applied =
+      (db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null }).v ?? 0;
     if (applied > SQLITE_MIGRATIONS.length) {
-      throw new PgfleetError('InvalidConfig', `catalog schema version ${applied} is newer than this controller knows (${SQLITE_MIGRATIONS.length})`, {
-        hint: 'Run the newer pgfleet-controller version that wrote this catalog.',
-      });
+      throw new PgfleetError(
+        'InvalidConfig',
+        `catalog schema version ${applied} is newer than this controller knows (${SQLITE_MIGRATIONS.length})`,
+        {
+          hint: 'Run the newer pgfleet-controller version that wrote this catalog.',
+        },
+      );
     }
     for (let version = applied + 1; version <= SQLITE_MIGRATIONS.length; version++) {
       db.exec(SQLITE_MIGRATIONS[version - 1]!);

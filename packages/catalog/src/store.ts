@@ -323,12 +323,19 @@ export interface CatalogStore {
    * under the same name is a different cluster and is refused with SystemIdMismatch. The PG
    * version is updated (a minor update changes server_version_num, not the identifier).
    */
-  upsertCluster(cluster: { name: string; systemIdentifier: string; pgVersion: number }, now: number): Promise<ClusterRecord>;
+  upsertCluster(
+    cluster: { name: string; systemIdentifier: string; pgVersion: number },
+    now: number,
+  ): Promise<ClusterRecord>;
   getCluster(name: string): Promise<ClusterRecord | undefined>;
   listClusters(): Promise<ClusterRecord[]>;
 
   /** Registers (or re-registers) an agent as connected. */
-  upsertAgent(agent: { id: string; cluster: string; hostname: string; version: string }, now: number, events?: readonly OutboxEventInput[]): Promise<AgentRecord>;
+  upsertAgent(
+    agent: { id: string; cluster: string; hostname: string; version: string },
+    now: number,
+    events?: readonly OutboxEventInput[],
+  ): Promise<AgentRecord>;
   setAgentConnected(id: string, connected: boolean, now: number, events?: readonly OutboxEventInput[]): Promise<void>;
   /** Marks every agent disconnected; at controller start no stream is open yet. */
   disconnectAllAgents(now: number): Promise<void>;
@@ -353,7 +360,10 @@ export interface CatalogStore {
   /** Every stored policy, fleet default first, then clusters by name. */
   listPolicies(): Promise<PolicyRecord[]>;
   /** Replaces the scope's policy as a whole (callers merge). */
-  putPolicy(policy: { scope: string; schedules: PolicySchedules; retention: PolicyRetention; health?: PolicyHealth }, now: number): Promise<PolicyRecord>;
+  putPolicy(
+    policy: { scope: string; schedules: PolicySchedules; retention: PolicyRetention; health?: PolicyHealth },
+    now: number,
+  ): Promise<PolicyRecord>;
   /** Removes the scope's policy; false when there was none. */
   deletePolicy(scope: string): Promise<boolean>;
 
@@ -383,7 +393,13 @@ export interface CatalogStore {
   /** Stores progress and moves a dispatched job to running. Ignored (changed=false) once the job is terminal. */
   updateJobProgress(id: string, progress: unknown, now: number): Promise<TransitionOutcome>;
   /** Fails the agent's non-terminal jobs, except those listed (still running on a reconnected agent). */
-  failActiveJobsOfAgent(agentId: string, error: JobError, now: number, except?: readonly string[], events?: JobEventsFactory): Promise<JobRecord[]>;
+  failActiveJobsOfAgent(
+    agentId: string,
+    error: JobError,
+    now: number,
+    except?: readonly string[],
+    events?: JobEventsFactory,
+  ): Promise<JobRecord[]>;
   /** Fails every non-terminal job (at controller start: no agent stream survives a restart). */
   failAllActiveJobs(error: JobError, now: number, events?: JobEventsFactory): Promise<JobRecord[]>;
 
@@ -407,7 +423,10 @@ export interface CatalogStore {
   putHealthState(state: HealthStateRecord, events?: readonly OutboxEventInput[]): Promise<void>;
 
   /** Records a new enrollment token (by hash). */
-  createEnrollmentToken(t: { tokenHash: string; cluster: string; expiresAt: number }, now: number): Promise<EnrollmentTokenRecord>;
+  createEnrollmentToken(
+    t: { tokenHash: string; cluster: string; expiresAt: number },
+    now: number,
+  ): Promise<EnrollmentTokenRecord>;
   /**
    * Marks the token used by the agent, atomically: of two agents racing with one token exactly
    * one gets ok. A used, expired or unknown token is not changed and says why.
@@ -417,7 +436,10 @@ export interface CatalogStore {
   listEnrollmentTokens(): Promise<EnrollmentTokenRecord[]>;
 
   /** Records a new admin token; InvalidArgument when a token that is not revoked has the name. */
-  createAdminToken(t: { id: string; name: string; role: AdminRole; tokenHash: string }, now: number): Promise<AdminTokenRecord>;
+  createAdminToken(
+    t: { id: string; name: string; role: AdminRole; tokenHash: string },
+    now: number,
+  ): Promise<AdminTokenRecord>;
   /** The admin token with this hash, unless it is revoked. */
   findAdminToken(tokenHash: string): Promise<AdminTokenRecord | undefined>;
   /** Every admin token (revoked ones too), oldest first. */

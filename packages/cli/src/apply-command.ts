@@ -14,12 +14,26 @@ import { KEY_FLAGS } from './policy-commands.js';
 /** Reads and validates the file named by -f (before the CLI connects). */
 export function fleetFileFromOptions(options: OptionValues): FleetFile {
   const path = options.file === undefined ? '' : String(options.file);
-  if (!path) throw new PgfleetError('InvalidArgument', 'pgfleet apply needs -f FILE: the fleet file to apply (see deploy/config/fleet.yaml)');
+  if (!path)
+    throw new PgfleetError(
+      'InvalidArgument',
+      'pgfleet apply needs -f FILE: the fleet file to apply (see deploy/config/fleet.yaml)',
+    );
   return loadFleetFile(path);
 }
 
-export async function applyCommand(admin: Admin, file: FleetFile, options: OptionValues, json: boolean): Promise<number> {
-  const response = await admin.applyFleet({ fleet: file.fleet, clusters: file.clusters, prune: options.prune === true, dryRun: options['dry-run'] === true });
+export async function applyCommand(
+  admin: Admin,
+  file: FleetFile,
+  options: OptionValues,
+  json: boolean,
+): Promise<number> {
+  const response = await admin.applyFleet({
+    fleet: file.fleet,
+    clusters: file.clusters,
+    prune: options.prune === true,
+    dryRun: options['dry-run'] === true,
+  });
   if (json) printJson(ApplyFleetResponseSchema, response);
   else out(describeApply(response));
   return 0;
@@ -27,14 +41,18 @@ export async function applyCommand(admin: Admin, file: FleetFile, options: Optio
 
 export function describeApply(r: ApplyFleetResponse): string {
   const lines: string[] = [];
-  if (r.changes.length === 0) lines.push('no changes: the stored policies already are the file\'s');
+  if (r.changes.length === 0) lines.push("no changes: the stored policies already are the file's");
   else {
-    lines.push(formatTable(
-      ['SCOPE', 'KEY', 'OLD', 'NEW'],
-      r.changes.map((c) => [c.scope, KEY_FLAGS[c.key] ?? c.key, c.oldValue || '-', c.newValue || '-']),
-    ));
+    lines.push(
+      formatTable(
+        ['SCOPE', 'KEY', 'OLD', 'NEW'],
+        r.changes.map((c) => [c.scope, KEY_FLAGS[c.key] ?? c.key, c.oldValue || '-', c.newValue || '-']),
+      ),
+    );
     const scopes = new Set(r.changes.map((c) => c.scope)).size;
-    lines.push(`${r.dryRun ? 'dry run: would change' : 'changed'} ${r.changes.length} value(s) in ${scopes} scope(s) ('-' = not set, inherited; off = not scheduled)`);
+    lines.push(
+      `${r.dryRun ? 'dry run: would change' : 'changed'} ${r.changes.length} value(s) in ${scopes} scope(s) ('-' = not set, inherited; off = not scheduled)`,
+    );
   }
   if (r.unknownClusters.length) {
     lines.push(`not connected yet: ${r.unknownClusters.join(', ')} (their policies apply once their agents connect)`);

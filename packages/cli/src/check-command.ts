@@ -18,12 +18,20 @@ export function checkTimeoutSeconds(options: OptionValues): number {
   const text = String(options.timeout ?? '60s').trim();
   const seconds = /^\d+$/.test(text) ? Number(text) : parseDuration(text, 'timeout') / 1000;
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > MAX_CHECK_TIMEOUT_S) {
-    throw new PgfleetError('InvalidArgument', `--timeout '${text}' must be between 1 s and ${MAX_CHECK_TIMEOUT_S / 60} min in whole seconds, e.g. 60s or 2m`);
+    throw new PgfleetError(
+      'InvalidArgument',
+      `--timeout '${text}' must be between 1 s and ${MAX_CHECK_TIMEOUT_S / 60} min in whole seconds, e.g. 60s or 2m`,
+    );
   }
   return seconds;
 }
 
-export async function checkCommand(admin: Admin, cluster: string, timeoutSeconds: number, json: boolean): Promise<number> {
+export async function checkCommand(
+  admin: Admin,
+  cluster: string,
+  timeoutSeconds: number,
+  json: boolean,
+): Promise<number> {
   const { job } = await admin.startCheck({ cluster, timeoutSeconds });
   err(`check job ${job!.id} ${stateName(job!.state)} to agent ${job!.agentId}`);
   // A failed check has its lines: printed (stdout) before the job's own error code (stderr).
@@ -45,6 +53,11 @@ export function describeCheck(c: CheckResult): string {
   const failures = c.items.filter((i) => i.verdict === CheckVerdict.FAIL).length;
   const warnings = c.items.filter((i) => i.verdict === CheckVerdict.WARN).length;
   const counts = `${c.items.length} check(s), ${failures} failed, ${warnings} warning(s)`;
-  lines.push('', c.ok ? `check OK: ${counts}${c.walSegment ? `; WAL segment ${c.walSegment} archived in ${c.walSeconds.toFixed(1)} s` : ''}` : `check FAILED: ${counts}`);
+  lines.push(
+    '',
+    c.ok
+      ? `check OK: ${counts}${c.walSegment ? `; WAL segment ${c.walSegment} archived in ${c.walSeconds.toFixed(1)} s` : ''}`
+      : `check FAILED: ${counts}`,
+  );
   return lines.join('\n');
 }

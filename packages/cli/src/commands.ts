@@ -8,7 +8,16 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path/posix';
 import { PgfleetError, type OptionValues, type ParsedCommand } from '@pgfleet/core';
 import { bearerMetadata, clientTlsCredentials, createClient } from '@pgfleet/rpc';
-import { AdminService, BackupInfoSchema, BackupSource, BackupType, ClusterInfoSchema, JobInfoSchema, JobState, RestoreArchive } from '@pgfleet/proto';
+import {
+  AdminService,
+  BackupInfoSchema,
+  BackupSource,
+  BackupType,
+  ClusterInfoSchema,
+  JobInfoSchema,
+  JobState,
+  RestoreArchive,
+} from '@pgfleet/proto';
 import { formatBytes, formatTable, formatTime } from './format.js';
 import { describeJob, err, follow, ms, out, printJson, startJob, stateName, typeName, type Admin } from './output.js';
 import { pinCommand, policyCommand, retentionCommand } from './policy-commands.js';
@@ -23,7 +32,11 @@ import { applyCommand, fleetFileFromOptions } from './apply-command.js';
 import { enrollTokenCommand, enrollTtlSeconds, tokenCommand } from './token-commands.js';
 
 const TYPES: Record<string, BackupType> = { full: BackupType.FULL, diff: BackupType.DIFF, incr: BackupType.INCR };
-const BACKUP_SOURCES: Record<string, BackupSource> = { primary: BackupSource.PRIMARY, standby: BackupSource.STANDBY, 'prefer-standby': BackupSource.PREFER_STANDBY };
+const BACKUP_SOURCES: Record<string, BackupSource> = {
+  primary: BackupSource.PRIMARY,
+  standby: BackupSource.STANDBY,
+  'prefer-standby': BackupSource.PREFER_STANDBY,
+};
 
 function readOptionFile(option: string, path: string): string {
   try {
@@ -57,7 +70,9 @@ function connect(options: OptionValues, timeoutSeconds: number): Admin {
   return createClient(AdminService, address, {
     defaultDeadlineMs: timeoutSeconds * 1000,
     unavailableError: 'ControllerUnreachable',
-    ...(options['ca-cert'] ? { credentials: clientTlsCredentials({ caPem: readOptionFile('ca-cert', String(options['ca-cert'])) }) } : {}),
+    ...(options['ca-cert']
+      ? { credentials: clientTlsCredentials({ caPem: readOptionFile('ca-cert', String(options['ca-cert'])) }) }
+      : {}),
     ...(token ? { metadata: bearerMetadata(token) } : {}),
   });
 }
@@ -66,7 +81,8 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
   const { options, positionals } = parsed;
   const json = options.output === 'json';
   // Local validation first: a bad flag fails before any connection attempt.
-  const restoreRequest = parsed.command.name === 'restore' ? restoreRequestFromOptions(positionals[0]!, options) : undefined;
+  const restoreRequest =
+    parsed.command.name === 'restore' ? restoreRequestFromOptions(positionals[0]!, options) : undefined;
   if (parsed.command.name === 'drill') drillTargetFromOptions(options);
   const fleetFile = parsed.command.name === 'apply' ? fleetFileFromOptions(options) : undefined;
   const ttlSeconds = parsed.command.name === 'enroll-token' ? enrollTtlSeconds(options) : 0;
@@ -81,10 +97,26 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
       case 'backups':
         return await backups(admin, positionals[0]!, json);
       case 'backup':
-        return await startJob(admin, json, options.wait === true, async () =>
-          (await admin.startBackup({ cluster: positionals[0]!, type: TYPES[String(options.type)] ?? BackupType.FULL, from: BACKUP_SOURCES[String(options.from)] ?? BackupSource.UNSPECIFIED })).job!);
+        return await startJob(
+          admin,
+          json,
+          options.wait === true,
+          async () =>
+            (
+              await admin.startBackup({
+                cluster: positionals[0]!,
+                type: TYPES[String(options.type)] ?? BackupType.FULL,
+                from: BACKUP_SOURCES[String(options.from)] ?? BackupSource.UNSPECIFIED,
+              })
+            ).job!,
+        );
       case 'restore':
-        return await startJob(admin, json, options.wait === true, async () => (await admin.startRestore(restoreRequest!)).job!);
+        return await startJob(
+          admin,
+          json,
+          options.wait === true,
+          async () => (await admin.startRestore(restoreRequest!)).job!,
+        );
       case 'jobs':
         return await jobs(admin, json, options);
       case 'job':
@@ -125,9 +157,17 @@ function restoreRequestFromOptions(cluster: string, options: OptionValues) {
   const to = options.to === undefined ? '' : String(options.to);
   if (to === '') throw new PgfleetError('InvalidArgument', 'restore needs --to DIR: the directory to restore into');
   // The path is on the restoring agent's host, so resolving it against this shell's cwd would be wrong.
-  if (!isAbsolute(to)) throw new PgfleetError('InvalidArgument', `--to '${to}' is not an absolute path (it names a directory on the agent's host)`);
+  if (!isAbsolute(to))
+    throw new PgfleetError(
+      'InvalidArgument',
+      `--to '${to}' is not an absolute path (it names a directory on the agent's host)`,
+    );
   const tablespaceDir = options['tablespace-dir'] === undefined ? '' : String(options['tablespace-dir']);
-  if (tablespaceDir !== '' && !isAbsolute(tablespaceDir)) throw new PgfleetError('InvalidArgument', `--tablespace-dir '${tablespaceDir}' is not an absolute path (it names a directory on the agent's host)`);
+  if (tablespaceDir !== '' && !isAbsolute(tablespaceDir))
+    throw new PgfleetError(
+      'InvalidArgument',
+      `--tablespace-dir '${tablespaceDir}' is not an absolute path (it names a directory on the agent's host)`,
+    );
   return {
     cluster,
     targetDir: to,
@@ -137,7 +177,12 @@ function restoreRequestFromOptions(cluster: string, options: OptionValues) {
     delta: options.delta === true,
     tablespaceDir,
     targetTimeline: options['target-timeline'] === undefined ? 0 : Number(options['target-timeline']),
-    archive: options.archive === 'preserve' ? RestoreArchive.PRESERVE : options.archive === 'off' ? RestoreArchive.OFF : RestoreArchive.UNSPECIFIED,
+    archive:
+      options.archive === 'preserve'
+        ? RestoreArchive.PRESERVE
+        : options.archive === 'off'
+          ? RestoreArchive.OFF
+          : RestoreArchive.UNSPECIFIED,
   };
 }
 
@@ -147,20 +192,32 @@ async function clusters(admin: Admin, json: boolean): Promise<number> {
     printJson(ClusterInfoSchema, clusters);
     return 0;
   }
-  out(formatTable(
-    ['CLUSTER', 'PG', 'AGENT', 'CONNECTED', 'LAST SEEN', 'LAST BACKUP', 'BACKUP END', 'LAST ARCHIVED WAL', 'ARCHIVE FAILURES'],
-    clusters.map((c) => [
-      c.name,
-      c.pgVersion ? String(c.pgVersion) : '-',
-      c.agentId || '-',
-      c.agentConnected ? 'yes' : 'no',
-      formatTime(ms(c.lastSeen)),
-      c.lastBackup?.label || '-',
-      formatTime(ms(c.lastBackup?.stopTime)),
-      c.archiver?.lastArchivedWal || '-',
-      c.archiver ? String(c.archiver.failedCount) : '-',
-    ]),
-  ));
+  out(
+    formatTable(
+      [
+        'CLUSTER',
+        'PG',
+        'AGENT',
+        'CONNECTED',
+        'LAST SEEN',
+        'LAST BACKUP',
+        'BACKUP END',
+        'LAST ARCHIVED WAL',
+        'ARCHIVE FAILURES',
+      ],
+      clusters.map((c) => [
+        c.name,
+        c.pgVersion ? String(c.pgVersion) : '-',
+        c.agentId || '-',
+        c.agentConnected ? 'yes' : 'no',
+        formatTime(ms(c.lastSeen)),
+        c.lastBackup?.label || '-',
+        formatTime(ms(c.lastBackup?.stopTime)),
+        c.archiver?.lastArchivedWal || '-',
+        c.archiver ? String(c.archiver.failedCount) : '-',
+      ]),
+    ),
+  );
   return 0;
 }
 
@@ -170,36 +227,52 @@ async function backups(admin: Admin, cluster: string, json: boolean): Promise<nu
     printJson(BackupInfoSchema, backups);
     return 0;
   }
-  out(formatTable(
-    ['LABEL', 'TYPE', 'PRIOR', 'START', 'STOP', 'START LSN', 'STOP LSN', 'TL', 'SIZE', 'STORED', 'FILES', 'PINNED'],
-    backups.map((b) => [
-      b.label,
-      typeName(b.type),
-      b.priorLabel || '-',
-      formatTime(ms(b.startTime)),
-      formatTime(ms(b.stopTime)),
-      b.startLsn,
-      b.stopLsn,
-      String(b.timeline),
-      formatBytes(b.sizeBytes),
-      formatBytes(b.storedBytes),
-      String(b.fileCount),
-      b.pinned ? 'yes' : '',
-    ]),
-  ));
+  out(
+    formatTable(
+      ['LABEL', 'TYPE', 'PRIOR', 'START', 'STOP', 'START LSN', 'STOP LSN', 'TL', 'SIZE', 'STORED', 'FILES', 'PINNED'],
+      backups.map((b) => [
+        b.label,
+        typeName(b.type),
+        b.priorLabel || '-',
+        formatTime(ms(b.startTime)),
+        formatTime(ms(b.stopTime)),
+        b.startLsn,
+        b.stopLsn,
+        String(b.timeline),
+        formatBytes(b.sizeBytes),
+        formatBytes(b.storedBytes),
+        String(b.fileCount),
+        b.pinned ? 'yes' : '',
+      ]),
+    ),
+  );
   return 0;
 }
 
 async function jobs(admin: Admin, json: boolean, options: OptionValues): Promise<number> {
-  const { jobs } = await admin.listJobs({ cluster: options.cluster === undefined ? '' : String(options.cluster), limit: Number(options.limit) });
+  const { jobs } = await admin.listJobs({
+    cluster: options.cluster === undefined ? '' : String(options.cluster),
+    limit: Number(options.limit),
+  });
   if (json) {
     printJson(JobInfoSchema, jobs);
     return 0;
   }
-  out(formatTable(
-    ['ID', 'KIND', 'CLUSTER', 'STATE', 'AGENT', 'CREATED', 'FINISHED', 'ERROR'],
-    jobs.map((j) => [j.id, j.kind, j.cluster, stateName(j.state), j.agentId, formatTime(ms(j.createdAt)), formatTime(ms(j.finishedAt)), j.error ? `${j.error.code} ${j.error.message}` : '']),
-  ));
+  out(
+    formatTable(
+      ['ID', 'KIND', 'CLUSTER', 'STATE', 'AGENT', 'CREATED', 'FINISHED', 'ERROR'],
+      jobs.map((j) => [
+        j.id,
+        j.kind,
+        j.cluster,
+        stateName(j.state),
+        j.agentId,
+        formatTime(ms(j.createdAt)),
+        formatTime(ms(j.finishedAt)),
+        j.error ? `${j.error.code} ${j.error.message}` : '',
+      ]),
+    ),
+  );
   return 0;
 }
 
@@ -218,7 +291,12 @@ async function cancelJob(admin: Admin, id: string, wait: boolean, json: boolean)
     }
   }
   if (json) printJson(JobInfoSchema, last);
-  else out(last.state === JobState.CANCELLED ? `job ${id} cancelled` : `job ${id} ${stateName(last.state)}${wait ? '' : `: cancel sent to agent ${last.agentId} (follow it with: pgfleet job ${id})`}`);
+  else
+    out(
+      last.state === JobState.CANCELLED
+        ? `job ${id} cancelled`
+        : `job ${id} ${stateName(last.state)}${wait ? '' : `: cancel sent to agent ${last.agentId} (follow it with: pgfleet job ${id})`}`,
+    );
   if (wait && last.state !== JobState.CANCELLED) {
     throw new PgfleetError('JobStateConflict', `job ${id} ended ${stateName(last.state)} before the cancel reached it`);
   }

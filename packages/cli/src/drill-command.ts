@@ -11,7 +11,16 @@
  */
 import { PgfleetError, type OptionValues } from '@pgfleet/core';
 import { create } from '@bufbuild/protobuf';
-import { DrillRecordSchema, JobInfoSchema, JobState, RecoveryTargetSchema, type DrillRecord, type DrillResult, type JobInfo, type RecoveryTarget } from '@pgfleet/proto';
+import {
+  DrillRecordSchema,
+  JobInfoSchema,
+  JobState,
+  RecoveryTargetSchema,
+  type DrillRecord,
+  type DrillResult,
+  type JobInfo,
+  type RecoveryTarget,
+} from '@pgfleet/proto';
 import { formatBytes, formatTable, formatTime } from './format.js';
 import { err, followAndPrint, ms, out, printJson, stateName, type Admin } from './output.js';
 import { recoveryTargetFromOptions } from './target.js';
@@ -24,14 +33,23 @@ const TARGETS = ['target-time', 'target-lsn', 'target-name', 'target-xid', 'targ
 /** The drill's target from the restore flags, or undefined (a fresh restore point on the source). */
 export function drillTargetFromOptions(options: OptionValues): RecoveryTarget | undefined {
   if (!TARGETS.some((k) => options[k] !== undefined)) {
-    if (options['target-exclusive']) throw new PgfleetError('TargetInvalid', '--target-exclusive needs a target (--target-time, --target-lsn, --target-name or --target-xid)');
+    if (options['target-exclusive'])
+      throw new PgfleetError(
+        'TargetInvalid',
+        '--target-exclusive needs a target (--target-time, --target-lsn, --target-name or --target-xid)',
+      );
     return undefined;
   }
   // A drill always promotes: the copy must accept writes to be proven (amcheck runs in it).
   return create(RecoveryTargetSchema, recoveryTargetFromOptions({ ...options, 'target-action': undefined }));
 }
 
-export async function drillCommand(admin: Admin, cluster: string, options: OptionValues, json: boolean): Promise<number> {
+export async function drillCommand(
+  admin: Admin,
+  cluster: string,
+  options: OptionValues,
+  json: boolean,
+): Promise<number> {
   const target = drillTargetFromOptions(options);
   const { job } = await admin.startDrill({
     cluster,
@@ -42,7 +60,10 @@ export async function drillCommand(admin: Admin, cluster: string, options: Optio
   });
   if (options.wait !== true) {
     if (json) printJson(JobInfoSchema, job!);
-    else out(`drill job ${job!.id} ${stateName(job!.state)} to agent ${job!.agentId}\nfollow it with: pgfleet job ${job!.id}`);
+    else
+      out(
+        `drill job ${job!.id} ${stateName(job!.state)} to agent ${job!.agentId}\nfollow it with: pgfleet job ${job!.id}`,
+      );
     return 0;
   }
   err(`drill job ${job!.id} ${stateName(job!.state)} to agent ${job!.agentId}`);
@@ -51,16 +72,22 @@ export async function drillCommand(admin: Admin, cluster: string, options: Optio
   return 0;
 }
 
-
 /** Why a drill did not pass, never empty: its reasons, else the job's error, else its state. */
 function failureReason(d: DrillRecord): string {
   const reasons = d.result?.reasons.filter((r) => r.trim() !== '') ?? [];
   if (reasons.length) return reasons.join('; ');
   if (d.error) return `${d.error.code} ${d.error.message}`.trim();
-  return d.state === JobState.SUCCEEDED ? 'the drill did not pass' : `${stateName(d.state)}${d.result?.stage ? ` in stage ${d.result.stage}` : ''}`;
+  return d.state === JobState.SUCCEEDED
+    ? 'the drill did not pass'
+    : `${stateName(d.state)}${d.result?.stage ? ` in stage ${d.result.stage}` : ''}`;
 }
 
-export async function drillsCommand(admin: Admin, cluster: string | undefined, options: OptionValues, json: boolean): Promise<number> {
+export async function drillsCommand(
+  admin: Admin,
+  cluster: string | undefined,
+  options: OptionValues,
+  json: boolean,
+): Promise<number> {
   const { drills } = await admin.listDrills({ cluster: cluster ?? '', limit: Number(options.limit ?? 50) });
   if (json) {
     printJson(DrillRecordSchema, drills);
@@ -70,28 +97,39 @@ export async function drillsCommand(admin: Admin, cluster: string | undefined, o
     out('no drills yet');
     return 0;
   }
-  out(formatTable(
-    ['JOB', 'CLUSTER', 'AGENT', 'STATE', 'HOW', 'FINISHED', 'BACKUP', 'RTO', 'AMCHECK', 'COUNTS', 'REASON'],
-    drills.map((d) => {
-      const r = d.result;
-      const amcheck = !r || r.databasesChecked === 0 ? '-' : r.amcheckFindings.length === 0 ? 'clean' : `${r.amcheckFindings.length} finding(s)`;
-      const counts = !r?.countsCompared ? '-' : r.countsEqual ? `equal (${r.tablesCompared})` : `${r.countDiffs.length} differ`;
-      const ok = d.state === JobState.SUCCEEDED && r?.ok === true;
-      return [
-        d.jobId,
-        d.cluster,
-        d.agentId,
-        stateName(d.state),
-        d.scheduled ? 'scheduled' : 'manual',
-        formatTime(ms(d.finishedAt)),
-        r?.backupLabel || '-',
-        r && r.rtoSeconds > 0 ? secs(r.rtoSeconds) : '-',
-        amcheck,
-        counts,
-        ok ? '' : failureReason(d),
-      ];
-    }),
-  ));
+  out(
+    formatTable(
+      ['JOB', 'CLUSTER', 'AGENT', 'STATE', 'HOW', 'FINISHED', 'BACKUP', 'RTO', 'AMCHECK', 'COUNTS', 'REASON'],
+      drills.map((d) => {
+        const r = d.result;
+        const amcheck =
+          !r || r.databasesChecked === 0
+            ? '-'
+            : r.amcheckFindings.length === 0
+              ? 'clean'
+              : `${r.amcheckFindings.length} finding(s)`;
+        const counts = !r?.countsCompared
+          ? '-'
+          : r.countsEqual
+            ? `equal (${r.tablesCompared})`
+            : `${r.countDiffs.length} differ`;
+        const ok = d.state === JobState.SUCCEEDED && r?.ok === true;
+        return [
+          d.jobId,
+          d.cluster,
+          d.agentId,
+          stateName(d.state),
+          d.scheduled ? 'scheduled' : 'manual',
+          formatTime(ms(d.finishedAt)),
+          r?.backupLabel || '-',
+          r && r.rtoSeconds > 0 ? secs(r.rtoSeconds) : '-',
+          amcheck,
+          counts,
+          ok ? '' : failureReason(d),
+        ];
+      }),
+    ),
+  );
   const details = describeDrillDetails(drills);
   if (details.length) out(details.join('\n'));
   return 0;

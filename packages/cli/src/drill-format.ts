@@ -13,26 +13,52 @@ export const secs = (s: number): string => `${s.toFixed(1)} s`;
 
 /** The verdict, then the figures, amcheck and the count comparison. */
 export function describeDrill(d: DrillResult): string {
-  const lines = [`drill ${d.ok ? 'PASSED' : `FAILED in stage ${d.stage}`}: backup ${d.backupLabel || '-'}${d.target ? `, target ${describeTarget(d.target)}` : ''}`];
+  const lines = [
+    `drill ${d.ok ? 'PASSED' : `FAILED in stage ${d.stage}`}: backup ${d.backupLabel || '-'}${d.target ? `, target ${describeTarget(d.target)}` : ''}`,
+  ];
   for (const r of d.reasons) lines.push(`  reason: ${r}`);
-  if (d.postgresLogProblems.length) lines.push('PostgreSQL log, FATAL/PANIC/ERROR/WARNING lines:', ...indent(d.postgresLogProblems));
-  if (d.postgresLogTail.length) lines.push(`PostgreSQL log, last ${d.postgresLogTail.length} line(s):`, ...indent(d.postgresLogTail));
+  if (d.postgresLogProblems.length)
+    lines.push('PostgreSQL log, FATAL/PANIC/ERROR/WARNING lines:', ...indent(d.postgresLogProblems));
+  if (d.postgresLogTail.length)
+    lines.push(`PostgreSQL log, last ${d.postgresLogTail.length} line(s):`, ...indent(d.postgresLogTail));
   if (d.keptDir) lines.push(keptLine(d.keptDir));
   if (d.rtoSeconds > 0) {
-    lines.push(`RTO ${secs(d.rtoSeconds)} (restore ${secs(d.restoreSeconds)} of ${formatBytes(d.restoredBytes)}, recovery ${secs(d.recoverySeconds)})${d.recoveredLsn ? `, recovered to ${d.recoveredLsn}` : ''}${d.recoveredTime ? ` (last commit ${formatTime(ms(d.recoveredTime))})` : ''}`);
+    lines.push(
+      `RTO ${secs(d.rtoSeconds)} (restore ${secs(d.restoreSeconds)} of ${formatBytes(d.restoredBytes)}, recovery ${secs(d.recoverySeconds)})${d.recoveredLsn ? `, recovered to ${d.recoveredLsn}` : ''}${d.recoveredTime ? ` (last commit ${formatTime(ms(d.recoveredTime))})` : ''}`,
+    );
   } else if (d.restoreSeconds > 0) {
     lines.push(`restore ${secs(d.restoreSeconds)} of ${formatBytes(d.restoredBytes)}; not promoted`);
   }
   if (d.databasesChecked > 0) {
-    lines.push(`amcheck: ${d.amcheckFindings.length === 0 ? 'clean' : `${d.amcheckFindings.length} finding(s)`}, ${d.relationsChecked} relation(s) in ${d.databasesChecked} database(s)`);
-    for (const f of d.amcheckFindings.slice(0, 20)) lines.push(`  ${f.check} ${f.database}.${f.relation}: ${f.message}`);
+    lines.push(
+      `amcheck: ${d.amcheckFindings.length === 0 ? 'clean' : `${d.amcheckFindings.length} finding(s)`}, ${d.relationsChecked} relation(s) in ${d.databasesChecked} database(s)`,
+    );
+    for (const f of d.amcheckFindings.slice(0, 20))
+      lines.push(`  ${f.check} ${f.database}.${f.relation}: ${f.message}`);
     if (d.amcheckFindings.length > 20) lines.push(`  ... and ${d.amcheckFindings.length - 20} more (--output json)`);
   }
   if (d.countsCompared) {
-    const bound = d.countChangeBound === 0n ? 'source quiet: exact comparison' : `source changed up to ${d.countChangeBound} row(s) while counted`;
-    lines.push(`row counts: ${d.countsEqual ? 'equal' : `${d.countDiffs.length} table(s) differ`} in ${d.tablesCompared} table(s) (${bound}; restore point ${d.source?.restorePoint ?? '-'} at ${d.source?.lsn ?? '-'})`);
+    const bound =
+      d.countChangeBound === 0n
+        ? 'source quiet: exact comparison'
+        : `source changed up to ${d.countChangeBound} row(s) while counted`;
+    lines.push(
+      `row counts: ${d.countsEqual ? 'equal' : `${d.countDiffs.length} table(s) differ`} in ${d.tablesCompared} table(s) (${bound}; restore point ${d.source?.restorePoint ?? '-'} at ${d.source?.lsn ?? '-'})`,
+    );
     if (d.countDiffs.length) {
-      lines.push(formatTable(['DATABASE', 'TABLE', 'SOURCE', 'RESTORED'], d.countDiffs.slice(0, 20).map((x) => [x.database, `${x.schema}.${x.table}`, x.sourceRows < 0n ? 'absent' : String(x.sourceRows), x.restoredRows < 0n ? 'missing' : String(x.restoredRows)])));
+      lines.push(
+        formatTable(
+          ['DATABASE', 'TABLE', 'SOURCE', 'RESTORED'],
+          d.countDiffs
+            .slice(0, 20)
+            .map((x) => [
+              x.database,
+              `${x.schema}.${x.table}`,
+              x.sourceRows < 0n ? 'absent' : String(x.sourceRows),
+              x.restoredRows < 0n ? 'missing' : String(x.restoredRows),
+            ]),
+        ),
+      );
     }
   } else if (d.stage === 'done' || d.stage === 'counts') {
     lines.push('row counts: not compared (the target is not a restore point the source was counted at)');
@@ -55,7 +81,12 @@ export function describeDrillDetails(drills: ReadonlyArray<{ jobId: string; resu
   for (const { jobId, result: r } of drills) {
     if (!r || (!r.postgresLogProblems.length && !r.keptDir)) continue;
     lines.push('', `${jobId}${r.ok ? '' : ` (failed in stage ${r.stage})`}:`);
-    if (r.postgresLogProblems.length) lines.push('  PostgreSQL log:', ...indent(indent(r.postgresLogProblems)), `  (last ${r.postgresLogTail.length} log line(s): pgfleet job ${jobId})`);
+    if (r.postgresLogProblems.length)
+      lines.push(
+        '  PostgreSQL log:',
+        ...indent(indent(r.postgresLogProblems)),
+        `  (last ${r.postgresLogTail.length} log line(s): pgfleet job ${jobId})`,
+      );
     if (r.keptDir) lines.push(`  ${keptLine(r.keptDir)}`);
   }
   return lines;

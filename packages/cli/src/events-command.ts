@@ -15,7 +15,14 @@ function summary(e: EventEntry): string {
   const ev = e.event!;
   const body = toJson(EventSchema, ev) as Record<string, unknown> | null;
   const details = body && ev.payload.case ? JSON.stringify(body[ev.payload.case] ?? {}) : '';
-  return [String(e.seq).padStart(6), formatTime(ev.time ? timestampMs(ev.time) : undefined), ev.cluster, ev.kind.padEnd(22), e.sentAt ? 'sent' : 'unsent', details].join('  ');
+  return [
+    String(e.seq).padStart(6),
+    formatTime(ev.time ? timestampMs(ev.time) : undefined),
+    ev.cluster,
+    ev.kind.padEnd(22),
+    e.sentAt ? 'sent' : 'unsent',
+    details,
+  ].join('  ');
 }
 
 function print(e: EventEntry, json: boolean): void {

@@ -24,8 +24,16 @@ function fails(doc: unknown, pattern: RegExp): void {
 test('the example in deploy/config parses to its settings, keys as the API names them', () => {
   const f = loadFleetFile(EXAMPLE);
   assert.deepEqual(f.fleet, {
-    full: '0 1 * * 0', incr: '0 1 * * 1-6', spreadMinutes: 60, drill: '0 4 * * 3', pitrWindowDays: 7,
-    daily: 7, weekly: 4, monthly: 12, minFull: 2, rpoThresholdSeconds: 300,
+    full: '0 1 * * 0',
+    incr: '0 1 * * 1-6',
+    spreadMinutes: 60,
+    drill: '0 4 * * 3',
+    pitrWindowDays: 7,
+    daily: 7,
+    weekly: 4,
+    monthly: 12,
+    minFull: 2,
+    rpoThresholdSeconds: 300,
   });
   assert.deepEqual(f.clusters, {
     orders: { full: '30 0 * * *', incr: '0 */4 * * *', pitrWindowDays: 14, yearly: 3, rpoThresholdSeconds: 60 },
@@ -56,6 +64,13 @@ test('mistakes name the key path and what is allowed', () => {
 test('YAML errors and unreadable files name the file', () => {
   const bad = join(dir, 'bad.yaml');
   writeFileSync(bad, 'fleet:\n  full: * * * * *\n');
-  assert.throws(() => loadFleetFile(bad), (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && err.message.startsWith(`fleet file ${bad} is not valid YAML`));
-  assert.throws(() => loadFleetFile(join(dir, 'missing.yaml')), (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /cannot be read/.test(err.message));
+  assert.throws(
+    () => loadFleetFile(bad),
+    (err: unknown) =>
+      PgfleetError.is(err, 'InvalidConfig') && err.message.startsWith(`fleet file ${bad} is not valid YAML`),
+  );
+  assert.throws(
+    () => loadFleetFile(join(dir, 'missing.yaml')),
+    (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /cannot be read/.test(err.message),
+  );
 });

@@ -36,35 +36,60 @@ const TOP_LEVEL_KEYS = ['fleet', 'clusters'] as const;
 const CLUSTER_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 /** The `policy set` flags as config keys: the same specs, accepted in a file. */
-const POLICY_SPECS: readonly OptionSpec[] = POLICY_FLAGS.map((name) => ({ ...cliProgram.options.find((o) => o.name === name)!, cliOnly: false }));
+const POLICY_SPECS: readonly OptionSpec[] = POLICY_FLAGS.map((name) => ({
+  ...cliProgram.options.find((o) => o.name === name)!,
+  cliOnly: false,
+}));
 
-const isMapping = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isMapping = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Validates a parsed fleet document; `where` names it in errors (e.g. 'fleet file fleet.yaml'). */
 export function parseFleetDocument(doc: unknown, where: string): FleetFile {
-  if (doc === null || doc === undefined) throw new PgfleetError('InvalidConfig', `${where} is empty; it needs a 'fleet' and/or a 'clusters' section`);
-  if (!isMapping(doc)) throw new PgfleetError('InvalidConfig', `${where}: expected a mapping with the keys ${TOP_LEVEL_KEYS.join(', ')}`);
+  if (doc === null || doc === undefined)
+    throw new PgfleetError('InvalidConfig', `${where} is empty; it needs a 'fleet' and/or a 'clusters' section`);
+  if (!isMapping(doc))
+    throw new PgfleetError('InvalidConfig', `${where}: expected a mapping with the keys ${TOP_LEVEL_KEYS.join(', ')}`);
   const unknown = Object.keys(doc).filter((k) => !(TOP_LEVEL_KEYS as readonly string[]).includes(k));
-  if (unknown.length) throw new PgfleetError('InvalidConfig', `${where}: unknown key '${unknown[0]}'; the top level holds ${TOP_LEVEL_KEYS.join(' and ')}`);
+  if (unknown.length)
+    throw new PgfleetError(
+      'InvalidConfig',
+      `${where}: unknown key '${unknown[0]}'; the top level holds ${TOP_LEVEL_KEYS.join(' and ')}`,
+    );
   const section = (value: unknown, path: string): PolicySettingsInit => {
     if (value !== null && value !== undefined && !isMapping(value)) {
-      throw new PgfleetError('InvalidConfig', `${where}: key '${path}': expected a mapping of policy keys (${POLICY_FLAGS.join(', ')})`);
+      throw new PgfleetError(
+        'InvalidConfig',
+        `${where}: key '${path}': expected a mapping of policy keys (${POLICY_FLAGS.join(', ')})`,
+      );
     }
     try {
       return policySettingsFromOptions(validateOptionValues(value ?? {}, POLICY_SPECS, where, `${path}.`));
     } catch (err) {
       // The cron shape check of policy set names the flag; in a file, name the key path instead.
       if (PgfleetError.is(err, 'InvalidArgument')) {
-        throw new PgfleetError('InvalidConfig', `${where}: ${err.message.replace(/^--([a-z-]+) /, (_, key: string) => `key '${path}.${key}': `)}`, { cause: err });
+        throw new PgfleetError(
+          'InvalidConfig',
+          `${where}: ${err.message.replace(/^--([a-z-]+) /, (_, key: string) => `key '${path}.${key}': `)}`,
+          { cause: err },
+        );
       }
       throw err;
     }
   };
   const clusters: Record<string, PolicySettingsInit> = {};
   if (doc.clusters !== null && doc.clusters !== undefined) {
-    if (!isMapping(doc.clusters)) throw new PgfleetError('InvalidConfig', `${where}: key 'clusters': expected a mapping of cluster name -> policy keys`);
+    if (!isMapping(doc.clusters))
+      throw new PgfleetError(
+        'InvalidConfig',
+        `${where}: key 'clusters': expected a mapping of cluster name -> policy keys`,
+      );
     for (const [name, value] of Object.entries(doc.clusters)) {
-      if (!CLUSTER_NAME_RE.test(name)) throw new PgfleetError('InvalidConfig', `${where}: key 'clusters.${name}': '${name}' is not a cluster name (letters, digits, '.', '_', '-')`);
+      if (!CLUSTER_NAME_RE.test(name))
+        throw new PgfleetError(
+          'InvalidConfig',
+          `${where}: key 'clusters.${name}': '${name}' is not a cluster name (letters, digits, '.', '_', '-')`,
+        );
       clusters[name] = section(value, `clusters.${name}`);
     }
   }

@@ -20,18 +20,53 @@ test('time', () => {
 });
 
 test('table columns are aligned, no trailing blanks', () => {
-  assert.equal(formatTable(['NAME', 'X'], [['a', '1'], ['long-name', '']]), 'NAME       X\na          1\nlong-name');
+  assert.equal(
+    formatTable(
+      ['NAME', 'X'],
+      [
+        ['a', '1'],
+        ['long-name', ''],
+      ],
+    ),
+    'NAME       X\na          1\nlong-name',
+  );
 });
 
 test('progress line', () => {
   const gb = 1024n ** 3n;
   assert.equal(
-    formatProgress('backup', { phase: 'copy', bytesDone: (12n * gb) / 10n, bytesTotal: (29n * gb) / 10n, filesDone: 120, filesTotal: 900, message: '' }),
+    formatProgress('backup', {
+      phase: 'copy',
+      bytesDone: (12n * gb) / 10n,
+      bytesTotal: (29n * gb) / 10n,
+      filesDone: 120,
+      filesTotal: 900,
+      message: '',
+    }),
     'backup 41% 1.2 GB/2.9 GB files 120/900 (copy)',
   );
-  assert.equal(formatProgress('restore', { phase: '', bytesDone: 0n, bytesTotal: 0n, filesDone: 0, filesTotal: 0, message: 'starting' }), 'restore starting');
   assert.equal(
-    formatProgress('backup', { phase: 'copy', bytesDone: gb, bytesTotal: 2n * gb, filesDone: 1, filesTotal: 2, message: '', bytesPerSecond: 200 * 1024 ** 2, etaSeconds: 65 }),
+    formatProgress('restore', {
+      phase: '',
+      bytesDone: 0n,
+      bytesTotal: 0n,
+      filesDone: 0,
+      filesTotal: 0,
+      message: 'starting',
+    }),
+    'restore starting',
+  );
+  assert.equal(
+    formatProgress('backup', {
+      phase: 'copy',
+      bytesDone: gb,
+      bytesTotal: 2n * gb,
+      filesDone: 1,
+      filesTotal: 2,
+      message: '',
+      bytesPerSecond: 200 * 1024 ** 2,
+      etaSeconds: 65,
+    }),
     'backup 50% 1.0 GB/2.0 GB files 1/2 200 MB/s ETA 1m05s (copy)',
   );
 });
@@ -39,14 +74,30 @@ test('progress line', () => {
 test('--wait without a terminal: one line per change, with rate and ETA', () => {
   const lines: string[] = [];
   const view = new ProgressView('backup', false, (l) => lines.push(l));
-  const p = create(JobProgressSchema, { phase: 'copy', bytesDone: 100n, bytesTotal: 400n, bytesPerSecond: 100, etaSeconds: 3 });
+  const p = create(JobProgressSchema, {
+    phase: 'copy',
+    bytesDone: 100n,
+    bytesTotal: 400n,
+    bytesPerSecond: 100,
+    etaSeconds: 3,
+  });
   view.update(p);
   view.update(p);
   view.update(create(JobProgressSchema, { phase: 'wait-wal', message: 'waiting for 1 WAL segment(s)' }));
   view.stop();
-  assert.deepEqual(lines, ['backup 25% 100 B/400 B 100 B/s ETA 3s (copy)', 'backup (wait-wal) waiting for 1 WAL segment(s)']);
+  assert.deepEqual(lines, [
+    'backup 25% 100 B/400 B 100 B/s ETA 3s (copy)',
+    'backup (wait-wal) waiting for 1 WAL segment(s)',
+  ]);
 });
 
 test('ages: two units at most, never negative', () => {
-  assert.deepEqual([0, 42.9, 310, 3600 + 5 * 60, 2 * 86_400 + 4 * 3600 + 59, -5].map(formatAge), ['0s', '42s', '5m10s', '1h05m', '2d04h', '0s']);
+  assert.deepEqual([0, 42.9, 310, 3600 + 5 * 60, 2 * 86_400 + 4 * 3600 + 59, -5].map(formatAge), [
+    '0s',
+    '42s',
+    '5m10s',
+    '1h05m',
+    '2d04h',
+    '0s',
+  ]);
 });

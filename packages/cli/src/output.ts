@@ -7,7 +7,17 @@ import { toJson, type DescMessage, type MessageShape } from '@bufbuild/protobuf'
 import { timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
 import type { Client } from '@pgfleet/rpc';
-import { BackupType, CheckVerdict, JobInfoSchema, JobState, type AdminService, type BackupInfo, type ExpireResult, type JobInfo, type RestoreResult } from '@pgfleet/proto';
+import {
+  BackupType,
+  CheckVerdict,
+  JobInfoSchema,
+  JobState,
+  type AdminService,
+  type BackupInfo,
+  type ExpireResult,
+  type JobInfo,
+  type RestoreResult,
+} from '@pgfleet/proto';
 import { formatBytes, formatProgress, formatTime } from './format.js';
 import { describeDrill } from './drill-format.js';
 import { ProgressView } from './progress-view.js';
@@ -24,13 +34,16 @@ export const err = (text: string): void => {
 };
 
 export function printJson<D extends DescMessage>(schema: D, msg: MessageShape<D> | readonly MessageShape<D>[]): void {
-  const value = Array.isArray(msg) ? msg.map((m) => toJson(schema, m, JSON_OPTIONS)) : toJson(schema, msg as MessageShape<D>, JSON_OPTIONS);
+  const value = Array.isArray(msg)
+    ? msg.map((m) => toJson(schema, m, JSON_OPTIONS))
+    : toJson(schema, msg as MessageShape<D>, JSON_OPTIONS);
   out(JSON.stringify(value, null, 2));
 }
 
 export const ms = (t: Timestamp | undefined): number | undefined => (t ? timestampMs(t) : undefined);
 export const stateName = (s: JobState): string => (JobState[s] ?? String(s)).toLowerCase();
-export const typeName = (t: BackupType): string => (t === BackupType.UNSPECIFIED ? '-' : (BackupType[t] ?? String(t)).toLowerCase());
+export const typeName = (t: BackupType): string =>
+  t === BackupType.UNSPECIFIED ? '-' : (BackupType[t] ?? String(t)).toLowerCase();
 export function describeJob(j: JobInfo): string {
   const rows: [string, string][] = [
     ['id', j.id],
@@ -49,9 +62,18 @@ export function describeJob(j: JobInfo): string {
   if (j.restore) lines.push(restoreLine(j.restore));
   if (j.expire) lines.push(describeExpire(j.expire));
   if (j.drill) lines.push(describeDrill(j.drill));
-  if (j.capture) lines.push(`captured row counts of ${j.capture.tables.length} table(s) at restore point ${j.capture.restorePoint} (${j.capture.lsn})`);
-  if (j.check) lines.push(`check: ${j.check.ok ? 'OK' : 'FAILED'}, ${j.check.items.filter((i) => i.verdict === CheckVerdict.FAIL).length} of ${j.check.items.length} check(s) failed${j.check.walSegment ? `, WAL segment ${j.check.walSegment}` : ''} (pgfleet job ${j.id} --output json for details)`);
-  if (j.verify) lines.push(`verify: ${j.verify.ok ? 'OK' : 'FAILED'}, ${j.verify.backups.filter((b) => b.restorable).length} of ${j.verify.backups.length} backup(s) restorable, ${j.verify.problems.length} problem(s) (pgfleet job ${j.id} --output json for details)`);
+  if (j.capture)
+    lines.push(
+      `captured row counts of ${j.capture.tables.length} table(s) at restore point ${j.capture.restorePoint} (${j.capture.lsn})`,
+    );
+  if (j.check)
+    lines.push(
+      `check: ${j.check.ok ? 'OK' : 'FAILED'}, ${j.check.items.filter((i) => i.verdict === CheckVerdict.FAIL).length} of ${j.check.items.length} check(s) failed${j.check.walSegment ? `, WAL segment ${j.check.walSegment}` : ''} (pgfleet job ${j.id} --output json for details)`,
+    );
+  if (j.verify)
+    lines.push(
+      `verify: ${j.verify.ok ? 'OK' : 'FAILED'}, ${j.verify.backups.filter((b) => b.restorable).length} of ${j.verify.backups.length} backup(s) restorable, ${j.verify.problems.length} problem(s) (pgfleet job ${j.id} --output json for details)`,
+    );
   return lines.join('\n');
 }
 
@@ -65,11 +87,19 @@ export function describeBackup(b: BackupInfo): string {
 }
 
 /** Starts a job and either reports it (without --wait) or follows it to its end. */
-export async function startJob(admin: Admin, json: boolean, wait: boolean, start: () => Promise<JobInfo>): Promise<number> {
+export async function startJob(
+  admin: Admin,
+  json: boolean,
+  wait: boolean,
+  start: () => Promise<JobInfo>,
+): Promise<number> {
   const job = await start();
   if (!wait) {
     if (json) printJson(JobInfoSchema, job);
-    else out(`${job.kind} job ${job.id} ${stateName(job.state)} to agent ${job.agentId}\nfollow it with: pgfleet job ${job.id}`);
+    else
+      out(
+        `${job.kind} job ${job.id} ${stateName(job.state)} to agent ${job.agentId}\nfollow it with: pgfleet job ${job.id}`,
+      );
     return 0;
   }
   err(`${job.kind} job ${job.id} ${stateName(job.state)} to agent ${job.agentId}`);
@@ -103,7 +133,9 @@ export async function follow(admin: Admin, job: JobInfo): Promise<JobInfo> {
     }
   } catch (e) {
     if (stop.signal.aborted) {
-      throw new PgfleetError('Cancelled', `stopped following job ${job.id}; it continues on agent ${job.agentId}`, { hint: `Follow it again with: pgfleet job ${job.id}` });
+      throw new PgfleetError('Cancelled', `stopped following job ${job.id}; it continues on agent ${job.agentId}`, {
+        hint: `Follow it again with: pgfleet job ${job.id}`,
+      });
     }
     throw e;
   } finally {
@@ -116,13 +148,21 @@ export async function follow(admin: Admin, job: JobInfo): Promise<JobInfo> {
     case JobState.FAILED:
     case JobState.CANCELLED: {
       const code = last.error?.code || (last.state === JobState.CANCELLED ? 'PGF-2007' : 'PGF-2005');
-      const e = PgfleetError.fromCode(code, `${last.kind} job ${last.id} ${stateName(last.state)}: ${last.error?.message || 'no reason given'}`, last.error?.hint || undefined);
+      const e = PgfleetError.fromCode(
+        code,
+        `${last.kind} job ${last.id} ${stateName(last.state)}: ${last.error?.message || 'no reason given'}`,
+        last.error?.hint || undefined,
+      );
       throw e;
     }
     default:
-      throw new PgfleetError('ControllerUnreachable', `lost the controller while following job ${last.id} (last state ${stateName(last.state)}); the job may still run`, {
-        hint: `Check it with: pgfleet job ${last.id}`,
-      });
+      throw new PgfleetError(
+        'ControllerUnreachable',
+        `lost the controller while following job ${last.id} (last state ${stateName(last.state)}); the job may still run`,
+        {
+          hint: `Check it with: pgfleet job ${last.id}`,
+        },
+      );
   }
 }
 
@@ -131,7 +171,12 @@ export async function follow(admin: Admin, job: JobInfo): Promise<JobInfo> {
  * A job that failed is printed too (a failed drill or check says in its result what went wrong),
  * then its error is thrown, so the exit status is the job's own code.
  */
-export async function followAndPrint(admin: Admin, job: JobInfo, json: boolean, describe: (j: JobInfo) => string | undefined): Promise<JobInfo> {
+export async function followAndPrint(
+  admin: Admin,
+  job: JobInfo,
+  json: boolean,
+  describe: (j: JobInfo) => string | undefined,
+): Promise<JobInfo> {
   let final: JobInfo;
   try {
     final = await follow(admin, job);
@@ -154,13 +199,18 @@ export function describeExpire(e: ExpireResult): string {
     `expired ${e.deletedLabels.length} backup(s)${e.deletedLabels.length ? `: ${e.deletedLabels.join(', ')}` : ''} (${e.backupFilesDeleted} files, ${formatBytes(e.backupBytesDeleted)})`,
     `expired ${e.walFilesDeleted} WAL file(s) (${formatBytes(e.walBytesDeleted)})${e.walFilesDeleted ? `: ${e.walFirstDeleted} .. ${e.walLastDeleted}` : ''}`,
   ];
-  if (e.skippedLabels.length) lines.push(`kept ${e.skippedLabels.join(', ')}: a kept backup still reads files from them`);
+  if (e.skippedLabels.length)
+    lines.push(`kept ${e.skippedLabels.join(', ')}: a kept backup still reads files from them`);
   return lines.join('\n');
 }
 
 /** One line on a finished restore: what, where, which timeline recovery follows, and whether the copy archives. */
 function restoreLine(r: RestoreResult): string {
   const timeline = r.timeline ? `; recovery follows timeline ${r.timeline}` : '';
-  const archive = r.timeline ? (r.archivePreserved ? '; archiving kept (the restored server archives into the repository)' : '; archive_mode off in the copy') : '';
+  const archive = r.timeline
+    ? r.archivePreserved
+      ? '; archiving kept (the restored server archives into the repository)'
+      : '; archive_mode off in the copy'
+    : '';
   return `restored backup ${r.backupLabel} into ${r.targetDir} (${formatBytes(r.bytes)}, ${r.fileCount} files)${timeline}${archive}`;
 }

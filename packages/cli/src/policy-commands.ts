@@ -22,14 +22,29 @@ import { POLICY_FLAGS } from './program.js';
 
 /** Policy keys as the controller names them -> the flag a user types. */
 export const KEY_FLAGS: Record<string, string> = {
-  full: 'full', diff: 'diff', incr: 'incr', drill: 'drill', spreadMinutes: 'spread-minutes', backupFrom: 'backup-from', pitrWindowDays: 'pitr-window-days',
-  daily: 'daily', weekly: 'weekly', monthly: 'monthly', yearly: 'yearly', minFull: 'min-full',
-  rpoThresholdSeconds: 'rpo-threshold', staleBackupThresholdSeconds: 'stale-backup-threshold', agentSilenceThresholdSeconds: 'agent-silence-threshold',
+  full: 'full',
+  diff: 'diff',
+  incr: 'incr',
+  drill: 'drill',
+  spreadMinutes: 'spread-minutes',
+  backupFrom: 'backup-from',
+  pitrWindowDays: 'pitr-window-days',
+  daily: 'daily',
+  weekly: 'weekly',
+  monthly: 'monthly',
+  yearly: 'yearly',
+  minFull: 'min-full',
+  rpoThresholdSeconds: 'rpo-threshold',
+  staleBackupThresholdSeconds: 'stale-backup-threshold',
+  agentSilenceThresholdSeconds: 'agent-silence-threshold',
 };
 
 function action(command: string, given: string | undefined, allowed: readonly string[]): string {
   if (given === undefined || !allowed.includes(given)) {
-    throw new PgfleetError('InvalidArgument', `pgfleet ${command}: expected ${allowed.map((a) => `'${a}'`).join(' or ')} after '${command}', got ${given === undefined ? 'nothing' : `'${given}'`}`);
+    throw new PgfleetError(
+      'InvalidArgument',
+      `pgfleet ${command}: expected ${allowed.map((a) => `'${a}'`).join(' or ')} after '${command}', got ${given === undefined ? 'nothing' : `'${given}'`}`,
+    );
   }
   return given;
 }
@@ -45,7 +60,10 @@ export function policySettingsFromOptions(options: OptionValues): MessageInitSha
       const cron = String(v).trim();
       // The controller parses the expression fully; catch the common slip (a quoted 6-field or 4-field line) here.
       if (cron !== '' && cron.split(/\s+/).length !== 5) {
-        throw new PgfleetError('InvalidArgument', `--${flag} '${String(v)}' is not a 5-field cron expression (minute hour day-of-month month day-of-week, UTC); '' turns the schedule off`);
+        throw new PgfleetError(
+          'InvalidArgument',
+          `--${flag} '${String(v)}' is not a 5-field cron expression (minute hour day-of-month month day-of-week, UTC); '' turns the schedule off`,
+        );
       }
       s[key] = cron;
     } else if (flag === 'backup-from') {
@@ -57,14 +75,24 @@ export function policySettingsFromOptions(options: OptionValues): MessageInitSha
   return s as MessageInitShape<typeof PolicySettingsSchema>;
 }
 
-export async function policyCommand(admin: Admin, positionals: string[], options: OptionValues, json: boolean): Promise<number> {
+export async function policyCommand(
+  admin: Admin,
+  positionals: string[],
+  options: OptionValues,
+  json: boolean,
+): Promise<number> {
   const verb = action('policy', positionals[0], ['get', 'set']);
   const cluster = positionals[1] ?? '';
   const fleet = options.fleet === true;
-  if (fleet && cluster) throw new PgfleetError('InvalidArgument', 'pgfleet policy: give either <cluster> or --fleet, not both');
+  if (fleet && cluster)
+    throw new PgfleetError('InvalidArgument', 'pgfleet policy: give either <cluster> or --fleet, not both');
   if (verb === 'get') {
     const given = POLICY_FLAGS.filter((f) => options[f] !== undefined);
-    if (given.length || options.reset === true) throw new PgfleetError('InvalidArgument', `pgfleet policy get takes no --${given[0] ?? 'reset'}; use 'pgfleet policy set'`);
+    if (given.length || options.reset === true)
+      throw new PgfleetError(
+        'InvalidArgument',
+        `pgfleet policy get takes no --${given[0] ?? 'reset'}; use 'pgfleet policy set'`,
+      );
     const policy = await admin.getPolicy({ cluster });
     if (json) printJson(GetPolicyResponseSchema, policy);
     else out(describePolicy(policy));
@@ -73,7 +101,10 @@ export async function policyCommand(admin: Admin, positionals: string[], options
   if (!fleet && !cluster) throw new PgfleetError('InvalidArgument', 'pgfleet policy set needs <cluster> or --fleet');
   const settings = policySettingsFromOptions(options);
   if (Object.keys(settings).length === 0 && options.reset !== true) {
-    throw new PgfleetError('InvalidArgument', `pgfleet policy set: nothing to set; give at least one of ${POLICY_FLAGS.map((f) => `--${f}`).join(', ')} (or --reset)`);
+    throw new PgfleetError(
+      'InvalidArgument',
+      `pgfleet policy set: nothing to set; give at least one of ${POLICY_FLAGS.map((f) => `--${f}`).join(', ')} (or --reset)`,
+    );
   }
   const { policy } = await admin.setPolicy({ cluster, fleet, settings, reset: options.reset === true });
   if (json) printJson(GetPolicyResponseSchema, policy!);
@@ -87,7 +118,10 @@ export function describePolicy(p: GetPolicyResponse): string {
     : 'fleet default policy (clusters inherit what they do not set)';
   const rows = p.values.map((v) => [KEY_FLAGS[v.key] ?? v.key, v.value, v.source]);
   const lines = [head, formatTable(['KEY', 'VALUE', 'SOURCE'], rows)];
-  if (!p.retentionConfigured) lines.push('retention: no value set, so it runs only when asked (pgfleet retention apply); set one to make it automatic');
+  if (!p.retentionConfigured)
+    lines.push(
+      'retention: no value set, so it runs only when asked (pgfleet retention apply); set one to make it automatic',
+    );
   return lines.join('\n');
 }
 
@@ -113,7 +147,9 @@ export function describePlan(p: PlanRetentionResponse): string {
   if (!p.walKeepFrom) {
     lines.push('WAL: all kept (no usable full backup anchors the PITR window)');
   } else {
-    lines.push(`WAL: kept from position ${p.walKeepFrom.slice(8)} (segment ${p.walKeepFrom}, first of PITR anchor ${p.anchorLabel}) on, on every timeline; timeline history files always`);
+    lines.push(
+      `WAL: kept from position ${p.walKeepFrom.slice(8)} (segment ${p.walKeepFrom}, first of PITR anchor ${p.anchorLabel}) on, on every timeline; timeline history files always`,
+    );
     if (p.walKeepRanges.length) {
       lines.push('WAL kept before that for long-term backups:');
       for (const r of p.walKeepRanges) lines.push(`  ${r.walStart}..${r.walStop} (${r.label})`);
@@ -123,12 +159,17 @@ export function describePlan(p: PlanRetentionResponse): string {
   return lines.join('\n');
 }
 
-
-export async function retentionCommand(admin: Admin, positionals: string[], options: OptionValues, json: boolean): Promise<number> {
+export async function retentionCommand(
+  admin: Admin,
+  positionals: string[],
+  options: OptionValues,
+  json: boolean,
+): Promise<number> {
   const verb = action('retention', positionals[0], ['plan', 'apply']);
   const cluster = positionals[1]!;
   if (verb === 'plan') {
-    if (options.wait === true) throw new PgfleetError('InvalidArgument', 'pgfleet retention plan takes no --wait (it starts nothing)');
+    if (options.wait === true)
+      throw new PgfleetError('InvalidArgument', 'pgfleet retention plan takes no --wait (it starts nothing)');
     const plan = await admin.planRetention({ cluster });
     if (json) printJson(PlanRetentionResponseSchema, plan);
     else out(describePlan(plan));
@@ -144,11 +185,19 @@ export async function retentionCommand(admin: Admin, positionals: string[], opti
   return startJob(admin, json, options.wait === true, async () => applied.job!);
 }
 
-export async function pinCommand(admin: Admin, positionals: string[], options: OptionValues, json: boolean): Promise<number> {
+export async function pinCommand(
+  admin: Admin,
+  positionals: string[],
+  options: OptionValues,
+  json: boolean,
+): Promise<number> {
   const [cluster, label] = positionals as [string, string];
   const pinned = options.unpin !== true;
   const { backup } = await admin.pinBackup({ cluster, label, pinned });
   if (json) printJson(BackupInfoSchema, backup!);
-  else out(`backup ${label} of cluster ${cluster} ${pinned ? 'pinned: retention keeps it' : 'unpinned: retention may remove it'}`);
+  else
+    out(
+      `backup ${label} of cluster ${cluster} ${pinned ? 'pinned: retention keeps it' : 'unpinned: retention may remove it'}`,
+    );
   return 0;
 }

@@ -6,73 +6,376 @@
 import type { ProgramSpec } from '@pgfleet/core';
 
 const CONNECTION = ['controller', 'timeout', 'token', 'token-file', 'ca-cert'] as const;
-const TARGET_FLAGS = ['target-time', 'target-lsn', 'target-name', 'target-xid', 'target', 'target-action', 'target-exclusive'] as const;
+const TARGET_FLAGS = [
+  'target-time',
+  'target-lsn',
+  'target-name',
+  'target-xid',
+  'target',
+  'target-action',
+  'target-exclusive',
+] as const;
 /** policy set flags, in the order `policy get` lists the keys. */
-export const POLICY_FLAGS = ['full', 'diff', 'incr', 'drill', 'spread-minutes', 'backup-from', 'pitr-window-days', 'daily', 'weekly', 'monthly', 'yearly', 'min-full', 'rpo-threshold', 'stale-backup-threshold', 'agent-silence-threshold'] as const;
+export const POLICY_FLAGS = [
+  'full',
+  'diff',
+  'incr',
+  'drill',
+  'spread-minutes',
+  'backup-from',
+  'pitr-window-days',
+  'daily',
+  'weekly',
+  'monthly',
+  'yearly',
+  'min-full',
+  'rpo-threshold',
+  'stale-backup-threshold',
+  'agent-silence-threshold',
+] as const;
 
 export const cliProgram: ProgramSpec = {
   name: 'pgfleet',
   summary: 'admin CLI of a pgfleet controller: clusters, backups, restores, jobs, policies and retention',
   options: [
     { name: 'controller', type: 'string', default: '127.0.0.1:7420', description: 'host:port of the controller.' },
-    { name: 'token', type: 'string', secret: true, description: 'Admin bearer token (from `pgfleet-controller token create`); needed when the controller runs with --tls-dir or --require-auth. Prefer PGFLEET_TOKEN or --token-file over the flag, which other users can see in the process list.' },
-    { name: 'token-file', type: 'string', description: 'File holding the admin bearer token (used when --token / PGFLEET_TOKEN is not set).' },
-    { name: 'ca-cert', type: 'string', description: "Fleet CA certificate (the controller's ca.crt): talk TLS to the controller and verify it against this CA." },
-    { name: 'timeout', type: 'integer', default: 30, min: 1, max: 86_400, description: 'Seconds to wait for each call to the controller (not for --wait).' },
-    { name: 'output', type: 'string', default: 'table', choices: ['table', 'json'], description: 'Output format: aligned columns or JSON.' },
-    { name: 'type', type: 'string', cliOnly: true, default: 'full', choices: ['full', 'diff', 'incr'], description: 'Backup type.' },
-    { name: 'from', type: 'string', cliOnly: true, choices: ['primary', 'standby', 'prefer-standby'], description: "Which host of an HA cluster to back up (default: the policy's backup-from, else primary): primary, standby (a caught-up standby; fails with PGF-2010 when none is connected) or prefer-standby." },
-    { name: 'wait', type: 'boolean', cliOnly: true, description: 'Follow the job, printing progress to stderr, until it ends; exit non-zero if it fails.' },
-    { name: 'to', type: 'string', cliOnly: true, description: 'Absolute path of the (empty or new) directory to restore into, on the restoring agent\'s host (with --delta: an existing data directory).' },
-    { name: 'tablespace-dir', type: 'string', cliOnly: true, description: "Absolute directory on the agent's host for the restored tablespaces, one <oid> directory each, new or empty (default: <--to>.tablespaces). Never the source's tablespace locations." },
-    { name: 'delta', type: 'boolean', cliOnly: true, description: 'Restore over an existing data directory (PostgreSQL stopped): keep files whose checksum matches, fetch the rest, remove files the backup does not hold.' },
-    { name: 'target-time', type: 'string', cliOnly: true, description: "Recover up to this time: ISO-8601 or PostgreSQL's 'YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]' (no zone = this machine's local time)." },
+    {
+      name: 'token',
+      type: 'string',
+      secret: true,
+      description:
+        'Admin bearer token (from `pgfleet-controller token create`); needed when the controller runs with --tls-dir or --require-auth. Prefer PGFLEET_TOKEN or --token-file over the flag, which other users can see in the process list.',
+    },
+    {
+      name: 'token-file',
+      type: 'string',
+      description: 'File holding the admin bearer token (used when --token / PGFLEET_TOKEN is not set).',
+    },
+    {
+      name: 'ca-cert',
+      type: 'string',
+      description:
+        "Fleet CA certificate (the controller's ca.crt): talk TLS to the controller and verify it against this CA.",
+    },
+    {
+      name: 'timeout',
+      type: 'integer',
+      default: 30,
+      min: 1,
+      max: 86_400,
+      description: 'Seconds to wait for each call to the controller (not for --wait).',
+    },
+    {
+      name: 'output',
+      type: 'string',
+      default: 'table',
+      choices: ['table', 'json'],
+      description: 'Output format: aligned columns or JSON.',
+    },
+    {
+      name: 'type',
+      type: 'string',
+      cliOnly: true,
+      default: 'full',
+      choices: ['full', 'diff', 'incr'],
+      description: 'Backup type.',
+    },
+    {
+      name: 'from',
+      type: 'string',
+      cliOnly: true,
+      choices: ['primary', 'standby', 'prefer-standby'],
+      description:
+        "Which host of an HA cluster to back up (default: the policy's backup-from, else primary): primary, standby (a caught-up standby; fails with PGF-2010 when none is connected) or prefer-standby.",
+    },
+    {
+      name: 'wait',
+      type: 'boolean',
+      cliOnly: true,
+      description: 'Follow the job, printing progress to stderr, until it ends; exit non-zero if it fails.',
+    },
+    {
+      name: 'to',
+      type: 'string',
+      cliOnly: true,
+      description:
+        "Absolute path of the (empty or new) directory to restore into, on the restoring agent's host (with --delta: an existing data directory).",
+    },
+    {
+      name: 'tablespace-dir',
+      type: 'string',
+      cliOnly: true,
+      description:
+        "Absolute directory on the agent's host for the restored tablespaces, one <oid> directory each, new or empty (default: <--to>.tablespaces). Never the source's tablespace locations.",
+    },
+    {
+      name: 'delta',
+      type: 'boolean',
+      cliOnly: true,
+      description:
+        'Restore over an existing data directory (PostgreSQL stopped): keep files whose checksum matches, fetch the rest, remove files the backup does not hold.',
+    },
+    {
+      name: 'target-time',
+      type: 'string',
+      cliOnly: true,
+      description:
+        "Recover up to this time: ISO-8601 or PostgreSQL's 'YYYY-MM-DD HH:MM:SS[.ffffff][+TZ]' (no zone = this machine's local time).",
+    },
     { name: 'target-lsn', type: 'string', cliOnly: true, description: 'Recover up to this LSN, e.g. 0/3000060.' },
-    { name: 'target-name', type: 'string', cliOnly: true, description: 'Recover up to this restore point (pg_create_restore_point).' },
+    {
+      name: 'target-name',
+      type: 'string',
+      cliOnly: true,
+      description: 'Recover up to this restore point (pg_create_restore_point).',
+    },
     { name: 'target-xid', type: 'string', cliOnly: true, description: 'Recover up to this transaction id.' },
-    { name: 'target', type: 'string', cliOnly: true, choices: ['immediate', 'latest'], description: 'immediate: stop as soon as the backup is consistent; latest: replay all archived WAL.' },
-    { name: 'target-action', type: 'string', cliOnly: true, choices: ['promote', 'pause', 'shutdown'], description: "What PostgreSQL does at the target (recovery_target_action; PostgreSQL's default is pause)." },
-    { name: 'target-exclusive', type: 'boolean', cliOnly: true, description: 'Stop just before the target instead of just after it (recovery_target_inclusive = off).' },
-    { name: 'backup', type: 'string', cliOnly: true, description: 'Restore this backup label instead of the one the controller picks.' },
-    { name: 'target-timeline', type: 'integer', cliOnly: true, min: 1, max: 0xffffffff, description: 'Follow this timeline (recovery_target_timeline). Default: the timeline the cluster ran on at --target-time, else the one it runs on now, chosen from the archived timeline histories (never a timeline another copy pushed).' },
-    { name: 'archive', type: 'string', cliOnly: true, choices: ['off', 'preserve'], description: "Whether the restored server archives WAL: off = archive_mode off, so a copy never writes into the cluster's repository; preserve = keep archive_mode/archive_command (in-place recovery: the copy becomes the cluster). Default: preserve over the agent's own data directory, off anywhere else." },
-    { name: 'agent', type: 'string', cliOnly: true, description: 'Restore on this agent (e.g. a fresh host) instead of the cluster\'s own.' },
+    {
+      name: 'target',
+      type: 'string',
+      cliOnly: true,
+      choices: ['immediate', 'latest'],
+      description: 'immediate: stop as soon as the backup is consistent; latest: replay all archived WAL.',
+    },
+    {
+      name: 'target-action',
+      type: 'string',
+      cliOnly: true,
+      choices: ['promote', 'pause', 'shutdown'],
+      description: "What PostgreSQL does at the target (recovery_target_action; PostgreSQL's default is pause).",
+    },
+    {
+      name: 'target-exclusive',
+      type: 'boolean',
+      cliOnly: true,
+      description: 'Stop just before the target instead of just after it (recovery_target_inclusive = off).',
+    },
+    {
+      name: 'backup',
+      type: 'string',
+      cliOnly: true,
+      description: 'Restore this backup label instead of the one the controller picks.',
+    },
+    {
+      name: 'target-timeline',
+      type: 'integer',
+      cliOnly: true,
+      min: 1,
+      max: 0xffffffff,
+      description:
+        'Follow this timeline (recovery_target_timeline). Default: the timeline the cluster ran on at --target-time, else the one it runs on now, chosen from the archived timeline histories (never a timeline another copy pushed).',
+    },
+    {
+      name: 'archive',
+      type: 'string',
+      cliOnly: true,
+      choices: ['off', 'preserve'],
+      description:
+        "Whether the restored server archives WAL: off = archive_mode off, so a copy never writes into the cluster's repository; preserve = keep archive_mode/archive_command (in-place recovery: the copy becomes the cluster). Default: preserve over the agent's own data directory, off anywhere else.",
+    },
+    {
+      name: 'agent',
+      type: 'string',
+      cliOnly: true,
+      description: "Restore on this agent (e.g. a fresh host) instead of the cluster's own.",
+    },
     { name: 'cluster', type: 'string', cliOnly: true, description: 'Only jobs of this cluster.' },
-    { name: 'limit', type: 'integer', cliOnly: true, default: 50, min: 1, max: 10_000, description: 'At most this many jobs, newest first.' },
-    { name: 'follow', type: 'boolean', cliOnly: true, description: 'events: keep printing new events as they are committed, until Ctrl-C.' },
-    { name: 'fleet', type: 'boolean', cliOnly: true, description: 'policy: the fleet default (every cluster without its own value) instead of one cluster.' },
-    { name: 'full', type: 'string', cliOnly: true, description: "Full backup schedule: 5-field cron in UTC, e.g. '0 1 * * 0'; '' = not scheduled (overrides the fleet default)." },
-    { name: 'diff', type: 'string', cliOnly: true, description: "Differential backup schedule (cron, UTC); '' = not scheduled." },
-    { name: 'incr', type: 'string', cliOnly: true, description: "Incremental backup schedule (cron, UTC); '' = not scheduled." },
-    { name: 'spread-minutes', type: 'integer', cliOnly: true, min: 0, max: 10_080, description: 'Spread scheduled starts over this many minutes per cluster (a fixed offset from the name), so a fleet does not start at one instant.' },
-    { name: 'backup-from', type: 'string', cliOnly: true, choices: ['primary', 'standby', 'prefer-standby'], description: 'Which host of an HA cluster backups run on: primary (default), standby (a caught-up standby only) or prefer-standby (a caught-up standby when one is connected, else the primary).' },
-    { name: 'pitr-window-days', type: 'integer', cliOnly: true, min: 0, max: 36_500, description: 'Days back to which point-in-time recovery stays possible (0 = from the newest full backup on).' },
-    { name: 'daily', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Keep the newest full backup of each of the last N days that have one (0 = off).' },
-    { name: 'weekly', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Keep the newest full backup of each of the last N ISO weeks (0 = off).' },
-    { name: 'monthly', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Keep the newest full backup of each of the last N months (0 = off).' },
-    { name: 'yearly', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Keep the newest full backup of each of the last N years (0 = off).' },
-    { name: 'min-full', type: 'integer', cliOnly: true, min: 0, max: 100_000, description: 'Always keep at least the N newest full backups.' },
-    { name: 'drill', type: 'string', cliOnly: true, description: "Restore drill schedule: 5-field cron (UTC); '' turns an inherited one off." },
-    { name: 'rpo-threshold', type: 'integer', cliOnly: true, min: 1, max: 365 * 24 * 3600, description: 'Seconds: rpo.breached when the newest WAL safely in the repository is older (default: the controller\'s --rpo-threshold).' },
-    { name: 'stale-backup-threshold', type: 'integer', cliOnly: true, min: 1, max: 365 * 24 * 3600, description: 'Seconds: backup.stale when no successful backup is newer (default: the controller\'s --stale-backup-threshold).' },
-    { name: 'agent-silence-threshold', type: 'integer', cliOnly: true, min: 1, max: 24 * 3600, description: 'Seconds: agent.silent after this long without a heartbeat (default: the controller\'s --agent-silence-threshold).' },
-    { name: 'reset', type: 'boolean', cliOnly: true, description: 'policy set: drop the stored values of the cluster (or fleet) first, so unset ones are inherited again.' },
+    {
+      name: 'limit',
+      type: 'integer',
+      cliOnly: true,
+      default: 50,
+      min: 1,
+      max: 10_000,
+      description: 'At most this many jobs, newest first.',
+    },
+    {
+      name: 'follow',
+      type: 'boolean',
+      cliOnly: true,
+      description: 'events: keep printing new events as they are committed, until Ctrl-C.',
+    },
+    {
+      name: 'fleet',
+      type: 'boolean',
+      cliOnly: true,
+      description: 'policy: the fleet default (every cluster without its own value) instead of one cluster.',
+    },
+    {
+      name: 'full',
+      type: 'string',
+      cliOnly: true,
+      description:
+        "Full backup schedule: 5-field cron in UTC, e.g. '0 1 * * 0'; '' = not scheduled (overrides the fleet default).",
+    },
+    {
+      name: 'diff',
+      type: 'string',
+      cliOnly: true,
+      description: "Differential backup schedule (cron, UTC); '' = not scheduled.",
+    },
+    {
+      name: 'incr',
+      type: 'string',
+      cliOnly: true,
+      description: "Incremental backup schedule (cron, UTC); '' = not scheduled.",
+    },
+    {
+      name: 'spread-minutes',
+      type: 'integer',
+      cliOnly: true,
+      min: 0,
+      max: 10_080,
+      description:
+        'Spread scheduled starts over this many minutes per cluster (a fixed offset from the name), so a fleet does not start at one instant.',
+    },
+    {
+      name: 'backup-from',
+      type: 'string',
+      cliOnly: true,
+      choices: ['primary', 'standby', 'prefer-standby'],
+      description:
+        'Which host of an HA cluster backups run on: primary (default), standby (a caught-up standby only) or prefer-standby (a caught-up standby when one is connected, else the primary).',
+    },
+    {
+      name: 'pitr-window-days',
+      type: 'integer',
+      cliOnly: true,
+      min: 0,
+      max: 36_500,
+      description: 'Days back to which point-in-time recovery stays possible (0 = from the newest full backup on).',
+    },
+    {
+      name: 'daily',
+      type: 'integer',
+      cliOnly: true,
+      min: 0,
+      max: 100_000,
+      description: 'Keep the newest full backup of each of the last N days that have one (0 = off).',
+    },
+    {
+      name: 'weekly',
+      type: 'integer',
+      cliOnly: true,
+      min: 0,
+      max: 100_000,
+      description: 'Keep the newest full backup of each of the last N ISO weeks (0 = off).',
+    },
+    {
+      name: 'monthly',
+      type: 'integer',
+      cliOnly: true,
+      min: 0,
+      max: 100_000,
+      description: 'Keep the newest full backup of each of the last N months (0 = off).',
+    },
+    {
+      name: 'yearly',
+      type: 'integer',
+      cliOnly: true,
+      min: 0,
+      max: 100_000,
+      description: 'Keep the newest full backup of each of the last N years (0 = off).',
+    },
+    {
+      name: 'min-full',
+      type: 'integer',
+      cliOnly: true,
+      min: 0,
+      max: 100_000,
+      description: 'Always keep at least the N newest full backups.',
+    },
+    {
+      name: 'drill',
+      type: 'string',
+      cliOnly: true,
+      description: "Restore drill schedule: 5-field cron (UTC); '' turns an inherited one off.",
+    },
+    {
+      name: 'rpo-threshold',
+      type: 'integer',
+      cliOnly: true,
+      min: 1,
+      max: 365 * 24 * 3600,
+      description:
+        "Seconds: rpo.breached when the newest WAL safely in the repository is older (default: the controller's --rpo-threshold).",
+    },
+    {
+      name: 'stale-backup-threshold',
+      type: 'integer',
+      cliOnly: true,
+      min: 1,
+      max: 365 * 24 * 3600,
+      description:
+        "Seconds: backup.stale when no successful backup is newer (default: the controller's --stale-backup-threshold).",
+    },
+    {
+      name: 'agent-silence-threshold',
+      type: 'integer',
+      cliOnly: true,
+      min: 1,
+      max: 24 * 3600,
+      description:
+        "Seconds: agent.silent after this long without a heartbeat (default: the controller's --agent-silence-threshold).",
+    },
+    {
+      name: 'reset',
+      type: 'boolean',
+      cliOnly: true,
+      description:
+        'policy set: drop the stored values of the cluster (or fleet) first, so unset ones are inherited again.',
+    },
     { name: 'unpin', type: 'boolean', cliOnly: true, description: 'Remove the pin instead of setting it.' },
-    { name: 'file', short: 'f', type: 'string', cliOnly: true, description: 'apply: the fleet file (YAML: a fleet section and per-cluster sections with the policy set keys; see deploy/config/fleet.yaml).' },
-    { name: 'prune', type: 'boolean', cliOnly: true, description: 'apply: also drop the policy overrides of clusters the file does not list.' },
+    {
+      name: 'file',
+      short: 'f',
+      type: 'string',
+      cliOnly: true,
+      description:
+        'apply: the fleet file (YAML: a fleet section and per-cluster sections with the policy set keys; see deploy/config/fleet.yaml).',
+    },
+    {
+      name: 'prune',
+      type: 'boolean',
+      cliOnly: true,
+      description: 'apply: also drop the policy overrides of clusters the file does not list.',
+    },
     { name: 'dry-run', type: 'boolean', cliOnly: true, description: 'apply: show what would change, change nothing.' },
-    { name: 'role', type: 'string', cliOnly: true, choices: ['viewer', 'operator', 'admin'], description: 'token create: viewer (read), operator (+ backup, restore, retention apply, pin, verify, drill, check) or admin (+ policy, tokens, enrollment).' },
-    { name: 'name', type: 'string', cliOnly: true, description: 'token create: a unique name saying who or what uses the token.' },
-    { name: 'ttl', type: 'string', cliOnly: true, default: '1h', description: 'enroll-token: how long the token stays usable, e.g. 30m, 1h, 7d (at most 30d).' },
+    {
+      name: 'role',
+      type: 'string',
+      cliOnly: true,
+      choices: ['viewer', 'operator', 'admin'],
+      description:
+        'token create: viewer (read), operator (+ backup, restore, retention apply, pin, verify, drill, check) or admin (+ policy, tokens, enrollment).',
+    },
+    {
+      name: 'name',
+      type: 'string',
+      cliOnly: true,
+      description: 'token create: a unique name saying who or what uses the token.',
+    },
+    {
+      name: 'ttl',
+      type: 'string',
+      cliOnly: true,
+      default: '1h',
+      description: 'enroll-token: how long the token stays usable, e.g. 30m, 1h, 7d (at most 30d).',
+    },
   ],
   commands: [
     {
       name: 'status',
-      summary: 'The fleet at a glance: per cluster its agent, last backup and age, RPO, archive state, next scheduled job, last verify, last drill (RTO of the last good one) and alerts.',
+      summary:
+        'The fleet at a glance: per cluster its agent, last backup and age, RPO, archive state, next scheduled job, last verify, last drill (RTO of the last good one) and alerts.',
       options: [...CONNECTION, 'output', 'cluster'],
       localOptions: [{ name: 'cluster', type: 'string', cliOnly: true, description: 'Only this cluster.' }],
     },
-    { name: 'clusters', summary: 'List clusters with their agent, archiver state and last backup.', options: [...CONNECTION, 'output'] },
+    {
+      name: 'clusters',
+      summary: 'List clusters with their agent, archiver state and last backup.',
+      options: [...CONNECTION, 'output'],
+    },
     {
       name: 'backups',
       summary: 'List the backups of a cluster, oldest first.',
@@ -88,13 +391,26 @@ export const cliProgram: ProgramSpec = {
     {
       name: 'restore',
       summary: 'Restore a cluster to a point in time into a directory (give exactly one target).',
-      options: [...CONNECTION, 'output', 'to', 'tablespace-dir', 'delta', ...TARGET_FLAGS, 'target-timeline', 'archive', 'backup', 'agent', 'wait'],
+      options: [
+        ...CONNECTION,
+        'output',
+        'to',
+        'tablespace-dir',
+        'delta',
+        ...TARGET_FLAGS,
+        'target-timeline',
+        'archive',
+        'backup',
+        'agent',
+        'wait',
+      ],
       positionals: [{ name: 'cluster', description: 'Cluster whose backups to restore.', required: true }],
     },
     { name: 'jobs', summary: 'List jobs, newest first.', options: [...CONNECTION, 'output', 'cluster', 'limit'] },
     {
       name: 'events',
-      summary: 'Show the newest events from the controller\'s catalog (sent to NATS or not), oldest first; --follow prints new ones until Ctrl-C. --output json: one Event per line, as on NATS.',
+      summary:
+        "Show the newest events from the controller's catalog (sent to NATS or not), oldest first; --follow prints new ones until Ctrl-C. --output json: one Event per line, as on NATS.",
       options: [...CONNECTION, 'output', 'cluster', 'limit', 'follow'],
     },
     {
@@ -105,13 +421,15 @@ export const cliProgram: ProgramSpec = {
     },
     {
       name: 'cancel',
-      summary: 'Cancel a job; a cancelled backup leaves nothing behind in the repository (--wait: until the agent confirms).',
+      summary:
+        'Cancel a job; a cancelled backup leaves nothing behind in the repository (--wait: until the agent confirms).',
       options: [...CONNECTION, 'output', 'wait'],
       positionals: [{ name: 'id', description: 'Job id.', required: true }],
     },
     {
       name: 'policy',
-      summary: 'policy get [<cluster>]: the effective policy and where each value comes from; policy set <cluster>|--fleet [flags]: change it.',
+      summary:
+        'policy get [<cluster>]: the effective policy and where each value comes from; policy set <cluster>|--fleet [flags]: change it.',
       options: [...CONNECTION, 'output', 'fleet', ...POLICY_FLAGS, 'reset'],
       positionals: [
         { name: 'action', description: 'get or set.', required: true },
@@ -120,7 +438,8 @@ export const cliProgram: ProgramSpec = {
     },
     {
       name: 'retention',
-      summary: 'retention plan <cluster>: what retention would remove now and why (nothing is deleted); retention apply <cluster>: remove it now (an expire job).',
+      summary:
+        'retention plan <cluster>: what retention would remove now and why (nothing is deleted); retention apply <cluster>: remove it now (an expire job).',
       options: [...CONNECTION, 'output', 'wait'],
       positionals: [
         { name: 'action', description: 'plan or apply.', required: true },
@@ -129,30 +448,47 @@ export const cliProgram: ProgramSpec = {
     },
     {
       name: 'verify',
-      summary: "Check a cluster's repository on its agent: every backup's files and checksums, manifest references, and WAL continuity per timeline; prints per backup whether and to which range of points it can be restored, and every fault found. With --wait, exits non-zero (PGF-5005) when anything is not restorable.",
+      summary:
+        "Check a cluster's repository on its agent: every backup's files and checksums, manifest references, and WAL continuity per timeline; prints per backup whether and to which range of points it can be restored, and every fault found. With --wait, exits non-zero (PGF-5005) when anything is not restorable.",
       options: [...CONNECTION, 'output', 'full', 'wait'],
       localOptions: [
-        { name: 'full', type: 'boolean', cliOnly: true, description: 'Decompress every backup file and WAL segment and check content checksums, sizes and WAL page headers (reads and decodes everything); default: hash the stored bytes only.' },
+        {
+          name: 'full',
+          type: 'boolean',
+          cliOnly: true,
+          description:
+            'Decompress every backup file and WAL segment and check content checksums, sizes and WAL page headers (reads and decodes everything); default: hash the stored bytes only.',
+        },
       ],
       positionals: [{ name: 'cluster', description: 'Cluster name.', required: true }],
     },
     {
       name: 'check',
-      summary: "Prove on the cluster's agent that WAL archiving works end to end before a backup needs it: wal_level, archive_mode, an archive_command that runs pgfleet-agent wal-push for this cluster, max_wal_senders, data checksums, free space under pg_wal, every repository writable, and a WAL segment switched now (after a restore point pgfleet-check-<job>) reaching every repository. Waits for the result and prints one line per check (ok, warn or FAIL, and what to do); exits non-zero (PGF-4009) when any check fails.",
+      summary:
+        "Prove on the cluster's agent that WAL archiving works end to end before a backup needs it: wal_level, archive_mode, an archive_command that runs pgfleet-agent wal-push for this cluster, max_wal_senders, data checksums, free space under pg_wal, every repository writable, and a WAL segment switched now (after a restore point pgfleet-check-<job>) reaching every repository. Waits for the result and prints one line per check (ok, warn or FAIL, and what to do); exits non-zero (PGF-4009) when any check fails.",
       options: ['controller', 'token', 'token-file', 'ca-cert', 'output', 'timeout'],
       localOptions: [
-        { name: 'timeout', type: 'string', cliOnly: true, default: '60s', description: 'How long the switched WAL segment may take to reach every repository, e.g. 60s or 2m (a bare number is seconds). Calls to the controller keep their 30 s limit.' },
+        {
+          name: 'timeout',
+          type: 'string',
+          cliOnly: true,
+          default: '60s',
+          description:
+            'How long the switched WAL segment may take to reach every repository, e.g. 60s or 2m (a bare number is seconds). Calls to the controller keep their 30 s limit.',
+        },
       ],
       positionals: [{ name: 'cluster', description: 'Cluster name.', required: true }],
     },
     {
       name: 'apply',
-      summary: 'apply -f fleet.yaml: make the file\'s policies the stored ones (the fleet default and each listed cluster\'s override are replaced; --prune drops the others); prints every change.',
+      summary:
+        "apply -f fleet.yaml: make the file's policies the stored ones (the fleet default and each listed cluster's override are replaced; --prune drops the others); prints every change.",
       options: [...CONNECTION, 'output', 'file', 'prune', 'dry-run'],
     },
     {
       name: 'token',
-      summary: 'token create --role R --name N (prints the token once) | token list | token revoke <id|name>: admin API bearer tokens (admin role).',
+      summary:
+        'token create --role R --name N (prints the token once) | token list | token revoke <id|name>: admin API bearer tokens (admin role).',
       options: [...CONNECTION, 'output', 'role', 'name'],
       positionals: [
         { name: 'action', description: 'create, list or revoke.', required: true },
@@ -161,18 +497,50 @@ export const cliProgram: ProgramSpec = {
     },
     {
       name: 'enroll-token',
-      summary: 'Print a one-time token an agent of <cluster> trades for its certificate (pgfleet-agent run --enroll-token); admin role.',
+      summary:
+        'Print a one-time token an agent of <cluster> trades for its certificate (pgfleet-agent run --enroll-token); admin role.',
       options: [...CONNECTION, 'output', 'ttl'],
       positionals: [{ name: 'cluster', description: 'The cluster the enrolling agent may speak for.', required: true }],
     },
     {
       name: 'drill',
-      summary: "Restore drill on an agent: restore a backup into a scratch directory, start PostgreSQL on it, recover and promote, run amcheck on every relation, compare row counts with the source at a fresh restore point (not with a --target-*), record the RTO and remove everything (--keep: leave it for inspection). With --wait prints the verdict (and, when it failed, what PostgreSQL logged) and exits non-zero when the drill failed.",
-      options: [...CONNECTION, 'output', 'backup', 'target-time', 'target-lsn', 'target-name', 'target-xid', 'target', 'target-exclusive', 'on', 'keep', 'wait'],
+      summary:
+        'Restore drill on an agent: restore a backup into a scratch directory, start PostgreSQL on it, recover and promote, run amcheck on every relation, compare row counts with the source at a fresh restore point (not with a --target-*), record the RTO and remove everything (--keep: leave it for inspection). With --wait prints the verdict (and, when it failed, what PostgreSQL logged) and exits non-zero when the drill failed.',
+      options: [
+        ...CONNECTION,
+        'output',
+        'backup',
+        'target-time',
+        'target-lsn',
+        'target-name',
+        'target-xid',
+        'target',
+        'target-exclusive',
+        'on',
+        'keep',
+        'wait',
+      ],
       localOptions: [
-        { name: 'backup', type: 'string', cliOnly: true, description: 'Drill this backup label instead of the newest one before the target.' },
-        { name: 'on', type: 'string', cliOnly: true, description: "Run the drill on this agent (e.g. a spare host) instead of the cluster's own; the cluster's agent still counts the source's rows." },
-        { name: 'keep', type: 'boolean', cliOnly: true, description: "Keep the scratch directory (restored data directory and PostgreSQL's log) for inspection: the server is stopped cleanly, the path is reported, and the agent's cleanup leaves it alone; remove it when done (docs/drills.md)." },
+        {
+          name: 'backup',
+          type: 'string',
+          cliOnly: true,
+          description: 'Drill this backup label instead of the newest one before the target.',
+        },
+        {
+          name: 'on',
+          type: 'string',
+          cliOnly: true,
+          description:
+            "Run the drill on this agent (e.g. a spare host) instead of the cluster's own; the cluster's agent still counts the source's rows.",
+        },
+        {
+          name: 'keep',
+          type: 'boolean',
+          cliOnly: true,
+          description:
+            "Keep the scratch directory (restored data directory and PostgreSQL's log) for inspection: the server is stopped cleanly, the path is reported, and the agent's cleanup leaves it alone; remove it when done (docs/drills.md).",
+        },
       ],
       positionals: [{ name: 'cluster', description: 'Cluster whose backup to drill.', required: true }],
     },

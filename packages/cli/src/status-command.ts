@@ -45,12 +45,24 @@ export function describeStatus(clusters: readonly ClusterInfo[], now: number): s
   );
 }
 
-const ROLE_NAMES: Record<ServerRole, string> = { [ServerRole.UNSPECIFIED]: 'unknown', [ServerRole.PRIMARY]: 'primary', [ServerRole.STANDBY]: 'standby' };
+const ROLE_NAMES: Record<ServerRole, string> = {
+  [ServerRole.UNSPECIFIED]: 'unknown',
+  [ServerRole.PRIMARY]: 'primary',
+  [ServerRole.STANDBY]: 'standby',
+};
 
 /** The hosts table (after a blank line), or '' when no cluster has an agent yet. */
 export function describeHosts(clusters: readonly ClusterInfo[], now: number): string {
   const rows = clusters.flatMap((c) =>
-    c.hosts.map((h) => [c.name, h.agentId, h.hostname, ROLE_NAMES[h.role] ?? 'unknown', h.connected ? 'connected' : `gone ${ago(h.lastSeen, now)}`, h.currentLsn || '-', lag(h)]),
+    c.hosts.map((h) => [
+      c.name,
+      h.agentId,
+      h.hostname,
+      ROLE_NAMES[h.role] ?? 'unknown',
+      h.connected ? 'connected' : `gone ${ago(h.lastSeen, now)}`,
+      h.currentLsn || '-',
+      lag(h),
+    ]),
   );
   if (rows.length === 0) return '';
   return `\n\n${formatTable(['CLUSTER', 'AGENT', 'HOST', 'ROLE', 'STATE', 'LSN', 'LAG'], rows)}`;

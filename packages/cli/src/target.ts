@@ -14,23 +14,26 @@ export interface ParsedTime {
   nanos: number;
 }
 
-const TIME_RE = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?\s*(Z|z|UTC|[+-]\d{2}(?::?\d{2})?)?$/;
+const TIME_RE =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?)?\s*(Z|z|UTC|[+-]\d{2}(?::?\d{2})?)?$/;
 
 /**
  * Parses ISO-8601 ('2026-03-01T12:00:00Z') and PostgreSQL's output format
  * ('2026-03-01 12:00:00.123456+02'). Without a zone the time is this machine's local time.
  */
 export function parseTargetTime(text: string): ParsedTime {
-  const bad = (why: string) => new PgfleetError('TargetInvalid', `--target-time '${text}' ${why}`, {
-    hint: "Use ISO-8601 (2026-03-01T12:00:00Z) or PostgreSQL's form '2026-03-01 12:00:00.123456+00'.",
-  });
+  const bad = (why: string) =>
+    new PgfleetError('TargetInvalid', `--target-time '${text}' ${why}`, {
+      hint: "Use ISO-8601 (2026-03-01T12:00:00Z) or PostgreSQL's form '2026-03-01 12:00:00.123456+00'.",
+    });
   const m = TIME_RE.exec(text.trim());
   if (!m) throw bad('is not a time');
   const [, y, mo, d, hh = '00', mi = '00', ss = '00', frac = '', zone] = m as unknown as string[];
   const month = Number(mo);
   const day = Number(d);
   // Date.parse rolls 2026-02-30 over into March; a DBA typing it meant something else.
-  if (month < 1 || month > 12 || day < 1 || day > new Date(Date.UTC(Number(y), month, 0)).getUTCDate()) throw bad('is not a calendar date');
+  if (month < 1 || month > 12 || day < 1 || day > new Date(Date.UTC(Number(y), month, 0)).getUTCDate())
+    throw bad('is not a calendar date');
   if (Number(hh) > 23 || Number(mi) > 59 || Number(ss) > 59) throw bad('has an hour, minute or second out of range');
   let tz = '';
   if (zone && /^(z|utc)$/i.test(zone)) tz = 'Z';
@@ -56,15 +59,20 @@ const ACTIONS: Record<string, TargetAction> = {
 
 /** The RecoveryTarget of `pgfleet restore`'s flags; anything but exactly one valid target is TargetInvalid. */
 export function recoveryTargetFromOptions(options: OptionValues): MessageInitShape<typeof RecoveryTargetSchema> {
-  const given = (['target-time', 'target-lsn', 'target-name', 'target-xid', 'target'] as const).filter((k) => options[k] !== undefined);
+  const given = (['target-time', 'target-lsn', 'target-name', 'target-xid', 'target'] as const).filter(
+    (k) => options[k] !== undefined,
+  );
   if (given.length !== 1) {
     throw new PgfleetError(
       'TargetInvalid',
-      given.length === 0 ? 'restore needs a recovery target' : `restore takes exactly one recovery target, got ${given.map((k) => `--${k}`).join(' and ')}`,
+      given.length === 0
+        ? 'restore needs a recovery target'
+        : `restore takes exactly one recovery target, got ${given.map((k) => `--${k}`).join(' and ')}`,
     );
   }
   const common = {
-    action: options['target-action'] === undefined ? TargetAction.UNSPECIFIED : ACTIONS[String(options['target-action'])]!,
+    action:
+      options['target-action'] === undefined ? TargetAction.UNSPECIFIED : ACTIONS[String(options['target-action'])]!,
     ...(options['target-exclusive'] ? { inclusive: false } : {}),
   };
   const value = String(options[given[0]!]);
@@ -72,16 +80,20 @@ export function recoveryTargetFromOptions(options: OptionValues): MessageInitSha
     case 'target-time':
       return { ...common, target: { case: 'time', value: parseTargetTime(value) } };
     case 'target-lsn':
-      if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(value)) throw new PgfleetError('TargetInvalid', `--target-lsn '${value}' is not an LSN like 0/3000060`);
+      if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(value))
+        throw new PgfleetError('TargetInvalid', `--target-lsn '${value}' is not an LSN like 0/3000060`);
       return { ...common, target: { case: 'lsn', value: value.toUpperCase() } };
     case 'target-name':
       if (value === '') throw new PgfleetError('TargetInvalid', '--target-name is empty');
       return { ...common, target: { case: 'name', value } };
     case 'target-xid':
-      if (!/^\d+$/.test(value)) throw new PgfleetError('TargetInvalid', `--target-xid '${value}' is not a transaction id (an integer)`);
+      if (!/^\d+$/.test(value))
+        throw new PgfleetError('TargetInvalid', `--target-xid '${value}' is not a transaction id (an integer)`);
       return { ...common, target: { case: 'xid', value } };
     default:
       // --target is limited to immediate|latest by the option table.
-      return value === 'immediate' ? { ...common, target: { case: 'immediate', value: true } } : { ...common, target: { case: 'latest', value: true } };
+      return value === 'immediate'
+        ? { ...common, target: { case: 'immediate', value: true } }
+        : { ...common, target: { case: 'latest', value: true } };
   }
 }

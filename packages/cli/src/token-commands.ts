@@ -6,23 +6,44 @@
  */
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import { PgfleetError, parseDuration, type OptionValues } from '@pgfleet/core';
-import { CreateEnrollmentTokenResponseSchema, CreateTokenResponseSchema, TokenInfoSchema, type TokenInfo } from '@pgfleet/proto';
+import {
+  CreateEnrollmentTokenResponseSchema,
+  CreateTokenResponseSchema,
+  TokenInfoSchema,
+  type TokenInfo,
+} from '@pgfleet/proto';
 import { formatTable, formatTime } from './format.js';
 import { err, ms, out, printJson, type Admin } from './output.js';
 
-export async function tokenCommand(admin: Admin, positionals: string[], options: OptionValues, json: boolean): Promise<number> {
+export async function tokenCommand(
+  admin: Admin,
+  positionals: string[],
+  options: OptionValues,
+  json: boolean,
+): Promise<number> {
   const [action, target] = positionals;
   switch (action) {
     case 'create': {
       const name = options.name === undefined ? '' : String(options.name).trim();
-      if (options.role === undefined) throw new PgfleetError('InvalidArgument', 'pgfleet token create needs --role viewer|operator|admin');
-      if (!name) throw new PgfleetError('InvalidArgument', 'pgfleet token create needs --name: who or what uses the token (e.g. ci, alice)');
-      if (target !== undefined) throw new PgfleetError('InvalidArgument', `pgfleet token create takes no argument (got '${target}'); name the token with --name`);
+      if (options.role === undefined)
+        throw new PgfleetError('InvalidArgument', 'pgfleet token create needs --role viewer|operator|admin');
+      if (!name)
+        throw new PgfleetError(
+          'InvalidArgument',
+          'pgfleet token create needs --name: who or what uses the token (e.g. ci, alice)',
+        );
+      if (target !== undefined)
+        throw new PgfleetError(
+          'InvalidArgument',
+          `pgfleet token create takes no argument (got '${target}'); name the token with --name`,
+        );
       const r = await admin.createToken({ name, role: String(options.role) });
       if (json) printJson(CreateTokenResponseSchema, r);
       else {
         out(r.token);
-        err(`admin token '${r.info!.name}' (id ${r.info!.id}, role ${r.info!.role}); it is shown only now: pass it as --token, PGFLEET_TOKEN or --token-file`);
+        err(
+          `admin token '${r.info!.name}' (id ${r.info!.id}, role ${r.info!.role}); it is shown only now: pass it as --token, PGFLEET_TOKEN or --token-file`,
+        );
       }
       return 0;
     }
@@ -36,18 +57,30 @@ export async function tokenCommand(admin: Admin, positionals: string[], options:
       if (!target) throw new PgfleetError('InvalidArgument', 'pgfleet token revoke needs the token id or name');
       const { info } = await admin.revokeToken({ token: target });
       if (json) printJson(TokenInfoSchema, info!);
-      else out(`revoked admin token '${info!.name}' (id ${info!.id}, role ${info!.role}); calls with it now fail with PGF-8001`);
+      else
+        out(
+          `revoked admin token '${info!.name}' (id ${info!.id}, role ${info!.role}); calls with it now fail with PGF-8001`,
+        );
       return 0;
     }
     default:
-      throw new PgfleetError('InvalidArgument', `pgfleet token: expected 'create', 'list' or 'revoke', got ${action === undefined ? 'nothing' : `'${action}'`}`);
+      throw new PgfleetError(
+        'InvalidArgument',
+        `pgfleet token: expected 'create', 'list' or 'revoke', got ${action === undefined ? 'nothing' : `'${action}'`}`,
+      );
   }
 }
 
 export function describeTokens(tokens: readonly TokenInfo[]): string {
   return formatTable(
     ['ID', 'NAME', 'ROLE', 'CREATED', 'REVOKED'],
-    tokens.map((t) => [t.id, t.name, t.role, formatTime(ms(t.createdAt)), t.revokedAt ? formatTime(ms(t.revokedAt)) : '-']),
+    tokens.map((t) => [
+      t.id,
+      t.name,
+      t.role,
+      formatTime(ms(t.createdAt)),
+      t.revokedAt ? formatTime(ms(t.revokedAt)) : '-',
+    ]),
   );
 }
 
@@ -56,7 +89,12 @@ export function enrollTtlSeconds(options: OptionValues): number {
   return Math.round(parseDuration(String(options.ttl ?? '1h'), 'ttl') / 1000);
 }
 
-export async function enrollTokenCommand(admin: Admin, cluster: string, ttlSeconds: number, json: boolean): Promise<number> {
+export async function enrollTokenCommand(
+  admin: Admin,
+  cluster: string,
+  ttlSeconds: number,
+  json: boolean,
+): Promise<number> {
   const r = await admin.createEnrollmentToken({ cluster, ttlSeconds });
   if (json) {
     printJson(CreateEnrollmentTokenResponseSchema, r);

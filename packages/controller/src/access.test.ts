@@ -4,7 +4,17 @@ import { test } from 'node:test';
 import { PgfleetError } from '@pgfleet/core';
 import { ADMIN_ROLES, type AdminRole } from '@pgfleet/catalog';
 import { AdminService } from '@pgfleet/proto';
-import { ADMIN_METHOD_ROLES, ADMIN_TOKEN_PREFIX, checkHelloIdentity, hashToken, newToken, newTokenId, parseDuration, requiredRole, roleAllows } from './access.js';
+import {
+  ADMIN_METHOD_ROLES,
+  ADMIN_TOKEN_PREFIX,
+  checkHelloIdentity,
+  hashToken,
+  newToken,
+  newTokenId,
+  parseDuration,
+  requiredRole,
+  roleAllows,
+} from './access.js';
 
 test('every AdminService method has a minimum role, and the table names no other method', () => {
   const methods = AdminService.methods.map((m) => m.localName).sort();
@@ -13,13 +23,44 @@ test('every AdminService method has a minimum role, and the table names no other
 });
 
 test('what each role may call', () => {
-  const allowed = (role: AdminRole) => AdminService.methods.filter((m) => roleAllows(role, requiredRole(m.localName)!)).map((m) => m.localName).sort();
+  const allowed = (role: AdminRole) =>
+    AdminService.methods
+      .filter((m) => roleAllows(role, requiredRole(m.localName)!))
+      .map((m) => m.localName)
+      .sort();
   // viewer: read only (list, get, watch, plan).
-  assert.deepEqual(allowed('viewer'), ['getJob', 'getPolicy', 'listBackups', 'listClusters', 'listDrills', 'listEvents', 'listJobs', 'planRetention', 'watchEvents', 'watchJob']);
+  assert.deepEqual(allowed('viewer'), [
+    'getJob',
+    'getPolicy',
+    'listBackups',
+    'listClusters',
+    'listDrills',
+    'listEvents',
+    'listJobs',
+    'planRetention',
+    'watchEvents',
+    'watchJob',
+  ]);
   // operator: + backup, restore, verify, drill, check (it switches a WAL segment), retention apply, pin.
   assert.deepEqual(allowed('operator'), [
-    'applyRetention', 'cancelJob', 'getJob', 'getPolicy', 'listBackups', 'listClusters', 'listDrills', 'listEvents', 'listJobs', 'pinBackup', 'planRetention',
-    'startBackup', 'startCheck', 'startDrill', 'startRestore', 'startVerify', 'watchEvents', 'watchJob',
+    'applyRetention',
+    'cancelJob',
+    'getJob',
+    'getPolicy',
+    'listBackups',
+    'listClusters',
+    'listDrills',
+    'listEvents',
+    'listJobs',
+    'pinBackup',
+    'planRetention',
+    'startBackup',
+    'startCheck',
+    'startDrill',
+    'startRestore',
+    'startVerify',
+    'watchEvents',
+    'watchJob',
   ]);
   // admin: everything, policy set included.
   assert.deepEqual(allowed('admin'), AdminService.methods.map((m) => m.localName).sort());
@@ -44,8 +85,14 @@ test('tokens: 32 random bytes behind a prefix; the catalog gets a SHA-256 that d
 test('Hello must match the certificate: same cluster, same agent', () => {
   const id = { agentId: 'db1', cluster: 'main' };
   checkHelloIdentity(id, { agentId: 'db1', cluster: 'main' });
-  assert.throws(() => checkHelloIdentity(id, { agentId: 'db1', cluster: 'payments' }), (e: unknown) => PgfleetError.is(e, 'PermissionDenied') && /cluster 'main'/.test(e.message));
-  assert.throws(() => checkHelloIdentity(id, { agentId: 'db2', cluster: 'main' }), (e: unknown) => PgfleetError.is(e, 'PermissionDenied') && e.code === 'PGF-8002');
+  assert.throws(
+    () => checkHelloIdentity(id, { agentId: 'db1', cluster: 'payments' }),
+    (e: unknown) => PgfleetError.is(e, 'PermissionDenied') && /cluster 'main'/.test(e.message),
+  );
+  assert.throws(
+    () => checkHelloIdentity(id, { agentId: 'db2', cluster: 'main' }),
+    (e: unknown) => PgfleetError.is(e, 'PermissionDenied') && e.code === 'PGF-8002',
+  );
 });
 
 test('durations for --ttl', () => {
@@ -53,7 +100,12 @@ test('durations for --ttl', () => {
   assert.equal(parseDuration('30m', 'ttl'), 1_800_000);
   assert.equal(parseDuration('1h', 'ttl'), 3_600_000);
   assert.equal(parseDuration('7d', 'ttl'), 604_800_000);
-  for (const bad of ['', '0h', '1w', 'h', '-1h', '1.5h']) assert.throws(() => parseDuration(bad, 'ttl'), (e: unknown) => PgfleetError.is(e, 'InvalidArgument') && /--ttl/.test(e.message), bad);
+  for (const bad of ['', '0h', '1w', 'h', '-1h', '1.5h'])
+    assert.throws(
+      () => parseDuration(bad, 'ttl'),
+      (e: unknown) => PgfleetError.is(e, 'InvalidArgument') && /--ttl/.test(e.message),
+      bad,
+    );
 });
 
 test('loopback addresses (dev mode without TLS stays quiet only on these)', async () => {

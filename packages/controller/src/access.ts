@@ -74,20 +74,34 @@ export function requiredRole(methodLocalName: string): AdminRole | undefined {
   return (ADMIN_METHOD_ROLES as Record<string, AdminRole>)[methodLocalName];
 }
 
-const TOKEN_HINT = 'Pass an admin token with --token, PGFLEET_TOKEN or --token-file; create one on the controller host with `pgfleet-controller token create --role viewer|operator|admin --name NAME`.';
-const CERT_HINT = 'Enroll the agent: `pgfleet-controller enroll-token <cluster>`, then `pgfleet-agent run --tls-dir DIR --enroll-token TOKEN --ca-cert ca.crt`.';
+const TOKEN_HINT =
+  'Pass an admin token with --token, PGFLEET_TOKEN or --token-file; create one on the controller host with `pgfleet-controller token create --role viewer|operator|admin --name NAME`.';
+const CERT_HINT =
+  'Enroll the agent: `pgfleet-controller enroll-token <cluster>`, then `pgfleet-agent run --tls-dir DIR --enroll-token TOKEN --ca-cert ca.crt`.';
 
 /** The authorize hook of AdminService when tokens are required. */
 export function adminAuthorizer(store: CatalogStore): (method: DescMethod, call: CallContext) => Promise<void> {
   return async (method, call) => {
     const token = bearerToken(call.metadata);
-    if (!token) throw new PgfleetError('Unauthenticated', `${method.name} needs a bearer token (authorization: Bearer <token>); none was sent`, { hint: TOKEN_HINT });
+    if (!token)
+      throw new PgfleetError(
+        'Unauthenticated',
+        `${method.name} needs a bearer token (authorization: Bearer <token>); none was sent`,
+        { hint: TOKEN_HINT },
+      );
     const record = await store.findAdminToken(hashToken(token));
-    if (!record) throw new PgfleetError('Unauthenticated', 'the bearer token is not known to this controller, or it was revoked', { hint: TOKEN_HINT });
+    if (!record)
+      throw new PgfleetError('Unauthenticated', 'the bearer token is not known to this controller, or it was revoked', {
+        hint: TOKEN_HINT,
+      });
     const required = requiredRole(method.localName);
-    if (!required) throw new PgfleetError('PermissionDenied', `${method.name} is not open to any role on this controller`);
+    if (!required)
+      throw new PgfleetError('PermissionDenied', `${method.name} is not open to any role on this controller`);
     if (!roleAllows(record.role, required)) {
-      throw new PgfleetError('PermissionDenied', `token '${record.name}' has role ${record.role}; ${method.name} needs ${required} or higher`);
+      throw new PgfleetError(
+        'PermissionDenied',
+        `token '${record.name}' has role ${record.role}; ${method.name} needs ${required} or higher`,
+      );
     }
   };
 }
@@ -97,12 +111,17 @@ export function requireAgentIdentity(call: CallContext): AgentIdentity {
   if (!call.peerCertificate) {
     throw new PgfleetError(
       'Unauthenticated',
-      'agents must present a client certificate signed by this controller\'s CA; the connection had none, or one from another CA, or an expired one',
+      "agents must present a client certificate signed by this controller's CA; the connection had none, or one from another CA, or an expired one",
       { hint: CERT_HINT },
     );
   }
   const id = agentIdentityFromCertificate(call.peerCertificate);
-  if (!id) throw new PgfleetError('Unauthenticated', 'the client certificate carries no pgfleet agent identity (URI SAN pgfleet://agent/<cluster>/<agent id>)', { hint: CERT_HINT });
+  if (!id)
+    throw new PgfleetError(
+      'Unauthenticated',
+      'the client certificate carries no pgfleet agent identity (URI SAN pgfleet://agent/<cluster>/<agent id>)',
+      { hint: CERT_HINT },
+    );
   return id;
 }
 
@@ -116,10 +135,16 @@ export function agentAuthorizer(): (method: DescMethod, call: CallContext) => vo
 /** An agent may only speak for the cluster (and as the agent) its certificate names. */
 export function checkHelloIdentity(id: AgentIdentity, hello: { agentId: string; cluster: string }): void {
   if (hello.cluster !== id.cluster) {
-    throw new PgfleetError('PermissionDenied', `the certificate of agent '${id.agentId}' is for cluster '${id.cluster}'; it may not speak for cluster '${hello.cluster}'`);
+    throw new PgfleetError(
+      'PermissionDenied',
+      `the certificate of agent '${id.agentId}' is for cluster '${id.cluster}'; it may not speak for cluster '${hello.cluster}'`,
+    );
   }
   if (hello.agentId !== id.agentId) {
-    throw new PgfleetError('PermissionDenied', `the certificate is for agent '${id.agentId}'; it may not connect as agent '${hello.agentId}'`);
+    throw new PgfleetError(
+      'PermissionDenied',
+      `the certificate is for agent '${id.agentId}'; it may not connect as agent '${hello.agentId}'`,
+    );
   }
 }
 

@@ -17,10 +17,17 @@ const MAX_LIMIT = 10_000;
 export const WATCH_POLL_MS = 250;
 
 function entry(r: OutboxEventRecord): MessageInitShape<typeof EventEntrySchema> {
-  return { seq: BigInt(r.seq), event: decodeOutboxEvent(r), ...(r.sentAt !== null ? { sentAt: timestampFromMs(r.sentAt) } : {}) };
+  return {
+    seq: BigInt(r.seq),
+    event: decodeOutboxEvent(r),
+    ...(r.sentAt !== null ? { sentAt: timestampFromMs(r.sentAt) } : {}),
+  };
 }
 
-export async function listEvents(ctx: ControllerContext, req: ListEventsRequest): Promise<{ events: MessageInitShape<typeof EventEntrySchema>[] }> {
+export async function listEvents(
+  ctx: ControllerContext,
+  req: ListEventsRequest,
+): Promise<{ events: MessageInitShape<typeof EventEntrySchema>[] }> {
   const limit = Math.min(req.limit || DEFAULT_LIMIT, MAX_LIMIT);
   const cluster = req.cluster ? { cluster: req.cluster } : {};
   const rows = req.latest
@@ -29,7 +36,11 @@ export async function listEvents(ctx: ControllerContext, req: ListEventsRequest)
   return { events: rows.map(entry) };
 }
 
-export async function* watchEvents(ctx: ControllerContext, req: WatchEventsRequest, call: CallContext): AsyncGenerator<{ entry: MessageInitShape<typeof EventEntrySchema> }> {
+export async function* watchEvents(
+  ctx: ControllerContext,
+  req: WatchEventsRequest,
+  call: CallContext,
+): AsyncGenerator<{ entry: MessageInitShape<typeof EventEntrySchema> }> {
   const cluster = req.cluster ? { cluster: req.cluster } : {};
   let after = Number(req.afterSeq);
   if (after === 0) after = (await ctx.store.listLatestEvents({ limit: 1 })).at(-1)?.seq ?? 0;
@@ -42,7 +53,14 @@ export async function* watchEvents(ctx: ControllerContext, req: WatchEventsReque
     if (rows.length === DEFAULT_LIMIT) continue;
     await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, WATCH_POLL_MS);
-      call.signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+      call.signal.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(t);
+          resolve();
+        },
+        { once: true },
+      );
     });
   }
 }

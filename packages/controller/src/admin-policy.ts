@@ -54,20 +54,34 @@ export function settingsFromProto(p: ProtoPolicySettings | undefined): PolicySet
   if (p.spreadMinutes !== undefined) s.schedules.spreadMinutes = p.spreadMinutes;
   // Checked by validatePolicySettings, which names the flag and the allowed values.
   if (p.backupFrom !== undefined) s.schedules.backupFrom = p.backupFrom.trim() as BackupFrom;
-  for (const k of ['pitrWindowDays', 'daily', 'weekly', 'monthly', 'yearly', 'minFull'] as const) if (p[k] !== undefined) s.retention[k] = p[k];
+  for (const k of ['pitrWindowDays', 'daily', 'weekly', 'monthly', 'yearly', 'minFull'] as const)
+    if (p[k] !== undefined) s.retention[k] = p[k];
   return s;
 }
 
 export function checkClusterName(name: string): void {
   if (!name) throw new PgfleetError('InvalidArgument', 'a cluster name is required (or --fleet for the fleet default)');
-  if (name === FLEET_POLICY_SCOPE) throw new PgfleetError('InvalidArgument', `'${FLEET_POLICY_SCOPE}' is not a cluster name; use --fleet for the fleet default`);
+  if (name === FLEET_POLICY_SCOPE)
+    throw new PgfleetError(
+      'InvalidArgument',
+      `'${FLEET_POLICY_SCOPE}' is not a cluster name; use --fleet for the fleet default`,
+    );
 }
 
-function policyResponse(ctx: ControllerContext, cluster: string, fleet: PolicyRecord | undefined, own: PolicyRecord | undefined): GetPolicyResponseInit {
+function policyResponse(
+  ctx: ControllerContext,
+  cluster: string,
+  fleet: PolicyRecord | undefined,
+  own: PolicyRecord | undefined,
+): GetPolicyResponseInit {
   const eff = effectivePolicy(fleet && settingsOf(fleet), own && settingsOf(own));
   return {
     cluster,
-    values: POLICY_KEYS.map((key) => ({ key, value: formatPolicyValue(key, eff, ctx.healthDefaults), source: eff.sources[key] })),
+    values: POLICY_KEYS.map((key) => ({
+      key,
+      value: formatPolicyValue(key, eff, ctx.healthDefaults),
+      source: eff.sources[key],
+    })),
     fleet: settingsToProto(fleet && settingsOf(fleet)),
     clusterOverride: settingsToProto(own && settingsOf(own)),
     retentionConfigured: eff.retentionConfigured,
@@ -85,7 +99,10 @@ export async function getPolicy(ctx: ControllerContext, cluster: string): Promis
  * Merges the request's settings into the scope's stored policy (after `reset`, into an empty
  * one). A cluster need not be known yet: policies can be declared before its agent first connects.
  */
-export async function setPolicy(ctx: ControllerContext, req: SetPolicyRequest): Promise<{ policy: GetPolicyResponseInit }> {
+export async function setPolicy(
+  ctx: ControllerContext,
+  req: SetPolicyRequest,
+): Promise<{ policy: GetPolicyResponseInit }> {
   if (req.fleet && req.cluster) throw new PgfleetError('InvalidArgument', 'give either a cluster or --fleet, not both');
   if (!req.fleet) checkClusterName(req.cluster);
   const scope = req.fleet ? FLEET_POLICY_SCOPE : req.cluster;
@@ -97,7 +114,10 @@ export async function setPolicy(ctx: ControllerContext, req: SetPolicyRequest): 
   if (isEmptySettings(merged)) await ctx.store.deletePolicy(scope);
   else await ctx.store.putPolicy({ scope, ...merged }, ctx.now());
   ctx.health?.policiesChanged?.();
-  ctx.logger.info({ scope, schedules: merged.schedules, retention: merged.retention, health: merged.health }, 'policy set');
+  ctx.logger.info(
+    { scope, schedules: merged.schedules, retention: merged.retention, health: merged.health },
+    'policy set',
+  );
   return { policy: await getPolicy(ctx, req.fleet ? '' : req.cluster) };
 }
 
@@ -110,7 +130,12 @@ export function planResponse(r: ClusterRetention): PlanInit {
     windowStart: timestampFromMs(r.plan.windowStart),
     anchorLabel: r.plan.anchor?.label ?? '',
     walKeepFrom: r.plan.anchor?.walStart ?? '',
-    walKeepRanges: r.plan.walKeepRanges.map((k) => ({ label: k.label, timeline: k.timeline, walStart: k.walStart, walStop: k.walStop })),
+    walKeepRanges: r.plan.walKeepRanges.map((k) => ({
+      label: k.label,
+      timeline: k.timeline,
+      walStart: k.walStart,
+      walStop: k.walStop,
+    })),
     backups: r.backups.map((b) => {
       const keep = r.plan.keep.get(b.label);
       return {
@@ -136,11 +161,17 @@ export async function applyRetention(ctx: ControllerContext, cluster: string) {
   const r = await planClusterRetention(ctx, cluster);
   const plan = planResponse(r);
   if (!planRemovesSomething(r.plan)) return { plan };
-  const busy = (await ctx.store.listActiveJobs()).find((j) => j.cluster === cluster && (j.kind === 'backup' || j.kind === 'expire'));
+  const busy = (await ctx.store.listActiveJobs()).find(
+    (j) => j.cluster === cluster && (j.kind === 'backup' || j.kind === 'expire'),
+  );
   if (busy) {
-    throw new PgfleetError('BackupInProgress', `cluster '${cluster}' has a ${busy.kind} job running (${busy.id}); retention waits until it ends`, {
-      hint: `Follow it with: pgfleet job ${busy.id}, then retry.`,
-    });
+    throw new PgfleetError(
+      'BackupInProgress',
+      `cluster '${cluster}' has a ${busy.kind} job running (${busy.id}); retention waits until it ends`,
+      {
+        hint: `Follow it with: pgfleet job ${busy.id}, then retry.`,
+      },
+    );
   }
   return { plan, job: await startExpireJob(ctx, r, 'requested') };
 }

@@ -9,14 +9,36 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import { ErrorCodes, PgfleetError, newJobId } from '@pgfleet/core';
 import { isTerminalJobState, type JobRecord } from '@pgfleet/catalog';
 import type { CallContext, ServiceImpl } from '@pgfleet/rpc';
-import { BackupType, RestoreArchive, type AdminService, type JobInfoSchema, type StartBackupRequest, type StartRestoreRequest } from '@pgfleet/proto';
+import {
+  BackupType,
+  RestoreArchive,
+  type AdminService,
+  type JobInfoSchema,
+  type StartBackupRequest,
+  type StartRestoreRequest,
+} from '@pgfleet/proto';
 import type { AgentSession } from './agent-sessions.js';
-import { backupFromProto, backupInfoFromRecord, backupKindFromProto, jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson } from './convert.js';
+import {
+  backupFromProto,
+  backupInfoFromRecord,
+  backupKindFromProto,
+  jobInfoFromRecord,
+  pitrTargetFromProto,
+  recoveryTargetJson,
+} from './convert.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from './context.js';
 import { jobEvents } from './events.js';
 import { chooseBackup } from './pitr.js';
 import { applyRetention, getPolicy, pinBackup, planRetention, setPolicy } from './admin-policy.js';
-import { clusterAgent, dispatch, liveTimeline, requireCluster, startBackupJob, startCheckJob, startVerifyJob } from './dispatch.js';
+import {
+  clusterAgent,
+  dispatch,
+  liveTimeline,
+  requireCluster,
+  startBackupJob,
+  startCheckJob,
+  startVerifyJob,
+} from './dispatch.js';
 import { listEvents, watchEvents } from './admin-events.js';
 import { drillRequestFromProto, listDrills, startDrillJob } from './drills.js';
 import { listClusterStatus } from './status.js';
@@ -42,7 +64,10 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
 
     listJobs: async (req) => {
       if (req.cluster) await requireCluster(ctx, req.cluster);
-      const jobs = await ctx.store.listJobs({ ...(req.cluster ? { cluster: req.cluster } : {}), limit: req.limit || DEFAULT_JOB_LIMIT });
+      const jobs = await ctx.store.listJobs({
+        ...(req.cluster ? { cluster: req.cluster } : {}),
+        limit: req.limit || DEFAULT_JOB_LIMIT,
+      });
       return { jobs: jobs.map(jobInfoFromRecord) };
     },
 
@@ -85,9 +110,20 @@ async function cancelJob(ctx: ControllerContext, id: string): Promise<MessageIni
     ctx.logger.info({ jobId: id, agentId: job.agentId }, 'cancel sent to the agent');
     return jobInfoFromRecord(job);
   }
-  const error = { code: ErrorCodes.JobCancelled.code, message: job.state === 'queued' ? 'cancelled before it was sent' : `cancelled while agent ${job.agentId} was not connected` };
+  const error = {
+    code: ErrorCodes.JobCancelled.code,
+    message:
+      job.state === 'queued'
+        ? 'cancelled before it was sent'
+        : `cancelled while agent ${job.agentId} was not connected`,
+  };
   const now = ctx.now();
-  const { job: cancelled } = await ctx.store.transitionJob(id, 'cancelled', { error, events: jobEvents(job, 'cancelled', { error }, now) }, now);
+  const { job: cancelled } = await ctx.store.transitionJob(
+    id,
+    'cancelled',
+    { error, events: jobEvents(job, 'cancelled', { error }, now) },
+    now,
+  );
   eventsCommitted(ctx);
   publishJobs(ctx, [cancelled]);
   return jobInfoFromRecord(cancelled);
@@ -100,15 +136,30 @@ async function requireJob(ctx: ControllerContext, id: string): Promise<JobRecord
   return job;
 }
 
-async function startBackup(ctx: ControllerContext, req: StartBackupRequest): Promise<MessageInitShape<typeof JobInfoSchema>> {
-  return startBackupJob(ctx, req.cluster, backupKindFromProto(req.type === BackupType.UNSPECIFIED ? BackupType.FULL : req.type), {}, backupFromProto(req.from));
+async function startBackup(
+  ctx: ControllerContext,
+  req: StartBackupRequest,
+): Promise<MessageInitShape<typeof JobInfoSchema>> {
+  return startBackupJob(
+    ctx,
+    req.cluster,
+    backupKindFromProto(req.type === BackupType.UNSPECIFIED ? BackupType.FULL : req.type),
+    {},
+    backupFromProto(req.from),
+  );
 }
 
-async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): Promise<MessageInitShape<typeof JobInfoSchema>> {
+async function startRestore(
+  ctx: ControllerContext,
+  req: StartRestoreRequest,
+): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, req.cluster);
-  if (!req.targetDir) throw new PgfleetError('InvalidArgument', 'target_dir is required: the directory the agent restores into');
-  if (!isAbsolute(req.targetDir)) throw new PgfleetError('InvalidArgument', `target_dir '${req.targetDir}' is not an absolute path`);
-  if (req.tablespaceDir && !isAbsolute(req.tablespaceDir)) throw new PgfleetError('InvalidArgument', `tablespace_dir '${req.tablespaceDir}' is not an absolute path`);
+  if (!req.targetDir)
+    throw new PgfleetError('InvalidArgument', 'target_dir is required: the directory the agent restores into');
+  if (!isAbsolute(req.targetDir))
+    throw new PgfleetError('InvalidArgument', `target_dir '${req.targetDir}' is not an absolute path`);
+  if (req.tablespaceDir && !isAbsolute(req.tablespaceDir))
+    throw new PgfleetError('InvalidArgument', `tablespace_dir '${req.tablespaceDir}' is not an absolute path`);
   const target = pitrTargetFromProto(req.target);
   const backupLabel = chooseBackup(await ctx.store.listBackups(req.cluster), target, ctx.now(), req.backupLabel);
 
@@ -135,7 +186,9 @@ async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): P
         ...(req.delta ? { delta: true } : {}),
         ...(req.tablespaceDir ? { tablespaceDir: req.tablespaceDir } : {}),
         ...(req.targetTimeline ? { targetTimeline: req.targetTimeline } : {}),
-        ...(req.archive !== RestoreArchive.UNSPECIFIED ? { archive: req.archive === RestoreArchive.PRESERVE ? 'preserve' : 'off' } : {}),
+        ...(req.archive !== RestoreArchive.UNSPECIFIED
+          ? { archive: req.archive === RestoreArchive.PRESERVE ? 'preserve' : 'off' }
+          : {}),
       },
     },
     ctx.now(),
@@ -158,7 +211,11 @@ async function startRestore(ctx: ControllerContext, req: StartRestoreRequest): P
 }
 
 /** Streams the job on every change until it is final: the final state is always sent, then the stream ends. */
-async function* watchJob(ctx: ControllerContext, id: string, call: CallContext): AsyncGenerator<{ job: MessageInitShape<typeof JobInfoSchema> }> {
+async function* watchJob(
+  ctx: ControllerContext,
+  id: string,
+  call: CallContext,
+): AsyncGenerator<{ job: MessageInitShape<typeof JobInfoSchema> }> {
   if (!id) throw new PgfleetError('InvalidArgument', 'a job id is required');
   // Subscribe before reading, so a change between the read and the subscription is not missed.
   const subscription = ctx.watchers.subscribe(id);

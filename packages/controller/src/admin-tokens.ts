@@ -6,7 +6,12 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import type { AdminTokenRecord } from '@pgfleet/catalog';
-import type { CreateEnrollmentTokenRequest, CreateTokenRequest, RevokeTokenRequest, TokenInfoSchema } from '@pgfleet/proto';
+import type {
+  CreateEnrollmentTokenRequest,
+  CreateTokenRequest,
+  RevokeTokenRequest,
+  TokenInfoSchema,
+} from '@pgfleet/proto';
 import type { ControllerContext } from './context.js';
 import { createAdminToken, DEFAULT_ENROLLMENT_TTL_MS, issueEnrollmentToken, revokeAdminToken } from './tokens.js';
 
@@ -23,7 +28,10 @@ function tokenInfo(t: AdminTokenRecord): MessageInitShape<typeof TokenInfoSchema
 export async function createEnrollmentTokenRpc(ctx: ControllerContext, req: CreateEnrollmentTokenRequest) {
   const ttlMs = req.ttlSeconds > 0 ? req.ttlSeconds * 1000 : DEFAULT_ENROLLMENT_TTL_MS;
   const { token, record } = await issueEnrollmentToken(ctx.store, req.cluster, ttlMs, ctx.now());
-  ctx.logger.info({ cluster: record.cluster, expiresAt: new Date(record.expiresAt).toISOString() }, 'enrollment token issued');
+  ctx.logger.info(
+    { cluster: record.cluster, expiresAt: new Date(record.expiresAt).toISOString() },
+    'enrollment token issued',
+  );
   return { token, cluster: record.cluster, expiresAt: timestampFromMs(record.expiresAt) };
 }
 

@@ -9,13 +9,35 @@ const NOW = 1_000_000;
 const LIMITS = { now: NOW, maxLagBytes: 64 * 1024 * 1024, maxSilenceMs: 30_000 };
 
 function agent(id: string, fields: Partial<AgentCandidate> = {}): AgentCandidate {
-  return { agentId: id, hostname: `${id}.example`, connectedAt: 100, role: null, lastSeen: NOW - 1000, currentLsn: null, replay: null, ...fields };
+  return {
+    agentId: id,
+    hostname: `${id}.example`,
+    connectedAt: 100,
+    role: null,
+    lastSeen: NOW - 1000,
+    currentLsn: null,
+    replay: null,
+    ...fields,
+  };
 }
-const primary = (id: string, lsn = '0/9000000', more: Partial<AgentCandidate> = {}) => agent(id, { role: 'primary', currentLsn: lsn, ...more });
+const primary = (id: string, lsn = '0/9000000', more: Partial<AgentCandidate> = {}) =>
+  agent(id, { role: 'primary', currentLsn: lsn, ...more });
 const standby = (id: string, replayLsn: string, more: Partial<AgentCandidate> = {}) =>
-  agent(id, { role: 'standby', currentLsn: replayLsn, replay: { receiveLsn: replayLsn, replayLsn, receiveReplayBytes: 0, lastReplayTime: NOW - 2000, replayLagSeconds: 0 }, ...more });
+  agent(id, {
+    role: 'standby',
+    currentLsn: replayLsn,
+    replay: {
+      receiveLsn: replayLsn,
+      replayLsn,
+      receiveReplayBytes: 0,
+      lastReplayTime: NOW - 2000,
+      replayLagSeconds: 0,
+    },
+    ...more,
+  });
 
-const pick = (need: AgentNeed, ...candidates: AgentCandidate[]) => chooseAgent('shop', candidates, need, LIMITS).agentId;
+const pick = (need: AgentNeed, ...candidates: AgentCandidate[]) =>
+  chooseAgent('shop', candidates, need, LIMITS).agentId;
 
 function rejects(fn: () => unknown, name: 'AgentNotConnected' | 'StandbyNotConnected', message: RegExp): void {
   assert.throws(fn, (err: unknown) => PgfleetError.is(err, name) && message.test((err as Error).message));
@@ -44,11 +66,18 @@ describe('chooseAgent', () => {
 
   test('no agent at all, or only standbys, for primary work: AgentNotConnected naming what is connected', () => {
     rejects(() => pick('primary'), 'AgentNotConnected', /no agent of cluster 'shop' is connected/);
-    rejects(() => pick('primary', standby('db2', '0/9000000')), 'AgentNotConnected', /primary of cluster 'shop'.*db2 \(standby\)/);
+    rejects(
+      () => pick('primary', standby('db2', '0/9000000')),
+      'AgentNotConnected',
+      /primary of cluster 'shop'.*db2 \(standby\)/,
+    );
   });
 
   test('repository-only work prefers the primary, and runs on a standby when the primary is away', () => {
-    assert.equal(pick('any', standby('db2', '0/9000000', { connectedAt: 1 }), primary('db1', '0/9000000', { connectedAt: 5 })), 'db1');
+    assert.equal(
+      pick('any', standby('db2', '0/9000000', { connectedAt: 1 }), primary('db1', '0/9000000', { connectedAt: 5 })),
+      'db1',
+    );
     assert.equal(pick('any', standby('db2', '0/9000000')), 'db2');
   });
 
@@ -61,7 +90,11 @@ describe('chooseAgent', () => {
   });
 
   test('standby: none connected is StandbyNotConnected; prefer-standby falls back to the primary', () => {
-    rejects(() => pick('standby', primary('db1')), 'StandbyNotConnected', /no agent of a standby is connected \(connected: db1 \(primary\)\)/);
+    rejects(
+      () => pick('standby', primary('db1')),
+      'StandbyNotConnected',
+      /no agent of a standby is connected \(connected: db1 \(primary\)\)/,
+    );
     assert.equal(pick('prefer-standby', primary('db1')), 'db1');
   });
 
@@ -69,12 +102,24 @@ describe('chooseAgent', () => {
     const p = primary('db1', '1/0');
     const lagging = standby('db2', '0/8000000'); // 3.9 GiB behind
     const silent = standby('db3', '0/FFFF0000', { lastSeen: NOW - 60_000 });
-    rejects(() => pick('standby', p, lagging, silent), 'StandbyNotConnected', /db2 \(db2\.example\) is 4160749568 bytes behind the primary.*db3 \(db3\.example\) has not reported for 60 s/);
+    rejects(
+      () => pick('standby', p, lagging, silent),
+      'StandbyNotConnected',
+      /db2 \(db2\.example\) is 4160749568 bytes behind the primary.*db3 \(db3\.example\) has not reported for 60 s/,
+    );
     assert.equal(pick('prefer-standby', p, lagging, silent), 'db1');
   });
 
   test('without a primary agent a standby is judged by what it received and has not replayed', () => {
-    const behind = standby('db2', '0/8000000', { replay: { receiveLsn: '0/9000000', replayLsn: '0/8000000', receiveReplayBytes: 16 * 1024 * 1024, lastReplayTime: null, replayLagSeconds: 3 } });
+    const behind = standby('db2', '0/8000000', {
+      replay: {
+        receiveLsn: '0/9000000',
+        replayLsn: '0/8000000',
+        receiveReplayBytes: 16 * 1024 * 1024,
+        lastReplayTime: null,
+        replayLagSeconds: 3,
+      },
+    });
     assert.equal(pick('standby', behind), 'db2');
     assert.deepEqual(standbyLag(behind, undefined), { bytes: 16 * 1024 * 1024, againstPrimary: false });
     assert.deepEqual(standbyLag(behind, '0/9000000'), { bytes: 16 * 1024 * 1024, againstPrimary: true });

@@ -62,11 +62,15 @@ function lsnValue(text: string | null | undefined): bigint | undefined {
  * primary's position is known (its agent reports it), else what the standby received and has not
  * replayed yet (a lower bound). undefined: the standby reported no replay position.
  */
-export function standbyLag(standby: Pick<AgentCandidate, 'replay'>, primaryLsn: string | null | undefined): { bytes: number; againstPrimary: boolean } | undefined {
+export function standbyLag(
+  standby: Pick<AgentCandidate, 'replay'>,
+  primaryLsn: string | null | undefined,
+): { bytes: number; againstPrimary: boolean } | undefined {
   const replayed = lsnValue(standby.replay?.replayLsn);
   if (replayed === undefined) return undefined;
   const primary = lsnValue(primaryLsn);
-  if (primary !== undefined) return { bytes: Number(primary > replayed ? primary - replayed : 0n), againstPrimary: true };
+  if (primary !== undefined)
+    return { bytes: Number(primary > replayed ? primary - replayed : 0n), againstPrimary: true };
   return { bytes: standby.replay?.receiveReplayBytes ?? 0, againstPrimary: false };
 }
 
@@ -76,24 +80,33 @@ export function standbyLag(standby: Pick<AgentCandidate, 'replay'>, primaryLsn: 
  * next heartbeat, a split brain): the one on the newer timeline, the promoted one.
  */
 function primaryOf(candidates: readonly AgentCandidate[]): AgentCandidate | undefined {
-  const primaries = candidates.filter((c) => c.role === 'primary').sort((a, b) => (b.timeline ?? 0) - (a.timeline ?? 0) || byConnectedAt(a, b));
+  const primaries = candidates
+    .filter((c) => c.role === 'primary')
+    .sort((a, b) => (b.timeline ?? 0) - (a.timeline ?? 0) || byConnectedAt(a, b));
   if (primaries[0]) return primaries[0];
   return candidates.filter((c) => c.role === null).sort(byConnectedAt)[0];
 }
 
 /** Standbys fit for a backup, least lag first; `why` says why each other standby is not. */
-function fitStandbys(candidates: readonly AgentCandidate[], limits: StandbyLimits): { fit: AgentCandidate[]; why: string[] } {
+function fitStandbys(
+  candidates: readonly AgentCandidate[],
+  limits: StandbyLimits,
+): { fit: AgentCandidate[]; why: string[] } {
   const primaryLsn = candidates.find((c) => c.role === 'primary')?.currentLsn;
   const fit: { c: AgentCandidate; lag: number }[] = [];
   const why: string[] = [];
   for (const c of candidates.filter((x) => x.role === 'standby').sort(byConnectedAt)) {
     const lag = standbyLag(c, primaryLsn);
     if (c.lastSeen === null || limits.now - c.lastSeen > limits.maxSilenceMs) {
-      why.push(`${c.agentId} (${c.hostname}) has not reported for ${c.lastSeen === null ? 'ever' : `${Math.round((limits.now - c.lastSeen) / 1000)} s`}`);
+      why.push(
+        `${c.agentId} (${c.hostname}) has not reported for ${c.lastSeen === null ? 'ever' : `${Math.round((limits.now - c.lastSeen) / 1000)} s`}`,
+      );
     } else if (!lag) {
       why.push(`${c.agentId} (${c.hostname}) reported no replay position`);
     } else if (lag.bytes > limits.maxLagBytes) {
-      why.push(`${c.agentId} (${c.hostname}) is ${lag.bytes} bytes behind ${lag.againstPrimary ? 'the primary' : 'what it received'} (at most ${limits.maxLagBytes})`);
+      why.push(
+        `${c.agentId} (${c.hostname}) is ${lag.bytes} bytes behind ${lag.againstPrimary ? 'the primary' : 'what it received'} (at most ${limits.maxLagBytes})`,
+      );
     } else {
       fit.push({ c, lag: lag.bytes });
     }
@@ -103,12 +116,20 @@ function fitStandbys(candidates: readonly AgentCandidate[], limits: StandbyLimit
 }
 
 function describe(candidates: readonly AgentCandidate[]): string {
-  return candidates.length === 0 ? 'none is connected' : `connected: ${candidates.map((c) => `${c.agentId} (${c.role ?? 'role unknown'})`).join(', ')}`;
+  return candidates.length === 0
+    ? 'none is connected'
+    : `connected: ${candidates.map((c) => `${c.agentId} (${c.role ?? 'role unknown'})`).join(', ')}`;
 }
 
 /** The agent that runs a job with this need; throws AgentNotConnected or StandbyNotConnected. */
-export function chooseAgent(cluster: string, candidates: readonly AgentCandidate[], need: AgentNeed, limits: StandbyLimits): AgentCandidate {
-  if (candidates.length === 0) throw new PgfleetError('AgentNotConnected', `no agent of cluster '${cluster}' is connected`);
+export function chooseAgent(
+  cluster: string,
+  candidates: readonly AgentCandidate[],
+  need: AgentNeed,
+  limits: StandbyLimits,
+): AgentCandidate {
+  if (candidates.length === 0)
+    throw new PgfleetError('AgentNotConnected', `no agent of cluster '${cluster}' is connected`);
   if (need === 'any') return primaryOf(candidates) ?? [...candidates].sort(byConnectedAt)[0]!;
   if (need === 'standby' || need === 'prefer-standby') {
     const { fit, why } = fitStandbys(candidates, limits);
@@ -119,6 +140,10 @@ export function chooseAgent(cluster: string, candidates: readonly AgentCandidate
     }
   }
   const primary = primaryOf(candidates);
-  if (!primary) throw new PgfleetError('AgentNotConnected', `no agent on the primary of cluster '${cluster}' is connected (${describe(candidates)})`);
+  if (!primary)
+    throw new PgfleetError(
+      'AgentNotConnected',
+      `no agent on the primary of cluster '${cluster}' is connected (${describe(candidates)})`,
+    );
   return primary;
 }

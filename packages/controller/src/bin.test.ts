@@ -40,7 +40,8 @@ test('missing required options and unknown config keys print PGF-1002 and exit 2
 test('--help documents run', async () => {
   const r = await run(['run', '--help']);
   assert.equal(r.code, 0);
-  for (const s of ['--catalog', '--repo-path', '--listen', 'PGFLEET_HEARTBEAT_INTERVAL']) assert.ok(r.stdout.includes(s), s);
+  for (const s of ['--catalog', '--repo-path', '--listen', 'PGFLEET_HEARTBEAT_INTERVAL'])
+    assert.ok(r.stdout.includes(s), s);
 });
 
 test('run serves the admin API until SIGTERM', async () => {
@@ -62,9 +63,24 @@ test('run serves the admin API until SIGTERM', async () => {
     assert.deepEqual((await admin.listClusters({})).clusters, []);
     // Operators probe the controller with standard tools: gRPC health and server reflection.
     const url = `http://127.0.0.1:${port}`;
-    const methods = (await execFileAsync(BUF, ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', '--list-methods', url])).stdout;
-    for (const m of ['pgfleet.v1.AdminService/StartRestore', 'pgfleet.v1.AgentService/Connect', 'grpc.health.v1.Health/Check']) assert.ok(methods.includes(m), `${m} in\n${methods}`);
-    const health = (await execFileAsync(BUF, ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', `${url}/grpc.health.v1.Health/Check`])).stdout;
+    const methods = (
+      await execFileAsync(BUF, ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', '--list-methods', url])
+    ).stdout;
+    for (const m of [
+      'pgfleet.v1.AdminService/StartRestore',
+      'pgfleet.v1.AgentService/Connect',
+      'grpc.health.v1.Health/Check',
+    ])
+      assert.ok(methods.includes(m), `${m} in\n${methods}`);
+    const health = (
+      await execFileAsync(BUF, [
+        'curl',
+        '--protocol',
+        'grpc',
+        '--http2-prior-knowledge',
+        `${url}/grpc.health.v1.Health/Check`,
+      ])
+    ).stdout;
     assert.equal(JSON.parse(health).status, 'SERVING');
   } finally {
     admin.close();

@@ -9,11 +9,20 @@ import { describeRebuild, rebuildCatalog } from './catalog-rebuild.js';
 import { controllerProgram } from './options.js';
 import { processIo, withCatalog, type CommandIo } from './security-commands.js';
 
-export async function catalogCommand(action: string, options: OptionValues, io: CommandIo = processIo): Promise<number> {
-  if (action !== 'rebuild') throw new PgfleetError('InvalidArgument', `catalog: unknown action '${action}'; use: catalog rebuild --catalog URL --repo URL|--repo-path DIR`);
+export async function catalogCommand(
+  action: string,
+  options: OptionValues,
+  io: CommandIo = processIo,
+): Promise<number> {
+  if (action !== 'rebuild')
+    throw new PgfleetError(
+      'InvalidArgument',
+      `catalog: unknown action '${action}'; use: catalog rebuild --catalog URL --repo URL|--repo-path DIR`,
+    );
   requireOption<string>(controllerProgram, options, 'catalog');
   const [spec] = repositoriesFromOptions(options);
-  if (!spec) throw new PgfleetError('InvalidConfig', "catalog rebuild needs the repository: set --repo URL or --repo-path DIR");
+  if (!spec)
+    throw new PgfleetError('InvalidConfig', 'catalog rebuild needs the repository: set --repo URL or --repo-path DIR');
   // S3 credentials come from the environment or the AWS default chain, never from the command line.
   const repo = new Repository(await openRepositoryDriver(spec));
   try {

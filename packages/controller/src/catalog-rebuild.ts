@@ -75,7 +75,20 @@ export function backupRecordFromManifest(m: BackupManifest, jobId = ''): BackupR
 
 /** The fields a manifest decides; job id and pin are the catalog's own. */
 const FACTS: readonly (keyof BackupRecord)[] = [
-  'type', 'startLsn', 'stopLsn', 'startTime', 'stopTime', 'timeline', 'systemIdentifier', 'pgVersion', 'sizeBytes', 'storedBytes', 'fileCount', 'walStart', 'walStop', 'priorLabel',
+  'type',
+  'startLsn',
+  'stopLsn',
+  'startTime',
+  'stopTime',
+  'timeline',
+  'systemIdentifier',
+  'pgVersion',
+  'sizeBytes',
+  'storedBytes',
+  'fileCount',
+  'walStart',
+  'walStop',
+  'priorLabel',
 ];
 
 function differs(a: BackupRecord, b: BackupRecord): boolean {
@@ -83,9 +96,13 @@ function differs(a: BackupRecord, b: BackupRecord): boolean {
 }
 
 /** One pass over the repository's keys: the clusters it holds and each one's manifest labels. */
-async function scanRepository(repo: Repository, only: string | undefined): Promise<Map<string, { hasInfo: boolean; labels: string[] }>> {
+async function scanRepository(
+  repo: Repository,
+  only: string | undefined,
+): Promise<Map<string, { hasInfo: boolean; labels: string[] }>> {
   const found = new Map<string, { hasInfo: boolean; labels: string[] }>();
-  const entry = (cluster: string) => found.get(cluster) ?? found.set(cluster, { hasInfo: false, labels: [] }).get(cluster)!;
+  const entry = (cluster: string) =>
+    found.get(cluster) ?? found.set(cluster, { hasInfo: false, labels: [] }).get(cluster)!;
   for await (const o of repo.driver.list(only === undefined ? '' : `${only}/`)) {
     const info = CLUSTER_KEY_RE.exec(o.key);
     if (info) {
@@ -98,17 +115,33 @@ async function scanRepository(repo: Repository, only: string | undefined): Promi
   return found;
 }
 
-export async function rebuildCatalog(store: CatalogStore, repo: Repository, options: RebuildOptions): Promise<RebuildReport> {
+export async function rebuildCatalog(
+  store: CatalogStore,
+  repo: Repository,
+  options: RebuildOptions,
+): Promise<RebuildReport> {
   if (!(await repo.driver.stat(FORMAT_KEY))) {
-    throw new PgfleetError('InvalidConfig', `${repo.location} is not a pgfleet repository (it has no ${FORMAT_KEY}); nothing was changed`, {
-      hint: 'Point --repo or --repo-path at the repository the agents write to.',
-    });
+    throw new PgfleetError(
+      'InvalidConfig',
+      `${repo.location} is not a pgfleet repository (it has no ${FORMAT_KEY}); nothing was changed`,
+      {
+        hint: 'Point --repo or --repo-path at the repository the agents write to.',
+      },
+    );
   }
   const dryRun = options.dryRun === true;
   const report: RebuildReport = { repository: repo.location, dryRun, clusters: [] };
   const scanned = await scanRepository(repo, options.cluster);
   for (const [cluster, seen] of [...scanned].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-    const r: ClusterRebuild = { cluster, created: false, added: [], updated: [], removed: [], unchanged: 0, skipped: [] };
+    const r: ClusterRebuild = {
+      cluster,
+      created: false,
+      added: [],
+      updated: [],
+      removed: [],
+      unchanged: 0,
+      skipped: [],
+    };
     report.clusters.push(r);
     const manifests: BackupManifest[] = [];
     const unreadable = new Set<string>();
@@ -131,7 +164,9 @@ export async function rebuildCatalog(store: CatalogStore, repo: Repository, opti
     }
     const known = await store.getCluster(cluster);
     if (known && known.systemIdentifier !== systemIdentifier) {
-      r.skipped.push(`the catalog's cluster '${cluster}' is system ${known.systemIdentifier}, the repository's is ${systemIdentifier}: another database under the same name, left alone`);
+      r.skipped.push(
+        `the catalog's cluster '${cluster}' is system ${known.systemIdentifier}, the repository's is ${systemIdentifier}: another database under the same name, left alone`,
+      );
       continue;
     }
     if (!known) {
@@ -142,7 +177,9 @@ export async function rebuildCatalog(store: CatalogStore, repo: Repository, opti
     const catalog = new Map((known ? await store.listBackups(cluster) : []).map((b) => [b.label, b]));
     for (const m of manifests) {
       if (m.cluster !== cluster || m.systemIdentifier !== systemIdentifier) {
-        r.skipped.push(`backup ${m.label}: its manifest names cluster '${m.cluster}' system ${m.systemIdentifier}, not this cluster`);
+        r.skipped.push(
+          `backup ${m.label}: its manifest names cluster '${m.cluster}' system ${m.systemIdentifier}, not this cluster`,
+        );
         unreadable.add(m.label);
         continue;
       }
@@ -168,11 +205,24 @@ export async function rebuildCatalog(store: CatalogStore, repo: Repository, opti
       if (inRepository.has(label)) continue;
       // A backup that completed while the repository was being read (a running controller) is
       // in the catalog but was not in the listing: look for its manifest once more before removing.
-      const appeared = await repo.readManifest(cluster, label).then(() => true, () => false);
+      const appeared = await repo.readManifest(cluster, label).then(
+        () => true,
+        () => false,
+      );
       if (!appeared) r.removed.push(label);
     }
     if (!dryRun && r.removed.length) await store.deleteBackups(cluster, r.removed);
-    options.log?.info({ cluster, created: r.created, added: r.added.length, updated: r.updated.length, removed: r.removed.length, dryRun }, 'catalog rebuilt from the repository');
+    options.log?.info(
+      {
+        cluster,
+        created: r.created,
+        added: r.added.length,
+        updated: r.updated.length,
+        removed: r.removed.length,
+        dryRun,
+      },
+      'catalog rebuilt from the repository',
+    );
   }
   return report;
 }

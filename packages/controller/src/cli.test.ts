@@ -19,7 +19,10 @@ const pgfleet = (args: string[], env: NodeJS.ProcessEnv = {}) => runScript(CLI, 
 
 /** `pgfleet` whose output can be watched while it runs (e.g. to act once a progress line is out). */
 function pgfleetWatched(args: string[]): { run: Promise<ScriptRun>; output: () => string } {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { PATH: process.env.PATH },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -49,7 +52,12 @@ const backupStop = Date.now() - 60_000;
 before(async () => {
   assert.ok(existsSync(CLI), `${CLI} is missing: build packages/cli first (npx tsc -b in packages/cli)`);
   dir = mkdtempSync(join(tmpdir(), 'pgfleet-cli-it-'));
-  controller = await startController({ listen: '127.0.0.1:0', catalogPath: join(dir, 'catalog.db'), repoPath: '/srv/repo', heartbeatIntervalSeconds: 5 });
+  controller = await startController({
+    listen: '127.0.0.1:0',
+    catalogPath: join(dir, 'catalog.db'),
+    repoPath: '/srv/repo',
+    heartbeatIntervalSeconds: 5,
+  });
   ctl = ['--controller', controller.address];
   agent = new FakeAgent(controller.address);
   agent.hello();
@@ -82,7 +90,12 @@ describe('pgfleet CLI against a controller', () => {
 
   test('invalid target flags are PGF-6003 before any connection', async () => {
     const offline = ['--controller', `127.0.0.1:${await deadPort()}`];
-    for (const flags of [[], ['--target-time', '2026-01-01T00:00:00Z', '--target-lsn', '0/1'], ['--target-time', 'last tuesday'], ['--target-lsn', 'xyz']]) {
+    for (const flags of [
+      [],
+      ['--target-time', '2026-01-01T00:00:00Z', '--target-lsn', '0/1'],
+      ['--target-time', 'last tuesday'],
+      ['--target-lsn', 'xyz'],
+    ]) {
       const r = await pgfleet(['restore', 'main', '--to', '/restore', ...flags, ...offline]);
       assert.equal(r.code, 2, `${flags.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, /PGF-6003/);
@@ -109,9 +122,23 @@ describe('pgfleet CLI against a controller', () => {
     assert.equal(job.kind.case, 'backup');
     const mb = 1024n ** 2n;
     const gb = 1024n * mb;
-    agent.stream.send({ msg: { case: 'progress', value: { jobId: job.jobId, phase: 'copy', bytesDone: 126n * mb, bytesTotal: 300n * mb, filesDone: 120, filesTotal: 900 } } });
+    agent.stream.send({
+      msg: {
+        case: 'progress',
+        value: {
+          jobId: job.jobId,
+          phase: 'copy',
+          bytesDone: 126n * mb,
+          bytesTotal: 300n * mb,
+          filesDone: 120,
+          filesTotal: 900,
+        },
+      },
+    });
     // WatchJob keeps only a job's newest state: the result goes once the CLI has shown the progress.
-    await waitFor('the progress line', async () => (/backup 42% /.test(output()) ? true : undefined), 30_000).catch((e: Error) => assert.fail(`${e.message}; pgfleet wrote:\n${output()}`));
+    await waitFor('the progress line', async () => (/backup 42% /.test(output()) ? true : undefined), 30_000).catch(
+      (e: Error) => assert.fail(`${e.message}; pgfleet wrote:\n${output()}`),
+    );
     agent.stream.send({
       msg: {
         case: 'result',
@@ -121,9 +148,20 @@ describe('pgfleet CLI against a controller', () => {
           result: {
             case: 'backup',
             value: {
-              label: '20260301-120000F', type: BackupType.FULL, startLsn: '0/2000028', stopLsn: '0/2000138',
-              startTime: timestampFromMs(backupStop - 10_000), stopTime: timestampFromMs(backupStop), timeline: 1, systemIdentifier: SYSID,
-              pgVersion: 170002, sizeBytes: 3n * gb, storedBytes: gb, fileCount: 900, walStart: '000000010000000000000002', walStop: '000000010000000000000002',
+              label: '20260301-120000F',
+              type: BackupType.FULL,
+              startLsn: '0/2000028',
+              stopLsn: '0/2000138',
+              startTime: timestampFromMs(backupStop - 10_000),
+              stopTime: timestampFromMs(backupStop),
+              timeline: 1,
+              systemIdentifier: SYSID,
+              pgVersion: 170002,
+              sizeBytes: 3n * gb,
+              storedBytes: gb,
+              fileCount: 900,
+              walStart: '000000010000000000000002',
+              walStop: '000000010000000000000002',
             },
           },
         },
@@ -140,7 +178,10 @@ describe('pgfleet CLI against a controller', () => {
     const r = await pgfleet(['backups', 'main', '--output', 'json', ...ctl]);
     assert.equal(r.code, 0, r.stderr);
     const list = JSON.parse(r.stdout) as { label: string; stopLsn: string; sizeBytes: string }[];
-    assert.deepEqual(list.map((b) => [b.label, b.stopLsn, b.sizeBytes]), [['20260301-120000F', '0/2000138', String(3 * 1024 ** 3)]]);
+    assert.deepEqual(
+      list.map((b) => [b.label, b.stopLsn, b.sizeBytes]),
+      [['20260301-120000F', '0/2000138', String(3 * 1024 ** 3)]],
+    );
 
     const table = await pgfleet(['backups', 'main'], { PGFLEET_CONTROLLER: controller.address });
     assert.equal(table.code, 0, table.stderr);
@@ -149,18 +190,44 @@ describe('pgfleet CLI against a controller', () => {
 
     const clusters = await pgfleet(['clusters', ...ctl]);
     assert.match(clusters.stdout, /main\s+170002\s+agent-1\s+yes/);
-    const cj = JSON.parse((await pgfleet(['clusters', '--output', 'json', ...ctl])).stdout) as { name: string; lastBackup: { label: string } }[];
+    const cj = JSON.parse((await pgfleet(['clusters', '--output', 'json', ...ctl])).stdout) as {
+      name: string;
+      lastBackup: { label: string };
+    }[];
     assert.equal(cj[0]?.lastBackup.label, '20260301-120000F');
   });
 
   test('restore --wait with a PostgreSQL-format time picks the backup and says how to recover', async () => {
     const target = new Date(backupStop + 30_000).toISOString().replace('T', ' ').replace('Z', '+00');
-    const run = pgfleet(['restore', 'main', '--to', '/var/lib/pg/restore', '--target-time', target, '--target-action', 'promote', '--wait', ...ctl]);
+    const run = pgfleet([
+      'restore',
+      'main',
+      '--to',
+      '/var/lib/pg/restore',
+      '--target-time',
+      target,
+      '--target-action',
+      'promote',
+      '--wait',
+      ...ctl,
+    ]);
     const job = await agent.receiveJob();
     assert.equal(job.kind.case, 'restore');
     if (job.kind.case !== 'restore') return;
     assert.equal(job.kind.value.backupLabel, '20260301-120000F');
-    agent.stream.send({ msg: { case: 'result', value: { jobId: job.jobId, state: JobState.SUCCEEDED, result: { case: 'restore', value: { backupLabel: '20260301-120000F', targetDir: '/var/lib/pg/restore', bytes: 1000n, fileCount: 9 } } } } });
+    agent.stream.send({
+      msg: {
+        case: 'result',
+        value: {
+          jobId: job.jobId,
+          state: JobState.SUCCEEDED,
+          result: {
+            case: 'restore',
+            value: { backupLabel: '20260301-120000F', targetDir: '/var/lib/pg/restore', bytes: 1000n, fileCount: 9 },
+          },
+        },
+      },
+    });
     const r = await withTimeout(run, 10_000, 'pgfleet restore --wait');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /restored backup 20260301-120000F into \/var\/lib\/pg\/restore/);
@@ -168,7 +235,15 @@ describe('pgfleet CLI against a controller', () => {
   });
 
   test('a target before the oldest backup is PGF-6001', async () => {
-    const r = await pgfleet(['restore', 'main', '--to', '/r', '--target-time', new Date(backupStop - 3_600_000).toISOString(), ...ctl]);
+    const r = await pgfleet([
+      'restore',
+      'main',
+      '--to',
+      '/r',
+      '--target-time',
+      new Date(backupStop - 3_600_000).toISOString(),
+      ...ctl,
+    ]);
     assert.equal(r.code, 4);
     assert.match(r.stderr, /PGF-6001/);
   });
@@ -177,7 +252,16 @@ describe('pgfleet CLI against a controller', () => {
     const run = pgfleet(['backup', 'main', '--type', 'incr', '--wait', ...ctl]);
     const job = await agent.receiveJob();
     assert.equal(job.kind.case === 'backup' && job.kind.value.type, BackupType.INCR);
-    agent.stream.send({ msg: { case: 'result', value: { jobId: job.jobId, state: JobState.FAILED, error: { code: 'PGF-4006', message: 'WAL segment 000000010000000000000009 was not archived within 60 s' } } } });
+    agent.stream.send({
+      msg: {
+        case: 'result',
+        value: {
+          jobId: job.jobId,
+          state: JobState.FAILED,
+          error: { code: 'PGF-4006', message: 'WAL segment 000000010000000000000009 was not archived within 60 s' },
+        },
+      },
+    });
     const r = await withTimeout(run, 10_000, 'pgfleet backup --wait (failing)');
     assert.equal(r.code, 5);
     assert.match(r.stderr, /PGF-4006 backup job .* failed: WAL segment 000000010000000000000009/);
@@ -187,7 +271,10 @@ describe('pgfleet CLI against a controller', () => {
     assert.equal(shown.code, 0, shown.stderr);
     assert.match(shown.stdout, /state:\s+failed/);
     assert.match(shown.stdout, /error:\s+PGF-4006/);
-    const listed = JSON.parse((await pgfleet(['jobs', '--cluster', 'main', '--output', 'json', ...ctl])).stdout) as { id: string; state: string }[];
+    const listed = JSON.parse((await pgfleet(['jobs', '--cluster', 'main', '--output', 'json', ...ctl])).stdout) as {
+      id: string;
+      state: string;
+    }[];
     assert.deepEqual(listed[0], { ...listed[0], id: job.jobId, state: 'JOB_STATE_FAILED' });
     const missing = await pgfleet(['job', 'no-such-job', ...ctl]);
     assert.equal(missing.code, 3);

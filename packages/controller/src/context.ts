@@ -69,7 +69,8 @@ export function publishJobs(ctx: ControllerContext, jobs: readonly JobRecord[]):
 
 export const CONTROLLER_VERSION: string = (() => {
   try {
-    return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string })
+      .version;
   } catch {
     return '0.0.0';
   }

@@ -26,7 +26,13 @@ let admin: ReturnType<typeof createClient<typeof AdminService>>;
 const RESTART_GRACE_SECONDS = 3;
 
 async function start(jobReclaimGraceSeconds = 1): Promise<RunningController> {
-  return startController({ listen: '127.0.0.1:0', catalogPath: join(dir, 'catalog.db'), repoPath: REPO, heartbeatIntervalSeconds: 2, jobReclaimGraceSeconds });
+  return startController({
+    listen: '127.0.0.1:0',
+    catalogPath: join(dir, 'catalog.db'),
+    repoPath: REPO,
+    heartbeatIntervalSeconds: 2,
+    jobReclaimGraceSeconds,
+  });
 }
 
 before(async () => {
@@ -44,7 +50,10 @@ after(async () => {
 
 async function rejectsWith(p: Promise<unknown>, name: ErrorName): Promise<PgfleetError> {
   let caught: unknown;
-  await p.then(() => assert.fail(`expected ${name}`), (err: unknown) => (caught = err));
+  await p.then(
+    () => assert.fail(`expected ${name}`),
+    (err: unknown) => (caught = err),
+  );
   assert.ok(PgfleetError.is(caught, name), `expected ${name}, got ${String(caught)}`);
   return caught;
 }
@@ -71,26 +80,65 @@ describe('controller over gRPC', () => {
       assert.equal(welcome.msg.value.heartbeatIntervalSeconds, 2);
       assert.match(welcome.msg.value.controllerVersion, /^\d+\.\d+\.\d+/);
     }
-    agent.stream.send({ msg: { case: 'heartbeat', value: { pgUp: true, currentLsn: '0/5000000', archiver: { archivedCount: 4n, lastArchivedWal: '000000010000000000000004' } } } });
+    agent.stream.send({
+      msg: {
+        case: 'heartbeat',
+        value: {
+          pgUp: true,
+          currentLsn: '0/5000000',
+          archiver: { archivedCount: 4n, lastArchivedWal: '000000010000000000000004' },
+        },
+      },
+    });
     const cluster = await waitFor('heartbeat recorded', async () => {
       const c = (await admin.listClusters({})).clusters.find((x) => x.name === 'main');
       return c?.archiver?.archivedCount === 4n ? c : undefined;
     });
-    assert.deepEqual([cluster.agentConnected, cluster.agentId, cluster.systemIdentifier, cluster.pgVersion], [true, 'agent-1', SYSID, 170002]);
+    assert.deepEqual(
+      [cluster.agentConnected, cluster.agentId, cluster.systemIdentifier, cluster.pgVersion],
+      [true, 'agent-1', SYSID, 170002],
+    );
     assert.equal(cluster.lastBackup, undefined);
     // The repositories the agent's own configuration names, as its Hello said.
-    assert.deepEqual(cluster.repositories.map((r) => r.kind.case === 'posix' && r.kind.value.path), ['/srv/agent-repo']);
+    assert.deepEqual(
+      cluster.repositories.map((r) => r.kind.case === 'posix' && r.kind.value.path),
+      ['/srv/agent-repo'],
+    );
   });
 
   test('admin errors for unknown things and bad requests carry their PGF codes', async () => {
     await rejectsWith(admin.listBackups({ cluster: 'nope' }), 'UnknownCluster');
     await rejectsWith(admin.startBackup({ cluster: 'nope' }), 'UnknownCluster');
     await rejectsWith(admin.getJob({ id: 'no-such-job' }), 'UnknownJob');
-    await rejectsWith((async () => { for await (const _ of admin.watchJob({ id: 'no-such-job' })) { /* none */ } })(), 'UnknownJob');
-    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '/restore', target: { target: { case: 'latest', value: true } } }), 'NoBackup');
+    await rejectsWith(
+      (async () => {
+        for await (const _ of admin.watchJob({ id: 'no-such-job' })) {
+          /* none */
+        }
+      })(),
+      'UnknownJob',
+    );
+    await rejectsWith(
+      admin.startRestore({
+        cluster: 'main',
+        targetDir: '/restore',
+        target: { target: { case: 'latest', value: true } },
+      }),
+      'NoBackup',
+    );
     await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '/restore', target: {} }), 'TargetInvalid');
-    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: 'relative/dir', target: { target: { case: 'latest', value: true } } }), 'InvalidArgument');
-    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '', target: { target: { case: 'latest', value: true } } }), 'InvalidArgument');
+    await rejectsWith(
+      admin.startRestore({
+        cluster: 'main',
+        targetDir: 'relative/dir',
+        target: { target: { case: 'latest', value: true } },
+      }),
+      'InvalidArgument',
+    );
+    await rejectsWith(
+      admin.startRestore({ cluster: 'main', targetDir: '', target: { target: { case: 'latest', value: true } } }),
+      'InvalidArgument',
+    );
   });
 
   test('a backup: dispatched to the agent, progress and result watched to success, then listed', async () => {
@@ -101,13 +149,23 @@ describe('controller over gRPC', () => {
 
     const sent = await agent.receiveJob();
     assert.equal(sent.jobId, job!.id);
-    assert.deepEqual(sent.repositories.map((r) => r.kind.case === 'posix' && r.kind.value.path), [REPO]);
+    assert.deepEqual(
+      sent.repositories.map((r) => r.kind.case === 'posix' && r.kind.value.path),
+      [REPO],
+    );
     assert.equal(sent.kind.case, 'backup');
     assert.equal(sent.kind.case === 'backup' && sent.kind.value.type, BackupType.FULL);
 
     const watched = watch(job!.id);
-    agent.stream.send({ msg: { case: 'progress', value: { jobId: job!.id, phase: 'copy', bytesDone: 500n, bytesTotal: 1000n, filesDone: 5, filesTotal: 10 } } });
-    await waitFor('running', async () => ((await admin.getJob({ id: job!.id })).job?.state === JobState.RUNNING ? true : undefined));
+    agent.stream.send({
+      msg: {
+        case: 'progress',
+        value: { jobId: job!.id, phase: 'copy', bytesDone: 500n, bytesTotal: 1000n, filesDone: 5, filesTotal: 10 },
+      },
+    });
+    await waitFor('running', async () =>
+      (await admin.getJob({ id: job!.id })).job?.state === JobState.RUNNING ? true : undefined,
+    );
     backupLabel = '20260301-120000F';
     agent.stream.send({
       msg: {
@@ -118,10 +176,20 @@ describe('controller over gRPC', () => {
           result: {
             case: 'backup',
             value: {
-              label: backupLabel, type: BackupType.FULL, startLsn: '0/2000028', stopLsn: '0/2000100',
-              startTime: timestampFromMs(backupStop - 5000), stopTime: timestampFromMs(backupStop), timeline: 1,
-              systemIdentifier: SYSID, pgVersion: 170002, sizeBytes: 1000n, storedBytes: 300n, fileCount: 10,
-              walStart: '000000010000000000000002', walStop: '000000010000000000000002',
+              label: backupLabel,
+              type: BackupType.FULL,
+              startLsn: '0/2000028',
+              stopLsn: '0/2000100',
+              startTime: timestampFromMs(backupStop - 5000),
+              stopTime: timestampFromMs(backupStop),
+              timeline: 1,
+              systemIdentifier: SYSID,
+              pgVersion: 170002,
+              sizeBytes: 1000n,
+              storedBytes: 300n,
+              fileCount: 10,
+              walStart: '000000010000000000000002',
+              walStop: '000000010000000000000002',
             },
           },
         },
@@ -138,14 +206,24 @@ describe('controller over gRPC', () => {
     assert.ok(done.finishedAt && done.startedAt);
 
     const { backups } = await admin.listBackups({ cluster: 'main' });
-    assert.deepEqual(backups.map((b) => [b.label, b.cluster, b.jobId, b.stopLsn, b.sizeBytes]), [[backupLabel, 'main', job!.id, '0/2000100', 1000n]]);
+    assert.deepEqual(
+      backups.map((b) => [b.label, b.cluster, b.jobId, b.stopLsn, b.sizeBytes]),
+      [[backupLabel, 'main', job!.id, '0/2000100', 1000n]],
+    );
     const cluster = (await admin.listClusters({})).clusters.find((c) => c.name === 'main');
     assert.equal(cluster?.lastBackup?.label, backupLabel);
 
     // The outbox holds the job's events, committed with its transitions (no NATS configured: unsent).
     const { events } = await admin.listEvents({ cluster: 'main', limit: 1000 });
-    const mine = events.filter((e) => JSON.stringify(e.event?.payload.value ?? {}, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)).includes(job!.id));
-    assert.deepEqual(mine.map((e) => e.event?.kind), ['backup.started', 'backup.completed']);
+    const mine = events.filter((e) =>
+      JSON.stringify(e.event?.payload.value ?? {}, (_k, v: unknown) =>
+        typeof v === 'bigint' ? String(v) : v,
+      ).includes(job!.id),
+    );
+    assert.deepEqual(
+      mine.map((e) => e.event?.kind),
+      ['backup.started', 'backup.completed'],
+    );
     const completed = mine[1]!.event!.payload;
     assert.equal(completed.case === 'backupCompleted' && completed.value.backup?.label, backupLabel);
     assert.equal(mine[1]!.sentAt, undefined);
@@ -157,27 +235,68 @@ describe('controller over gRPC', () => {
     const stop = new AbortController();
     const seen: string[] = [];
     const following = (async () => {
-      for await (const { entry } of admin.watchEvents({ cluster: 'main', afterSeq: latest.events[0]!.seq }, { signal: stop.signal })) {
+      for await (const { entry } of admin.watchEvents(
+        { cluster: 'main', afterSeq: latest.events[0]!.seq },
+        { signal: stop.signal },
+      )) {
         seen.push(entry!.event!.kind);
         if (seen.length === 1) stop.abort();
       }
     })().catch(() => undefined);
-    await controller.context.store.appendEvents([outboxEvent('other', { case: 'rpoBreached', value: { rpoSeconds: 9, thresholdSeconds: 3 } }, Date.now())]);
-    await controller.context.store.appendEvents([outboxEvent('main', { case: 'rpoBreached', value: { rpoSeconds: 9, thresholdSeconds: 3 } }, Date.now())]);
+    await controller.context.store.appendEvents([
+      outboxEvent('other', { case: 'rpoBreached', value: { rpoSeconds: 9, thresholdSeconds: 3 } }, Date.now()),
+    ]);
+    await controller.context.store.appendEvents([
+      outboxEvent('main', { case: 'rpoBreached', value: { rpoSeconds: 9, thresholdSeconds: 3 } }, Date.now()),
+    ]);
     await withTimeout(following, 5000, 'watch events');
     assert.deepEqual(seen, ['rpo.breached']);
   });
 
   test('restore targets: before the oldest backup and in the future are refused', async () => {
-    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '/restore', target: { target: { case: 'time', value: timestampFromMs(backupStop - 60_000) } } }), 'TargetBeforeOldestBackup');
-    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '/restore', target: { target: { case: 'time', value: timestampFromMs(Date.now() + 3_600_000) } } }), 'TargetInFuture');
-    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '/restore', backupLabel: 'nope', target: { target: { case: 'latest', value: true } } }), 'UnknownBackup');
-    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '/restore', agentId: 'ghost', target: { target: { case: 'latest', value: true } } }), 'AgentNotConnected');
+    await rejectsWith(
+      admin.startRestore({
+        cluster: 'main',
+        targetDir: '/restore',
+        target: { target: { case: 'time', value: timestampFromMs(backupStop - 60_000) } },
+      }),
+      'TargetBeforeOldestBackup',
+    );
+    await rejectsWith(
+      admin.startRestore({
+        cluster: 'main',
+        targetDir: '/restore',
+        target: { target: { case: 'time', value: timestampFromMs(Date.now() + 3_600_000) } },
+      }),
+      'TargetInFuture',
+    );
+    await rejectsWith(
+      admin.startRestore({
+        cluster: 'main',
+        targetDir: '/restore',
+        backupLabel: 'nope',
+        target: { target: { case: 'latest', value: true } },
+      }),
+      'UnknownBackup',
+    );
+    await rejectsWith(
+      admin.startRestore({
+        cluster: 'main',
+        targetDir: '/restore',
+        agentId: 'ghost',
+        target: { target: { case: 'latest', value: true } },
+      }),
+      'AgentNotConnected',
+    );
   });
 
   test('a PITR restore picks the backup; closing the agent stream fails the running job with PGF-2006', async () => {
     const targetTime = Date.now() - 500;
-    const { job } = await admin.startRestore({ cluster: 'main', targetDir: '/var/lib/pg/restore', target: { target: { case: 'time', value: timestampFromMs(targetTime) } } });
+    const { job } = await admin.startRestore({
+      cluster: 'main',
+      targetDir: '/var/lib/pg/restore',
+      target: { target: { case: 'time', value: timestampFromMs(targetTime) } },
+    });
     assert.equal(job!.kind, 'restore');
     const sent = await agent.receiveJob();
     assert.equal(sent.jobId, job!.id);
@@ -186,10 +305,17 @@ describe('controller over gRPC', () => {
       assert.equal(sent.kind.value.backupLabel, backupLabel);
       assert.equal(sent.kind.value.targetDir, '/var/lib/pg/restore');
       assert.equal(sent.kind.value.cluster, 'main');
-      assert.equal(sent.kind.value.target?.target.case === 'time' && timestampMs(sent.kind.value.target.target.value), targetTime);
+      assert.equal(
+        sent.kind.value.target?.target.case === 'time' && timestampMs(sent.kind.value.target.target.value),
+        targetTime,
+      );
     }
-    agent.stream.send({ msg: { case: 'progress', value: { jobId: job!.id, phase: 'restore', bytesDone: 1n, bytesTotal: 10n } } });
-    await waitFor('running', async () => ((await admin.getJob({ id: job!.id })).job?.state === JobState.RUNNING ? true : undefined));
+    agent.stream.send({
+      msg: { case: 'progress', value: { jobId: job!.id, phase: 'restore', bytesDone: 1n, bytesTotal: 10n } },
+    });
+    await waitFor('running', async () =>
+      (await admin.getJob({ id: job!.id })).job?.state === JobState.RUNNING ? true : undefined,
+    );
     const watched = watch(job!.id);
 
     agent.stream.cancel();
@@ -209,7 +335,11 @@ describe('controller over gRPC', () => {
     agent = new FakeAgent(controller.address);
     agent.hello();
     assert.equal((await agent.receive()).msg.case, 'welcome');
-    const { job: named } = await admin.startRestore({ cluster: 'main', targetDir: '/r1', target: { target: { case: 'name', value: 'before_upgrade' } } });
+    const { job: named } = await admin.startRestore({
+      cluster: 'main',
+      targetDir: '/r1',
+      target: { target: { case: 'name', value: 'before_upgrade' } },
+    });
     const sent = await agent.receiveJob();
     assert.equal(sent.kind.case === 'restore' && sent.kind.value.backupLabel, '');
     const { job: backup } = await admin.startBackup({ cluster: 'main', type: BackupType.DIFF });
@@ -229,12 +359,24 @@ describe('controller over gRPC', () => {
     assert.equal((await admin.getJob({ id: backup!.id })).job?.state, JobState.DISPATCHED);
 
     // The agent's failure reaches the job with its own code.
-    again.stream.send({ msg: { case: 'result', value: { jobId: backup!.id, state: JobState.FAILED, error: { code: 'PGF-4006', message: 'WAL 000000010000000000000009 did not arrive' } } } });
+    again.stream.send({
+      msg: {
+        case: 'result',
+        value: {
+          jobId: backup!.id,
+          state: JobState.FAILED,
+          error: { code: 'PGF-4006', message: 'WAL 000000010000000000000009 did not arrive' },
+        },
+      },
+    });
     const failed = await waitFor('failed', async () => {
       const j = (await admin.getJob({ id: backup!.id })).job!;
       return j.state === JobState.FAILED ? j : undefined;
     });
-    assert.deepEqual([failed.error?.code, failed.error?.message], ['PGF-4006', 'WAL 000000010000000000000009 did not arrive']);
+    assert.deepEqual(
+      [failed.error?.code, failed.error?.message],
+      ['PGF-4006', 'WAL 000000010000000000000009 did not arrive'],
+    );
     assert.match(failed.error!.hint, /archive_command/);
     // A repeated result for a finished job is ignored without cutting the stream.
     again.stream.send({ msg: { case: 'result', value: { jobId: backup!.id, state: JobState.SUCCEEDED } } });
@@ -244,18 +386,37 @@ describe('controller over gRPC', () => {
     // A backup that finished after its job was failed still lands in the catalog (the repository
     // holds it); the job stays failed.
     const late = {
-      label: LATE_LABEL, type: BackupType.DIFF, startLsn: '0/3000028', stopLsn: '0/3000100', startTime: timestampFromMs(backupStop + 5000),
-      stopTime: timestampFromMs(backupStop + 9000), timeline: 1, systemIdentifier: SYSID, pgVersion: 170002, sizeBytes: 1000n, storedBytes: 30n,
-      fileCount: 10, walStart: '000000010000000000000003', walStop: '000000010000000000000003', priorLabel: backupLabel,
+      label: LATE_LABEL,
+      type: BackupType.DIFF,
+      startLsn: '0/3000028',
+      stopLsn: '0/3000100',
+      startTime: timestampFromMs(backupStop + 5000),
+      stopTime: timestampFromMs(backupStop + 9000),
+      timeline: 1,
+      systemIdentifier: SYSID,
+      pgVersion: 170002,
+      sizeBytes: 1000n,
+      storedBytes: 30n,
+      fileCount: 10,
+      walStart: '000000010000000000000003',
+      walStop: '000000010000000000000003',
+      priorLabel: backupLabel,
     };
-    again.stream.send({ msg: { case: 'result', value: { jobId: backup!.id, state: JobState.SUCCEEDED, result: { case: 'backup', value: late } } } });
-    const recorded = await waitFor('late backup recorded', async () => (await admin.listBackups({ cluster: 'main' })).backups.find((b) => b.label === LATE_LABEL));
+    again.stream.send({
+      msg: {
+        case: 'result',
+        value: { jobId: backup!.id, state: JobState.SUCCEEDED, result: { case: 'backup', value: late } },
+      },
+    });
+    const recorded = await waitFor('late backup recorded', async () =>
+      (await admin.listBackups({ cluster: 'main' })).backups.find((b) => b.label === LATE_LABEL),
+    );
     assert.equal(recorded.jobId, backup!.id);
     assert.equal((await admin.getJob({ id: backup!.id })).job?.state, JobState.FAILED);
     agent = again;
   });
 
-  test('Hello from another database system under a known name, while the cluster\'s agent is connected, is refused with PGF-3012 naming that agent', async () => {
+  test("Hello from another database system under a known name, while the cluster's agent is connected, is refused with PGF-3012 naming that agent", async () => {
     // (With no agent connected the catalog's record refuses it: PGF-3005, catalog-suite.ts.)
     const impostor = new FakeAgent(controller.address);
     impostor.hello({ agentId: 'agent-x', systemIdentifier: '999' });
@@ -277,10 +438,15 @@ describe('controller over gRPC', () => {
     const active = jobs.find((j) => j.state === JobState.DISPATCHED);
     assert.ok(active, 'the backup dispatched in the reconnect test is still active');
     agent.stream.cancel();
-    await waitFor('agent gone', async () => ((await admin.getJob({ id: active.id })).job?.state === JobState.FAILED ? true : undefined));
+    await waitFor('agent gone', async () =>
+      (await admin.getJob({ id: active.id })).job?.state === JobState.FAILED ? true : undefined,
+    );
 
     // A job left active by a crash (the catalog says dispatched, no stream to finish it).
-    const orphan = await controller.context.store.createJob({ id: 'orphan', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, Date.now());
+    const orphan = await controller.context.store.createJob(
+      { id: 'orphan', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} },
+      Date.now(),
+    );
     await controller.context.store.transitionJob(orphan.id, 'dispatched', {}, Date.now());
     await controller.close(100);
     admin.close();
@@ -288,20 +454,35 @@ describe('controller over gRPC', () => {
     admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
     // Its agent may still be running it: it has the reclaim grace to reconnect and claim it.
     assert.equal((await admin.getJob({ id: 'orphan' })).job!.state, JobState.DISPATCHED);
-    const j = await waitFor('unclaimed job to fail', async () => {
-      const job = (await admin.getJob({ id: 'orphan' })).job!;
-      return job.state === JobState.FAILED ? job : undefined;
-    }, RESTART_GRACE_SECONDS * 1000 + 10_000);
+    const j = await waitFor(
+      'unclaimed job to fail',
+      async () => {
+        const job = (await admin.getJob({ id: 'orphan' })).job!;
+        return job.state === JobState.FAILED ? job : undefined;
+      },
+      RESTART_GRACE_SECONDS * 1000 + 10_000,
+    );
     assert.deepEqual([j.state, j.error?.code], [JobState.FAILED, 'PGF-7003']);
     assert.match(j.error?.message ?? '', new RegExp(`did not reconnect to claim it within ${RESTART_GRACE_SECONDS} s`));
-    const failedEvent = (await admin.listEvents({ cluster: 'main', limit: 1000 })).events.find((e) => e.event?.payload.case === 'backupFailed' && e.event.payload.value.jobId === 'orphan');
-    assert.equal(failedEvent?.event?.payload.case === 'backupFailed' && failedEvent.event.payload.value.error?.code, 'PGF-7003');
-    assert.deepEqual((await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label), [backupLabel, LATE_LABEL]);
+    const failedEvent = (await admin.listEvents({ cluster: 'main', limit: 1000 })).events.find(
+      (e) => e.event?.payload.case === 'backupFailed' && e.event.payload.value.jobId === 'orphan',
+    );
+    assert.equal(
+      failedEvent?.event?.payload.case === 'backupFailed' && failedEvent.event.payload.value.error?.code,
+      'PGF-7003',
+    );
+    assert.deepEqual(
+      (await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label),
+      [backupLabel, LATE_LABEL],
+    );
     assert.equal((await admin.listClusters({})).clusters.find((c) => c.name === 'main')?.agentConnected, false);
   });
 
   test('an agent that reconnects after a controller restart claims its running job and delivers the result', async () => {
-    const claimed = await controller.context.store.createJob({ id: 'claimed', cluster: 'main', kind: 'backup', agentId: 'agent-9', params: { type: 'incr' } }, Date.now());
+    const claimed = await controller.context.store.createJob(
+      { id: 'claimed', cluster: 'main', kind: 'backup', agentId: 'agent-9', params: { type: 'incr' } },
+      Date.now(),
+    );
     await controller.context.store.transitionJob(claimed.id, 'dispatched', {}, Date.now());
     await controller.context.store.transitionJob(claimed.id, 'running', {}, Date.now());
     await controller.close(100);
@@ -314,19 +495,37 @@ describe('controller over gRPC', () => {
     assert.equal((await back.receive()).msg.case, 'welcome');
     // Past the reclaim grace (which runs from the restart, and its check has run) the claimed job is still running, not failed.
     await new Promise((r) => setTimeout(r, Math.max(0, restarted + RESTART_GRACE_SECONDS * 1000 + 1000 - Date.now())));
-    await waitFor('the start-up reclaim check', async () => (controller.context.reclaimTimers.has('*') ? undefined : true), 10_000);
+    await waitFor(
+      'the start-up reclaim check',
+      async () => (controller.context.reclaimTimers.has('*') ? undefined : true),
+      10_000,
+    );
     assert.equal((await admin.getJob({ id: 'claimed' })).job?.state, JobState.RUNNING);
     const label = '20260301-120500F_20260301-130000I';
     back.stream.send({
       msg: {
         case: 'result',
         value: {
-          jobId: 'claimed', state: JobState.SUCCEEDED,
+          jobId: 'claimed',
+          state: JobState.SUCCEEDED,
           result: {
             case: 'backup',
             value: {
-              label, type: BackupType.INCR, startLsn: '0/4000028', stopLsn: '0/4000100', startTime: timestampFromMs(backupStop + 20_000), stopTime: timestampFromMs(backupStop + 30_000),
-              timeline: 1, systemIdentifier: SYSID, pgVersion: 170002, sizeBytes: 1000n, storedBytes: 10n, fileCount: 10, walStart: '000000010000000000000004', walStop: '000000010000000000000004', priorLabel: LATE_LABEL,
+              label,
+              type: BackupType.INCR,
+              startLsn: '0/4000028',
+              stopLsn: '0/4000100',
+              startTime: timestampFromMs(backupStop + 20_000),
+              stopTime: timestampFromMs(backupStop + 30_000),
+              timeline: 1,
+              systemIdentifier: SYSID,
+              pgVersion: 170002,
+              sizeBytes: 1000n,
+              storedBytes: 10n,
+              fileCount: 10,
+              walStart: '000000010000000000000004',
+              walStop: '000000010000000000000004',
+              priorLabel: LATE_LABEL,
             },
           },
         },
@@ -339,10 +538,25 @@ describe('controller over gRPC', () => {
     assert.equal(done.backup?.label, label);
     // The same result sent again (an agent resends recent results after every Welcome) changes nothing.
     const before = (await admin.listEvents({ cluster: 'main', limit: 1000 })).events.length;
-    back.stream.send({ msg: { case: 'result', value: { jobId: 'claimed', state: JobState.SUCCEEDED, result: { case: 'backup', value: { label, type: BackupType.INCR, stopTime: timestampFromMs(backupStop + 30_000) } } } } });
+    back.stream.send({
+      msg: {
+        case: 'result',
+        value: {
+          jobId: 'claimed',
+          state: JobState.SUCCEEDED,
+          result: {
+            case: 'backup',
+            value: { label, type: BackupType.INCR, stopTime: timestampFromMs(backupStop + 30_000) },
+          },
+        },
+      },
+    });
     await new Promise((r) => setTimeout(r, 300));
     assert.equal((await admin.listEvents({ cluster: 'main', limit: 1000 })).events.length, before);
-    assert.deepEqual((await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label), [backupLabel, LATE_LABEL, label]);
+    assert.deepEqual(
+      (await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label),
+      [backupLabel, LATE_LABEL, label],
+    );
     back.stream.end();
   });
 });

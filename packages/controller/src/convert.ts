@@ -6,7 +6,19 @@
 import { create, fromJson, toJson, type JsonValue, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs, timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
-import type { AgentArchiveSetup, AgentRecord, AgentReplay, AgentWalHealth, BackupFrom, BackupKind, ServerRoleName, BackupRecord, ClusterRecord, JobRecord, JobStateName } from '@pgfleet/catalog';
+import type {
+  AgentArchiveSetup,
+  AgentRecord,
+  AgentReplay,
+  AgentWalHealth,
+  BackupFrom,
+  BackupKind,
+  ServerRoleName,
+  BackupRecord,
+  ClusterRecord,
+  JobRecord,
+  JobStateName,
+} from '@pgfleet/catalog';
 import {
   ArchiverStatsSchema,
   BackupInfoSchema,
@@ -109,7 +121,8 @@ const ts = (ms: number | null): Timestamp | undefined => (ms === null ? undefine
 /** What the catalog stores of a successful backup job: the agent's BackupInfo, with cluster and job filled in by the controller. */
 export function backupRecordFromInfo(info: BackupInfo, cluster: string, jobId: string): BackupRecord {
   if (!info.label) throw new PgfleetError('InvalidArgument', 'the backup result has no label');
-  if (!info.stopTime || !info.startTime) throw new PgfleetError('InvalidArgument', `backup ${info.label} has no start or stop time`);
+  if (!info.stopTime || !info.startTime)
+    throw new PgfleetError('InvalidArgument', `backup ${info.label} has no start or stop time`);
   return {
     cluster,
     label: info.label,
@@ -168,7 +181,15 @@ export interface JobResultJson {
   check?: JsonValue;
 }
 
-export function resultJson(result: { backup?: BackupInfo; restore?: RestoreResult; expire?: ExpireResult; verify?: VerifyResult; drill?: DrillResult; capture?: SourceCounts; check?: CheckResult }): JobResultJson {
+export function resultJson(result: {
+  backup?: BackupInfo;
+  restore?: RestoreResult;
+  expire?: ExpireResult;
+  verify?: VerifyResult;
+  drill?: DrillResult;
+  capture?: SourceCounts;
+  check?: CheckResult;
+}): JobResultJson {
   if (result.backup) return { backup: toJson(BackupInfoSchema, result.backup) };
   if (result.restore) return { restore: toJson(RestoreResultSchema, result.restore) };
   if (result.expire) return { expire: toJson(ExpireResultSchema, result.expire) };
@@ -203,8 +224,12 @@ export function jobInfoFromRecord(job: JobRecord): MessageInitShape<typeof JobIn
     createdAt: timestampFromMs(job.createdAt),
     startedAt: ts(job.startedAt),
     finishedAt: ts(job.finishedAt),
-    error: job.error ? { code: job.error.code, message: job.error.message, hint: PgfleetError.fromCode(job.error.code, '').hint } : undefined,
-    progress: job.progress ? fromJson(JobProgressSchema, job.progress as JsonValue, { ignoreUnknownFields: true }) : undefined,
+    error: job.error
+      ? { code: job.error.code, message: job.error.message, hint: PgfleetError.fromCode(job.error.code, '').hint }
+      : undefined,
+    progress: job.progress
+      ? fromJson(JobProgressSchema, job.progress as JsonValue, { ignoreUnknownFields: true })
+      : undefined,
     backup: result.backup ? fromJson(BackupInfoSchema, result.backup, { ignoreUnknownFields: true }) : undefined,
     restore: result.restore ? fromJson(RestoreResultSchema, result.restore, { ignoreUnknownFields: true }) : undefined,
     expire: result.expire ? fromJson(ExpireResultSchema, result.expire, { ignoreUnknownFields: true }) : undefined,
@@ -235,7 +260,10 @@ export function walHealthFromRecord(w: AgentWalHealth): MessageInitShape<typeof 
 }
 
 /** The ClusterInfo fields the fleet status fills in (plain init objects, not messages). */
-export type ClusterStatusFields = Omit<Extract<MessageInitShape<typeof ClusterInfoSchema>, { $typeName?: undefined }>, '$typeName' | 'name'>;
+export type ClusterStatusFields = Omit<
+  Extract<MessageInitShape<typeof ClusterInfoSchema>, { $typeName?: undefined }>,
+  '$typeName' | 'name'
+>;
 
 /** A cluster as ListClusters shows it; `status` adds the fleet-status figures (status.ts). */
 export function clusterInfo(
@@ -253,7 +281,9 @@ export function clusterInfo(
     agentId: agent?.id ?? '',
     lastSeen: ts(agent?.lastSeen ?? null),
     lastBackup: lastBackup ? backupInfoFromRecord(lastBackup) : undefined,
-    archiver: agent?.archiver ? fromJson(ArchiverStatsSchema, agent.archiver as JsonValue, { ignoreUnknownFields: true }) : undefined,
+    archiver: agent?.archiver
+      ? fromJson(ArchiverStatsSchema, agent.archiver as JsonValue, { ignoreUnknownFields: true })
+      : undefined,
   };
 }
 

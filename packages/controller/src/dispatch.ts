@@ -27,14 +27,28 @@ export async function requireCluster(ctx: ControllerContext, name: string) {
  */
 export async function clusterAgent(ctx: ControllerContext, cluster: string, need: AgentNeed): Promise<AgentSession> {
   const sessions = ctx.sessions.ofCluster(cluster);
-  if (sessions.length === 0) throw new PgfleetError('AgentNotConnected', `no agent of cluster '${cluster}' is connected`);
+  if (sessions.length === 0)
+    throw new PgfleetError('AgentNotConnected', `no agent of cluster '${cluster}' is connected`);
   const records = new Map((await ctx.store.listAgents(cluster)).map((a) => [a.id, a]));
   const candidates: AgentCandidate[] = sessions.map((s) => {
     const r = records.get(s.agentId);
-    return { agentId: s.agentId, hostname: s.hostname, connectedAt: s.connectedAt, role: r?.role ?? null, lastSeen: r?.lastSeen ?? null, currentLsn: r?.currentLsn ?? null, replay: r?.replay ?? null, timeline: r?.timeline ?? null };
+    return {
+      agentId: s.agentId,
+      hostname: s.hostname,
+      connectedAt: s.connectedAt,
+      role: r?.role ?? null,
+      lastSeen: r?.lastSeen ?? null,
+      currentLsn: r?.currentLsn ?? null,
+      replay: r?.replay ?? null,
+      timeline: r?.timeline ?? null,
+    };
   });
   // A standby is judged by its heartbeats: a few missed ones (or 30 s) and its figures are stale.
-  const limits = { now: ctx.now(), maxLagBytes: DEFAULT_STANDBY_MAX_LAG_BYTES, maxSilenceMs: Math.max(30_000, 5 * ctx.heartbeatIntervalSeconds * 1000) };
+  const limits = {
+    now: ctx.now(),
+    maxLagBytes: DEFAULT_STANDBY_MAX_LAG_BYTES,
+    maxSilenceMs: Math.max(30_000, 5 * ctx.heartbeatIntervalSeconds * 1000),
+  };
   const chosen = chooseAgent(cluster, candidates, need, limits);
   return sessions.find((s) => s.agentId === chosen.agentId)!;
 }
@@ -64,22 +78,47 @@ export type JobKindInit = NonNullable<MessageInitShape<typeof JobSchema>['kind']
  * the controller is configured with (--repo, --repo2), set here once for all job kinds; without
  * any it carries none and the agent uses its own.
  */
-export async function dispatch(ctx: ControllerContext, session: AgentSession, job: JobRecord, kind: JobKindInit): Promise<MessageInitShape<typeof JobInfoSchema>> {
+export async function dispatch(
+  ctx: ControllerContext,
+  session: AgentSession,
+  job: JobRecord,
+  kind: JobKindInit,
+): Promise<MessageInitShape<typeof JobInfoSchema>> {
   const message: Parameters<AgentSession['send']>[0] = {
     // A spec is the Repository oneof's value (repository-url.ts): `{ kind: spec }` is the message.
-    msg: { case: 'job', value: { jobId: job.id, repositories: ctx.repositories.map((spec) => ({ kind: spec })), kind } },
+    msg: {
+      case: 'job',
+      value: { jobId: job.id, repositories: ctx.repositories.map((spec) => ({ kind: spec })), kind },
+    },
   };
   const log = ctx.logger.child({ jobId: job.id, kind: job.kind, cluster: job.cluster, agentId: session.agentId });
   try {
     session.send(message);
   } catch (err) {
-    const error = { code: ErrorCodes.AgentDisconnected.code, message: `agent ${session.agentId} went away before the job could be sent` };
-    const { job: failed } = await ctx.store.transitionJob(job.id, 'failed', { error, events: jobEvents(job, 'failed', { error }, ctx.now()) }, ctx.now());
+    const error = {
+      code: ErrorCodes.AgentDisconnected.code,
+      message: `agent ${session.agentId} went away before the job could be sent`,
+    };
+    const { job: failed } = await ctx.store.transitionJob(
+      job.id,
+      'failed',
+      { error, events: jobEvents(job, 'failed', { error }, ctx.now()) },
+      ctx.now(),
+    );
     eventsCommitted(ctx);
     publishJobs(ctx, [failed]);
-    throw new PgfleetError('AgentDisconnected', `agent ${session.agentId} went away before job ${job.id} could be sent`, { cause: err });
+    throw new PgfleetError(
+      'AgentDisconnected',
+      `agent ${session.agentId} went away before job ${job.id} could be sent`,
+      { cause: err },
+    );
   }
-  const { job: dispatched } = await ctx.store.transitionJob(job.id, 'dispatched', { events: jobEvents(job, 'dispatched', {}, ctx.now()) }, ctx.now());
+  const { job: dispatched } = await ctx.store.transitionJob(
+    job.id,
+    'dispatched',
+    { events: jobEvents(job, 'dispatched', {}, ctx.now()) },
+    ctx.now(),
+  );
   eventsCommitted(ctx);
   publishJobs(ctx, [dispatched]);
   log.info({ params: job.params }, 'job dispatched');
@@ -91,15 +130,36 @@ export async function dispatch(ctx: ControllerContext, session: AgentSession, jo
  * without it the cluster's policy decides (backup_from, default primary). `params` adds to what
  * the job records (the scheduler notes the fire time it stands for).
  */
-export async function startBackupJob(ctx: ControllerContext, cluster: string, kind: BackupKind, params: Record<string, unknown> = {}, from?: BackupFrom): Promise<MessageInitShape<typeof JobInfoSchema>> {
+export async function startBackupJob(
+  ctx: ControllerContext,
+  cluster: string,
+  kind: BackupKind,
+  params: Record<string, unknown> = {},
+  from?: BackupFrom,
+): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);
   const source = from ?? (await loadClusterPolicy(ctx.store, cluster)).effective.backupFrom;
   const session = await clusterAgent(ctx, cluster, source);
   // One backup (or expire) per cluster at a time, as the scheduler already does for its own starts.
-  const running = (await ctx.store.listActiveJobs()).find((j) => j.cluster === cluster && (j.kind === 'backup' || j.kind === 'expire'));
-  if (running) throw new PgfleetError('BackupInProgress', `cluster ${cluster} already has a ${running.kind} job running (${running.id}, ${running.state})`);
+  const running = (await ctx.store.listActiveJobs()).find(
+    (j) => j.cluster === cluster && (j.kind === 'backup' || j.kind === 'expire'),
+  );
+  if (running)
+    throw new PgfleetError(
+      'BackupInProgress',
+      `cluster ${cluster} already has a ${running.kind} job running (${running.id}, ${running.state})`,
+    );
   // `from` is recorded when it is not the primary (jobs without it ran on the primary, as before HA clusters).
-  const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'backup', agentId: session.agentId, params: { type: kind, ...(source !== 'primary' ? { from: source } : {}), ...params } }, ctx.now());
+  const job = await ctx.store.createJob(
+    {
+      id: newJobId(),
+      cluster,
+      kind: 'backup',
+      agentId: session.agentId,
+      params: { type: kind, ...(source !== 'primary' ? { from: source } : {}), ...params },
+    },
+    ctx.now(),
+  );
   // The agent names the backup from its start time (see backupLabel in core).
   return dispatch(ctx, session, job, { case: 'backup', value: { type: backupKindToProto(kind), label: '' } });
 }
@@ -108,18 +168,35 @@ export async function startBackupJob(ctx: ControllerContext, cluster: string, ki
  * Starts a check of the cluster's WAL archiving on its primary's agent (CheckJob). It switches a
  * WAL segment, so it is the cluster's own agent's job, never another's.
  */
-export async function startCheckJob(ctx: ControllerContext, cluster: string, timeoutSeconds: number): Promise<MessageInitShape<typeof JobInfoSchema>> {
+export async function startCheckJob(
+  ctx: ControllerContext,
+  cluster: string,
+  timeoutSeconds: number,
+): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);
   // pg_switch_wal() and the archiver: the primary's agent.
   const session = await clusterAgent(ctx, cluster, 'primary');
-  const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'check', agentId: session.agentId, params: { timeoutSeconds } }, ctx.now());
+  const job = await ctx.store.createJob(
+    { id: newJobId(), cluster, kind: 'check', agentId: session.agentId, params: { timeoutSeconds } },
+    ctx.now(),
+  );
   return dispatch(ctx, session, job, { case: 'check', value: { timeoutSeconds } });
 }
 
 /** Starts a verify job (read-only check of the cluster's repository) on the cluster's connected agent. */
-export async function startVerifyJob(ctx: ControllerContext, cluster: string, full: boolean): Promise<MessageInitShape<typeof JobInfoSchema>> {
+export async function startVerifyJob(
+  ctx: ControllerContext,
+  cluster: string,
+  full: boolean,
+): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);
   const session = await clusterAgent(ctx, cluster, 'any');
-  const job = await ctx.store.createJob({ id: newJobId(), cluster, kind: 'verify', agentId: session.agentId, params: { full } }, ctx.now());
-  return dispatch(ctx, session, job, { case: 'verify', value: { full, currentTimeline: await liveTimeline(ctx, cluster) } });
+  const job = await ctx.store.createJob(
+    { id: newJobId(), cluster, kind: 'verify', agentId: session.agentId, params: { full } },
+    ctx.now(),
+  );
+  return dispatch(ctx, session, job, {
+    case: 'verify',
+    value: { full, currentTimeline: await liveTimeline(ctx, cluster) },
+  });
 }

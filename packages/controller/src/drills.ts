@@ -17,7 +17,15 @@
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { ErrorCodes, PgfleetError, asPgfleetError, newJobId, type Logger } from '@pgfleet/core';
 import type { JobRecord } from '@pgfleet/catalog';
-import { DrillResultSchema, type JobInfoSchema, type ListDrillsRequest, type ListDrillsResponseSchema, type RecoveryTarget, type SourceCounts, type StartDrillRequest } from '@pgfleet/proto';
+import {
+  DrillResultSchema,
+  type JobInfoSchema,
+  type ListDrillsRequest,
+  type ListDrillsResponseSchema,
+  type RecoveryTarget,
+  type SourceCounts,
+  type StartDrillRequest,
+} from '@pgfleet/proto';
 import type { AgentSession } from './agent-sessions.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from './context.js';
 import { jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson, resultJson } from './convert.js';
@@ -60,7 +68,13 @@ export interface DrillRequest {
 }
 
 export function drillRequestFromProto(req: StartDrillRequest): DrillRequest {
-  return { cluster: req.cluster, ...(req.backupLabel ? { backupLabel: req.backupLabel } : {}), ...(req.target?.target.case ? { target: req.target } : {}), ...(req.agentId ? { agentId: req.agentId } : {}), ...(req.keep ? { keep: true } : {}) };
+  return {
+    cluster: req.cluster,
+    ...(req.backupLabel ? { backupLabel: req.backupLabel } : {}),
+    ...(req.target?.target.case ? { target: req.target } : {}),
+    ...(req.agentId ? { agentId: req.agentId } : {}),
+    ...(req.keep ? { keep: true } : {}),
+  };
 }
 
 /** Records and dispatches a drill (and, for a drill on another agent, its source capture first). */
@@ -73,7 +87,8 @@ export async function startDrillJob(ctx: ControllerContext, req: DrillRequest): 
     backupLabel = chooseBackup(backups, pitrTargetFromProto(req.target), ctx.now(), backupLabel);
   } else {
     if (backups.length === 0) throw new PgfleetError('NoBackup', `cluster '${req.cluster}' has no backup to drill yet`);
-    if (backupLabel && !backups.some((b) => b.label === backupLabel)) throw new PgfleetError('UnknownBackup', `backup '${backupLabel}' does not exist for cluster '${req.cluster}'`);
+    if (backupLabel && !backups.some((b) => b.label === backupLabel))
+      throw new PgfleetError('UnknownBackup', `backup '${backupLabel}' does not exist for cluster '${req.cluster}'`);
   }
   // The cluster's own agent counts the source's rows and creates the restore point
   // (pg_create_restore_point and pg_switch_wal only work on the primary); a drill with a target
@@ -95,27 +110,69 @@ export async function startDrillJob(ctx: ControllerContext, req: DrillRequest): 
     ...(captureId ? { captureJobId: captureId } : {}),
     ...(req.keep ? { keep: true } : {}),
   };
-  const drill = await ctx.store.createJob({ id: drillId, cluster: req.cluster, kind: 'drill', agentId: session.agentId, params }, ctx.now());
+  const drill = await ctx.store.createJob(
+    { id: drillId, cluster: req.cluster, kind: 'drill', agentId: session.agentId, params },
+    ctx.now(),
+  );
   if (!captureId) {
-    return dispatch(ctx, session, drill, { case: 'drill', value: { cluster: req.cluster, backupLabel, ...(req.target ? { target: req.target } : {}), keep: req.keep === true, currentTimeline: await liveTimeline(ctx, req.cluster) } });
+    return dispatch(ctx, session, drill, {
+      case: 'drill',
+      value: {
+        cluster: req.cluster,
+        backupLabel,
+        ...(req.target ? { target: req.target } : {}),
+        keep: req.keep === true,
+        currentTimeline: await liveTimeline(ctx, req.cluster),
+      },
+    });
   }
   const restorePoint = drillRestorePoint(drillId);
-  const capture = await ctx.store.createJob({ id: captureId, cluster: req.cluster, kind: 'capture', agentId: own.agentId, params: { drillJobId: drillId, restorePoint } satisfies CaptureParams }, ctx.now());
+  const capture = await ctx.store.createJob(
+    {
+      id: captureId,
+      cluster: req.cluster,
+      kind: 'capture',
+      agentId: own.agentId,
+      params: { drillJobId: drillId, restorePoint } satisfies CaptureParams,
+    },
+    ctx.now(),
+  );
   try {
     await dispatch(ctx, own, capture, { case: 'capture', value: { cluster: req.cluster, restorePoint } });
   } catch (err) {
-    await failDrill(ctx, drill, { code: asPgfleetError(err).code, message: `the source capture could not be sent: ${asPgfleetError(err).message}` });
+    await failDrill(ctx, drill, {
+      code: asPgfleetError(err).code,
+      message: `the source capture could not be sent: ${asPgfleetError(err).message}`,
+    });
     throw err;
   }
-  ctx.logger.info({ jobId: drillId, captureJobId: captureId, cluster: req.cluster, agentId: session.agentId }, 'drill waits for its source capture');
+  ctx.logger.info(
+    { jobId: drillId, captureJobId: captureId, cluster: req.cluster, agentId: session.agentId },
+    'drill waits for its source capture',
+  );
   return jobInfoFromRecord(drill);
 }
 
 /** Fails a drill that never reached its agent's stages, with stage 'capture' and the reason. */
-async function failDrill(ctx: ControllerContext, drill: JobRecord, error: { code: string; message: string }, source?: SourceCounts): Promise<void> {
-  const result = create(DrillResultSchema, { backupLabel: ((drill.params ?? {}) as DrillParams).backupLabel ?? '', stage: 'capture', reasons: [error.message], ...(source ? { source } : {}) });
+async function failDrill(
+  ctx: ControllerContext,
+  drill: JobRecord,
+  error: { code: string; message: string },
+  source?: SourceCounts,
+): Promise<void> {
+  const result = create(DrillResultSchema, {
+    backupLabel: ((drill.params ?? {}) as DrillParams).backupLabel ?? '',
+    stage: 'capture',
+    reasons: [error.message],
+    ...(source ? { source } : {}),
+  });
   const now = ctx.now();
-  const { job, changed } = await ctx.store.transitionJob(drill.id, 'failed', { error, result: resultJson({ drill: result }), events: jobEvents(drill, 'failed', { error, drill: result }, now) }, now);
+  const { job, changed } = await ctx.store.transitionJob(
+    drill.id,
+    'failed',
+    { error, result: resultJson({ drill: result }), events: jobEvents(drill, 'failed', { error, drill: result }, now) },
+    now,
+  );
   if (!changed) return;
   eventsCommitted(ctx);
   publishJobs(ctx, [job]);
@@ -125,29 +182,58 @@ async function failDrill(ctx: ControllerContext, drill: JobRecord, error: { code
  * A capture job ended: send its drill with the counts, or fail the drill with the capture's
  * reason. `counts` is the capture's SourceCounts when it succeeded.
  */
-export async function captureFinished(ctx: ControllerContext, capture: JobRecord, counts: SourceCounts | undefined): Promise<void> {
+export async function captureFinished(
+  ctx: ControllerContext,
+  capture: JobRecord,
+  counts: SourceCounts | undefined,
+): Promise<void> {
   const { drillJobId } = (capture.params ?? {}) as Partial<CaptureParams>;
   const drill = drillJobId ? await ctx.store.getJob(drillJobId) : undefined;
   if (!drill || drill.state !== 'queued') return;
   const log = ctx.logger.child({ jobId: drill.id, captureJobId: capture.id, cluster: drill.cluster });
   if (capture.state !== 'succeeded' || !counts) {
-    const why = capture.error ? `${capture.error.code} ${capture.error.message}` : `it ended ${capture.state} without counts`;
+    const why = capture.error
+      ? `${capture.error.code} ${capture.error.message}`
+      : `it ended ${capture.state} without counts`;
     log.warn(`source capture failed: ${why}`);
-    await failDrill(ctx, drill, { code: capture.error?.code || ErrorCodes.JobFailed.code, message: `the source capture (job ${capture.id}) failed: ${capture.error?.message || why}` });
+    await failDrill(ctx, drill, {
+      code: capture.error?.code || ErrorCodes.JobFailed.code,
+      message: `the source capture (job ${capture.id}) failed: ${capture.error?.message || why}`,
+    });
     return;
   }
   const session = ctx.sessions.get(drill.agentId);
   if (!session) {
-    await failDrill(ctx, drill, { code: ErrorCodes.AgentNotConnected.code, message: `agent ${drill.agentId} went away while the source was counted` }, counts);
+    await failDrill(
+      ctx,
+      drill,
+      {
+        code: ErrorCodes.AgentNotConnected.code,
+        message: `agent ${drill.agentId} went away while the source was counted`,
+      },
+      counts,
+    );
     return;
   }
   const p = (drill.params ?? {}) as DrillParams;
   try {
-    await dispatch(ctx, session, drill, { case: 'drill', value: { cluster: drill.cluster, backupLabel: p.backupLabel ?? '', source: counts, keep: p.keep === true, currentTimeline: await liveTimeline(ctx, drill.cluster) } });
+    await dispatch(ctx, session, drill, {
+      case: 'drill',
+      value: {
+        cluster: drill.cluster,
+        backupLabel: p.backupLabel ?? '',
+        source: counts,
+        keep: p.keep === true,
+        currentTimeline: await liveTimeline(ctx, drill.cluster),
+      },
+    });
     log.info({ restorePoint: counts.restorePoint, tables: counts.tables.length }, 'source counted: drill dispatched');
   } catch (err) {
     // dispatch() already failed the job when the stream was gone.
-    log.warn({ code: asPgfleetError(err).code }, `drill not dispatched after its capture: ${asPgfleetError(err).message}`);
+    log.warn(
+      { code: asPgfleetError(err).code },
+      `drill not dispatched after its capture: ${asPgfleetError(err).message}`,
+    );
   }
 }
 
@@ -157,9 +243,16 @@ export async function capturesFailed(ctx: ControllerContext, jobs: readonly JobR
 }
 
 /** ListDrills: drill jobs, newest first, with their DrillResult (failed ones too). */
-export async function listDrills(ctx: ControllerContext, req: ListDrillsRequest): Promise<MessageInitShape<typeof ListDrillsResponseSchema>> {
+export async function listDrills(
+  ctx: ControllerContext,
+  req: ListDrillsRequest,
+): Promise<MessageInitShape<typeof ListDrillsResponseSchema>> {
   if (req.cluster) await requireCluster(ctx, req.cluster);
-  const jobs = await ctx.store.listJobs({ ...(req.cluster ? { cluster: req.cluster } : {}), kind: 'drill', limit: req.limit || 50 });
+  const jobs = await ctx.store.listJobs({
+    ...(req.cluster ? { cluster: req.cluster } : {}),
+    kind: 'drill',
+    limit: req.limit || 50,
+  });
   return {
     drills: jobs.map((j) => {
       const info = jobInfoFromRecord(j);
@@ -190,19 +283,35 @@ export interface DrillSchedule {
  * agent was away runs once, not once per missed time), recorded in schedule_runs as 'drill' once
  * the job is out. A cluster whose drill (or capture) is still running is left for a later tick.
  */
-export async function startDueDrills(ctx: ControllerContext, schedules: readonly DrillSchedule[], now: number, log: Logger): Promise<Array<{ cluster: string; jobId: string; scheduledAt: Date }>> {
+export async function startDueDrills(
+  ctx: ControllerContext,
+  schedules: readonly DrillSchedule[],
+  now: number,
+  log: Logger,
+): Promise<Array<{ cluster: string; jobId: string; scheduledAt: Date }>> {
   if (schedules.length === 0) return [];
-  const busy = new Set((await ctx.store.listActiveJobs()).filter((j) => j.kind === 'drill' || j.kind === 'capture').map((j) => j.cluster));
-  const lastRuns = new Map((await ctx.store.listScheduleRuns()).filter((r) => r.type === 'drill').map((r) => [r.cluster, r.lastRun]));
+  const busy = new Set(
+    (await ctx.store.listActiveJobs()).filter((j) => j.kind === 'drill' || j.kind === 'capture').map((j) => j.cluster),
+  );
+  const lastRuns = new Map(
+    (await ctx.store.listScheduleRuns()).filter((r) => r.type === 'drill').map((r) => [r.cluster, r.lastRun]),
+  );
   const started: Array<{ cluster: string; jobId: string; scheduledAt: Date }> = [];
   for (const s of schedules) {
     if (busy.has(s.cluster)) continue;
     const last = lastRuns.get(s.cluster);
     let run;
     try {
-      [run] = dueRuns({ cluster: s.cluster, type: 'drill', cron: s.cron, spreadMinutes: s.spreadMinutes }, last === undefined ? undefined : new Date(last), new Date(now));
+      [run] = dueRuns(
+        { cluster: s.cluster, type: 'drill', cron: s.cron, spreadMinutes: s.spreadMinutes },
+        last === undefined ? undefined : new Date(last),
+        new Date(now),
+      );
     } catch (err) {
-      log.debug({ cluster: s.cluster, code: asPgfleetError(err).code }, `drill schedule not evaluated: ${asPgfleetError(err).message}`);
+      log.debug(
+        { cluster: s.cluster, code: asPgfleetError(err).code },
+        `drill schedule not evaluated: ${asPgfleetError(err).message}`,
+      );
       continue;
     }
     if (!run) continue;
@@ -210,7 +319,10 @@ export async function startDueDrills(ctx: ControllerContext, schedules: readonly
       const job = await startDrillJob(ctx, { cluster: s.cluster, scheduledAt: run.scheduledAt.toISOString() });
       await ctx.store.recordScheduleRuns([{ cluster: s.cluster, type: 'drill', lastRun: run.scheduledAt.getTime() }]);
       started.push({ cluster: s.cluster, jobId: job.id ?? '', scheduledAt: run.scheduledAt });
-      log.info({ cluster: s.cluster, scheduledAt: run.scheduledAt.toISOString(), jobId: job.id }, 'scheduled drill started');
+      log.info(
+        { cluster: s.cluster, scheduledAt: run.scheduledAt.toISOString(), jobId: job.id },
+        'scheduled drill started',
+      );
     } catch (err) {
       const e = asPgfleetError(err);
       log.warn({ cluster: s.cluster, code: e.code }, `scheduled drill not started: ${e.message}`);

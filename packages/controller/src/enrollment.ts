@@ -15,20 +15,33 @@ import type { ControllerTls } from './tls-dir.js';
 
 const MAX_AGENT_ID = 200;
 
-export function createEnrollmentService(ctx: ControllerContext, tls: ControllerTls | undefined): ServiceImpl<typeof EnrollmentService> {
+export function createEnrollmentService(
+  ctx: ControllerContext,
+  tls: ControllerTls | undefined,
+): ServiceImpl<typeof EnrollmentService> {
   return {
     enroll: async (req, call) => {
       if (!tls) {
-        throw new PgfleetError('EnrollmentFailed', 'this controller runs without --tls-dir, so it has no CA to sign agent certificates', {
-          hint: 'Run `pgfleet-controller ca init --dir DIR` and start the controller with --tls-dir DIR.',
-        });
+        throw new PgfleetError(
+          'EnrollmentFailed',
+          'this controller runs without --tls-dir, so it has no CA to sign agent certificates',
+          {
+            hint: 'Run `pgfleet-controller ca init --dir DIR` and start the controller with --tls-dir DIR.',
+          },
+        );
       }
       if (!req.token) throw new PgfleetError('InvalidArgument', 'token is required');
-      if (!req.agentId || req.agentId.length > MAX_AGENT_ID) throw new PgfleetError('InvalidArgument', `agent_id must be 1 to ${MAX_AGENT_ID} characters`);
+      if (!req.agentId || req.agentId.length > MAX_AGENT_ID)
+        throw new PgfleetError('InvalidArgument', `agent_id must be 1 to ${MAX_AGENT_ID} characters`);
       if (!req.cluster) throw new PgfleetError('InvalidArgument', 'cluster is required');
       if (!req.csrPem) throw new PgfleetError('InvalidArgument', 'csr_pem is required');
       const { signAgentCsr, parseCertificate } = await import('@pgfleet/rpc/pki');
-      const certPem = await signAgentCsr(tls.ca, req.csrPem, { agentId: req.agentId, cluster: req.cluster }, { now: new Date(ctx.now()) });
+      const certPem = await signAgentCsr(
+        tls.ca,
+        req.csrPem,
+        { agentId: req.agentId, cluster: req.cluster },
+        { now: new Date(ctx.now()) },
+      );
 
       const log = ctx.logger.child({ agentId: req.agentId, cluster: req.cluster, peer: call.peer });
       const use = await ctx.store.useEnrollmentToken(hashToken(req.token), req.agentId, ctx.now());
@@ -45,7 +58,10 @@ export function createEnrollmentService(ctx: ControllerContext, tls: ControllerT
       if (use.token.cluster !== req.cluster) {
         // The token is spent anyway: whoever holds it tried to use it for another cluster.
         log.warn({ tokenCluster: use.token.cluster }, 'enrollment refused: token issued for another cluster');
-        throw new PgfleetError('EnrollmentFailed', `the enrollment token was issued for cluster '${use.token.cluster}', not '${req.cluster}'; it is now used up`);
+        throw new PgfleetError(
+          'EnrollmentFailed',
+          `the enrollment token was issued for cluster '${use.token.cluster}', not '${req.cluster}'; it is now used up`,
+        );
       }
       const notAfter = new Date(parseCertificate(certPem).validTo);
       log.info({ notAfter: notAfter.toISOString() }, 'agent enrolled');

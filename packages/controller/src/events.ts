@@ -7,9 +7,23 @@
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { timestampDate, timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes, PgfleetError } from '@pgfleet/core';
-import type { CatalogStore, JobRecord, JobStateName, OutboxEventInput, OutboxEventRecord, BackupRecord } from '@pgfleet/catalog';
+import type {
+  CatalogStore,
+  JobRecord,
+  JobStateName,
+  OutboxEventInput,
+  OutboxEventRecord,
+  BackupRecord,
+} from '@pgfleet/catalog';
 import { newEvent, type EventPayloadInit, type Outbox, type OutboxEntry } from '@pgfleet/events';
-import { EventSchema, type DrillResult, type Event, type ExpireResult, type RestoreResult, type VerifyResult } from '@pgfleet/proto';
+import {
+  EventSchema,
+  type DrillResult,
+  type Event,
+  type ExpireResult,
+  type RestoreResult,
+  type VerifyResult,
+} from '@pgfleet/proto';
 import { backupInfoFromRecord, backupKindToProto } from './convert.js';
 
 /** One event as the outbox stores it. */
@@ -22,7 +36,11 @@ export function decodeOutboxEvent(record: OutboxEventRecord): Event {
   try {
     return fromBinary(EventSchema, record.payload);
   } catch (err) {
-    throw new PgfleetError('EventInvalid', `outbox event ${record.seq} (${record.id}) does not decode: ${(err as Error).message}`, { cause: err });
+    throw new PgfleetError(
+      'EventInvalid',
+      `outbox event ${record.seq} (${record.id}) does not decode: ${(err as Error).message}`,
+      { cause: err },
+    );
   }
 }
 
@@ -40,7 +58,9 @@ export function catalogOutbox(store: CatalogStore, now: () => number = Date.now)
 
 const seconds = (from: number | null, to: number): number => (from === null ? 0 : Math.max(0, (to - from) / 1000));
 
-function errorDetail(error: { code: string; message: string } | undefined): { code: string; message: string; hint: string } | undefined {
+function errorDetail(
+  error: { code: string; message: string } | undefined,
+): { code: string; message: string; hint: string } | undefined {
   if (!error) return undefined;
   return { code: error.code, message: error.message, hint: PgfleetError.fromCode(error.code, '').hint ?? '' };
 }
@@ -92,18 +112,42 @@ const VERIFY_PROBLEM_CODES: Record<string, string> = {
  * backup.started on dispatch, backup.completed/failed, restore.completed/failed,
  * retention.expired. Passed as the transition's `events` so they commit with it.
  */
-export function jobEvents(job: JobRecord, to: JobStateName, details: JobOutcomeDetails, now: number): OutboxEventInput[] {
+export function jobEvents(
+  job: JobRecord,
+  to: JobStateName,
+  details: JobOutcomeDetails,
+  now: number,
+): OutboxEventInput[] {
   const duration = seconds(job.startedAt ?? job.createdAt, now);
   if (job.kind === 'backup') {
     const p = (job.params ?? {}) as BackupParams;
     const type = backupKindToProto(p.type ?? 'full');
     const scheduled = p.scheduledAt !== undefined;
-    if (to === 'dispatched') return [outboxEvent(job.cluster, { case: 'backupStarted', value: { jobId: job.id, type, scheduled } }, now)];
+    if (to === 'dispatched')
+      return [outboxEvent(job.cluster, { case: 'backupStarted', value: { jobId: job.id, type, scheduled } }, now)];
     if (to === 'succeeded' && details.backup) {
-      return [outboxEvent(job.cluster, { case: 'backupCompleted', value: { jobId: job.id, backup: backupInfoFromRecord(details.backup), durationSeconds: duration } }, now)];
+      return [
+        outboxEvent(
+          job.cluster,
+          {
+            case: 'backupCompleted',
+            value: { jobId: job.id, backup: backupInfoFromRecord(details.backup), durationSeconds: duration },
+          },
+          now,
+        ),
+      ];
     }
     if (to === 'failed' || to === 'cancelled') {
-      return [outboxEvent(job.cluster, { case: 'backupFailed', value: { jobId: job.id, type, scheduled, durationSeconds: duration, error: errorDetail(details.error) } }, now)];
+      return [
+        outboxEvent(
+          job.cluster,
+          {
+            case: 'backupFailed',
+            value: { jobId: job.id, type, scheduled, durationSeconds: duration, error: errorDetail(details.error) },
+          },
+          now,
+        ),
+      ];
     }
     return [];
   }
@@ -111,14 +155,39 @@ export function jobEvents(job: JobRecord, to: JobStateName, details: JobOutcomeD
     const p = (job.params ?? {}) as RestoreParams;
     if (to === 'succeeded') {
       return [
-        outboxEvent(job.cluster, {
-          case: 'restoreCompleted',
-          value: { jobId: job.id, backupLabel: details.restore?.backupLabel || p.backupLabel || '', targetDir: details.restore?.targetDir || p.targetDir || '', durationSeconds: duration, restoredBytes: details.restore?.bytes ?? 0n },
-        }, now),
+        outboxEvent(
+          job.cluster,
+          {
+            case: 'restoreCompleted',
+            value: {
+              jobId: job.id,
+              backupLabel: details.restore?.backupLabel || p.backupLabel || '',
+              targetDir: details.restore?.targetDir || p.targetDir || '',
+              durationSeconds: duration,
+              restoredBytes: details.restore?.bytes ?? 0n,
+            },
+          },
+          now,
+        ),
       ];
     }
     if (to === 'failed' || to === 'cancelled') {
-      return [outboxEvent(job.cluster, { case: 'restoreFailed', value: { jobId: job.id, backupLabel: p.backupLabel ?? '', targetDir: p.targetDir ?? '', durationSeconds: duration, error: errorDetail(details.error) } }, now)];
+      return [
+        outboxEvent(
+          job.cluster,
+          {
+            case: 'restoreFailed',
+            value: {
+              jobId: job.id,
+              backupLabel: p.backupLabel ?? '',
+              targetDir: p.targetDir ?? '',
+              durationSeconds: duration,
+              error: errorDetail(details.error),
+            },
+          },
+          now,
+        ),
+      ];
     }
     return [];
   }
@@ -126,50 +195,73 @@ export function jobEvents(job: JobRecord, to: JobStateName, details: JobOutcomeD
     // Every verify that ends says whether the repository is restorable; one that could not run is not ok.
     const v = details.verify;
     const problems = v
-      ? v.problems.slice(0, 100).map((p) => ({ code: VERIFY_PROBLEM_CODES[p.kind] ?? 'PGF-5005', message: `${p.kind}${p.label ? ` ${p.label}` : ''}${p.path ? ` ${p.path}` : ''}: ${p.message}`, hint: '' }))
-      : details.error ? [errorDetail(details.error)!] : [];
+      ? v.problems
+          .slice(0, 100)
+          .map((p) => ({
+            code: VERIFY_PROBLEM_CODES[p.kind] ?? 'PGF-5005',
+            message: `${p.kind}${p.label ? ` ${p.label}` : ''}${p.path ? ` ${p.path}` : ''}: ${p.message}`,
+            hint: '',
+          }))
+      : details.error
+        ? [errorDetail(details.error)!]
+        : [];
     return [
-      outboxEvent(job.cluster, {
-        case: 'verifyCompleted',
-        value: {
-          jobId: job.id,
-          ok: to === 'succeeded' && v?.ok === true,
-          filesChecked: v?.backups.reduce((n, b) => n + b.filesChecked, 0) ?? 0,
-          bytesChecked: v?.backups.reduce((n, b) => n + b.bytesChecked, 0n) ?? 0n,
-          problems,
-          durationSeconds: duration,
-          walChecked: v !== undefined && v.walSegmentsChecked > 0 && !v.problems.some((p) => p.kind.startsWith('wal-')),
-          backupsTotal: v?.backups.length ?? 0,
-          backupsRestorable: v?.backups.filter((b) => b.restorable).length ?? 0,
-          walSegmentsChecked: v?.walSegmentsChecked ?? 0,
-          full: v?.full ?? ((job.params ?? {}) as { full?: boolean }).full === true,
+      outboxEvent(
+        job.cluster,
+        {
+          case: 'verifyCompleted',
+          value: {
+            jobId: job.id,
+            ok: to === 'succeeded' && v?.ok === true,
+            filesChecked: v?.backups.reduce((n, b) => n + b.filesChecked, 0) ?? 0,
+            bytesChecked: v?.backups.reduce((n, b) => n + b.bytesChecked, 0n) ?? 0n,
+            problems,
+            durationSeconds: duration,
+            walChecked:
+              v !== undefined && v.walSegmentsChecked > 0 && !v.problems.some((p) => p.kind.startsWith('wal-')),
+            backupsTotal: v?.backups.length ?? 0,
+            backupsRestorable: v?.backups.filter((b) => b.restorable).length ?? 0,
+            walSegmentsChecked: v?.walSegmentsChecked ?? 0,
+            full: v?.full ?? ((job.params ?? {}) as { full?: boolean }).full === true,
+          },
         },
-      }, now),
+        now,
+      ),
     ];
   }
   if (job.kind === 'drill' && (to === 'succeeded' || to === 'failed' || to === 'cancelled')) {
     const p = (job.params ?? {}) as DrillParams;
     const d = details.drill;
-    const common = { jobId: job.id, backupLabel: d?.backupLabel || p.backupLabel || '', durationSeconds: duration, agentId: job.agentId, scheduled: p.scheduledAt !== undefined };
+    const common = {
+      jobId: job.id,
+      backupLabel: d?.backupLabel || p.backupLabel || '',
+      durationSeconds: duration,
+      agentId: job.agentId,
+      scheduled: p.scheduledAt !== undefined,
+    };
     if (to === 'succeeded' && d?.ok) {
       return [
-        outboxEvent(job.cluster, {
-          case: 'drillCompleted',
-          value: {
-            ...common,
-            ...(d.target ? { target: d.target } : {}),
-            recoveredLsn: d.recoveredLsn,
-            ...(d.recoveredTime ? { recoveredTime: d.recoveredTime } : {}),
-            restoredBytes: d.restoredBytes,
-            rtoSeconds: d.rtoSeconds,
-            restoreSeconds: d.restoreSeconds,
-            recoverySeconds: d.recoverySeconds,
-            relationsChecked: d.relationsChecked,
-            tablesCompared: d.tablesCompared,
-            countsEqual: d.countsEqual,
-            keptDir: d.keptDir,
+        outboxEvent(
+          job.cluster,
+          {
+            case: 'drillCompleted',
+            value: {
+              ...common,
+              ...(d.target ? { target: d.target } : {}),
+              recoveredLsn: d.recoveredLsn,
+              ...(d.recoveredTime ? { recoveredTime: d.recoveredTime } : {}),
+              restoredBytes: d.restoredBytes,
+              rtoSeconds: d.rtoSeconds,
+              restoreSeconds: d.restoreSeconds,
+              recoverySeconds: d.recoverySeconds,
+              relationsChecked: d.relationsChecked,
+              tablesCompared: d.tablesCompared,
+              countsEqual: d.countsEqual,
+              keptDir: d.keptDir,
+            },
           },
-        }, now),
+          now,
+        ),
       ];
     }
     const error = details.error ?? { code: 'PGF-5006', message: d?.reasons.join('; ') || 'the drill did not pass' };
@@ -177,39 +269,50 @@ export function jobEvents(job: JobRecord, to: JobStateName, details: JobOutcomeD
     // Reasons are never empty: an agent's result without any (older agents) or none at all falls back to the job's error.
     const reasons = d?.reasons.filter((r) => r.trim() !== '') ?? [];
     return [
-      outboxEvent(job.cluster, {
-        case: 'drillFailed',
-        value: {
-          ...common,
-          error: errorDetail(error),
-          stage: d?.stage || (job.startedAt === null ? 'dispatch' : 'unknown'),
-          reasons: reasons.length ? reasons : [error.message || `${error.code} without a message`],
-          postgresLogProblems: d?.postgresLogProblems ?? [],
-          keptDir: d?.keptDir ?? '',
+      outboxEvent(
+        job.cluster,
+        {
+          case: 'drillFailed',
+          value: {
+            ...common,
+            error: errorDetail(error),
+            stage: d?.stage || (job.startedAt === null ? 'dispatch' : 'unknown'),
+            reasons: reasons.length ? reasons : [error.message || `${error.code} without a message`],
+            postgresLogProblems: d?.postgresLogProblems ?? [],
+            keptDir: d?.keptDir ?? '',
+          },
         },
-      }, now),
+        now,
+      ),
     ];
   }
   if (job.kind === 'expire' && to === 'succeeded' && details.expire) {
     const e = details.expire;
     return [
-      outboxEvent(job.cluster, {
-        case: 'retentionExpired',
-        value: {
-          jobId: job.id,
-          expiredBackupLabels: [...(details.expiredLabels ?? e.deletedLabels)],
-          walSegmentsRemoved: BigInt(e.walFilesDeleted),
-          freedBytes: e.backupBytesDeleted + e.walBytesDeleted,
-          ...(e.walLastDeleted ? { walExpiredBefore: e.walLastDeleted } : {}),
+      outboxEvent(
+        job.cluster,
+        {
+          case: 'retentionExpired',
+          value: {
+            jobId: job.id,
+            expiredBackupLabels: [...(details.expiredLabels ?? e.deletedLabels)],
+            walSegmentsRemoved: BigInt(e.walFilesDeleted),
+            freedBytes: e.backupBytesDeleted + e.walBytesDeleted,
+            ...(e.walLastDeleted ? { walExpiredBefore: e.walLastDeleted } : {}),
+          },
         },
-      }, now),
+        now,
+      ),
     ];
   }
   return [];
 }
 
 /** A factory for the store's bulk failures (agent gone, controller restart). */
-export function failedJobEvents(error: { code: string; message: string }, now: number): (job: JobRecord) => OutboxEventInput[] {
+export function failedJobEvents(
+  error: { code: string; message: string },
+  now: number,
+): (job: JobRecord) => OutboxEventInput[] {
   // The job passed in is already failed; its kind and params are what matter.
   return (job) => jobEvents({ ...job, state: 'running' }, 'failed', { error }, now);
 }

@@ -15,7 +15,14 @@ import type { PolicyRecord } from '@pgfleet/catalog';
 import type { ApplyFleetRequest, ApplyFleetResponseSchema, PolicyChangeSchema } from '@pgfleet/proto';
 import { checkClusterName, settingsFromProto, settingsToProto } from './admin-policy.js';
 import type { ControllerContext } from './context.js';
-import { FLEET_POLICY_SCOPE, POLICY_KEYS, isEmptySettings, settingsOf, validatePolicySettings, type PolicySettings } from './policy.js';
+import {
+  FLEET_POLICY_SCOPE,
+  POLICY_KEYS,
+  isEmptySettings,
+  settingsOf,
+  validatePolicySettings,
+  type PolicySettings,
+} from './policy.js';
 
 type PolicyChangeInit = MessageInitShape<typeof PolicyChangeSchema>;
 
@@ -31,10 +38,19 @@ function flat(s: PolicySettings | undefined): Record<string, string> {
 }
 
 /** Key by key (in `policy get` order), what changes from `before` to `after` in one scope. */
-export function policyChanges(scope: string, before: PolicySettings | undefined, after: PolicySettings | undefined): PolicyChangeInit[] {
+export function policyChanges(
+  scope: string,
+  before: PolicySettings | undefined,
+  after: PolicySettings | undefined,
+): PolicyChangeInit[] {
   const a = flat(before);
   const b = flat(after);
-  return POLICY_KEYS.filter((k) => (a[k] ?? '') !== (b[k] ?? '')).map((key) => ({ scope, key, oldValue: a[key] ?? '', newValue: b[key] ?? '' }));
+  return POLICY_KEYS.filter((k) => (a[k] ?? '') !== (b[k] ?? '')).map((key) => ({
+    scope,
+    key,
+    oldValue: a[key] ?? '',
+    newValue: b[key] ?? '',
+  }));
 }
 
 /** Validates one scope's settings, naming it the way the fleet file does (fleet, clusters.<name>). */
@@ -42,17 +58,23 @@ function validated(where: string, settings: PolicySettings): PolicySettings {
   try {
     validatePolicySettings(settings);
   } catch (err) {
-    if (PgfleetError.is(err, 'InvalidArgument')) throw new PgfleetError('InvalidArgument', `${where}: ${err.message}`, { cause: err });
+    if (PgfleetError.is(err, 'InvalidArgument'))
+      throw new PgfleetError('InvalidArgument', `${where}: ${err.message}`, { cause: err });
     throw err;
   }
   return settings;
 }
 
-export async function applyFleet(ctx: ControllerContext, req: ApplyFleetRequest): Promise<MessageInitShape<typeof ApplyFleetResponseSchema>> {
+export async function applyFleet(
+  ctx: ControllerContext,
+  req: ApplyFleetRequest,
+): Promise<MessageInitShape<typeof ApplyFleetResponseSchema>> {
   // Everything is checked before anything is written.
   // A file without a fleet section leaves the fleet default as it is (it would otherwise drop the
   // schedules and retention every cluster inherits).
-  const desired = new Map<string, PolicySettings>(req.fleet ? [[FLEET_POLICY_SCOPE, validated('fleet', settingsFromProto(req.fleet))]] : []);
+  const desired = new Map<string, PolicySettings>(
+    req.fleet ? [[FLEET_POLICY_SCOPE, validated('fleet', settingsFromProto(req.fleet))]] : [],
+  );
   for (const name of Object.keys(req.clusters).sort()) {
     try {
       checkClusterName(name);
@@ -87,7 +109,10 @@ export async function applyFleet(ctx: ControllerContext, req: ApplyFleetRequest)
       else await ctx.store.deletePolicy(w.scope);
     }
     if (writes.length) ctx.health?.policiesChanged?.();
-    ctx.logger.info({ scopes: writes.map((w) => w.scope), changes: changes.length, prune: req.prune }, 'fleet policies applied');
+    ctx.logger.info(
+      { scopes: writes.map((w) => w.scope), changes: changes.length, prune: req.prune },
+      'fleet policies applied',
+    );
   }
   const knownNames = new Set(known.map((c) => c.name));
   return {

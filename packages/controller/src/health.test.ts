@@ -12,20 +12,50 @@ import { silentLogger } from '@pgfleet/core';
 import { SqliteCatalogStore, type CatalogStore } from '@pgfleet/catalog';
 import { ArchiverStatsSchema, type Event } from '@pgfleet/proto';
 import { decodeOutboxEvent } from './events.js';
-import { HealthMonitor, archiveFailing, assessCluster, clusterThresholds, rpoSeconds, scheduleStaleSeconds, type ArchiverFigures, type ClusterObservation, type HealthThresholds } from './health.js';
+import {
+  HealthMonitor,
+  archiveFailing,
+  assessCluster,
+  clusterThresholds,
+  rpoSeconds,
+  scheduleStaleSeconds,
+  type ArchiverFigures,
+  type ClusterObservation,
+  type HealthThresholds,
+} from './health.js';
 
 const T: HealthThresholds = { rpoSeconds: 60, staleBackupSeconds: 3600, silenceSeconds: 30 };
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 const archiver = (o: Partial<ArchiverFigures> = {}): ArchiverFigures => ({
-  archivedCount: 10n, lastArchivedWal: '000000010000000000000005', lastArchivedTime: 1_000_000, failedCount: 0n, lastFailedWal: '', lastFailedTime: null, ...o,
+  archivedCount: 10n,
+  lastArchivedWal: '000000010000000000000005',
+  lastArchivedTime: 1_000_000,
+  failedCount: 0n,
+  lastFailedWal: '',
+  lastFailedTime: null,
+  ...o,
 });
 
-function obs(now: number, a: ArchiverFigures | undefined, extra: Partial<NonNullable<ClusterObservation['agent']>> = {}): ClusterObservation {
+function obs(
+  now: number,
+  a: ArchiverFigures | undefined,
+  extra: Partial<NonNullable<ClusterObservation['agent']>> = {},
+): ClusterObservation {
   return {
-    cluster: 'main', now, clusterCreatedAt: 0, lastBackup: { label: 'b', stopTime: now - 1000 },
-    agent: { id: 'a1', connected: true, lastSeen: now, ...(a ? { archiver: a } : {}), currentLsn: '0/6000100', ...extra },
+    cluster: 'main',
+    now,
+    clusterCreatedAt: 0,
+    lastBackup: { label: 'b', stopTime: now - 1000 },
+    agent: {
+      id: 'a1',
+      connected: true,
+      lastSeen: now,
+      ...(a ? { archiver: a } : {}),
+      currentLsn: '0/6000100',
+      ...extra,
+    },
   };
 }
 
@@ -46,7 +76,10 @@ test('RPO: last archived time; the heartbeat time when everything is archived or
 });
 
 test('assessment of staleness and silence', () => {
-  const a = assessCluster({ ...obs(10_000_000, archiver()), lastBackup: { label: 'old', stopTime: 10_000_000 - 3_601_000 } }, T);
+  const a = assessCluster(
+    { ...obs(10_000_000, archiver()), lastBackup: { label: 'old', stopTime: 10_000_000 - 3_601_000 } },
+    T,
+  );
   assert.equal(a.conditions.backup_stale.breached, true);
   const s = assessCluster(obs(2_000_000, archiver(), { lastSeen: 2_000_000 - 31_000 }), T);
   assert.equal(s.conditions.agent_silent.breached, true);
@@ -63,10 +96,19 @@ async function catalog(): Promise<CatalogStore> {
   return store;
 }
 
-async function beat(store: CatalogStore, now: number, a: ArchiverFigures, currentLsn = '0/6000100', agent = 'a1'): Promise<void> {
+async function beat(
+  store: CatalogStore,
+  now: number,
+  a: ArchiverFigures,
+  currentLsn = '0/6000100',
+  agent = 'a1',
+): Promise<void> {
   const json = toJson(ArchiverStatsSchema, {
     $typeName: 'pgfleet.v1.ArchiverStats',
-    archivedCount: a.archivedCount, lastArchivedWal: a.lastArchivedWal, failedCount: a.failedCount, lastFailedWal: a.lastFailedWal,
+    archivedCount: a.archivedCount,
+    lastArchivedWal: a.lastArchivedWal,
+    failedCount: a.failedCount,
+    lastFailedWal: a.lastFailedWal,
     ...(a.lastArchivedTime !== null ? { lastArchivedTime: timestampFromMs(a.lastArchivedTime) } : {}),
     ...(a.lastFailedTime !== null ? { lastFailedTime: timestampFromMs(a.lastFailedTime) } : {}),
   } as never);
@@ -81,11 +123,33 @@ test('hysteresis: breach and recovery are each reported once, across heartbeats 
   const store = await catalog();
   let now = 1_000_000;
   await store.insertBackup({
-    cluster: 'main', label: 'b1', type: 'full', startLsn: '0/1000000', stopLsn: '0/2000000', startTime: now - 2000, stopTime: now - 1000, timeline: 1,
-    systemIdentifier: '1', pgVersion: 170000, sizeBytes: 1, storedBytes: 1, fileCount: 1, walStart: '000000010000000000000001', walStop: '000000010000000000000002', jobId: 'j', priorLabel: '',
+    cluster: 'main',
+    label: 'b1',
+    type: 'full',
+    startLsn: '0/1000000',
+    stopLsn: '0/2000000',
+    startTime: now - 2000,
+    stopTime: now - 1000,
+    timeline: 1,
+    systemIdentifier: '1',
+    pgVersion: 170000,
+    sizeBytes: 1,
+    storedBytes: 1,
+    fileCount: 1,
+    walStart: '000000010000000000000001',
+    walStop: '000000010000000000000002',
+    jobId: 'j',
+    priorLabel: '',
   });
   let notified = 0;
-  const monitor = () => new HealthMonitor(store, { thresholds: T, intervalSeconds: 0, logger: silentLogger(), now: () => now, onEvents: () => notified++ });
+  const monitor = () =>
+    new HealthMonitor(store, {
+      thresholds: T,
+      intervalSeconds: 0,
+      logger: silentLogger(),
+      now: () => now,
+      onEvents: () => notified++,
+    });
   let m = monitor();
   const ok = archiver({ lastArchivedTime: now });
   await beat(store, now, ok);
@@ -93,7 +157,12 @@ test('hysteresis: breach and recovery are each reported once, across heartbeats 
   assert.deepEqual(await kinds(store), []);
 
   // Archiving starts failing: archive_failed at once; RPO crosses 60 s later, once.
-  const failing = archiver({ lastArchivedTime: 1_000_000, failedCount: 2n, lastFailedTime: 1_010_000, lastFailedWal: '000000010000000000000006' });
+  const failing = archiver({
+    lastArchivedTime: 1_000_000,
+    failedCount: 2n,
+    lastFailedTime: 1_010_000,
+    lastFailedWal: '000000010000000000000006',
+  });
   for (const t of [1_010_000, 1_020_000, 1_050_000, 1_070_000, 1_080_000, 1_090_000]) {
     now = t;
     await beat(store, now, failing);
@@ -110,14 +179,25 @@ test('hysteresis: breach and recovery are each reported once, across heartbeats 
   assert.deepEqual(await kinds(store), ['wal.archive_failed', 'rpo.breached']);
 
   // Fixed: both recover, once.
-  const fixed = archiver({ archivedCount: 12n, lastArchivedWal: '000000010000000000000006', lastArchivedTime: 1_105_000, failedCount: 2n, lastFailedTime: 1_010_000 });
+  const fixed = archiver({
+    archivedCount: 12n,
+    lastArchivedWal: '000000010000000000000006',
+    lastArchivedTime: 1_105_000,
+    failedCount: 2n,
+    lastFailedTime: 1_010_000,
+  });
   for (const t of [1_106_000, 1_110_000, 1_120_000]) {
     now = t;
     await beat(store, now, fixed, '0/7000000');
     await m.evaluate('main');
   }
-  const events = (await store.listEvents({ limit: 1000 })).map(decodeOutboxEvent).filter((e: Event) => !e.kind.startsWith('agent.'));
-  assert.deepEqual(events.map((e) => e.kind), ['wal.archive_failed', 'rpo.breached', 'wal.archive_recovered', 'rpo.recovered']);
+  const events = (await store.listEvents({ limit: 1000 }))
+    .map(decodeOutboxEvent)
+    .filter((e: Event) => !e.kind.startsWith('agent.'));
+  assert.deepEqual(
+    events.map((e) => e.kind),
+    ['wal.archive_failed', 'rpo.breached', 'wal.archive_recovered', 'rpo.recovered'],
+  );
   const breached = events[1]!.payload;
   assert.equal(breached.case, 'rpoBreached');
   if (breached.case === 'rpoBreached') {
@@ -143,15 +223,35 @@ test('hysteresis: breach and recovery are each reported once, across heartbeats 
 });
 
 test('thresholds per cluster: the cluster policy, else the fleet policy, else the controller flags', () => {
-  const policy = (scope: string, health: Record<string, number>) => ({ scope, schedules: {}, retention: {}, health, updatedAt: 0 });
+  const policy = (scope: string, health: Record<string, number>) => ({
+    scope,
+    schedules: {},
+    retention: {},
+    health,
+    updatedAt: 0,
+  });
   const policies = [policy('*', { rpoSeconds: 120, silenceSeconds: 90 }), policy('main', { rpoSeconds: 30 })];
-  assert.deepEqual(clusterThresholds(T, policies, 'main'), { rpoSeconds: 30, staleBackupSeconds: 3600, silenceSeconds: 90 });
-  assert.deepEqual(clusterThresholds(T, policies, 'other'), { rpoSeconds: 120, staleBackupSeconds: 3600, silenceSeconds: 90 });
+  assert.deepEqual(clusterThresholds(T, policies, 'main'), {
+    rpoSeconds: 30,
+    staleBackupSeconds: 3600,
+    silenceSeconds: 90,
+  });
+  assert.deepEqual(clusterThresholds(T, policies, 'other'), {
+    rpoSeconds: 120,
+    staleBackupSeconds: 3600,
+    silenceSeconds: 90,
+  });
   assert.deepEqual(clusterThresholds(T, [], 'main'), T);
 });
 
 test('backup staleness is judged against the schedule unless a policy sets the threshold', () => {
-  const policy = (scope: string, schedules: Record<string, string>, health: Record<string, number> = {}) => ({ scope, schedules, retention: {}, health, updatedAt: 0 });
+  const policy = (scope: string, schedules: Record<string, string>, health: Record<string, number> = {}) => ({
+    scope,
+    schedules,
+    retention: {},
+    health,
+    updatedAt: 0,
+  });
   const grace = 3 * 3600;
   // A daily full: the longest gap is a day, plus the grace.
   assert.equal(scheduleStaleSeconds(['0 1 * * *']), 24 * 3600 + grace);
@@ -167,7 +267,10 @@ test('backup staleness is judged against the schedule unless a policy sets the t
   assert.equal(scheduleStaleSeconds(['0 1 * * 1-5']), 3 * 86400 + grace);
   // Quarterly: the longest quarter (92 days), found because the horizon covers more than a year.
   assert.equal(scheduleStaleSeconds(['0 3 1 */3 *']), 92 * 86400 + grace);
-  const scheduled = [policy('*', { full: '0 1 * * 0', incr: '0 1 * * 1-6', drill: '0 5 * * *' }), policy('pinned', {}, { staleBackupSeconds: 600 })];
+  const scheduled = [
+    policy('*', { full: '0 1 * * 0', incr: '0 1 * * 1-6', drill: '0 5 * * *' }),
+    policy('pinned', {}, { staleBackupSeconds: 600 }),
+  ];
   const t = clusterThresholds(T, scheduled, 'main');
   assert.equal(t.staleBackupSeconds, 27 * 3600);
   assert.equal(t.staleSchedule, '0 1 * * 0 | 0 1 * * 1-6', 'drills are not backups');
@@ -196,7 +299,10 @@ test('per-policy RPO thresholds decide the breach and travel in the events; poli
   const stuck = archiver({ lastArchivedTime: 1_000_000 });
   for (const t of [1_001_000, 1_002_000, 1_005_000, 1_008_000]) {
     now = t;
-    for (const [agent, cluster] of [['a1', 'main'], ['a2', 'other']] as const) {
+    for (const [agent, cluster] of [
+      ['a1', 'main'],
+      ['a2', 'other'],
+    ] as const) {
       await beat(store, now, stuck, '0/6000100', agent);
       await m.onHeartbeat(agent, cluster, { streamedLsn: '', currentLsn: '0/6000100' });
     }
@@ -207,8 +313,13 @@ test('per-policy RPO thresholds decide the breach and travel in the events; poli
   assert.equal(policyReads, 2, 'a timer round reads them once for every cluster');
   now = 1_130_000; // the controller flag (60 s) would have fired for other by now; its fleet policy says 200 s
   await m.evaluateAll();
-  const breaches = (await store.listEvents({ limit: 1000 })).map(decodeOutboxEvent).filter((e) => e.kind === 'rpo.breached');
-  assert.deepEqual(breaches.map((e) => e.cluster), ['main']);
+  const breaches = (await store.listEvents({ limit: 1000 }))
+    .map(decodeOutboxEvent)
+    .filter((e) => e.kind === 'rpo.breached');
+  assert.deepEqual(
+    breaches.map((e) => e.cluster),
+    ['main'],
+  );
   const p = breaches[0]!.payload;
   assert.equal(p.case, 'rpoBreached');
   if (p.case === 'rpoBreached') assert.deepEqual([p.value.thresholdSeconds, p.value.rpoSeconds], [20, 30]);
@@ -218,7 +329,9 @@ test('per-policy RPO thresholds decide the breach and travel in the events; poli
   await store.putPolicy({ scope: 'other', schedules: {}, retention: {}, health: { rpoSeconds: 100 } }, now);
   m.policiesChanged();
   await m.evaluate('other');
-  const other = (await store.listEvents({ limit: 1000 })).map(decodeOutboxEvent).filter((e) => e.kind === 'rpo.breached' && e.cluster === 'other');
+  const other = (await store.listEvents({ limit: 1000 }))
+    .map(decodeOutboxEvent)
+    .filter((e) => e.kind === 'rpo.breached' && e.cluster === 'other');
   assert.equal(other.length, 1);
   assert.ok(other[0]!.payload.case === 'rpoBreached' && other[0]!.payload.value.thresholdSeconds === 100);
   await store.close();

@@ -23,7 +23,16 @@
 import { fromJson, type JsonValue } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { asPgfleetError, type Logger } from '@pgfleet/core';
-import { FLEET_POLICY_SCOPE, type AgentRecord, type AgentWalHealth, type BackupRecord, type CatalogStore, type HealthStateRecord, type OutboxEventInput, type PolicyRecord } from '@pgfleet/catalog';
+import {
+  FLEET_POLICY_SCOPE,
+  type AgentRecord,
+  type AgentWalHealth,
+  type BackupRecord,
+  type CatalogStore,
+  type HealthStateRecord,
+  type OutboxEventInput,
+  type PolicyRecord,
+} from '@pgfleet/catalog';
 import type { EventPayloadInit } from '@pgfleet/events';
 import { ArchiverStatsSchema, type WalHealth } from '@pgfleet/proto';
 import { outboxEvent, timestampMs } from './events.js';
@@ -41,19 +50,28 @@ export interface HealthThresholds {
   staleSchedule?: string;
 }
 
-export const DEFAULT_HEALTH_THRESHOLDS: HealthThresholds = { rpoSeconds: 300, staleBackupSeconds: 26 * 3600, silenceSeconds: 60 };
+export const DEFAULT_HEALTH_THRESHOLDS: HealthThresholds = {
+  rpoSeconds: 300,
+  staleBackupSeconds: 26 * 3600,
+  silenceSeconds: 60,
+};
 
 /**
  * The thresholds a cluster runs under: each one from the cluster's policy if it sets it, else
  * from the fleet policy, else `defaults` (the controller's flags).
  */
-export function clusterThresholds(defaults: HealthThresholds, policies: readonly PolicyRecord[], cluster: string): HealthThresholds {
+export function clusterThresholds(
+  defaults: HealthThresholds,
+  policies: readonly PolicyRecord[],
+  cluster: string,
+): HealthThresholds {
   const fleet = policies.find((p) => p.scope === FLEET_POLICY_SCOPE);
   const own = policies.find((p) => p.scope === cluster);
   const eff = effectivePolicy(fleet && settingsOf(fleet), own && settingsOf(own));
   const set = eff.health;
   const crons = Object.values(eff.schedules);
-  const fromSchedule = set.staleBackupSeconds === undefined && crons.length > 0 ? scheduleStaleSeconds(crons) : undefined;
+  const fromSchedule =
+    set.staleBackupSeconds === undefined && crons.length > 0 ? scheduleStaleSeconds(crons) : undefined;
   return {
     rpoSeconds: set.rpoSeconds ?? defaults.rpoSeconds,
     staleBackupSeconds: set.staleBackupSeconds ?? fromSchedule ?? defaults.staleBackupSeconds,
@@ -250,7 +268,8 @@ export function assessCluster(obs: ClusterObservation, t: HealthThresholds): Clu
       rpo: rpo === undefined ? { breached: undefined } : { breached: rpo > t.rpoSeconds, value: rpo },
       backup_stale: { breached: backupAge > t.staleBackupSeconds, value: backupAge },
       // Only an open session can be silent; a closed one is reported by agent.disconnected.
-      agent_silent: silentFor === undefined ? { breached: false } : { breached: silentFor > t.silenceSeconds, value: silentFor },
+      agent_silent:
+        silentFor === undefined ? { breached: false } : { breached: silentFor > t.silenceSeconds, value: silentFor },
     },
   };
 }
@@ -279,7 +298,12 @@ export function nextHealthState(
   const obs = assessment.obs;
   const now = obs.now;
   const a = obs.agent?.archiver;
-  const archived = a ? { lastArchivedWal: a.lastArchivedWal, ...(a.lastArchivedTime !== null ? { lastArchivedTime: timestampFromMs(a.lastArchivedTime) } : {}) } : {};
+  const archived = a
+    ? {
+        lastArchivedWal: a.lastArchivedWal,
+        ...(a.lastArchivedTime !== null ? { lastArchivedTime: timestampFromMs(a.lastArchivedTime) } : {}),
+      }
+    : {};
   const base = { cluster: assessment.cluster, condition };
   if (c.breached && was === 'ok') {
     switch (condition) {
@@ -300,7 +324,10 @@ export function nextHealthState(
       case 'rpo':
         return {
           state: { ...base, state: 'breached', since: now, data: null },
-          payload: { case: 'rpoBreached', value: { rpoSeconds: c.value ?? 0, thresholdSeconds: t.rpoSeconds, ...archived } },
+          payload: {
+            case: 'rpoBreached',
+            value: { rpoSeconds: c.value ?? 0, thresholdSeconds: t.rpoSeconds, ...archived },
+          },
         };
       case 'backup_stale': {
         const b = obs.lastBackup;
@@ -308,7 +335,13 @@ export function nextHealthState(
           state: { ...base, state: 'breached', since: now, data: null },
           payload: {
             case: 'backupStale',
-            value: { lastBackupLabel: b?.label ?? '', ...(b ? { lastBackupTime: timestampFromMs(b.stopTime) } : {}), ageSeconds: c.value ?? 0, thresholdSeconds: t.staleBackupSeconds, schedule: t.staleSchedule ?? '' },
+            value: {
+              lastBackupLabel: b?.label ?? '',
+              ...(b ? { lastBackupTime: timestampFromMs(b.stopTime) } : {}),
+              ageSeconds: c.value ?? 0,
+              thresholdSeconds: t.staleBackupSeconds,
+              schedule: t.staleSchedule ?? '',
+            },
           },
         };
       }
@@ -318,7 +351,12 @@ export function nextHealthState(
           state: { ...base, state: 'breached', since: now, data: { agentId: agent.id } },
           payload: {
             case: 'agentSilent',
-            value: { agentId: agent.id, ...(agent.lastSeen !== null ? { lastHeartbeatTime: timestampFromMs(agent.lastSeen) } : {}), silentSeconds: c.value ?? 0, thresholdSeconds: t.silenceSeconds },
+            value: {
+              agentId: agent.id,
+              ...(agent.lastSeen !== null ? { lastHeartbeatTime: timestampFromMs(agent.lastSeen) } : {}),
+              silentSeconds: c.value ?? 0,
+              thresholdSeconds: t.silenceSeconds,
+            },
           },
         };
       }
@@ -331,12 +369,27 @@ export function nextHealthState(
       case 'archive':
         return {
           state,
-          payload: { case: 'walArchiveRecovered', value: { ...archived, failedCount: a?.failedCount ?? 0n, failingSeconds: Math.max(0, (now - since) / 1000) } },
+          payload: {
+            case: 'walArchiveRecovered',
+            value: {
+              ...archived,
+              failedCount: a?.failedCount ?? 0n,
+              failingSeconds: Math.max(0, (now - since) / 1000),
+            },
+          },
         };
       case 'rpo':
         return {
           state,
-          payload: { case: 'rpoRecovered', value: { rpoSeconds: c.value ?? 0, thresholdSeconds: t.rpoSeconds, ...archived, breachedSeconds: Math.max(0, (now - since) / 1000) } },
+          payload: {
+            case: 'rpoRecovered',
+            value: {
+              rpoSeconds: c.value ?? 0,
+              thresholdSeconds: t.rpoSeconds,
+              ...archived,
+              breachedSeconds: Math.max(0, (now - since) / 1000),
+            },
+          },
         };
       default:
         return { state };
@@ -387,7 +440,11 @@ export class HealthMonitor {
     return this.latest;
   }
 
-  async onHeartbeat(agentId: string, cluster: string, beat: { streamedLsn: string; currentLsn: string }): Promise<void> {
+  async onHeartbeat(
+    agentId: string,
+    cluster: string,
+    beat: { streamedLsn: string; currentLsn: string },
+  ): Promise<void> {
     this.streamed.set(agentId, beat.streamedLsn);
     await this.evaluate(cluster);
   }
@@ -464,7 +521,10 @@ export class HealthMonitor {
         await this.store.putHealthState(next.state, events);
         if (events.length) {
           wrote = true;
-          this.opts.logger.warn({ cluster, condition, state: next.state.state, kind: events[0]!.kind }, `cluster health: ${events[0]!.kind}`);
+          this.opts.logger.warn(
+            { cluster, condition, state: next.state.state, kind: events[0]!.kind },
+            `cluster health: ${events[0]!.kind}`,
+          );
         }
       }
       if (wrote) this.opts.onEvents?.();

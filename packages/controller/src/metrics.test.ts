@@ -28,27 +28,90 @@ test('a scrape shows per cluster backups, RPO and its policy threshold, archivin
   await store.upsertCluster({ name: 'idle', systemIdentifier: '2', pgVersion: 170000 }, 0);
   await store.upsertAgent({ id: 'a1', cluster: 'main', hostname: 'h', version: '1' }, now - 5000);
   await store.putPolicy({ scope: 'main', schedules: {}, retention: {}, health: { rpoSeconds: 45 } }, 0);
-  const b = { cluster: 'main', startLsn: '0/1000000', stopLsn: '0/2000000', timeline: 1, systemIdentifier: '1', pgVersion: 170000, fileCount: 1, walStart: '000000010000000000000001', walStop: '000000010000000000000002', jobId: 'j', priorLabel: '' };
-  await store.insertBackup({ ...b, label: 'f1', type: 'full', startTime: now - 7_200_000, stopTime: now - 7_140_000, sizeBytes: 1000, storedBytes: 300 });
-  await store.insertBackup({ ...b, label: 'i1', type: 'incr', startTime: now - 600_000, stopTime: now - 590_000, sizeBytes: 50, storedBytes: 20 });
+  const b = {
+    cluster: 'main',
+    startLsn: '0/1000000',
+    stopLsn: '0/2000000',
+    timeline: 1,
+    systemIdentifier: '1',
+    pgVersion: 170000,
+    fileCount: 1,
+    walStart: '000000010000000000000001',
+    walStop: '000000010000000000000002',
+    jobId: 'j',
+    priorLabel: '',
+  };
+  await store.insertBackup({
+    ...b,
+    label: 'f1',
+    type: 'full',
+    startTime: now - 7_200_000,
+    stopTime: now - 7_140_000,
+    sizeBytes: 1000,
+    storedBytes: 300,
+  });
+  await store.insertBackup({
+    ...b,
+    label: 'i1',
+    type: 'incr',
+    startTime: now - 600_000,
+    stopTime: now - 590_000,
+    sizeBytes: 50,
+    storedBytes: 20,
+  });
   const archiver = toJson(ArchiverStatsSchema, {
-    $typeName: 'pgfleet.v1.ArchiverStats', archivedCount: 41n, lastArchivedWal: '000000010000000000000029', lastArchivedTime: timestampFromMs(now - 100_000),
-    failedCount: 2n, lastFailedWal: '00000001000000000000002A', lastFailedTime: timestampFromMs(now - 50_000),
+    $typeName: 'pgfleet.v1.ArchiverStats',
+    archivedCount: 41n,
+    lastArchivedWal: '000000010000000000000029',
+    lastArchivedTime: timestampFromMs(now - 100_000),
+    failedCount: 2n,
+    lastFailedWal: '00000001000000000000002A',
+    lastFailedTime: timestampFromMs(now - 50_000),
   } as never);
-  await store.recordHeartbeat('a1', {
-    archiver,
-    currentLsn: '0/2A000100',
-    walHealth: {
-      pgWalBytes: 5 * 16 * MiB, pgWalFreeBytes: 40_000 * MiB, pgWalTotalBytes: 100_000 * MiB,
-      slotName: 'pgfleet_main', slotActive: true, slotRestartLsn: '0/29000000', slotRetainedBytes: 16 * MiB + 256, slotWalStatus: 'reserved',
-      streamLagBytes: 256, streamLagSeconds: 0, walSegmentsArchived: 12, walBytesArchived: 12 * 16 * MiB,
+  await store.recordHeartbeat(
+    'a1',
+    {
+      archiver,
+      currentLsn: '0/2A000100',
+      walHealth: {
+        pgWalBytes: 5 * 16 * MiB,
+        pgWalFreeBytes: 40_000 * MiB,
+        pgWalTotalBytes: 100_000 * MiB,
+        slotName: 'pgfleet_main',
+        slotActive: true,
+        slotRestartLsn: '0/29000000',
+        slotRetainedBytes: 16 * MiB + 256,
+        slotWalStatus: 'reserved',
+        streamLagBytes: 256,
+        streamLagSeconds: 0,
+        walSegmentsArchived: 12,
+        walBytesArchived: 12 * 16 * MiB,
+      },
     },
-  }, now - 1000);
-  await store.putHealthState({ cluster: 'main', condition: 'archive', state: 'breached', since: now - 50_000, data: null });
+    now - 1000,
+  );
+  await store.putHealthState({
+    cluster: 'main',
+    condition: 'archive',
+    state: 'breached',
+    since: now - 50_000,
+    data: null,
+  });
   await store.createJob({ id: 'j1', cluster: 'main', kind: 'backup', agentId: 'a1', params: {} }, now);
 
-  const health = new HealthMonitor(store, { thresholds: T, intervalSeconds: 0, logger: silentLogger(), now: () => now });
-  const { registry, refresh } = createMetricsRegistry({ store, health, thresholds: T, now: () => now, ready: () => true });
+  const health = new HealthMonitor(store, {
+    thresholds: T,
+    intervalSeconds: 0,
+    logger: silentLogger(),
+    now: () => now,
+  });
+  const { registry, refresh } = createMetricsRegistry({
+    store,
+    health,
+    thresholds: T,
+    now: () => now,
+    ready: () => true,
+  });
   await refresh();
   const text = await registry.metrics();
   const value = (series: string): number => {
@@ -92,7 +155,13 @@ test('a scrape shows per cluster backups, RPO and its policy threshold, archivin
   assert.doesNotMatch(text, /^pgfleet_(rpo_seconds|pg_wal_free_bytes|wal_archived_bytes_total)\{cluster="idle"\}/m);
 
   // The next scrape starts afresh: a slot that is gone is no longer reported.
-  await store.recordHeartbeat('a1', { walHealth: { ...(await store.getAgent('a1'))!.walHealth!, slotName: '', slotActive: false, slotRetainedBytes: 0 } }, now);
+  await store.recordHeartbeat(
+    'a1',
+    {
+      walHealth: { ...(await store.getAgent('a1'))!.walHealth!, slotName: '', slotActive: false, slotRetainedBytes: 0 },
+    },
+    now,
+  );
   await refresh();
   assert.doesNotMatch(await registry.metrics(), /^pgfleet_wal_slot_/m);
   await store.close();

@@ -17,7 +17,14 @@ import type { AddressInfo } from 'node:net';
 import { Gauge, Registry } from 'prom-client';
 import type { Logger } from '@pgfleet/core';
 import type { BackupRecord, CatalogStore } from '@pgfleet/catalog';
-import { archiverFromJson, assessCluster, clusterThresholds, pickAgent, type HealthMonitor, type HealthThresholds } from './health.js';
+import {
+  archiverFromJson,
+  assessCluster,
+  clusterThresholds,
+  pickAgent,
+  type HealthMonitor,
+  type HealthThresholds,
+} from './health.js';
 
 export interface MetricsOptions {
   store: CatalogStore;
@@ -43,33 +50,101 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
     perScrape.push(gauge);
     return gauge;
   };
-  const lastBackupTime = g('pgfleet_last_backup_timestamp_seconds', 'Stop time of the newest backup in the catalog (Unix seconds).', ['cluster', 'type']);
-  const lastBackupSize = g('pgfleet_last_backup_size_bytes', 'Size of the database copied by the newest backup.', ['cluster', 'type']);
-  const lastBackupStored = g('pgfleet_last_backup_stored_bytes', 'Bytes the newest backup stored in the repository.', ['cluster', 'type']);
-  const lastBackupDuration = g('pgfleet_last_backup_duration_seconds', 'Duration of the newest backup (start to stop).', ['cluster', 'type']);
+  const lastBackupTime = g(
+    'pgfleet_last_backup_timestamp_seconds',
+    'Stop time of the newest backup in the catalog (Unix seconds).',
+    ['cluster', 'type'],
+  );
+  const lastBackupSize = g('pgfleet_last_backup_size_bytes', 'Size of the database copied by the newest backup.', [
+    'cluster',
+    'type',
+  ]);
+  const lastBackupStored = g('pgfleet_last_backup_stored_bytes', 'Bytes the newest backup stored in the repository.', [
+    'cluster',
+    'type',
+  ]);
+  const lastBackupDuration = g(
+    'pgfleet_last_backup_duration_seconds',
+    'Duration of the newest backup (start to stop).',
+    ['cluster', 'type'],
+  );
   const backups = g('pgfleet_backups', 'Backups in the catalog.', ['cluster']);
   const rpo = g('pgfleet_rpo_seconds', 'Now minus the time of the newest WAL safely in the repository.', ['cluster']);
-  const rpoThreshold = g('pgfleet_rpo_threshold_seconds', 'RPO threshold above which rpo.breached is sent (the cluster\'s policy, else the fleet\'s, else --rpo-threshold).', ['cluster']);
-  const staleThreshold = g('pgfleet_backup_stale_threshold_seconds', 'Backup age above which backup.stale is sent (policy, else --stale-backup-threshold).', ['cluster']);
-  const archiveFailed = g('pgfleet_wal_archive_failed_total', 'pg_stat_archiver.failed_count as last reported.', ['cluster']);
+  const rpoThreshold = g(
+    'pgfleet_rpo_threshold_seconds',
+    "RPO threshold above which rpo.breached is sent (the cluster's policy, else the fleet's, else --rpo-threshold).",
+    ['cluster'],
+  );
+  const staleThreshold = g(
+    'pgfleet_backup_stale_threshold_seconds',
+    'Backup age above which backup.stale is sent (policy, else --stale-backup-threshold).',
+    ['cluster'],
+  );
+  const archiveFailed = g('pgfleet_wal_archive_failed_total', 'pg_stat_archiver.failed_count as last reported.', [
+    'cluster',
+  ]);
   const archived = g('pgfleet_wal_archived_total', 'pg_stat_archiver.archived_count as last reported.', ['cluster']);
-  const lastArchived = g('pgfleet_wal_last_archived_timestamp_seconds', 'pg_stat_archiver.last_archived_time (Unix seconds).', ['cluster']);
+  const lastArchived = g(
+    'pgfleet_wal_last_archived_timestamp_seconds',
+    'pg_stat_archiver.last_archived_time (Unix seconds).',
+    ['cluster'],
+  );
   const archiveFailing = g('pgfleet_wal_archive_failing', '1 while archive_command is failing.', ['cluster']);
-  const archivedBytes = g('pgfleet_wal_archived_bytes_total', 'WAL bytes (uncompressed) the agent stored in the repository since it started (archive_command hand-offs, push-ahead, streaming).', ['cluster']);
-  const archivedSegments = g('pgfleet_wal_archived_segments_total', 'WAL segments the agent stored in the repository since it started.', ['cluster']);
+  const archivedBytes = g(
+    'pgfleet_wal_archived_bytes_total',
+    'WAL bytes (uncompressed) the agent stored in the repository since it started (archive_command hand-offs, push-ahead, streaming).',
+    ['cluster'],
+  );
+  const archivedSegments = g(
+    'pgfleet_wal_archived_segments_total',
+    'WAL segments the agent stored in the repository since it started.',
+    ['cluster'],
+  );
   const pgWalBytes = g('pgfleet_pg_wal_bytes', 'Bytes of WAL in pg_wal.', ['cluster']);
-  const pgWalFree = g('pgfleet_pg_wal_free_bytes', 'Free bytes (for unprivileged users) on the filesystem holding pg_wal.', ['cluster']);
+  const pgWalFree = g(
+    'pgfleet_pg_wal_free_bytes',
+    'Free bytes (for unprivileged users) on the filesystem holding pg_wal.',
+    ['cluster'],
+  );
   const pgWalTotal = g('pgfleet_pg_wal_filesystem_bytes', 'Size of the filesystem holding pg_wal.', ['cluster']);
-  const slotRetained = g('pgfleet_wal_slot_retained_bytes', 'WAL the agent\'s replication slot holds back in pg_wal (current LSN - restart_lsn).', ['cluster', 'slot']);
-  const slotActive = g('pgfleet_wal_slot_active', '1 while a WAL stream uses the agent\'s replication slot.', ['cluster', 'slot', 'wal_status']);
-  const lagBytes = g('pgfleet_wal_stream_lag_bytes', 'Current LSN minus the LSN the agent\'s WAL stream has fsynced (0 when caught up or not streaming).', ['cluster']);
-  const lagSeconds = g('pgfleet_wal_stream_lag_seconds', 'How long the WAL stream has been behind (heartbeat resolution; 0 when caught up or not streaming).', ['cluster']);
-  const breached = g('pgfleet_health_breached', '1 while a health condition (archive, rpo, backup_stale, agent_silent, wal_gap) is breached.', ['cluster', 'condition']);
+  const slotRetained = g(
+    'pgfleet_wal_slot_retained_bytes',
+    "WAL the agent's replication slot holds back in pg_wal (current LSN - restart_lsn).",
+    ['cluster', 'slot'],
+  );
+  const slotActive = g('pgfleet_wal_slot_active', "1 while a WAL stream uses the agent's replication slot.", [
+    'cluster',
+    'slot',
+    'wal_status',
+  ]);
+  const lagBytes = g(
+    'pgfleet_wal_stream_lag_bytes',
+    "Current LSN minus the LSN the agent's WAL stream has fsynced (0 when caught up or not streaming).",
+    ['cluster'],
+  );
+  const lagSeconds = g(
+    'pgfleet_wal_stream_lag_seconds',
+    'How long the WAL stream has been behind (heartbeat resolution; 0 when caught up or not streaming).',
+    ['cluster'],
+  );
+  const breached = g(
+    'pgfleet_health_breached',
+    '1 while a health condition (archive, rpo, backup_stale, agent_silent, wal_gap) is breached.',
+    ['cluster', 'condition'],
+  );
   const jobs = g('pgfleet_jobs', 'Jobs in the catalog by cluster, kind and state.', ['cluster', 'kind', 'state']);
   const agents = g('pgfleet_agents_connected', 'Agents with an open session.', ['cluster']);
-  const lastHeartbeat = g('pgfleet_agent_last_heartbeat_timestamp_seconds', 'Time of the newest heartbeat of the cluster\'s agents (Unix seconds).', ['cluster']);
+  const lastHeartbeat = g(
+    'pgfleet_agent_last_heartbeat_timestamp_seconds',
+    "Time of the newest heartbeat of the cluster's agents (Unix seconds).",
+    ['cluster'],
+  );
   const unsent = g('pgfleet_events_unsent', 'Events in the outbox not yet acknowledged by NATS (up to 10000).', []);
-    const catalogOk = new Gauge({ name: 'pgfleet_scrape_catalog_ok', help: '1 when the catalog could be read for this scrape.', registers: [registry] });
+  const catalogOk = new Gauge({
+    name: 'pgfleet_scrape_catalog_ok',
+    help: '1 when the catalog could be read for this scrape.',
+    registers: [registry],
+  });
 
   // One refresh fills every gauge from one read of the catalog, before the registry serialises them.
   const refresh = async (): Promise<void> => {
@@ -86,7 +161,8 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
       ]);
       unsent.set(pending.length);
       for (const c of counts) jobs.set({ cluster: c.cluster, kind: c.kind, state: c.state }, c.count);
-      for (const s of states) breached.set({ cluster: s.cluster, condition: s.condition }, s.state === 'breached' ? 1 : 0);
+      for (const s of states)
+        breached.set({ cluster: s.cluster, condition: s.condition }, s.state === 'breached' ? 1 : 0);
       for (const cluster of clusters) {
         const name = cluster.name;
         const thresholds = clusterThresholds(opts.thresholds, policies, name);
@@ -133,13 +209,25 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
         const assessment = known
           ? assessCluster({ ...known.obs, now }, thresholds)
           : agent
-            ? assessCluster({
-                cluster: name, now, clusterCreatedAt: cluster.createdAt,
-                agent: { id: agent.id, connected: agent.connected, lastSeen: agent.lastSeen, ...(a ? { archiver: a } : {}), ...(agent.currentLsn ? { currentLsn: agent.currentLsn } : {}) },
-              }, thresholds)
+            ? assessCluster(
+                {
+                  cluster: name,
+                  now,
+                  clusterCreatedAt: cluster.createdAt,
+                  agent: {
+                    id: agent.id,
+                    connected: agent.connected,
+                    lastSeen: agent.lastSeen,
+                    ...(a ? { archiver: a } : {}),
+                    ...(agent.currentLsn ? { currentLsn: agent.currentLsn } : {}),
+                  },
+                },
+                thresholds,
+              )
             : undefined;
         if (assessment?.rpoSeconds !== undefined) rpo.set({ cluster: name }, assessment.rpoSeconds);
-        if (assessment?.archiveFailing !== undefined) archiveFailing.set({ cluster: name }, assessment.archiveFailing ? 1 : 0);
+        if (assessment?.archiveFailing !== undefined)
+          archiveFailing.set({ cluster: name }, assessment.archiveFailing ? 1 : 0);
       }
       catalogOk.set(1);
     } catch {
@@ -156,7 +244,11 @@ export interface MetricsServer {
 }
 
 /** Serves /metrics, /healthz and /readyz on host:port (port 0 picks a free one). */
-export async function startMetricsServer(listen: string, { registry, refresh }: Metrics, opts: { store: CatalogStore; ready: () => boolean; logger: Logger }): Promise<MetricsServer> {
+export async function startMetricsServer(
+  listen: string,
+  { registry, refresh }: Metrics,
+  opts: { store: CatalogStore; ready: () => boolean; logger: Logger },
+): Promise<MetricsServer> {
   const i = listen.lastIndexOf(':');
   const host = listen.slice(0, i).replace(/^\[|\]$/g, '');
   const port = Number(listen.slice(i + 1));
@@ -177,10 +269,12 @@ export async function startMetricsServer(listen: string, { registry, refresh }: 
       return;
     }
     if (path === '/metrics') {
-      refresh().then(() => registry.metrics()).then(
-        (text) => reply(200, text, registry.contentType),
-        (err: Error) => reply(500, `${err.message}\n`),
-      );
+      refresh()
+        .then(() => registry.metrics())
+        .then(
+          (text) => reply(200, text, registry.contentType),
+          (err: Error) => reply(500, `${err.message}\n`),
+        );
       return;
     }
     reply(404, 'not found: try /metrics, /healthz or /readyz\n');
@@ -197,9 +291,10 @@ export async function startMetricsServer(listen: string, { registry, refresh }: 
   return {
     port: bound,
     address: `${host.includes(':') ? `[${host}]` : host}:${bound}`,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

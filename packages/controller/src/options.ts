@@ -14,59 +14,273 @@ export const controllerProgram: ProgramSpec = {
   name: 'pgfleet-controller',
   summary: 'the pgfleet controller: catalog, schedules, retention, job dispatch and the admin API',
   options: [
-    { name: 'config', type: 'string', cliOnly: true, description: 'YAML file holding any of the options below (flags and environment win over it).' },
-    { name: 'listen', type: 'string', default: '127.0.0.1:7420', description: 'host:port of the gRPC server for agents and the admin CLI (port 0 picks a free port).' },
-    { name: 'catalog', type: 'string', description: 'Catalog: a SQLite file path (created with its schema when missing) or a postgres://user@host/db URL for several controllers (required).' },
-    { name: 'repo', type: 'string', description: "The repository every job names: /abs/path, posix:/abs/path or s3://bucket/prefix?endpoint=URL&region=R&path-style=true (S3 credentials stay with each agent). Unset: each agent uses its own --repo/--repo2." },
-    { name: 'repo2', type: 'string', description: 'A second repository (same forms): backups and WAL go to both, restores read from --repo first and fall back to --repo2.' },
+    {
+      name: 'config',
+      type: 'string',
+      cliOnly: true,
+      description: 'YAML file holding any of the options below (flags and environment win over it).',
+    },
+    {
+      name: 'listen',
+      type: 'string',
+      default: '127.0.0.1:7420',
+      description: 'host:port of the gRPC server for agents and the admin CLI (port 0 picks a free port).',
+    },
+    {
+      name: 'catalog',
+      type: 'string',
+      description:
+        'Catalog: a SQLite file path (created with its schema when missing) or a postgres://user@host/db URL for several controllers (required).',
+    },
+    {
+      name: 'repo',
+      type: 'string',
+      description:
+        'The repository every job names: /abs/path, posix:/abs/path or s3://bucket/prefix?endpoint=URL&region=R&path-style=true (S3 credentials stay with each agent). Unset: each agent uses its own --repo/--repo2.',
+    },
+    {
+      name: 'repo2',
+      type: 'string',
+      description:
+        'A second repository (same forms): backups and WAL go to both, restores read from --repo first and fall back to --repo2.',
+    },
     { name: 'repo-path', type: 'string', description: 'Posix shorthand for --repo /abs/path.' },
-    { name: 'heartbeat-interval', type: 'integer', default: 5, min: 1, max: 3600, description: 'Seconds between agent heartbeats, sent to every agent on connect.' },
-    { name: 'job-reclaim-grace', type: 'integer', default: 60, min: 1, max: 24 * 3600, description: "Seconds an agent has to reconnect and claim its unfinished jobs (after its stream broke or the controller restarted) before they fail; agents keep running jobs while disconnected and deliver their results on reconnect." },
-    { name: 'log-level', type: 'string', default: 'info', choices: LOG_LEVELS, description: 'Log level of the JSON log on stderr.' },
-    { name: 'schedule-interval', type: 'integer', default: 30, min: 1, max: 3600, description: 'Seconds between scheduler rounds (due backups, retention). Cron times have minute resolution; a round runs what became due since the last one.' },
-    { name: 'max-backups-per-repository', type: 'integer', default: 8, min: 1, max: 100_000, description: 'Scheduled backups start only while fewer than this many backups and expire jobs run on their repository; the others stay due for the next round.' },
-    { name: 'max-backups-per-host', type: 'integer', default: 2, min: 1, max: 1000, description: 'Scheduled backups start only while fewer than this many backups and expire jobs run on their agent host.' },
-    { name: 'tls-dir', type: 'string', description: 'Directory made by `ca init` (CA and server certificate). With it the server speaks TLS only: agents need a certificate from the CA (enrollment), admin calls a bearer token.' },
-    { name: 'require-auth', type: 'boolean', description: 'Require admin bearer tokens even without --tls-dir (implied by --tls-dir).' },
-    { name: 'nats-url', type: 'string', description: 'NATS server URL(s), comma-separated (nats://host:4222). Set: events in the catalog outbox are published to JetStream stream PGFLEET_EVENTS. Unset: they only accumulate in the catalog (pgfleet events).' },
-    { name: 'nats-stream-max-age', type: 'integer', default: 7 * 24 * 3600, min: 0, max: 10 * 365 * 24 * 3600, description: 'Seconds PGFLEET_EVENTS keeps events when the controller creates the stream (0: no age limit).' },
-    { name: 'nats-stream-max-bytes', type: 'integer', default: 1024 ** 3, min: -1, max: Number.MAX_SAFE_INTEGER, description: 'Bytes PGFLEET_EVENTS keeps when the controller creates the stream (-1: no limit).' },
-    { name: 'nats-duplicate-window', type: 'integer', default: 3600, min: 1, max: 7 * 24 * 3600, description: 'Seconds JetStream remembers event ids to drop republished copies (never more than the max age).' },
-    { name: 'rpo-threshold', type: 'integer', default: 300, min: 1, max: 30 * 24 * 3600, description: 'Seconds: rpo.breached when the newest WAL safely in the repository is older than this.' },
-    { name: 'stale-backup-threshold', type: 'integer', default: 26 * 3600, min: 1, max: 365 * 24 * 3600, description: 'Seconds: backup.stale when a cluster has no successful backup newer than this.' },
-    { name: 'agent-silence-threshold', type: 'integer', default: 60, min: 1, max: 24 * 3600, description: 'Seconds: agent.silent when an open agent session sent no heartbeat for this long.' },
-    { name: 'health-interval', type: 'integer', default: 10, min: 1, max: 3600, description: 'Seconds between health evaluations of every cluster (they also run on each heartbeat).' },
-    { name: 'metrics-listen', type: 'string', default: '127.0.0.1:9187', description: "host:port of the HTTP server for /metrics, /healthz and /readyz (port 0 picks a free port; 'off' disables it)." },
-    { name: 'dir', type: 'string', cliOnly: true, description: 'ca init: the TLS directory to create (or, holding a CA already, to issue a new server certificate in).' },
-    { name: 'hostname', type: 'string', cliOnly: true, default: DEFAULT_SERVER_HOSTNAMES.join(','), description: 'ca init: comma-separated host names and IP addresses agents and admins dial; each becomes a subject alternative name of the server certificate.' },
-    { name: 'ttl', type: 'string', cliOnly: true, default: '1h', description: 'enroll-token: how long the token stays usable, e.g. 30m, 1h, 7d.' },
-    { name: 'role', type: 'string', cliOnly: true, choices: ADMIN_ROLES, description: 'token create: viewer (read), operator (+ backup, restore, retention apply, pin) or admin (+ policy set).' },
-    { name: 'name', type: 'string', cliOnly: true, description: 'token create: a unique name saying who or what uses the token.' },
-    { name: 'output', type: 'string', cliOnly: true, default: 'table', choices: ['table', 'json'], description: 'token list, catalog rebuild: aligned columns (a report) or JSON.' },
-    { name: 'cluster', type: 'string', cliOnly: true, description: 'catalog rebuild: only this cluster of the repository.' },
-    { name: 'dry-run', type: 'boolean', cliOnly: true, description: 'catalog rebuild: report what would be added, updated and removed; change nothing.' },
+    {
+      name: 'heartbeat-interval',
+      type: 'integer',
+      default: 5,
+      min: 1,
+      max: 3600,
+      description: 'Seconds between agent heartbeats, sent to every agent on connect.',
+    },
+    {
+      name: 'job-reclaim-grace',
+      type: 'integer',
+      default: 60,
+      min: 1,
+      max: 24 * 3600,
+      description:
+        'Seconds an agent has to reconnect and claim its unfinished jobs (after its stream broke or the controller restarted) before they fail; agents keep running jobs while disconnected and deliver their results on reconnect.',
+    },
+    {
+      name: 'log-level',
+      type: 'string',
+      default: 'info',
+      choices: LOG_LEVELS,
+      description: 'Log level of the JSON log on stderr.',
+    },
+    {
+      name: 'schedule-interval',
+      type: 'integer',
+      default: 30,
+      min: 1,
+      max: 3600,
+      description:
+        'Seconds between scheduler rounds (due backups, retention). Cron times have minute resolution; a round runs what became due since the last one.',
+    },
+    {
+      name: 'max-backups-per-repository',
+      type: 'integer',
+      default: 8,
+      min: 1,
+      max: 100_000,
+      description:
+        'Scheduled backups start only while fewer than this many backups and expire jobs run on their repository; the others stay due for the next round.',
+    },
+    {
+      name: 'max-backups-per-host',
+      type: 'integer',
+      default: 2,
+      min: 1,
+      max: 1000,
+      description:
+        'Scheduled backups start only while fewer than this many backups and expire jobs run on their agent host.',
+    },
+    {
+      name: 'tls-dir',
+      type: 'string',
+      description:
+        'Directory made by `ca init` (CA and server certificate). With it the server speaks TLS only: agents need a certificate from the CA (enrollment), admin calls a bearer token.',
+    },
+    {
+      name: 'require-auth',
+      type: 'boolean',
+      description: 'Require admin bearer tokens even without --tls-dir (implied by --tls-dir).',
+    },
+    {
+      name: 'nats-url',
+      type: 'string',
+      description:
+        'NATS server URL(s), comma-separated (nats://host:4222). Set: events in the catalog outbox are published to JetStream stream PGFLEET_EVENTS. Unset: they only accumulate in the catalog (pgfleet events).',
+    },
+    {
+      name: 'nats-stream-max-age',
+      type: 'integer',
+      default: 7 * 24 * 3600,
+      min: 0,
+      max: 10 * 365 * 24 * 3600,
+      description: 'Seconds PGFLEET_EVENTS keeps events when the controller creates the stream (0: no age limit).',
+    },
+    {
+      name: 'nats-stream-max-bytes',
+      type: 'integer',
+      default: 1024 ** 3,
+      min: -1,
+      max: Number.MAX_SAFE_INTEGER,
+      description: 'Bytes PGFLEET_EVENTS keeps when the controller creates the stream (-1: no limit).',
+    },
+    {
+      name: 'nats-duplicate-window',
+      type: 'integer',
+      default: 3600,
+      min: 1,
+      max: 7 * 24 * 3600,
+      description: 'Seconds JetStream remembers event ids to drop republished copies (never more than the max age).',
+    },
+    {
+      name: 'rpo-threshold',
+      type: 'integer',
+      default: 300,
+      min: 1,
+      max: 30 * 24 * 3600,
+      description: 'Seconds: rpo.breached when the newest WAL safely in the repository is older than this.',
+    },
+    {
+      name: 'stale-backup-threshold',
+      type: 'integer',
+      default: 26 * 3600,
+      min: 1,
+      max: 365 * 24 * 3600,
+      description: 'Seconds: backup.stale when a cluster has no successful backup newer than this.',
+    },
+    {
+      name: 'agent-silence-threshold',
+      type: 'integer',
+      default: 60,
+      min: 1,
+      max: 24 * 3600,
+      description: 'Seconds: agent.silent when an open agent session sent no heartbeat for this long.',
+    },
+    {
+      name: 'health-interval',
+      type: 'integer',
+      default: 10,
+      min: 1,
+      max: 3600,
+      description: 'Seconds between health evaluations of every cluster (they also run on each heartbeat).',
+    },
+    {
+      name: 'metrics-listen',
+      type: 'string',
+      default: '127.0.0.1:9187',
+      description:
+        "host:port of the HTTP server for /metrics, /healthz and /readyz (port 0 picks a free port; 'off' disables it).",
+    },
+    {
+      name: 'dir',
+      type: 'string',
+      cliOnly: true,
+      description:
+        'ca init: the TLS directory to create (or, holding a CA already, to issue a new server certificate in).',
+    },
+    {
+      name: 'hostname',
+      type: 'string',
+      cliOnly: true,
+      default: DEFAULT_SERVER_HOSTNAMES.join(','),
+      description:
+        'ca init: comma-separated host names and IP addresses agents and admins dial; each becomes a subject alternative name of the server certificate.',
+    },
+    {
+      name: 'ttl',
+      type: 'string',
+      cliOnly: true,
+      default: '1h',
+      description: 'enroll-token: how long the token stays usable, e.g. 30m, 1h, 7d.',
+    },
+    {
+      name: 'role',
+      type: 'string',
+      cliOnly: true,
+      choices: ADMIN_ROLES,
+      description:
+        'token create: viewer (read), operator (+ backup, restore, retention apply, pin) or admin (+ policy set).',
+    },
+    {
+      name: 'name',
+      type: 'string',
+      cliOnly: true,
+      description: 'token create: a unique name saying who or what uses the token.',
+    },
+    {
+      name: 'output',
+      type: 'string',
+      cliOnly: true,
+      default: 'table',
+      choices: ['table', 'json'],
+      description: 'token list, catalog rebuild: aligned columns (a report) or JSON.',
+    },
+    {
+      name: 'cluster',
+      type: 'string',
+      cliOnly: true,
+      description: 'catalog rebuild: only this cluster of the repository.',
+    },
+    {
+      name: 'dry-run',
+      type: 'boolean',
+      cliOnly: true,
+      description: 'catalog rebuild: report what would be added, updated and removed; change nothing.',
+    },
   ],
   commands: [
     {
       name: 'run',
       summary: 'Run the controller (gRPC server for agents and admins) until SIGINT/SIGTERM.',
-      options: ['config', 'listen', 'catalog', 'repo', 'repo2', 'repo-path', 'heartbeat-interval', 'job-reclaim-grace', 'log-level', 'schedule-interval', 'max-backups-per-repository', 'max-backups-per-host', 'tls-dir', 'require-auth', 'nats-url', 'nats-stream-max-age', 'nats-stream-max-bytes', 'nats-duplicate-window', 'rpo-threshold', 'stale-backup-threshold', 'agent-silence-threshold', 'health-interval', 'metrics-listen'],
+      options: [
+        'config',
+        'listen',
+        'catalog',
+        'repo',
+        'repo2',
+        'repo-path',
+        'heartbeat-interval',
+        'job-reclaim-grace',
+        'log-level',
+        'schedule-interval',
+        'max-backups-per-repository',
+        'max-backups-per-host',
+        'tls-dir',
+        'require-auth',
+        'nats-url',
+        'nats-stream-max-age',
+        'nats-stream-max-bytes',
+        'nats-duplicate-window',
+        'rpo-threshold',
+        'stale-backup-threshold',
+        'agent-silence-threshold',
+        'health-interval',
+        'metrics-listen',
+      ],
     },
     {
       name: 'ca',
-      summary: 'ca init --dir DIR [--hostname a,b]: create the fleet CA (ECDSA P-256, 10 years) and the controller\'s server certificate; run with --tls-dir DIR.',
+      summary:
+        "ca init --dir DIR [--hostname a,b]: create the fleet CA (ECDSA P-256, 10 years) and the controller's server certificate; run with --tls-dir DIR.",
       options: ['dir', 'hostname'],
       positionals: [{ name: 'action', description: 'init.', required: true }],
     },
     {
       name: 'enroll-token',
-      summary: 'Print a one-time token an agent of <cluster> trades for its certificate (pgfleet-agent run --enroll-token); stored hashed.',
+      summary:
+        'Print a one-time token an agent of <cluster> trades for its certificate (pgfleet-agent run --enroll-token); stored hashed.',
       options: ['config', 'catalog', 'ttl'],
       positionals: [{ name: 'cluster', description: 'The cluster the enrolling agent may speak for.', required: true }],
     },
     {
       name: 'token',
-      summary: 'token create --role R --name N (prints the token once) | token list | token revoke <id|name>: admin API bearer tokens.',
+      summary:
+        'token create --role R --name N (prints the token once) | token list | token revoke <id|name>: admin API bearer tokens.',
       options: ['config', 'catalog', 'role', 'name', 'output'],
       positionals: [
         { name: 'action', description: 'create, list or revoke.', required: true },
@@ -75,7 +289,8 @@ export const controllerProgram: ProgramSpec = {
     },
     {
       name: 'catalog',
-      summary: 'catalog rebuild --catalog URL --repo URL|--repo-path DIR [--cluster X] [--dry-run]: re-index the backups of a repository from their manifests (unknown clusters are created; rows whose manifest is gone are removed). Idempotent.',
+      summary:
+        'catalog rebuild --catalog URL --repo URL|--repo-path DIR [--cluster X] [--dry-run]: re-index the backups of a repository from their manifests (unknown clusters are created; rows whose manifest is gone are removed). Idempotent.',
       options: ['config', 'catalog', 'repo', 'repo-path', 'cluster', 'dry-run', 'output'],
       positionals: [{ name: 'action', description: 'rebuild.', required: true }],
     },
@@ -118,7 +333,10 @@ export interface ControllerConfig {
 export function resolveRunConfig(values: OptionValues): ControllerConfig {
   const listen = requireOption<string>(controllerProgram, values, 'listen');
   if (!/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/.test(listen)) {
-    throw new PgfleetError('InvalidConfig', `option 'listen': '${listen}' is not host:port (e.g. 127.0.0.1:7420 or [::]:7420)`);
+    throw new PgfleetError(
+      'InvalidConfig',
+      `option 'listen': '${listen}' is not host:port (e.g. 127.0.0.1:7420 or [::]:7420)`,
+    );
   }
   return {
     listen,
@@ -138,18 +356,37 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
 }
 
 /** The events, health and metrics part of the run configuration. */
-function eventsAndHealthConfig(values: OptionValues): Pick<ControllerConfig, 'natsUrl' | 'eventStream' | 'health' | 'metricsListen'> {
-  const num = (key: string): number | undefined => (typeof values[key] === 'number' ? (values[key] as number) : undefined);
-  const natsUrl = typeof values['nats-url'] === 'string' && values['nats-url'] !== '' ? values['nats-url'].split(',').map((u) => u.trim()).filter(Boolean) : undefined;
+function eventsAndHealthConfig(
+  values: OptionValues,
+): Pick<ControllerConfig, 'natsUrl' | 'eventStream' | 'health' | 'metricsListen'> {
+  const num = (key: string): number | undefined =>
+    typeof values[key] === 'number' ? (values[key] as number) : undefined;
+  const natsUrl =
+    typeof values['nats-url'] === 'string' && values['nats-url'] !== ''
+      ? values['nats-url']
+          .split(',')
+          .map((u) => u.trim())
+          .filter(Boolean)
+      : undefined;
   const metrics = typeof values['metrics-listen'] === 'string' ? values['metrics-listen'] : undefined;
   if (metrics !== undefined && metrics !== 'off' && !/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/.test(metrics)) {
     throw new PgfleetError('InvalidConfig', `option 'metrics-listen': '${metrics}' is not host:port or 'off'`);
   }
-  const defined = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+  const defined = <T extends object>(o: T): T =>
+    Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
   return {
     ...(natsUrl ? { natsUrl } : {}),
-    eventStream: defined({ maxAgeSeconds: num('nats-stream-max-age'), maxBytes: num('nats-stream-max-bytes'), duplicateWindowSeconds: num('nats-duplicate-window') }),
-    health: defined({ rpoSeconds: num('rpo-threshold'), staleBackupSeconds: num('stale-backup-threshold'), silenceSeconds: num('agent-silence-threshold'), intervalSeconds: num('health-interval') }),
+    eventStream: defined({
+      maxAgeSeconds: num('nats-stream-max-age'),
+      maxBytes: num('nats-stream-max-bytes'),
+      duplicateWindowSeconds: num('nats-duplicate-window'),
+    }),
+    health: defined({
+      rpoSeconds: num('rpo-threshold'),
+      staleBackupSeconds: num('stale-backup-threshold'),
+      silenceSeconds: num('agent-silence-threshold'),
+      intervalSeconds: num('health-interval'),
+    }),
     ...(metrics !== undefined && metrics !== 'off' ? { metricsListen: metrics } : {}),
   };
 }

@@ -26,11 +26,27 @@ interface Case {
 const cases: Case[] = [
   { name: 'time after every backup -> newest', target: { kind: 'time', time: T + 90 * min }, want: 'c-newest' },
   { name: 'time between backups -> the one before', target: { kind: 'time', time: T + 45 * min }, want: 'b-middle' },
-  { name: 'time exactly at a stop time -> that backup', target: { kind: 'time', time: T + 30 * min }, want: 'b-middle' },
+  {
+    name: 'time exactly at a stop time -> that backup',
+    target: { kind: 'time', time: T + 30 * min },
+    want: 'b-middle',
+  },
   { name: 'time at the oldest stop -> oldest', target: { kind: 'time', time: T }, want: 'a-oldest' },
-  { name: 'time before the oldest backup ended', target: { kind: 'time', time: T - 1 }, error: 'TargetBeforeOldestBackup' },
-  { name: 'time in the future beyond the skew', target: { kind: 'time', time: now + FUTURE_SKEW_MS + 1000 }, error: 'TargetInFuture' },
-  { name: 'time within the skew allowance is accepted', target: { kind: 'time', time: now + FUTURE_SKEW_MS - 1000 }, want: 'c-newest' },
+  {
+    name: 'time before the oldest backup ended',
+    target: { kind: 'time', time: T - 1 },
+    error: 'TargetBeforeOldestBackup',
+  },
+  {
+    name: 'time in the future beyond the skew',
+    target: { kind: 'time', time: now + FUTURE_SKEW_MS + 1000 },
+    error: 'TargetInFuture',
+  },
+  {
+    name: 'time within the skew allowance is accepted',
+    target: { kind: 'time', time: now + FUTURE_SKEW_MS - 1000 },
+    want: 'c-newest',
+  },
   { name: 'time with no backups', target: { kind: 'time', time: T }, list: [], error: 'NoBackup' },
   // 0/A0000000 > 0/10000000 numerically although not as text.
   { name: 'lsn between backups compares numerically', target: { kind: 'lsn', lsn: '0/9FFFFFFF' }, want: 'b-middle' },
@@ -46,16 +62,29 @@ const cases: Case[] = [
   { name: 'empty name', target: { kind: 'name', name: '' }, error: 'TargetInvalid' },
   { name: 'non-numeric xid', target: { kind: 'xid', xid: 'abc' }, error: 'TargetInvalid' },
   { name: 'explicit label is used', target: { kind: 'latest' }, label: 'a-oldest', want: 'a-oldest' },
-  { name: 'explicit label with a name target', target: { kind: 'name', name: 'rp' }, label: 'b-middle', want: 'b-middle' },
+  {
+    name: 'explicit label with a name target',
+    target: { kind: 'name', name: 'rp' },
+    label: 'b-middle',
+    want: 'b-middle',
+  },
   { name: 'explicit label that does not exist', target: { kind: 'latest' }, label: 'nope', error: 'UnknownBackup' },
-  { name: 'explicit label ending after the time target', target: { kind: 'time', time: T + 10 * min }, label: 'b-middle', error: 'TargetInvalid' },
+  {
+    name: 'explicit label ending after the time target',
+    target: { kind: 'time', time: T + 10 * min },
+    label: 'b-middle',
+    error: 'TargetInvalid',
+  },
 ];
 
 for (const c of cases) {
   test(c.name, () => {
     const run = () => chooseBackup(c.list ?? backups, c.target, now, c.label);
     if (c.error) {
-      assert.throws(run, (err: unknown) => PgfleetError.is(err, c.error) || assert.fail(`expected ${c.error}, got ${String(err)}`));
+      assert.throws(
+        run,
+        (err: unknown) => PgfleetError.is(err, c.error) || assert.fail(`expected ${c.error}, got ${String(err)}`),
+      );
     } else {
       assert.equal(run(), c.want);
     }

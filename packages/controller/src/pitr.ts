@@ -32,17 +32,22 @@ export function validateTarget(target: PitrTarget): void {
       if (!Number.isFinite(target.time)) throw new PgfleetError('TargetInvalid', 'the target time is not a valid time');
       return;
     case 'lsn':
-      if (!Lsn.isValid(target.lsn)) throw new PgfleetError('TargetInvalid', `target LSN '${target.lsn}' is not an LSN like 0/3000060`);
+      if (!Lsn.isValid(target.lsn))
+        throw new PgfleetError('TargetInvalid', `target LSN '${target.lsn}' is not an LSN like 0/3000060`);
       return;
     case 'name':
       if (target.name === '') throw new PgfleetError('TargetInvalid', 'the target restore point name is empty');
       // recovery_target_name is limited to NAMEDATALEN - 1 bytes like pg_create_restore_point's argument.
-      if (Buffer.byteLength(target.name) > 63) throw new PgfleetError('TargetInvalid', `restore point name '${target.name}' is longer than 63 bytes`);
+      if (Buffer.byteLength(target.name) > 63)
+        throw new PgfleetError('TargetInvalid', `restore point name '${target.name}' is longer than 63 bytes`);
       return;
     case 'xid':
       // recovery_target_xid takes a 32-bit xid or an epoch-qualified 64-bit one (full transaction id).
       if (!/^\d+$/.test(target.xid) || BigInt(target.xid) < 3n) {
-        throw new PgfleetError('TargetInvalid', `target xid '${target.xid}' is not a normal transaction id (an integer >= 3)`);
+        throw new PgfleetError(
+          'TargetInvalid',
+          `target xid '${target.xid}' is not a normal transaction id (an integer >= 3)`,
+        );
       }
       return;
     case 'immediate':
@@ -53,11 +58,16 @@ export function validateTarget(target: PitrTarget): void {
 
 export function describeTarget(target: PitrTarget): string {
   switch (target.kind) {
-    case 'time': return `time ${new Date(target.time).toISOString()}`;
-    case 'lsn': return `LSN ${target.lsn}`;
-    case 'name': return `restore point '${target.name}'`;
-    case 'xid': return `xid ${target.xid}`;
-    default: return target.kind;
+    case 'time':
+      return `time ${new Date(target.time).toISOString()}`;
+    case 'lsn':
+      return `LSN ${target.lsn}`;
+    case 'name':
+      return `restore point '${target.name}'`;
+    case 'xid':
+      return `xid ${target.xid}`;
+    default:
+      return target.kind;
   }
 }
 
@@ -66,23 +76,39 @@ export function describeTarget(target: PitrTarget): string {
  * xid targets). `explicitLabel` (the user's --backup) must exist and, for time/LSN targets, end
  * at or before the target.
  */
-export function chooseBackup(backups: readonly BackupSummary[], target: PitrTarget, now: number, explicitLabel = ''): string {
+export function chooseBackup(
+  backups: readonly BackupSummary[],
+  target: PitrTarget,
+  now: number,
+  explicitLabel = '',
+): string {
   validateTarget(target);
   if (target.kind === 'time' && target.time > now + FUTURE_SKEW_MS) {
-    throw new PgfleetError('TargetInFuture', `target ${describeTarget(target)} is in the future (controller time ${new Date(now).toISOString()})`);
+    throw new PgfleetError(
+      'TargetInFuture',
+      `target ${describeTarget(target)} is in the future (controller time ${new Date(now).toISOString()})`,
+    );
   }
   if (backups.length === 0) throw new PgfleetError('NoBackup', 'the cluster has no backup yet');
   const byStop = [...backups].sort((a, b) => a.stopTime - b.stopTime || cmpLsn(a.stopLsn, b.stopLsn));
   const endsBefore = (b: BackupSummary): boolean =>
-    target.kind === 'time' ? b.stopTime <= target.time : target.kind === 'lsn' ? Lsn.parse(b.stopLsn).compare(Lsn.parse(target.lsn)) <= 0 : true;
+    target.kind === 'time'
+      ? b.stopTime <= target.time
+      : target.kind === 'lsn'
+        ? Lsn.parse(b.stopLsn).compare(Lsn.parse(target.lsn)) <= 0
+        : true;
 
   if (explicitLabel !== '') {
     const chosen = byStop.find((b) => b.label === explicitLabel);
     if (!chosen) throw new PgfleetError('UnknownBackup', `backup '${explicitLabel}' does not exist for this cluster`);
     if (!endsBefore(chosen)) {
-      throw new PgfleetError('TargetInvalid', `backup '${explicitLabel}' ends (${new Date(chosen.stopTime).toISOString()}, LSN ${chosen.stopLsn}) after the ${describeTarget(target)}; recovery cannot stop before the backup is consistent`, {
-        hint: 'Choose an older backup with --backup, or leave --backup out and let the controller pick.',
-      });
+      throw new PgfleetError(
+        'TargetInvalid',
+        `backup '${explicitLabel}' ends (${new Date(chosen.stopTime).toISOString()}, LSN ${chosen.stopLsn}) after the ${describeTarget(target)}; recovery cannot stop before the backup is consistent`,
+        {
+          hint: 'Choose an older backup with --backup, or leave --backup out and let the controller pick.',
+        },
+      );
     }
     return chosen.label;
   }
@@ -92,7 +118,10 @@ export function chooseBackup(backups: readonly BackupSummary[], target: PitrTarg
   const candidates = byStop.filter(endsBefore);
   if (candidates.length === 0) {
     const oldest = byStop[0]!;
-    throw new PgfleetError('TargetBeforeOldestBackup', `${describeTarget(target)} is before the end of the oldest backup '${oldest.label}' (${new Date(oldest.stopTime).toISOString()}, LSN ${oldest.stopLsn})`);
+    throw new PgfleetError(
+      'TargetBeforeOldestBackup',
+      `${describeTarget(target)} is before the end of the oldest backup '${oldest.label}' (${new Date(oldest.stopTime).toISOString()}, LSN ${oldest.stopLsn})`,
+    );
   }
   return candidates[candidates.length - 1]!.label;
 }

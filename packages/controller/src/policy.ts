@@ -15,14 +15,31 @@
  *   also refuses to expire without repo-retention-full). `pgfleet retention apply` runs it anyway.
  */
 import { PgfleetError } from '@pgfleet/core';
-import { BACKUP_FROM_VALUES, FLEET_POLICY_SCOPE, type BackupFrom, type BackupKind, type CatalogStore, type PolicyHealth, type PolicyRecord, type PolicyRetention, type PolicySchedules } from '@pgfleet/catalog';
+import {
+  BACKUP_FROM_VALUES,
+  FLEET_POLICY_SCOPE,
+  type BackupFrom,
+  type BackupKind,
+  type CatalogStore,
+  type PolicyHealth,
+  type PolicyRecord,
+  type PolicyRetention,
+  type PolicySchedules,
+} from '@pgfleet/catalog';
 import { validateRetentionPolicy, type RetentionPolicy } from './retention.js';
 import { CronSchedule } from './schedule.js';
 
 export { FLEET_POLICY_SCOPE };
 
 /** Built-in retention: a week of PITR, 7 daily, 4 weekly and 12 monthly fulls, never fewer than 1 full. */
-export const DEFAULT_RETENTION: Readonly<RetentionPolicy> = { pitrWindowDays: 7, daily: 7, weekly: 4, monthly: 12, yearly: 0, minFull: 1 };
+export const DEFAULT_RETENTION: Readonly<RetentionPolicy> = {
+  pitrWindowDays: 7,
+  daily: 7,
+  weekly: 4,
+  monthly: 12,
+  yearly: 0,
+  minFull: 1,
+};
 /** Built-in spreading: a fleet scheduled at 01:00 starts over 01:00-01:30. */
 export const DEFAULT_SPREAD_MINUTES = 30;
 
@@ -32,7 +49,11 @@ export const RETENTION_KEYS = ['pitrWindowDays', 'daily', 'weekly', 'monthly', '
  * Health thresholds (seconds) and the catalog field each is stored under. Unset everywhere, the
  * controller's flags (--rpo-threshold, ...) apply.
  */
-export const HEALTH_KEYS = ['rpoThresholdSeconds', 'staleBackupThresholdSeconds', 'agentSilenceThresholdSeconds'] as const;
+export const HEALTH_KEYS = [
+  'rpoThresholdSeconds',
+  'staleBackupThresholdSeconds',
+  'agentSilenceThresholdSeconds',
+] as const;
 export type HealthKey = (typeof HEALTH_KEYS)[number];
 export const HEALTH_FIELDS: Record<HealthKey, keyof PolicyHealth> = {
   rpoThresholdSeconds: 'rpoSeconds',
@@ -40,7 +61,14 @@ export const HEALTH_FIELDS: Record<HealthKey, keyof PolicyHealth> = {
   agentSilenceThresholdSeconds: 'silenceSeconds',
 };
 /** Every key in the order `policy get` lists them. */
-export const POLICY_KEYS = [...SCHEDULE_KEYS, 'drill', 'spreadMinutes', 'backupFrom', ...RETENTION_KEYS, ...HEALTH_KEYS] as const;
+export const POLICY_KEYS = [
+  ...SCHEDULE_KEYS,
+  'drill',
+  'spreadMinutes',
+  'backupFrom',
+  ...RETENTION_KEYS,
+  ...HEALTH_KEYS,
+] as const;
 /** Built-in backup source: the primary, as before HA clusters (a standby backup is opted into). */
 export const DEFAULT_BACKUP_FROM: BackupFrom = 'primary';
 export type PolicyKey = (typeof POLICY_KEYS)[number];
@@ -48,9 +76,21 @@ export type PolicySource = 'cluster' | 'fleet' | 'default';
 
 /** The CLI flag of each key, named in validation errors so a user knows what to fix. */
 export const POLICY_FLAGS: Record<PolicyKey, string> = {
-  full: '--full', diff: '--diff', incr: '--incr', drill: '--drill', spreadMinutes: '--spread-minutes', backupFrom: '--backup-from', pitrWindowDays: '--pitr-window-days',
-  daily: '--daily', weekly: '--weekly', monthly: '--monthly', yearly: '--yearly', minFull: '--min-full',
-  rpoThresholdSeconds: '--rpo-threshold', staleBackupThresholdSeconds: '--stale-backup-threshold', agentSilenceThresholdSeconds: '--agent-silence-threshold',
+  full: '--full',
+  diff: '--diff',
+  incr: '--incr',
+  drill: '--drill',
+  spreadMinutes: '--spread-minutes',
+  backupFrom: '--backup-from',
+  pitrWindowDays: '--pitr-window-days',
+  daily: '--daily',
+  weekly: '--weekly',
+  monthly: '--monthly',
+  yearly: '--yearly',
+  minFull: '--min-full',
+  rpoThresholdSeconds: '--rpo-threshold',
+  staleBackupThresholdSeconds: '--stale-backup-threshold',
+  agentSilenceThresholdSeconds: '--agent-silence-threshold',
 };
 
 /** A partial policy as stored for one scope. */
@@ -84,13 +124,24 @@ function isHealthKey(key: PolicyKey): key is HealthKey {
 
 function valueOf(p: PolicySettings | undefined, key: PolicyKey): string | number | undefined {
   if (!p) return undefined;
-  if (key === 'full' || key === 'diff' || key === 'incr' || key === 'drill' || key === 'spreadMinutes' || key === 'backupFrom') return p.schedules[key];
+  if (
+    key === 'full' ||
+    key === 'diff' ||
+    key === 'incr' ||
+    key === 'drill' ||
+    key === 'spreadMinutes' ||
+    key === 'backupFrom'
+  )
+    return p.schedules[key];
   if (isHealthKey(key)) return p.health?.[HEALTH_FIELDS[key]];
   return p.retention[key];
 }
 
 /** The cluster's effective policy: its override over the fleet default over the built-in defaults. */
-export function effectivePolicy(fleet: PolicySettings | undefined, cluster: PolicySettings | undefined): EffectivePolicy {
+export function effectivePolicy(
+  fleet: PolicySettings | undefined,
+  cluster: PolicySettings | undefined,
+): EffectivePolicy {
   const sources = {} as Record<PolicyKey, PolicySource>;
   const pick = (key: PolicyKey): string | number | undefined => {
     const c = valueOf(cluster, key);
@@ -144,7 +195,10 @@ export interface ClusterPolicy {
 }
 
 /** The cluster's stored override and the fleet default, and the effective policy they make. */
-export async function loadClusterPolicy(store: Pick<CatalogStore, 'getPolicy'>, cluster: string): Promise<ClusterPolicy> {
+export async function loadClusterPolicy(
+  store: Pick<CatalogStore, 'getPolicy'>,
+  cluster: string,
+): Promise<ClusterPolicy> {
   const [fleet, own] = await Promise.all([store.getPolicy(FLEET_POLICY_SCOPE), store.getPolicy(cluster)]);
   return { fleet, cluster: own, effective: effectivePolicy(fleet && settingsOf(fleet), own && settingsOf(own)) };
 }
@@ -162,7 +216,8 @@ export function settingsOf(record: PolicyRecord | undefined): PolicySettings {
 
 /** `patch` over `base`: keys the patch sets replace the base's, the others stay. */
 export function mergeSettings(base: PolicySettings = EMPTY, patch: PolicySettings): PolicySettings {
-  const drop = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+  const drop = <T extends object>(o: T): T =>
+    Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
   return {
     schedules: drop({ ...base.schedules, ...drop(patch.schedules) }),
     retention: drop({ ...base.retention, ...drop(patch.retention) }),
@@ -172,7 +227,11 @@ export function mergeSettings(base: PolicySettings = EMPTY, patch: PolicySetting
 
 /** Whether a stored policy sets nothing at all (then its row is dropped). */
 export function isEmptySettings(s: PolicySettings): boolean {
-  return Object.keys(s.schedules).length === 0 && Object.keys(s.retention).length === 0 && Object.keys(s.health ?? {}).length === 0;
+  return (
+    Object.keys(s.schedules).length === 0 &&
+    Object.keys(s.retention).length === 0 &&
+    Object.keys(s.health ?? {}).length === 0
+  );
 }
 
 /**
@@ -181,7 +240,11 @@ export function isEmptySettings(s: PolicySettings): boolean {
  */
 export function validatePolicySettings(settings: PolicySettings): void {
   const bad = (key: PolicyKey, what: string, cause?: unknown): never => {
-    throw new PgfleetError('InvalidArgument', `policy ${key} (${POLICY_FLAGS[key]}): ${what}`, cause === undefined ? {} : { cause });
+    throw new PgfleetError(
+      'InvalidArgument',
+      `policy ${key} (${POLICY_FLAGS[key]}): ${what}`,
+      cause === undefined ? {} : { cause },
+    );
   };
   for (const type of [...SCHEDULE_KEYS, 'drill'] as const) {
     const cron = settings.schedules[type];
@@ -197,23 +260,31 @@ export function validatePolicySettings(settings: PolicySettings): void {
     bad('spreadMinutes', `must be a number of minutes from 0 to ${7 * 24 * 60}, got ${String(spread)}`);
   }
   const from = settings.schedules.backupFrom;
-  if (from !== undefined && !isBackupFrom(from)) bad('backupFrom', `must be one of ${BACKUP_FROM_VALUES.join(', ')}, got '${String(from)}'`);
+  if (from !== undefined && !isBackupFrom(from))
+    bad('backupFrom', `must be one of ${BACKUP_FROM_VALUES.join(', ')}, got '${String(from)}'`);
   const days = settings.retention.pitrWindowDays;
-  if (days !== undefined && (!Number.isFinite(days) || days < 0)) bad('pitrWindowDays', `must be a number of days >= 0, got ${String(days)}`);
+  if (days !== undefined && (!Number.isFinite(days) || days < 0))
+    bad('pitrWindowDays', `must be a number of days >= 0, got ${String(days)}`);
   for (const key of ['daily', 'weekly', 'monthly', 'yearly', 'minFull'] as const) {
     const v = settings.retention[key];
-    if (v !== undefined && (!Number.isInteger(v) || v < 0)) bad(key, `must be a whole number of full backups >= 0 (0 turns it off), got ${String(v)}`);
+    if (v !== undefined && (!Number.isInteger(v) || v < 0))
+      bad(key, `must be a whole number of full backups >= 0 (0 turns it off), got ${String(v)}`);
   }
   for (const key of HEALTH_KEYS) {
     const v = settings.health?.[HEALTH_FIELDS[key]];
-    if (v !== undefined && (!Number.isFinite(v) || v < 1 || v > 365 * 24 * 3600)) bad(key, `must be a number of seconds from 1 to ${365 * 24 * 3600}, got ${String(v)}`);
+    if (v !== undefined && (!Number.isFinite(v) || v < 1 || v > 365 * 24 * 3600))
+      bad(key, `must be a number of seconds from 1 to ${365 * 24 * 3600}, got ${String(v)}`);
   }
   // The retention function's own check, so the two can never disagree about what is valid.
   validateRetentionPolicy({ ...DEFAULT_RETENTION, ...settings.retention });
 }
 
 /** The text of a value for listings. */
-export function formatPolicyValue(key: PolicyKey, eff: EffectivePolicy, healthDefaults?: Required<PolicyHealth>): string {
+export function formatPolicyValue(
+  key: PolicyKey,
+  eff: EffectivePolicy,
+  healthDefaults?: Required<PolicyHealth>,
+): string {
   if (key === 'full' || key === 'diff' || key === 'incr') return eff.schedules[key] ?? '-';
   if (key === 'drill') return eff.drill ?? '-';
   if (key === 'spreadMinutes') return String(eff.spreadMinutes);

@@ -25,8 +25,18 @@ export interface ClusterRetention {
 /** The catalog holds only succeeded backups (a failed job inserts none). */
 function retentionBackup(b: BackupRecord): RetentionBackup {
   return {
-    label: b.label, type: b.type, priorLabel: b.priorLabel, startTime: b.startTime, stopTime: b.stopTime, startLsn: b.startLsn,
-    stopLsn: b.stopLsn, timeline: b.timeline, walStart: b.walStart, walStop: b.walStop, state: 'succeeded', pinned: b.pinned === true,
+    label: b.label,
+    type: b.type,
+    priorLabel: b.priorLabel,
+    startTime: b.startTime,
+    stopTime: b.stopTime,
+    startLsn: b.startLsn,
+    stopLsn: b.stopLsn,
+    timeline: b.timeline,
+    walStart: b.walStart,
+    walStop: b.walStop,
+    state: 'succeeded',
+    pinned: b.pinned === true,
   };
 }
 
@@ -62,18 +72,30 @@ export function planRemovesSomething(plan: RetentionPlan): boolean {
 }
 
 /** Dispatches an expire job for the plan to the cluster's connected agent. */
-export async function startExpireJob(ctx: ControllerContext, r: ClusterRetention, reason: string): Promise<MessageInitShape<typeof JobInfoSchema>> {
+export async function startExpireJob(
+  ctx: ControllerContext,
+  r: ClusterRetention,
+  reason: string,
+): Promise<MessageInitShape<typeof JobInfoSchema>> {
   // Expiring only touches the repository: any host's agent can.
   const session = await clusterAgent(ctx, r.cluster, 'any');
   const params = expireParams(r.plan, reason);
-  const job = await ctx.store.createJob({ id: newJobId(), cluster: r.cluster, kind: 'expire', agentId: session.agentId, params }, ctx.now());
+  const job = await ctx.store.createJob(
+    { id: newJobId(), cluster: r.cluster, kind: 'expire', agentId: session.agentId, params },
+    ctx.now(),
+  );
   return dispatch(ctx, session, job, {
     case: 'expire',
     value: {
       cluster: r.cluster,
       labels: params.labels,
       walKeepFrom: params.walKeepFrom,
-      keepRanges: params.keepRanges.map((k) => ({ label: k.label, timeline: k.timeline, walStart: k.walStart, walStop: k.walStop })),
+      keepRanges: params.keepRanges.map((k) => ({
+        label: k.label,
+        timeline: k.timeline,
+        walStart: k.walStart,
+        walStop: k.walStop,
+      })),
     },
   });
 }
@@ -87,6 +109,15 @@ export async function recordExpired(ctx: ControllerContext, job: JobRecord, resu
   const asked = new Set((job.params as Partial<ExpireParams> | null)?.labels ?? []);
   const labels = result.deletedLabels.filter((l) => asked.has(l));
   const n = labels.length ? await ctx.store.deleteBackups(job.cluster, labels) : 0;
-  ctx.logger.info({ jobId: job.id, cluster: job.cluster, deleted: labels, skipped: result.skippedLabels, walFiles: result.walFilesDeleted }, 'expired backups removed from the catalog');
+  ctx.logger.info(
+    {
+      jobId: job.id,
+      cluster: job.cluster,
+      deleted: labels,
+      skipped: result.skippedLabels,
+      walFiles: result.walFilesDeleted,
+    },
+    'expired backups removed from the catalog',
+  );
   return n;
 }

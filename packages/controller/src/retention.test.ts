@@ -4,7 +4,14 @@
 import { strict as assert } from 'node:assert';
 import { describe, test } from 'node:test';
 import { PgfleetError } from '@pgfleet/core';
-import { periodKey, planRetention, walFileNeeded, type RetentionBackup, type RetentionPlan, type RetentionPolicy } from './retention.js';
+import {
+  periodKey,
+  planRetention,
+  walFileNeeded,
+  type RetentionBackup,
+  type RetentionPlan,
+  type RetentionPolicy,
+} from './retention.js';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -54,7 +61,13 @@ interface Meta {
   b: RetentionBackup;
 }
 
-function generateHistory(): { backups: RetentionBackup[]; meta: Meta[]; full: (d: number) => string; incr: (d: number, h: number) => string; skew: string } {
+function generateHistory(): {
+  backups: RetentionBackup[];
+  meta: Meta[];
+  full: (d: number) => string;
+  incr: (d: number, h: number) => string;
+  skew: string;
+} {
   const meta: Meta[] = [];
   let serial = 999_999;
   let lastSucceeded = '';
@@ -131,7 +144,8 @@ const H = generateHistory();
 const ok = (m: Meta): boolean => m.b.state === 'succeeded';
 const FAILED = new Set(H.meta.filter((m) => !ok(m)).map((m) => m.b.label));
 /** Every succeeded backup from the full of day `from` on (the PITR window's share). */
-const fromDay = (from: number): string[] => H.meta.filter((m) => ok(m) && m.day >= from && m.day < DAYS).map((m) => m.b.label);
+const fromDay = (from: number): string[] =>
+  H.meta.filter((m) => ok(m) && m.day >= from && m.day < DAYS).map((m) => m.b.label);
 const fullsOf = (...days: number[]): string[] => days.map((d) => H.full(d));
 const PINNED_LABEL = H.incr(PINNED.day, PINNED.hour);
 /** The pinned incr and what it restores from: the day's full and the incrs 02:00 .. 14:00. */
@@ -240,11 +254,18 @@ describe('retention over six months of history', () => {
       const all = new Set(H.meta.map((m) => m.b.label));
       const expectedExpire = sorted([...all].filter((l) => !c.keep.includes(l)));
       assert.deepEqual(sorted(plan.expire.map((e) => e.label)), expectedExpire, 'expire set');
-      for (const e of plan.expire) assert.equal(e.reason, FAILED.has(e.label) ? 'failed' : 'outside-retention', e.label);
+      for (const e of plan.expire)
+        assert.equal(e.reason, FAILED.has(e.label) ? 'failed' : 'outside-retention', e.label);
       for (const [label, want] of c.reasons) assert.deepEqual(plan.keep.get(label), want, `reasons of ${label}`);
       assert.equal(plan.anchor?.label, c.anchor);
       const anchor = H.meta.find((m) => m.b.label === c.anchor)!.b;
-      assert.deepEqual([...plan.walExpireBefore], [[9, `00000009${anchor.walStart.slice(8)}`], [10, `0000000A${anchor.walStart.slice(8)}`]]);
+      assert.deepEqual(
+        [...plan.walExpireBefore],
+        [
+          [9, `00000009${anchor.walStart.slice(8)}`],
+          [10, `0000000A${anchor.walStart.slice(8)}`],
+        ],
+      );
       assert.deepEqual(sorted(plan.walKeepRanges.map((r) => r.label)), sorted(c.walRanges));
       for (const r of plan.walKeepRanges) {
         const b = H.meta.find((m) => m.b.label === r.label)!.b;
@@ -252,14 +273,22 @@ describe('retention over six months of history', () => {
       }
       // Keep map and expire list come in real-time order.
       const times = [...plan.keep.keys()].map((l) => H.meta.find((m) => m.b.label === l)!.b.stopTime);
-      assert.deepEqual(times, [...times].sort((a, b) => a - b));
+      assert.deepEqual(
+        times,
+        [...times].sort((a, b) => a - b),
+      );
     });
   }
 
   test('the typical policy keeps WAL from the anchor on, and only the ranges before it', () => {
     const plan = planRetention(H.backups, cases[0]!.policy, NOW);
     // Anchor: full of day 172 started 01:00 -> segment 1 + (172*24+1)*4 = 16517 = log 0x40, seg 0x85.
-    assert.deepEqual(plan.anchor, { label: H.full(172), timeline: 10, stopTime: T0 + 172 * DAY + 90 * MIN, walStart: '0000000A0000004000000085' });
+    assert.deepEqual(plan.anchor, {
+      label: H.full(172),
+      timeline: 10,
+      stopTime: T0 + 172 * DAY + 90 * MIN,
+      walStart: '0000000A0000004000000085',
+    });
     assert.deepEqual(plan.walExpireBefore.get(10), '0000000A0000004000000085');
     assert.deepEqual(plan.walExpireBefore.get(9), '000000090000004000000085');
     const need = (name: string): boolean => walFileNeeded(plan, name);
@@ -267,7 +296,11 @@ describe('retention over six months of history', () => {
     assert.equal(need('0000000A0000004000000084'), false, 'just before the anchor');
     assert.equal(need('0000000A0000004000000084.partial'), false);
     assert.equal(need('0000000A0000004000000085.00000028.backup'), true);
-    assert.equal(need('000000090000004000000090'), true, 'lower timeline after the anchor position is kept (conservative)');
+    assert.equal(
+      need('000000090000004000000090'),
+      true,
+      'lower timeline after the anchor position is kept (conservative)',
+    );
     assert.equal(need('0000000B0000004100000000'), true, 'a later timeline with no backup yet');
     assert.equal(need('00000009.history'), true);
     assert.equal(need('not-a-wal-file'), true);
@@ -300,7 +333,12 @@ describe('retention over six months of history', () => {
 // ---------------------------------------------------------------------------------------------
 const T = Date.UTC(2026, 0, 10, 12); // Saturday
 let counter = 0;
-function bk(label: string, type: 'full' | 'diff' | 'incr', stop: number, extra: Partial<RetentionBackup> = {}): RetentionBackup {
+function bk(
+  label: string,
+  type: 'full' | 'diff' | 'incr',
+  stop: number,
+  extra: Partial<RetentionBackup> = {},
+): RetentionBackup {
   const n = ++counter;
   const timeline = extra.timeline ?? 1;
   return {
@@ -321,20 +359,41 @@ function bk(label: string, type: 'full' | 'diff' | 'incr', stop: number, extra: 
 }
 const OFF: RetentionPolicy = { pitrWindowDays: 0, daily: 0, weekly: 0, monthly: 0, yearly: 0, minFull: 0 };
 const keepObj = (plan: RetentionPlan): Record<string, string[]> => Object.fromEntries(plan.keep);
-const expireObj = (plan: RetentionPlan): Record<string, string> => Object.fromEntries(plan.expire.map((e) => [e.label, e.reason]));
+const expireObj = (plan: RetentionPlan): Record<string, string> =>
+  Object.fromEntries(plan.expire.map((e) => [e.label, e.reason]));
 
 describe('retention focused cases', () => {
   test('after a roll-back to an old backup, the new timeline keeps its WAL from its own lower positions', () => {
     // Timeline 1 runs to segment 0x50; the cluster is then restored from an old full and continues
     // on timeline 2 from segment 0x20, where two more backups are taken inside the PITR window.
-    const old = bk('old', 'full', T - 10 * DAY, { walStart: '000000010000000000000010', walStop: '000000010000000000000011' });
-    const anchorFull = bk('anchor', 'full', T - 3 * DAY, { walStart: '000000010000000000000050', walStop: '000000010000000000000051' });
-    const after1 = bk('after1', 'full', T - 1 * DAY, { timeline: 2, walStart: '000000020000000000000022', walStop: '000000020000000000000023' });
-    const after2 = bk('after2', 'incr', T - HOUR, { timeline: 2, priorLabel: 'after1', walStart: '000000020000000000000030', walStop: '000000020000000000000031' });
+    const old = bk('old', 'full', T - 10 * DAY, {
+      walStart: '000000010000000000000010',
+      walStop: '000000010000000000000011',
+    });
+    const anchorFull = bk('anchor', 'full', T - 3 * DAY, {
+      walStart: '000000010000000000000050',
+      walStop: '000000010000000000000051',
+    });
+    const after1 = bk('after1', 'full', T - 1 * DAY, {
+      timeline: 2,
+      walStart: '000000020000000000000022',
+      walStop: '000000020000000000000023',
+    });
+    const after2 = bk('after2', 'incr', T - HOUR, {
+      timeline: 2,
+      priorLabel: 'after1',
+      walStart: '000000020000000000000030',
+      walStop: '000000020000000000000031',
+    });
     const plan = planRetention([old, anchorFull, after1, after2], { ...OFF, pitrWindowDays: 2 }, T);
     assert.equal(plan.anchor?.label, 'anchor');
     assert.equal(plan.anchor?.walStart, '000000020000000000000022');
-    for (const seg of ['000000020000000000000022', '000000020000000000000028', '000000020000000000000030', '000000020000000000000040']) {
+    for (const seg of [
+      '000000020000000000000022',
+      '000000020000000000000028',
+      '000000020000000000000030',
+      '000000020000000000000040',
+    ]) {
       assert.equal(walFileNeeded(plan, seg), true, `${seg}: replayed from after1 to after2 and on`);
     }
     assert.equal(walFileNeeded(plan, '000000020000000000000021'), false, 'before every kept backup');
@@ -359,7 +418,13 @@ describe('retention focused cases', () => {
     const plan = planRetention(backups, { ...OFF, pitrWindowDays: 7, daily: 7, minFull: 3 }, T);
     assert.equal(plan.keep.size, 0);
     assert.deepEqual(expireObj(plan), { f1: 'failed', f2: 'failed', i1: 'failed' });
-    assert.deepEqual([...plan.walExpireBefore], [[1, undefined], [2, undefined]]);
+    assert.deepEqual(
+      [...plan.walExpireBefore],
+      [
+        [1, undefined],
+        [2, undefined],
+      ],
+    );
     assert.equal(walFileNeeded(plan, '000000010000000000000001'), true);
   });
 
@@ -403,7 +468,10 @@ describe('retention focused cases', () => {
     });
     assert.deepEqual(expireObj(plan), { I2: 'failed', I4: 'outside-retention' });
     // Only the pinned backup needs its WAL; its chain members are restored from, not to.
-    assert.deepEqual(plan.walKeepRanges.map((r) => r.label), ['I3']);
+    assert.deepEqual(
+      plan.walKeepRanges.map((r) => r.label),
+      ['I3'],
+    );
   });
 
   test('broken chains: missing or failed prior makes a backup unusable unless pinned', () => {
@@ -419,7 +487,12 @@ describe('retention focused cases', () => {
     // The broken incrs count for nothing: F2 (the only usable full) anchors the window.
     assert.equal(plan.anchor?.label, 'F2');
     assert.deepEqual(keepObj(plan), { I3: ['pinned'], F2: ['pitr-window', 'daily', 'min-full'] });
-    assert.deepEqual(expireObj(plan), { F1: 'failed', I1: 'broken-chain:F1', I2: 'broken-chain:F1', I6: 'broken-chain:lost' });
+    assert.deepEqual(expireObj(plan), {
+      F1: 'failed',
+      I1: 'broken-chain:F1',
+      I2: 'broken-chain:F1',
+      I6: 'broken-chain:lost',
+    });
   });
 
   test('minFull overrides the tiers: fulls beyond the tier counts stay', () => {
@@ -445,7 +518,11 @@ describe('retention focused cases', () => {
     assert.deepEqual(keepObj(plan), { 'b-past': ['pitr-window', 'daily', 'min-full'], 'a-future': ['clock-skew'] });
     assert.deepEqual(expireObj(plan), { 'c-older': 'outside-retention' });
 
-    const onlyFuture = planRetention([bk('a-future', 'full', T + HOUR), bk('i', 'incr', T - HOUR, { priorLabel: 'a-future' })], OFF, T);
+    const onlyFuture = planRetention(
+      [bk('a-future', 'full', T + HOUR), bk('i', 'incr', T - HOUR, { priorLabel: 'a-future' })],
+      OFF,
+      T,
+    );
     assert.equal(onlyFuture.anchor, undefined, 'no full ended by now: no anchor, keep all WAL');
     assert.deepEqual(keepObj(onlyFuture), { i: ['pitr-window'], 'a-future': ['clock-skew', 'chain-of:i'] });
     assert.equal(walFileNeeded(onlyFuture, '000000010000000000000001'), true);
@@ -464,7 +541,13 @@ describe('retention focused cases', () => {
     assert.deepEqual(keepObj(plan), { 'aa-second': ['pitr-window'], 'mm-third': ['pitr-window'] });
     assert.deepEqual(expireObj(plan), { 'zz-first': 'outside-retention' });
     const anchorPos = backups[1]!.walStart.slice(8);
-    assert.deepEqual([...plan.walExpireBefore], [[2, `00000002${anchorPos}`], [10, `0000000A${anchorPos}`]]);
+    assert.deepEqual(
+      [...plan.walExpireBefore],
+      [
+        [2, `00000002${anchorPos}`],
+        [10, `0000000A${anchorPos}`],
+      ],
+    );
   });
 
   test('same stop time: the stop LSN decides', () => {
@@ -478,9 +561,19 @@ describe('retention focused cases', () => {
   });
 
   test('policy and input validation', () => {
-    const bad: Array<Partial<RetentionPolicy>> = [{ pitrWindowDays: -1 }, { pitrWindowDays: Number.NaN }, { daily: 1.5 }, { weekly: -2 }, { minFull: Number.POSITIVE_INFINITY }];
+    const bad: Array<Partial<RetentionPolicy>> = [
+      { pitrWindowDays: -1 },
+      { pitrWindowDays: Number.NaN },
+      { daily: 1.5 },
+      { weekly: -2 },
+      { minFull: Number.POSITIVE_INFINITY },
+    ];
     for (const p of bad) {
-      assert.throws(() => planRetention([], { ...OFF, ...p }, T), (e: unknown) => e instanceof PgfleetError && e.errorName === 'InvalidArgument', JSON.stringify(p));
+      assert.throws(
+        () => planRetention([], { ...OFF, ...p }, T),
+        (e: unknown) => e instanceof PgfleetError && e.errorName === 'InvalidArgument',
+        JSON.stringify(p),
+      );
     }
     assert.throws(() => planRetention([bk('x', 'full', T), bk('x', 'full', T - DAY)], OFF, T), /appears twice/);
     assert.throws(() => planRetention([bk('x', 'full', T, { walStart: '1/2' })], OFF, T), /WAL segment name/);

@@ -31,8 +31,19 @@ import { Lsn, walFileKind } from '@pgfleet/pg';
 const DAY_MS = 86_400_000;
 
 /** The catalog fields retention reads, plus the outcome and the pin. */
-export interface RetentionBackup
-  extends Pick<BackupRecord, 'label' | 'type' | 'priorLabel' | 'startTime' | 'stopTime' | 'startLsn' | 'stopLsn' | 'timeline' | 'walStart' | 'walStop'> {
+export interface RetentionBackup extends Pick<
+  BackupRecord,
+  | 'label'
+  | 'type'
+  | 'priorLabel'
+  | 'startTime'
+  | 'stopTime'
+  | 'startLsn'
+  | 'stopLsn'
+  | 'timeline'
+  | 'walStart'
+  | 'walStop'
+> {
   state: 'succeeded' | 'failed';
   pinned: boolean;
 }
@@ -114,12 +125,18 @@ const REASON_ORDER: readonly string[] = ['pitr-window', 'clock-skew', 'pinned', 
 /** Throws InvalidArgument naming the first bad field. */
 export function validateRetentionPolicy(policy: RetentionPolicy): void {
   if (!Number.isFinite(policy.pitrWindowDays) || policy.pitrWindowDays < 0) {
-    throw new PgfleetError('InvalidArgument', `retention pitrWindowDays must be a number of days >= 0, got ${String(policy.pitrWindowDays)}`);
+    throw new PgfleetError(
+      'InvalidArgument',
+      `retention pitrWindowDays must be a number of days >= 0, got ${String(policy.pitrWindowDays)}`,
+    );
   }
   for (const key of [...TIER_REASONS, 'minFull'] as const) {
     const v = policy[key];
     if (!Number.isInteger(v) || v < 0) {
-      throw new PgfleetError('InvalidArgument', `retention ${key} must be a whole number of full backups >= 0 (0 turns it off), got ${String(v)}`);
+      throw new PgfleetError(
+        'InvalidArgument',
+        `retention ${key} must be a whole number of full backups >= 0 (0 turns it off), got ${String(v)}`,
+      );
     }
   }
 }
@@ -128,13 +145,18 @@ export function validateRetentionPolicy(policy: RetentionPolicy): void {
  * Computes the keep set, the expire list and the WAL still needed for one cluster's backups at
  * `now` (ms since the epoch). Pure: same input, same plan.
  */
-export function planRetention(backups: readonly RetentionBackup[], policy: RetentionPolicy, now: number): RetentionPlan {
+export function planRetention(
+  backups: readonly RetentionBackup[],
+  policy: RetentionPolicy,
+  now: number,
+): RetentionPlan {
   validateRetentionPolicy(policy);
   if (!Number.isFinite(now)) throw new PgfleetError('InvalidArgument', 'retention needs a valid current time');
 
   const byLabel = new Map<string, RetentionBackup>();
   for (const b of backups) {
-    if (byLabel.has(b.label)) throw new PgfleetError('InvalidArgument', `backup label '${b.label}' appears twice in the cluster's backups`);
+    if (byLabel.has(b.label))
+      throw new PgfleetError('InvalidArgument', `backup label '${b.label}' appears twice in the cluster's backups`);
     byLabel.set(b.label, b);
   }
   const succeeded = backups.filter((b) => b.state === 'succeeded');
@@ -149,12 +171,21 @@ export function planRetention(backups: readonly RetentionBackup[], policy: Reten
     let cur = b;
     let verdict: string | undefined;
     for (;;) {
-      if (chainBreak.has(cur.label)) { verdict = chainBreak.get(cur.label); break; }
+      if (chainBreak.has(cur.label)) {
+        verdict = chainBreak.get(cur.label);
+        break;
+      }
       path.push(cur);
       seen.add(cur.label);
-      if (cur.type === 'full') { verdict = undefined; break; }
+      if (cur.type === 'full') {
+        verdict = undefined;
+        break;
+      }
       const prior = byLabel.get(cur.priorLabel);
-      if (!prior || prior.state !== 'succeeded' || seen.has(prior.label)) { verdict = cur.priorLabel || '(none)'; break; }
+      if (!prior || prior.state !== 'succeeded' || seen.has(prior.label)) {
+        verdict = cur.priorLabel || '(none)';
+        break;
+      }
       cur = prior;
     }
     for (const p of path) chainBreak.set(p.label, verdict);
@@ -186,7 +217,12 @@ export function planRetention(backups: readonly RetentionBackup[], policy: Reten
 
   // GFS tiers and minFull, newest first.
   const newestFirst = [...presentFulls].reverse();
-  const tierCount: Record<RetentionTier, number> = { daily: policy.daily, weekly: policy.weekly, monthly: policy.monthly, yearly: policy.yearly };
+  const tierCount: Record<RetentionTier, number> = {
+    daily: policy.daily,
+    weekly: policy.weekly,
+    monthly: policy.monthly,
+    yearly: policy.yearly,
+  };
   for (const tier of TIER_REASONS) {
     const periods = new Set<string>();
     for (const f of newestFirst) {
@@ -229,7 +265,10 @@ export function planRetention(backups: readonly RetentionBackup[], policy: Reten
       continue;
     }
     const broken = b.state === 'succeeded' ? brokenAt(b) : undefined;
-    expire.push({ label: b.label, reason: b.state === 'failed' ? 'failed' : broken !== undefined ? `broken-chain:${broken}` : 'outside-retention' });
+    expire.push({
+      label: b.label,
+      reason: b.state === 'failed' ? 'failed' : broken !== undefined ? `broken-chain:${broken}` : 'outside-retention',
+    });
   }
 
   // After a roll-back (an old backup restored into the same cluster), a newer timeline continues
@@ -237,14 +276,16 @@ export function planRetention(backups: readonly RetentionBackup[], policy: Reten
   // from the lowest start among the anchor and every backup after it, or PITR between those
   // backups would lose the WAL it replays.
   let keepFrom = anchorFull?.walStart;
-  for (const b of present.slice(anchorIndex)) if (keepFrom !== undefined && position(b.walStart) < position(keepFrom)) keepFrom = b.walStart;
+  for (const b of present.slice(anchorIndex))
+    if (keepFrom !== undefined && position(b.walStart) < position(keepFrom)) keepFrom = b.walStart;
   const anchor: PitrAnchor | undefined = anchorFull
     ? { label: anchorFull.label, timeline: anchorFull.timeline, stopTime: anchorFull.stopTime, walStart: keepFrom! }
     : undefined;
   const timelines = new Set<number>();
   for (const b of backups) if (Number.isInteger(b.timeline) && b.timeline > 0) timelines.add(b.timeline);
   const walExpireBefore = new Map<number, string | undefined>();
-  for (const tli of [...timelines].sort((a, b) => a - b)) walExpireBefore.set(tli, anchor ? segmentOn(tli, anchor.walStart) : undefined);
+  for (const tli of [...timelines].sort((a, b) => a - b))
+    walExpireBefore.set(tli, anchor ? segmentOn(tli, anchor.walStart) : undefined);
 
   const walKeepRanges: WalKeepRange[] = [];
   if (anchor) {
@@ -274,13 +315,18 @@ export function walFileNeeded(plan: Pick<RetentionPlan, 'anchor' | 'walKeepRange
   if (pos >= position(plan.anchor.walStart)) return true;
   const tli = segment.slice(0, 8);
   return plan.walKeepRanges.some(
-    (r) => (tli === r.walStart.slice(0, 8) || tli === r.walStop.slice(0, 8)) && pos >= position(r.walStart) && pos <= position(r.walStop),
+    (r) =>
+      (tli === r.walStart.slice(0, 8) || tli === r.walStop.slice(0, 8)) &&
+      pos >= position(r.walStart) &&
+      pos <= position(r.walStop),
   );
 }
 
 /** Real time: stop time, then stop LSN (same millisecond), then label only to be deterministic. */
 function byRealTime(a: RetentionBackup, b: RetentionBackup): number {
-  return a.stopTime - b.stopTime || cmpLsn(a.stopLsn, b.stopLsn) || a.startTime - b.startTime || cmpText(a.label, b.label);
+  return (
+    a.stopTime - b.stopTime || cmpLsn(a.stopLsn, b.stopLsn) || a.startTime - b.startTime || cmpText(a.label, b.label)
+  );
 }
 
 function cmpLsn(a: string, b: string): number {
@@ -300,7 +346,10 @@ function byReasonOrder(a: KeepReason, b: KeepReason): number {
 function checkWalNames(b: RetentionBackup): void {
   for (const name of [b.walStart, b.walStop]) {
     if (walFileKind(name) !== 'segment') {
-      throw new PgfleetError('InvalidArgument', `backup '${b.label}' has '${name}' as a WAL segment name (expected 24 hex digits)`);
+      throw new PgfleetError(
+        'InvalidArgument',
+        `backup '${b.label}' has '${name}' as a WAL segment name (expected 24 hex digits)`,
+      );
     }
   }
 }
@@ -322,9 +371,12 @@ export function periodKey(tier: RetentionTier, time: number): string {
   const d = new Date(time);
   const y = d.getUTCFullYear();
   switch (tier) {
-    case 'daily': return d.toISOString().slice(0, 10);
-    case 'monthly': return d.toISOString().slice(0, 7);
-    case 'yearly': return String(y);
+    case 'daily':
+      return d.toISOString().slice(0, 10);
+    case 'monthly':
+      return d.toISOString().slice(0, 7);
+    case 'yearly':
+      return String(y);
     case 'weekly': {
       // ISO 8601 week: weeks start on Monday and belong to the year that holds their Thursday.
       const mondayBased = (d.getUTCDay() + 6) % 7;

@@ -25,14 +25,24 @@ const iso = (d: Date): string => d.toISOString();
 describe('cron evaluation (UTC, 5 fields)', () => {
   const cases: Array<[string, string, string, string]> = [
     ['daily at 01:00, just before', '0 1 * * *', '2025-01-01T00:59:59.999Z', '2025-01-01T01:00:00.000Z'],
-    ['strictly after: at the fire time -> the next day', '0 1 * * *', '2025-01-01T01:00:00.000Z', '2025-01-02T01:00:00.000Z'],
+    [
+      'strictly after: at the fire time -> the next day',
+      '0 1 * * *',
+      '2025-01-01T01:00:00.000Z',
+      '2025-01-02T01:00:00.000Z',
+    ],
     ['every 15 minutes', '*/15 * * * *', '2025-01-01T10:07:30.000Z', '2025-01-01T10:15:00.000Z'],
     ['weekdays: Friday evening -> Monday', '30 2 * * 1-5', '2025-01-03T03:00:00.000Z', '2025-01-06T02:30:00.000Z'],
     ['day names', '0 3 * * sat', '2025-01-01T00:00:00.000Z', '2025-01-04T03:00:00.000Z'],
     ['Sunday as 7', '0 0 * * 7', '2025-01-01T00:00:00.000Z', '2025-01-05T00:00:00.000Z'],
     ['first of the month from the 31st', '0 0 1 * *', '2025-01-31T12:00:00.000Z', '2025-02-01T00:00:00.000Z'],
     ['Feb 29 waits for a leap year', '0 0 29 2 *', '2025-03-01T00:00:00.000Z', '2028-02-29T00:00:00.000Z'],
-    ['both day fields: the 13th OR a Friday (Vixie cron)', '0 0 13 * 5', '2025-01-01T00:00:00.000Z', '2025-01-03T00:00:00.000Z'],
+    [
+      'both day fields: the 13th OR a Friday (Vixie cron)',
+      '0 0 13 * 5',
+      '2025-01-01T00:00:00.000Z',
+      '2025-01-03T00:00:00.000Z',
+    ],
     ['year rollover', '59 23 31 12 *', '2025-06-01T00:00:00.000Z', '2025-12-31T23:59:00.000Z'],
     // 2025-03-30 is the EU spring-forward day and 2025-11-02 the US fall-back day: UTC ignores both.
     ['no DST gap (EU spring forward)', '30 1 * * *', '2025-03-29T01:30:00.000Z', '2025-03-30T01:30:00.000Z'],
@@ -74,7 +84,10 @@ describe('cron evaluation (UTC, 5 fields)', () => {
   ];
   for (const [cron, message] of invalid) {
     test(`invalid: '${cron}'`, () => {
-      assert.throws(() => CronSchedule.parse(cron), (e: unknown) => e instanceof PgfleetError && e.errorName === 'InvalidArgument' && message.test(e.message));
+      assert.throws(
+        () => CronSchedule.parse(cron),
+        (e: unknown) => e instanceof PgfleetError && e.errorName === 'InvalidArgument' && message.test(e.message),
+      );
     });
   }
 });
@@ -108,7 +121,10 @@ describe('fleet spreading', () => {
   test('1,000 clusters scheduled at 01:00 start over the window, not at once', () => {
     const perMinute = new Map<number, number>();
     for (const n of names) {
-      const t = nextFireTime({ cluster: n, type: 'full', cron: '0 1 * * *', spreadMinutes: 60 }, at('2025-01-01T00:30:00Z'));
+      const t = nextFireTime(
+        { cluster: n, type: 'full', cron: '0 1 * * *', spreadMinutes: 60 },
+        at('2025-01-01T00:30:00Z'),
+      );
       assert.ok(t >= at('2025-01-01T01:00:00Z') && t < at('2025-01-01T02:00:00Z'), iso(t));
       const minute = Math.floor(t.getTime() / MIN);
       perMinute.set(minute, (perMinute.get(minute) ?? 0) + 1);
@@ -143,7 +159,9 @@ describe('due runs and catch-up', () => {
     const last = at('2025-01-01T10:00:00Z');
     const now = new Date(last.getTime() + 3 * DAY + 25 * MIN);
     const due = dueRuns(hourly, last, now);
-    assert.deepEqual(due, [{ cluster: 'c1', type: 'incr', scheduledAt: at('2025-01-04T10:00:00Z'), dueSince: at('2025-01-01T11:00:00Z') }]);
+    assert.deepEqual(due, [
+      { cluster: 'c1', type: 'incr', scheduledAt: at('2025-01-04T10:00:00Z'), dueSince: at('2025-01-01T11:00:00Z') },
+    ]);
     // Ticking every 30 s for the next two hours, recording each start: one catch-up + 2 regular runs.
     let lastRun: Date = last;
     const started: string[] = [];
@@ -164,7 +182,9 @@ describe('due runs and catch-up', () => {
     const fire = Date.parse('2025-01-01T01:00:00Z') + offset;
     const last = at('2024-12-31T12:00:00Z');
     assert.deepEqual(dueRuns(s, last, new Date(fire - 1)), []);
-    assert.deepEqual(dueRuns(s, last, new Date(fire)), [{ cluster: s.cluster, type: 'full', scheduledAt: new Date(fire), dueSince: new Date(fire) }]);
+    assert.deepEqual(dueRuns(s, last, new Date(fire)), [
+      { cluster: s.cluster, type: 'full', scheduledAt: new Date(fire), dueSince: new Date(fire) },
+    ]);
     assert.equal(nextFireTime(s, new Date(fire - 1)).getTime(), fire);
     assert.equal(nextFireTime(s, new Date(fire)).getTime(), fire + DAY);
   });
@@ -184,7 +204,10 @@ describe('concurrency gate', () => {
   });
 
   test('unlimited and invalid limits', () => {
-    const gate = new ConcurrencyGate({ maxPerRepository: Number.POSITIVE_INFINITY, maxPerHost: Number.POSITIVE_INFINITY });
+    const gate = new ConcurrencyGate({
+      maxPerRepository: Number.POSITIVE_INFINITY,
+      maxPerHost: Number.POSITIVE_INFINITY,
+    });
     const many = Array.from({ length: 500 }, (_, i) => run(`c${i}`, 'r', 'h'));
     assert.equal(gate.admits(run('new', 'r', 'h'), many), true);
     for (const bad of [0, -1, 1.5, Number.NaN]) {
@@ -196,7 +219,10 @@ describe('concurrency gate', () => {
 
 describe('scheduler', () => {
   type Runs = Map<string, Date>;
-  const lookup = (runs: Runs) => (cluster: string, type: BackupKind): Date | undefined => runs.get(`${cluster}/${type}`);
+  const lookup =
+    (runs: Runs) =>
+    (cluster: string, type: BackupKind): Date | undefined =>
+      runs.get(`${cluster}/${type}`);
   const record = (runs: Runs, started: ReturnType<Scheduler['tick']>['start']): void => {
     for (const b of started) for (const r of b.record) runs.set(`${b.cluster}/${r.type}`, r.scheduledAt);
   };
@@ -220,18 +246,31 @@ describe('scheduler', () => {
     // Sunday 2025-01-12 01:00: the weekly full and the hourly incr are both due.
     const now = at('2025-01-12T01:00:05Z');
     const r = s.tick(now, { schedules: [cluster('c1')], lastRun: lookup(runs), running: [] });
-    assert.deepEqual(r.start.map((b) => [b.cluster, b.type, iso(b.scheduledAt)]), [['c1', 'full', '2025-01-12T01:00:00.000Z']]);
-    assert.deepEqual(r.start[0]!.record.map((x) => [x.type, iso(x.scheduledAt)]), [
-      ['full', '2025-01-12T01:00:00.000Z'],
-      ['incr', '2025-01-12T01:00:00.000Z'],
-    ]);
+    assert.deepEqual(
+      r.start.map((b) => [b.cluster, b.type, iso(b.scheduledAt)]),
+      [['c1', 'full', '2025-01-12T01:00:00.000Z']],
+    );
+    assert.deepEqual(
+      r.start[0]!.record.map((x) => [x.type, iso(x.scheduledAt)]),
+      [
+        ['full', '2025-01-12T01:00:00.000Z'],
+        ['incr', '2025-01-12T01:00:00.000Z'],
+      ],
+    );
     record(runs, r.start);
     // Next tick, the full running: nothing (the incr is covered, the cluster is busy anyway).
-    const r2 = s.tick(at('2025-01-12T01:00:35Z'), { schedules: [cluster('c1')], lastRun: lookup(runs), running: r.start });
+    const r2 = s.tick(at('2025-01-12T01:00:35Z'), {
+      schedules: [cluster('c1')],
+      lastRun: lookup(runs),
+      running: r.start,
+    });
     assert.deepEqual(r2, { start: [], waiting: [], errors: [] });
     // 02:00: the incr runs.
     const r3 = s.tick(at('2025-01-12T02:00:00Z'), { schedules: [cluster('c1')], lastRun: lookup(runs), running: [] });
-    assert.deepEqual(r3.start.map((b) => b.type), ['incr']);
+    assert.deepEqual(
+      r3.start.map((b) => b.type),
+      ['incr'],
+    );
   });
 
   test('diff beats incr on weekdays', () => {
@@ -242,15 +281,23 @@ describe('scheduler', () => {
       ['c1/incr', at('2025-01-13T00:00:00Z')],
     ]);
     const r = s.tick(at('2025-01-13T01:00:00Z'), { schedules: [cluster('c1')], lastRun: lookup(runs), running: [] });
-    assert.deepEqual(r.start.map((b) => [b.type, b.record.map((x) => x.type)]), [['diff', ['diff', 'incr']]]);
+    assert.deepEqual(
+      r.start.map((b) => [b.type, b.record.map((x) => x.type)]),
+      [['diff', ['diff', 'incr']]],
+    );
   });
 
   test('a new cluster takes a full first, whatever else is due', () => {
     const s = new Scheduler({ spreadMinutes: 0, limits: { maxPerRepository: 10, maxPerHost: 10 } });
-    const r = s.tick(at('2025-01-14T15:20:00Z'), { schedules: [cluster('fresh')], lastRun: lookup(new Map()), running: [] });
-    assert.deepEqual(r.start.map((b) => [b.type, iso(b.scheduledAt), b.record.map((x) => x.type)]), [
-      ['full', '2025-01-12T01:00:00.000Z', ['full', 'diff', 'incr']],
-    ]);
+    const r = s.tick(at('2025-01-14T15:20:00Z'), {
+      schedules: [cluster('fresh')],
+      lastRun: lookup(new Map()),
+      running: [],
+    });
+    assert.deepEqual(
+      r.start.map((b) => [b.type, iso(b.scheduledAt), b.record.map((x) => x.type)]),
+      [['full', '2025-01-12T01:00:00.000Z', ['full', 'diff', 'incr']]],
+    );
   });
 
   test('gate limits: held-back backups stay due, longest owed first, and run once when slots free up', () => {
@@ -265,52 +312,96 @@ describe('scheduler', () => {
       ['e/incr', at('2025-01-13T09:00:00Z')],
     ]);
     const r1 = s.tick(at('2025-01-13T12:00:10Z'), { schedules, lastRun: lookup(runs), running: [] });
-    assert.deepEqual(r1.start.map((b) => [b.cluster, iso(b.scheduledAt), b.dueSince && iso(b.dueSince)]), [
-      ['e', '2025-01-13T12:00:00.000Z', '2025-01-13T10:00:00.000Z'],
-      ['d', '2025-01-13T12:00:00.000Z', '2025-01-13T11:00:00.000Z'],
-    ]);
-    assert.deepEqual(r1.waiting.map((w) => [w.backup.cluster, w.reason]), [['a', 'repository-limit'], ['b', 'repository-limit'], ['c', 'repository-limit']]);
+    assert.deepEqual(
+      r1.start.map((b) => [b.cluster, iso(b.scheduledAt), b.dueSince && iso(b.dueSince)]),
+      [
+        ['e', '2025-01-13T12:00:00.000Z', '2025-01-13T10:00:00.000Z'],
+        ['d', '2025-01-13T12:00:00.000Z', '2025-01-13T11:00:00.000Z'],
+      ],
+    );
+    assert.deepEqual(
+      r1.waiting.map((w) => [w.backup.cluster, w.reason]),
+      [
+        ['a', 'repository-limit'],
+        ['b', 'repository-limit'],
+        ['c', 'repository-limit'],
+      ],
+    );
     record(runs, r1.start);
 
     // Next tick, e and d still running: nothing starts, the rest still waits.
     const r2 = s.tick(at('2025-01-13T12:00:40Z'), { schedules, lastRun: lookup(runs), running: r1.start });
     assert.deepEqual(r2.start, []);
-    assert.deepEqual(r2.waiting.map((w) => w.backup.cluster), ['a', 'b', 'c']);
+    assert.deepEqual(
+      r2.waiting.map((w) => w.backup.cluster),
+      ['a', 'b', 'c'],
+    );
 
     // e finished, d still runs: one slot.
     const r3 = s.tick(at('2025-01-13T12:05:00Z'), { schedules, lastRun: lookup(runs), running: [r1.start[1]!] });
-    assert.deepEqual(r3.start.map((b) => [b.cluster, iso(b.scheduledAt)]), [['a', '2025-01-13T12:00:00.000Z']]);
+    assert.deepEqual(
+      r3.start.map((b) => [b.cluster, iso(b.scheduledAt)]),
+      [['a', '2025-01-13T12:00:00.000Z']],
+    );
     record(runs, r3.start);
 
     // Held back past the next fire time: b and c (owed since 12:00) go first and run once, for 13:00.
     const r4 = s.tick(at('2025-01-13T13:00:30Z'), { schedules, lastRun: lookup(runs), running: [] });
-    assert.deepEqual(r4.start.map((b) => [b.cluster, iso(b.scheduledAt)]), [['b', '2025-01-13T13:00:00.000Z'], ['c', '2025-01-13T13:00:00.000Z']]);
-    assert.deepEqual(r4.waiting.map((w) => w.backup.cluster), ['a', 'd', 'e']);
+    assert.deepEqual(
+      r4.start.map((b) => [b.cluster, iso(b.scheduledAt)]),
+      [
+        ['b', '2025-01-13T13:00:00.000Z'],
+        ['c', '2025-01-13T13:00:00.000Z'],
+      ],
+    );
+    assert.deepEqual(
+      r4.waiting.map((w) => w.backup.cluster),
+      ['a', 'd', 'e'],
+    );
   });
 
   test('per-host limit across clusters sharing an agent host', () => {
     const s = new Scheduler({ spreadMinutes: 0, limits: { maxPerRepository: 100, maxPerHost: 1 } });
     const schedules = ['a', 'b', 'c'].map((n) => cluster(n, { host: 'shared', repository: `repo-${n}` }));
     const r = s.tick(at('2025-01-14T15:20:00Z'), { schedules, lastRun: lookup(new Map()), running: [] });
-    assert.deepEqual(r.start.map((b) => b.cluster), ['a']);
-    assert.deepEqual(r.waiting.map((w) => w.reason), ['host-limit', 'host-limit']);
+    assert.deepEqual(
+      r.start.map((b) => b.cluster),
+      ['a'],
+    );
+    assert.deepEqual(
+      r.waiting.map((w) => w.reason),
+      ['host-limit', 'host-limit'],
+    );
   });
 
   test('a bad cron expression in one cluster does not hold up the others', () => {
     const s = new Scheduler({ spreadMinutes: 0, limits: { maxPerRepository: 10, maxPerHost: 10 } });
     const schedules = [cluster('bad', { incr: '0 * * *' }), cluster('good')];
     const r = s.tick(at('2025-01-14T15:20:00Z'), { schedules, lastRun: lookup(new Map()), running: [] });
-    assert.deepEqual(r.start.map((b) => b.cluster), ['bad', 'good']); // 'bad' still runs its valid full
-    assert.deepEqual(r.errors.map((e) => [e.cluster, e.type, e.error.errorName]), [['bad', 'incr', 'InvalidArgument']]);
+    assert.deepEqual(
+      r.start.map((b) => b.cluster),
+      ['bad', 'good'],
+    ); // 'bad' still runs its valid full
+    assert.deepEqual(
+      r.errors.map((e) => [e.cluster, e.type, e.error.errorName]),
+      [['bad', 'incr', 'InvalidArgument']],
+    );
     assert.throws(() => Scheduler.validate(schedules[0]!), /cluster 'bad' incr schedule: .*5 fields/);
     Scheduler.validate(schedules[1]!);
   });
 
   test('1,000 clusters, daily full at 01:00 over a 60-minute spread: each starts once, never in a burst', () => {
     const s = new Scheduler({ spreadMinutes: 60, limits: { maxPerRepository: 1000, maxPerHost: 1 } });
-    const schedules = Array.from({ length: 1000 }, (_, i) => ({ cluster: `db-${i}`, repository: `repo-${i % 4}`, host: `host-${i}`, full: '0 1 * * *' }));
+    const schedules = Array.from({ length: 1000 }, (_, i) => ({
+      cluster: `db-${i}`,
+      repository: `repo-${i % 4}`,
+      host: `host-${i}`,
+      full: '0 1 * * *',
+    }));
     // Yesterday's runs (spread over 01:00 .. 02:00) are done.
-    const runs: Runs = new Map(schedules.map((c) => [`${c.cluster}/full`, at('2025-01-13T12:00:00Z')] as [string, Date]));
+    const runs: Runs = new Map(
+      schedules.map((c) => [`${c.cluster}/full`, at('2025-01-13T12:00:00Z')] as [string, Date]),
+    );
     const starts = new Map<string, number>();
     let burst = 0;
     for (let t = Date.parse('2025-01-14T00:50:00Z'); t <= Date.parse('2025-01-14T02:10:00Z'); t += 30_000) {
@@ -318,7 +409,10 @@ describe('scheduler', () => {
       burst = Math.max(burst, r.start.length);
       for (const b of r.start) {
         starts.set(b.cluster, (starts.get(b.cluster) ?? 0) + 1);
-        assert.ok(b.scheduledAt.getTime() <= t && b.scheduledAt.getTime() > t - 30_000, 'started on the first tick after its fire time');
+        assert.ok(
+          b.scheduledAt.getTime() <= t && b.scheduledAt.getTime() > t - 30_000,
+          'started on the first tick after its fire time',
+        );
       }
       record(runs, r.start);
     }
@@ -331,22 +425,44 @@ describe('scheduler', () => {
     const s = new Scheduler({ spreadMinutes: 30, limits: { maxPerRepository: 10, maxPerHost: 10 } });
     const runs: Runs = new Map([['c1/full', at('2025-01-13T12:00:00Z')]]);
     const daily = (cron: string): ClusterSchedules[] => [{ cluster: 'c1', repository: 'r', host: 'h', full: cron }];
-    assert.deepEqual(s.tick(at('2025-01-14T00:30:00Z'), { schedules: daily('0 1 * * *'), lastRun: lookup(runs), running: [] }).start, []);
+    assert.deepEqual(
+      s.tick(at('2025-01-14T00:30:00Z'), { schedules: daily('0 1 * * *'), lastRun: lookup(runs), running: [] }).start,
+      [],
+    );
     // Moved to midnight: due at once although the earlier tick found nothing due until 01:00+.
     const r = s.tick(at('2025-01-14T00:31:00Z'), { schedules: daily('0 0 * * *'), lastRun: lookup(runs), running: [] });
-    assert.deepEqual(r.start.map((b) => b.type), ['full']);
+    assert.deepEqual(
+      r.start.map((b) => b.type),
+      ['full'],
+    );
     // Another controller recorded a run: not due any more.
     runs.set('c1/full', at('2025-01-14T00:31:00Z'));
-    assert.deepEqual(s.tick(at('2025-01-14T00:32:00Z'), { schedules: daily('0 0 * * *'), lastRun: lookup(runs), running: [] }).start, []);
+    assert.deepEqual(
+      s.tick(at('2025-01-14T00:32:00Z'), { schedules: daily('0 0 * * *'), lastRun: lookup(runs), running: [] }).start,
+      [],
+    );
     // lastRun lost (catalog restored from an old copy): due again, once.
     runs.set('c1/full', at('2025-01-12T00:00:00Z'));
-    assert.equal(s.tick(at('2025-01-14T00:33:00Z'), { schedules: daily('0 0 * * *'), lastRun: lookup(runs), running: [] }).start.length, 1);
+    assert.equal(
+      s.tick(at('2025-01-14T00:33:00Z'), { schedules: daily('0 0 * * *'), lastRun: lookup(runs), running: [] }).start
+        .length,
+      1,
+    );
   });
 
   test('next scheduled run for status views', () => {
     const s = new Scheduler({ spreadMinutes: 0, limits: { maxPerRepository: 1, maxPerHost: 1 } });
-    assert.deepEqual(s.nextScheduled(cluster('c1'), at('2025-01-12T00:30:00Z')), { type: 'full', at: at('2025-01-12T01:00:00Z') });
-    assert.deepEqual(s.nextScheduled(cluster('c1'), at('2025-01-12T01:30:00Z')), { type: 'incr', at: at('2025-01-12T02:00:00Z') });
-    assert.equal(s.nextScheduled({ cluster: 'none', repository: 'r', host: 'h' }, at('2025-01-12T00:00:00Z')), undefined);
+    assert.deepEqual(s.nextScheduled(cluster('c1'), at('2025-01-12T00:30:00Z')), {
+      type: 'full',
+      at: at('2025-01-12T01:00:00Z'),
+    });
+    assert.deepEqual(s.nextScheduled(cluster('c1'), at('2025-01-12T01:30:00Z')), {
+      type: 'incr',
+      at: at('2025-01-12T02:00:00Z'),
+    });
+    assert.equal(
+      s.nextScheduled({ cluster: 'none', repository: 'r', host: 'h' }, at('2025-01-12T00:00:00Z')),
+      undefined,
+    );
   });
 });

@@ -32,17 +32,27 @@ export class CronSchedule {
     const text = expression.trim();
     const fields = text.split(/\s+/);
     if (fields.length !== 5 || text === '') {
-      throw new PgfleetError('InvalidArgument', `cron expression '${expression}' must have 5 fields (minute hour day-of-month month day-of-week), found ${text === '' ? 0 : fields.length}`);
+      throw new PgfleetError(
+        'InvalidArgument',
+        `cron expression '${expression}' must have 5 fields (minute hour day-of-month month day-of-week), found ${text === '' ? 0 : fields.length}`,
+      );
     }
     // cron-parser's H (hash) fields pick a random value unless seeded: fire times would change on
     // every parse and catch-up could not tell a run was done. Spreading is done by spreadMinutes.
     if (fields.some((f) => /(^|,)H/.test(f))) {
-      throw new PgfleetError('InvalidArgument', `cron expression '${expression}' uses H; use a fixed value, the fleet spreading (spreadMinutes) staggers clusters`);
+      throw new PgfleetError(
+        'InvalidArgument',
+        `cron expression '${expression}' uses H; use a fixed value, the fleet spreading (spreadMinutes) staggers clusters`,
+      );
     }
     try {
       CronExpressionParser.parse(text, { tz: 'UTC', currentDate: new Date(0) }).next();
     } catch (err) {
-      throw new PgfleetError('InvalidArgument', `cron expression '${expression}' is not valid: ${(err as Error).message}`, { cause: err });
+      throw new PgfleetError(
+        'InvalidArgument',
+        `cron expression '${expression}' is not valid: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
     return new CronSchedule(text);
   }
@@ -55,7 +65,9 @@ export class CronSchedule {
   /** The last fire time at or before `atOrBefore`. */
   latest(atOrBefore: Date): Date {
     // cron-parser's prev() is strictly before; fire times are whole minutes, so 1 ms later is enough.
-    return CronExpressionParser.parse(this.expression, { tz: 'UTC', currentDate: new Date(atOrBefore.getTime() + 1) }).prev().toDate();
+    return CronExpressionParser.parse(this.expression, { tz: 'UTC', currentDate: new Date(atOrBefore.getTime() + 1) })
+      .prev()
+      .toDate();
   }
 }
 
@@ -78,7 +90,10 @@ export function spreadOffsetMs(cluster: string, spreadMinutes: number): number {
 
 function checkSpread(spreadMinutes: number): void {
   if (!Number.isFinite(spreadMinutes) || spreadMinutes < 0) {
-    throw new PgfleetError('InvalidArgument', `spreadMinutes must be a number of minutes >= 0, got ${String(spreadMinutes)}`);
+    throw new PgfleetError(
+      'InvalidArgument',
+      `spreadMinutes must be a number of minutes >= 0, got ${String(spreadMinutes)}`,
+    );
   }
 }
 
@@ -107,7 +122,11 @@ export interface DueRun<K extends ScheduleKind = BackupKind> {
 /** The next fire time of the schedule strictly after `after`, offset included. */
 export function nextFireTime(schedule: BackupSchedule<ScheduleKind>, after: Date): Date {
   const offset = spreadOffsetMs(schedule.cluster, schedule.spreadMinutes ?? 0);
-  return new Date(CronSchedule.parse(schedule.cron).next(new Date(after.getTime() - offset)).getTime() + offset);
+  return new Date(
+    CronSchedule.parse(schedule.cron)
+      .next(new Date(after.getTime() - offset))
+      .getTime() + offset,
+  );
 }
 
 /**
@@ -116,13 +135,18 @@ export function nextFireTime(schedule: BackupSchedule<ScheduleKind>, after: Date
  * that never ran (lastRun undefined) is due for its latest fire time: a cluster without a backup
  * of the type should not wait for the next one.
  */
-export function dueRuns<K extends ScheduleKind>(schedule: BackupSchedule<K>, lastRun: Date | undefined, now: Date): [] | [DueRun<K>] {
+export function dueRuns<K extends ScheduleKind>(
+  schedule: BackupSchedule<K>,
+  lastRun: Date | undefined,
+  now: Date,
+): [] | [DueRun<K>] {
   const cron = CronSchedule.parse(schedule.cron);
   const offset = spreadOffsetMs(schedule.cluster, schedule.spreadMinutes ?? 0);
   const latest = cron.latest(new Date(now.getTime() - offset));
   const scheduledAt = new Date(latest.getTime() + offset);
   if (lastRun !== undefined && scheduledAt.getTime() <= lastRun.getTime()) return [];
-  const dueSince = lastRun === undefined ? undefined : new Date(cron.next(new Date(lastRun.getTime() - offset)).getTime() + offset);
+  const dueSince =
+    lastRun === undefined ? undefined : new Date(cron.next(new Date(lastRun.getTime() - offset)).getTime() + offset);
   return [{ cluster: schedule.cluster, type: schedule.type, scheduledAt, dueSince }];
 }
 
@@ -242,7 +266,10 @@ export class Scheduler {
    * 1,000 clusters would hold the event loop for a third of a second; with it a schedule is
    * evaluated about once per fire time. Only a cache: results are the same without it.
    */
-  private readonly quiet = new Map<string, { cron: string; spread: number; lastRun: number | undefined; until: number }>();
+  private readonly quiet = new Map<
+    string,
+    { cron: string; spread: number; lastRun: number | undefined; until: number }
+  >();
 
   constructor(options: SchedulerOptions) {
     checkSpread(options.spreadMinutes);
@@ -258,7 +285,11 @@ export class Scheduler {
       try {
         CronSchedule.parse(cron);
       } catch (err) {
-        throw new PgfleetError('InvalidArgument', `cluster '${schedules.cluster}' ${type} schedule: ${(err as Error).message}`, { cause: err });
+        throw new PgfleetError(
+          'InvalidArgument',
+          `cluster '${schedules.cluster}' ${type} schedule: ${(err as Error).message}`,
+          { cause: err },
+        );
       }
     }
   }
@@ -281,13 +312,23 @@ export class Scheduler {
         const spread = s.spreadMinutes ?? this.spreadMinutes;
         if (q && q.cron === cron && q.spread === spread && q.lastRun === lastRun && now.getTime() < q.until) continue;
         try {
-          const schedule: BackupSchedule = { cluster: s.cluster, type, cron, spreadMinutes: s.spreadMinutes ?? this.spreadMinutes };
+          const schedule: BackupSchedule = {
+            cluster: s.cluster,
+            type,
+            cron,
+            spreadMinutes: s.spreadMinutes ?? this.spreadMinutes,
+          };
           const runs = dueRuns(schedule, lastRun === undefined ? undefined : new Date(lastRun), now);
-          if (runs.length === 0) this.quiet.set(key, { cron, spread, lastRun, until: nextFireTime(schedule, now).getTime() });
+          if (runs.length === 0)
+            this.quiet.set(key, { cron, spread, lastRun, until: nextFireTime(schedule, now).getTime() });
           else this.quiet.delete(key);
           due.push(...runs);
         } catch (err) {
-          errors.push({ cluster: s.cluster, type, error: err instanceof PgfleetError ? err : new PgfleetError('Internal', String(err), { cause: err }) });
+          errors.push({
+            cluster: s.cluster,
+            type,
+            error: err instanceof PgfleetError ? err : new PgfleetError('Internal', String(err), { cause: err }),
+          });
         }
       }
       const [first] = due;
@@ -298,7 +339,9 @@ export class Scheduler {
         host: s.host,
         type: first.type,
         scheduledAt: first.scheduledAt,
-        dueSince: due.some((d) => d.dueSince === undefined) ? undefined : new Date(Math.min(...due.map((d) => d.dueSince!.getTime()))),
+        dueSince: due.some((d) => d.dueSince === undefined)
+          ? undefined
+          : new Date(Math.min(...due.map((d) => d.dueSince!.getTime()))),
         record: due.map((d) => ({ type: d.type, scheduledAt: d.scheduledAt })),
       });
     }
@@ -307,7 +350,10 @@ export class Scheduler {
     // never run, then by dueSince, then by scheduled time; names break ties.
     const owed = (p: PlannedBackup): number => p.dueSince?.getTime() ?? Number.NEGATIVE_INFINITY;
     candidates.sort(
-      (a, b) => owed(a) - owed(b) || a.scheduledAt.getTime() - b.scheduledAt.getTime() || (a.cluster < b.cluster ? -1 : a.cluster > b.cluster ? 1 : 0),
+      (a, b) =>
+        owed(a) - owed(b) ||
+        a.scheduledAt.getTime() - b.scheduledAt.getTime() ||
+        (a.cluster < b.cluster ? -1 : a.cluster > b.cluster ? 1 : 0),
     );
 
     const running: BackupSlot[] = [...input.running];
@@ -331,7 +377,10 @@ export class Scheduler {
     for (const type of BACKUP_PRECEDENCE) {
       const cron = schedules[type];
       if (cron === undefined) continue;
-      const at = nextFireTime({ cluster: schedules.cluster, type, cron, spreadMinutes: schedules.spreadMinutes ?? this.spreadMinutes }, now);
+      const at = nextFireTime(
+        { cluster: schedules.cluster, type, cron, spreadMinutes: schedules.spreadMinutes ?? this.spreadMinutes },
+        now,
+      );
       if (!best || at.getTime() < best.at.getTime()) best = { type, at };
     }
     return best;

@@ -59,7 +59,10 @@ export class SchedulerLoop {
   /** Bad cron expressions already logged (cluster/type/cron), so a tick every second does not flood the log. */
   private readonly reported = new Set<string>();
 
-  constructor(private readonly ctx: ControllerContext, private readonly options: SchedulerLoopOptions) {
+  constructor(
+    private readonly ctx: ControllerContext,
+    private readonly options: SchedulerLoopOptions,
+  ) {
     this.scheduler = new Scheduler({ spreadMinutes: 0, limits: options.limits });
     this.log = ctx.logger.child({ component: 'scheduler' });
   }
@@ -69,10 +72,12 @@ export class SchedulerLoop {
     if (this.timer) return;
     this.timer = setInterval(() => {
       if (this.running) return;
-      this.running = this.tick().catch((err: unknown) => {
-        const e = asPgfleetError(err);
-        this.log.error({ code: e.code, err: e.message }, 'scheduler tick failed');
-      }).finally(() => (this.running = undefined));
+      this.running = this.tick()
+        .catch((err: unknown) => {
+          const e = asPgfleetError(err);
+          this.log.error({ code: e.code, err: e.message }, 'scheduler tick failed');
+        })
+        .finally(() => (this.running = undefined));
     }, this.options.intervalSeconds * 1000);
     this.timer.unref();
   }
@@ -108,7 +113,13 @@ export class SchedulerLoop {
       if (eff.retentionConfigured) retentionClusters.push(cluster);
       if (eff.drill) drillSchedules.push({ cluster, cron: eff.drill, spreadMinutes: eff.spreadMinutes });
       if (Object.keys(eff.schedules).length === 0) continue;
-      schedules.push({ cluster, repository: this.ctx.repositoryKey, host: session.hostname, ...eff.schedules, spreadMinutes: eff.spreadMinutes });
+      schedules.push({
+        cluster,
+        repository: this.ctx.repositoryKey,
+        host: session.hostname,
+        ...eff.schedules,
+        spreadMinutes: eff.spreadMinutes,
+      });
     }
 
     if (schedules.length) {
@@ -123,7 +134,11 @@ export class SchedulerLoop {
       });
       for (const e of result.errors) {
         const key = `${e.cluster}/${e.type}/${schedules.find((s) => s.cluster === e.cluster)?.[e.type] ?? ''}`;
-        if (!this.reported.has(key)) this.log.warn({ cluster: e.cluster, type: e.type, code: e.error.code }, `schedule not evaluated: ${e.error.message}`);
+        if (!this.reported.has(key))
+          this.log.warn(
+            { cluster: e.cluster, type: e.type, code: e.error.code },
+            `schedule not evaluated: ${e.error.message}`,
+          );
         this.reported.add(key);
       }
       for (const w of result.waiting) {
@@ -138,13 +153,27 @@ export class SchedulerLoop {
         } catch (err) {
           const e = asPgfleetError(err);
           report.failed.push({ cluster: p.cluster, type: p.type, error: e.message });
-          this.log.warn({ cluster: p.cluster, type: p.type, code: e.code }, `scheduled backup not started: ${e.message}`);
+          this.log.warn(
+            { cluster: p.cluster, type: p.type, code: e.code },
+            `scheduled backup not started: ${e.message}`,
+          );
           continue;
         }
         // The job is out: record the run (and the lesser due types it covers) so it is not started again.
-        await store.recordScheduleRuns(p.record.map((r) => ({ cluster: p.cluster, type: r.type, lastRun: r.scheduledAt.getTime() })));
+        await store.recordScheduleRuns(
+          p.record.map((r) => ({ cluster: p.cluster, type: r.type, lastRun: r.scheduledAt.getTime() })),
+        );
         report.started.push({ cluster: p.cluster, type: p.type, scheduledAt: p.scheduledAt, jobId });
-        this.log.info({ cluster: p.cluster, type: p.type, scheduledAt: p.scheduledAt.toISOString(), dueSince: p.dueSince?.toISOString(), jobId }, 'scheduled backup started');
+        this.log.info(
+          {
+            cluster: p.cluster,
+            type: p.type,
+            scheduledAt: p.scheduledAt.toISOString(),
+            dueSince: p.dueSince?.toISOString(),
+            jobId,
+          },
+          'scheduled backup started',
+        );
       }
     }
 
@@ -166,7 +195,11 @@ export class SchedulerLoop {
   private async retention(now: number, clusters: readonly string[], report: TickReport): Promise<void> {
     if (clusters.length === 0) return;
     // Jobs started just now by this tick count as busy too.
-    const busy = new Set((await this.ctx.store.listActiveJobs()).filter((j) => j.kind === 'backup' || j.kind === 'expire').map((j) => j.cluster));
+    const busy = new Set(
+      (await this.ctx.store.listActiveJobs())
+        .filter((j) => j.kind === 'backup' || j.kind === 'expire')
+        .map((j) => j.cluster),
+    );
     for (const cluster of clusters) {
       const asked = this.ctx.retentionDue.has(cluster);
       const last = this.retentionCheckedAt.get(cluster);
@@ -182,7 +215,10 @@ export class SchedulerLoop {
         const job = await startExpireJob(this.ctx, r, asked ? 'after backup' : 'periodic');
         this.expiredFrom.set(cluster, anchorFrom);
         report.expireJobs.push({ cluster, jobId: job.id ?? '', labels: r.plan.expire.map((e) => e.label) });
-        this.log.info({ cluster, jobId: job.id, expire: r.plan.expire, walKeepFrom: anchorFrom }, 'retention expire job started');
+        this.log.info(
+          { cluster, jobId: job.id, expire: r.plan.expire, walKeepFrom: anchorFrom },
+          'retention expire job started',
+        );
       } catch (err) {
         const e = asPgfleetError(err);
         this.log.warn({ cluster, code: e.code }, `retention not applied: ${e.message}`);

@@ -19,7 +19,10 @@ import { initTlsDir } from './tls-dir.js';
 
 async function rejectsWith(p: Promise<unknown>, name: ErrorName): Promise<PgfleetError> {
   let caught: unknown;
-  await p.then(() => assert.fail(`expected ${name}`), (err: unknown) => (caught = err));
+  await p.then(
+    () => assert.fail(`expected ${name}`),
+    (err: unknown) => (caught = err),
+  );
   assert.ok(PgfleetError.is(caught, name), `expected ${name}, got ${String(caught)}`);
   return caught;
 }
@@ -43,8 +46,13 @@ describe('controller with --tls-dir', () => {
   let address: string;
 
   const admin = (token?: string) =>
-    createClient(AdminService, address, { credentials: clientTlsCredentials({ caPem }), defaultDeadlineMs: 5000, ...(token ? { metadata: bearerMetadata(token) } : {}) });
-  const enrollment = () => createClient(EnrollmentService, address, { credentials: clientTlsCredentials({ caPem }), defaultDeadlineMs: 5000 });
+    createClient(AdminService, address, {
+      credentials: clientTlsCredentials({ caPem }),
+      defaultDeadlineMs: 5000,
+      ...(token ? { metadata: bearerMetadata(token) } : {}),
+    });
+  const enrollment = () =>
+    createClient(EnrollmentService, address, { credentials: clientTlsCredentials({ caPem }), defaultDeadlineMs: 5000 });
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'pgfleet-security-it-'));
@@ -56,7 +64,13 @@ describe('controller with --tls-dir', () => {
       assert.equal(await tokenCommand(['create'], { catalog, role, name: role }, io), 0);
       tokens[role] = io.stdout.trim();
     }
-    controller = await startController({ listen: '127.0.0.1:0', catalogPath: catalog, repoPath: '/srv/repo', heartbeatIntervalSeconds: 2, tlsDir: join(dir, 'tls') });
+    controller = await startController({
+      listen: '127.0.0.1:0',
+      catalogPath: catalog,
+      repoPath: '/srv/repo',
+      heartbeatIntervalSeconds: 2,
+      tlsDir: join(dir, 'tls'),
+    });
     address = `localhost:${controller.port}`;
   });
 
@@ -120,7 +134,10 @@ describe('controller with --tls-dir', () => {
     const c = enrollment();
     try {
       await rejectsWith(c.enroll({ token, agentId: 'db1', cluster: 'main', csrPem: 'garbage' }), 'InvalidArgument');
-      await rejectsWith(c.enroll({ token: 'pgfe_unknown', agentId: 'db1', cluster: 'main', csrPem }), 'EnrollmentFailed');
+      await rejectsWith(
+        c.enroll({ token: 'pgfe_unknown', agentId: 'db1', cluster: 'main', csrPem }),
+        'EnrollmentFailed',
+      );
       const res = await c.enroll({ token, agentId: 'db1', cluster: 'main', csrPem });
       assert.match(res.certPem, /BEGIN CERTIFICATE/);
       const again = await rejectsWith(c.enroll({ token, agentId: 'db9', cluster: 'main', csrPem }), 'EnrollmentFailed');
@@ -128,7 +145,10 @@ describe('controller with --tls-dir', () => {
       assert.match(again.message, /already used by agent 'db1'/);
 
       const forPayments = await enrollToken('payments');
-      const wrong = await rejectsWith(c.enroll({ token: forPayments, agentId: 'db1', cluster: 'main', csrPem }), 'EnrollmentFailed');
+      const wrong = await rejectsWith(
+        c.enroll({ token: forPayments, agentId: 'db1', cluster: 'main', csrPem }),
+        'EnrollmentFailed',
+      );
       assert.match(wrong.message, /issued for cluster 'payments'/);
     } finally {
       c.close();
@@ -138,7 +158,10 @@ describe('controller with --tls-dir', () => {
   test('enrollment: an expired token is refused', async () => {
     const store = await SqliteCatalogStore.open(join(dir, 'catalog.db'));
     const token = newToken(ENROLLMENT_TOKEN_PREFIX);
-    await store.createEnrollmentToken({ tokenHash: hashToken(token), cluster: 'main', expiresAt: Date.now() - 1 }, Date.now() - 3_600_000);
+    await store.createEnrollmentToken(
+      { tokenHash: hashToken(token), cluster: 'main', expiresAt: Date.now() - 1 },
+      Date.now() - 3_600_000,
+    );
     await store.close();
     const { csrPem } = await createAgentCsr({ agentId: 'db1', cluster: 'main' });
     const c = enrollment();
@@ -157,7 +180,10 @@ describe('controller with --tls-dir', () => {
     agent.hello({ agentId: 'db1', cluster: 'main' });
     assert.equal((await agent.receive()).msg.case, 'welcome');
     const clusters = await admin(tokens.viewer).listClusters({});
-    assert.deepEqual(clusters.clusters.map((c) => [c.name, c.agentConnected]), [['main', true]]);
+    assert.deepEqual(
+      clusters.clusters.map((c) => [c.name, c.agentConnected]),
+      [['main', true]],
+    );
 
     const other = new FakeAgent(address, creds());
     other.hello({ agentId: 'db1', cluster: 'payments' });
@@ -181,11 +207,14 @@ describe('controller with --tls-dir', () => {
     const rogue = new FakeAgent(address, { credentials: clientTlsCredentials({ caPem, certPem, keyPem }) });
     rogue.hello({ agentId: 'db3', cluster: 'main' });
     assert.ok(PgfleetError.is(await rogue.ended(), 'Unauthenticated'));
-    assert.equal((await controller.context.store.getAgent('db3')), undefined, 'nothing recorded about a refused agent');
+    assert.equal(await controller.context.store.getAgent('db3'), undefined, 'nothing recorded about a refused agent');
   });
 
   test('plain-text clients cannot talk to a TLS controller', async () => {
-    const plain = createClient(AdminService, address, { defaultDeadlineMs: 2000, metadata: bearerMetadata(tokens.admin!) });
+    const plain = createClient(AdminService, address, {
+      defaultDeadlineMs: 2000,
+      metadata: bearerMetadata(tokens.admin!),
+    });
     await rejectsWith(plain.listClusters({}), 'ControllerUnreachable');
     plain.close();
   });
@@ -196,7 +225,13 @@ describe('controller with --require-auth and without TLS', () => {
   let controller: RunningController;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'pgfleet-require-auth-'));
-    controller = await startController({ listen: '127.0.0.1:0', catalogPath: join(dir, 'catalog.db'), repoPath: '/srv/repo', heartbeatIntervalSeconds: 2, requireAuth: true });
+    controller = await startController({
+      listen: '127.0.0.1:0',
+      catalogPath: join(dir, 'catalog.db'),
+      repoPath: '/srv/repo',
+      heartbeatIntervalSeconds: 2,
+      requireAuth: true,
+    });
   });
   after(async () => {
     closeFakeAgents();
@@ -205,14 +240,28 @@ describe('controller with --require-auth and without TLS', () => {
   });
 
   test('admin calls need a token; agents connect as before; enrollment needs --tls-dir', async () => {
-    await rejectsWith(createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 }).listClusters({}), 'Unauthenticated');
+    await rejectsWith(
+      createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 }).listClusters({}),
+      'Unauthenticated',
+    );
     const io = captureIo();
     await tokenCommand(['create'], { catalog: join(dir, 'catalog.db'), role: 'viewer', name: 'v' }, io);
-    await createClient(AdminService, controller.address, { defaultDeadlineMs: 5000, metadata: bearerMetadata(io.stdout.trim()) }).listClusters({});
+    await createClient(AdminService, controller.address, {
+      defaultDeadlineMs: 5000,
+      metadata: bearerMetadata(io.stdout.trim()),
+    }).listClusters({});
     const agent = new FakeAgent(controller.address);
     agent.hello();
     assert.equal((await agent.receive()).msg.case, 'welcome');
-    const e = await rejectsWith(createClient(EnrollmentService, controller.address, { defaultDeadlineMs: 5000 }).enroll({ token: 'x', agentId: 'a', cluster: 'c', csrPem: 'x' }), 'EnrollmentFailed');
+    const e = await rejectsWith(
+      createClient(EnrollmentService, controller.address, { defaultDeadlineMs: 5000 }).enroll({
+        token: 'x',
+        agentId: 'a',
+        cluster: 'c',
+        csrPem: 'x',
+      }),
+      'EnrollmentFailed',
+    );
     assert.match(e.message, /without --tls-dir/);
   });
 });
@@ -253,7 +302,10 @@ describe('identity commands', () => {
       assert.match(adminToken, /^pgfa_/);
       assert.match(enrollToken, /^pgfe_/);
       assert.ok(!a.stderr.includes(adminToken) && !e.stderr.includes(enrollToken));
-      await rejectsWith(tokenCommand(['create'], { catalog, role: 'operator', name: 'ci' }, captureIo()), 'InvalidArgument');
+      await rejectsWith(
+        tokenCommand(['create'], { catalog, role: 'operator', name: 'ci' }, captureIo()),
+        'InvalidArgument',
+      );
       await rejectsWith(tokenCommand(['create'], { catalog, name: 'x' }, captureIo()), 'InvalidArgument');
 
       const store = await SqliteCatalogStore.open(catalog);
@@ -261,7 +313,10 @@ describe('identity commands', () => {
         const [t] = await store.listAdminTokens();
         assert.equal(t?.tokenHash, hashToken(adminToken));
         const [et] = await store.listEnrollmentTokens();
-        assert.deepEqual([et?.tokenHash, et?.cluster, et?.expiresAt], [hashToken(enrollToken), 'main', 1_000_000 + 1_800_000]);
+        assert.deepEqual(
+          [et?.tokenHash, et?.cluster, et?.expiresAt],
+          [hashToken(enrollToken), 'main', 1_000_000 + 1_800_000],
+        );
       } finally {
         await store.close();
       }
@@ -272,7 +327,10 @@ describe('identity commands', () => {
 
       const list = captureIo();
       await tokenCommand(['list'], { catalog, output: 'json' }, list);
-      assert.deepEqual((JSON.parse(list.stdout) as { name: string; role: string }[]).map((t) => [t.name, t.role]), [['ci', 'operator']]);
+      assert.deepEqual(
+        (JSON.parse(list.stdout) as { name: string; role: string }[]).map((t) => [t.name, t.role]),
+        [['ci', 'operator']],
+      );
       await rejectsWith(tokenCommand(['revoke', 'nobody'], { catalog }, captureIo()), 'InvalidArgument');
     } finally {
       rmSync(dir, { recursive: true, force: true });

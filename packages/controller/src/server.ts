@@ -67,7 +67,11 @@ export async function startController(
   const tls: ControllerTls | undefined = config.tlsDir ? await loadTlsDir(config.tlsDir) : undefined;
   const requireTokens = tls !== undefined || config.requireAuth === true;
 
-  const repositories = config.repositories?.length ? config.repositories : config.repoPath ? [{ case: 'posix' as const, value: { path: config.repoPath } }] : [];
+  const repositories = config.repositories?.length
+    ? config.repositories
+    : config.repoPath
+      ? [{ case: 'posix' as const, value: { path: config.repoPath } }]
+      : [];
   const ctx: ControllerContext = {
     store,
     sessions: new AgentSessions(),
@@ -88,7 +92,11 @@ export async function startController(
   // that stream: whatever was unfinished can no longer be followed, so it fails visibly.
   await store.disconnectAllAgents(now());
   const thresholds: HealthThresholds = { ...DEFAULT_HEALTH_THRESHOLDS, ...config.health };
-  ctx.healthDefaults = { rpoSeconds: thresholds.rpoSeconds, staleBackupSeconds: thresholds.staleBackupSeconds, silenceSeconds: thresholds.silenceSeconds };
+  ctx.healthDefaults = {
+    rpoSeconds: thresholds.rpoSeconds,
+    staleBackupSeconds: thresholds.staleBackupSeconds,
+    silenceSeconds: thresholds.silenceSeconds,
+  };
   const monitor = new HealthMonitor(store, {
     thresholds,
     intervalSeconds: config.health?.intervalSeconds ?? 10,
@@ -100,8 +108,16 @@ export async function startController(
   let relay: OutboxRelay | undefined;
   let publisher: JetStreamPublisher | undefined;
   if (config.natsUrl?.length) {
-    publisher = new JetStreamPublisher({ url: config.natsUrl, stream: config.eventStream ?? {}, logger: logger.child({ component: 'events' }) });
-    relay = new OutboxRelay({ outbox: catalogOutbox(store, now), publisher, logger: logger.child({ component: 'event-relay' }) });
+    publisher = new JetStreamPublisher({
+      url: config.natsUrl,
+      stream: config.eventStream ?? {},
+      logger: logger.child({ component: 'events' }),
+    });
+    relay = new OutboxRelay({
+      outbox: catalogOutbox(store, now),
+      publisher,
+      logger: logger.child({ component: 'event-relay' }),
+    });
     const r = relay;
     ctx.notifyEvents = () => r.notify();
   }
@@ -122,15 +138,30 @@ export async function startController(
     'grpc.http2.min_ping_interval_without_data_ms': 10_000,
   });
   // Access control is one hook per service (access.ts), never inside the handlers.
-  addService(server, AgentService, createAgentService({ ...ctx, logger: logger.child({ component: 'agent-service' }) }), {
-    logger: log,
-    ...(tls ? { authorize: agentAuthorizer() } : {}),
-  });
-  addService(server, AdminService, createAdminService({ ...ctx, logger: logger.child({ component: 'admin-service' }) }), {
-    logger: log,
-    ...(requireTokens ? { authorize: adminAuthorizer(store) } : {}),
-  });
-  addService(server, EnrollmentService, createEnrollmentService({ ...ctx, logger: logger.child({ component: 'enrollment' }) }, tls), { logger: log });
+  addService(
+    server,
+    AgentService,
+    createAgentService({ ...ctx, logger: logger.child({ component: 'agent-service' }) }),
+    {
+      logger: log,
+      ...(tls ? { authorize: agentAuthorizer() } : {}),
+    },
+  );
+  addService(
+    server,
+    AdminService,
+    createAdminService({ ...ctx, logger: logger.child({ component: 'admin-service' }) }),
+    {
+      logger: log,
+      ...(requireTokens ? { authorize: adminAuthorizer(store) } : {}),
+    },
+  );
+  addService(
+    server,
+    EnrollmentService,
+    createEnrollmentService({ ...ctx, logger: logger.child({ component: 'enrollment' }) }, tls),
+    { logger: log },
+  );
   const health = addHealthAndReflection(server, [AgentService, AdminService, EnrollmentService]);
 
   let port: number;
@@ -170,7 +201,17 @@ export async function startController(
         : 'serving without TLS or authentication on a non-loopback address: anyone who can reach it can run backups and restores; start with --tls-dir',
     );
   }
-  log.info({ listen: config.listen, port, tls: tls !== undefined, adminTokens: requireTokens, catalog: config.catalogPath.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:[redacted]@'), repositories: repositories.length > 0 ? repositories.map(repositoryUrl) : 'agent-configured' }, 'controller listening');
+  log.info(
+    {
+      listen: config.listen,
+      port,
+      tls: tls !== undefined,
+      adminTokens: requireTokens,
+      catalog: config.catalogPath.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:[redacted]@'),
+      repositories: repositories.length > 0 ? repositories.map(repositoryUrl) : 'agent-configured',
+    },
+    'controller listening',
+  );
 
   return {
     port,

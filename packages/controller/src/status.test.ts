@@ -16,8 +16,19 @@ const timestampMs = (t: unknown) => tsMs(t as Timestamp);
 
 function job(fields: Partial<JobRecord>): JobRecord {
   return {
-    id: 'j1', cluster: 'main', kind: 'drill', state: 'succeeded', agentId: 'a', params: {}, createdAt: at('2026-03-01T00:00:00Z'),
-    startedAt: null, finishedAt: at('2026-03-01T00:05:00Z'), error: null, progress: null, result: null, ...fields,
+    id: 'j1',
+    cluster: 'main',
+    kind: 'drill',
+    state: 'succeeded',
+    agentId: 'a',
+    params: {},
+    createdAt: at('2026-03-01T00:00:00Z'),
+    startedAt: null,
+    finishedAt: at('2026-03-01T00:05:00Z'),
+    error: null,
+    progress: null,
+    result: null,
+    ...fields,
   };
 }
 
@@ -31,7 +42,12 @@ describe('next scheduled job', () => {
   const ranJustNow = () => now - 1000;
 
   test('the earliest fire time over the kinds, drills included', () => {
-    const next = nextScheduledJob('main', policy({ full: '0 1 * * 0', incr: '0 */4 * * *', drill: '30 13 * * *' }), ranJustNow, now);
+    const next = nextScheduledJob(
+      'main',
+      policy({ full: '0 1 * * 0', incr: '0 */4 * * *', drill: '30 13 * * *' }),
+      ranJustNow,
+      now,
+    );
     assert.equal(next?.kind, 'incr');
     assert.equal(timestampMs(next!.time!), at('2026-03-04T12:00:00Z'));
     assert.equal(next?.schedule, '0 */4 * * *');
@@ -62,20 +78,45 @@ describe('next scheduled job', () => {
 describe('verify and drill summaries', () => {
   test('a verify verdict with its counts; none while running', () => {
     const v = create(VerifyResultSchema, {
-      ok: false, full: true,
-      backups: [{ label: 'a', restorable: true }, { label: 'b', restorable: false }],
+      ok: false,
+      full: true,
+      backups: [
+        { label: 'a', restorable: true },
+        { label: 'b', restorable: false },
+      ],
       problems: [{ kind: 'missing-file', message: 'x' }],
     });
     const s = verifySummaryFromJob(job({ kind: 'verify', result: { verify: toJson(VerifyResultSchema, v) } }));
-    assert.deepEqual({ ...s, time: timestampMs(s!.time!) }, { jobId: 'j1', time: at('2026-03-01T00:05:00Z'), ok: false, full: true, backupsTotal: 2, backupsRestorable: 1, problems: 1 });
+    assert.deepEqual(
+      { ...s, time: timestampMs(s!.time!) },
+      {
+        jobId: 'j1',
+        time: at('2026-03-01T00:05:00Z'),
+        ok: false,
+        full: true,
+        backupsTotal: 2,
+        backupsRestorable: 1,
+        problems: 1,
+      },
+    );
     assert.equal(verifySummaryFromJob(job({ kind: 'verify', state: 'running', finishedAt: null })), undefined);
   });
 
   test('a good drill carries its RTO and backup; a failed one its first reason', () => {
-    const good = create(DrillResultSchema, { ok: true, backupLabel: '20260301-010000F', rtoSeconds: 12.5, stage: 'done' });
+    const good = create(DrillResultSchema, {
+      ok: true,
+      backupLabel: '20260301-010000F',
+      rtoSeconds: 12.5,
+      stage: 'done',
+    });
     const g = drillSummaryFromJob(job({ result: { drill: toJson(DrillResultSchema, good) } }));
     assert.deepEqual([g?.ok, g?.rtoSeconds, g?.backupLabel, g?.reason], [true, 12.5, '20260301-010000F', '']);
-    const bad = create(DrillResultSchema, { ok: false, stage: 'amcheck', reasons: ['amcheck: 2 findings', 'counts differ'], rtoSeconds: 9 });
+    const bad = create(DrillResultSchema, {
+      ok: false,
+      stage: 'amcheck',
+      reasons: ['amcheck: 2 findings', 'counts differ'],
+      rtoSeconds: 9,
+    });
     const b = drillSummaryFromJob(job({ result: { drill: toJson(DrillResultSchema, bad) } }));
     assert.deepEqual([b?.ok, b?.reason, b?.rtoSeconds], [false, 'amcheck: 2 findings', 9]);
   });
@@ -85,7 +126,9 @@ describe('verify and drill summaries', () => {
     assert.deepEqual([noResult?.ok, noResult?.reason], [false, 'the drill reported no result']);
     const garbage = drillSummaryFromJob(job({ result: { drill: { ok: 'very' } } }));
     assert.equal(garbage?.ok, false);
-    const failed = drillSummaryFromJob(job({ state: 'failed', error: { code: 'PGF-2006', message: 'agent went away' } }));
+    const failed = drillSummaryFromJob(
+      job({ state: 'failed', error: { code: 'PGF-2006', message: 'agent went away' } }),
+    );
     assert.deepEqual([failed?.ok, failed?.reason], [false, 'PGF-2006 agent went away']);
     assert.equal(drillSummaryFromJob(job({ state: 'running', finishedAt: null })), undefined);
   });
@@ -93,11 +136,33 @@ describe('verify and drill summaries', () => {
 
 describe('archive state', () => {
   const agent = (fields: Partial<AgentRecord>): AgentRecord => ({
-    id: 'a', cluster: 'main', hostname: 'db1', version: '0.1.0', connected: true, lastSeen: 0, currentLsn: null, walHealth: null,
-    archiver: { archivedCount: '5', lastArchivedWal: '000000010000000000000005', failedCount: '0' }, archiveSetup: null, role: null, replay: null, timeline: null, ...fields,
+    id: 'a',
+    cluster: 'main',
+    hostname: 'db1',
+    version: '0.1.0',
+    connected: true,
+    lastSeen: 0,
+    currentLsn: null,
+    walHealth: null,
+    archiver: { archivedCount: '5', lastArchivedWal: '000000010000000000000005', failedCount: '0' },
+    archiveSetup: null,
+    role: null,
+    replay: null,
+    timeline: null,
+    ...fields,
   });
-  const via = { archiveMode: 'on', archiveCommand: 'pgfleet-agent wal-push %p --cluster main', viaPgfleet: true, problem: '' };
-  const bypass = { archiveMode: 'on', archiveCommand: '/bin/true', viaPgfleet: false, problem: "archive_command '/bin/true' does not run pgfleet-agent wal-push" };
+  const via = {
+    archiveMode: 'on',
+    archiveCommand: 'pgfleet-agent wal-push %p --cluster main',
+    viaPgfleet: true,
+    problem: '',
+  };
+  const bypass = {
+    archiveMode: 'on',
+    archiveCommand: '/bin/true',
+    viaPgfleet: false,
+    problem: "archive_command '/bin/true' does not run pgfleet-agent wal-push",
+  };
 
   test("an archive_command that bypasses pgfleet is 'not via pgfleet', though pg_stat_archiver looks fine", () => {
     assert.equal(archiveState(agent({ archiveSetup: via }), []), 'ok');

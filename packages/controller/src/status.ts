@@ -13,8 +13,23 @@
  */
 import { fromJson, type MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { FLEET_POLICY_SCOPE, type AgentRecord, type ClusterRecord, type HealthStateRecord, type JobRecord, type ScheduleKind } from '@pgfleet/catalog';
-import { DrillResultSchema, VerifyResultSchema, type ClusterHostSchema, type ClusterInfoSchema, type DrillSummarySchema, type ScheduledJobSchema, type VerifySummarySchema } from '@pgfleet/proto';
+import {
+  FLEET_POLICY_SCOPE,
+  type AgentRecord,
+  type ClusterRecord,
+  type HealthStateRecord,
+  type JobRecord,
+  type ScheduleKind,
+} from '@pgfleet/catalog';
+import {
+  DrillResultSchema,
+  VerifyResultSchema,
+  type ClusterHostSchema,
+  type ClusterInfoSchema,
+  type DrillSummarySchema,
+  type ScheduledJobSchema,
+  type VerifySummarySchema,
+} from '@pgfleet/proto';
 import type { ControllerContext } from './context.js';
 import { clusterInfo, serverRoleToProto, walHealthFromRecord, type JobResultJson } from './convert.js';
 import { standbyLag } from './agent-choice.js';
@@ -95,7 +110,8 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
  */
 export function clusterHosts(agents: readonly AgentRecord[]): ClusterHostInit[] {
   const primaryLsn = agents.find((a) => a.role === 'primary' && a.connected)?.currentLsn;
-  const order = (a: AgentRecord) => (a.role === 'primary' ? 0 : a.role === 'standby' ? 1 : 2) * 2 + (a.connected ? 0 : 1);
+  const order = (a: AgentRecord) =>
+    (a.role === 'primary' ? 0 : a.role === 'standby' ? 1 : 2) * 2 + (a.connected ? 0 : 1);
   return [...agents]
     .sort((x, y) => order(x) - order(y) || (x.id < y.id ? -1 : x.id > y.id ? 1 : 0))
     .map((a) => {
@@ -115,7 +131,12 @@ export function clusterHosts(agents: readonly AgentRecord[]): ClusterHostInit[] 
     });
 }
 
-function clusterRpo(ctx: ControllerContext, cluster: ClusterRecord, agent: AgentRecord | undefined, now: number): number | undefined {
+function clusterRpo(
+  ctx: ControllerContext,
+  cluster: ClusterRecord,
+  agent: AgentRecord | undefined,
+  now: number,
+): number | undefined {
   if (!agent) return undefined;
   const archiver = archiverFromJson(agent.archiver);
   return rpoSeconds({
@@ -226,13 +247,21 @@ export function drillSummaryFromJob(job: JobRecord): DrillSummaryInit | undefine
   const json = resultOf(job).drill;
   let result;
   try {
-    result = json === undefined || json === null ? undefined : fromJson(DrillResultSchema, json, { ignoreUnknownFields: true });
+    result =
+      json === undefined || json === null
+        ? undefined
+        : fromJson(DrillResultSchema, json, { ignoreUnknownFields: true });
   } catch {
     result = undefined;
   }
   const ok = job.state === 'succeeded' && result?.ok === true;
   const reason = ok
     ? ''
-    : (result?.reasons[0] ?? (job.error ? `${job.error.code} ${job.error.message}` : job.state === 'succeeded' ? 'the drill reported no result' : job.state));
+    : (result?.reasons[0] ??
+      (job.error
+        ? `${job.error.code} ${job.error.message}`
+        : job.state === 'succeeded'
+          ? 'the drill reported no result'
+          : job.state));
   return { ...base, ok, rtoSeconds: result?.rtoSeconds ?? 0, backupLabel: result?.backupLabel ?? '', reason };
 }

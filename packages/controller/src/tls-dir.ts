@@ -16,7 +16,12 @@ import { PgfleetError } from '@pgfleet/core';
 import { writePemFile, type ServerTlsMaterial } from '@pgfleet/rpc';
 import type { CertificateAndKey } from '@pgfleet/rpc/pki';
 
-export const TLS_FILES = { caCert: 'ca.crt', caKey: 'ca.key', serverCert: 'server.crt', serverKey: 'server.key' } as const;
+export const TLS_FILES = {
+  caCert: 'ca.crt',
+  caKey: 'ca.key',
+  serverCert: 'server.crt',
+  serverKey: 'server.key',
+} as const;
 export const DEFAULT_SERVER_HOSTNAMES = ['localhost', '127.0.0.1'] as const;
 
 export interface ControllerTls extends ServerTlsMaterial {
@@ -49,9 +54,13 @@ export async function initTlsDir(dir: string, hostnames: readonly string[], now 
   const haveCert = await exists(caCertPath);
   const haveKey = await exists(caKeyPath);
   if (haveCert !== haveKey) {
-    throw new PgfleetError('InvalidConfig', `${dir} holds ${haveCert ? TLS_FILES.caCert : TLS_FILES.caKey} without ${haveCert ? TLS_FILES.caKey : TLS_FILES.caCert}`, {
-      hint: 'Restore the missing file, or move the directory away and run `ca init` again (agents then need to enroll again).',
-    });
+    throw new PgfleetError(
+      'InvalidConfig',
+      `${dir} holds ${haveCert ? TLS_FILES.caCert : TLS_FILES.caKey} without ${haveCert ? TLS_FILES.caKey : TLS_FILES.caCert}`,
+      {
+        hint: 'Restore the missing file, or move the directory away and run `ca init` again (agents then need to enroll again).',
+      },
+    );
   }
   const createdCa = !haveCert;
   if (createdCa) {
@@ -74,12 +83,21 @@ export async function loadTlsDir(dir: string): Promise<ControllerTls> {
     try {
       return await readFile(join(dir, name), 'utf8');
     } catch (err) {
-      throw new PgfleetError('InvalidConfig', `option 'tls-dir': cannot read ${join(dir, name)}: ${(err as Error).message}`, {
-        cause: err,
-        hint: `Create the CA and server certificate with \`pgfleet-controller ca init --dir ${dir} --hostname <names the agents dial>\`.`,
-      });
+      throw new PgfleetError(
+        'InvalidConfig',
+        `option 'tls-dir': cannot read ${join(dir, name)}: ${(err as Error).message}`,
+        {
+          cause: err,
+          hint: `Create the CA and server certificate with \`pgfleet-controller ca init --dir ${dir} --hostname <names the agents dial>\`.`,
+        },
+      );
     }
   };
-  const [caCert, caKey, serverCert, serverKey] = await Promise.all([read(TLS_FILES.caCert), read(TLS_FILES.caKey), read(TLS_FILES.serverCert), read(TLS_FILES.serverKey)]);
+  const [caCert, caKey, serverCert, serverKey] = await Promise.all([
+    read(TLS_FILES.caCert),
+    read(TLS_FILES.caKey),
+    read(TLS_FILES.serverCert),
+    read(TLS_FILES.serverKey),
+  ]);
   return { caPem: caCert, certPem: serverCert, keyPem: serverKey, ca: { certPem: caCert, keyPem: caKey } };
 }

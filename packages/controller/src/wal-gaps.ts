@@ -51,7 +51,13 @@ export function walGapOf(p: VerifyProblem): WalGap | undefined {
       count = (to - from + BigInt(size) - 1n) / BigInt(size);
     }
   }
-  return { key: `${timeline}:${first}:${last}`, timeline, firstMissingWal: first, lastMissingWal: last, missingSegments: count };
+  return {
+    key: `${timeline}:${first}:${last}`,
+    timeline,
+    firstMissingWal: first,
+    lastMissingWal: last,
+    missingSegments: count,
+  };
 }
 
 /** Backups whose own WAL range (walStart..walStop, needed to become consistent) overlaps the gap. */
@@ -59,7 +65,13 @@ export function backupsAffected(gap: WalGap, backups: readonly BackupRecord[]): 
   // Fixed-width upper-case hex on one timeline: name order is WAL order.
   const tli = gap.firstMissingWal.slice(0, 8);
   return backups
-    .filter((b) => b.walStart.slice(0, 8) === tli && b.walStop.slice(0, 8) === tli && b.walStart <= gap.lastMissingWal && b.walStop >= gap.firstMissingWal)
+    .filter(
+      (b) =>
+        b.walStart.slice(0, 8) === tli &&
+        b.walStop.slice(0, 8) === tli &&
+        b.walStart <= gap.lastMissingWal &&
+        b.walStop >= gap.firstMissingWal,
+    )
     .map((b) => b.label);
 }
 
@@ -81,16 +93,20 @@ export function walGapTransition(
   const same = fresh.length === 0 && known.size === gaps.size;
   if (same) return undefined;
   const events = fresh.map((g) =>
-    outboxEvent(cluster, {
-      case: 'walGapDetected',
-      value: {
-        timeline: g.timeline,
-        firstMissingWal: g.firstMissingWal,
-        lastMissingWal: g.lastMissingWal,
-        missingSegments: g.missingSegments,
-        affectedBackupLabels: backupsAffected(g, backups),
+    outboxEvent(
+      cluster,
+      {
+        case: 'walGapDetected',
+        value: {
+          timeline: g.timeline,
+          firstMissingWal: g.firstMissingWal,
+          lastMissingWal: g.lastMissingWal,
+          missingSegments: g.missingSegments,
+          affectedBackupLabels: backupsAffected(g, backups),
+        },
       },
-    }, now),
+      now,
+    ),
   );
   const breached = gaps.size > 0;
   const wasBreached = prev?.state === 'breached';
@@ -107,9 +123,20 @@ export function walGapTransition(
 }
 
 /** Records a verify job's WAL gaps; true when events were written. */
-export async function recordWalGaps(store: CatalogStore, cluster: string, verify: VerifyResult, now: number): Promise<boolean> {
+export async function recordWalGaps(
+  store: CatalogStore,
+  cluster: string,
+  verify: VerifyResult,
+  now: number,
+): Promise<boolean> {
   const [states, backups] = await Promise.all([store.listHealthStates(cluster), store.listBackups(cluster)]);
-  const next = walGapTransition(cluster, states.find((s) => s.condition === WAL_GAP_CONDITION), verify, backups, now);
+  const next = walGapTransition(
+    cluster,
+    states.find((s) => s.condition === WAL_GAP_CONDITION),
+    verify,
+    backups,
+    now,
+  );
   if (!next) return false;
   await store.putHealthState(next.state, next.events);
   return next.events.length > 0;

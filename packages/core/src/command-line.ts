@@ -85,7 +85,8 @@ function optionSpec(program: ProgramSpec, name: string, command?: CommandSpec): 
 export function describeAllowed(spec: OptionSpec): string {
   if (spec.choices) return `one of ${spec.choices.join(', ')}`;
   if (spec.type === 'integer') {
-    const range = spec.min !== undefined || spec.max !== undefined ? ` from ${spec.min ?? '-inf'} to ${spec.max ?? 'inf'}` : '';
+    const range =
+      spec.min !== undefined || spec.max !== undefined ? ` from ${spec.min ?? '-inf'} to ${spec.max ?? 'inf'}` : '';
     return `an integer${range}`;
   }
   if (spec.type === 'boolean') return 'true or false';
@@ -94,7 +95,8 @@ export function describeAllowed(spec: OptionSpec): string {
 
 /** Converts a raw string (from a flag or the environment) to the option's type, or throws naming where it came from. */
 function coerce(spec: OptionSpec, raw: string | boolean, origin: string): string | number | boolean {
-  const bad = () => new PgfleetError('InvalidConfig', `${origin}: '${String(raw)}' is not allowed; expected ${describeAllowed(spec)}`);
+  const bad = () =>
+    new PgfleetError('InvalidConfig', `${origin}: '${String(raw)}' is not allowed; expected ${describeAllowed(spec)}`);
   let value: string | number | boolean;
   if (spec.type === 'boolean') {
     if (typeof raw === 'boolean') value = raw;
@@ -118,30 +120,52 @@ function coerce(spec: OptionSpec, raw: string | boolean, origin: string): string
  * the file is not read (its values are left out) and only named in `configFile`, for callers
  * that want flags and environment first and the config file only if they turn out to need it.
  */
-export function parseCommandLineWith(program: ProgramSpec, argv: readonly string[], env: NodeJS.ProcessEnv, loadConfig: ConfigLoader | null): ParsedCommand {
+export function parseCommandLineWith(
+  program: ProgramSpec,
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+  loadConfig: ConfigLoader | null,
+): ParsedCommand {
   const first = argv[0];
   if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
     return { command: { name: '', summary: program.summary, options: [] }, options: {}, positionals: [], help: true };
   }
   const command = program.commands.find((c) => c.name === first);
   if (!command) {
-    throw new PgfleetError('UnknownCommand', `${program.name}: unknown command '${first}'; commands: ${program.commands.map((c) => c.name).join(', ')}`);
+    throw new PgfleetError(
+      'UnknownCommand',
+      `${program.name}: unknown command '${first}'; commands: ${program.commands.map((c) => c.name).join(', ')}`,
+    );
   }
   const specs = command.options.map((n) => optionSpec(program, n, command));
-  const parseOptions: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' } };
+  const parseOptions: Record<string, { type: 'string' | 'boolean'; short?: string }> = {
+    help: { type: 'boolean', short: 'h' },
+  };
   for (const s of specs) {
-    parseOptions[s.name] = { type: s.type === 'boolean' ? 'boolean' : 'string', ...(s.short ? { short: s.short } : {}) };
+    parseOptions[s.name] = {
+      type: s.type === 'boolean' ? 'boolean' : 'string',
+      ...(s.short ? { short: s.short } : {}),
+    };
   }
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args: argv.slice(1) as string[], options: parseOptions, allowPositionals: true, strict: true });
+    parsed = parseArgs({
+      args: argv.slice(1) as string[],
+      options: parseOptions,
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (err) {
-    throw new PgfleetError('InvalidArgument', `${program.name} ${command.name}: ${(err as Error).message}`, { cause: err });
+    throw new PgfleetError('InvalidArgument', `${program.name} ${command.name}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   if (parsed.values.help) return { command, options: {}, positionals: parsed.positionals, help: true };
 
   const fromConfig: OptionValues = {};
-  const configPath = (parsed.values.config as string | undefined) ?? (command.options.includes('config') ? env[envName(program, optionSpec(program, 'config', command))] : undefined);
+  const configPath =
+    (parsed.values.config as string | undefined) ??
+    (command.options.includes('config') ? env[envName(program, optionSpec(program, 'config', command))] : undefined);
   // The file is checked against the whole table, not just this command's options: one file
   // serves `run`, archive_command and restore_command; each command takes the keys it knows.
   if (configPath && loadConfig) Object.assign(fromConfig, loadConfig(configPath, program.options));
@@ -160,20 +184,33 @@ export function parseCommandLineWith(program: ProgramSpec, argv: readonly string
   const wanted = command.positionals ?? [];
   const missing = wanted.filter((p, i) => p.required && positionals[i] === undefined);
   if (missing.length) {
-    throw new PgfleetError('InvalidArgument', `${program.name} ${command.name}: missing ${missing.map((p) => `<${p.name}>`).join(' ')}`);
+    throw new PgfleetError(
+      'InvalidArgument',
+      `${program.name} ${command.name}: missing ${missing.map((p) => `<${p.name}>`).join(' ')}`,
+    );
   }
   if (positionals.length > wanted.length) {
-    throw new PgfleetError('InvalidArgument', `${program.name} ${command.name}: unexpected argument '${positionals[wanted.length]}'`);
+    throw new PgfleetError(
+      'InvalidArgument',
+      `${program.name} ${command.name}: unexpected argument '${positionals[wanted.length]}'`,
+    );
   }
   return { command, options, positionals, help: false, ...(configPath ? { configFile: configPath } : {}) };
 }
 
 /** Requires an option to be set (from any source), naming every way to set it. */
-export function requireOption<T extends string | number | boolean>(program: ProgramSpec, values: OptionValues, name: string): T {
+export function requireOption<T extends string | number | boolean>(
+  program: ProgramSpec,
+  values: OptionValues,
+  name: string,
+): T {
   const v = values[name];
   if (v === undefined || v === '') {
     const spec = optionSpec(program, name);
-    throw new PgfleetError('InvalidConfig', `missing required option '${name}': set --${name}${spec.cliOnly ? '' : `, ${envName(program, spec)} or '${name}:' in the config file`}`);
+    throw new PgfleetError(
+      'InvalidConfig',
+      `missing required option '${name}': set --${name}${spec.cliOnly ? '' : `, ${envName(program, spec)} or '${name}:' in the config file`}`,
+    );
   }
   return v as T;
 }
@@ -182,14 +219,24 @@ export function requireOption<T extends string | number | boolean>(program: Prog
 export function helpText(program: ProgramSpec, command?: CommandSpec): string {
   const lines: string[] = [];
   if (!command || command.name === '') {
-    lines.push(`${program.name}: ${program.summary}`, '', `Usage: ${program.name} <command> [options]`, '', 'Commands:');
+    lines.push(
+      `${program.name}: ${program.summary}`,
+      '',
+      `Usage: ${program.name} <command> [options]`,
+      '',
+      'Commands:',
+    );
     const w = Math.max(...program.commands.map((c) => c.name.length));
     for (const c of program.commands) lines.push(`  ${c.name.padEnd(w)}  ${c.summary}`);
     lines.push('', `Run '${program.name} <command> --help' for a command's options.`);
     return lines.join('\n');
   }
   const pos = (command.positionals ?? []).map((p) => (p.required ? `<${p.name}>` : `[${p.name}]`)).join(' ');
-  lines.push(`${program.name} ${command.name}: ${command.summary}`, '', `Usage: ${program.name} ${command.name}${pos ? ` ${pos}` : ''} [options]`);
+  lines.push(
+    `${program.name} ${command.name}: ${command.summary}`,
+    '',
+    `Usage: ${program.name} ${command.name}${pos ? ` ${pos}` : ''} [options]`,
+  );
   if (command.positionals?.length) {
     lines.push('', 'Arguments:');
     for (const p of command.positionals) lines.push(`  ${p.name.padEnd(22)}  ${p.description}`);

@@ -5,7 +5,14 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { describeAllowed, parseCommandLineWith, type OptionSpec, type OptionValues, type ParsedCommand, type ProgramSpec } from './command-line.js';
+import {
+  describeAllowed,
+  parseCommandLineWith,
+  type OptionSpec,
+  type OptionValues,
+  type ParsedCommand,
+  type ProgramSpec,
+} from './command-line.js';
 import { PgfleetError } from './errors.js';
 
 export * from './command-line.js';
@@ -35,12 +42,16 @@ export function readYamlFile(path: string, what = 'config file'): unknown {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new PgfleetError('InvalidConfig', `${what} ${path} cannot be read: ${(err as Error).message}`, { cause: err });
+    throw new PgfleetError('InvalidConfig', `${what} ${path} cannot be read: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   try {
     return parseYaml(text);
   } catch (err) {
-    throw new PgfleetError('InvalidConfig', `${what} ${path} is not valid YAML: ${(err as Error).message}`, { cause: err });
+    throw new PgfleetError('InvalidConfig', `${what} ${path} is not valid YAML: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 
@@ -49,13 +60,25 @@ export function readYamlFile(path: string, what = 'config file'): unknown {
  * the specs: an unknown key or a bad value is InvalidConfig naming `where`, the key (after
  * `keyPrefix`, e.g. 'clusters.db1.') and what is allowed.
  */
-export function validateOptionValues(doc: unknown, specs: readonly OptionSpec[], where: string, keyPrefix = ''): OptionValues {
+export function validateOptionValues(
+  doc: unknown,
+  specs: readonly OptionSpec[],
+  where: string,
+  keyPrefix = '',
+): OptionValues {
   const result = configSchema(specs).safeParse(doc ?? {});
   if (!result.success) {
     const issue = result.error.issues[0]!;
-    const key = issue.path.length ? issue.path.join('.') : (issue as { keys?: string[] }).keys?.join(', ') ?? '';
+    const key = issue.path.length ? issue.path.join('.') : ((issue as { keys?: string[] }).keys?.join(', ') ?? '');
     const spec = specs.find((s) => s.name === key);
-    const allowed = spec ? `; expected ${describeAllowed(spec)}` : issue.code === 'unrecognized_keys' ? `; known keys: ${specs.filter((s) => !s.cliOnly).map((s) => s.name).join(', ')}` : '';
+    const allowed = spec
+      ? `; expected ${describeAllowed(spec)}`
+      : issue.code === 'unrecognized_keys'
+        ? `; known keys: ${specs
+            .filter((s) => !s.cliOnly)
+            .map((s) => s.name)
+            .join(', ')}`
+        : '';
     const shown = key ? `${keyPrefix}${key}` : keyPrefix ? keyPrefix.replace(/\.$/, '') : '(top level)';
     throw new PgfleetError('InvalidConfig', `${where}: key '${shown}': ${issue.message}${allowed}`);
   }
@@ -68,6 +91,10 @@ export function loadConfigFile(path: string, specs: readonly OptionSpec[]): Opti
 }
 
 /** Parses argv against the program's table, reading --config FILE when given. */
-export function parseCommandLine(program: ProgramSpec, argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ParsedCommand {
+export function parseCommandLine(
+  program: ProgramSpec,
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): ParsedCommand {
   return parseCommandLineWith(program, argv, env, loadConfigFile);
 }

@@ -16,7 +16,10 @@ test('docs/events.md: every JSON example is a valid event and matches the sample
   for (const text of blocks) {
     const event = fromJsonString(EventSchema, text); // strict: unknown fields throw
     const kind = eventKind(event);
-    assert.ok(equals(EventSchema, event, sampleEvent(kind, event.cluster, event.id)), `example of ${kind} differs from the sample`);
+    assert.ok(
+      equals(EventSchema, event, sampleEvent(kind, event.cluster, event.id)),
+      `example of ${kind} differs from the sample`,
+    );
   }
 });
 

@@ -40,10 +40,24 @@ test('JSON is canonical protobuf JSON: camelCase, oneof case as a field, 64-bit 
 test('decodeEvent: no header means JSON; unknown fields and unknown kinds are tolerated', () => {
   const e = sampleEvent('backup.failed');
   assert.ok(equals(EventSchema, decodeEvent(encodeEvent(e)), e));
-  assert.ok(equals(EventSchema, decodeMessage({ data: encodeEvent(e, 'binary'), headers: { get: (k) => (k === ENCODING_HEADER ? 'binary' : '') } }), e));
+  assert.ok(
+    equals(
+      EventSchema,
+      decodeMessage({
+        data: encodeEvent(e, 'binary'),
+        headers: { get: (k) => (k === ENCODING_HEADER ? 'binary' : '') },
+      }),
+      e,
+    ),
+  );
   assert.ok(equals(EventSchema, decodeMessage({ data: encodeEvent(e), headers: { get: () => '' } }), e));
 
-  const newer = { ...JSON.parse(new TextDecoder().decode(encodeEvent(e))), addedLater: 1, kind: 'backup.teleported', backupTeleported: { to: 'mars' } };
+  const newer = {
+    ...JSON.parse(new TextDecoder().decode(encodeEvent(e))),
+    addedLater: 1,
+    kind: 'backup.teleported',
+    backupTeleported: { to: 'mars' },
+  };
   delete newer.backupFailed;
   const read = decodeEvent(new TextEncoder().encode(JSON.stringify(newer)));
   assert.equal(read.kind, 'backup.teleported');
@@ -55,5 +69,8 @@ test('decodeEvent refuses garbage and unknown encodings with EventInvalid', () =
   assert.throws(() => decodeEvent(new TextEncoder().encode('{not json')), isInvalid);
   assert.throws(() => decodeEvent(new Uint8Array([0xff, 0xfe])), isInvalid);
   assert.throws(() => decodeEvent(new Uint8Array([0xff, 0xff, 0xff]), 'binary'), isInvalid);
-  assert.throws(() => decodeEvent(encodeEvent(sampleEvent('rpo.breached')), 'xml'), (err: unknown) => isInvalid(err) && /unknown pgfleet-encoding 'xml'/.test((err as Error).message));
+  assert.throws(
+    () => decodeEvent(encodeEvent(sampleEvent('rpo.breached')), 'xml'),
+    (err: unknown) => isInvalid(err) && /unknown pgfleet-encoding 'xml'/.test((err as Error).message),
+  );
 });

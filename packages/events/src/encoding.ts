@@ -38,7 +38,10 @@ export function encodeEvent(event: Event, encoding: EventEncoding = 'json'): Uin
 export function decodeEvent(data: Uint8Array, encoding: string | undefined = 'json'): Event {
   const enc = encoding === undefined || encoding === '' ? 'json' : encoding;
   if (!isEventEncoding(enc)) {
-    throw new PgfleetError('EventInvalid', `unknown ${ENCODING_HEADER} '${enc}' (expected ${EVENT_ENCODINGS.join(' or ')})`);
+    throw new PgfleetError(
+      'EventInvalid',
+      `unknown ${ENCODING_HEADER} '${enc}' (expected ${EVENT_ENCODINGS.join(' or ')})`,
+    );
   }
   try {
     return enc === 'binary'

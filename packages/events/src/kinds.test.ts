@@ -20,8 +20,12 @@ import {
 test('every payload case of Event has exactly one kind, named after its proto field', () => {
   const oneof = EventSchema.oneofs.find((o) => o.name === 'payload');
   assert.ok(oneof);
-  const fromProto = oneof.fields.map((f) => ({ field: f.name, case: f.localName })).sort((a, b) => a.field.localeCompare(b.field));
-  const fromTable = ALL_EVENT_KINDS.map((k) => ({ field: k.replace('.', '_'), case: EVENT_KINDS[k] })).sort((a, b) => a.field.localeCompare(b.field));
+  const fromProto = oneof.fields
+    .map((f) => ({ field: f.name, case: f.localName }))
+    .sort((a, b) => a.field.localeCompare(b.field));
+  const fromTable = ALL_EVENT_KINDS.map((k) => ({ field: k.replace('.', '_'), case: EVENT_KINDS[k] })).sort((a, b) =>
+    a.field.localeCompare(b.field),
+  );
   assert.deepEqual(fromTable, fromProto);
   assert.equal(ALL_EVENT_KINDS.length, 18);
   for (const k of ALL_EVENT_KINDS) assert.match(k, /^[a-z]+\.[a-z_]+$/, 'a kind is two subject tokens');
@@ -48,7 +52,10 @@ test('filterSubject and parseSubject', () => {
   assert.equal(filterSubject({ kind: 'backup.failed' }), 'pgfleet.events.*.backup.failed');
   assert.equal(filterSubject({ cluster: 'db.1', kind: 'rpo.*' }), 'pgfleet.events.db_1.rpo.*');
   assert.equal(filterSubject({ cluster: 'main' }), 'pgfleet.events.main.>');
-  assert.deepEqual(parseSubject('pgfleet.events.db_1.wal.archive_failed'), { clusterToken: 'db_1', kind: 'wal.archive_failed' });
+  assert.deepEqual(parseSubject('pgfleet.events.db_1.wal.archive_failed'), {
+    clusterToken: 'db_1',
+    kind: 'wal.archive_failed',
+  });
   assert.equal(parseSubject('pgfleet.events.db_1.wal.nope'), undefined);
   assert.equal(parseSubject('other.events.db_1.rpo.breached'), undefined);
 });
@@ -70,13 +77,22 @@ test('newEvent: uuid id, time now, kind from the payload case', () => {
   const fixed = newEvent('main', { case: 'agentSilent', value: {} }, { id: 'x', time: new Date(0) });
   assert.equal(fixed.id, 'x');
   assert.equal(timestampDate(fixed.time!).getTime(), 0);
-  assert.throws(() => newEvent('', { case: 'agentSilent', value: {} }), (e: unknown) => PgfleetError.is(e, 'InvalidArgument'));
+  assert.throws(
+    () => newEvent('', { case: 'agentSilent', value: {} }),
+    (e: unknown) => PgfleetError.is(e, 'InvalidArgument'),
+  );
 });
 
 test('eventKind refuses an event whose kind and payload disagree', () => {
   const e = newEvent('main', { case: 'backupFailed', value: {} });
   e.kind = 'backup.completed';
-  assert.throws(() => eventKind(e), (err: unknown) => PgfleetError.is(err, 'EventInvalid') && /does not match/.test(err.message));
+  assert.throws(
+    () => eventKind(e),
+    (err: unknown) => PgfleetError.is(err, 'EventInvalid') && /does not match/.test(err.message),
+  );
   e.kind = 'backup.exploded';
-  assert.throws(() => eventKind(e), (err: unknown) => PgfleetError.is(err, 'EventInvalid') && /unknown kind/.test(err.message));
+  assert.throws(
+    () => eventKind(e),
+    (err: unknown) => PgfleetError.is(err, 'EventInvalid') && /unknown kind/.test(err.message),
+  );
 });

@@ -75,7 +75,10 @@ export function kindOfCase<C extends PayloadCase>(payloadCase: C): KindOfCase<C>
 export type PayloadOf<K extends EventKind> = Extract<Event['payload'], { case: CaseOfKind<K> }>['value'];
 
 /** What newEvent takes: one case of Event.payload with its value as a plain init object. */
-export type EventPayloadInit = Exclude<NonNullable<MessageInitShape<typeof EventSchema>['payload']>, { case: undefined }>;
+export type EventPayloadInit = Exclude<
+  NonNullable<MessageInitShape<typeof EventSchema>['payload']>,
+  { case: undefined }
+>;
 
 export interface NewEventOptions {
   /** Default: a random UUID. */
@@ -107,9 +110,13 @@ export function newEvent(cluster: string, payload: EventPayloadInit, options: Ne
  */
 export function eventKind(event: Event): EventKind {
   const payloadCase = event.payload.case;
-  if (!isEventKind(event.kind)) throw new PgfleetError('EventInvalid', `event ${event.id}: unknown kind '${event.kind}'`);
+  if (!isEventKind(event.kind))
+    throw new PgfleetError('EventInvalid', `event ${event.id}: unknown kind '${event.kind}'`);
   if (payloadCase === undefined || EVENT_KINDS[event.kind] !== payloadCase) {
-    throw new PgfleetError('EventInvalid', `event ${event.id}: kind '${event.kind}' does not match its payload (${payloadCase ?? 'none'})`);
+    throw new PgfleetError(
+      'EventInvalid',
+      `event ${event.id}: kind '${event.kind}' does not match its payload (${payloadCase ?? 'none'})`,
+    );
   }
   return event.kind;
 }

@@ -13,7 +13,9 @@ import { newEvent } from './kinds.js';
 import { EVENTS_STREAM, JetStreamPublisher } from './publisher.js';
 import { sampleEvent } from './test-fakes.js';
 
-async function setup(t: import('node:test').TestContext): Promise<{ nats: NatsServer; nc: NatsConnection; jsm: JetStreamManager }> {
+async function setup(
+  t: import('node:test').TestContext,
+): Promise<{ nats: NatsServer; nc: NatsConnection; jsm: JetStreamManager }> {
   const nats = await startNats();
   t.after(() => nats.stop());
   const nc = await connect({ servers: nats.url, timeout: 5000 });
@@ -21,23 +23,35 @@ async function setup(t: import('node:test').TestContext): Promise<{ nats: NatsSe
   return { nats, nc, jsm: await jetstreamManager(nc) };
 }
 
-test('the stream is created if missing, with the configured retention and file storage', { timeout: 30_000 }, async (t) => {
-  const { nats, jsm } = await setup(t);
-  const pub = new JetStreamPublisher({ url: nats.url, stream: { maxAgeSeconds: 3600 * 24, maxBytes: 64 * 1024 * 1024, duplicateWindowSeconds: 600 } });
-  t.after(() => pub.close());
-  await pub.connect();
-  const info = await jsm.streams.info(EVENTS_STREAM);
-  assert.deepEqual(info.config.subjects, ['pgfleet.events.>']);
-  assert.equal(info.config.storage, 'file');
-  assert.equal(info.config.retention, 'limits');
-  assert.equal(info.config.max_age, nanos(24 * 3600 * 1000));
-  assert.equal(info.config.max_bytes, 64 * 1024 * 1024);
-  assert.equal(info.config.duplicate_window, nanos(600 * 1000));
-});
+test(
+  'the stream is created if missing, with the configured retention and file storage',
+  { timeout: 30_000 },
+  async (t) => {
+    const { nats, jsm } = await setup(t);
+    const pub = new JetStreamPublisher({
+      url: nats.url,
+      stream: { maxAgeSeconds: 3600 * 24, maxBytes: 64 * 1024 * 1024, duplicateWindowSeconds: 600 },
+    });
+    t.after(() => pub.close());
+    await pub.connect();
+    const info = await jsm.streams.info(EVENTS_STREAM);
+    assert.deepEqual(info.config.subjects, ['pgfleet.events.>']);
+    assert.equal(info.config.storage, 'file');
+    assert.equal(info.config.retention, 'limits');
+    assert.equal(info.config.max_age, nanos(24 * 3600 * 1000));
+    assert.equal(info.config.max_bytes, 64 * 1024 * 1024);
+    assert.equal(info.config.duplicate_window, nanos(600 * 1000));
+  },
+);
 
 test('an existing stream is left alone', { timeout: 30_000 }, async (t) => {
   const { nats, jsm } = await setup(t);
-  await jsm.streams.add({ name: EVENTS_STREAM, subjects: ['pgfleet.events.>'], max_age: nanos(60_000), max_msgs: 1000 });
+  await jsm.streams.add({
+    name: EVENTS_STREAM,
+    subjects: ['pgfleet.events.>'],
+    max_age: nanos(60_000),
+    max_msgs: 1000,
+  });
   const pub = new JetStreamPublisher({ url: nats.url, stream: { maxAgeSeconds: 7 * 86400, maxBytes: 1 << 20 } });
   t.after(() => pub.close());
   await pub.publish(sampleEvent('rpo.breached'));
@@ -48,45 +62,68 @@ test('an existing stream is left alone', { timeout: 30_000 }, async (t) => {
   assert.equal(info.state.messages, 1);
 });
 
-test('round trip: a plain JetStream consumer reads the JSON events as docs/events.md describes', { timeout: 30_000 }, async (t) => {
-  const { nats, nc, jsm } = await setup(t);
-  const pub = new JetStreamPublisher({ url: nats.url });
-  t.after(() => pub.close());
-  const sent = [
-    sampleEvent('backup.started', 'main', '00000000-0000-4000-8000-000000000001'),
-    sampleEvent('backup.completed', 'main', '00000000-0000-4000-8000-000000000002'),
-    sampleEvent('wal.archive_failed', 'eu.db 7', '00000000-0000-4000-8000-000000000003'),
-    sampleEvent('rpo.breached', 'eu.db 7', '00000000-0000-4000-8000-000000000004'),
-  ];
-  for (const e of sent) await pub.publish(e);
+test(
+  'round trip: a plain JetStream consumer reads the JSON events as docs/events.md describes',
+  { timeout: 30_000 },
+  async (t) => {
+    const { nats, nc, jsm } = await setup(t);
+    const pub = new JetStreamPublisher({ url: nats.url });
+    t.after(() => pub.close());
+    const sent = [
+      sampleEvent('backup.started', 'main', '00000000-0000-4000-8000-000000000001'),
+      sampleEvent('backup.completed', 'main', '00000000-0000-4000-8000-000000000002'),
+      sampleEvent('wal.archive_failed', 'eu.db 7', '00000000-0000-4000-8000-000000000003'),
+      sampleEvent('rpo.breached', 'eu.db 7', '00000000-0000-4000-8000-000000000004'),
+    ];
+    for (const e of sent) await pub.publish(e);
 
-  // What any consumer does: a durable pull consumer on the stream, JSON.parse of the body.
-  await jsm.consumers.add(EVENTS_STREAM, { durable_name: 'reader', ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All });
-  const consumer = await jetstream(nc).consumers.get(EVENTS_STREAM, 'reader');
-  const got: { subject: string; json: Record<string, unknown>; encoding: string; msgId: string }[] = [];
-  for (let i = 0; i < sent.length; i++) {
-    const m = await consumer.next({ expires: 5000 });
-    assert.ok(m, `message ${i + 1} arrived`);
-    got.push({ subject: m.subject, json: m.json(), encoding: m.headers?.get(ENCODING_HEADER) ?? '', msgId: m.headers?.get(MSG_ID_HEADER) ?? '' });
-    assert.ok(equals(EventSchema, decodeMessage(m), sent[i]!), 'decodeMessage gives back the event');
-    m.ack();
-  }
-  assert.deepEqual(
-    got.map((g) => g.subject),
-    ['pgfleet.events.main.backup.started', 'pgfleet.events.main.backup.completed', 'pgfleet.events.eu_db_7.wal.archive_failed', 'pgfleet.events.eu_db_7.rpo.breached'],
-  );
-  for (const [i, g] of got.entries()) {
-    assert.equal(g.encoding, 'json');
-    assert.equal(g.msgId, sent[i]!.id, 'Nats-Msg-Id is the event id');
-    assert.equal(g.json.id, sent[i]!.id);
-    assert.equal(g.json.kind, sent[i]!.kind);
-  }
-  assert.equal(got[2]!.json.cluster, 'eu.db 7', 'the body keeps the real cluster name');
-  assert.deepEqual(got[3]!.json.rpoBreached, { rpoSeconds: 930, thresholdSeconds: 900, lastArchivedWal: '000000010000000000000029', lastArchivedTime: '2026-11-24T15:14:42Z' });
-  const completed = got[1]!.json.backupCompleted as { backup: { label: string; sizeBytes: string } };
-  assert.equal(completed.backup.label, '20261124-153012F');
-  assert.equal(completed.backup.sizeBytes, '52428800');
-});
+    // What any consumer does: a durable pull consumer on the stream, JSON.parse of the body.
+    await jsm.consumers.add(EVENTS_STREAM, {
+      durable_name: 'reader',
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+    });
+    const consumer = await jetstream(nc).consumers.get(EVENTS_STREAM, 'reader');
+    const got: { subject: string; json: Record<string, unknown>; encoding: string; msgId: string }[] = [];
+    for (let i = 0; i < sent.length; i++) {
+      const m = await consumer.next({ expires: 5000 });
+      assert.ok(m, `message ${i + 1} arrived`);
+      got.push({
+        subject: m.subject,
+        json: m.json(),
+        encoding: m.headers?.get(ENCODING_HEADER) ?? '',
+        msgId: m.headers?.get(MSG_ID_HEADER) ?? '',
+      });
+      assert.ok(equals(EventSchema, decodeMessage(m), sent[i]!), 'decodeMessage gives back the event');
+      m.ack();
+    }
+    assert.deepEqual(
+      got.map((g) => g.subject),
+      [
+        'pgfleet.events.main.backup.started',
+        'pgfleet.events.main.backup.completed',
+        'pgfleet.events.eu_db_7.wal.archive_failed',
+        'pgfleet.events.eu_db_7.rpo.breached',
+      ],
+    );
+    for (const [i, g] of got.entries()) {
+      assert.equal(g.encoding, 'json');
+      assert.equal(g.msgId, sent[i]!.id, 'Nats-Msg-Id is the event id');
+      assert.equal(g.json.id, sent[i]!.id);
+      assert.equal(g.json.kind, sent[i]!.kind);
+    }
+    assert.equal(got[2]!.json.cluster, 'eu.db 7', 'the body keeps the real cluster name');
+    assert.deepEqual(got[3]!.json.rpoBreached, {
+      rpoSeconds: 930,
+      thresholdSeconds: 900,
+      lastArchivedWal: '000000010000000000000029',
+      lastArchivedTime: '2026-11-24T15:14:42Z',
+    });
+    const completed = got[1]!.json.backupCompleted as { backup: { label: string; sizeBytes: string } };
+    assert.equal(completed.backup.label, '20261124-153012F');
+    assert.equal(completed.backup.sizeBytes, '52428800');
+  },
+);
 
 test('binary encoding round trip', { timeout: 30_000 }, async (t) => {
   const { nats, nc } = await setup(t);
@@ -111,22 +148,35 @@ test('publishing the same event twice stores it once (Nats-Msg-Id dedupe)', { ti
   assert.equal(info.state.messages, 2);
 });
 
-test('NATS not there yet: publish fails with EventPublishFailed, then works once it is', { timeout: 60_000 }, async (t) => {
-  const { nats, nc } = await setup(t);
-  await nc.close();
-  await nats.kill();
-  const pub = new JetStreamPublisher({ url: nats.url, connectTimeoutMs: 1000, ackTimeoutMs: 1000 });
-  t.after(() => pub.close());
-  const e = sampleEvent('agent.connected');
-  await assert.rejects(pub.publish(e), (err: unknown) => PgfleetError.is(err, 'EventPublishFailed') && /cannot connect to NATS/.test(err.message) && err.code === 'PGF-7005');
-  await nats.restart();
-  await pub.publish(e);
-  const nc2 = await connect({ servers: nats.url, timeout: 5000 });
-  t.after(() => nc2.close());
-  assert.equal((await (await jetstreamManager(nc2)).streams.info(EVENTS_STREAM)).state.messages, 1);
-  await pub.close();
-  await assert.rejects(pub.publish(e), (err: unknown) => PgfleetError.is(err, 'EventPublishFailed') && /closed/.test(err.message));
-});
+test(
+  'NATS not there yet: publish fails with EventPublishFailed, then works once it is',
+  { timeout: 60_000 },
+  async (t) => {
+    const { nats, nc } = await setup(t);
+    await nc.close();
+    await nats.kill();
+    const pub = new JetStreamPublisher({ url: nats.url, connectTimeoutMs: 1000, ackTimeoutMs: 1000 });
+    t.after(() => pub.close());
+    const e = sampleEvent('agent.connected');
+    await assert.rejects(
+      pub.publish(e),
+      (err: unknown) =>
+        PgfleetError.is(err, 'EventPublishFailed') &&
+        /cannot connect to NATS/.test(err.message) &&
+        err.code === 'PGF-7005',
+    );
+    await nats.restart();
+    await pub.publish(e);
+    const nc2 = await connect({ servers: nats.url, timeout: 5000 });
+    t.after(() => nc2.close());
+    assert.equal((await (await jetstreamManager(nc2)).streams.info(EVENTS_STREAM)).state.messages, 1);
+    await pub.close();
+    await assert.rejects(
+      pub.publish(e),
+      (err: unknown) => PgfleetError.is(err, 'EventPublishFailed') && /closed/.test(err.message),
+    );
+  },
+);
 
 test('invalid events are refused before anything is sent', { timeout: 30_000 }, async (t) => {
   const { nats } = await setup(t);
@@ -137,27 +187,31 @@ test('invalid events are refused before anything is sent', { timeout: 30_000 }, 
   await assert.rejects(pub.publish(e), (err: unknown) => PgfleetError.is(err, 'EventInvalid'));
 });
 
-test('dedupe survives a NATS restart: an event republished after the server came back is still stored once', { timeout: 60_000 }, async (t) => {
-  const { nats, nc } = await setup(t);
-  await nc.close();
-  const pub = new JetStreamPublisher({ url: nats.url, ackTimeoutMs: 1000 });
-  t.after(() => pub.close());
-  const e = sampleEvent('wal.archive_failed');
-  await pub.publish(e);
-  await nats.kill();
-  await assert.rejects(pub.publish(e), (err: unknown) => PgfleetError.is(err, 'EventPublishFailed'));
-  await nats.restart();
-  // The client reconnects by itself; retry like the relay would until it does.
-  for (let i = 0; ; i++) {
-    try {
-      await pub.publish(e);
-      break;
-    } catch (err) {
-      if (i > 50) throw err;
-      await new Promise((r) => setTimeout(r, 200));
+test(
+  'dedupe survives a NATS restart: an event republished after the server came back is still stored once',
+  { timeout: 60_000 },
+  async (t) => {
+    const { nats, nc } = await setup(t);
+    await nc.close();
+    const pub = new JetStreamPublisher({ url: nats.url, ackTimeoutMs: 1000 });
+    t.after(() => pub.close());
+    const e = sampleEvent('wal.archive_failed');
+    await pub.publish(e);
+    await nats.kill();
+    await assert.rejects(pub.publish(e), (err: unknown) => PgfleetError.is(err, 'EventPublishFailed'));
+    await nats.restart();
+    // The client reconnects by itself; retry like the relay would until it does.
+    for (let i = 0; ; i++) {
+      try {
+        await pub.publish(e);
+        break;
+      } catch (err) {
+        if (i > 50) throw err;
+        await new Promise((r) => setTimeout(r, 200));
+      }
     }
-  }
-  const nc2 = await connect({ servers: nats.url, timeout: 5000 });
-  t.after(() => nc2.close());
-  assert.equal((await (await jetstreamManager(nc2)).streams.info(EVENTS_STREAM)).state.messages, 1);
-});
+    const nc2 = await connect({ servers: nats.url, timeout: 5000 });
+    t.after(() => nc2.close());
+    assert.equal((await (await jetstreamManager(nc2)).streams.info(EVENTS_STREAM)).state.messages, 1);
+  },
+);

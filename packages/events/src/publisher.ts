@@ -8,7 +8,13 @@
  * and publishes with `Nats-Msg-Id` = event id so a retried publish whose first ack was lost is
  * dropped by the server instead of stored twice.
  */
-import { connect, headers as natsHeaders, nanos, type NatsConnection, type NodeConnectionOptions } from '@nats-io/transport-node';
+import {
+  connect,
+  headers as natsHeaders,
+  nanos,
+  type NatsConnection,
+  type NodeConnectionOptions,
+} from '@nats-io/transport-node';
 import {
   DiscardPolicy,
   JetStreamApiCodes,
@@ -69,7 +75,8 @@ export function eventStreamConfig(opts: EventStreamOptions = {}): Partial<Stream
   let window = opts.duplicateWindowSeconds ?? DEFAULT_STREAM_OPTIONS.duplicateWindowSeconds;
   if (maxAge > 0) window = Math.min(window, maxAge); // the server refuses a window beyond max_age
   for (const [key, v] of Object.entries({ maxAgeSeconds: maxAge, duplicateWindowSeconds: window })) {
-    if (!Number.isFinite(v) || v < 0) throw new PgfleetError('InvalidConfig', `events stream ${key} must be a number >= 0, got ${v}`);
+    if (!Number.isFinite(v) || v < 0)
+      throw new PgfleetError('InvalidConfig', `events stream ${key} must be a number >= 0, got ${v}`);
   }
   return {
     name: EVENTS_STREAM,
@@ -88,11 +95,18 @@ export function eventStreamConfig(opts: EventStreamOptions = {}): Partial<Stream
  * Creates PGFLEET_EVENTS if it does not exist. An existing stream is left exactly as it is (an
  * operator may have tuned it), with a warning if it does not capture pgfleet.events.>.
  */
-export async function ensureEventStream(jsm: JetStreamManager, opts: EventStreamOptions = {}, logger: Logger = silentLogger()): Promise<'created' | 'exists'> {
+export async function ensureEventStream(
+  jsm: JetStreamManager,
+  opts: EventStreamOptions = {},
+  logger: Logger = silentLogger(),
+): Promise<'created' | 'exists'> {
   try {
     const info = await jsm.streams.info(EVENTS_STREAM);
     if (!(info.config.subjects ?? []).includes(EVENTS_SUBJECTS)) {
-      logger.warn({ stream: EVENTS_STREAM, subjects: info.config.subjects }, `stream ${EVENTS_STREAM} exists but does not capture ${EVENTS_SUBJECTS}; publishes may be refused`);
+      logger.warn(
+        { stream: EVENTS_STREAM, subjects: info.config.subjects },
+        `stream ${EVENTS_STREAM} exists but does not capture ${EVENTS_SUBJECTS}; publishes may be refused`,
+      );
     }
     return 'exists';
   } catch (err) {
@@ -106,7 +120,10 @@ export async function ensureEventStream(jsm: JetStreamManager, opts: EventStream
     if (err instanceof JetStreamApiError && err.code === STREAM_NAME_IN_USE) return 'exists';
     throw err;
   }
-  logger.info({ stream: EVENTS_STREAM, maxAge: opts.maxAgeSeconds, maxBytes: config.max_bytes }, `created stream ${EVENTS_STREAM}`);
+  logger.info(
+    { stream: EVENTS_STREAM, maxAge: opts.maxAgeSeconds, maxBytes: config.max_bytes },
+    `created stream ${EVENTS_STREAM}`,
+  );
   return 'created';
 }
 
@@ -165,7 +182,8 @@ export class JetStreamPublisher implements EventPublisher {
 
   async publish(event: Event): Promise<void> {
     const kind = eventKind(event);
-    if (event.id === '') throw new PgfleetError('EventInvalid', `a ${kind} event for cluster ${event.cluster} has no id`);
+    if (event.id === '')
+      throw new PgfleetError('EventInvalid', `a ${kind} event for cluster ${event.cluster} has no id`);
     const subject = subjectFor(event.cluster, kind);
     const { js } = await this.ready();
     const h = natsHeaders();
@@ -179,11 +197,19 @@ export class JetStreamPublisher implements EventPublisher {
         timeout: this.opts.ackTimeoutMs ?? 5000,
         expect: { streamName: EVENTS_STREAM },
       });
-      if (ack.duplicate) this.log.debug({ eventId: event.id, kind, seq: ack.seq }, 'event was already in the stream (republished after a lost ack)');
+      if (ack.duplicate)
+        this.log.debug(
+          { eventId: event.id, kind, seq: ack.seq },
+          'event was already in the stream (republished after a lost ack)',
+        );
     } catch (err) {
       // The stream may be gone (a new, empty server): check it again before the next publish.
       this.streamReady = undefined;
-      throw new PgfleetError('EventPublishFailed', `publishing event ${event.id} to ${subject} failed: ${describe(err)}`, { cause: err });
+      throw new PgfleetError(
+        'EventPublishFailed',
+        `publishing event ${event.id} to ${subject} failed: ${describe(err)}`,
+        { cause: err },
+      );
     }
   }
 
@@ -207,7 +233,11 @@ export class JetStreamPublisher implements EventPublisher {
       () => undefined,
       (err: unknown) => {
         this.streamReady = undefined;
-        throw new PgfleetError('EventPublishFailed', `cannot create or find stream ${EVENTS_STREAM}: ${describe(err)}`, { cause: err });
+        throw new PgfleetError(
+          'EventPublishFailed',
+          `cannot create or find stream ${EVENTS_STREAM}: ${describe(err)}`,
+          { cause: err },
+        );
       },
     );
     await this.streamReady;
@@ -229,7 +259,9 @@ export class JetStreamPublisher implements EventPublisher {
         timeout: this.opts.connectTimeoutMs ?? 5000,
       });
     } catch (err) {
-      throw new PgfleetError('EventPublishFailed', `cannot connect to NATS at ${String(servers)}: ${describe(err)}`, { cause: err });
+      throw new PgfleetError('EventPublishFailed', `cannot connect to NATS at ${String(servers)}: ${describe(err)}`, {
+        cause: err,
+      });
     }
     if (this.closed) {
       await nc.close();
@@ -244,7 +276,11 @@ export class JetStreamPublisher implements EventPublisher {
       return { nc, js: jetstream(nc, { timeout }), jsm };
     } catch (err) {
       await nc.close().catch(() => undefined);
-      throw new PgfleetError('EventPublishFailed', `JetStream is not available at ${String(servers)}: ${describe(err)}`, { cause: err });
+      throw new PgfleetError(
+        'EventPublishFailed',
+        `JetStream is not available at ${String(servers)}: ${describe(err)}`,
+        { cause: err },
+      );
     }
   }
 

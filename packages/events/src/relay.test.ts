@@ -10,7 +10,9 @@ import { FakePublisher, MemoryOutbox } from './test-fakes.js';
 
 /** n events round-robin over the clusters, each numbered in its payload (agentSilent.silentSeconds). */
 function events(n: number, clusters = ['a', 'b', 'c']): Event[] {
-  return Array.from({ length: n }, (_, i) => newEvent(clusters[i % clusters.length]!, { case: 'agentSilent', value: { silentSeconds: i } }));
+  return Array.from({ length: n }, (_, i) =>
+    newEvent(clusters[i % clusters.length]!, { case: 'agentSilent', value: { silentSeconds: i } }),
+  );
 }
 
 function byCluster(list: Event[]): Map<string, string[]> {
@@ -21,15 +23,28 @@ function byCluster(list: Event[]): Map<string, string[]> {
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms)))]).finally(() => clearTimeout(t));
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms))),
+  ]).finally(() => clearTimeout(t));
 }
 
 const fast = { initialBackoffMs: 1, maxBackoffMs: 5, pollIntervalMs: 10 };
 
 test('backoffDelay doubles from the initial delay up to the cap, with jitter in [cap/2, cap]', () => {
-  assert.deepEqual([1, 2, 3, 4, 5, 6, 7, 8].map((n) => backoffDelay(n, 250, 30_000, () => 0.999999)), [250, 500, 1000, 2000, 4000, 8000, 16000, 30000]);
-  assert.deepEqual([1, 2, 3].map((n) => backoffDelay(n, 250, 30_000, () => 0)), [125, 250, 500]);
-  assert.equal(backoffDelay(1000, 250, 30_000, () => 0.5), 22_500, 'huge attempt counts stay capped');
+  assert.deepEqual(
+    [1, 2, 3, 4, 5, 6, 7, 8].map((n) => backoffDelay(n, 250, 30_000, () => 0.999999)),
+    [250, 500, 1000, 2000, 4000, 8000, 16000, 30000],
+  );
+  assert.deepEqual(
+    [1, 2, 3].map((n) => backoffDelay(n, 250, 30_000, () => 0)),
+    [125, 250, 500],
+  );
+  assert.equal(
+    backoffDelay(1000, 250, 30_000, () => 0.5),
+    22_500,
+    'huge attempt counts stay capped',
+  );
   for (let i = 0; i < 100; i++) {
     const d = backoffDelay(3, 100, 10_000);
     assert.ok(d >= 200 && d <= 400);
@@ -76,7 +91,10 @@ test('a failing cluster never publishes past its failed event; other clusters go
   assert.equal(round1.error?.errorName, 'EventPublishFailed');
   assert.deepEqual(
     outbox.unsent().map((e) => e.id),
-    all.filter((e) => e.cluster === 'a').slice(1).map((e) => e.id),
+    all
+      .filter((e) => e.cluster === 'a')
+      .slice(1)
+      .map((e) => e.id),
     'a stopped at its failed event; nothing after it was attempted',
   );
   assert.equal(publisher.attempts.filter((e) => e.cluster === 'a').length, 2);
@@ -104,7 +122,11 @@ test('marked sent only after the ack: a failed markSent republishes the same eve
   const times = new Map<string, number>();
   for (const e of publisher.published) times.set(e.id, (times.get(e.id) ?? 0) + 1);
   assert.deepEqual([...times.keys()].sort(), all.map((e) => e.id).sort());
-  assert.deepEqual([...times.values()], [2, 2, 2, 2], 'each published twice under the same id (JetStream drops the copy)');
+  assert.deepEqual(
+    [...times.values()],
+    [2, 2, 2, 2],
+    'each published twice under the same id (JetStream drops the copy)',
+  );
   assert.deepEqual(outbox.markCalls, [[1, 2, 3, 4]]);
 });
 
@@ -157,8 +179,14 @@ test('stop() waits for the publish in flight, marks it sent, and publishes nothi
   const stopped = relay.stop();
   open();
   await stopped;
-  assert.deepEqual(publisher.published.map((e) => e.id), [all[0]!.id]);
-  assert.deepEqual(outbox.unsent().map((e) => e.id), [all[1]!.id, all[2]!.id]);
+  assert.deepEqual(
+    publisher.published.map((e) => e.id),
+    [all[0]!.id],
+  );
+  assert.deepEqual(
+    outbox.unsent().map((e) => e.id),
+    [all[1]!.id, all[2]!.id],
+  );
 });
 
 test('notify() wakes an idle relay before its poll interval', async () => {
@@ -175,7 +203,10 @@ test('notify() wakes an idle relay before its poll interval', async () => {
   relay.notify();
   await withTimeout(idle, 5000, 'notify to wake the relay');
   await relay.stop();
-  assert.deepEqual(publisher.published.map((x) => x.id), [e.id]);
+  assert.deepEqual(
+    publisher.published.map((x) => x.id),
+    [e.id],
+  );
 });
 
 test('an invalid event is an error like any other: its cluster waits, nothing is skipped', async () => {

@@ -69,7 +69,12 @@ export interface RelayRound {
  * Delay before retry number `attempt` (1-based): the cap doubles from `initialMs` up to `maxMs`,
  * and the delay is drawn from [cap/2, cap) so relays that failed together do not retry together.
  */
-export function backoffDelay(attempt: number, initialMs: number, maxMs: number, random: () => number = Math.random): number {
+export function backoffDelay(
+  attempt: number,
+  initialMs: number,
+  maxMs: number,
+  random: () => number = Math.random,
+): number {
   const cap = Math.min(maxMs, initialMs * 2 ** Math.max(0, Math.min(attempt - 1, 30)));
   return Math.round(cap / 2 + random() * (cap / 2));
 }
@@ -101,7 +106,8 @@ export class OutboxRelay {
     this.initialBackoffMs = opts.initialBackoffMs ?? 250;
     this.maxBackoffMs = opts.maxBackoffMs ?? 30_000;
     this.random = opts.random ?? Math.random;
-    if (!(this.batchSize >= 1)) throw new PgfleetError('InvalidArgument', `relay batchSize must be >= 1, got ${this.batchSize}`);
+    if (!(this.batchSize >= 1))
+      throw new PgfleetError('InvalidArgument', `relay batchSize must be >= 1, got ${this.batchSize}`);
   }
 
   get status(): Readonly<RelayStatus> {
@@ -185,7 +191,11 @@ export class OutboxRelay {
       } catch (err) {
         // Published but not marked: the next round publishes them again under the same ids and
         // JetStream drops the copies.
-        return { read: entries.length, sent: 0, error: wrap(err, `marking ${acked.length} published events sent failed`) };
+        return {
+          read: entries.length,
+          sent: 0,
+          error: wrap(err, `marking ${acked.length} published events sent failed`),
+        };
       }
       this.st.published += acked.length;
       this.st.lastSentAt = new Date();
@@ -204,7 +214,13 @@ export class OutboxRelay {
         this.st.lastError = round.error;
         const delay = backoffDelay(this.st.consecutiveFailures, this.initialBackoffMs, this.maxBackoffMs, this.random);
         this.log.warn(
-          { err: round.error, code: round.error.code, attempt: this.st.consecutiveFailures, retryInMs: delay, sent: round.sent },
+          {
+            err: round.error,
+            code: round.error.code,
+            attempt: this.st.consecutiveFailures,
+            retryInMs: delay,
+            sent: round.sent,
+          },
           `event relay: ${round.error.message}; retrying`,
         );
         this.st.state = 'backoff';

@@ -28,7 +28,10 @@ export class MemoryOutbox implements Outbox {
       this.failReads--;
       throw new Error('catalog unavailable');
     }
-    return this.rows.filter((r) => !r.sent).slice(0, limit).map(({ seq, event }) => ({ seq, event }));
+    return this.rows
+      .filter((r) => !r.sent)
+      .slice(0, limit)
+      .map(({ seq, event }) => ({ seq, event }));
   }
 
   async markSent(seqs: readonly number[]): Promise<void> {
@@ -72,7 +75,8 @@ export class FakePublisher implements EventPublisher {
       this.failNext--;
       throw new PgfleetError('EventPublishFailed', 'NATS is down (fake)');
     }
-    if (this.failOnceIds.delete(event.id)) throw new PgfleetError('EventPublishFailed', `refused ${event.id} once (fake)`);
+    if (this.failOnceIds.delete(event.id))
+      throw new PgfleetError('EventPublishFailed', `refused ${event.id} once (fake)`);
     this.published.push(event);
   }
 
@@ -99,10 +103,33 @@ const ts = (secondsAfter: number) => timestampFromDate(new Date(T0.getTime() + s
 
 /** One realistic payload per kind (also the source of the JSON examples in docs/events.md). */
 export const SAMPLE_PAYLOADS: { [K in EventKind]: EventPayloadInit } = {
-  'agent.connected': { case: 'agentConnected', value: { agentId: 'db1.example.com:main', hostname: 'db1.example.com', agentVersion: '0.1.0', pgVersion: 17, systemIdentifier: '7441125932436571234' } },
-  'agent.disconnected': { case: 'agentDisconnected', value: { agentId: 'db1.example.com:main', reason: 'stream closed by peer', lastHeartbeatTime: ts(-10) } },
-  'agent.silent': { case: 'agentSilent', value: { agentId: 'db1.example.com:main', lastHeartbeatTime: ts(-95), silentSeconds: 95, thresholdSeconds: 90 } },
-  'backup.started': { case: 'backupStarted', value: { jobId: '6f1c2f7e-8a43-4b51-9d0e-2b7f3c1a9e10', label: '20261124-153012F', type: BackupType.FULL, scheduled: true } },
+  'agent.connected': {
+    case: 'agentConnected',
+    value: {
+      agentId: 'db1.example.com:main',
+      hostname: 'db1.example.com',
+      agentVersion: '0.1.0',
+      pgVersion: 17,
+      systemIdentifier: '7441125932436571234',
+    },
+  },
+  'agent.disconnected': {
+    case: 'agentDisconnected',
+    value: { agentId: 'db1.example.com:main', reason: 'stream closed by peer', lastHeartbeatTime: ts(-10) },
+  },
+  'agent.silent': {
+    case: 'agentSilent',
+    value: { agentId: 'db1.example.com:main', lastHeartbeatTime: ts(-95), silentSeconds: 95, thresholdSeconds: 90 },
+  },
+  'backup.started': {
+    case: 'backupStarted',
+    value: {
+      jobId: '6f1c2f7e-8a43-4b51-9d0e-2b7f3c1a9e10',
+      label: '20261124-153012F',
+      type: BackupType.FULL,
+      scheduled: true,
+    },
+  },
   'backup.completed': {
     case: 'backupCompleted',
     value: {
@@ -136,10 +163,23 @@ export const SAMPLE_PAYLOADS: { [K in EventKind]: EventPayloadInit } = {
       type: BackupType.INCR,
       durationSeconds: 3.2,
       scheduled: true,
-      error: { code: 'PGF-5004', message: 'cannot write /backup/main/backup/20261124-160000I: EACCES', hint: 'Check that the repository path exists and is writable by the agent user.' },
+      error: {
+        code: 'PGF-5004',
+        message: 'cannot write /backup/main/backup/20261124-160000I: EACCES',
+        hint: 'Check that the repository path exists and is writable by the agent user.',
+      },
     },
   },
-  'backup.stale': { case: 'backupStale', value: { lastBackupLabel: '20261122-010000F', lastBackupTime: ts(-2 * 86400), ageSeconds: 2 * 86400, thresholdSeconds: 36 * 3600, schedule: '0 1 * * *' } },
+  'backup.stale': {
+    case: 'backupStale',
+    value: {
+      lastBackupLabel: '20261122-010000F',
+      lastBackupTime: ts(-2 * 86400),
+      ageSeconds: 2 * 86400,
+      thresholdSeconds: 36 * 3600,
+      schedule: '0 1 * * *',
+    },
+  },
   'wal.archive_failed': {
     case: 'walArchiveFailed',
     value: {
@@ -151,10 +191,43 @@ export const SAMPLE_PAYLOADS: { [K in EventKind]: EventPayloadInit } = {
       lastArchivedTime: ts(-930),
     },
   },
-  'wal.archive_recovered': { case: 'walArchiveRecovered', value: { lastArchivedWal: '00000001000000000000002A', lastArchivedTime: ts(300), failedCount: 12n, failingSeconds: 300 } },
-  'wal.gap_detected': { case: 'walGapDetected', value: { timeline: 1, firstMissingWal: '000000010000000000000031', lastMissingWal: '000000010000000000000032', missingSegments: 2n } },
-  'rpo.breached': { case: 'rpoBreached', value: { rpoSeconds: 930, thresholdSeconds: 900, lastArchivedWal: '000000010000000000000029', lastArchivedTime: ts(-930) } },
-  'rpo.recovered': { case: 'rpoRecovered', value: { rpoSeconds: 12, thresholdSeconds: 900, lastArchivedWal: '00000001000000000000002B', lastArchivedTime: ts(-12), breachedSeconds: 310 } },
+  'wal.archive_recovered': {
+    case: 'walArchiveRecovered',
+    value: {
+      lastArchivedWal: '00000001000000000000002A',
+      lastArchivedTime: ts(300),
+      failedCount: 12n,
+      failingSeconds: 300,
+    },
+  },
+  'wal.gap_detected': {
+    case: 'walGapDetected',
+    value: {
+      timeline: 1,
+      firstMissingWal: '000000010000000000000031',
+      lastMissingWal: '000000010000000000000032',
+      missingSegments: 2n,
+    },
+  },
+  'rpo.breached': {
+    case: 'rpoBreached',
+    value: {
+      rpoSeconds: 930,
+      thresholdSeconds: 900,
+      lastArchivedWal: '000000010000000000000029',
+      lastArchivedTime: ts(-930),
+    },
+  },
+  'rpo.recovered': {
+    case: 'rpoRecovered',
+    value: {
+      rpoSeconds: 12,
+      thresholdSeconds: 900,
+      lastArchivedWal: '00000001000000000000002B',
+      lastArchivedTime: ts(-12),
+      breachedSeconds: 310,
+    },
+  },
   'retention.expired': {
     case: 'retentionExpired',
     value: {
@@ -169,30 +242,68 @@ export const SAMPLE_PAYLOADS: { [K in EventKind]: EventPayloadInit } = {
   },
   'restore.completed': {
     case: 'restoreCompleted',
-    value: { jobId: '1b2c3d4e-5f60-4718-293a-4b5c6d7e8f90', backupLabel: '20261124-153012F', targetDir: '/var/lib/postgresql/17/restore', durationSeconds: 18.4, restoredBytes: 52_428_800n, target: { target: { case: 'time', value: ts(600) } } },
+    value: {
+      jobId: '1b2c3d4e-5f60-4718-293a-4b5c6d7e8f90',
+      backupLabel: '20261124-153012F',
+      targetDir: '/var/lib/postgresql/17/restore',
+      durationSeconds: 18.4,
+      restoredBytes: 52_428_800n,
+      target: { target: { case: 'time', value: ts(600) } },
+    },
   },
   'restore.failed': {
     case: 'restoreFailed',
-    value: { jobId: '2c3d4e5f-6071-4829-3a4b-5c6d7e8f9012', backupLabel: '20261124-153012F', targetDir: '/var/lib/postgresql/17/main', durationSeconds: 0.1, error: { code: 'PGF-3006', message: 'restore target /var/lib/postgresql/17/main is not empty', hint: '' } },
+    value: {
+      jobId: '2c3d4e5f-6071-4829-3a4b-5c6d7e8f9012',
+      backupLabel: '20261124-153012F',
+      targetDir: '/var/lib/postgresql/17/main',
+      durationSeconds: 0.1,
+      error: { code: 'PGF-3006', message: 'restore target /var/lib/postgresql/17/main is not empty', hint: '' },
+    },
   },
   'verify.completed': {
     case: 'verifyCompleted',
-    value: { jobId: '3d4e5f60-7182-493a-4b5c-6d7e8f901234', backupLabel: '20261124-153012F', ok: true, filesChecked: 1012, bytesChecked: 52_428_800n, durationSeconds: 4.7, walChecked: true },
+    value: {
+      jobId: '3d4e5f60-7182-493a-4b5c-6d7e8f901234',
+      backupLabel: '20261124-153012F',
+      ok: true,
+      filesChecked: 1012,
+      bytesChecked: 52_428_800n,
+      durationSeconds: 4.7,
+      walChecked: true,
+    },
   },
   'drill.completed': {
     case: 'drillCompleted',
-    value: { jobId: '4e5f6071-8293-4a4b-5c6d-7e8f90123456', backupLabel: '20261124-153012F', target: { target: { case: 'latest', value: true } }, durationSeconds: 64.2, recoveredLsn: '0/2B0000A0', recoveredTime: ts(1200), restoredBytes: 52_428_800n },
+    value: {
+      jobId: '4e5f6071-8293-4a4b-5c6d-7e8f90123456',
+      backupLabel: '20261124-153012F',
+      target: { target: { case: 'latest', value: true } },
+      durationSeconds: 64.2,
+      recoveredLsn: '0/2B0000A0',
+      recoveredTime: ts(1200),
+      restoredBytes: 52_428_800n,
+    },
   },
   'drill.failed': {
     case: 'drillFailed',
     value: {
-      jobId: '5f607182-93a4-4b5c-6d7e-8f9012345678', backupLabel: '20261124-153012F', stage: 'recovery', durationSeconds: 31,
-      error: { code: 'PGF-4005', message: 'WAL segment 000000010000000000000031 is not in the repository', hint: 'The segment is not archived (yet).' },
+      jobId: '5f607182-93a4-4b5c-6d7e-8f9012345678',
+      backupLabel: '20261124-153012F',
+      stage: 'recovery',
+      durationSeconds: 31,
+      error: {
+        code: 'PGF-4005',
+        message: 'WAL segment 000000010000000000000031 is not in the repository',
+        hint: 'The segment is not archived (yet).',
+      },
       reasons: [
         'recovery failed: FATAL: recovery ended before configured recovery target was reached',
         "recovery: WAL segment 000000010000000000000031 needed by recovery is not in the repository (recovery restored up to 000000010000000000000030); the drill's PostgreSQL exited during recovery",
       ],
-      postgresLogProblems: ['2026-11-24 15:30:11.804 UTC [4711] FATAL:  recovery ended before configured recovery target was reached'],
+      postgresLogProblems: [
+        '2026-11-24 15:30:11.804 UTC [4711] FATAL:  recovery ended before configured recovery target was reached',
+      ],
     },
   },
 };

@@ -36,7 +36,11 @@ export async function connectPg(opts: PgConnectionOptions): Promise<pg.Client> {
   try {
     await client.connect();
   } catch (err) {
-    throw new PgfleetError('PgConnectFailed', `cannot connect to PostgreSQL at ${opts.host ?? 'localhost'}:${opts.port ?? 5432} as ${opts.user ?? 'postgres'}: ${(err as Error).message}`, { cause: err });
+    throw new PgfleetError(
+      'PgConnectFailed',
+      `cannot connect to PostgreSQL at ${opts.host ?? 'localhost'}:${opts.port ?? 5432} as ${opts.user ?? 'postgres'}: ${(err as Error).message}`,
+      { cause: err },
+    );
   }
   return client;
 }
@@ -93,7 +97,9 @@ export interface ArchiverStats {
 }
 
 export async function archiverStats(client: pg.Client): Promise<ArchiverStats> {
-  const r = await client.query('SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time FROM pg_stat_archiver');
+  const r = await client.query(
+    'SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time FROM pg_stat_archiver',
+  );
   const row = r.rows[0];
   return {
     archivedCount: Number(row.archived_count),
@@ -165,7 +171,11 @@ export async function switchWalIfIn(client: pg.Client, lsn: Lsn): Promise<boolea
            (CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn() END)::text AS insert_lsn,
            (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') AS wal_segment_size`);
   const row = r.rows[0];
-  if (row.in_recovery) throw new PgfleetError('InvalidArgument', 'this server is a standby: it cannot switch WAL (pg_switch_wal() fails during recovery)');
+  if (row.in_recovery)
+    throw new PgfleetError(
+      'InvalidArgument',
+      'this server is a standby: it cannot switch WAL (pg_switch_wal() fails during recovery)',
+    );
   const segmentSize = Number(row.wal_segment_size);
   if (Lsn.parse(String(row.insert_lsn)).segmentNumber(segmentSize) > lsn.segmentNumber(segmentSize)) return false;
   await client.query('SELECT pg_switch_wal()');

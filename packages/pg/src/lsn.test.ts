@@ -10,7 +10,10 @@ test('LSNs compare by value, not as text', () => {
   assert.equal(Lsn.parse('0/A0000000').compare(Lsn.parse('1/0')), -1);
   assert.equal(Lsn.parse('16/B374D848').toString(), '16/B374D848');
   assert.equal(Lsn.parse('0/3000060').value, 0x3000060n);
-  assert.throws(() => Lsn.parse('nope'), (e: unknown) => PgfleetError.is(e, 'InvalidArgument'));
+  assert.throws(
+    () => Lsn.parse('nope'),
+    (e: unknown) => PgfleetError.is(e, 'InvalidArgument'),
+  );
 });
 
 test('segment names follow PostgreSQL for 16 MiB and 64 MiB segments', () => {
@@ -21,7 +24,11 @@ test('segment names follow PostgreSQL for 16 MiB and 64 MiB segments', () => {
   assert.equal(s.next().toString(), '000000010000000100000000');
   assert.equal(WalSegmentName.parse('00000002000000010000002A').startLsn.toString(), '1/2A000000');
   const range = WalSegmentName.range(1, Lsn.parse('0/2000028'), Lsn.parse('0/4000100'));
-  assert.deepEqual(range.map(String), ['000000010000000000000002', '000000010000000000000003', '000000010000000000000004']);
+  assert.deepEqual(range.map(String), [
+    '000000010000000000000002',
+    '000000010000000000000003',
+    '000000010000000000000004',
+  ]);
   assert.equal(timelineHistoryName(10), '0000000A.history');
 });
 
@@ -50,15 +57,37 @@ test('WAL segment validation refuses empty, truncated and foreign files', () => 
   const ok = validateWalSegment(name, header({}), 16 << 20, '7000000000000000001');
   assert.equal(ok.pgMajor, 15);
   const code = (f: () => unknown) => {
-    try { f(); } catch (e) { return (e as PgfleetError).code; }
+    try {
+      f();
+    } catch (e) {
+      return (e as PgfleetError).code;
+    }
     return 'none';
   };
-  assert.equal(code(() => validateWalSegment(name, Buffer.alloc(0), 0)), 'PGF-4002');
-  assert.equal(code(() => validateWalSegment(name, header({}), 8192)), 'PGF-4002');
-  assert.equal(code(() => validateWalSegment(name, Buffer.alloc(40), 16 << 20)), 'PGF-4003');
-  assert.equal(code(() => validateWalSegment(name, header({ tli: 2 }), 16 << 20)), 'PGF-4003');
-  assert.equal(code(() => validateWalSegment(name, header({ addr: 0x3000000n }), 16 << 20)), 'PGF-4003');
-  assert.equal(code(() => validateWalSegment(name, header({}), 16 << 20, '42')), 'PGF-4003');
+  assert.equal(
+    code(() => validateWalSegment(name, Buffer.alloc(0), 0)),
+    'PGF-4002',
+  );
+  assert.equal(
+    code(() => validateWalSegment(name, header({}), 8192)),
+    'PGF-4002',
+  );
+  assert.equal(
+    code(() => validateWalSegment(name, Buffer.alloc(40), 16 << 20)),
+    'PGF-4003',
+  );
+  assert.equal(
+    code(() => validateWalSegment(name, header({ tli: 2 }), 16 << 20)),
+    'PGF-4003',
+  );
+  assert.equal(
+    code(() => validateWalSegment(name, header({ addr: 0x3000000n }), 16 << 20)),
+    'PGF-4003',
+  );
+  assert.equal(
+    code(() => validateWalSegment(name, header({}), 16 << 20, '42')),
+    'PGF-4003',
+  );
 });
 
 test('backup_label parsing', () => {

@@ -3,7 +3,15 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startPostgres } from '@pgfleet/testkit';
-import { BLCKSZ, int32View, lsnHalves, pageChecksum, relationSegmentNumber, storedPageChecksum, verifyPageAt } from './page-checksum.js';
+import {
+  BLCKSZ,
+  int32View,
+  lsnHalves,
+  pageChecksum,
+  relationSegmentNumber,
+  storedPageChecksum,
+  verifyPageAt,
+} from './page-checksum.js';
 
 test('relation files and their segment numbers; other PGDATA files have no page checksums', () => {
   assert.equal(relationSegmentNumber('base/5/16384'), 0);
@@ -12,7 +20,16 @@ test('relation files and their segment numbers; other PGDATA files have no page 
   assert.equal(relationSegmentNumber('base/5/16384_vm.1'), 1);
   assert.equal(relationSegmentNumber('global/1262'), 0);
   assert.equal(relationSegmentNumber('pg_tblspc/16400/PG_16_202307071/5/16401.2'), 2);
-  for (const other of ['global/pg_control', 'global/pg_filenode.map', 'base/5/PG_VERSION', 'base/5/pg_internal.init', 'pg_xact/0000', 'base/5/t3_16384', 'PG_VERSION', 'base/5/16384.tmp']) {
+  for (const other of [
+    'global/pg_control',
+    'global/pg_filenode.map',
+    'base/5/PG_VERSION',
+    'base/5/pg_internal.init',
+    'pg_xact/0000',
+    'base/5/t3_16384',
+    'PG_VERSION',
+    'base/5/16384.tmp',
+  ]) {
     assert.equal(relationSegmentNumber(other), undefined, other);
   }
 });
@@ -24,7 +41,9 @@ test('page checksum equals pd_checksum of real pages written by PostgreSQL', { t
     // Enough rows for several pages, so blocks > 0 prove the block number is mixed in.
     await pg.query(`INSERT INTO t SELECT g, repeat('x', g % 200) FROM generate_series(1, 5000) g`);
     await pg.query('CHECKPOINT');
-    const [row] = await pg.query<{ path: string; checksums: string }>(`SELECT pg_relation_filepath('t') AS path, current_setting('data_checksums') AS checksums`);
+    const [row] = await pg.query<{ path: string; checksums: string }>(
+      `SELECT pg_relation_filepath('t') AS path, current_setting('data_checksums') AS checksums`,
+    );
     assert.equal(row!.checksums, 'on', 'testkit initdb uses --data-checksums');
     const file = await readFile(join(pg.dataDir, row!.path));
     const pages = file.length / BLCKSZ;
@@ -37,7 +56,10 @@ test('page checksum equals pd_checksum of real pages written by PostgreSQL', { t
       assert.equal(verifyPageAt(words, b * (BLCKSZ / 4), b, noLsnSkip), 'valid');
     }
     // The block number is part of the checksum: page 1 read as block 2 fails.
-    assert.notEqual(pageChecksum(file.subarray(BLCKSZ, 2 * BLCKSZ), 2), storedPageChecksum(file.subarray(BLCKSZ, 2 * BLCKSZ)));
+    assert.notEqual(
+      pageChecksum(file.subarray(BLCKSZ, 2 * BLCKSZ), 2),
+      storedPageChecksum(file.subarray(BLCKSZ, 2 * BLCKSZ)),
+    );
 
     // A flipped byte in the tuple area is caught; the same page is not judged when its LSN is past the backup start.
     const damaged = Buffer.from(file.subarray(BLCKSZ, 2 * BLCKSZ));

@@ -29,11 +29,22 @@ export function parseReplicationMessage(buf: Buffer): ReplicationMessage {
   const tag = buf[0];
   if (tag === 0x77 /* w */) {
     if (buf.length < 25) throw new PgfleetError('WalStreamFailed', `short XLogData message (${buf.length} bytes)`);
-    return { kind: 'xlogdata', dataStart: buf.readBigUInt64BE(1), walEnd: buf.readBigUInt64BE(9), sendTime: buf.readBigInt64BE(17), data: buf.subarray(25) };
+    return {
+      kind: 'xlogdata',
+      dataStart: buf.readBigUInt64BE(1),
+      walEnd: buf.readBigUInt64BE(9),
+      sendTime: buf.readBigInt64BE(17),
+      data: buf.subarray(25),
+    };
   }
   if (tag === 0x6b /* k */) {
     if (buf.length < 18) throw new PgfleetError('WalStreamFailed', `short keepalive message (${buf.length} bytes)`);
-    return { kind: 'keepalive', walEnd: buf.readBigUInt64BE(1), sendTime: buf.readBigInt64BE(9), replyRequested: buf[17] === 1 };
+    return {
+      kind: 'keepalive',
+      walEnd: buf.readBigUInt64BE(1),
+      sendTime: buf.readBigInt64BE(9),
+      replyRequested: buf[17] === 1,
+    };
   }
   return { kind: 'unknown', tag: tag ?? -1 };
 }
@@ -64,7 +75,11 @@ export interface IdentifySystem {
 export async function identifySystem(client: pg.Client): Promise<IdentifySystem> {
   const r = await client.query('IDENTIFY_SYSTEM');
   const row = r.rows[0];
-  return { systemIdentifier: String(row.systemid), timeline: Number(row.timeline), xlogpos: Lsn.parse(String(row.xlogpos)) };
+  return {
+    systemIdentifier: String(row.systemid),
+    timeline: Number(row.timeline),
+    xlogpos: Lsn.parse(String(row.xlogpos)),
+  };
 }
 
 /** wal_segment_size in bytes (SHOW prints it with a unit, e.g. "16MB"). */
@@ -89,7 +104,14 @@ export function replicationSlotName(prefix: string, cluster: string): string {
 export function startPhysicalReplication(client: pg.Client, slot: string, start: Lsn, timeline: number): Duplex {
   const sql = `START_REPLICATION SLOT ${slot} PHYSICAL ${start.toString()} TIMELINE ${timeline}`;
   // @types/pg-copy-streams lacks `both` (the CopyBoth duplex); the module has it since 5.1.
-  const both = (copyStreams as unknown as { both: (text: string, options: { alignOnCopyDataFrame: boolean; readableObjectMode: boolean }) => Duplex & pg.Submittable }).both;
+  const both = (
+    copyStreams as unknown as {
+      both: (
+        text: string,
+        options: { alignOnCopyDataFrame: boolean; readableObjectMode: boolean },
+      ) => Duplex & pg.Submittable;
+    }
+  ).both;
   // Object mode on the readable side: a byte stream would merge consecutive CopyData payloads
   // into one chunk on read(), and the message boundaries (each with its own dataStart) are lost.
   return client.query(both(sql, { alignOnCopyDataFrame: true, readableObjectMode: true }));

@@ -17,19 +17,25 @@ const TIMELINE_LOG = [
   at(103, 'FATAL:  the database system is not yet accepting connections'),
   at(103, 'DETAIL:  Consistent recovery state has not been yet reached.'),
   at(101, "FATAL:  requested timeline 2 is not a child of this server's history"),
-  at(101, 'DETAIL:  Latest checkpoint is at 0/3000028 on timeline 1, but in the history of the requested timeline, the server forked off from that timeline at 0/2000000.'),
+  at(
+    101,
+    'DETAIL:  Latest checkpoint is at 0/3000028 on timeline 1, but in the history of the requested timeline, the server forked off from that timeline at 0/2000000.',
+  ),
   at(100, 'LOG:  startup process (PID 101) exited with exit code 1'),
   at(100, 'LOG:  aborting startup due to startup process failure'),
   at(100, 'LOG:  database system is shut down'),
   '',
 ].join('\n');
 
-test('the first FATAL is the cause, with its DETAIL; the drill\'s own refused connections are left out', () => {
+test("the first FATAL is the cause, with its DETAIL; the drill's own refused connections are left out", () => {
   const x = serverLogExcerpt(TIMELINE_LOG);
   assert.equal(x.firstFatal, "FATAL: requested timeline 2 is not a child of this server's history");
   assert.deepEqual(x.problems, [
     at(101, "FATAL:  requested timeline 2 is not a child of this server's history"),
-    at(101, 'DETAIL:  Latest checkpoint is at 0/3000028 on timeline 1, but in the history of the requested timeline, the server forked off from that timeline at 0/2000000.'),
+    at(
+      101,
+      'DETAIL:  Latest checkpoint is at 0/3000028 on timeline 1, but in the history of the requested timeline, the server forked off from that timeline at 0/2000000.',
+    ),
   ]);
   // The tail: every line but the polling refusals (and their DETAIL), oldest first.
   assert.equal(x.tail.length, 10);
@@ -39,27 +45,45 @@ test('the first FATAL is the cause, with its DETAIL; the drill\'s own refused co
 });
 
 test('PANIC counts as fatal, the first one wins; without one the last ERROR or WARNING is the clue', () => {
-  const x = serverLogExcerpt([at(1, 'ERROR:  first error'), at(1, 'PANIC:  could not locate a valid checkpoint record'), at(1, 'FATAL:  later fatal')].join('\n'));
+  const x = serverLogExcerpt(
+    [
+      at(1, 'ERROR:  first error'),
+      at(1, 'PANIC:  could not locate a valid checkpoint record'),
+      at(1, 'FATAL:  later fatal'),
+    ].join('\n'),
+  );
   assert.equal(x.firstFatal, 'PANIC: could not locate a valid checkpoint record');
   assert.equal(x.lastProblem, 'ERROR: first error');
-  const paused = serverLogExcerpt([
-    at(1, 'WARNING:  hot standby is not possible because of insufficient parameter settings'),
-    at(1, 'DETAIL:  max_connections = 10 is a lower setting than on the primary server, where its value was 100.'),
-    at(1, 'LOG:  recovery has paused'),
-    at(1, 'HINT:  Execute pg_wal_replay_resume() to continue.'),
-  ].join('\n'));
+  const paused = serverLogExcerpt(
+    [
+      at(1, 'WARNING:  hot standby is not possible because of insufficient parameter settings'),
+      at(1, 'DETAIL:  max_connections = 10 is a lower setting than on the primary server, where its value was 100.'),
+      at(1, 'LOG:  recovery has paused'),
+      at(1, 'HINT:  Execute pg_wal_replay_resume() to continue.'),
+    ].join('\n'),
+  );
   assert.equal(paused.firstFatal, undefined);
   assert.equal(paused.lastProblem, 'WARNING: hot standby is not possible because of insufficient parameter settings');
   // The LOG line's HINT is not a problem line; the WARNING's DETAIL is.
   assert.equal(paused.problems.length, 2);
   assert.match(paused.problems[1]!, /DETAIL:  max_connections = 10/);
   // A message continued on tab-indented lines stays whole.
-  const multi = serverLogExcerpt([at(1, 'ERROR:  syntax error at or near "x"'), at(1, 'STATEMENT:  SELECT'), '\tx', at(1, 'LOG:  checkpoint starting: time'), '\tnot a problem'].join('\n'));
+  const multi = serverLogExcerpt(
+    [
+      at(1, 'ERROR:  syntax error at or near "x"'),
+      at(1, 'STATEMENT:  SELECT'),
+      '\tx',
+      at(1, 'LOG:  checkpoint starting: time'),
+      '\tnot a problem',
+    ].join('\n'),
+  );
   assert.deepEqual(multi.problems, [at(1, 'ERROR:  syntax error at or near "x"'), at(1, 'STATEMENT:  SELECT'), '\tx']);
 });
 
 test('a log without problems: a tail and no cause; an empty log: nothing', () => {
-  const quiet = serverLogExcerpt([at(1, 'LOG:  redo starts at 0/2000028'), at(1, 'LOG:  consistent recovery state reached at 0/2000100')].join('\n'));
+  const quiet = serverLogExcerpt(
+    [at(1, 'LOG:  redo starts at 0/2000028'), at(1, 'LOG:  consistent recovery state reached at 0/2000100')].join('\n'),
+  );
   assert.deepEqual(quiet.problems, []);
   assert.equal(quiet.firstFatal, undefined);
   assert.equal(quiet.tail.length, 2);
@@ -67,8 +91,19 @@ test('a log without problems: a tail and no cause; an empty log: nothing', () =>
 });
 
 test('bounds: 30 tail lines, 20 problem lines (first and last), 1 KiB a line, 8 KiB in all, problems first', () => {
-  const restored = Array.from({ length: 500 }, (_, i) => at(7, `LOG:  restored log file "0000000100000000000000${(i + 1).toString(16).toUpperCase().padStart(2, '0')}" from archive`));
-  const x = serverLogExcerpt([...restored, at(7, 'FATAL:  recovery ended before configured recovery target was reached'), at(6, 'LOG:  startup process (PID 7) exited with exit code 1')].join('\n'));
+  const restored = Array.from({ length: 500 }, (_, i) =>
+    at(
+      7,
+      `LOG:  restored log file "0000000100000000000000${(i + 1).toString(16).toUpperCase().padStart(2, '0')}" from archive`,
+    ),
+  );
+  const x = serverLogExcerpt(
+    [
+      ...restored,
+      at(7, 'FATAL:  recovery ended before configured recovery target was reached'),
+      at(6, 'LOG:  startup process (PID 7) exited with exit code 1'),
+    ].join('\n'),
+  );
   assert.equal(x.tail.length, 30);
   assert.equal(x.tail.at(-1), at(6, 'LOG:  startup process (PID 7) exited with exit code 1'));
   assert.equal(x.tail.at(-2), at(7, 'FATAL:  recovery ended before configured recovery target was reached'));
@@ -84,7 +119,12 @@ test('bounds: 30 tail lines, 20 problem lines (first and last), 1 KiB a line, 8 
 
   // Long lines: each cut to 1 KiB; problem lines are kept before the tail gets the rest of 8 KiB.
   const long = (n: number, sev: string) => at(9, `${sev}:  ${'é'.repeat(2000)} ${n}`);
-  const big = serverLogExcerpt([...Array.from({ length: 5 }, (_, i) => long(i, 'FATAL')), ...Array.from({ length: 40 }, (_, i) => long(i, 'LOG'))].join('\n'));
+  const big = serverLogExcerpt(
+    [
+      ...Array.from({ length: 5 }, (_, i) => long(i, 'FATAL')),
+      ...Array.from({ length: 40 }, (_, i) => long(i, 'LOG')),
+    ].join('\n'),
+  );
   for (const l of [...big.problems, ...big.tail]) {
     assert.ok(Buffer.byteLength(l) <= 1024, `a line of ${Buffer.byteLength(l)} bytes`);
     assert.ok(l.endsWith('...'));
@@ -92,7 +132,10 @@ test('bounds: 30 tail lines, 20 problem lines (first and last), 1 KiB a line, 8 
   assert.equal(big.problems.length, 5);
   const total = [...big.problems, ...big.tail].reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
   assert.ok(total <= 8192, `${total} bytes`);
-  assert.ok(big.tail.length >= 1 && big.tail.at(-1)!.startsWith(at(9, 'LOG:  ')), 'the newest lines of the tail fill what is left');
+  assert.ok(
+    big.tail.length >= 1 && big.tail.at(-1)!.startsWith(at(9, 'LOG:  ')),
+    'the newest lines of the tail fill what is left',
+  );
 });
 
 test('control characters (NUL bytes of a log cut short by a crash) are removed, tabs kept', () => {
@@ -106,10 +149,20 @@ test('control characters (NUL bytes of a log cut short by a crash) are removed, 
 });
 
 test('recoveryMayLackWal: only the FATALs of WAL running out (or none) point at a missing segment', () => {
-  for (const m of ['FATAL: recovery ended before configured recovery target was reached', 'FATAL: could not locate required checkpoint record', 'FATAL: could not locate required checkpoint record at 0/3000098', 'FATAL: WAL ends before end of online backup', 'FATAL: WAL ends before consistent recovery point', undefined]) {
+  for (const m of [
+    'FATAL: recovery ended before configured recovery target was reached',
+    'FATAL: could not locate required checkpoint record',
+    'FATAL: could not locate required checkpoint record at 0/3000098',
+    'FATAL: WAL ends before end of online backup',
+    'FATAL: WAL ends before consistent recovery point',
+    undefined,
+  ]) {
     assert.equal(recoveryMayLackWal({ firstFatal: m }), true, String(m));
   }
   assert.equal(recoveryMayLackWal(undefined), true);
   assert.equal(recoveryMayLackWal(serverLogExcerpt(TIMELINE_LOG)), false);
-  assert.equal(recoveryMayLackWal({ firstFatal: 'FATAL: configuration file "/x/postgresql.conf" contains errors' }), false);
+  assert.equal(
+    recoveryMayLackWal({ firstFatal: 'FATAL: configuration file "/x/postgresql.conf" contains errors' }),
+    false,
+  );
 });

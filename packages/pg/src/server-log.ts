@@ -20,12 +20,14 @@
  * The first `WORD:  ` of a line is its severity, or the kind of a follow-up line: elog.c writes
  * the word and a colon and two spaces right after log_line_prefix.
  */
-const SEVERITY = /\b(DEBUG[1-5]|LOG|INFO|NOTICE|WARNING|ERROR|FATAL|PANIC|DETAIL|HINT|CONTEXT|STATEMENT|QUERY|LOCATION):  /;
+const SEVERITY =
+  /\b(DEBUG[1-5]|LOG|INFO|NOTICE|WARNING|ERROR|FATAL|PANIC|DETAIL|HINT|CONTEXT|STATEMENT|QUERY|LOCATION):  /;
 /** Problem severities (WARNING too: "hot standby is not possible ..." explains a paused recovery). */
 const PROBLEMS = new Set(['WARNING', 'ERROR', 'FATAL', 'PANIC']);
 const FOLLOW_UPS = new Set(['DETAIL', 'HINT', 'CONTEXT', 'STATEMENT', 'QUERY', 'LOCATION']);
 /** A client's connection refused while the server was still starting or not yet consistent: the drill's own polling. */
-const POLLING = /the database system is (not yet accepting connections|starting up|shutting down)|Consistent recovery state has not been yet reached/;
+const POLLING =
+  /the database system is (not yet accepting connections|starting up|shutting down)|Consistent recovery state has not been yet reached/;
 
 type LineKind = 'problem' | 'fatal' | 'follow-up' | 'other';
 
@@ -50,7 +52,12 @@ export interface ServerLogLimits {
   lineBytes: number;
 }
 
-export const SERVER_LOG_LIMITS: ServerLogLimits = { problemLines: 20, tailLines: 30, totalBytes: 8192, lineBytes: 1024 };
+export const SERVER_LOG_LIMITS: ServerLogLimits = {
+  problemLines: 20,
+  tailLines: 30,
+  totalBytes: 8192,
+  lineBytes: 1024,
+};
 
 export interface ServerLogExcerpt {
   /** FATAL, PANIC, ERROR and WARNING lines with their follow-up lines, oldest first. */
@@ -70,7 +77,12 @@ export interface ServerLogExcerpt {
  * `totalBytes` leaves room for, newest lines first.
  */
 export function serverLogExcerpt(log: string, limits: ServerLogLimits = SERVER_LOG_LIMITS): ServerLogExcerpt {
-  const lines = withoutPolling(log.split('\n').map((l) => cutBytes(clean(l), limits.lineBytes)).filter((l) => l.trim() !== ''));
+  const lines = withoutPolling(
+    log
+      .split('\n')
+      .map((l) => cutBytes(clean(l), limits.lineBytes))
+      .filter((l) => l.trim() !== ''),
+  );
   const problems: string[] = [];
   let firstFatal: string | undefined;
   let lastProblem: string | undefined;
@@ -112,7 +124,8 @@ export function serverLogExcerpt(log: string, limits: ServerLogLimits = SERVER_L
  * is not there: the archive ran out before the target, before the backup's end or consistency, or
  * never had the checkpoint's segment.
  */
-const WAL_RAN_OUT = /recovery ended before configured recovery target was reached|could not locate required checkpoint record|could not find redo location referenced by checkpoint record|WAL ends before (end of online backup|consistent recovery point)/;
+const WAL_RAN_OUT =
+  /recovery ended before configured recovery target was reached|could not locate required checkpoint record|could not find redo location referenced by checkpoint record|WAL ends before (end of online backup|consistent recovery point)/;
 
 /**
  * Whether a failed recovery may be for want of WAL: PostgreSQL said so, or said nothing fatal (it
@@ -165,5 +178,9 @@ function firstAndLast(items: string[], max: number): string[] {
   if (items.length <= max) return items;
   const head = Math.ceil((max - 1) / 2);
   const tail = max - 1 - head;
-  return [...items.slice(0, head), `... (${items.length - head - tail} more line(s))`, ...items.slice(items.length - tail)];
+  return [
+    ...items.slice(0, head),
+    `... (${items.length - head - tail} more line(s))`,
+    ...items.slice(items.length - tail),
+  ];
 }

@@ -6,7 +6,11 @@ import { timelineStartFromSegment, readWalRecordAt } from './timeline-start.js';
 import { validateWalSegment } from './wal-header.js';
 
 const code = (f: () => unknown) => {
-  try { f(); } catch (e) { return (e as PgfleetError).code; }
+  try {
+    f();
+  } catch (e) {
+    return (e as PgfleetError).code;
+  }
   return 'none';
 };
 
@@ -21,19 +25,41 @@ test('a history names who owns each position, like tliOfPointInHistory', () => {
   assert.equal(h.timelineAt(0x3002190n), 2);
   assert.equal(h.timelineAt(0x5000000n), 3);
   assert.equal(h.contains(1, 0x3002190n), true);
-  assert.equal(h.contains(1, 0x3002191n), false, 'a backup of timeline 1 consistent after the switch is not in this history');
+  assert.equal(
+    h.contains(1, 0x3002191n),
+    false,
+    'a backup of timeline 1 consistent after the switch is not in this history',
+  );
   assert.equal(h.contains(3, 0xffffffffn), true);
   assert.equal(h.contains(4, 0n), false);
   assert.equal(h.extends(TimelineHistory.parse(2, '1\t0/3002190\tx\n')), true);
-  assert.equal(h.extends(TimelineHistory.parse(2, '1\t0/3002198\tx\n')), false, 'another switch point: another lineage');
+  assert.equal(
+    h.extends(TimelineHistory.parse(2, '1\t0/3002198\tx\n')),
+    false,
+    'another switch point: another lineage',
+  );
   assert.equal(TimelineHistory.parse(2, '1\t0/3002190\tx\n').extends(TimelineHistory.root(1)), true);
 });
 
 test('histories PostgreSQL never writes are refused', () => {
-  assert.equal(code(() => TimelineHistory.parse(2, 'garbage here\n')), 'PGF-4003');
-  assert.equal(code(() => TimelineHistory.parse(2, '# nothing\n')), 'PGF-4003');
-  assert.equal(code(() => TimelineHistory.parse(2, '2\t0/1000000\tself\n')), 'PGF-4003', 'a timeline cannot descend from itself');
-  assert.equal(code(() => TimelineHistory.parse(4, '2\t0/5000000\tx\n1\t0/6000000\tx\n')), 'PGF-4003', 'ancestors in order');
+  assert.equal(
+    code(() => TimelineHistory.parse(2, 'garbage here\n')),
+    'PGF-4003',
+  );
+  assert.equal(
+    code(() => TimelineHistory.parse(2, '# nothing\n')),
+    'PGF-4003',
+  );
+  assert.equal(
+    code(() => TimelineHistory.parse(2, '2\t0/1000000\tself\n')),
+    'PGF-4003',
+    'a timeline cannot descend from itself',
+  );
+  assert.equal(
+    code(() => TimelineHistory.parse(4, '2\t0/5000000\tx\n1\t0/6000000\tx\n')),
+    'PGF-4003',
+    'ancestors in order',
+  );
 });
 
 test("a history whose switch points go back is PostgreSQL's own (a recovery that followed timeline 2 but stopped before it began)", () => {
@@ -66,14 +92,27 @@ test('the first segment of a new timeline may carry its ancestor id, as its hist
   const name = '000000020000000000000003';
   const h2 = TimelineHistory.parse(2, '1\t0/3002190\tx\n');
   assert.equal(validateWalSegment(name, longHeader(1, 0x3000000n), 16 << 20, undefined, h2).timeline, 1);
-  assert.equal(code(() => validateWalSegment(name, longHeader(1, 0x3000000n), 16 << 20)), 'PGF-4003', 'without the history it is refused');
+  assert.equal(
+    code(() => validateWalSegment(name, longHeader(1, 0x3000000n), 16 << 20)),
+    'PGF-4003',
+    'without the history it is refused',
+  );
   // Timeline 2 starting in a later segment: segment 3 of timeline 2 must be all timeline 2.
   const later = TimelineHistory.parse(2, '1\t0/4000000\tx\n');
-  assert.equal(code(() => validateWalSegment(name, longHeader(1, 0x3000000n), 16 << 20, undefined, later)), 'PGF-4003');
+  assert.equal(
+    code(() => validateWalSegment(name, longHeader(1, 0x3000000n), 16 << 20, undefined, later)),
+    'PGF-4003',
+  );
   // A history of another timeline proves nothing.
-  assert.equal(code(() => validateWalSegment(name, longHeader(1, 0x3000000n), 16 << 20, undefined, TimelineHistory.parse(3, H3))), 'PGF-4003');
+  assert.equal(
+    code(() => validateWalSegment(name, longHeader(1, 0x3000000n), 16 << 20, undefined, TimelineHistory.parse(3, H3))),
+    'PGF-4003',
+  );
   // An unrelated timeline id in the header.
-  assert.equal(code(() => validateWalSegment(name, longHeader(5, 0x3000000n), 16 << 20, undefined, h2)), 'PGF-4003');
+  assert.equal(
+    code(() => validateWalSegment(name, longHeader(5, 0x3000000n), 16 << 20, undefined, h2)),
+    'PGF-4003',
+  );
 });
 
 /** A segment with the end-of-recovery checkpoint of timeline 2 at `offset`, its record split over a page boundary when asked. */
@@ -101,11 +140,18 @@ function segmentWithCheckpoint(offset: number, timeSec: number): Buffer {
 test('the start time of a timeline is read from its end-of-recovery record, also across a page boundary', () => {
   const t = Date.UTC(2026, 11, 6, 5, 51, 35) / 1000;
   const inPage = segmentWithCheckpoint(0x2190, t);
-  assert.deepEqual(timelineStartFromSegment(inPage, 0x3002190n, 16 << 20, 2, 1), { time: new Date(t * 1000), record: 'checkpoint-shutdown' });
+  assert.deepEqual(timelineStartFromSegment(inPage, 0x3002190n, 16 << 20, 2, 1), {
+    time: new Date(t * 1000),
+    record: 'checkpoint-shutdown',
+  });
   for (const offset of [8192 - 10, 8192 - 30, 8192 - 100]) {
     const split = segmentWithCheckpoint(offset, t);
     assert.equal(readWalRecordAt(split, offset)?.length, 114);
-    assert.equal(timelineStartFromSegment(split, 0x3000000n + BigInt(offset), 16 << 20, 2, 1)?.time.getTime(), t * 1000, `record at ${offset}`);
+    assert.equal(
+      timelineStartFromSegment(split, 0x3000000n + BigInt(offset), 16 << 20, 2, 1)?.time.getTime(),
+      t * 1000,
+      `record at ${offset}`,
+    );
   }
   assert.equal(timelineStartFromSegment(inPage, 0x3002190n, 16 << 20, 3, 1), undefined, 'another timeline switch');
   assert.equal(timelineStartFromSegment(inPage, 0x3002198n, 16 << 20, 2, 1), undefined, 'no record there');

@@ -49,16 +49,23 @@ export class TimelineHistory {
       if (line === '' || line.startsWith('#')) continue;
       const [tli, lsn, ...rest] = line.split(/\s+/);
       if (tli === undefined || lsn === undefined || !/^\d+$/.test(tli) || !Lsn.isValid(lsn)) {
-        throw new PgfleetError('WalFileInvalid', `timeline history of timeline ${timeline} has a malformed line: '${line.slice(0, 80)}'`);
+        throw new PgfleetError(
+          'WalFileInvalid',
+          `timeline history of timeline ${timeline} has a malformed line: '${line.slice(0, 80)}'`,
+        );
       }
       const entry = { timeline: Number(tli), switchLsn: Lsn.parse(lsn).value, reason: rest.join(' ') };
       const prev = entries.at(-1);
       if (entry.timeline >= timeline || (prev && entry.timeline <= prev.timeline)) {
-        throw new PgfleetError('WalFileInvalid', `timeline history of timeline ${timeline} is not a history PostgreSQL writes: ancestor ${entry.timeline} out of order`);
+        throw new PgfleetError(
+          'WalFileInvalid',
+          `timeline history of timeline ${timeline} is not a history PostgreSQL writes: ancestor ${entry.timeline} out of order`,
+        );
       }
       entries.push(entry);
     }
-    if (entries.length === 0 && timeline > 1) throw new PgfleetError('WalFileInvalid', `timeline history of timeline ${timeline} lists no ancestor`);
+    if (entries.length === 0 && timeline > 1)
+      throw new PgfleetError('WalFileInvalid', `timeline history of timeline ${timeline} lists no ancestor`);
     return new TimelineHistory(timeline, entries);
   }
 
@@ -123,7 +130,9 @@ export class TimelineHistory {
    */
   extends(parent: TimelineHistory): boolean {
     if (this.entries.length !== parent.entries.length + 1 || this.parent !== parent.timeline) return false;
-    return parent.entries.every((e, i) => this.entries[i]!.timeline === e.timeline && this.entries[i]!.switchLsn === e.switchLsn);
+    return parent.entries.every(
+      (e, i) => this.entries[i]!.timeline === e.timeline && this.entries[i]!.switchLsn === e.switchLsn,
+    );
   }
 }
 

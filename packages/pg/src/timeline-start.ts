@@ -62,8 +62,10 @@ function mainData(record: Buffer): Buffer | undefined {
     const id = record[p]!;
     if (id === 255) return record.subarray(p + 2, p + 2 + record[p + 1]!);
     if (id === 254) return record.subarray(p + 5, p + 5 + record.readUInt32LE(p + 1));
-    if (id === 253) p += 3; // replication origin
-    else if (id === 252) p += 5; // top-level xid
+    if (id === 253)
+      p += 3; // replication origin
+    else if (id === 252)
+      p += 5; // top-level xid
     else return undefined; // a block reference: not a record this module reads
   }
   return undefined;
@@ -81,11 +83,18 @@ export interface TimelineStart {
  * returns when timeline `timeline` (branched off `parent`) began, or undefined when the record
  * there is not an end-of-recovery record of that switch.
  */
-export function timelineStartFromSegment(segment: Buffer, switchLsn: bigint, segmentSize: number, timeline: number, parent: number): TimelineStart | undefined {
+export function timelineStartFromSegment(
+  segment: Buffer,
+  switchLsn: bigint,
+  segmentSize: number,
+  timeline: number,
+  parent: number,
+): TimelineStart | undefined {
   let read = readWalRecord(segment, Number(switchLsn % BigInt(segmentSize)));
   // Recovery that ended in a torn record (a primary that died mid-record, common at failover)
   // first writes XLOG_OVERWRITE_CONTRECORD there; the end-of-recovery record follows it.
-  if (read && read.record[17] === RM_XLOG_ID && (read.record[16]! & 0xf0) === XLOG_OVERWRITE_CONTRECORD) read = readWalRecord(segment, (read.end + 7) & ~7);
+  if (read && read.record[17] === RM_XLOG_ID && (read.record[16]! & 0xf0) === XLOG_OVERWRITE_CONTRECORD)
+    read = readWalRecord(segment, (read.end + 7) & ~7);
   const record = read?.record;
   if (!record || record[17] !== RM_XLOG_ID) return undefined;
   const info = record[16]! & 0xf0;

@@ -61,19 +61,32 @@ export function parseWalLongHeader(buf: Buffer): WalSegmentHeader {
  * `history` (the history of the timeline the name says) places the segment's start on exactly
  * that timeline, as PostgreSQL's own page check does against the expected history.
  */
-export function validateWalSegment(name: string, header: Buffer, fileSize: number, systemIdentifier?: string, history?: TimelineHistory): WalSegmentHeader {
+export function validateWalSegment(
+  name: string,
+  header: Buffer,
+  fileSize: number,
+  systemIdentifier?: string,
+  history?: TimelineHistory,
+): WalSegmentHeader {
   if (fileSize === 0) throw new PgfleetError('WalFileEmpty', `WAL file ${name} is empty (0 bytes)`);
-  if (header.length < WAL_LONG_HEADER_SIZE) throw new PgfleetError('WalFileEmpty', `WAL file ${name} is truncated (${fileSize} bytes)`);
+  if (header.length < WAL_LONG_HEADER_SIZE)
+    throw new PgfleetError('WalFileEmpty', `WAL file ${name} is truncated (${fileSize} bytes)`);
   const h = parseWalLongHeader(header);
   const info = header.readUInt16LE(2);
   if (h.pgMajor === undefined || (info & XLP_LONG_HEADER) === 0) {
-    throw new PgfleetError('WalFileInvalid', `WAL file ${name} does not start with a WAL page header (magic 0x${h.magic.toString(16)})`);
+    throw new PgfleetError(
+      'WalFileInvalid',
+      `WAL file ${name} does not start with a WAL page header (magic 0x${h.magic.toString(16)})`,
+    );
   }
   if (h.segmentSize < 1 << 20 || h.segmentSize > 1 << 30 || (h.segmentSize & (h.segmentSize - 1)) !== 0) {
     throw new PgfleetError('WalFileInvalid', `WAL file ${name} has an impossible segment size ${h.segmentSize}`);
   }
   if (fileSize !== h.segmentSize) {
-    throw new PgfleetError('WalFileEmpty', `WAL file ${name} is truncated: ${fileSize} bytes, a segment has ${h.segmentSize}`);
+    throw new PgfleetError(
+      'WalFileEmpty',
+      `WAL file ${name} is truncated: ${fileSize} bytes, a segment has ${h.segmentSize}`,
+    );
   }
   const expected = WalSegmentName.parse(name, h.segmentSize);
   if (h.timeline !== expected.timeline) {
@@ -82,19 +95,29 @@ export function validateWalSegment(name: string, header: Buffer, fileSize: numbe
     const beforeStart = own !== undefined && expected.startLsn.value + BigInt(h.segmentSize) <= own.startLsn;
     const owner = own && !beforeStart ? own.timelineAt(expected.startLsn.value) : undefined;
     if (owner !== h.timeline) {
-      const why = own === undefined
-        ? `and timeline ${expected.timeline}'s history (${timelineHistoryName(expected.timeline)}) is not available to show it starts there`
-        : beforeStart
-          ? `but timeline ${expected.timeline} only begins after this segment`
-          : `but timeline ${expected.timeline}'s history places this position on timeline ${owner}`;
-      throw new PgfleetError('WalFileInvalid', `WAL file ${name} holds timeline ${h.timeline}, its name says ${expected.timeline}, ${why}`);
+      const why =
+        own === undefined
+          ? `and timeline ${expected.timeline}'s history (${timelineHistoryName(expected.timeline)}) is not available to show it starts there`
+          : beforeStart
+            ? `but timeline ${expected.timeline} only begins after this segment`
+            : `but timeline ${expected.timeline}'s history places this position on timeline ${owner}`;
+      throw new PgfleetError(
+        'WalFileInvalid',
+        `WAL file ${name} holds timeline ${h.timeline}, its name says ${expected.timeline}, ${why}`,
+      );
     }
   }
   if (h.pageAddress !== expected.startLsn.value) {
-    throw new PgfleetError('WalFileInvalid', `WAL file ${name} holds WAL of another position (page address ${h.pageAddress.toString(16)})`);
+    throw new PgfleetError(
+      'WalFileInvalid',
+      `WAL file ${name} holds WAL of another position (page address ${h.pageAddress.toString(16)})`,
+    );
   }
   if (systemIdentifier !== undefined && h.systemIdentifier !== systemIdentifier) {
-    throw new PgfleetError('WalFileInvalid', `WAL file ${name} belongs to database system ${h.systemIdentifier}, this cluster is ${systemIdentifier}`);
+    throw new PgfleetError(
+      'WalFileInvalid',
+      `WAL file ${name} belongs to database system ${h.systemIdentifier}, this cluster is ${systemIdentifier}`,
+    );
   }
   return h;
 }

@@ -51,7 +51,12 @@ export class WalSegmentName {
   }
 
   /** Every segment from the one holding `start` to the one holding `stop`, inclusive. */
-  static range(timeline: number, start: Lsn, stop: Lsn, segmentSize: number = DEFAULT_WAL_SEGMENT_SIZE): WalSegmentName[] {
+  static range(
+    timeline: number,
+    start: Lsn,
+    stop: Lsn,
+    segmentSize: number = DEFAULT_WAL_SEGMENT_SIZE,
+  ): WalSegmentName[] {
     const out: WalSegmentName[] = [];
     for (let n = start.segmentNumber(segmentSize); n <= stop.segmentNumber(segmentSize); n++) {
       out.push(new WalSegmentName(timeline, n, segmentSize));

@@ -10,7 +10,14 @@
  */
 import type { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
-import { create, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
+import {
+  create,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  type MessageInitShape,
+  type MessageShape,
+} from '@bufbuild/protobuf';
 import { PgfleetError, type ErrorName } from '@pgfleet/core';
 import { fromServiceError, transportDetails } from './errors.js';
 import { deserializer, methodPath, serializer } from './service-definition.js';
@@ -33,11 +40,23 @@ export interface ClientBidiStream<In, Out extends DescMessage> extends AsyncIter
   drained?(): Promise<void>;
 }
 
-export type ClientMethod<M> = M extends { methodKind: 'unary'; input: infer I extends DescMessage; output: infer O extends DescMessage }
+export type ClientMethod<M> = M extends {
+  methodKind: 'unary';
+  input: infer I extends DescMessage;
+  output: infer O extends DescMessage;
+}
   ? (req: MessageInitShape<I>, opts?: CallOptions) => Promise<MessageShape<O>>
-  : M extends { methodKind: 'server_streaming'; input: infer I extends DescMessage; output: infer O extends DescMessage }
+  : M extends {
+        methodKind: 'server_streaming';
+        input: infer I extends DescMessage;
+        output: infer O extends DescMessage;
+      }
     ? (req: MessageInitShape<I>, opts?: CallOptions) => AsyncIterable<MessageShape<O>>
-    : M extends { methodKind: 'bidi_streaming'; input: infer I extends DescMessage; output: infer O extends DescMessage }
+    : M extends {
+          methodKind: 'bidi_streaming';
+          input: infer I extends DescMessage;
+          output: infer O extends DescMessage;
+        }
       ? (opts?: CallOptions) => ClientBidiStream<MessageShape<O>, I>
       : never;
 
@@ -81,7 +100,9 @@ function callOptions(deadlineMs: number | undefined): grpc.CallOptions {
  * emitted 'error' is not remembered by the stream, so a reader that starts late would see a clean
  * end; recording it here makes the iterators below rethrow it.
  */
-function trackFailure(call: grpc.ClientReadableStream<unknown> | grpc.ClientDuplexStream<unknown, unknown>): { error?: unknown } {
+function trackFailure(call: grpc.ClientReadableStream<unknown> | grpc.ClientDuplexStream<unknown, unknown>): {
+  error?: unknown;
+} {
   const state: { error?: unknown } = {};
   call.on('error', (err) => {
     state.error ??= err;
@@ -99,7 +120,8 @@ export function createClient<S extends DescService>(
   const client: Record<string, unknown> = {};
 
   for (const method of service.methods) {
-    if (method.localName === 'close') throw new PgfleetError('Internal', `${methodPath(method)} clashes with client.close()`);
+    if (method.localName === 'close')
+      throw new PgfleetError('Internal', `${methodPath(method)} clashes with client.close()`);
     const path = methodPath(method);
     const mapError = (err: unknown): PgfleetError => fromServiceError(err, { address, method: path, unavailableError });
     switch (method.methodKind) {
@@ -179,7 +201,12 @@ async function* readAll(
   if (failure.error !== undefined && !quiet()) throw mapError(failure.error);
 }
 
-function serverStreamingCall(channel: grpc.Client, method: DescMethod, mapError: (err: unknown) => PgfleetError, defaults: Record<string, string> | undefined) {
+function serverStreamingCall(
+  channel: grpc.Client,
+  method: DescMethod,
+  mapError: (err: unknown) => PgfleetError,
+  defaults: Record<string, string> | undefined,
+) {
   // A generator so the call starts on the first next(): an iterable nobody reads opens no stream.
   return async function* (req: unknown, opts: CallOptions = {}): AsyncGenerator<unknown> {
     const { signal } = opts;
@@ -209,7 +236,12 @@ function serverStreamingCall(channel: grpc.Client, method: DescMethod, mapError:
   };
 }
 
-function bidiCall(channel: grpc.Client, method: DescMethod, mapError: (err: unknown) => PgfleetError, defaults: Record<string, string> | undefined) {
+function bidiCall(
+  channel: grpc.Client,
+  method: DescMethod,
+  mapError: (err: unknown) => PgfleetError,
+  defaults: Record<string, string> | undefined,
+) {
   return (opts: CallOptions = {}): ClientBidiStream<unknown, DescMessage> => {
     const { signal } = opts;
     const call = channel.makeBidiStreamRequest(
@@ -232,7 +264,8 @@ function bidiCall(channel: grpc.Client, method: DescMethod, mapError: (err: unkn
       [Symbol.asyncIterator]: () => readAll(call, failure, mapError, quiet),
       send(msg) {
         if (failure.error !== undefined) throw mapError(failure.error);
-        if (cancelled || signal?.aborted) throw new PgfleetError('Cancelled', `${methodPath(method)}: send() after cancel`);
+        if (cancelled || signal?.aborted)
+          throw new PgfleetError('Cancelled', `${methodPath(method)}: send() after cancel`);
         if (halfClosed) throw new PgfleetError('Internal', `${methodPath(method)}: send() after end()`);
         // create() here so a bad init object throws at the caller, not inside grpc-js.
         call.write(create(method.input, msg as never));
@@ -270,7 +303,8 @@ function bidiCall(channel: grpc.Client, method: DescMethod, mapError: (err: unkn
  */
 export function waitForReady(client: object, deadlineMs: number): Promise<void> {
   const inner = internals.get(client);
-  if (!inner) return Promise.reject(new PgfleetError('Internal', 'waitForReady() needs a client made by createClient()'));
+  if (!inner)
+    return Promise.reject(new PgfleetError('Internal', 'waitForReady() needs a client made by createClient()'));
   return new Promise((resolve, reject) => {
     inner.grpc.waitForReady(Date.now() + deadlineMs, (err) => {
       if (!err) {
@@ -278,9 +312,13 @@ export function waitForReady(client: object, deadlineMs: number): Promise<void> 
         return;
       }
       reject(
-        new PgfleetError(inner.unavailableError, `cannot reach ${inner.address} within ${deadlineMs} ms: ${transportDetails(err.message)}`, {
-          cause: err,
-        }),
+        new PgfleetError(
+          inner.unavailableError,
+          `cannot reach ${inner.address} within ${deadlineMs} ms: ${transportDetails(err.message)}`,
+          {
+            cause: err,
+          },
+        ),
       );
     });
   });

@@ -71,9 +71,13 @@ export function fromServiceError(err: unknown, ctx: ClientErrorContext): Pgfleet
   const where = `${ctx.method} on ${ctx.address}`;
   switch (err.code) {
     case grpc.status.UNAVAILABLE:
-      return new PgfleetError(ctx.unavailableError, `cannot reach ${ctx.address}: ${transportDetails(err.details)}`, { cause: err });
+      return new PgfleetError(ctx.unavailableError, `cannot reach ${ctx.address}: ${transportDetails(err.details)}`, {
+        cause: err,
+      });
     case grpc.status.DEADLINE_EXCEEDED:
-      return new PgfleetError('Timeout', `${where} did not finish before its deadline (${err.details})`, { cause: err });
+      return new PgfleetError('Timeout', `${where} did not finish before its deadline (${err.details})`, {
+        cause: err,
+      });
     case grpc.status.CANCELLED:
       return new PgfleetError('Cancelled', `${where} was cancelled (${err.details})`, { cause: err });
     default:

@@ -16,7 +16,9 @@ const run = promisify(execFile);
 const BUF = fileURLToPath(new URL('../../../node_modules/.bin/buf', import.meta.url));
 
 async function bufCurl(...args: string[]): Promise<string> {
-  const { stdout } = await run(BUF, ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...args], { timeout: 5000 });
+  const { stdout } = await run(BUF, ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...args], {
+    timeout: 5000,
+  });
   return stdout;
 }
 
@@ -39,13 +41,20 @@ describe('health and reflection', () => {
     const registry = createFileRegistry(healthFileDescriptor, () => undefined);
     const health = registry.getService('grpc.health.v1.Health');
     assert.ok(health);
-    const served = Object.values(servedHealth).map((m) => m.path).sort();
+    const served = Object.values(servedHealth)
+      .map((m) => m.path)
+      .sort();
     assert.deepEqual(health.methods.map((m) => `/${health.typeName}/${m.name}`).sort(), served);
   });
 
   it('lists our services and health through reflection', async () => {
     const methods = (await bufCurl('--list-methods', base)).trim().split('\n');
-    for (const m of ['pgfleet.v1.AdminService/ListBackups', 'pgfleet.v1.AdminService/WatchJob', 'pgfleet.v1.AgentService/Connect', 'grpc.health.v1.Health/Check']) {
+    for (const m of [
+      'pgfleet.v1.AdminService/ListBackups',
+      'pgfleet.v1.AdminService/WatchJob',
+      'pgfleet.v1.AgentService/Connect',
+      'grpc.health.v1.Health/Check',
+    ]) {
       assert.ok(methods.includes(m), `${m} missing from:\n${methods.join('\n')}`);
     }
   });

@@ -52,7 +52,10 @@ export const healthFileDescriptor: FileDescriptorProto = create(FileDescriptorPr
   package: 'grpc.health.v1',
   syntax: 'proto3',
   messageType: [
-    { name: 'HealthCheckRequest', field: [{ name: 'service', jsonName: 'service', number: 1, label: OPTIONAL, type: STRING }] },
+    {
+      name: 'HealthCheckRequest',
+      field: [{ name: 'service', jsonName: 'service', number: 1, label: OPTIONAL, type: STRING }],
+    },
     {
       name: 'HealthCheckResponse',
       field: [
@@ -95,7 +98,14 @@ export const healthFileDescriptor: FileDescriptorProto = create(FileDescriptorPr
           name: 'StatusesEntry',
           field: [
             { name: 'key', jsonName: 'key', number: 1, label: OPTIONAL, type: STRING },
-            { name: 'value', jsonName: 'value', number: 2, label: OPTIONAL, type: MESSAGE, typeName: '.grpc.health.v1.HealthCheckResponse' },
+            {
+              name: 'value',
+              jsonName: 'value',
+              number: 2,
+              label: OPTIONAL,
+              type: MESSAGE,
+              typeName: '.grpc.health.v1.HealthCheckResponse',
+            },
           ],
           options: { mapEntry: true },
         },
@@ -106,8 +116,16 @@ export const healthFileDescriptor: FileDescriptorProto = create(FileDescriptorPr
     {
       name: 'Health',
       method: [
-        { name: 'Check', inputType: '.grpc.health.v1.HealthCheckRequest', outputType: '.grpc.health.v1.HealthCheckResponse' },
-        { name: 'List', inputType: '.grpc.health.v1.HealthListRequest', outputType: '.grpc.health.v1.HealthListResponse' },
+        {
+          name: 'Check',
+          inputType: '.grpc.health.v1.HealthCheckRequest',
+          outputType: '.grpc.health.v1.HealthCheckResponse',
+        },
+        {
+          name: 'List',
+          inputType: '.grpc.health.v1.HealthListRequest',
+          outputType: '.grpc.health.v1.HealthListResponse',
+        },
         {
           name: 'Watch',
           inputType: '.grpc.health.v1.HealthCheckRequest',

@@ -40,7 +40,10 @@ async function newKeyPair(): Promise<CryptoKeyPair> {
 
 async function privateKeyPem(key: CryptoKey): Promise<string> {
   const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key));
-  return `-----BEGIN PRIVATE KEY-----\n${der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n?$/, '\n')}-----END PRIVATE KEY-----\n`;
+  return `-----BEGIN PRIVATE KEY-----\n${der
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n')
+    .replace(/\n?$/, '\n')}-----END PRIVATE KEY-----\n`;
 }
 
 async function importSigningKey(keyPem: string): Promise<CryptoKey> {
@@ -48,7 +51,9 @@ async function importSigningKey(keyPem: string): Promise<CryptoKey> {
   try {
     return await webcrypto.subtle.importKey('pkcs8', der, EC, false, ['sign']);
   } catch (err) {
-    throw new PgfleetError('InvalidConfig', 'the CA key is not an ECDSA P-256 private key in PKCS#8 PEM', { cause: err });
+    throw new PgfleetError('InvalidConfig', 'the CA key is not an ECDSA P-256 private key in PKCS#8 PEM', {
+      cause: err,
+    });
   }
 }
 
@@ -61,7 +66,10 @@ function serialNumber(): string {
 
 /** Subject names are built from our own strings: escape what RFC 4514 treats as syntax. */
 function dnValue(v: string): string {
-  return v.replace(/([\\,+"<>;=])/g, '\\$1').replace(/^([ #])/, '\\$1').replace(/ $/, '\\ ');
+  return v
+    .replace(/([\\,+"<>;=])/g, '\\$1')
+    .replace(/^([ #])/, '\\$1')
+    .replace(/ $/, '\\ ');
 }
 
 function validity(now: Date, days: number): { notBefore: Date; notAfter: Date } {
@@ -70,7 +78,9 @@ function validity(now: Date, days: number): { notBefore: Date; notAfter: Date } 
 }
 
 /** The fleet CA: self-signed, may sign end-entity certificates only (path length 0). */
-export async function createCertificateAuthority(opts: { commonName?: string; validDays?: number; now?: Date } = {}): Promise<CertificateAndKey> {
+export async function createCertificateAuthority(
+  opts: { commonName?: string; validDays?: number; now?: Date } = {},
+): Promise<CertificateAndKey> {
   const keys = await newKeyPair();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serialNumber(),
@@ -109,7 +119,9 @@ async function issue(ca: CertificateAndKey, o: IssueOptions): Promise<string> {
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([o.usage === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth]),
+      new x509.ExtendedKeyUsageExtension([
+        o.usage === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth,
+      ]),
       new x509.SubjectAlternativeNameExtension(o.san),
       await x509.SubjectKeyIdentifierExtension.create(o.publicKey),
       await x509.AuthorityKeyIdentifierExtension.create(caCert),
@@ -123,7 +135,8 @@ export async function issueServerCertificate(
   ca: CertificateAndKey,
   opts: { hostnames: readonly string[]; validDays?: number; now?: Date },
 ): Promise<CertificateAndKey> {
-  if (opts.hostnames.length === 0) throw new PgfleetError('InvalidArgument', 'the server certificate needs at least one host name or IP address');
+  if (opts.hostnames.length === 0)
+    throw new PgfleetError('InvalidArgument', 'the server certificate needs at least one host name or IP address');
   const keys = await newKeyPair();
   const certPem = await issue(ca, {
     subject: `CN=${dnValue(opts.hostnames[0]!)}, O=pgfleet`,
@@ -139,7 +152,11 @@ export async function issueServerCertificate(
 /** An agent's new key and its certificate request (PKCS#10, PEM). The key never leaves the agent. */
 export async function createAgentCsr(id: AgentIdentity): Promise<{ csrPem: string; keyPem: string }> {
   const keys = await newKeyPair();
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=${dnValue(id.agentId)}, O=pgfleet`, keys, signingAlgorithm: EC });
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: `CN=${dnValue(id.agentId)}, O=pgfleet`,
+    keys,
+    signingAlgorithm: EC,
+  });
   return { csrPem: csr.toString('pem'), keyPem: await privateKeyPem(keys.privateKey) };
 }
 
@@ -160,7 +177,8 @@ export async function signAgentCsr(
   } catch (err) {
     throw new PgfleetError('InvalidArgument', 'csr_pem is not a PEM certificate request (PKCS#10)', { cause: err });
   }
-  if (!(await csr.verify())) throw new PgfleetError('InvalidArgument', 'the certificate request is not signed by its own key');
+  if (!(await csr.verify()))
+    throw new PgfleetError('InvalidArgument', 'the certificate request is not signed by its own key');
   return issue(ca, {
     subject: `CN=${dnValue(id.agentId)}, O=pgfleet, OU=${dnValue(id.cluster)}`,
     publicKey: csr.publicKey,

@@ -49,7 +49,12 @@ describe('rpc adapter', () => {
       if (req.cluster === 'bug') throw new TypeError('cannot read properties of undefined');
       return {
         backups: [
-          { label: '20250101-000000F', cluster: req.cluster, type: BackupType.FULL, startLsn: ctx.metadata.get('x-lsn')[0] as string },
+          {
+            label: '20250101-000000F',
+            cluster: req.cluster,
+            type: BackupType.FULL,
+            startLsn: ctx.metadata.get('x-lsn')[0] as string,
+          },
         ],
       };
     },
@@ -66,7 +71,9 @@ describe('rpc adapter', () => {
             await new Promise((r) => setTimeout(r, 5));
           }
         } finally {
-          serverSaw.watchCancelled.resolve(await Promise.race([aborted(ctx.signal), new Promise((r) => setTimeout(r, 500, 'not aborted'))]));
+          serverSaw.watchCancelled.resolve(
+            await Promise.race([aborted(ctx.signal), new Promise((r) => setTimeout(r, 500, 'not aborted'))]),
+          );
         }
       }
       if (req.id === 'flood') {
@@ -93,8 +100,12 @@ describe('rpc adapter', () => {
         switch (req.msg.case) {
           case 'hello':
             if (req.msg.value.cluster === 'nope') throw new PgfleetError('UnknownCluster', 'agent for unknown cluster');
-            stream.send({ msg: { case: 'welcome', value: { controllerVersion: '0.1.0', heartbeatIntervalSeconds: 10 } } });
-            stream.send({ msg: { case: 'job', value: { jobId: 'j1', kind: { case: 'backup', value: { type: BackupType.FULL } } } } });
+            stream.send({
+              msg: { case: 'welcome', value: { controllerVersion: '0.1.0', heartbeatIntervalSeconds: 10 } },
+            });
+            stream.send({
+              msg: { case: 'job', value: { jobId: 'j1', kind: { case: 'backup', value: { type: BackupType.FULL } } } },
+            });
             break;
           case 'result':
             serverSaw.connectResults.push(req);
@@ -228,7 +239,10 @@ describe('rpc adapter', () => {
         })(),
         (err) => PgfleetError.is(err, 'UnknownCluster') && err.message === 'agent for unknown cluster',
       );
-      assert.throws(() => stream.send({}), (err) => PgfleetError.is(err, 'UnknownCluster'));
+      assert.throws(
+        () => stream.send({}),
+        (err) => PgfleetError.is(err, 'UnknownCluster'),
+      );
     } finally {
       client.close();
     }
@@ -342,7 +356,9 @@ describe('unreachable server', () => {
     const s = new grpc.Server();
     const port = await listen(s, '127.0.0.1:0');
     try {
-      await assert.rejects(listen(new grpc.Server(), `127.0.0.1:${port}`), (err) => PgfleetError.is(err, 'InvalidConfig'));
+      await assert.rejects(listen(new grpc.Server(), `127.0.0.1:${port}`), (err) =>
+        PgfleetError.is(err, 'InvalidConfig'),
+      );
     } finally {
       s.forceShutdown();
     }

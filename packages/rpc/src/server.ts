@@ -11,7 +11,14 @@
 import type { Readable, Writable } from 'node:stream';
 import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { create, type DescMessage, type DescMethod, type DescService, type MessageInitShape, type MessageShape } from '@bufbuild/protobuf';
+import {
+  create,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  type MessageInitShape,
+  type MessageShape,
+} from '@bufbuild/protobuf';
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { toServerStatus } from './errors.js';
 import { methodPath, serviceDefinition } from './service-definition.js';
@@ -56,11 +63,23 @@ type BidiStreamingImpl<I extends DescMessage, O extends DescMessage> = (
 ) => Promise<void>;
 
 /** Handler type for one method; client streaming is not used by pgfleet and not supported. */
-export type MethodImpl<M> = M extends { methodKind: 'unary'; input: infer I extends DescMessage; output: infer O extends DescMessage }
+export type MethodImpl<M> = M extends {
+  methodKind: 'unary';
+  input: infer I extends DescMessage;
+  output: infer O extends DescMessage;
+}
   ? UnaryImpl<I, O>
-  : M extends { methodKind: 'server_streaming'; input: infer I extends DescMessage; output: infer O extends DescMessage }
+  : M extends {
+        methodKind: 'server_streaming';
+        input: infer I extends DescMessage;
+        output: infer O extends DescMessage;
+      }
     ? ServerStreamingImpl<I, O>
-    : M extends { methodKind: 'bidi_streaming'; input: infer I extends DescMessage; output: infer O extends DescMessage }
+    : M extends {
+          methodKind: 'bidi_streaming';
+          input: infer I extends DescMessage;
+          output: infer O extends DescMessage;
+        }
       ? BidiStreamingImpl<I, O>
       : never;
 
@@ -94,7 +113,8 @@ interface ServerCall {
 function callContext(call: ServerCall, onAbort?: () => void): { ctx: CallContext; dispose(): void } {
   const controller = new AbortController();
   const onCancelled = (): void => {
-    if (!controller.signal.aborted) controller.abort(new PgfleetError('Cancelled', 'the client cancelled the call or went away'));
+    if (!controller.signal.aborted)
+      controller.abort(new PgfleetError('Cancelled', 'the client cancelled the call or went away'));
   };
   call.on('cancelled', onCancelled);
   const raw = call.getDeadline();
@@ -154,7 +174,11 @@ async function* incoming<T>(stream: Readable, signal: AbortSignal): AsyncGenerat
   if (signal.aborted) throw signal.reason;
 }
 
-function unaryHandler(method: DescMethod, impl: UnaryImpl<DescMessage, DescMessage>, opts: AddServiceOptions): grpc.handleUnaryCall<MessageShape<DescMessage>, unknown> {
+function unaryHandler(
+  method: DescMethod,
+  impl: UnaryImpl<DescMessage, DescMessage>,
+  opts: AddServiceOptions,
+): grpc.handleUnaryCall<MessageShape<DescMessage>, unknown> {
   return (call, callback) => {
     const { ctx, dispose } = callContext(call);
     void (async () => {

@@ -4,7 +4,15 @@
  * wire names come from the .proto file and never from hand-written strings.
  */
 import * as grpc from '@grpc/grpc-js';
-import { create, fromBinary, isMessage, toBinary, type DescMessage, type DescMethod, type DescService } from '@bufbuild/protobuf';
+import {
+  create,
+  fromBinary,
+  isMessage,
+  toBinary,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+} from '@bufbuild/protobuf';
 
 /** `/pgfleet.v1.AdminService/ListBackups`: the HTTP/2 path gRPC routes on. */
 export function methodPath(method: DescMethod): string {

@@ -22,7 +22,13 @@ import {
   serverTlsCredentials,
   writePemFile,
 } from './index.js';
-import { createAgentCsr, createCertificateAuthority, issueServerCertificate, signAgentCsr, type CertificateAndKey } from './pki.js';
+import {
+  createAgentCsr,
+  createCertificateAuthority,
+  issueServerCertificate,
+  signAgentCsr,
+  type CertificateAndKey,
+} from './pki.js';
 
 const DAY = 86_400_000;
 
@@ -50,7 +56,9 @@ describe('pki', () => {
     assert.equal(c.checkHost('ctl.example'), 'ctl.example');
     assert.equal(c.checkIP('127.0.0.1'), '127.0.0.1');
     assert.equal(c.checkHost('other.example'), undefined);
-    await assert.rejects(issueServerCertificate(ca, { hostnames: [] }), (e: unknown) => PgfleetError.is(e, 'InvalidArgument'));
+    await assert.rejects(issueServerCertificate(ca, { hostnames: [] }), (e: unknown) =>
+      PgfleetError.is(e, 'InvalidArgument'),
+    );
   });
 
   it('signs an agent request for one year with the identity it is given, not the one asked for', async () => {
@@ -62,18 +70,22 @@ describe('pki', () => {
     assert.ok(c.verify(new X509Certificate(ca.certPem).publicKey), 'signed by the CA');
     assert.deepEqual(agentIdentityFromSubjectAltName(c.subjectAltName), { agentId: 'db1/a,b', cluster: 'main' });
     assert.equal(Date.parse(c.validTo) - now.getTime(), 365 * DAY);
-    assert.ok(c.checkPrivateKey((await import('node:crypto')).createPrivateKey(keyPem)), 'for the requester\'s key');
+    assert.ok(c.checkPrivateKey((await import('node:crypto')).createPrivateKey(keyPem)), "for the requester's key");
     assert.match(c.subject, /CN=db1\/a\\,b/);
   });
 
   it('refuses requests that are not PKCS#10 or not signed by their own key', async () => {
-    await assert.rejects(signAgentCsr(ca, 'not a csr', { agentId: 'a', cluster: 'c' }), (e: unknown) => PgfleetError.is(e, 'InvalidArgument'));
+    await assert.rejects(signAgentCsr(ca, 'not a csr', { agentId: 'a', cluster: 'c' }), (e: unknown) =>
+      PgfleetError.is(e, 'InvalidArgument'),
+    );
     const { csrPem } = await createAgentCsr({ agentId: 'a', cluster: 'c' });
     // Flip a byte inside the signature (the end of the DER): the request no longer verifies.
     const der = Buffer.from(csrPem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
     der[der.length - 3] = der[der.length - 3]! ^ 0xff;
     const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
-    await assert.rejects(signAgentCsr(ca, tampered, { agentId: 'a', cluster: 'c' }), (e: unknown) => PgfleetError.is(e, 'InvalidArgument'));
+    await assert.rejects(signAgentCsr(ca, tampered, { agentId: 'a', cluster: 'c' }), (e: unknown) =>
+      PgfleetError.is(e, 'InvalidArgument'),
+    );
   });
 
   it('identity URIs round-trip and foreign SANs are ignored', () => {
@@ -109,7 +121,10 @@ describe('TLS transport', () => {
     agent = { certPem: await signAgentCsr(ca, req.csrPem, { agentId: 'db1', cluster: 'main' }), keyPem: req.keyPem };
     const otherCa = await createCertificateAuthority({ commonName: 'another fleet' });
     const req2 = await createAgentCsr({ agentId: 'db1', cluster: 'main' });
-    foreignAgent = { certPem: await signAgentCsr(otherCa, req2.csrPem, { agentId: 'db1', cluster: 'main' }), keyPem: req2.keyPem };
+    foreignAgent = {
+      certPem: await signAgentCsr(otherCa, req2.csrPem, { agentId: 'db1', cluster: 'main' }),
+      keyPem: req2.keyPem,
+    };
 
     // Echoes what the server knows about the caller; the authorize hook refuses token 'deny'.
     addService(
@@ -127,13 +142,21 @@ describe('TLS transport', () => {
         },
       },
     );
-    const port = await listen(server, '127.0.0.1:0', serverTlsCredentials({ caPem: ca.certPem, certPem: serverCert.certPem, keyPem: serverCert.keyPem }));
+    const port = await listen(
+      server,
+      '127.0.0.1:0',
+      serverTlsCredentials({ caPem: ca.certPem, certPem: serverCert.certPem, keyPem: serverCert.keyPem }),
+    );
     address = `localhost:${port}`;
   });
   after(() => server.forceShutdown());
 
   const call = async (creds: grpc.ChannelCredentials, metadata?: Record<string, string>) => {
-    const client = createClient(EnrollmentService, address, { credentials: creds, defaultDeadlineMs: 5000, ...(metadata ? { metadata } : {}) });
+    const client = createClient(EnrollmentService, address, {
+      credentials: creds,
+      defaultDeadlineMs: 5000,
+      ...(metadata ? { metadata } : {}),
+    });
     try {
       return await client.enroll({});
     } finally {
@@ -151,18 +174,30 @@ describe('TLS transport', () => {
   });
 
   it('does not trust a certificate from another CA', async () => {
-    assert.equal((await call(clientTlsCredentials({ caPem: ca.certPem, certPem: foreignAgent.certPem, keyPem: foreignAgent.keyPem }))).certPem, 'none');
+    assert.equal(
+      (
+        await call(
+          clientTlsCredentials({ caPem: ca.certPem, certPem: foreignAgent.certPem, keyPem: foreignAgent.keyPem }),
+        )
+      ).certPem,
+      'none',
+    );
   });
 
   it('a client that does not trust the server CA cannot connect', async () => {
     const other = await createCertificateAuthority();
-    await assert.rejects(call(clientTlsCredentials({ caPem: other.certPem })), (e: unknown) => PgfleetError.is(e, 'ControllerUnreachable'));
+    await assert.rejects(call(clientTlsCredentials({ caPem: other.certPem })), (e: unknown) =>
+      PgfleetError.is(e, 'ControllerUnreachable'),
+    );
   });
 
   it('sends default metadata with every call, and the authorize hook runs before the handler', async () => {
     const creds = clientTlsCredentials({ caPem: ca.certPem });
     assert.equal((await call(creds, bearerMetadata('tok-1'))).caCertPem, 'tok-1');
-    await assert.rejects(call(creds, bearerMetadata('deny')), (e: unknown) => PgfleetError.is(e, 'PermissionDenied') && e.code === 'PGF-8002');
+    await assert.rejects(
+      call(creds, bearerMetadata('deny')),
+      (e: unknown) => PgfleetError.is(e, 'PermissionDenied') && e.code === 'PGF-8002',
+    );
   });
 
   it('parses bearer headers strictly', () => {

@@ -33,7 +33,10 @@ export interface ServerTlsMaterial {
  */
 class OptionalClientCertServerCredentials extends grpc.ServerCredentials {
   constructor(m: ServerTlsMaterial) {
-    super({ requestCert: true, rejectUnauthorized: false }, { ca: toBuffer(m.caPem), cert: toBuffer(m.certPem), key: toBuffer(m.keyPem) });
+    super(
+      { requestCert: true, rejectUnauthorized: false },
+      { ca: toBuffer(m.caPem), cert: toBuffer(m.certPem), key: toBuffer(m.keyPem) },
+    );
   }
 
   _equals(other: grpc.ServerCredentials): boolean {
@@ -55,7 +58,11 @@ export interface ClientTlsMaterial {
 
 export function clientTlsCredentials(m: ClientTlsMaterial): grpc.ChannelCredentials {
   quietIpServerNameWarning();
-  return grpc.credentials.createSsl(toBuffer(m.caPem), m.keyPem === undefined ? null : toBuffer(m.keyPem), m.certPem === undefined ? null : toBuffer(m.certPem));
+  return grpc.credentials.createSsl(
+    toBuffer(m.caPem),
+    m.keyPem === undefined ? null : toBuffer(m.keyPem),
+    m.certPem === undefined ? null : toBuffer(m.certPem),
+  );
 }
 
 let quieted = false;

@@ -84,18 +84,34 @@ export function blockDecoder(codec: BlockCodec): BlockDecoder {
 
 /** The native handle of a node:zlib stream (lib/zlib.js drives it the same way in processChunkSync). */
 interface NativeHandle {
-  writeSync(flush: number, input: Uint8Array, inOff: number, inLen: number, out: Uint8Array, outOff: number, outLen: number): void;
+  writeSync(
+    flush: number,
+    input: Uint8Array,
+    inOff: number,
+    inLen: number,
+    out: Uint8Array,
+    outOff: number,
+    outLen: number,
+  ): void;
   reset(): void;
   close(): void;
 }
 
 /** One native zstd context, called synchronously; undefined from open() when this Node does not expose it. */
 class ZstdContext {
-  private constructor(private readonly stream: zlib.ZstdCompress | zlib.ZstdDecompress, private readonly handle: NativeHandle, private readonly state: Uint32Array) {}
+  private constructor(
+    private readonly stream: zlib.ZstdCompress | zlib.ZstdDecompress,
+    private readonly handle: NativeHandle,
+    private readonly state: Uint32Array,
+  ) {}
 
   static open(stream: zlib.ZstdCompress | zlib.ZstdDecompress): ZstdContext | undefined {
     const s = stream as unknown as { _handle?: Partial<NativeHandle>; _writeState?: unknown };
-    if (typeof s._handle?.writeSync !== 'function' || typeof s._handle.reset !== 'function' || !(s._writeState instanceof Uint32Array)) {
+    if (
+      typeof s._handle?.writeSync !== 'function' ||
+      typeof s._handle.reset !== 'function' ||
+      !(s._writeState instanceof Uint32Array)
+    ) {
       stream.destroy();
       return undefined;
     }
@@ -138,7 +154,8 @@ function zstdEncoder(level: number): BlockEncoder {
   let out = Buffer.allocUnsafe(BLOCK_BYTES + (BLOCK_BYTES >> 8) + 1024);
   return {
     encode(data: Uint8Array): Uint8Array {
-      if (data.length > MAX_FRAME_CONTENT) throw new RangeError(`a block holds at most ${MAX_FRAME_CONTENT} bytes, got ${data.length}`);
+      if (data.length > MAX_FRAME_CONTENT)
+        throw new RangeError(`a block holds at most ${MAX_FRAME_CONTENT} bytes, got ${data.length}`);
       const bound = data.length + (data.length >> 8) + 1024;
       if (out.length < bound) out = Buffer.allocUnsafe(bound);
       // ZSTD_e_end with the whole block in one call: exactly one frame, its content size in the header.
@@ -184,12 +201,16 @@ class ZstdDecoder implements BlockDecoder {
         const frame = input.subarray(0, scan.length);
         const ctx = this.context();
         if (!ctx) {
-          const d = zlib.zstdDecompressSync(frame, { maxOutputLength: Math.max(1, scan.contentSize), chunkSize: Math.max(64, scan.contentSize) });
+          const d = zlib.zstdDecompressSync(frame, {
+            maxOutputLength: Math.max(1, scan.contentSize),
+            chunkSize: Math.max(64, scan.contentSize),
+          });
           out.set(d, outOffset);
           return { consumed: scan.length, produced: d.length };
         }
         const [used, produced] = ctx.run(0, frame, out, outOffset);
-        if (used !== scan.length || produced !== scan.contentSize) throw new Error(`zstd frame decoded to ${produced} bytes, its header says ${scan.contentSize}`);
+        if (used !== scan.length || produced !== scan.contentSize)
+          throw new Error(`zstd frame decoded to ${produced} bytes, its header says ${scan.contentSize}`);
         return { consumed: used, produced };
       }
       this.streamed = true;
@@ -308,7 +329,8 @@ function lz4BlockCode(size: number): number {
 
 /** One block as one LZ4 frame, in a buffer of its own (compressed on the libuv threadpool). */
 export async function lz4Frame(data: Uint8Array): Promise<Buffer> {
-  if (data.length > MAX_FRAME_CONTENT) throw new RangeError(`a block holds at most ${MAX_FRAME_CONTENT} bytes, got ${data.length}`);
+  if (data.length > MAX_FRAME_CONTENT)
+    throw new RangeError(`a block holds at most ${MAX_FRAME_CONTENT} bytes, got ${data.length}`);
   // lz4-napi's block output is the block prefixed with its content size (u32 LE).
   const packed = data.length > 0 ? await lz4().compress(data) : undefined;
   const raw = packed === undefined || packed.length - 4 >= data.length;
@@ -335,7 +357,11 @@ export async function lz4Frame(data: Uint8Array): Promise<Buffer> {
 /** One block as one zstd frame with its content size, compressed on the libuv threadpool (a context per call). */
 export function zstdFrame(data: Uint8Array, level = DEFAULT_ZSTD_LEVEL): Promise<Buffer> {
   // pledgedSrcSize: the frame header then declares its content size (the block form).
-  return new Promise((resolve, reject) => zlib.zstdCompress(data, { ...zstdParams(level), pledgedSrcSize: data.length }, (err, out) => (err ? reject(err) : resolve(out))));
+  return new Promise((resolve, reject) =>
+    zlib.zstdCompress(data, { ...zstdParams(level), pledgedSrcSize: data.length }, (err, out) =>
+      err ? reject(err) : resolve(out),
+    ),
+  );
 }
 
 /**
@@ -378,7 +404,8 @@ class Lz4Decoder implements BlockDecoder {
         continue;
       }
       const size = word & 0x7fffffff;
-      if (size > this.blockMax) throw new Error(`lz4 block of ${size} bytes exceeds the frame's block maximum ${this.blockMax}`);
+      if (size > this.blockMax)
+        throw new Error(`lz4 block of ${size} bytes exceeds the frame's block maximum ${this.blockMax}`);
       const end = pos + 4 + size + (this.blockChecksum ? 4 : 0);
       if (end > input.length) break;
       const room = out.length - outOffset - produced;
@@ -416,7 +443,8 @@ class Lz4Decoder implements BlockDecoder {
     const len = 7 + (flg & 0x08 ? 8 : 0);
     if (pos + len > input.length) return 0;
     // HC: the second byte of XXH32 over the descriptor (FLG through the content size).
-    if (((xxh32Small(input, pos + 4, len - 5) >>> 8) & 0xff) !== input[pos + len - 1]) throw new Error('lz4 frame header checksum mismatch');
+    if (((xxh32Small(input, pos + 4, len - 5) >>> 8) & 0xff) !== input[pos + len - 1])
+      throw new Error('lz4 frame header checksum mismatch');
     const code = (input[pos + 5]! >> 4) & 7;
     if (code < 4) throw new Error(`invalid lz4 block maximum code ${code}`);
     this.blockMax = lz4BlockMax(code);
@@ -435,7 +463,14 @@ class Lz4Decoder implements BlockDecoder {
  * lz4-napi's uncompressSync (~3-5 GB/s) returns a fresh buffer per block that must be copied and
  * that V8 frees late (a restore of 637 MB peaked at 277 MB of RSS with it, 137 MB without).
  */
-export function lz4DecodeBlock(src: Uint8Array, s: number, sEnd: number, dst: Uint8Array, d: number, dEnd: number): number {
+export function lz4DecodeBlock(
+  src: Uint8Array,
+  s: number,
+  sEnd: number,
+  dst: Uint8Array,
+  d: number,
+  dEnd: number,
+): number {
   const d0 = d;
   const bad = () => new Error('corrupt lz4 block');
   while (s < sEnd) {

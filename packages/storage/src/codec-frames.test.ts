@@ -8,23 +8,52 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
-import { blockDecoder, blockEncoder, compressor, CODECS, decompressor, encodeFile, scanZstdFrames, xxh32Small, type BlockCodec, type Codec } from './codec.js';
+import {
+  blockDecoder,
+  blockEncoder,
+  compressor,
+  CODECS,
+  decompressor,
+  encodeFile,
+  scanZstdFrames,
+  xxh32Small,
+  type BlockCodec,
+  type Codec,
+} from './codec.js';
 
 async function collect(parts: Buffer[], stage: NodeJS.ReadWriteStream): Promise<Buffer> {
   const out: Buffer[] = [];
-  await pipeline(Readable.from(parts), stage, new Writable({ write(c: Buffer, _e, cb) { out.push(c); cb(); } }));
+  await pipeline(
+    Readable.from(parts),
+    stage,
+    new Writable({
+      write(c: Buffer, _e, cb) {
+        out.push(c);
+        cb();
+      },
+    }),
+  );
   return Buffer.concat(out);
 }
 
 /** `stored` in `pieces` parts of about equal size, through the codec's decompressor stream. */
 function decode(codec: Codec, stored: Buffer, pieces: number): Promise<Buffer> {
   const step = Math.max(1, Math.ceil(stored.length / pieces));
-  const parts = Array.from({ length: Math.ceil(stored.length / step) }, (_, i) => stored.subarray(i * step, (i + 1) * step));
+  const parts = Array.from({ length: Math.ceil(stored.length / step) }, (_, i) =>
+    stored.subarray(i * step, (i + 1) * step),
+  );
   return collect(parts, decompressor(codec));
 }
 
 /** Content of varied compressibility: runs, random bytes, text, and an empty block. */
-const BLOCKS = [Buffer.alloc(3000, 1), randomBytes(5000), Buffer.alloc(1 << 20, 3), Buffer.alloc(0), Buffer.from('pgfleet '.repeat(9000)), randomBytes(70_000)];
+const BLOCKS = [
+  Buffer.alloc(3000, 1),
+  randomBytes(5000),
+  Buffer.alloc(1 << 20, 3),
+  Buffer.alloc(0),
+  Buffer.from('pgfleet '.repeat(9000)),
+  randomBytes(70_000),
+];
 
 /** The block form of BLOCKS: one encoder call per block, its output copied (the encoder reuses it). */
 async function encodeBlocks(codec: BlockCodec): Promise<Buffer> {
@@ -42,7 +71,8 @@ for (const codec of ['zstd', 'lz4', 'none'] as const) {
   test(`${codec} block form: decoder streams (split anywhere) and block decoders read what the block encoder wrote`, async () => {
     const framed = await encodeBlocks(codec);
     const content = Buffer.concat(BLOCKS);
-    for (const pieces of [1, 7, 1000]) assert.deepEqual(await decode(codec, framed, pieces), content, `block form in ${pieces} piece(s)`);
+    for (const pieces of [1, 7, 1000])
+      assert.deepEqual(await decode(codec, framed, pieces), content, `block form in ${pieces} piece(s)`);
 
     // The block decoder as the restore drives it: into a caller buffer, room for whole blocks only.
     const dec = blockDecoder(codec);
@@ -70,7 +100,10 @@ test('zstd: frames declare their content size, the streamed form reads too, trun
   const framed = await encodeBlocks('zstd');
   const scan = scanZstdFrames(framed, 4 << 20);
   assert.equal(scan?.length, framed.length);
-  assert.equal(scan?.contentSize, BLOCKS.reduce((s, b) => s + b.length, 0));
+  assert.equal(
+    scan?.contentSize,
+    BLOCKS.reduce((s, b) => s + b.length, 0),
+  );
   assert.equal(scanZstdFrames(framed, 4 << 20, 1)?.contentSize, 3000);
   // The zstd command line reads the block form as plain zstd.
   assert.deepEqual(zlib.zstdDecompressSync(framed.subarray(0, scanZstdFrames(framed, 4 << 20, 1)!.length)), BLOCKS[0]);
@@ -78,9 +111,14 @@ test('zstd: frames declare their content size, the streamed form reads too, trun
   const content = Buffer.concat([randomBytes(100_000), Buffer.alloc(3 << 20, 9)]);
   // What agents before the block form wrote for WAL and S3 objects: one long streamed frame.
   const streamed = await collect([content], zlib.createZstdCompress());
-  assert.equal(scanZstdFrames(await collect([content], compressor('zstd')), 4 << 20)?.contentSize, content.length, 'the compressor writes the block form');
+  assert.equal(
+    scanZstdFrames(await collect([content], compressor('zstd')), 4 << 20)?.contentSize,
+    content.length,
+    'the compressor writes the block form',
+  );
   assert.equal(scanZstdFrames(streamed, 4 << 20), undefined, 'a streamed frame declares no content size');
-  for (const pieces of [1, 5, 300]) assert.deepEqual(await decode('zstd', streamed, pieces), content, `streamed form in ${pieces} piece(s)`);
+  for (const pieces of [1, 5, 300])
+    assert.deepEqual(await decode('zstd', streamed, pieces), content, `streamed form in ${pieces} piece(s)`);
   assert.deepEqual(await decode('zstd', zlib.zstdCompressSync(Buffer.alloc(0)), 1), Buffer.alloc(0));
   await assert.rejects(decode('zstd', framed.subarray(0, framed.length - 10), 3), /ends inside a frame/);
   await assert.rejects(decode('zstd', Buffer.concat([framed, randomBytes(64)]), 2));
@@ -127,7 +165,10 @@ test('encodeFile: one read gives the content sha256 and the block form, empty fi
   const dir = await mkdtemp(join(tmpdir(), 'pgfleet-encode-'));
   try {
     const content = Buffer.concat([randomBytes(200_000), Buffer.alloc((1 << 20) * 2 + 5, 1)]);
-    for (const [name, data] of [['data', content], ['empty', Buffer.alloc(0)]] as const) {
+    for (const [name, data] of [
+      ['data', content],
+      ['empty', Buffer.alloc(0)],
+    ] as const) {
       await writeFile(join(dir, name), data);
       for (const codec of ['zstd', 'lz4', 'none'] as const) {
         const out = await encodeFile(join(dir, name), codec);
@@ -137,13 +178,16 @@ test('encodeFile: one read gives the content sha256 and the block form, empty fi
       }
     }
     // Concurrent calls share one zstd context (the WAL daemon archives several segments at once).
-    const files = await Promise.all([1, 2, 3, 4].map(async (i) => {
-      const data = Buffer.concat([randomBytes(50_000 * i), Buffer.alloc((1 << 20) * i, i)]);
-      await writeFile(join(dir, `c${i}`), data);
-      return { path: join(dir, `c${i}`), data };
-    }));
+    const files = await Promise.all(
+      [1, 2, 3, 4].map(async (i) => {
+        const data = Buffer.concat([randomBytes(50_000 * i), Buffer.alloc((1 << 20) * i, i)]);
+        await writeFile(join(dir, `c${i}`), data);
+        return { path: join(dir, `c${i}`), data };
+      }),
+    );
     const outs = await Promise.all(files.map((f) => encodeFile(f.path, 'zstd')));
-    for (const [i, f] of files.entries()) assert.deepEqual(await decode('zstd', Buffer.concat(outs[i]!.stored), 2), f.data, `concurrent ${i}`);
+    for (const [i, f] of files.entries())
+      assert.deepEqual(await decode('zstd', Buffer.concat(outs[i]!.stored), 2), f.data, `concurrent ${i}`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -9,11 +9,35 @@ import { createHash, type Hash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { PassThrough, Transform, type TransformCallback } from 'node:stream';
 import zlib from 'node:zlib';
-import { BLOCK_BYTES, blockDecoder, blockEncoder, DEFAULT_ZSTD_LEVEL, lz4Frame, MAX_FRAME_CONTENT, zstdFrame, type BlockCodec, type BlockDecoder, type BlockEncoder } from './codec-blocks.js';
+import {
+  BLOCK_BYTES,
+  blockDecoder,
+  blockEncoder,
+  DEFAULT_ZSTD_LEVEL,
+  lz4Frame,
+  MAX_FRAME_CONTENT,
+  zstdFrame,
+  type BlockCodec,
+  type BlockDecoder,
+  type BlockEncoder,
+} from './codec-blocks.js';
 import type { Codec } from './codec-names.js';
 
 export { CODECS, type Codec } from './codec-names.js';
-export { BLOCK_BYTES, blockDecoder, blockEncoder, DEFAULT_ZSTD_LEVEL, hasBlockForm, MAX_FRAME_CONTENT, scanZstdFrames, xxh32Small, type BlockCodec, type BlockDecoder, type BlockEncoder, type FrameScan } from './codec-blocks.js';
+export {
+  BLOCK_BYTES,
+  blockDecoder,
+  blockEncoder,
+  DEFAULT_ZSTD_LEVEL,
+  hasBlockForm,
+  MAX_FRAME_CONTENT,
+  scanZstdFrames,
+  xxh32Small,
+  type BlockCodec,
+  type BlockDecoder,
+  type BlockEncoder,
+  type FrameScan,
+} from './codec-blocks.js';
 
 const CHUNK = 1 << 20;
 
@@ -63,7 +87,11 @@ const fileEncoders = new Map<string, BlockEncoder>();
  * event loop runs between blocks): measured on 16 MiB segments, a stream pipeline with
  * compression on the threadpool took ~40% longer, in thread hand-offs and fresh allocations.
  */
-export async function encodeFile(path: string, codec: BlockCodec, level?: number): Promise<{ sha256: string; size: number; stored: Buffer[] }> {
+export async function encodeFile(
+  path: string,
+  codec: BlockCodec,
+  level?: number,
+): Promise<{ sha256: string; size: number; stored: Buffer[] }> {
   const id = `${codec}:${level ?? ''}`;
   let encoder = fileEncoders.get(id);
   if (!encoder) fileEncoders.set(id, (encoder = blockEncoder(codec, level)));
@@ -132,7 +160,10 @@ class BlockEncodeStream extends Transform {
   /** Frames being compressed, oldest first. */
   private readonly inflight: Promise<Buffer>[] = [];
 
-  constructor(private readonly encode: (block: Uint8Array) => Promise<Buffer>, private readonly parallel = 4) {
+  constructor(
+    private readonly encode: (block: Uint8Array) => Promise<Buffer>,
+    private readonly parallel = 4,
+  ) {
     super({ highWaterMark: CHUNK });
   }
 
@@ -202,7 +233,8 @@ class BlockDecodeStream extends Transform {
     try {
       this.drain();
       this.decoder.close();
-      if (this.pending.length > 0) throw new Error(`the object ends inside a frame (${this.pending.length} bytes left undecoded)`);
+      if (this.pending.length > 0)
+        throw new Error(`the object ends inside a frame (${this.pending.length} bytes left undecoded)`);
       cb();
     } catch (err) {
       cb(err as Error);

@@ -21,7 +21,12 @@ export async function collect(it: AsyncIterable<{ key: string }>): Promise<strin
 /** A Writable that keeps what it is given: data() is all of it. */
 export function sink(): Writable & { data(): Buffer } {
   const chunks: Buffer[] = [];
-  const w = new Writable({ write(c, _e, cb) { chunks.push(c); cb(); } }) as Writable & { data(): Buffer };
+  const w = new Writable({
+    write(c, _e, cb) {
+      chunks.push(c);
+      cb();
+    },
+  }) as Writable & { data(): Buffer };
   w.data = () => Buffer.concat(chunks);
   return w;
 }
@@ -64,7 +69,16 @@ export function repositoryDriverSuite(name: string, make: () => Promise<Reposito
         },
       });
       await assert.rejects(d.put('x/obj', failing));
-      await assert.rejects(d.put('x/new', new Readable({ read() { this.destroy(new Error('boom')); } })));
+      await assert.rejects(
+        d.put(
+          'x/new',
+          new Readable({
+            read() {
+              this.destroy(new Error('boom'));
+            },
+          }),
+        ),
+      );
       assert.equal((await readSmall(d, 'x/obj')).toString(), 'old');
       assert.deepEqual(await collect(d.list('x/')), ['x/obj']);
     });
@@ -93,11 +107,16 @@ export function repositoryDriverSuite(name: string, make: () => Promise<Reposito
       assert.equal(await r.pushWal('c1', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'stored');
       assert.equal(await r.pushWal('c1', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'exists');
       const other = randomBytes(4096);
-      await assert.rejects(r.pushWal('c1', name, sha(other), () => Readable.from([other]), 'zstd'), (e: unknown) => PgfleetError.is(e, 'WalConflict'));
+      await assert.rejects(
+        r.pushWal('c1', name, sha(other), () => Readable.from([other]), 'zstd'),
+        (e: unknown) => PgfleetError.is(e, 'WalConflict'),
+      );
       const out = sink();
       await r.fetchWal('c1', name, out);
       assert.deepEqual(out.data(), seg);
-      await assert.rejects(r.fetchWal('c1', '000000010000000000000004', sink()), (e: unknown) => PgfleetError.is(e, 'WalNotInRepository'));
+      await assert.rejects(r.fetchWal('c1', '000000010000000000000004', sink()), (e: unknown) =>
+        PgfleetError.is(e, 'WalNotInRepository'),
+      );
       const names: string[] = [];
       for await (const w of r.listWal('c1')) names.push(w.name);
       assert.deepEqual(names, [name]);
@@ -130,7 +149,8 @@ export function repositoryDriverSuite(name: string, make: () => Promise<Reposito
       for (const codec of ['zstd', 'gzip', 'none'] as const) {
         await assert.rejects(
           r.pushWal('c2', name, sha(seg), () => Readable.from([changed]), codec),
-          (e: unknown) => PgfleetError.is(e, 'WalFileInvalid') && e.message.includes('changed while it was being archived'),
+          (e: unknown) =>
+            PgfleetError.is(e, 'WalFileInvalid') && e.message.includes('changed while it was being archived'),
         );
       }
       assert.deepEqual(committed, [], 'no upload was committed, not even for a moment');

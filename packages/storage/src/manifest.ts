@@ -122,14 +122,21 @@ export function parseManifest(text: string, where: string): BackupManifest {
   try {
     doc = JSON.parse(text) as BackupManifest;
   } catch (err) {
-    throw new PgfleetError('RepoManifestInvalid', `manifest ${where} is not valid JSON: ${(err as Error).message}`, { cause: err });
+    throw new PgfleetError('RepoManifestInvalid', `manifest ${where} is not valid JSON: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   if (doc === null || typeof doc !== 'object' || doc.format !== MANIFEST_FORMAT) {
-    throw new PgfleetError('RepoManifestInvalid', `manifest ${where} has unknown format ${String((doc as { format?: unknown })?.format)} (this agent reads format ${MANIFEST_FORMAT})`);
+    throw new PgfleetError(
+      'RepoManifestInvalid',
+      `manifest ${where} has unknown format ${String((doc as { format?: unknown })?.format)} (this agent reads format ${MANIFEST_FORMAT})`,
+    );
   }
   for (const key of ['label', 'cluster', 'startLsn', 'stopLsn', 'walStart', 'walStop', 'backupLabel'] as const) {
-    if (typeof doc[key] !== 'string' || doc[key] === '') throw new PgfleetError('RepoManifestInvalid', `manifest ${where} lacks '${key}'`);
+    if (typeof doc[key] !== 'string' || doc[key] === '')
+      throw new PgfleetError('RepoManifestInvalid', `manifest ${where} lacks '${key}'`);
   }
-  if (!Array.isArray(doc.files) || !Array.isArray(doc.directories)) throw new PgfleetError('RepoManifestInvalid', `manifest ${where} lacks its file list`);
+  if (!Array.isArray(doc.files) || !Array.isArray(doc.directories))
+    throw new PgfleetError('RepoManifestInvalid', `manifest ${where} lacks its file list`);
   return doc;
 }

@@ -36,7 +36,10 @@ async function posix(): Promise<PosixDriver> {
 }
 let seq = 0;
 async function bucket(): Promise<RepositoryDriver> {
-  const d = await openRepositoryDriver(parseRepositoryUrl(`s3://mirror/m${++seq}?endpoint=${s3.endpoint}&path-style=true`), credentials);
+  const d = await openRepositoryDriver(
+    parseRepositoryUrl(`s3://mirror/m${++seq}?endpoint=${s3.endpoint}&path-style=true`),
+    credentials,
+  );
   opened.push(d);
   return d;
 }
@@ -60,7 +63,10 @@ describe('mirrored repository', () => {
   test('opens a mirror from URLs and writes every object to both repositories', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'pgfleet-mirror-'));
     dirs.push(dir);
-    const repo = await openRepository([parseRepositoryUrl(dir), parseRepositoryUrl(`s3://mirror/open?endpoint=${s3.endpoint}&path-style=true`)], credentials);
+    const repo = await openRepository(
+      [parseRepositoryUrl(dir), parseRepositoryUrl(`s3://mirror/open?endpoint=${s3.endpoint}&path-style=true`)],
+      credentials,
+    );
     opened.push(repo.driver);
     assert.ok(repo.driver instanceof MirroredDriver);
     assert.equal(repo.location, `${dir} + s3://mirror/open`);
@@ -84,7 +90,10 @@ describe('mirrored repository', () => {
     await repo.readObject('c1/backup/L/pg_data/f', 'zstd', { sha256: stored.sha256, size: data.length }, out);
     assert.deepEqual(out.data(), data);
     await b.delete(['c1/backup/L/pg_data/f']);
-    await assert.rejects(repo.driver.get('c1/backup/L/pg_data/f'), (e: unknown) => PgfleetError.is(e, 'RepoFileMissing') && /every repository/.test(e.message));
+    await assert.rejects(
+      repo.driver.get('c1/backup/L/pg_data/f'),
+      (e: unknown) => PgfleetError.is(e, 'RepoFileMissing') && /every repository/.test(e.message),
+    );
   });
 
   test('a put fails when one repository fails, and a retry fills in the repository that lacks the object', async () => {
@@ -130,7 +139,10 @@ describe('mirrored repository', () => {
     const seg2 = randomBytes(32 * 1024);
     await new Repository(b).pushWal('c1', other, sha(seg2), () => Readable.from([seg2]), 'zstd');
     const wrong = randomBytes(32 * 1024);
-    await assert.rejects(repo.pushWal('c1', other, sha(wrong), () => Readable.from([wrong]), 'zstd'), (e: unknown) => PgfleetError.is(e, 'WalConflict') && e.message.includes(b.location));
+    await assert.rejects(
+      repo.pushWal('c1', other, sha(wrong), () => Readable.from([wrong]), 'zstd'),
+      (e: unknown) => PgfleetError.is(e, 'WalConflict') && e.message.includes(b.location),
+    );
     assert.deepEqual(await new Repository(a).findWal('c1', other), []);
     const out = sink();
     await repo.fetchWal('c1', other, out);
@@ -139,12 +151,23 @@ describe('mirrored repository', () => {
 
   test('format marker and cluster identity are written to each repository and checked in each', async () => {
     const [a, b] = [await posix(), await posix()];
-    await new Repository(a).ensureClusterInfo('c1', { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 });
+    await new Repository(a).ensureClusterInfo('c1', {
+      systemIdentifier: '1',
+      pgVersionNum: 150000,
+      walSegmentSize: 16 << 20,
+    });
     const repo = new Repository(new MirroredDriver([a, b]));
     await repo.ensureClusterInfo('c1', { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 });
     assert.equal(JSON.parse((await readSmall(b, 'c1/cluster.json')).toString()).systemIdentifier, '1');
     assert.ok(await b.stat('pgfleet.json'));
-    await new Repository(b).ensureClusterInfo('c2', { systemIdentifier: '2', pgVersionNum: 150000, walSegmentSize: 16 << 20 });
-    await assert.rejects(repo.ensureClusterInfo('c2', { systemIdentifier: '3', pgVersionNum: 150000, walSegmentSize: 16 << 20 }), (e: unknown) => PgfleetError.is(e, 'SystemIdMismatch'));
+    await new Repository(b).ensureClusterInfo('c2', {
+      systemIdentifier: '2',
+      pgVersionNum: 150000,
+      walSegmentSize: 16 << 20,
+    });
+    await assert.rejects(
+      repo.ensureClusterInfo('c2', { systemIdentifier: '3', pgVersionNum: 150000, walSegmentSize: 16 << 20 }),
+      (e: unknown) => PgfleetError.is(e, 'SystemIdMismatch'),
+    );
   });
 });

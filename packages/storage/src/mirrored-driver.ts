@@ -69,10 +69,12 @@ export class MirroredDriver implements RepositoryDriver {
       for (const o of outs) if (!o.destroyed) o.destroy(err as Error);
       if (!body.destroyed) body.destroy(err as Error);
     };
-    const puts = this.members.map((m, i) => m.put(key, outs[i]!, options).catch((err: unknown) => {
-      fail(err);
-      throw err;
-    }));
+    const puts = this.members.map((m, i) =>
+      m.put(key, outs[i]!, options).catch((err: unknown) => {
+        fail(err);
+        throw err;
+      }),
+    );
     const feed = (async () => {
       body.on('error', fail);
       try {
@@ -101,7 +103,10 @@ export class MirroredDriver implements RepositoryDriver {
         if (!PgfleetError.is(err, 'RepoFileMissing')) throw err;
       }
     }
-    throw new PgfleetError('RepoFileMissing', `repository file ${key} is missing from every repository (${this.location})`);
+    throw new PgfleetError(
+      'RepoFileMissing',
+      `repository file ${key} is missing from every repository (${this.location})`,
+    );
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {

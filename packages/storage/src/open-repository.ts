@@ -13,7 +13,10 @@ import { createS3Driver } from './s3-driver.js';
  * The driver for one repository. S3 uses `credentials` when given, otherwise the AWS default
  * chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance or task role).
  */
-export async function openRepositoryDriver(spec: RepositorySpec, credentials?: S3Credentials): Promise<RepositoryDriver> {
+export async function openRepositoryDriver(
+  spec: RepositorySpec,
+  credentials?: S3Credentials,
+): Promise<RepositoryDriver> {
   if (spec.case === 'posix') return new PosixDriver(spec.value.path);
   const s = spec.value;
   return createS3Driver({
@@ -30,7 +33,10 @@ export async function openRepositoryDriver(spec: RepositorySpec, credentials?: S
  * The repository of a cluster: one spec opens its driver, several open a mirror (backups and
  * WAL to every one, reads from the first that has what they need, in the given order).
  */
-export async function openRepository(specs: readonly RepositorySpec[], credentials?: S3Credentials): Promise<Repository> {
+export async function openRepository(
+  specs: readonly RepositorySpec[],
+  credentials?: S3Credentials,
+): Promise<Repository> {
   if (specs.length === 0) throw new Error('openRepository needs at least one repository');
   const drivers: RepositoryDriver[] = [];
   try {

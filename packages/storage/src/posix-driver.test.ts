@@ -49,7 +49,15 @@ test('a put that creates directories makes their entries durable too, and only t
   await d.put('c/backup/L/pg_data/base/1/1259', Buffer.from('page'), { deferDirSync: true });
   assert.deepEqual(d.take(), []);
   await d.syncKeys(['c/backup/L/pg_data/base/1/1259']);
-  assert.deepEqual(d.take(), ['c/backup/L/pg_data/base/1', 'c/backup/L/pg_data/base', 'c/backup/L/pg_data', 'c/backup/L', 'c/backup', 'c', '.']);
+  assert.deepEqual(d.take(), [
+    'c/backup/L/pg_data/base/1',
+    'c/backup/L/pg_data/base',
+    'c/backup/L/pg_data',
+    'c/backup/L',
+    'c/backup',
+    'c',
+    '.',
+  ]);
   await d.put('c/backup/L/backup.manifest', Buffer.from('{}'));
   assert.deepEqual(d.take(), ['c/backup/L']);
 

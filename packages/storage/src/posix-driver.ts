@@ -167,7 +167,9 @@ export class PosixDriver implements RepositoryDriver {
       return fh.createReadStream({ highWaterMark: 1 << 20 });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new PgfleetError('RepoFileMissing', `repository file ${key} is missing from ${this.root}`, { cause: err });
+        throw new PgfleetError('RepoFileMissing', `repository file ${key} is missing from ${this.root}`, {
+          cause: err,
+        });
       }
       throw ioError(`cannot read ${key} in repository ${this.root}`, err);
     }
@@ -193,7 +195,8 @@ export class PosixDriver implements RepositoryDriver {
       try {
         entries = await readdir(rel ? join(this.root, rel) : this.root, { withFileTypes: true });
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return;
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR')
+          return;
         throw ioError(`cannot list ${rel || '/'} in repository ${this.root}`, err);
       }
       for (const e of entries) {
@@ -261,4 +264,3 @@ export async function readSmall(driver: RepositoryDriver, key: string): Promise<
   for await (const c of await driver.get(key)) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
 }
-

@@ -37,7 +37,7 @@ export interface S3Credentials {
   secretAccessKey: string;
 }
 
-const FORMS = "an absolute path, posix:/abs/path or s3://bucket/prefix?endpoint=URL&region=R&path-style=true";
+const FORMS = 'an absolute path, posix:/abs/path or s3://bucket/prefix?endpoint=URL&region=R&path-style=true';
 const S3_PARAMS = ['endpoint', 'region', 'path-style'];
 // S3's bucket naming rules (3-63 of lowercase letters, digits, '.', '-'), loosely: what a URL host can carry.
 const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
@@ -47,7 +47,8 @@ const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
  * fails with InvalidConfig (PGF-1002) naming the option.
  */
 export function parseRepositoryUrl(url: string, option = 'repo'): RepositorySpec {
-  const bad = (why: string) => new PgfleetError('InvalidConfig', `option '${option}': '${redactUrl(url)}' ${why}; a repository is ${FORMS}`);
+  const bad = (why: string) =>
+    new PgfleetError('InvalidConfig', `option '${option}': '${redactUrl(url)}' ${why}; a repository is ${FORMS}`);
   const text = url.trim();
   if (text === '') throw bad('is empty');
   if (text.startsWith('/') || text.startsWith('posix:')) {
@@ -68,16 +69,21 @@ export function parseRepositoryUrl(url: string, option = 'repo'): RepositorySpec
     throw bad('is not a valid URL');
   }
   if (u.username || u.password) {
-    throw new PgfleetError('InvalidConfig', `option '${option}': credentials do not belong in a repository URL ('${redactUrl(url)}')`, {
-      hint: 'Set --s3-access-key-id and --s3-secret-access-key (or the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY environment variables) instead.',
-    });
+    throw new PgfleetError(
+      'InvalidConfig',
+      `option '${option}': credentials do not belong in a repository URL ('${redactUrl(url)}')`,
+      {
+        hint: 'Set --s3-access-key-id and --s3-secret-access-key (or the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY environment variables) instead.',
+      },
+    );
   }
   if (u.port) throw bad('has a port after the bucket name; put the server in ?endpoint=');
   const bucket = u.hostname;
   if (!BUCKET_RE.test(bucket)) throw bad(`names bucket '${bucket}', which is not a valid S3 bucket name`);
   if (u.hash) throw bad('has a #fragment');
   const prefix = decodeURIComponent(u.pathname).replace(/^\/+|\/+$/g, '');
-  if (prefix.split('/').some((p) => p === '.' || p === '..') || prefix.includes('//')) throw bad(`has an invalid prefix '${prefix}'`);
+  if (prefix.split('/').some((p) => p === '.' || p === '..') || prefix.includes('//'))
+    throw bad(`has an invalid prefix '${prefix}'`);
   for (const key of u.searchParams.keys()) {
     if (!S3_PARAMS.includes(key)) throw bad(`has an unknown parameter '${key}' (known: ${S3_PARAMS.join(', ')})`);
   }
@@ -89,13 +95,20 @@ export function parseRepositoryUrl(url: string, option = 'repo'): RepositorySpec
     } catch {
       e = undefined;
     }
-    if (!e || (e.protocol !== 'http:' && e.protocol !== 'https:')) throw bad(`has endpoint '${endpoint}', which is not an http(s) URL`);
+    if (!e || (e.protocol !== 'http:' && e.protocol !== 'https:'))
+      throw bad(`has endpoint '${endpoint}', which is not an http(s) URL`);
   }
   const style = u.searchParams.get('path-style');
   if (style !== null && !/^(true|false|1|0)$/.test(style)) throw bad(`has path-style='${style}' (use true or false)`);
   return {
     case: 's3',
-    value: { bucket, prefix, endpoint: stripTrailingSlash(endpoint), region: u.searchParams.get('region') ?? '', forcePathStyle: style === 'true' || style === '1' },
+    value: {
+      bucket,
+      prefix,
+      endpoint: stripTrailingSlash(endpoint),
+      region: u.searchParams.get('region') ?? '',
+      forcePathStyle: style === 'true' || style === '1',
+    },
   };
 }
 
@@ -137,19 +150,32 @@ export function repositoriesFromOptions(values: Readonly<Record<string, unknown>
   const repo = value('repo');
   const repoPath = value('repo-path');
   const repo2 = value('repo2');
-  if (repo !== undefined && repoPath !== undefined) throw new PgfleetError('InvalidConfig', "options 'repo' and 'repo-path' both name the first repository: set one of them");
+  if (repo !== undefined && repoPath !== undefined)
+    throw new PgfleetError(
+      'InvalidConfig',
+      "options 'repo' and 'repo-path' both name the first repository: set one of them",
+    );
   const out: RepositorySpec[] = [];
   if (repoPath !== undefined) {
     // Agents on other hosts resolve a path themselves: a relative one would mean something else on each.
-    if (!isAbsolute(repoPath)) throw new PgfleetError('InvalidConfig', `option 'repo-path': '${repoPath}' is not an absolute path`);
+    if (!isAbsolute(repoPath))
+      throw new PgfleetError('InvalidConfig', `option 'repo-path': '${repoPath}' is not an absolute path`);
     out.push(parseRepositoryUrl(repoPath, 'repo-path'));
   } else if (repo !== undefined) {
     out.push(parseRepositoryUrl(repo, 'repo'));
   }
   if (repo2 !== undefined) {
-    if (out.length === 0) throw new PgfleetError('InvalidConfig', "option 'repo2' needs 'repo': the second repository comes after the first");
+    if (out.length === 0)
+      throw new PgfleetError(
+        'InvalidConfig',
+        "option 'repo2' needs 'repo': the second repository comes after the first",
+      );
     const second = parseRepositoryUrl(repo2, 'repo2');
-    if (repositoryUrl(second) === repositoryUrl(out[0]!)) throw new PgfleetError('InvalidConfig', `options 'repo' and 'repo2' name the same repository (${repositoryUrl(second)})`);
+    if (repositoryUrl(second) === repositoryUrl(out[0]!))
+      throw new PgfleetError(
+        'InvalidConfig',
+        `options 'repo' and 'repo2' name the same repository (${repositoryUrl(second)})`,
+      );
     out.push(second);
   }
   return out;

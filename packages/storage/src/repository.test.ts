@@ -21,7 +21,12 @@ async function repo(): Promise<Repository> {
 }
 function sink(): Writable & { data(): Buffer } {
   const chunks: Buffer[] = [];
-  const w = new Writable({ write(c, _e, cb) { chunks.push(c); cb(); } }) as Writable & { data(): Buffer };
+  const w = new Writable({
+    write(c, _e, cb) {
+      chunks.push(c);
+      cb();
+    },
+  }) as Writable & { data(): Buffer };
   w.data = () => Buffer.concat(chunks);
   return w;
 }
@@ -45,19 +50,25 @@ test('a damaged object fails with RepoChecksumMismatch', async () => {
   const r = await repo();
   const stored = await r.writeObject('k/f', Readable.from([Buffer.from('payload')]), 'none');
   await r.driver.put('k/f', Buffer.from('pAyload'));
-  await assert.rejects(r.readObject('k/f', 'none', { sha256: stored.sha256 }, sink()), (e: unknown) => PgfleetError.is(e, 'RepoChecksumMismatch'));
+  await assert.rejects(r.readObject('k/f', 'none', { sha256: stored.sha256 }, sink()), (e: unknown) =>
+    PgfleetError.is(e, 'RepoChecksumMismatch'),
+  );
 });
-
 
 test('a backup without a manifest is not listed; cluster identity is enforced', async () => {
   const r = await repo();
   await r.ensureClusterInfo('c', { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 });
   await r.ensureClusterInfo('c', { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 });
-  await assert.rejects(r.ensureClusterInfo('c', { systemIdentifier: '2', pgVersionNum: 150000, walSegmentSize: 16 << 20 }), (e: unknown) => PgfleetError.is(e, 'SystemIdMismatch'));
+  await assert.rejects(
+    r.ensureClusterInfo('c', { systemIdentifier: '2', pgVersionNum: 150000, walSegmentSize: 16 << 20 }),
+    (e: unknown) => PgfleetError.is(e, 'SystemIdMismatch'),
+  );
   await r.writeObject('c/backup/20260101-000000F/pg_data/PG_VERSION', Readable.from([Buffer.from('15\n')]), 'none');
   assert.deepEqual(await r.listBackups('c'), []);
   await assert.rejects(r.readManifest('c', '20260101-000000F'), (e: unknown) => PgfleetError.is(e, 'UnknownBackup'));
   await r.driver.put('c/backup/20260101-000000F/backup.manifest', Buffer.from('{not json'));
-  await assert.rejects(r.readManifest('c', '20260101-000000F'), (e: unknown) => PgfleetError.is(e, 'RepoManifestInvalid'));
+  await assert.rejects(r.readManifest('c', '20260101-000000F'), (e: unknown) =>
+    PgfleetError.is(e, 'RepoManifestInvalid'),
+  );
   assert.ok((await readdir(join(r.location, 'c'))).includes('cluster.json'));
 });

@@ -20,7 +20,17 @@ import { createReadStream } from 'node:fs';
 import { Readable, type Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { PgfleetError } from '@pgfleet/core';
-import { CODECS, type Codec, codecExtension, codecOfExtension, compressor, decompressor, encodeFile, hasBlockForm, HashingStream } from './codec.js';
+import {
+  CODECS,
+  type Codec,
+  codecExtension,
+  codecOfExtension,
+  compressor,
+  decompressor,
+  encodeFile,
+  hasBlockForm,
+  HashingStream,
+} from './codec.js';
 import type { PutOptions, RepositoryDriver } from './driver.js';
 import { type BackupManifest, parseManifest } from './manifest.js';
 import { MirroredDriver } from './mirrored-driver.js';
@@ -84,7 +94,11 @@ export class Repository {
     const existing = await this.driver.stat(FORMAT_KEY);
     if (existing) {
       const doc = JSON.parse((await readSmall(this.driver, FORMAT_KEY)).toString('utf8')) as { format: number };
-      if (doc.format !== 1) throw new PgfleetError('RepoManifestInvalid', `repository ${this.location} has format ${doc.format}; this pgfleet reads format 1`);
+      if (doc.format !== 1)
+        throw new PgfleetError(
+          'RepoManifestInvalid',
+          `repository ${this.location} has format ${doc.format}; this pgfleet reads format 1`,
+        );
       return;
     }
     await this.driver.put(FORMAT_KEY, Buffer.from(JSON.stringify({ format: 1, createdBy: 'pgfleet' }, null, 2)));
@@ -110,7 +124,10 @@ export class Repository {
     const existing = await this.readClusterInfo(cluster);
     if (existing) {
       if (existing.systemIdentifier !== info.systemIdentifier) {
-        throw new PgfleetError('SystemIdMismatch', `repository ${this.location} holds cluster '${cluster}' with system identifier ${existing.systemIdentifier}, but this database is ${info.systemIdentifier}`);
+        throw new PgfleetError(
+          'SystemIdMismatch',
+          `repository ${this.location} holds cluster '${cluster}' with system identifier ${existing.systemIdentifier}, but this database is ${info.systemIdentifier}`,
+        );
       }
       return;
     }
@@ -125,12 +142,25 @@ export class Repository {
    * stages (e.g. page-checksum validation) see the content in the same pass and must pass it on
    * unchanged.
    */
-  async writeObject(key: string, source: Readable, codec: Codec, inspect: readonly Transform[] = [], options: WriteOptions = {}): Promise<StoredFile> {
+  async writeObject(
+    key: string,
+    source: Readable,
+    codec: Codec,
+    inspect: readonly Transform[] = [],
+    options: WriteOptions = {},
+  ): Promise<StoredFile> {
     return this.storeObject(key, source, codec, inspect, options, new HashingStream());
   }
 
   /** writeObject with the content stage given: ExpectedContent fails the upload before the driver can commit it. */
-  private async storeObject(key: string, source: Readable, codec: Codec, inspect: readonly Transform[], options: WriteOptions, content: HashingStream): Promise<StoredFile> {
+  private async storeObject(
+    key: string,
+    source: Readable,
+    codec: Codec,
+    inspect: readonly Transform[],
+    options: WriteOptions,
+    content: HashingStream,
+  ): Promise<StoredFile> {
     const stored = new HashingStream();
     const packed = pipeline([source, ...inspect, content, compressor(codec, options.level), stored]);
     const put = this.driver.put(key, stored, options.deferDirSync ? { deferDirSync: true } : undefined);
@@ -155,16 +185,28 @@ export class Repository {
    * Streams an object's decompressed content into `dest`, verifying the content checksum (and the
    * size) at the end: a damaged repository file fails loudly instead of restoring silent garbage.
    */
-  async readObject(key: string, codec: Codec, expected: { sha256: string; size?: number }, dest: Writable): Promise<void> {
+  async readObject(
+    key: string,
+    codec: Codec,
+    expected: { sha256: string; size?: number },
+    dest: Writable,
+  ): Promise<void> {
     const content = new HashingStream();
     try {
       await pipeline(await this.driver.get(key), decompressor(codec), content, dest);
     } catch (err) {
       if (err instanceof PgfleetError) throw err;
-      throw new PgfleetError('RepoChecksumMismatch', `repository file ${key} cannot be decoded: ${(err as Error).message}`, { cause: err });
+      throw new PgfleetError(
+        'RepoChecksumMismatch',
+        `repository file ${key} cannot be decoded: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
     if (content.sha256 !== expected.sha256 || (expected.size !== undefined && content.bytes !== expected.size)) {
-      throw new PgfleetError('RepoChecksumMismatch', `repository file ${key} does not match its checksum (expected sha256 ${expected.sha256}, got ${content.sha256}, ${content.bytes} bytes)`);
+      throw new PgfleetError(
+        'RepoChecksumMismatch',
+        `repository file ${key} does not match its checksum (expected sha256 ${expected.sha256}, got ${content.sha256}, ${content.bytes} bytes)`,
+      );
     }
   }
 
@@ -195,7 +237,11 @@ export class Repository {
       text = (await readSmall(this.driver, key)).toString('utf8');
     } catch (err) {
       if (PgfleetError.is(err, 'RepoFileMissing')) {
-        throw new PgfleetError('UnknownBackup', `backup ${label} of cluster ${cluster} has no manifest in ${this.location} (missing or incomplete)`, { cause: err });
+        throw new PgfleetError(
+          'UnknownBackup',
+          `backup ${label} of cluster ${cluster} has no manifest in ${this.location} (missing or incomplete)`,
+          { cause: err },
+        );
       }
       throw err;
     }
@@ -238,7 +284,8 @@ export class Repository {
     for await (const o of this.driver.list(`${this.walDir(cluster, name)}/${name}-`)) {
       const base = o.key.slice(o.key.lastIndexOf('/') + 1);
       const m = WAL_KEY_RE.exec(base);
-      if (m && m[1] === name) out.push({ name, key: o.key, sha256: m[2]!, codec: codecOfExtension(m[3]), storedSize: o.size });
+      if (m && m[1] === name)
+        out.push({ name, key: o.key, sha256: m[2]!, codec: codecOfExtension(m[3]), storedSize: o.size });
     }
     return out;
   }
@@ -263,12 +310,25 @@ export class Repository {
    * so the driver never commits it (a failed put leaves nothing, driver.ts). Nothing is deleted
    * afterwards, which could remove the same object stored meanwhile by a correct writer.
    */
-  async pushWal(cluster: string, name: string, sha256: string, open: () => Readable, codec: Codec): Promise<'stored' | 'exists'> {
+  async pushWal(
+    cluster: string,
+    name: string,
+    sha256: string,
+    open: () => Readable,
+    codec: Codec,
+  ): Promise<'stored' | 'exists'> {
     const target = this.walTarget(name, sha256, await this.findWalInMembers(cluster, name));
     if (!target) return 'exists';
     const key = this.walKey(cluster, name, sha256, codec);
     // The file changed between hashing and upload: PostgreSQL never does that to a ready segment.
-    const content = new ExpectedContent(sha256, (got, bytes) => new PgfleetError('WalFileInvalid', `WAL file ${name} changed while it was being archived (sha256 ${sha256} when hashed, ${got} over ${bytes} bytes when uploaded); nothing was stored`));
+    const content = new ExpectedContent(
+      sha256,
+      (got, bytes) =>
+        new PgfleetError(
+          'WalFileInvalid',
+          `WAL file ${name} changed while it was being archived (sha256 ${sha256} when hashed, ${got} over ${bytes} bytes when uploaded); nothing was stored`,
+        ),
+    );
     await target.storeObject(key, open(), codec, [], {}, content);
     return 'stored';
   }
@@ -280,10 +340,20 @@ export class Repository {
    * files of up to ONE_PASS_WAL_BYTES (a 16 MiB segment stores ~2 MB); larger ones, and gzip, are
    * hashed first and then streamed (pushWal). Same outcomes as pushWal.
    */
-  async archiveWal(cluster: string, name: string, path: string, codec: Codec, size: number): Promise<{ result: 'stored' | 'exists'; sha256: string }> {
+  async archiveWal(
+    cluster: string,
+    name: string,
+    path: string,
+    codec: Codec,
+    size: number,
+  ): Promise<{ result: 'stored' | 'exists'; sha256: string }> {
     if (size > ONE_PASS_WAL_BYTES || !hasBlockForm(codec)) {
       const content = new HashingStream();
-      await pipeline(createReadStream(path, { highWaterMark: 1 << 20 }), content, new Writable({ write: (_c, _e, cb) => cb() }));
+      await pipeline(
+        createReadStream(path, { highWaterMark: 1 << 20 }),
+        content,
+        new Writable({ write: (_c, _e, cb) => cb() }),
+      );
       const open = () => createReadStream(path, { highWaterMark: 1 << 20 });
       return { result: await this.pushWal(cluster, name, content.sha256, open, codec), sha256: content.sha256 };
     }
@@ -306,12 +376,19 @@ export class Repository {
   }
 
   /** Where `name` with `sha256` must still be written (undefined: everywhere already); a member holding other content refuses it. */
-  private walTarget(name: string, sha256: string, found: { member: Repository; found: ArchivedWal[] }[]): Repository | undefined {
+  private walTarget(
+    name: string,
+    sha256: string,
+    found: { member: Repository; found: ArchivedWal[] }[],
+  ): Repository | undefined {
     const missing: RepositoryDriver[] = [];
     for (const { member, found: existing } of found) {
       if (existing.some((e) => e.sha256 === sha256)) continue;
       if (existing.length > 0) {
-        throw new PgfleetError('WalConflict', `WAL file ${name} is already archived in ${member.location} with different content (sha256 ${existing[0]!.sha256}, this one ${sha256})`);
+        throw new PgfleetError(
+          'WalConflict',
+          `WAL file ${name} is already archived in ${member.location} with different content (sha256 ${existing[0]!.sha256}, this one ${sha256})`,
+        );
       }
       missing.push(member.driver);
     }
@@ -330,7 +407,8 @@ export class Repository {
     const out: ArchivedWal[] = [];
     for await (const o of this.driver.list(`${cluster}/wal/timelines/`)) {
       const m = WAL_KEY_RE.exec(o.key.slice(o.key.lastIndexOf('/') + 1));
-      if (m && m[1]!.endsWith('.history')) out.push({ name: m[1]!, key: o.key, sha256: m[2]!, codec: codecOfExtension(m[3]), storedSize: o.size });
+      if (m && m[1]!.endsWith('.history'))
+        out.push({ name: m[1]!, key: o.key, sha256: m[2]!, codec: codecOfExtension(m[3]), storedSize: o.size });
     }
     return out;
   }
@@ -347,7 +425,8 @@ export class Repository {
     const sink = new Writable({
       write(chunk: Buffer, _enc, cb) {
         bytes += chunk.length;
-        if (bytes > maxBytes) cb(new PgfleetError('RepoManifestInvalid', `archived WAL file ${name} holds more than ${maxBytes} bytes`));
+        if (bytes > maxBytes)
+          cb(new PgfleetError('RepoManifestInvalid', `archived WAL file ${name} holds more than ${maxBytes} bytes`));
         else {
           chunks.push(chunk);
           cb();
@@ -373,15 +452,17 @@ export class Repository {
    */
   async probeWritable(cluster: string): Promise<{ location: string; error?: Error }[]> {
     const key = `${cluster}/.pgfleet-probe-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
-    return Promise.all(this.members().map(async (m) => {
-      try {
-        await m.driver.put(key, Buffer.from('pgfleet check probe\n'));
-        await m.driver.delete([key]);
-        return { location: m.location };
-      } catch (err) {
-        return { location: m.location, error: err instanceof Error ? err : new Error(String(err)) };
-      }
-    }));
+    return Promise.all(
+      this.members().map(async (m) => {
+        try {
+          await m.driver.put(key, Buffer.from('pgfleet check probe\n'));
+          await m.driver.delete([key]);
+          return { location: m.location };
+        } catch (err) {
+          return { location: m.location, error: err instanceof Error ? err : new Error(String(err)) };
+        }
+      }),
+    );
   }
 
   /** Writes the archived WAL file `name` to `dest`; WalNotInRepository when it is not there. */

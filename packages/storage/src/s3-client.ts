@@ -59,9 +59,22 @@ export function bindS3Client(opts: CreateS3DriverOptions): S3Like {
       return res.UploadId;
     },
 
-    async uploadPart(key: string, uploadId: string, partNumber: number, body: Buffer, signal?: AbortSignal): Promise<string> {
+    async uploadPart(
+      key: string,
+      uploadId: string,
+      partNumber: number,
+      body: Buffer,
+      signal?: AbortSignal,
+    ): Promise<string> {
       const res = await client.send(
-        new UploadPartCommand({ Bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length }),
+        new UploadPartCommand({
+          Bucket,
+          Key: key,
+          UploadId: uploadId,
+          PartNumber: partNumber,
+          Body: body,
+          ContentLength: body.length,
+        }),
         signal ? { abortSignal: signal } : {},
       );
       if (!res.ETag) throw new Error(`UploadPart ${partNumber} returned no ETag`);
@@ -101,16 +114,23 @@ export function bindS3Client(opts: CreateS3DriverOptions): S3Like {
         return { size: res.ContentLength ?? 0 };
       } catch (err) {
         // HEAD responses have no body, so a 404 carries no error code to tell key from bucket.
-        if (httpStatus(err) === 404 || errorName(err) === 'NotFound' || errorName(err) === 'NoSuchKey') return undefined;
+        if (httpStatus(err) === 404 || errorName(err) === 'NotFound' || errorName(err) === 'NoSuchKey')
+          return undefined;
         throw err;
       }
     },
 
     async listObjects(prefix: string, maxKeys: number, continuationToken?: string) {
       const res = await client.send(
-        new ListObjectsV2Command({ Bucket, Prefix: prefix, MaxKeys: maxKeys, ...(continuationToken ? { ContinuationToken: continuationToken } : {}) }),
+        new ListObjectsV2Command({
+          Bucket,
+          Prefix: prefix,
+          MaxKeys: maxKeys,
+          ...(continuationToken ? { ContinuationToken: continuationToken } : {}),
+        }),
       );
-      if (res.IsTruncated && !res.NextContinuationToken) throw new Error('ListObjectsV2 returned a truncated page without a continuation token');
+      if (res.IsTruncated && !res.NextContinuationToken)
+        throw new Error('ListObjectsV2 returned a truncated page without a continuation token');
       return {
         objects: (res.Contents ?? []).map((o) => ({ key: o.Key!, size: o.Size ?? 0 })),
         ...(res.IsTruncated ? { nextToken: res.NextContinuationToken! } : {}),
@@ -122,7 +142,11 @@ export function bindS3Client(opts: CreateS3DriverOptions): S3Like {
       const res = await client.send(
         new DeleteObjectsCommand({ Bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } }),
       );
-      return (res.Errors ?? []).map((e) => ({ key: e.Key ?? '?', code: e.Code ?? 'Unknown', message: e.Message ?? '' }));
+      return (res.Errors ?? []).map((e) => ({
+        key: e.Key ?? '?',
+        code: e.Code ?? 'Unknown',
+        message: e.Message ?? '',
+      }));
     },
 
     destroy(): void {

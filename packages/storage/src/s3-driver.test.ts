@@ -80,15 +80,18 @@ function chunked(data: Buffer, chunk: number): Readable {
   );
 }
 
-
 repositoryDriverSuite('s3', () => driver());
 
 describe('S3 driver specifics', () => {
   test('location is s3://bucket/prefix, with the prefix normalised', async () => {
     assert.equal((await driver({ prefix: '/a/b/' })).location, `s3://${BUCKET}/a/b`);
     assert.equal((await driver({ prefix: '' })).location, `s3://${BUCKET}`);
-    await assert.rejects(createS3Driver(options({ prefix: 'a/../b' })), (e: unknown) => PgfleetError.is(e, 'InvalidConfig'));
-    await assert.rejects(createS3Driver(options({ partSizeBytes: MiB })), (e: unknown) => PgfleetError.is(e, 'InvalidConfig'));
+    await assert.rejects(createS3Driver(options({ prefix: 'a/../b' })), (e: unknown) =>
+      PgfleetError.is(e, 'InvalidConfig'),
+    );
+    await assert.rejects(createS3Driver(options({ partSizeBytes: MiB })), (e: unknown) =>
+      PgfleetError.is(e, 'InvalidConfig'),
+    );
   });
 
   test('a 20 MiB stream goes up as a multipart upload in 5 MiB parts and round-trips', async () => {
@@ -123,14 +126,25 @@ describe('S3 driver specifics', () => {
         throw new Error('source broke');
       })(),
     );
-    await assert.rejects(d.put('x/partial', source), (e: unknown) => PgfleetError.is(e, 'RepoIoFailed') && /source broke/.test((e as Error).message));
+    await assert.rejects(
+      d.put('x/partial', source),
+      (e: unknown) => PgfleetError.is(e, 'RepoIoFailed') && /source broke/.test((e as Error).message),
+    );
     assert.ok((calls.uploadPart ?? 0) >= 1, 'some parts were uploaded before the failure');
     assert.equal(calls.abortMultipartUpload, 1);
     assert.equal(await d.stat('x/partial'), undefined);
     assert.deepEqual(await keys(d.list('x/')), []);
     // The upload is gone on the server, not just unfinished.
     await assert.rejects(
-      raw.send(new UploadPartCommand({ Bucket: BUCKET, Key: fullKey('x/partial'), UploadId: uploadIds[0], PartNumber: 9, Body: Buffer.from('x') })),
+      raw.send(
+        new UploadPartCommand({
+          Bucket: BUCKET,
+          Key: fullKey('x/partial'),
+          UploadId: uploadIds[0],
+          PartNumber: 9,
+          Body: Buffer.from('x'),
+        }),
+      ),
       (e: unknown) => (e as Error).name === 'NoSuchUpload',
     );
   });
@@ -149,14 +163,20 @@ describe('S3 driver specifics', () => {
 
   test('S3 errors become RepoIoFailed naming the bucket and key', async () => {
     const d = await driver({ bucket: 'no-such-bucket' });
-    const names = (e: unknown) => PgfleetError.is(e, 'RepoIoFailed') && e.message.includes('s3://no-such-bucket/') && /NoSuchBucket/.test(e.message);
+    const names = (e: unknown) =>
+      PgfleetError.is(e, 'RepoIoFailed') &&
+      e.message.includes('s3://no-such-bucket/') &&
+      /NoSuchBucket/.test(e.message);
     await assert.rejects(d.put('a/b', Buffer.from('x')), names);
     await assert.rejects(d.get('a/b'), names);
     await assert.rejects(keys(d.list('a/')), names);
 
     const port = await freePort();
     const dead = await driver({ endpoint: `http://127.0.0.1:${port}`, maxAttempts: 2 });
-    await assert.rejects(dead.put('a/b', Buffer.from('x')), (e: unknown) => PgfleetError.is(e, 'RepoIoFailed') && e.message.includes(`s3://${BUCKET}/`));
+    await assert.rejects(
+      dead.put('a/b', Buffer.from('x')),
+      (e: unknown) => PgfleetError.is(e, 'RepoIoFailed') && e.message.includes(`s3://${BUCKET}/`),
+    );
   });
 });
 
@@ -197,7 +217,10 @@ describe('S3 driver with a fake client', () => {
     await d.delete([]);
     assert.equal(batches.length, 3);
     failWith = 'AccessDenied';
-    await assert.rejects(d.delete(['k/1']), (e: unknown) => PgfleetError.is(e, 'RepoIoFailed') && e.message.includes('s3://b/r/k/1'));
+    await assert.rejects(
+      d.delete(['k/1']),
+      (e: unknown) => PgfleetError.is(e, 'RepoIoFailed') && e.message.includes('s3://b/r/k/1'),
+    );
   });
 
   test('a failed part upload aborts the upload and fails the producing pipeline with the reason', async () => {
@@ -210,7 +233,11 @@ describe('S3 driver with a fake client', () => {
         },
         async uploadPart(_k, _u, n) {
           parts++;
-          if (n === 2) throw Object.assign(new Error('We encountered an internal error'), { name: 'InternalError', $metadata: { httpStatusCode: 500 } });
+          if (n === 2)
+            throw Object.assign(new Error('We encountered an internal error'), {
+              name: 'InternalError',
+              $metadata: { httpStatusCode: 500 },
+            });
           return `"etag${n}"`;
         },
         async abortMultipartUpload(key, uploadId) {
@@ -223,7 +250,9 @@ describe('S3 driver with a fake client', () => {
     const r = new Repository(d);
     await assert.rejects(
       r.writeObject('k/f', chunked(randomBytes(10_000), 100), 'none'),
-      (e: unknown) => PgfleetError.is(e, 'RepoIoFailed') && e.message === 'cannot write s3://b/r/k/f (HTTP 500): InternalError: We encountered an internal error',
+      (e: unknown) =>
+        PgfleetError.is(e, 'RepoIoFailed') &&
+        e.message === 'cannot write s3://b/r/k/f (HTTP 500): InternalError: We encountered an internal error',
     );
     assert.equal(parts, 2, 'no part is started after a failure');
     assert.deepEqual(aborted, ['r/k/f u1']);
@@ -243,7 +272,10 @@ describe('S3 driver with a fake client', () => {
       }),
       { bucket: 'b' },
     );
-    await assert.rejects(readSmall(d, 'a/b'), (e: unknown) => PgfleetError.is(e, 'RepoIoFailed') && /s3:\/\/b\/a\/b.*socket hang up/.test(e.message));
+    await assert.rejects(
+      readSmall(d, 'a/b'),
+      (e: unknown) => PgfleetError.is(e, 'RepoIoFailed') && /s3:\/\/b\/a\/b.*socket hang up/.test(e.message),
+    );
   });
 });
 
@@ -272,14 +304,16 @@ describe('Repository on the S3 driver', () => {
     const changed = Buffer.from(wal);
     changed[wal.length - 1]! ^= 1;
     const name = '000000010000000000000007';
-    await assert.rejects(r.pushWal('c', name, sha(wal), () => chunked(changed, MiB), 'none'), (e: unknown) => PgfleetError.is(e, 'WalFileInvalid'));
+    await assert.rejects(
+      r.pushWal('c', name, sha(wal), () => chunked(changed, MiB), 'none'),
+      (e: unknown) => PgfleetError.is(e, 'WalFileInvalid'),
+    );
     assert.equal(calls.createMultipartUpload, 1);
     assert.ok((calls.uploadPart ?? 0) >= 1, 'parts went up before the change showed');
     assert.equal(calls.completeMultipartUpload, undefined);
     assert.equal(calls.abortMultipartUpload, 1);
     assert.deepEqual(await keys(d.list('c/')), []);
   });
-
 });
 
 test("importing '@pgfleet/storage' does not load the AWS SDK; createS3Driver does", async () => {

@@ -38,7 +38,10 @@ function normalizePrefix(prefix: string | undefined): string {
   try {
     checkKey(p);
   } catch {
-    throw new PgfleetError('InvalidConfig', `invalid S3 repository prefix '${prefix}': use '/'-separated names without '.', '..' or empty parts`);
+    throw new PgfleetError(
+      'InvalidConfig',
+      `invalid S3 repository prefix '${prefix}': use '/'-separated names without '.', '..' or empty parts`,
+    );
   }
   return `${p}/`;
 }
@@ -91,7 +94,10 @@ export class S3Driver implements RepositoryDriver {
     this.partSizeBytes = opts.partSizeBytes ?? 8 * MiB;
     this.listPageSize = opts.listPageSize ?? 1000;
     if (!Number.isInteger(this.partSizeBytes) || this.partSizeBytes < 1) {
-      throw new PgfleetError('InvalidConfig', `S3 part size must be a positive integer number of bytes, got ${opts.partSizeBytes}`);
+      throw new PgfleetError(
+        'InvalidConfig',
+        `S3 part size must be a positive integer number of bytes, got ${opts.partSizeBytes}`,
+      );
     }
     if (!Number.isInteger(this.listPageSize) || this.listPageSize < 1 || this.listPageSize > 1000) {
       throw new PgfleetError('InvalidConfig', `S3 list page size must be between 1 and 1000, got ${opts.listPageSize}`);
@@ -126,7 +132,9 @@ export class S3Driver implements RepositoryDriver {
     const uploadPart = (data: Buffer): Promise<void> => {
       const partNumber = uploaded.length + 1;
       if (partNumber > S3_MAX_PARTS) {
-        throw new Error(`object needs more than ${S3_MAX_PARTS} parts of ${this.partSizeBytes} bytes; raise the part size`);
+        throw new Error(
+          `object needs more than ${S3_MAX_PARTS} parts of ${this.partSizeBytes} bytes; raise the part size`,
+        );
       }
       const p = this.client.uploadPart(full, uploadId!, partNumber, data, abort.signal).then((etag) => {
         uploaded.push({ partNumber, etag });
@@ -256,7 +264,10 @@ export class S3Driver implements RepositoryDriver {
 export async function createS3Driver(opts: CreateS3DriverOptions): Promise<S3Driver> {
   if (!opts.bucket) throw new PgfleetError('InvalidConfig', 'an S3 repository needs a bucket name');
   if (opts.partSizeBytes !== undefined && opts.partSizeBytes < S3_MIN_PART_SIZE) {
-    throw new PgfleetError('InvalidConfig', `S3 part size must be at least ${S3_MIN_PART_SIZE} bytes (5 MiB), got ${opts.partSizeBytes}`);
+    throw new PgfleetError(
+      'InvalidConfig',
+      `S3 part size must be at least ${S3_MIN_PART_SIZE} bytes (5 MiB), got ${opts.partSizeBytes}`,
+    );
   }
   if (opts.maxAttempts !== undefined && (!Number.isInteger(opts.maxAttempts) || opts.maxAttempts < 1)) {
     throw new PgfleetError('InvalidConfig', `S3 maxAttempts must be a positive integer, got ${opts.maxAttempts}`);

@@ -29,7 +29,11 @@ export interface S3Like {
   createMultipartUpload(key: string): Promise<string>;
   /** Returns the part's ETag. */
   uploadPart(key: string, uploadId: string, partNumber: number, body: Buffer, signal?: AbortSignal): Promise<string>;
-  completeMultipartUpload(key: string, uploadId: string, parts: readonly { partNumber: number; etag: string }[]): Promise<void>;
+  completeMultipartUpload(
+    key: string,
+    uploadId: string,
+    parts: readonly { partNumber: number; etag: string }[],
+  ): Promise<void>;
   abortMultipartUpload(key: string, uploadId: string): Promise<void>;
   /** The object's bytes, or undefined when it does not exist. */
   getObject(key: string): Promise<Readable | undefined>;

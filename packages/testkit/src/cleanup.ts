@@ -69,7 +69,6 @@ export function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-
 /**
  * Stops a server process synchronously: `first` (SIGQUIT = PostgreSQL immediate shutdown, which
  * also releases its shared memory), then SIGKILL to its process group (pg_ctl starts the

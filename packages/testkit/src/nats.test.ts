@@ -31,7 +31,9 @@ test('startNats: JetStream stream publish and read back, stop removes the store'
     assert.equal(m?.subject, 'testkit.hello');
     assert.equal(m?.string(), 'hello jetstream');
   } catch (err) {
-    throw new Error(`${(err as Error).message}\n--- nats-server log tail ---\n${tail(await nats.log())}`, { cause: err });
+    throw new Error(`${(err as Error).message}\n--- nats-server log tail ---\n${tail(await nats.log())}`, {
+      cause: err,
+    });
   } finally {
     await nc.close();
   }

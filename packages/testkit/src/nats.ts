@@ -48,10 +48,17 @@ export function natsServerBin(): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-type LaunchResult = { ok: true; proc: SupervisedChild } | { ok: false; why: string; log: string; addressInUse: boolean };
+type LaunchResult =
+  { ok: true; proc: SupervisedChild } | { ok: false; why: string; log: string; addressInUse: boolean };
 
 /** Spawns one nats-server on `port` and waits until its log (from this start on) says it is ready. */
-async function launch(dir: string, storeDir: string, logFile: string, port: number, timeoutMs: number): Promise<LaunchResult> {
+async function launch(
+  dir: string,
+  storeDir: string,
+  logFile: string,
+  port: number,
+  timeoutMs: number,
+): Promise<LaunchResult> {
   // A restart appends to the same log: only what this start writes counts for readiness.
   const logOffset = existsSync(logFile) ? statSync(logFile).size : 0;
   const readNewLog = async () => (await readFile(logFile, 'utf8').catch(() => '')).slice(logOffset);
@@ -138,7 +145,8 @@ export async function startNats(opts: NatsOptions = {}): Promise<NatsServer> {
       await kill();
       // The port was ours a moment ago; another process may grab it meanwhile (rare): say so.
       const r = await launch(dir, storeDir, logFile, port, timeoutMs);
-      if (!r.ok) throw new Error(`startNats: restart on port ${port}: ${r.why}\n--- nats-server log tail ---\n${tail(r.log)}`);
+      if (!r.ok)
+        throw new Error(`startNats: restart on port ${port}: ${r.why}\n--- nats-server log tail ---\n${tail(r.log)}`);
       current = r.proc;
       unregisterDirCleanup?.();
       unregisterDirCleanup = undefined;

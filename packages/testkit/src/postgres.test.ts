@@ -17,7 +17,12 @@ import { tail } from './os-user.js';
 
 const WAL_SEGMENT = /^[0-9A-F]{24}$/;
 
-async function waitFor<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>, context: () => Promise<string>): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  timeoutMs: number,
+  fn: () => Promise<T | undefined>,
+  context: () => Promise<string>,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -77,7 +82,16 @@ describe('startPostgres: a fresh cluster with WAL archiving', { timeout: 90_000 
   test('a base backup restored with restoreCommand recovers and promotes (waitForRecovery)', async () => {
     const restoreRoot = await makeTempDir('restore');
     const target = path.join(restoreRoot, 'data');
-    await runAsPostgres(path.join(pg.binDir, 'pg_basebackup'), ['-d', pg.connectionString, '-D', target, '-X', 'stream', '-c', 'fast']);
+    await runAsPostgres(path.join(pg.binDir, 'pg_basebackup'), [
+      '-d',
+      pg.connectionString,
+      '-D',
+      target,
+      '-X',
+      'stream',
+      '-c',
+      'fast',
+    ]);
     // Rows written after the backup reach the restored server only through the WAL archive.
     await pg.query(`insert into t values (5000, 'after backup')`);
     const [sw] = await pg.query<{ walfile: string }>('select pg_walfile_name(pg_switch_wal()) as walfile');
@@ -121,31 +135,35 @@ describe('startPostgres: a fresh cluster with WAL archiving', { timeout: 90_000 
   });
 });
 
-test('startPostgres: keepDataDir, then starting that existing dataDir again, restart()', { timeout: 90_000 }, async (t) => {
-  const first = await startPostgres({ keepDataDir: true, settings: { max_connections: '30' } });
-  t.after(() => first.stop());
-  await first.query('create table kept (v text)');
-  await first.query(`insert into kept values ('survives')`);
-  await first.stop();
-  const dataDir = first.dataDir;
-  t.after(() => removeDir(path.dirname(dataDir)));
-  assert.ok(existsSync(dataDir), 'keepDataDir leaves the data dir');
-  assert.equal(existsSync(first.socketDir), false, 'run dir still removed');
+test(
+  'startPostgres: keepDataDir, then starting that existing dataDir again, restart()',
+  { timeout: 90_000 },
+  async (t) => {
+    const first = await startPostgres({ keepDataDir: true, settings: { max_connections: '30' } });
+    t.after(() => first.stop());
+    await first.query('create table kept (v text)');
+    await first.query(`insert into kept values ('survives')`);
+    await first.stop();
+    const dataDir = first.dataDir;
+    t.after(() => removeDir(path.dirname(dataDir)));
+    assert.ok(existsSync(dataDir), 'keepDataDir leaves the data dir');
+    assert.equal(existsSync(first.socketDir), false, 'run dir still removed');
 
-  const second = await startPostgres({ dataDir });
-  t.after(() => second.stop());
-  assert.notEqual(second.port, first.port);
-  assert.deepEqual(await second.query('select v from kept'), [{ v: 'survives' }]);
-  const [mc] = await second.query<{ max_connections: string }>('show max_connections');
-  assert.equal(mc?.max_connections, '30', 'settings written by the first launch still apply');
+    const second = await startPostgres({ dataDir });
+    t.after(() => second.stop());
+    assert.notEqual(second.port, first.port);
+    assert.deepEqual(await second.query('select v from kept'), [{ v: 'survives' }]);
+    const [mc] = await second.query<{ max_connections: string }>('show max_connections');
+    assert.equal(mc?.max_connections, '30', 'settings written by the first launch still apply');
 
-  const startTime = async () =>
-    (await second.query<{ t: Date }>('select pg_postmaster_start_time() as t'))[0]!.t.getTime();
-  const startedAt = await startTime();
-  await second.restart();
-  assert.ok((await startTime()) > startedAt, 'postmaster was restarted');
-  assert.deepEqual(await second.query('select v from kept'), [{ v: 'survives' }]);
-  assert.match(await second.log(), /received fast shutdown request/);
-  await second.stop();
-  assert.ok(existsSync(dataDir), 'a dataDir the launcher did not create is never removed');
-});
+    const startTime = async () =>
+      (await second.query<{ t: Date }>('select pg_postmaster_start_time() as t'))[0]!.t.getTime();
+    const startedAt = await startTime();
+    await second.restart();
+    assert.ok((await startTime()) > startedAt, 'postmaster was restarted');
+    assert.deepEqual(await second.query('select v from kept'), [{ v: 'survives' }]);
+    assert.match(await second.log(), /received fast shutdown request/);
+    await second.stop();
+    assert.ok(existsSync(dataDir), 'a dataDir the launcher did not create is never removed');
+  },
+);

@@ -130,7 +130,9 @@ export async function startPostgres(opts: PgInstanceOptions = {}): Promise<PgIns
       ? 'is not a PostgreSQL data dir (no PG_VERSION)'
       : (() => {
           const pid = readPostmasterPid(dataDir);
-          return pid !== undefined && pidMatches(pid, dataDir) ? `is in use by a running postmaster (pid ${pid})` : undefined;
+          return pid !== undefined && pidMatches(pid, dataDir)
+            ? `is in use by a running postmaster (pid ${pid})`
+            : undefined;
         })();
     if (problem) {
       await removeDir(runDir);
@@ -254,10 +256,14 @@ export async function startPostgres(opts: PgInstanceOptions = {}): Promise<PgIns
 
   const pgCtlStart = async (): Promise<void> => {
     const t = Math.max(1, Math.ceil(startTimeoutMs / 1000));
-    await runAsPostgres(bin('pg_ctl'), ['-D', dataDir, '-l', logFile, '-w', '-t', String(t), ...commandLineOptions(), 'start'], {
-      cwd: runDir,
-      timeoutMs: startTimeoutMs + 15_000,
-    });
+    await runAsPostgres(
+      bin('pg_ctl'),
+      ['-D', dataDir, '-l', logFile, '-w', '-t', String(t), ...commandLineOptions(), 'start'],
+      {
+        cwd: runDir,
+        timeoutMs: startTimeoutMs + 15_000,
+      },
+    );
     postmasterPid = readPostmasterPid(dataDir);
     await connect(startTimeoutMs);
   };
@@ -373,4 +379,3 @@ export async function startPostgres(opts: PgInstanceOptions = {}): Promise<PgIns
   };
   return instance;
 }
-

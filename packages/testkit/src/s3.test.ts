@@ -60,7 +60,9 @@ test('startS3: fauxqs on 127.0.0.1 handles what our S3 driver needs', { timeout:
     const seen: string[] = [];
     let token: string | undefined;
     do {
-      const page = await client.send(new ListObjectsV2Command({ Bucket, Prefix: 'order/', MaxKeys: 1, ContinuationToken: token }));
+      const page = await client.send(
+        new ListObjectsV2Command({ Bucket, Prefix: 'order/', MaxKeys: 1, ContinuationToken: token }),
+      );
       for (const o of page.Contents ?? []) seen.push(o.Key!);
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token && seen.length <= keys.length);

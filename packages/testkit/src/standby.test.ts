@@ -28,13 +28,21 @@ describe('startStandby', { timeout: 180_000 }, () => {
       assert.ok(i < 600, 'standby did not catch up in 60 s');
       await new Promise((res) => setTimeout(res, 100));
     }
-    assert.deepEqual((await standby.query('select v from t order by v')).map((r) => r.v), [1, 2, 3]);
+    assert.deepEqual(
+      (await standby.query('select v from t order by v')).map((r) => r.v),
+      [1, 2, 3],
+    );
     await standby.promote();
     const [tl] = await standby.query<{ t: number }>('select timeline_id as t from pg_control_checkpoint()');
     await standby.query('insert into t values (4)');
-    assert.deepEqual((await standby.query('select count(*)::int as n from t')).map((r) => r.n), [4]);
+    assert.deepEqual(
+      (await standby.query('select count(*)::int as n from t')).map((r) => r.n),
+      [4],
+    );
     assert.ok(tl!.t === 2 || tl!.t === 1, 'checkpoint timeline is 1 or 2 right after promotion');
-    const tli = (await standby.query<{ tli: number }>("select substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)::int as tli"))[0]!.tli;
+    const tli = (
+      await standby.query<{ tli: number }>('select substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)::int as tli')
+    )[0]!.tli;
     assert.equal(tli, 2);
     const dir = standby.dataDir;
     await standby.stop();

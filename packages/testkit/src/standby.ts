@@ -13,7 +13,10 @@ export interface StandbyInstance extends PgInstance {
   promote(): Promise<void>;
 }
 
-export interface StandbyOptions extends Pick<PgInstanceOptions, 'archiveCommand' | 'restoreCommand' | 'settings' | 'startTimeoutMs'> {
+export interface StandbyOptions extends Pick<
+  PgInstanceOptions,
+  'archiveCommand' | 'restoreCommand' | 'settings' | 'startTimeoutMs'
+> {
   /** a physical replication slot on the primary to stream from (created here) */
   slot?: string;
 }
@@ -22,7 +25,22 @@ export async function startStandby(primary: PgInstance, opts: StandbyOptions = {
   const parent = await makeTempDir('pg-standby');
   const dataDir = path.join(parent, 'data');
   try {
-    const args = ['-D', dataDir, '-h', primary.host, '-p', String(primary.port), '-U', 'postgres', '-R', '-X', 'stream', '-c', 'fast', '--no-sync'];
+    const args = [
+      '-D',
+      dataDir,
+      '-h',
+      primary.host,
+      '-p',
+      String(primary.port),
+      '-U',
+      'postgres',
+      '-R',
+      '-X',
+      'stream',
+      '-c',
+      'fast',
+      '--no-sync',
+    ];
     if (opts.slot) args.push('-C', '-S', opts.slot);
     await runAsPostgres(path.join(primary.binDir, 'pg_basebackup'), args, { cwd: parent, timeoutMs: 300_000 });
   } catch (err) {
@@ -43,7 +61,10 @@ export async function startStandby(primary: PgInstance, opts: StandbyOptions = {
       await removeDir(parent);
     },
     async promote() {
-      await runAsPostgres(path.join(pg.binDir, 'pg_ctl'), ['-D', dataDir, '-w', '-t', '120', 'promote'], { cwd: parent, timeoutMs: 150_000 });
+      await runAsPostgres(path.join(pg.binDir, 'pg_ctl'), ['-D', dataDir, '-w', '-t', '120', 'promote'], {
+        cwd: parent,
+        timeoutMs: 150_000,
+      });
       for (let i = 0; i < 600; i++) {
         const [r] = await pg.query<{ r: boolean }>('select pg_is_in_recovery() as r');
         if (r && !r.r) return;

@@ -28,7 +28,9 @@ export class FakeAgent {
     this.incoming = this.stream[Symbol.asyncIterator]();
   }
 
-  hello(fields: { agentId?: string; cluster?: string; systemIdentifier?: string; runningJobIds?: string[] } = {}): void {
+  hello(
+    fields: { agentId?: string; cluster?: string; systemIdentifier?: string; runningJobIds?: string[] } = {},
+  ): void {
     this.stream.send({
       msg: {
         case: 'hello',
@@ -74,7 +76,10 @@ export class FakeAgent {
 
 export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timeout: ${what}`)), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timeout: ${what}`)), ms))),
+  ]).finally(() => clearTimeout(timer));
 }
 
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 5000): Promise<T> {
@@ -86,4 +91,3 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
     await new Promise((r) => setTimeout(r, 20));
   }
 }
-

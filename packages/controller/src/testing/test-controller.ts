@@ -18,13 +18,27 @@ export interface TestController {
 }
 
 /** Registers before/after hooks; read `controller` and `admin` inside tests. */
-export function useTestController(name: string, config: Partial<Parameters<typeof startController>[0]> = {}, options: StartOptions = {}): TestController {
+export function useTestController(
+  name: string,
+  config: Partial<Parameters<typeof startController>[0]> = {},
+  options: StartOptions = {},
+): TestController {
   let dir = '';
   let controller: RunningController | undefined;
   let admin: TestController['admin'] | undefined;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), `pgfleet-${name}-it-`));
-    controller = await startController({ listen: '127.0.0.1:0', catalogPath: join(dir, 'catalog.db'), repoPath: '/srv/repo', heartbeatIntervalSeconds: 5, jobReclaimGraceSeconds: 1, ...config }, options);
+    controller = await startController(
+      {
+        listen: '127.0.0.1:0',
+        catalogPath: join(dir, 'catalog.db'),
+        repoPath: '/srv/repo',
+        heartbeatIntervalSeconds: 5,
+        jobReclaimGraceSeconds: 1,
+        ...config,
+      },
+      options,
+    );
     admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
   });
   after(async () => {
