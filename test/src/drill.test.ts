@@ -874,7 +874,7 @@ describe('the throwaway server: nothing of the source reaches outside the copy',
       const env = {
         ...process.env,
         PGFLEET_SCRATCH_TEST: JSON.stringify({
-          module: pathToFileURL(join(REPO_ROOT, 'packages/agent/dist/scratch-postgres.js')).href,
+          module: pathToFileURL(join(REPO_ROOT, 'packages/agent/dist/drill/scratch-postgres.js')).href,
           pgdata: source.dataDir,
           runDir,
           binDir: pgBinDir(),

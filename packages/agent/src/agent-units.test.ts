@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pgTimestamp } from './daemon.js';
-import { listPgdata } from './pgdata-walk.js';
+import { listPgdata } from './pgdata/walk.js';
 import { runPool } from './pool.js';
 
 test('recovery_target_time keeps microseconds (a Date would cut them)', () => {

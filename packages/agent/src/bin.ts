@@ -6,6 +6,6 @@
  * goes through agent-main.ts.
  */
 const argv = process.argv.slice(2);
-const fast = argv[0] === 'wal-push' ? await (await import('./wal-push-fast.js')).walPushFast(argv) : undefined;
+const fast = argv[0] === 'wal-push' ? await (await import('./wal/push-fast.js')).walPushFast(argv) : undefined;
 if (fast !== undefined) process.exitCode = fast;
-else (await import('./agent-main.js')).runAgentCommand(argv);
+else (await import('./main.js')).runAgentCommand(argv);

@@ -30,7 +30,7 @@ import {
   type Repository,
   type RepositorySpec,
 } from '@pgfleet/storage';
-import { agentCredentials } from './agent-identity.js';
+import { agentCredentials } from './security/identity.js';
 import {
   ArchiveCheckFailure,
   readArchiveSetup,
@@ -39,19 +39,19 @@ import {
   type ArchiveSetupReport,
   type CheckItemOutcome,
   type CheckOutcome,
-} from './archive-check.js';
-import { runBackup } from './backup.js';
-import { cleanScratchArea, DrillFailure, runDrill } from './drill.js';
-import { captureSourceCounts } from './drill-capture.js';
-import { runExpire } from './expire.js';
-import { runVerify, type VerifyOutcome } from './verify.js';
+} from './wal/check.js';
+import { runBackup } from './backup/backup.js';
+import { cleanScratchArea, DrillFailure, runDrill } from './drill/drill.js';
+import { captureSourceCounts } from './drill/capture.js';
+import { runExpire } from './retention/expire.js';
+import { runVerify, type VerifyOutcome } from './verify/verify.js';
 import { repositoryArgs, type AgentSettings } from './options.js';
-import { readPgdataFacts, type PgdataFacts } from './pgdata.js';
-import type { Progress } from './progress.js';
-import { runRestore, type TargetSpec } from './restore.js';
+import { readPgdataFacts, type PgdataFacts } from './pgdata/pgdata.js';
+import type { Progress } from './jobs/progress.js';
+import { runRestore, type TargetSpec } from './restore/restore.js';
 import { AGENT_VERSION } from './version.js';
-import { WalHealthCollector, type WalHealthInit } from './wal-health.js';
-import { WalServices } from './wal-services.js';
+import { WalHealthCollector, type WalHealthInit } from './wal/health.js';
+import { WalServices } from './wal/services.js';
 
 type Outgoing = MessageInitShape<typeof ConnectRequestSchema>;
 type JobResultInit = MessageInitShape<typeof JobResultSchema>;

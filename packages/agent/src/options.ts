@@ -266,7 +266,7 @@ export interface AgentSettings {
  * that user can create it. Derived from PGDATA alone so archive_command (which PostgreSQL runs
  * with PGDATA as its working directory) finds it without reading a config file.
  */
-export { defaultSocketPath } from './wal-socket.js';
+export { defaultSocketPath } from './wal/socket.js';
 
 export function defaultStreamSpool(pgdata: string): string {
   return join(dirname(pgdata), `${basename(pgdata)}.pgfleet-stream`);

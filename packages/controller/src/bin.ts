@@ -17,13 +17,13 @@ async function main(argv: string[]): Promise<number> {
     case 'ca':
     case 'enroll-token':
     case 'token': {
-      const { caCommand, enrollTokenCommand, tokenCommand } = await import('./security-commands.js');
+      const { caCommand, enrollTokenCommand, tokenCommand } = await import('./security/commands.js');
       if (parsed.command.name === 'ca') return caCommand(parsed.positionals[0]!, parsed.options);
       if (parsed.command.name === 'enroll-token') return enrollTokenCommand(parsed.positionals[0]!, parsed.options);
       return tokenCommand(parsed.positionals, parsed.options);
     }
     case 'catalog': {
-      const { catalogCommand } = await import('./catalog-command.js');
+      const { catalogCommand } = await import('./catalog/command.js');
       return catalogCommand(parsed.positionals[0]!, parsed.options);
     }
     default:

@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import type { Logger } from '@pgfleet/core';
 import type { CatalogStore, JobRecord } from '@pgfleet/catalog';
 import type { RepositorySpec } from '@pgfleet/storage/repository-url';
-import type { AgentSessions } from './agent-sessions.js';
-import type { JobWatchers } from './job-watchers.js';
+import type { AgentSessions } from './agents/sessions.js';
+import type { JobWatchers } from './jobs/watchers.js';
 
 export interface ControllerContext {
   store: CatalogStore;

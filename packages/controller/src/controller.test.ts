@@ -10,7 +10,7 @@ import { PgfleetError, type ErrorName } from '@pgfleet/core';
 import { createClient } from '@pgfleet/rpc';
 import { AdminService, BackupType, JobState, type JobInfo } from '@pgfleet/proto';
 import { startController, type RunningController } from './server.js';
-import { outboxEvent } from './events.js';
+import { outboxEvent } from './jobs/events.js';
 import { FakeAgent, SYSID, closeFakeAgents, waitFor, withTimeout } from './testing/fake-agent.js';
 
 const REPO = '/srv/pgfleet-repo';

@@ -6,7 +6,7 @@
 import { PgfleetError, requireOption, type OptionValues, type ProgramSpec } from '@pgfleet/core';
 import { repositoriesFromOptions, type RepositorySpec } from '@pgfleet/storage/repository-url';
 import { ADMIN_ROLES } from '@pgfleet/catalog';
-import { DEFAULT_SERVER_HOSTNAMES } from './tls-dir.js';
+import { DEFAULT_SERVER_HOSTNAMES } from './security/tls-dir.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 

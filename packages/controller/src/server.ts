@@ -9,20 +9,20 @@ import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
 import { repositoryUrl } from '@pgfleet/storage/repository-url';
 import { addHealthAndReflection, addService, listen, serverTlsCredentials } from '@pgfleet/rpc';
 import { AdminService, AgentService, EnrollmentService } from '@pgfleet/proto';
-import { adminAuthorizer, agentAuthorizer } from './access.js';
-import { createAdminService } from './admin-service.js';
-import { createAgentService, reclaimJobsLater } from './agent-service.js';
-import { AgentSessions } from './agent-sessions.js';
+import { adminAuthorizer, agentAuthorizer } from './security/access.js';
+import { createAdminService } from './admin/service.js';
+import { createAgentService, reclaimJobsLater } from './agents/service.js';
+import { AgentSessions } from './agents/sessions.js';
 import { publishJobs, type ControllerContext } from './context.js';
-import { createEnrollmentService } from './enrollment.js';
-import { JobWatchers } from './job-watchers.js';
-import { SchedulerLoop } from './scheduler-loop.js';
+import { createEnrollmentService } from './security/enrollment.js';
+import { JobWatchers } from './jobs/watchers.js';
+import { SchedulerLoop } from './schedule/loop.js';
 import type { ControllerConfig } from './options.js';
-import { loadTlsDir, type ControllerTls } from './tls-dir.js';
+import { loadTlsDir, type ControllerTls } from './security/tls-dir.js';
 import { JetStreamPublisher, OutboxRelay } from '@pgfleet/events';
-import { catalogOutbox, failedJobEvents } from './events.js';
-import { DEFAULT_HEALTH_THRESHOLDS, HealthMonitor, type HealthThresholds } from './health.js';
-import { createMetricsRegistry, startMetricsServer, type MetricsServer } from './metrics.js';
+import { catalogOutbox, failedJobEvents } from './jobs/events.js';
+import { DEFAULT_HEALTH_THRESHOLDS, HealthMonitor, type HealthThresholds } from './health/health.js';
+import { createMetricsRegistry, startMetricsServer, type MetricsServer } from './health/metrics.js';
 
 export interface RunningController {
   /** The bound port (the real one when listen asked for port 0). */

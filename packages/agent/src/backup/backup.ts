@@ -1,0 +1,576 @@
+/**
+ * A physical backup (full, diff or incr) of a running cluster, non-exclusive (pg_backup_start/stop
+ * on one held connection: if the agent dies, PostgreSQL ends the backup with the session):
+ *   1. refuse when WAL is not archived: a base backup without its WAL cannot be restored; the
+ *      first backup of a cluster first proves archiving end to end (archive-check.ts), so a
+ *      command like '/bin/true' fails it in seconds instead of after the WAL wait;
+ *   2. for diff/incr, find the prior backup in the repository (a diff/incr without one becomes a
+ *      full);
+ *   3. pg_backup_start with a fast checkpoint;
+ *   4. copy every new or changed PGDATA file in parallel, hashing, validating page checksums and
+ *      compressing in one pass; unchanged files are referenced from the prior backup;
+ *   5. pg_backup_stop: returns backup_label and forces a switch to a new segment, so the last
+ *      segment the backup needs becomes ready for archiving;
+ *   6. wait until every segment from start to stop LSN is in the repository (proof that the
+ *      backup is restorable, not just copied);
+ *   7. write the manifest, last and atomically: before it exists the backup is invisible.
+ *
+ * On a standby (HA clusters, docs/ha.md) the same steps run there, with what PostgreSQL does
+ * differently during recovery (xlog.c do_pg_backup_start/stop):
+ * - pg_backup_start starts at the last restartpoint (a checkpoint replayed from the primary);
+ * - no end-of-backup record can be written, so the backup ends where the copied pg_control's
+ *   minRecoveryPoint says: pg_control must be copied after every other file (pg_basebackup sends
+ *   it last for the same reason), and pg_backup_stop returns the current minRecoveryPoint;
+ * - pg_backup_stop neither switches WAL nor waits for archiving, and a standby cannot run
+ *   pg_switch_wal(): the segment holding the stop LSN is still being written by the primary.
+ *   The agent asks the controller to have the primary's agent switch WAL (agent.proto WalSwitch),
+ *   repeating it while it waits, and waits for every segment in the repository as on a primary.
+ *   Archiving by the primary (or archive_mode=always on this standby) delivers them.
+ */
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { backupLabel, ErrorCodes, PgfleetError, type Logger } from '@pgfleet/core';
+import {
+  BLCKSZ,
+  clusterFacts,
+  connectPg,
+  Lsn,
+  lsnHalves,
+  parseBackupLabel,
+  RELSEG_SIZE,
+  relationSegmentNumber,
+  WalSegmentName,
+  type LsnHalves,
+  type PgConnectionOptions,
+} from '@pgfleet/pg';
+import {
+  chunkedContentDigest,
+  type BackupKind,
+  type BackupManifest,
+  type BackupSource,
+  type Codec,
+  type ManifestChunk,
+  type ManifestFile,
+  type Repository,
+} from '@pgfleet/storage';
+import { choosePriorBackup, decideFile, type FileDecision } from './prior.js';
+import { CopyPool, settleAll } from '../copy/pool.js';
+import { listPgdata, type PgdataEntry } from '../pgdata/walk.js';
+import { ProgressTracker, type ProgressSink } from '../jobs/progress.js';
+import { AGENT_VERSION } from '../version.js';
+
+export interface BackupOptions {
+  cluster: string;
+  pgdata: string;
+  pg: PgConnectionOptions;
+  repo: Repository;
+  codec: Codec;
+  /** Requested type; diff and incr fall back to full when there is no prior backup to build on. */
+  type?: BackupKind;
+  /** diff/incr: compare file content (sha256) instead of size + mtime to find unchanged files. */
+  checksumDelta?: boolean;
+  /** Worker threads copying files (each with a few files in flight). */
+  workers: number;
+  /** Compression level (codec default when absent). */
+  level?: number;
+  /** Files larger than this are stored in chunks of this size (default DEFAULT_CHUNK_BYTES). */
+  chunkBytes?: number;
+  archiveTimeoutMs: number;
+  /**
+   * Before the cluster's first backup (none complete in the repository yet): proves WAL archiving
+   * works, throwing its error when it does not.
+   */
+  checkArchiving?: () => Promise<unknown>;
+  /**
+   * On a standby: asks the cluster's primary to complete the WAL segment holding this LSN (sent
+   * through the controller). Called again while the backup waits for it.
+   */
+  requestWalSwitch?: (lsn: Lsn) => void;
+  log: Logger;
+  progress: ProgressSink;
+  signal?: AbortSignal;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** How often a standby's backup repeats its WAL switch request while it waits for the segment. */
+const WAL_SWITCH_REPEAT_MS = 5000;
+
+/** The data file whose copy ends a standby backup (its minRecoveryPoint is the backup's end). */
+const PG_CONTROL = 'global/pg_control';
+
+/**
+ * The last WAL segment a backup needs. The stop LSN is the end of the last record the backup
+ * needs; when it falls exactly on a segment boundary that record ended in the previous segment,
+ * and the next one (possibly not written at all yet: pg_switch_wal() on an empty segment does
+ * nothing) is not needed. A standby's stop LSN (minRecoveryPoint) lands there after replaying a
+ * WAL switch.
+ */
+export function lastNeededLsn(stop: Lsn, segmentSize: number): Lsn {
+  return stop.value > 0n && stop.segmentOffset(segmentSize) === 0 ? Lsn.fromBigInt(stop.value - 1n) : stop;
+}
+
+export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
+  const { repo, log } = opts;
+  const tracker = new ProgressTracker(opts.progress, 'starting');
+  const client = await connectPg(opts.pg);
+  let label: string | undefined;
+  let completed = false;
+  try {
+    const facts = await clusterFacts(client);
+    const standby = facts.inRecovery;
+    const source: BackupSource = { role: standby ? 'standby' : 'primary', host: hostname(), pgdata: opts.pgdata };
+    // A standby's own archive settings do not decide whether its backup gets its WAL: the
+    // primary archives it (the wait below proves it did). A primary must archive.
+    if (standby) {
+      log.info({ archiveMode: facts.archiveMode }, "backing up a standby: its WAL comes from the primary's archiving");
+    } else if (facts.archiveMode === 'off') {
+      throw new PgfleetError(
+        'ArchiveModeOff',
+        `archive_mode is off on cluster ${opts.cluster}: the WAL a backup needs would never reach the repository, so the backup could not be restored`,
+      );
+    }
+    if (!standby && (facts.archiveCommand.trim() === '' || facts.archiveCommand === '(disabled)')) {
+      throw new PgfleetError(
+        'ArchiveModeOff',
+        `archive_command is empty on cluster ${opts.cluster}: WAL is not being archived`,
+      );
+    }
+    // Later backups skip it: the WAL of the earlier ones already proved the way (pgfleet check proves it on demand).
+    if (opts.checkArchiving && !(await repo.hasBackups(opts.cluster))) {
+      tracker.phase('check', 'first backup of the cluster: proving that WAL reaches every repository');
+      await opts.checkArchiving();
+    }
+    await repo.ensureClusterInfo(opts.cluster, {
+      systemIdentifier: facts.systemIdentifier,
+      pgVersionNum: facts.versionNum,
+      walSegmentSize: facts.walSegmentSize,
+    });
+
+    let type: BackupKind = opts.type ?? 'full';
+    let prior: BackupManifest | undefined;
+    let checksumDelta = Boolean(opts.checksumDelta);
+    if (type !== 'full') {
+      // The timeline of the last checkpoint (on a standby, restartpoint): the one the backup starts on.
+      const timeline = Number(
+        (await client.query('SELECT timeline_id FROM pg_control_checkpoint()')).rows[0].timeline_id,
+      );
+      prior = choosePriorBackup(await repo.listBackups(opts.cluster), type, {
+        systemIdentifier: facts.systemIdentifier,
+        pgVersionNum: facts.versionNum,
+        timeline,
+      });
+      if (prior && !sameSource(prior.source, source)) {
+        // Another host's (or data directory's) files have their own mtimes: size + mtime says
+        // nothing about whether this copy changed. Compare content, as pgBackRest's delta does.
+        checksumDelta = true;
+        log.info(
+          { prior: prior.label, priorSource: prior.source ?? 'primary (before HA)' },
+          'the prior backup was taken on another host: unchanged files are found by checksum',
+        );
+      }
+      if (!prior) {
+        log.info(
+          { requested: type, timeline },
+          `no prior ${type === 'diff' ? 'full ' : ''}backup of this system and timeline in the repository: taking a full backup instead`,
+        );
+        type = 'full';
+      }
+    }
+
+    const { startTime, label: free } = await freeLabel(repo, opts.cluster, type);
+    label = free;
+    tracker.phase('pg_backup_start', 'checkpoint');
+    const startFn = facts.major >= 15 ? 'pg_backup_start($1, true)' : 'pg_start_backup($1, true, false)';
+    const startLsn = Lsn.parse((await client.query(`SELECT ${startFn}::text AS lsn`, [label])).rows[0].lsn);
+    log.info(
+      { label, type, ...(prior ? { prior: prior.label } : {}), startLsn: startLsn.toString() },
+      'backup started',
+    );
+
+    const listing = await listPgdata(opts.pgdata);
+    const plan = planCopy(listing.files, prior, checksumDelta);
+    let referenced = plan.filter((p) => p.decision === 'reference').length;
+    tracker.state.bytesTotal = plan.reduce((s, p) => s + (p.decision === 'reference' ? 0 : p.file.size), 0);
+    tracker.state.filesTotal = plan.length;
+    const referencedMessage = () =>
+      prior ? `${referenced} unchanged file(s) referenced from ${prior.label}` : undefined;
+    tracker.phase('copy', referencedMessage());
+
+    const copier = new FileCopier(opts, label, facts.dataChecksums ? lsnHalves(startLsn.value) : undefined, tracker);
+    const files: ManifestFile[] = [];
+    const pageErrors: { path: string; blocks: number[] }[] = [];
+    // Largest first, so the threads finish together instead of waiting on one big file at the end.
+    // pg_control last, after every other file is copied: on a standby its minRecoveryPoint is
+    // where the backup ends, so it must not be older than any page copied.
+    const ordered = [...plan].filter((p) => p.file.path !== PG_CONTROL).sort((a, b) => b.file.size - a.file.size);
+    const last = plan.filter((p) => p.file.path === PG_CONTROL);
+    try {
+      const copyOne = async ({ file: f, decision, prior: priorFile }: PlannedFile): Promise<void> => {
+        if (decision === 'compare-checksum') {
+          const same = await copier.sameContent(f, priorFile!);
+          if (same === undefined) {
+            tracker.add(f.size, 1); // dropped meanwhile: legal, WAL replay removes it anyway
+            return;
+          }
+          if (same) {
+            decision = 'reference';
+            referenced++;
+            // Nothing copied after all: this file's bytes leave the total (progress counts copied bytes).
+            tracker.state.bytesTotal -= f.size;
+            tracker.state.message = referencedMessage();
+          }
+        }
+        if (decision === 'reference') {
+          // The prior entry names the backup holding the bytes (and its chunks); a referenced file keeps pointing there.
+          files.push({ ...priorFile!, mtimeMs: f.mtimeMs, mode: f.mode });
+          tracker.add(0, 1);
+          return;
+        }
+        const entry = await copier.copy(f);
+        if (entry) {
+          files.push(entry);
+          if (entry.pageChecksumErrors) {
+            pageErrors.push({ path: entry.path, blocks: entry.pageChecksumErrors });
+            log.warn(
+              { code: ErrorCodes.PageChecksumMismatch.code, file: entry.path, blocks: entry.pageChecksumErrors },
+              `page checksum mismatch in ${entry.path}, block(s) ${entry.pageChecksumErrors.join(', ')}: the data file is damaged on disk`,
+            );
+          }
+        }
+        tracker.add(0, 1);
+      };
+      // The first failure stops everything not yet started; running tasks finish before we go on.
+      const settle = (items: readonly PlannedFile[]) =>
+        settleAll(
+          items.map((p) =>
+            copyOne(p).catch((err: unknown) => {
+              copier.pool.cancel(err);
+              throw err;
+            }),
+          ),
+        );
+      await settle(ordered);
+      await settle(last);
+    } finally {
+      await copier.pool.close();
+    }
+    opts.signal?.throwIfAborted();
+    // Objects were fsynced one by one; their directories once here, before the manifest declares them complete.
+    await repo.syncKeys(copier.written);
+    files.sort((a, b) => (a.path < b.path ? -1 : 1));
+    // Referenced files carry the page errors found when their bytes were read.
+    const carried = files
+      .filter((f) => f.backup !== label && f.pageChecksumErrors?.length)
+      .map((f) => ({ path: f.path, blocks: f.pageChecksumErrors! }));
+
+    tracker.phase('pg_backup_stop');
+    // wait_for_archive=false: we wait ourselves, against the repository, with a timeout and a clear error.
+    const stopSql =
+      facts.major >= 15
+        ? 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(false)'
+        : 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, false)';
+    const stop = (await client.query(stopSql)).rows[0];
+    const stopTime = new Date();
+    const stopLsn = Lsn.parse(stop.lsn);
+    const labelInfo = parseBackupLabel(stop.labelfile);
+    const timeline = labelInfo.startTimeline;
+    const segments = WalSegmentName.range(
+      timeline,
+      labelInfo.startLsn,
+      lastNeededLsn(stopLsn, facts.walSegmentSize),
+      facts.walSegmentSize,
+    );
+    log.info(
+      { label, stopLsn: stopLsn.toString(), walStart: String(segments[0]), walStop: String(segments.at(-1)) },
+      'backup copy done, waiting for WAL',
+    );
+
+    tracker.phase('wait-wal', `waiting for ${segments.length} WAL segment(s) in the repository`);
+    const deadline = Date.now() + opts.archiveTimeoutMs;
+    // The last segment is normally archived within ~100 ms of pg_backup_stop: poll fast, then back off.
+    let pollMs = 20;
+    // A standby cannot finish the segment it is receiving: its primary must (see the header).
+    const switchLsn = lastNeededLsn(stopLsn, facts.walSegmentSize);
+    let switchAskedAt = -Infinity;
+    for (const seg of segments) {
+      // In every repository (with --repo2 both must hold it for the backup to be restorable from either).
+      while (!(await repo.isWalArchived(opts.cluster, seg.toString()))) {
+        opts.signal?.throwIfAborted();
+        if (standby && opts.requestWalSwitch && Date.now() - switchAskedAt >= WAL_SWITCH_REPEAT_MS) {
+          opts.requestWalSwitch(switchLsn);
+          switchAskedAt = Date.now();
+        }
+        if (Date.now() > deadline) {
+          const why = standby
+            ? " (a standby backup: the primary must finish and archive it; is the primary's agent connected, does the primary archive?)"
+            : '';
+          throw new PgfleetError(
+            'WalArchiveTimeout',
+            `WAL segment ${seg} needed by backup ${label} did not reach the repository within ${Math.round(opts.archiveTimeoutMs / 1000)} s${why}`,
+          );
+        }
+        await sleep(pollMs);
+        pollMs = Math.min(250, Math.round(pollMs * 1.5));
+      }
+    }
+
+    const manifest: BackupManifest = {
+      format: 1,
+      label,
+      cluster: opts.cluster,
+      type,
+      ...(prior ? { priorLabel: prior.label } : {}),
+      systemIdentifier: facts.systemIdentifier,
+      pgVersionNum: facts.versionNum,
+      walSegmentSize: facts.walSegmentSize,
+      timeline,
+      startLsn: labelInfo.startLsn.toString(),
+      stopLsn: stopLsn.toString(),
+      startTime: startTime.toISOString(),
+      stopTime: stopTime.toISOString(),
+      walStart: segments[0]!.toString(),
+      walStop: segments.at(-1)!.toString(),
+      backupLabel: stop.labelfile,
+      ...(stop.spcmapfile ? { tablespaceMap: stop.spcmapfile } : {}),
+      directories: listing.directories,
+      links: listing.links,
+      files,
+      sizeBytes: files.reduce((s, f) => s + f.size, 0),
+      storedBytes: files.reduce((s, f) => s + (f.backup === label ? f.storedSize : 0), 0),
+      agentVersion: `${AGENT_VERSION} (${hostname()})`,
+      source,
+    };
+    tracker.phase('manifest');
+    await repo.writeManifest(manifest);
+    completed = true;
+    const copied = files.filter((f) => f.backup === label);
+    const summary = [`${copied.length} file(s) copied (${copied.reduce((s, f) => s + f.size, 0)} bytes)`];
+    if (prior) summary.push(`${files.length - copied.length} unchanged file(s) referenced from ${prior.label}`);
+    const allPageErrors = [...pageErrors, ...carried];
+    if (allPageErrors.length > 0) summary.push(describePageErrors(allPageErrors));
+    // The last progress message stays on the job record: `pgfleet job <id>` shows it.
+    tracker.phase('done', summary.join('; '));
+    log.info(
+      {
+        label,
+        type,
+        from: source.role,
+        files: files.length,
+        copied: copied.length,
+        bytes: manifest.sizeBytes,
+        stored: manifest.storedBytes,
+        pageChecksumErrors: allPageErrors.length,
+      },
+      'backup complete',
+    );
+    return manifest;
+  } finally {
+    await client.end().catch(() => {});
+    if (!completed && label) {
+      // The manifest first: with two repositories it may have reached one of them before the
+      // other failed, and a manifest is what makes a backup look complete. Then the bytes, best
+      // effort: a repository that is down must not hide the error that ended the backup.
+      const prefix = repo.backupPrefix(opts.cluster, label);
+      await repo.driver
+        .delete([`${prefix}/backup.manifest`])
+        .catch((err: unknown) =>
+          log.warn({ err: (err as Error).message }, `could not remove the manifest of the unfinished backup ${label}`),
+        );
+      try {
+        const keys: string[] = [];
+        for await (const o of repo.driver.list(`${prefix}/`)) keys.push(o.key);
+        await repo.driver.delete(keys);
+      } catch (err) {
+        log.warn(
+          { err: (err as Error).message },
+          `files of the unfinished backup ${label} were left in the repository (no manifest: never listed or restored)`,
+        );
+      }
+    }
+  }
+}
+
+/** Whether two backups were taken from the same data directory (older manifests: on the primary, host unknown). */
+function sameSource(prior: BackupSource | undefined, now: BackupSource): boolean {
+  if (!prior) return now.role === 'primary';
+  return prior.host === now.host && prior.pgdata === now.pgdata;
+}
+
+interface PlannedFile {
+  file: PgdataEntry;
+  decision: FileDecision;
+  prior: ManifestFile | undefined;
+}
+
+/** Decides for every file whether to copy it or reference it from the prior backup (see backup-prior.ts). */
+function planCopy(
+  files: readonly PgdataEntry[],
+  prior: BackupManifest | undefined,
+  checksumDelta: boolean,
+): PlannedFile[] {
+  if (!prior) return files.map((file) => ({ file, decision: 'copy', prior: undefined }));
+  const priorFiles = new Map(prior.files.map((f) => [f.path, f]));
+  const ctx = { priorStartMs: Date.parse(prior.startTime), nowMs: Date.now(), checksumDelta };
+  return files.map((file) => {
+    const p = priorFiles.get(file.path);
+    return { file, decision: decideFile(file, p, ctx), prior: p };
+  });
+}
+
+/** Files larger than this are stored as independently compressed chunks of this size (page-aligned). */
+export const DEFAULT_CHUNK_BYTES = 64 << 20;
+
+/**
+ * Copies PGDATA files into the repository through a pool of worker threads (copy-pool.ts):
+ * read, content sha256, page checksums, compression, stored sha256 and the write happen in one
+ * pass in a worker; large files are split into chunks that run on several threads at once.
+ */
+export class FileCopier {
+  readonly pool: CopyPool;
+  /** Keys written, for the directory fsyncs before the manifest. */
+  readonly written: string[] = [];
+  private readonly chunkBytes: number;
+
+  constructor(
+    private readonly opts: BackupOptions,
+    private readonly label: string,
+    private readonly startLsn: LsnHalves | undefined,
+    private readonly tracker: ProgressTracker,
+  ) {
+    this.pool = new CopyPool(opts.repo, { threads: opts.workers, ...(opts.signal ? { signal: opts.signal } : {}) });
+    this.chunkBytes = Math.max(BLCKSZ, Math.floor((opts.chunkBytes ?? DEFAULT_CHUNK_BYTES) / BLCKSZ) * BLCKSZ);
+  }
+
+  /** The manifest entry, or undefined when the file was dropped while the backup ran (legal: WAL replay removes it anyway). */
+  async copy(f: PgdataEntry): Promise<ManifestFile | undefined> {
+    const { repo, codec, cluster } = this.opts;
+    const src = join(this.opts.pgdata, f.path);
+    const segment = this.startLsn ? relationSegmentNumber(f.path) : undefined;
+    const page = (offset: number) =>
+      segment === undefined
+        ? {}
+        : {
+            page: { firstBlock: segment * RELSEG_SIZE + offset / BLCKSZ, hi: this.startLsn!.hi, lo: this.startLsn!.lo },
+          };
+    const level = this.opts.level === undefined ? {} : { level: this.opts.level };
+    if (f.size <= this.chunkBytes) {
+      const key = repo.backupFileKey(cluster, this.label, f.path, codec);
+      const r = await this.pool.run({ kind: 'backup', src, key, codec, ...level, offset: 0, ...page(0) });
+      this.tracker.add(f.size);
+      if (r.missing) return undefined;
+      this.written.push(key);
+      const entry: ManifestFile = {
+        path: f.path,
+        size: r.size,
+        mtimeMs: f.mtimeMs,
+        mode: f.mode,
+        sha256: r.sha256,
+        storedSize: r.storedSize,
+        storedSha256: r.storedSha256,
+        codec,
+        backup: this.label,
+      };
+      if (r.pageErrors) entry.pageChecksumErrors = r.pageErrors;
+      return entry;
+    }
+    const n = Math.ceil(f.size / this.chunkBytes);
+    const tasks = Array.from({ length: n }, (_, i) => {
+      const offset = i * this.chunkBytes;
+      const key = repo.backupChunkKey(cluster, this.label, f.path, i, codec);
+      // The last chunk reads to the end of the file, so a relation extended meanwhile is copied like an unchunked one.
+      return {
+        kind: 'backup' as const,
+        src,
+        key,
+        codec,
+        ...level,
+        offset,
+        ...(i < n - 1 ? { length: this.chunkBytes } : {}),
+        ...page(offset),
+      };
+    });
+    const results = await settleAll(
+      tasks.map((t, i) =>
+        this.pool.run(t).then((r) => {
+          this.tracker.add(i < n - 1 ? this.chunkBytes : f.size - t.offset);
+          return r;
+        }),
+      ),
+    );
+    if (results.some((r) => r.missing)) return undefined;
+    this.written.push(...tasks.map((t) => t.key));
+    const chunks: ManifestChunk[] = results.map((r, i) => ({
+      offset: tasks[i]!.offset,
+      size: r.size,
+      sha256: r.sha256,
+      storedSize: r.storedSize,
+      storedSha256: r.storedSha256,
+      key: tasks[i]!.key,
+    }));
+    const entry: ManifestFile = {
+      path: f.path,
+      // A file truncated while it was read ends at its last non-empty chunk.
+      size: chunks.reduce((s, c) => (c.size > 0 ? Math.max(s, c.offset + c.size) : s), 0),
+      mtimeMs: f.mtimeMs,
+      mode: f.mode,
+      sha256: chunkedContentDigest(chunks.map((c) => c.sha256)),
+      storedSize: chunks.reduce((s, c) => s + c.storedSize, 0),
+      storedSha256: chunkedContentDigest(chunks.map((c) => c.storedSha256)),
+      codec,
+      backup: this.label,
+      chunks,
+    };
+    const bad = results.flatMap((r) => r.pageErrors ?? []);
+    if (bad.length > 0) entry.pageChecksumErrors = bad.sort((a, b) => a - b);
+    return entry;
+  }
+
+  /** Checksum mode: does the file still hold the prior entry's content? undefined when it is gone. */
+  async sameContent(f: PgdataEntry, prior: ManifestFile): Promise<boolean | undefined> {
+    const r = await this.pool.run({
+      kind: 'hash',
+      path: join(this.opts.pgdata, f.path),
+      ...(prior.chunks ? { ranges: prior.chunks.map((c) => ({ offset: c.offset, size: c.size })) } : {}),
+    });
+    if (r.missing) return undefined;
+    const digest = prior.chunks ? chunkedContentDigest(r.sha256s) : r.sha256s[0];
+    return r.size === prior.size && digest === prior.sha256;
+  }
+}
+
+/** "PGF-3008 page checksum errors: base/5/16384 block(s) 1, 7; ..." (bounded: a badly damaged cluster must not flood the job record). */
+export function describePageErrors(errors: readonly { path: string; blocks: readonly number[] }[]): string {
+  const shown = errors
+    .slice(0, 10)
+    .map(
+      (e) =>
+        `${e.path} block(s) ${e.blocks.slice(0, 20).join(', ')}${e.blocks.length > 20 ? ` and ${e.blocks.length - 20} more` : ''}`,
+    );
+  const more = errors.length > 10 ? `; and ${errors.length - 10} more file(s)` : '';
+  return `${ErrorCodes.PageChecksumMismatch.code} page checksum errors: ${shown.join('; ')}${more}`;
+}
+
+/**
+ * A label (second resolution, like pgBackRest's) no other backup of the cluster uses: two backups
+ * started within the same second would otherwise share a directory and the second manifest would
+ * replace the first. Waits for the next second a few times, then refuses rather than overwrite.
+ */
+export async function freeLabel(
+  repo: Repository,
+  cluster: string,
+  type: BackupKind,
+): Promise<{ startTime: Date; label: string }> {
+  for (let attempt = 0; ; attempt++) {
+    const startTime = new Date();
+    const label = backupLabel(startTime, type);
+    if (!(await repo.labelInUse(cluster, label))) return { startTime, label };
+    if (attempt >= 4) {
+      throw new PgfleetError(
+        'BackupLabelInUse',
+        `backup label ${label} of cluster ${cluster} is already used in the repository (has the clock gone back?); nothing was overwritten`,
+      );
+    }
+    await sleep(1000 - (Date.now() % 1000) + 5);
+  }
+}

@@ -1,0 +1,187 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogger } from '@pgfleet/core';
+import { BLCKSZ, pageChecksum } from '@pgfleet/pg';
+import {
+  chunkedContentDigest,
+  PosixDriver,
+  Repository,
+  type BackupManifest,
+  type Codec,
+  type ManifestFile,
+} from '@pgfleet/storage';
+import { FileCopier, type BackupOptions } from '../backup/backup.js';
+import { settleAll } from './pool.js';
+import { listPgdata } from '../pgdata/walk.js';
+import { ProgressTracker } from '../jobs/progress.js';
+import { runRestore } from '../restore/restore.js';
+
+/** A relation page with a valid checksum (pd_lsn 0/1, pd_upper set), content varying by block. */
+function page(block: number): Buffer {
+  const p = Buffer.alloc(BLCKSZ);
+  p.writeUInt32LE(0, 0);
+  p.writeUInt32LE(1, 4); // pd_lsn 0/1: before any backup start
+  p.writeUInt16LE(24, 12); // pd_lower
+  p.writeUInt16LE(BLCKSZ - 64, 14); // pd_upper != 0: not a new page
+  p.writeUInt16LE(BLCKSZ, 16);
+  for (let i = 24; i < BLCKSZ; i += 4) p.writeUInt32LE((block * 2654435761 + i) >>> 0, i);
+  p.writeUInt16LE(pageChecksum(p, block), 8);
+  return p;
+}
+
+const CHUNK = 4 * BLCKSZ;
+const START_LSN = { hi: 0xff, lo: 0 };
+
+async function makePgdata(root: string): Promise<void> {
+  await mkdir(join(root, 'base/1'), { recursive: true });
+  await mkdir(join(root, 'global'), { recursive: true });
+  // 11 pages: chunks of 4, 4 and 3 pages; block 6 is damaged on disk (in the second chunk).
+  const pages = Array.from({ length: 11 }, (_, b) => page(b));
+  pages[6]![100] = pages[6]![100]! ^ 0xff;
+  await writeFile(join(root, 'base/1/16384'), Buffer.concat(pages));
+  // Segment 1 of a relation: its blocks are numbered from RELSEG_SIZE, validated as such.
+  await writeFile(join(root, 'base/1/16384.1'), Buffer.concat(Array.from({ length: 5 }, (_, b) => page(131072 + b))));
+  await writeFile(join(root, 'global/pg_control'), randomBytes(CHUNK * 2 + 100)); // chunked, not a relation
+  await writeFile(join(root, 'PG_VERSION'), '16\n');
+  await writeFile(join(root, 'empty'), '');
+}
+
+async function backup(pgdata: string, repo: Repository, label: string, codec: Codec): Promise<BackupManifest> {
+  const listing = await listPgdata(pgdata);
+  const opts = {
+    cluster: 'c1',
+    pgdata,
+    repo,
+    codec,
+    workers: 2,
+    chunkBytes: CHUNK,
+    log: createLogger({ level: 'silent' }),
+    progress: () => {},
+  } as unknown as BackupOptions;
+  const copier = new FileCopier(opts, label, START_LSN, new ProgressTracker(() => {}, 'copy'));
+  let files: (ManifestFile | undefined)[];
+  try {
+    files = await settleAll(listing.files.map((f) => copier.copy(f)));
+  } finally {
+    await copier.pool.close();
+  }
+  await repo.syncKeys(copier.written);
+  const fl = files.filter((f): f is ManifestFile => f !== undefined).sort((a, b) => (a.path < b.path ? -1 : 1));
+  const manifest: BackupManifest = {
+    // pg_control starts with the system identifier: a delta restore checks it against the target's.
+    format: 1,
+    label,
+    cluster: 'c1',
+    type: 'full',
+    systemIdentifier: (await readFile(join(pgdata, 'global/pg_control'))).readBigUInt64LE(0).toString(),
+    pgVersionNum: 160000,
+    walSegmentSize: 16 << 20,
+    timeline: 1,
+    startLsn: '0/2000028',
+    stopLsn: '0/2000100',
+    startTime: new Date().toISOString(),
+    stopTime: new Date().toISOString(),
+    walStart: '000000010000000000000002',
+    walStop: '000000010000000000000002',
+    backupLabel: 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n',
+    directories: listing.directories,
+    links: listing.links,
+    files: fl,
+    sizeBytes: fl.reduce((s, f) => s + f.size, 0),
+    storedBytes: fl.reduce((s, f) => s + f.storedSize, 0),
+    agentVersion: 'test',
+  };
+  await repo.writeManifest(manifest);
+  return manifest;
+}
+
+for (const codec of ['zstd', 'lz4', 'none', 'gzip'] as const) {
+  test(`worker-thread backup and restore (${codec}): large files in chunks, page checksums per chunk, delta restore`, async () => {
+    const root = await mkdtemp(join(tmpdir(), 'pgfleet-copy-'));
+    try {
+      const pgdata = join(root, 'pgdata');
+      await makePgdata(pgdata);
+      const repo = new Repository(new PosixDriver(join(root, 'repo')));
+      await repo.init();
+      const m = await backup(pgdata, repo, '20260101-000000F', codec);
+      const byPath = new Map(m.files.map((f) => [f.path, f]));
+
+      const rel = byPath.get('base/1/16384')!;
+      assert.equal(rel.chunks?.length, 3);
+      assert.deepEqual(
+        rel.chunks!.map((c) => [c.offset, c.size]),
+        [
+          [0, CHUNK],
+          [CHUNK, CHUNK],
+          [2 * CHUNK, 3 * BLCKSZ],
+        ],
+      );
+      assert.deepEqual(
+        rel.pageChecksumErrors,
+        [6],
+        'the damaged block is found in its chunk, numbered within the file',
+      );
+      assert.equal(rel.sha256, chunkedContentDigest(rel.chunks!.map((c) => c.sha256)));
+      assert.equal(
+        byPath.get('base/1/16384.1')!.pageChecksumErrors,
+        undefined,
+        'segment 1 pages validate with their own block numbers',
+      );
+      assert.equal(byPath.get('global/pg_control')!.chunks?.length, 3);
+      assert.equal(byPath.get('PG_VERSION')!.chunks, undefined);
+      assert.equal(byPath.get('empty')!.size, 0);
+
+      const target = join(root, 'restored');
+      const opts = {
+        cluster: 'c1',
+        repo,
+        walFetchArgs: ['--repo', join(root, 'repo')],
+        backupLabel: m.label,
+        targetDir: target,
+        target: { kind: 'latest' as const },
+        action: 'promote' as const,
+        workers: 2,
+        log: createLogger({ level: 'silent' }),
+        progress: () => {},
+      };
+      await runRestore(opts);
+      for (const f of m.files) {
+        assert.deepEqual(
+          await readFile(join(target, f.path)),
+          await readFile(join(pgdata, f.path)),
+          `${f.path} restored`,
+        );
+        assert.equal(Math.floor((await stat(join(target, f.path))).mtimeMs), Math.floor(f.mtimeMs)); // utimes keeps milliseconds
+      }
+
+      // Damage one chunk of a chunked file and remove another file: delta fetches just those.
+      const damaged = await readFile(join(target, 'global/pg_control'));
+      damaged[CHUNK + 5] = damaged[CHUNK + 5]! ^ 1;
+      await writeFile(join(target, 'global/pg_control'), damaged);
+      await rm(join(target, 'empty'));
+      const out = await runRestore({ ...opts, delta: true });
+      assert.equal(out.kept, m.files.length - 2);
+      assert.deepEqual(
+        await readFile(join(target, 'global/pg_control')),
+        await readFile(join(pgdata, 'global/pg_control')),
+      );
+
+      // A stored chunk that does not match its checksum fails the restore loudly.
+      const chunk = rel.chunks![1]!;
+      const path = join(root, 'repo', ...chunk.key.split('/'));
+      const bytes = await readFile(path);
+      bytes[bytes.length >> 1] = bytes[bytes.length >> 1]! ^ 0x55;
+      await writeFile(path, bytes);
+      await assert.rejects(
+        runRestore({ ...opts, targetDir: join(root, 'again') }),
+        /RepoChecksumMismatch|checksum|decoded/,
+      );
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+}

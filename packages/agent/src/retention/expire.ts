@@ -1,0 +1,210 @@
+/**
+ * The expire job: deletes from the repository what the controller's retention plan no longer
+ * needs. The controller decides (it has the policy and the catalog); the agent deletes, and
+ * re-checks against the repository itself before it does, because the repository, not the
+ * catalog, is the source of truth and a deleted backup cannot come back:
+ *
+ * - A backup's manifest goes first, then its files: from the first delete on the backup is no
+ *   longer listed as complete, so a crash half-way leaves an incomplete directory (which the next
+ *   expire removes), never a listed backup with missing files. Deleting a backup that is already
+ *   gone is a no-op, so a retried job converges.
+ * - A backup that a kept backup still reads files from (a diff/incr's manifest entries name the
+ *   backup holding the bytes) is not deleted but reported as skipped.
+ * - WAL: every file whose segment position (the 16 hex digits after the timeline) is at or after
+ *   `walKeepFrom` stays, on every timeline; older segments (and their .partial/.backup companions)
+ *   go unless a keep range holds them. The ranges are the controller's (long-term backups) plus
+ *   [walStart, walStop] of every complete backup the repository keeps, whatever the catalog said.
+ *   Timeline history files and names we do not recognise always stay. An empty walKeepFrom
+ *   deletes no WAL.
+ */
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PgfleetError, type Logger } from '@pgfleet/core';
+import { walFileKind } from '@pgfleet/pg';
+import { memberDrivers, PosixDriver, type BackupManifest, type Repository } from '@pgfleet/storage';
+import type { ProgressSink } from '../jobs/progress.js';
+
+export interface WalRange {
+  label?: string;
+  timeline: number;
+  walStart: string;
+  walStop: string;
+}
+
+export interface ExpireOptions {
+  cluster: string;
+  repo: Repository;
+  /** Backups to delete. */
+  labels: readonly string[];
+  /** First segment the PITR window needs; '' = delete no WAL. */
+  walKeepFrom: string;
+  keepRanges: readonly WalRange[];
+  /** Report only. */
+  dryRun?: boolean;
+  log: Logger;
+  progress?: ProgressSink;
+  signal?: AbortSignal;
+}
+
+export interface ExpireOutcome {
+  deletedLabels: string[];
+  skippedLabels: string[];
+  backupFilesDeleted: number;
+  backupBytesDeleted: number;
+  walFilesDeleted: number;
+  walBytesDeleted: number;
+  walFirstDeleted: string;
+  walLastDeleted: string;
+}
+
+const SEGMENT_RE = /^[0-9A-F]{24}$/;
+const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+const DELETE_BATCH = 1000;
+
+/** Position of a segment in the LSN space, comparable as text (fixed-width upper-case hex). */
+function position(segment: string): string {
+  return segment.slice(8, 24).toUpperCase();
+}
+
+function inRange(segment: string, r: WalRange): boolean {
+  const tli = segment.slice(0, 8).toUpperCase();
+  if (tli !== r.walStart.slice(0, 8).toUpperCase() && tli !== r.walStop.slice(0, 8).toUpperCase()) return false;
+  const pos = position(segment);
+  return pos >= position(r.walStart) && pos <= position(r.walStop);
+}
+
+/** Whether an archived WAL file must stay (see the module comment). */
+export function walFileStays(name: string, walKeepFrom: string, ranges: readonly WalRange[]): boolean {
+  const kind = walFileKind(name);
+  if (kind === undefined || kind === 'history') return true;
+  if (walKeepFrom === '') return true;
+  const segment = name.slice(0, 24);
+  if (position(segment) >= position(walKeepFrom)) return true;
+  return ranges.some((r) => inRange(segment, r));
+}
+
+function checkOptions(o: ExpireOptions): void {
+  for (const label of o.labels) {
+    // A label becomes part of a key prefix: nothing that could reach outside the backup's directory.
+    if (!LABEL_RE.test(label))
+      throw new PgfleetError('InvalidArgument', `expire job names '${label}', which is not a backup label`);
+  }
+  if (o.walKeepFrom !== '' && !SEGMENT_RE.test(o.walKeepFrom)) {
+    throw new PgfleetError('InvalidArgument', `expire job's walKeepFrom '${o.walKeepFrom}' is not a WAL segment name`);
+  }
+  for (const r of o.keepRanges) {
+    if (!SEGMENT_RE.test(r.walStart) || !SEGMENT_RE.test(r.walStop)) {
+      throw new PgfleetError(
+        'InvalidArgument',
+        `expire job's keep range ${r.walStart}..${r.walStop} is not a pair of WAL segment names`,
+      );
+    }
+  }
+}
+
+export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
+  checkOptions(o);
+  const { repo, cluster, log } = o;
+  const out: ExpireOutcome = {
+    deletedLabels: [],
+    skippedLabels: [],
+    backupFilesDeleted: 0,
+    backupBytesDeleted: 0,
+    walFilesDeleted: 0,
+    walBytesDeleted: 0,
+    walFirstDeleted: '',
+    walLastDeleted: '',
+  };
+  const report = (phase: string, message?: string) =>
+    o.progress?.({
+      phase,
+      bytesDone: out.backupBytesDeleted + out.walBytesDeleted,
+      bytesTotal: 0,
+      filesDone: out.backupFilesDeleted + out.walFilesDeleted,
+      filesTotal: 0,
+      ...(message ? { message } : {}),
+    });
+
+  const doomed = new Set(o.labels);
+  const complete: BackupManifest[] = await repo.listBackups(cluster);
+  // Complete backups that stay: what they read is protected.
+  const kept = complete.filter((m) => !doomed.has(m.label));
+  const readFrom = new Map<string, string>();
+  for (const m of kept) {
+    for (const f of m.files) if (f.backup !== m.label && !readFrom.has(f.backup)) readFrom.set(f.backup, m.label);
+    if (m.priorLabel && !readFrom.has(m.priorLabel)) readFrom.set(m.priorLabel, m.label);
+  }
+
+  report('backups');
+  for (const label of o.labels) {
+    o.signal?.throwIfAborted();
+    const user = readFrom.get(label);
+    if (user !== undefined) {
+      log.warn({ label, keptBackup: user }, 'backup not expired: a kept backup reads files from it');
+      out.skippedLabels.push(label);
+      continue;
+    }
+    const prefix = repo.backupPrefix(cluster, label);
+    const manifestKey = `${prefix}/backup.manifest`;
+    const objects: { key: string; size: number }[] = [];
+    for await (const obj of repo.driver.list(`${prefix}/`)) objects.push(obj);
+    if (!o.dryRun) {
+      // Manifest first: from here on the backup is incomplete, never half-listed.
+      await repo.driver.delete([manifestKey]);
+      const rest = objects.filter((x) => x.key !== manifestKey).map((x) => x.key);
+      for (let i = 0; i < rest.length; i += DELETE_BATCH) {
+        o.signal?.throwIfAborted();
+        await repo.driver.delete(rest.slice(i, i + DELETE_BATCH));
+      }
+      // A posix repository keeps the emptied directories; nothing else writes under an expired label.
+      for (const d of memberDrivers(repo.driver))
+        if (d instanceof PosixDriver) await rm(join(d.root, ...prefix.split('/')), { recursive: true, force: true });
+    }
+    out.deletedLabels.push(label);
+    out.backupFilesDeleted += objects.length;
+    out.backupBytesDeleted += objects.reduce((n, x) => n + x.size, 0);
+    log.info({ label, files: objects.length, dryRun: o.dryRun === true }, 'backup expired');
+    report('backups', label);
+  }
+
+  if (o.walKeepFrom !== '') {
+    report('wal');
+    // Every complete backup still in the repository (skipped ones included) keeps its own WAL.
+    const deleted = new Set(out.deletedLabels);
+    const ranges: WalRange[] = [
+      ...o.keepRanges,
+      ...complete
+        .filter((m) => !deleted.has(m.label))
+        .map((m) => ({ label: m.label, timeline: m.timeline, walStart: m.walStart, walStop: m.walStop })),
+    ];
+    const doomedWal: { key: string; name: string; size: number }[] = [];
+    for await (const w of repo.listWal(cluster)) {
+      if (!walFileStays(w.name, o.walKeepFrom, ranges))
+        doomedWal.push({ key: w.key, name: w.name, size: w.storedSize });
+    }
+    doomedWal.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (let i = 0; i < doomedWal.length; i += DELETE_BATCH) {
+      o.signal?.throwIfAborted();
+      const batch = doomedWal.slice(i, i + DELETE_BATCH);
+      if (!o.dryRun) await repo.driver.delete(batch.map((w) => w.key));
+      out.walFilesDeleted += batch.length;
+      out.walBytesDeleted += batch.reduce((n, w) => n + w.size, 0);
+      report('wal');
+    }
+    if (doomedWal.length) {
+      out.walFirstDeleted = doomedWal[0]!.name;
+      out.walLastDeleted = doomedWal[doomedWal.length - 1]!.name;
+    }
+    log.info(
+      {
+        walFiles: out.walFilesDeleted,
+        first: out.walFirstDeleted,
+        last: out.walLastDeleted,
+        keepFrom: o.walKeepFrom,
+        dryRun: o.dryRun === true,
+      },
+      'WAL expired',
+    );
+  }
+  return out;
+}

@@ -1,0 +1,303 @@
+/**
+ * The daemon side of archive_command. `pgfleet-agent wal-push %p` connects to this unix socket,
+ * sends the path and waits; the daemon validates and archives the file with the same code as a
+ * direct wal-push (wal.ts: size, page header, timeline, system identifier; compressed;
+ * idempotent by name + sha256, never overwriting) and answers only once the repository stored
+ * it. A Node process start (~30 ms) is then the whole foreground cost of a segment.
+ *
+ * Push-ahead: when PostgreSQL falls behind (many pg_wal/archive_status/*.ready files), each
+ * request also starts pushing the next ready files in the background, a bounded few at a time,
+ * in the order PostgreSQL will ask for them (timeline history files first, then oldest segment).
+ * When archive_command later asks for one of them, the daemon answers from what it stored: the
+ * same name with the same file (inode, size, mtime) and checksum is already durable.
+ */
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { chmod, lstat, readdir, rm, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
+import { parseCommandLineWith } from '@pgfleet/core/command-line';
+import type { Codec, Repository } from '@pgfleet/storage';
+import { AGENT_PROGRAM, repositoriesFromOptions, repositoryIdentity } from '../options.js';
+import { archiveWalFile, type ArchivedFile } from './archive.js';
+import { WalNameLock } from './name-lock.js';
+import {
+  encodeFrame,
+  FrameDecoder,
+  FrameError,
+  isWalPushRequest,
+  type DaemonReply,
+  type WalPushRequest,
+} from './socket.js';
+
+export interface WalArchiveServerOptions {
+  socketPath: string;
+  pgdata: string;
+  cluster: string;
+  systemIdentifier: string;
+  repo: Repository;
+  /** the daemon's repositories as wal-push names them (options.ts repositoryIdentity), compared with its request */
+  repoPath?: string;
+  codec: Codec;
+  /** ready files pushed ahead at once (0 = off) */
+  ahead: number;
+  log: Logger;
+  /** shared with the WAL stream, which pushes the same names */
+  lock?: WalNameLock;
+  /** Called for each file this daemon stored (not for one the repository already held): heartbeat counters. */
+  onStored?: (name: string, bytes: number) => void;
+}
+
+interface StoredFile {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  sha256: string;
+}
+
+/** How many stored files to remember (a few minutes of WAL at full speed). */
+const REMEMBER = 512;
+
+/** Order in which PostgreSQL's archiver picks ready files: timeline history first, then by name. */
+export function archiveOrder(a: string, b: string): number {
+  const ha = a.endsWith('.history') ? 0 : 1;
+  const hb = b.endsWith('.history') ? 0 : 1;
+  return ha - hb || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+export class WalArchiveServer {
+  private server: Server | undefined;
+  private readonly stored = new Map<string, StoredFile>();
+  private readonly inflight = new Map<string, Promise<ArchivedFile>>();
+  private aheadRunning = 0;
+  private closed = false;
+  /** Requests answered (for tests and the log). */
+  requests = 0;
+  pushedAhead = 0;
+
+  private readonly lock: WalNameLock;
+
+  constructor(private readonly o: WalArchiveServerOptions) {
+    this.lock = o.lock ?? new WalNameLock();
+  }
+
+  private get walDir(): string {
+    return join(resolve(this.o.pgdata), 'pg_wal');
+  }
+
+  async start(): Promise<void> {
+    const path = this.o.socketPath;
+    await this.removeStaleSocket(path);
+    const server = createServer((sock) => this.onConnection(sock));
+    // The socket is created with mode 0600 (umask around the synchronous bind), so no other user
+    // can connect even for an instant; chmod repeats it for filesystems that ignore the umask.
+    const old = process.umask(0o177);
+    try {
+      await new Promise<void>((res, rej) => {
+        server.once('error', rej);
+        server.listen(path, () => {
+          server.off('error', rej);
+          res();
+        });
+      });
+    } finally {
+      process.umask(old);
+    }
+    await chmod(path, 0o600);
+    server.on('error', (err) => this.o.log.error({ err: err.message }, 'WAL socket error'));
+    this.server = server;
+    this.o.log.info({ socket: path, ahead: this.o.ahead }, 'listening for wal-push');
+  }
+
+  async stop(): Promise<void> {
+    this.closed = true;
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    await new Promise<void>((r) => server.close(() => r()));
+    await rm(this.o.socketPath, { force: true });
+  }
+
+  /** A socket file left by a daemon that died is removed; a live daemon on it is an error. */
+  private async removeStaleSocket(path: string): Promise<void> {
+    const st = await lstat(path).catch(() => undefined);
+    if (!st) return;
+    if (!st.isSocket())
+      throw new PgfleetError(
+        'InvalidConfig',
+        `--socket ${path} exists and is not a socket; remove it or choose another path`,
+      );
+    const alive = await new Promise<boolean>((r) => {
+      const c = connect(path);
+      c.once('connect', () => {
+        c.destroy();
+        r(true);
+      });
+      c.once('error', () => r(false));
+    });
+    if (alive)
+      throw new PgfleetError(
+        'InvalidConfig',
+        `another agent daemon already listens on ${path}; stop it or set --socket`,
+      );
+    await rm(path, { force: true });
+  }
+
+  private onConnection(sock: Socket): void {
+    const decoder = new FrameDecoder();
+    let handled = false;
+    const reply = (r: DaemonReply) => {
+      if (!sock.destroyed) sock.end(encodeFrame(r));
+    };
+    sock.on('error', () => {}); // a client gone away (archiver killed) is not our problem
+    sock.on('data', (chunk: Buffer) => {
+      if (handled) return;
+      let messages: unknown[];
+      try {
+        messages = decoder.push(chunk);
+      } catch (err) {
+        handled = true;
+        const e = new PgfleetError('InvalidArgument', `bad request on the WAL socket: ${(err as FrameError).message}`);
+        reply({ ok: false, code: e.code, message: e.message, hint: e.hint });
+        return;
+      }
+      const m = messages[0];
+      if (m === undefined) return;
+      handled = true;
+      if (!isWalPushRequest(m)) {
+        const e = new PgfleetError(
+          'InvalidArgument',
+          'unsupported request on the WAL socket (is wal-push from another pgfleet version?)',
+        );
+        reply({ ok: false, code: e.code, message: e.message, hint: e.hint });
+        return;
+      }
+      void this.handle(m).then(reply);
+    });
+  }
+
+  /** Archives the requested file and answers; never throws (errors become replies with their codes). */
+  async handle(req: WalPushRequest): Promise<DaemonReply> {
+    const started = Date.now();
+    this.requests++;
+    const name = basename(req.path);
+    if (req.args) {
+      // The fast path sent its command line unparsed: read cluster and repositories from it here.
+      try {
+        const parsed = parseCommandLineWith(AGENT_PROGRAM, ['wal-push', ...req.args], req.env ?? {}, null);
+        const specs = repositoriesFromOptions(parsed.options);
+        req = {
+          ...req,
+          cluster: parsed.options.cluster as string | undefined,
+          repoPath: specs.length > 0 ? repositoryIdentity(specs) : undefined,
+        };
+      } catch (err) {
+        // wal-push reports its own bad arguments, with their exit code, when it parses them itself.
+        const e = asPgfleetError(err);
+        return { ok: false, code: e.code, message: e.message, hint: e.hint, direct: true };
+      }
+    }
+    // archive_command names another cluster or repository than this daemon serves: archiving
+    // here would put the file where the caller did not ask; it archives it itself instead.
+    const otherCluster = req.cluster !== undefined && req.cluster !== this.o.cluster;
+    const otherRepo = req.repoPath !== undefined && this.o.repoPath !== undefined && req.repoPath !== this.o.repoPath;
+    if (otherCluster || otherRepo) {
+      const e = new PgfleetError(
+        'InvalidConfig',
+        `wal-push names cluster '${req.cluster ?? this.o.cluster}' in ${req.repoPath ?? this.o.repoPath}, the agent daemon on ${this.o.socketPath} serves '${this.o.cluster}' in ${this.o.repoPath ?? this.o.repo.location}; archiving directly`,
+      );
+      this.o.log.warn({ wal: name, code: e.code, via: 'socket' }, e.message);
+      return { ok: false, code: e.code, message: e.message, hint: e.hint, direct: true };
+    }
+    try {
+      if (!isAbsolute(req.path)) throw new PgfleetError('InvalidArgument', `wal-push sent a relative path ${req.path}`);
+      const ours = dirname(req.path) === this.walDir;
+      if (ours) this.scheduleAhead(name);
+      const out = await this.push(req.path, ours);
+      this.o.log.info(
+        { wal: name, result: out.result, ms: Date.now() - started, via: 'socket' },
+        out.result === 'stored' ? 'archived WAL file' : 'WAL file already archived with the same content',
+      );
+      return { ok: true, result: out.result };
+    } catch (err) {
+      const e = asPgfleetError(err);
+      this.o.log.warn(
+        { wal: name, code: e.code, err: e.message, via: 'socket' },
+        'refused WAL file; PostgreSQL will retry',
+      );
+      return { ok: false, code: e.code, message: e.message, hint: e.hint };
+    }
+  }
+
+  /** One push per name at a time (a later one waits for the earlier); a file this daemon already stored (same inode, size, mtime) is answered from memory. */
+  private push(path: string, ours: boolean): Promise<ArchivedFile> {
+    const name = basename(path);
+    const previous = this.inflight.get(name);
+    const p = (async (): Promise<ArchivedFile> => {
+      if (previous) await previous.catch(() => undefined);
+      const st = await stat(path).catch(() => undefined);
+      const known = this.stored.get(name);
+      if (st && known && known.ino === st.ino && known.size === st.size && known.mtimeMs === st.mtimeMs) {
+        return { name, result: 'exists', sha256: known.sha256 };
+      }
+      const out = await this.lock.run(name, () =>
+        archiveWalFile(path, this.o.repo, this.o.cluster, this.o.codec, ours ? this.o.systemIdentifier : undefined),
+      );
+      if (st) this.remember(name, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, sha256: out.sha256 });
+      if (out.result === 'stored') this.o.onStored?.(name, st?.size ?? 0);
+      return out;
+    })();
+    this.inflight.set(name, p);
+    p.then(
+      () => undefined,
+      () => undefined,
+    ).finally(() => {
+      if (this.inflight.get(name) === p) this.inflight.delete(name);
+    });
+    return p;
+  }
+
+  private remember(name: string, f: StoredFile): void {
+    this.stored.delete(name);
+    this.stored.set(name, f);
+    if (this.stored.size > REMEMBER) this.stored.delete(this.stored.keys().next().value!);
+  }
+
+  /** Starts background pushes of the ready files after `requested`, up to `ahead` at a time. */
+  private scheduleAhead(requested: string): void {
+    if (this.o.ahead <= 0 || this.closed || this.aheadRunning >= this.o.ahead) return;
+    void this.readyFiles().then((ready) => {
+      for (const name of ready) {
+        if (this.aheadRunning >= this.o.ahead || this.closed) break;
+        if (name === requested || this.inflight.has(name) || this.stored.has(name)) continue;
+        this.aheadRunning++;
+        void this.push(join(this.walDir, name), true)
+          .then(
+            (out) => {
+              this.pushedAhead++;
+              this.o.log.debug({ wal: name, result: out.result }, 'pushed ready WAL file ahead of archive_command');
+            },
+            (err: unknown) => {
+              // Not fatal: archive_command asks for this file later and gets the error itself.
+              const e = asPgfleetError(err);
+              this.o.log.debug(
+                { wal: name, code: e.code, err: e.message },
+                'push-ahead failed; archive_command will retry',
+              );
+            },
+          )
+          .finally(() => {
+            this.aheadRunning--;
+            this.scheduleAhead(requested);
+          });
+      }
+    });
+  }
+
+  private async readyFiles(): Promise<string[]> {
+    const entries = await readdir(join(this.walDir, 'archive_status')).catch(() => [] as string[]);
+    return entries
+      .filter((e) => e.endsWith('.ready'))
+      .map((e) => e.slice(0, -'.ready'.length))
+      .sort(archiveOrder);
+  }
+}

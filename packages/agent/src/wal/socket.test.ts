@@ -1,0 +1,296 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { silentLogger } from '@pgfleet/core';
+import { PosixDriver, Repository } from '@pgfleet/storage';
+import { WalArchiveServer, archiveOrder } from './archive-server.js';
+import {
+  encodeFrame,
+  FrameDecoder,
+  FrameError,
+  MAX_FRAME_BYTES,
+  NoDaemonError,
+  PROTOCOL_VERSION,
+  requestDaemon,
+} from './socket.js';
+
+const SEG = 1 << 20; // 1 MiB segments keep the fixtures small
+const SYSID = 7441234567890123456n;
+
+/** A complete synthetic WAL segment whose first page header says what validateWalSegment checks. */
+function segment(name: string, sysid = SYSID, size = SEG): Buffer {
+  const b = Buffer.alloc(size, 0);
+  const segno = BigInt(`0x${name.slice(8, 16)}`) * (0x100000000n / BigInt(SEG)) + BigInt(`0x${name.slice(16, 24)}`);
+  b.writeUInt16LE(0xd110, 0); // PG 15 magic
+  b.writeUInt16LE(0x0002, 2); // XLP_LONG_HEADER
+  b.writeUInt32LE(Number.parseInt(name.slice(0, 8), 16), 4);
+  b.writeBigUInt64LE(segno * BigInt(SEG), 8);
+  b.writeBigUInt64LE(sysid, 24);
+  b.writeUInt32LE(SEG, 32);
+  b.writeUInt32LE(8192, 36);
+  b.write(name, 100); // distinct content per segment
+  return b;
+}
+
+async function fakePgdata(root: string): Promise<string> {
+  const pgdata = join(root, 'data');
+  await mkdir(join(pgdata, 'global'), { recursive: true });
+  await mkdir(join(pgdata, 'pg_wal', 'archive_status'), { recursive: true });
+  await writeFile(join(pgdata, 'PG_VERSION'), '15\n');
+  const control = Buffer.alloc(8192);
+  control.writeBigUInt64LE(SYSID, 0);
+  await writeFile(join(pgdata, 'global', 'pg_control'), control);
+  return pgdata;
+}
+
+test('frames survive any split and merge of socket chunks', () => {
+  const a = { v: 1, op: 'wal-push', path: '/x/pg_wal/000000010000000000000001' };
+  const b = { ok: false, code: 'PGF-4002', message: 'ünïcode' };
+  const bytes = Buffer.concat([encodeFrame(a), encodeFrame(b)]);
+  for (let cut = 0; cut <= bytes.length; cut++) {
+    const d = new FrameDecoder();
+    const got = [...d.push(bytes.subarray(0, cut)), ...d.push(bytes.subarray(cut))];
+    assert.deepEqual(got, [a, b], `cut at ${cut}`);
+    assert.equal(d.pending, 0);
+  }
+  const d = new FrameDecoder();
+  const one: unknown[] = [];
+  for (const byte of bytes) one.push(...d.push(Buffer.from([byte])));
+  assert.deepEqual(one, [a, b]);
+});
+
+test('oversized or non-JSON frames are errors, never buffered forever', () => {
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(MAX_FRAME_BYTES + 1);
+  assert.throws(() => new FrameDecoder().push(head), FrameError);
+  const bad = Buffer.concat([Buffer.from([0, 0, 0, 3]), Buffer.from('{{{')]);
+  assert.throws(() => new FrameDecoder().push(bad), FrameError);
+  assert.throws(() => encodeFrame({ path: 'x'.repeat(MAX_FRAME_BYTES) }), FrameError);
+});
+
+test('requestDaemon: missing socket or a non-socket file means no daemon; a silent daemon is an error', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pgfleet-sock-'));
+  try {
+    const req = { v: PROTOCOL_VERSION, op: 'wal-push' as const, path: '/x' };
+    await assert.rejects(requestDaemon(join(dir, 'none.sock'), req, 1000), NoDaemonError);
+    await writeFile(join(dir, 'file.sock'), '');
+    await assert.rejects(requestDaemon(join(dir, 'file.sock'), req, 1000), NoDaemonError);
+    // Accepts, then hangs up without a reply: outcome unknown, must not count as "no daemon".
+    const mute = createServer((s) => s.once('data', () => s.destroy()));
+    await new Promise<void>((r) => mute.listen(join(dir, 'mute.sock'), r));
+    await assert.rejects(
+      requestDaemon(join(dir, 'mute.sock'), req, 1000),
+      (err: unknown) => !(err instanceof NoDaemonError) && /without an answer/.test((err as Error).message),
+    );
+    // Garbage reply.
+    const liar = createServer((s) => s.once('data', () => s.end(encodeFrame({ ok: 'maybe' }))));
+    await new Promise<void>((r) => liar.listen(join(dir, 'liar.sock'), r));
+    await assert.rejects(requestDaemon(join(dir, 'liar.sock'), req, 1000), /unexpected reply/);
+    await Promise.all([new Promise((r) => mute.close(r)), new Promise((r) => liar.close(r))]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('ready files are pushed in the archiver order: history first, then oldest segment', () => {
+  const names = [
+    '000000020000000000000005',
+    '000000010000000000000004',
+    '00000002.history',
+    '000000010000000000000003.00000028.backup',
+  ];
+  assert.deepEqual([...names].sort(archiveOrder), [
+    '00000002.history',
+    '000000010000000000000003.00000028.backup',
+    '000000010000000000000004',
+    '000000020000000000000005',
+  ]);
+});
+
+test('daemon archives through the socket: durable ack, idempotent, refusals keep their codes, ready files pushed ahead', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'pgfleet-walsrv-'));
+  const pgdata = await fakePgdata(root);
+  const repoDir = join(root, 'repo');
+  const repo = new Repository(new PosixDriver(repoDir));
+  const socketPath = join(root, 'agent.sock');
+  const server = new WalArchiveServer({
+    socketPath,
+    pgdata,
+    cluster: 'c1',
+    systemIdentifier: SYSID.toString(),
+    repo,
+    repoPath: repoDir,
+    codec: 'zstd',
+    ahead: 2,
+    log: silentLogger(),
+  });
+  await server.start();
+  const push = (name: string, cluster?: string) =>
+    requestDaemon(
+      socketPath,
+      { v: PROTOCOL_VERSION, op: 'wal-push', path: join(pgdata, 'pg_wal', name), ...(cluster ? { cluster } : {}) },
+      10_000,
+    );
+  try {
+    const names = [
+      '000000010000000000000001',
+      '000000010000000000000002',
+      '000000010000000000000003',
+      '000000010000000000000004',
+    ];
+    for (const n of names) {
+      await writeFile(join(pgdata, 'pg_wal', n), segment(n));
+      await writeFile(join(pgdata, 'pg_wal', 'archive_status', `${n}.ready`), '');
+    }
+    assert.deepEqual(await push(names[0]!, 'c1'), { ok: true, result: 'stored' });
+    assert.equal((await repo.findWal('c1', names[0]!)).length, 1, 'stored before the ack');
+    // The others were pushed ahead without being asked for.
+    const deadline = Date.now() + 5000;
+    while (
+      (await Promise.all(names.map((n) => repo.findWal('c1', n)))).some((f) => f.length === 0) &&
+      Date.now() < deadline
+    )
+      await new Promise((r) => setTimeout(r, 20));
+    for (const n of names) assert.equal((await repo.findWal('c1', n)).length, 1, `${n} pushed ahead`);
+    assert.ok(server.pushedAhead >= 3);
+    assert.deepEqual(await push(names[1]!), { ok: true, result: 'exists' });
+    assert.deepEqual(await push(names[0]!), { ok: true, result: 'exists' });
+
+    // Empty and truncated files are refused with their codes; nothing lands in the repository.
+    const bad = ['000000010000000000000005', '000000010000000000000006'];
+    await writeFile(join(pgdata, 'pg_wal', bad[0]!), '');
+    await writeFile(join(pgdata, 'pg_wal', bad[1]!), segment(bad[1]!).subarray(0, 8192));
+    const empty = await push(bad[0]!);
+    assert.equal(empty.ok, false);
+    assert.equal(!empty.ok && empty.code, 'PGF-4002');
+    const short = await push(bad[1]!);
+    assert.equal(!short.ok && short.code, 'PGF-4002');
+    for (const n of bad) assert.equal((await repo.findWal('c1', n)).length, 0);
+    // Once the file is right, the retry succeeds.
+    await writeFile(join(pgdata, 'pg_wal', bad[1]!), segment(bad[1]!));
+    assert.deepEqual(await push(bad[1]!), { ok: true, result: 'stored' });
+
+    // A foreign segment (other system identifier) and another cluster's request are refused.
+    const foreign = '000000010000000000000007';
+    await writeFile(join(pgdata, 'pg_wal', foreign), segment(foreign, 42n));
+    const f = await push(foreign);
+    assert.equal(!f.ok && f.code, 'PGF-4003');
+    // wal-push configured for another cluster or repository: told to archive by itself.
+    const other = await push(names[0]!, 'someone-else');
+    assert.equal(!other.ok && other.direct, true);
+    const otherRepo = await requestDaemon(
+      socketPath,
+      {
+        v: PROTOCOL_VERSION,
+        op: 'wal-push',
+        path: join(pgdata, 'pg_wal', names[0]!),
+        repoPath: join(root, 'elsewhere'),
+      },
+      10_000,
+    );
+    assert.equal(!otherRepo.ok && otherRepo.direct, true);
+    assert.deepEqual(
+      await requestDaemon(
+        socketPath,
+        {
+          v: PROTOCOL_VERSION,
+          op: 'wal-push',
+          path: join(pgdata, 'pg_wal', names[0]!),
+          cluster: 'c1',
+          repoPath: repoDir,
+        },
+        10_000,
+      ),
+      { ok: true, result: 'exists' },
+    );
+    // The fast path's unparsed command line: the daemon reads cluster and repository from flags and environment.
+    const viaArgs = (args: string[], env: Record<string, string> = {}) =>
+      requestDaemon(
+        socketPath,
+        {
+          v: PROTOCOL_VERSION,
+          op: 'wal-push',
+          path: join(pgdata, 'pg_wal', names[0]!),
+          args: ['pg_wal/x', ...args],
+          env,
+        },
+        10_000,
+      );
+    assert.deepEqual(await viaArgs(['--cluster', 'c1', '--repo-path', repoDir]), { ok: true, result: 'exists' });
+    assert.deepEqual(await viaArgs([`--repo=${repoDir}`], { PGFLEET_CLUSTER: 'c1' }), { ok: true, result: 'exists' });
+    assert.deepEqual(
+      await viaArgs(['--config', join(root, 'agent.yaml')]),
+      { ok: true, result: 'exists' },
+      'a config file is not read: the daemon serves what it serves',
+    );
+    const argsOther = await viaArgs(['--cluster', 'c1', '--repo-path', join(root, 'elsewhere')]);
+    assert.equal(!argsOther.ok && argsOther.direct, true);
+    const envOther = await viaArgs([], { PGFLEET_CLUSTER: 'someone-else' });
+    assert.equal(!envOther.ok && envOther.direct, true);
+    // args need version 2: a version-1 request carrying them is refused, never archived as if it named nothing.
+    const v1Args = await requestDaemon(
+      socketPath,
+      { v: 1, op: 'wal-push', path: join(pgdata, 'pg_wal', names[0]!), args: ['x', '--cluster', 'someone-else'] },
+      10_000,
+    );
+    assert.equal(!v1Args.ok && v1Args.code, 'PGF-1001');
+    const badFlag = await viaArgs(['--no-such-flag']);
+    assert.equal(!badFlag.ok && badFlag.direct && badFlag.code, 'PGF-1001');
+    // Same name, different content: never overwritten.
+    await writeFile(
+      join(pgdata, 'pg_wal', names[2]!),
+      Buffer.concat([segment(names[2]!).subarray(0, SEG - 1), Buffer.from([7])]),
+    );
+    const conflict = await push(names[2]!);
+    assert.equal(!conflict.ok && conflict.code, 'PGF-4004');
+    assert.equal((await repo.findWal('c1', names[2]!)).length, 1);
+    assert.ok(server.requests >= 8);
+  } finally {
+    await server.stop();
+  }
+  assert.ok(!(await readdir(root)).includes('agent.sock'), 'socket removed on stop');
+  await rm(root, { recursive: true, force: true });
+});
+
+test('a stale socket file left by a killed daemon is replaced; a live one is refused', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'pgfleet-walsrv-'));
+  const pgdata = await fakePgdata(root);
+  const socketPath = join(root, 'agent.sock');
+  const repo = new Repository(new PosixDriver(join(root, 'repo')));
+  const mk = () =>
+    new WalArchiveServer({
+      socketPath,
+      pgdata,
+      cluster: 'c1',
+      systemIdentifier: SYSID.toString(),
+      repo,
+      codec: 'none',
+      ahead: 0,
+      log: silentLogger(),
+    });
+  // A daemon killed with SIGKILL leaves its socket file behind: nobody answers on it.
+  const { spawnSync } = await import('node:child_process');
+  spawnSync(process.execPath, [
+    '-e',
+    `require('net').createServer().listen(${JSON.stringify(socketPath)}, () => process.kill(process.pid, 'SIGKILL'))`,
+  ]);
+  assert.ok((await readdir(root)).includes('agent.sock'), 'stale socket file left behind');
+  await assert.rejects(
+    requestDaemon(socketPath, { v: PROTOCOL_VERSION, op: 'wal-push', path: '/x' }, 1000),
+    NoDaemonError,
+  );
+  const a = mk();
+  await a.start();
+  await assert.rejects(mk().start(), /already listens/);
+  await a.stop();
+  await writeFile(socketPath, 'not a socket');
+  await assert.rejects(mk().start(), /not a socket/);
+  await rm(socketPath);
+  const b = mk();
+  await b.start();
+  await b.stop();
+  await rm(root, { recursive: true, force: true });
+});

@@ -1,0 +1,520 @@
+/**
+ * AgentService.Connect: one long-lived bidi stream per agent. The agent says Hello (who it is,
+ * which cluster, which jobs it still runs); the controller registers it, answers Welcome, then
+ * dispatches jobs on the stream and records heartbeats, progress and results in the catalog.
+ * When the stream ends the agent's unfinished jobs fail: the agent is the only one that could
+ * finish them, and a job that silently stays "running" forever is worse than a clear failure.
+ */
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { ErrorCodes, PgfleetError, asPgfleetError } from '@pgfleet/core';
+import { isTerminalJobState } from '@pgfleet/catalog';
+import type { BidiStream, CallContext, ServiceImpl } from '@pgfleet/rpc';
+import {
+  JobState,
+  type AgentService,
+  type ConnectRequest,
+  type ConnectResponseSchema,
+  type Hello,
+  type JobResult,
+} from '@pgfleet/proto';
+import { checkHelloIdentity, requireAgentIdentity } from '../security/access.js';
+import type { AgentSession } from './sessions.js';
+import {
+  agentReplayRecord,
+  archiverJson,
+  archiveSetupRecord,
+  backupInfoFromRecord,
+  serverRoleFromProto,
+  backupRecordFromInfo,
+  progressJson,
+  resultJson,
+} from '../wire.js';
+import { CONTROLLER_VERSION, eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
+import { failedJobEvents, jobEvents, outboxEvent } from '../jobs/events.js';
+import { walHealthRecord } from '../health/health.js';
+import { captureFinished, capturesFailed } from '../drill/drills.js';
+import { recordExpired } from '../retention/jobs.js';
+import { recordWalGaps } from '../health/wal-gaps.js';
+import { clusterAgent } from '../jobs/dispatch.js';
+
+type ConnectStream = BidiStream<ConnectRequest, typeof ConnectResponseSchema>;
+
+export function createAgentService(ctx: ControllerContext): ServiceImpl<typeof AgentService> {
+  return {
+    connect: (stream: ConnectStream, call: CallContext) => {
+      const running = handleConnect(ctx, stream, call);
+      const tracked = running.then(
+        () => undefined,
+        () => undefined,
+      );
+      ctx.connections.add(tracked);
+      void tracked.finally(() => ctx.connections.delete(tracked));
+      return running;
+    },
+  };
+}
+
+function validateHello(hello: Hello): void {
+  const missing = (['agentId', 'cluster', 'systemIdentifier'] as const).filter((k) => hello[k] === '');
+  if (missing.length) throw new PgfleetError('InvalidArgument', `Hello is missing ${missing.join(', ')}`);
+}
+
+async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call: CallContext): Promise<void> {
+  const incoming = stream[Symbol.asyncIterator]();
+  const first = await incoming.next();
+  if (first.done) return;
+  if (first.value.msg.case !== 'hello') {
+    throw new PgfleetError(
+      'InvalidArgument',
+      `the first message on AgentService.Connect must be Hello, got ${first.value.msg.case ?? 'an empty message'}`,
+    );
+  }
+  const hello = first.value.msg.value;
+  validateHello(hello);
+  if (ctx.agentCertificates) checkHelloIdentity(requireAgentIdentity(call), hello);
+  const log = ctx.logger.child({ agentId: hello.agentId, cluster: hello.cluster, peer: call.peer });
+
+  // An HA cluster has one agent per host, all on one database system (a standby is a physical
+  // copy of its primary and keeps its system identifier). An agent on another system under the
+  // same cluster name would mix two clusters' WAL and backups: refused before anything is recorded.
+  const other = ctx.sessions
+    .ofCluster(hello.cluster)
+    .find((s) => s.agentId !== hello.agentId && s.systemIdentifier !== hello.systemIdentifier);
+  if (other) {
+    throw new PgfleetError(
+      'HostSystemIdMismatch',
+      `agent ${hello.agentId} (${hello.hostname}) reports system identifier ${hello.systemIdentifier} for cluster '${hello.cluster}', but its connected agent ${other.agentId} (${other.hostname}) runs on system ${other.systemIdentifier}`,
+    );
+  }
+  // Throws SystemIdMismatch before anything about the agent is recorded: a different cluster
+  // under a known name must not be able to take over its catalog entries or its jobs.
+  await ctx.store.upsertCluster(
+    { name: hello.cluster, systemIdentifier: hello.systemIdentifier, pgVersion: hello.pgVersion },
+    ctx.now(),
+  );
+  await ctx.store.upsertAgent(
+    { id: hello.agentId, cluster: hello.cluster, hostname: hello.hostname, version: hello.agentVersion },
+    ctx.now(),
+    [
+      outboxEvent(
+        hello.cluster,
+        {
+          case: 'agentConnected',
+          value: {
+            agentId: hello.agentId,
+            hostname: hello.hostname,
+            agentVersion: hello.agentVersion,
+            pgVersion: hello.pgVersion,
+            systemIdentifier: hello.systemIdentifier,
+          },
+        },
+        ctx.now(),
+      ),
+    ],
+  );
+  eventsCommitted(ctx);
+
+  const session: AgentSession = {
+    agentId: hello.agentId,
+    cluster: hello.cluster,
+    hostname: hello.hostname,
+    systemIdentifier: hello.systemIdentifier,
+    connectedAt: ctx.now(),
+    repositories: hello.repositories,
+    send: (msg) => stream.send(msg),
+    close: () => stream.end(),
+  };
+  if (ctx.sessions.register(session))
+    log.warn('agent reconnected while its previous stream was still open; the old stream is closed');
+  stream.send({
+    msg: {
+      case: 'welcome',
+      value: { controllerVersion: CONTROLLER_VERSION, heartbeatIntervalSeconds: ctx.heartbeatIntervalSeconds },
+    },
+  });
+  log.info(
+    {
+      hostname: hello.hostname,
+      agentVersion: hello.agentVersion,
+      pgVersion: hello.pgVersion,
+      runningJobs: hello.runningJobIds,
+    },
+    'agent connected',
+  );
+
+  // Jobs the catalog thinks this agent runs but the agent does not know about died with its
+  // previous process. Queued ones were never sent (e.g. a drill waiting for its capture): they stay.
+  const pendingReclaim = ctx.reclaimTimers.get(hello.agentId);
+  if (pendingReclaim) clearTimeout(pendingReclaim);
+  ctx.reclaimTimers.delete(hello.agentId);
+  const active = (await ctx.store.listActiveJobs()).filter((j) => j.agentId === hello.agentId);
+  const keep = [...hello.runningJobIds, ...active.filter((j) => j.state === 'queued').map((j) => j.id)];
+  const lostError = {
+    code: ErrorCodes.AgentDisconnected.code,
+    message: `agent ${hello.agentId} restarted and no longer runs the job`,
+  };
+  const lost = await ctx.store.failActiveJobsOfAgent(
+    hello.agentId,
+    lostError,
+    ctx.now(),
+    keep,
+    failedJobEvents(lostError, ctx.now()),
+  );
+  // Jobs the agent still runs that were cancelled while it was away: tell it now.
+  for (const id of hello.runningJobIds) {
+    const j = await ctx.store.getJob(id);
+    if (j?.state === 'cancelled' && j.agentId === hello.agentId) {
+      stream.send({ msg: { case: 'cancel', value: { jobId: id } } });
+      log.info({ jobId: id }, 'the reconnected agent still runs a cancelled job: cancel sent');
+    }
+  }
+  if (lost.length) eventsCommitted(ctx);
+  if (lost.length) log.warn({ jobIds: lost.map((j) => j.id) }, 'failed jobs the restarted agent no longer runs');
+  publishJobs(ctx, lost);
+  await capturesFailed(ctx, lost);
+
+  try {
+    for await (const req of { [Symbol.asyncIterator]: () => incoming }) {
+      try {
+        await handleMessage(ctx, session, req, log);
+      } catch (err) {
+        // One bad message (e.g. a result for an unknown job) must not cut the agent off.
+        const pe = asPgfleetError(err);
+        log.warn(
+          { err: pe.errorName === 'Internal' ? err : undefined, code: pe.code, msg: req.msg.case },
+          `agent message not applied: ${pe.message}`,
+        );
+      }
+    }
+    log.info('agent stream ended');
+  } catch (err) {
+    log.warn({ code: asPgfleetError(err).code }, `agent stream failed: ${asPgfleetError(err).message}`);
+  } finally {
+    await agentGone(ctx, session, log);
+  }
+}
+
+async function agentGone(
+  ctx: ControllerContext,
+  session: AgentSession,
+  log: ControllerContext['logger'],
+): Promise<void> {
+  // A newer stream of the same agent already reconciled its jobs in its Hello; leave them alone.
+  if (!ctx.sessions.unregister(session)) return;
+  try {
+    const lastSeen = (await ctx.store.getAgent(session.agentId))?.lastSeen ?? null;
+    await ctx.store.setAgentConnected(session.agentId, false, ctx.now(), [
+      outboxEvent(
+        session.cluster,
+        {
+          case: 'agentDisconnected',
+          value: {
+            agentId: session.agentId,
+            reason: 'stream ended',
+            ...(lastSeen !== null ? { lastHeartbeatTime: timestampFromMs(lastSeen) } : {}),
+          },
+        },
+        ctx.now(),
+      ),
+    ]);
+    eventsCommitted(ctx);
+    // The agent keeps running its jobs and delivers their results when it is back; a shutdown
+    // leaves them to the next controller run, which reclaims them the same way.
+    if (ctx.closing) return;
+    const goneError = {
+      code: ErrorCodes.AgentDisconnected.code,
+      message: `agent ${session.agentId} disconnected while the job was running and did not reconnect within ${ctx.jobReclaimGraceMs / 1000} s`,
+    };
+    reclaimJobsLater(ctx, session.agentId, goneError);
+  } catch (err) {
+    log.error({ err }, 'could not record the agent disconnect in the catalog');
+  }
+}
+
+/**
+ * After the reclaim grace, fails the unfinished jobs of agents (one agent, or any when agentId is
+ * undefined) that have not reconnected: an agent that did reconnect claimed what it still runs in
+ * its Hello, and the rest of its jobs were failed then. Never leaves a job active for good.
+ */
+export function reclaimJobsLater(
+  ctx: ControllerContext,
+  agentId: string | undefined,
+  error: { code: string; message: string },
+): void {
+  // One pending check per agent (a second disconnect restarts its grace); '*' is the start-up check.
+  const key = agentId ?? '*';
+  const previous = ctx.reclaimTimers.get(key);
+  if (previous) clearTimeout(previous);
+  const timer = setTimeout(() => {
+    if (ctx.reclaimTimers.get(key) === timer) ctx.reclaimTimers.delete(key);
+    if (ctx.closing) return;
+    void (async () => {
+      const active = await ctx.store.listActiveJobs();
+      const candidates = new Set(
+        active.map((j) => j.agentId).filter((a) => (agentId === undefined || a === agentId) && !ctx.sessions.get(a)),
+      );
+      for (const a of candidates) {
+        // Connected to another controller sharing the catalog: that one reconciled its jobs in Hello.
+        if ((await ctx.store.getAgent(a))?.connected) continue;
+        // Queued jobs were never sent; they are dispatched (or fail) when their time comes.
+        const keep = active.filter((j) => j.agentId === a && j.state === 'queued').map((j) => j.id);
+        const failed = await ctx.store.failActiveJobsOfAgent(
+          a,
+          error,
+          ctx.now(),
+          keep,
+          failedJobEvents(error, ctx.now()),
+        );
+        if (failed.length === 0) continue;
+        eventsCommitted(ctx);
+        ctx.logger.warn(
+          { agentId: a, jobIds: failed.map((j) => j.id), code: error.code },
+          'failed the unfinished jobs no agent reclaimed',
+        );
+        publishJobs(ctx, failed);
+        await capturesFailed(ctx, failed);
+      }
+    })().catch((err: unknown) => ctx.logger.error({ err }, 'could not fail unclaimed jobs'));
+  }, ctx.jobReclaimGraceMs);
+  timer.unref();
+  ctx.reclaimTimers.set(key, timer);
+}
+
+async function handleMessage(
+  ctx: ControllerContext,
+  session: AgentSession,
+  req: ConnectRequest,
+  log: ControllerContext['logger'],
+): Promise<void> {
+  const msg = req.msg;
+  switch (msg.case) {
+    case 'hello':
+      throw new PgfleetError('InvalidArgument', 'Hello was sent twice on one stream');
+    case 'heartbeat': {
+      const role = serverRoleFromProto(msg.value.role);
+      await ctx.store.recordHeartbeat(
+        session.agentId,
+        {
+          ...(msg.value.archiver ? { archiver: archiverJson(msg.value.archiver) } : {}),
+          currentLsn: msg.value.currentLsn,
+          ...(msg.value.wal ? { walHealth: walHealthRecord(msg.value.wal) } : {}),
+          ...(msg.value.archiveSetup ? { archiveSetup: archiveSetupRecord(msg.value.archiveSetup) } : {}),
+          role,
+          replay: agentReplayRecord(role, msg.value.replay),
+          // Only a primary says which timeline it writes; restores follow that lineage.
+          ...(role === 'primary' && msg.value.timeline > 0 ? { timeline: msg.value.timeline } : {}),
+        },
+        ctx.now(),
+      );
+      await ctx.health?.onHeartbeat(session.agentId, session.cluster, {
+        streamedLsn: msg.value.streamedLsn,
+        currentLsn: msg.value.currentLsn,
+      });
+      return;
+    }
+    case 'walSwitch':
+      await forwardWalSwitch(ctx, session, msg.value.jobId, msg.value.lsn, log);
+      return;
+    case 'progress': {
+      await ownJob(ctx, session, msg.value.jobId);
+      const { job, changed } = await ctx.store.updateJobProgress(msg.value.jobId, progressJson(msg.value), ctx.now());
+      if (changed) ctx.watchers.publish(job);
+      return;
+    }
+    case 'result':
+      await handleResult(ctx, session, msg.value, log);
+      return;
+    default:
+      throw new PgfleetError('InvalidArgument', 'empty ConnectRequest');
+  }
+}
+
+/**
+ * A backup running on a standby needs the segment holding its stop LSN archived, which only the
+ * primary can bring about (agent.proto WalSwitch): forwarded to the cluster's primary agent. The
+ * standby repeats the request while it waits, so a primary agent that is away now gets it later;
+ * without one the backup ends with WalArchiveTimeout unless archive_timeout finishes the segment.
+ */
+async function forwardWalSwitch(
+  ctx: ControllerContext,
+  session: AgentSession,
+  jobId: string,
+  lsn: string,
+  log: ControllerContext['logger'],
+): Promise<void> {
+  const job = await ownJob(ctx, session, jobId);
+  if (job.kind !== 'backup')
+    throw new PgfleetError('InvalidArgument', `job ${jobId} is a ${job.kind} job; only a backup asks for a WAL switch`);
+  let primary: AgentSession;
+  try {
+    primary = await clusterAgent(ctx, session.cluster, 'primary');
+  } catch (err) {
+    log.warn(
+      { jobId, lsn, code: asPgfleetError(err).code },
+      `WAL switch for the standby backup not forwarded: ${asPgfleetError(err).message}`,
+    );
+    return;
+  }
+  if (primary.agentId === session.agentId) return; // promoted meanwhile: it switches WAL itself
+  primary.send({ msg: { case: 'walSwitch', value: { jobId, lsn } } });
+  log.info({ jobId, lsn, primary: primary.agentId }, 'WAL switch asked of the primary for a standby backup');
+}
+
+/** An agent may only report on jobs dispatched to it. */
+async function ownJob(ctx: ControllerContext, session: AgentSession, jobId: string) {
+  const job = await ctx.store.getJob(jobId);
+  if (!job) throw new PgfleetError('UnknownJob', `job ${jobId} does not exist`);
+  if (job.agentId !== session.agentId)
+    throw new PgfleetError('InvalidArgument', `job ${jobId} belongs to agent ${job.agentId}, not ${session.agentId}`);
+  return job;
+}
+
+async function handleResult(
+  ctx: ControllerContext,
+  session: AgentSession,
+  result: JobResult,
+  log: ControllerContext['logger'],
+): Promise<void> {
+  const job = await ownJob(ctx, session, result.jobId);
+  const jlog = log.child({ jobId: job.id, kind: job.kind });
+  const now = ctx.now();
+  if (isTerminalJobState(job.state) && result.state === JobState.SUCCEEDED && result.result.case === 'backup') {
+    // A backup that finished after its job was failed (its agent came back after the reclaim
+    // grace): the job's outcome stands, but the repository holds the backup, so the catalog must
+    // list it too (retention would otherwise never expire it).
+    const backup = backupRecordFromInfo(result.result.value, job.cluster, job.id);
+    if (!(await ctx.store.getBackup(job.cluster, backup.label))) {
+      await ctx.store.insertBackup(backup);
+      jlog.warn(
+        { label: backup.label, state: job.state },
+        'late result: the backup is recorded, the job stays as it ended',
+      );
+    }
+    return;
+  }
+  if (
+    isTerminalJobState(job.state) &&
+    result.state === JobState.SUCCEEDED &&
+    result.result.case === 'expire' &&
+    job.state !== 'succeeded'
+  ) {
+    // Likewise an expire that went through after its job was failed: those backups are gone from
+    // the repository, so they must leave the catalog (a restore must never pick them).
+    const n = await recordExpired(ctx, job, result.result.value);
+    jlog.warn(
+      { state: job.state, removed: n },
+      'late result: expired backups removed from the catalog, the job stays as it ended',
+    );
+    return;
+  }
+  let outcome;
+  switch (result.state) {
+    case JobState.SUCCEEDED: {
+      const backupInfo = result.result.case === 'backup' ? result.result.value : undefined;
+      const restoreInfo = result.result.case === 'restore' ? result.result.value : undefined;
+      const expireInfo = result.result.case === 'expire' ? result.result.value : undefined;
+      const verifyInfo = result.result.case === 'verify' ? result.result.value : undefined;
+      const drillInfo = result.result.case === 'drill' ? result.result.value : undefined;
+      const captureInfo = result.result.case === 'capture' ? result.result.value : undefined;
+      const checkInfo = result.result.case === 'check' ? result.result.value : undefined;
+      if (job.kind === 'backup' && !backupInfo) {
+        const error = {
+          code: ErrorCodes.Internal.code,
+          message: 'the agent reported success without the backup it made',
+        };
+        outcome = await ctx.store.transitionJob(
+          job.id,
+          'failed',
+          { error, events: jobEvents(job, 'failed', { error }, now) },
+          now,
+        );
+        break;
+      }
+      const backup = backupInfo ? backupRecordFromInfo(backupInfo, job.cluster, job.id) : undefined;
+      // The job's result repeats the catalog row (cluster and job id filled in), not the agent's raw message.
+      const stored = backup
+        ? resultJson({ backup: backupInfoFromRecord(backup) })
+        : resultJson({
+            restore: restoreInfo,
+            expire: expireInfo,
+            verify: verifyInfo,
+            drill: drillInfo,
+            capture: captureInfo,
+            check: checkInfo,
+          });
+      const askedExpire = new Set(((job.params ?? {}) as { labels?: string[] }).labels ?? []);
+      const events = jobEvents(
+        job,
+        'succeeded',
+        {
+          ...(backup ? { backup } : {}),
+          ...(restoreInfo ? { restore: restoreInfo } : {}),
+          ...(expireInfo
+            ? { expire: expireInfo, expiredLabels: expireInfo.deletedLabels.filter((l) => askedExpire.has(l)) }
+            : {}),
+          ...(verifyInfo ? { verify: verifyInfo } : {}),
+          ...(drillInfo ? { drill: drillInfo } : {}),
+        },
+        now,
+      );
+      outcome = await ctx.store.transitionJob(
+        job.id,
+        'succeeded',
+        { result: stored, ...(backup ? { backup } : {}), events },
+        now,
+      );
+      // A new backup can make older ones expirable; the scheduler looks at the cluster next tick.
+      if (outcome.changed && job.kind === 'backup') ctx.retentionDue.add(job.cluster);
+      if (outcome.changed && job.kind === 'expire' && expireInfo) await recordExpired(ctx, job, expireInfo);
+      // wal.gap_detected, once per gap (not per verify run); the job's own outcome stands either way.
+      if (outcome.changed && verifyInfo)
+        await recordWalGaps(ctx.store, job.cluster, verifyInfo, now).catch((err: unknown) =>
+          jlog.warn(
+            { code: asPgfleetError(err).code },
+            `WAL gaps of the verify not recorded: ${asPgfleetError(err).message}`,
+          ),
+        );
+      break;
+    }
+    case JobState.FAILED: {
+      const error = {
+        code: result.error?.code || ErrorCodes.JobFailed.code,
+        message: result.error?.message || 'the agent reported the job as failed without a reason',
+      };
+      // A drill that ran but did not pass reports its DrillResult (stage, reasons) with the failure, a check its items.
+      const drill = result.result.case === 'drill' ? result.result.value : undefined;
+      const check = result.result.case === 'check' ? result.result.value : undefined;
+      const stored = drill || check ? { result: resultJson({ drill, check }) } : {};
+      outcome = await ctx.store.transitionJob(
+        job.id,
+        'failed',
+        { error, ...stored, events: jobEvents(job, 'failed', { error, ...(drill ? { drill } : {}) }, now) },
+        now,
+      );
+      break;
+    }
+    case JobState.CANCELLED: {
+      const error = { code: ErrorCodes.JobCancelled.code, message: result.error?.message || 'cancelled' };
+      outcome = await ctx.store.transitionJob(
+        job.id,
+        'cancelled',
+        { error, events: jobEvents(job, 'cancelled', { error }, now) },
+        now,
+      );
+      break;
+    }
+    default:
+      throw new PgfleetError(
+        'InvalidArgument',
+        `JobResult for ${job.id} has the non-final state ${JobState[result.state] ?? result.state}`,
+      );
+  }
+  if (outcome.changed) {
+    eventsCommitted(ctx);
+    jlog.info({ state: outcome.job.state, error: outcome.job.error ?? undefined }, 'job finished');
+    ctx.watchers.publish(outcome.job);
+    // A drill on another agent waits for this source capture.
+    if (job.kind === 'capture')
+      await captureFinished(ctx, outcome.job, result.result.case === 'capture' ? result.result.value : undefined);
+  }
+}

@@ -1,0 +1,244 @@
+// catalog rebuild against a real posix repository and a real SQLite catalog: what the manifests
+// say ends up in the catalog, a second run changes nothing, rows whose manifest is gone go (not
+// with --dry-run), and what is not this repository's business is left alone.
+import { strict as assert } from 'node:assert';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { PgfleetError } from '@pgfleet/core';
+import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
+import { PosixDriver, Repository, type BackupManifest } from '@pgfleet/storage';
+import { backupRecordFromManifest, describeRebuild, rebuildCatalog } from './rebuild.js';
+import { catalogCommand } from './command.js';
+
+const SYSID = '7300000000000000001';
+const NOW = Date.parse('2026-03-10T12:00:00Z');
+
+function manifest(
+  cluster: string,
+  label: string,
+  stopIso: string,
+  extra: Partial<BackupManifest> = {},
+): BackupManifest {
+  const stop = Date.parse(stopIso);
+  return {
+    format: 1,
+    label,
+    cluster,
+    type: 'full',
+    systemIdentifier: SYSID,
+    pgVersionNum: 150010,
+    walSegmentSize: 16 * 1024 * 1024,
+    timeline: 1,
+    startLsn: '0/2000028',
+    stopLsn: '0/2000138',
+    startTime: new Date(stop - 5000).toISOString(),
+    stopTime: new Date(stop).toISOString(),
+    walStart: '000000010000000000000002',
+    walStop: '000000010000000000000002',
+    backupLabel: 'START WAL LOCATION: 0/2000028\n',
+    directories: [{ path: 'base', mode: 0o700 }],
+    links: [],
+    files: [
+      {
+        path: 'PG_VERSION',
+        size: 3,
+        mtimeMs: stop,
+        mode: 0o600,
+        sha256: 'a'.repeat(64),
+        storedSize: 12,
+        storedSha256: 'b'.repeat(64),
+        codec: 'zstd',
+        backup: label,
+      },
+    ],
+    sizeBytes: 3,
+    storedBytes: 12,
+    agentVersion: '0.1.0',
+    ...extra,
+  };
+}
+
+let dir: string;
+let repo: Repository;
+let store: CatalogStore;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'pgfleet-rebuild-'));
+  repo = new Repository(new PosixDriver(join(dir, 'repo')));
+  await repo.ensureClusterInfo('main', {
+    systemIdentifier: SYSID,
+    pgVersionNum: 150010,
+    walSegmentSize: 16 * 1024 * 1024,
+  });
+  await repo.writeManifest(manifest('main', '20260301-010000F', '2026-03-01T01:00:05Z'));
+  await repo.writeManifest(
+    manifest('main', '20260302-010000I', '2026-03-02T01:00:05Z', {
+      type: 'incr',
+      priorLabel: '20260301-010000F',
+      stopLsn: '0/4000100',
+    }),
+  );
+  // A cluster without cluster.json: its identity comes from the manifest.
+  await repo.writeManifest(
+    manifest('other', '20260303-010000F', '2026-03-03T01:00:05Z', { systemIdentifier: '7300000000000000002' }),
+  );
+  store = await openCatalog(join(dir, 'catalog.db'));
+});
+
+after(async () => {
+  await store?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('catalog rebuild', () => {
+  test('a dry run reports and changes nothing', async () => {
+    const r = await rebuildCatalog(store, repo, { now: NOW, dryRun: true });
+    assert.deepEqual(
+      r.clusters.map((c) => [c.cluster, c.created, c.added.length]),
+      [
+        ['main', true, 2],
+        ['other', true, 1],
+      ],
+    );
+    assert.deepEqual(await store.listClusters(), []);
+  });
+
+  test('unknown clusters are created from the repository; every manifest becomes its catalog row', async () => {
+    const r = await rebuildCatalog(store, repo, { now: NOW });
+    assert.deepEqual(
+      r.clusters.map((c) => [c.cluster, c.created, c.added, c.removed]),
+      [
+        ['main', true, ['20260301-010000F', '20260302-010000I'], []],
+        ['other', true, ['20260303-010000F'], []],
+      ],
+    );
+    assert.deepEqual(
+      (await store.listClusters()).map((c) => [c.name, c.systemIdentifier, c.pgVersion]),
+      [
+        ['main', SYSID, 150010],
+        ['other', '7300000000000000002', 150010],
+      ],
+    );
+    const rows = await store.listBackups('main');
+    assert.deepEqual(rows, [
+      { ...backupRecordFromManifest(await repo.readManifest('main', '20260301-010000F')), pinned: false },
+      { ...backupRecordFromManifest(await repo.readManifest('main', '20260302-010000I')), pinned: false },
+    ]);
+    assert.deepEqual(
+      [rows[1]!.type, rows[1]!.priorLabel, rows[1]!.stopTime, rows[1]!.fileCount],
+      ['incr', '20260301-010000F', Date.parse('2026-03-02T01:00:05Z'), 1],
+    );
+  });
+
+  test('a second run changes nothing', async () => {
+    const r = await rebuildCatalog(store, repo, { now: NOW });
+    assert.deepEqual(
+      r.clusters.map((c) => [c.cluster, c.created, c.added.length, c.updated.length, c.removed.length, c.unchanged]),
+      [
+        ['main', false, 0, 0, 0, 2],
+        ['other', false, 0, 0, 0, 1],
+      ],
+    );
+  });
+
+  test('a row that disagrees with its manifest is corrected (its pin kept); a row without manifest is removed', async () => {
+    await store.setBackupPinned('main', '20260301-010000F', true);
+    await store.deleteBackups('main', ['20260301-010000F']);
+    await store.insertBackup({
+      ...backupRecordFromManifest(await repo.readManifest('main', '20260301-010000F')),
+      stopLsn: '0/9999999',
+      pinned: true,
+      jobId: 'job-1',
+    });
+    await store.insertBackup(backupRecordFromManifest(manifest('main', '20260228-010000F', '2026-02-28T01:00:05Z')));
+    const dry = await rebuildCatalog(store, repo, { now: NOW, cluster: 'main', dryRun: true });
+    assert.deepEqual(
+      [dry.clusters[0]!.updated, dry.clusters[0]!.removed],
+      [['20260301-010000F'], ['20260228-010000F']],
+    );
+    assert.equal((await store.listBackups('main')).length, 3);
+
+    const r = await rebuildCatalog(store, repo, { now: NOW, cluster: 'main' });
+    assert.deepEqual(
+      r.clusters.map((c) => c.cluster),
+      ['main'],
+    );
+    assert.deepEqual([r.clusters[0]!.updated, r.clusters[0]!.removed], [['20260301-010000F'], ['20260228-010000F']]);
+    const fixed = await store.getBackup('main', '20260301-010000F');
+    assert.deepEqual([fixed?.stopLsn, fixed?.pinned, fixed?.jobId], ['0/2000138', true, 'job-1']);
+    assert.deepEqual(
+      (await store.listBackups('main')).map((b) => b.label),
+      ['20260301-010000F', '20260302-010000I'],
+    );
+    assert.match(
+      describeRebuild(r),
+      /main: 0 added, 1 updated, 1 removed, 1 unchanged\n {4}updated: 20260301-010000F\n {4}removed \(no manifest in the repository\): 20260228-010000F/,
+    );
+  });
+
+  test('a cluster the catalog holds under another system identifier, and clusters not in the repository, are left alone', async () => {
+    await store.upsertCluster({ name: 'elsewhere', systemIdentifier: '1', pgVersion: 150010 }, NOW);
+    await store.insertBackup(
+      backupRecordFromManifest(
+        manifest('elsewhere', '20260301-010000F', '2026-03-01T01:00:05Z', { systemIdentifier: '1' }),
+      ),
+    );
+    await repo.writeManifest(manifest('clash', '20260301-010000F', '2026-03-01T01:00:05Z'));
+    await store.upsertCluster({ name: 'clash', systemIdentifier: '42', pgVersion: 150010 }, NOW);
+    const r = await rebuildCatalog(store, repo, { now: NOW });
+    const clash = r.clusters.find((c) => c.cluster === 'clash')!;
+    assert.deepEqual(clash.added, []);
+    assert.match(clash.skipped[0]!, /system 42, the repository's is 7300000000000000001/);
+    assert.equal(
+      r.clusters.some((c) => c.cluster === 'elsewhere'),
+      false,
+    );
+    assert.equal((await store.listBackups('elsewhere')).length, 1);
+  });
+
+  test('an unreadable manifest keeps its row and is reported', async () => {
+    await writeFile(join(dir, 'repo', 'main', 'backup', '20260302-010000I', 'backup.manifest'), '{ not json');
+    const r = await rebuildCatalog(store, repo, { now: NOW, cluster: 'main' });
+    assert.deepEqual(r.clusters[0]!.removed, []);
+    assert.match(r.clusters[0]!.skipped[0]!, /backup 20260302-010000I: manifest .* is not valid JSON/);
+    assert.equal((await store.listBackups('main')).length, 2);
+    await repo.writeManifest(
+      manifest('main', '20260302-010000I', '2026-03-02T01:00:05Z', {
+        type: 'incr',
+        priorLabel: '20260301-010000F',
+        stopLsn: '0/4000100',
+      }),
+    );
+  });
+
+  test('a directory that is not a repository changes nothing', async () => {
+    const empty = new Repository(new PosixDriver(join(dir, 'nothing-here')));
+    await assert.rejects(
+      rebuildCatalog(store, empty, { now: NOW }),
+      (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /is not a pgfleet repository/.test(err.message),
+    );
+  });
+
+  test('the command: --repo-path, --output json', async () => {
+    await rm(join(dir, 'repo', 'clash'), { recursive: true });
+    let printed = '';
+    const io = { out: (t: string) => (printed += t), err: () => undefined, now: () => NOW };
+    const code = await catalogCommand(
+      'rebuild',
+      { catalog: join(dir, 'catalog.db'), 'repo-path': join(dir, 'repo'), cluster: 'other', output: 'json' },
+      io,
+    );
+    assert.equal(code, 0);
+    const report = JSON.parse(printed) as { clusters: { cluster: string; unchanged: number }[] };
+    assert.deepEqual(report.clusters, [
+      { cluster: 'other', created: false, added: [], updated: [], removed: [], unchanged: 1, skipped: [] },
+    ]);
+    await assert.rejects(
+      catalogCommand('rebuild', { catalog: join(dir, 'catalog.db') }, io),
+      (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /--repo URL or --repo-path/.test(err.message),
+    );
+  });
+});

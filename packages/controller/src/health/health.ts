@@ -1,0 +1,548 @@
+/**
+ * Fleet health (docs/events.md, issue 5): from what agents report in their heartbeats
+ * (pg_stat_archiver, current and streamed LSN) and the catalog's backups, the controller derives
+ * per cluster
+ *   - RPO: now minus the time of the newest WAL safely in the repository (last_archived_time, or
+ *     the heartbeat's time when everything written is archived or streamed);
+ *   - archive failing: failed_count went up and last_failed_time is newer than last_archived_time;
+ *   - backup staleness: no successful backup newer than the threshold; unless a policy sets the
+ *     threshold, a cluster with backup schedules is judged against them (the longest gap between
+ *     two scheduled backups plus 3 h of grace), the flag otherwise;
+ *   - agent silence: the session is open but no heartbeat came for the threshold.
+ * Each (cluster, condition) is a two-state machine (ok <-> breached) kept in the catalog, so an
+ * event is written once on crossing and once on recovery, never per heartbeat, and a controller
+ * restart does not send them again. The state change and its event commit together.
+ *
+ * Thresholds are per cluster: its policy's (`pgfleet policy set --rpo-threshold ...`), else the
+ * fleet policy's, else the controller's flags. The monitor reads the policies once per timer
+ * round and at most once per interval for heartbeats, never once per heartbeat.
+ *
+ * `assessCluster` and `nextHealthState` are pure (unit-tested); HealthMonitor wires them to the
+ * catalog, heartbeats and a timer.
+ */
+import { fromJson, type JsonValue } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { asPgfleetError, type Logger } from '@pgfleet/core';
+import {
+  FLEET_POLICY_SCOPE,
+  type AgentRecord,
+  type AgentWalHealth,
+  type BackupRecord,
+  type CatalogStore,
+  type HealthStateRecord,
+  type OutboxEventInput,
+  type PolicyRecord,
+} from '@pgfleet/catalog';
+import type { EventPayloadInit } from '@pgfleet/events';
+import { ArchiverStatsSchema, type WalHealth } from '@pgfleet/proto';
+import { outboxEvent, timestampMs } from '../jobs/events.js';
+import { effectivePolicy, settingsOf } from '../schedule/policy.js';
+import { nextRun } from '../schedule/schedule.js';
+
+export interface HealthThresholds {
+  /** RPO above this many seconds is a breach; default 300. */
+  rpoSeconds: number;
+  /** No backup newer than this many seconds is stale; default 26 h. */
+  staleBackupSeconds: number;
+  /** No heartbeat for this many seconds on an open session is silence; default 60. */
+  silenceSeconds: number;
+  /** The backup schedules the stale threshold was derived from (cron expressions), when it was. */
+  staleSchedule?: string;
+}
+
+export const DEFAULT_HEALTH_THRESHOLDS: HealthThresholds = {
+  rpoSeconds: 300,
+  staleBackupSeconds: 26 * 3600,
+  silenceSeconds: 60,
+};
+
+/**
+ * The thresholds a cluster runs under: each one from the cluster's policy if it sets it, else
+ * from the fleet policy, else `defaults` (the controller's flags).
+ */
+export function clusterThresholds(
+  defaults: HealthThresholds,
+  policies: readonly PolicyRecord[],
+  cluster: string,
+): HealthThresholds {
+  const fleet = policies.find((p) => p.scope === FLEET_POLICY_SCOPE);
+  const own = policies.find((p) => p.scope === cluster);
+  const eff = effectivePolicy(fleet && settingsOf(fleet), own && settingsOf(own));
+  const set = eff.health;
+  const crons = Object.values(eff.schedules);
+  const fromSchedule =
+    set.staleBackupSeconds === undefined && crons.length > 0 ? scheduleStaleSeconds(crons) : undefined;
+  return {
+    rpoSeconds: set.rpoSeconds ?? defaults.rpoSeconds,
+    staleBackupSeconds: set.staleBackupSeconds ?? fromSchedule ?? defaults.staleBackupSeconds,
+    silenceSeconds: set.silenceSeconds ?? defaults.silenceSeconds,
+    ...(fromSchedule !== undefined ? { staleSchedule: crons.join(' | ') } : {}),
+  };
+}
+
+const staleCache = new Map<string, number>();
+/** What a scheduled backup may take beyond its slot before the cluster counts as stale. */
+const STALE_GRACE_MS = 3 * 3_600_000;
+
+/**
+ * How old the newest backup may get under these schedules before it is stale: the longest gap
+ * between two consecutive fire times of any of them (over 400 days from a fixed start, or as far
+ * as 2000 fire times of the busiest schedule reach), plus 3 h of grace: a backup takes time (a
+ * nightly full of hours holds back the hourly incrs behind it, one backup per cluster at a time)
+ * and spreading shifts a cluster's fire times by up to the spread window. A daily full is stale
+ * after 27 h, hourly incrs after 4 h. A policy's --stale-backup-threshold overrides this.
+ */
+export function scheduleStaleSeconds(crons: readonly string[]): number {
+  const key = [...crons].sort().join('\n');
+  const cached = staleCache.get(key);
+  if (cached !== undefined) return cached;
+  // A fixed start keeps the figure stable between evaluations.
+  const start = Date.UTC(2024, 0, 1);
+  let end = start + 400 * 86_400_000;
+  const times: number[] = [start];
+  for (const cron of crons) {
+    let t = new Date(start);
+    for (let n = 0; ; n++) {
+      t = nextRun(cron, t);
+      if (t.getTime() > end) break;
+      times.push(t.getTime());
+      // A busy schedule stops early: gaps are only judged up to where every schedule was followed.
+      if (n === 1999) {
+        end = t.getTime();
+        break;
+      }
+    }
+  }
+  times.push(end);
+  times.sort((a, b) => a - b);
+  let gap = 0;
+  for (let i = 1; i < times.length && times[i]! <= end; i++) gap = Math.max(gap, times[i]! - times[i - 1]!);
+  const seconds = (gap + STALE_GRACE_MS) / 1000;
+  staleCache.set(key, seconds);
+  return seconds;
+}
+
+/** Heartbeat.wal as the catalog stores it (AgentRecord.walHealth): 64-bit counts as numbers. */
+export function walHealthRecord(w: WalHealth): AgentWalHealth {
+  return {
+    pgWalBytes: Number(w.pgWalBytes),
+    pgWalFreeBytes: Number(w.pgWalFreeBytes),
+    pgWalTotalBytes: Number(w.pgWalTotalBytes),
+    slotName: w.slotName,
+    slotActive: w.slotActive,
+    slotRestartLsn: w.slotRestartLsn,
+    slotRetainedBytes: Number(w.slotRetainedBytes),
+    slotWalStatus: w.slotWalStatus,
+    streamLagBytes: Number(w.streamLagBytes),
+    streamLagSeconds: w.streamLagSeconds,
+    walSegmentsArchived: Number(w.walSegmentsArchived),
+    walBytesArchived: Number(w.walBytesArchived),
+  };
+}
+
+export type HealthCondition = 'archive' | 'rpo' | 'backup_stale' | 'agent_silent';
+export const HEALTH_CONDITIONS: readonly HealthCondition[] = ['archive', 'rpo', 'backup_stale', 'agent_silent'];
+
+/** pg_stat_archiver as the controller reads it (times in ms, null when never). */
+export interface ArchiverFigures {
+  archivedCount: bigint;
+  lastArchivedWal: string;
+  lastArchivedTime: number | null;
+  failedCount: bigint;
+  lastFailedWal: string;
+  lastFailedTime: number | null;
+}
+
+export function archiverFromJson(json: unknown): ArchiverFigures | undefined {
+  if (json === null || json === undefined) return undefined;
+  try {
+    const a = fromJson(ArchiverStatsSchema, json as JsonValue, { ignoreUnknownFields: true });
+    return {
+      archivedCount: a.archivedCount,
+      lastArchivedWal: a.lastArchivedWal,
+      lastArchivedTime: timestampMs(a.lastArchivedTime),
+      failedCount: a.failedCount,
+      lastFailedWal: a.lastFailedWal,
+      lastFailedTime: timestampMs(a.lastFailedTime),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** What one evaluation of a cluster looks at. */
+export interface ClusterObservation {
+  cluster: string;
+  now: number;
+  /** When the cluster was first seen (stands in for the last backup before the first one). */
+  clusterCreatedAt: number;
+  agent?: {
+    id: string;
+    connected: boolean;
+    lastSeen: number | null;
+    archiver?: ArchiverFigures;
+    currentLsn?: string;
+    /** From the last heartbeat this controller received ('' when not streaming or unknown). */
+    streamedLsn?: string;
+  };
+  lastBackup?: { label: string; stopTime: number };
+}
+
+export interface Assessment {
+  /** undefined: not known (no figures yet); no state change either way. */
+  breached: boolean | undefined;
+  value?: number;
+}
+
+export interface ClusterAssessment {
+  cluster: string;
+  /** The thresholds the conditions were judged against. */
+  thresholds: HealthThresholds;
+  rpoSeconds: number | undefined;
+  archiveFailing: boolean | undefined;
+  conditions: Record<HealthCondition, Assessment>;
+  obs: ClusterObservation;
+}
+
+const WAL_SEGMENT_BYTES = 16n * 1024n * 1024n;
+
+function parseLsn(lsn: string | undefined): bigint | undefined {
+  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn ?? '');
+  return m ? (BigInt(`0x${m[1]}`) << 32n) + BigInt(`0x${m[2]}`) : undefined;
+}
+
+/** The LSN just past the end of a WAL segment file name (16 MiB segments), if it is one. */
+function segmentEnd(wal: string): bigint | undefined {
+  const m = /^[0-9A-F]{8}([0-9A-F]{8})([0-9A-F]{8})$/.exec(wal);
+  if (!m) return undefined;
+  const segno = BigInt(`0x${m[1]}`) * (0x100000000n / WAL_SEGMENT_BYTES) + BigInt(`0x${m[2]}`);
+  return (segno + 1n) * WAL_SEGMENT_BYTES;
+}
+
+/** Archiving is failing: the newest failure is newer than the newest success. */
+export function archiveFailing(a: ArchiverFigures): boolean {
+  if (a.failedCount === 0n || a.lastFailedTime === null) return false;
+  return a.lastArchivedTime === null || a.lastFailedTime > a.lastArchivedTime;
+}
+
+/**
+ * The RPO in seconds: now minus the time of the newest WAL safely in the repository. When
+ * everything PostgreSQL wrote is archived (the current LSN is not past the last archived
+ * segment) or streamed (streamed >= current) and archiving is not failing, nothing is at risk
+ * as of the last heartbeat, so that heartbeat's time counts.
+ */
+export function rpoSeconds(obs: ClusterObservation): number | undefined {
+  const agent = obs.agent;
+  const a = agent?.archiver;
+  if (!agent || !a) return undefined;
+  const current = parseLsn(agent.currentLsn);
+  const failing = archiveFailing(a);
+  let safeTime = a.lastArchivedTime;
+  if (!failing && current !== undefined && agent.lastSeen !== null) {
+    const archivedEnd = segmentEnd(a.lastArchivedWal);
+    const streamed = parseLsn(agent.streamedLsn);
+    if ((archivedEnd !== undefined && current <= archivedEnd) || (streamed !== undefined && streamed >= current)) {
+      safeTime = Math.max(safeTime ?? 0, agent.lastSeen);
+    }
+  }
+  if (safeTime === null) return undefined;
+  return Math.max(0, (obs.now - safeTime) / 1000);
+}
+
+export function assessCluster(obs: ClusterObservation, t: HealthThresholds): ClusterAssessment {
+  const a = obs.agent?.archiver;
+  const rpo = rpoSeconds(obs);
+  const failing = a ? archiveFailing(a) : undefined;
+  const lastBackupTime = obs.lastBackup?.stopTime ?? obs.clusterCreatedAt;
+  const backupAge = (obs.now - lastBackupTime) / 1000;
+  const agent = obs.agent;
+  const silentFor = agent?.connected ? (obs.now - (agent.lastSeen ?? obs.now)) / 1000 : undefined;
+  return {
+    cluster: obs.cluster,
+    thresholds: t,
+    rpoSeconds: rpo,
+    archiveFailing: failing,
+    obs,
+    conditions: {
+      archive: { breached: failing },
+      rpo: rpo === undefined ? { breached: undefined } : { breached: rpo > t.rpoSeconds, value: rpo },
+      backup_stale: { breached: backupAge > t.staleBackupSeconds, value: backupAge },
+      // Only an open session can be silent; a closed one is reported by agent.disconnected.
+      agent_silent:
+        silentFor === undefined ? { breached: false } : { breached: silentFor > t.silenceSeconds, value: silentFor },
+    },
+  };
+}
+
+export interface HealthTransition {
+  state: HealthStateRecord;
+  /** The event payload reporting the transition (none for a silent recovery). */
+  payload?: EventPayloadInit;
+}
+
+/**
+ * The hysteresis: ok -> breached emits the breach event, breached -> ok the recovery event
+ * (kinds without a recovery counterpart, backup.stale and agent.silent, just re-arm). Anything
+ * else, including an unknown assessment, changes nothing, so a condition that stays breached
+ * across heartbeats and restarts is reported once.
+ */
+export function nextHealthState(
+  condition: HealthCondition,
+  prev: HealthStateRecord | undefined,
+  assessment: ClusterAssessment,
+  t: HealthThresholds,
+): HealthTransition | undefined {
+  const c = assessment.conditions[condition];
+  if (c.breached === undefined) return undefined;
+  const was = prev?.state ?? 'ok';
+  const obs = assessment.obs;
+  const now = obs.now;
+  const a = obs.agent?.archiver;
+  const archived = a
+    ? {
+        lastArchivedWal: a.lastArchivedWal,
+        ...(a.lastArchivedTime !== null ? { lastArchivedTime: timestampFromMs(a.lastArchivedTime) } : {}),
+      }
+    : {};
+  const base = { cluster: assessment.cluster, condition };
+  if (c.breached && was === 'ok') {
+    switch (condition) {
+      case 'archive':
+        return {
+          state: { ...base, state: 'breached', since: now, data: { failedCount: String(a?.failedCount ?? 0n) } },
+          payload: {
+            case: 'walArchiveFailed',
+            value: {
+              failedCount: a?.failedCount ?? 0n,
+              lastFailedWal: a?.lastFailedWal ?? '',
+              ...(a?.lastFailedTime ? { lastFailedTime: timestampFromMs(a.lastFailedTime) } : {}),
+              message: `archive_command failed for ${a?.lastFailedWal || 'a WAL segment'} (${a?.failedCount ?? 0n} failures)`,
+              ...archived,
+            },
+          },
+        };
+      case 'rpo':
+        return {
+          state: { ...base, state: 'breached', since: now, data: null },
+          payload: {
+            case: 'rpoBreached',
+            value: { rpoSeconds: c.value ?? 0, thresholdSeconds: t.rpoSeconds, ...archived },
+          },
+        };
+      case 'backup_stale': {
+        const b = obs.lastBackup;
+        return {
+          state: { ...base, state: 'breached', since: now, data: null },
+          payload: {
+            case: 'backupStale',
+            value: {
+              lastBackupLabel: b?.label ?? '',
+              ...(b ? { lastBackupTime: timestampFromMs(b.stopTime) } : {}),
+              ageSeconds: c.value ?? 0,
+              thresholdSeconds: t.staleBackupSeconds,
+              schedule: t.staleSchedule ?? '',
+            },
+          },
+        };
+      }
+      case 'agent_silent': {
+        const agent = obs.agent!;
+        return {
+          state: { ...base, state: 'breached', since: now, data: { agentId: agent.id } },
+          payload: {
+            case: 'agentSilent',
+            value: {
+              agentId: agent.id,
+              ...(agent.lastSeen !== null ? { lastHeartbeatTime: timestampFromMs(agent.lastSeen) } : {}),
+              silentSeconds: c.value ?? 0,
+              thresholdSeconds: t.silenceSeconds,
+            },
+          },
+        };
+      }
+    }
+  }
+  if (!c.breached && was === 'breached') {
+    const since = prev!.since;
+    const state: HealthStateRecord = { ...base, state: 'ok', since: now, data: null };
+    switch (condition) {
+      case 'archive':
+        return {
+          state,
+          payload: {
+            case: 'walArchiveRecovered',
+            value: {
+              ...archived,
+              failedCount: a?.failedCount ?? 0n,
+              failingSeconds: Math.max(0, (now - since) / 1000),
+            },
+          },
+        };
+      case 'rpo':
+        return {
+          state,
+          payload: {
+            case: 'rpoRecovered',
+            value: {
+              rpoSeconds: c.value ?? 0,
+              thresholdSeconds: t.rpoSeconds,
+              ...archived,
+              breachedSeconds: Math.max(0, (now - since) / 1000),
+            },
+          },
+        };
+      default:
+        return { state };
+    }
+  }
+  return undefined;
+}
+
+export interface HealthMonitorOptions {
+  /** The controller's flags: thresholds of clusters whose policies set none. */
+  thresholds: HealthThresholds;
+  /** Seconds between timer evaluations of every cluster (and the age of the policies heartbeats are judged by); 0: no timer. */
+  intervalSeconds: number;
+  logger: Logger;
+  now: () => number;
+  /** Called after health events were committed. */
+  onEvents?: () => void;
+}
+
+/** Wires the pure evaluation to the catalog: on each heartbeat and on a timer. */
+export class HealthMonitor {
+  private readonly streamed = new Map<string, string>();
+  private readonly latest = new Map<string, ClusterAssessment>();
+  private chain: Promise<unknown> = Promise.resolve();
+  private timer: NodeJS.Timeout | undefined;
+  /** The stored policies as last read, and when (opts.now()). */
+  private policies: { at: number; list: PolicyRecord[] } | undefined;
+
+  constructor(
+    private readonly store: CatalogStore,
+    private readonly opts: HealthMonitorOptions,
+  ) {}
+
+  start(): void {
+    if (this.timer || this.opts.intervalSeconds <= 0) return;
+    this.timer = setInterval(() => void this.evaluateAll().catch(() => undefined), this.opts.intervalSeconds * 1000);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.chain.catch(() => undefined);
+  }
+
+  /** The most recent assessment of each cluster (metrics read it). */
+  assessments(): ReadonlyMap<string, ClusterAssessment> {
+    return this.latest;
+  }
+
+  async onHeartbeat(
+    agentId: string,
+    cluster: string,
+    beat: { streamedLsn: string; currentLsn: string },
+  ): Promise<void> {
+    this.streamed.set(agentId, beat.streamedLsn);
+    await this.evaluate(cluster);
+  }
+
+  /** Evaluates one cluster (serialised with every other evaluation of this controller). */
+  evaluate(cluster: string): Promise<ClusterAssessment | undefined> {
+    const run = this.chain.then(() => this.evaluateNow(cluster));
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  async evaluateAll(): Promise<void> {
+    // Several controllers on one catalog: one of them evaluates on the timer (heartbeats are
+    // evaluated by the controller holding the agent's stream).
+    if (!(await this.store.tryAcquireLeadership('health'))) return;
+    // Policies are read once for the whole round.
+    this.policiesChanged();
+    for (const c of await this.store.listClusters()) await this.evaluate(c.name);
+  }
+
+  /** Makes the next evaluation read the policies again (after `pgfleet policy set`). */
+  policiesChanged(): void {
+    this.policies = undefined;
+  }
+
+  /** The cluster's thresholds, from policies read at most once per interval (10 s without a timer). */
+  private async thresholdsFor(cluster: string): Promise<HealthThresholds> {
+    const now = this.opts.now();
+    const maxAge = (this.opts.intervalSeconds > 0 ? this.opts.intervalSeconds : 10) * 1000;
+    if (!this.policies || now - this.policies.at >= maxAge || now < this.policies.at) {
+      this.policies = { at: now, list: await this.store.listPolicies() };
+    }
+    return clusterThresholds(this.opts.thresholds, this.policies.list, cluster);
+  }
+
+  private async evaluateNow(cluster: string): Promise<ClusterAssessment | undefined> {
+    try {
+      const [record, agents, backups, states, thresholds] = await Promise.all([
+        this.store.getCluster(cluster),
+        this.store.listAgents(cluster),
+        this.store.listBackups(cluster),
+        this.store.listHealthStates(cluster),
+        this.thresholdsFor(cluster),
+      ]);
+      if (!record) return undefined;
+      const agent = pickAgent(agents);
+      const last: BackupRecord | undefined = backups.at(-1);
+      const obs: ClusterObservation = {
+        cluster,
+        now: this.opts.now(),
+        clusterCreatedAt: record.createdAt,
+        ...(agent
+          ? {
+              agent: {
+                id: agent.id,
+                connected: agent.connected,
+                lastSeen: agent.lastSeen,
+                ...(archiverFromJson(agent.archiver) ? { archiver: archiverFromJson(agent.archiver)! } : {}),
+                ...(agent.currentLsn ? { currentLsn: agent.currentLsn } : {}),
+                streamedLsn: this.streamed.get(agent.id) ?? '',
+              },
+            }
+          : {}),
+        ...(last ? { lastBackup: { label: last.label, stopTime: last.stopTime } } : {}),
+      };
+      const assessment = assessCluster(obs, thresholds);
+      this.latest.set(cluster, assessment);
+      let wrote = false;
+      for (const condition of HEALTH_CONDITIONS) {
+        const prev = states.find((s) => s.condition === condition);
+        const next = nextHealthState(condition, prev, assessment, thresholds);
+        if (!next) continue;
+        const events: OutboxEventInput[] = next.payload ? [outboxEvent(cluster, next.payload, obs.now)] : [];
+        await this.store.putHealthState(next.state, events);
+        if (events.length) {
+          wrote = true;
+          this.opts.logger.warn(
+            { cluster, condition, state: next.state.state, kind: events[0]!.kind },
+            `cluster health: ${events[0]!.kind}`,
+          );
+        }
+      }
+      if (wrote) this.opts.onEvents?.();
+      return assessment;
+    } catch (err) {
+      const e = asPgfleetError(err);
+      this.opts.logger.warn({ cluster, code: e.code }, `health evaluation failed: ${e.message}`);
+      return undefined;
+    }
+  }
+}
+
+/**
+ * The agent whose figures stand for the cluster: the primary's (in an HA cluster its archiver and
+ * current LSN are the cluster's; a standby's archiver counts only what it archives itself), then a
+ * connected one over one that is away, then the newest heartbeat. One agent: that one.
+ */
+export function pickAgent(agents: readonly AgentRecord[]): AgentRecord | undefined {
+  const rank = (a: AgentRecord) => (a.role === 'primary' ? 2 : 0) + (a.connected ? 1 : 0);
+  return [...agents].sort((x, y) => rank(y) - rank(x) || (y.lastSeen ?? 0) - (x.lastSeen ?? 0))[0];
+}

@@ -1,0 +1,267 @@
+/**
+ * The fleet status behind `pgfleet status` (ListClusters): per cluster, on top of what the catalog
+ * holds about its agent and backups, the figures an on-call DBA looks at first: RPO and the
+ * health conditions raised (health.ts), the archive state, the next job a schedule will start
+ * (schedule.ts), the last verify verdict and the last (good) restore drill with its RTO.
+ *
+ * An HA cluster has one agent per host: `hosts` lists each with its role and a standby's lag, and
+ * the cluster's own figures (agent, archiver, RPO) are the primary's.
+ *
+ * Everything is read from the catalog, so any controller sharing it answers the same; only the
+ * streamed LSN of a streaming agent comes from this controller's health monitor (it is not
+ * stored), and without it RPO is judged from archiving alone, which can only overstate it.
+ */
+import { fromJson, type MessageInitShape } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import {
+  FLEET_POLICY_SCOPE,
+  type AgentRecord,
+  type ClusterRecord,
+  type HealthStateRecord,
+  type JobRecord,
+  type ScheduleKind,
+} from '@pgfleet/catalog';
+import {
+  DrillResultSchema,
+  VerifyResultSchema,
+  type ClusterHostSchema,
+  type ClusterInfoSchema,
+  type DrillSummarySchema,
+  type ScheduledJobSchema,
+  type VerifySummarySchema,
+} from '@pgfleet/proto';
+import type { ControllerContext } from '../context.js';
+import { clusterInfo, serverRoleToProto, walHealthFromRecord, type JobResultJson } from '../wire.js';
+import { standbyLag } from '../agents/choice.js';
+import { archiveFailing, archiverFromJson, pickAgent, rpoSeconds } from './health.js';
+import { effectivePolicy, settingsOf, type EffectivePolicy } from '../schedule/policy.js';
+import { BACKUP_PRECEDENCE, dueRuns, nextFireTime } from '../schedule/schedule.js';
+
+type ClusterInfoInit = MessageInitShape<typeof ClusterInfoSchema>;
+type ScheduledJobInit = MessageInitShape<typeof ScheduledJobSchema>;
+type ClusterHostInit = MessageInitShape<typeof ClusterHostSchema>;
+type DrillSummaryInit = MessageInitShape<typeof DrillSummarySchema>;
+type VerifySummaryInit = MessageInitShape<typeof VerifySummarySchema>;
+
+/** How far back `last good drill` looks among a cluster's succeeded drill jobs. */
+const GOOD_DRILL_SCAN = 50;
+
+/** Health conditions (health.ts, stored per cluster) -> the alert names ClusterInfo.alerts uses. */
+const ALERT_NAMES: Record<string, string> = {
+  rpo: 'rpo-breached',
+  archive: 'archive-failing',
+  backup_stale: 'backup-stale',
+  agent_silent: 'agent-silent',
+  wal_gap: 'wal-gap',
+};
+
+/** Every cluster's status (or the named one's), by name. */
+export async function listClusterStatus(ctx: ControllerContext): Promise<ClusterInfoInit[]> {
+  const now = ctx.now();
+  const [clusters, policies, runs, states] = await Promise.all([
+    ctx.store.listClusters(),
+    ctx.store.listPolicies(),
+    ctx.store.listScheduleRuns(),
+    ctx.store.listHealthStates(),
+  ]);
+  const settings = new Map(policies.map((p) => [p.scope, settingsOf(p)]));
+  const fleet = settings.get(FLEET_POLICY_SCOPE);
+  const lastRuns = new Map(runs.map((r) => [`${r.cluster}\u0000${r.type}`, r.lastRun]));
+  return Promise.all(
+    clusters.map(async (c) => {
+      const [agents, backups, verify, drills, goodDrills] = await Promise.all([
+        ctx.store.listAgents(c.name),
+        ctx.store.listBackups(c.name),
+        ctx.store.listJobs({ cluster: c.name, kind: 'verify', state: 'succeeded', limit: 1 }),
+        // The newest drill that ended, whichever way (a running one has no verdict yet).
+        ctx.store.listJobs({ cluster: c.name, kind: 'drill', limit: 10 }),
+        ctx.store.listJobs({ cluster: c.name, kind: 'drill', state: 'succeeded', limit: GOOD_DRILL_SCAN }),
+      ]);
+      const agent = pickAgent(agents);
+      const eff = effectivePolicy(fleet, settings.get(c.name));
+      const lastDrill = drills.map(drillSummaryFromJob).find((d) => d !== undefined);
+      const lastGoodDrill = goodDrills.map(drillSummaryFromJob).find((d) => d?.ok === true);
+      const rpo = clusterRpo(ctx, c, agent, now);
+      const raised = states.filter((s) => s.cluster === c.name);
+      return clusterInfo(c, agent, backups.at(-1), {
+        rpoSeconds: rpo ?? 0,
+        rpoKnown: rpo !== undefined,
+        archiveState: archiveState(agent, raised),
+        alerts: alertsOf(raised, agent),
+        nextJob: nextScheduledJob(c.name, eff, (kind) => lastRuns.get(`${c.name}\u0000${kind}`), now),
+        lastVerify: verify[0] && verifySummaryFromJob(verify[0]),
+        lastDrill,
+        lastGoodDrill,
+        ...(agent?.walHealth ? { wal: walHealthFromRecord(agent.walHealth) } : {}),
+        ...(agent?.archiveSetup ? { archiveSetup: agent.archiveSetup } : {}),
+        // What the connected agent reported in its Hello (not kept once it disconnects).
+        repositories: agent ? [...(ctx.sessions.get(agent.id)?.repositories ?? [])] : [],
+        hosts: clusterHosts(agents),
+      });
+    }),
+  );
+}
+
+/**
+ * Every host of the cluster as its agent last reported it, the primary first, then standbys,
+ * then hosts whose role is not known; connected before away. A standby's byte lag is measured
+ * against the primary's current LSN when a primary's agent is connected (the standby cannot see
+ * the primary's position itself).
+ */
+export function clusterHosts(agents: readonly AgentRecord[]): ClusterHostInit[] {
+  const primaryLsn = agents.find((a) => a.role === 'primary' && a.connected)?.currentLsn;
+  const order = (a: AgentRecord) =>
+    (a.role === 'primary' ? 0 : a.role === 'standby' ? 1 : 2) * 2 + (a.connected ? 0 : 1);
+  return [...agents]
+    .sort((x, y) => order(x) - order(y) || (x.id < y.id ? -1 : x.id > y.id ? 1 : 0))
+    .map((a) => {
+      const lag = a.role === 'standby' ? standbyLag(a, primaryLsn) : undefined;
+      return {
+        agentId: a.id,
+        hostname: a.hostname,
+        connected: a.connected,
+        ...(a.lastSeen !== null ? { lastSeen: timestampFromMs(a.lastSeen) } : {}),
+        role: serverRoleToProto(a.role),
+        currentLsn: a.currentLsn ?? '',
+        lagBytes: BigInt(lag?.againstPrimary ? lag.bytes : 0),
+        lagKnown: lag?.againstPrimary === true,
+        receiveReplayBytes: BigInt(a.replay?.receiveReplayBytes ?? 0),
+        replayLagSeconds: a.replay?.replayLagSeconds ?? 0,
+      };
+    });
+}
+
+function clusterRpo(
+  ctx: ControllerContext,
+  cluster: ClusterRecord,
+  agent: AgentRecord | undefined,
+  now: number,
+): number | undefined {
+  if (!agent) return undefined;
+  const archiver = archiverFromJson(agent.archiver);
+  return rpoSeconds({
+    cluster: cluster.name,
+    now,
+    clusterCreatedAt: cluster.createdAt,
+    agent: {
+      id: agent.id,
+      connected: agent.connected,
+      lastSeen: agent.lastSeen,
+      ...(archiver ? { archiver } : {}),
+      ...(agent.currentLsn ? { currentLsn: agent.currentLsn } : {}),
+      streamedLsn: ctx.health?.assessments?.().get(cluster.name)?.obs.agent?.streamedLsn ?? '',
+    },
+  });
+}
+
+/**
+ * ok, failing, not via pgfleet or unknown: failing when pg_stat_archiver says so or the archive
+ * condition is raised; not via pgfleet when the agent's last heartbeat found archive_mode off or an
+ * archive_command that does not run wal-push for the cluster (pg_stat_archiver counts '/bin/true'
+ * as archived, so without this the state would say ok while no WAL reaches the repository).
+ */
+export function archiveState(agent: AgentRecord | undefined, states: readonly HealthStateRecord[]): string {
+  const archiver = archiverFromJson(agent?.archiver);
+  if (states.some((s) => s.condition === 'archive' && s.state === 'breached')) return 'failing';
+  if (agent?.archiveSetup && !agent.archiveSetup.viaPgfleet) return 'not via pgfleet';
+  if (!archiver) return 'unknown';
+  return archiveFailing(archiver) ? 'failing' : 'ok';
+}
+
+/** The alert of a cluster whose archive_command bypasses pgfleet (see archiveState). */
+export const ARCHIVE_BYPASS_ALERT = 'archive-not-via-pgfleet';
+
+function alertsOf(states: readonly HealthStateRecord[], agent: AgentRecord | undefined): string[] {
+  const alerts = new Set<string>();
+  if (agent?.archiveSetup && !agent.archiveSetup.viaPgfleet) alerts.add(ARCHIVE_BYPASS_ALERT);
+  for (const s of states) {
+    if (s.state !== 'breached') continue;
+    // agent_silent may carry the agent id (agent_silent:<id>).
+    const base = s.condition.split(':')[0]!;
+    alerts.add(ALERT_NAMES[base] ?? s.condition);
+  }
+  return [...alerts].sort();
+}
+
+/** The kinds a schedule can start, in the order a tie at one time is resolved (as the scheduler does). */
+const SCHEDULE_KINDS: readonly ScheduleKind[] = [...BACKUP_PRECEDENCE, 'drill'];
+
+/**
+ * The next job the cluster's schedules start: a run already due (missed while the agent was
+ * away, or never run) is reported at the fire time it stands for, which is in the past; otherwise
+ * the earliest next fire time over full, diff, incr and drill (spread offset included).
+ */
+export function nextScheduledJob(
+  cluster: string,
+  policy: Pick<EffectivePolicy, 'schedules' | 'drill' | 'spreadMinutes'>,
+  lastRun: (kind: ScheduleKind) => number | undefined,
+  now: number,
+): ScheduledJobInit | undefined {
+  let best: { kind: ScheduleKind; at: number; cron: string } | undefined;
+  for (const kind of SCHEDULE_KINDS) {
+    const cron = kind === 'drill' ? policy.drill : policy.schedules[kind];
+    if (!cron) continue;
+    // Drills are spread like backups (scheduler-loop.ts, drills.ts).
+    const schedule = { cluster, type: kind, cron, spreadMinutes: policy.spreadMinutes };
+    let at: number;
+    try {
+      const last = lastRun(kind);
+      const [due] = dueRuns(schedule, last === undefined ? undefined : new Date(last), new Date(now));
+      at = (due?.scheduledAt ?? nextFireTime(schedule, new Date(now))).getTime();
+    } catch {
+      continue; // a bad cron is reported by the scheduler; status shows the others
+    }
+    if (!best || at < best.at) best = { kind, at, cron };
+  }
+  return best && { kind: best.kind, time: timestampFromMs(best.at), schedule: best.cron };
+}
+
+function resultOf(job: JobRecord): JobResultJson {
+  return (job.result ?? {}) as JobResultJson;
+}
+
+/** The verdict of a finished verify job (undefined while it runs or when it left no result). */
+export function verifySummaryFromJob(job: JobRecord): VerifySummaryInit | undefined {
+  const json = resultOf(job).verify;
+  if (job.state !== 'succeeded' || json === undefined) return undefined;
+  const v = fromJson(VerifyResultSchema, json, { ignoreUnknownFields: true });
+  return {
+    jobId: job.id,
+    time: timestampFromMs(job.finishedAt ?? job.createdAt),
+    ok: v.ok,
+    full: v.full,
+    backupsTotal: v.backups.length,
+    backupsRestorable: v.backups.filter((b) => b.restorable).length,
+    problems: v.problems.length,
+  };
+}
+
+/**
+ * The summary of a drill job that ended (undefined while it is queued or running). A drill is
+ * good only when the job succeeded and its DrillResult says ok; a failed job, or one whose result
+ * is absent or unreadable, is a failed drill with the first reason known.
+ */
+export function drillSummaryFromJob(job: JobRecord): DrillSummaryInit | undefined {
+  if (job.state !== 'succeeded' && job.state !== 'failed' && job.state !== 'cancelled') return undefined;
+  const base = { jobId: job.id, time: timestampFromMs(job.finishedAt ?? job.createdAt) };
+  const json = resultOf(job).drill;
+  let result;
+  try {
+    result =
+      json === undefined || json === null
+        ? undefined
+        : fromJson(DrillResultSchema, json, { ignoreUnknownFields: true });
+  } catch {
+    result = undefined;
+  }
+  const ok = job.state === 'succeeded' && result?.ok === true;
+  const reason = ok
+    ? ''
+    : (result?.reasons[0] ??
+      (job.error
+        ? `${job.error.code} ${job.error.message}`
+        : job.state === 'succeeded'
+          ? 'the drill reported no result'
+          : job.state));
+  return { ...base, ok, rtoSeconds: result?.rtoSeconds ?? 0, backupLabel: result?.backupLabel ?? '', reason };
+}

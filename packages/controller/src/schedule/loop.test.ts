@@ -1,0 +1,481 @@
+// Integration: policies, the scheduler loop and retention through the real controller (port 0,
+// temp SQLite catalog) with fake agents. The loop's timer is off; each test drives
+// `scheduler.tick(now)` with its own clock, so cron times are exact and nothing sleeps.
+import { strict as assert } from 'node:assert';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { PgfleetError, type ErrorName } from '@pgfleet/core';
+import { createClient } from '@pgfleet/rpc';
+import { AdminService, BackupType, JobState, type Job } from '@pgfleet/proto';
+import { startController, type RunningController } from '../server.js';
+import { FakeAgent, SYSID, closeFakeAgents, waitFor } from '../testing/fake-agent.js';
+
+const MIN = 60_000;
+const HOUR = 60 * MIN;
+const DAY = 24 * HOUR;
+const T0 = Date.UTC(2026, 2, 2, 10, 0, 0); // Monday 2026-03-02 10:00Z
+
+let dir: string;
+let clock = T0;
+let controller: RunningController;
+let admin: ReturnType<typeof createClient<typeof AdminService>>;
+
+async function start(limits: { host?: number } = {}): Promise<RunningController> {
+  return startController(
+    {
+      listen: '127.0.0.1:0',
+      catalogPath: join(dir, 'catalog.db'),
+      repoPath: '/srv/repo',
+      heartbeatIntervalSeconds: 5,
+      maxBackupsPerHost: limits.host ?? 2,
+    },
+    { now: () => clock, schedulerTimer: false },
+  );
+}
+
+async function connectAgent(cluster: string, agentId = `agent-${cluster}`): Promise<FakeAgent> {
+  const agent = new FakeAgent(controller.address);
+  agent.hello({ cluster, agentId, systemIdentifier: `${SYSID}-${cluster}` });
+  assert.equal((await agent.receive()).msg.case, 'welcome');
+  await waitFor(`${cluster} registered`, async () =>
+    (await admin.listClusters({})).clusters.some((c) => c.name === cluster && c.agentConnected) ? true : undefined,
+  );
+  return agent;
+}
+
+async function rejectsWith(p: Promise<unknown>, name: ErrorName, pattern?: RegExp): Promise<void> {
+  let caught: unknown;
+  await p.then(
+    () => assert.fail(`expected ${name}`),
+    (err: unknown) => (caught = err),
+  );
+  assert.ok(PgfleetError.is(caught, name), `expected ${name}, got ${String(caught)}`);
+  if (pattern) assert.match((caught as Error).message, pattern);
+}
+
+/** Reports the backup job as succeeded with a full backup that ran [stop - 1 min, stop]. */
+function finishBackup(agent: FakeAgent, job: Job, label: string, stop: number, seg: number, cluster: string): void {
+  const name = `00000001000000000000${seg.toString(16).toUpperCase().padStart(4, '0')}`;
+  agent.stream.send({
+    msg: {
+      case: 'result',
+      value: {
+        jobId: job.jobId,
+        state: JobState.SUCCEEDED,
+        result: {
+          case: 'backup',
+          value: {
+            label,
+            type: job.kind.case === 'backup' ? job.kind.value.type : BackupType.FULL,
+            startLsn: `0/${(seg * 0x1000000 + 0x28).toString(16).toUpperCase()}`,
+            stopLsn: `0/${(seg * 0x1000000 + 0x100).toString(16).toUpperCase()}`,
+            startTime: timestampFromMs(stop - MIN),
+            stopTime: timestampFromMs(stop),
+            timeline: 1,
+            systemIdentifier: `${SYSID}-${cluster}`,
+            pgVersion: 170002,
+            sizeBytes: 1000n,
+            storedBytes: 100n,
+            fileCount: 3,
+            walStart: name,
+            walStop: name,
+          },
+        },
+      },
+    },
+  });
+}
+
+async function jobState(id: string): Promise<JobState | undefined> {
+  return (await admin.getJob({ id })).job?.state;
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'pgfleet-sched-it-'));
+  controller = await start();
+  admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
+});
+
+after(async () => {
+  closeFakeAgents();
+  admin?.close();
+  await controller?.close(100);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('policies', () => {
+  test('get shows every key with its source; set merges; a cluster overrides the fleet', async () => {
+    let p = await admin.getPolicy({ cluster: 'alpha' });
+    assert.deepEqual(
+      p.values.map((v) => [v.key, v.value, v.source]),
+      [
+        ['full', '-', 'default'],
+        ['diff', '-', 'default'],
+        ['incr', '-', 'default'],
+        ['drill', '-', 'default'],
+        ['spreadMinutes', '30', 'default'],
+        ['backupFrom', 'primary', 'default'],
+        ['pitrWindowDays', '7', 'default'],
+        ['daily', '7', 'default'],
+        ['weekly', '4', 'default'],
+        ['monthly', '12', 'default'],
+        ['yearly', '0', 'default'],
+        ['minFull', '1', 'default'],
+        // Health thresholds nobody set show the controller's flags (defaults here).
+        ['rpoThresholdSeconds', '300', 'default'],
+        ['staleBackupThresholdSeconds', '93600', 'default'],
+        ['agentSilenceThresholdSeconds', '60', 'default'],
+      ],
+    );
+    assert.equal(p.retentionConfigured, false);
+    await admin.setPolicy({ fleet: true, settings: { full: '0 1 * * 0', incr: '0 1 * * 1-6', daily: 5 } });
+    await admin.setPolicy({
+      cluster: 'alpha',
+      settings: { incr: '', minFull: 3, drill: '0 4 * * 0', rpoThresholdSeconds: 90, backupFrom: 'prefer-standby' },
+    });
+    p = (await admin.setPolicy({ cluster: 'alpha', settings: { weekly: 2 } })).policy!;
+    const v = Object.fromEntries(p.values.map((x) => [x.key, `${x.value}/${x.source}`]));
+    assert.deepEqual(v, {
+      full: '0 1 * * 0/fleet',
+      diff: '-/default',
+      incr: '-/cluster',
+      drill: '0 4 * * 0/cluster',
+      spreadMinutes: '30/default',
+      backupFrom: 'prefer-standby/cluster',
+      pitrWindowDays: '7/default',
+      daily: '5/fleet',
+      weekly: '2/cluster',
+      monthly: '12/default',
+      yearly: '0/default',
+      minFull: '3/cluster',
+      rpoThresholdSeconds: '90/cluster',
+      staleBackupThresholdSeconds: '93600/default',
+      agentSilenceThresholdSeconds: '60/default',
+    });
+    assert.deepEqual(
+      [p.clusterOverride?.incr, p.clusterOverride?.minFull, p.clusterOverride?.weekly, p.fleet?.daily],
+      ['', 3, 2, 5],
+    );
+    assert.equal(p.retentionConfigured, true);
+    const fleet = await admin.getPolicy({ cluster: '' });
+    assert.deepEqual(
+      fleet.values.find((x) => x.key === 'incr'),
+      { $typeName: 'pgfleet.v1.PolicyValue', key: 'incr', value: '0 1 * * 1-6', source: 'fleet' },
+    );
+    // reset drops the override: everything is inherited again.
+    p = (await admin.setPolicy({ cluster: 'alpha', reset: true, settings: {} })).policy!;
+    assert.ok(p.values.every((x) => x.source !== 'cluster'));
+    await admin.setPolicy({ fleet: true, reset: true, settings: {} });
+  });
+
+  test('bad values are refused naming the flag; nothing is stored', async () => {
+    await rejectsWith(
+      admin.setPolicy({ cluster: 'alpha', settings: { full: '0 1 * *' } }),
+      'InvalidArgument',
+      /--full.*5 fields/,
+    );
+    await rejectsWith(
+      admin.setPolicy({ cluster: 'alpha', settings: { diff: '61 * * * *' } }),
+      'InvalidArgument',
+      /--diff/,
+    );
+    await rejectsWith(
+      admin.setPolicy({ cluster: 'alpha', settings: { pitrWindowDays: -1 } }),
+      'InvalidArgument',
+      /--pitr-window-days/,
+    );
+    await rejectsWith(
+      admin.setPolicy({ cluster: 'alpha', settings: { spreadMinutes: -5 } }),
+      'InvalidArgument',
+      /--spread-minutes/,
+    );
+    await rejectsWith(
+      admin.setPolicy({ cluster: 'alpha', settings: { drill: 'every sunday' } }),
+      'InvalidArgument',
+      /--drill/,
+    );
+    await rejectsWith(
+      admin.setPolicy({ cluster: 'alpha', settings: { rpoThresholdSeconds: 0 } }),
+      'InvalidArgument',
+      /--rpo-threshold/,
+    );
+    await rejectsWith(
+      admin.setPolicy({ cluster: 'alpha', settings: { backupFrom: 'replica' } }),
+      'InvalidArgument',
+      /--backup-from.*primary, standby, prefer-standby.*'replica'/,
+    );
+    await rejectsWith(admin.setPolicy({ cluster: '*', settings: { daily: 1 } }), 'InvalidArgument', /--fleet/);
+    await rejectsWith(admin.setPolicy({ cluster: 'alpha', fleet: true, settings: { daily: 1 } }), 'InvalidArgument');
+    assert.ok((await admin.getPolicy({ cluster: 'alpha' })).values.every((x) => x.source === 'default'));
+  });
+});
+
+describe('scheduler loop', () => {
+  let main: FakeAgent;
+
+  test('a due full starts once, is recorded, and fires again at the next cron time', async () => {
+    main = await connectAgent('main');
+    await admin.setPolicy({ cluster: 'main', settings: { full: '0 * * * *', spreadMinutes: 0 } });
+    clock = T0 + 30_000;
+    let r = await controller.scheduler.tick(clock);
+    assert.deepEqual(
+      r.started.map((s) => [s.cluster, s.type, s.scheduledAt.toISOString()]),
+      [['main', 'full', '2026-03-02T10:00:00.000Z']],
+    );
+    const job = await main.receiveJob();
+    assert.equal(job.jobId, r.started[0]!.jobId);
+    assert.equal(job.kind.case === 'backup' && job.kind.value.type, BackupType.FULL);
+    assert.deepEqual((await controller.context.store.getJob(job.jobId))?.params, {
+      type: 'full',
+      scheduledAt: '2026-03-02T10:00:00.000Z',
+    });
+    assert.deepEqual(await controller.context.store.listScheduleRuns('main'), [
+      { cluster: 'main', type: 'full', lastRun: T0 },
+    ]);
+
+    clock = T0 + 40_000;
+    r = await controller.scheduler.tick(clock);
+    assert.deepEqual([r.started, r.waiting], [[], []]);
+    finishBackup(main, job, '20260302-095930F', T0 + 50_000, 2, 'main');
+    await waitFor('backup succeeded', async () =>
+      (await jobState(job.jobId)) === JobState.SUCCEEDED ? true : undefined,
+    );
+
+    clock = T0 + 30 * MIN;
+    assert.deepEqual((await controller.scheduler.tick(clock)).started, []);
+    clock = T0 + HOUR + 5000;
+    r = await controller.scheduler.tick(clock);
+    assert.deepEqual(
+      r.started.map((s) => s.scheduledAt.toISOString()),
+      ['2026-03-02T11:00:00.000Z'],
+    );
+    const second = await main.receiveJob();
+    finishBackup(main, second, '20260302-110000F', T0 + HOUR + 60_000, 4, 'main');
+    await waitFor('second backup succeeded', async () =>
+      (await jobState(second.jobId)) === JobState.SUCCEEDED ? true : undefined,
+    );
+  });
+
+  test('a controller restart neither repeats nor loses a run; missed fire times run once', async () => {
+    await controller.close(100);
+    closeFakeAgents();
+    controller = await start();
+    admin.close();
+    admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
+    main = await connectAgent('main');
+    clock = T0 + HOUR + 30_000;
+    assert.deepEqual((await controller.scheduler.tick(clock)).started, [], 'the 11:00 run is recorded: not repeated');
+    // Down from 11:01 to 14:10: the 12:00, 13:00 and 14:00 runs fold into one.
+    clock = T0 + 4 * HOUR + 10 * MIN;
+    const r = await controller.scheduler.tick(clock);
+    assert.deepEqual(
+      r.started.map((s) => s.scheduledAt.toISOString()),
+      ['2026-03-02T14:00:00.000Z'],
+    );
+    const job = await main.receiveJob();
+    finishBackup(main, job, '20260302-141000F', clock + 30_000, 6, 'main');
+    await waitFor('backup succeeded', async () =>
+      (await jobState(job.jobId)) === JobState.SUCCEEDED ? true : undefined,
+    );
+    assert.deepEqual((await controller.scheduler.tick(clock + MIN)).started, []);
+  });
+
+  test('a due full covers a due incr; the per-host limit holds the second cluster back', async () => {
+    await controller.close(100);
+    closeFakeAgents();
+    controller = await start({ host: 1 });
+    admin.close();
+    admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
+    // Both fake agents report the same hostname.
+    const a = await connectAgent('host-a');
+    const b = await connectAgent('host-b');
+    await admin.setPolicy({
+      cluster: 'host-a',
+      settings: { full: '0 18 * * *', incr: '*/15 * * * *', spreadMinutes: 0 },
+    });
+    await admin.setPolicy({ cluster: 'host-b', settings: { full: '0 18 * * *', spreadMinutes: 0 } });
+    clock = T0 + 8 * HOUR + MIN; // 18:01
+    let r = await controller.scheduler.tick(clock);
+    assert.equal(r.started.length, 1);
+    assert.deepEqual(
+      r.waiting.map((w) => [w.type, w.reason]),
+      [['full', 'host-limit']],
+    );
+    const first = r.started[0]!;
+    assert.equal(first.type, 'full');
+    const runs = await controller.context.store.listScheduleRuns(first.cluster);
+    if (first.cluster === 'host-a')
+      assert.deepEqual(
+        runs.map((x) => [x.type, x.lastRun]),
+        [
+          ['full', T0 + 8 * HOUR],
+          ['incr', T0 + 8 * HOUR],
+        ],
+      );
+    const [agentFirst, agentSecond] = first.cluster === 'host-a' ? [a, b] : [b, a];
+    const job = await agentFirst.receiveJob();
+    finishBackup(agentFirst, job, '20260302-180100F', clock + 30_000, 8, first.cluster);
+    await waitFor('backup succeeded', async () =>
+      (await jobState(job.jobId)) === JobState.SUCCEEDED ? true : undefined,
+    );
+    clock += MIN;
+    r = await controller.scheduler.tick(clock);
+    assert.deepEqual(
+      r.started.map((s) => [s.cluster, s.type, s.scheduledAt.toISOString()]),
+      [[first.cluster === 'host-a' ? 'host-b' : 'host-a', 'full', '2026-03-02T18:00:00.000Z']],
+    );
+    await agentSecond.receiveJob();
+  });
+});
+
+describe('retention', () => {
+  let agent: FakeAgent;
+  const cluster = 'ret';
+
+  test('plan lists what goes and why; pin keeps a backup; apply sends an expire job; the result removes the rows', async () => {
+    agent = await connectAgent(cluster);
+    const store = controller.context.store;
+    clock = T0 + 10 * DAY;
+    // Four fulls a day apart, the newest an hour ago.
+    const labels = ['20260308-090000F', '20260309-090000F', '20260310-090000F', '20260311-090000F'] as const;
+    for (const [i, label] of labels.entries()) {
+      const seg = 0x10 + i * 4;
+      const name = `00000001000000000000${seg.toString(16).toUpperCase().padStart(4, '0')}`;
+      await store.insertBackup({
+        cluster,
+        label,
+        type: 'full',
+        startLsn: `0/${(seg * 0x1000000).toString(16).toUpperCase()}`,
+        stopLsn: `0/${(seg * 0x1000000 + 0x100).toString(16).toUpperCase()}`,
+        startTime: clock - (4 - i) * DAY + 23 * HOUR - MIN,
+        stopTime: clock - (4 - i) * DAY + 23 * HOUR,
+        timeline: 1,
+        systemIdentifier: `${SYSID}-${cluster}`,
+        pgVersion: 170002,
+        sizeBytes: 1,
+        storedBytes: 1,
+        fileCount: 1,
+        walStart: name,
+        walStop: name,
+        jobId: `j${i}`,
+        priorLabel: '',
+      });
+    }
+    await admin.setPolicy({ cluster, settings: { minFull: 2, pitrWindowDays: 0, daily: 0, weekly: 0, monthly: 0 } });
+    let plan = await admin.planRetention({ cluster });
+    assert.deepEqual(
+      plan.backups.map((b) => [b.label, b.keep, b.reasons.join(',')]),
+      [
+        [labels[0], false, 'outside-retention'],
+        [labels[1], false, 'outside-retention'],
+        [labels[2], true, 'min-full'],
+        [labels[3], true, 'pitr-window,min-full'],
+      ],
+    );
+    assert.deepEqual([plan.anchorLabel, plan.walKeepFrom], [labels[3], '00000001000000000000001C']);
+    // The older full kept by min-full is a long-term backup: it keeps only the WAL that makes it consistent.
+    assert.deepEqual(
+      plan.walKeepRanges.map((r) => [r.label, r.walStart, r.walStop]),
+      [[labels[2], '000000010000000000000018', '000000010000000000000018']],
+    );
+
+    const pinned = await admin.pinBackup({ cluster, label: labels[0], pinned: true });
+    assert.equal(pinned.backup?.pinned, true);
+    plan = await admin.planRetention({ cluster });
+    assert.deepEqual(
+      plan.backups.filter((b) => !b.keep).map((b) => b.label),
+      [labels[1]],
+    );
+    // A pinned long-term backup keeps the WAL that makes it consistent.
+    assert.deepEqual(
+      plan.walKeepRanges.map((r) => r.label),
+      [labels[0], labels[2]],
+    );
+    await admin.pinBackup({ cluster, label: labels[0], pinned: false });
+    await rejectsWith(admin.pinBackup({ cluster, label: 'nope', pinned: true }), 'UnknownBackup');
+
+    const applied = await admin.applyRetention({ cluster });
+    assert.ok(applied.job);
+    const job = await agent.receiveJob();
+    assert.equal(job.jobId, applied.job.id);
+    assert.equal(job.kind.case, 'expire');
+    if (job.kind.case !== 'expire') return;
+    assert.deepEqual(
+      [job.kind.value.cluster, job.kind.value.labels, job.kind.value.walKeepFrom],
+      [cluster, [labels[0], labels[1]], '00000001000000000000001C'],
+    );
+    // A second apply while the expire job runs is refused.
+    await rejectsWith(admin.applyRetention({ cluster }), 'BackupInProgress');
+    // The agent deleted only the first (say, the second is still read by a kept backup).
+    agent.stream.send({
+      msg: {
+        case: 'result',
+        value: {
+          jobId: job.jobId,
+          state: JobState.SUCCEEDED,
+          result: {
+            case: 'expire',
+            value: {
+              deletedLabels: [labels[0], labels[3]],
+              skippedLabels: [labels[1]],
+              walFilesDeleted: 12,
+              walBytesDeleted: 1000n,
+              backupFilesDeleted: 9,
+            },
+          },
+        },
+      },
+    });
+    await waitFor('expire succeeded', async () =>
+      (await jobState(job.jobId)) === JobState.SUCCEEDED ? true : undefined,
+    );
+    // Only labels the job was asked to delete leave the catalog: labels[3] was not, so it stays.
+    assert.deepEqual(
+      (await admin.listBackups({ cluster })).backups.map((b) => b.label),
+      [labels[1], labels[2], labels[3]],
+    );
+    const shown = (await admin.getJob({ id: job.jobId })).job;
+    assert.deepEqual(
+      [shown?.kind, shown?.expire?.walFilesDeleted, shown?.expire?.skippedLabels],
+      ['expire', 12, [labels[1]]],
+    );
+  });
+
+  test('the scheduler runs retention after a successful backup', async () => {
+    clock = T0 + 10 * DAY + 10 * MIN;
+    const { job } = await admin.startBackup({ cluster });
+    const sent = await agent.receiveJob();
+    assert.equal(sent.jobId, job!.id);
+    // Busy: no expire job while the backup runs.
+    assert.deepEqual((await controller.scheduler.tick(clock)).expireJobs, []);
+    finishBackup(agent, sent, '20260312-101000F', clock, 0x30, cluster);
+    await waitFor('backup succeeded', async () =>
+      (await jobState(sent.jobId)) === JobState.SUCCEEDED ? true : undefined,
+    );
+    const r = await controller.scheduler.tick(clock + 1000);
+    // min-full 2 now keeps the two newest: labels 2 and 3 of the first test go (1 was skipped before).
+    assert.deepEqual(
+      r.expireJobs.map((e) => [e.cluster, e.labels.join(' ')]),
+      [[cluster, '20260309-090000F 20260310-090000F']],
+    );
+    const expire = await agent.receiveJob();
+    assert.equal(expire.kind.case === 'expire' && expire.kind.value.walKeepFrom, '000000010000000000000030');
+    // Within the hour, with nothing new, it is not looked at again.
+    agent.stream.send({
+      msg: {
+        case: 'result',
+        value: { jobId: expire.jobId, state: JobState.FAILED, error: { code: 'PGF-5004', message: 'disk' } },
+      },
+    });
+    await waitFor('expire failed', async () => ((await jobState(expire.jobId)) === JobState.FAILED ? true : undefined));
+    assert.deepEqual((await controller.scheduler.tick(clock + 30 * MIN)).expireJobs, []);
+    // An hour later the still-expirable backups are tried again.
+    assert.deepEqual(
+      (await controller.scheduler.tick(clock + 61 * MIN)).expireJobs.map((e) => e.labels.length),
+      [2],
+    );
+  });
+});

@@ -1,0 +1,228 @@
+/**
+ * The controller's scheduler loop: every tick, on the controller that holds the 'scheduler'
+ * leadership, it starts the backups the clusters' schedules make due and the expire jobs their
+ * retention makes due. The decisions are schedule.ts and retention.ts (pure); this module feeds
+ * them from the catalog and acts on the answer.
+ *
+ * - Only clusters with a connected agent are scheduled: a job needs an open stream. A schedule
+ *   missed while the agent was away stays due (lastRun did not move) and runs once when it is
+ *   back, like catch-up after controller downtime.
+ * - lastRun is persisted (schedule_runs) right after the job is dispatched, for the backup's own
+ *   type and the lesser types it covers; a restarted or newly elected controller reads it back,
+ *   so a run is neither repeated nor lost. A dispatch that fails records nothing: it stays due.
+ * - The concurrency gate sees every active backup and expire job of the catalog (whichever
+ *   controller started it), so limits hold across controllers and restarts.
+ * - Retention runs for clusters whose policy sets any retention value: after each successful
+ *   backup and otherwise at most once an hour per cluster; an expire job is dispatched when the
+ *   plan expires a backup or the PITR anchor (and so the WAL that can go) moved since the last one.
+ *   Never while the cluster has a backup or expire job running.
+ * - Restore drills run from each cluster's drill cron (drills.ts startDueDrills): once per fire
+ *   time, recorded as schedule run 'drill', never while the cluster's previous drill runs.
+ * - `tick(now)` is public so tests drive the loop with their own clock instead of timers.
+ */
+import { asPgfleetError, type Logger } from '@pgfleet/core';
+import { FLEET_POLICY_SCOPE, type BackupKind, type JobRecord } from '@pgfleet/catalog';
+import type { ControllerContext } from '../context.js';
+import { startBackupJob } from '../jobs/dispatch.js';
+import { startDueDrills, type DrillSchedule } from '../drill/drills.js';
+import { effectivePolicy, settingsOf } from './policy.js';
+import { planClusterRetention, planRemovesSomething, startExpireJob } from '../retention/jobs.js';
+import { Scheduler, type BackupSlot, type ClusterSchedules, type ConcurrencyLimits } from './schedule.js';
+
+export const SCHEDULER_LEADERSHIP = 'scheduler';
+const RETENTION_INTERVAL_MS = 3_600_000;
+
+export interface SchedulerLoopOptions {
+  intervalSeconds: number;
+  limits: ConcurrencyLimits;
+}
+
+export interface TickReport {
+  /** False when another controller leads: nothing was looked at. */
+  leader: boolean;
+  started: Array<{ cluster: string; type: BackupKind; scheduledAt: Date; jobId: string }>;
+  waiting: Array<{ cluster: string; type: BackupKind; reason: string }>;
+  failed: Array<{ cluster: string; type: BackupKind; error: string }>;
+  expireJobs: Array<{ cluster: string; jobId: string; labels: string[] }>;
+  /** Restore drills the clusters' drill schedules started (drills.ts). */
+  drills?: Array<{ cluster: string; jobId: string; scheduledAt: Date }>;
+}
+
+export class SchedulerLoop {
+  readonly scheduler: Scheduler;
+  private readonly log: Logger;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> | undefined;
+  /** Per cluster: when retention was last looked at, and the WAL anchor the last expire job kept from. */
+  private readonly retentionCheckedAt = new Map<string, number>();
+  private readonly expiredFrom = new Map<string, string>();
+  /** Bad cron expressions already logged (cluster/type/cron), so a tick every second does not flood the log. */
+  private readonly reported = new Set<string>();
+
+  constructor(
+    private readonly ctx: ControllerContext,
+    private readonly options: SchedulerLoopOptions,
+  ) {
+    this.scheduler = new Scheduler({ spreadMinutes: 0, limits: options.limits });
+    this.log = ctx.logger.child({ component: 'scheduler' });
+  }
+
+  /** Ticks every intervalSeconds until stop(); a tick never overlaps the previous one. */
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      if (this.running) return;
+      this.running = this.tick()
+        .catch((err: unknown) => {
+          const e = asPgfleetError(err);
+          this.log.error({ code: e.code, err: e.message }, 'scheduler tick failed');
+        })
+        .finally(() => (this.running = undefined));
+    }, this.options.intervalSeconds * 1000);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+
+  /** Runs one round at `now` (ms): start due backups, then due expire jobs. */
+  async tick(now: number = this.ctx.now()): Promise<TickReport> {
+    const report: TickReport = { leader: false, started: [], waiting: [], failed: [], expireJobs: [] };
+    const { store } = this.ctx;
+    if (!(await store.tryAcquireLeadership(SCHEDULER_LEADERSHIP))) return report;
+    report.leader = true;
+
+    // One session per cluster: the one a job would be dispatched to.
+    const clusters = [...new Set(this.ctx.sessions.all().map((s) => s.cluster))].sort();
+    if (clusters.length === 0) return report;
+    const policies = new Map((await store.listPolicies()).map((p) => [p.scope, settingsOf(p)]));
+    const fleet = policies.get(FLEET_POLICY_SCOPE);
+    const active = await store.listActiveJobs();
+    const running = this.runningSlots(active);
+
+    const schedules: ClusterSchedules[] = [];
+    const drillSchedules: DrillSchedule[] = [];
+    const retentionClusters: string[] = [];
+    for (const cluster of clusters) {
+      // The host a schedule is spread by: the longest connected agent (the backup itself goes where backup_from says).
+      const session = this.ctx.sessions.ofCluster(cluster)[0]!;
+      const eff = effectivePolicy(fleet, policies.get(cluster));
+      if (eff.retentionConfigured) retentionClusters.push(cluster);
+      if (eff.drill) drillSchedules.push({ cluster, cron: eff.drill, spreadMinutes: eff.spreadMinutes });
+      if (Object.keys(eff.schedules).length === 0) continue;
+      schedules.push({
+        cluster,
+        repository: this.ctx.repositoryKey,
+        host: session.hostname,
+        ...eff.schedules,
+        spreadMinutes: eff.spreadMinutes,
+      });
+    }
+
+    if (schedules.length) {
+      const lastRuns = new Map((await store.listScheduleRuns()).map((r) => [`${r.cluster}\u0000${r.type}`, r.lastRun]));
+      const result = this.scheduler.tick(new Date(now), {
+        schedules,
+        lastRun: (cluster, type) => {
+          const t = lastRuns.get(`${cluster}\u0000${type}`);
+          return t === undefined ? undefined : new Date(t);
+        },
+        running,
+      });
+      for (const e of result.errors) {
+        const key = `${e.cluster}/${e.type}/${schedules.find((s) => s.cluster === e.cluster)?.[e.type] ?? ''}`;
+        if (!this.reported.has(key))
+          this.log.warn(
+            { cluster: e.cluster, type: e.type, code: e.error.code },
+            `schedule not evaluated: ${e.error.message}`,
+          );
+        this.reported.add(key);
+      }
+      for (const w of result.waiting) {
+        report.waiting.push({ cluster: w.backup.cluster, type: w.backup.type, reason: w.reason });
+        this.log.debug({ cluster: w.backup.cluster, type: w.backup.type, reason: w.reason }, 'due backup waits');
+      }
+      for (const p of result.start) {
+        let jobId: string;
+        try {
+          const job = await startBackupJob(this.ctx, p.cluster, p.type, { scheduledAt: p.scheduledAt.toISOString() });
+          jobId = job.id ?? '';
+        } catch (err) {
+          const e = asPgfleetError(err);
+          report.failed.push({ cluster: p.cluster, type: p.type, error: e.message });
+          this.log.warn(
+            { cluster: p.cluster, type: p.type, code: e.code },
+            `scheduled backup not started: ${e.message}`,
+          );
+          continue;
+        }
+        // The job is out: record the run (and the lesser due types it covers) so it is not started again.
+        await store.recordScheduleRuns(
+          p.record.map((r) => ({ cluster: p.cluster, type: r.type, lastRun: r.scheduledAt.getTime() })),
+        );
+        report.started.push({ cluster: p.cluster, type: p.type, scheduledAt: p.scheduledAt, jobId });
+        this.log.info(
+          {
+            cluster: p.cluster,
+            type: p.type,
+            scheduledAt: p.scheduledAt.toISOString(),
+            dueSince: p.dueSince?.toISOString(),
+            jobId,
+          },
+          'scheduled backup started',
+        );
+      }
+    }
+
+    report.drills = await startDueDrills(this.ctx, drillSchedules, now, this.log);
+    await this.retention(now, retentionClusters, report);
+    return report;
+  }
+
+  private runningSlots(active: readonly JobRecord[]): BackupSlot[] {
+    const slots: BackupSlot[] = [];
+    for (const job of active) {
+      if (job.kind !== 'backup' && job.kind !== 'expire') continue;
+      const host = this.ctx.sessions.get(job.agentId)?.hostname ?? `agent:${job.agentId}`;
+      slots.push({ cluster: job.cluster, repository: this.ctx.repositoryKey, host });
+    }
+    return slots;
+  }
+
+  private async retention(now: number, clusters: readonly string[], report: TickReport): Promise<void> {
+    if (clusters.length === 0) return;
+    // Jobs started just now by this tick count as busy too.
+    const busy = new Set(
+      (await this.ctx.store.listActiveJobs())
+        .filter((j) => j.kind === 'backup' || j.kind === 'expire')
+        .map((j) => j.cluster),
+    );
+    for (const cluster of clusters) {
+      const asked = this.ctx.retentionDue.has(cluster);
+      const last = this.retentionCheckedAt.get(cluster);
+      if (!asked && last !== undefined && now - last < RETENTION_INTERVAL_MS) continue;
+      if (busy.has(cluster)) continue; // looked at again once the running job is done
+      this.ctx.retentionDue.delete(cluster);
+      this.retentionCheckedAt.set(cluster, now);
+      try {
+        const r = await planClusterRetention(this.ctx, cluster);
+        const anchorFrom = r.plan.anchor?.walStart ?? '';
+        if (!planRemovesSomething(r.plan)) continue;
+        if (r.plan.expire.length === 0 && this.expiredFrom.get(cluster) === anchorFrom) continue;
+        const job = await startExpireJob(this.ctx, r, asked ? 'after backup' : 'periodic');
+        this.expiredFrom.set(cluster, anchorFrom);
+        report.expireJobs.push({ cluster, jobId: job.id ?? '', labels: r.plan.expire.map((e) => e.label) });
+        this.log.info(
+          { cluster, jobId: job.id, expire: r.plan.expire, walKeepFrom: anchorFrom },
+          'retention expire job started',
+        );
+      } catch (err) {
+        const e = asPgfleetError(err);
+        this.log.warn({ cluster, code: e.code }, `retention not applied: ${e.message}`);
+      }
+    }
+  }
+}

@@ -1,0 +1,297 @@
+/**
+ * Backup policies: what the catalog stores (a partial policy per cluster, and a fleet default
+ * under FLEET_POLICY_SCOPE) and the effective policy a cluster runs under. A value comes from the
+ * cluster's override if it sets it, else from the fleet default, else from the built-in default,
+ * and `effectivePolicy` says which for every key so `pgfleet policy get` can show it.
+ *
+ * - Schedules: an unset cron is inherited; '' means "not scheduled" and stops an inherited one
+ *   (a cluster can opt out of the fleet's incr schedule). No built-in schedule: nothing runs
+ *   until someone asks for it.
+ * - backupFrom: which host of an HA cluster backups run on (primary, standby, prefer-standby);
+ *   built-in: the primary.
+ * - Retention: unset values take the built-in defaults below, but retention only runs on its own
+ *   (after backups, hourly) once at least one retention value is set at the fleet or the cluster:
+ *   a controller must never start deleting backups because of defaults nobody chose (pgBackRest
+ *   also refuses to expire without repo-retention-full). `pgfleet retention apply` runs it anyway.
+ */
+import { PgfleetError } from '@pgfleet/core';
+import {
+  BACKUP_FROM_VALUES,
+  FLEET_POLICY_SCOPE,
+  type BackupFrom,
+  type BackupKind,
+  type CatalogStore,
+  type PolicyHealth,
+  type PolicyRecord,
+  type PolicyRetention,
+  type PolicySchedules,
+} from '@pgfleet/catalog';
+import { validateRetentionPolicy, type RetentionPolicy } from '../retention/plan.js';
+import { CronSchedule } from './schedule.js';
+
+export { FLEET_POLICY_SCOPE };
+
+/** Built-in retention: a week of PITR, 7 daily, 4 weekly and 12 monthly fulls, never fewer than 1 full. */
+export const DEFAULT_RETENTION: Readonly<RetentionPolicy> = {
+  pitrWindowDays: 7,
+  daily: 7,
+  weekly: 4,
+  monthly: 12,
+  yearly: 0,
+  minFull: 1,
+};
+/** Built-in spreading: a fleet scheduled at 01:00 starts over 01:00-01:30. */
+export const DEFAULT_SPREAD_MINUTES = 30;
+
+export const SCHEDULE_KEYS = ['full', 'diff', 'incr'] as const satisfies readonly BackupKind[];
+export const RETENTION_KEYS = ['pitrWindowDays', 'daily', 'weekly', 'monthly', 'yearly', 'minFull'] as const;
+/**
+ * Health thresholds (seconds) and the catalog field each is stored under. Unset everywhere, the
+ * controller's flags (--rpo-threshold, ...) apply.
+ */
+export const HEALTH_KEYS = [
+  'rpoThresholdSeconds',
+  'staleBackupThresholdSeconds',
+  'agentSilenceThresholdSeconds',
+] as const;
+export type HealthKey = (typeof HEALTH_KEYS)[number];
+export const HEALTH_FIELDS: Record<HealthKey, keyof PolicyHealth> = {
+  rpoThresholdSeconds: 'rpoSeconds',
+  staleBackupThresholdSeconds: 'staleBackupSeconds',
+  agentSilenceThresholdSeconds: 'silenceSeconds',
+};
+/** Every key in the order `policy get` lists them. */
+export const POLICY_KEYS = [
+  ...SCHEDULE_KEYS,
+  'drill',
+  'spreadMinutes',
+  'backupFrom',
+  ...RETENTION_KEYS,
+  ...HEALTH_KEYS,
+] as const;
+/** Built-in backup source: the primary, as before HA clusters (a standby backup is opted into). */
+export const DEFAULT_BACKUP_FROM: BackupFrom = 'primary';
+export type PolicyKey = (typeof POLICY_KEYS)[number];
+export type PolicySource = 'cluster' | 'fleet' | 'default';
+
+/** The CLI flag of each key, named in validation errors so a user knows what to fix. */
+export const POLICY_FLAGS: Record<PolicyKey, string> = {
+  full: '--full',
+  diff: '--diff',
+  incr: '--incr',
+  drill: '--drill',
+  spreadMinutes: '--spread-minutes',
+  backupFrom: '--backup-from',
+  pitrWindowDays: '--pitr-window-days',
+  daily: '--daily',
+  weekly: '--weekly',
+  monthly: '--monthly',
+  yearly: '--yearly',
+  minFull: '--min-full',
+  rpoThresholdSeconds: '--rpo-threshold',
+  staleBackupThresholdSeconds: '--stale-backup-threshold',
+  agentSilenceThresholdSeconds: '--agent-silence-threshold',
+};
+
+/** A partial policy as stored for one scope. */
+export interface PolicySettings {
+  schedules: PolicySchedules;
+  retention: PolicyRetention;
+  health?: PolicyHealth;
+}
+
+export interface EffectivePolicy {
+  /** Cron expressions of the scheduled types ('' and unset types are left out). */
+  schedules: Partial<Record<BackupKind, string>>;
+  /** Cron of the restore drill schedule (unset: no scheduled drills). */
+  drill?: string;
+  spreadMinutes: number;
+  /** Which host backups run on (agent-choice.ts). */
+  backupFrom: BackupFrom;
+  /** Thresholds set by the cluster or fleet policy; unset ones come from the controller's flags. */
+  health: PolicyHealth;
+  retention: RetentionPolicy;
+  sources: Record<PolicyKey, PolicySource>;
+  /** Whether any retention value is set (fleet or cluster): only then does retention run on its own. */
+  retentionConfigured: boolean;
+}
+
+const EMPTY: PolicySettings = { schedules: {}, retention: {}, health: {} };
+
+function isHealthKey(key: PolicyKey): key is HealthKey {
+  return (HEALTH_KEYS as readonly string[]).includes(key);
+}
+
+function valueOf(p: PolicySettings | undefined, key: PolicyKey): string | number | undefined {
+  if (!p) return undefined;
+  if (
+    key === 'full' ||
+    key === 'diff' ||
+    key === 'incr' ||
+    key === 'drill' ||
+    key === 'spreadMinutes' ||
+    key === 'backupFrom'
+  )
+    return p.schedules[key];
+  if (isHealthKey(key)) return p.health?.[HEALTH_FIELDS[key]];
+  return p.retention[key];
+}
+
+/** The cluster's effective policy: its override over the fleet default over the built-in defaults. */
+export function effectivePolicy(
+  fleet: PolicySettings | undefined,
+  cluster: PolicySettings | undefined,
+): EffectivePolicy {
+  const sources = {} as Record<PolicyKey, PolicySource>;
+  const pick = (key: PolicyKey): string | number | undefined => {
+    const c = valueOf(cluster, key);
+    if (c !== undefined) {
+      sources[key] = 'cluster';
+      return c;
+    }
+    const f = valueOf(fleet, key);
+    if (f !== undefined) {
+      sources[key] = 'fleet';
+      return f;
+    }
+    sources[key] = 'default';
+    return undefined;
+  };
+  const schedules: Partial<Record<BackupKind, string>> = {};
+  for (const type of SCHEDULE_KEYS) {
+    const cron = pick(type);
+    if (typeof cron === 'string' && cron.trim() !== '') schedules[type] = cron.trim();
+  }
+  const drillCron = pick('drill');
+  const spread = pick('spreadMinutes');
+  const backupFrom = pick('backupFrom');
+  const retention = { ...DEFAULT_RETENTION };
+  for (const key of RETENTION_KEYS) {
+    const v = pick(key);
+    if (typeof v === 'number') retention[key] = v;
+  }
+  const health: PolicyHealth = {};
+  for (const key of HEALTH_KEYS) {
+    const v = pick(key);
+    if (typeof v === 'number') health[HEALTH_FIELDS[key]] = v;
+  }
+  const retentionConfigured = RETENTION_KEYS.some((k) => sources[k] !== 'default');
+  return {
+    schedules,
+    ...(typeof drillCron === 'string' && drillCron.trim() !== '' ? { drill: drillCron.trim() } : {}),
+    spreadMinutes: typeof spread === 'number' ? spread : DEFAULT_SPREAD_MINUTES,
+    backupFrom: isBackupFrom(backupFrom) ? backupFrom : DEFAULT_BACKUP_FROM,
+    retention,
+    health,
+    sources,
+    retentionConfigured,
+  };
+}
+
+export interface ClusterPolicy {
+  fleet: PolicyRecord | undefined;
+  cluster: PolicyRecord | undefined;
+  effective: EffectivePolicy;
+}
+
+/** The cluster's stored override and the fleet default, and the effective policy they make. */
+export async function loadClusterPolicy(
+  store: Pick<CatalogStore, 'getPolicy'>,
+  cluster: string,
+): Promise<ClusterPolicy> {
+  const [fleet, own] = await Promise.all([store.getPolicy(FLEET_POLICY_SCOPE), store.getPolicy(cluster)]);
+  return { fleet, cluster: own, effective: effectivePolicy(fleet && settingsOf(fleet), own && settingsOf(own)) };
+}
+
+function isBackupFrom(v: unknown): v is BackupFrom {
+  return (BACKUP_FROM_VALUES as readonly unknown[]).includes(v);
+}
+
+/** The stored form of a policy record (or an empty one). */
+export function settingsOf(record: PolicyRecord | undefined): PolicySettings {
+  return record
+    ? { schedules: { ...record.schedules }, retention: { ...record.retention }, health: { ...record.health } }
+    : { schedules: {}, retention: {}, health: {} };
+}
+
+/** `patch` over `base`: keys the patch sets replace the base's, the others stay. */
+export function mergeSettings(base: PolicySettings = EMPTY, patch: PolicySettings): PolicySettings {
+  const drop = <T extends object>(o: T): T =>
+    Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+  return {
+    schedules: drop({ ...base.schedules, ...drop(patch.schedules) }),
+    retention: drop({ ...base.retention, ...drop(patch.retention) }),
+    health: drop({ ...base.health, ...drop(patch.health ?? {}) }),
+  };
+}
+
+/** Whether a stored policy sets nothing at all (then its row is dropped). */
+export function isEmptySettings(s: PolicySettings): boolean {
+  return (
+    Object.keys(s.schedules).length === 0 &&
+    Object.keys(s.retention).length === 0 &&
+    Object.keys(s.health ?? {}).length === 0
+  );
+}
+
+/**
+ * Throws InvalidArgument naming the flag of the first bad value: a cron expression that does not
+ * parse, a negative or fractional count, a negative window.
+ */
+export function validatePolicySettings(settings: PolicySettings): void {
+  const bad = (key: PolicyKey, what: string, cause?: unknown): never => {
+    throw new PgfleetError(
+      'InvalidArgument',
+      `policy ${key} (${POLICY_FLAGS[key]}): ${what}`,
+      cause === undefined ? {} : { cause },
+    );
+  };
+  for (const type of [...SCHEDULE_KEYS, 'drill'] as const) {
+    const cron = settings.schedules[type];
+    if (cron === undefined || cron.trim() === '') continue;
+    try {
+      CronSchedule.parse(cron);
+    } catch (err) {
+      bad(type, (err as Error).message, err);
+    }
+  }
+  const spread = settings.schedules.spreadMinutes;
+  if (spread !== undefined && (!Number.isFinite(spread) || spread < 0 || spread > 7 * 24 * 60)) {
+    bad('spreadMinutes', `must be a number of minutes from 0 to ${7 * 24 * 60}, got ${String(spread)}`);
+  }
+  const from = settings.schedules.backupFrom;
+  if (from !== undefined && !isBackupFrom(from))
+    bad('backupFrom', `must be one of ${BACKUP_FROM_VALUES.join(', ')}, got '${String(from)}'`);
+  const days = settings.retention.pitrWindowDays;
+  if (days !== undefined && (!Number.isFinite(days) || days < 0))
+    bad('pitrWindowDays', `must be a number of days >= 0, got ${String(days)}`);
+  for (const key of ['daily', 'weekly', 'monthly', 'yearly', 'minFull'] as const) {
+    const v = settings.retention[key];
+    if (v !== undefined && (!Number.isInteger(v) || v < 0))
+      bad(key, `must be a whole number of full backups >= 0 (0 turns it off), got ${String(v)}`);
+  }
+  for (const key of HEALTH_KEYS) {
+    const v = settings.health?.[HEALTH_FIELDS[key]];
+    if (v !== undefined && (!Number.isFinite(v) || v < 1 || v > 365 * 24 * 3600))
+      bad(key, `must be a number of seconds from 1 to ${365 * 24 * 3600}, got ${String(v)}`);
+  }
+  // The retention function's own check, so the two can never disagree about what is valid.
+  validateRetentionPolicy({ ...DEFAULT_RETENTION, ...settings.retention });
+}
+
+/** The text of a value for listings. */
+export function formatPolicyValue(
+  key: PolicyKey,
+  eff: EffectivePolicy,
+  healthDefaults?: Required<PolicyHealth>,
+): string {
+  if (key === 'full' || key === 'diff' || key === 'incr') return eff.schedules[key] ?? '-';
+  if (key === 'drill') return eff.drill ?? '-';
+  if (key === 'spreadMinutes') return String(eff.spreadMinutes);
+  if (key === 'backupFrom') return eff.backupFrom;
+  if (isHealthKey(key)) {
+    const v = eff.health[HEALTH_FIELDS[key]] ?? healthDefaults?.[HEALTH_FIELDS[key]];
+    return v === undefined ? '-' : String(v);
+  }
+  return String(eff.retention[key]);
+}
