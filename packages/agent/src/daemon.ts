@@ -488,15 +488,13 @@ export class AgentDaemon {
       const setup = await readArchiveSetup(c, this.checkBase());
       if (setup.problem !== this.archiveProblem) {
         if (setup.problem)
-          this.log
-            .child({ component: 'check' })
-            .warn(
-              {
-                code: setup.viaPgfleet ? undefined : ErrorCodes.ArchiveCheckFailed.code,
-                archiveCommand: setup.archiveCommand,
-              },
-              setup.problem,
-            );
+          this.log.child({ component: 'check' }).warn(
+            {
+              code: setup.viaPgfleet ? undefined : ErrorCodes.ArchiveCheckFailed.code,
+              archiveCommand: setup.archiveCommand,
+            },
+            setup.problem,
+          );
         else if (this.archiveProblem)
           this.log
             .child({ component: 'check' })

@@ -90,7 +90,10 @@ async function main(argv: string[]): Promise<number> {
 
   switch (parsed.command.name) {
     case 'wal-fetch': {
-      const [{ walFetch }, { openRepository }] = await Promise.all([import('./wal/archive.js'), import('@pgfleet/storage')]);
+      const [{ walFetch }, { openRepository }] = await Promise.all([
+        import('./wal/archive.js'),
+        import('@pgfleet/storage'),
+      ]);
       const cluster = req<string>('cluster');
       const repositories = requireRepositories(o, req);
       const credentials = s3CredentialsFromOptions(o);

@@ -31,7 +31,12 @@ import {
   validatePolicySettings,
   type PolicySettings,
 } from '../schedule/policy.js';
-import { planClusterRetention, planRemovesSomething, startExpireJob, type ClusterRetention } from '../retention/jobs.js';
+import {
+  planClusterRetention,
+  planRemovesSomething,
+  startExpireJob,
+  type ClusterRetention,
+} from '../retention/jobs.js';
 
 type GetPolicyResponseInit = MessageInitShape<typeof GetPolicyResponseSchema>;
 type PlanInit = MessageInitShape<typeof PlanRetentionResponseSchema>;

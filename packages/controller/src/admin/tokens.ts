@@ -13,7 +13,12 @@ import type {
   TokenInfoSchema,
 } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
-import { createAdminToken, DEFAULT_ENROLLMENT_TTL_MS, issueEnrollmentToken, revokeAdminToken } from '../security/tokens.js';
+import {
+  createAdminToken,
+  DEFAULT_ENROLLMENT_TTL_MS,
+  issueEnrollmentToken,
+  revokeAdminToken,
+} from '../security/tokens.js';
 
 function tokenInfo(t: AdminTokenRecord): MessageInitShape<typeof TokenInfoSchema> {
   return {

@@ -195,13 +195,11 @@ export function jobEvents(
     // Every verify that ends says whether the repository is restorable; one that could not run is not ok.
     const v = details.verify;
     const problems = v
-      ? v.problems
-          .slice(0, 100)
-          .map((p) => ({
-            code: VERIFY_PROBLEM_CODES[p.kind] ?? 'PGF-5005',
-            message: `${p.kind}${p.label ? ` ${p.label}` : ''}${p.path ? ` ${p.path}` : ''}: ${p.message}`,
-            hint: '',
-          }))
+      ? v.problems.slice(0, 100).map((p) => ({
+          code: VERIFY_PROBLEM_CODES[p.kind] ?? 'PGF-5005',
+          message: `${p.kind}${p.label ? ` ${p.label}` : ''}${p.path ? ` ${p.path}` : ''}: ${p.message}`,
+          hint: '',
+        }))
       : details.error
         ? [errorDetail(details.error)!]
         : [];
