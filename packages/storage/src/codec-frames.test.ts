@@ -14,12 +14,12 @@ import {
   compressor,
   CODECS,
   decompressor,
-  encodeFile,
   scanZstdFrames,
   xxh32Small,
   type BlockCodec,
   type Codec,
 } from './codec.js';
+import { encodeFile } from './object-io.js';
 
 async function collect(parts: Buffer[], stage: NodeJS.ReadWriteStream): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -177,7 +177,7 @@ test('encodeFile: one read gives the content sha256 and the block form, empty fi
         assert.deepEqual(await decode(codec, Buffer.concat(out.stored), 3), data, `${codec}, ${name}`);
       }
     }
-    // Concurrent calls share one zstd context (the WAL daemon archives several segments at once).
+    // Concurrent calls, each with a zstd context of the thread's pool (the WAL daemon archives several segments at once).
     const files = await Promise.all(
       [1, 2, 3, 4].map(async (i) => {
         const data = Buffer.concat([randomBytes(50_000 * i), Buffer.alloc((1 << 20) * i, i)]);

@@ -2,11 +2,11 @@
  * Compression codecs as stream stages, plus a pass-through hasher, so a file is read once and
  * hashed (content and stored bytes) in the same pass as it is compressed: hashing is a real cost
  * (~0.5 s/GB) and a second read would double it. zlib streams get 1 MiB chunks: the 16 KiB
- * default slows zstd decompression 2-4x. The block codecs the copy tasks drive directly are in
- * codec-blocks.ts; the streams here wrap them for lz4 and for reading zstd.
+ * default slows zstd decompression 2-4x. The block codecs that block I/O drives directly are in
+ * codec-blocks.ts; the streams here wrap them for lz4 and for reading zstd. Only the object I/O
+ * layer (object-io.ts) puts these stages between content and stored bytes.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, openSync, readSync } from 'node:fs';
 import { PassThrough, Transform, type TransformCallback } from 'node:stream';
 import zlib from 'node:zlib';
 import {
@@ -75,49 +75,6 @@ export function decompressor(codec: Codec): Transform {
     case 'none':
       return new PassThrough({ highWaterMark: CHUNK });
   }
-}
-
-/** Encoders of encodeFile, one per codec and level, reused: a zstd context is ~1 MB of tables that a fresh one pays for in page faults. */
-const fileEncoders = new Map<string, BlockEncoder>();
-
-/**
- * Reads a local file once and returns the sha256 and size of its content and its stored bytes in
- * the block form. Holds the stored bytes in memory: for small files (WAL segments;
- * Repository.archiveWal). Synchronous reads and zstd (one reused context, ~1 ms per block, the
- * event loop runs between blocks): measured on 16 MiB segments, a stream pipeline with
- * compression on the threadpool took ~40% longer, in thread hand-offs and fresh allocations.
- */
-export async function encodeFile(
-  path: string,
-  codec: BlockCodec,
-  level?: number,
-): Promise<{ sha256: string; size: number; stored: Buffer[] }> {
-  const id = `${codec}:${level ?? ''}`;
-  let encoder = fileEncoders.get(id);
-  if (!encoder) fileEncoders.set(id, (encoder = blockEncoder(codec, level)));
-  const hash = createHash('sha256');
-  const stored: Buffer[] = [];
-  const block = Buffer.allocUnsafe(BLOCK_BYTES);
-  const fd = openSync(path, 'r');
-  let size = 0;
-  try {
-    for (;;) {
-      const n = readSync(fd, block, 0, BLOCK_BYTES, size);
-      if (n === 0 && size > 0) break;
-      const data = block.subarray(0, n);
-      size += n;
-      hash.update(data);
-      // The encoder is shared by concurrent calls and reuses its output: a frame it answers at once
-      // (zstd, none) is copied before anything else can run; lz4 answers later with a buffer of its own.
-      const frame = encoder.encode(data);
-      stored.push(Buffer.from(frame instanceof Uint8Array ? frame : await frame));
-      if (n === 0) break; // an empty file: one empty frame
-      await new Promise<void>((r) => setImmediate(r)); // let the event loop run between blocks
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return { sha256: hash.digest('hex'), size, stored };
 }
 
 /** Passes bytes through unchanged while computing their sha256 and count. */

@@ -5,9 +5,13 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { PgfleetError } from '@pgfleet/core';
 import type { RepositoryDriver } from './driver.js';
+import { openRepositoryDriver } from './open-repository.js';
 import { readSmall } from './posix-driver.js';
 import { Repository } from './repository.js';
 
@@ -93,6 +97,121 @@ export function repositoryDriverSuite(name: string, make: () => Promise<Reposito
       assert.deepEqual(await collect(d.list('y/')), []);
     });
 
+    it('deletes everything under a prefix, and only that', async () => {
+      const d = await make();
+      for (const k of [
+        'p/b/L1/backup.manifest',
+        'p/b/L1/pg_data/base/1/1',
+        'p/b/L1/pg_chunks/f/0000',
+        'p/b/L10/x',
+        'p/c',
+      ])
+        await d.put(k, Buffer.from(k));
+      await d.deletePrefix('p/b/L1/');
+      assert.deepEqual(await collect(d.list('p/')), ['p/b/L10/x', 'p/c']);
+      await d.deletePrefix('p/b/L1/'); // nothing left: a no-op
+      await d.deletePrefix('nothing/here/');
+      // Writes under a deleted prefix work again.
+      await d.put('p/b/L1/pg_data/base/1/1', Buffer.from('again'));
+      assert.equal((await readSmall(d, 'p/b/L1/pg_data/base/1/1')).toString(), 'again');
+      await assert.rejects(d.deletePrefix('p/b'), (e: unknown) => PgfleetError.is(e, 'InvalidArgument'));
+      await assert.rejects(d.deletePrefix('../'));
+    });
+
+    it('with local files, a writer commits atomically and the key is read from its file', async (t) => {
+      const d = await make();
+      const local = d.localFiles;
+      if (!local) return t.skip(`${name} keeps no objects as local files`);
+      const w = await local.openWriter('lf/obj');
+      await w.write(Buffer.from('hello '));
+      assert.deepEqual(await collect(d.list('lf/')), [], 'invisible before commit');
+      await w.write(Buffer.from('world'));
+      await w.commit();
+      assert.equal((await readSmall(d, 'lf/obj')).toString(), 'hello world');
+      assert.equal((await readFile(local.filePath('lf/obj'))).toString(), 'hello world');
+      const dropped = await local.openWriter('lf/dropped');
+      await dropped.write(Buffer.from('x'));
+      await dropped.abort();
+      assert.deepEqual(await collect(d.list('lf/')), ['lf/obj']);
+    });
+
+    it('a spec, when given, opens the same repository again', async (t) => {
+      const d = await make();
+      if (!d.spec) return t.skip(`${name} is not opened again from a spec`);
+      await d.put('sp/obj', Buffer.from('same'));
+      const again = await openRepositoryDriver(d.spec);
+      try {
+        assert.equal((await readSmall(again, 'sp/obj')).toString(), 'same');
+      } finally {
+        again.close?.();
+      }
+    });
+
+    it('objects keep their bytes through the object I/O layer, by file and by stream, on every route', async () => {
+      const r = new Repository(await make());
+      const dir = await mkdtemp(join(tmpdir(), 'pgfleet-objects-'));
+      try {
+        const data = Buffer.concat([randomBytes(300_000), Buffer.alloc(2 * 1024 * 1024 + 4096, 7)]);
+        await writeFile(join(dir, 'src'), data);
+        for (const codec of ['zstd', 'lz4', 'gzip', 'none'] as const) {
+          const seen: number[] = [];
+          // A range of the file (a chunk), inspected in the same pass.
+          const range = { path: join(dir, 'src'), offset: 4096, length: 1024 * 1024 + 100 };
+          const part = data.subarray(range.offset, range.offset + range.length);
+          const s = await r.objects.storeFile(`o/${codec}/part`, range, codec, { inspect: (c) => seen.push(c.length) });
+          assert.ok(s);
+          assert.equal(s.size, part.length);
+          assert.equal(s.sha256, sha(part));
+          assert.equal(
+            seen.reduce((a, b) => a + b, 0),
+            part.length,
+          );
+          const m = await r.objects.measure(`o/${codec}/part`, codec, true, 16);
+          assert.equal(m.storedBytes, s.storedSize);
+          assert.equal(m.storedSha256, s.storedSha256);
+          assert.equal(m.contentSha256, s.sha256);
+          assert.deepEqual(m.head, part.subarray(0, 16));
+          // Restored into a new file, and into a range of an existing one.
+          const whole = join(dir, `whole-${codec}`);
+          await r.objects.restoreFile(
+            `o/${codec}/part`,
+            codec,
+            { sha256: s.sha256, size: s.size },
+            { path: whole, mode: 0o600, mtimeMs: 1_000_000 },
+          );
+          assert.deepEqual(await readFile(whole), part);
+          assert.equal((await stat(whole)).mtimeMs, 1_000_000);
+          const sized = join(dir, `sized-${codec}`);
+          await writeFile(sized, Buffer.alloc(range.offset + part.length));
+          await r.objects.restoreFile(
+            `o/${codec}/part`,
+            codec,
+            { sha256: s.sha256, size: s.size },
+            { path: sized, mode: 0o600, offset: range.offset },
+          );
+          assert.deepEqual((await readFile(sized)).subarray(range.offset), part);
+          await assert.rejects(
+            r.objects.restoreFile(
+              `o/${codec}/part`,
+              codec,
+              { sha256: sha(data), size: s.size },
+              { path: whole, mode: 0o600 },
+            ),
+            (e: unknown) => PgfleetError.is(e, 'RepoChecksumMismatch'),
+          );
+          // The same content by stream is the same object.
+          const streamed = await r.objects.storeStream(`o/${codec}/streamed`, Readable.from([part]), codec);
+          assert.equal(streamed.sha256, s.sha256);
+          const out = sink();
+          await r.objects.readStream(`o/${codec}/streamed`, codec, { sha256: s.sha256, size: s.size }, out);
+          assert.deepEqual(out.data(), part);
+        }
+        assert.equal(await r.objects.storeFile('o/missing', { path: join(dir, 'nope'), offset: 0 }, 'zstd'), undefined);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+
     it('refuses keys that escape the repository', async () => {
       const d = await make();
       await assert.rejects(d.put('../evil', Buffer.from('x')));
@@ -140,6 +259,10 @@ export function repositoryDriverSuite(name: string, make: () => Promise<Reposito
         delete: async (keys) => {
           deleted.push(...keys);
           await d.delete(keys);
+        },
+        deletePrefix: async (prefix) => {
+          deleted.push(prefix);
+          await d.deletePrefix(prefix);
         },
       });
       const seg = randomBytes(256 * 1024);

@@ -4,6 +4,9 @@
  * shared suite in driver-suite.ts.
  */
 import type { Readable } from 'node:stream';
+// The light entry of core: copy worker threads load the drivers on their own.
+import { PgfleetError } from '@pgfleet/core/errors';
+import type { RepositorySpec } from './repository-url.js';
 
 export interface ObjectInfo {
   /** Key relative to the repository root, '/'-separated. */
@@ -30,12 +33,44 @@ export interface RepositoryDriver {
   /** Removes the objects; keys that do not exist are ignored. */
   delete(keys: readonly string[]): Promise<void>;
   /**
+   * Removes every object whose key starts with `prefix` (which ends with '/'), and whatever a
+   * driver keeps for the prefix besides its objects (posix: the emptied directories), so nothing
+   * of the prefix is left. A prefix holding nothing is a no-op.
+   */
+  deletePrefix(prefix: string): Promise<void>;
+  /**
    * Makes puts done with `deferDirSync` durable: fsyncs the directories holding `keys` (and their
    * parents up to the root). Drivers whose puts are durable on return need not implement it.
    */
   syncKeys?(keys: readonly string[]): Promise<void>;
   /** Releases connections (S3 sockets); the driver is unusable afterwards. */
   close?(): void;
+  /**
+   * Capability: objects are local files (posix). The object I/O layer (object-io.ts) then writes
+   * and reads them block by block with positional I/O on the caller's thread, no streams.
+   */
+  readonly localFiles?: LocalObjectFiles;
+  /**
+   * Capability: how another thread opens this driver again by itself (open-repository.ts), with no
+   * credentials or connections to share; copy worker threads do (agent copy/pool.ts).
+   */
+  readonly spec?: RepositorySpec;
+}
+
+/** Objects as local files (RepositoryDriver.localFiles). */
+export interface LocalObjectFiles {
+  /** The file holding `key` (it may not exist), for positional reads. */
+  filePath(key: string): string;
+  /** An atomic writer for `key` driven write by write: a temp file made visible by commit (put's guarantees). */
+  openWriter(key: string): Promise<ObjectWriter>;
+}
+
+export interface ObjectWriter {
+  write(data: Uint8Array): Promise<void>;
+  /** Makes the object visible under its key (atomically); the writer is done. */
+  commit(options?: PutOptions): Promise<void>;
+  /** Drops the temp file; nothing becomes visible. */
+  abort(): Promise<void>;
 }
 
 export interface PutOptions {
@@ -51,4 +86,11 @@ export function checkKey(key: string): void {
   if (key === '' || key.startsWith('/') || key.split('/').some((p) => p === '' || p === '.' || p === '..')) {
     throw new Error(`invalid repository key '${key}'`);
   }
+}
+
+/** Rejects a prefix for deletePrefix that is not one or more whole key segments ending with '/' (the root included). */
+export function checkPrefix(prefix: string): void {
+  if (!prefix.endsWith('/'))
+    throw new PgfleetError('InvalidArgument', `invalid repository prefix '${prefix}': it must end with '/'`);
+  checkKey(prefix.slice(0, -1));
 }

@@ -1,6 +1,7 @@
 export * from './driver.js';
 export * from './posix-driver.js';
 export * from './codec.js';
+export * from './object-io.js';
 export * from './manifest.js';
 export * from './repository.js';
 // The S3 driver module imports no SDK code; createS3Driver loads it lazily (see s3-driver.ts).

@@ -4,7 +4,7 @@
  * The format is versioned (docs/repository-format.md); readers refuse formats they do not know.
  */
 import { createHash } from 'node:crypto';
-import { PgfleetError } from '@pgfleet/core';
+import { PgfleetError } from '@pgfleet/core/errors';
 import type { Codec } from './codec.js';
 
 export const MANIFEST_FORMAT = 1;

@@ -11,7 +11,7 @@
  *   get      the first member holding the object; RepoFileMissing only when none does.
  *   stat     the first member holding the object (what a reader would get).
  *   list     the union, in key order (a key in several members is listed once).
- *   delete   every member.
+ *   delete   every member (deletePrefix too).
  *
  * Existence answers are "some member has it", which is what readers need. Operations that write
  * only what is missing (WAL push, the format marker, cluster identity) must decide per member so
@@ -20,7 +20,8 @@
  * silently answering for the others (a lost member is removed from the configuration instead).
  */
 import { PassThrough, type Readable, type Writable } from 'node:stream';
-import { PgfleetError } from '@pgfleet/core';
+// The light entry of core: copy worker threads open repositories on their own.
+import { PgfleetError } from '@pgfleet/core/errors';
 import type { ObjectInfo, PutOptions, RepositoryDriver } from './driver.js';
 import { settleAll } from './settle.js';
 
@@ -141,6 +142,10 @@ export class MirroredDriver implements RepositoryDriver {
 
   async delete(keys: readonly string[]): Promise<void> {
     await settleAll(this.members.map((m) => m.delete(keys)));
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    await settleAll(this.members.map((m) => m.deletePrefix(prefix)));
   }
 
   async syncKeys(keys: readonly string[]): Promise<void> {

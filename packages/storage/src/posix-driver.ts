@@ -14,7 +14,16 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 // The light entry of core (no pino/zod/yaml): copy worker threads load this driver on their own.
 import { PgfleetError } from '@pgfleet/core/errors';
-import { checkKey, type ObjectInfo, type PutOptions, type RepositoryDriver } from './driver.js';
+import {
+  checkKey,
+  checkPrefix,
+  type LocalObjectFiles,
+  type ObjectInfo,
+  type ObjectWriter,
+  type PutOptions,
+  type RepositoryDriver,
+} from './driver.js';
+import type { RepositorySpec } from './repository-url.js';
 
 const TMP_MARK = '.pgfleet-tmp-';
 
@@ -31,13 +40,23 @@ function ioError(what: string, err: unknown): PgfleetError {
   return new PgfleetError('RepoIoFailed', `${what}: ${(err as Error).message}`, { cause: err });
 }
 
-export class PosixDriver implements RepositoryDriver {
+export class PosixDriver implements RepositoryDriver, LocalObjectFiles {
   readonly kind = 'posix' as const;
 
   constructor(readonly root: string) {}
 
   get location(): string {
     return this.root;
+  }
+
+  /** Capability: objects are files here (driver.ts LocalObjectFiles). */
+  get localFiles(): LocalObjectFiles {
+    return this;
+  }
+
+  /** Capability: a path is all another thread needs to open this repository. */
+  get spec(): RepositorySpec {
+    return { case: 'posix', value: { path: this.root } };
   }
 
   private path(key: string): string {
@@ -239,6 +258,19 @@ export class PosixDriver implements RepositoryDriver {
     for (const d of ordered) if (d !== '') this.unsyncedDirs.delete(join(this.root, ...d.split('/')));
   }
 
+  /** The prefix's directory with everything in it (files, temp files of failed writes, emptied directories). */
+  async deletePrefix(prefix: string): Promise<void> {
+    checkPrefix(prefix);
+    const dir = join(this.root, ...prefix.slice(0, -1).split('/'));
+    try {
+      await rm(dir, { recursive: true, force: true });
+    } catch (err) {
+      throw ioError(`cannot delete ${prefix} in repository ${this.root}`, err);
+    }
+    // A later write under the prefix creates its directories again.
+    for (const d of this.made) if (d === dir || d.startsWith(`${dir}/`)) this.made.delete(d);
+  }
+
   async delete(keys: readonly string[]): Promise<void> {
     for (const key of keys) {
       try {
@@ -250,13 +282,7 @@ export class PosixDriver implements RepositoryDriver {
   }
 }
 
-export interface ObjectWriter {
-  write(data: Uint8Array): Promise<void>;
-  /** Makes the object visible under its key (atomically); the writer is done. */
-  commit(options?: PutOptions): Promise<void>;
-  /** Drops the temp file; nothing becomes visible. */
-  abort(): Promise<void>;
-}
+export type { ObjectWriter } from './driver.js';
 
 /** Reads a whole small object (manifests, info files). */
 export async function readSmall(driver: RepositoryDriver, key: string): Promise<Buffer> {

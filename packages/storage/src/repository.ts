@@ -16,33 +16,20 @@
  * everywhere; what is written only when missing (format marker, cluster identity, WAL) is decided
  * per member, so a member that lacks an object gets it and a conflict in any member is refused.
  */
-import { createReadStream } from 'node:fs';
-import { Readable, type Transform, type TransformCallback, Writable } from 'node:stream';
+import { type Readable, type Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { PgfleetError } from '@pgfleet/core';
-import {
-  CODECS,
-  type Codec,
-  codecExtension,
-  codecOfExtension,
-  compressor,
-  decompressor,
-  encodeFile,
-  hasBlockForm,
-  HashingStream,
-} from './codec.js';
-import type { PutOptions, RepositoryDriver } from './driver.js';
+// The light entry of core: copy worker threads open repositories on their own (agent copy/worker.ts).
+import { PgfleetError } from '@pgfleet/core/errors';
+import { CODECS, type Codec, codecExtension, codecOfExtension, hasBlockForm, HashingStream } from './codec.js';
+import type { ObjectInfo, PutOptions, RepositoryDriver } from './driver.js';
 import { type BackupManifest, parseManifest } from './manifest.js';
 import { MirroredDriver } from './mirrored-driver.js';
+import { encodeFile, fileStream, ObjectIo, type StoredFile } from './object-io.js';
+import type { RepositorySpec } from './repository-url.js';
 import { settleAll } from './settle.js';
 import { readSmall } from './posix-driver.js';
 
-export interface StoredFile {
-  size: number;
-  sha256: string;
-  storedSize: number;
-  storedSha256: string;
-}
+export type { StoredFile } from './object-io.js';
 
 export interface WriteOptions extends PutOptions {
   /** Compression level (codec default when absent). */
@@ -67,9 +54,21 @@ const FORMAT_KEY = 'pgfleet.json';
 /** WAL files up to this size are archived in one pass, their stored bytes held in memory meanwhile (Repository.archiveWal). */
 const ONE_PASS_WAL_BYTES = 64 << 20;
 const WAL_KEY_RE = /^(.+)-([0-9a-f]{64})(\.zst|\.lz4|\.gz)?$/;
+/** Keys per delete call while removing a backup's files (between two, a cancelled job stops). */
+const DELETE_BATCH = 1000;
+
+/** An object under a backup's label (Repository.listBackupObjects). */
+export interface BackupObject extends ObjectInfo {
+  label: string;
+}
 
 export class Repository {
-  constructor(readonly driver: RepositoryDriver) {}
+  /** Every object's bytes are written and read through this layer (object-io.ts). */
+  readonly objects: ObjectIo;
+
+  constructor(readonly driver: RepositoryDriver) {
+    this.objects = new ObjectIo(driver);
+  }
 
   get location(): string {
     return this.driver.location;
@@ -78,6 +77,16 @@ export class Repository {
   /** The repositories of a mirror, one Repository each (or just this one). */
   private members(): Repository[] {
     return this.driver instanceof MirroredDriver ? this.driver.members.map((d) => new Repository(d)) : [this];
+  }
+
+  /**
+   * The specs another thread opens this repository from by itself (open-repository.ts), when
+   * copy worker threads pay off: objects that are local files, read and written block by block on
+   * the worker's core. Undefined otherwise (S3, mirrors: the copy runs on the main thread, whose
+   * event loop overlaps their network I/O; an S3 SDK per thread would cost more than it saves).
+   */
+  threadSpecs(): RepositorySpec[] | undefined {
+    return this.driver.localFiles && this.driver.spec ? [this.driver.spec] : undefined;
   }
 
   /** Releases the driver's connections (S3); the repository is unusable afterwards. */
@@ -149,31 +158,7 @@ export class Repository {
     inspect: readonly Transform[] = [],
     options: WriteOptions = {},
   ): Promise<StoredFile> {
-    return this.storeObject(key, source, codec, inspect, options, new HashingStream());
-  }
-
-  /** writeObject with the content stage given: ExpectedContent fails the upload before the driver can commit it. */
-  private async storeObject(
-    key: string,
-    source: Readable,
-    codec: Codec,
-    inspect: readonly Transform[],
-    options: WriteOptions,
-    content: HashingStream,
-  ): Promise<StoredFile> {
-    const stored = new HashingStream();
-    const packed = pipeline([source, ...inspect, content, compressor(codec, options.level), stored]);
-    const put = this.driver.put(key, stored, options.deferDirSync ? { deferDirSync: true } : undefined);
-    try {
-      await Promise.all([packed, put]);
-    } catch (err) {
-      // Let the driver finish failing (temp file removed, multipart upload aborted) before
-      // reporting: the caller may retry or inspect the repository right away.
-      if (!stored.destroyed) stored.destroy(err as Error);
-      await Promise.allSettled([packed, put]);
-      throw err;
-    }
-    return { size: content.bytes, sha256: content.sha256, storedSize: stored.bytes, storedSha256: stored.sha256 };
+    return this.objects.storeStream(key, source, codec, { ...options, inspect });
   }
 
   /** Makes objects written with `deferDirSync` durable (posix: one fsync per directory); call before the manifest. */
@@ -191,23 +176,7 @@ export class Repository {
     expected: { sha256: string; size?: number },
     dest: Writable,
   ): Promise<void> {
-    const content = new HashingStream();
-    try {
-      await pipeline(await this.driver.get(key), decompressor(codec), content, dest);
-    } catch (err) {
-      if (err instanceof PgfleetError) throw err;
-      throw new PgfleetError(
-        'RepoChecksumMismatch',
-        `repository file ${key} cannot be decoded: ${(err as Error).message}`,
-        { cause: err },
-      );
-    }
-    if (content.sha256 !== expected.sha256 || (expected.size !== undefined && content.bytes !== expected.size)) {
-      throw new PgfleetError(
-        'RepoChecksumMismatch',
-        `repository file ${key} does not match its checksum (expected sha256 ${expected.sha256}, got ${content.sha256}, ${content.bytes} bytes)`,
-      );
-    }
+    await this.objects.readStream(key, codec, expected, dest);
   }
 
   // ---- backups ----------------------------------------------------------------------------
@@ -225,13 +194,18 @@ export class Repository {
     return `${this.backupPrefix(cluster, label)}/pg_chunks/${path}/${String(index).padStart(4, '0')}${codecExtension(codec)}`;
   }
 
+  /** The manifest's key: its presence makes the backup complete. */
+  backupManifestKey(cluster: string, label: string): string {
+    return `${this.backupPrefix(cluster, label)}/backup.manifest`;
+  }
+
   async writeManifest(manifest: BackupManifest): Promise<void> {
-    const key = `${this.backupPrefix(manifest.cluster, manifest.label)}/backup.manifest`;
+    const key = this.backupManifestKey(manifest.cluster, manifest.label);
     await this.driver.put(key, Buffer.from(JSON.stringify(manifest, null, 1)));
   }
 
   async readManifest(cluster: string, label: string): Promise<BackupManifest> {
-    const key = `${this.backupPrefix(cluster, label)}/backup.manifest`;
+    const key = this.backupManifestKey(cluster, label);
     let text: string;
     try {
       text = (await readSmall(this.driver, key)).toString('utf8');
@@ -246,6 +220,51 @@ export class Repository {
       throw err;
     }
     return parseManifest(text, key);
+  }
+
+  /** Every object under every backup label of the cluster (complete or not), in key order. */
+  async *listBackupObjects(cluster: string): AsyncIterable<BackupObject> {
+    const prefix = `${cluster}/backup/`;
+    for await (const o of this.driver.list(prefix)) {
+      const rest = o.key.slice(prefix.length);
+      const slash = rest.indexOf('/');
+      if (slash > 0) yield { ...o, label: rest.slice(0, slash) };
+    }
+  }
+
+  /** Every object stored under one backup label (its manifest, when it has one, included). */
+  async backupObjects(cluster: string, label: string): Promise<ObjectInfo[]> {
+    const out: ObjectInfo[] = [];
+    for await (const o of this.driver.list(`${this.backupPrefix(cluster, label)}/`)) out.push(o);
+    return out;
+  }
+
+  /**
+   * Removes a backup's manifest: from then on the backup is incomplete, never listed or restored,
+   * whatever happens to its files. Always the first step of deleting a backup.
+   */
+  async deleteBackupManifest(cluster: string, label: string): Promise<void> {
+    await this.driver.delete([this.backupManifestKey(cluster, label)]);
+  }
+
+  /**
+   * Removes everything under a backup's label: `listed` (backupObjects) first, a batch at a time
+   * with `signal` checked in between, then whatever else the driver keeps for the label (posix:
+   * the emptied directories). Call deleteBackupManifest first.
+   */
+  async deleteBackupFiles(
+    cluster: string,
+    label: string,
+    listed: readonly ObjectInfo[] = [],
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const manifest = this.backupManifestKey(cluster, label);
+    const keys = listed.map((o) => o.key).filter((k) => k !== manifest);
+    for (let i = 0; i < keys.length; i += DELETE_BATCH) {
+      signal?.throwIfAborted();
+      await this.driver.delete(keys.slice(i, i + DELETE_BATCH));
+    }
+    await this.driver.deletePrefix(`${this.backupPrefix(cluster, label)}/`);
   }
 
   /** True when anything (a manifest, or files of a backup that never finished) is stored under this label. */
@@ -329,13 +348,13 @@ export class Repository {
           `WAL file ${name} changed while it was being archived (sha256 ${sha256} when hashed, ${got} over ${bytes} bytes when uploaded); nothing was stored`,
         ),
     );
-    await target.storeObject(key, open(), codec, [], {}, content);
+    await target.objects.storeStream(key, open(), codec, { content });
     return 'stored';
   }
 
   /**
    * Archives the local WAL file `path` of `size` bytes, reading it once: the content is hashed
-   * and compressed in the same pass (codec.ts encodeFile) and the stored bytes wait in memory
+   * and compressed in the same pass (object-io.ts encodeFile) and the stored bytes wait in memory
    * until the checksum names the key, while the repositories are searched for the name. For
    * files of up to ONE_PASS_WAL_BYTES (a 16 MiB segment stores ~2 MB); larger ones, and gzip, are
    * hashed first and then streamed (pushWal). Same outcomes as pushWal.
@@ -349,12 +368,8 @@ export class Repository {
   ): Promise<{ result: 'stored' | 'exists'; sha256: string }> {
     if (size > ONE_PASS_WAL_BYTES || !hasBlockForm(codec)) {
       const content = new HashingStream();
-      await pipeline(
-        createReadStream(path, { highWaterMark: 1 << 20 }),
-        content,
-        new Writable({ write: (_c, _e, cb) => cb() }),
-      );
-      const open = () => createReadStream(path, { highWaterMark: 1 << 20 });
+      await pipeline(fileStream(path), content, new Writable({ write: (_c, _e, cb) => cb() }));
+      const open = () => fileStream(path);
       return { result: await this.pushWal(cluster, name, content.sha256, open, codec), sha256: content.sha256 };
     }
     const searching = this.findWalInMembers(cluster, name);
@@ -362,7 +377,7 @@ export class Repository {
     const { sha256, stored } = await encodeFile(path, codec);
     const target = this.walTarget(name, sha256, await searching);
     if (!target) return { result: 'exists', sha256 };
-    await target.driver.put(this.walKey(cluster, name, sha256, codec), Buffer.concat(stored));
+    await target.objects.storeEncoded(this.walKey(cluster, name, sha256, codec), stored);
     return { result: 'stored', sha256 };
   }
 
@@ -394,6 +409,11 @@ export class Repository {
     }
     if (missing.length === 0) return undefined;
     return new Repository(missing.length === 1 ? missing[0]! : new MirroredDriver(missing));
+  }
+
+  /** Removes archived WAL files (as listed by listWal or findWal); ones already gone are ignored. */
+  async deleteWal(files: readonly ArchivedWal[]): Promise<void> {
+    if (files.length > 0) await this.driver.delete(files.map((w) => w.key));
   }
 
   /** True when `name` is archived in every repository (of a mirror): what a backup waits for. */

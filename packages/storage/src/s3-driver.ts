@@ -20,8 +20,8 @@
  * resume with a ranged GET).
  */
 import { Readable } from 'node:stream';
-import { PgfleetError } from '@pgfleet/core';
-import { checkKey, type ObjectInfo, type RepositoryDriver } from './driver.js';
+import { PgfleetError } from '@pgfleet/core/errors';
+import { checkKey, checkPrefix, type ObjectInfo, type RepositoryDriver } from './driver.js';
 import type { CreateS3DriverOptions, S3DeleteFailure, S3DriverOptions, S3Like, S3ListPage } from './s3-like.js';
 
 const MiB = 1024 * 1024;
@@ -249,6 +249,20 @@ export class S3Driver implements RepositoryDriver {
         );
       }
     }
+  }
+
+  /** An object store keeps nothing but objects: the listed ones go, a page of keys per delete request. */
+  async deletePrefix(prefix: string): Promise<void> {
+    checkPrefix(prefix);
+    let batch: string[] = [];
+    for await (const o of this.list(prefix)) {
+      batch.push(o.key);
+      if (batch.length === S3_DELETE_BATCH) {
+        await this.delete(batch);
+        batch = [];
+      }
+    }
+    if (batch.length > 0) await this.delete(batch);
   }
 
   /** Releases the client's sockets; the driver is unusable afterwards. */

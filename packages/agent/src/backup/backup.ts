@@ -37,6 +37,7 @@ import {
   Lsn,
   lsnHalves,
   parseBackupLabel,
+  type ClusterFacts,
   RELSEG_SIZE,
   relationSegmentNumber,
   WalSegmentName,
@@ -110,32 +111,23 @@ export function lastNeededLsn(stop: Lsn, segmentSize: number): Lsn {
   return stop.value > 0n && stop.segmentOffset(segmentSize) === 0 ? Lsn.fromBigInt(stop.value - 1n) : stop;
 }
 
+/** The held connection that runs pg_backup_start and pg_backup_stop. */
+type PgClient = Awaited<ReturnType<typeof connectPg>>;
+
 export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
-  const { repo, log } = opts;
+  const { repo } = opts;
   const tracker = new ProgressTracker(opts.progress, 'starting');
   const client = await connectPg(opts.pg);
   let label: string | undefined;
   let completed = false;
   try {
     const facts = await clusterFacts(client);
-    const standby = facts.inRecovery;
-    const source: BackupSource = { role: standby ? 'standby' : 'primary', host: hostname(), pgdata: opts.pgdata };
-    // A standby's own archive settings do not decide whether its backup gets its WAL: the
-    // primary archives it (the wait below proves it did). A primary must archive.
-    if (standby) {
-      log.info({ archiveMode: facts.archiveMode }, "backing up a standby: its WAL comes from the primary's archiving");
-    } else if (facts.archiveMode === 'off') {
-      throw new PgfleetError(
-        'ArchiveModeOff',
-        `archive_mode is off on cluster ${opts.cluster}: the WAL a backup needs would never reach the repository, so the backup could not be restored`,
-      );
-    }
-    if (!standby && (facts.archiveCommand.trim() === '' || facts.archiveCommand === '(disabled)')) {
-      throw new PgfleetError(
-        'ArchiveModeOff',
-        `archive_command is empty on cluster ${opts.cluster}: WAL is not being archived`,
-      );
-    }
+    const source: BackupSource = {
+      role: facts.inRecovery ? 'standby' : 'primary',
+      host: hostname(),
+      pgdata: opts.pgdata,
+    };
+    requireArchiving(opts, facts);
     // Later backups skip it: the WAL of the earlier ones already proved the way (pgfleet check proves it on demand).
     if (opts.checkArchiving && !(await repo.hasBackups(opts.cluster))) {
       tracker.phase('check', 'first backup of the cluster: proving that WAL reaches every repository');
@@ -146,248 +138,398 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
       pgVersionNum: facts.versionNum,
       walSegmentSize: facts.walSegmentSize,
     });
-
-    let type: BackupKind = opts.type ?? 'full';
-    let prior: BackupManifest | undefined;
-    let checksumDelta = Boolean(opts.checksumDelta);
-    if (type !== 'full') {
-      // The timeline of the last checkpoint (on a standby, restartpoint): the one the backup starts on.
-      const timeline = Number(
-        (await client.query('SELECT timeline_id FROM pg_control_checkpoint()')).rows[0].timeline_id,
-      );
-      prior = choosePriorBackup(await repo.listBackups(opts.cluster), type, {
-        systemIdentifier: facts.systemIdentifier,
-        pgVersionNum: facts.versionNum,
-        timeline,
-      });
-      if (prior && !sameSource(prior.source, source)) {
-        // Another host's (or data directory's) files have their own mtimes: size + mtime says
-        // nothing about whether this copy changed. Compare content, as pgBackRest's delta does.
-        checksumDelta = true;
-        log.info(
-          { prior: prior.label, priorSource: prior.source ?? 'primary (before HA)' },
-          'the prior backup was taken on another host: unchanged files are found by checksum',
-        );
-      }
-      if (!prior) {
-        log.info(
-          { requested: type, timeline },
-          `no prior ${type === 'diff' ? 'full ' : ''}backup of this system and timeline in the repository: taking a full backup instead`,
-        );
-        type = 'full';
-      }
-    }
-
-    const { startTime, label: free } = await freeLabel(repo, opts.cluster, type);
+    const base = await choosePrior(opts, client, facts, source);
+    const { startTime, label: free } = await freeLabel(repo, opts.cluster, base.type);
     label = free;
-    tracker.phase('pg_backup_start', 'checkpoint');
-    const startFn = facts.major >= 15 ? 'pg_backup_start($1, true)' : 'pg_start_backup($1, true, false)';
-    const startLsn = Lsn.parse((await client.query(`SELECT ${startFn}::text AS lsn`, [label])).rows[0].lsn);
-    log.info(
-      { label, type, ...(prior ? { prior: prior.label } : {}), startLsn: startLsn.toString() },
-      'backup started',
-    );
-
-    const listing = await listPgdata(opts.pgdata);
-    const plan = planCopy(listing.files, prior, checksumDelta);
-    let referenced = plan.filter((p) => p.decision === 'reference').length;
-    tracker.state.bytesTotal = plan.reduce((s, p) => s + (p.decision === 'reference' ? 0 : p.file.size), 0);
-    tracker.state.filesTotal = plan.length;
-    const referencedMessage = () =>
-      prior ? `${referenced} unchanged file(s) referenced from ${prior.label}` : undefined;
-    tracker.phase('copy', referencedMessage());
-
-    const copier = new FileCopier(opts, label, facts.dataChecksums ? lsnHalves(startLsn.value) : undefined, tracker);
-    const files: ManifestFile[] = [];
-    const pageErrors: { path: string; blocks: number[] }[] = [];
-    // Largest first, so the threads finish together instead of waiting on one big file at the end.
-    // pg_control last, after every other file is copied: on a standby its minRecoveryPoint is
-    // where the backup ends, so it must not be older than any page copied.
-    const ordered = [...plan].filter((p) => p.file.path !== PG_CONTROL).sort((a, b) => b.file.size - a.file.size);
-    const last = plan.filter((p) => p.file.path === PG_CONTROL);
-    try {
-      const copyOne = async ({ file: f, decision, prior: priorFile }: PlannedFile): Promise<void> => {
-        if (decision === 'compare-checksum') {
-          const same = await copier.sameContent(f, priorFile!);
-          if (same === undefined) {
-            tracker.add(f.size, 1); // dropped meanwhile: legal, WAL replay removes it anyway
-            return;
-          }
-          if (same) {
-            decision = 'reference';
-            referenced++;
-            // Nothing copied after all: this file's bytes leave the total (progress counts copied bytes).
-            tracker.state.bytesTotal -= f.size;
-            tracker.state.message = referencedMessage();
-          }
-        }
-        if (decision === 'reference') {
-          // The prior entry names the backup holding the bytes (and its chunks); a referenced file keeps pointing there.
-          files.push({ ...priorFile!, mtimeMs: f.mtimeMs, mode: f.mode });
-          tracker.add(0, 1);
-          return;
-        }
-        const entry = await copier.copy(f);
-        if (entry) {
-          files.push(entry);
-          if (entry.pageChecksumErrors) {
-            pageErrors.push({ path: entry.path, blocks: entry.pageChecksumErrors });
-            log.warn(
-              { code: ErrorCodes.PageChecksumMismatch.code, file: entry.path, blocks: entry.pageChecksumErrors },
-              `page checksum mismatch in ${entry.path}, block(s) ${entry.pageChecksumErrors.join(', ')}: the data file is damaged on disk`,
-            );
-          }
-        }
-        tracker.add(0, 1);
-      };
-      // The first failure stops everything not yet started; running tasks finish before we go on.
-      const settle = (items: readonly PlannedFile[]) =>
-        settleAll(
-          items.map((p) =>
-            copyOne(p).catch((err: unknown) => {
-              copier.pool.cancel(err);
-              throw err;
-            }),
-          ),
-        );
-      await settle(ordered);
-      await settle(last);
-    } finally {
-      await copier.pool.close();
-    }
-    opts.signal?.throwIfAborted();
-    // Objects were fsynced one by one; their directories once here, before the manifest declares them complete.
-    await repo.syncKeys(copier.written);
-    files.sort((a, b) => (a.path < b.path ? -1 : 1));
-    // Referenced files carry the page errors found when their bytes were read.
-    const carried = files
-      .filter((f) => f.backup !== label && f.pageChecksumErrors?.length)
-      .map((f) => ({ path: f.path, blocks: f.pageChecksumErrors! }));
-
-    tracker.phase('pg_backup_stop');
-    // wait_for_archive=false: we wait ourselves, against the repository, with a timeout and a clear error.
-    const stopSql =
-      facts.major >= 15
-        ? 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(false)'
-        : 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, false)';
-    const stop = (await client.query(stopSql)).rows[0];
-    const stopTime = new Date();
-    const stopLsn = Lsn.parse(stop.lsn);
-    const labelInfo = parseBackupLabel(stop.labelfile);
-    const timeline = labelInfo.startTimeline;
-    const segments = WalSegmentName.range(
-      timeline,
-      labelInfo.startLsn,
-      lastNeededLsn(stopLsn, facts.walSegmentSize),
-      facts.walSegmentSize,
-    );
-    log.info(
-      { label, stopLsn: stopLsn.toString(), walStart: String(segments[0]), walStop: String(segments.at(-1)) },
-      'backup copy done, waiting for WAL',
-    );
-
-    tracker.phase('wait-wal', `waiting for ${segments.length} WAL segment(s) in the repository`);
-    const deadline = Date.now() + opts.archiveTimeoutMs;
-    // The last segment is normally archived within ~100 ms of pg_backup_stop: poll fast, then back off.
-    let pollMs = 20;
-    // A standby cannot finish the segment it is receiving: its primary must (see the header).
-    const switchLsn = lastNeededLsn(stopLsn, facts.walSegmentSize);
-    let switchAskedAt = -Infinity;
-    for (const seg of segments) {
-      // In every repository (with --repo2 both must hold it for the backup to be restorable from either).
-      while (!(await repo.isWalArchived(opts.cluster, seg.toString()))) {
-        opts.signal?.throwIfAborted();
-        if (standby && opts.requestWalSwitch && Date.now() - switchAskedAt >= WAL_SWITCH_REPEAT_MS) {
-          opts.requestWalSwitch(switchLsn);
-          switchAskedAt = Date.now();
-        }
-        if (Date.now() > deadline) {
-          const why = standby
-            ? " (a standby backup: the primary must finish and archive it; is the primary's agent connected, does the primary archive?)"
-            : '';
-          throw new PgfleetError(
-            'WalArchiveTimeout',
-            `WAL segment ${seg} needed by backup ${label} did not reach the repository within ${Math.round(opts.archiveTimeoutMs / 1000)} s${why}`,
-          );
-        }
-        await sleep(pollMs);
-        pollMs = Math.min(250, Math.round(pollMs * 1.5));
-      }
-    }
-
-    const manifest: BackupManifest = {
-      format: 1,
-      label,
-      cluster: opts.cluster,
-      type,
-      ...(prior ? { priorLabel: prior.label } : {}),
-      systemIdentifier: facts.systemIdentifier,
-      pgVersionNum: facts.versionNum,
-      walSegmentSize: facts.walSegmentSize,
-      timeline,
-      startLsn: labelInfo.startLsn.toString(),
-      stopLsn: stopLsn.toString(),
-      startTime: startTime.toISOString(),
-      stopTime: stopTime.toISOString(),
-      walStart: segments[0]!.toString(),
-      walStop: segments.at(-1)!.toString(),
-      backupLabel: stop.labelfile,
-      ...(stop.spcmapfile ? { tablespaceMap: stop.spcmapfile } : {}),
-      directories: listing.directories,
-      links: listing.links,
-      files,
-      sizeBytes: files.reduce((s, f) => s + f.size, 0),
-      storedBytes: files.reduce((s, f) => s + (f.backup === label ? f.storedSize : 0), 0),
-      agentVersion: `${AGENT_VERSION} (${hostname()})`,
-      source,
-    };
+    const startLsn = await startBackup(opts, client, facts, label, base, tracker);
+    const copied = await copyPgdata(opts, facts, label, startLsn, base, tracker);
+    const stop = await stopBackup(opts, client, facts, label, tracker);
+    await waitForWal(opts, facts, label, stop, tracker);
+    const manifest = backupManifest(opts, facts, source, label, base, startTime, copied, stop);
     tracker.phase('manifest');
     await repo.writeManifest(manifest);
     completed = true;
-    const copied = files.filter((f) => f.backup === label);
-    const summary = [`${copied.length} file(s) copied (${copied.reduce((s, f) => s + f.size, 0)} bytes)`];
-    if (prior) summary.push(`${files.length - copied.length} unchanged file(s) referenced from ${prior.label}`);
-    const allPageErrors = [...pageErrors, ...carried];
-    if (allPageErrors.length > 0) summary.push(describePageErrors(allPageErrors));
-    // The last progress message stays on the job record: `pgfleet job <id>` shows it.
-    tracker.phase('done', summary.join('; '));
-    log.info(
-      {
-        label,
-        type,
-        from: source.role,
-        files: files.length,
-        copied: copied.length,
-        bytes: manifest.sizeBytes,
-        stored: manifest.storedBytes,
-        pageChecksumErrors: allPageErrors.length,
-      },
-      'backup complete',
-    );
+    reportBackupDone(opts, manifest, base, source, copied, tracker);
     return manifest;
   } finally {
     await client.end().catch(() => {});
-    if (!completed && label) {
-      // The manifest first: with two repositories it may have reached one of them before the
-      // other failed, and a manifest is what makes a backup look complete. Then the bytes, best
-      // effort: a repository that is down must not hide the error that ended the backup.
-      const prefix = repo.backupPrefix(opts.cluster, label);
-      await repo.driver
-        .delete([`${prefix}/backup.manifest`])
-        .catch((err: unknown) =>
-          log.warn({ err: (err as Error).message }, `could not remove the manifest of the unfinished backup ${label}`),
-        );
-      try {
-        const keys: string[] = [];
-        for await (const o of repo.driver.list(`${prefix}/`)) keys.push(o.key);
-        await repo.driver.delete(keys);
-      } catch (err) {
-        log.warn(
-          { err: (err as Error).message },
-          `files of the unfinished backup ${label} were left in the repository (no manifest: never listed or restored)`,
+    if (!completed && label) await removeUnfinishedBackup(opts, label);
+  }
+}
+
+/**
+ * Refuses a primary that does not archive: the WAL a backup needs would never reach the
+ * repository. A standby's own archive settings do not decide whether its backup gets its WAL: the
+ * primary archives it (waitForWal proves it did).
+ */
+function requireArchiving(opts: BackupOptions, facts: ClusterFacts): void {
+  if (facts.inRecovery) {
+    opts.log.info(
+      { archiveMode: facts.archiveMode },
+      "backing up a standby: its WAL comes from the primary's archiving",
+    );
+    return;
+  }
+  if (facts.archiveMode === 'off') {
+    throw new PgfleetError(
+      'ArchiveModeOff',
+      `archive_mode is off on cluster ${opts.cluster}: the WAL a backup needs would never reach the repository, so the backup could not be restored`,
+    );
+  }
+  if (facts.archiveCommand.trim() === '' || facts.archiveCommand === '(disabled)') {
+    throw new PgfleetError(
+      'ArchiveModeOff',
+      `archive_command is empty on cluster ${opts.cluster}: WAL is not being archived`,
+    );
+  }
+}
+
+/** What the backup builds on: its type after the fallback to full, the prior backup, and how unchanged files are found. */
+interface BackupBase {
+  type: BackupKind;
+  prior: BackupManifest | undefined;
+  checksumDelta: boolean;
+}
+
+/** For diff/incr, the prior backup in the repository; without one the backup is taken as a full. */
+async function choosePrior(
+  opts: BackupOptions,
+  client: PgClient,
+  facts: ClusterFacts,
+  source: BackupSource,
+): Promise<BackupBase> {
+  const { log } = opts;
+  let type: BackupKind = opts.type ?? 'full';
+  let prior: BackupManifest | undefined;
+  let checksumDelta = Boolean(opts.checksumDelta);
+  if (type === 'full') return { type, prior, checksumDelta };
+  // The timeline of the last checkpoint (on a standby, restartpoint): the one the backup starts on.
+  const timeline = Number((await client.query('SELECT timeline_id FROM pg_control_checkpoint()')).rows[0].timeline_id);
+  prior = choosePriorBackup(await opts.repo.listBackups(opts.cluster), type, {
+    systemIdentifier: facts.systemIdentifier,
+    pgVersionNum: facts.versionNum,
+    timeline,
+  });
+  if (prior && !sameSource(prior.source, source)) {
+    // Another host's (or data directory's) files have their own mtimes: size + mtime says
+    // nothing about whether this copy changed. Compare content, as pgBackRest's delta does.
+    checksumDelta = true;
+    log.info(
+      { prior: prior.label, priorSource: prior.source ?? 'primary (before HA)' },
+      'the prior backup was taken on another host: unchanged files are found by checksum',
+    );
+  }
+  if (!prior) {
+    log.info(
+      { requested: type, timeline },
+      `no prior ${type === 'diff' ? 'full ' : ''}backup of this system and timeline in the repository: taking a full backup instead`,
+    );
+    type = 'full';
+  }
+  return { type, prior, checksumDelta };
+}
+
+/** pg_backup_start with a fast checkpoint; the backup's start LSN. */
+async function startBackup(
+  opts: BackupOptions,
+  client: PgClient,
+  facts: ClusterFacts,
+  label: string,
+  base: BackupBase,
+  tracker: ProgressTracker,
+): Promise<Lsn> {
+  tracker.phase('pg_backup_start', 'checkpoint');
+  const startFn = facts.major >= 15 ? 'pg_backup_start($1, true)' : 'pg_start_backup($1, true, false)';
+  const startLsn = Lsn.parse((await client.query(`SELECT ${startFn}::text AS lsn`, [label])).rows[0].lsn);
+  opts.log.info(
+    { label, type: base.type, ...(base.prior ? { prior: base.prior.label } : {}), startLsn: startLsn.toString() },
+    'backup started',
+  );
+  return startLsn;
+}
+
+/** What copyPgdata leaves for the manifest. */
+interface CopiedPgdata {
+  listing: Awaited<ReturnType<typeof listPgdata>>;
+  /** Every file's entry (copied or referenced), in path order. */
+  files: ManifestFile[];
+  /** Page checksum errors found by this backup's reads. */
+  pageErrors: { path: string; blocks: number[] }[];
+}
+
+/**
+ * Copies every new or changed PGDATA file in parallel (hashing, validating page checksums and
+ * compressing in one pass) and references unchanged ones from the prior backup; the copied
+ * objects are durable when it returns.
+ */
+async function copyPgdata(
+  opts: BackupOptions,
+  facts: ClusterFacts,
+  label: string,
+  startLsn: Lsn,
+  base: BackupBase,
+  tracker: ProgressTracker,
+): Promise<CopiedPgdata> {
+  const { log } = opts;
+  const { prior } = base;
+  const listing = await listPgdata(opts.pgdata);
+  const plan = planCopy(listing.files, prior, base.checksumDelta);
+  let referenced = plan.filter((p) => p.decision === 'reference').length;
+  tracker.state.bytesTotal = plan.reduce((s, p) => s + (p.decision === 'reference' ? 0 : p.file.size), 0);
+  tracker.state.filesTotal = plan.length;
+  const referencedMessage = () =>
+    prior ? `${referenced} unchanged file(s) referenced from ${prior.label}` : undefined;
+  tracker.phase('copy', referencedMessage());
+
+  const copier = new FileCopier(opts, label, facts.dataChecksums ? lsnHalves(startLsn.value) : undefined, tracker);
+  const files: ManifestFile[] = [];
+  const pageErrors: { path: string; blocks: number[] }[] = [];
+  // Largest first, so the threads finish together instead of waiting on one big file at the end.
+  // pg_control last, after every other file is copied: on a standby its minRecoveryPoint is
+  // where the backup ends, so it must not be older than any page copied.
+  const ordered = [...plan].filter((p) => p.file.path !== PG_CONTROL).sort((a, b) => b.file.size - a.file.size);
+  const last = plan.filter((p) => p.file.path === PG_CONTROL);
+  try {
+    const copyOne = async ({ file: f, decision, prior: priorFile }: PlannedFile): Promise<void> => {
+      if (decision === 'compare-checksum') {
+        const same = await copier.sameContent(f, priorFile!);
+        if (same === undefined) {
+          tracker.add(f.size, 1); // dropped meanwhile: legal, WAL replay removes it anyway
+          return;
+        }
+        if (same) {
+          decision = 'reference';
+          referenced++;
+          // Nothing copied after all: this file's bytes leave the total (progress counts copied bytes).
+          tracker.state.bytesTotal -= f.size;
+          tracker.state.message = referencedMessage();
+        }
+      }
+      if (decision === 'reference') {
+        // The prior entry names the backup holding the bytes (and its chunks); a referenced file keeps pointing there.
+        files.push({ ...priorFile!, mtimeMs: f.mtimeMs, mode: f.mode });
+        tracker.add(0, 1);
+        return;
+      }
+      const entry = await copier.copy(f);
+      if (entry) {
+        files.push(entry);
+        if (entry.pageChecksumErrors) {
+          pageErrors.push({ path: entry.path, blocks: entry.pageChecksumErrors });
+          log.warn(
+            { code: ErrorCodes.PageChecksumMismatch.code, file: entry.path, blocks: entry.pageChecksumErrors },
+            `page checksum mismatch in ${entry.path}, block(s) ${entry.pageChecksumErrors.join(', ')}: the data file is damaged on disk`,
+          );
+        }
+      }
+      tracker.add(0, 1);
+    };
+    // The first failure stops everything not yet started; running tasks finish before we go on.
+    const settle = (items: readonly PlannedFile[]) =>
+      settleAll(
+        items.map((p) =>
+          copyOne(p).catch((err: unknown) => {
+            copier.pool.cancel(err);
+            throw err;
+          }),
+        ),
+      );
+    await settle(ordered);
+    await settle(last);
+  } finally {
+    await copier.pool.close();
+  }
+  opts.signal?.throwIfAborted();
+  // Objects were fsynced one by one; their directories once here, before the manifest declares them complete.
+  await opts.repo.syncKeys(copier.written);
+  files.sort((a, b) => (a.path < b.path ? -1 : 1));
+  return { listing, files, pageErrors };
+}
+
+/** What pg_backup_stop returned, and the WAL segments the backup needs. */
+interface StoppedBackup {
+  stopTime: Date;
+  stopLsn: Lsn;
+  labelInfo: ReturnType<typeof parseBackupLabel>;
+  labelFile: string;
+  tablespaceMap: string | undefined;
+  segments: WalSegmentName[];
+}
+
+/**
+ * pg_backup_stop: returns backup_label and (on a primary) forces a switch to a new segment, so
+ * the last segment the backup needs becomes ready for archiving.
+ */
+async function stopBackup(
+  opts: BackupOptions,
+  client: PgClient,
+  facts: ClusterFacts,
+  label: string,
+  tracker: ProgressTracker,
+): Promise<StoppedBackup> {
+  tracker.phase('pg_backup_stop');
+  // wait_for_archive=false: we wait ourselves, against the repository, with a timeout and a clear error.
+  const stopSql =
+    facts.major >= 15
+      ? 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_backup_stop(false)'
+      : 'SELECT lsn::text AS lsn, labelfile, spcmapfile FROM pg_stop_backup(false, false)';
+  const stop = (await client.query(stopSql)).rows[0];
+  const stopTime = new Date();
+  const stopLsn = Lsn.parse(stop.lsn);
+  const labelInfo = parseBackupLabel(stop.labelfile);
+  const segments = WalSegmentName.range(
+    labelInfo.startTimeline,
+    labelInfo.startLsn,
+    lastNeededLsn(stopLsn, facts.walSegmentSize),
+    facts.walSegmentSize,
+  );
+  opts.log.info(
+    { label, stopLsn: stopLsn.toString(), walStart: String(segments[0]), walStop: String(segments.at(-1)) },
+    'backup copy done, waiting for WAL',
+  );
+  return {
+    stopTime,
+    stopLsn,
+    labelInfo,
+    labelFile: stop.labelfile,
+    tablespaceMap: stop.spcmapfile || undefined,
+    segments,
+  };
+}
+
+/** Waits until every segment from start to stop LSN is in the repository: proof that the backup is restorable, not just copied. */
+async function waitForWal(
+  opts: BackupOptions,
+  facts: ClusterFacts,
+  label: string,
+  stop: StoppedBackup,
+  tracker: ProgressTracker,
+): Promise<void> {
+  const standby = facts.inRecovery;
+  tracker.phase('wait-wal', `waiting for ${stop.segments.length} WAL segment(s) in the repository`);
+  const deadline = Date.now() + opts.archiveTimeoutMs;
+  // The last segment is normally archived within ~100 ms of pg_backup_stop: poll fast, then back off.
+  let pollMs = 20;
+  // A standby cannot finish the segment it is receiving: its primary must (see the header).
+  const switchLsn = lastNeededLsn(stop.stopLsn, facts.walSegmentSize);
+  let switchAskedAt = -Infinity;
+  for (const seg of stop.segments) {
+    // In every repository (with --repo2 both must hold it for the backup to be restorable from either).
+    while (!(await opts.repo.isWalArchived(opts.cluster, seg.toString()))) {
+      opts.signal?.throwIfAborted();
+      if (standby && opts.requestWalSwitch && Date.now() - switchAskedAt >= WAL_SWITCH_REPEAT_MS) {
+        opts.requestWalSwitch(switchLsn);
+        switchAskedAt = Date.now();
+      }
+      if (Date.now() > deadline) {
+        const why = standby
+          ? " (a standby backup: the primary must finish and archive it; is the primary's agent connected, does the primary archive?)"
+          : '';
+        throw new PgfleetError(
+          'WalArchiveTimeout',
+          `WAL segment ${seg} needed by backup ${label} did not reach the repository within ${Math.round(opts.archiveTimeoutMs / 1000)} s${why}`,
         );
       }
+      await sleep(pollMs);
+      pollMs = Math.min(250, Math.round(pollMs * 1.5));
     }
+  }
+}
+
+function backupManifest(
+  opts: BackupOptions,
+  facts: ClusterFacts,
+  source: BackupSource,
+  label: string,
+  base: BackupBase,
+  startTime: Date,
+  copied: CopiedPgdata,
+  stop: StoppedBackup,
+): BackupManifest {
+  const { files, listing } = copied;
+  return {
+    format: 1,
+    label,
+    cluster: opts.cluster,
+    type: base.type,
+    ...(base.prior ? { priorLabel: base.prior.label } : {}),
+    systemIdentifier: facts.systemIdentifier,
+    pgVersionNum: facts.versionNum,
+    walSegmentSize: facts.walSegmentSize,
+    timeline: stop.labelInfo.startTimeline,
+    startLsn: stop.labelInfo.startLsn.toString(),
+    stopLsn: stop.stopLsn.toString(),
+    startTime: startTime.toISOString(),
+    stopTime: stop.stopTime.toISOString(),
+    walStart: stop.segments[0]!.toString(),
+    walStop: stop.segments.at(-1)!.toString(),
+    backupLabel: stop.labelFile,
+    ...(stop.tablespaceMap ? { tablespaceMap: stop.tablespaceMap } : {}),
+    directories: listing.directories,
+    links: listing.links,
+    files,
+    sizeBytes: files.reduce((s, f) => s + f.size, 0),
+    storedBytes: files.reduce((s, f) => s + (f.backup === label ? f.storedSize : 0), 0),
+    agentVersion: `${AGENT_VERSION} (${hostname()})`,
+    source,
+  };
+}
+
+/** The summary that stays on the job record (the last progress message: `pgfleet job <id>` shows it) and the log line. */
+function reportBackupDone(
+  opts: BackupOptions,
+  manifest: BackupManifest,
+  base: BackupBase,
+  source: BackupSource,
+  copiedPgdata: CopiedPgdata,
+  tracker: ProgressTracker,
+): void {
+  const { label, files } = manifest;
+  const { prior } = base;
+  // Referenced files carry the page errors found when their bytes were read.
+  const carried = files
+    .filter((f) => f.backup !== label && f.pageChecksumErrors?.length)
+    .map((f) => ({ path: f.path, blocks: f.pageChecksumErrors! }));
+  const copied = files.filter((f) => f.backup === label);
+  const summary = [`${copied.length} file(s) copied (${copied.reduce((s, f) => s + f.size, 0)} bytes)`];
+  if (prior) summary.push(`${files.length - copied.length} unchanged file(s) referenced from ${prior.label}`);
+  const allPageErrors = [...copiedPgdata.pageErrors, ...carried];
+  if (allPageErrors.length > 0) summary.push(describePageErrors(allPageErrors));
+  tracker.phase('done', summary.join('; '));
+  opts.log.info(
+    {
+      label,
+      type: base.type,
+      from: source.role,
+      files: files.length,
+      copied: copied.length,
+      bytes: manifest.sizeBytes,
+      stored: manifest.storedBytes,
+      pageChecksumErrors: allPageErrors.length,
+    },
+    'backup complete',
+  );
+}
+
+/**
+ * After a failure: the manifest first (with two repositories it may have reached one of them
+ * before the other failed, and a manifest is what makes a backup look complete), then the bytes,
+ * best effort: a repository that is down must not hide the error that ended the backup.
+ */
+async function removeUnfinishedBackup(opts: BackupOptions, label: string): Promise<void> {
+  const { repo, log } = opts;
+  await repo
+    .deleteBackupManifest(opts.cluster, label)
+    .catch((err: unknown) =>
+      log.warn({ err: (err as Error).message }, `could not remove the manifest of the unfinished backup ${label}`),
+    );
+  try {
+    await repo.deleteBackupFiles(opts.cluster, label, await repo.backupObjects(opts.cluster, label));
+  } catch (err) {
+    log.warn(
+      { err: (err as Error).message },
+      `files of the unfinished backup ${label} were left in the repository (no manifest: never listed or restored)`,
+    );
   }
 }
 

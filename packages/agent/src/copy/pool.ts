@@ -1,16 +1,23 @@
 /**
- * Runs copy tasks (copy-tasks.ts) on `threads` threads, the main thread and worker threads, a few
+ * Runs copy tasks (copy/tasks.ts) on `threads` threads, the main thread and worker threads, a few
  * tasks in flight per thread (so one file's fsync overlaps another's compression), in the order
- * they are submitted: callers submit the largest first so the cores finish together. For
- * repositories a worker cannot open by itself (anything but posix) every task runs on the main
- * thread with the same concurrency.
+ * they are submitted: callers submit the largest first so the cores finish together. Each worker
+ * opens the repository again from its specs (Repository.threadSpecs); for repositories that have
+ * none (S3, mirrors) every task runs on the main thread with the same concurrency.
  *
  * cancel() rejects everything not yet started; tasks already running finish (they are bounded:
  * one file or one chunk), so after `settle()` nothing writes into the repository any more.
  */
 import { Worker } from 'node:worker_threads';
-import { PosixDriver, type Repository } from '@pgfleet/storage';
-import { reviveError, runCopyTask, type CopyTask, type SerialisedError, type TaskResult } from './tasks.js';
+import type { Repository } from '@pgfleet/storage';
+import {
+  reviveError,
+  runCopyTask,
+  type CopyTask,
+  type CopyWorkerData,
+  type SerialisedError,
+  type TaskResult,
+} from './tasks.js';
 
 interface Pending {
   id: number;
@@ -48,17 +55,17 @@ export class CopyPool {
   ) {
     this.perThread = Math.max(1, opts.perThread ?? 2);
     const threads = Math.max(1, opts.threads);
-    const root = repo.driver instanceof PosixDriver ? repo.driver.root : undefined;
+    const specs = repo.threadSpecs();
     for (let i = 0; i < threads; i++) {
       const slot: Slot = { worker: undefined, inflight: new Map() };
       // The main thread is one of the threads: it is idle while a job copies, and every worker
       // thread costs ~25 MB of RSS (its own V8 heap and modules). Its tasks run the same code; a
       // task yields at every I/O, so the event loop (gRPC, the WAL socket) waits a few ms at most.
-      if (root !== undefined && i > 0) {
+      if (specs !== undefined && i > 0) {
         // A small young generation: the workers' garbage is almost all outside the V8 heap (buffers,
         // zstd contexts), and every MiB of semi-space is RSS the agent keeps.
         const worker = new Worker(new URL('./worker.js', import.meta.url), {
-          workerData: { repoRoot: root },
+          workerData: { specs } satisfies CopyWorkerData,
           resourceLimits: { maxYoungGenerationSizeMb: 4 },
         });
         worker.on('message', (m: { id: number; result?: unknown; error?: SerialisedError }) => {

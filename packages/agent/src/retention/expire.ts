@@ -17,11 +17,9 @@
  *   Timeline history files and names we do not recognise always stay. An empty walKeepFrom
  *   deletes no WAL.
  */
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { walFileKind } from '@pgfleet/pg';
-import { memberDrivers, PosixDriver, type BackupManifest, type Repository } from '@pgfleet/storage';
+import type { ArchivedWal, BackupManifest, Repository } from '@pgfleet/storage';
 import type { ProgressSink } from '../jobs/progress.js';
 
 export interface WalRange {
@@ -144,21 +142,12 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
       out.skippedLabels.push(label);
       continue;
     }
-    const prefix = repo.backupPrefix(cluster, label);
-    const manifestKey = `${prefix}/backup.manifest`;
-    const objects: { key: string; size: number }[] = [];
-    for await (const obj of repo.driver.list(`${prefix}/`)) objects.push(obj);
+    const objects = await repo.backupObjects(cluster, label);
     if (!o.dryRun) {
       // Manifest first: from here on the backup is incomplete, never half-listed.
-      await repo.driver.delete([manifestKey]);
-      const rest = objects.filter((x) => x.key !== manifestKey).map((x) => x.key);
-      for (let i = 0; i < rest.length; i += DELETE_BATCH) {
-        o.signal?.throwIfAborted();
-        await repo.driver.delete(rest.slice(i, i + DELETE_BATCH));
-      }
-      // A posix repository keeps the emptied directories; nothing else writes under an expired label.
-      for (const d of memberDrivers(repo.driver))
-        if (d instanceof PosixDriver) await rm(join(d.root, ...prefix.split('/')), { recursive: true, force: true });
+      await repo.deleteBackupManifest(cluster, label);
+      // Nothing else writes under an expired label: its directories go too (posix).
+      await repo.deleteBackupFiles(cluster, label, objects, o.signal);
     }
     out.deletedLabels.push(label);
     out.backupFilesDeleted += objects.length;
@@ -177,18 +166,17 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
         .filter((m) => !deleted.has(m.label))
         .map((m) => ({ label: m.label, timeline: m.timeline, walStart: m.walStart, walStop: m.walStop })),
     ];
-    const doomedWal: { key: string; name: string; size: number }[] = [];
+    const doomedWal: ArchivedWal[] = [];
     for await (const w of repo.listWal(cluster)) {
-      if (!walFileStays(w.name, o.walKeepFrom, ranges))
-        doomedWal.push({ key: w.key, name: w.name, size: w.storedSize });
+      if (!walFileStays(w.name, o.walKeepFrom, ranges)) doomedWal.push(w);
     }
     doomedWal.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (let i = 0; i < doomedWal.length; i += DELETE_BATCH) {
       o.signal?.throwIfAborted();
       const batch = doomedWal.slice(i, i + DELETE_BATCH);
-      if (!o.dryRun) await repo.driver.delete(batch.map((w) => w.key));
+      if (!o.dryRun) await repo.deleteWal(batch);
       out.walFilesDeleted += batch.length;
-      out.walBytesDeleted += batch.reduce((n, w) => n + w.size, 0);
+      out.walBytesDeleted += batch.reduce((n, w) => n + w.storedSize, 0);
       report('wal');
     }
     if (doomedWal.length) {

@@ -19,8 +19,6 @@
  *   WAL from walStart to walStop is there and usable; then it restores to any point from its stop
  *   LSN/time to the end of the continuous WAL after it.
  */
-import { Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
@@ -34,14 +32,11 @@ import {
   WalSegmentName,
 } from '@pgfleet/pg';
 import {
-  decompressor,
-  HashingStream,
-  parseManifest,
-  readSmall,
   type ArchivedWal,
   type BackupKind,
   type BackupManifest,
   type Codec,
+  type ObjectMeasure,
   type Repository,
 } from '@pgfleet/storage';
 import type { ProgressSink } from '../jobs/progress.js';
@@ -155,61 +150,6 @@ async function mapLimit<T, R>(
 }
 
 /** Discards what it is given; keeps the first `keep` bytes. */
-class Sink extends Writable {
-  head = Buffer.alloc(0);
-  constructor(private readonly keep = 0) {
-    super({ highWaterMark: 1 << 20 });
-  }
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.head.length < this.keep)
-      this.head = Buffer.concat([this.head, chunk.subarray(0, this.keep - this.head.length)]);
-    cb();
-  }
-}
-
-interface StreamCheck {
-  storedBytes: number;
-  storedSha256: string;
-  /** Decompressed figures (full mode only). */
-  contentBytes?: number;
-  contentSha256?: string;
-  head?: Buffer;
-  /** Decompression failed. */
-  decodeError?: string;
-}
-
-/** Hashes an object's stored bytes and, when `decode`, its decompressed content, in one read. */
-async function readAndHash(
-  repo: Repository,
-  key: string,
-  codec: Codec,
-  decode: boolean,
-  keepHead = 0,
-): Promise<StreamCheck> {
-  const stored = new HashingStream();
-  if (!decode) {
-    await pipeline(await repo.driver.get(key), stored, new Sink());
-    return { storedBytes: stored.bytes, storedSha256: stored.sha256 };
-  }
-  const content = new HashingStream();
-  const sink = new Sink(keepHead);
-  try {
-    await pipeline(await repo.driver.get(key), stored, decompressor(codec), content, sink);
-  } catch (err) {
-    if (err instanceof PgfleetError && err.errorName !== 'Internal') throw err;
-    // The stored bytes' figures are still wanted: hash the object again without decoding.
-    const again = await readAndHash(repo, key, codec, false);
-    return { ...again, decodeError: (err as Error).message };
-  }
-  return {
-    storedBytes: stored.bytes,
-    storedSha256: stored.sha256,
-    contentBytes: content.bytes,
-    contentSha256: content.sha256,
-    head: sink.head,
-  };
-}
-
 interface ObjectExpectation {
   key: string;
   codec: Codec;
@@ -242,12 +182,8 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
   report('list');
   const stored = new Map<string, number>();
   const labels = new Set<string>();
-  const prefix = `${cluster}/backup/`;
-  for await (const obj of repo.driver.list(prefix)) {
-    const rest = obj.key.slice(prefix.length);
-    const slash = rest.indexOf('/');
-    if (slash <= 0) continue;
-    labels.add(rest.slice(0, slash));
+  for await (const obj of repo.listBackupObjects(cluster)) {
+    labels.add(obj.label);
     stored.set(obj.key, obj.size);
   }
 
@@ -255,7 +191,7 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
   const corrupt = new Map<string, string>();
   const incomplete: string[] = [];
   for (const label of [...labels].sort()) {
-    const key = `${repo.backupPrefix(cluster, label)}/backup.manifest`;
+    const key = repo.backupManifestKey(cluster, label);
     if (!stored.has(key)) {
       incomplete.push(label);
       problems.push({
@@ -268,7 +204,7 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
       continue;
     }
     try {
-      const m = parseManifest((await readSmall(repo.driver, key)).toString('utf8'), key);
+      const m = await repo.readManifest(cluster, label);
       if (m.label !== label || m.cluster !== cluster)
         throw new PgfleetError(
           'RepoManifestInvalid',
@@ -299,9 +235,9 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
             kind: 'size-mismatch',
             message: `${e.key} has ${have} stored bytes, the manifest says ${e.storedSize}`,
           };
-        let r: StreamCheck;
+        let r: ObjectMeasure;
         try {
-          r = await readAndHash(repo, e.key, e.codec, full);
+          r = await repo.objects.measure(e.key, e.codec, full);
         } catch (err) {
           if (PgfleetError.is(err, 'RepoFileMissing'))
             return { kind: 'missing-file', message: `${e.key} is missing from the repository` };
@@ -513,9 +449,9 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
       };
     }
     if (!full) return undefined;
-    let r: StreamCheck;
+    let r: ObjectMeasure;
     try {
-      r = await readAndHash(repo, w.key, w.codec, true, WAL_LONG_HEADER_SIZE);
+      r = await repo.objects.measure(w.key, w.codec, true, WAL_LONG_HEADER_SIZE);
     } catch (err) {
       return {
         kind: 'wal-corrupt',
@@ -615,7 +551,7 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
         kind: 'manifest-corrupt',
         label: m.label,
         path: 'backup.manifest',
-        key: `${repo.backupPrefix(cluster, m.label)}/backup.manifest`,
+        key: repo.backupManifestKey(cluster, m.label),
         message: `manifest of ${m.label} has invalid WAL positions (${m.walStart}, ${m.walStop}, ${m.stopLsn})`,
       });
       v.reasons.push('manifest corrupt: invalid WAL positions');

@@ -1,0 +1,750 @@
+/**
+ * The object I/O layer: the one place where content becomes stored bytes and stored bytes become
+ * content again, for every driver. A write hashes the content, compresses it and hashes the
+ * stored bytes in one pass (hashing is a real cost: never a second read); a read decodes and
+ * checks the content's size and sha256 as it goes, so a damaged object fails loudly instead of
+ * restoring silent garbage. Callers above (Repository, the agent's copy tasks, verify) name keys
+ * and files, never codecs' stages or drivers' paths.
+ *
+ * The same bytes take one of two routes, chosen here from the driver's capabilities:
+ * - block I/O, for drivers whose objects are local files (RepositoryDriver.localFiles, posix) and
+ *   the block codecs: 1 MiB blocks read, encoded and written with positional I/O on the calling
+ *   thread (a copy worker), reused buffers, no stream machinery (codec-blocks.ts has the figures);
+ * - streams, for every driver and codec: stages piped into driver.put or out of driver.get.
+ *
+ * Stored bytes pass STORED_FORM and nothing else on their way to and from the driver: today the
+ * stored form is the codec's output as it is (docs/repository-format.md). Encryption at rest
+ * (issue 13) becomes one more stage there, the stored sha256 still covering what the driver holds.
+ *
+ * Light module (no @pgfleet/core index, no S3 SDK): copy worker threads load it.
+ */
+import { createHash } from 'node:crypto';
+import {
+  closeSync,
+  constants as fsc,
+  createReadStream,
+  createWriteStream,
+  fchmodSync,
+  fsync as fsFsync,
+  futimesSync,
+  openSync,
+  readSync,
+  write as fsWrite,
+} from 'node:fs';
+import { chmod, open, utimes, type FileHandle } from 'node:fs/promises';
+import { Readable, Transform, type TransformCallback, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
+import { PgfleetError } from '@pgfleet/core/errors';
+import {
+  BLOCK_BYTES,
+  blockDecoder,
+  blockEncoder,
+  hasBlockForm,
+  MAX_FRAME_CONTENT,
+  type BlockCodec,
+  type BlockDecoder,
+  type BlockEncoder,
+} from './codec-blocks.js';
+import { compressor, decompressor, HashingStream } from './codec.js';
+import type { Codec } from './codec-names.js';
+import type { LocalObjectFiles, PutOptions, RepositoryDriver } from './driver.js';
+
+/** What a write stored: the content's size and sha256, and those of the stored bytes. */
+export interface StoredFile {
+  size: number;
+  sha256: string;
+  storedSize: number;
+  storedSha256: string;
+}
+
+export interface StoreOptions extends PutOptions {
+  /** Compression level (codec default when absent). */
+  level?: number;
+  /**
+   * Sees the content in the same pass, block by block, before it is encoded (e.g. page-checksum
+   * validation); must not change it.
+   */
+  inspect?: (content: Buffer) => void;
+}
+
+/** A byte range of a local file: the whole file from `offset` when `length` is absent. */
+export interface FileRange {
+  path: string;
+  offset: number;
+  length?: number;
+}
+
+/** Where a restored object's content goes: a whole file (created) or a range of an existing one. */
+export interface RestoreDestination {
+  path: string;
+  mode: number;
+  /** A chunk of a large file: written at this offset into the existing file (created and sized by the caller), not synced. */
+  offset?: number;
+  /** Whole file: chmod after writing (over an existing file, whose mode open() keeps). */
+  chmod?: boolean;
+  mtimeMs?: number;
+}
+
+export interface ExpectedContent {
+  sha256: string;
+  size?: number;
+}
+
+/** An object's stored figures and, when decoded, its content's (verify). */
+export interface ObjectMeasure {
+  storedBytes: number;
+  storedSha256: string;
+  contentBytes?: number;
+  contentSha256?: string;
+  /** The first bytes of the content, as many as asked for. */
+  head?: Buffer;
+  /** Decoding failed (the stored figures are still measured). */
+  decodeError?: string;
+}
+
+/**
+ * How encoded bytes are stored, the one seam between the codecs and the drivers. One form today:
+ * as they are. A form that changes them (encryption) implements all four.
+ */
+interface StoredForm {
+  /** Block I/O: the stored bytes of one encoded frame (may be `frame` itself). */
+  sealFrame(frame: Uint8Array): Uint8Array;
+  /** Block I/O: turns stored bytes just read back into encoded ones, in place. */
+  openInPlace(stored: Uint8Array): void;
+  /** Streams: stages from encoded to stored bytes, and back. */
+  sealStages(): Transform[];
+  openStages(): Transform[];
+}
+
+const STORED_FORM: StoredForm = {
+  sealFrame: (frame) => frame,
+  openInPlace: () => {},
+  sealStages: () => [],
+  openStages: () => [],
+};
+
+const BUF = 1 << 20;
+
+/** Reused I/O buffers (a few tasks run at a time per thread): 1000 small files must not mean 1000 fresh buffers. */
+const freeBuffers = new Map<number, Buffer[]>();
+
+export function takeBuffer(size: number): Buffer {
+  return freeBuffers.get(size)?.pop() ?? Buffer.allocUnsafe(size);
+}
+
+export function giveBuffer(buf: Buffer): void {
+  let list = freeBuffers.get(buf.length);
+  if (!list) freeBuffers.set(buf.length, (list = []));
+  if (list.length < 4) list.push(buf);
+}
+
+/**
+ * Codec contexts, reused by the writes and reads of this thread (one per object in flight: an
+ * encoder's output stays valid only until its next call, and objects interleave at every await;
+ * a fresh zstd context is ~1 MB of tables paid for in page faults).
+ */
+const encoders = new Map<string, BlockEncoder[]>();
+const decoders = new Map<BlockCodec, BlockDecoder[]>();
+
+async function withEncoder<T>(
+  codec: BlockCodec,
+  level: number | undefined,
+  use: (e: BlockEncoder) => Promise<T>,
+): Promise<T> {
+  const id = `${codec}:${level ?? ''}`;
+  let list = encoders.get(id);
+  if (!list) encoders.set(id, (list = []));
+  const e = list.pop() ?? blockEncoder(codec, level);
+  try {
+    return await use(e);
+  } finally {
+    list.push(e);
+  }
+}
+
+async function withDecoder<T>(codec: BlockCodec, use: (d: BlockDecoder) => Promise<T>): Promise<T> {
+  let list = decoders.get(codec);
+  if (!list) decoders.set(codec, (list = []));
+  const d = list.pop() ?? blockDecoder(codec);
+  d.reset();
+  try {
+    return await use(d);
+  } finally {
+    list.push(d);
+  }
+}
+
+/**
+ * The block form of one object, block by block: content in, stored bytes out, both hashed. The
+ * stored bytes a call returns are a view valid until the next call (the encoder reuses its
+ * output); a synchronous encoder (zstd, none) answers synchronously, so a caller that copies
+ * them at once never sees them overwritten by another object sharing the encoder.
+ */
+class BlockObjectEncoder {
+  private readonly content = createHash('sha256');
+  private readonly stored = createHash('sha256');
+  size = 0;
+  storedSize = 0;
+
+  constructor(private readonly encoder: BlockEncoder) {}
+
+  block(data: Uint8Array): Uint8Array | Promise<Uint8Array> {
+    this.content.update(data);
+    this.size += data.length;
+    const frame = this.encoder.encode(data);
+    return frame instanceof Uint8Array ? this.seal(frame) : frame.then((f) => this.seal(f));
+  }
+
+  private seal(frame: Uint8Array): Uint8Array {
+    const stored = STORED_FORM.sealFrame(frame);
+    this.stored.update(stored);
+    this.storedSize += stored.length;
+    return stored;
+  }
+
+  result(): StoredFile {
+    return {
+      size: this.size,
+      sha256: this.content.digest('hex'),
+      storedSize: this.storedSize,
+      storedSha256: this.stored.digest('hex'),
+    };
+  }
+}
+
+/**
+ * Reads a local file once and returns the sha256 and size of its content and its stored bytes in
+ * the block form. Holds the stored bytes in memory: for small files (WAL segments;
+ * Repository.archiveWal). Synchronous reads and zstd (one reused context, ~1 ms per block, the
+ * event loop runs between blocks): measured on 16 MiB segments, a stream pipeline with
+ * compression on the threadpool took ~40% longer, in thread hand-offs and fresh allocations.
+ */
+export async function encodeFile(
+  path: string,
+  codec: BlockCodec,
+  level?: number,
+): Promise<{ sha256: string; size: number; stored: Buffer[] }> {
+  return withEncoder(codec, level, async (encoder) => {
+    const object = new BlockObjectEncoder(encoder);
+    const stored: Buffer[] = [];
+    const block = takeBuffer(BLOCK_BYTES);
+    const fd = openSync(path, 'r');
+    try {
+      for (;;) {
+        const n = readSync(fd, block, 0, BLOCK_BYTES, object.size);
+        if (n === 0 && object.size > 0) break;
+        // The encoder reuses its output: each frame is copied out before the next block.
+        stored.push(Buffer.from(await object.block(block.subarray(0, n))));
+        if (n === 0) break; // an empty file: one empty frame
+        await new Promise<void>((r) => setImmediate(r)); // let the event loop run between blocks
+      }
+    } finally {
+      closeSync(fd);
+      giveBuffer(block);
+    }
+    const r = object.result();
+    return { sha256: r.sha256, size: r.size, stored };
+  });
+}
+
+const isEnoent = (err: unknown) => (err as NodeJS.ErrnoException)?.code === 'ENOENT';
+
+/** Objects of one driver, written and read (see the module comment). Repository.objects is one. */
+export class ObjectIo {
+  constructor(private readonly driver: RepositoryDriver) {}
+
+  /**
+   * Stores a stream: content hashed, compressed, stored bytes hashed, all in one pass. `inspect`
+   * stages see the content in the same pass and must pass it on unchanged; `content` is the
+   * stage that hashes it (one that fails at the end, before the driver can commit, refuses it).
+   */
+  async storeStream(
+    key: string,
+    source: Readable,
+    codec: Codec,
+    options: { level?: number; inspect?: readonly Transform[]; content?: HashingStream } & PutOptions = {},
+  ): Promise<StoredFile> {
+    const content = options.content ?? new HashingStream();
+    const stored = new HashingStream();
+    const packed = pipeline([
+      source,
+      ...(options.inspect ?? []),
+      content,
+      compressor(codec, options.level),
+      ...STORED_FORM.sealStages(),
+      stored,
+    ]);
+    const put = this.driver.put(key, stored, options.deferDirSync ? { deferDirSync: true } : undefined);
+    try {
+      await Promise.all([packed, put]);
+    } catch (err) {
+      // Let the driver finish failing (temp file removed, multipart upload aborted) before
+      // reporting: the caller may retry or inspect the repository right away.
+      if (!stored.destroyed) stored.destroy(err as Error);
+      await Promise.allSettled([packed, put]);
+      throw err;
+    }
+    return { size: content.bytes, sha256: content.sha256, storedSize: stored.bytes, storedSha256: stored.sha256 };
+  }
+
+  /** Stores stored bytes made by encodeFile (one pass over a small local file, held in memory). */
+  async storeEncoded(key: string, stored: readonly Buffer[]): Promise<void> {
+    await this.driver.put(key, Buffer.concat(stored));
+  }
+
+  /**
+   * Stores a range of a local file; undefined when the file does not exist (a PGDATA file dropped
+   * before it could be opened: legal during a backup). Block I/O where the driver has local files
+   * and the codec a block form, streams otherwise.
+   */
+  async storeFile(
+    key: string,
+    file: FileRange,
+    codec: Codec,
+    options: StoreOptions = {},
+  ): Promise<StoredFile | undefined> {
+    let fh;
+    try {
+      fh = await open(file.path, 'r');
+    } catch (err) {
+      if (isEnoent(err)) return undefined;
+      throw err;
+    }
+    const local = this.driver.localFiles;
+    if (local && hasBlockForm(codec)) {
+      const handle = fh;
+      return withEncoder(codec, options.level, (enc) => storeBlocks(local, key, codec, enc, handle, file, options));
+    }
+    const source = fh.createReadStream({
+      highWaterMark: BUF,
+      start: file.offset,
+      ...(file.length !== undefined ? { end: file.offset + file.length - 1 } : {}),
+      autoClose: true,
+    });
+    const inspect = options.inspect;
+    return this.storeStream(key, source, codec, {
+      ...(inspect ? { inspect: [new InspectStage(inspect)] } : {}),
+      ...(options.level !== undefined ? { level: options.level } : {}),
+      ...(options.deferDirSync ? { deferDirSync: true } : {}),
+    });
+  }
+
+  /**
+   * Streams an object's content into `dest`, verifying the content checksum (and the size) at the
+   * end: a damaged repository file fails loudly instead of restoring silent garbage.
+   */
+  async readStream(key: string, codec: Codec, expected: ExpectedContent, dest: Writable): Promise<void> {
+    const content = new HashingStream();
+    try {
+      await pipeline([await this.driver.get(key), ...STORED_FORM.openStages(), decompressor(codec), content, dest]);
+    } catch (err) {
+      if (err instanceof PgfleetError) throw err;
+      throw new PgfleetError(
+        'RepoChecksumMismatch',
+        `repository file ${key} cannot be decoded: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    if (content.sha256 !== expected.sha256 || (expected.size !== undefined && content.bytes !== expected.size)) {
+      throw checksumMismatch(key, expected.sha256, content.sha256, content.bytes);
+    }
+  }
+
+  /**
+   * Restores an object's content into a local file (see RestoreDestination), checked against
+   * `expected`; a whole file is durable (fsynced) when this returns. Block I/O where the driver has
+   * local files and the codec a block form, streams otherwise.
+   */
+  async restoreFile(
+    key: string,
+    codec: Codec,
+    expected: Required<ExpectedContent>,
+    dest: RestoreDestination,
+  ): Promise<void> {
+    const local = this.driver.localFiles;
+    if (local && hasBlockForm(codec)) {
+      await withDecoder(codec, (dec) => restoreBlocks(local, this.driver.location, key, expected, dest, dec));
+      return;
+    }
+    const out =
+      dest.offset === undefined
+        ? createWriteStream(dest.path, { mode: dest.mode, highWaterMark: BUF })
+        : createWriteStream(dest.path, { flags: 'r+', start: dest.offset, highWaterMark: BUF });
+    await this.readStream(key, codec, expected, out);
+    if (dest.offset === undefined) await syncPath(dest.path);
+    if (dest.chmod) await chmod(dest.path, dest.mode); // mode applies only when the file is created
+    if (dest.mtimeMs !== undefined) await utimes(dest.path, new Date(dest.mtimeMs), new Date(dest.mtimeMs));
+  }
+
+  /**
+   * Hashes an object's stored bytes and, when `decode`, its content, in one read, keeping the
+   * first `keepHead` content bytes (verify). A decoding failure is reported in the result, with
+   * the stored figures measured again without decoding.
+   */
+  async measure(key: string, codec: Codec, decode: boolean, keepHead = 0): Promise<ObjectMeasure> {
+    const stored = new HashingStream();
+    if (!decode) {
+      await pipeline(await this.driver.get(key), stored, new HeadSink());
+      return { storedBytes: stored.bytes, storedSha256: stored.sha256 };
+    }
+    const content = new HashingStream();
+    const sink = new HeadSink(keepHead);
+    try {
+      await pipeline([
+        await this.driver.get(key),
+        stored,
+        ...STORED_FORM.openStages(),
+        decompressor(codec),
+        content,
+        sink,
+      ]);
+    } catch (err) {
+      if (err instanceof PgfleetError && err.errorName !== 'Internal') throw err;
+      const again = await this.measure(key, codec, false);
+      return { ...again, decodeError: (err as Error).message };
+    }
+    return {
+      storedBytes: stored.bytes,
+      storedSha256: stored.sha256,
+      contentBytes: content.bytes,
+      contentSha256: content.sha256,
+      head: sink.head,
+    };
+  }
+}
+
+/** A stream stage that shows the content to StoreOptions.inspect and passes it on. */
+class InspectStage extends Transform {
+  constructor(private readonly inspect: (content: Buffer) => void) {
+    super({ highWaterMark: BUF });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.inspect(chunk);
+    cb(null, chunk);
+  }
+}
+
+/** Drops what it is given, keeping the first `keep` bytes. */
+class HeadSink extends Writable {
+  head = Buffer.alloc(0);
+  constructor(private readonly keep = 0) {
+    super({ highWaterMark: BUF });
+  }
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.head.length < this.keep)
+      this.head = Buffer.concat([this.head, chunk.subarray(0, this.keep - this.head.length)]);
+    cb();
+  }
+}
+
+async function syncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+// ---- block I/O: writing ----------------------------------------------------------------------
+
+/** Room for one stored block (the zstd and lz4 bounds of BLOCK_BYTES plus frame headers). */
+const STORED_BLOCK_BYTES = BLOCK_BYTES + (BLOCK_BYTES >> 8) + 1024;
+
+/**
+ * The block form (codec-blocks.ts): read 1 MiB, hash, inspect, compress it as one frame, hash and
+ * append the frame; everything synchronous on this thread except the I/O, which overlaps it: the
+ * next block is read while this one is compressed, and a frame is written while the next is made
+ * (two buffers each way, reused).
+ */
+async function storeBlocks(
+  local: LocalObjectFiles,
+  key: string,
+  codec: BlockCodec,
+  enc: BlockEncoder,
+  fh: FileHandle,
+  file: FileRange,
+  options: StoreOptions,
+): Promise<StoredFile> {
+  const object = new BlockObjectEncoder(enc);
+  const inBufs = [takeBuffer(BLOCK_BYTES), takeBuffer(BLOCK_BYTES)] as const;
+  // The encoder reuses its output: each frame is copied out for the write behind (codec none writes the read buffer).
+  const outBufs = [takeBuffer(STORED_BLOCK_BYTES), takeBuffer(STORED_BLOCK_BYTES)] as const;
+  const end = file.length === undefined ? Infinity : file.offset + file.length;
+  let pos = file.offset;
+  let writer;
+  let pendingWrite: Promise<void> | undefined;
+  let i = 0;
+  // Synchronous reads: PGDATA is mostly in the page cache, where a read costs less than the thread hand-offs of an async one.
+  const readAt = (buf: Buffer, at: number) =>
+    Promise.resolve({ bytesRead: end - at > 0 ? readSync(fh.fd, buf, 0, Math.min(BLOCK_BYTES, end - at), at) : 0 });
+  const put = async (out: Uint8Array) => {
+    let data = out;
+    if (codec !== 'none') {
+      data = outBufs[i]!.subarray(0, out.length);
+      data.set(out);
+    }
+    await pendingWrite; // one write in flight: the object is appended in order
+    pendingWrite = writer!.write(data);
+  };
+  let reading = readAt(inBufs[0], pos);
+  try {
+    writer = await local.openWriter(key);
+    for (;;) {
+      const { bytesRead } = await reading;
+      if (bytesRead === 0) break;
+      const data = inBufs[i]!.subarray(0, bytesRead);
+      pos += bytesRead;
+      // Codec none writes the read buffer itself: its write must be done before it is read into again.
+      if (codec === 'none') await pendingWrite;
+      reading = readAt(inBufs[i ^ 1]!, pos);
+      options.inspect?.(data);
+      await put(await object.block(data));
+      i ^= 1;
+    }
+    // An empty file is still a valid object of its codec (one empty frame).
+    if (object.size === 0 && codec !== 'none') await put(await object.block(inBufs[0].subarray(0, 0)));
+    await pendingWrite;
+    await writer.commit(options.deferDirSync ? { deferDirSync: true } : undefined);
+  } catch (err) {
+    await reading.catch(() => {});
+    await pendingWrite?.catch(() => {});
+    await writer?.abort();
+    throw err;
+  } finally {
+    for (const b of [...inBufs, ...outBufs]) giveBuffer(b);
+    await fh.close().catch(() => {});
+  }
+  return object.result();
+}
+
+// ---- block I/O: reading ----------------------------------------------------------------------
+
+/** Input window: at least one whole frame of MAX_FRAME_CONTENT incompressible bytes plus a read. */
+const WINDOW = MAX_FRAME_CONTENT + BLOCK_BYTES + (64 << 10);
+const READ_BYTES = BLOCK_BYTES;
+
+/**
+ * Restored files are written with O_DIRECT when their size and offset allow it (multiples of
+ * DIRECT_ALIGN: every relation file): the data goes from our buffer to the device, skipping the
+ * page cache. On the 2-core VMs this runs on, a buffered write costs ~1-2 s of kernel CPU per GB
+ * (page-cache pages allocated and copied into), as much as the decompression itself; O_DIRECT
+ * costs ~0.1 s/GB. The restored cluster reads its files from disk when it starts, which it
+ * would mostly do anyway after a restore larger than memory.
+ */
+const DIRECT_ALIGN = 4096;
+/** Output buffer: decoded frames gather here and go out in writes of up to this size. */
+const OUT_BYTES = 4 << 20;
+/** This thread's filesystem refused O_DIRECT once: write through the page cache from then on. */
+let directRefused = false;
+
+// The WebAssembly global of Node (its types are not in this project's lib).
+declare const WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { buffer: ArrayBuffer } };
+
+/** Page-aligned buffers for O_DIRECT (a Buffer's memory has no alignment guarantee; WebAssembly memory is page-mapped). */
+const alignedFree: Buffer[] = [];
+
+function takeAligned(): Buffer {
+  return (
+    alignedFree.pop() ??
+    Buffer.from(new WebAssembly.Memory({ initial: OUT_BYTES >> 16, maximum: OUT_BYTES >> 16 }).buffer)
+  );
+}
+
+function giveAligned(buf: Buffer): void {
+  if (alignedFree.length < 8) alignedFree.push(buf);
+}
+
+function checksumMismatch(key: string, expected: string, got: string, bytes: number): PgfleetError {
+  return new PgfleetError(
+    'RepoChecksumMismatch',
+    `repository file ${key} does not match its checksum (expected sha256 ${expected}, got ${got}, ${bytes} bytes)`,
+  );
+}
+
+function undecodable(key: string, why: string, cause?: unknown): PgfleetError {
+  return new PgfleetError(
+    'RepoChecksumMismatch',
+    `repository file ${key} cannot be decoded: ${why}`,
+    cause === undefined ? undefined : { cause },
+  );
+}
+
+const writeAsync = promisify(fsWrite);
+const fsyncAsync = promisify(fsFsync);
+
+/**
+ * The restored file (or chunk range) as a positional writer that falls back from O_DIRECT to
+ * buffered writes. Opening, closing and setting attributes are synchronous (quick metadata calls
+ * that would cost more in thread hand-offs than they take); writes and the fsync wait for the
+ * device, so they are asynchronous and the thread decodes meanwhile.
+ */
+class DestWriter {
+  private constructor(
+    private fd: number,
+    private direct: boolean,
+    private readonly d: RestoreDestination,
+  ) {}
+
+  static open(d: RestoreDestination, size: number): DestWriter {
+    const base = d.offset === undefined ? fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC : fsc.O_WRONLY;
+    const direct = !directRefused && size > 0 && size % DIRECT_ALIGN === 0 && (d.offset ?? 0) % DIRECT_ALIGN === 0;
+    if (direct) {
+      try {
+        return new DestWriter(openSync(d.path, base | fsc.O_DIRECT, d.mode), true, d);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+        directRefused = true; // tmpfs and some FUSE filesystems
+      }
+    }
+    return new DestWriter(openSync(d.path, base, d.mode), false, d);
+  }
+
+  async write(buf: Buffer, length: number, position: number): Promise<void> {
+    let done = 0;
+    while (done < length) {
+      try {
+        done += (await writeAsync(this.fd, buf, done, length - done, position + done)).bytesWritten;
+      } catch (err) {
+        // A device whose blocks are larger than DIRECT_ALIGN: reopen without O_DIRECT and go on.
+        if (!this.direct || (err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+        directRefused = true;
+        this.direct = false;
+        closeSync(this.fd);
+        this.fd = openSync(this.d.path, fsc.O_WRONLY);
+      }
+    }
+  }
+
+  /** Whole files: durable (one fsync per file), with their mode and mtime. Chunks: the caller syncs the file once after all of them. */
+  async finish(): Promise<void> {
+    if (this.d.offset !== undefined) return;
+    await fsyncAsync(this.fd);
+    if (this.d.chmod) fchmodSync(this.fd, this.d.mode); // mode applies only when the file is created
+    if (this.d.mtimeMs !== undefined) futimesSync(this.fd, new Date(this.d.mtimeMs), new Date(this.d.mtimeMs));
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+/**
+ * Restores an object of a block codec (zstd in either form, lz4, none): frames are decoded
+ * synchronously into a page-aligned buffer, hashed, and written at their position while the
+ * next frames are decoded into a second buffer.
+ */
+async function restoreBlocks(
+  local: LocalObjectFiles,
+  location: string,
+  key: string,
+  expected: Required<ExpectedContent>,
+  d: RestoreDestination,
+  dec: BlockDecoder,
+): Promise<void> {
+  let src;
+  try {
+    src = openSync(local.filePath(key), 'r');
+  } catch (err) {
+    if (isEnoent(err))
+      throw new PgfleetError('RepoFileMissing', `repository file ${key} is missing from ${location}`, {
+        cause: err,
+      });
+    throw err;
+  }
+  const win = takeBuffer(WINDOW);
+  const bufs = [takeAligned(), takeAligned()] as const;
+  let dest: DestWriter | undefined;
+  let pendingWrite: Promise<void> | undefined;
+  try {
+    dest = DestWriter.open(d, expected.size);
+    const out = dest;
+    const hash = createHash('sha256');
+    const base = d.offset ?? 0;
+    let cur = 0;
+    let fill = 0;
+    let written = 0;
+    // Hands the decoded bytes to the device: whole DIRECT_ALIGN units (the remainder moves to the other buffer), or everything at the end.
+    const flush = async (final: boolean) => {
+      const buf = bufs[cur]!;
+      const n = final ? fill : fill - (fill % DIRECT_ALIGN);
+      if (written + n > expected.size)
+        throw checksumMismatch(key, expected.sha256, '(longer than the manifest says)', written + n);
+      hash.update(buf.subarray(0, n));
+      await pendingWrite; // the other buffer is free again
+      pendingWrite = n > 0 ? out.write(buf, n, base + written) : undefined;
+      written += n;
+      const next = bufs[cur ^ 1]!;
+      if (fill > n) next.set(buf.subarray(n, fill), 0);
+      fill -= n;
+      cur ^= 1;
+    };
+    let start = 0;
+    let inFill = 0;
+    let srcPos = 0;
+    let eof = false;
+    for (;;) {
+      if (OUT_BYTES - fill < BLOCK_BYTES) await flush(false);
+      let step;
+      try {
+        step = dec.decode(win.subarray(start, inFill), bufs[cur]!, fill);
+      } catch (err) {
+        throw undecodable(key, (err as Error).message, err);
+      }
+      start += step.consumed;
+      fill += step.produced;
+      if (step.consumed > 0 || step.produced > 0) continue;
+      if (dec.needsOutput) {
+        if (fill === 0) throw undecodable(key, `a frame larger than ${OUT_BYTES} bytes`);
+        await flush(false);
+        continue;
+      }
+      if (eof) {
+        if (inFill > start) throw undecodable(key, 'it ends inside a frame');
+        break;
+      }
+      // No complete frame left in the window: read more.
+      if (start > 0) {
+        win.copyWithin(0, start, inFill);
+        inFill -= start;
+        start = 0;
+      }
+      if (inFill === WINDOW) throw undecodable(key, `a frame larger than ${WINDOW} bytes`);
+      // Synchronous: the repository is read from the page cache mostly, where a read takes less time than the thread hand-offs of an async one.
+      const bytesRead = readSync(src, win, inFill, Math.min(READ_BYTES, WINDOW - inFill), srcPos);
+      if (bytesRead === 0) eof = true;
+      STORED_FORM.openInPlace(win.subarray(inFill, inFill + bytesRead));
+      inFill += bytesRead;
+      srcPos += bytesRead;
+    }
+    if (written + fill !== expected.size) {
+      hash.update(bufs[cur]!.subarray(0, fill));
+      throw checksumMismatch(key, expected.sha256, hash.digest('hex'), written + fill);
+    }
+    await flush(true);
+    const got = hash.digest('hex');
+    // The content is on its way to the file before it is verified: a mismatch fails the restore,
+    // which then never writes backup_label or recovery.signal, so nothing half-restored can start.
+    if (got !== expected.sha256) throw checksumMismatch(key, expected.sha256, got, written);
+    await pendingWrite;
+    pendingWrite = undefined;
+    await out.finish();
+  } finally {
+    await pendingWrite?.catch(() => {});
+    for (const b of bufs) giveAligned(b);
+    giveBuffer(win);
+    closeSync(src);
+    try {
+      dest?.close();
+    } catch {
+      // already failed: the restore reports the first error
+    }
+  }
+}
+
+/** A local file as a stream of 1 MiB reads (for callers that pipe a whole file into storeStream). */
+export function fileStream(path: string): Readable {
+  return createReadStream(path, { highWaterMark: BUF });
+}
