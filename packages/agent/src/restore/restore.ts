@@ -146,9 +146,59 @@ function recoverySettings(o: RestoreOptions, timeline: string, archivePreserved:
 }
 
 export async function runRestore(options: RestoreOptions): Promise<RestoreOutcome> {
+  const o = normaliseTargets(options);
+  const delta = await checkTarget(o);
+  const tracker = new ProgressTracker(o.progress, 'choose-backup');
+  const plan = await planRestore({
+    cluster: o.cluster,
+    repo: o.repo,
+    target: o.target,
+    ...(o.backupLabel ? { backupLabel: o.backupLabel } : {}),
+    ...(o.labelIsHint ? { labelIsHint: true } : {}),
+    ...(o.targetTimeline !== undefined ? { targetTimeline: o.targetTimeline } : {}),
+    ...(o.currentTimeline ? { currentTimeline: o.currentTimeline } : {}),
+    ...(o.pgBinDir ? { pgBinDir: o.pgBinDir } : {}),
+    log: o.log,
+  });
+  const manifest = withPlainPgWal(plan.manifest);
+  const { ownTarget, archivePreserved } = await decideArchiving(o);
+  requireTablespaceFiles(manifest);
+  if (delta) await checkDeltaSystem(o.targetDir, manifest);
+  o.log.info(
+    {
+      label: manifest.label,
+      timeline: plan.timeline,
+      targetDir: o.targetDir,
+      delta,
+      archive: archivePreserved ? 'preserve' : 'off',
+    },
+    'restoring backup',
+  );
+  tracker.state.bytesTotal = manifest.sizeBytes;
+  tracker.state.filesTotal = manifest.files.length;
+  const tablespaceLocation = (linkPath: string) =>
+    join(o.tablespaceDir ?? `${o.targetDir}.tablespaces`, basename(linkPath));
+  const { removed } = await layOutTarget(o, manifest, delta, ownTarget, tablespaceLocation, tracker);
+  const { fetched, kept } = await restoreFiles(o, manifest, delta, tracker);
+  o.signal?.throwIfAborted();
+  await writeRecoverySettings(o, manifest, plan.recoveryTargetTimeline, archivePreserved, tablespaceLocation, tracker);
+  if (delta) {
+    const message = `delta: ${kept} file(s) kept, ${manifest.files.length - kept} fetched (${fetched} bytes), ${removed} removed`;
+    o.log.info(
+      { label: manifest.label, kept, fetched: manifest.files.length - kept, bytes: fetched, removed },
+      'delta restore done',
+    );
+    tracker.phase('done', message);
+    return { manifest, timeline: plan.timeline, archivePreserved, bytes: fetched, kept, removed };
+  }
+  tracker.phase('done');
+  return { manifest, timeline: plan.timeline, archivePreserved, bytes: manifest.sizeBytes };
+}
+
+/** The options with the target and tablespace directories absolute and normalised ('/srv/r/' + '.tablespaces' must not land inside the data directory). */
+function normaliseTargets(options: RestoreOptions): RestoreOptions {
   if (!isAbsolute(options.targetDir))
     throw new PgfleetError('InvalidArgument', `restore target ${options.targetDir} must be an absolute path`);
-  // Normalised: '/srv/r/' + '.tablespaces' must not land inside the data directory.
   const o: RestoreOptions = {
     ...options,
     targetDir: resolve(options.targetDir),
@@ -167,6 +217,11 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
       );
     }
   }
+  return o;
+}
+
+/** Whether this is a delta restore: the target must be empty, unless delta mode updates a stopped data directory there. */
+async function checkTarget(o: RestoreOptions): Promise<boolean> {
   const existing = await readdir(o.targetDir).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return [];
     throw err;
@@ -178,26 +233,19 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
       `restore target ${o.targetDir} is not empty (${existing.length} entries)`,
     );
   if (delta) await checkDeltaTarget(o.targetDir, existing);
+  return delta;
+}
 
-  const tracker = new ProgressTracker(o.progress, 'choose-backup');
-  const plan = await planRestore({
-    cluster: o.cluster,
-    repo: o.repo,
-    target: o.target,
-    ...(o.backupLabel ? { backupLabel: o.backupLabel } : {}),
-    ...(o.labelIsHint ? { labelIsHint: true } : {}),
-    ...(o.targetTimeline !== undefined ? { targetTimeline: o.targetTimeline } : {}),
-    ...(o.currentTimeline ? { currentTimeline: o.currentTimeline } : {}),
-    ...(o.pgBinDir ? { pgBinDir: o.pgBinDir } : {}),
-    log: o.log,
-  });
-  const manifest = withPlainPgWal(plan.manifest);
+/**
+ * Whether the target is the agent's own PGDATA, and whether the restored server keeps archiving.
+ * In place over the agent's own PGDATA the restored server is the cluster, unless that PGDATA is
+ * a standby's (standby.signal): promoted at the target it would archive a fork while the real
+ * primary carries on.
+ */
+async function decideArchiving(o: RestoreOptions): Promise<{ ownTarget: boolean; archivePreserved: boolean }> {
   const ownTarget =
     o.ownPgdata !== undefined &&
     (await realpath(o.ownPgdata).catch(() => o.ownPgdata)) === (await realpath(o.targetDir).catch(() => o.targetDir));
-  // In place over the agent's own PGDATA the restored server is the cluster, unless that PGDATA
-  // is a standby's (standby.signal): promoted at the target it would archive a fork while the
-  // real primary carries on.
   const standbyHere =
     ownTarget &&
     (await lstat(join(o.targetDir, 'standby.signal')).then(
@@ -205,25 +253,23 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
       () => false,
     ));
   const archivePreserved = o.archive === 'preserve' || (o.archive === undefined && ownTarget && !standbyHere);
-  requireTablespaceFiles(manifest);
-  if (delta) await checkDeltaSystem(o.targetDir, manifest);
-  o.log.info(
-    {
-      label: manifest.label,
-      timeline: plan.timeline,
-      targetDir: o.targetDir,
-      delta,
-      archive: archivePreserved ? 'preserve' : 'off',
-    },
-    'restoring backup',
-  );
-  tracker.state.bytesTotal = manifest.sizeBytes;
-  tracker.state.filesTotal = manifest.files.length;
+  return { ownTarget, archivePreserved };
+}
 
+/**
+ * The target's directories, links and tablespace locations as the backup has them; in delta mode
+ * first removes what the backup does not hold (see removeExtras).
+ */
+async function layOutTarget(
+  o: RestoreOptions,
+  manifest: BackupManifest,
+  delta: boolean,
+  ownTarget: boolean,
+  tablespaceLocation: (linkPath: string) => string,
+  tracker: ProgressTracker,
+): Promise<{ removed: number }> {
   let removed = 0;
   const keptLinks = new Set<string>();
-  const tablespaceLocation = (linkPath: string) =>
-    join(o.tablespaceDir ?? `${o.targetDir}.tablespaces`, basename(linkPath));
   if (delta) {
     tracker.phase('delta-clean', 'removing what the backup does not hold');
     // Where a tablespace link may keep pointing: the restore location, and the backup's own
@@ -258,7 +304,19 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
   }
   for (const l of manifest.links)
     if (!isTablespace(l.path) && !keptLinks.has(l.path)) await symlink(l.target, join(o.targetDir, l.path));
+  return { removed };
+}
 
+/**
+ * Fetches, decompresses, verifies and writes every file (every chunk of a large one) through the
+ * copy pool; in delta mode a file whose size and sha256 already match is kept.
+ */
+async function restoreFiles(
+  o: RestoreOptions,
+  manifest: BackupManifest,
+  delta: boolean,
+  tracker: ProgressTracker,
+): Promise<{ fetched: number; kept: number }> {
   tracker.phase('copy');
   let fetched = 0;
   let kept = 0;
@@ -335,32 +393,34 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
   } finally {
     await pool.close();
   }
-  o.signal?.throwIfAborted();
+  return { fetched, kept };
+}
 
+/**
+ * backup_label, the recovery settings and recovery.signal, so that starting PostgreSQL on the
+ * directory replays archived WAL to the target; then everything restored is made durable.
+ */
+async function writeRecoverySettings(
+  o: RestoreOptions,
+  manifest: BackupManifest,
+  recoveryTargetTimeline: string,
+  archivePreserved: boolean,
+  tablespaceLocation: (linkPath: string) => string,
+  tracker: ProgressTracker,
+): Promise<void> {
   tracker.phase('recovery-settings');
   await writeFile(join(o.targetDir, 'backup_label'), manifest.backupLabel, { mode: 0o600 });
   // No tablespace_map: pg_tblspc is laid out above (see the header comment).
   // postgresql.auto.conf is read last, so these settings win over anything in postgresql.conf.
   await appendFile(
     join(o.targetDir, 'postgresql.auto.conf'),
-    `${recoverySettings(o, plan.recoveryTargetTimeline, archivePreserved).join('\n')}\n`,
+    `${recoverySettings(o, recoveryTargetTimeline, archivePreserved).join('\n')}\n`,
     { mode: 0o600 },
   );
   await writeFile(join(o.targetDir, 'recovery.signal'), '', { mode: 0o600 });
   await syncRestored(o.targetDir, manifest, [
     ...new Set(manifest.links.filter((l) => isTablespace(l.path)).map((l) => dirname(tablespaceLocation(l.path)))),
   ]);
-  if (delta) {
-    const message = `delta: ${kept} file(s) kept, ${manifest.files.length - kept} fetched (${fetched} bytes), ${removed} removed`;
-    o.log.info(
-      { label: manifest.label, kept, fetched: manifest.files.length - kept, bytes: fetched, removed },
-      'delta restore done',
-    );
-    tracker.phase('done', message);
-    return { manifest, timeline: plan.timeline, archivePreserved, bytes: fetched, kept, removed };
-  }
-  tracker.phase('done');
-  return { manifest, timeline: plan.timeline, archivePreserved, bytes: manifest.sizeBytes };
 }
 
 /** A chunked file once all its chunks are written: durable (one fsync for the whole file), with its mtime. */
@@ -547,7 +607,7 @@ async function removeExtras(
       const abs = join(root, path);
       const st = await lstat(abs);
       if (st.isSymbolicLink()) {
-        // A kept tablespace link (see keepLink in runRestore): its contents are updated like the rest.
+        // A kept tablespace link (see keepLink in layOutTarget): its contents are updated like the rest.
         if (keepLink(path, await readlink(abs))) {
           keptLinks.add(path);
           if (isTablespace(path)) await walk(path);
