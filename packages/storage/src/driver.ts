@@ -51,6 +51,11 @@ export interface RepositoryDriver {
    */
   readonly localFiles?: LocalObjectFiles;
   /**
+   * Capability: several repositories as one (mirrored-driver.ts). Repository decides what is
+   * written only when missing (WAL, the format marker, cluster identity) per member.
+   */
+  readonly members?: readonly RepositoryDriver[];
+  /**
    * Capability: how another thread opens this driver again by itself (open-repository.ts), with no
    * credentials or connections to share; copy worker threads do (agent copy/pool.ts).
    */

@@ -156,8 +156,3 @@ export class MirroredDriver implements RepositoryDriver {
     for (const m of this.members) m.close?.();
   }
 }
-
-/** The drivers a repository writes to: the members of a mirror, or the driver itself. */
-export function memberDrivers(driver: RepositoryDriver): readonly RepositoryDriver[] {
-  return driver instanceof MirroredDriver ? driver.members : [driver];
-}

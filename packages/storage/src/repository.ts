@@ -76,7 +76,7 @@ export class Repository {
 
   /** The repositories of a mirror, one Repository each (or just this one). */
   private members(): Repository[] {
-    return this.driver instanceof MirroredDriver ? this.driver.members.map((d) => new Repository(d)) : [this];
+    return this.driver.members?.map((d) => new Repository(d)) ?? [this];
   }
 
   /**
@@ -96,7 +96,7 @@ export class Repository {
 
   /** Writes the format marker on first use; refuses a repository of a newer format. */
   async init(): Promise<void> {
-    if (this.driver instanceof MirroredDriver) {
+    if (this.driver.members) {
       await settleAll(this.members().map((m) => m.init()));
       return;
     }
@@ -126,7 +126,7 @@ export class Repository {
    * one name would interleave WAL of different systems and make both unrestorable.
    */
   async ensureClusterInfo(cluster: string, info: ClusterInfo): Promise<void> {
-    if (this.driver instanceof MirroredDriver) {
+    if (this.driver.members) {
       await settleAll(this.members().map((m) => m.ensureClusterInfo(cluster, info)));
       return;
     }
