@@ -36,8 +36,26 @@ export function sink(): Writable & { data(): Buffer } {
 }
 export const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-export function repositoryDriverSuite(name: string, make: () => Promise<RepositoryDriver>): void {
+/** What a driver offers beyond the required methods; the suite checks the claim and tests what is offered. */
+export interface DriverCapabilities {
+  /** objects live as local files (the posix fast path of the object I/O layer) */
+  localFiles: boolean;
+  /** a serialisable spec opens the same repository again (copy worker threads) */
+  spec: boolean;
+}
+
+export function repositoryDriverSuite(
+  name: string,
+  make: () => Promise<RepositoryDriver>,
+  capabilities: DriverCapabilities,
+): void {
   describe(`repository driver: ${name}`, () => {
+    it('offers exactly the capabilities it is known for', async () => {
+      const d = await make();
+      assert.equal(d.localFiles !== undefined, capabilities.localFiles, 'localFiles');
+      assert.equal(d.spec !== undefined, capabilities.spec, 'spec');
+    });
+
     it('stores and reads back bytes, streamed and buffered', async () => {
       const d = await make();
       const big = randomBytes(3 * 1024 * 1024 + 17);
@@ -118,10 +136,10 @@ export function repositoryDriverSuite(name: string, make: () => Promise<Reposito
       await assert.rejects(d.deletePrefix('../'));
     });
 
-    it('with local files, a writer commits atomically and the key is read from its file', async (t) => {
+    const withLocalFiles = capabilities.localFiles ? it : undefined;
+    withLocalFiles?.('with local files, a writer commits atomically and the key is read from its file', async () => {
       const d = await make();
-      const local = d.localFiles;
-      if (!local) return t.skip(`${name} keeps no objects as local files`);
+      const local = d.localFiles!;
       const w = await local.openWriter('lf/obj');
       await w.write(Buffer.from('hello '));
       assert.deepEqual(await collect(d.list('lf/')), [], 'invisible before commit');
@@ -135,11 +153,11 @@ export function repositoryDriverSuite(name: string, make: () => Promise<Reposito
       assert.deepEqual(await collect(d.list('lf/')), ['lf/obj']);
     });
 
-    it('a spec, when given, opens the same repository again', async (t) => {
+    const withSpec = capabilities.spec ? it : undefined;
+    withSpec?.('its spec opens the same repository again', async () => {
       const d = await make();
-      if (!d.spec) return t.skip(`${name} is not opened again from a spec`);
       await d.put('sp/obj', Buffer.from('same'));
-      const again = await openRepositoryDriver(d.spec);
+      const again = await openRepositoryDriver(d.spec!);
       try {
         assert.equal((await readSmall(again, 'sp/obj')).toString(), 'same');
       } finally {

@@ -16,7 +16,7 @@ async function tempDir(): Promise<string> {
   return dir;
 }
 
-repositoryDriverSuite('posix', async () => new PosixDriver(await tempDir()));
+repositoryDriverSuite('posix', async () => new PosixDriver(await tempDir()), { localFiles: true, spec: true });
 
 /** A posix driver that records the directories it fsyncs (relative to the repository root, '.' for the root). */
 class SyncRecordingDriver extends PosixDriver {

@@ -80,7 +80,7 @@ function chunked(data: Buffer, chunk: number): Readable {
   );
 }
 
-repositoryDriverSuite('s3', () => driver());
+repositoryDriverSuite('s3', () => driver(), { localFiles: false, spec: false });
 
 describe('S3 driver specifics', () => {
   test('location is s3://bucket/prefix, with the prefix normalised', async () => {
