@@ -198,6 +198,15 @@ export function parseCommandLineWith(
   return { command, options, positionals, help: false, ...(configPath ? { configFile: configPath } : {}) };
 }
 
+/** The error for a required option that is not set (from any source), naming every way to set it. */
+export function missingOption(program: ProgramSpec, name: string): PgfleetError {
+  const spec = optionSpec(program, name);
+  return new PgfleetError(
+    'InvalidConfig',
+    `missing required option '${name}': set --${name}${spec.cliOnly ? '' : `, ${envName(program, spec)} or '${name}:' in the config file`}`,
+  );
+}
+
 /** Requires an option to be set (from any source), naming every way to set it. */
 export function requireOption<T extends string | number | boolean>(
   program: ProgramSpec,
@@ -205,14 +214,101 @@ export function requireOption<T extends string | number | boolean>(
   name: string,
 ): T {
   const v = values[name];
-  if (v === undefined || v === '') {
-    const spec = optionSpec(program, name);
-    throw new PgfleetError(
-      'InvalidConfig',
-      `missing required option '${name}': set --${name}${spec.cliOnly ? '' : `, ${envName(program, spec)} or '${name}:' in the config file`}`,
-    );
-  }
+  if (v === undefined || v === '') throw missingOption(program, name);
   return v as T;
+}
+
+/*
+ * Typed settings. A table declared `as const satisfies ProgramSpec` keeps every option's name,
+ * type, choices and default in its type, so the settings a command runs with are typed from the
+ * table alone: `pg-port` (integer, default 5432) is `settings.pgPort: number`, `compress` (choices)
+ * the union of its codecs, an option without a default `string | undefined`. Call sites read
+ * fields; nothing is cast or converted twice.
+ */
+
+/** The settings key of an option: its kebab-case name in camelCase ('pg-port' -> 'pgPort'). */
+export type SettingKey<N extends string> = N extends `${infer Head}-${infer Tail}`
+  ? `${Head}${Capitalize<SettingKey<Tail>>}`
+  : N;
+
+/** The value type one option declares: boolean, number, one of its choices, or string. */
+export type OptionValueType<S extends OptionSpec> = S['type'] extends 'boolean'
+  ? boolean
+  : S['type'] extends 'integer'
+    ? number
+    : S extends { readonly choices: readonly (infer C extends string)[] }
+      ? C
+      : string;
+
+/** Options that always have a value: those with a default, and flags (false when not given). */
+type AlwaysSet<S extends OptionSpec> = S extends { readonly default: string | number | boolean }
+  ? true
+  : S['type'] extends 'boolean'
+    ? true
+    : false;
+
+/** The settings of a set of options (a union of specs), keyed by SettingKey. */
+export type Settings<S extends OptionSpec> = {
+  readonly [K in S as SettingKey<K['name']>]: AlwaysSet<K> extends true
+    ? OptionValueType<K>
+    : OptionValueType<K> | undefined;
+};
+
+export type CommandName<P extends ProgramSpec> = P['commands'][number]['name'];
+
+type CommandNamed<P extends ProgramSpec, N extends string> = Extract<P['commands'][number], { readonly name: N }>;
+
+/** The names of the options a command takes. */
+export type CommandOptionName<P extends ProgramSpec, N extends string> = CommandNamed<P, N>['options'][number];
+
+/** The spec a command reads for one option name: its local option of that name, else the program's. */
+type CommandOptionSpec<P extends ProgramSpec, C extends CommandSpec, O extends string> = [
+  Extract<NonNullable<C['localOptions']>[number], { readonly name: O }>,
+] extends [never]
+  ? Extract<P['options'][number], { readonly name: O }>
+  : Extract<NonNullable<C['localOptions']>[number], { readonly name: O }>;
+
+/** The settings of one command of a program, with `R` (option names) required to be set. */
+export type CommandSettings<P extends ProgramSpec, N extends string, R extends string = never> = Settings<
+  {
+    [O in CommandOptionName<P, N>]: CommandOptionSpec<P, CommandNamed<P, N>, O>;
+  }[CommandOptionName<P, N>]
+> & { readonly [K in R as SettingKey<K>]: string | number | boolean };
+
+/** The settings key of an option name at run time (the SettingKey type's twin). */
+export function settingKey(name: string): string {
+  return name.replace(/-([^-])/g, (_, c: string) => c.toUpperCase());
+}
+
+/**
+ * Settings of the given options from parsed (or config-file) values: every option under its
+ * SettingKey, its default when unset, a flag false when not given. Values are not converted:
+ * the parser and the config schema already checked them against the same specs.
+ */
+export function settingsOf<S extends OptionSpec>(specs: readonly S[], values: OptionValues): Settings<S> {
+  const settings: Record<string, string | number | boolean | undefined> = {};
+  for (const s of specs)
+    settings[settingKey(s.name)] = values[s.name] ?? s.default ?? (s.type === 'boolean' ? false : undefined);
+  return settings as Settings<S>;
+}
+
+/**
+ * The typed settings of `command` from its parsed option values. `required` names options the
+ * command cannot run without: each is checked in order and, when unset or empty, fails with
+ * InvalidConfig naming every way to set it (the settings type then has them set).
+ */
+export function resolveSettings<
+  P extends ProgramSpec,
+  N extends CommandName<P>,
+  R extends CommandOptionName<P, N> = never,
+>(program: P, command: N, values: OptionValues, required: readonly R[] = []): CommandSettings<P, N, R> {
+  const spec = program.commands.find((c) => c.name === command);
+  if (!spec) throw new PgfleetError('Internal', `option table of ${program.name} has no command ${command}`);
+  for (const name of required) requireOption(program, values, name);
+  return settingsOf(
+    spec.options.map((n) => optionSpec(program, n, spec)),
+    values,
+  ) as unknown as CommandSettings<P, N, R>;
 }
 
 /** `--help` text generated from the table. */

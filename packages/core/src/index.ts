@@ -4,3 +4,5 @@ export * from './ids.js';
 export * from './duration.js';
 export * from './options.js';
 export * from './process-alive.js';
+export * from './async.js';
+export * from './fsync.js';

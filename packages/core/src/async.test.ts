@@ -1,0 +1,94 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mapLimit, settleAll, sleep } from './async.js';
+
+test('sleep resolves after the time, or at once when its signal aborts', async () => {
+  const start = performance.now();
+  await sleep(20);
+  assert.ok(performance.now() - start >= 15);
+
+  const ac = new AbortController();
+  const long = sleep(60_000, { signal: ac.signal });
+  ac.abort();
+  await long; // a 60 s timer still pending would also keep the test process alive
+  await sleep(60_000, { signal: ac.signal }); // already aborted: no timer at all
+});
+
+test('an unref sleep does not keep the process alive', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const url = new URL('./async.js', import.meta.url).href;
+  const started = Date.now();
+  const r = spawnSync(
+    process.execPath,
+    ['--input-type=module', '-e', `import { sleep } from '${url}'; void sleep(60_000, { unref: true });`],
+    { timeout: 30_000 },
+  );
+  assert.equal(r.status, 0);
+  assert.ok(Date.now() - started < 30_000);
+});
+
+test('settleAll returns every value in order and throws the first rejection after all settled', async () => {
+  assert.deepEqual(await settleAll([Promise.resolve(1), sleep(5).then(() => 2)]), [1, 2]);
+  let lateDone = false;
+  const late = sleep(20).then(() => {
+    lateDone = true;
+  });
+  await assert.rejects(
+    settleAll([late, Promise.reject(new Error('first')), Promise.reject(new Error('second'))]),
+    /first/,
+  );
+  assert.equal(lateDone, true, 'the slow promise settled before the error was thrown');
+});
+
+test('mapLimit keeps at most `limit` calls in flight and returns results in item order', async () => {
+  let running = 0;
+  let peak = 0;
+  const got = await mapLimit([5, 1, 4, 2, 3, 0], 2, async (n, i) => {
+    running++;
+    peak = Math.max(peak, running);
+    await sleep(n);
+    running--;
+    return `${i}:${n * 10}`;
+  });
+  assert.deepEqual(got, ['0:50', '1:10', '2:40', '3:20', '4:30', '5:0']);
+  assert.equal(peak, 2);
+  assert.deepEqual(await mapLimit([], 4, async () => 1), []);
+});
+
+test('mapLimit stops taking items after the first failure and throws it once in-flight calls ended', async () => {
+  const started: number[] = [];
+  let inFlight = 0;
+  await assert.rejects(
+    mapLimit([1, 2, 3, 4, 5, 6], 2, async (n) => {
+      started.push(n);
+      inFlight++;
+      try {
+        await sleep(n === 2 ? 1 : 10);
+        if (n === 2) throw new Error('two failed');
+      } finally {
+        inFlight--;
+      }
+    }),
+    /two failed/,
+  );
+  assert.equal(inFlight, 0, 'nothing left running');
+  assert.deepEqual(started, [1, 2], 'no new item after the failure');
+});
+
+test('mapLimit stops on an aborted signal with its reason', async () => {
+  const ac = new AbortController();
+  const seen: number[] = [];
+  await assert.rejects(
+    mapLimit(
+      [1, 2, 3, 4],
+      1,
+      async (n) => {
+        seen.push(n);
+        if (n === 2) ac.abort(new Error('stop now'));
+      },
+      ac.signal,
+    ),
+    /stop now/,
+  );
+  assert.deepEqual(seen, [1, 2]);
+});
