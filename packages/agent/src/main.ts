@@ -7,15 +7,15 @@ import { resolve } from 'node:path';
 import { exitWith } from '@pgfleet/core/errors';
 import { hostname } from 'node:os';
 import type { Logger } from '@pgfleet/core';
-import type { Codec, RepositorySpec, S3Credentials } from '@pgfleet/storage';
+import type { RepositorySettings, RepositorySpec, S3Credentials } from '@pgfleet/storage';
 import {
   AGENT_PROGRAM,
   defaultScratchDir,
   defaultSocketPath,
   defaultStreamSpool,
-  repositoriesFromOptions,
+  repositoriesFromSettings,
   repositoryArgs,
-  s3CredentialsFromOptions,
+  s3CredentialsFromSettings,
   type AgentSettings,
 } from './options.js';
 
@@ -66,9 +66,9 @@ function spawnPrefetcher(args: {
 }
 
 /** The repositories a command needs (--repo or --repo-path, and --repo2); missing: the usual missing-option error. */
-function requireRepositories(o: Record<string, unknown>, req: (name: string) => unknown): RepositorySpec[] {
-  const specs = repositoriesFromOptions(o as never);
-  if (specs.length === 0) req('repo');
+function requireRepositories(settings: RepositorySettings, missing: (name: string) => Error): RepositorySpec[] {
+  const specs = repositoriesFromSettings(settings);
+  if (specs.length === 0) throw missing('repo');
   return specs;
 }
 
@@ -76,17 +76,16 @@ function requireRepositories(o: Record<string, unknown>, req: (name: string) => 
 const STOP_GRACE_MS = 30_000;
 
 async function main(argv: string[]): Promise<number> {
-  const { createLogger, helpText, parseCommandLine, requireOption } = await import('@pgfleet/core');
+  const { createLogger, helpText, missingOption, parseCommandLine, resolveSettings, sleep } =
+    await import('@pgfleet/core');
   const parsed = parseCommandLine(AGENT_PROGRAM, argv);
   if (parsed.help) {
     process.stdout.write(`${helpText(AGENT_PROGRAM, parsed.command.name ? parsed.command : undefined)}\n`);
     return 0;
   }
   const o = parsed.options;
-  const log: Logger = createLogger({ level: String(o['log-level'] ?? 'info') }).child({
-    component: parsed.command.name,
-  });
-  const req = <T extends string | number | boolean>(name: string) => requireOption<T>(AGENT_PROGRAM, o, name);
+  const logger = (level: string): Logger => createLogger({ level }).child({ component: parsed.command.name });
+  const missing = (name: string) => missingOption(AGENT_PROGRAM, name);
 
   switch (parsed.command.name) {
     case 'wal-fetch': {
@@ -94,10 +93,11 @@ async function main(argv: string[]): Promise<number> {
         import('./wal/archive.js'),
         import('@pgfleet/storage'),
       ]);
-      const cluster = req<string>('cluster');
-      const repositories = requireRepositories(o, req);
-      const credentials = s3CredentialsFromOptions(o);
-      const prefetch = Number(o.prefetch ?? 0);
+      const settings = resolveSettings(AGENT_PROGRAM, 'wal-fetch', o, ['cluster']);
+      const { cluster, prefetch } = settings;
+      const log = logger(settings.logLevel);
+      const repositories = requireRepositories(settings, missing);
+      const credentials = s3CredentialsFromSettings(settings);
       const repo = await openRepository(repositories, credentials);
       const found = await walFetch(parsed.positionals[0]!, parsed.positionals[1]!, {
         cluster,
@@ -109,7 +109,7 @@ async function main(argv: string[]): Promise<number> {
           repositories,
           credentials,
           prefetch,
-          logLevel: String(o['log-level'] ?? 'info'),
+          logLevel: settings.logLevel,
         }),
       }).finally(() => repo.close());
       // Exit 1 without noise: PostgreSQL asks for files past the end of the archive by design.
@@ -120,18 +120,21 @@ async function main(argv: string[]): Promise<number> {
         import('./wal/prefetch.js'),
         import('@pgfleet/storage'),
       ]);
-      const repo = await openRepository(requireRepositories(o, req), s3CredentialsFromOptions(o));
+      const settings = resolveSettings(AGENT_PROGRAM, 'wal-prefetch', o, ['cluster']);
+      const log = logger(settings.logLevel);
+      const repo = await openRepository(requireRepositories(settings, missing), s3CredentialsFromSettings(settings));
       const got = await prefetchSegments(parsed.positionals[0]!, parsed.positionals[1]!, {
         repo,
-        cluster: req('cluster'),
-        prefetch: Number(o.prefetch ?? 0),
+        cluster: settings.cluster,
+        prefetch: settings.prefetch,
       }).finally(() => repo.close());
       log.debug({ wal: got }, 'prefetched WAL segments');
       return 0;
     }
     case 'run': {
-      const cluster = req<string>('cluster');
-      const pgdata = req<string>('pgdata');
+      const run = resolveSettings(AGENT_PROGRAM, 'run', o, ['cluster', 'pgdata']);
+      const { cluster, pgdata } = run;
+      const log = logger(run.logLevel);
       // archive_command derives the default socket from its working directory, which is a real path.
       const realPgdata = (() => {
         try {
@@ -140,35 +143,35 @@ async function main(argv: string[]): Promise<number> {
           return pgdata; // start() reports the missing PGDATA with its error code
         }
       })();
-      const s3Credentials = s3CredentialsFromOptions(o);
+      const s3Credentials = s3CredentialsFromSettings(run);
       const settings: AgentSettings = {
-        controller: String(o.controller),
+        controller: run.controller,
         cluster,
-        agentId: String(o['agent-id'] ?? `${hostname()}-${cluster}`),
+        agentId: run.agentId ?? `${hostname()}-${cluster}`,
         pgdata,
         pg: {
-          host: String(o['pg-host']),
-          port: Number(o['pg-port']),
-          user: String(o['pg-user']),
-          database: String(o['pg-database']),
-          ...(o['pg-password'] ? { password: String(o['pg-password']) } : {}),
+          host: run.pgHost,
+          port: run.pgPort,
+          user: run.pgUser,
+          database: run.pgDatabase,
+          ...(run.pgPassword ? { password: run.pgPassword } : {}),
         },
-        ...(o['pg-bin-dir'] ? { pgBinDir: String(o['pg-bin-dir']) } : {}),
-        repositories: repositoriesFromOptions(o),
+        ...(run.pgBinDir ? { pgBinDir: run.pgBinDir } : {}),
+        repositories: repositoriesFromSettings(run),
         ...(s3Credentials ? { s3Credentials } : {}),
         ...(parsed.configFile ? { configFile: resolve(parsed.configFile) } : {}),
-        compress: o.compress as Codec,
-        checksumDelta: o['checksum-delta'] === true,
-        workers: Number(o.workers),
-        archiveTimeoutSec: Number(o['archive-timeout']),
-        socket: o.socket ? String(o.socket) : defaultSocketPath(realPgdata),
-        archiveAhead: Number(o['archive-ahead'] ?? 0),
-        stream: o.stream === true,
-        streamSpool: o['stream-spool'] ? String(o['stream-spool']) : defaultStreamSpool(realPgdata),
-        scratchDir: o['scratch-dir'] ? String(o['scratch-dir']) : defaultScratchDir(realPgdata),
-        ...(o['tls-dir'] ? { tlsDir: String(o['tls-dir']) } : {}),
-        ...(o['enroll-token'] ? { enrollToken: String(o['enroll-token']) } : {}),
-        ...(o['ca-cert'] ? { caCert: String(o['ca-cert']) } : {}),
+        compress: run.compress,
+        checksumDelta: run.checksumDelta,
+        workers: run.workers,
+        archiveTimeoutSec: run.archiveTimeout,
+        socket: run.socket || defaultSocketPath(realPgdata),
+        archiveAhead: run.archiveAhead,
+        stream: run.stream,
+        streamSpool: run.streamSpool || defaultStreamSpool(realPgdata),
+        scratchDir: run.scratchDir || defaultScratchDir(realPgdata),
+        ...(run.tlsDir ? { tlsDir: run.tlsDir } : {}),
+        ...(run.enrollToken ? { enrollToken: run.enrollToken } : {}),
+        ...(run.caCert ? { caCert: run.caCert } : {}),
       };
       const { AgentDaemon } = await import('./daemon.js');
       const daemon = new AgentDaemon(settings, log);
@@ -177,7 +180,7 @@ async function main(argv: string[]): Promise<number> {
         // Aborted jobs clean up before the process goes (a drill stops its throwaway PostgreSQL and
         // removes its copy: seconds): wait for them, at most STOP_GRACE_MS; the WAL services get
         // 2 s as ever. The same signal again ends the process at once.
-        void Promise.all([daemon.stop(), new Promise((r) => setTimeout(r, 2000))]).then(() => process.exit(0));
+        void Promise.all([daemon.stop(), sleep(2000)]).then(() => process.exit(0));
         setTimeout(() => process.exit(0), STOP_GRACE_MS).unref();
       };
       process.once('SIGINT', stop);

@@ -7,12 +7,14 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { helpText, parseCommandLine, PgfleetError } from '@pgfleet/core';
+import { helpText, parseCommandLine, PgfleetError, settingsOf } from '@pgfleet/core';
 import { repositoryUrl } from '@pgfleet/storage';
-import { AGENT_PROGRAM, repositoriesFromOptions, repositoryIdentity, s3CredentialsFromOptions } from './options.js';
+import { AGENT_PROGRAM, repositoriesFromSettings, repositoryIdentity, s3CredentialsFromSettings } from './options.js';
 import { restoreCommand } from './restore/restore.js';
 
-const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) => parseCommandLine(AGENT_PROGRAM, argv, env).options;
+/** The typed settings of a command line (every option of the table; the repository ones are on every command here). */
+const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) =>
+  settingsOf(AGENT_PROGRAM.options, parseCommandLine(AGENT_PROGRAM, argv, env).options);
 const S3 = 's3://backups/prod?endpoint=http://127.0.0.1:9000&path-style=true';
 
 test('every repository command takes --repo, --repo2 and S3 credentials from flags, environment or the config file', () => {
@@ -25,21 +27,21 @@ test('every repository command takes --repo, --repo2 and S3 credentials from fla
     );
     for (const command of [['run'], ['wal-push', 'pg_wal/x'], ['wal-fetch', 'x', 'y'], ['wal-prefetch', 'x', 'y']]) {
       const o = parse([...command, '--config', config]);
-      assert.deepEqual(repositoriesFromOptions(o).map(repositoryUrl), ['/srv/repo', S3], command[0]);
-      assert.deepEqual(s3CredentialsFromOptions(o), { accessKeyId: 'AKIDFILE', secretAccessKey: 'from-file' });
+      assert.deepEqual(repositoriesFromSettings(o).map(repositoryUrl), ['/srv/repo', S3], command[0]);
+      assert.deepEqual(s3CredentialsFromSettings(o), { accessKeyId: 'AKIDFILE', secretAccessKey: 'from-file' });
     }
     // Flags and environment win over the file; --repo-path stays the posix shorthand.
     const o = parse(['wal-fetch', 'x', 'y', '--config', config, '--repo-path', '/other'], {
       PGFLEET_REPO2: '',
       PGFLEET_S3_SECRET_ACCESS_KEY: 'from-env',
     });
-    assert.throws(() => repositoriesFromOptions(o), /set one of them/, 'repo from the file and repo-path from a flag');
+    assert.throws(() => repositoriesFromSettings(o), /set one of them/, 'repo from the file and repo-path from a flag');
     const flags = parse(['wal-fetch', 'x', 'y', '--repo-path', '/other'], {
       PGFLEET_S3_ACCESS_KEY_ID: 'AKIDENV',
       PGFLEET_S3_SECRET_ACCESS_KEY: 'from-env',
     });
-    assert.deepEqual(repositoriesFromOptions(flags), [{ case: 'posix', value: { path: '/other' } }]);
-    assert.deepEqual(s3CredentialsFromOptions(flags), { accessKeyId: 'AKIDENV', secretAccessKey: 'from-env' });
+    assert.deepEqual(repositoriesFromSettings(flags), [{ case: 'posix', value: { path: '/other' } }]);
+    assert.deepEqual(s3CredentialsFromSettings(flags), { accessKeyId: 'AKIDENV', secretAccessKey: 'from-env' });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -69,17 +71,17 @@ test("restore_command's repository flags override the config file's, which still
       '--config',
       config,
     ]);
-    assert.deepEqual(repositoriesFromOptions(o).map(repositoryUrl), ['s3://other/c1']);
-    assert.deepEqual(s3CredentialsFromOptions(o), { accessKeyId: 'AKID', secretAccessKey: 'secret' });
+    assert.deepEqual(repositoriesFromSettings(o).map(repositoryUrl), ['s3://other/c1']);
+    assert.deepEqual(s3CredentialsFromSettings(o), { accessKeyId: 'AKID', secretAccessKey: 'secret' });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
 test('S3 credentials: both or neither (the AWS default chain)', () => {
-  assert.equal(s3CredentialsFromOptions(parse(['run'])), undefined);
+  assert.equal(s3CredentialsFromSettings(parse(['run'])), undefined);
   assert.throws(
-    () => s3CredentialsFromOptions(parse(['run', '--s3-access-key-id', 'AKID'])),
+    () => s3CredentialsFromSettings(parse(['run', '--s3-access-key-id', 'AKID'])),
     (e: unknown) => PgfleetError.is(e, 'InvalidConfig') && /'s3-secret-access-key' is missing/.test(e.message),
   );
   const help = helpText(
@@ -100,18 +102,18 @@ test('S3 credentials: both or neither (the AWS default chain)', () => {
 
 test('bad repository URLs fail with PGF-1002 naming the option', () => {
   assert.throws(
-    () => repositoriesFromOptions(parse(['run', '--repo', 's3://bucket/x?endpoint=minio:9000'])),
+    () => repositoriesFromSettings(parse(['run', '--repo', 's3://bucket/x?endpoint=minio:9000'])),
     (e: unknown) => PgfleetError.is(e, 'InvalidConfig') && e.code === 'PGF-1002' && /option 'repo'/.test(e.message),
   );
   assert.throws(
-    () => repositoriesFromOptions(parse(['run', '--repo', '/a', '--repo2', 'relative'])),
+    () => repositoriesFromSettings(parse(['run', '--repo', '/a', '--repo2', 'relative'])),
     (e: unknown) => PgfleetError.is(e, 'InvalidConfig') && /option 'repo2'/.test(e.message),
   );
 });
 
 test('wal-push names its repositories to the daemon by canonical URL', () => {
-  assert.equal(repositoryIdentity(repositoriesFromOptions({ 'repo-path': '/srv/repo/' })), '/srv/repo');
-  assert.equal(repositoryIdentity(repositoriesFromOptions({ repo: 'posix:/srv/repo', repo2: S3 })), `/srv/repo ${S3}`);
+  assert.equal(repositoryIdentity(repositoriesFromSettings({ repoPath: '/srv/repo/' })), '/srv/repo');
+  assert.equal(repositoryIdentity(repositoriesFromSettings({ repo: 'posix:/srv/repo', repo2: S3 })), `/srv/repo ${S3}`);
 });
 
 test('restore_command quotes S3 URLs for the shell and carries the config file, never a secret', () => {

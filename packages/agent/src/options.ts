@@ -7,17 +7,17 @@
  * the codec module alone and repository URLs are parsed by storage's light repository-url module.
  */
 import { dirname, basename, join } from 'node:path';
-import type { OptionValues, ProgramSpec } from '@pgfleet/core/command-line';
+import type { CommandSettings, ProgramSpec } from '@pgfleet/core/command-line';
 import { PgfleetError } from '@pgfleet/core/errors';
 import { CODECS } from '@pgfleet/storage/codec-names';
 import { repositoryUrl, type RepositorySpec, type S3Credentials } from '@pgfleet/storage/repository-url';
 
-export { repositoriesFromOptions } from '@pgfleet/storage/repository-url';
+export { repositoriesFromSettings } from '@pgfleet/storage/repository-url';
 
 /** The repository options every command that touches the repository takes. */
-const REPOSITORY_OPTIONS = ['repo', 'repo2', 'repo-path', 's3-access-key-id', 's3-secret-access-key'];
+const REPOSITORY_OPTIONS = ['repo', 'repo2', 'repo-path', 's3-access-key-id', 's3-secret-access-key'] as const;
 
-export const AGENT_PROGRAM: ProgramSpec = {
+export const AGENT_PROGRAM = {
   name: 'pgfleet-agent',
   summary: 'pgfleet agent: backups, WAL archiving and restores on a PostgreSQL host',
   options: [
@@ -225,8 +225,17 @@ export const AGENT_PROGRAM: ProgramSpec = {
       ],
     },
   ],
-};
+} as const satisfies ProgramSpec;
 
+/** The typed settings of one agent command (`R`: the options it requires), from the table above. */
+export type AgentCommandSettings<
+  N extends (typeof AGENT_PROGRAM)['commands'][number]['name'],
+  R extends string = never,
+> = CommandSettings<typeof AGENT_PROGRAM, N, R>;
+
+type RunSettings = AgentCommandSettings<'run'>;
+
+/** The daemon's configuration: the `run` settings with the defaults that depend on PGDATA applied. */
 export interface AgentSettings {
   controller: string;
   cluster: string;
@@ -240,7 +249,7 @@ export interface AgentSettings {
   s3Credentials?: S3Credentials;
   /** The --config file, handed to restore_command so wal-fetch finds the same credentials. */
   configFile?: string;
-  compress: (typeof CODECS)[number];
+  compress: RunSettings['compress'];
   /** diff/incr compare content (sha256) instead of size + mtime */
   checksumDelta?: boolean;
   workers: number;
@@ -282,10 +291,12 @@ export function defaultScratchDir(pgdata: string): string {
   return join(dirname(pgdata), 'pgfleet-scratch');
 }
 
-/** Static S3 credentials from the options, or undefined for the AWS default chain. */
-export function s3CredentialsFromOptions(o: OptionValues): S3Credentials | undefined {
-  const accessKeyId = o['s3-access-key-id'] as string | undefined;
-  const secretAccessKey = o['s3-secret-access-key'] as string | undefined;
+/** Static S3 credentials from the settings, or undefined for the AWS default chain. */
+export function s3CredentialsFromSettings(settings: {
+  readonly s3AccessKeyId: string | undefined;
+  readonly s3SecretAccessKey: string | undefined;
+}): S3Credentials | undefined {
+  const { s3AccessKeyId: accessKeyId, s3SecretAccessKey: secretAccessKey } = settings;
   if (accessKeyId === undefined && secretAccessKey === undefined) return undefined;
   if (accessKeyId === undefined || secretAccessKey === undefined) {
     throw new PgfleetError(

@@ -10,10 +10,11 @@ import { loadFleetFile, type FleetFile } from './fleet-file.js';
 import { formatTable } from './format.js';
 import { out, printJson, type Admin } from './output.js';
 import { KEY_FLAGS } from './policy-commands.js';
+import { cliSettings } from './program.js';
 
 /** Reads and validates the file named by -f (before the CLI connects). */
 export function fleetFileFromOptions(options: OptionValues): FleetFile {
-  const path = options.file === undefined ? '' : String(options.file);
+  const path = cliSettings('apply', options).file ?? '';
   if (!path)
     throw new PgfleetError(
       'InvalidArgument',
@@ -28,12 +29,8 @@ export async function applyCommand(
   options: OptionValues,
   json: boolean,
 ): Promise<number> {
-  const response = await admin.applyFleet({
-    fleet: file.fleet,
-    clusters: file.clusters,
-    prune: options.prune === true,
-    dryRun: options['dry-run'] === true,
-  });
+  const { prune, dryRun } = cliSettings('apply', options);
+  const response = await admin.applyFleet({ fleet: file.fleet, clusters: file.clusters, prune, dryRun });
   if (json) printJson(ApplyFleetResponseSchema, response);
   else out(describeApply(response));
   return 0;

@@ -9,13 +9,14 @@
 import { parseDuration, PgfleetError, type OptionValues } from '@pgfleet/core';
 import { CheckVerdict, type CheckResult } from '@pgfleet/proto';
 import { err, followAndPrint, stateName, type Admin } from './output.js';
+import { cliSettings } from './program.js';
 
 /** The longest WAL wait a check may ask for. */
 const MAX_CHECK_TIMEOUT_S = 3600;
 
 /** --timeout as seconds: a duration (90s, 2m) or a bare number of seconds. */
 export function checkTimeoutSeconds(options: OptionValues): number {
-  const text = String(options.timeout ?? '60s').trim();
+  const text = cliSettings('check', options).timeout.trim();
   const seconds = /^\d+$/.test(text) ? Number(text) : parseDuration(text, 'timeout') / 1000;
   if (!Number.isInteger(seconds) || seconds < 1 || seconds > MAX_CHECK_TIMEOUT_S) {
     throw new PgfleetError(

@@ -6,7 +6,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path/posix';
-import { PgfleetError, type OptionValues, type ParsedCommand } from '@pgfleet/core';
+import {
+  PgfleetError,
+  pickOptions,
+  settingsOf,
+  type OptionValues,
+  type ParsedCommand,
+  type Settings,
+} from '@pgfleet/core';
 import { bearerMetadata, clientTlsCredentials, createClient } from '@pgfleet/rpc';
 import {
   AdminService,
@@ -25,18 +32,29 @@ import { recoveryTargetFromOptions } from './target.js';
 import { eventsCommand } from './events-command.js';
 import { verifyCommand } from './verify-command.js';
 import { checkCommand, checkTimeoutSeconds } from './check-command.js';
-import { cliProgram } from './program.js';
+import { cliProgram, cliSettings } from './program.js';
 import { drillCommand, drillsCommand, drillTargetFromOptions } from './drill-command.js';
 import { statusCommand } from './status-command.js';
 import { applyCommand, fleetFileFromOptions } from './apply-command.js';
 import { enrollTokenCommand, enrollTtlSeconds, tokenCommand } from './token-commands.js';
 
-const TYPES: Record<string, BackupType> = { full: BackupType.FULL, diff: BackupType.DIFF, incr: BackupType.INCR };
-const BACKUP_SOURCES: Record<string, BackupSource> = {
+const TYPES = { full: BackupType.FULL, diff: BackupType.DIFF, incr: BackupType.INCR } as const;
+const BACKUP_SOURCES = {
   primary: BackupSource.PRIMARY,
   standby: BackupSource.STANDBY,
   'prefer-standby': BackupSource.PREFER_STANDBY,
-};
+} as const;
+
+/** The options every command shares: how to reach the controller and how to print. */
+const CONNECTION_OPTIONS = pickOptions(cliProgram.options, [
+  'controller',
+  'token',
+  'token-file',
+  'ca-cert',
+  'timeout',
+  'output',
+]);
+type ConnectionSettings = Settings<(typeof CONNECTION_OPTIONS)[number]>;
 
 function readOptionFile(option: string, path: string): string {
   try {
@@ -47,31 +65,31 @@ function readOptionFile(option: string, path: string): string {
 }
 
 /** The admin token: --token / PGFLEET_TOKEN, else the first line of --token-file / PGFLEET_TOKEN_FILE. */
-export function adminToken(options: OptionValues): string | undefined {
-  if (options.token !== undefined && options.token !== '') return String(options.token).trim();
-  if (options['token-file'] === undefined) return undefined;
-  const token = readOptionFile('token-file', String(options['token-file'])).split(/\r?\n/)[0]!.trim();
-  if (!token) throw new PgfleetError('InvalidConfig', `--token-file ${String(options['token-file'])} is empty`);
+export function adminToken(settings: Pick<ConnectionSettings, 'token' | 'tokenFile'>): string | undefined {
+  if (settings.token !== undefined && settings.token !== '') return settings.token.trim();
+  if (settings.tokenFile === undefined) return undefined;
+  const token = readOptionFile('token-file', settings.tokenFile).split(/\r?\n/)[0]!.trim();
+  if (!token) throw new PgfleetError('InvalidConfig', `--token-file ${settings.tokenFile} is empty`);
   return token;
 }
 
 /**
- * Seconds each controller call may take: --timeout, unless the command's own --timeout means
- * something else (check: how long its WAL proof waits); then the table's default.
+ * The connection settings of a command line. Each controller call may take --timeout seconds,
+ * unless the command's own --timeout means something else (check: how long its WAL proof
+ * waits); then the table's default.
  */
-function callTimeoutSeconds(parsed: ParsedCommand): number {
-  if (!parsed.command.localOptions?.some((o) => o.name === 'timeout')) return Number(parsed.options.timeout);
-  return Number(cliProgram.options.find((o) => o.name === 'timeout')!.default);
+function connectionSettings(parsed: ParsedCommand): ConnectionSettings {
+  const ownTimeout = parsed.command.localOptions?.some((o) => o.name === 'timeout') === true;
+  return settingsOf(CONNECTION_OPTIONS, ownTimeout ? { ...parsed.options, timeout: undefined } : parsed.options);
 }
 
-function connect(options: OptionValues, timeoutSeconds: number): Admin {
-  const address = String(options.controller);
-  const token = adminToken(options);
-  return createClient(AdminService, address, {
-    defaultDeadlineMs: timeoutSeconds * 1000,
+function connect(settings: ConnectionSettings): Admin {
+  const token = adminToken(settings);
+  return createClient(AdminService, settings.controller, {
+    defaultDeadlineMs: settings.timeout * 1000,
     unavailableError: 'ControllerUnreachable',
-    ...(options['ca-cert']
-      ? { credentials: clientTlsCredentials({ caPem: readOptionFile('ca-cert', String(options['ca-cert'])) }) }
+    ...(settings.caCert
+      ? { credentials: clientTlsCredentials({ caPem: readOptionFile('ca-cert', settings.caCert) }) }
       : {}),
     ...(token ? { metadata: bearerMetadata(token) } : {}),
   });
@@ -79,7 +97,8 @@ function connect(options: OptionValues, timeoutSeconds: number): Admin {
 
 export async function runCommand(parsed: ParsedCommand): Promise<number> {
   const { options, positionals } = parsed;
-  const json = options.output === 'json';
+  const connection = connectionSettings(parsed);
+  const json = connection.output === 'json';
   // Local validation first: a bad flag fails before any connection attempt.
   const restoreRequest =
     parsed.command.name === 'restore' ? restoreRequestFromOptions(positionals[0]!, options) : undefined;
@@ -87,34 +106,36 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
   const fleetFile = parsed.command.name === 'apply' ? fleetFileFromOptions(options) : undefined;
   const ttlSeconds = parsed.command.name === 'enroll-token' ? enrollTtlSeconds(options) : 0;
   const checkTimeout = parsed.command.name === 'check' ? checkTimeoutSeconds(options) : 0;
-  const admin = connect(options, callTimeoutSeconds(parsed));
+  const admin = connect(connection);
   try {
     switch (parsed.command.name) {
       case 'status':
-        return await statusCommand(admin, options.cluster === undefined ? undefined : String(options.cluster), json);
+        return await statusCommand(admin, cliSettings('status', options).cluster, json);
       case 'clusters':
         return await clusters(admin, json);
       case 'backups':
         return await backups(admin, positionals[0]!, json);
-      case 'backup':
+      case 'backup': {
+        const backup = cliSettings('backup', options);
         return await startJob(
           admin,
           json,
-          options.wait === true,
+          backup.wait,
           async () =>
             (
               await admin.startBackup({
                 cluster: positionals[0]!,
-                type: TYPES[String(options.type)] ?? BackupType.FULL,
-                from: BACKUP_SOURCES[String(options.from)] ?? BackupSource.UNSPECIFIED,
+                type: TYPES[backup.type],
+                from: backup.from === undefined ? BackupSource.UNSPECIFIED : BACKUP_SOURCES[backup.from],
               })
             ).job!,
         );
+      }
       case 'restore':
         return await startJob(
           admin,
           json,
-          options.wait === true,
+          cliSettings('restore', options).wait,
           async () => (await admin.startRestore(restoreRequest!)).job!,
         );
       case 'jobs':
@@ -122,7 +143,7 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
       case 'job':
         return await showJob(admin, positionals[0]!, json);
       case 'cancel':
-        return await cancelJob(admin, positionals[0]!, options.wait === true, json);
+        return await cancelJob(admin, positionals[0]!, cliSettings('cancel', options).wait, json);
       case 'policy':
         return await policyCommand(admin, positionals, options, json);
       case 'retention':
@@ -154,7 +175,8 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
 }
 
 function restoreRequestFromOptions(cluster: string, options: OptionValues) {
-  const to = options.to === undefined ? '' : String(options.to);
+  const settings = cliSettings('restore', options);
+  const to = settings.to ?? '';
   if (to === '') throw new PgfleetError('InvalidArgument', 'restore needs --to DIR: the directory to restore into');
   // The path is on the restoring agent's host, so resolving it against this shell's cwd would be wrong.
   if (!isAbsolute(to))
@@ -162,7 +184,7 @@ function restoreRequestFromOptions(cluster: string, options: OptionValues) {
       'InvalidArgument',
       `--to '${to}' is not an absolute path (it names a directory on the agent's host)`,
     );
-  const tablespaceDir = options['tablespace-dir'] === undefined ? '' : String(options['tablespace-dir']);
+  const tablespaceDir = settings.tablespaceDir ?? '';
   if (tablespaceDir !== '' && !isAbsolute(tablespaceDir))
     throw new PgfleetError(
       'InvalidArgument',
@@ -172,15 +194,15 @@ function restoreRequestFromOptions(cluster: string, options: OptionValues) {
     cluster,
     targetDir: to,
     target: recoveryTargetFromOptions(options),
-    backupLabel: options.backup === undefined ? '' : String(options.backup),
-    agentId: options.agent === undefined ? '' : String(options.agent),
-    delta: options.delta === true,
+    backupLabel: settings.backup ?? '',
+    agentId: settings.agent ?? '',
+    delta: settings.delta,
     tablespaceDir,
-    targetTimeline: options['target-timeline'] === undefined ? 0 : Number(options['target-timeline']),
+    targetTimeline: settings.targetTimeline ?? 0,
     archive:
-      options.archive === 'preserve'
+      settings.archive === 'preserve'
         ? RestoreArchive.PRESERVE
-        : options.archive === 'off'
+        : settings.archive === 'off'
           ? RestoreArchive.OFF
           : RestoreArchive.UNSPECIFIED,
   };
@@ -250,10 +272,8 @@ async function backups(admin: Admin, cluster: string, json: boolean): Promise<nu
 }
 
 async function jobs(admin: Admin, json: boolean, options: OptionValues): Promise<number> {
-  const { jobs } = await admin.listJobs({
-    cluster: options.cluster === undefined ? '' : String(options.cluster),
-    limit: Number(options.limit),
-  });
+  const settings = cliSettings('jobs', options);
+  const { jobs } = await admin.listJobs({ cluster: settings.cluster ?? '', limit: settings.limit });
   if (json) {
     printJson(JobInfoSchema, jobs);
     return 0;

@@ -24,16 +24,16 @@ import {
 import { formatBytes, formatTable, formatTime } from './format.js';
 import { err, followAndPrint, ms, out, printJson, stateName, type Admin } from './output.js';
 import { recoveryTargetFromOptions } from './target.js';
+import { cliSettings } from './program.js';
 import { describeDrill, describeDrillDetails, secs } from './drill-format.js';
 
 export { describeDrill };
 
-const TARGETS = ['target-time', 'target-lsn', 'target-name', 'target-xid', 'target'] as const;
-
 /** The drill's target from the restore flags, or undefined (a fresh restore point on the source). */
 export function drillTargetFromOptions(options: OptionValues): RecoveryTarget | undefined {
-  if (!TARGETS.some((k) => options[k] !== undefined)) {
-    if (options['target-exclusive'])
+  const s = cliSettings('drill', options);
+  if ([s.targetTime, s.targetLsn, s.targetName, s.targetXid, s.target].every((t) => t === undefined)) {
+    if (s.targetExclusive)
       throw new PgfleetError(
         'TargetInvalid',
         '--target-exclusive needs a target (--target-time, --target-lsn, --target-name or --target-xid)',
@@ -51,14 +51,15 @@ export async function drillCommand(
   json: boolean,
 ): Promise<number> {
   const target = drillTargetFromOptions(options);
+  const s = cliSettings('drill', options);
   const { job } = await admin.startDrill({
     cluster,
-    backupLabel: options.backup === undefined ? '' : String(options.backup),
+    backupLabel: s.backup ?? '',
     ...(target ? { target } : {}),
-    agentId: options.on === undefined ? '' : String(options.on),
-    keep: options.keep === true,
+    agentId: s.on ?? '',
+    keep: s.keep,
   });
-  if (options.wait !== true) {
+  if (!s.wait) {
     if (json) printJson(JobInfoSchema, job!);
     else
       out(
@@ -88,7 +89,7 @@ export async function drillsCommand(
   options: OptionValues,
   json: boolean,
 ): Promise<number> {
-  const { drills } = await admin.listDrills({ cluster: cluster ?? '', limit: Number(options.limit ?? 50) });
+  const { drills } = await admin.listDrills({ cluster: cluster ?? '', limit: cliSettings('drills', options).limit });
   if (json) {
     printJson(DrillRecordSchema, drills);
     return 0;

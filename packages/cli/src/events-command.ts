@@ -10,6 +10,7 @@ import type { OptionValues } from '@pgfleet/core';
 import { EventSchema, type EventEntry } from '@pgfleet/proto';
 import { formatTime } from './format.js';
 import { out, type Admin } from './output.js';
+import { cliSettings } from './program.js';
 
 function summary(e: EventEntry): string {
   const ev = e.event!;
@@ -32,10 +33,11 @@ function print(e: EventEntry, json: boolean): void {
 }
 
 export async function eventsCommand(admin: Admin, options: OptionValues, json: boolean): Promise<number> {
-  const cluster = options.cluster === undefined ? '' : String(options.cluster);
-  const { events } = await admin.listEvents({ cluster, latest: true, limit: Number(options.limit ?? 50) });
+  const settings = cliSettings('events', options);
+  const cluster = settings.cluster ?? '';
+  const { events } = await admin.listEvents({ cluster, latest: true, limit: settings.limit });
   for (const e of events) print(e, json);
-  if (options.follow !== true) return 0;
+  if (!settings.follow) return 0;
   const stop = new AbortController();
   const onSigint = (): void => stop.abort();
   process.once('SIGINT', onSigint);

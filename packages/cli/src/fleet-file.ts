@@ -18,7 +18,7 @@
  * and names the key the same way.
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { PgfleetError, readYamlFile, validateOptionValues, type OptionSpec } from '@pgfleet/core';
+import { PgfleetError, pickOptions, readYamlFile, validateOptionValues, type OptionSpec } from '@pgfleet/core';
 import type { PolicySettingsSchema } from '@pgfleet/proto';
 import { policySettingsFromOptions } from './policy-commands.js';
 import { cliProgram, POLICY_FLAGS } from './program.js';
@@ -36,8 +36,8 @@ const TOP_LEVEL_KEYS = ['fleet', 'clusters'] as const;
 const CLUSTER_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 /** The `policy set` flags as config keys: the same specs, accepted in a file. */
-const POLICY_SPECS: readonly OptionSpec[] = POLICY_FLAGS.map((name) => ({
-  ...cliProgram.options.find((o) => o.name === name)!,
+const POLICY_SPECS: readonly OptionSpec[] = pickOptions(cliProgram.options, POLICY_FLAGS).map((spec) => ({
+  ...spec,
   cliOnly: false,
 }));
 

@@ -5,7 +5,7 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
-import { PgfleetError, type OptionValues } from '@pgfleet/core';
+import { PgfleetError, pickOptions, settingsOf, type OptionValues } from '@pgfleet/core';
 import {
   ApplyRetentionResponseSchema,
   BackupInfoSchema,
@@ -18,7 +18,7 @@ import {
 } from '@pgfleet/proto';
 import { formatTable, formatTime } from './format.js';
 import { out, printJson, startJob, typeName, type Admin } from './output.js';
-import { POLICY_FLAGS } from './program.js';
+import { cliProgram, cliSettings, POLICY_FLAGS } from './program.js';
 
 /** Policy keys as the controller names them -> the flag a user types. */
 export const KEY_FLAGS: Record<string, string> = {
@@ -49,30 +49,44 @@ function action(command: string, given: string | undefined, allowed: readonly st
   return given;
 }
 
+/** The `policy set` flags' specs, typed: their settings are the policy values. */
+const POLICY_OPTIONS = pickOptions(cliProgram.options, POLICY_FLAGS);
+
+/** A schedule flag's cron line, trimmed; the common slip (a 6-field or 4-field line) is refused here. */
+function schedule(flag: 'full' | 'diff' | 'incr' | 'drill', given: string | undefined): string | undefined {
+  if (given === undefined) return undefined;
+  const cron = given.trim();
+  // The controller parses the expression fully; catch the common slip (a quoted 6-field or 4-field line) here.
+  if (cron !== '' && cron.split(/\s+/).length !== 5) {
+    throw new PgfleetError(
+      'InvalidArgument',
+      `--${flag} '${given}' is not a 5-field cron expression (minute hour day-of-month month day-of-week, UTC); '' turns the schedule off`,
+    );
+  }
+  return cron;
+}
+
 /** The settings `policy set` flags give; unset flags are left out (inherited / unchanged). */
 export function policySettingsFromOptions(options: OptionValues): MessageInitShape<typeof PolicySettingsSchema> {
-  const s: Record<string, string | number> = {};
-  for (const flag of POLICY_FLAGS) {
-    const v = options[flag];
-    if (v === undefined) continue;
-    const key = Object.keys(KEY_FLAGS).find((k) => KEY_FLAGS[k] === flag)!;
-    if (flag === 'full' || flag === 'diff' || flag === 'incr' || flag === 'drill') {
-      const cron = String(v).trim();
-      // The controller parses the expression fully; catch the common slip (a quoted 6-field or 4-field line) here.
-      if (cron !== '' && cron.split(/\s+/).length !== 5) {
-        throw new PgfleetError(
-          'InvalidArgument',
-          `--${flag} '${String(v)}' is not a 5-field cron expression (minute hour day-of-month month day-of-week, UTC); '' turns the schedule off`,
-        );
-      }
-      s[key] = cron;
-    } else if (flag === 'backup-from') {
-      s[key] = String(v);
-    } else {
-      s[key] = Number(v);
-    }
-  }
-  return s as MessageInitShape<typeof PolicySettingsSchema>;
+  const p = settingsOf(POLICY_OPTIONS, options);
+  const all: MessageInitShape<typeof PolicySettingsSchema> = {
+    full: schedule('full', p.full),
+    diff: schedule('diff', p.diff),
+    incr: schedule('incr', p.incr),
+    drill: schedule('drill', p.drill),
+    spreadMinutes: p.spreadMinutes,
+    backupFrom: p.backupFrom,
+    pitrWindowDays: p.pitrWindowDays,
+    daily: p.daily,
+    weekly: p.weekly,
+    monthly: p.monthly,
+    yearly: p.yearly,
+    minFull: p.minFull,
+    rpoThresholdSeconds: p.rpoThreshold,
+    staleBackupThresholdSeconds: p.staleBackupThreshold,
+    agentSilenceThresholdSeconds: p.agentSilenceThreshold,
+  };
+  return Object.fromEntries(Object.entries(all).filter(([, value]) => value !== undefined));
 }
 
 export async function policyCommand(
@@ -83,12 +97,13 @@ export async function policyCommand(
 ): Promise<number> {
   const verb = action('policy', positionals[0], ['get', 'set']);
   const cluster = positionals[1] ?? '';
-  const fleet = options.fleet === true;
+  const settings = cliSettings('policy', options);
+  const { fleet } = settings;
   if (fleet && cluster)
     throw new PgfleetError('InvalidArgument', 'pgfleet policy: give either <cluster> or --fleet, not both');
   if (verb === 'get') {
     const given = POLICY_FLAGS.filter((f) => options[f] !== undefined);
-    if (given.length || options.reset === true)
+    if (given.length || settings.reset)
       throw new PgfleetError(
         'InvalidArgument',
         `pgfleet policy get takes no --${given[0] ?? 'reset'}; use 'pgfleet policy set'`,
@@ -99,14 +114,14 @@ export async function policyCommand(
     return 0;
   }
   if (!fleet && !cluster) throw new PgfleetError('InvalidArgument', 'pgfleet policy set needs <cluster> or --fleet');
-  const settings = policySettingsFromOptions(options);
-  if (Object.keys(settings).length === 0 && options.reset !== true) {
+  const policySettings = policySettingsFromOptions(options);
+  if (Object.keys(policySettings).length === 0 && !settings.reset) {
     throw new PgfleetError(
       'InvalidArgument',
       `pgfleet policy set: nothing to set; give at least one of ${POLICY_FLAGS.map((f) => `--${f}`).join(', ')} (or --reset)`,
     );
   }
-  const { policy } = await admin.setPolicy({ cluster, fleet, settings, reset: options.reset === true });
+  const { policy } = await admin.setPolicy({ cluster, fleet, settings: policySettings, reset: settings.reset });
   if (json) printJson(GetPolicyResponseSchema, policy!);
   else out(describePolicy(policy!));
   return 0;
@@ -166,10 +181,10 @@ export async function retentionCommand(
   json: boolean,
 ): Promise<number> {
   const verb = action('retention', positionals[0], ['plan', 'apply']);
+  const { wait } = cliSettings('retention', options);
   const cluster = positionals[1]!;
   if (verb === 'plan') {
-    if (options.wait === true)
-      throw new PgfleetError('InvalidArgument', 'pgfleet retention plan takes no --wait (it starts nothing)');
+    if (wait) throw new PgfleetError('InvalidArgument', 'pgfleet retention plan takes no --wait (it starts nothing)');
     const plan = await admin.planRetention({ cluster });
     if (json) printJson(PlanRetentionResponseSchema, plan);
     else out(describePlan(plan));
@@ -182,7 +197,7 @@ export async function retentionCommand(
     return 0;
   }
   if (!json) process.stderr.write(`${describePlan(applied.plan!)}\n`);
-  return startJob(admin, json, options.wait === true, async () => applied.job!);
+  return startJob(admin, json, wait, async () => applied.job!);
 }
 
 export async function pinCommand(
@@ -192,7 +207,7 @@ export async function pinCommand(
   json: boolean,
 ): Promise<number> {
   const [cluster, label] = positionals as [string, string];
-  const pinned = options.unpin !== true;
+  const pinned = !cliSettings('pin', options).unpin;
   const { backup } = await admin.pinBackup({ cluster, label, pinned });
   if (json) printJson(BackupInfoSchema, backup!);
   else

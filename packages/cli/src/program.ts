@@ -3,7 +3,7 @@
  * set the shared ones. --help is generated from it. Per-command flags are cliOnly so a stray
  * PGFLEET_TARGET_TIME in the environment can never steer a restore.
  */
-import type { ProgramSpec } from '@pgfleet/core';
+import { resolveSettings, type CommandSettings, type OptionValues, type ProgramSpec } from '@pgfleet/core';
 
 const CONNECTION = ['controller', 'timeout', 'token', 'token-file', 'ca-cert'] as const;
 const TARGET_FLAGS = [
@@ -34,7 +34,7 @@ export const POLICY_FLAGS = [
   'agent-silence-threshold',
 ] as const;
 
-export const cliProgram: ProgramSpec = {
+export const cliProgram = {
   name: 'pgfleet',
   summary: 'admin CLI of a pgfleet controller: clusters, backups, restores, jobs, policies and retention',
   options: [
@@ -560,4 +560,14 @@ export const cliProgram: ProgramSpec = {
       ],
     },
   ],
-};
+} as const satisfies ProgramSpec;
+
+export type CliCommand = (typeof cliProgram)['commands'][number]['name'];
+
+/** The typed settings of one `pgfleet` command, from the table above. */
+export type CliSettings<N extends CliCommand> = CommandSettings<typeof cliProgram, N>;
+
+/** Resolves the typed settings of `command` from its parsed option values. */
+export function cliSettings<N extends CliCommand>(command: N, options: OptionValues): CliSettings<N> {
+  return resolveSettings(cliProgram, command, options);
+}

@@ -5,6 +5,7 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { PgfleetError, type OptionValues } from '@pgfleet/core';
+import { cliSettings, type CliSettings } from './program.js';
 import { TargetAction, type RecoveryTargetSchema } from '@pgfleet/proto';
 
 export interface ParsedTime {
@@ -51,17 +52,26 @@ export function parsedTimeToDate(t: ParsedTime): Date {
   return new Date(Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6));
 }
 
-const ACTIONS: Record<string, TargetAction> = {
+const ACTIONS: Record<NonNullable<CliSettings<'restore'>['targetAction']>, TargetAction> = {
   promote: TargetAction.PROMOTE,
   pause: TargetAction.PAUSE,
   shutdown: TargetAction.SHUTDOWN,
 };
 
+/** The flags naming a recovery target, of which a restore takes exactly one. */
+const TARGETS = ['target-time', 'target-lsn', 'target-name', 'target-xid', 'target'] as const;
+
 /** The RecoveryTarget of `pgfleet restore`'s flags; anything but exactly one valid target is TargetInvalid. */
 export function recoveryTargetFromOptions(options: OptionValues): MessageInitShape<typeof RecoveryTargetSchema> {
-  const given = (['target-time', 'target-lsn', 'target-name', 'target-xid', 'target'] as const).filter(
-    (k) => options[k] !== undefined,
-  );
+  const s = cliSettings('restore', options);
+  const targets: Record<(typeof TARGETS)[number], string | undefined> = {
+    'target-time': s.targetTime,
+    'target-lsn': s.targetLsn,
+    'target-name': s.targetName,
+    'target-xid': s.targetXid,
+    target: s.target,
+  };
+  const given = TARGETS.filter((k) => targets[k] !== undefined);
   if (given.length !== 1) {
     throw new PgfleetError(
       'TargetInvalid',
@@ -71,11 +81,10 @@ export function recoveryTargetFromOptions(options: OptionValues): MessageInitSha
     );
   }
   const common = {
-    action:
-      options['target-action'] === undefined ? TargetAction.UNSPECIFIED : ACTIONS[String(options['target-action'])]!,
-    ...(options['target-exclusive'] ? { inclusive: false } : {}),
+    action: s.targetAction === undefined ? TargetAction.UNSPECIFIED : ACTIONS[s.targetAction],
+    ...(s.targetExclusive ? { inclusive: false } : {}),
   };
-  const value = String(options[given[0]!]);
+  const value = targets[given[0]!]!;
   switch (given[0]) {
     case 'target-time':
       return { ...common, target: { case: 'time', value: parseTargetTime(value) } };

@@ -14,6 +14,7 @@ import {
 } from '@pgfleet/proto';
 import { formatTable, formatTime } from './format.js';
 import { err, ms, out, printJson, type Admin } from './output.js';
+import { cliSettings } from './program.js';
 
 export async function tokenCommand(
   admin: Admin,
@@ -24,8 +25,10 @@ export async function tokenCommand(
   const [action, target] = positionals;
   switch (action) {
     case 'create': {
-      const name = options.name === undefined ? '' : String(options.name).trim();
-      if (options.role === undefined)
+      const settings = cliSettings('token', options);
+      const name = (settings.name ?? '').trim();
+      const { role } = settings;
+      if (role === undefined)
         throw new PgfleetError('InvalidArgument', 'pgfleet token create needs --role viewer|operator|admin');
       if (!name)
         throw new PgfleetError(
@@ -37,7 +40,7 @@ export async function tokenCommand(
           'InvalidArgument',
           `pgfleet token create takes no argument (got '${target}'); name the token with --name`,
         );
-      const r = await admin.createToken({ name, role: String(options.role) });
+      const r = await admin.createToken({ name, role });
       if (json) printJson(CreateTokenResponseSchema, r);
       else {
         out(r.token);
@@ -86,7 +89,7 @@ export function describeTokens(tokens: readonly TokenInfo[]): string {
 
 /** Validated before any connection: the lifetime in seconds. */
 export function enrollTtlSeconds(options: OptionValues): number {
-  return Math.round(parseDuration(String(options.ttl ?? '1h'), 'ttl') / 1000);
+  return Math.round(parseDuration(cliSettings('enroll-token', options).ttl, 'ttl') / 1000);
 }
 
 export async function enrollTokenCommand(

@@ -8,6 +8,7 @@ import { PgfleetError, type OptionValues } from '@pgfleet/core';
 import { JobInfoSchema, type VerifyResult } from '@pgfleet/proto';
 import { formatBytes, formatTable, formatTime } from './format.js';
 import { err, follow, ms, out, printJson, stateName, typeName, type Admin } from './output.js';
+import { cliSettings } from './program.js';
 
 export async function verifyCommand(
   admin: Admin,
@@ -15,8 +16,9 @@ export async function verifyCommand(
   options: OptionValues,
   json: boolean,
 ): Promise<number> {
-  const { job } = await admin.startVerify({ cluster, full: options.full === true });
-  if (options.wait !== true) {
+  const settings = cliSettings('verify', options);
+  const { job } = await admin.startVerify({ cluster, full: settings.full });
+  if (!settings.wait) {
     if (json) printJson(JobInfoSchema, job!);
     else
       out(

@@ -3,14 +3,21 @@
  * the YAML --config file and --help (see @pgfleet/core options). resolveRunConfig turns parsed
  * values into the typed configuration the server takes, failing with PGF-1002 naming the key.
  */
-import { PgfleetError, requireOption, type OptionValues, type ProgramSpec } from '@pgfleet/core';
-import { repositoriesFromOptions, type RepositorySpec } from '@pgfleet/storage/repository-url';
+import {
+  missingOption,
+  PgfleetError,
+  resolveSettings,
+  type CommandSettings,
+  type OptionValues,
+  type ProgramSpec,
+} from '@pgfleet/core';
+import { repositoriesFromSettings, type RepositorySpec } from '@pgfleet/storage/repository-url';
 import { ADMIN_ROLES } from '@pgfleet/catalog';
 import { DEFAULT_SERVER_HOSTNAMES } from './security/tls-dir.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
-export const controllerProgram: ProgramSpec = {
+export const controllerProgram = {
   name: 'pgfleet-controller',
   summary: 'the pgfleet controller: catalog, schedules, retention, job dispatch and the admin API',
   options: [
@@ -295,7 +302,7 @@ export const controllerProgram: ProgramSpec = {
       positionals: [{ name: 'action', description: 'rebuild.', required: true }],
     },
   ],
-};
+} as const satisfies ProgramSpec;
 
 export interface ControllerConfig {
   listen: string;
@@ -330,63 +337,72 @@ export interface ControllerConfig {
   metricsListen?: string;
 }
 
+/** The typed settings of one controller command (`R`: the options it requires), from the table above. */
+export type ControllerCommandSettings<
+  N extends (typeof controllerProgram)['commands'][number]['name'],
+  R extends string = never,
+> = CommandSettings<typeof controllerProgram, N, R>;
+
+/** The table's defaults of `run`: what a configuration built without the command line (tests) leaves out. */
+export const RUN_DEFAULTS = resolveSettings(controllerProgram, 'run', {});
+
+/** host:port, with an IPv6 host in brackets. */
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/;
+
 export function resolveRunConfig(values: OptionValues): ControllerConfig {
-  const listen = requireOption<string>(controllerProgram, values, 'listen');
-  if (!/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/.test(listen)) {
+  const run = resolveSettings(controllerProgram, 'run', values, ['listen']);
+  const { listen } = run;
+  if (!HOST_PORT.test(listen)) {
     throw new PgfleetError(
       'InvalidConfig',
       `option 'listen': '${listen}' is not host:port (e.g. 127.0.0.1:7420 or [::]:7420)`,
     );
   }
+  if (!run.catalog) throw missingOption(controllerProgram, 'catalog');
   return {
     listen,
-    catalogPath: requireOption<string>(controllerProgram, values, 'catalog'),
+    catalogPath: run.catalog,
     // Empty when the agents bring their own repositories.
-    repositories: repositoriesFromOptions(values),
-    heartbeatIntervalSeconds: requireOption<number>(controllerProgram, values, 'heartbeat-interval'),
-    jobReclaimGraceSeconds: requireOption<number>(controllerProgram, values, 'job-reclaim-grace'),
-    logLevel: requireOption<string>(controllerProgram, values, 'log-level'),
-    scheduleIntervalSeconds: requireOption<number>(controllerProgram, values, 'schedule-interval'),
-    maxBackupsPerRepository: requireOption<number>(controllerProgram, values, 'max-backups-per-repository'),
-    maxBackupsPerHost: requireOption<number>(controllerProgram, values, 'max-backups-per-host'),
-    ...(values['tls-dir'] ? { tlsDir: String(values['tls-dir']) } : {}),
-    ...(values['require-auth'] === true ? { requireAuth: true } : {}),
-    ...eventsAndHealthConfig(values),
+    repositories: repositoriesFromSettings(run),
+    heartbeatIntervalSeconds: run.heartbeatInterval,
+    jobReclaimGraceSeconds: run.jobReclaimGrace,
+    logLevel: run.logLevel,
+    scheduleIntervalSeconds: run.scheduleInterval,
+    maxBackupsPerRepository: run.maxBackupsPerRepository,
+    maxBackupsPerHost: run.maxBackupsPerHost,
+    ...(run.tlsDir ? { tlsDir: run.tlsDir } : {}),
+    ...(run.requireAuth ? { requireAuth: true } : {}),
+    ...eventsAndHealthConfig(run),
   };
 }
 
 /** The events, health and metrics part of the run configuration. */
 function eventsAndHealthConfig(
-  values: OptionValues,
+  run: ControllerCommandSettings<'run'>,
 ): Pick<ControllerConfig, 'natsUrl' | 'eventStream' | 'health' | 'metricsListen'> {
-  const num = (key: string): number | undefined =>
-    typeof values[key] === 'number' ? (values[key] as number) : undefined;
-  const natsUrl =
-    typeof values['nats-url'] === 'string' && values['nats-url'] !== ''
-      ? values['nats-url']
-          .split(',')
-          .map((u) => u.trim())
-          .filter(Boolean)
-      : undefined;
-  const metrics = typeof values['metrics-listen'] === 'string' ? values['metrics-listen'] : undefined;
-  if (metrics !== undefined && metrics !== 'off' && !/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/.test(metrics)) {
+  const natsUrl = run.natsUrl
+    ? run.natsUrl
+        .split(',')
+        .map((u) => u.trim())
+        .filter(Boolean)
+    : undefined;
+  const metrics = run.metricsListen;
+  if (metrics !== 'off' && !HOST_PORT.test(metrics)) {
     throw new PgfleetError('InvalidConfig', `option 'metrics-listen': '${metrics}' is not host:port or 'off'`);
   }
-  const defined = <T extends object>(o: T): T =>
-    Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
   return {
     ...(natsUrl ? { natsUrl } : {}),
-    eventStream: defined({
-      maxAgeSeconds: num('nats-stream-max-age'),
-      maxBytes: num('nats-stream-max-bytes'),
-      duplicateWindowSeconds: num('nats-duplicate-window'),
-    }),
-    health: defined({
-      rpoSeconds: num('rpo-threshold'),
-      staleBackupSeconds: num('stale-backup-threshold'),
-      silenceSeconds: num('agent-silence-threshold'),
-      intervalSeconds: num('health-interval'),
-    }),
-    ...(metrics !== undefined && metrics !== 'off' ? { metricsListen: metrics } : {}),
+    eventStream: {
+      maxAgeSeconds: run.natsStreamMaxAge,
+      maxBytes: run.natsStreamMaxBytes,
+      duplicateWindowSeconds: run.natsDuplicateWindow,
+    },
+    health: {
+      rpoSeconds: run.rpoThreshold,
+      staleBackupSeconds: run.staleBackupThreshold,
+      silenceSeconds: run.agentSilenceThreshold,
+      intervalSeconds: run.healthInterval,
+    },
+    ...(metrics !== 'off' ? { metricsListen: metrics } : {}),
   };
 }

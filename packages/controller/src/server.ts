@@ -4,7 +4,7 @@
  * integration tests (port 0, temp catalog), so both exercise the same wiring.
  */
 import * as grpc from '@grpc/grpc-js';
-import { ErrorCodes, silentLogger, type Logger } from '@pgfleet/core';
+import { ErrorCodes, silentLogger, sleep, type Logger } from '@pgfleet/core';
 import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
 import { repositoryUrl } from '@pgfleet/storage/repository-url';
 import { addHealthAndReflection, addService, listen, serverTlsCredentials } from '@pgfleet/rpc';
@@ -17,7 +17,7 @@ import { publishJobs, type ControllerContext } from './context.js';
 import { createEnrollmentService } from './security/enrollment.js';
 import { JobWatchers } from './jobs/watchers.js';
 import { SchedulerLoop } from './schedule/loop.js';
-import type { ControllerConfig } from './options.js';
+import { RUN_DEFAULTS, type ControllerConfig } from './options.js';
 import { loadTlsDir, type ControllerTls } from './security/tls-dir.js';
 import { JetStreamPublisher, OutboxRelay } from '@pgfleet/events';
 import { catalogOutbox, failedJobEvents } from './jobs/events.js';
@@ -83,7 +83,7 @@ export async function startController(
     now,
     connections: new Set(),
     retentionDue: new Set(),
-    jobReclaimGraceMs: (config.jobReclaimGraceSeconds ?? 60) * 1000,
+    jobReclaimGraceMs: (config.jobReclaimGraceSeconds ?? RUN_DEFAULTS.jobReclaimGrace) * 1000,
     reclaimTimers: new Map(),
     agentCertificates: tls !== undefined,
   };
@@ -99,7 +99,7 @@ export async function startController(
   };
   const monitor = new HealthMonitor(store, {
     thresholds,
-    intervalSeconds: config.health?.intervalSeconds ?? 10,
+    intervalSeconds: config.health?.intervalSeconds ?? RUN_DEFAULTS.healthInterval,
     logger: logger.child({ component: 'health' }),
     now,
     onEvents: () => ctx.notifyEvents?.(),
@@ -175,8 +175,11 @@ export async function startController(
   health.setStatus('', 'SERVING');
   let closed = false;
   const scheduler = new SchedulerLoop(ctx, {
-    intervalSeconds: config.scheduleIntervalSeconds ?? 30,
-    limits: { maxPerRepository: config.maxBackupsPerRepository ?? 8, maxPerHost: config.maxBackupsPerHost ?? 2 },
+    intervalSeconds: config.scheduleIntervalSeconds ?? RUN_DEFAULTS.scheduleInterval,
+    limits: {
+      maxPerRepository: config.maxBackupsPerRepository ?? RUN_DEFAULTS.maxBackupsPerRepository,
+      maxPerHost: config.maxBackupsPerHost ?? RUN_DEFAULTS.maxBackupsPerHost,
+    },
   });
   if (options.schedulerTimer ?? true) scheduler.start();
   relay?.start();
@@ -244,7 +247,7 @@ export async function startController(
         });
       });
       // Cut streams end their handlers asynchronously; give them a moment to record the disconnect.
-      await Promise.race([Promise.allSettled([...ctx.connections]), new Promise((r) => setTimeout(r, 2000).unref())]);
+      await Promise.race([Promise.allSettled([...ctx.connections]), sleep(2000, { unref: true })]);
       // Unsent events stay in the outbox for the next start.
       await relay?.stop();
       await publisher?.close();

@@ -292,6 +292,18 @@ export function settingsOf<S extends OptionSpec>(specs: readonly S[], values: Op
   return settings as Settings<S>;
 }
 
+/** The specs named `names` from a table, in that order, with their literal types (settings of a group of options). */
+export function pickOptions<S extends OptionSpec, N extends S['name']>(
+  specs: readonly S[],
+  names: readonly N[],
+): Extract<S, { readonly name: N }>[] {
+  return names.map((name) => {
+    const spec = specs.find((s) => s.name === name);
+    if (!spec) throw new PgfleetError('Internal', `option table has no option ${name}`);
+    return spec as Extract<S, { readonly name: N }>;
+  });
+}
+
 /**
  * The typed settings of `command` from its parsed option values. `required` names options the
  * command cannot run without: each is checked in order and, when unset or empty, fails with

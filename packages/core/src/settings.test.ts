@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   parseCommandLineWith,
+  pickOptions,
   resolveSettings,
   settingKey,
   settingsOf,
@@ -112,5 +113,20 @@ test('a required option that is unset or empty fails with InvalidConfig naming e
     () => resolveSettings(PROGRAM, 'run', {}, ['config']),
     (e: unknown) =>
       PgfleetError.is(e, 'InvalidConfig') && e.message === "missing required option 'config': set --config",
+  );
+});
+
+test('pickOptions types the settings of a group of options', () => {
+  const specs = pickOptions(PROGRAM.options, ['log-level', 'pg-port']);
+  assert.deepEqual(
+    specs.map((s) => s.name),
+    ['log-level', 'pg-port'],
+  );
+  const s = settingsOf(specs, { 'pg-port': 7000 });
+  same<typeof s, { readonly logLevel: 'info' | 'debug'; readonly pgPort: number }>(true);
+  assert.deepEqual(s, { logLevel: 'info', pgPort: 7000 });
+  assert.throws(
+    () => pickOptions(PROGRAM.options as readonly { name: string; type: 'string'; description: string }[], ['nope']),
+    (e: unknown) => PgfleetError.is(e, 'Internal'),
   );
 });

@@ -20,10 +20,10 @@
  * silently answering for the others (a lost member is removed from the configuration instead).
  */
 import { PassThrough, type Readable, type Writable } from 'node:stream';
-// The light entry of core: copy worker threads open repositories on their own.
+// The light entries of core: copy worker threads open repositories on their own.
+import { settleAll } from '@pgfleet/core/async';
 import { PgfleetError } from '@pgfleet/core/errors';
 import type { ObjectInfo, PutOptions, RepositoryDriver } from './driver.js';
-import { settleAll } from './settle.js';
 
 /** Resolves when `s` can take more data, or is gone (its consumer failed). */
 function drained(s: Writable): Promise<void> {

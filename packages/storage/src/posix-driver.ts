@@ -12,8 +12,9 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-// The light entry of core (no pino/zod/yaml): copy worker threads load this driver on their own.
+// The light entries of core (no pino/zod/yaml): copy worker threads load this driver on their own.
 import { PgfleetError } from '@pgfleet/core/errors';
+import { fsyncPath } from '@pgfleet/core/fsync';
 import {
   checkKey,
   checkPrefix,
@@ -26,15 +27,6 @@ import {
 import type { RepositorySpec } from './repository-url.js';
 
 const TMP_MARK = '.pgfleet-tmp-';
-
-async function fsyncPath(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 function ioError(what: string, err: unknown): PgfleetError {
   return new PgfleetError('RepoIoFailed', `${what}: ${(err as Error).message}`, { cause: err });

@@ -1,7 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PgfleetError } from '@pgfleet/core';
-import { parseRepositoryUrl, repositoriesFromOptions, repositoryUrl, type RepositorySpec } from './repository-url.js';
+import {
+  parseRepositoryUrl,
+  repositoriesFromSettings,
+  repositoryUrl,
+  type RepositorySettings,
+  type RepositorySpec,
+} from './repository-url.js';
 
 test('posix repositories: a plain absolute path or posix:/path, normalised', () => {
   assert.deepEqual(parseRepositoryUrl('/srv/pgfleet/repo/'), { case: 'posix', value: { path: '/srv/pgfleet/repo' } });
@@ -78,23 +84,23 @@ test('credentials in a URL are refused and never echoed', () => {
   );
 });
 
-test('repositoriesFromOptions: --repo or its posix shorthand --repo-path, then --repo2', () => {
-  assert.deepEqual(repositoriesFromOptions({}), []);
-  assert.deepEqual(repositoriesFromOptions({ 'repo-path': '/srv/repo' }), [
+test('repositoriesFromSettings: --repo or its posix shorthand --repo-path, then --repo2', () => {
+  assert.deepEqual(repositoriesFromSettings({}), []);
+  assert.deepEqual(repositoriesFromSettings({ repoPath: '/srv/repo' }), [
     { case: 'posix', value: { path: '/srv/repo' } },
   ]);
-  const two = repositoriesFromOptions({ repo: '/srv/repo', repo2: 's3://offsite/c1?region=eu-west-1' });
+  const two = repositoriesFromSettings({ repo: '/srv/repo', repo2: 's3://offsite/c1?region=eu-west-1' });
   assert.deepEqual(two.map(repositoryUrl), ['/srv/repo', 's3://offsite/c1?region=eu-west-1']);
-  const refused: [Record<string, string>, RegExp][] = [
-    [{ 'repo-path': 'repo' }, /option 'repo-path': 'repo' is not an absolute path/],
-    [{ 'repo-path': 's3://b/x' }, /option 'repo-path'.*not an absolute path/],
-    [{ repo: '/a', 'repo-path': '/a' }, /set one of them/],
+  const refused: [RepositorySettings, RegExp][] = [
+    [{ repoPath: 'repo' }, /option 'repo-path': 'repo' is not an absolute path/],
+    [{ repoPath: 's3://b/x' }, /option 'repo-path'.*not an absolute path/],
+    [{ repo: '/a', repoPath: '/a' }, /set one of them/],
     [{ repo2: '/b' }, /'repo2' needs 'repo'/],
     [{ repo: '/a/', repo2: 'posix:/a' }, /the same repository \(\/a\)/],
   ];
   for (const [values, why] of refused)
     assert.throws(
-      () => repositoriesFromOptions(values),
+      () => repositoriesFromSettings(values),
       (e: unknown) => PgfleetError.is(e, 'InvalidConfig') && why.test(e.message),
       JSON.stringify(values),
     );

@@ -139,17 +139,24 @@ export function repositoryUrl(spec: RepositorySpec): string {
   return `s3://${s.bucket}${s.prefix ? `/${prefix}` : ''}${query ? `?${query}` : ''}`;
 }
 
+/** The repository options of a program's settings (--repo, --repo-path, --repo2), as resolved from its option table. */
+export interface RepositorySettings {
+  readonly repo?: string | undefined;
+  readonly repoPath?: string | undefined;
+  readonly repo2?: string | undefined;
+}
+
 /**
- * The repositories a program's options name, in restore preference order: --repo (or its posix
+ * The repositories a program's settings name, in restore preference order: --repo (or its posix
  * shorthand --repo-path), then --repo2. Empty when none is set. Bad values fail with
  * InvalidConfig (PGF-1002) naming the option; an empty value counts as not set.
  */
-export function repositoriesFromOptions(values: Readonly<Record<string, unknown>>): RepositorySpec[] {
+export function repositoriesFromSettings(settings: RepositorySettings): RepositorySpec[] {
   // '' is "not set", as for environment variables: a flag `--repo2 ''` clears a config file's repo2.
-  const value = (name: string) => (values[name] === '' ? undefined : (values[name] as string | undefined));
-  const repo = value('repo');
-  const repoPath = value('repo-path');
-  const repo2 = value('repo2');
+  const value = (v: string | undefined) => (v === '' ? undefined : v);
+  const repo = value(settings.repo);
+  const repoPath = value(settings.repoPath);
+  const repo2 = value(settings.repo2);
   if (repo !== undefined && repoPath !== undefined)
     throw new PgfleetError(
       'InvalidConfig',

@@ -18,7 +18,8 @@
  */
 import { type Readable, type Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-// The light entry of core: copy worker threads open repositories on their own (agent copy/worker.ts).
+// The light entries of core: copy worker threads open repositories on their own (agent copy/worker.ts).
+import { settleAll } from '@pgfleet/core/async';
 import { PgfleetError } from '@pgfleet/core/errors';
 import { CODECS, type Codec, codecExtension, codecOfExtension, hasBlockForm, HashingStream } from './codec.js';
 import type { ObjectInfo, PutOptions, RepositoryDriver } from './driver.js';
@@ -26,7 +27,6 @@ import { type BackupManifest, parseManifest } from './manifest.js';
 import { MirroredDriver } from './mirrored-driver.js';
 import { encodeFile, fileStream, ObjectIo, type StoredFile } from './object-io.js';
 import type { RepositorySpec } from './repository-url.js';
-import { settleAll } from './settle.js';
 import { readSmall } from './posix-driver.js';
 
 export type { StoredFile } from './object-io.js';

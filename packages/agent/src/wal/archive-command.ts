@@ -11,7 +11,7 @@
  * exactly as wal-push would read it.
  */
 import { basename, resolve } from 'node:path';
-import { parseCommandLineWith, type ConfigLoader } from '@pgfleet/core/command-line';
+import { parseCommandLineWith, resolveSettings, type ConfigLoader } from '@pgfleet/core/command-line';
 import { AGENT_PROGRAM } from '../options.js';
 
 export type CheckVerdictName = 'ok' | 'warn' | 'fail';
@@ -173,7 +173,7 @@ export function judgeArchiveCommand(command: string, o: JudgeOptions): ArchiveCo
       message: `archive_command runs wal-push on '${path}' instead of %p (the segment PostgreSQL asks to archive); ${SET_IT}`,
     };
   }
-  const named = parsed.options.cluster === undefined ? undefined : String(parsed.options.cluster);
+  const named = resolveSettings(AGENT_PROGRAM, 'wal-push', parsed.options).cluster;
   const from =
     parsed.configFile && !args.some((a) => a === '--cluster' || a.startsWith('--cluster='))
       ? ` (from its config file ${parsed.configFile})`

@@ -15,9 +15,9 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { chmod, lstat, readdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
-import { parseCommandLineWith } from '@pgfleet/core/command-line';
+import { parseCommandLineWith, resolveSettings } from '@pgfleet/core/command-line';
 import type { Codec, Repository } from '@pgfleet/storage';
-import { AGENT_PROGRAM, repositoriesFromOptions, repositoryIdentity } from '../options.js';
+import { AGENT_PROGRAM, repositoriesFromSettings, repositoryIdentity } from '../options.js';
 import { archiveWalFile, type ArchivedFile } from './archive.js';
 import { WalNameLock } from './name-lock.js';
 import {
@@ -184,10 +184,11 @@ export class WalArchiveServer {
       // The fast path sent its command line unparsed: read cluster and repositories from it here.
       try {
         const parsed = parseCommandLineWith(AGENT_PROGRAM, ['wal-push', ...req.args], req.env ?? {}, null);
-        const specs = repositoriesFromOptions(parsed.options);
+        const settings = resolveSettings(AGENT_PROGRAM, 'wal-push', parsed.options);
+        const specs = repositoriesFromSettings(settings);
         req = {
           ...req,
-          cluster: parsed.options.cluster as string | undefined,
+          cluster: settings.cluster,
           repoPath: specs.length > 0 ? repositoryIdentity(specs) : undefined,
         };
       } catch (err) {

@@ -7,9 +7,15 @@
  * same repository writes), so archiving never depends on the daemon being up.
  */
 import { dirname, resolve } from 'node:path';
-import { helpText, parseCommandLineWith, type ParsedCommand } from '@pgfleet/core/command-line';
+import { helpText, parseCommandLineWith, resolveSettings, type ParsedCommand } from '@pgfleet/core/command-line';
 import { PgfleetError } from '@pgfleet/core/errors';
-import { AGENT_PROGRAM, defaultSocketPath, repositoriesFromOptions, repositoryIdentity } from '../options.js';
+import {
+  AGENT_PROGRAM,
+  defaultSocketPath,
+  repositoriesFromSettings,
+  repositoryIdentity,
+  type AgentCommandSettings,
+} from '../options.js';
 import { DAEMON_TIMEOUT_MS } from './push-fast.js';
 import { NoDaemonError, PROTOCOL_VERSION_WITHOUT_ARGS, requestDaemon, type DaemonReply } from './socket.js';
 
@@ -22,11 +28,11 @@ function fail(e: PgfleetError): number {
 async function viaDaemon(
   socket: string,
   path: string,
-  options: ParsedCommand['options'],
+  settings: AgentCommandSettings<'wal-push'>,
 ): Promise<DaemonReply | undefined> {
-  const cluster = options.cluster as string | undefined;
+  const { cluster } = settings;
   // The repositories this archive_command names (canonical URLs), when it names any.
-  const specs = repositoriesFromOptions(options);
+  const specs = repositoriesFromSettings(settings);
   const repoPath = specs.length > 0 ? repositoryIdentity(specs) : undefined;
   try {
     const reply = await requestDaemon(
@@ -69,17 +75,18 @@ export async function walPushCommand(argv: string[]): Promise<number> {
   }
   // %p is pg_wal/<name> relative to PGDATA, PostgreSQL's working directory (already a real path).
   const path = resolve(parsed.positionals[0]!);
-  const flagSocket = parsed.options.socket as string | undefined;
-  const first = flagSocket ?? defaultSocketPath(dirname(dirname(path)));
+  const flags = resolveSettings(AGENT_PROGRAM, 'wal-push', parsed.options);
+  const first = flags.socket ?? defaultSocketPath(dirname(dirname(path)));
   try {
-    let reply = await viaDaemon(first, path, parsed.options);
+    let reply = await viaDaemon(first, path, flags);
     let full: ParsedCommand | undefined;
     if (!reply) {
       // No daemon at the default place: the config file may name another socket, and is needed anyway to push directly.
       const core = await import('@pgfleet/core');
       full = core.parseCommandLine(AGENT_PROGRAM, argv);
-      const configured = full.options.socket as string | undefined;
-      if (configured && configured !== first) reply = await viaDaemon(configured, path, full.options);
+      const configured = resolveSettings(AGENT_PROGRAM, 'wal-push', full.options);
+      if (configured.socket && configured.socket !== first)
+        reply = await viaDaemon(configured.socket, path, configured);
     }
     if (reply) {
       if (reply.ok) return 0;

@@ -4,7 +4,7 @@
  * A token is printed once, on stdout alone so scripts can capture it; the catalog keeps only its
  * hash. Everything else (what was made, until when) goes to stderr.
  */
-import { PgfleetError, requireOption, type OptionValues } from '@pgfleet/core';
+import { missingOption, PgfleetError, resolveSettings, type OptionValues } from '@pgfleet/core';
 import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
 import { parseDuration } from './access.js';
 import { controllerProgram } from '../options.js';
@@ -26,8 +26,8 @@ export const processIo: CommandIo = {
 export async function caCommand(action: string, options: OptionValues, io: CommandIo = processIo): Promise<number> {
   if (action !== 'init')
     throw new PgfleetError('InvalidArgument', `ca: unknown action '${action}'; use: ca init --dir DIR`);
-  const dir = requireOption<string>(controllerProgram, options, 'dir');
-  const hostnames = String(options.hostname ?? '')
+  const { dir, hostname } = resolveSettings(controllerProgram, 'ca', options, ['dir']);
+  const hostnames = hostname
     .split(',')
     .map((h) => h.trim())
     .filter(Boolean);
@@ -42,8 +42,12 @@ export async function caCommand(action: string, options: OptionValues, io: Comma
 }
 
 /** Opens the --catalog for one command and closes it after, whatever happens. */
-export async function withCatalog<T>(options: OptionValues, fn: (store: CatalogStore) => Promise<T>): Promise<T> {
-  const store = await openCatalog(requireOption<string>(controllerProgram, options, 'catalog'));
+export async function withCatalog<T>(
+  settings: { readonly catalog: string | undefined },
+  fn: (store: CatalogStore) => Promise<T>,
+): Promise<T> {
+  if (!settings.catalog) throw missingOption(controllerProgram, 'catalog');
+  const store = await openCatalog(settings.catalog);
   try {
     return await fn(store);
   } finally {
@@ -56,8 +60,9 @@ export async function enrollTokenCommand(
   options: OptionValues,
   io: CommandIo = processIo,
 ): Promise<number> {
-  const ttlMs = parseDuration(String(options.ttl ?? '1h'), 'ttl');
-  const { token, record } = await withCatalog(options, (store) =>
+  const settings = resolveSettings(controllerProgram, 'enroll-token', options);
+  const ttlMs = parseDuration(settings.ttl, 'ttl');
+  const { token, record } = await withCatalog(settings, (store) =>
     issueEnrollmentToken(store, cluster, ttlMs, io.now()),
   );
   io.out(`${token}\n`);
@@ -73,13 +78,11 @@ export async function tokenCommand(
   io: CommandIo = processIo,
 ): Promise<number> {
   const [action, target] = positionals;
+  const settings = resolveSettings(controllerProgram, 'token', options);
   switch (action) {
     case 'create': {
-      const request = {
-        name: options.name === undefined ? undefined : String(options.name),
-        role: options.role === undefined ? undefined : String(options.role),
-      };
-      const { token, record } = await withCatalog(options, (store) => createAdminToken(store, request, io.now()));
+      const request = { name: settings.name, role: settings.role };
+      const { token, record } = await withCatalog(settings, (store) => createAdminToken(store, request, io.now()));
       io.out(`${token}\n`);
       io.err(
         `admin token '${record.name}' (id ${record.id}, role ${record.role}); it is shown only now: pass it as --token, PGFLEET_TOKEN or --token-file\n`,
@@ -87,7 +90,7 @@ export async function tokenCommand(
       return 0;
     }
     case 'list': {
-      const tokens = await withCatalog(options, (store) => store.listAdminTokens());
+      const tokens = await withCatalog(settings, (store) => store.listAdminTokens());
       const rows = tokens.map((t) => ({
         id: t.id,
         name: t.name,
@@ -95,7 +98,7 @@ export async function tokenCommand(
         created: new Date(t.createdAt).toISOString(),
         revoked: t.revokedAt === null ? null : new Date(t.revokedAt).toISOString(),
       }));
-      if (options.output === 'json') {
+      if (settings.output === 'json') {
         io.out(`${JSON.stringify(rows, null, 2)}\n`);
         return 0;
       }
@@ -110,7 +113,7 @@ export async function tokenCommand(
     }
     case 'revoke': {
       if (!target) throw new PgfleetError('InvalidArgument', 'token revoke needs the token id or name');
-      const revoked = await withCatalog(options, (store) =>
+      const revoked = await withCatalog(settings, (store) =>
         revokeAdminToken(store, target, io.now(), 'pgfleet-controller token list'),
       );
       io.err(
