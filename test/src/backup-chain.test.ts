@@ -13,6 +13,7 @@ import { open, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runAsPostgres, startPostgres, type PgInstance } from '@pgfleet/testkit';
 import { REPOSITORY_KINDS, startFleet, waitFor, type Fleet } from './harness.js';
+import { sleep } from '@pgfleet/core';
 
 type Order = { id: number; note: string };
 type JobJson = {
@@ -26,8 +27,6 @@ type ManifestJson = {
   priorLabel?: string;
   files: { path: string; size: number; backup: string; pageChecksumErrors?: number[] }[];
 };
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 for (const kind of REPOSITORY_KINDS)
   describe(

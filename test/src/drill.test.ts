@@ -35,7 +35,7 @@ import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
-import { ErrorCodes } from '@pgfleet/core';
+import { ErrorCodes, sleep } from '@pgfleet/core';
 import {
   chownToPostgres,
   makeTempDir,
@@ -72,8 +72,6 @@ interface CountDiffJson {
   sourceRows?: string;
   restoredRows?: string;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** PostgreSQL 15's FATAL when the WAL ends before the recovery target (a segment after the backup's is missing). */
 const TARGET_NOT_REACHED = 'FATAL: recovery ended before configured recovery target was reached';
@@ -840,7 +838,7 @@ describe('the throwaway server: nothing of the source reaches outside the copy',
         await server.waitPromoted(undefined, () => {});
         const c = await server.connect('postgres');
         const settings = Object.fromEntries((await c.query('SELECT n, current_setting(n) AS v FROM unnest($1::text[]) n', [cfg.names])).rows.map((r) => [r.n, r.v]));
-        await new Promise((r) => setTimeout(r, 3000));
+        await sleep(3000);
         const workers = (await c.query("SELECT backend_type AS b FROM pg_stat_activity WHERE backend_type LIKE 'logical replication%'")).rows.map((r) => r.b);
         const subs = (await c.query('SELECT subname AS n, subenabled AS e FROM pg_subscription')).rows;
         const rows = (await c.query('SELECT count(*)::int AS n FROM pub_t')).rows[0].n;

@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { backupLabel } from '@pgfleet/core';
+import { backupLabel, sleep } from '@pgfleet/core';
 import { chownToPostgres, pgBinDir, removeDir, runAsPostgres, startPostgres, type PgInstance } from '@pgfleet/testkit';
 import type { BackupManifest } from '@pgfleet/storage';
 import { CONTROLLER_BIN, runNode, startFleet, waitFor, type Fleet } from './harness.js';
@@ -218,7 +218,7 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
       500,
     );
     // A few scheduler rounds on the restarted controller.
-    await new Promise((r) => setTimeout(r, 4000));
+    await sleep(4000);
     const after = await jobs();
     const byId = new Map(after.map((j) => [j.id, j]));
     for (const j of before) {
@@ -398,7 +398,7 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
         `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
       )
     )[0]!.t;
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     await db.query('DELETE FROM items WHERE id > 100');
     await fleet.switchAndArchive();
 

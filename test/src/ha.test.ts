@@ -17,6 +17,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { runAsPostgres, startPostgres, startStandby, type PgInstance, type StandbyInstance } from '@pgfleet/testkit';
 import { agentCommand, startFleet, waitFor, type Fleet } from './harness.js';
+import { sleep } from '@pgfleet/core';
 
 const CLUSTER = 'ha';
 const STANDBY_AGENT = 'standby-host';
@@ -40,8 +41,6 @@ type JobJson = {
   backup?: { label: string; timeline: number };
 };
 type ManifestJson = { label: string; timeline: number; source?: { role: string; host: string; pgdata: string } };
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('HA cluster: primary and standby agents, backups from the standby, failover', { timeout: 900_000 }, () => {
   let fleet: Fleet;

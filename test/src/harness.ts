@@ -27,6 +27,7 @@ import {
   type PgInstanceOptions,
   type S3Server,
 } from '@pgfleet/testkit';
+import { sleep } from '@pgfleet/core';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const AGENT_BIN = join(REPO_ROOT, 'packages/agent/dist/bin.js');
@@ -104,8 +105,6 @@ export function startDaemon(script: string, args: string[], logFile: string, opt
     log: () => readFile(logFile, 'utf8').catch(() => ''),
   };
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function waitFor<T>(
   what: string,

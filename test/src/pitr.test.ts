@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { startPostgres, type PgInstance } from '@pgfleet/testkit';
 import { startFleet, type Fleet } from './harness.js';
+import { sleep } from '@pgfleet/core';
 
 type Order = { id: number; note: string };
 
@@ -41,7 +42,7 @@ describe('backup -> DELETE without WHERE -> PITR restore', { timeout: 600_000 },
         `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
       )
     )[0]!.t;
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
 
     await pg.query(`INSERT INTO orders SELECT g, 'after T ' || g FROM generate_series(1501, 1600) g`);
     targetLsn = (await pg.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l'))[0]!.l;

@@ -5,6 +5,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { startFleet, waitFor, type Fleet } from './harness.js';
+import { sleep } from '@pgfleet/core';
 
 describe('agent reconnects after a controller restart', { timeout: 180_000 }, () => {
   let fleet: Fleet;
@@ -27,7 +28,7 @@ describe('agent reconnects after a controller restart', { timeout: 180_000 }, ()
 
   it('a controller that is down for a while is retried, not given up on', async () => {
     await fleet.controller.stop();
-    await new Promise((r) => setTimeout(r, 3000));
+    await sleep(3000);
     assert.equal(fleet.agent!.child.exitCode, null, 'agent must keep running while the controller is away');
     await fleet.restartController();
     await waitFor('agent to reconnect after downtime', () => fleet.agentConnected(), 60_000);

@@ -11,6 +11,7 @@ import { mkdir, readdir, readlink, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path';
 import { chownToPostgres, startPostgres, type PgInstance } from '@pgfleet/testkit';
 import { startFleet, type Fleet } from './harness.js';
+import { sleep } from '@pgfleet/core';
 
 type Row = { id: number; note: string };
 type ManifestJson = {
@@ -72,7 +73,7 @@ describe('tablespaces: backed up, restored exactly, restored copy self-contained
     await pg.query('VACUUM (FREEZE) archive');
     await pg.query(`INSERT INTO ledger SELECT g, 'full ' || g FROM generate_series(1, 3000) g`);
     await pg.query('CHECKPOINT');
-    await new Promise((r) => setTimeout(r, 2100)); // past the same-second mtime guard
+    await sleep(2100); // past the same-second mtime guard
     await backup('full');
     await pg.query(`INSERT INTO ledger SELECT g, 'incr ' || g FROM generate_series(3001, 4000) g`);
     await pg.query(`UPDATE ledger SET note = 'changed' WHERE id <= 10`);

@@ -24,6 +24,7 @@ import {
   type StandbyInstance,
 } from '@pgfleet/testkit';
 import { AGENT_BIN, agentCommand, runNode, startFleet, waitFor, type Fleet } from './harness.js';
+import { sleep } from '@pgfleet/core';
 
 type Row = { id: number; note: string };
 const rowsOf = (pg: PgInstance) => pg.query<Row>('SELECT id, note FROM items ORDER BY id');
@@ -34,7 +35,6 @@ const serverNow = async (pg: PgInstance) =>
       `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
     )
   )[0]!.t;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** pg_switch_wal() on `pg` and wait until that segment is in the repository (pg_stat_archiver says so). */
 async function switchAndArchive(pg: PgInstance): Promise<string> {

@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pgTimestamp } from './daemon.js';
 import { listPgdata } from './pgdata/walk.js';
-import { runPool } from './pool.js';
 
 test('recovery_target_time keeps microseconds (a Date would cut them)', () => {
   assert.equal(pgTimestamp(1795000000n, 123456789), '2026-11-18 11:06:40.123456+00');
@@ -99,25 +98,4 @@ test('PGDATA listing: tablespaces are followed through pg_tblspc links; a linked
   } finally {
     await rm(root, { recursive: true, force: true });
   }
-});
-
-test('runPool runs everything with bounded parallelism and reports the first failure', async () => {
-  let inFlight = 0;
-  let peak = 0;
-  const done: number[] = [];
-  await runPool([1, 2, 3, 4, 5, 6], 2, async (n) => {
-    inFlight++;
-    peak = Math.max(peak, inFlight);
-    await new Promise((r) => setTimeout(r, 5));
-    done.push(n);
-    inFlight--;
-  });
-  assert.equal(peak, 2);
-  assert.deepEqual(done.sort(), [1, 2, 3, 4, 5, 6]);
-  await assert.rejects(
-    runPool([1, 2, 3], 2, async (n) => {
-      if (n === 2) throw new Error('two');
-    }),
-    /two/,
-  );
 });

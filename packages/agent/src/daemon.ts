@@ -7,7 +7,7 @@
  */
 import { hostname } from 'node:os';
 import { timestampFromDate, timestampDate } from '@bufbuild/protobuf/wkt';
-import { asPgfleetError, ErrorCodes, loadConfigFile, PgfleetError, type Logger } from '@pgfleet/core';
+import { asPgfleetError, ErrorCodes, loadConfigFile, PgfleetError, sleep, type Logger } from '@pgfleet/core';
 import { archiverStats, connectPg, Lsn, serverPosition, switchWalIfIn, type ServerPosition } from '@pgfleet/pg';
 import {
   AgentService,
@@ -55,8 +55,6 @@ import { WalServices } from './wal/services.js';
 
 type Outgoing = MessageInitShape<typeof ConnectRequestSchema>;
 type JobResultInit = MessageInitShape<typeof JobResultSchema>;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function manifestToBackupInfo(m: BackupManifest, jobId: string) {
   return {

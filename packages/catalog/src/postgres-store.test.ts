@@ -4,7 +4,7 @@
 import { strict as assert } from 'node:assert';
 import { after, afterEach, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { PgfleetError } from '@pgfleet/core';
+import { PgfleetError, sleep } from '@pgfleet/core';
 import { freePort, startPostgres, type PgInstance } from '@pgfleet/testkit';
 import { catalogStoreSuite, sampleBackup } from './catalog-suite.js';
 import {
@@ -291,6 +291,6 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promi
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
   }
 }

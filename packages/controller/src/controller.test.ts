@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt';
-import { PgfleetError, type ErrorName } from '@pgfleet/core';
+import { PgfleetError, sleep, type ErrorName } from '@pgfleet/core';
 import { createClient } from '@pgfleet/rpc';
 import { AdminService, BackupType, JobState, type JobInfo } from '@pgfleet/proto';
 import { startController, type RunningController } from './server.js';
@@ -494,7 +494,7 @@ describe('controller over gRPC', () => {
     back.hello({ agentId: 'agent-9', runningJobIds: ['claimed'] });
     assert.equal((await back.receive()).msg.case, 'welcome');
     // Past the reclaim grace (which runs from the restart, and its check has run) the claimed job is still running, not failed.
-    await new Promise((r) => setTimeout(r, Math.max(0, restarted + RESTART_GRACE_SECONDS * 1000 + 1000 - Date.now())));
+    await sleep(Math.max(0, restarted + RESTART_GRACE_SECONDS * 1000 + 1000 - Date.now()));
     await waitFor(
       'the start-up reclaim check',
       async () => (controller.context.reclaimTimers.has('*') ? undefined : true),
@@ -551,7 +551,7 @@ describe('controller over gRPC', () => {
         },
       },
     });
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
     assert.equal((await admin.listEvents({ cluster: 'main', limit: 1000 })).events.length, before);
     assert.deepEqual(
       (await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label),

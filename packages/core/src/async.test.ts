@@ -75,20 +75,52 @@ test('mapLimit stops taking items after the first failure and throws it once in-
   assert.deepEqual(started, [1, 2], 'no new item after the failure');
 });
 
-test('mapLimit stops on an aborted signal with its reason', async () => {
+test('mapLimit throws an abort at once with its reason and starts nothing after it', async () => {
   const ac = new AbortController();
   const seen: number[] = [];
+  let slowEnded = false;
   await assert.rejects(
     mapLimit(
       [1, 2, 3, 4],
-      1,
+      2,
       async (n) => {
         seen.push(n);
+        if (n === 1) {
+          await sleep(200);
+          slowEnded = true;
+        }
         if (n === 2) ac.abort(new Error('stop now'));
       },
       ac.signal,
     ),
     /stop now/,
   );
+  assert.equal(slowEnded, false, 'the abort did not wait for the call in flight');
   assert.deepEqual(seen, [1, 2]);
+  await assert.rejects(
+    mapLimit([1], 1, async () => 1, ac.signal),
+    /stop now/,
+    'an aborted signal refuses to start',
+  );
+});
+
+test('mapLimit runs everything with bounded parallelism and reports the first failure (the agent pools)', async () => {
+  let inFlight = 0;
+  let peak = 0;
+  const done: number[] = [];
+  await mapLimit([1, 2, 3, 4, 5, 6], 2, async (n) => {
+    inFlight++;
+    peak = Math.max(peak, inFlight);
+    await sleep(5);
+    done.push(n);
+    inFlight--;
+  });
+  assert.equal(peak, 2);
+  assert.deepEqual(done.sort(), [1, 2, 3, 4, 5, 6]);
+  await assert.rejects(
+    mapLimit([1, 2, 3], 2, async (n) => {
+      if (n === 2) throw new Error('two');
+    }),
+    /two/,
+  );
 });

@@ -40,8 +40,9 @@ export async function settleAll<T>(promises: readonly Promise<T>[]): Promise<T[]
 
 /**
  * Runs `fn` over `items` with at most `limit` calls in flight; results in the order of `items`.
- * The first failure (or an abort of `signal`) stops new calls and is thrown once the calls in
- * flight have ended, so nothing is left running behind the error.
+ * The first failure stops new calls and is thrown once the calls in flight have ended, so nothing
+ * is left running behind the error. An abort of `signal` is thrown at once with its reason: the
+ * caller was told to stop, and calls in flight that take the same signal stop on their own.
  */
 export async function mapLimit<T, R>(
   items: readonly T[],
@@ -49,21 +50,34 @@ export async function mapLimit<T, R>(
   fn: (item: T, index: number) => Promise<R>,
   signal?: AbortSignal,
 ): Promise<R[]> {
+  signal?.throwIfAborted();
   const results = new Array<R>(items.length);
   let next = 0;
   let failure: { readonly error: unknown } | undefined;
   const worker = async () => {
-    while (failure === undefined && next < items.length) {
+    while (failure === undefined && !signal?.aborted && next < items.length) {
       const i = next++;
       try {
-        signal?.throwIfAborted();
         results[i] = await fn(items[i]!, i);
       } catch (error) {
         failure ??= { error };
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  // Listening before any call starts: a call may abort the signal before its first await.
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal!.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  aborted.catch(() => {}); // observed below only when a signal was given
+  try {
+    // Workers never reject: a failure is recorded and thrown below.
+    const workers = Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+    await (signal ? Promise.race([workers, aborted]) : workers);
+  } finally {
+    signal?.removeEventListener('abort', onAbort!);
+  }
   if (failure !== undefined) throw failure.error;
   return results;
 }

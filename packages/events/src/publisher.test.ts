@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { equals } from '@bufbuild/protobuf';
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
-import { PgfleetError } from '@pgfleet/core';
+import { PgfleetError, sleep } from '@pgfleet/core';
 import { EventSchema } from '@pgfleet/proto';
 import { startNats, type NatsServer } from '@pgfleet/testkit';
 import { decodeMessage, ENCODING_HEADER, MSG_ID_HEADER } from './encoding.js';
@@ -207,7 +207,7 @@ test(
         break;
       } catch (err) {
         if (i > 50) throw err;
-        await new Promise((r) => setTimeout(r, 200));
+        await sleep(200);
       }
     }
     const nc2 = await connect({ servers: nats.url, timeout: 5000 });

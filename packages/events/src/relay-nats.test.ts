@@ -12,6 +12,7 @@ import { newEvent } from './kinds.js';
 import { EVENTS_STREAM, JetStreamPublisher } from './publisher.js';
 import { OutboxRelay } from './relay.js';
 import { CountingPublisher, MemoryOutbox } from './test-fakes.js';
+import { sleep } from '@pgfleet/core';
 
 function events(n: number, clusters: string[]): Event[] {
   return Array.from({ length: n }, (_, i) =>
@@ -49,7 +50,7 @@ async function until(what: string, cond: () => boolean, timeoutMs: number): Prom
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
   }
 }
 

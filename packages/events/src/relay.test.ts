@@ -2,7 +2,7 @@
 // marking only after the ack, stopping. The real-NATS half is in relay-nats.test.ts.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { PgfleetError } from '@pgfleet/core';
+import { PgfleetError, sleep } from '@pgfleet/core';
 import type { Event } from '@pgfleet/proto';
 import { newEvent } from './kinds.js';
 import { OutboxRelay, backoffDelay } from './relay.js';
@@ -152,7 +152,7 @@ test('stop() during a long backoff returns promptly and leaves unsent events for
   publisher.failNext = 1;
   const relay = new OutboxRelay({ outbox, publisher, initialBackoffMs: 60_000, maxBackoffMs: 60_000 });
   relay.start();
-  while (relay.status.state !== 'backoff') await new Promise((r) => setTimeout(r, 5));
+  while (relay.status.state !== 'backoff') await sleep(5);
   const t0 = Date.now();
   await relay.stop();
   assert.ok(Date.now() - t0 < 1000, 'stop did not wait for the backoff');
@@ -175,7 +175,7 @@ test('stop() waits for the publish in flight, marks it sent, and publishes nothi
   publisher.gate = new Promise((r) => (open = r));
   const relay = new OutboxRelay({ outbox, publisher, ...fast });
   relay.start();
-  while (publisher.attempts.length === 0) await new Promise((r) => setTimeout(r, 5));
+  while (publisher.attempts.length === 0) await sleep(5);
   const stopped = relay.stop();
   open();
   await stopped;
@@ -196,7 +196,7 @@ test('notify() wakes an idle relay before its poll interval', async () => {
   const firstIdle = relay.whenIdle();
   relay.start();
   await withTimeout(firstIdle, 5000, 'first idle');
-  while (relay.status.state !== 'idle') await new Promise((r) => setTimeout(r, 5));
+  while (relay.status.state !== 'idle') await sleep(5);
   const e = events(1)[0]!;
   outbox.add(e);
   const idle = relay.whenIdle();

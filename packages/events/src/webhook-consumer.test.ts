@@ -11,6 +11,7 @@ import { startNats, tail } from '@pgfleet/testkit';
 import { newEvent } from './kinds.js';
 import { JetStreamPublisher } from './publisher.js';
 import { sampleEvent } from './test-fakes.js';
+import { sleep } from '@pgfleet/core';
 
 const script = fileURLToPath(new URL('../examples/webhook-consumer.mjs', import.meta.url));
 
@@ -64,7 +65,7 @@ test(
             `${what}: not reached\n--- consumer output ---\n${out}\n--- nats-server log ---\n${tail(await nats.log())}`,
           );
         }
-        await new Promise((r) => setTimeout(r, 20));
+        await sleep(20);
       }
     };
     await until('consumer ready', () => out.includes('forwarding pgfleet.events.*.backup.failed'));

@@ -2,7 +2,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { PgfleetError, type Logger } from '@pgfleet/core';
+import { PgfleetError, sleep, type Logger } from '@pgfleet/core';
 import {
   AdminService,
   AgentService,
@@ -68,7 +68,7 @@ describe('rpc adapter', () => {
         try {
           for (let i = 0; ; i++) {
             yield { job: { id: req.id, state: JobState.RUNNING, progress: { jobId: req.id, bytesDone: BigInt(i) } } };
-            await new Promise((r) => setTimeout(r, 5));
+            await sleep(5);
           }
         } finally {
           serverSaw.watchCancelled.resolve(
@@ -258,7 +258,7 @@ describe('rpc adapter', () => {
         for await (const m of stream) got.push(m);
         return got;
       })();
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
       stream.cancel();
       const reason = await serverSaw.connectAborted.promise;
       assert.ok(PgfleetError.is(reason, 'Cancelled'), String(reason));
@@ -285,7 +285,7 @@ describe('rpc adapter', () => {
     try {
       const it = client.watchJob({ id: 'flood' })[Symbol.asyncIterator]();
       assert.equal((await it.next()).done, false);
-      await new Promise((r) => setTimeout(r, 150));
+      await sleep(150);
       const produced = serverSaw.floodProduced;
       // Windows and stream buffers allow some tens of messages; without backpressure all 2000 go.
       assert.ok(produced > 1 && produced < 300, `producer ran ahead to ${produced} messages`);

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { HeadObjectCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
-import { PgfleetError } from '@pgfleet/core';
+import { PgfleetError, sleep } from '@pgfleet/core';
 import { freePort, startS3 } from '@pgfleet/testkit';
 import { collect as keys, repositoryDriverSuite, sha, sink } from './driver-suite.js';
 import { readSmall } from './posix-driver.js';
@@ -241,7 +241,7 @@ describe('S3 driver with a fake client', () => {
           return `"etag${n}"`;
         },
         async abortMultipartUpload(key, uploadId) {
-          await new Promise((r) => setTimeout(r, 50)); // a network round trip
+          await sleep(50); // a network round trip
           aborted.push(`${key} ${uploadId}`);
         },
       }),

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isPortListening, reapOrphans } from './index.js';
+import { sleep } from '@pgfleet/core/async';
 
 const INDEX = fileURLToPath(new URL('./index.js', import.meta.url));
 
@@ -76,7 +77,7 @@ test(
     reapOrphans();
     for (const port of info.ports) {
       const deadline = Date.now() + 5000;
-      while ((await isPortListening(port)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      while ((await isPortListening(port)) && Date.now() < deadline) await sleep(100);
       assert.equal(await isPortListening(port), false, `port ${port} still served after reaping`);
     }
     for (const dir of info.dirs) assert.equal(existsSync(dir), false, `${dir} left behind`);

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { registerExitCleanup, superviseChild, type SupervisedChild } from './cleanup.js';
 import { makeTempDir, removeDir, tail } from './os-user.js';
 import { freePort } from './ports.js';
+import { sleep } from '@pgfleet/core/async';
 
 export interface NatsServer {
   port: number;
@@ -45,8 +46,6 @@ export function natsServerBin(): string {
   }
   return 'nats-server';
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type LaunchResult =
   { ok: true; proc: SupervisedChild } | { ok: false; why: string; log: string; addressInUse: boolean };

@@ -14,6 +14,7 @@ import {
   type PgInstance,
 } from './index.js';
 import { tail } from './os-user.js';
+import { sleep } from '@pgfleet/core/async';
 
 const WAL_SEGMENT = /^[0-9A-F]{24}$/;
 
@@ -28,7 +29,7 @@ async function waitFor<T>(
     const v = await fn();
     if (v !== undefined) return v;
     if (Date.now() > deadline) assert.fail(`${what} (waited ${timeoutMs} ms)\n${await context()}`);
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
   }
 }
 

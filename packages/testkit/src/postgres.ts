@@ -13,6 +13,7 @@ import pg from 'pg';
 import { pidMatches, registerExitCleanup, terminateSync, writeOwnerMarker } from './cleanup.js';
 import { chownToPostgres, makeTempDir, pgOsUser, removeDir, runAsPostgres, tail } from './os-user.js';
 import { freePort } from './ports.js';
+import { sleep } from '@pgfleet/core/async';
 
 export interface PgInstanceOptions {
   /** sets archive_mode=on + archive_command */
@@ -106,8 +107,6 @@ function readPostmasterPid(dataDir: string): number | undefined {
 async function readLog(logFile: string): Promise<string> {
   return readFile(logFile, 'utf8').catch(() => '');
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function startPostgres(opts: PgInstanceOptions = {}): Promise<PgInstance> {
   const binDir = pgBinDir();

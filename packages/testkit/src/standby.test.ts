@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { startPostgres, startStandby, type PgInstance, type StandbyInstance } from './index.js';
+import { sleep } from '@pgfleet/core/async';
 
 describe('startStandby', { timeout: 180_000 }, () => {
   let primary: PgInstance;
@@ -26,7 +27,7 @@ describe('startStandby', { timeout: 180_000 }, () => {
       const [r] = await standby.query<{ ok: boolean }>(`select pg_last_wal_replay_lsn() >= '${lsn}'::pg_lsn as ok`);
       if (r!.ok) break;
       assert.ok(i < 600, 'standby did not catch up in 60 s');
-      await new Promise((res) => setTimeout(res, 100));
+      await sleep(100);
     }
     assert.deepEqual(
       (await standby.query('select v from t order by v')).map((r) => r.v),

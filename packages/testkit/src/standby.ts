@@ -7,6 +7,7 @@
 import path from 'node:path';
 import { makeTempDir, removeDir, runAsPostgres } from './os-user.js';
 import { startPostgres, type PgInstance, type PgInstanceOptions } from './postgres.js';
+import { sleep } from '@pgfleet/core/async';
 
 export interface StandbyInstance extends PgInstance {
   /** pg_ctl promote -w: ends recovery, starts the next timeline; resolves once it accepts writes. */
@@ -68,7 +69,7 @@ export async function startStandby(primary: PgInstance, opts: StandbyOptions = {
       for (let i = 0; i < 600; i++) {
         const [r] = await pg.query<{ r: boolean }>('select pg_is_in_recovery() as r');
         if (r && !r.r) return;
-        await new Promise((res) => setTimeout(res, 100));
+        await sleep(100);
       }
       throw new Error('startStandby: promoted standby still in recovery after 60 s');
     },

@@ -29,7 +29,7 @@
  */
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { backupLabel, ErrorCodes, PgfleetError, type Logger } from '@pgfleet/core';
+import { backupLabel, ErrorCodes, PgfleetError, settleAll, sleep, type Logger } from '@pgfleet/core';
 import {
   BLCKSZ,
   clusterFacts,
@@ -55,7 +55,7 @@ import {
   type Repository,
 } from '@pgfleet/storage';
 import { choosePriorBackup, decideFile, type FileDecision } from './prior.js';
-import { CopyPool, settleAll } from '../copy/pool.js';
+import { CopyPool } from '../copy/pool.js';
 import { listPgdata, type PgdataEntry } from '../pgdata/walk.js';
 import { ProgressTracker, type ProgressSink } from '../jobs/progress.js';
 import { AGENT_VERSION } from '../version.js';
@@ -91,8 +91,6 @@ export interface BackupOptions {
   progress: ProgressSink;
   signal?: AbortSignal;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** How often a standby's backup repeats its WAL switch request while it waits for the segment. */
 const WAL_SWITCH_REPEAT_MS = 5000;

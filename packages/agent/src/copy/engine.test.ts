@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLogger } from '@pgfleet/core';
+import { createLogger, settleAll } from '@pgfleet/core';
 import { BLCKSZ, pageChecksum } from '@pgfleet/pg';
 import {
   chunkedContentDigest,
@@ -15,7 +15,6 @@ import {
   type ManifestFile,
 } from '@pgfleet/storage';
 import { FileCopier, type BackupOptions } from '../backup/backup.js';
-import { settleAll } from './pool.js';
 import { listPgdata } from '../pgdata/walk.js';
 import { ProgressTracker } from '../jobs/progress.js';
 import { runRestore } from '../restore/restore.js';

@@ -24,7 +24,7 @@
  */
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import type { Timestamp } from '@bufbuild/protobuf/wkt';
-import { PgfleetError, type Logger } from '@pgfleet/core';
+import { PgfleetError, sleep, type Logger } from '@pgfleet/core';
 import { clusterFacts, connectPg, type PgConnectionOptions } from '@pgfleet/pg';
 import type { Repository } from '@pgfleet/storage';
 import type { ProgressSink } from '../jobs/progress.js';
@@ -90,8 +90,6 @@ export function requireDrillVersion(versionNum: number, what: string): void {
     `${what} is PostgreSQL ${Math.floor(versionNum / 10000)}: restore drills need PostgreSQL 14 or later (amcheck's verify_heapam checks the restored tables, pg_current_snapshot() fixes the source's counts)`,
   );
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export const quoteIdent = (s: string): string => `"${s.replace(/"/g, '""')}"`;
 

@@ -22,12 +22,11 @@ import { appendFile, open, readdir, readFile, readlink, realpath, rm, stat, writ
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { PgfleetError, processAlive, type Logger } from '@pgfleet/core';
+import { PgfleetError, processAlive, sleep, type Logger } from '@pgfleet/core';
 import { connectPg, serverLogExcerpt, type ServerLogExcerpt } from '@pgfleet/pg';
 import type { PgClient } from './capture.js';
 
 const run = promisify(execFile);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A TCP port nobody listens on: the socket's name (.s.PGSQL.<port>) and PostgreSQL's shared memory key derive from it. */
 export function freeTcpPort(): Promise<number> {

@@ -36,9 +36,9 @@ import {
 } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PgfleetError, processAlive, type Logger } from '@pgfleet/core';
+import { fsyncPath, mapLimit, PgfleetError, processAlive, settleAll, type Logger } from '@pgfleet/core';
 import { chunkedContentDigest, type BackupManifest, type ManifestFile, type Repository } from '@pgfleet/storage';
-import { CopyPool, settleAll } from '../copy/pool.js';
+import { CopyPool } from '../copy/pool.js';
 import { ProgressTracker, type ProgressSink } from '../jobs/progress.js';
 import { readPgdataFacts } from '../pgdata/pgdata.js';
 import { TABLESPACE_LINK_RE } from '../pgdata/walk.js';
@@ -444,29 +444,16 @@ async function syncRestored(
   manifest: BackupManifest,
   tablespaceParents: readonly string[],
 ): Promise<void> {
-  const sync = async (path: string) => {
-    const fh = await open(path, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  };
   const extra = ['backup_label', 'postgresql.auto.conf', 'recovery.signal'];
-  await Promise.all(extra.map((name) => sync(join(root, name))));
+  await Promise.all(extra.map((name) => fsyncPath(join(root, name))));
   // The tablespace locations' own entries (<target>.tablespaces and its parent).
-  await Promise.all(tablespaceParents.flatMap((p) => [sync(p), sync(dirname(p))]));
+  await Promise.all(tablespaceParents.flatMap((p) => [fsyncPath(p), fsyncPath(dirname(p))]));
   const dirs = [
     ...manifest.links.filter((l) => isTablespace(l.path)).map((l) => l.path),
     ...manifest.directories.map((d) => d.path),
   ];
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: 8 }, async () => {
-      while (next < dirs.length) await sync(join(root, dirs[next++]!));
-    }),
-  );
-  await sync(root);
+  await mapLimit(dirs, 8, (dir) => fsyncPath(join(root, dir)));
+  await fsyncPath(root);
 }
 
 /** Creates (or truncates) a chunked file at its final size, with its mode; the chunks then write their ranges. */

@@ -15,7 +15,7 @@
 import { X509Certificate } from 'node:crypto';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PgfleetError, type Logger } from '@pgfleet/core';
+import { PgfleetError, sleep, type Logger } from '@pgfleet/core';
 import { EnrollmentService } from '@pgfleet/proto';
 import {
   agentIdentityFromSubjectAltName,
@@ -30,7 +30,6 @@ export const AGENT_TLS_FILES = { cert: 'agent.crt', key: 'agent.key', ca: 'ca.cr
 
 type Credentials = NonNullable<ClientOptions['credentials']>;
 const RENEW_WARNING_MS = 30 * 86_400_000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function readText(path: string, option: string): Promise<string> {
   try {

@@ -19,7 +19,7 @@
  *   WAL from walStart to walStop is there and usable; then it restores to any point from its stop
  *   LSN/time to the end of the continuous WAL after it.
  */
-import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
+import { asPgfleetError, mapLimit, PgfleetError, type Logger } from '@pgfleet/core';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
   Lsn,
@@ -128,26 +128,6 @@ export interface VerifyOptions {
 const MAX_REASONS = 20;
 /** Missing segment names listed per gap (the LSN range covers the rest). */
 const MAX_GAP_NAMES = 256;
-
-/** Runs `fn` over `items`, at most `limit` at once, results in order. */
-async function mapLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<R>,
-  signal?: AbortSignal,
-): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      signal?.throwIfAborted();
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  return out;
-}
 
 /** Discards what it is given; keeps the first `keep` bytes. */
 interface ObjectExpectation {

@@ -18,7 +18,7 @@
 import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { archiverStats, connectPg, type ArchiverStats, type PgConnectionOptions } from '@pgfleet/pg';
-import { PgfleetError } from '@pgfleet/core';
+import { PgfleetError, sleep } from '@pgfleet/core';
 import type { ConfigLoader } from '@pgfleet/core/command-line';
 import type { Repository } from '@pgfleet/storage';
 import { judgeArchiveCommand, type CheckVerdictName } from './archive-command.js';
@@ -78,8 +78,6 @@ export class ArchiveCheckFailure extends PgfleetError {
 /** pg_wal's filesystem is low on space below this fraction of its size or below LOW_SPACE_BYTES. */
 const LOW_SPACE_FRACTION = 0.1;
 const LOW_SPACE_BYTES = 1 << 30;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Archive settings as one query reads them (archive_library exists from PostgreSQL 15 on). */
 interface ArchiveSettings {

@@ -19,8 +19,8 @@ import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { DEFAULT_WAL_SEGMENT_SIZE, WalSegmentName, walFileKind } from '@pgfleet/pg';
 import type { Repository } from '@pgfleet/storage';
-import { runPool } from '../pool.js';
 import { hashFile } from '../pgdata/hash-file.js';
+import { mapLimit } from '@pgfleet/core/async';
 
 export const PREFETCH_DIR = '.pgfleet-prefetch';
 const TMP_SUFFIX = '.pgfleet-tmp';
@@ -147,7 +147,7 @@ export async function prefetchSegments(name: string, spool: string, o: PrefetchO
   const wanted = nextSegments(name, o.prefetch, segmentSize).filter((s) => !spooled.has(s));
   const done: string[] = [];
   let endOfArchive: string | undefined;
-  await runPool(wanted, o.workers ?? 2, async (seg) => {
+  await mapLimit(wanted, o.workers ?? 2, async (seg) => {
     if (endOfArchive !== undefined && seg > endOfArchive) return;
     const tmp = join(spool, `${seg}${TMP_SUFFIX}`);
     let fh;

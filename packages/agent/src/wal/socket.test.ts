@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { silentLogger } from '@pgfleet/core';
+import { silentLogger, sleep } from '@pgfleet/core';
 import { PosixDriver, Repository } from '@pgfleet/storage';
 import { WalArchiveServer, archiveOrder } from './archive-server.js';
 import {
@@ -153,7 +153,7 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
       (await Promise.all(names.map((n) => repo.findWal('c1', n)))).some((f) => f.length === 0) &&
       Date.now() < deadline
     )
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     for (const n of names) assert.equal((await repo.findWal('c1', n)).length, 1, `${n} pushed ahead`);
     assert.ok(server.pushedAhead >= 3);
     assert.deepEqual(await push(names[1]!), { ok: true, result: 'exists' });

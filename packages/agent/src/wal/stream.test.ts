@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseReplicationMessage, standbyStatusUpdate } from '@pgfleet/pg';
 import { resumePoint } from './stream.js';
+import { sleep } from '@pgfleet/core';
 
 const SEG = 16 * 1024 * 1024;
 
@@ -53,7 +54,7 @@ test('pushes of one WAL name run one at a time; other names are not held up', as
   const events: string[] = [];
   const job = (tag: string, ms: number) => async () => {
     events.push(`${tag}+`);
-    await new Promise((r) => setTimeout(r, ms));
+    await sleep(ms);
     events.push(`${tag}-`);
     if (tag === 'a1') throw new Error('first failed');
     return tag;

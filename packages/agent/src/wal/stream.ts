@@ -18,7 +18,7 @@
 import { mkdir, open, readdir, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
+import { asPgfleetError, fsyncPath, PgfleetError, sleep, type Logger } from '@pgfleet/core';
 import {
   connectPg,
   identifySystem,
@@ -58,19 +58,6 @@ export interface WalStreamerOptions {
 const SEGMENT_RE = /^([0-9A-F]{24})$/;
 const PARTIAL_RE = /^([0-9A-F]{24})\.partial$/;
 const DONE_RE = /^([0-9A-F]{24})\.done$/;
-
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((r) => {
-    const t = setTimeout(r, ms);
-    signal.addEventListener(
-      'abort',
-      () => {
-        clearTimeout(t);
-        r();
-      },
-      { once: true },
-    );
-  });
 
 /** Where streaming resumes, from the spool alone (undefined: the spool holds nothing of this timeline). */
 export function resumePoint(entries: readonly string[], timeline: number, segmentSize: number): Lsn | undefined {
@@ -153,7 +140,7 @@ export class WalStreamer {
       await this.serial(() => this.closeFile());
       if (Date.now() - began > 30_000) attempt = 0;
       const backoff = Math.min(30_000, 500 * 2 ** attempt++) * (0.5 + Math.random() / 2);
-      await sleep(backoff, this.abort.signal);
+      await sleep(backoff, { signal: this.abort.signal });
     }
   }
 
@@ -312,7 +299,7 @@ export class WalStreamer {
     this.file = undefined;
     const name = f.name.toString();
     await rename(join(this.o.spool, `${name}.partial`), join(this.o.spool, name));
-    await syncDir(this.o.spool);
+    await fsyncPath(this.o.spool);
     this.dirty = false;
     this.markFlushed(this.received);
     this.report(false);
@@ -390,17 +377,8 @@ export class WalStreamer {
         }
         failures++;
         this.o.log.warn({ wal: name, code: e.code, err: e.message }, 'upload of streamed WAL segment failed; retrying');
-        await sleep(Math.min(30_000, 500 * 2 ** failures), this.abort.signal);
+        await sleep(Math.min(30_000, 500 * 2 ** failures), { signal: this.abort.signal });
       }
     }
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }

@@ -10,6 +10,7 @@ import type { CallContext } from '@pgfleet/rpc';
 import type { EventEntrySchema, ListEventsRequest, WatchEventsRequest } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
 import { decodeOutboxEvent } from '../jobs/events.js';
+import { sleep } from '@pgfleet/core';
 
 const DEFAULT_LIMIT = 100;
 const MAX_LIMIT = 10_000;
@@ -51,16 +52,6 @@ export async function* watchEvents(
       yield { entry: entry(r) };
     }
     if (rows.length === DEFAULT_LIMIT) continue;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, WATCH_POLL_MS);
-      call.signal.addEventListener(
-        'abort',
-        () => {
-          clearTimeout(t);
-          resolve();
-        },
-        { once: true },
-      );
-    });
+    await sleep(WATCH_POLL_MS, { signal: call.signal });
   }
 }

@@ -5,6 +5,7 @@
 import { strict as assert } from 'node:assert';
 import { createClient, type ClientBidiStream, type ClientOptions } from '@pgfleet/rpc';
 import { AgentService, type ConnectRequestSchema, type ConnectResponse, type Job } from '@pgfleet/proto';
+import { sleep } from '@pgfleet/core';
 
 export const SYSID = '7300000000000000001';
 
@@ -88,6 +89,6 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
     const v = await fn();
     if (v !== undefined) return v;
     if (Date.now() > end) throw new Error(`timeout waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
   }
 }
