@@ -153,18 +153,47 @@ export function planRetention(
   validateRetentionPolicy(policy);
   if (!Number.isFinite(now)) throw new PgfleetError('InvalidArgument', 'retention needs a valid current time');
 
+  const byLabel = indexByLabel(backups);
+  const succeeded = backups.filter((b) => b.state === 'succeeded');
+  for (const b of succeeded) checkWalNames(b);
+  const brokenAt = chainBreaks(byLabel);
+
+  const usable = succeeded.filter((b) => brokenAt(b) === undefined);
+  const future = usable.filter((b) => b.stopTime > now).sort(byRealTime);
+  const present = usable.filter((b) => b.stopTime <= now).sort(byRealTime);
+  const presentFulls = present.filter((b) => b.type === 'full');
+
+  const reasons = new KeepReasons();
+  const windowStart = now - policy.pitrWindowDays * DAY_MS;
+  const window = keepPitrWindow(present, presentFulls, windowStart, reasons);
+  for (const b of future) reasons.add(b.label, 'clock-skew');
+  for (const b of succeeded) if (b.pinned) reasons.add(b.label, 'pinned');
+  keepTiers(presentFulls, policy, reasons);
+  keepChains(byLabel, reasons);
+
+  const { keep, expire } = assemble(backups, reasons, brokenAt);
+  const anchor = pitrAnchor(window);
+  return { windowStart, anchor, keep, expire, ...walToKeep(backups, byLabel, anchor, keep) };
+}
+
+/** The backups by label; a label twice is InvalidArgument. */
+function indexByLabel(backups: readonly RetentionBackup[]): Map<string, RetentionBackup> {
   const byLabel = new Map<string, RetentionBackup>();
   for (const b of backups) {
     if (byLabel.has(b.label))
       throw new PgfleetError('InvalidArgument', `backup label '${b.label}' appears twice in the cluster's backups`);
     byLabel.set(b.label, b);
   }
-  const succeeded = backups.filter((b) => b.state === 'succeeded');
-  for (const b of succeeded) checkWalNames(b);
+  return byLabel;
+}
 
-  // A succeeded backup is restorable when its chain of priors reaches a succeeded full.
+/**
+ * Where each backup's chain breaks: undefined when its chain of priors reaches a succeeded full
+ * (it is restorable), else the label of the missing or failed prior. Memoised along each walk.
+ */
+function chainBreaks(byLabel: ReadonlyMap<string, RetentionBackup>): (b: RetentionBackup) => string | undefined {
   const chainBreak = new Map<string, string | undefined>();
-  const brokenAt = (b: RetentionBackup): string | undefined => {
+  return (b) => {
     if (chainBreak.has(b.label)) return chainBreak.get(b.label);
     const path: RetentionBackup[] = [];
     const seen = new Set<string>();
@@ -191,31 +220,50 @@ export function planRetention(
     for (const p of path) chainBreak.set(p.label, verdict);
     return verdict;
   };
+}
 
-  const usable = succeeded.filter((b) => brokenAt(b) === undefined);
-  const future = usable.filter((b) => b.stopTime > now).sort(byRealTime);
-  const present = usable.filter((b) => b.stopTime <= now).sort(byRealTime);
-  const presentFulls = present.filter((b) => b.type === 'full');
+/** Every reason that keeps each backup, each reason once per backup, in the order added. */
+class KeepReasons {
+  readonly byLabel = new Map<string, KeepReason[]>();
 
-  const reasons = new Map<string, KeepReason[]>();
-  const add = (label: string, reason: KeepReason): void => {
-    const list = reasons.get(label);
-    if (!list) reasons.set(label, [reason]);
+  add(label: string, reason: KeepReason): void {
+    const list = this.byLabel.get(label);
+    if (!list) this.byLabel.set(label, [reason]);
     else if (!list.includes(reason)) list.push(reason);
-  };
+  }
 
-  // PITR window.
-  const windowStart = now - policy.pitrWindowDays * DAY_MS;
+  has(label: string, reason: KeepReason): boolean {
+    return this.byLabel.get(label)?.includes(reason) ?? false;
+  }
+}
+
+/** The PITR window's anchor full and the usable backups from it on (all kept for the window). */
+interface PitrWindow {
+  anchorFull: RetentionBackup | undefined;
+  /** The anchor and every usable backup that ended after it, in real-time order. */
+  fromAnchor: readonly RetentionBackup[];
+}
+
+/**
+ * PITR window: the anchor is the newest full that ended at or before the window start (the
+ * oldest full when none is that old); it and every backup after it stay.
+ */
+function keepPitrWindow(
+  present: readonly RetentionBackup[],
+  presentFulls: readonly RetentionBackup[],
+  windowStart: number,
+  reasons: KeepReasons,
+): PitrWindow {
   let anchorFull: RetentionBackup | undefined;
   for (const f of presentFulls) if (f.stopTime <= windowStart) anchorFull = f;
   anchorFull ??= presentFulls[0];
-  const anchorIndex = anchorFull ? present.indexOf(anchorFull) : 0;
-  for (const b of present.slice(anchorIndex)) add(b.label, 'pitr-window');
+  const fromAnchor = present.slice(anchorFull ? present.indexOf(anchorFull) : 0);
+  for (const b of fromAnchor) reasons.add(b.label, 'pitr-window');
+  return { anchorFull, fromAnchor };
+}
 
-  for (const b of future) add(b.label, 'clock-skew');
-  for (const b of succeeded) if (b.pinned) add(b.label, 'pinned');
-
-  // GFS tiers and minFull, newest first.
+/** GFS tiers and minFull over the usable fulls (real-time order), newest first. */
+function keepTiers(presentFulls: readonly RetentionBackup[], policy: RetentionPolicy, reasons: KeepReasons): void {
   const newestFirst = [...presentFulls].reverse();
   const tierCount: Record<RetentionTier, number> = {
     daily: policy.daily,
@@ -230,15 +278,19 @@ export function planRetention(
       const period = periodKey(tier, f.stopTime);
       if (periods.has(period)) continue;
       periods.add(period);
-      add(f.label, tier);
+      reasons.add(f.label, tier);
     }
   }
-  for (const f of newestFirst.slice(0, policy.minFull)) add(f.label, 'min-full');
+  for (const f of newestFirst.slice(0, policy.minFull)) reasons.add(f.label, 'min-full');
+}
 
-  // Chains: a kept diff/incr keeps every backup it restores from. A dependency names the nearest
-  // kept-for-itself backup that needs it; the walk stops at a backup kept for itself (its own walk
-  // covers the rest), and the window needs no naming (everything after the anchor stays anyway).
-  const direct = new Set(reasons.keys());
+/**
+ * Chains: a kept diff/incr keeps every backup it restores from. A dependency names the nearest
+ * kept-for-itself backup that needs it; the walk stops at a backup kept for itself (its own walk
+ * covers the rest), and the window needs no naming (everything after the anchor stays anyway).
+ */
+function keepChains(byLabel: ReadonlyMap<string, RetentionBackup>, reasons: KeepReasons): void {
+  const direct = new Set(reasons.byLabel.keys());
   const roots = [...direct].map((l) => byLabel.get(l)!).sort(byRealTime);
   for (const root of roots) {
     const seen = new Set<string>([root.label]);
@@ -247,19 +299,29 @@ export function planRetention(
       const prior = byLabel.get(cur.priorLabel);
       if (!prior || prior.state !== 'succeeded' || seen.has(prior.label)) break;
       seen.add(prior.label);
-      if (!reasons.get(prior.label)?.includes('pitr-window')) add(prior.label, `chain-of:${root.label}`);
+      if (!reasons.has(prior.label, 'pitr-window')) reasons.add(prior.label, `chain-of:${root.label}`);
       if (direct.has(prior.label)) break;
       cur = prior;
     }
   }
+}
 
-  // Assemble in time order: stop time, or start time for failed backups (whose stop may be unset).
+/**
+ * The keep map and the expire list in time order: stop time, or start time for failed backups
+ * (whose stop may be unset). A succeeded backup with a reason is kept; every other backup expires,
+ * saying why.
+ */
+function assemble(
+  backups: readonly RetentionBackup[],
+  reasons: KeepReasons,
+  brokenAt: (b: RetentionBackup) => string | undefined,
+): Pick<RetentionPlan, 'keep' | 'expire'> {
   const listed = (b: RetentionBackup): number => (b.state === 'succeeded' ? b.stopTime : b.startTime);
   const ordered = [...backups].sort((a, b) => listed(a) - listed(b) || cmpText(a.label, b.label));
   const keep = new Map<string, KeepReason[]>();
   const expire: ExpiredBackup[] = [];
   for (const b of ordered) {
-    const list = reasons.get(b.label);
+    const list = reasons.byLabel.get(b.label);
     if (b.state === 'succeeded' && list) {
       keep.set(b.label, list.sort(byReasonOrder));
       continue;
@@ -270,17 +332,33 @@ export function planRetention(
       reason: b.state === 'failed' ? 'failed' : broken !== undefined ? `broken-chain:${broken}` : 'outside-retention',
     });
   }
+  return { keep, expire };
+}
 
-  // After a roll-back (an old backup restored into the same cluster), a newer timeline continues
-  // from WAL positions below the anchor's, and the window's later backups start there: WAL stays
-  // from the lowest start among the anchor and every backup after it, or PITR between those
-  // backups would lose the WAL it replays.
-  let keepFrom = anchorFull?.walStart;
-  for (const b of present.slice(anchorIndex))
-    if (keepFrom !== undefined && position(b.walStart) < position(keepFrom)) keepFrom = b.walStart;
-  const anchor: PitrAnchor | undefined = anchorFull
-    ? { label: anchorFull.label, timeline: anchorFull.timeline, stopTime: anchorFull.stopTime, walStart: keepFrom! }
-    : undefined;
+/**
+ * The anchor WAL is kept from. After a roll-back (an old backup restored into the same cluster),
+ * a newer timeline continues from WAL positions below the anchor's, and the window's later
+ * backups start there: WAL stays from the lowest start among the anchor and every backup after
+ * it, or PITR between those backups would lose the WAL it replays.
+ */
+function pitrAnchor({ anchorFull, fromAnchor }: PitrWindow): PitrAnchor | undefined {
+  if (!anchorFull) return undefined;
+  let keepFrom = anchorFull.walStart;
+  for (const b of fromAnchor) if (position(b.walStart) < position(keepFrom)) keepFrom = b.walStart;
+  return { label: anchorFull.label, timeline: anchorFull.timeline, stopTime: anchorFull.stopTime, walStart: keepFrom };
+}
+
+/**
+ * The WAL rule per timeline seen in the backups (expire before the anchor's position, or keep
+ * all without an anchor), and the ranges the kept backups before the anchor need to be
+ * consistent (chain members are restored from, never restored to: their WAL is not needed).
+ */
+function walToKeep(
+  backups: readonly RetentionBackup[],
+  byLabel: ReadonlyMap<string, RetentionBackup>,
+  anchor: PitrAnchor | undefined,
+  keep: ReadonlyMap<string, KeepReason[]>,
+): Pick<RetentionPlan, 'walExpireBefore' | 'walKeepRanges'> {
   const timelines = new Set<number>();
   for (const b of backups) if (Number.isInteger(b.timeline) && b.timeline > 0) timelines.add(b.timeline);
   const walExpireBefore = new Map<number, string | undefined>();
@@ -291,14 +369,12 @@ export function planRetention(
   if (anchor) {
     for (const [label, list] of keep) {
       const b = byLabel.get(label)!;
-      // Chain members are restored from, never restored to: their WAL is not needed.
       if (list.every((r) => r.startsWith('chain-of:'))) continue;
       if (position(b.walStart) >= position(anchor.walStart)) continue;
       walKeepRanges.push({ label, timeline: b.timeline, walStart: b.walStart, walStop: b.walStop });
     }
   }
-
-  return { windowStart, anchor, keep, expire, walExpireBefore, walKeepRanges };
+  return { walExpireBefore, walKeepRanges };
 }
 
 /**
