@@ -36,6 +36,7 @@ import { Readable, Transform, type TransformCallback, Writable } from 'node:stre
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { PgfleetError } from '@pgfleet/core/errors';
+import { fsyncPath } from '@pgfleet/core/fsync';
 import {
   BLOCK_BYTES,
   blockDecoder,
@@ -372,7 +373,7 @@ export class ObjectIo {
         ? createWriteStream(dest.path, { mode: dest.mode, highWaterMark: BUF })
         : createWriteStream(dest.path, { flags: 'r+', start: dest.offset, highWaterMark: BUF });
     await this.readStream(key, codec, expected, out);
-    if (dest.offset === undefined) await syncPath(dest.path);
+    if (dest.offset === undefined) await fsyncPath(dest.path);
     if (dest.chmod) await chmod(dest.path, dest.mode); // mode applies only when the file is created
     if (dest.mtimeMs !== undefined) await utimes(dest.path, new Date(dest.mtimeMs), new Date(dest.mtimeMs));
   }
@@ -436,15 +437,6 @@ class HeadSink extends Writable {
     if (this.head.length < this.keep)
       this.head = Buffer.concat([this.head, chunk.subarray(0, this.keep - this.head.length)]);
     cb();
-  }
-}
-
-async function syncPath(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }
 
