@@ -11,9 +11,14 @@
  * (`.pgfleet-owner.json`) in its temp dir; the first launcher used by a later test process
  * reaps servers whose owner process is gone (checking the server's command line first, so an
  * unrelated process that reused the pid is never touched) and removes their dirs.
+ *
+ * Test files run in parallel, so several processes may reap at the same moment. Each orphan is
+ * claimed by renaming its marker dir (atomic: one reaper wins), and a reaper returns only once no
+ * live reaper holds a claim any more, so when `reapOrphans()` returns the orphans are gone,
+ * whoever reaped them.
  */
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { processAlive } from '@pgfleet/core/process-alive';
@@ -72,7 +77,9 @@ export function sleepSync(ms: number): void {
 /**
  * Stops a server process synchronously: `first` (SIGQUIT = PostgreSQL immediate shutdown, which
  * also releases its shared memory), then SIGKILL to its process group (pg_ctl starts the
- * postmaster with setsid) and to the pid if it is still there after `graceMs`.
+ * postmaster with setsid) and to the pid if it is still there after `graceMs`. Returns once the
+ * process is gone: a signal is only queued, and until the kernel has torn the process down it
+ * still holds its port and may still write into its dir (that takes a while on a loaded machine).
  */
 export function terminateSync(pid: number, first: NodeJS.Signals, graceMs = 3000): void {
   try {
@@ -80,15 +87,47 @@ export function terminateSync(pid: number, first: NodeJS.Signals, graceMs = 3000
   } catch {
     return;
   }
-  const deadline = Date.now() + graceMs;
-  while (processAlive(pid) && Date.now() < deadline) sleepSync(25);
-  if (!processAlive(pid)) return;
+  if (waitGoneSync(pid, graceMs)) return;
   for (const target of [-pid, pid]) {
     try {
       process.kill(target, 'SIGKILL');
     } catch {
       // not a group leader / already gone
     }
+  }
+  waitGoneSync(pid, GONE_AFTER_SIGKILL_MS);
+}
+
+/** Generous: SIGKILL cannot be caught, only the scheduler of a loaded machine delays the exit. */
+const GONE_AFTER_SIGKILL_MS = 60_000;
+
+/** Waits (synchronously) until `pid` has exited; false if it still runs after `timeoutMs`. */
+function waitGoneSync(pid: number, timeoutMs: number): boolean {
+  const deadline = Date.now() + timeoutMs;
+  while (processAlive(pid)) {
+    if (Date.now() >= deadline) return false;
+    sleepSync(25);
+  }
+  return true;
+}
+
+/**
+ * Removes the tree `dir` and returns true once it is really gone (false if it still exists after
+ * `timeoutMs`). One rmSync does not promise that: when another process removes the same tree at
+ * the same time, or a dying server still unlinks files in it, rmSync meets ENOENT inside the tree,
+ * counts it as done (force) and returns while entries are left. So remove until it is gone.
+ */
+export function removeDirSync(dir: string, timeoutMs = 60_000): boolean {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // ENOTEMPTY and the like while someone else still writes or deletes there: try again
+    }
+    if (!existsSync(dir)) return true;
+    if (Date.now() >= deadline) return false;
+    sleepSync(25);
   }
 }
 
@@ -127,31 +166,86 @@ export function pidMatches(pid: number, mustInclude: string): boolean {
   return cl === undefined ? existsSync('/proc/self') === false : cl.includes(mustInclude);
 }
 
-/** Stops servers (and removes dirs) left behind by test processes that died without cleanup. */
+/** A claimed orphan: `.pgfleet-reaping-<reaper pid>-<original dir name>` in the temp dir. */
+const CLAIM = /^\.pgfleet-reaping-(\d+)-(pgfleet-.+)$/;
+const claimName = (reaperPid: number, dirName: string) => `.pgfleet-reaping-${reaperPid}-${dirName}`;
+
+/** How long a reaper waits for other live reapers to finish (each normally takes seconds). */
+const OTHER_REAPERS_WAIT_MS = 120_000;
+
+function readMarker(dir: string): OwnerMarker | undefined {
+  try {
+    return JSON.parse(readFileSync(path.join(dir, MARKER), 'utf8')) as OwnerMarker;
+  } catch {
+    return undefined; // no marker: not a launcher dir, one still being set up, or claimed meanwhile
+  }
+}
+
+/** Claims `from` for this process by renaming it to our claim name; false if someone else got it. */
+function claim(tmp: string, from: string, dirName: string): string | undefined {
+  const to = path.join(tmp, claimName(process.pid, dirName));
+  try {
+    renameSync(path.join(tmp, from), to);
+    return to;
+  } catch {
+    return undefined; // claimed (or removed) by another reaper a moment ago
+  }
+}
+
+/** Stops the server of a claimed orphan, then removes its dirs, the claimed marker dir last. */
+function reapClaimed(claimedDir: string, m: OwnerMarker): void {
+  let pid = m.pid;
+  if (pid === undefined && m.pidFile) {
+    try {
+      pid = Number(readFileSync(m.pidFile, 'utf8').split('\n')[0]);
+    } catch {
+      pid = undefined;
+    }
+  }
+  if (pid && pid > 0 && m.cmdlineMustInclude && pidMatches(pid, m.cmdlineMustInclude)) {
+    terminateSync(pid, m.signal);
+  }
+  // The claim goes last: other reapers wait for it to vanish, so by then the rest is gone too.
+  for (const d of [...m.dirs, claimedDir]) removeDirSync(d);
+}
+
+/**
+ * Stops servers (and removes dirs) left behind by test processes that died without cleanup.
+ * Returns once they are gone, also those another process is reaping right now.
+ */
 export function reapOrphans(): void {
   if (process.env.PGFLEET_KEEP_TMP === '1') return;
   const tmp = os.tmpdir();
-  for (const name of readdirSync(tmp)) {
-    if (!name.startsWith('pgfleet-')) continue;
-    let m: OwnerMarker;
-    try {
-      m = JSON.parse(readFileSync(path.join(tmp, name, MARKER), 'utf8')) as OwnerMarker;
-    } catch {
-      continue; // no marker: not a launcher dir, or one still being set up
+  const deadline = Date.now() + OTHER_REAPERS_WAIT_MS;
+  for (;;) {
+    for (const name of readdirSync(tmp)) {
+      if (!name.startsWith('pgfleet-')) continue;
+      const m = readMarker(path.join(tmp, name));
+      if (!m || !Number.isInteger(m.ownerPid) || processAlive(m.ownerPid)) continue;
+      const claimed = claim(tmp, name, name);
+      if (claimed) reapClaimed(claimed, m);
     }
-    if (!Number.isInteger(m.ownerPid) || processAlive(m.ownerPid)) continue;
-    let pid = m.pid;
-    if (pid === undefined && m.pidFile) {
-      try {
-        pid = Number(readFileSync(m.pidFile, 'utf8').split('\n')[0]);
-      } catch {
-        pid = undefined;
+    // Listed after the pass above: an orphan we skipped because another reaper renamed it away
+    // shows up here under its claim name until that reaper is done with it.
+    let othersBusy = false;
+    for (const name of readdirSync(tmp)) {
+      const c = CLAIM.exec(name);
+      if (!c) continue;
+      const reaper = Number(c[1]);
+      if (reaper !== process.pid && processAlive(reaper)) {
+        othersBusy = true;
+        continue;
+      }
+      // Its reaper died half-way (or an earlier call of ours failed): finish the job.
+      const m = readMarker(path.join(tmp, name));
+      const claimed = reaper === process.pid ? path.join(tmp, name) : claim(tmp, name, c[2]!);
+      if (claimed) {
+        if (m) reapClaimed(claimed, m);
+        else removeDirSync(claimed);
       }
     }
-    if (pid && pid > 0 && m.cmdlineMustInclude && pidMatches(pid, m.cmdlineMustInclude)) {
-      terminateSync(pid, m.signal);
-    }
-    for (const d of [...m.dirs, path.join(tmp, name)]) rmSync(d, { recursive: true, force: true });
+    if (!othersBusy || Date.now() >= deadline) return;
+    sleepSync(50);
   }
 }
 
@@ -190,8 +284,9 @@ export function superviseChild(child: ChildProcess, dir: string, cmdlineMustIncl
   });
   if (child.pid) writeOwnerMarker(dir, { pid: child.pid, cmdlineMustInclude, signal: 'SIGKILL', dirs: [] });
   const unregister = registerExitCleanup(() => {
-    if (!exited) child.kill('SIGKILL');
-    if (process.env.PGFLEET_KEEP_TMP !== '1') rmSync(dir, { recursive: true, force: true });
+    // Waits until it is gone, so its port is free and it writes no more when this process ends.
+    if (!exited && child.pid) terminateSync(child.pid, 'SIGKILL');
+    if (process.env.PGFLEET_KEEP_TMP !== '1') removeDirSync(dir);
   });
   return {
     get exited() {

@@ -7,10 +7,10 @@
  * store, so clients reconnect by themselves and the stream (and its dedupe state) survives.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { registerExitCleanup, superviseChild, type SupervisedChild } from './cleanup.js';
+import { registerExitCleanup, removeDirSync, superviseChild, type SupervisedChild } from './cleanup.js';
 import { makeTempDir, removeDir, tail } from './os-user.js';
 import { freePort } from './ports.js';
 import { sleep } from '@pgfleet/core/async';
@@ -124,7 +124,7 @@ export async function startNats(opts: NatsOptions = {}): Promise<NatsServer> {
     if (p) {
       await p.killAndWait();
       unregisterDirCleanup ??= registerExitCleanup(() => {
-        if (process.env.PGFLEET_KEEP_TMP !== '1') rmSync(dir, { recursive: true, force: true });
+        if (process.env.PGFLEET_KEEP_TMP !== '1') removeDirSync(dir);
       });
       p.unregister();
     }

@@ -6,11 +6,11 @@
  * (by default) data dir in temp dirs, never touching a system PostgreSQL on 5432. It can also
  * start an existing data dir, e.g. one our restore just produced, and wait for it to promote.
  */
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { appendFile, chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
-import { pidMatches, registerExitCleanup, terminateSync, writeOwnerMarker } from './cleanup.js';
+import { pidMatches, registerExitCleanup, removeDirSync, terminateSync, writeOwnerMarker } from './cleanup.js';
 import { chownToPostgres, makeTempDir, pgOsUser, removeDir, runAsPostgres, tail } from './os-user.js';
 import { freePort } from './ports.js';
 import { sleep } from '@pgfleet/core/async';
@@ -146,8 +146,8 @@ export async function startPostgres(opts: PgInstanceOptions = {}): Promise<PgIns
     const pid = postmasterPid ?? readPostmasterPid(dataDir);
     if (pid !== undefined && pidMatches(pid, dataDir)) terminateSync(pid, 'SIGQUIT');
     if (process.env.PGFLEET_KEEP_TMP === '1') return;
-    rmSync(runDir, { recursive: true, force: true });
-    if (removeDataDir) rmSync(path.dirname(dataDir), { recursive: true, force: true });
+    removeDirSync(runDir);
+    if (removeDataDir) removeDirSync(path.dirname(dataDir));
   });
   writeOwnerMarker(runDir, {
     pidFile: path.join(dataDir, 'postmaster.pid'),
