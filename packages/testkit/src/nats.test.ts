@@ -7,7 +7,7 @@ import { connect } from '@nats-io/transport-node';
 import { isPortListening, startNats } from './index.js';
 import { tail } from './os-user.js';
 
-test('startNats: JetStream stream publish and read back, stop removes the store', { timeout: 30_000 }, async (t) => {
+test('startNats: JetStream stream publish and read back, stop removes the store', { timeout: 120_000 }, async (t) => {
   const nats = await startNats();
   t.after(() => nats.stop());
   assert.notEqual(nats.port, 4222);
@@ -44,7 +44,7 @@ test('startNats: JetStream stream publish and read back, stop removes the store'
   assert.equal(await isPortListening(nats.port), false, 'server gone');
 });
 
-test('startNats: kill() and restart() keep the port and the JetStream store', { timeout: 60_000 }, async (t) => {
+test('startNats: kill() and restart() keep the port and the JetStream store', { timeout: 180_000 }, async (t) => {
   const nats = await startNats();
   t.after(() => nats.stop());
   const nc1 = await connect({ servers: nats.url, timeout: 5000 });

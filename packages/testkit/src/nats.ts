@@ -34,7 +34,7 @@ export interface NatsServer {
 }
 
 export interface NatsOptions {
-  /** default 15 s */
+  /** default 60 s: a loaded machine may take many seconds to start a server (only a bound on a hang) */
   startTimeoutMs?: number;
 }
 
@@ -92,7 +92,7 @@ async function launch(
 }
 
 export async function startNats(opts: NatsOptions = {}): Promise<NatsServer> {
-  const timeoutMs = opts.startTimeoutMs ?? 15_000;
+  const timeoutMs = opts.startTimeoutMs ?? 60_000;
   const dir = await makeTempDir('nats');
   const storeDir = path.join(dir, 'store');
   await mkdir(storeDir);

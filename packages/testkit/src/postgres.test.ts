@@ -33,7 +33,7 @@ async function waitFor<T>(
   }
 }
 
-describe('startPostgres: a fresh cluster with WAL archiving', { timeout: 90_000 }, () => {
+describe('startPostgres: a fresh cluster with WAL archiving', { timeout: 300_000 }, () => {
   let pg: PgInstance;
   let archiveDir: string;
   const logTail = async () => `--- server log tail ---\n${tail(await pg.log())}`;
@@ -74,7 +74,7 @@ describe('startPostgres: a fresh cluster with WAL archiving', { timeout: 90_000 
     assert.ok(sw && WAL_SEGMENT.test(sw.walfile));
     await waitFor(
       `segment ${sw.walfile} did not appear in ${archiveDir}`,
-      20_000,
+      120_000,
       async () => ((await readdir(archiveDir)).includes(sw.walfile) ? true : undefined),
       async () => `archive dir: ${(await readdir(archiveDir)).join(', ')}\n${await logTail()}`,
     );
@@ -98,7 +98,7 @@ describe('startPostgres: a fresh cluster with WAL archiving', { timeout: 90_000 
     const [sw] = await pg.query<{ walfile: string }>('select pg_walfile_name(pg_switch_wal()) as walfile');
     await waitFor(
       `segment ${sw?.walfile} not archived`,
-      20_000,
+      120_000,
       async () => ((await readdir(archiveDir)).includes(sw!.walfile) ? true : undefined),
       logTail,
     );
@@ -138,7 +138,7 @@ describe('startPostgres: a fresh cluster with WAL archiving', { timeout: 90_000 
 
 test(
   'startPostgres: keepDataDir, then starting that existing dataDir again, restart()',
-  { timeout: 90_000 },
+  { timeout: 300_000 },
   async (t) => {
     const first = await startPostgres({ keepDataDir: true, settings: { max_connections: '30' } });
     t.after(() => first.stop());

@@ -16,7 +16,7 @@ import { isPortListening, startS3 } from './index.js';
 
 const MiB = 1024 * 1024;
 
-test('startS3: fauxqs on 127.0.0.1 handles what our S3 driver needs', { timeout: 60_000 }, async (t) => {
+test('startS3: fauxqs on 127.0.0.1 handles what our S3 driver needs', { timeout: 180_000 }, async (t) => {
   const s3 = await startS3();
   t.after(() => s3.stop());
   assert.match(s3.endpoint, /^http:\/\/127\.0\.0\.1:\d+$/);

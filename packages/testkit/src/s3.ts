@@ -33,14 +33,14 @@ export interface S3Server {
 }
 
 export interface S3Options {
-  /** default 15 s */
+  /** default 60 s: a loaded machine may take many seconds to start a server (only a bound on a hang) */
   startTimeoutMs?: number;
 }
 
 const ENTRY = fileURLToPath(new URL('./fauxqs-server.js', import.meta.url));
 
 export async function startS3(opts: S3Options = {}): Promise<S3Server> {
-  const timeoutMs = opts.startTimeoutMs ?? 15_000;
+  const timeoutMs = opts.startTimeoutMs ?? 60_000;
   const dir = await makeTempDir('s3');
   const storageDir = path.join(dir, 'objects');
   await mkdir(storageDir);
