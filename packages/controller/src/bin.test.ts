@@ -59,7 +59,7 @@ test('run serves the admin API until SIGTERM', async () => {
   const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
   const admin = createClient(AdminService, `127.0.0.1:${port}`, { defaultDeadlineMs: 5000 });
   try {
-    await waitForReady(admin, 10_000);
+    await waitForReady(admin, 120_000);
     assert.deepEqual((await admin.listClusters({})).clusters, []);
     // Operators probe the controller with standard tools: gRPC health and server reflection.
     const url = `http://127.0.0.1:${port}`;

@@ -136,7 +136,7 @@ describe('pgfleet CLI against a controller', () => {
       },
     });
     // WatchJob keeps only a job's newest state: the result goes once the CLI has shown the progress.
-    await waitFor('the progress line', async () => (/backup 42% /.test(output()) ? true : undefined), 30_000).catch(
+    await waitFor('the progress line', async () => (/backup 42% /.test(output()) ? true : undefined), 120_000).catch(
       (e: Error) => assert.fail(`${e.message}; pgfleet wrote:\n${output()}`),
     );
     agent.stream.send({
@@ -167,7 +167,7 @@ describe('pgfleet CLI against a controller', () => {
         },
       },
     });
-    const r = await withTimeout(run, 30_000, 'pgfleet backup --wait');
+    const r = await withTimeout(run, 120_000, 'pgfleet backup --wait');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /backup 42% 126 MB\/300 MB files 120\/900 \(copy\)/);
     assert.match(r.stdout, /backup 20260301-120000F \(full\) of cluster main/);
@@ -228,7 +228,7 @@ describe('pgfleet CLI against a controller', () => {
         },
       },
     });
-    const r = await withTimeout(run, 10_000, 'pgfleet restore --wait');
+    const r = await withTimeout(run, 120_000, 'pgfleet restore --wait');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /restored backup 20260301-120000F into \/var\/lib\/pg\/restore/);
     assert.match(r.stdout, /start PostgreSQL on it to recover to the target/);
@@ -262,7 +262,7 @@ describe('pgfleet CLI against a controller', () => {
         },
       },
     });
-    const r = await withTimeout(run, 10_000, 'pgfleet backup --wait (failing)');
+    const r = await withTimeout(run, 120_000, 'pgfleet backup --wait (failing)');
     assert.equal(r.code, 5);
     assert.match(r.stderr, /PGF-4006 backup job .* failed: WAL segment 000000010000000000000009/);
     assert.match(r.stderr, /hint: Check archive_command/);

@@ -195,7 +195,7 @@ describe('controller over gRPC', () => {
         },
       },
     });
-    const states = (await withTimeout(watched, 5000, 'watch to end')).map((j) => j.state);
+    const states = (await withTimeout(watched, 120_000, 'watch to end')).map((j) => j.state);
     assert.ok(states.includes(JobState.RUNNING), `states ${states.join(',')}`);
     assert.equal(states.at(-1), JobState.SUCCEEDED);
 
@@ -249,7 +249,7 @@ describe('controller over gRPC', () => {
     await controller.context.store.appendEvents([
       outboxEvent('main', { case: 'rpoBreached', value: { rpoSeconds: 9, thresholdSeconds: 3 } }, Date.now()),
     ]);
-    await withTimeout(following, 5000, 'watch events');
+    await withTimeout(following, 120_000, 'watch events');
     assert.deepEqual(seen, ['rpo.breached']);
   });
 
@@ -319,7 +319,7 @@ describe('controller over gRPC', () => {
     const watched = watch(job!.id);
 
     agent.stream.cancel();
-    const states = await withTimeout(watched, 5000, 'watch to end');
+    const states = await withTimeout(watched, 120_000, 'watch to end');
     const last = states.at(-1)!;
     assert.equal(last.state, JobState.FAILED);
     assert.equal(last.error?.code, 'PGF-2006');
@@ -498,7 +498,7 @@ describe('controller over gRPC', () => {
     await waitFor(
       'the start-up reclaim check',
       async () => (controller.context.reclaimTimers.has('*') ? undefined : true),
-      10_000,
+      120_000,
     );
     assert.equal((await admin.getJob({ id: 'claimed' })).job?.state, JobState.RUNNING);
     const label = '20260301-120500F_20260301-130000I';

@@ -6,7 +6,7 @@ import { equals } from '@bufbuild/protobuf';
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { PgfleetError, sleep } from '@pgfleet/core';
-import { EventSchema } from '@pgfleet/proto';
+import { EventSchema, type Event } from '@pgfleet/proto';
 import { startNats, type NatsServer } from '@pgfleet/testkit';
 import { decodeMessage, ENCODING_HEADER, MSG_ID_HEADER } from './encoding.js';
 import { newEvent } from './kinds.js';
@@ -23,9 +23,26 @@ async function setup(
   return { nats, nc, jsm: await jetstreamManager(nc) };
 }
 
+/**
+ * Publishes until NATS takes it: after a restart the client reconnects by itself, and the relay
+ * retries likewise. The deadline only bounds a hang; how long a loaded machine takes is no test.
+ */
+async function publishOnceNatsIsUp(pub: JetStreamPublisher, e: Event): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    try {
+      await pub.publish(e);
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await sleep(200);
+    }
+  }
+}
+
 test(
   'the stream is created if missing, with the configured retention and file storage',
-  { timeout: 30_000 },
+  { timeout: 120_000 },
   async (t) => {
     const { nats, jsm } = await setup(t);
     const pub = new JetStreamPublisher({
@@ -44,7 +61,7 @@ test(
   },
 );
 
-test('an existing stream is left alone', { timeout: 30_000 }, async (t) => {
+test('an existing stream is left alone', { timeout: 120_000 }, async (t) => {
   const { nats, jsm } = await setup(t);
   await jsm.streams.add({
     name: EVENTS_STREAM,
@@ -64,7 +81,7 @@ test('an existing stream is left alone', { timeout: 30_000 }, async (t) => {
 
 test(
   'round trip: a plain JetStream consumer reads the JSON events as docs/events.md describes',
-  { timeout: 30_000 },
+  { timeout: 120_000 },
   async (t) => {
     const { nats, nc, jsm } = await setup(t);
     const pub = new JetStreamPublisher({ url: nats.url });
@@ -125,7 +142,7 @@ test(
   },
 );
 
-test('binary encoding round trip', { timeout: 30_000 }, async (t) => {
+test('binary encoding round trip', { timeout: 120_000 }, async (t) => {
   const { nats, nc } = await setup(t);
   const pub = new JetStreamPublisher({ url: nats.url, encoding: 'binary' });
   t.after(() => pub.close());
@@ -136,7 +153,7 @@ test('binary encoding round trip', { timeout: 30_000 }, async (t) => {
   assert.ok(equals(EventSchema, decodeMessage(m!), e));
 });
 
-test('publishing the same event twice stores it once (Nats-Msg-Id dedupe)', { timeout: 30_000 }, async (t) => {
+test('publishing the same event twice stores it once (Nats-Msg-Id dedupe)', { timeout: 120_000 }, async (t) => {
   const { nats, jsm } = await setup(t);
   const pub = new JetStreamPublisher({ url: nats.url });
   t.after(() => pub.close());
@@ -150,12 +167,13 @@ test('publishing the same event twice stores it once (Nats-Msg-Id dedupe)', { ti
 
 test(
   'NATS not there yet: publish fails with EventPublishFailed, then works once it is',
-  { timeout: 60_000 },
+  { timeout: 180_000 },
   async (t) => {
     const { nats, nc } = await setup(t);
     await nc.close();
     await nats.kill();
-    const pub = new JetStreamPublisher({ url: nats.url, connectTimeoutMs: 1000, ackTimeoutMs: 1000 });
+    // A short connect timeout keeps the failure below quick (nothing listens); acks get time.
+    const pub = new JetStreamPublisher({ url: nats.url, connectTimeoutMs: 1000, ackTimeoutMs: 15_000 });
     t.after(() => pub.close());
     const e = sampleEvent('agent.connected');
     await assert.rejects(
@@ -166,7 +184,7 @@ test(
         err.code === 'PGF-7005',
     );
     await nats.restart();
-    await pub.publish(e);
+    await publishOnceNatsIsUp(pub, e);
     const nc2 = await connect({ servers: nats.url, timeout: 5000 });
     t.after(() => nc2.close());
     assert.equal((await (await jetstreamManager(nc2)).streams.info(EVENTS_STREAM)).state.messages, 1);
@@ -178,7 +196,7 @@ test(
   },
 );
 
-test('invalid events are refused before anything is sent', { timeout: 30_000 }, async (t) => {
+test('invalid events are refused before anything is sent', { timeout: 120_000 }, async (t) => {
   const { nats } = await setup(t);
   const pub = new JetStreamPublisher({ url: nats.url });
   t.after(() => pub.close());
@@ -189,27 +207,18 @@ test('invalid events are refused before anything is sent', { timeout: 30_000 }, 
 
 test(
   'dedupe survives a NATS restart: an event republished after the server came back is still stored once',
-  { timeout: 60_000 },
+  { timeout: 180_000 },
   async (t) => {
     const { nats, nc } = await setup(t);
     await nc.close();
-    const pub = new JetStreamPublisher({ url: nats.url, ackTimeoutMs: 1000 });
+    const pub = new JetStreamPublisher({ url: nats.url, ackTimeoutMs: 15_000 });
     t.after(() => pub.close());
     const e = sampleEvent('wal.archive_failed');
     await pub.publish(e);
     await nats.kill();
     await assert.rejects(pub.publish(e), (err: unknown) => PgfleetError.is(err, 'EventPublishFailed'));
     await nats.restart();
-    // The client reconnects by itself; retry like the relay would until it does.
-    for (let i = 0; ; i++) {
-      try {
-        await pub.publish(e);
-        break;
-      } catch (err) {
-        if (i > 50) throw err;
-        await sleep(200);
-      }
-    }
+    await publishOnceNatsIsUp(pub, e);
     const nc2 = await connect({ servers: nats.url, timeout: 5000 });
     t.after(() => nc2.close());
     assert.equal((await (await jetstreamManager(nc2)).streams.info(EVENTS_STREAM)).state.messages, 1);

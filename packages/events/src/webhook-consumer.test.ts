@@ -17,7 +17,7 @@ const script = fileURLToPath(new URL('../examples/webhook-consumer.mjs', import.
 
 test(
   'example webhook consumer posts backup.failed events (and only those) to the webhook, retrying a failed POST',
-  { timeout: 60_000 },
+  { timeout: 180_000 },
   async (t) => {
     const nats = await startNats();
     t.after(() => nats.stop());
@@ -58,7 +58,7 @@ test(
       if (child.exitCode === null) child.kill('SIGKILL');
     });
     const until = async (what: string, cond: () => boolean) => {
-      const deadline = Date.now() + 20_000;
+      const deadline = Date.now() + 120_000;
       while (!cond()) {
         if (Date.now() > deadline || child.exitCode !== null) {
           throw new Error(

@@ -17,7 +17,7 @@ const BUF = fileURLToPath(new URL('../../../node_modules/.bin/buf', import.meta.
 
 async function bufCurl(...args: string[]): Promise<string> {
   const { stdout } = await run(BUF, ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...args], {
-    timeout: 5000,
+    timeout: 60_000, // bounds a hang only: a loaded machine may take seconds to start buf
   });
   return stdout;
 }

@@ -28,6 +28,20 @@ function deferred<T>(): { promise: Promise<T>; resolve(v: T): void } {
   return { promise, resolve };
 }
 
+/** The count once it has stopped growing (unchanged over 10 polls 50 ms apart); the deadline bounds a hang. */
+async function producerStalled(count: () => number): Promise<number> {
+  const deadline = Date.now() + 120_000;
+  let last = count();
+  let unchanged = 0;
+  while (unchanged < 10 && Date.now() < deadline) {
+    await sleep(50);
+    const now = count();
+    unchanged = now === last ? unchanged + 1 : 0;
+    last = now;
+  }
+  return last;
+}
+
 describe('rpc adapter', () => {
   const server = new grpc.Server();
   let address = '';
@@ -36,6 +50,7 @@ describe('rpc adapter', () => {
   // Handlers report what they saw through these, so tests assert on the server's side too.
   const serverSaw = {
     watchCancelled: deferred<unknown>(),
+    connectStarted: deferred<void>(),
     connectAborted: deferred<unknown>(),
     deadlineAborted: deferred<unknown>(),
     connectResults: [] as ConnectRequest[],
@@ -71,9 +86,10 @@ describe('rpc adapter', () => {
             await sleep(5);
           }
         } finally {
-          serverSaw.watchCancelled.resolve(
-            await Promise.race([aborted(ctx.signal), new Promise((r) => setTimeout(r, 500, 'not aborted'))]),
-          );
+          // The abort may reach the signal a moment after the generator was closed; the fallback
+          // only bounds a hang (a loaded machine may take seconds), it is no speed requirement.
+          const fallback = new Promise((r) => setTimeout(r, 60_000, 'not aborted').unref());
+          serverSaw.watchCancelled.resolve(await Promise.race([aborted(ctx.signal), fallback]));
         }
       }
       if (req.id === 'flood') {
@@ -93,6 +109,7 @@ describe('rpc adapter', () => {
     async connect(stream, ctx) {
       const first = ctx.metadata.get('x-mode')[0];
       if (first === 'hang') {
+        serverSaw.connectStarted.resolve();
         serverSaw.connectAborted.resolve(await aborted(ctx.signal));
         return;
       }
@@ -182,7 +199,8 @@ describe('rpc adapter', () => {
   });
 
   it('turns a missed deadline into Timeout and aborts the handler', async () => {
-    const client = createClient(AdminService, address, { defaultDeadlineMs: 100 });
+    // Long enough for the call to reach the handler on a loaded machine (the handler outlives any deadline).
+    const client = createClient(AdminService, address, { defaultDeadlineMs: 5000 });
     try {
       await assert.rejects(client.listJobs({ cluster: 'main' }), (err) => {
         assert.ok(PgfleetError.is(err, 'Timeout'), String(err));
@@ -258,7 +276,8 @@ describe('rpc adapter', () => {
         for await (const m of stream) got.push(m);
         return got;
       })();
-      await sleep(50);
+      // Cancel once the handler runs: a call cancelled before it reaches the server has no handler to abort.
+      await serverSaw.connectStarted.promise;
       stream.cancel();
       const reason = await serverSaw.connectAborted.promise;
       assert.ok(PgfleetError.is(reason, 'Cancelled'), String(reason));
@@ -285,8 +304,9 @@ describe('rpc adapter', () => {
     try {
       const it = client.watchJob({ id: 'flood' })[Symbol.asyncIterator]();
       assert.equal((await it.next()).done, false);
-      await sleep(150);
-      const produced = serverSaw.floodProduced;
+      // Wait until the producer stands still (the same count over several polls, each with a turn of
+      // I/O in between) rather than for a fixed time a loaded machine may not give it.
+      const produced = await producerStalled(() => serverSaw.floodProduced);
       // Windows and stream buffers allow some tens of messages; without backpressure all 2000 go.
       assert.ok(produced > 1 && produced < 300, `producer ran ahead to ${produced} messages`);
       await it.return?.();
@@ -299,7 +319,8 @@ describe('rpc adapter', () => {
     const client = createClient(AdminService, address);
     try {
       const ac = new AbortController();
-      const pending = client.listJobs({}, { signal: ac.signal, deadlineMs: 1000 });
+      // The deadline only bounds a hang: the abort must win over it however slow the machine is.
+      const pending = client.listJobs({}, { signal: ac.signal, deadlineMs: 120_000 });
       setTimeout(() => ac.abort(), 20);
       await assert.rejects(pending, (err) => PgfleetError.is(err, 'Cancelled'));
     } finally {
