@@ -1,11 +1,15 @@
 #!/usr/bin/env node
 /**
- * pgfleet-agent entry point. wal-push runs once per WAL segment from PostgreSQL, so its way to
- * the daemon (wal-push-fast.ts) loads only the socket protocol: start-up time is most of an
- * archive_command's cost. Everything else, and wal-push when the daemon cannot take the file,
- * goes through agent-main.ts.
+ * pgfleet-agent entry point. wal-push runs once per WAL segment from PostgreSQL, so it goes
+ * straight to its client (wal/push-client.ts), whose way to the daemon loads only the socket
+ * protocol, core's argument parser and the option table: start-up time is most of an
+ * archive_command's cost. Everything else goes through main.ts.
  */
 const argv = process.argv.slice(2);
-const fast = argv[0] === 'wal-push' ? await (await import('./wal/push-fast.js')).walPushFast(argv) : undefined;
-if (fast !== undefined) process.exitCode = fast;
-else (await import('./main.js')).runAgentCommand(argv);
+if (argv[0] === 'wal-push') {
+  const [{ walPushCommand }, { exitWith }] = await Promise.all([
+    import('./wal/push-client.js'),
+    import('@pgfleet/core/errors'),
+  ]);
+  exitWith(walPushCommand(argv), 'pgfleet-agent: ');
+} else (await import('./main.js')).runAgentCommand(argv);

@@ -2,8 +2,8 @@
  * The agent's one option table: flags, PGFLEET_* environment variables, the YAML config file
  * (--config, the same file archive_command and restore_command point at) and --help.
  *
- * wal-push's full command (wal-push-command.ts, when the fast path cannot settle a segment) loads
- * this module, so it imports nothing heavy: the core types are erased, the codec list comes from
+ * wal-push's client (wal/push-client.ts) loads this module on its way to the daemon, once per
+ * WAL segment, so it imports nothing heavy: the core types are erased, the codec list comes from
  * the codec module alone and repository URLs are parsed by storage's light repository-url module.
  */
 import { dirname, basename, join } from 'node:path';

@@ -1,9 +1,10 @@
 /**
- * The daemon side of archive_command. `pgfleet-agent wal-push %p` connects to this unix socket,
- * sends the path and waits; the daemon validates and archives the file with the same code as a
- * direct wal-push (wal.ts: size, page header, timeline, system identifier; compressed;
- * idempotent by name + sha256, never overwriting) and answers only once the repository stored
- * it. A Node process start (~30 ms) is then the whole foreground cost of a segment.
+ * The daemon side of archive_command. `pgfleet-agent wal-push %p` (push-client.ts) connects to
+ * this unix socket, sends the path and waits (the protocol: socket.ts); the daemon validates and
+ * archives the file with the same code as a direct wal-push (archive.ts: size, page header,
+ * timeline, system identifier; compressed; idempotent by name + sha256, never overwriting) and
+ * answers only once the repository stored it. A Node process start (~30 ms) is then the whole
+ * foreground cost of a segment.
  *
  * Push-ahead: when PostgreSQL falls behind (many pg_wal/archive_status/*.ready files), each
  * request also starts pushing the next ready files in the background, a bounded few at a time,
@@ -24,8 +25,11 @@ import {
   encodeFrame,
   FrameDecoder,
   FrameError,
+  isLegacyWalPushRequest,
   isWalPushRequest,
+  PROTOCOL_VERSION,
   type DaemonReply,
+  type LegacyWalPushRequest,
   type WalPushRequest,
 } from './socket.js';
 
@@ -62,6 +66,32 @@ export function archiveOrder(a: string, b: string): number {
   const ha = a.endsWith('.history') ? 0 : 1;
   const hb = b.endsWith('.history') ? 0 : 1;
   return ha - hb || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+/**
+ * The one request shape from either: a legacy request's unparsed command line is read here with
+ * the option table, flags and environment only (the config file is not read, as the client does).
+ * Throws the parser's error for arguments wal-push would refuse.
+ */
+export function fromLegacyRequest(r: WalPushRequest | LegacyWalPushRequest): WalPushRequest {
+  if (r.v === PROTOCOL_VERSION) return r;
+  const base = { v: PROTOCOL_VERSION, op: r.op, path: r.path } as const;
+  if (!r.args) {
+    return {
+      ...base,
+      ...(r.cluster !== undefined ? { cluster: r.cluster } : {}),
+      ...(r.repoPath !== undefined ? { repoPath: r.repoPath } : {}),
+    };
+  }
+  const parsed = parseCommandLineWith(AGENT_PROGRAM, ['wal-push', ...r.args], r.env ?? {}, null);
+  const settings = resolveSettings(AGENT_PROGRAM, 'wal-push', parsed.options);
+  const { cluster } = settings;
+  const specs = repositoriesFromSettings(settings);
+  return {
+    ...base,
+    ...(cluster !== undefined ? { cluster } : {}),
+    ...(specs.length > 0 ? { repoPath: repositoryIdentity(specs) } : {}),
+  };
 }
 
 export class WalArchiveServer {
@@ -163,7 +193,7 @@ export class WalArchiveServer {
       const m = messages[0];
       if (m === undefined) return;
       handled = true;
-      if (!isWalPushRequest(m)) {
+      if (!isWalPushRequest(m) && !isLegacyWalPushRequest(m)) {
         const e = new PgfleetError(
           'InvalidArgument',
           'unsupported request on the WAL socket (is wal-push from another pgfleet version?)',
@@ -176,26 +206,17 @@ export class WalArchiveServer {
   }
 
   /** Archives the requested file and answers; never throws (errors become replies with their codes). */
-  async handle(req: WalPushRequest): Promise<DaemonReply> {
+  async handle(request: WalPushRequest | LegacyWalPushRequest): Promise<DaemonReply> {
     const started = Date.now();
     this.requests++;
-    const name = basename(req.path);
-    if (req.args) {
-      // The fast path sent its command line unparsed: read cluster and repositories from it here.
-      try {
-        const parsed = parseCommandLineWith(AGENT_PROGRAM, ['wal-push', ...req.args], req.env ?? {}, null);
-        const settings = resolveSettings(AGENT_PROGRAM, 'wal-push', parsed.options);
-        const specs = repositoriesFromSettings(settings);
-        req = {
-          ...req,
-          cluster: settings.cluster,
-          repoPath: specs.length > 0 ? repositoryIdentity(specs) : undefined,
-        };
-      } catch (err) {
-        // wal-push reports its own bad arguments, with their exit code, when it parses them itself.
-        const e = asPgfleetError(err);
-        return { ok: false, code: e.code, message: e.message, hint: e.hint, direct: true };
-      }
+    const name = basename(request.path);
+    let req: WalPushRequest;
+    try {
+      req = fromLegacyRequest(request);
+    } catch (err) {
+      // wal-push reports its own bad arguments, with their exit code, when it parses them itself.
+      const e = asPgfleetError(err);
+      return { ok: false, code: e.code, message: e.message, hint: e.hint, direct: true };
     }
     // archive_command names another cluster or repository than this daemon serves: archiving
     // here would put the file where the caller did not ask; it archives it itself instead.

@@ -1,20 +1,18 @@
 /**
- * archive_command and restore_command. wal-push validates a file before anything reaches the
+ * Storing one WAL file for archive_command. It is validated before anything reaches the
  * repository (an empty, truncated or foreign segment makes archiving fail, so PostgreSQL keeps
- * the file and retries), hashes it, and stores it idempotently. The same function runs in the
- * agent daemon (wal-push hands it the path over the unix socket) and in wal-push itself when no
- * daemon runs. wal-fetch writes to a temp name and renames, so PostgreSQL never reads a
- * half-written segment, and takes segments the prefetcher already downloaded (wal-prefetch.ts).
+ * the file and retries), hashed, and stored idempotently. The same function runs in the agent
+ * daemon (archive-server.ts: wal-push hands it the path over the unix socket), in the WAL stream
+ * (stream.ts) and in wal-push itself when no daemon runs (push-client.ts). restore_command's
+ * side is fetch.ts.
  */
-import { createWriteStream } from 'node:fs';
-import { open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { TimelineHistory, timelineOfWalName, validateWalSegment, walFileKind, WAL_LONG_HEADER_SIZE } from '@pgfleet/pg';
 import type { Codec, Repository } from '@pgfleet/storage';
 import { readPgdataFacts } from '../pgdata/pgdata.js';
 import { checkHistoryLineage, historyForArchiving } from './timelines.js';
-import { afterFetch, prefetchSpoolFor, takeFromSpool } from './prefetch.js';
 
 export interface WalPushOptions {
   cluster: string;
@@ -110,42 +108,4 @@ export async function walPush(pathArg: string, opts: WalPushOptions): Promise<'s
     result === 'stored' ? 'archived WAL file' : 'WAL file already archived with the same content',
   );
   return result;
-}
-
-export interface WalFetchOptions {
-  cluster: string;
-  /** the cluster's repositories: a segment is read from the first that holds it */
-  repo: Repository;
-  log: Logger;
-  /** segments to download ahead of recovery (0 = off) */
-  prefetch?: number;
-  /** starts the background download of the segments after `name` into `spool` (bin.ts spawns wal-prefetch) */
-  startPrefetch?: (name: string, spool: string) => void;
-}
-
-/** Returns false when the file is not archived (restore_command then exits 1, which PostgreSQL expects at the end of WAL). */
-export async function walFetch(name: string, destArg: string, opts: WalFetchOptions): Promise<boolean> {
-  const dest = resolve(destArg);
-  const repo = opts.repo;
-  const found = await repo.findWal(opts.cluster, name);
-  const wal = found[0];
-  if (!wal) return false;
-  const prefetch = opts.prefetch ?? 0;
-  const spool = prefetchSpoolFor(dest);
-  const segment = walFileKind(name) === 'segment';
-  if (segment && prefetch > 0 && (await takeFromSpool(spool, name, wal.sha256, dest))) {
-    opts.log.debug({ wal: name }, 'restored WAL file from the prefetch spool');
-  } else {
-    const tmp = `${dest}.pgfleet-tmp`;
-    try {
-      await repo.fetchWal(opts.cluster, name, createWriteStream(tmp));
-      await rename(tmp, dest);
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
-    }
-    opts.log.debug({ wal: name }, 'restored WAL file');
-  }
-  if (segment) await afterFetch(spool, name, prefetch, opts.startPrefetch, repo, opts.cluster);
-  return true;
 }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { silentLogger } from '@pgfleet/core';
 import { PosixDriver, Repository } from '@pgfleet/storage';
-import { walFetch } from './archive.js';
+import { walFetch } from './fetch.js';
 import { afterFetch, nextSegments, prefetchSegments, PREFETCH_DIR, takeFromSpool } from './prefetch.js';
 
 const names = Array.from(

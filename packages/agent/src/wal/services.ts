@@ -1,11 +1,11 @@
 /**
  * The daemon's WAL side, started and stopped with it: the unix socket archive_command hands
- * segments to (wal-archive-server.ts) and, with --stream, WAL streaming (wal-stream.ts). Both
+ * segments to (archive-server.ts) and, with --stream, WAL streaming (stream.ts). Both
  * write to the agent's own repositories (--repo, --repo2: every segment to each); without one
  * they stay off and wal-push keeps working by itself.
  */
 import { join } from 'node:path';
-import type { Logger } from '@pgfleet/core';
+import { ErrorCodes, type Logger } from '@pgfleet/core';
 import type { Repository } from '@pgfleet/storage';
 import { repositoryIdentity, type AgentSettings } from '../options.js';
 import type { PgdataFacts } from '../pgdata/pgdata.js';
@@ -30,7 +30,7 @@ export class WalServices {
     log: Logger,
   ): Promise<WalServices> {
     if (!repo) {
-      if (s.stream) log.error({ code: 'PGF-1002' }, '--stream needs --repo: WAL streaming is off');
+      if (s.stream) log.error({ code: ErrorCodes.InvalidConfig.code }, '--stream needs --repo: WAL streaming is off');
       return new WalServices(undefined, undefined);
     }
     const lock = new WalNameLock();

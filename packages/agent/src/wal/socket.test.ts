@@ -1,49 +1,47 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger, sleep } from '@pgfleet/core';
 import { PosixDriver, Repository } from '@pgfleet/storage';
+import { fakePgdata, segment, WAL_FIXTURE_SEGMENT_SIZE, WAL_FIXTURE_SYSTEM_ID } from '../testing/wal-fixtures.js';
 import { WalArchiveServer, archiveOrder } from './archive-server.js';
 import {
   encodeFrame,
   FrameDecoder,
   FrameError,
+  isDaemonReply,
+  LEGACY_ARGS_VERSION,
   MAX_FRAME_BYTES,
   NoDaemonError,
   PROTOCOL_VERSION,
   requestDaemon,
+  type DaemonReply,
+  type WalPushRequest,
 } from './socket.js';
 
-const SEG = 1 << 20; // 1 MiB segments keep the fixtures small
-const SYSID = 7441234567890123456n;
+const SEG = WAL_FIXTURE_SEGMENT_SIZE;
+const SYSID = WAL_FIXTURE_SYSTEM_ID;
 
-/** A complete synthetic WAL segment whose first page header says what validateWalSegment checks. */
-function segment(name: string, sysid = SYSID, size = SEG): Buffer {
-  const b = Buffer.alloc(size, 0);
-  const segno = BigInt(`0x${name.slice(8, 16)}`) * (0x100000000n / BigInt(SEG)) + BigInt(`0x${name.slice(16, 24)}`);
-  b.writeUInt16LE(0xd110, 0); // PG 15 magic
-  b.writeUInt16LE(0x0002, 2); // XLP_LONG_HEADER
-  b.writeUInt32LE(Number.parseInt(name.slice(0, 8), 16), 4);
-  b.writeBigUInt64LE(segno * BigInt(SEG), 8);
-  b.writeBigUInt64LE(sysid, 24);
-  b.writeUInt32LE(SEG, 32);
-  b.writeUInt32LE(8192, 36);
-  b.write(name, 100); // distinct content per segment
-  return b;
-}
-
-async function fakePgdata(root: string): Promise<string> {
-  const pgdata = join(root, 'data');
-  await mkdir(join(pgdata, 'global'), { recursive: true });
-  await mkdir(join(pgdata, 'pg_wal', 'archive_status'), { recursive: true });
-  await writeFile(join(pgdata, 'PG_VERSION'), '15\n');
-  const control = Buffer.alloc(8192);
-  control.writeBigUInt64LE(SYSID, 0);
-  await writeFile(join(pgdata, 'global', 'pg_control'), control);
-  return pgdata;
+/**
+ * Sends any message, as a client of another release would, and resolves with the reply: for
+ * request shapes no current client sends (requestDaemon takes only the one shape).
+ */
+function sendRaw(socketPath: string, message: unknown): Promise<DaemonReply> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(socketPath, () => sock.write(encodeFrame(message)));
+    const decoder = new FrameDecoder();
+    sock.on('error', reject);
+    sock.on('data', (chunk: Buffer) => {
+      const m = decoder.push(chunk)[0];
+      if (m === undefined) return;
+      sock.destroy();
+      if (isDaemonReply(m)) resolve(m);
+      else reject(new TypeError(`not a reply: ${JSON.stringify(m)}`));
+    });
+  });
 }
 
 test('frames survive any split and merge of socket chunks', () => {
@@ -74,7 +72,7 @@ test('oversized or non-JSON frames are errors, never buffered forever', () => {
 test('requestDaemon: missing socket or a non-socket file means no daemon; a silent daemon is an error', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'pgfleet-sock-'));
   try {
-    const req = { v: PROTOCOL_VERSION, op: 'wal-push' as const, path: '/x' };
+    const req: WalPushRequest = { v: PROTOCOL_VERSION, op: 'wal-push', path: '/x' };
     await assert.rejects(requestDaemon(join(dir, 'none.sock'), req, 1000), NoDaemonError);
     await writeFile(join(dir, 'file.sock'), '');
     await assert.rejects(requestDaemon(join(dir, 'file.sock'), req, 1000), NoDaemonError);
@@ -206,19 +204,17 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
       ),
       { ok: true, result: 'exists' },
     );
-    // The fast path's unparsed command line: the daemon reads cluster and repository from flags and environment.
+    // The previous release's fast path sent its command line unparsed (version 2): the daemon
+    // still reads cluster and repository from its flags and environment, for an archive_command
+    // binary older than the agent during an upgrade.
     const viaArgs = (args: string[], env: Record<string, string> = {}) =>
-      requestDaemon(
-        socketPath,
-        {
-          v: PROTOCOL_VERSION,
-          op: 'wal-push',
-          path: join(pgdata, 'pg_wal', names[0]!),
-          args: ['pg_wal/x', ...args],
-          env,
-        },
-        10_000,
-      );
+      sendRaw(socketPath, {
+        v: LEGACY_ARGS_VERSION,
+        op: 'wal-push',
+        path: join(pgdata, 'pg_wal', names[0]!),
+        args: ['pg_wal/x', ...args],
+        env,
+      });
     assert.deepEqual(await viaArgs(['--cluster', 'c1', '--repo-path', repoDir]), { ok: true, result: 'exists' });
     assert.deepEqual(await viaArgs([`--repo=${repoDir}`], { PGFLEET_CLUSTER: 'c1' }), { ok: true, result: 'exists' });
     assert.deepEqual(
@@ -230,13 +226,34 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
     assert.equal(!argsOther.ok && argsOther.direct, true);
     const envOther = await viaArgs([], { PGFLEET_CLUSTER: 'someone-else' });
     assert.equal(!envOther.ok && envOther.direct, true);
-    // args need version 2: a version-1 request carrying them is refused, never archived as if it named nothing.
-    const v1Args = await requestDaemon(
-      socketPath,
-      { v: 1, op: 'wal-push', path: join(pgdata, 'pg_wal', names[0]!), args: ['x', '--cluster', 'someone-else'] },
-      10_000,
+    // A version-2 request without args is read like the one shape.
+    assert.deepEqual(
+      await sendRaw(socketPath, {
+        v: LEGACY_ARGS_VERSION,
+        op: 'wal-push',
+        path: join(pgdata, 'pg_wal', names[0]!),
+        cluster: 'c1',
+      }),
+      { ok: true, result: 'exists' },
     );
+    const v2Other = await sendRaw(socketPath, {
+      v: LEGACY_ARGS_VERSION,
+      op: 'wal-push',
+      path: join(pgdata, 'pg_wal', names[0]!),
+      cluster: 'someone-else',
+    });
+    assert.equal(!v2Other.ok && v2Other.direct, true);
+    // args need version 2: a version-1 request carrying them is refused, never archived as if it named nothing.
+    const v1Args = await sendRaw(socketPath, {
+      v: 1,
+      op: 'wal-push',
+      path: join(pgdata, 'pg_wal', names[0]!),
+      args: ['x', '--cluster', 'someone-else'],
+    });
     assert.equal(!v1Args.ok && v1Args.code, 'PGF-1001');
+    // A version no release sent is refused the same way.
+    const v3 = await sendRaw(socketPath, { v: 3, op: 'wal-push', path: join(pgdata, 'pg_wal', names[0]!) });
+    assert.equal(!v3.ok && v3.code, 'PGF-1001');
     const badFlag = await viaArgs(['--no-such-flag']);
     assert.equal(!badFlag.ok && badFlag.direct && badFlag.code, 'PGF-1001');
     // Same name, different content: never overwritten.

@@ -3,42 +3,55 @@
  * segment, so its side must start fast: this module imports only node builtins.
  *
  * A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON. The client
- * sends one request and waits for one reply:
+ * (push-client.ts) sends one request and waits for one reply:
  *   -> {"v":1,"op":"wal-push","path":"/abs/pg_wal/000000010000000000000003","cluster":"main","repoPath":"/repo"}
- *   -> {"v":1,"op":"wal-push","path":"/abs/pg_wal/...","args":["%p","--cluster","main",...],"env":{"PGFLEET_...":"..."}}
- *      the fast path (wal-push-fast.ts) sends its command line instead of parsing it: the daemon
- *      reads cluster and repositories from it with the option table, which the client never loads
+ *      cluster and repoPath are what the caller's command line and environment name (absent when
+ *      they name nothing): the daemon compares them with what it serves
  *   <- {"ok":true,"result":"stored"|"exists"}          only after the repository put completed
  *   <- {"ok":false,"code":"PGF-4002","message":"...","hint":"..."}
  *   <- {"ok":false,"direct":true,...}   the daemon serves another cluster or repository than the
  *                                        caller names: the caller archives the file itself
  * The reply "ok" is the durable ack archive_command waits for: the daemon sends it only after
  * the repository reported the object stored (posix: fsynced and renamed; S3: upload completed).
+ *
+ * The previous release's fast path sent a second shape, version 2, carrying its command line
+ * unparsed (`"args":["%p","--cluster","main",...],"env":{"PGFLEET_...":"..."}`) for the daemon to
+ * parse. No client sends it any more; the daemon still reads it (LegacyWalPushRequest), because
+ * PostgreSQL may run the old archive_command binary while the agent is being upgraded.
  */
 import { connect } from 'node:net';
 import { lstat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /**
- * 1: path, cluster, repoPath. 2: adds args/env (the fast path). A version-1 daemon refuses a
- * version-2 request instead of ignoring args and archiving into its own cluster, so the fast path
- * sends 2 and the full command, which needs no args, sends 1 and works with either.
+ * The version of the one request shape every client sends. Daemons of every release read it, so
+ * a new wal-push works with an agent daemon not yet upgraded.
  */
-export const PROTOCOL_VERSION = 2;
-export const PROTOCOL_VERSION_WITHOUT_ARGS = 1;
+export const PROTOCOL_VERSION = 1;
+/** The previous release's fast path: path plus its unparsed command line. Read, never sent. */
+export const LEGACY_ARGS_VERSION = 2;
 /** A request holds a path and a cluster name: anything bigger is not our peer. */
 export const MAX_FRAME_BYTES = 64 * 1024;
 
 export interface WalPushRequest {
-  v: number;
+  v: typeof PROTOCOL_VERSION;
   op: 'wal-push';
   /** absolute path of the file PostgreSQL asked to archive */
   path: string;
-  /** cluster and repositories the caller was configured for, when it knows */
+  /** the cluster the caller was configured for, when it names one */
   cluster?: string;
-  /** the repositories' canonical URLs, space-separated, in order (options.ts repositoryIdentity) */
+  /** the repositories' canonical URLs, space-separated, in order (options.ts repositoryIdentity), when it names any */
   repoPath?: string;
-  /** wal-push's arguments after the command name, unparsed: the daemon derives cluster and repoPath from them */
+}
+
+/** What the previous release's fast path sent (see the module header); the daemon derives cluster and repoPath from args and env. */
+export interface LegacyWalPushRequest {
+  v: typeof LEGACY_ARGS_VERSION;
+  op: 'wal-push';
+  path: string;
+  cluster?: string;
+  repoPath?: string;
+  /** wal-push's arguments after the command name, unparsed */
   args?: string[];
   /** the caller's PGFLEET_* environment variables (no secrets), which the option table also reads */
   env?: Record<string, string>;
@@ -97,21 +110,36 @@ export class FrameDecoder {
   }
 }
 
-export function isWalPushRequest(m: unknown): m is WalPushRequest {
-  const r = m as Partial<WalPushRequest> | null;
+/** Fields both shapes share, checked the same way. */
+function isRequestOf(r: Partial<LegacyWalPushRequest> | null, v: number): boolean {
   return (
     typeof r === 'object' &&
     r !== null &&
-    (r.v === PROTOCOL_VERSION_WITHOUT_ARGS || r.v === PROTOCOL_VERSION) &&
+    r.v === v &&
     r.op === 'wal-push' &&
     typeof r.path === 'string' &&
     r.path.length > 0 &&
     (r.cluster === undefined || typeof r.cluster === 'string') &&
     (r.repoPath === undefined || typeof r.repoPath === 'string') &&
-    (r.args === undefined ||
-      (r.v === PROTOCOL_VERSION && Array.isArray(r.args) && r.args.every((a) => typeof a === 'string'))) &&
     (r.env === undefined ||
       (typeof r.env === 'object' && r.env !== null && Object.values(r.env).every((v) => typeof v === 'string')))
+  );
+}
+
+/**
+ * The one request shape. One carrying args is refused rather than archived as if it named
+ * nothing: those args might name another cluster.
+ */
+export function isWalPushRequest(m: unknown): m is WalPushRequest {
+  const r = m as Partial<LegacyWalPushRequest> | null;
+  return isRequestOf(r, PROTOCOL_VERSION) && r!.args === undefined;
+}
+
+export function isLegacyWalPushRequest(m: unknown): m is LegacyWalPushRequest {
+  const r = m as Partial<LegacyWalPushRequest> | null;
+  return (
+    isRequestOf(r, LEGACY_ARGS_VERSION) &&
+    (r!.args === undefined || (Array.isArray(r!.args) && r!.args.every((a) => typeof a === 'string')))
   );
 }
 

@@ -1,0 +1,249 @@
+/**
+ * wal-push as PostgreSQL runs it: the built binary in a child process with PGDATA as its working
+ * directory, against a stub daemon on the socket (to see the request it sends and how it treats
+ * each reply) or none (it archives by itself into a posix repository).
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, realpath, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ErrorCodes } from '@pgfleet/core';
+import { PosixDriver, Repository } from '@pgfleet/storage';
+import { fakePgdata, segment } from '../testing/wal-fixtures.js';
+import { defaultSocketPath, encodeFrame, FrameDecoder, PROTOCOL_VERSION, type DaemonReply } from './socket.js';
+
+const BIN = new URL('../bin.js', import.meta.url).pathname;
+const CLIENT = new URL('./push-client.js', import.meta.url).href;
+const SEGMENT = '000000010000000000000001';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `pgfleet-agent <args>` in `cwd` with only `env` from the PGFLEET_* family. */
+function agent(args: string[], cwd: string, env: Record<string, string> = {}): Promise<Run> {
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PGFLEET_')));
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...base, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** A stub daemon: records each request and answers with `reply` (or hangs up without a word). */
+async function stubDaemon(
+  socketPath: string,
+  reply: DaemonReply | 'hang-up',
+): Promise<{ requests: unknown[]; close: () => Promise<void> }> {
+  const requests: unknown[] = [];
+  const server: Server = createServer((sock) => {
+    const decoder = new FrameDecoder();
+    sock.on('error', () => {});
+    sock.on('data', (chunk: Buffer) => {
+      const m = decoder.push(chunk)[0];
+      if (m === undefined) return;
+      requests.push(m);
+      if (reply === 'hang-up') sock.destroy();
+      else sock.end(encodeFrame(reply));
+    });
+  });
+  await new Promise<void>((r) => server.listen(socketPath, r));
+  return { requests, close: () => new Promise((r) => server.close(() => r())) };
+}
+
+async function setup() {
+  const root = await realpath(await mkdtemp(join(tmpdir(), 'pgfleet-walpush-')));
+  const pgdata = await fakePgdata(root);
+  const repoDir = join(root, 'repo');
+  const walPath = join(pgdata, 'pg_wal', SEGMENT);
+  await writeFile(walPath, segment(SEGMENT));
+  return { root, pgdata, repoDir, walPath, done: () => rm(root, { recursive: true, force: true }) };
+}
+
+describe('wal-push client', () => {
+  it('loads neither pino, zod, yaml, gRPC, protobuf nor storage drivers on its way to the daemon', async () => {
+    // Every module the client's static graph resolves, recorded by a resolve hook in a fresh process.
+    const script = `
+      import { registerHooks } from 'node:module';
+      const seen = [];
+      registerHooks({ resolve(specifier, context, next) { const r = next(specifier, context); seen.push(r.url); return r; } });
+      await import(${JSON.stringify(CLIENT)});
+      process.stdout.write(JSON.stringify(seen));`;
+    const run = await new Promise<Run>((resolve, reject) => {
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script]);
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+    assert.equal(run.code, 0, run.stderr);
+    const urls = JSON.parse(run.stdout) as string[];
+    assert.ok(
+      urls.some((u) => u.endsWith('/command-line.js')),
+      'core parser loaded',
+    );
+    // Only node builtins and single light modules of agent, core and storage: no package entry point, no npm dependency.
+    const heavy = urls.filter(
+      (u) =>
+        !u.startsWith('node:') && !/\/packages\/(agent|core|storage)\/dist\/(?!index\.js$)[^/]+(\/[^/]+)?\.js$/.test(u),
+    );
+    assert.deepEqual(heavy, [], `the wal-push client loads ${urls.length} modules: ${urls.join(' ')}`);
+  });
+
+  it('sends the one request shape: absolute path, cluster and repositories from flags and environment; exit 0 on the ack', async () => {
+    const s = await setup();
+    const daemon = await stubDaemon(defaultSocketPath(s.pgdata), { ok: true, result: 'stored' });
+    try {
+      const r = await agent(['wal-push', `pg_wal/${SEGMENT}`, '--repo-path', s.repoDir], s.pgdata, {
+        PGFLEET_CLUSTER: 'c1',
+      });
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(daemon.requests, [
+        { v: PROTOCOL_VERSION, op: 'wal-push', path: s.walPath, cluster: 'c1', repoPath: s.repoDir },
+      ]);
+      // Flags before %p and a socket named by --socket: parsed the same way.
+      const other = await stubDaemon(join(s.root, 'other.sock'), { ok: true, result: 'exists' });
+      try {
+        const r2 = await agent(
+          ['wal-push', '--cluster=c2', '--socket', join(s.root, 'other.sock'), `pg_wal/${SEGMENT}`],
+          s.pgdata,
+        );
+        assert.equal(r2.code, 0, r2.stderr);
+        assert.deepEqual(other.requests, [{ v: PROTOCOL_VERSION, op: 'wal-push', path: s.walPath, cluster: 'c2' }]);
+      } finally {
+        await other.close();
+      }
+    } finally {
+      await daemon.close();
+      await s.done();
+    }
+  });
+
+  it("a daemon's refusal keeps its code and exit code; a daemon that hangs up fails with WalDaemonFailed", async () => {
+    const s = await setup();
+    const socket = defaultSocketPath(s.pgdata);
+    try {
+      const refusing = await stubDaemon(socket, {
+        ok: false,
+        code: ErrorCodes.WalFileEmpty.code,
+        message: `WAL file ${SEGMENT} is empty (0 bytes)`,
+      });
+      const r = await agent(['wal-push', `pg_wal/${SEGMENT}`, '--cluster', 'c1'], s.pgdata);
+      await refusing.close();
+      assert.equal(r.code, ErrorCodes.WalFileEmpty.exit);
+      assert.match(
+        r.stderr,
+        new RegExp(`^pgfleet-agent: ${ErrorCodes.WalFileEmpty.code} WAL file ${SEGMENT} is empty`),
+      );
+
+      const mute = await stubDaemon(socket, 'hang-up');
+      const m = await agent(['wal-push', `pg_wal/${SEGMENT}`, '--cluster', 'c1', '--repo-path', s.repoDir], s.pgdata);
+      await mute.close();
+      assert.equal(m.code, ErrorCodes.WalDaemonFailed.exit);
+      assert.match(m.stderr, new RegExp(`${ErrorCodes.WalDaemonFailed.code} .*without an answer`));
+      assert.equal((await new Repository(new PosixDriver(s.repoDir)).findWal('c1', SEGMENT)).length, 0);
+    } finally {
+      await s.done();
+    }
+  });
+
+  it('without a daemon it archives by itself: stored, idempotent, refusals with their codes', async () => {
+    const s = await setup();
+    const repo = new Repository(new PosixDriver(s.repoDir));
+    const args = ['--cluster', 'c1', '--repo-path', s.repoDir];
+    try {
+      const first = await agent(['wal-push', `pg_wal/${SEGMENT}`, ...args], s.pgdata);
+      assert.equal(first.code, 0, first.stderr);
+      assert.equal((await repo.findWal('c1', SEGMENT)).length, 1);
+      const again = await agent(['wal-push', `pg_wal/${SEGMENT}`, ...args], s.pgdata);
+      assert.equal(again.code, 0, again.stderr);
+
+      const empty = '000000010000000000000002';
+      await writeFile(join(s.pgdata, 'pg_wal', empty), '');
+      const e = await agent(['wal-push', `pg_wal/${empty}`, ...args], s.pgdata);
+      assert.equal(e.code, ErrorCodes.WalFileEmpty.exit);
+      assert.match(e.stderr, new RegExp(ErrorCodes.WalFileEmpty.code));
+
+      // Same name, different content: never overwritten.
+      const original = segment(SEGMENT);
+      await writeFile(s.walPath, Buffer.concat([original.subarray(0, original.length - 1), Buffer.from([7])]));
+      const conflict = await agent(['wal-push', `pg_wal/${SEGMENT}`, ...args], s.pgdata);
+      assert.equal(conflict.code, ErrorCodes.WalConflict.exit);
+      assert.match(conflict.stderr, new RegExp(ErrorCodes.WalConflict.code));
+      assert.equal((await repo.findWal('c1', SEGMENT)).length, 1);
+
+      // Nothing to archive into: the missing option, as the option table names it.
+      const noRepo = await agent(['wal-push', `pg_wal/${empty}`, '--cluster', 'c1'], s.pgdata);
+      assert.equal(noRepo.code, ErrorCodes.InvalidConfig.exit);
+      assert.match(noRepo.stderr, /missing required option 'repo'/);
+    } finally {
+      repo.close();
+      await s.done();
+    }
+  });
+
+  it("a daemon serving another cluster says so and wal-push archives by itself; a config file's socket is tried", async () => {
+    const s = await setup();
+    const repo = new Repository(new PosixDriver(s.repoDir));
+    try {
+      const elsewhere = await stubDaemon(defaultSocketPath(s.pgdata), {
+        ok: false,
+        code: ErrorCodes.InvalidConfig.code,
+        message: 'the agent daemon serves another cluster; archiving directly',
+        direct: true,
+      });
+      const r = await agent(['wal-push', `pg_wal/${SEGMENT}`, '--cluster', 'c1', '--repo-path', s.repoDir], s.pgdata);
+      await elsewhere.close();
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /serves another cluster; archiving directly/);
+      assert.equal((await repo.findWal('c1', SEGMENT)).length, 1);
+
+      // No daemon at the default socket: the config file names another, with the cluster.
+      const config = join(s.root, 'agent.yaml');
+      const socket = join(s.root, 'configured.sock');
+      await writeFile(config, `cluster: c9\nsocket: ${socket}\n`);
+      const configured = await stubDaemon(socket, { ok: true, result: 'exists' });
+      const c = await agent(['wal-push', `pg_wal/${SEGMENT}`, '--config', config], s.pgdata);
+      await configured.close();
+      assert.equal(c.code, 0, c.stderr);
+      assert.deepEqual(configured.requests, [{ v: PROTOCOL_VERSION, op: 'wal-push', path: s.walPath, cluster: 'c9' }]);
+    } finally {
+      repo.close();
+      await s.done();
+    }
+  });
+
+  it('reports bad arguments with their exit code before asking any daemon; --help prints the table', async () => {
+    const s = await setup();
+    const daemon = await stubDaemon(defaultSocketPath(s.pgdata), { ok: true, result: 'stored' });
+    try {
+      const bad = await agent(['wal-push', `pg_wal/${SEGMENT}`, '--no-such-flag'], s.pgdata);
+      assert.equal(bad.code, ErrorCodes.InvalidArgument.exit);
+      assert.match(
+        bad.stderr,
+        new RegExp(`^pgfleet-agent: ${ErrorCodes.InvalidArgument.code} pgfleet-agent wal-push:`),
+      );
+      const missing = await agent(['wal-push'], s.pgdata);
+      assert.equal(missing.code, ErrorCodes.InvalidArgument.exit);
+      assert.match(missing.stderr, /missing <path>/);
+      const help = await agent(['wal-push', '--help'], s.pgdata);
+      assert.equal(help.code, 0);
+      assert.match(help.stdout, /^pgfleet-agent wal-push: archive one WAL file/);
+      assert.deepEqual(daemon.requests, []);
+    } finally {
+      await daemon.close();
+      await s.done();
+    }
+  });
+});
