@@ -140,12 +140,40 @@ export interface TableCountDiffInit {
   restoredRows: bigint;
 }
 
+/** The result being built, with the lists the steps append to. */
+type DrillResultDraft = DrillResultInit & {
+  restoreSeconds: number;
+  recoverySeconds: number;
+  rtoSeconds: number;
+  reasons: string[];
+  amcheckFindings: AmcheckFindingInit[];
+  countDiffs: TableCountDiffInit[];
+};
+
+/** What the steps of one drill share: the result so far and what the teardown must undo. */
+interface DrillRun {
+  readonly o: DrillOptions;
+  readonly r: DrillResultDraft;
+  /** <scratch>/pgfleet-drill-<job>: the restored copy, its server's files and the owner mark. */
+  readonly drillDir: string;
+  /** The throwaway server's socket directory: drillDir, or a short one under tmpdir. */
+  socketDir?: string;
+  server?: ScratchPostgres;
+  /** Set when the checks failed and r.reasons already says why (one reason per problem). */
+  reasonsRecorded: boolean;
+  /** Enters a stage: the result says where the drill is, the log and the job's progress say what it does. */
+  stage(s: Stage, message: string): void;
+}
+
+/** The target a drill recovers to, as the restore code and the result read it. */
+interface DrillTarget {
+  spec: TargetSpec;
+  inclusive?: boolean;
+  proto: RecoveryTarget;
+}
+
 export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
-  const r: DrillResultInit & {
-    reasons: string[];
-    amcheckFindings: AmcheckFindingInit[];
-    countDiffs: TableCountDiffInit[];
-  } = {
+  const r: DrillResultDraft = {
     backupLabel: '',
     ok: false,
     stage: 'capture',
@@ -157,226 +185,307 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
     countDiffs: [],
     ...(o.target ? { target: o.target.proto } : {}),
   };
-  const stage = (s: Stage, message: string) => {
-    r.stage = s;
-    o.log.info({ stage: s }, message);
-    o.progress({ phase: s, bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message });
+  const run: DrillRun = {
+    o,
+    r,
+    drillDir: join(o.scratchDir, `${DRILL_DIR_PREFIX}${o.jobId}`),
+    reasonsRecorded: false,
+    stage(s, message) {
+      r.stage = s;
+      o.log.info({ stage: s }, message);
+      o.progress({ phase: s, bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message });
+    },
   };
-  const drillDir = join(o.scratchDir, `${DRILL_DIR_PREFIX}${o.jobId}`);
-  let socketDir: string | undefined;
-  let server: ScratchPostgres | undefined;
-  // Set when the checks failed and r.reasons already says why (one reason per problem).
-  let reasonsRecorded = false;
   try {
     if (!isAbsolute(o.scratchDir))
       throw new PgfleetError('InvalidArgument', `the scratch directory '${o.scratchDir}' is not an absolute path`);
-    let source = o.source;
-    if (!o.target && !source) {
-      stage('capture', 'counting rows on the source and creating the restore point');
-      source = await captureSourceCounts({
-        cluster: o.cluster,
-        pg: o.pg,
-        repo: o.repo,
-        restorePoint: restorePointName(o.jobId),
-        archiveTimeoutMs: o.archiveTimeoutMs,
-        log: o.log,
-        progress: o.progress,
-        ...(o.signal ? { signal: o.signal } : {}),
-      });
-    }
-    if (source) r.source = source;
-    const target = o.target ?? {
-      spec: { kind: 'name', name: source!.restorePoint } as TargetSpec,
-      proto: { target: { case: 'name', value: source!.restorePoint } } as RecoveryTarget,
-    };
-    if (!o.target) r.target = target.proto;
-
-    stage('restore', 'choosing the backup');
+    const { source, target } = await captureSourceAndTarget(run);
+    run.stage('restore', 'choosing the backup');
     const manifest = await chooseDrillBackup(o, target.spec, source);
     r.backupLabel = manifest.label;
     requireDrillVersion(manifest.pgVersionNum, `backup ${manifest.label}`);
-    await mkdir(o.scratchDir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
-      throw new PgfleetError(
-        'InvalidConfig',
-        `cannot create the drills' scratch directory ${o.scratchDir}: ${(err as Error).message}; point the agent's --scratch-dir at a directory its OS user can write`,
-        { cause: err },
-      );
-    });
-    await cleanScratchArea(o.scratchDir, o.log);
-    await checkScratchSpace(o.scratchDir, manifest);
-    activeDrillDirs.add(drillDir);
-    await mkdir(drillDir, { mode: 0o700 });
-    // A unix socket path is limited to 107 bytes: fall back to a short directory under tmpdir.
-    socketDir =
-      join(drillDir, `.s.PGSQL.65535`).length < 100 ? drillDir : await mkdtemp(join(tmpdir(), 'pgfleet-sock-'));
-    await writeDrillOwner(drillDir, socketDir === drillDir ? undefined : socketDir);
-    const pgdata = join(drillDir, 'data');
-    stage('restore', `restoring backup ${manifest.label} into ${pgdata}`);
-    const t0 = Date.now();
-    const restored = await runRestore({
-      cluster: o.cluster,
-      repo: o.repo,
-      walFetchArgs: o.walFetchArgs,
-      backupLabel: manifest.label,
-      ...(o.currentTimeline ? { currentTimeline: o.currentTimeline } : {}),
-      targetDir: pgdata,
-      target: target.spec,
-      ...(target.inclusive !== undefined ? { inclusive: target.inclusive } : {}),
-      action: 'promote',
-      workers: o.workers,
-      ...(o.pgBinDir ? { pgBinDir: o.pgBinDir } : {}),
-      log: o.log,
-      progress: (p) => o.progress({ ...p, phase: `restore-${p.phase}` }),
-      ...(o.signal ? { signal: o.signal } : {}),
-    });
-    r.restoreSeconds = (Date.now() - t0) / 1000;
-    r.restoredBytes = BigInt(restored.bytes);
-
-    stage('start', 'starting PostgreSQL on the restored copy');
-    const major = Math.floor(manifest.pgVersionNum / 10000);
-    server = new ScratchPostgres({
-      pgdata,
-      runDir: drillDir,
-      socketDir,
-      binDir: o.pgBinDir ?? `/usr/lib/postgresql/${major}/bin`,
-      major,
-      user: o.pg.user ?? 'postgres',
-      jobId: o.jobId,
-    });
-    await server.configure();
-    const t1 = Date.now();
-    await server.start();
-    stage('recovery', 'replaying WAL to the target');
-    let promoted;
-    try {
-      promoted = await server.waitPromoted(o.signal, () =>
-        o.progress({
-          phase: 'recovery',
-          bytesDone: 0,
-          bytesTotal: 0,
-          filesDone: 0,
-          filesTotal: 0,
-          message: `consistent after ${((Date.now() - t1) / 1000).toFixed(1)} s, waiting for promotion`,
-        }),
-      );
-    } catch (err) {
-      if (o.signal?.aborted) throw err;
-      // A segment not archived yet is no cause when PostgreSQL stopped for another reason (a timeline that does not fit).
-      const missing = recoveryMayLackWal(await server.logExcerpt().catch(() => undefined))
-        ? await missingWal(o, server, manifest)
-        : undefined;
-      throw new PgfleetError(
-        missing?.code ?? 'DrillFailed',
-        missing ? `${missing.message}; ${asPgfleetError(err).message}` : asPgfleetError(err).message,
-        { cause: err },
-      );
-    }
-    r.recoverySeconds = (Date.now() - t1) / 1000;
-    r.rtoSeconds = r.restoreSeconds + r.recoverySeconds;
-    r.recoveredLsn = promoted.recoveredLsn;
-    if (promoted.recoveredTime) r.recoveredTime = timestampFromDate(promoted.recoveredTime);
-    o.log.info(
-      {
-        restoreSeconds: r.restoreSeconds,
-        recoverySeconds: r.recoverySeconds,
-        consistentSeconds: promoted.consistentMs / 1000,
-        recoveredLsn: r.recoveredLsn,
-      },
-      'restored copy promoted',
-    );
-
-    stage(
-      'amcheck',
-      `promoted after ${r.recoverySeconds.toFixed(1)} s (RTO ${r.rtoSeconds.toFixed(1)} s): running amcheck`,
-    );
-    const databases = await withClient(server, 'postgres', listDatabases);
-    for (const db of databases) {
-      o.signal?.throwIfAborted();
-      const checked = await withClient(server, db, (c) => amcheckDatabase(c, db, major, r.amcheckFindings));
-      r.relationsChecked = (r.relationsChecked ?? 0) + checked;
-    }
-    r.databasesChecked = databases.length;
-    if (r.amcheckFindings.length > 0)
-      r.reasons.push(
-        `amcheck found ${r.amcheckFindings.length} problem(s) in ${new Set(r.amcheckFindings.map((f) => `${f.database}.${f.relation}`)).size} relation(s)`,
-      );
-
-    stage(
-      'counts',
-      source && !o.target
-        ? `comparing the row counts of ${source.tables.length} table(s)`
-        : "row counts not compared: the target is not the source's restore point",
-    );
-    if (source && !o.target) {
-      const compared = compareTableCounts(source, await countRestored(server, databases));
-      r.countDiffs.push(...compared.diffs);
-      r.countsCompared = true;
-      r.tablesCompared = source.tables.length;
-      r.countChangeBound = source.changeBound;
-      r.countsEqual = compared.differing === 0;
-      if (!compared.ok) r.reasons.push(compared.reason!);
-    }
+    const pgdata = await prepareScratch(run, manifest);
+    await restoreCopy(run, manifest, target, pgdata);
+    const { server, major } = await startAndRecover(run, manifest, pgdata);
+    const databases = await checkWithAmcheck(run, server, major);
+    await compareCounts(run, server, databases, source);
     if (r.reasons.length > 0) {
-      reasonsRecorded = true;
+      run.reasonsRecorded = true;
       throw new PgfleetError('DrillFailed', r.reasons.join('; '));
     }
-    stage(
+    run.stage(
       'done',
       `drill passed: RTO ${r.rtoSeconds.toFixed(1)} s, ${r.relationsChecked ?? 0} relation(s) checked${r.countsCompared ? `, ${r.tablesCompared} table count(s) ${r.countsEqual ? 'equal' : 'within the change bound'}` : ''}`,
     );
     r.ok = true;
     return r;
   } catch (err) {
-    if (o.signal?.aborted)
-      throw new PgfleetError('JobCancelled', `drill cancelled in stage ${r.stage}`, { cause: err });
-    const e = asPgfleetError(err);
-    // Read before the teardown below removes the log (or stops a server still writing to it).
-    const log = server ? await server.logExcerpt().catch(() => undefined) : undefined;
-    if (log) {
-      r.postgresLogProblems = log.problems;
-      r.postgresLogTail = log.tail;
-    }
-    const failure = failureReasons(r.stage!, e, log);
-    if (!reasonsRecorded) r.reasons.push(...failure.reasons);
-    o.log.warn({ stage: r.stage, code: e.code, reasons: r.reasons }, 'drill failed');
-    throw new DrillFailure(
-      e.errorName,
-      `drill of cluster ${o.cluster} failed in stage ${r.stage}: ${reasonsRecorded ? r.reasons.join('; ') : failure.summary}`,
-      r,
-      err,
-    );
+    throw await drillFailure(run, err);
   } finally {
-    // Kept only when the drill ran to an end: a cancelled one (agent stopping) is torn down.
-    const keep = o.keep === true && !o.signal?.aborted && activeDrillDirs.has(drillDir);
-    await server
-      ?.stop(keep ? 'fast' : 'immediate')
-      .catch((err: unknown) => o.log.warn({ err: (err as Error).message }, "could not stop the drill's PostgreSQL"));
-    if (server) await waitForProcessesUsing(drillDir, 10_000);
-    // r is what the caller gets (returned, or in the DrillFailure): keptDir is set here, after the stop.
-    if (
-      keep &&
-      (await markDrillKept(drillDir, o.jobId).then(
-        () => true,
-        (err: unknown) => (
-          o.log.warn(
-            { err: (err as Error).message, dir: drillDir },
-            "could not mark the drill's scratch directory kept: removing it",
-          ),
-          false
+    await tearDown(run);
+  }
+}
+
+/**
+ * The source's counts and the target: with neither given, counts the source's rows and creates
+ * the restore point the drill recovers to (capture.ts).
+ */
+async function captureSourceAndTarget(
+  run: DrillRun,
+): Promise<{ source: SourceCountsInit | undefined; target: DrillTarget }> {
+  const { o, r } = run;
+  let source = o.source;
+  if (!o.target && !source) {
+    run.stage('capture', 'counting rows on the source and creating the restore point');
+    source = await captureSourceCounts({
+      cluster: o.cluster,
+      pg: o.pg,
+      repo: o.repo,
+      restorePoint: restorePointName(o.jobId),
+      archiveTimeoutMs: o.archiveTimeoutMs,
+      log: o.log,
+      progress: o.progress,
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+  }
+  if (source) r.source = source;
+  const target = o.target ?? {
+    spec: { kind: 'name', name: source!.restorePoint } as TargetSpec,
+    proto: { target: { case: 'name', value: source!.restorePoint } } as RecoveryTarget,
+  };
+  if (!o.target) r.target = target.proto;
+  return { source, target };
+}
+
+/**
+ * Makes the drill's scratch directory (after removing what earlier drills left and checking
+ * there is room for the backup) and its socket directory; returns where PGDATA goes.
+ */
+async function prepareScratch(run: DrillRun, manifest: BackupManifest): Promise<string> {
+  const { o, drillDir } = run;
+  await mkdir(o.scratchDir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+    throw new PgfleetError(
+      'InvalidConfig',
+      `cannot create the drills' scratch directory ${o.scratchDir}: ${(err as Error).message}; point the agent's --scratch-dir at a directory its OS user can write`,
+      { cause: err },
+    );
+  });
+  await cleanScratchArea(o.scratchDir, o.log);
+  await checkScratchSpace(o.scratchDir, manifest);
+  activeDrillDirs.add(drillDir);
+  await mkdir(drillDir, { mode: 0o700 });
+  // A unix socket path is limited to 107 bytes: fall back to a short directory under tmpdir.
+  run.socketDir =
+    join(drillDir, `.s.PGSQL.65535`).length < 100 ? drillDir : await mkdtemp(join(tmpdir(), 'pgfleet-sock-'));
+  await writeDrillOwner(drillDir, run.socketDir === drillDir ? undefined : run.socketDir);
+  return join(drillDir, 'data');
+}
+
+/** Restores the backup into `pgdata` with recovery to the target and action promote; times it. */
+async function restoreCopy(
+  run: DrillRun,
+  manifest: BackupManifest,
+  target: DrillTarget,
+  pgdata: string,
+): Promise<void> {
+  const { o, r } = run;
+  run.stage('restore', `restoring backup ${manifest.label} into ${pgdata}`);
+  const t0 = Date.now();
+  const restored = await runRestore({
+    cluster: o.cluster,
+    repo: o.repo,
+    walFetchArgs: o.walFetchArgs,
+    backupLabel: manifest.label,
+    ...(o.currentTimeline ? { currentTimeline: o.currentTimeline } : {}),
+    targetDir: pgdata,
+    target: target.spec,
+    ...(target.inclusive !== undefined ? { inclusive: target.inclusive } : {}),
+    action: 'promote',
+    workers: o.workers,
+    ...(o.pgBinDir ? { pgBinDir: o.pgBinDir } : {}),
+    log: o.log,
+    progress: (p) => o.progress({ ...p, phase: `restore-${p.phase}` }),
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
+  r.restoreSeconds = (Date.now() - t0) / 1000;
+  r.restoredBytes = BigInt(restored.bytes);
+}
+
+/**
+ * Starts the throwaway PostgreSQL on the copy and waits until it is consistent and promoted;
+ * restore + recovery time is the RTO. A recovery that stopped for want of WAL says which
+ * segment the archive lacks.
+ */
+async function startAndRecover(
+  run: DrillRun,
+  manifest: BackupManifest,
+  pgdata: string,
+): Promise<{ server: ScratchPostgres; major: number }> {
+  const { o, r } = run;
+  run.stage('start', 'starting PostgreSQL on the restored copy');
+  const major = Math.floor(manifest.pgVersionNum / 10000);
+  const server = new ScratchPostgres({
+    pgdata,
+    runDir: run.drillDir,
+    socketDir: run.socketDir!,
+    binDir: o.pgBinDir ?? `/usr/lib/postgresql/${major}/bin`,
+    major,
+    user: o.pg.user ?? 'postgres',
+    jobId: o.jobId,
+  });
+  // Known to the teardown from here on: whatever happens next, it stops this server.
+  run.server = server;
+  await server.configure();
+  const t1 = Date.now();
+  await server.start();
+  run.stage('recovery', 'replaying WAL to the target');
+  let promoted;
+  try {
+    promoted = await server.waitPromoted(o.signal, () =>
+      o.progress({
+        phase: 'recovery',
+        bytesDone: 0,
+        bytesTotal: 0,
+        filesDone: 0,
+        filesTotal: 0,
+        message: `consistent after ${((Date.now() - t1) / 1000).toFixed(1)} s, waiting for promotion`,
+      }),
+    );
+  } catch (err) {
+    if (o.signal?.aborted) throw err;
+    // A segment not archived yet is no cause when PostgreSQL stopped for another reason (a timeline that does not fit).
+    const missing = recoveryMayLackWal(await server.logExcerpt().catch(() => undefined))
+      ? await missingWal(o, server, manifest)
+      : undefined;
+    throw new PgfleetError(
+      missing?.code ?? 'DrillFailed',
+      missing ? `${missing.message}; ${asPgfleetError(err).message}` : asPgfleetError(err).message,
+      { cause: err },
+    );
+  }
+  r.recoverySeconds = (Date.now() - t1) / 1000;
+  r.rtoSeconds = r.restoreSeconds + r.recoverySeconds;
+  r.recoveredLsn = promoted.recoveredLsn;
+  if (promoted.recoveredTime) r.recoveredTime = timestampFromDate(promoted.recoveredTime);
+  o.log.info(
+    {
+      restoreSeconds: r.restoreSeconds,
+      recoverySeconds: r.recoverySeconds,
+      consistentSeconds: promoted.consistentMs / 1000,
+      recoveredLsn: r.recoveredLsn,
+    },
+    'restored copy promoted',
+  );
+  return { server, major };
+}
+
+/** amcheck on every database of the promoted copy; returns the databases. Findings become one reason. */
+async function checkWithAmcheck(run: DrillRun, server: ScratchPostgres, major: number): Promise<string[]> {
+  const { o, r } = run;
+  run.stage(
+    'amcheck',
+    `promoted after ${r.recoverySeconds.toFixed(1)} s (RTO ${r.rtoSeconds.toFixed(1)} s): running amcheck`,
+  );
+  const databases = await withClient(server, 'postgres', listDatabases);
+  for (const db of databases) {
+    o.signal?.throwIfAborted();
+    const checked = await withClient(server, db, (c) => amcheckDatabase(c, db, major, r.amcheckFindings));
+    r.relationsChecked = (r.relationsChecked ?? 0) + checked;
+  }
+  r.databasesChecked = databases.length;
+  if (r.amcheckFindings.length > 0)
+    r.reasons.push(
+      `amcheck found ${r.amcheckFindings.length} problem(s) in ${new Set(r.amcheckFindings.map((f) => `${f.database}.${f.relation}`)).size} relation(s)`,
+    );
+  return databases;
+}
+
+/** Compares the copy's row counts with the source's, when the drill recovered to the source's restore point. */
+async function compareCounts(
+  run: DrillRun,
+  server: ScratchPostgres,
+  databases: readonly string[],
+  source: SourceCountsInit | undefined,
+): Promise<void> {
+  const { o, r } = run;
+  run.stage(
+    'counts',
+    source && !o.target
+      ? `comparing the row counts of ${source.tables.length} table(s)`
+      : "row counts not compared: the target is not the source's restore point",
+  );
+  if (source && !o.target) {
+    const compared = compareTableCounts(source, await countRestored(server, databases));
+    r.countDiffs.push(...compared.diffs);
+    r.countsCompared = true;
+    r.tablesCompared = source.tables.length;
+    r.countChangeBound = source.changeBound;
+    r.countsEqual = compared.differing === 0;
+    if (!compared.ok) r.reasons.push(compared.reason!);
+  }
+}
+
+/**
+ * The error a failed drill ends with: JobCancelled when it was cancelled, else a DrillFailure
+ * carrying the result, with the server log's problems read before the teardown removes them.
+ */
+async function drillFailure(run: DrillRun, err: unknown): Promise<PgfleetError> {
+  const { o, r } = run;
+  if (o.signal?.aborted) return new PgfleetError('JobCancelled', `drill cancelled in stage ${r.stage}`, { cause: err });
+  const e = asPgfleetError(err);
+  // Read before the teardown removes the log (or stops a server still writing to it).
+  const log = run.server ? await run.server.logExcerpt().catch(() => undefined) : undefined;
+  if (log) {
+    r.postgresLogProblems = log.problems;
+    r.postgresLogTail = log.tail;
+  }
+  const failure = failureReasons(r.stage!, e, log);
+  if (!run.reasonsRecorded) r.reasons.push(...failure.reasons);
+  o.log.warn({ stage: r.stage, code: e.code, reasons: r.reasons }, 'drill failed');
+  return new DrillFailure(
+    e.errorName,
+    `drill of cluster ${o.cluster} failed in stage ${r.stage}: ${run.reasonsRecorded ? r.reasons.join('; ') : failure.summary}`,
+    r,
+    err,
+  );
+}
+
+/**
+ * Whatever happened: stops the server and removes the scratch directory, or, for a drill asked to
+ * keep it that ran to an end, stops the server cleanly and marks the directory kept.
+ */
+async function tearDown(run: DrillRun): Promise<void> {
+  const { o, r, drillDir, server, socketDir } = run;
+  // Kept only when the drill ran to an end: a cancelled one (agent stopping) is torn down.
+  const keep = o.keep === true && !o.signal?.aborted && activeDrillDirs.has(drillDir);
+  await server
+    ?.stop(keep ? 'fast' : 'immediate')
+    .catch((err: unknown) => o.log.warn({ err: (err as Error).message }, "could not stop the drill's PostgreSQL"));
+  if (server) await waitForProcessesUsing(drillDir, 10_000);
+  // r is what the caller gets (returned, or in the DrillFailure): keptDir is set here, after the stop.
+  if (
+    keep &&
+    (await markDrillKept(drillDir, o.jobId).then(
+      () => true,
+      (err: unknown) => (
+        o.log.warn(
+          { err: (err as Error).message, dir: drillDir },
+          "could not mark the drill's scratch directory kept: removing it",
         ),
-      ))
-    ) {
-      r.keptDir = drillDir;
-      activeDrillDirs.delete(drillDir);
-      o.log.info({ dir: drillDir }, 'drill directory kept for inspection: remove it when done (docs/drills.md)');
-    }
-    if (activeDrillDirs.has(drillDir)) {
-      await rm(drillDir, { recursive: true, force: true, maxRetries: 3 }).catch((err: unknown) =>
-        o.log.warn({ err: (err as Error).message, dir: drillDir }, "could not remove the drill's scratch directory"),
-      );
-      if (socketDir && socketDir !== drillDir) await rm(socketDir, { recursive: true, force: true }).catch(() => {});
-      activeDrillDirs.delete(drillDir);
-    }
+        false
+      ),
+    ))
+  ) {
+    r.keptDir = drillDir;
+    activeDrillDirs.delete(drillDir);
+    o.log.info({ dir: drillDir }, 'drill directory kept for inspection: remove it when done (docs/drills.md)');
+  }
+  if (activeDrillDirs.has(drillDir)) {
+    await rm(drillDir, { recursive: true, force: true, maxRetries: 3 }).catch((err: unknown) =>
+      o.log.warn({ err: (err as Error).message, dir: drillDir }, "could not remove the drill's scratch directory"),
+    );
+    if (socketDir && socketDir !== drillDir) await rm(socketDir, { recursive: true, force: true }).catch(() => {});
+    activeDrillDirs.delete(drillDir);
   }
 }
 

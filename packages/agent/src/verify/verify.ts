@@ -129,7 +129,6 @@ const MAX_REASONS = 20;
 /** Missing segment names listed per gap (the LSN range covers the rest). */
 const MAX_GAP_NAMES = 256;
 
-/** Discards what it is given; keeps the first `keep` bytes. */
 interface ObjectExpectation {
   key: string;
   codec: Codec;
@@ -146,20 +145,66 @@ interface ObjectFault {
 
 const short = (sha: string) => sha.slice(0, 12);
 
+/** What every step of one verify run shares: the options, the problems found so far and the progress counters. */
+interface VerifyRun {
+  readonly o: VerifyOptions;
+  readonly concurrency: number;
+  readonly segmentSize: number;
+  /** The system identifier the repository records for the cluster, when it does. */
+  readonly systemIdentifier: string | undefined;
+  readonly problems: VerifyProblem[];
+  filesDone: number;
+  bytesDone: number;
+  report(phase: string, message?: string): void;
+}
+
 export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
-  const { repo, cluster, log, full } = o;
-  const concurrency = Math.max(1, o.concurrency ?? 4);
-  const problems: VerifyProblem[] = [];
-  let filesDone = 0;
-  let bytesDone = 0;
-  const report = (phase: string, message?: string) =>
-    o.progress?.({ phase, bytesDone, bytesTotal: 0, filesDone, filesTotal: 0, ...(message ? { message } : {}) });
+  const info = await o.repo.readClusterInfo(o.cluster);
+  const run: VerifyRun = {
+    o,
+    concurrency: Math.max(1, o.concurrency ?? 4),
+    segmentSize: info?.walSegmentSize || DEFAULT_WAL_SEGMENT_SIZE,
+    systemIdentifier: info?.systemIdentifier,
+    problems: [],
+    filesDone: 0,
+    bytesDone: 0,
+    report(phase, message) {
+      o.progress?.({
+        phase,
+        bytesDone: this.bytesDone,
+        bytesTotal: 0,
+        filesDone: this.filesDone,
+        filesTotal: 0,
+        ...(message ? { message } : {}),
+      });
+    },
+  };
 
-  const info = await repo.readClusterInfo(cluster);
-  const segmentSize = info?.walSegmentSize || DEFAULT_WAL_SEGMENT_SIZE;
+  run.report('list');
+  const listing = await listBackups(run);
+  const verdicts = await checkBackups(run, listing);
+  run.report('wal');
+  const wal = await checkWal(run);
+  for (const m of listing.ordered) judgeRestorable(run, m, verdicts.get(m.label)!, wal);
+  return finish(run, listing, verdicts, wal);
+}
 
-  // ---- every backup directory and object ------------------------------------------------
-  report('list');
+/** Every backup directory of the cluster: stored objects with their sizes, and each backup's manifest or why it has none. */
+interface BackupListing {
+  /** Every object under the cluster's backup prefix, with its stored size. */
+  stored: Map<string, number>;
+  manifests: Map<string, BackupManifest>;
+  /** Backups whose manifest does not parse, with the reason. */
+  corrupt: Map<string, string>;
+  /** Backups without a manifest (in progress or failed). */
+  incomplete: string[];
+  /** The valid manifests, oldest stop time first. */
+  ordered: BackupManifest[];
+}
+
+/** Lists every backup directory and object, and reads each manifest (corrupt and incomplete backups become problems). */
+async function listBackups(run: VerifyRun): Promise<BackupListing> {
+  const { repo, cluster } = run.o;
   const stored = new Map<string, number>();
   const labels = new Set<string>();
   for await (const obj of repo.listBackupObjects(cluster)) {
@@ -174,7 +219,7 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     const key = repo.backupManifestKey(cluster, label);
     if (!stored.has(key)) {
       incomplete.push(label);
-      problems.push({
+      run.problems.push({
         kind: 'incomplete-backup',
         label,
         path: '',
@@ -196,14 +241,24 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     } catch (err) {
       const message = asPgfleetError(err).message;
       corrupt.set(label, `manifest corrupt: ${message}`);
-      problems.push({ kind: 'manifest-corrupt', label, path: 'backup.manifest', key, message });
+      run.problems.push({ kind: 'manifest-corrupt', label, path: 'backup.manifest', key, message });
     }
   }
   const ordered = [...manifests.values()].sort((a, b) => Date.parse(a.stopTime) - Date.parse(b.stopTime));
+  return { stored, manifests, corrupt, incomplete, ordered };
+}
 
-  // ---- backup files ---------------------------------------------------------------------
+/**
+ * Checks one stored object against what a manifest says of it. Backups share objects (an
+ * incremental reads unchanged files from its parent): each distinct expectation is read once.
+ */
+function objectChecker(
+  run: VerifyRun,
+  stored: ReadonlyMap<string, number>,
+): (e: ObjectExpectation) => Promise<ObjectFault | undefined> {
+  const { repo, full } = run.o;
   const checks = new Map<string, Promise<ObjectFault | undefined>>();
-  const checkObject = (e: ObjectExpectation): Promise<ObjectFault | undefined> => {
+  return (e) => {
     const id = `${e.key}|${e.storedSize}|${e.storedSha256}|${e.size}|${e.sha256}`;
     let p = checks.get(id);
     if (!p) {
@@ -223,8 +278,8 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
             return { kind: 'missing-file', message: `${e.key} is missing from the repository` };
           return { kind: 'unreadable', message: `${e.key} cannot be read: ${(err as Error).message}` };
         } finally {
-          filesDone++;
-          bytesDone += e.storedSize;
+          run.filesDone++;
+          run.bytesDone += e.storedSize;
         }
         if (r.storedSha256 !== e.storedSha256 || r.storedBytes !== e.storedSize) {
           return {
@@ -248,11 +303,101 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     }
     return p;
   };
+}
 
+/** Records a problem of a backup and the reason it gives against its restorability. */
+type FaultRecorder = (p: VerifyProblem, reason: string) => void;
+
+/** An entry reading another backup's bytes must find them described the same way there. */
+function checkReferences(m: BackupManifest, listing: BackupListing, fault: FaultRecorder): void {
+  for (const f of m.files) {
+    if (f.backup === m.label) continue;
+    const ref = listing.manifests.get(f.backup);
+    if (!ref) {
+      const why = listing.corrupt.has(f.backup)
+        ? 'whose manifest is corrupt'
+        : listing.incomplete.includes(f.backup)
+          ? 'which is incomplete'
+          : 'which is not in the repository';
+      fault(
+        {
+          kind: 'bad-reference',
+          label: m.label,
+          path: f.path,
+          key: '',
+          message: `${f.path} reads its bytes from backup ${f.backup}, ${why}`,
+        },
+        `bad reference: ${f.path} reads from backup ${f.backup}, ${why}`,
+      );
+      continue;
+    }
+    const there = ref.files.find((r) => r.path === f.path && r.backup === f.backup);
+    if (
+      !there ||
+      there.storedSha256 !== f.storedSha256 ||
+      there.sha256 !== f.sha256 ||
+      there.storedSize !== f.storedSize
+    ) {
+      fault(
+        {
+          kind: 'bad-reference',
+          label: m.label,
+          path: f.path,
+          key: '',
+          message: `${f.path} reads its bytes from backup ${f.backup}, whose manifest ${there ? 'describes different bytes' : 'has no such file'}`,
+        },
+        `bad reference: ${f.path} in backup ${f.backup} ${there ? 'differs' : 'does not exist'}`,
+      );
+    }
+  }
+}
+
+/** The stored objects a manifest's files need (each chunk of a chunked file is one), with what each must hold. */
+function objectExpectations(
+  repo: Repository,
+  cluster: string,
+  m: BackupManifest,
+): { path: string; e: ObjectExpectation }[] {
+  const expectations: { path: string; e: ObjectExpectation }[] = [];
+  for (const f of m.files) {
+    if (f.chunks && f.chunks.length > 0) {
+      for (const c of f.chunks)
+        expectations.push({
+          path: `${f.path} (chunk at ${c.offset})`,
+          e: {
+            key: c.key,
+            codec: f.codec,
+            size: c.size,
+            sha256: c.sha256,
+            storedSize: c.storedSize,
+            storedSha256: c.storedSha256,
+          },
+        });
+    } else {
+      expectations.push({
+        path: f.path,
+        e: {
+          key: repo.backupFileKey(cluster, f.backup, f.path, f.codec),
+          codec: f.codec,
+          size: f.size,
+          sha256: f.sha256,
+          storedSize: f.storedSize,
+          storedSha256: f.storedSha256,
+        },
+      });
+    }
+  }
+  return expectations;
+}
+
+/** Checks every valid backup's references and files, oldest first; the verdicts' WAL range is judged later. */
+async function checkBackups(run: VerifyRun, listing: BackupListing): Promise<Map<string, BackupVerdict>> {
+  const { o } = run;
+  const checkObject = objectChecker(run, listing.stored);
   const verdicts = new Map<string, BackupVerdict>();
-  for (const m of ordered) {
+  for (const m of listing.ordered) {
     o.signal?.throwIfAborted();
-    report('backups', m.label);
+    run.report('backups', m.label);
     const reasons: string[] = [];
     const v: BackupVerdict = {
       label: m.label,
@@ -268,85 +413,17 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     };
     verdicts.set(m.label, v);
     const faults: string[] = [];
-    const fault = (p: VerifyProblem, reason: string) => {
-      problems.push(p);
+    const fault: FaultRecorder = (p, reason) => {
+      run.problems.push(p);
       faults.push(reason);
     };
-    // References first: an entry reading another backup's bytes must find them described the same way there.
-    for (const f of m.files) {
-      if (f.backup === m.label) continue;
-      const ref = manifests.get(f.backup);
-      if (!ref) {
-        const why = corrupt.has(f.backup)
-          ? 'whose manifest is corrupt'
-          : incomplete.includes(f.backup)
-            ? 'which is incomplete'
-            : 'which is not in the repository';
-        fault(
-          {
-            kind: 'bad-reference',
-            label: m.label,
-            path: f.path,
-            key: '',
-            message: `${f.path} reads its bytes from backup ${f.backup}, ${why}`,
-          },
-          `bad reference: ${f.path} reads from backup ${f.backup}, ${why}`,
-        );
-        continue;
-      }
-      const there = ref.files.find((r) => r.path === f.path && r.backup === f.backup);
-      if (
-        !there ||
-        there.storedSha256 !== f.storedSha256 ||
-        there.sha256 !== f.sha256 ||
-        there.storedSize !== f.storedSize
-      ) {
-        fault(
-          {
-            kind: 'bad-reference',
-            label: m.label,
-            path: f.path,
-            key: '',
-            message: `${f.path} reads its bytes from backup ${f.backup}, whose manifest ${there ? 'describes different bytes' : 'has no such file'}`,
-          },
-          `bad reference: ${f.path} in backup ${f.backup} ${there ? 'differs' : 'does not exist'}`,
-        );
-      }
-    }
-    const expectations: { path: string; e: ObjectExpectation }[] = [];
-    for (const f of m.files) {
-      if (f.chunks && f.chunks.length > 0) {
-        for (const c of f.chunks)
-          expectations.push({
-            path: `${f.path} (chunk at ${c.offset})`,
-            e: {
-              key: c.key,
-              codec: f.codec,
-              size: c.size,
-              sha256: c.sha256,
-              storedSize: c.storedSize,
-              storedSha256: c.storedSha256,
-            },
-          });
-      } else {
-        expectations.push({
-          path: f.path,
-          e: {
-            key: repo.backupFileKey(cluster, f.backup, f.path, f.codec),
-            codec: f.codec,
-            size: f.size,
-            sha256: f.sha256,
-            storedSize: f.storedSize,
-            storedSha256: f.storedSha256,
-          },
-        });
-      }
-    }
-    const results = await mapLimit(expectations, concurrency, (x) => checkObject(x.e), o.signal);
+    checkReferences(m, listing, fault);
+    const expectations = objectExpectations(o.repo, o.cluster, m);
+    const results = await mapLimit(expectations, run.concurrency, (x) => checkObject(x.e), o.signal);
     results.forEach((r, i) => {
       const { path, e } = expectations[i]!;
       v.filesChecked++;
-      v.bytesChecked += full ? e.size : e.storedSize;
+      v.bytesChecked += o.full ? e.size : e.storedSize;
       if (!r) return;
       const what =
         r.kind === 'missing-file'
@@ -360,9 +437,35 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     });
     reasons.push(...faults);
   }
+  return verdicts;
+}
 
-  // ---- WAL objects ----------------------------------------------------------------------
-  report('wal');
+/** The archived WAL as continuity and the verdicts need it. */
+interface WalState {
+  /** Every stored copy of each segment name. */
+  segments: Map<string, ArchivedWal[]>;
+  /** Usable timeline histories (corrupt ones and ones from another lineage left out). */
+  histories: Map<number, TimelineHistory>;
+  branches: Map<number, TimelineBranch>;
+  /** The cluster's live lineage, when the controller knows its current timeline. */
+  liveLineage: ReadonlySet<number> | undefined;
+  /** Segments with at least one usable copy. */
+  goodSegments: Set<string>;
+  /** Segments whose every copy is bad: they break continuity. */
+  badSegments: Set<string>;
+  /** The problem found in a bad copy, by name. */
+  badCopies: Map<string, VerifyProblem>;
+  /** Newest archived segment of each timeline. */
+  newest: Map<number, string>;
+  /** Gaps already reported (timeline/end LSN): several backups can meet the same one. */
+  gapSeen: Set<string>;
+}
+
+/** Lists the archive: segment copies by name, and the other WAL files (histories, .backup, .partial). */
+async function listArchivedWal(
+  repo: Repository,
+  cluster: string,
+): Promise<{ segments: Map<string, ArchivedWal[]>; others: ArchivedWal[] }> {
   const segments = new Map<string, ArchivedWal[]>();
   const others: ArchivedWal[] = [];
   for await (const w of repo.listWal(cluster)) {
@@ -373,9 +476,18 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
       else segments.set(w.name, [w]);
     } else if (kind !== undefined) others.push(w);
   }
+  return { segments, others };
+}
 
-  // Timeline histories first: a new timeline's first segment carries its parent's id, which only
-  // its history explains; each history must also extend its parent's (timelines.ts).
+/**
+ * Timeline histories first: a new timeline's first segment carries its parent's id, which only
+ * its history explains; each history must also extend its parent's (timelines.ts).
+ */
+async function readHistories(
+  repo: Repository,
+  cluster: string,
+  others: readonly ArchivedWal[],
+): Promise<{ histories: Map<number, TimelineHistory>; badHistories: Map<string, VerifyProblem> }> {
   const histories = new Map<number, TimelineHistory>();
   const badHistories = new Map<string, VerifyProblem>();
   for (const w of others) {
@@ -410,90 +522,109 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
       histories.delete(tli);
     }
   }
+  return { histories, badHistories };
+}
+
+/**
+ * What is wrong with one archived WAL file, if anything. Fast mode sees only what the listing
+ * tells (empty, or an uncompressed segment of the wrong size); full mode decompresses it and
+ * checks its size, content checksum and page header.
+ */
+async function walFileProblem(
+  run: VerifyRun,
+  histories: ReadonlyMap<number, TimelineHistory>,
+  w: ArchivedWal,
+): Promise<VerifyProblem | undefined> {
+  const { segmentSize } = run;
+  const isSegment = walFileKind(w.name) === 'segment';
+  const base = { label: '', path: w.name, key: w.key };
+  if (w.storedSize === 0)
+    return { kind: 'wal-empty', ...base, message: `WAL file ${w.name} is stored as 0 bytes (${w.key})` };
+  if (isSegment && w.codec === 'none' && w.storedSize !== segmentSize) {
+    return {
+      kind: 'wal-truncated',
+      ...base,
+      message: `WAL segment ${w.name} is stored as ${w.storedSize} bytes, a segment has ${segmentSize} (${w.key})`,
+    };
+  }
+  if (!run.o.full) return undefined;
+  let r: ObjectMeasure;
+  try {
+    r = await run.o.repo.objects.measure(w.key, w.codec, true, WAL_LONG_HEADER_SIZE);
+  } catch (err) {
+    return {
+      kind: 'wal-corrupt',
+      ...base,
+      message: `WAL file ${w.name} cannot be read: ${(err as Error).message} (${w.key})`,
+    };
+  } finally {
+    run.filesDone++;
+    run.bytesDone += w.storedSize;
+  }
+  if (r.decodeError !== undefined)
+    return {
+      kind: 'wal-corrupt',
+      ...base,
+      message: `WAL file ${w.name} cannot be decompressed (${w.codec}): ${r.decodeError} (${w.key})`,
+    };
+  if (isSegment && r.contentBytes === 0)
+    return { kind: 'wal-empty', ...base, message: `WAL segment ${w.name} decompresses to 0 bytes (${w.key})` };
+  if (isSegment && r.contentBytes !== segmentSize) {
+    return {
+      kind: 'wal-truncated',
+      ...base,
+      message: `WAL segment ${w.name} decompresses to ${r.contentBytes} bytes, a segment has ${segmentSize} (${w.key})`,
+    };
+  }
+  if (r.contentSha256 !== w.sha256) {
+    return {
+      kind: 'wal-corrupt',
+      ...base,
+      message: `WAL file ${w.name} has content sha256 ${short(r.contentSha256 ?? '')}.., its name says ${short(w.sha256)}.. (${w.key})`,
+    };
+  }
+  if (isSegment) {
+    try {
+      validateWalSegment(
+        w.name,
+        r.head ?? Buffer.alloc(0),
+        r.contentBytes ?? 0,
+        run.systemIdentifier,
+        histories.get(timelineOfWalName(w.name)),
+      );
+    } catch (err) {
+      const e = asPgfleetError(err);
+      return {
+        kind: e.errorName === 'WalFileEmpty' ? 'wal-truncated' : 'wal-foreign',
+        ...base,
+        message: `${e.message} (${w.key})`,
+      };
+    }
+  }
+  return undefined;
+}
+
+/** Checks every archived WAL file and sorts segments into usable and unusable. */
+async function checkWal(run: VerifyRun): Promise<WalState> {
+  const { repo, cluster } = run.o;
+  const { segments, others } = await listArchivedWal(repo, cluster);
+  const { histories, badHistories } = await readHistories(repo, cluster, others);
   const branches = new Map<number, TimelineBranch>(
     [...histories].map(([tli, h]) => [tli, { parent: h.parent!, switchLsn: h.startLsn }]),
   );
   // Continuity follows the cluster's live lineage when the controller knows it, like restores do.
-  const liveLineage = o.currentTimeline ? lineageOf(o.currentTimeline, histories.get(o.currentTimeline)) : undefined;
-
-  const walProblem = async (w: ArchivedWal): Promise<VerifyProblem | undefined> => {
-    const isSegment = walFileKind(w.name) === 'segment';
-    const base = { label: '', path: w.name, key: w.key };
-    if (w.storedSize === 0)
-      return { kind: 'wal-empty', ...base, message: `WAL file ${w.name} is stored as 0 bytes (${w.key})` };
-    if (isSegment && w.codec === 'none' && w.storedSize !== segmentSize) {
-      return {
-        kind: 'wal-truncated',
-        ...base,
-        message: `WAL segment ${w.name} is stored as ${w.storedSize} bytes, a segment has ${segmentSize} (${w.key})`,
-      };
-    }
-    if (!full) return undefined;
-    let r: ObjectMeasure;
-    try {
-      r = await repo.objects.measure(w.key, w.codec, true, WAL_LONG_HEADER_SIZE);
-    } catch (err) {
-      return {
-        kind: 'wal-corrupt',
-        ...base,
-        message: `WAL file ${w.name} cannot be read: ${(err as Error).message} (${w.key})`,
-      };
-    } finally {
-      filesDone++;
-      bytesDone += w.storedSize;
-    }
-    if (r.decodeError !== undefined)
-      return {
-        kind: 'wal-corrupt',
-        ...base,
-        message: `WAL file ${w.name} cannot be decompressed (${w.codec}): ${r.decodeError} (${w.key})`,
-      };
-    if (isSegment && r.contentBytes === 0)
-      return { kind: 'wal-empty', ...base, message: `WAL segment ${w.name} decompresses to 0 bytes (${w.key})` };
-    if (isSegment && r.contentBytes !== segmentSize) {
-      return {
-        kind: 'wal-truncated',
-        ...base,
-        message: `WAL segment ${w.name} decompresses to ${r.contentBytes} bytes, a segment has ${segmentSize} (${w.key})`,
-      };
-    }
-    if (r.contentSha256 !== w.sha256) {
-      return {
-        kind: 'wal-corrupt',
-        ...base,
-        message: `WAL file ${w.name} has content sha256 ${short(r.contentSha256 ?? '')}.., its name says ${short(w.sha256)}.. (${w.key})`,
-      };
-    }
-    if (isSegment) {
-      try {
-        validateWalSegment(
-          w.name,
-          r.head ?? Buffer.alloc(0),
-          r.contentBytes ?? 0,
-          info?.systemIdentifier,
-          histories.get(timelineOfWalName(w.name)),
-        );
-      } catch (err) {
-        const e = asPgfleetError(err);
-        return {
-          kind: e.errorName === 'WalFileEmpty' ? 'wal-truncated' : 'wal-foreign',
-          ...base,
-          message: `${e.message} (${w.key})`,
-        };
-      }
-    }
-    return undefined;
-  };
+  const current = run.o.currentTimeline;
+  const liveLineage = current ? lineageOf(current, histories.get(current)) : undefined;
 
   const allWal = [...[...segments.values()].flat(), ...others.filter((w) => !badHistories.has(w.name))];
-  problems.push(...badHistories.values());
-  const walResults = await mapLimit(allWal, concurrency, walProblem, o.signal);
+  run.problems.push(...badHistories.values());
+  const walResults = await mapLimit(allWal, run.concurrency, (w) => walFileProblem(run, histories, w), run.o.signal);
   const badCopies = new Map<string, VerifyProblem>();
   const goodSegments = new Set<string>();
   walResults.forEach((p, i) => {
     const w = allWal[i]!;
     if (p) {
-      problems.push(p);
+      run.problems.push(p);
       badCopies.set(w.name, p);
     } else if (walFileKind(w.name) === 'segment') goodSegments.add(w.name);
   });
@@ -506,94 +637,118 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     const cur = newest.get(t);
     if (cur === undefined || name > cur) newest.set(t, name);
   }
-
-  // ---- continuity and verdicts ------------------------------------------------------------
-  const gapSeen = new Set<string>();
-  const describeGap = (g: WalGap) => {
-    const names =
-      g.segments.length === 1
-        ? `segment ${g.segments[0]}`
-        : `segments ${g.segments[0]} .. ${g.segments[g.segments.length - 1]} (${g.segments.length})`;
-    return `WAL gap [${g.fromLsn}, ${g.toLsn}) on timeline ${g.timeline}: ${names} missing`;
+  return {
+    segments,
+    histories,
+    branches,
+    liveLineage,
+    goodSegments,
+    badSegments,
+    badCopies,
+    newest,
+    gapSeen: new Set(),
   };
-  for (const m of ordered) {
-    const v = verdicts.get(m.label)!;
-    let walStartOk = true;
-    try {
-      WalSegmentName.parse(m.walStart, segmentSize);
-      WalSegmentName.parse(m.walStop, segmentSize);
-      Lsn.parse(m.stopLsn);
-    } catch {
-      walStartOk = false;
-    }
-    if (!walStartOk) {
-      problems.push({
-        kind: 'manifest-corrupt',
-        label: m.label,
-        path: 'backup.manifest',
-        key: repo.backupManifestKey(cluster, m.label),
-        message: `manifest of ${m.label} has invalid WAL positions (${m.walStart}, ${m.walStop}, ${m.stopLsn})`,
-      });
-      v.reasons.push('manifest corrupt: invalid WAL positions');
-      continue;
-    }
-    const c = walContinuity({
-      segmentSize,
-      start: m.walStart,
-      requiredThrough: m.walStop,
-      present: goodSegments,
-      bad: badSegments,
-      branches,
-      ...(liveLineage ? { only: liveLineage } : {}),
-    });
-    for (const g of c.gaps) {
-      const id = `${g.timeline}/${g.toLsn}`;
-      if (gapSeen.has(id)) continue;
-      gapSeen.add(id);
-      problems.push({
-        kind: 'wal-gap',
-        label: '',
-        path: g.segments[0]!,
-        key: '',
-        timeline: g.timeline,
-        lsnFrom: g.fromLsn,
-        lsnTo: g.toLsn,
-        segments: g.segments.slice(0, MAX_GAP_NAMES),
-        message: describeGap(g),
-      });
-    }
-    v.toLsn = c.continuousTo.lsn;
-    v.toTimeline = c.continuousTo.timeline;
-    const stop = WalSegmentName.parse(m.walStop, segmentSize);
-    const brk = c.firstBreak === undefined ? undefined : WalSegmentName.parse(c.firstBreak, segmentSize);
-    const consistencyBroken =
-      brk !== undefined && brk.timeline === stop.timeline && brk.segmentNumber <= stop.segmentNumber;
-    const gapAt = (name: string) => c.gaps.find((g) => g.segments.includes(name));
-    const describeBreak = (name: string) => {
-      const g = gapAt(name);
-      if (g) return describeGap(g);
-      const p = badCopies.get(name);
-      return `WAL segment ${name} is unusable (${p?.kind ?? 'bad'}): ${p?.message ?? ''}`;
-    };
-    if (consistencyBroken) {
-      v.reasons.push(
-        `${describeBreak(c.firstBreak!)}, inside the WAL the backup needs to become consistent (${m.walStart} .. ${m.walStop})`,
-      );
-    } else if (c.firstBreak !== undefined) {
-      v.reasons.push(`recovery stops at ${c.continuousTo.lsn}: ${describeBreak(c.firstBreak)}`);
-    }
-    v.restorable = !consistencyBroken && v.reasons.every((r) => r.startsWith('recovery stops at'));
-    if (!v.restorable) {
-      v.toLsn = '';
-      v.toTimeline = 0;
-    }
-    if (v.reasons.length > MAX_REASONS)
-      v.reasons.splice(MAX_REASONS, v.reasons.length - MAX_REASONS, `... and ${v.reasons.length - MAX_REASONS} more`);
-  }
+}
 
+function describeGap(g: WalGap): string {
+  const names =
+    g.segments.length === 1
+      ? `segment ${g.segments[0]}`
+      : `segments ${g.segments[0]} .. ${g.segments[g.segments.length - 1]} (${g.segments.length})`;
+  return `WAL gap [${g.fromLsn}, ${g.toLsn}) on timeline ${g.timeline}: ${names} missing`;
+}
+
+/**
+ * Completes a backup's verdict with its WAL: restorable when the WAL from walStart to walStop is
+ * there and usable (and its files checked out), to the end of the continuous WAL after it. Each
+ * gap is reported once, however many backups it concerns.
+ */
+function judgeRestorable(run: VerifyRun, m: BackupManifest, v: BackupVerdict, wal: WalState): void {
+  const { segmentSize } = run;
+  let walStartOk = true;
+  try {
+    WalSegmentName.parse(m.walStart, segmentSize);
+    WalSegmentName.parse(m.walStop, segmentSize);
+    Lsn.parse(m.stopLsn);
+  } catch {
+    walStartOk = false;
+  }
+  if (!walStartOk) {
+    run.problems.push({
+      kind: 'manifest-corrupt',
+      label: m.label,
+      path: 'backup.manifest',
+      key: run.o.repo.backupManifestKey(run.o.cluster, m.label),
+      message: `manifest of ${m.label} has invalid WAL positions (${m.walStart}, ${m.walStop}, ${m.stopLsn})`,
+    });
+    v.reasons.push('manifest corrupt: invalid WAL positions');
+    return;
+  }
+  const c = walContinuity({
+    segmentSize,
+    start: m.walStart,
+    requiredThrough: m.walStop,
+    present: wal.goodSegments,
+    bad: wal.badSegments,
+    branches: wal.branches,
+    ...(wal.liveLineage ? { only: wal.liveLineage } : {}),
+  });
+  for (const g of c.gaps) {
+    const id = `${g.timeline}/${g.toLsn}`;
+    if (wal.gapSeen.has(id)) continue;
+    wal.gapSeen.add(id);
+    run.problems.push({
+      kind: 'wal-gap',
+      label: '',
+      path: g.segments[0]!,
+      key: '',
+      timeline: g.timeline,
+      lsnFrom: g.fromLsn,
+      lsnTo: g.toLsn,
+      segments: g.segments.slice(0, MAX_GAP_NAMES),
+      message: describeGap(g),
+    });
+  }
+  v.toLsn = c.continuousTo.lsn;
+  v.toTimeline = c.continuousTo.timeline;
+  const stop = WalSegmentName.parse(m.walStop, segmentSize);
+  const brk = c.firstBreak === undefined ? undefined : WalSegmentName.parse(c.firstBreak, segmentSize);
+  const consistencyBroken =
+    brk !== undefined && brk.timeline === stop.timeline && brk.segmentNumber <= stop.segmentNumber;
+  const gapAt = (name: string) => c.gaps.find((g) => g.segments.includes(name));
+  const describeBreak = (name: string) => {
+    const g = gapAt(name);
+    if (g) return describeGap(g);
+    const p = wal.badCopies.get(name);
+    return `WAL segment ${name} is unusable (${p?.kind ?? 'bad'}): ${p?.message ?? ''}`;
+  };
+  if (consistencyBroken) {
+    v.reasons.push(
+      `${describeBreak(c.firstBreak!)}, inside the WAL the backup needs to become consistent (${m.walStart} .. ${m.walStop})`,
+    );
+  } else if (c.firstBreak !== undefined) {
+    v.reasons.push(`recovery stops at ${c.continuousTo.lsn}: ${describeBreak(c.firstBreak)}`);
+  }
+  v.restorable = !consistencyBroken && v.reasons.every((r) => r.startsWith('recovery stops at'));
+  if (!v.restorable) {
+    v.toLsn = '';
+    v.toTimeline = 0;
+  }
+  if (v.reasons.length > MAX_REASONS)
+    v.reasons.splice(MAX_REASONS, v.reasons.length - MAX_REASONS, `... and ${v.reasons.length - MAX_REASONS} more`);
+}
+
+/** The outcome: the verdicts (corrupt backups last), whether all is well, the timelines; logged and reported done. */
+async function finish(
+  run: VerifyRun,
+  listing: BackupListing,
+  verdicts: ReadonlyMap<string, BackupVerdict>,
+  wal: WalState,
+): Promise<VerifyOutcome> {
+  const { o, problems } = run;
   const backups: BackupVerdict[] = [
-    ...ordered.map((m) => verdicts.get(m.label)!),
-    ...[...corrupt.entries()].map(([label, reason]) => ({
+    ...listing.ordered.map((m) => verdicts.get(m.label)!),
+    ...[...listing.corrupt.entries()].map(([label, reason]) => ({
       label,
       type: undefined,
       restorable: false,
@@ -607,19 +762,26 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     })),
   ];
   const ok = backups.every((b) => b.restorable) && problems.every((p) => p.kind === 'incomplete-backup');
-  const timelines = await summarizeTimelines(repo, cluster, histories, newest, segmentSize, liveLineage);
+  const timelines = await summarizeTimelines(
+    o.repo,
+    o.cluster,
+    wal.histories,
+    wal.newest,
+    run.segmentSize,
+    wal.liveLineage,
+  );
   const outcome: VerifyOutcome = {
-    full,
+    full: o.full,
     backups,
     problems,
-    walSegmentsChecked: [...segments.values()].reduce((n, l) => n + l.length, 0),
-    walNewest: [...newest.entries()].sort((a, b) => a[0] - b[0]).map(([, n]) => n),
+    walSegmentsChecked: [...wal.segments.values()].reduce((n, l) => n + l.length, 0),
+    walNewest: [...wal.newest.entries()].sort((a, b) => a[0] - b[0]).map(([, n]) => n),
     ok,
     timelines,
   };
-  log.info(
+  o.log.info(
     {
-      full,
+      full: o.full,
       backups: backups.length,
       restorable: backups.filter((b) => b.restorable).length,
       problems: problems.length,
@@ -627,7 +789,7 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
     },
     'verify finished',
   );
-  report('done');
+  run.report('done');
   return outcome;
 }
 
