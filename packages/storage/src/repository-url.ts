@@ -9,7 +9,7 @@
  * side needs a conversion. Credentials never appear in a URL or a spec: they come from the
  * process's own configuration or the AWS default chain.
  *
- * This module loads no driver code (wal-push's fast path imports it through
+ * This module loads no driver code (wal-push's client imports it through
  * '@pgfleet/storage/repository-url'); open-repository.ts opens drivers from specs.
  */
 import { isAbsolute, normalize } from 'node:path';
