@@ -172,6 +172,7 @@ interface DrillTarget {
   proto: RecoveryTarget;
 }
 
+/** The stages of the module header in order; the teardown runs whatever happened. */
 export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
   const r: DrillResultDraft = {
     backupLabel: '',

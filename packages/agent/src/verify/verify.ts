@@ -158,6 +158,7 @@ interface VerifyRun {
   report(phase: string, message?: string): void;
 }
 
+/** Backups first (manifests, references, files), then the archived WAL, then each backup's restorable range (module header). */
 export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
   const info = await o.repo.readClusterInfo(o.cluster);
   const run: VerifyRun = {
