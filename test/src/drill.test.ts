@@ -838,7 +838,8 @@ describe('the throwaway server: nothing of the source reaches outside the copy',
         await server.waitPromoted(undefined, () => {});
         const c = await server.connect('postgres');
         const settings = Object.fromEntries((await c.query('SELECT n, current_setting(n) AS v FROM unnest($1::text[]) n', [cfg.names])).rows.map((r) => [r.n, r.v]));
-        await sleep(3000);
+        // This script runs in a child node: the test's imports (core's sleep) are not in scope here.
+        await new Promise((r) => setTimeout(r, 3000));
         const workers = (await c.query("SELECT backend_type AS b FROM pg_stat_activity WHERE backend_type LIKE 'logical replication%'")).rows.map((r) => r.b);
         const subs = (await c.query('SELECT subname AS n, subenabled AS e FROM pg_subscription')).rows;
         const rows = (await c.query('SELECT count(*)::int AS n FROM pub_t')).rows[0].n;
