@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check and test of pgfleet: generated-code freshness, build, dependency lint, then
+# Runs every check and test of pgfleet: generated-code freshness, build, lint (dependency walls,
+# ESLint, Prettier), then
 # all unit, integration and end-to-end tests (real PostgreSQL, nats-server and S3 server
 # processes; nothing is mocked). Works on a fresh Debian 12 machine once PostgreSQL and
 # nats-server are installed (.ci/run installs them); fetches Node 24 when the machine's is older.
@@ -21,7 +22,8 @@ fi
 
 npm run check:generated
 npx turbo run build --output-logs=errors-only
-npm run lint:deps
+# dependency walls, ESLint (type-aware: after the build) and Prettier
+npm run lint
 # One node --test run over every package so the summary at the end counts all tests.
 node --test --test-concurrency=2 --test-timeout=900000 \
   'packages/*/dist/**/*.test.js' 'test/dist/**/*.test.js'
