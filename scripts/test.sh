@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of pgfleet: generated-code freshness, build, lint (dependency walls,
-# ESLint, Prettier), then
-# all unit, integration and end-to-end tests (real PostgreSQL, nats-server and S3 server
-# processes; nothing is mocked). Works on a fresh Debian 12 machine once PostgreSQL and
-# nats-server are installed (.ci/run installs them); fetches Node 24 when the machine's is older.
+# ESLint, Prettier), then all unit, integration and end-to-end tests (real PostgreSQL,
+# nats-server and S3 server processes; nothing is mocked). Works on a fresh Debian 12 machine
+# once PostgreSQL and nats-server are installed (.ci/run installs them); fetches Node 24 when the
+# machine's is older.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/node-env.sh

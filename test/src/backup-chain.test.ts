@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { open, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ErrorCodes } from '@pgfleet/core';
 import { runAsPostgres, startPostgres, type PgInstance } from '@pgfleet/testkit';
 import { REPOSITORY_KINDS, startFleet, waitFor, type Fleet } from './harness.js';
 import { sleep } from '@pgfleet/core';
@@ -192,7 +193,7 @@ for (const kind of REPOSITORY_KINDS)
         );
         assert.match(
           jobs.full.progress?.message ?? '',
-          new RegExp(`PGF-3008 page checksum errors: ${damagedPath} block\\(s\\) 2`),
+          new RegExp(`${ErrorCodes.PageChecksumMismatch.code} page checksum errors: ${damagedPath} block\\(s\\) 2`),
         );
         const show = await fleet.cli('job', jobs.full.id);
         assert.match(show.stdout, new RegExp(`${damagedPath} block\\(s\\) 2`));

@@ -8,6 +8,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { ErrorCodes } from '@pgfleet/core';
 import { startFleet, waitFor, type Fleet } from './harness.js';
 
 const CLUSTER = 'cancel';
@@ -62,13 +63,16 @@ describe('cancel: a running backup stops and leaves nothing that looks complete'
     // One backup per cluster at a time: a second one is refused while this one runs.
     const second = await fleet.cli('backup', CLUSTER, '--type', 'incr');
     assert.equal(second.code, 4, second.stderr);
-    assert.match(second.stderr, new RegExp(`PGF-2009.*already has a backup job running \\(${id}`));
+    assert.match(
+      second.stderr,
+      new RegExp(`${ErrorCodes.BackupInProgress.code}.*already has a backup job running \\(${id}`),
+    );
 
     const cancelled = await fleet.cli('cancel', id, '--wait', '--output', 'json');
     assert.equal(cancelled.code, 0, `${cancelled.stdout}\n${cancelled.stderr}`);
     const final = JSON.parse(cancelled.stdout) as JobJson;
     assert.equal(final.state, 'JOB_STATE_CANCELLED');
-    assert.equal(final.error?.code, 'PGF-2007');
+    assert.equal(final.error?.code, ErrorCodes.JobCancelled.code);
 
     // Nothing in the repository under the cluster's backups but the first one, and nothing in the catalog.
     assert.deepEqual(

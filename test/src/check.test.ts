@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ErrorCodes } from '@pgfleet/core';
 import { startFleet, waitFor, type Fleet } from './harness.js';
 
 const CLUSTER = 'chk';
@@ -152,7 +153,7 @@ describe('pgfleet check: archiving proven end to end, failures named', { timeout
     assert.equal(j.code, 4);
     const job = JSON.parse(j.stdout) as JobJson;
     assert.equal(job.state, 'JOB_STATE_FAILED');
-    assert.equal(job.error?.code, 'PGF-4009');
+    assert.equal(job.error?.code, ErrorCodes.ArchiveCheckFailed.code);
     assert.equal(job.check?.items.find((i) => i.name === 'archive_command')?.verdict, 'CHECK_VERDICT_FAIL');
 
     // The cluster has no backup yet: the backup checks first and fails with the check's error, not PGF-4006 after its WAL wait.

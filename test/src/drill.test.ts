@@ -566,7 +566,7 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
       const failed = (await events()).find((e) => e.kind === 'drill.failed' && e.drillFailed?.jobId === job.id);
       assert.ok(failed, 'drill.failed in the catalog');
       assert.equal(failed.drillFailed!.stage, 'recovery');
-      assert.equal((failed.drillFailed!.error as { code: string }).code, 'PGF-4005');
+      assert.equal((failed.drillFailed!.error as { code: string }).code, ErrorCodes.WalNotInRepository.code);
       assert.match(JSON.stringify(failed.drillFailed!.reasons), new RegExp(victim));
       assert.equal((failed.drillFailed!.reasons as string[])[0], `recovery failed: ${TARGET_NOT_REACHED}`);
       assert.ok((failed.drillFailed!.postgresLogProblems as string[]).some((l) => l.includes('FATAL:')));

@@ -6,7 +6,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { afterEach, describe, test } from 'node:test';
-import { PgfleetError } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { FLEET_POLICY_SCOPE, type BackupRecord, type CatalogStore, type OutboxEventInput } from './store.js';
 
 export function sampleBackup(
@@ -65,7 +65,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           store.upsertCluster({ name: 'main', systemIdentifier: '999', pgVersion: 170002 }, 2000),
           (err: unknown) =>
             PgfleetError.is(err, 'SystemIdMismatch') &&
-            err.code === 'PGF-3005' &&
+            err.code === ErrorCodes.SystemIdMismatch.code &&
             err.message.includes('7300000000000000001'),
         );
         // Same identifier, new server_version_num (a minor update keeps the identifier): accepted and recorded.
@@ -360,7 +360,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         };
         assert.ok(JSON.stringify(drill).length > 7000);
         const error = {
-          code: 'PGF-5006',
+          code: ErrorCodes.DrillFailed.code,
           message: `drill of cluster main failed in stage recovery: the drill's PostgreSQL exited during recovery (PostgreSQL: FATAL: requested timeline 2 is not a child of this server's history)`,
         };
         const payload = new TextEncoder().encode(JSON.stringify(drill));
@@ -504,19 +504,27 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.createJob({ id: 'j2', cluster: 'main', kind: 'restore', agentId: 'agent-1', params: {} }, 100);
         await assert.rejects(
           store.transitionJob('j2', 'running', {}, 101),
-          (err: unknown) => PgfleetError.is(err, 'JobStateConflict') && err.code === 'PGF-2008',
+          (err: unknown) => PgfleetError.is(err, 'JobStateConflict') && err.code === ErrorCodes.JobStateConflict.code,
         );
         assert.equal((await store.transitionJob('j2', 'queued', {}, 101)).changed, false);
         await store.transitionJob('j2', 'dispatched', {}, 101);
         await assert.rejects(store.transitionJob('j2', 'queued', {}, 101), (err: unknown) =>
           PgfleetError.is(err, 'JobStateConflict'),
         );
-        await store.transitionJob('j2', 'failed', { error: { code: 'PGF-2006', message: 'gone' } }, 102);
+        await store.transitionJob(
+          'j2',
+          'failed',
+          { error: { code: ErrorCodes.AgentDisconnected.code, message: 'gone' } },
+          102,
+        );
         await assert.rejects(store.transitionJob('j2', 'succeeded', {}, 103), (err: unknown) =>
           PgfleetError.is(err, 'JobStateConflict'),
         );
         const j = await store.getJob('j2');
-        assert.deepEqual([j?.state, j?.error, j?.finishedAt], ['failed', { code: 'PGF-2006', message: 'gone' }, 102]);
+        assert.deepEqual(
+          [j?.state, j?.error, j?.finishedAt],
+          ['failed', { code: ErrorCodes.AgentDisconnected.code, message: 'gone' }, 102],
+        );
         await assert.rejects(store.transitionJob('nope', 'failed', {}, 1), (err: unknown) =>
           PgfleetError.is(err, 'UnknownJob'),
         );
@@ -555,7 +563,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.transitionJob('c', 'cancelled', {}, 2);
         const failed = await store.failActiveJobsOfAgent(
           'agent-1',
-          { code: 'PGF-2006', message: 'agent restarted' },
+          { code: ErrorCodes.AgentDisconnected.code, message: 'agent restarted' },
           3,
           ['d'],
         );
@@ -563,7 +571,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         for (const j of failed)
           assert.deepEqual(
             [j.state, j.finishedAt, j.error],
-            ['failed', 3, { code: 'PGF-2006', message: 'agent restarted' }],
+            ['failed', 3, { code: ErrorCodes.AgentDisconnected.code, message: 'agent restarted' }],
           );
         const e = await store.getJob('e');
         assert.deepEqual([e?.state, e?.startedAt, e?.progress], ['failed', 2, { p: 1 }]);
@@ -572,15 +580,32 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal((await store.getJob('d'))?.state, 'queued');
         assert.equal((await store.getJob('other'))?.state, 'queued');
         assert.deepEqual(
-          await store.failActiveJobsOfAgent('agent-1', { code: 'PGF-2006', message: 'again' }, 4, ['d']),
+          await store.failActiveJobsOfAgent(
+            'agent-1',
+            { code: ErrorCodes.AgentDisconnected.code, message: 'again' },
+            4,
+            ['d'],
+          ),
           [],
         );
 
-        const all = await store.failAllActiveJobs({ code: 'PGF-7003', message: 'controller restarted' }, 4);
+        const all = await store.failAllActiveJobs(
+          { code: ErrorCodes.ControllerRestarted.code, message: 'controller restarted' },
+          4,
+        );
         assert.deepEqual(all.map((j) => j.id).sort(), ['d', 'other']);
-        assert.deepEqual((await store.getJob('other'))?.error, { code: 'PGF-7003', message: 'controller restarted' });
-        assert.deepEqual((await store.getJob('a'))?.error, { code: 'PGF-2006', message: 'agent restarted' });
-        assert.deepEqual(await store.failAllActiveJobs({ code: 'PGF-7003', message: 'again' }, 5), []);
+        assert.deepEqual((await store.getJob('other'))?.error, {
+          code: ErrorCodes.ControllerRestarted.code,
+          message: 'controller restarted',
+        });
+        assert.deepEqual((await store.getJob('a'))?.error, {
+          code: ErrorCodes.AgentDisconnected.code,
+          message: 'agent restarted',
+        });
+        assert.deepEqual(
+          await store.failAllActiveJobs({ code: ErrorCodes.ControllerRestarted.code, message: 'again' }, 5),
+          [],
+        );
       });
 
       test('listJobs is newest first (creation order within a millisecond), filtered and limited', async () => {
@@ -769,7 +794,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.createJob({ id: 'b1', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 3);
         await store.createJob({ id: 'b2', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 4);
         await store.transitionJob('b2', 'dispatched', {}, 6);
-        await store.transitionJob('b2', 'failed', { error: { code: 'PGF-2005', message: 'x' } }, 7);
+        await store.transitionJob('b2', 'failed', { error: { code: ErrorCodes.JobFailed.code, message: 'x' } }, 7);
         await store.transitionJob('e1', 'dispatched', {}, 6);
         assert.deepEqual(
           (await store.listActiveJobs()).map((j) => [j.id, j.kind, j.state]),
@@ -932,10 +957,14 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.setAgentConnected('agent-2', false, 3, [ev('d1', 'main', 'agent.disconnected')]);
         await store.createJob({ id: 'x', cluster: 'main', kind: 'backup', agentId: 'agent-2', params: {} }, 4);
         await store.createJob({ id: 'y', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 4);
-        await store.failActiveJobsOfAgent('agent-2', { code: 'PGF-2006', message: 'gone' }, 5, [], (job) => [
-          ev(`f-${job.id}`, job.cluster, 'backup.failed'),
-        ]);
-        await store.failAllActiveJobs({ code: 'PGF-7003', message: 'restart' }, 6, (job) => [
+        await store.failActiveJobsOfAgent(
+          'agent-2',
+          { code: ErrorCodes.AgentDisconnected.code, message: 'gone' },
+          5,
+          [],
+          (job) => [ev(`f-${job.id}`, job.cluster, 'backup.failed')],
+        );
+        await store.failAllActiveJobs({ code: ErrorCodes.ControllerRestarted.code, message: 'restart' }, 6, (job) => [
           ev(`f-${job.id}`, job.cluster, 'backup.failed'),
         ]);
         await store.putHealthState({ cluster: 'main', condition: 'rpo', state: 'breached', since: 7, data: { n: 1 } }, [

@@ -4,7 +4,7 @@
 import { strict as assert } from 'node:assert';
 import { after, afterEach, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { PgfleetError, sleep } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, sleep } from '@pgfleet/core';
 import { freePort, startPostgres, type PgInstance } from '@pgfleet/testkit';
 import { catalogStoreSuite, sampleBackup } from './catalog-suite.js';
 import {
@@ -137,8 +137,8 @@ describe('postgres: shared by several controllers', () => {
     const [a, b, url] = await twoControllers();
     await runningJob(a, 'same');
     const outcomes = await race(url, 'same', [
-      () => a.transitionJob('same', 'failed', { error: { code: 'PGF-2006', message: 'a' } }, 10),
-      () => b.transitionJob('same', 'failed', { error: { code: 'PGF-2006', message: 'b' } }, 11),
+      () => a.transitionJob('same', 'failed', { error: { code: ErrorCodes.AgentDisconnected.code, message: 'a' } }, 10),
+      () => b.transitionJob('same', 'failed', { error: { code: ErrorCodes.AgentDisconnected.code, message: 'b' } }, 11),
     ]);
     const changed = outcomes.map((o) =>
       o.status === 'fulfilled' ? (o.value as { changed: boolean }).changed : o.reason,
@@ -167,8 +167,8 @@ describe('postgres: shared by several controllers', () => {
     const [a, b] = await twoControllers();
     for (let i = 0; i < 30; i++) await runningJob(a, `j${String(i).padStart(2, '0')}`);
     const [fa, fb] = await Promise.all([
-      a.failAllActiveJobs({ code: 'PGF-7003', message: 'a' }, 50),
-      b.failActiveJobsOfAgent('agent-1', { code: 'PGF-2006', message: 'b' }, 51),
+      a.failAllActiveJobs({ code: ErrorCodes.ControllerRestarted.code, message: 'a' }, 50),
+      b.failActiveJobsOfAgent('agent-1', { code: ErrorCodes.AgentDisconnected.code, message: 'b' }, 51),
     ]);
     const ids = [...fa, ...fb].map((j) => j.id).sort();
     assert.equal(ids.length, 30);

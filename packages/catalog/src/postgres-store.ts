@@ -774,7 +774,7 @@ export class PostgresCatalogStore implements CatalogStore {
     return next;
   }
 
-  private async query<R extends pg.QueryResultRow = any>(sql: string, params?: unknown[]): Promise<R[]> {
+  private async query<R extends pg.QueryResultRow = pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<R[]> {
     const res = await this.run(() => this.pool.query<R>(sql, params));
     return res.rows;
   }

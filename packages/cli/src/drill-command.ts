@@ -17,11 +17,9 @@ import {
   JobState,
   RecoveryTargetSchema,
   type DrillRecord,
-  type DrillResult,
-  type JobInfo,
   type RecoveryTarget,
 } from '@pgfleet/proto';
-import { formatBytes, formatTable, formatTime } from './format.js';
+import { formatTable, formatTime } from './format.js';
 import { err, followAndPrint, ms, out, printJson, stateName, type Admin } from './output.js';
 import { recoveryTargetFromOptions } from './target.js';
 import { cliSettings } from './program.js';

@@ -5,7 +5,7 @@
  */
 import { toJson, type DescMessage, type MessageShape } from '@bufbuild/protobuf';
 import { timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
-import { PgfleetError } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import type { Client } from '@pgfleet/rpc';
 import {
   BackupType,
@@ -147,7 +147,9 @@ export async function follow(admin: Admin, job: JobInfo): Promise<JobInfo> {
       return last;
     case JobState.FAILED:
     case JobState.CANCELLED: {
-      const code = last.error?.code || (last.state === JobState.CANCELLED ? 'PGF-2007' : 'PGF-2005');
+      const code =
+        last.error?.code ||
+        (last.state === JobState.CANCELLED ? ErrorCodes.JobCancelled.code : ErrorCodes.JobFailed.code);
       const e = PgfleetError.fromCode(
         code,
         `${last.kind} job ${last.id} ${stateName(last.state)}: ${last.error?.message || 'no reason given'}`,

@@ -10,7 +10,7 @@ import { timestampMs } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
 import { ClusterInfoSchema, ServerRole, type ClusterHost, type ClusterInfo } from '@pgfleet/proto';
 import { formatAge, formatBytes, formatTable } from './format.js';
-import { ms, out, printJson, typeName, type Admin } from './output.js';
+import { out, printJson, typeName, type Admin } from './output.js';
 
 export async function statusCommand(admin: Admin, cluster: string | undefined, json: boolean): Promise<number> {
   const { clusters } = await admin.listClusters({});

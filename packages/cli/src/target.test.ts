@@ -1,7 +1,7 @@
 // Recovery target flags: exactly one target, each in a form PostgreSQL accepts.
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
-import { PgfleetError } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { TargetAction } from '@pgfleet/proto';
 import { parseTargetTime, parsedTimeToDate, recoveryTargetFromOptions } from './target.js';
 
@@ -34,7 +34,7 @@ test('bad times are PGF-6003', () => {
   ]) {
     assert.throws(
       () => parseTargetTime(bad),
-      (err: unknown) => PgfleetError.is(err, 'TargetInvalid') && err.code === 'PGF-6003',
+      (err: unknown) => PgfleetError.is(err, 'TargetInvalid') && err.code === ErrorCodes.TargetInvalid.code,
       bad,
     );
   }

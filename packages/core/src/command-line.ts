@@ -78,7 +78,7 @@ export function envName(program: ProgramSpec, option: OptionSpec): string {
 
 function optionSpec(program: ProgramSpec, name: string, command?: CommandSpec): OptionSpec {
   const spec = command?.localOptions?.find((o) => o.name === name) ?? program.options.find((o) => o.name === name);
-  if (!spec) throw new Error(`option table of ${program.name} has no option ${name}`);
+  if (!spec) throw new PgfleetError('Internal', `option table of ${program.name} has no option ${name}`);
   return spec;
 }
 

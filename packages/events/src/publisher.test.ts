@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { equals } from '@bufbuild/protobuf';
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
-import { PgfleetError, sleep } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, sleep } from '@pgfleet/core';
 import { EventSchema, type Event } from '@pgfleet/proto';
 import { startNats, type NatsServer } from '@pgfleet/testkit';
 import { decodeMessage, ENCODING_HEADER, MSG_ID_HEADER } from './encoding.js';
@@ -181,7 +181,7 @@ test(
       (err: unknown) =>
         PgfleetError.is(err, 'EventPublishFailed') &&
         /cannot connect to NATS/.test(err.message) &&
-        err.code === 'PGF-7005',
+        err.code === ErrorCodes.EventPublishFailed.code,
     );
     await nats.restart();
     await publishOnceNatsIsUp(pub, e);

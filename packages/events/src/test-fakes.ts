@@ -2,7 +2,7 @@
  * Test doubles for this package's own seams (Outbox, EventPublisher) and one sample event per
  * kind. Only tests import this module; index.ts does not export it.
  */
-import { PgfleetError } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { BackupType, type Event } from '@pgfleet/proto';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { newEvent, type EventKind, type EventPayloadInit } from './kinds.js';
@@ -164,7 +164,7 @@ export const SAMPLE_PAYLOADS: { [K in EventKind]: EventPayloadInit } = {
       durationSeconds: 3.2,
       scheduled: true,
       error: {
-        code: 'PGF-5004',
+        code: ErrorCodes.RepoIoFailed.code,
         message: 'cannot write /backup/main/backup/20261124-160000I: EACCES',
         hint: 'Check that the repository path exists and is writable by the agent user.',
       },
@@ -186,7 +186,7 @@ export const SAMPLE_PAYLOADS: { [K in EventKind]: EventPayloadInit } = {
       failedCount: 3n,
       lastFailedWal: '00000001000000000000002A',
       lastFailedTime: ts(0),
-      message: 'PGF-5004 cannot write /backup/main/wal/00000001000000000000002A: EACCES',
+      message: `${ErrorCodes.RepoIoFailed.code} cannot write /backup/main/wal/00000001000000000000002A: EACCES`,
       lastArchivedWal: '000000010000000000000029',
       lastArchivedTime: ts(-930),
     },
@@ -258,7 +258,11 @@ export const SAMPLE_PAYLOADS: { [K in EventKind]: EventPayloadInit } = {
       backupLabel: '20261124-153012F',
       targetDir: '/var/lib/postgresql/17/main',
       durationSeconds: 0.1,
-      error: { code: 'PGF-3006', message: 'restore target /var/lib/postgresql/17/main is not empty', hint: '' },
+      error: {
+        code: ErrorCodes.RestoreTargetNotEmpty.code,
+        message: 'restore target /var/lib/postgresql/17/main is not empty',
+        hint: '',
+      },
     },
   },
   'verify.completed': {
@@ -293,7 +297,7 @@ export const SAMPLE_PAYLOADS: { [K in EventKind]: EventPayloadInit } = {
       stage: 'recovery',
       durationSeconds: 31,
       error: {
-        code: 'PGF-4005',
+        code: ErrorCodes.WalNotInRepository.code,
         message: 'WAL segment 000000010000000000000031 is not in the repository',
         hint: 'The segment is not archived (yet).',
       },

@@ -7,6 +7,7 @@ import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { ErrorCodes } from '@pgfleet/core';
 import { startNats, tail } from '@pgfleet/testkit';
 import { newEvent } from './kinds.js';
 import { JetStreamPublisher } from './publisher.js';
@@ -78,7 +79,7 @@ test(
       value: {
         jobId: 'j2',
         label: '20261124-170000F',
-        error: { code: 'PGF-3003', message: 'cannot connect to PostgreSQL' },
+        error: { code: ErrorCodes.PgConnectFailed.code, message: 'cannot connect to PostgreSQL' },
       },
     });
     await pub.publish(failedOther);
@@ -102,7 +103,10 @@ test(
       'pgfleet: backup 20261124-160000I of cluster main failed at 2026-11-24T15:30:12Z: PGF-5004 cannot write /backup/main/backup/20261124-160000I: EACCES',
     );
     assert.equal(other.body.event.cluster, 'eu.db 2');
-    assert.equal((other.body.event.backupFailed as { error: { code: string } }).error.code, 'PGF-3003');
+    assert.equal(
+      (other.body.event.backupFailed as { error: { code: string } }).error.code,
+      ErrorCodes.PgConnectFailed.code,
+    );
 
     child.kill('SIGTERM');
     const [code] = await exited;

@@ -4,6 +4,7 @@
  * began) and silently miss changes: its START WAL LOCATION and CHECKPOINT LOCATION tell recovery
  * where to begin.
  */
+import { PgfleetError } from '@pgfleet/core';
 import { Lsn } from './lsn.js';
 
 export interface BackupLabel {
@@ -18,7 +19,7 @@ export function parseBackupLabel(text: string): BackupLabel {
   const field = (name: string) => new RegExp(`^${name}: (.*)$`, 'm').exec(text)?.[1];
   const start = field('START WAL LOCATION');
   const m = start ? /^([0-9A-F]+\/[0-9A-F]+) \(file ([0-9A-F]{24})\)/.exec(start) : null;
-  if (!m) throw new Error(`backup_label has no START WAL LOCATION:\n${text}`);
+  if (!m) throw new PgfleetError('Internal', `backup_label has no START WAL LOCATION:\n${text}`);
   const checkpoint = field('CHECKPOINT LOCATION');
   return {
     startLsn: Lsn.parse(m[1]!),

@@ -4,7 +4,7 @@ import { Lsn } from './lsn.js';
 import { WalSegmentName, walFileKind, timelineHistoryName } from './wal-segment-name.js';
 import { validateWalSegment } from './wal-header.js';
 import { parseBackupLabel } from './backup-label.js';
-import { PgfleetError } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 
 test('LSNs compare by value, not as text', () => {
   assert.equal(Lsn.parse('0/A0000000').compare(Lsn.parse('1/0')), -1);
@@ -66,27 +66,27 @@ test('WAL segment validation refuses empty, truncated and foreign files', () => 
   };
   assert.equal(
     code(() => validateWalSegment(name, Buffer.alloc(0), 0)),
-    'PGF-4002',
+    ErrorCodes.WalFileEmpty.code,
   );
   assert.equal(
     code(() => validateWalSegment(name, header({}), 8192)),
-    'PGF-4002',
+    ErrorCodes.WalFileEmpty.code,
   );
   assert.equal(
     code(() => validateWalSegment(name, Buffer.alloc(40), 16 << 20)),
-    'PGF-4003',
+    ErrorCodes.WalFileInvalid.code,
   );
   assert.equal(
     code(() => validateWalSegment(name, header({ tli: 2 }), 16 << 20)),
-    'PGF-4003',
+    ErrorCodes.WalFileInvalid.code,
   );
   assert.equal(
     code(() => validateWalSegment(name, header({ addr: 0x3000000n }), 16 << 20)),
-    'PGF-4003',
+    ErrorCodes.WalFileInvalid.code,
   );
   assert.equal(
     code(() => validateWalSegment(name, header({}), 16 << 20, '42')),
-    'PGF-4003',
+    ErrorCodes.WalFileInvalid.code,
   );
 });
 

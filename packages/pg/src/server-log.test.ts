@@ -66,7 +66,7 @@ test('PANIC counts as fatal, the first one wins; without one the last ERROR or W
   assert.equal(paused.lastProblem, 'WARNING: hot standby is not possible because of insufficient parameter settings');
   // The LOG line's HINT is not a problem line; the WARNING's DETAIL is.
   assert.equal(paused.problems.length, 2);
-  assert.match(paused.problems[1]!, /DETAIL:  max_connections = 10/);
+  assert.match(paused.problems[1]!, /DETAIL: {2}max_connections = 10/);
   // A message continued on tab-indented lines stays whole.
   const multi = serverLogExcerpt(
     [

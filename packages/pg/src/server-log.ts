@@ -21,7 +21,7 @@
  * the word and a colon and two spaces right after log_line_prefix.
  */
 const SEVERITY =
-  /\b(DEBUG[1-5]|LOG|INFO|NOTICE|WARNING|ERROR|FATAL|PANIC|DETAIL|HINT|CONTEXT|STATEMENT|QUERY|LOCATION):  /;
+  /\b(DEBUG[1-5]|LOG|INFO|NOTICE|WARNING|ERROR|FATAL|PANIC|DETAIL|HINT|CONTEXT|STATEMENT|QUERY|LOCATION): {2}/;
 /** Problem severities (WARNING too: "hot standby is not possible ..." explains a paused recovery). */
 const PROBLEMS = new Set(['WARNING', 'ERROR', 'FATAL', 'PANIC']);
 const FOLLOW_UPS = new Set(['DETAIL', 'HINT', 'CONTEXT', 'STATEMENT', 'QUERY', 'LOCATION']);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PgfleetError } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { TimelineHistory } from './timeline-history.js';
 import { timelineStartFromSegment, readWalRecordAt } from './timeline-start.js';
 import { validateWalSegment } from './wal-header.js';
@@ -44,20 +44,20 @@ test('a history names who owns each position, like tliOfPointInHistory', () => {
 test('histories PostgreSQL never writes are refused', () => {
   assert.equal(
     code(() => TimelineHistory.parse(2, 'garbage here\n')),
-    'PGF-4003',
+    ErrorCodes.WalFileInvalid.code,
   );
   assert.equal(
     code(() => TimelineHistory.parse(2, '# nothing\n')),
-    'PGF-4003',
+    ErrorCodes.WalFileInvalid.code,
   );
   assert.equal(
     code(() => TimelineHistory.parse(2, '2\t0/1000000\tself\n')),
-    'PGF-4003',
+    ErrorCodes.WalFileInvalid.code,
     'a timeline cannot descend from itself',
   );
   assert.equal(
     code(() => TimelineHistory.parse(4, '2\t0/5000000\tx\n1\t0/6000000\tx\n')),
-    'PGF-4003',
+    ErrorCodes.WalFileInvalid.code,
     'ancestors in order',
   );
 });
@@ -94,24 +94,24 @@ test('the first segment of a new timeline may carry its ancestor id, as its hist
   assert.equal(validateWalSegment(name, longHeader(1, 0x3000000n), 16 << 20, undefined, h2).timeline, 1);
   assert.equal(
     code(() => validateWalSegment(name, longHeader(1, 0x3000000n), 16 << 20)),
-    'PGF-4003',
+    ErrorCodes.WalFileInvalid.code,
     'without the history it is refused',
   );
   // Timeline 2 starting in a later segment: segment 3 of timeline 2 must be all timeline 2.
   const later = TimelineHistory.parse(2, '1\t0/4000000\tx\n');
   assert.equal(
     code(() => validateWalSegment(name, longHeader(1, 0x3000000n), 16 << 20, undefined, later)),
-    'PGF-4003',
+    ErrorCodes.WalFileInvalid.code,
   );
   // A history of another timeline proves nothing.
   assert.equal(
     code(() => validateWalSegment(name, longHeader(1, 0x3000000n), 16 << 20, undefined, TimelineHistory.parse(3, H3))),
-    'PGF-4003',
+    ErrorCodes.WalFileInvalid.code,
   );
   // An unrelated timeline id in the header.
   assert.equal(
     code(() => validateWalSegment(name, longHeader(5, 0x3000000n), 16 << 20, undefined, h2)),
-    'PGF-4003',
+    ErrorCodes.WalFileInvalid.code,
   );
 });
 

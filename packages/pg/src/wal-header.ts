@@ -36,7 +36,7 @@ export interface WalSegmentHeader {
 }
 
 export function parseWalLongHeader(buf: Buffer): WalSegmentHeader {
-  if (buf.length < WAL_LONG_HEADER_SIZE) throw new Error('short WAL header');
+  if (buf.length < WAL_LONG_HEADER_SIZE) throw new PgfleetError('Internal', 'short WAL header');
   const magic = buf.readUInt16LE(0);
   const pgMajor = Object.entries(WAL_PAGE_MAGIC).find(([, m]) => m === magic)?.[0];
   return {

@@ -2,7 +2,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { PgfleetError, sleep, type Logger } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, sleep, type Logger } from '@pgfleet/core';
 import {
   AdminService,
   AgentService,
@@ -204,7 +204,7 @@ describe('rpc adapter', () => {
     try {
       await assert.rejects(client.listJobs({ cluster: 'main' }), (err) => {
         assert.ok(PgfleetError.is(err, 'Timeout'), String(err));
-        assert.equal(err.code, 'PGF-7002');
+        assert.equal(err.code, ErrorCodes.Timeout.code);
         assert.match(err.message, /ListJobs/);
         return true;
       });
@@ -220,7 +220,7 @@ describe('rpc adapter', () => {
     try {
       await assert.rejects(client.listBackups({ cluster: 'nope' }), (err) => {
         assert.ok(PgfleetError.is(err, 'UnknownCluster'), String(err));
-        assert.equal(err.code, 'PGF-2001');
+        assert.equal(err.code, ErrorCodes.UnknownCluster.code);
         assert.equal(err.message, 'cluster "nope" is not known');
         assert.match(err.hint, /pgfleet clusters/);
         return true;
@@ -236,7 +236,7 @@ describe('rpc adapter', () => {
       const before = logged.length;
       await assert.rejects(client.listBackups({ cluster: 'bug' }), (err) => {
         assert.ok(PgfleetError.is(err, 'Internal'), String(err));
-        assert.equal(err.code, 'PGF-9001');
+        assert.equal(err.code, ErrorCodes.Internal.code);
         assert.match(err.message, /cannot read properties/);
         return true;
       });
@@ -344,7 +344,7 @@ describe('unreachable server', () => {
     try {
       await assert.rejects(client.listBackups({ cluster: 'main' }), (err) => {
         assert.ok(PgfleetError.is(err, 'ControllerUnreachable'), String(err));
-        assert.equal(err.code, 'PGF-7001');
+        assert.equal(err.code, ErrorCodes.ControllerUnreachable.code);
         assert.ok(err.message.includes(address), err.message);
         return true;
       });

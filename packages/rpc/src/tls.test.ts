@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { PgfleetError } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { EnrollmentService } from '@pgfleet/proto';
 import {
   addService,
@@ -196,7 +196,7 @@ describe('TLS transport', () => {
     assert.equal((await call(creds, bearerMetadata('tok-1'))).caCertPem, 'tok-1');
     await assert.rejects(
       call(creds, bearerMetadata('deny')),
-      (e: unknown) => PgfleetError.is(e, 'PermissionDenied') && e.code === 'PGF-8002',
+      (e: unknown) => PgfleetError.is(e, 'PermissionDenied') && e.code === ErrorCodes.PermissionDenied.code,
     );
   });
 

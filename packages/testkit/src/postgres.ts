@@ -45,6 +45,7 @@ export interface PgInstance {
   /** PGHOST/PGPORT/PGUSER/PGDATABASE for child processes (psql, our agent) */
   env: { PGHOST: string; PGPORT: string; PGUSER: string; PGDATABASE: string };
   /** one short-lived connection per call; returns the rows of the (last) statement */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a test reads the columns its own SQL selects; naming the row type is optional
   query<T = any>(sql: string, params?: unknown[]): Promise<T[]>;
   /** pg_ctl stop -m fast, then remove dirs it created (unless keepDataDir); idempotent */
   stop(): Promise<void>;
@@ -340,12 +341,14 @@ export async function startPostgres(opts: PgInstanceOptions = {}): Promise<PgIns
     get env() {
       return { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'postgres', PGDATABASE: 'postgres' };
     },
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- as in PgInstance.query
     async query<T = any>(sql: string, params?: unknown[]): Promise<T[]> {
       const c = new pg.Client({ connectionString: connectionString(), connectionTimeoutMillis: 10_000 });
       c.on('error', () => {}); // a dying server must not crash the test process; query() rejects anyway
       await c.connect();
       try {
-        const res: any = await c.query(sql, params as any[] | undefined);
+        // A multi-statement query resolves to one result per statement (pg's types know only one).
+        const res = (await c.query(sql, params)) as pg.QueryResult | pg.QueryResult[];
         const last = Array.isArray(res) ? res[res.length - 1] : res;
         return (last?.rows ?? []) as T[];
       } finally {

@@ -1,0 +1,95 @@
+/**
+ * Pins every error's stable code, gRPC status and CLI exit status. Scripts and runbooks match on
+ * the codes, so a code is never renumbered or reused: changing one here must be a deliberate act.
+ * This file and errors.ts are the only places that write 'PGF-' codes (eslint.config.js); every
+ * other test names an error through ErrorCodes, so this is where the numbers are checked.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ErrorCodes, PgfleetError, asPgfleetError, type ErrorName } from './errors.js';
+
+/** name: [code, gRPC status, exit status] */
+const pinned: Record<ErrorName, [string, number, number]> = {
+  InvalidArgument: ['PGF-1001', 3, 2],
+  InvalidConfig: ['PGF-1002', 3, 2],
+  UnknownCommand: ['PGF-1003', 3, 2],
+  UnknownCluster: ['PGF-2001', 5, 3],
+  UnknownJob: ['PGF-2002', 5, 3],
+  UnknownBackup: ['PGF-2003', 5, 3],
+  AgentNotConnected: ['PGF-2004', 9, 4],
+  JobFailed: ['PGF-2005', 10, 1],
+  AgentDisconnected: ['PGF-2006', 14, 5],
+  JobCancelled: ['PGF-2007', 1, 1],
+  JobStateConflict: ['PGF-2008', 9, 4],
+  BackupInProgress: ['PGF-2009', 9, 4],
+  StandbyNotConnected: ['PGF-2010', 9, 4],
+  PgdataMissing: ['PGF-3001', 9, 4],
+  ArchiveModeOff: ['PGF-3002', 9, 4],
+  PgConnectFailed: ['PGF-3003', 14, 5],
+  PgQueryFailed: ['PGF-3004', 13, 1],
+  SystemIdMismatch: ['PGF-3005', 9, 4],
+  RestoreTargetNotEmpty: ['PGF-3006', 9, 4],
+  RestoreTargetInUse: ['PGF-3007', 9, 4],
+  PageChecksumMismatch: ['PGF-3008', 15, 6],
+  ScratchSpaceLow: ['PGF-3009', 8, 4],
+  PgVersionUnsupported: ['PGF-3010', 9, 4],
+  BackupLabelInUse: ['PGF-3011', 6, 4],
+  HostSystemIdMismatch: ['PGF-3012', 9, 4],
+  WalFileMissing: ['PGF-4001', 5, 3],
+  WalFileEmpty: ['PGF-4002', 3, 6],
+  WalFileInvalid: ['PGF-4003', 3, 6],
+  WalConflict: ['PGF-4004', 6, 6],
+  WalNotInRepository: ['PGF-4005', 5, 3],
+  WalArchiveTimeout: ['PGF-4006', 4, 5],
+  WalDaemonFailed: ['PGF-4007', 14, 5],
+  WalStreamFailed: ['PGF-4008', 14, 5],
+  ArchiveCheckFailed: ['PGF-4009', 9, 4],
+  TimelineHistoryConflict: ['PGF-4010', 9, 6],
+  RepoFileMissing: ['PGF-5001', 5, 6],
+  RepoChecksumMismatch: ['PGF-5002', 15, 6],
+  RepoManifestInvalid: ['PGF-5003', 15, 6],
+  RepoIoFailed: ['PGF-5004', 14, 5],
+  VerifyFailed: ['PGF-5005', 15, 6],
+  DrillFailed: ['PGF-5006', 15, 6],
+  TargetBeforeOldestBackup: ['PGF-6001', 11, 4],
+  TargetInFuture: ['PGF-6002', 11, 4],
+  TargetInvalid: ['PGF-6003', 3, 2],
+  RestorePointNotFound: ['PGF-6004', 5, 3],
+  NoBackup: ['PGF-6005', 9, 4],
+  TargetTimelineInvalid: ['PGF-6006', 11, 4],
+  ControllerUnreachable: ['PGF-7001', 14, 5],
+  Timeout: ['PGF-7002', 4, 5],
+  ControllerRestarted: ['PGF-7003', 10, 5],
+  Cancelled: ['PGF-7004', 1, 1],
+  EventPublishFailed: ['PGF-7005', 14, 5],
+  EventInvalid: ['PGF-7006', 3, 6],
+  Unauthenticated: ['PGF-8001', 16, 7],
+  PermissionDenied: ['PGF-8002', 7, 7],
+  EnrollmentFailed: ['PGF-8003', 7, 7],
+  Internal: ['PGF-9001', 13, 1],
+};
+
+test('every registry entry keeps its code, gRPC status and exit status', () => {
+  const actual = Object.fromEntries(
+    Object.entries(ErrorCodes).map(([name, spec]) => [name, [spec.code, spec.grpc, spec.exit]]),
+  );
+  assert.deepEqual(actual, pinned);
+});
+
+test('codes are unique and fromCode maps each back to its name; an unknown code becomes Internal', () => {
+  const codes = Object.values(ErrorCodes).map((s) => s.code);
+  assert.equal(new Set(codes).size, codes.length);
+  for (const name of Object.keys(ErrorCodes) as ErrorName[]) {
+    const e = PgfleetError.fromCode(ErrorCodes[name].code, 'm');
+    assert.deepEqual([e.errorName, e.code, e.hint], [name, ErrorCodes[name].code, ErrorCodes[name].hint]);
+  }
+  assert.equal(PgfleetError.fromCode('PGF-0000', 'm').errorName, 'Internal');
+});
+
+test('format() prints the code, the message and the hint; anything else thrown becomes Internal', () => {
+  const e = new PgfleetError('UnknownJob', "job 'x' does not exist");
+  assert.equal(e.format(), "PGF-2002 job 'x' does not exist\n  hint: List jobs with `pgfleet jobs`.");
+  const cause = new TypeError('boom');
+  const wrapped = asPgfleetError(cause);
+  assert.deepEqual([wrapped.code, wrapped.message, wrapped.cause], ['PGF-9001', 'boom', cause]);
+});
