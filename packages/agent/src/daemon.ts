@@ -170,7 +170,7 @@ export function targetFromProto(job: Job): {
   action: 'promote' | 'pause' | 'shutdown';
   inclusive?: boolean;
 } {
-  if (job.kind.case !== 'restore') throw new Error('not a restore job');
+  if (job.kind.case !== 'restore') throw new PgfleetError('Internal', 'not a restore job');
   return recoveryTargetSpec(job.kind.value.target);
 }
 
@@ -430,7 +430,7 @@ export class AgentDaemon {
     const beat = async () => {
       let archiver;
       let currentLsn = '';
-      let pgUp = false;
+      let pgUp: boolean;
       let wal: WalHealthInit | undefined;
       let archiveSetup: ArchiveSetupReport | undefined;
       let position: ServerPosition | undefined;

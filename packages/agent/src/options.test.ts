@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { helpText, parseCommandLine, PgfleetError, settingsOf } from '@pgfleet/core';
+import { ErrorCodes, helpText, parseCommandLine, PgfleetError, settingsOf } from '@pgfleet/core';
 import { repositoryUrl } from '@pgfleet/storage';
 import { AGENT_PROGRAM, repositoriesFromSettings, repositoryIdentity, s3CredentialsFromSettings } from './options.js';
 import { restoreCommand } from './restore/restore.js';
@@ -103,7 +103,10 @@ test('S3 credentials: both or neither (the AWS default chain)', () => {
 test('bad repository URLs fail with PGF-1002 naming the option', () => {
   assert.throws(
     () => repositoriesFromSettings(parse(['run', '--repo', 's3://bucket/x?endpoint=minio:9000'])),
-    (e: unknown) => PgfleetError.is(e, 'InvalidConfig') && e.code === 'PGF-1002' && /option 'repo'/.test(e.message),
+    (e: unknown) =>
+      PgfleetError.is(e, 'InvalidConfig') &&
+      e.code === ErrorCodes.InvalidConfig.code &&
+      /option 'repo'/.test(e.message),
   );
   assert.throws(
     () => repositoriesFromSettings(parse(['run', '--repo', '/a', '--repo2', 'relative'])),

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { ErrorCodes } from '@pgfleet/core';
 import { BackupType, JobState } from '@pgfleet/proto';
 import { startController, type RunningController } from './server.js';
 import { FakeAgent, SYSID, closeFakeAgents, waitFor, withTimeout } from './testing/fake-agent.js';
@@ -258,7 +259,10 @@ describe('pgfleet CLI against a controller', () => {
         value: {
           jobId: job.jobId,
           state: JobState.FAILED,
-          error: { code: 'PGF-4006', message: 'WAL segment 000000010000000000000009 was not archived within 60 s' },
+          error: {
+            code: ErrorCodes.WalArchiveTimeout.code,
+            message: 'WAL segment 000000010000000000000009 was not archived within 60 s',
+          },
         },
       },
     });

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt';
-import { PgfleetError, sleep, type ErrorName } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, sleep, type ErrorName } from '@pgfleet/core';
 import { createClient } from '@pgfleet/rpc';
 import { AdminService, BackupType, JobState, type JobInfo } from '@pgfleet/proto';
 import { startController, type RunningController } from './server.js';
@@ -322,7 +322,7 @@ describe('controller over gRPC', () => {
     const states = await withTimeout(watched, 120_000, 'watch to end');
     const last = states.at(-1)!;
     assert.equal(last.state, JobState.FAILED);
-    assert.equal(last.error?.code, 'PGF-2006');
+    assert.equal(last.error?.code, ErrorCodes.AgentDisconnected.code);
     const cluster = await waitFor('agent disconnected', async () => {
       const c = (await admin.listClusters({})).clusters.find((x) => x.name === 'main');
       return c && !c.agentConnected ? c : undefined;
@@ -352,7 +352,7 @@ describe('controller over gRPC', () => {
     again.hello({ runningJobIds: [backup!.id] });
     assert.equal((await again.receive()).msg.case, 'welcome');
     const lost = (await admin.getJob({ id: named!.id })).job!;
-    assert.deepEqual([lost.state, lost.error?.code], [JobState.FAILED, 'PGF-2006']);
+    assert.deepEqual([lost.state, lost.error?.code], [JobState.FAILED, ErrorCodes.AgentDisconnected.code]);
     assert.match(lost.error!.message, /restarted/);
     // The controller ends the replaced stream, and its end must not fail the surviving job.
     assert.equal(await agent.ended(), undefined);
@@ -365,7 +365,7 @@ describe('controller over gRPC', () => {
         value: {
           jobId: backup!.id,
           state: JobState.FAILED,
-          error: { code: 'PGF-4006', message: 'WAL 000000010000000000000009 did not arrive' },
+          error: { code: ErrorCodes.WalArchiveTimeout.code, message: 'WAL 000000010000000000000009 did not arrive' },
         },
       },
     });
@@ -375,7 +375,7 @@ describe('controller over gRPC', () => {
     });
     assert.deepEqual(
       [failed.error?.code, failed.error?.message],
-      ['PGF-4006', 'WAL 000000010000000000000009 did not arrive'],
+      [ErrorCodes.WalArchiveTimeout.code, 'WAL 000000010000000000000009 did not arrive'],
     );
     assert.match(failed.error!.hint, /archive_command/);
     // A repeated result for a finished job is ignored without cutting the stream.
@@ -462,14 +462,14 @@ describe('controller over gRPC', () => {
       },
       RESTART_GRACE_SECONDS * 1000 + 10_000,
     );
-    assert.deepEqual([j.state, j.error?.code], [JobState.FAILED, 'PGF-7003']);
+    assert.deepEqual([j.state, j.error?.code], [JobState.FAILED, ErrorCodes.ControllerRestarted.code]);
     assert.match(j.error?.message ?? '', new RegExp(`did not reconnect to claim it within ${RESTART_GRACE_SECONDS} s`));
     const failedEvent = (await admin.listEvents({ cluster: 'main', limit: 1000 })).events.find(
       (e) => e.event?.payload.case === 'backupFailed' && e.event.payload.value.jobId === 'orphan',
     );
     assert.equal(
       failedEvent?.event?.payload.case === 'backupFailed' && failedEvent.event.payload.value.error?.code,
-      'PGF-7003',
+      ErrorCodes.ControllerRestarted.code,
     );
     assert.deepEqual(
       (await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label),

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { PgfleetError, helpText, parseCommandLine } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, helpText, parseCommandLine } from '@pgfleet/core';
 import { controllerProgram, resolveRunConfig } from './options.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pgfleet-ctl-opts-'));
@@ -120,7 +120,7 @@ test('an unknown config key is PGF-1002 naming the key', () => {
     () => resolve(['run', '--config', path]),
     (err: unknown) =>
       PgfleetError.is(err, 'InvalidConfig') &&
-      err.code === 'PGF-1002' &&
+      err.code === ErrorCodes.InvalidConfig.code &&
       err.message.includes('repo_path') &&
       err.message.includes(path),
   );

@@ -13,14 +13,14 @@ import { adminAuthorizer, agentAuthorizer } from './security/access.js';
 import { createAdminService } from './admin/service.js';
 import { createAgentService, reclaimJobsLater } from './agents/service.js';
 import { AgentSessions } from './agents/sessions.js';
-import { publishJobs, type ControllerContext } from './context.js';
+import type { ControllerContext } from './context.js';
 import { createEnrollmentService } from './security/enrollment.js';
 import { JobWatchers } from './jobs/watchers.js';
 import { SchedulerLoop } from './schedule/loop.js';
 import { RUN_DEFAULTS, type ControllerConfig } from './options.js';
 import { loadTlsDir, type ControllerTls } from './security/tls-dir.js';
 import { JetStreamPublisher, OutboxRelay } from '@pgfleet/events';
-import { catalogOutbox, failedJobEvents } from './jobs/events.js';
+import { catalogOutbox } from './jobs/events.js';
 import { DEFAULT_HEALTH_THRESHOLDS, HealthMonitor, type HealthThresholds } from './health/health.js';
 import { createMetricsRegistry, startMetricsServer, type MetricsServer } from './health/metrics.js';
 

@@ -89,7 +89,7 @@ export interface PutOptions {
 /** Rejects keys that could escape the repository root or alias another key. */
 export function checkKey(key: string): void {
   if (key === '' || key.startsWith('/') || key.split('/').some((p) => p === '' || p === '.' || p === '..')) {
-    throw new Error(`invalid repository key '${key}'`);
+    throw new PgfleetError('Internal', `invalid repository key '${key}'`);
   }
 }
 

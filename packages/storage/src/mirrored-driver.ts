@@ -42,7 +42,7 @@ export class MirroredDriver implements RepositoryDriver {
   readonly kind = 'mirrored' as const;
 
   constructor(readonly members: readonly RepositoryDriver[]) {
-    if (members.length < 2) throw new Error('a mirrored repository needs at least two members');
+    if (members.length < 2) throw new PgfleetError('Internal', 'a mirrored repository needs at least two members');
   }
 
   get location(): string {

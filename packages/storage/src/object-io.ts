@@ -340,7 +340,8 @@ export class ObjectIo {
     try {
       await pipeline([await this.driver.get(key), ...STORED_FORM.openStages(), decompressor(codec), content, dest]);
     } catch (err) {
-      if (err instanceof PgfleetError) throw err;
+      // Internal too is wrapped: an invalid key (checkKey) read from a manifest is a damaged file, not a bug.
+      if (err instanceof PgfleetError && err.errorName !== 'Internal') throw err;
       throw new PgfleetError(
         'RepoChecksumMismatch',
         `repository file ${key} cannot be decoded: ${(err as Error).message}`,

@@ -2,6 +2,7 @@
  * Opens drivers and repositories from specs (repository-url.ts). The S3 SDK is loaded only when
  * an S3 spec is opened (createS3Driver imports it lazily).
  */
+import { PgfleetError } from '@pgfleet/core';
 import type { RepositoryDriver } from './driver.js';
 import { MirroredDriver } from './mirrored-driver.js';
 import { PosixDriver } from './posix-driver.js';
@@ -37,7 +38,7 @@ export async function openRepository(
   specs: readonly RepositorySpec[],
   credentials?: S3Credentials,
 ): Promise<Repository> {
-  if (specs.length === 0) throw new Error('openRepository needs at least one repository');
+  if (specs.length === 0) throw new PgfleetError('Internal', 'openRepository needs at least one repository');
   const drivers: RepositoryDriver[] = [];
   try {
     for (const spec of specs) drivers.push(await openRepositoryDriver(spec, credentials));

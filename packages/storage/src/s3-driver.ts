@@ -132,8 +132,11 @@ export class S3Driver implements RepositoryDriver {
     const uploadPart = (data: Buffer): Promise<void> => {
       const partNumber = uploaded.length + 1;
       if (partNumber > S3_MAX_PARTS) {
-        throw new Error(
-          `object needs more than ${S3_MAX_PARTS} parts of ${this.partSizeBytes} bytes; raise the part size`,
+        // The same RepoIoFailed "cannot write s3://..." the catch below makes of any other failure.
+        throw this.ioError(
+          'write',
+          full,
+          new Error(`object needs more than ${S3_MAX_PARTS} parts of ${this.partSizeBytes} bytes; raise the part size`),
         );
       }
       const p = this.client.uploadPart(full, uploadId!, partNumber, data, abort.signal).then((etag) => {

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { backupLabel, PgfleetError } from '@pgfleet/core';
+import { ErrorCodes, backupLabel, PgfleetError } from '@pgfleet/core';
 import { PosixDriver, Repository } from '@pgfleet/storage';
 import { freeLabel } from './backup.js';
 
@@ -32,6 +32,7 @@ test('labels taken for several seconds ahead (a clock gone back): refused with P
     );
   await assert.rejects(
     freeLabel(repo, 'c2', 'incr'),
-    (e: unknown) => e instanceof PgfleetError && e.code === 'PGF-3011' && /already used/.test(e.message),
+    (e: unknown) =>
+      e instanceof PgfleetError && e.code === ErrorCodes.BackupLabelInUse.code && /already used/.test(e.message),
   );
 });

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { ErrorCodes } from '@pgfleet/core';
 import { BLCKSZ, lsnHalves, pageChecksum } from '@pgfleet/pg';
 import type { BackupManifest, ManifestFile } from '@pgfleet/storage';
 import { choosePriorBackup, decideFile, MTIME_GUARD_MS } from './prior.js';
@@ -150,7 +151,7 @@ test('suspect pages are re-read once: a torn read that is fine on disk is no err
 test('page errors are summarised with file and block, bounded', () => {
   assert.equal(
     describePageErrors([{ path: 'base/5/16384', blocks: [1, 7] }]),
-    'PGF-3008 page checksum errors: base/5/16384 block(s) 1, 7',
+    `${ErrorCodes.PageChecksumMismatch.code} page checksum errors: base/5/16384 block(s) 1, 7`,
   );
   const many = Array.from({ length: 12 }, (_, i) => ({
     path: `base/5/${i}`,

@@ -212,7 +212,13 @@ async function countDatabaseOnce(
     const { s: snapshot, e: exported } = (
       await holder.query<{ s: string; e: string }>('SELECT pg_current_snapshot()::text AS s, pg_export_snapshot() AS e')
     ).rows[0]!;
-    if (!/^[0-9A-F-]+$/i.test(exported)) throw new Error(`unexpected snapshot id '${exported}'`);
+    // The id is spliced into SET TRANSACTION SNAPSHOT below. The message is the one the catch
+    // below would have given a plain Error: counting failed, with the reason.
+    if (!/^[0-9A-F-]+$/i.test(exported))
+      throw new PgfleetError(
+        'PgQueryFailed',
+        `counting the rows of database ${database} failed: unexpected snapshot id '${exported}'`,
+      );
     const inSnapshot = async <T>(fn: () => Promise<T>): Promise<T> => {
       await worker.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '${exported}'`);
       try {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PgfleetError } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { serverLogExcerpt } from '@pgfleet/pg';
 import { compareTableCounts, failureReasons, tableKey, type RestoredCounts } from './drill.js';
 import { requireDrillVersion, type TableRowCountInit } from './capture.js';
@@ -153,7 +153,7 @@ test('drills refuse PostgreSQL before 14 up front, with a stable code', () => {
       () => requireDrillVersion(v, 'cluster main'),
       (e: unknown) =>
         e instanceof PgfleetError &&
-        e.code === 'PGF-3010' &&
+        e.code === ErrorCodes.PgVersionUnsupported.code &&
         e.errorName === 'PgVersionUnsupported' &&
         new RegExp(
           `cluster main is PostgreSQL ${Math.floor(v / 10000)}: restore drills need PostgreSQL 14 or later`,

@@ -17,7 +17,7 @@ export async function readPgdataFacts(pgdata: string): Promise<PgdataFacts> {
   let version: string;
   try {
     const s = await stat(pgdata);
-    if (!s.isDirectory()) throw new Error('not a directory');
+    if (!s.isDirectory()) throw new PgfleetError('PgdataMissing', 'not a directory'); // becomes the detail below
     version = (await readFile(join(pgdata, 'PG_VERSION'), 'utf8')).trim();
   } catch (err) {
     throw new PgfleetError(

@@ -100,7 +100,7 @@ export async function afterFetch(
     if (!m) continue;
     const seg = m[1]!;
     const isTmp = entry.endsWith(TMP_SUFFIX);
-    let age = 0;
+    let age: number;
     try {
       age = now - (await stat(path)).mtimeMs;
     } catch {

@@ -4,7 +4,7 @@ import { connect, createServer } from 'node:net';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { silentLogger, sleep } from '@pgfleet/core';
+import { ErrorCodes, silentLogger, sleep } from '@pgfleet/core';
 import { PosixDriver, Repository } from '@pgfleet/storage';
 import { fakePgdata, segment, WAL_FIXTURE_SEGMENT_SIZE, WAL_FIXTURE_SYSTEM_ID } from '../testing/wal-fixtures.js';
 import { WalArchiveServer, archiveOrder } from './archive-server.js';
@@ -46,7 +46,7 @@ function sendRaw(socketPath: string, message: unknown): Promise<DaemonReply> {
 
 test('frames survive any split and merge of socket chunks', () => {
   const a = { v: 1, op: 'wal-push', path: '/x/pg_wal/000000010000000000000001' };
-  const b = { ok: false, code: 'PGF-4002', message: 'ünïcode' };
+  const b = { ok: false, code: ErrorCodes.WalFileEmpty.code, message: 'ünïcode' };
   const bytes = Buffer.concat([encodeFrame(a), encodeFrame(b)]);
   for (let cut = 0; cut <= bytes.length; cut++) {
     const d = new FrameDecoder();
@@ -163,9 +163,9 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
     await writeFile(join(pgdata, 'pg_wal', bad[1]!), segment(bad[1]!).subarray(0, 8192));
     const empty = await push(bad[0]!);
     assert.equal(empty.ok, false);
-    assert.equal(!empty.ok && empty.code, 'PGF-4002');
+    assert.equal(!empty.ok && empty.code, ErrorCodes.WalFileEmpty.code);
     const short = await push(bad[1]!);
-    assert.equal(!short.ok && short.code, 'PGF-4002');
+    assert.equal(!short.ok && short.code, ErrorCodes.WalFileEmpty.code);
     for (const n of bad) assert.equal((await repo.findWal('c1', n)).length, 0);
     // Once the file is right, the retry succeeds.
     await writeFile(join(pgdata, 'pg_wal', bad[1]!), segment(bad[1]!));
@@ -175,7 +175,7 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
     const foreign = '000000010000000000000007';
     await writeFile(join(pgdata, 'pg_wal', foreign), segment(foreign, 42n));
     const f = await push(foreign);
-    assert.equal(!f.ok && f.code, 'PGF-4003');
+    assert.equal(!f.ok && f.code, ErrorCodes.WalFileInvalid.code);
     // wal-push configured for another cluster or repository: told to archive by itself.
     const other = await push(names[0]!, 'someone-else');
     assert.equal(!other.ok && other.direct, true);
@@ -250,19 +250,19 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
       path: join(pgdata, 'pg_wal', names[0]!),
       args: ['x', '--cluster', 'someone-else'],
     });
-    assert.equal(!v1Args.ok && v1Args.code, 'PGF-1001');
+    assert.equal(!v1Args.ok && v1Args.code, ErrorCodes.InvalidArgument.code);
     // A version no release sent is refused the same way.
     const v3 = await sendRaw(socketPath, { v: 3, op: 'wal-push', path: join(pgdata, 'pg_wal', names[0]!) });
-    assert.equal(!v3.ok && v3.code, 'PGF-1001');
+    assert.equal(!v3.ok && v3.code, ErrorCodes.InvalidArgument.code);
     const badFlag = await viaArgs(['--no-such-flag']);
-    assert.equal(!badFlag.ok && badFlag.direct && badFlag.code, 'PGF-1001');
+    assert.equal(!badFlag.ok && badFlag.direct && badFlag.code, ErrorCodes.InvalidArgument.code);
     // Same name, different content: never overwritten.
     await writeFile(
       join(pgdata, 'pg_wal', names[2]!),
       Buffer.concat([segment(names[2]!).subarray(0, SEG - 1), Buffer.from([7])]),
     );
     const conflict = await push(names[2]!);
-    assert.equal(!conflict.ok && conflict.code, 'PGF-4004');
+    assert.equal(!conflict.ok && conflict.code, ErrorCodes.WalConflict.code);
     assert.equal((await repo.findWal('c1', names[2]!)).length, 1);
     assert.ok(server.requests >= 8);
   } finally {

@@ -18,7 +18,7 @@
 import { mkdir, open, readdir, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { asPgfleetError, fsyncPath, PgfleetError, sleep, type Logger } from '@pgfleet/core';
+import { asPgfleetError, ErrorCodes, fsyncPath, PgfleetError, sleep, type Logger } from '@pgfleet/core';
 import {
   connectPg,
   identifySystem,
@@ -176,7 +176,7 @@ export class WalStreamer {
       if (restartLsn && start.segmentNumber(this.segmentSize) < restartLsn.segmentNumber(this.segmentSize)) {
         // The server no longer has that WAL (the slot was dropped and recreated?): what lies between is only in the archive.
         this.o.log.error(
-          { code: 'PGF-4008', from: start.toString(), to: restartLsn.toString() },
+          { code: ErrorCodes.WalStreamFailed.code, from: start.toString(), to: restartLsn.toString() },
           'streamed WAL has a gap the server cannot fill; archive_command must have archived it',
         );
         start = WalSegmentName.fromLsn(id.timeline, restartLsn, this.segmentSize).startLsn;

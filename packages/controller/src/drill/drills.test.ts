@@ -4,7 +4,7 @@
 // in the catalog (job result, ListDrills, drill.completed / drill.failed).
 import { strict as assert } from 'node:assert';
 import { describe, test } from 'node:test';
-import { PgfleetError, type ErrorName } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, type ErrorName } from '@pgfleet/core';
 import { JobState, type Event, type Job } from '@pgfleet/proto';
 import { decodeOutboxEvent } from '../jobs/events.js';
 import { FakeAgent, SYSID, waitFor } from '../testing/fake-agent.js';
@@ -81,7 +81,7 @@ function finishDrill(agent: FakeAgent, job: Job, ok: boolean): void {
       value: {
         jobId: job.jobId,
         state: ok ? JobState.SUCCEEDED : JobState.FAILED,
-        ...(ok ? {} : { error: { code: 'PGF-5006', message: 'drill failed in stage amcheck' } }),
+        ...(ok ? {} : { error: { code: ErrorCodes.DrillFailed.code, message: 'drill failed in stage amcheck' } }),
         result,
       },
     },
@@ -169,7 +169,7 @@ describe('drills', () => {
     );
     assert.equal(drills[2]!.result?.rtoSeconds, 12.5);
     assert.equal(drills[1]!.result?.stage, 'amcheck', 'a failed drill keeps its result');
-    assert.equal(drills[1]!.error?.code, 'PGF-5006');
+    assert.equal(drills[1]!.error?.code, ErrorCodes.DrillFailed.code);
     const job = (await t.admin.getJob({ id: second.jobId })).job!;
     assert.deepEqual(job.drill?.reasons, ['amcheck found 1 problem(s) in 1 relation(s)']);
 
@@ -192,7 +192,7 @@ describe('drills', () => {
     };
     assert.deepEqual(
       [failed.jobId, failed.stage, failed.reasons, failed.error?.code],
-      [second.jobId, 'amcheck', ['amcheck found 1 problem(s) in 1 relation(s)'], 'PGF-5006'],
+      [second.jobId, 'amcheck', ['amcheck found 1 problem(s) in 1 relation(s)'], ErrorCodes.DrillFailed.code],
     );
   });
 
@@ -240,13 +240,13 @@ describe('drills', () => {
         value: {
           jobId: cap2.jobId,
           state: JobState.FAILED,
-          error: { code: 'PGF-3003', message: 'cannot connect to PostgreSQL' },
+          error: { code: ErrorCodes.PgConnectFailed.code, message: 'cannot connect to PostgreSQL' },
         },
       },
     });
     assert.equal(await ended(second.id), JobState.FAILED);
     const failed = (await t.admin.getJob({ id: second.id })).job!;
-    assert.equal(failed.error?.code, 'PGF-3003');
+    assert.equal(failed.error?.code, ErrorCodes.PgConnectFailed.code);
     assert.equal(failed.drill?.stage, 'capture');
     assert.match(failed.drill!.reasons[0]!, /source capture .* failed: cannot connect/);
 
@@ -255,7 +255,7 @@ describe('drills', () => {
     await own.receiveJob();
     own.stream.end();
     assert.equal(await ended(third.id), JobState.FAILED);
-    assert.equal((await t.admin.getJob({ id: third.id })).job!.error?.code, 'PGF-2006');
+    assert.equal((await t.admin.getJob({ id: third.id })).job!.error?.code, ErrorCodes.AgentDisconnected.code);
     const stages = (await events('remote'))
       .filter((e) => e.payload.case === 'drillFailed')
       .map((e) => (e.payload.value as { stage: string }).stage);
@@ -278,7 +278,7 @@ describe('drills', () => {
         value: {
           jobId: sent.jobId,
           state: JobState.FAILED,
-          error: { code: 'PGF-5006', message: 'drill of cluster keep failed in stage recovery' },
+          error: { code: ErrorCodes.DrillFailed.code, message: 'drill of cluster keep failed in stage recovery' },
           result: {
             case: 'drill',
             value: {
@@ -338,7 +338,7 @@ describe('drills', () => {
         value: {
           jobId: drill.jobId,
           state: JobState.FAILED,
-          error: { code: 'PGF-5006', message: 'drill failed in stage recovery' },
+          error: { code: ErrorCodes.DrillFailed.code, message: 'drill failed in stage recovery' },
           result: {
             case: 'drill',
             value: { backupLabel: '20260302-090000F', ok: false, stage: 'recovery', reasons: [''] },

@@ -6,6 +6,7 @@ import { toJson } from '@bufbuild/protobuf';
 import { timestampMs as tsMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { create } from '@bufbuild/protobuf';
 import type { AgentRecord, JobRecord } from '@pgfleet/catalog';
+import { ErrorCodes } from '@pgfleet/core';
 import { DrillResultSchema, VerifyResultSchema } from '@pgfleet/proto';
 import { archiveState, drillSummaryFromJob, nextScheduledJob, verifySummaryFromJob } from './status.js';
 import { spreadOffsetMs } from '../schedule/schedule.js';
@@ -127,9 +128,9 @@ describe('verify and drill summaries', () => {
     const garbage = drillSummaryFromJob(job({ result: { drill: { ok: 'very' } } }));
     assert.equal(garbage?.ok, false);
     const failed = drillSummaryFromJob(
-      job({ state: 'failed', error: { code: 'PGF-2006', message: 'agent went away' } }),
+      job({ state: 'failed', error: { code: ErrorCodes.AgentDisconnected.code, message: 'agent went away' } }),
     );
-    assert.deepEqual([failed?.ok, failed?.reason], [false, 'PGF-2006 agent went away']);
+    assert.deepEqual([failed?.ok, failed?.reason], [false, `${ErrorCodes.AgentDisconnected.code} agent went away`]);
     assert.equal(drillSummaryFromJob(job({ state: 'running', finishedAt: null })), undefined);
   });
 });

@@ -196,7 +196,7 @@ export function jobEvents(
     const v = details.verify;
     const problems = v
       ? v.problems.slice(0, 100).map((p) => ({
-          code: VERIFY_PROBLEM_CODES[p.kind] ?? 'PGF-5005',
+          code: VERIFY_PROBLEM_CODES[p.kind] ?? ErrorCodes.VerifyFailed.code,
           message: `${p.kind}${p.label ? ` ${p.label}` : ''}${p.path ? ` ${p.path}` : ''}: ${p.message}`,
           hint: '',
         }))
@@ -262,7 +262,10 @@ export function jobEvents(
         ),
       ];
     }
-    const error = details.error ?? { code: 'PGF-5006', message: d?.reasons.join('; ') || 'the drill did not pass' };
+    const error = details.error ?? {
+      code: ErrorCodes.DrillFailed.code,
+      message: d?.reasons.join('; ') || 'the drill did not pass',
+    };
     // No result: the agent never reported one (not started, cancelled, or the agent went away).
     // Reasons are never empty: an agent's result without any (older agents) or none at all falls back to the job's error.
     const reasons = d?.reasons.filter((r) => r.trim() !== '') ?? [];

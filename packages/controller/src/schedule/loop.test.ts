@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { PgfleetError, type ErrorName } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, type ErrorName } from '@pgfleet/core';
 import { createClient } from '@pgfleet/rpc';
 import { AdminService, BackupType, JobState, type Job } from '@pgfleet/proto';
 import { startController, type RunningController } from '../server.js';
@@ -467,7 +467,11 @@ describe('retention', () => {
     agent.stream.send({
       msg: {
         case: 'result',
-        value: { jobId: expire.jobId, state: JobState.FAILED, error: { code: 'PGF-5004', message: 'disk' } },
+        value: {
+          jobId: expire.jobId,
+          state: JobState.FAILED,
+          error: { code: ErrorCodes.RepoIoFailed.code, message: 'disk' },
+        },
       },
     });
     await waitFor('expire failed', async () => ((await jobState(expire.jobId)) === JobState.FAILED ? true : undefined));

@@ -1,7 +1,7 @@
 // Unit tests of access control: the role table, tokens and their hashes, Hello vs certificate.
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
-import { PgfleetError } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { ADMIN_ROLES, type AdminRole } from '@pgfleet/catalog';
 import { AdminService } from '@pgfleet/proto';
 import {
@@ -91,7 +91,7 @@ test('Hello must match the certificate: same cluster, same agent', () => {
   );
   assert.throws(
     () => checkHelloIdentity(id, { agentId: 'db2', cluster: 'main' }),
-    (e: unknown) => PgfleetError.is(e, 'PermissionDenied') && e.code === 'PGF-8002',
+    (e: unknown) => PgfleetError.is(e, 'PermissionDenied') && e.code === ErrorCodes.PermissionDenied.code,
   );
 });
 

@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { PgfleetError, type ErrorName } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, type ErrorName } from '@pgfleet/core';
 import { SqliteCatalogStore } from '@pgfleet/catalog';
 import { bearerMetadata, clientTlsCredentials, createClient } from '@pgfleet/rpc';
 import { createAgentCsr, createCertificateAuthority, signAgentCsr } from '@pgfleet/rpc/pki';
@@ -101,7 +101,7 @@ describe('controller with --tls-dir', () => {
   test('admin calls: no token or an unknown one is PGF-8001, the role decides the rest (PGF-8002)', async () => {
     const none = admin();
     const e = await rejectsWith(none.listClusters({}), 'Unauthenticated');
-    assert.equal(e.code, 'PGF-8001');
+    assert.equal(e.code, ErrorCodes.Unauthenticated.code);
     await rejectsWith(admin('pgfa_bogus').listClusters({}), 'Unauthenticated');
 
     const viewer = admin(tokens.viewer);
@@ -141,7 +141,7 @@ describe('controller with --tls-dir', () => {
       const res = await c.enroll({ token, agentId: 'db1', cluster: 'main', csrPem });
       assert.match(res.certPem, /BEGIN CERTIFICATE/);
       const again = await rejectsWith(c.enroll({ token, agentId: 'db9', cluster: 'main', csrPem }), 'EnrollmentFailed');
-      assert.equal(again.code, 'PGF-8003');
+      assert.equal(again.code, ErrorCodes.EnrollmentFailed.code);
       assert.match(again.message, /already used by agent 'db1'/);
 
       const forPayments = await enrollToken('payments');
@@ -199,7 +199,7 @@ describe('controller with --tls-dir', () => {
     bare.hello({ agentId: 'db3', cluster: 'main' });
     const e = await bare.ended();
     assert.ok(PgfleetError.is(e, 'Unauthenticated'), String(e));
-    assert.equal((e as PgfleetError).code, 'PGF-8001');
+    assert.equal((e as PgfleetError).code, ErrorCodes.Unauthenticated.code);
 
     const otherCa = await createCertificateAuthority({ commonName: 'rogue' });
     const { csrPem, keyPem } = await createAgentCsr({ agentId: 'db3', cluster: 'main' });
