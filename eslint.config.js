@@ -62,6 +62,9 @@ export default defineConfig(
         'error',
         { argsIgnorePattern: '^_', varsIgnorePattern: '^_', ignoreRestSiblings: true },
       ],
+      // `let x;` read (by a closure, or an early return of `undefined`) before its one assignment
+      // cannot be a const: leave it alone.
+      'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
     },
   },
   {

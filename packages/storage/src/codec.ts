@@ -12,14 +12,12 @@ import zlib from 'node:zlib';
 import {
   BLOCK_BYTES,
   blockDecoder,
-  blockEncoder,
   DEFAULT_ZSTD_LEVEL,
   lz4Frame,
   MAX_FRAME_CONTENT,
   zstdFrame,
   type BlockCodec,
   type BlockDecoder,
-  type BlockEncoder,
 } from './codec-blocks.js';
 import type { Codec } from './codec-names.js';
 

@@ -202,7 +202,7 @@ describe('S3 driver with a fake client', () => {
 
   test('deletes in batches of 1000 and reports real per-key failures', async () => {
     const batches: number[] = [];
-    let failWith: string | undefined = undefined; // set below, read by the fake at each call
+    let failWith: string | undefined;
     const d = new S3Driver(
       fake({
         async deleteObjects(ks) {
