@@ -72,6 +72,14 @@ module.exports = {
       },
       to: { path: '^packages/testkit/' },
     },
+    {
+      name: 'copy-worker-stays-light',
+      severity: 'error',
+      comment:
+        "a copy worker thread loads its own module graph (RSS per thread): core's light entries only (@pgfleet/core/errors, /async, /fsync), never its index with pino, zod and yaml",
+      from: { path: '^packages/agent/src/copy/worker\\.ts$' },
+      to: { path: ['^packages/core/(src|dist)/index\\.', 'node_modules/(pino|zod|yaml)/'], reachable: true },
+    },
     { name: 'no-unresolvable', severity: 'error', from: {}, to: { couldNotResolve: true } },
   ],
   options: {

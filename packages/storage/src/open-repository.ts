@@ -2,7 +2,8 @@
  * Opens drivers and repositories from specs (repository-url.ts). The S3 SDK is loaded only when
  * an S3 spec is opened (createS3Driver imports it lazily).
  */
-import { PgfleetError } from '@pgfleet/core';
+// The light entry of core: copy worker threads open repositories with this module.
+import { PgfleetError } from '@pgfleet/core/errors';
 import type { RepositoryDriver } from './driver.js';
 import { MirroredDriver } from './mirrored-driver.js';
 import { PosixDriver } from './posix-driver.js';
