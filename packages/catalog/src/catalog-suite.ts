@@ -391,6 +391,69 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.deepEqual([ev?.kind, Buffer.from(ev!.payload).equals(Buffer.from(payload))], ['drill.failed', true]);
       });
 
+      test('createJobIfIdle: of two creators racing for one cluster exactly one creates its job; the other is refused with BackupInProgress', async () => {
+        const store = await storeWithCluster();
+        await store.upsertCluster({ name: 'other', systemIdentifier: '7300000000000000002', pgVersion: 170002 }, 1000);
+        const kinds = ['backup', 'expire'] as const;
+        const attempt = (id: string, kind: 'backup' | 'expire') =>
+          store.createJobIfIdle('main', kinds, { id, cluster: 'main', kind, agentId: 'agent-1', params: { id } }, 10);
+        // Both start before either commits (the PostgreSQL store runs them on two pooled connections).
+        const outcomes = await Promise.allSettled([attempt('b1', 'backup'), attempt('e1', 'expire')]);
+        const created = outcomes.filter((o) => o.status === 'fulfilled');
+        const refused = outcomes.filter((o) => o.status === 'rejected');
+        assert.equal(created.length, 1);
+        assert.equal(refused.length, 1);
+        const winner = (created[0] as PromiseFulfilledResult<Awaited<ReturnType<typeof attempt>>>).value;
+        const err = (refused[0] as PromiseRejectedResult).reason as unknown;
+        assert.ok(PgfleetError.is(err, 'BackupInProgress'), String(err));
+        assert.match(
+          (err as Error).message,
+          new RegExp(`already has a ${winner.kind} job running \\(${winner.id}, queued\\)`),
+        );
+        assert.deepEqual(
+          (await store.listActiveJobs()).map((j) => j.id),
+          [winner.id],
+        );
+        // Another cluster, and kinds outside the rule, are not held up; a repeat of the winner's id returns it.
+        await store.createJobIfIdle(
+          'other',
+          kinds,
+          { id: 'o1', cluster: 'other', kind: 'backup', agentId: 'agent-1', params: {} },
+          11,
+        );
+        await store.createJobIfIdle(
+          'main',
+          ['drill'],
+          { id: 'v1', cluster: 'main', kind: 'verify', agentId: 'agent-1', params: {} },
+          12,
+        );
+        assert.deepEqual(
+          await store.createJobIfIdle(
+            'main',
+            kinds,
+            { id: winner.id, cluster: 'main', kind: winner.kind, agentId: 'agent-1', params: {} },
+            13,
+          ),
+          winner,
+        );
+        // Once the winner ends, the cluster is idle again.
+        await store.transitionJob(
+          winner.id,
+          'failed',
+          { error: { code: ErrorCodes.JobFailed.code, message: 'the agent went away' } },
+          14,
+        );
+        const next = await attempt('b2', 'backup');
+        assert.equal(next.state, 'queued');
+        // Many racers at once: still exactly one.
+        await store.transitionJob('b2', 'cancelled', {}, 15);
+        const many = await Promise.allSettled(
+          Array.from({ length: 8 }, (_, i) => attempt(`m${i}`, i % 2 ? 'backup' : 'expire')),
+        );
+        assert.equal(many.filter((o) => o.status === 'fulfilled').length, 1);
+        assert.ok(many.every((o) => o.status === 'fulfilled' || PgfleetError.is(o.reason, 'BackupInProgress')));
+      });
+
       test('createJob is idempotent by id: a repeat returns the job as it is now; another cluster or kind is JobStateConflict', async () => {
         const store = await storeWithCluster();
         const first = await store.createJob(

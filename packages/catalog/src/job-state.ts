@@ -44,6 +44,17 @@ export function checkJobTransition(id: string, from: JobStateName, to: JobStateN
  * first answer) gets the job it made, whatever state it reached since; the same id for another
  * cluster or kind is a different job and is refused with JobStateConflict.
  */
+/**
+ * createJobIfIdle's refusal: the cluster's unfinished job of a kind that runs one at a time
+ * (a backup or an expire), named so the user can follow it.
+ */
+export function clusterBusyError(cluster: string, active: JobRecord): PgfleetError {
+  return new PgfleetError(
+    'BackupInProgress',
+    `cluster ${cluster} already has a ${active.kind} job running (${active.id}, ${active.state})`,
+  );
+}
+
 export function existingJobFor(job: NewJob, existing: JobRecord): JobRecord {
   if (existing.cluster !== job.cluster || existing.kind !== job.kind) {
     throw new PgfleetError(

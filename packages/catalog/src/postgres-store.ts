@@ -15,7 +15,7 @@
 import pg from 'pg';
 import { PgfleetError } from '@pgfleet/core';
 import { Lsn } from '@pgfleet/pg';
-import { checkJobTransition, existingJobFor, FAILABLE_JOB_STATES } from './job-state.js';
+import { checkJobTransition, clusterBusyError, existingJobFor, FAILABLE_JOB_STATES } from './job-state.js';
 import { CATALOG_SCHEMA_VERSION, POSTGRES_MIGRATIONS } from './migrations.js';
 import {
   adminTokenFromRow,
@@ -84,6 +84,8 @@ export interface PostgresCatalogOptions {
  */
 export const MIGRATION_LOCK_CLASS = 0x70676601;
 export const LEADERSHIP_LOCK_CLASS = 0x70676602;
+/** createJobIfIdle: one creator per cluster at a time (object = hashtext(cluster)). */
+export const CLUSTER_JOBS_LOCK_CLASS = 0x70676603;
 
 const INT8_OID = 20;
 /**
@@ -489,6 +491,27 @@ export class PostgresCatalogStore implements CatalogStore {
     if (rows[0]) return jobRow(rows[0]);
     // Only a row that exists makes the insert do nothing; jobs are never deleted.
     return existingJobFor(job, (await this.getJob(job.id))!);
+  }
+
+  async createJobIfIdle(cluster: string, kinds: readonly JobKind[], job: NewJob, now: number): Promise<JobRecord> {
+    return this.transaction(async (client) => {
+      // Serialises creators of this cluster until commit. Under READ COMMITTED each statement
+      // below sees what an earlier holder committed, so the check and the insert cannot be split
+      // by another controller's insert (a unique index cannot say "one active backup or expire").
+      await client.query(`SELECT pg_advisory_xact_lock(${CLUSTER_JOBS_LOCK_CLASS}, hashtext($1))`, [cluster]);
+      const known = await client.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [job.id]);
+      if (known.rows[0]) return existingJobFor(job, jobRow(known.rows[0]));
+      const busy = await client.query<JobRow>(
+        'SELECT * FROM jobs WHERE cluster = $1 AND kind = ANY($2::text[]) AND state = ANY($3::text[]) ORDER BY created_at, seq LIMIT 1',
+        [cluster, kinds, FAILABLE_JOB_STATES],
+      );
+      if (busy.rows[0]) throw clusterBusyError(cluster, jobRow(busy.rows[0]));
+      const rows = await client.query<JobRow>(
+        `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES ($1, $2, $3, 'queued', $4, $5::jsonb, $6) RETURNING *`,
+        [job.id, job.cluster, job.kind, job.agentId, encodeJson(job.params), now],
+      );
+      return jobRow(rows.rows[0]!);
+    });
   }
 
   async getJob(id: string): Promise<JobRecord | undefined> {

@@ -10,7 +10,7 @@
 import Database from 'better-sqlite3';
 import { PgfleetError } from '@pgfleet/core';
 import { Lsn } from '@pgfleet/pg';
-import { checkJobTransition, existingJobFor, FAILABLE_JOB_STATES } from './job-state.js';
+import { checkJobTransition, clusterBusyError, existingJobFor, FAILABLE_JOB_STATES } from './job-state.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 import {
   adminTokenFromRow,
@@ -449,6 +449,33 @@ export class SqliteCatalogStore implements CatalogStore {
       .run(job.id, job.cluster, job.kind, job.agentId, json(job.params), now);
     const stored = (await this.getJob(job.id))!;
     return changes === 0 ? existingJobFor(job, stored) : stored;
+  }
+
+  async createJobIfIdle(cluster: string, kinds: readonly JobKind[], job: NewJob, now: number): Promise<JobRecord> {
+    // BEGIN IMMEDIATE takes the write lock first: a second connection to the file waits until this commits.
+    return this.db
+      .transaction(() => {
+        const known = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(job.id) as JobRow | undefined;
+        if (known) return existingJobFor(job, jobRow(known));
+        const active = FAILABLE_JOB_STATES.map(() => '?').join(', ');
+        const kindList = kinds.map(() => '?').join(', ');
+        const busy =
+          kinds.length === 0
+            ? undefined
+            : (this.db
+                .prepare(
+                  `SELECT * FROM jobs WHERE cluster = ? AND kind IN (${kindList}) AND state IN (${active}) ORDER BY created_at, rowid LIMIT 1`,
+                )
+                .get(cluster, ...kinds, ...FAILABLE_JOB_STATES) as JobRow | undefined);
+        if (busy) throw clusterBusyError(cluster, jobRow(busy));
+        this.db
+          .prepare(
+            `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?)`,
+          )
+          .run(job.id, job.cluster, job.kind, job.agentId, json(job.params), now);
+        return jobRow(this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(job.id) as JobRow);
+      })
+      .immediate();
   }
 
   async getJob(id: string): Promise<JobRecord | undefined> {

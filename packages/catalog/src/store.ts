@@ -377,6 +377,14 @@ export interface CatalogStore {
 
   /** Creates a job in state 'queued'. */
   createJob(job: NewJob, now: number): Promise<JobRecord>;
+  /**
+   * Creates the job (as createJob) unless `cluster` already has an unfinished job of one of
+   * `kinds`: then nothing is created and BackupInProgress names that job. One transaction,
+   * serialised per cluster, so of two controllers (or two requests) racing to start a backup or
+   * an expire of one cluster exactly one creates its job. A repeat of an existing id behaves as
+   * createJob does (the job is its own, not a rival).
+   */
+  createJobIfIdle(cluster: string, kinds: readonly JobKind[], job: NewJob, now: number): Promise<JobRecord>;
   getJob(id: string): Promise<JobRecord | undefined>;
   /** Newest first. */
   listJobs(filter?: JobFilter): Promise<JobRecord[]>;
