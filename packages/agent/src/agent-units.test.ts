@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pgTimestamp } from './daemon.js';
+import { pgTimestamp } from './jobs/recovery-target.js';
 import { listPgdata } from './pgdata/walk.js';
 
 test('recovery_target_time keeps microseconds (a Date would cut them)', () => {

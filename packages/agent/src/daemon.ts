@@ -6,77 +6,29 @@
  * results are delivered after the reconnect (jobs are idempotent by id).
  */
 import { hostname } from 'node:os';
-import { timestampFromDate, timestampDate } from '@bufbuild/protobuf/wkt';
-import { asPgfleetError, ErrorCodes, loadConfigFile, PgfleetError, sleep, type Logger } from '@pgfleet/core';
+import { timestampFromDate } from '@bufbuild/protobuf/wkt';
+import { asPgfleetError, ErrorCodes, PgfleetError, sleep, type Logger } from '@pgfleet/core';
 import { archiverStats, connectPg, Lsn, serverPosition, switchWalIfIn, type ServerPosition } from '@pgfleet/pg';
-import {
-  AgentService,
-  BackupType,
-  CheckVerdict,
-  JobState,
-  RestoreArchive,
-  ServerRole,
-  TargetAction,
-  type Job,
-  type RecoveryTarget,
-} from '@pgfleet/proto';
+import { AgentService, JobState, ServerRole, type Job } from '@pgfleet/proto';
 import { createClient, type ClientBidiStream, type ClientOptions } from '@pgfleet/rpc/client';
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import type { ConnectRequestSchema, JobResultSchema } from '@pgfleet/proto';
-import {
-  openRepository,
-  repositoryUrl,
-  type BackupManifest,
-  type Repository,
-  type RepositorySpec,
-} from '@pgfleet/storage';
+import type { ConnectRequestSchema } from '@pgfleet/proto';
+import { openRepository, repositoryUrl, type Repository, type RepositorySpec } from '@pgfleet/storage';
 import { agentCredentials } from './security/identity.js';
-import {
-  ArchiveCheckFailure,
-  readArchiveSetup,
-  runArchiveCheck,
-  type ArchiveCheckOptions,
-  type ArchiveSetupReport,
-  type CheckItemOutcome,
-  type CheckOutcome,
-} from './wal/check.js';
-import { runBackup } from './backup/backup.js';
-import { cleanScratchArea, DrillFailure, runDrill } from './drill/drill.js';
-import { captureSourceCounts } from './drill/capture.js';
-import { runExpire } from './retention/expire.js';
-import { runVerify, type VerifyOutcome } from './verify/verify.js';
-import { repositoryArgs, type AgentSettings } from './options.js';
+import { readArchiveSetup, runArchiveCheck, type ArchiveSetupReport, type CheckItemOutcome } from './wal/check.js';
+import { cleanScratchArea } from './drill/drill.js';
+import type { AgentSettings } from './options.js';
 import { readPgdataFacts, type PgdataFacts } from './pgdata/pgdata.js';
 import type { Progress } from './jobs/progress.js';
-import { runRestore, type TargetSpec } from './restore/restore.js';
+import { archiveCheckBase } from './jobs/check.js';
+import { jobRepositories, walFetchArgs } from './jobs/context.js';
+import type { JobContext } from './jobs/job-kind.js';
+import { failureResult, runJob } from './jobs/registry.js';
 import { AGENT_VERSION } from './version.js';
 import { WalHealthCollector, type WalHealthInit } from './wal/health.js';
 import { WalServices } from './wal/services.js';
 
 type Outgoing = MessageInitShape<typeof ConnectRequestSchema>;
-type JobResultInit = MessageInitShape<typeof JobResultSchema>;
-
-export function manifestToBackupInfo(m: BackupManifest, jobId: string) {
-  return {
-    label: m.label,
-    cluster: m.cluster,
-    type: m.type === 'full' ? BackupType.FULL : m.type === 'diff' ? BackupType.DIFF : BackupType.INCR,
-    startLsn: m.startLsn,
-    stopLsn: m.stopLsn,
-    startTime: timestampFromDate(new Date(m.startTime)),
-    stopTime: timestampFromDate(new Date(m.stopTime)),
-    timeline: m.timeline,
-    systemIdentifier: m.systemIdentifier,
-    pgVersion: m.pgVersionNum,
-    sizeBytes: BigInt(m.sizeBytes),
-    storedBytes: BigInt(m.storedBytes),
-    fileCount: m.files.length,
-    walStart: m.walStart,
-    walStop: m.walStop,
-    jobId,
-    priorLabel: m.priorLabel ?? '',
-  };
-}
 
 /** Heartbeat.role and .replay from the server's position (nothing known when PostgreSQL is down). */
 export function heartbeatRole(p: ServerPosition | undefined) {
@@ -94,118 +46,8 @@ export function heartbeatRole(p: ServerPosition | undefined) {
   };
 }
 
-export function verifyResultToProto(v: VerifyOutcome) {
-  const type = (t: string | undefined) =>
-    t === 'full'
-      ? BackupType.FULL
-      : t === 'diff'
-        ? BackupType.DIFF
-        : t === 'incr'
-          ? BackupType.INCR
-          : BackupType.UNSPECIFIED;
-  return {
-    full: v.full,
-    backups: v.backups.map((b) => ({
-      label: b.label,
-      type: type(b.type),
-      restorable: b.restorable,
-      fromLsn: b.fromLsn,
-      ...(b.fromTime && !Number.isNaN(b.fromTime.getTime()) ? { fromTime: timestampFromDate(b.fromTime) } : {}),
-      toLsn: b.toLsn,
-      toTimeline: b.toTimeline,
-      reasons: b.reasons,
-      filesChecked: b.filesChecked,
-      bytesChecked: BigInt(b.bytesChecked),
-    })),
-    problems: v.problems.map((p) => ({
-      kind: p.kind,
-      label: p.label,
-      path: p.path,
-      key: p.key,
-      message: p.message,
-      timeline: p.timeline ?? 0,
-      lsnFrom: p.lsnFrom ?? '',
-      lsnTo: p.lsnTo ?? '',
-      segments: p.segments ?? [],
-    })),
-    walSegmentsChecked: v.walSegmentsChecked,
-    walNewest: v.walNewest,
-    ok: v.ok,
-    timelines: v.timelines.map((t) => ({
-      timeline: t.timeline,
-      parent: t.parent,
-      switchLsn: t.switchLsn,
-      ...(t.startedAt ? { startedAt: timestampFromDate(t.startedAt) } : {}),
-      newestSegment: t.newestSegment,
-      onLiveLineage: t.onLiveLineage,
-      liveKnown: t.liveKnown,
-    })),
-  };
-}
-
-const VERDICTS = { ok: CheckVerdict.OK, warn: CheckVerdict.WARN, fail: CheckVerdict.FAIL } as const;
-
-export function checkResultToProto(c: CheckOutcome) {
-  return {
-    items: c.items.map((i) => ({ name: i.name, verdict: VERDICTS[i.verdict], message: i.message })),
-    ok: c.ok,
-    walSegment: c.walSegment,
-    walSeconds: c.walSeconds,
-  };
-}
-
-/** How long `pgfleet check` waits for its WAL segment when the job names no timeout. */
-const DEFAULT_CHECK_TIMEOUT_MS = 60_000;
 /** How long the start-up check waits for the controller's Welcome before saying it has not answered. */
 const STARTUP_CONTROLLER_WAIT_MS = 15_000;
-
-/** UTC timestamp in PostgreSQL's input format with microsecond precision (a JS Date would cut it to milliseconds, moving the target). */
-export function pgTimestamp(seconds: bigint, nanos: number): string {
-  const base = new Date(Number(seconds) * 1000).toISOString().slice(0, 19).replace('T', ' ');
-  return `${base}.${String(Math.floor(nanos / 1000)).padStart(6, '0')}+00`;
-}
-
-export function targetFromProto(job: Job): {
-  target: TargetSpec;
-  action: 'promote' | 'pause' | 'shutdown';
-  inclusive?: boolean;
-} {
-  if (job.kind.case !== 'restore') throw new PgfleetError('Internal', 'not a restore job');
-  return recoveryTargetSpec(job.kind.value.target);
-}
-
-/** A RecoveryTarget message as the restore code reads it (restore and drill jobs). */
-export function recoveryTargetSpec(t: RecoveryTarget | undefined): {
-  target: TargetSpec;
-  action: 'promote' | 'pause' | 'shutdown';
-  inclusive?: boolean;
-} {
-  const action =
-    t?.action === TargetAction.PAUSE ? 'pause' : t?.action === TargetAction.SHUTDOWN ? 'shutdown' : 'promote';
-  const inclusive = t?.inclusive;
-  const v = t?.target;
-  let target: TargetSpec;
-  switch (v?.case) {
-    case 'time':
-      target = { kind: 'time', time: timestampDate(v.value), pgTime: pgTimestamp(v.value.seconds, v.value.nanos) };
-      break;
-    case 'lsn':
-      target = { kind: 'lsn', lsn: v.value };
-      break;
-    case 'name':
-      target = { kind: 'name', name: v.value };
-      break;
-    case 'xid':
-      target = { kind: 'xid', xid: v.value };
-      break;
-    case 'immediate':
-      target = { kind: 'immediate' };
-      break;
-    default:
-      target = { kind: 'latest' };
-  }
-  return { target, action, ...(inclusive !== undefined ? { inclusive } : {}) };
-}
 
 export class AgentDaemon {
   private stream: ClientBidiStream<unknown, typeof ConnectRequestSchema> | undefined;
@@ -220,8 +62,8 @@ export class AgentDaemon {
   private readonly recentResults: { msg: Outgoing; jobId: string; at: number }[] = [];
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopped = false;
-  /** A backup job is running (one at a time: labels, the WAL wait and cleanup assume it). */
-  private backupRunning = false;
+  /** Kinds of job running that run one at a time on this agent (JobContext.exclusive). */
+  private readonly exclusive = new Set<string>();
   private facts!: PgdataFacts;
   private wal: WalServices | undefined;
   private walHealth: WalHealthCollector | undefined;
@@ -287,17 +129,6 @@ export class AgentDaemon {
     return Promise.all(this.settling).then(() => undefined);
   }
 
-  /** What every archive check of this agent shares (cluster, PostgreSQL, how to read archive_command's --config). */
-  private checkBase(): Pick<ArchiveCheckOptions, 'cluster' | 'pgdata' | 'pg' | 'streaming' | 'loadConfig'> {
-    return {
-      cluster: this.s.cluster,
-      pgdata: this.s.pgdata,
-      pg: this.s.pg,
-      streaming: this.s.stream,
-      loadConfig: loadConfigFile,
-    };
-  }
-
   /** Resolves on the first Welcome of this process (the controller answered). */
   private welcomed!: () => void;
   private readonly firstWelcome = new Promise<void>((r) => (this.welcomed = r));
@@ -326,7 +157,7 @@ export class AgentDaemon {
             verdict: 'warn',
             message: `the controller at ${this.s.controller} has not answered within ${STARTUP_CONTROLLER_WAIT_MS / 1000} s: no jobs run until it does (WAL archiving goes on); check --controller and that pgfleet-controller runs`,
           };
-      const out = await runArchiveCheck({ ...this.checkBase(), ...(repo ? { repo } : {}), controller });
+      const out = await runArchiveCheck({ ...archiveCheckBase(this.s), ...(repo ? { repo } : {}), controller });
       for (const i of out.items) {
         if (i.verdict === 'ok') log.debug({ check: i.name }, i.message);
         else
@@ -483,7 +314,7 @@ export class AgentDaemon {
   /** Heartbeat.archive_setup; undefined when it cannot be read (an extra: never fails the beat). */
   private async archiveSetup(c: Awaited<ReturnType<typeof connectPg>>): Promise<ArchiveSetupReport | undefined> {
     try {
-      const setup = await readArchiveSetup(c, this.checkBase());
+      const setup = await readArchiveSetup(c, archiveCheckBase(this.s));
       if (setup.problem !== this.archiveProblem) {
         if (setup.problem)
           this.log.child({ component: 'check' }).warn(
@@ -572,13 +403,9 @@ export class AgentDaemon {
           { code: e.code, err: e.message, ...(e.errorName === 'Internal' ? { stack: (err as Error)?.stack } : {}) },
           'job failed',
         );
-        // A drill that ran but did not pass still reports what it found (stage, reasons, figures).
-        const result =
-          err instanceof DrillFailure
-            ? { result: { case: 'drill' as const, value: err.result } }
-            : err instanceof ArchiveCheckFailure
-              ? { result: { case: 'check' as const, value: checkResultToProto(err.outcome) } }
-              : {};
+        // A drill that ran but did not pass still reports what it found (stage, reasons, figures), a failed check its items.
+        const failed = failureResult(err);
+        const result = failed ? { result: failed } : {};
         this.send({
           msg: {
             case: 'result',
@@ -612,247 +439,25 @@ export class AgentDaemon {
     return repo;
   }
 
-  /** The job's repositories (Job.repositories, else Job.repository), else the agent's own, in restore preference order. */
-  private jobRepositories(job: Job, log: Logger): RepositorySpec[] {
-    const named = (job.repositories.length > 0 ? job.repositories : job.repository ? [job.repository] : []).flatMap(
-      (r) => (r.kind.case ? [r.kind as RepositorySpec] : []),
-    );
-    const specs = named.length > 0 ? named : this.s.repositories;
-    const own = this.s.repositories.map(repositoryUrl).join(' ');
-    if (named.length > 0 && own !== '' && named.map(repositoryUrl).join(' ') !== own) {
-      // WAL goes where this agent's --repo says, backups where the controller says: a backup waits for WAL that never arrives there.
-      log.warn(
-        { controller: named.map(repositoryUrl), agent: this.s.repositories.map(repositoryUrl) },
-        "the controller's repositories differ from this agent's --repo/--repo2: configure the same on both",
-      );
-    }
-    if (specs.length === 0)
-      throw new PgfleetError('InvalidConfig', 'no repository: the controller sent none and the agent has no --repo');
-    // wal-fetch (restore_command) takes --repo and --repo2.
-    if (specs.length > 2)
-      throw new PgfleetError(
-        'InvalidArgument',
-        `the job names ${specs.length} repositories; a cluster has at most two`,
-      );
-    return specs;
-  }
-
-  /** What restore_command's wal-fetch needs to find the same repositories (credentials come from the config file or the environment, never the command line). */
-  private walFetchArgs(specs: readonly RepositorySpec[], log: Logger): string[] {
-    if (specs.some((s) => s.case === 's3') && this.s.s3Credentials && !this.s.configFile) {
-      log.warn(
-        "restore_command gets no S3 credentials (they came from flags or the environment, not --config): PostgreSQL's wal-fetch uses the AWS default chain of its own environment",
-      );
-    }
-    const repos = repositoryArgs(specs);
-    if (!this.s.configFile) return repos;
-    // The config file is there for the credentials; empty values clear its repository keys (flags win over the file, key by key).
-    return [...repos, '--repo-path', '', ...(specs.length < 2 ? ['--repo2', ''] : []), '--config', this.s.configFile];
-  }
-
-  /**
-   * The full check with the WAL proof, for a check job or before a cluster's first backup: throws
-   * ArchiveCheckFailure (with every item) when a check fails, returns the items otherwise.
-   */
-  private async runCheck(
-    job: Job,
-    repo: Repository,
-    timeoutMs: number,
-    signal: AbortSignal,
-    log: Logger,
-    progress?: (message: string) => void,
-  ): Promise<CheckOutcome> {
-    const out = await runArchiveCheck({
-      ...this.checkBase(),
-      repo,
-      // A restore point named after the job: a recovery target the check leaves behind, like a drill's.
-      walProof: { timeoutMs, restorePoint: `pgfleet-check-${job.jobId}` },
-      // The job came over the controller's stream: it reaches this agent.
-      controller: {
-        name: 'controller',
-        verdict: 'ok',
-        message: `the controller at ${this.s.controller} sent this job`,
-      },
-      signal,
-      ...(progress ? { progress } : {}),
-    });
-    for (const i of out.items)
-      if (i.verdict !== 'ok') log.warn({ check: i.name, verdict: i.verdict }, `${i.name}: ${i.message}`);
-    if (!out.ok) throw new ArchiveCheckFailure(this.s.cluster, out);
-    return out;
-  }
-
-  private async runJob(
-    job: Job,
-    signal: AbortSignal,
-    log: Logger,
-    progress: (p: Progress) => void,
-  ): Promise<JobResultInit['result']> {
-    const specs = this.jobRepositories(job, log);
+  /** Opens the job's repositories and runs it by its kind's module (jobs/registry.ts). */
+  private async runJob(job: Job, signal: AbortSignal, log: Logger, progress: (p: Progress) => void) {
+    const specs = jobRepositories(this.s, job, log);
     const repo = await this.openRepository(specs);
-    if (job.kind.case === 'backup') {
-      const t = job.kind.value.type;
-      const type = t === BackupType.DIFF ? 'diff' : t === BackupType.INCR ? 'incr' : 'full';
-      // The controller starts one at a time; this holds for jobs it resent or a second controller too.
-      if (this.backupRunning)
-        throw new PgfleetError(
-          'BackupInProgress',
-          `a backup of cluster ${this.s.cluster} is already running on this agent`,
-        );
-      this.backupRunning = true;
-      // The first backup of the cluster proves archiving end to end before it copies anything (see runBackup).
-      const checkArchiving = () => this.runCheck(job, repo, this.s.archiveTimeoutSec * 1000, signal, log);
-      const manifest = await runBackup({
-        cluster: this.s.cluster,
-        pgdata: this.s.pgdata,
-        pg: this.s.pg,
-        repo,
-        codec: this.s.compress,
-        type,
-        checksumDelta: this.s.checksumDelta === true,
-        workers: this.s.workers,
-        archiveTimeoutMs: this.s.archiveTimeoutSec * 1000,
-        checkArchiving,
-        // On a standby: the controller forwards this to the primary's agent (agent.proto WalSwitch).
-        requestWalSwitch: (lsn) =>
-          this.send({ msg: { case: 'walSwitch', value: { jobId: job.jobId, lsn: lsn.toString() } } }),
-        log,
-        progress,
-        signal,
-      }).finally(() => {
-        this.backupRunning = false;
-      });
-      return { case: 'backup', value: manifestToBackupInfo(manifest, job.jobId) };
-    }
-    if (job.kind.case === 'restore') {
-      const r = job.kind.value;
-      const { target, action, inclusive } = targetFromProto(job);
-      const out = await runRestore({
-        cluster: r.cluster || this.s.cluster,
-        repo,
-        walFetchArgs: this.walFetchArgs(specs, log),
-        ...(r.backupLabel ? { backupLabel: r.backupLabel, labelIsHint: r.backupLabelIsHint } : {}),
-        ...(r.currentTimeline ? { currentTimeline: r.currentTimeline } : {}),
-        ...(r.targetTimeline ? { targetTimeline: r.targetTimeline } : {}),
-        ...(r.archive === RestoreArchive.OFF
-          ? { archive: 'off' as const }
-          : r.archive === RestoreArchive.PRESERVE
-            ? { archive: 'preserve' as const }
-            : {}),
-        targetDir: r.targetDir,
-        delta: r.delta,
-        ownPgdata: this.s.pgdata,
-        ...(r.tablespaceDir ? { tablespaceDir: r.tablespaceDir } : {}),
-        target,
-        action,
-        ...(inclusive !== undefined ? { inclusive } : {}),
-        workers: this.s.workers,
-        ...(this.s.pgBinDir ? { pgBinDir: this.s.pgBinDir } : {}),
-        log,
-        progress,
-        signal,
-      });
-      return {
-        case: 'restore',
-        value: {
-          backupLabel: out.manifest.label,
-          targetDir: r.targetDir,
-          bytes: BigInt(out.bytes),
-          fileCount: out.manifest.files.length,
-          timeline: out.timeline,
-          archivePreserved: out.archivePreserved,
-        },
-      };
-    }
-    if (job.kind.case === 'expire') {
-      const e = job.kind.value;
-      const out = await runExpire({
-        cluster: e.cluster || this.s.cluster,
-        repo,
-        labels: e.labels,
-        walKeepFrom: e.walKeepFrom,
-        keepRanges: e.keepRanges,
-        dryRun: e.dryRun,
-        log,
-        progress,
-        signal,
-      });
-      return {
-        case: 'expire',
-        value: {
-          ...out,
-          backupBytesDeleted: BigInt(out.backupBytesDeleted),
-          walBytesDeleted: BigInt(out.walBytesDeleted),
-        },
-      };
-    }
-    if (job.kind.case === 'verify') {
-      const out = await runVerify({
-        cluster: this.s.cluster,
-        repo,
-        full: job.kind.value.full,
-        currentTimeline: job.kind.value.currentTimeline,
-        concurrency: Math.max(2, this.s.workers),
-        log,
-        progress,
-        signal,
-      });
-      return { case: 'verify', value: verifyResultToProto(out) };
-    }
-    if (job.kind.case === 'check') {
-      const timeoutMs =
-        job.kind.value.timeoutSeconds > 0 ? job.kind.value.timeoutSeconds * 1000 : DEFAULT_CHECK_TIMEOUT_MS;
-      const out = await this.runCheck(job, repo, timeoutMs, signal, log, (message) =>
-        progress({ phase: 'check', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message }),
-      );
-      return { case: 'check', value: checkResultToProto(out) };
-    }
-    if (job.kind.case === 'drill') {
-      const d = job.kind.value;
-      const target = d.target?.target.case ? recoveryTargetSpec(d.target) : undefined;
-      const out = await runDrill({
-        jobId: job.jobId,
-        cluster: d.cluster || this.s.cluster,
-        repo,
-        walFetchArgs: this.walFetchArgs(specs, log),
-        pg: this.s.pg,
-        ...(d.backupLabel ? { backupLabel: d.backupLabel } : {}),
-        ...(target
-          ? {
-              target: {
-                spec: target.target,
-                ...(target.inclusive !== undefined ? { inclusive: target.inclusive } : {}),
-                proto: d.target!,
-              },
-            }
-          : {}),
-        ...(d.source ? { source: d.source } : {}),
-        scratchDir: d.scratchDir || this.s.scratchDir,
-        keep: d.keep,
-        ...(d.currentTimeline ? { currentTimeline: d.currentTimeline } : {}),
-        ...(this.s.pgBinDir ? { pgBinDir: this.s.pgBinDir } : {}),
-        workers: this.s.workers,
-        archiveTimeoutMs: this.s.archiveTimeoutSec * 1000,
-        log,
-        progress,
-        signal,
-      });
-      return { case: 'drill', value: out };
-    }
-    if (job.kind.case === 'capture') {
-      const c = job.kind.value;
-      const out = await captureSourceCounts({
-        cluster: c.cluster || this.s.cluster,
-        pg: this.s.pg,
-        repo,
-        restorePoint: c.restorePoint,
-        archiveTimeoutMs: this.s.archiveTimeoutSec * 1000,
-        log,
-        progress,
-        signal,
-      });
-      return { case: 'capture', value: out };
-    }
-    throw new PgfleetError('InvalidArgument', `unknown job kind ${String(job.kind.case)}`);
+    const ctx: JobContext = {
+      job,
+      settings: this.s,
+      repo,
+      walFetchArgs: () => walFetchArgs(this.s, specs, log),
+      exclusive: (key) => {
+        if (this.exclusive.has(key)) return undefined;
+        this.exclusive.add(key);
+        return () => this.exclusive.delete(key);
+      },
+      requestWalSwitch: (lsn) => this.send({ msg: { case: 'walSwitch', value: { jobId: job.jobId, lsn } } }),
+      log,
+      progress,
+      signal,
+    };
+    return runJob(job, ctx);
   }
 }

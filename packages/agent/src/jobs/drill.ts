@@ -1,0 +1,62 @@
+/**
+ * The drill job (DrillJob): runDrill into a scratch directory, reported as DrillResult; a drill
+ * that ran but did not pass reports its DrillResult with the failure. The capture job
+ * (CaptureSourceJob) counts the source's rows for a drill on another agent.
+ */
+import { captureSourceCounts } from '../drill/capture.js';
+import { DrillFailure, runDrill } from '../drill/drill.js';
+import type { AgentJobKind } from './job-kind.js';
+import { recoveryTargetSpec } from './recovery-target.js';
+
+export const drillJob: AgentJobKind<'drill'> = {
+  async run(d, ctx) {
+    const s = ctx.settings;
+    const target = d.target?.target.case ? recoveryTargetSpec(d.target) : undefined;
+    const out = await runDrill({
+      jobId: ctx.job.jobId,
+      cluster: d.cluster || s.cluster,
+      repo: ctx.repo,
+      walFetchArgs: ctx.walFetchArgs(),
+      pg: s.pg,
+      ...(d.backupLabel ? { backupLabel: d.backupLabel } : {}),
+      ...(target && d.target
+        ? {
+            target: {
+              spec: target.target,
+              ...(target.inclusive !== undefined ? { inclusive: target.inclusive } : {}),
+              proto: d.target,
+            },
+          }
+        : {}),
+      ...(d.source ? { source: d.source } : {}),
+      scratchDir: d.scratchDir || s.scratchDir,
+      keep: d.keep,
+      ...(d.currentTimeline ? { currentTimeline: d.currentTimeline } : {}),
+      ...(s.pgBinDir ? { pgBinDir: s.pgBinDir } : {}),
+      workers: s.workers,
+      archiveTimeoutMs: s.archiveTimeoutSec * 1000,
+      log: ctx.log,
+      progress: ctx.progress,
+      signal: ctx.signal,
+    });
+    return { case: 'drill', value: out };
+  },
+  failureResult: (err) => (err instanceof DrillFailure ? { case: 'drill', value: err.result } : undefined),
+};
+
+export const captureJob: AgentJobKind<'capture'> = {
+  async run(c, ctx) {
+    const s = ctx.settings;
+    const out = await captureSourceCounts({
+      cluster: c.cluster || s.cluster,
+      pg: s.pg,
+      repo: ctx.repo,
+      restorePoint: c.restorePoint,
+      archiveTimeoutMs: s.archiveTimeoutSec * 1000,
+      log: ctx.log,
+      progress: ctx.progress,
+      signal: ctx.signal,
+    });
+    return { case: 'capture', value: out };
+  },
+};

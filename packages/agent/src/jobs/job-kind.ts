@@ -1,0 +1,48 @@
+/**
+ * What a job kind is on the agent: a module under jobs/ that turns its part of the Job message
+ * into the engine's options, runs the engine and maps the outcome to its JobResult case. The
+ * daemon gives every run a JobContext (settings, the opened repository, the few daemon services
+ * a job may use) and knows nothing of the kinds themselves; registry.ts lists them.
+ */
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { Logger } from '@pgfleet/core';
+import type { Job, JobResultSchema } from '@pgfleet/proto';
+import type { Repository } from '@pgfleet/storage';
+import type { AgentSettings } from '../options.js';
+import type { Progress } from './progress.js';
+
+/** The `kind` oneof of the Job message: which job, with its own message. */
+export type JobKindCase = NonNullable<Job['kind']['case']>;
+export type JobKindMessage<K extends JobKindCase> = Extract<Job['kind'], { case: K }>['value'];
+
+/** The `result` oneof of JobResult a job reports. */
+export type JobResultInit = NonNullable<MessageInitShape<typeof JobResultSchema>['result']>;
+
+export interface JobContext {
+  /** The whole job (its id names restore points; its repositories were opened as `repo`). */
+  job: Job;
+  settings: AgentSettings;
+  repo: Repository;
+  /** What restore_command's wal-fetch needs to find the job's repositories (restores and drills ask). */
+  walFetchArgs(): string[];
+  /**
+   * Claims a kind that runs one at a time on this agent (a backup: labels, the WAL wait and
+   * cleanup assume it); returns the release, or undefined when it is taken.
+   */
+  exclusive(key: string): (() => void) | undefined;
+  /** Sends the controller a WAL switch request for this job (a backup on a standby, agent.proto WalSwitch). */
+  requestWalSwitch(lsn: string): void;
+  log: Logger;
+  progress: (p: Progress) => void;
+  signal: AbortSignal;
+}
+
+export interface AgentJobKind<K extends JobKindCase> {
+  run(message: JobKindMessage<K>, ctx: JobContext): Promise<JobResultInit>;
+  /**
+   * The result a failed job still reports, when the error carries one (a drill that ran but did
+   * not pass: its stage and reasons; a failed archive check: its items, from a backup's first
+   * check too). Asked of every kind, since one kind's run may fail with another's error.
+   */
+  failureResult?(err: unknown): JobResultInit | undefined;
+}
