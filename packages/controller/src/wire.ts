@@ -24,8 +24,10 @@ import {
   BackupInfoSchema,
   BackupSource,
   CheckResultSchema,
-  BackupType,
   ServerRole,
+  backupTypeFromProto,
+  backupTypeToProto,
+  type BackupType,
   type StandbyReplay,
   ClusterInfoSchema,
   ExpireResultSchema,
@@ -98,22 +100,11 @@ export function agentReplayRecord(role: ServerRoleName | null, r: StandbyReplay 
   };
 }
 
+/** A request's or result's backup type; UNSPECIFIED is full (the mapping itself is @pgfleet/proto's). */
 export function backupKindFromProto(type: BackupType): BackupKind {
-  switch (type) {
-    case BackupType.UNSPECIFIED:
-    case BackupType.FULL:
-      return 'full';
-    case BackupType.DIFF:
-      return 'diff';
-    case BackupType.INCR:
-      return 'incr';
-    default:
-      throw new PgfleetError('InvalidArgument', `unknown backup type ${String(type)}`);
-  }
-}
-
-export function backupKindToProto(kind: BackupKind): BackupType {
-  return kind === 'full' ? BackupType.FULL : kind === 'diff' ? BackupType.DIFF : BackupType.INCR;
+  const kind = backupTypeFromProto(type);
+  if (kind === undefined) throw new PgfleetError('InvalidArgument', `unknown backup type ${String(type)}`);
+  return kind;
 }
 
 const ts = (ms: number | null): Timestamp | undefined => (ms === null ? undefined : timestampFromMs(ms));
@@ -148,7 +139,7 @@ export function backupInfoFromRecord(b: BackupRecord): BackupInfo {
   return create(BackupInfoSchema, {
     label: b.label,
     cluster: b.cluster,
-    type: backupKindToProto(b.type),
+    type: backupTypeToProto(b.type),
     startLsn: b.startLsn,
     stopLsn: b.stopLsn,
     startTime: timestampFromMs(b.startTime),

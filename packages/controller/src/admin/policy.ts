@@ -14,7 +14,8 @@ import type {
   PolicySettingsSchema,
   SetPolicyRequest,
 } from '@pgfleet/proto';
-import { backupInfoFromRecord, backupKindToProto } from '../wire.js';
+import { backupTypeToProto } from '@pgfleet/proto';
+import { backupInfoFromRecord } from '../wire.js';
 import type { ControllerContext } from '../context.js';
 import { requireCluster } from '../jobs/dispatch.js';
 import {
@@ -31,12 +32,8 @@ import {
   validatePolicySettings,
   type PolicySettings,
 } from '../schedule/policy.js';
-import {
-  planClusterRetention,
-  planRemovesSomething,
-  startExpireJob,
-  type ClusterRetention,
-} from '../retention/jobs.js';
+import { planClusterRetention, planRemovesSomething, type ClusterRetention } from '../retention/jobs.js';
+import { startExpireJob } from '../jobs/expire.js';
 
 type GetPolicyResponseInit = MessageInitShape<typeof GetPolicyResponseSchema>;
 type PlanInit = MessageInitShape<typeof PlanRetentionResponseSchema>;
@@ -145,7 +142,7 @@ export function planResponse(r: ClusterRetention): PlanInit {
       const keep = r.plan.keep.get(b.label);
       return {
         label: b.label,
-        type: backupKindToProto(b.type),
+        type: backupTypeToProto(b.type),
         stopTime: timestampFromMs(b.stopTime),
         keep: keep !== undefined,
         reasons: keep ? [...keep] : [expireReason.get(b.label) ?? 'outside-retention'],
@@ -166,19 +163,13 @@ export async function applyRetention(ctx: ControllerContext, cluster: string) {
   const r = await planClusterRetention(ctx, cluster);
   const plan = planResponse(r);
   if (!planRemovesSomething(r.plan)) return { plan };
-  const busy = (await ctx.store.listActiveJobs()).find(
-    (j) => j.cluster === cluster && (j.kind === 'backup' || j.kind === 'expire'),
-  );
-  if (busy) {
-    throw new PgfleetError(
-      'BackupInProgress',
-      `cluster '${cluster}' has a ${busy.kind} job running (${busy.id}); retention waits until it ends`,
-      {
-        hint: `Follow it with: pgfleet job ${busy.id}, then retry.`,
-      },
-    );
+  try {
+    // Refused with BackupInProgress while the cluster has a backup or expire running (one catalog transaction decides).
+    return { plan, job: await startExpireJob(ctx, r, 'requested') };
+  } catch (err) {
+    if (!PgfleetError.is(err, 'BackupInProgress')) throw err;
+    throw new PgfleetError('BackupInProgress', `${err.message}; retention waits until it ends`, { cause: err });
   }
-  return { plan, job: await startExpireJob(ctx, r, 'requested') };
 }
 
 export async function pinBackup(ctx: ControllerContext, cluster: string, label: string, pinned: boolean) {

@@ -1,46 +1,26 @@
 /**
  * AdminService: the controller's API for the `pgfleet` CLI. Reads come from the catalog; starting
- * a backup or restore records a job, sends it on the chosen agent's stream and marks it
- * dispatched (dispatch.ts), so a job is always in the catalog before any agent can report on it.
- * Policies, retention and pins are in admin-policy.ts.
+ * a job is its kind's (jobs/<kind>.ts), which records it, sends it on the chosen agent's stream
+ * and marks it dispatched, so a job is always in the catalog before any agent can report on it.
+ * Policies, retention and pins are in policy.ts.
  */
-import { isAbsolute } from 'node:path/posix';
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { ErrorCodes, PgfleetError, newJobId } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { isTerminalJobState, type JobRecord } from '@pgfleet/catalog';
 import type { CallContext, ServiceImpl } from '@pgfleet/rpc';
-import {
-  BackupType,
-  RestoreArchive,
-  type AdminService,
-  type JobInfoSchema,
-  type StartBackupRequest,
-  type StartRestoreRequest,
-} from '@pgfleet/proto';
-import type { AgentSession } from '../agents/sessions.js';
-import {
-  backupFromProto,
-  backupInfoFromRecord,
-  backupKindFromProto,
-  jobInfoFromRecord,
-  pitrTargetFromProto,
-  recoveryTargetJson,
-} from '../wire.js';
+import { BackupType, type AdminService, type JobInfoSchema, type StartBackupRequest } from '@pgfleet/proto';
+import { backupFromProto, backupInfoFromRecord, backupKindFromProto, jobInfoFromRecord } from '../wire.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
-import { jobEvents } from '../jobs/events.js';
-import { chooseBackup } from '../restore/pitr.js';
+import { jobEvents } from '../jobs/registry.js';
 import { applyRetention, getPolicy, pinBackup, planRetention, setPolicy } from './policy.js';
-import {
-  clusterAgent,
-  dispatch,
-  liveTimeline,
-  requireCluster,
-  startBackupJob,
-  startCheckJob,
-  startVerifyJob,
-} from '../jobs/dispatch.js';
+import { requireCluster } from '../jobs/dispatch.js';
+import { startBackupJob } from '../jobs/backup.js';
+import { startCheckJob } from '../jobs/check.js';
+import { drillRequestFromProto, startDrillJob } from '../jobs/drill.js';
+import { startRestoreJob } from '../jobs/restore.js';
+import { startVerifyJob } from '../jobs/verify.js';
 import { listEvents, watchEvents } from './events.js';
-import { drillRequestFromProto, listDrills, startDrillJob } from '../drill/drills.js';
+import { listDrills } from '../drill/drills.js';
 import { listClusterStatus } from '../health/status.js';
 import { applyFleet } from './fleet-apply.js';
 import { createEnrollmentTokenRpc, createTokenRpc, listTokensRpc, revokeTokenRpc } from './tokens.js';
@@ -58,7 +38,7 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
 
     startBackup: async (req) => ({ job: await startBackup(ctx, req) }),
 
-    startRestore: async (req) => ({ job: await startRestore(ctx, req) }),
+    startRestore: async (req) => ({ job: await startRestoreJob(ctx, req) }),
 
     getJob: async (req) => ({ job: jobInfoFromRecord(await requireJob(ctx, req.id)) }),
 
@@ -147,67 +127,6 @@ async function startBackup(
     {},
     backupFromProto(req.from),
   );
-}
-
-async function startRestore(
-  ctx: ControllerContext,
-  req: StartRestoreRequest,
-): Promise<MessageInitShape<typeof JobInfoSchema>> {
-  await requireCluster(ctx, req.cluster);
-  if (!req.targetDir)
-    throw new PgfleetError('InvalidArgument', 'target_dir is required: the directory the agent restores into');
-  if (!isAbsolute(req.targetDir))
-    throw new PgfleetError('InvalidArgument', `target_dir '${req.targetDir}' is not an absolute path`);
-  if (req.tablespaceDir && !isAbsolute(req.tablespaceDir))
-    throw new PgfleetError('InvalidArgument', `tablespace_dir '${req.tablespaceDir}' is not an absolute path`);
-  const target = pitrTargetFromProto(req.target);
-  const backupLabel = chooseBackup(await ctx.store.listBackups(req.cluster), target, ctx.now(), req.backupLabel);
-
-  let session: AgentSession;
-  if (req.agentId) {
-    const chosen = ctx.sessions.get(req.agentId);
-    if (!chosen) throw new PgfleetError('AgentNotConnected', `agent '${req.agentId}' is not connected`);
-    session = chosen;
-  } else {
-    // A restore reads the repository and writes a new directory: any host's agent can (the primary's first).
-    session = await clusterAgent(ctx, req.cluster, 'any');
-  }
-  const recoveryTarget = req.target!;
-  const job = await ctx.store.createJob(
-    {
-      id: newJobId(),
-      cluster: req.cluster,
-      kind: 'restore',
-      agentId: session.agentId,
-      params: {
-        targetDir: req.targetDir,
-        backupLabel,
-        target: recoveryTargetJson(recoveryTarget),
-        ...(req.delta ? { delta: true } : {}),
-        ...(req.tablespaceDir ? { tablespaceDir: req.tablespaceDir } : {}),
-        ...(req.targetTimeline ? { targetTimeline: req.targetTimeline } : {}),
-        ...(req.archive !== RestoreArchive.UNSPECIFIED
-          ? { archive: req.archive === RestoreArchive.PRESERVE ? 'preserve' : 'off' }
-          : {}),
-      },
-    },
-    ctx.now(),
-  );
-  // The agent checks the directory: empty or new, or (delta) a stopped data directory of the cluster.
-  // The catalog knows no timeline histories: a label it picked is a hint the agent may replace with a backup of the target timeline's lineage.
-  const value = {
-    cluster: req.cluster,
-    backupLabel,
-    backupLabelIsHint: req.backupLabel === '',
-    targetDir: req.targetDir,
-    target: recoveryTarget,
-    delta: req.delta,
-    tablespaceDir: req.tablespaceDir,
-    targetTimeline: req.targetTimeline,
-    archive: req.archive,
-    currentTimeline: await liveTimeline(ctx, req.cluster),
-  };
-  return dispatch(ctx, session, job, { case: 'restore', value });
 }
 
 /** Streams the job on every change until it is final: the final state is always sent, then the stream ends. */

@@ -19,22 +19,12 @@ import {
 } from '@pgfleet/proto';
 import { checkHelloIdentity, requireAgentIdentity } from '../security/access.js';
 import type { AgentSession } from './sessions.js';
-import {
-  agentReplayRecord,
-  archiverJson,
-  archiveSetupRecord,
-  backupInfoFromRecord,
-  serverRoleFromProto,
-  backupRecordFromInfo,
-  progressJson,
-  resultJson,
-} from '../wire.js';
+import { agentReplayRecord, archiverJson, archiveSetupRecord, serverRoleFromProto, progressJson } from '../wire.js';
 import { CONTROLLER_VERSION, eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
-import { failedJobEvents, jobEvents, outboxEvent } from '../jobs/events.js';
+import { outboxEvent } from '../jobs/events.js';
+import { failedJobEvents, failedOutcome, jobsEnded, kindOf } from '../jobs/registry.js';
+import { typedJob } from '../jobs/params.js';
 import { walHealthRecord } from '../health/health.js';
-import { captureFinished, capturesFailed } from '../drill/drills.js';
-import { recordExpired } from '../retention/jobs.js';
-import { recordWalGaps } from '../health/wal-gaps.js';
 import { clusterAgent } from '../jobs/dispatch.js';
 
 type ConnectStream = BidiStream<ConnectRequest, typeof ConnectResponseSchema>;
@@ -171,7 +161,7 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
   if (lost.length) eventsCommitted(ctx);
   if (lost.length) log.warn({ jobIds: lost.map((j) => j.id) }, 'failed jobs the restarted agent no longer runs');
   publishJobs(ctx, lost);
-  await capturesFailed(ctx, lost);
+  await jobsEnded(ctx, lost);
 
   try {
     for await (const req of { [Symbol.asyncIterator]: () => incoming }) {
@@ -272,7 +262,7 @@ export function reclaimJobsLater(
           'failed the unfinished jobs no agent reclaimed',
         );
         publishJobs(ctx, failed);
-        await capturesFailed(ctx, failed);
+        await jobsEnded(ctx, failed);
       }
     })().catch((err: unknown) => ctx.logger.error({ err }, 'could not fail unclaimed jobs'));
   }, ctx.jobReclaimGraceMs);
@@ -369,111 +359,52 @@ async function ownJob(ctx: ControllerContext, session: AgentSession, jobId: stri
   return job;
 }
 
+/**
+ * An agent's result for one of its jobs: the job moves to its final state with what its kind
+ * records (jobs/<kind>.ts) and the events it publishes, in one catalog transaction; then what
+ * follows from it. A repeated result changes nothing.
+ */
 async function handleResult(
   ctx: ControllerContext,
   session: AgentSession,
   result: JobResult,
   log: ControllerContext['logger'],
 ): Promise<void> {
-  const job = await ownJob(ctx, session, result.jobId);
+  const job = typedJob(await ownJob(ctx, session, result.jobId));
+  const kind = kindOf(job);
   const jlog = log.child({ jobId: job.id, kind: job.kind });
   const now = ctx.now();
-  if (isTerminalJobState(job.state) && result.state === JobState.SUCCEEDED && result.result.case === 'backup') {
-    // A backup that finished after its job was failed (its agent came back after the reclaim
-    // grace): the job's outcome stands, but the repository holds the backup, so the catalog must
-    // list it too (retention would otherwise never expire it).
-    const backup = backupRecordFromInfo(result.result.value, job.cluster, job.id);
-    if (!(await ctx.store.getBackup(job.cluster, backup.label))) {
-      await ctx.store.insertBackup(backup);
-      jlog.warn(
-        { label: backup.label, state: job.state },
-        'late result: the backup is recorded, the job stays as it ended',
-      );
-    }
-    return;
-  }
   if (
     isTerminalJobState(job.state) &&
     result.state === JobState.SUCCEEDED &&
-    result.result.case === 'expire' &&
-    job.state !== 'succeeded'
-  ) {
-    // Likewise an expire that went through after its job was failed: those backups are gone from
-    // the repository, so they must leave the catalog (a restore must never pick them).
-    const n = await recordExpired(ctx, job, result.result.value);
-    jlog.warn(
-      { state: job.state, removed: n },
-      'late result: expired backups removed from the catalog, the job stays as it ended',
-    );
+    (await kind.lateSuccess?.(ctx, job, result.result, jlog))
+  )
     return;
-  }
   let outcome;
   switch (result.state) {
     case JobState.SUCCEEDED: {
-      const backupInfo = result.result.case === 'backup' ? result.result.value : undefined;
-      const restoreInfo = result.result.case === 'restore' ? result.result.value : undefined;
-      const expireInfo = result.result.case === 'expire' ? result.result.value : undefined;
-      const verifyInfo = result.result.case === 'verify' ? result.result.value : undefined;
-      const drillInfo = result.result.case === 'drill' ? result.result.value : undefined;
-      const captureInfo = result.result.case === 'capture' ? result.result.value : undefined;
-      const checkInfo = result.result.case === 'check' ? result.result.value : undefined;
-      if (job.kind === 'backup' && !backupInfo) {
-        const error = {
-          code: ErrorCodes.Internal.code,
-          message: 'the agent reported success without the backup it made',
-        };
+      const out = kind.succeeded(job, result.result);
+      if ('error' in out) {
+        const { error } = out;
         outcome = await ctx.store.transitionJob(
           job.id,
           'failed',
-          { error, events: jobEvents(job, 'failed', { error }, now) },
+          { error, events: kind.events(job, 'failed', { error }, now) },
           now,
         );
         break;
       }
-      const backup = backupInfo ? backupRecordFromInfo(backupInfo, job.cluster, job.id) : undefined;
-      // The job's result repeats the catalog row (cluster and job id filled in), not the agent's raw message.
-      const stored = backup
-        ? resultJson({ backup: backupInfoFromRecord(backup) })
-        : resultJson({
-            restore: restoreInfo,
-            expire: expireInfo,
-            verify: verifyInfo,
-            drill: drillInfo,
-            capture: captureInfo,
-            check: checkInfo,
-          });
-      const askedExpire = new Set(((job.params ?? {}) as { labels?: string[] }).labels ?? []);
-      const events = jobEvents(
-        job,
-        'succeeded',
-        {
-          ...(backup ? { backup } : {}),
-          ...(restoreInfo ? { restore: restoreInfo } : {}),
-          ...(expireInfo
-            ? { expire: expireInfo, expiredLabels: expireInfo.deletedLabels.filter((l) => askedExpire.has(l)) }
-            : {}),
-          ...(verifyInfo ? { verify: verifyInfo } : {}),
-          ...(drillInfo ? { drill: drillInfo } : {}),
-        },
-        now,
-      );
       outcome = await ctx.store.transitionJob(
         job.id,
         'succeeded',
-        { result: stored, ...(backup ? { backup } : {}), events },
+        {
+          result: out.result,
+          ...(out.backup ? { backup: out.backup } : {}),
+          events: kind.events(job, 'succeeded', out.details, now),
+        },
         now,
       );
-      // A new backup can make older ones expirable; the scheduler looks at the cluster next tick.
-      if (outcome.changed && job.kind === 'backup') ctx.retentionDue.add(job.cluster);
-      if (outcome.changed && job.kind === 'expire' && expireInfo) await recordExpired(ctx, job, expireInfo);
-      // wal.gap_detected, once per gap (not per verify run); the job's own outcome stands either way.
-      if (outcome.changed && verifyInfo)
-        await recordWalGaps(ctx.store, job.cluster, verifyInfo, now).catch((err: unknown) =>
-          jlog.warn(
-            { code: asPgfleetError(err).code },
-            `WAL gaps of the verify not recorded: ${asPgfleetError(err).message}`,
-          ),
-        );
+      if (outcome.changed) await kind.onSucceeded?.(ctx, job, result.result, jlog);
       break;
     }
     case JobState.FAILED: {
@@ -482,13 +413,15 @@ async function handleResult(
         message: result.error?.message || 'the agent reported the job as failed without a reason',
       };
       // A drill that ran but did not pass reports its DrillResult (stage, reasons) with the failure, a check its items.
-      const drill = result.result.case === 'drill' ? result.result.value : undefined;
-      const check = result.result.case === 'check' ? result.result.value : undefined;
-      const stored = drill || check ? { result: resultJson({ drill, check }) } : {};
+      const kept = failedOutcome(result.result);
       outcome = await ctx.store.transitionJob(
         job.id,
         'failed',
-        { error, ...stored, events: jobEvents(job, 'failed', { error, ...(drill ? { drill } : {}) }, now) },
+        {
+          error,
+          ...(kept.result ? { result: kept.result } : {}),
+          events: kind.events(job, 'failed', { error, ...kept.details }, now),
+        },
         now,
       );
       break;
@@ -498,7 +431,7 @@ async function handleResult(
       outcome = await ctx.store.transitionJob(
         job.id,
         'cancelled',
-        { error, events: jobEvents(job, 'cancelled', { error }, now) },
+        { error, events: kind.events(job, 'cancelled', { error }, now) },
         now,
       );
       break;
@@ -514,7 +447,6 @@ async function handleResult(
     jlog.info({ state: outcome.job.state, error: outcome.job.error ?? undefined }, 'job finished');
     ctx.watchers.publish(outcome.job);
     // A drill on another agent waits for this source capture.
-    if (job.kind === 'capture')
-      await captureFinished(ctx, outcome.job, result.result.case === 'capture' ? result.result.value : undefined);
+    await kind.onFinished?.(ctx, typedJob(outcome.job), result.result);
   }
 }

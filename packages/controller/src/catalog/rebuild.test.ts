@@ -10,7 +10,8 @@ import { after, before, describe, test } from 'node:test';
 import { PgfleetError } from '@pgfleet/core';
 import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
 import { PosixDriver, Repository, type BackupManifest } from '@pgfleet/storage';
-import { backupRecordFromManifest, describeRebuild, rebuildCatalog } from './rebuild.js';
+import { backupRecordFromManifest } from '../jobs/backup.js';
+import { describeRebuild, rebuildCatalog } from './rebuild.js';
 import { catalogCommand } from './command.js';
 
 const SYSID = '7300000000000000001';

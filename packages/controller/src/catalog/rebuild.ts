@@ -18,6 +18,7 @@
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import type { BackupRecord, CatalogStore } from '@pgfleet/catalog';
 import type { BackupManifest, Repository } from '@pgfleet/storage';
+import { backupRecordFromManifest } from '../jobs/backup.js';
 
 export interface RebuildOptions {
   /** Only this cluster. */
@@ -49,29 +50,6 @@ export interface RebuildReport {
 const FORMAT_KEY = 'pgfleet.json';
 const CLUSTER_KEY_RE = /^([^/]+)\/cluster\.json$/;
 const MANIFEST_KEY_RE = /^([^/]+)\/backup\/([^/]+)\/backup\.manifest$/;
-
-/** The catalog row a manifest stands for (a catalog row is a summary of its manifest). */
-export function backupRecordFromManifest(m: BackupManifest, jobId = ''): BackupRecord {
-  return {
-    cluster: m.cluster,
-    label: m.label,
-    type: m.type,
-    startLsn: m.startLsn,
-    stopLsn: m.stopLsn,
-    startTime: Date.parse(m.startTime),
-    stopTime: Date.parse(m.stopTime),
-    timeline: m.timeline,
-    systemIdentifier: m.systemIdentifier,
-    pgVersion: m.pgVersionNum,
-    sizeBytes: m.sizeBytes,
-    storedBytes: m.storedBytes,
-    fileCount: m.files.length,
-    walStart: m.walStart,
-    walStop: m.walStop,
-    jobId,
-    priorLabel: m.priorLabel ?? '',
-  };
-}
 
 /** The fields a manifest decides; job id and pin are the catalog's own. */
 const FACTS: readonly (keyof BackupRecord)[] = [

@@ -23,10 +23,11 @@
 import { asPgfleetError, type Logger } from '@pgfleet/core';
 import { FLEET_POLICY_SCOPE, type BackupKind, type JobRecord } from '@pgfleet/catalog';
 import type { ControllerContext } from '../context.js';
-import { startBackupJob } from '../jobs/dispatch.js';
+import { startBackupJob } from '../jobs/backup.js';
+import { startExpireJob } from '../jobs/expire.js';
 import { startDueDrills, type DrillSchedule } from '../drill/drills.js';
 import { effectivePolicy, settingsOf } from './policy.js';
-import { planClusterRetention, planRemovesSomething, startExpireJob } from '../retention/jobs.js';
+import { planClusterRetention, planRemovesSomething } from '../retention/jobs.js';
 import { Scheduler, type BackupSlot, type ClusterSchedules, type ConcurrencyLimits } from './schedule.js';
 
 export const SCHEDULER_LEADERSHIP = 'scheduler';
@@ -194,7 +195,8 @@ export class SchedulerLoop {
 
   private async retention(now: number, clusters: readonly string[], report: TickReport): Promise<void> {
     if (clusters.length === 0) return;
-    // Jobs started just now by this tick count as busy too.
+    // Jobs started just now by this tick count as busy too. Only a filter: a busy cluster is looked
+    // at again once its job ends (retentionDue stays); startExpireJob's createJobIfIdle decides.
     const busy = new Set(
       (await this.ctx.store.listActiveJobs())
         .filter((j) => j.kind === 'backup' || j.kind === 'expire')

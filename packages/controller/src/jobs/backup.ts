@@ -1,0 +1,131 @@
+/**
+ * Backup jobs on the controller: starting one (one backup or expire per cluster at a time, on
+ * the host backup_from picks), recording the BackupInfo the agent reports as the catalog's
+ * backup row, and the backup.started/completed/failed events.
+ *
+ * A backup row comes from a manifest by one route whichever way it arrives: the agent reports
+ * backupInfoFromManifest (proto) and the controller records backupRecordFromInfo; the catalog
+ * rebuild reads the manifest and goes through both functions itself (backupRecordFromManifest).
+ */
+import { create, type MessageInitShape } from '@bufbuild/protobuf';
+import { ErrorCodes, newJobId } from '@pgfleet/core';
+import type { BackupFrom, BackupKind, BackupRecord } from '@pgfleet/catalog';
+import { BackupInfoSchema, backupInfoFromManifest, backupTypeToProto, type JobInfoSchema } from '@pgfleet/proto';
+import type { BackupManifest } from '@pgfleet/storage';
+import type { ControllerContext } from '../context.js';
+import { loadClusterPolicy } from '../schedule/policy.js';
+import { backupInfoFromRecord, backupRecordFromInfo, resultJson } from '../wire.js';
+import { clusterAgent, dispatch, requireCluster } from './dispatch.js';
+import { errorDetail, jobDurationSeconds, outboxEvent } from './events.js';
+import type { ControllerJobKind } from './job-kind.js';
+import { jobOfKind, type NewTypedJob } from './params.js';
+
+/** The kinds that run one at a time per cluster: a backup and an expire never overlap (labels, WAL waits, expiry). */
+export const ONE_AT_A_TIME_KINDS = ['backup', 'expire'] as const;
+
+/** The catalog row a manifest stands for (a catalog row is a summary of its manifest). */
+export function backupRecordFromManifest(m: BackupManifest, jobId = ''): BackupRecord {
+  return backupRecordFromInfo(create(BackupInfoSchema, backupInfoFromManifest(m, jobId)), m.cluster, jobId);
+}
+
+export const backupJob: ControllerJobKind<'backup'> = {
+  events(job, to, details, now) {
+    const type = backupTypeToProto(job.params.type);
+    const scheduled = job.params.scheduledAt !== undefined;
+    const durationSeconds = jobDurationSeconds(job, now);
+    if (to === 'dispatched')
+      return [outboxEvent(job.cluster, { case: 'backupStarted', value: { jobId: job.id, type, scheduled } }, now)];
+    if (to === 'succeeded' && details.backup) {
+      return [
+        outboxEvent(
+          job.cluster,
+          {
+            case: 'backupCompleted',
+            value: { jobId: job.id, backup: backupInfoFromRecord(details.backup), durationSeconds },
+          },
+          now,
+        ),
+      ];
+    }
+    if (to === 'failed' || to === 'cancelled') {
+      return [
+        outboxEvent(
+          job.cluster,
+          {
+            case: 'backupFailed',
+            value: { jobId: job.id, type, scheduled, durationSeconds, error: errorDetail(details.error) },
+          },
+          now,
+        ),
+      ];
+    }
+    return [];
+  },
+
+  succeeded(job, result) {
+    if (result.case !== 'backup')
+      return {
+        error: { code: ErrorCodes.Internal.code, message: 'the agent reported success without the backup it made' },
+      };
+    const backup = backupRecordFromInfo(result.value, job.cluster, job.id);
+    // The job's result repeats the catalog row (cluster and job id filled in), not the agent's raw message.
+    return { result: resultJson({ backup: backupInfoFromRecord(backup) }), backup, details: { backup } };
+  },
+
+  onSucceeded(ctx, job) {
+    // A new backup can make older ones expirable; the scheduler looks at the cluster next tick.
+    ctx.retentionDue.add(job.cluster);
+    return Promise.resolve();
+  },
+
+  async lateSuccess(ctx, job, result, log) {
+    if (result.case !== 'backup') return false;
+    // A backup that finished after its job was failed (its agent came back after the reclaim
+    // grace): the job's outcome stands, but the repository holds the backup, so the catalog must
+    // list it too (retention would otherwise never expire it).
+    const backup = backupRecordFromInfo(result.value, job.cluster, job.id);
+    if (!(await ctx.store.getBackup(job.cluster, backup.label))) {
+      await ctx.store.insertBackup(backup);
+      log.warn(
+        { label: backup.label, state: job.state },
+        'late result: the backup is recorded, the job stays as it ended',
+      );
+    }
+    return true;
+  },
+};
+
+/**
+ * Starts a backup of the cluster. `from` picks the host (primary, standby, prefer-standby);
+ * without it the cluster's policy decides (backup_from, default primary). `scheduledAt` is the
+ * fire time a scheduled backup stands for.
+ */
+export async function startBackupJob(
+  ctx: ControllerContext,
+  cluster: string,
+  kind: BackupKind,
+  params: { scheduledAt?: string } = {},
+  from?: BackupFrom,
+): Promise<MessageInitShape<typeof JobInfoSchema>> {
+  await requireCluster(ctx, cluster);
+  const source = from ?? (await loadClusterPolicy(ctx.store, cluster)).effective.backupFrom;
+  const session = await clusterAgent(ctx, cluster, source);
+  // `from` is recorded when it is not the primary (jobs without it ran on the primary, as before HA clusters).
+  const created: NewTypedJob<'backup'> = {
+    id: newJobId(),
+    cluster,
+    kind: 'backup',
+    agentId: session.agentId,
+    params: { type: kind, ...(source !== 'primary' ? { from: source } : {}), ...params },
+  };
+  // One backup (or expire) per cluster at a time, checked and created in one catalog transaction.
+  const job = jobOfKind('backup', await ctx.store.createJobIfIdle(cluster, ONE_AT_A_TIME_KINDS, created, ctx.now()));
+  // The agent names the backup from its start time (see backupLabel in core).
+  return dispatch(
+    ctx,
+    session,
+    job,
+    { case: 'backup', value: { type: backupTypeToProto(kind), label: '' } },
+    backupJob,
+  );
+}

@@ -1,0 +1,136 @@
+/**
+ * Expire jobs on the controller: sending a retention plan to the cluster's agent (one backup or
+ * expire per cluster at a time), removing the catalog rows of what the agent reports deleted,
+ * and the retention.expired event. The plan itself is retention/'s.
+ */
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { newJobId } from '@pgfleet/core';
+import type { ExpireResult, JobInfoSchema } from '@pgfleet/proto';
+import type { ControllerContext } from '../context.js';
+import { expireParams, type ClusterRetention } from '../retention/jobs.js';
+import { resultJson } from '../wire.js';
+import { ONE_AT_A_TIME_KINDS } from './backup.js';
+import { clusterAgent, dispatch } from './dispatch.js';
+import { outboxEvent } from './events.js';
+import type { ControllerJobKind } from './job-kind.js';
+import { jobOfKind, type NewTypedJob, type TypedJob } from './params.js';
+
+/** Of the labels the agent deleted, those the job asked for: a confused agent can never make the catalog forget a backup it was told to keep. */
+function askedAndDeleted(job: TypedJob<'expire'>, result: ExpireResult): string[] {
+  const asked = new Set(job.params.labels);
+  return result.deletedLabels.filter((l) => asked.has(l));
+}
+
+/**
+ * After an expire job succeeded: the backups the agent deleted leave the catalog. Only those it
+ * reports (it skips a backup a kept one still reads from), and only labels the job was asked to
+ * delete.
+ */
+export async function recordExpired(
+  ctx: ControllerContext,
+  job: TypedJob<'expire'>,
+  result: ExpireResult,
+): Promise<number> {
+  const labels = askedAndDeleted(job, result);
+  const n = labels.length ? await ctx.store.deleteBackups(job.cluster, labels) : 0;
+  ctx.logger.info(
+    {
+      jobId: job.id,
+      cluster: job.cluster,
+      deleted: labels,
+      skipped: result.skippedLabels,
+      walFiles: result.walFilesDeleted,
+    },
+    'expired backups removed from the catalog',
+  );
+  return n;
+}
+
+export const expireJob: ControllerJobKind<'expire'> = {
+  events(job, to, details, now) {
+    if (to !== 'succeeded' || !details.expire) return [];
+    const e = details.expire;
+    return [
+      outboxEvent(
+        job.cluster,
+        {
+          case: 'retentionExpired',
+          value: {
+            jobId: job.id,
+            expiredBackupLabels: [...(details.expiredLabels ?? e.deletedLabels)],
+            walSegmentsRemoved: BigInt(e.walFilesDeleted),
+            freedBytes: e.backupBytesDeleted + e.walBytesDeleted,
+            ...(e.walLastDeleted ? { walExpiredBefore: e.walLastDeleted } : {}),
+          },
+        },
+        now,
+      ),
+    ];
+  },
+
+  succeeded(job, result) {
+    const expire = result.case === 'expire' ? result.value : undefined;
+    return {
+      result: resultJson({ expire }),
+      details: expire ? { expire, expiredLabels: askedAndDeleted(job, expire) } : {},
+    };
+  },
+
+  async onSucceeded(ctx, job, result) {
+    if (result.case === 'expire') await recordExpired(ctx, job, result.value);
+  },
+
+  async lateSuccess(ctx, job, result, log) {
+    if (result.case !== 'expire' || job.state === 'succeeded') return false;
+    // An expire that went through after its job was failed: those backups are gone from the
+    // repository, so they must leave the catalog (a restore must never pick them).
+    const n = await recordExpired(ctx, job, result.value);
+    log.warn(
+      { state: job.state, removed: n },
+      'late result: expired backups removed from the catalog, the job stays as it ended',
+    );
+    return true;
+  },
+};
+
+/**
+ * Dispatches an expire job for the plan to the cluster's connected agent; BackupInProgress when
+ * the cluster has a backup or expire running (checked and created in one catalog transaction).
+ */
+export async function startExpireJob(
+  ctx: ControllerContext,
+  r: ClusterRetention,
+  reason: string,
+): Promise<MessageInitShape<typeof JobInfoSchema>> {
+  // Expiring only touches the repository: any host's agent can.
+  const session = await clusterAgent(ctx, r.cluster, 'any');
+  const params = expireParams(r.plan, reason);
+  const created: NewTypedJob<'expire'> = {
+    id: newJobId(),
+    cluster: r.cluster,
+    kind: 'expire',
+    agentId: session.agentId,
+    params,
+  };
+  const job = jobOfKind('expire', await ctx.store.createJobIfIdle(r.cluster, ONE_AT_A_TIME_KINDS, created, ctx.now()));
+  return dispatch(
+    ctx,
+    session,
+    job,
+    {
+      case: 'expire',
+      value: {
+        cluster: r.cluster,
+        labels: params.labels,
+        walKeepFrom: params.walKeepFrom,
+        keepRanges: params.keepRanges.map((k) => ({
+          label: k.label,
+          timeline: k.timeline,
+          walStart: k.walStart,
+          walStop: k.walStop,
+        })),
+      },
+    },
+    expireJob,
+  );
+}

@@ -1,0 +1,158 @@
+/**
+ * What each kind of job records as its params in the catalog, as one union keyed on the kind.
+ * The catalog keeps params as opaque JSON (jobs written by older controllers included), so they
+ * are parsed here once, where a job read from the catalog enters a kind's code (typedJob), and
+ * written only through the kind's type (NewTypedJob). Parsing is lenient as readers always were:
+ * a missing or mistyped field takes the default an older job implies, never an error.
+ */
+import type { JsonValue } from '@bufbuild/protobuf';
+import { PgfleetError } from '@pgfleet/core';
+import type { BackupFrom, BackupKind, JobKind, JobRecord, NewJob } from '@pgfleet/catalog';
+import { BACKUP_FROM_VALUES } from '@pgfleet/catalog';
+import type { WalKeepRange } from '../retention/plan.js';
+
+export interface BackupJobParams {
+  type: BackupKind;
+  /** The host it runs on, when not the primary (jobs without it ran on the primary). */
+  from?: BackupFrom;
+  /** The scheduler's fire time (ISO) for a scheduled backup. */
+  scheduledAt?: string;
+}
+
+export interface RestoreJobParams {
+  targetDir: string;
+  /** The backup the controller picked or the user named ('' = the agent picks). */
+  backupLabel: string;
+  /** The RecoveryTarget as protobuf JSON. */
+  target?: JsonValue;
+  delta?: boolean;
+  tablespaceDir?: string;
+  targetTimeline?: number;
+  archive?: 'preserve' | 'off';
+}
+
+/** What an expire job is told: the plan's deletions and the WAL rule (see ExpireJob in agent.proto). */
+export interface ExpireJobParams {
+  labels: string[];
+  /** The anchor's first segment: WAL from its position on stays ('' = no WAL is expired). */
+  walKeepFrom: string;
+  keepRanges: WalKeepRange[];
+  reason: string;
+}
+
+export interface VerifyJobParams {
+  full: boolean;
+}
+
+export interface DrillJobParams {
+  backupLabel: string;
+  /** The RecoveryTarget as protobuf JSON (absent: the source's restore point). */
+  target?: JsonValue;
+  /** The scheduler's fire time for a scheduled drill. */
+  scheduledAt?: string;
+  /** The capture job that must succeed before this drill is sent (drill on another agent). */
+  captureJobId?: string;
+  /** Keep the scratch directory for inspection (`pgfleet drill --keep`). */
+  keep?: boolean;
+}
+
+export interface CaptureJobParams {
+  /** The drill waiting for these counts ('' in a job that names none). */
+  drillJobId: string;
+  restorePoint: string;
+}
+
+export interface CheckJobParams {
+  timeoutSeconds: number;
+}
+
+export interface JobParamsByKind {
+  backup: BackupJobParams;
+  restore: RestoreJobParams;
+  expire: ExpireJobParams;
+  verify: VerifyJobParams;
+  drill: DrillJobParams;
+  capture: CaptureJobParams;
+  check: CheckJobParams;
+}
+
+/** A catalog job with its params parsed for its kind; `job.kind === 'backup'` narrows `job.params`. */
+export type TypedJob<K extends JobKind = JobKind> = {
+  [P in K]: Omit<JobRecord, 'kind' | 'params'> & { kind: P; params: JobParamsByKind[P] };
+}[K];
+
+/** A job to create, its params typed by its kind. */
+export type NewTypedJob<K extends JobKind> = Omit<NewJob, 'kind' | 'params'> & { kind: K; params: JobParamsByKind[K] };
+
+type Fields = Record<string, unknown>;
+
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+const bool = (v: unknown): boolean | undefined => (typeof v === 'boolean' ? v : undefined);
+const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
+/** Present keys only: an absent optional field stays absent (exactOptionalPropertyTypes). */
+const some = <T extends object>(o: T): T =>
+  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+/** A fire time: any recorded value means "scheduled", as readers always took it. */
+const scheduledAt = (v: unknown): string | undefined => (v === undefined || v === null ? undefined : String(v));
+
+const PARSERS: { readonly [K in JobKind]: (p: Fields) => JobParamsByKind[K] } = {
+  backup: (p) =>
+    some({
+      type: p.type === 'diff' || p.type === 'incr' ? p.type : 'full',
+      from: BACKUP_FROM_VALUES.find((f) => f === p.from),
+      scheduledAt: scheduledAt(p.scheduledAt),
+    }),
+  restore: (p) =>
+    some({
+      targetDir: str(p.targetDir) ?? '',
+      backupLabel: str(p.backupLabel) ?? '',
+      target: p.target === undefined || p.target === null ? undefined : (p.target as JsonValue),
+      delta: bool(p.delta),
+      tablespaceDir: str(p.tablespaceDir),
+      targetTimeline: num(p.targetTimeline),
+      archive: p.archive === 'preserve' || p.archive === 'off' ? p.archive : undefined,
+    }),
+  expire: (p) => ({
+    labels: strings(p.labels),
+    walKeepFrom: str(p.walKeepFrom) ?? '',
+    keepRanges: Array.isArray(p.keepRanges)
+      ? p.keepRanges
+          .filter((r): r is Fields => typeof r === 'object' && r !== null)
+          .map((r) => ({
+            label: str(r.label) ?? '',
+            timeline: num(r.timeline) ?? 0,
+            walStart: str(r.walStart) ?? '',
+            walStop: str(r.walStop) ?? '',
+          }))
+      : [],
+    reason: str(p.reason) ?? '',
+  }),
+  verify: (p) => ({ full: p.full === true }),
+  drill: (p) =>
+    some({
+      backupLabel: str(p.backupLabel) ?? '',
+      target: p.target === undefined || p.target === null ? undefined : (p.target as JsonValue),
+      scheduledAt: scheduledAt(p.scheduledAt),
+      captureJobId: str(p.captureJobId),
+      keep: bool(p.keep),
+    }),
+  capture: (p) => ({ drillJobId: str(p.drillJobId) ?? '', restorePoint: str(p.restorePoint) ?? '' }),
+  check: (p) => ({ timeoutSeconds: num(p.timeoutSeconds) ?? 0 }),
+};
+
+function parseParams<K extends JobKind>(kind: K, raw: unknown): JobParamsByKind[K] {
+  const fields = typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? (raw as Fields) : {};
+  return PARSERS[kind](fields);
+}
+
+/** The job with its params parsed for its kind (a job's params are read through this only). */
+export function typedJob(job: JobRecord): TypedJob {
+  return { ...job, params: parseParams(job.kind, job.params) } as TypedJob;
+}
+
+/** A job of a kind the caller knows (one it just created, or the job a kind's own code refers to), params parsed. */
+export function jobOfKind<K extends JobKind>(kind: K, job: JobRecord): TypedJob<K> {
+  if (job.kind !== kind) throw new PgfleetError('Internal', `job ${job.id} is a ${job.kind} job, not a ${kind} job`);
+  return { ...job, kind, params: parseParams(kind, job.params) } as TypedJob<K>;
+}
