@@ -63,7 +63,7 @@ const lsnOf = (segno: number, offset: number) => {
 const position = (seg: string) => seg.slice(8);
 
 /**
- * The GFS rules read independently of retention.ts, as the issue states them: the newest full at
+ * The GFS rules read independently of retention/plan.ts, as the issue states them: the newest full at
  * or before now - window anchors PITR and it and everything after it stays; per tier, the newest
  * full of each of the N most recent calendar periods (UTC day, ISO week by its Monday, month)
  * that have one; the newest min-full fulls. Every backup here is a full.

@@ -36,7 +36,7 @@ export interface ControllerContext {
   agentCertificates?: boolean;
   /**
    * Milliseconds an agent has to reconnect and claim its unfinished jobs (Hello.running_job_ids)
-   * before they fail; see reclaimJobsLater in agent-service.ts.
+   * before they fail; see reclaimJobsLater in agents/service.ts.
    */
   jobReclaimGraceMs: number;
   /** Pending reclaim checks by agent id ('*': the start-up check), cleared on shutdown. */

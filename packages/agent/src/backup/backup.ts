@@ -2,7 +2,7 @@
  * A physical backup (full, diff or incr) of a running cluster, non-exclusive (pg_backup_start/stop
  * on one held connection: if the agent dies, PostgreSQL ends the backup with the session):
  *   1. refuse when WAL is not archived: a base backup without its WAL cannot be restored; the
- *      first backup of a cluster first proves archiving end to end (archive-check.ts), so a
+ *      first backup of a cluster first proves archiving end to end (wal/check.ts), so a
  *      command like '/bin/true' fails it in seconds instead of after the WAL wait;
  *   2. for diff/incr, find the prior backup in the repository (a diff/incr without one becomes a
  *      full);
@@ -543,7 +543,7 @@ interface PlannedFile {
   prior: ManifestFile | undefined;
 }
 
-/** Decides for every file whether to copy it or reference it from the prior backup (see backup-prior.ts). */
+/** Decides for every file whether to copy it or reference it from the prior backup (see prior.ts). */
 function planCopy(
   files: readonly PgdataEntry[],
   prior: BackupManifest | undefined,
@@ -562,7 +562,7 @@ function planCopy(
 export const DEFAULT_CHUNK_BYTES = 64 << 20;
 
 /**
- * Copies PGDATA files into the repository through a pool of worker threads (copy-pool.ts):
+ * Copies PGDATA files into the repository through a pool of worker threads (copy/pool.ts):
  * read, content sha256, page checksums, compression, stored sha256 and the write happen in one
  * pass in a worker; large files are split into chunks that run on several threads at once.
  */

@@ -2,7 +2,7 @@
  * Restore drills (docs/drills.md): prove that a backup restores, and how long it takes.
  *
  *   capture   (no target and no source counts given) count the source's rows and create the
- *             restore point the drill recovers to (drill-capture.ts);
+ *             restore point the drill recovers to (capture.ts);
  *   restore   the backup into <scratch>/pgfleet-drill-<job>/data with restore.ts (every file
  *             checked against its sha256), recovery to the target with action promote;
  *   start     a throwaway PostgreSQL on it (scratch-postgres.ts: own socket, archive_mode off);

@@ -54,7 +54,7 @@ export interface RestoreOptions {
   backupLabel?: string;
   /** The label is the controller's pick from the catalog, not the user's: the agent may take another backup of the target's timeline lineage. */
   labelIsHint?: boolean;
-  /** Follow this timeline (recovery_target_timeline) instead of the one restore-plan.ts chooses. */
+  /** Follow this timeline (recovery_target_timeline) instead of the one plan.ts chooses. */
   targetTimeline?: number;
   /** The timeline the cluster's primary writes now (from the controller): restores follow its lineage. */
   currentTimeline?: number;
@@ -116,7 +116,7 @@ function recoverySettings(o: RestoreOptions, timeline: string, archivePreserved:
     '',
     `# Added by pgfleet restore of cluster ${o.cluster} (remove after recovery if you change the archive layout)`,
     `restore_command = ${confString(restoreCommand(o.cluster, o.walFetchArgs))}`,
-    // Chosen from the archived histories (restore-plan.ts), never 'latest': a timeline another
+    // Chosen from the archived histories (plan.ts), never 'latest': a timeline another
     // copy pushed into the archive must not decide where this one goes.
     `recovery_target_timeline = '${timeline}'`,
   ];
@@ -436,7 +436,7 @@ async function finishChunked(dest: string, f: ManifestFile): Promise<void> {
 
 /**
  * Makes the restore durable before it is reported done: every file was fsynced as it was written
- * (copy-tasks.ts, finishChunked); what is left is the files written here and the directory
+ * (copy/tasks.ts, finishChunked); what is left is the files written here and the directory
  * entries of everything, one fsync per directory, a few at a time.
  */
 async function syncRestored(

@@ -13,7 +13,7 @@
  *   of the wrong size; full: decompressed size = segment size, content sha256 = the one in its
  *   name, page header of this cluster at this position). Continuity per backup runs from its
  *   walStart through the newest archived segment of its timeline, following timeline history
- *   files to later timelines (wal-continuity.ts); gaps are reported as LSN ranges [from, to)
+ *   files to later timelines (wal/continuity.ts); gaps are reported as LSN ranges [from, to)
  *   with the missing segment names.
  * - Verdict: a backup is restorable when its manifest is valid, all its files check out and the
  *   WAL from walStart to walStop is there and usable; then it restores to any point from its stop

@@ -12,7 +12,7 @@
  * segment, or after the newest complete one, or at the slot's restart_lsn when the spool is new.
  *
  * Completed segments go to the repository with the same validation and idempotent push as
- * archive_command (wal.ts): both write <segment>-<sha256>, so whichever comes second finds the
+ * archive_command (archive.ts): both write <segment>-<sha256>, so whichever comes second finds the
  * same name and checksum and stores nothing.
  */
 import { mkdir, open, readdir, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';

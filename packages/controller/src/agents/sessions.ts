@@ -51,7 +51,7 @@ export class AgentSessions {
 
   /**
    * The cluster's connected agents, longest connected first. An HA cluster has one per host;
-   * which one runs a job is agent-choice.ts's decision (dispatch.ts clusterAgent), by role.
+   * which one runs a job is choice.ts's decision (dispatch.ts clusterAgent), by role.
    */
   ofCluster(cluster: string): AgentSession[] {
     return [...this.byId.values()].filter((s) => s.cluster === cluster).sort((a, b) => a.connectedAt - b.connectedAt);

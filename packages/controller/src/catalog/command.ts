@@ -1,7 +1,7 @@
 /**
  * `pgfleet-controller catalog rebuild`: run on the controller host against its catalog (no
  * running controller needed; SQLite waits for a running one's writes). The report goes to stdout
- * (--output json for scripts); see catalog-rebuild.ts for what is changed and what never is.
+ * (--output json for scripts); see rebuild.ts for what is changed and what never is.
  */
 import { missingOption, PgfleetError, resolveSettings, type OptionValues } from '@pgfleet/core';
 import { openRepositoryDriver, repositoriesFromSettings, Repository } from '@pgfleet/storage';

@@ -201,7 +201,7 @@ export function nextScheduledJob(
   for (const kind of SCHEDULE_KINDS) {
     const cron = kind === 'drill' ? policy.drill : policy.schedules[kind];
     if (!cron) continue;
-    // Drills are spread like backups (scheduler-loop.ts, drills.ts).
+    // Drills are spread like backups (schedule/loop.ts, drills.ts).
     const schedule = { cluster, type: kind, cron, spreadMinutes: policy.spreadMinutes };
     let at: number;
     try {

@@ -22,7 +22,7 @@ export async function requireCluster(ctx: ControllerContext, name: string) {
 }
 
 /**
- * The connected agent of the cluster that runs a job with this need (agent-choice.ts): by the
+ * The connected agent of the cluster that runs a job with this need (agents/choice.ts): by the
  * role and lag each agent's last heartbeat reported (catalog), among this controller's streams.
  */
 export async function clusterAgent(ctx: ControllerContext, cluster: string, need: AgentNeed): Promise<AgentSession> {

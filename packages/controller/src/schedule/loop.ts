@@ -1,7 +1,7 @@
 /**
  * The controller's scheduler loop: every tick, on the controller that holds the 'scheduler'
  * leadership, it starts the backups the clusters' schedules make due and the expire jobs their
- * retention makes due. The decisions are schedule.ts and retention.ts (pure); this module feeds
+ * retention makes due. The decisions are schedule.ts and retention/plan.ts (pure); this module feeds
  * them from the catalog and acts on the answer.
  *
  * - Only clusters with a connected agent are scheduled: a job needs an open stream. A schedule

@@ -106,7 +106,7 @@ export interface EffectivePolicy {
   /** Cron of the restore drill schedule (unset: no scheduled drills). */
   drill?: string;
   spreadMinutes: number;
-  /** Which host backups run on (agent-choice.ts). */
+  /** Which host backups run on (agents/choice.ts). */
   backupFrom: BackupFrom;
   /** Thresholds set by the cluster or fleet policy; unset ones come from the controller's flags. */
   health: PolicyHealth;
