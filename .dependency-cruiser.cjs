@@ -80,6 +80,49 @@ module.exports = {
       from: { path: '^packages/agent/src/copy/worker\\.ts$' },
       to: { path: ['^packages/core/(src|dist)/index\\.', 'node_modules/(pino|zod|yaml)/'], reachable: true },
     },
+    // Folders inside the agent and the controller (docs/architecture.md).
+    {
+      name: 'agent-engines-not-jobs-or-daemon',
+      severity: 'error',
+      comment:
+        'a job module (jobs/<kind>.ts) calls an engine, never the reverse: engines know nothing of the Job message, the registry or the controller session',
+      from: {
+        path: '^packages/agent/src/(backup|copy|drill|pgdata|restore|retention|verify|wal)/',
+        pathNot: '\\.test\\.ts$',
+      },
+      to: { path: '^packages/agent/src/(jobs/|daemon\\.ts$|main\\.ts$)' },
+    },
+    {
+      name: 'agent-wal-copy-pgdata-stand-alone',
+      severity: 'error',
+      comment:
+        'WAL archiving runs in archive_command and the daemon without any other engine; the copy and PGDATA layers serve backup and restore alike',
+      from: { path: '^packages/agent/src/(wal|copy|pgdata)/', pathNot: '\\.test\\.ts$' },
+      to: { path: '^packages/agent/src/(backup|drill|restore|retention|verify)/' },
+    },
+    {
+      name: 'job-kinds-not-the-registry',
+      severity: 'error',
+      comment: 'the registry lists the kinds; a kind module importing it would be a cycle through every kind',
+      from: { path: '^packages/(agent|controller)/src/jobs/(?!registry\\.ts$)', pathNot: '\\.test\\.ts$' },
+      to: { path: '^packages/(agent|controller)/src/jobs/registry\\.ts$' },
+    },
+    {
+      name: 'controller-decisions-stay-pure',
+      severity: 'error',
+      comment:
+        'schedules, policies, retention plans and the PITR backup choice are pure functions over catalog records, table-tested without a server',
+      from: {
+        path: '^packages/controller/src/(schedule/(schedule|policy)|retention/plan|restore/pitr)\\.ts$',
+      },
+      to: {
+        path: [
+          '^packages/controller/src/(agents|jobs|admin|health|security|drill|catalog)/',
+          '^packages/controller/src/(context|server|wire)\\.ts$',
+          'node_modules/@grpc/',
+        ],
+      },
+    },
     { name: 'no-unresolvable', severity: 'error', from: {}, to: { couldNotResolve: true } },
   ],
   options: {

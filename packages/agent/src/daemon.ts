@@ -19,7 +19,7 @@ import { readArchiveSetup, runArchiveCheck, type ArchiveSetupReport, type CheckI
 import { cleanScratchArea } from './drill/drill.js';
 import type { AgentSettings } from './options.js';
 import { readPgdataFacts, type PgdataFacts } from './pgdata/pgdata.js';
-import type { Progress } from './jobs/progress.js';
+import type { Progress } from './progress.js';
 import { archiveCheckBase } from './jobs/check.js';
 import { jobRepositories, walFetchArgs } from './jobs/context.js';
 import type { JobContext } from './jobs/job-kind.js';

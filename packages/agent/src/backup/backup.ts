@@ -57,7 +57,7 @@ import {
 import { choosePriorBackup, decideFile, type FileDecision } from './prior.js';
 import { CopyPool } from '../copy/pool.js';
 import { listPgdata, type PgdataEntry } from '../pgdata/walk.js';
-import { ProgressTracker, type ProgressSink } from '../jobs/progress.js';
+import { ProgressTracker, type ProgressSink } from '../progress.js';
 import { AGENT_VERSION } from '../version.js';
 
 export interface BackupOptions {

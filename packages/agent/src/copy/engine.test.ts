@@ -16,7 +16,7 @@ import {
 } from '@pgfleet/storage';
 import { FileCopier, type BackupOptions } from '../backup/backup.js';
 import { listPgdata } from '../pgdata/walk.js';
-import { ProgressTracker } from '../jobs/progress.js';
+import { ProgressTracker } from '../progress.js';
 import { runRestore } from '../restore/restore.js';
 
 /** A relation page with a valid checksum (pd_lsn 0/1, pd_upper set), content varying by block. */

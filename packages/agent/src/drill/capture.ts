@@ -27,7 +27,7 @@ import type { Timestamp } from '@bufbuild/protobuf/wkt';
 import { PgfleetError, sleep, type Logger } from '@pgfleet/core';
 import { clusterFacts, connectPg, type PgConnectionOptions } from '@pgfleet/pg';
 import type { Repository } from '@pgfleet/storage';
-import type { ProgressSink } from '../jobs/progress.js';
+import type { ProgressSink } from '../progress.js';
 
 /** The libpq client @pgfleet/pg hands out (the agent declares no direct dependency on pg). */
 export type PgClient = Awaited<ReturnType<typeof connectPg>>;

@@ -46,7 +46,7 @@ import {
   type PgClient,
   type SourceCountsInit,
 } from './capture.js';
-import type { ProgressSink } from '../jobs/progress.js';
+import type { ProgressSink } from '../progress.js';
 import { runRestore, type TargetSpec } from '../restore/restore.js';
 import {
   cleanDrillLeftovers,

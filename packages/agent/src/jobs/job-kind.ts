@@ -9,7 +9,7 @@ import type { Logger } from '@pgfleet/core';
 import type { Job, JobResultSchema } from '@pgfleet/proto';
 import type { Repository } from '@pgfleet/storage';
 import type { AgentSettings } from '../options.js';
-import type { Progress } from './progress.js';
+import type { Progress } from '../progress.js';
 
 /** The `kind` oneof of the Job message: which job, with its own message. */
 export type JobKindCase = NonNullable<Job['kind']['case']>;

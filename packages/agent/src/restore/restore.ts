@@ -39,7 +39,7 @@ import { fileURLToPath } from 'node:url';
 import { fsyncPath, mapLimit, PgfleetError, processAlive, settleAll, type Logger } from '@pgfleet/core';
 import { chunkedContentDigest, type BackupManifest, type ManifestFile, type Repository } from '@pgfleet/storage';
 import { CopyPool } from '../copy/pool.js';
-import { ProgressTracker, type ProgressSink } from '../jobs/progress.js';
+import { ProgressTracker, type ProgressSink } from '../progress.js';
 import { readPgdataFacts } from '../pgdata/pgdata.js';
 import { TABLESPACE_LINK_RE } from '../pgdata/walk.js';
 import { planRestore, type TargetSpec } from './plan.js';

@@ -20,7 +20,7 @@
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { walFileKind } from '@pgfleet/pg';
 import type { ArchivedWal, BackupManifest, Repository } from '@pgfleet/storage';
-import type { ProgressSink } from '../jobs/progress.js';
+import type { ProgressSink } from '../progress.js';
 
 export interface WalRange {
   label?: string;

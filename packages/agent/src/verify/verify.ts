@@ -39,7 +39,7 @@ import {
   type ObjectMeasure,
   type Repository,
 } from '@pgfleet/storage';
-import type { ProgressSink } from '../jobs/progress.js';
+import type { ProgressSink } from '../progress.js';
 import { lineageOf, timelinesWithStart } from '../wal/timelines.js';
 import { walContinuity, type TimelineBranch, type WalGap } from '../wal/continuity.js';
 
