@@ -551,7 +551,16 @@ describe('controller over gRPC', () => {
         },
       },
     });
-    await sleep(300);
+    // The controller applies an agent's messages one after the other: once a heartbeat sent after
+    // the duplicate is recorded, the duplicate has been handled.
+    back.stream.send({ msg: { case: 'heartbeat', value: { pgUp: true, currentLsn: '0/7A000000' } } });
+    await waitFor('the heartbeat sent after the duplicate to be recorded', async () =>
+      (await admin.listClusters({})).clusters
+        .find((c) => c.name === 'main')
+        ?.hosts.some((h) => h.agentId === 'agent-9' && h.currentLsn === '0/7A000000')
+        ? true
+        : undefined,
+    );
     assert.equal((await admin.listEvents({ cluster: 'main', limit: 1000 })).events.length, before);
     assert.deepEqual(
       (await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label),
