@@ -142,7 +142,7 @@ interface EventJson {
   verifyCompleted?: Record<string, unknown>;
 }
 
-describe('restore drills: a pgbench cluster restored, checked, counted and timed', { timeout: 600_000 }, () => {
+describe('restore drills: a pgbench cluster restored, checked, counted and timed', { timeout: 1_800_000 }, () => {
   let fleet: Fleet;
   let scratch: string;
   let backupLabel: string;
@@ -380,7 +380,7 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
       await waitFor(
         'pgbench to commit',
         async () => bench.exitCode === null && (await history()) > idle,
-        60_000,
+        120_000,
         100,
       ).catch((e: Error) => assert.fail(`${e.message}\n${benchErr}`));
       const { r, job } = await drill();
@@ -447,10 +447,18 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     const blocker = await session(fleet.pg);
     const t0 = Date.now();
     let result: { r: RunResult; job: JobJson };
+    let stillLocked: boolean;
     try {
       await blocker.query('BEGIN');
       await blocker.query('LOCK TABLE zz_drill_locked IN ACCESS EXCLUSIVE MODE');
       result = await drill();
+      // The lock is let go only after the drill ended: a capture queueing behind it would never have returned.
+      stillLocked =
+        (
+          await fleet.pg.query(
+            "SELECT 1 FROM pg_locks WHERE relation = 'zz_drill_locked'::regclass AND mode = 'AccessExclusiveLock' AND granted",
+          )
+        ).length === 1;
     } finally {
       await blocker.query('COMMIT').catch(() => {});
       await blocker.end();
@@ -465,7 +473,10 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
       job.drill!.reasons.join('\n'),
       /table postgres\.public\.zz_drill_locked stayed locked by another session/,
     );
-    assert.ok(seconds < 25, `failed after ${seconds.toFixed(1)} s, not after a long lock wait`);
+    // It gave up (a bounded number of short lock waits) while the table was still held, instead of
+    // queueing until the DDL ends: shown by the outcome, not by how long a loaded machine took.
+    assert.match(job.drill!.reasons.join('\n'), /\d+ waits of \S+ for its ACCESS SHARE lock timed out/);
+    assert.equal(stillLocked, true, 'the drill ended while the table was still locked: it did not wait for the lock');
     t.diagnostic(`capture gave up on the locked table after ${seconds.toFixed(1)} s`);
     await scratchEmpty();
     await fleet.pg.query('DROP TABLE zz_drill_locked');
@@ -635,7 +646,7 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     await runAsPostgres(
       process.execPath,
       [AGENT_BIN, 'wal-push', history, '--cluster', CLUSTER, '--repo-path', fleet.repoDir],
-      { timeoutMs: 60_000 },
+      { timeoutMs: 120_000 },
     );
     const timelines = join(fleet.repoDir, CLUSTER, 'wal', 'timelines');
     const planted = (await readdir(timelines)).filter((f) => f.startsWith('00000002.history'));
@@ -668,7 +679,7 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     const okJob = json<JobJson>(await fleet.cli('job', passedId!, '--output', 'json'), 'job');
     assert.equal(okJob.drill?.keptDir, keptOk);
     const control = await runAsPostgres(join(fleet.pg.binDir, 'pg_controldata'), [join(keptOk, 'data')], {
-      timeoutMs: 30_000,
+      timeoutMs: 120_000,
     });
     assert.match(
       control.stdout,
@@ -744,19 +755,30 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     const started = fleet.cli('drill', CLUSTER, '--output', 'json');
     const { pid, dir } = await waitFor("the drill's PostgreSQL to run", drillPostmaster, 120_000, 20);
     // A process naming the copy on its command line, like a wal-prefetch child still writing into
-    // its pg_wal: the teardown waits for it (4 s), longer than the agent used to give it.
-    const straggler = spawn('sh', ['-c', 'sleep 4', dir], { stdio: 'ignore' });
+    // its pg_wal: the teardown waits for it (4 s), longer than the agent used to give it. It leaves
+    // a mark outside the copy when it ends on its own, so the order shows without timing anything.
+    const finished = join(fleet.dir, 'straggler-finished');
+    await rm(finished, { force: true });
+    const straggler = spawn('sh', ['-c', 'sleep 4 && : > "$1"', dir, finished], { stdio: 'ignore' });
     const t0 = Date.now();
     agent.child.kill('SIGTERM');
-    await exited(agent);
+    // Only a bound on a hang (the agent's own stop grace is 30 s): the agent exits by itself.
+    await Promise.race([
+      exited(agent),
+      sleep(180_000, { unref: true }).then(() => assert.fail('the agent did not exit within 180 s of SIGTERM')),
+    ]);
     const seconds = (Date.now() - t0) / 1000;
     straggler.kill('SIGKILL');
     t.diagnostic(`agent exited ${seconds.toFixed(1)} s after SIGTERM`);
     assert.equal(running(pid), false, "the drill's PostgreSQL is stopped");
     await scratchEmpty();
-    assert.ok(
-      seconds >= 3 && seconds < 35,
-      `exited once the teardown was done, within the stop grace (${seconds.toFixed(1)} s)`,
+    assert.equal(
+      await stat(finished).then(
+        () => true,
+        () => false,
+      ),
+      true,
+      'the agent exited only after the process using the copy had ended on its own (the teardown waited for it)',
     );
     await started;
     await fleet.startAgent(['--scratch-dir', scratch]);
@@ -768,7 +790,8 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     fleet.agent!.child.kill('SIGKILL');
     await exited(fleet.agent!);
     await started;
-    await sleep(500);
+    // What the next start must clean up: the agent gone (the controller has seen it go), the copy's server still running.
+    await waitFor('the controller to see the killed agent gone', async () => !(await fleet.agentConnected()), 120_000);
     assert.equal(running(pid), true, "the copy's server outlives a killed agent");
     assert.ok((await readdir(scratch)).some((n) => n.startsWith('pgfleet-drill-')));
     const agent = await fleet.startAgent(['--scratch-dir', scratch]);
@@ -778,7 +801,7 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
   });
 });
 
-describe('the throwaway server: nothing of the source reaches outside the copy', { timeout: 180_000 }, () => {
+describe('the throwaway server: nothing of the source reaches outside the copy', { timeout: 600_000 }, () => {
   let publisher: PgInstance | undefined;
   let source: PgInstance | undefined;
   let runDir: string | undefined;
@@ -818,11 +841,11 @@ describe('the throwaway server: nothing of the source reaches outside the copy',
     await waitFor(
       "the source to apply the publisher's row",
       async () => (await source!.query('SELECT 1 FROM pub_t')).length === 1,
-      60_000,
+      120_000,
     );
     assert.equal((await slot()).active, true);
     await source.stop();
-    await waitFor('the slot to be released', async () => !(await slot()).active, 60_000);
+    await waitFor('the slot to be released', async () => !(await slot()).active, 120_000);
     // A change the copy would consume, and advance the slot past, if its apply worker ran.
     await publisher.query('INSERT INTO pub_t VALUES (2)');
     const before = await slot();
@@ -830,6 +853,8 @@ describe('the throwaway server: nothing of the source reaches outside the copy',
     runDir = await makeTempDir('drill-run');
     const script = `
       const cfg = JSON.parse(process.env.PGFLEET_SCRATCH_TEST);
+      // This script runs in a child node: the test's imports (core's sleep) are not in scope here.
+      const pause = (ms) => new Promise((r) => setTimeout(r, ms));
       const { ScratchPostgres } = await import(cfg.module);
       const server = new ScratchPostgres({ pgdata: cfg.pgdata, runDir: cfg.runDir, binDir: cfg.binDir, major: cfg.major, user: 'postgres', jobId: 'settings-test' });
       await server.configure();
@@ -838,8 +863,15 @@ describe('the throwaway server: nothing of the source reaches outside the copy',
         await server.waitPromoted(undefined, () => {});
         const c = await server.connect('postgres');
         const settings = Object.fromEntries((await c.query('SELECT n, current_setting(n) AS v FROM unnest($1::text[]) n', [cfg.names])).rows.map((r) => [r.n, r.v]));
-        // This script runs in a child node: the test's imports (core's sleep) are not in scope here.
-        await new Promise((r) => setTimeout(r, 3000));
+        // Normal running: the postmaster starts the walwriter together with the background workers
+        // that wait for the end of recovery, a logical replication launcher among them.
+        for (let i = 0; (await c.query("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'walwriter'")).rows.length === 0; i++) {
+          if (i === 2400) throw new Error('the copy never reached normal running (no walwriter after 120 s)');
+          await pause(50);
+        }
+        // A launcher would start an apply worker at once; the window lets one show, should the
+        // copy start it (waiting can only miss such a fault, never fail a copy without it).
+        await pause(3000);
         const workers = (await c.query("SELECT backend_type AS b FROM pg_stat_activity WHERE backend_type LIKE 'logical replication%'")).rows.map((r) => r.b);
         const subs = (await c.query('SELECT subname AS n, subenabled AS e FROM pg_subscription')).rows;
         const rows = (await c.query('SELECT count(*)::int AS n FROM pub_t')).rows[0].n;
@@ -883,7 +915,7 @@ describe('the throwaway server: nothing of the source reaches outside the copy',
       };
       const r = await runAsPostgres(process.execPath, ['--input-type=module', '-e', script], {
         env,
-        timeoutMs: 90_000,
+        timeoutMs: 300_000,
       });
       out = JSON.parse(r.stdout) as typeof out;
     } finally {
