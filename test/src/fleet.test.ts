@@ -94,7 +94,7 @@ function expectedKeep(backups: readonly BackupJson[], now: number): { keep: Set<
   return { keep, anchor };
 }
 
-describe('a fleet of three clusters under one controller', { timeout: 300_000 }, () => {
+describe('a fleet of three clusters under one controller', { timeout: 900_000 }, () => {
   let fleet: Fleet;
   let seedDir: string;
   let scheduleSetAt = 0;
@@ -123,7 +123,7 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
     await waitFor(
       'every job to end',
       async () => (await jobs()).every((j) => /SUCCEEDED|FAILED|CANCELLED/.test(j.state)),
-      90_000,
+      180_000,
       500,
     );
   }
@@ -197,13 +197,15 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
   it('a controller restart keeps every job and runs no fire time twice', async () => {
     const before = await jobs();
     await fleet.restartController();
+    // The old controller has exited: every job created from now on is the restarted one's.
+    const restartedAt = Date.now();
     await waitFor(
       'all three agents to reconnect',
       async () => {
         const list = await status();
         return CLUSTERS.every((c) => list.find((x) => x.name === c)?.agentConnected);
       },
-      60_000,
+      120_000,
       500,
     );
     // Jobs running across the restart are claimed by their agents and finish; none stays active.
@@ -217,9 +219,19 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
       120_000,
       500,
     );
-    // A few scheduler rounds on the restarted controller.
-    await sleep(4000);
-    const after = await jobs();
+    // The restarted controller's scheduler has run its rounds with all three agents back once it
+    // has started a backup of its own for each cluster (the next minute boundary at the latest);
+    // had it repeated a fire time the old controller ran, the count per fire time below shows it.
+    const after = await waitFor(
+      'the restarted scheduler to back up every cluster',
+      async () => {
+        const now = await jobs();
+        const fresh = now.filter((j) => j.kind === 'backup' && Date.parse(j.createdAt) >= restartedAt);
+        return CLUSTERS.every((c) => fresh.some((j) => j.cluster === c)) ? now : undefined;
+      },
+      180_000,
+      500,
+    );
     const byId = new Map(after.map((j) => [j.id, j]));
     for (const j of before) {
       const now = byId.get(j.id);
@@ -349,7 +361,7 @@ describe('a fleet of three clusters under one controller', { timeout: 300_000 },
           throw new Error(`expire job ${j.id} ${j.state}: ${await fleet.logs()}`);
         return j?.state === 'JOB_STATE_SUCCEEDED' ? j : undefined;
       },
-      90_000,
+      180_000,
       500,
     );
     assert.ok(expire);
