@@ -170,7 +170,7 @@ describe('bad input: clear codes, non-zero exits, nothing half-written', { timeo
     const r = await runNode(
       AGENT_BIN,
       ['run', '--controller', fleet.controllerAddress, '--cluster', 'ghost', '--pgdata', '/nonexistent/pgdata'],
-      { timeoutMs: 30_000 },
+      { timeoutMs: 120_000 },
     );
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /PGF-3001/);

@@ -21,7 +21,7 @@ interface JobJson {
   backup?: { label: string };
 }
 
-describe('cancel: a running backup stops and leaves nothing that looks complete', { timeout: 180_000 }, () => {
+describe('cancel: a running backup stops and leaves nothing that looks complete', { timeout: 600_000 }, () => {
   let fleet: Fleet;
   let archiveCommand: string;
   /** The backup taken while archiving worked: the only one that must stay. */
@@ -57,7 +57,7 @@ describe('cancel: a running backup stops and leaves nothing that looks complete'
     await waitFor(
       'the backup to wait for its WAL',
       async () => ((await job(id)).progress?.phase === 'wait-wal' ? true : undefined),
-      60_000,
+      120_000,
       200,
     );
     // One backup per cluster at a time: a second one is refused while this one runs.

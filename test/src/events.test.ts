@@ -25,7 +25,7 @@ interface Received {
 
 /** Everything in the stream, in stream order (read by sequence: authoritative for (b)). */
 async function streamContents(url: string): Promise<Received[]> {
-  const nc = await connect({ servers: url, timeout: 5000 });
+  const nc = await connect({ servers: url, timeout: 30_000 });
   try {
     const jsm = await jetstreamManager(nc);
     const { state } = await jsm.streams.info(STREAM);
@@ -40,7 +40,7 @@ async function streamContents(url: string): Promise<Received[]> {
   }
 }
 
-describe('events: outbox, NATS JetStream, health and metrics', { timeout: 150_000 }, () => {
+describe('events: outbox, NATS JetStream, health and metrics', { timeout: 600_000 }, () => {
   let nats: NatsServer;
   let fleet: Fleet;
   let metricsPort: number;
@@ -67,12 +67,12 @@ describe('events: outbox, NATS JetStream, health and metrics', { timeout: 150_00
     });
     await fleet.pg.query('CREATE TABLE t (id serial PRIMARY KEY, filler text)');
     // The stream exists once the relay published agent.connected.
-    nc = await connect({ servers: nats.url, timeout: 5000, maxReconnectAttempts: -1 });
+    nc = await connect({ servers: nats.url, timeout: 30_000, maxReconnectAttempts: -1 });
     const jsm = await jetstreamManager(nc);
     await waitFor(
       'stream PGFLEET_EVENTS',
       async () => ((await jsm.streams.info(STREAM).catch(() => undefined))?.state.messages ?? 0) > 0,
-      20_000,
+      120_000,
     );
     // A JetStream consumer (ordered, ephemeral) receiving this cluster's events as they come.
     const consumer = await jetstream(nc).consumers.get(STREAM, { filter_subjects: `pgfleet.events.${CLUSTER}.>` });
@@ -112,7 +112,7 @@ describe('events: outbox, NATS JetStream, health and metrics', { timeout: 150_00
         const rpoKinds = received.map((r) => r.body.kind).filter((x) => x.startsWith('rpo.'));
         return k.includes('wal.archive_failed') && rpoKinds.at(-1) === 'rpo.breached';
       },
-      40_000,
+      120_000,
     );
     const failed = received.slice(mark).find((r) => r.body.kind === 'wal.archive_failed')!;
     assert.equal(failed.subject, `pgfleet.events.${CLUSTER}.wal.archive_failed`);
@@ -132,7 +132,7 @@ describe('events: outbox, NATS JetStream, health and metrics', { timeout: 150_00
         const k = kindsAfter(fixMark);
         return k.includes('wal.archive_recovered') && k.includes('rpo.recovered');
       },
-      40_000,
+      120_000,
     ).catch(async (err: Error) => {
       const a = await fleet.pg.query('SELECT * FROM pg_stat_archiver');
       throw new Error(
@@ -172,7 +172,7 @@ describe('events: outbox, NATS JetStream, health and metrics', { timeout: 150_00
         const ids = new Set(s?.map((r) => r.body.id));
         return s && catalogIds.every((id) => ids.has(id)) ? s : undefined;
       },
-      60_000,
+      120_000,
       500,
     );
     const ids = stored.map((r) => r.body.id);

@@ -136,7 +136,7 @@ describe('HA cluster: primary and standby agents, backups from the standby, fail
           ? x
           : undefined;
       },
-      60_000,
+      120_000,
     );
     assert.equal(c.agentId, primaryAgent, "the cluster's own figures are the primary's");
     const table = await fleet.cli('status', '--cluster', CLUSTER);
@@ -247,7 +247,7 @@ describe('HA cluster: primary and standby agents, backups from the standby, fail
           ? x
           : undefined;
       },
-      60_000,
+      120_000,
     );
     assert.equal(c.agentId, STANDBY_AGENT);
     const table = await fleet.cli('status', '--cluster', CLUSTER);

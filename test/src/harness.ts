@@ -106,10 +106,14 @@ export function startDaemon(script: string, args: string[], logFile: string, opt
   };
 }
 
+/**
+ * Polls `fn` until it returns a value. The deadline only bounds a hang: it is generous so that a
+ * loaded machine never reaches it, and no test should rely on it passing quickly.
+ */
 export async function waitFor<T>(
   what: string,
   fn: () => Promise<T | undefined | false>,
-  timeoutMs = 60_000,
+  timeoutMs = 120_000,
   intervalMs = 250,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;

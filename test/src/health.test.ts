@@ -37,7 +37,7 @@ interface Received {
 /** The payload field of a kind, as docs/events.md names it: backup.completed -> backupCompleted. */
 const payloadField = (kind: string) => kind.replace(/[._]([a-z])/g, (_, c: string) => c.toUpperCase());
 
-describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heartbeats', { timeout: 240_000 }, () => {
+describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heartbeats', { timeout: 600_000 }, () => {
   let nats: NatsServer;
   let fleet: Fleet;
   let nc: NatsConnection;
@@ -64,7 +64,7 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
         '3600',
       ],
     });
-    nc = await connect({ servers: nats.url, timeout: 5000, maxReconnectAttempts: -1 });
+    nc = await connect({ servers: nats.url, timeout: 30_000, maxReconnectAttempts: -1 });
     const sub = nc.subscribe(`pgfleet.events.${CLUSTER}.>`);
     void (async () => {
       for await (const m of sub)
@@ -115,7 +115,7 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
     const mark = received.length;
     // WAL past the last archived segment, not switched: the RPO grows from the last archive time.
     await write();
-    const breach = await waitFor('rpo.breached', async () => eventsOf('rpo.breached', mark)[0], 30_000).catch(
+    const breach = await waitFor('rpo.breached', async () => eventsOf('rpo.breached', mark)[0], 120_000).catch(
       async (err: Error) => {
         throw new Error(
           `${err.message}\nreceived: ${received.map((r) => r.body.kind).join(', ')}\n${(await fleet.logs()).slice(-5000)}`,
@@ -129,13 +129,14 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
       lastArchivedTime: string;
     };
     assert.equal(b.thresholdSeconds, 2);
-    assert.ok(b.rpoSeconds > 2 && b.rpoSeconds < 60, `rpoSeconds ${b.rpoSeconds}`);
+    // Seconds since the last archive (a sane figure, not a speed): however slowly a loaded machine got here.
+    assert.ok(b.rpoSeconds > 2 && b.rpoSeconds < 600, `rpoSeconds ${b.rpoSeconds}`);
     assert.match(b.lastArchivedWal, /^[0-9A-F]{24}$/);
     assert.ok(!Number.isNaN(Date.parse(b.lastArchivedTime)));
     assert.equal(metric(await scrape(), `pgfleet_rpo_threshold_seconds{cluster="${CLUSTER}"}`), 2);
 
     await fleet.switchAndArchive();
-    const recovered = await waitFor('rpo.recovered', async () => eventsOf('rpo.recovered', mark)[0], 30_000);
+    const recovered = await waitFor('rpo.recovered', async () => eventsOf('rpo.recovered', mark)[0], 120_000);
     const r = assertDocumentedShape(recovered) as {
       rpoSeconds?: number;
       thresholdSeconds: number;
@@ -170,7 +171,7 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
         const v = await fleet.cli('verify', CLUSTER, '--wait');
         assert.equal(v.code, 6, `verify finds the gap (exit 6):\n${v.stdout}\n${v.stderr}`);
       }
-      const gap = await waitFor('wal.gap_detected', async () => eventsOf('wal.gap_detected', mark)[0], 20_000);
+      const gap = await waitFor('wal.gap_detected', async () => eventsOf('wal.gap_detected', mark)[0], 120_000);
       const g = assertDocumentedShape(gap) as {
         timeline: number;
         firstMissingWal: string;
@@ -213,16 +214,23 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
       async () => {
         const t = await scrape();
         const active = metric(t, `pgfleet_wal_slot_active{cluster="${CLUSTER}",slot="${slot}",wal_status="reserved"}`);
-        // The restarted stream first catches up from the slot's restart point; judge it once it has.
+        // The restarted stream first catches up from the slot's restart point, and on a loaded
+        // machine it may fall behind the writes above for a while: judge it once it has caught up.
         const lag = metric(t, `pgfleet_wal_stream_lag_bytes{cluster="${CLUSTER}"}`);
+        const lagSeconds = metric(t, `pgfleet_wal_stream_lag_seconds{cluster="${CLUSTER}"}`);
+        const retained = metric(t, `pgfleet_wal_slot_retained_bytes{cluster="${CLUSTER}",slot="${slot}"}`);
         return active === 1 &&
           lag !== undefined &&
           lag < 16 * MiB &&
+          lagSeconds !== undefined &&
+          lagSeconds < 5 &&
+          retained !== undefined &&
+          retained < 4 * 16 * MiB &&
           (metric(t, `pgfleet_wal_archived_bytes_total{cluster="${CLUSTER}"}`) ?? 0) > 0
           ? t
           : undefined;
       },
-      60_000,
+      120_000,
     ).catch(async (err: Error) => {
       throw new Error(`${err.message}\n${await scrape()}\n${(await fleet.logs()).slice(-5000)}`);
     });
@@ -291,7 +299,7 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
         if (limitedAgent!.child.exitCode !== null) throw new Error(`agent exited: ${await limitedAgent!.log()}`);
         return metric(await scrape(), `pgfleet_pg_wal_bytes{cluster="${other}"}`);
       },
-      30_000,
+      120_000,
     );
     assert.ok(walBytes >= 16 * MiB, `pg_wal ${walBytes}`);
     assert.ok((metric(await scrape(), `pgfleet_pg_wal_free_bytes{cluster="${other}"}`) ?? 0) > 0);

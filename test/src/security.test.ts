@@ -14,14 +14,14 @@ import { AGENT_BIN, CLI_BIN, CONTROLLER_BIN, runNode, startFleet, type Fleet, ty
 
 const CLUSTER = 'vault';
 
-describe('mutual TLS agents and admin tokens', { timeout: 120_000 }, () => {
+describe('mutual TLS agents and admin tokens', { timeout: 600_000 }, () => {
   let fleet: Fleet;
   let dir: string;
   let caCert: string;
   const tokens: Record<string, string> = {};
 
   const controllerCmd = async (...args: string[]): Promise<string> => {
-    const r = await runNode(CONTROLLER_BIN, args, { timeoutMs: 30_000 });
+    const r = await runNode(CONTROLLER_BIN, args, { timeoutMs: 120_000 });
     assert.equal(r.code, 0, `pgfleet-controller ${args.join(' ')}: ${r.stderr}`);
     return r.stdout.trim();
   };
@@ -48,14 +48,14 @@ describe('mutual TLS agents and admin tokens', { timeout: 120_000 }, () => {
         join(dir, `${agentId}.sock`),
         ...extra,
       ],
-      { asPg: true, timeoutMs: 30_000 },
+      { asPg: true, timeoutMs: 120_000 },
     );
 
   /** The CLI with the CA but without PGFLEET_TOKEN (the fleet's default env carries the admin token). */
   const cliWithout = (args: string[], env: Record<string, string> = {}) =>
     runNode(CLI_BIN, args, {
       env: { PGFLEET_CONTROLLER: fleet.controllerAddress, PGFLEET_CA_CERT: caCert, ...env },
-      timeoutMs: 30_000,
+      timeoutMs: 120_000,
     });
 
   before(async () => {
