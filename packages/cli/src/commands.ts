@@ -19,7 +19,7 @@ import {
   AdminService,
   BackupInfoSchema,
   BackupSource,
-  BackupType,
+  backupTypeToProto,
   ClusterInfoSchema,
   JobInfoSchema,
   JobState,
@@ -38,7 +38,6 @@ import { statusCommand } from './status-command.js';
 import { applyCommand, fleetFileFromOptions } from './apply-command.js';
 import { enrollTokenCommand, enrollTtlSeconds, tokenCommand } from './token-commands.js';
 
-const TYPES = { full: BackupType.FULL, diff: BackupType.DIFF, incr: BackupType.INCR } as const;
 const BACKUP_SOURCES = {
   primary: BackupSource.PRIMARY,
   standby: BackupSource.STANDBY,
@@ -125,7 +124,7 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
             (
               await admin.startBackup({
                 cluster: positionals[0]!,
-                type: TYPES[backup.type],
+                type: backupTypeToProto(backup.type),
                 from: backup.from === undefined ? BackupSource.UNSPECIFIED : BACKUP_SOURCES[backup.from],
               })
             ).job!,
