@@ -15,7 +15,7 @@
  * the target. With a single timeline and no history files nothing changes from the catalog's pick.
  */
 import { PgfleetError, type Logger } from '@pgfleet/core';
-import { Lsn, WalSegmentName } from '@pgfleet/pg';
+import { Lsn, WalSegmentName, type TimelineHistory } from '@pgfleet/pg';
 import type { BackupManifest, Repository } from '@pgfleet/storage';
 import { describeWalTarget, findTargetHits, findTargetLsn, targetNotFound, type TargetHit } from './target-resolver.js';
 import {
@@ -92,20 +92,56 @@ function endsBefore(b: BackupManifest, target: TargetSpec): boolean {
 export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
   const histories = await loadTimelineHistories(i.repo, i.cluster);
   const explicit = i.backupLabel && !i.labelIsHint ? await i.repo.readManifest(i.cluster, i.backupLabel) : undefined;
-  if (histories.size === 0) {
-    // One timeline: the catalog's pick (or the WAL's, for name/xid) is right.
-    const manifest = explicit ?? (await singleTimelineBackup(i));
-    if (i.targetTimeline !== undefined && i.targetTimeline !== manifest.timeline) {
-      throw new PgfleetError(
-        'TargetTimelineInvalid',
-        `timeline ${i.targetTimeline} does not exist in the archive of cluster ${i.cluster}: it holds only timeline ${manifest.timeline}`,
-      );
-    }
-    if (i.target.kind === 'lsn')
-      await requireArchivedAt(i, Lsn.parse(i.target.lsn).value, manifest.timeline, new Map(), manifest.walSegmentSize);
-    return planned(manifest, manifest.timeline, histories);
+  // One timeline: the catalog's pick (or the WAL's, for name/xid) is right.
+  if (histories.size === 0) return planSingleTimeline(i, explicit);
+
+  const archive = await archivedTimelines(i, histories, explicit);
+  if (explicit) {
+    const timeline =
+      i.targetTimeline ?? (await archive.follow({ timeline: explicit.timeline, stopLsn: stopOf(explicit) }));
+    requireOnLineage(explicit, timeline, archive.timelines);
+    return planned(explicit, timeline, histories);
   }
 
+  const backups = await completeBackups(i);
+  const root = Math.min(
+    ...backups.map((b) => b.timeline),
+    ...[...histories.values()].map((h) => h.entries[0]?.timeline ?? h.timeline),
+  );
+  const living = await archive.follow({ timeline: root, stopLsn: 0n });
+  if (i.target.kind === 'name' || i.target.kind === 'xid')
+    return planRecordTarget(i, i.target, backups, i.targetTimeline ?? living, archive);
+  return planPositionTarget(i, backups, i.targetTimeline ?? living, archive);
+}
+
+/** Without archived history files: the backup named, found in the WAL or picked, on its own timeline. */
+async function planSingleTimeline(i: RestorePlanInput, explicit: BackupManifest | undefined): Promise<RestorePlan> {
+  const manifest = explicit ?? (await singleTimelineBackup(i));
+  if (i.targetTimeline !== undefined && i.targetTimeline !== manifest.timeline) {
+    throw new PgfleetError(
+      'TargetTimelineInvalid',
+      `timeline ${i.targetTimeline} does not exist in the archive of cluster ${i.cluster}: it holds only timeline ${manifest.timeline}`,
+    );
+  }
+  if (i.target.kind === 'lsn')
+    await requireArchivedAt(i, Lsn.parse(i.target.lsn).value, manifest.timeline, new Map(), manifest.walSegmentSize);
+  return planned(manifest, manifest.timeline, new Map());
+}
+
+/** The archive's timelines as a restore sees them, and how to choose the one to follow from a backup. */
+interface ArchivedTimelines {
+  histories: ReadonlyMap<number, TimelineHistory>;
+  timelines: ReadonlyMap<number, TimelineInfo>;
+  segmentSize: number;
+  /** The timeline to follow from a lineage rooted at `from`: the one living at the target, moved down the current lineage where its WAL is only there. */
+  follow(from: BackupOnTimeline): Promise<number>;
+}
+
+async function archivedTimelines(
+  i: RestorePlanInput,
+  histories: ReadonlyMap<number, TimelineHistory>,
+  explicit: BackupManifest | undefined,
+): Promise<ArchivedTimelines> {
   const segmentSize = explicit?.walSegmentSize ?? (await i.repo.readClusterInfo(i.cluster))?.walSegmentSize ?? 16 << 20;
   // Start times decide between timelines only for a time target, or between forks when the live
   // timeline is unknown: on the live lineage each timeline has one child, and now is after all.
@@ -141,7 +177,6 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
       { currentTimeline: i.currentTimeline },
       "the cluster's current timeline is not in the archive (its history is not archived yet): following the timeline that began last",
     );
-  /** The timeline to follow from a lineage rooted at `from`: the one living at the target, moved down the current lineage where its WAL is only there. */
   const follow = async (from: BackupOnTimeline): Promise<number> => {
     const current = timelineLivingAt(from, timelines, now, live);
     return preferArchivedLineage(
@@ -152,60 +187,56 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
       segmentSize,
     );
   };
+  return { histories, timelines, segmentSize, follow };
+}
 
-  if (explicit) {
-    const timeline = i.targetTimeline ?? (await follow({ timeline: explicit.timeline, stopLsn: stopOf(explicit) }));
-    if (!onLineage(explicit, timeline, timelines)) {
-      const branch = timelines.get(timeline)?.history.switchPointOf(explicit.timeline);
-      throw new PgfleetError(
-        'TargetTimelineInvalid',
-        `backup ${explicit.label} (timeline ${explicit.timeline}, consistent at ${explicit.stopLsn}) is not in the history of timeline ${timeline}${typeof branch === 'bigint' ? `, which left timeline ${explicit.timeline} at ${Lsn.fromBigInt(branch).toString()}` : ''}`,
-      );
-    }
-    return planned(explicit, timeline, histories);
-  }
-
-  const backups = await i.repo.listBackups(i.cluster);
-  if (backups.length === 0)
-    throw new PgfleetError('NoBackup', `cluster ${i.cluster} has no complete backup in ${i.repo.location}`);
-  const root = Math.min(
-    ...backups.map((b) => b.timeline),
-    ...[...histories.values()].map((h) => h.entries[0]?.timeline ?? h.timeline),
+/** A backup named with --backup must be in the history of the timeline the restore follows. */
+function requireOnLineage(explicit: BackupManifest, timeline: number, timelines: ReadonlyMap<number, TimelineInfo>) {
+  if (onLineage(explicit, timeline, timelines)) return;
+  const branch = timelines.get(timeline)?.history.switchPointOf(explicit.timeline);
+  throw new PgfleetError(
+    'TargetTimelineInvalid',
+    `backup ${explicit.label} (timeline ${explicit.timeline}, consistent at ${explicit.stopLsn}) is not in the history of timeline ${timeline}${typeof branch === 'bigint' ? `, which left timeline ${explicit.timeline} at ${Lsn.fromBigInt(branch).toString()}` : ''}`,
   );
-  const living = await follow({ timeline: root, stopLsn: 0n });
+}
 
-  if (i.target.kind === 'name' || i.target.kind === 'xid') {
-    const target = i.target;
-    const hits = await findTargetHits(
-      i.repo,
-      i.cluster,
-      backups[0]!,
-      target,
-      i.pgBinDir ? { pgBinDir: i.pgBinDir } : {},
-    );
-    // A record before a switch is on both timelines: follow the wanted lineage when it holds the record.
-    const wanted = i.targetTimeline ?? living;
-    const holds = (tli: number, hit: TargetHit) =>
-      hit.timeline === tli || timelines.get(tli)?.history.contains(hit.timeline, hit.lsn.value) === true;
-    const ordered = [
-      ...hits.filter((h) => holds(wanted, h)),
-      ...(i.targetTimeline === undefined ? hits.filter((h) => !holds(wanted, h)) : []),
-    ];
-    for (const hit of ordered) {
-      const timeline = holds(wanted, hit) ? wanted : hit.timeline;
-      const manifest = backups.filter((b) => stopOf(b) <= hit.lsn.value && onLineage(b, timeline, timelines)).at(-1);
-      if (manifest) {
-        i.log.info(
-          { target: describeWalTarget(target), lsn: hit.lsn.toString(), timeline, backup: manifest.label },
-          'recovery target found in archived WAL',
-        );
-        return planned(manifest, timeline, histories);
-      }
+/** A name or xid target: the timeline whose archived WAL holds the record, and the newest backup before it there. */
+async function planRecordTarget(
+  i: RestorePlanInput,
+  target: Extract<TargetSpec, { kind: 'name' | 'xid' }>,
+  backups: BackupManifest[],
+  wanted: number,
+  { timelines, histories }: ArchivedTimelines,
+): Promise<RestorePlan> {
+  const hits = await findTargetHits(i.repo, i.cluster, backups[0]!, target, i.pgBinDir ? { pgBinDir: i.pgBinDir } : {});
+  // A record before a switch is on both timelines: follow the wanted lineage when it holds the record.
+  const holds = (tli: number, hit: TargetHit) =>
+    hit.timeline === tli || timelines.get(tli)?.history.contains(hit.timeline, hit.lsn.value) === true;
+  const ordered = [
+    ...hits.filter((h) => holds(wanted, h)),
+    ...(i.targetTimeline === undefined ? hits.filter((h) => !holds(wanted, h)) : []),
+  ];
+  for (const hit of ordered) {
+    const timeline = holds(wanted, hit) ? wanted : hit.timeline;
+    const manifest = backups.filter((b) => stopOf(b) <= hit.lsn.value && onLineage(b, timeline, timelines)).at(-1);
+    if (manifest) {
+      i.log.info(
+        { target: describeWalTarget(target), lsn: hit.lsn.toString(), timeline, backup: manifest.label },
+        'recovery target found in archived WAL',
+      );
+      return planned(manifest, timeline, histories);
     }
-    throw targetNotFound(i.cluster, backups[0]!, target, hits);
   }
+  throw targetNotFound(i.cluster, backups[0]!, target, hits);
+}
 
-  const timeline = i.targetTimeline ?? living;
+/** A time, LSN, latest or immediate target: the newest backup on the timeline's lineage that ends before it. */
+async function planPositionTarget(
+  i: RestorePlanInput,
+  backups: BackupManifest[],
+  timeline: number,
+  { timelines, histories, segmentSize }: ArchivedTimelines,
+): Promise<RestorePlan> {
   const before = backups.filter((b) => endsBefore(b, i.target));
   const manifest = before.filter((b) => onLineage(b, timeline, timelines)).at(-1);
   if (!manifest) {
@@ -231,11 +262,17 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
   return planned(manifest, timeline, histories);
 }
 
-async function singleTimelineBackup(i: RestorePlanInput): Promise<BackupManifest> {
-  if (i.backupLabel) return i.repo.readManifest(i.cluster, i.backupLabel);
+/** The cluster's complete backups, oldest first; none is an error (there is nothing to restore). */
+async function completeBackups(i: RestorePlanInput): Promise<BackupManifest[]> {
   const backups = await i.repo.listBackups(i.cluster);
   if (backups.length === 0)
     throw new PgfleetError('NoBackup', `cluster ${i.cluster} has no complete backup in ${i.repo.location}`);
+  return backups;
+}
+
+async function singleTimelineBackup(i: RestorePlanInput): Promise<BackupManifest> {
+  if (i.backupLabel) return i.repo.readManifest(i.cluster, i.backupLabel);
+  const backups = await completeBackups(i);
   if (i.target.kind === 'name' || i.target.kind === 'xid') {
     return (
       await findTargetLsn(i.repo, i.cluster, backups, i.target, {
