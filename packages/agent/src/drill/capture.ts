@@ -219,18 +219,11 @@ async function countDatabaseOnce(
         'PgQueryFailed',
         `counting the rows of database ${database} failed: unexpected snapshot id '${exported}'`,
       );
-    const inSnapshot = async <T>(fn: () => Promise<T>): Promise<T> => {
-      await worker.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '${exported}'`);
-      try {
-        const out = await fn();
-        await worker.query('COMMIT');
-        return out;
-      } catch (err) {
-        await worker.query('ROLLBACK').catch(() => {});
-        throw err;
-      }
-    };
-    const listed = await inSnapshot(async () => (await worker.query<CountedTableRow>(COUNTED_TABLES_SQL)).rows);
+    const listed = await inExportedSnapshot(
+      worker,
+      exported,
+      async () => (await worker.query<CountedTableRow>(COUNTED_TABLES_SQL)).rows,
+    );
     const tables: CountedTable[] = [];
     const unlogged: string[] = [];
     const dropped: string[] = [];
@@ -241,39 +234,7 @@ async function countDatabaseOnce(
       }
       signal?.throwIfAborted();
       const name = `${database}.${t.schema}.${t.table}`;
-      let counted: { n: string; f: string | null } | undefined;
-      for (let attempt = 1; counted === undefined; attempt++) {
-        try {
-          // The filenode is read after the lock is granted: the storage count(*) read.
-          counted = await inSnapshot(
-            async () =>
-              (
-                await worker.query<{ n: string; f: string | null }>(
-                  `SELECT count(*)::text AS n, pg_relation_filenode($1::oid)::text AS f FROM ${countTarget(t.schema, t.table, t.kind)}`,
-                  [t.oid],
-                )
-              ).rows[0]!,
-          );
-        } catch (err) {
-          // 42P01: the name is looked up in the current catalog; dropped after the snapshot (not in the copy either), or renamed.
-          if (sqlState(err) === '42P01') {
-            if ((await worker.query('SELECT 1 FROM pg_class WHERE oid = $1::oid', [t.oid])).rows.length === 0) break;
-            throw new ChangedSinceSnapshot(`table ${name} was renamed after the snapshot was taken`);
-          }
-          if (sqlState(err) !== '55P03') throw err;
-          if (attempt >= COUNT_LOCK_ATTEMPTS) {
-            throw new PgfleetError(
-              'PgQueryFailed',
-              `counting the rows of database ${database} failed: table ${name} stayed locked by another session: ${attempt} waits of ${COUNT_LOCK_TIMEOUT} for its ACCESS SHARE lock timed out`,
-              {
-                cause: err,
-                hint: 'Another session holds or waits for an exclusive lock on the table (ALTER TABLE, VACUUM FULL, TRUNCATE, CLUSTER, LOCK TABLE); the drill does not queue behind it. Run the drill again when it is done (pg_locks shows who holds it).',
-              },
-            );
-          }
-          await sleep(1000);
-        }
-      }
+      const counted = await countTableInSnapshot(worker, exported, database, t);
       if (counted === undefined) {
         dropped.push(name);
         continue;
@@ -303,6 +264,68 @@ async function countDatabaseOnce(
       `counting the rows of database ${database} failed: ${(err as Error).message}`,
       { cause: err },
     );
+  }
+}
+
+/** Runs fn on `worker` in a read-only transaction that imports the exported snapshot. */
+async function inExportedSnapshot<T>(worker: PgClient, exported: string, fn: () => Promise<T>): Promise<T> {
+  await worker.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '${exported}'`);
+  try {
+    const out = await fn();
+    await worker.query('COMMIT');
+    return out;
+  } catch (err) {
+    await worker.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * count(*) of one table in the snapshot, with the filenode its storage had then; undefined when
+ * the table was dropped after the snapshot. A lock not granted is waited for again, up to
+ * COUNT_LOCK_ATTEMPTS times.
+ */
+async function countTableInSnapshot(
+  worker: PgClient,
+  exported: string,
+  database: string,
+  t: CountedTableRow,
+): Promise<{ n: string; f: string | null } | undefined> {
+  const name = `${database}.${t.schema}.${t.table}`;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // The filenode is read after the lock is granted: the storage count(*) read.
+      return await inExportedSnapshot(
+        worker,
+        exported,
+        async () =>
+          (
+            await worker.query<{ n: string; f: string | null }>(
+              `SELECT count(*)::text AS n, pg_relation_filenode($1::oid)::text AS f FROM ${countTarget(t.schema, t.table, t.kind)}`,
+              [t.oid],
+            )
+          ).rows[0]!,
+      );
+    } catch (err) {
+      // 42P01: the name is looked up in the current catalog; dropped after the snapshot (not in the copy either), or renamed.
+      if (sqlState(err) === '42P01') {
+        if ((await worker.query('SELECT 1 FROM pg_class WHERE oid = $1::oid', [t.oid])).rows.length === 0)
+          return undefined;
+        throw new ChangedSinceSnapshot(`table ${name} was renamed after the snapshot was taken`);
+      }
+      if (sqlState(err) !== '55P03') throw err;
+      if (attempt >= COUNT_LOCK_ATTEMPTS) {
+        throw new PgfleetError(
+          'PgQueryFailed',
+          `counting the rows of database ${database} failed: table ${name} stayed locked by another session: ${attempt} waits of ${COUNT_LOCK_TIMEOUT} for its ACCESS SHARE lock timed out`,
+          {
+            cause: err,
+            hint: 'Another session holds or waits for an exclusive lock on the table (ALTER TABLE, VACUUM FULL, TRUNCATE, CLUSTER, LOCK TABLE); the drill does not queue behind it. Run the drill again when it is done (pg_locks shows who holds it).',
+          },
+        );
+      }
+      await sleep(1000);
+    }
   }
 }
 
@@ -348,22 +371,16 @@ export async function captureSourceCounts(o: CaptureOptions): Promise<SourceCoun
   const others: PgClient[] = [];
   try {
     const facts = await clusterFacts(main);
-    requireDrillVersion(facts.versionNum, `cluster ${o.cluster}`);
-    if (facts.inRecovery)
-      throw new PgfleetError(
-        'InvalidArgument',
-        `cluster ${o.cluster} is in recovery: source counts and the restore point are taken on the primary`,
-      );
-    if (facts.archiveMode === 'off')
-      throw new PgfleetError(
-        'ArchiveModeOff',
-        `archive_mode is off on cluster ${o.cluster}: the restore point would never reach the repository`,
-      );
+    requireCapturableSource(o.cluster, facts);
     const open = async (database: string): Promise<PgClient> => {
       const c = await connectPg({ ...o.pg, database });
       others.push(c);
       await prepareSession(c, facts.versionNum);
       return c;
+    };
+    const close = async (c: PgClient): Promise<void> => {
+      others.splice(others.indexOf(c), 1);
+      await c.end().catch(() => {});
     };
     await prepareSession(main, facts.versionNum);
     const databases = await listDatabases(main);
@@ -380,82 +397,16 @@ export async function captureSourceCounts(o: CaptureOptions): Promise<SourceCoun
     let before = 0n;
     for (const c of conns.values()) before += await tupleChanges(c);
 
-    let firstSnapshot: string | undefined;
-    const tables: CountedTable[] = [];
-    const unlogged: string[] = [];
-    const dropped: string[] = [];
-    for (const [db, c] of conns) {
-      o.signal?.throwIfAborted();
-      // A second connection counts while the first holds the snapshot; closed when the database is done.
-      const worker = await open(db);
-      try {
-        const counted = await countDatabase(c, worker, db, o.log, o.signal);
-        firstSnapshot ??= counted.snapshot;
-        tables.push(...counted.tables);
-        unlogged.push(...counted.unlogged);
-        dropped.push(...counted.dropped);
-      } finally {
-        others.splice(others.indexOf(worker), 1);
-        await worker.end().catch(() => {});
-      }
-    }
-    if (unlogged.length) o.log.info({ unlogged }, 'unlogged tables are not counted: a restored copy has them empty');
-
-    const rp = (
-      await main.query<{ lsn: string; t: Date }>(
-        'SELECT pg_create_restore_point($1)::text AS lsn, clock_timestamp() AS t',
-        [o.restorePoint],
-      )
-    ).rows[0]!;
-    const rpAt = Date.now();
-    // The second write: a segment switch, so the segment holding the restore point is archived now, not when it fills.
-    const seg = (
-      await main.query<{ seg: string }>('SELECT pg_walfile_name($1::pg_lsn) AS seg, pg_switch_wal()', [rp.lsn])
-    ).rows[0]!.seg;
-    o.progress({
-      phase: 'capture',
-      bytesDone: 0,
-      bytesTotal: 0,
-      filesDone: databases.length,
-      filesTotal: databases.length,
-      message: `restore point ${o.restorePoint} at ${rp.lsn}: waiting for WAL ${seg} in the repository`,
-    });
-    await waitArchived(o, seg);
+    const counted = await countEveryDatabase(o, conns, open, close);
+    const rp = await createRestorePoint(o, main, databases.length);
 
     const snapshotAfter = (await main.query<{ s: string }>('SELECT pg_current_snapshot()::text AS s')).rows[0]!.s;
-    const quiet = snapshotAfter === firstSnapshot;
-    let changeBound = 0n;
-    let compared = tables;
-    if (!quiet) {
-      await sleep(Math.max(0, STATS_SETTLE_MS - (Date.now() - rpAt)));
-      let after = 0n;
-      for (const c of conns.values()) after += await tupleChanges(c);
-      changeBound = after > before ? after - before : 0n;
-      const rewritten: string[] = [];
-      const gone = new Set<CountedTable>();
-      for (const [db, c] of conns) {
-        const changed = await changedSinceCounted(
-          c,
-          tables.filter((t) => t.database === db),
-        );
-        for (const { table: t, rowsNow } of changed.rewritten) {
-          changeBound += t.rows + rowsNow;
-          rewritten.push(`${db}.${t.schema}.${t.table}`);
-        }
-        for (const t of changed.dropped) {
-          gone.add(t);
-          dropped.push(`${db}.${t.schema}.${t.table}`);
-        }
-      }
-      // A table dropped on the source before the restore point is not in the copy; after it, the copy has it as a table the source did not count.
-      compared = tables.filter((t) => !gone.has(t));
-      if (rewritten.length)
-        o.log.info(
-          { rewritten },
-          'tables rewritten (TRUNCATE, ALTER TABLE, VACUUM FULL, CLUSTER, REFRESH) since they were counted: their rows then and now widen the change bound',
-        );
-    }
-    if (dropped.length) o.log.info({ dropped }, 'tables dropped on the source while it was counted are not compared');
+    const quiet = snapshotAfter === counted.firstSnapshot;
+    const { changeBound, compared } = quiet
+      ? { changeBound: 0n, compared: counted.tables }
+      : await boundChangesSinceCounted(o, conns, counted, before, rp.createdAt);
+    if (counted.dropped.length)
+      o.log.info({ dropped: counted.dropped }, 'tables dropped on the source while it was counted are not compared');
     o.log.info(
       {
         restorePoint: o.restorePoint,
@@ -477,6 +428,130 @@ export async function captureSourceCounts(o: CaptureOptions): Promise<SourceCoun
     for (const c of others) await c.end().catch(() => {});
     await main.end().catch(() => {});
   }
+}
+
+/** Counts are taken on a primary of a supported version that archives its WAL. */
+function requireCapturableSource(
+  cluster: string,
+  facts: { versionNum: number; inRecovery: boolean; archiveMode: string },
+): void {
+  requireDrillVersion(facts.versionNum, `cluster ${cluster}`);
+  if (facts.inRecovery)
+    throw new PgfleetError(
+      'InvalidArgument',
+      `cluster ${cluster} is in recovery: source counts and the restore point are taken on the primary`,
+    );
+  if (facts.archiveMode === 'off')
+    throw new PgfleetError(
+      'ArchiveModeOff',
+      `archive_mode is off on cluster ${cluster}: the restore point would never reach the repository`,
+    );
+}
+
+/** Step 2 of the header over every database; firstSnapshot is the first database's counting snapshot. */
+interface SourceCounts {
+  firstSnapshot: string | undefined;
+  tables: CountedTable[];
+  /** Tables not compared (dropped while counted, and after step 4 dropped since). */
+  dropped: string[];
+}
+
+async function countEveryDatabase(
+  o: CaptureOptions,
+  conns: ReadonlyMap<string, PgClient>,
+  open: (database: string) => Promise<PgClient>,
+  close: (c: PgClient) => Promise<void>,
+): Promise<SourceCounts> {
+  let firstSnapshot: string | undefined;
+  const tables: CountedTable[] = [];
+  const unlogged: string[] = [];
+  const dropped: string[] = [];
+  for (const [db, c] of conns) {
+    o.signal?.throwIfAborted();
+    // A second connection counts while the first holds the snapshot; closed when the database is done.
+    const worker = await open(db);
+    try {
+      const counted = await countDatabase(c, worker, db, o.log, o.signal);
+      firstSnapshot ??= counted.snapshot;
+      tables.push(...counted.tables);
+      unlogged.push(...counted.unlogged);
+      dropped.push(...counted.dropped);
+    } finally {
+      await close(worker);
+    }
+  }
+  if (unlogged.length) o.log.info({ unlogged }, 'unlogged tables are not counted: a restored copy has them empty');
+  return { firstSnapshot, tables, dropped };
+}
+
+/** Step 3 of the header: the restore point, a WAL switch, and its segment in the repository. */
+async function createRestorePoint(
+  o: CaptureOptions,
+  main: PgClient,
+  databases: number,
+): Promise<{ lsn: string; t: Date; createdAt: number }> {
+  const rp = (
+    await main.query<{ lsn: string; t: Date }>(
+      'SELECT pg_create_restore_point($1)::text AS lsn, clock_timestamp() AS t',
+      [o.restorePoint],
+    )
+  ).rows[0]!;
+  const createdAt = Date.now();
+  // The second write: a segment switch, so the segment holding the restore point is archived now, not when it fills.
+  const seg = (
+    await main.query<{ seg: string }>('SELECT pg_walfile_name($1::pg_lsn) AS seg, pg_switch_wal()', [rp.lsn])
+  ).rows[0]!.seg;
+  o.progress({
+    phase: 'capture',
+    bytesDone: 0,
+    bytesTotal: 0,
+    filesDone: databases,
+    filesTotal: databases,
+    message: `restore point ${o.restorePoint} at ${rp.lsn}: waiting for WAL ${seg} in the repository`,
+  });
+  await waitArchived(o, seg);
+  return { lsn: rp.lsn, t: rp.t, createdAt };
+}
+
+/**
+ * Step 4 of the header on a source that was not quiet: the change bound from the statistics and
+ * the rewritten tables, and the tables still compared (those dropped since are added to
+ * counts.dropped).
+ */
+async function boundChangesSinceCounted(
+  o: CaptureOptions,
+  conns: ReadonlyMap<string, PgClient>,
+  counts: SourceCounts,
+  before: bigint,
+  restorePointAt: number,
+): Promise<{ changeBound: bigint; compared: CountedTable[] }> {
+  await sleep(Math.max(0, STATS_SETTLE_MS - (Date.now() - restorePointAt)));
+  let after = 0n;
+  for (const c of conns.values()) after += await tupleChanges(c);
+  let changeBound = after > before ? after - before : 0n;
+  const rewritten: string[] = [];
+  const gone = new Set<CountedTable>();
+  for (const [db, c] of conns) {
+    const changed = await changedSinceCounted(
+      c,
+      counts.tables.filter((t) => t.database === db),
+    );
+    for (const { table: t, rowsNow } of changed.rewritten) {
+      changeBound += t.rows + rowsNow;
+      rewritten.push(`${db}.${t.schema}.${t.table}`);
+    }
+    for (const t of changed.dropped) {
+      gone.add(t);
+      counts.dropped.push(`${db}.${t.schema}.${t.table}`);
+    }
+  }
+  if (rewritten.length)
+    o.log.info(
+      { rewritten },
+      'tables rewritten (TRUNCATE, ALTER TABLE, VACUUM FULL, CLUSTER, REFRESH) since they were counted: their rows then and now widen the change bound',
+    );
+  // A table dropped on the source before the restore point is not in the copy; after it, the copy has it as a table the source did not count.
+  return { changeBound, compared: counts.tables.filter((t) => !gone.has(t)) };
 }
 
 /** Waits until the segment is in the repository (the archiver, not us, puts it there). */
