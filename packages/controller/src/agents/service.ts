@@ -51,8 +51,39 @@ function validateHello(hello: Hello): void {
 
 async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call: CallContext): Promise<void> {
   const incoming = stream[Symbol.asyncIterator]();
+  const hello = await readHello(incoming);
+  if (!hello) return;
+  if (ctx.agentCertificates) checkHelloIdentity(requireAgentIdentity(call), hello);
+  const log = ctx.logger.child({ agentId: hello.agentId, cluster: hello.cluster, peer: call.peer });
+  requireOneSystem(ctx, hello);
+  await recordAgent(ctx, hello);
+  const session = openSession(ctx, hello, stream, log);
+  await reconcileJobs(ctx, hello, stream, log);
+  try {
+    for await (const req of { [Symbol.asyncIterator]: () => incoming }) {
+      try {
+        await handleMessage(ctx, session, req, log);
+      } catch (err) {
+        // One bad message (e.g. a result for an unknown job) must not cut the agent off.
+        const pe = asPgfleetError(err);
+        log.warn(
+          { err: pe.errorName === 'Internal' ? err : undefined, code: pe.code, msg: req.msg.case },
+          `agent message not applied: ${pe.message}`,
+        );
+      }
+    }
+    log.info('agent stream ended');
+  } catch (err) {
+    log.warn({ code: asPgfleetError(err).code }, `agent stream failed: ${asPgfleetError(err).message}`);
+  } finally {
+    await agentGone(ctx, session, log);
+  }
+}
+
+/** The stream's first message, which must be a complete Hello; undefined when the stream ends first. */
+async function readHello(incoming: AsyncIterator<ConnectRequest>): Promise<Hello | undefined> {
   const first = await incoming.next();
-  if (first.done) return;
+  if (first.done) return undefined;
   if (first.value.msg.case !== 'hello') {
     throw new PgfleetError(
       'InvalidArgument',
@@ -61,12 +92,15 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
   }
   const hello = first.value.msg.value;
   validateHello(hello);
-  if (ctx.agentCertificates) checkHelloIdentity(requireAgentIdentity(call), hello);
-  const log = ctx.logger.child({ agentId: hello.agentId, cluster: hello.cluster, peer: call.peer });
+  return hello;
+}
 
-  // An HA cluster has one agent per host, all on one database system (a standby is a physical
-  // copy of its primary and keeps its system identifier). An agent on another system under the
-  // same cluster name would mix two clusters' WAL and backups: refused before anything is recorded.
+/**
+ * An HA cluster has one agent per host, all on one database system (a standby is a physical
+ * copy of its primary and keeps its system identifier). An agent on another system under the
+ * same cluster name would mix two clusters' WAL and backups: refused before anything is recorded.
+ */
+function requireOneSystem(ctx: ControllerContext, hello: Hello): void {
   const other = ctx.sessions
     .ofCluster(hello.cluster)
     .find((s) => s.agentId !== hello.agentId && s.systemIdentifier !== hello.systemIdentifier);
@@ -76,6 +110,10 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
       `agent ${hello.agentId} (${hello.hostname}) reports system identifier ${hello.systemIdentifier} for cluster '${hello.cluster}', but its connected agent ${other.agentId} (${other.hostname}) runs on system ${other.systemIdentifier}`,
     );
   }
+}
+
+/** The cluster and the agent in the catalog, with the agentConnected event. */
+async function recordAgent(ctx: ControllerContext, hello: Hello): Promise<void> {
   // Throws SystemIdMismatch before anything about the agent is recorded: a different cluster
   // under a known name must not be able to take over its catalog entries or its jobs.
   await ctx.store.upsertCluster(
@@ -103,7 +141,15 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
     ],
   );
   eventsCommitted(ctx);
+}
 
+/** Registers the agent's session (closing an older stream of the same agent) and answers Welcome. */
+function openSession(
+  ctx: ControllerContext,
+  hello: Hello,
+  stream: ConnectStream,
+  log: ControllerContext['logger'],
+): AgentSession {
   const session: AgentSession = {
     agentId: hello.agentId,
     cluster: hello.cluster,
@@ -131,9 +177,20 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
     },
     'agent connected',
   );
+  return session;
+}
 
-  // Jobs the catalog thinks this agent runs but the agent does not know about died with its
-  // previous process. Queued ones were never sent (e.g. a drill waiting for its capture): they stay.
+/**
+ * The catalog's jobs of this agent against what its Hello says it still runs. Jobs the catalog
+ * thinks it runs but the agent does not know about died with its previous process and fail.
+ * Queued ones were never sent (e.g. a drill waiting for its capture): they stay.
+ */
+async function reconcileJobs(
+  ctx: ControllerContext,
+  hello: Hello,
+  stream: ConnectStream,
+  log: ControllerContext['logger'],
+): Promise<void> {
   const pendingReclaim = ctx.reclaimTimers.get(hello.agentId);
   if (pendingReclaim) clearTimeout(pendingReclaim);
   ctx.reclaimTimers.delete(hello.agentId);
@@ -162,26 +219,6 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
   if (lost.length) log.warn({ jobIds: lost.map((j) => j.id) }, 'failed jobs the restarted agent no longer runs');
   publishJobs(ctx, lost);
   await jobsEnded(ctx, lost);
-
-  try {
-    for await (const req of { [Symbol.asyncIterator]: () => incoming }) {
-      try {
-        await handleMessage(ctx, session, req, log);
-      } catch (err) {
-        // One bad message (e.g. a result for an unknown job) must not cut the agent off.
-        const pe = asPgfleetError(err);
-        log.warn(
-          { err: pe.errorName === 'Internal' ? err : undefined, code: pe.code, msg: req.msg.case },
-          `agent message not applied: ${pe.message}`,
-        );
-      }
-    }
-    log.info('agent stream ended');
-  } catch (err) {
-    log.warn({ code: asPgfleetError(err).code }, `agent stream failed: ${asPgfleetError(err).message}`);
-  } finally {
-    await agentGone(ctx, session, log);
-  }
 }
 
 async function agentGone(
