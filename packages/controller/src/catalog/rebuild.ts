@@ -73,12 +73,15 @@ function differs(a: BackupRecord, b: BackupRecord): boolean {
   return FACTS.some((k) => a[k] !== b[k]);
 }
 
+/** What the repository's keys say of one cluster: whether it has cluster.json, and its manifest labels. */
+interface ScannedCluster {
+  hasInfo: boolean;
+  labels: string[];
+}
+
 /** One pass over the repository's keys: the clusters it holds and each one's manifest labels. */
-async function scanRepository(
-  repo: Repository,
-  only: string | undefined,
-): Promise<Map<string, { hasInfo: boolean; labels: string[] }>> {
-  const found = new Map<string, { hasInfo: boolean; labels: string[] }>();
+async function scanRepository(repo: Repository, only: string | undefined): Promise<Map<string, ScannedCluster>> {
+  const found = new Map<string, ScannedCluster>();
   const entry = (cluster: string) =>
     found.get(cluster) ?? found.set(cluster, { hasInfo: false, labels: [] }).get(cluster)!;
   for await (const o of repo.driver.list(only === undefined ? '' : `${only}/`)) {
@@ -121,88 +124,123 @@ export async function rebuildCatalog(
       skipped: [],
     };
     report.clusters.push(r);
-    const manifests: BackupManifest[] = [];
-    const unreadable = new Set<string>();
-    for (const label of seen.labels) {
-      try {
-        manifests.push(await repo.readManifest(cluster, label));
-      } catch (err) {
-        unreadable.add(label);
-        r.skipped.push(`backup ${label}: ${(err as Error).message}`);
-      }
-    }
-    manifests.sort((a, b) => Date.parse(a.stopTime) - Date.parse(b.stopTime));
-    const info = seen.hasInfo ? await repo.readClusterInfo(cluster) : undefined;
-    const newest = manifests.at(-1);
-    const systemIdentifier = info?.systemIdentifier ?? newest?.systemIdentifier;
-    const pgVersion = newest?.pgVersionNum ?? info?.pgVersionNum ?? 0;
-    if (!systemIdentifier) {
-      r.skipped.push('no cluster.json and no readable manifest: nothing says which database it is');
-      continue;
-    }
-    const known = await store.getCluster(cluster);
-    if (known && known.systemIdentifier !== systemIdentifier) {
-      r.skipped.push(
-        `the catalog's cluster '${cluster}' is system ${known.systemIdentifier}, the repository's is ${systemIdentifier}: another database under the same name, left alone`,
-      );
-      continue;
-    }
-    if (!known) {
-      r.created = true;
-      if (!dryRun) await store.upsertCluster({ name: cluster, systemIdentifier, pgVersion }, options.now);
-    }
-
-    const catalog = new Map((known ? await store.listBackups(cluster) : []).map((b) => [b.label, b]));
-    for (const m of manifests) {
-      if (m.cluster !== cluster || m.systemIdentifier !== systemIdentifier) {
-        r.skipped.push(
-          `backup ${m.label}: its manifest names cluster '${m.cluster}' system ${m.systemIdentifier}, not this cluster`,
-        );
-        unreadable.add(m.label);
-        continue;
-      }
-      const existing = catalog.get(m.label);
-      const record = backupRecordFromManifest(m, existing?.jobId ?? '');
-      if (!existing) {
-        r.added.push(m.label);
-        if (!dryRun) await store.insertBackup(record);
-      } else if (differs(existing, record)) {
-        r.updated.push(m.label);
-        if (!dryRun) {
-          // insertBackup keeps an existing row, so a corrected one replaces it; the pin survives.
-          await store.deleteBackups(cluster, [m.label]);
-          await store.insertBackup({ ...record, pinned: existing.pinned === true });
-        }
-      } else {
-        r.unchanged++;
-      }
-    }
-    const inRepository = new Set([...manifests.map((m) => m.label), ...unreadable]);
-    r.removed = [];
-    for (const label of catalog.keys()) {
-      if (inRepository.has(label)) continue;
-      // A backup that completed while the repository was being read (a running controller) is
-      // in the catalog but was not in the listing: look for its manifest once more before removing.
-      const appeared = await repo.readManifest(cluster, label).then(
-        () => true,
-        () => false,
-      );
-      if (!appeared) r.removed.push(label);
-    }
-    if (!dryRun && r.removed.length) await store.deleteBackups(cluster, r.removed);
-    options.log?.info(
-      {
-        cluster,
-        created: r.created,
-        added: r.added.length,
-        updated: r.updated.length,
-        removed: r.removed.length,
-        dryRun,
-      },
-      'catalog rebuilt from the repository',
-    );
+    await rebuildCluster(store, repo, options, seen, r);
   }
   return report;
+}
+
+/** Brings one cluster's catalog rows in line with its manifests in the repository, reporting into r. */
+async function rebuildCluster(
+  store: CatalogStore,
+  repo: Repository,
+  options: RebuildOptions,
+  seen: ScannedCluster,
+  r: ClusterRebuild,
+): Promise<void> {
+  const { cluster } = r;
+  const dryRun = options.dryRun === true;
+  const { manifests, unreadable } = await readManifests(repo, cluster, seen.labels, r);
+  const info = seen.hasInfo ? await repo.readClusterInfo(cluster) : undefined;
+  const newest = manifests.at(-1);
+  const systemIdentifier = info?.systemIdentifier ?? newest?.systemIdentifier;
+  const pgVersion = newest?.pgVersionNum ?? info?.pgVersionNum ?? 0;
+  if (!systemIdentifier) {
+    r.skipped.push('no cluster.json and no readable manifest: nothing says which database it is');
+    return;
+  }
+  const known = await store.getCluster(cluster);
+  if (known && known.systemIdentifier !== systemIdentifier) {
+    r.skipped.push(
+      `the catalog's cluster '${cluster}' is system ${known.systemIdentifier}, the repository's is ${systemIdentifier}: another database under the same name, left alone`,
+    );
+    return;
+  }
+  if (!known) {
+    r.created = true;
+    if (!dryRun) await store.upsertCluster({ name: cluster, systemIdentifier, pgVersion }, options.now);
+  }
+
+  const catalog = new Map((known ? await store.listBackups(cluster) : []).map((b) => [b.label, b]));
+  for (const m of manifests) {
+    if (m.cluster !== cluster || m.systemIdentifier !== systemIdentifier) {
+      r.skipped.push(
+        `backup ${m.label}: its manifest names cluster '${m.cluster}' system ${m.systemIdentifier}, not this cluster`,
+      );
+      unreadable.add(m.label);
+      continue;
+    }
+    const existing = catalog.get(m.label);
+    const record = backupRecordFromManifest(m, existing?.jobId ?? '');
+    if (!existing) {
+      r.added.push(m.label);
+      if (!dryRun) await store.insertBackup(record);
+    } else if (differs(existing, record)) {
+      r.updated.push(m.label);
+      if (!dryRun) {
+        // insertBackup keeps an existing row, so a corrected one replaces it; the pin survives.
+        await store.deleteBackups(cluster, [m.label]);
+        await store.insertBackup({ ...record, pinned: existing.pinned === true });
+      }
+    } else {
+      r.unchanged++;
+    }
+  }
+  const inRepository = new Set([...manifests.map((m) => m.label), ...unreadable]);
+  r.removed = await goneFromRepository(repo, cluster, [...catalog.keys()], inRepository);
+  if (!dryRun && r.removed.length) await store.deleteBackups(cluster, r.removed);
+  options.log?.info(
+    {
+      cluster,
+      created: r.created,
+      added: r.added.length,
+      updated: r.updated.length,
+      removed: r.removed.length,
+      dryRun,
+    },
+    'catalog rebuilt from the repository',
+  );
+}
+
+/** The cluster's manifests, oldest stop first; the labels whose manifest could not be read are skipped (and reported). */
+async function readManifests(
+  repo: Repository,
+  cluster: string,
+  labels: readonly string[],
+  r: ClusterRebuild,
+): Promise<{ manifests: BackupManifest[]; unreadable: Set<string> }> {
+  const manifests: BackupManifest[] = [];
+  const unreadable = new Set<string>();
+  for (const label of labels) {
+    try {
+      manifests.push(await repo.readManifest(cluster, label));
+    } catch (err) {
+      unreadable.add(label);
+      r.skipped.push(`backup ${label}: ${(err as Error).message}`);
+    }
+  }
+  manifests.sort((a, b) => Date.parse(a.stopTime) - Date.parse(b.stopTime));
+  return { manifests, unreadable };
+}
+
+/** The catalog's labels whose backup is not in the repository. */
+async function goneFromRepository(
+  repo: Repository,
+  cluster: string,
+  catalogLabels: readonly string[],
+  inRepository: ReadonlySet<string>,
+): Promise<string[]> {
+  const removed: string[] = [];
+  for (const label of catalogLabels) {
+    if (inRepository.has(label)) continue;
+    // A backup that completed while the repository was being read (a running controller) is
+    // in the catalog but was not in the listing: look for its manifest once more before removing.
+    const appeared = await repo.readManifest(cluster, label).then(
+      () => true,
+      () => false,
+    );
+    if (!appeared) removed.push(label);
+  }
+  return removed;
 }
 
 /** The report as the command prints it. */
