@@ -188,6 +188,22 @@ export interface ClusterObservation {
   lastBackup?: { label: string; stopTime: number };
 }
 
+/**
+ * The agent part of a ClusterObservation from the agent's catalog record. streamedLsn is what
+ * this controller's last heartbeat of it said; left out where the caller does not know it.
+ */
+export function observedAgent(agent: AgentRecord, streamedLsn?: string): NonNullable<ClusterObservation['agent']> {
+  const archiver = archiverFromJson(agent.archiver);
+  return {
+    id: agent.id,
+    connected: agent.connected,
+    lastSeen: agent.lastSeen,
+    ...(archiver ? { archiver } : {}),
+    ...(agent.currentLsn ? { currentLsn: agent.currentLsn } : {}),
+    ...(streamedLsn !== undefined ? { streamedLsn } : {}),
+  };
+}
+
 export interface Assessment {
   /** undefined: not known (no figures yet); no state change either way. */
   breached: boolean | undefined;
@@ -295,107 +311,129 @@ export function nextHealthState(
   const c = assessment.conditions[condition];
   if (c.breached === undefined) return undefined;
   const was = prev?.state ?? 'ok';
-  const obs = assessment.obs;
-  const now = obs.now;
-  const a = obs.agent?.archiver;
-  const archived = a
+  if (c.breached && was === 'ok') return breachedTransition(condition, c, assessment, t);
+  if (!c.breached && was === 'breached') return recoveredTransition(condition, c, prev!.since, assessment, t);
+  return undefined;
+}
+
+/** The archiver's last archived segment and its time, as the archive and RPO events carry them. */
+function lastArchived(a: ArchiverFigures | undefined) {
+  return a
     ? {
         lastArchivedWal: a.lastArchivedWal,
         ...(a.lastArchivedTime !== null ? { lastArchivedTime: timestampFromMs(a.lastArchivedTime) } : {}),
       }
     : {};
+}
+
+/** A condition that was ok and is now breached: its state since now, and the event saying so. */
+function breachedTransition(
+  condition: HealthCondition,
+  c: Assessment,
+  assessment: ClusterAssessment,
+  t: HealthThresholds,
+): HealthTransition {
+  const obs = assessment.obs;
+  const now = obs.now;
+  const a = obs.agent?.archiver;
   const base = { cluster: assessment.cluster, condition };
-  if (c.breached && was === 'ok') {
-    switch (condition) {
-      case 'archive':
-        return {
-          state: { ...base, state: 'breached', since: now, data: { failedCount: String(a?.failedCount ?? 0n) } },
-          payload: {
-            case: 'walArchiveFailed',
-            value: {
-              failedCount: a?.failedCount ?? 0n,
-              lastFailedWal: a?.lastFailedWal ?? '',
-              ...(a?.lastFailedTime ? { lastFailedTime: timestampFromMs(a.lastFailedTime) } : {}),
-              message: `archive_command failed for ${a?.lastFailedWal || 'a WAL segment'} (${a?.failedCount ?? 0n} failures)`,
-              ...archived,
-            },
+  switch (condition) {
+    case 'archive':
+      return {
+        state: { ...base, state: 'breached', since: now, data: { failedCount: String(a?.failedCount ?? 0n) } },
+        payload: {
+          case: 'walArchiveFailed',
+          value: {
+            failedCount: a?.failedCount ?? 0n,
+            lastFailedWal: a?.lastFailedWal ?? '',
+            ...(a?.lastFailedTime ? { lastFailedTime: timestampFromMs(a.lastFailedTime) } : {}),
+            message: `archive_command failed for ${a?.lastFailedWal || 'a WAL segment'} (${a?.failedCount ?? 0n} failures)`,
+            ...lastArchived(a),
           },
-        };
-      case 'rpo':
-        return {
-          state: { ...base, state: 'breached', since: now, data: null },
-          payload: {
-            case: 'rpoBreached',
-            value: { rpoSeconds: c.value ?? 0, thresholdSeconds: t.rpoSeconds, ...archived },
+        },
+      };
+    case 'rpo':
+      return {
+        state: { ...base, state: 'breached', since: now, data: null },
+        payload: {
+          case: 'rpoBreached',
+          value: { rpoSeconds: c.value ?? 0, thresholdSeconds: t.rpoSeconds, ...lastArchived(a) },
+        },
+      };
+    case 'backup_stale': {
+      const b = obs.lastBackup;
+      return {
+        state: { ...base, state: 'breached', since: now, data: null },
+        payload: {
+          case: 'backupStale',
+          value: {
+            lastBackupLabel: b?.label ?? '',
+            ...(b ? { lastBackupTime: timestampFromMs(b.stopTime) } : {}),
+            ageSeconds: c.value ?? 0,
+            thresholdSeconds: t.staleBackupSeconds,
+            schedule: t.staleSchedule ?? '',
           },
-        };
-      case 'backup_stale': {
-        const b = obs.lastBackup;
-        return {
-          state: { ...base, state: 'breached', since: now, data: null },
-          payload: {
-            case: 'backupStale',
-            value: {
-              lastBackupLabel: b?.label ?? '',
-              ...(b ? { lastBackupTime: timestampFromMs(b.stopTime) } : {}),
-              ageSeconds: c.value ?? 0,
-              thresholdSeconds: t.staleBackupSeconds,
-              schedule: t.staleSchedule ?? '',
-            },
+        },
+      };
+    }
+    case 'agent_silent': {
+      const agent = obs.agent!;
+      return {
+        state: { ...base, state: 'breached', since: now, data: { agentId: agent.id } },
+        payload: {
+          case: 'agentSilent',
+          value: {
+            agentId: agent.id,
+            ...(agent.lastSeen !== null ? { lastHeartbeatTime: timestampFromMs(agent.lastSeen) } : {}),
+            silentSeconds: c.value ?? 0,
+            thresholdSeconds: t.silenceSeconds,
           },
-        };
-      }
-      case 'agent_silent': {
-        const agent = obs.agent!;
-        return {
-          state: { ...base, state: 'breached', since: now, data: { agentId: agent.id } },
-          payload: {
-            case: 'agentSilent',
-            value: {
-              agentId: agent.id,
-              ...(agent.lastSeen !== null ? { lastHeartbeatTime: timestampFromMs(agent.lastSeen) } : {}),
-              silentSeconds: c.value ?? 0,
-              thresholdSeconds: t.silenceSeconds,
-            },
-          },
-        };
-      }
+        },
+      };
     }
   }
-  if (!c.breached && was === 'breached') {
-    const since = prev!.since;
-    const state: HealthStateRecord = { ...base, state: 'ok', since: now, data: null };
-    switch (condition) {
-      case 'archive':
-        return {
-          state,
-          payload: {
-            case: 'walArchiveRecovered',
-            value: {
-              ...archived,
-              failedCount: a?.failedCount ?? 0n,
-              failingSeconds: Math.max(0, (now - since) / 1000),
-            },
+}
+
+/** A condition breached since `since` that is ok now: its state, and the recovery event where one is sent. */
+function recoveredTransition(
+  condition: HealthCondition,
+  c: Assessment,
+  since: number,
+  assessment: ClusterAssessment,
+  t: HealthThresholds,
+): HealthTransition {
+  const now = assessment.obs.now;
+  const a = assessment.obs.agent?.archiver;
+  const state: HealthStateRecord = { cluster: assessment.cluster, condition, state: 'ok', since: now, data: null };
+  switch (condition) {
+    case 'archive':
+      return {
+        state,
+        payload: {
+          case: 'walArchiveRecovered',
+          value: {
+            ...lastArchived(a),
+            failedCount: a?.failedCount ?? 0n,
+            failingSeconds: Math.max(0, (now - since) / 1000),
           },
-        };
-      case 'rpo':
-        return {
-          state,
-          payload: {
-            case: 'rpoRecovered',
-            value: {
-              rpoSeconds: c.value ?? 0,
-              thresholdSeconds: t.rpoSeconds,
-              ...archived,
-              breachedSeconds: Math.max(0, (now - since) / 1000),
-            },
+        },
+      };
+    case 'rpo':
+      return {
+        state,
+        payload: {
+          case: 'rpoRecovered',
+          value: {
+            rpoSeconds: c.value ?? 0,
+            thresholdSeconds: t.rpoSeconds,
+            ...lastArchived(a),
+            breachedSeconds: Math.max(0, (now - since) / 1000),
           },
-        };
-      default:
-        return { state };
-    }
+        },
+      };
+    default:
+      return { state };
   }
-  return undefined;
 }
 
 export interface HealthMonitorOptions {
@@ -496,18 +534,7 @@ export class HealthMonitor {
         cluster,
         now: this.opts.now(),
         clusterCreatedAt: record.createdAt,
-        ...(agent
-          ? {
-              agent: {
-                id: agent.id,
-                connected: agent.connected,
-                lastSeen: agent.lastSeen,
-                ...(archiverFromJson(agent.archiver) ? { archiver: archiverFromJson(agent.archiver)! } : {}),
-                ...(agent.currentLsn ? { currentLsn: agent.currentLsn } : {}),
-                streamedLsn: this.streamed.get(agent.id) ?? '',
-              },
-            }
-          : {}),
+        ...(agent ? { agent: observedAgent(agent, this.streamed.get(agent.id) ?? '') } : {}),
         ...(last ? { lastBackup: { label: last.label, stopTime: last.stopTime } } : {}),
       };
       const assessment = assessCluster(obs, thresholds);

@@ -16,11 +16,12 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Gauge, Registry } from 'prom-client';
 import type { Logger } from '@pgfleet/core';
-import type { BackupRecord, CatalogStore } from '@pgfleet/catalog';
+import type { AgentRecord, AgentWalHealth, BackupRecord, CatalogStore } from '@pgfleet/catalog';
 import {
   archiverFromJson,
   assessCluster,
   clusterThresholds,
+  observedAgent,
   pickAgent,
   type HealthMonitor,
   type HealthThresholds,
@@ -45,101 +46,17 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
   const { store } = opts;
   // Every per-scrape gauge is reset before it is filled, so a cluster or label that is gone disappears.
   const perScrape: Gauge[] = [];
-  const g = (name: string, help: string, labelNames: string[]) => {
+  const g: GaugeMaker = (name, help, labelNames) => {
     const gauge = new Gauge({ name, help, labelNames, registers: [registry] });
     perScrape.push(gauge);
     return gauge;
   };
-  const lastBackupTime = g(
-    'pgfleet_last_backup_timestamp_seconds',
-    'Stop time of the newest backup in the catalog (Unix seconds).',
-    ['cluster', 'type'],
-  );
-  const lastBackupSize = g('pgfleet_last_backup_size_bytes', 'Size of the database copied by the newest backup.', [
-    'cluster',
-    'type',
-  ]);
-  const lastBackupStored = g('pgfleet_last_backup_stored_bytes', 'Bytes the newest backup stored in the repository.', [
-    'cluster',
-    'type',
-  ]);
-  const lastBackupDuration = g(
-    'pgfleet_last_backup_duration_seconds',
-    'Duration of the newest backup (start to stop).',
-    ['cluster', 'type'],
-  );
-  const backups = g('pgfleet_backups', 'Backups in the catalog.', ['cluster']);
-  const rpo = g('pgfleet_rpo_seconds', 'Now minus the time of the newest WAL safely in the repository.', ['cluster']);
-  const rpoThreshold = g(
-    'pgfleet_rpo_threshold_seconds',
-    "RPO threshold above which rpo.breached is sent (the cluster's policy, else the fleet's, else --rpo-threshold).",
-    ['cluster'],
-  );
-  const staleThreshold = g(
-    'pgfleet_backup_stale_threshold_seconds',
-    'Backup age above which backup.stale is sent (policy, else --stale-backup-threshold).',
-    ['cluster'],
-  );
-  const archiveFailed = g('pgfleet_wal_archive_failed_total', 'pg_stat_archiver.failed_count as last reported.', [
-    'cluster',
-  ]);
-  const archived = g('pgfleet_wal_archived_total', 'pg_stat_archiver.archived_count as last reported.', ['cluster']);
-  const lastArchived = g(
-    'pgfleet_wal_last_archived_timestamp_seconds',
-    'pg_stat_archiver.last_archived_time (Unix seconds).',
-    ['cluster'],
-  );
-  const archiveFailing = g('pgfleet_wal_archive_failing', '1 while archive_command is failing.', ['cluster']);
-  const archivedBytes = g(
-    'pgfleet_wal_archived_bytes_total',
-    'WAL bytes (uncompressed) the agent stored in the repository since it started (archive_command hand-offs, push-ahead, streaming).',
-    ['cluster'],
-  );
-  const archivedSegments = g(
-    'pgfleet_wal_archived_segments_total',
-    'WAL segments the agent stored in the repository since it started.',
-    ['cluster'],
-  );
-  const pgWalBytes = g('pgfleet_pg_wal_bytes', 'Bytes of WAL in pg_wal.', ['cluster']);
-  const pgWalFree = g(
-    'pgfleet_pg_wal_free_bytes',
-    'Free bytes (for unprivileged users) on the filesystem holding pg_wal.',
-    ['cluster'],
-  );
-  const pgWalTotal = g('pgfleet_pg_wal_filesystem_bytes', 'Size of the filesystem holding pg_wal.', ['cluster']);
-  const slotRetained = g(
-    'pgfleet_wal_slot_retained_bytes',
-    "WAL the agent's replication slot holds back in pg_wal (current LSN - restart_lsn).",
-    ['cluster', 'slot'],
-  );
-  const slotActive = g('pgfleet_wal_slot_active', "1 while a WAL stream uses the agent's replication slot.", [
-    'cluster',
-    'slot',
-    'wal_status',
-  ]);
-  const lagBytes = g(
-    'pgfleet_wal_stream_lag_bytes',
-    "Current LSN minus the LSN the agent's WAL stream has fsynced (0 when caught up or not streaming).",
-    ['cluster'],
-  );
-  const lagSeconds = g(
-    'pgfleet_wal_stream_lag_seconds',
-    'How long the WAL stream has been behind (heartbeat resolution; 0 when caught up or not streaming).',
-    ['cluster'],
-  );
-  const breached = g(
-    'pgfleet_health_breached',
-    '1 while a health condition (archive, rpo, backup_stale, agent_silent, wal_gap) is breached.',
-    ['cluster', 'condition'],
-  );
-  const jobs = g('pgfleet_jobs', 'Jobs in the catalog by cluster, kind and state.', ['cluster', 'kind', 'state']);
-  const agents = g('pgfleet_agents_connected', 'Agents with an open session.', ['cluster']);
-  const lastHeartbeat = g(
-    'pgfleet_agent_last_heartbeat_timestamp_seconds',
-    "Time of the newest heartbeat of the cluster's agents (Unix seconds).",
-    ['cluster'],
-  );
-  const unsent = g('pgfleet_events_unsent', 'Events in the outbox not yet acknowledged by NATS (up to 10000).', []);
+  // Declared in the order /metrics lists them.
+  const backups = backupGauges(g);
+  const rpo = rpoGauges(g);
+  const archiver = archiverGauges(g);
+  const wal = walGauges(g);
+  const fleet = fleetGauges(g);
   const catalogOk = new Gauge({
     name: 'pgfleet_scrape_catalog_ok',
     help: '1 when the catalog could be read for this scrape.',
@@ -159,75 +76,36 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
         store.nextUnsentEvents(10_000),
         store.listPolicies(),
       ]);
-      unsent.set(pending.length);
-      for (const c of counts) jobs.set({ cluster: c.cluster, kind: c.kind, state: c.state }, c.count);
+      fleet.unsent.set(pending.length);
+      for (const c of counts) fleet.jobs.set({ cluster: c.cluster, kind: c.kind, state: c.state }, c.count);
       for (const s of states)
-        breached.set({ cluster: s.cluster, condition: s.condition }, s.state === 'breached' ? 1 : 0);
+        fleet.breached.set({ cluster: s.cluster, condition: s.condition }, s.state === 'breached' ? 1 : 0);
       for (const cluster of clusters) {
         const name = cluster.name;
         const thresholds = clusterThresholds(opts.thresholds, policies, name);
-        rpoThreshold.set({ cluster: name }, thresholds.rpoSeconds);
-        staleThreshold.set({ cluster: name }, thresholds.staleBackupSeconds);
-        const list = await store.listBackups(name);
-        backups.set({ cluster: name }, list.length);
-        // The newest backup of each type, and of any type; list is oldest first, so later ones win.
-        const newest = new Map<string, BackupRecord>(list.map((b) => [b.type, b]));
-        if (list.length) newest.set('any', list.at(-1)!);
-        for (const [type, b] of newest) {
-          lastBackupTime.set({ cluster: name, type }, b.stopTime / 1000);
-          lastBackupSize.set({ cluster: name, type }, b.sizeBytes);
-          lastBackupStored.set({ cluster: name, type }, b.storedBytes);
-          lastBackupDuration.set({ cluster: name, type }, Math.max(0, (b.stopTime - b.startTime) / 1000));
-        }
+        rpo.rpoThreshold.set({ cluster: name }, thresholds.rpoSeconds);
+        rpo.staleThreshold.set({ cluster: name }, thresholds.staleBackupSeconds);
+        setBackupGauges(backups, name, await store.listBackups(name));
         const mine = allAgents.filter((a) => a.cluster === name);
-        agents.set({ cluster: name }, mine.filter((a) => a.connected).length);
+        fleet.agents.set({ cluster: name }, mine.filter((a) => a.connected).length);
         const seen = Math.max(0, ...mine.map((a) => a.lastSeen ?? 0));
-        if (seen > 0) lastHeartbeat.set({ cluster: name }, seen / 1000);
+        if (seen > 0) fleet.lastHeartbeat.set({ cluster: name }, seen / 1000);
         const agent = pickAgent(mine);
-        const a = agent ? archiverFromJson(agent.archiver) : undefined;
-        if (a) {
-          archiveFailed.set({ cluster: name }, Number(a.failedCount));
-          archived.set({ cluster: name }, Number(a.archivedCount));
-          if (a.lastArchivedTime !== null) lastArchived.set({ cluster: name }, a.lastArchivedTime / 1000);
-        }
-        const w = agent?.walHealth;
-        if (w) {
-          archivedBytes.set({ cluster: name }, w.walBytesArchived);
-          archivedSegments.set({ cluster: name }, w.walSegmentsArchived);
-          pgWalBytes.set({ cluster: name }, w.pgWalBytes);
-          pgWalFree.set({ cluster: name }, w.pgWalFreeBytes);
-          pgWalTotal.set({ cluster: name }, w.pgWalTotalBytes);
-          lagBytes.set({ cluster: name }, w.streamLagBytes);
-          lagSeconds.set({ cluster: name }, w.streamLagSeconds);
-          if (w.slotName) {
-            slotRetained.set({ cluster: name, slot: w.slotName }, w.slotRetainedBytes);
-            slotActive.set({ cluster: name, slot: w.slotName, wal_status: w.slotWalStatus }, w.slotActive ? 1 : 0);
-          }
-        }
+        setArchiverGauges(archiver, name, agent);
+        if (agent?.walHealth) setWalGauges(wal, name, agent.walHealth);
         // The monitor's assessment knows the streamed LSN; recompute RPO for "now" from it.
         const known = opts.health.assessments().get(name);
         const assessment = known
           ? assessCluster({ ...known.obs, now }, thresholds)
           : agent
             ? assessCluster(
-                {
-                  cluster: name,
-                  now,
-                  clusterCreatedAt: cluster.createdAt,
-                  agent: {
-                    id: agent.id,
-                    connected: agent.connected,
-                    lastSeen: agent.lastSeen,
-                    ...(a ? { archiver: a } : {}),
-                    ...(agent.currentLsn ? { currentLsn: agent.currentLsn } : {}),
-                  },
-                },
+                { cluster: name, now, clusterCreatedAt: cluster.createdAt, agent: observedAgent(agent) },
                 thresholds,
               )
             : undefined;
-        if (assessment?.rpoSeconds !== undefined) rpo.set({ cluster: name }, assessment.rpoSeconds);
+        if (assessment?.rpoSeconds !== undefined) rpo.rpo.set({ cluster: name }, assessment.rpoSeconds);
         if (assessment?.archiveFailing !== undefined)
-          archiveFailing.set({ cluster: name }, assessment.archiveFailing ? 1 : 0);
+          archiver.archiveFailing.set({ cluster: name }, assessment.archiveFailing ? 1 : 0);
       }
       catalogOk.set(1);
     } catch {
@@ -235,6 +113,165 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
     }
   };
   return { registry, refresh };
+}
+
+/** Declares one per-scrape gauge in the registry. */
+type GaugeMaker = (name: string, help: string, labelNames: string[]) => Gauge;
+
+/** The newest backup of each type (and of any type) and how many the catalog holds. */
+function backupGauges(g: GaugeMaker) {
+  return {
+    lastBackupTime: g(
+      'pgfleet_last_backup_timestamp_seconds',
+      'Stop time of the newest backup in the catalog (Unix seconds).',
+      ['cluster', 'type'],
+    ),
+    lastBackupSize: g('pgfleet_last_backup_size_bytes', 'Size of the database copied by the newest backup.', [
+      'cluster',
+      'type',
+    ]),
+    lastBackupStored: g('pgfleet_last_backup_stored_bytes', 'Bytes the newest backup stored in the repository.', [
+      'cluster',
+      'type',
+    ]),
+    lastBackupDuration: g('pgfleet_last_backup_duration_seconds', 'Duration of the newest backup (start to stop).', [
+      'cluster',
+      'type',
+    ]),
+    backups: g('pgfleet_backups', 'Backups in the catalog.', ['cluster']),
+  };
+}
+
+function setBackupGauges(m: ReturnType<typeof backupGauges>, cluster: string, list: readonly BackupRecord[]): void {
+  m.backups.set({ cluster }, list.length);
+  // The newest backup of each type, and of any type; list is oldest first, so later ones win.
+  const newest = new Map<string, BackupRecord>(list.map((b) => [b.type, b]));
+  if (list.length) newest.set('any', list.at(-1)!);
+  for (const [type, b] of newest) {
+    m.lastBackupTime.set({ cluster, type }, b.stopTime / 1000);
+    m.lastBackupSize.set({ cluster, type }, b.sizeBytes);
+    m.lastBackupStored.set({ cluster, type }, b.storedBytes);
+    m.lastBackupDuration.set({ cluster, type }, Math.max(0, (b.stopTime - b.startTime) / 1000));
+  }
+}
+
+/** The RPO now, and the thresholds the health monitor holds RPO and backup age to. */
+function rpoGauges(g: GaugeMaker) {
+  return {
+    rpo: g('pgfleet_rpo_seconds', 'Now minus the time of the newest WAL safely in the repository.', ['cluster']),
+    rpoThreshold: g(
+      'pgfleet_rpo_threshold_seconds',
+      "RPO threshold above which rpo.breached is sent (the cluster's policy, else the fleet's, else --rpo-threshold).",
+      ['cluster'],
+    ),
+    staleThreshold: g(
+      'pgfleet_backup_stale_threshold_seconds',
+      'Backup age above which backup.stale is sent (policy, else --stale-backup-threshold).',
+      ['cluster'],
+    ),
+  };
+}
+
+/** pg_stat_archiver as the agent last reported it, and whether archive_command is failing. */
+function archiverGauges(g: GaugeMaker) {
+  return {
+    archiveFailed: g('pgfleet_wal_archive_failed_total', 'pg_stat_archiver.failed_count as last reported.', [
+      'cluster',
+    ]),
+    archived: g('pgfleet_wal_archived_total', 'pg_stat_archiver.archived_count as last reported.', ['cluster']),
+    lastArchived: g(
+      'pgfleet_wal_last_archived_timestamp_seconds',
+      'pg_stat_archiver.last_archived_time (Unix seconds).',
+      ['cluster'],
+    ),
+    archiveFailing: g('pgfleet_wal_archive_failing', '1 while archive_command is failing.', ['cluster']),
+  };
+}
+
+function setArchiverGauges(
+  m: ReturnType<typeof archiverGauges>,
+  cluster: string,
+  agent: AgentRecord | undefined,
+): void {
+  const a = agent ? archiverFromJson(agent.archiver) : undefined;
+  if (!a) return;
+  m.archiveFailed.set({ cluster }, Number(a.failedCount));
+  m.archived.set({ cluster }, Number(a.archivedCount));
+  if (a.lastArchivedTime !== null) m.lastArchived.set({ cluster }, a.lastArchivedTime / 1000);
+}
+
+/** The agent's WAL health: what it archived, pg_wal's space, its replication slot and stream lag. */
+function walGauges(g: GaugeMaker) {
+  return {
+    archivedBytes: g(
+      'pgfleet_wal_archived_bytes_total',
+      'WAL bytes (uncompressed) the agent stored in the repository since it started (archive_command hand-offs, push-ahead, streaming).',
+      ['cluster'],
+    ),
+    archivedSegments: g(
+      'pgfleet_wal_archived_segments_total',
+      'WAL segments the agent stored in the repository since it started.',
+      ['cluster'],
+    ),
+    pgWalBytes: g('pgfleet_pg_wal_bytes', 'Bytes of WAL in pg_wal.', ['cluster']),
+    pgWalFree: g('pgfleet_pg_wal_free_bytes', 'Free bytes (for unprivileged users) on the filesystem holding pg_wal.', [
+      'cluster',
+    ]),
+    pgWalTotal: g('pgfleet_pg_wal_filesystem_bytes', 'Size of the filesystem holding pg_wal.', ['cluster']),
+    slotRetained: g(
+      'pgfleet_wal_slot_retained_bytes',
+      "WAL the agent's replication slot holds back in pg_wal (current LSN - restart_lsn).",
+      ['cluster', 'slot'],
+    ),
+    slotActive: g('pgfleet_wal_slot_active', "1 while a WAL stream uses the agent's replication slot.", [
+      'cluster',
+      'slot',
+      'wal_status',
+    ]),
+    lagBytes: g(
+      'pgfleet_wal_stream_lag_bytes',
+      "Current LSN minus the LSN the agent's WAL stream has fsynced (0 when caught up or not streaming).",
+      ['cluster'],
+    ),
+    lagSeconds: g(
+      'pgfleet_wal_stream_lag_seconds',
+      'How long the WAL stream has been behind (heartbeat resolution; 0 when caught up or not streaming).',
+      ['cluster'],
+    ),
+  };
+}
+
+function setWalGauges(m: ReturnType<typeof walGauges>, cluster: string, w: AgentWalHealth): void {
+  m.archivedBytes.set({ cluster }, w.walBytesArchived);
+  m.archivedSegments.set({ cluster }, w.walSegmentsArchived);
+  m.pgWalBytes.set({ cluster }, w.pgWalBytes);
+  m.pgWalFree.set({ cluster }, w.pgWalFreeBytes);
+  m.pgWalTotal.set({ cluster }, w.pgWalTotalBytes);
+  m.lagBytes.set({ cluster }, w.streamLagBytes);
+  m.lagSeconds.set({ cluster }, w.streamLagSeconds);
+  if (w.slotName) {
+    m.slotRetained.set({ cluster, slot: w.slotName }, w.slotRetainedBytes);
+    m.slotActive.set({ cluster, slot: w.slotName, wal_status: w.slotWalStatus }, w.slotActive ? 1 : 0);
+  }
+}
+
+/** Health conditions, jobs by state, agents and their heartbeats, and the event outbox. */
+function fleetGauges(g: GaugeMaker) {
+  return {
+    breached: g(
+      'pgfleet_health_breached',
+      '1 while a health condition (archive, rpo, backup_stale, agent_silent, wal_gap) is breached.',
+      ['cluster', 'condition'],
+    ),
+    jobs: g('pgfleet_jobs', 'Jobs in the catalog by cluster, kind and state.', ['cluster', 'kind', 'state']),
+    agents: g('pgfleet_agents_connected', 'Agents with an open session.', ['cluster']),
+    lastHeartbeat: g(
+      'pgfleet_agent_last_heartbeat_timestamp_seconds',
+      "Time of the newest heartbeat of the cluster's agents (Unix seconds).",
+      ['cluster'],
+    ),
+    unsent: g('pgfleet_events_unsent', 'Events in the outbox not yet acknowledged by NATS (up to 10000).', []),
+  };
 }
 
 export interface MetricsServer {

@@ -33,7 +33,7 @@ import {
 import type { ControllerContext } from '../context.js';
 import { clusterInfo, serverRoleToProto, walHealthFromRecord, type JobResultJson } from '../wire.js';
 import { standbyLag } from '../agents/choice.js';
-import { archiveFailing, archiverFromJson, pickAgent, rpoSeconds } from './health.js';
+import { archiveFailing, archiverFromJson, observedAgent, pickAgent, rpoSeconds } from './health.js';
 import { effectivePolicy, settingsOf, type EffectivePolicy } from '../schedule/policy.js';
 import { BACKUP_PRECEDENCE, dueRuns, nextFireTime } from '../schedule/schedule.js';
 
@@ -138,19 +138,12 @@ function clusterRpo(
   now: number,
 ): number | undefined {
   if (!agent) return undefined;
-  const archiver = archiverFromJson(agent.archiver);
+  const streamedLsn = ctx.health?.assessments?.().get(cluster.name)?.obs.agent?.streamedLsn ?? '';
   return rpoSeconds({
     cluster: cluster.name,
     now,
     clusterCreatedAt: cluster.createdAt,
-    agent: {
-      id: agent.id,
-      connected: agent.connected,
-      lastSeen: agent.lastSeen,
-      ...(archiver ? { archiver } : {}),
-      ...(agent.currentLsn ? { currentLsn: agent.currentLsn } : {}),
-      streamedLsn: ctx.health?.assessments?.().get(cluster.name)?.obs.agent?.streamedLsn ?? '',
-    },
+    agent: observedAgent(agent, streamedLsn),
   });
 }
 
