@@ -18,6 +18,7 @@ import { FileCopier, type BackupOptions } from '../backup/backup.js';
 import { listPgdata } from '../pgdata/walk.js';
 import { ProgressTracker } from '../progress.js';
 import { runRestore } from '../restore/restore.js';
+import { testFullManifest, testRestoreOptions } from '../testing/restore-fixtures.js';
 
 /** A relation page with a valid checksum (pd_lsn 0/1, pd_upper set), content varying by block. */
 function page(block: number): Buffer {
@@ -70,30 +71,13 @@ async function backup(pgdata: string, repo: Repository, label: string, codec: Co
   }
   await repo.syncKeys(copier.written);
   const fl = files.filter((f): f is ManifestFile => f !== undefined).sort((a, b) => (a.path < b.path ? -1 : 1));
-  const manifest: BackupManifest = {
-    // pg_control starts with the system identifier: a delta restore checks it against the target's.
-    format: 1,
+  const manifest = testFullManifest({
     label,
-    cluster: 'c1',
-    type: 'full',
     systemIdentifier: (await readFile(join(pgdata, 'global/pg_control'))).readBigUInt64LE(0).toString(),
-    pgVersionNum: 160000,
-    walSegmentSize: 16 << 20,
-    timeline: 1,
-    startLsn: '0/2000028',
-    stopLsn: '0/2000100',
-    startTime: new Date().toISOString(),
-    stopTime: new Date().toISOString(),
-    walStart: '000000010000000000000002',
-    walStop: '000000010000000000000002',
-    backupLabel: 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n',
     directories: listing.directories,
     links: listing.links,
     files: fl,
-    sizeBytes: fl.reduce((s, f) => s + f.size, 0),
-    storedBytes: fl.reduce((s, f) => s + f.storedSize, 0),
-    agentVersion: 'test',
-  };
+  });
   await repo.writeManifest(manifest);
   return manifest;
 }
@@ -135,18 +119,7 @@ for (const codec of ['zstd', 'lz4', 'none', 'gzip'] as const) {
       assert.equal(byPath.get('empty')!.size, 0);
 
       const target = join(root, 'restored');
-      const opts = {
-        cluster: 'c1',
-        repo,
-        walFetchArgs: ['--repo', join(root, 'repo')],
-        backupLabel: m.label,
-        targetDir: target,
-        target: { kind: 'latest' as const },
-        action: 'promote' as const,
-        workers: 2,
-        log: createLogger({ level: 'silent' }),
-        progress: () => {},
-      };
+      const opts = testRestoreOptions(repo, join(root, 'repo'), m.label, target);
       await runRestore(opts);
       for (const f of m.files) {
         assert.deepEqual(

@@ -19,9 +19,10 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { createLogger, PgfleetError } from '@pgfleet/core';
+import { PgfleetError } from '@pgfleet/core';
 import { PosixDriver, Repository, type BackupManifest, type ManifestFile } from '@pgfleet/storage';
 import { runRestore, type RestoreOptions } from './restore.js';
+import { testFullManifest, testRestoreOptions } from '../testing/restore-fixtures.js';
 
 const FILES: Record<string, string> = {
   PG_VERSION: '16\n',
@@ -56,23 +57,9 @@ async function makeBackup(root: string): Promise<{ repo: Repository; repoPath: s
       backup: label,
     });
   }
-  const manifest: BackupManifest = {
-    // pg_control starts with the system identifier: a delta restore checks it against the target's.
-    format: 1,
+  const manifest = testFullManifest({
     label,
-    cluster: 'c1',
-    type: 'full',
     systemIdentifier: Buffer.from(FILES['global/pg_control']!).readBigUInt64LE(0).toString(),
-    pgVersionNum: 160000,
-    walSegmentSize: 16 << 20,
-    timeline: 1,
-    startLsn: '0/2000028',
-    stopLsn: '0/2000100',
-    startTime: new Date().toISOString(),
-    stopTime: new Date().toISOString(),
-    walStart: '000000010000000000000002',
-    walStop: '000000010000000000000002',
-    backupLabel: 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n',
     directories: [
       'base',
       'base/1',
@@ -85,10 +72,7 @@ async function makeBackup(root: string): Promise<{ repo: Repository; repoPath: s
     ].map((path) => ({ path, mode: 0o700 })),
     links: [{ path: 'pg_tblspc/16400', target: join(root, 'outside-tablespace') }],
     files,
-    sizeBytes: files.reduce((s, f) => s + f.size, 0),
-    storedBytes: files.reduce((s, f) => s + f.storedSize, 0),
-    agentVersion: 'test',
-  };
+  });
   await repo.writeManifest(manifest);
   return { repo, repoPath, manifest };
 }
@@ -101,19 +85,8 @@ test('delta restore keeps matching files, fetches damaged and missing ones, remo
     await mkdir(outside);
     await writeFile(join(outside, 'precious'), 'not ours');
     const target = join(root, 'pgdata');
-    const opts = (over: Partial<RestoreOptions> = {}): RestoreOptions => ({
-      cluster: 'c1',
-      repo,
-      walFetchArgs: ['--repo', repoPath],
-      backupLabel: manifest.label,
-      targetDir: target,
-      target: { kind: 'latest' },
-      action: 'promote',
-      workers: 2,
-      log: createLogger({ level: 'silent' }),
-      progress: () => {},
-      ...over,
-    });
+    const opts = (over: Partial<RestoreOptions> = {}): RestoreOptions =>
+      testRestoreOptions(repo, repoPath, manifest.label, target, over);
     await runRestore(opts({ targetDir: `${target}/` })); // a trailing slash changes nothing
     assert.ok(
       existsSync(`${target}.tablespaces/16400`) && !existsSync(join(target, '.tablespaces')),
@@ -181,19 +154,8 @@ test("delta restore refuses a running server, a directory that is not a data dir
   const root = await mkdtemp(join(tmpdir(), 'pgfleet-delta-'));
   try {
     const { repo, repoPath, manifest } = await makeBackup(root);
-    const opts = (targetDir: string): RestoreOptions => ({
-      cluster: 'c1',
-      repo,
-      walFetchArgs: ['--repo', repoPath],
-      backupLabel: manifest.label,
-      targetDir,
-      target: { kind: 'latest' },
-      action: 'promote',
-      workers: 2,
-      delta: true,
-      log: createLogger({ level: 'silent' }),
-      progress: () => {},
-    });
+    const opts = (targetDir: string): RestoreOptions =>
+      testRestoreOptions(repo, repoPath, manifest.label, targetDir, { delta: true });
     const live = join(root, 'live');
     await mkdir(live);
     await writeFile(join(live, 'PG_VERSION'), '16\n');
@@ -238,18 +200,7 @@ test('a backup that listed a linked pg_wal among its links (older pgfleet) resto
       links: [...manifest.links, { path: 'pg_wal', target: liveWal }],
     });
     const target = join(root, 'pgdata');
-    await runRestore({
-      cluster: 'c1',
-      repo,
-      walFetchArgs: ['--repo', repoPath],
-      backupLabel: manifest.label,
-      targetDir: target,
-      target: { kind: 'latest' },
-      action: 'promote',
-      workers: 2,
-      log: createLogger({ level: 'silent' }),
-      progress: () => {},
-    });
+    await runRestore(testRestoreOptions(repo, repoPath, manifest.label, target));
     const st = await lstat(join(target, 'pg_wal'));
     assert.ok(st.isDirectory() && !st.isSymbolicLink());
     assert.deepEqual(await readdir(join(target, 'pg_wal')), ['archive_status']);

@@ -1,39 +1,22 @@
 // The expire job against a real posix repository in a temp directory: which backups and WAL files
 // go, which stay, and the re-checks the agent makes against the repository itself.
 import { strict as assert } from 'node:assert';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, beforeEach, describe, test } from 'node:test';
+import { beforeEach, describe, test } from 'node:test';
 import { PgfleetError, silentLogger } from '@pgfleet/core';
-import { PosixDriver, Repository, type BackupManifest, type ManifestFile } from '@pgfleet/storage';
+import type { ManifestFile, Repository } from '@pgfleet/storage';
+import { manifestFile, putTestBackup, segmentName, tempRepositories } from '../testing/repository-fixtures.js';
 import { runExpire, walFileStays } from './expire.js';
 
 const C = 'main';
 const SHA = 'a'.repeat(64);
 let root: string;
 let repo: Repository;
-const dirs: string[] = [];
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const newRepository = tempRepositories('pgfleet-expire-');
 
-const seg = (tli: number, n: number): string =>
-  tli.toString(16).toUpperCase().padStart(8, '0') + '00000000' + n.toString(16).toUpperCase().padStart(8, '0');
-
-function file(path: string, backup: string): ManifestFile {
-  return {
-    path,
-    size: 4,
-    mtimeMs: 0,
-    mode: 0o600,
-    sha256: SHA,
-    storedSize: 4,
-    storedSha256: SHA,
-    codec: 'none',
-    backup,
-  };
-}
+const seg = segmentName;
+const file = (path: string, backup: string): ManifestFile => manifestFile(path, backup, SHA);
 
 async function backup(
   label: string,
@@ -43,33 +26,11 @@ async function backup(
   files: ManifestFile[],
   priorLabel?: string,
 ): Promise<void> {
-  for (const f of files.filter((x) => x.backup === label))
-    await repo.driver.put(repo.backupFileKey(C, label, f.path, 'none'), Buffer.from('data'));
-  const m: BackupManifest = {
-    format: 1,
-    label,
-    cluster: C,
-    type,
-    ...(priorLabel ? { priorLabel } : {}),
-    systemIdentifier: '1',
-    pgVersionNum: 170000,
-    walSegmentSize: 16 * 1024 * 1024,
-    timeline: Number.parseInt(walStart.slice(0, 8), 16),
-    startLsn: '0/1',
-    stopLsn: '0/2',
-    startTime: '2026-01-01T00:00:00Z',
-    stopTime: '2026-01-01T00:01:00Z',
-    walStart,
-    walStop,
-    backupLabel: 'x',
-    directories: [],
-    links: [],
-    files,
-    sizeBytes: 0,
-    storedBytes: 0,
-    agentVersion: 'test',
-  };
-  await repo.writeManifest(m);
+  await putTestBackup(
+    repo,
+    { cluster: C, label, type, walStart, walStop, files, ...(priorLabel ? { priorLabel } : {}) },
+    Buffer.from('data'),
+  );
 }
 
 async function wal(name: string): Promise<void> {
@@ -86,9 +47,7 @@ async function walNames(): Promise<string[]> {
 const labelsOf = async (): Promise<string[]> => (await repo.listBackups(C)).map((m) => m.label).sort();
 
 beforeEach(async () => {
-  root = mkdtempSync(join(tmpdir(), 'pgfleet-expire-'));
-  dirs.push(root);
-  repo = new Repository(new PosixDriver(root));
+  ({ root, repo } = newRepository());
   // F1 (WAL 2..3) <- I1 (reads base/1 from F1; WAL 5..5), F2 (WAL 8..9) on timeline 1; timeline 2 from 9 on.
   await backup('F1', 'full', seg(1, 2), seg(1, 3), [file('base/1', 'F1'), file('base/2', 'F1')]);
   await backup('I1', 'incr', seg(1, 5), seg(1, 5), [file('base/1', 'F1'), file('base/2', 'I1')], 'F1');

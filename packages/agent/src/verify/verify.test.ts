@@ -2,41 +2,21 @@
 // backups, incomplete backups, WAL gaps inside and after a backup's own WAL, timeline switches.
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, beforeEach, describe, test } from 'node:test';
+import { beforeEach, describe, test } from 'node:test';
 import { silentLogger } from '@pgfleet/core';
-import { PosixDriver, Repository, type BackupManifest, type ManifestFile } from '@pgfleet/storage';
+import type { ManifestFile, Repository } from '@pgfleet/storage';
+import { manifestFile, putTestBackup, segmentName, tempRepositories } from '../testing/repository-fixtures.js';
 import { runVerify } from './verify.js';
 
 const C = 'main';
 const SEG = 1024 * 1024;
 const DATA = Buffer.from('data');
 const SHA = createHash('sha256').update(DATA).digest('hex');
-let root: string;
 let repo: Repository;
-const dirs: string[] = [];
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const newRepository = tempRepositories('pgfleet-verify-');
 
-const seg = (tli: number, n: number): string =>
-  tli.toString(16).toUpperCase().padStart(8, '0') + '00000000' + n.toString(16).toUpperCase().padStart(8, '0');
-
-function file(path: string, backup: string, sha = SHA): ManifestFile {
-  return {
-    path,
-    size: 4,
-    mtimeMs: 0,
-    mode: 0o600,
-    sha256: sha,
-    storedSize: 4,
-    storedSha256: sha,
-    codec: 'none',
-    backup,
-  };
-}
+const seg = segmentName;
+const file = (path: string, backup: string, sha = SHA): ManifestFile => manifestFile(path, backup, sha);
 
 async function backup(
   label: string,
@@ -46,32 +26,11 @@ async function backup(
   files: ManifestFile[],
   stopTime: string,
 ): Promise<void> {
-  for (const f of files.filter((x) => x.backup === label))
-    await repo.driver.put(repo.backupFileKey(C, label, f.path, 'none'), DATA);
-  const m: BackupManifest = {
-    format: 1,
-    label,
-    cluster: C,
-    type,
-    systemIdentifier: '1',
-    pgVersionNum: 170000,
-    walSegmentSize: SEG,
-    timeline: Number.parseInt(walStart.slice(0, 8), 16),
-    startLsn: '0/1',
-    stopLsn: '0/2',
-    startTime: stopTime,
-    stopTime,
-    walStart,
-    walStop,
-    backupLabel: 'x',
-    directories: [],
-    links: [],
-    files,
-    sizeBytes: 0,
-    storedBytes: 0,
-    agentVersion: 'test',
-  };
-  await repo.writeManifest(m);
+  await putTestBackup(
+    repo,
+    { cluster: C, label, type, walStart, walStop, files, startTime: stopTime, stopTime, walSegmentSize: SEG },
+    DATA,
+  );
 }
 
 /** A WAL object; fast mode only looks at stored sizes, so a few zstd-named bytes will do. */
@@ -85,9 +44,7 @@ async function wal(name: string, body: Buffer = Buffer.from('w')): Promise<void>
 const verify = () => runVerify({ cluster: C, repo, full: false, log: silentLogger() });
 
 beforeEach(async () => {
-  root = mkdtempSync(join(tmpdir(), 'pgfleet-verify-'));
-  dirs.push(root);
-  repo = new Repository(new PosixDriver(root));
+  ({ repo } = newRepository());
   await repo.ensureClusterInfo(C, { systemIdentifier: '1', pgVersionNum: 170000, walSegmentSize: SEG });
   // F1 (WAL 2..3) <- I1 (reads base/1 from F1; WAL 5..5); WAL 1..10 on timeline 1.
   await backup(
