@@ -1,14 +1,15 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, readdir } from 'node:fs/promises';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { PgfleetError } from '@pgfleet/core';
 import { PosixDriver } from './posix-driver.js';
 import { Repository } from './repository.js';
 import type { Codec } from './codec.js';
+import { sha, sink } from './driver-suite.js';
 
 const dirs: string[] = [];
 after(async () => {
@@ -19,18 +20,6 @@ async function repo(): Promise<Repository> {
   dirs.push(dir);
   return new Repository(new PosixDriver(dir));
 }
-function sink(): Writable & { data(): Buffer } {
-  const chunks: Buffer[] = [];
-  const w = new Writable({
-    write(c, _e, cb) {
-      chunks.push(c);
-      cb();
-    },
-  }) as Writable & { data(): Buffer };
-  w.data = () => Buffer.concat(chunks);
-  return w;
-}
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 for (const codec of ['zstd', 'gzip', 'none'] as Codec[]) {
   test(`objects round-trip with ${codec} and checksums of content and stored bytes`, async () => {
