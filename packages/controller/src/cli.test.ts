@@ -140,32 +140,23 @@ describe('pgfleet CLI against a controller', () => {
     await waitFor('the progress line', async () => (/backup 42% /.test(output()) ? true : undefined), 120_000).catch(
       (e: Error) => assert.fail(`${e.message}; pgfleet wrote:\n${output()}`),
     );
-    agent.stream.send({
-      msg: {
-        case: 'result',
-        value: {
-          jobId: job.jobId,
-          state: JobState.SUCCEEDED,
-          result: {
-            case: 'backup',
-            value: {
-              label: '20260301-120000F',
-              type: BackupType.FULL,
-              startLsn: '0/2000028',
-              stopLsn: '0/2000138',
-              startTime: timestampFromMs(backupStop - 10_000),
-              stopTime: timestampFromMs(backupStop),
-              timeline: 1,
-              systemIdentifier: SYSID,
-              pgVersion: 170002,
-              sizeBytes: 3n * gb,
-              storedBytes: gb,
-              fileCount: 900,
-              walStart: '000000010000000000000002',
-              walStop: '000000010000000000000002',
-            },
-          },
-        },
+    agent.succeed(job.jobId, {
+      case: 'backup',
+      value: {
+        label: '20260301-120000F',
+        type: BackupType.FULL,
+        startLsn: '0/2000028',
+        stopLsn: '0/2000138',
+        startTime: timestampFromMs(backupStop - 10_000),
+        stopTime: timestampFromMs(backupStop),
+        timeline: 1,
+        systemIdentifier: SYSID,
+        pgVersion: 170002,
+        sizeBytes: 3n * gb,
+        storedBytes: gb,
+        fileCount: 900,
+        walStart: '000000010000000000000002',
+        walStop: '000000010000000000000002',
       },
     });
     const r = await withTimeout(run, 120_000, 'pgfleet backup --wait');
@@ -216,18 +207,9 @@ describe('pgfleet CLI against a controller', () => {
     assert.equal(job.kind.case, 'restore');
     if (job.kind.case !== 'restore') return;
     assert.equal(job.kind.value.backupLabel, '20260301-120000F');
-    agent.stream.send({
-      msg: {
-        case: 'result',
-        value: {
-          jobId: job.jobId,
-          state: JobState.SUCCEEDED,
-          result: {
-            case: 'restore',
-            value: { backupLabel: '20260301-120000F', targetDir: '/var/lib/pg/restore', bytes: 1000n, fileCount: 9 },
-          },
-        },
-      },
+    agent.succeed(job.jobId, {
+      case: 'restore',
+      value: { backupLabel: '20260301-120000F', targetDir: '/var/lib/pg/restore', bytes: 1000n, fileCount: 9 },
     });
     const r = await withTimeout(run, 120_000, 'pgfleet restore --wait');
     assert.equal(r.code, 0, r.stderr);

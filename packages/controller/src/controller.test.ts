@@ -6,12 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt';
-import { ErrorCodes, PgfleetError, sleep, type ErrorName } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, sleep } from '@pgfleet/core';
 import { createClient } from '@pgfleet/rpc';
 import { AdminService, BackupType, JobState, type JobInfo } from '@pgfleet/proto';
 import { startController, type RunningController } from './server.js';
 import { outboxEvent } from './jobs/events.js';
 import { FakeAgent, SYSID, closeFakeAgents, waitFor, withTimeout } from './testing/fake-agent.js';
+import { rejectsWith } from './testing/assertions.js';
 
 const REPO = '/srv/pgfleet-repo';
 
@@ -47,16 +48,6 @@ after(async () => {
   await controller?.close(100);
   rmSync(dir, { recursive: true, force: true });
 });
-
-async function rejectsWith(p: Promise<unknown>, name: ErrorName): Promise<PgfleetError> {
-  let caught: unknown;
-  await p.then(
-    () => assert.fail(`expected ${name}`),
-    (err: unknown) => (caught = err),
-  );
-  assert.ok(PgfleetError.is(caught, name), `expected ${name}, got ${String(caught)}`);
-  return caught;
-}
 
 /** Collects WatchJob's stream until it ends. */
 async function watch(id: string): Promise<JobInfo[]> {
@@ -167,32 +158,23 @@ describe('controller over gRPC', () => {
       (await admin.getJob({ id: job!.id })).job?.state === JobState.RUNNING ? true : undefined,
     );
     backupLabel = '20260301-120000F';
-    agent.stream.send({
-      msg: {
-        case: 'result',
-        value: {
-          jobId: job!.id,
-          state: JobState.SUCCEEDED,
-          result: {
-            case: 'backup',
-            value: {
-              label: backupLabel,
-              type: BackupType.FULL,
-              startLsn: '0/2000028',
-              stopLsn: '0/2000100',
-              startTime: timestampFromMs(backupStop - 5000),
-              stopTime: timestampFromMs(backupStop),
-              timeline: 1,
-              systemIdentifier: SYSID,
-              pgVersion: 170002,
-              sizeBytes: 1000n,
-              storedBytes: 300n,
-              fileCount: 10,
-              walStart: '000000010000000000000002',
-              walStop: '000000010000000000000002',
-            },
-          },
-        },
+    agent.succeed(job!.id, {
+      case: 'backup',
+      value: {
+        label: backupLabel,
+        type: BackupType.FULL,
+        startLsn: '0/2000028',
+        stopLsn: '0/2000100',
+        startTime: timestampFromMs(backupStop - 5000),
+        stopTime: timestampFromMs(backupStop),
+        timeline: 1,
+        systemIdentifier: SYSID,
+        pgVersion: 170002,
+        sizeBytes: 1000n,
+        storedBytes: 300n,
+        fileCount: 10,
+        walStart: '000000010000000000000002',
+        walStop: '000000010000000000000002',
       },
     });
     const states = (await withTimeout(watched, 120_000, 'watch to end')).map((j) => j.state);
@@ -502,33 +484,24 @@ describe('controller over gRPC', () => {
     );
     assert.equal((await admin.getJob({ id: 'claimed' })).job?.state, JobState.RUNNING);
     const label = '20260301-120500F_20260301-130000I';
-    back.stream.send({
-      msg: {
-        case: 'result',
-        value: {
-          jobId: 'claimed',
-          state: JobState.SUCCEEDED,
-          result: {
-            case: 'backup',
-            value: {
-              label,
-              type: BackupType.INCR,
-              startLsn: '0/4000028',
-              stopLsn: '0/4000100',
-              startTime: timestampFromMs(backupStop + 20_000),
-              stopTime: timestampFromMs(backupStop + 30_000),
-              timeline: 1,
-              systemIdentifier: SYSID,
-              pgVersion: 170002,
-              sizeBytes: 1000n,
-              storedBytes: 10n,
-              fileCount: 10,
-              walStart: '000000010000000000000004',
-              walStop: '000000010000000000000004',
-              priorLabel: LATE_LABEL,
-            },
-          },
-        },
+    back.succeed('claimed', {
+      case: 'backup',
+      value: {
+        label,
+        type: BackupType.INCR,
+        startLsn: '0/4000028',
+        stopLsn: '0/4000100',
+        startTime: timestampFromMs(backupStop + 20_000),
+        stopTime: timestampFromMs(backupStop + 30_000),
+        timeline: 1,
+        systemIdentifier: SYSID,
+        pgVersion: 170002,
+        sizeBytes: 1000n,
+        storedBytes: 10n,
+        fileCount: 10,
+        walStart: '000000010000000000000004',
+        walStop: '000000010000000000000004',
+        priorLabel: LATE_LABEL,
       },
     });
     const done = await waitFor('claimed job to succeed', async () => {
@@ -538,18 +511,9 @@ describe('controller over gRPC', () => {
     assert.equal(done.backup?.label, label);
     // The same result sent again (an agent resends recent results after every Welcome) changes nothing.
     const before = (await admin.listEvents({ cluster: 'main', limit: 1000 })).events.length;
-    back.stream.send({
-      msg: {
-        case: 'result',
-        value: {
-          jobId: 'claimed',
-          state: JobState.SUCCEEDED,
-          result: {
-            case: 'backup',
-            value: { label, type: BackupType.INCR, stopTime: timestampFromMs(backupStop + 30_000) },
-          },
-        },
-      },
+    back.succeed('claimed', {
+      case: 'backup',
+      value: { label, type: BackupType.INCR, stopTime: timestampFromMs(backupStop + 30_000) },
     });
     // The controller applies an agent's messages one after the other: once a heartbeat sent after
     // the duplicate is recorded, the duplicate has been handled.

@@ -4,11 +4,12 @@
 // in the catalog (job result, ListDrills, drill.completed / drill.failed).
 import { strict as assert } from 'node:assert';
 import { describe, test } from 'node:test';
-import { ErrorCodes, PgfleetError, type ErrorName } from '@pgfleet/core';
+import { ErrorCodes } from '@pgfleet/core';
 import { JobState, type Event, type Job } from '@pgfleet/proto';
 import { decodeOutboxEvent } from '../jobs/events.js';
 import { FakeAgent, SYSID, waitFor } from '../testing/fake-agent.js';
 import { useTestController } from '../testing/test-controller.js';
+import { rejectsWith } from '../testing/assertions.js';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -97,13 +98,6 @@ async function ended(id: string): Promise<JobState> {
 
 async function events(cluster: string): Promise<Event[]> {
   return (await t.controller.context.store.listEvents({ cluster, limit: 1000 })).map(decodeOutboxEvent);
-}
-
-async function rejectsWith(p: Promise<unknown>, name: ErrorName): Promise<void> {
-  await p.then(
-    () => assert.fail(`expected ${name}`),
-    (err: unknown) => assert.ok(PgfleetError.is(err, name), `expected ${name}, got ${String(err)}`),
-  );
 }
 
 describe('drills', () => {
@@ -315,18 +309,9 @@ describe('drills', () => {
     const second = (await t.admin.startDrill({ cluster: 'keep', agentId: 'keep-spare', keep: true })).job!;
     const capture = await own.receiveJob();
     assert.ok(capture.kind.case === 'capture');
-    own.stream.send({
-      msg: {
-        case: 'result',
-        value: {
-          jobId: capture.jobId,
-          state: JobState.SUCCEEDED,
-          result: {
-            case: 'capture',
-            value: { restorePoint: capture.kind.value.restorePoint, lsn: '0/5000100', tables: [], changeBound: 0n },
-          },
-        },
-      },
+    own.succeed(capture.jobId, {
+      case: 'capture',
+      value: { restorePoint: capture.kind.value.restorePoint, lsn: '0/5000100', tables: [], changeBound: 0n },
     });
     const drill = await spare.receiveJob();
     assert.equal(drill.jobId, second.id);

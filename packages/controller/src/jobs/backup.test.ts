@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { PgfleetError } from '@pgfleet/core';
 import { openCatalog } from '@pgfleet/catalog';
-import { JobState, backupInfoFromManifest } from '@pgfleet/proto';
+import { backupInfoFromManifest } from '@pgfleet/proto';
 import { PosixDriver, Repository, type BackupManifest } from '@pgfleet/storage';
 import { rebuildCatalog } from '../catalog/rebuild.js';
 import { FakeAgent, SYSID, waitFor } from '../testing/fake-agent.js';
@@ -71,16 +71,7 @@ test('a backup recorded from the live job result equals the row the catalog rebu
   // Live: the agent's backup job reports backupInfoFromManifest (agent/src/jobs/backup.ts).
   const { job } = await t.admin.startBackup({ cluster: 'main' });
   const sent = await agent.receiveJob();
-  agent.stream.send({
-    msg: {
-      case: 'result',
-      value: {
-        jobId: sent.jobId,
-        state: JobState.SUCCEEDED,
-        result: { case: 'backup', value: backupInfoFromManifest(m, sent.jobId) },
-      },
-    },
-  });
+  agent.succeed(sent.jobId, { case: 'backup', value: backupInfoFromManifest(m, sent.jobId) });
   const live = await waitFor('backup recorded', () => t.controller.context.store.getBackup('main', m.label));
   assert.equal(live.jobId, job!.id);
 

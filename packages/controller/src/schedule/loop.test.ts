@@ -7,11 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { ErrorCodes, PgfleetError, type ErrorName } from '@pgfleet/core';
+import { ErrorCodes } from '@pgfleet/core';
 import { createClient } from '@pgfleet/rpc';
 import { AdminService, BackupType, JobState, type Job } from '@pgfleet/proto';
 import { startController, type RunningController } from '../server.js';
 import { FakeAgent, SYSID, closeFakeAgents, waitFor } from '../testing/fake-agent.js';
+import { rejectsWith } from '../testing/assertions.js';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -46,45 +47,26 @@ async function connectAgent(cluster: string, agentId = `agent-${cluster}`): Prom
   return agent;
 }
 
-async function rejectsWith(p: Promise<unknown>, name: ErrorName, pattern?: RegExp): Promise<void> {
-  let caught: unknown;
-  await p.then(
-    () => assert.fail(`expected ${name}`),
-    (err: unknown) => (caught = err),
-  );
-  assert.ok(PgfleetError.is(caught, name), `expected ${name}, got ${String(caught)}`);
-  if (pattern) assert.match((caught as Error).message, pattern);
-}
-
 /** Reports the backup job as succeeded with a full backup that ran [stop - 1 min, stop]. */
 function finishBackup(agent: FakeAgent, job: Job, label: string, stop: number, seg: number, cluster: string): void {
   const name = `00000001000000000000${seg.toString(16).toUpperCase().padStart(4, '0')}`;
-  agent.stream.send({
-    msg: {
-      case: 'result',
-      value: {
-        jobId: job.jobId,
-        state: JobState.SUCCEEDED,
-        result: {
-          case: 'backup',
-          value: {
-            label,
-            type: job.kind.case === 'backup' ? job.kind.value.type : BackupType.FULL,
-            startLsn: `0/${(seg * 0x1000000 + 0x28).toString(16).toUpperCase()}`,
-            stopLsn: `0/${(seg * 0x1000000 + 0x100).toString(16).toUpperCase()}`,
-            startTime: timestampFromMs(stop - MIN),
-            stopTime: timestampFromMs(stop),
-            timeline: 1,
-            systemIdentifier: `${SYSID}-${cluster}`,
-            pgVersion: 170002,
-            sizeBytes: 1000n,
-            storedBytes: 100n,
-            fileCount: 3,
-            walStart: name,
-            walStop: name,
-          },
-        },
-      },
+  agent.succeed(job.jobId, {
+    case: 'backup',
+    value: {
+      label,
+      type: job.kind.case === 'backup' ? job.kind.value.type : BackupType.FULL,
+      startLsn: `0/${(seg * 0x1000000 + 0x28).toString(16).toUpperCase()}`,
+      stopLsn: `0/${(seg * 0x1000000 + 0x100).toString(16).toUpperCase()}`,
+      startTime: timestampFromMs(stop - MIN),
+      stopTime: timestampFromMs(stop),
+      timeline: 1,
+      systemIdentifier: `${SYSID}-${cluster}`,
+      pgVersion: 170002,
+      sizeBytes: 1000n,
+      storedBytes: 100n,
+      fileCount: 3,
+      walStart: name,
+      walStop: name,
     },
   });
 }
@@ -410,23 +392,14 @@ describe('retention', () => {
     // A second apply while the expire job runs is refused.
     await rejectsWith(admin.applyRetention({ cluster }), 'BackupInProgress');
     // The agent deleted only the first (say, the second is still read by a kept backup).
-    agent.stream.send({
-      msg: {
-        case: 'result',
-        value: {
-          jobId: job.jobId,
-          state: JobState.SUCCEEDED,
-          result: {
-            case: 'expire',
-            value: {
-              deletedLabels: [labels[0], labels[3]],
-              skippedLabels: [labels[1]],
-              walFilesDeleted: 12,
-              walBytesDeleted: 1000n,
-              backupFilesDeleted: 9,
-            },
-          },
-        },
+    agent.succeed(job.jobId, {
+      case: 'expire',
+      value: {
+        deletedLabels: [labels[0], labels[3]],
+        skippedLabels: [labels[1]],
+        walFilesDeleted: 12,
+        walBytesDeleted: 1000n,
+        backupFilesDeleted: 9,
       },
     });
     await waitFor('expire succeeded', async () =>

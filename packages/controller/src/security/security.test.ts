@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ErrorCodes, PgfleetError, type ErrorName } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { SqliteCatalogStore } from '@pgfleet/catalog';
 import { bearerMetadata, clientTlsCredentials, createClient } from '@pgfleet/rpc';
 import { createAgentCsr, createCertificateAuthority, signAgentCsr } from '@pgfleet/rpc/pki';
@@ -16,16 +16,7 @@ import { caCommand, enrollTokenCommand, tokenCommand, type CommandIo } from './c
 import { startController, type RunningController } from '../server.js';
 import { FakeAgent, closeFakeAgents } from '../testing/fake-agent.js';
 import { initTlsDir } from './tls-dir.js';
-
-async function rejectsWith(p: Promise<unknown>, name: ErrorName): Promise<PgfleetError> {
-  let caught: unknown;
-  await p.then(
-    () => assert.fail(`expected ${name}`),
-    (err: unknown) => (caught = err),
-  );
-  assert.ok(PgfleetError.is(caught, name), `expected ${name}, got ${String(caught)}`);
-  return caught;
-}
+import { rejectsWith } from '../testing/assertions.js';
 
 function captureIo(now = Date.now()): CommandIo & { stdout: string; stderr: string } {
   const io = {

@@ -4,7 +4,15 @@
  */
 import { strict as assert } from 'node:assert';
 import { createClient, type ClientBidiStream, type ClientOptions } from '@pgfleet/rpc';
-import { AgentService, type ConnectRequestSchema, type ConnectResponse, type Job } from '@pgfleet/proto';
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import {
+  AgentService,
+  JobState,
+  type ConnectRequestSchema,
+  type ConnectResponse,
+  type Job,
+  type JobResultSchema,
+} from '@pgfleet/proto';
 import { sleep } from '@pgfleet/core';
 
 export const SYSID = '7300000000000000001';
@@ -60,6 +68,11 @@ export class FakeAgent {
     const msg = await this.receive();
     assert.equal(msg.msg.case, 'job');
     return msg.msg.value as Job;
+  }
+
+  /** Reports the job succeeded with `result` (the JobResult's result case), as an agent does when a job ends well. */
+  succeed(jobId: string, result: MessageInitShape<typeof JobResultSchema>['result']): void {
+    this.stream.send({ msg: { case: 'result', value: { jobId, state: JobState.SUCCEEDED, result } } });
   }
 
   /** Resolves with the error the stream ends with (or undefined for a clean end). */
