@@ -50,7 +50,17 @@ export interface ArchivedWal {
   storedSize: number;
 }
 
-const FORMAT_KEY = 'pgfleet.json';
+/** The format marker's key (docs/repository-format.md). */
+export const REPOSITORY_FORMAT_KEY = 'pgfleet.json';
+const FORMAT_KEY = REPOSITORY_FORMAT_KEY;
+const CLUSTER_KEY_RE = /^([^/]+)\/cluster\.json$/;
+const MANIFEST_KEY_RE = /^([^/]+)\/backup\/([^/]+)\/backup\.manifest$/;
+
+/** What the repository's keys say of one cluster: whether it has cluster.json, and its manifest labels. */
+export interface ScannedCluster {
+  hasInfo: boolean;
+  labels: string[];
+}
 /** WAL files up to this size are archived in one pass, their stored bytes held in memory meanwhile (Repository.archiveWal). */
 const ONE_PASS_WAL_BYTES = 64 << 20;
 const WAL_KEY_RE = /^(.+)-([0-9a-f]{64})(\.zst|\.lz4|\.gz)?$/;
@@ -111,6 +121,32 @@ export class Repository {
       return;
     }
     await this.driver.put(FORMAT_KEY, Buffer.from(JSON.stringify({ format: 1, createdBy: 'pgfleet' }, null, 2)));
+  }
+
+  /** Whether the format marker exists: the directory or bucket is a pgfleet repository (catalog rebuild asks before reading it). */
+  async hasFormatMarker(): Promise<boolean> {
+    return (await this.driver.stat(FORMAT_KEY)) !== undefined;
+  }
+
+  /**
+   * One pass over the keys (of one cluster, or of all): each cluster with whether its
+   * cluster.json exists and the labels of its complete (manifested) backups. For a catalog
+   * rebuild, which must see every cluster a repository holds.
+   */
+  async scanClusters(only?: string): Promise<Map<string, ScannedCluster>> {
+    const found = new Map<string, ScannedCluster>();
+    const entry = (cluster: string) =>
+      found.get(cluster) ?? found.set(cluster, { hasInfo: false, labels: [] }).get(cluster)!;
+    for await (const o of this.driver.list(only === undefined ? '' : `${only}/`)) {
+      const info = CLUSTER_KEY_RE.exec(o.key);
+      if (info) {
+        entry(info[1]!).hasInfo = true;
+        continue;
+      }
+      const manifest = MANIFEST_KEY_RE.exec(o.key);
+      if (manifest) entry(manifest[1]!).labels.push(manifest[2]!);
+    }
+    return found;
   }
 
   // ---- cluster identity -------------------------------------------------------------------

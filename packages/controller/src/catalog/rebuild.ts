@@ -17,7 +17,7 @@
  */
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import type { BackupRecord, CatalogStore } from '@pgfleet/catalog';
-import type { BackupManifest, Repository } from '@pgfleet/storage';
+import { REPOSITORY_FORMAT_KEY, type BackupManifest, type Repository, type ScannedCluster } from '@pgfleet/storage';
 import { backupRecordFromManifest } from '../jobs/backup.js';
 
 export interface RebuildOptions {
@@ -47,10 +47,6 @@ export interface RebuildReport {
   clusters: ClusterRebuild[];
 }
 
-const FORMAT_KEY = 'pgfleet.json';
-const CLUSTER_KEY_RE = /^([^/]+)\/cluster\.json$/;
-const MANIFEST_KEY_RE = /^([^/]+)\/backup\/([^/]+)\/backup\.manifest$/;
-
 /** The fields a manifest decides; job id and pin are the catalog's own. */
 const FACTS: readonly (keyof BackupRecord)[] = [
   'type',
@@ -73,38 +69,15 @@ function differs(a: BackupRecord, b: BackupRecord): boolean {
   return FACTS.some((k) => a[k] !== b[k]);
 }
 
-/** What the repository's keys say of one cluster: whether it has cluster.json, and its manifest labels. */
-interface ScannedCluster {
-  hasInfo: boolean;
-  labels: string[];
-}
-
-/** One pass over the repository's keys: the clusters it holds and each one's manifest labels. */
-async function scanRepository(repo: Repository, only: string | undefined): Promise<Map<string, ScannedCluster>> {
-  const found = new Map<string, ScannedCluster>();
-  const entry = (cluster: string) =>
-    found.get(cluster) ?? found.set(cluster, { hasInfo: false, labels: [] }).get(cluster)!;
-  for await (const o of repo.driver.list(only === undefined ? '' : `${only}/`)) {
-    const info = CLUSTER_KEY_RE.exec(o.key);
-    if (info) {
-      entry(info[1]!).hasInfo = true;
-      continue;
-    }
-    const manifest = MANIFEST_KEY_RE.exec(o.key);
-    if (manifest) entry(manifest[1]!).labels.push(manifest[2]!);
-  }
-  return found;
-}
-
 export async function rebuildCatalog(
   store: CatalogStore,
   repo: Repository,
   options: RebuildOptions,
 ): Promise<RebuildReport> {
-  if (!(await repo.driver.stat(FORMAT_KEY))) {
+  if (!(await repo.hasFormatMarker())) {
     throw new PgfleetError(
       'InvalidConfig',
-      `${repo.location} is not a pgfleet repository (it has no ${FORMAT_KEY}); nothing was changed`,
+      `${repo.location} is not a pgfleet repository (it has no ${REPOSITORY_FORMAT_KEY}); nothing was changed`,
       {
         hint: 'Point --repo or --repo-path at the repository the agents write to.',
       },
@@ -112,7 +85,7 @@ export async function rebuildCatalog(
   }
   const dryRun = options.dryRun === true;
   const report: RebuildReport = { repository: repo.location, dryRun, clusters: [] };
-  const scanned = await scanRepository(repo, options.cluster);
+  const scanned = await repo.scanClusters(options.cluster);
   for (const [cluster, seen] of [...scanned].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     const r: ClusterRebuild = {
       cluster,
