@@ -397,7 +397,8 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         const kinds = ['backup', 'expire'] as const;
         const attempt = (id: string, kind: 'backup' | 'expire') =>
           store.createJobIfIdle('main', kinds, { id, cluster: 'main', kind, agentId: 'agent-1', params: { id } }, 10);
-        // Both start before either commits (the PostgreSQL store runs them on two pooled connections).
+        // PostgreSQL: both start before either commits (two pooled connections; postgres-store.test.ts also races two
+        // stores behind a held lock). SQLite: one synchronous connection per controller, so this checks the rule in order.
         const outcomes = await Promise.allSettled([attempt('b1', 'backup'), attempt('e1', 'expire')]);
         const created = outcomes.filter((o) => o.status === 'fulfilled');
         const refused = outcomes.filter((o) => o.status === 'rejected');
@@ -410,6 +411,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           (err as Error).message,
           new RegExp(`already has a ${winner.kind} job running \\(${winner.id}, queued\\)`),
         );
+        assert.match((err as PgfleetError).hint, new RegExp(`pgfleet job ${winner.id}`));
         assert.deepEqual(
           (await store.listActiveJobs()).map((j) => j.id),
           [winner.id],

@@ -9,6 +9,7 @@ export {
   type PostgresCatalogOptions,
   MIGRATION_LOCK_CLASS,
   LEADERSHIP_LOCK_CLASS,
+  CLUSTER_JOBS_LOCK_CLASS,
 } from './postgres-store.js';
 export { openCatalog, type OpenCatalogOptions } from './open-catalog.js';
 export {

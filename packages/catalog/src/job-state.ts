@@ -40,11 +40,6 @@ export function checkJobTransition(id: string, from: JobStateName, to: JobStateN
 }
 
 /**
- * createJob with an id the catalog already has: a retried create (a caller that did not see the
- * first answer) gets the job it made, whatever state it reached since; the same id for another
- * cluster or kind is a different job and is refused with JobStateConflict.
- */
-/**
  * createJobIfIdle's refusal: the cluster's unfinished job of a kind that runs one at a time
  * (a backup or an expire), named so the user can follow it.
  */
@@ -52,9 +47,15 @@ export function clusterBusyError(cluster: string, active: JobRecord): PgfleetErr
   return new PgfleetError(
     'BackupInProgress',
     `cluster ${cluster} already has a ${active.kind} job running (${active.id}, ${active.state})`,
+    { hint: `Follow it with: pgfleet job ${active.id}, then retry.` },
   );
 }
 
+/**
+ * createJob with an id the catalog already has: a retried create (a caller that did not see the
+ * first answer) gets the job it made, whatever state it reached since; the same id for another
+ * cluster or kind is a different job and is refused with JobStateConflict.
+ */
 export function existingJobFor(job: NewJob, existing: JobRecord): JobRecord {
   if (existing.cluster !== job.cluster || existing.kind !== job.kind) {
     throw new PgfleetError(

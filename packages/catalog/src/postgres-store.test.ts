@@ -9,6 +9,7 @@ import { freePort, startPostgres, type PgInstance } from '@pgfleet/testkit';
 import { catalogStoreSuite, sampleBackup } from './catalog-suite.js';
 import {
   CATALOG_SCHEMA_VERSION,
+  CLUSTER_JOBS_LOCK_CLASS,
   LEADERSHIP_LOCK_CLASS,
   PostgresCatalogStore,
   openCatalog,
@@ -235,6 +236,45 @@ describe('postgres: shared by several controllers', () => {
     await b.close();
     assert.equal(await a.tryAcquireLeadership('scheduler'), true);
     assert.equal(await a.tryAcquireLeadership('retention'), true);
+  });
+
+  test('createJobIfIdle: two controllers on a catalog whose default isolation is REPEATABLE READ still create one job', async () => {
+    const url = await freshDatabase();
+    // A DBA's default for the catalog database; the stores must not depend on READ COMMITTED being it.
+    await server.query(
+      `ALTER DATABASE ${new URL(url).pathname.slice(1)} SET default_transaction_isolation = 'repeatable read'`,
+    );
+    const [a, b] = [await open(url), await open(url)];
+    await a.upsertCluster({ name: 'main', systemIdentifier: '7300000000000000001', pgVersion: 170002 }, 1);
+    // A third session holds the cluster's lock, so both creators begin (and take any snapshot) before either can go on.
+    const blocker = new pg.Client({ connectionString: url });
+    await blocker.connect();
+    try {
+      await blocker.query(`SELECT pg_advisory_lock(${CLUSTER_JOBS_LOCK_CLASS}, hashtext('main'))`);
+      const attempt = (store: CatalogStore, id: string) =>
+        store.createJobIfIdle(
+          'main',
+          ['backup', 'expire'],
+          { id, cluster: 'main', kind: 'backup', agentId: 'a1', params: {} },
+          10,
+        );
+      const settled = Promise.allSettled([attempt(a, 'j-a'), attempt(b, 'j-b')]);
+      await waitFor(async () => {
+        const r = await blocker.query(
+          `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid AND NOT granted`,
+          [CLUSTER_JOBS_LOCK_CLASS],
+        );
+        return r.rows[0].n >= 2;
+      });
+      await blocker.query(`SELECT pg_advisory_unlock(${CLUSTER_JOBS_LOCK_CLASS}, hashtext('main'))`);
+      const outcomes = await settled;
+      assert.equal(outcomes.filter((o) => o.status === 'fulfilled').length, 1, JSON.stringify(outcomes));
+      const refused = outcomes.find((o) => o.status === 'rejected') as PromiseRejectedResult;
+      assert.ok(PgfleetError.is(refused.reason, 'BackupInProgress'), String(refused.reason));
+      assert.equal((await a.listActiveJobs()).length, 1);
+    } finally {
+      await blocker.end();
+    }
   });
 
   test('leadership is lost with its session: the old leader learns it on its next ask', async () => {

@@ -498,6 +498,9 @@ export class PostgresCatalogStore implements CatalogStore {
       // Serialises creators of this cluster until commit. Under READ COMMITTED each statement
       // below sees what an earlier holder committed, so the check and the insert cannot be split
       // by another controller's insert (a unique index cannot say "one active backup or expire").
+      // Set explicitly: under a database default of REPEATABLE READ the snapshot would be taken by
+      // the lock statement itself, before the earlier holder committed, and both would insert.
+      await client.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
       await client.query(`SELECT pg_advisory_xact_lock(${CLUSTER_JOBS_LOCK_CLASS}, hashtext($1))`, [cluster]);
       const known = await client.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [job.id]);
       if (known.rows[0]) return existingJobFor(job, jobRow(known.rows[0]));

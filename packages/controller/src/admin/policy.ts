@@ -168,7 +168,10 @@ export async function applyRetention(ctx: ControllerContext, cluster: string) {
     return { plan, job: await startExpireJob(ctx, r, 'requested') };
   } catch (err) {
     if (!PgfleetError.is(err, 'BackupInProgress')) throw err;
-    throw new PgfleetError('BackupInProgress', `${err.message}; retention waits until it ends`, { cause: err });
+    throw new PgfleetError('BackupInProgress', `${err.message}; retention waits until it ends`, {
+      hint: err.hint,
+      cause: err,
+    });
   }
 }
 
