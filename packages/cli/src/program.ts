@@ -3,7 +3,7 @@
  * set the shared ones. --help is generated from it. Per-command flags are cliOnly so a stray
  * PGFLEET_TARGET_TIME in the environment can never steer a restore.
  */
-import { resolveSettings, type CommandSettings, type OptionValues, type ProgramSpec } from '@pgfleet/core';
+import { ErrorCodes, resolveSettings, type CommandSettings, type OptionValues, type ProgramSpec } from '@pgfleet/core';
 
 const CONNECTION = ['controller', 'timeout', 'token', 'token-file', 'ca-cert'] as const;
 const TARGET_FLAGS = [
@@ -85,8 +85,7 @@ export const cliProgram = {
       type: 'string',
       cliOnly: true,
       choices: ['primary', 'standby', 'prefer-standby'],
-      description:
-        "Which host of an HA cluster to back up (default: the policy's backup-from, else primary): primary, standby (a caught-up standby; fails with PGF-2010 when none is connected) or prefer-standby.",
+      description: `Which host of an HA cluster to back up (default: the policy's backup-from, else primary): primary, standby (a caught-up standby; fails with ${ErrorCodes.StandbyNotConnected.code} when none is connected) or prefer-standby.`,
     },
     {
       name: 'wait',
@@ -448,8 +447,7 @@ export const cliProgram = {
     },
     {
       name: 'verify',
-      summary:
-        "Check a cluster's repository on its agent: every backup's files and checksums, manifest references, and WAL continuity per timeline; prints per backup whether and to which range of points it can be restored, and every fault found. With --wait, exits non-zero (PGF-5005) when anything is not restorable.",
+      summary: `Check a cluster's repository on its agent: every backup's files and checksums, manifest references, and WAL continuity per timeline; prints per backup whether and to which range of points it can be restored, and every fault found. With --wait, exits non-zero (${ErrorCodes.VerifyFailed.code}) when anything is not restorable.`,
       options: [...CONNECTION, 'output', 'full', 'wait'],
       localOptions: [
         {
@@ -464,8 +462,7 @@ export const cliProgram = {
     },
     {
       name: 'check',
-      summary:
-        "Prove on the cluster's agent that WAL archiving works end to end before a backup needs it: wal_level, archive_mode, an archive_command that runs pgfleet-agent wal-push for this cluster, max_wal_senders, data checksums, free space under pg_wal, every repository writable, and a WAL segment switched now (after a restore point pgfleet-check-<job>) reaching every repository. Waits for the result and prints one line per check (ok, warn or FAIL, and what to do); exits non-zero (PGF-4009) when any check fails.",
+      summary: `Prove on the cluster's agent that WAL archiving works end to end before a backup needs it: wal_level, archive_mode, an archive_command that runs pgfleet-agent wal-push for this cluster, max_wal_senders, data checksums, free space under pg_wal, every repository writable, and a WAL segment switched now (after a restore point pgfleet-check-<job>) reaching every repository. Waits for the result and prints one line per check (ok, warn or FAIL, and what to do); exits non-zero (${ErrorCodes.ArchiveCheckFailed.code}) when any check fails.`,
       options: ['controller', 'token', 'token-file', 'ca-cert', 'output', 'timeout'],
       localOptions: [
         {

@@ -5,7 +5,7 @@
  * capture it); what it is and how to use it goes to stderr. The controller keeps only its hash.
  */
 import { timestampMs } from '@bufbuild/protobuf/wkt';
-import { PgfleetError, parseDuration, type OptionValues } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, parseDuration, type OptionValues } from '@pgfleet/core';
 import {
   CreateEnrollmentTokenResponseSchema,
   CreateTokenResponseSchema,
@@ -62,7 +62,7 @@ export async function tokenCommand(
       if (json) printJson(TokenInfoSchema, info!);
       else
         out(
-          `revoked admin token '${info!.name}' (id ${info!.id}, role ${info!.role}); calls with it now fail with PGF-8001`,
+          `revoked admin token '${info!.name}' (id ${info!.id}, role ${info!.role}); calls with it now fail with ${ErrorCodes.Unauthenticated.code}`,
         );
       return 0;
     }

@@ -4,7 +4,7 @@
  * A token is printed once, on stdout alone so scripts can capture it; the catalog keeps only its
  * hash. Everything else (what was made, until when) goes to stderr.
  */
-import { missingOption, PgfleetError, resolveSettings, type OptionValues } from '@pgfleet/core';
+import { ErrorCodes, missingOption, PgfleetError, resolveSettings, type OptionValues } from '@pgfleet/core';
 import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
 import { parseDuration } from './access.js';
 import { controllerProgram } from '../options.js';
@@ -117,7 +117,7 @@ export async function tokenCommand(
         revokeAdminToken(store, target, io.now(), 'pgfleet-controller token list'),
       );
       io.err(
-        `revoked admin token '${revoked.name}' (id ${revoked.id}, role ${revoked.role}); calls with it now fail with PGF-8001\n`,
+        `revoked admin token '${revoked.name}' (id ${revoked.id}, role ${revoked.role}); calls with it now fail with ${ErrorCodes.Unauthenticated.code}\n`,
       );
       return 0;
     }
