@@ -163,7 +163,7 @@ const FLUSHED_SQL = `SELECT flush_lsn >= $1::pg_lsn AS ok FROM pg_stat_replicati
 
 for (const kind of REPOSITORY_KINDS)
   describe(
-    `WAL streaming: RPO of about a second, no gap across kill -9 of the agent (${kind} repository)`,
+    `WAL streaming: every commit reaches the spool before its segment ends (the RPO is reported), no gap across kill -9 of the agent (${kind} repository)`,
     { timeout: 600_000 },
     () => {
       let fleet: Fleet;
