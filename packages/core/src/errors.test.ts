@@ -51,6 +51,8 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   RepoIoFailed: ['PGF-5004', 14, 5],
   VerifyFailed: ['PGF-5005', 15, 6],
   DrillFailed: ['PGF-5006', 15, 6],
+  ManifestPathRejected: ['PGF-5020', 15, 6],
+  RestoreEscapeRefused: ['PGF-5021', 9, 4],
   TargetBeforeOldestBackup: ['PGF-6001', 11, 4],
   TargetInFuture: ['PGF-6002', 11, 4],
   TargetInvalid: ['PGF-6003', 3, 2],
@@ -66,6 +68,9 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   Unauthenticated: ['PGF-8001', 16, 7],
   PermissionDenied: ['PGF-8002', 7, 7],
   EnrollmentFailed: ['PGF-8003', 7, 7],
+  ManifestUnauthenticated: ['PGF-8020', 15, 6],
+  ManifestUnsigned: ['PGF-8021', 9, 4],
+  ManifestKeyMissing: ['PGF-8022', 9, 4],
   Internal: ['PGF-9001', 13, 1],
 };
 

@@ -257,6 +257,18 @@ export const ErrorCodes = {
     6,
     'A restore drill did not prove the backup: see its stage and reasons (`pgfleet drills <cluster>`, `pgfleet job <id> --output json`); amcheck findings mean damaged data or indexes, count differences mean the restored data is not what the source held at the restore point.',
   ),
+  ManifestPathRejected: spec(
+    'PGF-5020',
+    GrpcStatus.DATA_LOSS,
+    6,
+    'The manifest lists a path no PostgreSQL data directory has (absolute, with .. or an empty segment, a link outside pg_tblspc/<oid>, a file under a link, a duplicate): it was not written by pgfleet as it is. Nothing was restored from it; treat the repository as tampered with, find out who can write to it, and restore another backup.',
+  ),
+  RestoreEscapeRefused: spec(
+    'PGF-5021',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'The restore met a symbolic link or a non-directory where it must create a directory or file, and refused to write through it (it would have written outside the target). Inspect the named path: remove what was planted there, or restore into a new empty directory.',
+  ),
   // 6xxx: recovery targets
   TargetBeforeOldestBackup: spec(
     'PGF-6001',
@@ -344,6 +356,24 @@ export const ErrorCodes = {
     GrpcStatus.PERMISSION_DENIED,
     7,
     'Enrollment tokens are single-use and expire: issue a new one with `pgfleet-controller enroll-token <cluster>` and start the agent with it.',
+  ),
+  ManifestUnauthenticated: spec(
+    'PGF-8020',
+    GrpcStatus.DATA_LOSS,
+    6,
+    "The manifest's authentication code does not match: it was changed, or copied from another backup or cluster, after the agent wrote it. Nothing was trusted from it; treat the repository as tampered with and restore another backup.",
+  ),
+  ManifestUnsigned: spec(
+    'PGF-8021',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'The manifest carries no authentication code (written by a pgfleet before manifests were signed, or stripped). Check the repository, then sign the existing manifests once with `pgfleet-controller manifest sign --catalog URL --repo URL` (docs/security/h2-restore-trust.md), or take a new full backup.',
+  ),
+  ManifestKeyMissing: spec(
+    'PGF-8022',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'This process holds no manifest key for the cluster: the controller sends it with every job. Upgrade the controller to the agent\'s version, and check its --manifest-secret file.',
   ),
   // 9xxx: bugs
   Internal: spec('PGF-9001', GrpcStatus.INTERNAL, 1, 'This is a bug in pgfleet; please report it with the log.'),

@@ -10,3 +10,5 @@ export * from './s3-driver.js';
 export * from './mirrored-driver.js';
 export * from './repository-url.js';
 export * from './open-repository.js';
+export * from './manifest-auth.js';
+export * from './manifest-paths.js';

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { PgfleetError } from '@pgfleet/core/errors';
 import type { Codec } from './codec.js';
+import { validateManifestEntries } from './manifest-paths.js';
 
 export const MANIFEST_FORMAT = 1;
 
@@ -138,5 +139,8 @@ export function parseManifest(text: string, where: string): BackupManifest {
   }
   if (!Array.isArray(doc.files) || !Array.isArray(doc.directories))
     throw new PgfleetError('RepoManifestInvalid', `manifest ${where} lacks its file list`);
+  // Older manifests may lack the link list; an empty one means no links.
+  doc.links ??= [];
+  validateManifestEntries(doc, where);
   return doc;
 }

@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import { PgfleetError } from '@pgfleet/core';
 import { PosixDriver } from './posix-driver.js';
 import { Repository } from './repository.js';
+import { secretManifestKeys } from './manifest-auth.js';
 import type { Codec } from './codec.js';
 import { sha, sink } from './driver-suite.js';
 
@@ -18,7 +19,7 @@ after(async () => {
 async function repo(): Promise<Repository> {
   const dir = await mkdtemp(join(tmpdir(), 'pgfleet-repo-'));
   dirs.push(dir);
-  return new Repository(new PosixDriver(dir));
+  return new Repository(new PosixDriver(dir), secretManifestKeys(Buffer.alloc(32, 1)));
 }
 
 for (const codec of ['zstd', 'gzip', 'none'] as Codec[]) {
@@ -57,7 +58,7 @@ test('a backup without a manifest is not listed; cluster identity is enforced', 
   await assert.rejects(r.readManifest('c', '20260101-000000F'), (e: unknown) => PgfleetError.is(e, 'UnknownBackup'));
   await r.driver.put('c/backup/20260101-000000F/backup.manifest', Buffer.from('{not json'));
   await assert.rejects(r.readManifest('c', '20260101-000000F'), (e: unknown) =>
-    PgfleetError.is(e, 'RepoManifestInvalid'),
+    PgfleetError.is(e, 'ManifestUnsigned'),
   );
   assert.ok((await readdir(join(r.location, 'c'))).includes('cluster.json'));
 });

@@ -24,6 +24,7 @@ import { PgfleetError } from '@pgfleet/core/errors';
 import { CODECS, type Codec, codecExtension, codecOfExtension, hasBlockForm, HashingStream } from './codec.js';
 import type { ObjectInfo, PutOptions, RepositoryDriver } from './driver.js';
 import { type BackupManifest, parseManifest } from './manifest.js';
+import { type ManifestKeys, openManifest, sealManifest } from './manifest-auth.js';
 import { MirroredDriver } from './mirrored-driver.js';
 import { encodeFile, fileStream, ObjectIo, type StoredFile } from './object-io.js';
 import type { RepositorySpec } from './repository-url.js';
@@ -76,8 +77,20 @@ export class Repository {
   /** Every object's bytes are written and read through this layer (object-io.ts). */
   readonly objects: ObjectIo;
 
-  constructor(readonly driver: RepositoryDriver) {
+  /**
+   * @param manifestKeys the keys this process authenticates manifests with (manifest-auth.ts);
+   * without the key of a cluster its manifests can be neither written nor read.
+   */
+  constructor(
+    readonly driver: RepositoryDriver,
+    private readonly manifestKeys?: ManifestKeys,
+  ) {
     this.objects = new ObjectIo(driver);
+  }
+
+  /** The same repository (same driver, shared) with these manifest keys: one job's view of it. */
+  withManifestKeys(keys: ManifestKeys): Repository {
+    return new Repository(this.driver, keys);
   }
 
   get location(): string {
@@ -235,16 +248,63 @@ export class Repository {
     return `${this.backupPrefix(cluster, label)}/backup.manifest`;
   }
 
+  /** Stores the manifest, authenticated under its cluster's key (manifest-auth.ts). */
   async writeManifest(manifest: BackupManifest): Promise<void> {
     const key = this.backupManifestKey(manifest.cluster, manifest.label);
-    await this.driver.put(key, Buffer.from(JSON.stringify(manifest, null, 1)));
+    const text = sealManifest(
+      JSON.stringify(manifest, null, 1),
+      this.manifestKey(manifest.cluster),
+      manifest.cluster,
+      manifest.label,
+    );
+    await this.driver.put(key, Buffer.from(text));
   }
 
+  /**
+   * Reads a manifest and trusts it only once its MAC matches under the cluster's key for this
+   * cluster and label: ManifestUnauthenticated when it does not, ManifestUnsigned when it has
+   * none (adoptManifest signs those), then the paths are checked (parseManifest).
+   */
   async readManifest(cluster: string, label: string): Promise<BackupManifest> {
+    const { text, where } = await this.manifestText(cluster, label);
+    const opened = openManifest(text, this.manifestKey(cluster), cluster, label, where);
+    if (!opened.signed)
+      throw new PgfleetError(
+        'ManifestUnsigned',
+        `manifest of backup ${label} of cluster ${cluster} (${where}) carries no authentication code; it is not trusted`,
+      );
+    return this.parseFor(opened.json, cluster, label, where);
+  }
+
+  /**
+   * The one explicit route for manifests written before manifests were signed: reads the
+   * manifest, checks its paths and that it describes this backup, and stores it signed.
+   * 'signed' when it was unsigned, 'valid' when it already carried a matching MAC; a manifest
+   * with a MAC that does not match is refused (ManifestUnauthenticated), never re-signed.
+   */
+  async adoptManifest(cluster: string, label: string): Promise<'signed' | 'valid'> {
+    const { text, where } = await this.manifestText(cluster, label);
+    const opened = openManifest(text, this.manifestKey(cluster), cluster, label, where);
+    const manifest = this.parseFor(opened.json, cluster, label, where);
+    if (opened.signed) return 'valid';
+    await this.writeManifest(manifest);
+    return 'signed';
+  }
+
+  private manifestKey(cluster: string): Buffer {
+    const key = this.manifestKeys?.keyFor(cluster);
+    if (!key)
+      throw new PgfleetError(
+        'ManifestKeyMissing',
+        `no manifest key for cluster ${cluster}: its manifests can be neither written nor trusted here`,
+      );
+    return key;
+  }
+
+  private async manifestText(cluster: string, label: string): Promise<{ text: string; where: string }> {
     const key = this.backupManifestKey(cluster, label);
-    let text: string;
     try {
-      text = (await readSmall(this.driver, key)).toString('utf8');
+      return { text: (await readSmall(this.driver, key)).toString('utf8'), where: key };
     } catch (err) {
       if (PgfleetError.is(err, 'RepoFileMissing')) {
         throw new PgfleetError(
@@ -255,7 +315,16 @@ export class Repository {
       }
       throw err;
     }
-    return parseManifest(text, key);
+  }
+
+  private parseFor(json: string, cluster: string, label: string, where: string): BackupManifest {
+    const manifest = parseManifest(json, where);
+    if (manifest.cluster !== cluster || manifest.label !== label)
+      throw new PgfleetError(
+        'RepoManifestInvalid',
+        `manifest ${where} describes backup ${manifest.label} of cluster ${manifest.cluster}`,
+      );
+    return manifest;
   }
 
   /** Every object under every backup label of the cluster (complete or not), in key order. */
