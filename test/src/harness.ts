@@ -10,11 +10,12 @@
  * (`both`: the controller names none, the agent's config file has --repo and --repo2).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openRepository, parseRepositoryUrl, type Repository } from '@pgfleet/storage';
+import { openRepository, parseRepositoryUrl, secretManifestKeys, type Repository } from '@pgfleet/storage';
 import {
   chownToPostgres,
   freePort,
@@ -278,14 +279,21 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       );
     });
   };
-  const repo = await openRepository(
+  // The controller's manifest secret, made here so the test reads manifests with the same keys.
+  const manifestSecretFile = join(dir, 'manifest.secret');
+  const manifestKeys = secretManifestKeys(await testManifestSecret(manifestSecretFile));
+  const repo = (await openRepository(
     repoUrls.map((u) => parseRepositoryUrl(u)),
     credentials,
-  );
+  )).withManifestKeys(manifestKeys);
   const repoMembers =
     repoUrls.length === 1
       ? [repo]
-      : await Promise.all(repoUrls.map((u) => openRepository([parseRepositoryUrl(u)], credentials)));
+      : await Promise.all(
+          repoUrls.map(async (u) =>
+            (await openRepository([parseRepositoryUrl(u)], credentials)).withManifestKeys(manifestKeys),
+          ),
+        );
   const pg = await startPostgres({
     ...(archive ? { archiveCommand: agentCommand(`wal-push "%p" ${walArgs}`) } : {}),
     ...opts.pg,
@@ -303,6 +311,8 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     '1',
     '--job-reclaim-grace',
     '5',
+    '--manifest-secret',
+    manifestSecretFile,
     ...(opts.controllerArgs ?? []),
   ];
   let controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, 'controller.log'));
@@ -406,4 +416,13 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   });
   if (opts.startAgent ?? true) await fleet.startAgent();
   return fleet;
+}
+
+/** The manifest secret of a test fleet's controller: the file's, or a new one (0600, as the controller makes it). */
+export async function testManifestSecret(path: string): Promise<Buffer> {
+  const existing = await readFile(path, 'utf8').catch(() => undefined);
+  if (existing) return Buffer.from(existing.trim(), 'hex');
+  const secret = randomBytes(32);
+  await writeFile(path, `${secret.toString('hex')}\n`, { mode: 0o600 });
+  return secret;
 }

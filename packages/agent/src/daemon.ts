@@ -22,6 +22,7 @@ import { readPgdataFacts, type PgdataFacts } from './pgdata/pgdata.js';
 import type { Progress } from './progress.js';
 import { archiveCheckBase } from './jobs/check.js';
 import { jobRepositories, walFetchArgs } from './jobs/context.js';
+import { withJobManifestKey } from './jobs/manifest-key.js';
 import type { JobContext } from './jobs/job-kind.js';
 import { failureResult, runJob } from './jobs/registry.js';
 import { AGENT_VERSION } from './version.js';
@@ -442,7 +443,7 @@ export class AgentDaemon {
   /** Opens the job's repositories and runs it by its kind's module (jobs/registry.ts). */
   private async runJob(job: Job, signal: AbortSignal, log: Logger, progress: (p: Progress) => void) {
     const specs = jobRepositories(this.s, job, log);
-    const repo = await this.openRepository(specs);
+    const repo = withJobManifestKey(await this.openRepository(specs), job);
     const ctx: JobContext = {
       job,
       settings: this.s,

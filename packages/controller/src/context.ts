@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import type { Logger } from '@pgfleet/core';
 import type { CatalogStore, JobRecord } from '@pgfleet/catalog';
+import type { ManifestKeys } from '@pgfleet/storage/manifest-auth';
 import type { RepositorySpec } from '@pgfleet/storage/repository-url';
 import type { AgentSessions } from './agents/sessions.js';
 import type { JobWatchers } from './jobs/watchers.js';
@@ -23,6 +24,8 @@ export interface ControllerContext {
    */
   repositoryKey: string;
   heartbeatIntervalSeconds: number;
+  /** Every cluster's manifest key (from the manifest secret): each job carries its own cluster's only. */
+  manifestKeys: ManifestKeys;
   /** Milliseconds since the epoch; injectable so tests control time. */
   now: () => number;
   /** Running Connect handlers, so shutdown can let them record the disconnect before the catalog closes. */

@@ -110,6 +110,12 @@ export const controllerProgram = {
         'Directory made by `ca init` (CA and server certificate). With it the server speaks TLS only: agents need a certificate from the CA (enrollment), admin calls a bearer token.',
     },
     {
+      name: 'manifest-secret',
+      type: 'string',
+      description:
+        'File holding the secret every cluster\'s manifest key is derived from (generated 0600 at the first run when missing). Default: manifest.secret in --tls-dir, else beside a SQLite catalog; required with a PostgreSQL catalog and no --tls-dir. Every controller of a catalog needs the same file; keep a copy with the CA key.',
+    },
+    {
       name: 'require-auth',
       type: 'boolean',
       description: 'Require admin bearer tokens even without --tls-dir (implied by --tls-dir).',
@@ -258,6 +264,7 @@ export const controllerProgram = {
         'max-backups-per-repository',
         'max-backups-per-host',
         'tls-dir',
+        'manifest-secret',
         'require-auth',
         'nats-url',
         'nats-stream-max-age',
@@ -297,9 +304,9 @@ export const controllerProgram = {
     {
       name: 'catalog',
       summary:
-        'catalog rebuild --catalog URL --repo URL|--repo-path DIR [--cluster X] [--dry-run]: re-index the backups of a repository from their manifests (unknown clusters are created; rows whose manifest is gone are removed). Idempotent.',
-      options: ['config', 'catalog', 'repo', 'repo-path', 'cluster', 'dry-run', 'output'],
-      positionals: [{ name: 'action', description: 'rebuild.', required: true }],
+        'catalog rebuild --catalog URL --repo URL|--repo-path DIR [--cluster X] [--dry-run]: re-index the backups of a repository from their manifests (unknown clusters are created; rows whose manifest is gone are removed; manifests failing authentication are skipped). Idempotent. catalog sign-manifests (same options): sign the manifests written before manifests were signed, once, after checking the repository (docs/security/h2-restore-trust.md).',
+      options: ['config', 'catalog', 'repo', 'repo-path', 'cluster', 'dry-run', 'output', 'tls-dir', 'manifest-secret'],
+      positionals: [{ name: 'action', description: 'rebuild or sign-manifests.', required: true }],
     },
   ],
 } as const satisfies ProgramSpec;
@@ -327,6 +334,8 @@ export interface ControllerConfig {
   tlsDir?: string;
   /** Admin tokens required without TLS too. */
   requireAuth?: boolean;
+  /** The manifest secret's file (security/manifest-secret.ts); absent: the default beside --tls-dir or the SQLite catalog. */
+  manifestSecret?: string;
   /** NATS server URLs; absent: events stay in the catalog outbox. */
   natsUrl?: string[];
   /** Retention of PGFLEET_EVENTS when the controller creates it. */
@@ -372,6 +381,7 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
     maxBackupsPerHost: run.maxBackupsPerHost,
     ...(run.tlsDir ? { tlsDir: run.tlsDir } : {}),
     ...(run.requireAuth ? { requireAuth: true } : {}),
+    ...(run.manifestSecret ? { manifestSecret: run.manifestSecret } : {}),
     ...eventsAndHealthConfig(run),
   };
 }

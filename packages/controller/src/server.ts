@@ -6,6 +6,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ErrorCodes, silentLogger, sleep, type Logger } from '@pgfleet/core';
 import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
+import { secretManifestKeys } from '@pgfleet/storage/manifest-auth';
 import { repositoryUrl } from '@pgfleet/storage/repository-url';
 import { addHealthAndReflection, addService, listen, serverTlsCredentials } from '@pgfleet/rpc';
 import { AdminService, AgentService, EnrollmentService } from '@pgfleet/proto';
@@ -19,6 +20,7 @@ import { JobWatchers } from './jobs/watchers.js';
 import { SchedulerLoop } from './schedule/loop.js';
 import { RUN_DEFAULTS, type ControllerConfig } from './options.js';
 import { loadTlsDir, type ControllerTls } from './security/tls-dir.js';
+import { loadManifestSecret, manifestSecretPath } from './security/manifest-secret.js';
 import { JetStreamPublisher, OutboxRelay } from '@pgfleet/events';
 import { catalogOutbox } from './jobs/events.js';
 import { DEFAULT_HEALTH_THRESHOLDS, HealthMonitor, type HealthThresholds } from './health/health.js';
@@ -66,6 +68,14 @@ export async function startController(
   // Read before anything else is opened: a bad --tls-dir fails the start with nothing to undo.
   const tls: ControllerTls | undefined = config.tlsDir ? await loadTlsDir(config.tlsDir) : undefined;
   const requireTokens = tls !== undefined || config.requireAuth === true;
+  const manifestSecret = await loadManifestSecret(
+    manifestSecretPath({
+      catalog: config.catalogPath,
+      ...(config.manifestSecret ? { manifestSecret: config.manifestSecret } : {}),
+      ...(config.tlsDir ? { tlsDir: config.tlsDir } : {}),
+    }),
+    true,
+  );
 
   const repositories = config.repositories?.length
     ? config.repositories
@@ -80,6 +90,7 @@ export async function startController(
     repositories,
     repositoryKey: repositories.length > 0 ? repositories.map(repositoryUrl).join(' ') : 'agent-configured',
     heartbeatIntervalSeconds: config.heartbeatIntervalSeconds,
+    manifestKeys: secretManifestKeys(manifestSecret),
     now,
     connections: new Set(),
     retentionDue: new Set(),

@@ -85,6 +85,18 @@ export interface RestoreDestination {
   /** Whole file: chmod after writing (over an existing file, whose mode open() keeps). */
   chmod?: boolean;
   mtimeMs?: number;
+  /** Whole file: it must not exist yet (O_EXCL); the restore removed whatever was there. */
+  exclusive?: boolean;
+}
+
+/**
+ * How a restored file is opened: never through a symbolic link at its own name (O_NOFOLLOW), and
+ * created new where the caller says so, so neither a planted link nor a hard link can make a
+ * restore write to a file outside its target (agent restore/confined-path.ts checks the parents).
+ */
+export function restoreOpenFlags(d: RestoreDestination): number {
+  if (d.offset !== undefined) return fsc.O_WRONLY | fsc.O_NOFOLLOW;
+  return fsc.O_WRONLY | fsc.O_CREAT | fsc.O_NOFOLLOW | (d.exclusive ? fsc.O_EXCL : fsc.O_TRUNC);
 }
 
 export interface ExpectedContent {
@@ -369,10 +381,8 @@ export class ObjectIo {
       await withDecoder(codec, (dec) => restoreBlocks(local, this.driver.location, key, expected, dest, dec));
       return;
     }
-    const out =
-      dest.offset === undefined
-        ? createWriteStream(dest.path, { mode: dest.mode, highWaterMark: BUF })
-        : createWriteStream(dest.path, { flags: 'r+', start: dest.offset, highWaterMark: BUF });
+    const fh = await open(dest.path, restoreOpenFlags(dest), dest.mode);
+    const out = fh.createWriteStream({ highWaterMark: BUF, ...(dest.offset !== undefined ? { start: dest.offset } : {}) });
     await this.readStream(key, codec, expected, out);
     if (dest.offset === undefined) await fsyncPath(dest.path);
     if (dest.chmod) await chmod(dest.path, dest.mode); // mode applies only when the file is created
@@ -582,7 +592,7 @@ class DestWriter {
   ) {}
 
   static open(d: RestoreDestination, size: number): DestWriter {
-    const base = d.offset === undefined ? fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC : fsc.O_WRONLY;
+    const base = restoreOpenFlags(d);
     const direct = !directRefused && size > 0 && size % DIRECT_ALIGN === 0 && (d.offset ?? 0) % DIRECT_ALIGN === 0;
     if (direct) {
       try {
@@ -606,7 +616,7 @@ class DestWriter {
         directRefused = true;
         this.direct = false;
         closeSync(this.fd);
-        this.fd = openSync(this.d.path, fsc.O_WRONLY);
+        this.fd = openSync(this.d.path, fsc.O_WRONLY | fsc.O_NOFOLLOW);
       }
     }
   }

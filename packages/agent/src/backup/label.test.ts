@@ -8,10 +8,11 @@ import { after, test } from 'node:test';
 import { ErrorCodes, backupLabel, PgfleetError } from '@pgfleet/core';
 import { PosixDriver, Repository } from '@pgfleet/storage';
 import { freeLabel } from './backup.js';
+import { TEST_MANIFEST_KEYS } from '../testing/repository-fixtures.js';
 
 const root = mkdtempSync(join(tmpdir(), 'pgfleet-label-'));
 after(() => rmSync(root, { recursive: true, force: true }));
-const repo = new Repository(new PosixDriver(root));
+const repo = new Repository(new PosixDriver(root), TEST_MANIFEST_KEYS);
 
 test('a label already holding files (even of an unfinished backup) is skipped: the next second is used', async () => {
   const now = new Date();

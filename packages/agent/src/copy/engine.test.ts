@@ -19,6 +19,7 @@ import { listPgdata } from '../pgdata/walk.js';
 import { ProgressTracker } from '../progress.js';
 import { runRestore } from '../restore/restore.js';
 import { testFullManifest, testRestoreOptions } from '../testing/restore-fixtures.js';
+import { TEST_MANIFEST_KEYS } from '../testing/repository-fixtures.js';
 
 /** A relation page with a valid checksum (pd_lsn 0/1, pd_upper set), content varying by block. */
 function page(block: number): Buffer {
@@ -88,7 +89,7 @@ for (const codec of ['zstd', 'lz4', 'none', 'gzip'] as const) {
     try {
       const pgdata = join(root, 'pgdata');
       await makePgdata(pgdata);
-      const repo = new Repository(new PosixDriver(join(root, 'repo')));
+      const repo = new Repository(new PosixDriver(join(root, 'repo')), TEST_MANIFEST_KEYS);
       await repo.init();
       const m = await backup(pgdata, repo, '20260101-000000F', codec);
       const byPath = new Map(m.files.map((f) => [f.path, f]));

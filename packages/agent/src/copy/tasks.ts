@@ -56,6 +56,8 @@ export interface RestoreTask {
   /** Whole file: chmod after writing (delta restore over an existing file), and set this mtime. */
   chmod?: boolean;
   mtimeMs?: number;
+  /** Whole file: created new (O_EXCL); the restore removed whatever was at its name (restore/confined-path.ts). */
+  exclusive?: boolean;
 }
 
 export interface HashTask {
@@ -132,6 +134,7 @@ async function restoreTask(repo: Repository, t: RestoreTask): Promise<undefined>
       ...(t.offset !== undefined ? { offset: t.offset } : {}),
       ...(t.chmod ? { chmod: true } : {}),
       ...(t.mtimeMs !== undefined ? { mtimeMs: t.mtimeMs } : {}),
+      ...(t.exclusive ? { exclusive: true } : {}),
     },
   );
   return undefined;

@@ -18,13 +18,14 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { appendFile, open, readdir, readFile, readlink, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { open, readdir, readFile, readlink, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { PgfleetError, processAlive, sleep, type Logger } from '@pgfleet/core';
 import { connectPg, serverLogExcerpt, type ServerLogExcerpt } from '@pgfleet/pg';
 import type { PgClient } from './capture.js';
+import { RestoreTree } from '../restore/confined-path.js';
 
 const run = promisify(execFile);
 
@@ -190,9 +191,10 @@ export class ScratchPostgres {
     // Trust is safe here: the only way in is the socket in a directory only the agent's user can enter.
     await writeFile(hba, 'local all all trust\n', { mode: 0o600 });
     await writeFile(ident, '', { mode: 0o600 });
+    // The restored directory's files are written like the restore's own: never through a link.
+    const pgdata = new RestoreTree(this.o.pgdata);
     // Debian keeps postgresql.conf in /etc: the data directory then has none, and postgres insists on one.
-    const conf = join(this.o.pgdata, 'postgresql.conf');
-    if (!existsSync(conf)) await writeFile(conf, '', { mode: 0o600 });
+    await pgdata.appendFile('postgresql.conf', '');
     const settings = drillServerSettings({
       port: this.port,
       socketDir: this.socketDir,
@@ -207,7 +209,7 @@ export class ScratchPostgres {
       `# pgfleet drill ${this.o.jobId}: a throwaway copy that never archives and listens only on its own socket`,
       ...settings.map(([k, v]) => `${k} = ${confString(v)}`),
     ];
-    await appendFile(join(this.o.pgdata, 'postgresql.auto.conf'), `${lines.join('\n')}\n`, { mode: 0o600 });
+    await pgdata.appendFile('postgresql.auto.conf', `${lines.join('\n')}\n`);
   }
 
   async start(): Promise<void> {

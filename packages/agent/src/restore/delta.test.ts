@@ -23,6 +23,7 @@ import { PgfleetError } from '@pgfleet/core';
 import { PosixDriver, Repository, type BackupManifest, type ManifestFile } from '@pgfleet/storage';
 import { runRestore, type RestoreOptions } from './restore.js';
 import { testFullManifest, testRestoreOptions } from '../testing/restore-fixtures.js';
+import { TEST_MANIFEST_KEYS } from '../testing/repository-fixtures.js';
 
 const FILES: Record<string, string> = {
   PG_VERSION: '16\n',
@@ -35,7 +36,7 @@ const FILES: Record<string, string> = {
 
 async function makeBackup(root: string): Promise<{ repo: Repository; repoPath: string; manifest: BackupManifest }> {
   const repoPath = join(root, 'repo');
-  const repo = new Repository(new PosixDriver(repoPath));
+  const repo = new Repository(new PosixDriver(repoPath), TEST_MANIFEST_KEYS);
   await repo.init();
   const label = '20260101-000000F';
   const files: ManifestFile[] = [];

@@ -19,21 +19,7 @@
  * either (PostgreSQL would recreate the source's links from it). Not in-place directories inside
  * pg_tblspc: PostgreSQL refuses those at the end of recovery unless a developer option is set.
  */
-import {
-  appendFile,
-  chmod,
-  lstat,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  readlink,
-  realpath,
-  rm,
-  symlink,
-  utimes,
-  writeFile,
-} from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, readlink, realpath, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fsyncPath, mapLimit, PgfleetError, processAlive, settleAll, type Logger } from '@pgfleet/core';
@@ -42,6 +28,7 @@ import { CopyPool } from '../copy/pool.js';
 import { ProgressTracker, type ProgressSink } from '../progress.js';
 import { readPgdataFacts } from '../pgdata/pgdata.js';
 import { TABLESPACE_LINK_RE } from '../pgdata/walk.js';
+import { RestoreTree } from './confined-path.js';
 import { planRestore, type TargetSpec } from './plan.js';
 
 export type { TargetSpec } from './plan.js';
@@ -178,10 +165,18 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
   tracker.state.filesTotal = manifest.files.length;
   const tablespaceLocation = (linkPath: string) =>
     join(o.tablespaceDir ?? `${o.targetDir}.tablespaces`, basename(linkPath));
-  const { removed } = await layOutTarget(o, manifest, delta, ownTarget, tablespaceLocation, tracker);
-  const { fetched, kept } = await restoreFiles(o, manifest, delta, tracker);
+  const { removed, tree } = await layOutTarget(o, manifest, delta, ownTarget, tablespaceLocation, tracker);
+  const { fetched, kept } = await restoreFiles(o, tree, manifest, delta, tracker);
   o.signal?.throwIfAborted();
-  await writeRecoverySettings(o, manifest, plan.recoveryTargetTimeline, archivePreserved, tablespaceLocation, tracker);
+  await writeRecoverySettings(
+    o,
+    tree,
+    manifest,
+    plan.recoveryTargetTimeline,
+    archivePreserved,
+    tablespaceLocation,
+    tracker,
+  );
   if (delta) {
     const message = `delta: ${kept} file(s) kept, ${manifest.files.length - kept} fetched (${fetched} bytes), ${removed} removed`;
     o.log.info(
@@ -267,7 +262,7 @@ async function layOutTarget(
   ownTarget: boolean,
   tablespaceLocation: (linkPath: string) => string,
   tracker: ProgressTracker,
-): Promise<{ removed: number }> {
+): Promise<{ removed: number; tree: RestoreTree }> {
   let removed = 0;
   const keptLinks = new Set<string>();
   if (delta) {
@@ -277,12 +272,15 @@ async function layOutTarget(
     // same host would otherwise write into the live source's tablespace).
     const own = ownTarget;
     const links = new Map(manifest.links.map((l) => [l.path, l.target]));
+    // Only tablespace links are ever kept: any other link in the directory is removed as a link.
     const keepLink = (path: string, target: string): boolean =>
-      isTablespace(path)
-        ? links.has(path) && (target === tablespaceLocation(path) || (own && target === links.get(path)))
-        : links.get(path) === target;
+      isTablespace(path) &&
+      links.has(path) &&
+      (target === tablespaceLocation(path) || (own && target === links.get(path)));
     // A tablespace link pointing anywhere else (or missing) is pointed at the restore location first;
-    // what that location already holds is then compared and cleaned like the rest.
+    // what that location already holds is then compared and cleaned like the rest. pg_tblspc
+    // itself must be a real directory before anything below it is looked at.
+    await unlinkIfSymlink(join(o.targetDir, 'pg_tblspc'));
     for (const l of manifest.links)
       if (isTablespace(l.path))
         await pointTablespace(o.targetDir, l.path, l.target, tablespaceLocation(l.path), keepLink);
@@ -290,21 +288,45 @@ async function layOutTarget(
   }
   await mkdir(o.targetDir, { recursive: true, mode: 0o700 });
   await chmod(o.targetDir, 0o700);
-  // Tablespaces first: their directories and files are created inside them.
+  const base = new RestoreTree(o.targetDir);
+  // Tablespaces first: their directories and files are created inside them, written straight
+  // into the directory chosen for each (never through a link found on disk).
+  const locations = new Map<string, string>();
   for (const l of manifest.links) {
-    if (!isTablespace(l.path) || keptLinks.has(l.path)) continue;
+    if (!isTablespace(l.path)) continue;
+    if (keptLinks.has(l.path)) {
+      locations.set(l.path, await keptTablespaceLocation(o.targetDir, l.path, [tablespaceLocation(l.path), l.target]));
+      continue;
+    }
     const location = tablespaceLocation(l.path);
     await prepareTablespaceLocation(location, l.target);
-    await mkdir(join(o.targetDir, 'pg_tblspc'), { recursive: true, mode: 0o700 });
-    await symlink(location, join(o.targetDir, l.path));
+    await base.createTablespaceLink(l.path, location);
+    locations.set(l.path, location);
   }
+  const tree = base.withTablespaces(locations);
   for (const d of manifest.directories) {
-    await mkdir(join(o.targetDir, d.path), { recursive: true, mode: d.mode });
-    if (delta) await chmod(join(o.targetDir, d.path), d.mode);
+    const abs = await tree.ensureDirectory(d.path, d.mode);
+    if (delta) await chmod(abs, d.mode);
   }
-  for (const l of manifest.links)
-    if (!isTablespace(l.path) && !keptLinks.has(l.path)) await symlink(l.target, join(o.targetDir, l.path));
-  return { removed };
+  // Other links (pg_wal in old manifests) were turned into directories: a restore creates no other link.
+  return { removed, tree };
+}
+
+/** Where a tablespace link the delta restore kept points: one of the places it may (see keepLink), read again. */
+async function keptTablespaceLocation(root: string, linkPath: string, allowed: readonly string[]): Promise<string> {
+  const target = await readlink(join(root, linkPath));
+  if (!allowed.includes(target))
+    throw new PgfleetError(
+      'RestoreEscapeRefused',
+      `restore refused to write through ${linkPath}: it now points to ${target}, not to ${allowed.join(' or ')}`,
+    );
+  return target;
+}
+
+/** Removes a symbolic link at `path` (as a link, never followed); anything else stays. */
+async function unlinkIfSymlink(path: string): Promise<void> {
+  const st = await lstat(path).catch(() => undefined);
+  if (st?.isSymbolicLink()) await unlink(path);
 }
 
 /**
@@ -313,6 +335,7 @@ async function layOutTarget(
  */
 async function restoreFiles(
   o: RestoreOptions,
+  tree: RestoreTree,
   manifest: BackupManifest,
   delta: boolean,
   tracker: ProgressTracker,
@@ -322,15 +345,20 @@ async function restoreFiles(
   let kept = 0;
   const pool = new CopyPool(o.repo, { threads: o.workers, ...(o.signal ? { signal: o.signal } : {}) });
   const restoreFile = async (f: ManifestFile): Promise<void> => {
-    const dest = join(o.targetDir, f.path);
-    if (delta && (await matchesManifest(pool, dest, f))) {
-      await chmod(dest, f.mode);
-      await utimes(dest, new Date(f.mtimeMs), new Date(f.mtimeMs));
+    if (delta && (await matchesManifest(pool, tree, f))) {
+      const fh = await tree.openExisting(f.path);
+      try {
+        await fh.chmod(f.mode);
+        await fh.utimes(new Date(f.mtimeMs), new Date(f.mtimeMs));
+      } finally {
+        await fh.close();
+      }
       kept++;
       tracker.add(f.size, 1);
       return;
     }
     if (!f.chunks) {
+      const dest = await tree.clearForFile(f.path);
       const key = o.repo.backupFileKey(manifest.cluster, f.backup, f.path, f.codec);
       await pool.run({
         kind: 'restore',
@@ -342,13 +370,15 @@ async function restoreFiles(
         mode: f.mode,
         chmod: delta,
         mtimeMs: f.mtimeMs,
+        exclusive: true,
       });
       fetched += f.size;
       tracker.add(f.size, 1);
       return;
     }
     // Chunked: the file at its final size (created up front, see below), then every chunk writes its range, in parallel.
-    if (!created.has(f.path)) await createSized(dest, f, delta);
+    if (!created.has(f.path)) await createSized(tree, f);
+    const dest = tree.pathOf(f.path);
     await settleAll(
       f.chunks.map((c) =>
         (c.size === 0
@@ -366,7 +396,7 @@ async function restoreFiles(
         ).then(() => tracker.add(c.size)),
       ),
     );
-    await finishChunked(dest, f);
+    await finishChunked(tree, f);
     fetched += f.size;
     tracker.add(0, 1);
   };
@@ -378,7 +408,7 @@ async function restoreFiles(
     if (!delta) {
       for (const f of ordered) {
         if (!f.chunks) continue;
-        await createSized(join(o.targetDir, f.path), f, false);
+        await createSized(tree, f);
         created.add(f.path);
       }
     }
@@ -402,6 +432,7 @@ async function restoreFiles(
  */
 async function writeRecoverySettings(
   o: RestoreOptions,
+  tree: RestoreTree,
   manifest: BackupManifest,
   recoveryTargetTimeline: string,
   archivePreserved: boolean,
@@ -409,23 +440,22 @@ async function writeRecoverySettings(
   tracker: ProgressTracker,
 ): Promise<void> {
   tracker.phase('recovery-settings');
-  await writeFile(join(o.targetDir, 'backup_label'), manifest.backupLabel, { mode: 0o600 });
+  await tree.createFile('backup_label', manifest.backupLabel);
   // No tablespace_map: pg_tblspc is laid out above (see the header comment).
   // postgresql.auto.conf is read last, so these settings win over anything in postgresql.conf.
-  await appendFile(
-    join(o.targetDir, 'postgresql.auto.conf'),
+  await tree.appendFile(
+    'postgresql.auto.conf',
     `${recoverySettings(o, recoveryTargetTimeline, archivePreserved).join('\n')}\n`,
-    { mode: 0o600 },
   );
-  await writeFile(join(o.targetDir, 'recovery.signal'), '', { mode: 0o600 });
+  await tree.createFile('recovery.signal', '');
   await syncRestored(o.targetDir, manifest, [
     ...new Set(manifest.links.filter((l) => isTablespace(l.path)).map((l) => dirname(tablespaceLocation(l.path)))),
   ]);
 }
 
 /** A chunked file once all its chunks are written: durable (one fsync for the whole file), with its mtime. */
-async function finishChunked(dest: string, f: ManifestFile): Promise<void> {
-  const fh = await open(dest, 'r');
+async function finishChunked(tree: RestoreTree, f: ManifestFile): Promise<void> {
+  const fh = await tree.openExisting(f.path);
   try {
     await fh.sync();
     await fh.utimes(new Date(f.mtimeMs), new Date(f.mtimeMs));
@@ -456,12 +486,12 @@ async function syncRestored(
   await fsyncPath(root);
 }
 
-/** Creates (or truncates) a chunked file at its final size, with its mode; the chunks then write their ranges. */
-async function createSized(dest: string, f: ManifestFile, delta: boolean): Promise<void> {
-  const fh = await open(dest, 'w', f.mode);
+/** Creates a chunked file new at its final size, with its mode; the chunks then write their ranges. */
+async function createSized(tree: RestoreTree, f: ManifestFile): Promise<void> {
+  const fh = await tree.createNew(f.path, f.mode);
   try {
     await fh.truncate(f.size);
-    if (delta) await fh.chmod(f.mode); // mode applies only when the file is created
+    await fh.chmod(f.mode); // the umask may have narrowed it at creation
   } finally {
     await fh.close();
   }
@@ -522,8 +552,7 @@ async function pointTablespace(
   if (current !== undefined && keepLink(linkPath, current)) return;
   await prepareTablespaceLocation(location, sourceTarget, true);
   await rm(path, { recursive: true, force: true }); // a link is removed as a link, never followed
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  await symlink(location, path);
+  await new RestoreTree(root).createTablespaceLink(linkPath, location);
 }
 
 /**
@@ -619,16 +648,13 @@ async function removeExtras(
 }
 
 /** Delta mode: the file on disk is kept only when its size and sha256 match the manifest (mtimes prove nothing about a damaged copy). */
-async function matchesManifest(pool: CopyPool, path: string, f: ManifestFile): Promise<boolean> {
-  try {
-    if ((await lstat(path)).size !== f.size) return false;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
+async function matchesManifest(pool: CopyPool, tree: RestoreTree, f: ManifestFile): Promise<boolean> {
+  // Only a regular file reached through real directories is a candidate: a link is replaced, never read through.
+  const existing = await tree.existingFile(f.path);
+  if (existing?.size !== f.size) return false;
   const r = await pool.run({
     kind: 'hash',
-    path,
+    path: existing.abs,
     ...(f.chunks ? { ranges: f.chunks.map((c) => ({ offset: c.offset, size: c.size })) } : {}),
   });
   if (r.missing || r.size !== f.size) return false;

@@ -7,7 +7,16 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
-import { PosixDriver, Repository, type BackupManifest, type ManifestFile } from '@pgfleet/storage';
+import {
+  PosixDriver,
+  Repository,
+  secretManifestKeys,
+  type BackupManifest,
+  type ManifestFile,
+} from '@pgfleet/storage';
+
+/** The manifest keys of every test repository (a fixed secret: tests sign and check like a fleet does). */
+export const TEST_MANIFEST_KEYS = secretManifestKeys(Buffer.alloc(32, 0x5a));
 
 /**
  * Returns a function that makes a posix Repository in a new temp directory; every directory it
@@ -21,7 +30,7 @@ export function tempRepositories(prefix: string): () => { root: string; repo: Re
   return () => {
     const root = mkdtempSync(join(tmpdir(), prefix));
     dirs.push(root);
-    return { root, repo: new Repository(new PosixDriver(root)) };
+    return { root, repo: new Repository(new PosixDriver(root), TEST_MANIFEST_KEYS) };
   };
 }
 

@@ -136,7 +136,7 @@ describe('verify job', () => {
     );
     assert.match(
       v.backups[2]!.reasons[0]!,
-      /^manifest corrupt: manifest main\/backup\/F9\/backup.manifest is not valid JSON/,
+      /^manifest corrupt: manifest of backup F9 of cluster main .* carries no authentication code/,
     );
   });
 

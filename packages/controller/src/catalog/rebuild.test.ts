@@ -2,14 +2,14 @@
 // say ends up in the catalog, a second run changes nothing, rows whose manifest is gone go (not
 // with --dry-run), and what is not this repository's business is left alone.
 import { strict as assert } from 'node:assert';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { PgfleetError } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
-import { PosixDriver, Repository, type BackupManifest } from '@pgfleet/storage';
+import { PosixDriver, Repository, secretManifestKeys, type BackupManifest } from '@pgfleet/storage';
 import { backupRecordFromManifest } from '../jobs/backup.js';
 import { describeRebuild, rebuildCatalog } from './rebuild.js';
 import { catalogCommand } from './command.js';
@@ -62,13 +62,16 @@ function manifest(
   };
 }
 
+const SECRET = Buffer.alloc(32, 0x5a);
 let dir: string;
 let repo: Repository;
 let store: CatalogStore;
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'pgfleet-rebuild-'));
-  repo = new Repository(new PosixDriver(join(dir, 'repo')));
+  // The controller's secret beside its SQLite catalog (the default place), as the command finds it.
+  writeFileSync(join(dir, 'manifest.secret'), `${SECRET.toString('hex')}\n`, { mode: 0o600 });
+  repo = new Repository(new PosixDriver(join(dir, 'repo')), secretManifestKeys(SECRET));
   await repo.ensureClusterInfo('main', {
     systemIdentifier: SYSID,
     pgVersionNum: 150010,
@@ -200,11 +203,23 @@ describe('catalog rebuild', () => {
     assert.equal((await store.listBackups('elsewhere')).length, 1);
   });
 
-  test('an unreadable manifest keeps its row and is reported', async () => {
-    await writeFile(join(dir, 'repo', 'main', 'backup', '20260302-010000I', 'backup.manifest'), '{ not json');
-    const r = await rebuildCatalog(store, repo, { now: NOW, cluster: 'main' });
+  test('an unreadable or tampered manifest keeps its row and is reported with its code', async () => {
+    const path = join(dir, 'repo', 'main', 'backup', '20260302-010000I', 'backup.manifest');
+    const genuine = await readFile(path, 'utf8');
+    // A forged stop LSN (what --target latest would pick), the MAC left as it was.
+    await writeFile(path, genuine.replace('0/4000100', 'FF/FFFFFFFF'));
+    let r = await rebuildCatalog(store, repo, { now: NOW, cluster: 'main' });
     assert.deepEqual(r.clusters[0]!.removed, []);
-    assert.match(r.clusters[0]!.skipped[0]!, /backup 20260302-010000I: manifest .* is not valid JSON/);
+    assert.ok(r.clusters[0]!.skipped[0]!.includes(`backup 20260302-010000I: ${ErrorCodes.ManifestUnauthenticated.code} `));
+    assert.equal((await store.getBackup('main', '20260302-010000I'))?.stopLsn, '0/4000100');
+    // A genuine manifest of another backup copied over it.
+    await writeFile(path, await readFile(join(dir, 'repo', 'main', 'backup', '20260301-010000F', 'backup.manifest')));
+    r = await rebuildCatalog(store, repo, { now: NOW, cluster: 'main' });
+    assert.ok(r.clusters[0]!.skipped[0]!.includes(ErrorCodes.ManifestUnauthenticated.code));
+    await writeFile(path, '{ not json');
+    r = await rebuildCatalog(store, repo, { now: NOW, cluster: 'main' });
+    assert.deepEqual(r.clusters[0]!.removed, []);
+    assert.ok(r.clusters[0]!.skipped[0]!.includes(ErrorCodes.ManifestUnsigned.code));
     assert.equal((await store.listBackups('main')).length, 2);
     await repo.writeManifest(
       manifest('main', '20260302-010000I', '2026-03-02T01:00:05Z', {
@@ -216,7 +231,7 @@ describe('catalog rebuild', () => {
   });
 
   test('a directory that is not a repository changes nothing', async () => {
-    const empty = new Repository(new PosixDriver(join(dir, 'nothing-here')));
+    const empty = new Repository(new PosixDriver(join(dir, 'nothing-here')), secretManifestKeys(SECRET));
     await assert.rejects(
       rebuildCatalog(store, empty, { now: NOW }),
       (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /is not a pgfleet repository/.test(err.message),
@@ -237,6 +252,18 @@ describe('catalog rebuild', () => {
     assert.deepEqual(report.clusters, [
       { cluster: 'other', created: false, added: [], updated: [], removed: [], unchanged: 1, skipped: [] },
     ]);
+    // An unsigned (older) manifest: refused until `catalog sign-manifests` adopts it, once.
+    const key = repo.backupManifestKey('other', '20260303-010000F');
+    const signed = await readFile(join(dir, 'repo', key), 'utf8');
+    await writeFile(join(dir, 'repo', key), signed.replace(/,\n "mac": "[^"]+"\n\}\n$/, '\n}'));
+    await assert.rejects(repo.readManifest('other', '20260303-010000F'), (e: unknown) => PgfleetError.is(e, 'ManifestUnsigned'));
+    printed = '';
+    assert.equal(
+      await catalogCommand('sign-manifests', { catalog: join(dir, 'catalog.db'), 'repo-path': join(dir, 'repo'), cluster: 'other' }, io),
+      0,
+    );
+    assert.match(printed, /^signed 1 manifest\(s\)/);
+    assert.equal((await repo.readManifest('other', '20260303-010000F')).label, '20260303-010000F');
     await assert.rejects(
       catalogCommand('rebuild', { catalog: join(dir, 'catalog.db') }, io),
       (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /--repo URL or --repo-path/.test(err.message),

@@ -15,7 +15,7 @@
  *   under the same name), and an unreadable manifest never removes its row (verify reports it).
  * Running it twice changes nothing the second time. Policies, pins and job history stay.
  */
-import { PgfleetError, type Logger } from '@pgfleet/core';
+import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
 import type { BackupRecord, CatalogStore } from '@pgfleet/catalog';
 import { REPOSITORY_FORMAT_KEY, type BackupManifest, type Repository, type ScannedCluster } from '@pgfleet/storage';
 import { backupRecordFromManifest } from '../jobs/backup.js';
@@ -187,8 +187,11 @@ async function readManifests(
     try {
       manifests.push(await repo.readManifest(cluster, label));
     } catch (err) {
+      // Kept in the catalog (not removed) and reported with its code: a manifest failing its
+      // authentication check is a tampered repository, not a backup that went away.
       unreadable.add(label);
-      r.skipped.push(`backup ${label}: ${(err as Error).message}`);
+      const e = asPgfleetError(err);
+      r.skipped.push(`backup ${label}: ${e.code} ${e.message}`);
     }
   }
   manifests.sort((a, b) => Date.parse(a.stopTime) - Date.parse(b.stopTime));
@@ -230,5 +233,57 @@ export function describeRebuild(report: RebuildReport): string {
       ...c.skipped.map((s) => `    skipped ${s}`),
     );
   }
+  return lines.join('\n');
+}
+
+/** What `catalog sign-manifests` did (or would do): labels by cluster. */
+export interface ManifestSigning {
+  repository: string;
+  dryRun: boolean;
+  /** Unsigned manifests signed now (dry run: that would be). */
+  signed: string[];
+  /** Already signed under the cluster's key. */
+  valid: number;
+  /** cluster/label and why: bad paths, a MAC that does not match. Never signed. */
+  refused: string[];
+}
+
+/**
+ * Signs the manifests written before manifests were authenticated: the one explicit route for an
+ * old repository. Each is still checked (paths, cluster and label); one with a MAC that does not
+ * match is refused and reported, never re-signed. Run it once, after checking the repository.
+ */
+export async function signManifests(
+  repo: Repository,
+  options: { cluster?: string; dryRun?: boolean },
+): Promise<ManifestSigning> {
+  const out: ManifestSigning = { repository: repo.location, dryRun: options.dryRun === true, signed: [], valid: 0, refused: [] };
+  for (const [cluster, seen] of await repo.scanClusters(options.cluster)) {
+    for (const label of seen.labels) {
+      try {
+        if (options.dryRun) {
+          await repo.readManifest(cluster, label);
+          out.valid++;
+          continue;
+        }
+        const result = await repo.adoptManifest(cluster, label);
+        if (result === 'signed') out.signed.push(`${cluster}/${label}`);
+        else out.valid++;
+      } catch (err) {
+        const e = asPgfleetError(err);
+        if (options.dryRun && e.errorName === 'ManifestUnsigned') out.signed.push(`${cluster}/${label}`);
+        else out.refused.push(`${cluster}/${label}: ${e.code} ${e.message}`);
+      }
+    }
+  }
+  return out;
+}
+
+export function describeSigning(s: ManifestSigning): string {
+  const lines = [
+    `${s.dryRun ? 'dry run: would sign' : 'signed'} ${s.signed.length} manifest(s) in ${s.repository}; ${s.valid} already signed, ${s.refused.length} refused`,
+    ...s.signed.map((l) => `  signed ${l}`),
+    ...s.refused.map((l) => `  refused ${l}`),
+  ];
   return lines.join('\n');
 }

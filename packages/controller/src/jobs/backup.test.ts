@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import { PgfleetError } from '@pgfleet/core';
 import { openCatalog } from '@pgfleet/catalog';
 import { backupInfoFromManifest } from '@pgfleet/proto';
-import { PosixDriver, Repository, type BackupManifest } from '@pgfleet/storage';
+import { PosixDriver, Repository, secretManifestKeys, type BackupManifest } from '@pgfleet/storage';
 import { rebuildCatalog } from '../catalog/rebuild.js';
 import { FakeAgent, SYSID, waitFor } from '../testing/fake-agent.js';
 import { useTestController } from '../testing/test-controller.js';
@@ -76,7 +76,7 @@ test('a backup recorded from the live job result equals the row the catalog rebu
   assert.equal(live.jobId, job!.id);
 
   // Rebuild: the same manifest in a repository, re-indexed into a catalog that never saw the job.
-  const repo = new Repository(new PosixDriver(join(dir, 'repo')));
+  const repo = new Repository(new PosixDriver(join(dir, 'repo')), secretManifestKeys(Buffer.alloc(32, 0x5a)));
   await repo.ensureClusterInfo('main', {
     systemIdentifier: SYSID,
     pgVersionNum: 170002,

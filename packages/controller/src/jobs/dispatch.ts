@@ -87,7 +87,13 @@ export async function dispatch<K extends JobKind>(
     // A spec is the Repository oneof's value (repository-url.ts): `{ kind: spec }` is the message.
     msg: {
       case: 'job',
-      value: { jobId: job.id, repositories: ctx.repositories.map((spec) => ({ kind: spec })), kind },
+      value: {
+        jobId: job.id,
+        repositories: ctx.repositories.map((spec) => ({ kind: spec })),
+        // The key of the cluster whose backups the job writes or reads, and no other.
+        ...jobManifestKey(ctx, job.cluster),
+        kind,
+      },
     },
   };
   const log = ctx.logger.child({ jobId: job.id, kind: job.kind, cluster: job.cluster, agentId: session.agentId });
@@ -122,4 +128,10 @@ export async function dispatch<K extends JobKind>(
   publishJobs(ctx, [dispatched]);
   log.info({ params: job.params }, 'job dispatched');
   return jobInfoFromRecord(dispatched);
+}
+
+/** Job.manifest_key and manifest_cluster for a job of `cluster` (storage manifest-auth.ts). */
+function jobManifestKey(ctx: ControllerContext, cluster: string): { manifestKey: Uint8Array; manifestCluster: string } {
+  const key = ctx.manifestKeys.keyFor(cluster);
+  return key ? { manifestKey: new Uint8Array(key), manifestCluster: cluster } : { manifestKey: new Uint8Array(), manifestCluster: '' };
 }
