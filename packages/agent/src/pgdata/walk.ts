@@ -87,10 +87,12 @@ export async function listPgdata(pgdata: string): Promise<PgdataListing> {
           out.directories.push({ path: 'pg_wal', mode }, { path: 'pg_wal/archive_status', mode });
           continue;
         }
-        out.links.push({ path, target });
         // A tablespace: its files are part of the cluster and are backed up under
-        // pg_tblspc/<oid>/..., read through the link. Other links are kept as links only.
-        if (TABLESPACE_LINK_RE.test(path)) await walk(path);
+        // pg_tblspc/<oid>/..., read through the link. No other link is recorded: a restore
+        // creates links only where PostgreSQL has them (storage manifest-paths.ts).
+        if (!TABLESPACE_LINK_RE.test(path)) continue;
+        out.links.push({ path, target });
+        await walk(path);
       } else if (st.isDirectory()) {
         out.directories.push({ path, mode: st.mode & 0o7777 });
         if (EXCLUDE_CONTENTS.has(path)) {

@@ -151,6 +151,39 @@ test('delta restore keeps matching files, fetches damaged and missing ones, remo
   }
 });
 
+test('links planted in the data directory before a delta restore are removed as links, never written through', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'pgfleet-delta-'));
+  try {
+    const { repo, repoPath, manifest } = await makeBackup(root);
+    const target = join(root, 'pgdata');
+    const opts = (over: Partial<RestoreOptions> = {}): RestoreOptions =>
+      testRestoreOptions(repo, repoPath, manifest.label, target, over);
+    await runRestore(opts());
+    const outside = join(root, 'canary');
+    await mkdir(join(outside, 'base1'), { recursive: true });
+    await writeFile(join(outside, 'precious'), 'not ours');
+    // A directory of the backup swapped for a link out; files swapped for links to outside files.
+    await rm(join(target, 'base/1'), { recursive: true });
+    await symlink(join(outside, 'base1'), join(target, 'base/1'));
+    await unlink(join(target, 'postgresql.auto.conf'));
+    await symlink(join(outside, 'precious'), join(target, 'postgresql.auto.conf'));
+    await rm(join(target, 'backup_label'));
+    await symlink(join(outside, 'label'), join(target, 'backup_label'));
+    await rm(join(target, 'recovery.signal'));
+
+    await runRestore(opts({ delta: true }));
+    for (const [path, content] of Object.entries(FILES))
+      assert.ok((await readFile(join(target, path), 'utf8')).startsWith(content), `${path} restored`);
+    for (const path of ['base/1', 'postgresql.auto.conf', 'backup_label'])
+      assert.equal((await lstat(join(target, path))).isSymbolicLink(), false, `${path} is no link`);
+    assert.deepEqual((await readdir(outside)).sort(), ['base1', 'precious']);
+    assert.deepEqual(await readdir(join(outside, 'base1')), []);
+    assert.equal(await readFile(join(outside, 'precious'), 'utf8'), 'not ours');
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
 test("delta restore refuses a running server, a directory that is not a data directory, and another cluster's data directory", async () => {
   const root = await mkdtemp(join(tmpdir(), 'pgfleet-delta-'));
   try {
