@@ -282,10 +282,12 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   // The controller's manifest secret, made here so the test reads manifests with the same keys.
   const manifestSecretFile = join(dir, 'manifest.secret');
   const manifestKeys = secretManifestKeys(await testManifestSecret(manifestSecretFile));
-  const repo = (await openRepository(
-    repoUrls.map((u) => parseRepositoryUrl(u)),
-    credentials,
-  )).withManifestKeys(manifestKeys);
+  const repo = (
+    await openRepository(
+      repoUrls.map((u) => parseRepositoryUrl(u)),
+      credentials,
+    )
+  ).withManifestKeys(manifestKeys);
   const repoMembers =
     repoUrls.length === 1
       ? [repo]

@@ -85,7 +85,10 @@ describe('restore trusts nothing it reads', { timeout: 600_000 }, () => {
       'a link entry with ..',
       () => ({ ...genuine, links: [...genuine.links, { path: 'pg_tblspc/../../canary/l', target: canary }] }),
     ],
-    ['a link named backup_label', () => ({ ...genuine, links: [...genuine.links, { path: 'backup_label', target: join(canary, 'label') }] })],
+    [
+      'a link named backup_label',
+      () => ({ ...genuine, links: [...genuine.links, { path: 'backup_label', target: join(canary, 'label') }] }),
+    ],
     ['an absolute path', () => ({ ...genuine, files: [...genuine.files, storedAt(join(canary, 'abs'))] })],
   ];
 
@@ -102,12 +105,33 @@ describe('restore trusts nothing it reads', { timeout: 600_000 }, () => {
     it(`${what}: restore, delta restore and drill fail with the path code and write nothing outside`, async () => {
       const fresh = join(fleet.dir, `restore-${labels.length}-${Math.random().toString(36).slice(2, 8)}`);
       const delta = `${fresh}-delta`;
-      const ok = await fleet.cli('restore', CLUSTER, '--to', delta, '--backup', labels[0]!, '--target', 'immediate', '--wait');
+      const ok = await fleet.cli(
+        'restore',
+        CLUSTER,
+        '--to',
+        delta,
+        '--backup',
+        labels[0]!,
+        '--target',
+        'immediate',
+        '--wait',
+      );
       assert.equal(ok.code, 0, `genuine restore failed:\n${ok.stdout}\n${ok.stderr}`);
       await withManifest(make(), async () => {
         const runs = [
           await fleet.cli('restore', CLUSTER, '--to', fresh, '--backup', labels[0]!, '--target', 'immediate', '--wait'),
-          await fleet.cli('restore', CLUSTER, '--to', delta, '--delta', '--backup', labels[0]!, '--target', 'immediate', '--wait'),
+          await fleet.cli(
+            'restore',
+            CLUSTER,
+            '--to',
+            delta,
+            '--delta',
+            '--backup',
+            labels[0]!,
+            '--target',
+            'immediate',
+            '--wait',
+          ),
           await fleet.cli('drill', CLUSTER, '--backup', labels[0]!, '--target', 'immediate', '--wait'),
         ];
         for (const [i, r] of runs.entries()) {
@@ -127,7 +151,9 @@ describe('restore trusts nothing it reads', { timeout: 600_000 }, () => {
     const dir = join(fleet.dir, 'restore-tablespace-link');
     // The payload's bytes stored under its own key (an attacker with the repository can do that).
     const src = storedAt('pg_tblspc/99999/PG_X/payload');
-    const bytes = await readFile(join(fleet.repoDir, fleet.repo.backupFileKey(CLUSTER, src.backup, 'PG_VERSION', src.codec)));
+    const bytes = await readFile(
+      join(fleet.repoDir, fleet.repo.backupFileKey(CLUSTER, src.backup, 'PG_VERSION', src.codec)),
+    );
     await fleet.repo.driver.put(fleet.repo.backupFileKey(CLUSTER, src.backup, src.path, src.codec), bytes);
     const m: BackupManifest = {
       ...genuine,
@@ -136,7 +162,17 @@ describe('restore trusts nothing it reads', { timeout: 600_000 }, () => {
       files: [...genuine.files, storedAt('pg_tblspc/99999/PG_X/payload')],
     };
     await withManifest(m, async () => {
-      const r = await fleet.cli('restore', CLUSTER, '--to', dir, '--backup', labels[0]!, '--target', 'immediate', '--wait');
+      const r = await fleet.cli(
+        'restore',
+        CLUSTER,
+        '--to',
+        dir,
+        '--backup',
+        labels[0]!,
+        '--target',
+        'immediate',
+        '--wait',
+      );
       assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
     });
     await canaryEmpty();
@@ -151,7 +187,17 @@ describe('restore trusts nothing it reads', { timeout: 600_000 }, () => {
       await writeFile(manifestPath(labels[0]!), text);
       try {
         const dir = join(fleet.dir, `restore-mac-${Math.random().toString(36).slice(2, 8)}`);
-        const r = await fleet.cli('restore', CLUSTER, '--to', dir, '--backup', labels[0]!, '--target', 'immediate', '--wait');
+        const r = await fleet.cli(
+          'restore',
+          CLUSTER,
+          '--to',
+          dir,
+          '--backup',
+          labels[0]!,
+          '--target',
+          'immediate',
+          '--wait',
+        );
         assert.notEqual(r.code, 0);
         assert.ok((r.stdout + r.stderr).includes(ErrorCodes.ManifestUnauthenticated.code), `${r.stdout}\n${r.stderr}`);
         assert.ok((r.stdout + r.stderr).includes(labels[0]!), 'the error names the backup');

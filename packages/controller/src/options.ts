@@ -113,7 +113,7 @@ export const controllerProgram = {
       name: 'manifest-secret',
       type: 'string',
       description:
-        'File holding the secret every cluster\'s manifest key is derived from (generated 0600 at the first run when missing). Default: manifest.secret in --tls-dir, else beside a SQLite catalog; required with a PostgreSQL catalog and no --tls-dir. Every controller of a catalog needs the same file; keep a copy with the CA key.',
+        "File holding the secret every cluster's manifest key is derived from (generated 0600 at the first run when missing). Default: manifest.secret in --tls-dir, else beside a SQLite catalog; required with a PostgreSQL catalog and no --tls-dir. Every controller of a catalog needs the same file; keep a copy with the CA key.",
     },
     {
       name: 'require-auth',

@@ -373,7 +373,7 @@ export const ErrorCodes = {
     'PGF-8022',
     GrpcStatus.FAILED_PRECONDITION,
     4,
-    'This process holds no manifest key for the cluster: the controller sends it with every job. Upgrade the controller to the agent\'s version, and check its --manifest-secret file.',
+    "This process holds no manifest key for the cluster: the controller sends it with every job. Upgrade the controller to the agent's version, and check its --manifest-secret file.",
   ),
   // 9xxx: bugs
   Internal: spec('PGF-9001', GrpcStatus.INTERNAL, 1, 'This is a bug in pgfleet; please report it with the log.'),

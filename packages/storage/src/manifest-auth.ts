@@ -67,13 +67,7 @@ export type OpenedManifest =
  * Checks a stored manifest's MAC for the backup the reader asked for; ManifestUnauthenticated
  * when it does not match. Whether an unsigned manifest may be used is the caller's decision.
  */
-export function openManifest(
-  text: string,
-  key: Buffer,
-  cluster: string,
-  label: string,
-  where: string,
-): OpenedManifest {
+export function openManifest(text: string, key: Buffer, cluster: string, label: string, where: string): OpenedManifest {
   const m = MAC_SUFFIX_RE.exec(text);
   if (!m) return { signed: false, json: text };
   const head = text.slice(0, m.index);

@@ -34,7 +34,10 @@ export interface ManifestEntries {
 
 function refuse(where: string, what: string, path: string, why: string): PgfleetError {
   const shown = JSON.stringify(path.length > 200 ? `${path.slice(0, 200)}...` : path);
-  return new PgfleetError('ManifestPathRejected', `manifest ${where}: ${what} ${shown} ${why}; the manifest is refused`);
+  return new PgfleetError(
+    'ManifestPathRejected',
+    `manifest ${where}: ${what} ${shown} ${why}; the manifest is refused`,
+  );
 }
 
 /** Why `path` is not a relative, normalised path (undefined when it is). */
@@ -103,14 +106,19 @@ export function validateManifestEntries(m: ManifestEntries, where: string): void
     const under = linkAbove(p, links);
     // A tablespace's files are stored under its link and restored into the directory the restore
     // chooses for it; pg_wal's old link only ever had its archive_status directory listed.
-    if (under !== undefined && !TABLESPACE_LINK_PATH_RE.test(under) && !(under === 'pg_wal' && p === 'pg_wal/archive_status'))
+    if (
+      under !== undefined &&
+      !TABLESPACE_LINK_PATH_RE.test(under) &&
+      !(under === 'pg_wal' && p === 'pg_wal/archive_status')
+    )
       throw refuse(where, kind, p, `lies under the link ${under}`);
     return p;
   };
   for (const d of m.directories) entry('directory', d?.path);
   for (const f of m.files) {
     const path = entry('file', f?.path);
-    if (!isBackupLabel(f.backup)) throw refuse(where, 'file', path, `names backup ${JSON.stringify(f.backup)}, not a label`);
+    if (!isBackupLabel(f.backup))
+      throw refuse(where, 'file', path, `names backup ${JSON.stringify(f.backup)}, not a label`);
     const prefix = `${m.cluster}/backup/${f.backup}/pg_chunks/`;
     for (const c of f.chunks ?? []) {
       if (typeof c?.key !== 'string' || !c.key.startsWith(prefix) || relativePathProblem(c.key) !== undefined)

@@ -72,12 +72,24 @@ function manifest(over: Partial<BackupManifest> = {}): BackupManifest {
 const rejected = (e: unknown) => PgfleetError.is(e, 'ManifestPathRejected');
 
 test('relative paths: absolute, .., ., empty segments, trailing /, control characters and length are refused', () => {
-  for (const bad of ['', '/etc/passwd', '../x', 'a/../b', 'a/./b', '.', 'a//b', 'a/', 'a\0b', 'a\nb', 'x'.repeat(1025), `a/${'y'.repeat(256)}`])
+  for (const bad of [
+    '',
+    '/etc/passwd',
+    '../x',
+    'a/../b',
+    'a/./b',
+    '.',
+    'a//b',
+    'a/',
+    'a\0b',
+    'a\nb',
+    'x'.repeat(1025),
+    `a/${'y'.repeat(256)}`,
+  ])
     assert.ok(relativePathProblem(bad), JSON.stringify(bad.slice(0, 20)));
   for (const good of ['base/1/1259', 'PG_VERSION', 'pg_tblspc/16384/PG_15_202209061/5/16385', 'a..b/c.d'])
     assert.equal(relativePathProblem(good), undefined, good);
-  for (const bad of ['rel', '/', '/a/../b', '/a//b', '/a/', '/a/.'])
-    assert.ok(absolutePathProblem(bad), bad);
+  for (const bad of ['rel', '/', '/a/../b', '/a//b', '/a/', '/a/.']) assert.ok(absolutePathProblem(bad), bad);
   assert.equal(absolutePathProblem('/srv/ts1'), undefined);
 });
 
@@ -94,18 +106,51 @@ test('a manifest is refused whole for any entry that breaks a rule, naming the e
     ['link outside pg_tblspc', manifest({ links: [{ path: 'base/evil', target: '/tmp' }] })],
     ['relative link target', manifest({ links: [{ path: 'pg_tblspc/1', target: 'tmp/x' }] })],
     ['unnormalised link target', manifest({ links: [{ path: 'pg_tblspc/1', target: '/srv/../etc' }] })],
-    ['file under a (pg_wal) link', manifest({ links: [{ path: 'pg_wal', target: '/tmp/out' }], files: [{ ...file, path: 'pg_wal/x' }] })],
-    ['duplicate', manifest({ directories: [{ path: 'base', mode: 0o700 }, { path: 'base', mode: 0o700 }] })],
+    [
+      'file under a (pg_wal) link',
+      manifest({ links: [{ path: 'pg_wal', target: '/tmp/out' }], files: [{ ...file, path: 'pg_wal/x' }] }),
+    ],
+    [
+      'duplicate',
+      manifest({
+        directories: [
+          { path: 'base', mode: 0o700 },
+          { path: 'base', mode: 0o700 },
+        ],
+      }),
+    ],
     ['directory at a link', manifest({ directories: [{ path: 'pg_tblspc/16384', mode: 0o700 }] })],
     ['file backup_label', manifest({ files: [{ ...file, path: 'backup_label' }] })],
     ['a label with a /', manifest({ files: [{ ...file, backup: '../other/backup/X' }] })],
-    ['a chunk key of another cluster', manifest({ files: [{ ...file, chunks: [{ offset: 0, size: 4, sha256: '', storedSize: 4, storedSha256: '', key: 'bank/backup/X/pg_chunks/base/1/1259/0000' }] }] })],
+    [
+      'a chunk key of another cluster',
+      manifest({
+        files: [
+          {
+            ...file,
+            chunks: [
+              {
+                offset: 0,
+                size: 4,
+                sha256: '',
+                storedSize: 4,
+                storedSha256: '',
+                key: 'bank/backup/X/pg_chunks/base/1/1259/0000',
+              },
+            ],
+          },
+        ],
+      }),
+    ],
     ['empty segment', manifest({ files: [{ ...file, path: 'base//1259' }] })],
   ];
   for (const [what, m] of cases) assert.throws(() => validateManifestEntries(m, where), rejected, what);
   // A tablespace's own files are stored under its link (and restored into the directory the restore chooses).
   validateManifestEntries(
-    manifest({ directories: [{ path: 'pg_tblspc/16384/PG_15_1', mode: 0o700 }], files: [{ ...file, path: 'pg_tblspc/16384/PG_15_1/x' }] }),
+    manifest({
+      directories: [{ path: 'pg_tblspc/16384/PG_15_1', mode: 0o700 }],
+      files: [{ ...file, path: 'pg_tblspc/16384/PG_15_1/x' }],
+    }),
     where,
   );
 });
@@ -121,7 +166,10 @@ test('a written manifest reads back; an edited field, a copy over another backup
 
   // An edited field (the stop LSN), MAC left as it was.
   await writeFile(join(r.location, key), stored.replace('0/2000100', 'FF/FFFFFFFF'));
-  await assert.rejects(r.readManifest('shop', m.label), (e: unknown) => PgfleetError.is(e, 'ManifestUnauthenticated') && /20260101-000000F/.test((e as Error).message));
+  await assert.rejects(
+    r.readManifest('shop', m.label),
+    (e: unknown) => PgfleetError.is(e, 'ManifestUnauthenticated') && /20260101-000000F/.test((e as Error).message),
+  );
 
   // A genuine manifest of another backup copied over this one.
   const other = manifest({ label: '20260102-000000F', files: [] });
@@ -134,13 +182,18 @@ test('a written manifest reads back; an edited field, a copy over another backup
   const bank = manifest({ cluster: 'bank' });
   await r.writeManifest(bank);
   await mkdir(join(r.location, 'shop/backup', m.label), { recursive: true });
-  await writeFile(join(r.location, key), await readFile(join(r.location, r.backupManifestKey('bank', m.label)), 'utf8'));
+  await writeFile(
+    join(r.location, key),
+    await readFile(join(r.location, r.backupManifestKey('bank', m.label)), 'utf8'),
+  );
   await assert.rejects(r.readManifest('shop', m.label), (e: unknown) => PgfleetError.is(e, 'ManifestUnauthenticated'));
 
   // An agent holding only bank's key can neither read nor write shop's manifests.
   const bankOnly = r.withManifestKeys(clusterManifestKeys('bank', deriveManifestKey(SECRET, 'bank')));
   assert.equal((await bankOnly.readManifest('bank', m.label)).cluster, 'bank');
-  await assert.rejects(bankOnly.readManifest('shop', other.label), (e: unknown) => PgfleetError.is(e, 'ManifestKeyMissing'));
+  await assert.rejects(bankOnly.readManifest('shop', other.label), (e: unknown) =>
+    PgfleetError.is(e, 'ManifestKeyMissing'),
+  );
   await assert.rejects(bankOnly.writeManifest(manifest()), (e: unknown) => PgfleetError.is(e, 'ManifestKeyMissing'));
 });
 

@@ -23,7 +23,6 @@ import {
   closeSync,
   constants as fsc,
   createReadStream,
-  createWriteStream,
   fchmodSync,
   fsync as fsFsync,
   futimesSync,
@@ -382,7 +381,10 @@ export class ObjectIo {
       return;
     }
     const fh = await open(dest.path, restoreOpenFlags(dest), dest.mode);
-    const out = fh.createWriteStream({ highWaterMark: BUF, ...(dest.offset !== undefined ? { start: dest.offset } : {}) });
+    const out = fh.createWriteStream({
+      highWaterMark: BUF,
+      ...(dest.offset !== undefined ? { start: dest.offset } : {}),
+    });
     await this.readStream(key, codec, expected, out);
     if (dest.offset === undefined) await fsyncPath(dest.path);
     if (dest.chmod) await chmod(dest.path, dest.mode); // mode applies only when the file is created

@@ -57,8 +57,6 @@ test('a backup without a manifest is not listed; cluster identity is enforced', 
   assert.deepEqual(await r.listBackups('c'), []);
   await assert.rejects(r.readManifest('c', '20260101-000000F'), (e: unknown) => PgfleetError.is(e, 'UnknownBackup'));
   await r.driver.put('c/backup/20260101-000000F/backup.manifest', Buffer.from('{not json'));
-  await assert.rejects(r.readManifest('c', '20260101-000000F'), (e: unknown) =>
-    PgfleetError.is(e, 'ManifestUnsigned'),
-  );
+  await assert.rejects(r.readManifest('c', '20260101-000000F'), (e: unknown) => PgfleetError.is(e, 'ManifestUnsigned'));
   assert.ok((await readdir(join(r.location, 'c'))).includes('cluster.json'));
 });

@@ -77,7 +77,8 @@ export class RestoreTree {
     const parts = p.rel.split('/');
     await walkDirectories(p.base, parts.slice(0, -1), 0o700, path);
     const st = await lstat(p.abs).catch(ignoreMissing);
-    if (st?.isDirectory()) await rm(p.abs, { recursive: true, force: true }); // rm never follows a link inside
+    if (st?.isDirectory())
+      await rm(p.abs, { recursive: true, force: true }); // rm never follows a link inside
     else if (st) await unlink(p.abs);
     return p.abs;
   }

@@ -7,13 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
-import {
-  PosixDriver,
-  Repository,
-  secretManifestKeys,
-  type BackupManifest,
-  type ManifestFile,
-} from '@pgfleet/storage';
+import { PosixDriver, Repository, secretManifestKeys, type BackupManifest, type ManifestFile } from '@pgfleet/storage';
 
 /** The manifest keys of every test repository (a fixed secret: tests sign and check like a fleet does). */
 export const TEST_MANIFEST_KEYS = secretManifestKeys(Buffer.alloc(32, 0x5a));

@@ -210,7 +210,9 @@ describe('catalog rebuild', () => {
     await writeFile(path, genuine.replace('0/4000100', 'FF/FFFFFFFF'));
     let r = await rebuildCatalog(store, repo, { now: NOW, cluster: 'main' });
     assert.deepEqual(r.clusters[0]!.removed, []);
-    assert.ok(r.clusters[0]!.skipped[0]!.includes(`backup 20260302-010000I: ${ErrorCodes.ManifestUnauthenticated.code} `));
+    assert.ok(
+      r.clusters[0]!.skipped[0]!.includes(`backup 20260302-010000I: ${ErrorCodes.ManifestUnauthenticated.code} `),
+    );
     assert.equal((await store.getBackup('main', '20260302-010000I'))?.stopLsn, '0/4000100');
     // A genuine manifest of another backup copied over it.
     await writeFile(path, await readFile(join(dir, 'repo', 'main', 'backup', '20260301-010000F', 'backup.manifest')));
@@ -256,10 +258,16 @@ describe('catalog rebuild', () => {
     const key = repo.backupManifestKey('other', '20260303-010000F');
     const signed = await readFile(join(dir, 'repo', key), 'utf8');
     await writeFile(join(dir, 'repo', key), signed.replace(/,\n "mac": "[^"]+"\n\}\n$/, '\n}'));
-    await assert.rejects(repo.readManifest('other', '20260303-010000F'), (e: unknown) => PgfleetError.is(e, 'ManifestUnsigned'));
+    await assert.rejects(repo.readManifest('other', '20260303-010000F'), (e: unknown) =>
+      PgfleetError.is(e, 'ManifestUnsigned'),
+    );
     printed = '';
     assert.equal(
-      await catalogCommand('sign-manifests', { catalog: join(dir, 'catalog.db'), 'repo-path': join(dir, 'repo'), cluster: 'other' }, io),
+      await catalogCommand(
+        'sign-manifests',
+        { catalog: join(dir, 'catalog.db'), 'repo-path': join(dir, 'repo'), cluster: 'other' },
+        io,
+      ),
       0,
     );
     assert.match(printed, /^signed 1 manifest\(s\)/);

@@ -257,7 +257,13 @@ export async function signManifests(
   repo: Repository,
   options: { cluster?: string; dryRun?: boolean },
 ): Promise<ManifestSigning> {
-  const out: ManifestSigning = { repository: repo.location, dryRun: options.dryRun === true, signed: [], valid: 0, refused: [] };
+  const out: ManifestSigning = {
+    repository: repo.location,
+    dryRun: options.dryRun === true,
+    signed: [],
+    valid: 0,
+    refused: [],
+  };
   for (const [cluster, seen] of await repo.scanClusters(options.cluster)) {
     for (const label of seen.labels) {
       try {

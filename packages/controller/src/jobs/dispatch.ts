@@ -133,5 +133,7 @@ export async function dispatch<K extends JobKind>(
 /** Job.manifest_key and manifest_cluster for a job of `cluster` (storage manifest-auth.ts). */
 function jobManifestKey(ctx: ControllerContext, cluster: string): { manifestKey: Uint8Array; manifestCluster: string } {
   const key = ctx.manifestKeys.keyFor(cluster);
-  return key ? { manifestKey: new Uint8Array(key), manifestCluster: cluster } : { manifestKey: new Uint8Array(), manifestCluster: '' };
+  return key
+    ? { manifestKey: new Uint8Array(key), manifestCluster: cluster }
+    : { manifestKey: new Uint8Array(), manifestCluster: '' };
 }

@@ -38,7 +38,7 @@ export async function loadManifestSecret(path: string, create: boolean): Promise
   if (!st) {
     if (!create)
       throw new PgfleetError('InvalidConfig', `option 'manifest-secret': ${path} does not exist`, {
-        hint: "Give --manifest-secret the file the controller that wrote the backups used (it generated it at its first start); without it no manifest can be trusted.",
+        hint: 'Give --manifest-secret the file the controller that wrote the backups used (it generated it at its first start); without it no manifest can be trusted.',
       });
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     await writeFile(path, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' }).catch(
