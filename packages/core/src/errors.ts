@@ -257,6 +257,18 @@ export const ErrorCodes = {
     6,
     'A restore drill did not prove the backup: see its stage and reasons (`pgfleet drills <cluster>`, `pgfleet job <id> --output json`); amcheck findings mean damaged data or indexes, count differences mean the restored data is not what the source held at the restore point.',
   ),
+  RepoObjectTampered: spec(
+    'PGF-5010',
+    GrpcStatus.DATA_LOSS,
+    6,
+    'An encrypted repository object failed authentication: its bytes were changed, cut short, moved from another object or replaced. Nothing of it was used; restore from another backup or the second repository, and find out who could write to the repository.',
+  ),
+  EncryptionModeMismatch: spec(
+    'PGF-5011',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    "A cluster's encryption is chosen when its part of the repository is created: an encrypted cluster needs its key (--encryption-key-file or --encryption-key-command), a plaintext one must be used without a key (or use a new cluster name / repository to start encrypted).",
+  ),
   ManifestPathRejected: spec(
     'PGF-5020',
     GrpcStatus.DATA_LOSS,
@@ -356,6 +368,18 @@ export const ErrorCodes = {
     GrpcStatus.PERMISSION_DENIED,
     7,
     'Enrollment tokens are single-use and expire: issue a new one with `pgfleet-controller enroll-token <cluster>` and start the agent with it.',
+  ),
+  EncryptionKeyWrong: spec(
+    'PGF-8010',
+    GrpcStatus.PERMISSION_DENIED,
+    7,
+    "The encryption key given is not the cluster's (compare the key ids in the message): give the current key; after a rotate-key only the new key works, and an interrupted rotate-key is finished by running it again with both keys.",
+  ),
+  EncryptionKeyInvalid: spec(
+    'PGF-8011',
+    GrpcStatus.FAILED_PRECONDITION,
+    2,
+    'The encryption key could not be obtained: a key file must be a regular file of mode 0600 or stricter holding 32 bytes as base64 or 64 hex digits; a key command must exit 0 and print such a key.',
   ),
   ManifestUnauthenticated: spec(
     'PGF-8020',

@@ -12,3 +12,5 @@ export * from './repository-url.js';
 export * from './open-repository.js';
 export * from './manifest-auth.js';
 export * from './manifest-paths.js';
+export * from './repository-keys.js';
+export * from './key-source.js';

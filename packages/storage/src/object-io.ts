@@ -12,9 +12,10 @@
  *   thread (a copy worker), reused buffers, no stream machinery (codec-blocks.ts has the figures);
  * - streams, for every driver and codec: stages piped into driver.put or out of driver.get.
  *
- * Stored bytes pass STORED_FORM and nothing else on their way to and from the driver: today the
- * stored form is the codec's output as it is (docs/repository-format.md). Encryption at rest
- * (issue 13) becomes one more stage there, the stored sha256 still covering what the driver holds.
+ * Stored bytes take one of two forms on their way to and from the driver, chosen per cluster by
+ * RepositoryKeys (repository-keys.ts): the codec's output as it is, or that output sealed in
+ * AES-256-GCM frames (object-cipher.ts) after compression and opened before decompression. The
+ * stored sha256 covers what the driver holds either way (ciphertext, when encrypted).
  *
  * Light module (no @pgfleet/core index, no S3 SDK): copy worker threads load it.
  */
@@ -49,6 +50,16 @@ import {
 import { compressor, decompressor, HashingStream } from './codec.js';
 import type { Codec } from './codec-names.js';
 import type { LocalObjectFiles, PutOptions, RepositoryDriver } from './driver.js';
+import {
+  type DataKey,
+  FrameOpener,
+  FrameSealer,
+  HEADER_BYTES,
+  OpenStage,
+  parseHeader,
+  SealStage,
+} from './object-cipher.js';
+import type { RepositoryKeys } from './repository-keys.js';
 
 /** What a write stored: the content's size and sha256, and those of the stored bytes. */
 export interface StoredFile {
@@ -115,26 +126,8 @@ export interface ObjectMeasure {
   decodeError?: string;
 }
 
-/**
- * How encoded bytes are stored, the one seam between the codecs and the drivers. One form today:
- * as they are. A form that changes them (encryption) implements all four.
- */
-interface StoredForm {
-  /** Block I/O: the stored bytes of one encoded frame (may be `frame` itself). */
-  sealFrame(frame: Uint8Array): Uint8Array;
-  /** Block I/O: turns stored bytes just read back into encoded ones, in place. */
-  openInPlace(stored: Uint8Array): void;
-  /** Streams: stages from encoded to stored bytes, and back. */
-  sealStages(): Transform[];
-  openStages(): Transform[];
-}
-
-const STORED_FORM: StoredForm = {
-  sealFrame: (frame) => frame,
-  openInPlace: () => {},
-  sealStages: () => [],
-  openStages: () => [],
-};
+/** Looks up the data key an encrypted object's header names (RepositoryKeys.forRead). */
+type DataKeyLookup = (id: string) => Promise<Buffer>;
 
 const BUF = 1 << 20;
 
@@ -199,7 +192,15 @@ class BlockObjectEncoder {
   size = 0;
   storedSize = 0;
 
-  constructor(private readonly encoder: BlockEncoder) {}
+  /** `sealer`: the encrypted form (each encoded frame sealed as one cipher frame). */
+  constructor(
+    private readonly encoder: BlockEncoder,
+    private readonly sealer?: FrameSealer,
+  ) {}
+
+  get sealed(): boolean {
+    return this.sealer !== undefined;
+  }
 
   block(data: Uint8Array): Uint8Array | Promise<Uint8Array> {
     this.content.update(data);
@@ -208,8 +209,16 @@ class BlockObjectEncoder {
     return frame instanceof Uint8Array ? this.seal(frame) : frame.then((f) => this.seal(f));
   }
 
+  /** The stored bytes that close the object (the encrypted form's last frame), if any. */
+  finish(): Uint8Array | undefined {
+    return this.sealer ? this.hashed(this.sealer.finish()) : undefined;
+  }
+
   private seal(frame: Uint8Array): Uint8Array {
-    const stored = STORED_FORM.sealFrame(frame);
+    return this.hashed(this.sealer ? this.sealer.seal(frame) : frame);
+  }
+
+  private hashed(stored: Uint8Array): Uint8Array {
     this.stored.update(stored);
     this.storedSize += stored.length;
     return stored;
@@ -264,7 +273,53 @@ const isEnoent = (err: unknown) => (err as NodeJS.ErrnoException)?.code === 'ENO
 
 /** Objects of one driver, written and read (see the module comment). Repository.objects is one. */
 export class ObjectIo {
-  constructor(private readonly driver: RepositoryDriver) {}
+  /** `keys`: the stored form per cluster (absent: every object plaintext, as format 1). */
+  constructor(
+    private readonly driver: RepositoryDriver,
+    readonly keys?: RepositoryKeys,
+  ) {}
+
+  /** The data key sealing a new object at `key`, or undefined when its cluster is plaintext. */
+  private sealing(key: string): Promise<DataKey | undefined> {
+    return this.keys ? this.keys.forWrite(key) : Promise.resolve(undefined);
+  }
+
+  private opening(key: string): Promise<DataKeyLookup | undefined> {
+    return this.keys ? this.keys.forRead(key) : Promise.resolve(undefined);
+  }
+
+  private async openStages(key: string): Promise<Transform[]> {
+    const lookup = await this.opening(key);
+    return lookup ? [new OpenStage(key, lookup)] : [];
+  }
+
+  /** Stores a small object (a manifest, cluster.json) held in memory, in its cluster's stored form. */
+  async storeSmall(key: string, content: Buffer): Promise<void> {
+    const dataKey = await this.sealing(key);
+    if (!dataKey) {
+      await this.driver.put(key, content);
+      return;
+    }
+    const sealer = new FrameSealer(dataKey, key);
+    await this.driver.put(key, Buffer.concat([sealer.seal(content), sealer.finish()]));
+  }
+
+  /** The content of a small object stored with storeSmall; RepoFileMissing when it does not exist. */
+  async readSmall(key: string): Promise<Buffer> {
+    const stages = await this.openStages(key);
+    const chunks: Buffer[] = [];
+    await pipeline([
+      await this.driver.get(key),
+      ...stages,
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          chunks.push(chunk);
+          cb();
+        },
+      }),
+    ]);
+    return Buffer.concat(chunks);
+  }
 
   /**
    * Stores a stream: content hashed, compressed, stored bytes hashed, all in one pass. `inspect`
@@ -279,12 +334,19 @@ export class ObjectIo {
   ): Promise<StoredFile> {
     const content = options.content ?? new HashingStream();
     const stored = new HashingStream();
+    let dataKey;
+    try {
+      dataKey = await this.sealing(key);
+    } catch (err) {
+      source.destroy();
+      throw err;
+    }
     const packed = pipeline([
       source,
       ...(options.inspect ?? []),
       content,
       compressor(codec, options.level),
-      ...STORED_FORM.sealStages(),
+      ...(dataKey ? [new SealStage(dataKey, key)] : []),
       stored,
     ]);
     const put = this.driver.put(key, stored, options.deferDirSync ? { deferDirSync: true } : undefined);
@@ -302,7 +364,14 @@ export class ObjectIo {
 
   /** Stores stored bytes made by encodeFile (one pass over a small local file, held in memory). */
   async storeEncoded(key: string, stored: readonly Buffer[]): Promise<void> {
-    await this.driver.put(key, Buffer.concat(stored));
+    const dataKey = await this.sealing(key);
+    if (!dataKey) {
+      await this.driver.put(key, Buffer.concat(stored));
+      return;
+    }
+    // Sealed here, not in encodeFile: the key (which names the content's checksum) is known only now.
+    const sealer = new FrameSealer(dataKey, key);
+    await this.driver.put(key, Buffer.concat([...stored.map((frame) => sealer.seal(frame)), sealer.finish()]));
   }
 
   /**
@@ -316,6 +385,7 @@ export class ObjectIo {
     codec: Codec,
     options: StoreOptions = {},
   ): Promise<StoredFile | undefined> {
+    const dataKey = await this.sealing(key);
     let fh;
     try {
       fh = await open(file.path, 'r');
@@ -326,7 +396,10 @@ export class ObjectIo {
     const local = this.driver.localFiles;
     if (local && hasBlockForm(codec)) {
       const handle = fh;
-      return withEncoder(codec, options.level, (enc) => storeBlocks(local, key, codec, enc, handle, file, options));
+      const sealer = dataKey && new FrameSealer(dataKey, key);
+      return withEncoder(codec, options.level, (enc) =>
+        storeBlocks(local, key, codec, new BlockObjectEncoder(enc, sealer), handle, file, options),
+      );
     }
     const source = fh.createReadStream({
       highWaterMark: BUF,
@@ -349,7 +422,8 @@ export class ObjectIo {
   async readStream(key: string, codec: Codec, expected: ExpectedContent, dest: Writable): Promise<void> {
     const content = new HashingStream();
     try {
-      await pipeline([await this.driver.get(key), ...STORED_FORM.openStages(), decompressor(codec), content, dest]);
+      const stages = await this.openStages(key);
+      await pipeline([await this.driver.get(key), ...stages, decompressor(codec), content, dest]);
     } catch (err) {
       // Internal too is wrapped: an invalid key (checkKey) read from a manifest is a damaged file, not a bug.
       if (err instanceof PgfleetError && err.errorName !== 'Internal') throw err;
@@ -377,7 +451,8 @@ export class ObjectIo {
   ): Promise<void> {
     const local = this.driver.localFiles;
     if (local && hasBlockForm(codec)) {
-      await withDecoder(codec, (dec) => restoreBlocks(local, this.driver.location, key, expected, dest, dec));
+      const lookup = await this.opening(key);
+      await withDecoder(codec, (dec) => restoreBlocks(local, this.driver.location, key, expected, dest, dec, lookup));
       return;
     }
     const fh = await open(dest.path, restoreOpenFlags(dest), dest.mode);
@@ -404,17 +479,13 @@ export class ObjectIo {
     }
     const content = new HashingStream();
     const sink = new HeadSink(keepHead);
+    const stages = await this.openStages(key);
     try {
-      await pipeline([
-        await this.driver.get(key),
-        stored,
-        ...STORED_FORM.openStages(),
-        decompressor(codec),
-        content,
-        sink,
-      ]);
+      await pipeline([await this.driver.get(key), stored, ...stages, decompressor(codec), content, sink]);
     } catch (err) {
-      if (err instanceof PgfleetError && err.errorName !== 'Internal') throw err;
+      // A tampered object is this object's fault (reported with it); a wrong key fails the whole measure.
+      if (err instanceof PgfleetError && err.errorName !== 'Internal' && err.errorName !== 'RepoObjectTampered')
+        throw err;
       const again = await this.measure(key, codec, false);
       return { ...again, decodeError: (err as Error).message };
     }
@@ -468,12 +539,11 @@ async function storeBlocks(
   local: LocalObjectFiles,
   key: string,
   codec: BlockCodec,
-  enc: BlockEncoder,
+  object: BlockObjectEncoder,
   fh: FileHandle,
   file: FileRange,
   options: StoreOptions,
 ): Promise<StoredFile> {
-  const object = new BlockObjectEncoder(enc);
   const inBufs = [takeBuffer(BLOCK_BYTES), takeBuffer(BLOCK_BYTES)] as const;
   // The encoder reuses its output: each frame is copied out for the write behind (codec none writes the read buffer).
   const outBufs = [takeBuffer(STORED_BLOCK_BYTES), takeBuffer(STORED_BLOCK_BYTES)] as const;
@@ -487,7 +557,8 @@ async function storeBlocks(
     Promise.resolve({ bytesRead: end - at > 0 ? readSync(fh.fd, buf, 0, Math.min(BLOCK_BYTES, end - at), at) : 0 });
   const put = async (out: Uint8Array) => {
     let data = out;
-    if (codec !== 'none') {
+    // A sealed frame is a fresh buffer already.
+    if (codec !== 'none' && !object.sealed) {
       data = outBufs[i]!.subarray(0, out.length);
       data.set(out);
     }
@@ -511,6 +582,8 @@ async function storeBlocks(
     }
     // An empty file is still a valid object of its codec (one empty frame).
     if (object.size === 0 && codec !== 'none') await put(await object.block(inBufs[0].subarray(0, 0)));
+    const last = object.finish();
+    if (last) await put(last);
     await pendingWrite;
     await writer.commit(options.deferDirSync ? { deferDirSync: true } : undefined);
   } catch (err) {
@@ -648,8 +721,9 @@ async function restoreBlocks(
   expected: Required<ExpectedContent>,
   d: RestoreDestination,
   dec: BlockDecoder,
+  lookup: DataKeyLookup | undefined,
 ): Promise<void> {
-  let src;
+  let src: number;
   try {
     src = openSync(local.filePath(key), 'r');
   } catch (err) {
@@ -664,6 +738,7 @@ async function restoreBlocks(
   let dest: DestWriter | undefined;
   let pendingWrite: Promise<void> | undefined;
   try {
+    const readStored = lookup ? await openedReader(key, src, lookup) : plainReader(src);
     dest = DestWriter.open(d, expected.size);
     const out = dest;
     const hash = createHash('sha256');
@@ -688,7 +763,6 @@ async function restoreBlocks(
     };
     let start = 0;
     let inFill = 0;
-    let srcPos = 0;
     let eof = false;
     for (;;) {
       if (OUT_BYTES - fill < BLOCK_BYTES) await flush(false);
@@ -718,11 +792,9 @@ async function restoreBlocks(
       }
       if (inFill === WINDOW) throw undecodable(key, `a frame larger than ${WINDOW} bytes`);
       // Synchronous: the repository is read from the page cache mostly, where a read takes less time than the thread hand-offs of an async one.
-      const bytesRead = readSync(src, win, inFill, Math.min(READ_BYTES, WINDOW - inFill), srcPos);
+      const bytesRead = readStored(win, inFill, Math.min(READ_BYTES, WINDOW - inFill));
       if (bytesRead === 0) eof = true;
-      STORED_FORM.openInPlace(win.subarray(inFill, inFill + bytesRead));
       inFill += bytesRead;
-      srcPos += bytesRead;
     }
     if (written + fill !== expected.size) {
       hash.update(bufs[cur]!.subarray(0, fill));
@@ -747,6 +819,57 @@ async function restoreBlocks(
       // already failed: the restore reports the first error
     }
   }
+}
+
+/** Reads encoded bytes of a local object into `buf` at `at`, up to `max`; 0 at its end. */
+type EncodedReader = (buf: Buffer, at: number, max: number) => number;
+
+function plainReader(fd: number): EncodedReader {
+  let pos = 0;
+  return (buf, at, max) => {
+    const n = readSync(fd, buf, at, max, pos);
+    pos += n;
+    return n;
+  };
+}
+
+/**
+ * The encrypted form read synchronously: stored bytes are read a block at a time, every frame
+ * authenticated before its content is handed out, the end checked (no truncation) at EOF. The
+ * header is read first and its data key looked up (the one await).
+ */
+async function openedReader(key: string, fd: number, lookup: DataKeyLookup): Promise<EncodedReader> {
+  const header = Buffer.alloc(HEADER_BYTES);
+  const got = readSync(fd, header, 0, HEADER_BYTES, 0);
+  const { dataKeyId } = parseHeader(key, header.subarray(0, got));
+  const opener = new FrameOpener(key, header, await lookup(dataKeyId), false);
+  const stored = takeBuffer(READ_BYTES);
+  let pos = HEADER_BYTES;
+  let queue: Buffer[] = [];
+  let ended = false;
+  return (buf, at, max) => {
+    while (queue.length === 0 && !ended) {
+      const n = readSync(fd, stored, 0, READ_BYTES, pos);
+      if (n === 0) {
+        opener.end();
+        ended = true;
+        giveBuffer(stored);
+        break;
+      }
+      pos += n;
+      queue = opener.push(stored.subarray(0, n)).filter((c) => c.length > 0);
+    }
+    let done = 0;
+    while (done < max && queue.length > 0) {
+      const head = queue[0]!;
+      const n = Math.min(max - done, head.length);
+      head.copy(buf, at + done, 0, n);
+      done += n;
+      if (n === head.length) queue.shift();
+      else queue[0] = head.subarray(n);
+    }
+    return done;
+  };
 }
 
 /** A local file as a stream of 1 MiB reads (for callers that pipe a whole file into storeStream). */

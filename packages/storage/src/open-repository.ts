@@ -8,6 +8,7 @@ import type { RepositoryDriver } from './driver.js';
 import { MirroredDriver } from './mirrored-driver.js';
 import { PosixDriver } from './posix-driver.js';
 import { Repository } from './repository.js';
+import type { KeyResolver } from './repository-keys.js';
 import type { RepositorySpec, S3Credentials } from './repository-url.js';
 import { createS3Driver } from './s3-driver.js';
 
@@ -38,6 +39,7 @@ export async function openRepositoryDriver(
 export async function openRepository(
   specs: readonly RepositorySpec[],
   credentials?: S3Credentials,
+  keys?: KeyResolver,
 ): Promise<Repository> {
   if (specs.length === 0) throw new PgfleetError('Internal', 'openRepository needs at least one repository');
   const drivers: RepositoryDriver[] = [];
@@ -47,5 +49,5 @@ export async function openRepository(
     for (const d of drivers) d.close?.();
     throw err;
   }
-  return new Repository(drivers.length === 1 ? drivers[0]! : new MirroredDriver(drivers));
+  return new Repository(drivers.length === 1 ? drivers[0]! : new MirroredDriver(drivers), undefined, keys);
 }

@@ -3,6 +3,7 @@
  *
  *   pgfleet.json                                     repository format marker
  *   <cluster>/cluster.json                           system identifier, PG version, segment size
+ *   <cluster>/encryption.json, .../dek-<id>.key      an encrypted cluster's keys (repository-keys.ts)
  *   <cluster>/backup/<label>/pg_data/<path>[.zst]    file bytes
  *   <cluster>/backup/<label>/pg_chunks/<path>/<n>[.zst]   chunks of large files (manifest `chunks`)
  *   <cluster>/backup/<label>/backup.manifest         written last: its presence means "complete"
@@ -29,6 +30,7 @@ import { MirroredDriver } from './mirrored-driver.js';
 import { encodeFile, fileStream, ObjectIo, type StoredFile } from './object-io.js';
 import type { RepositorySpec } from './repository-url.js';
 import { readSmall } from './posix-driver.js';
+import { type KeyResolver, RepositoryKeys, rotateClusterKey, type RotationResult } from './repository-keys.js';
 
 export type { StoredFile } from './object-io.js';
 
@@ -54,6 +56,8 @@ export interface ArchivedWal {
 /** The format marker's key (docs/repository-format.md). */
 export const REPOSITORY_FORMAT_KEY = 'pgfleet.json';
 const FORMAT_KEY = REPOSITORY_FORMAT_KEY;
+/** Format 2 may hold encrypted clusters; format 1 (plaintext only) is still read and written. */
+export const REPOSITORY_FORMAT = 2;
 const CLUSTER_KEY_RE = /^([^/]+)\/cluster\.json$/;
 const MANIFEST_KEY_RE = /^([^/]+)\/backup\/([^/]+)\/backup\.manifest$/;
 
@@ -80,17 +84,19 @@ export class Repository {
   /**
    * @param manifestKeys the keys this process authenticates manifests with (manifest-auth.ts);
    * without the key of a cluster its manifests can be neither written nor read.
+   * @param keys each cluster's key-encryption key, for encrypted clusters (absent: this process holds none).
    */
   constructor(
     readonly driver: RepositoryDriver,
     private readonly manifestKeys?: ManifestKeys,
+    private readonly keys?: KeyResolver,
   ) {
-    this.objects = new ObjectIo(driver);
+    this.objects = new ObjectIo(driver, new RepositoryKeys(driver, keys, () => this.markFormat(REPOSITORY_FORMAT)));
   }
 
   /** The same repository (same driver, shared) with these manifest keys: one job's view of it. */
   withManifestKeys(keys: ManifestKeys): Repository {
-    return new Repository(this.driver, keys);
+    return new Repository(this.driver, keys, this.keys);
   }
 
   get location(): string {
@@ -99,7 +105,7 @@ export class Repository {
 
   /** The repositories of a mirror, one Repository each (or just this one). */
   private members(): Repository[] {
-    return this.driver.members?.map((d) => new Repository(d)) ?? [this];
+    return this.driver.members?.map((d) => new Repository(d, this.manifestKeys, this.keys)) ?? [this];
   }
 
   /**
@@ -123,17 +129,48 @@ export class Repository {
       await settleAll(this.members().map((m) => m.init()));
       return;
     }
-    const existing = await this.driver.stat(FORMAT_KEY);
-    if (existing) {
-      const doc = JSON.parse((await readSmall(this.driver, FORMAT_KEY)).toString('utf8')) as { format: number };
-      if (doc.format !== 1)
-        throw new PgfleetError(
-          'RepoManifestInvalid',
-          `repository ${this.location} has format ${doc.format}; this pgfleet reads format 1`,
-        );
-      return;
-    }
-    await this.driver.put(FORMAT_KEY, Buffer.from(JSON.stringify({ format: 1, createdBy: 'pgfleet' }, null, 2)));
+    if ((await this.readFormat()) === undefined) await this.markFormat(REPOSITORY_FORMAT);
+  }
+
+  /** The format marker's version, undefined when there is none; refuses a newer format. */
+  private async readFormat(): Promise<number | undefined> {
+    if (!(await this.driver.stat(FORMAT_KEY))) return undefined;
+    const doc = JSON.parse((await readSmall(this.driver, FORMAT_KEY)).toString('utf8')) as { format: number };
+    if (doc.format !== 1 && doc.format !== REPOSITORY_FORMAT)
+      throw new PgfleetError(
+        'RepoManifestInvalid',
+        `repository ${this.location} has format ${doc.format}; this pgfleet reads formats 1 and ${REPOSITORY_FORMAT}`,
+      );
+    return doc.format;
+  }
+
+  /** Writes the format marker, or raises a format-1 one (pgfleet before encryption must not write into encrypted clusters). */
+  private async markFormat(format: number): Promise<void> {
+    const current = await this.readFormat();
+    if (current !== undefined && current >= format) return;
+    await this.driver.put(FORMAT_KEY, Buffer.from(JSON.stringify({ format, createdBy: 'pgfleet' }, null, 2)));
+  }
+
+  /**
+   * Re-wraps every data key of `cluster` from `oldKek` to `newKek` without rewriting any data
+   * (repository-keys.ts rotateClusterKey: restartable; the old key opens nothing afterwards).
+   */
+  async rotateKey(cluster: string, oldKek: Buffer, newKek: Buffer): Promise<RotationResult> {
+    return rotateClusterKey(this.driver, cluster, oldKek, newKek);
+  }
+
+  /**
+   * Resolves the data key objects under `key`'s scope get (creating it when the scope has none,
+   * and the cluster's encryption record when it is new): a backup calls it before its copy, so
+   * the copy threads all find one data key.
+   */
+  async prepareKeys(key: string): Promise<void> {
+    await this.objects.keys?.forWrite(key);
+  }
+
+  /** The key-encryption keys this repository resolved, by cluster, for another thread to open it with (threadSpecs). */
+  async threadKeys(): Promise<Record<string, Buffer>> {
+    return Object.fromEntries((await this.objects.keys?.resolvedKeys()) ?? []);
   }
 
   /** Whether the format marker exists: the directory or bucket is a pgfleet repository (catalog rebuild asks before reading it). */
@@ -167,7 +204,7 @@ export class Repository {
   async readClusterInfo(cluster: string): Promise<ClusterInfo | undefined> {
     const key = `${cluster}/cluster.json`;
     if (!(await this.driver.stat(key))) return undefined;
-    return JSON.parse((await readSmall(this.driver, key)).toString('utf8')) as ClusterInfo;
+    return JSON.parse((await this.objects.readSmall(key)).toString('utf8')) as ClusterInfo;
   }
 
   /**
@@ -190,7 +227,7 @@ export class Repository {
       return;
     }
     await this.init();
-    await this.driver.put(`${cluster}/cluster.json`, Buffer.from(JSON.stringify(info, null, 2)));
+    await this.objects.storeSmall(`${cluster}/cluster.json`, Buffer.from(JSON.stringify(info, null, 2)));
   }
 
   // ---- file bytes -------------------------------------------------------------------------
@@ -257,7 +294,7 @@ export class Repository {
       manifest.cluster,
       manifest.label,
     );
-    await this.driver.put(key, Buffer.from(text));
+    await this.objects.storeSmall(key, Buffer.from(text));
   }
 
   /**
@@ -304,7 +341,7 @@ export class Repository {
   private async manifestText(cluster: string, label: string): Promise<{ text: string; where: string }> {
     const key = this.backupManifestKey(cluster, label);
     try {
-      return { text: (await readSmall(this.driver, key)).toString('utf8'), where: key };
+      return { text: (await this.objects.readSmall(key)).toString('utf8'), where: key };
     } catch (err) {
       if (PgfleetError.is(err, 'RepoFileMissing')) {
         throw new PgfleetError(
@@ -513,7 +550,11 @@ export class Repository {
       missing.push(member.driver);
     }
     if (missing.length === 0) return undefined;
-    return new Repository(missing.length === 1 ? missing[0]! : new MirroredDriver(missing));
+    return new Repository(
+      missing.length === 1 ? missing[0]! : new MirroredDriver(missing),
+      this.manifestKeys,
+      this.keys,
+    );
   }
 
   /** Removes archived WAL files (as listed by listWal or findWal); ones already gone are ignored. */

@@ -1,0 +1,303 @@
+/**
+ * Encryption at rest through the real posix driver: what goes in comes out, on every path (block
+ * I/O, streams, small objects, one-pass WAL), and every way a stored object can be altered, cut,
+ * moved or opened with the wrong key fails with the code that says which.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmod, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { ErrorCodes, PgfleetError, type ErrorName } from '@pgfleet/core';
+import { PosixDriver } from './posix-driver.js';
+import { Repository } from './repository.js';
+import type { Codec } from './codec.js';
+import { sink } from './driver-suite.js';
+import { fixedKeys, keyResolver, readKeyFile, runKeyCommand } from './key-source.js';
+import { kekId } from './repository-keys.js';
+import type { RepositoryDriver } from './driver.js';
+
+const dirs: string[] = [];
+after(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'pgfleet-enc-'));
+  dirs.push(dir);
+  return dir;
+}
+
+const KEK = randomBytes(32);
+const OTHER = randomBytes(32);
+const MARKER = 'row-value-7c1f3e-must-not-leak';
+const NOISE = randomBytes(4096);
+
+function open(dir: string, kek?: Buffer): Repository {
+  return new Repository(new PosixDriver(dir), undefined, kek ? fixedKeys({ c: kek }) : undefined);
+}
+
+/** Content with a recognisable plaintext marker, several block frames long. */
+function content(bytes = 3 << 20): Buffer {
+  const data = Buffer.alloc(bytes);
+  for (let i = 0; i < bytes; i += 64) data.write(MARKER, i, 'latin1');
+  NOISE.copy(data, 1000); // some bytes compression cannot remove (the same in every call: results are compared)
+  return data;
+}
+
+async function rejectsWith(p: Promise<unknown>, name: ErrorName, mentions?: string): Promise<PgfleetError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof PgfleetError, `expected ${name}, got ${String(err)}`);
+    assert.equal(err.code, ErrorCodes[name].code, `${name} expected, got ${err.errorName}: ${err.message}`);
+    if (mentions) assert.ok(err.message.includes(mentions), `'${err.message}' should name ${mentions}`);
+    return err;
+  }
+  assert.fail(`expected ${name}, it succeeded`);
+}
+
+async function allFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true }))
+    if (e.isFile()) out.push(join(e.parentPath, e.name));
+  return out;
+}
+
+/** Stores `data` as a backup file through the block path (a local file) and returns its key and checksum. */
+async function storeBackupFile(r: Repository, dir: string, data: Buffer, codec: Codec = 'zstd') {
+  const src = join(dir, `src-${Math.random().toString(36).slice(2)}`);
+  await writeFile(src, data);
+  const key = r.backupFileKey('c', 'L', 'base/1/1259', codec);
+  const stored = await r.objects.storeFile(key, { path: src, offset: 0 }, codec);
+  return { key, sha256: stored!.sha256, size: data.length };
+}
+
+async function restore(
+  r: Repository,
+  dir: string,
+  f: { key: string; sha256: string; size: number },
+  codec: Codec = 'zstd',
+) {
+  const dest = join(dir, `out-${Math.random().toString(36).slice(2)}`);
+  await r.objects.restoreFile(f.key, codec, { sha256: f.sha256, size: f.size }, { path: dest, mode: 0o600 });
+  return readFile(dest);
+}
+
+for (const codec of ['zstd', 'lz4', 'gzip', 'none'] as Codec[]) {
+  test(`encrypted objects round-trip with ${codec} (block I/O and streams) and hold no plaintext`, async () => {
+    const dir = await tempDir();
+    const r = open(join(dir, 'repo'), KEK);
+    const data = content();
+    const f = await storeBackupFile(r, dir, data, codec);
+    assert.deepEqual(await restore(r, dir, f, codec), data);
+    const out = sink();
+    await r.readObject(f.key, codec, { sha256: f.sha256, size: f.size }, out);
+    assert.deepEqual(out.data(), data);
+    const streamed = await r.writeObject('c/backup/L/pg_data/base/1/2000', Readable.from([data]), codec);
+    assert.deepEqual(
+      await restore(
+        r,
+        dir,
+        { key: 'c/backup/L/pg_data/base/1/2000', sha256: streamed.sha256, size: data.length },
+        codec,
+      ),
+      data,
+    );
+    const empty = await storeBackupFile(r, dir, Buffer.alloc(0), codec);
+    assert.equal((await restore(r, dir, empty, codec)).length, 0);
+    for (const file of await allFiles(join(dir, 'repo')))
+      assert.ok(!(await readFile(file)).includes(MARKER), `${file} holds plaintext`);
+  });
+}
+
+test('cluster.json, manifests and WAL are encrypted too, and read back', async () => {
+  const dir = await tempDir();
+  const r = open(join(dir, 'repo'), KEK);
+  await r.ensureClusterInfo('c', {
+    systemIdentifier: '7441000000000000001',
+    pgVersionNum: 150000,
+    walSegmentSize: 16 << 20,
+  });
+  assert.equal((await r.readClusterInfo('c'))?.systemIdentifier, '7441000000000000001');
+  const wal = join(dir, '000000010000000000000003');
+  await writeFile(wal, content(1 << 20));
+  const pushed = await r.archiveWal('c', '000000010000000000000003', wal, 'zstd', 1 << 20);
+  assert.equal(pushed.result, 'stored');
+  const out = sink();
+  await r.fetchWal('c', '000000010000000000000003', out);
+  assert.deepEqual(out.data(), await readFile(wal));
+  const raw = await readFile(join(dir, 'repo', 'c', 'cluster.json'));
+  assert.ok(!raw.includes('7441000000000000001'), 'cluster.json is stored encrypted');
+  const record = JSON.parse(await readFile(join(dir, 'repo', 'c', 'encryption.json'), 'utf8')) as {
+    kekId: string;
+    cipher: string;
+  };
+  assert.deepEqual(record, { format: 1, cipher: 'aes-256-gcm', kekId: kekId(KEK) });
+  assert.equal(JSON.parse(await readFile(join(dir, 'repo', 'pgfleet.json'), 'utf8')).format, 2);
+  for (const file of await allFiles(join(dir, 'repo')))
+    assert.ok(!(await readFile(file)).includes(MARKER), `${file} holds plaintext`);
+});
+
+test('a flipped byte, a cut, a swapped object and reordered frames fail as tampered, naming the object', async () => {
+  const dir = await tempDir();
+  const r = open(join(dir, 'repo'), KEK);
+  const f = await storeBackupFile(r, dir, content(), 'none'); // codec none: 3 frames of 1 MiB
+  const path = join(dir, 'repo', f.key);
+  const good = await readFile(path);
+
+  const flipped = Buffer.from(good);
+  flipped[good.length >> 1]! ^= 1;
+  await writeFile(path, flipped);
+  await rejectsWith(restore(r, dir, f, 'none'), 'RepoObjectTampered', f.key);
+  await rejectsWith(r.readObject(f.key, 'none', f, sink()), 'RepoObjectTampered', f.key);
+
+  // Cut at the boundary before the closing last frame (21 bytes: length, flags, tag).
+  await writeFile(path, good.subarray(0, good.length - 21));
+  await rejectsWith(restore(r, dir, f, 'none'), 'RepoObjectTampered', 'truncated');
+  await writeFile(path, good.subarray(0, good.length - 1000));
+  await rejectsWith(r.readObject(f.key, 'none', f, sink()), 'RepoObjectTampered', f.key);
+
+  // Frames 1 and 2 swapped (same lengths: 1 MiB each).
+  const header = 29;
+  const frame = 5 + (1 << 20) + 16;
+  const swapped = Buffer.concat([
+    good.subarray(0, header + frame),
+    good.subarray(header + 2 * frame, header + 3 * frame),
+    good.subarray(header + frame, header + 2 * frame),
+    good.subarray(header + 3 * frame),
+  ]);
+  assert.equal(swapped.length, good.length);
+  await writeFile(path, swapped);
+  await rejectsWith(restore(r, dir, f, 'none'), 'RepoObjectTampered', 'frame 1');
+
+  // Another object's bytes (same data key, same content) under this key.
+  await writeFile(path, good);
+  const other = await r.writeObject('c/backup/L/pg_data/base/1/3000', Readable.from([content()]), 'none');
+  await writeFile(path, await readFile(join(dir, 'repo', 'c/backup/L/pg_data/base/1/3000')));
+  await rejectsWith(restore(r, dir, { ...f, sha256: other.sha256 }, 'none'), 'RepoObjectTampered', f.key);
+  assert.equal(other.sha256, f.sha256, 'the same content: only the key binding tells them apart');
+
+  // A plaintext object put in place of an encrypted one (a downgrade) is refused too.
+  await writeFile(path, content());
+  await rejectsWith(restore(r, dir, f, 'none'), 'RepoObjectTampered', 'not in the encrypted form');
+});
+
+test('verify-style measuring reports a tampered object as its own fault', async () => {
+  const dir = await tempDir();
+  const r = open(join(dir, 'repo'), KEK);
+  const f = await storeBackupFile(r, dir, content());
+  const path = join(dir, 'repo', f.key);
+  const bytes = await readFile(path);
+  bytes[100]! ^= 0x40;
+  await writeFile(path, bytes);
+  const m = await r.objects.measure(f.key, 'zstd', true);
+  assert.match(m.decodeError ?? '', /fails authentication/);
+});
+
+test('a wrong key, no key and a key for a plaintext cluster fail clearly', async () => {
+  const dir = await tempDir();
+  const f = await storeBackupFile(open(join(dir, 'repo'), KEK), dir, content());
+  await rejectsWith(restore(open(join(dir, 'repo'), OTHER), dir, f), 'EncryptionKeyWrong', kekId(KEK));
+  await rejectsWith(restore(open(join(dir, 'repo')), dir, f), 'EncryptionModeMismatch', 'is encrypted');
+  await rejectsWith(
+    open(join(dir, 'repo')).writeObject('c/backup/M/pg_data/x', Readable.from([Buffer.from('x')]), 'none'),
+    'EncryptionModeMismatch',
+  );
+
+  const plain = join(dir, 'plain');
+  const pf = await storeBackupFile(open(plain), dir, content());
+  await rejectsWith(restore(open(plain, KEK), dir, pf), 'EncryptionModeMismatch', 'not encrypted');
+  await rejectsWith(storeBackupFile(open(plain, KEK), dir, content()), 'EncryptionModeMismatch', 'not encrypted');
+  assert.equal(JSON.parse(await readFile(join(plain, 'pgfleet.json'), 'utf8').catch(() => '{"format":2}')).format, 2);
+});
+
+test('format-1 repositories are still read (plaintext objects) and stay format 1', async () => {
+  const dir = await tempDir();
+  await writeFile(join(dir, 'pgfleet.json'), JSON.stringify({ format: 1, createdBy: 'pgfleet' }));
+  const r = open(dir);
+  await r.init();
+  const f = await storeBackupFile(r, await tempDir(), content());
+  assert.deepEqual(await restore(r, await tempDir(), f), content());
+  assert.equal(JSON.parse(await readFile(join(dir, 'pgfleet.json'), 'utf8')).format, 1);
+  // A new encrypted cluster in it raises the marker: older pgfleet must not write there.
+  const enc = new Repository(new PosixDriver(dir), undefined, fixedKeys({ e: KEK }));
+  await enc.writeObject('e/backup/L/pg_data/x', Readable.from([Buffer.from('x')]), 'none');
+  assert.equal(JSON.parse(await readFile(join(dir, 'pgfleet.json'), 'utf8')).format, 2);
+});
+
+/** A driver that fails every put after `allowed` of them (a rotate-key killed half-way). */
+function failingAfter(driver: RepositoryDriver, allowed: number): RepositoryDriver {
+  let puts = 0;
+  return new Proxy(driver, {
+    get(target, prop, receiver) {
+      if (prop === 'put')
+        return async (...args: Parameters<RepositoryDriver['put']>) => {
+          if (++puts > allowed) throw new Error('killed');
+          return target.put(...args);
+        };
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+test('rotate-key re-wraps data keys only, the old key stops working, and an interrupted rotation finishes', async () => {
+  const dir = await tempDir();
+  const repoDir = join(dir, 'repo');
+  const r = open(repoDir, KEK);
+  await r.ensureClusterInfo('c', { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 });
+  const f = await storeBackupFile(r, dir, content());
+  const wal = join(dir, '000000010000000000000001');
+  await writeFile(wal, content(1 << 20));
+  await r.archiveWal('c', '000000010000000000000001', wal, 'zstd', 1 << 20);
+  const dataBefore = await readFile(join(repoDir, f.key));
+
+  const NEW = randomBytes(32);
+  // Killed after the record and one key object: some keys under the old KEK, some under the new.
+  await assert.rejects(new Repository(failingAfter(new PosixDriver(repoDir), 2)).rotateKey('c', KEK, NEW), /killed/);
+  await rejectsWith(restore(open(repoDir, KEK), dir, f), 'EncryptionKeyWrong');
+  const done = await open(repoDir).rotateKey('c', KEK, NEW);
+  assert.equal(done.rewrapped + done.alreadyNew, 3); // cluster, backup, WAL directory
+  assert.equal(done.alreadyNew, 1);
+
+  assert.deepEqual(await readFile(join(repoDir, f.key)), dataBefore, 'data objects are not rewritten');
+  assert.deepEqual(await restore(open(repoDir, NEW), dir, f), content());
+  await rejectsWith(restore(open(repoDir, KEK), dir, f), 'EncryptionKeyWrong', 'rotated out');
+  await rejectsWith(open(repoDir).rotateKey('c', KEK, NEW), 'EncryptionKeyWrong');
+  const out = sink();
+  await open(repoDir, NEW).fetchWal('c', '000000010000000000000001', out);
+  assert.deepEqual(out.data(), await readFile(wal));
+});
+
+test('a key file readable by others is refused, directly or through a link; a 0600 one is read', async () => {
+  const dir = await tempDir();
+  const file = join(dir, 'kek');
+  await writeFile(file, `${KEK.toString('base64')}\n`, { mode: 0o600 });
+  assert.deepEqual(await readKeyFile(file), KEK);
+  const link = join(dir, 'kek-link');
+  await symlink(file, link);
+  assert.deepEqual(await readKeyFile(link), KEK);
+  await chmod(file, 0o640);
+  await rejectsWith(readKeyFile(file), 'EncryptionKeyInvalid', '0640');
+  await rejectsWith(readKeyFile(link), 'EncryptionKeyInvalid', 'other users');
+  const bad = join(dir, 'short');
+  await writeFile(bad, 'c2hvcnQ=', { mode: 0o600 });
+  await rejectsWith(readKeyFile(bad), 'EncryptionKeyInvalid', '32 bytes');
+  // %c in the path: one setting, a file per cluster.
+  await writeFile(join(dir, 'c.key'), KEK.toString('hex'), { mode: 0o400 });
+  assert.deepEqual(await keyResolver({ file: join(dir, '%c.key') })!('c'), KEK);
+});
+
+test('a key command prints the key; %c names the cluster; failure and garbage are clear errors', async () => {
+  const dir = await tempDir();
+  await writeFile(join(dir, 'shop.key'), KEK.toString('base64'), { mode: 0o600 });
+  assert.deepEqual(await runKeyCommand(`cat ${dir}/$PGFLEET_CLUSTER.key`, 'shop'), KEK);
+  const resolve = keyResolver({ command: `cat ${dir}/%c.key` }, 'shop')!;
+  assert.deepEqual(await resolve('shop'), KEK);
+  assert.equal(await resolve('other'), undefined, "an agent's resolver holds its own cluster's key only");
+  await rejectsWith(runKeyCommand('echo nope >&2; exit 3', 'shop'), 'EncryptionKeyInvalid', 'exit status 3): nope');
+  await rejectsWith(runKeyCommand('echo not-a-key', 'shop'), 'EncryptionKeyInvalid', 'base64');
+  assert.throws(() => keyResolver({ file: 'a', command: 'b' }), /exclude each other/);
+});
