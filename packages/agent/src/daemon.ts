@@ -13,7 +13,7 @@ import { AgentService, JobState, ServerRole, type Job } from '@pgfleet/proto';
 import { createClient, type ClientBidiStream, type ClientOptions } from '@pgfleet/rpc/client';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConnectRequestSchema } from '@pgfleet/proto';
-import { openRepository, repositoryUrl, type Repository, type RepositorySpec } from '@pgfleet/storage';
+import { keyResolver, openRepository, repositoryUrl, type Repository, type RepositorySpec } from '@pgfleet/storage';
 import { agentCredentials } from './security/identity.js';
 import { readArchiveSetup, runArchiveCheck, type ArchiveSetupReport, type CheckItemOutcome } from './wal/check.js';
 import { cleanScratchArea } from './drill/drill.js';
@@ -433,7 +433,9 @@ export class AgentDaemon {
     const id = specs.map(repositoryUrl).join(' ');
     let repo = this.repositories.get(id);
     if (!repo) {
-      repo = openRepository(specs, this.s.s3Credentials);
+      // This cluster's key only: an agent never holds another cluster's key.
+      const keys = this.s.encryption ? keyResolver(this.s.encryption, this.s.cluster) : undefined;
+      repo = openRepository(specs, this.s.s3Credentials, keys);
       repo.catch(() => this.repositories.delete(id));
       this.repositories.set(id, repo);
     }

@@ -12,6 +12,7 @@ import {
   defaultScratchDir,
   defaultSocketPath,
   defaultStreamSpool,
+  keySourceFromSettings,
   repositoriesFromSettings,
   s3CredentialsFromSettings,
   type AgentSettings,
@@ -35,6 +36,8 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./wal/fetch.js')).walFetchCommand(o, parsed.positionals, logger);
     case 'wal-prefetch':
       return (await import('./wal/fetch.js')).walPrefetchCommand(o, parsed.positionals, logger);
+    case 'rotate-key':
+      return (await import('./rotate-key.js')).rotateKeyCommand(o, logger);
     case 'run': {
       const run = resolveSettings(AGENT_PROGRAM, 'run', o, ['cluster', 'pgdata']);
       const { cluster, pgdata } = run;
@@ -48,6 +51,7 @@ async function main(argv: string[]): Promise<number> {
         }
       })();
       const s3Credentials = s3CredentialsFromSettings(run);
+      const encryption = keySourceFromSettings(run);
       const settings: AgentSettings = {
         controller: run.controller,
         cluster,
@@ -63,6 +67,7 @@ async function main(argv: string[]): Promise<number> {
         ...(run.pgBinDir ? { pgBinDir: run.pgBinDir } : {}),
         repositories: repositoriesFromSettings(run),
         ...(s3Credentials ? { s3Credentials } : {}),
+        ...(encryption ? { encryption } : {}),
         ...(parsed.configFile ? { configFile: resolve(parsed.configFile) } : {}),
         compress: run.compress,
         checksumDelta: run.checksumDelta,

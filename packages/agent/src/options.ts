@@ -11,11 +11,20 @@ import type { CommandSettings, ProgramSpec } from '@pgfleet/core/command-line';
 import { PgfleetError } from '@pgfleet/core/errors';
 import { CODECS } from '@pgfleet/storage/codec-names';
 import { repositoryUrl, type RepositorySpec, type S3Credentials } from '@pgfleet/storage/repository-url';
+import type { KeySource } from '@pgfleet/storage/key-source';
 
 export { repositoriesFromSettings } from '@pgfleet/storage/repository-url';
 
-/** The repository options every command that touches the repository takes. */
-const REPOSITORY_OPTIONS = ['repo', 'repo2', 'repo-path', 's3-access-key-id', 's3-secret-access-key'] as const;
+/** The repository options every command that touches the repository takes (an encrypted cluster's key among them). */
+const REPOSITORY_OPTIONS = [
+  'repo',
+  'repo2',
+  'repo-path',
+  's3-access-key-id',
+  's3-secret-access-key',
+  'encryption-key-file',
+  'encryption-key-command',
+] as const;
 
 export const AGENT_PROGRAM = {
   name: 'pgfleet-agent',
@@ -70,6 +79,28 @@ export const AGENT_PROGRAM = {
       type: 'string',
       secret: true,
       description: 'S3 secret access key, with --s3-access-key-id',
+    },
+    {
+      name: 'encryption-key-file',
+      type: 'string',
+      description:
+        "file holding the cluster's repository encryption key (32 bytes, base64 or hex; mode 0600 or stricter, else refused; %c = cluster name). Given when the cluster's part of the repository is created, it is encrypted (AES-256-GCM) from then on and needs the key for every read and write",
+    },
+    {
+      name: 'encryption-key-command',
+      type: 'string',
+      description:
+        "command run by /bin/sh whose output is the cluster's encryption key (e.g. 'vault kv get -field=key secret/pgfleet/%c'; %c = the cluster name, also in $PGFLEET_CLUSTER); instead of --encryption-key-file",
+    },
+    {
+      name: 'new-encryption-key-file',
+      type: 'string',
+      description: 'rotate-key: file holding the new key (same rules as --encryption-key-file)',
+    },
+    {
+      name: 'new-encryption-key-command',
+      type: 'string',
+      description: 'rotate-key: command printing the new key (same rules as --encryption-key-command)',
     },
     {
       name: 'compress',
@@ -215,6 +246,19 @@ export const AGENT_PROGRAM = {
       ],
     },
     {
+      name: 'rotate-key',
+      summary:
+        "re-wrap every data key of the cluster's encrypted repository with a new key (--new-encryption-key-file/-command); no data is rewritten and the old key stops working. Restartable: run it again with both keys after an interruption",
+      options: [
+        'config',
+        'cluster',
+        ...REPOSITORY_OPTIONS,
+        'new-encryption-key-file',
+        'new-encryption-key-command',
+        'log-level',
+      ],
+    },
+    {
       name: 'wal-prefetch',
       summary:
         'internal: download the archived WAL segments after <name> into <spool> (started in the background by wal-fetch)',
@@ -247,6 +291,8 @@ export interface AgentSettings {
   repositories: RepositorySpec[];
   /** Static S3 credentials; absent: the AWS default chain. */
   s3Credentials?: S3Credentials;
+  /** The cluster's repository encryption key source (--encryption-key-file/-command). */
+  encryption?: KeySource;
   /** The --config file, handed to restore_command so wal-fetch finds the same credentials. */
   configFile?: string;
   compress: RunSettings['compress'];
@@ -305,6 +351,23 @@ export function s3CredentialsFromSettings(settings: {
     );
   }
   return { accessKeyId, secretAccessKey };
+}
+
+/** The encryption key source of the settings, undefined when none is given. */
+export function keySourceFromSettings(settings: {
+  readonly encryptionKeyFile: string | undefined;
+  readonly encryptionKeyCommand: string | undefined;
+}): KeySource | undefined {
+  const { encryptionKeyFile: file, encryptionKeyCommand: command } = settings;
+  if (file === undefined && command === undefined) return undefined;
+  return { ...(file !== undefined ? { file } : {}), ...(command !== undefined ? { command } : {}) };
+}
+
+/** The flags naming a key source for a child process or restore_command (a path or a command, never a key). */
+export function keySourceArgs(source: KeySource | undefined): string[] {
+  if (source?.file !== undefined) return ['--encryption-key-file', source.file];
+  if (source?.command !== undefined) return ['--encryption-key-command', source.command];
+  return [];
 }
 
 /** The command-line flags naming `specs` (--repo URL [--repo2 URL]) for a child process or restore_command. */

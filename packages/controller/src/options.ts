@@ -240,6 +240,18 @@ export const controllerProgram = {
       description: 'catalog rebuild: only this cluster of the repository.',
     },
     {
+      name: 'encryption-key-file',
+      type: 'string',
+      description:
+        "catalog rebuild: file holding an encrypted cluster's repository key (mode 0600 or stricter; %c = the cluster name, so one setting serves every cluster)",
+    },
+    {
+      name: 'encryption-key-command',
+      type: 'string',
+      description:
+        "catalog rebuild: command run by /bin/sh printing an encrypted cluster's key (%c = the cluster name, also $PGFLEET_CLUSTER), e.g. 'vault kv get -field=key secret/pgfleet/%c'",
+    },
+    {
       name: 'dry-run',
       type: 'boolean',
       cliOnly: true,
@@ -305,7 +317,19 @@ export const controllerProgram = {
       name: 'catalog',
       summary:
         'catalog rebuild --catalog URL --repo URL|--repo-path DIR [--cluster X] [--dry-run]: re-index the backups of a repository from their manifests (unknown clusters are created; rows whose manifest is gone are removed; manifests failing authentication are skipped). Idempotent. catalog sign-manifests (same options): sign the manifests written before manifests were signed, once, after checking the repository (docs/security/h2-restore-trust.md).',
-      options: ['config', 'catalog', 'repo', 'repo-path', 'cluster', 'dry-run', 'output', 'tls-dir', 'manifest-secret'],
+      options: [
+        'config',
+        'catalog',
+        'repo',
+        'repo-path',
+        'encryption-key-file',
+        'encryption-key-command',
+        'cluster',
+        'dry-run',
+        'output',
+        'tls-dir',
+        'manifest-secret',
+      ],
       positionals: [{ name: 'action', description: 'rebuild or sign-manifests.', required: true }],
     },
   ],

@@ -51,3 +51,5 @@ export async function openRepository(
   }
   return new Repository(drivers.length === 1 ? drivers[0]! : new MirroredDriver(drivers), undefined, keys);
 }
+
+export { fixedKeys } from './key-source.js';

@@ -49,6 +49,19 @@ interface StoredDataKey {
   tag: string;
 }
 
+/**
+ * A failure of the key itself (missing, wrong, unreadable), not of one object: readers that
+ * record damaged objects and go on (verify, catalog rebuild) stop on these instead.
+ */
+export function isKeyError(err: unknown): boolean {
+  return (
+    err instanceof PgfleetError &&
+    (err.errorName === 'EncryptionKeyWrong' ||
+      err.errorName === 'EncryptionModeMismatch' ||
+      err.errorName === 'EncryptionKeyInvalid')
+  );
+}
+
 /** A KEK's public fingerprint: names the key in records and errors without revealing it. */
 export function kekId(kek: Buffer): string {
   return createHmac('sha256', kek).update('pgfleet key id v1').digest('hex').slice(0, 16);
@@ -139,6 +152,7 @@ export class RepositoryKeys {
   private readonly forms = new Map<string, Promise<ClusterForm>>();
   private readonly writeKeys = new Map<string, Promise<DataKey>>();
   private readonly readKeys = new Map<string, Promise<Buffer>>();
+  private readonly resolved = new Map<string, Buffer>();
 
   constructor(
     private readonly driver: RepositoryDriver,
@@ -178,14 +192,9 @@ export class RepositoryKeys {
     };
   }
 
-  /** The KEKs this process resolved, by cluster: what a copy worker thread needs to open the same objects. */
-  async resolvedKeys(): Promise<Map<string, Buffer>> {
-    const out = new Map<string, Buffer>();
-    for (const [cluster, form] of this.forms) {
-      const f = await form.catch(() => undefined);
-      if (f?.encrypted) out.set(cluster, f.kek);
-    }
-    return out;
+  /** The KEKs of the encrypted clusters this process opened, by cluster: what a copy worker thread needs to open the same objects. */
+  resolvedKeys(): Map<string, Buffer> {
+    return new Map(this.resolved);
   }
 
   private form(cluster: string, forWrite: boolean): Promise<ClusterForm> {
@@ -195,7 +204,10 @@ export class RepositoryKeys {
       this.forms.set(cluster, form);
       // A read of a cluster with nothing yet decides nothing: the first write creates its record.
       form.then(
-        (f) => f.encrypted && f.provisional && this.forms.delete(cluster),
+        (f) => {
+          if (f.encrypted) this.resolved.set(cluster, f.kek);
+          if (f.encrypted && f.provisional) this.forms.delete(cluster);
+        },
         () => this.forms.delete(cluster),
       );
     }

@@ -169,8 +169,8 @@ export class Repository {
   }
 
   /** The key-encryption keys this repository resolved, by cluster, for another thread to open it with (threadSpecs). */
-  async threadKeys(): Promise<Record<string, Buffer>> {
-    return Object.fromEntries((await this.objects.keys?.resolvedKeys()) ?? []);
+  threadKeys(): Record<string, Buffer> {
+    return Object.fromEntries(this.objects.keys?.resolvedKeys() ?? []);
   }
 
   /** Whether the format marker exists: the directory or bucket is a pgfleet repository (catalog rebuild asks before reading it). */

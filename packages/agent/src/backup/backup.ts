@@ -279,6 +279,8 @@ async function copyPgdata(
     prior ? `${referenced} unchanged file(s) referenced from ${prior.label}` : undefined;
   tracker.phase('copy', referencedMessage());
 
+  // One data key for the whole backup (encrypted clusters): made here, so every copy thread finds it.
+  await opts.repo.prepareKeys(opts.repo.backupManifestKey(opts.cluster, label));
   const copier = new FileCopier(opts, label, facts.dataChecksums ? lsnHalves(startLsn.value) : undefined, tracker);
   const files: ManifestFile[] = [];
   const pageErrors: { path: string; blocks: number[] }[] = [];

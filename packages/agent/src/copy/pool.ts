@@ -65,7 +65,7 @@ export class CopyPool {
         // A small young generation: the workers' garbage is almost all outside the V8 heap (buffers,
         // zstd contexts), and every MiB of semi-space is RSS the agent keeps.
         const worker = new Worker(new URL('./worker.js', import.meta.url), {
-          workerData: { specs } satisfies CopyWorkerData,
+          workerData: { specs, keys: repo.threadKeys() } satisfies CopyWorkerData,
           resourceLimits: { maxYoungGenerationSizeMb: 4 },
         });
         worker.on('message', (m: { id: number; result?: unknown; error?: SerialisedError }) => {

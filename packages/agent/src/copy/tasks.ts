@@ -80,6 +80,8 @@ export type CopyTask = BackupTask | RestoreTask | HashTask;
 /** What a copy worker thread is started with: the repository as specs, which it opens itself (copy/worker.ts). */
 export interface CopyWorkerData {
   specs: RepositorySpec[];
+  /** Key-encryption keys of the encrypted clusters the parent opened (Repository.threadKeys). */
+  keys: Record<string, Uint8Array>;
 }
 export type TaskResult<T extends CopyTask> = T extends BackupTask
   ? BackupResult

@@ -7,12 +7,12 @@
 import { parentPort, workerData } from 'node:worker_threads';
 // Light entries only (see copy/tasks.ts): a thread that imported all of @pgfleet/storage, core
 // and pg would carry ~45 MB of code and take ~120 ms of CPU to start.
-import { openRepository } from '@pgfleet/storage/open-repository';
+import { fixedKeys, openRepository } from '@pgfleet/storage/open-repository';
 import { runCopyTask, serialiseError, type CopyTask, type CopyWorkerData } from './tasks.js';
 
-const { specs } = workerData as CopyWorkerData;
+const { specs, keys } = workerData as CopyWorkerData;
 // Tasks that arrive while it opens wait for it (a local repository opens at once).
-const opening = openRepository(specs);
+const opening = openRepository(specs, undefined, fixedKeys(keys));
 opening.catch(() => {}); // each task reports the failure
 
 parentPort!.on('message', (m: { id: number; task: CopyTask }) => {

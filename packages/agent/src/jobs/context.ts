@@ -5,7 +5,7 @@
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import type { Job } from '@pgfleet/proto';
 import { repositoryUrl, type RepositorySpec } from '@pgfleet/storage';
-import { repositoryArgs, type AgentSettings } from '../options.js';
+import { keySourceArgs, repositoryArgs, type AgentSettings } from '../options.js';
 
 /** The job's repositories (Job.repositories, else Job.repository), else the agent's own, in restore preference order. */
 export function jobRepositories(s: AgentSettings, job: Job, log: Logger): RepositorySpec[] {
@@ -37,7 +37,8 @@ export function walFetchArgs(s: AgentSettings, specs: readonly RepositorySpec[],
     );
   }
   const repos = repositoryArgs(specs);
-  if (!s.configFile) return repos;
+  // A key file's path or a key command, never a key: restore_command can name them on its command line.
+  if (!s.configFile) return [...repos, ...keySourceArgs(s.encryption)];
   // The config file is there for the credentials; empty values clear its repository keys (flags win over the file, key by key).
   return [...repos, '--repo-path', '', ...(specs.length < 2 ? ['--repo2', ''] : []), '--config', s.configFile];
 }

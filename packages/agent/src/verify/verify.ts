@@ -32,6 +32,7 @@ import {
   WalSegmentName,
 } from '@pgfleet/pg';
 import {
+  isKeyError,
   type ArchivedWal,
   type BackupKind,
   type BackupManifest,
@@ -240,6 +241,8 @@ async function listBackups(run: VerifyRun): Promise<BackupListing> {
         throw new PgfleetError('RepoManifestInvalid', `manifest ${key} has file entries without path or backup`);
       manifests.set(label, m);
     } catch (err) {
+      // A missing or wrong key fails the verify as such, not as every manifest corrupt.
+      if (isKeyError(err)) throw err;
       const message = asPgfleetError(err).message;
       corrupt.set(label, `manifest corrupt: ${message}`);
       run.problems.push({ kind: 'manifest-corrupt', label, path: 'backup.manifest', key, message });

@@ -10,14 +10,23 @@ import { rename, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { missingOption, resolveSettings, type Logger, type OptionValues } from '@pgfleet/core';
 import {
+  keyResolver,
   openRepository,
+  type KeySource,
   type Repository,
   type RepositorySettings,
   type RepositorySpec,
   type S3Credentials,
 } from '@pgfleet/storage';
 import { walFileKind } from '@pgfleet/pg';
-import { AGENT_PROGRAM, repositoriesFromSettings, repositoryArgs, s3CredentialsFromSettings } from '../options.js';
+import {
+  AGENT_PROGRAM,
+  keySourceArgs,
+  keySourceFromSettings,
+  repositoriesFromSettings,
+  repositoryArgs,
+  s3CredentialsFromSettings,
+} from '../options.js';
 import { afterFetch, prefetchSegments, prefetchSpoolFor, takeFromSpool } from './prefetch.js';
 
 export interface WalFetchOptions {
@@ -66,6 +75,7 @@ function spawnPrefetcher(args: {
   cluster: string;
   repositories: readonly RepositorySpec[];
   credentials: S3Credentials | undefined;
+  keySource: KeySource | undefined;
   prefetch: number;
   logLevel: string;
 }) {
@@ -91,6 +101,7 @@ function spawnPrefetcher(args: {
           '--cluster',
           args.cluster,
           ...repos,
+          ...keySourceArgs(args.keySource),
           '--prefetch',
           String(args.prefetch),
           '--log-level',
@@ -125,7 +136,8 @@ export async function walFetchCommand(
   const log = logger(settings.logLevel);
   const repositories = requireRepositories(settings);
   const credentials = s3CredentialsFromSettings(settings);
-  const repo = await openRepository(repositories, credentials);
+  const keySource = keySourceFromSettings(settings);
+  const repo = await openRepository(repositories, credentials, keySource && keyResolver(keySource, cluster));
   const found = await walFetch(positionals[0]!, positionals[1]!, {
     cluster,
     repo,
@@ -135,6 +147,7 @@ export async function walFetchCommand(
       cluster,
       repositories,
       credentials,
+      keySource,
       prefetch,
       logLevel: settings.logLevel,
     }),
@@ -151,7 +164,12 @@ export async function walPrefetchCommand(
 ): Promise<number> {
   const settings = resolveSettings(AGENT_PROGRAM, 'wal-prefetch', o, ['cluster']);
   const log = logger(settings.logLevel);
-  const repo = await openRepository(requireRepositories(settings), s3CredentialsFromSettings(settings));
+  const keySource = keySourceFromSettings(settings);
+  const repo = await openRepository(
+    requireRepositories(settings),
+    s3CredentialsFromSettings(settings),
+    keySource && keyResolver(keySource, settings.cluster),
+  );
   const got = await prefetchSegments(positionals[0]!, positionals[1]!, {
     repo,
     cluster: settings.cluster,

@@ -26,6 +26,7 @@ import {
   repositoriesFromSettings,
   repositoryIdentity,
   s3CredentialsFromSettings,
+  keySourceFromSettings,
   type AgentCommandSettings,
 } from '../options.js';
 import { defaultSocketPath, NoDaemonError, PROTOCOL_VERSION, requestDaemon, type DaemonReply } from './socket.js';
@@ -76,7 +77,7 @@ async function askDaemon(
 
 /** wal-push without a daemon: this process archives the file itself (the only path that loads pino and storage). */
 async function pushDirectly(path: string, parsed: ParsedCommand): Promise<number> {
-  const [{ createLogger }, { openRepository }, { walPush }] = await Promise.all([
+  const [{ createLogger }, { keyResolver, openRepository }, { walPush }] = await Promise.all([
     import('@pgfleet/core'),
     import('@pgfleet/storage'),
     import('./archive.js'),
@@ -86,7 +87,9 @@ async function pushDirectly(path: string, parsed: ParsedCommand): Promise<number
   const specs = repositoriesFromSettings(settings);
   // Without a daemon there is nowhere else to archive to: the repository must be configured here.
   if (specs.length === 0) throw missingOption(AGENT_PROGRAM, 'repo');
-  const repo = await openRepository(specs, s3CredentialsFromSettings(settings));
+  const source = keySourceFromSettings(settings);
+  const keys = source ? keyResolver(source, settings.cluster) : undefined;
+  const repo = await openRepository(specs, s3CredentialsFromSettings(settings), keys);
   try {
     await walPush(path, { cluster: settings.cluster, repo, compress: settings.compress, log });
   } finally {

@@ -4,7 +4,13 @@
  * (--output json for scripts); see rebuild.ts for what is changed and what never is.
  */
 import { missingOption, PgfleetError, resolveSettings, type OptionValues } from '@pgfleet/core';
-import { openRepositoryDriver, repositoriesFromSettings, Repository, secretManifestKeys } from '@pgfleet/storage';
+import {
+  keyResolver,
+  openRepositoryDriver,
+  repositoriesFromSettings,
+  Repository,
+  secretManifestKeys,
+} from '@pgfleet/storage';
 import { describeRebuild, describeSigning, rebuildCatalog, signManifests } from './rebuild.js';
 import { controllerProgram } from '../options.js';
 import { processIo, withCatalog, type CommandIo } from '../security/commands.js';
@@ -35,7 +41,9 @@ export async function catalogCommand(
     false,
   );
   // S3 credentials come from the environment or the AWS default chain, never from the command line.
-  const repo = new Repository(await openRepositoryDriver(spec), secretManifestKeys(secret));
+  // Encrypted clusters: one key source for all of them (%c names each cluster).
+  const keys = keyResolver({ file: settings.encryptionKeyFile, command: settings.encryptionKeyCommand });
+  const repo = new Repository(await openRepositoryDriver(spec), secretManifestKeys(secret), keys);
   try {
     if (action === 'sign-manifests') {
       const signing = await signManifests(repo, {

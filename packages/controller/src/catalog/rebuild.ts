@@ -17,7 +17,13 @@
  */
 import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
 import type { BackupRecord, CatalogStore } from '@pgfleet/catalog';
-import { REPOSITORY_FORMAT_KEY, type BackupManifest, type Repository, type ScannedCluster } from '@pgfleet/storage';
+import {
+  isKeyError,
+  REPOSITORY_FORMAT_KEY,
+  type BackupManifest,
+  type Repository,
+  type ScannedCluster,
+} from '@pgfleet/storage';
 import { backupRecordFromManifest } from '../jobs/backup.js';
 
 export interface RebuildOptions {
@@ -187,6 +193,8 @@ async function readManifests(
     try {
       manifests.push(await repo.readManifest(cluster, label));
     } catch (err) {
+      // A missing or wrong key is not a damaged backup: it fails the rebuild instead of skipping every backup.
+      if (isKeyError(err)) throw err;
       // Kept in the catalog (not removed) and reported with its code: a manifest failing its
       // authentication check is a tampered repository, not a backup that went away.
       unreadable.add(label);
