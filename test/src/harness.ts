@@ -15,7 +15,7 @@ import { createWriteStream } from 'node:fs';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openRepository, parseRepositoryUrl, secretManifestKeys, type Repository } from '@pgfleet/storage';
+import { fixedKeys, openRepository, parseRepositoryUrl, secretManifestKeys, type Repository } from '@pgfleet/storage';
 import {
   chownToPostgres,
   freePort,
@@ -148,8 +148,10 @@ export interface Fleet {
   repoMembers: Repository[];
   /** The S3 server (kinds s3 and both). */
   s3: S3Server | undefined;
-  /** Shell-ready wal-push/wal-fetch options naming the cluster and its repositories (plus the config file holding S3 credentials). */
+  /** Shell-ready wal-push/wal-fetch options naming the cluster and its repositories (plus the config file holding S3 credentials, and the key file when encrypted). */
   walArgs: string;
+  /** The encryption key file (FleetOptions.encryptionKey). */
+  keyFile: string | undefined;
   controllerAddress: string;
   pg: PgInstance;
   controller: Daemon;
@@ -198,6 +200,8 @@ export interface FleetOptions {
   cliEnv?: Record<string, string>;
   /** The repository kind; default posix. */
   repository?: RepositoryKind;
+  /** Encrypt the cluster's repository with this key: a 0600 key file (owned by postgres) given to the agent and to wal-push/wal-fetch. */
+  encryptionKey?: Buffer;
 }
 
 /** The kinds every repository-dependent scenario runs on (`PGFLEET_E2E_REPOS=posix` narrows it). */
@@ -240,6 +244,14 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     walArgs = `--cluster ${cluster} --config "${config}"`;
     repoUrls.splice(0, 1, ...(kind === 's3' ? [bucketUrl] : [repoDir, bucketUrl]));
   }
+  const keyFile = opts.encryptionKey ? join(dir, `${cluster}.key`) : undefined;
+  if (keyFile) {
+    await writeFile(keyFile, `${opts.encryptionKey!.toString('base64')}\n`, { mode: 0o600 });
+    await chownToPostgres(keyFile);
+    agentRepoArgs = [...agentRepoArgs, '--encryption-key-file', keyFile];
+    walArgs = `${walArgs} --encryption-key-file "${keyFile}"`;
+  }
+  const keys = opts.encryptionKey ? fixedKeys({ [cluster]: opts.encryptionKey }) : undefined;
   const credentials = s3 ? { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } : undefined;
   // Another cluster's wal-push options: the same repositories under its own name.
   const walArgsOf = (name: string): string => walArgs.replace(`--cluster ${cluster} `, `--cluster ${name} `);
@@ -286,6 +298,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     await openRepository(
       repoUrls.map((u) => parseRepositoryUrl(u)),
       credentials,
+      keys,
     )
   ).withManifestKeys(manifestKeys);
   const repoMembers =
@@ -293,7 +306,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       ? [repo]
       : await Promise.all(
           repoUrls.map(async (u) =>
-            (await openRepository([parseRepositoryUrl(u)], credentials)).withManifestKeys(manifestKeys),
+            (await openRepository([parseRepositoryUrl(u)], credentials, keys)).withManifestKeys(manifestKeys),
           ),
         );
   const pg = await startPostgres({
@@ -328,6 +341,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     repoMembers,
     s3,
     walArgs,
+    keyFile,
     controllerAddress,
     pg,
     controller,
