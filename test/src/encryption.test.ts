@@ -119,7 +119,7 @@ for (const kind of REPOSITORY_KINDS)
       bad[good.length >> 1]! ^= 0x01;
       await fleet.repo.driver.put(key, bad);
       try {
-        const r = await cli('restore', 'vault', '--to', join(fleet.dir, 'tampered'), '--wait');
+        const r = await cli('restore', 'vault', '--to', join(fleet.dir, 'tampered'), '--target', 'latest', '--wait');
         assert.notEqual(r.code, 0);
         assert.ok(r.all.includes(ErrorCodes.RepoObjectTampered.code), `no tampered code:\n${r.all}`);
         assert.ok(r.all.includes(key), `the object is not named:\n${r.all}`);

@@ -36,9 +36,9 @@ export function walFetchArgs(s: AgentSettings, specs: readonly RepositorySpec[],
       "restore_command gets no S3 credentials (they came from flags or the environment, not --config): PostgreSQL's wal-fetch uses the AWS default chain of its own environment",
     );
   }
-  const repos = repositoryArgs(specs);
   // A key file's path or a key command, never a key: restore_command can name them on its command line.
-  if (!s.configFile) return [...repos, ...keySourceArgs(s.encryption)];
+  const repos = [...repositoryArgs(specs), ...keySourceArgs(s.encryption)];
+  if (!s.configFile) return repos;
   // The config file is there for the credentials; empty values clear its repository keys (flags win over the file, key by key).
   return [...repos, '--repo-path', '', ...(specs.length < 2 ? ['--repo2', ''] : []), '--config', s.configFile];
 }

@@ -1,0 +1,81 @@
+#!/usr/bin/env node
+/**
+ * The cost of encryption at rest in the object layer alone: one PGDATA-like file set stored
+ * (storeFile, as a backup's copy does) and restored (restoreFile, as a restore does) through a
+ * posix repository, plaintext and encrypted, alternating runs. Not a whole backup: no
+ * PostgreSQL, no WAL wait, no manifest; bench/run.mjs measures those.
+ *
+ *   node bench/encryption.mjs [--mb 512] [--runs 3] [--codec zstd]
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fixedKeys, PosixDriver, Repository } from '../packages/storage/dist/index.js';
+
+const { values } = parseArgs({
+  options: {
+    mb: { type: 'string', default: '512' },
+    runs: { type: 'string', default: '3' },
+    codec: { type: 'string', default: 'zstd' },
+  },
+});
+const FILE_MB = 64;
+const files = Math.max(1, Math.round(Number(values.mb) / FILE_MB));
+const codec = values.codec;
+const work = await mkdtemp(join(tmpdir(), 'pgfleet-bench-enc-'));
+try {
+  // ~3x compressible content, like the bench's tables: random text-ish rows.
+  const words = Array.from({ length: 4096 }, () => randomBytes(6).toString('base64'));
+  const src = [];
+  for (let i = 0; i < files; i++) {
+    const parts = [];
+    let n = 0;
+    while (n < FILE_MB << 20) {
+      const row = `${i}|${n}|${words[(n * 7 + i) % words.length]} ${words[(n * 13) % words.length]} ${randomBytes(4).toString('hex')}\n`;
+      parts.push(row);
+      n += row.length;
+    }
+    const path = join(work, `src-${i}`);
+    await writeFile(path, Buffer.from(parts.join('')).subarray(0, FILE_MB << 20));
+    src.push(path);
+  }
+  const kek = randomBytes(32);
+  const results = { plain: { store: [], restore: [] }, encrypted: { store: [], restore: [] } };
+  for (let run = 0; run < Number(values.runs); run++) {
+    for (const mode of ['plain', 'encrypted']) {
+      const dir = join(work, `repo-${mode}-${run}`);
+      const repo = new Repository(new PosixDriver(dir), mode === 'encrypted' ? fixedKeys({ c: kek }) : undefined);
+      let t = performance.now();
+      const stored = [];
+      for (let i = 0; i < files; i++) {
+        const key = repo.backupFileKey('c', 'L', `base/1/${i}`, codec);
+        stored.push({ key, ...(await repo.objects.storeFile(key, { path: src[i], offset: 0 }, codec)) });
+      }
+      results[mode].store.push((performance.now() - t) / 1000);
+      t = performance.now();
+      for (let i = 0; i < files; i++) {
+        const s = stored[i];
+        await repo.objects.restoreFile(
+          s.key,
+          codec,
+          { sha256: s.sha256, size: s.size },
+          { path: join(work, `out-${i}`), mode: 0o600 },
+        );
+      }
+      results[mode].restore.push((performance.now() - t) / 1000);
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
+  for (const op of ['store', 'restore']) {
+    const p = median(results.plain[op]);
+    const e = median(results.encrypted[op]);
+    console.log(
+      `${op} ${files * FILE_MB} MiB ${codec}: plaintext ${p.toFixed(2)} s, encrypted ${e.toFixed(2)} s, overhead ${(((e - p) / p) * 100).toFixed(1)}% (median of ${values.runs})`,
+    );
+  }
+} finally {
+  await rm(work, { recursive: true, force: true });
+}
