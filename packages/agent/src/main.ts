@@ -5,6 +5,7 @@
 import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { exitWith } from '@pgfleet/core/errors';
+import { parseAgentId } from '@pgfleet/core/names';
 import { hostname } from 'node:os';
 import type { Logger } from '@pgfleet/core';
 import {
@@ -55,7 +56,8 @@ async function main(argv: string[]): Promise<number> {
       const settings: AgentSettings = {
         controller: run.controller,
         cluster,
-        agentId: run.agentId ?? `${hostname()}-${cluster}`,
+        // The default is checked too: a hostname outside the rule needs an explicit --agent-id.
+        agentId: parseAgentId(run.agentId ?? `${hostname()}-${cluster}`, '--agent-id'),
         pgdata,
         pg: {
           host: run.pgHost,

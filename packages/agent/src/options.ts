@@ -32,8 +32,13 @@ export const AGENT_PROGRAM = {
   options: [
     { name: 'config', type: 'string', description: 'YAML config file with any of the options below', cliOnly: true },
     { name: 'controller', type: 'string', description: 'controller gRPC address host:port', default: '127.0.0.1:7420' },
-    { name: 'cluster', type: 'string', description: 'cluster name, unique in the fleet and in the repository' },
-    { name: 'agent-id', type: 'string', description: 'agent identity (default: <hostname>-<cluster>)' },
+    {
+      name: 'cluster',
+      type: 'string',
+      format: 'cluster-name',
+      description: 'cluster name, unique in the fleet and in the repository',
+    },
+    { name: 'agent-id', type: 'string', format: 'agent-id', description: 'agent identity (default: <hostname>-<cluster>)' },
     { name: 'pgdata', type: 'string', description: "the cluster's data directory" },
     {
       name: 'pg-host',

@@ -178,7 +178,7 @@ export const cliProgram = {
       cliOnly: true,
       description: "Restore on this agent (e.g. a fresh host) instead of the cluster's own.",
     },
-    { name: 'cluster', type: 'string', cliOnly: true, description: 'Only jobs of this cluster.' },
+    { name: 'cluster', type: 'string', format: 'cluster-name', cliOnly: true, description: 'Only jobs of this cluster.' },
     {
       name: 'limit',
       type: 'integer',
@@ -368,7 +368,9 @@ export const cliProgram = {
       summary:
         'The fleet at a glance: per cluster its agent, last backup and age, RPO, archive state, next scheduled job, last verify, last drill (RTO of the last good one) and alerts.',
       options: [...CONNECTION, 'output', 'cluster'],
-      localOptions: [{ name: 'cluster', type: 'string', cliOnly: true, description: 'Only this cluster.' }],
+      localOptions: [
+        { name: 'cluster', type: 'string', format: 'cluster-name', cliOnly: true, description: 'Only this cluster.' },
+      ],
     },
     {
       name: 'clusters',

@@ -236,6 +236,7 @@ export const controllerProgram = {
     {
       name: 'cluster',
       type: 'string',
+      format: 'cluster-name',
       cliOnly: true,
       description: 'catalog rebuild: only this cluster of the repository.',
     },

@@ -10,6 +10,7 @@
  */
 import { parseArgs } from 'node:util';
 import { PgfleetError } from './errors.js';
+import { NAME_FORMATS, quoteInput, type NameFormat } from './names.js';
 
 export type OptionType = 'string' | 'integer' | 'boolean';
 
@@ -27,6 +28,8 @@ export interface OptionSpec {
   readonly secret?: boolean;
   readonly min?: number;
   readonly max?: number;
+  /** A string that must follow one of the name rules of names.ts (e.g. every --cluster). */
+  readonly format?: NameFormat;
 }
 
 export interface PositionalSpec {
@@ -90,7 +93,13 @@ export function describeAllowed(spec: OptionSpec): string {
     return `an integer${range}`;
   }
   if (spec.type === 'boolean') return 'true or false';
+  if (spec.format) return `${NAME_FORMATS[spec.format].what}: ${NAME_FORMATS[spec.format].rule}`;
   return 'a string';
+}
+
+/** Whether a string value fits the option's named format (always, for options without one). */
+export function fitsFormat(spec: OptionSpec, value: string): boolean {
+  return spec.format === undefined || NAME_FORMATS[spec.format].test(value);
 }
 
 /** Converts a raw string (from a flag or the environment) to the option's type, or throws naming where it came from. */
@@ -110,6 +119,10 @@ function coerce(spec: OptionSpec, raw: string | boolean, origin: string): string
   } else {
     value = String(raw);
     if (spec.choices && !spec.choices.includes(value)) throw bad();
+    if (spec.format && !fitsFormat(spec, value)) {
+      const f = NAME_FORMATS[spec.format];
+      throw new PgfleetError(f.error, `${origin}: ${quoteInput(value)} is not ${f.what} (${f.rule})`);
+    }
   }
   return value;
 }

@@ -55,6 +55,36 @@ export const ErrorCodes = {
     'Fix the named key in the config file or environment.',
   ),
   UnknownCommand: spec('PGF-1003', GrpcStatus.INVALID_ARGUMENT, 2, 'Run with --help to list the commands.'),
+  InvalidClusterName: spec(
+    'PGF-1010',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'A cluster name is 1 to 63 characters: lower-case letters, digits, and _ . - after the first (a letter or digit), without "/" or "..". It is a directory in every repository, so one name may never reach into another\'s; register the cluster under a name that fits.',
+  ),
+  InvalidAgentId: spec(
+    'PGF-1011',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'An agent id is 1 to 128 characters: letters, digits, and _ . : @ + - after the first (a letter or digit), without "/" or "..". Set --agent-id to one that fits.',
+  ),
+  InvalidBackupLabel: spec(
+    'PGF-1012',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'A backup label is 1 to 128 characters: letters, digits, and _ . + - after the first (a letter or digit), without "/" or ".."; list real labels with `pgfleet backups <cluster>`.',
+  ),
+  InputTooLarge: spec(
+    'PGF-1013',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'A field of the request is longer, holds more entries or a larger or stranger number than pgfleet accepts (the message names the field and the bound); send a smaller value. A client or agent that sends it is broken or hostile.',
+  ),
+  MalformedMessage: spec(
+    'PGF-1014',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'The request bytes are not a valid protobuf message of the called method: the client speaks another protocol version or is broken. Use a pgfleet client of the same version as the controller.',
+  ),
   // 2xxx: fleet objects that do not exist or are in the wrong state
   UnknownCluster: spec(
     'PGF-2001',

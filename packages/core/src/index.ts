@@ -1,6 +1,7 @@
 export * from './errors.js';
 export * from './logger.js';
 export * from './ids.js';
+export * from './names.js';
 export * from './duration.js';
 export * from './options.js';
 export * from './process-alive.js';

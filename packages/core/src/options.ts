@@ -7,6 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import {
   describeAllowed,
+  fitsFormat,
   parseCommandLineWith,
   type OptionSpec,
   type OptionValues,
@@ -30,7 +31,7 @@ export function configSchema(specs: readonly OptionSpec[]) {
       if (s.max !== undefined) n = n.max(s.max);
       t = n;
     } else if (s.choices) t = z.enum(s.choices as [string, ...string[]]);
-    else t = z.string();
+    else t = z.string().refine((v) => fitsFormat(s, v), { message: `not ${describeAllowed(s)}` });
     shape[s.name] = t.optional();
   }
   return z.strictObject(shape);
