@@ -266,6 +266,45 @@ describe('rpc adapter', () => {
     }
   });
 
+  /** A raw grpc-js call that sends `bytes` as the request, bypassing the protobuf encoder. */
+  function rawStatus(path: string, bytes: Buffer, stream: boolean): Promise<grpc.ServiceError | undefined> {
+    const raw = new grpc.Client(address, grpc.credentials.createInsecure());
+    const identity = (b: Buffer): Buffer => b;
+    return new Promise<grpc.ServiceError | undefined>((resolve) => {
+      if (!stream) {
+        raw.makeUnaryRequest(path, identity, identity, bytes, (err) => resolve(err ?? undefined));
+        return;
+      }
+      const call = raw.makeBidiStreamRequest(path, identity, identity);
+      call.on('data', () => undefined);
+      call.on('error', (err: grpc.ServiceError) => resolve(err));
+      call.on('end', () => resolve(undefined));
+      call.write(bytes);
+    }).finally(() => raw.close());
+  }
+
+  it('answers undecodable request bytes with MalformedMessage (INVALID_ARGUMENT), not INTERNAL', async () => {
+    // Field 1 as a length-delimited string that claims 100 bytes and brings 2; then wire type 7.
+    for (const bytes of [Buffer.from([0x0a, 0x64, 0x41, 0x42]), Buffer.from([0x0f, 0xff, 0xff])]) {
+      for (const [path, stream] of [
+        ['/pgfleet.v1.AdminService/ListBackups', false],
+        ['/pgfleet.v1.AgentService/Connect', true],
+      ] as const) {
+        const err = await rawStatus(path, bytes, stream);
+        assert.equal(err?.code, grpc.status.INVALID_ARGUMENT, `${path}: ${err?.details}`);
+        assert.equal(err?.metadata.get('pgfleet-error-code')[0], ErrorCodes.MalformedMessage.code);
+        assert.match(err?.details ?? '', /is not a valid pgfleet\.v1\.(ListBackupsRequest|ConnectRequest) message/);
+      }
+    }
+    // The server is unharmed: a well-formed call right after is answered.
+    const client = createClient(AdminService, address);
+    try {
+      assert.equal((await client.listBackups({ cluster: 'main' })).backups.length, 1);
+    } finally {
+      client.close();
+    }
+  });
+
   it('cancelling a client bidi stream aborts the server handler signal', async () => {
     const client = createClient(AgentService, address);
     try {

@@ -21,7 +21,7 @@ import {
 } from '@bufbuild/protobuf';
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { toServerStatus } from './errors.js';
-import { methodPath, serviceDefinition } from './service-definition.js';
+import { methodPath, serviceDefinition, UndecodableMessage } from './service-definition.js';
 
 export interface CallContext {
   /** Request headers sent by the client. */
@@ -96,6 +96,24 @@ export interface AddServiceOptions {
    * One hook per service keeps access control in one place instead of in each handler.
    */
   authorize?: (method: DescMethod, ctx: CallContext) => void | Promise<void>;
+  /**
+   * Checks (and may clamp in place) the request of a unary or server-streaming call after
+   * authorization, before the handler; throwing fails the call. Bounds on what clients send live
+   * here once instead of in each handler. Bidi handlers check each message they read themselves,
+   * since one bad message need not end a long-lived stream.
+   */
+  checkRequest?: (method: DescMethod, request: MessageShape<DescMessage>) => void;
+}
+
+/** The decoded request, or MalformedMessage when its bytes were not a message of the method's input. */
+function decoded<T>(method: DescMethod, value: T | UndecodableMessage): T {
+  if (!(value instanceof UndecodableMessage)) return value;
+  const why = value.cause instanceof Error ? value.cause.message : String(value.cause);
+  throw new PgfleetError(
+    'MalformedMessage',
+    `${methodPath(method)}: the request is not a valid ${value.typeName} message (${why.slice(0, 200)})`,
+    { cause: value.cause },
+  );
 }
 
 // setTimeout fires immediately for delays above 2^31-1 ms; such deadlines are as good as none.
@@ -163,10 +181,10 @@ function drained(stream: Writable, signal: AbortSignal): Promise<void> {
 }
 
 /** Incoming messages, read on demand; a cancelled call ends iteration with the abort reason. */
-async function* incoming<T>(stream: Readable, signal: AbortSignal): AsyncGenerator<T> {
+async function* incoming<T>(method: DescMethod, stream: Readable, signal: AbortSignal): AsyncGenerator<T> {
   try {
     // destroyOnReturn false: a handler that stops reading must still be able to send.
-    for await (const msg of stream.iterator({ destroyOnReturn: false })) yield msg as T;
+    for await (const msg of stream.iterator({ destroyOnReturn: false })) yield decoded(method, msg as T);
   } catch (err) {
     if (signal.aborted) throw signal.reason;
     throw err;
@@ -184,7 +202,9 @@ function unaryHandler(
     void (async () => {
       try {
         await opts.authorize?.(method, ctx);
-        const res = create(method.output, await impl(call.request, ctx));
+        const req = decoded(method, call.request);
+        opts.checkRequest?.(method, req);
+        const res = create(method.output, await impl(req, ctx));
         callback(null, res);
       } catch (err) {
         callback(toServerStatus(err, opts.logger, methodPath(method)));
@@ -205,8 +225,10 @@ function serverStreamingHandler(
     void (async () => {
       try {
         await opts.authorize?.(method, ctx);
+        const req = decoded(method, call.request);
+        opts.checkRequest?.(method, req);
         // for-await calls return() on the handler's generator when we stop early, so its finally runs.
-        for await (const item of impl(call.request, ctx)) {
+        for await (const item of impl(req, ctx)) {
           if (ctx.signal.aborted) break;
           if (!call.write(create(method.output, item))) await drained(call, ctx.signal);
           if (ctx.signal.aborted) break;
@@ -233,7 +255,7 @@ function bidiHandler(
     });
     let ended = false;
     const stream: BidiStream<MessageShape<DescMessage>, DescMessage> = {
-      [Symbol.asyncIterator]: () => incoming<MessageShape<DescMessage>>(call, ctx.signal),
+      [Symbol.asyncIterator]: () => incoming<MessageShape<DescMessage>>(method, call, ctx.signal),
       send(msg) {
         if (ctx.signal.aborted) throw ctx.signal.reason;
         if (ended) throw new PgfleetError('Internal', `${methodPath(method)}: send() after end()`);
@@ -294,7 +316,7 @@ export function addService<S extends DescService>(
         throw new PgfleetError('Internal', `${methodPath(method)}: ${method.methodKind} methods are not supported`);
     }
   }
-  server.addService(serviceDefinition(service), handlers);
+  server.addService(serviceDefinition(service, 'server'), handlers);
 }
 
 /** Binds and starts serving; resolves the bound port (useful with port 0 in tests). */

@@ -32,12 +32,34 @@ export function serializer(schema: DescMessage): (value: unknown) => Buffer {
   };
 }
 
-export function deserializer(schema: DescMessage): (bytes: Buffer) => unknown {
-  return (bytes) => fromBinary(schema, bytes);
+/**
+ * Bytes a server could not decode. grpc-js answers a throwing deserializer with INTERNAL and no
+ * PGF code, as if the server were broken; the server's deserializer hands this on instead, and
+ * server.ts fails the call with MalformedMessage (INVALID_ARGUMENT): the client sent garbage.
+ */
+export class UndecodableMessage {
+  constructor(
+    readonly typeName: string,
+    readonly cause: unknown,
+  ) {}
+}
+
+export function deserializer(schema: DescMessage, side: 'client' | 'server' = 'client'): (bytes: Buffer) => unknown {
+  if (side === 'client') return (bytes) => fromBinary(schema, bytes);
+  return (bytes) => {
+    try {
+      return fromBinary(schema, bytes);
+    } catch (err) {
+      return new UndecodableMessage(schema.typeName, err);
+    }
+  };
 }
 
 /** Keyed by the method's localName (camelCase), matching the generated GenService type. */
-export function serviceDefinition<S extends DescService>(service: S): grpc.ServiceDefinition {
+export function serviceDefinition<S extends DescService>(
+  service: S,
+  side: 'client' | 'server' = 'client',
+): grpc.ServiceDefinition {
   const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const method of service.methods) {
     def[method.localName] = {
@@ -46,7 +68,7 @@ export function serviceDefinition<S extends DescService>(service: S): grpc.Servi
       requestStream: method.methodKind === 'client_streaming' || method.methodKind === 'bidi_streaming',
       responseStream: method.methodKind === 'server_streaming' || method.methodKind === 'bidi_streaming',
       requestSerialize: serializer(method.input),
-      requestDeserialize: deserializer(method.input),
+      requestDeserialize: deserializer(method.input, side),
       responseSerialize: serializer(method.output),
       responseDeserialize: deserializer(method.output),
     };
