@@ -58,7 +58,20 @@ test('mistakes name the key path and what is allowed', () => {
   fails({ fleet: { full: '0 1 * *' } }, /key 'fleet\.full': '0 1 \* \*' is not a 5-field cron expression/);
   fails({ clusters: ['db1'] }, /key 'clusters': expected a mapping/);
   fails({ clusters: { db1: 'daily' } }, /key 'clusters\.db1': expected a mapping of policy keys/);
-  fails({ clusters: { 'a/b': {} } }, /'a\/b' is not a cluster name/);
+});
+
+test('cluster names in a fleet file follow the one rule agents register under (PGF-1010)', () => {
+  // `shop/wal` would alias shop's WAL prefix; upper case aliases on case-insensitive storage.
+  for (const name of ['a/b', 'shop/wal', 'Shop', '..', 'a..b', '-x', 'x'.repeat(64), 'a b', '']) {
+    assert.throws(
+      () => parseFleetDocument({ clusters: { [name]: {} } }, 'fleet file f.yaml'),
+      (err: unknown) =>
+        PgfleetError.is(err, 'InvalidClusterName') && err.message.includes('is not a cluster name') && err.message.length < 400,
+      name,
+    );
+  }
+  for (const name of ['db1', 'db-0042.prod', 'a_b', 'x'.repeat(63)])
+    assert.deepEqual(Object.keys(parseFleetDocument({ clusters: { [name]: {} } }, 'f').clusters), [name]);
 });
 
 test('YAML errors and unreadable files name the file', () => {

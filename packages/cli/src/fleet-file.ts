@@ -18,7 +18,12 @@
  * and names the key the same way.
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { PgfleetError, pickOptions, readYamlFile, validateOptionValues, type OptionSpec } from '@pgfleet/core';
+import {
+  CLUSTER_NAME_RULE,
+  PgfleetError,
+  isClusterName,
+  pickOptions,
+  quoteInput, readYamlFile, validateOptionValues, type OptionSpec } from '@pgfleet/core';
 import type { PolicySettingsSchema } from '@pgfleet/proto';
 import { policySettingsFromOptions } from './policy-commands.js';
 import { cliProgram, POLICY_FLAGS } from './program.js';
@@ -32,8 +37,6 @@ export interface FleetFile {
 }
 
 const TOP_LEVEL_KEYS = ['fleet', 'clusters'] as const;
-// Cluster names as agents register them; no path separators or blanks.
-const CLUSTER_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 /** The `policy set` flags as config keys: the same specs, accepted in a file. */
 const POLICY_SPECS: readonly OptionSpec[] = pickOptions(cliProgram.options, POLICY_FLAGS).map((spec) => ({
@@ -85,10 +88,11 @@ export function parseFleetDocument(doc: unknown, where: string): FleetFile {
         `${where}: key 'clusters': expected a mapping of cluster name -> policy keys`,
       );
     for (const [name, value] of Object.entries(doc.clusters)) {
-      if (!CLUSTER_NAME_RE.test(name))
+      // The rule agents register under (core's names.ts), so a policy can never name a cluster no agent can be.
+      if (!isClusterName(name))
         throw new PgfleetError(
-          'InvalidConfig',
-          `${where}: key 'clusters.${name}': '${name}' is not a cluster name (letters, digits, '.', '_', '-')`,
+          'InvalidClusterName',
+          `${where}: a key under 'clusters': ${quoteInput(name)} is not a cluster name (${CLUSTER_NAME_RULE})`,
         );
       clusters[name] = section(value, `clusters.${name}`);
     }

@@ -4,6 +4,7 @@
  * integration tests (port 0, temp catalog), so both exercise the same wiring.
  */
 import * as grpc from '@grpc/grpc-js';
+import type { DescMethod } from '@bufbuild/protobuf';
 import { ErrorCodes, silentLogger, sleep, type Logger } from '@pgfleet/core';
 import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
 import { secretManifestKeys } from '@pgfleet/storage/manifest-auth';
@@ -16,6 +17,7 @@ import { createAgentService, reclaimJobsLater } from './agents/service.js';
 import { AgentSessions } from './agents/sessions.js';
 import type { ControllerContext } from './context.js';
 import { createEnrollmentService } from './security/enrollment.js';
+import { checkWireMessage } from './security/wire-bounds.js';
 import { JobWatchers } from './jobs/watchers.js';
 import { SchedulerLoop } from './schedule/loop.js';
 import { RUN_DEFAULTS, type ControllerConfig } from './options.js';
@@ -148,7 +150,9 @@ export async function startController(
     'grpc.keepalive_permit_without_calls': 1,
     'grpc.http2.min_ping_interval_without_data_ms': 10_000,
   });
-  // Access control is one hook per service (access.ts), never inside the handlers.
+  // Access control is one hook per service (access.ts), never inside the handlers; so are the
+  // bounds on requests (wire-bounds.ts; the agent stream checks each message it reads).
+  const checkRequest = (method: DescMethod, req: object): void => checkWireMessage(method.input, req, method.name);
   addService(
     server,
     AgentService,
@@ -164,6 +168,7 @@ export async function startController(
     createAdminService({ ...ctx, logger: logger.child({ component: 'admin-service' }) }),
     {
       logger: log,
+      checkRequest,
       ...(requireTokens ? { authorize: adminAuthorizer(store) } : {}),
     },
   );
@@ -171,7 +176,7 @@ export async function startController(
     server,
     EnrollmentService,
     createEnrollmentService({ ...ctx, logger: logger.child({ component: 'enrollment' }) }, tls),
-    { logger: log },
+    { logger: log, checkRequest },
   );
   const health = addHealthAndReflection(server, [AgentService, AdminService, EnrollmentService]);
 

@@ -22,6 +22,7 @@ import { pipeline } from 'node:stream/promises';
 // The light entries of core: copy worker threads open repositories on their own (agent copy/worker.ts).
 import { settleAll } from '@pgfleet/core/async';
 import { PgfleetError } from '@pgfleet/core/errors';
+import { parseBackupLabel, parseClusterName } from '@pgfleet/core/names';
 import { CODECS, type Codec, codecExtension, codecOfExtension, hasBlockForm, HashingStream } from './codec.js';
 import type { ObjectInfo, PutOptions, RepositoryDriver } from './driver.js';
 import { type BackupManifest, parseManifest } from './manifest.js';
@@ -58,6 +59,15 @@ export const REPOSITORY_FORMAT_KEY = 'pgfleet.json';
 const FORMAT_KEY = REPOSITORY_FORMAT_KEY;
 /** Format 2 may hold encrypted clusters; format 1 (plaintext only) is still read and written. */
 export const REPOSITORY_FORMAT = 2;
+/**
+ * The first segment of every key of a cluster. The last line behind the entry points' checks: a
+ * name such as `shop/wal` would put one cluster's objects inside another's WAL prefix (and that
+ * cluster's retention would delete them), so no key is built from a name outside the rule.
+ */
+function clusterDir(cluster: string): string {
+  return parseClusterName(cluster, 'repository key');
+}
+
 const CLUSTER_KEY_RE = /^([^/]+)\/cluster\.json$/;
 const MANIFEST_KEY_RE = /^([^/]+)\/backup\/([^/]+)\/backup\.manifest$/;
 
@@ -187,7 +197,7 @@ export class Repository {
     const found = new Map<string, ScannedCluster>();
     const entry = (cluster: string) =>
       found.get(cluster) ?? found.set(cluster, { hasInfo: false, labels: [] }).get(cluster)!;
-    for await (const o of this.driver.list(only === undefined ? '' : `${only}/`)) {
+    for await (const o of this.driver.list(only === undefined ? '' : `${clusterDir(only)}/`)) {
       const info = CLUSTER_KEY_RE.exec(o.key);
       if (info) {
         entry(info[1]!).hasInfo = true;
@@ -202,7 +212,7 @@ export class Repository {
   // ---- cluster identity -------------------------------------------------------------------
 
   async readClusterInfo(cluster: string): Promise<ClusterInfo | undefined> {
-    const key = `${cluster}/cluster.json`;
+    const key = `${clusterDir(cluster)}/cluster.json`;
     if (!(await this.driver.stat(key))) return undefined;
     return JSON.parse((await this.objects.readSmall(key)).toString('utf8')) as ClusterInfo;
   }
@@ -227,7 +237,7 @@ export class Repository {
       return;
     }
     await this.init();
-    await this.objects.storeSmall(`${cluster}/cluster.json`, Buffer.from(JSON.stringify(info, null, 2)));
+    await this.objects.storeSmall(`${clusterDir(cluster)}/cluster.json`, Buffer.from(JSON.stringify(info, null, 2)));
   }
 
   // ---- file bytes -------------------------------------------------------------------------
@@ -268,7 +278,7 @@ export class Repository {
   // ---- backups ----------------------------------------------------------------------------
 
   backupPrefix(cluster: string, label: string): string {
-    return `${cluster}/backup/${label}`;
+    return `${clusterDir(cluster)}/backup/${parseBackupLabel(label, 'backup label')}`;
   }
 
   backupFileKey(cluster: string, label: string, path: string, codec: Codec): string {
@@ -366,7 +376,7 @@ export class Repository {
 
   /** Every object under every backup label of the cluster (complete or not), in key order. */
   async *listBackupObjects(cluster: string): AsyncIterable<BackupObject> {
-    const prefix = `${cluster}/backup/`;
+    const prefix = `${clusterDir(cluster)}/backup/`;
     for await (const o of this.driver.list(prefix)) {
       const rest = o.key.slice(prefix.length);
       const slash = rest.indexOf('/');
@@ -411,13 +421,13 @@ export class Repository {
 
   /** True when anything (a manifest, or files of a backup that never finished) is stored under this label. */
   async labelInUse(cluster: string, label: string): Promise<boolean> {
-    for await (const _ of this.driver.list(`${cluster}/backup/${label}/`)) return true;
+    for await (const _ of this.driver.list(`${this.backupPrefix(cluster, label)}/`)) return true;
     return false;
   }
 
   /** True when the repository holds a complete backup (one with a manifest) of the cluster; stops at the first. */
   async hasBackups(cluster: string): Promise<boolean> {
-    for await (const o of this.driver.list(`${cluster}/backup/`)) {
+    for await (const o of this.driver.list(`${clusterDir(cluster)}/backup/`)) {
       if (/^[^/]+\/backup\/[^/]+\/backup\.manifest$/.test(o.key)) return true;
     }
     return false;
@@ -426,7 +436,7 @@ export class Repository {
   /** Complete backups (those with a manifest), ordered by stop time. */
   async listBackups(cluster: string): Promise<BackupManifest[]> {
     const out: BackupManifest[] = [];
-    for await (const o of this.driver.list(`${cluster}/backup/`)) {
+    for await (const o of this.driver.list(`${clusterDir(cluster)}/backup/`)) {
       const m = /^[^/]+\/backup\/([^/]+)\/backup\.manifest$/.exec(o.key);
       if (m) out.push(await this.readManifest(cluster, m[1]!));
     }
@@ -436,7 +446,8 @@ export class Repository {
   // ---- WAL archive ------------------------------------------------------------------------
 
   private walDir(cluster: string, name: string): string {
-    return name.endsWith('.history') ? `${cluster}/wal/timelines` : `${cluster}/wal/${name.slice(0, 16)}`;
+    const dir = clusterDir(cluster);
+    return name.endsWith('.history') ? `${dir}/wal/timelines` : `${dir}/wal/${name.slice(0, 16)}`;
   }
 
   /** Every archived copy of `name` (normally zero or one). */
@@ -453,7 +464,7 @@ export class Repository {
 
   /** Every archived WAL file of the cluster (segments, history, backup history, partial). */
   async *listWal(cluster: string): AsyncIterable<ArchivedWal> {
-    for await (const o of this.driver.list(`${cluster}/wal/`)) {
+    for await (const o of this.driver.list(`${clusterDir(cluster)}/wal/`)) {
       const base = o.key.slice(o.key.lastIndexOf('/') + 1);
       const m = WAL_KEY_RE.exec(base);
       if (m) yield { name: m[1]!, key: o.key, sha256: m[2]!, codec: codecOfExtension(m[3]), storedSize: o.size };
@@ -571,7 +582,7 @@ export class Repository {
   /** The archived timeline history files of the cluster (a listing of their own folder only). */
   async listTimelineHistories(cluster: string): Promise<ArchivedWal[]> {
     const out: ArchivedWal[] = [];
-    for await (const o of this.driver.list(`${cluster}/wal/timelines/`)) {
+    for await (const o of this.driver.list(`${clusterDir(cluster)}/wal/timelines/`)) {
       const m = WAL_KEY_RE.exec(o.key.slice(o.key.lastIndexOf('/') + 1));
       if (m && m[1]!.endsWith('.history'))
         out.push({ name: m[1]!, key: o.key, sha256: m[2]!, codec: codecOfExtension(m[3]), storedSize: o.size });
@@ -617,7 +628,7 @@ export class Repository {
    * sees it, even when the removal fails.
    */
   async probeWritable(cluster: string): Promise<{ location: string; error?: Error }[]> {
-    const key = `${cluster}/.pgfleet-probe-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+    const key = `${clusterDir(cluster)}/.pgfleet-probe-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
     return Promise.all(
       this.members().map(async (m) => {
         try {

@@ -5,7 +5,7 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { PgfleetError } from '@pgfleet/core';
+import { PgfleetError, parseClusterName } from '@pgfleet/core';
 import type { BackupFrom, PolicyRecord } from '@pgfleet/catalog';
 import type {
   GetPolicyResponseSchema,
@@ -68,6 +68,7 @@ export function checkClusterName(name: string): void {
       'InvalidArgument',
       `'${FLEET_POLICY_SCOPE}' is not a cluster name; use --fleet for the fleet default`,
     );
+  parseClusterName(name, 'cluster');
 }
 
 function policyResponse(

@@ -10,6 +10,7 @@ import { ErrorCodes, PgfleetError, asPgfleetError } from '@pgfleet/core';
 import { isTerminalJobState } from '@pgfleet/catalog';
 import type { BidiStream, CallContext, ServiceImpl } from '@pgfleet/rpc';
 import {
+  ConnectRequestSchema,
   JobState,
   type AgentService,
   type ConnectRequest,
@@ -18,6 +19,7 @@ import {
   type JobResult,
 } from '@pgfleet/proto';
 import { checkHelloIdentity, requireAgentIdentity } from '../security/access.js';
+import { checkWireMessage } from '../security/wire-bounds.js';
 import type { AgentSession } from './sessions.js';
 import { agentReplayRecord, archiverJson, archiveSetupRecord, serverRoleFromProto, progressJson } from '../wire.js';
 import { CONTROLLER_VERSION, eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
@@ -75,6 +77,8 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
     log.info('agent stream ended');
   } catch (err) {
     log.warn({ code: asPgfleetError(err).code }, `agent stream failed: ${asPgfleetError(err).message}`);
+    // Undecodable bytes end the stream; the agent is told why (INVALID_ARGUMENT), not left guessing.
+    if (PgfleetError.is(err, 'MalformedMessage')) throw err;
   } finally {
     await agentGone(ctx, session, log);
   }
@@ -84,6 +88,7 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
 async function readHello(incoming: AsyncIterator<ConnectRequest>): Promise<Hello | undefined> {
   const first = await incoming.next();
   if (first.done) return undefined;
+  checkWireMessage(ConnectRequestSchema, first.value);
   if (first.value.msg.case !== 'hello') {
     throw new PgfleetError(
       'InvalidArgument',
@@ -313,6 +318,7 @@ async function handleMessage(
   req: ConnectRequest,
   log: ControllerContext['logger'],
 ): Promise<void> {
+  checkWireMessage(ConnectRequestSchema, req);
   const msg = req.msg;
   switch (msg.case) {
     case 'hello':

@@ -15,7 +15,7 @@
  *   under the same name), and an unreadable manifest never removes its row (verify reports it).
  * Running it twice changes nothing the second time. Policies, pins and job history stay.
  */
-import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
+import { asPgfleetError, CLUSTER_NAME_RULE, PgfleetError, isClusterName, type Logger } from '@pgfleet/core';
 import type { BackupRecord, CatalogStore } from '@pgfleet/catalog';
 import {
   isKeyError,
@@ -117,6 +117,11 @@ async function rebuildCluster(
   r: ClusterRebuild,
 ): Promise<void> {
   const { cluster } = r;
+  // A directory no agent could have written (e.g. `shop/wal`-style aliases, made by hand) never enters the catalog.
+  if (!isClusterName(cluster)) {
+    r.skipped.push(`not a cluster name (${CLUSTER_NAME_RULE}): left alone`);
+    return;
+  }
   const dryRun = options.dryRun === true;
   const { manifests, unreadable } = await readManifests(repo, cluster, seen.labels, r);
   const info = seen.hasInfo ? await repo.readClusterInfo(cluster) : undefined;

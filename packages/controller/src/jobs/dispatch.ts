@@ -4,7 +4,7 @@
  * it dispatched, so a job is always in the catalog before any agent can report on it.
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { ErrorCodes, PgfleetError } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, parseClusterName } from '@pgfleet/core';
 import type { JobKind } from '@pgfleet/catalog';
 import type { JobInfoSchema, JobSchema } from '@pgfleet/proto';
 import { chooseAgent, DEFAULT_STANDBY_MAX_LAG_BYTES, type AgentCandidate, type AgentNeed } from '../agents/choice.js';
@@ -16,6 +16,7 @@ import type { TypedJob } from './params.js';
 
 export async function requireCluster(ctx: ControllerContext, name: string) {
   if (!name) throw new PgfleetError('InvalidArgument', 'a cluster name is required');
+  parseClusterName(name, 'cluster');
   const cluster = await ctx.store.getCluster(name);
   if (!cluster) throw new PgfleetError('UnknownCluster', `cluster '${name}' is not known to the controller`);
   return cluster;

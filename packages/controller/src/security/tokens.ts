@@ -5,7 +5,7 @@
  * role), so both check and store them the same way. A token is returned once; the catalog keeps
  * only its hash (access.ts).
  */
-import { PgfleetError } from '@pgfleet/core';
+import { PgfleetError, parseClusterName } from '@pgfleet/core';
 import {
   ADMIN_ROLES,
   type AdminRole,
@@ -28,6 +28,7 @@ export async function issueEnrollmentToken(
   const name = cluster.trim();
   // A cluster need not be known yet: enrollment comes before its agent's first connection.
   if (!name) throw new PgfleetError('InvalidArgument', 'an enrollment token needs the cluster its agent may speak for');
+  parseClusterName(name, 'enrollment token cluster');
   if (!Number.isFinite(ttlMs) || ttlMs <= 0 || ttlMs > MAX_ENROLLMENT_TTL_MS) {
     throw new PgfleetError(
       'InvalidArgument',
