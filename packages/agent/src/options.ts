@@ -38,7 +38,12 @@ export const AGENT_PROGRAM = {
       format: 'cluster-name',
       description: 'cluster name, unique in the fleet and in the repository',
     },
-    { name: 'agent-id', type: 'string', format: 'agent-id', description: 'agent identity (default: <hostname>-<cluster>)' },
+    {
+      name: 'agent-id',
+      type: 'string',
+      format: 'agent-id',
+      description: 'agent identity (default: <hostname>-<cluster>)',
+    },
     { name: 'pgdata', type: 'string', description: "the cluster's data directory" },
     {
       name: 'pg-host',

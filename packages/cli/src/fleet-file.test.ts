@@ -66,7 +66,9 @@ test('cluster names in a fleet file follow the one rule agents register under (P
     assert.throws(
       () => parseFleetDocument({ clusters: { [name]: {} } }, 'fleet file f.yaml'),
       (err: unknown) =>
-        PgfleetError.is(err, 'InvalidClusterName') && err.message.includes('is not a cluster name') && err.message.length < 400,
+        PgfleetError.is(err, 'InvalidClusterName') &&
+        err.message.includes('is not a cluster name') &&
+        err.message.length < 400,
       name,
     );
   }

@@ -23,7 +23,11 @@ import {
   PgfleetError,
   isClusterName,
   pickOptions,
-  quoteInput, readYamlFile, validateOptionValues, type OptionSpec } from '@pgfleet/core';
+  quoteInput,
+  readYamlFile,
+  validateOptionValues,
+  type OptionSpec,
+} from '@pgfleet/core';
 import type { PolicySettingsSchema } from '@pgfleet/proto';
 import { policySettingsFromOptions } from './policy-commands.js';
 import { cliProgram, POLICY_FLAGS } from './program.js';

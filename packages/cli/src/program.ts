@@ -178,7 +178,13 @@ export const cliProgram = {
       cliOnly: true,
       description: "Restore on this agent (e.g. a fresh host) instead of the cluster's own.",
     },
-    { name: 'cluster', type: 'string', format: 'cluster-name', cliOnly: true, description: 'Only jobs of this cluster.' },
+    {
+      name: 'cluster',
+      type: 'string',
+      format: 'cluster-name',
+      cliOnly: true,
+      description: 'Only jobs of this cluster.',
+    },
     {
       name: 'limit',
       type: 'integer',

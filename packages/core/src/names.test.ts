@@ -12,14 +12,30 @@ import { isAgentId, isBackupLabel, isClusterName, parseClusterName, quoteInput }
 test('cluster names: lower-case single path segments of at most 63 characters that alias nothing', () => {
   for (const ok of ['main', 'c1', 'db-0042.prod', 'a_b', '0', 'x'.repeat(63)]) assert.ok(isClusterName(ok), ok);
   // shop/wal lands inside shop's WAL prefix; Shop and shop are one directory on a case-insensitive disk.
-  for (const bad of ['', 'shop/wal', 'Shop', '..', 'a..b', '.hidden', '-x', '_x', 'a b', 'a\\b', 'x'.repeat(64), 'é', '*'])
+  for (const bad of [
+    '',
+    'shop/wal',
+    'Shop',
+    '..',
+    'a..b',
+    '.hidden',
+    '-x',
+    '_x',
+    'a b',
+    'a\\b',
+    'x'.repeat(64),
+    'é',
+    '*',
+  ])
     assert.ok(!isClusterName(bad), bad);
 });
 
 test('agent ids and backup labels: bounded, printable, one path segment', () => {
   for (const ok of ['agent-1', 'db1.example.com:main', 'pg@db1', 'x'.repeat(128)]) assert.ok(isAgentId(ok), ok);
-  for (const bad of ['', 'x/y', 'db1/a,b', '..', 'a..b', 'a b', 'x'.repeat(129), '\u0000']) assert.ok(!isAgentId(bad), bad);
-  for (const ok of ['20261124-153012F', '20260301-010000F_20260302-010000I', 'b1', 'A']) assert.ok(isBackupLabel(ok), ok);
+  for (const bad of ['', 'x/y', 'db1/a,b', '..', 'a..b', 'a b', 'x'.repeat(129), '\u0000'])
+    assert.ok(!isAgentId(bad), bad);
+  for (const ok of ['20261124-153012F', '20260301-010000F_20260302-010000I', 'b1', 'A'])
+    assert.ok(isBackupLabel(ok), ok);
   for (const bad of ['', '../../etc/fake-F', 'a/b', '..', 'x'.repeat(129)]) assert.ok(!isBackupLabel(bad), bad);
 });
 

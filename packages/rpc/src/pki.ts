@@ -177,8 +177,9 @@ export async function signAgentCsr(
   } catch (err) {
     throw new PgfleetError('InvalidArgument', 'csr_pem is not a PEM certificate request (PKCS#10)', { cause: err });
   }
-  if (!(await csr.verify()))
-    throw new PgfleetError('InvalidArgument', 'the certificate request is not signed by its own key');
+  // A request whose key or signature does not even parse is the sender's fault, not a bug.
+  const signed = await csr.verify().catch(() => false);
+  if (!signed) throw new PgfleetError('InvalidArgument', 'the certificate request is not signed by its own key');
   return issue(ca, {
     subject: `CN=${dnValue(id.agentId)}, O=pgfleet, OU=${dnValue(id.cluster)}`,
     publicKey: csr.publicKey,

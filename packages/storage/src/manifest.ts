@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { PgfleetError } from '@pgfleet/core/errors';
+import { isBackupLabel, isClusterName, quoteInput } from '@pgfleet/core/names';
 import type { Codec } from './codec.js';
 import { validateManifestEntries } from './manifest-paths.js';
 
@@ -142,5 +143,42 @@ export function parseManifest(text: string, where: string): BackupManifest {
   // Older manifests may lack the link list; an empty one means no links.
   doc.links ??= [];
   validateManifestEntries(doc, where);
+  checkManifestSummary(doc, where);
   return doc;
+}
+
+const MAX_MANIFEST_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
+
+/**
+ * The fields a catalog row and a BackupInfo are made of (catalog rebuild reads them from any
+ * manifest a repository holds): names by the one rule, known types, real times, counts that are
+ * numbers. A manifest that fails is damaged or forged, never half-used.
+ */
+function checkManifestSummary(doc: BackupManifest, where: string): void {
+  const bad = (what: string): never => {
+    throw new PgfleetError('RepoManifestInvalid', `manifest ${where}: ${what}`);
+  };
+  if (!isClusterName(doc.cluster)) bad(`cluster ${quoteInput(doc.cluster)} is not a cluster name`);
+  if (!isBackupLabel(doc.label)) bad(`label ${quoteInput(doc.label)} is not a backup label`);
+  if (doc.priorLabel !== undefined && (typeof doc.priorLabel !== 'string' || !isBackupLabel(doc.priorLabel)))
+    bad('priorLabel is not a backup label');
+  if (!['full', 'diff', 'incr'].includes(doc.type))
+    bad(`type ${quoteInput(String(doc.type))} is not full, diff or incr`);
+  if (typeof doc.systemIdentifier !== 'string' || !/^\d{1,20}$/.test(doc.systemIdentifier))
+    bad('systemIdentifier is not a decimal number');
+  // Version and timeline travel as uint32, byte counts as uint64 (safe integers in JavaScript).
+  for (const [key, max] of [
+    ['pgVersionNum', 0xffffffff],
+    ['timeline', 0xffffffff],
+    ['sizeBytes', Number.MAX_SAFE_INTEGER],
+    ['storedBytes', Number.MAX_SAFE_INTEGER],
+  ] as const) {
+    const v = doc[key];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > max)
+      bad(`${key} is not a count up to ${max}`);
+  }
+  for (const key of ['startTime', 'stopTime'] as const) {
+    const ms = typeof doc[key] === 'string' ? Date.parse(doc[key]) : Number.NaN;
+    if (!(ms >= 0 && ms <= MAX_MANIFEST_TIME_MS)) bad(`${key} is not a time between 1970 and 9999`);
+  }
 }

@@ -189,7 +189,12 @@ describe('policies', () => {
       'InvalidArgument',
       /--backup-from.*primary, standby, prefer-standby.*'replica'/,
     );
-    await rejectsWith(admin.setPolicy({ cluster: '*', settings: { daily: 1 } }), 'InvalidArgument', /--fleet/);
+    // '*' is the fleet default's scope in the catalog, never a cluster name (the one rule refuses it first).
+    await rejectsWith(
+      admin.setPolicy({ cluster: '*', settings: { daily: 1 } }),
+      'InvalidClusterName',
+      /is not a cluster name/,
+    );
     await rejectsWith(admin.setPolicy({ cluster: 'alpha', fleet: true, settings: { daily: 1 } }), 'InvalidArgument');
     assert.ok((await admin.getPolicy({ cluster: 'alpha' })).values.every((x) => x.source === 'default'));
   });

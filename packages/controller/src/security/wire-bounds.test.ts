@@ -55,7 +55,9 @@ describe('wire bounds', () => {
     agent.stream.send({ msg: { case: 'heartbeat', value: { pgUp: true, currentLsn: 'x'.repeat(5_000_000 / 2) } } });
     agent.stream.send({ msg: { case: 'heartbeat', value: { pgUp: true, currentLsn: '0/2000000' } } });
     await waitFor('the well-formed heartbeat after the hostile one', async () =>
-      (await t.admin.listClusters({})).clusters.some((c) => c.hosts.some((h) => h.agentId === 'shop-2' && h.currentLsn === '0/2000000'))
+      (await t.admin.listClusters({})).clusters.some((c) =>
+        c.hosts.some((h) => h.agentId === 'shop-2' && h.currentLsn === '0/2000000'),
+      )
         ? true
         : undefined,
     );
@@ -83,11 +85,18 @@ describe('wire bounds', () => {
 
   test('admin calls: bad or oversized names are INVALID_ARGUMENT with a PGF code, never echoed whole', async () => {
     const huge = 'c'.repeat(1_000_000);
-    const tooLarge = await rejectsWith(t.admin.listBackups({ cluster: huge }), 'InputTooLarge', /^ListBackups\.cluster: 1000000 characters/);
+    const tooLarge = await rejectsWith(
+      t.admin.listBackups({ cluster: huge }),
+      'InputTooLarge',
+      /^ListBackups\.cluster: 1000000 characters/,
+    );
     assert.ok(tooLarge.message.length < 200);
     const name = await rejectsWith(t.admin.listBackups({ cluster: 'shop/wal' }), 'InvalidClusterName');
     assert.match(name.message, /"shop\/wal" is not a cluster name/);
-    await rejectsWith(t.admin.pinBackup({ cluster: 'shop', label: '../../etc/fake-F', pinned: true }), 'InvalidBackupLabel');
+    await rejectsWith(
+      t.admin.pinBackup({ cluster: 'shop', label: '../../etc/fake-F', pinned: true }),
+      'InvalidBackupLabel',
+    );
     await rejectsWith(t.admin.createEnrollmentToken({ cluster: 'shop/wal', ttlSeconds: 60 }), 'InvalidClusterName');
     await rejectsWith(t.admin.setPolicy({ cluster: 'Shop', settings: {} }), 'InvalidClusterName');
     await rejectsWith(t.admin.applyFleet({ clusters: { 'shop/wal': {} } }), 'InvalidClusterName');
@@ -96,13 +105,20 @@ describe('wire bounds', () => {
   test('an impossible recovery target time is the target error (PGF-6003), not an internal one', async () => {
     for (const seconds of [-1n, 253_402_300_800n, U64_MAX >> 1n]) {
       await rejectsWith(
-        t.admin.startRestore({ cluster: 'shop', targetDir: '/tmp/x', target: { target: { case: 'time', value: { seconds, nanos: 0 } } } }),
+        t.admin.startRestore({
+          cluster: 'shop',
+          targetDir: '/tmp/x',
+          target: { target: { case: 'time', value: { seconds, nanos: 0 } } },
+        }),
         'TargetInvalid',
         /target\.time/,
       );
     }
     await rejectsWith(
-      t.admin.startDrill({ cluster: 'shop', target: { target: { case: 'time', value: { ...timestampFromMs(0), nanos: 2_000_000_000 } } } }),
+      t.admin.startDrill({
+        cluster: 'shop',
+        target: { target: { case: 'time', value: { ...timestampFromMs(0), nanos: 2_000_000_000 } } },
+      }),
       'TargetInvalid',
     );
   });

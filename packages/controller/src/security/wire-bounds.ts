@@ -153,13 +153,15 @@ function walkMessage(desc: DescMessage, msg: Record<string, unknown>, walk: Walk
 }
 
 function walkField(field: DescField, value: unknown, walk: Walk): unknown {
+  // proto3 `optional` scalars and unset messages are undefined: nothing to bound.
+  if (value === undefined) return value;
   switch (field.fieldKind) {
     case 'scalar':
       return boundScalar(field, field.scalar, value, walk);
     case 'enum':
       return value;
     case 'message':
-      if (value !== undefined) walkMessage(field.message, value as Record<string, unknown>, walk);
+      walkMessage(field.message, value as Record<string, unknown>, walk);
       return value;
     case 'list': {
       const list = value as unknown[];
