@@ -59,7 +59,12 @@ export const AGENT_PROGRAM = {
       default: 'postgres',
     },
     { name: 'pg-database', type: 'string', description: 'database to connect to', default: 'postgres' },
-    { name: 'pg-password', type: 'string', description: 'PostgreSQL password (prefer a .pgpass file)', secret: true },
+    {
+      name: 'pg-password',
+      type: 'string',
+      description: 'PostgreSQL password (prefer a .pgpass file, or PGPASSWORD in the environment)',
+      secret: true,
+    },
     {
       name: 'pg-bin-dir',
       type: 'string',
@@ -201,6 +206,12 @@ export const AGENT_PROGRAM = {
         "the fleet CA certificate (the controller's ca.crt): talk TLS to the controller and verify it; needed to enroll (default afterwards: <tls-dir>/ca.crt)",
     },
     {
+      name: 'insecure',
+      type: 'boolean',
+      description:
+        'talk to the controller in clear text, unauthenticated both ways (a controller run with --insecure, on a lab network); without it the agent needs --ca-cert or --tls-dir',
+    },
+    {
       name: 'log-level',
       type: 'string',
       description: 'log level',
@@ -237,6 +248,7 @@ export const AGENT_PROGRAM = {
         'tls-dir',
         'enroll-token',
         'ca-cert',
+        'insecure',
         'log-level',
       ],
     },
@@ -323,6 +335,8 @@ export interface AgentSettings {
   enrollToken?: string;
   /** The fleet CA certificate file: TLS to the controller. */
   caCert?: string;
+  /** Clear text to the controller when neither tlsDir nor caCert is set (--insecure). */
+  insecure?: boolean;
 }
 
 /**

@@ -14,7 +14,7 @@ import {
   type ParsedCommand,
   type Settings,
 } from '@pgfleet/core';
-import { bearerMetadata, clientTlsCredentials, createClient } from '@pgfleet/rpc';
+import { bearerMetadata, clientTlsCredentials, createClient, insecureCredentials } from '@pgfleet/rpc';
 import {
   AdminService,
   BackupInfoSchema,
@@ -48,8 +48,8 @@ const BACKUP_SOURCES = {
 const CONNECTION_OPTIONS = pickOptions(cliProgram.options, [
   'controller',
   'token',
-  'token-file',
   'ca-cert',
+  'insecure',
   'timeout',
   'output',
 ]);
@@ -63,15 +63,6 @@ function readOptionFile(option: string, path: string): string {
   }
 }
 
-/** The admin token: --token / PGFLEET_TOKEN, else the first line of --token-file / PGFLEET_TOKEN_FILE. */
-export function adminToken(settings: Pick<ConnectionSettings, 'token' | 'tokenFile'>): string | undefined {
-  if (settings.token !== undefined && settings.token !== '') return settings.token.trim();
-  if (settings.tokenFile === undefined) return undefined;
-  const token = readOptionFile('token-file', settings.tokenFile).split(/\r?\n/)[0]!.trim();
-  if (!token) throw new PgfleetError('InvalidConfig', `--token-file ${settings.tokenFile} is empty`);
-  return token;
-}
-
 /**
  * The connection settings of a command line. Each controller call may take --timeout seconds,
  * unless the command's own --timeout means something else (check: how long its WAL proof
@@ -83,14 +74,13 @@ function connectionSettings(parsed: ParsedCommand): ConnectionSettings {
 }
 
 function connect(settings: ConnectionSettings): Admin {
-  const token = adminToken(settings);
   return createClient(AdminService, settings.controller, {
     defaultDeadlineMs: settings.timeout * 1000,
     unavailableError: 'ControllerUnreachable',
-    ...(settings.caCert
-      ? { credentials: clientTlsCredentials({ caPem: readOptionFile('ca-cert', settings.caCert) }) }
-      : {}),
-    ...(token ? { metadata: bearerMetadata(token) } : {}),
+    credentials: settings.caCert
+      ? clientTlsCredentials({ caPem: readOptionFile('ca-cert', settings.caCert) })
+      : insecureCredentials(settings.insecure, 'pgfleet', settings.controller),
+    ...(settings.token ? { metadata: bearerMetadata(settings.token) } : {}),
   });
 }
 

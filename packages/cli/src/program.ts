@@ -5,7 +5,7 @@
  */
 import { ErrorCodes, resolveSettings, type CommandSettings, type OptionValues, type ProgramSpec } from '@pgfleet/core';
 
-const CONNECTION = ['controller', 'timeout', 'token', 'token-file', 'ca-cert'] as const;
+const CONNECTION = ['controller', 'timeout', 'token', 'ca-cert', 'insecure'] as const;
 const TARGET_FLAGS = [
   'target-time',
   'target-lsn',
@@ -44,18 +44,19 @@ export const cliProgram = {
       type: 'string',
       secret: true,
       description:
-        'Admin bearer token (from `pgfleet-controller token create`); needed when the controller runs with --tls-dir or --require-auth. Prefer PGFLEET_TOKEN or --token-file over the flag, which other users can see in the process list.',
-    },
-    {
-      name: 'token-file',
-      type: 'string',
-      description: 'File holding the admin bearer token (used when --token / PGFLEET_TOKEN is not set).',
+        'Admin bearer token (from `pgfleet-controller token create`); needed unless the controller runs with --insecure and without --require-auth. A secret: from PGFLEET_TOKEN or a file (--token-file), never a flag.',
     },
     {
       name: 'ca-cert',
       type: 'string',
       description:
         "Fleet CA certificate (the controller's ca.crt): talk TLS to the controller and verify it against this CA.",
+    },
+    {
+      name: 'insecure',
+      type: 'boolean',
+      description:
+        'Talk to the controller in clear text, without verifying it (a controller run with --insecure, on a lab network). Without it the CLI needs --ca-cert.',
     },
     {
       name: 'timeout',
@@ -471,7 +472,7 @@ export const cliProgram = {
     {
       name: 'check',
       summary: `Prove on the cluster's agent that WAL archiving works end to end before a backup needs it: wal_level, archive_mode, an archive_command that runs pgfleet-agent wal-push for this cluster, max_wal_senders, data checksums, free space under pg_wal, every repository writable, and a WAL segment switched now (after a restore point pgfleet-check-<job>) reaching every repository. Waits for the result and prints one line per check (ok, warn or FAIL, and what to do); exits non-zero (${ErrorCodes.ArchiveCheckFailed.code}) when any check fails.`,
-      options: ['controller', 'token', 'token-file', 'ca-cert', 'output', 'timeout'],
+      options: ['controller', 'token', 'ca-cert', 'insecure', 'output', 'timeout'],
       localOptions: [
         {
           name: 'timeout',

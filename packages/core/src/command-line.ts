@@ -8,6 +8,7 @@
  * archive_command runs once per WAL segment and parses its flags here before it knows whether it
  * needs the config file at all (`@pgfleet/core/command-line`).
  */
+import { readFileSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { PgfleetError } from './errors.js';
 import { NAME_FORMATS, quoteInput, type NameFormat } from './names.js';
@@ -24,7 +25,11 @@ export interface OptionSpec {
   readonly short?: string;
   /** Only on the command line (e.g. --config, --help, --output). */
   readonly cliOnly?: boolean;
-  /** Never printed (help shows "(secret)") and redacted in logs. */
+  /**
+   * A credential: never printed, redacted in logs, and never taken from a flag (every user of the
+   * host reads command lines in ps or /proc/<pid>/cmdline). It comes from the environment, the
+   * config file, or a file named by `--<name>-file` / PGFLEET_<NAME>_FILE / `<name>-file:`.
+   */
   readonly secret?: boolean;
   readonly min?: number;
   readonly max?: number;
@@ -77,6 +82,55 @@ export type ConfigLoader = (path: string, specs: readonly OptionSpec[]) => Optio
 
 export function envName(program: ProgramSpec, option: OptionSpec): string {
   return (program.envPrefix ?? 'PGFLEET_') + option.name.toUpperCase().replace(/-/g, '_');
+}
+
+/** The option naming the file a secret option is read from ('pg-password' -> 'pg-password-file'). */
+export function secretFileOption(option: OptionSpec): string {
+  return `${option.name}-file`;
+}
+
+function secretFileEnvName(program: ProgramSpec, option: OptionSpec): string {
+  return `${envName(program, option)}_FILE`;
+}
+
+/** Every way a secret option may be given, for messages and --help. */
+function secretSources(program: ProgramSpec, option: OptionSpec): string {
+  const file = `--${secretFileOption(option)}`;
+  return option.cliOnly
+    ? file
+    : `${envName(program, option)}, ${file} (or ${secretFileEnvName(program, option)}), or '${option.name}:' in the config file`;
+}
+
+function secretOnCommandLine(program: ProgramSpec, option: OptionSpec): PgfleetError {
+  return new PgfleetError(
+    'SecretOnCommandLine',
+    `--${option.name} is a secret and is not taken from the command line, where every user of this host can read it`,
+    { hint: `Give it through ${secretSources(program, option)}.` },
+  );
+}
+
+/**
+ * Reads a secret from a file: its first line, trimmed. A file other users can read is refused:
+ * the point of the file is that only its owner (and perhaps a group) sees the secret.
+ */
+export function readSecretFile(origin: string, path: string): string {
+  let text: string;
+  try {
+    if ((statSync(path).mode & 0o004) !== 0) {
+      throw new PgfleetError('SecretFileUnsafe', `${origin}: ${path} is readable by every user of this host`, {
+        hint: `chmod o-r ${path} (mode 600, or 640 for a trusted group).`,
+      });
+    }
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if (err instanceof PgfleetError) throw err;
+    throw new PgfleetError('InvalidConfig', `${origin}: cannot read ${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  const value = text.split(/\r?\n/)[0]!.trim();
+  if (!value) throw new PgfleetError('InvalidConfig', `${origin}: ${path} is empty`);
+  return value;
 }
 
 function optionSpec(program: ProgramSpec, name: string, command?: CommandSpec): OptionSpec {
@@ -159,6 +213,7 @@ export function parseCommandLineWith(
       type: s.type === 'boolean' ? 'boolean' : 'string',
       ...(s.short ? { short: s.short } : {}),
     };
+    if (s.secret) parseOptions[secretFileOption(s)] = { type: 'string' };
   }
   let parsed: ReturnType<typeof parseArgs>;
   try {
@@ -186,10 +241,15 @@ export function parseCommandLineWith(
   const options: OptionValues = {};
   for (const s of specs) {
     const flag = parsed.values[s.name];
+    if (s.secret && flag !== undefined) throw secretOnCommandLine(program, s);
     const envValue = s.cliOnly ? undefined : env[envName(program, s)];
+    const secretFile = s.secret ? secretFileValue(program, s, parsed.values, env, fromConfig) : undefined;
     if (flag !== undefined) options[s.name] = coerce(s, flag as string | boolean, `--${s.name}`);
+    else if (secretFile?.flag) options[s.name] = coerce(s, secretFile.flag(), `--${secretFileOption(s)}`);
     else if (envValue !== undefined && envValue !== '') options[s.name] = coerce(s, envValue, envName(program, s));
+    else if (secretFile?.env) options[s.name] = coerce(s, secretFile.env(), secretFileEnvName(program, s));
     else if (fromConfig[s.name] !== undefined) options[s.name] = fromConfig[s.name];
+    else if (secretFile?.config) options[s.name] = coerce(s, secretFile.config(), `'${secretFileOption(s)}'`);
     else if (s.default !== undefined) options[s.name] = s.default;
   }
 
@@ -209,6 +269,27 @@ export function parseCommandLineWith(
     );
   }
   return { command, options, positionals, help: false, ...(configPath ? { configFile: configPath } : {}) };
+}
+
+/** Readers of a secret's file for each place that may name it (flag, environment, config file), read only when used. */
+function secretFileValue(
+  program: ProgramSpec,
+  spec: OptionSpec,
+  flags: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+  fromConfig: OptionValues,
+): { flag?: () => string; env?: () => string; config?: () => string } {
+  const name = secretFileOption(spec);
+  const flag = flags[name];
+  const envPath = spec.cliOnly ? undefined : env[secretFileEnvName(program, spec)];
+  const configPath = fromConfig[name];
+  return {
+    ...(typeof flag === 'string' ? { flag: () => readSecretFile(`--${name}`, flag) } : {}),
+    ...(envPath ? { env: () => readSecretFile(secretFileEnvName(program, spec), envPath) } : {}),
+    ...(typeof configPath === 'string' && configPath
+      ? { config: () => readSecretFile(`config key '${name}'`, configPath) }
+      : {}),
+  };
 }
 
 /** The error for a required option that is not set (from any source), naming every way to set it. */
@@ -365,10 +446,13 @@ export function helpText(program: ProgramSpec, command?: CommandSpec): string {
   lines.push('', 'Options:');
   for (const name of command.options) {
     const s = optionSpec(program, name, command);
-    const flag = `--${s.name}${s.type === 'boolean' ? '' : ' <' + (s.choices ? s.choices.join('|') : s.type === 'integer' ? 'n' : 'value') + '>'}`;
+    const flag = s.secret
+      ? `--${secretFileOption(s)} <path>`
+      : `--${s.name}${s.type === 'boolean' ? '' : ' <' + (s.choices ? s.choices.join('|') : s.type === 'integer' ? 'n' : 'value') + '>'}`;
     const extra: string[] = [];
     if (s.default !== undefined && !s.secret) extra.push(`default ${String(s.default)}`);
-    if (!s.cliOnly) extra.push(`env ${envName(program, s)}`);
+    if (s.secret) extra.push(`secret, never a flag: ${secretSources(program, s)}`);
+    else if (!s.cliOnly) extra.push(`env ${envName(program, s)}`);
     lines.push(`  ${(s.short ? `-${s.short}, ` : '') + flag}`);
     lines.push(`      ${s.description}${extra.length ? ` (${extra.join('; ')})` : ''}`);
   }

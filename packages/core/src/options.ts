@@ -9,6 +9,7 @@ import {
   describeAllowed,
   fitsFormat,
   parseCommandLineWith,
+  secretFileOption,
   type OptionSpec,
   type OptionValues,
   type ParsedCommand,
@@ -33,6 +34,7 @@ export function configSchema(specs: readonly OptionSpec[]) {
     } else if (s.choices) t = z.enum(s.choices as [string, ...string[]]);
     else t = z.string().refine((v) => fitsFormat(s, v), { message: `not ${describeAllowed(s)}` });
     shape[s.name] = t.optional();
+    if (s.secret) shape[secretFileOption(s)] = z.string().optional();
   }
   return z.strictObject(shape);
 }
