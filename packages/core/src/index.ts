@@ -1,5 +1,6 @@
 export * from './errors.js';
 export * from './logger.js';
+export * from './redact.js';
 export * from './ids.js';
 export * from './names.js';
 export * from './duration.js';

@@ -1,26 +1,54 @@
 /**
  * Structured logging. Every subsystem logs through a child with its own `component`, and jobs
  * add `jobId`, so one grep follows a job across agent and controller. Secrets never reach the
- * log: the redact list covers every key that may hold one.
+ * log: the redact list covers every key that may hold one, and every string (messages, fields,
+ * bindings, error messages and stacks) has the credentials of URLs in it redacted (redact.ts), so
+ * a NATS or catalog URL with a password prints as nats://user:[redacted]@host.
  */
-import { pino, type Logger as PinoLogger } from 'pino';
+import { pino, type DestinationStream, type Logger as PinoLogger } from 'pino';
+import { redactCredentials } from './redact.js';
 
 export type Logger = PinoLogger;
 
-export const REDACT_PATHS = [
+const SECRET_KEYS = [
   'password',
-  '*.password',
+  'pass',
   'token',
-  '*.token',
   'secret',
-  '*.secret',
   'passphrase',
-  '*.passphrase',
   'authorization',
-  '*.authorization',
   'connectionString',
-  '*.connectionString',
+  'secretAccessKey',
+  'enrollToken',
+  'pgPassword',
+  'credentials',
+  'creds',
+  'nkey',
+  'seed',
 ];
+
+export const REDACT_PATHS = SECRET_KEYS.flatMap((k) => [k, `*.${k}`]);
+
+/** What pino writes to: a destination (a SonicBoom) or any object with write(). */
+interface LogSink {
+  write(line: string): unknown;
+  flushSync?(): void;
+  flush?(cb?: (err?: Error) => void): void;
+}
+
+/**
+ * A sink that redacts credentials of URLs in every finished line before it is written. Applied to
+ * the serialised line, it covers what key-based redaction cannot: messages, child bindings,
+ * nested fields and error messages and stacks. (redact.ts keeps '"' out of user-info, so a match
+ * never spans two JSON strings.)
+ */
+export function redactingSink(sink: LogSink): DestinationStream {
+  return {
+    write: (line: string) => sink.write(redactCredentials(line)),
+    ...(sink.flushSync ? { flushSync: () => sink.flushSync!() } : {}),
+    ...(sink.flush ? { flush: (cb?: (err?: Error) => void) => sink.flush!(cb) } : {}),
+  };
+}
 
 export interface LoggerOptions {
   level?: string;
@@ -37,7 +65,7 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       base: { pid: process.pid },
     },
-    pino.destination({ fd: opts.destination ?? 2, sync: true }),
+    redactingSink(pino.destination({ fd: opts.destination ?? 2, sync: true })),
   );
 }
 

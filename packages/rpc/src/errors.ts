@@ -13,7 +13,7 @@
  *   anything else (UNIMPLEMENTED, ...)    -> Internal, with the gRPC code name in the message
  */
 import * as grpc from '@grpc/grpc-js';
-import { PgfleetError, asPgfleetError, type ErrorName, type Logger } from '@pgfleet/core';
+import { PgfleetError, asPgfleetError, redactCredentials, type ErrorName, type Logger } from '@pgfleet/core';
 
 /** Trailer carrying the stable PGF-xxxx code of a failed call. */
 export const ERROR_CODE_KEY = 'pgfleet-error-code';
@@ -38,7 +38,8 @@ export function toServerStatus(err: unknown, logger?: Logger, method?: string): 
     if (PRINTABLE_ASCII.test(pe.hint)) metadata.set(ERROR_HINT_KEY, pe.hint);
     else metadata.set(ERROR_HINT_BIN_KEY, Buffer.from(pe.hint, 'utf8'));
   }
-  return { code: pe.grpcStatus as grpc.status, details: pe.message, metadata };
+  // What a caller sees never carries a password from a URL the server knows (catalog, NATS).
+  return { code: pe.grpcStatus as grpc.status, details: redactCredentials(pe.message), metadata };
 }
 
 export interface ClientErrorContext {
