@@ -698,8 +698,11 @@ async function main() {
     };
 
     // ---- pgfleet processes: controller + agent, like test/src/harness.ts -------------------
+    // A benchmark fleet on loopback: clear text, chosen explicitly (--insecure) as the binaries require.
     const cli = (...args) =>
-      exec(process.execPath, [CLI_BIN, ...args], { env: { PGFLEET_CONTROLLER: controllerAddress } });
+      exec(process.execPath, [CLI_BIN, ...args], {
+        env: { PGFLEET_CONTROLLER: controllerAddress, PGFLEET_INSECURE: 'true' },
+      });
     /** (Re)starts the agent daemon with this codec for backups and WAL (the codec is an agent setting). */
     const startAgent = async (codec) => {
       await agent?.stop();
@@ -723,6 +726,7 @@ async function main() {
           '600',
           '--compress',
           codec,
+          '--insecure',
         ],
         join(work, `agent-${codec}.log`),
         { asPg: true },
@@ -742,7 +746,16 @@ async function main() {
         log(`starting pgfleet-controller (${controllerAddress}) and pgfleet-agent`);
         controller = startDaemon(
           CONTROLLER_BIN,
-          ['run', '--listen', controllerAddress, '--catalog', join(work, 'catalog.db'), '--repo-path', pgfRepo],
+          [
+            'run',
+            '--listen',
+            controllerAddress,
+            '--catalog',
+            join(work, 'catalog.db'),
+            '--repo-path',
+            pgfRepo,
+            '--insecure',
+          ],
           join(work, 'controller.log'),
         );
         await waitFor('controller to listen', async () => {

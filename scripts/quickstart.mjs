@@ -33,7 +33,7 @@ function daemon(name, script, args, opts = {}) {
 function cli(...args) {
   return spawnSync(process.execPath, [bin('cli'), ...args], {
     stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, PGFLEET_CONTROLLER: controller },
+    env: { ...process.env, PGFLEET_CONTROLLER: controller, PGFLEET_INSECURE: 'true' },
   });
 }
 
@@ -55,6 +55,8 @@ try {
     join(dir, 'catalog.db'),
     '--repo-path',
     repo,
+    // A throwaway fleet on loopback: clear text and no tokens, said explicitly (TLS is the default).
+    '--insecure',
   ]);
   say(`controller on ${controller} (catalog ${join(dir, 'catalog.db')}, repository ${repo}; log ${clog})`);
   const alog = daemon(
@@ -74,6 +76,7 @@ try {
       String(pg.port),
       '--repo-path',
       repo,
+      '--insecure',
     ],
     pgEnvForChild(),
   );
@@ -81,7 +84,7 @@ try {
 
   for (let i = 0; i < 120; i++) {
     const r = spawnSync(process.execPath, [bin('cli'), 'clusters', '--output', 'json'], {
-      env: { ...process.env, PGFLEET_CONTROLLER: controller },
+      env: { ...process.env, PGFLEET_CONTROLLER: controller, PGFLEET_INSECURE: 'true' },
       encoding: 'utf8',
     });
     if (r.status === 0 && /"agentConnected":\s*true/.test(r.stdout)) break;
@@ -97,7 +100,9 @@ try {
   if (once) {
     await cleanup();
   } else {
-    say(`pgfleet is running. In another shell: export PGFLEET_CONTROLLER=${controller}; then try`);
+    say(
+      `pgfleet is running (--insecure: a loopback lab). In another shell: export PGFLEET_CONTROLLER=${controller} PGFLEET_INSECURE=true; then try`,
+    );
     console.log(
       `  node ${bin('cli')} backups ${cluster}\n  node ${bin('cli')} restore ${cluster} --to /tmp/restored --target immediate --wait\nPress Ctrl-C to stop and remove everything.`,
     );

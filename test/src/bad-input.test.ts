@@ -8,7 +8,7 @@ import { createWriteStream, existsSync } from 'node:fs';
 import { readdir, writeFile, mkdir, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chownToPostgres, makeTempDir, removeDir, startPostgres, type PgInstance } from '@pgfleet/testkit';
-import { AGENT_BIN, CLI_BIN, runNode, startFleet, type Fleet } from './harness.js';
+import { AGENT_BIN, CLI_BIN, INSECURE_ARGS, runNode, startFleet, type Fleet } from './harness.js';
 
 async function listRecursive(dir: string): Promise<string[]> {
   if (!existsSync(dir)) return [];
@@ -36,7 +36,7 @@ describe('bad input: clear codes, non-zero exits, nothing half-written', { timeo
   });
 
   it('unreachable controller: PGF-7001 naming the address', async () => {
-    const r = await runNode(CLI_BIN, ['clusters', '--controller', '127.0.0.1:1']);
+    const r = await runNode(CLI_BIN, ['clusters', '--controller', '127.0.0.1:1', ...INSECURE_ARGS]);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /PGF-7001/);
     assert.match(r.stderr, /127\.0\.0\.1:1/);
@@ -169,7 +169,16 @@ describe('bad input: clear codes, non-zero exits, nothing half-written', { timeo
   it('agent with a missing PGDATA exits non-zero with PGF-3001', async () => {
     const r = await runNode(
       AGENT_BIN,
-      ['run', '--controller', fleet.controllerAddress, '--cluster', 'ghost', '--pgdata', '/nonexistent/pgdata'],
+      [
+        'run',
+        '--controller',
+        fleet.controllerAddress,
+        '--cluster',
+        'ghost',
+        '--pgdata',
+        '/nonexistent/pgdata',
+        '--insecure',
+      ],
       { timeoutMs: 120_000 },
     );
     assert.notEqual(r.code, 0);

@@ -48,6 +48,7 @@ import {
 } from '@pgfleet/testkit';
 import {
   AGENT_BIN,
+  INSECURE_ARGS,
   REPO_ROOT,
   startDaemon,
   startFleet,
@@ -334,6 +335,7 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
         '0',
         '--scratch-dir',
         scratch,
+        ...INSECURE_ARGS,
       ],
       join(fleet.dir, 'agent-spare.log'),
       { asPg: true },

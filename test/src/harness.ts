@@ -35,6 +35,11 @@ export const AGENT_BIN = join(REPO_ROOT, 'packages/agent/dist/bin.js');
 export const CONTROLLER_BIN = join(REPO_ROOT, 'packages/controller/dist/bin.js');
 export const CLI_BIN = join(REPO_ROOT, 'packages/cli/dist/bin.js');
 
+/** What a lab fleet (no --tls-dir) passes to the controller and its agents: clear text is never a default. */
+export const INSECURE_ARGS = ['--insecure'];
+/** The same choice for a CLI run (the environment keeps call sites short). */
+export const INSECURE_ENV = { PGFLEET_INSECURE: 'true' };
+
 export interface RunResult {
   code: number;
   stdout: string;
@@ -253,6 +258,8 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   }
   const keys = opts.encryptionKey ? fixedKeys({ [cluster]: opts.encryptionKey }) : undefined;
   const credentials = s3 ? { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } : undefined;
+  // Without --tls-dir the fleet is a lab one: the controller, its agents and the CLI each say --insecure.
+  const insecure = !(opts.controllerArgs ?? []).includes('--tls-dir');
   // Another cluster's wal-push options: the same repositories under its own name.
   const walArgsOf = (name: string): string => walArgs.replace(`--cluster ${cluster} `, `--cluster ${name} `);
   const spawnAgent = (name: string, db: PgInstance, extraArgs: string[]): Daemon =>
@@ -273,6 +280,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
         ...agentRepoArgs,
         '--archive-timeout',
         '60',
+        ...(insecure ? INSECURE_ARGS : []),
         ...extraArgs,
       ],
       join(dir, `agent-${name}-${Date.now()}.log`),
@@ -328,6 +336,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     '5',
     '--manifest-secret',
     manifestSecretFile,
+    ...(insecure ? INSECURE_ARGS : []),
     ...(opts.controllerArgs ?? []),
   ];
   let controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, 'controller.log'));
@@ -348,7 +357,9 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     agent: undefined,
     // The controller address goes by environment (PGFLEET_CONTROLLER) to keep call sites short.
     cli: (...args: string[]) =>
-      runNode(CLI_BIN, args, { env: { PGFLEET_CONTROLLER: controllerAddress, ...opts.cliEnv } }),
+      runNode(CLI_BIN, args, {
+        env: { PGFLEET_CONTROLLER: controllerAddress, ...(insecure ? INSECURE_ENV : {}), ...opts.cliEnv },
+      }),
     async startAgent(extraArgs: string[] = [], db: PgInstance = pg) {
       const agent = spawnAgent(cluster, db, extraArgs);
       fleet.agent = agent;

@@ -16,7 +16,7 @@ import { readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { freePort, startNats, type NatsServer } from '@pgfleet/testkit';
-import { AGENT_BIN, startDaemon, startFleet, waitFor, type Daemon, type Fleet } from './harness.js';
+import { AGENT_BIN, INSECURE_ARGS, startDaemon, startFleet, waitFor, type Daemon, type Fleet } from './harness.js';
 
 const CLUSTER = 'hlt';
 const MiB = 1024 * 1024;
@@ -289,6 +289,7 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
         'hlt_monitorless',
         '--socket',
         join(fleet.dir, 'limited.sock'),
+        ...INSECURE_ARGS,
       ],
       join(fleet.dir, 'agent-limited.log'),
       { asPg: true },

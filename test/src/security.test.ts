@@ -6,11 +6,22 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, chmod, mkdir, stat, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { copyFile, chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chownToPostgres, makeTempDir } from '@pgfleet/testkit';
 import { createAgentCsr, createCertificateAuthority, signAgentCsr } from '@pgfleet/rpc/pki';
-import { AGENT_BIN, CLI_BIN, CONTROLLER_BIN, runNode, startFleet, type Fleet, type RunResult } from './harness.js';
+import { ErrorCodes } from '@pgfleet/core';
+import {
+  AGENT_BIN,
+  CLI_BIN,
+  CONTROLLER_BIN,
+  runNode,
+  startFleet,
+  waitFor,
+  type Fleet,
+  type RunResult,
+} from './harness.js';
 
 const CLUSTER = 'vault';
 
@@ -93,11 +104,37 @@ describe('mutual TLS agents and admin tokens', { timeout: 600_000 }, () => {
 
   let enrollToken = '';
 
+  /** A secret in a file only the postgres user (the agent's) can read, as an operator would leave it. */
+  const secretFile = async (name: string, secret: string): Promise<string> => {
+    const path = join(dir, name);
+    await writeFile(path, `${secret}\n`, { mode: 0o600 });
+    await chownToPostgres(path);
+    return path;
+  };
+
+  it('a secret given as a flag is refused (PGF-1021) without echoing it, naming the environment variable and the file option', async () => {
+    const flagged = await agentOnce('flagged', [
+      '--tls-dir',
+      join(dir, 'flagged-tls'),
+      '--enroll-token',
+      'pgfe_seen-in-ps',
+    ]);
+    assert.equal(flagged.code, 2, flagged.stderr);
+    assert.match(flagged.stderr, new RegExp(`^${ErrorCodes.SecretOnCommandLine.code} --enroll-token is a secret`));
+    assert.match(flagged.stderr, /PGFLEET_ENROLL_TOKEN, --enroll-token-file/);
+    assert.ok(!flagged.stderr.includes('pgfe_seen-in-ps'));
+    const cli = await cliWithout(['clusters', '--token', 'pgfa_seen-in-ps']);
+    assert.equal(cli.code, 2, cli.stderr);
+    assert.match(cli.stderr, /PGFLEET_TOKEN, --token-file/);
+    assert.ok(!cli.stderr.includes('pgfa_seen-in-ps'));
+  });
+
   it('an agent enrolls with a one-time token on first start and connects over mutual TLS', async () => {
     enrollToken = await controllerCmd('enroll-token', CLUSTER, '--catalog', join(dir, 'catalog.db'), '--ttl', '10m');
     assert.match(enrollToken, /^pgfe_/);
     const tlsDir = join(dir, 'agent-tls');
-    const agent = await fleet.startAgent(['--tls-dir', tlsDir, '--enroll-token', enrollToken, '--ca-cert', caCert]);
+    const tokenFile = await secretFile('enroll.token', enrollToken);
+    const agent = await fleet.startAgent(['--tls-dir', tlsDir, '--enroll-token-file', tokenFile, '--ca-cert', caCert]);
     assert.match(await agent.log(), /enrolled with the controller/);
     for (const f of ['agent.key', 'agent.crt']) assert.equal((await stat(join(tlsDir, f))).mode & 0o777, 0o600, f);
     const clusters = JSON.parse((await fleet.cli('clusters', '--output', 'json')).stdout) as {
@@ -114,8 +151,8 @@ describe('mutual TLS agents and admin tokens', { timeout: 600_000 }, () => {
     const r = await agentOnce('second', [
       '--tls-dir',
       join(dir, 'second-tls'),
-      '--enroll-token',
-      enrollToken,
+      '--enroll-token-file',
+      join(dir, 'enroll.token'),
       '--ca-cert',
       caCert,
     ]);
@@ -158,7 +195,7 @@ describe('mutual TLS agents and admin tokens', { timeout: 600_000 }, () => {
   });
 
   it('a viewer token lists backups but cannot start a restore (PGF-8002)', async () => {
-    const list = await cliWithout(['backups', CLUSTER, '--output', 'json', '--token', tokens.viewer!]);
+    const list = await cliWithout(['backups', CLUSTER, '--output', 'json'], { PGFLEET_TOKEN: tokens.viewer! });
     assert.equal(list.code, 0, list.stderr);
     assert.equal((JSON.parse(list.stdout) as unknown[]).length, 1);
     const tokenFile = join(dir, 'viewer.token');
@@ -181,8 +218,59 @@ describe('mutual TLS agents and admin tokens', { timeout: 600_000 }, () => {
     const none = await cliWithout(['clusters']);
     assert.equal(none.code, 7, none.stderr);
     assert.match(none.stderr, /PGF-8001/);
-    const wrong = await cliWithout(['backups', CLUSTER, '--token', 'pgfa_not-a-real-token']);
+    const wrong = await cliWithout(['backups', CLUSTER], { PGFLEET_TOKEN: 'pgfa_not-a-real-token' });
     assert.equal(wrong.code, 7);
     assert.match(wrong.stderr, /PGF-8001 the bearer token is not known/);
+  });
+
+  it("no secret of the test is in any process's command line, any log, the catalog or the events", async () => {
+    // A long-running CLI (events --follow) with its token, alive while the command lines are read.
+    const follower = spawn(process.execPath, [CLI_BIN, 'events', '--follow'], {
+      env: {
+        ...process.env,
+        PGFLEET_CONTROLLER: fleet.controllerAddress,
+        PGFLEET_CA_CERT: caCert,
+        PGFLEET_TOKEN: tokens.viewer!,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let followed = '';
+    follower.stdout.on('data', (d: Buffer) => (followed += d.toString()));
+    follower.stderr.on('data', (d: Buffer) => (followed += d.toString()));
+    try {
+      await waitFor('events --follow to print', async () => followed.length > 0);
+      const secrets = { ...tokens, enroll: enrollToken };
+      const commandLines: string[] = [];
+      for (const pid of await readdir('/proc')) {
+        if (!/^\d+$/.test(pid)) continue;
+        const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+        if (cmdline) commandLines.push(cmdline.replaceAll('\0', ' '));
+      }
+      assert.ok(
+        commandLines.some((c) => c.includes(AGENT_BIN) && c.includes(' run ')),
+        'the agent daemon was seen',
+      );
+      assert.ok(
+        commandLines.some((c) => c.includes(CLI_BIN) && c.includes('--follow')),
+        'the CLI was seen',
+      );
+      const logs = await fleet.logs();
+      // SQLite keeps recent writes in its -wal file: both are the catalog.
+      const catalog = Buffer.concat(
+        await Promise.all(
+          ['catalog.db', 'catalog.db-wal'].map((f) => readFile(join(dir, f)).catch(() => Buffer.alloc(0))),
+        ),
+      );
+      const events = await cliWithout(['events', '--output', 'json'], { PGFLEET_TOKEN: tokens.viewer! });
+      assert.equal(events.code, 0, events.stderr);
+      for (const [name, secret] of Object.entries(secrets)) {
+        assert.ok(!commandLines.some((c) => c.includes(secret)), `the ${name} token is in a command line`);
+        assert.ok(!logs.includes(secret), `the ${name} token is in a log`);
+        assert.ok(!catalog.includes(secret), `the ${name} token is in the catalog`);
+        assert.ok(!events.stdout.includes(secret) && !followed.includes(secret), `the ${name} token is in the events`);
+      }
+    } finally {
+      follower.kill('SIGTERM');
+    }
   });
 });

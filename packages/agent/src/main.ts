@@ -83,6 +83,7 @@ async function main(argv: string[]): Promise<number> {
         ...(run.tlsDir ? { tlsDir: run.tlsDir } : {}),
         ...(run.enrollToken ? { enrollToken: run.enrollToken } : {}),
         ...(run.caCert ? { caCert: run.caCert } : {}),
+        ...(run.insecure ? { insecure: true } : {}),
       };
       const { AgentDaemon } = await import('./daemon.js');
       const daemon = new AgentDaemon(settings, log);

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { createClient, waitForReady } from '@pgfleet/rpc';
 import { AdminService } from '@pgfleet/proto';
+import { ErrorCodes } from '@pgfleet/core';
 import { runScript } from './testing/run-script.js';
 
 const BIN = fileURLToPath(new URL('./bin.js', import.meta.url));
@@ -37,6 +38,17 @@ test('missing required options and unknown config keys print PGF-1002 and exit 2
   assert.match(unknown.stderr, /PGF-1002 .*listen_address/);
 });
 
+test('run without --tls-dir or --insecure refuses to start, naming both ways (PGF-1020, exit 2)', async () => {
+  const r = await run(['run', '--catalog', join(dir, 'refused.db'), '--repo-path', '/srv/repo']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, new RegExp(`^${ErrorCodes.InsecureNotChosen.code} .*no --tls-dir was given`));
+  assert.match(r.stderr, /ca init --dir DIR/);
+  assert.match(r.stderr, /--insecure/);
+  const both = await run(['run', '--catalog', join(dir, 'refused.db'), '--tls-dir', dir, '--insecure']);
+  assert.equal(both.code, 2, both.stderr);
+  assert.match(both.stderr, /--tls-dir and --insecure contradict each other/);
+});
+
 test('--help documents run', async () => {
   const r = await run(['run', '--help']);
   assert.equal(r.code, 0);
@@ -51,7 +63,12 @@ test('run serves the admin API until SIGTERM', async () => {
   const port = (probe.address() as { port: number }).port;
   await new Promise<void>((r) => probe.close(() => r()));
   const child = spawn(process.execPath, [BIN, 'run', '--listen', `127.0.0.1:${port}`, '--log-level', 'warn'], {
-    env: { PATH: process.env.PATH, PGFLEET_CATALOG: join(dir, 'c.db'), PGFLEET_REPO_PATH: '/srv/repo' },
+    env: {
+      PATH: process.env.PATH,
+      PGFLEET_CATALOG: join(dir, 'c.db'),
+      PGFLEET_REPO_PATH: '/srv/repo',
+      PGFLEET_INSECURE: 'true',
+    },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
@@ -87,4 +104,6 @@ test('run serves the admin API until SIGTERM', async () => {
     child.kill('SIGTERM');
   }
   assert.equal(await exited, 0, stderr);
+  // --insecure is said loudly at start, even at log level warn.
+  assert.match(stderr, /"level":40.*INSECURE: serving without TLS \(--insecure\)/);
 });

@@ -16,12 +16,13 @@ import { FakeAgent, SYSID, closeFakeAgents, waitFor, withTimeout } from './testi
 import { CLI_BIN, runScript, type ScriptRun } from './testing/run-script.js';
 
 const CLI = CLI_BIN;
-const pgfleet = (args: string[], env: NodeJS.ProcessEnv = {}) => runScript(CLI, args, env);
+const pgfleet = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  runScript(CLI, args, { PGFLEET_INSECURE: 'true', ...env });
 
 /** `pgfleet` whose output can be watched while it runs (e.g. to act once a progress line is out). */
 function pgfleetWatched(args: string[]): { run: Promise<ScriptRun>; output: () => string } {
   const child = spawn(process.execPath, [CLI, ...args], {
-    env: { PATH: process.env.PATH },
+    env: { PATH: process.env.PATH, PGFLEET_INSECURE: 'true' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -55,6 +56,7 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'pgfleet-cli-it-'));
   controller = await startController({
     listen: '127.0.0.1:0',
+    insecure: true,
     catalogPath: join(dir, 'catalog.db'),
     repoPath: '/srv/repo',
     heartbeatIntervalSeconds: 5,

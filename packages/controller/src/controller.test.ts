@@ -29,6 +29,7 @@ const RESTART_GRACE_SECONDS = 3;
 async function start(jobReclaimGraceSeconds = 1): Promise<RunningController> {
   return startController({
     listen: '127.0.0.1:0',
+    insecure: true,
     catalogPath: join(dir, 'catalog.db'),
     repoPath: REPO,
     heartbeatIntervalSeconds: 2,

@@ -116,9 +116,15 @@ export const controllerProgram = {
         "File holding the secret every cluster's manifest key is derived from (generated 0600 at the first run when missing). Default: manifest.secret in --tls-dir, else beside a SQLite catalog; required with a PostgreSQL catalog and no --tls-dir. Every controller of a catalog needs the same file; keep a copy with the CA key.",
     },
     {
+      name: 'insecure',
+      type: 'boolean',
+      description:
+        'Serve without --tls-dir: clear text, agents not authenticated, admin calls without tokens unless --require-auth. For a lab or a quickstart only; the controller refuses to start with neither --tls-dir nor --insecure.',
+    },
+    {
       name: 'require-auth',
       type: 'boolean',
-      description: 'Require admin bearer tokens even without --tls-dir (implied by --tls-dir).',
+      description: 'With --insecure: still require admin bearer tokens (implied by --tls-dir).',
     },
     {
       name: 'nats-url',
@@ -278,6 +284,7 @@ export const controllerProgram = {
         'max-backups-per-host',
         'tls-dir',
         'manifest-secret',
+        'insecure',
         'require-auth',
         'nats-url',
         'nats-stream-max-age',
@@ -357,6 +364,8 @@ export interface ControllerConfig {
   maxBackupsPerHost?: number;
   /** TLS directory (ca init): TLS only, agent certificates and admin tokens required. */
   tlsDir?: string;
+  /** Serve without TLS (clear text, agents unauthenticated): must be said explicitly when tlsDir is absent. */
+  insecure?: boolean;
   /** Admin tokens required without TLS too. */
   requireAuth?: boolean;
   /** The manifest secret's file (security/manifest-secret.ts); absent: the default beside --tls-dir or the SQLite catalog. */
@@ -405,6 +414,7 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
     maxBackupsPerRepository: run.maxBackupsPerRepository,
     maxBackupsPerHost: run.maxBackupsPerHost,
     ...(run.tlsDir ? { tlsDir: run.tlsDir } : {}),
+    ...(run.insecure ? { insecure: true } : {}),
     ...(run.requireAuth ? { requireAuth: true } : {}),
     ...(run.manifestSecret ? { manifestSecret: run.manifestSecret } : {}),
     ...eventsAndHealthConfig(run),

@@ -3,13 +3,20 @@
  * AgentService, AdminService, health and reflection on one gRPC server. Used by `run` and by the
  * integration tests (port 0, temp catalog), so both exercise the same wiring.
  */
-import * as grpc from '@grpc/grpc-js';
 import type { DescMethod } from '@bufbuild/protobuf';
-import { ErrorCodes, silentLogger, sleep, type Logger } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, redactCredentials, silentLogger, sleep, type Logger } from '@pgfleet/core';
 import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
 import { secretManifestKeys } from '@pgfleet/storage/manifest-auth';
 import { repositoryUrl } from '@pgfleet/storage/repository-url';
-import { addHealthAndReflection, addService, listen, serverTlsCredentials } from '@pgfleet/rpc';
+import {
+  addHealthAndReflection,
+  addService,
+  createServer,
+  DEFAULT_SERVER_LIMITS,
+  listen,
+  serverTlsCredentials,
+  type ServerLimits,
+} from '@pgfleet/rpc';
 import { AdminService, AgentService, EnrollmentService } from '@pgfleet/proto';
 import { adminAuthorizer, agentAuthorizer } from './security/access.js';
 import { createAdminService } from './admin/service.js';
@@ -57,6 +64,8 @@ export interface StartOptions {
   schedulerTimer?: boolean;
   /** False: no health timer (tests call `health.evaluate`). Default true. */
   healthTimer?: boolean;
+  /** Connection limits other than DEFAULT_SERVER_LIMITS (tests shorten the timeouts). */
+  limits?: Partial<ServerLimits>;
 }
 
 export async function startController(
@@ -65,6 +74,7 @@ export async function startController(
 ): Promise<RunningController> {
   const logger = options.logger ?? silentLogger();
   const log = logger.child({ component: 'controller' });
+  checkTransportChoice(config);
   const store = options.store ?? (await openCatalog(config.catalogPath));
   const now = options.now ?? Date.now;
   // Read before anything else is opened: a bad --tls-dir fails the start with nothing to undo.
@@ -143,13 +153,8 @@ export async function startController(
   };
   if ((await store.listActiveJobs()).length > 0) reclaimJobsLater(ctx, undefined, orphanError);
 
-  const server = new grpc.Server({
-    // Agents hold their stream for days; keepalive pings detect a dead host instead of waiting for TCP.
-    'grpc.keepalive_time_ms': 30_000,
-    'grpc.keepalive_timeout_ms': 10_000,
-    'grpc.keepalive_permit_without_calls': 1,
-    'grpc.http2.min_ping_interval_without_data_ms': 10_000,
-  });
+  const limits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
+  const server = createServer(limits);
   // Access control is one hook per service (access.ts), never inside the handlers; so are the
   // bounds on requests (wire-bounds.ts; the agent stream checks each message it reads).
   const checkRequest = (method: DescMethod, req: object): void => checkWireMessage(method.input, req, method.name);
@@ -182,7 +187,7 @@ export async function startController(
 
   let port: number;
   try {
-    port = await listen(server, config.listen, tls ? serverTlsCredentials(tls) : undefined);
+    port = await listen(server, config.listen, tls ? serverTlsCredentials(tls, limits.handshakeTimeoutMs) : undefined);
   } catch (err) {
     server.forceShutdown();
     if (!options.store) await store.close();
@@ -202,7 +207,14 @@ export async function startController(
   if (options.healthTimer ?? true) monitor.start();
   let metrics: MetricsServer | undefined;
   if (config.metricsListen) {
-    const registry = createMetricsRegistry({ store, health: monitor, thresholds, now, ready: () => !closed });
+    const registry = createMetricsRegistry({
+      store,
+      health: monitor,
+      thresholds,
+      now,
+      ready: () => !closed,
+      insecure: tls === undefined,
+    });
     try {
       metrics = await startMetricsServer(config.metricsListen, registry, { store, ready: () => !closed, logger: log });
     } catch (err) {
@@ -212,12 +224,15 @@ export async function startController(
   }
   const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
   const address = `${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`;
-  if (!tls && !isLoopback(host)) {
+  if (!tls) {
+    // --insecure is a choice the operator made; it is repeated loudly so it is never forgotten.
     log.warn(
-      { listen: config.listen },
-      requireTokens
-        ? 'serving without TLS on a non-loopback address: admin tokens travel in clear text and agents are not authenticated; start with --tls-dir'
-        : 'serving without TLS or authentication on a non-loopback address: anyone who can reach it can run backups and restores; start with --tls-dir',
+      { listen: config.listen, insecure: true, loopback: isLoopback(host) },
+      `INSECURE: serving without TLS (--insecure): agents are not authenticated and ${
+        requireTokens
+          ? 'admin tokens travel in clear text'
+          : 'admin calls need no token: anyone who can reach this port can run backups and restores'
+      }${isLoopback(host) ? '' : ', on a non-loopback address'}; for production run \`pgfleet-controller ca init\` and start with --tls-dir`,
     );
   }
   log.info(
@@ -226,7 +241,8 @@ export async function startController(
       port,
       tls: tls !== undefined,
       adminTokens: requireTokens,
-      catalog: config.catalogPath.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:[redacted]@'),
+      limits,
+      catalog: redactCredentials(config.catalogPath),
       repositories: repositories.length > 0 ? repositories.map(repositoryUrl) : 'agent-configured',
     },
     'controller listening',
@@ -271,6 +287,27 @@ export async function startController(
       log.info('controller stopped');
     },
   };
+}
+
+/**
+ * TLS and tokens are the default: serving in clear text is refused unless the operator said
+ * --insecure, so a forgotten flag never leaves a fleet's restores open to its network.
+ */
+function checkTransportChoice(config: Pick<ControllerConfig, 'tlsDir' | 'insecure'>): void {
+  if (config.tlsDir && config.insecure) {
+    throw new PgfleetError('InvalidConfig', '--tls-dir and --insecure contradict each other: choose one', {
+      hint: 'Drop --insecure (and PGFLEET_INSECURE / insecure: in the config file) to serve TLS with the directory.',
+    });
+  }
+  if (!config.tlsDir && !config.insecure) {
+    throw new PgfleetError(
+      'InsecureNotChosen',
+      'pgfleet-controller serves TLS with agent certificates and admin tokens by default, and no --tls-dir was given',
+      {
+        hint: 'Create the CA and server certificate with `pgfleet-controller ca init --dir DIR --hostname <names agents dial>` and start with --tls-dir DIR; or, on a trusted lab network only, start with --insecure (clear text, agents unauthenticated).',
+      },
+    );
+  }
 }
 
 /** 127.0.0.0/8, ::1 and localhost: only this host can connect. */

@@ -4,6 +4,7 @@
  * that says what to do, the gRPC status it maps to, and the process exit code of the CLIs.
  * Codes are never reused or renumbered; add new ones at the end of their block.
  */
+import { redactCredentials } from './redact.js';
 
 /** gRPC status codes we map to (numeric values from the gRPC spec, so core needs no grpc import). */
 export const GrpcStatus = {
@@ -84,6 +85,24 @@ export const ErrorCodes = {
     GrpcStatus.INVALID_ARGUMENT,
     2,
     'The request bytes are not a valid protobuf message of the called method: the client speaks another protocol version or is broken. Use a pgfleet client of the same version as the controller.',
+  ),
+  InsecureNotChosen: spec(
+    'PGF-1020',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'Give TLS material (controller: --tls-dir from `pgfleet-controller ca init`; agent and CLI: --ca-cert, agents also --tls-dir), or say --insecure (PGFLEET_INSECURE=true) to run in clear text without authentication on a trusted lab network; docs/security.md.',
+  ),
+  SecretOnCommandLine: spec(
+    'PGF-1021',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'Every user of the host can read command lines (ps, /proc/<pid>/cmdline): give the secret through its environment variable, the config file, or its --<option>-file (a file only its owner can read).',
+  ),
+  SecretFileUnsafe: spec(
+    'PGF-1022',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'A file holding a secret must be readable by its owner only: chmod 600 FILE (or 640 with a trusted group).',
   ),
   // 2xxx: fleet objects that do not exist or are in the wrong state
   UnknownCluster: spec(
@@ -496,8 +515,10 @@ export function exitWith(run: Promise<number>, prefix = ''): void {
     },
     (err: unknown) => {
       const e = asPgfleetError(err);
-      process.stderr.write(`${prefix}${e.format()}\n`);
-      if (!(err instanceof PgfleetError)) process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
+      // A URL with a password in a message (a catalog, a NATS server) is shown without it.
+      process.stderr.write(`${prefix}${redactCredentials(e.format())}\n`);
+      if (!(err instanceof PgfleetError))
+        process.stderr.write(`${redactCredentials((err as Error)?.stack ?? String(err))}\n`);
       process.exitCode = e.exitCode;
     },
   );

@@ -21,6 +21,7 @@ import {
 } from '@bufbuild/protobuf';
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { toServerStatus } from './errors.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS } from './tls.js';
 import { methodPath, serviceDefinition, UndecodableMessage } from './service-definition.js';
 
 export interface CallContext {
@@ -319,6 +320,73 @@ export function addService<S extends DescService>(
   server.addService(serviceDefinition(service, 'server'), handlers);
 }
 
+/**
+ * What one peer may hold of the server before and after it authenticates. Authentication happens
+ * per call (a certificate or token checked by the service's authorize hook), so until its first
+ * call a connection is anonymous: these bounds keep anonymous peers from holding sockets, streams
+ * and memory without end.
+ */
+export interface ServerLimits {
+  /** A TLS handshake not finished within this is dropped (node's default is 120 s); see serverTlsCredentials. */
+  handshakeTimeoutMs: number;
+  /** A connection with no call open for this long is closed (GOAWAY); clients reconnect when they need to. */
+  connectionIdleMs: number;
+  /** Concurrent streams (calls) on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+  maxConcurrentStreams: number;
+  /** Concurrent connections on one listening socket; more are refused at accept. */
+  maxConnections: number;
+  /** The largest message a peer may send. */
+  maxReceiveMessageBytes: number;
+  /** A connection older than this is asked to go away (unset: no limit: agents hold their stream for days). */
+  connectionAgeMs?: number;
+}
+
+export const DEFAULT_SERVER_LIMITS: ServerLimits = {
+  handshakeTimeoutMs: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  connectionIdleMs: 120_000,
+  maxConcurrentStreams: 100,
+  maxConnections: 1024,
+  maxReceiveMessageBytes: 4 * 1024 * 1024,
+};
+
+/** The grpc-js server with pgfleet's limits and keepalive settings. */
+export function createServer(limits: ServerLimits = DEFAULT_SERVER_LIMITS): grpc.Server {
+  const server = new grpc.Server({
+    // Agents hold their stream for days; keepalive pings detect a dead host instead of waiting for TCP.
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.keepalive_timeout_ms': 10_000,
+    'grpc.keepalive_permit_without_calls': 1,
+    'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+    'grpc.max_concurrent_streams': limits.maxConcurrentStreams,
+    'grpc.max_connection_idle_ms': limits.connectionIdleMs,
+    'grpc.max_receive_message_length': limits.maxReceiveMessageBytes,
+    ...(limits.connectionAgeMs !== undefined
+      ? { 'grpc.max_connection_age_ms': limits.connectionAgeMs, 'grpc.max_connection_age_grace_ms': 30_000 }
+      : {}),
+  });
+  serverLimits.set(server, limits);
+  return server;
+}
+
+const serverLimits = new WeakMap<grpc.Server, ServerLimits>();
+
+/**
+ * grpc-js keeps its node servers private; the connection cap is a node server setting, so it is
+ * applied to what it created (checked by rpc.test.ts: a
+ * grpc-js upgrade that renames the field fails the start here instead of silently dropping them).
+ */
+function applySocketLimits(server: grpc.Server, limits: ServerLimits): void {
+  const nodeServers = (server as unknown as { http2Servers?: Map<NetServerLike, unknown> }).http2Servers;
+  if (!(nodeServers instanceof Map)) {
+    throw new PgfleetError('Internal', 'grpc-js no longer exposes its servers: connection limits cannot be applied');
+  }
+  for (const node of nodeServers.keys()) node.maxConnections = limits.maxConnections;
+}
+
+interface NetServerLike {
+  maxConnections: number;
+}
+
 /** Binds and starts serving; resolves the bound port (useful with port 0 in tests). */
 export function listen(
   server: grpc.Server,
@@ -334,9 +402,17 @@ export function listen(
             hint: 'Choose another listen address, or stop the process that holds the port.',
           }),
         );
-      } else {
-        resolve(port);
+        return;
       }
+      const limits = serverLimits.get(server);
+      try {
+        if (limits) applySocketLimits(server, limits);
+      } catch (e) {
+        server.forceShutdown();
+        reject(e as Error);
+        return;
+      }
+      resolve(port);
     });
   });
 }

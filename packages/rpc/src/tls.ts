@@ -15,6 +15,7 @@
 import { open, rename } from 'node:fs/promises';
 import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
+import { PgfleetError } from '@pgfleet/core';
 
 export interface ServerTlsMaterial {
   /** The CA that signs agent certificates (PEM). */
@@ -32,9 +33,10 @@ export interface ServerTlsMaterial {
  * "not requested".
  */
 class OptionalClientCertServerCredentials extends grpc.ServerCredentials {
-  constructor(m: ServerTlsMaterial) {
+  constructor(m: ServerTlsMaterial, handshakeTimeoutMs: number) {
     super(
-      { requestCert: true, rejectUnauthorized: false },
+      // A peer that opens a socket and never finishes the handshake is anonymous: it gets seconds, not node's 120.
+      { requestCert: true, rejectUnauthorized: false, handshakeTimeout: handshakeTimeoutMs },
       { ca: toBuffer(m.caPem), cert: toBuffer(m.certPem), key: toBuffer(m.keyPem) },
     );
   }
@@ -44,8 +46,14 @@ class OptionalClientCertServerCredentials extends grpc.ServerCredentials {
   }
 }
 
-export function serverTlsCredentials(m: ServerTlsMaterial): grpc.ServerCredentials {
-  return new OptionalClientCertServerCredentials(m);
+/** The TLS handshake bound of the controller (server.ts ServerLimits.handshakeTimeoutMs). */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export function serverTlsCredentials(
+  m: ServerTlsMaterial,
+  handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS,
+): grpc.ServerCredentials {
+  return new OptionalClientCertServerCredentials(m, handshakeTimeoutMs);
 }
 
 export interface ClientTlsMaterial {
@@ -63,6 +71,24 @@ export function clientTlsCredentials(m: ClientTlsMaterial): grpc.ChannelCredenti
     m.keyPem === undefined ? null : toBuffer(m.keyPem),
     m.certPem === undefined ? null : toBuffer(m.certPem),
   );
+}
+
+/**
+ * The credentials of a client that was given no CA: clear text, which the user must ask for.
+ * Without --insecure a client refuses to send tokens and jobs' answers where anyone on the path
+ * reads and changes them, and says how to get TLS instead.
+ */
+export function insecureCredentials(insecure: boolean, program: string, address: string): grpc.ChannelCredentials {
+  if (!insecure) {
+    throw new PgfleetError(
+      'InsecureNotChosen',
+      `${program} has no --ca-cert to verify the controller at ${address}, and clear text was not asked for`,
+      {
+        hint: "Give the fleet CA certificate (the controller's ca.crt) with --ca-cert, or, for a controller run with --insecure on a trusted lab network, pass --insecure (PGFLEET_INSECURE=true).",
+      },
+    );
+  }
+  return grpc.credentials.createInsecure();
 }
 
 let quieted = false;

@@ -1,7 +1,8 @@
 /**
  * The agent's identity towards the controller: which channel credentials its Connect stream uses.
  *
- *  - neither --tls-dir nor --ca-cert: plain text (a loopback dev controller without --tls-dir);
+ *  - neither --tls-dir nor --ca-cert: plain text, only with --insecure (a lab controller run with
+ *    --insecure); without it the agent refuses to start rather than talk to whoever answers;
  *  - --ca-cert only: TLS that verifies the controller, without a client certificate (a controller
  *    with --tls-dir refuses such an agent with PGF-8001);
  *  - --tls-dir: mutual TLS with agent.crt/agent.key from that directory. On the first start the
@@ -21,6 +22,7 @@ import {
   agentIdentityFromSubjectAltName,
   clientTlsCredentials,
   createClient,
+  insecureCredentials,
   writePemFile,
   type ClientOptions,
 } from '@pgfleet/rpc/client';
@@ -52,8 +54,12 @@ export async function agentCredentials(
   s: AgentSettings,
   log: Logger,
   stopped: () => boolean = () => false,
-): Promise<Credentials | undefined> {
-  if (!s.tlsDir) return s.caCert ? clientTlsCredentials({ caPem: await readText(s.caCert, 'ca-cert') }) : undefined;
+): Promise<Credentials> {
+  if (!s.tlsDir) {
+    return s.caCert
+      ? clientTlsCredentials({ caPem: await readText(s.caCert, 'ca-cert') })
+      : insecureCredentials(s.insecure === true, 'pgfleet-agent', s.controller);
+  }
   const dir = s.tlsDir;
   const certPath = join(dir, AGENT_TLS_FILES.cert);
   const keyPath = join(dir, AGENT_TLS_FILES.key);

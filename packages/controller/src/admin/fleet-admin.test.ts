@@ -17,7 +17,8 @@ import { createAdminToken } from '../security/tokens.js';
 import { FakeAgent, closeFakeAgents, waitFor } from '../testing/fake-agent.js';
 import { CLI_BIN, runScript } from '../testing/run-script.js';
 
-const pgfleet = (args: string[], env: NodeJS.ProcessEnv = {}) => runScript(CLI_BIN, args, env);
+const pgfleet = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  runScript(CLI_BIN, args, { PGFLEET_INSECURE: 'true', ...env });
 
 let dir: string;
 let controller: RunningController;
@@ -32,6 +33,7 @@ before(async () => {
   controller = await startController(
     {
       listen: '127.0.0.1:0',
+      insecure: true,
       catalogPath: join(dir, 'catalog.db'),
       repoPath: '/srv/repo',
       heartbeatIntervalSeconds: 5,

@@ -15,7 +15,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Gauge, Registry } from 'prom-client';
-import type { Logger } from '@pgfleet/core';
+import { redactCredentials, type Logger } from '@pgfleet/core';
 import type { AgentRecord, AgentWalHealth, BackupRecord, CatalogStore } from '@pgfleet/catalog';
 import {
   archiverFromJson,
@@ -33,6 +33,8 @@ export interface MetricsOptions {
   thresholds: HealthThresholds;
   now: () => number;
   ready: () => boolean;
+  /** How the controller serves: pgfleet_controller_insecure is 1 without TLS (--insecure), for alerting. */
+  insecure?: boolean;
 }
 
 export interface Metrics {
@@ -57,6 +59,11 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
   const archiver = archiverGauges(g);
   const wal = walGauges(g);
   const fleet = fleetGauges(g);
+  new Gauge({
+    name: 'pgfleet_controller_insecure',
+    help: '1 when the controller serves without TLS (--insecure): agents unauthenticated, traffic in clear text.',
+    registers: [registry],
+  }).set(opts.insecure ? 1 : 0);
   const catalogOk = new Gauge({
     name: 'pgfleet_scrape_catalog_ok',
     help: '1 when the catalog could be read for this scrape.',
@@ -301,7 +308,7 @@ export async function startMetricsServer(
       if (!opts.ready()) return reply(503, 'not serving\n');
       opts.store.listClusters().then(
         () => reply(200, 'ready\n'),
-        (err: Error) => reply(503, `catalog unavailable: ${err.message}\n`),
+        (err: Error) => reply(503, `catalog unavailable: ${redactCredentials(err.message)}\n`),
       );
       return;
     }

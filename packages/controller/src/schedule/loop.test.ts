@@ -28,6 +28,7 @@ async function start(limits: { host?: number } = {}): Promise<RunningController>
   return startController(
     {
       listen: '127.0.0.1:0',
+      insecure: true,
       catalogPath: join(dir, 'catalog.db'),
       repoPath: '/srv/repo',
       heartbeatIntervalSeconds: 5,

@@ -221,6 +221,7 @@ describe('controller with --require-auth and without TLS', () => {
       catalogPath: join(dir, 'catalog.db'),
       repoPath: '/srv/repo',
       heartbeatIntervalSeconds: 2,
+      insecure: true,
       requireAuth: true,
     });
   });

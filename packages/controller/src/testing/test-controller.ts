@@ -31,6 +31,7 @@ export function useTestController(
     controller = await startController(
       {
         listen: '127.0.0.1:0',
+        insecure: true,
         catalogPath: join(dir, 'catalog.db'),
         repoPath: '/srv/repo',
         heartbeatIntervalSeconds: 5,
