@@ -120,7 +120,7 @@ describe('mutual TLS agents and admin tokens', { timeout: 600_000 }, () => {
       'pgfe_seen-in-ps',
     ]);
     assert.equal(flagged.code, 2, flagged.stderr);
-    assert.match(flagged.stderr, new RegExp(`^${ErrorCodes.SecretOnCommandLine.code} --enroll-token is a secret`));
+    assert.match(flagged.stderr, new RegExp(`${ErrorCodes.SecretOnCommandLine.code} --enroll-token is a secret`));
     assert.match(flagged.stderr, /PGFLEET_ENROLL_TOKEN, --enroll-token-file/);
     assert.ok(!flagged.stderr.includes('pgfe_seen-in-ps'));
     const cli = await cliWithout(['clusters', '--token', 'pgfa_seen-in-ps']);

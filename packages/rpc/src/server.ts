@@ -8,6 +8,7 @@
  * the transport accepts them; incoming messages of a bidi call are read on demand, so a slow
  * handler makes gRPC flow control slow the peer down instead of filling memory.
  */
+import type { Http2Session } from 'node:http2';
 import type { Readable, Writable } from 'node:stream';
 import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
@@ -327,7 +328,10 @@ export function addService<S extends DescService>(
  * and memory without end.
  */
 export interface ServerLimits {
-  /** A TLS handshake not finished within this is dropped (node's default is 120 s); see serverTlsCredentials. */
+  /**
+   * A TLS handshake not finished within this is dropped (node's default is 120 s; see
+   * serverTlsCredentials), and so is a connection that has not started a call within it.
+   */
   handshakeTimeoutMs: number;
   /** A connection with no call open for this long is closed (GOAWAY); clients reconnect when they need to. */
   connectionIdleMs: number;
@@ -380,11 +384,33 @@ function applySocketLimits(server: grpc.Server, limits: ServerLimits): void {
   if (!(nodeServers instanceof Map)) {
     throw new PgfleetError('Internal', 'grpc-js no longer exposes its servers: connection limits cannot be applied');
   }
-  for (const node of nodeServers.keys()) node.maxConnections = limits.maxConnections;
+  for (const node of nodeServers.keys()) {
+    node.maxConnections = limits.maxConnections;
+    node.on('session', (session: Http2Session) => firstCallWithin(session, limits.handshakeTimeoutMs));
+  }
+}
+
+/**
+ * A connection is anonymous until its first call is authorised, and grpc-js's idle timeout only
+ * asks it to go away (GOAWAY), which a peer that never speaks HTTP/2 ignores: a session that has
+ * not opened a stream within the handshake timeout is destroyed.
+ */
+function firstCallWithin(session: Http2Session, ms: number): void {
+  // The socket first: destroying only the session leaves a peer that never spoke HTTP/2 connected.
+  const socket = session.socket;
+  const timer = setTimeout(() => {
+    socket.destroy();
+    if (!session.destroyed) session.destroy();
+  }, ms);
+  timer.unref();
+  const clear = (): void => clearTimeout(timer);
+  session.once('stream', clear);
+  session.once('close', clear);
 }
 
 interface NetServerLike {
   maxConnections: number;
+  on(event: 'session', listener: (session: Http2Session) => void): unknown;
 }
 
 /** Binds and starts serving; resolves the bound port (useful with port 0 in tests). */
