@@ -134,6 +134,16 @@ describe('controller with --tls-dir', () => {
       const again = await rejectsWith(c.enroll({ token, agentId: 'db9', cluster: 'main', csrPem }), 'EnrollmentFailed');
       assert.equal(again.code, ErrorCodes.EnrollmentFailed.code);
       assert.match(again.message, /already used by agent 'db1'/);
+      // The token is checked before the request is even parsed: nothing is signed for a spent or unknown one.
+      const spentGarbage = await rejectsWith(
+        c.enroll({ token, agentId: 'db9', cluster: 'main', csrPem: 'garbage' }),
+        'EnrollmentFailed',
+      );
+      assert.match(spentGarbage.message, /already used/);
+      await rejectsWith(
+        c.enroll({ token: 'pgfe_unknown', agentId: 'db1', cluster: 'main', csrPem: 'garbage' }),
+        'EnrollmentFailed',
+      );
 
       const forPayments = await enrollToken('payments');
       const wrong = await rejectsWith(
