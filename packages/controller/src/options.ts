@@ -13,6 +13,7 @@ import {
 } from '@pgfleet/core';
 import { repositoriesFromSettings, type RepositorySpec } from '@pgfleet/storage/repository-url';
 import { ADMIN_ROLES } from '@pgfleet/catalog';
+import type { NatsSecurity } from '@pgfleet/events';
 import { DEFAULT_SERVER_HOSTNAMES } from './security/tls-dir.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -132,6 +133,33 @@ export const controllerProgram = {
       description:
         'NATS server URL(s), comma-separated (nats://host:4222). Set: events in the catalog outbox are published to JetStream stream PGFLEET_EVENTS. Unset: they only accumulate in the catalog (pgfleet events).',
     },
+    {
+      name: 'nats-user',
+      type: 'string',
+      description: 'NATS user name (with --nats-password); never put credentials in --nats-url.',
+    },
+    {
+      name: 'nats-password',
+      type: 'string',
+      secret: true,
+      description: 'NATS password of --nats-user.',
+    },
+    {
+      name: 'nats-creds-file',
+      type: 'string',
+      description: 'NATS credentials file (JWT and NKey seed, e.g. from nsc), instead of --nats-user.',
+    },
+    {
+      name: 'nats-tls-ca',
+      type: 'string',
+      description: "CA certificate (PEM) that signed the NATS server's certificate: TLS required and verified.",
+    },
+    {
+      name: 'nats-tls-cert',
+      type: 'string',
+      description: 'Client certificate (PEM) for a NATS server that verifies clients.',
+    },
+    { name: 'nats-tls-key', type: 'string', description: 'Private key (PEM) of --nats-tls-cert.' },
     {
       name: 'nats-stream-max-age',
       type: 'integer',
@@ -287,6 +315,12 @@ export const controllerProgram = {
         'insecure',
         'require-auth',
         'nats-url',
+        'nats-user',
+        'nats-password',
+        'nats-creds-file',
+        'nats-tls-ca',
+        'nats-tls-cert',
+        'nats-tls-key',
         'nats-stream-max-age',
         'nats-stream-max-bytes',
         'nats-duplicate-window',
@@ -372,6 +406,8 @@ export interface ControllerConfig {
   manifestSecret?: string;
   /** NATS server URLs; absent: events stay in the catalog outbox. */
   natsUrl?: string[];
+  /** NATS credentials and TLS. */
+  nats?: NatsSecurity;
   /** Retention of PGFLEET_EVENTS when the controller creates it. */
   eventStream?: { maxAgeSeconds?: number; maxBytes?: number; duplicateWindowSeconds?: number };
   /** Health thresholds (seconds); defaults rpo 300, stale backup 26 h, silence 60. */
@@ -424,7 +460,7 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
 /** The events, health and metrics part of the run configuration. */
 function eventsAndHealthConfig(
   run: ControllerCommandSettings<'run'>,
-): Pick<ControllerConfig, 'natsUrl' | 'eventStream' | 'health' | 'metricsListen'> {
+): Pick<ControllerConfig, 'natsUrl' | 'nats' | 'eventStream' | 'health' | 'metricsListen'> {
   const natsUrl = run.natsUrl
     ? run.natsUrl
         .split(',')
@@ -435,8 +471,17 @@ function eventsAndHealthConfig(
   if (metrics !== 'off' && !HOST_PORT.test(metrics)) {
     throw new PgfleetError('InvalidConfig', `option 'metrics-listen': '${metrics}' is not host:port or 'off'`);
   }
+  const nats: NatsSecurity = {
+    ...(run.natsUser ? { user: run.natsUser } : {}),
+    ...(run.natsPassword ? { password: run.natsPassword } : {}),
+    ...(run.natsCredsFile ? { credsFile: run.natsCredsFile } : {}),
+    ...(run.natsTlsCa ? { tlsCa: run.natsTlsCa } : {}),
+    ...(run.natsTlsCert ? { tlsCert: run.natsTlsCert } : {}),
+    ...(run.natsTlsKey ? { tlsKey: run.natsTlsKey } : {}),
+  };
   return {
     ...(natsUrl ? { natsUrl } : {}),
+    ...(Object.keys(nats).length > 0 ? { nats } : {}),
     eventStream: {
       maxAgeSeconds: run.natsStreamMaxAge,
       maxBytes: run.natsStreamMaxBytes,

@@ -30,7 +30,7 @@ import { SchedulerLoop } from './schedule/loop.js';
 import { RUN_DEFAULTS, type ControllerConfig } from './options.js';
 import { loadTlsDir, type ControllerTls } from './security/tls-dir.js';
 import { loadManifestSecret, manifestSecretPath } from './security/manifest-secret.js';
-import { JetStreamPublisher, OutboxRelay } from '@pgfleet/events';
+import { JetStreamPublisher, natsSecurityOptions, OutboxRelay } from '@pgfleet/events';
 import { catalogOutbox } from './jobs/events.js';
 import { DEFAULT_HEALTH_THRESHOLDS, HealthMonitor, type HealthThresholds } from './health/health.js';
 import { createMetricsRegistry, startMetricsServer, type MetricsServer } from './health/metrics.js';
@@ -133,6 +133,7 @@ export async function startController(
   if (config.natsUrl?.length) {
     publisher = new JetStreamPublisher({
       url: config.natsUrl,
+      ...(config.nats ? { natsOptions: natsSecurityOptions(config.nats) } : {}),
       stream: config.eventStream ?? {},
       logger: logger.child({ component: 'events' }),
     });

@@ -41,6 +41,8 @@ export {
   DEFAULT_STREAM_OPTIONS,
   JetStreamPublisher,
   createJetStreamPublisher,
+  natsSecurityOptions,
+  type NatsSecurity,
   ensureEventStream,
   eventStreamConfig,
   type EventPublisher,

@@ -8,8 +8,10 @@
  * and publishes with `Nats-Msg-Id` = event id so a retried publish whose first ack was lost is
  * dropped by the server instead of stored twice.
  */
+import { readFileSync } from 'node:fs';
 import {
   connect,
+  credsAuthenticator,
   headers as natsHeaders,
   nanos,
   type NatsConnection,
@@ -27,7 +29,7 @@ import {
   type JetStreamManager,
   type StreamConfig,
 } from '@nats-io/jetstream';
-import { PgfleetError, silentLogger, type Logger } from '@pgfleet/core';
+import { PgfleetError, redactCredentials, silentLogger, type Logger } from '@pgfleet/core';
 import type { Event } from '@pgfleet/proto';
 import { ENCODING_HEADER, encodeEvent, type EventEncoding } from './encoding.js';
 import { EVENTS_SUBJECTS, eventKind, subjectFor } from './kinds.js';
@@ -148,6 +150,55 @@ export interface JetStreamPublisherOptions {
   logger?: Logger;
 }
 
+/** How the controller proves itself to NATS and verifies it (options --nats-*). */
+export interface NatsSecurity {
+  user?: string;
+  password?: string;
+  /** A NATS credentials file (JWT and NKey seed, from nsc). */
+  credsFile?: string;
+  /** CA that signed the server's certificate: TLS required and verified against it. */
+  tlsCa?: string;
+  /** Client certificate and key for servers that verify clients (tls verify). */
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+/** NATS client options for NatsSecurity: credentials read once here, TLS files read by the client. */
+export function natsSecurityOptions(s: NatsSecurity): Omit<NodeConnectionOptions, 'servers'> {
+  if ((s.tlsCert === undefined) !== (s.tlsKey === undefined)) {
+    throw new PgfleetError('InvalidConfig', 'options nats-tls-cert and nats-tls-key go together: set both or neither');
+  }
+  if (s.credsFile && s.user) {
+    throw new PgfleetError('InvalidConfig', 'options nats-creds-file and nats-user are two ways to log in: choose one');
+  }
+  let creds: Uint8Array | undefined;
+  if (s.credsFile) {
+    try {
+      creds = readFileSync(s.credsFile);
+    } catch (err) {
+      throw new PgfleetError(
+        'InvalidConfig',
+        `option 'nats-creds-file': cannot read ${s.credsFile}: ${describe(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+  const tls =
+    s.tlsCa || s.tlsCert
+      ? {
+          ...(s.tlsCa ? { caFile: s.tlsCa } : {}),
+          ...(s.tlsCert ? { certFile: s.tlsCert, keyFile: s.tlsKey! } : {}),
+        }
+      : undefined;
+  return {
+    ...(s.user ? { user: s.user, ...(s.password !== undefined ? { pass: s.password } : {}) } : {}),
+    ...(creds ? { authenticator: credsAuthenticator(creds) } : {}),
+    ...(tls ? { tls } : {}),
+  };
+}
+
 interface Connected {
   nc: NatsConnection;
   js: JetStreamClient;
@@ -259,9 +310,13 @@ export class JetStreamPublisher implements EventPublisher {
         timeout: this.opts.connectTimeoutMs ?? 5000,
       });
     } catch (err) {
-      throw new PgfleetError('EventPublishFailed', `cannot connect to NATS at ${String(servers)}: ${describe(err)}`, {
-        cause: err,
-      });
+      throw new PgfleetError(
+        'EventPublishFailed',
+        `cannot connect to NATS at ${redactCredentials(String(servers))}: ${describe(err)}`,
+        {
+          cause: err,
+        },
+      );
     }
     if (this.closed) {
       await nc.close();
@@ -278,7 +333,7 @@ export class JetStreamPublisher implements EventPublisher {
       await nc.close().catch(() => undefined);
       throw new PgfleetError(
         'EventPublishFailed',
-        `JetStream is not available at ${String(servers)}: ${describe(err)}`,
+        `JetStream is not available at ${redactCredentials(String(servers))}: ${describe(err)}`,
         { cause: err },
       );
     }

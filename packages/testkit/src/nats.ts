@@ -36,6 +36,8 @@ export interface NatsServer {
 export interface NatsOptions {
   /** default 60 s: a loaded machine may take many seconds to start a server (only a bound on a hang) */
   startTimeoutMs?: number;
+  /** More nats-server arguments, e.g. --user/--pass or --tls --tlscert/--tlskey. */
+  args?: readonly string[];
 }
 
 /** nats-server binary: PGFLEET_NATS_SERVER, else the Debian path, else PATH. */
@@ -57,13 +59,14 @@ async function launch(
   logFile: string,
   port: number,
   timeoutMs: number,
+  args: readonly string[] = [],
 ): Promise<LaunchResult> {
   // A restart appends to the same log: only what this start writes counts for readiness.
   const logOffset = existsSync(logFile) ? statSync(logFile).size : 0;
   const readNewLog = async () => (await readFile(logFile, 'utf8').catch(() => '')).slice(logOffset);
   // The server logs to stderr; send it straight to a file so no pipe keeps this process busy.
   const fd = openSync(logFile, 'a');
-  const child = spawn(natsServerBin(), ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir], {
+  const child = spawn(natsServerBin(), ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir, ...args], {
     stdio: ['ignore', fd, fd],
     cwd: dir,
   });
@@ -103,7 +106,7 @@ export async function startNats(opts: NatsOptions = {}): Promise<NatsServer> {
   let proc: SupervisedChild | undefined;
   for (let attempt = 1; ; attempt++) {
     port = await freePort();
-    const r = await launch(dir, storeDir, logFile, port, timeoutMs);
+    const r = await launch(dir, storeDir, logFile, port, timeoutMs, opts.args);
     if (r.ok) {
       proc = r.proc;
       break;
@@ -143,7 +146,7 @@ export async function startNats(opts: NatsOptions = {}): Promise<NatsServer> {
       if (stopping) throw new Error('startNats: restart() after stop()');
       await kill();
       // The port was ours a moment ago; another process may grab it meanwhile (rare): say so.
-      const r = await launch(dir, storeDir, logFile, port, timeoutMs);
+      const r = await launch(dir, storeDir, logFile, port, timeoutMs, opts.args);
       if (!r.ok)
         throw new Error(`startNats: restart on port ${port}: ${r.why}\n--- nats-server log tail ---\n${tail(r.log)}`);
       current = r.proc;
