@@ -228,6 +228,10 @@ describe('S3 driver with a fake client', () => {
     let parts = 0;
     const d = new S3Driver(
       fake({
+        // The repository asks once whether the cluster is encrypted (encryption.json): it is not.
+        async headObject() {
+          return undefined;
+        },
         async createMultipartUpload() {
           return 'u1';
         },
