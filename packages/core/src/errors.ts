@@ -145,6 +145,18 @@ export const ErrorCodes = {
     4,
     'A backup from a standby needs a connected agent on a standby that is caught up (see `pgfleet status`): start `pgfleet-agent run` on the standby host, wait for replay to catch up, or back up with --from prefer-standby or --from primary.',
   ),
+  BackupChainExpired: spec(
+    'PGF-2030',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'A backup this diff/incr builds on was expired while the new backup started or ran, so the new one stopped before its manifest (it never references missing files). Start the backup again: it builds on a backup that still exists.',
+  ),
+  BackupLeaseLost: spec(
+    'PGF-2031',
+    GrpcStatus.UNAVAILABLE,
+    5,
+    'The backup could not keep its lease in the repository fresh (the write failed, or the lease was removed after it went stale), so an expire may have removed files it references; it stopped before its manifest. Check that the repository is reachable and writable, then start the backup again.',
+  ),
   // 3xxx: PostgreSQL and the data directory
   PgdataMissing: spec(
     'PGF-3001',
@@ -268,6 +280,12 @@ export const ErrorCodes = {
     GrpcStatus.FAILED_PRECONDITION,
     6,
     'The timeline history contradicts the history the repository holds for its parent timeline: it comes from another lineage (a copy of another system, or a crafted file). It was not archived; find out which server produced it, and keep restored copies from archiving into this repository (`pgfleet restore` turns archive_mode off unless --archive preserve).',
+  ),
+  WalCopyDamaged: spec(
+    'PGF-4020',
+    GrpcStatus.DATA_LOSS,
+    6,
+    'An archived copy of this WAL file vanished or failed the checksum its name carries when a push found it; it was replaced with the file PostgreSQL still holds. Check the storage under the repository and run `pgfleet verify <cluster>`.',
   ),
   // 5xxx: repository
   RepoFileMissing: spec(

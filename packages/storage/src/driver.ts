@@ -43,6 +43,14 @@ export interface RepositoryDriver {
    * parents up to the root). Drivers whose puts are durable on return need not implement it.
    */
   syncKeys?(keys: readonly string[]): Promise<void>;
+  /**
+   * Makes objects found in the repository durable whoever wrote them: fsyncs each object and the
+   * directories holding it up to the root (a writer that died between its rename and its
+   * directory fsync left an object that a listing shows but a power loss can still take away).
+   * RepoFileMissing when an object is gone. Drivers whose visible objects are durable (S3: a
+   * listing or GET shows only completed uploads) need not implement it.
+   */
+  syncObjects?(keys: readonly string[]): Promise<void>;
   /** Releases connections (S3 sockets); the driver is unusable afterwards. */
   close?(): void;
   /**

@@ -152,6 +152,10 @@ export class MirroredDriver implements RepositoryDriver {
     await settleAll(this.members.map(async (m) => m.syncKeys?.(keys)));
   }
 
+  async syncObjects(keys: readonly string[]): Promise<void> {
+    await settleAll(this.members.map(async (m) => m.syncObjects?.(keys)));
+  }
+
   close(): void {
     for (const m of this.members) m.close?.();
   }

@@ -97,6 +97,11 @@ export class PosixDriver implements RepositoryDriver, LocalObjectFiles {
     await fsyncPath(path);
   }
 
+  /** Fsyncs a file found in the repository (protected, like syncDir, for tests). */
+  protected async syncFile(path: string): Promise<void> {
+    await fsyncPath(path);
+  }
+
   /**
    * An atomic writer for `key` driven by the caller, write by write (no stream machinery): a temp
    * file, then on commit fsync + rename (+ directory fsync unless deferred, see PutOptions).
@@ -248,6 +253,21 @@ export class PosixDriver implements RepositoryDriver, LocalObjectFiles {
     }
     // Every directory below the root was synced along with its parent: none is new any more.
     for (const d of ordered) if (d !== '') this.unsyncedDirs.delete(join(this.root, ...d.split('/')));
+  }
+
+  async syncObjects(keys: readonly string[]): Promise<void> {
+    for (const key of keys) {
+      try {
+        await this.syncFile(this.path(key));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+          throw new PgfleetError('RepoFileMissing', `repository file ${key} is missing from ${this.root}`, {
+            cause: err,
+          });
+        throw ioError(`cannot sync ${key} in repository ${this.root}`, err);
+      }
+    }
+    await this.syncKeys(keys);
   }
 
   /** The prefix's directory with everything in it (files, temp files of failed writes, emptied directories). */

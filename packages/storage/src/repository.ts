@@ -7,11 +7,14 @@
  *   <cluster>/backup/<label>/pg_data/<path>[.zst]    file bytes
  *   <cluster>/backup/<label>/pg_chunks/<path>/<n>[.zst]   chunks of large files (manifest `chunks`)
  *   <cluster>/backup/<label>/backup.manifest         written last: its presence means "complete"
+ *   <cluster>/backup/<label>/backup.lease            while the backup runs: the backups it references (backup-lease.ts)
  *   <cluster>/wal/<timeline+log>/<segment>-<sha256>[.zst]   archived WAL (also .backup, .partial)
  *   <cluster>/wal/timelines/<tli>.history-<sha256>[.zst]
  *
- * The content checksum is in each WAL file's name so the archive can answer "already there with
- * the same content?" from a listing, without downloading anything.
+ * The content checksum is in each WAL file's name so the archive can find "already there with
+ * the same content?" from a listing. Before it answers so, the found object is made durable and
+ * read back against that checksum once per process (confirmWal): the writer that listed it may
+ * have died before its directory fsync, and PostgreSQL recycles a segment once told it is archived.
  *
  * On a mirror (several repositories, mirrored-driver.ts) reads see the union and writes go
  * everywhere; what is written only when missing (format marker, cluster identity, WAL) is decided
@@ -25,6 +28,7 @@ import { PgfleetError } from '@pgfleet/core/errors';
 import { parseBackupLabel, parseClusterName } from '@pgfleet/core/names';
 import { CODECS, type Codec, codecExtension, codecOfExtension, hasBlockForm, HashingStream } from './codec.js';
 import type { ObjectInfo, PutOptions, RepositoryDriver } from './driver.js';
+import { type BackupLease, type FoundLease, leaseState, parseBackupLease } from './backup-lease.js';
 import { type BackupManifest, parseManifest } from './manifest.js';
 import { type ManifestKeys, openManifest, sealManifest } from './manifest-auth.js';
 import { MirroredDriver } from './mirrored-driver.js';
@@ -81,6 +85,29 @@ const ONE_PASS_WAL_BYTES = 64 << 20;
 const WAL_KEY_RE = /^(.+)-([0-9a-f]{64})(\.zst|\.lz4|\.gz)?$/;
 /** Keys per delete call while removing a backup's files (between two, a cancelled job stops). */
 const DELETE_BATCH = 1000;
+
+const LEASE_KEY_RE = /^[^/]+\/backup\/([^/]+)\/backup\.lease$/;
+
+/**
+ * WAL objects this process stored or confirmed (location + key), so an "exists" answer reads an
+ * object back once per process, not once per push: the WAL stream and archive_command's retries
+ * of the same segment meet in the agent daemon. Bounded; the oldest entries go first.
+ */
+const confirmedWal = new Set<string>();
+const CONFIRMED_WAL_MAX = 8192;
+
+function rememberConfirmed(id: string): void {
+  confirmedWal.add(id);
+  if (confirmedWal.size > CONFIRMED_WAL_MAX) confirmedWal.delete(confirmedWal.values().next().value!);
+}
+
+/** What archiving one WAL file did (Repository.archiveWal). */
+export interface WalArchiveOutcome {
+  result: 'stored' | 'exists';
+  sha256: string;
+  /** Keys of stored copies that failed their checksum or vanished, replaced by this push. */
+  replaced: string[];
+}
 
 /** An object under a backup's label (Repository.listBackupObjects). */
 export interface BackupObject extends ObjectInfo {
@@ -374,6 +401,78 @@ export class Repository {
     return manifest;
   }
 
+  /** Whether the backup's manifest exists (the backup is complete and listed). */
+  async hasManifest(cluster: string, label: string): Promise<boolean> {
+    return (await this.driver.stat(this.backupManifestKey(cluster, label))) !== undefined;
+  }
+
+  /**
+   * Removes a backup's manifest and returns its stored bytes (undefined when there was none), so
+   * that an expire that finds the backup leased after all can put it back unchanged
+   * (reinstateManifest): the stored bytes, not a re-serialisation, so whatever authenticates a
+   * manifest still holds.
+   */
+  async withdrawManifest(cluster: string, label: string): Promise<Buffer | undefined> {
+    const key = this.backupManifestKey(cluster, label);
+    let stored: Buffer;
+    try {
+      stored = await readSmall(this.driver, key);
+    } catch (err) {
+      if (PgfleetError.is(err, 'RepoFileMissing')) return undefined;
+      throw err;
+    }
+    await this.driver.delete([key]);
+    return stored;
+  }
+
+  /** Puts back a manifest removed by withdrawManifest (durably). */
+  async reinstateManifest(cluster: string, label: string, stored: Buffer): Promise<void> {
+    await this.driver.put(this.backupManifestKey(cluster, label), stored);
+  }
+
+  // ---- leases of backups in progress (backup-lease.ts) -----------------------------------------
+
+  backupLeaseKey(cluster: string, label: string): string {
+    return `${this.backupPrefix(cluster, label)}/backup.lease`;
+  }
+
+  /** Writes (or refreshes) a lease, durably: an expire that lists it must find it after a power loss too. */
+  async writeBackupLease(lease: BackupLease): Promise<void> {
+    await this.driver.put(this.backupLeaseKey(lease.cluster, lease.label), Buffer.from(JSON.stringify(lease, null, 1)));
+  }
+
+  /** Whether the backup's lease is still there (someone who judged it stale may have removed its directory). */
+  async hasBackupLease(cluster: string, label: string): Promise<boolean> {
+    return (await this.driver.stat(this.backupLeaseKey(cluster, label))) !== undefined;
+  }
+
+  async removeBackupLease(cluster: string, label: string): Promise<void> {
+    await this.driver.delete([this.backupLeaseKey(cluster, label)]);
+  }
+
+  /** Every backup lease of the cluster with its state at `nowMs` (a lease removed while listed is skipped). */
+  async listBackupLeases(cluster: string, nowMs: number): Promise<FoundLease[]> {
+    const out: FoundLease[] = [];
+    for await (const o of this.driver.list(`${cluster}/backup/`)) {
+      const m = LEASE_KEY_RE.exec(o.key);
+      if (!m) continue;
+      let text: string;
+      try {
+        text = (await readSmall(this.driver, o.key)).toString('utf8');
+      } catch (err) {
+        if (PgfleetError.is(err, 'RepoFileMissing')) continue;
+        throw err;
+      }
+      try {
+        const lease = parseBackupLease(text, o.key);
+        out.push({ key: o.key, label: m[1]!, lease, ...leaseState(lease, nowMs) });
+      } catch {
+        out.push({ key: o.key, label: m[1]!, lease: undefined, state: 'unreadable' });
+      }
+    }
+    return out;
+  }
+
   /** Every object under every backup label of the cluster (complete or not), in key order. */
   async *listBackupObjects(cluster: string): AsyncIterable<BackupObject> {
     const prefix = `${clusterDir(cluster)}/backup/`;
@@ -474,13 +573,15 @@ export class Repository {
   /**
    * Archives one WAL file whose content checksum is already known (the caller hashed it while
    * validating). Idempotent per repository: where the same name with the same checksum is
-   * stored nothing is written; the same name with another checksum in any repository is refused
-   * and never overwritten; repositories lacking it get it (read and compressed once for all).
+   * stored, durable and intact (confirmWal) nothing is written; the same name with another
+   * checksum in any repository is refused and never overwritten; repositories lacking it get it
+   * (read and compressed once for all), and so do those whose copy vanished or fails its checksum.
    *
    * The key names the checksum, so bytes with another checksum must never appear under it: the
    * content is hashed again as it is uploaded and a mismatch fails the upload before its end,
-   * so the driver never commits it (a failed put leaves nothing, driver.ts). Nothing is deleted
-   * afterwards, which could remove the same object stored meanwhile by a correct writer.
+   * so the driver never commits it (a failed put leaves nothing, driver.ts). Nothing but a copy
+   * proven damaged is deleted afterwards: anything else could be the same object stored
+   * meanwhile by a correct writer.
    */
   async pushWal(
     cluster: string,
@@ -489,8 +590,18 @@ export class Repository {
     open: () => Readable,
     codec: Codec,
   ): Promise<'stored' | 'exists'> {
-    const target = this.walTarget(name, sha256, await this.findWalInMembers(cluster, name));
-    if (!target) return 'exists';
+    return (await this.pushWalStream(cluster, name, sha256, open, codec)).result;
+  }
+
+  private async pushWalStream(
+    cluster: string,
+    name: string,
+    sha256: string,
+    open: () => Readable,
+    codec: Codec,
+  ): Promise<WalArchiveOutcome> {
+    const { target, replaced } = await this.walTarget(name, sha256, await this.findWalInMembers(cluster, name));
+    if (!target) return { result: 'exists', sha256, replaced: [] };
     const key = this.walKey(cluster, name, sha256, codec);
     // The file changed between hashing and upload: PostgreSQL never does that to a ready segment.
     const content = new ExpectedContent(
@@ -501,8 +612,9 @@ export class Repository {
           `WAL file ${name} changed while it was being archived (sha256 ${sha256} when hashed, ${got} over ${bytes} bytes when uploaded); nothing was stored`,
         ),
     );
-    await target.objects.storeStream(key, open(), codec, { content });
-    return 'stored';
+    await target.repo.objects.storeStream(key, open(), codec, { content });
+    await this.storedWal(target, key, replaced);
+    return { result: 'stored', sha256, replaced };
   }
 
   /**
@@ -518,20 +630,21 @@ export class Repository {
     path: string,
     codec: Codec,
     size: number,
-  ): Promise<{ result: 'stored' | 'exists'; sha256: string }> {
+  ): Promise<WalArchiveOutcome> {
     if (size > ONE_PASS_WAL_BYTES || !hasBlockForm(codec)) {
       const content = new HashingStream();
       await pipeline(fileStream(path), content, new Writable({ write: (_c, _e, cb) => cb() }));
-      const open = () => fileStream(path);
-      return { result: await this.pushWal(cluster, name, content.sha256, open, codec), sha256: content.sha256 };
+      return this.pushWalStream(cluster, name, content.sha256, () => fileStream(path), codec);
     }
     const searching = this.findWalInMembers(cluster, name);
     searching.catch(() => {}); // awaited below
     const { sha256, stored } = await encodeFile(path, codec);
-    const target = this.walTarget(name, sha256, await searching);
-    if (!target) return { result: 'exists', sha256 };
-    await target.objects.storeEncoded(this.walKey(cluster, name, sha256, codec), stored);
-    return { result: 'stored', sha256 };
+    const { target, replaced } = await this.walTarget(name, sha256, await searching);
+    if (!target) return { result: 'exists', sha256, replaced: [] };
+    const key = this.walKey(cluster, name, sha256, codec);
+    await target.repo.objects.storeEncoded(key, stored);
+    await this.storedWal(target, key, replaced);
+    return { result: 'stored', sha256, replaced };
   }
 
   private walKey(cluster: string, name: string, sha256: string, codec: Codec): string {
@@ -543,29 +656,97 @@ export class Repository {
     return settleAll(members.map(async (member) => ({ member, found: await member.findWal(cluster, name) })));
   }
 
-  /** Where `name` with `sha256` must still be written (undefined: everywhere already); a member holding other content refuses it. */
-  private walTarget(
+  /**
+   * Where `name` with `sha256` must still be written (no target: everywhere already, durable and
+   * intact); a member holding other content refuses it. A member's copy with the same checksum
+   * counts only once confirmWal made it durable and read it back intact; a copy that fails is
+   * written again (the key names the content, so the right bytes may replace it).
+   */
+  private async walTarget(
     name: string,
     sha256: string,
     found: { member: Repository; found: ArchivedWal[] }[],
-  ): Repository | undefined {
-    const missing: RepositoryDriver[] = [];
+  ): Promise<{ target?: { repo: Repository; members: Repository[] }; replaced: string[] }> {
+    const missing: Repository[] = [];
+    const replaced: string[] = [];
     for (const { member, found: existing } of found) {
-      if (existing.some((e) => e.sha256 === sha256)) continue;
-      if (existing.length > 0) {
+      const same = existing.filter((e) => e.sha256 === sha256);
+      if (same.length === 0 && existing.length > 0) {
         throw new PgfleetError(
           'WalConflict',
           `WAL file ${name} is already archived in ${member.location} with different content (sha256 ${existing[0]!.sha256}, this one ${sha256})`,
         );
       }
-      missing.push(member.driver);
+      let intact = false;
+      for (const copy of same) {
+        if (await member.confirmWal(copy)) intact = true;
+        else replaced.push(copy.key);
+      }
+      if (!intact) missing.push(member);
     }
-    if (missing.length === 0) return undefined;
-    return new Repository(
-      missing.length === 1 ? missing[0]! : new MirroredDriver(missing),
-      this.manifestKeys,
-      this.keys,
+    if (missing.length === 0) return { replaced };
+    const repo =
+      missing.length === 1
+        ? missing[0]!
+        : new Repository(new MirroredDriver(missing.map((m) => m.driver)), this.manifestKeys, this.keys);
+    return { target: { repo, members: missing }, replaced };
+  }
+
+  /**
+   * After a store: the new objects are durable (the driver's put guarantees it) and known good to
+   * this process; damaged copies under other keys (another codec) go, so no reader picks them.
+   */
+  private async storedWal(target: { members: Repository[] }, key: string, replaced: readonly string[]): Promise<void> {
+    for (const m of target.members) rememberConfirmed(`${m.location}\0${key}`);
+    const stale = replaced.filter((k) => k !== key);
+    if (stale.length > 0) await settleAll(target.members.map((m) => m.driver.delete(stale)));
+  }
+
+  /**
+   * Whether an archived copy found by a listing may stand for "archived": made durable (posix:
+   * the file and its directories fsynced, since its writer may have died before doing so; S3
+   * shows only completed uploads) and its content read back against the checksum its key names.
+   * False when it vanished or fails the checksum (a torn or damaged copy). Once per process per object.
+   */
+  async confirmWal(copy: ArchivedWal): Promise<boolean> {
+    const id = `${this.location}\0${copy.key}`;
+    if (confirmedWal.has(id)) return true;
+    try {
+      await this.driver.syncObjects?.([copy.key]);
+      await this.readObject(
+        copy.key,
+        copy.codec,
+        { sha256: copy.sha256 },
+        new Writable({ write: (_c, _e, cb) => cb() }),
+      );
+    } catch (err) {
+      if (PgfleetError.is(err, 'RepoFileMissing') || PgfleetError.is(err, 'RepoChecksumMismatch')) return false;
+      throw err;
+    }
+    rememberConfirmed(id);
+    return true;
+  }
+
+  /**
+   * Makes the archived WAL files `names` durable in every repository (of a mirror), whoever
+   * archived them: a backup calls it before its manifest, which declares them part of a
+   * restorable backup. Returns the names some repository lacks (nothing is synced for them).
+   */
+  async syncWal(cluster: string, names: readonly string[]): Promise<string[]> {
+    const lacking = new Set<string>();
+    await settleAll(
+      this.members().map(async (m) => {
+        if (!m.driver.syncObjects) return;
+        const keys: string[] = [];
+        for (const name of names) {
+          const found = await m.findWal(cluster, name);
+          if (found.length === 0) lacking.add(name);
+          keys.push(...found.map((w) => w.key));
+        }
+        if (keys.length > 0) await m.driver.syncObjects(keys);
+      }),
     );
+    return names.filter((n) => lacking.has(n));
   }
 
   /** Removes archived WAL files (as listed by listWal or findWal); ones already gone are ignored. */

@@ -12,8 +12,10 @@
  *   5. pg_backup_stop: returns backup_label and forces a switch to a new segment, so the last
  *      segment the backup needs becomes ready for archiving;
  *   6. wait until every segment from start to stop LSN is in the repository (proof that the
- *      backup is restorable, not just copied);
+ *      backup is restorable, not just copied), and make them durable whoever archived them;
  *   7. write the manifest, last and atomically: before it exists the backup is invisible.
+ * From its label on the backup holds a lease in the repository naming the backups it references
+ * (lease.ts), so that an expire running meanwhile keeps them.
  *
  * On a standby (HA clusters, docs/ha.md) the same steps run there, with what PostgreSQL does
  * differently during recovery (xlog.c do_pg_backup_start/stop):
@@ -54,6 +56,7 @@ import {
   type ManifestFile,
   type Repository,
 } from '@pgfleet/storage';
+import { BackupLeaseHolder, leaseChain } from './lease.js';
 import { choosePriorBackup, decideFile, type FileDecision } from './prior.js';
 import { CopyPool } from '../copy/pool.js';
 import { listPgdata, type PgdataEntry } from '../pgdata/walk.js';
@@ -87,6 +90,8 @@ export interface BackupOptions {
    * through the controller). Called again while the backup waits for it.
    */
   requestWalSwitch?: (lsn: Lsn) => void;
+  /** How often the backup's lease is refreshed (default lease.ts LEASE_REFRESH_MS). */
+  leaseRefreshMs?: number;
   log: Logger;
   progress: ProgressSink;
   signal?: AbortSignal;
@@ -117,6 +122,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
   const tracker = new ProgressTracker(opts.progress, 'starting');
   const client = await connectPg(opts.pg);
   let label: string | undefined;
+  let lease: BackupLeaseHolder | undefined;
   let completed = false;
   try {
     const facts = await clusterFacts(client);
@@ -139,18 +145,32 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     const base = await choosePrior(opts, client, facts, source);
     const { startTime, label: free } = await freeLabel(repo, opts.cluster, base.type);
     label = free;
+    lease = await BackupLeaseHolder.acquire(
+      repo,
+      opts.cluster,
+      label,
+      leaseChain(base.prior),
+      opts.log,
+      opts.leaseRefreshMs,
+    );
     const startLsn = await startBackup(opts, client, facts, label, base, tracker);
+    await lease.recordWalStart(await startSegment(client, startLsn, facts.walSegmentSize));
     const copied = await copyPgdata(opts, facts, label, startLsn, base, tracker);
     const stop = await stopBackup(opts, client, facts, label, tracker);
     await waitForWal(opts, facts, label, stop, tracker);
+    await syncBackupWal(opts, label, stop, facts.walSegmentSize);
     const manifest = backupManifest(opts, facts, source, label, base, startTime, copied, stop);
     tracker.phase('manifest');
+    await lease.confirm();
     await repo.writeManifest(manifest);
     completed = true;
+    await lease.release(true);
     reportBackupDone(opts, manifest, base, source, copied, tracker);
     return manifest;
   } finally {
     await client.end().catch(() => {});
+    // The files go with the lease (removeUnfinishedBackup removes the whole label).
+    await lease?.release(false);
     if (!completed && label) await removeUnfinishedBackup(opts, label);
   }
 }
@@ -244,6 +264,13 @@ async function startBackup(
     'backup started',
   );
   return startLsn;
+}
+
+/** The segment holding the redo point of the checkpoint pg_backup_start made: the first one the backup needs. */
+async function startSegment(client: PgClient, startLsn: Lsn, segmentSize: number): Promise<string> {
+  // pg_control_checkpoint() answers on a standby too, where pg_walfile_name() is refused.
+  const timeline = Number((await client.query('SELECT timeline_id FROM pg_control_checkpoint()')).rows[0].timeline_id);
+  return WalSegmentName.range(timeline, startLsn, startLsn, segmentSize)[0]!.toString();
 }
 
 /** What copyPgdata leaves for the manifest. */
@@ -433,6 +460,34 @@ async function waitForWal(
       await sleep(pollMs);
       pollMs = Math.min(250, Math.round(pollMs * 1.5));
     }
+  }
+}
+
+/**
+ * Makes the WAL the backup needs durable before its manifest says the backup is restorable: the
+ * segments from start to stop LSN (waitForWal found them by a listing, and whoever archived them
+ * may have died before its directory fsync), with the backup history file and the timeline's
+ * history when they are archived (restore does not need the first; the second is found again by
+ * its own push otherwise).
+ */
+async function syncBackupWal(
+  opts: BackupOptions,
+  label: string,
+  stop: StoppedBackup,
+  segmentSize: number,
+): Promise<void> {
+  const segments = stop.segments.map(String);
+  const { startLsn, startTimeline } = stop.labelInfo;
+  const first = stop.segments[0]!;
+  const backupFile = `${first}.${startLsn.segmentOffset(segmentSize).toString(16).toUpperCase().padStart(8, '0')}.backup`;
+  const history = startTimeline > 1 ? [`${startTimeline.toString(16).toUpperCase().padStart(8, '0')}.history`] : [];
+  const lacking = await opts.repo.syncWal(opts.cluster, [...segments, backupFile, ...history]);
+  const lost = lacking.filter((n) => segments.includes(n));
+  if (lost.length > 0) {
+    throw new PgfleetError(
+      'WalNotInRepository',
+      `WAL segment(s) ${lost.join(', ')} needed by backup ${label} vanished from the repository after it was archived`,
+    );
   }
 }
 

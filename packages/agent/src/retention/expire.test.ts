@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeEach, describe, test } from 'node:test';
 import { PgfleetError, silentLogger } from '@pgfleet/core';
-import type { ManifestFile, Repository } from '@pgfleet/storage';
+import type { BackupLease, ManifestFile, Repository } from '@pgfleet/storage';
 import { manifestFile, putTestBackup, segmentName, tempRepositories } from '../testing/repository-fixtures.js';
 import { runExpire, walFileStays } from './expire.js';
 
@@ -162,5 +162,77 @@ describe('expire job', () => {
     assert.equal(walFileStays(seg(1, 7), '', []), true);
     assert.equal(walFileStays(seg(2, 5), seg(1, 8), [{ timeline: 1, walStart: seg(1, 4), walStop: seg(1, 6) }]), false);
     assert.equal(walFileStays(seg(1, 5), seg(1, 8), [{ timeline: 1, walStart: seg(1, 4), walStop: seg(1, 6) }]), true);
+  });
+
+  // The leases of backups in progress (storage backup-lease.ts, agent backup/lease.ts).
+  const NOW = Date.parse('2026-01-02T00:00:00Z');
+  const lease = (label: string, chain: string[], ageMs: number, walStart?: string): BackupLease => ({
+    format: 1,
+    cluster: C,
+    label,
+    chain,
+    ...(walStart ? { walStart } : {}),
+    host: 'db1',
+    pid: 42,
+    startedAt: new Date(NOW - ageMs).toISOString(),
+    refreshedAt: new Date(NOW - ageMs).toISOString(),
+    staleAfterMs: 600_000,
+  });
+  const expireAll = () =>
+    runExpire({
+      cluster: C,
+      repo,
+      labels: ['F1', 'I1'],
+      walKeepFrom: seg(1, 8),
+      keepRanges: [],
+      log: silentLogger(),
+      now: () => NOW,
+    });
+
+  test('a backup in progress keeps its chain: a live lease naming them skips them, files and WAL of its start on', async () => {
+    // I2 runs on I1 (which reads from F1) and recorded its first segment, 6.
+    await repo.writeBackupLease(lease('I2', ['I1', 'F1'], 30_000, seg(1, 6)));
+    const out = await expireAll();
+    assert.deepEqual(out.deletedLabels, []);
+    assert.deepEqual(out.skippedLabels, ['F1', 'I1']);
+    assert.deepEqual(await labelsOf(), ['F1', 'F2', 'I1']);
+    assert.ok(existsSync(join(root, repo.backupFileKey(C, 'F1', 'base/1', 'none'))));
+    // WAL from the lease's first segment stays, older goes.
+    assert.deepEqual(
+      (await walNames()).filter((n) => /^[0-9A-F]{24}$/.test(n) && n.startsWith('00000001')),
+      [seg(1, 2), seg(1, 3), seg(1, 5), seg(1, 6), seg(1, 7), seg(1, 8), seg(1, 9), seg(1, 10)],
+      'kept backups keep their ranges; the lease keeps 6 on',
+    );
+  });
+
+  test('a stale lease (its backup died) protects nothing', async () => {
+    await repo.writeBackupLease(lease('I2', ['I1', 'F1'], 600_001, seg(1, 6)));
+    const out = await expireAll();
+    assert.deepEqual(out.deletedLabels, ['F1', 'I1']);
+    assert.deepEqual(await labelsOf(), ['F2']);
+    assert.ok(!(await walNames()).includes(seg(1, 6)));
+  });
+
+  test('a lease written while the manifests are withdrawn puts them back byte for byte, files kept', async () => {
+    const manifestKey = repo.backupManifestKey(C, 'F1');
+    const { readFile } = await import('node:fs/promises');
+    const stored = await readFile(join(root, manifestKey));
+    // The backup writes its lease between this expire's first look at the leases and its second.
+    const withdraw = repo.withdrawManifest.bind(repo);
+    let raced = false;
+    repo.withdrawManifest = async (cluster, label) => {
+      const taken = await withdraw(cluster, label);
+      if (!raced) {
+        raced = true;
+        await repo.writeBackupLease(lease('I2', ['F1'], 0));
+      }
+      return taken;
+    };
+    const out = await expireAll();
+    assert.deepEqual(out.skippedLabels, ['F1']);
+    assert.deepEqual(out.deletedLabels, ['I1']);
+    assert.deepEqual(await readFile(join(root, manifestKey)), stored);
+    assert.ok(existsSync(join(root, repo.backupFileKey(C, 'F1', 'base/2', 'none'))));
+    assert.deepEqual(await labelsOf(), ['F1', 'F2']);
   });
 });

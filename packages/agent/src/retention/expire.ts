@@ -10,16 +10,30 @@
  *   gone is a no-op, so a retried job converges.
  * - A backup that a kept backup still reads files from (a diff/incr's manifest entries name the
  *   backup holding the bytes) is not deleted but reported as skipped.
+ * - So is a backup that a backup in progress references: its lease (storage backup-lease.ts)
+ *   names it. The catalog cannot tell (a backup whose agent lost the controller past the
+ *   reclaim grace is a failed job there while it still runs), so the repository is asked twice:
+ *   before the manifests are withdrawn, and after; a backup leased in between gets its manifest
+ *   back and keeps its files (the backup's side of this is agent backup/lease.ts). Stale leases
+ *   (their backup died) are ignored and reported.
  * - WAL: every file whose segment position (the 16 hex digits after the timeline) is at or after
  *   `walKeepFrom` stays, on every timeline; older segments (and their .partial/.backup companions)
  *   go unless a keep range holds them. The ranges are the controller's (long-term backups) plus
  *   [walStart, walStop] of every complete backup the repository keeps, whatever the catalog said.
  *   Timeline history files and names we do not recognise always stay. An empty walKeepFrom
- *   deletes no WAL.
+ *   deletes no WAL. A backup in progress that recorded its first segment in its lease keeps
+ *   WAL from there too.
  */
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { walFileKind } from '@pgfleet/pg';
-import type { ArchivedWal, BackupManifest, Repository } from '@pgfleet/storage';
+import {
+  type ArchivedWal,
+  type BackupManifest,
+  type FoundLease,
+  leasedLabels,
+  type ObjectInfo,
+  type Repository,
+} from '@pgfleet/storage';
 import type { ProgressSink } from '../progress.js';
 
 export interface WalRange {
@@ -42,6 +56,8 @@ export interface ExpireOptions {
   log: Logger;
   progress?: ProgressSink;
   signal?: AbortSignal;
+  /** The clock leases are judged by (tests). */
+  now?: () => number;
 }
 
 export interface ExpireOutcome {
@@ -134,6 +150,12 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
   }
 
   report('backups');
+  const now = o.now ?? Date.now;
+  // E1: leases of backups in progress before anything is withdrawn.
+  const leases = await repo.listBackupLeases(cluster, now());
+  reportLeases(leases, log);
+  const leased = leasedLabels(leases);
+  const withdrawn: { label: string; objects: ObjectInfo[]; manifest: Buffer | undefined }[] = [];
   for (const label of o.labels) {
     o.signal?.throwIfAborted();
     const user = readFrom.get(label);
@@ -142,13 +164,28 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
       out.skippedLabels.push(label);
       continue;
     }
-    const objects = await repo.backupObjects(cluster, label);
-    if (!o.dryRun) {
-      // Manifest first: from here on the backup is incomplete, never half-listed.
-      await repo.deleteBackupManifest(cluster, label);
-      // Nothing else writes under an expired label: its directories go too (posix).
-      await repo.deleteBackupFiles(cluster, label, objects, o.signal);
+    const holder = leased.get(label);
+    if (holder !== undefined) {
+      skipLeased(label, holder, out, log);
+      continue;
     }
+    const objects = await repo.backupObjects(cluster, label);
+    // E2, manifest first: from here on the backup is incomplete, never half-listed.
+    withdrawn.push({ label, objects, manifest: o.dryRun ? undefined : await repo.withdrawManifest(cluster, label) });
+  }
+  // E3: a backup that started meanwhile and leased one of them keeps it, manifest and all.
+  const late =
+    withdrawn.length > 0 && !o.dryRun ? leasedLabels(await repo.listBackupLeases(cluster, now())) : new Map();
+  for (const { label, objects, manifest } of withdrawn) {
+    o.signal?.throwIfAborted();
+    const holder = late.get(label);
+    if (holder !== undefined) {
+      if (manifest) await repo.reinstateManifest(cluster, label, manifest);
+      skipLeased(label, holder, out, log);
+      continue;
+    }
+    // Nothing else writes under an expired label: its directories go too (posix).
+    if (!o.dryRun) await repo.deleteBackupFiles(cluster, label, objects, o.signal);
     out.deletedLabels.push(label);
     out.backupFilesDeleted += objects.length;
     out.backupBytesDeleted += objects.reduce((n, x) => n + x.size, 0);
@@ -166,9 +203,10 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
         .filter((m) => !deleted.has(m.label))
         .map((m) => ({ label: m.label, timeline: m.timeline, walStart: m.walStart, walStop: m.walStop })),
     ];
+    const keepFrom = leasedWalStart(o.walKeepFrom, leases);
     const doomedWal: ArchivedWal[] = [];
     for await (const w of repo.listWal(cluster)) {
-      if (!walFileStays(w.name, o.walKeepFrom, ranges)) doomedWal.push(w);
+      if (!walFileStays(w.name, keepFrom, ranges)) doomedWal.push(w);
     }
     doomedWal.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (let i = 0; i < doomedWal.length; i += DELETE_BATCH) {
@@ -188,11 +226,42 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
         walFiles: out.walFilesDeleted,
         first: out.walFirstDeleted,
         last: out.walLastDeleted,
-        keepFrom: o.walKeepFrom,
+        keepFrom,
         dryRun: o.dryRun === true,
       },
       'WAL expired',
     );
   }
   return out;
+}
+
+function skipLeased(label: string, holder: FoundLease, out: ExpireOutcome, log: Logger): void {
+  log.warn(
+    { label, inProgress: holder.label, host: holder.lease?.host },
+    `backup not expired: backup ${holder.label}, in progress, references it (its lease is live)`,
+  );
+  out.skippedLabels.push(label);
+}
+
+/** Stale and unreadable leases protect nothing; the operator hears of them (their backup died and left its files). */
+function reportLeases(leases: readonly FoundLease[], log: Logger): void {
+  for (const l of leases) {
+    if (l.state === 'live') continue;
+    log.warn(
+      { label: l.label, key: l.key, state: l.state, ...(l.ageMs !== undefined ? { ageMs: l.ageMs } : {}) },
+      l.state === 'stale'
+        ? `ignored the stale lease of backup ${l.label} (not refreshed for ${Math.round(l.ageMs! / 1000)} s: its backup died); its incomplete files stay until removed`
+        : `ignored the unreadable lease ${l.key}`,
+    );
+  }
+}
+
+/** WAL stays from the earliest first segment a live lease recorded (position only, like walKeepFrom). */
+export function leasedWalStart(walKeepFrom: string, leases: readonly FoundLease[]): string {
+  let from = walKeepFrom;
+  for (const l of leases) {
+    const start = l.state === 'live' ? l.lease?.walStart : undefined;
+    if (from !== '' && start && SEGMENT_RE.test(start) && position(start) < position(from)) from = start;
+  }
+  return from;
 }

@@ -19,7 +19,7 @@ import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
 import { parseCommandLineWith, resolveSettings } from '@pgfleet/core/command-line';
 import type { Codec, Repository } from '@pgfleet/storage';
 import { AGENT_PROGRAM, repositoriesFromSettings, repositoryIdentity } from '../options.js';
-import { archiveWalFile, type ArchivedFile } from './archive.js';
+import { archiveWalFile, reportReplacedCopies, type ArchivedFile } from './archive.js';
 import { WalNameLock } from './name-lock.js';
 import {
   encodeFrame,
@@ -264,6 +264,7 @@ export class WalArchiveServer {
       const out = await this.lock.run(name, () =>
         archiveWalFile(path, this.o.repo, this.o.cluster, this.o.codec, ours ? this.o.systemIdentifier : undefined),
       );
+      reportReplacedCopies(out, this.o.log);
       if (st) this.remember(name, { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, sha256: out.sha256 });
       if (out.result === 'stored') this.o.onStored?.(name, st?.size ?? 0);
       return out;

@@ -8,7 +8,7 @@
  */
 import { open, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
-import { PgfleetError, type Logger } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, type Logger } from '@pgfleet/core';
 import { TimelineHistory, timelineOfWalName, validateWalSegment, walFileKind, WAL_LONG_HEADER_SIZE } from '@pgfleet/pg';
 import type { Codec, Repository } from '@pgfleet/storage';
 import { readPgdataFacts } from '../pgdata/pgdata.js';
@@ -26,6 +26,17 @@ export interface ArchivedFile {
   name: string;
   result: 'stored' | 'exists';
   sha256: string;
+  /** Stored copies that vanished or failed their checksum when found, replaced by this push (Repository.archiveWal). */
+  replaced?: string[];
+}
+
+/** Warns about archived copies a push found damaged and replaced: the storage under the repository lost or changed bytes. */
+export function reportReplacedCopies(out: ArchivedFile, log: Logger): void {
+  if (!out.replaced?.length) return;
+  log.warn(
+    { wal: out.name, code: ErrorCodes.WalCopyDamaged.code, keys: out.replaced },
+    `an archived copy of WAL file ${out.name} vanished or failed its checksum when found; it was replaced with the file PostgreSQL holds`,
+  );
 }
 
 /**
@@ -91,18 +102,20 @@ export async function archiveWalFile(
     await checkHistoryLineage(history, repo, cluster);
   }
   // One read: hashed and compressed together (Repository.archiveWal).
-  const { result, sha256 } = await repo.archiveWal(
+  const { result, sha256, replaced } = await repo.archiveWal(
     cluster,
     name,
     path,
     kind === 'segment' || kind === 'partial' ? codec : 'none',
     size,
   );
-  return { name, result, sha256 };
+  return { name, result, sha256, ...(replaced.length > 0 ? { replaced } : {}) };
 }
 
 export async function walPush(pathArg: string, opts: WalPushOptions): Promise<'stored' | 'exists'> {
-  const { name, result } = await archiveWalFile(pathArg, opts.repo, opts.cluster, opts.compress);
+  const out = await archiveWalFile(pathArg, opts.repo, opts.cluster, opts.compress);
+  const { name, result } = out;
+  reportReplacedCopies(out, opts.log);
   opts.log.info(
     { wal: name, result },
     result === 'stored' ? 'archived WAL file' : 'WAL file already archived with the same content',

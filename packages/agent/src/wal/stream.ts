@@ -32,7 +32,7 @@ import {
   type PgConnectionOptions,
 } from '@pgfleet/pg';
 import type { Codec, Repository } from '@pgfleet/storage';
-import { archiveWalFile } from './archive.js';
+import { archiveWalFile, reportReplacedCopies } from './archive.js';
 import { WalNameLock } from './name-lock.js';
 
 export interface WalStreamerOptions {
@@ -348,6 +348,7 @@ export class WalStreamer {
         const out = await this.lock.run(name, () =>
           archiveWalFile(path, this.o.repo, this.o.cluster, this.o.codec, this.o.systemIdentifier, this.o.pgWalDir),
         );
+        reportReplacedCopies(out, this.o.log);
         this.uploads.shift();
         this.segmentsUploaded++;
         if (out.result === 'stored') this.o.onStored?.(name, this.segmentSize);
