@@ -202,7 +202,9 @@ export function describeExpire(e: ExpireResult): string {
     `expired ${e.walFilesDeleted} WAL file(s) (${formatBytes(e.walBytesDeleted)})${e.walFilesDeleted ? `: ${e.walFirstDeleted} .. ${e.walLastDeleted}` : ''}`,
   ];
   if (e.skippedLabels.length)
-    lines.push(`kept ${e.skippedLabels.join(', ')}: a kept backup still reads files from them`);
+    lines.push(
+      `kept ${e.skippedLabels.join(', ')}: a kept backup, or a backup in progress, still reads files from them`,
+    );
   return lines.join('\n');
 }
 
