@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { chownToPostgres, freePort, startPostgres, type PgInstance } from '@pgfleet/testkit';
 import {
   agentCommand,
+  agentPgArgs,
   AGENT_BIN,
   CLI_BIN,
   CONTROLLER_BIN,
@@ -31,7 +32,7 @@ import {
   type Daemon,
   type Fleet,
 } from './harness.js';
-import { assertRepoSegmentsSound, repoWal } from './repo-inspect.js';
+import { assertRepoSegmentsSound, repoWal, segmentsBetween } from './repo-inspect.js';
 
 /** mulberry32: the same schedule on every run of a seed (PGFLEET_CRASH_SEED picks another). */
 function seeded(seed: number): () => number {
@@ -45,17 +46,6 @@ function seeded(seed: number): () => number {
   };
 }
 const SEED = Number(process.env.PGFLEET_CRASH_SEED ?? 0x13c4a5);
-
-function segmentsBetween(first: string, last: string): string[] {
-  const tli = first.slice(0, 8);
-  const num = (s: string) => BigInt(`0x${s.slice(8, 16)}`) * 256n + BigInt(`0x${s.slice(16, 24)}`);
-  const out: string[] = [];
-  for (let n = num(first); n <= num(last); n++)
-    out.push(
-      `${tli}${(n / 256n).toString(16).toUpperCase().padStart(8, '0')}${(n % 256n).toString(16).toUpperCase().padStart(8, '0')}`,
-    );
-  return out;
-}
 
 const lastArchived = async (pg: PgInstance): Promise<string | null> =>
   (await pg.query<{ w: string | null }>('SELECT last_archived_wal AS w FROM pg_stat_archiver'))[0]!.w;
@@ -270,12 +260,7 @@ for (const ending of ['completes', 'is killed -9'] as const)
             'lease-b',
             '--socket',
             join(fleet.dir, 'agent-b.sock'),
-            '--pgdata',
-            fleet.pg.dataDir,
-            '--pg-host',
-            '127.0.0.1',
-            '--pg-port',
-            String(fleet.pg.port),
+            ...agentPgArgs(fleet.pg),
             '--repo-path',
             fleet.repoDir,
             '--archive-timeout',

@@ -76,6 +76,11 @@ export function agentCommand(args: string): string {
   return `"${process.execPath}" "${AGENT_BIN}" ${args}`;
 }
 
+/** An agent's options naming its PostgreSQL (data directory and local TCP address). */
+export function agentPgArgs(db: PgInstance): string[] {
+  return ['--pgdata', db.dataDir, '--pg-host', '127.0.0.1', '--pg-port', String(db.port)];
+}
+
 export interface Daemon {
   child: ChildProcess;
   logFile: string;
@@ -271,12 +276,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
         controllerAddress,
         '--cluster',
         name,
-        '--pgdata',
-        db.dataDir,
-        '--pg-host',
-        '127.0.0.1',
-        '--pg-port',
-        String(db.port),
+        ...agentPgArgs(db),
         ...agentRepoArgs,
         '--archive-timeout',
         '60',

@@ -48,3 +48,15 @@ export async function assertRepoSegmentsSound(repo: Repository, cluster: string)
   }
   return n;
 }
+
+/** Segment names from `first` to `last` (both included) on the timeline of `first`. */
+export function segmentsBetween(first: string, last: string): string[] {
+  const tli = first.slice(0, 8);
+  const num = (s: string) => BigInt(`0x${s.slice(8, 16)}`) * 256n + BigInt(`0x${s.slice(16, 24)}`);
+  const out: string[] = [];
+  for (let n = num(first); n <= num(last); n++)
+    out.push(
+      `${tli}${(n / 256n).toString(16).toUpperCase().padStart(8, '0')}${(n % 256n).toString(16).toUpperCase().padStart(8, '0')}`,
+    );
+  return out;
+}

@@ -13,20 +13,9 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { chownToPostgres } from '@pgfleet/testkit';
 import { AGENT_BIN, REPOSITORY_KINDS, startFleet, waitFor, type Fleet } from './harness.js';
-import { assertRepoSegmentsSound, repoWal } from './repo-inspect.js';
+import { assertRepoSegmentsSound, repoWal, segmentsBetween } from './repo-inspect.js';
 
 const SEG = 16 * 1024 * 1024;
-
-function segmentsBetween(first: string, last: string): string[] {
-  const tli = first.slice(0, 8);
-  const num = (s: string) => BigInt(`0x${s.slice(8, 16)}`) * 256n + BigInt(`0x${s.slice(16, 24)}`);
-  const out: string[] = [];
-  for (let n = num(first); n <= num(last); n++)
-    out.push(
-      `${tli}${(n / 256n).toString(16).toUpperCase().padStart(8, '0')}${(n % 256n).toString(16).toUpperCase().padStart(8, '0')}`,
-    );
-  return out;
-}
 
 for (const kind of REPOSITORY_KINDS)
   describe(`WAL archiving through the agent daemon (${kind} repository)`, { timeout: 600_000 }, () => {
