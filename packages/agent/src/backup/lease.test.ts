@@ -6,7 +6,13 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { PgfleetError, silentLogger, sleep } from '@pgfleet/core';
 import { PosixDriver, Repository, type RepositoryDriver } from '@pgfleet/storage';
-import { manifestFile, putTestBackup, segmentName, tempRepositories } from '../testing/repository-fixtures.js';
+import {
+  manifestFile,
+  putTestBackup,
+  segmentName,
+  tempRepositories,
+  TEST_MANIFEST_KEYS,
+} from '../testing/repository-fixtures.js';
 import { runExpire } from '../retention/expire.js';
 import { BackupLeaseHolder, leaseChain, LEASE_STALE_REFRESHES } from './lease.js';
 
@@ -96,7 +102,13 @@ describe('backup lease', () => {
       if (broken) throw new PgfleetError('RepoIoFailed', 'no space left on device');
       return put(...args);
     };
-    const holder = await BackupLeaseHolder.acquire(new Repository(driver), C, 'I2', ['I1'], silentLogger());
+    const holder = await BackupLeaseHolder.acquire(
+      new Repository(driver, TEST_MANIFEST_KEYS),
+      C,
+      'I2',
+      ['I1'],
+      silentLogger(),
+    );
     broken = true;
     await assert.rejects(holder.confirm(), (e: unknown) => PgfleetError.is(e, 'BackupLeaseLost'));
     await holder.release(false);
@@ -130,10 +142,10 @@ describe('backup lease', () => {
     let kept = 0;
     for (let round = 0; round < 40; round++) {
       const { root } = newRepository();
-      const setup = new Repository(new PosixDriver(root));
+      const setup = new Repository(new PosixDriver(root), TEST_MANIFEST_KEYS);
       await chain(setup);
-      const backupSide = new Repository(jittery(new PosixDriver(root)));
-      const expireSide = new Repository(jittery(new PosixDriver(root)));
+      const backupSide = new Repository(jittery(new PosixDriver(root)), TEST_MANIFEST_KEYS);
+      const expireSide = new Repository(jittery(new PosixDriver(root)), TEST_MANIFEST_KEYS);
       const backup = (async () => {
         await sleep(Math.floor(random() * 6));
         const holder = await BackupLeaseHolder.acquire(backupSide, C, 'I2', ['I1', 'F1'], silentLogger());
