@@ -25,6 +25,8 @@ import {
   AGENT_BIN,
   CLI_BIN,
   CONTROLLER_BIN,
+  INSECURE_ARGS,
+  INSECURE_ENV,
   runNode,
   startDaemon,
   startFleet,
@@ -175,7 +177,7 @@ for (const ending of ['completes', 'is killed -9'] as const)
       let controller: Daemon | undefined;
       let agentB: Daemon | undefined;
       const cli = (address: string, ...args: string[]) =>
-        runNode(CLI_BIN, args, { env: { PGFLEET_CONTROLLER: address } });
+        runNode(CLI_BIN, args, { env: { PGFLEET_CONTROLLER: address, ...INSECURE_ENV } });
 
       before(async () => {
         fleet = await startFleet({ cluster: 'lease', controllerArgs: ['--schedule-interval', '3600'] });
@@ -228,6 +230,7 @@ for (const ending of ['completes', 'is killed -9'] as const)
           CONTROLLER_BIN,
           [
             'run',
+            ...INSECURE_ARGS,
             '--listen',
             address,
             '--catalog',
@@ -252,6 +255,7 @@ for (const ending of ['completes', 'is killed -9'] as const)
           AGENT_BIN,
           [
             'run',
+            ...INSECURE_ARGS,
             '--controller',
             address,
             '--cluster',
