@@ -777,23 +777,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal(await store.getPolicy(FLEET_POLICY_SCOPE), undefined);
         await store.putPolicy({ scope: 'zeta', schedules: { full: '0 1 * * *' }, retention: {} }, 10);
         await store.putPolicy({ scope: 'Alpha', schedules: {}, retention: { minFull: 3 } }, 11);
-        const fleet = await store.putPolicy(
-          {
-            scope: FLEET_POLICY_SCOPE,
-            schedules: {
-              full: '0 1 * * 0',
-              incr: '0 1 * * 1-6',
-              drill: '0 3 * * 6',
-              spreadMinutes: 30,
-              backupFrom: 'prefer-standby',
-            },
-            retention: { pitrWindowDays: 7.5, daily: 7, weekly: 4 },
-            health: { rpoSeconds: 120, silenceSeconds: 30 },
-          },
-          12,
-        );
-        assert.deepEqual(fleet, {
-          scope: '*',
+        const fleetPolicy = {
           schedules: {
             full: '0 1 * * 0',
             incr: '0 1 * * 1-6',
@@ -803,8 +787,9 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           },
           retention: { pitrWindowDays: 7.5, daily: 7, weekly: 4 },
           health: { rpoSeconds: 120, silenceSeconds: 30 },
-          updatedAt: 12,
-        });
+        } as const;
+        const fleet = await store.putPolicy({ scope: FLEET_POLICY_SCOPE, ...fleetPolicy }, 12);
+        assert.deepEqual(fleet, { scope: '*', ...fleetPolicy, updatedAt: 12 });
         assert.deepEqual(
           (await store.listPolicies()).map((p) => p.scope),
           ['*', 'Alpha', 'zeta'],

@@ -14,11 +14,20 @@
  */
 import pg from 'pg';
 import { PgfleetError } from '@pgfleet/core';
-import { Lsn } from '@pgfleet/pg';
 import { checkJobTransition, clusterBusyError, existingJobFor, FAILABLE_JOB_STATES } from './job-state.js';
 import { CATALOG_SCHEMA_VERSION, POSTGRES_MIGRATIONS } from './migrations.js';
 import {
   adminTokenFromRow,
+  adminTokenNameTaken,
+  backupRowParams,
+  healthStateFromRow,
+  insertBackupSql,
+  insertOutboxEventSql,
+  outboxEventFromRow,
+  outboxEventParams,
+  type HealthStateRow,
+  type OutboxEventRow,
+  type SqlDialect,
   enrollmentRefusal,
   enrollmentTokenFromRow,
   type AdminTokenRow,
@@ -101,6 +110,7 @@ const types: pg.CustomTypesConfig = {
 
 /** JSONB arrives parsed; SQL NULL stays null. */
 const decodeJson = (value: unknown): unknown => value ?? null;
+const dialect: SqlDialect = { param: (n) => `$${n}`, bool: (value) => value };
 const agentRow = (r: AgentRow): AgentRecord => agentFromRow(r, decodeJson);
 const jobRow = (r: JobRow): JobRecord => jobFromRow(r, decodeJson);
 
@@ -265,8 +275,10 @@ export class PostgresCatalogStore implements CatalogStore {
 
   async nextUnsentEvents(limit: number): Promise<OutboxEventRecord[]> {
     return (
-      await this.query<EventRow>('SELECT * FROM events_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1', [limit])
-    ).map(eventFromRow);
+      await this.query<OutboxEventRow>('SELECT * FROM events_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1', [
+        limit,
+      ])
+    ).map(outboxEventFromRow);
   }
 
   async markEventsSent(seqs: readonly number[], now: number): Promise<void> {
@@ -278,39 +290,27 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 
   async listEvents(filter: { cluster?: string; afterSeq?: number; limit?: number } = {}): Promise<OutboxEventRecord[]> {
-    const rows = await this.query<EventRow>(
+    const rows = await this.query<OutboxEventRow>(
       'SELECT * FROM events_outbox WHERE seq > $1 AND ($2::text IS NULL OR cluster = $2) ORDER BY seq LIMIT $3',
       [filter.afterSeq ?? 0, filter.cluster ?? null, filter.limit ?? 100],
     );
-    return rows.map(eventFromRow);
+    return rows.map(outboxEventFromRow);
   }
 
   async listLatestEvents(filter: { cluster?: string; limit: number }): Promise<OutboxEventRecord[]> {
-    const rows = await this.query<EventRow>(
+    const rows = await this.query<OutboxEventRow>(
       'SELECT * FROM events_outbox WHERE ($1::text IS NULL OR cluster = $1) ORDER BY seq DESC LIMIT $2',
       [filter.cluster ?? null, filter.limit],
     );
-    return rows.map(eventFromRow).reverse();
+    return rows.map(outboxEventFromRow).reverse();
   }
 
   async listHealthStates(cluster?: string): Promise<HealthStateRecord[]> {
-    const rows = await this.query<{
-      cluster: string;
-      condition: string;
-      state: 'ok' | 'breached';
-      since: string;
-      data: unknown;
-    }>(
+    const rows = await this.query<HealthStateRow>(
       'SELECT * FROM health_states WHERE ($1::text IS NULL OR cluster = $1) ORDER BY cluster COLLATE "C", condition COLLATE "C"',
       [cluster ?? null],
     );
-    return rows.map((r) => ({
-      cluster: r.cluster,
-      condition: r.condition,
-      state: r.state,
-      since: Number(r.since),
-      data: r.data ?? null,
-    }));
+    return rows.map((r) => healthStateFromRow(r, decodeJson));
   }
 
   async putHealthState(h: HealthStateRecord, events: readonly OutboxEventInput[] = []): Promise<void> {
@@ -366,40 +366,8 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 
   private async insertBackupWith(db: pg.Pool | pg.PoolClient, b: BackupRecord): Promise<void> {
-    // Parsed before anything is sent: a bad LSN is the caller's InvalidArgument, not a SQL error.
-    const startLsnNum = Lsn.parse(b.startLsn).value.toString();
-    const stopLsnNum = Lsn.parse(b.stopLsn).value.toString();
-    // Same (cluster, label) again is the same backup reported twice (a retried JobResult): keep the first row.
-    await this.run(() =>
-      db.query(
-        `INSERT INTO backups (cluster, label, type, start_lsn, start_lsn_num, stop_lsn, stop_lsn_num, start_time, stop_time,
-         timeline, system_identifier, pg_version, size_bytes, stored_bytes, file_count, wal_start, wal_stop, job_id, prior_label, pinned)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
-       ON CONFLICT (cluster, label) DO NOTHING`,
-        [
-          b.cluster,
-          b.label,
-          b.type,
-          b.startLsn,
-          startLsnNum,
-          b.stopLsn,
-          stopLsnNum,
-          b.startTime,
-          b.stopTime,
-          b.timeline,
-          b.systemIdentifier,
-          b.pgVersion,
-          b.sizeBytes,
-          b.storedBytes,
-          b.fileCount,
-          b.walStart,
-          b.walStop,
-          b.jobId,
-          b.priorLabel,
-          b.pinned === true,
-        ],
-      ),
-    );
+    const params = backupRowParams(b, dialect);
+    await this.run(() => db.query(insertBackupSql(dialect), params));
   }
 
   async getBackup(cluster: string, label: string): Promise<BackupRecord | undefined> {
@@ -525,7 +493,7 @@ export class PostgresCatalogStore implements CatalogStore {
   async listJobs(filter: JobFilter = {}): Promise<JobRecord[]> {
     // LIMIT NULL is no limit. seq (creation order) breaks ties within a millisecond, as rowid does in SQLite.
     const limit = filter.limit && filter.limit > 0 ? filter.limit : null;
-    const { where, args } = jobWhere(filter, (n) => `$${n}`);
+    const { where, args } = jobWhere(filter, dialect.param);
     const rows = await this.query<JobRow>(
       `SELECT * FROM jobs ${where} ORDER BY created_at DESC, seq DESC LIMIT $${args.length + 1}`,
       [...args, limit],
@@ -699,12 +667,7 @@ export class PostgresCatalogStore implements CatalogStore {
       );
       return adminTokenFromRow(rows[0]!);
     } catch (err) {
-      if ((err as { code?: string }).code === '23505') {
-        throw new PgfleetError('InvalidArgument', `an admin token named '${t.name}' exists already`, {
-          cause: err,
-          hint: 'Choose another --name, or revoke the existing token first.',
-        });
-      }
+      if ((err as { code?: string }).code === '23505') throw adminTokenNameTaken(t.name, err);
       throw err;
     }
   }
@@ -845,38 +808,8 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 }
 
-interface EventRow {
-  seq: string;
-  id: string;
-  cluster: string;
-  kind: string;
-  time: string;
-  payload: Buffer;
-  sent_at: string | null;
-}
-
-function eventFromRow(r: EventRow): OutboxEventRecord {
-  return {
-    seq: Number(r.seq),
-    id: r.id,
-    cluster: r.cluster,
-    kind: r.kind,
-    time: Number(r.time),
-    payload: new Uint8Array(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength),
-    sentAt: r.sent_at === null ? null : Number(r.sent_at),
-  };
-}
-
 async function insertEvents(client: pg.PoolClient, events: readonly OutboxEventInput[]): Promise<void> {
-  for (const e of events) {
-    await client.query('INSERT INTO events_outbox (id, cluster, kind, time, payload) VALUES ($1, $2, $3, $4, $5)', [
-      e.id,
-      e.cluster,
-      e.kind,
-      e.time,
-      Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength),
-    ]);
-  }
+  for (const e of events) await client.query(insertOutboxEventSql(dialect), outboxEventParams(e));
 }
 
 async function lockJob(client: pg.PoolClient, id: string): Promise<JobRecord> {

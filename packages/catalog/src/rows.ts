@@ -5,6 +5,8 @@
  * truthiness, 64-bit integers by the PostgreSQL store's int8 parser (ms timestamps and byte
  * counts stay below 2^53).
  */
+import { PgfleetError } from '@pgfleet/core';
+import { Lsn } from '@pgfleet/pg';
 import type {
   AdminRole,
   AdminTokenRecord,
@@ -15,12 +17,15 @@ import type {
   ServerRoleName,
   BackupKind,
   EnrollmentTokenRecord,
+  HealthStateRecord,
   JobFilter,
   BackupRecord,
   ClusterRecord,
   JobKind,
   JobRecord,
   JobStateName,
+  OutboxEventInput,
+  OutboxEventRecord,
   PolicyHealth,
   PolicyRecord,
   PolicyRetention,
@@ -98,7 +103,33 @@ export interface JobRow {
   result: unknown;
 }
 
+/** 64-bit columns (seq, ms times) may arrive as text from PostgreSQL; `Number` reads both. */
+export interface OutboxEventRow {
+  seq: number | string;
+  id: string;
+  cluster: string;
+  kind: string;
+  time: number | string;
+  payload: Buffer;
+  sent_at: number | string | null;
+}
+export interface HealthStateRow {
+  cluster: string;
+  condition: string;
+  state: 'ok' | 'breached';
+  since: number | string;
+  data: unknown;
+}
+
 export type DecodeJson = (value: unknown) => unknown;
+
+/** How a store's driver spells what the shared statements need. */
+export interface SqlDialect {
+  /** The n-th (1-based) placeholder: `$n` or `?`. */
+  param: (n: number) => string;
+  /** A boolean parameter: node-postgres sends true/false, better-sqlite3 binds only numbers. */
+  bool: (value: boolean) => boolean | number;
+}
 
 /** JSON text for a column (TEXT in SQLite, a ::jsonb parameter in PostgreSQL); null for absent values. */
 export const encodeJson = (value: unknown): string | null =>
@@ -149,6 +180,73 @@ export function backupFromRow(r: BackupRow): BackupRecord {
   };
 }
 
+/**
+ * The columns a backup insert fills, in the order of backupRowParams. The *_lsn_num columns are
+ * the LSNs as numbers (NUMERIC in PostgreSQL, INTEGER in SQLite) so that listings sort by position.
+ */
+const BACKUP_INSERT_COLUMNS = [
+  'cluster',
+  'label',
+  'type',
+  'start_lsn',
+  'start_lsn_num',
+  'stop_lsn',
+  'stop_lsn_num',
+  'start_time',
+  'stop_time',
+  'timeline',
+  'system_identifier',
+  'pg_version',
+  'size_bytes',
+  'stored_bytes',
+  'file_count',
+  'wal_start',
+  'wal_stop',
+  'job_id',
+  'prior_label',
+  'pinned',
+] as const;
+
+/**
+ * The backup insert. The same (cluster, label) again is the same backup reported twice (a retried
+ * JobResult): the first row is kept.
+ */
+export function insertBackupSql(dialect: SqlDialect): string {
+  const values = BACKUP_INSERT_COLUMNS.map((_, i) => dialect.param(i + 1));
+  return `INSERT INTO backups (${BACKUP_INSERT_COLUMNS.join(', ')}) VALUES (${values.join(', ')})
+    ON CONFLICT (cluster, label) DO NOTHING`;
+}
+
+/**
+ * The values of BACKUP_INSERT_COLUMNS for one backup. The LSNs are parsed here, before anything
+ * is sent: a bad LSN is the caller's InvalidArgument, not a SQL error. The sort keys are bigints
+ * (better-sqlite3 binds them as INTEGER, node-postgres sends their decimal text to NUMERIC).
+ */
+export function backupRowParams(b: BackupRecord, dialect: SqlDialect): unknown[] {
+  return [
+    b.cluster,
+    b.label,
+    b.type,
+    b.startLsn,
+    Lsn.parse(b.startLsn).value,
+    b.stopLsn,
+    Lsn.parse(b.stopLsn).value,
+    b.startTime,
+    b.stopTime,
+    b.timeline,
+    b.systemIdentifier,
+    b.pgVersion,
+    b.sizeBytes,
+    b.storedBytes,
+    b.fileCount,
+    b.walStart,
+    b.walStop,
+    b.jobId,
+    b.priorLabel,
+    dialect.bool(b.pinned === true),
+  ];
+}
+
 export function policyFromRow(r: PolicyRow, decodeJson: DecodeJson): PolicyRecord {
   return {
     scope: r.scope,
@@ -177,6 +275,37 @@ export function jobFromRow(r: JobRow, decodeJson: DecodeJson): JobRecord {
     error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
     progress: decodeJson(r.progress),
     result: decodeJson(r.result),
+  };
+}
+
+export function outboxEventFromRow(r: OutboxEventRow): OutboxEventRecord {
+  return {
+    seq: Number(r.seq),
+    id: r.id,
+    cluster: r.cluster,
+    kind: r.kind,
+    time: Number(r.time),
+    payload: new Uint8Array(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength),
+    sentAt: r.sent_at === null ? null : Number(r.sent_at),
+  };
+}
+
+/** The outbox insert; seq and sent_at are the catalog's to fill. */
+export function insertOutboxEventSql(dialect: SqlDialect): string {
+  return `INSERT INTO events_outbox (id, cluster, kind, time, payload) VALUES (${[1, 2, 3, 4, 5].map(dialect.param).join(', ')})`;
+}
+
+export function outboxEventParams(e: OutboxEventInput): unknown[] {
+  return [e.id, e.cluster, e.kind, e.time, Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength)];
+}
+
+export function healthStateFromRow(r: HealthStateRow, decodeJson: DecodeJson): HealthStateRecord {
+  return {
+    cluster: r.cluster,
+    condition: r.condition,
+    state: r.state,
+    since: Number(r.since),
+    data: decodeJson(r.data),
   };
 }
 
@@ -217,6 +346,14 @@ export function adminTokenFromRow(r: AdminTokenRow): AdminTokenRecord {
     createdAt: r.created_at,
     revokedAt: r.revoked_at,
   };
+}
+
+/** A second admin token with a name in use (the unique index refused the insert). */
+export function adminTokenNameTaken(name: string, cause: unknown): PgfleetError {
+  return new PgfleetError('InvalidArgument', `an admin token named '${name}' exists already`, {
+    cause,
+    hint: 'Choose another --name, or revoke the existing token first.',
+  });
 }
 
 /** Why an enrollment token that could not be used was refused (the row as it is after the failed update). */

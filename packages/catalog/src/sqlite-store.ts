@@ -9,11 +9,20 @@
  */
 import Database from 'better-sqlite3';
 import { PgfleetError } from '@pgfleet/core';
-import { Lsn } from '@pgfleet/pg';
 import { checkJobTransition, clusterBusyError, existingJobFor, FAILABLE_JOB_STATES } from './job-state.js';
 import { SQLITE_MIGRATIONS } from './migrations.js';
 import {
   adminTokenFromRow,
+  adminTokenNameTaken,
+  backupRowParams,
+  healthStateFromRow,
+  insertBackupSql,
+  insertOutboxEventSql,
+  outboxEventFromRow,
+  outboxEventParams,
+  type HealthStateRow,
+  type OutboxEventRow,
+  type SqlDialect,
   enrollmentRefusal,
   enrollmentTokenFromRow,
   type AdminTokenRow,
@@ -72,31 +81,7 @@ export interface SqliteCatalogOptions {
 
 const json = encodeJson;
 const unjson = (text: unknown): unknown => (text === null || text === undefined ? null : JSON.parse(text as string));
-interface EventRow {
-  seq: number;
-  id: string;
-  cluster: string;
-  kind: string;
-  time: number;
-  payload: Buffer;
-  sent_at: number | null;
-}
-interface HealthRow {
-  cluster: string;
-  condition: string;
-  state: 'ok' | 'breached';
-  since: number;
-  data: string | null;
-}
-const eventFromRow = (r: EventRow): OutboxEventRecord => ({
-  seq: Number(r.seq),
-  id: r.id,
-  cluster: r.cluster,
-  kind: r.kind,
-  time: Number(r.time),
-  payload: new Uint8Array(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength),
-  sentAt: r.sent_at === null ? null : Number(r.sent_at),
-});
+const dialect: SqlDialect = { param: () => '?', bool: (value) => (value ? 1 : 0) };
 const agentRow = (r: AgentRow): AgentRecord => agentFromRow(r, unjson);
 const jobRow = (r: JobRow): JobRecord => jobFromRow(r, unjson);
 
@@ -217,15 +202,8 @@ export class SqliteCatalogStore implements CatalogStore {
 
   private insertEventsSync(events: readonly OutboxEventInput[]): void {
     if (events.length === 0) return;
-    const ins = this.db.prepare('INSERT INTO events_outbox (id, cluster, kind, time, payload) VALUES (?, ?, ?, ?, ?)');
-    for (const e of events)
-      ins.run(
-        e.id,
-        e.cluster,
-        e.kind,
-        e.time,
-        Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength),
-      );
+    const ins = this.db.prepare(insertOutboxEventSql(dialect));
+    for (const e of events) ins.run(...outboxEventParams(e));
   }
 
   async appendEvents(events: readonly OutboxEventInput[]): Promise<void> {
@@ -234,8 +212,10 @@ export class SqliteCatalogStore implements CatalogStore {
 
   async nextUnsentEvents(limit: number): Promise<OutboxEventRecord[]> {
     return (
-      this.db.prepare('SELECT * FROM events_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?').all(limit) as EventRow[]
-    ).map(eventFromRow);
+      this.db
+        .prepare('SELECT * FROM events_outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?')
+        .all(limit) as OutboxEventRow[]
+    ).map(outboxEventFromRow);
   }
 
   async markEventsSent(seqs: readonly number[], now: number): Promise<void> {
@@ -250,28 +230,27 @@ export class SqliteCatalogStore implements CatalogStore {
   async listEvents(filter: { cluster?: string; afterSeq?: number; limit?: number } = {}): Promise<OutboxEventRecord[]> {
     const rows = this.db
       .prepare('SELECT * FROM events_outbox WHERE seq > ? AND (? IS NULL OR cluster = ?) ORDER BY seq LIMIT ?')
-      .all(filter.afterSeq ?? 0, filter.cluster ?? null, filter.cluster ?? null, filter.limit ?? 100) as EventRow[];
-    return rows.map(eventFromRow);
+      .all(
+        filter.afterSeq ?? 0,
+        filter.cluster ?? null,
+        filter.cluster ?? null,
+        filter.limit ?? 100,
+      ) as OutboxEventRow[];
+    return rows.map(outboxEventFromRow);
   }
 
   async listLatestEvents(filter: { cluster?: string; limit: number }): Promise<OutboxEventRecord[]> {
     const rows = this.db
       .prepare('SELECT * FROM events_outbox WHERE (? IS NULL OR cluster = ?) ORDER BY seq DESC LIMIT ?')
-      .all(filter.cluster ?? null, filter.cluster ?? null, filter.limit) as EventRow[];
-    return rows.map(eventFromRow).reverse();
+      .all(filter.cluster ?? null, filter.cluster ?? null, filter.limit) as OutboxEventRow[];
+    return rows.map(outboxEventFromRow).reverse();
   }
 
   async listHealthStates(cluster?: string): Promise<HealthStateRecord[]> {
     const rows = this.db
       .prepare('SELECT * FROM health_states WHERE (? IS NULL OR cluster = ?) ORDER BY cluster, condition')
-      .all(cluster ?? null, cluster ?? null) as HealthRow[];
-    return rows.map((r) => ({
-      cluster: r.cluster,
-      condition: r.condition,
-      state: r.state,
-      since: Number(r.since),
-      data: unjson(r.data),
-    }));
+      .all(cluster ?? null, cluster ?? null) as HealthStateRow[];
+    return rows.map((r) => healthStateFromRow(r, unjson));
   }
 
   async putHealthState(h: HealthStateRecord, events: readonly OutboxEventInput[] = []): Promise<void> {
@@ -332,36 +311,7 @@ export class SqliteCatalogStore implements CatalogStore {
   }
 
   private insertBackupSync(b: BackupRecord): void {
-    // Same (cluster, label) again is the same backup reported twice (a retried JobResult): keep the first row.
-    this.db
-      .prepare(
-        `INSERT INTO backups (cluster, label, type, start_lsn, start_lsn_num, stop_lsn, stop_lsn_num, start_time, stop_time,
-           timeline, system_identifier, pg_version, size_bytes, stored_bytes, file_count, wal_start, wal_stop, job_id, prior_label, pinned)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (cluster, label) DO NOTHING`,
-      )
-      .run(
-        b.cluster,
-        b.label,
-        b.type,
-        b.startLsn,
-        Lsn.parse(b.startLsn).value,
-        b.stopLsn,
-        Lsn.parse(b.stopLsn).value,
-        b.startTime,
-        b.stopTime,
-        b.timeline,
-        b.systemIdentifier,
-        b.pgVersion,
-        b.sizeBytes,
-        b.storedBytes,
-        b.fileCount,
-        b.walStart,
-        b.walStop,
-        b.jobId,
-        b.priorLabel,
-        b.pinned ? 1 : 0,
-      );
+    this.db.prepare(insertBackupSql(dialect)).run(...backupRowParams(b, dialect));
   }
 
   async getBackup(cluster: string, label: string): Promise<BackupRecord | undefined> {
@@ -485,7 +435,7 @@ export class SqliteCatalogStore implements CatalogStore {
 
   async listJobs(filter: JobFilter = {}): Promise<JobRecord[]> {
     const limit = filter.limit && filter.limit > 0 ? filter.limit : -1;
-    const { where, args } = jobWhere(filter, () => '?');
+    const { where, args } = jobWhere(filter, dialect.param);
     const rows = this.db
       .prepare(`SELECT * FROM jobs ${where} ORDER BY created_at DESC, rowid DESC LIMIT ?`)
       .all(...args, limit) as JobRow[];
@@ -646,12 +596,7 @@ export class SqliteCatalogStore implements CatalogStore {
         .prepare('INSERT INTO admin_tokens (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)')
         .run(t.id, t.name, t.role, t.tokenHash, now);
     } catch (err) {
-      if ((err as { code?: string }).code?.startsWith('SQLITE_CONSTRAINT')) {
-        throw new PgfleetError('InvalidArgument', `an admin token named '${t.name}' exists already`, {
-          cause: err,
-          hint: 'Choose another --name, or revoke the existing token first.',
-        });
-      }
+      if ((err as { code?: string }).code?.startsWith('SQLITE_CONSTRAINT')) throw adminTokenNameTaken(t.name, err);
       throw err;
     }
     return adminTokenFromRow(this.db.prepare('SELECT * FROM admin_tokens WHERE id = ?').get(t.id) as AdminTokenRow);
