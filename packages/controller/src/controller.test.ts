@@ -1,24 +1,16 @@
 // Integration: the real controller server on port 0 with a temp SQLite catalog, a fake agent on
 // AgentService.Connect and an admin client, all through @pgfleet/rpc as in production.
 import { strict as assert } from 'node:assert';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes, PgfleetError, sleep } from '@pgfleet/core';
-import { createClient } from '@pgfleet/rpc';
-import { AdminService, BackupType, JobState, type JobInfo } from '@pgfleet/proto';
-import { startController, type RunningController } from './server.js';
+import { BackupType, JobState, type JobInfo } from '@pgfleet/proto';
 import { outboxEvent } from './jobs/events.js';
-import { FakeAgent, SYSID, closeFakeAgents, waitFor, withTimeout } from './testing/fake-agent.js';
+import { FakeAgent, SYSID, waitFor, withTimeout } from './testing/fake-agent.js';
+import { useTestController } from './testing/test-controller.js';
 import { rejectsWith } from './testing/assertions.js';
 
 const REPO = '/srv/pgfleet-repo';
-
-let dir: string;
-let controller: RunningController;
-let admin: ReturnType<typeof createClient<typeof AdminService>>;
 
 /**
  * The restart tests must reach the controller (getJob, an agent's Hello) within the reclaim grace
@@ -26,34 +18,12 @@ let admin: ReturnType<typeof createClient<typeof AdminService>>;
  */
 const RESTART_GRACE_SECONDS = 3;
 
-async function start(jobReclaimGraceSeconds = 1): Promise<RunningController> {
-  return startController({
-    listen: '127.0.0.1:0',
-    insecure: true,
-    catalogPath: join(dir, 'catalog.db'),
-    repoPath: REPO,
-    heartbeatIntervalSeconds: 2,
-    jobReclaimGraceSeconds,
-  });
-}
-
-before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'pgfleet-controller-it-'));
-  controller = await start();
-  admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
-});
-
-after(async () => {
-  closeFakeAgents();
-  admin?.close();
-  await controller?.close(100);
-  rmSync(dir, { recursive: true, force: true });
-});
+const t = useTestController('controller', { repoPath: REPO, heartbeatIntervalSeconds: 2 });
 
 /** Collects WatchJob's stream until it ends. */
 async function watch(id: string): Promise<JobInfo[]> {
   const seen: JobInfo[] = [];
-  for await (const r of admin.watchJob({ id })) seen.push(r.job!);
+  for await (const r of t.admin.watchJob({ id })) seen.push(r.job!);
   return seen;
 }
 
@@ -64,7 +34,7 @@ describe('controller over gRPC', () => {
   const backupStop = Date.now() - 2000;
 
   test('an agent says Hello and gets Welcome; its cluster appears', async () => {
-    agent = new FakeAgent(controller.address);
+    agent = new FakeAgent(t.controller.address);
     agent.hello();
     const welcome = await agent.receive();
     assert.equal(welcome.msg.case, 'welcome');
@@ -83,7 +53,7 @@ describe('controller over gRPC', () => {
       },
     });
     const cluster = await waitFor('heartbeat recorded', async () => {
-      const c = (await admin.listClusters({})).clusters.find((x) => x.name === 'main');
+      const c = (await t.admin.listClusters({})).clusters.find((x) => x.name === 'main');
       return c?.archiver?.archivedCount === 4n ? c : undefined;
     });
     assert.deepEqual(
@@ -99,28 +69,28 @@ describe('controller over gRPC', () => {
   });
 
   test('admin errors for unknown things and bad requests carry their PGF codes', async () => {
-    await rejectsWith(admin.listBackups({ cluster: 'nope' }), 'UnknownCluster');
-    await rejectsWith(admin.startBackup({ cluster: 'nope' }), 'UnknownCluster');
-    await rejectsWith(admin.getJob({ id: 'no-such-job' }), 'UnknownJob');
+    await rejectsWith(t.admin.listBackups({ cluster: 'nope' }), 'UnknownCluster');
+    await rejectsWith(t.admin.startBackup({ cluster: 'nope' }), 'UnknownCluster');
+    await rejectsWith(t.admin.getJob({ id: 'no-such-job' }), 'UnknownJob');
     await rejectsWith(
       (async () => {
-        for await (const _ of admin.watchJob({ id: 'no-such-job' })) {
+        for await (const _ of t.admin.watchJob({ id: 'no-such-job' })) {
           /* none */
         }
       })(),
       'UnknownJob',
     );
     await rejectsWith(
-      admin.startRestore({
+      t.admin.startRestore({
         cluster: 'main',
         targetDir: '/restore',
         target: { target: { case: 'latest', value: true } },
       }),
       'NoBackup',
     );
-    await rejectsWith(admin.startRestore({ cluster: 'main', targetDir: '/restore', target: {} }), 'TargetInvalid');
+    await rejectsWith(t.admin.startRestore({ cluster: 'main', targetDir: '/restore', target: {} }), 'TargetInvalid');
     await rejectsWith(
-      admin.startRestore({
+      t.admin.startRestore({
         cluster: 'main',
         targetDir: 'relative/dir',
         target: { target: { case: 'latest', value: true } },
@@ -128,13 +98,13 @@ describe('controller over gRPC', () => {
       'InvalidArgument',
     );
     await rejectsWith(
-      admin.startRestore({ cluster: 'main', targetDir: '', target: { target: { case: 'latest', value: true } } }),
+      t.admin.startRestore({ cluster: 'main', targetDir: '', target: { target: { case: 'latest', value: true } } }),
       'InvalidArgument',
     );
   });
 
   test('a backup: dispatched to the agent, progress and result watched to success, then listed', async () => {
-    const { job } = await admin.startBackup({ cluster: 'main' });
+    const { job } = await t.admin.startBackup({ cluster: 'main' });
     assert.equal(job!.state, JobState.DISPATCHED);
     assert.equal(job!.kind, 'backup');
     assert.equal(job!.agentId, 'agent-1');
@@ -156,7 +126,7 @@ describe('controller over gRPC', () => {
       },
     });
     await waitFor('running', async () =>
-      (await admin.getJob({ id: job!.id })).job?.state === JobState.RUNNING ? true : undefined,
+      (await t.admin.getJob({ id: job!.id })).job?.state === JobState.RUNNING ? true : undefined,
     );
     backupLabel = '20260301-120000F';
     agent.succeed(job!.id, {
@@ -182,22 +152,22 @@ describe('controller over gRPC', () => {
     assert.ok(states.includes(JobState.RUNNING), `states ${states.join(',')}`);
     assert.equal(states.at(-1), JobState.SUCCEEDED);
 
-    const done = (await admin.getJob({ id: job!.id })).job!;
+    const done = (await t.admin.getJob({ id: job!.id })).job!;
     assert.equal(done.backup?.label, backupLabel);
     assert.deepEqual([done.backup?.cluster, done.backup?.jobId], ['main', job!.id]);
     assert.equal(done.progress?.bytesDone, 500n);
     assert.ok(done.finishedAt && done.startedAt);
 
-    const { backups } = await admin.listBackups({ cluster: 'main' });
+    const { backups } = await t.admin.listBackups({ cluster: 'main' });
     assert.deepEqual(
       backups.map((b) => [b.label, b.cluster, b.jobId, b.stopLsn, b.sizeBytes]),
       [[backupLabel, 'main', job!.id, '0/2000100', 1000n]],
     );
-    const cluster = (await admin.listClusters({})).clusters.find((c) => c.name === 'main');
+    const cluster = (await t.admin.listClusters({})).clusters.find((c) => c.name === 'main');
     assert.equal(cluster?.lastBackup?.label, backupLabel);
 
     // The outbox holds the job's events, committed with its transitions (no NATS configured: unsent).
-    const { events } = await admin.listEvents({ cluster: 'main', limit: 1000 });
+    const { events } = await t.admin.listEvents({ cluster: 'main', limit: 1000 });
     const mine = events.filter((e) =>
       JSON.stringify(e.event?.payload.value ?? {}, (_k, v: unknown) =>
         typeof v === 'bigint' ? String(v) : v,
@@ -211,14 +181,14 @@ describe('controller over gRPC', () => {
     assert.equal(completed.case === 'backupCompleted' && completed.value.backup?.label, backupLabel);
     assert.equal(mine[1]!.sentAt, undefined);
     assert.ok(events.some((e) => e.event?.kind === 'agent.connected'));
-    const latest = await admin.listEvents({ latest: true, limit: 1 });
+    const latest = await t.admin.listEvents({ latest: true, limit: 1 });
     assert.equal(latest.events[0]?.seq, events.at(-1)?.seq);
 
     // WatchEvents streams what is committed after the given seq (what `pgfleet events --follow` shows).
     const stop = new AbortController();
     const seen: string[] = [];
     const following = (async () => {
-      for await (const { entry } of admin.watchEvents(
+      for await (const { entry } of t.admin.watchEvents(
         { cluster: 'main', afterSeq: latest.events[0]!.seq },
         { signal: stop.signal },
       )) {
@@ -226,10 +196,10 @@ describe('controller over gRPC', () => {
         if (seen.length === 1) stop.abort();
       }
     })().catch(() => undefined);
-    await controller.context.store.appendEvents([
+    await t.controller.context.store.appendEvents([
       outboxEvent('other', { case: 'rpoBreached', value: { rpoSeconds: 9, thresholdSeconds: 3 } }, Date.now()),
     ]);
-    await controller.context.store.appendEvents([
+    await t.controller.context.store.appendEvents([
       outboxEvent('main', { case: 'rpoBreached', value: { rpoSeconds: 9, thresholdSeconds: 3 } }, Date.now()),
     ]);
     await withTimeout(following, 120_000, 'watch events');
@@ -238,7 +208,7 @@ describe('controller over gRPC', () => {
 
   test('restore targets: before the oldest backup and in the future are refused', async () => {
     await rejectsWith(
-      admin.startRestore({
+      t.admin.startRestore({
         cluster: 'main',
         targetDir: '/restore',
         target: { target: { case: 'time', value: timestampFromMs(backupStop - 60_000) } },
@@ -246,7 +216,7 @@ describe('controller over gRPC', () => {
       'TargetBeforeOldestBackup',
     );
     await rejectsWith(
-      admin.startRestore({
+      t.admin.startRestore({
         cluster: 'main',
         targetDir: '/restore',
         target: { target: { case: 'time', value: timestampFromMs(Date.now() + 3_600_000) } },
@@ -254,7 +224,7 @@ describe('controller over gRPC', () => {
       'TargetInFuture',
     );
     await rejectsWith(
-      admin.startRestore({
+      t.admin.startRestore({
         cluster: 'main',
         targetDir: '/restore',
         backupLabel: 'nope',
@@ -263,7 +233,7 @@ describe('controller over gRPC', () => {
       'UnknownBackup',
     );
     await rejectsWith(
-      admin.startRestore({
+      t.admin.startRestore({
         cluster: 'main',
         targetDir: '/restore',
         agentId: 'ghost',
@@ -275,7 +245,7 @@ describe('controller over gRPC', () => {
 
   test('a PITR restore picks the backup; closing the agent stream fails the running job with PGF-2006', async () => {
     const targetTime = Date.now() - 500;
-    const { job } = await admin.startRestore({
+    const { job } = await t.admin.startRestore({
       cluster: 'main',
       targetDir: '/var/lib/pg/restore',
       target: { target: { case: 'time', value: timestampFromMs(targetTime) } },
@@ -297,7 +267,7 @@ describe('controller over gRPC', () => {
       msg: { case: 'progress', value: { jobId: job!.id, phase: 'restore', bytesDone: 1n, bytesTotal: 10n } },
     });
     await waitFor('running', async () =>
-      (await admin.getJob({ id: job!.id })).job?.state === JobState.RUNNING ? true : undefined,
+      (await t.admin.getJob({ id: job!.id })).job?.state === JobState.RUNNING ? true : undefined,
     );
     const watched = watch(job!.id);
 
@@ -307,39 +277,39 @@ describe('controller over gRPC', () => {
     assert.equal(last.state, JobState.FAILED);
     assert.equal(last.error?.code, ErrorCodes.AgentDisconnected.code);
     const cluster = await waitFor('agent disconnected', async () => {
-      const c = (await admin.listClusters({})).clusters.find((x) => x.name === 'main');
+      const c = (await t.admin.listClusters({})).clusters.find((x) => x.name === 'main');
       return c && !c.agentConnected ? c : undefined;
     });
     assert.equal(cluster.agentId, 'agent-1');
-    await rejectsWith(admin.startBackup({ cluster: 'main' }), 'AgentNotConnected');
+    await rejectsWith(t.admin.startBackup({ cluster: 'main' }), 'AgentNotConnected');
   });
 
   test('a name target dispatches an empty label; a restarted agent fails the jobs it no longer runs', async () => {
-    agent = new FakeAgent(controller.address);
+    agent = new FakeAgent(t.controller.address);
     agent.hello();
     assert.equal((await agent.receive()).msg.case, 'welcome');
-    const { job: named } = await admin.startRestore({
+    const { job: named } = await t.admin.startRestore({
       cluster: 'main',
       targetDir: '/r1',
       target: { target: { case: 'name', value: 'before_upgrade' } },
     });
     const sent = await agent.receiveJob();
     assert.equal(sent.kind.case === 'restore' && sent.kind.value.backupLabel, '');
-    const { job: backup } = await admin.startBackup({ cluster: 'main', type: BackupType.DIFF });
+    const { job: backup } = await t.admin.startBackup({ cluster: 'main', type: BackupType.DIFF });
     const sentBackup = await agent.receiveJob();
     assert.equal(sentBackup.kind.case === 'backup' && sentBackup.kind.value.type, BackupType.DIFF);
 
     // The agent process restarts before the controller noticed the old stream die: the new Hello
     // lists the backup as still running (e.g. a surviving worker) but not the restore.
-    const again = new FakeAgent(controller.address);
+    const again = new FakeAgent(t.controller.address);
     again.hello({ runningJobIds: [backup!.id] });
     assert.equal((await again.receive()).msg.case, 'welcome');
-    const lost = (await admin.getJob({ id: named!.id })).job!;
+    const lost = (await t.admin.getJob({ id: named!.id })).job!;
     assert.deepEqual([lost.state, lost.error?.code], [JobState.FAILED, ErrorCodes.AgentDisconnected.code]);
     assert.match(lost.error!.message, /restarted/);
     // The controller ends the replaced stream, and its end must not fail the surviving job.
     assert.equal(await agent.ended(), undefined);
-    assert.equal((await admin.getJob({ id: backup!.id })).job?.state, JobState.DISPATCHED);
+    assert.equal((await t.admin.getJob({ id: backup!.id })).job?.state, JobState.DISPATCHED);
 
     // The agent's failure reaches the job with its own code.
     again.stream.send({
@@ -353,7 +323,7 @@ describe('controller over gRPC', () => {
       },
     });
     const failed = await waitFor('failed', async () => {
-      const j = (await admin.getJob({ id: backup!.id })).job!;
+      const j = (await t.admin.getJob({ id: backup!.id })).job!;
       return j.state === JobState.FAILED ? j : undefined;
     });
     assert.deepEqual(
@@ -363,9 +333,9 @@ describe('controller over gRPC', () => {
     assert.match(failed.error!.hint, /archive_command/);
     // A repeated result for a finished job is ignored without cutting the stream.
     again.stream.send({ msg: { case: 'result', value: { jobId: backup!.id, state: JobState.SUCCEEDED } } });
-    const { job: next } = await admin.startBackup({ cluster: 'main' });
+    const { job: next } = await t.admin.startBackup({ cluster: 'main' });
     assert.equal((await again.receiveJob()).jobId, next!.id);
-    assert.equal((await admin.getJob({ id: backup!.id })).job?.state, JobState.FAILED);
+    assert.equal((await t.admin.getJob({ id: backup!.id })).job?.state, JobState.FAILED);
     // A backup that finished after its job was failed still lands in the catalog (the repository
     // holds it); the job stays failed.
     const late = {
@@ -392,62 +362,59 @@ describe('controller over gRPC', () => {
       },
     });
     const recorded = await waitFor('late backup recorded', async () =>
-      (await admin.listBackups({ cluster: 'main' })).backups.find((b) => b.label === LATE_LABEL),
+      (await t.admin.listBackups({ cluster: 'main' })).backups.find((b) => b.label === LATE_LABEL),
     );
     assert.equal(recorded.jobId, backup!.id);
-    assert.equal((await admin.getJob({ id: backup!.id })).job?.state, JobState.FAILED);
+    assert.equal((await t.admin.getJob({ id: backup!.id })).job?.state, JobState.FAILED);
     agent = again;
   });
 
   test("Hello from another database system under a known name, while the cluster's agent is connected, is refused with PGF-3012 naming that agent", async () => {
     // (With no agent connected the catalog's record refuses it: PGF-3005, catalog-suite.ts.)
-    const impostor = new FakeAgent(controller.address);
+    const impostor = new FakeAgent(t.controller.address);
     impostor.hello({ agentId: 'agent-x', systemIdentifier: '999' });
     const err = await impostor.ended();
     assert.ok(PgfleetError.is(err, 'HostSystemIdMismatch'), String(err));
     assert.match((err as Error).message, /agent-1/);
-    assert.equal((await admin.listClusters({})).clusters.find((c) => c.name === 'main')?.systemIdentifier, SYSID);
+    assert.equal((await t.admin.listClusters({})).clusters.find((c) => c.name === 'main')?.systemIdentifier, SYSID);
   });
 
   test('a first message other than Hello is INVALID_ARGUMENT (PGF-1001)', async () => {
-    const rude = new FakeAgent(controller.address);
+    const rude = new FakeAgent(t.controller.address);
     rude.stream.send({ msg: { case: 'heartbeat', value: { pgUp: true } } });
     const err = await rude.ended();
     assert.ok(PgfleetError.is(err, 'InvalidArgument'), String(err));
   });
 
   test('a controller restart fails unfinished jobs no agent reclaims with PGF-7003 and keeps the catalog', async () => {
-    const { jobs } = await admin.listJobs({ cluster: 'main' });
+    const { jobs } = await t.admin.listJobs({ cluster: 'main' });
     const active = jobs.find((j) => j.state === JobState.DISPATCHED);
     assert.ok(active, 'the backup dispatched in the reconnect test is still active');
     agent.stream.cancel();
     await waitFor('agent gone', async () =>
-      (await admin.getJob({ id: active.id })).job?.state === JobState.FAILED ? true : undefined,
+      (await t.admin.getJob({ id: active.id })).job?.state === JobState.FAILED ? true : undefined,
     );
 
     // A job left active by a crash (the catalog says dispatched, no stream to finish it).
-    const orphan = await controller.context.store.createJob(
+    const orphan = await t.controller.context.store.createJob(
       { id: 'orphan', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} },
       Date.now(),
     );
-    await controller.context.store.transitionJob(orphan.id, 'dispatched', {}, Date.now());
-    await controller.close(100);
-    admin.close();
-    controller = await start(RESTART_GRACE_SECONDS);
-    admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
+    await t.controller.context.store.transitionJob(orphan.id, 'dispatched', {}, Date.now());
+    await t.restart({ jobReclaimGraceSeconds: RESTART_GRACE_SECONDS });
     // Its agent may still be running it: it has the reclaim grace to reconnect and claim it.
-    assert.equal((await admin.getJob({ id: 'orphan' })).job!.state, JobState.DISPATCHED);
+    assert.equal((await t.admin.getJob({ id: 'orphan' })).job!.state, JobState.DISPATCHED);
     const j = await waitFor(
       'unclaimed job to fail',
       async () => {
-        const job = (await admin.getJob({ id: 'orphan' })).job!;
+        const job = (await t.admin.getJob({ id: 'orphan' })).job!;
         return job.state === JobState.FAILED ? job : undefined;
       },
       RESTART_GRACE_SECONDS * 1000 + 10_000,
     );
     assert.deepEqual([j.state, j.error?.code], [JobState.FAILED, ErrorCodes.ControllerRestarted.code]);
     assert.match(j.error?.message ?? '', new RegExp(`did not reconnect to claim it within ${RESTART_GRACE_SECONDS} s`));
-    const failedEvent = (await admin.listEvents({ cluster: 'main', limit: 1000 })).events.find(
+    const failedEvent = (await t.admin.listEvents({ cluster: 'main', limit: 1000 })).events.find(
       (e) => e.event?.payload.case === 'backupFailed' && e.event.payload.value.jobId === 'orphan',
     );
     assert.equal(
@@ -455,35 +422,32 @@ describe('controller over gRPC', () => {
       ErrorCodes.ControllerRestarted.code,
     );
     assert.deepEqual(
-      (await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label),
+      (await t.admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label),
       [backupLabel, LATE_LABEL],
     );
-    assert.equal((await admin.listClusters({})).clusters.find((c) => c.name === 'main')?.agentConnected, false);
+    assert.equal((await t.admin.listClusters({})).clusters.find((c) => c.name === 'main')?.agentConnected, false);
   });
 
   test('an agent that reconnects after a controller restart claims its running job and delivers the result', async () => {
-    const claimed = await controller.context.store.createJob(
+    const claimed = await t.controller.context.store.createJob(
       { id: 'claimed', cluster: 'main', kind: 'backup', agentId: 'agent-9', params: { type: 'incr' } },
       Date.now(),
     );
-    await controller.context.store.transitionJob(claimed.id, 'dispatched', {}, Date.now());
-    await controller.context.store.transitionJob(claimed.id, 'running', {}, Date.now());
-    await controller.close(100);
-    admin.close();
+    await t.controller.context.store.transitionJob(claimed.id, 'dispatched', {}, Date.now());
+    await t.controller.context.store.transitionJob(claimed.id, 'running', {}, Date.now());
+    await t.restart({ jobReclaimGraceSeconds: RESTART_GRACE_SECONDS });
     const restarted = Date.now();
-    controller = await start(RESTART_GRACE_SECONDS);
-    admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
-    const back = new FakeAgent(controller.address);
+    const back = new FakeAgent(t.controller.address);
     back.hello({ agentId: 'agent-9', runningJobIds: ['claimed'] });
     assert.equal((await back.receive()).msg.case, 'welcome');
     // Past the reclaim grace (which runs from the restart, and its check has run) the claimed job is still running, not failed.
     await sleep(Math.max(0, restarted + RESTART_GRACE_SECONDS * 1000 + 1000 - Date.now()));
     await waitFor(
       'the start-up reclaim check',
-      async () => (controller.context.reclaimTimers.has('*') ? undefined : true),
+      async () => (t.controller.context.reclaimTimers.has('*') ? undefined : true),
       120_000,
     );
-    assert.equal((await admin.getJob({ id: 'claimed' })).job?.state, JobState.RUNNING);
+    assert.equal((await t.admin.getJob({ id: 'claimed' })).job?.state, JobState.RUNNING);
     const label = '20260301-120500F_20260301-130000I';
     back.succeed('claimed', {
       case: 'backup',
@@ -506,12 +470,12 @@ describe('controller over gRPC', () => {
       },
     });
     const done = await waitFor('claimed job to succeed', async () => {
-      const job = (await admin.getJob({ id: 'claimed' })).job!;
+      const job = (await t.admin.getJob({ id: 'claimed' })).job!;
       return job.state === JobState.SUCCEEDED ? job : undefined;
     });
     assert.equal(done.backup?.label, label);
     // The same result sent again (an agent resends recent results after every Welcome) changes nothing.
-    const before = (await admin.listEvents({ cluster: 'main', limit: 1000 })).events.length;
+    const before = (await t.admin.listEvents({ cluster: 'main', limit: 1000 })).events.length;
     back.succeed('claimed', {
       case: 'backup',
       value: { label, type: BackupType.INCR, stopTime: timestampFromMs(backupStop + 30_000) },
@@ -520,15 +484,15 @@ describe('controller over gRPC', () => {
     // the duplicate is recorded, the duplicate has been handled.
     back.stream.send({ msg: { case: 'heartbeat', value: { pgUp: true, currentLsn: '0/7A000000' } } });
     await waitFor('the heartbeat sent after the duplicate to be recorded', async () =>
-      (await admin.listClusters({})).clusters
+      (await t.admin.listClusters({})).clusters
         .find((c) => c.name === 'main')
         ?.hosts.some((h) => h.agentId === 'agent-9' && h.currentLsn === '0/7A000000')
         ? true
         : undefined,
     );
-    assert.equal((await admin.listEvents({ cluster: 'main', limit: 1000 })).events.length, before);
+    assert.equal((await t.admin.listEvents({ cluster: 'main', limit: 1000 })).events.length, before);
     assert.deepEqual(
-      (await admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label),
+      (await t.admin.listBackups({ cluster: 'main' })).backups.map((b) => b.label),
       [backupLabel, LATE_LABEL, label],
     );
     back.stream.end();

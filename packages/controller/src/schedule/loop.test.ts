@@ -2,16 +2,13 @@
 // temp SQLite catalog) with fake agents. The loop's timer is off; each test drives
 // `scheduler.tick(now)` with its own clock, so cron times are exact and nothing sleeps.
 import { strict as assert } from 'node:assert';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes } from '@pgfleet/core';
-import { createClient } from '@pgfleet/rpc';
-import { AdminService, BackupType, JobState, type Job } from '@pgfleet/proto';
-import { startController, type RunningController } from '../server.js';
-import { FakeAgent, SYSID, closeFakeAgents, waitFor } from '../testing/fake-agent.js';
+import { BackupType, JobState, type Job } from '@pgfleet/proto';
+import { RUN_DEFAULTS } from '../options.js';
+import { FakeAgent, SYSID, waitFor } from '../testing/fake-agent.js';
+import { useTestController } from '../testing/test-controller.js';
 import { rejectsWith } from '../testing/assertions.js';
 
 const MIN = 60_000;
@@ -19,31 +16,20 @@ const HOUR = 60 * MIN;
 const DAY = 24 * HOUR;
 const T0 = Date.UTC(2026, 2, 2, 10, 0, 0); // Monday 2026-03-02 10:00Z
 
-let dir: string;
 let clock = T0;
-let controller: RunningController;
-let admin: ReturnType<typeof createClient<typeof AdminService>>;
-
-async function start(limits: { host?: number } = {}): Promise<RunningController> {
-  return startController(
-    {
-      listen: '127.0.0.1:0',
-      insecure: true,
-      catalogPath: join(dir, 'catalog.db'),
-      repoPath: '/srv/repo',
-      heartbeatIntervalSeconds: 5,
-      maxBackupsPerHost: limits.host ?? 2,
-    },
-    { now: () => clock, schedulerTimer: false },
-  );
-}
+// The daemon's default reclaim grace, as this file always ran (the helper's 1 s is for tests racing it).
+const t = useTestController(
+  'sched',
+  { maxBackupsPerHost: 2, jobReclaimGraceSeconds: RUN_DEFAULTS.jobReclaimGrace },
+  { now: () => clock, schedulerTimer: false },
+);
 
 async function connectAgent(cluster: string, agentId = `agent-${cluster}`): Promise<FakeAgent> {
-  const agent = new FakeAgent(controller.address);
+  const agent = new FakeAgent(t.controller.address);
   agent.hello({ cluster, agentId, systemIdentifier: `${SYSID}-${cluster}` });
   assert.equal((await agent.receive()).msg.case, 'welcome');
   await waitFor(`${cluster} registered`, async () =>
-    (await admin.listClusters({})).clusters.some((c) => c.name === cluster && c.agentConnected) ? true : undefined,
+    (await t.admin.listClusters({})).clusters.some((c) => c.name === cluster && c.agentConnected) ? true : undefined,
   );
   return agent;
 }
@@ -73,25 +59,12 @@ function finishBackup(agent: FakeAgent, job: Job, label: string, stop: number, s
 }
 
 async function jobState(id: string): Promise<JobState | undefined> {
-  return (await admin.getJob({ id })).job?.state;
+  return (await t.admin.getJob({ id })).job?.state;
 }
-
-before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'pgfleet-sched-it-'));
-  controller = await start();
-  admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
-});
-
-after(async () => {
-  closeFakeAgents();
-  admin?.close();
-  await controller?.close(100);
-  rmSync(dir, { recursive: true, force: true });
-});
 
 describe('policies', () => {
   test('get shows every key with its source; set merges; a cluster overrides the fleet', async () => {
-    let p = await admin.getPolicy({ cluster: 'alpha' });
+    let p = await t.admin.getPolicy({ cluster: 'alpha' });
     assert.deepEqual(
       p.values.map((v) => [v.key, v.value, v.source]),
       [
@@ -114,12 +87,12 @@ describe('policies', () => {
       ],
     );
     assert.equal(p.retentionConfigured, false);
-    await admin.setPolicy({ fleet: true, settings: { full: '0 1 * * 0', incr: '0 1 * * 1-6', daily: 5 } });
-    await admin.setPolicy({
+    await t.admin.setPolicy({ fleet: true, settings: { full: '0 1 * * 0', incr: '0 1 * * 1-6', daily: 5 } });
+    await t.admin.setPolicy({
       cluster: 'alpha',
       settings: { incr: '', minFull: 3, drill: '0 4 * * 0', rpoThresholdSeconds: 90, backupFrom: 'prefer-standby' },
     });
-    p = (await admin.setPolicy({ cluster: 'alpha', settings: { weekly: 2 } })).policy!;
+    p = (await t.admin.setPolicy({ cluster: 'alpha', settings: { weekly: 2 } })).policy!;
     const v = Object.fromEntries(p.values.map((x) => [x.key, `${x.value}/${x.source}`]));
     assert.deepEqual(v, {
       full: '0 1 * * 0/fleet',
@@ -143,61 +116,61 @@ describe('policies', () => {
       ['', 3, 2, 5],
     );
     assert.equal(p.retentionConfigured, true);
-    const fleet = await admin.getPolicy({ cluster: '' });
+    const fleet = await t.admin.getPolicy({ cluster: '' });
     assert.deepEqual(
       fleet.values.find((x) => x.key === 'incr'),
       { $typeName: 'pgfleet.v1.PolicyValue', key: 'incr', value: '0 1 * * 1-6', source: 'fleet' },
     );
     // reset drops the override: everything is inherited again.
-    p = (await admin.setPolicy({ cluster: 'alpha', reset: true, settings: {} })).policy!;
+    p = (await t.admin.setPolicy({ cluster: 'alpha', reset: true, settings: {} })).policy!;
     assert.ok(p.values.every((x) => x.source !== 'cluster'));
-    await admin.setPolicy({ fleet: true, reset: true, settings: {} });
+    await t.admin.setPolicy({ fleet: true, reset: true, settings: {} });
   });
 
   test('bad values are refused naming the flag; nothing is stored', async () => {
     await rejectsWith(
-      admin.setPolicy({ cluster: 'alpha', settings: { full: '0 1 * *' } }),
+      t.admin.setPolicy({ cluster: 'alpha', settings: { full: '0 1 * *' } }),
       'InvalidArgument',
       /--full.*5 fields/,
     );
     await rejectsWith(
-      admin.setPolicy({ cluster: 'alpha', settings: { diff: '61 * * * *' } }),
+      t.admin.setPolicy({ cluster: 'alpha', settings: { diff: '61 * * * *' } }),
       'InvalidArgument',
       /--diff/,
     );
     await rejectsWith(
-      admin.setPolicy({ cluster: 'alpha', settings: { pitrWindowDays: -1 } }),
+      t.admin.setPolicy({ cluster: 'alpha', settings: { pitrWindowDays: -1 } }),
       'InvalidArgument',
       /--pitr-window-days/,
     );
     await rejectsWith(
-      admin.setPolicy({ cluster: 'alpha', settings: { spreadMinutes: -5 } }),
+      t.admin.setPolicy({ cluster: 'alpha', settings: { spreadMinutes: -5 } }),
       'InvalidArgument',
       /--spread-minutes/,
     );
     await rejectsWith(
-      admin.setPolicy({ cluster: 'alpha', settings: { drill: 'every sunday' } }),
+      t.admin.setPolicy({ cluster: 'alpha', settings: { drill: 'every sunday' } }),
       'InvalidArgument',
       /--drill/,
     );
     await rejectsWith(
-      admin.setPolicy({ cluster: 'alpha', settings: { rpoThresholdSeconds: 0 } }),
+      t.admin.setPolicy({ cluster: 'alpha', settings: { rpoThresholdSeconds: 0 } }),
       'InvalidArgument',
       /--rpo-threshold/,
     );
     await rejectsWith(
-      admin.setPolicy({ cluster: 'alpha', settings: { backupFrom: 'replica' } }),
+      t.admin.setPolicy({ cluster: 'alpha', settings: { backupFrom: 'replica' } }),
       'InvalidArgument',
       /--backup-from.*primary, standby, prefer-standby.*'replica'/,
     );
     // '*' is the fleet default's scope in the catalog, never a cluster name (the one rule refuses it first).
     await rejectsWith(
-      admin.setPolicy({ cluster: '*', settings: { daily: 1 } }),
+      t.admin.setPolicy({ cluster: '*', settings: { daily: 1 } }),
       'InvalidClusterName',
       /is not a cluster name/,
     );
-    await rejectsWith(admin.setPolicy({ cluster: 'alpha', fleet: true, settings: { daily: 1 } }), 'InvalidArgument');
-    assert.ok((await admin.getPolicy({ cluster: 'alpha' })).values.every((x) => x.source === 'default'));
+    await rejectsWith(t.admin.setPolicy({ cluster: 'alpha', fleet: true, settings: { daily: 1 } }), 'InvalidArgument');
+    assert.ok((await t.admin.getPolicy({ cluster: 'alpha' })).values.every((x) => x.source === 'default'));
   });
 });
 
@@ -206,9 +179,9 @@ describe('scheduler loop', () => {
 
   test('a due full starts once, is recorded, and fires again at the next cron time', async () => {
     main = await connectAgent('main');
-    await admin.setPolicy({ cluster: 'main', settings: { full: '0 * * * *', spreadMinutes: 0 } });
+    await t.admin.setPolicy({ cluster: 'main', settings: { full: '0 * * * *', spreadMinutes: 0 } });
     clock = T0 + 30_000;
-    let r = await controller.scheduler.tick(clock);
+    let r = await t.controller.scheduler.tick(clock);
     assert.deepEqual(
       r.started.map((s) => [s.cluster, s.type, s.scheduledAt.toISOString()]),
       [['main', 'full', '2026-03-02T10:00:00.000Z']],
@@ -216,16 +189,16 @@ describe('scheduler loop', () => {
     const job = await main.receiveJob();
     assert.equal(job.jobId, r.started[0]!.jobId);
     assert.equal(job.kind.case === 'backup' && job.kind.value.type, BackupType.FULL);
-    assert.deepEqual((await controller.context.store.getJob(job.jobId))?.params, {
+    assert.deepEqual((await t.controller.context.store.getJob(job.jobId))?.params, {
       type: 'full',
       scheduledAt: '2026-03-02T10:00:00.000Z',
     });
-    assert.deepEqual(await controller.context.store.listScheduleRuns('main'), [
+    assert.deepEqual(await t.controller.context.store.listScheduleRuns('main'), [
       { cluster: 'main', type: 'full', lastRun: T0 },
     ]);
 
     clock = T0 + 40_000;
-    r = await controller.scheduler.tick(clock);
+    r = await t.controller.scheduler.tick(clock);
     assert.deepEqual([r.started, r.waiting], [[], []]);
     finishBackup(main, job, '20260302-095930F', T0 + 50_000, 2, 'main');
     await waitFor('backup succeeded', async () =>
@@ -233,9 +206,9 @@ describe('scheduler loop', () => {
     );
 
     clock = T0 + 30 * MIN;
-    assert.deepEqual((await controller.scheduler.tick(clock)).started, []);
+    assert.deepEqual((await t.controller.scheduler.tick(clock)).started, []);
     clock = T0 + HOUR + 5000;
-    r = await controller.scheduler.tick(clock);
+    r = await t.controller.scheduler.tick(clock);
     assert.deepEqual(
       r.started.map((s) => s.scheduledAt.toISOString()),
       ['2026-03-02T11:00:00.000Z'],
@@ -248,17 +221,13 @@ describe('scheduler loop', () => {
   });
 
   test('a controller restart neither repeats nor loses a run; missed fire times run once', async () => {
-    await controller.close(100);
-    closeFakeAgents();
-    controller = await start();
-    admin.close();
-    admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
+    await t.restart();
     main = await connectAgent('main');
     clock = T0 + HOUR + 30_000;
-    assert.deepEqual((await controller.scheduler.tick(clock)).started, [], 'the 11:00 run is recorded: not repeated');
+    assert.deepEqual((await t.controller.scheduler.tick(clock)).started, [], 'the 11:00 run is recorded: not repeated');
     // Down from 11:01 to 14:10: the 12:00, 13:00 and 14:00 runs fold into one.
     clock = T0 + 4 * HOUR + 10 * MIN;
-    const r = await controller.scheduler.tick(clock);
+    const r = await t.controller.scheduler.tick(clock);
     assert.deepEqual(
       r.started.map((s) => s.scheduledAt.toISOString()),
       ['2026-03-02T14:00:00.000Z'],
@@ -268,25 +237,21 @@ describe('scheduler loop', () => {
     await waitFor('backup succeeded', async () =>
       (await jobState(job.jobId)) === JobState.SUCCEEDED ? true : undefined,
     );
-    assert.deepEqual((await controller.scheduler.tick(clock + MIN)).started, []);
+    assert.deepEqual((await t.controller.scheduler.tick(clock + MIN)).started, []);
   });
 
   test('a due full covers a due incr; the per-host limit holds the second cluster back', async () => {
-    await controller.close(100);
-    closeFakeAgents();
-    controller = await start({ host: 1 });
-    admin.close();
-    admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
+    await t.restart({ maxBackupsPerHost: 1 });
     // Both fake agents report the same hostname.
     const a = await connectAgent('host-a');
     const b = await connectAgent('host-b');
-    await admin.setPolicy({
+    await t.admin.setPolicy({
       cluster: 'host-a',
       settings: { full: '0 18 * * *', incr: '*/15 * * * *', spreadMinutes: 0 },
     });
-    await admin.setPolicy({ cluster: 'host-b', settings: { full: '0 18 * * *', spreadMinutes: 0 } });
+    await t.admin.setPolicy({ cluster: 'host-b', settings: { full: '0 18 * * *', spreadMinutes: 0 } });
     clock = T0 + 8 * HOUR + MIN; // 18:01
-    let r = await controller.scheduler.tick(clock);
+    let r = await t.controller.scheduler.tick(clock);
     assert.equal(r.started.length, 1);
     assert.deepEqual(
       r.waiting.map((w) => [w.type, w.reason]),
@@ -294,7 +259,7 @@ describe('scheduler loop', () => {
     );
     const first = r.started[0]!;
     assert.equal(first.type, 'full');
-    const runs = await controller.context.store.listScheduleRuns(first.cluster);
+    const runs = await t.controller.context.store.listScheduleRuns(first.cluster);
     if (first.cluster === 'host-a')
       assert.deepEqual(
         runs.map((x) => [x.type, x.lastRun]),
@@ -310,7 +275,7 @@ describe('scheduler loop', () => {
       (await jobState(job.jobId)) === JobState.SUCCEEDED ? true : undefined,
     );
     clock += MIN;
-    r = await controller.scheduler.tick(clock);
+    r = await t.controller.scheduler.tick(clock);
     assert.deepEqual(
       r.started.map((s) => [s.cluster, s.type, s.scheduledAt.toISOString()]),
       [[first.cluster === 'host-a' ? 'host-b' : 'host-a', 'full', '2026-03-02T18:00:00.000Z']],
@@ -325,7 +290,7 @@ describe('retention', () => {
 
   test('plan lists what goes and why; pin keeps a backup; apply sends an expire job; the result removes the rows', async () => {
     agent = await connectAgent(cluster);
-    const store = controller.context.store;
+    const store = t.controller.context.store;
     clock = T0 + 10 * DAY;
     // Four fulls a day apart, the newest an hour ago.
     const labels = ['20260308-090000F', '20260309-090000F', '20260310-090000F', '20260311-090000F'] as const;
@@ -352,8 +317,8 @@ describe('retention', () => {
         priorLabel: '',
       });
     }
-    await admin.setPolicy({ cluster, settings: { minFull: 2, pitrWindowDays: 0, daily: 0, weekly: 0, monthly: 0 } });
-    let plan = await admin.planRetention({ cluster });
+    await t.admin.setPolicy({ cluster, settings: { minFull: 2, pitrWindowDays: 0, daily: 0, weekly: 0, monthly: 0 } });
+    let plan = await t.admin.planRetention({ cluster });
     assert.deepEqual(
       plan.backups.map((b) => [b.label, b.keep, b.reasons.join(',')]),
       [
@@ -370,9 +335,9 @@ describe('retention', () => {
       [[labels[2], '000000010000000000000018', '000000010000000000000018']],
     );
 
-    const pinned = await admin.pinBackup({ cluster, label: labels[0], pinned: true });
+    const pinned = await t.admin.pinBackup({ cluster, label: labels[0], pinned: true });
     assert.equal(pinned.backup?.pinned, true);
-    plan = await admin.planRetention({ cluster });
+    plan = await t.admin.planRetention({ cluster });
     assert.deepEqual(
       plan.backups.filter((b) => !b.keep).map((b) => b.label),
       [labels[1]],
@@ -382,10 +347,10 @@ describe('retention', () => {
       plan.walKeepRanges.map((r) => r.label),
       [labels[0], labels[2]],
     );
-    await admin.pinBackup({ cluster, label: labels[0], pinned: false });
-    await rejectsWith(admin.pinBackup({ cluster, label: 'nope', pinned: true }), 'UnknownBackup');
+    await t.admin.pinBackup({ cluster, label: labels[0], pinned: false });
+    await rejectsWith(t.admin.pinBackup({ cluster, label: 'nope', pinned: true }), 'UnknownBackup');
 
-    const applied = await admin.applyRetention({ cluster });
+    const applied = await t.admin.applyRetention({ cluster });
     assert.ok(applied.job);
     const job = await agent.receiveJob();
     assert.equal(job.jobId, applied.job.id);
@@ -396,7 +361,7 @@ describe('retention', () => {
       [cluster, [labels[0], labels[1]], '00000001000000000000001C'],
     );
     // A second apply while the expire job runs is refused.
-    await rejectsWith(admin.applyRetention({ cluster }), 'BackupInProgress');
+    await rejectsWith(t.admin.applyRetention({ cluster }), 'BackupInProgress');
     // The agent deleted only the first (say, the second is still read by a kept backup).
     agent.succeed(job.jobId, {
       case: 'expire',
@@ -413,10 +378,10 @@ describe('retention', () => {
     );
     // Only labels the job was asked to delete leave the catalog: labels[3] was not, so it stays.
     assert.deepEqual(
-      (await admin.listBackups({ cluster })).backups.map((b) => b.label),
+      (await t.admin.listBackups({ cluster })).backups.map((b) => b.label),
       [labels[1], labels[2], labels[3]],
     );
-    const shown = (await admin.getJob({ id: job.jobId })).job;
+    const shown = (await t.admin.getJob({ id: job.jobId })).job;
     assert.deepEqual(
       [shown?.kind, shown?.expire?.walFilesDeleted, shown?.expire?.skippedLabels],
       ['expire', 12, [labels[1]]],
@@ -425,16 +390,16 @@ describe('retention', () => {
 
   test('the scheduler runs retention after a successful backup', async () => {
     clock = T0 + 10 * DAY + 10 * MIN;
-    const { job } = await admin.startBackup({ cluster });
+    const { job } = await t.admin.startBackup({ cluster });
     const sent = await agent.receiveJob();
     assert.equal(sent.jobId, job!.id);
     // Busy: no expire job while the backup runs.
-    assert.deepEqual((await controller.scheduler.tick(clock)).expireJobs, []);
+    assert.deepEqual((await t.controller.scheduler.tick(clock)).expireJobs, []);
     finishBackup(agent, sent, '20260312-101000F', clock, 0x30, cluster);
     await waitFor('backup succeeded', async () =>
       (await jobState(sent.jobId)) === JobState.SUCCEEDED ? true : undefined,
     );
-    const r = await controller.scheduler.tick(clock + 1000);
+    const r = await t.controller.scheduler.tick(clock + 1000);
     // min-full 2 now keeps the two newest: labels 2 and 3 of the first test go (1 was skipped before).
     assert.deepEqual(
       r.expireJobs.map((e) => [e.cluster, e.labels.join(' ')]),
@@ -454,10 +419,10 @@ describe('retention', () => {
       },
     });
     await waitFor('expire failed', async () => ((await jobState(expire.jobId)) === JobState.FAILED ? true : undefined));
-    assert.deepEqual((await controller.scheduler.tick(clock + 30 * MIN)).expireJobs, []);
+    assert.deepEqual((await t.controller.scheduler.tick(clock + 30 * MIN)).expireJobs, []);
     // An hour later the still-expirable backups are tried again.
     assert.deepEqual(
-      (await controller.scheduler.tick(clock + 61 * MIN)).expireJobs.map((e) => e.labels.length),
+      (await t.controller.scheduler.tick(clock + 61 * MIN)).expireJobs.map((e) => e.labels.length),
       [2],
     );
   });

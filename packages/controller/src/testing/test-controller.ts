@@ -12,22 +12,29 @@ import { AdminService } from '@pgfleet/proto';
 import { startController, type RunningController, type StartOptions } from '../server.js';
 import { closeFakeAgents } from './fake-agent.js';
 
+type TestControllerConfig = Partial<Parameters<typeof startController>[0]>;
+
 export interface TestController {
   readonly controller: RunningController;
   readonly admin: ReturnType<typeof createClient<typeof AdminService>>;
+  /**
+   * Closes the controller, its admin client and the fake agents' channels (their streams ended
+   * with it), then starts a controller on the same catalog with `config` over the file's own:
+   * a restart as an operator does one.
+   */
+  restart(config?: TestControllerConfig): Promise<void>;
 }
 
 /** Registers before/after hooks; read `controller` and `admin` inside tests. */
 export function useTestController(
   name: string,
-  config: Partial<Parameters<typeof startController>[0]> = {},
+  config: TestControllerConfig = {},
   options: StartOptions = {},
 ): TestController {
   let dir = '';
   let controller: RunningController | undefined;
   let admin: TestController['admin'] | undefined;
-  before(async () => {
-    dir = mkdtempSync(join(tmpdir(), `pgfleet-${name}-it-`));
+  const start = async (overrides: TestControllerConfig = {}): Promise<void> => {
     controller = await startController(
       {
         listen: '127.0.0.1:0',
@@ -37,10 +44,15 @@ export function useTestController(
         heartbeatIntervalSeconds: 5,
         jobReclaimGraceSeconds: 1,
         ...config,
+        ...overrides,
       },
       options,
     );
     admin = createClient(AdminService, controller.address, { defaultDeadlineMs: 5000 });
+  };
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), `pgfleet-${name}-it-`));
+    await start();
   });
   after(async () => {
     closeFakeAgents();
@@ -54,6 +66,12 @@ export function useTestController(
     },
     get admin() {
       return admin!;
+    },
+    async restart(overrides) {
+      await controller?.close(100);
+      admin?.close();
+      closeFakeAgents();
+      await start(overrides);
     },
   };
 }
