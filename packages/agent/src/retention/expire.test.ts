@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { beforeEach, describe, test } from 'node:test';
 import { PgfleetError, silentLogger } from '@pgfleet/core';
 import type { BackupLease, ManifestFile, Repository } from '@pgfleet/storage';
-import { manifestFile, putTestBackup, segmentName, tempRepositories } from '../testing/repository-fixtures.js';
+import { manifestFile, segmentName, tempRepositories, testBackupWriter } from '../testing/repository-fixtures.js';
 import { runExpire, walFileStays } from './expire.js';
 
 const C = 'main';
@@ -14,24 +14,10 @@ const SHA = 'a'.repeat(64);
 let root: string;
 let repo: Repository;
 const newRepository = tempRepositories('pgfleet-expire-');
+const backup = testBackupWriter(() => repo, C, Buffer.from('data'));
 
 const seg = segmentName;
 const file = (path: string, backup: string): ManifestFile => manifestFile(path, backup, SHA);
-
-async function backup(
-  label: string,
-  type: 'full' | 'incr',
-  walStart: string,
-  walStop: string,
-  files: ManifestFile[],
-  priorLabel?: string,
-): Promise<void> {
-  await putTestBackup(
-    repo,
-    { cluster: C, label, type, walStart, walStop, files, ...(priorLabel ? { priorLabel } : {}) },
-    Buffer.from('data'),
-  );
-}
 
 async function wal(name: string): Promise<void> {
   const dir = name.includes('.history') ? 'timelines' : name.slice(0, 16);
@@ -50,7 +36,9 @@ beforeEach(async () => {
   ({ root, repo } = newRepository());
   // F1 (WAL 2..3) <- I1 (reads base/1 from F1; WAL 5..5), F2 (WAL 8..9) on timeline 1; timeline 2 from 9 on.
   await backup('F1', 'full', seg(1, 2), seg(1, 3), [file('base/1', 'F1'), file('base/2', 'F1')]);
-  await backup('I1', 'incr', seg(1, 5), seg(1, 5), [file('base/1', 'F1'), file('base/2', 'I1')], 'F1');
+  await backup('I1', 'incr', seg(1, 5), seg(1, 5), [file('base/1', 'F1'), file('base/2', 'I1')], {
+    priorLabel: 'F1',
+  });
   await backup('F2', 'full', seg(1, 8), seg(1, 9), [file('base/1', 'F2'), file('base/2', 'F2')]);
   for (let n = 1; n <= 10; n++) await wal(seg(1, n));
   await wal(`${seg(1, 2)}.00000028.backup`);

@@ -93,3 +93,27 @@ export async function putTestBackup(repo: Repository, b: TestBackup, body: Buffe
   };
   await repo.writeManifest(m);
 }
+
+export type TestBackupWriter = (
+  label: string,
+  type: 'full' | 'incr',
+  walStart: string,
+  walStop: string,
+  files: ManifestFile[],
+  more?: Partial<TestBackup>,
+) => Promise<void>;
+
+/**
+ * putTestBackup for one cluster and body, in the short form a test writes its chain in (label,
+ * type, WAL range, files); `defaults`, then `more`, set what else differs. `repo` is asked at each
+ * call: test files make a new repository per test.
+ */
+export function testBackupWriter(
+  repo: () => Repository,
+  cluster: string,
+  body: Buffer,
+  defaults: Partial<TestBackup> = {},
+): TestBackupWriter {
+  return (label, type, walStart, walStop, files, more = {}) =>
+    putTestBackup(repo(), { cluster, label, type, walStart, walStop, files, ...defaults, ...more }, body);
+}

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { beforeEach, describe, test } from 'node:test';
 import { silentLogger } from '@pgfleet/core';
 import type { ManifestFile, Repository } from '@pgfleet/storage';
-import { manifestFile, putTestBackup, segmentName, tempRepositories } from '../testing/repository-fixtures.js';
+import { manifestFile, segmentName, tempRepositories, testBackupWriter } from '../testing/repository-fixtures.js';
 import { runVerify } from './verify.js';
 
 const C = 'main';
@@ -14,24 +14,13 @@ const DATA = Buffer.from('data');
 const SHA = createHash('sha256').update(DATA).digest('hex');
 let repo: Repository;
 const newRepository = tempRepositories('pgfleet-verify-');
+const backup = testBackupWriter(() => repo, C, DATA, { walSegmentSize: SEG });
 
 const seg = segmentName;
 const file = (path: string, backup: string, sha = SHA): ManifestFile => manifestFile(path, backup, sha);
 
-async function backup(
-  label: string,
-  type: 'full' | 'incr',
-  walStart: string,
-  walStop: string,
-  files: ManifestFile[],
-  stopTime: string,
-): Promise<void> {
-  await putTestBackup(
-    repo,
-    { cluster: C, label, type, walStart, walStop, files, startTime: stopTime, stopTime, walSegmentSize: SEG },
-    DATA,
-  );
-}
+/** Backups here start and stop at the same instant. */
+const at = (time: string) => ({ startTime: time, stopTime: time });
 
 /** A WAL object; fast mode only looks at stored sizes, so a few zstd-named bytes will do. */
 async function wal(name: string, body: Buffer = Buffer.from('w')): Promise<void> {
@@ -53,7 +42,7 @@ beforeEach(async () => {
     seg(1, 2),
     seg(1, 3),
     [file('base/1', 'F1'), file('base/2', 'F1')],
-    '2026-01-01T00:01:00Z',
+    at('2026-01-01T00:01:00Z'),
   );
   await backup(
     'I1',
@@ -61,7 +50,7 @@ beforeEach(async () => {
     seg(1, 5),
     seg(1, 5),
     [file('base/1', 'F1'), file('base/2', 'I1')],
-    '2026-01-01T01:01:00Z',
+    at('2026-01-01T01:01:00Z'),
   );
   for (let n = 1; n <= 10; n++) await wal(seg(1, n));
 });
@@ -89,7 +78,7 @@ describe('verify job', () => {
       seg(1, 6),
       seg(1, 6),
       [file('base/1', 'F0'), file('base/2', 'F1', 'b'.repeat(64))],
-      '2026-01-01T02:01:00Z',
+      at('2026-01-01T02:01:00Z'),
     );
     const v = await verify();
     const refs = v.problems.filter((p) => p.kind === 'bad-reference').map((p) => [p.label, p.path]);
