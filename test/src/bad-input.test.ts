@@ -8,7 +8,16 @@ import { createWriteStream, existsSync } from 'node:fs';
 import { readdir, writeFile, mkdir, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chownToPostgres, makeTempDir, removeDir, startPostgres, type PgInstance } from '@pgfleet/testkit';
-import { AGENT_BIN, CLI_BIN, INSECURE_ARGS, runNode, startFleet, type Fleet } from './harness.js';
+import {
+  AGENT_BIN,
+  CLI_BIN,
+  INSECURE_ARGS,
+  assertRefused,
+  restoreUnder,
+  runNode,
+  startFleet,
+  type Fleet,
+} from './harness.js';
 
 async function listRecursive(dir: string): Promise<string[]> {
   if (!existsSync(dir)) return [];
@@ -43,56 +52,21 @@ describe('bad input: clear codes, non-zero exits, nothing half-written', { timeo
   });
 
   it('PITR targets: before the oldest backup, in the future, malformed, or without any backup', async () => {
-    const none = await fleet.cli('restore', 'billing', '--to', join(fleet.dir, 'r0'), '--target', 'immediate');
-    assert.notEqual(none.code, 0);
-    assert.match(none.stderr, /PGF-6005/);
+    assertRefused(await restoreUnder(fleet, 'r0', '--target', 'immediate'), /PGF-6005/);
 
     const before = new Date(Date.now() - 3600_000).toISOString();
     const b = await fleet.cli('backup', 'billing', '--wait');
     assert.equal(b.code, 0, b.stderr + (await fleet.logs()));
 
-    const early = await fleet.cli('restore', 'billing', '--to', join(fleet.dir, 'r1'), '--target-time', before);
-    assert.notEqual(early.code, 0);
-    assert.match(early.stderr, /PGF-6001/);
-    const future = await fleet.cli(
-      'restore',
-      'billing',
-      '--to',
-      join(fleet.dir, 'r2'),
-      '--target-time',
-      new Date(Date.now() + 3600_000).toISOString(),
+    assertRefused(await restoreUnder(fleet, 'r1', '--target-time', before), /PGF-6001/);
+    assertRefused(
+      await restoreUnder(fleet, 'r2', '--target-time', new Date(Date.now() + 3600_000).toISOString()),
+      /PGF-6002/,
     );
-    assert.notEqual(future.code, 0);
-    assert.match(future.stderr, /PGF-6002/);
-    const lsn = await fleet.cli('restore', 'billing', '--to', join(fleet.dir, 'r3'), '--target-lsn', '0/1');
-    assert.notEqual(lsn.code, 0);
-    assert.match(lsn.stderr, /PGF-6001/);
-    const bad = await fleet.cli('restore', 'billing', '--to', join(fleet.dir, 'r4'), '--target-time', 'yesterday-ish');
-    assert.notEqual(bad.code, 0);
-    assert.match(bad.stderr, /PGF-6003/);
-    const two = await fleet.cli(
-      'restore',
-      'billing',
-      '--to',
-      join(fleet.dir, 'r5'),
-      '--target',
-      'immediate',
-      '--target-name',
-      'x',
-    );
-    assert.notEqual(two.code, 0);
-    assert.match(two.stderr, /PGF-6003/);
-    const missingName = await fleet.cli(
-      'restore',
-      'billing',
-      '--to',
-      join(fleet.dir, 'r6'),
-      '--target-name',
-      'never_created',
-      '--wait',
-    );
-    assert.notEqual(missingName.code, 0);
-    assert.match(missingName.stderr, /PGF-6004/);
+    assertRefused(await restoreUnder(fleet, 'r3', '--target-lsn', '0/1'), /PGF-6001/);
+    assertRefused(await restoreUnder(fleet, 'r4', '--target-time', 'yesterday-ish'), /PGF-6003/);
+    assertRefused(await restoreUnder(fleet, 'r5', '--target', 'immediate', '--target-name', 'x'), /PGF-6003/);
+    assertRefused(await restoreUnder(fleet, 'r6', '--target-name', 'never_created', '--wait'), /PGF-6004/);
     for (const d of ['r1', 'r2', 'r3', 'r4', 'r5'])
       assert.equal(existsSync(join(fleet.dir, d)), false, `${d} must not be created`);
   });

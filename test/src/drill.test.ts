@@ -50,6 +50,7 @@ import {
   AGENT_BIN,
   INSECURE_ARGS,
   REPO_ROOT,
+  agentRunArgs,
   startDaemon,
   startFleet,
   waitFor,
@@ -313,20 +314,9 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
   it("--on another agent: the cluster's agent captures the counts, the other one drills", async () => {
     const spare: Daemon = startDaemon(
       AGENT_BIN,
-      [
-        'run',
-        '--controller',
-        fleet.controllerAddress,
-        '--cluster',
-        CLUSTER,
+      agentRunArgs(fleet.controllerAddress, CLUSTER, fleet.pg, [
         '--agent-id',
         'spare',
-        '--pgdata',
-        fleet.pg.dataDir,
-        '--pg-host',
-        '127.0.0.1',
-        '--pg-port',
-        String(fleet.pg.port),
         '--repo-path',
         fleet.repoDir,
         '--socket',
@@ -336,7 +326,7 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
         '--scratch-dir',
         scratch,
         ...INSECURE_ARGS,
-      ],
+      ]),
       join(fleet.dir, 'agent-spare.log'),
       { asPg: true },
     );

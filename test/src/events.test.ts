@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { freePort, startNats, type NatsServer } from '@pgfleet/testkit';
-import { startFleet, waitFor, type Fleet } from './harness.js';
+import { startFleet, waitFor, watchedControllerArgs, type Fleet } from './harness.js';
 
 const CLUSTER = 'evt';
 const STREAM = 'PGFLEET_EVENTS';
@@ -54,16 +54,7 @@ describe('events: outbox, NATS JetStream, health and metrics', { timeout: 600_00
     metricsPort = await freePort();
     fleet = await startFleet({
       cluster: CLUSTER,
-      controllerArgs: [
-        '--nats-url',
-        nats.url,
-        '--rpo-threshold',
-        '3',
-        '--health-interval',
-        '1',
-        '--metrics-listen',
-        `127.0.0.1:${metricsPort}`,
-      ],
+      controllerArgs: watchedControllerArgs(nats.url, metricsPort, 3),
     });
     await fleet.pg.query('CREATE TABLE t (id serial PRIMARY KEY, filler text)');
     // The stream exists once the relay published agent.connected.

@@ -9,6 +9,7 @@
  * --repo, credentials in the agent's config file), or both as two repositories of the cluster
  * (`both`: the controller names none, the agent's config file has --repo and --repo2).
  */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -115,6 +116,47 @@ export function startDaemon(script: string, args: string[], logFile: string, opt
     },
     log: () => readFile(logFile, 'utf8').catch(() => ''),
   };
+}
+
+/**
+ * `pgfleet-agent run` for an agent of `cluster` on PostgreSQL `db`, connecting to `controllerAddress`;
+ * repository, socket and the rest are in `extraArgs`.
+ */
+export function agentRunArgs(
+  controllerAddress: string,
+  cluster: string,
+  db: PgInstance,
+  extraArgs: string[],
+): string[] {
+  return ['run', '--controller', controllerAddress, '--cluster', cluster, ...agentPgArgs(db), ...extraArgs];
+}
+
+/** Asserts a command was refused: a non-zero exit and stderr matching `message` (its error code, a phrase). */
+export function assertRefused(r: RunResult, message: RegExp): void {
+  assert.notEqual(r.code, 0, `expected a refusal, got exit 0:\n${r.stdout}`);
+  assert.match(r.stderr, message);
+}
+
+/** `pgfleet restore` of the fleet's cluster into `<fleet dir>/<into>`, with `args` (target, --wait...). */
+export function restoreUnder(fleet: Fleet, into: string, ...args: string[]): Promise<RunResult> {
+  return fleet.cli('restore', fleet.cluster, '--to', join(fleet.dir, into), ...args);
+}
+
+/**
+ * Controller flags for a fleet watched from outside: events to the NATS server at `natsUrl`,
+ * health evaluated every second against an RPO threshold, /metrics on `metricsPort`.
+ */
+export function watchedControllerArgs(natsUrl: string, metricsPort: number, rpoThresholdSeconds: number): string[] {
+  return [
+    '--nats-url',
+    natsUrl,
+    '--rpo-threshold',
+    String(rpoThresholdSeconds),
+    '--health-interval',
+    '1',
+    '--metrics-listen',
+    `127.0.0.1:${metricsPort}`,
+  ];
 }
 
 /**
@@ -270,19 +312,13 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   const spawnAgent = (name: string, db: PgInstance, extraArgs: string[]): Daemon =>
     startDaemon(
       AGENT_BIN,
-      [
-        'run',
-        '--controller',
-        controllerAddress,
-        '--cluster',
-        name,
-        ...agentPgArgs(db),
+      agentRunArgs(controllerAddress, name, db, [
         ...agentRepoArgs,
         '--archive-timeout',
         '60',
         ...(insecure ? INSECURE_ARGS : []),
         ...extraArgs,
-      ],
+      ]),
       join(dir, `agent-${name}-${Date.now()}.log`),
       { asPg: true },
     );

@@ -16,7 +16,17 @@ import { readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { freePort, startNats, type NatsServer } from '@pgfleet/testkit';
-import { AGENT_BIN, INSECURE_ARGS, startDaemon, startFleet, waitFor, type Daemon, type Fleet } from './harness.js';
+import {
+  AGENT_BIN,
+  INSECURE_ARGS,
+  agentRunArgs,
+  startDaemon,
+  startFleet,
+  waitFor,
+  watchedControllerArgs,
+  type Daemon,
+  type Fleet,
+} from './harness.js';
 
 const CLUSTER = 'hlt';
 const MiB = 1024 * 1024;
@@ -51,18 +61,7 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
     fleet = await startFleet({
       cluster: CLUSTER,
       // An hour: any RPO event below comes from the cluster's policy.
-      controllerArgs: [
-        '--nats-url',
-        nats.url,
-        '--rpo-threshold',
-        '3600',
-        '--health-interval',
-        '1',
-        '--metrics-listen',
-        `127.0.0.1:${metricsPort}`,
-        '--schedule-interval',
-        '3600',
-      ],
+      controllerArgs: [...watchedControllerArgs(nats.url, metricsPort, 3600), '--schedule-interval', '3600'],
     });
     nc = await connect({ servers: nats.url, timeout: 30_000, maxReconnectAttempts: -1 });
     const sub = nc.subscribe(`pgfleet.events.${CLUSTER}.>`);
@@ -273,24 +272,13 @@ describe('fleet health: per-cluster RPO threshold, WAL gaps, WAL health in heart
     // A second agent on the same PostgreSQL, under another cluster name, without a repository: heartbeats only.
     limitedAgent = startDaemon(
       AGENT_BIN,
-      [
-        'run',
-        '--controller',
-        fleet.controllerAddress,
-        '--cluster',
-        other,
-        '--pgdata',
-        fleet.pg.dataDir,
-        '--pg-host',
-        '127.0.0.1',
-        '--pg-port',
-        String(fleet.pg.port),
+      agentRunArgs(fleet.controllerAddress, other, fleet.pg, [
         '--pg-user',
         'hlt_monitorless',
         '--socket',
         join(fleet.dir, 'limited.sock'),
         ...INSECURE_ARGS,
-      ],
+      ]),
       join(fleet.dir, 'agent-limited.log'),
       { asPg: true },
     );

@@ -16,6 +16,7 @@ import {
   AGENT_BIN,
   CLI_BIN,
   CONTROLLER_BIN,
+  agentRunArgs,
   runNode,
   startFleet,
   waitFor,
@@ -41,26 +42,24 @@ describe('mutual TLS agents and admin tokens', { timeout: 600_000 }, () => {
   const agentOnce = (agentId: string, extra: string[]): Promise<RunResult> =>
     runNode(
       AGENT_BIN,
-      [
-        'run',
-        '--controller',
-        fleet.controllerAddress,
-        '--cluster',
-        CLUSTER,
+      agentRunArgs(fleet.controllerAddress, CLUSTER, fleet.pg, [
         '--agent-id',
         agentId,
-        '--pgdata',
-        fleet.pg.dataDir,
-        '--pg-host',
-        '127.0.0.1',
-        '--pg-port',
-        String(fleet.pg.port),
         '--socket',
         join(dir, `${agentId}.sock`),
         ...extra,
-      ],
+      ]),
       { asPg: true, timeoutMs: 120_000 },
     );
+
+  /** `pgfleet clusters` as [name, agent connected] pairs. */
+  const clustersConnected = async (): Promise<[string, boolean | undefined][]> =>
+    (
+      JSON.parse((await fleet.cli('clusters', '--output', 'json')).stdout) as {
+        name: string;
+        agentConnected?: boolean;
+      }[]
+    ).map((c) => [c.name, c.agentConnected]);
 
   /** The CLI with the CA but without PGFLEET_TOKEN (the fleet's default env carries the admin token). */
   const cliWithout = (args: string[], env: Record<string, string> = {}) =>
@@ -137,14 +136,7 @@ describe('mutual TLS agents and admin tokens', { timeout: 600_000 }, () => {
     const agent = await fleet.startAgent(['--tls-dir', tlsDir, '--enroll-token-file', tokenFile, '--ca-cert', caCert]);
     assert.match(await agent.log(), /enrolled with the controller/);
     for (const f of ['agent.key', 'agent.crt']) assert.equal((await stat(join(tlsDir, f))).mode & 0o777, 0o600, f);
-    const clusters = JSON.parse((await fleet.cli('clusters', '--output', 'json')).stdout) as {
-      name: string;
-      agentConnected?: boolean;
-    }[];
-    assert.deepEqual(
-      clusters.map((c) => [c.name, c.agentConnected]),
-      [[CLUSTER, true]],
-    );
+    assert.deepEqual(await clustersConnected(), [[CLUSTER, true]]);
   });
 
   it('the enrollment token cannot be used a second time', async () => {
@@ -179,14 +171,7 @@ describe('mutual TLS agents and admin tokens', { timeout: 600_000 }, () => {
     assert.notEqual(r.code, 0, r.stderr);
     assert.match(r.stderr, /PGF-8001/);
     // The enrolled agent is still the only one the controller knows.
-    const clusters = JSON.parse((await fleet.cli('clusters', '--output', 'json')).stdout) as {
-      name: string;
-      agentConnected?: boolean;
-    }[];
-    assert.deepEqual(
-      clusters.map((c) => [c.name, c.agentConnected]),
-      [[CLUSTER, true]],
-    );
+    assert.deepEqual(await clustersConnected(), [[CLUSTER, true]]);
   });
 
   it('an operator token runs a backup', async () => {

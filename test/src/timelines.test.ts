@@ -23,7 +23,16 @@ import {
   type PgInstance,
   type StandbyInstance,
 } from '@pgfleet/testkit';
-import { AGENT_BIN, agentCommand, runNode, startFleet, waitFor, type Fleet } from './harness.js';
+import {
+  AGENT_BIN,
+  agentCommand,
+  assertRefused,
+  restoreUnder,
+  runNode,
+  startFleet,
+  waitFor,
+  type Fleet,
+} from './harness.js';
 import { sleep } from '@pgfleet/core';
 
 type Row = { id: number; note: string };
@@ -278,32 +287,14 @@ describe('in-place PITR of the cluster, then more writes', { timeout: 900_000 },
   });
 
   it('--target-timeline 7 (no such timeline) and an LSN past the archive are refused with PGF-6006', async () => {
-    const r = await fleet.cli(
-      'restore',
-      'inplace',
-      '--to',
-      join(fleet.dir, 'never'),
-      '--target',
-      'latest',
-      '--target-timeline',
-      '7',
-      '--wait',
-    );
-    assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /PGF-6006/);
+    const r = await restoreUnder(fleet, 'never', '--target', 'latest', '--target-timeline', '7', '--wait');
+    assertRefused(r, /PGF-6006/);
     assert.match(r.stderr, /timeline 7 is not in the archive/);
     // An LSN past the archived WAL would replay everything and then fail in PostgreSQL; it is refused up front.
-    const beyond = await fleet.cli(
-      'restore',
-      'inplace',
-      '--to',
-      join(fleet.dir, 'never'),
-      '--target-lsn',
-      'FF/0',
-      '--wait',
+    assertRefused(
+      await restoreUnder(fleet, 'never', '--target-lsn', 'FF/0', '--wait'),
+      /PGF-6006.*target LSN FF\/0 is beyond the archived WAL of timeline 2/,
     );
-    assert.notEqual(beyond.code, 0);
-    assert.match(beyond.stderr, /PGF-6006.*target LSN FF\/0 is beyond the archived WAL of timeline 2/);
   });
 
   it('a restored copy promoted elsewhere archives nothing, and the source still restores exactly', async () => {
