@@ -6,7 +6,7 @@ import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes, PgfleetError, sleep } from '@pgfleet/core';
 import { BackupType, JobState, type JobInfo } from '@pgfleet/proto';
 import { outboxEvent } from './jobs/events.js';
-import { FakeAgent, SYSID, waitFor, withTimeout } from './testing/fake-agent.js';
+import { FakeAgent, SYSID, reportedBackup, waitFor, withTimeout } from './testing/fake-agent.js';
 import { useTestController } from './testing/test-controller.js';
 import { rejectsWith } from './testing/assertions.js';
 
@@ -131,22 +131,17 @@ describe('controller over gRPC', () => {
     backupLabel = '20260301-120000F';
     agent.succeed(job!.id, {
       case: 'backup',
-      value: {
+      value: reportedBackup({
         label: backupLabel,
         type: BackupType.FULL,
         startLsn: '0/2000028',
         stopLsn: '0/2000100',
         startTime: timestampFromMs(backupStop - 5000),
         stopTime: timestampFromMs(backupStop),
-        timeline: 1,
-        systemIdentifier: SYSID,
-        pgVersion: 170002,
-        sizeBytes: 1000n,
         storedBytes: 300n,
-        fileCount: 10,
         walStart: '000000010000000000000002',
         walStop: '000000010000000000000002',
-      },
+      }),
     });
     const states = (await withTimeout(watched, 120_000, 'watch to end')).map((j) => j.state);
     assert.ok(states.includes(JobState.RUNNING), `states ${states.join(',')}`);
@@ -338,23 +333,18 @@ describe('controller over gRPC', () => {
     assert.equal((await t.admin.getJob({ id: backup!.id })).job?.state, JobState.FAILED);
     // A backup that finished after its job was failed still lands in the catalog (the repository
     // holds it); the job stays failed.
-    const late = {
+    const late = reportedBackup({
       label: LATE_LABEL,
       type: BackupType.DIFF,
       startLsn: '0/3000028',
       stopLsn: '0/3000100',
       startTime: timestampFromMs(backupStop + 5000),
       stopTime: timestampFromMs(backupStop + 9000),
-      timeline: 1,
-      systemIdentifier: SYSID,
-      pgVersion: 170002,
-      sizeBytes: 1000n,
       storedBytes: 30n,
-      fileCount: 10,
       walStart: '000000010000000000000003',
       walStop: '000000010000000000000003',
       priorLabel: backupLabel,
-    };
+    });
     again.stream.send({
       msg: {
         case: 'result',
@@ -451,23 +441,18 @@ describe('controller over gRPC', () => {
     const label = '20260301-120500F_20260301-130000I';
     back.succeed('claimed', {
       case: 'backup',
-      value: {
+      value: reportedBackup({
         label,
         type: BackupType.INCR,
         startLsn: '0/4000028',
         stopLsn: '0/4000100',
         startTime: timestampFromMs(backupStop + 20_000),
         stopTime: timestampFromMs(backupStop + 30_000),
-        timeline: 1,
-        systemIdentifier: SYSID,
-        pgVersion: 170002,
-        sizeBytes: 1000n,
         storedBytes: 10n,
-        fileCount: 10,
         walStart: '000000010000000000000004',
         walStop: '000000010000000000000004',
         priorLabel: LATE_LABEL,
-      },
+      }),
     });
     const done = await waitFor('claimed job to succeed', async () => {
       const job = (await t.admin.getJob({ id: 'claimed' })).job!;

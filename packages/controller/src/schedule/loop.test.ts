@@ -7,7 +7,7 @@ import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes } from '@pgfleet/core';
 import { BackupType, JobState, type Job } from '@pgfleet/proto';
 import { RUN_DEFAULTS } from '../options.js';
-import { FakeAgent, SYSID, waitFor } from '../testing/fake-agent.js';
+import { FakeAgent, SYSID, reportedBackup, waitFor } from '../testing/fake-agent.js';
 import { useTestController } from '../testing/test-controller.js';
 import { rejectsWith } from '../testing/assertions.js';
 
@@ -39,22 +39,19 @@ function finishBackup(agent: FakeAgent, job: Job, label: string, stop: number, s
   const name = `00000001000000000000${seg.toString(16).toUpperCase().padStart(4, '0')}`;
   agent.succeed(job.jobId, {
     case: 'backup',
-    value: {
+    value: reportedBackup({
       label,
       type: job.kind.case === 'backup' ? job.kind.value.type : BackupType.FULL,
       startLsn: `0/${(seg * 0x1000000 + 0x28).toString(16).toUpperCase()}`,
       stopLsn: `0/${(seg * 0x1000000 + 0x100).toString(16).toUpperCase()}`,
       startTime: timestampFromMs(stop - MIN),
       stopTime: timestampFromMs(stop),
-      timeline: 1,
       systemIdentifier: `${SYSID}-${cluster}`,
-      pgVersion: 170002,
-      sizeBytes: 1000n,
       storedBytes: 100n,
       fileCount: 3,
       walStart: name,
       walStop: name,
-    },
+    }),
   });
 }
 

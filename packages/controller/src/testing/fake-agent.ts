@@ -8,6 +8,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import {
   AgentService,
   JobState,
+  type BackupInfoSchema,
   type ConnectRequestSchema,
   type ConnectResponse,
   type Job,
@@ -16,6 +17,16 @@ import {
 import { sleep } from '@pgfleet/core';
 
 export const SYSID = '7300000000000000001';
+
+type BackupInfoInit = MessageInitShape<typeof BackupInfoSchema>;
+
+/**
+ * A backup as an agent reports it: what the test sets, over figures none of them looks at
+ * (timeline 1, SYSID, PostgreSQL 17.2, 1000 bytes in 10 files).
+ */
+export function reportedBackup(b: BackupInfoInit): BackupInfoInit {
+  return { timeline: 1, systemIdentifier: SYSID, pgVersion: 170002, sizeBytes: 1000n, fileCount: 10, ...b };
+}
 
 const clients: { close(): void }[] = [];
 
