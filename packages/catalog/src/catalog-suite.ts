@@ -83,6 +83,39 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal(await store.getCluster('nope'), undefined);
       });
 
+      test('an agent id stays with its cluster: registering it for another is AgentIdBound and changes nothing', async () => {
+        const store = await storeWithCluster();
+        await store.upsertCluster({ name: 'other', systemIdentifier: '7300000000000000002', pgVersion: 170002 }, 1000);
+        const before = await store.getAgent('agent-1');
+        const event = {
+          id: 'e-bound',
+          cluster: 'other',
+          kind: 'agent.connected',
+          time: 2000,
+          payload: new Uint8Array([1]),
+        };
+        await assert.rejects(
+          store.upsertAgent({ id: 'agent-1', cluster: 'other', hostname: 'evil', version: '9.9.9' }, 2000, [event]),
+          (err: unknown) =>
+            PgfleetError.is(err, 'AgentIdBound') &&
+            err.code === ErrorCodes.AgentIdBound.code &&
+            !err.message.includes("'main'"),
+        );
+        assert.deepEqual(await store.getAgent('agent-1'), before);
+        assert.deepEqual(
+          (await store.listAgents('other')).map((a) => a.id),
+          [],
+        );
+        // The refused registration's events were not committed either.
+        assert.ok(!(await store.listEvents({})).some((e) => e.id === 'e-bound'));
+        // Its own cluster re-registers it as before (a reconnect).
+        const again = await store.upsertAgent(
+          { id: 'agent-1', cluster: 'main', hostname: 'db1b', version: '0.2.0' },
+          3000,
+        );
+        assert.deepEqual([again.cluster, again.hostname, again.lastSeen], ['main', 'db1b', 3000]);
+      });
+
       test('clusters are listed by name', async () => {
         const store = await fresh();
         for (const n of ['b', 'a', 'B', 'c'])

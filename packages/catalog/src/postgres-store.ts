@@ -46,6 +46,7 @@ import {
   type JobRow,
   type PolicyRow,
   type ScheduleRunRow,
+  agentIdBound,
 } from './rows.js';
 import {
   isTerminalJobState,
@@ -247,11 +248,14 @@ export class PostgresCatalogStore implements CatalogStore {
     return this.transaction(async (client) => {
       const res = await client.query<AgentRow>(
         `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES ($1, $2, $3, $4, true, $5)
-         ON CONFLICT (id) DO UPDATE SET cluster = EXCLUDED.cluster, hostname = EXCLUDED.hostname,
+         ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname,
            version = EXCLUDED.version, connected = true, last_seen = EXCLUDED.last_seen
+         WHERE agents.cluster = EXCLUDED.cluster
          RETURNING *`,
         [a.id, a.cluster, a.hostname, a.version, now],
       );
+      // The conflicting row (locked by ON CONFLICT) belongs to another cluster: no row came back.
+      if (!res.rows[0]) throw agentIdBound(a.id, a.cluster);
       await insertEvents(client, events);
       return agentRow(res.rows[0]!);
     });

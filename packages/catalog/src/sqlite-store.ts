@@ -41,6 +41,7 @@ import {
   type JobRow,
   type PolicyRow,
   type ScheduleRunRow,
+  agentIdBound,
 } from './rows.js';
 import {
   isTerminalJobState,
@@ -173,10 +174,13 @@ export class SqliteCatalogStore implements CatalogStore {
   ): Promise<AgentRecord> {
     this.db
       .transaction(() => {
+        const bound = this.db.prepare('SELECT cluster FROM agents WHERE id = ?').get(a.id) as
+          { cluster: string } | undefined;
+        if (bound && bound.cluster !== a.cluster) throw agentIdBound(a.id, a.cluster);
         this.db
           .prepare(
             `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES (?, ?, ?, ?, 1, ?)
-           ON CONFLICT (id) DO UPDATE SET cluster = excluded.cluster, hostname = excluded.hostname,
+           ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname,
              version = excluded.version, connected = 1, last_seen = excluded.last_seen`,
           )
           .run(a.id, a.cluster, a.hostname, a.version, now);

@@ -330,7 +330,11 @@ export interface CatalogStore {
   getCluster(name: string): Promise<ClusterRecord | undefined>;
   listClusters(): Promise<ClusterRecord[]>;
 
-  /** Registers (or re-registers) an agent as connected. */
+  /**
+   * Registers (or re-registers) an agent as connected. An agent id belongs to the cluster it was
+   * first registered for: under another cluster it is refused (AgentIdBound) and nothing changes,
+   * so an agent of one cluster can never take over another cluster's agent, its jobs or its row.
+   */
   upsertAgent(
     agent: { id: string; cluster: string; hostname: string; version: string },
     now: number,

@@ -33,6 +33,7 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   StandbyNotConnected: ['PGF-2010', 9, 4],
   BackupChainExpired: ['PGF-2030', 9, 4],
   BackupLeaseLost: ['PGF-2031', 14, 5],
+  ReportedBackupRefused: ['PGF-2020', 9, 6],
   PgdataMissing: ['PGF-3001', 9, 4],
   ArchiveModeOff: ['PGF-3002', 9, 4],
   PgConnectFailed: ['PGF-3003', 14, 5],
@@ -86,6 +87,9 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   ManifestUnauthenticated: ['PGF-8020', 15, 6],
   ManifestUnsigned: ['PGF-8021', 9, 4],
   ManifestKeyMissing: ['PGF-8022', 9, 4],
+  AgentIdBound: ['PGF-8030', 7, 7],
+  JobNotOwned: ['PGF-8031', 7, 7],
+  RepositoriesNotPinned: ['PGF-8032', 7, 7],
   Internal: ['PGF-9001', 13, 1],
 };
 

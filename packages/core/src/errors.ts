@@ -157,6 +157,12 @@ export const ErrorCodes = {
     5,
     'The backup could not keep its lease in the repository fresh (the write failed, or the lease was removed after it went stale), so an expire may have removed files it references; it stopped before its manifest. Check that the repository is reachable and writable, then start the backup again.',
   ),
+  ReportedBackupRefused: spec(
+    'PGF-2020',
+    GrpcStatus.FAILED_PRECONDITION,
+    6,
+    'The agent reported a backup the controller cannot believe (label, system identifier, LSNs, times or its manifest in the repository); nothing was recorded. Check the agent host (it may be compromised or misconfigured), its clock and its repository, then run `pgfleet verify <cluster>`.',
+  ),
   // 3xxx: PostgreSQL and the data directory
   PgdataMissing: spec(
     'PGF-3001',
@@ -465,6 +471,24 @@ export const ErrorCodes = {
     GrpcStatus.FAILED_PRECONDITION,
     4,
     "This process holds no manifest key for the cluster: the controller sends it with every job. Upgrade the controller to the agent's version, and check its --manifest-secret file.",
+  ),
+  AgentIdBound: spec(
+    'PGF-8030',
+    GrpcStatus.PERMISSION_DENIED,
+    7,
+    'An agent id belongs to the first cluster it enrolled or connected for; give the agent of this cluster its own --agent-id (and a new enrollment token).',
+  ),
+  JobNotOwned: spec(
+    'PGF-8031',
+    GrpcStatus.PERMISSION_DENIED,
+    7,
+    'An agent may only report on or cancel the jobs of its own cluster that were dispatched to it; the message was ignored. Look for a misconfigured or compromised agent host.',
+  ),
+  RepositoriesNotPinned: spec(
+    'PGF-8032',
+    GrpcStatus.PERMISSION_DENIED,
+    7,
+    "The agent writes only to the repositories of its own --repo/--repo2: configure the same repositories on the controller (--repo/--repo2), or remove them from the agent's configuration to let the controller decide.",
   ),
   // 9xxx: bugs
   Internal: spec('PGF-9001', GrpcStatus.INTERNAL, 1, 'This is a bug in pgfleet; please report it with the log.'),
