@@ -84,7 +84,7 @@ async function cancelJob(ctx: ControllerContext, id: string): Promise<MessageIni
   if (isTerminalJobState(job.state)) {
     throw new PgfleetError('JobStateConflict', `job ${id} already ended (${job.state}); there is nothing to cancel`);
   }
-  const session = ctx.sessions.get(job.agentId);
+  const session = ctx.sessions.get(job.cluster, job.agentId);
   if (job.state !== 'queued' && session) {
     session.send({ msg: { case: 'cancel', value: { jobId: id } } });
     ctx.logger.info({ jobId: id, agentId: job.agentId }, 'cancel sent to the agent');

@@ -21,6 +21,7 @@ import {
 import { checkHelloIdentity, requireAgentIdentity } from '../security/access.js';
 import { checkWireMessage } from '../security/wire-bounds.js';
 import type { AgentSession } from './sessions.js';
+import { ownJob, requireOwnAgentId } from './ownership.js';
 import { agentReplayRecord, archiverJson, archiveSetupRecord, serverRoleFromProto, progressJson } from '../wire.js';
 import { CONTROLLER_VERSION, eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
 import { outboxEvent } from '../jobs/events.js';
@@ -58,6 +59,7 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
   if (ctx.agentCertificates) checkHelloIdentity(requireAgentIdentity(call), hello);
   const log = ctx.logger.child({ agentId: hello.agentId, cluster: hello.cluster, peer: call.peer });
   requireOneSystem(ctx, hello);
+  await requireOwnAgentId(ctx, hello, log);
   await recordAgent(ctx, hello);
   const session = openSession(ctx, hello, stream, log);
   await reconcileJobs(ctx, hello, stream, log);
@@ -199,7 +201,9 @@ async function reconcileJobs(
   const pendingReclaim = ctx.reclaimTimers.get(hello.agentId);
   if (pendingReclaim) clearTimeout(pendingReclaim);
   ctx.reclaimTimers.delete(hello.agentId);
-  const active = (await ctx.store.listActiveJobs()).filter((j) => j.agentId === hello.agentId);
+  const active = (await ctx.store.listActiveJobs()).filter(
+    (j) => j.agentId === hello.agentId && j.cluster === hello.cluster,
+  );
   const keep = [...hello.runningJobIds, ...active.filter((j) => j.state === 'queued').map((j) => j.id)];
   const lostError = {
     code: ErrorCodes.AgentDisconnected.code,
@@ -215,7 +219,7 @@ async function reconcileJobs(
   // Jobs the agent still runs that were cancelled while it was away: tell it now.
   for (const id of hello.runningJobIds) {
     const j = await ctx.store.getJob(id);
-    if (j?.state === 'cancelled' && j.agentId === hello.agentId) {
+    if (j?.state === 'cancelled' && j.agentId === hello.agentId && j.cluster === hello.cluster) {
       stream.send({ msg: { case: 'cancel', value: { jobId: id } } });
       log.info({ jobId: id }, 'the reconnected agent still runs a cancelled job: cancel sent');
     }
@@ -283,7 +287,9 @@ export function reclaimJobsLater(
     void (async () => {
       const active = await ctx.store.listActiveJobs();
       const candidates = new Set(
-        active.map((j) => j.agentId).filter((a) => (agentId === undefined || a === agentId) && !ctx.sessions.get(a)),
+        active
+          .filter((j) => (agentId === undefined || j.agentId === agentId) && !ctx.sessions.get(j.cluster, j.agentId))
+          .map((j) => j.agentId),
       );
       for (const a of candidates) {
         // Connected to another controller sharing the catalog: that one reconciled its jobs in Hello.
@@ -393,15 +399,6 @@ async function forwardWalSwitch(
   log.info({ jobId, lsn, primary: primary.agentId }, 'WAL switch asked of the primary for a standby backup');
 }
 
-/** An agent may only report on jobs dispatched to it. */
-async function ownJob(ctx: ControllerContext, session: AgentSession, jobId: string) {
-  const job = await ctx.store.getJob(jobId);
-  if (!job) throw new PgfleetError('UnknownJob', `job ${jobId} does not exist`);
-  if (job.agentId !== session.agentId)
-    throw new PgfleetError('InvalidArgument', `job ${jobId} belongs to agent ${job.agentId}, not ${session.agentId}`);
-  return job;
-}
-
 /**
  * An agent's result for one of its jobs: the job moves to its final state with what its kind
  * records (jobs/<kind>.ts) and the events it publishes, in one catalog transaction; then what
@@ -426,7 +423,9 @@ async function handleResult(
   let outcome;
   switch (result.state) {
     case JobState.SUCCEEDED: {
-      const out = kind.succeeded(job, result.result);
+      const refused = await kind.admit?.(ctx, job, result.result);
+      if (refused) jlog.warn({ code: refused.code }, `result refused: ${refused.message}`);
+      const out = refused ? { error: refused } : kind.succeeded(job, result.result);
       if ('error' in out) {
         const { error } = out;
         outcome = await ctx.store.transitionJob(

@@ -1,7 +1,11 @@
 /**
- * The in-memory registry of connected agents: agent id -> the open Connect stream that jobs are
- * dispatched on. The catalog's `connected` flag mirrors it for listings; this map is what
+ * The in-memory registry of connected agents: (cluster, agent id) -> the open Connect stream that
+ * jobs are dispatched on. The catalog's `connected` flag mirrors it for listings; this map is what
  * dispatch trusts, since only an open stream can carry a job.
+ *
+ * An agent is its cluster and its id together: the catalog already refuses an id under a second
+ * cluster (AgentIdBound), and keying sessions by both means that even so, a stream of cluster A
+ * can never replace, receive the jobs of, or be taken for an agent of cluster B with the same id.
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConnectResponseSchema, Repository } from '@pgfleet/proto';
@@ -21,13 +25,25 @@ export interface AgentSession {
   close(): void;
 }
 
-export class AgentSessions {
-  private readonly byId = new Map<string, AgentSession>();
+/** Who an agent is: the pair its certificate names (pgfleet://agent/<cluster>/<agent id>). */
+export interface AgentKey {
+  readonly cluster: string;
+  readonly agentId: string;
+}
 
-  /** Registers a session; an older session of the same agent is closed and returned. */
+// NUL never appears in a cluster name or an agent id, so two different pairs never share a key.
+function keyOf(k: AgentKey): string {
+  return `${k.cluster}\u0000${k.agentId}`;
+}
+
+export class AgentSessions {
+  private readonly byKey = new Map<string, AgentSession>();
+
+  /** Registers a session; an older session of the same agent (same cluster and id) is closed and returned. */
   register(session: AgentSession): AgentSession | undefined {
-    const previous = this.byId.get(session.agentId);
-    this.byId.set(session.agentId, session);
+    const key = keyOf(session);
+    const previous = this.byKey.get(key);
+    this.byKey.set(key, session);
     if (previous && previous !== session) {
       try {
         previous.close();
@@ -40,13 +56,15 @@ export class AgentSessions {
 
   /** Removes the session if it still is the agent's current one; false when a newer one replaced it. */
   unregister(session: AgentSession): boolean {
-    if (this.byId.get(session.agentId) !== session) return false;
-    this.byId.delete(session.agentId);
+    const key = keyOf(session);
+    if (this.byKey.get(key) !== session) return false;
+    this.byKey.delete(key);
     return true;
   }
 
-  get(agentId: string): AgentSession | undefined {
-    return this.byId.get(agentId);
+  /** The agent's session, looked up by both halves of its identity (a job's cluster and agent). */
+  get(cluster: string, agentId: string): AgentSession | undefined {
+    return this.byKey.get(keyOf({ cluster, agentId }));
   }
 
   /**
@@ -54,10 +72,10 @@ export class AgentSessions {
    * which one runs a job is choice.ts's decision (dispatch.ts clusterAgent), by role.
    */
   ofCluster(cluster: string): AgentSession[] {
-    return [...this.byId.values()].filter((s) => s.cluster === cluster).sort((a, b) => a.connectedAt - b.connectedAt);
+    return [...this.byKey.values()].filter((s) => s.cluster === cluster).sort((a, b) => a.connectedAt - b.connectedAt);
   }
 
   all(): AgentSession[] {
-    return [...this.byId.values()];
+    return [...this.byKey.values()];
   }
 }

@@ -95,7 +95,7 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
         ...(agent?.walHealth ? { wal: walHealthFromRecord(agent.walHealth) } : {}),
         ...(agent?.archiveSetup ? { archiveSetup: agent.archiveSetup } : {}),
         // What the connected agent reported in its Hello (not kept once it disconnects).
-        repositories: agent ? [...(ctx.sessions.get(agent.id)?.repositories ?? [])] : [],
+        repositories: agent ? [...(ctx.sessions.get(agent.cluster, agent.id)?.repositories ?? [])] : [],
         hosts: clusterHosts(agents),
       });
     }),

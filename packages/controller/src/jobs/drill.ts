@@ -156,8 +156,13 @@ export async function startDrillJob(ctx: ControllerContext, req: DrillRequest): 
   const own = await clusterAgent(ctx, req.cluster, req.target ? 'any' : 'primary');
   let session: AgentSession = own;
   if (req.agentId) {
-    const chosen = ctx.sessions.get(req.agentId);
-    if (!chosen) throw new PgfleetError('AgentNotConnected', `agent '${req.agentId}' is not connected`);
+    // Only the cluster's own agents: another cluster's agent holds none of its repository rights.
+    const chosen = ctx.sessions.get(req.cluster, req.agentId);
+    if (!chosen)
+      throw new PgfleetError(
+        'AgentNotConnected',
+        `agent '${req.agentId}' of cluster '${req.cluster}' is not connected`,
+      );
     session = chosen;
   }
   const drillId = newJobId();
@@ -275,7 +280,7 @@ async function captureFinished(
     });
     return;
   }
-  const session = ctx.sessions.get(drill.agentId);
+  const session = ctx.sessions.get(drill.cluster, drill.agentId);
   if (!session) {
     await failDrill(
       ctx,

@@ -80,8 +80,13 @@ export async function startRestoreJob(
 
   let session: AgentSession;
   if (req.agentId) {
-    const chosen = ctx.sessions.get(req.agentId);
-    if (!chosen) throw new PgfleetError('AgentNotConnected', `agent '${req.agentId}' is not connected`);
+    // Only the cluster's own agents: another cluster's agent holds none of its repository rights.
+    const chosen = ctx.sessions.get(req.cluster, req.agentId);
+    if (!chosen)
+      throw new PgfleetError(
+        'AgentNotConnected',
+        `agent '${req.agentId}' of cluster '${req.cluster}' is not connected`,
+      );
     session = chosen;
   } else {
     // A restore reads the repository and writes a new directory: any host's agent can (the primary's first).

@@ -187,7 +187,7 @@ export class SchedulerLoop {
     const slots: BackupSlot[] = [];
     for (const job of active) {
       if (job.kind !== 'backup' && job.kind !== 'expire') continue;
-      const host = this.ctx.sessions.get(job.agentId)?.hostname ?? `agent:${job.agentId}`;
+      const host = this.ctx.sessions.get(job.cluster, job.agentId)?.hostname ?? `agent:${job.agentId}`;
       slots.push({ cluster: job.cluster, repository: this.ctx.repositoryKey, host });
     }
     return slots;
