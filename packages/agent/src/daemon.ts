@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { asPgfleetError, ErrorCodes, PgfleetError, sleep, type Logger } from '@pgfleet/core';
 import { archiverStats, connectPg, Lsn, serverPosition, switchWalIfIn, type ServerPosition } from '@pgfleet/pg';
-import { AgentService, JobState, ServerRole, type Job } from '@pgfleet/proto';
+import { AgentService, JobState, ServerRole, repositoryMessage, type Job } from '@pgfleet/proto';
 import { createClient, type ClientBidiStream, type ClientOptions } from '@pgfleet/rpc/client';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConnectRequestSchema } from '@pgfleet/proto';
@@ -217,9 +217,8 @@ export class AgentDaemon {
             pgVersion: this.facts.majorVersion * 10000,
             systemIdentifier: this.facts.systemIdentifier,
             pgdata: this.s.pgdata,
-            // A spec is the Repository oneof's value (repository-url.ts): `{ kind: spec }` is the message.
-            ...(this.s.repositories[0] ? { repository: { kind: this.s.repositories[0] } } : {}),
-            repositories: this.s.repositories.map((kind) => ({ kind })),
+            ...(this.s.repositories[0] ? { repository: repositoryMessage(this.s.repositories[0]) } : {}),
+            repositories: this.s.repositories.map(repositoryMessage),
             // Recently finished jobs count too: their results follow right after the Welcome.
             runningJobIds: [...new Set([...this.running.keys(), ...this.recentResults.map((r) => r.jobId)])],
           },
@@ -256,6 +255,13 @@ export class AgentDaemon {
       client.close();
     }
   }
+
+  /**
+   * One heartbeat now. A job's success goes out right after one: the controller accepts a reported
+   * backup only up to the position the cluster's heartbeats reached (backup-admission.ts), and the
+   * beat taken after pg_backup_stop is at or past its stop LSN.
+   */
+  private beatNow: (() => Promise<void>) | undefined;
 
   private startHeartbeats(intervalSec: number): void {
     this.stopHeartbeats();
@@ -305,6 +311,7 @@ export class AgentDaemon {
         },
       });
     };
+    this.beatNow = beat;
     void beat();
     this.heartbeatTimer = setInterval(() => void beat(), intervalSec * 1000);
   }
@@ -392,9 +399,10 @@ export class AgentDaemon {
         },
       });
     const settled: Promise<void> = this.runJob(job, abort.signal, log, progress)
-      .then((result) =>
-        this.send({ msg: { case: 'result', value: { jobId: job.jobId, state: JobState.SUCCEEDED, result } } }),
-      )
+      .then(async (result) => {
+        await this.beatNow?.().catch(() => undefined); // a beat that fails must not fail the job
+        this.send({ msg: { case: 'result', value: { jobId: job.jobId, state: JobState.SUCCEEDED, result } } });
+      })
       .catch((err: unknown) => {
         const e =
           abort.signal.aborted && !(err instanceof PgfleetError)

@@ -59,6 +59,7 @@ before(async () => {
     insecure: true,
     catalogPath: join(dir, 'catalog.db'),
     repoPath: '/srv/repo',
+    reportedBackupCheck: 'facts',
     heartbeatIntervalSeconds: 5,
   });
   ctl = ['--controller', controller.address];

@@ -10,6 +10,7 @@ import type { ManifestKeys } from '@pgfleet/storage/manifest-auth';
 import type { RepositorySpec } from '@pgfleet/storage/repository-url';
 import type { AgentSessions } from './agents/sessions.js';
 import type { JobWatchers } from './jobs/watchers.js';
+import type { BackupManifest } from '@pgfleet/storage';
 
 export interface ControllerContext {
   store: CatalogStore;
@@ -46,6 +47,11 @@ export interface ControllerContext {
   reclaimTimers: Map<string, NodeJS.Timeout>;
   /** Set while the controller shuts down: streams it cuts are not agents going away. */
   closing?: boolean;
+  /**
+   * The repository as the controller reads it (its --repo, unless --reported-backup-check facts):
+   * a reported backup's manifest must be there and agree with the report. Absent: the facts alone.
+   */
+  manifests?: ManifestReader;
   /** Called after a commit that wrote outbox events: the relay publishes now (absent without NATS). */
   notifyEvents?: () => void;
   /** Evaluates cluster health on heartbeats (health.ts); absent in tests that do not need it. */
@@ -58,6 +64,12 @@ export interface ControllerContext {
     /** The latest assessment per cluster (status reads the streamed LSN, which only lives here). */
     assessments?(): ReadonlyMap<string, { obs: { agent?: { streamedLsn?: string } } }>;
   };
+}
+
+/** Reads a backup's manifest from the controller's own view of the repository (jobs/backup-admission.ts). */
+export interface ManifestReader {
+  readonly location: string;
+  readManifest(cluster: string, label: string): Promise<BackupManifest>;
 }
 
 /** Tells the relay that events were committed. */

@@ -30,7 +30,7 @@ async function watch(id: string): Promise<JobInfo[]> {
 describe('controller over gRPC', () => {
   let agent: FakeAgent;
   let backupLabel = '';
-  const LATE_LABEL = '20260301-120500F_20260301-121000D';
+  const LATE_LABEL = '20260301-121000D';
   const backupStop = Date.now() - 2000;
 
   test('an agent says Hello and gets Welcome; its cluster appears', async () => {
@@ -438,7 +438,7 @@ describe('controller over gRPC', () => {
       120_000,
     );
     assert.equal((await t.admin.getJob({ id: 'claimed' })).job?.state, JobState.RUNNING);
-    const label = '20260301-120500F_20260301-130000I';
+    const label = '20260301-130000I';
     back.succeed('claimed', {
       case: 'backup',
       value: reportedBackup({

@@ -25,6 +25,7 @@ test('defaults, flags and environment', () => {
     listen: '127.0.0.1:7420',
     catalogPath: '/tmp/c.db',
     repositories: [{ case: 'posix', value: { path: '/srv/repo' } }],
+    reportedBackupCheck: 'manifest',
     heartbeatIntervalSeconds: 5,
     jobReclaimGraceSeconds: 60,
     logLevel: 'info',

@@ -54,6 +54,14 @@ export const controllerProgram = {
     },
     { name: 'repo-path', type: 'string', description: 'Posix shorthand for --repo /abs/path.' },
     {
+      name: 'reported-backup-check',
+      type: 'string',
+      default: 'manifest',
+      choices: ['manifest', 'facts'],
+      description:
+        "What a backup an agent reports must pass before it enters the catalog. manifest: its facts (label, system identifier, LSNs, times) and its manifest read from --repo agreeing with them (the controller needs read access to the repository; S3 credentials from the controller's environment). facts: the facts only, for a controller that cannot read the repository. Without --repo only the facts are checked.",
+    },
+    {
       name: 'heartbeat-interval',
       type: 'integer',
       default: 5,
@@ -304,6 +312,7 @@ export const controllerProgram = {
         'repo',
         'repo2',
         'repo-path',
+        'reported-backup-check',
         'heartbeat-interval',
         'job-reclaim-grace',
         'log-level',
@@ -387,6 +396,8 @@ export interface ControllerConfig {
   repositories?: RepositorySpec[];
   /** Posix shorthand for `repositories: [{ case: 'posix', value: { path } }]` (when `repositories` is absent). */
   repoPath?: string;
+  /** Reported backups: their manifest read from the repositories too (default), or their facts only. */
+  reportedBackupCheck?: 'manifest' | 'facts';
   heartbeatIntervalSeconds: number;
   /** Seconds an agent has to reconnect and claim its unfinished jobs before they fail; default 60. */
   jobReclaimGraceSeconds?: number;
@@ -443,6 +454,7 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
     catalogPath: run.catalog,
     // Empty when the agents bring their own repositories.
     repositories: repositoriesFromSettings(run),
+    reportedBackupCheck: run.reportedBackupCheck === 'facts' ? 'facts' : 'manifest',
     heartbeatIntervalSeconds: run.heartbeatInterval,
     jobReclaimGraceSeconds: run.jobReclaimGrace,
     logLevel: run.logLevel,

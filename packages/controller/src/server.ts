@@ -26,6 +26,7 @@ import type { ControllerContext } from './context.js';
 import { createEnrollmentService } from './security/enrollment.js';
 import { checkWireMessage } from './security/wire-bounds.js';
 import { JobWatchers } from './jobs/watchers.js';
+import { repositoryManifestReader } from './jobs/backup-admission.js';
 import { SchedulerLoop } from './schedule/loop.js';
 import { RUN_DEFAULTS, type ControllerConfig } from './options.js';
 import { loadTlsDir, type ControllerTls } from './security/tls-dir.js';
@@ -110,6 +111,11 @@ export async function startController(
     reclaimTimers: new Map(),
     agentCertificates: tls !== undefined,
   };
+  const manifests =
+    repositories.length > 0 && config.reportedBackupCheck !== 'facts'
+      ? repositoryManifestReader(repositories)
+      : undefined;
+  if (manifests) ctx.manifests = manifests;
 
   // No agent stream survives a controller restart, and a job's progress and result travel on
   // that stream: whatever was unfinished can no longer be followed, so it fails visibly.
@@ -245,6 +251,7 @@ export async function startController(
       limits,
       catalog: redactCredentials(config.catalogPath),
       repositories: repositories.length > 0 ? repositories.map(repositoryUrl) : 'agent-configured',
+      reportedBackupCheck: manifests ? 'manifest' : 'facts',
     },
     'controller listening',
   );
@@ -284,6 +291,7 @@ export async function startController(
       // Unsent events stay in the outbox for the next start.
       await relay?.stop();
       await publisher?.close();
+      manifests?.close();
       if (!options.store) await store.close();
       log.info('controller stopped');
     },

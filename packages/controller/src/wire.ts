@@ -135,6 +135,29 @@ export function backupRecordFromInfo(info: BackupInfo, cluster: string, jobId: s
   };
 }
 
+/** The fields a manifest decides; job id and pin are the catalog's own. */
+const BACKUP_FACTS: readonly (keyof BackupRecord)[] = [
+  'type',
+  'startLsn',
+  'stopLsn',
+  'startTime',
+  'stopTime',
+  'timeline',
+  'systemIdentifier',
+  'pgVersion',
+  'sizeBytes',
+  'storedBytes',
+  'fileCount',
+  'walStart',
+  'walStop',
+  'priorLabel',
+];
+
+/** The manifest facts two rows of one backup disagree on (a row is a summary of its manifest). */
+export function backupRecordDifferences(a: BackupRecord, b: BackupRecord): string[] {
+  return BACKUP_FACTS.filter((k) => a[k] !== b[k]);
+}
+
 export function backupInfoFromRecord(b: BackupRecord): BackupInfo {
   return create(BackupInfoSchema, {
     label: b.label,

@@ -25,6 +25,7 @@ import {
   type ScannedCluster,
 } from '@pgfleet/storage';
 import { backupRecordFromManifest } from '../jobs/backup.js';
+import { backupRecordDifferences } from '../wire.js';
 
 export interface RebuildOptions {
   /** Only this cluster. */
@@ -53,26 +54,8 @@ export interface RebuildReport {
   clusters: ClusterRebuild[];
 }
 
-/** The fields a manifest decides; job id and pin are the catalog's own. */
-const FACTS: readonly (keyof BackupRecord)[] = [
-  'type',
-  'startLsn',
-  'stopLsn',
-  'startTime',
-  'stopTime',
-  'timeline',
-  'systemIdentifier',
-  'pgVersion',
-  'sizeBytes',
-  'storedBytes',
-  'fileCount',
-  'walStart',
-  'walStop',
-  'priorLabel',
-];
-
 function differs(a: BackupRecord, b: BackupRecord): boolean {
-  return FACTS.some((k) => a[k] !== b[k]);
+  return backupRecordDifferences(a, b).length > 0;
 }
 
 export async function rebuildCatalog(

@@ -24,6 +24,8 @@ before(() => {
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
+const SECOND_NOW = Math.floor(Date.now() / 1000) * 1000;
+
 /** An incremental with sub-second times, a prior label and sizes past 2^32: what a lossy route would change. */
 function manifest(label: string): BackupManifest {
   return {
@@ -38,8 +40,9 @@ function manifest(label: string): BackupManifest {
     timeline: 3,
     startLsn: '5/2000028',
     stopLsn: '5/2000138',
-    startTime: '2026-03-02T01:00:00.123Z',
-    stopTime: '2026-03-02T01:00:07.987Z',
+    // Sub-second times of a backup that just ran (the controller refuses one from before its job).
+    startTime: new Date(SECOND_NOW - 8000 + 123).toISOString(),
+    stopTime: new Date(SECOND_NOW - 1000 + 987).toISOString(),
     walStart: '000000030000000500000002',
     walStop: '000000030000000500000003',
     backupLabel: 'START WAL LOCATION: 5/2000028\n',

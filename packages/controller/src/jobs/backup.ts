@@ -10,7 +10,13 @@
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { ErrorCodes, newJobId } from '@pgfleet/core';
 import type { BackupFrom, BackupKind, BackupRecord } from '@pgfleet/catalog';
-import { BackupInfoSchema, backupInfoFromManifest, backupTypeToProto, type JobInfoSchema } from '@pgfleet/proto';
+import {
+  BackupInfoSchema,
+  backupInfoFromManifest,
+  backupTypeToProto,
+  type BackupInfo,
+  type JobInfoSchema,
+} from '@pgfleet/proto';
 import type { BackupManifest } from '@pgfleet/storage';
 import type { ControllerContext } from '../context.js';
 import { loadClusterPolicy } from '../schedule/policy.js';
@@ -18,6 +24,7 @@ import { backupInfoFromRecord, backupRecordFromInfo, resultJson } from '../wire.
 import { clusterAgent, dispatch, requireCluster } from './dispatch.js';
 import { errorDetail, jobDurationSeconds, outboxEvent } from './events.js';
 import type { ControllerJobKind } from './job-kind.js';
+import { admitReportedBackup } from './backup-admission.js';
 import { jobOfKind, type NewTypedJob } from './params.js';
 
 /** The kinds that run one at a time per cluster: a backup and an expire never overlap (labels, WAL waits, expiry). */
@@ -26,6 +33,12 @@ export const ONE_AT_A_TIME_KINDS = ['backup', 'expire'] as const;
 /** The catalog row a manifest stands for (a catalog row is a summary of its manifest). */
 export function backupRecordFromManifest(m: BackupManifest, jobId = ''): BackupRecord {
   return backupRecordFromInfo(create(BackupInfoSchema, backupInfoFromManifest(m, jobId)), m.cluster, jobId);
+}
+
+/** The catalog row an agent's BackupInfo claims, for the job's own cluster whatever the message says. */
+function reportedRecord(job: { id: string; cluster: string }, info: BackupInfo): BackupRecord {
+  // The job id too: a report may not attribute its backup to another job.
+  return { ...backupRecordFromInfo(info, job.cluster, job.id), jobId: job.id };
 }
 
 export const backupJob: ControllerJobKind<'backup'> = {
@@ -67,9 +80,14 @@ export const backupJob: ControllerJobKind<'backup'> = {
       return {
         error: { code: ErrorCodes.Internal.code, message: 'the agent reported success without the backup it made' },
       };
-    const backup = backupRecordFromInfo(result.value, job.cluster, job.id);
+    const backup = reportedRecord(job, result.value);
     // The job's result repeats the catalog row (cluster and job id filled in), not the agent's raw message.
     return { result: resultJson({ backup: backupInfoFromRecord(backup) }), backup, details: { backup } };
+  },
+
+  async admit(ctx, job, result) {
+    if (result.case !== 'backup') return undefined; // succeeded() fails it
+    return admitReportedBackup(ctx, job, reportedRecord(job, result.value), backupRecordFromManifest);
   },
 
   onSucceeded(ctx, job) {
@@ -83,7 +101,12 @@ export const backupJob: ControllerJobKind<'backup'> = {
     // A backup that finished after its job was failed (its agent came back after the reclaim
     // grace): the job's outcome stands, but the repository holds the backup, so the catalog must
     // list it too (retention would otherwise never expire it).
-    const backup = backupRecordFromInfo(result.value, job.cluster, job.id);
+    const backup = reportedRecord(job, result.value);
+    const refused = await admitReportedBackup(ctx, job, backup, backupRecordFromManifest);
+    if (refused) {
+      log.warn({ code: refused.code, state: job.state }, `late result refused: ${refused.message}`);
+      return true;
+    }
     if (!(await ctx.store.getBackup(job.cluster, backup.label))) {
       await ctx.store.insertBackup(backup);
       log.warn(

@@ -27,6 +27,12 @@ export interface ControllerJobKind<K extends JobKind> {
   /** A successful result: what the catalog records, or the error that fails the job instead. */
   succeeded(job: TypedJob<K>, result: AgentResult): SucceededOutcome | { error: JobError };
   /**
+   * Checks a successful result against what the controller knows without the agent, before
+   * anything is recorded: the error that fails the job instead (e.g. a reported backup that
+   * cannot be believed, backup-admission.ts); undefined to record it.
+   */
+  admit?(ctx: ControllerContext, job: TypedJob<K>, result: AgentResult): Promise<JobError | undefined>;
+  /**
    * After a success committed (and before watchers hear of it, so a waiting client sees the
    * catalog as the job left it): what follows from it (retention due, expired rows, WAL gaps).
    */

@@ -41,6 +41,8 @@ export function useTestController(
         insecure: true,
         catalogPath: join(dir, 'catalog.db'),
         repoPath: '/srv/repo',
+        // Nothing is at /srv/repo: reported backups are checked on their facts (backup-admission.ts).
+        reportedBackupCheck: 'facts',
         heartbeatIntervalSeconds: 5,
         jobReclaimGraceSeconds: 1,
         ...config,
