@@ -3,30 +3,45 @@
  * settled per job from what the controller sent and the agent's own configuration.
  */
 import { PgfleetError, type Logger } from '@pgfleet/core';
-import type { Job } from '@pgfleet/proto';
-import { repositoryUrl, type RepositorySpec } from '@pgfleet/storage';
+import { repositorySpecFromMessage, type Job } from '@pgfleet/proto';
+import { parseRepositoryUrl, repositoryUrl, type RepositorySpec } from '@pgfleet/storage';
 import { keySourceArgs, repositoryArgs, type AgentSettings } from '../options.js';
 
-/** The job's repositories (Job.repositories, else Job.repository), else the agent's own, in restore preference order. */
+/**
+ * The job's repositories (Job.repositories, else Job.repository), else the agent's own, in
+ * restore preference order. An agent with repositories of its own is pinned to them: a controller
+ * naming others is refused (RepositoriesNotPinned), so a rogue or misconfigured controller cannot
+ * make the agent read another cluster's backups or write this cluster's data elsewhere. A named
+ * repository goes through the URL syntax, so it is checked like a --repo value.
+ */
 export function jobRepositories(s: AgentSettings, job: Job, log: Logger): RepositorySpec[] {
   const named = (job.repositories.length > 0 ? job.repositories : job.repository ? [job.repository] : []).flatMap(
-    (r) => (r.kind.case ? [r.kind as RepositorySpec] : []),
+    (r) => {
+      const spec = repositorySpecFromMessage(r);
+      return spec ? [parseRepositoryUrl(repositoryUrl(spec), "the job's repositories")] : [];
+    },
   );
+  if (named.length > 0 && s.repositories.length > 0) requirePinned(named, s.repositories, log);
   const specs = named.length > 0 ? named : s.repositories;
-  const own = s.repositories.map(repositoryUrl).join(' ');
-  if (named.length > 0 && own !== '' && named.map(repositoryUrl).join(' ') !== own) {
-    // WAL goes where this agent's --repo says, backups where the controller says: a backup waits for WAL that never arrives there.
-    log.warn(
-      { controller: named.map(repositoryUrl), agent: s.repositories.map(repositoryUrl) },
-      "the controller's repositories differ from this agent's --repo/--repo2: configure the same on both",
-    );
-  }
   if (specs.length === 0)
     throw new PgfleetError('InvalidConfig', 'no repository: the controller sent none and the agent has no --repo');
   // wal-fetch (restore_command) takes --repo and --repo2.
   if (specs.length > 2)
     throw new PgfleetError('InvalidArgument', `the job names ${specs.length} repositories; a cluster has at most two`);
   return specs;
+}
+
+/** The same repositories in any order (the order only says which one a restore reads first). */
+function requirePinned(named: readonly RepositorySpec[], own: readonly RepositorySpec[], log: Logger): void {
+  const controller = named.map(repositoryUrl);
+  const agent = own.map(repositoryUrl);
+  const same = controller.length === agent.length && controller.every((u) => agent.includes(u));
+  if (same) return;
+  log.error({ controller, agent }, "job refused: the controller names repositories other than this agent's own");
+  throw new PgfleetError(
+    'RepositoriesNotPinned',
+    `the controller names the repositories [${controller.join(', ')}] but this agent is pinned to its own [${agent.join(', ')}] (--repo/--repo2)`,
+  );
 }
 
 /** What restore_command's wal-fetch needs to find the same repositories (credentials come from the config file or the environment, never the command line). */

@@ -6,7 +6,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { ErrorCodes, PgfleetError, parseClusterName } from '@pgfleet/core';
 import type { JobKind } from '@pgfleet/catalog';
-import type { JobInfoSchema, JobSchema } from '@pgfleet/proto';
+import { repositoryMessage, type JobInfoSchema, type JobSchema } from '@pgfleet/proto';
 import { chooseAgent, DEFAULT_STANDBY_MAX_LAG_BYTES, type AgentCandidate, type AgentNeed } from '../agents/choice.js';
 import type { AgentSession } from '../agents/sessions.js';
 import { jobInfoFromRecord } from '../wire.js';
@@ -85,12 +85,11 @@ export async function dispatch<K extends JobKind>(
   jobKind: Pick<ControllerJobKind<K>, 'events'>,
 ): Promise<MessageInitShape<typeof JobInfoSchema>> {
   const message: Parameters<AgentSession['send']>[0] = {
-    // A spec is the Repository oneof's value (repository-url.ts): `{ kind: spec }` is the message.
     msg: {
       case: 'job',
       value: {
         jobId: job.id,
-        repositories: ctx.repositories.map((spec) => ({ kind: spec })),
+        repositories: ctx.repositories.map(repositoryMessage),
         // The key of the cluster whose backups the job writes or reads, and no other.
         ...jobManifestKey(ctx, job.cluster),
         kind,
