@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { PgfleetError } from '@pgfleet/core';
 import type { RepositoryDriver } from './driver.js';
@@ -151,6 +151,29 @@ export function repositoryDriverSuite(
         await dropped.write(Buffer.from('x'));
         await dropped.abort();
         assert.deepEqual(await collect(d.list('lf/')), ['lf/obj']);
+      });
+
+    if (capabilities.localFiles)
+      it("with local files, a cluster's files are 0600 and its directories 0700; a root object stays readable", async () => {
+        const d = await make();
+        const local = d.localFiles!;
+        await d.put('shop/backup/L/pg_data/global/pg_authid', Buffer.from('secret'));
+        const w = await local.openWriter('shop/wal/0000000100000000/seg');
+        await w.write(Buffer.from('wal'));
+        await w.commit();
+        await d.put('pgfleet.json', Buffer.from('{}'));
+        const mode = async (path: string) => (await stat(path)).mode & 0o777;
+        for (const key of ['shop/backup/L/pg_data/global/pg_authid', 'shop/wal/0000000100000000/seg']) {
+          assert.equal(await mode(local.filePath(key)), 0o600, key);
+          // Every directory the write created, up to the cluster's own.
+          for (let dir = dirname(local.filePath(key)); dir !== dirname(local.filePath('shop/x')); dir = dirname(dir))
+            assert.equal(await mode(dir), 0o700, dir);
+        }
+        assert.equal(await mode(dirname(local.filePath('shop/x'))), 0o700, 'the cluster directory');
+        // The format marker: readable by every agent user sharing the root, writable by none of them.
+        const marker = await mode(local.filePath('pgfleet.json'));
+        assert.equal(marker & 0o600, 0o600);
+        assert.equal(marker & 0o022, 0);
       });
 
     if (capabilities.spec)

@@ -5,6 +5,12 @@
  * new directory's own entry survives too: without ordered metadata, ext4 data=writeback or XFS, a
  * power loss could otherwise drop a new wal/<timeline+log>/ directory with the acknowledged
  * segment in it). Temp files carry a recognisable suffix and are never listed.
+ *
+ * Modes: a repository holds every cluster's data files (pg_authid included), so what this driver
+ * creates is for its owner only: directories 0700, files 0600 (the umask can only take more away).
+ * Agents of different clusters run as different OS users sharing one root (docs/security.md): each
+ * cluster's directory is then its agent user's alone. Objects at the root itself (the format marker
+ * pgfleet.json) are 0644, since every agent sharing the repository must read them; they hold no data.
  */
 import { createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
@@ -27,6 +33,16 @@ import {
 import type { RepositorySpec } from './repository-url.js';
 
 const TMP_MARK = '.pgfleet-tmp-';
+
+/** Modes of what the driver creates (see the header). */
+export const POSIX_DIR_MODE = 0o700;
+export const POSIX_FILE_MODE = 0o600;
+const ROOT_OBJECT_MODE = 0o644;
+
+/** A key at the repository root (no '/'): shared by every cluster, e.g. the format marker. */
+function fileMode(key: string): number {
+  return key.includes('/') ? POSIX_FILE_MODE : ROOT_OBJECT_MODE;
+}
 
 function ioError(what: string, err: unknown): PgfleetError {
   return new PgfleetError('RepoIoFailed', `${what}: ${(err as Error).message}`, { cause: err });
@@ -74,7 +90,7 @@ export class PosixDriver implements RepositoryDriver, LocalObjectFiles {
 
   /** mkdir -p that remembers the directories it created (syncNewDirs makes them durable). */
   private async makeDir(dir: string): Promise<void> {
-    const first = await mkdir(dir, { recursive: true });
+    const first = await mkdir(dir, { recursive: true, mode: POSIX_DIR_MODE });
     if (first === undefined) return;
     // mkdir returns the first (shallowest) directory it created, spelled like `dir`'s prefix.
     for (let d = dir; ; d = dirname(d)) {
@@ -116,7 +132,7 @@ export class PosixDriver implements RepositoryDriver, LocalObjectFiles {
         await this.makeDir(dir);
         this.made.add(dir);
       }
-      fh = await open(tmp, 'wx');
+      fh = await open(tmp, 'wx', fileMode(key));
     } catch (err) {
       throw ioError(`cannot write ${key} in repository ${this.root}`, err);
     }
@@ -164,7 +180,7 @@ export class PosixDriver implements RepositoryDriver, LocalObjectFiles {
     const tmp = `${final}${TMP_MARK}${randomBytes(6).toString('hex')}`;
     try {
       await this.makeDir(dir);
-      const out = createWriteStream(tmp, { flags: 'wx', highWaterMark: 1 << 20 });
+      const out = createWriteStream(tmp, { flags: 'wx', mode: fileMode(key), highWaterMark: 1 << 20 });
       await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, out);
       await fsyncPath(tmp);
       await rename(tmp, final);
