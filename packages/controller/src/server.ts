@@ -113,7 +113,7 @@ export async function startController(
   };
   const manifests =
     repositories.length > 0 && config.reportedBackupCheck !== 'facts'
-      ? repositoryManifestReader(repositories)
+      ? repositoryManifestReader(repositories, ctx.manifestKeys)
       : undefined;
   if (manifests) ctx.manifests = manifests;
 

@@ -22,6 +22,7 @@ import type { BackupRecord, JobError } from '@pgfleet/catalog';
 import { Lsn } from '@pgfleet/pg';
 import type { BackupManifest, Repository } from '@pgfleet/storage';
 import { repositoryUrl, type RepositorySpec } from '@pgfleet/storage/repository-url';
+import type { ManifestKeys } from '@pgfleet/storage/manifest-auth';
 import type { ControllerContext, ManifestReader } from '../context.js';
 import { backupRecordDifferences } from '../wire.js';
 
@@ -107,11 +108,18 @@ export function backupManifestProblems(b: BackupRecord, fromManifest: BackupReco
  * controller that never receives one never touches the repository). S3 credentials come from the
  * controller's environment (the AWS default chain); read access to the manifests is enough.
  */
-export function repositoryManifestReader(specs: readonly RepositorySpec[]): ManifestReader & { close(): void } {
+export function repositoryManifestReader(
+  specs: readonly RepositorySpec[],
+  manifestKeys: ManifestKeys,
+): ManifestReader & { close(): void } {
   let opened: Promise<Repository> | undefined;
   const open = () => {
     // Loaded on first use: the drivers (the AWS SDK) stay out of a controller that never needs them.
-    opened ??= import('@pgfleet/storage').then(({ openRepository }) => openRepository(specs));
+    // With the manifest keys a manifest is believed only when its MAC is the cluster's (h2).
+    opened ??= import('@pgfleet/storage').then(async ({ MirroredDriver, openRepositoryDriver, Repository }) => {
+      const drivers = await Promise.all(specs.map((spec) => openRepositoryDriver(spec)));
+      return new Repository(drivers.length === 1 ? drivers[0]! : new MirroredDriver(drivers), manifestKeys);
+    });
     opened.catch(() => (opened = undefined));
     return opened;
   };
