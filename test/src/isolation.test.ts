@@ -17,7 +17,7 @@ import { copyFile, chmod, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { backupLabel, ErrorCodes, PgfleetError } from '@pgfleet/core';
+import { backupLabel, ErrorCodes, PgfleetError, sleep } from '@pgfleet/core';
 import {
   AdminService,
   AgentService,
@@ -216,7 +216,8 @@ describe('isolation between clusters', { timeout: 900_000 }, () => {
     assert.equal((welcome as ConnectResponse).msg?.case, 'welcome', String(welcome));
     const before = await backups();
     const target = await startBackup();
-    const forged = forgedBackup('../../etc/fake-F', 'FF/FFFFFFFF', Date.now() + 365 * 86_400_000, '1');
+    // A well-formed label, so the result reaches the ownership check (a path is refused at the wire).
+    const forged = forgedBackup('20260101-000000F', 'FF/FFFFFFFF', Date.now() + 365 * 86_400_000, '1');
     shop.send({ case: 'progress', value: { jobId: target, phase: 'copy', bytesDone: 1n, bytesTotal: 2n } });
     shop.send({ case: 'walSwitch', value: { jobId: target, lsn: '0/1000000' } });
     shop.send({ case: 'result', value: { jobId: target, state: JobState.CANCELLED } });
@@ -254,24 +255,42 @@ describe('isolation between clusters', { timeout: 900_000 }, () => {
     });
 
     const now = Date.now();
-    const attempts = [
-      // The issue's forgery: a path for a label, an impossible LSN, a year ahead, another system.
-      forgedBackup('../../etc/fake-F', 'FF/FFFFFFFF', now + 365 * 86_400_000, '1'),
-      // Plausible in every fact, but no such backup in the repository.
-      forgedBackup(backupLabel(new Date(now), 'full'), position.lsn, now, bankSystem, position.wal),
-    ];
-    for (const forged of attempts) {
+    const yearAhead = now + 365 * 86_400_000;
+    const succeed = (jobId: string, forged: MessageInitShape<typeof BackupInfoSchema>) =>
+      rogue.send({
+        case: 'result',
+        value: { jobId, state: JobState.SUCCEEDED, result: { case: 'backup', value: forged } },
+      });
+    const dispatched = async (): Promise<string> => {
       const id = await startBackup();
       const sent = await rogue.next();
       assert.equal((sent as ConnectResponse).msg?.case, 'job', String(sent));
-      rogue.send({
-        case: 'result',
-        value: { jobId: id, state: JobState.SUCCEEDED, result: { case: 'backup', value: forged } },
-      });
+      return id;
+    };
+    const refused = async (id: string) => {
       const done = await finished(id);
       assert.equal(done.state, JobState.FAILED);
       assert.equal(done.error?.code, ErrorCodes.ReportedBackupRefused.code, done.error?.message);
-    }
+    };
+
+    // The issue's forgery: a path for a label is refused at the wire (the message is dropped, the
+    // job still runs); the same lie under a well-formed label fails the job on every other count.
+    const first = await dispatched();
+    succeed(first, forgedBackup('../../etc/fake-F', 'FF/FFFFFFFF', yearAhead, '1'));
+    await sleep(1500); // the controller has read and dropped it by now
+    assert.equal((await job(first)).state, JobState.DISPATCHED, 'nothing of the dropped result was applied');
+    const issue = forgedBackup(backupLabel(new Date(now), 'full'), 'FF/FFFFFFFF', yearAhead, '1');
+    succeed(first, issue);
+    await refused(first);
+    const why = (await job(first)).error!.message;
+    for (const part of [/system identifier 1 is not the cluster's/, /FF\/FFFFFFFF is beyond/, /in the future/])
+      assert.match(why, part);
+
+    // Plausible in every fact, but no such backup in the repository.
+    const second = await dispatched();
+    succeed(second, forgedBackup(backupLabel(new Date(now), 'full'), position.lsn, now, bankSystem, position.wal));
+    await refused(second);
+    assert.match((await job(second)).error!.message, /no manifest/);
     assert.deepEqual(await backups(), real, 'ListBackups unchanged');
     rogue.close();
 
