@@ -13,7 +13,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, chmod, readFile } from 'node:fs/promises';
+import { copyFile, chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
@@ -30,7 +30,7 @@ import {
   type ConnectResponse,
 } from '@pgfleet/proto';
 import { bearerMetadata, clientTlsCredentials, createClient } from '@pgfleet/rpc';
-import { makeTempDir } from '@pgfleet/testkit';
+import { chownToPostgres, makeTempDir } from '@pgfleet/testkit';
 import { createAgentCsr, signAgentCsr } from '@pgfleet/rpc/pki';
 import { runNode, CONTROLLER_BIN, startFleet, waitFor, type Fleet } from './harness.js';
 
@@ -141,13 +141,17 @@ describe('isolation between clusters', { timeout: 900_000 }, () => {
       defaultDeadlineMs: 60_000,
     });
     const enroll = await controllerCmd('enroll-token', BANK, '--catalog', catalog, '--ttl', '10m');
+    // Secrets never on a command line: the agent (the postgres OS user) reads it from a 0600 file.
+    const tokenFile = join(dir, 'enroll.token');
+    await writeFile(tokenFile, `${enroll}\n`, { mode: 0o600 });
+    await chownToPostgres(tokenFile);
     await fleet.startAgent([
       '--agent-id',
       BANK_AGENT,
       '--tls-dir',
       join(dir, 'bank-tls'),
-      '--enroll-token',
-      enroll,
+      '--enroll-token-file',
+      tokenFile,
       '--ca-cert',
       caCert,
     ]);
