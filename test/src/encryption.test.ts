@@ -117,14 +117,19 @@ for (const kind of REPOSITORY_KINDS)
       const good = await readRaw(fleet.repo, key);
       const bad = Buffer.from(good);
       bad[good.length >> 1]! ^= 0x01;
-      await fleet.repo.driver.put(key, bad);
+      // Written back as root: the object must stay its agent's (posix objects are 0600 since part 3).
+      const put = async (bytes: Buffer) => {
+        await fleet.repo.driver.put(key, bytes);
+        if (kind === 'posix') await chownToPostgres(join(fleet.repoDir, key));
+      };
+      await put(bad);
       try {
         const r = await cli('restore', 'vault', '--to', join(fleet.dir, 'tampered'), '--target', 'latest', '--wait');
         assert.notEqual(r.code, 0);
         assert.ok(r.all.includes(ErrorCodes.RepoObjectTampered.code), `no tampered code:\n${r.all}`);
         assert.ok(r.all.includes(key), `the object is not named:\n${r.all}`);
       } finally {
-        await fleet.repo.driver.put(key, good);
+        await put(good);
       }
     });
 

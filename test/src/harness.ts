@@ -89,11 +89,17 @@ export interface Daemon {
   log(): Promise<string>;
 }
 
-export function startDaemon(script: string, args: string[], logFile: string, opts: { asPg?: boolean } = {}): Daemon {
+export function startDaemon(
+  script: string,
+  args: string[],
+  logFile: string,
+  opts: { asPg?: boolean; env?: Record<string, string> } = {},
+): Daemon {
   const out = createWriteStream(logFile);
   const child = spawn(process.execPath, [script, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     ...(opts.asPg ? pgEnvForChild() : {}),
+    ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
   });
   child.stdout!.pipe(out, { end: false });
   child.stderr!.pipe(out, { end: false });
@@ -372,10 +378,17 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     '5',
     '--manifest-secret',
     manifestSecretFile,
+    // The controller reads each reported backup's manifest: an encrypted cluster's key, S3 credentials from its environment.
+    ...(keyFile ? ['--encryption-key-file', keyFile] : []),
     ...(insecure ? INSECURE_ARGS : []),
     ...(opts.controllerArgs ?? []),
   ];
-  let controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, 'controller.log'));
+  const controllerEnv = credentials
+    ? { AWS_ACCESS_KEY_ID: credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey }
+    : undefined;
+  let controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, 'controller.log'), {
+    ...(controllerEnv ? { env: controllerEnv } : {}),
+  });
   const fleet: Fleet = {
     cluster,
     dir,
@@ -440,7 +453,9 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     },
     async restartController() {
       await controller.stop();
-      controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, `controller-${Date.now()}.log`));
+      controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, `controller-${Date.now()}.log`), {
+        ...(controllerEnv ? { env: controllerEnv } : {}),
+      });
       fleet.controller = controller;
       await waitFor('restarted controller to listen', async () => (await fleet.cli('clusters')).code === 0);
     },

@@ -286,13 +286,13 @@ export const controllerProgram = {
       name: 'encryption-key-file',
       type: 'string',
       description:
-        "catalog rebuild: file holding an encrypted cluster's repository key (mode 0600 or stricter; %c = the cluster name, so one setting serves every cluster)",
+        "file holding an encrypted cluster's repository key, for reading its manifests (run: checking reported backups; catalog rebuild) (mode 0600 or stricter; %c = the cluster name, so one setting serves every cluster)",
     },
     {
       name: 'encryption-key-command',
       type: 'string',
       description:
-        "catalog rebuild: command run by /bin/sh printing an encrypted cluster's key (%c = the cluster name, also $PGFLEET_CLUSTER), e.g. 'vault kv get -field=key secret/pgfleet/%c'",
+        "command run by /bin/sh printing an encrypted cluster's key, for reading its manifests (run, catalog rebuild) (%c = the cluster name, also $PGFLEET_CLUSTER), e.g. 'vault kv get -field=key secret/pgfleet/%c'",
     },
     {
       name: 'dry-run',
@@ -313,6 +313,8 @@ export const controllerProgram = {
         'repo2',
         'repo-path',
         'reported-backup-check',
+        'encryption-key-file',
+        'encryption-key-command',
         'heartbeat-interval',
         'job-reclaim-grace',
         'log-level',
@@ -398,6 +400,8 @@ export interface ControllerConfig {
   repoPath?: string;
   /** Reported backups: their manifest read from the repositories too (default), or their facts only. */
   reportedBackupCheck?: 'manifest' | 'facts';
+  /** Key source of encrypted clusters for that manifest read (%c = the cluster). */
+  encryptionKey?: { file?: string; command?: string };
   heartbeatIntervalSeconds: number;
   /** Seconds an agent has to reconnect and claim its unfinished jobs before they fail; default 60. */
   jobReclaimGraceSeconds?: number;
@@ -455,6 +459,9 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
     // Empty when the agents bring their own repositories.
     repositories: repositoriesFromSettings(run),
     reportedBackupCheck: run.reportedBackupCheck === 'facts' ? 'facts' : 'manifest',
+    ...(run.encryptionKeyFile || run.encryptionKeyCommand
+      ? { encryptionKey: { file: run.encryptionKeyFile, command: run.encryptionKeyCommand } }
+      : {}),
     heartbeatIntervalSeconds: run.heartbeatInterval,
     jobReclaimGraceSeconds: run.jobReclaimGrace,
     logLevel: run.logLevel,

@@ -113,7 +113,7 @@ export async function startController(
   };
   const manifests =
     repositories.length > 0 && config.reportedBackupCheck !== 'facts'
-      ? repositoryManifestReader(repositories, ctx.manifestKeys)
+      ? repositoryManifestReader(repositories, ctx.manifestKeys, config.encryptionKey)
       : undefined;
   if (manifests) ctx.manifests = manifests;
 

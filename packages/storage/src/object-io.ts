@@ -731,7 +731,10 @@ async function restoreBlocks(
       throw new PgfleetError('RepoFileMissing', `repository file ${key} is missing from ${location}`, {
         cause: err,
       });
-    throw err;
+    // EACCES and the like: the repository's fault (an object not owned by this agent's user), not a bug.
+    throw new PgfleetError('RepoIoFailed', `cannot read ${key} in repository ${location}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   const win = takeBuffer(WINDOW);
   const bufs = [takeAligned(), takeAligned()] as const;

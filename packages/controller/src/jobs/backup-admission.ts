@@ -111,15 +111,20 @@ export function backupManifestProblems(b: BackupRecord, fromManifest: BackupReco
 export function repositoryManifestReader(
   specs: readonly RepositorySpec[],
   manifestKeys: ManifestKeys,
+  encryptionKey: { file?: string; command?: string } = {},
 ): ManifestReader & { close(): void } {
   let opened: Promise<Repository> | undefined;
   const open = () => {
     // Loaded on first use: the drivers (the AWS SDK) stay out of a controller that never needs them.
     // With the manifest keys a manifest is believed only when its MAC is the cluster's (h2).
-    opened ??= import('@pgfleet/storage').then(async ({ MirroredDriver, openRepositoryDriver, Repository }) => {
-      const drivers = await Promise.all(specs.map((spec) => openRepositoryDriver(spec)));
-      return new Repository(drivers.length === 1 ? drivers[0]! : new MirroredDriver(drivers), manifestKeys);
-    });
+    opened ??= import('@pgfleet/storage').then(
+      async ({ MirroredDriver, keyResolver, openRepositoryDriver, Repository }) => {
+        const drivers = await Promise.all(specs.map((spec) => openRepositoryDriver(spec)));
+        // Encrypted clusters: their manifests are read with the key source of --encryption-key-file/-command (%c).
+        const keys = keyResolver(encryptionKey);
+        return new Repository(drivers.length === 1 ? drivers[0]! : new MirroredDriver(drivers), manifestKeys, keys);
+      },
+    );
     opened.catch(() => (opened = undefined));
     return opened;
   };
