@@ -15,7 +15,7 @@
  *
  * Light module (node:crypto and core's errors entry): copy worker threads load it.
  */
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import { type Cipheriv, createCipheriv, createDecipheriv, type Decipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { PgfleetError } from '@pgfleet/core/errors';
 
@@ -24,8 +24,8 @@ const VERSION = 1;
 export const DATA_KEY_ID_BYTES = 8;
 const SALT_BYTES = 16;
 export const HEADER_BYTES = MAGIC.length + 1 + DATA_KEY_ID_BYTES + SALT_BYTES;
-const FRAME_HEAD = 5;
-const TAG_BYTES = 16;
+export const FRAME_HEAD = 5;
+export const TAG_BYTES = 16;
 const LAST = 1;
 /** Stream writes gather content into frames of this size (block I/O seals each codec frame as one). */
 export const STREAM_FRAME_BYTES = 1 << 20;
@@ -49,18 +49,56 @@ function objectKeyMaterial(dataKey: Buffer, salt: Buffer, objectKey: string): Bu
   return Buffer.from(hkdfSync('sha256', dataKey, salt, `pgfleet object ${objectKey}`, 32));
 }
 
-function nonce(index: number): Buffer {
-  const n = Buffer.alloc(12);
-  n.writeUIntBE(index, 6, 6);
+/**
+ * Cipher input is fed in slices of this size and each slice's output copied to its place: one
+ * update over a whole frame returns a fresh frame-sized buffer (fresh pages, then a
+ * Buffer.concat to frame it), which measured at half the speed of AES-GCM itself; slices this
+ * small come from malloc's reused memory.
+ */
+const SLICE_BYTES = 16 << 10;
+
+type FrameCipher = Pick<Cipheriv, 'update'> | Pick<Decipheriv, 'update'>;
+
+/** Runs `parts` through `cipher` into `out` at `at` (GCM: output length = input length); returns where it ends. */
+function cryptInto(cipher: FrameCipher, parts: readonly Uint8Array[], out: Buffer, at: number): number {
+  for (const part of parts) {
+    for (let o = 0; o < part.length; o += SLICE_BYTES) {
+      at += cipher.update(part.subarray(o, o + SLICE_BYTES)).copy(out, at);
+    }
+  }
+  return at;
+}
+
+function byteLength(parts: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const p of parts) n += p.length;
   return n;
 }
 
-function frameAad(header: Buffer, objectKey: Buffer, index: number, length: number, flags: number): Buffer {
-  const tail = Buffer.alloc(8 + 4 + 1);
-  tail.writeUIntBE(index, 2, 6);
-  tail.writeUInt32BE(length, 8);
-  tail[12] = flags;
-  return Buffer.concat([header, objectKey, tail]);
+/**
+ * A frame's nonce and AAD (header | object key | frame index | length | flags), in buffers
+ * reused for every frame of one object (the cipher copies both when it takes them).
+ */
+class FrameParams {
+  readonly nonce = Buffer.alloc(12);
+  private readonly aad: Buffer;
+  private readonly tail: number;
+
+  constructor(header: Buffer, objectKey: string) {
+    const key = Buffer.from(objectKey, 'utf8');
+    this.tail = header.length + key.length;
+    this.aad = Buffer.alloc(this.tail + 8 + 4 + 1);
+    header.copy(this.aad, 0);
+    key.copy(this.aad, header.length);
+  }
+
+  set(index: number, length: number, flags: number): Buffer {
+    this.nonce.writeUIntBE(index, 6, 6);
+    this.aad.writeUIntBE(index, this.tail + 2, 6);
+    this.aad.writeUInt32BE(length, this.tail + 8);
+    this.aad[this.tail + 12] = flags;
+    return this.aad;
+  }
 }
 
 /** The id of a data key is part of every object's header: readers find its key object by it. */
@@ -69,11 +107,14 @@ export interface DataKey {
   key: Buffer;
 }
 
+/** Stored bytes a frame adds to its content (length and flags before, GCM tag after). */
+export const FRAME_OVERHEAD = FRAME_HEAD + TAG_BYTES;
+
 /** Seals one object's content, frame by frame; `finish` gives the closing last frame. */
 export class FrameSealer {
   private readonly header: Buffer;
   private readonly aesKey: Buffer;
-  private readonly keyBytes: Buffer;
+  private readonly params: FrameParams;
   private index = 0;
   private headerDue = true;
 
@@ -81,33 +122,48 @@ export class FrameSealer {
     const salt = randomBytes(SALT_BYTES);
     this.header = Buffer.concat([MAGIC, Buffer.from([VERSION]), Buffer.from(dataKey.id, 'hex'), salt]);
     this.aesKey = objectKeyMaterial(dataKey.key, salt, objectKey);
-    this.keyBytes = Buffer.from(objectKey, 'utf8');
+    this.params = new FrameParams(this.header, objectKey);
   }
 
-  /** The stored bytes of one frame of content (the object's header before the first). */
-  seal(content: Uint8Array): Buffer {
-    return this.frame(content, 0);
+  /** The stored bytes of the next frame for `contentBytes` of content (the object's header included before the first). */
+  sealedBytes(contentBytes: number): number {
+    return (this.headerDue ? HEADER_BYTES : 0) + FRAME_OVERHEAD + contentBytes;
+  }
+
+  /** Writes the stored bytes of one frame of content (the parts, in order) into `out` at `at`; returns where they end. */
+  sealInto(content: Uint8Array | readonly Uint8Array[], out: Buffer, at = 0): number {
+    return this.frameInto(content instanceof Uint8Array ? [content] : content, 0, out, at);
+  }
+
+  /** The stored bytes of one frame of content, in a buffer of their own. */
+  seal(content: Uint8Array | readonly Uint8Array[]): Buffer {
+    const parts = content instanceof Uint8Array ? [content] : content;
+    const out = Buffer.allocUnsafe(this.sealedBytes(byteLength(parts)));
+    this.frameInto(parts, 0, out, 0);
+    return out;
   }
 
   finish(): Buffer {
-    return this.frame(new Uint8Array(0), LAST);
+    const out = Buffer.allocUnsafe(this.sealedBytes(0));
+    this.frameInto([], LAST, out, 0);
+    return out;
   }
 
-  private frame(content: Uint8Array, flags: number): Buffer {
-    const head = Buffer.alloc(FRAME_HEAD);
-    head.writeUInt32BE(content.length, 0);
-    head[4] = flags;
-    const cipher = createCipheriv('aes-256-gcm', this.aesKey, nonce(this.index));
-    cipher.setAAD(frameAad(this.header, this.keyBytes, this.index, content.length, flags));
-    const body = content.length > 0 ? cipher.update(content) : Buffer.alloc(0);
-    cipher.final();
-    this.index++;
-    const parts: Buffer[] = [head, body, cipher.getAuthTag()];
+  private frameInto(parts: readonly Uint8Array[], flags: number, out: Buffer, at: number): number {
+    const length = byteLength(parts);
     if (this.headerDue) {
-      parts.unshift(this.header);
+      at += this.header.copy(out, at);
       this.headerDue = false;
     }
-    return Buffer.concat(parts);
+    at = out.writeUInt32BE(length, at);
+    out[at++] = flags;
+    const aad = this.params.set(this.index, length, flags);
+    const cipher = createCipheriv('aes-256-gcm', this.aesKey, this.params.nonce);
+    cipher.setAAD(aad);
+    at = cryptInto(cipher, parts, out, at);
+    cipher.final();
+    this.index++;
+    return at + cipher.getAuthTag().copy(out, at);
   }
 }
 
@@ -124,31 +180,64 @@ export function parseHeader(key: string, head: Buffer): { dataKeyId: string; sal
   };
 }
 
+/** A frame's length and flags, from the FRAME_HEAD bytes before it. */
+export interface FrameHead {
+  length: number;
+  flags: number;
+}
+
 /**
- * Opens one object's frames (after its header), incrementally: `push` takes stored bytes as they
- * come and returns the content of every frame completed and authenticated; `end` fails unless
- * the last frame was seen, and anything after the last frame is refused.
+ * Opens one object's frames (after its header), in order. Two ways in: `push` takes stored
+ * bytes as they come (streams) and returns the content of every frame completed and
+ * authenticated; `frameHead` + `openInto` open one frame a caller has read whole (block I/O).
+ * `end` fails unless the last frame was seen, and anything after the last frame is refused.
  */
 export class FrameOpener {
-  private readonly header: Buffer;
   private readonly aesKey: Buffer;
-  private readonly keyBytes: Buffer;
+  private readonly params: FrameParams;
   private index = 0;
   private done = false;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
 
-  /** `ownsInput`: stored bytes pushed stay untouched (streams); otherwise a partial frame is copied out (a reused read buffer). */
   constructor(
     private readonly key: string,
     header: Buffer,
     dataKey: Buffer,
-    private readonly ownsInput = true,
   ) {
     const { salt } = parseHeader(key, header);
-    this.header = Buffer.from(header.subarray(0, HEADER_BYTES));
     this.aesKey = objectKeyMaterial(dataKey, salt, key);
-    this.keyBytes = Buffer.from(key, 'utf8');
+    this.params = new FrameParams(Buffer.from(header.subarray(0, HEADER_BYTES)), key);
+  }
+
+  /** Checks the FRAME_HEAD bytes of the next frame (nothing may follow the last one). */
+  frameHead(head: Uint8Array): FrameHead {
+    if (this.done) throw tampered(this.key, 'bytes follow its last frame');
+    const length = Buffer.from(head.buffer, head.byteOffset, FRAME_HEAD).readUInt32BE(0);
+    const flags = head[4]!;
+    if (length > MAX_FRAME_BYTES || (flags & ~LAST) !== 0)
+      throw tampered(this.key, `frame ${this.index} has an impossible header`);
+    return { length, flags };
+  }
+
+  /**
+   * Authenticates the next frame (its ciphertext in `body`, in order, and its tag) and writes
+   * its content into `out` at `at`. The content is there before the tag is checked: a caller
+   * must use none of it unless this returns.
+   */
+  openInto(head: FrameHead, body: readonly Uint8Array[], tag: Uint8Array, out: Buffer, at = 0): void {
+    const aad = this.params.set(this.index, head.length, head.flags);
+    const decipher = createDecipheriv('aes-256-gcm', this.aesKey, this.params.nonce);
+    decipher.setAAD(aad);
+    decipher.setAuthTag(tag);
+    try {
+      cryptInto(decipher, body, out, at);
+      decipher.final();
+    } catch (err) {
+      throw tampered(this.key, `frame ${this.index} fails authentication`, err);
+    }
+    this.index++;
+    if (head.flags & LAST) this.done = true;
   }
 
   push(stored: Uint8Array): Buffer[] {
@@ -160,23 +249,21 @@ export class FrameOpener {
     for (;;) {
       if (this.pendingBytes === 0) return out;
       if (this.done) throw tampered(this.key, 'bytes follow its last frame');
-      if (this.pendingBytes < FRAME_HEAD) {
-        if (!this.ownsInput) this.pending = [Buffer.concat(this.pending, this.pendingBytes)];
-        return out;
-      }
-      const head = this.peek(FRAME_HEAD);
-      const length = head.readUInt32BE(0);
-      const flags = head[4]!;
-      if (length > MAX_FRAME_BYTES || (flags & ~LAST) !== 0)
-        throw tampered(this.key, `frame ${this.index} has an impossible header`);
-      const total = FRAME_HEAD + length + TAG_BYTES;
-      if (this.pendingBytes < total) {
-        if (!this.ownsInput) this.pending = [Buffer.concat(this.pending, this.pendingBytes)];
-        return out;
-      }
-      const frame = this.take(total);
-      out.push(this.open(frame, length, flags));
+      if (this.pendingBytes < FRAME_HEAD) return out;
+      const head = this.frameHead(this.peek(FRAME_HEAD));
+      if (this.pendingBytes < FRAME_HEAD + head.length + TAG_BYTES) return out;
+      this.take(FRAME_HEAD);
+      const body = this.take(head.length);
+      const tag = Buffer.concat(this.take(TAG_BYTES), TAG_BYTES);
+      const content = Buffer.allocUnsafe(head.length);
+      this.openInto(head, body, tag, content);
+      out.push(content);
     }
+  }
+
+  /** The error for stored bytes that stop short of their frame (or continue past the last one). */
+  cut(): PgfleetError {
+    return tampered(this.key, this.done ? 'bytes follow its last frame' : `it ends inside frame ${this.index}`);
   }
 
   end(): void {
@@ -190,41 +277,28 @@ export class FrameOpener {
     }
   }
 
-  private open(frame: Buffer, length: number, flags: number): Buffer {
-    const decipher = createDecipheriv('aes-256-gcm', this.aesKey, nonce(this.index));
-    decipher.setAAD(frameAad(this.header, this.keyBytes, this.index, length, flags));
-    decipher.setAuthTag(frame.subarray(FRAME_HEAD + length));
-    let content: Buffer;
-    try {
-      content = length > 0 ? decipher.update(frame.subarray(FRAME_HEAD, FRAME_HEAD + length)) : Buffer.alloc(0);
-      decipher.final();
-    } catch (err) {
-      throw tampered(this.key, `frame ${this.index} fails authentication`, err);
-    }
-    this.index++;
-    if (flags & LAST) this.done = true;
-    return content;
-  }
-
   private peek(n: number): Buffer {
     const first = this.pending[0]!;
     return first.length >= n ? first : Buffer.concat(this.pending, n);
   }
 
-  private take(n: number): Buffer {
-    let out: Buffer;
-    const first = this.pending[0]!;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.pending.shift();
-      else this.pending[0] = first.subarray(n);
-    } else {
-      const all = Buffer.concat(this.pending);
-      out = all.subarray(0, n);
-      this.pending = all.length > n ? [all.subarray(n)] : [];
-    }
+  /** The next `n` pending bytes as views of the chunks they arrived in (no copy). */
+  private take(n: number): Buffer[] {
+    const parts: Buffer[] = [];
     this.pendingBytes -= n;
-    return out;
+    while (n > 0) {
+      const first = this.pending[0]!;
+      if (first.length <= n) {
+        parts.push(first);
+        this.pending.shift();
+        n -= first.length;
+      } else {
+        parts.push(first.subarray(0, n));
+        this.pending[0] = first.subarray(n);
+        n = 0;
+      }
+    }
+    return parts;
   }
 }
 
@@ -240,20 +314,25 @@ export class SealStage extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.gathered.push(chunk);
-    this.gatheredBytes += chunk.length;
-    while (this.gatheredBytes >= STREAM_FRAME_BYTES) {
-      const all = Buffer.concat(this.gathered, this.gatheredBytes);
-      this.push(this.sealer.seal(all.subarray(0, STREAM_FRAME_BYTES)));
-      const rest = all.subarray(STREAM_FRAME_BYTES);
-      this.gathered = rest.length > 0 ? [rest] : [];
-      this.gatheredBytes = rest.length;
+    // Frames are sealed from the chunks as they came, never concatenated first.
+    let rest = chunk;
+    while (this.gatheredBytes + rest.length >= STREAM_FRAME_BYTES) {
+      const take = STREAM_FRAME_BYTES - this.gatheredBytes;
+      this.gathered.push(rest.subarray(0, take));
+      this.push(this.sealer.seal(this.gathered));
+      this.gathered = [];
+      this.gatheredBytes = 0;
+      rest = rest.subarray(take);
+    }
+    if (rest.length > 0) {
+      this.gathered.push(rest);
+      this.gatheredBytes += rest.length;
     }
     cb();
   }
 
   override _flush(cb: TransformCallback): void {
-    if (this.gatheredBytes > 0) this.push(this.sealer.seal(Buffer.concat(this.gathered, this.gatheredBytes)));
+    if (this.gatheredBytes > 0) this.push(this.sealer.seal(this.gathered));
     this.push(this.sealer.finish());
     cb();
   }

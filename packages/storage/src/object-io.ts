@@ -52,12 +52,15 @@ import type { Codec } from './codec-names.js';
 import type { LocalObjectFiles, PutOptions, RepositoryDriver } from './driver.js';
 import {
   type DataKey,
+  FRAME_HEAD,
+  FRAME_OVERHEAD,
   FrameOpener,
   FrameSealer,
   HEADER_BYTES,
   OpenStage,
   parseHeader,
   SealStage,
+  TAG_BYTES,
 } from './object-cipher.js';
 import type { RepositoryKeys } from './repository-keys.js';
 
@@ -189,6 +192,8 @@ async function withDecoder<T>(codec: BlockCodec, use: (d: BlockDecoder) => Promi
 class BlockObjectEncoder {
   private readonly content = createHash('sha256');
   private readonly stored = createHash('sha256');
+  /** The sealed frame, rewritten for every block (the stored bytes' view the encoder promises). */
+  private sealedFrame: Buffer | undefined;
   size = 0;
   storedSize = 0;
 
@@ -215,7 +220,11 @@ class BlockObjectEncoder {
   }
 
   private seal(frame: Uint8Array): Uint8Array {
-    return this.hashed(this.sealer ? this.sealer.seal(frame) : frame);
+    if (!this.sealer) return this.hashed(frame);
+    const need = this.sealer.sealedBytes(frame.length);
+    if (!this.sealedFrame || this.sealedFrame.length < need)
+      this.sealedFrame = Buffer.allocUnsafe(Math.max(need, SEALED_BLOCK_BYTES));
+    return this.hashed(this.sealedFrame.subarray(0, this.sealer.sealInto(frame, this.sealedFrame)));
   }
 
   private hashed(stored: Uint8Array): Uint8Array {
@@ -269,6 +278,17 @@ export async function encodeFile(
   });
 }
 
+/** A whole object's stored bytes, its frames sealed into one buffer (a frame per element of `frames`). */
+function sealAll(sealer: FrameSealer, frames: readonly Uint8Array[]): Buffer {
+  let total = HEADER_BYTES + FRAME_OVERHEAD;
+  for (const f of frames) total += FRAME_OVERHEAD + f.length;
+  const out = Buffer.allocUnsafe(total);
+  let at = 0;
+  for (const f of frames) at = sealer.sealInto(f, out, at);
+  at += sealer.finish().copy(out, at);
+  return out.subarray(0, at);
+}
+
 const isEnoent = (err: unknown) => (err as NodeJS.ErrnoException)?.code === 'ENOENT';
 
 /** Objects of one driver, written and read (see the module comment). Repository.objects is one. */
@@ -300,8 +320,7 @@ export class ObjectIo {
       await this.driver.put(key, content);
       return;
     }
-    const sealer = new FrameSealer(dataKey, key);
-    await this.driver.put(key, Buffer.concat([sealer.seal(content), sealer.finish()]));
+    await this.driver.put(key, sealAll(new FrameSealer(dataKey, key), [content]));
   }
 
   /** The content of a small object stored with storeSmall; RepoFileMissing when it does not exist. */
@@ -370,8 +389,7 @@ export class ObjectIo {
       return;
     }
     // Sealed here, not in encodeFile: the key (which names the content's checksum) is known only now.
-    const sealer = new FrameSealer(dataKey, key);
-    await this.driver.put(key, Buffer.concat([...stored.map((frame) => sealer.seal(frame)), sealer.finish()]));
+    await this.driver.put(key, sealAll(new FrameSealer(dataKey, key), stored));
   }
 
   /**
@@ -528,6 +546,8 @@ class HeadSink extends Writable {
 
 /** Room for one stored block (the zstd and lz4 bounds of BLOCK_BYTES plus frame headers). */
 const STORED_BLOCK_BYTES = BLOCK_BYTES + (BLOCK_BYTES >> 8) + 1024;
+/** The same, sealed (the encrypted form's header and one frame's length, flags and tag). */
+const SEALED_BLOCK_BYTES = STORED_BLOCK_BYTES + HEADER_BYTES + FRAME_OVERHEAD;
 
 /**
  * The block form (codec-blocks.ts): read 1 MiB, hash, inspect, compress it as one frame, hash and
@@ -546,21 +566,23 @@ async function storeBlocks(
 ): Promise<StoredFile> {
   const inBufs = [takeBuffer(BLOCK_BYTES), takeBuffer(BLOCK_BYTES)] as const;
   // The encoder reuses its output: each frame is copied out for the write behind (codec none writes the read buffer).
-  const outBufs = [takeBuffer(STORED_BLOCK_BYTES), takeBuffer(STORED_BLOCK_BYTES)] as const;
+  const outBufs = [takeBuffer(SEALED_BLOCK_BYTES), takeBuffer(SEALED_BLOCK_BYTES)] as const;
   const end = file.length === undefined ? Infinity : file.offset + file.length;
   let pos = file.offset;
   let writer;
   let pendingWrite: Promise<void> | undefined;
   let i = 0;
+  let o = 0;
   // Synchronous reads: PGDATA is mostly in the page cache, where a read costs less than the thread hand-offs of an async one.
   const readAt = (buf: Buffer, at: number) =>
     Promise.resolve({ bytesRead: end - at > 0 ? readSync(fh.fd, buf, 0, Math.min(BLOCK_BYTES, end - at), at) : 0 });
   const put = async (out: Uint8Array) => {
     let data = out;
-    // A sealed frame is a fresh buffer already.
-    if (codec !== 'none' && !object.sealed) {
-      data = outBufs[i]!.subarray(0, out.length);
+    if (codec !== 'none' || object.sealed) {
+      // Its own index: an empty file's frame and the closing sealed frame are two puts after the last block.
+      data = outBufs[o]!.subarray(0, out.length);
       data.set(out);
+      o ^= 1;
     }
     await pendingWrite; // one write in flight: the object is appended in order
     pendingWrite = writer!.write(data);
@@ -836,42 +858,68 @@ function plainReader(fd: number): EncodedReader {
   };
 }
 
+/** Reads up to `n` bytes at `pos` into `buf`, fewer only at the end of the file. */
+function readFully(fd: number, buf: Buffer, n: number, pos: number): number {
+  let got = 0;
+  while (got < n) {
+    const r = readSync(fd, buf, got, n - got, pos + got);
+    if (r === 0) break;
+    got += r;
+  }
+  return got;
+}
+
 /**
- * The encrypted form read synchronously: stored bytes are read a block at a time, every frame
- * authenticated before its content is handed out, the end checked (no truncation) at EOF. The
- * header is read first and its data key looked up (the one await).
+ * The encrypted form read synchronously, a frame at a time: one read takes a frame's ciphertext
+ * and tag and the next frame's head, the frame is authenticated into a reused buffer, and only
+ * then is its content handed out; the end is checked (no truncation, nothing after the last
+ * frame). The header is read first and its data key looked up (the one await).
  */
 async function openedReader(key: string, fd: number, lookup: DataKeyLookup): Promise<EncodedReader> {
   const header = Buffer.alloc(HEADER_BYTES);
   const got = readSync(fd, header, 0, HEADER_BYTES, 0);
   const { dataKeyId } = parseHeader(key, header.subarray(0, got));
-  const opener = new FrameOpener(key, header, await lookup(dataKeyId), false);
-  const stored = takeBuffer(READ_BYTES);
+  const opener = new FrameOpener(key, header, await lookup(dataKeyId));
+  let stored = takeBuffer(SEALED_BLOCK_BYTES);
+  let plain = takeBuffer(SEALED_BLOCK_BYTES);
+  const head = Buffer.alloc(FRAME_HEAD);
   let pos = HEADER_BYTES;
-  let queue: Buffer[] = [];
+  let headBytes = readFully(fd, head, FRAME_HEAD, pos);
+  let have = 0;
+  let given = 0;
   let ended = false;
-  return (buf, at, max) => {
-    while (queue.length === 0 && !ended) {
-      const n = readSync(fd, stored, 0, READ_BYTES, pos);
-      if (n === 0) {
+  // Frames larger than a block (stream-written objects read here) get buffers of their own.
+  const room = (buf: Buffer, n: number) => (buf.length >= n ? buf : Buffer.allocUnsafe(n));
+  const nextFrame = () => {
+    for (;;) {
+      if (headBytes === 0) {
         opener.end();
         ended = true;
         giveBuffer(stored);
-        break;
+        giveBuffer(plain);
+        return;
       }
-      pos += n;
-      queue = opener.push(stored.subarray(0, n)).filter((c) => c.length > 0);
+      if (headBytes < FRAME_HEAD) throw opener.cut();
+      const frame = opener.frameHead(head);
+      const sealed = frame.length + TAG_BYTES;
+      stored = room(stored, sealed + FRAME_HEAD);
+      plain = room(plain, frame.length);
+      const n = readFully(fd, stored, sealed + FRAME_HEAD, pos + FRAME_HEAD);
+      if (n < sealed) throw opener.cut();
+      opener.openInto(frame, [stored.subarray(0, frame.length)], stored.subarray(frame.length, sealed), plain);
+      pos += FRAME_HEAD + sealed;
+      headBytes = stored.copy(head, 0, sealed, n);
+      have = frame.length;
+      given = 0;
+      if (have > 0) return;
     }
-    let done = 0;
-    while (done < max && queue.length > 0) {
-      const head = queue[0]!;
-      const n = Math.min(max - done, head.length);
-      head.copy(buf, at + done, 0, n);
-      done += n;
-      if (n === head.length) queue.shift();
-      else queue[0] = head.subarray(n);
-    }
-    return done;
+  };
+  return (buf, at, max) => {
+    if (given === have && !ended) nextFrame();
+    const n = Math.min(max, have - given);
+    plain.copy(buf, at, given, given + n);
+    given += n;
+    return n;
   };
 }
 
