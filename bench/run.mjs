@@ -5,13 +5,15 @@
  *
  *   cd /work/main && source scripts/node-env.sh && npx turbo run build
  *   node bench/run.mjs [--scale 100] [--noisy-gb 1.5] [--pgbench-seconds 30] [--wal-segments 20]
- *                      [--skip pgfleet,pgbackrest,pg_basebackup,restore,incr,wal-push,verify]
+ *                      [--encrypted-runs 2]
+ *                      [--skip pgfleet,pgbackrest,pg_basebackup,restore,incr,wal-push,verify,encrypted]
  *
  * See bench/README.md for what each phase measures. Everything it starts (PostgreSQL, the
  * controller and agent, pgbackrest/pg_basebackup/pgbench children) is torn down at the end,
  * on errors and on Ctrl-C, and its temp dir is removed (PGFLEET_KEEP_TMP=1 keeps it).
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import {
   accessSync,
   closeSync,
@@ -45,7 +47,7 @@ const BR_CODEC = { zstd: 'zst', lz4: 'lz4' };
 // ---------------------------------------------------------------------------------------------
 // options
 // ---------------------------------------------------------------------------------------------
-const SKIPPABLE = ['pgfleet', 'pgbackrest', 'pg_basebackup', 'restore', 'incr', 'wal-push', 'verify'];
+const SKIPPABLE = ['pgfleet', 'pgbackrest', 'pg_basebackup', 'restore', 'incr', 'wal-push', 'verify', 'encrypted'];
 const USAGE = `Usage: node bench/run.mjs [options]
 
   --scale N            pgbench scale factor (default 100, ~1.5 GB)
@@ -53,6 +55,8 @@ const USAGE = `Usage: node bench/run.mjs [options]
   --pgbench-seconds S  pgbench -T before the incremental backups (default 30)
   --pgbench-clients C  pgbench -c/-j (default: number of CPUs)
   --wal-segments N     real 16 MiB WAL segments pushed one by one per tool (default 20)
+  --encrypted-runs N   pairs of pgfleet zstd full backup + restore, plaintext then encrypted
+                       repository, for the cost of encryption at rest (default 2; needs pgfleet)
   --skip LIST          comma list of: ${SKIPPABLE.join(', ')}
   --out DIR            where results/<timestamp>.json|.md go (default bench/results)
   -h, --help`;
@@ -66,6 +70,7 @@ try {
       'pgbench-seconds': { type: 'string', default: '30' },
       'pgbench-clients': { type: 'string', default: String(Math.max(1, os.availableParallelism())) },
       'wal-segments': { type: 'string', default: '20' },
+      'encrypted-runs': { type: 'string', default: '2' },
       skip: { type: 'string', default: '' },
       out: { type: 'string', default: join(REPO_ROOT, 'bench/results') },
       help: { type: 'boolean', short: 'h', default: false },
@@ -94,6 +99,7 @@ const P = {
   pgbenchSeconds: Math.round(num('pgbench-seconds', 1)),
   pgbenchClients: Math.round(num('pgbench-clients', 1)),
   walSegments: Math.round(num('wal-segments', 1)),
+  encryptedRuns: Math.round(num('encrypted-runs', 1)),
   skip: new Set(
     opts.skip
       .split(',')
@@ -420,6 +426,17 @@ function procStatusKb(pid, field) {
     return undefined;
   }
 }
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+/** CPU seconds (user + system, all its threads) a process has used so far. */
+function procCpuS(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime
+  } catch {
+    return NaN;
+  }
+}
 function descendants(pid) {
   const parent = new Map();
   for (const e of readdirSync('/proc')) {
@@ -478,6 +495,10 @@ async function main() {
   const work = await makeTempDir('bench');
   tempDirs.add(work);
   const pgfRepo = join(work, 'pgfleet-repo');
+  // The encrypted runs: a repository of their own (encryption is per cluster, and this cluster's
+  // objects in pgfRepo are plaintext), its key in a 0600 file the agent (user postgres) reads.
+  const pgfRepoEncrypted = join(work, 'pgfleet-repo-encrypted');
+  const keyFile = join(work, 'pgfleet-bench.key');
   const brConf = join(work, 'pgbackrest.conf');
   const brRepo = { zstd: join(work, 'pgbr-repo-zstd'), lz4: join(work, 'pgbr-repo-lz4') };
   const brRepoIndex = { zstd: '1', lz4: '2' };
@@ -489,10 +510,13 @@ async function main() {
     join(work, 'pgbr-lock'),
     join(work, 'pgbr-spool'),
     join(work, 'scratch'),
+    pgfRepoEncrypted,
   ]) {
     await mkdir(d, { recursive: true });
     if (pgUser) await chown(d, pgUser.uid, pgUser.gid);
   }
+  await writeFile(keyFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+  if (pgUser) await chown(keyFile, pgUser.uid, pgUser.gid);
 
   let pg;
   let controller;
@@ -641,6 +665,7 @@ async function main() {
     const archiveCmd = {
       none: '/bin/true',
       pgfleet: `${shq(process.execPath)} ${shq(AGENT_BIN)} wal-push "%p" --cluster ${CLUSTER} --repo-path ${shq(pgfRepo)}`,
+      'pgfleet-encrypted': `${shq(process.execPath)} ${shq(AGENT_BIN)} wal-push "%p" --cluster ${CLUSTER} --repo-path ${shq(pgfRepoEncrypted)} --encryption-key-file ${shq(keyFile)}`,
       pgbackrest: `${shq(pgbackrestBin ?? 'pgbackrest')} --config=${shq(brConf)} --stanza=${STANZA} archive-push "%p"`,
     };
     let archiveMode = 'none';
@@ -703,6 +728,8 @@ async function main() {
       exec(process.execPath, [CLI_BIN, ...args], {
         env: { PGFLEET_CONTROLLER: controllerAddress, PGFLEET_INSECURE: 'true' },
       });
+    /** Whether the controller and agent run on the encrypted repository (the encrypted runs). */
+    let encryptedRepo = false;
     /** (Re)starts the agent daemon with this codec for backups and WAL (the codec is an agent setting). */
     const startAgent = async (codec) => {
       await agent?.stop();
@@ -721,14 +748,15 @@ async function main() {
           '--pg-port',
           String(pg.port),
           '--repo-path',
-          pgfRepo,
+          encryptedRepo ? pgfRepoEncrypted : pgfRepo,
+          ...(encryptedRepo ? ['--encryption-key-file', keyFile] : []),
           '--archive-timeout',
           '600',
           '--compress',
           codec,
           '--insecure',
         ],
-        join(work, `agent-${codec}.log`),
+        join(work, `agent-${codec}${encryptedRepo ? '-encrypted' : ''}.log`),
         { asPg: true },
       );
       await waitFor('agent to connect', async () => {
@@ -740,29 +768,50 @@ async function main() {
         return (Array.isArray(doc) ? doc : doc.clusters).some((c) => c.name === CLUSTER && c.agentConnected === true);
       });
     };
+    /** (Re)starts the controller on the repository of encryptedRepo (jobs name its repository), with the same catalog. */
+    const startController = async () => {
+      await controller?.stop();
+      controller = startDaemon(
+        CONTROLLER_BIN,
+        [
+          'run',
+          '--listen',
+          controllerAddress,
+          '--catalog',
+          join(work, 'catalog.db'),
+          '--repo-path',
+          encryptedRepo ? pgfRepoEncrypted : pgfRepo,
+          '--insecure',
+        ],
+        join(work, 'controller.log'),
+      );
+      await waitFor('controller to listen', async () => {
+        if (controller.child.exitCode !== null)
+          throw fatal(`controller exited with ${controller.child.exitCode}: ${await controller.log()}`);
+        return (await cli('clusters')).code === 0;
+      });
+    };
+    /**
+     * Moves the zstd pgfleet setup to the encrypted repository or back: archive_command first
+     * (a daemon serving the other repository tells wal-push to archive directly), then the
+     * controller and the agent. `restart`: restart them even when they stay (every measured run
+     * of a pair then starts from the same state: a fresh agent's first backup costs more CPU).
+     */
+    const useEncryptedRepo = async (on, { restart = false } = {}) => {
+      if (on === encryptedRepo && !restart) return;
+      log(`pgfleet -> the ${on ? 'encrypted' : 'plaintext'} repository`);
+      await setArchive(on ? 'pgfleet-encrypted' : 'pgfleet');
+      encryptedRepo = on;
+      await agent?.stop();
+      agent = undefined;
+      await startController();
+      await startAgent('zstd');
+    };
     if (run('pgfleet')) {
       try {
         controllerAddress = `127.0.0.1:${await freePort()}`;
         log(`starting pgfleet-controller (${controllerAddress}) and pgfleet-agent`);
-        controller = startDaemon(
-          CONTROLLER_BIN,
-          [
-            'run',
-            '--listen',
-            controllerAddress,
-            '--catalog',
-            join(work, 'catalog.db'),
-            '--repo-path',
-            pgfRepo,
-            '--insecure',
-          ],
-          join(work, 'controller.log'),
-        );
-        await waitFor('controller to listen', async () => {
-          if (controller.child.exitCode !== null)
-            throw fatal(`controller exited with ${controller.child.exitCode}: ${await controller.log()}`);
-          return (await cli('clusters')).code === 0;
-        });
+        await startController();
         await startAgent('zstd');
       } catch (err) {
         // measure the other tools anyway; the pgfleet rows are missing and the run exits non-zero
@@ -779,10 +828,27 @@ async function main() {
         agent = controller = undefined;
       }
     }
-    const pgfBackupDir = join(pgfRepo, CLUSTER, 'backup');
+    /** A pgfleet restore of backup `label` into a dir (for timedRestore). */
+    const pgfRestore = (label) => (dir) =>
+      cli(
+        'restore',
+        CLUSTER,
+        '--to',
+        dir,
+        '--backup',
+        label,
+        '--target',
+        'immediate',
+        '--target-action',
+        'promote',
+        '--wait',
+        '--timeout',
+        '60',
+      );
     /** pgfleet full backups by codec (their labels, for the restores). */
     const pgfFull = {};
     const pgfBackup = async (type) => {
+      const pgfBackupDir = join(encryptedRepo ? pgfRepoEncrypted : pgfRepo, CLUSTER, 'backup');
       const before = listDir(pgfBackupDir);
       await syncDisks();
       const r = await cli('backup', CLUSTER, ...(type === 'full' ? [] : ['--type', type]), '--wait', '--timeout', '60');
@@ -922,23 +988,7 @@ async function main() {
       for (const codec of run('pgfleet') ? ['zstd', 'lz4'] : []) {
         if (!pgfFull[codec]) continue;
         await step('restore', `pgfleet (${codec}, 2 workers)`, () =>
-          timedRestore('pgfleet', join(work, `restore-pgfleet-${codec}`), (dir) =>
-            cli(
-              'restore',
-              CLUSTER,
-              '--to',
-              dir,
-              '--backup',
-              pgfFull[codec],
-              '--target',
-              'immediate',
-              '--target-action',
-              'promote',
-              '--wait',
-              '--timeout',
-              '60',
-            ),
-          ),
+          timedRestore('pgfleet', join(work, `restore-pgfleet-${codec}`), pgfRestore(pgfFull[codec])),
         );
       }
       if (run('pgbackrest')) {
@@ -965,6 +1015,72 @@ async function main() {
           });
         }
       }
+    }
+
+    // ---- 2b'. encryption at rest: zstd full backup + restore, plaintext and encrypted ---------
+    // Pairs run alternately on the same data, each on its own repository (encryption is per
+    // cluster): the overhead is the encrypted median over the plaintext median of these pairs.
+    // The agent's CPU seconds (all threads, from /proc) are taken with each wall time: on a busy
+    // machine they are the steadier figure.
+    if (run('pgfleet') && run('encrypted')) {
+      const pairs = { plaintext: { backup: [], restore: [] }, encrypted: { backup: [], restore: [] } };
+      let restoreRow;
+      const withAgentCpu = async (fn) => {
+        const pid = agent.child.pid;
+        const cpu0 = procCpuS(pid);
+        const r = await fn();
+        return { ...r, agentCpuS: +(procCpuS(pid) - cpu0).toFixed(2) };
+      };
+      await step('full backup', 'pgfleet (zstd, 2 workers, encrypted)', async () => {
+        try {
+          for (let i = 0; i < P.encryptedRuns; i++) {
+            for (const mode of ['plaintext', 'encrypted']) {
+              await useEncryptedRepo(mode === 'encrypted', { restart: true });
+              const b = await withAgentCpu(() => pgfBackup('full'));
+              pairs[mode].backup.push(b);
+              log(`encryption pair ${i + 1}, ${mode}: full backup ${b.wallS.toFixed(2)} s, agent CPU ${b.agentCpuS} s`);
+              if (!run('restore')) continue;
+              const r = await withAgentCpu(() =>
+                timedRestore('pgfleet', join(work, `restore-pgfleet-${mode}-${i}`), pgfRestore(b.label)),
+              );
+              pairs[mode].restore.push(r);
+              log(`encryption pair ${i + 1}, ${mode}: restore ${r.wallS.toFixed(2)} s, agent CPU ${r.agentCpuS} s`);
+            }
+          }
+        } finally {
+          await useEncryptedRepo(false);
+        }
+        const median = (a) => [...a].sort((x, y) => x - y)[(a.length - 1) >> 1];
+        const summary = (op) => {
+          const p = pairs.plaintext[op];
+          const e = pairs.encrypted[op];
+          if (e.length === 0) return undefined;
+          const pct = (x, y) => +((100 * (y - x)) / x).toFixed(1);
+          const pw = median(p.map((r) => r.wallS));
+          const ew = median(e.map((r) => r.wallS));
+          const pc = median(p.map((r) => r.agentCpuS));
+          const ec = median(e.map((r) => r.agentCpuS));
+          return {
+            plaintextWallS: p.map((r) => +r.wallS.toFixed(2)),
+            encryptedWallS: e.map((r) => +r.wallS.toFixed(2)),
+            plaintextAgentCpuS: p.map((r) => r.agentCpuS),
+            encryptedAgentCpuS: e.map((r) => r.agentCpuS),
+            wallOverheadPct: pct(pw, ew),
+            agentCpuOverheadPct: pct(pc, ec),
+            medians: { plaintextWallS: pw, encryptedWallS: ew, plaintextAgentCpuS: pc, encryptedAgentCpuS: ec },
+          };
+        };
+        extra.encryption = { pairs: P.encryptedRuns, backup: summary('backup'), restore: summary('restore') };
+        const e = pairs.encrypted;
+        const row = (list) => {
+          const m = median(list.map((r) => r.wallS));
+          const r = list.find((x) => x.wallS === m);
+          return { ...r, wallS: m, note: `median of ${list.length}; ${r.note ?? ''}`.trim() };
+        };
+        if (e.restore.length > 0) restoreRow = row(e.restore);
+        return row(e.backup);
+      });
+      if (restoreRow) record({ operation: 'restore', tool: 'pgfleet (zstd, 2 workers, encrypted)', ...restoreRow });
     }
 
     // ---- 2c. pgbench, then incremental backups ----------------------------------------------
@@ -1197,6 +1313,7 @@ async function main() {
   }
 
   result.finishedAt = new Date().toISOString();
+  extra.loadavgAtEnd = os.loadavg().map((x) => +x.toFixed(2));
   return { result, stamp };
 }
 
@@ -1241,7 +1358,14 @@ function table(result) {
   ];
   const fmtS = (s) => (s === undefined ? '' : s < 1 ? s.toFixed(3) : s.toFixed(2));
   const x = (v) => (v === undefined ? '' : `${v.toFixed(2)}x`);
-  const body = rows.map((r) =>
+  // Grouped by operation (in the order operations first ran): a row measured later, like the
+  // encrypted runs, stands beside the others of its operation.
+  const opOrder = [...new Set(rows.map((r) => r.operation))];
+  const ordered = rows
+    .map((r, i) => ({ r, i }))
+    .sort((a, b) => opOrder.indexOf(a.r.operation) - opOrder.indexOf(b.r.operation) || a.i - b.i)
+    .map((x) => x.r);
+  const body = ordered.map((r) =>
     r.status !== 'ok'
       ? [r.operation, r.tool, r.status, '', '', '', '', '', '']
       : [
@@ -1267,6 +1391,10 @@ function table(result) {
   const e = result.extra;
   const notes = [];
   const inp = result.input;
+  if (result.host.loadavgAtStart)
+    notes.push(
+      `load average (1/5/15 min) at start ${result.host.loadavgAtStart.join(' ')}${e.loadavgAtEnd ? `, at end ${e.loadavgAtEnd.join(' ')}` : ''} on ${result.host.cpus} CPUs`,
+    );
   if (inp.pgdataBytesWithoutWal)
     notes.push(
       `input: PGDATA ${mb(inp.pgdataBytesWithoutWal).toFixed(0)} MB without pg_wal (pgbench scale ${result.params.scale}, ${inp.pgbenchAccounts} accounts; noisy table ${inp.noisyRows} rows)`,
@@ -1287,6 +1415,18 @@ function table(result) {
     notes.push(
       `pgbench -T ${e.pgbench.seconds} -c ${e.pgbench.clients}: ${e.pgbench.tps} tps with archive_command = ${e.pgbench.archiveCommand}; archive backlog max ${e.pgbench.archiveReadyMax} .ready files, ${e.pgbench.archiveReadyAtEnd} at the end, drained in ${e.pgbench.archiveDrainS} s`,
     );
+  if (e.encryption) {
+    const enc = e.encryption;
+    for (const [op, m] of [
+      ['full backup', enc.backup],
+      ['restore', enc.restore],
+    ]) {
+      if (!m) continue;
+      notes.push(
+        `encryption at rest, ${op} (zstd, ${enc.pairs} alternating pairs): wall plaintext ${m.plaintextWallS.join('/')} s, encrypted ${m.encryptedWallS.join('/')} s, median overhead ${m.wallOverheadPct}%; agent CPU plaintext ${m.plaintextAgentCpuS.join('/')} s, encrypted ${m.encryptedAgentCpuS.join('/')} s, median overhead ${m.agentCpuOverheadPct}%`,
+      );
+    }
+  }
   const wal = rows.filter((r) => r.operation.startsWith('wal-push') && r.status === 'ok');
   for (const r of wal)
     notes.push(
