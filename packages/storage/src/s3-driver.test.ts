@@ -248,10 +248,6 @@ describe('S3 driver with a fake client', () => {
           await sleep(50); // a network round trip
           aborted.push(`${key} ${uploadId}`);
         },
-        // A write first asks whether the cluster is encrypted (its encryption.json): it is not.
-        async headObject() {
-          return undefined;
-        },
       }),
       { bucket: 'b', prefix: 'r', partSizeBytes: 1024 },
     );
