@@ -1,5 +1,5 @@
 /**
- * Crash safety with real processes (docs/security/h6-crash-safety.md):
+ * Crash safety with real processes (docs/security.md):
  *
  * - kill -9 at seeded random moments of WAL push: archive_command's wal-push is killed mid-push
  *   by a wrapper on a seeded schedule, and the agent daemon it hands segments to is killed and

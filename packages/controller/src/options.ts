@@ -369,7 +369,7 @@ export const controllerProgram = {
     {
       name: 'catalog',
       summary:
-        'catalog rebuild --catalog URL --repo URL|--repo-path DIR [--cluster X] [--dry-run]: re-index the backups of a repository from their manifests (unknown clusters are created; rows whose manifest is gone are removed; manifests failing authentication are skipped). Idempotent. catalog sign-manifests (same options): sign the manifests written before manifests were signed, once, after checking the repository (docs/security/h2-restore-trust.md).',
+        'catalog rebuild --catalog URL --repo URL|--repo-path DIR [--cluster X] [--dry-run]: re-index the backups of a repository from their manifests (unknown clusters are created; rows whose manifest is gone are removed; manifests failing authentication are skipped). Idempotent. catalog sign-manifests (same options): sign the manifests written before manifests were signed, once, after checking the repository (docs/security.md).',
       options: [
         'config',
         'catalog',

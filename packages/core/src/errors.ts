@@ -464,7 +464,7 @@ export const ErrorCodes = {
     'PGF-8021',
     GrpcStatus.FAILED_PRECONDITION,
     4,
-    'The manifest carries no authentication code (written by a pgfleet before manifests were signed, or stripped). Check the repository, then sign the existing manifests once with `pgfleet-controller catalog sign-manifests --catalog URL --repo URL` (docs/security/h2-restore-trust.md), or take a new full backup.',
+    'The manifest carries no authentication code (written by a pgfleet before manifests were signed, or stripped). Check the repository, then sign the existing manifests once with `pgfleet-controller catalog sign-manifests --catalog URL --repo URL` (docs/security.md), or take a new full backup.',
   ),
   ManifestKeyMissing: spec(
     'PGF-8022',

@@ -4,7 +4,7 @@
  * only the controller's user can read; every controller of one catalog needs the same file, and
  * `catalog rebuild` and `manifest sign` read it too. It is kept outside the catalog on purpose:
  * rebuilding a lost catalog is exactly when it must still be there. Losing it makes every
- * manifest unverifiable (docs/security/h2-restore-trust.md says how to recover).
+ * manifest unverifiable (docs/security.md says how to recover).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
