@@ -67,10 +67,21 @@ export function parseBackupLease(text: string, key: string): BackupLease {
   return doc as BackupLease;
 }
 
-/** Live or stale at `nowMs`; a refresh time ahead of the reader's clock (clock skew) counts as fresh. */
+/**
+ * Bounds on what a lease may claim: anyone who can write the cluster's prefix can write a lease, and
+ * a lease that never goes stale would hold retention (backups and their WAL) forever.
+ */
+export const MAX_LEASE_STALE_MS = 60 * 60_000;
+/** A refresh time further ahead of the reader's clock than this is not clock skew: the lease is stale. */
+export const MAX_LEASE_CLOCK_SKEW_MS = 10 * 60_000;
+
+/** Live or stale at `nowMs`; a refresh time a little ahead of the reader's clock (clock skew) counts as fresh. */
 export function leaseState(lease: BackupLease, nowMs: number): { state: 'live' | 'stale'; ageMs: number } {
-  const ageMs = Math.max(0, nowMs - Date.parse(lease.refreshedAt));
-  return { state: ageMs > lease.staleAfterMs ? 'stale' : 'live', ageMs };
+  const refreshedMs = Date.parse(lease.refreshedAt);
+  const ageMs = Math.max(0, nowMs - refreshedMs);
+  const staleAfterMs = Math.min(lease.staleAfterMs, MAX_LEASE_STALE_MS);
+  const fromTheFuture = refreshedMs - nowMs > MAX_LEASE_CLOCK_SKEW_MS;
+  return { state: fromTheFuture || ageMs > staleAfterMs ? 'stale' : 'live', ageMs };
 }
 
 /**

@@ -168,6 +168,13 @@ test('leases: listed with their state; live ones protect their label and chain, 
   assert.deepEqual([...leasedLabels(found).keys()].sort(), ['L1F', 'L2I', 'L3I']);
   // A refresh time ahead of the reader's clock (another host's clock) is fresh, not negative.
   assert.deepEqual(leaseState(lease('X', [], new Date(now + 5000)), now), { state: 'live', ageMs: 0 });
+  // A lease cannot pin retention forever: a refresh time a day ahead, or a claimed stale time of a
+  // year, is judged stale by the bounds (whoever wrote it).
+  assert.equal(leaseState(lease('X', [], new Date(now + 86_400_000)), now).state, 'stale');
+  assert.equal(
+    leaseState({ ...lease('X', [], new Date(now - 2 * 3_600_000)), staleAfterMs: 365 * 86_400_000 }, now).state,
+    'stale',
+  );
   assert.equal(await repo.hasBackupLease('c', 'L3I'), true);
   await repo.removeBackupLease('c', 'L3I');
   assert.equal(await repo.hasBackupLease('c', 'L3I'), false);

@@ -720,7 +720,14 @@ export class Repository {
         new Writable({ write: (_c, _e, cb) => cb() }),
       );
     } catch (err) {
-      if (PgfleetError.is(err, 'RepoFileMissing') || PgfleetError.is(err, 'RepoChecksumMismatch')) return false;
+      // A damaged encrypted copy fails authentication instead of the checksum: damaged all the same, so
+      // it is replaced rather than failing every push of the segment (archive_command would never succeed).
+      if (
+        PgfleetError.is(err, 'RepoFileMissing') ||
+        PgfleetError.is(err, 'RepoChecksumMismatch') ||
+        PgfleetError.is(err, 'RepoObjectTampered')
+      )
+        return false;
       throw err;
     }
     rememberConfirmed(id);
