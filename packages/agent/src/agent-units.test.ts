@@ -53,7 +53,7 @@ test('PGDATA listing skips what PostgreSQL rebuilds or must not see restored', a
   }
 });
 
-test('PGDATA listing: tablespaces are followed through pg_tblspc links; a linked pg_wal (initdb --waldir) becomes a plain directory', async () => {
+test('PGDATA listing: tablespaces are followed through pg_tblspc links; a linked pg_wal (initdb --waldir) becomes a plain directory; other links are not recorded', async () => {
   const root = await mkdtemp(join(tmpdir(), 'pgfleet-walk-'));
   try {
     const d = join(root, 'data');
@@ -82,10 +82,8 @@ test('PGDATA listing: tablespaces are followed through pg_tblspc links; a linked
     assert.deepEqual(l.files.map((f) => f.path).sort(), ['PG_VERSION', 'pg_tblspc/16389/PG_15_202209061/5/16390']);
     assert.deepEqual(
       l.links.sort((a, b) => a.path.localeCompare(b.path)),
-      [
-        { path: 'log', target: join(root, 'logs') },
-        { path: 'pg_tblspc/16389', target: join(root, 'ts') },
-      ],
+      // Only tablespace links are recorded: a restore refuses a link anywhere else (manifest path rules).
+      [{ path: 'pg_tblspc/16389', target: join(root, 'ts') }],
     );
     const dirs = l.directories.map((x) => x.path);
     for (const must of [
