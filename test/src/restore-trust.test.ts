@@ -94,6 +94,8 @@ describe('restore trusts nothing it reads', { timeout: 600_000 }, () => {
 
   async function withManifest<T>(m: BackupManifest, run: () => Promise<T>): Promise<T> {
     await fleet.repo.writeManifest(m); // signed with the cluster's key: the path rules must stop it
+    // Written as root: the object must stay the agent's (posix objects are 0600 since part 3).
+    await chownToPostgres(manifestPath(m.label));
     try {
       return await run();
     } finally {
@@ -155,6 +157,10 @@ describe('restore trusts nothing it reads', { timeout: 600_000 }, () => {
       join(fleet.repoDir, fleet.repo.backupFileKey(CLUSTER, src.backup, 'PG_VERSION', src.codec)),
     );
     await fleet.repo.driver.put(fleet.repo.backupFileKey(CLUSTER, src.backup, src.path, src.codec), bytes);
+    // Written as root: the new directories and object must stay the agent's (0700/0600 since part 3).
+    await chownToPostgres(join(fleet.repoDir, CLUSTER, 'backup', src.backup, 'pg_data', 'pg_tblspc'), {
+      recursive: true,
+    });
     const m: BackupManifest = {
       ...genuine,
       links: [...genuine.links, { path: 'pg_tblspc/99999', target: canary }],
