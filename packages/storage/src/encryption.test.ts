@@ -271,6 +271,30 @@ test('rotate-key re-wraps data keys only, the old key stops working, and an inte
   assert.deepEqual(out.data(), await readFile(wal));
 });
 
+test('a writer still holding the rotated-out key makes no new data key with it (a running agent after rotate-key)', async () => {
+  const dir = await tempDir();
+  const repoDir = join(dir, 'repo');
+  const running = open(repoDir, KEK);
+  await running.ensureClusterInfo('c', { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 });
+  await storeBackupFile(running, dir, content(1 << 20));
+  const NEW = randomBytes(32);
+  await open(repoDir).rotateKey('c', KEK, NEW);
+  // The next backup needs a new data key: wrapping it with the old key would leave it unreadable
+  // with the new one (and readable by the old), so the writer is refused until given the new key.
+  const src = join(dir, 'next-backup-file');
+  await writeFile(src, content(1 << 20));
+  const nextKey = running.backupFileKey('c', 'M', 'base/1/1259', 'zstd');
+  await rejectsWith(
+    running.objects.storeFile(nextKey, { path: src, offset: 0 }, 'zstd'),
+    'EncryptionKeyWrong',
+    'rotated out',
+  );
+  const renewed = open(repoDir, NEW);
+  const stored = await renewed.objects.storeFile(nextKey, { path: src, offset: 0 }, 'zstd');
+  const f = { key: nextKey, sha256: stored!.sha256, size: 1 << 20 };
+  assert.deepEqual(await restore(open(repoDir, NEW), dir, f), content(1 << 20));
+});
+
 test('a key file readable by others is refused, directly or through a link; a 0600 one is read', async () => {
   const dir = await tempDir();
   const file = join(dir, 'kek');

@@ -264,11 +264,30 @@ export class RepositoryKeys {
         return { id: m[2]!, key: await this.loadDataKey(o.key, form) };
       }
     }
+    await this.checkStillCurrent(clusterOfKey(scope), form);
     const dataKey: DataKey = { id: randomBytes(DATA_KEY_ID_BYTES).toString('hex'), key: randomBytes(32) };
     const keyObject = `${scope}dek-${dataKey.id}.key`;
     await putJson(this.driver, keyObject, wrap(form.kek, keyObject, dataKey));
     this.readKeys.set(keyObject, Promise.resolve(dataKey.key));
     return dataKey;
+  }
+
+  /**
+   * A long-running agent caches its cluster's key: before it wraps a new data key with it, the
+   * cluster's record must still name that key. After a rotate-key the old key is refused here
+   * (the agent must be given the new one), instead of new backups and WAL being written under a
+   * key the operator is about to destroy. Once per new data key (a backup, a WAL directory).
+   */
+  private async checkStillCurrent(cluster: string, form: ClusterForm & { encrypted: true }): Promise<void> {
+    const record = await readJson<EncryptionRecord>(this.driver, encryptionRecordKey(cluster));
+    if (record.kekId === form.id) return;
+    this.forms.delete(cluster);
+    throw wrongKey(
+      cluster,
+      form.id,
+      record.kekId,
+      'the cluster uses since a rotate-key (the given one was rotated out)',
+    );
   }
 
   private async loadDataKey(keyObject: string, form: ClusterForm & { encrypted: true }): Promise<Buffer> {
