@@ -29,6 +29,9 @@ describe('restore trusts nothing it reads', { timeout: 600_000 }, () => {
   let genuine: BackupManifest;
   let genuineText: string;
   const manifestPath = (label: string) => join(fleet.repoDir, fleet.repo.backupManifestKey(CLUSTER, label));
+  /** `pgfleet restore` of the first backup to its consistent point into `to` (extra flags such as --delta before). */
+  const restoreFirst = (to: string, ...extra: string[]) =>
+    fleet.cli('restore', CLUSTER, '--to', to, ...extra, '--backup', labels[0]!, '--target', 'immediate', '--wait');
 
   async function backup(): Promise<string> {
     const r = await fleet.cli('backup', CLUSTER, '--type', 'full', '--wait', '--output', 'json');
@@ -107,33 +110,12 @@ describe('restore trusts nothing it reads', { timeout: 600_000 }, () => {
     it(`${what}: restore, delta restore and drill fail with the path code and write nothing outside`, async () => {
       const fresh = join(fleet.dir, `restore-${labels.length}-${Math.random().toString(36).slice(2, 8)}`);
       const delta = `${fresh}-delta`;
-      const ok = await fleet.cli(
-        'restore',
-        CLUSTER,
-        '--to',
-        delta,
-        '--backup',
-        labels[0]!,
-        '--target',
-        'immediate',
-        '--wait',
-      );
+      const ok = await restoreFirst(delta);
       assert.equal(ok.code, 0, `genuine restore failed:\n${ok.stdout}\n${ok.stderr}`);
       await withManifest(make(), async () => {
         const runs = [
-          await fleet.cli('restore', CLUSTER, '--to', fresh, '--backup', labels[0]!, '--target', 'immediate', '--wait'),
-          await fleet.cli(
-            'restore',
-            CLUSTER,
-            '--to',
-            delta,
-            '--delta',
-            '--backup',
-            labels[0]!,
-            '--target',
-            'immediate',
-            '--wait',
-          ),
+          await restoreFirst(fresh),
+          await restoreFirst(delta, '--delta'),
           await fleet.cli('drill', CLUSTER, '--backup', labels[0]!, '--target', 'immediate', '--wait'),
         ];
         for (const [i, r] of runs.entries()) {
@@ -168,17 +150,7 @@ describe('restore trusts nothing it reads', { timeout: 600_000 }, () => {
       files: [...genuine.files, storedAt('pg_tblspc/99999/PG_X/payload')],
     };
     await withManifest(m, async () => {
-      const r = await fleet.cli(
-        'restore',
-        CLUSTER,
-        '--to',
-        dir,
-        '--backup',
-        labels[0]!,
-        '--target',
-        'immediate',
-        '--wait',
-      );
+      const r = await restoreFirst(dir);
       assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
     });
     await canaryEmpty();
@@ -193,17 +165,7 @@ describe('restore trusts nothing it reads', { timeout: 600_000 }, () => {
       await writeFile(manifestPath(labels[0]!), text);
       try {
         const dir = join(fleet.dir, `restore-mac-${Math.random().toString(36).slice(2, 8)}`);
-        const r = await fleet.cli(
-          'restore',
-          CLUSTER,
-          '--to',
-          dir,
-          '--backup',
-          labels[0]!,
-          '--target',
-          'immediate',
-          '--wait',
-        );
+        const r = await restoreFirst(dir);
         assert.notEqual(r.code, 0);
         assert.ok((r.stdout + r.stderr).includes(ErrorCodes.ManifestUnauthenticated.code), `${r.stdout}\n${r.stderr}`);
         assert.ok((r.stdout + r.stderr).includes(labels[0]!), 'the error names the backup');
