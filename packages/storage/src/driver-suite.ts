@@ -12,6 +12,7 @@ import { Readable, Writable } from 'node:stream';
 import { PgfleetError } from '@pgfleet/core';
 import type { RepositoryDriver } from './driver.js';
 import { openRepositoryDriver } from './open-repository.js';
+import { fixedKeys } from './key-source.js';
 import { readSmall } from './posix-driver.js';
 import { Repository } from './repository.js';
 
@@ -280,6 +281,38 @@ export function repositoryDriverSuite(
       const names: string[] = [];
       for await (const w of r.listWal('c1')) names.push(w.name);
       assert.deepEqual(names, [name]);
+    });
+
+    it("an encrypted WAL directory's data key object goes with its last segment, never before, and comes back for its writer", async () => {
+      const d = await make();
+      const keys = fixedKeys({ c3: randomBytes(32) });
+      const archiver = new Repository(d, undefined, keys);
+      const push = async (name: string) => {
+        const seg = randomBytes(8192);
+        assert.equal(await archiver.pushWal('c3', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'stored');
+        return seg;
+      };
+      for (const name of ['000000010000000000000001', '000000010000000000000002', '000000010000000100000001'])
+        await push(name);
+      const keyObjects = async (dir: string) =>
+        (await collect(d.list(`c3/wal/${dir}/`))).filter((k) => k.includes('/dek-'));
+      const expire = new Repository(d, undefined, keys);
+      const [first, second] = (await archiver.findWal('c3', '000000010000000000000001')).concat(
+        await archiver.findWal('c3', '000000010000000000000002'),
+      );
+      // One of two segments goes: the directory keeps its key.
+      assert.equal(await expire.deleteWal([first!]), 0);
+      assert.equal((await keyObjects('0000000100000000')).length, 1);
+      // The last one: its key object goes with it; the next directory keeps its own.
+      assert.equal(await expire.deleteWal([second!]), 1);
+      assert.deepEqual(await keyObjects('0000000100000000'), []);
+      assert.equal((await keyObjects('0000000100000001')).length, 1);
+      // An archiver that took the key before stores the next segment there: the key object is back.
+      const late = await push('000000010000000000000003');
+      assert.equal((await keyObjects('0000000100000000')).length, 1);
+      const out = sink();
+      await new Repository(d, undefined, keys).fetchWal('c3', '000000010000000000000003', out);
+      assert.deepEqual(out.data(), late);
     });
 
     it('a WAL file that changed after it was hashed is refused and nothing is stored under its checksum', async () => {

@@ -6,7 +6,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -227,18 +227,24 @@ test('format-1 repositories are still read (plaintext objects) and stay format 1
   assert.equal(JSON.parse(await readFile(join(dir, 'pgfleet.json'), 'utf8')).format, 2);
 });
 
+/** `driver` with some of its methods replaced; the others are its own. */
+function withMethods(driver: RepositoryDriver, replaced: Partial<RepositoryDriver>): RepositoryDriver {
+  return new Proxy(driver, {
+    get(target, prop, receiver) {
+      if (Object.hasOwn(replaced, prop)) return replaced[prop as keyof RepositoryDriver];
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
 /** A driver that fails every put after `allowed` of them (a rotate-key killed half-way). */
 function failingAfter(driver: RepositoryDriver, allowed: number): RepositoryDriver {
   let puts = 0;
-  return new Proxy(driver, {
-    get(target, prop, receiver) {
-      if (prop === 'put')
-        return async (...args: Parameters<RepositoryDriver['put']>) => {
-          if (++puts > allowed) throw new Error('killed');
-          return target.put(...args);
-        };
-      const v = Reflect.get(target, prop, receiver) as unknown;
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+  return withMethods(driver, {
+    put: async (...args: Parameters<RepositoryDriver['put']>) => {
+      if (++puts > allowed) throw new Error('killed');
+      return driver.put(...args);
     },
   });
 }
@@ -324,4 +330,174 @@ test('a key command prints the key; %c names the cluster; failure and garbage ar
   await rejectsWith(runKeyCommand('echo nope >&2; exit 3', 'shop'), 'EncryptionKeyInvalid', 'exit status 3): nope');
   await rejectsWith(runKeyCommand('echo not-a-key', 'shop'), 'EncryptionKeyInvalid', 'base64');
   assert.throws(() => keyResolver({ file: 'a', command: 'b' }), /exclude each other/);
+});
+
+/** The data key ids of the cluster's key objects (`dek-<id>.key`) in the repository directory. */
+async function dataKeyIds(repoDir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const file of await allFiles(repoDir)) {
+    const m = /dek-([0-9a-f]{16})\.key$/.exec(file);
+    if (m) out.push(m[1]!);
+  }
+  return out;
+}
+
+/** The data key id an encrypted object's header names. */
+async function sealedUnder(path: string): Promise<string> {
+  return (await readFile(path)).subarray(5, 13).toString('hex');
+}
+
+async function archiveSegment(r: Repository, dir: string, name: string): Promise<{ key: string; bytes: Buffer }> {
+  const path = join(dir, `${name}-${Math.random().toString(36).slice(2)}`);
+  const bytes = Buffer.concat([randomBytes(4096), content(1 << 16)]);
+  await writeFile(path, bytes);
+  assert.equal((await r.archiveWal('c', name, path, 'zstd', bytes.length)).result, 'stored');
+  const [found] = await r.findWal('c', name);
+  return { key: found!.key, bytes };
+}
+
+async function fetched(r: Repository, name: string): Promise<Buffer> {
+  const out = sink();
+  await r.fetchWal('c', name, out);
+  return out.data();
+}
+
+test('after a rotate-key, new objects are sealed under data keys made after it; the new key alone reads old and new', async () => {
+  const dir = await tempDir();
+  const repoDir = join(dir, 'repo');
+  const r = open(repoDir, KEK);
+  const info = { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 };
+  await r.ensureClusterInfo('c', info);
+  const first = await archiveSegment(r, dir, '000000010000000000000001');
+  const f = await storeBackupFile(r, dir, content());
+  const before = new Set(await dataKeyIds(repoDir));
+  assert.equal(before.size, 3); // cluster, backup, WAL directory
+
+  const NEW = randomBytes(32);
+  await open(repoDir).rotateKey('c', KEK, NEW);
+  const renewed = open(repoDir, NEW);
+  // The same WAL directory, and the cluster's own scope, written after the cut-over.
+  const second = await archiveSegment(renewed, dir, '000000010000000000000002');
+  await renewed.objects.storeSmall('c/cluster.json', Buffer.from(JSON.stringify(info)));
+  for (const key of [second.key, 'c/cluster.json']) {
+    const id = await sealedUnder(join(repoDir, key));
+    assert.ok(!before.has(id), `${key} is sealed under data key ${id}, which existed before the rotation`);
+  }
+  assert.ok(before.has(await sealedUnder(join(repoDir, first.key))), 'older objects keep their data key');
+  // Another process with the new key joins the directory's new data key instead of making a third.
+  const third = await archiveSegment(open(repoDir, NEW), dir, '000000010000000000000003');
+  assert.equal(await sealedUnder(join(repoDir, third.key)), await sealedUnder(join(repoDir, second.key)));
+  assert.equal((await dataKeyIds(join(repoDir, 'c', 'wal'))).length, 2);
+
+  const reader = open(repoDir, NEW);
+  assert.deepEqual(await fetched(reader, '000000010000000000000001'), first.bytes);
+  assert.deepEqual(await fetched(reader, '000000010000000000000002'), second.bytes);
+  assert.deepEqual(await fetched(reader, '000000010000000000000003'), third.bytes);
+  assert.deepEqual(await reader.readClusterInfo('c'), info);
+  assert.deepEqual(await restore(reader, dir, f), content());
+  await rejectsWith(fetched(open(repoDir, KEK), '000000010000000000000002'), 'EncryptionKeyWrong', 'rotated out');
+  await rejectsWith(fetched(open(repoDir, KEK), '000000010000000000000001'), 'EncryptionKeyWrong', 'rotated out');
+});
+
+test('a key object moved past the cut-over without the key is refused, and a rotated-out key cannot come back', async () => {
+  const dir = await tempDir();
+  const repoDir = join(dir, 'repo');
+  await archiveSegment(open(repoDir, KEK), dir, '000000010000000000000001');
+  const NEW = randomBytes(32);
+  await open(repoDir).rotateKey('c', KEK, NEW);
+  // Someone with write access (and the old key) makes the old data key look made under the new KEK.
+  const [id] = await dataKeyIds(join(repoDir, 'c', 'wal'));
+  const keyPath = join(repoDir, 'c', 'wal', '0000000100000000', `dek-${id}.key`);
+  const stored = JSON.parse(await readFile(keyPath, 'utf8')) as Record<string, string>;
+  await writeFile(keyPath, JSON.stringify({ ...stored, createdUnder: kekId(NEW) }));
+  await rejectsWith(
+    archiveSegment(open(repoDir, NEW), dir, '000000010000000000000002'),
+    'RepoObjectTampered',
+    `dek-${id}.key`,
+  );
+  // Without the claim the old key is left alone and a new one seals the segment.
+  await writeFile(keyPath, JSON.stringify(stored));
+  const next = await archiveSegment(open(repoDir, NEW), dir, '000000010000000000000002');
+  assert.notEqual(await sealedUnder(join(repoDir, next.key)), id);
+
+  await rejectsWith(open(repoDir).rotateKey('c', NEW, KEK), 'InvalidArgument', 'rotated out');
+});
+
+/** The driver of `dir`, calling `hook` once right after the first delete that removes a data key object. */
+function afterKeyDelete(dir: string, hook: () => Promise<void>): RepositoryDriver {
+  const driver = new PosixDriver(dir);
+  let fired = false;
+  return withMethods(driver, {
+    delete: async (keys: readonly string[]) => {
+      await driver.delete(keys);
+      if (!fired && keys.some((k) => k.includes('/dek-'))) {
+        fired = true;
+        await hook();
+      }
+    },
+  });
+}
+
+test('expire removes a WAL directory key object with its last segment, and puts it back when a segment arrives meanwhile', async () => {
+  const dir = await tempDir();
+  const repoDir = join(dir, 'repo');
+  const archiver = open(repoDir, KEK);
+  const a = await archiveSegment(archiver, dir, '000000010000000000000001');
+  await archiveSegment(archiver, dir, '000000010000000000000002');
+  const wal = async (r: Repository) => {
+    const out = [];
+    for await (const w of r.listWal('c')) out.push(w);
+    return out;
+  };
+  const keyFiles = async () =>
+    (await readdir(join(repoDir, 'c', 'wal', '0000000100000000'))).filter((n) => n.startsWith('dek-'));
+  const keyBefore = await keyFiles();
+
+  // An archiver holding the directory's data key stores a segment right after the expire's
+  // delete of the key object and before its look afterwards: the expire puts the key back.
+  const lateName = '000000010000000000000009';
+  const late = content(1 << 16);
+  const lateKey = `c/wal/0000000100000000/${lateName}-${createHash('sha256').update(late).digest('hex')}`;
+  const expire = new Repository(
+    afterKeyDelete(repoDir, async () => {
+      await archiver.objects.storeStream(lateKey, Readable.from([late]), 'none');
+    }),
+  );
+  assert.equal(await expire.deleteWal(await wal(expire)), 0);
+  assert.deepEqual(await keyFiles(), keyBefore, 'the key object is back, as it was');
+  assert.deepEqual(await fetched(open(repoDir, KEK), lateName), late);
+
+  // Nothing arrives: the key object goes with the last segment (an expire needs no key for it).
+  assert.equal(await new Repository(new PosixDriver(repoDir)).deleteWal(await wal(open(repoDir))), 1);
+  assert.deepEqual(await keyFiles(), []);
+  // The archiver still holds the data key: its next segment brings the key object back.
+  const b = await archiveSegment(archiver, dir, '000000010000000000000003');
+  assert.deepEqual(await keyFiles(), keyBefore);
+  assert.deepEqual(await fetched(open(repoDir, KEK), '000000010000000000000003'), b.bytes);
+  assert.notEqual(a.key, b.key);
+});
+
+test("expire deletes a backup's files first and its data key object last", async () => {
+  const dir = await tempDir();
+  const repoDir = join(dir, 'repo');
+  const r = open(repoDir, KEK);
+  await storeBackupFile(r, dir, content());
+  const deletes: string[][] = [];
+  const driver = new PosixDriver(repoDir);
+  const recording = withMethods(driver, {
+    delete: async (keys: readonly string[]) => {
+      deletes.push([...keys]);
+      await driver.delete(keys);
+    },
+  });
+  const expire = new Repository(recording);
+  const objects = await expire.backupObjects('c', 'L');
+  assert.ok(objects.some((o) => o.key.includes('/dek-')));
+  await expire.deleteBackupFiles('c', 'L', objects);
+  assert.ok(deletes.flat().length > 0);
+  assert.ok(
+    !deletes.flat().some((k) => k.includes('/dek-')),
+    'data key objects go only with the label directory, last',
+  );
+  assert.equal(await expire.labelInUse('c', 'L'), false);
 });

@@ -14,9 +14,18 @@
  * key of a WAL directory each keep their own (objects name theirs in their header): no lost key,
  * no conditional put needed from the drivers.
  *
+ * The rotation is also the cut-over for new objects: a key object records the KEK that was
+ * current when its data key was made (`createdUnder`, authenticated by an HMAC under the current
+ * KEK, so nobody without it can move a key forward), and a writer seals new objects only under a
+ * data key made under the KEK it holds. After a rotation the current WAL directory and the
+ * cluster's own scope get a fresh data key on their next write; one that existed before (and was
+ * wrapped under the old KEK, which someone may have copied with the key object) never seals
+ * anything written afterwards. A scope may hence hold several data keys; readers take the one
+ * each object's header names.
+ *
  * Light module: copy worker threads load it.
  */
-import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { PgfleetError } from '@pgfleet/core/errors';
 import type { RepositoryDriver } from './driver.js';
 import { DATA_KEY_ID_BYTES, type DataKey } from './object-cipher.js';
@@ -47,6 +56,15 @@ interface StoredDataKey {
   nonce: string;
   wrapped: string;
   tag: string;
+  /** The kekId current when the data key was made: new objects are sealed only under keys made under the current KEK. */
+  createdUnder?: string;
+  /** HMAC-SHA256 under the KEK of `kekId` over the key object, id and createdUnder (base64). */
+  createdMac?: string;
+}
+
+/** A data key new objects are sealed under: always one made under the KEK this process holds. */
+interface WriteKey extends DataKey {
+  createdUnder: string;
 }
 
 /**
@@ -78,6 +96,11 @@ export function dataKeyScope(objectKey: string): string {
   return `${parts[0]}/`;
 }
 
+/** Whether `objectKey` is a data key object (`dek-<id>.key`). */
+export function isDataKeyObject(objectKey: string): boolean {
+  return DATA_KEY_RE.test(objectKey);
+}
+
 export function clusterOfKey(objectKey: string): string {
   return objectKey.slice(0, objectKey.indexOf('/'));
 }
@@ -93,7 +116,24 @@ function wrapAad(keyObject: string): Buffer {
   return Buffer.from(`pgfleet data key v1\0${keyObject}`, 'utf8');
 }
 
-function wrap(kek: Buffer, keyObject: string, dataKey: DataKey): StoredDataKey {
+/**
+ * Binds a key object's `createdUnder` to the KEK that wraps it. Kept out of the wrap's AAD so
+ * that key objects stay readable by pgfleet versions that know no cut-over (they ignore the field).
+ */
+function createdMac(kek: Buffer, keyObject: string, id: string, createdUnder: string): Buffer {
+  return createHmac('sha256', kek).update(`pgfleet data key created v1\0${keyObject}\0${id}\0${createdUnder}`).digest();
+}
+
+/** `createdUnder` as the key object states it, when its HMAC under `kek` (the one wrapping it) holds; undefined otherwise. */
+function provenCreatedUnder(kek: Buffer, keyObject: string, stored: StoredDataKey): string | undefined {
+  if (stored.createdUnder === undefined || stored.createdMac === undefined) return undefined;
+  const mac = Buffer.from(stored.createdMac, 'base64');
+  const want = createdMac(kek, keyObject, stored.id, stored.createdUnder);
+  return mac.length === want.length && timingSafeEqual(mac, want) ? stored.createdUnder : undefined;
+}
+
+/** `createdUnder`: the kekId current when the data key was made (undefined only for keys of unknown age). */
+function wrap(kek: Buffer, keyObject: string, dataKey: DataKey, createdUnder: string | undefined): StoredDataKey {
   const nonce = randomBytes(12);
   const cipher = createCipheriv(CIPHER, kek, nonce);
   cipher.setAAD(wrapAad(keyObject));
@@ -106,6 +146,12 @@ function wrap(kek: Buffer, keyObject: string, dataKey: DataKey): StoredDataKey {
     nonce: nonce.toString('base64'),
     wrapped: wrapped.toString('base64'),
     tag: cipher.getAuthTag().toString('base64'),
+    ...(createdUnder === undefined
+      ? {}
+      : {
+          createdUnder,
+          createdMac: createdMac(kek, keyObject, dataKey.id, createdUnder).toString('base64'),
+        }),
   };
 }
 
@@ -150,7 +196,7 @@ type ClusterForm = { encrypted: false } | { encrypted: true; kek: Buffer; id: st
  */
 export class RepositoryKeys {
   private readonly forms = new Map<string, Promise<ClusterForm>>();
-  private readonly writeKeys = new Map<string, Promise<DataKey>>();
+  private readonly writeKeys = new Map<string, Promise<WriteKey>>();
   private readonly readKeys = new Map<string, Promise<Buffer>>();
   private readonly resolved = new Map<string, Buffer>();
 
@@ -190,6 +236,31 @@ export class RepositoryKeys {
       }
       return key;
     };
+  }
+
+  /**
+   * After an object sealed under its scope's data key was stored: that key's key object must
+   * still be there (in every repository of a mirror), and is put back where it is not. An expire
+   * removes a WAL directory's key objects with its last object (releaseScopeKeys) and may have
+   * done so after this process took the key; between this check and the expire's own look after
+   * its delete, one of the two always sees the other and the key stays.
+   */
+  async keepWriteKey(objectKey: string): Promise<void> {
+    const scope = dataKeyScope(objectKey);
+    const cached = this.writeKeys.get(scope);
+    if (!cached) return;
+    const dataKey = await cached;
+    const keyObject = `${scope}dek-${dataKey.id}.key`;
+    const cluster = clusterOfKey(objectKey);
+    await Promise.all(
+      (this.driver.members ?? [this.driver]).map(async (driver) => {
+        if (await driver.stat(keyObject)) return;
+        const form = await this.form(cluster, true);
+        if (!form.encrypted) return;
+        await this.checkStillCurrent(cluster, form);
+        await putJson(driver, keyObject, wrap(form.kek, keyObject, dataKey, dataKey.createdUnder));
+      }),
+    );
   }
 
   /** The KEKs of the encrypted clusters this process opened, by cluster: what a copy worker thread needs to open the same objects. */
@@ -256,18 +327,35 @@ export class RepositoryKeys {
     return false;
   }
 
-  /** The data key of a scope: an existing one when the scope has any (the first by key order), else a new one. */
-  private async scopeKey(scope: string, form: ClusterForm & { encrypted: true }): Promise<DataKey> {
+  /**
+   * The data key new objects of a scope are sealed under: the first (by key order) of the scope's
+   * keys made under the KEK this process holds, else a new one. Keys made before the last rotation
+   * (or by a pgfleet that recorded no `createdUnder`) still open their objects but seal nothing new.
+   */
+  private async scopeKey(scope: string, form: ClusterForm & { encrypted: true }): Promise<WriteKey> {
     for await (const o of this.driver.list(`${scope}dek-`)) {
       const m = DATA_KEY_RE.exec(o.key);
-      if (m && o.key.lastIndexOf('/') === scope.length - 1) {
-        return { id: m[2]!, key: await this.loadDataKey(o.key, form) };
+      if (!m || o.key.lastIndexOf('/') !== scope.length - 1) continue;
+      const stored = await readJson<StoredDataKey>(this.driver, o.key);
+      if (stored.kekId !== form.id || stored.createdUnder !== form.id) continue;
+      if (provenCreatedUnder(form.kek, o.key, stored) !== form.id) {
+        throw new PgfleetError(
+          'RepoObjectTampered',
+          `encryption key object ${o.key} is damaged or was altered: the KEK it was made under does not check`,
+        );
       }
+      const key = unwrap(form.kek, o.key, stored);
+      this.readKeys.set(o.key, Promise.resolve(key));
+      return { id: m[2]!, key, createdUnder: form.id };
     }
     await this.checkStillCurrent(clusterOfKey(scope), form);
-    const dataKey: DataKey = { id: randomBytes(DATA_KEY_ID_BYTES).toString('hex'), key: randomBytes(32) };
+    const dataKey: WriteKey = {
+      id: randomBytes(DATA_KEY_ID_BYTES).toString('hex'),
+      key: randomBytes(32),
+      createdUnder: form.id,
+    };
     const keyObject = `${scope}dek-${dataKey.id}.key`;
-    await putJson(this.driver, keyObject, wrap(form.kek, keyObject, dataKey));
+    await putJson(this.driver, keyObject, wrap(form.kek, keyObject, dataKey, dataKey.createdUnder));
     this.readKeys.set(keyObject, Promise.resolve(dataKey.key));
     return dataKey;
   }
@@ -311,6 +399,41 @@ function notEncrypted(cluster: string, location: string): PgfleetError {
   );
 }
 
+/**
+ * Removes the key objects of a scope (a WAL directory) that holds nothing else any more, as an
+ * expire that deleted its last objects does; returns how many went. The rule: a key object goes
+ * only with the last object it may have sealed, never before. So nothing happens while any other
+ * object is in the scope, and a look after the delete puts the key objects back, byte for byte,
+ * when an object arrived meanwhile (an archiver that took the data key before the delete; it
+ * checks after its own put too: RepositoryKeys.keepWriteKey). Needs no key: an expire that cannot
+ * decrypt does it too.
+ */
+export async function releaseScopeKeys(driver: RepositoryDriver, scope: string): Promise<number> {
+  const keyObjects = await scopeKeyObjects(driver, scope);
+  if (!keyObjects || keyObjects.length === 0) return 0;
+  const saved = await Promise.all(
+    keyObjects.map(async (key) => {
+      const chunks: Buffer[] = [];
+      for await (const c of await driver.get(key)) chunks.push(c as Buffer);
+      return { key, bytes: Buffer.concat(chunks) };
+    }),
+  );
+  await driver.delete(keyObjects);
+  if ((await scopeKeyObjects(driver, scope)) !== undefined) return keyObjects.length;
+  for (const { key, bytes } of saved) await driver.put(key, bytes);
+  return 0;
+}
+
+/** The key objects directly in `scope`, or undefined when it holds any other object. */
+async function scopeKeyObjects(driver: RepositoryDriver, scope: string): Promise<string[] | undefined> {
+  const keys: string[] = [];
+  for await (const o of driver.list(scope)) {
+    if (o.key.lastIndexOf('/') !== scope.length - 1 || !DATA_KEY_RE.test(o.key)) return undefined;
+    keys.push(o.key);
+  }
+  return keys;
+}
+
 /** What a rotate-key did: key objects re-wrapped, and those already under the new key (an earlier, interrupted run). */
 export interface RotationResult {
   rewrapped: number;
@@ -344,6 +467,14 @@ export async function rotateClusterKey(
   if (record.kekId !== oldId && !resuming) {
     throw wrongKey(cluster, record.kekId === newId ? newId : oldId, record.kekId, 'the cluster is encrypted with');
   }
+  // Data keys made under a KEK seal new objects again once it is current: a key rotated out
+  // (maybe because it leaked) must not come back, or the keys of its time would too.
+  if (!resuming && record.retired?.includes(newId)) {
+    throw new PgfleetError(
+      'InvalidArgument',
+      `the new encryption key (key id ${newId}) was rotated out of cluster '${cluster}' before: make a new key (openssl rand -base64 32)`,
+    );
+  }
   if (!resuming) await putJson(driver, recordKey, { ...record, kekId: newId, rotatingFrom: oldId });
   const result: RotationResult = { rewrapped: 0, alreadyNew: 0 };
   for await (const o of driver.list(`${cluster}/`)) {
@@ -357,7 +488,9 @@ export async function rotateClusterKey(
     if (stored.kekId !== oldId)
       throw wrongKey(cluster, oldId, stored.kekId, `data key object ${o.key} is wrapped with`);
     const key = unwrap(oldKek, o.key, stored);
-    await putJson(driver, o.key, wrap(newKek, o.key, { id: stored.id, key }));
+    // The key keeps the age it had: made under the old KEK, it seals nothing written from now on.
+    const createdUnder = provenCreatedUnder(oldKek, o.key, stored);
+    await putJson(driver, o.key, wrap(newKek, o.key, { id: stored.id, key }, createdUnder));
     result.rewrapped++;
   }
   const retired = [...(record.retired ?? []).filter((id) => id !== newId), oldId];

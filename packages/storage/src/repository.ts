@@ -35,7 +35,14 @@ import { MirroredDriver } from './mirrored-driver.js';
 import { encodeFile, fileStream, ObjectIo, type StoredFile } from './object-io.js';
 import type { RepositorySpec } from './repository-url.js';
 import { readSmall } from './posix-driver.js';
-import { type KeyResolver, RepositoryKeys, rotateClusterKey, type RotationResult } from './repository-keys.js';
+import {
+  isDataKeyObject,
+  type KeyResolver,
+  releaseScopeKeys,
+  RepositoryKeys,
+  rotateClusterKey,
+  type RotationResult,
+} from './repository-keys.js';
 
 export type { StoredFile } from './object-io.js';
 
@@ -501,7 +508,8 @@ export class Repository {
   /**
    * Removes everything under a backup's label: `listed` (backupObjects) first, a batch at a time
    * with `signal` checked in between, then whatever else the driver keeps for the label (posix:
-   * the emptied directories). Call deleteBackupManifest first.
+   * the emptied directories) and the backup's data key objects last, so an interrupted delete
+   * never leaves a file without its key. Call deleteBackupManifest first.
    */
   async deleteBackupFiles(
     cluster: string,
@@ -510,7 +518,7 @@ export class Repository {
     signal?: AbortSignal,
   ): Promise<void> {
     const manifest = this.backupManifestKey(cluster, label);
-    const keys = listed.map((o) => o.key).filter((k) => k !== manifest);
+    const keys = listed.map((o) => o.key).filter((k) => k !== manifest && !isDataKeyObject(k));
     for (let i = 0; i < keys.length; i += DELETE_BATCH) {
       signal?.throwIfAborted();
       await this.driver.delete(keys.slice(i, i + DELETE_BATCH));
@@ -696,7 +704,13 @@ export class Repository {
    * After a store: the new objects are durable (the driver's put guarantees it) and known good to
    * this process; damaged copies under other keys (another codec) go, so no reader picks them.
    */
-  private async storedWal(target: { members: Repository[] }, key: string, replaced: readonly string[]): Promise<void> {
+  private async storedWal(
+    target: { repo: Repository; members: Repository[] },
+    key: string,
+    replaced: readonly string[],
+  ): Promise<void> {
+    // An expire may have removed the directory's key object since this process took the key.
+    await target.repo.objects.keys?.keepWriteKey(key);
     for (const m of target.members) rememberConfirmed(`${m.location}\0${key}`);
     const stale = replaced.filter((k) => k !== key);
     if (stale.length > 0) await settleAll(target.members.map((m) => m.driver.delete(stale)));
@@ -756,9 +770,19 @@ export class Repository {
     return names.filter((n) => lacking.has(n));
   }
 
-  /** Removes archived WAL files (as listed by listWal or findWal); ones already gone are ignored. */
-  async deleteWal(files: readonly ArchivedWal[]): Promise<void> {
-    if (files.length > 0) await this.driver.delete(files.map((w) => w.key));
+  /**
+   * Removes archived WAL files (as listed by listWal or findWal); ones already gone are ignored.
+   * A WAL directory left with nothing but data key objects loses those too (encrypted clusters:
+   * repository-keys.ts releaseScopeKeys, which keeps them when anything is or arrives there).
+   * Returns how many key objects went.
+   */
+  async deleteWal(files: readonly ArchivedWal[]): Promise<number> {
+    if (files.length === 0) return 0;
+    await this.driver.delete(files.map((w) => w.key));
+    const dirs = new Set(files.map((w) => w.key.slice(0, w.key.lastIndexOf('/') + 1)));
+    let released = 0;
+    for (const dir of dirs) released += await releaseScopeKeys(this.driver, dir);
+    return released;
   }
 
   /** True when `name` is archived in every repository (of a mirror): what a backup waits for. */

@@ -22,7 +22,8 @@
  *   [walStart, walStop] of every complete backup the repository keeps, whatever the catalog said.
  *   Timeline history files and names we do not recognise always stay. An empty walKeepFrom
  *   deletes no WAL. A backup in progress that recorded its first segment in its lease keeps
- *   WAL from there too.
+ *   WAL from there too. An encrypted WAL directory whose last segment goes loses its data key
+ *   object too, unless anything else is or arrives there (storage Repository.deleteWal).
  */
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { walFileKind } from '@pgfleet/pg';
@@ -209,10 +210,11 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
       if (!walFileStays(w.name, keepFrom, ranges)) doomedWal.push(w);
     }
     doomedWal.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    let keyObjects = 0;
     for (let i = 0; i < doomedWal.length; i += DELETE_BATCH) {
       o.signal?.throwIfAborted();
       const batch = doomedWal.slice(i, i + DELETE_BATCH);
-      if (!o.dryRun) await repo.deleteWal(batch);
+      if (!o.dryRun) keyObjects += await repo.deleteWal(batch);
       out.walFilesDeleted += batch.length;
       out.walBytesDeleted += batch.reduce((n, w) => n + w.storedSize, 0);
       report('wal');
@@ -227,6 +229,7 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
         first: out.walFirstDeleted,
         last: out.walLastDeleted,
         keepFrom,
+        keyObjects,
         dryRun: o.dryRun === true,
       },
       'WAL expired',
