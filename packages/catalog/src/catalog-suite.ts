@@ -7,6 +7,7 @@
 import { strict as assert } from 'node:assert';
 import { afterEach, describe, test } from 'node:test';
 import { ErrorCodes, PgfleetError } from '@pgfleet/core';
+import { CATALOG_MIGRATIONS } from './migrations.js';
 import { FLEET_POLICY_SCOPE, type BackupRecord, type CatalogStore, type OutboxEventInput } from './store.js';
 
 export function sampleBackup(
@@ -37,6 +38,38 @@ export function sampleBackup(
     ...extra,
   };
 }
+
+/**
+ * Rows written by the schema before agents were keyed by (cluster, id), the same SQL in both
+ * dialects: a test applies the earlier migrations, runs these, opens the store and calls
+ * checkAgentsKeyedUpgrade.
+ */
+export const AGENTS_BEFORE_CLUSTER_KEY = {
+  /** The schema version just before (its migrations are the first `version` entries). */
+  version: CATALOG_MIGRATIONS.findIndex((m) => m.description.startsWith('agents keyed by (cluster, id)')),
+  rows: [
+    "INSERT INTO clusters (name, system_identifier, pg_version, created_at) VALUES ('main', '1', 170002, 0)",
+    "INSERT INTO clusters (name, system_identifier, pg_version, created_at) VALUES ('other', '2', 170002, 0)",
+    "INSERT INTO agents (id, cluster, hostname, version, last_seen, current_lsn) VALUES ('agent-1', 'main', 'db1', '0.1.0', 5, '0/3000060')",
+  ],
+};
+
+/** After the upgrade: the agent kept with its figures, and its id free for another cluster's agent. */
+export async function checkAgentsKeyedUpgrade(store: CatalogStore): Promise<void> {
+  const kept = await store.getAgent(inMain('agent-1'));
+  assert.deepEqual([kept?.hostname, kept?.lastSeen, kept?.currentLsn], ['db1', 5, '0/3000060']);
+  await store.upsertAgent({ id: 'agent-1', cluster: 'other', hostname: 'db2', version: '0.1.0' }, 6);
+  assert.deepEqual(
+    (await store.listAgents()).map((a) => [a.cluster, a.id, a.hostname]),
+    [
+      ['main', 'agent-1', 'db1'],
+      ['other', 'agent-1', 'db2'],
+    ],
+  );
+}
+
+/** An agent of cluster 'main' (the cluster storeWithCluster registers). */
+const inMain = (agentId: string) => ({ cluster: 'main', agentId });
 
 export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore>): void {
   describe(`catalog store: ${name}`, () => {
@@ -83,37 +116,61 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal(await store.getCluster('nope'), undefined);
       });
 
-      test('an agent id stays with its cluster: registering it for another is AgentIdBound and changes nothing', async () => {
+      test('an agent is (cluster, id): the same id in another cluster is another agent, and neither disturbs the other', async () => {
         const store = await storeWithCluster();
         await store.upsertCluster({ name: 'other', systemIdentifier: '7300000000000000002', pgVersion: 170002 }, 1000);
-        const before = await store.getAgent('agent-1');
+        await store.recordHeartbeat(inMain('agent-1'), { currentLsn: '0/3000060' }, 1500);
+        const before = await store.getAgent(inMain('agent-1'));
+        // An agent of cluster 'other' takes the same id: its own row, with its own events.
         const event = {
-          id: 'e-bound',
+          id: 'e-other',
           cluster: 'other',
           kind: 'agent.connected',
           time: 2000,
           payload: new Uint8Array([1]),
         };
-        await assert.rejects(
-          store.upsertAgent({ id: 'agent-1', cluster: 'other', hostname: 'evil', version: '9.9.9' }, 2000, [event]),
-          (err: unknown) =>
-            PgfleetError.is(err, 'AgentIdBound') &&
-            err.code === ErrorCodes.AgentIdBound.code &&
-            !err.message.includes("'main'"),
+        const theirs = await store.upsertAgent(
+          { id: 'agent-1', cluster: 'other', hostname: 'db9', version: '9.9.9' },
+          2000,
+          [event],
         );
-        assert.deepEqual(await store.getAgent('agent-1'), before);
         assert.deepEqual(
-          (await store.listAgents('other')).map((a) => a.id),
-          [],
+          [theirs.cluster, theirs.id, theirs.hostname, theirs.currentLsn],
+          ['other', 'agent-1', 'db9', null],
         );
-        // The refused registration's events were not committed either.
-        assert.ok(!(await store.listEvents({})).some((e) => e.id === 'e-bound'));
+        assert.ok((await store.listEvents({})).some((e) => e.id === 'e-other'));
+        const other = { cluster: 'other', agentId: 'agent-1' };
+        await store.recordHeartbeat(other, { currentLsn: 'FF/FFFFFFFF' }, 2500);
+        await store.setAgentConnected(other, false, 2600);
+        assert.deepEqual(await store.getAgent(inMain('agent-1')), before, "main's agent-1 is untouched");
+        assert.deepEqual(
+          (await store.listAgents()).map((a) => [a.cluster, a.id, a.connected, a.currentLsn]),
+          [
+            ['main', 'agent-1', true, '0/3000060'],
+            ['other', 'agent-1', false, 'FF/FFFFFFFF'],
+          ],
+        );
+        // Failing one agent's jobs leaves the namesake's jobs in the other cluster alone.
+        await store.createJob({ id: 'jm', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 3000);
+        await store.createJob({ id: 'jo', cluster: 'other', kind: 'backup', agentId: 'agent-1', params: {} }, 3000);
+        const failed = await store.failActiveJobsOfAgent(
+          other,
+          { code: ErrorCodes.AgentDisconnected.code, message: 'gone' },
+          3100,
+        );
+        assert.deepEqual(
+          failed.map((j) => j.id),
+          ['jo'],
+        );
+        assert.equal((await store.getJob('jm'))?.state, 'queued');
         // Its own cluster re-registers it as before (a reconnect).
         const again = await store.upsertAgent(
           { id: 'agent-1', cluster: 'main', hostname: 'db1b', version: '0.2.0' },
-          3000,
+          4000,
         );
-        assert.deepEqual([again.cluster, again.hostname, again.lastSeen], ['main', 'db1b', 3000]);
+        assert.deepEqual([again.cluster, again.hostname, again.lastSeen], ['main', 'db1b', 4000]);
+        assert.equal((await store.getAgent(other))?.hostname, 'db9');
+        assert.equal(await store.getAgent({ cluster: 'nope', agentId: 'agent-1' }), undefined);
       });
 
       test('clusters are listed by name', async () => {
@@ -129,7 +186,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
 
       test('heartbeats, disconnects and the start-up reset', async () => {
         const store = await storeWithCluster();
-        const fresh1 = await store.getAgent('agent-1');
+        const fresh1 = await store.getAgent(inMain('agent-1'));
         assert.deepEqual(fresh1, {
           id: 'agent-1',
           cluster: 'main',
@@ -145,15 +202,19 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           replay: null,
           timeline: null,
         });
-        await store.recordHeartbeat('agent-1', { archiver: { archivedCount: '3' }, currentLsn: '0/3000060' }, 5000);
-        let a = await store.getAgent('agent-1');
+        await store.recordHeartbeat(
+          inMain('agent-1'),
+          { archiver: { archivedCount: '3' }, currentLsn: '0/3000060' },
+          5000,
+        );
+        let a = await store.getAgent(inMain('agent-1'));
         assert.deepEqual(
           [a?.connected, a?.lastSeen, a?.currentLsn, a?.archiver],
           [true, 5000, '0/3000060', { archivedCount: '3' }],
         );
         // A heartbeat without figures keeps the last ones.
-        await store.recordHeartbeat('agent-1', {}, 5500);
-        a = await store.getAgent('agent-1');
+        await store.recordHeartbeat(inMain('agent-1'), {}, 5500);
+        a = await store.getAgent(inMain('agent-1'));
         assert.deepEqual([a?.lastSeen, a?.currentLsn, a?.archiver], [5500, '0/3000060', { archivedCount: '3' }]);
         // WAL health: stored as reported (numbers stay numbers), kept by a beat without it, replaced by the next.
         const wal = {
@@ -170,11 +231,11 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           walSegmentsArchived: 7,
           walBytesArchived: 7 * 16 * 1024 * 1024,
         };
-        await store.recordHeartbeat('agent-1', { walHealth: wal }, 5600);
-        await store.recordHeartbeat('agent-1', { currentLsn: '0/3000070' }, 5700);
-        assert.deepEqual((await store.getAgent('agent-1'))?.walHealth, wal);
+        await store.recordHeartbeat(inMain('agent-1'), { walHealth: wal }, 5600);
+        await store.recordHeartbeat(inMain('agent-1'), { currentLsn: '0/3000070' }, 5700);
+        assert.deepEqual((await store.getAgent(inMain('agent-1')))?.walHealth, wal);
         await store.recordHeartbeat(
-          'agent-1',
+          inMain('agent-1'),
           { walHealth: { ...wal, slotName: '', slotActive: false, walSegmentsArchived: 8 } },
           5800,
         );
@@ -191,28 +252,32 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           viaPgfleet: true,
           problem: '',
         };
-        await store.recordHeartbeat('agent-1', { archiveSetup: setup }, 5850);
-        await store.recordHeartbeat('agent-1', {}, 5860);
-        assert.deepEqual((await store.getAgent('agent-1'))?.archiveSetup, setup);
+        await store.recordHeartbeat(inMain('agent-1'), { archiveSetup: setup }, 5850);
+        await store.recordHeartbeat(inMain('agent-1'), {}, 5860);
+        assert.deepEqual((await store.getAgent(inMain('agent-1')))?.archiveSetup, setup);
         const bypass = {
           archiveMode: 'on',
           archiveCommand: '/bin/true',
           viaPgfleet: false,
           problem: 'archive_command does not run pgfleet-agent wal-push',
         };
-        await store.recordHeartbeat('agent-1', { archiveSetup: bypass }, 5870);
+        await store.recordHeartbeat(inMain('agent-1'), { archiveSetup: bypass }, 5870);
         assert.deepEqual((await store.listAgents('main'))[0]?.archiveSetup, bypass);
         // The timeline a primary writes: kept when a beat does not say (a standby, or PostgreSQL down), replaced when it does.
-        await store.recordHeartbeat('agent-1', { timeline: 2 }, 5880);
-        await store.recordHeartbeat('agent-1', {}, 5890);
-        assert.equal((await store.getAgent('agent-1'))?.timeline, 2);
-        await store.recordHeartbeat('agent-1', { timeline: 0x7fffffff + 3 }, 5895);
-        assert.equal((await store.getAgent('agent-1'))?.timeline, 0x7fffffff + 3, 'timeline ids are unsigned 32-bit');
-        await store.setAgentConnected('agent-1', false, 6000);
-        a = await store.getAgent('agent-1');
+        await store.recordHeartbeat(inMain('agent-1'), { timeline: 2 }, 5880);
+        await store.recordHeartbeat(inMain('agent-1'), {}, 5890);
+        assert.equal((await store.getAgent(inMain('agent-1')))?.timeline, 2);
+        await store.recordHeartbeat(inMain('agent-1'), { timeline: 0x7fffffff + 3 }, 5895);
+        assert.equal(
+          (await store.getAgent(inMain('agent-1')))?.timeline,
+          0x7fffffff + 3,
+          'timeline ids are unsigned 32-bit',
+        );
+        await store.setAgentConnected(inMain('agent-1'), false, 6000);
+        a = await store.getAgent(inMain('agent-1'));
         assert.deepEqual([a?.connected, a?.lastSeen], [false, 6000]);
         await store.upsertAgent({ id: 'agent-1', cluster: 'main', hostname: 'db1', version: '0.2.0' }, 7000);
-        assert.equal((await store.getAgent('agent-1'))?.connected, true);
+        assert.equal((await store.getAgent(inMain('agent-1')))?.connected, true);
         await store.upsertAgent({ id: 'agent-0', cluster: 'main', hostname: 'db0', version: '0.2.0' }, 7000);
         await store.disconnectAllAgents(8000);
         assert.deepEqual(
@@ -227,7 +292,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           ['agent-0', 'agent-1'],
         );
         assert.deepEqual(await store.listAgents('other'), []);
-        assert.equal(await store.getAgent('nope'), undefined);
+        assert.equal(await store.getAgent(inMain('nope')), undefined);
       });
 
       test("two hosts of one cluster: roles and a standby's replay figures, replaced at every beat that reports them", async () => {
@@ -240,8 +305,12 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           lastReplayTime: 4900,
           replayLagSeconds: 0.1,
         };
-        await store.recordHeartbeat('agent-1', { currentLsn: '0/5000100', role: 'primary', replay: null }, 5000);
-        await store.recordHeartbeat('agent-2', { currentLsn: '0/4FFF000', role: 'standby', replay }, 5000);
+        await store.recordHeartbeat(
+          inMain('agent-1'),
+          { currentLsn: '0/5000100', role: 'primary', replay: null },
+          5000,
+        );
+        await store.recordHeartbeat(inMain('agent-2'), { currentLsn: '0/4FFF000', role: 'standby', replay }, 5000);
         assert.deepEqual(
           (await store.listAgents('main')).map((a) => [a.id, a.role, a.replay]),
           [
@@ -250,17 +319,21 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           ],
         );
         // A beat without a role (an agent that does not report one) keeps both.
-        await store.recordHeartbeat('agent-2', { currentLsn: '0/5000000' }, 5500);
+        await store.recordHeartbeat(inMain('agent-2'), { currentLsn: '0/5000000' }, 5500);
         assert.deepEqual(
-          [(await store.getAgent('agent-2'))?.role, (await store.getAgent('agent-2'))?.replay],
+          [(await store.getAgent(inMain('agent-2')))?.role, (await store.getAgent(inMain('agent-2')))?.replay],
           ['standby', replay],
         );
         // PostgreSQL down on the primary's host: its role is not known any more (not kept as primary).
-        await store.recordHeartbeat('agent-1', { role: null, replay: null }, 6000);
-        assert.equal((await store.getAgent('agent-1'))?.role, null);
+        await store.recordHeartbeat(inMain('agent-1'), { role: null, replay: null }, 6000);
+        assert.equal((await store.getAgent(inMain('agent-1')))?.role, null);
         // Failover: the standby reports primary and loses its replay figures.
-        await store.recordHeartbeat('agent-2', { currentLsn: '0/6000000', role: 'primary', replay: null }, 7000);
-        const promoted = await store.getAgent('agent-2');
+        await store.recordHeartbeat(
+          inMain('agent-2'),
+          { currentLsn: '0/6000000', role: 'primary', replay: null },
+          7000,
+        );
+        const promoted = await store.getAgent(inMain('agent-2'));
         assert.deepEqual([promoted?.role, promoted?.replay, promoted?.currentLsn], ['primary', null, '0/6000000']);
       });
     });
@@ -660,7 +733,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.updateJobProgress('e', { p: 1 }, 2);
         await store.transitionJob('c', 'cancelled', {}, 2);
         const failed = await store.failActiveJobsOfAgent(
-          'agent-1',
+          inMain('agent-1'),
           { code: ErrorCodes.AgentDisconnected.code, message: 'agent restarted' },
           3,
           ['d'],
@@ -679,7 +752,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal((await store.getJob('other'))?.state, 'queued');
         assert.deepEqual(
           await store.failActiveJobsOfAgent(
-            'agent-1',
+            inMain('agent-1'),
             { code: ErrorCodes.AgentDisconnected.code, message: 'again' },
             4,
             ['d'],
@@ -1037,11 +1110,11 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.upsertAgent({ id: 'agent-2', cluster: 'main', hostname: 'db2', version: '0.1.0' }, 2, [
           ev('c1', 'main', 'agent.connected'),
         ]);
-        await store.setAgentConnected('agent-2', false, 3, [ev('d1', 'main', 'agent.disconnected')]);
+        await store.setAgentConnected(inMain('agent-2'), false, 3, [ev('d1', 'main', 'agent.disconnected')]);
         await store.createJob({ id: 'x', cluster: 'main', kind: 'backup', agentId: 'agent-2', params: {} }, 4);
         await store.createJob({ id: 'y', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 4);
         await store.failActiveJobsOfAgent(
-          'agent-2',
+          inMain('agent-2'),
           { code: ErrorCodes.AgentDisconnected.code, message: 'gone' },
           5,
           [],

@@ -402,6 +402,38 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       ALTER TABLE agents ADD COLUMN timeline BIGINT;
     `,
   },
+  {
+    description:
+      "agents keyed by (cluster, id): an agent is its cluster and its id together, so one id in two clusters is two agents and none can squat on another cluster's id",
+    // SQLite cannot change a primary key in place: the table is rebuilt with every row kept.
+    sqlite: `
+      CREATE TABLE agents_v2 (
+        cluster       TEXT NOT NULL REFERENCES clusters(name),
+        id            TEXT NOT NULL,
+        hostname      TEXT NOT NULL,
+        version       TEXT NOT NULL,
+        connected     INTEGER NOT NULL DEFAULT 0,
+        last_seen     INTEGER,
+        archiver      TEXT,
+        current_lsn   TEXT,
+        wal_health    TEXT,
+        archive_setup TEXT,
+        role          TEXT CHECK (role IN ('primary', 'standby')),
+        replay        TEXT,
+        timeline      INTEGER,
+        PRIMARY KEY (cluster, id)
+      );
+      INSERT INTO agents_v2 (cluster, id, hostname, version, connected, last_seen, archiver, current_lsn, wal_health, archive_setup, role, replay, timeline)
+        SELECT cluster, id, hostname, version, connected, last_seen, archiver, current_lsn, wal_health, archive_setup, role, replay, timeline FROM agents;
+      DROP TABLE agents;
+      ALTER TABLE agents_v2 RENAME TO agents;
+    `,
+    postgres: `
+      ALTER TABLE agents DROP CONSTRAINT agents_pkey;
+      ALTER TABLE agents ADD PRIMARY KEY (cluster, id);
+      DROP INDEX agents_cluster;
+    `,
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */

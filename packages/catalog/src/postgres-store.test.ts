@@ -6,10 +6,16 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { ErrorCodes, PgfleetError, sleep } from '@pgfleet/core';
 import { freePort, startPostgres, type PgInstance } from '@pgfleet/testkit';
-import { catalogStoreSuite, sampleBackup } from './catalog-suite.js';
+import {
+  AGENTS_BEFORE_CLUSTER_KEY,
+  catalogStoreSuite,
+  checkAgentsKeyedUpgrade,
+  sampleBackup,
+} from './catalog-suite.js';
 import {
   CATALOG_SCHEMA_VERSION,
   CLUSTER_JOBS_LOCK_CLASS,
+  POSTGRES_MIGRATIONS,
   LEADERSHIP_LOCK_CLASS,
   PostgresCatalogStore,
   openCatalog,
@@ -169,7 +175,11 @@ describe('postgres: shared by several controllers', () => {
     for (let i = 0; i < 30; i++) await runningJob(a, `j${String(i).padStart(2, '0')}`);
     const [fa, fb] = await Promise.all([
       a.failAllActiveJobs({ code: ErrorCodes.ControllerRestarted.code, message: 'a' }, 50),
-      b.failActiveJobsOfAgent('agent-1', { code: ErrorCodes.AgentDisconnected.code, message: 'b' }, 51),
+      b.failActiveJobsOfAgent(
+        { cluster: 'main', agentId: 'agent-1' },
+        { code: ErrorCodes.AgentDisconnected.code, message: 'b' },
+        51,
+      ),
     ]);
     const ids = [...fa, ...fb].map((j) => j.id).sort();
     assert.equal(ids.length, 30);
@@ -192,6 +202,19 @@ describe('postgres: shared by several controllers', () => {
       (await stores[3]!.listClusters()).map((c) => c.name),
       ['c'],
     );
+  });
+
+  test('a catalog with agents keyed by id alone upgrades: agents kept, their ids free in other clusters', async () => {
+    const url = await freshDatabase();
+    await rawQuery(url, 'CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
+    for (let v = 1; v <= AGENTS_BEFORE_CLUSTER_KEY.version; v++) {
+      await rawQuery(url, POSTGRES_MIGRATIONS[v - 1]!);
+      await rawQuery(url, 'INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)', [v]);
+    }
+    for (const sql of AGENTS_BEFORE_CLUSTER_KEY.rows) await rawQuery(url, sql);
+    const store = await open(url);
+    assert.equal(await store.schemaVersion(), CATALOG_SCHEMA_VERSION);
+    await checkAgentsKeyedUpgrade(store);
   });
 
   test('reopening applies nothing twice; a newer schema is refused with PGF-1002', async () => {

@@ -46,7 +46,6 @@ import {
   type JobRow,
   type PolicyRow,
   type ScheduleRunRow,
-  agentIdBound,
 } from './rows.js';
 import {
   isTerminalJobState,
@@ -55,6 +54,7 @@ import {
   type EnrollmentTokenRecord,
   type EnrollmentTokenUse,
   type AgentRecord,
+  type AgentRef,
   type HeartbeatFigures,
   type BackupRecord,
   type CatalogStore,
@@ -248,27 +248,29 @@ export class PostgresCatalogStore implements CatalogStore {
     return this.transaction(async (client) => {
       const res = await client.query<AgentRow>(
         `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES ($1, $2, $3, $4, true, $5)
-         ON CONFLICT (id) DO UPDATE SET hostname = EXCLUDED.hostname,
+         ON CONFLICT (cluster, id) DO UPDATE SET hostname = EXCLUDED.hostname,
            version = EXCLUDED.version, connected = true, last_seen = EXCLUDED.last_seen
-         WHERE agents.cluster = EXCLUDED.cluster
          RETURNING *`,
         [a.id, a.cluster, a.hostname, a.version, now],
       );
-      // The conflicting row (locked by ON CONFLICT) belongs to another cluster: no row came back.
-      if (!res.rows[0]) throw agentIdBound(a.id, a.cluster);
       await insertEvents(client, events);
       return agentRow(res.rows[0]!);
     });
   }
 
   async setAgentConnected(
-    id: string,
+    agent: AgentRef,
     connected: boolean,
     now: number,
     events: readonly OutboxEventInput[] = [],
   ): Promise<void> {
     await this.transaction(async (client) => {
-      await client.query('UPDATE agents SET connected = $1, last_seen = $2 WHERE id = $3', [connected, now, id]);
+      await client.query('UPDATE agents SET connected = $1, last_seen = $2 WHERE cluster = $3 AND id = $4', [
+        connected,
+        now,
+        agent.cluster,
+        agent.agentId,
+      ]);
       await insertEvents(client, events);
     });
   }
@@ -332,28 +334,32 @@ export class PostgresCatalogStore implements CatalogStore {
     await this.query('UPDATE agents SET connected = false WHERE connected');
   }
 
-  async recordHeartbeat(id: string, beat: HeartbeatFigures, now: number): Promise<void> {
+  async recordHeartbeat(agent: AgentRef, beat: HeartbeatFigures, now: number): Promise<void> {
     await this.query(
       `UPDATE agents SET last_seen = $1, archiver = COALESCE($2::jsonb, archiver), current_lsn = COALESCE($3, current_lsn), wal_health = COALESCE($4::jsonb, wal_health),
          archive_setup = COALESCE($9::jsonb, archive_setup), role = CASE WHEN $6 THEN $7 ELSE role END, replay = CASE WHEN $6 THEN $8::jsonb ELSE replay END,
-         timeline = COALESCE($10::bigint, timeline) WHERE id = $5`,
+         timeline = COALESCE($10::bigint, timeline) WHERE cluster = $11 AND id = $5`,
       [
         now,
         encodeJson(beat.archiver),
         beat.currentLsn || null,
         encodeJson(beat.walHealth),
-        id,
+        agent.agentId,
         beat.role !== undefined,
         beat.role ?? null,
         encodeJson(beat.replay),
         encodeJson(beat.archiveSetup),
         beat.timeline ?? null,
+        agent.cluster,
       ],
     );
   }
 
-  async getAgent(id: string): Promise<AgentRecord | undefined> {
-    const rows = await this.query<AgentRow>('SELECT * FROM agents WHERE id = $1', [id]);
+  async getAgent(agent: AgentRef): Promise<AgentRecord | undefined> {
+    const rows = await this.query<AgentRow>('SELECT * FROM agents WHERE cluster = $1 AND id = $2', [
+      agent.cluster,
+      agent.agentId,
+    ]);
     return rows[0] && agentRow(rows[0]);
   }
 
@@ -580,13 +586,13 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 
   async failActiveJobsOfAgent(
-    agentId: string,
+    agent: AgentRef,
     error: JobError,
     now: number,
     except: readonly string[] = [],
     events?: JobEventsFactory,
   ): Promise<JobRecord[]> {
-    return this.failJobs(agentId, except, error, now, events);
+    return this.failJobs(agent, except, error, now, events);
   }
 
   async failAllActiveJobs(error: JobError, now: number, events?: JobEventsFactory): Promise<JobRecord[]> {
@@ -601,7 +607,7 @@ export class PostgresCatalogStore implements CatalogStore {
    * in FAILABLE_JOB_STATES, which comes from the shared transition table.
    */
   private async failJobs(
-    agentId: string | null,
+    agent: AgentRef | null,
     except: readonly string[],
     error: JobError,
     now: number,
@@ -611,7 +617,7 @@ export class PostgresCatalogStore implements CatalogStore {
       const { rows } = await client.query<JobRow>(
         `WITH target AS (
          SELECT id FROM jobs
-         WHERE ($1::text IS NULL OR agent_id = $1) AND state = ANY($2::text[]) AND NOT (id = ANY($3::text[]))
+         WHERE ($1::text IS NULL OR (agent_id = $1 AND cluster = $7)) AND state = ANY($2::text[]) AND NOT (id = ANY($3::text[]))
          ORDER BY id
          FOR UPDATE
        ), failed AS (
@@ -620,7 +626,7 @@ export class PostgresCatalogStore implements CatalogStore {
          RETURNING jobs.*
        )
        SELECT * FROM failed ORDER BY seq`,
-        [agentId, FAILABLE_JOB_STATES, except, now, error.code, error.message],
+        [agent?.agentId ?? null, FAILABLE_JOB_STATES, except, now, error.code, error.message, agent?.cluster ?? null],
       );
       const jobs = rows.map(jobRow);
       if (events) for (const job of jobs) await insertEvents(client, events(job));

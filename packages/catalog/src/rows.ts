@@ -356,18 +356,6 @@ export function adminTokenNameTaken(name: string, cause: unknown): PgfleetError 
   });
 }
 
-/**
- * An agent id registered under one cluster, claimed for another. The message does not name the
- * cluster it belongs to: the claimant may be an agent of another cluster, and the controller logs
- * the owner itself.
- */
-export function agentIdBound(agentId: string, cluster: string): PgfleetError {
-  return new PgfleetError(
-    'AgentIdBound',
-    `agent id '${agentId}' belongs to another cluster; it may not be used for cluster '${cluster}'`,
-  );
-}
-
 /** Why an enrollment token that could not be used was refused (the row as it is after the failed update). */
 export function enrollmentRefusal(
   row: EnrollmentTokenRow | undefined,

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { PgfleetError } from '@pgfleet/core';
-import { catalogStoreSuite } from './catalog-suite.js';
+import { AGENTS_BEFORE_CLUSTER_KEY, catalogStoreSuite, checkAgentsKeyedUpgrade } from './catalog-suite.js';
 import { CATALOG_SCHEMA_VERSION, SQLITE_MIGRATIONS, SqliteCatalogStore, openCatalog } from './index.js';
 
 let dir: string;
@@ -85,6 +85,22 @@ describe('sqlite: migrations and the file', () => {
       (await store.listActiveJobs()).map((j) => j.id),
       ['j9', 'j1', 'e'],
     );
+    await store.close();
+  });
+
+  test('a catalog with agents keyed by id alone upgrades: agents kept, their ids free in other clusters', async () => {
+    const path = freshPath();
+    const raw = new Database(path);
+    raw.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    for (let v = 1; v <= AGENTS_BEFORE_CLUSTER_KEY.version; v++) {
+      raw.exec(SQLITE_MIGRATIONS[v - 1]!);
+      raw.prepare('INSERT INTO schema_migrations VALUES (?, 0)').run(v);
+    }
+    for (const sql of AGENTS_BEFORE_CLUSTER_KEY.rows) raw.exec(sql);
+    raw.close();
+    const store = SqliteCatalogStore.open(path);
+    assert.equal(store.schemaVersion(), CATALOG_SCHEMA_VERSION);
+    await checkAgentsKeyedUpgrade(store);
     await store.close();
   });
 

@@ -41,7 +41,6 @@ import {
   type JobRow,
   type PolicyRow,
   type ScheduleRunRow,
-  agentIdBound,
 } from './rows.js';
 import {
   isTerminalJobState,
@@ -50,6 +49,7 @@ import {
   type EnrollmentTokenRecord,
   type EnrollmentTokenUse,
   type AgentRecord,
+  type AgentRef,
   type HeartbeatFigures,
   type BackupRecord,
   type CatalogStore,
@@ -174,31 +174,30 @@ export class SqliteCatalogStore implements CatalogStore {
   ): Promise<AgentRecord> {
     this.db
       .transaction(() => {
-        const bound = this.db.prepare('SELECT cluster FROM agents WHERE id = ?').get(a.id) as
-          { cluster: string } | undefined;
-        if (bound && bound.cluster !== a.cluster) throw agentIdBound(a.id, a.cluster);
         this.db
           .prepare(
             `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES (?, ?, ?, ?, 1, ?)
-           ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname,
+           ON CONFLICT (cluster, id) DO UPDATE SET hostname = excluded.hostname,
              version = excluded.version, connected = 1, last_seen = excluded.last_seen`,
           )
           .run(a.id, a.cluster, a.hostname, a.version, now);
         this.insertEventsSync(events);
       })
       .immediate();
-    return (await this.getAgent(a.id))!;
+    return (await this.getAgent({ cluster: a.cluster, agentId: a.id }))!;
   }
 
   async setAgentConnected(
-    id: string,
+    agent: AgentRef,
     connected: boolean,
     now: number,
     events: readonly OutboxEventInput[] = [],
   ): Promise<void> {
     this.db
       .transaction(() => {
-        this.db.prepare('UPDATE agents SET connected = ?, last_seen = ? WHERE id = ?').run(connected ? 1 : 0, now, id);
+        this.db
+          .prepare('UPDATE agents SET connected = ?, last_seen = ? WHERE cluster = ? AND id = ?')
+          .run(connected ? 1 : 0, now, agent.cluster, agent.agentId);
         this.insertEventsSync(events);
       })
       .immediate();
@@ -275,12 +274,12 @@ export class SqliteCatalogStore implements CatalogStore {
     this.db.prepare('UPDATE agents SET connected = 0 WHERE connected <> 0').run();
   }
 
-  async recordHeartbeat(id: string, beat: HeartbeatFigures, now: number): Promise<void> {
+  async recordHeartbeat(agent: AgentRef, beat: HeartbeatFigures, now: number): Promise<void> {
     this.db
       .prepare(
         `UPDATE agents SET last_seen = ?, archiver = COALESCE(?, archiver), current_lsn = COALESCE(?, current_lsn), wal_health = COALESCE(?, wal_health),
            archive_setup = COALESCE(?, archive_setup), role = CASE WHEN ? = 1 THEN ? ELSE role END, replay = CASE WHEN ? = 1 THEN ? ELSE replay END,
-           timeline = COALESCE(?, timeline) WHERE id = ?`,
+           timeline = COALESCE(?, timeline) WHERE cluster = ? AND id = ?`,
       )
       .run(
         now,
@@ -293,12 +292,15 @@ export class SqliteCatalogStore implements CatalogStore {
         beat.role === undefined ? 0 : 1,
         json(beat.replay),
         beat.timeline ?? null,
-        id,
+        agent.cluster,
+        agent.agentId,
       );
   }
 
-  async getAgent(id: string): Promise<AgentRecord | undefined> {
-    const row = this.db.prepare('SELECT * FROM agents WHERE id = ?').get(id) as AgentRow | undefined;
+  async getAgent(agent: AgentRef): Promise<AgentRecord | undefined> {
+    const row = this.db
+      .prepare('SELECT * FROM agents WHERE cluster = ? AND id = ?')
+      .get(agent.cluster, agent.agentId) as AgentRow | undefined;
     return row && agentRow(row);
   }
 
@@ -519,13 +521,13 @@ export class SqliteCatalogStore implements CatalogStore {
   }
 
   async failActiveJobsOfAgent(
-    agentId: string,
+    agent: AgentRef,
     error: JobError,
     now: number,
     except: readonly string[] = [],
     events?: JobEventsFactory,
   ): Promise<JobRecord[]> {
-    return this.failJobs('agent_id = ?', [agentId], except, error, now, events);
+    return this.failJobs('cluster = ? AND agent_id = ?', [agent.cluster, agent.agentId], except, error, now, events);
   }
 
   async failAllActiveJobs(error: JobError, now: number, events?: JobEventsFactory): Promise<JobRecord[]> {

@@ -33,6 +33,20 @@ export interface ClusterRecord {
   createdAt: number;
 }
 
+/**
+ * Who an agent is: its cluster and its id together (the pair its certificate names,
+ * pgfleet://agent/<cluster>/<agent id>). The same id in two clusters is two agents.
+ */
+export interface AgentRef {
+  readonly cluster: string;
+  readonly agentId: string;
+}
+
+/** One string per agent, for maps keyed by agent: NUL is in no cluster name or agent id, so two pairs never share one. */
+export function agentRefKey(a: AgentRef): string {
+  return `${a.cluster}\u0000${a.agentId}`;
+}
+
 export interface AgentRecord {
   id: string;
   cluster: string;
@@ -331,21 +345,26 @@ export interface CatalogStore {
   listClusters(): Promise<ClusterRecord[]>;
 
   /**
-   * Registers (or re-registers) an agent as connected. An agent id belongs to the cluster it was
-   * first registered for: under another cluster it is refused (AgentIdBound) and nothing changes,
-   * so an agent of one cluster can never take over another cluster's agent, its jobs or its row.
+   * Registers (or re-registers) an agent as connected. Agents are keyed by (cluster, id): the same
+   * id under another cluster is another agent with a row of its own, so an agent of one cluster
+   * can neither take over nor squat on the id of another cluster's agent, its jobs or its row.
    */
   upsertAgent(
     agent: { id: string; cluster: string; hostname: string; version: string },
     now: number,
     events?: readonly OutboxEventInput[],
   ): Promise<AgentRecord>;
-  setAgentConnected(id: string, connected: boolean, now: number, events?: readonly OutboxEventInput[]): Promise<void>;
+  setAgentConnected(
+    agent: AgentRef,
+    connected: boolean,
+    now: number,
+    events?: readonly OutboxEventInput[],
+  ): Promise<void>;
   /** Marks every agent disconnected; at controller start no stream is open yet. */
   disconnectAllAgents(now: number): Promise<void>;
   /** Stores a heartbeat's figures; what the beat leaves out keeps its last reported value. */
-  recordHeartbeat(id: string, beat: HeartbeatFigures, now: number): Promise<void>;
-  getAgent(id: string): Promise<AgentRecord | undefined>;
+  recordHeartbeat(agent: AgentRef, beat: HeartbeatFigures, now: number): Promise<void>;
+  getAgent(agent: AgentRef): Promise<AgentRecord | undefined>;
   listAgents(cluster?: string): Promise<AgentRecord[]>;
 
   /** Idempotent for the same (cluster, label); ordering of listBackups is by stop time, never by label. */
@@ -404,9 +423,9 @@ export interface CatalogStore {
   transitionJob(id: string, to: JobStateName, options: TransitionOptions, now: number): Promise<TransitionOutcome>;
   /** Stores progress and moves a dispatched job to running. Ignored (changed=false) once the job is terminal. */
   updateJobProgress(id: string, progress: unknown, now: number): Promise<TransitionOutcome>;
-  /** Fails the agent's non-terminal jobs, except those listed (still running on a reconnected agent). */
+  /** Fails the agent's non-terminal jobs (of its cluster only), except those listed (still running on a reconnected agent). */
   failActiveJobsOfAgent(
-    agentId: string,
+    agent: AgentRef,
     error: JobError,
     now: number,
     except?: readonly string[],

@@ -476,7 +476,7 @@ export const ErrorCodes = {
     'PGF-8030',
     GrpcStatus.PERMISSION_DENIED,
     7,
-    'An agent id belongs to the first cluster it enrolled or connected for; give the agent of this cluster its own --agent-id (and a new enrollment token).',
+    'Sent only by controllers from before agents were keyed by (cluster, agent id), where an agent id belonged to the first cluster it enrolled or connected for: upgrade the controller, or give the agent of this cluster its own --agent-id (and a new enrollment token). Kept so that such an answer is still understood.',
   ),
   JobNotOwned: spec(
     'PGF-8031',

@@ -7,7 +7,7 @@
  */
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes, PgfleetError, asPgfleetError } from '@pgfleet/core';
-import { isTerminalJobState } from '@pgfleet/catalog';
+import { agentRefKey, isTerminalJobState, type AgentRef } from '@pgfleet/catalog';
 import type { BidiStream, CallContext, ServiceImpl } from '@pgfleet/rpc';
 import {
   ConnectRequestSchema,
@@ -21,7 +21,7 @@ import {
 import { checkHelloIdentity, requireAgentIdentity } from '../security/access.js';
 import { checkWireMessage } from '../security/wire-bounds.js';
 import type { AgentSession } from './sessions.js';
-import { ownJob, requireOwnAgentId } from './ownership.js';
+import { ownJob } from './ownership.js';
 import { agentReplayRecord, archiverJson, archiveSetupRecord, serverRoleFromProto, progressJson } from '../wire.js';
 import { CONTROLLER_VERSION, eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
 import { outboxEvent } from '../jobs/events.js';
@@ -59,7 +59,6 @@ async function handleConnect(ctx: ControllerContext, stream: ConnectStream, call
   if (ctx.agentCertificates) checkHelloIdentity(requireAgentIdentity(call), hello);
   const log = ctx.logger.child({ agentId: hello.agentId, cluster: hello.cluster, peer: call.peer });
   requireOneSystem(ctx, hello);
-  await requireOwnAgentId(ctx, hello, log);
   await recordAgent(ctx, hello);
   const session = openSession(ctx, hello, stream, log);
   await reconcileJobs(ctx, hello, stream, log);
@@ -198,9 +197,10 @@ async function reconcileJobs(
   stream: ConnectStream,
   log: ControllerContext['logger'],
 ): Promise<void> {
-  const pendingReclaim = ctx.reclaimTimers.get(hello.agentId);
+  const agent = { cluster: hello.cluster, agentId: hello.agentId };
+  const pendingReclaim = ctx.reclaimTimers.get(agentRefKey(agent));
   if (pendingReclaim) clearTimeout(pendingReclaim);
-  ctx.reclaimTimers.delete(hello.agentId);
+  ctx.reclaimTimers.delete(agentRefKey(agent));
   const active = (await ctx.store.listActiveJobs()).filter(
     (j) => j.agentId === hello.agentId && j.cluster === hello.cluster,
   );
@@ -210,7 +210,7 @@ async function reconcileJobs(
     message: `agent ${hello.agentId} restarted and no longer runs the job`,
   };
   const lost = await ctx.store.failActiveJobsOfAgent(
-    hello.agentId,
+    agent,
     lostError,
     ctx.now(),
     keep,
@@ -238,8 +238,8 @@ async function agentGone(
   // A newer stream of the same agent already reconciled its jobs in its Hello; leave them alone.
   if (!ctx.sessions.unregister(session)) return;
   try {
-    const lastSeen = (await ctx.store.getAgent(session.agentId))?.lastSeen ?? null;
-    await ctx.store.setAgentConnected(session.agentId, false, ctx.now(), [
+    const lastSeen = (await ctx.store.getAgent(session))?.lastSeen ?? null;
+    await ctx.store.setAgentConnected(session, false, ctx.now(), [
       outboxEvent(
         session.cluster,
         {
@@ -261,24 +261,24 @@ async function agentGone(
       code: ErrorCodes.AgentDisconnected.code,
       message: `agent ${session.agentId} disconnected while the job was running and did not reconnect within ${ctx.jobReclaimGraceMs / 1000} s`,
     };
-    reclaimJobsLater(ctx, session.agentId, goneError);
+    reclaimJobsLater(ctx, session, goneError);
   } catch (err) {
     log.error({ err }, 'could not record the agent disconnect in the catalog');
   }
 }
 
 /**
- * After the reclaim grace, fails the unfinished jobs of agents (one agent, or any when agentId is
+ * After the reclaim grace, fails the unfinished jobs of agents (one agent, or any when `agent` is
  * undefined) that have not reconnected: an agent that did reconnect claimed what it still runs in
  * its Hello, and the rest of its jobs were failed then. Never leaves a job active for good.
  */
 export function reclaimJobsLater(
   ctx: ControllerContext,
-  agentId: string | undefined,
+  agent: AgentRef | undefined,
   error: { code: string; message: string },
 ): void {
   // One pending check per agent (a second disconnect restarts its grace); '*' is the start-up check.
-  const key = agentId ?? '*';
+  const key = agent ? agentRefKey(agent) : '*';
   const previous = ctx.reclaimTimers.get(key);
   if (previous) clearTimeout(previous);
   const timer = setTimeout(() => {
@@ -286,16 +286,19 @@ export function reclaimJobsLater(
     if (ctx.closing) return;
     void (async () => {
       const active = await ctx.store.listActiveJobs();
-      const candidates = new Set(
-        active
-          .filter((j) => (agentId === undefined || j.agentId === agentId) && !ctx.sessions.get(j.cluster, j.agentId))
-          .map((j) => j.agentId),
-      );
-      for (const a of candidates) {
+      const candidates = new Map<string, AgentRef>();
+      for (const j of active) {
+        const a = { cluster: j.cluster, agentId: j.agentId };
+        if (agent !== undefined && agentRefKey(a) !== key) continue;
+        if (!ctx.sessions.get(j.cluster, j.agentId)) candidates.set(agentRefKey(a), a);
+      }
+      for (const a of candidates.values()) {
         // Connected to another controller sharing the catalog: that one reconciled its jobs in Hello.
         if ((await ctx.store.getAgent(a))?.connected) continue;
         // Queued jobs were never sent; they are dispatched (or fail) when their time comes.
-        const keep = active.filter((j) => j.agentId === a && j.state === 'queued').map((j) => j.id);
+        const keep = active
+          .filter((j) => j.cluster === a.cluster && j.agentId === a.agentId && j.state === 'queued')
+          .map((j) => j.id);
         const failed = await ctx.store.failActiveJobsOfAgent(
           a,
           error,
@@ -306,7 +309,7 @@ export function reclaimJobsLater(
         if (failed.length === 0) continue;
         eventsCommitted(ctx);
         ctx.logger.warn(
-          { agentId: a, jobIds: failed.map((j) => j.id), code: error.code },
+          { cluster: a.cluster, agentId: a.agentId, jobIds: failed.map((j) => j.id), code: error.code },
           'failed the unfinished jobs no agent reclaimed',
         );
         publishJobs(ctx, failed);
@@ -332,7 +335,7 @@ async function handleMessage(
     case 'heartbeat': {
       const role = serverRoleFromProto(msg.value.role);
       await ctx.store.recordHeartbeat(
-        session.agentId,
+        session,
         {
           ...(msg.value.archiver ? { archiver: archiverJson(msg.value.archiver) } : {}),
           currentLsn: msg.value.currentLsn,

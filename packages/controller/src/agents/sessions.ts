@@ -3,11 +3,12 @@
  * jobs are dispatched on. The catalog's `connected` flag mirrors it for listings; this map is what
  * dispatch trusts, since only an open stream can carry a job.
  *
- * An agent is its cluster and its id together: the catalog already refuses an id under a second
- * cluster (AgentIdBound), and keying sessions by both means that even so, a stream of cluster A
- * can never replace, receive the jobs of, or be taken for an agent of cluster B with the same id.
+ * An agent is its cluster and its id together, here as in the catalog (agents keyed by both): the
+ * same id in two clusters is two agents, so a stream of cluster A can never replace, receive the
+ * jobs of, or be taken for an agent of cluster B with the same id.
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
+import { agentRefKey, type AgentRef } from '@pgfleet/catalog';
 import type { ConnectResponseSchema, Repository } from '@pgfleet/proto';
 
 export interface AgentSession {
@@ -26,15 +27,9 @@ export interface AgentSession {
 }
 
 /** Who an agent is: the pair its certificate names (pgfleet://agent/<cluster>/<agent id>). */
-export interface AgentKey {
-  readonly cluster: string;
-  readonly agentId: string;
-}
+export type AgentKey = AgentRef;
 
-// NUL never appears in a cluster name or an agent id, so two different pairs never share a key.
-function keyOf(k: AgentKey): string {
-  return `${k.cluster}\u0000${k.agentId}`;
-}
+const keyOf = agentRefKey;
 
 export class AgentSessions {
   private readonly byKey = new Map<string, AgentSession>();

@@ -23,7 +23,7 @@ async function connectAgent(cluster: string, agentId: string): Promise<FakeAgent
   agent.hello({ cluster, agentId, systemIdentifier: SYSID });
   assert.equal((await agent.receive()).msg.case, 'welcome');
   await waitFor(`${agentId} registered`, async () =>
-    (await t.controller.context.store.getAgent(agentId))?.connected ? true : undefined,
+    (await t.controller.context.store.getAgent({ cluster, agentId }))?.connected ? true : undefined,
   );
   return agent;
 }

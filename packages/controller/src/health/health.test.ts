@@ -101,7 +101,7 @@ async function beat(
   now: number,
   a: ArchiverFigures,
   currentLsn = '0/6000100',
-  agent = 'a1',
+  agent = { cluster: 'main', agentId: 'a1' },
 ): Promise<void> {
   const json = toJson(ArchiverStatsSchema, {
     $typeName: 'pgfleet.v1.ArchiverStats',
@@ -303,7 +303,7 @@ test('per-policy RPO thresholds decide the breach and travel in the events; poli
       ['a1', 'main'],
       ['a2', 'other'],
     ] as const) {
-      await beat(store, now, stuck, '0/6000100', agent);
+      await beat(store, now, stuck, '0/6000100', { cluster, agentId: agent });
       await m.onHeartbeat(agent, cluster, { streamedLsn: '', currentLsn: '0/6000100' });
     }
   }
@@ -335,4 +335,19 @@ test('per-policy RPO thresholds decide the breach and travel in the events; poli
   assert.equal(other.length, 1);
   assert.ok(other[0]!.payload.case === 'rpoBreached' && other[0]!.payload.value.thresholdSeconds === 100);
   await store.close();
+});
+
+test("an agent of another cluster with the same id streams nothing for this cluster's RPO", async () => {
+  const store = await catalog();
+  await store.upsertCluster({ name: 'other', systemIdentifier: '2', pgVersion: 170000 }, 0);
+  await store.upsertAgent({ id: 'a1', cluster: 'other', hostname: 'h2', version: '1' }, 0);
+  const now = 1_090_000;
+  const m = new HealthMonitor(store, { thresholds: T, intervalSeconds: 10, logger: silentLogger(), now: () => now });
+  // main's a1: archived up to segment 5, writing in 6, not streaming: 90 s of WAL at risk.
+  await beat(store, now, archiver(), '0/6000100');
+  await m.onHeartbeat('a1', 'main', { streamedLsn: '', currentLsn: '0/6000100' });
+  // other's a1 then streams everything up to the same position (of its own cluster's WAL).
+  await m.onHeartbeat('a1', 'other', { streamedLsn: '0/6000100', currentLsn: '0/6000100' });
+  assert.equal((await m.evaluate('main'))?.rpoSeconds, 90);
+  await m.stop();
 });

@@ -24,6 +24,7 @@ import { fromJson, type JsonValue } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { asPgfleetError, type Logger } from '@pgfleet/core';
 import {
+  agentRefKey,
   FLEET_POLICY_SCOPE,
   type AgentRecord,
   type AgentWalHealth,
@@ -449,6 +450,7 @@ export interface HealthMonitorOptions {
 
 /** Wires the pure evaluation to the catalog: on each heartbeat and on a timer. */
 export class HealthMonitor {
+  /** The last streamed LSN per agent (agentRefKey: an id of another cluster is another agent). */
   private readonly streamed = new Map<string, string>();
   private readonly latest = new Map<string, ClusterAssessment>();
   private chain: Promise<unknown> = Promise.resolve();
@@ -483,7 +485,7 @@ export class HealthMonitor {
     cluster: string,
     beat: { streamedLsn: string; currentLsn: string },
   ): Promise<void> {
-    this.streamed.set(agentId, beat.streamedLsn);
+    this.streamed.set(agentRefKey({ cluster, agentId }), beat.streamedLsn);
     await this.evaluate(cluster);
   }
 
@@ -534,7 +536,14 @@ export class HealthMonitor {
         cluster,
         now: this.opts.now(),
         clusterCreatedAt: record.createdAt,
-        ...(agent ? { agent: observedAgent(agent, this.streamed.get(agent.id) ?? '') } : {}),
+        ...(agent
+          ? {
+              agent: observedAgent(
+                agent,
+                this.streamed.get(agentRefKey({ cluster: agent.cluster, agentId: agent.id })) ?? '',
+              ),
+            }
+          : {}),
         ...(last ? { lastBackup: { label: last.label, stopTime: last.stopTime } } : {}),
       };
       const assessment = assessCluster(obs, thresholds);

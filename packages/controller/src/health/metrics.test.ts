@@ -69,7 +69,7 @@ test('a scrape shows per cluster backups, RPO and its policy threshold, archivin
     lastFailedTime: timestampFromMs(now - 50_000),
   } as never);
   await store.recordHeartbeat(
-    'a1',
+    { cluster: 'main', agentId: 'a1' },
     {
       archiver,
       currentLsn: '0/2A000100',
@@ -156,9 +156,14 @@ test('a scrape shows per cluster backups, RPO and its policy threshold, archivin
 
   // The next scrape starts afresh: a slot that is gone is no longer reported.
   await store.recordHeartbeat(
-    'a1',
+    { cluster: 'main', agentId: 'a1' },
     {
-      walHealth: { ...(await store.getAgent('a1'))!.walHealth!, slotName: '', slotActive: false, slotRetainedBytes: 0 },
+      walHealth: {
+        ...(await store.getAgent({ cluster: 'main', agentId: 'a1' }))!.walHealth!,
+        slotName: '',
+        slotActive: false,
+        slotRetainedBytes: 0,
+      },
     },
     now,
   );

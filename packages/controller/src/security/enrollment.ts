@@ -13,7 +13,6 @@ import type { ServiceImpl } from '@pgfleet/rpc';
 import type { EnrollmentService } from '@pgfleet/proto';
 import { hashToken } from './access.js';
 import type { ControllerContext } from '../context.js';
-import { requireOwnAgentId } from '../agents/ownership.js';
 import type { ControllerTls } from './tls-dir.js';
 
 const MAX_AGENT_ID = 200;
@@ -42,9 +41,6 @@ export function createEnrollmentService(
       const tokenHash = hashToken(req.token);
       // Nothing is signed for a token that cannot succeed; a valid one is only spent after signing.
       await checkEnrollmentToken(ctx, tokenHash, req, log);
-      // Once the token shows the caller may enroll for this cluster, and before anything is signed
-      // (the token is not spent): an agent id of another cluster is refused. Hello refuses the same atomically.
-      await requireOwnAgentId(ctx, req, log);
       const { signAgentCsr, parseCertificate } = await import('@pgfleet/rpc/pki');
       const certPem = await signAgentCsr(
         tls.ca,

@@ -208,7 +208,11 @@ describe('controller with --tls-dir', () => {
     const rogue = new FakeAgent(address, { credentials: clientTlsCredentials({ caPem, certPem, keyPem }) });
     rogue.hello({ agentId: 'db3', cluster: 'main' });
     assert.ok(PgfleetError.is(await rogue.ended(), 'Unauthenticated'));
-    assert.equal(await controller.context.store.getAgent('db3'), undefined, 'nothing recorded about a refused agent');
+    assert.equal(
+      await controller.context.store.getAgent({ cluster: 'main', agentId: 'db3' }),
+      undefined,
+      'nothing recorded about a refused agent',
+    );
   });
 
   test('plain-text clients cannot talk to a TLS controller', async () => {
