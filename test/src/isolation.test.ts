@@ -2,8 +2,9 @@
  * Isolation between clusters, end to end (issue 13 part 3): a real controller with --tls-dir, a
  * real cluster `bank` (PostgreSQL, its enrolled agent, backups in a posix repository) and hosts
  * that attack it with certificates from the fleet's own CA:
- *  - an agent of cluster `shop` that picks bank's agent id cannot enroll, cannot connect, does not
- *    push bank's agent off its session and receives none of its jobs;
+ *  - an agent of cluster `shop` that picks bank's agent id is shop's own agent (an agent is its
+ *    cluster and its id): its certificate does not speak for bank, it does not push bank's agent
+ *    off its session, fail or receive its jobs, and an id taken in shop first stays free in bank;
  *  - `shop`'s own agent cannot report progress on, cancel, complete or ask a WAL switch for bank's
  *    job: bank's agent finishes it;
  *  - a compromised host of bank itself cannot plant a backup: the forged result of the issue
@@ -169,48 +170,79 @@ describe('isolation between clusters', { timeout: 900_000 }, () => {
     await fleet?.stop();
   });
 
-  it("enrollment for another cluster refuses bank's agent id", async () => {
+  /** The hosts ListClusters shows for a cluster: [agent id, connected]. */
+  const hosts = async (cluster: string): Promise<[string, boolean][]> => {
+    const clusters = JSON.parse((await fleet.cli('clusters', '--output', 'json')).stdout) as {
+      name: string;
+      hosts?: { agentId: string; connected?: boolean }[];
+    }[];
+    return (clusters.find((c) => c.name === cluster)?.hosts ?? []).map((h) => [h.agentId, h.connected === true]);
+  };
+
+  it("enrollment for another cluster with bank's agent id signs a certificate for that cluster only", async () => {
     const token = (
       await runNode(CONTROLLER_BIN, ['enroll-token', SHOP, '--catalog', join(dir, 'catalog.db'), '--ttl', '10m'], {
         timeoutMs: 120_000,
       })
     ).stdout.trim();
-    const { csrPem } = await createAgentCsr({ agentId: BANK_AGENT, cluster: SHOP });
+    const { csrPem, keyPem } = await createAgentCsr({ agentId: BANK_AGENT, cluster: SHOP });
     const client = createClient(EnrollmentService, fleet.controllerAddress, {
       credentials: clientTlsCredentials({ caPem: ca.certPem }),
     });
     try {
-      await assert.rejects(
-        client.enroll({ token, agentId: BANK_AGENT, cluster: SHOP, csrPem }),
-        (err: unknown) => PgfleetError.is(err, 'AgentIdBound') && !err.message.includes(`'${BANK}'`),
+      // An agent is (cluster, agent id): shop may have an agent of that id too.
+      const { certPem } = await client.enroll({ token, agentId: BANK_AGENT, cluster: SHOP, csrPem });
+      // Its certificate speaks for shop's agent only: as bank's agent it is refused.
+      const asBank = new HostileAgent(
+        fleet.controllerAddress,
+        clientTlsCredentials({ caPem: ca.certPem, certPem, keyPem }),
       );
+      hostile.push(asBank);
+      asBank.hello(BANK, BANK_AGENT, bankSystem);
+      const answer = await asBank.next();
+      assert.ok(PgfleetError.is(answer, 'PermissionDenied'), `the certificate of shop got ${String(answer)}`);
     } finally {
       client.close();
     }
   });
 
-  it("an agent of shop with bank's agent id is refused and bank's agent keeps its session and its jobs", async () => {
+  it("an agent of shop with bank's agent id is shop's own: bank's agent keeps its session, its jobs and its row", async () => {
     const running = await startBackup();
-    const impostor = await hostileAgent(SHOP, BANK_AGENT);
-    impostor.hello(SHOP, BANK_AGENT, '6000000000000000001');
-    const answer = await impostor.next();
-    assert.ok(PgfleetError.is(answer, 'AgentIdBound'), `the impostor got ${String(answer)}`);
-    // No Welcome, no job: the stream ended with the refusal.
-    assert.equal(await impostor.next(5000), undefined);
+    const namesake = await hostileAgent(SHOP, BANK_AGENT);
+    namesake.hello(SHOP, BANK_AGENT, '6000000000000000001');
+    assert.equal(((await namesake.next()) as ConnectResponse).msg?.case, 'welcome');
+    // Its Hello reconciled only its own jobs (shop's): bank's running backup finishes on bank's agent.
     const done = await finished(running);
     assert.equal(done.state, JobState.SUCCEEDED, done.error?.message);
-    const clusters = JSON.parse((await fleet.cli('clusters', '--output', 'json')).stdout) as {
-      name: string;
-      agentConnected?: boolean;
-      hosts?: { agentId: string; connected?: boolean }[];
-    }[];
-    const bank = clusters.find((c) => c.name === BANK);
-    assert.equal(bank?.agentConnected, true);
-    assert.deepEqual(
-      bank?.hosts?.map((h) => [h.agentId, h.connected]),
-      [[BANK_AGENT, true]],
+    assert.deepEqual(await hosts(BANK), [[BANK_AGENT, true]]);
+    assert.deepEqual(await hosts(SHOP), [[BANK_AGENT, true]]);
+    // Its end disconnects shop's agent only.
+    namesake.close();
+    await waitFor('shop namesake disconnected', async () =>
+      (await hosts(SHOP)).some(([, connected]) => !connected) ? true : undefined,
     );
-    assert.match(await readFile(join(dir, 'controller.log'), 'utf8'), /its agent id belongs to another cluster/);
+    assert.deepEqual(await hosts(BANK), [[BANK_AGENT, true]]);
+    const next = await finished(await startBackup());
+    assert.equal(next.state, JobState.SUCCEEDED, next.error?.message);
+  });
+
+  it("an id shop's host took first does not keep bank's next agent out (no squatting)", async () => {
+    const squatter = await hostileAgent(SHOP, 'bank-db2');
+    squatter.hello(SHOP, 'bank-db2', '6000000000000000001');
+    assert.equal(((await squatter.next()) as ConnectResponse).msg?.case, 'welcome');
+    const second = await hostileAgent(BANK, 'bank-db2');
+    second.hello(BANK, 'bank-db2', bankSystem);
+    assert.equal(((await second.next()) as ConnectResponse).msg?.case, 'welcome');
+    assert.deepEqual(await hosts(BANK), [
+      [BANK_AGENT, true],
+      ['bank-db2', true],
+    ]);
+    assert.ok((await hosts(SHOP)).some(([id, connected]) => id === 'bank-db2' && connected));
+    second.close();
+    squatter.close();
+    await waitFor('bank-db2 disconnected', async () =>
+      (await hosts(BANK)).some(([id, connected]) => id === 'bank-db2' && !connected) ? true : undefined,
+    );
   });
 
   it("shop's own agent cannot report on, cancel or complete bank's job", async () => {
