@@ -336,7 +336,12 @@ export class RepositoryKeys {
     for await (const o of this.driver.list(`${scope}dek-`)) {
       const m = DATA_KEY_RE.exec(o.key);
       if (!m || o.key.lastIndexOf('/') !== scope.length - 1) continue;
-      const stored = await readJson<StoredDataKey>(this.driver, o.key);
+      // Gone since the listing: an expire released the keys of an emptied WAL directory.
+      const stored = await readJson<StoredDataKey>(this.driver, o.key).catch((err: unknown) => {
+        if (PgfleetError.is(err, 'RepoFileMissing')) return undefined;
+        throw err;
+      });
+      if (!stored) continue;
       if (stored.kekId !== form.id || stored.createdUnder !== form.id) continue;
       if (provenCreatedUnder(form.kek, o.key, stored) !== form.id) {
         throw new PgfleetError(
