@@ -67,6 +67,7 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   EncryptionModeMismatch: ['PGF-5011', 9, 4],
   ManifestPathRejected: ['PGF-5020', 15, 6],
   RestoreEscapeRefused: ['PGF-5021', 9, 4],
+  BlockMapInvalid: ['PGF-5070', 15, 6],
   TargetBeforeOldestBackup: ['PGF-6001', 11, 4],
   TargetInFuture: ['PGF-6002', 11, 4],
   TargetInvalid: ['PGF-6003', 3, 2],

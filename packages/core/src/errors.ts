@@ -354,6 +354,12 @@ export const ErrorCodes = {
     4,
     'The restore met a symbolic link or a non-directory where it must create a directory or file, and refused to write through it (it would have written outside the target). Inspect the named path: remove what was planted there, or restore into a new empty directory.',
   ),
+  BlockMapInvalid: spec(
+    'PGF-5070',
+    GrpcStatus.DATA_LOSS,
+    6,
+    'The block map of a block-incremental file (docs/block-incremental.md) is damaged or names blocks its backups do not hold; the file cannot be rebuilt from this backup. Run `pgfleet verify <cluster>`, restore another backup, and take a new full backup.',
+  ),
   // 6xxx: recovery targets
   TargetBeforeOldestBackup: spec(
     'PGF-6001',

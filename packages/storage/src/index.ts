@@ -15,3 +15,4 @@ export * from './manifest-auth.js';
 export * from './manifest-paths.js';
 export * from './repository-keys.js';
 export * from './key-source.js';
+export * from './block-map.js';

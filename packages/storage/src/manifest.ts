@@ -9,7 +9,13 @@ import { isBackupLabel, isClusterName, quoteInput } from '@pgfleet/core/names';
 import type { Codec } from './codec.js';
 import { validateManifestEntries } from './manifest-paths.js';
 
-export const MANIFEST_FORMAT = 1;
+/**
+ * Format 2: entries may store only changed blocks (ManifestFile.blocks.changed); format 1 has
+ * none. A manifest is written as format 1 unless one of its entries needs 2, so agents that read
+ * only format 1 still restore every backup without block-incremental files.
+ */
+export const MANIFEST_FORMAT = 2;
+export const MANIFEST_FORMATS: readonly number[] = [1, 2];
 
 export interface ManifestFile {
   /** Path relative to PGDATA, '/'-separated. */
@@ -38,6 +44,37 @@ export interface ManifestFile {
    * (see chunkedContentDigest); the file's bytes are the chunks' contents at their offsets.
    */
   chunks?: ManifestChunk[];
+  /**
+   * A relation file with a block map (docs/block-incremental.md): the map object
+   * `pg_blocks/<path>/map` of the backup `backup` gives each block's checksum and the object
+   * that holds it. Without `changed` the file is stored whole as above and the map only serves
+   * the next block-incremental backup; with it, this backup stored only the changed blocks
+   * (`pg_blocks/<path>/data`, whose stored figures are the entry's `storedSize`/`storedSha256`
+   * together with the map's) and the file is rebuilt from the objects the map names.
+   */
+  blocks?: ManifestBlocks;
+}
+
+/** The block map and changed blocks of one relation file in one backup. */
+export interface ManifestBlocks {
+  map: ObjectFigures;
+  /** This backup stored only these blocks (their count and their object's figures). */
+  changed?: ObjectFigures & { count: number };
+  /** The other backups whose objects the map names: a restore reads them, an expire keeps them. */
+  from?: string[];
+}
+
+/** An object's content size and sha256 and its stored bytes' size and sha256. */
+export interface ObjectFigures {
+  size: number;
+  sha256: string;
+  storedSize: number;
+  storedSha256: string;
+}
+
+/** Every backup whose objects a restore of this entry reads: the one it names and those its block map names. */
+export function entryBackups(f: Pick<ManifestFile, 'backup' | 'blocks'>): string[] {
+  return f.blocks?.changed && f.blocks.from?.length ? [f.backup, ...f.blocks.from] : [f.backup];
 }
 
 /** One independently compressed piece of a large file (docs/repository-format.md, "Chunked files"). */
@@ -128,10 +165,10 @@ export function parseManifest(text: string, where: string): BackupManifest {
       cause: err,
     });
   }
-  if (doc === null || typeof doc !== 'object' || doc.format !== MANIFEST_FORMAT) {
+  if (doc === null || typeof doc !== 'object' || !MANIFEST_FORMATS.includes(doc.format)) {
     throw new PgfleetError(
       'RepoManifestInvalid',
-      `manifest ${where} has unknown format ${String((doc as { format?: unknown })?.format)} (this agent reads format ${MANIFEST_FORMAT})`,
+      `manifest ${where} has unknown format ${String((doc as { format?: unknown })?.format)} (this agent reads formats ${MANIFEST_FORMATS.join(' and ')})`,
     );
   }
   for (const key of ['label', 'cluster', 'startLsn', 'stopLsn', 'walStart', 'walStop', 'backupLabel'] as const) {
@@ -144,6 +181,7 @@ export function parseManifest(text: string, where: string): BackupManifest {
   doc.links ??= [];
   validateManifestEntries(doc, where);
   checkManifestSummary(doc, where);
+  checkBlockEntries(doc, where);
   return doc;
 }
 
@@ -180,5 +218,31 @@ function checkManifestSummary(doc: BackupManifest, where: string): void {
   for (const key of ['startTime', 'stopTime'] as const) {
     const ms = typeof doc[key] === 'string' ? Date.parse(doc[key]) : Number.NaN;
     if (!(ms >= 0 && ms <= MAX_MANIFEST_TIME_MS)) bad(`${key} is not a time between 1970 and 9999`);
+  }
+}
+
+/** Block-incremental entries only in format 2, with figures that are figures. */
+function checkBlockEntries(doc: BackupManifest, where: string): void {
+  const figures = (o: Partial<ObjectFigures> | undefined): boolean =>
+    o !== null &&
+    typeof o === 'object' &&
+    Number.isSafeInteger(o.size) &&
+    Number.isSafeInteger(o.storedSize) &&
+    typeof o.sha256 === 'string' &&
+    typeof o.storedSha256 === 'string';
+  for (const f of doc.files) {
+    if (f.blocks === undefined) continue;
+    const bad = (why: string): never => {
+      throw new PgfleetError('RepoManifestInvalid', `manifest ${where}: file ${f.path} ${why}`);
+    };
+    if (!figures(f.blocks.map)) bad('has a block map without its figures');
+    if (f.blocks.changed !== undefined) {
+      if (doc.format < 2) bad('stores changed blocks in a format-1 manifest');
+      if (!figures(f.blocks.changed) || !Number.isSafeInteger(f.blocks.changed.count))
+        bad('has changed blocks without their figures');
+      if (f.chunks) bad('has both chunks and changed blocks');
+    }
+    for (const b of f.blocks.from ?? [])
+      if (!isBackupLabel(b)) bad(`names backup ${quoteInput(String(b))}, not a label`);
   }
 }

@@ -429,7 +429,7 @@ export class ObjectIo {
       const handle = fh;
       const sealer = dataKey && new FrameSealer(dataKey, key);
       return withEncoder(codec, options.level, (enc) =>
-        storeBlocks(local, key, codec, new BlockObjectEncoder(enc, sealer), handle, file, options),
+        storeBlocks(local, key, codec, new BlockObjectEncoder(enc, sealer), fileRangeSource(handle, file), options),
       );
     }
     const source = fh.createReadStream({
@@ -444,6 +444,70 @@ export class ObjectIo {
       ...(options.level !== undefined ? { level: options.level } : {}),
       ...(options.deferDirSync ? { deferDirSync: true } : {}),
     });
+  }
+
+  /**
+   * Stores content a ContentSource produces (e.g. the changed blocks of a relation file, picked
+   * as it is read): hashed, compressed and stored in one pass, like storeFile.
+   */
+  async storeProduced(
+    key: string,
+    source: ContentSource,
+    codec: Codec,
+    options: StoreOptions = {},
+  ): Promise<StoredFile> {
+    let dataKey;
+    try {
+      dataKey = await this.sealing(key);
+    } catch (err) {
+      await source.close().catch(() => {});
+      throw err;
+    }
+    const local = this.driver.localFiles;
+    if (local && hasBlockForm(codec)) {
+      const sealer = dataKey && new FrameSealer(dataKey, key);
+      return withEncoder(codec, options.level, (enc) =>
+        storeBlocks(local, key, codec, new BlockObjectEncoder(enc, sealer), source, options),
+      );
+    }
+    async function* produce(): AsyncGenerator<Buffer> {
+      try {
+        for (;;) {
+          const buf = Buffer.allocUnsafe(BLOCK_BYTES);
+          const n = await source.read(buf);
+          if (n === 0) return;
+          yield buf.subarray(0, n);
+        }
+      } finally {
+        await source.close();
+      }
+    }
+    return this.storeStream(key, Readable.from(produce(), { objectMode: false }), codec, {
+      ...(options.level !== undefined ? { level: options.level } : {}),
+      ...(options.deferDirSync ? { deferDirSync: true } : {}),
+    });
+  }
+
+  /**
+   * Decodes an object (checked against `expected` like readStream) and writes only the blocks
+   * `runs` name into the existing file at `path` (created and sized by the caller, synced by it
+   * once after all its objects): one sequential pass over the object, each block written once.
+   */
+  async restoreRuns(
+    key: string,
+    codec: Codec,
+    expected: Required<ExpectedContent>,
+    path: string,
+    runs: Uint32Array,
+    blockBytes: number,
+    fileSize: number,
+  ): Promise<void> {
+    const fh = await open(path, fsc.O_WRONLY | fsc.O_NOFOLLOW);
+    try {
+      await this.readStream(key, codec, expected, new RunWriter(fh, runs, blockBytes, fileSize));
+    } finally {
+      await fh.close();
+    }
   }
 
   /**
@@ -573,22 +637,17 @@ async function storeBlocks(
   key: string,
   codec: BlockCodec,
   object: BlockObjectEncoder,
-  fh: FileHandle,
-  file: FileRange,
+  source: ContentSource,
   options: StoreOptions,
 ): Promise<StoredFile> {
   const inBufs = [takeBuffer(BLOCK_BYTES), takeBuffer(BLOCK_BYTES)] as const;
   // The encoder reuses its output: each frame is copied out for the write behind (codec none writes the read buffer).
   const outBufs = [takeBuffer(SEALED_BLOCK_BYTES), takeBuffer(SEALED_BLOCK_BYTES)] as const;
-  const end = file.length === undefined ? Infinity : file.offset + file.length;
-  let pos = file.offset;
   let writer;
   let pendingWrite: Promise<void> | undefined;
   let i = 0;
   let o = 0;
-  // Synchronous reads: PGDATA is mostly in the page cache, where a read costs less than the thread hand-offs of an async one.
-  const readAt = (buf: Buffer, at: number) =>
-    Promise.resolve({ bytesRead: end - at > 0 ? readSync(fh.fd, buf, 0, Math.min(BLOCK_BYTES, end - at), at) : 0 });
+  const readAt = async (buf: Buffer) => ({ bytesRead: await source.read(buf) });
   const put = async (out: Uint8Array) => {
     let data = out;
     if (codec !== 'none' || object.sealed) {
@@ -600,17 +659,16 @@ async function storeBlocks(
     await pendingWrite; // one write in flight: the object is appended in order
     pendingWrite = writer!.write(data);
   };
-  let reading = readAt(inBufs[0], pos);
+  let reading = readAt(inBufs[0]);
   try {
     writer = await local.openWriter(key);
     for (;;) {
       const { bytesRead } = await reading;
       if (bytesRead === 0) break;
       const data = inBufs[i]!.subarray(0, bytesRead);
-      pos += bytesRead;
       // Codec none writes the read buffer itself: its write must be done before it is read into again.
       if (codec === 'none') await pendingWrite;
-      reading = readAt(inBufs[i ^ 1]!, pos);
+      reading = readAt(inBufs[i ^ 1]!);
       options.inspect?.(data);
       await put(await object.block(data));
       i ^= 1;
@@ -629,9 +687,81 @@ async function storeBlocks(
   } finally {
     for (const b of [...inBufs, ...outBufs]) giveBuffer(b);
     object.release();
-    await fh.close().catch(() => {});
+    await source.close().catch(() => {});
   }
   return object.result();
+}
+
+/**
+ * Content to store, produced a buffer at a time: `read` fills up to the buffer's length (fewer
+ * only at the end) and answers 0 after the last byte; `close` releases what it holds.
+ */
+export interface ContentSource {
+  read(buf: Buffer): Promise<number> | number;
+  close(): Promise<void>;
+}
+
+/** A range of an open local file as a ContentSource (synchronous reads: PGDATA is mostly in the page cache, where a read costs less than the thread hand-offs of an async one). */
+function fileRangeSource(fh: FileHandle, file: FileRange): ContentSource {
+  const end = file.length === undefined ? Infinity : file.offset + file.length;
+  let pos = file.offset;
+  return {
+    read(buf) {
+      const n = end - pos > 0 ? readSync(fh.fd, buf, 0, Math.min(buf.length, end - pos), pos) : 0;
+      pos += n;
+      return n;
+    },
+    close: () => fh.close(),
+  };
+}
+
+/**
+ * Writes the parts of a decoded object's content that `runs` ([firstContentBlock,
+ * firstFileBlock, count, ...], in content order, blocks of `blockBytes`) name into an existing
+ * file, at their blocks, never past `fileSize`; everything else of the content is skipped.
+ */
+class RunWriter extends Writable {
+  private pos = 0;
+  private r = 0;
+
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly runs: Uint32Array,
+    private readonly blockBytes: number,
+    private readonly fileSize: number,
+  ) {
+    super({ highWaterMark: BUF });
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.place(chunk).then(() => cb(), cb);
+  }
+
+  private async place(chunk: Buffer): Promise<void> {
+    const start = this.pos;
+    const end = start + chunk.length;
+    this.pos = end;
+    const B = this.blockBytes;
+    while (this.r < this.runs.length) {
+      const from = this.runs[this.r]! * B;
+      const to = this.runs[this.r + 1]! * B;
+      const length = Math.min(this.runs[this.r + 2]! * B, this.fileSize - to);
+      if (from >= end) return;
+      const a = Math.max(from, start);
+      const b = Math.min(from + length, end);
+      if (b > a) await this.fh.write(chunk, a - start, b - a, to + (a - from));
+      if (from + length > end) return;
+      this.r += 3;
+    }
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    cb(
+      this.r < this.runs.length
+        ? new Error(`the content ends at ${this.pos} bytes, before the blocks the map names`)
+        : null,
+    );
+  }
 }
 
 // ---- block I/O: reading ----------------------------------------------------------------------

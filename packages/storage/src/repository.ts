@@ -6,6 +6,7 @@
  *   <cluster>/encryption.json, .../dek-<id>.key      an encrypted cluster's keys (repository-keys.ts)
  *   <cluster>/backup/<label>/pg_data/<path>[.zst]    file bytes
  *   <cluster>/backup/<label>/pg_chunks/<path>/<n>[.zst]   chunks of large files (manifest `chunks`)
+ *   <cluster>/backup/<label>/pg_blocks/<path>/map|data[.zst]   block map and changed blocks of a relation file (manifest `blocks`)
  *   <cluster>/backup/<label>/backup.manifest         written last: its presence means "complete"
  *   <cluster>/backup/<label>/backup.lease            while the backup runs: the backups it references (backup-lease.ts)
  *   <cluster>/wal/<timeline+log>/<segment>-<sha256>[.zst]   archived WAL (also .backup, .partial)
@@ -28,8 +29,9 @@ import { PgfleetError } from '@pgfleet/core/errors';
 import { parseBackupLabel, parseClusterName } from '@pgfleet/core/names';
 import { CODECS, type Codec, codecExtension, codecOfExtension, hasBlockForm, HashingStream } from './codec.js';
 import type { ObjectInfo, PutOptions, RepositoryDriver } from './driver.js';
+import { BlockMap, type BlockMapPart } from './block-map.js';
 import { type BackupLease, type FoundLease, leaseState, parseBackupLease } from './backup-lease.js';
-import { type BackupManifest, parseManifest } from './manifest.js';
+import { type BackupManifest, type ManifestFile, parseManifest } from './manifest.js';
 import { type ManifestKeys, openManifest, sealManifest } from './manifest-auth.js';
 import { MirroredDriver } from './mirrored-driver.js';
 import { encodeFile, fileStream, ObjectIo, type StoredFile } from './object-io.js';
@@ -322,6 +324,52 @@ export class Repository {
   /** Key of chunk `index` (0-based) of a large file (ManifestFile.chunks), outside pg_data/ so it never aliases a file. */
   backupChunkKey(cluster: string, label: string, path: string, index: number, codec: Codec): string {
     return `${this.backupPrefix(cluster, label)}/pg_chunks/${path}/${String(index).padStart(4, '0')}${codecExtension(codec)}`;
+  }
+
+  /** Key of a relation file's block map (ManifestFile.blocks.map, block-map.ts), outside pg_data/ like chunks. */
+  blockMapKey(cluster: string, label: string, path: string, codec: Codec): string {
+    return `${this.backupPrefix(cluster, label)}/pg_blocks/${path}/map${codecExtension(codec)}`;
+  }
+
+  /** Key of the changed blocks a block-incremental backup stored of a relation file (ManifestFile.blocks.changed). */
+  blockDataKey(cluster: string, label: string, path: string, codec: Codec): string {
+    return `${this.backupPrefix(cluster, label)}/pg_blocks/${path}/data${codecExtension(codec)}`;
+  }
+
+  /** Key of an object a block map names (its label checked like every other). */
+  blockPartKey(cluster: string, path: string, part: BlockMapPart): string {
+    switch (part.object) {
+      case 'file':
+        return this.backupFileKey(cluster, part.backup, path, part.codec);
+      case 'chunk':
+        return this.backupChunkKey(cluster, part.backup, path, part.chunk ?? 0, part.codec);
+      case 'blocks':
+        return this.blockDataKey(cluster, part.backup, path, part.codec);
+    }
+  }
+
+  /** A block map the manifest entry `f` of backup `label` names, checked against the entry's figures. */
+  async readBlockMap(cluster: string, f: ManifestFile): Promise<BlockMap> {
+    const key = this.blockMapKey(cluster, f.backup, f.path, f.codec);
+    const chunks: Buffer[] = [];
+    await this.objects.readStream(
+      key,
+      f.codec,
+      { sha256: f.blocks!.map.sha256, size: f.blocks!.map.size },
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          chunks.push(chunk);
+          cb();
+        },
+      }),
+    );
+    const map = BlockMap.decode(Buffer.concat(chunks), key);
+    if (map.size !== f.size)
+      throw new PgfleetError(
+        'BlockMapInvalid',
+        `block map ${key} is for ${map.size} bytes, the manifest says ${f.size}`,
+      );
+    return map;
   }
 
   /** The manifest's key: its presence makes the backup complete. */

@@ -1,0 +1,154 @@
+// The block map and the chain merge: a file rebuilt from the runs of a merged map, after a chain
+// of random changes, growth and truncation, equals the file as the last backup read it.
+import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
+import { describe, test } from 'node:test';
+import { ErrorCodes } from '@pgfleet/core';
+import {
+  BLOCK_SUM_BYTES,
+  BlockMap,
+  blockChanged,
+  blockCount,
+  MAP_BLOCK_BYTES as B,
+  mergeBlockMap,
+  sumBlock,
+  wholeFileMap,
+  writeRuns,
+  type BlockMapPart,
+} from './block-map.js';
+
+const SHA = 'a'.repeat(64);
+
+function sumsOf(file: Buffer): Uint8Array {
+  const n = blockCount(file.length);
+  const sums = new Uint8Array(n * BLOCK_SUM_BYTES);
+  for (let b = 0; b < n; b++) sumBlock(file.subarray(b * B, Math.min(file.length, (b + 1) * B)), sums, b);
+  return sums;
+}
+
+/** One simulated backup: the stored content of each part, by part identity. */
+type Store = Map<string, Buffer>;
+const partId = (p: BlockMapPart) => `${p.backup}/${p.object}/${p.chunk ?? ''}`;
+
+/** A block-incremental backup of `file` over `prior`: what the agent's backup task and FileCopier do. */
+function backup(label: string, file: Buffer, prior: BlockMap | undefined, store: Store): BlockMap {
+  const sums = sumsOf(file);
+  const n = blockCount(file.length);
+  if (!prior) {
+    const part: BlockMapPart = { backup: label, object: 'file', codec: 'zstd', size: file.length, sha256: SHA };
+    store.set(partId(part), file);
+    return wholeFileMap(file.length, [part], [n], sums);
+  }
+  const changed: number[] = [];
+  for (let b = 0; b < n; b++) if (blockChanged(prior, b, sums, b * BLOCK_SUM_BYTES)) changed.push(b);
+  const content = Buffer.concat(changed.map((b) => file.subarray(b * B, Math.min(file.length, (b + 1) * B))));
+  const own: BlockMapPart = { backup: label, object: 'blocks', codec: 'zstd', size: content.length, sha256: SHA };
+  store.set(partId(own), content);
+  return mergeBlockMap(prior, own, file.length, Uint32Array.from(changed), sums);
+}
+
+/** The restore: every part's runs written into a file of the map's size. */
+function restore(map: BlockMap, store: Store): Buffer {
+  const out = Buffer.alloc(map.size, 0xee);
+  writeRuns(map).forEach((runs, p) => {
+    const content = store.get(partId(map.parts[p]!))!;
+    for (let r = 0; r < runs.length; r += 3) {
+      const [from, to, count] = [runs[r]!, runs[r + 1]!, runs[r + 2]!];
+      const end = Math.min(map.size, (to + count) * B);
+      content.copy(out, to * B, from * B, from * B + (end - to * B));
+    }
+  });
+  return out;
+}
+
+describe('block map', () => {
+  test('a chain of 40 backups with changes, growth and truncation restores every link exactly', () => {
+    const store: Store = new Map();
+    let file = randomBytes(B * 50);
+    let map = backup('F', file, undefined, store);
+    assert.deepEqual(restore(map, store), file);
+    for (let i = 1; i <= 40; i++) {
+      file = Buffer.from(file);
+      // A few random blocks change; sometimes the file grows (with a new all-zero block), or is truncated.
+      for (let k = 0; k < 3; k++) randomBytes(100).copy(file, Math.floor(Math.random() * file.length) & ~(B - 1));
+      if (i % 7 === 0) file = Buffer.concat([file, Buffer.alloc(B * 3), randomBytes(B)]);
+      if (i % 11 === 0) file = file.subarray(0, file.length - B * 5);
+      if (i === 20) file = Buffer.concat([file, randomBytes(100)]); // a shorter last block
+      if (i === 21) file = Buffer.concat([file, randomBytes(B - 100)]);
+      const next = backup(`I${i}`, file, map, store);
+      // Stored: exactly the blocks that differ from what the prior map restores.
+      const own = next.parts.findIndex((p) => p.backup === `I${i}`);
+      const prior = restore(map, store);
+      for (let b = 0; b < next.blocks; b++) {
+        const same =
+          b * B < prior.length && file.subarray(b * B, (b + 1) * B).equals(prior.subarray(b * B, (b + 1) * B));
+        assert.equal(next.part[b] === own, !same, `link ${i} block ${b}`);
+      }
+      map = BlockMap.decode(next.encode(), `I${i}`);
+      assert.deepEqual(restore(map, store), file, `link ${i}`);
+    }
+    // Parts no block needs are dropped: at most one per backup still contributing.
+    assert.ok(map.parts.length <= 41);
+    assert.deepEqual(
+      map.backupsOtherThan('I40'),
+      [...new Set(map.parts.map((p) => p.backup))].filter((b) => b !== 'I40').sort(),
+    );
+  });
+
+  test('an unchanged file stores nothing and keeps every block where it was', () => {
+    const store: Store = new Map();
+    const file = randomBytes(B * 8);
+    const full = backup('F', file, undefined, store);
+    const incr = backup('I1', file, full, store);
+    assert.equal(store.get('I1/blocks/')!.length, 0);
+    assert.deepEqual(
+      incr.parts.map((p) => p.backup),
+      ['F'],
+    );
+    assert.deepEqual(restore(incr, store), file);
+  });
+
+  test('runs group consecutive blocks of one part', () => {
+    const parts: BlockMapPart[] = [
+      { backup: 'F', object: 'file', codec: 'none', size: 6 * B, sha256: SHA },
+      { backup: 'I', object: 'blocks', codec: 'none', size: 2 * B, sha256: SHA },
+    ];
+    const map = new BlockMap(
+      6 * B,
+      parts,
+      Uint16Array.from([0, 0, 1, 1, 0, 0]),
+      Uint32Array.from([0, 1, 0, 1, 4, 5]),
+      new Uint8Array(6 * BLOCK_SUM_BYTES),
+    );
+    assert.deepEqual(
+      writeRuns(map).map((r) => [...r]),
+      [
+        [0, 0, 2, 4, 4, 2],
+        [0, 2, 2],
+      ],
+    );
+  });
+
+  test('a damaged map is refused with PGF-5070', () => {
+    const store: Store = new Map();
+    const good = backup('F', randomBytes(B * 4), undefined, store).encode();
+    const cases: [string, Buffer][] = [
+      ['cut', good.subarray(0, good.length - 1)],
+      ['magic', Buffer.concat([Buffer.from('XXXXXXXX'), good.subarray(8)])],
+    ];
+    // A block naming a part that does not exist.
+    const noPart = Buffer.from(good);
+    noPart.writeUInt16LE(7, good.length - 4 * (2 + 4 + BLOCK_SUM_BYTES));
+    cases.push(['part', noPart]);
+    // Positions beyond the part's content.
+    const far = Buffer.from(good);
+    far.writeUInt32LE(99, good.length - 4 * (4 + BLOCK_SUM_BYTES));
+    cases.push(['position', far]);
+    for (const [what, buf] of cases)
+      assert.throws(
+        () => BlockMap.decode(buf, 'x'),
+        (err: Error & { code?: string }) => err.code === ErrorCodes.BlockMapInvalid.code,
+        what,
+      );
+  });
+});

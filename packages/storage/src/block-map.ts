@@ -1,0 +1,267 @@
+/**
+ * The block map of a relation file (docs/block-incremental.md): for each 8 KiB block of the
+ * file as one backup read it, a 64-bit checksum of its bytes and where those bytes are stored
+ * (which object of which backup, and the block's position in that object's content). A
+ * block-incremental backup stores only the blocks whose checksum differs from the prior
+ * backup's map, and writes a new map that names, for every other block, the object the prior
+ * map named: the chain is merged when the backup is taken, so a restore reads one map and then
+ * each object it names once, writing every block exactly once.
+ *
+ * Typed arrays throughout: a 1 GiB segment is 131072 blocks, 14 bytes each here (1.75 MiB),
+ * never an array of objects. Light module (no @pgfleet/core index): copy worker threads load it.
+ */
+import { hash } from 'node:crypto';
+import { PgfleetError } from '@pgfleet/core/errors';
+import { isBackupLabel } from '@pgfleet/core/names';
+import { CODECS, type Codec } from './codec-names.js';
+
+/** PostgreSQL's page size (BLCKSZ); relation files are read and compared in these units. */
+export const MAP_BLOCK_BYTES = 8192;
+/** Bytes of each block's checksum: the first 8 bytes of its SHA-1. */
+export const BLOCK_SUM_BYTES = 8;
+const MAGIC = Buffer.from('PGFBMAP1', 'latin1');
+/** At most this many parts (u16 part numbers; a chain that long is refused rather than wrapped). */
+const MAX_PARTS = 0xffff;
+
+/**
+ * One stored object a map takes blocks from: a whole file (`pg_data/<path>`), one chunk of a
+ * chunked file (`pg_chunks/<path>/<nnnn>`) or the changed blocks a block-incremental backup
+ * stored (`pg_blocks/<path>/data`), in the backup `backup`, with the content figures a restore
+ * checks while it decodes it.
+ */
+export interface BlockMapPart {
+  backup: string;
+  object: 'file' | 'chunk' | 'blocks';
+  /** The chunk's index, for object 'chunk'. */
+  chunk?: number;
+  codec: Codec;
+  /** Content bytes and sha256 of the object (what decoding it must give). */
+  size: number;
+  sha256: string;
+}
+
+export class BlockMap {
+  constructor(
+    /** The file's size in bytes; the last block is shorter when it is not a multiple of the block size. */
+    readonly size: number,
+    readonly parts: readonly BlockMapPart[],
+    /** Per block: index into `parts`. */
+    readonly part: Uint16Array,
+    /** Per block: the block's position (in blocks) in its part's content. */
+    readonly index: Uint32Array,
+    /** Per block: BLOCK_SUM_BYTES of checksum. */
+    readonly sums: Uint8Array,
+  ) {}
+
+  get blocks(): number {
+    return this.part.length;
+  }
+
+  /** The other backups this map takes blocks from (a restore reads them, an expire keeps them). */
+  backupsOtherThan(label: string): string[] {
+    return [...new Set(this.parts.map((p) => p.backup).filter((b) => b !== label))].sort();
+  }
+
+  encode(): Buffer {
+    const header = Buffer.from(
+      JSON.stringify({ blockSize: MAP_BLOCK_BYTES, checksum: 'sha1-64', size: this.size, parts: this.parts }),
+    );
+    const n = this.blocks;
+    const out = Buffer.allocUnsafe(MAGIC.length + 4 + header.length + n * (2 + 4 + BLOCK_SUM_BYTES));
+    let at = MAGIC.copy(out, 0);
+    at = out.writeUInt32LE(header.length, at);
+    at += header.copy(out, at);
+    for (let b = 0; b < n; b++) at = out.writeUInt16LE(this.part[b]!, at);
+    for (let b = 0; b < n; b++) at = out.writeUInt32LE(this.index[b]!, at);
+    Buffer.from(this.sums.buffer, this.sums.byteOffset, this.sums.byteLength).copy(out, at);
+    return out;
+  }
+
+  /** Reads a map stored by encode(); `where` names it in errors. Every part and position is checked. */
+  static decode(buf: Buffer, where: string): BlockMap {
+    const bad = (why: string): never => {
+      throw new PgfleetError('BlockMapInvalid', `block map ${where} is invalid: ${why}`);
+    };
+    if (buf.length < MAGIC.length + 4 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) bad('not a pgfleet block map');
+    const headerBytes = buf.readUInt32LE(MAGIC.length);
+    const start = MAGIC.length + 4;
+    if (start + headerBytes > buf.length) bad('cut short in its header');
+    let header: { blockSize?: unknown; checksum?: unknown; size?: unknown; parts?: unknown };
+    try {
+      header = JSON.parse(buf.subarray(start, start + headerBytes).toString('utf8')) as typeof header;
+    } catch {
+      return bad('its header is not JSON');
+    }
+    if (header.blockSize !== MAP_BLOCK_BYTES || header.checksum !== 'sha1-64')
+      bad(`block size ${String(header.blockSize)} / checksum ${String(header.checksum)} not supported`);
+    const size = header.size;
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) bad('no file size');
+    if (!Array.isArray(header.parts) || header.parts.length > MAX_PARTS) bad('no part list');
+    const parts = (header.parts as unknown[]).map((p, i) => checkPart(p, i, bad));
+    const n = blockCount(size as number);
+    const body = start + headerBytes;
+    if (buf.length !== body + n * (2 + 4 + BLOCK_SUM_BYTES))
+      bad(`${buf.length - body} bytes of blocks for ${n} block(s)`);
+    const part = new Uint16Array(n);
+    const index = new Uint32Array(n);
+    for (let b = 0; b < n; b++) {
+      part[b] = buf.readUInt16LE(body + 2 * b);
+      if (part[b]! >= parts.length) bad(`block ${b} names part ${part[b]} of ${parts.length}`);
+    }
+    const idx = body + 2 * n;
+    for (let b = 0; b < n; b++) index[b] = buf.readUInt32LE(idx + 4 * b);
+    const sums = new Uint8Array(n * BLOCK_SUM_BYTES);
+    buf.copy(sums, 0, idx + 4 * n, idx + 4 * n + sums.length);
+    const map = new BlockMap(size as number, parts, part, index, sums);
+    // Positions must fit their parts and grow with the block number inside each part: a restore
+    // writes each part's blocks in one sequential pass over its content.
+    writeRuns(map, (why) => bad(why));
+    return map;
+  }
+}
+
+function checkPart(p: unknown, i: number, bad: (why: string) => never): BlockMapPart {
+  const o = p as Partial<BlockMapPart> | null;
+  if (o === null || typeof o !== 'object') return bad(`part ${i} is not an object`);
+  if (typeof o.backup !== 'string' || !isBackupLabel(o.backup)) bad(`part ${i} names no backup label`);
+  if (o.object !== 'file' && o.object !== 'chunk' && o.object !== 'blocks') bad(`part ${i} has no object kind`);
+  if (
+    o.object === 'chunk' ? !(Number.isSafeInteger(o.chunk) && o.chunk! >= 0 && o.chunk! < 10000) : o.chunk !== undefined
+  )
+    bad(`part ${i} has a wrong chunk number`);
+  if (!CODECS.includes(o.codec as Codec)) bad(`part ${i} has an unknown codec`);
+  if (typeof o.size !== 'number' || !Number.isSafeInteger(o.size) || o.size < 0) bad(`part ${i} has no size`);
+  if (typeof o.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(o.sha256)) bad(`part ${i} has no sha256`);
+  return {
+    backup: o.backup!,
+    object: o.object!,
+    ...(o.object === 'chunk' ? { chunk: o.chunk! } : {}),
+    codec: o.codec!,
+    size: o.size!,
+    sha256: o.sha256!,
+  };
+}
+
+export function blockCount(size: number): number {
+  return Math.ceil(size / MAP_BLOCK_BYTES);
+}
+
+/** The checksum of one block's bytes (a shorter last block: of the bytes it has) into `sums` at block `b`. */
+export function sumBlock(data: Uint8Array, sums: Uint8Array, b: number): void {
+  sums.set(hash('sha1', data, 'buffer').subarray(0, BLOCK_SUM_BYTES), b * BLOCK_SUM_BYTES);
+}
+
+/** Whether block `b` (checksum at `sumAt` in `sums`) must be stored: new beyond the prior map, or another checksum. */
+export function blockChanged(
+  prior: { sums: Uint8Array; blocks: number } | undefined,
+  b: number,
+  sums: Uint8Array,
+  sumAt: number,
+): boolean {
+  if (!prior || b >= prior.blocks) return true;
+  const p = b * BLOCK_SUM_BYTES;
+  for (let i = 0; i < BLOCK_SUM_BYTES; i++) if (prior.sums[p + i] !== sums[sumAt + i]) return true;
+  return false;
+}
+
+/**
+ * The map of a file stored whole (as one object or in chunks): every block from its own part,
+ * `partBlocks[i]` blocks in part i, in order.
+ */
+export function wholeFileMap(
+  size: number,
+  parts: readonly BlockMapPart[],
+  partBlocks: readonly number[],
+  sums: Uint8Array,
+): BlockMap {
+  const n = blockCount(size);
+  const part = new Uint16Array(n);
+  const index = new Uint32Array(n);
+  let b = 0;
+  partBlocks.forEach((count, p) => {
+    for (let i = 0; i < count && b < n; i++, b++) {
+      part[b] = p;
+      index[b] = i;
+    }
+  });
+  if (b !== n || sums.length !== n * BLOCK_SUM_BYTES)
+    throw new PgfleetError('Internal', `whole-file block map: ${b} block(s) in parts, ${n} in ${size} bytes`);
+  return new BlockMap(size, parts, part, index, sums);
+}
+
+/**
+ * The chain merge, done once when a block-incremental backup is taken: block b comes from `own`
+ * (at its rank among `changed`) when b is in `changed`, else from wherever the prior map took it.
+ * Parts no block needs any more are dropped, so the map (and the set of backups a restore reads)
+ * only names what is still needed. `sums` are the checksums of the file as this backup read it,
+ * which the merged map restores exactly: an unchanged block's bytes have its prior checksum.
+ */
+export function mergeBlockMap(
+  prior: BlockMap | undefined,
+  own: BlockMapPart,
+  size: number,
+  changed: Uint32Array,
+  sums: Uint8Array,
+): BlockMap {
+  const n = blockCount(size);
+  if (sums.length !== n * BLOCK_SUM_BYTES)
+    throw new PgfleetError('Internal', `block map merge: ${sums.length} checksum bytes for ${n} block(s)`);
+  const part = new Uint16Array(n);
+  const index = new Uint32Array(n);
+  const used = new Int32Array((prior?.parts.length ?? 0) + 1).fill(-1);
+  const parts: BlockMapPart[] = [];
+  const partOf = (p: number, src: BlockMapPart): number => {
+    if (used[p] === -1) {
+      if (parts.length >= MAX_PARTS)
+        throw new PgfleetError('BlockMapInvalid', `a block map would name more than ${MAX_PARTS} objects`);
+      used[p] = parts.length;
+      parts.push(src);
+    }
+    return used[p]!;
+  };
+  const ownSlot = prior?.parts.length ?? 0;
+  let c = 0;
+  for (let b = 0; b < n; b++) {
+    if (c < changed.length && changed[c] === b) {
+      part[b] = partOf(ownSlot, own);
+      index[b] = c++;
+      continue;
+    }
+    if (!prior || b >= prior.blocks)
+      throw new PgfleetError('Internal', `block map merge: block ${b} is neither stored nor in the prior map`);
+    part[b] = partOf(prior.part[b]!, prior.parts[prior.part[b]!]!);
+    index[b] = prior.index[b]!;
+  }
+  if (c !== changed.length)
+    throw new PgfleetError('Internal', `block map merge: ${changed.length - c} stored block(s) beyond the file's end`);
+  return new BlockMap(size, parts, part, index, sums);
+}
+
+/**
+ * What a restore writes from each part: runs [firstContentBlock, firstFileBlock, count, ...] in
+ * content order (one sequential pass over the part's object). `bad` is told when the map is
+ * inconsistent (positions that go back, or lie beyond the part's content).
+ */
+export function writeRuns(map: BlockMap, bad: (why: string) => never = internalBad): Uint32Array[] {
+  const runs: number[][] = map.parts.map(() => []);
+  const last = new Float64Array(map.parts.length).fill(-1);
+  for (let b = 0; b < map.blocks; b++) {
+    const p = map.part[b]!;
+    const i = map.index[b]!;
+    if (i <= last[p]!) bad(`block ${b} goes back in part ${p} (position ${i} after ${last[p]})`);
+    const part = map.parts[p]!;
+    const bytes = b === map.blocks - 1 ? map.size - b * MAP_BLOCK_BYTES : MAP_BLOCK_BYTES;
+    if (i * MAP_BLOCK_BYTES + bytes > part.size)
+      bad(`block ${b} lies beyond the ${part.size} content bytes of part ${p} (position ${i})`);
+    last[p] = i;
+    const r = runs[p]!;
+    const n = r.length;
+    if (n > 0 && r[n - 3]! + r[n - 1]! === i && r[n - 2]! + r[n - 1]! === b) r[n - 1]!++;
+    else r.push(i, b, 1);
+  }
+  return runs.map((r) => Uint32Array.from(r));
+}
+
+function internalBad(why: string): never {
+  throw new PgfleetError('BlockMapInvalid', why);
+}
