@@ -73,6 +73,8 @@ async function main(argv: string[]): Promise<number> {
         ...(parsed.configFile ? { configFile: resolve(parsed.configFile) } : {}),
         compress: run.compress,
         checksumDelta: run.checksumDelta,
+        fileIncremental: run.fileIncremental,
+        blockMinBytes: run.blockMinSize,
         workers: run.workers,
         archiveTimeoutSec: run.archiveTimeout,
         socket: run.socket || defaultSocketPath(realPgdata),

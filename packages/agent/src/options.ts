@@ -131,6 +131,20 @@ export const AGENT_PROGRAM = {
         'diff/incr backups find unchanged files by content (sha256, reads every candidate file) instead of size + mtime',
     },
     {
+      name: 'file-incremental',
+      type: 'boolean',
+      description:
+        'diff/incr backups copy changed relation files whole and write no block maps (default: only changed 8 KiB blocks, docs/block-incremental.md)',
+    },
+    {
+      name: 'block-min-size',
+      type: 'integer',
+      description: 'smallest relation file (bytes) given a block map and copied block by block in diff/incr backups',
+      default: 262144,
+      min: 8192,
+      max: 1073741824,
+    },
+    {
       name: 'workers',
       type: 'integer',
       description: 'parallel file copies in backups and restores',
@@ -238,6 +252,8 @@ export const AGENT_PROGRAM = {
         ...REPOSITORY_OPTIONS,
         'compress',
         'checksum-delta',
+        'file-incremental',
+        'block-min-size',
         'workers',
         'archive-timeout',
         'socket',
@@ -320,6 +336,10 @@ export interface AgentSettings {
   compress: RunSettings['compress'];
   /** diff/incr compare content (sha256) instead of size + mtime */
   checksumDelta?: boolean;
+  /** diff/incr copy changed relation files whole, no block maps (--file-incremental) */
+  fileIncremental?: boolean;
+  /** smallest relation file with a block map */
+  blockMinBytes: number;
   workers: number;
   archiveTimeoutSec: number;
   /** unix socket wal-push talks to; defaultSocketPath(pgdata) unless set */

@@ -31,6 +31,7 @@
  */
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { backupLabel, ErrorCodes, PgfleetError, settleAll, sleep, type Logger } from '@pgfleet/core';
 import {
   BLCKSZ,
@@ -47,7 +48,14 @@ import {
   type PgConnectionOptions,
 } from '@pgfleet/pg';
 import {
+  BLOCK_SUM_BYTES,
+  BlockMap,
+  blockCount,
   chunkedContentDigest,
+  mergeBlockMap,
+  wholeFileMap,
+  type BlockMapPart,
+  type ObjectFigures,
   type BackupKind,
   type BackupManifest,
   type BackupSource,
@@ -79,6 +87,15 @@ export interface BackupOptions {
   level?: number;
   /** Files larger than this are stored in chunks of this size (default DEFAULT_CHUNK_BYTES). */
   chunkBytes?: number;
+  /**
+   * Block maps for relation files (default on): every backup writes one per main-fork relation
+   * segment of at least `blockMinBytes`, and a diff/incr stores only the changed blocks of such
+   * a file when its prior entry has a map (docs/block-incremental.md). Off: files are copied
+   * whole, as before block maps existed.
+   */
+  blockIncremental?: boolean;
+  /** Smallest relation file given a block map (default DEFAULT_BLOCK_MIN_BYTES). */
+  blockMinBytes?: number;
   archiveTimeoutMs: number;
   /**
    * Before the cluster's first backup (none complete in the repository yet): proves WAL archiving
@@ -338,7 +355,7 @@ async function copyPgdata(
         tracker.add(0, 1);
         return;
       }
-      const entry = await copier.copy(f);
+      const entry = await copier.copy(f, priorFile);
       if (entry) {
         files.push(entry);
         if (entry.pageChecksumErrors) {
@@ -503,7 +520,8 @@ function backupManifest(
 ): BackupManifest {
   const { files, listing } = copied;
   return {
-    format: 1,
+    // Format 2 only when it must be: agents that read format 1 still restore the rest.
+    format: files.some((f) => f.blocks?.changed) ? 2 : 1,
     label,
     cluster: opts.cluster,
     type: base.type,
@@ -524,7 +542,11 @@ function backupManifest(
     links: listing.links,
     files,
     sizeBytes: files.reduce((s, f) => s + f.size, 0),
-    storedBytes: files.reduce((s, f) => s + (f.backup === label ? f.storedSize : 0), 0),
+    storedBytes: files.reduce(
+      (s, f) =>
+        s + (f.backup === label ? f.storedSize + (f.blocks && !f.blocks.changed ? f.blocks.map.storedSize : 0) : 0),
+      0,
+    ),
     agentVersion: `${AGENT_VERSION} (${hostname()})`,
     source,
   };
@@ -615,6 +637,12 @@ function planCopy(
   });
 }
 
+/** Errors reading a prior block map after which a file is copied whole instead of failing the backup. */
+const PRIOR_MAP_ERRORS = new Set(['BlockMapInvalid', 'RepoFileMissing', 'RepoChecksumMismatch']);
+
+/** Relation files smaller than this are copied whole without a block map (its object would cost more than it saves). */
+export const DEFAULT_BLOCK_MIN_BYTES = 256 << 10;
+
 /** Files larger than this are stored as independently compressed chunks of this size (page-aligned). */
 export const DEFAULT_CHUNK_BYTES = 64 << 20;
 
@@ -639,8 +667,120 @@ export class FileCopier {
     this.chunkBytes = Math.max(BLCKSZ, Math.floor((opts.chunkBytes ?? DEFAULT_CHUNK_BYTES) / BLCKSZ) * BLCKSZ);
   }
 
-  /** The manifest entry, or undefined when the file was dropped while the backup ran (legal: WAL replay removes it anyway). */
-  async copy(f: PgdataEntry): Promise<ManifestFile | undefined> {
+  /** Whether `f` gets a block map: a main-fork relation segment of at least the minimum size (see docs/block-incremental.md for why not the other forks). */
+  private blockMapped(f: PgdataEntry): boolean {
+    return (
+      this.opts.blockIncremental !== false &&
+      f.size >= (this.opts.blockMinBytes ?? DEFAULT_BLOCK_MIN_BYTES) &&
+      relationSegmentNumber(f.path) !== undefined &&
+      !/_(?:fsm|vm|init)(?:\.\d+)?$/.test(f.path)
+    );
+  }
+
+  /**
+   * The manifest entry, or undefined when the file was dropped while the backup ran (legal: WAL
+   * replay removes it anyway). A relation file whose prior entry has a block map is copied block
+   * by block (only changed blocks stored); other block-mapped files are stored whole with a map.
+   */
+  async copy(f: PgdataEntry, prior?: ManifestFile): Promise<ManifestFile | undefined> {
+    if (!this.blockMapped(f)) return this.copyWhole(f, false);
+    if (prior?.blocks) {
+      try {
+        return await this.copyChangedBlocks(f, prior);
+      } catch (err) {
+        // The prior map cannot be read (damaged, or gone with a repository fault): this file is
+        // copied whole with a new map, so the backup and the next ones do not depend on it.
+        if (!(err instanceof PgfleetError) || !PRIOR_MAP_ERRORS.has(err.errorName)) throw err;
+        this.opts.log.warn(
+          { file: f.path, prior: prior.backup, err: err.message },
+          'the prior block map cannot be read: copying the file whole',
+        );
+      }
+    }
+    const entry = await this.copyWhole(f, true);
+    if (!entry) return undefined;
+    const { sums, ...rest } = entry;
+    // A chunk cut short in the middle (the file was truncated and extended again while it was
+    // read) leaves a hole no part covers: no map, the next backup copies the file whole again.
+    const irregular = rest.chunks?.some(
+      (c, i, all) => i < all.length - 1 && all[i + 1]!.size > 0 && c.size !== this.chunkBytes,
+    );
+    if (irregular || sums!.length !== blockCount(rest.size) * BLOCK_SUM_BYTES) return rest;
+    const parts: BlockMapPart[] = rest.chunks
+      ? rest.chunks.map((c, i) => ({
+          backup: this.label,
+          object: 'chunk' as const,
+          chunk: i,
+          codec: rest.codec,
+          size: c.size,
+          sha256: c.sha256,
+        }))
+      : [{ backup: this.label, object: 'file', codec: rest.codec, size: rest.size, sha256: rest.sha256 }];
+    const partBlocks = rest.chunks ? rest.chunks.map((c) => blockCount(c.size)) : [blockCount(rest.size)];
+    const map = wholeFileMap(rest.size, parts, partBlocks, sums!);
+    return { ...rest, blocks: { map: await this.storeMap(f.path, map) } };
+  }
+
+  /** Stores a block map; its figures for the manifest entry. */
+  private async storeMap(path: string, map: BlockMap): Promise<ObjectFigures> {
+    const { repo, codec, cluster } = this.opts;
+    const key = repo.blockMapKey(cluster, this.label, path, codec);
+    const r = await repo.objects.storeStream(key, Readable.from([map.encode()]), codec, {
+      deferDirSync: true,
+      ...(this.opts.level === undefined ? {} : { level: this.opts.level }),
+    });
+    this.written.push(key);
+    return r;
+  }
+
+  /** Block-incremental: the file's blocks compared with the prior map, the changed ones stored, a merged map written. */
+  private async copyChangedBlocks(f: PgdataEntry, priorEntry: ManifestFile): Promise<ManifestFile | undefined> {
+    const { repo, codec, cluster } = this.opts;
+    const prior = await repo.readBlockMap(cluster, priorEntry);
+    const key = repo.blockDataKey(cluster, this.label, f.path, codec);
+    const segment = this.startLsn ? relationSegmentNumber(f.path) : undefined;
+    const r = await this.pool.run({
+      kind: 'backup-blocks',
+      src: join(this.opts.pgdata, f.path),
+      key,
+      codec,
+      ...(this.opts.level === undefined ? {} : { level: this.opts.level }),
+      ...(segment === undefined
+        ? {}
+        : { page: { firstBlock: segment * RELSEG_SIZE, hi: this.startLsn!.hi, lo: this.startLsn!.lo } }),
+      prior: { sums: prior.sums, blocks: prior.blocks },
+    });
+    this.tracker.add(f.size);
+    if (r.missing) return undefined;
+    this.written.push(key);
+    const own: BlockMapPart = {
+      backup: this.label,
+      object: 'blocks',
+      codec,
+      size: r.data.size,
+      sha256: r.data.sha256,
+    };
+    const map = mergeBlockMap(prior, own, r.size, r.changed, r.sums);
+    const mapFigures = await this.storeMap(f.path, map);
+    const from = map.backupsOtherThan(this.label);
+    const entry: ManifestFile = {
+      path: f.path,
+      size: r.size,
+      mtimeMs: f.mtimeMs,
+      mode: f.mode,
+      sha256: r.sha256,
+      storedSize: r.data.storedSize + mapFigures.storedSize,
+      storedSha256: chunkedContentDigest([r.data.storedSha256, mapFigures.storedSha256]),
+      codec,
+      backup: this.label,
+      blocks: { map: mapFigures, changed: { ...r.data, count: r.changed.length }, ...(from.length ? { from } : {}) },
+    };
+    if (r.pageErrors) entry.pageChecksumErrors = r.pageErrors;
+    return entry;
+  }
+
+  /** A whole file (in chunks when large), with its per-block checksums when `sums`. */
+  private async copyWhole(f: PgdataEntry, sums: boolean): Promise<(ManifestFile & { sums?: Uint8Array }) | undefined> {
     const { repo, codec, cluster } = this.opts;
     const src = join(this.opts.pgdata, f.path);
     const segment = this.startLsn ? relationSegmentNumber(f.path) : undefined;
@@ -653,11 +793,20 @@ export class FileCopier {
     const level = this.opts.level === undefined ? {} : { level: this.opts.level };
     if (f.size <= this.chunkBytes) {
       const key = repo.backupFileKey(cluster, this.label, f.path, codec);
-      const r = await this.pool.run({ kind: 'backup', src, key, codec, ...level, offset: 0, ...page(0) });
+      const r = await this.pool.run({
+        kind: 'backup',
+        src,
+        key,
+        codec,
+        ...level,
+        offset: 0,
+        ...page(0),
+        ...(sums ? { sums } : {}),
+      });
       this.tracker.add(f.size);
       if (r.missing) return undefined;
       this.written.push(key);
-      const entry: ManifestFile = {
+      const entry: ManifestFile & { sums?: Uint8Array } = {
         path: f.path,
         size: r.size,
         mtimeMs: f.mtimeMs,
@@ -669,6 +818,7 @@ export class FileCopier {
         backup: this.label,
       };
       if (r.pageErrors) entry.pageChecksumErrors = r.pageErrors;
+      if (r.sums) entry.sums = r.sums;
       return entry;
     }
     const n = Math.ceil(f.size / this.chunkBytes);
@@ -685,6 +835,7 @@ export class FileCopier {
         offset,
         ...(i < n - 1 ? { length: this.chunkBytes } : {}),
         ...page(offset),
+        ...(sums ? { sums } : {}),
       };
     });
     const results = await settleAll(
@@ -720,6 +871,17 @@ export class FileCopier {
     };
     const bad = results.flatMap((r) => r.pageErrors ?? []);
     if (bad.length > 0) entry.pageChecksumErrors = bad.sort((a, b) => a - b);
+    if (sums) {
+      // Empty chunks past a file truncated while it was read hold no blocks.
+      const all = results.filter((r) => r.size > 0).map((r) => r.sums!);
+      const joined = new Uint8Array(all.reduce((n, a) => n + a.length, 0));
+      let at = 0;
+      for (const a of all) {
+        joined.set(a, at);
+        at += a.length;
+      }
+      return { ...entry, sums: joined };
+    }
     return entry;
   }
 

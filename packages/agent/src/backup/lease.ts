@@ -18,7 +18,7 @@
  */
 import { hostname } from 'node:os';
 import { PgfleetError, type Logger } from '@pgfleet/core';
-import type { BackupLease, BackupManifest, Repository } from '@pgfleet/storage';
+import { entryBackups, type BackupLease, type BackupManifest, type Repository } from '@pgfleet/storage';
 
 /** How often a running backup refreshes its lease. */
 export const LEASE_REFRESH_MS = 30_000;
@@ -29,7 +29,7 @@ export const LEASE_STALE_REFRESHES = 20;
 export function leaseChain(prior: BackupManifest | undefined): string[] {
   if (!prior) return [];
   return [
-    ...new Set([prior.label, ...(prior.priorLabel ? [prior.priorLabel] : []), ...prior.files.map((f) => f.backup)]),
+    ...new Set([prior.label, ...(prior.priorLabel ? [prior.priorLabel] : []), ...prior.files.flatMap(entryBackups)]),
   ];
 }
 

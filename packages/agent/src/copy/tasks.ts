@@ -13,7 +13,8 @@ import { open } from 'node:fs/promises';
 import { PgfleetError } from '@pgfleet/core/errors';
 import type { Codec, Repository } from '@pgfleet/storage';
 import type { RepositorySpec } from '@pgfleet/storage/repository-url';
-import { giveBuffer, takeBuffer } from '@pgfleet/storage/object-io';
+import { giveBuffer, takeBuffer, type ContentSource, type StoredFile } from '@pgfleet/storage/object-io';
+import { BLOCK_SUM_BYTES, blockChanged, MAP_BLOCK_BYTES, sumBlock } from '@pgfleet/storage/block-map';
 import { PageChecker, recheckPages } from '../pgdata/page-verify.js';
 
 const BUF = 1 << 20;
@@ -30,6 +31,51 @@ export interface BackupTask {
   length?: number;
   /** Relation file in a cluster with data checksums: block number of the page at `offset`, and the backup's start LSN. */
   page?: { firstBlock: number; hi: number; lo: number };
+  /** Also return the per-block checksums of what was stored (a relation file's block map, storage block-map.ts). */
+  sums?: boolean;
+}
+
+/**
+ * A block-incremental copy of a relation file (docs/block-incremental.md): the whole file is
+ * read, hashed and page-checked as by a backup task, but only the blocks whose checksum differs
+ * from the prior map's (or that lie beyond it) are stored, in block order, at `key`.
+ */
+export interface BackupBlocksTask {
+  kind: 'backup-blocks';
+  src: string;
+  key: string;
+  codec: Codec;
+  level?: number;
+  page?: { firstBlock: number; hi: number; lo: number };
+  /** The prior map's checksums and block count. */
+  prior: { sums: Uint8Array; blocks: number };
+}
+
+export interface BackupBlocksResult {
+  missing?: true;
+  /** The file as read: its size and sha256. */
+  size: number;
+  sha256: string;
+  /** Every block's checksum (as read) and the block numbers stored, ascending. */
+  sums: Uint8Array;
+  changed: Uint32Array;
+  /** The stored object of the changed blocks. */
+  data: StoredFile;
+  pageErrors?: number[];
+}
+
+/** Writes the blocks of one object a block map names into a file the caller created (restore of a block-incremental file). */
+export interface RestoreRunsTask {
+  kind: 'restore-runs';
+  key: string;
+  codec: Codec;
+  /** The object's content size and sha256 (from the block map). */
+  sha256: string;
+  size: number;
+  dest: string;
+  /** [firstContentBlock, firstFileBlock, count, ...] in content order (block-map.ts writeRuns). */
+  runs: Uint32Array;
+  fileSize: number;
 }
 
 export interface BackupResult {
@@ -41,6 +87,8 @@ export interface BackupResult {
   storedSha256: string;
   /** Blocks whose checksum failed twice. */
   pageErrors?: number[];
+  /** BackupTask.sums: BLOCK_SUM_BYTES per block of the range stored. */
+  sums?: Uint8Array;
 }
 
 export interface RestoreTask {
@@ -75,7 +123,7 @@ export interface HashResult {
   sha256s: string[];
 }
 
-export type CopyTask = BackupTask | RestoreTask | HashTask;
+export type CopyTask = BackupTask | BackupBlocksTask | RestoreTask | RestoreRunsTask | HashTask;
 
 /** What a copy worker thread is started with: the repository as specs, which it opens itself (copy/worker.ts). */
 export interface CopyWorkerData {
@@ -85,18 +133,36 @@ export interface CopyWorkerData {
 }
 export type TaskResult<T extends CopyTask> = T extends BackupTask
   ? BackupResult
-  : T extends HashTask
-    ? HashResult
-    : undefined;
+  : T extends BackupBlocksTask
+    ? BackupBlocksResult
+    : T extends HashTask
+      ? HashResult
+      : undefined;
 
 const isEnoent = (err: unknown) => (err as NodeJS.ErrnoException)?.code === 'ENOENT';
 
-export async function runCopyTask(repo: Repository, task: CopyTask): Promise<BackupResult | HashResult | undefined> {
+export async function runCopyTask(
+  repo: Repository,
+  task: CopyTask,
+): Promise<BackupResult | BackupBlocksResult | HashResult | undefined> {
   switch (task.kind) {
     case 'backup':
       return backupTask(repo, task);
+    case 'backup-blocks':
+      return backupBlocksTask(repo, task);
     case 'restore':
       return restoreTask(repo, task);
+    case 'restore-runs':
+      await repo.objects.restoreRuns(
+        task.key,
+        task.codec,
+        { sha256: task.sha256, size: task.size },
+        task.dest,
+        task.runs,
+        MAP_BLOCK_BYTES,
+        task.fileSize,
+      );
+      return undefined;
     case 'hash':
       return hashTask(task);
   }
@@ -105,6 +171,14 @@ export async function runCopyTask(repo: Repository, task: CopyTask): Promise<Bac
 async function backupTask(repo: Repository, t: BackupTask): Promise<BackupResult> {
   const lsn = t.page ? { hi: t.page.hi, lo: t.page.lo } : undefined;
   const checker = t.page ? new PageChecker(t.page.firstBlock, lsn!) : undefined;
+  const summer = t.sums ? new BlockSummer() : undefined;
+  const inspect =
+    checker || summer
+      ? (content: Buffer) => {
+          checker?.update(content);
+          summer?.update(content);
+        }
+      : undefined;
   const stored = await repo.objects.storeFile(
     t.key,
     { path: t.src, offset: t.offset, ...(t.length !== undefined ? { length: t.length } : {}) },
@@ -112,14 +186,174 @@ async function backupTask(repo: Repository, t: BackupTask): Promise<BackupResult
     {
       deferDirSync: true,
       ...(t.level !== undefined ? { level: t.level } : {}),
-      ...(checker ? { inspect: (content: Buffer) => checker.update(content) } : {}),
+      ...(inspect ? { inspect } : {}),
     },
   );
   if (!stored) return { missing: true, size: 0, sha256: '', storedSize: 0, storedSha256: '' };
-  const out: BackupResult = { ...stored };
+  const out: BackupResult = { ...stored, ...(summer ? { sums: summer.finish() } : {}) };
   const suspects = checker?.suspects ?? [];
   if (suspects.length > 0) {
     const bad = await recheckPages(t.src, suspects, t.page!.firstBlock, lsn!, t.offset);
+    if (bad.length > 0) out.pageErrors = bad;
+  }
+  return out;
+}
+
+/** Growing typed arrays (a file may grow while it is read: its size is known only at the end). */
+class Grow<T extends Uint8Array | Uint32Array> {
+  length = 0;
+  constructor(private arr: T) {}
+  reserve(n: number): T {
+    if (this.length + n > this.arr.length) {
+      const next = new (this.arr.constructor as new (n: number) => T)(Math.max(this.arr.length * 2, this.length + n));
+      next.set(this.arr.subarray(0, this.length));
+      this.arr = next;
+    }
+    return this.arr;
+  }
+  finish(): T {
+    return this.arr.slice(0, this.length) as T;
+  }
+}
+
+/** Per-block checksums of content seen in order (block-aligned from its start; only the last block may be short). */
+class BlockSummer {
+  private readonly sums = new Grow(new Uint8Array(BLOCK_SUM_BYTES * 128));
+  private readonly carry = Buffer.allocUnsafe(MAP_BLOCK_BYTES);
+  private carried = 0;
+  private blocks = 0;
+
+  update(content: Buffer): void {
+    let at = 0;
+    if (this.carried > 0) {
+      const n = Math.min(MAP_BLOCK_BYTES - this.carried, content.length);
+      content.copy(this.carry, this.carried, 0, n);
+      this.carried += n;
+      at = n;
+      if (this.carried < MAP_BLOCK_BYTES) return;
+      this.sum(this.carry);
+      this.carried = 0;
+    }
+    for (; at + MAP_BLOCK_BYTES <= content.length; at += MAP_BLOCK_BYTES)
+      this.sum(content.subarray(at, at + MAP_BLOCK_BYTES));
+    this.carried = content.copy(this.carry, 0, at);
+  }
+
+  private sum(block: Uint8Array): void {
+    const sums = this.sums.reserve(BLOCK_SUM_BYTES);
+    sumBlock(block, sums, this.blocks++);
+    this.sums.length += BLOCK_SUM_BYTES;
+  }
+
+  finish(): Uint8Array {
+    if (this.carried > 0) this.sum(this.carry.subarray(0, this.carried));
+    this.carried = 0;
+    return this.sums.finish();
+  }
+}
+
+/**
+ * The changed blocks of a file as a ContentSource: reads the file in 1 MiB steps (hashing the
+ * whole content and showing it to `inspect`), checksums every block and hands out only those
+ * blockChanged says must be stored.
+ */
+class ChangedBlocks implements ContentSource {
+  readonly content = createHash('sha256');
+  size = 0;
+  readonly sums = new Grow(new Uint8Array(BLOCK_SUM_BYTES * 128));
+  readonly changed = new Grow(new Uint32Array(128));
+  private readonly input = takeBuffer(BUF);
+  private inPos = 0;
+  private inLen = 0;
+  private eof = false;
+  private block = 0;
+
+  constructor(
+    private readonly fh: Awaited<ReturnType<typeof open>>,
+    private readonly prior: { sums: Uint8Array; blocks: number },
+    private readonly inspect?: (content: Buffer) => void,
+  ) {}
+
+  async read(out: Buffer): Promise<number> {
+    let fill = 0;
+    while (fill + MAP_BLOCK_BYTES <= out.length) {
+      if (this.inPos >= this.inLen) {
+        if (this.eof || !(await this.refill())) break;
+      }
+      const n = Math.min(MAP_BLOCK_BYTES, this.inLen - this.inPos);
+      const data = this.input.subarray(this.inPos, this.inPos + n);
+      const sums = this.sums.reserve(BLOCK_SUM_BYTES);
+      const at = this.sums.length;
+      sumBlock(data, sums, this.block);
+      this.sums.length += BLOCK_SUM_BYTES;
+      if (blockChanged(this.prior, this.block, sums, at)) {
+        fill += data.copy(out, fill);
+        this.changed.reserve(1)[this.changed.length++] = this.block;
+      }
+      this.inPos += n;
+      this.block++;
+    }
+    return fill;
+  }
+
+  /** The next 1 MiB (fewer only at the end of the file, so blocks stay aligned). */
+  private async refill(): Promise<boolean> {
+    let got = 0;
+    while (got < BUF) {
+      const { bytesRead } = await this.fh.read(this.input, got, BUF - got, this.size + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    if (got < BUF) this.eof = true;
+    if (got === 0) return false;
+    const content = this.input.subarray(0, got);
+    this.content.update(content);
+    this.inspect?.(content);
+    this.size += got;
+    this.inPos = 0;
+    this.inLen = got;
+    return true;
+  }
+
+  async close(): Promise<void> {
+    giveBuffer(this.input);
+    await this.fh.close();
+  }
+}
+
+async function backupBlocksTask(repo: Repository, t: BackupBlocksTask): Promise<BackupBlocksResult> {
+  let fh;
+  try {
+    fh = await open(t.src, 'r');
+  } catch (err) {
+    if (isEnoent(err))
+      return {
+        missing: true,
+        size: 0,
+        sha256: '',
+        sums: new Uint8Array(0),
+        changed: new Uint32Array(0),
+        data: { size: 0, sha256: '', storedSize: 0, storedSha256: '' },
+      };
+    throw err;
+  }
+  const lsn = t.page ? { hi: t.page.hi, lo: t.page.lo } : undefined;
+  const checker = t.page ? new PageChecker(t.page.firstBlock, lsn!) : undefined;
+  const source = new ChangedBlocks(fh, t.prior, checker ? (c) => checker.update(c) : undefined);
+  const data = await repo.objects.storeProduced(t.key, source, t.codec, {
+    deferDirSync: true,
+    ...(t.level !== undefined ? { level: t.level } : {}),
+  });
+  const out: BackupBlocksResult = {
+    size: source.size,
+    sha256: source.content.digest('hex'),
+    sums: source.sums.finish(),
+    changed: source.changed.finish(),
+    data,
+  };
+  const suspects = checker?.suspects ?? [];
+  if (suspects.length > 0) {
+    const bad = await recheckPages(t.src, suspects, t.page!.firstBlock, lsn!, 0);
     if (bad.length > 0) out.pageErrors = bad;
   }
   return out;

@@ -23,6 +23,8 @@ export const backupJob: AgentJobKind<'backup'> = {
         codec: s.compress,
         type,
         checksumDelta: s.checksumDelta === true,
+        blockIncremental: s.fileIncremental !== true,
+        blockMinBytes: s.blockMinBytes,
         workers: s.workers,
         archiveTimeoutMs: s.archiveTimeoutSec * 1000,
         // The first backup of the cluster proves archiving end to end before it copies anything (see runBackup).

@@ -23,7 +23,13 @@ import { chmod, lstat, mkdir, readdir, readFile, readlink, realpath, rm, unlink 
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fsyncPath, mapLimit, PgfleetError, processAlive, settleAll, type Logger } from '@pgfleet/core';
-import { chunkedContentDigest, type BackupManifest, type ManifestFile, type Repository } from '@pgfleet/storage';
+import {
+  chunkedContentDigest,
+  writeRuns,
+  type BackupManifest,
+  type ManifestFile,
+  type Repository,
+} from '@pgfleet/storage';
 import { CopyPool } from '../copy/pool.js';
 import { ProgressTracker, type ProgressSink } from '../progress.js';
 import { readPgdataFacts } from '../pgdata/pgdata.js';
@@ -357,7 +363,7 @@ async function restoreFiles(
       tracker.add(f.size, 1);
       return;
     }
-    if (!f.chunks) {
+    if (!f.chunks && !f.blocks?.changed) {
       const dest = await tree.clearForFile(f.path);
       const key = o.repo.backupFileKey(manifest.cluster, f.backup, f.path, f.codec);
       await pool.run({
@@ -376,11 +382,37 @@ async function restoreFiles(
       tracker.add(f.size, 1);
       return;
     }
-    // Chunked: the file at its final size (created up front, see below), then every chunk writes its range, in parallel.
     if (!created.has(f.path)) await createSized(tree, f);
     const dest = tree.pathOf(f.path);
+    if (f.blocks?.changed) {
+      // Block-incremental: the map names, for every block, the newest object of the chain that
+      // holds it; each object is decoded once and only its blocks are written, in parallel.
+      const map = await o.repo.readBlockMap(manifest.cluster, f);
+      const runs = writeRuns(map);
+      await settleAll(
+        map.parts.map((part, i) =>
+          runs[i]!.length === 0
+            ? Promise.resolve(undefined)
+            : pool.run({
+                kind: 'restore-runs',
+                key: o.repo.blockPartKey(manifest.cluster, f.path, part),
+                codec: part.codec,
+                sha256: part.sha256,
+                size: part.size,
+                dest,
+                runs: runs[i]!,
+                fileSize: f.size,
+              }),
+        ),
+      );
+      await finishChunked(tree, f);
+      fetched += f.size;
+      tracker.add(f.size, 1);
+      return;
+    }
+    // Chunked: the file at its final size (created up front, see below), then every chunk writes its range, in parallel.
     await settleAll(
-      f.chunks.map((c) =>
+      f.chunks!.map((c) =>
         (c.size === 0
           ? Promise.resolve(undefined)
           : pool.run({
@@ -407,7 +439,7 @@ async function restoreFiles(
     const ordered = [...manifest.files].sort((a, b) => b.size - a.size);
     if (!delta) {
       for (const f of ordered) {
-        if (!f.chunks) continue;
+        if (!f.chunks && !f.blocks?.changed) continue;
         await createSized(tree, f);
         created.add(f.path);
       }

@@ -29,6 +29,7 @@ import { PgfleetError, type Logger } from '@pgfleet/core';
 import { walFileKind } from '@pgfleet/pg';
 import {
   type ArchivedWal,
+  entryBackups,
   type BackupManifest,
   type FoundLease,
   leasedLabels,
@@ -146,7 +147,9 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
   const kept = complete.filter((m) => !doomed.has(m.label));
   const readFrom = new Map<string, string>();
   for (const m of kept) {
-    for (const f of m.files) if (f.backup !== m.label && !readFrom.has(f.backup)) readFrom.set(f.backup, m.label);
+    // Block-incremental files also read the objects their block maps name (ManifestFile.blocks.from).
+    for (const f of m.files)
+      for (const b of entryBackups(f)) if (b !== m.label && !readFrom.has(b)) readFrom.set(b, m.label);
     if (m.priorLabel && !readFrom.has(m.priorLabel)) readFrom.set(m.priorLabel, m.label);
   }
 

@@ -315,6 +315,20 @@ type FaultRecorder = (p: VerifyProblem, reason: string) => void;
 /** An entry reading another backup's bytes must find them described the same way there. */
 function checkReferences(m: BackupManifest, listing: BackupListing, fault: FaultRecorder): void {
   for (const f of m.files) {
+    // A block-incremental file's map also reads objects of these backups: they must be there.
+    for (const b of f.blocks?.changed ? (f.blocks.from ?? []) : []) {
+      if (listing.manifests.has(b)) continue;
+      fault(
+        {
+          kind: 'bad-reference',
+          label: m.label,
+          path: f.path,
+          key: '',
+          message: `${f.path} reads blocks from backup ${b}, which is not a complete backup in the repository`,
+        },
+        `bad reference: ${f.path} reads blocks from backup ${b}, which is missing`,
+      );
+    }
     if (f.backup === m.label) continue;
     const ref = listing.manifests.get(f.backup);
     if (!ref) {
@@ -364,7 +378,28 @@ function objectExpectations(
 ): { path: string; e: ObjectExpectation }[] {
   const expectations: { path: string; e: ObjectExpectation }[] = [];
   for (const f of m.files) {
-    if (f.chunks && f.chunks.length > 0) {
+    if (f.blocks) {
+      expectations.push({
+        path: `${f.path} (block map)`,
+        e: { key: repo.blockMapKey(cluster, f.backup, f.path, f.codec), codec: f.codec, ...f.blocks.map },
+      });
+    }
+    const changed = f.blocks?.changed;
+    if (changed) {
+      // The changed blocks this backup stored; the blocks its map takes from other backups are
+      // their own entries' objects, checked with those backups (checkReferences finds them listed).
+      expectations.push({
+        path: `${f.path} (changed blocks)`,
+        e: {
+          key: repo.blockDataKey(cluster, f.backup, f.path, f.codec),
+          codec: f.codec,
+          size: changed.size,
+          sha256: changed.sha256,
+          storedSize: changed.storedSize,
+          storedSha256: changed.storedSha256,
+        },
+      });
+    } else if (f.chunks && f.chunks.length > 0) {
       for (const c of f.chunks)
         expectations.push({
           path: `${f.path} (chunk at ${c.offset})`,
