@@ -47,7 +47,17 @@ const BR_CODEC = { zstd: 'zst', lz4: 'lz4' };
 // ---------------------------------------------------------------------------------------------
 // options
 // ---------------------------------------------------------------------------------------------
-const SKIPPABLE = ['pgfleet', 'pgbackrest', 'pg_basebackup', 'restore', 'incr', 'wal-push', 'verify', 'encrypted'];
+const SKIPPABLE = [
+  'pgfleet',
+  'pgbackrest',
+  'pg_basebackup',
+  'restore',
+  'incr',
+  'block-incr',
+  'wal-push',
+  'verify',
+  'encrypted',
+];
 const USAGE = `Usage: node bench/run.mjs [options]
 
   --scale N            pgbench scale factor (default 100, ~1.5 GB)
@@ -57,6 +67,10 @@ const USAGE = `Usage: node bench/run.mjs [options]
   --wal-segments N     real 16 MiB WAL segments pushed one by one per tool (default 20)
   --encrypted-runs N   pairs of pgfleet zstd full backup + restore, plaintext then encrypted
                        repository, for the cost of encryption at rest (default 2; needs pgfleet)
+  --update-pct P       block-incr phase: % of the rows of the big tables updated at random
+                       before each incremental (default 1)
+  --block-incr-links N block-incr phase: incrementals in the chain whose restore is compared
+                       with the full's (default 7)
   --skip LIST          comma list of: ${SKIPPABLE.join(', ')}
   --out DIR            where results/<timestamp>.json|.md go (default bench/results)
   -h, --help`;
@@ -71,6 +85,8 @@ try {
       'pgbench-clients': { type: 'string', default: String(Math.max(1, os.availableParallelism())) },
       'wal-segments': { type: 'string', default: '20' },
       'encrypted-runs': { type: 'string', default: '2' },
+      'update-pct': { type: 'string', default: '1' },
+      'block-incr-links': { type: 'string', default: '7' },
       skip: { type: 'string', default: '' },
       out: { type: 'string', default: join(REPO_ROOT, 'bench/results') },
       help: { type: 'boolean', short: 'h', default: false },
@@ -100,6 +116,8 @@ const P = {
   pgbenchClients: Math.round(num('pgbench-clients', 1)),
   walSegments: Math.round(num('wal-segments', 1)),
   encryptedRuns: Math.round(num('encrypted-runs', 1)),
+  updatePct: num('update-pct', 0.001),
+  blockIncrLinks: Math.round(num('block-incr-links', 1)),
   skip: new Set(
     opts.skip
       .split(',')
@@ -730,6 +748,8 @@ async function main() {
       });
     /** Whether the controller and agent run on the encrypted repository (the encrypted runs). */
     let encryptedRepo = false;
+    /** Extra agent options (the block-incr phase's --file-incremental run). */
+    let agentExtraArgs = [];
     /** (Re)starts the agent daemon with this codec for backups and WAL (the codec is an agent setting). */
     const startAgent = async (codec) => {
       await agent?.stop();
@@ -755,6 +775,7 @@ async function main() {
           '--compress',
           codec,
           '--insecure',
+          ...agentExtraArgs,
         ],
         join(work, `agent-${codec}${encryptedRepo ? '-encrypted' : ''}.log`),
         { asPg: true },
@@ -1128,6 +1149,78 @@ async function main() {
         await setArchive('pgbackrest');
         for (const codec of ['zstd', 'lz4'])
           await step('incr backup', `pgBackRest ${codec}, process-max 2`, () => brBackup(codec, 'incr'));
+      }
+    }
+
+    // ---- 2c'. block-level incrementals (issue 14): 1% of the big tables' rows updated -------
+    // Each measured incremental follows its own fresh random update of --update-pct of the rows
+    // of every table of at least 10% of the database (statistically the same change set for
+    // each tool): pgfleet block-incr, pgfleet file-incr (--file-incremental), pgBackRest incr.
+    // Then a chain of --block-incr-links block incrementals is restored against its full.
+    if (run('block-incr') && (run('pgfleet') || run('pgbackrest'))) {
+      const big = await pg.query(
+        `SELECT c.oid::regclass::text AS t,
+                (SELECT quote_ident(a.attname) FROM pg_attribute a
+                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                    AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND a.attnum = ANY (i.indkey))
+                  ORDER BY a.attnum DESC LIMIT 1) AS col
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            AND pg_relation_size(c.oid) >= 0.1 * pg_database_size(current_database())`,
+      );
+      const tables = big.filter((b) => b.col);
+      const updateRows = async () => {
+        const t0 = performance.now();
+        let rows = 0;
+        for (const { t, col } of tables) {
+          const r = await pg.query(
+            `WITH u AS (UPDATE ${t} SET ${col} = ${col} WHERE random() < ${P.updatePct / 100} RETURNING 1) SELECT count(*)::int AS n FROM u`,
+          );
+          rows += r[0].n;
+        }
+        log(
+          `updated ${rows} rows of ${tables.map((x) => x.t).join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+        );
+        return rows;
+      };
+      extra.blockIncr = { updatePct: P.updatePct, tables: tables.map((x) => x.t), links: P.blockIncrLinks };
+      if (run('pgfleet') && pgfFull.zstd) {
+        await setArchive('pgfleet');
+        let lastLabel;
+        for (let i = 1; i <= P.blockIncrLinks; i++) {
+          await updateRows();
+          if (i === 1) {
+            await step('incr after 1% update', 'pgfleet block-incr (zstd, 2 workers)', async () => {
+              const r = await pgfBackup('incr');
+              lastLabel = r.label;
+              return r;
+            });
+          } else {
+            lastLabel = (await pgfBackup('incr')).label;
+          }
+        }
+        if (lastLabel) {
+          await step(`restore full + ${P.blockIncrLinks} block-incr`, 'pgfleet (zstd, 2 workers)', () =>
+            timedRestore('pgfleet', join(work, 'restore-pgfleet-block-chain'), pgfRestore(lastLabel)),
+          );
+          await step('restore of the full (same run)', 'pgfleet (zstd, 2 workers)', () =>
+            timedRestore('pgfleet', join(work, 'restore-pgfleet-block-full'), pgfRestore(pgfFull.zstd)),
+          );
+        }
+        await updateRows();
+        agentExtraArgs = ['--file-incremental'];
+        try {
+          await startAgent('zstd');
+          await step('incr after 1% update', 'pgfleet file-incr (zstd, 2 workers)', () => pgfBackup('incr'));
+        } finally {
+          agentExtraArgs = [];
+          await startAgent('zstd');
+        }
+      }
+      if (run('pgbackrest')) {
+        await setArchive('pgbackrest');
+        await updateRows();
+        await step('incr after 1% update', 'pgBackRest zstd, process-max 2', () => brBackup('zstd', 'incr'));
       }
     }
 

@@ -82,8 +82,7 @@ describe('block-incremental chain: full + 30 incr, every link restores exactly',
     links.push({ label: await backup('full'), digests: await tableDigests(pg) });
 
     const rnd = lcg(14);
-    const ids = (n: number, max: number) =>
-      Array.from({ length: n }, () => 1 + Math.floor(rnd() * max)).join(',');
+    const ids = (n: number, max: number) => Array.from({ length: n }, () => 1 + Math.floor(rnd() * max)).join(',');
     for (let i = 1; i <= LINKS; i++) {
       // Rows of the big table updated at random (0.3%), a few deleted and inserted again.
       await pg.query(`UPDATE acct SET v = v + ${i} WHERE id IN (${ids(60, 20000)})`);
@@ -92,7 +91,9 @@ describe('block-incremental chain: full + 30 incr, every link restores exactly',
         `INSERT INTO acct SELECT g, -g, 'back ${i}' FROM unnest(ARRAY[${ids(10, 20000)}]) g ON CONFLICT (id) DO NOTHING`,
       );
       // Growth: the events table gets longer every link; sometimes its tail is deleted and vacuumed away (truncation).
-      await pg.query(`INSERT INTO events (at, body) SELECT ${i}, md5(g::text || '${i}') FROM generate_series(1, 300) g`);
+      await pg.query(
+        `INSERT INTO events (at, body) SELECT ${i}, md5(g::text || '${i}') FROM generate_series(1, 300) g`,
+      );
       if (i % 4 === 0) {
         await pg.query(`DELETE FROM events WHERE id > (SELECT max(id) - 500 FROM events)`);
         await pg.query('VACUUM events');
@@ -170,7 +171,18 @@ describe('block-incremental chain: full + 30 incr, every link restores exactly',
         assert.deepEqual(await tableDigests(pg), link.digests, `link ${i} (${link.label})`);
         await runAsPostgres(
           join(pg.binDir, 'pg_amcheck'),
-          ['-h', pg.socketDir, '-p', String(pg.port), '-U', 'postgres', '--install-missing', '--heapallindexed', '-d', 'postgres'],
+          [
+            '-h',
+            pg.socketDir,
+            '-p',
+            String(pg.port),
+            '-U',
+            'postgres',
+            '--install-missing',
+            '--heapallindexed',
+            '-d',
+            'postgres',
+          ],
           { cwd: '/tmp' },
         );
       } finally {
