@@ -91,6 +91,9 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   AgentIdBound: ['PGF-8030', 7, 7],
   JobNotOwned: ['PGF-8031', 7, 7],
   RepositoriesNotPinned: ['PGF-8032', 7, 7],
+  WalUnauthenticated: ['PGF-8040', 15, 6],
+  WalKeyMissing: ['PGF-8041', 9, 4],
+  ClusterKeyFileInvalid: ['PGF-8042', 9, 2],
   Internal: ['PGF-9001', 13, 1],
 };
 

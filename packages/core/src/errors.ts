@@ -496,6 +496,24 @@ export const ErrorCodes = {
     7,
     "The agent writes only to the repositories of its own --repo/--repo2: configure the same repositories on the controller (--repo/--repo2), or remove them from the agent's configuration to let the controller decide.",
   ),
+  WalUnauthenticated: spec(
+    'PGF-8040',
+    GrpcStatus.DATA_LOSS,
+    6,
+    'The archived WAL or timeline history object carries no authentication code, or one that does not match its cluster, name and checksum: it was planted, renamed or copied from another cluster, or archived by a pgfleet before WAL names were authenticated. It is never replayed. Run `pgfleet verify <cluster>`; for a repository archived before this check existed, sign its WAL once with `pgfleet-controller catalog sign-manifests` after checking it (docs/security.md).',
+  ),
+  WalKeyMissing: spec(
+    'PGF-8041',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    "This process holds no key to authenticate the cluster's archived WAL: the agent daemon receives it from the controller when it connects and keeps it in --cluster-key-file (default <tls-dir>/cluster.key, else <pgdata>.pgfleet-cluster.key); wal-push and wal-fetch read it from there. Start the agent once while the controller runs, or give wal-push the same --config. PostgreSQL keeps the WAL and retries.",
+  ),
+  ClusterKeyFileInvalid: spec(
+    'PGF-8042',
+    GrpcStatus.FAILED_PRECONDITION,
+    2,
+    "The cluster key file must be a regular file of mode 0600 or stricter, owned by the agent's user, holding 64 hex digits; delete it and start the agent daemon once while the controller runs to write it again.",
+  ),
   // 9xxx: bugs
   Internal: spec('PGF-9001', GrpcStatus.INTERNAL, 1, 'This is a bug in pgfleet; please report it with the log.'),
 } as const;

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { Readable } from 'node:stream';
 import { type BackupLease, leasedLabels, leaseState } from './backup-lease.js';
-import { sha, sink } from './driver-suite.js';
+import { sha, sink, TEST_MANIFEST_KEYS, testWalKey } from './driver-suite.js';
 import { MirroredDriver } from './mirrored-driver.js';
 import { PosixDriver } from './posix-driver.js';
 import { Repository } from './repository.js';
@@ -49,7 +49,7 @@ const segment = (fill: number) => Buffer.alloc(64 << 10, fill);
 
 /** What a pusher that died after its rename but before its directory fsync leaves: the object, written by another process. */
 async function leftByDeadPusher(root: string, name: string, body: Buffer): Promise<string> {
-  const key = `c/wal/${name.slice(0, 16)}/${name}-${sha(body)}`;
+  const key = testWalKey('c', name, sha(body));
   await mkdir(dirname(join(root, key)), { recursive: true });
   await writeFile(join(root, key), body);
   return key;
@@ -60,7 +60,7 @@ test('"exists" only after the found copy is fsynced with its directories and rea
   const seg = segment(3);
   const key = await leftByDeadPusher(root, SEG_NAME, seg);
   const d = new SyncRecordingDriver(root);
-  const repo = new Repository(d);
+  const repo = new Repository(d, TEST_MANIFEST_KEYS);
   assert.equal(await repo.pushWal('c', SEG_NAME, sha(seg), () => Readable.from([seg]), 'none'), 'exists');
   assert.deepEqual(
     d.take(),
@@ -81,7 +81,7 @@ test('a found copy that fails its checksum is replaced by the right bytes, and r
   const wal = join(root, 'pg_wal', name);
   await mkdir(dirname(wal), { recursive: true });
   await writeFile(wal, seg);
-  const repo = new Repository(new PosixDriver(root));
+  const repo = new Repository(new PosixDriver(root), TEST_MANIFEST_KEYS);
   const out = await repo.archiveWal('c', name, wal, 'none', seg.length);
   assert.deepEqual(out, { result: 'stored', sha256: sha(seg), replaced: [key] });
   assert.deepEqual(await readFile(join(root, key)), seg);
@@ -96,7 +96,7 @@ test('a damaged copy under another codec is replaced and removed, so no reader p
   const name = '000000010000000000000006';
   const damaged = await leftByDeadPusher(root, name, seg);
   await writeFile(join(root, damaged), Buffer.from('torn'));
-  const repo = new Repository(new PosixDriver(root));
+  const repo = new Repository(new PosixDriver(root), TEST_MANIFEST_KEYS);
   assert.equal(await repo.pushWal('c', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'stored');
   const found = await repo.findWal('c', name);
   assert.deepEqual(
@@ -111,7 +111,7 @@ test('on a mirror, each member confirms its own copy; the one lacking it gets it
   const name = '000000010000000000000007';
   await leftByDeadPusher(ra, name, seg);
   const a = new SyncRecordingDriver(ra);
-  const repo = new Repository(new MirroredDriver([a, new PosixDriver(rb)]));
+  const repo = new Repository(new MirroredDriver([a, new PosixDriver(rb)]), TEST_MANIFEST_KEYS);
   assert.equal(await repo.pushWal('c', name, sha(seg), () => Readable.from([seg]), 'none'), 'stored');
   assert.ok(a.take().length > 0, 'the copy in the first member was synced');
   assert.equal(await repo.isWalArchived('c', name), true);
@@ -122,7 +122,7 @@ test('syncWal fsyncs every named WAL file and its directories, and names what is
   const k1 = await leftByDeadPusher(root, '000000010000000000000010', segment(1));
   const k2 = await leftByDeadPusher(root, '000000010000000100000000', segment(2));
   const d = new SyncRecordingDriver(root);
-  const repo = new Repository(d);
+  const repo = new Repository(d, TEST_MANIFEST_KEYS);
   const lacking = await repo.syncWal('c', [
     '000000010000000000000010',
     '000000010000000100000000',
@@ -151,7 +151,7 @@ function lease(label: string, chain: string[], refreshedAt: Date, staleAfterMs =
 
 test('leases: listed with their state; live ones protect their label and chain, stale and unreadable ones nothing', async () => {
   const root = await tempDir();
-  const repo = new Repository(new PosixDriver(root));
+  const repo = new Repository(new PosixDriver(root), TEST_MANIFEST_KEYS);
   const now = Date.parse('2030-01-01T00:10:00Z');
   await repo.writeBackupLease(lease('L3I', ['L2I', 'L1F'], new Date(now - 30_000)));
   await repo.writeBackupLease(lease('L9I', ['L8F'], new Date(now - 61_000)));
@@ -184,7 +184,7 @@ test('leases: listed with their state; live ones protect their label and chain, 
 
 test('a withdrawn manifest is reinstated byte for byte', async () => {
   const root = await tempDir();
-  const repo = new Repository(new PosixDriver(root));
+  const repo = new Repository(new PosixDriver(root), TEST_MANIFEST_KEYS);
   const key = repo.backupManifestKey('c', 'L1F');
   const stored = Buffer.from('{"format":1, "kept": "as stored"}\n');
   await repo.driver.put(key, stored);

@@ -14,7 +14,22 @@ import type { RepositoryDriver } from './driver.js';
 import { openRepositoryDriver } from './open-repository.js';
 import { fixedKeys } from './key-source.js';
 import { readSmall } from './posix-driver.js';
+import { secretManifestKeys } from './manifest-auth.js';
+import { walMac } from './wal-auth.js';
 import { Repository } from './repository.js';
+
+/**
+ * The cluster keys of every test repository (a fixed secret: tests sign manifests and WAL names
+ * and check them like a fleet does).
+ */
+export const TEST_MANIFEST_KEYS = secretManifestKeys(Buffer.alloc(32, 0x5a));
+
+/** The key a WAL file is archived under in a test repository (with its MAC under TEST_MANIFEST_KEYS; `ext`: '.zst' etc.). */
+export function testWalKey(cluster: string, name: string, sha256: string, ext = ''): string {
+  const dir = name.endsWith('.history') ? 'timelines' : name.slice(0, 16);
+  const mac = walMac(TEST_MANIFEST_KEYS.keyFor(cluster)!, cluster, name, sha256);
+  return `${cluster}/wal/${dir}/${name}-${sha256}-${mac}${ext}`;
+}
 
 /** The keys a listing yields, in order. */
 export async function collect(it: AsyncIterable<{ key: string }>): Promise<string[]> {
@@ -190,7 +205,7 @@ export function repositoryDriverSuite(
       });
 
     it('objects keep their bytes through the object I/O layer, by file and by stream, on every route', async () => {
-      const r = new Repository(await make());
+      const r = new Repository(await make(), TEST_MANIFEST_KEYS);
       const dir = await mkdtemp(join(tmpdir(), 'pgfleet-objects-'));
       try {
         const data = Buffer.concat([randomBytes(300_000), Buffer.alloc(2 * 1024 * 1024 + 4096, 7)]);
@@ -261,7 +276,7 @@ export function repositoryDriverSuite(
     });
 
     it('WAL push through the repository is idempotent and never overwrites different content', async () => {
-      const r = new Repository(await make());
+      const r = new Repository(await make(), TEST_MANIFEST_KEYS);
       await r.init();
       const seg = randomBytes(4096);
       const name = '000000010000000000000003';
@@ -320,25 +335,28 @@ export function repositoryDriverSuite(
       const d = await make();
       const committed: string[] = [];
       const deleted: string[] = [];
-      const r = new Repository({
-        kind: d.kind,
-        location: d.location,
-        put: async (key, body, options) => {
-          await d.put(key, body, options);
-          committed.push(key);
+      const r = new Repository(
+        {
+          kind: d.kind,
+          location: d.location,
+          put: async (key, body, options) => {
+            await d.put(key, body, options);
+            committed.push(key);
+          },
+          get: (key) => d.get(key),
+          stat: (key) => d.stat(key),
+          list: (prefix) => d.list(prefix),
+          delete: async (keys) => {
+            deleted.push(...keys);
+            await d.delete(keys);
+          },
+          deletePrefix: async (prefix) => {
+            deleted.push(prefix);
+            await d.deletePrefix(prefix);
+          },
         },
-        get: (key) => d.get(key),
-        stat: (key) => d.stat(key),
-        list: (prefix) => d.list(prefix),
-        delete: async (keys) => {
-          deleted.push(...keys);
-          await d.delete(keys);
-        },
-        deletePrefix: async (prefix) => {
-          deleted.push(prefix);
-          await d.deletePrefix(prefix);
-        },
-      });
+        TEST_MANIFEST_KEYS,
+      );
       const seg = randomBytes(256 * 1024);
       const changed = Buffer.from(seg);
       changed[seg.length - 1]! ^= 1; // the last byte: the upload is all but done when the change shows

@@ -14,7 +14,7 @@ import { ErrorCodes, PgfleetError, type ErrorName } from '@pgfleet/core';
 import { PosixDriver } from './posix-driver.js';
 import { Repository } from './repository.js';
 import type { Codec } from './codec.js';
-import { sink } from './driver-suite.js';
+import { sink, TEST_MANIFEST_KEYS } from './driver-suite.js';
 import { fixedKeys, keyResolver, readKeyFile, runKeyCommand } from './key-source.js';
 import { kekId } from './repository-keys.js';
 import type { RepositoryDriver } from './driver.js';
@@ -35,7 +35,7 @@ const MARKER = 'row-value-7c1f3e-must-not-leak';
 const NOISE = randomBytes(4096);
 
 function open(dir: string, kek?: Buffer): Repository {
-  return new Repository(new PosixDriver(dir), undefined, kek ? fixedKeys({ c: kek }) : undefined);
+  return new Repository(new PosixDriver(dir), TEST_MANIFEST_KEYS, kek ? fixedKeys({ c: kek }) : undefined);
 }
 
 /** Content with a recognisable plaintext marker, several block frames long. */
@@ -222,7 +222,7 @@ test('format-1 repositories are still read (plaintext objects) and stay format 1
   assert.deepEqual(await restore(r, await tempDir(), f), content());
   assert.equal(JSON.parse(await readFile(join(dir, 'pgfleet.json'), 'utf8')).format, 1);
   // A new encrypted cluster in it raises the marker: older pgfleet must not write there.
-  const enc = new Repository(new PosixDriver(dir), undefined, fixedKeys({ e: KEK }));
+  const enc = new Repository(new PosixDriver(dir), TEST_MANIFEST_KEYS, fixedKeys({ e: KEK }));
   await enc.writeObject('e/backup/L/pg_data/x', Readable.from([Buffer.from('x')]), 'none');
   assert.equal(JSON.parse(await readFile(join(dir, 'pgfleet.json'), 'utf8')).format, 2);
 });
@@ -262,7 +262,10 @@ test('rotate-key re-wraps data keys only, the old key stops working, and an inte
 
   const NEW = randomBytes(32);
   // Killed after the record and one key object: some keys under the old KEK, some under the new.
-  await assert.rejects(new Repository(failingAfter(new PosixDriver(repoDir), 2)).rotateKey('c', KEK, NEW), /killed/);
+  await assert.rejects(
+    new Repository(failingAfter(new PosixDriver(repoDir), 2), TEST_MANIFEST_KEYS).rotateKey('c', KEK, NEW),
+    /killed/,
+  );
   await rejectsWith(restore(open(repoDir, KEK), dir, f), 'EncryptionKeyWrong');
   const done = await open(repoDir).rotateKey('c', KEK, NEW);
   assert.equal(done.rewrapped + done.alreadyNew, 3); // cluster, backup, WAL directory

@@ -16,3 +16,4 @@ export * from './manifest-paths.js';
 export * from './repository-keys.js';
 export * from './key-source.js';
 export * from './block-map.js';
+export * from './wal-auth.js';

@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import { PgfleetError } from '@pgfleet/core';
 import { startS3 } from '@pgfleet/testkit';
 import type { RepositoryDriver } from './driver.js';
-import { collect, repositoryDriverSuite, sha, sink } from './driver-suite.js';
+import { collect, repositoryDriverSuite, sha, sink, TEST_MANIFEST_KEYS } from './driver-suite.js';
 import { MirroredDriver } from './mirrored-driver.js';
 import { openRepository, openRepositoryDriver } from './open-repository.js';
 import { PosixDriver, readSmall } from './posix-driver.js';
@@ -85,7 +85,7 @@ describe('mirrored repository', () => {
 
   test('reads fall through to the second repository when the first lacks an object', async () => {
     const [a, b] = [await posix(), await bucket()];
-    const repo = new Repository(new MirroredDriver([a, b]));
+    const repo = new Repository(new MirroredDriver([a, b]), TEST_MANIFEST_KEYS);
     const data = randomBytes(100_000);
     const stored = await repo.writeObject('c1/backup/L/pg_data/f', Readable.from([data]), 'zstd');
     await a.delete(['c1/backup/L/pg_data/f']);
@@ -112,7 +112,7 @@ describe('mirrored repository', () => {
     assert.deepEqual(await keys(a, 'x/'), [], 'the other upload was aborted: nothing half-done anywhere');
 
     // WAL: refused while a repository fails (PostgreSQL keeps the segment and retries) ...
-    const repo = new Repository(mirror);
+    const repo = new Repository(mirror, TEST_MANIFEST_KEYS);
     const seg = randomBytes(64 * 1024);
     const name = '000000010000000000000007';
     const open = () => Readable.from([seg]);
@@ -131,9 +131,12 @@ describe('mirrored repository', () => {
     const seg = randomBytes(32 * 1024);
     const name = '000000010000000000000009';
     // Only the first repository has it (archived before the second one was added).
-    assert.equal(await new Repository(a).pushWal('c1', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'stored');
+    assert.equal(
+      await new Repository(a, TEST_MANIFEST_KEYS).pushWal('c1', name, sha(seg), () => Readable.from([seg]), 'zstd'),
+      'stored',
+    );
     const before = await keys(a, 'c1/wal/');
-    const repo = new Repository(new MirroredDriver([a, b]));
+    const repo = new Repository(new MirroredDriver([a, b]), TEST_MANIFEST_KEYS);
     assert.equal(await repo.isWalArchived('c1', name), false);
     assert.equal(await repo.pushWal('c1', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'stored');
     assert.deepEqual(await keys(b, 'c1/wal/'), before, 'the second repository got the same object');
@@ -143,13 +146,13 @@ describe('mirrored repository', () => {
     // Different content under a name the second repository holds: refused, nothing written anywhere.
     const other = '00000001000000000000000A';
     const seg2 = randomBytes(32 * 1024);
-    await new Repository(b).pushWal('c1', other, sha(seg2), () => Readable.from([seg2]), 'zstd');
+    await new Repository(b, TEST_MANIFEST_KEYS).pushWal('c1', other, sha(seg2), () => Readable.from([seg2]), 'zstd');
     const wrong = randomBytes(32 * 1024);
     await assert.rejects(
       repo.pushWal('c1', other, sha(wrong), () => Readable.from([wrong]), 'zstd'),
       (e: unknown) => PgfleetError.is(e, 'WalConflict') && e.message.includes(b.location),
     );
-    assert.deepEqual(await new Repository(a).findWal('c1', other), []);
+    assert.deepEqual(await new Repository(a, TEST_MANIFEST_KEYS).findWal('c1', other), []);
     const out = sink();
     await repo.fetchWal('c1', other, out);
     assert.deepEqual(out.data(), seg2, 'fetch falls through to the repository that has it');
@@ -157,16 +160,16 @@ describe('mirrored repository', () => {
 
   test('format marker and cluster identity are written to each repository and checked in each', async () => {
     const [a, b] = [await posix(), await posix()];
-    await new Repository(a).ensureClusterInfo('c1', {
+    await new Repository(a, TEST_MANIFEST_KEYS).ensureClusterInfo('c1', {
       systemIdentifier: '1',
       pgVersionNum: 150000,
       walSegmentSize: 16 << 20,
     });
-    const repo = new Repository(new MirroredDriver([a, b]));
+    const repo = new Repository(new MirroredDriver([a, b]), TEST_MANIFEST_KEYS);
     await repo.ensureClusterInfo('c1', { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 });
     assert.equal(JSON.parse((await readSmall(b, 'c1/cluster.json')).toString()).systemIdentifier, '1');
     assert.ok(await b.stat('pgfleet.json'));
-    await new Repository(b).ensureClusterInfo('c2', {
+    await new Repository(b, TEST_MANIFEST_KEYS).ensureClusterInfo('c2', {
       systemIdentifier: '2',
       pgVersionNum: 150000,
       walSegmentSize: 16 << 20,

@@ -9,11 +9,12 @@
  *   <cluster>/backup/<label>/pg_blocks/<path>/map|data[.zst]   block map and changed blocks of a relation file (manifest `blocks`)
  *   <cluster>/backup/<label>/backup.manifest         written last: its presence means "complete"
  *   <cluster>/backup/<label>/backup.lease            while the backup runs: the backups it references (backup-lease.ts)
- *   <cluster>/wal/<timeline+log>/<segment>-<sha256>[.zst]   archived WAL (also .backup, .partial)
- *   <cluster>/wal/timelines/<tli>.history-<sha256>[.zst]
+ *   <cluster>/wal/<timeline+log>/<segment>-<sha256>-<mac>[.zst]   archived WAL (also .backup, .partial)
+ *   <cluster>/wal/timelines/<tli>.history-<sha256>-<mac>[.zst]
  *
  * The content checksum is in each WAL file's name so the archive can find "already there with
- * the same content?" from a listing. Before it answers so, the found object is made durable and
+ * the same content?" from a listing; the MAC beside it (wal-auth.ts) says the cluster's own agent
+ * wrote that name with that checksum, so readers never use a planted or renamed object. Before it answers so, the found object is made durable and
  * read back against that checksum once per process (confirmWal): the writer that listed it may
  * have died before its directory fsync, and PostgreSQL recycles a segment once told it is archived.
  *
@@ -21,7 +22,7 @@
  * everywhere; what is written only when missing (format marker, cluster identity, WAL) is decided
  * per member, so a member that lacks an object gets it and a conflict in any member is refused.
  */
-import { type Readable, type Transform, type TransformCallback, Writable } from 'node:stream';
+import { PassThrough, type Readable, type Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 // The light entries of core: copy worker threads open repositories on their own (agent copy/worker.ts).
 import { settleAll } from '@pgfleet/core/async';
@@ -33,6 +34,7 @@ import { BlockMap, type BlockMapPart } from './block-map.js';
 import { type BackupLease, type FoundLease, leaseState, parseBackupLease } from './backup-lease.js';
 import { type BackupManifest, type ManifestFile, parseManifest } from './manifest.js';
 import { type ManifestKeys, openManifest, sealManifest } from './manifest-auth.js';
+import { walMac, walMacMatches } from './wal-auth.js';
 import { MirroredDriver } from './mirrored-driver.js';
 import { encodeFile, fileStream, ObjectIo, type StoredFile } from './object-io.js';
 import type { RepositorySpec } from './repository-url.js';
@@ -65,6 +67,13 @@ export interface ArchivedWal {
   sha256: string;
   codec: Codec;
   storedSize: number;
+  /** The MAC its key carries (wal-auth.ts); undefined for an object named without one. */
+  mac: string | undefined;
+  /**
+   * Whether the MAC matches under the cluster's key this process holds: only such copies are
+   * ever read, counted as archived or restored from. False without a key.
+   */
+  authentic: boolean;
 }
 
 /** The format marker's key (docs/repository-format.md). */
@@ -91,7 +100,8 @@ export interface ScannedCluster {
 }
 /** WAL files up to this size are archived in one pass, their stored bytes held in memory meanwhile (Repository.archiveWal). */
 const ONE_PASS_WAL_BYTES = 64 << 20;
-const WAL_KEY_RE = /^(.+)-([0-9a-f]{64})(\.zst|\.lz4|\.gz)?$/;
+/** <name>-<sha256>[-<mac>][.ext]: WAL names hold no '-', and the MAC is shorter than a checksum, so the parts never blur. */
+const WAL_KEY_RE = /^(.+)-([0-9a-f]{64})(?:-([0-9a-f]{32}))?(\.zst|\.lz4|\.gz)?$/;
 /** Keys per delete call while removing a backup's files (between two, a cancelled job stops). */
 const DELETE_BATCH = 1000;
 
@@ -605,24 +615,90 @@ export class Repository {
     return name.endsWith('.history') ? `${dir}/wal/timelines` : `${dir}/wal/${name.slice(0, 16)}`;
   }
 
-  /** Every archived copy of `name` (normally zero or one). */
-  async findWal(cluster: string, name: string): Promise<ArchivedWal[]> {
-    const out: ArchivedWal[] = [];
-    for await (const o of this.driver.list(`${this.walDir(cluster, name)}/${name}-`)) {
-      const base = o.key.slice(o.key.lastIndexOf('/') + 1);
-      const m = WAL_KEY_RE.exec(base);
-      if (m && m[1] === name)
-        out.push({ name, key: o.key, sha256: m[2]!, codec: codecOfExtension(m[3]), storedSize: o.size });
-    }
-    return out;
+  /** The cluster's key for WAL names (the manifest key, wal-auth.ts), undefined when this process holds none. */
+  private walMacKey(cluster: string): Buffer | undefined {
+    return this.manifestKeys?.keyFor(cluster);
   }
 
-  /** Every archived WAL file of the cluster (segments, history, backup history, partial). */
+  /** The key or WalKeyMissing: nothing is archived, nor any archived WAL trusted, without it. */
+  private requireWalMacKey(cluster: string): Buffer {
+    const key = this.walMacKey(cluster);
+    if (!key)
+      throw new PgfleetError(
+        'WalKeyMissing',
+        `no key for cluster ${cluster}: its WAL can be neither archived nor trusted here`,
+      );
+    return key;
+  }
+
+  /** A parser of the cluster's WAL object keys (undefined: not a WAL object), judging each MAC under `macKey`. */
+  private walParser(cluster: string): (key: string, size: number) => ArchivedWal | undefined {
+    const macKey = this.walMacKey(cluster);
+    return (key, size) => {
+      const m = WAL_KEY_RE.exec(key.slice(key.lastIndexOf('/') + 1));
+      if (!m) return undefined;
+      const [, name, sha256, mac, ext] = m as unknown as [
+        string,
+        string,
+        string,
+        string | undefined,
+        string | undefined,
+      ];
+      return {
+        name,
+        key,
+        sha256,
+        codec: codecOfExtension(ext),
+        storedSize: size,
+        mac,
+        authentic: macKey !== undefined && mac !== undefined && walMacMatches(macKey, cluster, name, sha256, mac),
+      };
+    };
+  }
+
+  /**
+   * Every archived copy of `name` (normally zero or one), authenticated ones first. Writers and
+   * retention look at all of them; readers take authenticWal (or fetchWal, readWalFile).
+   */
+  async findWal(cluster: string, name: string): Promise<ArchivedWal[]> {
+    const parse = this.walParser(cluster);
+    const out: ArchivedWal[] = [];
+    for await (const o of this.driver.list(`${this.walDir(cluster, name)}/${name}-`)) {
+      const w = parse(o.key, o.size);
+      if (w?.name === name) out.push(w);
+    }
+    return out.sort((a, b) => Number(b.authentic) - Number(a.authentic));
+  }
+
+  /** The authenticated copy of `name`, undefined when there is none (unauthenticated copies never count). */
+  async authenticWal(cluster: string, name: string): Promise<ArchivedWal | undefined> {
+    return (await this.findWal(cluster, name)).find((w) => w.authentic);
+  }
+
+  /**
+   * The copy of `name` a reader may use: undefined when none is archived, WalUnauthenticated
+   * (naming the objects) when every copy lacks a matching MAC, WalKeyMissing without a key.
+   */
+  private async readableWal(cluster: string, name: string): Promise<ArchivedWal | undefined> {
+    this.requireWalMacKey(cluster);
+    const found = await this.findWal(cluster, name);
+    if (found.length === 0 || found[0]!.authentic) return found[0];
+    throw new PgfleetError(
+      'WalUnauthenticated',
+      `archived WAL file ${name} of cluster ${cluster} in ${this.location} is not authenticated (${found.map((w) => w.key).join(', ')}): it was planted, renamed or copied from elsewhere, or archived before WAL names carried a MAC; it is not used`,
+    );
+  }
+
+  /**
+   * Every archived WAL file of the cluster (segments, history, backup history, partial), each
+   * with whether it is authenticated: retention lists them all (to delete them), readers must
+   * skip the others.
+   */
   async *listWal(cluster: string): AsyncIterable<ArchivedWal> {
+    const parse = this.walParser(cluster);
     for await (const o of this.driver.list(`${clusterDir(cluster)}/wal/`)) {
-      const base = o.key.slice(o.key.lastIndexOf('/') + 1);
-      const m = WAL_KEY_RE.exec(base);
-      if (m) yield { name: m[1]!, key: o.key, sha256: m[2]!, codec: codecOfExtension(m[3]), storedSize: o.size };
+      const w = parse(o.key, o.size);
+      if (w) yield w;
     }
   }
 
@@ -656,6 +732,7 @@ export class Repository {
     open: () => Readable,
     codec: Codec,
   ): Promise<WalArchiveOutcome> {
+    this.requireWalMacKey(cluster);
     const { target, replaced } = await this.walTarget(name, sha256, await this.findWalInMembers(cluster, name));
     if (!target) return { result: 'exists', sha256, replaced: [] };
     const key = this.walKey(cluster, name, sha256, codec);
@@ -687,6 +764,7 @@ export class Repository {
     codec: Codec,
     size: number,
   ): Promise<WalArchiveOutcome> {
+    this.requireWalMacKey(cluster);
     if (size > ONE_PASS_WAL_BYTES || !hasBlockForm(codec)) {
       const content = new HashingStream();
       await pipeline(fileStream(path), content, new Writable({ write: (_c, _e, cb) => cb() }));
@@ -703,8 +781,10 @@ export class Repository {
     return { result: 'stored', sha256, replaced };
   }
 
+  /** The authenticated key of `name` with content `sha256` (wal-auth.ts). */
   private walKey(cluster: string, name: string, sha256: string, codec: Codec): string {
-    return `${this.walDir(cluster, name)}/${name}-${sha256}${codecExtension(codec)}`;
+    const mac = walMac(this.requireWalMacKey(cluster), cluster, name, sha256);
+    return `${this.walDir(cluster, name)}/${name}-${sha256}-${mac}${codecExtension(codec)}`;
   }
 
   private findWalInMembers(cluster: string, name: string): Promise<{ member: Repository; found: ArchivedWal[] }[]> {
@@ -716,7 +796,9 @@ export class Repository {
    * Where `name` with `sha256` must still be written (no target: everywhere already, durable and
    * intact); a member holding other content refuses it. A member's copy with the same checksum
    * counts only once confirmWal made it durable and read it back intact; a copy that fails is
-   * written again (the key names the content, so the right bytes may replace it).
+   * written again (the key names the content, so the right bytes may replace it). Only
+   * authenticated copies count at all: an object planted under the name by someone without the
+   * key neither stands for "archived" nor blocks the genuine file (it stays, for verify to report).
    */
   private async walTarget(
     name: string,
@@ -725,7 +807,8 @@ export class Repository {
   ): Promise<{ target?: { repo: Repository; members: Repository[] }; replaced: string[] }> {
     const missing: Repository[] = [];
     const replaced: string[] = [];
-    for (const { member, found: existing } of found) {
+    for (const { member, found: all } of found) {
+      const existing = all.filter((e) => e.authentic);
       const same = existing.filter((e) => e.sha256 === sha256);
       if (same.length === 0 && existing.length > 0) {
         throw new PgfleetError(
@@ -808,7 +891,7 @@ export class Repository {
         if (!m.driver.syncObjects) return;
         const keys: string[] = [];
         for (const name of names) {
-          const found = await m.findWal(cluster, name);
+          const found = (await m.findWal(cluster, name)).filter((w) => w.authentic);
           if (found.length === 0) lacking.add(name);
           keys.push(...found.map((w) => w.key));
         }
@@ -816,6 +899,47 @@ export class Repository {
       }),
     );
     return names.filter((n) => lacking.has(n));
+  }
+
+  /**
+   * The one explicit route for WAL archived before WAL names carried a MAC (`catalog
+   * sign-manifests`, like adoptManifest): `wal`, a copy without a MAC, is read back against its
+   * checksum and stored again under its authenticated name, then removed. 'signed' (dry run: would
+   * be); refused (thrown) when it carries a MAC that does not match (WalUnauthenticated: never
+   * re-signed), when its content fails its checksum, or when its name already has an
+   * authenticated copy of other content (WalConflict).
+   */
+  async adoptWal(cluster: string, wal: ArchivedWal, dryRun = false): Promise<'signed' | 'valid'> {
+    if (wal.authentic) return 'valid';
+    if (wal.mac !== undefined)
+      throw new PgfleetError(
+        'WalUnauthenticated',
+        `archived WAL object ${wal.key} carries a MAC that does not match its cluster, name and checksum; it is not signed`,
+      );
+    const other = (await this.findWal(cluster, wal.name)).find((w) => w.authentic && w.sha256 !== wal.sha256);
+    if (other)
+      throw new PgfleetError(
+        'WalConflict',
+        `WAL file ${wal.name} has an authenticated copy with other content (${other.key}); ${wal.key} is not signed`,
+      );
+    if (dryRun) return 'signed';
+    const key = this.walKey(cluster, wal.name, wal.sha256, wal.codec);
+    const content = new PassThrough();
+    await settleAll<unknown>([
+      this.readObject(wal.key, wal.codec, { sha256: wal.sha256 }, content),
+      this.objects.storeStream(key, content, wal.codec, {
+        content: new ExpectedContent(
+          wal.sha256,
+          (got) =>
+            new PgfleetError(
+              'RepoChecksumMismatch',
+              `${wal.key} holds content with sha256 ${got}, not the checksum its name says`,
+            ),
+        ),
+      }),
+    ]);
+    await this.driver.delete([wal.key]);
+    return 'signed';
   }
 
   /**
@@ -833,29 +957,34 @@ export class Repository {
     return released;
   }
 
-  /** True when `name` is archived in every repository (of a mirror): what a backup waits for. */
+  /** True when `name` is archived, authenticated, in every repository (of a mirror): what a backup waits for. */
   async isWalArchived(cluster: string, name: string): Promise<boolean> {
-    const found = await settleAll(this.members().map((m) => m.findWal(cluster, name)));
-    return found.every((f) => f.length > 0);
+    const found = await settleAll(this.members().map((m) => m.authenticWal(cluster, name)));
+    return found.every((f) => f !== undefined);
   }
 
-  /** The archived timeline history files of the cluster (a listing of their own folder only). */
+  /**
+   * The authenticated timeline history files of the cluster (a listing of their own folder
+   * only): a history planted without the key is never followed. WalKeyMissing without a key.
+   */
   async listTimelineHistories(cluster: string): Promise<ArchivedWal[]> {
+    this.requireWalMacKey(cluster);
+    const parse = this.walParser(cluster);
     const out: ArchivedWal[] = [];
     for await (const o of this.driver.list(`${clusterDir(cluster)}/wal/timelines/`)) {
-      const m = WAL_KEY_RE.exec(o.key.slice(o.key.lastIndexOf('/') + 1));
-      if (m && m[1]!.endsWith('.history'))
-        out.push({ name: m[1]!, key: o.key, sha256: m[2]!, codec: codecOfExtension(m[3]), storedSize: o.size });
+      const w = parse(o.key, o.size);
+      if (w?.authentic && w.name.endsWith('.history')) out.push(w);
     }
     return out;
   }
 
   /**
    * The content of a small archived WAL file (a timeline history, or one segment), checked
-   * against its checksum; undefined when it is not archived. Refuses more than `maxBytes`.
+   * against its checksum; undefined when it is not archived; WalUnauthenticated when no copy is
+   * authenticated (readableWal). Refuses more than `maxBytes`.
    */
   async readWalFile(cluster: string, name: string, maxBytes = 1 << 20): Promise<Buffer | undefined> {
-    const wal = (await this.findWal(cluster, name))[0];
+    const wal = await this.readableWal(cluster, name);
     if (!wal) return undefined;
     const chunks: Buffer[] = [];
     let bytes = 0;
@@ -877,8 +1006,8 @@ export class Repository {
   /** Per repository (of a mirror, in restore preference order): whether it holds `name`, so a check can name the one that lacks it. */
   async walArchivedIn(cluster: string, name: string): Promise<{ location: string; archived: boolean }[]> {
     const members = this.members();
-    const found = await settleAll(members.map((m) => m.findWal(cluster, name)));
-    return members.map((m, i) => ({ location: m.location, archived: found[i]!.length > 0 }));
+    const found = await settleAll(members.map((m) => m.authenticWal(cluster, name)));
+    return members.map((m, i) => ({ location: m.location, archived: found[i] !== undefined }));
   }
 
   /**
@@ -902,12 +1031,15 @@ export class Repository {
     );
   }
 
-  /** Writes the archived WAL file `name` to `dest`; WalNotInRepository when it is not there. */
-  async fetchWal(cluster: string, name: string, dest: Writable): Promise<void> {
-    const found = await this.findWal(cluster, name);
-    const wal = found[0];
+  /**
+   * Writes the authenticated copy of the archived WAL file `name` to `dest` and returns it;
+   * WalNotInRepository when it is not there, WalUnauthenticated when no copy is authenticated.
+   */
+  async fetchWal(cluster: string, name: string, dest: Writable): Promise<ArchivedWal> {
+    const wal = await this.readableWal(cluster, name);
     if (!wal) throw new PgfleetError('WalNotInRepository', `WAL file ${name} is not in repository ${this.location}`);
     await this.readObject(wal.key, wal.codec, { sha256: wal.sha256 }, dest);
+    return wal;
   }
 }
 

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { HeadObjectCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 import { PgfleetError, sleep } from '@pgfleet/core';
 import { freePort, startS3 } from '@pgfleet/testkit';
-import { collect as keys, repositoryDriverSuite, sha, sink } from './driver-suite.js';
+import { collect as keys, repositoryDriverSuite, sha, sink, TEST_MANIFEST_KEYS } from './driver-suite.js';
 import { readSmall } from './posix-driver.js';
 import { Repository } from './repository.js';
 import { bindS3Client } from './s3-client.js';
@@ -251,7 +251,7 @@ describe('S3 driver with a fake client', () => {
       }),
       { bucket: 'b', prefix: 'r', partSizeBytes: 1024 },
     );
-    const r = new Repository(d);
+    const r = new Repository(d, TEST_MANIFEST_KEYS);
     await assert.rejects(
       r.writeObject('k/f', chunked(randomBytes(10_000), 100), 'none'),
       (e: unknown) =>
@@ -285,7 +285,7 @@ describe('S3 driver with a fake client', () => {
 
 describe('Repository on the S3 driver', () => {
   test('objects round-trip through compression, also when they go up in parts', async () => {
-    const r = new Repository(await driver({ partSizeBytes: 5 * MiB }));
+    const r = new Repository(await driver({ partSizeBytes: 5 * MiB }), TEST_MANIFEST_KEYS);
     const data = Buffer.concat([Buffer.alloc(2 * MiB, 7), randomBytes(100_000)]);
     const stored = await r.writeObject('c/backup/L/pg_data/base/1/1259', Readable.from([data]), 'zstd');
     assert.equal(stored.sha256, sha(data));
@@ -303,7 +303,7 @@ describe('Repository on the S3 driver', () => {
 
   test('a WAL file that changed after it was hashed never completes its multipart upload', async () => {
     const { driver: d, calls } = countingDriver({ partSizeBytes: 5 * MiB });
-    const r = new Repository(d);
+    const r = new Repository(d, TEST_MANIFEST_KEYS);
     const wal = randomBytes(12 * MiB);
     const changed = Buffer.from(wal);
     changed[wal.length - 1]! ^= 1;

@@ -1,0 +1,39 @@
+/**
+ * WAL authentication. An archived WAL file's key names its content checksum, and every read
+ * checks the content against it; but whoever can write to the repository (a thief with the
+ * bucket's keys, the agent host of another cluster) chooses that checksum too, so a replaced
+ * segment or a planted timeline history would be replayed by the next PITR. The key therefore
+ * also carries a MAC under the cluster's key (the manifest key, manifest-auth.ts, with its own
+ * domain string) over (cluster, WAL file name, content sha256):
+ *
+ *   <cluster>/wal/<tli+log>/<name>-<sha256>-<mac>[.zst]      mac = 32 hex digits (128 bits)
+ *
+ * Authenticating the checksum authenticates the content, since the content is verified against
+ * the checksum on every read: no extra I/O, no sidecar object, and a listing alone tells which
+ * copies are genuine. Binding cluster and name means a genuine object renamed to another segment,
+ * or copied from another cluster, fails like a forged one. Encrypted clusters follow the same rule
+ * (their AES-GCM binds each object's key as well).
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+
+const MAC_DOMAIN = 'pgfleet wal v1';
+/** Hex digits of the MAC in a WAL object's name (HMAC-SHA256 truncated to 128 bits). */
+export const WAL_MAC_HEX_DIGITS = 32;
+
+function macBytes(key: Buffer, cluster: string, name: string, sha256: string): Buffer {
+  return createHmac('sha256', key)
+    .update(`${MAC_DOMAIN}\0${cluster}\0${name}\0${sha256}`)
+    .digest()
+    .subarray(0, WAL_MAC_HEX_DIGITS / 2);
+}
+
+/** The MAC a WAL object of `cluster` named `name` with content `sha256` carries in its key (hex). */
+export function walMac(key: Buffer, cluster: string, name: string, sha256: string): string {
+  return macBytes(key, cluster, name, sha256).toString('hex');
+}
+
+/** Whether `mac` (hex, from an object's key) authenticates `name` with `sha256` as `cluster`'s. */
+export function walMacMatches(key: Buffer, cluster: string, name: string, sha256: string, mac: string): boolean {
+  if (mac.length !== WAL_MAC_HEX_DIGITS || !/^[0-9a-f]+$/.test(mac)) return false;
+  return timingSafeEqual(Buffer.from(mac, 'hex'), macBytes(key, cluster, name, sha256));
+}
