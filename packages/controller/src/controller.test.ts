@@ -30,6 +30,8 @@ async function watch(id: string): Promise<JobInfo[]> {
 describe('controller over gRPC', () => {
   let agent: FakeAgent;
   let backupLabel = '';
+  /** The key the Welcome carried (the cluster's, for its WAL names). */
+  let clusterKey: Uint8Array = new Uint8Array();
   const LATE_LABEL = '20260301-121000D';
   const backupStop = Date.now() - 2000;
 
@@ -41,6 +43,8 @@ describe('controller over gRPC', () => {
     if (welcome.msg.case === 'welcome') {
       assert.equal(welcome.msg.value.heartbeatIntervalSeconds, 2);
       assert.match(welcome.msg.value.controllerVersion, /^\d+\.\d+\.\d+/);
+      clusterKey = welcome.msg.value.clusterKey;
+      assert.equal(clusterKey.length, 32, "the agent gets its cluster's key with the Welcome");
     }
     agent.stream.send({
       msg: {
@@ -117,6 +121,7 @@ describe('controller over gRPC', () => {
     );
     assert.equal(sent.kind.case, 'backup');
     assert.equal(sent.kind.case === 'backup' && sent.kind.value.type, BackupType.FULL);
+    assert.deepEqual([sent.manifestCluster, sent.manifestKey], ['main', clusterKey], 'the same key as the Welcome');
 
     const watched = watch(job!.id);
     agent.stream.send({

@@ -168,10 +168,17 @@ function openSession(
   };
   if (ctx.sessions.register(session))
     log.warn('agent reconnected while its previous stream was still open; the old stream is closed');
+  // The cluster's key, only to an agent of that cluster whose Hello passed every check above: it
+  // names archived WAL with a MAC under it (storage wal-auth.ts), also while no job runs.
+  const clusterKey = ctx.manifestKeys.keyFor(hello.cluster);
   stream.send({
     msg: {
       case: 'welcome',
-      value: { controllerVersion: CONTROLLER_VERSION, heartbeatIntervalSeconds: ctx.heartbeatIntervalSeconds },
+      value: {
+        controllerVersion: CONTROLLER_VERSION,
+        heartbeatIntervalSeconds: ctx.heartbeatIntervalSeconds,
+        ...(clusterKey ? { clusterKey: new Uint8Array(clusterKey) } : {}),
+      },
     },
   });
   log.info(
