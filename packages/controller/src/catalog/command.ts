@@ -51,7 +51,7 @@ export async function catalogCommand(
         dryRun: settings.dryRun,
       });
       io.out(settings.output === 'json' ? `${JSON.stringify(signing, null, 2)}\n` : `${describeSigning(signing)}\n`);
-      return signing.refused.length > 0 ? 1 : 0;
+      return signing.refused.length > 0 || signing.walRefused.length > 0 ? 1 : 0;
     }
     const report = await withCatalog(settings, (store) =>
       rebuildCatalog(store, repo, {

@@ -2,6 +2,7 @@
 // say ends up in the catalog, a second run changes nothing, rows whose manifest is gone go (not
 // with --dry-run), and what is not this repository's business is left alone.
 import { strict as assert } from 'node:assert';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -261,6 +262,14 @@ describe('catalog rebuild', () => {
     await assert.rejects(repo.readManifest('other', '20260303-010000F'), (e: unknown) =>
       PgfleetError.is(e, 'ManifestUnsigned'),
     );
+    // WAL archived before WAL names carried a MAC: refused by readers until signed the same way.
+    const segment = Buffer.alloc(4096, 3);
+    const name = '000000010000000000000002';
+    const oldKey = `other/wal/0000000100000000/${name}-${createHash('sha256').update(segment).digest('hex')}`;
+    await repo.driver.put(oldKey, segment);
+    await assert.rejects(repo.readWalFile('other', name, 1 << 20), (e: unknown) =>
+      PgfleetError.is(e, 'WalUnauthenticated'),
+    );
     printed = '';
     assert.equal(
       await catalogCommand(
@@ -271,6 +280,12 @@ describe('catalog rebuild', () => {
       0,
     );
     assert.match(printed, /^signed 1 manifest\(s\)/);
+    assert.match(
+      printed,
+      /\nsigned 1 archived WAL file\(s\); 0 already signed, 0 refused\n {2}signed WAL other\/000000010000000000000002\n/,
+    );
+    assert.deepEqual(await repo.readWalFile('other', name, 1 << 20), segment);
+    assert.equal((await repo.findWal('other', name)).length, 1, 'the unsigned object is gone');
     assert.equal((await repo.readManifest('other', '20260303-010000F')).label, '20260303-010000F');
     await assert.rejects(
       catalogCommand('rebuild', { catalog: join(dir, 'catalog.db') }, io),

@@ -20,6 +20,7 @@ import type { BackupRecord, CatalogStore } from '@pgfleet/catalog';
 import {
   isKeyError,
   REPOSITORY_FORMAT_KEY,
+  type ArchivedWal,
   type BackupManifest,
   type Repository,
   type ScannedCluster,
@@ -232,7 +233,7 @@ export function describeRebuild(report: RebuildReport): string {
   return lines.join('\n');
 }
 
-/** What `catalog sign-manifests` did (or would do): labels by cluster. */
+/** What `catalog sign-manifests` did (or would do): manifest labels and WAL objects by cluster. */
 export interface ManifestSigning {
   repository: string;
   dryRun: boolean;
@@ -242,6 +243,12 @@ export interface ManifestSigning {
   valid: number;
   /** cluster/label and why: bad paths, a MAC that does not match. Never signed. */
   refused: string[];
+  /** Archived WAL files named without a MAC, signed now (dry run: that would be), as cluster/name. */
+  walSigned: string[];
+  /** Archived WAL objects already authenticated. */
+  walValid: number;
+  /** WAL objects and why: a MAC that does not match, content that fails its checksum, a conflict. Never signed. */
+  walRefused: string[];
 }
 
 /**
@@ -259,8 +266,12 @@ export async function signManifests(
     signed: [],
     valid: 0,
     refused: [],
+    walSigned: [],
+    walValid: 0,
+    walRefused: [],
   };
   for (const [cluster, seen] of await repo.scanClusters(options.cluster)) {
+    await signWal(repo, cluster, options.dryRun === true, out);
     for (const label of seen.labels) {
       try {
         if (options.dryRun) {
@@ -281,11 +292,34 @@ export async function signManifests(
   return out;
 }
 
+/**
+ * Signs the cluster's archived WAL named before WAL names carried a MAC (Repository.adoptWal):
+ * each is read back against its checksum and stored again under its authenticated name. Objects
+ * with a MAC that does not match are refused and reported, never signed. The listing is taken
+ * first: adoption writes new keys into the folders being listed.
+ */
+async function signWal(repo: Repository, cluster: string, dryRun: boolean, out: ManifestSigning): Promise<void> {
+  const listed: ArchivedWal[] = [];
+  for await (const w of repo.listWal(cluster)) listed.push(w);
+  for (const w of listed) {
+    try {
+      if ((await repo.adoptWal(cluster, w, dryRun)) === 'signed') out.walSigned.push(`${cluster}/${w.name}`);
+      else out.walValid++;
+    } catch (err) {
+      const e = asPgfleetError(err);
+      out.walRefused.push(`${w.key}: ${e.code} ${e.message}`);
+    }
+  }
+}
+
 export function describeSigning(s: ManifestSigning): string {
   const lines = [
     `${s.dryRun ? 'dry run: would sign' : 'signed'} ${s.signed.length} manifest(s) in ${s.repository}; ${s.valid} already signed, ${s.refused.length} refused`,
     ...s.signed.map((l) => `  signed ${l}`),
     ...s.refused.map((l) => `  refused ${l}`),
+    `${s.dryRun ? 'dry run: would sign' : 'signed'} ${s.walSigned.length} archived WAL file(s); ${s.walValid} already signed, ${s.walRefused.length} refused`,
+    ...s.walSigned.map((l) => `  signed WAL ${l}`),
+    ...s.walRefused.map((l) => `  refused WAL ${l}`),
   ];
   return lines.join('\n');
 }

@@ -26,6 +26,7 @@ const VERIFY_PROBLEM_CODES: Record<string, string> = {
   'wal-truncated': ErrorCodes.WalFileEmpty.code,
   'wal-corrupt': ErrorCodes.WalFileInvalid.code,
   'wal-foreign': ErrorCodes.WalFileInvalid.code,
+  'wal-unauthenticated': ErrorCodes.WalUnauthenticated.code,
   'timeline-conflict': ErrorCodes.TimelineHistoryConflict.code,
 };
 
