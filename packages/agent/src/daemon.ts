@@ -15,6 +15,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConnectRequestSchema } from '@pgfleet/proto';
 import { keyResolver, openRepository, repositoryUrl, type Repository, type RepositorySpec } from '@pgfleet/storage';
 import { agentCredentials } from './security/identity.js';
+import { ClusterKey } from './security/cluster-key.js';
 import { readArchiveSetup, runArchiveCheck, type ArchiveSetupReport, type CheckItemOutcome } from './wal/check.js';
 import { cleanScratchArea } from './drill/drill.js';
 import type { AgentSettings } from './options.js';
@@ -69,11 +70,15 @@ export class AgentDaemon {
   private wal: WalServices | undefined;
   private walHealth: WalHealthCollector | undefined;
   private credentials: ClientOptions['credentials'];
+  /** The key of this agent's cluster for WAL names: from the key file, then from every Welcome. */
+  private readonly clusterKey: ClusterKey;
 
   constructor(
     private readonly s: AgentSettings,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.clusterKey = new ClusterKey(s.cluster, s.clusterKeyFile);
+  }
 
   async start(): Promise<void> {
     // Identity first (enrolling if needed): an agent the controller will not accept should fail before it does anything else.
@@ -81,11 +86,19 @@ export class AgentDaemon {
     this.facts = await readPgdataFacts(this.s.pgdata);
     // A drill killed with an earlier agent process (SIGKILL, power loss) left its copy, maybe its server running.
     await cleanScratchArea(this.s.scratchDir, this.log.child({ component: 'drill' }));
+    if (!(await this.clusterKey.load()))
+      this.log.warn(
+        { code: ErrorCodes.WalKeyMissing.code, file: this.s.clusterKeyFile },
+        'no cluster key yet: WAL archiving waits for the controller to welcome this agent (PostgreSQL keeps the WAL and retries)',
+      );
     void this.startupCheck();
+    // WAL is archived under the cluster's key from the file or the last Welcome, whatever job runs.
     this.wal = await WalServices.start(
       this.s,
       this.facts,
-      this.s.repositories.length > 0 ? await this.openRepository(this.s.repositories) : undefined,
+      this.s.repositories.length > 0
+        ? (await this.openRepository(this.s.repositories)).withManifestKeys(this.clusterKey)
+        : undefined,
       this.log,
     );
     const wal = this.wal;
@@ -233,6 +246,7 @@ export class AgentDaemon {
               'connected to controller',
             );
             this.welcomed();
+            void this.keepClusterKey(msg.msg.value.clusterKey);
             for (const r of this.recentResults) stream.send(r.msg);
             this.startHeartbeats(Math.max(1, msg.msg.value.heartbeatIntervalSeconds || 5));
             break;
@@ -434,6 +448,21 @@ export class AgentDaemon {
     this.settling.add(settled);
   }
 
+  /** Keeps the cluster key a Welcome brought (in memory and in the key file); a controller without one sends none. */
+  private async keepClusterKey(key: Uint8Array): Promise<void> {
+    if (key.length === 0) return;
+    try {
+      if (await this.clusterKey.received(key))
+        this.log.info({ file: this.s.clusterKeyFile }, 'cluster key received from the controller and stored');
+    } catch (err) {
+      // Kept in memory all the same: only wal-push without a daemon, and restarts, need the file.
+      this.log.error(
+        { code: asPgfleetError(err).code, file: this.s.clusterKeyFile, err: (err as Error).message },
+        'the cluster key could not be stored in its file',
+      );
+    }
+  }
+
   /** Opened repositories by their URLs: one S3 client per configuration, not one per job. */
   private readonly repositories = new Map<string, Promise<Repository>>();
 
@@ -458,7 +487,7 @@ export class AgentDaemon {
       job,
       settings: this.s,
       repo,
-      walFetchArgs: () => walFetchArgs(this.s, specs, log),
+      walFetchArgs: () => walFetchArgs(this.s, specs, log, job),
       exclusive: (key) => {
         if (this.exclusive.has(key)) return undefined;
         this.exclusive.add(key);

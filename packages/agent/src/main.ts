@@ -18,6 +18,7 @@ import {
   s3CredentialsFromSettings,
   type AgentSettings,
 } from './options.js';
+import { clusterKeyFileOf } from './security/cluster-key.js';
 
 /** How long SIGTERM/SIGINT waits for running jobs to clean up before the process exits anyway. */
 const STOP_GRACE_MS = 30_000;
@@ -83,6 +84,7 @@ async function main(argv: string[]): Promise<number> {
         streamSpool: run.streamSpool || defaultStreamSpool(realPgdata),
         scratchDir: run.scratchDir || defaultScratchDir(realPgdata),
         ...(run.tlsDir ? { tlsDir: run.tlsDir } : {}),
+        clusterKeyFile: clusterKeyFileOf(run, realPgdata),
         ...(run.enrollToken ? { enrollToken: run.enrollToken } : {}),
         ...(run.caCert ? { caCert: run.caCert } : {}),
         ...(run.insecure ? { insecure: true } : {}),

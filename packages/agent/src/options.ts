@@ -207,6 +207,12 @@ export const AGENT_PROGRAM = {
         "directory of the agent's certificate and key (agent.crt, agent.key, 0600): mutual TLS with a controller run with --tls-dir; made on first start by enrolling with --enroll-token",
     },
     {
+      name: 'cluster-key-file',
+      type: 'string',
+      description:
+        "file holding the cluster's key that authenticates archived WAL names (0600, 64 hex digits): the daemon writes it when the controller welcomes it, so archiving goes on while the controller is down; wal-push without a daemon and wal-fetch read it (default: <tls-dir>/cluster.key, else <pgdata>.pgfleet-cluster.key beside the data directory)",
+    },
+    {
       name: 'enroll-token',
       type: 'string',
       secret: true,
@@ -262,6 +268,7 @@ export const AGENT_PROGRAM = {
         'stream-spool',
         'scratch-dir',
         'tls-dir',
+        'cluster-key-file',
         'enroll-token',
         'ca-cert',
         'insecure',
@@ -271,13 +278,22 @@ export const AGENT_PROGRAM = {
     {
       name: 'wal-push',
       summary: "archive one WAL file (archive_command = 'pgfleet-agent wal-push %p --config FILE')",
-      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'compress', 'socket', 'log-level'],
+      options: [
+        'config',
+        'cluster',
+        ...REPOSITORY_OPTIONS,
+        'compress',
+        'socket',
+        'tls-dir',
+        'cluster-key-file',
+        'log-level',
+      ],
       positionals: [{ name: 'path', description: 'path of the WAL file (%p), relative to PGDATA', required: true }],
     },
     {
       name: 'wal-fetch',
       summary: "restore one archived WAL file (restore_command = 'pgfleet-agent wal-fetch %f %p --config FILE')",
-      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'log-level'],
+      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'tls-dir', 'cluster-key-file', 'log-level'],
       positionals: [
         { name: 'name', description: 'WAL file name (%f)', required: true },
         { name: 'path', description: 'where to write it (%p)', required: true },
@@ -300,7 +316,7 @@ export const AGENT_PROGRAM = {
       name: 'wal-prefetch',
       summary:
         'internal: download the archived WAL segments after <name> into <spool> (started in the background by wal-fetch)',
-      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'log-level'],
+      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'tls-dir', 'cluster-key-file', 'log-level'],
       positionals: [
         { name: 'name', description: 'the segment recovery asked for last', required: true },
         { name: 'spool', description: 'prefetch directory', required: true },
@@ -351,6 +367,8 @@ export interface AgentSettings {
   scratchDir: string;
   /** Mutual TLS: the agent's certificate directory (enrolled into on first start). */
   tlsDir?: string;
+  /** Where the daemon keeps its cluster's key (security/cluster-key.ts); defaultClusterKeyFile unless set. */
+  clusterKeyFile: string;
   /** One-time enrollment token, used only while tlsDir holds no certificate. */
   enrollToken?: string;
   /** The fleet CA certificate file: TLS to the controller. */

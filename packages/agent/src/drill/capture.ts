@@ -558,7 +558,7 @@ async function boundChangesSinceCounted(
 async function waitArchived(o: CaptureOptions, segment: string): Promise<void> {
   const deadline = Date.now() + o.archiveTimeoutMs;
   let pollMs = 20;
-  while ((await o.repo.findWal(o.cluster, segment)).length === 0) {
+  while (!(await o.repo.authenticWal(o.cluster, segment))) {
     o.signal?.throwIfAborted();
     if (Date.now() > deadline) {
       throw new PgfleetError(

@@ -6,6 +6,7 @@ import { PgfleetError, type Logger } from '@pgfleet/core';
 import { repositorySpecFromMessage, type Job } from '@pgfleet/proto';
 import { parseRepositoryUrl, repositoryUrl, type RepositorySpec } from '@pgfleet/storage';
 import { keySourceArgs, repositoryArgs, type AgentSettings } from '../options.js';
+import { CLUSTER_KEY_BYTES, jobClusterKeyFile, writeClusterKeyFile } from '../security/cluster-key.js';
 
 /**
  * The job's repositories (Job.repositories, else Job.repository), else the agent's own, in
@@ -44,16 +45,39 @@ function requirePinned(named: readonly RepositorySpec[], own: readonly Repositor
   );
 }
 
-/** What restore_command's wal-fetch needs to find the same repositories (credentials come from the config file or the environment, never the command line). */
-export function walFetchArgs(s: AgentSettings, specs: readonly RepositorySpec[], log: Logger): string[] {
+/**
+ * What restore_command's wal-fetch needs to find the same repositories (credentials come from the
+ * config file or the environment, never the command line) and to trust their WAL: the path of a
+ * key file holding the job's cluster key, written here (0600, outside the restored directory:
+ * security/cluster-key.ts jobClusterKeyFile), never the key itself.
+ */
+export async function walFetchArgs(
+  s: AgentSettings,
+  specs: readonly RepositorySpec[],
+  log: Logger,
+  job: Job,
+): Promise<string[]> {
+  const keyFile = await jobKeyFile(s, job);
   if (specs.some((spec) => spec.case === 's3') && s.s3Credentials && !s.configFile) {
     log.warn(
       "restore_command gets no S3 credentials (they came from flags or the environment, not --config): PostgreSQL's wal-fetch uses the AWS default chain of its own environment",
     );
   }
   // A key file's path or a key command, never a key: restore_command can name them on its command line.
-  const repos = [...repositoryArgs(specs), ...keySourceArgs(s.encryption)];
+  const repos = [...repositoryArgs(specs), ...keySourceArgs(s.encryption), '--cluster-key-file', keyFile];
   if (!s.configFile) return repos;
   // The config file is there for the credentials; empty values clear its repository keys (flags win over the file, key by key).
   return [...repos, '--repo-path', '', ...(specs.length < 2 ? ['--repo2', ''] : []), '--config', s.configFile];
+}
+
+/** Writes the job's cluster key (Job.manifest_key) where restore_command reads it; WalKeyMissing when the job has none. */
+async function jobKeyFile(s: AgentSettings, job: Job): Promise<string> {
+  if (job.manifestKey.length !== CLUSTER_KEY_BYTES || !job.manifestCluster)
+    throw new PgfleetError(
+      'WalKeyMissing',
+      `the job carries no key for its cluster: restore_command could trust no archived WAL (upgrade the controller)`,
+    );
+  const file = jobClusterKeyFile({ file: s.clusterKeyFile, cluster: s.cluster }, job.manifestCluster);
+  await writeClusterKeyFile(file, Buffer.from(job.manifestKey));
+  return file;
 }

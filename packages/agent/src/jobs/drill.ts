@@ -16,7 +16,7 @@ export const drillJob: AgentJobKind<'drill'> = {
       jobId: ctx.job.jobId,
       cluster: d.cluster || s.cluster,
       repo: ctx.repo,
-      walFetchArgs: ctx.walFetchArgs(),
+      walFetchArgs: await ctx.walFetchArgs(),
       pg: s.pg,
       ...(d.backupLabel ? { backupLabel: d.backupLabel } : {}),
       ...(target && d.target

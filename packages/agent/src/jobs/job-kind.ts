@@ -23,8 +23,8 @@ export interface JobContext {
   job: Job;
   settings: AgentSettings;
   repo: Repository;
-  /** What restore_command's wal-fetch needs to find the job's repositories (restores and drills ask). */
-  walFetchArgs(): string[];
+  /** What restore_command's wal-fetch needs to find and trust the job's repositories (restores and drills ask; writes the job's key file). */
+  walFetchArgs(): Promise<string[]>;
   /**
    * Claims a kind that runs one at a time on this agent (a backup: labels, the WAL wait and
    * cleanup assume it); returns the release, or undefined when it is taken.

@@ -11,7 +11,7 @@ export const restoreJob: AgentJobKind<'restore'> = {
     const out = await runRestore({
       cluster: r.cluster || s.cluster,
       repo: ctx.repo,
-      walFetchArgs: ctx.walFetchArgs(),
+      walFetchArgs: await ctx.walFetchArgs(),
       ...(r.backupLabel ? { backupLabel: r.backupLabel, labelIsHint: r.backupLabelIsHint } : {}),
       ...(r.currentTimeline ? { currentTimeline: r.currentTimeline } : {}),
       ...(r.targetTimeline ? { targetTimeline: r.targetTimeline } : {}),

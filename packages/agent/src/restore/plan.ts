@@ -169,7 +169,7 @@ async function archivedTimelines(
   }
   const now = i.now ?? Date.now();
   const at = i.target.kind === 'time' ? i.target.time.getTime() : now;
-  const archived = async (segment: string) => (await i.repo.findWal(i.cluster, segment)).length > 0;
+  const archived = async (segment: string) => (await i.repo.authenticWal(i.cluster, segment)) !== undefined;
   // The live cluster's lineage when the controller knows its timeline and the archive holds it.
   const live = i.currentTimeline && known(i.currentTimeline) ? liveLineage : undefined;
   if (i.currentTimeline && !live)
@@ -306,11 +306,8 @@ async function requireArchivedAt(
     ...(timeline > owner ? [timeline] : []),
   ];
   for (const tli of new Set(lineage)) {
-    if (
-      (await i.repo.findWal(i.cluster, WalSegmentName.fromLsn(tli, Lsn.fromBigInt(lsn), segmentSize).toString()))
-        .length > 0
-    )
-      return;
+    const segment = WalSegmentName.fromLsn(tli, Lsn.fromBigInt(lsn), segmentSize).toString();
+    if (await i.repo.authenticWal(i.cluster, segment)) return;
   }
   throw new PgfleetError(
     'TargetTimelineInvalid',

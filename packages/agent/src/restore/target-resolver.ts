@@ -45,7 +45,9 @@ export async function findTargetHits(
   const waldump = join(opts.pgBinDir ?? `/usr/lib/postgresql/${major}/bin`, 'pg_waldump');
   const segments: { name: string; key: string; sha256: string; codec: Codec }[] = [];
   for await (const w of repo.listWal(cluster)) {
-    if (walFileKind(w.name) === 'segment' && w.name.slice(8) >= oldest.walStart.slice(8)) segments.push(w);
+    // Only authenticated copies (wal-auth.ts): a planted segment must not place the target.
+    if (w.authentic && walFileKind(w.name) === 'segment' && w.name.slice(8) >= oldest.walStart.slice(8))
+      segments.push(w);
   }
   if (segments.length === 0) throw new PgfleetError('RestorePointNotFound', `no archived WAL for cluster ${cluster}`);
   const dir = await mkdtemp(join(tmpdir(), 'pgfleet-waldump-'));

@@ -7,10 +7,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after } from 'node:test';
-import { PosixDriver, Repository, secretManifestKeys, type BackupManifest, type ManifestFile } from '@pgfleet/storage';
+import { PosixDriver, Repository, type BackupManifest, type ManifestFile } from '@pgfleet/storage';
+import { TEST_MANIFEST_KEYS } from '@pgfleet/storage/testing';
 
-/** The manifest keys of every test repository (a fixed secret: tests sign and check like a fleet does). */
-export const TEST_MANIFEST_KEYS = secretManifestKeys(Buffer.alloc(32, 0x5a));
+/** The cluster keys of every test repository (a fixed secret: tests sign manifests and WAL names and check them like a fleet does). */
+export { TEST_MANIFEST_KEYS };
 
 /**
  * Returns a function that makes a posix Repository in a new temp directory; every directory it

@@ -5,6 +5,8 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { TEST_MANIFEST_KEYS } from '@pgfleet/storage/testing';
+import { defaultClusterKeyFile, writeClusterKeyFile } from '../security/cluster-key.js';
 
 export const WAL_FIXTURE_SEGMENT_SIZE = 1 << 20;
 export const WAL_FIXTURE_SYSTEM_ID = 7441234567890123456n;
@@ -35,4 +37,14 @@ export async function fakePgdata(root: string): Promise<string> {
   control.writeBigUInt64LE(WAL_FIXTURE_SYSTEM_ID, 0);
   await writeFile(join(pgdata, 'global', 'pg_control'), control);
   return pgdata;
+}
+
+/**
+ * Writes the test key of `cluster` (TEST_MANIFEST_KEYS) where an agent without --tls-dir keeps it
+ * for `pgdata` (beside it), as the daemon does when the controller welcomes it. Returns the file.
+ */
+export async function writeTestClusterKey(pgdata: string, cluster: string): Promise<string> {
+  const file = defaultClusterKeyFile({ pgdata });
+  await writeClusterKeyFile(file, TEST_MANIFEST_KEYS.keyFor(cluster)!);
+  return file;
 }

@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { beforeEach, describe, test } from 'node:test';
 import { silentLogger } from '@pgfleet/core';
 import type { ManifestFile, Repository } from '@pgfleet/storage';
+import { testWalKey } from '@pgfleet/storage/testing';
 import { manifestFile, segmentName, tempRepositories, testBackupWriter } from '../testing/repository-fixtures.js';
 import { runVerify } from './verify.js';
 
@@ -22,12 +23,16 @@ const file = (path: string, backup: string, sha = SHA): ManifestFile => manifest
 /** Backups here start and stop at the same instant. */
 const at = (time: string) => ({ startTime: time, stopTime: time });
 
-/** A WAL object; fast mode only looks at stored sizes, so a few zstd-named bytes will do. */
-async function wal(name: string, body: Buffer = Buffer.from('w')): Promise<void> {
-  const dir = name.includes('.history') ? 'timelines' : name.slice(0, 16);
+/** The key of a WAL object as the cluster's agent names it (with its MAC); fast mode only looks at stored sizes, so a few zstd-named bytes will do. */
+function walKey(name: string, body: Buffer = Buffer.from('w')): string {
   // History files are read by content (their checksum is checked); segments only by name here.
-  const sha = name.includes('.history') ? createHash('sha256').update(body).digest('hex') : 'a'.repeat(64);
-  await repo.driver.put(`${C}/wal/${dir}/${name}-${sha}${name.includes('.history') ? '' : '.zst'}`, body);
+  const history = name.includes('.history');
+  const sha = history ? createHash('sha256').update(body).digest('hex') : 'a'.repeat(64);
+  return testWalKey(C, name, sha, history ? '' : '.zst');
+}
+
+async function wal(name: string, body: Buffer = Buffer.from('w')): Promise<void> {
+  await repo.driver.put(walKey(name, body), body);
 }
 
 const verify = () => runVerify({ cluster: C, repo, full: false, log: silentLogger() });
@@ -130,8 +135,8 @@ describe('verify job', () => {
   });
 
   test("a gap inside a backup's own WAL makes it unrestorable; after it, it ends the range", async () => {
-    await repo.driver.delete([`${C}/wal/${seg(1, 3).slice(0, 16)}/${seg(1, 3)}-${'a'.repeat(64)}.zst`]);
-    await repo.driver.delete([`${C}/wal/${seg(1, 7).slice(0, 16)}/${seg(1, 7)}-${'a'.repeat(64)}.zst`]);
+    await repo.driver.delete([walKey(seg(1, 3))]);
+    await repo.driver.delete([walKey(seg(1, 7))]);
     const v = await verify();
     assert.deepEqual(
       v.problems.map((p) => [p.kind, p.lsnFrom, p.lsnTo, p.segments]),
@@ -149,6 +154,35 @@ describe('verify job', () => {
     assert.equal(i1!.restorable, true);
     assert.equal(i1!.toLsn, '0/700000');
     assert.match(i1!.reasons[0]!, /^recovery stops at 0\/700000: WAL gap \[0\/700000, 0\/800000\)/);
+  });
+
+  test('planted WAL (no MAC, a wrong one) is named and never used: a planted copy alone breaks continuity, one beside the genuine copy does not', async () => {
+    const forged = Buffer.from('forged');
+    const sha = createHash('sha256').update(forged).digest('hex');
+    // Beside the genuine segment 4; instead of segment 7 (deleted); a crafted history for timeline 2.
+    const beside = `${C}/wal/${seg(1, 4).slice(0, 16)}/${seg(1, 4)}-${sha}.zst`;
+    const instead = `${C}/wal/${seg(1, 7).slice(0, 16)}/${seg(1, 7)}-${sha}-${'0'.repeat(32)}.zst`;
+    const history = `${C}/wal/timelines/00000002.history-${sha}`;
+    await repo.driver.delete([walKey(seg(1, 7))]);
+    for (const key of [beside, instead, history]) await repo.driver.put(key, forged);
+    for (let n = 9; n <= 12; n++) await wal(seg(2, n));
+    const v = await verify();
+    assert.deepEqual(
+      v.problems.map((p) => [p.kind, p.path, p.key]).sort(),
+      [
+        ['wal-unauthenticated', '00000002.history', history],
+        ['wal-unauthenticated', seg(1, 4), beside],
+        ['wal-unauthenticated', seg(1, 7), instead],
+      ].sort(),
+    );
+    // Timeline 2 is not followed: its only history is planted.
+    assert.deepEqual(
+      v.backups.map((b) => [b.label, b.toLsn, b.toTimeline]),
+      [
+        ['F1', '0/700000', 1],
+        ['I1', '0/700000', 1],
+      ],
+    );
   });
 
   test('an empty stored segment is named and breaks continuity', async () => {

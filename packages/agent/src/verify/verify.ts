@@ -57,6 +57,7 @@ export type VerifyProblemKind =
   | 'wal-truncated'
   | 'wal-corrupt'
   | 'wal-foreign'
+  | 'wal-unauthenticated'
   | 'timeline-conflict';
 
 export interface VerifyProblem {
@@ -530,7 +531,8 @@ async function readHistories(
   const histories = new Map<number, TimelineHistory>();
   const badHistories = new Map<string, VerifyProblem>();
   for (const w of others) {
-    if (walFileKind(w.name) !== 'history') continue;
+    // An unauthenticated copy is reported by walFileProblem; readWalFile takes the authenticated one.
+    if (walFileKind(w.name) !== 'history' || !w.authentic) continue;
     const base = { label: '', path: w.name, key: w.key };
     try {
       const text = await repo.readWalFile(cluster, w.name);
@@ -577,6 +579,13 @@ async function walFileProblem(
   const { segmentSize } = run;
   const isSegment = walFileKind(w.name) === 'segment';
   const base = { label: '', path: w.name, key: w.key };
+  // Planted, renamed, copied from another cluster, or archived before names carried a MAC: never used.
+  if (!w.authentic)
+    return {
+      kind: 'wal-unauthenticated',
+      ...base,
+      message: `WAL file ${w.name} is not authenticated (${w.mac === undefined ? 'no MAC in its name' : 'its MAC does not match'}): restores never use it (${w.key})`,
+    };
   if (w.storedSize === 0)
     return { kind: 'wal-empty', ...base, message: `WAL file ${w.name} is stored as 0 bytes (${w.key})` };
   if (isSegment && w.codec === 'none' && w.storedSize !== segmentSize) {

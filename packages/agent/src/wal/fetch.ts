@@ -7,9 +7,10 @@
  */
 import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { missingOption, resolveSettings, type Logger, type OptionValues } from '@pgfleet/core';
 import {
+  clusterManifestKeys,
   keyResolver,
   openRepository,
   type KeySource,
@@ -27,6 +28,7 @@ import {
   repositoryArgs,
   s3CredentialsFromSettings,
 } from '../options.js';
+import { clusterKeyFileOf, requireClusterKeyFile } from '../security/cluster-key.js';
 import { afterFetch, prefetchSegments, prefetchSpoolFor, takeFromSpool } from './prefetch.js';
 
 export interface WalFetchOptions {
@@ -40,17 +42,22 @@ export interface WalFetchOptions {
   startPrefetch?: (name: string, spool: string) => void;
 }
 
-/** Returns false when the file is not archived (restore_command then exits 1, which PostgreSQL expects at the end of WAL). */
+/**
+ * Returns false when the file is not archived (restore_command then exits 1, which PostgreSQL
+ * expects at the end of WAL). Only an authenticated copy is ever written to `dest`: when every
+ * copy fails its MAC (planted, renamed, copied from another cluster) it fails with
+ * WalUnauthenticated, which ends recovery there rather than replaying it.
+ */
 export async function walFetch(name: string, destArg: string, opts: WalFetchOptions): Promise<boolean> {
   const dest = resolve(destArg);
   const repo = opts.repo;
   const found = await repo.findWal(opts.cluster, name);
-  const wal = found[0];
-  if (!wal) return false;
+  const wal = found.find((w) => w.authentic);
+  if (!wal && found.length === 0) return false;
   const prefetch = opts.prefetch ?? 0;
   const spool = prefetchSpoolFor(dest);
   const segment = walFileKind(name) === 'segment';
-  if (segment && prefetch > 0 && (await takeFromSpool(spool, name, wal.sha256, dest))) {
+  if (wal && segment && prefetch > 0 && (await takeFromSpool(spool, name, wal.sha256, dest))) {
     opts.log.debug({ wal: name }, 'restored WAL file from the prefetch spool');
   } else {
     const tmp = `${dest}.pgfleet-tmp`;
@@ -76,6 +83,7 @@ function spawnPrefetcher(args: {
   repositories: readonly RepositorySpec[];
   credentials: S3Credentials | undefined;
   keySource: KeySource | undefined;
+  clusterKeyFile: string;
   prefetch: number;
   logLevel: string;
 }) {
@@ -102,6 +110,8 @@ function spawnPrefetcher(args: {
           args.cluster,
           ...repos,
           ...keySourceArgs(args.keySource),
+          '--cluster-key-file',
+          args.clusterKeyFile,
           '--prefetch',
           String(args.prefetch),
           '--log-level',
@@ -113,6 +123,19 @@ function spawnPrefetcher(args: {
       child.unref();
     });
   };
+}
+
+/** The repositories, opened with the cluster's key from its key file (WalKeyMissing without one: no WAL is trusted). */
+async function openWithClusterKey(
+  repositories: readonly RepositorySpec[],
+  credentials: S3Credentials | undefined,
+  keySource: KeySource | undefined,
+  cluster: string,
+  clusterKeyFile: string,
+): Promise<Repository> {
+  const key = await requireClusterKeyFile(clusterKeyFile, cluster);
+  const repo = await openRepository(repositories, credentials, keySource && keyResolver(keySource, cluster));
+  return repo.withManifestKeys(clusterManifestKeys(cluster, key));
 }
 
 /** The repositories a command needs (--repo or --repo-path, and --repo2); missing: the usual missing-option error. */
@@ -137,7 +160,9 @@ export async function walFetchCommand(
   const repositories = requireRepositories(settings);
   const credentials = s3CredentialsFromSettings(settings);
   const keySource = keySourceFromSettings(settings);
-  const repo = await openRepository(repositories, credentials, keySource && keyResolver(keySource, cluster));
+  // %p is pg_wal/RECOVERYXLOG relative to PGDATA; restore writes --cluster-key-file into restore_command.
+  const clusterKeyFile = clusterKeyFileOf(settings, dirname(dirname(resolve(positionals[1]!))));
+  const repo = await openWithClusterKey(repositories, credentials, keySource, cluster, clusterKeyFile);
   const found = await walFetch(positionals[0]!, positionals[1]!, {
     cluster,
     repo,
@@ -148,6 +173,7 @@ export async function walFetchCommand(
       repositories,
       credentials,
       keySource,
+      clusterKeyFile,
       prefetch,
       logLevel: settings.logLevel,
     }),
@@ -164,11 +190,12 @@ export async function walPrefetchCommand(
 ): Promise<number> {
   const settings = resolveSettings(AGENT_PROGRAM, 'wal-prefetch', o, ['cluster']);
   const log = logger(settings.logLevel);
-  const keySource = keySourceFromSettings(settings);
-  const repo = await openRepository(
+  const repo = await openWithClusterKey(
     requireRepositories(settings),
     s3CredentialsFromSettings(settings),
-    keySource && keyResolver(keySource, settings.cluster),
+    keySourceFromSettings(settings),
+    settings.cluster,
+    clusterKeyFileOf(settings, dirname(dirname(resolve(positionals[1]!)))),
   );
   const got = await prefetchSegments(positionals[0]!, positionals[1]!, {
     repo,

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { silentLogger } from '@pgfleet/core';
 import { PosixDriver, Repository } from '@pgfleet/storage';
+import { TEST_MANIFEST_KEYS } from '../testing/repository-fixtures.js';
 import { walFetch } from './fetch.js';
 import { afterFetch, nextSegments, prefetchSegments, PREFETCH_DIR, takeFromSpool } from './prefetch.js';
 
@@ -19,7 +20,7 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 async function setup() {
   const root = await mkdtemp(join(tmpdir(), 'pgfleet-prefetch-'));
-  const repo = new Repository(new PosixDriver(join(root, 'repo')));
+  const repo = new Repository(new PosixDriver(join(root, 'repo')), TEST_MANIFEST_KEYS);
   await repo.ensureClusterInfo('c', { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 * 1024 * 1024 });
   // Archive the first 6 segments (the archive ends there).
   for (const n of names.slice(0, 6))

@@ -163,14 +163,14 @@ export async function prefetchSegments(name: string, spool: string, o: PrefetchO
     }
     await fh.close();
     try {
-      const found = (await o.repo.findWal(o.cluster, seg))[0];
-      if (!found) {
+      if ((await o.repo.findWal(o.cluster, seg)).length === 0) {
         if (endOfArchive === undefined || seg < endOfArchive) endOfArchive = seg;
         await rm(tmp, { force: true });
         return;
       }
-      await o.repo.fetchWal(o.cluster, seg, createWriteStream(tmp)); // verifies the checksum
-      await rename(tmp, join(spool, `${seg}-${found.sha256}`));
+      // Only an authenticated copy (WalUnauthenticated otherwise), checked against its checksum.
+      const fetched = await o.repo.fetchWal(o.cluster, seg, createWriteStream(tmp));
+      await rename(tmp, join(spool, `${seg}-${fetched.sha256}`));
       done.push(seg);
     } catch {
       // A failed prefetch costs nothing but time: wal-fetch downloads the segment itself.

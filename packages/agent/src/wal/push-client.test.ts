@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCodes } from '@pgfleet/core';
 import { PosixDriver, Repository } from '@pgfleet/storage';
-import { fakePgdata, segment } from '../testing/wal-fixtures.js';
+import { TEST_MANIFEST_KEYS } from '../testing/repository-fixtures.js';
+import { fakePgdata, segment, writeTestClusterKey } from '../testing/wal-fixtures.js';
 import { defaultSocketPath, encodeFrame, FrameDecoder, PROTOCOL_VERSION, type DaemonReply } from './socket.js';
 
 const BIN = new URL('../bin.js', import.meta.url).pathname;
@@ -152,7 +153,10 @@ describe('wal-push client', () => {
       await mute.close();
       assert.equal(m.code, ErrorCodes.WalDaemonFailed.exit);
       assert.match(m.stderr, new RegExp(`${ErrorCodes.WalDaemonFailed.code} .*without an answer`));
-      assert.equal((await new Repository(new PosixDriver(s.repoDir)).findWal('c1', SEGMENT)).length, 0);
+      assert.equal(
+        (await new Repository(new PosixDriver(s.repoDir), TEST_MANIFEST_KEYS).findWal('c1', SEGMENT)).length,
+        0,
+      );
     } finally {
       await s.done();
     }
@@ -160,12 +164,21 @@ describe('wal-push client', () => {
 
   it('without a daemon it archives by itself: stored, idempotent, refusals with their codes', async () => {
     const s = await setup();
-    const repo = new Repository(new PosixDriver(s.repoDir));
+    const repo = new Repository(new PosixDriver(s.repoDir), TEST_MANIFEST_KEYS);
     const args = ['--cluster', 'c1', '--repo-path', s.repoDir];
     try {
+      // No cluster key yet (the daemon never met the controller): nothing is archived, PostgreSQL retries.
+      const keyless = await agent(['wal-push', `pg_wal/${SEGMENT}`, ...args], s.pgdata);
+      assert.equal(keyless.code, ErrorCodes.WalKeyMissing.exit);
+      assert.match(keyless.stderr, new RegExp(`${ErrorCodes.WalKeyMissing.code} .*${s.pgdata}.pgfleet-cluster.key`));
+      assert.equal((await repo.findWal('c1', SEGMENT)).length, 0);
+      await writeTestClusterKey(s.pgdata, 'c1');
       const first = await agent(['wal-push', `pg_wal/${SEGMENT}`, ...args], s.pgdata);
       assert.equal(first.code, 0, first.stderr);
-      assert.equal((await repo.findWal('c1', SEGMENT)).length, 1);
+      assert.deepEqual(
+        (await repo.findWal('c1', SEGMENT)).map((w) => w.authentic),
+        [true],
+      );
       const again = await agent(['wal-push', `pg_wal/${SEGMENT}`, ...args], s.pgdata);
       assert.equal(again.code, 0, again.stderr);
 
@@ -195,7 +208,8 @@ describe('wal-push client', () => {
 
   it("a daemon serving another cluster says so and wal-push archives by itself; a config file's socket is tried", async () => {
     const s = await setup();
-    const repo = new Repository(new PosixDriver(s.repoDir));
+    const repo = new Repository(new PosixDriver(s.repoDir), TEST_MANIFEST_KEYS);
+    await writeTestClusterKey(s.pgdata, 'c1');
     try {
       const elsewhere = await stubDaemon(defaultSocketPath(s.pgdata), {
         ok: false,

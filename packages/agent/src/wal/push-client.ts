@@ -77,19 +77,27 @@ async function askDaemon(
 
 /** wal-push without a daemon: this process archives the file itself (the only path that loads pino and storage). */
 async function pushDirectly(path: string, parsed: ParsedCommand): Promise<number> {
-  const [{ createLogger }, { keyResolver, openRepository }, { walPush }] = await Promise.all([
-    import('@pgfleet/core'),
-    import('@pgfleet/storage'),
-    import('./archive.js'),
-  ]);
+  const [{ createLogger }, { clusterManifestKeys, keyResolver, openRepository }, { walPush }, clusterKeys] =
+    await Promise.all([
+      import('@pgfleet/core'),
+      import('@pgfleet/storage'),
+      import('./archive.js'),
+      import('../security/cluster-key.js'),
+    ]);
   const settings = resolveSettings(AGENT_PROGRAM, 'wal-push', parsed.options, ['cluster']);
   const log = createLogger({ level: settings.logLevel }).child({ component: 'wal-push' });
   const specs = repositoriesFromSettings(settings);
   // Without a daemon there is nowhere else to archive to: the repository must be configured here.
   if (specs.length === 0) throw missingOption(AGENT_PROGRAM, 'repo');
+  // WAL names carry a MAC under the cluster's key, which the daemon keeps in its key file: without
+  // it nothing is archived (WalKeyMissing), and PostgreSQL keeps the file and retries.
+  const keyFile = clusterKeys.clusterKeyFileOf(settings, dirname(dirname(path)));
+  const clusterKey = await clusterKeys.requireClusterKeyFile(keyFile, settings.cluster);
   const source = keySourceFromSettings(settings);
   const keys = source ? keyResolver(source, settings.cluster) : undefined;
-  const repo = await openRepository(specs, s3CredentialsFromSettings(settings), keys);
+  const repo = (await openRepository(specs, s3CredentialsFromSettings(settings), keys)).withManifestKeys(
+    clusterManifestKeys(settings.cluster, clusterKey),
+  );
   try {
     await walPush(path, { cluster: settings.cluster, repo, compress: settings.compress, log });
   } finally {

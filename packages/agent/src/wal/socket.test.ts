@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCodes, silentLogger, sleep } from '@pgfleet/core';
 import { PosixDriver, Repository } from '@pgfleet/storage';
+import { TEST_MANIFEST_KEYS } from '../testing/repository-fixtures.js';
 import { fakePgdata, segment, WAL_FIXTURE_SEGMENT_SIZE, WAL_FIXTURE_SYSTEM_ID } from '../testing/wal-fixtures.js';
 import { WalArchiveServer, archiveOrder } from './archive-server.js';
 import {
@@ -112,7 +113,7 @@ test('daemon archives through the socket: durable ack, idempotent, refusals keep
   const root = await mkdtemp(join(tmpdir(), 'pgfleet-walsrv-'));
   const pgdata = await fakePgdata(root);
   const repoDir = join(root, 'repo');
-  const repo = new Repository(new PosixDriver(repoDir));
+  const repo = new Repository(new PosixDriver(repoDir), TEST_MANIFEST_KEYS);
   const socketPath = join(root, 'agent.sock');
   const server = new WalArchiveServer({
     socketPath,
@@ -276,7 +277,7 @@ test('a stale socket file left by a killed daemon is replaced; a live one is ref
   const root = await mkdtemp(join(tmpdir(), 'pgfleet-walsrv-'));
   const pgdata = await fakePgdata(root);
   const socketPath = join(root, 'agent.sock');
-  const repo = new Repository(new PosixDriver(join(root, 'repo')));
+  const repo = new Repository(new PosixDriver(join(root, 'repo')), TEST_MANIFEST_KEYS);
   const mk = () =>
     new WalArchiveServer({
       socketPath,

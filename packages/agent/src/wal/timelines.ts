@@ -18,13 +18,23 @@ import {
 } from '@pgfleet/pg';
 import type { Repository } from '@pgfleet/storage';
 
-/** Reads and parses the archived history of `timeline`; undefined when none is archived. */
+/**
+ * Reads and parses the archived history of `timeline`; undefined when none is archived with a
+ * matching MAC: a history planted without the cluster's key is never followed, and never blocks
+ * archiving the genuine one either (verify reports it).
+ */
 export async function archivedHistory(
   repo: Repository,
   cluster: string,
   timeline: number,
 ): Promise<TimelineHistory | undefined> {
-  const text = await repo.readWalFile(cluster, timelineHistoryName(timeline));
+  let text: Buffer | undefined;
+  try {
+    text = await repo.readWalFile(cluster, timelineHistoryName(timeline));
+  } catch (err) {
+    if (PgfleetError.is(err, 'WalUnauthenticated')) return undefined;
+    throw err;
+  }
   return text === undefined ? undefined : TimelineHistory.parse(timeline, text.toString('utf8'));
 }
 
@@ -112,7 +122,7 @@ export async function timelinesWithStart(
   for (const [tli, history] of histories) {
     const first = WalSegmentName.fromLsn(tli, Lsn.fromBigInt(history.startLsn), segmentSize).toString();
     if (!needStart(tli)) {
-      if ((await repo.findWal(cluster, first)).length > 0) out.set(tli, { history, startedAt: undefined });
+      if (await repo.authenticWal(cluster, first)) out.set(tli, { history, startedAt: undefined });
       continue;
     }
     const segment = await repo.readWalFile(cluster, first, segmentSize).catch(() => undefined);

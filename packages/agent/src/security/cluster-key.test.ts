@@ -1,0 +1,71 @@
+// The cluster key file: where it lives, how the daemon keeps a Welcome's key in it, and which files are refused.
+import assert from 'node:assert/strict';
+import { chmod, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { PgfleetError } from '@pgfleet/core';
+import {
+  ClusterKey,
+  defaultClusterKeyFile,
+  jobClusterKeyFile,
+  readClusterKeyFile,
+  requireClusterKeyFile,
+} from './cluster-key.js';
+
+const dirs: string[] = [];
+after(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+test('defaults: in --tls-dir, else beside the data directory; another cluster of a job beside it, never in PGDATA', () => {
+  assert.equal(
+    defaultClusterKeyFile({ tlsDir: '/etc/pgfleet/tls', pgdata: '/srv/pg/main' }),
+    '/etc/pgfleet/tls/cluster.key',
+  );
+  assert.equal(defaultClusterKeyFile({ pgdata: '/srv/pg/main' }), '/srv/pg/main.pgfleet-cluster.key');
+  const own = { file: '/etc/pgfleet/tls/cluster.key', cluster: 'shop' };
+  assert.equal(jobClusterKeyFile(own, 'shop'), own.file);
+  assert.equal(jobClusterKeyFile(own, 'billing'), '/etc/pgfleet/tls/cluster-billing.key');
+});
+
+test("the daemon keeps a Welcome's key in the file (0600) and reads it back at the next start", async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pgfleet-ckey-'));
+  dirs.push(dir);
+  const file = join(dir, 'tls', 'cluster.key');
+  const first = new ClusterKey('shop', file);
+  assert.equal(await first.load(), false, 'nothing on a first start');
+  assert.equal(first.keyFor('shop'), undefined);
+  await assert.rejects(requireClusterKeyFile(file, 'shop'), (e: unknown) => PgfleetError.is(e, 'WalKeyMissing'));
+  const key = Buffer.alloc(32, 7);
+  assert.equal(await first.received(key), true);
+  assert.equal(await first.received(key), false, 'the same key again changes nothing');
+  assert.equal((await stat(file)).mode & 0o777, 0o600);
+  assert.equal((await readFile(file, 'utf8')).trim(), key.toString('hex'));
+  const next = new ClusterKey('shop', file);
+  assert.equal(await next.load(), true);
+  assert.deepEqual(next.keyFor('shop'), key);
+  assert.equal(next.keyFor('other'), undefined, "only the agent's own cluster");
+  assert.equal(await next.received(new Uint8Array(3)), false, 'not a key: ignored');
+  assert.deepEqual(next.keyFor('shop'), key);
+});
+
+test('a key file others may read, a link or one holding no key is refused', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pgfleet-ckey-'));
+  dirs.push(dir);
+  const refused = async (path: string, why: RegExp) =>
+    assert.rejects(
+      readClusterKeyFile(path),
+      (e: unknown) => PgfleetError.is(e, 'ClusterKeyFileInvalid') && why.test((e as Error).message),
+    );
+  const open = join(dir, 'open.key');
+  await writeFile(open, `${'ab'.repeat(32)}\n`, { mode: 0o600 });
+  await chmod(open, 0o644);
+  await refused(open, /mode 0644/);
+  const link = join(dir, 'link.key');
+  await symlink(open, link);
+  await refused(link, /not a regular file/);
+  const junk = join(dir, 'junk.key');
+  await writeFile(junk, 'not a key\n', { mode: 0o600 });
+  await refused(junk, /does not hold a key/);
+});

@@ -1,0 +1,136 @@
+/**
+ * The cluster key on an agent's host: the key of its own cluster (the controller's manifest key
+ * for it) under which archived WAL is named with a MAC (storage wal-auth.ts). The controller
+ * sends it with every Welcome; the daemon keeps it in the cluster key file, because archiving
+ * must not depend on the controller: it goes on while the controller is down or restarting, and
+ * wal-push without a daemon and restore_command's wal-fetch read the key from there.
+ *
+ * The file holds the key as 64 hex digits, mode 0600, written atomically (temp file, fsync,
+ * rename, directory fsync). Only its path ever appears on a command line (ps shows those). It
+ * lives outside PGDATA: by default in --tls-dir beside the agent's certificate key, else beside
+ * the data directory like the wal-push socket; PGDATA itself is backed up into the repository.
+ *
+ * Light on purpose: wal-push's direct path loads it (node:fs and core's errors only).
+ */
+import { lstat, mkdir, open, readFile, rename } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { PgfleetError } from '@pgfleet/core/errors';
+import { fsyncPath } from '@pgfleet/core/fsync';
+import type { ManifestKeys } from '@pgfleet/storage/manifest-auth';
+
+/** HMAC-SHA256 keys the controller derives are 32 bytes. */
+export const CLUSTER_KEY_BYTES = 32;
+const FILE_NAME = 'cluster.key';
+
+/** Where the key lives when --cluster-key-file is not set: <tls-dir>/cluster.key, else <pgdata>.pgfleet-cluster.key. */
+export function defaultClusterKeyFile(o: { tlsDir?: string | undefined; pgdata: string }): string {
+  return o.tlsDir ? join(o.tlsDir, FILE_NAME) : join(dirname(o.pgdata), `${basename(o.pgdata)}.pgfleet-cluster.key`);
+}
+
+/** The key file a command uses: --cluster-key-file, else the default for the data directory `pgdata`. */
+export function clusterKeyFileOf(
+  settings: { readonly clusterKeyFile: string | undefined; readonly tlsDir: string | undefined },
+  pgdata: string,
+): string {
+  return resolve(settings.clusterKeyFile || defaultClusterKeyFile({ tlsDir: settings.tlsDir, pgdata }));
+}
+
+/**
+ * The key file restore_command reads for a restore or drill of `cluster` run by this agent: its
+ * own file for its own cluster, a sibling named after the cluster for another (a restore of
+ * another cluster onto this host), never inside the restored directory.
+ */
+export function jobClusterKeyFile(own: { file: string; cluster: string }, cluster: string): string {
+  return cluster === own.cluster ? own.file : join(dirname(own.file), `cluster-${cluster}.key`);
+}
+
+function invalid(path: string, why: string, cause?: unknown): PgfleetError {
+  return new PgfleetError(
+    'ClusterKeyFileInvalid',
+    `cluster key file ${path} ${why}`,
+    cause === undefined ? undefined : { cause },
+  );
+}
+
+/** The key in `path`; undefined when there is no such file. Refuses a link, a file others may read, anything but a key. */
+export async function readClusterKeyFile(path: string): Promise<Buffer | undefined> {
+  let info;
+  try {
+    info = await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw invalid(path, `cannot be read: ${(err as Error).message}`, err);
+  }
+  if (!info.isFile()) throw invalid(path, 'is not a regular file');
+  if ((info.mode & 0o077) !== 0)
+    throw invalid(
+      path,
+      `has mode ${(info.mode & 0o777).toString(8).padStart(4, '0')}: other users could read it; it must be 0600`,
+    );
+  const text = (await readFile(path, 'utf8')).trim();
+  if (!/^[0-9a-f]{64}$/.test(text)) throw invalid(path, `does not hold a key (${CLUSTER_KEY_BYTES * 2} hex digits)`);
+  return Buffer.from(text, 'hex');
+}
+
+/** The key or WalKeyMissing naming the file: WAL is neither archived nor trusted without it. */
+export async function requireClusterKeyFile(path: string, cluster: string): Promise<Buffer> {
+  const key = await readClusterKeyFile(path);
+  if (!key)
+    throw new PgfleetError(
+      'WalKeyMissing',
+      `no key for cluster ${cluster}: cluster key file ${path} does not exist (the agent daemon writes it when the controller welcomes it)`,
+    );
+  return key;
+}
+
+/** Stores `key` in `path` (0600, atomically) unless it holds it already; true when written. */
+export async function writeClusterKeyFile(path: string, key: Buffer): Promise<boolean> {
+  const current = await readClusterKeyFile(path).catch(() => undefined);
+  if (current?.equals(key)) return false;
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(`${key.toString('hex')}\n`);
+    await fh.chmod(0o600); // a stale temp file may have had another mode
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  await fsyncPath(dirname(path));
+  return true;
+}
+
+/**
+ * The daemon's key of its own cluster: loaded from the file at start, replaced (and the file
+ * rewritten) when a Welcome brings another. The WAL services' repository asks it for every push.
+ */
+export class ClusterKey implements ManifestKeys {
+  private key: Buffer | undefined;
+
+  constructor(
+    readonly cluster: string,
+    readonly file: string,
+  ) {}
+
+  /** Reads the file (nothing yet on a first start); a bad file fails the start. */
+  async load(): Promise<boolean> {
+    this.key = await readClusterKeyFile(this.file);
+    return this.key !== undefined;
+  }
+
+  /** A key from the controller's Welcome: kept, and written to the file when it is new. True when it changed. */
+  async received(key: Uint8Array): Promise<boolean> {
+    if (key.length !== CLUSTER_KEY_BYTES) return false;
+    const k = Buffer.from(key);
+    const changed = !this.key?.equals(k);
+    this.key = k;
+    await writeClusterKeyFile(this.file, k);
+    return changed;
+  }
+
+  keyFor(cluster: string): Buffer | undefined {
+    return cluster === this.cluster ? this.key : undefined;
+  }
+}
