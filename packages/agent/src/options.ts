@@ -210,7 +210,7 @@ export const AGENT_PROGRAM = {
       name: 'cluster-key-file',
       type: 'string',
       description:
-        "file holding the cluster's key that authenticates archived WAL names (0600, 64 hex digits): the daemon writes it when the controller welcomes it, so archiving goes on while the controller is down; wal-push without a daemon and wal-fetch read it (default: <tls-dir>/cluster.key, else <pgdata>.pgfleet-cluster.key beside the data directory)",
+        "file holding the cluster's key that authenticates archived WAL names (0600, 64 hex digits): the daemon writes it when the controller welcomes it, so archiving goes on while the controller is down; wal-push without a daemon and wal-fetch read it (default: <pgdata>.pgfleet-cluster.key, beside the data directory like the socket)",
     },
     {
       name: 'enroll-token',
@@ -278,22 +278,13 @@ export const AGENT_PROGRAM = {
     {
       name: 'wal-push',
       summary: "archive one WAL file (archive_command = 'pgfleet-agent wal-push %p --config FILE')",
-      options: [
-        'config',
-        'cluster',
-        ...REPOSITORY_OPTIONS,
-        'compress',
-        'socket',
-        'tls-dir',
-        'cluster-key-file',
-        'log-level',
-      ],
+      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'compress', 'socket', 'cluster-key-file', 'log-level'],
       positionals: [{ name: 'path', description: 'path of the WAL file (%p), relative to PGDATA', required: true }],
     },
     {
       name: 'wal-fetch',
       summary: "restore one archived WAL file (restore_command = 'pgfleet-agent wal-fetch %f %p --config FILE')",
-      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'tls-dir', 'cluster-key-file', 'log-level'],
+      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'cluster-key-file', 'log-level'],
       positionals: [
         { name: 'name', description: 'WAL file name (%f)', required: true },
         { name: 'path', description: 'where to write it (%p)', required: true },
@@ -316,7 +307,7 @@ export const AGENT_PROGRAM = {
       name: 'wal-prefetch',
       summary:
         'internal: download the archived WAL segments after <name> into <spool> (started in the background by wal-fetch)',
-      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'tls-dir', 'cluster-key-file', 'log-level'],
+      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'cluster-key-file', 'log-level'],
       positionals: [
         { name: 'name', description: 'the segment recovery asked for last', required: true },
         { name: 'spool', description: 'prefetch directory', required: true },

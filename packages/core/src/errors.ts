@@ -506,7 +506,7 @@ export const ErrorCodes = {
     'PGF-8041',
     GrpcStatus.FAILED_PRECONDITION,
     4,
-    "This process holds no key to authenticate the cluster's archived WAL: the agent daemon receives it from the controller when it connects and keeps it in --cluster-key-file (default <tls-dir>/cluster.key, else <pgdata>.pgfleet-cluster.key); wal-push and wal-fetch read it from there. Start the agent once while the controller runs, or give wal-push the same --config. PostgreSQL keeps the WAL and retries.",
+    "This process holds no key to authenticate the cluster's archived WAL: the agent daemon receives it from the controller when it connects and keeps it in --cluster-key-file (default <pgdata>.pgfleet-cluster.key, beside the data directory); wal-push and wal-fetch read it from there. Start the agent once while the controller runs, and give wal-push the same --cluster-key-file as the daemon. PostgreSQL keeps the WAL and retries.",
   ),
   ClusterKeyFileInvalid: spec(
     'PGF-8042',

@@ -18,15 +18,11 @@ after(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
 
-test('defaults: in --tls-dir, else beside the data directory; another cluster of a job beside it, never in PGDATA', () => {
-  assert.equal(
-    defaultClusterKeyFile({ tlsDir: '/etc/pgfleet/tls', pgdata: '/srv/pg/main' }),
-    '/etc/pgfleet/tls/cluster.key',
-  );
-  assert.equal(defaultClusterKeyFile({ pgdata: '/srv/pg/main' }), '/srv/pg/main.pgfleet-cluster.key');
-  const own = { file: '/etc/pgfleet/tls/cluster.key', cluster: 'shop' };
+test('default: beside the data directory; another cluster of a job beside the own file, never in PGDATA', () => {
+  assert.equal(defaultClusterKeyFile('/srv/pg/main'), '/srv/pg/main.pgfleet-cluster.key');
+  const own = { file: '/etc/pgfleet/cluster.key', cluster: 'shop' };
   assert.equal(jobClusterKeyFile(own, 'shop'), own.file);
-  assert.equal(jobClusterKeyFile(own, 'billing'), '/etc/pgfleet/tls/cluster-billing.key');
+  assert.equal(jobClusterKeyFile(own, 'billing'), '/etc/pgfleet/cluster-billing.key');
 });
 
 test("the daemon keeps a Welcome's key in the file (0600) and reads it back at the next start", async () => {

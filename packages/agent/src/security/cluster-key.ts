@@ -6,9 +6,10 @@
  * wal-push without a daemon and restore_command's wal-fetch read the key from there.
  *
  * The file holds the key as 64 hex digits, mode 0600, written atomically (temp file, fsync,
- * rename, directory fsync). Only its path ever appears on a command line (ps shows those). It
- * lives outside PGDATA: by default in --tls-dir beside the agent's certificate key, else beside
- * the data directory like the wal-push socket; PGDATA itself is backed up into the repository.
+ * rename, directory fsync). Only its path ever appears on a command line (ps shows those). By
+ * default it lives beside the data directory, like the wal-push socket, so wal-push and wal-fetch
+ * (which PostgreSQL runs in PGDATA) find it without a config file; never inside PGDATA, which is
+ * backed up into the repository.
  *
  * Light on purpose: wal-push's direct path loads it (node:fs and core's errors only).
  */
@@ -20,19 +21,15 @@ import type { ManifestKeys } from '@pgfleet/storage/manifest-auth';
 
 /** HMAC-SHA256 keys the controller derives are 32 bytes. */
 export const CLUSTER_KEY_BYTES = 32;
-const FILE_NAME = 'cluster.key';
 
-/** Where the key lives when --cluster-key-file is not set: <tls-dir>/cluster.key, else <pgdata>.pgfleet-cluster.key. */
-export function defaultClusterKeyFile(o: { tlsDir?: string | undefined; pgdata: string }): string {
-  return o.tlsDir ? join(o.tlsDir, FILE_NAME) : join(dirname(o.pgdata), `${basename(o.pgdata)}.pgfleet-cluster.key`);
+/** Where the key lives when --cluster-key-file is not set: <pgdata>.pgfleet-cluster.key, beside the data directory. */
+export function defaultClusterKeyFile(pgdata: string): string {
+  return join(dirname(pgdata), `${basename(pgdata)}.pgfleet-cluster.key`);
 }
 
 /** The key file a command uses: --cluster-key-file, else the default for the data directory `pgdata`. */
-export function clusterKeyFileOf(
-  settings: { readonly clusterKeyFile: string | undefined; readonly tlsDir: string | undefined },
-  pgdata: string,
-): string {
-  return resolve(settings.clusterKeyFile || defaultClusterKeyFile({ tlsDir: settings.tlsDir, pgdata }));
+export function clusterKeyFileOf(settings: { readonly clusterKeyFile: string | undefined }, pgdata: string): string {
+  return resolve(settings.clusterKeyFile || defaultClusterKeyFile(pgdata));
 }
 
 /**

@@ -44,7 +44,7 @@ export async function fakePgdata(root: string): Promise<string> {
  * for `pgdata` (beside it), as the daemon does when the controller welcomes it. Returns the file.
  */
 export async function writeTestClusterKey(pgdata: string, cluster: string): Promise<string> {
-  const file = defaultClusterKeyFile({ pgdata });
+  const file = defaultClusterKeyFile(pgdata);
   await writeClusterKeyFile(file, TEST_MANIFEST_KEYS.keyFor(cluster)!);
   return file;
 }
