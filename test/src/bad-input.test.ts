@@ -84,7 +84,7 @@ describe('bad input: clear codes, non-zero exits, nothing half-written', { timeo
 
   it('wal-push of a missing or empty file fails (PGF-4001, PGF-4002) and stores nothing', async () => {
     const repo = join(fleet.dir, 'walpush-repo');
-    const args = ['--cluster', 'billing', '--repo-path', repo];
+    const args = ['--cluster', 'billing', '--repo-path', repo, '--cluster-key-file', fleet.clusterKeyFile];
     const missing = await runNode(AGENT_BIN, [
       'wal-push',
       join(fleet.dir, 'pg_wal', '000000010000000000000042'),
@@ -110,7 +110,7 @@ describe('bad input: clear codes, non-zero exits, nothing half-written', { timeo
 
   it('wal-push is idempotent: same content succeeds, different content under the same name fails', async () => {
     const repo = join(fleet.dir, 'walpush-repo2');
-    const args = ['--cluster', 'billing', '--repo-path', repo];
+    const args = ['--cluster', 'billing', '--repo-path', repo, '--cluster-key-file', fleet.clusterKeyFile];
     // A real completed segment of the cluster, taken from its archive (pg_wal may already have
     // recycled it after a checkpoint).
     await fleet.switchAndArchive();

@@ -637,7 +637,17 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
     await chownToPostgres(history);
     await runAsPostgres(
       process.execPath,
-      [AGENT_BIN, 'wal-push', history, '--cluster', CLUSTER, '--repo-path', fleet.repoDir],
+      [
+        AGENT_BIN,
+        'wal-push',
+        history,
+        '--cluster',
+        CLUSTER,
+        '--repo-path',
+        fleet.repoDir,
+        '--cluster-key-file',
+        fleet.clusterKeyFile,
+      ],
       { timeoutMs: 120_000 },
     );
     const timelines = join(fleet.repoDir, CLUSTER, 'wal', 'timelines');

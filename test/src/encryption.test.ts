@@ -54,7 +54,13 @@ for (const kind of REPOSITORY_KINDS)
 
     function repoArgs(keyPath: string): string[] {
       const config = /--config "([^"]+)"/.exec(fleet.walArgs)?.[1];
-      return [...(config ? ['--config', config] : ['--repo-path', fleet.repoDir]), '--encryption-key-file', keyPath];
+      return [
+        ...(config ? ['--config', config] : ['--repo-path', fleet.repoDir]),
+        '--encryption-key-file',
+        keyPath,
+        '--cluster-key-file',
+        fleet.clusterKeyFile,
+      ];
     }
 
     before(async () => {

@@ -210,6 +210,8 @@ export interface Fleet {
   walArgs: string;
   /** The encryption key file (FleetOptions.encryptionKey). */
   keyFile: string | undefined;
+  /** The cluster key file of the fleet's cluster (agents' --cluster-key-file, in walArgs too): written before PostgreSQL archives. */
+  clusterKeyFile: string;
   controllerAddress: string;
   pg: PgInstance;
   controller: Daemon;
@@ -309,17 +311,36 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     agentRepoArgs = [...agentRepoArgs, '--encryption-key-file', keyFile];
     walArgs = `${walArgs} --encryption-key-file "${keyFile}"`;
   }
+  // The controller's manifest secret, made here so the test reads manifests and WAL names with the same keys.
+  const manifestSecretFile = join(dir, 'manifest.secret');
+  const manifestSecret = await testManifestSecret(manifestSecretFile);
+  const manifestKeys = secretManifestKeys(manifestSecret);
+  // Each cluster's key file, as its agent keeps it after the controller's Welcome; written up front
+  // so that PostgreSQL's first archive_command (before any agent connected) and wal-push run
+  // directly by tests find it. The daemons rewrite it only if a Welcome brought another key.
+  const clusterKeyFile = (name: string) => join(dir, `${name}.cluster.key`);
+  const writeClusterKey = async (name: string) => {
+    await writeFile(clusterKeyFile(name), `${manifestKeys.keyFor(name)!.toString('hex')}\n`, { mode: 0o600 });
+    await chownToPostgres(clusterKeyFile(name));
+  };
+  await writeClusterKey(cluster);
+  walArgs = `${walArgs} --cluster-key-file "${clusterKeyFile(cluster)}"`;
   const keys = opts.encryptionKey ? fixedKeys({ [cluster]: opts.encryptionKey }) : undefined;
   const credentials = s3 ? { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } : undefined;
   // Without --tls-dir the fleet is a lab one: the controller, its agents and the CLI each say --insecure.
   const insecure = !(opts.controllerArgs ?? []).includes('--tls-dir');
   // Another cluster's wal-push options: the same repositories under its own name.
-  const walArgsOf = (name: string): string => walArgs.replace(`--cluster ${cluster} `, `--cluster ${name} `);
+  const walArgsOf = (name: string): string =>
+    walArgs
+      .replace(`--cluster ${cluster} `, `--cluster ${name} `)
+      .replace(clusterKeyFile(cluster), clusterKeyFile(name));
   const spawnAgent = (name: string, db: PgInstance, extraArgs: string[]): Daemon =>
     startDaemon(
       AGENT_BIN,
       agentRunArgs(controllerAddress, name, db, [
         ...agentRepoArgs,
+        '--cluster-key-file',
+        clusterKeyFile(name),
         '--archive-timeout',
         '60',
         ...(insecure ? INSECURE_ARGS : []),
@@ -341,9 +362,6 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       );
     });
   };
-  // The controller's manifest secret, made here so the test reads manifests with the same keys.
-  const manifestSecretFile = join(dir, 'manifest.secret');
-  const manifestKeys = secretManifestKeys(await testManifestSecret(manifestSecretFile));
   const repo = (
     await openRepository(
       repoUrls.map((u) => parseRepositoryUrl(u)),
@@ -400,6 +418,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     s3,
     walArgs,
     keyFile,
+    clusterKeyFile: clusterKeyFile(cluster),
     controllerAddress,
     pg,
     controller,
@@ -436,6 +455,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       return agent;
     },
     async addCluster(name: string, more: { pg?: PgInstanceOptions } = {}) {
+      await writeClusterKey(name);
       const db = await startPostgres({
         ...(archive ? { archiveCommand: agentCommand(`wal-push "%p" ${walArgsOf(name)}`) } : {}),
         ...more.pg,

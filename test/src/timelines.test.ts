@@ -15,6 +15,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import {
   chownToPostgres,
   runAsPostgres,
@@ -354,9 +355,11 @@ describe('in-place PITR of the cluster, then more writes', { timeout: 900_000 },
 
   it('a crafted history of a timeline that never ran here cannot break a default restore', async () => {
     // A timeline 9 "branched" off timeline 1 before every backup: PostgreSQL's own 'latest' would follow it and fail.
+    // Named with the cluster's key (a copy archiving with it), so the timeline rules, not the MAC, are what stop it.
     const text = Buffer.from('1\t0/1000000\tno recovery target specified\n');
     const sha = createHash('sha256').update(text).digest('hex');
-    await fleet.repo.driver.put(`inplace/wal/timelines/00000009.history-${sha}`, text);
+    await fleet.repo.pushWal('inplace', '00000009.history', sha, () => Readable.from([text]), 'none');
+    await chownToPostgres(join(fleet.repoDir, 'inplace', 'wal', 'timelines'), { recursive: true });
     await fleet.pg.query(`INSERT INTO items VALUES (9600, 'after the crafted history')`);
     rows.latest = await rowsOf(fleet.pg);
     await switchAndArchive(fleet.pg);
@@ -372,9 +375,20 @@ describe('in-place PITR of the cluster, then more writes', { timeout: 900_000 },
     const file = join(dir, '00000007.history');
     await writeFile(file, '1\t0/2000000\tforged\n2\t0/9000000\tforged\n');
     await chownToPostgres(file);
-    const r = await runNode(AGENT_BIN, ['wal-push', file, '--cluster', 'inplace', '--repo-path', fleet.repoDir], {
-      asPg: true,
-    });
+    const r = await runNode(
+      AGENT_BIN,
+      [
+        'wal-push',
+        file,
+        '--cluster',
+        'inplace',
+        '--repo-path',
+        fleet.repoDir,
+        '--cluster-key-file',
+        fleet.clusterKeyFile,
+      ],
+      { asPg: true },
+    );
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /PGF-4010/);
     assert.equal((await fleet.repo.findWal('inplace', '00000007.history')).length, 0, 'nothing was archived');
