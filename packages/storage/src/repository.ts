@@ -631,24 +631,20 @@ export class Repository {
     return key;
   }
 
-  /** A parser of the cluster's WAL object keys (undefined: not a WAL object), judging each MAC under `macKey`. */
+  /** A parser of the cluster's WAL object keys (undefined: not a WAL object) that judges each MAC under the cluster's key. */
   private walParser(cluster: string): (key: string, size: number) => ArchivedWal | undefined {
     const macKey = this.walMacKey(cluster);
     return (key, size) => {
       const m = WAL_KEY_RE.exec(key.slice(key.lastIndexOf('/') + 1));
       if (!m) return undefined;
-      const [, name, sha256, mac, ext] = m as unknown as [
-        string,
-        string,
-        string,
-        string | undefined,
-        string | undefined,
-      ];
+      const name = m[1]!;
+      const sha256 = m[2]!;
+      const mac = m[3];
       return {
         name,
         key,
         sha256,
-        codec: codecOfExtension(ext),
+        codec: codecOfExtension(m[4]),
         storedSize: size,
         mac,
         authentic: macKey !== undefined && mac !== undefined && walMacMatches(macKey, cluster, name, sha256, mac),
