@@ -301,7 +301,7 @@ export function repositoryDriverSuite(
     it("an encrypted WAL directory's data key object goes with its last segment, never before, and comes back for its writer", async () => {
       const d = await make();
       const keys = fixedKeys({ c3: randomBytes(32) });
-      const archiver = new Repository(d, undefined, keys);
+      const archiver = new Repository(d, TEST_MANIFEST_KEYS, keys);
       const push = async (name: string) => {
         const seg = randomBytes(8192);
         assert.equal(await archiver.pushWal('c3', name, sha(seg), () => Readable.from([seg]), 'zstd'), 'stored');
@@ -311,7 +311,7 @@ export function repositoryDriverSuite(
         await push(name);
       const keyObjects = async (dir: string) =>
         (await collect(d.list(`c3/wal/${dir}/`))).filter((k) => k.includes('/dek-'));
-      const expire = new Repository(d, undefined, keys);
+      const expire = new Repository(d, TEST_MANIFEST_KEYS, keys);
       const [first, second] = (await archiver.findWal('c3', '000000010000000000000001')).concat(
         await archiver.findWal('c3', '000000010000000000000002'),
       );
@@ -326,7 +326,7 @@ export function repositoryDriverSuite(
       const late = await push('000000010000000000000003');
       assert.equal((await keyObjects('0000000100000000')).length, 1);
       const out = sink();
-      await new Repository(d, undefined, keys).fetchWal('c3', '000000010000000000000003', out);
+      await new Repository(d, TEST_MANIFEST_KEYS, keys).fetchWal('c3', '000000010000000000000003', out);
       assert.deepEqual(out.data(), late);
     });
 

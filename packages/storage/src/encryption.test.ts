@@ -14,7 +14,7 @@ import { ErrorCodes, PgfleetError, type ErrorName } from '@pgfleet/core';
 import { PosixDriver } from './posix-driver.js';
 import { Repository } from './repository.js';
 import type { Codec } from './codec.js';
-import { sink, TEST_MANIFEST_KEYS } from './driver-suite.js';
+import { sink, TEST_MANIFEST_KEYS, testWalKey } from './driver-suite.js';
 import { fixedKeys, keyResolver, readKeyFile, runKeyCommand } from './key-source.js';
 import { kekId } from './repository-keys.js';
 import type { RepositoryDriver } from './driver.js';
@@ -460,7 +460,7 @@ test('expire removes a WAL directory key object with its last segment, and puts 
   // delete of the key object and before its look afterwards: the expire puts the key back.
   const lateName = '000000010000000000000009';
   const late = content(1 << 16);
-  const lateKey = `c/wal/0000000100000000/${lateName}-${createHash('sha256').update(late).digest('hex')}`;
+  const lateKey = testWalKey('c', lateName, createHash('sha256').update(late).digest('hex'));
   const expire = new Repository(
     afterKeyDelete(repoDir, async () => {
       await archiver.objects.storeStream(lateKey, Readable.from([late]), 'none');
