@@ -7,7 +7,11 @@
  * prints the CPU time this process used (threadpool included): on a shared machine the wall
  * time mostly measures the neighbours, the CPU time what the work costs.
  *
- *   node bench/encryption.mjs [--mb 512] [--runs 3] [--codec zstd]
+ * `--small N` adds N small files (8 KiB to 128 KiB, as most of a PGDATA's files are): their
+ * cost is per object (key derivation, cipher set-up), not per byte. `--mb 0 --small 2000`
+ * measures that alone.
+ *
+ *   node bench/encryption.mjs [--mb 512] [--small 0] [--runs 3] [--codec zstd]
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -19,12 +23,14 @@ import { fixedKeys, PosixDriver, Repository } from '../packages/storage/dist/ind
 const { values } = parseArgs({
   options: {
     mb: { type: 'string', default: '512' },
+    small: { type: 'string', default: '0' },
     runs: { type: 'string', default: '3' },
     codec: { type: 'string', default: 'zstd' },
   },
 });
 const FILE_MB = 64;
-const files = Math.max(1, Math.round(Number(values.mb) / FILE_MB));
+const large = Math.max(0, Math.round(Number(values.mb) / FILE_MB));
+const small = Math.max(0, Math.round(Number(values.small)));
 const codec = values.codec;
 const work = await mkdtemp(join(tmpdir(), 'pgfleet-bench-enc-'));
 try {
@@ -32,7 +38,7 @@ try {
   const hex = randomBytes(1 << 20).toString('hex');
   const words = Array.from({ length: 4096 }, () => randomBytes(6).toString('base64'));
   const src = [];
-  for (let i = 0; i < files; i++) {
+  for (let i = 0; i < large; i++) {
     const parts = [];
     let n = 0;
     while (n < FILE_MB << 20) {
@@ -44,6 +50,15 @@ try {
     await writeFile(path, Buffer.from(parts.join('')).subarray(0, FILE_MB << 20));
     src.push(path);
   }
+  for (let i = 0; i < small; i++) {
+    const path = join(work, `small-${i}`);
+    // Sizes of a PGDATA's small files: mostly one or two pages, some catalogs up to 128 KiB.
+    const pages = i % 10 === 0 ? 1 + (i % 16) : 1 + (i % 2);
+    await writeFile(path, Buffer.from(hex.slice(0, pages * 8192)));
+    src.push(path);
+  }
+  const files = src.length;
+  const what = `${large * FILE_MB} MiB in ${large} files + ${small} small files`;
   const kek = randomBytes(32);
   const results = { plain: { store: [], restore: [] }, encrypted: { store: [], restore: [] } };
   const cpu = { plain: { store: [], restore: [] }, encrypted: { store: [], restore: [] } };
@@ -87,7 +102,7 @@ try {
     const pc = median(cpu.plain[op]);
     const ec = median(cpu.encrypted[op]);
     console.log(
-      `${op} ${files * FILE_MB} MiB ${codec}: wall plaintext ${p.toFixed(2)} s, encrypted ${e.toFixed(2)} s, overhead ${(((e - p) / p) * 100).toFixed(1)}%; ` +
+      `${op} ${what}, ${codec}: wall plaintext ${p.toFixed(2)} s, encrypted ${e.toFixed(2)} s, overhead ${(((e - p) / p) * 100).toFixed(1)}%; ` +
         `CPU plaintext ${pc.toFixed(2)} s, encrypted ${ec.toFixed(2)} s, overhead ${(((ec - pc) / pc) * 100).toFixed(1)}% (medians of ${values.runs})`,
     );
   }

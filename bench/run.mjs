@@ -802,6 +802,8 @@ async function main() {
           join(work, 'catalog.db'),
           '--repo-path',
           encryptedRepo ? pgfRepoEncrypted : pgfRepo,
+          // The controller reads reported manifests back before it records a backup (issue 13).
+          ...(encryptedRepo ? ['--encryption-key-file', keyFile] : []),
           '--insecure',
         ],
         join(work, 'controller.log'),

@@ -9,7 +9,7 @@ import { chmod, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:
 import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { ErrorCodes, PgfleetError, type ErrorName } from '@pgfleet/core';
 import { PosixDriver } from './posix-driver.js';
 import { Repository } from './repository.js';
@@ -17,6 +17,7 @@ import type { Codec } from './codec.js';
 import { sink, TEST_MANIFEST_KEYS, testWalKey } from './driver-suite.js';
 import { fixedKeys, keyResolver, readKeyFile, runKeyCommand } from './key-source.js';
 import { kekId } from './repository-keys.js';
+import { FRAME_OVERHEAD, FrameSealer, HEADER_BYTES } from './object-cipher.js';
 import type { RepositoryDriver } from './driver.js';
 
 const dirs: string[] = [];
@@ -153,15 +154,17 @@ test('a flipped byte, a cut, a swapped object and reordered frames fail as tampe
   await rejectsWith(restore(r, dir, f, 'none'), 'RepoObjectTampered', f.key);
   await rejectsWith(r.readObject(f.key, 'none', f, sink()), 'RepoObjectTampered', f.key);
 
-  // Cut at the boundary before the closing last frame (21 bytes: length, flags, tag).
-  await writeFile(path, good.subarray(0, good.length - 21));
-  await rejectsWith(restore(r, dir, f, 'none'), 'RepoObjectTampered', 'truncated');
+  // Cut at the boundary before the last frame (the third 1 MiB frame, flagged last).
+  const frameBytes = 5 + (1 << 20) + 16;
+  await writeFile(path, good.subarray(0, good.length - frameBytes));
+  await rejectsWith(restore(r, dir, f, 'none'), 'RepoObjectTampered', 'ends before its last frame');
+  await rejectsWith(r.readObject(f.key, 'none', f, sink()), 'RepoObjectTampered', 'ends before its last frame');
   await writeFile(path, good.subarray(0, good.length - 1000));
   await rejectsWith(r.readObject(f.key, 'none', f, sink()), 'RepoObjectTampered', f.key);
 
-  // Frames 1 and 2 swapped (same lengths: 1 MiB each).
+  // Frames 1 and 2 swapped (same lengths: 1 MiB each; frame 2 is the last).
   const header = 29;
-  const frame = 5 + (1 << 20) + 16;
+  const frame = frameBytes;
   const swapped = Buffer.concat([
     good.subarray(0, header + frame),
     good.subarray(header + 2 * frame, header + 3 * frame),
@@ -182,6 +185,31 @@ test('a flipped byte, a cut, a swapped object and reordered frames fail as tampe
   // A plaintext object put in place of an encrypted one (a downgrade) is refused too.
   await writeFile(path, content());
   await rejectsWith(restore(r, dir, f, 'none'), 'RepoObjectTampered', 'not in the encrypted form');
+});
+
+test('a small object is one frame flagged last; objects closed by an empty last frame (as first written) still read', async () => {
+  const dir = await tempDir();
+  const r = open(join(dir, 'repo'), KEK);
+  const data = randomBytes(8192);
+  const f = await storeBackupFile(r, dir, data, 'none');
+  const path = join(dir, 'repo', f.key);
+  const stored = await readFile(path);
+  assert.equal(stored.length, HEADER_BYTES + FRAME_OVERHEAD + data.length, 'header and one frame, no closing frame');
+  assert.equal(stored[HEADER_BYTES + 4], 1, 'the content frame carries the last flag');
+
+  // The first writers closed every object with an empty last frame: same header, same data key.
+  const id = stored.subarray(5, 13).toString('hex');
+  const dataKey = { id, key: await (await r.objects.keys!.forRead(f.key))!(id) };
+  const sealer = new FrameSealer(dataKey, f.key);
+  await writeFile(path, Buffer.concat([sealer.seal(data), sealer.finish()]));
+  assert.deepEqual(await restore(r, dir, f, 'none'), data);
+  const chunks: Buffer[] = [];
+  await r.readObject(f.key, 'none', f, new Writable({ write: (c: Buffer, _e, cb) => (chunks.push(c), cb()) }));
+  assert.deepEqual(Buffer.concat(chunks), data);
+  // A sealer refuses a frame after its last.
+  const closed = new FrameSealer(dataKey, f.key);
+  closed.seal(data, true);
+  assert.throws(() => closed.finish(), /after the last frame/);
 });
 
 test('verify-style measuring reports a tampered object as its own fault', async () => {

@@ -214,24 +214,25 @@ class BlockObjectEncoder {
     return this.sealer !== undefined;
   }
 
-  block(data: Uint8Array): Uint8Array | Promise<Uint8Array> {
+  /** `last`: the caller knows no block follows (the encrypted form then needs no closing frame). */
+  block(data: Uint8Array, last = false): Uint8Array | Promise<Uint8Array> {
     this.content.update(data);
     this.size += data.length;
     const frame = this.encoder.encode(data);
-    return frame instanceof Uint8Array ? this.seal(frame) : frame.then((f) => this.seal(f));
+    return frame instanceof Uint8Array ? this.seal(frame, last) : frame.then((f) => this.seal(f, last));
   }
 
-  /** The stored bytes that close the object (the encrypted form's last frame), if any. */
+  /** The stored bytes that close the object (the encrypted form's last frame), if any are still due. */
   finish(): Uint8Array | undefined {
-    return this.sealer ? this.hashed(this.sealer.finish()) : undefined;
+    return this.sealer && !this.sealer.closed ? this.hashed(this.sealer.finish()) : undefined;
   }
 
-  private seal(frame: Uint8Array): Uint8Array {
+  private seal(frame: Uint8Array, last: boolean): Uint8Array {
     if (!this.sealer) return this.hashed(frame);
     const need = this.sealer.sealedBytes(frame.length);
     this.sealedFrame ??= takeBuffer(SEALED_BLOCK_BYTES);
     if (this.sealedFrame.length < need) this.sealedFrame = Buffer.allocUnsafe(need);
-    return this.hashed(this.sealedFrame.subarray(0, this.sealer.sealInto(frame, this.sealedFrame)));
+    return this.hashed(this.sealedFrame.subarray(0, this.sealer.sealInto(frame, this.sealedFrame, 0, last)));
   }
 
   private hashed(stored: Uint8Array): Uint8Array {
@@ -297,8 +298,8 @@ function sealAll(sealer: FrameSealer, frames: readonly Uint8Array[]): Buffer {
   for (const f of frames) total += FRAME_OVERHEAD + f.length;
   const out = Buffer.allocUnsafe(total);
   let at = 0;
-  for (const f of frames) at = sealer.sealInto(f, out, at);
-  at += sealer.finish().copy(out, at);
+  frames.forEach((f, i) => (at = sealer.sealInto(f, out, at, i === frames.length - 1)));
+  if (!sealer.closed) at += sealer.finish().copy(out, at);
   return out.subarray(0, at);
 }
 
@@ -670,11 +671,12 @@ async function storeBlocks(
       if (codec === 'none') await pendingWrite;
       reading = readAt(inBufs[i ^ 1]!);
       options.inspect?.(data);
-      await put(await object.block(data));
+      // The next block is read already (synchronously): an empty one makes this the last frame.
+      await put(await object.block(data, (await reading).bytesRead === 0));
       i ^= 1;
     }
     // An empty file is still a valid object of its codec (one empty frame).
-    if (object.size === 0 && codec !== 'none') await put(await object.block(inBufs[0].subarray(0, 0)));
+    if (object.size === 0 && codec !== 'none') await put(await object.block(inBufs[0].subarray(0, 0), true));
     const last = object.finish();
     if (last) await put(last);
     await pendingWrite;
