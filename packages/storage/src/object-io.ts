@@ -1004,40 +1004,54 @@ function plainReader(fd: number): EncodedReader {
   };
 }
 
-/** Reads up to `n` bytes at `pos` into `buf`, fewer only at the end of the file. */
-function readFully(fd: number, buf: Buffer, n: number, pos: number): number {
-  let got = 0;
-  while (got < n) {
-    const r = readSync(fd, buf, got, n - got, pos + got);
-    if (r === 0) break;
-    got += r;
-  }
-  return got;
-}
-
 /**
- * The encrypted form read synchronously, a frame at a time: one read takes a frame's ciphertext
- * and tag and the next frame's head, the frame is authenticated into a reused buffer, and only
- * then is its content handed out; the end is checked (no truncation, nothing after the last
- * frame). The header is read first and its data key looked up (the one await).
+ * The encrypted form read synchronously, a frame at a time, through one read-ahead buffer: a
+ * small object (most of a PGDATA) is its header, one frame and its tag, all taken by one read;
+ * a large one is read a block at a time. Each frame is authenticated into a reused buffer, and
+ * only then is its content handed out; the end is checked (no truncation, nothing after the last
+ * frame). The data key is looked up from the header (the one await).
  */
 async function openedReader(key: string, fd: number, lookup: DataKeyLookup): Promise<EncodedReader> {
-  const header = Buffer.alloc(HEADER_BYTES);
-  const got = readSync(fd, header, 0, HEADER_BYTES, 0);
-  const { dataKeyId } = parseHeader(key, header.subarray(0, got));
-  const opener = new FrameOpener(key, header, await lookup(dataKeyId));
   let stored = takeBuffer(SEALED_BLOCK_BYTES);
   let plain = takeBuffer(SEALED_BLOCK_BYTES);
-  const head = Buffer.alloc(FRAME_HEAD);
-  let pos = HEADER_BYTES;
-  let headBytes = readFully(fd, head, FRAME_HEAD, pos);
+  /** stored[0, filled) holds the file's bytes from `base` on; `at` is the next unread one. */
+  let base = 0;
+  let filled = 0;
+  let at = 0;
+  let eof = false;
+  /** At least `n` bytes from `at` in the buffer, fewer only at the end of the file; returns how many. */
+  const ensure = (n: number): number => {
+    if (filled - at >= n || eof) return Math.min(n, filled - at);
+    if (stored.length < n) {
+      const bigger = Buffer.allocUnsafe(n); // a stream-written frame larger than a block
+      stored.copy(bigger, 0, at, filled);
+      if (stored.length === SEALED_BLOCK_BYTES) giveBuffer(stored);
+      stored = bigger;
+    } else if (at > 0) stored.copy(stored, 0, at, filled);
+    base += at;
+    filled -= at;
+    at = 0;
+    while (filled < n) {
+      const r = readSync(fd, stored, filled, stored.length - filled, base + filled);
+      if (r === 0) {
+        eof = true;
+        break;
+      }
+      filled += r;
+    }
+    return Math.min(n, filled);
+  };
+  if (ensure(HEADER_BYTES) < HEADER_BYTES) parseHeader(key, stored.subarray(0, filled)); // throws: too short
+  const header = Buffer.from(stored.subarray(0, HEADER_BYTES));
+  const { dataKeyId } = parseHeader(key, header);
+  const opener = new FrameOpener(key, header, await lookup(dataKeyId));
+  at = HEADER_BYTES;
   let have = 0;
   let given = 0;
   let ended = false;
-  // Frames larger than a block (stream-written objects read here) get buffers of their own.
-  const room = (buf: Buffer, n: number) => (buf.length >= n ? buf : Buffer.allocUnsafe(n));
   const nextFrame = () => {
     for (;;) {
+      const headBytes = ensure(FRAME_HEAD);
       if (headBytes === 0) {
         opener.end();
         ended = true;
@@ -1046,24 +1060,27 @@ async function openedReader(key: string, fd: number, lookup: DataKeyLookup): Pro
         return;
       }
       if (headBytes < FRAME_HEAD) throw opener.cut();
-      const frame = opener.frameHead(head);
+      const frame = opener.frameHead(stored.subarray(at, at + FRAME_HEAD));
       const sealed = frame.length + TAG_BYTES;
-      stored = room(stored, sealed + FRAME_HEAD);
-      plain = room(plain, frame.length);
-      const n = readFully(fd, stored, sealed + FRAME_HEAD, pos + FRAME_HEAD);
-      if (n < sealed) throw opener.cut();
-      opener.openInto(frame, [stored.subarray(0, frame.length)], stored.subarray(frame.length, sealed), plain);
-      pos += FRAME_HEAD + sealed;
-      headBytes = stored.copy(head, 0, sealed, n);
+      if (ensure(FRAME_HEAD + sealed) < FRAME_HEAD + sealed) throw opener.cut();
+      if (plain.length < frame.length) plain = Buffer.allocUnsafe(frame.length);
+      const body = at + FRAME_HEAD;
+      opener.openInto(
+        frame,
+        [stored.subarray(body, body + frame.length)],
+        stored.subarray(body + frame.length, body + sealed),
+        plain,
+      );
+      at = body + sealed;
       have = frame.length;
       given = 0;
       if (have > 0) return;
     }
   };
-  return (buf, at, max) => {
+  return (buf, to, max) => {
     if (given === have && !ended) nextFrame();
     const n = Math.min(max, have - given);
-    plain.copy(buf, at, given, given + n);
+    plain.copy(buf, to, given, given + n);
     given += n;
     return n;
   };
