@@ -212,6 +212,60 @@ test('a small object is one frame flagged last; objects closed by an empty last 
   assert.throws(() => closed.finish(), /after the last frame/);
 });
 
+test('block-incremental objects (produced content, restored by runs) are sealed and read back', async () => {
+  const dir = await tempDir();
+  const r = open(join(dir, 'repo'), KEK);
+  const B = 8192;
+  // Three changed blocks of a 6-block file, produced as a block-incremental backup produces them.
+  const blocks = [randomBytes(B), Buffer.alloc(B, MARKER), randomBytes(B)];
+  let next = 0;
+  const key = r.backupFileKey('c', 'L', 'pg_blocks/base/1/16384/data', 'zstd');
+  const stored = await r.objects.storeProduced(
+    key,
+    {
+      read: (buf: Buffer) => (next < blocks.length ? blocks[next++]!.copy(buf) : 0),
+      close: async () => {},
+    },
+    'zstd',
+  );
+  const raw = await readFile(join(dir, 'repo', key));
+  assert.ok(!raw.includes(Buffer.from(MARKER)), 'no plaintext in the stored object');
+  const target = join(dir, 'rebuilt');
+  const base = Buffer.alloc(6 * B, 0x5a);
+  await writeFile(target, base);
+  // Content blocks 0 and 1 go to file blocks 1 and 2, content block 2 to file block 5.
+  await r.objects.restoreRuns(
+    key,
+    'zstd',
+    { sha256: stored.sha256, size: stored.size },
+    target,
+    Uint32Array.from([0, 1, 2, 2, 5, 1]),
+    B,
+    6 * B,
+  );
+  const want = Buffer.from(base);
+  blocks[0]!.copy(want, 1 * B);
+  blocks[1]!.copy(want, 2 * B);
+  blocks[2]!.copy(want, 5 * B);
+  assert.deepEqual(await readFile(target), want);
+  // A flipped ciphertext byte fails as tampered before any block is trusted.
+  raw[raw.length >> 1]! ^= 1;
+  await writeFile(join(dir, 'repo', key), raw);
+  await rejectsWith(
+    r.objects.restoreRuns(
+      key,
+      'zstd',
+      { sha256: stored.sha256, size: stored.size },
+      target,
+      Uint32Array.from([0, 1, 2]),
+      B,
+      6 * B,
+    ),
+    'RepoObjectTampered',
+    key,
+  );
+});
+
 test('verify-style measuring reports a tampered object as its own fault', async () => {
   const dir = await tempDir();
   const r = open(join(dir, 'repo'), KEK);
