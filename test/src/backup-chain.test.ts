@@ -32,7 +32,7 @@ type ManifestJson = {
 for (const kind of REPOSITORY_KINDS)
   describe(
     `full -> incr -> diff chain, page checksums and delta restore (${kind} repository)`,
-    { timeout: 300_000 },
+    { timeout: 900_000 },
     () => {
       let fleet: Fleet;
       const started: PgInstance[] = [];

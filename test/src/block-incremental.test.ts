@@ -148,7 +148,14 @@ describe('block-incremental chain: full + 30 incr, every link restores exactly',
     assert.equal(r.code, 0, `verify failed:\n${r.stdout}\n${r.stderr}`);
   });
 
-  it('every link of the chain restores exactly its rows and passes pg_amcheck', async () => {
+  // Every link is restored: a restore checks each file it writes against the whole-file sha256
+  // the backup recorded of the file it read, so a link that restores at all rebuilt every file
+  // byte for byte from its chain of block maps. Starting PostgreSQL on a copy (WAL replay, table
+  // checksums, pg_amcheck) is the same for any backup type and costs most of a link's time: it is
+  // done for the links right after each kind of change (VACUUM FULL, SET TABLESPACE both ways,
+  // TRUNCATE, truncation by VACUUM) and for the first and the last.
+  const STARTED = new Set([0, 1, 5, 7, 9, 10, 12, 21, LINKS]);
+  it('every link of the chain restores exactly; started links hold exactly their rows and pass pg_amcheck', async () => {
     const restoreLink = async (i: number): Promise<void> => {
       const link = links[i]!;
       const dir = join(fleet.dir, `restore-${i}`);
@@ -166,6 +173,11 @@ describe('block-incremental chain: full + 30 incr, every link restores exactly',
         '--wait',
       );
       assert.equal(r.code, 0, `restore of ${link.label} failed:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
+      if (!STARTED.has(i)) {
+        await rm(dir, { recursive: true, force: true });
+        await rm(join(fleet.dir, `restore-${i}-ts`), { recursive: true, force: true });
+        return;
+      }
       const pg = await startPostgres({ dataDir: dir, waitForRecovery: true, settings: { archive_mode: 'off' } });
       try {
         assert.deepEqual(await tableDigests(pg), link.digests, `link ${i} (${link.label})`);

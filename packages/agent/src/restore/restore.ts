@@ -405,6 +405,16 @@ async function restoreFiles(
               }),
         ),
       );
+      // Each part object was checked against its own checksum; the file they were assembled
+      // into is checked whole against what the backup read, so a wrong map or a misplaced run
+      // fails the restore instead of leaving a plausible but wrong relation file. The file was
+      // just written through the page cache: this is a read from memory mostly.
+      const check = await pool.run({ kind: 'hash', path: dest });
+      if (check.missing || check.size !== f.size || check.sha256s[0] !== f.sha256)
+        throw new PgfleetError(
+          'RepoChecksumMismatch',
+          `${f.path} rebuilt from its block map does not match the file the backup read (expected sha256 ${f.sha256}, ${f.size} bytes; got ${check.sha256s[0] ?? '-'}, ${check.size} bytes)`,
+        );
       await finishChunked(tree, f);
       fetched += f.size;
       tracker.add(f.size, 1);

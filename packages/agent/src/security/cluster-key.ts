@@ -13,6 +13,7 @@
  *
  * Light on purpose: wal-push's direct path loads it (node:fs and core's errors only).
  */
+import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, open, readFile, rename } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { PgfleetError } from '@pgfleet/core/errors';
@@ -85,11 +86,12 @@ export async function writeClusterKeyFile(path: string, key: Buffer): Promise<bo
   const current = await readClusterKeyFile(path).catch(() => undefined);
   if (current?.equals(key)) return false;
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w', 0o600);
+  // A temp name of its own per call ('wx': never an existing file): the Welcome handler and a
+  // restore job of the agent's own cluster can write the same key file at the same moment.
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+  const fh = await open(tmp, 'wx', 0o600);
   try {
     await fh.writeFile(`${key.toString('hex')}\n`);
-    await fh.chmod(0o600); // a stale temp file may have had another mode
     await fh.sync();
   } finally {
     await fh.close();
