@@ -27,6 +27,7 @@ import { withJobManifestKey } from './jobs/manifest-key.js';
 import type { JobContext } from './jobs/job-kind.js';
 import { failureResult, runJob } from './jobs/registry.js';
 import { AGENT_VERSION } from './version.js';
+import { RateLimiter } from './copy/rate-limit.js';
 import { WalHealthCollector, type WalHealthInit } from './wal/health.js';
 import { WalServices } from './wal/services.js';
 
@@ -73,11 +74,15 @@ export class AgentDaemon {
   /** The key of this agent's cluster for WAL names: from the key file, then from every Welcome. */
   private readonly clusterKey: ClusterKey;
 
+  /** --max-rate: one bucket for every backup and restore this agent runs, whichever job and thread copies. */
+  private readonly rateLimit: RateLimiter | undefined;
+
   constructor(
     private readonly s: AgentSettings,
     private readonly log: Logger,
   ) {
     this.clusterKey = new ClusterKey(s.cluster, s.clusterKeyFile);
+    this.rateLimit = s.maxRateBytes ? RateLimiter.create(s.maxRateBytes) : undefined;
   }
 
   async start(): Promise<void> {
@@ -494,6 +499,7 @@ export class AgentDaemon {
         return () => this.exclusive.delete(key);
       },
       requestWalSwitch: (lsn) => this.send({ msg: { case: 'walSwitch', value: { jobId: job.jobId, lsn } } }),
+      ...(this.rateLimit ? { rateLimit: this.rateLimit } : {}),
       log,
       progress,
       signal,

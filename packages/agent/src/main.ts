@@ -24,7 +24,7 @@ import { clusterKeyFileOf } from './security/cluster-key.js';
 const STOP_GRACE_MS = 30_000;
 
 async function main(argv: string[]): Promise<number> {
-  const { createLogger, helpText, parseCommandLine, resolveSettings, sleep } = await import('@pgfleet/core');
+  const { createLogger, helpText, parseCommandLine, parseSize, resolveSettings, sleep } = await import('@pgfleet/core');
   const parsed = parseCommandLine(AGENT_PROGRAM, argv);
   if (parsed.help) {
     process.stdout.write(`${helpText(AGENT_PROGRAM, parsed.command.name ? parsed.command : undefined)}\n`);
@@ -54,6 +54,10 @@ async function main(argv: string[]): Promise<number> {
       })();
       const s3Credentials = s3CredentialsFromSettings(run);
       const encryption = keySourceFromSettings(run);
+      // Checked at start, like every setting: a level the codec does not take fails here, not at the first backup.
+      const { compressLevel } = await import('@pgfleet/storage/codec-names');
+      const level = run.compressLevel === undefined ? undefined : compressLevel(run.compress, run.compressLevel);
+      const maxRateBytes = run.maxRate === undefined ? undefined : parseSize(run.maxRate, 'max-rate');
       const settings: AgentSettings = {
         controller: run.controller,
         cluster,
@@ -73,6 +77,8 @@ async function main(argv: string[]): Promise<number> {
         ...(encryption ? { encryption } : {}),
         ...(parsed.configFile ? { configFile: resolve(parsed.configFile) } : {}),
         compress: run.compress,
+        ...(level !== undefined ? { compressLevel: level } : {}),
+        ...(maxRateBytes !== undefined ? { maxRateBytes } : {}),
         checksumDelta: run.checksumDelta,
         fileIncremental: run.fileIncremental,
         blockMinBytes: run.blockMinSize,

@@ -125,6 +125,18 @@ export const AGENT_PROGRAM = {
       choices: CODECS,
     },
     {
+      name: 'compress-level',
+      type: 'integer',
+      description:
+        'compression level of backups: zstd 1-19 (default 2), gzip 1-9 (default 6); lz4 and none take none. WAL keeps the default level (archive_command speed matters more there)',
+    },
+    {
+      name: 'max-rate',
+      type: 'string',
+      description:
+        "at most this many bytes per second for the agent's backups and restores together, counted as the data files' content read or written (e.g. 20MB, 1GiB; units are powers of 1024); WAL archiving and wal-fetch are exempt. Default: no limit",
+    },
+    {
       name: 'checksum-delta',
       type: 'boolean',
       description:
@@ -257,6 +269,8 @@ export const AGENT_PROGRAM = {
         'pg-bin-dir',
         ...REPOSITORY_OPTIONS,
         'compress',
+        'compress-level',
+        'max-rate',
         'checksum-delta',
         'file-incremental',
         'block-min-size',
@@ -341,6 +355,10 @@ export interface AgentSettings {
   /** The --config file, handed to restore_command so wal-fetch finds the same credentials. */
   configFile?: string;
   compress: RunSettings['compress'];
+  /** Compression level of backups (--compress-level, checked against the codec); absent: the codec's default. */
+  compressLevel?: number;
+  /** Bytes per second for backups and restores together (--max-rate); absent: no limit. */
+  maxRateBytes?: number;
   /** diff/incr compare content (sha256) instead of size + mtime */
   checksumDelta?: boolean;
   /** diff/incr copy changed relation files whole, no block maps (--file-incremental) */

@@ -104,6 +104,18 @@ export const ErrorCodes = {
     2,
     'A file holding a secret must be readable by its owner only: chmod 600 FILE (or 640 with a trusted group).',
   ),
+  CompressLevelInvalid: spec(
+    'PGF-1060',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'Give --compress-level within the range of the codec of --compress: zstd 1 to 19 (default 2), gzip 1 to 9 (default 6); lz4 and none have no levels, so drop --compress-level for them.',
+  ),
+  SizeInvalid: spec(
+    'PGF-1061',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'Give a size as a whole number of bytes or with a unit: kB, MB, GB, TB (powers of 1024, as in PostgreSQL and pgBackRest) or KiB, MiB, GiB, TiB, e.g. 20MB or 1GiB.',
+  ),
   // 2xxx: fleet objects that do not exist or are in the wrong state
   UnknownCluster: spec(
     'PGF-2001',
@@ -162,6 +174,24 @@ export const ErrorCodes = {
     GrpcStatus.FAILED_PRECONDITION,
     6,
     'The agent reported a backup the controller cannot believe (label, system identifier, LSNs, times or its manifest in the repository); nothing was recorded. Check the agent host (it may be compromised or misconfigured), its clock and its repository, then run `pgfleet verify <cluster>`.',
+  ),
+  BackupHasDependents: spec(
+    'PGF-2060',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'Other backups (diff/incr) read files from this one; deleting it alone would break them. Delete them with it (`pgfleet backup delete <cluster> <label> --with-dependents`), or delete the newest dependent first.',
+  ),
+  BackupPinned: spec(
+    'PGF-2061',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'The backup (or one of its dependents) is pinned; release it first with `pgfleet pin <cluster> <label> --unpin` if it may really go.',
+  ),
+  BackupHeld: spec(
+    'PGF-2062',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'A backup in progress references this one (its lease in the repository names it); wait until that backup ends, then delete again.',
   ),
   // 3xxx: PostgreSQL and the data directory
   PgdataMissing: spec(

@@ -4,6 +4,7 @@ export * from './redact.js';
 export * from './ids.js';
 export * from './names.js';
 export * from './duration.js';
+export * from './size.js';
 export * from './options.js';
 export * from './process-alive.js';
 export * from './async.js';

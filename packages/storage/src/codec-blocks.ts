@@ -23,6 +23,7 @@
  */
 import { createRequire } from 'node:module';
 import zlib from 'node:zlib';
+import { CODEC_LEVELS } from './codec-names.js';
 
 /** Content bytes per frame of the block form: what a block writer reads and compresses at a time. */
 export const BLOCK_BYTES = 1 << 20;
@@ -42,7 +43,7 @@ export function hasBlockForm(codec: string): codec is BlockCodec {
  * rows (docs/benchmarks.md): level 2 stores slightly less than level 3 on both (2.43% vs 2.56%,
  * 27.6% vs 27.7%) at ~1.5x the speed; level 1 is ~25% cheaper still but ~1.3% larger on real rows.
  */
-export const DEFAULT_ZSTD_LEVEL = 2;
+export const DEFAULT_ZSTD_LEVEL = CODEC_LEVELS.zstd!.default;
 
 export interface BlockEncoder {
   /**

@@ -11,15 +11,18 @@ import zlib from 'node:zlib';
 import {
   blockDecoder,
   blockEncoder,
+  compressLevel,
   compressor,
   CODECS,
   decompressor,
+  DEFAULT_ZSTD_LEVEL,
   scanZstdFrames,
   xxh32Small,
   type BlockCodec,
   type Codec,
 } from './codec.js';
 import { encodeFile } from './object-io.js';
+import { PgfleetError } from '@pgfleet/core/errors';
 
 async function collect(parts: Buffer[], stage: NodeJS.ReadWriteStream): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -190,5 +193,25 @@ test('encodeFile: one read gives the content sha256 and the block form, empty fi
       assert.deepEqual(await decode('zstd', Buffer.concat(outs[i]!.stored), 2), f.data, `concurrent ${i}`);
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('compress levels per codec: zstd 1-19 and gzip 1-9 with their defaults; lz4 and none take none (CompressLevelInvalid)', () => {
+  assert.equal(compressLevel('zstd', undefined), DEFAULT_ZSTD_LEVEL);
+  assert.equal(compressLevel('gzip', undefined), 6);
+  assert.equal(compressLevel('lz4', undefined), undefined);
+  assert.equal(compressLevel('zstd', 19), 19);
+  assert.equal(compressLevel('gzip', 1), 1);
+  for (const [codec, level, says] of [
+    ['zstd', 20, /out of range for zstd: 1 to 19/],
+    ['zstd', 0, /out of range/],
+    ['gzip', 10, /out of range for gzip: 1 to 9/],
+    ['lz4', 3, /codec lz4 has no compression levels/],
+    ['none', 1, /codec none has no compression levels/],
+  ] as const) {
+    assert.throws(
+      () => compressLevel(codec, level),
+      (e: unknown) => PgfleetError.is(e, 'CompressLevelInvalid') && says.test(e.message),
+    );
   }
 });

@@ -19,9 +19,9 @@ import {
   type BlockCodec,
   type BlockDecoder,
 } from './codec-blocks.js';
-import type { Codec } from './codec-names.js';
+import { CODEC_LEVELS, type Codec } from './codec-names.js';
 
-export { CODECS, type Codec } from './codec-names.js';
+export { CODEC_LEVELS, CODECS, compressLevel, type Codec } from './codec-names.js';
 export {
   BLOCK_BYTES,
   blockDecoder,
@@ -57,7 +57,7 @@ export function compressor(codec: Codec, level?: number): Transform {
     case 'lz4':
       return new BlockEncodeStream(lz4Frame);
     case 'gzip':
-      return zlib.createGzip({ chunkSize: CHUNK, level: level ?? 6 });
+      return zlib.createGzip({ chunkSize: CHUNK, level: level ?? CODEC_LEVELS.gzip!.default });
     case 'none':
       return new PassThrough({ highWaterMark: CHUNK });
   }

@@ -144,6 +144,12 @@ export interface BackupManifest {
   storedBytes: number;
   agentVersion: string;
   /**
+   * The compression level this backup's own files were stored with (zstd, gzip); absent for lz4
+   * and none, and in manifests written before --compress-level. Informational: a reader needs
+   * only each file's codec.
+   */
+  compressLevel?: number;
+  /**
    * Where the backup was taken: the primary or a standby of the cluster, the host and its data
    * directory. Absent in manifests written before HA clusters (all taken on the primary).
    */

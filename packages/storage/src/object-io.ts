@@ -80,7 +80,12 @@ export interface StoreOptions extends PutOptions {
    * validation); must not change it.
    */
   inspect?: (content: Buffer) => void;
+  /** Waits until `bytes` more content may be read (the agent's --max-rate); called before each block or chunk is read on. */
+  pace?: Pace;
 }
+
+/** A rate limit's gate: resolves when `bytes` more content may pass (agent copy/rate-limit.ts). */
+export type Pace = (bytes: number) => Promise<void>;
 
 /** A byte range of a local file: the whole file from `offset` when `length` is absent. */
 export interface FileRange {
@@ -440,8 +445,12 @@ export class ObjectIo {
       autoClose: true,
     });
     const inspect = options.inspect;
+    const stages = [
+      ...(options.pace ? [new PaceStage(options.pace)] : []),
+      ...(inspect ? [new InspectStage(inspect)] : []),
+    ];
     return this.storeStream(key, source, codec, {
-      ...(inspect ? { inspect: [new InspectStage(inspect)] } : {}),
+      ...(stages.length > 0 ? { inspect: stages } : {}),
       ...(options.level !== undefined ? { level: options.level } : {}),
       ...(options.deferDirSync ? { deferDirSync: true } : {}),
     });
@@ -449,13 +458,15 @@ export class ObjectIo {
 
   /**
    * Stores content a ContentSource produces (e.g. the changed blocks of a relation file, picked
-   * as it is read): hashed, compressed and stored in one pass, like storeFile.
+   * as it is read): hashed, compressed and stored in one pass, like storeFile. No `pace` or
+   * `inspect` here: the source sees the content it reads and meters it itself (it may read far
+   * more than it produces).
    */
   async storeProduced(
     key: string,
     source: ContentSource,
     codec: Codec,
-    options: StoreOptions = {},
+    options: Pick<StoreOptions, 'level' | 'deferDirSync'> = {},
   ): Promise<StoredFile> {
     let dataKey;
     try {
@@ -493,6 +504,7 @@ export class ObjectIo {
    * Decodes an object (checked against `expected` like readStream) and writes only the blocks
    * `runs` name into the existing file at `path` (created and sized by the caller, synced by it
    * once after all its objects): one sequential pass over the object, each block written once.
+   * `pace` meters the bytes written (not the content skipped).
    */
   async restoreRuns(
     key: string,
@@ -502,10 +514,11 @@ export class ObjectIo {
     runs: Uint32Array,
     blockBytes: number,
     fileSize: number,
+    pace?: Pace,
   ): Promise<void> {
     const fh = await open(path, fsc.O_WRONLY | fsc.O_NOFOLLOW);
     try {
-      await this.readStream(key, codec, expected, new RunWriter(fh, runs, blockBytes, fileSize));
+      await this.readStream(key, codec, expected, new RunWriter(fh, runs, blockBytes, fileSize, pace));
     } finally {
       await fh.close();
     }
@@ -515,11 +528,12 @@ export class ObjectIo {
    * Streams an object's content into `dest`, verifying the content checksum (and the size) at the
    * end: a damaged repository file fails loudly instead of restoring silent garbage.
    */
-  async readStream(key: string, codec: Codec, expected: ExpectedContent, dest: Writable): Promise<void> {
+  async readStream(key: string, codec: Codec, expected: ExpectedContent, dest: Writable, pace?: Pace): Promise<void> {
     const content = new HashingStream();
     try {
       const stages = await this.openStages(key);
-      await pipeline([await this.driver.get(key), ...stages, decompressor(codec), content, dest]);
+      const paced = pace ? [new PaceStage(pace)] : [];
+      await pipeline([await this.driver.get(key), ...stages, decompressor(codec), content, ...paced, dest]);
     } catch (err) {
       // Internal too is wrapped: an invalid key (checkKey) read from a manifest is a damaged file, not a bug.
       if (err instanceof PgfleetError && err.errorName !== 'Internal') throw err;
@@ -537,18 +551,21 @@ export class ObjectIo {
   /**
    * Restores an object's content into a local file (see RestoreDestination), checked against
    * `expected`; a whole file is durable (fsynced) when this returns. Block I/O where the driver has
-   * local files and the codec a block form, streams otherwise.
+   * local files and the codec a block form, streams otherwise. `pace` meters the content written.
    */
   async restoreFile(
     key: string,
     codec: Codec,
     expected: Required<ExpectedContent>,
     dest: RestoreDestination,
+    pace?: Pace,
   ): Promise<void> {
     const local = this.driver.localFiles;
     if (local && hasBlockForm(codec)) {
       const lookup = await this.opening(key);
-      await withDecoder(codec, (dec) => restoreBlocks(local, this.driver.location, key, expected, dest, dec, lookup));
+      await withDecoder(codec, (dec) =>
+        restoreBlocks(local, this.driver.location, key, expected, dest, dec, lookup, pace),
+      );
       return;
     }
     const fh = await open(dest.path, restoreOpenFlags(dest), dest.mode);
@@ -556,7 +573,7 @@ export class ObjectIo {
       highWaterMark: BUF,
       ...(dest.offset !== undefined ? { start: dest.offset } : {}),
     });
-    await this.readStream(key, codec, expected, out);
+    await this.readStream(key, codec, expected, out, pace);
     if (dest.offset === undefined) await fsyncPath(dest.path);
     if (dest.chmod) await chmod(dest.path, dest.mode); // mode applies only when the file is created
     if (dest.mtimeMs !== undefined) await utimes(dest.path, new Date(dest.mtimeMs), new Date(dest.mtimeMs));
@@ -604,6 +621,17 @@ class InspectStage extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.inspect(chunk);
     cb(null, chunk);
+  }
+}
+
+/** A stream stage that lets content through no faster than its pace admits it. */
+class PaceStage extends Transform {
+  constructor(private readonly pace: Pace) {
+    super({ highWaterMark: BUF });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.pace(chunk.length).then(() => cb(null, chunk), cb);
   }
 }
 
@@ -670,6 +698,7 @@ async function storeBlocks(
       // Codec none writes the read buffer itself: its write must be done before it is read into again.
       if (codec === 'none') await pendingWrite;
       reading = readAt(inBufs[i ^ 1]!);
+      if (options.pace) await options.pace(bytesRead);
       options.inspect?.(data);
       // The next block is read already (synchronously): an empty one makes this the last frame.
       await put(await object.block(data, (await reading).bytesRead === 0));
@@ -731,6 +760,7 @@ class RunWriter extends Writable {
     private readonly runs: Uint32Array,
     private readonly blockBytes: number,
     private readonly fileSize: number,
+    private readonly pace: Pace | undefined,
   ) {
     super({ highWaterMark: BUF });
   }
@@ -751,7 +781,10 @@ class RunWriter extends Writable {
       if (from >= end) return;
       const a = Math.max(from, start);
       const b = Math.min(from + length, end);
-      if (b > a) await this.fh.write(chunk, a - start, b - a, to + (a - from));
+      if (b > a) {
+        if (this.pace) await this.pace(b - a);
+        await this.fh.write(chunk, a - start, b - a, to + (a - from));
+      }
       if (from + length > end) return;
       this.r += 3;
     }
@@ -890,6 +923,7 @@ async function restoreBlocks(
   d: RestoreDestination,
   dec: BlockDecoder,
   lookup: DataKeyLookup | undefined,
+  pace: Pace | undefined,
 ): Promise<void> {
   let src: number;
   try {
@@ -924,6 +958,7 @@ async function restoreBlocks(
       if (written + n > expected.size)
         throw checksumMismatch(key, expected.sha256, '(longer than the manifest says)', written + n);
       hash.update(buf.subarray(0, n));
+      if (pace && n > 0) await pace(n);
       await pendingWrite; // the other buffer is free again
       pendingWrite = n > 0 ? out.write(buf, n, base + written) : undefined;
       written += n;

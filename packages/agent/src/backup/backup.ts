@@ -52,6 +52,7 @@ import {
   BlockMap,
   blockCount,
   chunkedContentDigest,
+  compressLevel,
   mergeBlockMap,
   wholeFileMap,
   type BlockMapPart,
@@ -67,6 +68,7 @@ import {
 import { BackupLeaseHolder, leaseChain } from './lease.js';
 import { choosePriorBackup, decideFile, type FileDecision } from './prior.js';
 import { CopyPool } from '../copy/pool.js';
+import type { RateLimiter } from '../copy/rate-limit.js';
 import { listPgdata, type PgdataEntry } from '../pgdata/walk.js';
 import { ProgressTracker, type ProgressSink } from '../progress.js';
 import { AGENT_VERSION } from '../version.js';
@@ -85,6 +87,8 @@ export interface BackupOptions {
   workers: number;
   /** Compression level (codec default when absent). */
   level?: number;
+  /** The agent's --max-rate bucket: every byte read from PGDATA for the copy goes through it. */
+  rateLimit?: RateLimiter;
   /** Files larger than this are stored in chunks of this size (default DEFAULT_CHUNK_BYTES). */
   chunkBytes?: number;
   /**
@@ -297,6 +301,8 @@ interface CopiedPgdata {
   files: ManifestFile[];
   /** Page checksum errors found by this backup's reads. */
   pageErrors: { path: string; blocks: number[] }[];
+  /** Content bytes the copy put through the agent's --max-rate bucket (0 without one). */
+  pacedBytes: number;
 }
 
 /**
@@ -387,7 +393,7 @@ async function copyPgdata(
   // Objects were fsynced one by one; their directories once here, before the manifest declares them complete.
   await opts.repo.syncKeys(copier.written);
   files.sort((a, b) => (a.path < b.path ? -1 : 1));
-  return { listing, files, pageErrors };
+  return { listing, files, pageErrors, pacedBytes: copier.pool.pacedBytes };
 }
 
 /** What pg_backup_stop returned, and the WAL segments the backup needs. */
@@ -548,8 +554,15 @@ function backupManifest(
       0,
     ),
     agentVersion: `${AGENT_VERSION} (${hostname()})`,
+    ...compressLevelEntry(opts),
     source,
   };
+}
+
+/** The manifest's compressLevel: the level the codec compressed with, explicit or its default. */
+function compressLevelEntry(opts: BackupOptions): { compressLevel?: number } {
+  const level = compressLevel(opts.codec, opts.level);
+  return level === undefined ? {} : { compressLevel: level };
 }
 
 /** The summary that stays on the job record (the last progress message: `pgfleet job <id>` shows it) and the log line. */
@@ -583,6 +596,7 @@ function reportBackupDone(
       bytes: manifest.sizeBytes,
       stored: manifest.storedBytes,
       pageChecksumErrors: allPageErrors.length,
+      ...(opts.rateLimit ? { pacedBytes: copiedPgdata.pacedBytes, maxRate: opts.rateLimit.bytesPerSecond } : {}),
     },
     'backup complete',
   );
@@ -663,7 +677,11 @@ export class FileCopier {
     private readonly startLsn: LsnHalves | undefined,
     private readonly tracker: ProgressTracker,
   ) {
-    this.pool = new CopyPool(opts.repo, { threads: opts.workers, ...(opts.signal ? { signal: opts.signal } : {}) });
+    this.pool = new CopyPool(opts.repo, {
+      threads: opts.workers,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),
+    });
     this.chunkBytes = Math.max(BLCKSZ, Math.floor((opts.chunkBytes ?? DEFAULT_CHUNK_BYTES) / BLCKSZ) * BLCKSZ);
   }
 

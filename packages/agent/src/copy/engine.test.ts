@@ -16,6 +16,7 @@ import {
 } from '@pgfleet/storage';
 import { FileCopier, type BackupOptions } from '../backup/backup.js';
 import { listPgdata } from '../pgdata/walk.js';
+import { RateLimiter } from './rate-limit.js';
 import { ProgressTracker } from '../progress.js';
 import { runRestore } from '../restore/restore.js';
 import { testFullManifest, testRestoreOptions } from '../testing/restore-fixtures.js';
@@ -51,13 +52,21 @@ async function makePgdata(root: string): Promise<void> {
   await writeFile(join(root, 'empty'), '');
 }
 
-async function backup(pgdata: string, repo: Repository, label: string, codec: Codec): Promise<BackupManifest> {
+async function backup(
+  pgdata: string,
+  repo: Repository,
+  label: string,
+  codec: Codec,
+  rateLimit?: RateLimiter,
+  paced?: { bytes: number },
+): Promise<BackupManifest> {
   const listing = await listPgdata(pgdata);
   const opts = {
     cluster: 'c1',
     pgdata,
     repo,
     codec,
+    ...(rateLimit ? { rateLimit } : {}),
     workers: 2,
     chunkBytes: CHUNK,
     log: createLogger({ level: 'silent' }),
@@ -70,6 +79,7 @@ async function backup(pgdata: string, repo: Repository, label: string, codec: Co
   } finally {
     await copier.pool.close();
   }
+  if (paced) paced.bytes = copier.pool.pacedBytes;
   await repo.syncKeys(copier.written);
   const fl = files.filter((f): f is ManifestFile => f !== undefined).sort((a, b) => (a.path < b.path ? -1 : 1));
   const manifest = testFullManifest({
@@ -83,14 +93,23 @@ async function backup(pgdata: string, repo: Repository, label: string, codec: Co
   return manifest;
 }
 
+/** A test's temporary directory with a made-up PGDATA and a fresh posix repository, removed after. */
+async function withPgdataAndRepo(fn: (root: string, pgdata: string, repo: Repository) => Promise<void>): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'pgfleet-copy-'));
+  try {
+    const pgdata = join(root, 'pgdata');
+    await makePgdata(pgdata);
+    const repo = new Repository(new PosixDriver(join(root, 'repo')), TEST_MANIFEST_KEYS);
+    await repo.init();
+    await fn(root, pgdata, repo);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
 for (const codec of ['zstd', 'lz4', 'none', 'gzip'] as const) {
   test(`worker-thread backup and restore (${codec}): large files in chunks, page checksums per chunk, delta restore`, async () => {
-    const root = await mkdtemp(join(tmpdir(), 'pgfleet-copy-'));
-    try {
-      const pgdata = join(root, 'pgdata');
-      await makePgdata(pgdata);
-      const repo = new Repository(new PosixDriver(join(root, 'repo')), TEST_MANIFEST_KEYS);
-      await repo.init();
+    await withPgdataAndRepo(async (root, pgdata, repo) => {
       const m = await backup(pgdata, repo, '20260101-000000F', codec);
       const byPath = new Map(m.files.map((f) => [f.path, f]));
 
@@ -153,8 +172,28 @@ for (const codec of ['zstd', 'lz4', 'none', 'gzip'] as const) {
         runRestore({ ...opts, targetDir: join(root, 'again') }),
         /RepoChecksumMismatch|checksum|decoded/,
       );
-    } finally {
-      await rm(root, { recursive: true, force: true });
-    }
+    });
+  });
+}
+
+// The block path (zstd) and the stream path (gzip), on worker threads: --max-rate meters every content byte once.
+for (const codec of ['zstd', 'gzip'] as const) {
+  test(`--max-rate (${codec}): every byte a worker-thread backup reads and a restore writes goes through the agent's one bucket`, async () => {
+    await withPgdataAndRepo(async (root, pgdata, repo) => {
+      // High enough that nothing waits long: the accounting is what is checked, not the time.
+      const limiter = RateLimiter.create(1 << 30);
+      const paced = { bytes: 0 };
+      const m = await backup(pgdata, repo, '20260101-000000F', codec, limiter, paced);
+      const content = m.files.reduce((n, f) => n + f.size, 0);
+      assert.equal(paced.bytes, content, 'the backup paced exactly the bytes it copied');
+      assert.equal(limiter.admittedBytes(), content);
+      const out = await runRestore(
+        testRestoreOptions(repo, join(root, 'repo'), m.label, join(root, 'restored'), { rateLimit: limiter }),
+      );
+      assert.equal(out.pacedBytes, content, 'the restore paced exactly the bytes it wrote');
+      assert.equal(limiter.admittedBytes(), 2 * content, 'one bucket for both jobs');
+      for (const f of m.files)
+        assert.deepEqual(await readFile(join(root, 'restored', f.path)), await readFile(join(pgdata, f.path)));
+    });
   });
 }

@@ -10,6 +10,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { Repository } from '@pgfleet/storage';
+import type { RateLimiter } from './rate-limit.js';
 import {
   reviveError,
   runCopyTask,
@@ -37,6 +38,8 @@ export interface CopyPoolOptions {
   /** Tasks in flight per thread. */
   perThread?: number;
   signal?: AbortSignal;
+  /** The agent's --max-rate bucket: every thread's backup and restore tasks go through it. */
+  rateLimit?: RateLimiter;
 }
 
 export class CopyPool {
@@ -44,6 +47,8 @@ export class CopyPool {
   private readonly queue: Pending[] = [];
   private head = 0;
   private nextId = 1;
+  /** Content bytes this pool's tasks put through the rate limit (--max-rate accounting). */
+  pacedBytes = 0;
   private readonly perThread: number;
   private cancelled: unknown;
   private readonly idleWaiters: (() => void)[] = [];
@@ -65,7 +70,11 @@ export class CopyPool {
         // A small young generation: the workers' garbage is almost all outside the V8 heap (buffers,
         // zstd contexts), and every MiB of semi-space is RSS the agent keeps.
         const worker = new Worker(new URL('./worker.js', import.meta.url), {
-          workerData: { specs, keys: repo.threadKeys() } satisfies CopyWorkerData,
+          workerData: {
+            specs,
+            keys: repo.threadKeys(),
+            ...(opts.rateLimit ? { rate: opts.rateLimit.shared } : {}),
+          } satisfies CopyWorkerData,
           resourceLimits: { maxYoungGenerationSizeMb: 4 },
         });
         worker.on('message', (m: { id: number; result?: unknown; error?: SerialisedError }) => {
@@ -73,7 +82,7 @@ export class CopyPool {
           if (!p) return;
           slot.inflight.delete(m.id);
           if (m.error) p.reject(reviveError(m.error));
-          else p.resolve(m.result);
+          else p.resolve(this.counted(m.result));
           this.settled();
         });
         worker.on('error', (err) => this.workerFailed(slot, err));
@@ -116,6 +125,12 @@ export class CopyPool {
     );
   }
 
+  private counted(result: unknown): unknown {
+    const paced = (result as { paced?: unknown } | undefined)?.paced;
+    if (typeof paced === 'number') this.pacedBytes += paced;
+    return result;
+  }
+
   private busy(): boolean {
     return this.slots.some((s) => s.inflight.size > 0);
   }
@@ -137,10 +152,10 @@ export class CopyPool {
         best.worker.postMessage({ id: p.id, task: p.task });
       } else {
         const slot = best;
-        runCopyTask(this.repo, p.task).then(
+        runCopyTask(this.repo, p.task, this.opts.rateLimit).then(
           (v) => {
             slot.inflight.delete(p.id);
-            p.resolve(v);
+            p.resolve(this.counted(v));
             this.settled();
           },
           (e: unknown) => {

@@ -16,6 +16,7 @@ import type { RepositorySpec } from '@pgfleet/storage/repository-url';
 import { giveBuffer, takeBuffer, type ContentSource, type StoredFile } from '@pgfleet/storage/object-io';
 import { BLOCK_SUM_BYTES, blockChanged, MAP_BLOCK_BYTES, sumBlock } from '@pgfleet/storage/block-map';
 import { PageChecker, recheckPages } from '../pgdata/page-verify.js';
+import { taskPace, type RateLimiter, type SharedRate } from './rate-limit.js';
 
 const BUF = 1 << 20;
 
@@ -62,6 +63,8 @@ export interface BackupBlocksResult {
   /** The stored object of the changed blocks. */
   data: StoredFile;
   pageErrors?: number[];
+  /** Content bytes read from the file that the agent's rate limit admitted (0 without --max-rate). */
+  paced: number;
 }
 
 /** Writes the blocks of one object a block map names into a file the caller created (restore of a block-incremental file). */
@@ -89,6 +92,13 @@ export interface BackupResult {
   pageErrors?: number[];
   /** BackupTask.sums: BLOCK_SUM_BYTES per block of the range stored. */
   sums?: Uint8Array;
+  /** Content bytes the agent's rate limit admitted for this task (0 without --max-rate). */
+  paced: number;
+}
+
+export interface RestoreResult {
+  /** Content bytes the agent's rate limit admitted for this task (0 without --max-rate). */
+  paced: number;
 }
 
 export interface RestoreTask {
@@ -130,6 +140,8 @@ export interface CopyWorkerData {
   specs: RepositorySpec[];
   /** Key-encryption keys of the encrypted clusters the parent opened (Repository.threadKeys). */
   keys: Record<string, Uint8Array>;
+  /** The agent's --max-rate bucket, shared with every thread (copy/rate-limit.ts); absent: no limit. */
+  rate?: SharedRate;
 }
 export type TaskResult<T extends CopyTask> = T extends BackupTask
   ? BackupResult
@@ -137,38 +149,32 @@ export type TaskResult<T extends CopyTask> = T extends BackupTask
     ? BackupBlocksResult
     : T extends HashTask
       ? HashResult
-      : undefined;
+      : RestoreResult;
 
 const isEnoent = (err: unknown) => (err as NodeJS.ErrnoException)?.code === 'ENOENT';
 
+/** Runs one task; backup and restore tasks go through `limiter` (the agent's --max-rate) when there is one. */
 export async function runCopyTask(
   repo: Repository,
   task: CopyTask,
-): Promise<BackupResult | BackupBlocksResult | HashResult | undefined> {
+  limiter?: RateLimiter,
+): Promise<BackupResult | BackupBlocksResult | HashResult | RestoreResult> {
   switch (task.kind) {
     case 'backup':
-      return backupTask(repo, task);
+      return backupTask(repo, task, limiter);
     case 'backup-blocks':
-      return backupBlocksTask(repo, task);
+      return backupBlocksTask(repo, task, limiter);
     case 'restore':
-      return restoreTask(repo, task);
+      return restoreTask(repo, task, limiter);
     case 'restore-runs':
-      await repo.objects.restoreRuns(
-        task.key,
-        task.codec,
-        { sha256: task.sha256, size: task.size },
-        task.dest,
-        task.runs,
-        MAP_BLOCK_BYTES,
-        task.fileSize,
-      );
-      return undefined;
+      return restoreRunsTask(repo, task, limiter);
     case 'hash':
       return hashTask(task);
   }
 }
 
-async function backupTask(repo: Repository, t: BackupTask): Promise<BackupResult> {
+async function backupTask(repo: Repository, t: BackupTask, limiter: RateLimiter | undefined): Promise<BackupResult> {
+  const { pace, paced } = taskPace(limiter);
   const lsn = t.page ? { hi: t.page.hi, lo: t.page.lo } : undefined;
   const checker = t.page ? new PageChecker(t.page.firstBlock, lsn!) : undefined;
   const summer = t.sums ? new BlockSummer() : undefined;
@@ -186,11 +192,12 @@ async function backupTask(repo: Repository, t: BackupTask): Promise<BackupResult
     {
       deferDirSync: true,
       ...(t.level !== undefined ? { level: t.level } : {}),
+      ...(pace ? { pace } : {}),
       ...(inspect ? { inspect } : {}),
     },
   );
-  if (!stored) return { missing: true, size: 0, sha256: '', storedSize: 0, storedSha256: '' };
-  const out: BackupResult = { ...stored, ...(summer ? { sums: summer.finish() } : {}) };
+  if (!stored) return { missing: true, size: 0, sha256: '', storedSize: 0, storedSha256: '', paced: paced() };
+  const out: BackupResult = { ...stored, paced: paced(), ...(summer ? { sums: summer.finish() } : {}) };
   const suspects = checker?.suspects ?? [];
   if (suspects.length > 0) {
     const bad = await recheckPages(t.src, suspects, t.page!.firstBlock, lsn!, t.offset);
@@ -255,7 +262,8 @@ class BlockSummer {
 /**
  * The changed blocks of a file as a ContentSource: reads the file in 1 MiB steps (hashing the
  * whole content and showing it to `inspect`), checksums every block and hands out only those
- * blockChanged says must be stored.
+ * blockChanged says must be stored. `pace` meters every byte read, stored or not: --max-rate
+ * bounds the I/O on the database host, and the whole file is read.
  */
 class ChangedBlocks implements ContentSource {
   readonly content = createHash('sha256');
@@ -272,6 +280,7 @@ class ChangedBlocks implements ContentSource {
     private readonly fh: Awaited<ReturnType<typeof open>>,
     private readonly prior: { sums: Uint8Array; blocks: number },
     private readonly inspect?: (content: Buffer) => void,
+    private readonly pace?: (bytes: number) => Promise<void>,
   ) {}
 
   async read(out: Buffer): Promise<number> {
@@ -306,6 +315,7 @@ class ChangedBlocks implements ContentSource {
     }
     if (got < BUF) this.eof = true;
     if (got === 0) return false;
+    if (this.pace) await this.pace(got);
     const content = this.input.subarray(0, got);
     this.content.update(content);
     this.inspect?.(content);
@@ -321,7 +331,12 @@ class ChangedBlocks implements ContentSource {
   }
 }
 
-async function backupBlocksTask(repo: Repository, t: BackupBlocksTask): Promise<BackupBlocksResult> {
+async function backupBlocksTask(
+  repo: Repository,
+  t: BackupBlocksTask,
+  limiter: RateLimiter | undefined,
+): Promise<BackupBlocksResult> {
+  const { pace, paced } = taskPace(limiter);
   let fh;
   try {
     fh = await open(t.src, 'r');
@@ -334,12 +349,13 @@ async function backupBlocksTask(repo: Repository, t: BackupBlocksTask): Promise<
         sums: new Uint8Array(0),
         changed: new Uint32Array(0),
         data: { size: 0, sha256: '', storedSize: 0, storedSha256: '' },
+        paced: 0,
       };
     throw err;
   }
   const lsn = t.page ? { hi: t.page.hi, lo: t.page.lo } : undefined;
   const checker = t.page ? new PageChecker(t.page.firstBlock, lsn!) : undefined;
-  const source = new ChangedBlocks(fh, t.prior, checker ? (c) => checker.update(c) : undefined);
+  const source = new ChangedBlocks(fh, t.prior, checker ? (c) => checker.update(c) : undefined, pace);
   const data = await repo.objects.storeProduced(t.key, source, t.codec, {
     deferDirSync: true,
     ...(t.level !== undefined ? { level: t.level } : {}),
@@ -350,6 +366,7 @@ async function backupBlocksTask(repo: Repository, t: BackupBlocksTask): Promise<
     sums: source.sums.finish(),
     changed: source.changed.finish(),
     data,
+    paced: paced(),
   };
   const suspects = checker?.suspects ?? [];
   if (suspects.length > 0) {
@@ -359,7 +376,8 @@ async function backupBlocksTask(repo: Repository, t: BackupBlocksTask): Promise<
   return out;
 }
 
-async function restoreTask(repo: Repository, t: RestoreTask): Promise<undefined> {
+async function restoreTask(repo: Repository, t: RestoreTask, limiter: RateLimiter | undefined): Promise<RestoreResult> {
+  const { pace, paced } = taskPace(limiter);
   await repo.objects.restoreFile(
     t.key,
     t.codec,
@@ -372,8 +390,29 @@ async function restoreTask(repo: Repository, t: RestoreTask): Promise<undefined>
       ...(t.mtimeMs !== undefined ? { mtimeMs: t.mtimeMs } : {}),
       ...(t.exclusive ? { exclusive: true } : {}),
     },
+    pace,
   );
-  return undefined;
+  return { paced: paced() };
+}
+
+/** A block-incremental file's part: `pace` meters the blocks written into the file, not the content it skips. */
+async function restoreRunsTask(
+  repo: Repository,
+  t: RestoreRunsTask,
+  limiter: RateLimiter | undefined,
+): Promise<RestoreResult> {
+  const { pace, paced } = taskPace(limiter);
+  await repo.objects.restoreRuns(
+    t.key,
+    t.codec,
+    { sha256: t.sha256, size: t.size },
+    t.dest,
+    t.runs,
+    MAP_BLOCK_BYTES,
+    t.fileSize,
+    pace,
+  );
+  return { paced: paced() };
 }
 
 async function hashTask(t: HashTask): Promise<HashResult> {

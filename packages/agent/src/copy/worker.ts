@@ -8,16 +8,19 @@ import { parentPort, workerData } from 'node:worker_threads';
 // Light entries only (see copy/tasks.ts): a thread that imported all of @pgfleet/storage, core
 // and pg would carry ~45 MB of code and take ~120 ms of CPU to start.
 import { fixedKeys, openRepository } from '@pgfleet/storage/open-repository';
+import { RateLimiter } from './rate-limit.js';
 import { runCopyTask, serialiseError, type CopyTask, type CopyWorkerData } from './tasks.js';
 
-const { specs, keys } = workerData as CopyWorkerData;
+const { specs, keys, rate } = workerData as CopyWorkerData;
+// The agent's one bucket, mapped from the parent's shared memory: every thread advances the same one.
+const limiter = rate ? new RateLimiter(rate) : undefined;
 // Tasks that arrive while it opens wait for it (a local repository opens at once).
 const opening = openRepository(specs, undefined, fixedKeys(keys));
 opening.catch(() => {}); // each task reports the failure
 
 parentPort!.on('message', (m: { id: number; task: CopyTask }) => {
   opening
-    .then((repo) => runCopyTask(repo, m.task))
+    .then((repo) => runCopyTask(repo, m.task, limiter))
     .then(
       (result) => parentPort!.postMessage({ id: m.id, result }),
       (err: unknown) => parentPort!.postMessage({ id: m.id, error: serialiseError(err) }),

@@ -21,6 +21,8 @@ export const backupJob: AgentJobKind<'backup'> = {
         pg: s.pg,
         repo: ctx.repo,
         codec: s.compress,
+        ...(s.compressLevel !== undefined ? { level: s.compressLevel } : {}),
+        ...(ctx.rateLimit ? { rateLimit: ctx.rateLimit } : {}),
         type,
         checksumDelta: s.checksumDelta === true,
         blockIncremental: s.fileIncremental !== true,

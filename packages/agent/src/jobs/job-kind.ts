@@ -9,6 +9,7 @@ import type { Logger } from '@pgfleet/core';
 import type { Job, JobResultSchema } from '@pgfleet/proto';
 import type { Repository } from '@pgfleet/storage';
 import type { AgentSettings } from '../options.js';
+import type { RateLimiter } from '../copy/rate-limit.js';
 import type { Progress } from '../progress.js';
 
 /** The `kind` oneof of the Job message: which job, with its own message. */
@@ -32,6 +33,8 @@ export interface JobContext {
   exclusive(key: string): (() => void) | undefined;
   /** Sends the controller a WAL switch request for this job (a backup on a standby, agent.proto WalSwitch). */
   requestWalSwitch(lsn: string): void;
+  /** The agent's --max-rate bucket, one for all its backups and restores (absent: no limit). */
+  rateLimit?: RateLimiter;
   log: Logger;
   progress: (p: Progress) => void;
   signal: AbortSignal;

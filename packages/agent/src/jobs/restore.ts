@@ -28,6 +28,7 @@ export const restoreJob: AgentJobKind<'restore'> = {
       action,
       ...(inclusive !== undefined ? { inclusive } : {}),
       workers: s.workers,
+      ...(ctx.rateLimit ? { rateLimit: ctx.rateLimit } : {}),
       ...(s.pgBinDir ? { pgBinDir: s.pgBinDir } : {}),
       log: ctx.log,
       progress: ctx.progress,

@@ -31,6 +31,7 @@ import {
   type Repository,
 } from '@pgfleet/storage';
 import { CopyPool } from '../copy/pool.js';
+import type { RateLimiter } from '../copy/rate-limit.js';
 import { ProgressTracker, type ProgressSink } from '../progress.js';
 import { readPgdataFacts } from '../pgdata/pgdata.js';
 import { TABLESPACE_LINK_RE } from '../pgdata/walk.js';
@@ -70,6 +71,8 @@ export interface RestoreOptions {
   inclusive?: boolean;
   action: 'promote' | 'pause' | 'shutdown';
   workers: number;
+  /** The agent's --max-rate bucket: every byte written into the restored files goes through it. */
+  rateLimit?: RateLimiter;
   pgBinDir?: string;
   log: Logger;
   progress: ProgressSink;
@@ -87,6 +90,8 @@ export interface RestoreOutcome {
   /** Delta mode: files kept as they were, and files/directories/links removed. */
   kept?: number;
   removed?: number;
+  /** Content bytes written through the agent's --max-rate bucket (absent without one). */
+  pacedBytes?: number;
 }
 
 /** The command PostgreSQL runs to fetch WAL: this very agent, with the repositories spelled out so the restored cluster needs no agent config. */
@@ -172,8 +177,16 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
   const tablespaceLocation = (linkPath: string) =>
     join(o.tablespaceDir ?? `${o.targetDir}.tablespaces`, basename(linkPath));
   const { removed, tree } = await layOutTarget(o, manifest, delta, ownTarget, tablespaceLocation, tracker);
-  const { fetched, kept } = await restoreFiles(o, tree, manifest, delta, tracker);
+  const { fetched, kept, paced } = await restoreFiles(o, tree, manifest, delta, tracker);
   o.signal?.throwIfAborted();
+  const pacedEntry = o.rateLimit ? { pacedBytes: paced } : {};
+  if (o.rateLimit) {
+    // --max-rate accounting: every byte written went through the agent's bucket.
+    o.log.info(
+      { label: manifest.label, pacedBytes: paced, fetchedBytes: fetched, maxRate: o.rateLimit.bytesPerSecond },
+      'restore copy rate-limited',
+    );
+  }
   await writeRecoverySettings(
     o,
     tree,
@@ -190,10 +203,10 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
       'delta restore done',
     );
     tracker.phase('done', message);
-    return { manifest, timeline: plan.timeline, archivePreserved, bytes: fetched, kept, removed };
+    return { manifest, timeline: plan.timeline, archivePreserved, bytes: fetched, kept, removed, ...pacedEntry };
   }
   tracker.phase('done');
-  return { manifest, timeline: plan.timeline, archivePreserved, bytes: manifest.sizeBytes };
+  return { manifest, timeline: plan.timeline, archivePreserved, bytes: manifest.sizeBytes, ...pacedEntry };
 }
 
 /** The options with the target and tablespace directories absolute and normalised ('/srv/r/' + '.tablespaces' must not land inside the data directory). */
@@ -345,11 +358,15 @@ async function restoreFiles(
   manifest: BackupManifest,
   delta: boolean,
   tracker: ProgressTracker,
-): Promise<{ fetched: number; kept: number }> {
+): Promise<{ fetched: number; kept: number; paced: number }> {
   tracker.phase('copy');
   let fetched = 0;
   let kept = 0;
-  const pool = new CopyPool(o.repo, { threads: o.workers, ...(o.signal ? { signal: o.signal } : {}) });
+  const pool = new CopyPool(o.repo, {
+    threads: o.workers,
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.rateLimit ? { rateLimit: o.rateLimit } : {}),
+  });
   const restoreFile = async (f: ManifestFile): Promise<void> => {
     if (delta && (await matchesManifest(pool, tree, f))) {
       const fh = await tree.openExisting(f.path);
@@ -465,7 +482,7 @@ async function restoreFiles(
   } finally {
     await pool.close();
   }
-  return { fetched, kept };
+  return { fetched, kept, paced: pool.pacedBytes };
 }
 
 /**
