@@ -8,3 +8,4 @@ export * from './replication.js';
 export * from './timeline-history.js';
 export * from './timeline-start.js';
 export * from './server-log.js';
+export * from './restore-point.js';

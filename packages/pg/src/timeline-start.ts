@@ -55,8 +55,8 @@ function readWalRecord(segment: Buffer, offset: number): { record: Buffer; end: 
   return { record: Buffer.concat(out).subarray(0, need), end: pos };
 }
 
-/** The main data of a record without block references (the two end-of-recovery records have none). */
-function mainData(record: Buffer): Buffer | undefined {
+/** The main data of a record without block references (the end-of-recovery and restore point records have none). */
+export function walRecordMainData(record: Buffer): Buffer | undefined {
   let p = RECORD_HEADER;
   while (p < record.length) {
     const id = record[p]!;
@@ -98,7 +98,7 @@ export function timelineStartFromSegment(
   const record = read?.record;
   if (!record || record[17] !== RM_XLOG_ID) return undefined;
   const info = record[16]! & 0xf0;
-  const data = mainData(record);
+  const data = walRecordMainData(record);
   if (!data || data.length < 16) return undefined;
   if (info === XLOG_END_OF_RECOVERY) {
     if (data.readUInt32LE(8) !== timeline || data.readUInt32LE(12) !== parent) return undefined;

@@ -601,11 +601,19 @@ export class Repository {
   /** Complete backups (those with a manifest), ordered by stop time. */
   async listBackups(cluster: string): Promise<BackupManifest[]> {
     const out: BackupManifest[] = [];
+    for await (const m of this.manifests(cluster)) out.push(m);
+    return out.sort((a, b) => Date.parse(a.stopTime) - Date.parse(b.stopTime));
+  }
+
+  /**
+   * The manifest of every complete backup, one at a time in key order, from one listing of the
+   * cluster's backups: a caller that keeps only a summary of each never holds two file lists.
+   */
+  async *manifests(cluster: string): AsyncIterable<BackupManifest> {
     for await (const o of this.driver.list(`${clusterDir(cluster)}/backup/`)) {
       const m = /^[^/]+\/backup\/([^/]+)\/backup\.manifest$/.exec(o.key);
-      if (m) out.push(await this.readManifest(cluster, m[1]!));
+      if (m) yield await this.readManifest(cluster, m[1]!);
     }
-    return out.sort((a, b) => Date.parse(a.stopTime) - Date.parse(b.stopTime));
   }
 
   // ---- WAL archive ------------------------------------------------------------------------

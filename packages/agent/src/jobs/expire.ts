@@ -11,6 +11,7 @@ export const expireJob: AgentJobKind<'expire'> = {
       walKeepFrom: e.walKeepFrom,
       keepRanges: e.keepRanges,
       dryRun: e.dryRun,
+      exact: e.exact,
       log: ctx.log,
       progress: ctx.progress,
       signal: ctx.signal,

@@ -8,8 +8,10 @@ import { backupJob } from './backup.js';
 import { checkJob } from './check.js';
 import { captureJob, drillJob } from './drill.js';
 import { expireJob } from './expire.js';
+import { infoJob } from './info.js';
 import type { AgentJobKind, JobContext, JobKindCase, JobKindMessage, JobResultInit } from './job-kind.js';
 import { restoreJob } from './restore.js';
+import { restorePointsJob } from './restore-points.js';
 import { verifyJob } from './verify.js';
 
 const JOB_KINDS: { readonly [K in JobKindCase]: AgentJobKind<K> } = {
@@ -20,6 +22,8 @@ const JOB_KINDS: { readonly [K in JobKindCase]: AgentJobKind<K> } = {
   drill: drillJob,
   capture: captureJob,
   check: checkJob,
+  info: infoJob,
+  restorePoints: restorePointsJob,
 };
 
 function runKind<K extends JobKindCase>(kind: K, message: JobKindMessage<K>, ctx: JobContext): Promise<JobResultInit> {

@@ -208,7 +208,8 @@ async function planRecordTarget(
   wanted: number,
   { timelines, histories }: ArchivedTimelines,
 ): Promise<RestorePlan> {
-  const hits = await findTargetHits(i.repo, i.cluster, backups[0]!, target, i.pgBinDir ? { pgBinDir: i.pgBinDir } : {});
+  const scan = await findTargetHits(i.repo, i.cluster, backups[0]!, target, i.pgBinDir ? { pgBinDir: i.pgBinDir } : {});
+  const { hits } = scan;
   // A record before a switch is on both timelines: follow the wanted lineage when it holds the record.
   const holds = (tli: number, hit: TargetHit) =>
     hit.timeline === tli || timelines.get(tli)?.history.contains(hit.timeline, hit.lsn.value) === true;
@@ -227,7 +228,7 @@ async function planRecordTarget(
       return planned(manifest, timeline, histories);
     }
   }
-  throw targetNotFound(i.cluster, backups[0]!, target, hits);
+  throw targetNotFound(i.cluster, backups[0]!, target, scan);
 }
 
 /** A time, LSN, latest or immediate target: the newest backup on the timeline's lineage that ends before it. */

@@ -5,17 +5,10 @@
  * RESTORE_POINT record of that name, or the COMMIT/ABORT record of that xid; the backup is the
  * newest one that is consistent (stop LSN) before that record.
  */
-import { execFile } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { PgfleetError, type Logger } from '@pgfleet/core';
-import { Lsn, walFileKind } from '@pgfleet/pg';
-import type { BackupManifest, Codec, Repository } from '@pgfleet/storage';
-
-const run = promisify(execFile);
+import { Lsn } from '@pgfleet/pg';
+import type { BackupManifest, Repository } from '@pgfleet/storage';
+import { scanArchivedWal } from './wal-scan.js';
 
 export interface TargetLsn {
   lsn: Lsn;
@@ -28,6 +21,22 @@ export interface TargetHit {
   timeline: number;
 }
 
+/** What a search of the archived WAL found: the target's places, and (name targets) every restore point name passed on the way. */
+export interface TargetScan {
+  hits: TargetHit[];
+  restorePointNames: string[];
+}
+
+type WalTarget = { kind: 'name'; name: string } | { kind: 'xid'; xid: string };
+
+const RESTORE_POINT_DESC = 'desc: RESTORE_POINT ';
+
+/** The restore point name of a pg_waldump line (the description is the line's last field). */
+export function restorePointName(line: string): string | undefined {
+  const at = line.indexOf(RESTORE_POINT_DESC);
+  return at < 0 ? undefined : line.slice(at + RESTORE_POINT_DESC.length).trimEnd();
+}
+
 /**
  * Every place in the archived WAL (from the oldest backup's start on) where the target is: the
  * RESTORE_POINT record of that name, or the COMMIT/ABORT of that xid. Sorted by LSN. The same
@@ -37,60 +46,41 @@ export interface TargetHit {
 export async function findTargetHits(
   repo: Repository,
   cluster: string,
-  oldest: Pick<BackupManifest, 'pgVersionNum' | 'walStart'>,
-  target: { kind: 'name'; name: string } | { kind: 'xid'; xid: string },
+  oldest: Pick<BackupManifest, 'pgVersionNum' | 'walStart' | 'walSegmentSize'>,
+  target: WalTarget,
   opts: { pgBinDir?: string },
-): Promise<TargetHit[]> {
-  const major = Math.floor(oldest.pgVersionNum / 10000);
-  const waldump = join(opts.pgBinDir ?? `/usr/lib/postgresql/${major}/bin`, 'pg_waldump');
-  const segments: { name: string; key: string; sha256: string; codec: Codec }[] = [];
-  for await (const w of repo.listWal(cluster)) {
-    // Only authenticated copies (wal-auth.ts): a planted segment must not place the target.
-    if (w.authentic && walFileKind(w.name) === 'segment' && w.name.slice(8) >= oldest.walStart.slice(8))
-      segments.push(w);
-  }
-  if (segments.length === 0) throw new PgfleetError('RestorePointNotFound', `no archived WAL for cluster ${cluster}`);
-  const dir = await mkdtemp(join(tmpdir(), 'pgfleet-waldump-'));
-  try {
-    for (const s of segments)
-      await repo.readObject(s.key, s.codec, { sha256: s.sha256 }, createWriteStream(join(dir, s.name)));
-    const byTimeline = new Map<string, string[]>();
-    for (const s of segments)
-      byTimeline.set(s.name.slice(0, 8), [...(byTimeline.get(s.name.slice(0, 8)) ?? []), s.name]);
-    const hits: TargetHit[] = [];
-    for (const [tliHex, names] of byTimeline) {
-      names.sort();
-      // pg_waldump exits non-zero at the end of valid WAL (the unfilled tail of the last segment): read its output anyway.
-      const out = await run(waldump, ['-p', dir, names[0]!, names.at(-1)!], { maxBuffer: 1 << 30 }).then(
-        (r) => r.stdout,
-        (err: { stdout?: string; stderr?: string }) => {
-          if (!err.stdout)
-            throw new PgfleetError('Internal', `pg_waldump failed: ${err.stderr ?? String(err)}`, { cause: err });
-          return err.stdout;
-        },
-      );
-      for (const line of out.split('\n')) {
-        const lsn = /lsn: ([0-9A-F]+\/[0-9A-F]+)/.exec(line)?.[1];
-        if (!lsn) continue;
-        if (
-          target.kind === 'name'
-            ? line.includes(`desc: RESTORE_POINT ${target.name}`) &&
-              line.trimEnd().endsWith(`RESTORE_POINT ${target.name}`)
-            : /rmgr: Transaction/.test(line) &&
-              new RegExp(`tx:\\s+${target.xid},`).test(line) &&
-              /desc: (COMMIT|ABORT)/.test(line)
-        ) {
-          hits.push({ lsn: Lsn.parse(lsn), timeline: Number.parseInt(tliHex, 16) });
-        }
+): Promise<TargetScan> {
+  const hits: TargetHit[] = [];
+  const names = new Set<string>();
+  const xidRe = target.kind === 'xid' ? new RegExp(`tx:\\s+${target.xid},`) : undefined;
+  const scanned = await scanArchivedWal(
+    {
+      repo,
+      cluster,
+      fromSegment: oldest.walStart,
+      pgVersionNum: oldest.pgVersionNum,
+      walSegmentSize: oldest.walSegmentSize,
+      // Restore points are XLOG records, commits and aborts Transaction ones: pg_waldump prints only those.
+      rmgr: target.kind === 'name' ? 'XLOG' : 'Transaction',
+      ...(opts.pgBinDir ? { pgBinDir: opts.pgBinDir } : {}),
+    },
+    ({ line, lsn, timeline }) => {
+      if (target.kind === 'name') {
+        const name = restorePointName(line);
+        if (name === undefined) return;
+        names.add(name);
+        if (name === target.name) hits.push({ lsn, timeline });
+      } else if (xidRe!.test(line) && /desc: (COMMIT|ABORT)/.test(line)) {
+        hits.push({ lsn, timeline });
       }
-    }
-    return hits.sort((a, b) => a.lsn.compare(b.lsn) || a.timeline - b.timeline);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+    },
+  );
+  if (scanned.segmentsRead === 0)
+    throw new PgfleetError('RestorePointNotFound', `no archived WAL for cluster ${cluster}`);
+  return { hits: hits.sort((a, b) => a.lsn.compare(b.lsn) || a.timeline - b.timeline), restorePointNames: [...names] };
 }
 
-export function describeWalTarget(target: { kind: 'name'; name: string } | { kind: 'xid'; xid: string }): string {
+export function describeWalTarget(target: WalTarget): string {
   return target.kind === 'name' ? `restore point '${target.name}'` : `transaction ${target.xid}`;
 }
 
@@ -99,12 +89,12 @@ export async function findTargetLsn(
   repo: Repository,
   cluster: string,
   backups: BackupManifest[],
-  target: { kind: 'name'; name: string } | { kind: 'xid'; xid: string },
+  target: WalTarget,
   opts: { pgBinDir?: string; log: Logger },
 ): Promise<TargetLsn> {
   const oldest = backups[0]!;
-  const hits = await findTargetHits(repo, cluster, oldest, target, opts);
-  for (const hit of hits) {
+  const scan = await findTargetHits(repo, cluster, oldest, target, opts);
+  for (const hit of scan.hits) {
     const candidates = backups.filter((b) => Lsn.parse(b.stopLsn).compare(hit.lsn) <= 0);
     if (candidates.length > 0) {
       opts.log.info(
@@ -114,14 +104,14 @@ export async function findTargetLsn(
       return { lsn: hit.lsn, backup: candidates.at(-1)! };
     }
   }
-  throw targetNotFound(cluster, oldest, target, hits);
+  throw targetNotFound(cluster, oldest, target, scan);
 }
 
 export function targetNotFound(
   cluster: string,
   oldest: BackupManifest,
-  target: { kind: 'name'; name: string } | { kind: 'xid'; xid: string },
-  hits: readonly TargetHit[],
+  target: WalTarget,
+  { hits, restorePointNames }: TargetScan,
 ): PgfleetError {
   const what = describeWalTarget(target);
   if (hits.length > 0)
@@ -129,5 +119,18 @@ export function targetNotFound(
       'TargetBeforeOldestBackup',
       `${what} (at ${hits[0]!.lsn.toString()}) is before the end of the oldest backup ${oldest.label} (${oldest.stopLsn})`,
     );
-  return new PgfleetError('RestorePointNotFound', `${what} is not in the archived WAL of cluster ${cluster}`);
+  // A name target says which names there are: a typo is then one look away.
+  const known =
+    target.kind !== 'name'
+      ? ''
+      : restorePointNames.length === 0
+        ? '; the archived WAL since the oldest backup holds no restore points'
+        : `; the archived WAL since the oldest backup holds restore points ${listNames(restorePointNames)} (pgfleet restore-points ${cluster} lists them with times and LSNs)`;
+  return new PgfleetError('RestorePointNotFound', `${what} is not in the archived WAL of cluster ${cluster}${known}`);
+}
+
+/** 'a', 'b', 'c' (at most 20, then how many more). */
+function listNames(names: readonly string[]): string {
+  const shown = names.slice(0, 20).map((n) => `'${n}'`);
+  return names.length > 20 ? `${shown.join(', ')} and ${names.length - 20} more` : shown.join(', ');
 }

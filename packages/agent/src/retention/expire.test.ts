@@ -223,4 +223,38 @@ describe('expire job', () => {
     assert.ok(existsSync(join(root, repo.backupFileKey(C, 'F1', 'base/2', 'none'))));
     assert.deepEqual(await labelsOf(), ['F1', 'F2']);
   });
+
+  // backup delete (ExpireJob.exact): exactly the labels or nothing, judged by the repository.
+  const deleteExactly = (labels: string[]) =>
+    runExpire({
+      cluster: C,
+      repo,
+      labels,
+      walKeepFrom: '',
+      keepRanges: [],
+      exact: true,
+      log: silentLogger(),
+      now: () => NOW,
+    });
+
+  test('backup delete: a backup another one reads from is refused (BackupHasDependents), nothing deleted; with it, both go', async () => {
+    await assert.rejects(
+      deleteExactly(['F1']),
+      (e: unknown) => PgfleetError.is(e, 'BackupHasDependents') && /F1 \(read by I1\)/.test(e.message),
+    );
+    assert.deepEqual(await labelsOf(), ['F1', 'F2', 'I1']);
+    const out = await deleteExactly(['I1', 'F1']);
+    assert.deepEqual(out.deletedLabels, ['I1', 'F1']);
+    assert.deepEqual(await labelsOf(), ['F2']);
+    assert.equal(out.walFilesDeleted, 0, 'backup delete leaves WAL alone');
+  });
+
+  test('backup delete: a backup a running backup leased is refused (BackupHeld), nothing deleted', async () => {
+    await repo.writeBackupLease(lease('I2', ['I1', 'F1'], 30_000));
+    await assert.rejects(
+      deleteExactly(['I1', 'F1']),
+      (e: unknown) => PgfleetError.is(e, 'BackupHeld') && /I1 \(by I2\)/.test(e.message),
+    );
+    assert.deepEqual(await labelsOf(), ['F1', 'F2', 'I1']);
+  });
 });

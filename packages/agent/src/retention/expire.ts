@@ -55,6 +55,12 @@ export interface ExpireOptions {
   keepRanges: readonly WalRange[];
   /** Report only. */
   dryRun?: boolean;
+  /**
+   * `pgfleet backup delete`: delete exactly `labels` (newest first) or nothing. A backup that a
+   * backup outside them reads from fails the job (BackupHasDependents), and so does one a backup
+   * in progress references (BackupHeld), before any manifest is withdrawn.
+   */
+  exact?: boolean;
   log: Logger;
   progress?: ProgressSink;
   signal?: AbortSignal;
@@ -159,6 +165,7 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
   const leases = await repo.listBackupLeases(cluster, now());
   reportLeases(leases, log);
   const leased = leasedLabels(leases);
+  if (o.exact) refuseUnlessAllDeletable(o, readFrom, leased);
   const withdrawn: { label: string; objects: ObjectInfo[]; manifest: Buffer | undefined }[] = [];
   for (const label of o.labels) {
     o.signal?.throwIfAborted();
@@ -239,6 +246,28 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
     );
   }
   return out;
+}
+
+/** backup delete: every label goes, or the job fails naming what keeps them (nothing is touched). */
+function refuseUnlessAllDeletable(
+  o: ExpireOptions,
+  readFrom: ReadonlyMap<string, string>,
+  leased: ReadonlyMap<string, FoundLease>,
+): void {
+  const needed = o.labels.filter((l) => readFrom.has(l));
+  if (needed.length > 0) {
+    throw new PgfleetError(
+      'BackupHasDependents',
+      `backup ${needed.map((l) => `${l} (read by ${readFrom.get(l)})`).join(', ')} of cluster ${o.cluster}: other backups in the repository read files from it; nothing was deleted`,
+    );
+  }
+  const held = o.labels.filter((l) => leased.has(l));
+  if (held.length > 0) {
+    throw new PgfleetError(
+      'BackupHeld',
+      `backup ${held.map((l) => `${l} (by ${leased.get(l)!.label})`).join(', ')} of cluster ${o.cluster} is referenced by a backup in progress; nothing was deleted`,
+    );
+  }
 }
 
 function skipLeased(label: string, holder: FoundLease, out: ExpireOutcome, log: Logger): void {

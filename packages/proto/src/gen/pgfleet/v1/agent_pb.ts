@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/agent.proto.
  */
 export const file_pgfleet_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIuoBCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SAASKwoKd2FsX3N3aXRjaBgFIAEoCzIVLnBnZmxlZXQudjEuV2FsU3dpdGNoSABCBQoDbXNnIrMBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIABIrCgp3YWxfc3dpdGNoGAQgASgLMhUucGdmbGVldC52MS5XYWxTd2l0Y2hIAEIFCgNtc2ciKAoJV2FsU3dpdGNoEg4KBmpvYl9pZBgBIAEoCRILCgNsc24YAiABKAkihQIKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCRIsCgxyZXBvc2l0b3JpZXMYCiADKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkiXgoHV2VsY29tZRIaChJjb250cm9sbGVyX3ZlcnNpb24YASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKA0SEwoLY2x1c3Rlcl9rZXkYAyABKAwi1AIKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVwZ191cBgCIAEoCBIrCghhcmNoaXZlchgDIAEoCzIZLnBnZmxlZXQudjEuQXJjaGl2ZXJTdGF0cxITCgtjdXJyZW50X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIUCgxzdHJlYW1lZF9sc24YBiABKAkSIgoDd2FsGAcgASgLMhUucGdmbGVldC52MS5XYWxIZWFsdGgSLwoNYXJjaGl2ZV9zZXR1cBgIIAEoCzIYLnBnZmxlZXQudjEuQXJjaGl2ZVNldHVwEiQKBHJvbGUYCSABKA4yFi5wZ2ZsZWV0LnYxLlNlcnZlclJvbGUSKQoGcmVwbGF5GAogASgLMhkucGdmbGVldC52MS5TdGFuZGJ5UmVwbGF5ImMKDEFyY2hpdmVTZXR1cBIUCgxhcmNoaXZlX21vZGUYASABKAkSFwoPYXJjaGl2ZV9jb21tYW5kGAIgASgJEhMKC3ZpYV9wZ2ZsZWV0GAMgASgIEg8KB3Byb2JsZW0YBCABKAkiqAEKDVN0YW5kYnlSZXBsYXkSEwoLcmVjZWl2ZV9sc24YASABKAkSEgoKcmVwbGF5X2xzbhgCIAEoCRIcChRyZWNlaXZlX3JlcGxheV9ieXRlcxgDIAEoBBI0ChBsYXN0X3JlcGxheV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJyZXBsYXlfbGFnX3NlY29uZHMYBSABKAEiwQIKCVdhbEhlYWx0aBIUCgxwZ193YWxfYnl0ZXMYASABKAQSGQoRcGdfd2FsX2ZyZWVfYnl0ZXMYAiABKAQSGgoScGdfd2FsX3RvdGFsX2J5dGVzGAMgASgEEhEKCXNsb3RfbmFtZRgEIAEoCRITCgtzbG90X2FjdGl2ZRgFIAEoCBIYChBzbG90X3Jlc3RhcnRfbHNuGAYgASgJEhsKE3Nsb3RfcmV0YWluZWRfYnl0ZXMYByABKAQSFwoPc2xvdF93YWxfc3RhdHVzGAggASgJEhgKEHN0cmVhbV9sYWdfYnl0ZXMYCSABKAQSGgoSc3RyZWFtX2xhZ19zZWNvbmRzGAogASgBEh0KFXdhbF9zZWdtZW50c19hcmNoaXZlZBgLIAEoBBIaChJ3YWxfYnl0ZXNfYXJjaGl2ZWQYDCABKAQi3wEKDUFyY2hpdmVyU3RhdHMSFgoOYXJjaGl2ZWRfY291bnQYASABKAQSGQoRbGFzdF9hcmNoaXZlZF93YWwYAiABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYBCABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAUgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIswDCgNKb2ISDgoGam9iX2lkGAEgASgJEioKCnJlcG9zaXRvcnkYAiABKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkSLAoMcmVwb3NpdG9yaWVzGAMgAygLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhQKDG1hbmlmZXN0X2tleRgEIAEoDBIYChBtYW5pZmVzdF9jbHVzdGVyGAUgASgJEicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAEicKBmV4cGlyZRgMIAEoCzIVLnBnZmxlZXQudjEuRXhwaXJlSm9iSAASJwoGdmVyaWZ5GA0gASgLMhUucGdmbGVldC52MS5WZXJpZnlKb2JIABIlCgVkcmlsbBgOIAEoCzIULnBnZmxlZXQudjEuRHJpbGxKb2JIABIvCgdjYXB0dXJlGA8gASgLMhwucGdmbGVldC52MS5DYXB0dXJlU291cmNlSm9iSAASJQoFY2hlY2sYECABKAsyFC5wZ2ZsZWV0LnYxLkNoZWNrSm9iSABCBgoEa2luZCJACglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCSKYAgoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgSFgoOdGFibGVzcGFjZV9kaXIYBiABKAkSHAoUYmFja3VwX2xhYmVsX2lzX2hpbnQYByABKAgSFwoPdGFyZ2V0X3RpbWVsaW5lGAggASgNEisKB2FyY2hpdmUYCSABKA4yGi5wZ2ZsZWV0LnYxLlJlc3RvcmVBcmNoaXZlEhgKEGN1cnJlbnRfdGltZWxpbmUYCiABKA0iGAoGQ2FuY2VsEg4KBmpvYl9pZBgBIAEoCSK+AQoLSm9iUHJvZ3Jlc3MSDgoGam9iX2lkGAEgASgJEg0KBXBoYXNlGAIgASgJEhIKCmJ5dGVzX2RvbmUYAyABKAQSEwoLYnl0ZXNfdG90YWwYBCABKAQSEgoKZmlsZXNfZG9uZRgFIAEoDRITCgtmaWxlc190b3RhbBgGIAEoDRIPCgdtZXNzYWdlGAcgASgJEhgKEGJ5dGVzX3Blcl9zZWNvbmQYCCABKAESEwoLZXRhX3NlY29uZHMYCSABKAEiowMKCUpvYlJlc3VsdBIOCgZqb2JfaWQYASABKAkSIwoFc3RhdGUYAiABKA4yFC5wZ2ZsZWV0LnYxLkpvYlN0YXRlEiYKBWVycm9yGAMgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBIoCgZiYWNrdXAYCiABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm9IABIsCgdyZXN0b3JlGAsgASgLMhkucGdmbGVldC52MS5SZXN0b3JlUmVzdWx0SAASKgoGZXhwaXJlGAwgASgLMhgucGdmbGVldC52MS5FeHBpcmVSZXN1bHRIABIqCgZ2ZXJpZnkYDSABKAsyGC5wZ2ZsZWV0LnYxLlZlcmlmeVJlc3VsdEgAEigKBWRyaWxsGA4gASgLMhcucGdmbGVldC52MS5EcmlsbFJlc3VsdEgAEisKB2NhcHR1cmUYDyABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50c0gAEigKBWNoZWNrGBAgASgLMhcucGdmbGVldC52MS5DaGVja1Jlc3VsdEgAQggKBnJlc3VsdCKJAQoNUmVzdG9yZVJlc3VsdBIUCgxiYWNrdXBfbGFiZWwYASABKAkSEgoKdGFyZ2V0X2RpchgCIAEoCRINCgVieXRlcxgDIAEoBBISCgpmaWxlX2NvdW50GAQgASgNEhAKCHRpbWVsaW5lGAUgASgNEhkKEWFyY2hpdmVfcHJlc2VydmVkGAYgASgIIoMBCglFeHBpcmVKb2ISDwoHY2x1c3RlchgBIAEoCRIOCgZsYWJlbHMYAiADKAkSFQoNd2FsX2tlZXBfZnJvbRgDIAEoCRItCgtrZWVwX3JhbmdlcxgEIAMoCzIYLnBnZmxlZXQudjEuV2FsS2VlcFJhbmdlEg8KB2RyeV9ydW4YBSABKAgiVAoMV2FsS2VlcFJhbmdlEg0KBWxhYmVsGAEgASgJEhAKCHRpbWVsaW5lGAIgASgNEhEKCXdhbF9zdGFydBgDIAEoCRIQCgh3YWxfc3RvcBgEIAEoCSLlAQoMRXhwaXJlUmVzdWx0EhYKDmRlbGV0ZWRfbGFiZWxzGAEgAygJEhYKDnNraXBwZWRfbGFiZWxzGAIgAygJEhwKFGJhY2t1cF9maWxlc19kZWxldGVkGAMgASgNEhwKFGJhY2t1cF9ieXRlc19kZWxldGVkGAQgASgEEhkKEXdhbF9maWxlc19kZWxldGVkGAUgASgNEhkKEXdhbF9ieXRlc19kZWxldGVkGAYgASgEEhkKEXdhbF9maXJzdF9kZWxldGVkGAcgASgJEhgKEHdhbF9sYXN0X2RlbGV0ZWQYCCABKAkiMwoJVmVyaWZ5Sm9iEgwKBGZ1bGwYASABKAgSGAoQY3VycmVudF90aW1lbGluZRgCIAEoDSK7AQoOVmVyaWZ5VGltZWxpbmUSEAoIdGltZWxpbmUYASABKA0SDgoGcGFyZW50GAIgASgNEhIKCnN3aXRjaF9sc24YAyABKAkSLgoKc3RhcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoObmV3ZXN0X3NlZ21lbnQYBSABKAkSFwoPb25fbGl2ZV9saW5lYWdlGAYgASgIEhIKCmxpdmVfa25vd24YByABKAgingEKDVZlcmlmeVByb2JsZW0SDAoEa2luZBgBIAEoCRINCgVsYWJlbBgCIAEoCRIMCgRwYXRoGAMgASgJEgsKA2tleRgEIAEoCRIPCgdtZXNzYWdlGAUgASgJEhAKCHRpbWVsaW5lGAYgASgNEhAKCGxzbl9mcm9tGAcgASgJEg4KBmxzbl90bxgIIAEoCRIQCghzZWdtZW50cxgJIAMoCSKDAgoTVmVyaWZ5QmFja3VwVmVyZGljdBINCgVsYWJlbBgBIAEoCRIkCgR0eXBlGAIgASgOMhYucGdmbGVldC52MS5CYWNrdXBUeXBlEhIKCnJlc3RvcmFibGUYAyABKAgSEAoIZnJvbV9sc24YBCABKAkSLQoJZnJvbV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZ0b19sc24YBiABKAkSEwoLdG9fdGltZWxpbmUYByABKA0SDwoHcmVhc29ucxgIIAMoCRIVCg1maWxlc19jaGVja2VkGAkgASgNEhUKDWJ5dGVzX2NoZWNrZWQYCiABKAQi6AEKDFZlcmlmeVJlc3VsdBIMCgRmdWxsGAEgASgIEjAKB2JhY2t1cHMYAiADKAsyHy5wZ2ZsZWV0LnYxLlZlcmlmeUJhY2t1cFZlcmRpY3QSKwoIcHJvYmxlbXMYAyADKAsyGS5wZ2ZsZWV0LnYxLlZlcmlmeVByb2JsZW0SHAoUd2FsX3NlZ21lbnRzX2NoZWNrZWQYBCABKA0SEgoKd2FsX25ld2VzdBgFIAMoCRIKCgJvaxgGIAEoCBItCgl0aW1lbGluZXMYByADKAsyGi5wZ2ZsZWV0LnYxLlZlcmlmeVRpbWVsaW5lIsQBCghEcmlsbEpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhMKC3NjcmF0Y2hfZGlyGAQgASgJEigKBnNvdXJjZRgFIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzEgwKBGtlZXAYBiABKAgSGAoQY3VycmVudF90aW1lbGluZRgHIAEoDSI6ChBDYXB0dXJlU291cmNlSm9iEg8KB2NsdXN0ZXIYASABKAkSFQoNcmVzdG9yZV9wb2ludBgCIAEoCSKdAQoMU291cmNlQ291bnRzEhUKDXJlc3RvcmVfcG9pbnQYASABKAkSCwoDbHNuGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBnRhYmxlcxgEIAMoCzIZLnBnZmxlZXQudjEuVGFibGVSb3dDb3VudBIUCgxjaGFuZ2VfYm91bmQYBSABKAQiTgoNVGFibGVSb3dDb3VudBIQCghkYXRhYmFzZRgBIAEoCRIOCgZzY2hlbWEYAiABKAkSDQoFdGFibGUYAyABKAkSDAoEcm93cxgEIAEoAyJtCg5UYWJsZUNvdW50RGlmZhIQCghkYXRhYmFzZRgBIAEoCRIOCgZzY2hlbWEYAiABKAkSDQoFdGFibGUYAyABKAkSEwoLc291cmNlX3Jvd3MYBCABKAMSFQoNcmVzdG9yZWRfcm93cxgFIAEoAyJUCg5BbWNoZWNrRmluZGluZxIQCghkYXRhYmFzZRgBIAEoCRIQCghyZWxhdGlvbhgCIAEoCRINCgVjaGVjaxgDIAEoCRIPCgdtZXNzYWdlGAQgASgJIp0FCgtEcmlsbFJlc3VsdBIUCgxiYWNrdXBfbGFiZWwYASABKAkSKgoGdGFyZ2V0GAIgASgLMhoucGdmbGVldC52MS5SZWNvdmVyeVRhcmdldBIKCgJvaxgDIAEoCBINCgVzdGFnZRgEIAEoCRIPCgdyZWFzb25zGAUgAygJEhcKD3Jlc3RvcmVfc2Vjb25kcxgGIAEoARIYChByZWNvdmVyeV9zZWNvbmRzGAcgASgBEhMKC3J0b19zZWNvbmRzGAggASgBEhUKDXJlY292ZXJlZF9sc24YCSABKAkSMgoOcmVjb3ZlcmVkX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlc3RvcmVkX2J5dGVzGAsgASgEEhkKEWRhdGFiYXNlc19jaGVja2VkGAwgASgNEhkKEXJlbGF0aW9uc19jaGVja2VkGA0gASgNEjQKEGFtY2hlY2tfZmluZGluZ3MYDiADKAsyGi5wZ2ZsZWV0LnYxLkFtY2hlY2tGaW5kaW5nEhcKD2NvdW50c19jb21wYXJlZBgPIAEoCBIXCg90YWJsZXNfY29tcGFyZWQYECABKA0SFAoMY291bnRzX2VxdWFsGBEgASgIEi8KC2NvdW50X2RpZmZzGBIgAygLMhoucGdmbGVldC52MS5UYWJsZUNvdW50RGlmZhIaChJjb3VudF9jaGFuZ2VfYm91bmQYEyABKAQSKAoGc291cmNlGBQgASgLMhgucGdmbGVldC52MS5Tb3VyY2VDb3VudHMSHQoVcG9zdGdyZXNfbG9nX3Byb2JsZW1zGBUgAygJEhkKEXBvc3RncmVzX2xvZ190YWlsGBYgAygJEhAKCGtlcHRfZGlyGBcgASgJIiMKCENoZWNrSm9iEhcKD3RpbWVvdXRfc2Vjb25kcxgBIAEoDSJVCglDaGVja0l0ZW0SDAoEbmFtZRgBIAEoCRIpCgd2ZXJkaWN0GAIgASgOMhgucGdmbGVldC52MS5DaGVja1ZlcmRpY3QSDwoHbWVzc2FnZRgDIAEoCSJpCgtDaGVja1Jlc3VsdBIkCgVpdGVtcxgBIAMoCzIVLnBnZmxlZXQudjEuQ2hlY2tJdGVtEgoKAm9rGAIgASgIEhMKC3dhbF9zZWdtZW50GAMgASgJEhMKC3dhbF9zZWNvbmRzGAQgASgBIlIKDUVucm9sbFJlcXVlc3QSDQoFdG9rZW4YASABKAkSEAoIYWdlbnRfaWQYAiABKAkSDwoHY2x1c3RlchgDIAEoCRIPCgdjc3JfcGVtGAQgASgJImYKDkVucm9sbFJlc3BvbnNlEhAKCGNlcnRfcGVtGAEgASgJEhMKC2NhX2NlcnRfcGVtGAIgASgJEi0KCW5vdF9hZnRlchgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqcwoMQ2hlY2tWZXJkaWN0Eh0KGUNIRUNLX1ZFUkRJQ1RfVU5TUEVDSUZJRUQQABIUChBDSEVDS19WRVJESUNUX09LEAESFgoSQ0hFQ0tfVkVSRElDVF9XQVJOEAISFgoSQ0hFQ0tfVkVSRElDVF9GQUlMEAMyVgoMQWdlbnRTZXJ2aWNlEkYKB0Nvbm5lY3QSGi5wZ2ZsZWV0LnYxLkNvbm5lY3RSZXF1ZXN0GhsucGdmbGVldC52MS5Db25uZWN0UmVzcG9uc2UoATABMlQKEUVucm9sbG1lbnRTZXJ2aWNlEj8KBkVucm9sbBIZLnBnZmxlZXQudjEuRW5yb2xsUmVxdWVzdBoaLnBnZmxlZXQudjEuRW5yb2xsUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
+  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIuoBCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SAASKwoKd2FsX3N3aXRjaBgFIAEoCzIVLnBnZmxlZXQudjEuV2FsU3dpdGNoSABCBQoDbXNnIrMBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIABIrCgp3YWxfc3dpdGNoGAQgASgLMhUucGdmbGVldC52MS5XYWxTd2l0Y2hIAEIFCgNtc2ciKAoJV2FsU3dpdGNoEg4KBmpvYl9pZBgBIAEoCRILCgNsc24YAiABKAkihQIKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCRIsCgxyZXBvc2l0b3JpZXMYCiADKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkiXgoHV2VsY29tZRIaChJjb250cm9sbGVyX3ZlcnNpb24YASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKA0SEwoLY2x1c3Rlcl9rZXkYAyABKAwi1AIKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVwZ191cBgCIAEoCBIrCghhcmNoaXZlchgDIAEoCzIZLnBnZmxlZXQudjEuQXJjaGl2ZXJTdGF0cxITCgtjdXJyZW50X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIUCgxzdHJlYW1lZF9sc24YBiABKAkSIgoDd2FsGAcgASgLMhUucGdmbGVldC52MS5XYWxIZWFsdGgSLwoNYXJjaGl2ZV9zZXR1cBgIIAEoCzIYLnBnZmxlZXQudjEuQXJjaGl2ZVNldHVwEiQKBHJvbGUYCSABKA4yFi5wZ2ZsZWV0LnYxLlNlcnZlclJvbGUSKQoGcmVwbGF5GAogASgLMhkucGdmbGVldC52MS5TdGFuZGJ5UmVwbGF5ImMKDEFyY2hpdmVTZXR1cBIUCgxhcmNoaXZlX21vZGUYASABKAkSFwoPYXJjaGl2ZV9jb21tYW5kGAIgASgJEhMKC3ZpYV9wZ2ZsZWV0GAMgASgIEg8KB3Byb2JsZW0YBCABKAkiqAEKDVN0YW5kYnlSZXBsYXkSEwoLcmVjZWl2ZV9sc24YASABKAkSEgoKcmVwbGF5X2xzbhgCIAEoCRIcChRyZWNlaXZlX3JlcGxheV9ieXRlcxgDIAEoBBI0ChBsYXN0X3JlcGxheV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJyZXBsYXlfbGFnX3NlY29uZHMYBSABKAEiwQIKCVdhbEhlYWx0aBIUCgxwZ193YWxfYnl0ZXMYASABKAQSGQoRcGdfd2FsX2ZyZWVfYnl0ZXMYAiABKAQSGgoScGdfd2FsX3RvdGFsX2J5dGVzGAMgASgEEhEKCXNsb3RfbmFtZRgEIAEoCRITCgtzbG90X2FjdGl2ZRgFIAEoCBIYChBzbG90X3Jlc3RhcnRfbHNuGAYgASgJEhsKE3Nsb3RfcmV0YWluZWRfYnl0ZXMYByABKAQSFwoPc2xvdF93YWxfc3RhdHVzGAggASgJEhgKEHN0cmVhbV9sYWdfYnl0ZXMYCSABKAQSGgoSc3RyZWFtX2xhZ19zZWNvbmRzGAogASgBEh0KFXdhbF9zZWdtZW50c19hcmNoaXZlZBgLIAEoBBIaChJ3YWxfYnl0ZXNfYXJjaGl2ZWQYDCABKAQi3wEKDUFyY2hpdmVyU3RhdHMSFgoOYXJjaGl2ZWRfY291bnQYASABKAQSGQoRbGFzdF9hcmNoaXZlZF93YWwYAiABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYBCABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAUgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqkECgNKb2ISDgoGam9iX2lkGAEgASgJEioKCnJlcG9zaXRvcnkYAiABKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkSLAoMcmVwb3NpdG9yaWVzGAMgAygLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhQKDG1hbmlmZXN0X2tleRgEIAEoDBIYChBtYW5pZmVzdF9jbHVzdGVyGAUgASgJEicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAEicKBmV4cGlyZRgMIAEoCzIVLnBnZmxlZXQudjEuRXhwaXJlSm9iSAASJwoGdmVyaWZ5GA0gASgLMhUucGdmbGVldC52MS5WZXJpZnlKb2JIABIlCgVkcmlsbBgOIAEoCzIULnBnZmxlZXQudjEuRHJpbGxKb2JIABIvCgdjYXB0dXJlGA8gASgLMhwucGdmbGVldC52MS5DYXB0dXJlU291cmNlSm9iSAASJQoFY2hlY2sYECABKAsyFC5wZ2ZsZWV0LnYxLkNoZWNrSm9iSAASIwoEaW5mbxgRIAEoCzITLnBnZmxlZXQudjEuSW5mb0pvYkgAEjYKDnJlc3RvcmVfcG9pbnRzGBIgASgLMhwucGdmbGVldC52MS5SZXN0b3JlUG9pbnRzSm9iSABCBgoEa2luZCJACglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCSKYAgoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgSFgoOdGFibGVzcGFjZV9kaXIYBiABKAkSHAoUYmFja3VwX2xhYmVsX2lzX2hpbnQYByABKAgSFwoPdGFyZ2V0X3RpbWVsaW5lGAggASgNEisKB2FyY2hpdmUYCSABKA4yGi5wZ2ZsZWV0LnYxLlJlc3RvcmVBcmNoaXZlEhgKEGN1cnJlbnRfdGltZWxpbmUYCiABKA0iGAoGQ2FuY2VsEg4KBmpvYl9pZBgBIAEoCSK+AQoLSm9iUHJvZ3Jlc3MSDgoGam9iX2lkGAEgASgJEg0KBXBoYXNlGAIgASgJEhIKCmJ5dGVzX2RvbmUYAyABKAQSEwoLYnl0ZXNfdG90YWwYBCABKAQSEgoKZmlsZXNfZG9uZRgFIAEoDRITCgtmaWxlc190b3RhbBgGIAEoDRIPCgdtZXNzYWdlGAcgASgJEhgKEGJ5dGVzX3Blcl9zZWNvbmQYCCABKAESEwoLZXRhX3NlY29uZHMYCSABKAEihwQKCUpvYlJlc3VsdBIOCgZqb2JfaWQYASABKAkSIwoFc3RhdGUYAiABKA4yFC5wZ2ZsZWV0LnYxLkpvYlN0YXRlEiYKBWVycm9yGAMgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBIoCgZiYWNrdXAYCiABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm9IABIsCgdyZXN0b3JlGAsgASgLMhkucGdmbGVldC52MS5SZXN0b3JlUmVzdWx0SAASKgoGZXhwaXJlGAwgASgLMhgucGdmbGVldC52MS5FeHBpcmVSZXN1bHRIABIqCgZ2ZXJpZnkYDSABKAsyGC5wZ2ZsZWV0LnYxLlZlcmlmeVJlc3VsdEgAEigKBWRyaWxsGA4gASgLMhcucGdmbGVldC52MS5EcmlsbFJlc3VsdEgAEisKB2NhcHR1cmUYDyABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50c0gAEigKBWNoZWNrGBAgASgLMhcucGdmbGVldC52MS5DaGVja1Jlc3VsdEgAEioKBGluZm8YESABKAsyGi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnlJbmZvSAASNgoOcmVzdG9yZV9wb2ludHMYEiABKAsyHC5wZ2ZsZWV0LnYxLlJlc3RvcmVQb2ludExpc3RIAEIICgZyZXN1bHQiiQEKDVJlc3RvcmVSZXN1bHQSFAoMYmFja3VwX2xhYmVsGAEgASgJEhIKCnRhcmdldF9kaXIYAiABKAkSDQoFYnl0ZXMYAyABKAQSEgoKZmlsZV9jb3VudBgEIAEoDRIQCgh0aW1lbGluZRgFIAEoDRIZChFhcmNoaXZlX3ByZXNlcnZlZBgGIAEoCCKSAQoJRXhwaXJlSm9iEg8KB2NsdXN0ZXIYASABKAkSDgoGbGFiZWxzGAIgAygJEhUKDXdhbF9rZWVwX2Zyb20YAyABKAkSLQoLa2VlcF9yYW5nZXMYBCADKAsyGC5wZ2ZsZWV0LnYxLldhbEtlZXBSYW5nZRIPCgdkcnlfcnVuGAUgASgIEg0KBWV4YWN0GAYgASgIIlQKDFdhbEtlZXBSYW5nZRINCgVsYWJlbBgBIAEoCRIQCgh0aW1lbGluZRgCIAEoDRIRCgl3YWxfc3RhcnQYAyABKAkSEAoId2FsX3N0b3AYBCABKAki5QEKDEV4cGlyZVJlc3VsdBIWCg5kZWxldGVkX2xhYmVscxgBIAMoCRIWCg5za2lwcGVkX2xhYmVscxgCIAMoCRIcChRiYWNrdXBfZmlsZXNfZGVsZXRlZBgDIAEoDRIcChRiYWNrdXBfYnl0ZXNfZGVsZXRlZBgEIAEoBBIZChF3YWxfZmlsZXNfZGVsZXRlZBgFIAEoDRIZChF3YWxfYnl0ZXNfZGVsZXRlZBgGIAEoBBIZChF3YWxfZmlyc3RfZGVsZXRlZBgHIAEoCRIYChB3YWxfbGFzdF9kZWxldGVkGAggASgJIjMKCVZlcmlmeUpvYhIMCgRmdWxsGAEgASgIEhgKEGN1cnJlbnRfdGltZWxpbmUYAiABKA0iuwEKDlZlcmlmeVRpbWVsaW5lEhAKCHRpbWVsaW5lGAEgASgNEg4KBnBhcmVudBgCIAEoDRISCgpzd2l0Y2hfbHNuGAMgASgJEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDm5ld2VzdF9zZWdtZW50GAUgASgJEhcKD29uX2xpdmVfbGluZWFnZRgGIAEoCBISCgpsaXZlX2tub3duGAcgASgIIp4BCg1WZXJpZnlQcm9ibGVtEgwKBGtpbmQYASABKAkSDQoFbGFiZWwYAiABKAkSDAoEcGF0aBgDIAEoCRILCgNrZXkYBCABKAkSDwoHbWVzc2FnZRgFIAEoCRIQCgh0aW1lbGluZRgGIAEoDRIQCghsc25fZnJvbRgHIAEoCRIOCgZsc25fdG8YCCABKAkSEAoIc2VnbWVudHMYCSADKAkigwIKE1ZlcmlmeUJhY2t1cFZlcmRpY3QSDQoFbGFiZWwYASABKAkSJAoEdHlwZRgCIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRISCgpyZXN0b3JhYmxlGAMgASgIEhAKCGZyb21fbHNuGAQgASgJEi0KCWZyb21fdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGdG9fbHNuGAYgASgJEhMKC3RvX3RpbWVsaW5lGAcgASgNEg8KB3JlYXNvbnMYCCADKAkSFQoNZmlsZXNfY2hlY2tlZBgJIAEoDRIVCg1ieXRlc19jaGVja2VkGAogASgEIugBCgxWZXJpZnlSZXN1bHQSDAoEZnVsbBgBIAEoCBIwCgdiYWNrdXBzGAIgAygLMh8ucGdmbGVldC52MS5WZXJpZnlCYWNrdXBWZXJkaWN0EisKCHByb2JsZW1zGAMgAygLMhkucGdmbGVldC52MS5WZXJpZnlQcm9ibGVtEhwKFHdhbF9zZWdtZW50c19jaGVja2VkGAQgASgNEhIKCndhbF9uZXdlc3QYBSADKAkSCgoCb2sYBiABKAgSLQoJdGltZWxpbmVzGAcgAygLMhoucGdmbGVldC52MS5WZXJpZnlUaW1lbGluZSLEAQoIRHJpbGxKb2ISDwoHY2x1c3RlchgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSKgoGdGFyZ2V0GAMgASgLMhoucGdmbGVldC52MS5SZWNvdmVyeVRhcmdldBITCgtzY3JhdGNoX2RpchgEIAEoCRIoCgZzb3VyY2UYBSABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50cxIMCgRrZWVwGAYgASgIEhgKEGN1cnJlbnRfdGltZWxpbmUYByABKA0iOgoQQ2FwdHVyZVNvdXJjZUpvYhIPCgdjbHVzdGVyGAEgASgJEhUKDXJlc3RvcmVfcG9pbnQYAiABKAkinQEKDFNvdXJjZUNvdW50cxIVCg1yZXN0b3JlX3BvaW50GAEgASgJEgsKA2xzbhgCIAEoCRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZ0YWJsZXMYBCADKAsyGS5wZ2ZsZWV0LnYxLlRhYmxlUm93Q291bnQSFAoMY2hhbmdlX2JvdW5kGAUgASgEIk4KDVRhYmxlUm93Q291bnQSEAoIZGF0YWJhc2UYASABKAkSDgoGc2NoZW1hGAIgASgJEg0KBXRhYmxlGAMgASgJEgwKBHJvd3MYBCABKAMibQoOVGFibGVDb3VudERpZmYSEAoIZGF0YWJhc2UYASABKAkSDgoGc2NoZW1hGAIgASgJEg0KBXRhYmxlGAMgASgJEhMKC3NvdXJjZV9yb3dzGAQgASgDEhUKDXJlc3RvcmVkX3Jvd3MYBSABKAMiVAoOQW1jaGVja0ZpbmRpbmcSEAoIZGF0YWJhc2UYASABKAkSEAoIcmVsYXRpb24YAiABKAkSDQoFY2hlY2sYAyABKAkSDwoHbWVzc2FnZRgEIAEoCSKdBQoLRHJpbGxSZXN1bHQSFAoMYmFja3VwX2xhYmVsGAEgASgJEioKBnRhcmdldBgCIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSCgoCb2sYAyABKAgSDQoFc3RhZ2UYBCABKAkSDwoHcmVhc29ucxgFIAMoCRIXCg9yZXN0b3JlX3NlY29uZHMYBiABKAESGAoQcmVjb3Zlcnlfc2Vjb25kcxgHIAEoARITCgtydG9fc2Vjb25kcxgIIAEoARIVCg1yZWNvdmVyZWRfbHNuGAkgASgJEjIKDnJlY292ZXJlZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5yZXN0b3JlZF9ieXRlcxgLIAEoBBIZChFkYXRhYmFzZXNfY2hlY2tlZBgMIAEoDRIZChFyZWxhdGlvbnNfY2hlY2tlZBgNIAEoDRI0ChBhbWNoZWNrX2ZpbmRpbmdzGA4gAygLMhoucGdmbGVldC52MS5BbWNoZWNrRmluZGluZxIXCg9jb3VudHNfY29tcGFyZWQYDyABKAgSFwoPdGFibGVzX2NvbXBhcmVkGBAgASgNEhQKDGNvdW50c19lcXVhbBgRIAEoCBIvCgtjb3VudF9kaWZmcxgSIAMoCzIaLnBnZmxlZXQudjEuVGFibGVDb3VudERpZmYSGgoSY291bnRfY2hhbmdlX2JvdW5kGBMgASgEEigKBnNvdXJjZRgUIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzEh0KFXBvc3RncmVzX2xvZ19wcm9ibGVtcxgVIAMoCRIZChFwb3N0Z3Jlc19sb2dfdGFpbBgWIAMoCRIQCghrZXB0X2RpchgXIAEoCSIjCghDaGVja0pvYhIXCg90aW1lb3V0X3NlY29uZHMYASABKA0iVQoJQ2hlY2tJdGVtEgwKBG5hbWUYASABKAkSKQoHdmVyZGljdBgCIAEoDjIYLnBnZmxlZXQudjEuQ2hlY2tWZXJkaWN0Eg8KB21lc3NhZ2UYAyABKAkiaQoLQ2hlY2tSZXN1bHQSJAoFaXRlbXMYASADKAsyFS5wZ2ZsZWV0LnYxLkNoZWNrSXRlbRIKCgJvaxgCIAEoCBITCgt3YWxfc2VnbWVudBgDIAEoCRITCgt3YWxfc2Vjb25kcxgEIAEoASIJCgdJbmZvSm9iIqEBChBSZXBvc2l0b3J5QmFja3VwEiYKBmJhY2t1cBgBIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mbxISCgpkZXBlbmRzX29uGAIgAygJEhIKCmRlcGVuZGVudHMYAyADKAkSDQoFY29kZWMYBCABKAkSFgoOY29tcHJlc3NfbGV2ZWwYBSABKA0SFgoOb3duX3NpemVfYnl0ZXMYBiABKAQijAEKD1dhbFRpbWVsaW5lSW5mbxIQCgh0aW1lbGluZRgBIAEoDRIWCg5vbGRlc3Rfc2VnbWVudBgCIAEoCRIWCg5uZXdlc3Rfc2VnbWVudBgDIAEoCRIQCghzZWdtZW50cxgEIAEoBBIUCgxzdG9yZWRfYnl0ZXMYBSABKAQSDwoHaGlzdG9yeRgGIAEoCCLiAQoOUmVwb3NpdG9yeUluZm8SDwoHY2x1c3RlchgBIAEoCRItCgdiYWNrdXBzGAIgAygLMhwucGdmbGVldC52MS5SZXBvc2l0b3J5QmFja3VwEigKA3dhbBgDIAMoCzIbLnBnZmxlZXQudjEuV2FsVGltZWxpbmVJbmZvEhsKE2JhY2t1cF9zdG9yZWRfYnl0ZXMYBCABKAQSGAoQd2FsX3N0b3JlZF9ieXRlcxgFIAEoBBIdChViYWNrdXBfb3duX3NpemVfYnl0ZXMYBiABKAQSEAoIbG9jYXRpb24YByABKAkiUwoQUmVzdG9yZVBvaW50c0pvYhIpCgVzaW5jZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMZnJvbV9zZWdtZW50GAIgASgJImUKDFJlc3RvcmVQb2ludBIMCgRuYW1lGAEgASgJEgsKA2xzbhgCIAEoCRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0aW1lbGluZRgEIAEoDSJ9ChBSZXN0b3JlUG9pbnRMaXN0EigKBnBvaW50cxgBIAMoCzIYLnBnZmxlZXQudjEuUmVzdG9yZVBvaW50EhQKDGZyb21fc2VnbWVudBgCIAEoCRISCgp0b19zZWdtZW50GAMgASgJEhUKDXNlZ21lbnRzX3JlYWQYBCABKA0iUgoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghhZ2VudF9pZBgCIAEoCRIPCgdjbHVzdGVyGAMgASgJEg8KB2Nzcl9wZW0YBCABKAkiZgoORW5yb2xsUmVzcG9uc2USEAoIY2VydF9wZW0YASABKAkSEwoLY2FfY2VydF9wZW0YAiABKAkSLQoJbm90X2FmdGVyGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCpzCgxDaGVja1ZlcmRpY3QSHQoZQ0hFQ0tfVkVSRElDVF9VTlNQRUNJRklFRBAAEhQKEENIRUNLX1ZFUkRJQ1RfT0sQARIWChJDSEVDS19WRVJESUNUX1dBUk4QAhIWChJDSEVDS19WRVJESUNUX0ZBSUwQAzJWCgxBZ2VudFNlcnZpY2USRgoHQ29ubmVjdBIaLnBnZmxlZXQudjEuQ29ubmVjdFJlcXVlc3QaGy5wZ2ZsZWV0LnYxLkNvbm5lY3RSZXNwb25zZSgBMAEyVAoRRW5yb2xsbWVudFNlcnZpY2USPwoGRW5yb2xsEhkucGdmbGVldC52MS5FbnJvbGxSZXF1ZXN0GhoucGdmbGVldC52MS5FbnJvbGxSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
 
 /**
  * @generated from message pgfleet.v1.ConnectRequest
@@ -626,6 +626,18 @@ export type Job = Message<"pgfleet.v1.Job"> & {
      */
     value: CheckJob;
     case: "check";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.InfoJob info = 17;
+     */
+    value: InfoJob;
+    case: "info";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.RestorePointsJob restore_points = 18;
+     */
+    value: RestorePointsJob;
+    case: "restorePoints";
   } | { case: undefined; value?: undefined };
 };
 
@@ -882,6 +894,18 @@ export type JobResult = Message<"pgfleet.v1.JobResult"> & {
      */
     value: CheckResult;
     case: "check";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.RepositoryInfo info = 17;
+     */
+    value: RepositoryInfo;
+    case: "info";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.RestorePointList restore_points = 18;
+     */
+    value: RestorePointList;
+    case: "restorePoints";
   } | { case: undefined; value?: undefined };
 };
 
@@ -983,6 +1007,17 @@ export type ExpireJob = Message<"pgfleet.v1.ExpireJob"> & {
    * @generated from field: bool dry_run = 5;
    */
   dryRun: boolean;
+
+  /**
+   * An operator's `pgfleet backup delete`: delete exactly `labels` or nothing. A backup that a
+   * backup outside `labels` reads files from (BackupHasDependents) or that a backup in progress
+   * references (BackupHeld) fails the job before any manifest is withdrawn, instead of being
+   * skipped. `labels` come newest first, so a crash half-way never leaves a listed backup whose
+   * base is gone.
+   *
+   * @generated from field: bool exact = 6;
+   */
+  exact: boolean;
 };
 
 /**
@@ -1861,6 +1896,286 @@ export const CheckResultSchema: GenMessage<CheckResult> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_agent, 34);
 
 /**
+ * InfoJob reads what the cluster's repository holds, without the catalog: every complete backup
+ * (its manifest) with the backups it reads files from, and the archived WAL per timeline. The
+ * WAL is listed once, streaming, keeping only each timeline's oldest and newest segment and
+ * counts; manifests are read one at a time and only their summaries kept.
+ *
+ * @generated from message pgfleet.v1.InfoJob
+ */
+export type InfoJob = Message<"pgfleet.v1.InfoJob"> & {
+};
+
+/**
+ * Describes the message pgfleet.v1.InfoJob.
+ * Use `create(InfoJobSchema)` to create a new message.
+ */
+export const InfoJobSchema: GenMessage<InfoJob> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 35);
+
+/**
+ * One complete backup as its manifest describes it.
+ *
+ * @generated from message pgfleet.v1.RepositoryBackup
+ */
+export type RepositoryBackup = Message<"pgfleet.v1.RepositoryBackup"> & {
+  /**
+   * @generated from field: pgfleet.v1.BackupInfo backup = 1;
+   */
+  backup?: BackupInfo | undefined;
+
+  /**
+   * The backups whose files this one reads (its chain down to the full), nearest first; empty for a full.
+   *
+   * @generated from field: repeated string depends_on = 2;
+   */
+  dependsOn: string[];
+
+  /**
+   * The backups that read files from this one (diff/incr built on it, directly or through others).
+   *
+   * @generated from field: repeated string dependents = 3;
+   */
+  dependents: string[];
+
+  /**
+   * Codec of its own files ('' when it stored none) and the manifest's compressLevel (0: not recorded).
+   *
+   * @generated from field: string codec = 4;
+   */
+  codec: string;
+
+  /**
+   * @generated from field: uint32 compress_level = 5;
+   */
+  compressLevel: number;
+
+  /**
+   * Content bytes of the files this backup stored itself (size_bytes counts referenced ones too).
+   *
+   * @generated from field: uint64 own_size_bytes = 6;
+   */
+  ownSizeBytes: bigint;
+};
+
+/**
+ * Describes the message pgfleet.v1.RepositoryBackup.
+ * Use `create(RepositoryBackupSchema)` to create a new message.
+ */
+export const RepositoryBackupSchema: GenMessage<RepositoryBackup> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 36);
+
+/**
+ * The archived WAL of one timeline.
+ *
+ * @generated from message pgfleet.v1.WalTimelineInfo
+ */
+export type WalTimelineInfo = Message<"pgfleet.v1.WalTimelineInfo"> & {
+  /**
+   * @generated from field: uint32 timeline = 1;
+   */
+  timeline: number;
+
+  /**
+   * Oldest and newest segment archived on the timeline (names; '' when only partial or backup-history files exist).
+   *
+   * @generated from field: string oldest_segment = 2;
+   */
+  oldestSegment: string;
+
+  /**
+   * @generated from field: string newest_segment = 3;
+   */
+  newestSegment: string;
+
+  /**
+   * @generated from field: uint64 segments = 4;
+   */
+  segments: bigint;
+
+  /**
+   * Stored bytes of every archived file of the timeline (segments, partial and backup-history files).
+   *
+   * @generated from field: uint64 stored_bytes = 5;
+   */
+  storedBytes: bigint;
+
+  /**
+   * Whether the timeline's history file is archived (timeline 1 has none).
+   *
+   * @generated from field: bool history = 6;
+   */
+  history: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.WalTimelineInfo.
+ * Use `create(WalTimelineInfoSchema)` to create a new message.
+ */
+export const WalTimelineInfoSchema: GenMessage<WalTimelineInfo> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 37);
+
+/**
+ * @generated from message pgfleet.v1.RepositoryInfo
+ */
+export type RepositoryInfo = Message<"pgfleet.v1.RepositoryInfo"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * Complete backups, oldest stop time first.
+   *
+   * @generated from field: repeated pgfleet.v1.RepositoryBackup backups = 2;
+   */
+  backups: RepositoryBackup[];
+
+  /**
+   * @generated from field: repeated pgfleet.v1.WalTimelineInfo wal = 3;
+   */
+  wal: WalTimelineInfo[];
+
+  /**
+   * Stored bytes of all backups' own files, of all archived WAL and history files.
+   *
+   * @generated from field: uint64 backup_stored_bytes = 4;
+   */
+  backupStoredBytes: bigint;
+
+  /**
+   * @generated from field: uint64 wal_stored_bytes = 5;
+   */
+  walStoredBytes: bigint;
+
+  /**
+   * Content bytes of all backups' own files (what they would take uncompressed).
+   *
+   * @generated from field: uint64 backup_own_size_bytes = 6;
+   */
+  backupOwnSizeBytes: bigint;
+
+  /**
+   * The repository the figures come from (the first of the job's repositories).
+   *
+   * @generated from field: string location = 7;
+   */
+  location: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.RepositoryInfo.
+ * Use `create(RepositoryInfoSchema)` to create a new message.
+ */
+export const RepositoryInfoSchema: GenMessage<RepositoryInfo> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 38);
+
+/**
+ * RestorePointsJob lists the named restore points (pg_create_restore_point) in the archived WAL,
+ * read with PostgreSQL's pg_waldump over the segments from `from_segment` (default: the first
+ * segment of the oldest complete backup, so the work is bounded by what retention keeps) to the
+ * newest, on the timelines the archive holds. Nothing is written.
+ *
+ * @generated from message pgfleet.v1.RestorePointsJob
+ */
+export type RestorePointsJob = Message<"pgfleet.v1.RestorePointsJob"> & {
+  /**
+   * Read from the first segment of the newest complete backup that started at or before this
+   * time (archived segments carry no time until read, a backup's start does), so every restore
+   * point created since is found; unset: from the oldest complete backup.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 1;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Start here instead (a WAL segment name); overrides since.
+   *
+   * @generated from field: string from_segment = 2;
+   */
+  fromSegment: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.RestorePointsJob.
+ * Use `create(RestorePointsJobSchema)` to create a new message.
+ */
+export const RestorePointsJobSchema: GenMessage<RestorePointsJob> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 39);
+
+/**
+ * @generated from message pgfleet.v1.RestorePoint
+ */
+export type RestorePoint = Message<"pgfleet.v1.RestorePoint"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The record's LSN: where recovery_target_name stops.
+   *
+   * @generated from field: string lsn = 2;
+   */
+  lsn: string;
+
+  /**
+   * The time the record carries (when pg_create_restore_point ran).
+   *
+   * @generated from field: google.protobuf.Timestamp time = 3;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * @generated from field: uint32 timeline = 4;
+   */
+  timeline: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.RestorePoint.
+ * Use `create(RestorePointSchema)` to create a new message.
+ */
+export const RestorePointSchema: GenMessage<RestorePoint> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 40);
+
+/**
+ * @generated from message pgfleet.v1.RestorePointList
+ */
+export type RestorePointList = Message<"pgfleet.v1.RestorePointList"> & {
+  /**
+   * In WAL order (timeline, then LSN).
+   *
+   * @generated from field: repeated pgfleet.v1.RestorePoint points = 1;
+   */
+  points: RestorePoint[];
+
+  /**
+   * The range read: first and last segment, and how many segments pg_waldump read.
+   *
+   * @generated from field: string from_segment = 2;
+   */
+  fromSegment: string;
+
+  /**
+   * @generated from field: string to_segment = 3;
+   */
+  toSegment: string;
+
+  /**
+   * @generated from field: uint32 segments_read = 4;
+   */
+  segmentsRead: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.RestorePointList.
+ * Use `create(RestorePointListSchema)` to create a new message.
+ */
+export const RestorePointListSchema: GenMessage<RestorePointList> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 41);
+
+/**
  * @generated from message pgfleet.v1.EnrollRequest
  */
 export type EnrollRequest = Message<"pgfleet.v1.EnrollRequest"> & {
@@ -1896,7 +2211,7 @@ export type EnrollRequest = Message<"pgfleet.v1.EnrollRequest"> & {
  * Use `create(EnrollRequestSchema)` to create a new message.
  */
 export const EnrollRequestSchema: GenMessage<EnrollRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 35);
+  messageDesc(file_pgfleet_v1_agent, 42);
 
 /**
  * @generated from message pgfleet.v1.EnrollResponse
@@ -1927,7 +2242,7 @@ export type EnrollResponse = Message<"pgfleet.v1.EnrollResponse"> & {
  * Use `create(EnrollResponseSchema)` to create a new message.
  */
 export const EnrollResponseSchema: GenMessage<EnrollResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 36);
+  messageDesc(file_pgfleet_v1_agent, 43);
 
 /**
  * @generated from enum pgfleet.v1.CheckVerdict
