@@ -434,6 +434,39 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       DROP INDEX agents_cluster;
     `,
   },
+  {
+    description:
+      'jobs admit info (pgfleet info: what the repository holds) and restore-points (the named restore points in the archived WAL)',
+    // jobs is rebuilt for its CHECK constraint as in version 5 (rowids kept: they order jobs created in the same millisecond).
+    sqlite: `
+      CREATE TABLE jobs_v5 (
+        id            TEXT PRIMARY KEY,
+        cluster       TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('backup', 'restore', 'expire', 'verify', 'drill', 'capture', 'check', 'info', 'restore-points')),
+        state         TEXT NOT NULL CHECK (state IN ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled')),
+        agent_id      TEXT NOT NULL,
+        params        TEXT,
+        created_at    INTEGER NOT NULL,
+        started_at    INTEGER,
+        finished_at   INTEGER,
+        error_code    TEXT,
+        error_message TEXT,
+        progress      TEXT,
+        result        TEXT
+      );
+      INSERT INTO jobs_v5 (rowid, id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, error_code, error_message, progress, result)
+        SELECT rowid, id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, error_code, error_message, progress, result FROM jobs;
+      DROP TABLE jobs;
+      ALTER TABLE jobs_v5 RENAME TO jobs;
+      CREATE INDEX jobs_cluster_created ON jobs(cluster, created_at);
+      CREATE INDEX jobs_active ON jobs(state) WHERE state IN ('queued', 'dispatched', 'running');
+      CREATE INDEX jobs_cluster_kind ON jobs(cluster, kind, created_at);
+    `,
+    postgres: `
+      ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check;
+      ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('backup', 'restore', 'expire', 'verify', 'drill', 'capture', 'check', 'info', 'restore-points'));
+    `,
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */

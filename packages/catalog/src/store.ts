@@ -16,7 +16,8 @@ export interface JobFilter {
   limit?: number;
 }
 
-export type JobKind = 'backup' | 'restore' | 'expire' | 'verify' | 'drill' | 'capture' | 'check';
+export type JobKind =
+  'backup' | 'restore' | 'expire' | 'verify' | 'drill' | 'capture' | 'check' | 'info' | 'restore-points';
 export type JobStateName = 'queued' | 'dispatched' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export const TERMINAL_JOB_STATES: readonly JobStateName[] = ['succeeded', 'failed', 'cancelled'];

@@ -24,6 +24,8 @@ import {
   BackupInfoSchema,
   BackupSource,
   CheckResultSchema,
+  RepositoryInfoSchema,
+  RestorePointListSchema,
   ServerRole,
   backupTypeFromProto,
   backupTypeToProto,
@@ -44,6 +46,8 @@ import {
   type ArchiveSetup,
   type BackupInfo,
   type CheckResult,
+  type RepositoryInfo,
+  type RestorePointList,
   type ExpireResult,
   type VerifyResult,
   type DrillResult,
@@ -193,6 +197,10 @@ export interface JobResultJson {
   capture?: JsonValue;
   /** A check job's CheckResult (stored on failure too: which check failed and why). */
   check?: JsonValue;
+  /** An info job's RepositoryInfo. */
+  info?: JsonValue;
+  /** A restore points job's RestorePointList. */
+  restorePoints?: JsonValue;
 }
 
 export function resultJson(result: {
@@ -203,6 +211,8 @@ export function resultJson(result: {
   drill?: DrillResult;
   capture?: SourceCounts;
   check?: CheckResult;
+  info?: RepositoryInfo;
+  restorePoints?: RestorePointList;
 }): JobResultJson {
   if (result.backup) return { backup: toJson(BackupInfoSchema, result.backup) };
   if (result.restore) return { restore: toJson(RestoreResultSchema, result.restore) };
@@ -211,6 +221,8 @@ export function resultJson(result: {
   if (result.drill) return { drill: toJson(DrillResultSchema, result.drill) };
   if (result.capture) return { capture: toJson(SourceCountsSchema, result.capture) };
   if (result.check) return { check: toJson(CheckResultSchema, result.check) };
+  if (result.info) return { info: toJson(RepositoryInfoSchema, result.info) };
+  if (result.restorePoints) return { restorePoints: toJson(RestorePointListSchema, result.restorePoints) };
   return {};
 }
 
@@ -251,6 +263,10 @@ export function jobInfoFromRecord(job: JobRecord): MessageInitShape<typeof JobIn
     drill: result.drill ? fromJson(DrillResultSchema, result.drill, { ignoreUnknownFields: true }) : undefined,
     capture: result.capture ? fromJson(SourceCountsSchema, result.capture, { ignoreUnknownFields: true }) : undefined,
     check: result.check ? fromJson(CheckResultSchema, result.check, { ignoreUnknownFields: true }) : undefined,
+    info: result.info ? fromJson(RepositoryInfoSchema, result.info, { ignoreUnknownFields: true }) : undefined,
+    restorePoints: result.restorePoints
+      ? fromJson(RestorePointListSchema, result.restorePoints, { ignoreUnknownFields: true })
+      : undefined,
   };
 }
 

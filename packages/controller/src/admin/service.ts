@@ -5,6 +5,7 @@
  * Policies, retention and pins are in policy.ts.
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
+import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { isTerminalJobState, type JobRecord } from '@pgfleet/catalog';
 import type { CallContext, ServiceImpl } from '@pgfleet/rpc';
@@ -16,6 +17,8 @@ import { applyRetention, getPolicy, pinBackup, planRetention, setPolicy } from '
 import { requireCluster } from '../jobs/dispatch.js';
 import { startBackupJob } from '../jobs/backup.js';
 import { startCheckJob } from '../jobs/check.js';
+import { startBackupDeleteJob } from '../jobs/expire.js';
+import { startInfoJob, startRestorePointsJob } from '../jobs/info.js';
 import { drillRequestFromProto, startDrillJob } from '../jobs/drill.js';
 import { startRestoreJob } from '../jobs/restore.js';
 import { startVerifyJob } from '../jobs/verify.js';
@@ -67,6 +70,11 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
     startDrill: async (req) => ({ job: await startDrillJob(ctx, drillRequestFromProto(req)) }),
     listDrills: async (req) => listDrills(ctx, req),
     startCheck: async (req) => ({ job: await startCheckJob(ctx, req.cluster, req.timeoutSeconds) }),
+    deleteBackup: async (req) => startBackupDeleteJob(ctx, req.cluster, req.label, req.withDependents),
+    startInfo: async (req) => ({ job: await startInfoJob(ctx, req.cluster) }),
+    startRestorePoints: async (req) => ({
+      job: await startRestorePointsJob(ctx, req.cluster, req.since ? timestampDate(req.since) : undefined),
+    }),
     createEnrollmentToken: async (req) => createEnrollmentTokenRpc(ctx, req),
     createToken: async (req) => createTokenRpc(ctx, req),
     listTokens: async () => listTokensRpc(ctx),

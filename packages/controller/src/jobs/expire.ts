@@ -4,13 +4,14 @@
  * and the retention.expired event. The plan itself is retention/'s.
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { newJobId } from '@pgfleet/core';
+import { newJobId, parseBackupLabel, PgfleetError } from '@pgfleet/core';
+import type { BackupRecord } from '@pgfleet/catalog';
 import type { ExpireResult, JobInfoSchema } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
 import { expireParams, type ClusterRetention } from '../retention/jobs.js';
 import { resultJson } from '../wire.js';
 import { ONE_AT_A_TIME_KINDS } from './backup.js';
-import { clusterAgent, dispatch } from './dispatch.js';
+import { clusterAgent, dispatch, requireCluster } from './dispatch.js';
 import { outboxEvent } from './events.js';
 import type { ControllerJobKind } from './job-kind.js';
 import { jobOfKind, type NewTypedJob, type TypedJob } from './params.js';
@@ -133,4 +134,70 @@ export async function startExpireJob(
     },
     expireJob,
   );
+}
+
+/**
+ * The backups that depend on `label`: every diff/incr built on it, directly or through another
+ * (the catalog's prior labels; the agent checks again against the manifests before deleting).
+ */
+function dependentsOf(label: string, backups: readonly BackupRecord[]): BackupRecord[] {
+  const children = new Map<string, BackupRecord[]>();
+  for (const b of backups) if (b.priorLabel) children.set(b.priorLabel, [...(children.get(b.priorLabel) ?? []), b]);
+  const out: BackupRecord[] = [];
+  const seen = new Set([label]);
+  for (let next = 0, at: string | undefined = label; at !== undefined; at = out[next++]?.label) {
+    for (const c of children.get(at) ?? []) {
+      if (seen.has(c.label)) continue;
+      seen.add(c.label);
+      out.push(c);
+    }
+  }
+  return out;
+}
+
+/**
+ * `pgfleet backup delete <cluster> <label> [--with-dependents]`: an expire job deleting exactly
+ * that backup (and its dependents with `withDependents`), newest first, WAL untouched. Refused
+ * here for a backup others depend on (BackupHasDependents, without `withDependents`) and for
+ * pinned ones (BackupPinned); the agent refuses what the repository says others depend on or a
+ * backup in progress references (ExpireJob.exact). One backup or expire per cluster at a time.
+ */
+export async function startBackupDeleteJob(
+  ctx: ControllerContext,
+  cluster: string,
+  label: string,
+  withDependents: boolean,
+): Promise<{ job: MessageInitShape<typeof JobInfoSchema>; labels: string[] }> {
+  await requireCluster(ctx, cluster);
+  parseBackupLabel(label, 'backup label');
+  const backups = await ctx.store.listBackups(cluster);
+  const backup = backups.find((b) => b.label === label);
+  if (!backup)
+    throw new PgfleetError(
+      'UnknownBackup',
+      `cluster ${cluster} has no backup ${label} (see pgfleet backups ${cluster})`,
+    );
+  const dependents = dependentsOf(label, backups);
+  if (dependents.length > 0 && !withDependents)
+    throw new PgfleetError(
+      'BackupHasDependents',
+      `backup ${label} of cluster ${cluster} has ${dependents.length} dependent backup(s) that read files from it: ${dependents.map((d) => d.label).join(', ')}; nothing was deleted`,
+    );
+  const doomed = [backup, ...dependents].sort((a, b) => b.stopTime - a.stopTime);
+  const pinned = doomed.filter((b) => b.pinned === true);
+  if (pinned.length > 0)
+    throw new PgfleetError(
+      'BackupPinned',
+      `backup ${pinned.map((b) => b.label).join(', ')} of cluster ${cluster} is pinned${pinned[0]!.label === label ? '' : ` and depends on ${label}`}; nothing was deleted`,
+    );
+  const labels = doomed.map((b) => b.label);
+  const session = await clusterAgent(ctx, cluster, 'any');
+  const params = { labels, walKeepFrom: '', keepRanges: [], reason: 'backup delete', exact: true };
+  const created: NewTypedJob<'expire'> = { id: newJobId(), cluster, kind: 'expire', agentId: session.agentId, params };
+  const job = jobOfKind('expire', await ctx.store.createJobIfIdle(cluster, ONE_AT_A_TIME_KINDS, created, ctx.now()));
+  ctx.logger.info({ jobId: job.id, cluster, labels }, 'backup delete requested');
+  return {
+    job: await dispatch(ctx, session, job, { case: 'expire', value: { cluster, labels, exact: true } }, expireJob),
+    labels,
+  };
 }

@@ -38,6 +38,8 @@ export interface ExpireJobParams {
   walKeepFrom: string;
   keepRanges: WalKeepRange[];
   reason: string;
+  /** `pgfleet backup delete`: exactly these labels or nothing (ExpireJob.exact). */
+  exact?: boolean;
 }
 
 export interface VerifyJobParams {
@@ -66,6 +68,14 @@ export interface CheckJobParams {
   timeoutSeconds: number;
 }
 
+/** An info job reads the repository as it is: nothing to say. */
+export type InfoJobParams = Record<string, never>;
+
+export interface RestorePointsJobParams {
+  /** ISO time: read WAL from the newest backup started at or before it (absent: the oldest backup). */
+  since?: string;
+}
+
 export interface JobParamsByKind {
   backup: BackupJobParams;
   restore: RestoreJobParams;
@@ -74,6 +84,8 @@ export interface JobParamsByKind {
   drill: DrillJobParams;
   capture: CaptureJobParams;
   check: CheckJobParams;
+  info: InfoJobParams;
+  'restore-points': RestorePointsJobParams;
 }
 
 /** A catalog job with its params parsed for its kind; `job.kind === 'backup'` narrows `job.params`. */
@@ -127,6 +139,7 @@ const PARSERS: { readonly [K in JobKind]: (p: Fields) => JobParamsByKind[K] } = 
           }))
       : [],
     reason: str(p.reason) ?? '',
+    ...(p.exact === true ? { exact: true } : {}),
   }),
   verify: (p) => ({ full: p.full === true }),
   drill: (p) =>
@@ -139,6 +152,8 @@ const PARSERS: { readonly [K in JobKind]: (p: Fields) => JobParamsByKind[K] } = 
     }),
   capture: (p) => ({ drillJobId: str(p.drillJobId) ?? '', restorePoint: str(p.restorePoint) ?? '' }),
   check: (p) => ({ timeoutSeconds: num(p.timeoutSeconds) ?? 0 }),
+  info: () => ({}),
+  'restore-points': (p) => some({ since: str(p.since) }),
 };
 
 function parseParams<K extends JobKind>(kind: K, raw: unknown): JobParamsByKind[K] {

@@ -12,6 +12,7 @@ import { checkJob } from './check.js';
 import { captureJob, drillJob } from './drill.js';
 import type { JobOutcomeDetails } from './events.js';
 import { expireJob } from './expire.js';
+import { infoJob, restorePointsJob } from './info.js';
 import type { AgentResult, ControllerJobKind } from './job-kind.js';
 import { typedJob, type TypedJob } from './params.js';
 import { restoreJob } from './restore.js';
@@ -25,6 +26,8 @@ const JOB_KINDS: { readonly [K in JobKind]: ControllerJobKind<K> } = {
   drill: drillJob,
   capture: captureJob,
   check: checkJob,
+  info: infoJob,
+  'restore-points': restorePointsJob,
 };
 
 /** The module of a job's kind, for a job whose params are parsed (see typedJob). */

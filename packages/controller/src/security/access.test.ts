@@ -28,7 +28,7 @@ test('what each role may call', () => {
       .filter((m) => roleAllows(role, requiredRole(m.localName)!))
       .map((m) => m.localName)
       .sort();
-  // viewer: read only (list, get, watch, plan).
+  // viewer: read only (list, get, watch, plan, and info: a read of the repository).
   assert.deepEqual(allowed('viewer'), [
     'getJob',
     'getPolicy',
@@ -38,13 +38,16 @@ test('what each role may call', () => {
     'listEvents',
     'listJobs',
     'planRetention',
+    'startInfo',
     'watchEvents',
     'watchJob',
   ]);
-  // operator: + backup, restore, verify, drill, check (it switches a WAL segment), retention apply, pin.
+  // operator: + backup, restore, verify, drill, check (it switches a WAL segment), retention apply,
+  // pin, backup delete, restore points (pg_waldump over the archive: real work on the agent).
   assert.deepEqual(allowed('operator'), [
     'applyRetention',
     'cancelJob',
+    'deleteBackup',
     'getJob',
     'getPolicy',
     'listBackups',
@@ -57,7 +60,9 @@ test('what each role may call', () => {
     'startBackup',
     'startCheck',
     'startDrill',
+    'startInfo',
     'startRestore',
+    'startRestorePoints',
     'startVerify',
     'watchEvents',
     'watchJob',
