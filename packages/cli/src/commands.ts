@@ -26,7 +26,19 @@ import {
   RestoreArchive,
 } from '@pgfleet/proto';
 import { formatBytes, formatTable, formatTime } from './format.js';
-import { describeJob, err, follow, ms, out, printJson, startJob, stateName, typeName, type Admin } from './output.js';
+import {
+  backupSpanCells,
+  describeJob,
+  err,
+  follow,
+  ms,
+  out,
+  printJson,
+  startJob,
+  stateName,
+  typeName,
+  type Admin,
+} from './output.js';
 import { pinCommand, policyCommand, retentionCommand } from './policy-commands.js';
 import { recoveryTargetFromOptions } from './target.js';
 import { eventsCommand } from './events-command.js';
@@ -35,6 +47,13 @@ import { checkCommand, checkTimeoutSeconds } from './check-command.js';
 import { cliProgram, cliSettings } from './program.js';
 import { drillCommand, drillsCommand, drillTargetFromOptions } from './drill-command.js';
 import { statusCommand } from './status-command.js';
+import {
+  backupDeleteCommand,
+  infoCommand,
+  isBackupDelete,
+  restorePointsCommand,
+  restorePointsSince,
+} from './repository-commands.js';
 import { applyCommand, fleetFileFromOptions } from './apply-command.js';
 import { enrollTokenCommand, enrollTtlSeconds, tokenCommand } from './token-commands.js';
 
@@ -95,6 +114,8 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
   const fleetFile = parsed.command.name === 'apply' ? fleetFileFromOptions(options) : undefined;
   const ttlSeconds = parsed.command.name === 'enroll-token' ? enrollTtlSeconds(options) : 0;
   const checkTimeout = parsed.command.name === 'check' ? checkTimeoutSeconds(options) : 0;
+  const backupDelete = parsed.command.name === 'backup' && isBackupDelete(positionals);
+  const since = parsed.command.name === 'restore-points' ? restorePointsSince(options) : undefined;
   const admin = connect(connection);
   try {
     switch (parsed.command.name) {
@@ -105,6 +126,7 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
       case 'backups':
         return await backups(admin, positionals[0]!, json);
       case 'backup': {
+        if (backupDelete) return await backupDeleteCommand(admin, positionals[1]!, positionals[2]!, options, json);
         const backup = cliSettings('backup', options);
         return await startJob(
           admin,
@@ -153,6 +175,10 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
         return await applyCommand(admin, fleetFile!, options, json);
       case 'token':
         return await tokenCommand(admin, positionals, options, json);
+      case 'info':
+        return await infoCommand(admin, positionals[0], json);
+      case 'restore-points':
+        return await restorePointsCommand(admin, positionals[0]!, since, json);
       case 'enroll-token':
         return await enrollTokenCommand(admin, positionals[0]!, ttlSeconds, json);
       default:
@@ -245,11 +271,7 @@ async function backups(admin: Admin, cluster: string, json: boolean): Promise<nu
         b.label,
         typeName(b.type),
         b.priorLabel || '-',
-        formatTime(ms(b.startTime)),
-        formatTime(ms(b.stopTime)),
-        b.startLsn,
-        b.stopLsn,
-        String(b.timeline),
+        ...backupSpanCells(b),
         formatBytes(b.sizeBytes),
         formatBytes(b.storedBytes),
         String(b.fileCount),

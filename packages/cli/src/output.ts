@@ -196,6 +196,11 @@ export async function followAndPrint(
   return final;
 }
 
+/** A backup's START, STOP, START LSN, STOP LSN and TL cells (the backups and info tables). */
+export function backupSpanCells(b: BackupInfo): string[] {
+  return [formatTime(ms(b.startTime)), formatTime(ms(b.stopTime)), b.startLsn, b.stopLsn, String(b.timeline)];
+}
+
 export function describeExpire(e: ExpireResult): string {
   const lines = [
     `expired ${e.deletedLabels.length} backup(s)${e.deletedLabels.length ? `: ${e.deletedLabels.join(', ')}` : ''} (${e.backupFilesDeleted} files, ${formatBytes(e.backupBytesDeleted)})`,

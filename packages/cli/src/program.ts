@@ -392,8 +392,43 @@ export const cliProgram = {
     },
     {
       name: 'backup',
-      summary: 'Start a backup of a cluster on its agent (HA clusters: on the host --from or the policy names).',
-      options: [...CONNECTION, 'output', 'type', 'from', 'wait'],
+      summary: `backup <cluster>: start a backup of a cluster on its agent (HA clusters: on the host --from or the policy names). backup delete <cluster> <label>: delete one backup from the repository and the catalog, manifest first, WAL untouched; refused (${ErrorCodes.BackupHasDependents.code}) when diff/incr backups read from it unless --with-dependents (they go too, newest first), and for pinned backups (${ErrorCodes.BackupPinned.code}) or one a running backup references (${ErrorCodes.BackupHeld.code}). Waits for the deletion.`,
+      options: [...CONNECTION, 'output', 'type', 'from', 'wait', 'with-dependents'],
+      localOptions: [
+        {
+          name: 'with-dependents',
+          type: 'boolean',
+          cliOnly: true,
+          description: 'backup delete: also delete the diff/incr backups that read files from it (newest first).',
+        },
+      ],
+      positionals: [
+        { name: 'cluster', description: 'Cluster name (or `delete`).', required: true },
+        { name: 'delete-cluster', description: 'backup delete: the cluster.' },
+        { name: 'delete-label', description: 'backup delete: the label of the backup to delete.' },
+      ],
+    },
+    {
+      name: 'info',
+      summary:
+        "What the repository holds, read from it (not the catalog) on the cluster's agent: every backup with its type, the backups it depends on and that depend on it, sizes (content, own, stored), LSNs and times; the archive's oldest and newest WAL segment per timeline; totals. Without a cluster: every cluster with a connected agent.",
+      options: [...CONNECTION, 'output'],
+      positionals: [{ name: 'cluster', description: 'Cluster name (default: every cluster).' }],
+    },
+    {
+      name: 'restore-points',
+      summary:
+        "The named restore points (pg_create_restore_point) in the cluster's archived WAL, with time, LSN and timeline: the names --target-name can use. Read with pg_waldump on the cluster's agent, from the oldest backup's first WAL segment (or --since) to the newest.",
+      options: [...CONNECTION, 'output', 'since'],
+      localOptions: [
+        {
+          name: 'since',
+          type: 'string',
+          cliOnly: true,
+          description:
+            "Only WAL from the newest backup started at or before this time on (ISO-8601 or PostgreSQL's form, like --target-time): less to read in a long archive.",
+        },
+      ],
       positionals: [{ name: 'cluster', description: 'Cluster name.', required: true }],
     },
     {

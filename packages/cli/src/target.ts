@@ -22,9 +22,9 @@ const TIME_RE =
  * Parses ISO-8601 ('2026-03-01T12:00:00Z') and PostgreSQL's output format
  * ('2026-03-01 12:00:00.123456+02'). Without a zone the time is this machine's local time.
  */
-export function parseTargetTime(text: string): ParsedTime {
+export function parseTargetTime(text: string, option = 'target-time'): ParsedTime {
   const bad = (why: string) =>
-    new PgfleetError('TargetInvalid', `--target-time '${text}' ${why}`, {
+    new PgfleetError('TargetInvalid', `--${option} '${text}' ${why}`, {
       hint: "Use ISO-8601 (2026-03-01T12:00:00Z) or PostgreSQL's form '2026-03-01 12:00:00.123456+00'.",
     });
   const m = TIME_RE.exec(text.trim());
