@@ -134,7 +134,7 @@ export const AGENT_PROGRAM = {
       name: 'max-rate',
       type: 'string',
       description:
-        "at most this many bytes per second for the agent's backups and restores together, counted as the data files' content read or written (e.g. 20MB, 1GiB; units are powers of 1024); WAL archiving and wal-fetch are exempt. Default: no limit",
+        "at most this many bytes per second for the agent's backups and restores (drills' too) together, counted as the data files' content read or written (e.g. 20MB, 1GiB; units are powers of 1024); WAL archiving and wal-fetch are exempt. Default: no limit",
     },
     {
       name: 'checksum-delta',

@@ -607,12 +607,22 @@ export class Repository {
 
   /**
    * The manifest of every complete backup, one at a time in key order, from one listing of the
-   * cluster's backups: a caller that keeps only a summary of each never holds two file lists.
+   * cluster's backups: a caller that keeps only a summary of each never holds two file lists. A
+   * manifest removed between the listing and its read (an expire at work) is skipped: that
+   * backup is no longer complete.
    */
   async *manifests(cluster: string): AsyncIterable<BackupManifest> {
     for await (const o of this.driver.list(`${clusterDir(cluster)}/backup/`)) {
       const m = /^[^/]+\/backup\/([^/]+)\/backup\.manifest$/.exec(o.key);
-      if (m) yield await this.readManifest(cluster, m[1]!);
+      if (!m) continue;
+      let manifest: BackupManifest;
+      try {
+        manifest = await this.readManifest(cluster, m[1]!);
+      } catch (err) {
+        if (PgfleetError.is(err, 'UnknownBackup')) continue;
+        throw err;
+      }
+      yield manifest;
     }
   }
 

@@ -47,6 +47,7 @@ import {
   type SourceCountsInit,
 } from './capture.js';
 import type { ProgressSink } from '../progress.js';
+import type { RateLimiter } from '../copy/rate-limit.js';
 import { runRestore, type TargetSpec } from '../restore/restore.js';
 import {
   cleanDrillLeftovers,
@@ -81,6 +82,8 @@ export interface DrillOptions {
   /** The timeline the cluster's primary writes (DrillJob.current_timeline): the restore follows its lineage. */
   currentTimeline?: number;
   workers: number;
+  /** The agent's --max-rate bucket: a drill's restore is a restore (its RTO is what this agent would give). */
+  rateLimit?: RateLimiter;
   archiveTimeoutMs: number;
   log: Logger;
   progress: ProgressSink;
@@ -303,6 +306,7 @@ async function restoreCopy(
     ...(target.inclusive !== undefined ? { inclusive: target.inclusive } : {}),
     action: 'promote',
     workers: o.workers,
+    ...(o.rateLimit ? { rateLimit: o.rateLimit } : {}),
     ...(o.pgBinDir ? { pgBinDir: o.pgBinDir } : {}),
     log: o.log,
     progress: (p) => o.progress({ ...p, phase: `restore-${p.phase}` }),

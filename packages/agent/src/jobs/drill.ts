@@ -34,6 +34,7 @@ export const drillJob: AgentJobKind<'drill'> = {
       ...(d.currentTimeline ? { currentTimeline: d.currentTimeline } : {}),
       ...(s.pgBinDir ? { pgBinDir: s.pgBinDir } : {}),
       workers: s.workers,
+      ...(ctx.rateLimit ? { rateLimit: ctx.rateLimit } : {}),
       archiveTimeoutMs: s.archiveTimeoutSec * 1000,
       log: ctx.log,
       progress: ctx.progress,

@@ -63,6 +63,7 @@ export async function listRestorePoints(
   const start = await scanStart(o);
   const points: RestorePointFound[] = [];
   const offsetMask = BigInt(start.walSegmentSize - 1);
+  const seen = new Set<string>();
   const scanned = await scanArchivedWal(
     {
       repo: o.repo,
@@ -75,6 +76,11 @@ export async function listRestorePoints(
     ({ line, lsn, timeline, segmentPath }) => {
       const name = restorePointName(line);
       if (name === undefined) return;
+      // A point before a timeline switch is also in the new timeline's first segment (a copy of
+      // its parent's WAL up to the switch): listed once, on the timeline that wrote it.
+      const key = `${name}@${lsn.toString()}`;
+      if (seen.has(key)) return;
+      seen.add(key);
       const point: RestorePointFound = { name, lsn, timeline };
       points.push(point);
       // The scan keeps the segment until this read is done.
