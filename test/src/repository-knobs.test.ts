@@ -1,7 +1,8 @@
 /**
  * The knobs a pgBackRest user reaches for, end to end on a real cluster (issue 14, part 3):
- * - `pgfleet info`: the repository's backups with their chains, sizes, LSNs and times, and its
- *   WAL per timeline, read from the repository;
+ * - `pgfleet info`: the repository's backups with their chains, sizes (of a block-incremental
+ *   file, the changed blocks stored), LSNs and times, and its WAL per timeline, read from the
+ *   repository;
  * - `pgfleet backup delete`: refused for a backup others depend on and for pinned ones, then
  *   with --with-dependents the chain above it goes too, and what remains still restores exactly;
  * - `pgfleet restore-points`: the names pg_create_restore_point made, with LSN and time, and a
@@ -124,16 +125,25 @@ describe('info, backup delete, restore points, compress level and max rate', { t
     const batch = async (name: string, from: number) =>
       pg.query(`INSERT INTO items SELECT g, '${name} ' || g FROM generate_series(${from}, ${from + 499}) g`);
     await batch('first', 1);
+    // A relation above --block-min-size (256 KiB) that the incrementals change a few rows of: its
+    // file is block-incremental in them (only the changed blocks stored, docs/block-incremental.md).
+    await pg.query(
+      `CREATE TABLE filler AS SELECT g AS id, md5(g::text) || repeat('f', 150) AS pad FROM generate_series(1, 6000) g`,
+    );
+    const touchFiller = (n: number) => pg.query(`UPDATE filler SET pad = md5(pad) WHERE id % 1000 = ${n}`);
     labels.full = await backup('full');
     rows.full = await items(pg);
     await batch('incr', 1000);
+    await touchFiller(1);
     await restorePoint('after_incr_rows');
     labels.incr = await backup('incr');
     rows.incr = await items(pg);
     await batch('diff', 2000);
+    await touchFiller(2);
     labels.diff = await backup('diff');
     rows.diff = await items(pg);
     await batch('incr2', 3000);
+    await touchFiller(3);
     await restorePoint('before incr2 "quoted"');
     labels.incr2 = await backup('incr');
     await batch('full2', 4000);
@@ -201,12 +211,21 @@ describe('info, backup delete, restore points, compress level and max rate', { t
       for (const k of ['startLsn', 'stopLsn', 'startTime', 'stopTime', 'sizeBytes', 'storedBytes', 'walStart'] as const)
         assert.equal(b[k], c[k], `${c.label} ${k}`);
     }
+    let blockIncremental = 0;
     for (const b of doc.backups) {
       assert.equal(b.codec, 'zstd');
       assert.equal(b.compressLevel, 9, 'the agent compressed at --compress-level 9');
       assert.ok(BigInt(b.ownSizeBytes) <= BigInt(b.backup.sizeBytes));
-      assert.ok(BigInt(b.backup.storedBytes) < BigInt(b.ownSizeBytes), 'compressed');
+      // Own content: whole files, and of a block-incremental file only the changed blocks stored.
+      const m = await fleet.repo.readManifest('knobs', b.backup.label);
+      const own = m.files.filter((f) => f.backup === m.label);
+      blockIncremental += own.filter((f) => f.blocks?.changed).length;
+      assert.equal(BigInt(b.ownSizeBytes), BigInt(own.reduce((n, f) => n + (f.blocks?.changed?.size ?? f.size), 0)));
+      // (Not for incrementals: their block maps, 14 bytes a block of a whole file, count in storedBytes too.)
+      if (b.backup.type === 'BACKUP_TYPE_FULL')
+        assert.ok(BigInt(b.backup.storedBytes) < BigInt(b.ownSizeBytes), 'compressed');
     }
+    assert.ok(blockIncremental >= 3, 'the incrementals stored the changed blocks of filler');
     // The incrementals store far less than they restore (the rest is referenced).
     const incr = byLabel.get(labels.incr)!;
     assert.ok(BigInt(incr.ownSizeBytes) * 4n < BigInt(incr.backup.sizeBytes));
@@ -249,8 +268,11 @@ describe('info, backup delete, restore points, compress level and max rate', { t
       const done = lines.find((l) => l.msg === 'backup complete' && l.label === b.backup.label);
       assert.ok(done, `backup ${b.backup.label} logged`);
       assert.equal(done.maxRate, MAX_RATE);
-      // What the backup copied itself (referenced files are not read): each of those bytes was paced once.
-      assert.equal(done.pacedBytes, Number(b.ownSizeBytes), `${b.backup.label} paced`);
+      // What the backup copied itself (referenced files are not read; a block-incremental file is
+      // read whole though only its changed blocks are stored): each of those bytes was paced once.
+      const m = await fleet.repo.readManifest('knobs', b.backup.label);
+      const read = m.files.filter((f) => f.backup === m.label).reduce((n, f) => n + f.size, 0);
+      assert.equal(done.pacedBytes, read, `${b.backup.label} paced`);
     }
     const pg = await restoreAndStart(
       join(fleet.dir, 'restore-full2'),

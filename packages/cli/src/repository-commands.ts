@@ -155,6 +155,10 @@ export function describeInfo(info: RepositoryInfo, pinned: ReadonlySet<string> =
         ]),
       ),
     );
+  if (info.unauthenticatedWalFiles > 0n)
+    lines.push(
+      `${info.unauthenticatedWalFiles} archived WAL object(s) without a valid MAC are not counted and never restored from (pgfleet verify names them)`,
+    );
   lines.push(
     '',
     `total: ${info.backups.length} backup(s), ${formatBytes(info.backupStoredBytes)} stored for ${formatBytes(info.backupOwnSizeBytes)} of data; WAL ${formatBytes(info.walStoredBytes)} stored in ${info.wal.reduce((n, t) => n + t.segments, 0n)} segment(s)`,

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, settleAll } from '@pgfleet/core';
@@ -52,6 +52,11 @@ async function makePgdata(root: string): Promise<void> {
   await writeFile(join(root, 'empty'), '');
 }
 
+/**
+ * A backup of every file of `pgdata` through FileCopier. With `prior` (block maps on, every
+ * relation file mapped), an incr on it: each file is copied against its prior entry, so the
+ * relation files store only their changed blocks.
+ */
 async function backup(
   pgdata: string,
   repo: Repository,
@@ -59,6 +64,7 @@ async function backup(
   codec: Codec,
   rateLimit?: RateLimiter,
   paced?: { bytes: number },
+  blocks?: { prior?: BackupManifest },
 ): Promise<BackupManifest> {
   const listing = await listPgdata(pgdata);
   const opts = {
@@ -67,15 +73,17 @@ async function backup(
     repo,
     codec,
     ...(rateLimit ? { rateLimit } : {}),
+    ...(blocks ? { blockMinBytes: BLCKSZ } : {}),
     workers: 2,
     chunkBytes: CHUNK,
     log: createLogger({ level: 'silent' }),
     progress: () => {},
   } as unknown as BackupOptions;
   const copier = new FileCopier(opts, label, START_LSN, new ProgressTracker(() => {}, 'copy'));
+  const priorEntry = new Map(blocks?.prior?.files.map((f) => [f.path, f]));
   let files: (ManifestFile | undefined)[];
   try {
-    files = await settleAll(listing.files.map((f) => copier.copy(f)));
+    files = await settleAll(listing.files.map((f) => copier.copy(f, priorEntry.get(f.path))));
   } finally {
     await copier.pool.close();
   }
@@ -89,6 +97,11 @@ async function backup(
     links: listing.links,
     files: fl,
   });
+  if (blocks?.prior) {
+    manifest.type = 'incr';
+    manifest.priorLabel = blocks.prior.label;
+    manifest.format = fl.some((f) => f.blocks?.changed) ? 2 : 1;
+  }
   await repo.writeManifest(manifest);
   return manifest;
 }
@@ -176,6 +189,28 @@ for (const codec of ['zstd', 'lz4', 'none', 'gzip'] as const) {
   });
 }
 
+/**
+ * Restores backup `m` through `limiter`, which its backup already advanced by `content` bytes
+ * (the content of every file): the restore paces each byte it writes once, into one bucket, and
+ * the files come back as they are in `pgdata`.
+ */
+async function restorePaced(
+  root: string,
+  pgdata: string,
+  repo: Repository,
+  m: BackupManifest,
+  limiter: RateLimiter,
+  content: number,
+): Promise<void> {
+  const out = await runRestore(
+    testRestoreOptions(repo, join(root, 'repo'), m.label, join(root, 'restored'), { rateLimit: limiter }),
+  );
+  assert.equal(out.pacedBytes, content, 'the restore paced exactly the bytes it wrote');
+  assert.equal(limiter.admittedBytes(), 2 * content, 'one bucket for both jobs');
+  for (const f of m.files)
+    assert.deepEqual(await readFile(join(root, 'restored', f.path)), await readFile(join(pgdata, f.path)));
+}
+
 // The block path (zstd) and the stream path (gzip), on worker threads: --max-rate meters every content byte once.
 for (const codec of ['zstd', 'gzip'] as const) {
   test(`--max-rate (${codec}): every byte a worker-thread backup reads and a restore writes goes through the agent's one bucket`, async () => {
@@ -187,13 +222,38 @@ for (const codec of ['zstd', 'gzip'] as const) {
       const content = m.files.reduce((n, f) => n + f.size, 0);
       assert.equal(paced.bytes, content, 'the backup paced exactly the bytes it copied');
       assert.equal(limiter.admittedBytes(), content);
-      const out = await runRestore(
-        testRestoreOptions(repo, join(root, 'repo'), m.label, join(root, 'restored'), { rateLimit: limiter }),
-      );
-      assert.equal(out.pacedBytes, content, 'the restore paced exactly the bytes it wrote');
-      assert.equal(limiter.admittedBytes(), 2 * content, 'one bucket for both jobs');
-      for (const f of m.files)
-        assert.deepEqual(await readFile(join(root, 'restored', f.path)), await readFile(join(pgdata, f.path)));
+      await restorePaced(root, pgdata, repo, m, limiter, content);
     });
   });
 }
+
+test('--max-rate on a block-incremental incr: every byte its reads of whole relation files take is paced once, and every block its restore writes', async () => {
+  await withPgdataAndRepo(async (root, pgdata, repo) => {
+    const full = await backup(pgdata, repo, '20260101-000000F', 'zstd', undefined, undefined, {});
+    // Block 2 of the relation changes (a valid page still), block 11 is new: the incr stores those two blocks only.
+    const changed = page(2);
+    changed.writeUInt16LE(0, 8);
+    changed[200] = changed[200]! ^ 0xff;
+    changed.writeUInt16LE(pageChecksum(changed, 2), 8);
+    const fh = await open(join(pgdata, 'base/1/16384'), 'r+');
+    try {
+      await fh.write(changed, 0, BLCKSZ, 2 * BLCKSZ);
+      await fh.write(page(11), 0, BLCKSZ, 11 * BLCKSZ);
+    } finally {
+      await fh.close();
+    }
+    const limiter = RateLimiter.create(1 << 30);
+    const paced = { bytes: 0 };
+    const incr = await backup(pgdata, repo, '20260101-000000F_20260101-000100I', 'zstd', limiter, paced, {
+      prior: full,
+    });
+    const relEntry = incr.files.find((f) => f.path === 'base/1/16384')!;
+    assert.equal(relEntry.blocks?.changed?.count, 2, 'only the changed and the new block are stored');
+    assert.deepEqual(relEntry.blocks.from, [full.label]);
+    const content = incr.files.reduce((n, f) => n + f.size, 0);
+    assert.equal(paced.bytes, content, 'the incr paced every byte it read, stored or not, once');
+    assert.equal(limiter.admittedBytes(), content);
+    // Each block written once, from whichever backup the map names.
+    await restorePaced(root, pgdata, repo, incr, limiter, content);
+  });
+});

@@ -62,6 +62,8 @@ export interface TestBackup {
   stopTime?: string;
   /** 16 MiB unless given. */
   walSegmentSize?: number;
+  /** The manifest format (1 unless given; 2 for block-incremental entries). */
+  format?: number;
 }
 
 /** Stores `body` for each file the backup itself holds, then its manifest (last, as a real backup does). */
@@ -69,7 +71,7 @@ export async function putTestBackup(repo: Repository, b: TestBackup, body: Buffe
   for (const f of b.files.filter((x) => x.backup === b.label))
     await repo.driver.put(repo.backupFileKey(b.cluster, b.label, f.path, 'none'), body);
   const m: BackupManifest = {
-    format: 1,
+    format: b.format ?? 1,
     label: b.label,
     cluster: b.cluster,
     type: b.type,
