@@ -314,6 +314,8 @@ export const AGENT_PROGRAM = {
         ...REPOSITORY_OPTIONS,
         'new-encryption-key-file',
         'new-encryption-key-command',
+        // Taken (and unused) so rotate-key reads the same --config file as wal-push and wal-fetch.
+        'cluster-key-file',
         'log-level',
       ],
     },
