@@ -4,6 +4,7 @@ export * from './codec.js';
 export * from './object-io.js';
 export * from './manifest.js';
 export * from './backup-lease.js';
+export * from './backup-journal.js';
 export * from './repository.js';
 // The S3 driver module imports no SDK code; createS3Driver loads it lazily (see s3-driver.ts).
 export * from './s3-like.js';

@@ -32,7 +32,14 @@ import { CODECS, type Codec, codecExtension, codecOfExtension, hasBlockForm, Has
 import type { ObjectInfo, PutOptions, RepositoryDriver } from './driver.js';
 import { BlockMap, type BlockMapPart } from './block-map.js';
 import { type BackupLease, type FoundLease, leaseState, parseBackupLease } from './backup-lease.js';
-import { type BackupManifest, type ManifestFile, parseManifest } from './manifest.js';
+import {
+  journalBatchName,
+  journalSeq,
+  type JournalBatch,
+  parseJournalBatch,
+  type UnfinishedBackup,
+} from './backup-journal.js';
+import { type BackupManifest, type ManifestFile, type ObjectFigures, parseManifest } from './manifest.js';
 import { type ManifestKeys, openManifest, sealManifest } from './manifest-auth.js';
 import { walMac, walMacMatches } from './wal-auth.js';
 import { MirroredDriver } from './mirrored-driver.js';
@@ -106,6 +113,7 @@ const WAL_KEY_RE = /^(.+)-([0-9a-f]{64})(?:-([0-9a-f]{32}))?(\.zst|\.lz4|\.gz)?$
 const DELETE_BATCH = 1000;
 
 const LEASE_KEY_RE = /^[^/]+\/backup\/([^/]+)\/backup\.lease$/;
+const JOURNAL_KEY_RE = /^[^/]+\/backup\/([^/]+)\/backup\.progress\/(\d{6})$/;
 
 /**
  * WAL objects this process stored or confirmed (location + key), so an "exists" answer reads an
@@ -126,6 +134,18 @@ export interface WalArchiveOutcome {
   sha256: string;
   /** Keys of stored copies that failed their checksum or vanished, replaced by this push. */
   replaced: string[];
+}
+
+/** One stored object of a manifest entry and what it must hold (Repository.entryObjects). */
+export interface EntryObject extends ObjectFigures {
+  /** The file (and which part of it) for messages. */
+  what: string;
+  key: string;
+  codec: Codec;
+}
+
+function pickFigures(o: ObjectFigures): ObjectFigures {
+  return { size: o.size, sha256: o.sha256, storedSize: o.storedSize, storedSha256: o.storedSha256 };
 }
 
 /** An object under a backup's label (Repository.listBackupObjects). */
@@ -382,6 +402,24 @@ export class Repository {
     return map;
   }
 
+  /**
+   * The objects a manifest entry's backup (`f.backup`) stores for it, with what each must hold:
+   * its block map when it has one, then its changed blocks, its chunks or its one object. Blocks a
+   * map takes from other backups are those backups' own entries' objects.
+   */
+  entryObjects(cluster: string, f: ManifestFile): EntryObject[] {
+    const out: EntryObject[] = [];
+    const object = (what: string, key: string, figures: ObjectFigures) =>
+      out.push({ what, key, codec: f.codec, ...pickFigures(figures) });
+    if (f.blocks) object(`${f.path} (block map)`, this.blockMapKey(cluster, f.backup, f.path, f.codec), f.blocks.map);
+    if (f.blocks?.changed)
+      object(`${f.path} (changed blocks)`, this.blockDataKey(cluster, f.backup, f.path, f.codec), f.blocks.changed);
+    else if (f.chunks && f.chunks.length > 0)
+      for (const c of f.chunks) object(`${f.path} (chunk at ${c.offset})`, c.key, c);
+    else object(f.path, this.backupFileKey(cluster, f.backup, f.path, f.codec), f);
+    return out;
+  }
+
   /** The manifest's key: its presence makes the backup complete. */
   backupManifestKey(cluster: string, label: string): string {
     return `${this.backupPrefix(cluster, label)}/backup.manifest`;
@@ -515,6 +553,24 @@ export class Repository {
     await this.driver.delete([this.backupLeaseKey(cluster, label)]);
   }
 
+  /** One backup's lease with its state at `nowMs`, or undefined when it has none. */
+  async readBackupLease(cluster: string, label: string, nowMs: number): Promise<FoundLease | undefined> {
+    const key = this.backupLeaseKey(cluster, label);
+    let text: string;
+    try {
+      text = (await readSmall(this.driver, key)).toString('utf8');
+    } catch (err) {
+      if (PgfleetError.is(err, 'RepoFileMissing')) return undefined;
+      throw err;
+    }
+    try {
+      const lease = parseBackupLease(text, key);
+      return { key, label, lease, ...leaseState(lease, nowMs) };
+    } catch {
+      return { key, label, lease: undefined, state: 'unreadable' };
+    }
+  }
+
   /** Every backup lease of the cluster with its state at `nowMs` (a lease removed while listed is skipped). */
   async listBackupLeases(cluster: string, nowMs: number): Promise<FoundLease[]> {
     const out: FoundLease[] = [];
@@ -536,6 +592,73 @@ export class Repository {
       }
     }
     return out;
+  }
+
+  // ---- progress journals of backups in progress (backup-journal.ts) ---------------------------
+
+  backupJournalKey(cluster: string, label: string, seq: number): string {
+    return `${this.backupPrefix(cluster, label)}/backup.progress/${journalSeq(seq)}`;
+  }
+
+  /** Stores batch `seq` of a backup's progress journal, authenticated like a manifest. */
+  async writeJournalBatch(batch: JournalBatch, seq: number): Promise<void> {
+    const text = sealManifest(
+      JSON.stringify(batch, null, 1),
+      this.manifestKey(batch.cluster),
+      batch.cluster,
+      journalBatchName(batch.label, seq),
+    );
+    await this.objects.storeSmall(this.backupJournalKey(batch.cluster, batch.label, seq), Buffer.from(text));
+  }
+
+  /**
+   * The batches of a backup's progress journal in write order, with the sequence number the next
+   * one takes; a batch that cannot be read, is unsigned or fails authentication is left out and
+   * named in `rejected` (its files are copied again).
+   */
+  async readJournal(
+    cluster: string,
+    label: string,
+  ): Promise<{ batches: JournalBatch[]; nextSeq: number; rejected: { key: string; reason: string }[] }> {
+    const batches: JournalBatch[] = [];
+    const rejected: { key: string; reason: string }[] = [];
+    let nextSeq = 0;
+    for await (const o of this.driver.list(`${this.backupPrefix(cluster, label)}/backup.progress/`)) {
+      const m = JOURNAL_KEY_RE.exec(o.key);
+      if (!m) continue;
+      const seq = Number(m[2]);
+      nextSeq = Math.max(nextSeq, seq + 1);
+      try {
+        const text = (await this.objects.readSmall(o.key)).toString('utf8');
+        const opened = openManifest(text, this.manifestKey(cluster), cluster, journalBatchName(label, seq), o.key);
+        if (!opened.signed) throw new PgfleetError('ManifestUnsigned', `${o.key} carries no authentication code`);
+        batches.push(parseJournalBatch(opened.json, cluster, label, o.key));
+      } catch (err) {
+        // A missing manifest key is this process's fault, not the batch's.
+        if (PgfleetError.is(err, 'ManifestKeyMissing')) throw err;
+        rejected.push({ key: o.key, reason: (err as Error).message });
+      }
+    }
+    return { batches, nextSeq, rejected };
+  }
+
+  /** Removes a backup's progress journal (once its manifest exists, the journal says nothing more). */
+  async deleteJournal(cluster: string, label: string): Promise<void> {
+    await this.driver.deletePrefix(`${this.backupPrefix(cluster, label)}/backup.progress/`);
+  }
+
+  /** Every label of the cluster without a manifest, with whether it holds a lease and journal batches (one listing). */
+  async listUnfinishedBackups(cluster: string): Promise<UnfinishedBackup[]> {
+    const found = new Map<string, UnfinishedBackup & { complete: boolean }>();
+    for await (const o of this.listBackupObjects(cluster)) {
+      const entry =
+        found.get(o.label) ??
+        found.set(o.label, { label: o.label, leased: false, journalBatches: 0, complete: false }).get(o.label)!;
+      if (MANIFEST_KEY_RE.test(o.key)) entry.complete = true;
+      else if (LEASE_KEY_RE.test(o.key)) entry.leased = true;
+      else if (JOURNAL_KEY_RE.test(o.key)) entry.journalBatches++;
+    }
+    return [...found.values()].filter((u) => !u.complete).map(({ complete: _, ...u }) => u);
   }
 
   /** Every object under every backup label of the cluster (complete or not), in key order. */

@@ -377,57 +377,7 @@ function objectExpectations(
   cluster: string,
   m: BackupManifest,
 ): { path: string; e: ObjectExpectation }[] {
-  const expectations: { path: string; e: ObjectExpectation }[] = [];
-  for (const f of m.files) {
-    if (f.blocks) {
-      expectations.push({
-        path: `${f.path} (block map)`,
-        e: { key: repo.blockMapKey(cluster, f.backup, f.path, f.codec), codec: f.codec, ...f.blocks.map },
-      });
-    }
-    const changed = f.blocks?.changed;
-    if (changed) {
-      // The changed blocks this backup stored; the blocks its map takes from other backups are
-      // their own entries' objects, checked with those backups (checkReferences finds them listed).
-      expectations.push({
-        path: `${f.path} (changed blocks)`,
-        e: {
-          key: repo.blockDataKey(cluster, f.backup, f.path, f.codec),
-          codec: f.codec,
-          size: changed.size,
-          sha256: changed.sha256,
-          storedSize: changed.storedSize,
-          storedSha256: changed.storedSha256,
-        },
-      });
-    } else if (f.chunks && f.chunks.length > 0) {
-      for (const c of f.chunks)
-        expectations.push({
-          path: `${f.path} (chunk at ${c.offset})`,
-          e: {
-            key: c.key,
-            codec: f.codec,
-            size: c.size,
-            sha256: c.sha256,
-            storedSize: c.storedSize,
-            storedSha256: c.storedSha256,
-          },
-        });
-    } else {
-      expectations.push({
-        path: f.path,
-        e: {
-          key: repo.backupFileKey(cluster, f.backup, f.path, f.codec),
-          codec: f.codec,
-          size: f.size,
-          sha256: f.sha256,
-          storedSize: f.storedSize,
-          storedSha256: f.storedSha256,
-        },
-      });
-    }
-  }
-  return expectations;
+  return m.files.flatMap((f) => repo.entryObjects(cluster, f).map(({ what, ...e }) => ({ path: what, e })));
 }
 
 /** Checks every valid backup's references and files, oldest first; the verdicts' WAL range is judged later. */
