@@ -19,6 +19,7 @@ import {
   AdminService,
   BackupInfoSchema,
   BackupSource,
+  backupResumeToProto,
   backupTypeToProto,
   ClusterInfoSchema,
   JobInfoSchema,
@@ -128,6 +129,8 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
       case 'backup': {
         if (backupDelete) return await backupDeleteCommand(admin, positionals[1]!, positionals[2]!, options, json);
         const backup = cliSettings('backup', options);
+        if (backup.resume && backup.noResume)
+          throw new PgfleetError('InvalidArgument', '--resume and --no-resume contradict each other: give one');
         return await startJob(
           admin,
           json,
@@ -138,6 +141,7 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
                 cluster: positionals[0]!,
                 type: backupTypeToProto(backup.type),
                 from: backup.from === undefined ? BackupSource.UNSPECIFIED : BACKUP_SOURCES[backup.from],
+                resume: backupResumeToProto(backup.resume ? 'required' : backup.noResume ? 'fresh' : undefined),
               })
             ).job!,
         );

@@ -95,6 +95,19 @@ export const cliProgram = {
       description: 'Follow the job, printing progress to stderr, until it ends; exit non-zero if it fails.',
     },
     {
+      name: 'resume',
+      type: 'boolean',
+      cliOnly: true,
+      description: `Continue an interrupted backup of the same type (and prior backup) whatever its age; fail with ${ErrorCodes.NothingToResume.code} when the repository holds none. Default: continue one within the agent's --resume-window, else start fresh.`,
+    },
+    {
+      name: 'no-resume',
+      type: 'boolean',
+      cliOnly: true,
+      description:
+        'Start a fresh backup even when an interrupted one could be continued (its files stay until an expire removes them).',
+    },
+    {
       name: 'to',
       type: 'string',
       cliOnly: true,
@@ -393,7 +406,7 @@ export const cliProgram = {
     {
       name: 'backup',
       summary: `backup <cluster>: start a backup of a cluster on its agent (HA clusters: on the host --from or the policy names). backup delete <cluster> <label>: delete one backup from the repository and the catalog, manifest first, WAL untouched; refused (${ErrorCodes.BackupHasDependents.code}) when diff/incr backups read from it unless --with-dependents (they go too, newest first), and for pinned backups (${ErrorCodes.BackupPinned.code}) or one a running backup references (${ErrorCodes.BackupHeld.code}). Waits for the deletion.`,
-      options: [...CONNECTION, 'output', 'type', 'from', 'wait', 'with-dependents'],
+      options: [...CONNECTION, 'output', 'type', 'from', 'resume', 'no-resume', 'wait', 'with-dependents'],
       localOptions: [
         {
           name: 'with-dependents',

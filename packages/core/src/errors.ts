@@ -193,6 +193,12 @@ export const ErrorCodes = {
     4,
     'A backup in progress references this one (its lease in the repository names it); wait until that backup ends, then delete again.',
   ),
+  NothingToResume: spec(
+    'PGF-2080',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'A backup with --resume continues an interrupted one, and the repository holds none it can continue: none of this cluster and type (and, for diff/incr, the same prior backup) taken from this data directory, within the resume window, and not held by a running backup. Run the backup without --resume to take a fresh one.',
+  ),
   // 3xxx: PostgreSQL and the data directory
   PgdataMissing: spec(
     'PGF-3001',

@@ -7,7 +7,7 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { BackupType, type BackupInfoSchema } from './gen/pgfleet/v1/common_pb.js';
+import { BackupResume, BackupType, type BackupInfoSchema } from './gen/pgfleet/v1/common_pb.js';
 
 /** full, diff or incr: the names the manifest, the catalog and the CLI use. */
 export type BackupTypeName = 'full' | 'diff' | 'incr';
@@ -21,6 +21,24 @@ const TO_PROTO: Record<BackupTypeName, BackupType> = {
 /** undefined (a backup whose type is not known) is UNSPECIFIED. */
 export function backupTypeToProto(type: BackupTypeName | undefined): BackupType {
   return type === undefined ? BackupType.UNSPECIFIED : TO_PROTO[type];
+}
+
+/**
+ * Whether a backup continues an interrupted one: 'fresh' never, 'required' or fail (PGF-2080);
+ * undefined (UNSPECIFIED, and values this build does not know): when there is one within the window.
+ */
+export type BackupResumeName = 'fresh' | 'required';
+
+export function backupResumeToProto(resume: BackupResumeName | undefined): BackupResume {
+  return resume === 'fresh'
+    ? BackupResume.FRESH
+    : resume === 'required'
+      ? BackupResume.REQUIRED
+      : BackupResume.UNSPECIFIED;
+}
+
+export function backupResumeFromProto(resume: BackupResume): BackupResumeName | undefined {
+  return resume === BackupResume.FRESH ? 'fresh' : resume === BackupResume.REQUIRED ? 'required' : undefined;
 }
 
 /** UNSPECIFIED is a full backup (proto3's default); undefined for a value this build does not know. */

@@ -9,7 +9,14 @@ import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { isTerminalJobState, type JobRecord } from '@pgfleet/catalog';
 import type { CallContext, ServiceImpl } from '@pgfleet/rpc';
-import { BackupType, type AdminService, type JobInfoSchema, type StartBackupRequest } from '@pgfleet/proto';
+import {
+  backupResumeFromProto,
+  BackupType,
+  type AdminService,
+  type BackupResumeName,
+  type JobInfoSchema,
+  type StartBackupRequest,
+} from '@pgfleet/proto';
 import { backupFromProto, backupInfoFromRecord, backupKindFromProto, jobInfoFromRecord } from '../wire.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
 import { jobEvents } from '../jobs/registry.js';
@@ -132,9 +139,14 @@ async function startBackup(
     ctx,
     req.cluster,
     backupKindFromProto(req.type === BackupType.UNSPECIFIED ? BackupType.FULL : req.type),
-    {},
+    resumeParams(backupResumeFromProto(req.resume)),
     backupFromProto(req.from),
   );
+}
+
+/** A job's params record the resume mode only when it is not the default. */
+function resumeParams(resume: BackupResumeName | undefined): { resume?: BackupResumeName } {
+  return resume ? { resume } : {};
 }
 
 /** Streams the job on every change until it is final: the final state is always sent, then the stream ends. */

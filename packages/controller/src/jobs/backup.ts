@@ -13,8 +13,10 @@ import type { BackupFrom, BackupKind, BackupRecord } from '@pgfleet/catalog';
 import {
   BackupInfoSchema,
   backupInfoFromManifest,
+  backupResumeToProto,
   backupTypeToProto,
   type BackupInfo,
+  type BackupResumeName,
   type JobInfoSchema,
 } from '@pgfleet/proto';
 import type { BackupManifest } from '@pgfleet/storage';
@@ -127,7 +129,7 @@ export async function startBackupJob(
   ctx: ControllerContext,
   cluster: string,
   kind: BackupKind,
-  params: { scheduledAt?: string } = {},
+  params: { scheduledAt?: string; resume?: BackupResumeName } = {},
   from?: BackupFrom,
 ): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);
@@ -148,7 +150,7 @@ export async function startBackupJob(
     ctx,
     session,
     job,
-    { case: 'backup', value: { type: backupTypeToProto(kind), label: '' } },
+    { case: 'backup', value: { type: backupTypeToProto(kind), label: '', resume: backupResumeToProto(params.resume) } },
     backupJob,
   );
 }

@@ -9,6 +9,7 @@ import type { JsonValue } from '@bufbuild/protobuf';
 import { PgfleetError } from '@pgfleet/core';
 import type { BackupFrom, BackupKind, JobKind, JobRecord, NewJob } from '@pgfleet/catalog';
 import { BACKUP_FROM_VALUES } from '@pgfleet/catalog';
+import type { BackupResumeName } from '@pgfleet/proto';
 import type { WalKeepRange } from '../retention/plan.js';
 
 export interface BackupJobParams {
@@ -17,6 +18,8 @@ export interface BackupJobParams {
   from?: BackupFrom;
   /** The scheduler's fire time (ISO) for a scheduled backup. */
   scheduledAt?: string;
+  /** `pgfleet backup --resume` / `--no-resume` (absent: continue an interrupted backup within the window). */
+  resume?: BackupResumeName;
 }
 
 export interface RestoreJobParams {
@@ -114,6 +117,7 @@ const PARSERS: { readonly [K in JobKind]: (p: Fields) => JobParamsByKind[K] } = 
       type: p.type === 'diff' || p.type === 'incr' ? p.type : 'full',
       from: BACKUP_FROM_VALUES.find((f) => f === p.from),
       scheduledAt: scheduledAt(p.scheduledAt),
+      resume: p.resume === 'fresh' || p.resume === 'required' ? p.resume : undefined,
     }),
   restore: (p) =>
     some({
