@@ -503,6 +503,7 @@ export class AgentDaemon {
       log,
       progress,
       signal,
+      stopping: () => this.stopped,
     };
     return runJob(job, ctx);
   }

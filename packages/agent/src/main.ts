@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { exitWith } from '@pgfleet/core/errors';
 import { parseAgentId } from '@pgfleet/core/names';
 import { hostname } from 'node:os';
-import type { Logger } from '@pgfleet/core';
+import { parseDuration, type Logger } from '@pgfleet/core';
 import {
   AGENT_PROGRAM,
   defaultScratchDir,
@@ -82,6 +82,7 @@ async function main(argv: string[]): Promise<number> {
         checksumDelta: run.checksumDelta,
         fileIncremental: run.fileIncremental,
         blockMinBytes: run.blockMinSize,
+        resumeWindowMs: run.resumeWindow.trim() === '0' ? 0 : parseDuration(run.resumeWindow, 'resume-window'),
         workers: run.workers,
         archiveTimeoutSec: run.archiveTimeout,
         socket: run.socket || defaultSocketPath(realPgdata),

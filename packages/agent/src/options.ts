@@ -157,6 +157,13 @@ export const AGENT_PROGRAM = {
       max: 1073741824,
     },
     {
+      name: 'resume-window',
+      type: 'string',
+      description:
+        "how long an interrupted backup's stored files may be taken over by the next backup of the same kind (or `pgfleet backup --resume`), e.g. 6h or 2d; 0: never resume automatically. An expire removes what is left after it (docs/repository-format.md, Resumable backups)",
+      default: '24h',
+    },
+    {
       name: 'workers',
       type: 'integer',
       description: 'parallel file copies in backups and restores',
@@ -274,6 +281,7 @@ export const AGENT_PROGRAM = {
         'checksum-delta',
         'file-incremental',
         'block-min-size',
+        'resume-window',
         'workers',
         'archive-timeout',
         'socket',
@@ -367,6 +375,8 @@ export interface AgentSettings {
   fileIncremental?: boolean;
   /** smallest relation file with a block map */
   blockMinBytes: number;
+  /** How long an interrupted backup may be resumed (--resume-window; 0: never automatically, only with --resume). */
+  resumeWindowMs: number;
   workers: number;
   archiveTimeoutSec: number;
   /** unix socket wal-push talks to; defaultSocketPath(pgdata) unless set */

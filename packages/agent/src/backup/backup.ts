@@ -67,6 +67,15 @@ import {
 } from '@pgfleet/storage';
 import { BackupLeaseHolder, leaseChain } from './lease.js';
 import { choosePriorBackup, decideFile, type FileDecision } from './prior.js';
+import {
+  checkTakenOver,
+  DEFAULT_RESUME_WINDOW_MS,
+  findResumePoint,
+  ProgressJournal,
+  resumeDecision,
+  type ResumeMode,
+  type ResumePoint,
+} from './resume.js';
 import { CopyPool } from '../copy/pool.js';
 import type { RateLimiter } from '../copy/rate-limit.js';
 import { listPgdata, type PgdataEntry } from '../pgdata/walk.js';
@@ -111,6 +120,15 @@ export interface BackupOptions {
    * through the controller). Called again while the backup waits for it.
    */
   requestWalSwitch?: (lsn: Lsn) => void;
+  /** Whether to continue an interrupted backup (resume.ts): undefined within the window, 'fresh' never, 'required' or fail. */
+  resume?: ResumeMode;
+  /** How long an interrupted backup may be continued automatically (default DEFAULT_RESUME_WINDOW_MS; 0: only when required). */
+  resumeWindowMs?: number;
+  /**
+   * After a failure: whether the stored files stay for a later backup to continue (default: yes,
+   * unless `signal` was aborted); when not, they are removed.
+   */
+  keepInterrupted?: () => boolean;
   /** How often the backup's lease is refreshed (default lease.ts LEASE_REFRESH_MS). */
   leaseRefreshMs?: number;
   log: Logger;
@@ -142,8 +160,11 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
   const { repo } = opts;
   const tracker = new ProgressTracker(opts.progress, 'starting');
   const client = await connectPg(opts.pg);
+  const windowMs = opts.resumeWindowMs ?? DEFAULT_RESUME_WINDOW_MS;
   let label: string | undefined;
   let lease: BackupLeaseHolder | undefined;
+  let journal: ProgressJournal | undefined;
+  let point: ResumePoint | undefined;
   let completed = false;
   try {
     const facts = await clusterFacts(client);
@@ -164,7 +185,24 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
       walSegmentSize: facts.walSegmentSize,
     });
     const base = await choosePrior(opts, client, facts, source);
-    const { startTime, label: free } = await freeLabel(repo, opts.cluster, base.type);
+    tracker.phase('resume-check');
+    point = await findResumePoint({
+      repo,
+      cluster: opts.cluster,
+      type: base.type,
+      prior: base.prior,
+      systemIdentifier: facts.systemIdentifier,
+      source,
+      mode: opts.resume,
+      windowMs,
+      readers: Math.max(2, opts.workers),
+      log: opts.log,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    // A continued backup keeps its label (resume.ts); its start and stop are this run's own.
+    const { startTime, label: free } = point
+      ? { startTime: new Date(), label: point.label }
+      : await freeLabel(repo, opts.cluster, base.type);
     label = free;
     lease = await BackupLeaseHolder.acquire(
       repo,
@@ -174,25 +212,62 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
       opts.log,
       opts.leaseRefreshMs,
     );
+    journal = new ProgressJournal(
+      repo,
+      {
+        format: 1,
+        cluster: opts.cluster,
+        label,
+        type: base.type,
+        ...(base.prior ? { priorLabel: base.prior.label } : {}),
+        systemIdentifier: facts.systemIdentifier,
+        source,
+        listedAtMs: 0,
+        resumeWindowMs: windowMs,
+      },
+      point?.nextSeq ?? 0,
+      opts.log,
+    );
     const startLsn = await startBackup(opts, client, facts, label, base, tracker);
     await lease.recordWalStart(await startSegment(client, startLsn, facts.walSegmentSize));
-    const copied = await copyPgdata(opts, facts, label, startLsn, base, tracker);
+    const copied = await copyPgdata(opts, facts, label, startLsn, base, tracker, journal, point);
     const stop = await stopBackup(opts, client, facts, label, tracker);
     await waitForWal(opts, facts, label, stop, tracker);
     await syncBackupWal(opts, label, stop, facts.walSegmentSize);
     const manifest = backupManifest(opts, facts, source, label, base, startTime, copied, stop);
     tracker.phase('manifest');
     await lease.confirm();
+    await checkTakenOver(repo, opts.cluster, label, copied.taken);
     await repo.writeManifest(manifest);
     completed = true;
     await lease.release(true);
+    await journal.close(false);
+    // The manifest says everything the journal did.
+    await repo
+      .deleteJournal(opts.cluster, label)
+      .catch((err: unknown) =>
+        opts.log.warn({ err: (err as Error).message }, `could not remove the progress journal of backup ${label}`),
+      );
     reportBackupDone(opts, manifest, base, source, copied, tracker);
     return manifest;
   } finally {
     await client.end().catch(() => {});
-    // The files go with the lease (removeUnfinishedBackup removes the whole label).
-    await lease?.release(false);
-    if (!completed && label) await removeUnfinishedBackup(opts, label);
+    // What was copied but not yet journaled is journaled now (best effort), so a later backup can continue from it.
+    await journal?.close(!completed);
+    const keep =
+      !completed &&
+      label !== undefined &&
+      windowMs > 0 &&
+      ((journal?.written ?? 0) > 0 || point !== undefined) &&
+      (opts.keepInterrupted ?? (() => !opts.signal?.aborted))();
+    // Kept: without its lease, so the next backup (on any host) may continue it at once.
+    await lease?.release(keep);
+    if (keep) {
+      opts.log.warn(
+        { label },
+        `backup ${label} did not finish; its stored files are kept (no manifest: never listed or restored) for the next backup of the same kind to continue within ${Math.round(windowMs / 60_000)} min`,
+      );
+    } else if (!completed && label) await removeUnfinishedBackup(opts, label);
   }
 }
 
@@ -299,6 +374,8 @@ interface CopiedPgdata {
   listing: Awaited<ReturnType<typeof listPgdata>>;
   /** Every file's entry (copied or referenced), in path order. */
   files: ManifestFile[];
+  /** Entries taken over from the interrupted backup this one continues (resume.ts). */
+  taken: ManifestFile[];
   /** Page checksum errors found by this backup's reads. */
   pageErrors: { path: string; blocks: number[] }[];
   /** Content bytes the copy put through the agent's --max-rate bucket (0 without one). */
@@ -317,9 +394,12 @@ async function copyPgdata(
   startLsn: Lsn,
   base: BackupBase,
   tracker: ProgressTracker,
+  journal: ProgressJournal,
+  point: ResumePoint | undefined,
 ): Promise<CopiedPgdata> {
   const { log } = opts;
   const { prior } = base;
+  journal.listed(Date.now());
   const listing = await listPgdata(opts.pgdata);
   const plan = planCopy(listing.files, prior, base.checksumDelta);
   let referenced = plan.filter((p) => p.decision === 'reference').length;
@@ -333,7 +413,16 @@ async function copyPgdata(
   await opts.repo.prepareKeys(opts.repo.backupManifestKey(opts.cluster, label));
   const copier = new FileCopier(opts, label, facts.dataChecksums ? lsnHalves(startLsn.value) : undefined, tracker);
   const files: ManifestFile[] = [];
+  const taken: ManifestFile[] = [];
   const pageErrors: { path: string; blocks: number[] }[] = [];
+  const notePageErrors = (entry: ManifestFile) => {
+    if (!entry.pageChecksumErrors) return;
+    pageErrors.push({ path: entry.path, blocks: entry.pageChecksumErrors });
+    log.warn(
+      { code: ErrorCodes.PageChecksumMismatch.code, file: entry.path, blocks: entry.pageChecksumErrors },
+      `page checksum mismatch in ${entry.path}, block(s) ${entry.pageChecksumErrors.join(', ')}: the data file is damaged on disk`,
+    );
+  };
   // Largest first, so the threads finish together instead of waiting on one big file at the end.
   // pg_control last, after every other file is copied: on a standby its minRecoveryPoint is
   // where the backup ends, so it must not be older than any page copied.
@@ -361,16 +450,24 @@ async function copyPgdata(
         tracker.add(0, 1);
         return;
       }
+      // Stored intact by the interrupted run this one continues, and unchanged since: taken over.
+      const journaled = point?.entries.get(f.path);
+      let resumed = resumeDecision(f, journaled, base.checksumDelta);
+      if (resumed === 'compare') resumed = (await copier.sameContent(f, journaled!.file)) ? 'reuse' : 'copy';
+      if (resumed === 'reuse') {
+        const entry = { ...journaled!.file, mtimeMs: f.mtimeMs, mode: f.mode };
+        files.push(entry);
+        taken.push(entry);
+        notePageErrors(entry);
+        tracker.state.bytesTotal -= f.size;
+        tracker.add(0, 1);
+        return;
+      }
       const entry = await copier.copy(f, priorFile);
       if (entry) {
         files.push(entry);
-        if (entry.pageChecksumErrors) {
-          pageErrors.push({ path: entry.path, blocks: entry.pageChecksumErrors });
-          log.warn(
-            { code: ErrorCodes.PageChecksumMismatch.code, file: entry.path, blocks: entry.pageChecksumErrors },
-            `page checksum mismatch in ${entry.path}, block(s) ${entry.pageChecksumErrors.join(', ')}: the data file is damaged on disk`,
-          );
-        }
+        journal.add(entry);
+        notePageErrors(entry);
       }
       tracker.add(0, 1);
     };
@@ -392,8 +489,11 @@ async function copyPgdata(
   opts.signal?.throwIfAborted();
   // Objects were fsynced one by one; their directories once here, before the manifest declares them complete.
   await opts.repo.syncKeys(copier.written);
+  // Everything copied is in the journal before the WAL wait: a backup interrupted there is continued with no copy.
+  await journal.flush();
   files.sort((a, b) => (a.path < b.path ? -1 : 1));
-  return { listing, files, pageErrors, pacedBytes: copier.pool.pacedBytes };
+  if (point) tracker.state.message = `continued ${point.label}: ${taken.length} stored file(s) taken over`;
+  return { listing, files, taken, pageErrors, pacedBytes: copier.pool.pacedBytes };
 }
 
 /** What pg_backup_stop returned, and the WAL segments the backup needs. */
@@ -580,9 +680,16 @@ function reportBackupDone(
   const carried = files
     .filter((f) => f.backup !== label && f.pageChecksumErrors?.length)
     .map((f) => ({ path: f.path, blocks: f.pageChecksumErrors! }));
-  const copied = files.filter((f) => f.backup === label);
-  const summary = [`${copied.length} file(s) copied (${copied.reduce((s, f) => s + f.size, 0)} bytes)`];
-  if (prior) summary.push(`${files.length - copied.length} unchanged file(s) referenced from ${prior.label}`);
+  const { taken } = copiedPgdata;
+  const takenPaths = new Set(taken.map((f) => f.path));
+  const own = files.filter((f) => f.backup === label);
+  const copied = own.filter((f) => !takenPaths.has(f.path));
+  const copiedBytes = copied.reduce((s, f) => s + f.size, 0);
+  const takenBytes = taken.reduce((s, f) => s + f.size, 0);
+  const summary = [`${copied.length} file(s) copied (${copiedBytes} bytes)`];
+  if (taken.length > 0)
+    summary.push(`${taken.length} file(s) (${takenBytes} bytes) taken over from the interrupted run of ${label}`);
+  if (prior) summary.push(`${files.length - own.length} unchanged file(s) referenced from ${prior.label}`);
   const allPageErrors = [...copiedPgdata.pageErrors, ...carried];
   if (allPageErrors.length > 0) summary.push(describePageErrors(allPageErrors));
   tracker.phase('done', summary.join('; '));
@@ -593,6 +700,9 @@ function reportBackupDone(
       from: source.role,
       files: files.length,
       copied: copied.length,
+      copiedBytes,
+      takenOver: taken.length,
+      takenOverBytes: takenBytes,
       bytes: manifest.sizeBytes,
       stored: manifest.storedBytes,
       pageChecksumErrors: allPageErrors.length,

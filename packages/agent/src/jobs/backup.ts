@@ -1,6 +1,6 @@
 /** The backup job (BackupJob): runBackup on this agent's cluster, reported as the manifest's BackupInfo. */
 import { PgfleetError } from '@pgfleet/core';
-import { backupInfoFromManifest, backupTypeFromProto } from '@pgfleet/proto';
+import { backupInfoFromManifest, backupResumeFromProto, backupTypeFromProto } from '@pgfleet/proto';
 import { runBackup } from '../backup/backup.js';
 import type { AgentJobKind } from './job-kind.js';
 import { runFullCheck } from './check.js';
@@ -27,6 +27,10 @@ export const backupJob: AgentJobKind<'backup'> = {
         checksumDelta: s.checksumDelta === true,
         blockIncremental: s.fileIncremental !== true,
         blockMinBytes: s.blockMinBytes,
+        resume: backupResumeFromProto(message.resume),
+        resumeWindowMs: s.resumeWindowMs,
+        // Stopped by a user: nothing is kept; interrupted (the agent stopping, a failure): kept to be continued.
+        keepInterrupted: () => !ctx.signal.aborted || ctx.stopping(),
         workers: s.workers,
         archiveTimeoutMs: s.archiveTimeoutSec * 1000,
         // The first backup of the cluster proves archiving end to end before it copies anything (see runBackup).

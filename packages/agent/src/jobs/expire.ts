@@ -4,7 +4,7 @@ import type { AgentJobKind } from './job-kind.js';
 
 export const expireJob: AgentJobKind<'expire'> = {
   async run(e, ctx) {
-    const out = await runExpire({
+    const { abandonedLabels: _, ...out } = await runExpire({
       cluster: e.cluster || ctx.settings.cluster,
       repo: ctx.repo,
       labels: e.labels,

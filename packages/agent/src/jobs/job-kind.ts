@@ -38,6 +38,8 @@ export interface JobContext {
   log: Logger;
   progress: (p: Progress) => void;
   signal: AbortSignal;
+  /** Whether the agent is stopping (its jobs are aborted for that, not cancelled by a user). */
+  stopping(): boolean;
 }
 
 export interface AgentJobKind<K extends JobKindCase> {

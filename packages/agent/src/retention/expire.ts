@@ -36,6 +36,7 @@ import {
   type ObjectInfo,
   type Repository,
 } from '@pgfleet/storage';
+import { abandonedBackups, leaseHeld } from '../backup/resume.js';
 import type { ProgressSink } from '../progress.js';
 
 export interface WalRange {
@@ -70,6 +71,8 @@ export interface ExpireOptions {
 
 export interface ExpireOutcome {
   deletedLabels: string[];
+  /** Unfinished backups removed because nothing will continue them (resume.ts abandonedBackups). */
+  abandonedLabels: string[];
   skippedLabels: string[];
   backupFilesDeleted: number;
   backupBytesDeleted: number;
@@ -129,6 +132,7 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
   const { repo, cluster, log } = o;
   const out: ExpireOutcome = {
     deletedLabels: [],
+    abandonedLabels: [],
     skippedLabels: [],
     backupFilesDeleted: 0,
     backupBytesDeleted: 0,
@@ -204,6 +208,8 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
     report('backups', label);
   }
 
+  await removeAbandoned(o, out, now);
+
   if (o.walKeepFrom !== '') {
     report('wal');
     // Every complete backup still in the repository (skipped ones included) keeps its own WAL.
@@ -266,6 +272,29 @@ function refuseUnlessAllDeletable(
     throw new PgfleetError(
       'BackupHeld',
       `backup ${held.map((l) => `${l} (by ${leased.get(l)!.label})`).join(', ')} of cluster ${o.cluster} is referenced by a backup in progress; nothing was deleted`,
+    );
+  }
+}
+
+/**
+ * Removes unfinished backups past their resume window (docs/repository-format.md "Resumable
+ * backups"). A backup that takes one over meanwhile leases it first: the lease is read again right
+ * before the delete, and the backup checks its taken-over files before its manifest.
+ */
+async function removeAbandoned(o: ExpireOptions, out: ExpireOutcome, now: () => number): Promise<void> {
+  const { repo, cluster, log } = o;
+  for (const { label, idleMs } of await abandonedBackups(repo, cluster, now())) {
+    o.signal?.throwIfAborted();
+    const lease = await repo.readBackupLease(cluster, label, now());
+    if (lease && leaseHeld(lease.lease, lease.state)) continue;
+    const objects = await repo.backupObjects(cluster, label);
+    if (!o.dryRun) await repo.deleteBackupFiles(cluster, label, objects, o.signal);
+    out.abandonedLabels.push(label);
+    out.backupFilesDeleted += objects.length;
+    out.backupBytesDeleted += objects.reduce((n, x) => n + x.size, 0);
+    log.info(
+      { label, files: objects.length, idleHours: Math.round(idleMs / 360_000) / 10, dryRun: o.dryRun === true },
+      'removed an interrupted backup past its resume window',
     );
   }
 }
