@@ -1,0 +1,279 @@
+/**
+ * Resumable backups (docs/repository-format.md "Resumable backups"), with real processes and an
+ * encrypted posix repository (the taken-over objects stay sealed under their backup's data key):
+ *
+ * - a full killed -9 during its copy leaves a journal and stored files, never a listed backup;
+ *   the next full continues it under its label, takes over every journaled file that did not
+ *   change, and copies only the rest;
+ * - an incr killed -9 after its copy (waiting for WAL, archiving held) is continued by
+ *   `pgfleet backup --resume`, which copies next to nothing; with no leftover of the type,
+ *   --resume fails with PGF-2080;
+ * - an expire while backups are interrupted keeps a leftover inside its resume window and removes
+ *   one past it (a diff killed under --resume-window 1s);
+ * - both continued backups restore exactly the rows they were taken from.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { ErrorCodes, sleep } from '@pgfleet/core';
+import type { BackupManifest, JournalBatch } from '@pgfleet/storage';
+import { startPostgres, type PgInstance } from '@pgfleet/testkit';
+import { agentCommand, startFleet, waitFor, type Fleet } from './harness.js';
+
+const C = 'resume';
+const TABLES = ['big1', 'big2', 'big3', 'big4', 'small'] as const;
+/** The agent copies with one worker: a kill finds the copy under way, and "one file per worker" is one file. */
+const AGENT_ARGS = ['--workers', '1'];
+
+interface JobJson {
+  id: string;
+  state: string;
+  error?: { code: string; message: string };
+  progress?: { phase: string; message?: string };
+  backup?: { label: string };
+}
+
+async function tableDigests(pg: PgInstance): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const t of TABLES) {
+    const [r] = await pg.query<{ n: string; h: string | null }>(
+      `SELECT count(*)::text AS n, md5(string_agg(x::text, ',' ORDER BY x.id)) AS h FROM ${t} x`,
+    );
+    out[t] = `${r!.n}:${r!.h ?? ''}`;
+  }
+  return out;
+}
+
+/** "N file(s) copied (B bytes); M file(s) (T bytes) taken over ..." from the job's last progress message. */
+function figures(job: JobJson): { copiedBytes: number; takenFiles: number; takenBytes: number } {
+  const message = job.progress?.message ?? '';
+  const copied = /(\d+) file\(s\) copied \((\d+) bytes\)/.exec(message);
+  const taken = /(\d+) file\(s\) \((\d+) bytes\) taken over/.exec(message);
+  assert.ok(copied, `the job reports what it copied: ${message}`);
+  return { copiedBytes: Number(copied[2]), takenFiles: Number(taken?.[1] ?? 0), takenBytes: Number(taken?.[2] ?? 0) };
+}
+
+/**
+ * The bytes a continued backup may copy: its files the interrupted run had not journaled, and
+ * journaled ones it must not take over (changed since: another size or mtime; or an mtime too
+ * close to that run's listing to prove it unchanged, prior.ts MTIME_GUARD_MS).
+ */
+function mayCopy(manifest: BackupManifest, journal: JournalBatch[]): number {
+  const journaled = new Map(journal.flatMap((b) => b.files.map((f) => [f.path, { f, listedAtMs: b.listedAtMs }])));
+  let bytes = 0;
+  for (const f of manifest.files.filter((x) => x.backup === manifest.label)) {
+    const j = journaled.get(f.path);
+    if (!j || j.f.size !== f.size || j.f.mtimeMs !== f.mtimeMs || j.f.mtimeMs >= j.listedAtMs - 2000) bytes += f.size;
+  }
+  return bytes;
+}
+
+describe('resumable backups: kill -9, then the next backup continues', { timeout: 600_000 }, () => {
+  let fleet: Fleet;
+  const started: PgInstance[] = [];
+  let f1 = '';
+  const cli = async (...args: string[]) => fleet.cli(...args);
+
+  async function job(id: string): Promise<JobJson> {
+    const r = await cli('job', id, '--output', 'json');
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as JobJson;
+  }
+
+  async function backup(...args: string[]): Promise<JobJson> {
+    const r = await cli('backup', C, ...args, '--wait', '--output', 'json');
+    assert.equal(r.code, 0, `backup ${args.join(' ')}:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
+    return JSON.parse(r.stdout) as JobJson;
+  }
+
+  async function startBackup(type: string): Promise<string> {
+    const r = await cli('backup', C, '--type', type, '--output', 'json');
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as JobJson).id;
+  }
+
+  /** The unfinished backup the running one writes, once its journal has a batch. */
+  async function journaledLeftover(type: 'F' | 'D' | 'I'): Promise<string> {
+    return waitFor(
+      'a progress journal batch',
+      async () =>
+        (await fleet.repo.listUnfinishedBackups(C)).find((u) => u.label.endsWith(type) && u.journalBatches > 0)?.label,
+      120_000,
+      10,
+    );
+  }
+
+  /** kill -9 of the agent, a look at what is listed, then a new agent (the killed job ended first). */
+  async function killAgent(jobId: string, restartArgs: string[] = AGENT_ARGS): Promise<void> {
+    const agent = fleet.agent!;
+    agent.child.kill('SIGKILL');
+    await new Promise((r) => (agent.child.exitCode !== null ? r(undefined) : agent.child.once('exit', r)));
+    await fleet.startAgent(restartArgs);
+    await waitFor('the killed job to end', async () =>
+      ['JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED'].includes((await job(jobId)).state),
+    );
+  }
+
+  /** The agent's lines about what it continued (for failure messages). */
+  async function resumeLog(): Promise<string> {
+    const lines = (await fleet.agent!.log()).split('\n');
+    return lines.filter((l) => /interrupted|journal|continu/.test(l)).join('\n');
+  }
+
+  async function listed(): Promise<string[]> {
+    const r = await cli('backups', C, '--output', 'json');
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout) as { label: string }[]).map((b) => b.label).sort();
+  }
+
+  async function holdArchiving(hold: boolean): Promise<void> {
+    const command = hold ? '/bin/false' : agentCommand(`wal-push "%p" ${fleet.walArgs}`);
+    await fleet.pg.query(`ALTER SYSTEM SET archive_command = '${command.replaceAll("'", "''")}'`);
+    await fleet.pg.query('SELECT pg_reload_conf()');
+  }
+
+  /** Dirty pages on disk now, and mtimes old enough for the next listing to trust (prior.ts MTIME_GUARD_MS). */
+  async function settle(): Promise<void> {
+    await fleet.pg.query('CHECKPOINT');
+    await sleep(2100);
+  }
+
+  async function restoreExactly(label: string, expected: Record<string, string>): Promise<void> {
+    const dir = join(fleet.dir, `restore-${label}`);
+    const r = await cli('restore', C, '--to', dir, '--backup', label, '--target', 'immediate', '--wait');
+    assert.equal(r.code, 0, `restore of ${label}:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
+    const pg = await startPostgres({ dataDir: dir, waitForRecovery: true, settings: { archive_mode: 'off' } });
+    started.push(pg);
+    assert.deepEqual(await tableDigests(pg), expected, `rows restored from ${label}`);
+    await pg.stop();
+  }
+
+  before(async () => {
+    fleet = await startFleet({
+      cluster: C,
+      startAgent: false,
+      encryptionKey: randomBytes(32),
+      controllerArgs: ['--schedule-interval', '3600'],
+    });
+    await fleet.startAgent(AGENT_ARGS);
+    for (const t of TABLES.slice(0, 4)) {
+      await fleet.pg.query(`CREATE TABLE ${t} (id int PRIMARY KEY, v int NOT NULL, pad text NOT NULL)`);
+      await fleet.pg.query(
+        `INSERT INTO ${t} SELECT g, g, md5(g::text) || md5((g + 1)::text) || md5((g + 2)::text) FROM generate_series(1, 120000) g`,
+      );
+    }
+    await fleet.pg.query(`CREATE TABLE small (id int PRIMARY KEY, v int NOT NULL, pad text NOT NULL)`);
+    await fleet.pg.query(`INSERT INTO small SELECT g, g, md5(g::text) FROM generate_series(1, 2000) g`);
+    f1 = (await backup('--type', 'full')).backup!.label;
+    // Retention keeps every backup this test takes; its expire removes only WAL from before the first.
+    const policy = await fleet.cli('policy', 'set', C, '--min-full', '3', '--pitr-window-days', '0');
+    assert.equal(policy.code, 0, policy.stderr);
+  });
+  after(async () => {
+    for (const p of started) await p.stop().catch(() => {});
+    await fleet?.stop();
+  });
+
+  let l1 = '';
+  let l1Journal: JournalBatch[] = [];
+  let l1Digests: Record<string, string> = {};
+  let l3 = '';
+
+  it('a full killed during its copy is never listed; its journal holds part of its files', async () => {
+    // Reading every row sets hint bits: their pages are written by the checkpoint settle() makes.
+    l1Digests = await tableDigests(fleet.pg);
+    await settle();
+    const id = await startBackup('full');
+    l1 = await journaledLeftover('F');
+    // The next agent lets its own leftovers be resumed for 1 s (the diff of the next test).
+    await killAgent(id, [...AGENT_ARGS, '--resume-window', '1s']);
+    l1Journal = (await fleet.repo.readJournal(C, l1)).batches;
+    const journaled = l1Journal.reduce((n, b) => n + b.files.length, 0);
+    assert.ok(journaled > 0, 'the journal names stored files');
+    assert.ok(
+      !l1Journal.some((b) => b.files.some((f) => f.path === 'global/pg_control')),
+      'killed during the copy (pg_control goes last)',
+    );
+    assert.equal(await fleet.repo.hasManifest(C, l1), false);
+    assert.deepEqual(await listed(), [f1], 'nothing partial is listed');
+  });
+
+  it('an expire keeps a leftover inside its window and removes one past it', async () => {
+    // A diff killed while it waits for WAL, under an agent whose leftovers may be resumed for 1 s.
+    await holdArchiving(true);
+    const id = await startBackup('diff');
+    await waitFor('the diff to wait for WAL', async () => (await job(id)).progress?.phase === 'wait-wal');
+    l3 = (await fleet.repo.listUnfinishedBackups(C)).find((u) => u.label.endsWith('D'))!.label;
+    await killAgent(id);
+    await holdArchiving(false);
+    assert.deepEqual(await listed(), [f1], 'nothing partial is listed');
+    const written = Math.max(...(await fleet.repo.readJournal(C, l3)).batches.map((b) => Date.parse(b.writtenAt)));
+    await sleep(Math.max(0, written + 1100 - Date.now()));
+
+    const r = await cli('retention', 'apply', C, '--wait', '--output', 'json');
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
+    assert.equal(await fleet.repo.labelInUse(C, l1), true, `${l1} (window 24h) stays`);
+    assert.equal(await fleet.repo.labelInUse(C, l3), false, `${l3} (window 1 s, past) is removed`);
+    assert.deepEqual(await listed(), [f1]);
+  });
+
+  it('the next full continues it: same label, copies only what was missing or changed', async (t) => {
+    const done = await backup('--type', 'full');
+    assert.equal(done.backup!.label, l1, 'the interrupted full is continued under its label');
+    const manifest = await fleet.repo.readManifest(C, l1);
+    const { copiedBytes, takenFiles, takenBytes } = figures(done);
+    assert.ok(takenFiles > 0 && takenBytes > 0, `${done.progress?.message}\n${await resumeLog()}`);
+    const own = manifest.files.filter((f) => f.backup === l1).reduce((n, f) => n + f.size, 0);
+    t.diagnostic(`resumed full: ${done.progress?.message}; may copy ${mayCopy(manifest, l1Journal)} of ${own}`);
+    assert.equal(copiedBytes + takenBytes, own, 'every file copied or taken over');
+    assert.ok(
+      copiedBytes <= mayCopy(manifest, l1Journal),
+      `copied ${copiedBytes} bytes, at most ${mayCopy(manifest, l1Journal)} were missing or changed: ${done.progress?.message}`,
+    );
+    assert.equal((await fleet.repo.readJournal(C, l1)).batches.length, 0, 'its journal went with the manifest');
+    assert.deepEqual(await listed(), [f1, l1].sort());
+  });
+
+  let l2 = '';
+  let l2Digests: Record<string, string> = {};
+
+  it('an incr killed after its copy is continued by --resume; --resume with nothing to continue fails', async (t) => {
+    await fleet.pg.query('UPDATE big2 SET v = v + 1 WHERE id % 97 = 0');
+    await fleet.pg.query('INSERT INTO small SELECT g, g, md5(g::text) FROM generate_series(2001, 2500) g');
+    l2Digests = await tableDigests(fleet.pg);
+    await settle();
+    await holdArchiving(true);
+    const id = await startBackup('incr');
+    await waitFor('the incr to wait for WAL', async () => (await job(id)).progress?.phase === 'wait-wal');
+    l2 = (await fleet.repo.listUnfinishedBackups(C)).find((u) => u.label.endsWith('I'))!.label;
+    await killAgent(id);
+    await holdArchiving(false);
+    const journal = (await fleet.repo.readJournal(C, l2)).batches;
+    assert.deepEqual(await listed(), [f1, l1].sort(), 'nothing partial is listed');
+
+    const refused = await cli('backup', C, '--type', 'diff', '--resume', '--wait');
+    assert.equal(refused.code, 4, refused.stderr);
+    assert.match(refused.stderr, new RegExp(ErrorCodes.NothingToResume.code));
+
+    const done = await backup('--type', 'incr', '--resume');
+    assert.equal(done.backup!.label, l2);
+    const manifest = await fleet.repo.readManifest(C, l2);
+    assert.equal(manifest.priorLabel, l1);
+    const { copiedBytes, takenFiles } = figures(done);
+    t.diagnostic(`resumed incr: ${done.progress?.message}; may copy ${mayCopy(manifest, journal)}`);
+    assert.ok(takenFiles > 0, `${done.progress?.message}\n${await resumeLog()}`);
+    assert.ok(
+      copiedBytes <= mayCopy(manifest, journal),
+      `copied ${copiedBytes} bytes, at most ${mayCopy(manifest, journal)} were missing or changed: ${done.progress?.message}`,
+    );
+    assert.ok(
+      manifest.files.some((f) => f.backup === l2 && f.blocks?.changed),
+      'block-incremental entries survive the resume',
+    );
+  });
+
+  it('both continued backups restore exactly the rows they were taken from', async () => {
+    await Promise.all([restoreExactly(l1, l1Digests), restoreExactly(l2, l2Digests)]);
+  });
+});
