@@ -278,20 +278,28 @@ export async function abandonedBackups(
   return out;
 }
 
-/** Batches the journal flushes at most (the files written since the last batch). */
+/**
+ * A batch goes out as soon as the files waiting in it hold this many bytes: a file of a MiB or
+ * more is journaled on its own as soon as it is stored, so what a kill loses beyond the files in
+ * flight is at most this much (and JOURNAL_BATCH_MS of small files). One small object per large
+ * file costs nothing next to the file itself.
+ */
+const JOURNAL_BATCH_BYTES = 1 << 20;
+/** Smaller files go out together, at most this many per batch. */
 const JOURNAL_BATCH_FILES = 256;
-/** A batch at least this often while files complete. */
+/** And at least this often while files complete. */
 const JOURNAL_BATCH_MS = 3000;
 
 /**
  * The progress journal a running backup writes (storage backup-journal.ts): entries collect as
- * files complete and go out as one batch every JOURNAL_BATCH_MS or JOURNAL_BATCH_FILES files, after
- * the directories of their objects are fsynced (an entry never names an object a power loss can
- * take away). A batch that fails to write is logged and its entries wait for the next one: the
- * journal only saves work, a backup never fails for it.
+ * files complete and go out as one batch (JOURNAL_BATCH_BYTES, JOURNAL_BATCH_FILES,
+ * JOURNAL_BATCH_MS), after the directories of their objects are fsynced (an entry never names an
+ * object a power loss can take away). A batch that fails to write is logged and its entries wait
+ * for the next one: the journal only saves work, a backup never fails for it.
  */
 export class ProgressJournal {
   private pending: ManifestFile[] = [];
+  private pendingBytes = 0;
   private flushing: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
   /** Batches written by this run. */
@@ -314,7 +322,8 @@ export class ProgressJournal {
 
   add(file: ManifestFile): void {
     this.pending.push(file);
-    if (this.pending.length >= JOURNAL_BATCH_FILES) void this.flush();
+    this.pendingBytes += file.size;
+    if (this.pending.length >= JOURNAL_BATCH_FILES || this.pendingBytes >= JOURNAL_BATCH_BYTES) void this.flush();
   }
 
   /** Writes what is pending as one batch (after the batch before it). */
@@ -323,6 +332,7 @@ export class ProgressJournal {
       if (this.pending.length === 0) return;
       const files = this.pending;
       this.pending = [];
+      this.pendingBytes = 0;
       const { repo, header } = this;
       try {
         await repo.syncKeys(files.flatMap((f) => repo.entryObjects(header.cluster, f).map((o) => o.key)));
@@ -331,6 +341,7 @@ export class ProgressJournal {
         this.written++;
       } catch (err) {
         this.pending = [...files, ...this.pending];
+        this.pendingBytes += files.reduce((n, f) => n + f.size, 0);
         this.log.warn(
           { label: header.label, err: (err as Error).message },
           'could not write a progress journal batch; retried with the next one',
