@@ -21,6 +21,8 @@ const record = (kind: JobKind, params: unknown): JobRecord => ({
 test('params written by this controller read back as they were written', () => {
   const backup = { type: 'incr', from: 'standby', scheduledAt: '2026-03-01T01:00:00.000Z' };
   assert.deepEqual(typedJob(record('backup', backup)).params, backup);
+  for (const resume of ['fresh', 'required'] as const)
+    assert.deepEqual(typedJob(record('backup', { type: 'full', resume })).params, { type: 'full', resume });
   const expire = {
     labels: ['a', 'b'],
     walKeepFrom: '000000010000000000000009',
@@ -37,7 +39,7 @@ test('params written by this controller read back as they were written', () => {
 });
 
 test('missing, null or mistyped params take the defaults older jobs imply, never an error', () => {
-  for (const raw of [null, undefined, ['x', 1], 'text', { type: 7, labels: 'no', full: 'yes' }]) {
+  for (const raw of [null, undefined, ['x', 1], 'text', { type: 7, labels: 'no', full: 'yes', resume: 'maybe' }]) {
     assert.deepEqual(typedJob(record('backup', raw)).params, { type: 'full' });
     assert.deepEqual(typedJob(record('expire', raw)).params, {
       labels: [],
