@@ -451,7 +451,8 @@ async function copyPgdata(
         return;
       }
       // Stored intact by the interrupted run this one continues, and unchanged since: taken over.
-      const journaled = point?.entries.get(f.path);
+      // Never pg_control: on a standby this run's own copy, taken last, says where the backup ends.
+      const journaled = f.path === PG_CONTROL ? undefined : point?.entries.get(f.path);
       let resumed = resumeDecision(f, journaled, base.checksumDelta);
       if (resumed === 'compare') resumed = (await copier.sameContent(f, journaled!.file)) ? 'reuse' : 'copy';
       if (resumed === 'reuse') {
