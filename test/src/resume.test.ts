@@ -5,11 +5,10 @@
  * - a full killed -9 during its copy leaves a journal and stored files, never a listed backup;
  *   the next full continues it under its label, takes over every journaled file that did not
  *   change, and copies only the rest;
- * - an incr killed -9 after its copy (waiting for WAL, archiving held) is continued by
- *   `pgfleet backup --resume`, which copies next to nothing; with no leftover of the type,
- *   --resume fails with PGF-2080;
- * - an expire while backups are interrupted keeps a leftover inside its resume window and removes
- *   one past it (a diff killed under --resume-window 1s);
+ * - an incr and a diff killed -9 after their copy (waiting for WAL, archiving held): an expire
+ *   keeps the incr (inside its resume window) and removes the diff (killed under
+ *   --resume-window 1s, past it); `pgfleet backup --resume` continues the incr, copying next to
+ *   nothing, and fails with PGF-2080 for the diff;
  * - both continued backups restore exactly the rows they were taken from.
  */
 import { after, before, describe, it } from 'node:test';
@@ -72,7 +71,6 @@ function mayCopy(manifest: BackupManifest, journal: JournalBatch[]): number {
 describe('resumable backups: kill -9, then the next backup continues', { timeout: 600_000 }, () => {
   let fleet: Fleet;
   const started: PgInstance[] = [];
-  let f1 = '';
   const cli = async (...args: string[]) => fleet.cli(...args);
 
   async function job(id: string): Promise<JobJson> {
@@ -93,12 +91,13 @@ describe('resumable backups: kill -9, then the next backup continues', { timeout
     return (JSON.parse(r.stdout) as JobJson).id;
   }
 
-  /** The unfinished backup the running one writes, once its journal has a batch. */
-  async function journaledLeftover(type: 'F' | 'D' | 'I'): Promise<string> {
+  /** The unfinished backup the running one writes, once its journal has `batches` batches (a file of a MiB or more each). */
+  async function journaledLeftover(type: 'F' | 'D' | 'I', batches: number): Promise<string> {
     return waitFor(
-      'a progress journal batch',
+      `${batches} progress journal batch(es)`,
       async () =>
-        (await fleet.repo.listUnfinishedBackups(C)).find((u) => u.label.endsWith(type) && u.journalBatches > 0)?.label,
+        (await fleet.repo.listUnfinishedBackups(C)).find((u) => u.label.endsWith(type) && u.journalBatches >= batches)
+          ?.label,
       120_000,
       10,
     );
@@ -155,6 +154,8 @@ describe('resumable backups: kill -9, then the next backup continues', { timeout
       startAgent: false,
       encryptionKey: randomBytes(32),
       controllerArgs: ['--schedule-interval', '3600'],
+      // Files change between two runs only when the test changes them (autovacuum would at any time).
+      pg: { settings: { autovacuum: 'off' } },
     });
     await fleet.startAgent(AGENT_ARGS);
     for (const t of TABLES.slice(0, 4)) {
@@ -165,7 +166,7 @@ describe('resumable backups: kill -9, then the next backup continues', { timeout
     }
     await fleet.pg.query(`CREATE TABLE small (id int PRIMARY KEY, v int NOT NULL, pad text NOT NULL)`);
     await fleet.pg.query(`INSERT INTO small SELECT g, g, md5(g::text) FROM generate_series(1, 2000) g`);
-    f1 = (await backup('--type', 'full')).backup!.label;
+    await fleet.pg.query('VACUUM (FREEZE, ANALYZE)');
     // Retention keeps every backup this test takes; its expire removes only WAL from before the first.
     const policy = await fleet.cli('policy', 'set', C, '--min-full', '3', '--pitr-window-days', '0');
     assert.equal(policy.code, 0, policy.stderr);
@@ -178,44 +179,24 @@ describe('resumable backups: kill -9, then the next backup continues', { timeout
   let l1 = '';
   let l1Journal: JournalBatch[] = [];
   let l1Digests: Record<string, string> = {};
-  let l3 = '';
 
   it('a full killed during its copy is never listed; its journal holds part of its files', async () => {
     // Reading every row sets hint bits: their pages are written by the checkpoint settle() makes.
     l1Digests = await tableDigests(fleet.pg);
     await settle();
     const id = await startBackup('full');
-    l1 = await journaledLeftover('F');
-    // The next agent lets its own leftovers be resumed for 1 s (the diff of the next test).
-    await killAgent(id, [...AGENT_ARGS, '--resume-window', '1s']);
+    // Killed once three of the four big tables are stored: the rest (a big table, indexes, ~1000 small files) is under way.
+    l1 = await journaledLeftover('F', 3);
+    await killAgent(id);
     l1Journal = (await fleet.repo.readJournal(C, l1)).batches;
     const journaled = l1Journal.reduce((n, b) => n + b.files.length, 0);
-    assert.ok(journaled > 0, 'the journal names stored files');
+    assert.ok(journaled >= 3, 'the journal names stored files');
     assert.ok(
       !l1Journal.some((b) => b.files.some((f) => f.path === 'global/pg_control')),
       'killed during the copy (pg_control goes last)',
     );
     assert.equal(await fleet.repo.hasManifest(C, l1), false);
-    assert.deepEqual(await listed(), [f1], 'nothing partial is listed');
-  });
-
-  it('an expire keeps a leftover inside its window and removes one past it', async () => {
-    // A diff killed while it waits for WAL, under an agent whose leftovers may be resumed for 1 s.
-    await holdArchiving(true);
-    const id = await startBackup('diff');
-    await waitFor('the diff to wait for WAL', async () => (await job(id)).progress?.phase === 'wait-wal');
-    l3 = (await fleet.repo.listUnfinishedBackups(C)).find((u) => u.label.endsWith('D'))!.label;
-    await killAgent(id);
-    await holdArchiving(false);
-    assert.deepEqual(await listed(), [f1], 'nothing partial is listed');
-    const written = Math.max(...(await fleet.repo.readJournal(C, l3)).batches.map((b) => Date.parse(b.writtenAt)));
-    await sleep(Math.max(0, written + 1100 - Date.now()));
-
-    const r = await cli('retention', 'apply', C, '--wait', '--output', 'json');
-    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
-    assert.equal(await fleet.repo.labelInUse(C, l1), true, `${l1} (window 24h) stays`);
-    assert.equal(await fleet.repo.labelInUse(C, l3), false, `${l3} (window 1 s, past) is removed`);
-    assert.deepEqual(await listed(), [f1]);
+    assert.deepEqual(await listed(), [], 'nothing partial is listed');
   });
 
   it('the next full continues it: same label, copies only what was missing or changed', async (t) => {
@@ -232,26 +213,45 @@ describe('resumable backups: kill -9, then the next backup continues', { timeout
       `copied ${copiedBytes} bytes, at most ${mayCopy(manifest, l1Journal)} were missing or changed: ${done.progress?.message}`,
     );
     assert.equal((await fleet.repo.readJournal(C, l1)).batches.length, 0, 'its journal went with the manifest');
-    assert.deepEqual(await listed(), [f1, l1].sort());
+    assert.deepEqual(await listed(), [l1]);
   });
 
   let l2 = '';
+  let l2Journal: JournalBatch[] = [];
   let l2Digests: Record<string, string> = {};
+  let l3 = '';
 
-  it('an incr killed after its copy is continued by --resume; --resume with nothing to continue fails', async (t) => {
+  it('an incr and a diff killed after their copy are never listed; an expire keeps the one inside its window', async () => {
     await fleet.pg.query('UPDATE big2 SET v = v + 1 WHERE id % 97 = 0');
     await fleet.pg.query('INSERT INTO small SELECT g, g, md5(g::text) FROM generate_series(2001, 2500) g');
     l2Digests = await tableDigests(fleet.pg);
     await settle();
+    // Both wait for WAL that does not come, and are killed there.
     await holdArchiving(true);
-    const id = await startBackup('incr');
-    await waitFor('the incr to wait for WAL', async () => (await job(id)).progress?.phase === 'wait-wal');
-    l2 = (await fleet.repo.listUnfinishedBackups(C)).find((u) => u.label.endsWith('I'))!.label;
-    await killAgent(id);
+    const killedWaiting = async (type: 'incr' | 'diff', restartArgs: string[]): Promise<string> => {
+      const id = await startBackup(type);
+      await waitFor(`the ${type} to wait for WAL`, async () => (await job(id)).progress?.phase === 'wait-wal');
+      const label = (await fleet.repo.listUnfinishedBackups(C)).find((u) => u.label.endsWith(type[0]!.toUpperCase()))!;
+      await killAgent(id, restartArgs);
+      return label.label;
+    };
+    // The incr's agent keeps the default window (24 h); the diff's lets its leftovers be continued for 1 s.
+    l2 = await killedWaiting('incr', [...AGENT_ARGS, '--resume-window', '1s']);
+    l3 = await killedWaiting('diff', AGENT_ARGS);
     await holdArchiving(false);
-    const journal = (await fleet.repo.readJournal(C, l2)).batches;
-    assert.deepEqual(await listed(), [f1, l1].sort(), 'nothing partial is listed');
+    l2Journal = (await fleet.repo.readJournal(C, l2)).batches;
+    assert.deepEqual(await listed(), [l1], 'nothing partial is listed');
+    const written = Math.max(...(await fleet.repo.readJournal(C, l3)).batches.map((b) => Date.parse(b.writtenAt)));
+    await sleep(Math.max(0, written + 1100 - Date.now()));
 
+    const r = await cli('retention', 'apply', C, '--wait', '--output', 'json');
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
+    assert.equal(await fleet.repo.labelInUse(C, l2), true, `${l2} (window 24 h) stays`);
+    assert.equal(await fleet.repo.labelInUse(C, l3), false, `${l3} (window 1 s, past) is removed`);
+    assert.deepEqual(await listed(), [l1]);
+  });
+
+  it('--resume continues the incr, copying next to nothing; with nothing to continue it fails', async (t) => {
     const refused = await cli('backup', C, '--type', 'diff', '--resume', '--wait');
     assert.equal(refused.code, 4, refused.stderr);
     assert.match(refused.stderr, new RegExp(ErrorCodes.NothingToResume.code));
@@ -261,16 +261,17 @@ describe('resumable backups: kill -9, then the next backup continues', { timeout
     const manifest = await fleet.repo.readManifest(C, l2);
     assert.equal(manifest.priorLabel, l1);
     const { copiedBytes, takenFiles } = figures(done);
-    t.diagnostic(`resumed incr: ${done.progress?.message}; may copy ${mayCopy(manifest, journal)}`);
+    t.diagnostic(`resumed incr: ${done.progress?.message}; may copy ${mayCopy(manifest, l2Journal)}`);
     assert.ok(takenFiles > 0, `${done.progress?.message}\n${await resumeLog()}`);
     assert.ok(
-      copiedBytes <= mayCopy(manifest, journal),
-      `copied ${copiedBytes} bytes, at most ${mayCopy(manifest, journal)} were missing or changed: ${done.progress?.message}`,
+      copiedBytes <= mayCopy(manifest, l2Journal),
+      `copied ${copiedBytes} bytes, at most ${mayCopy(manifest, l2Journal)} were missing or changed: ${done.progress?.message}`,
     );
     assert.ok(
       manifest.files.some((f) => f.backup === l2 && f.blocks?.changed),
       'block-incremental entries survive the resume',
     );
+    assert.deepEqual(await listed(), [l1, l2].sort());
   });
 
   it('both continued backups restore exactly the rows they were taken from', async () => {
