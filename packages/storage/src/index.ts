@@ -18,3 +18,4 @@ export * from './repository-keys.js';
 export * from './key-source.js';
 export * from './block-map.js';
 export * from './wal-auth.js';
+export * from './frame-walk.js';

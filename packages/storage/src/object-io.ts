@@ -35,6 +35,7 @@ import { chmod, open, utimes, type FileHandle } from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
+import zlib from 'node:zlib';
 import { PgfleetError } from '@pgfleet/core/errors';
 import { fsyncPath } from '@pgfleet/core/fsync';
 import {
@@ -49,6 +50,7 @@ import {
 } from './codec-blocks.js';
 import { compressor, decompressor, HashingStream } from './codec.js';
 import type { Codec } from './codec-names.js';
+import { type FrameWalk, FrameWalkError, frameWalker } from './frame-walk.js';
 import type { LocalObjectFiles, PutOptions, RepositoryDriver } from './driver.js';
 import {
   type DataKey,
@@ -61,8 +63,9 @@ import {
   parseHeader,
   SealStage,
   TAG_BYTES,
+  tampered,
 } from './object-cipher.js';
-import type { RepositoryKeys } from './repository-keys.js';
+import { isKeyError, type RepositoryKeys } from './repository-keys.js';
 
 /** What a write stored: the content's size and sha256, and those of the stored bytes. */
 export interface StoredFile {
@@ -132,6 +135,22 @@ export interface ObjectMeasure {
   head?: Buffer;
   /** Decoding failed (the stored figures are still measured). */
   decodeError?: string;
+}
+
+/** What walking an object's stored structure found (ObjectIo.walk). */
+export interface ObjectWalk {
+  storedBytes: number;
+  frames: number;
+  /** Content bytes its frames declare; undefined when one does not (not the block form: only decoding tells). */
+  contentBytes: number | undefined;
+  /** The first content bytes, as many as asked for (fewer when the content is shorter), from its first frame alone. */
+  head?: Buffer;
+  /**
+   * Why the object is not whole: 'cut' (it ends inside a frame, or before the encrypted form's
+   * last frame), 'malformed' (a header its codec never writes, or bytes after the last frame),
+   * 'tampered' (an encrypted frame fails authentication), 'undecodable' (its first frame).
+   */
+  fault?: { kind: 'cut' | 'malformed' | 'tampered' | 'undecodable'; message: string };
 }
 
 /** Looks up the data key an encrypted object's header names (RepositoryKeys.forRead). */
@@ -610,6 +629,153 @@ export class ObjectIo {
       head: sink.head,
     };
   }
+  /**
+   * Walks an object's stored structure to its end without decompressing it (frame-walk.ts) and
+   * decodes its first frame only, keeping the first `keepHead` content bytes: verify's default
+   * check of archived WAL, at the cost of reading the stored bytes and decoding one frame. An
+   * encrypted object is opened frame by frame (AES-GCM, every frame authenticated: an object
+   * moved to another key fails at its first frame). `storedSize`, the size a listing gave: a
+   * plaintext object of codec none is then read only for its head. Faults of the object are in
+   * the result; a missing object, an I/O failure or a key error are thrown.
+   */
+  async walk(key: string, codec: Codec, keepHead: number, storedSize?: number): Promise<ObjectWalk> {
+    const lookup = await this.opening(key);
+    if (!lookup && codec === 'none' && storedSize !== undefined) {
+      const head = await readHead(await this.driver.get(key), keepHead);
+      return { storedBytes: storedSize, frames: storedSize > 0 ? 1 : 0, contentBytes: storedSize, head };
+    }
+    const walker = frameWalker(codec);
+    const opening = lookup && new WalkOpening(key, lookup);
+    const source = await this.driver.get(key);
+    let storedBytes = 0;
+    let walked: FrameWalk;
+    try {
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        storedBytes += chunk.length;
+        if (!opening) walker.push(chunk);
+        else for (const content of await opening.push(chunk)) walker.push(content);
+      }
+      opening?.end();
+      walked = walker.end();
+    } catch (err) {
+      source.destroy();
+      const fault = walkFault(key, err);
+      if (!fault) throw err;
+      return { storedBytes, frames: 0, contentBytes: undefined, fault };
+    }
+    const out: ObjectWalk = { storedBytes, frames: walked.frames, contentBytes: walked.contentBytes };
+    if (walked.contentBytes === undefined || walked.first === undefined || keepHead === 0) return out;
+    try {
+      out.head = await decodeHead(codec, walked.first, keepHead);
+    } catch (err) {
+      out.fault = {
+        kind: 'undecodable',
+        message: `its first frame cannot be decoded (${codec}): ${(err as Error).message}`,
+      };
+    }
+    return out;
+  }
+}
+
+/** The first `keep` bytes of a stream (fewer when it is shorter); the rest is not read. */
+async function readHead(source: Readable, keep: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of source as AsyncIterable<Buffer>) {
+    if (n >= keep) break;
+    parts.push(chunk);
+    n += chunk.length;
+  }
+  source.destroy();
+  return Buffer.concat(parts).subarray(0, keep);
+}
+
+/** Output room for decoding one first frame: its content, plus the largest LZ4 block a decoder wants room for. */
+const FIRST_FRAME_OUT = MAX_FRAME_CONTENT + (4 << 20);
+/** Stored bytes of a gzip object's start given to inflate: at most ~1000x that in content (deflate's limit). */
+const GZIP_HEAD_INPUT = 4 << 10;
+
+/** The first `keep` content bytes of an object whose first frame (zstd, lz4) or first stored bytes (gzip, none) are `first`. */
+async function decodeHead(codec: Codec, first: Buffer, keep: number): Promise<Buffer> {
+  if (codec === 'none') return Buffer.from(first.subarray(0, keep));
+  if (codec === 'gzip') {
+    // Z_SYNC_FLUSH: the input is only the start of the stream; inflate returns what it decoded.
+    const content = zlib.gunzipSync(first.subarray(0, GZIP_HEAD_INPUT), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+    return Buffer.from(content.subarray(0, keep));
+  }
+  return withDecoder(codec, async (d) => {
+    const out = takeBuffer(FIRST_FRAME_OUT);
+    try {
+      let used = 0;
+      let produced = 0;
+      while (used < first.length && produced < keep) {
+        const r = d.decode(first.subarray(used), out, produced);
+        if (r.consumed === 0 && r.produced === 0) break;
+        used += r.consumed;
+        produced += r.produced;
+      }
+      return Buffer.from(out.subarray(0, Math.min(produced, keep)));
+    } finally {
+      giveBuffer(out);
+    }
+  });
+}
+
+/** An encrypted object's stored bytes in, its authenticated content out, for a walk (ObjectIo.walk). */
+class WalkOpening {
+  private opener: FrameOpener | undefined;
+  private head: Buffer[] = [];
+  private headBytes = 0;
+
+  constructor(
+    private readonly key: string,
+    private readonly lookup: DataKeyLookup,
+  ) {}
+
+  async push(stored: Buffer): Promise<Buffer[]> {
+    if (this.opener) return this.opener.push(stored);
+    this.head.push(stored);
+    this.headBytes += stored.length;
+    if (this.headBytes < HEADER_BYTES) return [];
+    const all = Buffer.concat(this.head, this.headBytes);
+    this.head = [];
+    const { dataKeyId } = parseHeader(this.key, all);
+    let dataKey: Buffer;
+    try {
+      dataKey = await this.lookup(dataKeyId);
+    } catch (err) {
+      // The key itself (missing, wrong) fails the caller; a data key this object's place lacks is this object's fault.
+      if (isKeyError(err)) throw err;
+      throw tampered(
+        this.key,
+        `the data key its header names (${dataKeyId}) cannot be read: ${(err as Error).message}`,
+        err,
+      );
+    }
+    this.opener = new FrameOpener(this.key, all, dataKey);
+    return this.opener.push(all.subarray(HEADER_BYTES));
+  }
+
+  end(): void {
+    if (!this.opener) {
+      if (this.headBytes === 0) return;
+      throw new FrameWalkError('cut', `it is ${this.headBytes} bytes, shorter than the encrypted form's header`);
+    }
+    try {
+      this.opener.end();
+    } catch (err) {
+      throw new FrameWalkError('cut', (err as Error).message);
+    }
+  }
+}
+
+/** The fault of walked object `key` an error stands for; undefined for errors that are not the object's (thrown on). */
+function walkFault(key: string, err: unknown): ObjectWalk['fault'] {
+  // The caller names the object: its key once is enough.
+  const message = (err as Error).message.replace(`encrypted repository object ${key} is`, 'the encrypted object is');
+  if (err instanceof FrameWalkError) return { kind: err.fault, message };
+  if (PgfleetError.is(err, 'RepoObjectTampered')) return { kind: 'tampered', message };
+  return undefined;
 }
 
 /** A stream stage that shows the content to StoreOptions.inspect and passes it on. */
