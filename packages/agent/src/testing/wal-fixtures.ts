@@ -3,6 +3,7 @@
  * what wal-push validates (page header magic, timeline, address, system identifier, size), with
  * 1 MiB segments so a test writes little.
  */
+import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TEST_MANIFEST_KEYS } from '@pgfleet/storage/testing';
@@ -11,17 +12,16 @@ import { defaultClusterKeyFile, writeClusterKeyFile } from '../security/cluster-
 export const WAL_FIXTURE_SEGMENT_SIZE = 1 << 20;
 export const WAL_FIXTURE_SYSTEM_ID = 7441234567890123456n;
 
-/** A complete synthetic WAL segment whose first page header says what validateWalSegment checks. */
+/** A complete synthetic WAL segment of `size` bytes whose first page header says what validateWalSegment checks. */
 export function segment(name: string, sysid = WAL_FIXTURE_SYSTEM_ID, size = WAL_FIXTURE_SEGMENT_SIZE): Buffer {
-  const SEG = WAL_FIXTURE_SEGMENT_SIZE;
   const b = Buffer.alloc(size, 0);
-  const segno = BigInt(`0x${name.slice(8, 16)}`) * (0x100000000n / BigInt(SEG)) + BigInt(`0x${name.slice(16, 24)}`);
+  const segno = BigInt(`0x${name.slice(8, 16)}`) * (0x100000000n / BigInt(size)) + BigInt(`0x${name.slice(16, 24)}`);
   b.writeUInt16LE(0xd110, 0); // PG 15 magic
   b.writeUInt16LE(0x0002, 2); // XLP_LONG_HEADER
   b.writeUInt32LE(Number.parseInt(name.slice(0, 8), 16), 4);
-  b.writeBigUInt64LE(segno * BigInt(SEG), 8);
+  b.writeBigUInt64LE(segno * BigInt(size), 8);
   b.writeBigUInt64LE(sysid, 24);
-  b.writeUInt32LE(SEG, 32);
+  b.writeUInt32LE(size, 32);
   b.writeUInt32LE(8192, 36);
   b.write(name, 100); // distinct content per segment
   return b;
@@ -47,4 +47,16 @@ export async function writeTestClusterKey(pgdata: string, cluster: string): Prom
   const file = defaultClusterKeyFile(pgdata);
   await writeClusterKeyFile(file, TEST_MANIFEST_KEYS.keyFor(cluster)!);
   return file;
+}
+
+/**
+ * segment() with WAL-like content after its header, the same every run: text records through
+ * 70% of it, then zeros (as after pg_switch_wal), and 20 kB no codec can shrink.
+ */
+export function walLikeSegment(name: string, size: number, sysid = WAL_FIXTURE_SYSTEM_ID): Buffer {
+  const b = segment(name, sysid, size);
+  for (let at = 128, i = 0; at < size * 0.7; i++) at += b.write(`${name} record ${i} ${(i * 2654435761) % 1e9};`, at);
+  for (let at = 100_000, h = Buffer.from(name); at < 120_000; at += 32)
+    (h = createHash('sha256').update(h).digest()).copy(b, at);
+  return b;
 }

@@ -1,19 +1,33 @@
 // The verify job against a real posix repository in a temp directory: verdicts, references between
-// backups, incomplete backups, WAL gaps inside and after a backup's own WAL, timeline switches.
+// backups, incomplete backups, WAL gaps inside and after a backup's own WAL, timeline switches;
+// then archived WAL objects damaged every way verify's default (fast) mode must see, for every
+// codec and in an encrypted cluster, with --full seeing them too.
 import { strict as assert } from 'node:assert';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readFile, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { beforeEach, describe, test } from 'node:test';
 import { silentLogger } from '@pgfleet/core';
-import type { ManifestFile, Repository } from '@pgfleet/storage';
-import { testWalKey } from '@pgfleet/storage/testing';
+import {
+  codecExtension,
+  encodeFile,
+  fixedKeys,
+  PosixDriver,
+  Repository,
+  type Codec,
+  type ManifestFile,
+} from '@pgfleet/storage';
+import { TEST_MANIFEST_KEYS, testWalKey } from '@pgfleet/storage/testing';
 import { manifestFile, segmentName, tempRepositories, testBackupWriter } from '../testing/repository-fixtures.js';
-import { runVerify } from './verify.js';
+import { walLikeSegment, WAL_FIXTURE_SYSTEM_ID } from '../testing/wal-fixtures.js';
+import { runVerify, type VerifyOutcome } from './verify.js';
 
 const C = 'main';
 const SEG = 1024 * 1024;
 const DATA = Buffer.from('data');
 const SHA = createHash('sha256').update(DATA).digest('hex');
 let repo: Repository;
+let root: string;
 const newRepository = tempRepositories('pgfleet-verify-');
 const backup = testBackupWriter(() => repo, C, DATA, { walSegmentSize: SEG });
 
@@ -23,23 +37,35 @@ const file = (path: string, backup: string, sha = SHA): ManifestFile => manifest
 /** Backups here start and stop at the same instant. */
 const at = (time: string) => ({ startTime: time, stopTime: time });
 
-/** The key of a WAL object as the cluster's agent names it (with its MAC); fast mode only looks at stored sizes, so a few zstd-named bytes will do. */
-function walKey(name: string, body: Buffer = Buffer.from('w')): string {
-  // History files are read by content (their checksum is checked); segments only by name here.
-  const history = name.includes('.history');
-  const sha = history ? createHash('sha256').update(body).digest('hex') : 'a'.repeat(64);
-  return testWalKey(C, name, sha, history ? '' : '.zst');
+/** Archives `body` as WAL file `name` the way the agent does (one pass, block form); returns its key. */
+async function archive(r: Repository, name: string, body: Buffer, codec: Codec = 'zstd'): Promise<string> {
+  const dir = join(root, 'incoming');
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, name);
+  await writeFile(path, body);
+  const { sha256 } = await r.archiveWal(C, name, path, codec, body.length);
+  return testWalKey(C, name, sha256, codecExtension(codec));
 }
 
-async function wal(name: string, body: Buffer = Buffer.from('w')): Promise<void> {
-  await repo.driver.put(walKey(name, body), body);
+/** Keys of the WAL archived by `wal`, by name. */
+const walKeys = new Map<string, string>();
+
+async function wal(name: string, body?: Buffer): Promise<void> {
+  walKeys.set(name, await archive(repo, name, body ?? walLikeSegment(name, SEG)));
 }
 
-const verify = () => runVerify({ cluster: C, repo, full: false, log: silentLogger() });
+const walKey = (name: string) => walKeys.get(name)!;
+
+const verify = (full = false) => runVerify({ cluster: C, repo, full, log: silentLogger() });
 
 beforeEach(async () => {
-  ({ repo } = newRepository());
-  await repo.ensureClusterInfo(C, { systemIdentifier: '1', pgVersionNum: 170000, walSegmentSize: SEG });
+  ({ repo, root } = newRepository());
+  walKeys.clear();
+  await repo.ensureClusterInfo(C, {
+    systemIdentifier: WAL_FIXTURE_SYSTEM_ID.toString(),
+    pgVersionNum: 150000,
+    walSegmentSize: SEG,
+  });
   // F1 (WAL 2..3) <- I1 (reads base/1 from F1; WAL 5..5); WAL 1..10 on timeline 1.
   await backup(
     'F1',
@@ -186,7 +212,7 @@ describe('verify job', () => {
   });
 
   test('an empty stored segment is named and breaks continuity', async () => {
-    await wal(seg(1, 5), Buffer.alloc(0));
+    await truncate(join(root, walKey(seg(1, 5))), 0);
     const v = await verify();
     assert.deepEqual(
       v.problems.map((p) => [p.kind, p.path]),
@@ -210,5 +236,152 @@ describe('verify job', () => {
       ],
     );
     assert.deepEqual(v.walNewest, [seg(1, 10), seg(2, 12)]);
+  });
+});
+
+/**
+ * Archived WAL objects damaged the ways the issue lists, one segment each, in every codec and in
+ * an encrypted cluster: default verify finds each with its kind by walking the stored frames and
+ * decoding only the first; --full finds the same segments. Segments of 2 MiB: two frames each.
+ */
+describe('verify: damaged WAL objects, found without decompressing them', () => {
+  const SEG2 = 2 << 20;
+  const OTHER_SYSID = 7000000000000000001n;
+  /** The encrypted form's header and per-frame overhead (docs/repository-format.md, "Encryption"). */
+  const CIPHER_HEADER = 29;
+  const CIPHER_FRAME_OVERHEAD = 21;
+
+  /** A repository of 2 MiB segments 1..8 on timeline 1 (segment 8 of another cluster), plaintext or encrypted. */
+  async function archiveOf(codec: Codec, encrypted: boolean) {
+    ({ root } = newRepository());
+    repo = new Repository(
+      new PosixDriver(root),
+      TEST_MANIFEST_KEYS,
+      encrypted ? fixedKeys({ [C]: randomBytes(32) }) : undefined,
+    );
+    await repo.ensureClusterInfo(C, {
+      systemIdentifier: WAL_FIXTURE_SYSTEM_ID.toString(),
+      pgVersionNum: 150000,
+      walSegmentSize: SEG2,
+    });
+    const keys = new Map<string, string>();
+    for (let n = 1; n <= 8; n++) {
+      const name = seg(1, n);
+      // Segment 8 comes from another cluster (another system identifier), archived under this one's name.
+      keys.set(
+        name,
+        await archive(repo, name, walLikeSegment(name, SEG2, n === 8 ? OTHER_SYSID : WAL_FIXTURE_SYSTEM_ID), codec),
+      );
+    }
+    return keys;
+  }
+
+  /** Where the first frame of a segment's stored object ends (the block form: encodeFile gives it frame by frame; gzip: a third in). */
+  async function firstFrameEnd(name: string, object: string, codec: Codec, encrypted: boolean): Promise<number> {
+    const path = join(root, 'incoming', name);
+    if (codec === 'none') return encrypted ? CIPHER_HEADER + CIPHER_FRAME_OVERHEAD + SEG2 / 2 : SEG2 / 2;
+    // One deflate stream, no frames: a third of it.
+    if (codec === 'gzip') return Math.floor((await readFile(object)).length / 3);
+    const { stored } = await encodeFile(path, codec as 'zstd' | 'lz4');
+    return (encrypted ? CIPHER_HEADER + CIPHER_FRAME_OVERHEAD : 0) + stored[0]!.length;
+  }
+
+  const problemsOf = (v: VerifyOutcome) =>
+    v.problems
+      .filter((p) => p.kind !== 'wal-gap')
+      .map((p) => [p.path, p.kind])
+      .sort();
+
+  const cases: { codec: Codec; encrypted: boolean }[] = [
+    { codec: 'zstd', encrypted: false },
+    { codec: 'lz4', encrypted: false },
+    { codec: 'none', encrypted: false },
+    { codec: 'gzip', encrypted: false },
+    { codec: 'zstd', encrypted: true },
+    { codec: 'none', encrypted: true },
+  ];
+  for (const { codec, encrypted } of cases) {
+    test(`${codec}${encrypted ? ', encrypted' : ''}: cut in half, cut at a frame boundary, emptied, bytes appended, swapped, another cluster's`, async (t) => {
+      const keys = await archiveOf(codec, encrypted);
+      const path = (n: number) => join(root, keys.get(seg(1, n))!);
+      let v = await verify();
+      assert.deepEqual(
+        problemsOf(v),
+        [[seg(1, 8), 'wal-foreign']],
+        "undamaged, only the other cluster's segment is found",
+      );
+      assert.deepEqual(v.walNewest, [seg(1, 8)]);
+
+      const half = await readFile(path(2));
+      await writeFile(path(2), half.subarray(0, half.length >> 1));
+      await truncate(path(3), await firstFrameEnd(seg(1, 3), path(3), codec, encrypted));
+      await truncate(path(4), 0);
+      await writeFile(path(5), Buffer.concat([await readFile(path(5)), Buffer.from('appended bytes')]));
+      // Segment 7's stored bytes under segment 6's name (same codec, same cluster).
+      await writeFile(path(6), await readFile(path(7)));
+
+      const cutKind = codec === 'gzip' ? undefined : 'wal-truncated';
+      const expected = new Map<string, string | undefined>([
+        [seg(1, 2), cutKind],
+        [seg(1, 3), cutKind],
+        [seg(1, 4), 'wal-empty'],
+        // none: the stored size says it; encrypted: bytes after the last frame; the others: no frame there.
+        [seg(1, 5), 'wal-corrupt'],
+        // Encrypted: segment 7's frames fail authentication under segment 6's key; plaintext: its page header is segment 7's.
+        [seg(1, 6), encrypted ? 'wal-corrupt' : 'wal-foreign'],
+        [seg(1, 8), 'wal-foreign'],
+      ]);
+      v = await verify();
+      for (const p of v.problems)
+        if (p.kind !== 'wal-gap') t.diagnostic(`${p.kind}: ${p.message.replace(/ \(main\/wal\/.*\)$/, '')}`);
+      const found = problemsOf(v);
+      assert.deepEqual(
+        found.map(([p]) => p),
+        [...expected.keys()],
+        `default verify flags exactly the damaged segments: ${JSON.stringify(v.problems, null, 1)}`,
+      );
+      for (const [p, kind] of found) {
+        const want = expected.get(p!);
+        // gzip has no frames: a cut object's trailer gives an arbitrary size, below a segment or above it.
+        if (want === undefined) assert.ok(kind === 'wal-truncated' || kind === 'wal-corrupt', `${p}: ${kind}`);
+        else assert.equal(kind, want, `${p}: ${JSON.stringify(v.problems.find((x) => x.path === p))}`);
+      }
+      for (const p of v.problems.filter((x) => x.kind !== 'wal-gap')) assert.equal(p.key, keys.get(p.path));
+      assert.match(
+        v.problems.find((p) => p.path === seg(1, 8))!.message,
+        /belongs to database system 7000000000000000001/,
+      );
+      if (!encrypted)
+        assert.match(v.problems.find((p) => p.path === seg(1, 6))!.message, /holds WAL of another position/);
+
+      const full = await verify(true);
+      assert.deepEqual(
+        problemsOf(full).map(([p]) => p),
+        [...expected.keys()],
+        `--full flags the same segments: ${JSON.stringify(full.problems, null, 1)}`,
+      );
+    });
+  }
+
+  test('default verify reads no more than the first frame of each segment: a flipped byte past it is left to --full', async () => {
+    const keys = await archiveOf('zstd', false);
+    const p = join(root, keys.get(seg(1, 2))!);
+    const bytes = await readFile(p);
+    const end = await firstFrameEnd(seg(1, 2), p, 'zstd', false);
+    // A byte inside the second frame's compressed data (past its headers): structure and size still hold.
+    const at = end + Math.floor((bytes.length - end) / 2);
+    bytes[at] = bytes[at]! ^ 0x01;
+    await writeFile(p, bytes);
+    const fast = await verify();
+    assert.deepEqual(
+      problemsOf(fast).filter(([n]) => n !== seg(1, 8)),
+      [],
+      'the walk cannot see inside a frame',
+    );
+    const full = await verify(true);
+    assert.deepEqual(
+      problemsOf(full).filter(([n]) => n !== seg(1, 8)),
+      [[seg(1, 2), 'wal-corrupt']],
+    );
   });
 });

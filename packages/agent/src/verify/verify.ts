@@ -9,9 +9,12 @@
  *   stored bytes are hashed, nothing is decompressed) or, in full mode, also decompress to its
  *   content size and sha256. An entry whose bytes are in another backup must name a backup that
  *   exists and whose manifest holds the same entry.
- * - WAL: every archived segment is checked (fast: an empty stored object, or an uncompressed one
- *   of the wrong size; full: decompressed size = segment size, content sha256 = the one in its
- *   name, page header of this cluster at this position). Continuity per backup runs from its
+ * - WAL: every archived segment is checked. Fast: its stored object is walked frame by frame to
+ *   its end without decompressing (it must end exactly at the end of its last frame, and its
+ *   frames must declare one segment of content) and only its first frame is decoded, for the
+ *   page header of this cluster at this position; full: decompressed size = segment size,
+ *   content sha256 = the one in its name, page header. Other WAL files (histories, .backup,
+ *   .partial) are decoded whole in both modes. Continuity per backup runs from its
  *   walStart through the newest archived segment of its timeline, following timeline history
  *   files to later timelines (wal/continuity.ts); gaps are reported as LSN ranges [from, to)
  *   with the missing segment names.
@@ -517,9 +520,9 @@ async function readHistories(
 }
 
 /**
- * What is wrong with one archived WAL file, if anything. Fast mode sees only what the listing
- * tells (empty, or an uncompressed segment of the wrong size); full mode decompresses it and
- * checks its size, content checksum and page header.
+ * What is wrong with one archived WAL file, if anything. Fast mode walks a segment's stored
+ * structure (walkedSegmentProblem); full mode, and every other WAL file, decompress it and check
+ * its size, content checksum and (segments) page header.
  */
 async function walFileProblem(
   run: VerifyRun,
@@ -538,27 +541,15 @@ async function walFileProblem(
     };
   if (w.storedSize === 0)
     return { kind: 'wal-empty', ...base, message: `WAL file ${w.name} is stored as 0 bytes (${w.key})` };
-  if (isSegment && w.codec === 'none' && w.storedSize !== segmentSize) {
-    return {
-      kind: 'wal-truncated',
-      ...base,
-      message: `WAL segment ${w.name} is stored as ${w.storedSize} bytes, a segment has ${segmentSize} (${w.key})`,
-    };
+  if (isSegment && !run.o.full) {
+    const p = await walkedSegmentProblem(run, histories, w);
+    if (p !== 'decode') return p;
   }
-  if (!run.o.full) return undefined;
-  let r: ObjectMeasure;
-  try {
-    r = await run.o.repo.objects.measure(w.key, w.codec, true, WAL_LONG_HEADER_SIZE);
-  } catch (err) {
-    return {
-      kind: 'wal-corrupt',
-      ...base,
-      message: `WAL file ${w.name} cannot be read: ${(err as Error).message} (${w.key})`,
-    };
-  } finally {
-    run.filesDone++;
-    run.bytesDone += w.storedSize;
-  }
+  const read = await readWalObject(run, w, () =>
+    run.o.repo.objects.measure(w.key, w.codec, true, WAL_LONG_HEADER_SIZE),
+  );
+  if ('problem' in read) return read.problem;
+  const r = read.value;
   if (r.decodeError !== undefined)
     return {
       kind: 'wal-corrupt',
@@ -581,25 +572,106 @@ async function walFileProblem(
       message: `WAL file ${w.name} has content sha256 ${short(r.contentSha256 ?? '')}.., its name says ${short(w.sha256)}.. (${w.key})`,
     };
   }
-  if (isSegment) {
-    try {
-      validateWalSegment(
-        w.name,
-        r.head ?? Buffer.alloc(0),
-        r.contentBytes ?? 0,
-        run.systemIdentifier,
-        histories.get(timelineOfWalName(w.name)),
-      );
-    } catch (err) {
-      const e = asPgfleetError(err);
-      return {
-        kind: e.errorName === 'WalFileEmpty' ? 'wal-truncated' : 'wal-foreign',
-        ...base,
-        message: `${e.message} (${w.key})`,
-      };
-    }
+  return isSegment ? pageHeaderProblem(run, histories, w, r.head, r.contentBytes ?? 0) : undefined;
+}
+
+/**
+ * Fast mode's check of one archived segment: its stored object walked to its end without
+ * decompressing (ObjectIo.walk, storage frame-walk.ts), its first frame alone decoded. Usable
+ * when the object ends exactly at the end of its last frame, its frames declare one segment of
+ * content, and its first page header is this cluster's at this position: a cut, emptied or
+ * extended object is found, and so are another segment's or another cluster's bytes under this
+ * name, for the cost of reading the stored bytes and decoding one frame in sixteen. It does not
+ * prove every content byte (the checksum in the name): --full does, and so does every read of
+ * the segment by a restore. 'decode': a frame does not declare its content size (not the block
+ * form), so only decoding the object tells its size.
+ */
+async function walkedSegmentProblem(
+  run: VerifyRun,
+  histories: ReadonlyMap<number, TimelineHistory>,
+  w: ArchivedWal,
+): Promise<VerifyProblem | undefined | 'decode'> {
+  const base = { label: '', path: w.name, key: w.key };
+  const read = await readWalObject(run, w, () =>
+    run.o.repo.objects.walk(w.key, w.codec, WAL_LONG_HEADER_SIZE, w.storedSize),
+  );
+  if ('problem' in read) return read.problem;
+  const s = read.value;
+  if (s.fault) {
+    return {
+      kind: s.fault.kind === 'cut' ? 'wal-truncated' : 'wal-corrupt',
+      ...base,
+      message: `WAL segment ${w.name} (${w.codec}, ${w.storedSize} stored bytes): ${s.fault.message} (${w.key})`,
+    };
   }
-  return undefined;
+  if (s.contentBytes === undefined) return 'decode';
+  if (s.contentBytes === 0)
+    return { kind: 'wal-empty', ...base, message: `WAL segment ${w.name} holds 0 bytes of WAL (${w.key})` };
+  if (s.contentBytes !== run.segmentSize) {
+    return {
+      kind: s.contentBytes < run.segmentSize ? 'wal-truncated' : 'wal-corrupt',
+      ...base,
+      message: `WAL segment ${w.name}'s stored object declares ${s.contentBytes} bytes of WAL, a segment has ${run.segmentSize} (${w.key})`,
+    };
+  }
+  return pageHeaderProblem(run, histories, w, s.head, s.contentBytes);
+}
+
+/**
+ * Reads one archived WAL object for a check, counted in the progress: an object that cannot be
+ * read is its problem; a missing or wrong key fails the verify as such, not as every WAL file corrupt.
+ */
+async function readWalObject<T>(
+  run: VerifyRun,
+  w: ArchivedWal,
+  read: () => Promise<T>,
+): Promise<{ value: T } | { problem: VerifyProblem }> {
+  try {
+    return { value: await read() };
+  } catch (err) {
+    if (isKeyError(err)) throw err;
+    return {
+      problem: {
+        kind: 'wal-corrupt',
+        label: '',
+        path: w.name,
+        key: w.key,
+        message: `WAL file ${w.name} cannot be read: ${(err as Error).message} (${w.key})`,
+      },
+    };
+  } finally {
+    run.filesDone++;
+    run.bytesDone += w.storedSize;
+  }
+}
+
+/** The segment's first page header must be this cluster's, at this position (validateWalSegment). */
+function pageHeaderProblem(
+  run: VerifyRun,
+  histories: ReadonlyMap<number, TimelineHistory>,
+  w: ArchivedWal,
+  head: Buffer | undefined,
+  contentBytes: number,
+): VerifyProblem | undefined {
+  try {
+    validateWalSegment(
+      w.name,
+      head ?? Buffer.alloc(0),
+      contentBytes,
+      run.systemIdentifier,
+      histories.get(timelineOfWalName(w.name)),
+    );
+    return undefined;
+  } catch (err) {
+    const e = asPgfleetError(err);
+    return {
+      kind: e.errorName === 'WalFileEmpty' ? 'wal-truncated' : 'wal-foreign',
+      label: '',
+      path: w.name,
+      key: w.key,
+      message: `${e.message} (${w.key})`,
+    };
+  }
 }
 
 /** Checks every archived WAL file and sorts segments into usable and unusable. */
