@@ -2,7 +2,8 @@
  * `pgfleet verify` end to end: a real backup and archived WAL verify clean ("restorable to
  * [stop, end of WAL]"); then one fault at a time is injected into the real repository directory
  * (a flipped byte in a stored backup file, a deleted backup file, a WAL segment missing in the
- * middle, a WAL object truncated to 0 bytes, a corrupt manifest). Verify must name each one
+ * middle, a WAL object truncated to 0 bytes, WAL objects cut in half, cut at a frame boundary,
+ * extended or holding another segment's bytes, a corrupt manifest). Verify must name each one
  * precisely (file path, segment name, LSN range, manifest key), give the right verdict and exit
  * non-zero with PGF-5005; after the fault is repaired it verifies clean again.
  */
@@ -10,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { MAX_FRAME_CONTENT, scanZstdFrames } from '@pgfleet/storage';
 import { startFleet, type Fleet, type RunResult } from './harness.js';
 
 const CLUSTER = 'ver';
@@ -284,6 +286,54 @@ describe('verify: a clean repository, then each fault named precisely', { timeou
         );
       },
     );
+  });
+
+  it('WAL objects cut in half, cut at a frame boundary, extended, swapped: the default verify names each without decompressing; --full too', async () => {
+    const wal = await walObjects();
+    const names = [...wal.keys()];
+    assert.ok(names.length >= 6, `archived segments: ${names.join(', ')}`);
+    const [swappedIn, swapped, extended, boundary, halved] = names.slice(-5) as [
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    const kinds = new Map([
+      [halved, 'wal-truncated'],
+      [boundary, 'wal-truncated'],
+      [extended, 'wal-corrupt'],
+      [swapped, 'wal-foreign'],
+    ]);
+    const repairs: (() => Promise<void>)[] = [];
+    try {
+      const bytes = await readFile(wal.get(halved)!);
+      repairs.push(await replaceFile(wal.get(halved)!, bytes.subarray(0, bytes.length >> 1)));
+      // Real WAL in the block form: a zstd frame per MiB; keep the first only.
+      const b = await readFile(wal.get(boundary)!);
+      const first = scanZstdFrames(b, MAX_FRAME_CONTENT, 1)!.length;
+      assert.ok(first > 0 && first < b.length, `first frame ends at ${first} of ${b.length}`);
+      repairs.push(await replaceFile(wal.get(boundary)!, b.subarray(0, first)));
+      const e = await readFile(wal.get(extended)!);
+      repairs.push(await replaceFile(wal.get(extended)!, Buffer.concat([e, Buffer.from('appended')])));
+      repairs.push(await replaceFile(wal.get(swapped)!, await readFile(wal.get(swappedIn)!)));
+      for (const mode of [[], ['--full']]) {
+        const { r, v } = await verify(...mode);
+        assertFailed(r, v);
+        const found = v.problems.filter((x) => x.kind !== 'wal-gap');
+        assert.deepEqual(
+          found.map((x) => x.path).sort(),
+          [...kinds.keys()].sort(),
+          `verify ${mode.join(' ')}: ${JSON.stringify(v.problems, null, 1)}`,
+        );
+        for (const x of found) assert.ok(wal.get(x.path)!.endsWith(x.key), `${x.key} names the object`);
+        if (mode.length > 0) continue;
+        for (const x of found) assert.equal(x.kind, kinds.get(x.path), `${x.path}: ${x.message}`);
+        assert.match(found.find((x) => x.path === swapped)!.message, /holds WAL of another position/);
+      }
+    } finally {
+      for (const repair of repairs) await repair();
+    }
   });
 
   it('a corrupt manifest: reported with its key, the backup not restorable', async () => {
