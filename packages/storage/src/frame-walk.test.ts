@@ -1,13 +1,15 @@
 /**
  * The frame walker over the stored forms pgfleet writes (frame-walk.ts): whole objects walk to
- * their end with the content size their frames declare, however the bytes are split; cut,
+ * their end with the content size their frames declare, however the bytes are split and whether
+ * they are streamed or read positionally from a local file (headers only); cut,
  * emptied, extended and malformed ones are told apart. Then ObjectIo.walk on a real posix
  * repository, plaintext and encrypted: the first content bytes from the first frame alone, and
  * an encrypted object moved to another key failing authentication.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +17,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { compressor, type BlockCodec, type Codec } from './codec.js';
-import { FrameWalkError, frameWalker, type FrameWalk } from './frame-walk.js';
+import { FrameWalkError, frameWalker, walkLocalFile, type FrameWalk } from './frame-walk.js';
 import { encodeFile } from './object-io.js';
 import { PosixDriver } from './posix-driver.js';
 import { Repository } from './repository.js';
@@ -66,11 +68,46 @@ async function streamed(data: Buffer, codec: Codec): Promise<Buffer> {
   return Buffer.concat(out);
 }
 
-/** Walks `stored` pushed in pieces of `step` bytes. */
+const scratch = await mkdtemp(join(tmpdir(), 'pgfleet-walk-file-'));
+after(() => rm(scratch, { recursive: true, force: true }));
+
+/** The walk of `stored` as a local file, headers read positionally (walkLocalFile). */
+function walkFile(codec: Codec, stored: Buffer): FrameWalk {
+  const path = join(scratch, 'object');
+  writeFileSync(path, stored);
+  const fd = openSync(path, 'r');
+  try {
+    return walkLocalFile(codec, fd, stored.length);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Walks `stored` pushed in pieces of `step` bytes; the positional walk of the same bytes must agree. */
 function walk(codec: Codec, stored: Buffer, step = 64 << 10): FrameWalk {
   const w = frameWalker(codec);
-  for (let i = 0; i < stored.length; i += step) w.push(stored.subarray(i, i + step));
-  return w.end();
+  let streamed: FrameWalk | FrameWalkError;
+  try {
+    for (let i = 0; i < stored.length; i += step) w.push(stored.subarray(i, i + step));
+    streamed = w.end();
+  } catch (err) {
+    if (!(err instanceof FrameWalkError)) throw err;
+    streamed = err;
+  }
+  let local: FrameWalk | FrameWalkError;
+  try {
+    local = walkFile(codec, stored);
+  } catch (err) {
+    if (!(err instanceof FrameWalkError)) throw err;
+    local = err;
+  }
+  if (streamed instanceof FrameWalkError) {
+    assert.ok(local instanceof FrameWalkError, `the positional walk sees the ${streamed.fault} too`);
+    assert.equal(local.fault, streamed.fault);
+    throw streamed;
+  }
+  assert.deepEqual(local, streamed, 'the positional walk gives the same result');
+  return streamed;
 }
 
 function faultOf(codec: Codec, stored: Buffer): string {

@@ -22,6 +22,7 @@
  * The first frame's stored bytes are kept so the caller can decode that frame alone (the page
  * header of a WAL segment is in it): ObjectIo.walk.
  */
+import { readSync } from 'node:fs';
 import { MAX_FRAME_CONTENT, xxh32Small } from './codec-blocks.js';
 import type { Codec } from './codec-names.js';
 
@@ -154,16 +155,102 @@ class HeaderWalker implements FrameWalker, FrameSink {
 
   end(): FrameWalk {
     const w = this.want;
-    if (!('read' in w && w.boundary && this.have === 0))
-      throw new FrameWalkError(
-        'cut',
-        `it ends inside a frame (after ${this.offset} bytes, ${this.frames} whole frames)`,
-      );
+    if (!('read' in w && w.boundary && this.have === 0)) throw this.cut();
     let first: Buffer | undefined;
     if (this.firstParts && this.firstEnd !== undefined && this.firstEnd <= MAX_FIRST_FRAME)
       first = Buffer.concat(this.firstParts).subarray(0, this.firstEnd);
     return { bytes: this.offset, frames: this.frames, contentBytes: this.contentBytes, first };
   }
+
+  private cut(): FrameWalkError {
+    return new FrameWalkError(
+      'cut',
+      `it ends inside a frame (after ${this.offset} bytes, ${this.frames} whole frames)`,
+    );
+  }
+
+  /** The whole walk over a local file, reading only the headers (bodies are skipped by their sizes), then the first frame. */
+  walkFile(file: LocalFile): FrameWalk {
+    this.firstParts = undefined;
+    for (;;) {
+      const w = this.want;
+      if ('skip' in w) {
+        if (this.offset + w.skip > file.size) {
+          this.offset = file.size;
+          throw this.cut();
+        }
+        this.offset += w.skip;
+        this.advance(EMPTY);
+      } else {
+        if (w.boundary && this.offset === file.size) break;
+        if (this.offset + w.read > file.size) {
+          this.offset = file.size;
+          throw this.cut();
+        }
+        const bytes = file.view(this.offset, w.read);
+        this.offset += w.read;
+        this.advance(bytes);
+      }
+    }
+    const first =
+      this.firstEnd !== undefined && this.firstEnd <= MAX_FIRST_FRAME ? file.copy(0, this.firstEnd) : undefined;
+    return { bytes: this.offset, frames: this.frames, contentBytes: this.contentBytes, first };
+  }
+}
+
+/**
+ * A local file read positionally through a small window: a walk reads a header every block
+ * (at most 128 KiB of zstd content, one LZ4 block) and a page around it is all it needs.
+ */
+class LocalFile {
+  private readonly window = Buffer.alloc(WINDOW_BYTES);
+  private windowAt = 0;
+  private windowBytes = 0;
+
+  constructor(
+    private readonly fd: number,
+    readonly size: number,
+  ) {}
+
+  /** `n` (at most a window) bytes at `pos`, valid until the next call. */
+  view(pos: number, n: number): Uint8Array {
+    if (pos < this.windowAt || pos + n > this.windowAt + this.windowBytes) {
+      this.windowAt = pos;
+      this.windowBytes = this.readInto(this.window, pos, Math.min(WINDOW_BYTES, this.size - pos));
+    }
+    return this.window.subarray(pos - this.windowAt, pos - this.windowAt + n);
+  }
+
+  copy(pos: number, n: number): Buffer {
+    const out = Buffer.allocUnsafe(n);
+    return out.subarray(0, this.readInto(out, pos, n));
+  }
+
+  private readInto(buf: Buffer, pos: number, n: number): number {
+    let got = 0;
+    while (got < n) {
+      const r = readSync(this.fd, buf, got, n - got, pos + got);
+      if (r === 0) break;
+      got += r;
+    }
+    return got;
+  }
+}
+
+const WINDOW_BYTES = 4096;
+
+/**
+ * Walks a local file of `size` bytes (open as `fd`) without reading it whole: zstd and lz4 read
+ * their headers only (a page around each), gzip its first bytes and trailer, none its first bytes.
+ * The same checks and result as a frameWalker fed the whole file.
+ */
+export function walkLocalFile(codec: Codec, fd: number, size: number): FrameWalk {
+  const file = new LocalFile(fd, size);
+  if (codec === 'zstd') return new HeaderWalker(zstdFrames).walkFile(file);
+  if (codec === 'lz4') return new HeaderWalker(lz4Frames).walkFile(file);
+  if (codec === 'gzip')
+    return gzipWalk(size, file.copy(0, Math.min(size, GZIP_KEEP)), file.copy(Math.max(0, size - 8), 8));
+  return { bytes: size, frames: size > 0 ? 1 : 0, contentBytes: size, first: file.copy(0, Math.min(size, PLAIN_KEEP)) };
 }
 
 /** Skippable frames of zstd and LZ4: magic 0x184D2A5?, then their length. */
@@ -293,18 +380,16 @@ class GzipWalker implements FrameWalker {
   }
 
   end(): FrameWalk {
-    if (this.bytes === 0) return { bytes: 0, frames: 0, contentBytes: 0, first: undefined };
-    if (this.bytes < GZIP_MIN)
-      throw new FrameWalkError('cut', `it is ${this.bytes} bytes, shorter than a gzip header and trailer`);
-    if (this.head[0] !== 0x1f || this.head[1] !== 0x8b || this.head[2] !== 8)
-      throw malformed('it does not start with a gzip header');
-    return {
-      bytes: this.bytes,
-      frames: 1,
-      contentBytes: u32(this.tail, 4),
-      first: this.head.subarray(0, Math.min(this.bytes, GZIP_KEEP)),
-    };
+    return gzipWalk(this.bytes, this.head.subarray(0, Math.min(this.bytes, GZIP_KEEP)), this.tail);
   }
+}
+
+/** A gzip object of `bytes` stored bytes, from its first bytes and its last 8 (CRC32, ISIZE). */
+function gzipWalk(bytes: number, head: Buffer, tail: Buffer): FrameWalk {
+  if (bytes === 0) return { bytes: 0, frames: 0, contentBytes: 0, first: undefined };
+  if (bytes < GZIP_MIN) throw new FrameWalkError('cut', `it is ${bytes} bytes, shorter than a gzip header and trailer`);
+  if (head[0] !== 0x1f || head[1] !== 0x8b || head[2] !== 8) throw malformed('it does not start with a gzip header');
+  return { bytes, frames: 1, contentBytes: u32(tail, 4), first: head };
 }
 
 /** Stored bytes of an uncompressed object kept as its first content bytes. */

@@ -25,6 +25,7 @@ import {
   constants as fsc,
   createReadStream,
   fchmodSync,
+  fstatSync,
   fsync as fsFsync,
   futimesSync,
   openSync,
@@ -50,7 +51,7 @@ import {
 } from './codec-blocks.js';
 import { compressor, decompressor, HashingStream } from './codec.js';
 import type { Codec } from './codec-names.js';
-import { type FrameWalk, FrameWalkError, frameWalker } from './frame-walk.js';
+import { type FrameWalk, FrameWalkError, frameWalker, walkLocalFile } from './frame-walk.js';
 import type { LocalObjectFiles, PutOptions, RepositoryDriver } from './driver.js';
 import {
   type DataKey,
@@ -139,7 +140,6 @@ export interface ObjectMeasure {
 
 /** What walking an object's stored structure found (ObjectIo.walk). */
 export interface ObjectWalk {
-  storedBytes: number;
   frames: number;
   /** Content bytes its frames declare; undefined when one does not (not the block form: only decoding tells). */
   contentBytes: number | undefined;
@@ -629,41 +629,33 @@ export class ObjectIo {
       head: sink.head,
     };
   }
+
   /**
    * Walks an object's stored structure to its end without decompressing it (frame-walk.ts) and
    * decodes its first frame only, keeping the first `keepHead` content bytes: verify's default
-   * check of archived WAL, at the cost of reading the stored bytes and decoding one frame. An
-   * encrypted object is opened frame by frame (AES-GCM, every frame authenticated: an object
-   * moved to another key fails at its first frame). `storedSize`, the size a listing gave: a
-   * plaintext object of codec none is then read only for its head. Faults of the object are in
-   * the result; a missing object, an I/O failure or a key error are thrown.
+   * check of archived WAL. A plaintext local object (posix) has only its headers read; others
+   * are read through the driver's stream, and an encrypted one is opened frame by frame (AES-GCM,
+   * every frame authenticated: an object moved to another key fails at its first frame).
+   * `storedSize`, the size a listing gave: a plaintext object of codec none is then read only
+   * for its head. Faults of the object are in the result; a missing object, an I/O failure or a
+   * key error are thrown.
    */
   async walk(key: string, codec: Codec, keepHead: number, storedSize?: number): Promise<ObjectWalk> {
     const lookup = await this.opening(key);
-    if (!lookup && codec === 'none' && storedSize !== undefined) {
+    const local = this.driver.localFiles;
+    if (!lookup && !local && codec === 'none' && storedSize !== undefined) {
       const head = await readHead(await this.driver.get(key), keepHead);
-      return { storedBytes: storedSize, frames: storedSize > 0 ? 1 : 0, contentBytes: storedSize, head };
+      return { frames: storedSize > 0 ? 1 : 0, contentBytes: storedSize, head };
     }
-    const walker = frameWalker(codec);
-    const opening = lookup && new WalkOpening(key, lookup);
-    const source = await this.driver.get(key);
-    let storedBytes = 0;
     let walked: FrameWalk;
     try {
-      for await (const chunk of source as AsyncIterable<Buffer>) {
-        storedBytes += chunk.length;
-        if (!opening) walker.push(chunk);
-        else for (const content of await opening.push(chunk)) walker.push(content);
-      }
-      opening?.end();
-      walked = walker.end();
+      walked = !lookup && local ? this.walkLocal(local, key, codec) : await this.walkStored(key, codec, lookup);
     } catch (err) {
-      source.destroy();
       const fault = walkFault(key, err);
       if (!fault) throw err;
-      return { storedBytes, frames: 0, contentBytes: undefined, fault };
+      return { frames: 0, contentBytes: undefined, fault };
     }
-    const out: ObjectWalk = { storedBytes, frames: walked.frames, contentBytes: walked.contentBytes };
+    const out: ObjectWalk = { frames: walked.frames, contentBytes: walked.contentBytes };
     if (walked.contentBytes === undefined || walked.first === undefined || keepHead === 0) return out;
     try {
       out.head = await decodeHead(codec, walked.first, keepHead);
@@ -674,6 +666,36 @@ export class ObjectIo {
       };
     }
     return out;
+  }
+
+  /**
+   * A plaintext local object: positional reads of its headers only (frame-walk.ts walkLocalFile),
+   * a few percent of its bytes, where a stream would read them all. Synchronous, like restoreBlocks.
+   */
+  private walkLocal(local: LocalObjectFiles, key: string, codec: Codec): FrameWalk {
+    const fd = openLocal(local, this.driver.location, key);
+    try {
+      return walkLocalFile(codec, fd, fstatSync(fd).size);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Any object through the driver's stream: every stored byte read (and, encrypted, authenticated). */
+  private async walkStored(key: string, codec: Codec, lookup: DataKeyLookup | undefined): Promise<FrameWalk> {
+    const walker = frameWalker(codec);
+    const opening = lookup && new WalkOpening(key, lookup);
+    const source = await this.driver.get(key);
+    try {
+      for await (const chunk of source as AsyncIterable<Buffer>) {
+        if (!opening) walker.push(chunk);
+        else for (const content of await opening.push(chunk)) walker.push(content);
+      }
+      opening?.end();
+      return walker.end();
+    } finally {
+      source.destroy();
+    }
   }
 }
 
@@ -1076,6 +1098,22 @@ class DestWriter {
   }
 }
 
+/** Opens a local object for reading: RepoFileMissing when it is not there. */
+function openLocal(local: LocalObjectFiles, location: string, key: string): number {
+  try {
+    return openSync(local.filePath(key), 'r');
+  } catch (err) {
+    if (isEnoent(err))
+      throw new PgfleetError('RepoFileMissing', `repository file ${key} is missing from ${location}`, {
+        cause: err,
+      });
+    // EACCES and the like: the repository's fault (an object not owned by this agent's user), not a bug.
+    throw new PgfleetError('RepoIoFailed', `cannot read ${key} in repository ${location}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
 /**
  * Restores an object of a block codec (zstd in either form, lz4, none): frames are decoded
  * synchronously into a page-aligned buffer, hashed, and written at their position while the
@@ -1091,19 +1129,7 @@ async function restoreBlocks(
   lookup: DataKeyLookup | undefined,
   pace: Pace | undefined,
 ): Promise<void> {
-  let src: number;
-  try {
-    src = openSync(local.filePath(key), 'r');
-  } catch (err) {
-    if (isEnoent(err))
-      throw new PgfleetError('RepoFileMissing', `repository file ${key} is missing from ${location}`, {
-        cause: err,
-      });
-    // EACCES and the like: the repository's fault (an object not owned by this agent's user), not a bug.
-    throw new PgfleetError('RepoIoFailed', `cannot read ${key} in repository ${location}: ${(err as Error).message}`, {
-      cause: err,
-    });
-  }
+  const src = openLocal(local, location, key);
   const win = takeBuffer(WINDOW);
   const bufs = [takeAligned(), takeAligned()] as const;
   let dest: DestWriter | undefined;

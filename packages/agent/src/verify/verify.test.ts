@@ -363,7 +363,7 @@ describe('verify: damaged WAL objects, found without decompressing them', () => 
     });
   }
 
-  test('default verify reads no more than the first frame of each segment: a flipped byte past it is left to --full', async () => {
+  test('default verify decodes only the first frame of each segment: a flipped byte inside a later frame is left to --full', async () => {
     const keys = await archiveOf('zstd', false);
     const p = join(root, keys.get(seg(1, 2))!);
     const bytes = await readFile(p);
