@@ -581,10 +581,11 @@ async function walFileProblem(
  * when the object ends exactly at the end of its last frame, its frames declare one segment of
  * content, and its first page header is this cluster's at this position: a cut, emptied or
  * extended object is found, and so are another segment's or another cluster's bytes under this
- * name, for the cost of reading the stored bytes and decoding one frame in sixteen. It does not
- * prove every content byte (the checksum in the name): --full does, and so does every read of
- * the segment by a restore. 'decode': a frame does not declare its content size (not the block
- * form), so only decoding the object tells its size.
+ * name, for the cost of reading its headers (a plaintext object on posix; the whole object
+ * elsewhere, every frame authenticated when encrypted) and decoding one frame in sixteen. It
+ * does not prove every content byte (the checksum in the name): --full does, and so does every
+ * read of the segment by a restore. 'decode': a frame does not declare its content size (not
+ * the block form), so only decoding the object tells its size.
  */
 async function walkedSegmentProblem(
   run: VerifyRun,
