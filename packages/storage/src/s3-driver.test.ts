@@ -161,6 +161,22 @@ describe('S3 driver specifics', () => {
     assert.deepEqual(await keys(d.list('')), ['p/a', 'p/b', 'p/c', 'p/d', 'p/e', 'q/z']);
   });
 
+  test("ObjectIo.walk streams an S3 object through the frame walker: a whole one gives its size and first bytes, a cut one is 'cut'", async () => {
+    const repo = new Repository(await driver(), TEST_MANIFEST_KEYS);
+    const content = Buffer.alloc(3 * MiB);
+    for (let at = 0, i = 0; at < content.length - 64; i++) at += content.write(`row ${i};`, at);
+    for (const codec of ['zstd', 'lz4', 'none'] as const) {
+      const key = repo.backupFileKey('c', 'L', `base/1/${codec}`, codec);
+      const stored = await repo.objects.storeStream(key, Readable.from([content]), codec);
+      const w = await repo.objects.walk(key, codec, 40, stored.storedSize);
+      assert.deepEqual([w.fault, w.contentBytes, w.head], [undefined, content.length, content.subarray(0, 40)], codec);
+      if (codec === 'none') continue;
+      const bytes = await readSmall(repo.driver, key);
+      await repo.driver.put(key, bytes.subarray(0, bytes.length >> 1));
+      assert.equal((await repo.objects.walk(key, codec, 40)).fault?.kind, 'cut', codec);
+    }
+  });
+
   test('S3 errors become RepoIoFailed naming the bucket and key', async () => {
     const d = await driver({ bucket: 'no-such-bucket' });
     const names = (e: unknown) =>
