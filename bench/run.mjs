@@ -353,7 +353,7 @@ function record(row) {
   const what = `${r.operation} | ${r.tool}`;
   if (r.status === 'ok') {
     log(
-      `${what}: ${r.wallS?.toFixed(3)} s${r.outputBytes !== undefined ? `, ${mb(r.outputBytes).toFixed(1)} MB` : ''}`,
+      `${what}: ${r.wallS?.toFixed(3)} s${r.outputBytes !== undefined ? `, ${mb(r.outputBytes).toFixed(1)} MB` : ''}${r.agentCpuS !== undefined ? `, agent CPU ${r.agentCpuS} s` : ''}`,
     );
   } else {
     log(`${what}: ${r.status}${r.note ? ` (${r.note.split('\n')[0]})` : ''}`);
@@ -679,6 +679,17 @@ async function main() {
       }
     };
 
+    /**
+     * `fn`'s result with the agent's CPU seconds (all threads, from /proc) while it ran: on a busy
+     * machine the steadier figure than the wall time.
+     */
+    const withAgentCpu = async (fn) => {
+      const pid = agent.child.pid;
+      const cpu0 = procCpuS(pid);
+      const r = await fn();
+      return { ...r, agentCpuS: +(procCpuS(pid) - cpu0).toFixed(2) };
+    };
+
     // ---- archive_command: one tool at a time, switched with ALTER SYSTEM + reload ----------
     const archiveCmd = {
       none: '/bin/true',
@@ -874,7 +885,10 @@ async function main() {
       const pgfBackupDir = join(encryptedRepo ? pgfRepoEncrypted : pgfRepo, CLUSTER, 'backup');
       const before = listDir(pgfBackupDir);
       await syncDisks();
+      const pid = agent.child.pid;
+      const cpu0 = procCpuS(pid);
       const r = await cli('backup', CLUSTER, ...(type === 'full' ? [] : ['--type', type]), '--wait', '--timeout', '60');
+      const agentCpuS = +(procCpuS(pid) - cpu0).toFixed(2);
       if (r.code !== 0) throw new Error(`pgfleet backup --type ${type} exited with ${r.code}:\n${lastLines(r)}`);
       const labels = newEntries(pgfBackupDir, before);
       if (labels.length !== 1)
@@ -885,6 +899,7 @@ async function main() {
         outputBytes: await treeBytes(join(pgfBackupDir, labels[0])),
         label: labels[0],
         syncAfterS: +syncS.toFixed(3),
+        agentCpuS,
       };
     };
 
@@ -1011,7 +1026,9 @@ async function main() {
       for (const codec of run('pgfleet') ? ['zstd', 'lz4'] : []) {
         if (!pgfFull[codec]) continue;
         await step('restore', `pgfleet (${codec}, 2 workers)`, () =>
-          timedRestore('pgfleet', join(work, `restore-pgfleet-${codec}`), pgfRestore(pgfFull[codec])),
+          withAgentCpu(() =>
+            timedRestore('pgfleet', join(work, `restore-pgfleet-${codec}`), pgfRestore(pgfFull[codec])),
+          ),
         );
       }
       if (run('pgbackrest')) {
@@ -1048,12 +1065,6 @@ async function main() {
     if (run('pgfleet') && run('encrypted')) {
       const pairs = { plaintext: { backup: [], restore: [] }, encrypted: { backup: [], restore: [] } };
       let restoreRow;
-      const withAgentCpu = async (fn) => {
-        const pid = agent.child.pid;
-        const cpu0 = procCpuS(pid);
-        const r = await fn();
-        return { ...r, agentCpuS: +(procCpuS(pid) - cpu0).toFixed(2) };
-      };
       await step('full backup', 'pgfleet (zstd, 2 workers, encrypted)', async () => {
         try {
           for (let i = 0; i < P.encryptedRuns; i++) {
@@ -1530,6 +1541,8 @@ function table(result) {
     notes.push(
       `${r.tool}: mean ${(r.wallS * 1000).toFixed(1)} ms, median ${r.medianMs} ms, max ${r.maxMs} ms over ${r.segments} segments (${e.walPushSource})${r.note ? `; ${r.note}` : ''}`,
     );
+  for (const r of rows.filter((r) => r.agentCpuS !== undefined && r.status === 'ok'))
+    notes.push(`${r.operation} | ${r.tool}: agent CPU ${r.agentCpuS} s (user + system, all threads)`);
   for (const r of rows.filter((r) => r.note && r.status === 'ok' && r.operation === 'restore'))
     notes.push(`${r.operation} | ${r.tool}: ${r.note}`);
   for (const r of rows.filter((r) => r.status !== 'ok'))
