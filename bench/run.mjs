@@ -58,6 +58,8 @@ const SKIPPABLE = [
   'verify',
   'encrypted',
 ];
+/** --update-locality: the changed pages of each update come in this many contiguous ranges. */
+const LOCAL_RANGES = 10;
 const USAGE = `Usage: node bench/run.mjs [options]
 
   --scale N            pgbench scale factor (default 100, ~1.5 GB)
@@ -69,6 +71,8 @@ const USAGE = `Usage: node bench/run.mjs [options]
                        repository, for the cost of encryption at rest (default 2; needs pgfleet)
   --update-pct P       block-incr phase: % of the rows of the big tables updated at random
                        before each incremental (default 1)
+  --update-locality    block-incr phase: update the rows of ${LOCAL_RANGES} random contiguous page ranges
+                       (--update-pct of each table's pages in all) instead of rows at random
   --block-incr-links N block-incr phase: incrementals in the chain whose restore is compared
                        with the full's (default 7)
   --skip LIST          comma list of: ${SKIPPABLE.join(', ')}
@@ -87,6 +91,7 @@ try {
       'encrypted-runs': { type: 'string', default: '2' },
       'update-pct': { type: 'string', default: '1' },
       'block-incr-links': { type: 'string', default: '7' },
+      'update-locality': { type: 'boolean', default: false },
       skip: { type: 'string', default: '' },
       out: { type: 'string', default: join(REPO_ROOT, 'bench/results') },
       help: { type: 'boolean', short: 'h', default: false },
@@ -118,6 +123,7 @@ const P = {
   encryptedRuns: Math.round(num('encrypted-runs', 1)),
   updatePct: num('update-pct', 0.001),
   blockIncrLinks: Math.round(num('block-incr-links', 1)),
+  updateLocality: opts['update-locality'],
   skip: new Set(
     opts.skip
       .split(',')
@@ -1189,17 +1195,36 @@ async function main() {
         const t0 = performance.now();
         let rows = 0;
         for (const { t, col } of tables) {
-          const r = await pg.query(
-            `WITH u AS (UPDATE ${t} SET ${col} = ${col} WHERE random() < ${P.updatePct / 100} RETURNING 1) SELECT count(*)::int AS n FROM u`,
-          );
-          rows += r[0].n;
+          if (!P.updateLocality) {
+            const r = await pg.query(
+              `WITH u AS (UPDATE ${t} SET ${col} = ${col} WHERE random() < ${P.updatePct / 100} RETURNING 1) SELECT count(*)::int AS n FROM u`,
+            );
+            rows += r[0].n;
+            continue;
+          }
+          // Every row of a few page ranges (a TID range scan): the changes of a table whose
+          // recent rows are the hot ones, where random updates touch ~45% of the pages at 1%.
+          const [{ pages }] = await pg.query(`SELECT (pg_relation_size('${t}') / 8192)::int AS pages`);
+          const len = Math.max(1, Math.round((pages * P.updatePct) / 100 / LOCAL_RANGES));
+          for (let i = 0; i < LOCAL_RANGES; i++) {
+            const from = Math.floor(Math.random() * Math.max(1, pages - len));
+            const r = await pg.query(
+              `WITH u AS (UPDATE ${t} SET ${col} = ${col} WHERE ctid >= '(${from},0)'::tid AND ctid < '(${from + len},0)'::tid RETURNING 1) SELECT count(*)::int AS n FROM u`,
+            );
+            rows += r[0].n;
+          }
         }
         log(
           `updated ${rows} rows of ${tables.map((x) => x.t).join(', ')} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
         );
         return rows;
       };
-      extra.blockIncr = { updatePct: P.updatePct, tables: tables.map((x) => x.t), links: P.blockIncrLinks };
+      extra.blockIncr = {
+        updatePct: P.updatePct,
+        updateLocality: P.updateLocality,
+        tables: tables.map((x) => x.t),
+        links: P.blockIncrLinks,
+      };
       if (run('pgfleet') && pgfFull.zstd) {
         await setArchive('pgfleet');
         let lastLabel;

@@ -543,6 +543,103 @@ export class ObjectIo {
     }
   }
 
+  /** Whether assembleBlocks can read objects of these codecs here: local object files, block codecs. */
+  canAssemble(codecs: Iterable<Codec>): boolean {
+    if (!this.driver.localFiles) return false;
+    for (const c of codecs) if (!hasBlockForm(c)) return false;
+    return true;
+  }
+
+  /**
+   * Rebuilds a block-incremental file in one pass in block order (canAssemble must hold): block
+   * b is the `index[b]`-th block of the content of `parts[part[b]]`. Every part a block comes
+   * from is decoded as a sequential stream (a block map's positions grow with the block number
+   * inside each part), so the parts advance together like a k-way merge; each is opened at its
+   * first block and decoded to its end after its last one, so its whole content is checked against
+   * its sha256 and size, as a restore of the object alone would. The file is written in large
+   * aligned writes (O_DIRECT where it can, see DIRECT_ALIGN) instead of one write per run of
+   * blocks, and hashed as it is assembled: the sha256 of the bytes written, in file order, is the
+   * file's sha256, as strong a check as reading the file back (which cost a second pass).
+   * `path` exists (the caller created it at its size); it is not synced here.
+   */
+  async assembleBlocks(
+    parts: readonly AssemblyPart[],
+    part: Uint16Array,
+    index: Uint32Array,
+    blockBytes: number,
+    file: { path: string; size: number; sha256: string },
+    pace?: Pace,
+  ): Promise<void> {
+    const local = this.driver.localFiles;
+    if (!local || !parts.every((p) => hasBlockForm(p.codec)))
+      throw new PgfleetError('Internal', 'assembleBlocks needs local object files of block codecs');
+    const blocks = part.length;
+    if (index.length !== blocks || blocks !== Math.ceil(file.size / blockBytes))
+      throw new PgfleetError('Internal', `assembleBlocks: ${blocks} block(s) for ${file.size} bytes`);
+    const last = new Int32Array(parts.length).fill(-1);
+    for (let b = 0; b < blocks; b++) last[part[b]!] = b;
+    const cursors: (PartCursor | undefined)[] = parts.map(() => undefined);
+    const bufs = [takeAligned(), takeAligned()] as const;
+    let dest: DestWriter | undefined;
+    let pendingWrite: Promise<void> | undefined;
+    try {
+      dest = DestWriter.open({ path: file.path, mode: 0o600, offset: 0 }, file.size);
+      const out = dest;
+      const hash = createHash('sha256');
+      let cur = 0;
+      let fill = 0;
+      let written = 0;
+      const flush = async (final: boolean) => {
+        const buf = bufs[cur]!;
+        const n = final ? fill : fill - (fill % DIRECT_ALIGN);
+        hash.update(buf.subarray(0, n));
+        if (pace && n > 0) await pace(n);
+        await pendingWrite; // the other buffer is free again
+        pendingWrite = n > 0 ? out.write(buf, n, written) : undefined;
+        written += n;
+        const next = bufs[cur ^ 1]!;
+        if (fill > n) next.set(buf.subarray(n, fill), 0);
+        fill -= n;
+        cur ^= 1;
+      };
+      for (let b = 0; b < blocks; b++) {
+        const p = part[b]!;
+        let c = cursors[p];
+        if (!c) {
+          const src = parts[p]!;
+          c = cursors[p] = await PartCursor.open(local, this.driver.location, src, await this.opening(src.key));
+        }
+        const n = b === blocks - 1 ? file.size - b * blockBytes : blockBytes;
+        if (OUT_BYTES - fill < n) await flush(false);
+        c.take(index[b]! * blockBytes, n, bufs[cur]!, fill);
+        fill += n;
+        if (b === last[p]) {
+          c.finish();
+          c.close();
+          cursors[p] = undefined;
+        }
+      }
+      await flush(true);
+      await pendingWrite;
+      pendingWrite = undefined;
+      const got = hash.digest('hex');
+      if (written !== file.size || got !== file.sha256)
+        throw new PgfleetError(
+          'RepoChecksumMismatch',
+          `${file.path} rebuilt from its block map does not match the file the backup read (expected sha256 ${file.sha256}, ${file.size} bytes; got ${got}, ${written} bytes)`,
+        );
+    } finally {
+      await pendingWrite?.catch(() => {});
+      for (const b of bufs) giveAligned(b);
+      for (const c of cursors) c?.close();
+      try {
+        dest?.close();
+      } catch {
+        // already failed: the restore reports the first error
+      }
+    }
+  }
+
   /**
    * Streams an object's content into `dest`, verifying the content checksum (and the size) at the
    * end: a damaged repository file fails loudly instead of restoring silent garbage.
@@ -1215,6 +1312,143 @@ async function restoreBlocks(
       dest?.close();
     } catch {
       // already failed: the restore reports the first error
+    }
+  }
+}
+
+/** One object a block map takes blocks from, as assembleBlocks reads it: its key and content figures. */
+export interface AssemblyPart {
+  key: string;
+  codec: Codec;
+  sha256: string;
+  size: number;
+}
+
+/**
+ * The decoded content of one local object as a forward-only cursor (assembleBlocks): blocks are
+ * taken at growing content positions, what lies between is decoded and skipped, and everything
+ * decoded is hashed, so finish() checks the whole content as a restore of the object would.
+ */
+class PartCursor {
+  private readonly win = takeBuffer(WINDOW);
+  /** Decoded content not yet taken is out[pos, len); out[pos] is at content position `at`. */
+  private readonly out = takeBuffer(2 * MAX_FRAME_CONTENT);
+  private pos = 0;
+  private len = 0;
+  private at = 0;
+  private start = 0;
+  private inFill = 0;
+  private eof = false;
+  private decoded = 0;
+  private readonly hash = createHash('sha256');
+  private closed = false;
+
+  private constructor(
+    private readonly part: AssemblyPart,
+    private readonly fd: number,
+    private readonly readStored: EncodedReader,
+    private readonly dec: BlockDecoder,
+  ) {}
+
+  static async open(
+    local: LocalObjectFiles,
+    location: string,
+    part: AssemblyPart,
+    lookup: DataKeyLookup | undefined,
+  ): Promise<PartCursor> {
+    const fd = openLocal(local, location, part.key);
+    try {
+      const readStored = lookup ? await openedReader(part.key, fd, lookup) : plainReader(fd);
+      const codec = part.codec as BlockCodec;
+      const dec = decoders.get(codec)?.pop() ?? blockDecoder(codec);
+      dec.reset();
+      return new PartCursor(part, fd, readStored, dec);
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+  }
+
+  /** Copies the `n` content bytes at `position` (not before what was taken last) into `dest` at `destAt`. */
+  take(position: number, n: number, dest: Buffer, destAt: number): void {
+    while (this.at < position) {
+      if (this.len === this.pos && !this.more()) throw this.short(position + n);
+      const skip = Math.min(this.len - this.pos, position - this.at);
+      this.pos += skip;
+      this.at += skip;
+    }
+    if (this.at > position)
+      throw new PgfleetError('Internal', `${this.part.key}: content position ${position} taken twice`);
+    while (this.len - this.pos < n) if (!this.more()) throw this.short(position + n);
+    this.out.copy(dest, destAt, this.pos, this.pos + n);
+    this.pos += n;
+    this.at += n;
+  }
+
+  /** Decodes the rest of the content and checks the whole of it against the part's sha256 and size. */
+  finish(): void {
+    do {
+      this.at += this.len - this.pos;
+      this.pos = this.len;
+    } while (this.more());
+    const got = this.hash.digest('hex');
+    if (got !== this.part.sha256 || this.decoded !== this.part.size)
+      throw checksumMismatch(this.part.key, this.part.sha256, got, this.decoded);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    giveBuffer(this.win);
+    giveBuffer(this.out);
+    closeSync(this.fd);
+    let list = decoders.get(this.part.codec as BlockCodec);
+    if (!list) decoders.set(this.part.codec as BlockCodec, (list = []));
+    list.push(this.dec);
+  }
+
+  private short(needed: number): PgfleetError {
+    return checksumMismatch(this.part.key, this.part.sha256, '(shorter than its block map says)', needed);
+  }
+
+  /** Decodes more content after out[len]; false at the end of the object. */
+  private more(): boolean {
+    for (;;) {
+      if (this.out.length - this.len < MAX_FRAME_CONTENT) {
+        this.out.copyWithin(0, this.pos, this.len);
+        this.len -= this.pos;
+        this.pos = 0;
+      }
+      let step;
+      try {
+        step = this.dec.decode(this.win.subarray(this.start, this.inFill), this.out, this.len);
+      } catch (err) {
+        throw undecodable(this.part.key, (err as Error).message, err);
+      }
+      this.start += step.consumed;
+      if (step.produced > 0) {
+        this.hash.update(this.out.subarray(this.len, this.len + step.produced));
+        this.len += step.produced;
+        this.decoded += step.produced;
+        if (this.decoded > this.part.size)
+          throw checksumMismatch(this.part.key, this.part.sha256, '(longer than its block map says)', this.decoded);
+        return true;
+      }
+      if (step.consumed > 0) continue;
+      if (this.dec.needsOutput) throw undecodable(this.part.key, `a frame larger than ${MAX_FRAME_CONTENT} bytes`);
+      if (this.eof) {
+        if (this.inFill > this.start) throw undecodable(this.part.key, 'it ends inside a frame');
+        return false;
+      }
+      if (this.start > 0) {
+        this.win.copyWithin(0, this.start, this.inFill);
+        this.inFill -= this.start;
+        this.start = 0;
+      }
+      if (this.inFill === WINDOW) throw undecodable(this.part.key, `a frame larger than ${WINDOW} bytes`);
+      const bytesRead = this.readStored(this.win, this.inFill, Math.min(READ_BYTES, WINDOW - this.inFill));
+      if (bytesRead === 0) this.eof = true;
+      this.inFill += bytesRead;
     }
   }
 }

@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 // Light entries only: worker threads load this module, and every MiB of code is RSS per thread.
 import { PgfleetError } from '@pgfleet/core/errors';
-import type { Codec, Repository } from '@pgfleet/storage';
+import type { AssemblyPart, Codec, Repository } from '@pgfleet/storage';
 import type { RepositorySpec } from '@pgfleet/storage/repository-url';
 import { giveBuffer, takeBuffer, type ContentSource, type StoredFile } from '@pgfleet/storage/object-io';
 import { BLOCK_SUM_BYTES, blockChanged, MAP_BLOCK_BYTES, sumBlock } from '@pgfleet/storage/block-map';
@@ -81,6 +81,24 @@ export interface RestoreRunsTask {
   fileSize: number;
 }
 
+/**
+ * Rebuilds a whole block-incremental file in block order from the objects its block map names
+ * (storage ObjectIo.assembleBlocks): one task per file, each part checked whole and the file
+ * hashed as it is written. Where the repository cannot (objects not local files, or a codec
+ * without a block form), the restore uses a restore-runs task per part and a hash task instead.
+ */
+export interface AssembleBlocksTask {
+  kind: 'assemble-blocks';
+  dest: string;
+  /** The file as the backup read it. */
+  size: number;
+  sha256: string;
+  parts: AssemblyPart[];
+  /** Per block of the file: its part and its position (in blocks) in that part's content (storage block-map.ts). */
+  part: Uint16Array;
+  index: Uint32Array;
+}
+
 export interface BackupResult {
   /** The file was dropped before it could be opened (legal during a backup: WAL replay removes it). */
   missing?: true;
@@ -133,7 +151,7 @@ export interface HashResult {
   sha256s: string[];
 }
 
-export type CopyTask = BackupTask | BackupBlocksTask | RestoreTask | RestoreRunsTask | HashTask;
+export type CopyTask = BackupTask | BackupBlocksTask | RestoreTask | RestoreRunsTask | AssembleBlocksTask | HashTask;
 
 /** What a copy worker thread is started with: the repository as specs, which it opens itself (copy/worker.ts). */
 export interface CopyWorkerData {
@@ -168,6 +186,8 @@ export async function runCopyTask(
       return restoreTask(repo, task, limiter);
     case 'restore-runs':
       return restoreRunsTask(repo, task, limiter);
+    case 'assemble-blocks':
+      return assembleBlocksTask(repo, task, limiter);
     case 'hash':
       return hashTask(task);
   }
@@ -410,6 +430,24 @@ async function restoreRunsTask(
     t.runs,
     MAP_BLOCK_BYTES,
     t.fileSize,
+    pace,
+  );
+  return { paced: paced() };
+}
+
+/** A block-incremental file in one pass: `pace` meters the bytes written into the file. */
+async function assembleBlocksTask(
+  repo: Repository,
+  t: AssembleBlocksTask,
+  limiter: RateLimiter | undefined,
+): Promise<RestoreResult> {
+  const { pace, paced } = taskPace(limiter);
+  await repo.objects.assembleBlocks(
+    t.parts,
+    t.part,
+    t.index,
+    MAP_BLOCK_BYTES,
+    { path: t.dest, size: t.size, sha256: t.sha256 },
     pace,
   );
   return { paced: paced() };
