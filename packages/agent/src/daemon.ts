@@ -15,7 +15,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConnectRequestSchema } from '@pgfleet/proto';
 import { keyResolver, openRepository, repositoryUrl, type Repository, type RepositorySpec } from '@pgfleet/storage';
 import { agentCredentials } from './security/identity.js';
-import { ClusterKey } from './security/cluster-key.js';
+import { ClusterKey, removeJobClusterKeyFile } from './security/cluster-key.js';
 import { readArchiveSetup, runArchiveCheck, type ArchiveSetupReport, type CheckItemOutcome } from './wal/check.js';
 import { cleanScratchArea } from './drill/drill.js';
 import type { AgentSettings } from './options.js';
@@ -505,6 +505,18 @@ export class AgentDaemon {
       signal,
       stopping: () => this.stopped,
     };
-    return runJob(job, ctx);
+    try {
+      return await runJob(job, ctx);
+    } finally {
+      // A drill of another cluster wrote that cluster's key for its restore_command: gone with the job.
+      if (job.kind.case === 'drill') {
+        const own = { file: this.s.clusterKeyFile, cluster: this.s.cluster };
+        await removeJobClusterKeyFile(own, job.manifestCluster, job.jobId).then(
+          (file) => file && log.info({ file }, "the drilled cluster's key file is removed"),
+          (err: unknown) =>
+            log.warn({ err: (err as Error).message }, "the drilled cluster's key file could not be removed"),
+        );
+      }
+    }
   }
 }

@@ -24,6 +24,8 @@ const REPOSITORY_OPTIONS = [
   's3-secret-access-key',
   'encryption-key-file',
   'encryption-key-command',
+  'previous-encryption-key-file',
+  'previous-encryption-key-command',
 ] as const;
 
 export const AGENT_PROGRAM = {
@@ -106,6 +108,18 @@ export const AGENT_PROGRAM = {
       type: 'string',
       description:
         "command run by /bin/sh whose output is the cluster's encryption key (e.g. 'vault kv get -field=key secret/pgfleet/%c'; %c = the cluster name, also in $PGFLEET_CLUSTER); instead of --encryption-key-file",
+    },
+    {
+      name: 'previous-encryption-key-file',
+      type: 'string',
+      description:
+        "file holding the cluster's previous encryption key (same rules as --encryption-key-file), while a key rotation is under way: after the new key was put in --encryption-key-file, the agent works under this one until `pgfleet repo rotate-key` re-wraps the data keys from it to the new key; remove it afterwards",
+    },
+    {
+      name: 'previous-encryption-key-command',
+      type: 'string',
+      description:
+        'command printing the previous encryption key (same rules as --encryption-key-command); instead of --previous-encryption-key-file',
     },
     {
       name: 'new-encryption-key-file',
@@ -440,17 +454,30 @@ export function s3CredentialsFromSettings(settings: {
 export function keySourceFromSettings(settings: {
   readonly encryptionKeyFile: string | undefined;
   readonly encryptionKeyCommand: string | undefined;
+  readonly previousEncryptionKeyFile?: string | undefined;
+  readonly previousEncryptionKeyCommand?: string | undefined;
 }): KeySource | undefined {
   const { encryptionKeyFile: file, encryptionKeyCommand: command } = settings;
-  if (file === undefined && command === undefined) return undefined;
-  return { ...(file !== undefined ? { file } : {}), ...(command !== undefined ? { command } : {}) };
+  const { previousEncryptionKeyFile: previousFile, previousEncryptionKeyCommand: previousCommand } = settings;
+  if (file === undefined && command === undefined && previousFile === undefined && previousCommand === undefined)
+    return undefined;
+  return {
+    ...(file !== undefined ? { file } : {}),
+    ...(command !== undefined ? { command } : {}),
+    ...(previousFile !== undefined ? { previousFile } : {}),
+    ...(previousCommand !== undefined ? { previousCommand } : {}),
+  };
 }
 
-/** The flags naming a key source for a child process or restore_command (a path or a command, never a key). */
+/** The flags naming a key source for a child process or restore_command (paths or commands, never a key). */
 export function keySourceArgs(source: KeySource | undefined): string[] {
-  if (source?.file !== undefined) return ['--encryption-key-file', source.file];
-  if (source?.command !== undefined) return ['--encryption-key-command', source.command];
-  return [];
+  const args: string[] = [];
+  if (source?.file !== undefined) args.push('--encryption-key-file', source.file);
+  else if (source?.command !== undefined) args.push('--encryption-key-command', source.command);
+  if (source?.previousFile !== undefined) args.push('--previous-encryption-key-file', source.previousFile);
+  else if (source?.previousCommand !== undefined)
+    args.push('--previous-encryption-key-command', source.previousCommand);
+  return args;
 }
 
 /** The command-line flags naming `specs` (--repo URL [--repo2 URL]) for a child process or restore_command. */

@@ -15,6 +15,45 @@ export interface CatalogMigration {
   readonly postgres: string;
 }
 
+/**
+ * A migration that admits another job kind: SQLite rebuilds jobs for its CHECK constraint as in
+ * version 5 (rowids kept: they order jobs created in the same millisecond), PostgreSQL swaps the
+ * constraint. Only for migrations from 13 on: the texts of applied migrations never change.
+ */
+function jobKindsMigration(kinds: readonly string[]): Pick<CatalogMigration, 'sqlite' | 'postgres'> {
+  const list = kinds.map((k) => `'${k}'`).join(', ');
+  return {
+    sqlite: `
+      CREATE TABLE jobs_v5 (
+        id            TEXT PRIMARY KEY,
+        cluster       TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN (${list})),
+        state         TEXT NOT NULL CHECK (state IN ('queued', 'dispatched', 'running', 'succeeded', 'failed', 'cancelled')),
+        agent_id      TEXT NOT NULL,
+        params        TEXT,
+        created_at    INTEGER NOT NULL,
+        started_at    INTEGER,
+        finished_at   INTEGER,
+        error_code    TEXT,
+        error_message TEXT,
+        progress      TEXT,
+        result        TEXT
+      );
+      INSERT INTO jobs_v5 (rowid, id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, error_code, error_message, progress, result)
+        SELECT rowid, id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, error_code, error_message, progress, result FROM jobs;
+      DROP TABLE jobs;
+      ALTER TABLE jobs_v5 RENAME TO jobs;
+      CREATE INDEX jobs_cluster_created ON jobs(cluster, created_at);
+      CREATE INDEX jobs_active ON jobs(state) WHERE state IN ('queued', 'dispatched', 'running');
+      CREATE INDEX jobs_cluster_kind ON jobs(cluster, kind, created_at);
+    `,
+    postgres: `
+      ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check;
+      ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN (${list}));
+    `,
+  };
+}
+
 export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
   {
     description: 'clusters, agents, backups, jobs',
@@ -466,6 +505,22 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check;
       ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('backup', 'restore', 'expire', 'verify', 'drill', 'capture', 'check', 'info', 'restore-points'));
     `,
+  },
+  {
+    description:
+      "jobs admit rotate-key (pgfleet repo rotate-key: an agent re-wraps the cluster's data keys from its previous key to its current one)",
+    ...jobKindsMigration([
+      'backup',
+      'restore',
+      'expire',
+      'verify',
+      'drill',
+      'capture',
+      'check',
+      'info',
+      'restore-points',
+      'rotate-key',
+    ]),
   },
 ];
 

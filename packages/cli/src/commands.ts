@@ -54,6 +54,7 @@ import {
   isBackupDelete,
   restorePointsCommand,
   restorePointsSince,
+  repoCommand,
 } from './repository-commands.js';
 import { applyCommand, fleetFileFromOptions } from './apply-command.js';
 import { enrollTokenCommand, enrollTtlSeconds, tokenCommand } from './token-commands.js';
@@ -183,6 +184,8 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
         return await infoCommand(admin, positionals[0], json);
       case 'restore-points':
         return await restorePointsCommand(admin, positionals[0]!, since, json);
+      case 'repo':
+        return await repoCommand(admin, positionals, cliSettings('repo', options).wait, json);
       case 'enroll-token':
         return await enrollTokenCommand(admin, positionals[0]!, ttlSeconds, json);
       default:

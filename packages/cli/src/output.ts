@@ -17,6 +17,7 @@ import {
   type ExpireResult,
   type JobInfo,
   type RestoreResult,
+  type RotateKeyResult,
 } from '@pgfleet/proto';
 import { formatBytes, formatProgress, formatTime } from './format.js';
 import { describeDrill } from './drill-format.js';
@@ -111,6 +112,7 @@ export async function startJob(
     out('start PostgreSQL on it to recover to the target');
   } else if (final.backup) out(describeBackup(final.backup));
   else if (final.expire) out(describeExpire(final.expire));
+  else if (final.rotateKey) out(describeRotateKey(final.cluster, final.rotateKey));
   else out(`${final.kind} job ${final.id} succeeded`);
   return 0;
 }
@@ -222,4 +224,10 @@ function restoreLine(r: RestoreResult): string {
       : '; archive_mode off in the copy'
     : '';
   return `restored backup ${r.backupLabel} into ${r.targetDir} (${formatBytes(r.bytes)}, ${r.fileCount} files)${timeline}${archive}`;
+}
+
+/** A rotate-key job's result, as the agent-side `pgfleet-agent rotate-key` says it. */
+export function describeRotateKey(cluster: string, r: RotateKeyResult): string {
+  const ids = r.oldKeyId ? ` (key id ${r.oldKeyId} -> ${r.newKeyId})` : ` (key id ${r.newKeyId})`;
+  return `cluster ${cluster}: ${r.rewrapped} data key(s) re-wrapped, ${r.alreadyNew} already under the new key${ids}; the previous key no longer opens this repository`;
 }

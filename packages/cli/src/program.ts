@@ -550,6 +550,15 @@ export const cliProgram = {
       ],
     },
     {
+      name: 'repo',
+      summary: `repo rotate-key <cluster>: re-wrap the cluster's data keys from its agents' previous encryption key to their current one (admin role), on one connected agent; no data is rewritten and the previous key stops working. First put the new key in the agents' --encryption-key-file and the old one in --previous-encryption-key-file, and restart them; drop the previous key afterwards. Refused without a previous key (${ErrorCodes.EncryptionPreviousKeyMissing.code}) or when it is not the repository's (${ErrorCodes.EncryptionPreviousKeyWrong.code}); an interrupted rotation is finished by running it again.`,
+      options: [...CONNECTION, 'output', 'wait'],
+      positionals: [
+        { name: 'action', description: 'rotate-key.', required: true },
+        { name: 'cluster', description: 'Cluster name.', required: true },
+      ],
+    },
+    {
       name: 'enroll-token',
       summary:
         'Print a one-time token an agent of <cluster> trades for its certificate (pgfleet-agent run --enroll-token); admin role.',

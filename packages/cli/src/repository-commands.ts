@@ -1,7 +1,8 @@
 /**
  * The commands that look at or change what a cluster's repository holds, as a pgBackRest user
  * reaches for them: `pgfleet backup delete <cluster> <label> [--with-dependents]`, `pgfleet info
- * [<cluster>]` and `pgfleet restore-points <cluster> [--since T]`. Each starts a job on the
+ * [<cluster>]`, `pgfleet restore-points <cluster> [--since T]` and `pgfleet repo rotate-key
+ * <cluster> [--wait]`. Each starts a job on the
  * cluster's agent (which reads the repository) and waits for it; --output json prints the job's
  * result message (RepositoryInfo, RestorePointList) or, for delete, the job.
  */
@@ -24,6 +25,7 @@ import {
   ms,
   out,
   printJson,
+  startJob,
   stateName,
   typeName,
   type Admin,
@@ -205,4 +207,20 @@ export function describeRestorePoints(l: RestorePointList): string {
       : 'no archived WAL to read',
   );
   return lines.join('\n');
+}
+
+/** `pgfleet repo rotate-key <cluster> [--wait]`: a rotate-key job on one of the cluster's agents. */
+export async function repoCommand(
+  admin: Admin,
+  positionals: readonly string[],
+  wait: boolean,
+  json: boolean,
+): Promise<number> {
+  const [action, cluster] = positionals;
+  if (action !== 'rotate-key' || cluster === undefined)
+    throw new PgfleetError(
+      'InvalidArgument',
+      `pgfleet repo takes rotate-key <cluster>; got '${positionals.join(' ')}'`,
+    );
+  return startJob(admin, json, wait, async () => (await admin.startRotateKey({ cluster })).job!);
 }

@@ -295,6 +295,18 @@ export const controllerProgram = {
         "command run by /bin/sh printing an encrypted cluster's key, for reading its manifests (run, catalog rebuild) (%c = the cluster name, also $PGFLEET_CLUSTER), e.g. 'vault kv get -field=key secret/pgfleet/%c'",
     },
     {
+      name: 'previous-encryption-key-file',
+      type: 'string',
+      description:
+        "file holding an encrypted cluster's previous repository key (same rules as --encryption-key-file) during a key rotation: manifests are read with the key the repository is under, the previous one until `pgfleet repo rotate-key` ran; remove it afterwards",
+    },
+    {
+      name: 'previous-encryption-key-command',
+      type: 'string',
+      description:
+        'command printing the previous key (same rules as --encryption-key-command); instead of --previous-encryption-key-file',
+    },
+    {
       name: 'dry-run',
       type: 'boolean',
       cliOnly: true,
@@ -315,6 +327,8 @@ export const controllerProgram = {
         'reported-backup-check',
         'encryption-key-file',
         'encryption-key-command',
+        'previous-encryption-key-file',
+        'previous-encryption-key-command',
         'heartbeat-interval',
         'job-reclaim-grace',
         'log-level',
@@ -377,6 +391,8 @@ export const controllerProgram = {
         'repo-path',
         'encryption-key-file',
         'encryption-key-command',
+        'previous-encryption-key-file',
+        'previous-encryption-key-command',
         'cluster',
         'dry-run',
         'output',
@@ -401,7 +417,7 @@ export interface ControllerConfig {
   /** Reported backups: their manifest read from the repositories too (default), or their facts only. */
   reportedBackupCheck?: 'manifest' | 'facts';
   /** Key source of encrypted clusters for that manifest read (%c = the cluster). */
-  encryptionKey?: { file?: string; command?: string };
+  encryptionKey?: { file?: string; command?: string; previousFile?: string; previousCommand?: string };
   heartbeatIntervalSeconds: number;
   /** Seconds an agent has to reconnect and claim its unfinished jobs before they fail; default 60. */
   jobReclaimGraceSeconds?: number;
@@ -459,8 +475,18 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
     // Empty when the agents bring their own repositories.
     repositories: repositoriesFromSettings(run),
     reportedBackupCheck: run.reportedBackupCheck === 'facts' ? 'facts' : 'manifest',
-    ...(run.encryptionKeyFile || run.encryptionKeyCommand
-      ? { encryptionKey: { file: run.encryptionKeyFile, command: run.encryptionKeyCommand } }
+    ...(run.encryptionKeyFile ||
+    run.encryptionKeyCommand ||
+    run.previousEncryptionKeyFile ||
+    run.previousEncryptionKeyCommand
+      ? {
+          encryptionKey: {
+            file: run.encryptionKeyFile,
+            command: run.encryptionKeyCommand,
+            previousFile: run.previousEncryptionKeyFile,
+            previousCommand: run.previousEncryptionKeyCommand,
+          },
+        }
       : {}),
     heartbeatIntervalSeconds: run.heartbeatInterval,
     jobReclaimGraceSeconds: run.jobReclaimGrace,

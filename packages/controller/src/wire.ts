@@ -26,6 +26,7 @@ import {
   CheckResultSchema,
   RepositoryInfoSchema,
   RestorePointListSchema,
+  RotateKeyResultSchema,
   ServerRole,
   backupTypeFromProto,
   backupTypeToProto,
@@ -48,6 +49,7 @@ import {
   type CheckResult,
   type RepositoryInfo,
   type RestorePointList,
+  type RotateKeyResult,
   type ExpireResult,
   type VerifyResult,
   type DrillResult,
@@ -201,6 +203,8 @@ export interface JobResultJson {
   info?: JsonValue;
   /** A restore points job's RestorePointList. */
   restorePoints?: JsonValue;
+  /** A rotate-key job's RotateKeyResult. */
+  rotateKey?: JsonValue;
 }
 
 export function resultJson(result: {
@@ -213,6 +217,7 @@ export function resultJson(result: {
   check?: CheckResult;
   info?: RepositoryInfo;
   restorePoints?: RestorePointList;
+  rotateKey?: RotateKeyResult;
 }): JobResultJson {
   if (result.backup) return { backup: toJson(BackupInfoSchema, result.backup) };
   if (result.restore) return { restore: toJson(RestoreResultSchema, result.restore) };
@@ -223,6 +228,7 @@ export function resultJson(result: {
   if (result.check) return { check: toJson(CheckResultSchema, result.check) };
   if (result.info) return { info: toJson(RepositoryInfoSchema, result.info) };
   if (result.restorePoints) return { restorePoints: toJson(RestorePointListSchema, result.restorePoints) };
+  if (result.rotateKey) return { rotateKey: toJson(RotateKeyResultSchema, result.rotateKey) };
   return {};
 }
 
@@ -266,6 +272,9 @@ export function jobInfoFromRecord(job: JobRecord): MessageInitShape<typeof JobIn
     info: result.info ? fromJson(RepositoryInfoSchema, result.info, { ignoreUnknownFields: true }) : undefined,
     restorePoints: result.restorePoints
       ? fromJson(RestorePointListSchema, result.restorePoints, { ignoreUnknownFields: true })
+      : undefined,
+    rotateKey: result.rotateKey
+      ? fromJson(RotateKeyResultSchema, result.rotateKey, { ignoreUnknownFields: true })
       : undefined,
   };
 }

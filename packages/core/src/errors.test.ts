@@ -100,6 +100,8 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   WalUnauthenticated: ['PGF-8040', 15, 6],
   WalKeyMissing: ['PGF-8041', 9, 4],
   ClusterKeyFileInvalid: ['PGF-8042', 9, 2],
+  EncryptionPreviousKeyMissing: ['PGF-8050', 9, 4],
+  EncryptionPreviousKeyWrong: ['PGF-8051', 9, 4],
   Internal: ['PGF-9001', 13, 1],
 };
 

@@ -550,6 +550,18 @@ export const ErrorCodes = {
     2,
     "The cluster key file must be a regular file of mode 0600 or stricter, owned by the agent's user, holding 64 hex digits; delete it and start the agent daemon once while the controller runs to write it again.",
   ),
+  EncryptionPreviousKeyMissing: spec(
+    'PGF-8050',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    "`pgfleet repo rotate-key` rotates from the agent's previous key to its current one: put the new key in the agent's --encryption-key-file (or -command), the old one in --previous-encryption-key-file (or -command), restart the agent, then run it again (docs/security.md, Rotating the key).",
+  ),
+  EncryptionPreviousKeyWrong: spec(
+    'PGF-8051',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    "Neither the agent's previous key nor its current one is the key the cluster's repository is encrypted with (compare the key ids in the message): give the agent the repository's key as --previous-encryption-key-file (or -command) and restart it.",
+  ),
   // 9xxx: bugs
   Internal: spec('PGF-9001', GrpcStatus.INTERNAL, 1, 'This is a bug in pgfleet; please report it with the log.'),
 } as const;

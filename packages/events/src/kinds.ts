@@ -36,6 +36,7 @@ export const EVENT_KINDS = {
   'verify.completed': 'verifyCompleted',
   'drill.completed': 'drillCompleted',
   'drill.failed': 'drillFailed',
+  'key.rotated': 'keyRotated',
 } as const satisfies Record<string, PayloadCase>;
 
 export type EventKind = keyof typeof EVENT_KINDS;

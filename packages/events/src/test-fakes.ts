@@ -310,6 +310,18 @@ export const SAMPLE_PAYLOADS: { [K in EventKind]: EventPayloadInit } = {
       ],
     },
   },
+  'key.rotated': {
+    case: 'keyRotated',
+    value: {
+      jobId: '60718293-a4b5-4c6d-7e8f-901234567890',
+      ok: true,
+      rewrapped: 42,
+      alreadyNew: 0,
+      oldKeyId: '3f2a9c1d0e8b7a65',
+      newKeyId: '9b8c7d6e5f4a3b2c',
+      durationSeconds: 0.8,
+    },
+  },
 };
 
 /** The sample of one kind as a full event with a fixed id and time. */

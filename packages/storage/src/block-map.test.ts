@@ -152,3 +152,38 @@ describe('block map', () => {
       );
   });
 });
+
+test('a restored run is written whole when the filesystem takes fewer bytes per write than asked (writeAllAt)', async () => {
+  const { mkdtemp, open: openFile, readFile, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { writeAllAt } = await import('./object-io.js');
+  const dir = await mkdtemp(join(tmpdir(), 'pgfleet-short-write-'));
+  try {
+    const path = join(dir, 'f');
+    const fh = await openFile(path, 'w+');
+    const calls: number[] = [];
+    // At most 1000 bytes per call, as a short write leaves it.
+    const short = {
+      write: (buffer: Buffer, offset: number, length: number, position: number) => {
+        calls.push(length);
+        return fh.write(buffer, offset, Math.min(length, 1000), position);
+      },
+    } as Parameters<typeof writeAllAt>[0];
+    const data = randomBytes(8192);
+    await writeAllAt(short, data, 100, 5000, 3000);
+    await fh.close();
+    const got = await readFile(path);
+    assert.equal(got.length, 8000);
+    assert.deepEqual(got.subarray(3000), data.subarray(100, 5100));
+    assert.deepEqual(got.subarray(0, 3000), Buffer.alloc(3000));
+    assert.equal(calls.length, 5);
+    // A write that takes nothing fails instead of looping.
+    const stuck = { write: async () => ({ bytesWritten: 0, buffer: data }) } as unknown as Parameters<
+      typeof writeAllAt
+    >[0];
+    await assert.rejects(writeAllAt(stuck, data, 0, 10, 0), /wrote nothing/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -356,7 +356,9 @@ test('rotate-key re-wraps data keys only, the old key stops working, and an inte
   assert.deepEqual(await readFile(join(repoDir, f.key)), dataBefore, 'data objects are not rewritten');
   assert.deepEqual(await restore(open(repoDir, NEW), dir, f), content());
   await rejectsWith(restore(open(repoDir, KEK), dir, f), 'EncryptionKeyWrong', 'rotated out');
-  await rejectsWith(open(repoDir).rotateKey('c', KEK, NEW), 'EncryptionKeyWrong');
+  // A run after the finished one goes over the key objects again and finds them all new.
+  assert.deepEqual(await open(repoDir).rotateKey('c', KEK, NEW), { rewrapped: 0, alreadyNew: 3 });
+  await rejectsWith(open(repoDir).rotateKey('c', OTHER, NEW), 'EncryptionKeyWrong');
   const out = sink();
   await open(repoDir, NEW).fetchWal('c', '000000010000000000000001', out);
   assert.deepEqual(out.data(), await readFile(wal));
@@ -384,6 +386,89 @@ test('a writer still holding the rotated-out key makes no new data key with it (
   const stored = await renewed.objects.storeFile(nextKey, { path: src, offset: 0 }, 'zstd');
   const f = { key: nextKey, sha256: stored!.sha256, size: 1 << 20 };
   assert.deepEqual(await restore(open(repoDir, NEW), dir, f), content(1 << 20));
+});
+
+/** An agent's resolver after its restart for a rotation: `current` in the key file, `previous` the old key. */
+function rotatingKeys(current: Buffer, previous?: Buffer) {
+  const keys = fixedKeys({ c: current });
+  if (previous) keys.previous = fixedKeys({ c: previous });
+  return keys;
+}
+
+test('restarted with the new key and the old one as previous: works under the old one until rotateToCurrentKey, then under the new', async () => {
+  const dir = await tempDir();
+  const repoDir = join(dir, 'repo');
+  const r = open(repoDir, KEK);
+  const info = { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 };
+  await r.ensureClusterInfo('c', info);
+  const first = await archiveSegment(r, dir, '000000010000000000000001');
+  const NEW = randomBytes(32);
+
+  // The agent restarted: reads and writes go on under the previous key (the repository's).
+  const agent = new Repository(new PosixDriver(repoDir), TEST_MANIFEST_KEYS, rotatingKeys(NEW, KEK));
+  assert.deepEqual(await fetched(agent, '000000010000000000000001'), first.bytes);
+  const f = await storeBackupFile(agent, dir, content(1 << 20));
+  const second = await archiveSegment(agent, dir, '000000010000000000000002');
+  const before = new Set(await dataKeyIds(repoDir));
+
+  // Refusals first: no previous key, and a previous key that is not the repository's.
+  const noPrevious = new Repository(new PosixDriver(repoDir), TEST_MANIFEST_KEYS, rotatingKeys(NEW));
+  await rejectsWith(noPrevious.rotateToCurrentKey('c'), 'EncryptionPreviousKeyMissing', kekId(KEK));
+  const stranger = new Repository(new PosixDriver(repoDir), TEST_MANIFEST_KEYS, rotatingKeys(NEW, OTHER));
+  await rejectsWith(stranger.rotateToCurrentKey('c'), 'EncryptionPreviousKeyWrong', kekId(OTHER));
+
+  const seen: number[] = [];
+  const done = await agent.rotateToCurrentKey('c', (d) => seen.push(d.rewrapped + d.alreadyNew));
+  assert.deepEqual(done, { rewrapped: before.size, alreadyNew: 0, oldKeyId: kekId(KEK), newKeyId: kekId(NEW) });
+  assert.deepEqual(
+    seen,
+    [...Array(before.size).keys()].map((i) => i + 1),
+    'progress after every key object',
+  );
+  // The same process seals what it writes next under data keys made under the new key.
+  const third = await archiveSegment(agent, dir, '000000010000000000000003');
+  assert.ok(!before.has(await sealedUnder(join(repoDir, third.key))), 'a data key from before the rotation');
+  const reader = open(repoDir, NEW);
+  for (const [name, seg] of [
+    ['000000010000000000000001', first],
+    ['000000010000000000000002', second],
+    ['000000010000000000000003', third],
+  ] as const)
+    assert.deepEqual(await fetched(reader, name), seg.bytes);
+  assert.deepEqual(await restore(reader, dir, f), content(1 << 20));
+  await rejectsWith(fetched(open(repoDir, KEK), '000000010000000000000001'), 'EncryptionKeyWrong', 'rotated out');
+  // Again: nothing left to do while the previous key is still configured; refused once it is dropped.
+  const again = await agent.rotateToCurrentKey('c');
+  assert.equal(again.rewrapped, 0);
+  assert.equal(again.alreadyNew, before.size + 1);
+  await rejectsWith(noPrevious.rotateToCurrentKey('c'), 'EncryptionPreviousKeyMissing', 'nothing to rotate');
+});
+
+test('mid-rotation (interrupted), a process with the new key and the previous one reads every object', async () => {
+  const dir = await tempDir();
+  const repoDir = join(dir, 'repo');
+  const r = open(repoDir, KEK);
+  await r.ensureClusterInfo('c', { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 });
+  const seg = await archiveSegment(r, dir, '000000010000000000000001');
+  const f = await storeBackupFile(r, dir, content(1 << 20));
+  const NEW = randomBytes(32);
+  await assert.rejects(
+    new Repository(failingAfter(new PosixDriver(repoDir), 2), TEST_MANIFEST_KEYS).rotateKey('c', KEK, NEW),
+    /killed/,
+  );
+  const both = new Repository(new PosixDriver(repoDir), TEST_MANIFEST_KEYS, rotatingKeys(NEW, KEK));
+  assert.deepEqual(await fetched(both, '000000010000000000000001'), seg.bytes);
+  assert.deepEqual(await restore(both, dir, f), content(1 << 20));
+  const done = await both.rotateToCurrentKey('c');
+  assert.equal(done.alreadyNew, 1);
+  assert.equal(done.rewrapped, 2);
+  assert.deepEqual(await restore(open(repoDir, NEW), dir, f), content(1 << 20));
+});
+
+test('a previous key needs a current one; file and command of the previous key exclude each other', () => {
+  assert.throws(() => keyResolver({ previousFile: 'a' }), /needs the current key/);
+  assert.throws(() => keyResolver({ file: 'k', previousFile: 'a', previousCommand: 'b' }), /exclude each other/);
+  assert.equal(typeof keyResolver({ file: 'k', previousFile: 'a' })!.previous, 'function');
 });
 
 test('a key file readable by others is refused, directly or through a link; a 0600 one is read', async () => {
@@ -560,6 +645,36 @@ test('expire removes a WAL directory key object with its last segment, and puts 
   assert.deepEqual(await keyFiles(), keyBefore);
   assert.deepEqual(await fetched(open(repoDir, KEK), '000000010000000000000003'), b.bytes);
   assert.notEqual(a.key, b.key);
+});
+
+test('adoptWal puts back the WAL directory key object an expire released meanwhile, as every WAL write', async () => {
+  const dir = await tempDir();
+  const repoDir = join(dir, 'repo');
+  const name = '000000010000000000000001';
+  const body = content(1 << 16);
+  const sum = createHash('sha256').update(body).digest('hex');
+  const scope = 'c/wal/0000000100000000/';
+  // A segment archived before WAL names carried a MAC, in an encrypted cluster.
+  const unsigned = `${scope}${name}-${sum}`;
+  await open(repoDir, KEK).objects.storeStream(unsigned, Readable.from([body]), 'none');
+  const keyFiles = async () =>
+    (await readdir(join(repoDir, 'c', 'wal', '0000000100000000'))).filter((n) => n.startsWith('dek-'));
+  const keyBefore = await keyFiles();
+  assert.equal(keyBefore.length, 1);
+  // The signed copy lands right after an expire released the directory's key object.
+  const base = new PosixDriver(repoDir);
+  const racing = withMethods(base, {
+    put: async (...args: Parameters<RepositoryDriver['put']>) => {
+      await base.put(...args);
+      if (args[0].startsWith(`${scope}${name}-`) && args[0] !== unsigned)
+        await base.delete((await keyFiles()).map((k) => `${scope}${k}`));
+    },
+  });
+  const adopter = new Repository(racing, TEST_MANIFEST_KEYS, fixedKeys({ c: KEK }));
+  const [found] = await adopter.findWal('c', name);
+  assert.equal(await adopter.adoptWal('c', found!), 'signed');
+  assert.deepEqual(await keyFiles(), keyBefore, 'the key object is back, as it was');
+  assert.deepEqual(await fetched(open(repoDir, KEK), name), body);
 });
 
 test("expire deletes a backup's files first and its data key object last", async () => {

@@ -16,6 +16,12 @@ export interface KeySource {
   file?: string | undefined;
   /** --encryption-key-command */
   command?: string | undefined;
+  /**
+   * --previous-encryption-key-file/-command: the key rotated from. Between the agents' restart
+   * with a new key and `pgfleet repo rotate-key`, the repository is still under this one.
+   */
+  previousFile?: string | undefined;
+  previousCommand?: string | undefined;
 }
 
 const COMMAND_TIMEOUT_MS = 30_000;
@@ -107,15 +113,35 @@ export function runKeyCommand(command: string, cluster: string): Promise<Buffer>
 
 /**
  * The resolver for a key source (undefined: no key given). `onlyCluster`: an agent's, which
- * holds its own cluster's key and no other's. Each cluster's key is read once per process.
+ * holds its own cluster's key and no other's. Each cluster's key is read once per process. The
+ * previous key, when one is given, is the resolver's `previous`.
  */
 export function keyResolver(source: KeySource, onlyCluster?: string): KeyResolver | undefined {
-  if (source.file !== undefined && source.command !== undefined)
+  const current = oneKeyResolver(source.file, source.command, onlyCluster, 'encryption-key');
+  const previous = oneKeyResolver(source.previousFile, source.previousCommand, onlyCluster, 'previous-encryption-key');
+  if (!current) {
+    if (previous)
+      throw new PgfleetError(
+        'InvalidConfig',
+        "option 'previous-encryption-key-file' (or -command) needs the current key too: give 'encryption-key-file' or 'encryption-key-command'",
+      );
+    return undefined;
+  }
+  if (previous) current.previous = previous;
+  return current;
+}
+
+function oneKeyResolver(
+  file: string | undefined,
+  command: string | undefined,
+  onlyCluster: string | undefined,
+  option: string,
+): KeyResolver | undefined {
+  if (file !== undefined && command !== undefined)
     throw new PgfleetError(
       'InvalidConfig',
-      "options 'encryption-key-file' and 'encryption-key-command' exclude each other: give one",
+      `options '${option}-file' and '${option}-command' exclude each other: give one`,
     );
-  const { file, command } = source;
   if (file === undefined && command === undefined) return undefined;
   const cache = new Map<string, Promise<Buffer>>();
   return (cluster) => {

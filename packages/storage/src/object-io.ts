@@ -1032,6 +1032,30 @@ function fileRangeSource(fh: FileHandle, file: FileRange): ContentSource {
 }
 
 /**
+ * Writes `length` bytes of `buffer` from `offset` at file position `position`, however many
+ * calls it takes: a positional write may write fewer bytes than asked (a signal, a full quota
+ * crossed mid-write), and what it leaves out would be a hole of zeros in a restored file.
+ */
+export async function writeAllAt(
+  fh: Pick<FileHandle, 'write'>,
+  buffer: Buffer,
+  offset: number,
+  length: number,
+  position: number,
+): Promise<void> {
+  let done = 0;
+  while (done < length) {
+    const { bytesWritten } = await fh.write(buffer, offset + done, length - done, position + done);
+    if (bytesWritten <= 0)
+      throw new PgfleetError(
+        'RepoIoFailed',
+        `a restored file's write at ${position + done} wrote nothing (${length - done} bytes left)`,
+      );
+    done += bytesWritten;
+  }
+}
+
+/**
  * Writes the parts of a decoded object's content that `runs` ([firstContentBlock,
  * firstFileBlock, count, ...], in content order, blocks of `blockBytes`) name into an existing
  * file, at their blocks, never past `fileSize`; everything else of the content is skipped.
@@ -1068,7 +1092,7 @@ class RunWriter extends Writable {
       const b = Math.min(from + length, end);
       if (b > a) {
         if (this.pace) await this.pace(b - a);
-        await this.fh.write(chunk, a - start, b - a, to + (a - from));
+        await writeAllAt(this.fh, chunk, a - start, b - a, to + (a - from));
       }
       if (from + length > end) return;
       this.r += 3;

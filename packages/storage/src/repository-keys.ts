@@ -31,7 +31,15 @@ import type { RepositoryDriver } from './driver.js';
 import { DATA_KEY_ID_BYTES, type DataKey } from './object-cipher.js';
 
 /** A cluster's key-encryption key (32 bytes), or undefined when this process holds none for it. */
-export type KeyResolver = (cluster: string) => Promise<Buffer | undefined>;
+export interface KeyResolver {
+  (cluster: string): Promise<Buffer | undefined>;
+  /**
+   * The key rotated from (--previous-encryption-key-file/-command). Agents restarted with a new
+   * key keep working under this one until `pgfleet repo rotate-key` re-wraps the data keys, and
+   * read data keys a rotation has not re-wrapped yet with it.
+   */
+  previous?: (cluster: string) => Promise<Buffer | undefined>;
+}
 
 export const CIPHER = 'aes-256-gcm';
 export const KEK_BYTES = 32;
@@ -186,8 +194,21 @@ function putJson(driver: RepositoryDriver, key: string, doc: object): Promise<vo
   return driver.put(key, Buffer.from(JSON.stringify(doc, null, 2)));
 }
 
-/** How one cluster's objects are stored, resolved once per process. */
-type ClusterForm = { encrypted: false } | { encrypted: true; kek: Buffer; id: string; provisional?: true };
+/** A KEK with its public id. */
+interface HeldKey {
+  kek: Buffer;
+  id: string;
+}
+
+/**
+ * How one cluster's objects are stored, resolved once per process. `kek`/`id`: the KEK the
+ * cluster's record names, which new data keys are wrapped with. `previous`: the key a rotation
+ * in progress rotates from (data keys it has not re-wrapped yet). `next`: this process's current
+ * key while the repository is still under its previous one (restarted before the rotation).
+ */
+type ClusterForm =
+  | { encrypted: false }
+  | { encrypted: true; kek: Buffer; id: string; provisional?: true; previous?: HeldKey; next?: HeldKey };
 
 /**
  * The keys one ObjectIo works with: per cluster, whether it is encrypted and its KEK; per scope,
@@ -309,17 +330,44 @@ export class RepositoryKeys {
     }
     const record = await readJson<EncryptionRecord>(this.driver, recordKey);
     const id = kekId(kek);
-    if (record.kekId !== id) {
-      throw wrongKey(
-        cluster,
+    const previous = await this.previousKey(cluster);
+    if (record.kekId === id) {
+      return {
+        encrypted: true,
+        kek,
         id,
-        record.kekId,
-        record.rotatingFrom === id || record.retired?.includes(id)
-          ? 'the cluster uses since a rotate-key (the given one was rotated out)'
-          : 'the cluster is encrypted with',
-      );
+        ...(previous && record.rotatingFrom === previous.id ? { previous } : {}),
+      };
     }
-    return { encrypted: true, kek, id };
+    // Restarted with the new key as current and the old one as previous, before the rotation:
+    // the repository stays under the old key (new data keys too) until rotate-key moves it.
+    if (previous && record.kekId === previous.id) {
+      return { encrypted: true, kek: previous.kek, id: previous.id, next: { kek, id } };
+    }
+    throw wrongKey(
+      cluster,
+      id,
+      record.kekId,
+      record.rotatingFrom === id || record.retired?.includes(id)
+        ? 'the cluster uses since a rotate-key (the given one was rotated out)'
+        : 'the cluster is encrypted with',
+    );
+  }
+
+  private async previousKey(cluster: string): Promise<HeldKey | undefined> {
+    const kek = await this.resolve?.previous?.(cluster);
+    return kek ? { kek, id: kekId(kek) } : undefined;
+  }
+
+  /**
+   * After this process rotated the cluster's key (rotate-key job): the cluster's form and the data
+   * keys new objects were sealed under are resolved again, so from now on new objects get data
+   * keys made under the current KEK (those made before keep their objects readable only).
+   */
+  forgetCluster(cluster: string): void {
+    this.forms.delete(cluster);
+    this.resolved.delete(cluster);
+    for (const scope of [...this.writeKeys.keys()]) if (clusterOfKey(scope) === cluster) this.writeKeys.delete(scope);
   }
 
   private async hasObjects(cluster: string): Promise<boolean> {
@@ -374,6 +422,16 @@ export class RepositoryKeys {
   private async checkStillCurrent(cluster: string, form: ClusterForm & { encrypted: true }): Promise<void> {
     const record = await readJson<EncryptionRecord>(this.driver, encryptionRecordKey(cluster));
     if (record.kekId === form.id) return;
+    if (form.next && record.kekId === form.next.id) {
+      // Another process rotated to the key this one holds as current: move on to it (in place:
+      // callers go on with this form) and keep the old one for data keys not re-wrapped yet.
+      form.previous = { kek: form.kek, id: form.id };
+      form.kek = form.next.kek;
+      form.id = form.next.id;
+      delete form.next;
+      this.resolved.set(cluster, form.kek);
+      return;
+    }
     this.forms.delete(cluster);
     throw wrongKey(
       cluster,
@@ -385,15 +443,15 @@ export class RepositoryKeys {
 
   private async loadDataKey(keyObject: string, form: ClusterForm & { encrypted: true }): Promise<Buffer> {
     const stored = await readJson<StoredDataKey>(this.driver, keyObject);
-    if (stored.kekId !== form.id) {
-      throw wrongKey(
-        clusterOfKey(keyObject),
-        form.id,
-        stored.kekId,
-        `data key object ${keyObject} is wrapped with (a rotate-key did not finish: run it again with both keys)`,
-      );
-    }
-    return unwrap(form.kek, keyObject, stored);
+    // Mid-rotation, a key object is under the old KEK or the new one: either opens it.
+    const holder = [form, form.previous, form.next].find((k) => k?.id === stored.kekId);
+    if (holder) return unwrap(holder.kek, keyObject, stored);
+    throw wrongKey(
+      clusterOfKey(keyObject),
+      form.id,
+      stored.kekId,
+      `data key object ${keyObject} is wrapped with (a rotate-key did not finish: run it again with both keys)`,
+    );
   }
 }
 
@@ -457,18 +515,15 @@ export async function rotateClusterKey(
   cluster: string,
   oldKek: Buffer,
   newKek: Buffer,
+  onKey?: (done: RotationResult) => void,
 ): Promise<RotationResult> {
   const recordKey = encryptionRecordKey(cluster);
-  if (!(await driver.stat(recordKey)))
-    throw new PgfleetError(
-      'EncryptionModeMismatch',
-      `cluster '${cluster}' in repository ${driver.location} is not encrypted: there is no key to rotate`,
-    );
-  const record = await readJson<EncryptionRecord>(driver, recordKey);
+  const record = await readEncryptionRecord(driver, cluster);
   const oldId = kekId(oldKek);
   const newId = kekId(newKek);
   if (oldId === newId) throw new PgfleetError('InvalidArgument', 'the new encryption key is the old one');
-  const resuming = record.kekId === newId && record.rotatingFrom === oldId;
+  // A run after a finished one goes over the key objects again and finds them all new.
+  const resuming = rotationFrom(record, oldId, newId);
   if (record.kekId !== oldId && !resuming) {
     throw wrongKey(cluster, record.kekId === newId ? newId : oldId, record.kekId, 'the cluster is encrypted with');
   }
@@ -488,6 +543,7 @@ export async function rotateClusterKey(
     const stored = await readJson<StoredDataKey>(driver, o.key);
     if (stored.kekId === newId) {
       result.alreadyNew++;
+      onKey?.(result);
       continue;
     }
     if (stored.kekId !== oldId)
@@ -497,8 +553,28 @@ export async function rotateClusterKey(
     const createdUnder = provenCreatedUnder(oldKek, o.key, stored);
     await putJson(driver, o.key, wrap(newKek, o.key, { id: stored.id, key }, createdUnder));
     result.rewrapped++;
+    onKey?.(result);
   }
-  const retired = [...(record.retired ?? []).filter((id) => id !== newId), oldId];
+  const retired = [...(record.retired ?? []).filter((id) => id !== newId && id !== oldId), oldId];
   await putJson(driver, recordKey, { format: 1, cipher: CIPHER, kekId: newId, retired } satisfies EncryptionRecord);
   return result;
+}
+
+/** Whether `record` is already under `newId` from a rotation from `oldId` (under way or finished). */
+export function rotationFrom(record: EncryptionRecord, oldId: string, newId: string): boolean {
+  return (
+    record.kekId === newId &&
+    (record.rotatingFrom === oldId || (record.rotatingFrom === undefined && (record.retired ?? []).includes(oldId)))
+  );
+}
+
+/** A cluster's encryption record; refused for a cluster that is not encrypted (nothing to rotate). */
+export async function readEncryptionRecord(driver: RepositoryDriver, cluster: string): Promise<EncryptionRecord> {
+  const recordKey = encryptionRecordKey(cluster);
+  if (!(await driver.stat(recordKey)))
+    throw new PgfleetError(
+      'EncryptionModeMismatch',
+      `cluster '${cluster}' in repository ${driver.location} is not encrypted: there is no key to rotate`,
+    );
+  return readJson<EncryptionRecord>(driver, recordKey);
 }

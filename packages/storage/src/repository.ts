@@ -48,10 +48,13 @@ import type { RepositorySpec } from './repository-url.js';
 import { readSmall } from './posix-driver.js';
 import {
   isDataKeyObject,
+  kekId,
   type KeyResolver,
+  readEncryptionRecord,
   releaseScopeKeys,
   RepositoryKeys,
   rotateClusterKey,
+  rotationFrom,
   type RotationResult,
 } from './repository-keys.js';
 
@@ -166,13 +169,18 @@ export class Repository {
     readonly driver: RepositoryDriver,
     private readonly manifestKeys?: ManifestKeys,
     private readonly keys?: KeyResolver,
+    objects?: ObjectIo,
   ) {
-    this.objects = new ObjectIo(driver, new RepositoryKeys(driver, keys, () => this.markFormat(REPOSITORY_FORMAT)));
+    this.objects =
+      objects ?? new ObjectIo(driver, new RepositoryKeys(driver, keys, () => this.markFormat(REPOSITORY_FORMAT)));
   }
 
-  /** The same repository (same driver, shared) with these manifest keys: one job's view of it. */
+  /**
+   * The same repository (same driver and key caches, shared) with these manifest keys: one job's
+   * view of it. Sharing the keys lets a rotate-key job's cut-over reach the daemon's archiving.
+   */
   withManifestKeys(keys: ManifestKeys): Repository {
-    return new Repository(this.driver, keys, this.keys);
+    return new Repository(this.driver, keys, this.keys, this.objects);
   }
 
   get location(): string {
@@ -233,6 +241,46 @@ export class Repository {
    */
   async rotateKey(cluster: string, oldKek: Buffer, newKek: Buffer): Promise<RotationResult> {
     return rotateClusterKey(this.driver, cluster, oldKek, newKek);
+  }
+
+  /**
+   * `pgfleet repo rotate-key`: re-wraps `cluster`'s data keys from the previous KEK this process
+   * holds (--previous-encryption-key-*) to its current one, as rotateKey does, then resolves the
+   * cluster's keys again so that new objects get data keys made under the current KEK. Refused
+   * with EncryptionPreviousKeyMissing without a previous key and with EncryptionPreviousKeyWrong
+   * when the repository is under neither key. A re-run after an interrupted rotation completes
+   * it; one after a finished rotation (previous key still given) only counts.
+   */
+  async rotateToCurrentKey(
+    cluster: string,
+    onKey?: (done: RotationResult) => void,
+  ): Promise<RotationResult & { oldKeyId: string; newKeyId: string }> {
+    const current = await this.keys?.(cluster);
+    if (!current)
+      throw new PgfleetError(
+        'EncryptionModeMismatch',
+        `this process holds no encryption key for cluster '${cluster}': give the new key as --encryption-key-file (or -command)`,
+      );
+    const record = await readEncryptionRecord(this.driver, cluster);
+    const newKeyId = kekId(current);
+    const previous = await this.keys?.previous?.(cluster);
+    if (!previous) {
+      throw new PgfleetError(
+        'EncryptionPreviousKeyMissing',
+        record.kekId === newKeyId && record.rotatingFrom === undefined
+          ? `cluster '${cluster}' is already under the agent's current key (key id ${newKeyId}) and the agent holds no previous key (--previous-encryption-key-file or -command): nothing to rotate`
+          : `cluster '${cluster}' is encrypted with key id ${record.rotatingFrom ?? record.kekId} and the agent holds no previous key to rotate from (--previous-encryption-key-file or -command); its current key has id ${newKeyId}`,
+      );
+    }
+    const oldKeyId = kekId(previous);
+    if (record.kekId !== oldKeyId && !rotationFrom(record, oldKeyId, newKeyId))
+      throw new PgfleetError(
+        'EncryptionPreviousKeyWrong',
+        `cluster '${cluster}' is encrypted with key id ${record.kekId}${record.rotatingFrom ? ` (rotating from ${record.rotatingFrom})` : ''}; the agent's previous key has id ${oldKeyId} and its current key id ${newKeyId}`,
+      );
+    const result = await rotateClusterKey(this.driver, cluster, previous, current, onKey);
+    this.objects.keys?.forgetCluster(cluster);
+    return { ...result, oldKeyId, newKeyId };
   }
 
   /**
@@ -459,12 +507,18 @@ export class Repository {
    * 'signed' when it was unsigned, 'valid' when it already carried a matching MAC; a manifest
    * with a MAC that does not match is refused (ManifestUnauthenticated), never re-signed.
    */
-  async adoptManifest(cluster: string, label: string): Promise<'signed' | 'valid'> {
+  async adoptManifest(
+    cluster: string,
+    label: string,
+    options: { dryRun?: boolean; checked?: (manifest: BackupManifest) => void } = {},
+  ): Promise<'signed' | 'valid'> {
     const { text, where } = await this.manifestText(cluster, label);
     const opened = openManifest(text, this.manifestKey(cluster), cluster, label, where);
     const manifest = this.parseFor(opened.json, cluster, label, where);
+    // What sign-manifests vouches for (the WAL from the oldest backup's start on) is read from it.
+    options.checked?.(manifest);
     if (opened.signed) return 'valid';
-    await this.writeManifest(manifest);
+    if (!options.dryRun) await this.writeManifest(manifest);
     return 'signed';
   }
 
@@ -1075,6 +1129,8 @@ export class Repository {
         ),
       }),
     ]);
+    // As every WAL write: an expire may have released the directory's key object meanwhile.
+    await this.objects.keys?.keepWriteKey(key);
     await this.driver.delete([wal.key]);
     return 'signed';
   }

@@ -77,7 +77,11 @@ async function jobKeyFile(s: AgentSettings, job: Job): Promise<string> {
       'WalKeyMissing',
       `the job carries no key for its cluster: restore_command could trust no archived WAL (upgrade the controller)`,
     );
-  const file = jobClusterKeyFile({ file: s.clusterKeyFile, cluster: s.cluster }, job.manifestCluster);
+  const file = jobClusterKeyFile(
+    { file: s.clusterKeyFile, cluster: s.cluster },
+    job.manifestCluster,
+    job.kind.case === 'drill' ? job.jobId : undefined,
+  );
   await writeClusterKeyFile(file, Buffer.from(job.manifestKey));
   return file;
 }

@@ -12,6 +12,7 @@ import { infoJob } from './info.js';
 import type { AgentJobKind, JobContext, JobKindCase, JobKindMessage, JobResultInit } from './job-kind.js';
 import { restoreJob } from './restore.js';
 import { restorePointsJob } from './restore-points.js';
+import { rotateKeyJob } from './rotate-key.js';
 import { verifyJob } from './verify.js';
 
 const JOB_KINDS: { readonly [K in JobKindCase]: AgentJobKind<K> } = {
@@ -24,6 +25,7 @@ const JOB_KINDS: { readonly [K in JobKindCase]: AgentJobKind<K> } = {
   check: checkJob,
   info: infoJob,
   restorePoints: restorePointsJob,
+  rotateKey: rotateKeyJob,
 };
 
 function runKind<K extends JobKindCase>(kind: K, message: JobKindMessage<K>, ctx: JobContext): Promise<JobResultInit> {

@@ -10,6 +10,7 @@ import {
   defaultClusterKeyFile,
   jobClusterKeyFile,
   readClusterKeyFile,
+  removeJobClusterKeyFile,
   requireClusterKeyFile,
 } from './cluster-key.js';
 
@@ -23,6 +24,25 @@ test('default: beside the data directory; another cluster of a job beside the ow
   const own = { file: '/etc/pgfleet/cluster.key', cluster: 'shop' };
   assert.equal(jobClusterKeyFile(own, 'shop'), own.file);
   assert.equal(jobClusterKeyFile(own, 'billing'), '/etc/pgfleet/cluster-billing.key');
+});
+
+test("a drill of another cluster gets a key file of its own, removed when the job ends; the agent's own is kept", async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pgfleet-ckey-'));
+  dirs.push(dir);
+  const own = { file: join(dir, 'cluster.key'), cluster: 'shop' };
+  assert.equal(jobClusterKeyFile(own, 'billing', 'j1'), join(dir, 'cluster-billing.drill-j1.key'));
+  assert.equal(jobClusterKeyFile(own, 'shop', 'j1'), own.file, 'its own cluster: its own file');
+  const key = Buffer.alloc(32, 9);
+  await writeFile(own.file, key.toString('hex'), { mode: 0o600 });
+  const drillFile = jobClusterKeyFile(own, 'billing', 'j1');
+  const other = jobClusterKeyFile(own, 'billing', 'j2');
+  for (const f of [drillFile, other]) await writeFile(f, key.toString('hex'), { mode: 0o600 });
+  assert.equal(await removeJobClusterKeyFile(own, 'billing', 'j1'), drillFile);
+  await assert.rejects(stat(drillFile), { code: 'ENOENT' });
+  assert.ok(await stat(other), "another drill's file stays");
+  assert.equal(await removeJobClusterKeyFile(own, 'billing', 'j1'), drillFile, 'already gone: no error');
+  assert.equal(await removeJobClusterKeyFile(own, 'shop', 'j1'), undefined);
+  assert.ok(await stat(own.file), "the agent's own key file stays");
 });
 
 test("the daemon keeps a Welcome's key in the file (0600) and reads it back at the next start", async () => {

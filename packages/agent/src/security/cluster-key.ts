@@ -14,7 +14,7 @@
  * Light on purpose: wal-push's direct path loads it (node:fs and core's errors only).
  */
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdir, open, readFile, rename } from 'node:fs/promises';
+import { lstat, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { PgfleetError } from '@pgfleet/core/errors';
 import { fsyncPath } from '@pgfleet/core/fsync';
@@ -36,10 +36,34 @@ export function clusterKeyFileOf(settings: { readonly clusterKeyFile: string | u
 /**
  * The key file restore_command reads for a restore or drill of `cluster` run by this agent: its
  * own file for its own cluster, a sibling named after the cluster for another (a restore of
- * another cluster onto this host), never inside the restored directory.
+ * another cluster onto this host), never inside the restored directory. `drillJobId`: a drill's
+ * recovery ends with its job, so its file is its own (removed then: removeJobClusterKeyFile),
+ * and two drills of one cluster on this host never remove each other's.
  */
-export function jobClusterKeyFile(own: { file: string; cluster: string }, cluster: string): string {
-  return cluster === own.cluster ? own.file : join(dirname(own.file), `cluster-${cluster}.key`);
+export function jobClusterKeyFile(
+  own: { file: string; cluster: string },
+  cluster: string,
+  drillJobId?: string,
+): string {
+  if (cluster === own.cluster) return own.file;
+  return join(dirname(own.file), drillJobId ? `cluster-${cluster}.drill-${drillJobId}.key` : `cluster-${cluster}.key`);
+}
+
+/**
+ * After a drill of another cluster (success or failure): its key file goes, so another cluster's
+ * key stays on this host no longer than the job that needed it. The agent's own file is never
+ * touched. A cross-host restore keeps its file: the restored server's restore_command reads it
+ * after the job, during its recovery.
+ */
+export async function removeJobClusterKeyFile(
+  own: { file: string; cluster: string },
+  cluster: string,
+  drillJobId: string,
+): Promise<string | undefined> {
+  if (!cluster || cluster === own.cluster) return undefined;
+  const file = jobClusterKeyFile(own, cluster, drillJobId);
+  await rm(file, { force: true });
+  return file;
 }
 
 function invalid(path: string, why: string, cause?: unknown): PgfleetError {

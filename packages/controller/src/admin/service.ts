@@ -26,6 +26,7 @@ import { startBackupJob } from '../jobs/backup.js';
 import { startCheckJob } from '../jobs/check.js';
 import { startBackupDeleteJob } from '../jobs/expire.js';
 import { startInfoJob, startRestorePointsJob } from '../jobs/info.js';
+import { startRotateKeyJob } from '../jobs/rotate-key.js';
 import { drillRequestFromProto, startDrillJob } from '../jobs/drill.js';
 import { startRestoreJob } from '../jobs/restore.js';
 import { startVerifyJob } from '../jobs/verify.js';
@@ -82,6 +83,7 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
     startRestorePoints: async (req) => ({
       job: await startRestorePointsJob(ctx, req.cluster, req.since ? timestampDate(req.since) : undefined),
     }),
+    startRotateKey: async (req) => ({ job: await startRotateKeyJob(ctx, req.cluster) }),
     createEnrollmentToken: async (req) => createEnrollmentTokenRpc(ctx, req),
     createToken: async (req) => createTokenRpc(ctx, req),
     listTokens: async () => listTokensRpc(ctx),

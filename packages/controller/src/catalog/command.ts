@@ -42,7 +42,12 @@ export async function catalogCommand(
   );
   // S3 credentials come from the environment or the AWS default chain, never from the command line.
   // Encrypted clusters: one key source for all of them (%c names each cluster).
-  const keys = keyResolver({ file: settings.encryptionKeyFile, command: settings.encryptionKeyCommand });
+  const keys = keyResolver({
+    file: settings.encryptionKeyFile,
+    command: settings.encryptionKeyCommand,
+    previousFile: settings.previousEncryptionKeyFile,
+    previousCommand: settings.previousEncryptionKeyCommand,
+  });
   const repo = new Repository(await openRepositoryDriver(spec), secretManifestKeys(secret), keys);
   try {
     if (action === 'sign-manifests') {

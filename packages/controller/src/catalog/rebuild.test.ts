@@ -270,6 +270,23 @@ describe('catalog rebuild', () => {
     await assert.rejects(repo.readWalFile('other', name, 1 << 20), (e: unknown) =>
       PgfleetError.is(e, 'WalUnauthenticated'),
     );
+    // Unsigned WAL older than the oldest backup's first segment: no manifest vouches for it.
+    const before = '000000010000000000000001';
+    const beforeKey = `other/wal/0000000100000000/${before}-${createHash('sha256').update(segment).digest('hex')}`;
+    await repo.driver.put(beforeKey, segment);
+    printed = '';
+    assert.equal(
+      await catalogCommand(
+        'sign-manifests',
+        { catalog: join(dir, 'catalog.db'), 'repo-path': join(dir, 'repo'), cluster: 'other', 'dry-run': true },
+        io,
+      ),
+      1,
+      'a refused object: exit 1',
+    );
+    assert.match(printed, /^dry run: would sign 1 manifest\(s\)/);
+    assert.match(printed, /\ndry run: would sign 1 archived WAL file\(s\); 0 already signed, 1 refused\n/);
+    assert.equal((await repo.findWal('other', name))[0]!.key, oldKey, 'a dry run changes nothing');
     printed = '';
     assert.equal(
       await catalogCommand(
@@ -277,12 +294,23 @@ describe('catalog rebuild', () => {
         { catalog: join(dir, 'catalog.db'), 'repo-path': join(dir, 'repo'), cluster: 'other' },
         io,
       ),
-      0,
+      1,
     );
     assert.match(printed, /^signed 1 manifest\(s\)/);
     assert.match(
       printed,
-      /\nsigned 1 archived WAL file\(s\); 0 already signed, 0 refused\n {2}signed WAL other\/000000010000000000000002\n/,
+      /\nsigned 1 archived WAL file\(s\); 0 already signed, 1 refused\n {2}signed WAL other\/000000010000000000000002\n/,
+    );
+    assert.ok(
+      printed.includes(
+        `refused WAL ${beforeKey}: ${ErrorCodes.WalUnauthenticated.code} not signed: older than the oldest backup's first WAL segment 000000010000000000000002`,
+      ),
+      printed,
+    );
+    assert.deepEqual(
+      (await repo.findWal('other', before)).map((w) => [w.key, w.authentic]),
+      [[beforeKey, false]],
+      'left unsigned',
     );
     assert.deepEqual(await repo.readWalFile('other', name, 1 << 20), segment);
     assert.equal((await repo.findWal('other', name)).length, 1, 'the unsigned object is gone');

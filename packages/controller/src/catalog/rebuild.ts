@@ -15,7 +15,7 @@
  *   under the same name), and an unreadable manifest never removes its row (verify reports it).
  * Running it twice changes nothing the second time. Policies, pins and job history stay.
  */
-import { asPgfleetError, CLUSTER_NAME_RULE, PgfleetError, isClusterName, type Logger } from '@pgfleet/core';
+import { asPgfleetError, CLUSTER_NAME_RULE, ErrorCodes, PgfleetError, isClusterName, type Logger } from '@pgfleet/core';
 import type { BackupRecord, CatalogStore } from '@pgfleet/catalog';
 import {
   isKeyError,
@@ -271,37 +271,77 @@ export async function signManifests(
     walRefused: [],
   };
   for (const [cluster, seen] of await repo.scanClusters(options.cluster)) {
-    await signWal(repo, cluster, options.dryRun === true, out);
+    // The WAL as archived before the command ran: nothing archived (or planted) later is signed.
+    const listed: ArchivedWal[] = [];
+    for await (const w of repo.listWal(cluster)) listed.push(w);
+    let oldest: BackupManifest | undefined;
     for (const label of seen.labels) {
       try {
-        if (options.dryRun) {
-          await repo.readManifest(cluster, label);
-          out.valid++;
-          continue;
-        }
-        const result = await repo.adoptManifest(cluster, label);
+        const result = await repo.adoptManifest(cluster, label, {
+          dryRun: options.dryRun === true,
+          checked: (m) => {
+            if (!oldest || walPosition(m.walStart) < walPosition(oldest.walStart)) oldest = m;
+          },
+        });
         if (result === 'signed') out.signed.push(`${cluster}/${label}`);
         else out.valid++;
       } catch (err) {
         const e = asPgfleetError(err);
-        if (options.dryRun && e.errorName === 'ManifestUnsigned') out.signed.push(`${cluster}/${label}`);
-        else out.refused.push(`${cluster}/${label}: ${e.code} ${e.message}`);
+        out.refused.push(`${cluster}/${label}: ${e.code} ${e.message}`);
       }
     }
+    await signWal(repo, cluster, listed, oldest, options.dryRun === true, out);
   }
   return out;
 }
 
+/** A WAL file name's place in the archive: its timeline and the segment it starts with (history files: their timeline only). */
+function walPosition(name: string): bigint {
+  const tli = BigInt(`0x${name.slice(0, 8)}`);
+  const seg = /^[0-9A-F]{24}/.test(name) ? BigInt(`0x${name.slice(8, 24)}`) : 0n;
+  return (seg << 32n) | tli;
+}
+
+/**
+ * Whether a signed (or signable) manifest vouches for archived WAL `name`: it is not older than
+ * the oldest backup's first segment (`walStart`) and on its timeline or a later one. What is
+ * older no backup can replay from: it is history nobody checked, and is left unsigned.
+ */
+function vouchedFor(name: string, oldest: BackupManifest | undefined): boolean {
+  if (!oldest || !/^[0-9A-F]{8}/.test(name)) return false;
+  const tli = Number.parseInt(name.slice(0, 8), 16);
+  if (tli < Number.parseInt(oldest.walStart.slice(0, 8), 16)) return false;
+  if (!/^[0-9A-F]{24}/.test(name)) return name.endsWith('.history');
+  return BigInt(`0x${name.slice(8, 24)}`) >= BigInt(`0x${oldest.walStart.slice(8, 24)}`);
+}
+
 /**
  * Signs the cluster's archived WAL named before WAL names carried a MAC (Repository.adoptWal):
- * each is read back against its checksum and stored again under its authenticated name. Objects
- * with a MAC that does not match are refused and reported, never signed. The listing is taken
- * first: adoption writes new keys into the folders being listed.
+ * each is read back against its checksum and stored again under its authenticated name. Only
+ * WAL the manifests vouch for is signed: from the oldest backup's first segment on, as listed
+ * before the command ran (taken first: adoption also writes new keys into the folders listed).
+ * Objects with a MAC that does not match, and unsigned ones outside that range, are refused and
+ * reported, never signed.
  */
-async function signWal(repo: Repository, cluster: string, dryRun: boolean, out: ManifestSigning): Promise<void> {
-  const listed: ArchivedWal[] = [];
-  for await (const w of repo.listWal(cluster)) listed.push(w);
+async function signWal(
+  repo: Repository,
+  cluster: string,
+  listed: readonly ArchivedWal[],
+  oldest: BackupManifest | undefined,
+  dryRun: boolean,
+  out: ManifestSigning,
+): Promise<void> {
   for (const w of listed) {
+    if (!w.authentic && w.mac === undefined && !vouchedFor(w.name, oldest)) {
+      out.walRefused.push(
+        `${w.key}: ${ErrorCodes.WalUnauthenticated.code} not signed: ${
+          oldest
+            ? `older than the oldest backup's first WAL segment ${oldest.walStart} (or on an earlier timeline), so no manifest vouches for it`
+            : 'the cluster has no backup whose manifest vouches for it'
+        }`,
+      );
+      continue;
+    }
     try {
       if ((await repo.adoptWal(cluster, w, dryRun)) === 'signed') out.walSigned.push(`${cluster}/${w.name}`);
       else out.walValid++;

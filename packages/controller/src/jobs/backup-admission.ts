@@ -111,7 +111,7 @@ export function backupManifestProblems(b: BackupRecord, fromManifest: BackupReco
 export function repositoryManifestReader(
   specs: readonly RepositorySpec[],
   manifestKeys: ManifestKeys,
-  encryptionKey: { file?: string; command?: string } = {},
+  encryptionKey: { file?: string; command?: string; previousFile?: string; previousCommand?: string } = {},
 ): ManifestReader & { close(): void } {
   let opened: Promise<Repository> | undefined;
   const open = () => {

@@ -13,6 +13,7 @@ import { newEvent, type EventPayloadInit, type Outbox, type OutboxEntry } from '
 import {
   EventSchema,
   type DrillResult,
+  type RotateKeyResult,
   type Event,
   type ExpireResult,
   type RestoreResult,
@@ -74,6 +75,7 @@ export interface JobOutcomeDetails {
   verify?: VerifyResult;
   /** A drill's result, present on failure too (stage and reasons). */
   drill?: DrillResult;
+  rotateKey?: RotateKeyResult;
 }
 
 export function timestampMs(ts: { seconds: bigint; nanos: number } | undefined): number | null {

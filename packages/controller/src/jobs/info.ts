@@ -9,7 +9,7 @@ import { newJobId } from '@pgfleet/core';
 import type { JobInfoSchema } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
 import { resultJson } from '../wire.js';
-import { clusterAgent, dispatch, requireCluster } from './dispatch.js';
+import { clusterAgent, dispatch, requireCluster, type JobKindInit } from './dispatch.js';
 import type { ControllerJobKind } from './job-kind.js';
 import { jobOfKind } from './params.js';
 
@@ -30,21 +30,29 @@ export const restorePointsJob: ControllerJobKind<'restore-points'> = {
   },
 };
 
-/** Starts an info job (InfoJob) on a connected agent of the cluster: any host's agent reads the same repository. */
-export async function startInfoJob(
+/**
+ * Starts a job without params that any connected agent of the cluster can run (every host's
+ * agent reads the same repository): info, rotate-key.
+ */
+export async function startOnAnyAgent<K extends 'info' | 'rotate-key'>(
   ctx: ControllerContext,
   cluster: string,
+  kind: K,
+  message: JobKindInit,
+  module: ControllerJobKind<K>,
 ): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);
   const session = await clusterAgent(ctx, cluster, 'any');
   const job = jobOfKind(
-    'info',
-    await ctx.store.createJob(
-      { id: newJobId(), cluster, kind: 'info', agentId: session.agentId, params: {} },
-      ctx.now(),
-    ),
+    kind,
+    await ctx.store.createJob({ id: newJobId(), cluster, kind, agentId: session.agentId, params: {} }, ctx.now()),
   );
-  return dispatch(ctx, session, job, { case: 'info', value: {} }, infoJob);
+  return dispatch(ctx, session, job, message, module);
+}
+
+/** Starts an info job (InfoJob) on a connected agent of the cluster. */
+export function startInfoJob(ctx: ControllerContext, cluster: string): Promise<MessageInitShape<typeof JobInfoSchema>> {
+  return startOnAnyAgent(ctx, cluster, 'info', { case: 'info', value: {} }, infoJob);
 }
 
 /** Starts a restore points job (RestorePointsJob) on a connected agent of the cluster. */

@@ -79,6 +79,9 @@ export interface RestorePointsJobParams {
   since?: string;
 }
 
+/** A rotate-key job rotates from the agent's previous key to its current one: nothing to say. */
+export type RotateKeyJobParams = Record<string, never>;
+
 export interface JobParamsByKind {
   backup: BackupJobParams;
   restore: RestoreJobParams;
@@ -89,6 +92,7 @@ export interface JobParamsByKind {
   check: CheckJobParams;
   info: InfoJobParams;
   'restore-points': RestorePointsJobParams;
+  'rotate-key': RotateKeyJobParams;
 }
 
 /** A catalog job with its params parsed for its kind; `job.kind === 'backup'` narrows `job.params`. */
@@ -158,6 +162,7 @@ const PARSERS: { readonly [K in JobKind]: (p: Fields) => JobParamsByKind[K] } = 
   check: (p) => ({ timeoutSeconds: num(p.timeoutSeconds) ?? 0 }),
   info: () => ({}),
   'restore-points': (p) => some({ since: str(p.since) }),
+  'rotate-key': () => ({}),
 };
 
 function parseParams<K extends JobKind>(kind: K, raw: unknown): JobParamsByKind[K] {

@@ -16,6 +16,7 @@ import { infoJob, restorePointsJob } from './info.js';
 import type { AgentResult, ControllerJobKind } from './job-kind.js';
 import { typedJob, type TypedJob } from './params.js';
 import { restoreJob } from './restore.js';
+import { rotateKeyJob } from './rotate-key.js';
 import { verifyJob } from './verify.js';
 
 const JOB_KINDS: { readonly [K in JobKind]: ControllerJobKind<K> } = {
@@ -28,6 +29,7 @@ const JOB_KINDS: { readonly [K in JobKind]: ControllerJobKind<K> } = {
   check: checkJob,
   info: infoJob,
   'restore-points': restorePointsJob,
+  'rotate-key': rotateKeyJob,
 };
 
 /** The module of a job's kind, for a job whose params are parsed (see typedJob). */
