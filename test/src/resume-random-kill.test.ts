@@ -19,14 +19,13 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { sleep } from '@pgfleet/core';
-import type { BackupManifest, JournalBatch } from '@pgfleet/storage';
 import { startPostgres, type PgInstance } from '@pgfleet/testkit';
 import { REPOSITORY_KINDS, agentCommand, startFleet, waitFor, type Fleet } from './harness.js';
+import { figures, notJournaled, tableDigests, TABLES, type JobJson } from './resume-fixtures.js';
 
 const SEED = Number(process.env.PGFLEET_RESUME_SEED ?? 0x5eed14);
 const WORKERS = 2;
 const AGENT_ARGS = ['--workers', String(WORKERS)];
-const TABLES = ['big1', 'big2', 'big3', 'big4', 'small'] as const;
 const BIG = TABLES.slice(0, 4);
 
 /** Where a backup is killed. */
@@ -78,55 +77,6 @@ function plan(): Record<'posix' | 's3', Cycle[]> {
   return { posix: cycles(points.slice(0, 3)), s3: cycles(points.slice(3, 6)) };
 }
 const PLAN = plan();
-
-interface JobJson {
-  id: string;
-  state: string;
-  progress?: { phase: string; message?: string };
-  backup?: { label: string };
-}
-
-async function tableDigests(pg: PgInstance): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const t of TABLES) {
-    const [r] = await pg.query<{ n: string; h: string | null }>(
-      `SELECT count(*)::text AS n, md5(string_agg(x::text, ',' ORDER BY x.id)) AS h FROM ${t} x`,
-    );
-    out[t] = `${r!.n}:${r!.h ?? ''}`;
-  }
-  return out;
-}
-
-/** "N file(s) copied (B bytes); M file(s) (T bytes) taken over ..." from the job's last progress message. */
-function figures(job: JobJson): { copiedBytes: number; takenFiles: number; takenBytes: number } {
-  const message = job.progress?.message ?? '';
-  const copied = /(\d+) file\(s\) copied \((\d+) bytes\)/.exec(message);
-  const taken = /(\d+) file\(s\) \((\d+) bytes\) taken over/.exec(message);
-  assert.ok(copied, `the job reports what it copied: ${message}`);
-  return { copiedBytes: Number(copied[2]), takenFiles: Number(taken?.[1] ?? 0), takenBytes: Number(taken?.[2] ?? 0) };
-}
-
-/**
- * The bytes of a backup's own files that the killed run had not journaled, or journaled but must
- * be copied again: changed since (size or mtime), an mtime too close to that run's listing to
- * prove it unchanged (prior.ts MTIME_GUARD_MS), or pg_control (always copied again, last).
- */
-function notJournaled(manifest: BackupManifest, journal: JournalBatch[]): number {
-  const journaled = new Map(journal.flatMap((b) => b.files.map((f) => [f.path, { f, listedAtMs: b.listedAtMs }])));
-  let bytes = 0;
-  for (const f of manifest.files.filter((x) => x.backup === manifest.label)) {
-    const j = journaled.get(f.path);
-    if (
-      !j ||
-      f.path === 'global/pg_control' ||
-      j.f.size !== f.size ||
-      j.f.mtimeMs !== f.mtimeMs ||
-      j.f.mtimeMs >= j.listedAtMs - 2000
-    )
-      bytes += f.size;
-  }
-  return bytes;
-}
 
 for (const kind of REPOSITORY_KINDS)
   describe(`resumable backups killed -9 at random points (${kind}, seed ${SEED})`, { timeout: 900_000 }, () => {

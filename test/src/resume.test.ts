@@ -16,57 +16,14 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ErrorCodes, sleep } from '@pgfleet/core';
-import type { BackupManifest, JournalBatch } from '@pgfleet/storage';
 import { startPostgres, type PgInstance } from '@pgfleet/testkit';
+import type { JournalBatch } from '@pgfleet/storage';
 import { agentCommand, startFleet, waitFor, type Fleet } from './harness.js';
+import { figures, notJournaled, tableDigests, TABLES, type JobJson } from './resume-fixtures.js';
 
 const C = 'resume';
-const TABLES = ['big1', 'big2', 'big3', 'big4', 'small'] as const;
 /** The agent copies with one worker: a kill finds the copy under way, and "one file per worker" is one file. */
 const AGENT_ARGS = ['--workers', '1'];
-
-interface JobJson {
-  id: string;
-  state: string;
-  error?: { code: string; message: string };
-  progress?: { phase: string; message?: string };
-  backup?: { label: string };
-}
-
-async function tableDigests(pg: PgInstance): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const t of TABLES) {
-    const [r] = await pg.query<{ n: string; h: string | null }>(
-      `SELECT count(*)::text AS n, md5(string_agg(x::text, ',' ORDER BY x.id)) AS h FROM ${t} x`,
-    );
-    out[t] = `${r!.n}:${r!.h ?? ''}`;
-  }
-  return out;
-}
-
-/** "N file(s) copied (B bytes); M file(s) (T bytes) taken over ..." from the job's last progress message. */
-function figures(job: JobJson): { copiedBytes: number; takenFiles: number; takenBytes: number } {
-  const message = job.progress?.message ?? '';
-  const copied = /(\d+) file\(s\) copied \((\d+) bytes\)/.exec(message);
-  const taken = /(\d+) file\(s\) \((\d+) bytes\) taken over/.exec(message);
-  assert.ok(copied, `the job reports what it copied: ${message}`);
-  return { copiedBytes: Number(copied[2]), takenFiles: Number(taken?.[1] ?? 0), takenBytes: Number(taken?.[2] ?? 0) };
-}
-
-/**
- * The bytes a continued backup may copy: its files the interrupted run had not journaled, and
- * journaled ones it must not take over (changed since: another size or mtime; or an mtime too
- * close to that run's listing to prove it unchanged, prior.ts MTIME_GUARD_MS).
- */
-function mayCopy(manifest: BackupManifest, journal: JournalBatch[]): number {
-  const journaled = new Map(journal.flatMap((b) => b.files.map((f) => [f.path, { f, listedAtMs: b.listedAtMs }])));
-  let bytes = 0;
-  for (const f of manifest.files.filter((x) => x.backup === manifest.label)) {
-    const j = journaled.get(f.path);
-    if (!j || j.f.size !== f.size || j.f.mtimeMs !== f.mtimeMs || j.f.mtimeMs >= j.listedAtMs - 2000) bytes += f.size;
-  }
-  return bytes;
-}
 
 describe('resumable backups: kill -9, then the next backup continues', { timeout: 600_000 }, () => {
   let fleet: Fleet;
@@ -206,11 +163,11 @@ describe('resumable backups: kill -9, then the next backup continues', { timeout
     const { copiedBytes, takenFiles, takenBytes } = figures(done);
     assert.ok(takenFiles > 0 && takenBytes > 0, `${done.progress?.message}\n${await resumeLog()}`);
     const own = manifest.files.filter((f) => f.backup === l1).reduce((n, f) => n + f.size, 0);
-    t.diagnostic(`resumed full: ${done.progress?.message}; may copy ${mayCopy(manifest, l1Journal)} of ${own}`);
+    t.diagnostic(`resumed full: ${done.progress?.message}; may copy ${notJournaled(manifest, l1Journal)} of ${own}`);
     assert.equal(copiedBytes + takenBytes, own, 'every file copied or taken over');
     assert.ok(
-      copiedBytes <= mayCopy(manifest, l1Journal),
-      `copied ${copiedBytes} bytes, at most ${mayCopy(manifest, l1Journal)} were missing or changed: ${done.progress?.message}`,
+      copiedBytes <= notJournaled(manifest, l1Journal),
+      `copied ${copiedBytes} bytes, at most ${notJournaled(manifest, l1Journal)} were missing or changed: ${done.progress?.message}`,
     );
     assert.equal((await fleet.repo.readJournal(C, l1)).batches.length, 0, 'its journal went with the manifest');
     assert.deepEqual(await listed(), [l1]);
@@ -261,11 +218,11 @@ describe('resumable backups: kill -9, then the next backup continues', { timeout
     const manifest = await fleet.repo.readManifest(C, l2);
     assert.equal(manifest.priorLabel, l1);
     const { copiedBytes, takenFiles } = figures(done);
-    t.diagnostic(`resumed incr: ${done.progress?.message}; may copy ${mayCopy(manifest, l2Journal)}`);
+    t.diagnostic(`resumed incr: ${done.progress?.message}; may copy ${notJournaled(manifest, l2Journal)}`);
     assert.ok(takenFiles > 0, `${done.progress?.message}\n${await resumeLog()}`);
     assert.ok(
-      copiedBytes <= mayCopy(manifest, l2Journal),
-      `copied ${copiedBytes} bytes, at most ${mayCopy(manifest, l2Journal)} were missing or changed: ${done.progress?.message}`,
+      copiedBytes <= notJournaled(manifest, l2Journal),
+      `copied ${copiedBytes} bytes, at most ${notJournaled(manifest, l2Journal)} were missing or changed: ${done.progress?.message}`,
     );
     assert.ok(
       manifest.files.some((f) => f.backup === l2 && f.blocks?.changed),
