@@ -19,6 +19,7 @@ describe('backup -> DELETE without WHERE -> PITR restore', { timeout: 600_000 },
   let rowsAtBackup: Order[];
   let targetTime: string;
   let targetLsn: string;
+  let deleteXid: string;
   const started: PgInstance[] = [];
 
   const orders = (pg: PgInstance) => pg.query<Order>('SELECT id, note FROM orders ORDER BY id');
@@ -51,7 +52,12 @@ describe('backup -> DELETE without WHERE -> PITR restore', { timeout: 600_000 },
     rowsAtRestorePoint = await orders(pg);
     await pg.query(`SELECT pg_create_restore_point('before_delete')`);
 
-    await pg.query('DELETE FROM orders');
+    // The mistake, with its transaction id as the DBA would capture it (txid_current() in the same transaction).
+    deleteXid = (
+      await pg.query<{ x: string }>(
+        'WITH d AS (DELETE FROM orders RETURNING 1) SELECT txid_current()::text AS x FROM d LIMIT 1',
+      )
+    )[0]!.x;
     assert.equal((await orders(pg)).length, 0);
     // Recovery must see WAL past each target, so make sure the DELETE's segment reached the repository.
     await fleet.switchAndArchive();
@@ -95,6 +101,11 @@ describe('backup -> DELETE without WHERE -> PITR restore', { timeout: 600_000 },
   it('restores to an LSN', async () => {
     const pg = await restoreAndStart('lsn', '--target-lsn', targetLsn);
     assert.deepEqual(await orders(pg), rowsAtLsn);
+  });
+
+  it('restores to just before the DELETE (--before-xid): every row it removed', async () => {
+    const pg = await restoreAndStart('before-xid', '--before-xid', deleteXid);
+    assert.deepEqual(await orders(pg), rowsAtRestorePoint);
   });
 
   it('restores to the end of the backup (--target immediate)', async () => {

@@ -6,15 +6,17 @@
 import { ErrorCodes, resolveSettings, type CommandSettings, type OptionValues, type ProgramSpec } from '@pgfleet/core';
 
 const CONNECTION = ['controller', 'timeout', 'token', 'ca-cert', 'insecure'] as const;
-const TARGET_FLAGS = [
+/** The flags naming a recovery target, of which a restore takes exactly one (target.ts). */
+export const RECOVERY_TARGET_FLAGS = [
   'target-time',
   'target-lsn',
   'target-name',
   'target-xid',
   'target',
-  'target-action',
-  'target-exclusive',
+  'before-xid',
+  'before-lsn',
 ] as const;
+const TARGET_FLAGS = [...RECOVERY_TARGET_FLAGS, 'target-action', 'target-exclusive'] as const;
 /** policy set flags, in the order `policy get` lists the keys. */
 export const POLICY_FLAGS = [
   'full',
@@ -143,6 +145,20 @@ export const cliProgram = {
       description: 'Recover up to this restore point (pg_create_restore_point).',
     },
     { name: 'target-xid', type: 'string', cliOnly: true, description: 'Recover up to this transaction id.' },
+    {
+      name: 'before-xid',
+      type: 'string',
+      cliOnly: true,
+      description:
+        'Recover to just before this transaction: its changes are not replayed, every transaction that committed before it is (--target-xid X --target-exclusive). For undoing a bad statement whose xid you know (txid_current(), pgfleet wal search).',
+    },
+    {
+      name: 'before-lsn',
+      type: 'string',
+      cliOnly: true,
+      description:
+        'Recover to just before this LSN: the WAL record starting there is not replayed (--target-lsn L --target-exclusive).',
+    },
     {
       name: 'target',
       type: 'string',

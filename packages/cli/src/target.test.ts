@@ -73,3 +73,26 @@ test('each target kind', () => {
   assert.throws(() => recoveryTargetFromOptions({ 'target-xid': '-1' }), /transaction id/);
   assert.throws(() => recoveryTargetFromOptions({ 'target-name': '' }), /empty/);
 });
+
+test('--before-xid and --before-lsn: the xid or LSN target, exclusive, and one target among the others', () => {
+  const xid = recoveryTargetFromOptions({ 'before-xid': '74211' });
+  assert.deepEqual([xid.target, xid.inclusive], [{ case: 'xid', value: '74211' }, false]);
+  const lsn = recoveryTargetFromOptions({ 'before-lsn': '0/a000060', 'target-action': 'promote' });
+  assert.deepEqual(
+    [lsn.target, lsn.inclusive, lsn.action],
+    [{ case: 'lsn', value: '0/A000060' }, false, TargetAction.PROMOTE],
+  );
+  // Saying exclusive twice is no conflict.
+  assert.equal(recoveryTargetFromOptions({ 'before-xid': '9', 'target-exclusive': true }).inclusive, false);
+  for (const o of [
+    { 'before-xid': '74211', 'target-xid': '74211' },
+    { 'before-lsn': '0/1', 'target-time': '2026-03-01T00:00:00Z' },
+    { 'before-xid': '1', 'before-lsn': '0/1' },
+  ])
+    assert.throws(
+      () => recoveryTargetFromOptions(o),
+      (err: unknown) => PgfleetError.is(err, 'TargetInvalid') && /exactly one recovery target/.test(err.message),
+    );
+  assert.throws(() => recoveryTargetFromOptions({ 'before-xid': 'abc' }), /--before-xid 'abc' is not a transaction id/);
+  assert.throws(() => recoveryTargetFromOptions({ 'before-lsn': '3000060' }), /--before-lsn '3000060' is not an LSN/);
+});

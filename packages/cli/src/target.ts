@@ -1,11 +1,12 @@
 /**
- * Recovery targets from the restore flags, checked before anything is sent: exactly one target,
+ * Recovery targets from the restore flags, checked before anything is sent: exactly one target
+ * (--before-xid/--before-lsn count as one: they are --target-xid/--target-lsn made exclusive),
  * and each in the form PostgreSQL will accept, so a typo fails in the shell (PGF-6003) instead of
  * after a restore has copied gigabytes.
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { PgfleetError, type OptionValues } from '@pgfleet/core';
-import { cliSettings, type CliSettings } from './program.js';
+import { cliSettings, RECOVERY_TARGET_FLAGS, type CliSettings } from './program.js';
 import { TargetAction, type RecoveryTargetSchema } from '@pgfleet/proto';
 
 export interface ParsedTime {
@@ -58,8 +59,9 @@ const ACTIONS: Record<NonNullable<CliSettings<'restore'>['targetAction']>, Targe
   shutdown: TargetAction.SHUTDOWN,
 };
 
-/** The flags naming a recovery target, of which a restore takes exactly one. */
-const TARGETS = ['target-time', 'target-lsn', 'target-name', 'target-xid', 'target'] as const;
+const TARGETS = RECOVERY_TARGET_FLAGS;
+
+const LSN_RE = /^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/;
 
 /** The RecoveryTarget of `pgfleet restore`'s flags; anything but exactly one valid target is TargetInvalid. */
 export function recoveryTargetFromOptions(options: OptionValues): MessageInitShape<typeof RecoveryTargetSchema> {
@@ -70,6 +72,8 @@ export function recoveryTargetFromOptions(options: OptionValues): MessageInitSha
     'target-name': s.targetName,
     'target-xid': s.targetXid,
     target: s.target,
+    'before-xid': s.beforeXid,
+    'before-lsn': s.beforeLsn,
   };
   const given = TARGETS.filter((k) => targets[k] !== undefined);
   if (given.length !== 1) {
@@ -80,24 +84,28 @@ export function recoveryTargetFromOptions(options: OptionValues): MessageInitSha
         : `restore takes exactly one recovery target, got ${given.map((k) => `--${k}`).join(' and ')}`,
     );
   }
+  // --before-xid/--before-lsn are --target-xid/--target-lsn with recovery_target_inclusive = off.
+  const before = given[0] === 'before-xid' || given[0] === 'before-lsn';
   const common = {
     action: s.targetAction === undefined ? TargetAction.UNSPECIFIED : ACTIONS[s.targetAction],
-    ...(s.targetExclusive ? { inclusive: false } : {}),
+    ...(s.targetExclusive || before ? { inclusive: false } : {}),
   };
   const value = targets[given[0]!]!;
   switch (given[0]) {
     case 'target-time':
       return { ...common, target: { case: 'time', value: parseTargetTime(value) } };
     case 'target-lsn':
-      if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(value))
-        throw new PgfleetError('TargetInvalid', `--target-lsn '${value}' is not an LSN like 0/3000060`);
+    case 'before-lsn':
+      if (!LSN_RE.test(value))
+        throw new PgfleetError('TargetInvalid', `--${given[0]} '${value}' is not an LSN like 0/3000060`);
       return { ...common, target: { case: 'lsn', value: value.toUpperCase() } };
     case 'target-name':
       if (value === '') throw new PgfleetError('TargetInvalid', '--target-name is empty');
       return { ...common, target: { case: 'name', value } };
     case 'target-xid':
+    case 'before-xid':
       if (!/^\d+$/.test(value))
-        throw new PgfleetError('TargetInvalid', `--target-xid '${value}' is not a transaction id (an integer)`);
+        throw new PgfleetError('TargetInvalid', `--${given[0]} '${value}' is not a transaction id (an integer)`);
       return { ...common, target: { case: 'xid', value } };
     default:
       // --target is limited to immediate|latest by the option table.

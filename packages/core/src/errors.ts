@@ -408,7 +408,7 @@ export const ErrorCodes = {
     'PGF-6003',
     GrpcStatus.INVALID_ARGUMENT,
     2,
-    'Give exactly one of --target-time, --target-lsn, --target-name, --target-xid or --target immediate|latest.',
+    'Give exactly one of --target-time, --target-lsn, --target-name, --target-xid, --before-xid, --before-lsn or --target immediate|latest.',
   ),
   RestorePointNotFound: spec(
     'PGF-6004',
