@@ -35,6 +35,11 @@ export interface OptionSpec {
   readonly max?: number;
   /** A string that must follow one of the name rules of names.ts (e.g. every --cluster). */
   readonly format?: NameFormat;
+  /**
+   * A list flag (string, cliOnly): it may be given several times, and its values are joined with
+   * commas, so `--table a --table b` reads as `--table a,b` instead of keeping only the last.
+   */
+  readonly list?: boolean;
 }
 
 export interface PositionalSpec {
@@ -205,13 +210,14 @@ export function parseCommandLineWith(
     );
   }
   const specs = command.options.map((n) => optionSpec(program, n, command));
-  const parseOptions: Record<string, { type: 'string' | 'boolean'; short?: string }> = {
+  const parseOptions: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {
     help: { type: 'boolean', short: 'h' },
   };
   for (const s of specs) {
     parseOptions[s.name] = {
       type: s.type === 'boolean' ? 'boolean' : 'string',
       ...(s.short ? { short: s.short } : {}),
+      ...(s.list ? { multiple: true } : {}),
     };
     if (s.secret) parseOptions[secretFileOption(s)] = { type: 'string' };
   }
@@ -240,7 +246,8 @@ export function parseCommandLineWith(
 
   const options: OptionValues = {};
   for (const s of specs) {
-    const flag = parsed.values[s.name];
+    const given = parsed.values[s.name];
+    const flag = Array.isArray(given) ? given.join(',') : given;
     if (s.secret && flag !== undefined) throw secretOnCommandLine(program, s);
     const envValue = s.cliOnly ? undefined : env[envName(program, s)];
     const secretFile = s.secret ? secretFileValue(program, s, parsed.values, env, fromConfig) : undefined;

@@ -130,3 +130,23 @@ test('pickOptions types the settings of a group of options', () => {
     (e: unknown) => PgfleetError.is(e, 'Internal'),
   );
 });
+
+test('a list flag given several times reads as one comma list; other flags keep their last value', () => {
+  const program = {
+    name: 'demo',
+    summary: 'a demo program',
+    options: [
+      { name: 'table', type: 'string', description: 'tables', cliOnly: true, list: true },
+      { name: 'database', type: 'string', description: 'database', cliOnly: true },
+    ],
+    commands: [{ name: 'recover', summary: 'recover', options: ['table', 'database'] }],
+  } as const satisfies ProgramSpec;
+  const parsed = parseCommandLineWith(
+    program,
+    ['recover', '--table', 'public.a', '--table', 'public.b,public.c', '--database', 'x', '--database', 'y'],
+    {},
+    null,
+  );
+  assert.deepEqual(parsed.options, { table: 'public.a,public.b,public.c', database: 'y' });
+  assert.equal(parseCommandLineWith(program, ['recover', '--table', 'public.a'], {}, null).options.table, 'public.a');
+});
