@@ -54,6 +54,20 @@ function jobKindsMigration(kinds: readonly string[]): Pick<CatalogMigration, 'sq
   };
 }
 
+/** The job kinds the rotate-key migration admits; later ones extend the list. */
+const KINDS_WITH_ROTATE_KEY = [
+  'backup',
+  'restore',
+  'expire',
+  'verify',
+  'drill',
+  'capture',
+  'check',
+  'info',
+  'restore-points',
+  'rotate-key',
+] as const;
+
 export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
   {
     description: 'clusters, agents, backups, jobs',
@@ -509,18 +523,12 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
   {
     description:
       "jobs admit rotate-key (pgfleet repo rotate-key: an agent re-wraps the cluster's data keys from its previous key to its current one)",
-    ...jobKindsMigration([
-      'backup',
-      'restore',
-      'expire',
-      'verify',
-      'drill',
-      'capture',
-      'check',
-      'info',
-      'restore-points',
-      'rotate-key',
-    ]),
+    ...jobKindsMigration(KINDS_WITH_ROTATE_KEY),
+  },
+  {
+    description:
+      'jobs admit recover-table (pgfleet recover-table: tables as they were at a target, loaded into the live cluster under pgfleet_recovered)',
+    ...jobKindsMigration([...KINDS_WITH_ROTATE_KEY, 'recover-table']),
   },
 ];
 

@@ -48,6 +48,7 @@ import { checkCommand, checkTimeoutSeconds } from './check-command.js';
 import { cliProgram, cliSettings } from './program.js';
 import { drillCommand, drillsCommand, drillTargetFromOptions } from './drill-command.js';
 import { statusCommand } from './status-command.js';
+import { recoverTableCommand, recoverTableRequestFromOptions } from './recover-table-command.js';
 import {
   backupDeleteCommand,
   infoCommand,
@@ -113,6 +114,8 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
   const restoreRequest =
     parsed.command.name === 'restore' ? restoreRequestFromOptions(positionals[0]!, options) : undefined;
   if (parsed.command.name === 'drill') drillTargetFromOptions(options);
+  const recoverTableRequest =
+    parsed.command.name === 'recover-table' ? recoverTableRequestFromOptions(positionals[0]!, options) : undefined;
   const fleetFile = parsed.command.name === 'apply' ? fleetFileFromOptions(options) : undefined;
   const ttlSeconds = parsed.command.name === 'enroll-token' ? enrollTtlSeconds(options) : 0;
   const checkTimeout = parsed.command.name === 'check' ? checkTimeoutSeconds(options) : 0;
@@ -186,6 +189,8 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
         return await restorePointsCommand(admin, positionals[0]!, since, json);
       case 'repo':
         return await repoCommand(admin, positionals, cliSettings('repo', options).wait, json);
+      case 'recover-table':
+        return await recoverTableCommand(admin, recoverTableRequest!, options, json);
       case 'enroll-token':
         return await enrollTokenCommand(admin, positionals[0]!, ttlSeconds, json);
       default:

@@ -63,6 +63,12 @@ export function describeJob(j: JobInfo): string {
   if (j.restore) lines.push(restoreLine(j.restore));
   if (j.expire) lines.push(describeExpire(j.expire));
   if (j.drill) lines.push(describeDrill(j.drill));
+  if (j.recoverTable)
+    lines.push(
+      ...j.recoverTable.tables.map(
+        (t) => `${t.table}: ${t.rowsRecovered} row(s) in ${t.recoveredAs} (merge: ${t.mergeSql.split('\n').join(' ')})`,
+      ),
+    );
   if (j.capture)
     lines.push(
       `captured row counts of ${j.capture.tables.length} table(s) at restore point ${j.capture.restorePoint} (${j.capture.lsn})`,

@@ -186,6 +186,28 @@ export const cliProgram = {
       description: 'Restore this backup label instead of the one the controller picks.',
     },
     {
+      name: 'table',
+      type: 'string',
+      cliOnly: true,
+      list: true,
+      description:
+        'recover-table: a table to bring back, schema.name (quote mixed case: \'"Sales"."Orders"\'); repeat the flag or separate names with commas.',
+    },
+    {
+      name: 'into',
+      type: 'string',
+      cliOnly: true,
+      list: true,
+      description:
+        "recover-table: the new name in schema pgfleet_recovered, one per --table in the same order (default: the table's own name).",
+    },
+    {
+      name: 'database',
+      type: 'string',
+      cliOnly: true,
+      description: "recover-table: the tables' database (default: the database the cluster's agent connects to).",
+    },
+    {
       name: 'target-timeline',
       type: 'integer',
       cliOnly: true,
@@ -622,6 +644,22 @@ export const cliProgram = {
         },
       ],
       positionals: [{ name: 'cluster', description: 'Cluster whose backup to drill.', required: true }],
+    },
+    {
+      name: 'recover-table',
+      summary: `Bring tables back as they were at a target (--before-xid X: just before a bad statement) without touching today's rows (docs/undo.md): the cluster's agent restores a backup into a scratch directory, replays WAL to the target, dumps each table from a throwaway PostgreSQL and loads it into the live cluster as pgfleet_recovered.<name> (never over an existing table: ${ErrorCodes.RecoveredTableExists.code}), then removes the copy. With --wait prints per table the rows recovered, the live table's rows now, the SQL to compare and merge, and the time to recover. A table that did not exist at the target: ${ErrorCodes.RecoverTableNotFound.code}.`,
+      options: [
+        ...CONNECTION,
+        'output',
+        'table',
+        'into',
+        'database',
+        ...RECOVERY_TARGET_FLAGS,
+        'target-exclusive',
+        'backup',
+        'wait',
+      ],
+      positionals: [{ name: 'cluster', description: 'Cluster whose tables to recover.', required: true }],
     },
     {
       name: 'drills',

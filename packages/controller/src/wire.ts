@@ -27,6 +27,7 @@ import {
   RepositoryInfoSchema,
   RestorePointListSchema,
   RotateKeyResultSchema,
+  RecoverTableResultSchema,
   ServerRole,
   backupTypeFromProto,
   backupTypeToProto,
@@ -50,6 +51,7 @@ import {
   type RepositoryInfo,
   type RestorePointList,
   type RotateKeyResult,
+  type RecoverTableResult,
   type ExpireResult,
   type VerifyResult,
   type DrillResult,
@@ -205,6 +207,8 @@ export interface JobResultJson {
   restorePoints?: JsonValue;
   /** A rotate-key job's RotateKeyResult. */
   rotateKey?: JsonValue;
+  /** A recover-table job's RecoverTableResult. */
+  recoverTable?: JsonValue;
 }
 
 export function resultJson(result: {
@@ -218,6 +222,7 @@ export function resultJson(result: {
   info?: RepositoryInfo;
   restorePoints?: RestorePointList;
   rotateKey?: RotateKeyResult;
+  recoverTable?: RecoverTableResult;
 }): JobResultJson {
   if (result.backup) return { backup: toJson(BackupInfoSchema, result.backup) };
   if (result.restore) return { restore: toJson(RestoreResultSchema, result.restore) };
@@ -229,6 +234,7 @@ export function resultJson(result: {
   if (result.info) return { info: toJson(RepositoryInfoSchema, result.info) };
   if (result.restorePoints) return { restorePoints: toJson(RestorePointListSchema, result.restorePoints) };
   if (result.rotateKey) return { rotateKey: toJson(RotateKeyResultSchema, result.rotateKey) };
+  if (result.recoverTable) return { recoverTable: toJson(RecoverTableResultSchema, result.recoverTable) };
   return {};
 }
 
@@ -275,6 +281,9 @@ export function jobInfoFromRecord(job: JobRecord): MessageInitShape<typeof JobIn
       : undefined,
     rotateKey: result.rotateKey
       ? fromJson(RotateKeyResultSchema, result.rotateKey, { ignoreUnknownFields: true })
+      : undefined,
+    recoverTable: result.recoverTable
+      ? fromJson(RecoverTableResultSchema, result.recoverTable, { ignoreUnknownFields: true })
       : undefined,
   };
 }
@@ -352,4 +361,9 @@ export function pitrTargetFromProto(target: RecoveryTarget | undefined): PitrTar
 
 export function recoveryTargetJson(target: RecoveryTarget): JsonValue {
   return toJson(RecoveryTargetSchema, target);
+}
+
+/** A job's recorded target back as the message (undefined when none was recorded). */
+export function recoveryTargetFromJson(json: JsonValue | undefined): RecoveryTarget | undefined {
+  return json === undefined ? undefined : fromJson(RecoveryTargetSchema, json, { ignoreUnknownFields: true });
 }

@@ -102,6 +102,11 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   ClusterKeyFileInvalid: ['PGF-8042', 9, 2],
   EncryptionPreviousKeyMissing: ['PGF-8050', 9, 4],
   EncryptionPreviousKeyWrong: ['PGF-8051', 9, 4],
+  RecoverTableNotFound: ['PGF-6150', 5, 3],
+  RecoverTableNameInvalid: ['PGF-6151', 3, 2],
+  RecoveredTableExists: ['PGF-6152', 6, 4],
+  RecoverTableLiveUnreachable: ['PGF-6153', 14, 5],
+  RecoverTableLoadFailed: ['PGF-6154', 13, 1],
   Internal: ['PGF-9001', 13, 1],
 };
 

@@ -428,6 +428,37 @@ export const ErrorCodes = {
     4,
     'The target is not on a timeline the chosen backup can reach: list the timelines with `pgfleet verify <cluster>`, pick a backup of that timeline (--backup) or another --target-timeline.',
   ),
+  // 6150-6199: recover-table (docs/undo.md)
+  RecoverTableNotFound: spec(
+    'PGF-6150',
+    GrpcStatus.NOT_FOUND,
+    3,
+    'The table does not exist in the copy recovered to that target (it did not exist then, or is in another database or schema): check the name and --database, or choose a later target.',
+  ),
+  RecoverTableNameInvalid: spec(
+    'PGF-6151',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'Name tables as schema.name (--table public.orders) and new names as one identifier or pgfleet_recovered.name (--into orders_before), at most 63 bytes; give --into once per --table or not at all.',
+  ),
+  RecoveredTableExists: spec(
+    'PGF-6152',
+    GrpcStatus.ALREADY_EXISTS,
+    4,
+    'recover-table never overwrites: a table of that name is already in schema pgfleet_recovered of the live cluster. Choose another name with --into, or drop or rename the old one first.',
+  ),
+  RecoverTableLiveUnreachable: spec(
+    'PGF-6153',
+    GrpcStatus.UNAVAILABLE,
+    5,
+    "The agent could not connect to the live cluster's database to load the recovered rows: check that PostgreSQL is up and that --database names an existing database the agent's role may connect to.",
+  ),
+  RecoverTableLoadFailed: spec(
+    'PGF-6154',
+    GrpcStatus.INTERNAL,
+    1,
+    "Dumping a table from the recovered copy or loading it into the live cluster failed (pg_dump's or psql's message says why); nothing of that table was kept in the live cluster (one transaction per table).",
+  ),
   // 7xxx: network and services
   ControllerUnreachable: spec(
     'PGF-7001',

@@ -25,7 +25,7 @@
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import type { Timestamp } from '@bufbuild/protobuf/wkt';
 import { PgfleetError, sleep, type Logger } from '@pgfleet/core';
-import { clusterFacts, connectPg, type PgConnectionOptions } from '@pgfleet/pg';
+import { clusterFacts, connectPg, quoteIdentifier, type PgConnectionOptions } from '@pgfleet/pg';
 import type { Repository } from '@pgfleet/storage';
 import type { ProgressSink } from '../progress.js';
 
@@ -91,7 +91,7 @@ export function requireDrillVersion(versionNum: number, what: string): void {
   );
 }
 
-export const quoteIdent = (s: string): string => `"${s.replace(/"/g, '""')}"`;
+export const quoteIdent = quoteIdentifier;
 
 /** Databases a drill looks at: every one that accepts connections, templates excepted. */
 export async function listDatabases(c: PgClient): Promise<string[]> {

@@ -125,8 +125,6 @@ export async function cleanScratchArea(scratchRoot: string, log: Logger): Promis
   }
 }
 
-type Stage = 'capture' | 'restore' | 'start' | 'recovery' | 'amcheck' | 'counts' | 'done';
-
 interface AmcheckFindingInit {
   database: string;
   relation: string;
@@ -144,7 +142,7 @@ export interface TableCountDiffInit {
 }
 
 /** The result being built, with the lists the steps append to. */
-type DrillResultDraft = DrillResultInit & {
+export type DrillResultDraft = DrillResultInit & {
   restoreSeconds: number;
   recoverySeconds: number;
   rtoSeconds: number;
@@ -153,8 +151,12 @@ type DrillResultDraft = DrillResultInit & {
   countDiffs: TableCountDiffInit[];
 };
 
-/** What the steps of one drill share: the result so far and what the teardown must undo. */
-interface DrillRun {
+/**
+ * What the steps of one drill share: the result so far and what the teardown must undo. A
+ * recover-table job (recover/recover-table.ts) runs the same scratch steps (prepareScratch,
+ * restoreCopy, startAndRecover, tearDown) on a run of its own, reading the timings from `r`.
+ */
+export interface DrillRun {
   readonly o: DrillOptions;
   readonly r: DrillResultDraft;
   /** <scratch>/pgfleet-drill-<job>: the restored copy, its server's files and the owner mark. */
@@ -165,19 +167,12 @@ interface DrillRun {
   /** Set when the checks failed and r.reasons already says why (one reason per problem). */
   reasonsRecorded: boolean;
   /** Enters a stage: the result says where the drill is, the log and the job's progress say what it does. */
-  stage(s: Stage, message: string): void;
+  stage(s: string, message: string): void;
 }
 
-/** The target a drill recovers to, as the restore code and the result read it. */
-interface DrillTarget {
-  spec: TargetSpec;
-  inclusive?: boolean;
-  proto: RecoveryTarget;
-}
-
-/** The stages of the module header in order; the teardown runs whatever happened. */
-export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
-  const r: DrillResultDraft = {
+/** A run's empty result: what the steps fill in. */
+function emptyDraft(o: Pick<DrillOptions, 'target'>): DrillResultDraft {
+  return {
     backupLabel: '',
     ok: false,
     stage: 'capture',
@@ -189,7 +184,12 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
     countDiffs: [],
     ...(o.target ? { target: o.target.proto } : {}),
   };
-  const run: DrillRun = {
+}
+
+/** A run of the scratch steps for job `o.jobId`: its directory is <scratch>/pgfleet-drill-<job> (cleanScratchArea knows it). */
+export function newDrillRun(o: DrillOptions): DrillRun {
+  const r = emptyDraft(o);
+  return {
     o,
     r,
     drillDir: join(o.scratchDir, `${DRILL_DIR_PREFIX}${o.jobId}`),
@@ -200,9 +200,21 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
       o.progress({ phase: s, bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message });
     },
   };
+}
+
+/** The target a drill recovers to, as the restore code and the result read it. */
+export interface DrillTarget {
+  spec: TargetSpec;
+  inclusive?: boolean;
+  proto: RecoveryTarget;
+}
+
+/** The stages of the module header in order; the teardown runs whatever happened. */
+export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
+  const run = newDrillRun(o);
+  const r = run.r;
   try {
-    if (!isAbsolute(o.scratchDir))
-      throw new PgfleetError('InvalidArgument', `the scratch directory '${o.scratchDir}' is not an absolute path`);
+    requireAbsoluteScratch(o.scratchDir);
     const { source, target } = await captureSourceAndTarget(run);
     run.stage('restore', 'choosing the backup');
     const manifest = await chooseDrillBackup(o, target.spec, source);
@@ -228,6 +240,11 @@ export async function runDrill(o: DrillOptions): Promise<DrillResultInit> {
   } finally {
     await tearDown(run);
   }
+}
+
+export function requireAbsoluteScratch(dir: string): void {
+  if (!isAbsolute(dir))
+    throw new PgfleetError('InvalidArgument', `the scratch directory '${dir}' is not an absolute path`);
 }
 
 /**
@@ -265,7 +282,7 @@ async function captureSourceAndTarget(
  * Makes the drill's scratch directory (after removing what earlier drills left and checking
  * there is room for the backup) and its socket directory; returns where PGDATA goes.
  */
-async function prepareScratch(run: DrillRun, manifest: BackupManifest): Promise<string> {
+export async function prepareScratch(run: DrillRun, manifest: BackupManifest): Promise<string> {
   const { o, drillDir } = run;
   await mkdir(o.scratchDir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
     throw new PgfleetError(
@@ -286,7 +303,7 @@ async function prepareScratch(run: DrillRun, manifest: BackupManifest): Promise<
 }
 
 /** Restores the backup into `pgdata` with recovery to the target and action promote; times it. */
-async function restoreCopy(
+export async function restoreCopy(
   run: DrillRun,
   manifest: BackupManifest,
   target: DrillTarget,
@@ -321,7 +338,7 @@ async function restoreCopy(
  * restore + recovery time is the RTO. A recovery that stopped for want of WAL says which
  * segment the archive lacks.
  */
-async function startAndRecover(
+export async function startAndRecover(
   run: DrillRun,
   manifest: BackupManifest,
   pgdata: string,
@@ -459,7 +476,7 @@ async function drillFailure(run: DrillRun, err: unknown): Promise<PgfleetError> 
  * Whatever happened: stops the server and removes the scratch directory, or, for a drill asked to
  * keep it that ran to an end, stops the server cleanly and marks the directory kept.
  */
-async function tearDown(run: DrillRun): Promise<void> {
+export async function tearDown(run: DrillRun): Promise<void> {
   const { o, r, drillDir, server, socketDir } = run;
   // Kept only when the drill ran to an end: a cancelled one (agent stopping) is torn down.
   const keep = o.keep === true && !o.signal?.aborted && activeDrillDirs.has(drillDir);
@@ -514,7 +531,7 @@ export function failureReasons(
   };
 }
 
-async function withClient<T>(server: ScratchPostgres, db: string, fn: (c: PgClient) => Promise<T>): Promise<T> {
+export async function withClient<T>(server: ScratchPostgres, db: string, fn: (c: PgClient) => Promise<T>): Promise<T> {
   const c = await server.connect(db);
   try {
     // Role or database settings restored with the copy (ALTER ROLE ... SET statement_timeout) must not cut the checks short.
@@ -530,7 +547,7 @@ async function withClient<T>(server: ScratchPostgres, db: string, fn: (c: PgClie
  * consistent (stop LSN) at or before it; for name/xid targets, the one the WAL says; otherwise the
  * newest (the controller resolves time and LSN targets to a label itself).
  */
-async function chooseDrillBackup(
+export async function chooseDrillBackup(
   o: DrillOptions,
   target: TargetSpec,
   source: SourceCountsInit | undefined,

@@ -239,6 +239,11 @@ export class ScratchPostgres {
     });
   }
 
+  /** How libpq clients (pg_dump) reach it: its socket directory, port and the role connect() uses. */
+  libpqTarget(): { host: string; port: number; user: string } {
+    return { host: this.socketDir, port: this.port, user: this.user };
+  }
+
   private postmasterPid(): Promise<number | undefined> {
     return postmasterPid(this.o.pgdata);
   }

@@ -5,19 +5,34 @@
  */
 import { captureSourceCounts } from '../drill/capture.js';
 import { DrillFailure, runDrill } from '../drill/drill.js';
-import type { AgentJobKind } from './job-kind.js';
+import type { AgentJobKind, JobContext } from './job-kind.js';
 import { recoveryTargetSpec } from './recovery-target.js';
+
+/** What every job restoring into the scratch area takes from the agent (drills, recover-table). */
+export async function scratchJobOptions(ctx: JobContext) {
+  const s = ctx.settings;
+  return {
+    jobId: ctx.job.jobId,
+    repo: ctx.repo,
+    walFetchArgs: await ctx.walFetchArgs(),
+    pg: s.pg,
+    ...(s.pgBinDir ? { pgBinDir: s.pgBinDir } : {}),
+    workers: s.workers,
+    ...(ctx.rateLimit ? { rateLimit: ctx.rateLimit } : {}),
+    archiveTimeoutMs: s.archiveTimeoutSec * 1000,
+    log: ctx.log,
+    progress: ctx.progress,
+    signal: ctx.signal,
+  };
+}
 
 export const drillJob: AgentJobKind<'drill'> = {
   async run(d, ctx) {
     const s = ctx.settings;
     const target = d.target?.target.case ? recoveryTargetSpec(d.target) : undefined;
     const out = await runDrill({
-      jobId: ctx.job.jobId,
+      ...(await scratchJobOptions(ctx)),
       cluster: d.cluster || s.cluster,
-      repo: ctx.repo,
-      walFetchArgs: await ctx.walFetchArgs(),
-      pg: s.pg,
       ...(d.backupLabel ? { backupLabel: d.backupLabel } : {}),
       ...(target && d.target
         ? {
@@ -32,13 +47,6 @@ export const drillJob: AgentJobKind<'drill'> = {
       scratchDir: d.scratchDir || s.scratchDir,
       keep: d.keep,
       ...(d.currentTimeline ? { currentTimeline: d.currentTimeline } : {}),
-      ...(s.pgBinDir ? { pgBinDir: s.pgBinDir } : {}),
-      workers: s.workers,
-      ...(ctx.rateLimit ? { rateLimit: ctx.rateLimit } : {}),
-      archiveTimeoutMs: s.archiveTimeoutSec * 1000,
-      log: ctx.log,
-      progress: ctx.progress,
-      signal: ctx.signal,
     });
     return { case: 'drill', value: out };
   },

@@ -10,6 +10,7 @@ import { captureJob, drillJob } from './drill.js';
 import { expireJob } from './expire.js';
 import { infoJob } from './info.js';
 import type { AgentJobKind, JobContext, JobKindCase, JobKindMessage, JobResultInit } from './job-kind.js';
+import { recoverTableJob } from './recover-table.js';
 import { restoreJob } from './restore.js';
 import { restorePointsJob } from './restore-points.js';
 import { rotateKeyJob } from './rotate-key.js';
@@ -26,6 +27,7 @@ const JOB_KINDS: { readonly [K in JobKindCase]: AgentJobKind<K> } = {
   info: infoJob,
   restorePoints: restorePointsJob,
   rotateKey: rotateKeyJob,
+  recoverTable: recoverTableJob,
 };
 
 function runKind<K extends JobKindCase>(kind: K, message: JobKindMessage<K>, ctx: JobContext): Promise<JobResultInit> {

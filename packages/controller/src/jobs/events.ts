@@ -14,6 +14,7 @@ import {
   EventSchema,
   type DrillResult,
   type RotateKeyResult,
+  type RecoverTableResult,
   type Event,
   type ExpireResult,
   type RestoreResult,
@@ -51,7 +52,7 @@ export function catalogOutbox(store: CatalogStore, now: () => number = Date.now)
 }
 
 /** Seconds from the job's start (else its creation) to now: the duration its events report. */
-export function jobDurationSeconds(job: JobRecord, now: number): number {
+export function jobDurationSeconds(job: Pick<JobRecord, 'startedAt' | 'createdAt'>, now: number): number {
   const from = job.startedAt ?? job.createdAt;
   return from === null ? 0 : Math.max(0, (now - from) / 1000);
 }
@@ -76,6 +77,7 @@ export interface JobOutcomeDetails {
   /** A drill's result, present on failure too (stage and reasons). */
   drill?: DrillResult;
   rotateKey?: RotateKeyResult;
+  recoverTable?: RecoverTableResult;
 }
 
 export function timestampMs(ts: { seconds: bigint; nanos: number } | undefined): number | null {

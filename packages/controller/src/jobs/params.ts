@@ -79,6 +79,16 @@ export interface RestorePointsJobParams {
   since?: string;
 }
 
+export interface RecoverTableJobParams {
+  /** The backup the controller picked or the user named ('' = the agent picks: name and xid targets). */
+  backupLabel: string;
+  /** The RecoveryTarget as protobuf JSON. */
+  target?: JsonValue;
+  tables: string[];
+  into: string[];
+  database: string;
+}
+
 /** A rotate-key job rotates from the agent's previous key to its current one: nothing to say. */
 export type RotateKeyJobParams = Record<string, never>;
 
@@ -93,6 +103,7 @@ export interface JobParamsByKind {
   info: InfoJobParams;
   'restore-points': RestorePointsJobParams;
   'rotate-key': RotateKeyJobParams;
+  'recover-table': RecoverTableJobParams;
 }
 
 /** A catalog job with its params parsed for its kind; `job.kind === 'backup'` narrows `job.params`. */
@@ -163,6 +174,14 @@ const PARSERS: { readonly [K in JobKind]: (p: Fields) => JobParamsByKind[K] } = 
   info: () => ({}),
   'restore-points': (p) => some({ since: str(p.since) }),
   'rotate-key': () => ({}),
+  'recover-table': (p) =>
+    some({
+      backupLabel: str(p.backupLabel) ?? '',
+      target: p.target === undefined || p.target === null ? undefined : (p.target as JsonValue),
+      tables: strings(p.tables),
+      into: strings(p.into),
+      database: str(p.database) ?? '',
+    }),
 };
 
 function parseParams<K extends JobKind>(kind: K, raw: unknown): JobParamsByKind[K] {

@@ -16,6 +16,7 @@ import { infoJob, restorePointsJob } from './info.js';
 import type { AgentResult, ControllerJobKind } from './job-kind.js';
 import { typedJob, type TypedJob } from './params.js';
 import { restoreJob } from './restore.js';
+import { recoverTableJob } from './recover-table.js';
 import { rotateKeyJob } from './rotate-key.js';
 import { verifyJob } from './verify.js';
 
@@ -30,6 +31,7 @@ const JOB_KINDS: { readonly [K in JobKind]: ControllerJobKind<K> } = {
   info: infoJob,
   'restore-points': restorePointsJob,
   'rotate-key': rotateKeyJob,
+  'recover-table': recoverTableJob,
 };
 
 /** The module of a job's kind, for a job whose params are parsed (see typedJob). */

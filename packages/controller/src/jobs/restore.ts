@@ -5,57 +5,76 @@
 import { isAbsolute } from 'node:path/posix';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { PgfleetError, newJobId } from '@pgfleet/core';
-import { RestoreArchive, type JobInfoSchema, type StartRestoreRequest } from '@pgfleet/proto';
+import type { JobRecord, JobStateName, OutboxEventInput } from '@pgfleet/catalog';
+import {
+  RestoreArchive,
+  type JobInfoSchema,
+  type RecoveredTable,
+  type RecoveryTarget,
+  type StartRestoreRequest,
+} from '@pgfleet/proto';
 import type { AgentSession } from '../agents/sessions.js';
 import type { ControllerContext } from '../context.js';
 import { chooseBackup } from '../restore/pitr.js';
 import { pitrTargetFromProto, recoveryTargetJson, resultJson } from '../wire.js';
 import { clusterAgent, dispatch, liveTimeline, requireCluster } from './dispatch.js';
-import { errorDetail, jobDurationSeconds, outboxEvent } from './events.js';
+import { errorDetail, jobDurationSeconds, outboxEvent, type JobOutcomeDetails } from './events.js';
 import type { ControllerJobKind } from './job-kind.js';
+
 import { jobOfKind, type NewTypedJob } from './params.js';
+
+/**
+ * restore.completed / restore.failed for a job that restores (a restore, a recover-table): what
+ * ended, from which backup, into where; `completed` adds what the kind has to say on success.
+ */
+export function restoreOutcomeEvents(
+  job: Pick<JobRecord, 'id' | 'cluster' | 'startedAt' | 'createdAt'>,
+  to: JobStateName,
+  d: {
+    backupLabel: string;
+    targetDir: string;
+    error: JobOutcomeDetails['error'];
+    /** What a finished job adds: bytes restored, and (recover-table) the target, the database and its tables. */
+    completed: {
+      restoredBytes: bigint;
+      target?: RecoveryTarget;
+      database?: string;
+      recoveredTables?: RecoveredTable[];
+    };
+  },
+  now: number,
+): OutboxEventInput[] {
+  const common = {
+    jobId: job.id,
+    backupLabel: d.backupLabel,
+    targetDir: d.targetDir,
+    durationSeconds: jobDurationSeconds(job, now),
+  };
+  if (to === 'succeeded')
+    return [outboxEvent(job.cluster, { case: 'restoreCompleted', value: { ...common, ...d.completed } }, now)];
+  if (to === 'failed' || to === 'cancelled')
+    return [
+      outboxEvent(job.cluster, { case: 'restoreFailed', value: { ...common, error: errorDetail(d.error) } }, now),
+    ];
+  return [];
+}
 
 export const restoreJob: ControllerJobKind<'restore'> = {
   events(job, to, details, now) {
     const p = job.params;
-    const durationSeconds = jobDurationSeconds(job, now);
-    if (to === 'succeeded') {
-      return [
-        outboxEvent(
-          job.cluster,
-          {
-            case: 'restoreCompleted',
-            value: {
-              jobId: job.id,
-              backupLabel: details.restore?.backupLabel || p.backupLabel,
-              targetDir: details.restore?.targetDir || p.targetDir,
-              durationSeconds,
-              restoredBytes: details.restore?.bytes ?? 0n,
-            },
-          },
-          now,
-        ),
-      ];
-    }
-    if (to === 'failed' || to === 'cancelled') {
-      return [
-        outboxEvent(
-          job.cluster,
-          {
-            case: 'restoreFailed',
-            value: {
-              jobId: job.id,
-              backupLabel: p.backupLabel,
-              targetDir: p.targetDir,
-              durationSeconds,
-              error: errorDetail(details.error),
-            },
-          },
-          now,
-        ),
-      ];
-    }
-    return [];
+    const ok = to === 'succeeded';
+    return restoreOutcomeEvents(
+      job,
+      to,
+      {
+        // A failed restore names what it was asked for; a finished one what it did.
+        backupLabel: (ok && details.restore?.backupLabel) || p.backupLabel,
+        targetDir: (ok && details.restore?.targetDir) || p.targetDir,
+        error: details.error,
+        completed: { restoredBytes: details.restore?.bytes ?? 0n },
+      },
+      now,
+    );
   },
 
   succeeded(_job, result) {

@@ -61,6 +61,7 @@ test('what each role may call', () => {
     'startCheck',
     'startDrill',
     'startInfo',
+    'startRecoverTable',
     'startRestore',
     'startRestorePoints',
     'startVerify',

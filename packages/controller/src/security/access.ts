@@ -62,6 +62,8 @@ export const ADMIN_METHOD_ROLES = {
   startRestorePoints: 'operator',
   // Moves the repository to another encryption key: a fleet admin's act, like the key itself.
   startRotateKey: 'admin',
+  // Restores like a restore and writes new tables into the live cluster (never over existing ones).
+  startRecoverTable: 'operator',
   setPolicy: 'admin',
   applyFleet: 'admin',
   createEnrollmentToken: 'admin',

@@ -6,7 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { BackupInfo, BackupResume, BackupType, ErrorDetail, JobState, RecoveryTarget, Repository, RestoreArchive, ServerRole } from "./common_pb.js";
+import type { BackupInfo, BackupResume, BackupType, ErrorDetail, JobState, RecoveredTable, RecoveryTarget, Repository, RestoreArchive, ServerRole } from "./common_pb.js";
 import { file_pgfleet_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/agent.proto.
  */
 export const file_pgfleet_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIuoBCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SAASKwoKd2FsX3N3aXRjaBgFIAEoCzIVLnBnZmxlZXQudjEuV2FsU3dpdGNoSABCBQoDbXNnIrMBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIABIrCgp3YWxfc3dpdGNoGAQgASgLMhUucGdmbGVldC52MS5XYWxTd2l0Y2hIAEIFCgNtc2ciKAoJV2FsU3dpdGNoEg4KBmpvYl9pZBgBIAEoCRILCgNsc24YAiABKAkihQIKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCRIsCgxyZXBvc2l0b3JpZXMYCiADKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkiXgoHV2VsY29tZRIaChJjb250cm9sbGVyX3ZlcnNpb24YASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKA0SEwoLY2x1c3Rlcl9rZXkYAyABKAwi1AIKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVwZ191cBgCIAEoCBIrCghhcmNoaXZlchgDIAEoCzIZLnBnZmxlZXQudjEuQXJjaGl2ZXJTdGF0cxITCgtjdXJyZW50X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIUCgxzdHJlYW1lZF9sc24YBiABKAkSIgoDd2FsGAcgASgLMhUucGdmbGVldC52MS5XYWxIZWFsdGgSLwoNYXJjaGl2ZV9zZXR1cBgIIAEoCzIYLnBnZmxlZXQudjEuQXJjaGl2ZVNldHVwEiQKBHJvbGUYCSABKA4yFi5wZ2ZsZWV0LnYxLlNlcnZlclJvbGUSKQoGcmVwbGF5GAogASgLMhkucGdmbGVldC52MS5TdGFuZGJ5UmVwbGF5ImMKDEFyY2hpdmVTZXR1cBIUCgxhcmNoaXZlX21vZGUYASABKAkSFwoPYXJjaGl2ZV9jb21tYW5kGAIgASgJEhMKC3ZpYV9wZ2ZsZWV0GAMgASgIEg8KB3Byb2JsZW0YBCABKAkiqAEKDVN0YW5kYnlSZXBsYXkSEwoLcmVjZWl2ZV9sc24YASABKAkSEgoKcmVwbGF5X2xzbhgCIAEoCRIcChRyZWNlaXZlX3JlcGxheV9ieXRlcxgDIAEoBBI0ChBsYXN0X3JlcGxheV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJyZXBsYXlfbGFnX3NlY29uZHMYBSABKAEiwQIKCVdhbEhlYWx0aBIUCgxwZ193YWxfYnl0ZXMYASABKAQSGQoRcGdfd2FsX2ZyZWVfYnl0ZXMYAiABKAQSGgoScGdfd2FsX3RvdGFsX2J5dGVzGAMgASgEEhEKCXNsb3RfbmFtZRgEIAEoCRITCgtzbG90X2FjdGl2ZRgFIAEoCBIYChBzbG90X3Jlc3RhcnRfbHNuGAYgASgJEhsKE3Nsb3RfcmV0YWluZWRfYnl0ZXMYByABKAQSFwoPc2xvdF93YWxfc3RhdHVzGAggASgJEhgKEHN0cmVhbV9sYWdfYnl0ZXMYCSABKAQSGgoSc3RyZWFtX2xhZ19zZWNvbmRzGAogASgBEh0KFXdhbF9zZWdtZW50c19hcmNoaXZlZBgLIAEoBBIaChJ3YWxfYnl0ZXNfYXJjaGl2ZWQYDCABKAQi3wEKDUFyY2hpdmVyU3RhdHMSFgoOYXJjaGl2ZWRfY291bnQYASABKAQSGQoRbGFzdF9hcmNoaXZlZF93YWwYAiABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYBCABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAUgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItkECgNKb2ISDgoGam9iX2lkGAEgASgJEioKCnJlcG9zaXRvcnkYAiABKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkSLAoMcmVwb3NpdG9yaWVzGAMgAygLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhQKDG1hbmlmZXN0X2tleRgEIAEoDBIYChBtYW5pZmVzdF9jbHVzdGVyGAUgASgJEicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAEicKBmV4cGlyZRgMIAEoCzIVLnBnZmxlZXQudjEuRXhwaXJlSm9iSAASJwoGdmVyaWZ5GA0gASgLMhUucGdmbGVldC52MS5WZXJpZnlKb2JIABIlCgVkcmlsbBgOIAEoCzIULnBnZmxlZXQudjEuRHJpbGxKb2JIABIvCgdjYXB0dXJlGA8gASgLMhwucGdmbGVldC52MS5DYXB0dXJlU291cmNlSm9iSAASJQoFY2hlY2sYECABKAsyFC5wZ2ZsZWV0LnYxLkNoZWNrSm9iSAASIwoEaW5mbxgRIAEoCzITLnBnZmxlZXQudjEuSW5mb0pvYkgAEjYKDnJlc3RvcmVfcG9pbnRzGBIgASgLMhwucGdmbGVldC52MS5SZXN0b3JlUG9pbnRzSm9iSAASLgoKcm90YXRlX2tleRgTIAEoCzIYLnBnZmxlZXQudjEuUm90YXRlS2V5Sm9iSABCBgoEa2luZCJqCglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCRIoCgZyZXN1bWUYAyABKA4yGC5wZ2ZsZWV0LnYxLkJhY2t1cFJlc3VtZSKYAgoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgSFgoOdGFibGVzcGFjZV9kaXIYBiABKAkSHAoUYmFja3VwX2xhYmVsX2lzX2hpbnQYByABKAgSFwoPdGFyZ2V0X3RpbWVsaW5lGAggASgNEisKB2FyY2hpdmUYCSABKA4yGi5wZ2ZsZWV0LnYxLlJlc3RvcmVBcmNoaXZlEhgKEGN1cnJlbnRfdGltZWxpbmUYCiABKA0iGAoGQ2FuY2VsEg4KBmpvYl9pZBgBIAEoCSK+AQoLSm9iUHJvZ3Jlc3MSDgoGam9iX2lkGAEgASgJEg0KBXBoYXNlGAIgASgJEhIKCmJ5dGVzX2RvbmUYAyABKAQSEwoLYnl0ZXNfdG90YWwYBCABKAQSEgoKZmlsZXNfZG9uZRgFIAEoDRITCgtmaWxlc190b3RhbBgGIAEoDRIPCgdtZXNzYWdlGAcgASgJEhgKEGJ5dGVzX3Blcl9zZWNvbmQYCCABKAESEwoLZXRhX3NlY29uZHMYCSABKAEiugQKCUpvYlJlc3VsdBIOCgZqb2JfaWQYASABKAkSIwoFc3RhdGUYAiABKA4yFC5wZ2ZsZWV0LnYxLkpvYlN0YXRlEiYKBWVycm9yGAMgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBIoCgZiYWNrdXAYCiABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm9IABIsCgdyZXN0b3JlGAsgASgLMhkucGdmbGVldC52MS5SZXN0b3JlUmVzdWx0SAASKgoGZXhwaXJlGAwgASgLMhgucGdmbGVldC52MS5FeHBpcmVSZXN1bHRIABIqCgZ2ZXJpZnkYDSABKAsyGC5wZ2ZsZWV0LnYxLlZlcmlmeVJlc3VsdEgAEigKBWRyaWxsGA4gASgLMhcucGdmbGVldC52MS5EcmlsbFJlc3VsdEgAEisKB2NhcHR1cmUYDyABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50c0gAEigKBWNoZWNrGBAgASgLMhcucGdmbGVldC52MS5DaGVja1Jlc3VsdEgAEioKBGluZm8YESABKAsyGi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnlJbmZvSAASNgoOcmVzdG9yZV9wb2ludHMYEiABKAsyHC5wZ2ZsZWV0LnYxLlJlc3RvcmVQb2ludExpc3RIABIxCgpyb3RhdGVfa2V5GBMgASgLMhsucGdmbGVldC52MS5Sb3RhdGVLZXlSZXN1bHRIAEIICgZyZXN1bHQiiQEKDVJlc3RvcmVSZXN1bHQSFAoMYmFja3VwX2xhYmVsGAEgASgJEhIKCnRhcmdldF9kaXIYAiABKAkSDQoFYnl0ZXMYAyABKAQSEgoKZmlsZV9jb3VudBgEIAEoDRIQCgh0aW1lbGluZRgFIAEoDRIZChFhcmNoaXZlX3ByZXNlcnZlZBgGIAEoCCKSAQoJRXhwaXJlSm9iEg8KB2NsdXN0ZXIYASABKAkSDgoGbGFiZWxzGAIgAygJEhUKDXdhbF9rZWVwX2Zyb20YAyABKAkSLQoLa2VlcF9yYW5nZXMYBCADKAsyGC5wZ2ZsZWV0LnYxLldhbEtlZXBSYW5nZRIPCgdkcnlfcnVuGAUgASgIEg0KBWV4YWN0GAYgASgIIlQKDFdhbEtlZXBSYW5nZRINCgVsYWJlbBgBIAEoCRIQCgh0aW1lbGluZRgCIAEoDRIRCgl3YWxfc3RhcnQYAyABKAkSEAoId2FsX3N0b3AYBCABKAki5QEKDEV4cGlyZVJlc3VsdBIWCg5kZWxldGVkX2xhYmVscxgBIAMoCRIWCg5za2lwcGVkX2xhYmVscxgCIAMoCRIcChRiYWNrdXBfZmlsZXNfZGVsZXRlZBgDIAEoDRIcChRiYWNrdXBfYnl0ZXNfZGVsZXRlZBgEIAEoBBIZChF3YWxfZmlsZXNfZGVsZXRlZBgFIAEoDRIZChF3YWxfYnl0ZXNfZGVsZXRlZBgGIAEoBBIZChF3YWxfZmlyc3RfZGVsZXRlZBgHIAEoCRIYChB3YWxfbGFzdF9kZWxldGVkGAggASgJIjMKCVZlcmlmeUpvYhIMCgRmdWxsGAEgASgIEhgKEGN1cnJlbnRfdGltZWxpbmUYAiABKA0iuwEKDlZlcmlmeVRpbWVsaW5lEhAKCHRpbWVsaW5lGAEgASgNEg4KBnBhcmVudBgCIAEoDRISCgpzd2l0Y2hfbHNuGAMgASgJEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDm5ld2VzdF9zZWdtZW50GAUgASgJEhcKD29uX2xpdmVfbGluZWFnZRgGIAEoCBISCgpsaXZlX2tub3duGAcgASgIIp4BCg1WZXJpZnlQcm9ibGVtEgwKBGtpbmQYASABKAkSDQoFbGFiZWwYAiABKAkSDAoEcGF0aBgDIAEoCRILCgNrZXkYBCABKAkSDwoHbWVzc2FnZRgFIAEoCRIQCgh0aW1lbGluZRgGIAEoDRIQCghsc25fZnJvbRgHIAEoCRIOCgZsc25fdG8YCCABKAkSEAoIc2VnbWVudHMYCSADKAkigwIKE1ZlcmlmeUJhY2t1cFZlcmRpY3QSDQoFbGFiZWwYASABKAkSJAoEdHlwZRgCIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRISCgpyZXN0b3JhYmxlGAMgASgIEhAKCGZyb21fbHNuGAQgASgJEi0KCWZyb21fdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGdG9fbHNuGAYgASgJEhMKC3RvX3RpbWVsaW5lGAcgASgNEg8KB3JlYXNvbnMYCCADKAkSFQoNZmlsZXNfY2hlY2tlZBgJIAEoDRIVCg1ieXRlc19jaGVja2VkGAogASgEIugBCgxWZXJpZnlSZXN1bHQSDAoEZnVsbBgBIAEoCBIwCgdiYWNrdXBzGAIgAygLMh8ucGdmbGVldC52MS5WZXJpZnlCYWNrdXBWZXJkaWN0EisKCHByb2JsZW1zGAMgAygLMhkucGdmbGVldC52MS5WZXJpZnlQcm9ibGVtEhwKFHdhbF9zZWdtZW50c19jaGVja2VkGAQgASgNEhIKCndhbF9uZXdlc3QYBSADKAkSCgoCb2sYBiABKAgSLQoJdGltZWxpbmVzGAcgAygLMhoucGdmbGVldC52MS5WZXJpZnlUaW1lbGluZSLEAQoIRHJpbGxKb2ISDwoHY2x1c3RlchgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSKgoGdGFyZ2V0GAMgASgLMhoucGdmbGVldC52MS5SZWNvdmVyeVRhcmdldBITCgtzY3JhdGNoX2RpchgEIAEoCRIoCgZzb3VyY2UYBSABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50cxIMCgRrZWVwGAYgASgIEhgKEGN1cnJlbnRfdGltZWxpbmUYByABKA0iOgoQQ2FwdHVyZVNvdXJjZUpvYhIPCgdjbHVzdGVyGAEgASgJEhUKDXJlc3RvcmVfcG9pbnQYAiABKAkinQEKDFNvdXJjZUNvdW50cxIVCg1yZXN0b3JlX3BvaW50GAEgASgJEgsKA2xzbhgCIAEoCRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZ0YWJsZXMYBCADKAsyGS5wZ2ZsZWV0LnYxLlRhYmxlUm93Q291bnQSFAoMY2hhbmdlX2JvdW5kGAUgASgEIk4KDVRhYmxlUm93Q291bnQSEAoIZGF0YWJhc2UYASABKAkSDgoGc2NoZW1hGAIgASgJEg0KBXRhYmxlGAMgASgJEgwKBHJvd3MYBCABKAMibQoOVGFibGVDb3VudERpZmYSEAoIZGF0YWJhc2UYASABKAkSDgoGc2NoZW1hGAIgASgJEg0KBXRhYmxlGAMgASgJEhMKC3NvdXJjZV9yb3dzGAQgASgDEhUKDXJlc3RvcmVkX3Jvd3MYBSABKAMiVAoOQW1jaGVja0ZpbmRpbmcSEAoIZGF0YWJhc2UYASABKAkSEAoIcmVsYXRpb24YAiABKAkSDQoFY2hlY2sYAyABKAkSDwoHbWVzc2FnZRgEIAEoCSKdBQoLRHJpbGxSZXN1bHQSFAoMYmFja3VwX2xhYmVsGAEgASgJEioKBnRhcmdldBgCIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSCgoCb2sYAyABKAgSDQoFc3RhZ2UYBCABKAkSDwoHcmVhc29ucxgFIAMoCRIXCg9yZXN0b3JlX3NlY29uZHMYBiABKAESGAoQcmVjb3Zlcnlfc2Vjb25kcxgHIAEoARITCgtydG9fc2Vjb25kcxgIIAEoARIVCg1yZWNvdmVyZWRfbHNuGAkgASgJEjIKDnJlY292ZXJlZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5yZXN0b3JlZF9ieXRlcxgLIAEoBBIZChFkYXRhYmFzZXNfY2hlY2tlZBgMIAEoDRIZChFyZWxhdGlvbnNfY2hlY2tlZBgNIAEoDRI0ChBhbWNoZWNrX2ZpbmRpbmdzGA4gAygLMhoucGdmbGVldC52MS5BbWNoZWNrRmluZGluZxIXCg9jb3VudHNfY29tcGFyZWQYDyABKAgSFwoPdGFibGVzX2NvbXBhcmVkGBAgASgNEhQKDGNvdW50c19lcXVhbBgRIAEoCBIvCgtjb3VudF9kaWZmcxgSIAMoCzIaLnBnZmxlZXQudjEuVGFibGVDb3VudERpZmYSGgoSY291bnRfY2hhbmdlX2JvdW5kGBMgASgEEigKBnNvdXJjZRgUIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzEh0KFXBvc3RncmVzX2xvZ19wcm9ibGVtcxgVIAMoCRIZChFwb3N0Z3Jlc19sb2dfdGFpbBgWIAMoCRIQCghrZXB0X2RpchgXIAEoCSIjCghDaGVja0pvYhIXCg90aW1lb3V0X3NlY29uZHMYASABKA0iVQoJQ2hlY2tJdGVtEgwKBG5hbWUYASABKAkSKQoHdmVyZGljdBgCIAEoDjIYLnBnZmxlZXQudjEuQ2hlY2tWZXJkaWN0Eg8KB21lc3NhZ2UYAyABKAkiaQoLQ2hlY2tSZXN1bHQSJAoFaXRlbXMYASADKAsyFS5wZ2ZsZWV0LnYxLkNoZWNrSXRlbRIKCgJvaxgCIAEoCBITCgt3YWxfc2VnbWVudBgDIAEoCRITCgt3YWxfc2Vjb25kcxgEIAEoASIOCgxSb3RhdGVLZXlKb2IiYQoPUm90YXRlS2V5UmVzdWx0EhEKCXJld3JhcHBlZBgBIAEoDRITCgthbHJlYWR5X25ldxgCIAEoDRISCgpvbGRfa2V5X2lkGAMgASgJEhIKCm5ld19rZXlfaWQYBCABKAkiCQoHSW5mb0pvYiKhAQoQUmVwb3NpdG9yeUJhY2t1cBImCgZiYWNrdXAYASABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm8SEgoKZGVwZW5kc19vbhgCIAMoCRISCgpkZXBlbmRlbnRzGAMgAygJEg0KBWNvZGVjGAQgASgJEhYKDmNvbXByZXNzX2xldmVsGAUgASgNEhYKDm93bl9zaXplX2J5dGVzGAYgASgEIowBCg9XYWxUaW1lbGluZUluZm8SEAoIdGltZWxpbmUYASABKA0SFgoOb2xkZXN0X3NlZ21lbnQYAiABKAkSFgoObmV3ZXN0X3NlZ21lbnQYAyABKAkSEAoIc2VnbWVudHMYBCABKAQSFAoMc3RvcmVkX2J5dGVzGAUgASgEEg8KB2hpc3RvcnkYBiABKAgihQIKDlJlcG9zaXRvcnlJbmZvEg8KB2NsdXN0ZXIYASABKAkSLQoHYmFja3VwcxgCIAMoCzIcLnBnZmxlZXQudjEuUmVwb3NpdG9yeUJhY2t1cBIoCgN3YWwYAyADKAsyGy5wZ2ZsZWV0LnYxLldhbFRpbWVsaW5lSW5mbxIbChNiYWNrdXBfc3RvcmVkX2J5dGVzGAQgASgEEhgKEHdhbF9zdG9yZWRfYnl0ZXMYBSABKAQSHQoVYmFja3VwX293bl9zaXplX2J5dGVzGAYgASgEEhAKCGxvY2F0aW9uGAcgASgJEiEKGXVuYXV0aGVudGljYXRlZF93YWxfZmlsZXMYCCABKAQiUwoQUmVzdG9yZVBvaW50c0pvYhIpCgVzaW5jZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMZnJvbV9zZWdtZW50GAIgASgJImUKDFJlc3RvcmVQb2ludBIMCgRuYW1lGAEgASgJEgsKA2xzbhgCIAEoCRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCgh0aW1lbGluZRgEIAEoDSJ9ChBSZXN0b3JlUG9pbnRMaXN0EigKBnBvaW50cxgBIAMoCzIYLnBnZmxlZXQudjEuUmVzdG9yZVBvaW50EhQKDGZyb21fc2VnbWVudBgCIAEoCRISCgp0b19zZWdtZW50GAMgASgJEhUKDXNlZ21lbnRzX3JlYWQYBCABKA0iUgoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghhZ2VudF9pZBgCIAEoCRIPCgdjbHVzdGVyGAMgASgJEg8KB2Nzcl9wZW0YBCABKAkiZgoORW5yb2xsUmVzcG9uc2USEAoIY2VydF9wZW0YASABKAkSEwoLY2FfY2VydF9wZW0YAiABKAkSLQoJbm90X2FmdGVyGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCpzCgxDaGVja1ZlcmRpY3QSHQoZQ0hFQ0tfVkVSRElDVF9VTlNQRUNJRklFRBAAEhQKEENIRUNLX1ZFUkRJQ1RfT0sQARIWChJDSEVDS19WRVJESUNUX1dBUk4QAhIWChJDSEVDS19WRVJESUNUX0ZBSUwQAzJWCgxBZ2VudFNlcnZpY2USRgoHQ29ubmVjdBIaLnBnZmxlZXQudjEuQ29ubmVjdFJlcXVlc3QaGy5wZ2ZsZWV0LnYxLkNvbm5lY3RSZXNwb25zZSgBMAEyVAoRRW5yb2xsbWVudFNlcnZpY2USPwoGRW5yb2xsEhkucGdmbGVldC52MS5FbnJvbGxSZXF1ZXN0GhoucGdmbGVldC52MS5FbnJvbGxSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
+  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIuoBCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SAASKwoKd2FsX3N3aXRjaBgFIAEoCzIVLnBnZmxlZXQudjEuV2FsU3dpdGNoSABCBQoDbXNnIrMBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIABIrCgp3YWxfc3dpdGNoGAQgASgLMhUucGdmbGVldC52MS5XYWxTd2l0Y2hIAEIFCgNtc2ciKAoJV2FsU3dpdGNoEg4KBmpvYl9pZBgBIAEoCRILCgNsc24YAiABKAkihQIKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCRIsCgxyZXBvc2l0b3JpZXMYCiADKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkiXgoHV2VsY29tZRIaChJjb250cm9sbGVyX3ZlcnNpb24YASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKA0SEwoLY2x1c3Rlcl9rZXkYAyABKAwi1AIKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVwZ191cBgCIAEoCBIrCghhcmNoaXZlchgDIAEoCzIZLnBnZmxlZXQudjEuQXJjaGl2ZXJTdGF0cxITCgtjdXJyZW50X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIUCgxzdHJlYW1lZF9sc24YBiABKAkSIgoDd2FsGAcgASgLMhUucGdmbGVldC52MS5XYWxIZWFsdGgSLwoNYXJjaGl2ZV9zZXR1cBgIIAEoCzIYLnBnZmxlZXQudjEuQXJjaGl2ZVNldHVwEiQKBHJvbGUYCSABKA4yFi5wZ2ZsZWV0LnYxLlNlcnZlclJvbGUSKQoGcmVwbGF5GAogASgLMhkucGdmbGVldC52MS5TdGFuZGJ5UmVwbGF5ImMKDEFyY2hpdmVTZXR1cBIUCgxhcmNoaXZlX21vZGUYASABKAkSFwoPYXJjaGl2ZV9jb21tYW5kGAIgASgJEhMKC3ZpYV9wZ2ZsZWV0GAMgASgIEg8KB3Byb2JsZW0YBCABKAkiqAEKDVN0YW5kYnlSZXBsYXkSEwoLcmVjZWl2ZV9sc24YASABKAkSEgoKcmVwbGF5X2xzbhgCIAEoCRIcChRyZWNlaXZlX3JlcGxheV9ieXRlcxgDIAEoBBI0ChBsYXN0X3JlcGxheV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJyZXBsYXlfbGFnX3NlY29uZHMYBSABKAEiwQIKCVdhbEhlYWx0aBIUCgxwZ193YWxfYnl0ZXMYASABKAQSGQoRcGdfd2FsX2ZyZWVfYnl0ZXMYAiABKAQSGgoScGdfd2FsX3RvdGFsX2J5dGVzGAMgASgEEhEKCXNsb3RfbmFtZRgEIAEoCRITCgtzbG90X2FjdGl2ZRgFIAEoCBIYChBzbG90X3Jlc3RhcnRfbHNuGAYgASgJEhsKE3Nsb3RfcmV0YWluZWRfYnl0ZXMYByABKAQSFwoPc2xvdF93YWxfc3RhdHVzGAggASgJEhgKEHN0cmVhbV9sYWdfYnl0ZXMYCSABKAQSGgoSc3RyZWFtX2xhZ19zZWNvbmRzGAogASgBEh0KFXdhbF9zZWdtZW50c19hcmNoaXZlZBgLIAEoBBIaChJ3YWxfYnl0ZXNfYXJjaGl2ZWQYDCABKAQi3wEKDUFyY2hpdmVyU3RhdHMSFgoOYXJjaGl2ZWRfY291bnQYASABKAQSGQoRbGFzdF9hcmNoaXZlZF93YWwYAiABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYBCABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAUgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIo8FCgNKb2ISDgoGam9iX2lkGAEgASgJEioKCnJlcG9zaXRvcnkYAiABKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkSLAoMcmVwb3NpdG9yaWVzGAMgAygLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhQKDG1hbmlmZXN0X2tleRgEIAEoDBIYChBtYW5pZmVzdF9jbHVzdGVyGAUgASgJEicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAEicKBmV4cGlyZRgMIAEoCzIVLnBnZmxlZXQudjEuRXhwaXJlSm9iSAASJwoGdmVyaWZ5GA0gASgLMhUucGdmbGVldC52MS5WZXJpZnlKb2JIABIlCgVkcmlsbBgOIAEoCzIULnBnZmxlZXQudjEuRHJpbGxKb2JIABIvCgdjYXB0dXJlGA8gASgLMhwucGdmbGVldC52MS5DYXB0dXJlU291cmNlSm9iSAASJQoFY2hlY2sYECABKAsyFC5wZ2ZsZWV0LnYxLkNoZWNrSm9iSAASIwoEaW5mbxgRIAEoCzITLnBnZmxlZXQudjEuSW5mb0pvYkgAEjYKDnJlc3RvcmVfcG9pbnRzGBIgASgLMhwucGdmbGVldC52MS5SZXN0b3JlUG9pbnRzSm9iSAASLgoKcm90YXRlX2tleRgTIAEoCzIYLnBnZmxlZXQudjEuUm90YXRlS2V5Sm9iSAASNAoNcmVjb3Zlcl90YWJsZRgUIAEoCzIbLnBnZmxlZXQudjEuUmVjb3ZlclRhYmxlSm9iSABCBgoEa2luZCJqCglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCRIoCgZyZXN1bWUYAyABKA4yGC5wZ2ZsZWV0LnYxLkJhY2t1cFJlc3VtZSKYAgoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgSFgoOdGFibGVzcGFjZV9kaXIYBiABKAkSHAoUYmFja3VwX2xhYmVsX2lzX2hpbnQYByABKAgSFwoPdGFyZ2V0X3RpbWVsaW5lGAggASgNEisKB2FyY2hpdmUYCSABKA4yGi5wZ2ZsZWV0LnYxLlJlc3RvcmVBcmNoaXZlEhgKEGN1cnJlbnRfdGltZWxpbmUYCiABKA0iGAoGQ2FuY2VsEg4KBmpvYl9pZBgBIAEoCSK+AQoLSm9iUHJvZ3Jlc3MSDgoGam9iX2lkGAEgASgJEg0KBXBoYXNlGAIgASgJEhIKCmJ5dGVzX2RvbmUYAyABKAQSEwoLYnl0ZXNfdG90YWwYBCABKAQSEgoKZmlsZXNfZG9uZRgFIAEoDRITCgtmaWxlc190b3RhbBgGIAEoDRIPCgdtZXNzYWdlGAcgASgJEhgKEGJ5dGVzX3Blcl9zZWNvbmQYCCABKAESEwoLZXRhX3NlY29uZHMYCSABKAEi8wQKCUpvYlJlc3VsdBIOCgZqb2JfaWQYASABKAkSIwoFc3RhdGUYAiABKA4yFC5wZ2ZsZWV0LnYxLkpvYlN0YXRlEiYKBWVycm9yGAMgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBIoCgZiYWNrdXAYCiABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm9IABIsCgdyZXN0b3JlGAsgASgLMhkucGdmbGVldC52MS5SZXN0b3JlUmVzdWx0SAASKgoGZXhwaXJlGAwgASgLMhgucGdmbGVldC52MS5FeHBpcmVSZXN1bHRIABIqCgZ2ZXJpZnkYDSABKAsyGC5wZ2ZsZWV0LnYxLlZlcmlmeVJlc3VsdEgAEigKBWRyaWxsGA4gASgLMhcucGdmbGVldC52MS5EcmlsbFJlc3VsdEgAEisKB2NhcHR1cmUYDyABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50c0gAEigKBWNoZWNrGBAgASgLMhcucGdmbGVldC52MS5DaGVja1Jlc3VsdEgAEioKBGluZm8YESABKAsyGi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnlJbmZvSAASNgoOcmVzdG9yZV9wb2ludHMYEiABKAsyHC5wZ2ZsZWV0LnYxLlJlc3RvcmVQb2ludExpc3RIABIxCgpyb3RhdGVfa2V5GBMgASgLMhsucGdmbGVldC52MS5Sb3RhdGVLZXlSZXN1bHRIABI3Cg1yZWNvdmVyX3RhYmxlGBQgASgLMh4ucGdmbGVldC52MS5SZWNvdmVyVGFibGVSZXN1bHRIAEIICgZyZXN1bHQiiQEKDVJlc3RvcmVSZXN1bHQSFAoMYmFja3VwX2xhYmVsGAEgASgJEhIKCnRhcmdldF9kaXIYAiABKAkSDQoFYnl0ZXMYAyABKAQSEgoKZmlsZV9jb3VudBgEIAEoDRIQCgh0aW1lbGluZRgFIAEoDRIZChFhcmNoaXZlX3ByZXNlcnZlZBgGIAEoCCKSAQoJRXhwaXJlSm9iEg8KB2NsdXN0ZXIYASABKAkSDgoGbGFiZWxzGAIgAygJEhUKDXdhbF9rZWVwX2Zyb20YAyABKAkSLQoLa2VlcF9yYW5nZXMYBCADKAsyGC5wZ2ZsZWV0LnYxLldhbEtlZXBSYW5nZRIPCgdkcnlfcnVuGAUgASgIEg0KBWV4YWN0GAYgASgIIlQKDFdhbEtlZXBSYW5nZRINCgVsYWJlbBgBIAEoCRIQCgh0aW1lbGluZRgCIAEoDRIRCgl3YWxfc3RhcnQYAyABKAkSEAoId2FsX3N0b3AYBCABKAki5QEKDEV4cGlyZVJlc3VsdBIWCg5kZWxldGVkX2xhYmVscxgBIAMoCRIWCg5za2lwcGVkX2xhYmVscxgCIAMoCRIcChRiYWNrdXBfZmlsZXNfZGVsZXRlZBgDIAEoDRIcChRiYWNrdXBfYnl0ZXNfZGVsZXRlZBgEIAEoBBIZChF3YWxfZmlsZXNfZGVsZXRlZBgFIAEoDRIZChF3YWxfYnl0ZXNfZGVsZXRlZBgGIAEoBBIZChF3YWxfZmlyc3RfZGVsZXRlZBgHIAEoCRIYChB3YWxfbGFzdF9kZWxldGVkGAggASgJIjMKCVZlcmlmeUpvYhIMCgRmdWxsGAEgASgIEhgKEGN1cnJlbnRfdGltZWxpbmUYAiABKA0iuwEKDlZlcmlmeVRpbWVsaW5lEhAKCHRpbWVsaW5lGAEgASgNEg4KBnBhcmVudBgCIAEoDRISCgpzd2l0Y2hfbHNuGAMgASgJEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDm5ld2VzdF9zZWdtZW50GAUgASgJEhcKD29uX2xpdmVfbGluZWFnZRgGIAEoCBISCgpsaXZlX2tub3duGAcgASgIIp4BCg1WZXJpZnlQcm9ibGVtEgwKBGtpbmQYASABKAkSDQoFbGFiZWwYAiABKAkSDAoEcGF0aBgDIAEoCRILCgNrZXkYBCABKAkSDwoHbWVzc2FnZRgFIAEoCRIQCgh0aW1lbGluZRgGIAEoDRIQCghsc25fZnJvbRgHIAEoCRIOCgZsc25fdG8YCCABKAkSEAoIc2VnbWVudHMYCSADKAkigwIKE1ZlcmlmeUJhY2t1cFZlcmRpY3QSDQoFbGFiZWwYASABKAkSJAoEdHlwZRgCIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRISCgpyZXN0b3JhYmxlGAMgASgIEhAKCGZyb21fbHNuGAQgASgJEi0KCWZyb21fdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGdG9fbHNuGAYgASgJEhMKC3RvX3RpbWVsaW5lGAcgASgNEg8KB3JlYXNvbnMYCCADKAkSFQoNZmlsZXNfY2hlY2tlZBgJIAEoDRIVCg1ieXRlc19jaGVja2VkGAogASgEIugBCgxWZXJpZnlSZXN1bHQSDAoEZnVsbBgBIAEoCBIwCgdiYWNrdXBzGAIgAygLMh8ucGdmbGVldC52MS5WZXJpZnlCYWNrdXBWZXJkaWN0EisKCHByb2JsZW1zGAMgAygLMhkucGdmbGVldC52MS5WZXJpZnlQcm9ibGVtEhwKFHdhbF9zZWdtZW50c19jaGVja2VkGAQgASgNEhIKCndhbF9uZXdlc3QYBSADKAkSCgoCb2sYBiABKAgSLQoJdGltZWxpbmVzGAcgAygLMhoucGdmbGVldC52MS5WZXJpZnlUaW1lbGluZSLEAQoIRHJpbGxKb2ISDwoHY2x1c3RlchgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSKgoGdGFyZ2V0GAMgASgLMhoucGdmbGVldC52MS5SZWNvdmVyeVRhcmdldBITCgtzY3JhdGNoX2RpchgEIAEoCRIoCgZzb3VyY2UYBSABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50cxIMCgRrZWVwGAYgASgIEhgKEGN1cnJlbnRfdGltZWxpbmUYByABKA0iwwEKD1JlY292ZXJUYWJsZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0Eg4KBnRhYmxlcxgEIAMoCRIMCgRpbnRvGAUgAygJEhAKCGRhdGFiYXNlGAYgASgJEhMKC3NjcmF0Y2hfZGlyGAcgASgJEhgKEGN1cnJlbnRfdGltZWxpbmUYCCABKA0isAIKElJlY292ZXJUYWJsZVJlc3VsdBIUCgxiYWNrdXBfbGFiZWwYASABKAkSEAoIZGF0YWJhc2UYAiABKAkSKgoGdGFibGVzGAMgAygLMhoucGdmbGVldC52MS5SZWNvdmVyZWRUYWJsZRIVCg1yZWNvdmVyZWRfbHNuGAQgASgJEjIKDnJlY292ZXJlZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9yZXN0b3JlX3NlY29uZHMYBiABKAESGAoQcmVjb3Zlcnlfc2Vjb25kcxgHIAEoARIZChFkdW1wX2xvYWRfc2Vjb25kcxgIIAEoARIVCg10b3RhbF9zZWNvbmRzGAkgASgBEhYKDnJlc3RvcmVkX2J5dGVzGAogASgEIjoKEENhcHR1cmVTb3VyY2VKb2ISDwoHY2x1c3RlchgBIAEoCRIVCg1yZXN0b3JlX3BvaW50GAIgASgJIp0BCgxTb3VyY2VDb3VudHMSFQoNcmVzdG9yZV9wb2ludBgBIAEoCRILCgNsc24YAiABKAkSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoGdGFibGVzGAQgAygLMhkucGdmbGVldC52MS5UYWJsZVJvd0NvdW50EhQKDGNoYW5nZV9ib3VuZBgFIAEoBCJOCg1UYWJsZVJvd0NvdW50EhAKCGRhdGFiYXNlGAEgASgJEg4KBnNjaGVtYRgCIAEoCRINCgV0YWJsZRgDIAEoCRIMCgRyb3dzGAQgASgDIm0KDlRhYmxlQ291bnREaWZmEhAKCGRhdGFiYXNlGAEgASgJEg4KBnNjaGVtYRgCIAEoCRINCgV0YWJsZRgDIAEoCRITCgtzb3VyY2Vfcm93cxgEIAEoAxIVCg1yZXN0b3JlZF9yb3dzGAUgASgDIlQKDkFtY2hlY2tGaW5kaW5nEhAKCGRhdGFiYXNlGAEgASgJEhAKCHJlbGF0aW9uGAIgASgJEg0KBWNoZWNrGAMgASgJEg8KB21lc3NhZ2UYBCABKAkinQUKC0RyaWxsUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRIqCgZ0YXJnZXQYAiABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EgoKAm9rGAMgASgIEg0KBXN0YWdlGAQgASgJEg8KB3JlYXNvbnMYBSADKAkSFwoPcmVzdG9yZV9zZWNvbmRzGAYgASgBEhgKEHJlY292ZXJ5X3NlY29uZHMYByABKAESEwoLcnRvX3NlY29uZHMYCCABKAESFQoNcmVjb3ZlcmVkX2xzbhgJIAEoCRIyCg5yZWNvdmVyZWRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcmVzdG9yZWRfYnl0ZXMYCyABKAQSGQoRZGF0YWJhc2VzX2NoZWNrZWQYDCABKA0SGQoRcmVsYXRpb25zX2NoZWNrZWQYDSABKA0SNAoQYW1jaGVja19maW5kaW5ncxgOIAMoCzIaLnBnZmxlZXQudjEuQW1jaGVja0ZpbmRpbmcSFwoPY291bnRzX2NvbXBhcmVkGA8gASgIEhcKD3RhYmxlc19jb21wYXJlZBgQIAEoDRIUCgxjb3VudHNfZXF1YWwYESABKAgSLwoLY291bnRfZGlmZnMYEiADKAsyGi5wZ2ZsZWV0LnYxLlRhYmxlQ291bnREaWZmEhoKEmNvdW50X2NoYW5nZV9ib3VuZBgTIAEoBBIoCgZzb3VyY2UYFCABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50cxIdChVwb3N0Z3Jlc19sb2dfcHJvYmxlbXMYFSADKAkSGQoRcG9zdGdyZXNfbG9nX3RhaWwYFiADKAkSEAoIa2VwdF9kaXIYFyABKAkiIwoIQ2hlY2tKb2ISFwoPdGltZW91dF9zZWNvbmRzGAEgASgNIlUKCUNoZWNrSXRlbRIMCgRuYW1lGAEgASgJEikKB3ZlcmRpY3QYAiABKA4yGC5wZ2ZsZWV0LnYxLkNoZWNrVmVyZGljdBIPCgdtZXNzYWdlGAMgASgJImkKC0NoZWNrUmVzdWx0EiQKBWl0ZW1zGAEgAygLMhUucGdmbGVldC52MS5DaGVja0l0ZW0SCgoCb2sYAiABKAgSEwoLd2FsX3NlZ21lbnQYAyABKAkSEwoLd2FsX3NlY29uZHMYBCABKAEiDgoMUm90YXRlS2V5Sm9iImEKD1JvdGF0ZUtleVJlc3VsdBIRCglyZXdyYXBwZWQYASABKA0SEwoLYWxyZWFkeV9uZXcYAiABKA0SEgoKb2xkX2tleV9pZBgDIAEoCRISCgpuZXdfa2V5X2lkGAQgASgJIgkKB0luZm9Kb2IioQEKEFJlcG9zaXRvcnlCYWNrdXASJgoGYmFja3VwGAEgASgLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvEhIKCmRlcGVuZHNfb24YAiADKAkSEgoKZGVwZW5kZW50cxgDIAMoCRINCgVjb2RlYxgEIAEoCRIWCg5jb21wcmVzc19sZXZlbBgFIAEoDRIWCg5vd25fc2l6ZV9ieXRlcxgGIAEoBCKMAQoPV2FsVGltZWxpbmVJbmZvEhAKCHRpbWVsaW5lGAEgASgNEhYKDm9sZGVzdF9zZWdtZW50GAIgASgJEhYKDm5ld2VzdF9zZWdtZW50GAMgASgJEhAKCHNlZ21lbnRzGAQgASgEEhQKDHN0b3JlZF9ieXRlcxgFIAEoBBIPCgdoaXN0b3J5GAYgASgIIoUCCg5SZXBvc2l0b3J5SW5mbxIPCgdjbHVzdGVyGAEgASgJEi0KB2JhY2t1cHMYAiADKAsyHC5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnlCYWNrdXASKAoDd2FsGAMgAygLMhsucGdmbGVldC52MS5XYWxUaW1lbGluZUluZm8SGwoTYmFja3VwX3N0b3JlZF9ieXRlcxgEIAEoBBIYChB3YWxfc3RvcmVkX2J5dGVzGAUgASgEEh0KFWJhY2t1cF9vd25fc2l6ZV9ieXRlcxgGIAEoBBIQCghsb2NhdGlvbhgHIAEoCRIhChl1bmF1dGhlbnRpY2F0ZWRfd2FsX2ZpbGVzGAggASgEIlMKEFJlc3RvcmVQb2ludHNKb2ISKQoFc2luY2UYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGZyb21fc2VnbWVudBgCIAEoCSJlCgxSZXN0b3JlUG9pbnQSDAoEbmFtZRgBIAEoCRILCgNsc24YAiABKAkSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIdGltZWxpbmUYBCABKA0ifQoQUmVzdG9yZVBvaW50TGlzdBIoCgZwb2ludHMYASADKAsyGC5wZ2ZsZWV0LnYxLlJlc3RvcmVQb2ludBIUCgxmcm9tX3NlZ21lbnQYAiABKAkSEgoKdG9fc2VnbWVudBgDIAEoCRIVCg1zZWdtZW50c19yZWFkGAQgASgNIlIKDUVucm9sbFJlcXVlc3QSDQoFdG9rZW4YASABKAkSEAoIYWdlbnRfaWQYAiABKAkSDwoHY2x1c3RlchgDIAEoCRIPCgdjc3JfcGVtGAQgASgJImYKDkVucm9sbFJlc3BvbnNlEhAKCGNlcnRfcGVtGAEgASgJEhMKC2NhX2NlcnRfcGVtGAIgASgJEi0KCW5vdF9hZnRlchgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqcwoMQ2hlY2tWZXJkaWN0Eh0KGUNIRUNLX1ZFUkRJQ1RfVU5TUEVDSUZJRUQQABIUChBDSEVDS19WRVJESUNUX09LEAESFgoSQ0hFQ0tfVkVSRElDVF9XQVJOEAISFgoSQ0hFQ0tfVkVSRElDVF9GQUlMEAMyVgoMQWdlbnRTZXJ2aWNlEkYKB0Nvbm5lY3QSGi5wZ2ZsZWV0LnYxLkNvbm5lY3RSZXF1ZXN0GhsucGdmbGVldC52MS5Db25uZWN0UmVzcG9uc2UoATABMlQKEUVucm9sbG1lbnRTZXJ2aWNlEj8KBkVucm9sbBIZLnBnZmxlZXQudjEuRW5yb2xsUmVxdWVzdBoaLnBnZmxlZXQudjEuRW5yb2xsUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
 
 /**
  * @generated from message pgfleet.v1.ConnectRequest
@@ -644,6 +644,12 @@ export type Job = Message<"pgfleet.v1.Job"> & {
      */
     value: RotateKeyJob;
     case: "rotateKey";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.RecoverTableJob recover_table = 20;
+     */
+    value: RecoverTableJob;
+    case: "recoverTable";
   } | { case: undefined; value?: undefined };
 };
 
@@ -925,6 +931,12 @@ export type JobResult = Message<"pgfleet.v1.JobResult"> & {
      */
     value: RotateKeyResult;
     case: "rotateKey";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.RecoverTableResult recover_table = 20;
+     */
+    value: RecoverTableResult;
+    case: "recoverTable";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1491,6 +1503,142 @@ export const DrillJobSchema: GenMessage<DrillJob> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_agent, 25);
 
 /**
+ * RecoverTableJob (`pgfleet recover-table`, docs/undo.md) brings tables back as they were at a
+ * recovery target without touching the live cluster's other data: the backup is restored into a
+ * scratch directory (as a drill's), recovered to the target and promoted; each table is dumped
+ * from that throwaway server (pg_dump of the backup's major version) and loaded into the live
+ * cluster under schema pgfleet_recovered, never over an existing table. The repository is only read.
+ *
+ * @generated from message pgfleet.v1.RecoverTableJob
+ */
+export type RecoverTableJob = Message<"pgfleet.v1.RecoverTableJob"> & {
+  /**
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * Empty: the agent picks the newest backup that ends before the target (name and xid targets).
+   *
+   * @generated from field: string backup_label = 2;
+   */
+  backupLabel: string;
+
+  /**
+   * @generated from field: pgfleet.v1.RecoveryTarget target = 3;
+   */
+  target?: RecoveryTarget | undefined;
+
+  /**
+   * The tables to bring back, each as schema.name (quoted identifiers allowed).
+   *
+   * @generated from field: repeated string tables = 4;
+   */
+  tables: string[];
+
+  /**
+   * New names in pgfleet_recovered, one per table in the same order ('' = the table's own name).
+   *
+   * @generated from field: repeated string into = 5;
+   */
+  into: string[];
+
+  /**
+   * The database the tables live in ('' = the agent's connection database).
+   *
+   * @generated from field: string database = 6;
+   */
+  database: string;
+
+  /**
+   * Parent of the scratch directory ('' = the agent's default scratch area).
+   *
+   * @generated from field: string scratch_dir = 7;
+   */
+  scratchDir: string;
+
+  /**
+   * The timeline the cluster's primary writes now (see RestoreJob.current_timeline).
+   *
+   * @generated from field: uint32 current_timeline = 8;
+   */
+  currentTimeline: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.RecoverTableJob.
+ * Use `create(RecoverTableJobSchema)` to create a new message.
+ */
+export const RecoverTableJobSchema: GenMessage<RecoverTableJob> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 26);
+
+/**
+ * @generated from message pgfleet.v1.RecoverTableResult
+ */
+export type RecoverTableResult = Message<"pgfleet.v1.RecoverTableResult"> & {
+  /**
+   * @generated from field: string backup_label = 1;
+   */
+  backupLabel: string;
+
+  /**
+   * @generated from field: string database = 2;
+   */
+  database: string;
+
+  /**
+   * @generated from field: repeated pgfleet.v1.RecoveredTable tables = 3;
+   */
+  tables: RecoveredTable[];
+
+  /**
+   * Where recovery stopped in the copy.
+   *
+   * @generated from field: string recovered_lsn = 4;
+   */
+  recoveredLsn: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp recovered_time = 5;
+   */
+  recoveredTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: double restore_seconds = 6;
+   */
+  restoreSeconds: number;
+
+  /**
+   * @generated from field: double recovery_seconds = 7;
+   */
+  recoverySeconds: number;
+
+  /**
+   * @generated from field: double dump_load_seconds = 8;
+   */
+  dumpLoadSeconds: number;
+
+  /**
+   * From the start of the job to the rows being back.
+   *
+   * @generated from field: double total_seconds = 9;
+   */
+  totalSeconds: number;
+
+  /**
+   * @generated from field: uint64 restored_bytes = 10;
+   */
+  restoredBytes: bigint;
+};
+
+/**
+ * Describes the message pgfleet.v1.RecoverTableResult.
+ * Use `create(RecoverTableResultSchema)` to create a new message.
+ */
+export const RecoverTableResultSchema: GenMessage<RecoverTableResult> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 27);
+
+/**
  * CaptureSourceJob runs on the cluster's own agent before a drill on another host: count the
  * rows of every table on the source, then create a restore point and switch WAL so the drill
  * can recover to exactly that point. The only write is pg_create_restore_point.
@@ -1514,7 +1662,7 @@ export type CaptureSourceJob = Message<"pgfleet.v1.CaptureSourceJob"> & {
  * Use `create(CaptureSourceJobSchema)` to create a new message.
  */
 export const CaptureSourceJobSchema: GenMessage<CaptureSourceJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 26);
+  messageDesc(file_pgfleet_v1_agent, 28);
 
 /**
  * SourceCounts: per-table row counts taken on the source inside one REPEATABLE READ snapshot
@@ -1559,7 +1707,7 @@ export type SourceCounts = Message<"pgfleet.v1.SourceCounts"> & {
  * Use `create(SourceCountsSchema)` to create a new message.
  */
 export const SourceCountsSchema: GenMessage<SourceCounts> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 27);
+  messageDesc(file_pgfleet_v1_agent, 29);
 
 /**
  * @generated from message pgfleet.v1.TableRowCount
@@ -1591,7 +1739,7 @@ export type TableRowCount = Message<"pgfleet.v1.TableRowCount"> & {
  * Use `create(TableRowCountSchema)` to create a new message.
  */
 export const TableRowCountSchema: GenMessage<TableRowCount> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 28);
+  messageDesc(file_pgfleet_v1_agent, 30);
 
 /**
  * @generated from message pgfleet.v1.TableCountDiff
@@ -1630,7 +1778,7 @@ export type TableCountDiff = Message<"pgfleet.v1.TableCountDiff"> & {
  * Use `create(TableCountDiffSchema)` to create a new message.
  */
 export const TableCountDiffSchema: GenMessage<TableCountDiff> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 29);
+  messageDesc(file_pgfleet_v1_agent, 31);
 
 /**
  * One amcheck report line.
@@ -1666,7 +1814,7 @@ export type AmcheckFinding = Message<"pgfleet.v1.AmcheckFinding"> & {
  * Use `create(AmcheckFindingSchema)` to create a new message.
  */
 export const AmcheckFindingSchema: GenMessage<AmcheckFinding> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 30);
+  messageDesc(file_pgfleet_v1_agent, 32);
 
 /**
  * @generated from message pgfleet.v1.DrillResult
@@ -1814,7 +1962,7 @@ export type DrillResult = Message<"pgfleet.v1.DrillResult"> & {
  * Use `create(DrillResultSchema)` to create a new message.
  */
 export const DrillResultSchema: GenMessage<DrillResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 31);
+  messageDesc(file_pgfleet_v1_agent, 33);
 
 /**
  * CheckJob proves that WAL archiving works end to end before a backup needs it (like pgBackRest's
@@ -1840,7 +1988,7 @@ export type CheckJob = Message<"pgfleet.v1.CheckJob"> & {
  * Use `create(CheckJobSchema)` to create a new message.
  */
 export const CheckJobSchema: GenMessage<CheckJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 32);
+  messageDesc(file_pgfleet_v1_agent, 34);
 
 /**
  * One check and its verdict.
@@ -1874,7 +2022,7 @@ export type CheckItem = Message<"pgfleet.v1.CheckItem"> & {
  * Use `create(CheckItemSchema)` to create a new message.
  */
 export const CheckItemSchema: GenMessage<CheckItem> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 33);
+  messageDesc(file_pgfleet_v1_agent, 35);
 
 /**
  * @generated from message pgfleet.v1.CheckResult
@@ -1912,7 +2060,7 @@ export type CheckResult = Message<"pgfleet.v1.CheckResult"> & {
  * Use `create(CheckResultSchema)` to create a new message.
  */
 export const CheckResultSchema: GenMessage<CheckResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 34);
+  messageDesc(file_pgfleet_v1_agent, 36);
 
 /**
  * RotateKeyJob re-wraps every data key of the cluster's encrypted repository from the agent's
@@ -1929,7 +2077,7 @@ export type RotateKeyJob = Message<"pgfleet.v1.RotateKeyJob"> & {
  * Use `create(RotateKeyJobSchema)` to create a new message.
  */
 export const RotateKeyJobSchema: GenMessage<RotateKeyJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 35);
+  messageDesc(file_pgfleet_v1_agent, 37);
 
 /**
  * What a rotation did, per repository of the job (a mirror's both).
@@ -1969,7 +2117,7 @@ export type RotateKeyResult = Message<"pgfleet.v1.RotateKeyResult"> & {
  * Use `create(RotateKeyResultSchema)` to create a new message.
  */
 export const RotateKeyResultSchema: GenMessage<RotateKeyResult> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 36);
+  messageDesc(file_pgfleet_v1_agent, 38);
 
 /**
  * InfoJob reads what the cluster's repository holds, without the catalog: every complete backup
@@ -1987,7 +2135,7 @@ export type InfoJob = Message<"pgfleet.v1.InfoJob"> & {
  * Use `create(InfoJobSchema)` to create a new message.
  */
 export const InfoJobSchema: GenMessage<InfoJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 37);
+  messageDesc(file_pgfleet_v1_agent, 39);
 
 /**
  * One complete backup as its manifest describes it.
@@ -2041,7 +2189,7 @@ export type RepositoryBackup = Message<"pgfleet.v1.RepositoryBackup"> & {
  * Use `create(RepositoryBackupSchema)` to create a new message.
  */
 export const RepositoryBackupSchema: GenMessage<RepositoryBackup> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 38);
+  messageDesc(file_pgfleet_v1_agent, 40);
 
 /**
  * The archived WAL of one timeline.
@@ -2092,7 +2240,7 @@ export type WalTimelineInfo = Message<"pgfleet.v1.WalTimelineInfo"> & {
  * Use `create(WalTimelineInfoSchema)` to create a new message.
  */
 export const WalTimelineInfoSchema: GenMessage<WalTimelineInfo> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 39);
+  messageDesc(file_pgfleet_v1_agent, 41);
 
 /**
  * @generated from message pgfleet.v1.RepositoryInfo
@@ -2156,7 +2304,7 @@ export type RepositoryInfo = Message<"pgfleet.v1.RepositoryInfo"> & {
  * Use `create(RepositoryInfoSchema)` to create a new message.
  */
 export const RepositoryInfoSchema: GenMessage<RepositoryInfo> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 40);
+  messageDesc(file_pgfleet_v1_agent, 42);
 
 /**
  * RestorePointsJob lists the named restore points (pg_create_restore_point) in the archived WAL,
@@ -2189,7 +2337,7 @@ export type RestorePointsJob = Message<"pgfleet.v1.RestorePointsJob"> & {
  * Use `create(RestorePointsJobSchema)` to create a new message.
  */
 export const RestorePointsJobSchema: GenMessage<RestorePointsJob> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 41);
+  messageDesc(file_pgfleet_v1_agent, 43);
 
 /**
  * @generated from message pgfleet.v1.RestorePoint
@@ -2225,7 +2373,7 @@ export type RestorePoint = Message<"pgfleet.v1.RestorePoint"> & {
  * Use `create(RestorePointSchema)` to create a new message.
  */
 export const RestorePointSchema: GenMessage<RestorePoint> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 42);
+  messageDesc(file_pgfleet_v1_agent, 44);
 
 /**
  * @generated from message pgfleet.v1.RestorePointList
@@ -2261,7 +2409,7 @@ export type RestorePointList = Message<"pgfleet.v1.RestorePointList"> & {
  * Use `create(RestorePointListSchema)` to create a new message.
  */
 export const RestorePointListSchema: GenMessage<RestorePointList> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 43);
+  messageDesc(file_pgfleet_v1_agent, 45);
 
 /**
  * @generated from message pgfleet.v1.EnrollRequest
@@ -2299,7 +2447,7 @@ export type EnrollRequest = Message<"pgfleet.v1.EnrollRequest"> & {
  * Use `create(EnrollRequestSchema)` to create a new message.
  */
 export const EnrollRequestSchema: GenMessage<EnrollRequest> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 44);
+  messageDesc(file_pgfleet_v1_agent, 46);
 
 /**
  * @generated from message pgfleet.v1.EnrollResponse
@@ -2330,7 +2478,7 @@ export type EnrollResponse = Message<"pgfleet.v1.EnrollResponse"> & {
  * Use `create(EnrollResponseSchema)` to create a new message.
  */
 export const EnrollResponseSchema: GenMessage<EnrollResponse> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_agent, 45);
+  messageDesc(file_pgfleet_v1_agent, 47);
 
 /**
  * @generated from enum pgfleet.v1.CheckVerdict

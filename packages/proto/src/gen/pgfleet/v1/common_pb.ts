@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/common.proto.
  */
 export const file_pgfleet_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChdwZ2ZsZWV0L3YxL2NvbW1vbi5wcm90bxIKcGdmbGVldC52MSLrAQoOUmVjb3ZlcnlUYXJnZXQSKgoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABINCgNsc24YAiABKAlIABIOCgRuYW1lGAMgASgJSAASDQoDeGlkGAQgASgJSAASEwoJaW1tZWRpYXRlGAUgASgISAASEAoGbGF0ZXN0GAYgASgISAASFgoJaW5jbHVzaXZlGAcgASgISAGIAQESKAoGYWN0aW9uGAggASgOMhgucGdmbGVldC52MS5UYXJnZXRBY3Rpb25CCAoGdGFyZ2V0QgwKCl9pbmNsdXNpdmUiOgoLRXJyb3JEZXRhaWwSDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEgwKBGhpbnQYAyABKAkiagoKUmVwb3NpdG9yeRIsCgVwb3NpeBgBIAEoCzIbLnBnZmxlZXQudjEuUG9zaXhSZXBvc2l0b3J5SAASJgoCczMYAiABKAsyGC5wZ2ZsZWV0LnYxLlMzUmVwb3NpdG9yeUgAQgYKBGtpbmQiagoMUzNSZXBvc2l0b3J5Eg4KBmJ1Y2tldBgBIAEoCRIOCgZwcmVmaXgYAiABKAkSEAoIZW5kcG9pbnQYAyABKAkSDgoGcmVnaW9uGAQgASgJEhgKEGZvcmNlX3BhdGhfc3R5bGUYBSABKAgiHwoPUG9zaXhSZXBvc2l0b3J5EgwKBHBhdGgYASABKAkirwMKCkJhY2t1cEluZm8SDQoFbGFiZWwYASABKAkSDwoHY2x1c3RlchgCIAEoCRIkCgR0eXBlGAMgASgOMhYucGdmbGVldC52MS5CYWNrdXBUeXBlEhEKCXN0YXJ0X2xzbhgEIAEoCRIQCghzdG9wX2xzbhgFIAEoCRIuCgpzdGFydF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglzdG9wX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRpbWVsaW5lGAggASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAkgASgJEhIKCnBnX3ZlcnNpb24YCiABKA0SEgoKc2l6ZV9ieXRlcxgLIAEoBBIUCgxzdG9yZWRfYnl0ZXMYDCABKAQSEgoKZmlsZV9jb3VudBgNIAEoDRIRCgl3YWxfc3RhcnQYDiABKAkSEAoId2FsX3N0b3AYDyABKAkSDgoGam9iX2lkGBAgASgJEhMKC3ByaW9yX2xhYmVsGBEgASgJEg4KBnBpbm5lZBgSIAEoCCprCgpCYWNrdXBUeXBlEhsKF0JBQ0tVUF9UWVBFX1VOU1BFQ0lGSUVEEAASFAoQQkFDS1VQX1RZUEVfRlVMTBABEhQKEEJBQ0tVUF9UWVBFX0RJRkYQAhIUChBCQUNLVVBfVFlQRV9JTkNSEAMqtAEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEEpPQl9TVEFURV9RVUVVRUQQARIYChRKT0JfU1RBVEVfRElTUEFUQ0hFRBACEhUKEUpPQl9TVEFURV9SVU5OSU5HEAMSFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBAEEhQKEEpPQl9TVEFURV9GQUlMRUQQBRIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAYqWwoKU2VydmVyUm9sZRIbChdTRVJWRVJfUk9MRV9VTlNQRUNJRklFRBAAEhcKE1NFUlZFUl9ST0xFX1BSSU1BUlkQARIXChNTRVJWRVJfUk9MRV9TVEFOREJZEAIqhQEKDEJhY2t1cFNvdXJjZRIdChlCQUNLVVBfU09VUkNFX1VOU1BFQ0lGSUVEEAASGQoVQkFDS1VQX1NPVVJDRV9QUklNQVJZEAESGQoVQkFDS1VQX1NPVVJDRV9TVEFOREJZEAISIAocQkFDS1VQX1NPVVJDRV9QUkVGRVJfU1RBTkRCWRADKmIKDEJhY2t1cFJlc3VtZRIdChlCQUNLVVBfUkVTVU1FX1VOU1BFQ0lGSUVEEAASFwoTQkFDS1VQX1JFU1VNRV9GUkVTSBABEhoKFkJBQ0tVUF9SRVNVTUVfUkVRVUlSRUQQAip9CgxUYXJnZXRBY3Rpb24SHQoZVEFSR0VUX0FDVElPTl9VTlNQRUNJRklFRBAAEhkKFVRBUkdFVF9BQ1RJT05fUFJPTU9URRABEhcKE1RBUkdFVF9BQ1RJT05fUEFVU0UQAhIaChZUQVJHRVRfQUNUSU9OX1NIVVRET1dOEAMqaAoOUmVzdG9yZUFyY2hpdmUSHwobUkVTVE9SRV9BUkNISVZFX1VOU1BFQ0lGSUVEEAASFwoTUkVTVE9SRV9BUkNISVZFX09GRhABEhwKGFJFU1RPUkVfQVJDSElWRV9QUkVTRVJWRRACYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChdwZ2ZsZWV0L3YxL2NvbW1vbi5wcm90bxIKcGdmbGVldC52MSLrAQoOUmVjb3ZlcnlUYXJnZXQSKgoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIABINCgNsc24YAiABKAlIABIOCgRuYW1lGAMgASgJSAASDQoDeGlkGAQgASgJSAASEwoJaW1tZWRpYXRlGAUgASgISAASEAoGbGF0ZXN0GAYgASgISAASFgoJaW5jbHVzaXZlGAcgASgISAGIAQESKAoGYWN0aW9uGAggASgOMhgucGdmbGVldC52MS5UYXJnZXRBY3Rpb25CCAoGdGFyZ2V0QgwKCl9pbmNsdXNpdmUi4wEKDlJlY292ZXJlZFRhYmxlEg0KBXRhYmxlGAEgASgJEhQKDHJlY292ZXJlZF9hcxgCIAEoCRIWCg5yb3dzX3JlY292ZXJlZBgDIAEoBBIRCglsaXZlX3Jvd3MYBCABKAMSEwoLcHJpbWFyeV9rZXkYBSADKAkSEQoJbWVyZ2Vfc3FsGAYgASgJEhMKC2NvbXBhcmVfc3FsGAcgASgJEhIKCnBhcnRpdGlvbnMYCCADKAkSEgoKZHVtcF9ieXRlcxgJIAEoBBIcChRkcm9wcGVkX2ZvcmVpZ25fa2V5cxgKIAMoCSI6CgtFcnJvckRldGFpbBIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkSDAoEaGludBgDIAEoCSJqCgpSZXBvc2l0b3J5EiwKBXBvc2l4GAEgASgLMhsucGdmbGVldC52MS5Qb3NpeFJlcG9zaXRvcnlIABImCgJzMxgCIAEoCzIYLnBnZmxlZXQudjEuUzNSZXBvc2l0b3J5SABCBgoEa2luZCJqCgxTM1JlcG9zaXRvcnkSDgoGYnVja2V0GAEgASgJEg4KBnByZWZpeBgCIAEoCRIQCghlbmRwb2ludBgDIAEoCRIOCgZyZWdpb24YBCABKAkSGAoQZm9yY2VfcGF0aF9zdHlsZRgFIAEoCCIfCg9Qb3NpeFJlcG9zaXRvcnkSDAoEcGF0aBgBIAEoCSKvAwoKQmFja3VwSW5mbxINCgVsYWJlbBgBIAEoCRIPCgdjbHVzdGVyGAIgASgJEiQKBHR5cGUYAyABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSEQoJc3RhcnRfbHNuGAQgASgJEhAKCHN0b3BfbHNuGAUgASgJEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCXN0b3BfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIdGltZWxpbmUYCCABKA0SGQoRc3lzdGVtX2lkZW50aWZpZXIYCSABKAkSEgoKcGdfdmVyc2lvbhgKIAEoDRISCgpzaXplX2J5dGVzGAsgASgEEhQKDHN0b3JlZF9ieXRlcxgMIAEoBBISCgpmaWxlX2NvdW50GA0gASgNEhEKCXdhbF9zdGFydBgOIAEoCRIQCgh3YWxfc3RvcBgPIAEoCRIOCgZqb2JfaWQYECABKAkSEwoLcHJpb3JfbGFiZWwYESABKAkSDgoGcGlubmVkGBIgASgIKmsKCkJhY2t1cFR5cGUSGwoXQkFDS1VQX1RZUEVfVU5TUEVDSUZJRUQQABIUChBCQUNLVVBfVFlQRV9GVUxMEAESFAoQQkFDS1VQX1RZUEVfRElGRhACEhQKEEJBQ0tVUF9UWVBFX0lOQ1IQAyq0AQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQSk9CX1NUQVRFX1FVRVVFRBABEhgKFEpPQl9TVEFURV9ESVNQQVRDSEVEEAISFQoRSk9CX1NUQVRFX1JVTk5JTkcQAxIXChNKT0JfU1RBVEVfU1VDQ0VFREVEEAQSFAoQSk9CX1NUQVRFX0ZBSUxFRBAFEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBipbCgpTZXJ2ZXJSb2xlEhsKF1NFUlZFUl9ST0xFX1VOU1BFQ0lGSUVEEAASFwoTU0VSVkVSX1JPTEVfUFJJTUFSWRABEhcKE1NFUlZFUl9ST0xFX1NUQU5EQlkQAiqFAQoMQmFja3VwU291cmNlEh0KGUJBQ0tVUF9TT1VSQ0VfVU5TUEVDSUZJRUQQABIZChVCQUNLVVBfU09VUkNFX1BSSU1BUlkQARIZChVCQUNLVVBfU09VUkNFX1NUQU5EQlkQAhIgChxCQUNLVVBfU09VUkNFX1BSRUZFUl9TVEFOREJZEAMqYgoMQmFja3VwUmVzdW1lEh0KGUJBQ0tVUF9SRVNVTUVfVU5TUEVDSUZJRUQQABIXChNCQUNLVVBfUkVTVU1FX0ZSRVNIEAESGgoWQkFDS1VQX1JFU1VNRV9SRVFVSVJFRBACKn0KDFRhcmdldEFjdGlvbhIdChlUQVJHRVRfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGQoVVEFSR0VUX0FDVElPTl9QUk9NT1RFEAESFwoTVEFSR0VUX0FDVElPTl9QQVVTRRACEhoKFlRBUkdFVF9BQ1RJT05fU0hVVERPV04QAypoCg5SZXN0b3JlQXJjaGl2ZRIfChtSRVNUT1JFX0FSQ0hJVkVfVU5TUEVDSUZJRUQQABIXChNSRVNUT1JFX0FSQ0hJVkVfT0ZGEAESHAoYUkVTVE9SRV9BUkNISVZFX1BSRVNFUlZFEAJiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * RecoveryTarget is where a PITR restore stops replaying WAL.
@@ -94,6 +94,87 @@ export const RecoveryTargetSchema: GenMessage<RecoveryTarget> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_common, 0);
 
 /**
+ * One table a recover-table job brought back (RecoverTableResult, restore.completed).
+ *
+ * @generated from message pgfleet.v1.RecoveredTable
+ */
+export type RecoveredTable = Message<"pgfleet.v1.RecoveredTable"> & {
+  /**
+   * The table as asked for (schema.name) and where its rows are now (pgfleet_recovered.name).
+   *
+   * @generated from field: string table = 1;
+   */
+  table: string;
+
+  /**
+   * @generated from field: string recovered_as = 2;
+   */
+  recoveredAs: string;
+
+  /**
+   * Rows loaded into recovered_as (partitions included).
+   *
+   * @generated from field: uint64 rows_recovered = 3;
+   */
+  rowsRecovered: bigint;
+
+  /**
+   * Rows of the live table now; -1 when the live table does not exist (dropped).
+   *
+   * @generated from field: int64 live_rows = 4;
+   */
+  liveRows: bigint;
+
+  /**
+   * Primary key columns of the table ('' when it has none).
+   *
+   * @generated from field: repeated string primary_key = 5;
+   */
+  primaryKey: string[];
+
+  /**
+   * SQL that puts the missing rows back into the live table (by primary key, else by whole rows)
+   * and SQL that lists the differences; review before running.
+   *
+   * @generated from field: string merge_sql = 6;
+   */
+  mergeSql: string;
+
+  /**
+   * @generated from field: string compare_sql = 7;
+   */
+  compareSql: string;
+
+  /**
+   * Partitions landed beside it (pgfleet_recovered.<name>), for a partitioned table.
+   *
+   * @generated from field: repeated string partitions = 8;
+   */
+  partitions: string[];
+
+  /**
+   * Bytes of pg_dump output loaded.
+   *
+   * @generated from field: uint64 dump_bytes = 9;
+   */
+  dumpBytes: bigint;
+
+  /**
+   * Foreign keys left out (they would point at live tables).
+   *
+   * @generated from field: repeated string dropped_foreign_keys = 10;
+   */
+  droppedForeignKeys: string[];
+};
+
+/**
+ * Describes the message pgfleet.v1.RecoveredTable.
+ * Use `create(RecoveredTableSchema)` to create a new message.
+ */
+export const RecoveredTableSchema: GenMessage<RecoveredTable> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_common, 1);
+
+/**
  * ErrorDetail carries one of pgfleet's stable error codes (PGF-xxxx) across the wire.
  *
  * @generated from message pgfleet.v1.ErrorDetail
@@ -120,7 +201,7 @@ export type ErrorDetail = Message<"pgfleet.v1.ErrorDetail"> & {
  * Use `create(ErrorDetailSchema)` to create a new message.
  */
 export const ErrorDetailSchema: GenMessage<ErrorDetail> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_common, 1);
+  messageDesc(file_pgfleet_v1_common, 2);
 
 /**
  * Repository says where backup bytes live.
@@ -151,7 +232,7 @@ export type Repository = Message<"pgfleet.v1.Repository"> & {
  * Use `create(RepositorySchema)` to create a new message.
  */
 export const RepositorySchema: GenMessage<Repository> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_common, 2);
+  messageDesc(file_pgfleet_v1_common, 3);
 
 /**
  * S3Repository is an S3 (or S3-compatible) bucket. Credentials never travel in messages: each
@@ -197,7 +278,7 @@ export type S3Repository = Message<"pgfleet.v1.S3Repository"> & {
  * Use `create(S3RepositorySchema)` to create a new message.
  */
 export const S3RepositorySchema: GenMessage<S3Repository> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_common, 3);
+  messageDesc(file_pgfleet_v1_common, 4);
 
 /**
  * @generated from message pgfleet.v1.PosixRepository
@@ -214,7 +295,7 @@ export type PosixRepository = Message<"pgfleet.v1.PosixRepository"> & {
  * Use `create(PosixRepositorySchema)` to create a new message.
  */
 export const PosixRepositorySchema: GenMessage<PosixRepository> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_common, 4);
+  messageDesc(file_pgfleet_v1_common, 5);
 
 /**
  * BackupInfo is what the catalog knows about one backup (a summary of its manifest).
@@ -320,7 +401,7 @@ export type BackupInfo = Message<"pgfleet.v1.BackupInfo"> & {
  * Use `create(BackupInfoSchema)` to create a new message.
  */
 export const BackupInfoSchema: GenMessage<BackupInfo> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_common, 5);
+  messageDesc(file_pgfleet_v1_common, 6);
 
 /**
  * BackupType follows pgBackRest's vocabulary: a full copies every file, a differential
