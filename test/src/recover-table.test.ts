@@ -11,6 +11,8 @@
  *   table exists only in the copy; prices' foreign key to customers is left out; the partitioned
  *   table lands partitioned with its partitions), --into renames one;
  * - a table of a second database (--database);
+ * - a load the live cluster refuses (a column type dropped since) fails with RecoverTableLoadFailed
+ *   and leaves nothing of the table (one transaction);
  * - every live table (rows and sequences) is the same before and after the recover-table jobs,
  *   the scratch directory is empty at the end, restore.completed carries the tables;
  * - refusals with their codes: a table that never existed (RecoverTableNotFound, after the copy
@@ -193,6 +195,9 @@ describe('recover-table: rows back from just before a mistake, beside the live w
       CREATE TABLE measurements (id int NOT NULL, v int NOT NULL) PARTITION BY RANGE (id);
       CREATE TABLE measurements_low PARTITION OF measurements FOR VALUES FROM (MINVALUE) TO (500);
       CREATE TABLE measurements_high PARTITION OF measurements FOR VALUES FROM (500) TO (MAXVALUE);
+      CREATE TYPE mood AS ENUM ('ok', 'sad');
+      CREATE TABLE tagged (id int PRIMARY KEY, m mood NOT NULL);
+      INSERT INTO tagged SELECT g, 'ok' FROM generate_series(1, 10) g;
       INSERT INTO orders (customer, note) SELECT g % 7, 'order ' || g FROM generate_series(1, 2000) g;
       INSERT INTO items (order_id, qty) SELECT g, g % 5 FROM generate_series(1, 3000) g;
       INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 50) g;
@@ -219,7 +224,8 @@ describe('recover-table: rows back from just before a mistake, beside the live w
         { rel: 'prices', key: 'sku', name: 'prices' },
         { rel: 'measurements', key: 'id', name: 'measurements' },
       ],
-      `TRUNCATE items; DROP TABLE customers CASCADE; UPDATE prices SET price = 0; DELETE FROM measurements WHERE v % 2 = 0`,
+      `TRUNCATE items; DROP TABLE customers CASCADE; UPDATE prices SET price = 0; DELETE FROM measurements WHERE v % 2 = 0;
+       DROP TYPE mood CASCADE`,
     );
     await moreWrites(20);
     invoicesXid = await mistake('shop2', [{ rel: 'invoices', key: 'no', name: 'invoices' }], 'DELETE FROM invoices');
@@ -295,6 +301,14 @@ describe('recover-table: rows back from just before a mistake, beside the live w
     );
     assert.equal(kind[0]!.k, 'p', 'the partitioned table lands partitioned');
     assert.equal(byTable.get('public.items')!.liveRows !== '0', true, 'items written after the TRUNCATE are live');
+  });
+
+  it('a load the live cluster refuses (a type it no longer has) leaves nothing of that table', async () => {
+    const { r, job } = await recoverTable('--table', 'public.tagged', '--before-xid', migrationXid);
+    assert.notEqual(r.code, 0);
+    assert.equal(job.error?.code, ErrorCodes.RecoverTableLoadFailed.code, r.stdout);
+    assert.match(job.error!.message, /type "public\.mood" does not exist/);
+    assert.deepEqual(await fleet.pg.query(`SELECT to_regclass('pgfleet_recovered.tagged') AS r`), [{ r: null }]);
   });
 
   it('a table of a second database (--database)', async () => {
