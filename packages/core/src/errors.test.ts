@@ -107,6 +107,7 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   RecoveredTableExists: ['PGF-6152', 6, 4],
   RecoverTableLiveUnreachable: ['PGF-6153', 14, 5],
   RecoverTableLoadFailed: ['PGF-6154', 13, 1],
+  RecoverTableCopyFailed: ['PGF-6155', 9, 4],
   Internal: ['PGF-9001', 13, 1],
 };
 

@@ -453,6 +453,12 @@ export const ErrorCodes = {
     5,
     "The agent could not connect to the live cluster's database to load the recovered rows: check that PostgreSQL is up and that --database names an existing database the agent's role may connect to.",
   ),
+  RecoverTableCopyFailed: spec(
+    'PGF-6155',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    "The scratch copy did not start or did not recover to the target (PostgreSQL's own message is quoted): check the target, that the archive holds the WAL up to it (`pgfleet verify <cluster>`), and the agent's scratch area.",
+  ),
   RecoverTableLoadFailed: spec(
     'PGF-6154',
     GrpcStatus.INTERNAL,

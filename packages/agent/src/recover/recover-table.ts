@@ -154,8 +154,10 @@ export async function runRecoverTable(o: RecoverTableOptions): Promise<RecoverTa
     // PostgreSQL's own words when the copy failed to recover, read before the teardown removes its log.
     const log = run.server ? await run.server.logExcerpt().catch(() => undefined) : undefined;
     const fatal = log?.firstFatal ? ` (PostgreSQL: ${log.firstFatal})` : '';
+    // The scratch steps call a copy that did not start or recover a failed drill; here it is the copy.
+    const name = e.errorName === 'DrillFailed' ? 'RecoverTableCopyFailed' : e.errorName;
     o.log.warn({ stage: run.r.stage, code: e.code }, 'recover-table failed');
-    throw new PgfleetError(e.errorName, `recover-table failed in stage ${run.r.stage}: ${e.message}${fatal}`, {
+    throw new PgfleetError(name, `recover-table failed in stage ${run.r.stage}: ${e.message}${fatal}`, {
       cause: err,
     });
   } finally {
