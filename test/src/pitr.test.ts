@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { startPostgres, type PgInstance } from '@pgfleet/testkit';
 import { startFleet, type Fleet } from './harness.js';
-import { sleep } from '@pgfleet/core';
+import { ErrorCodes, sleep } from '@pgfleet/core';
 
 type Order = { id: number; note: string };
 
@@ -106,6 +106,21 @@ describe('backup -> DELETE without WHERE -> PITR restore', { timeout: 600_000 },
   it('restores to just before the DELETE (--before-xid): every row it removed', async () => {
     const pg = await restoreAndStart('before-xid', '--before-xid', deleteXid);
     assert.deepEqual(await orders(pg), rowsAtRestorePoint);
+  });
+
+  it("--before-lsn at the backup's own stop LSN: consistent there, so it restores the backup's rows", async () => {
+    const r = await fleet.cli('backups', 'shop', '--output', 'json');
+    const doc = JSON.parse(r.stdout);
+    const stopLsn = (Array.isArray(doc) ? doc : doc.backups)[0].stopLsn as string;
+    const pg = await restoreAndStart('before-stop-lsn', '--before-lsn', stopLsn);
+    assert.deepEqual(await orders(pg), rowsAtBackup);
+    // One byte earlier the backup is not consistent yet: refused before anything is restored.
+    const [hi, lo] = stopLsn.split('/').map((h) => BigInt(`0x${h}`)) as [bigint, bigint];
+    const before = ((hi << 32n) | lo) - 1n;
+    const earlier = `${(before >> 32n).toString(16).toUpperCase()}/${(before & 0xffffffffn).toString(16).toUpperCase()}`;
+    const refused = await fleet.cli('restore', 'shop', '--to', join(fleet.dir, 'never'), '--before-lsn', earlier);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, new RegExp(ErrorCodes.TargetBeforeOldestBackup.code));
   });
 
   it('restores to the end of the backup (--target immediate)', async () => {
