@@ -73,7 +73,22 @@ try {
   );
   const wall = Date.now() - tr;
   if (r.code !== 0) throw new Error(`recover-table failed:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
-  const res = JSON.parse(r.stdout).recoverTable;
+  const job = JSON.parse(r.stdout);
+  const res = job.recoverTable;
+  // The agent's log says when the job started and how long removing the copy took (after the total).
+  const lines = (await fleet.agent.log())
+    .split('\n')
+    .filter((l) => l.includes(job.id))
+    .map((l) => {
+      try {
+        return JSON.parse(l);
+      } catch {
+        return undefined;
+      }
+    })
+    .filter(Boolean);
+  const teardown = lines.find((l) => l.msg === 'scratch copy removed')?.seconds;
+  const firstAt = lines[0]?.time;
   const tab = res.tables[0];
   console.log(
     [
@@ -82,7 +97,8 @@ try {
       `  WAL replay     ${res.recoverySeconds.toFixed(1)} s`,
       `  dump + load    ${res.dumpLoadSeconds.toFixed(1)} s`,
       `  total (agent)  ${res.totalSeconds.toFixed(1)} s`,
-      `  CLI wall time  ${t(wall)}`,
+      `  copy removal   ${teardown === undefined ? '?' : `${teardown.toFixed(1)} s`} (after the total)`,
+      `  CLI wall time  ${t(wall)}${firstAt ? ` (the agent's first line of the job ${t(firstAt - tr)} after the CLI started)` : ''}`,
       `  load average   ${loadavg()
         .map((l) => l.toFixed(1))
         .join(' ')} (other work on this machine slows every figure)`,

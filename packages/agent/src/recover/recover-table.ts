@@ -161,7 +161,10 @@ export async function runRecoverTable(o: RecoverTableOptions): Promise<RecoverTa
       cause: err,
     });
   } finally {
+    const t3 = Date.now();
     await tearDown(run);
+    // After the rows are back (the reported total): the copy's server stopped and its files removed.
+    o.log.info({ seconds: (Date.now() - t3) / 1000, dir: run.drillDir }, 'scratch copy removed');
   }
 }
 
