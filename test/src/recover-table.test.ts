@@ -19,7 +19,7 @@
  *   was made and removed, nothing loaded), a database the live cluster lacks
  *   (RecoverTableLiveUnreachable), a name already taken in pgfleet_recovered (RecoveredTableExists,
  *   before any restore), a bad --into (RecoverTableNameInvalid), an xid the archive never saw
- *   (RestorePointNotFound).
+ *   (RestorePointNotFound, which says that one older than the backup is not found either).
  *
  * The destructive transactions lock their tables first (LOCK ... IN EXCLUSIVE MODE): the writer's
  * concurrent inserts then commit either before the snapshot the test takes or after the mistake,
@@ -71,6 +71,8 @@ describe('recover-table: rows back from just before a mistake, beside the live w
   let deleteXid: string;
   let migrationXid: string;
   let invoicesXid: string;
+  /** A transaction that committed before the backup ended. */
+  let oldXid: string;
   const snap: Record<string, { n: string; md5: string }> = {};
   let liveBefore: string;
 
@@ -209,6 +211,7 @@ describe('recover-table: rows back from just before a mistake, beside the live w
       INSERT INTO invoices SELECT g, g * 10 FROM generate_series(1, 300) g`);
     await c2.end();
 
+    oldXid = (await fleet.pg.query<{ x: string }>('SELECT txid_current()::text AS x'))[0]!.x;
     const b = await fleet.cli('backup', CLUSTER, '--wait');
     assert.equal(b.code, 0, `backup failed:\n${b.stdout}\n${b.stderr}\n${await fleet.logs()}`);
 
@@ -325,7 +328,7 @@ describe('recover-table: rows back from just before a mistake, beside the live w
     assert.deepEqual(await digest('pgfleet_recovered.invoices', 'no', 'shop2'), snap.invoices);
   });
 
-  it('refusals: a name taken, a bad --into, an unknown database, a table that never existed, an xid the archive never saw', async () => {
+  it('refusals: a name taken, a bad --into, an unknown database, a table that never existed, an xid not in the archive or before the backup', async () => {
     /** A recover-table job that fails with `code`; returns its error message. */
     const refused = async (code: string, ...args: string[]): Promise<string> => {
       const { r, job } = await recoverTable(...args);
@@ -358,6 +361,11 @@ describe('recover-table: rows back from just before a mistake, beside the live w
     assert.match(never, /"public"\."never_was" does not exist/);
     assert.deepEqual(await fleet.pg.query(`SELECT to_regclass('pgfleet_recovered.o3') AS r`), [{ r: null }]);
     await refused(ErrorCodes.RestorePointNotFound.code, ...orders, '--before-xid', '4000000000');
+    // One that committed before the backup: the archive is read from the backup's first segment on, which says so.
+    assert.match(
+      await refused(ErrorCodes.RestorePointNotFound.code, ...orders, '--before-xid', oldXid),
+      /committed before it is not found either/,
+    );
   });
 
   it('leaves every live table as it was, removes the copy, and reports the tables in restore.completed', async () => {

@@ -120,9 +120,11 @@ export function targetNotFound(
       `${what} (at ${hits[0]!.lsn.toString()}) is before the end of the oldest backup ${oldest.label} (${oldest.stopLsn})`,
     );
   // A name target says which names there are: a typo is then one look away.
+  // The archive is read from the oldest backup's first segment on: an older transaction (one
+  // that committed before any backup) cannot be told from one that never committed.
   const known =
     target.kind !== 'name'
-      ? ''
+      ? `; the archived WAL is read from the oldest backup ${oldest.label}'s first segment ${oldest.walStart} on, so a transaction that committed before it is not found either (recovery could not stop there: PostgreSQL needs a backup that ends before the target)`
       : restorePointNames.length === 0
         ? '; the archived WAL since the oldest backup holds no restore points'
         : `; the archived WAL since the oldest backup holds restore points ${listNames(restorePointNames)} (pgfleet restore-points ${cluster} lists them with times and LSNs)`;
