@@ -428,6 +428,25 @@ export const ErrorCodes = {
     4,
     'The target is not on a timeline the chosen backup can reach: list the timelines with `pgfleet verify <cluster>`, pick a backup of that timeline (--backup) or another --target-timeline.',
   ),
+  // 61xx: reading WAL records (issue 15, packages/pg/src/wal-decode)
+  WalFormatUnsupported: spec(
+    'PGF-6100',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'The WAL was written by a PostgreSQL major whose record format this decoder does not read (it reads PostgreSQL 15 WAL only). Nothing was decoded; search WAL of a PostgreSQL 15 cluster, or use pg_waldump of the matching major.',
+  ),
+  WalImageUnsupported: spec(
+    'PGF-6101',
+    GrpcStatus.UNIMPLEMENTED,
+    4,
+    'A full-page image in the WAL is compressed with a method this decoder cannot expand (it expands pglz and zstd). Set wal_compression to pglz or zstd (or off) on the cluster, or read the record with pg_waldump.',
+  ),
+  WalDecodeInputInvalid: spec(
+    'PGF-6102',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'The WAL segments given to the decoder do not fit together (size, order or start position): pass whole segments of one WAL segment size, in order, each with its own start LSN.',
+  ),
   // 7xxx: network and services
   ControllerUnreachable: spec(
     'PGF-7001',

@@ -9,3 +9,4 @@ export * from './timeline-history.js';
 export * from './timeline-start.js';
 export * from './server-log.js';
 export * from './restore-point.js';
+export * from './wal-decode/index.js';
