@@ -380,7 +380,13 @@ function objectExpectations(
   cluster: string,
   m: BackupManifest,
 ): { path: string; e: ObjectExpectation }[] {
-  return m.files.flatMap((f) => repo.entryObjects(cluster, f).map(({ what, ...e }) => ({ path: what, e })));
+  const files = m.files.flatMap((f) => repo.entryObjects(cluster, f).map(({ what, ...e }) => ({ path: what, e })));
+  const s = m.catalogSnapshot;
+  if (!s) return files;
+  // The snapshot `pgfleet wal search` starts from: checked like a file (a restore never reads it).
+  const key = repo.catalogSnapshotKey(cluster, m.label, s.codec);
+  const { size, sha256, storedSize, storedSha256, codec } = s;
+  return [...files, { path: 'catalog snapshot', e: { key, codec, size, sha256, storedSize, storedSha256 } }];
 }
 
 /** Checks every valid backup's references and files, oldest first; the verdicts' WAL range is judged later. */
