@@ -54,6 +54,20 @@ function jobKindsMigration(kinds: readonly string[]): Pick<CatalogMigration, 'sq
   };
 }
 
+/** The job kinds once rotate-key was admitted (each later migration adds its own to these). */
+const KINDS_WITH_ROTATE_KEY = [
+  'backup',
+  'restore',
+  'expire',
+  'verify',
+  'drill',
+  'capture',
+  'check',
+  'info',
+  'restore-points',
+  'rotate-key',
+] as const;
+
 export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
   {
     description: 'clusters, agents, backups, jobs',
@@ -509,18 +523,11 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
   {
     description:
       "jobs admit rotate-key (pgfleet repo rotate-key: an agent re-wraps the cluster's data keys from its previous key to its current one)",
-    ...jobKindsMigration([
-      'backup',
-      'restore',
-      'expire',
-      'verify',
-      'drill',
-      'capture',
-      'check',
-      'info',
-      'restore-points',
-      'rotate-key',
-    ]),
+    ...jobKindsMigration(KINDS_WITH_ROTATE_KEY),
+  },
+  {
+    description: 'jobs admit wal-search (pgfleet wal search: the destructive transactions in the archived WAL)',
+    ...jobKindsMigration([...KINDS_WITH_ROTATE_KEY, 'wal-search']),
   },
 ];
 

@@ -17,7 +17,17 @@ export interface JobFilter {
 }
 
 export type JobKind =
-  'backup' | 'restore' | 'expire' | 'verify' | 'drill' | 'capture' | 'check' | 'info' | 'restore-points' | 'rotate-key';
+  | 'backup'
+  | 'restore'
+  | 'expire'
+  | 'verify'
+  | 'drill'
+  | 'capture'
+  | 'check'
+  | 'info'
+  | 'restore-points'
+  | 'rotate-key'
+  | 'wal-search';
 export type JobStateName = 'queued' | 'dispatched' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export const TERMINAL_JOB_STATES: readonly JobStateName[] = ['succeeded', 'failed', 'cancelled'];

@@ -26,6 +26,7 @@ import {
   CheckResultSchema,
   RepositoryInfoSchema,
   RestorePointListSchema,
+  WalSearchResultSchema,
   RotateKeyResultSchema,
   ServerRole,
   backupTypeFromProto,
@@ -49,6 +50,7 @@ import {
   type CheckResult,
   type RepositoryInfo,
   type RestorePointList,
+  type WalSearchResult,
   type RotateKeyResult,
   type ExpireResult,
   type VerifyResult,
@@ -205,6 +207,8 @@ export interface JobResultJson {
   restorePoints?: JsonValue;
   /** A rotate-key job's RotateKeyResult. */
   rotateKey?: JsonValue;
+  /** A WAL search job's WalSearchResult. */
+  walSearch?: JsonValue;
 }
 
 export function resultJson(result: {
@@ -218,6 +222,7 @@ export function resultJson(result: {
   info?: RepositoryInfo;
   restorePoints?: RestorePointList;
   rotateKey?: RotateKeyResult;
+  walSearch?: WalSearchResult;
 }): JobResultJson {
   if (result.backup) return { backup: toJson(BackupInfoSchema, result.backup) };
   if (result.restore) return { restore: toJson(RestoreResultSchema, result.restore) };
@@ -229,6 +234,7 @@ export function resultJson(result: {
   if (result.info) return { info: toJson(RepositoryInfoSchema, result.info) };
   if (result.restorePoints) return { restorePoints: toJson(RestorePointListSchema, result.restorePoints) };
   if (result.rotateKey) return { rotateKey: toJson(RotateKeyResultSchema, result.rotateKey) };
+  if (result.walSearch) return { walSearch: toJson(WalSearchResultSchema, result.walSearch) };
   return {};
 }
 
@@ -275,6 +281,9 @@ export function jobInfoFromRecord(job: JobRecord): MessageInitShape<typeof JobIn
       : undefined,
     rotateKey: result.rotateKey
       ? fromJson(RotateKeyResultSchema, result.rotateKey, { ignoreUnknownFields: true })
+      : undefined,
+    walSearch: result.walSearch
+      ? fromJson(WalSearchResultSchema, result.walSearch, { ignoreUnknownFields: true })
       : undefined,
   };
 }

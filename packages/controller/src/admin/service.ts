@@ -27,6 +27,7 @@ import { startCheckJob } from '../jobs/check.js';
 import { startBackupDeleteJob } from '../jobs/expire.js';
 import { startInfoJob, startRestorePointsJob } from '../jobs/info.js';
 import { startRotateKeyJob } from '../jobs/rotate-key.js';
+import { startWalSearchJob } from '../jobs/wal-search.js';
 import { drillRequestFromProto, startDrillJob } from '../jobs/drill.js';
 import { startRestoreJob } from '../jobs/restore.js';
 import { startVerifyJob } from '../jobs/verify.js';
@@ -84,6 +85,7 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
       job: await startRestorePointsJob(ctx, req.cluster, req.since ? timestampDate(req.since) : undefined),
     }),
     startRotateKey: async (req) => ({ job: await startRotateKeyJob(ctx, req.cluster) }),
+    startWalSearch: async (req) => ({ job: await startWalSearchJob(ctx, req.cluster, req.search) }),
     createEnrollmentToken: async (req) => createEnrollmentTokenRpc(ctx, req),
     createToken: async (req) => createTokenRpc(ctx, req),
     listTokens: async () => listTokensRpc(ctx),

@@ -79,6 +79,17 @@ export interface RestorePointsJobParams {
   since?: string;
 }
 
+export interface WalSearchJobParams {
+  /** ISO times bounding the commit times searched. */
+  since?: string;
+  until?: string;
+  table?: string;
+  database?: string;
+  kinds?: string[];
+  minRows?: number;
+  limit?: number;
+}
+
 /** A rotate-key job rotates from the agent's previous key to its current one: nothing to say. */
 export type RotateKeyJobParams = Record<string, never>;
 
@@ -93,6 +104,7 @@ export interface JobParamsByKind {
   info: InfoJobParams;
   'restore-points': RestorePointsJobParams;
   'rotate-key': RotateKeyJobParams;
+  'wal-search': WalSearchJobParams;
 }
 
 /** A catalog job with its params parsed for its kind; `job.kind === 'backup'` narrows `job.params`. */
@@ -163,6 +175,16 @@ const PARSERS: { readonly [K in JobKind]: (p: Fields) => JobParamsByKind[K] } = 
   info: () => ({}),
   'restore-points': (p) => some({ since: str(p.since) }),
   'rotate-key': () => ({}),
+  'wal-search': (p) =>
+    some({
+      since: str(p.since),
+      until: str(p.until),
+      table: str(p.table),
+      database: str(p.database),
+      kinds: Array.isArray(p.kinds) ? p.kinds.filter((k): k is string => typeof k === 'string') : undefined,
+      minRows: num(p.minRows),
+      limit: num(p.limit),
+    }),
 };
 
 function parseParams<K extends JobKind>(kind: K, raw: unknown): JobParamsByKind[K] {

@@ -18,6 +18,7 @@ import { typedJob, type TypedJob } from './params.js';
 import { restoreJob } from './restore.js';
 import { rotateKeyJob } from './rotate-key.js';
 import { verifyJob } from './verify.js';
+import { walSearchJob } from './wal-search.js';
 
 const JOB_KINDS: { readonly [K in JobKind]: ControllerJobKind<K> } = {
   backup: backupJob,
@@ -30,6 +31,7 @@ const JOB_KINDS: { readonly [K in JobKind]: ControllerJobKind<K> } = {
   info: infoJob,
   'restore-points': restorePointsJob,
   'rotate-key': rotateKeyJob,
+  'wal-search': walSearchJob,
 };
 
 /** The module of a job's kind, for a job whose params are parsed (see typedJob). */

@@ -1,0 +1,217 @@
+/**
+ * `pgfleet wal search` on the agent (issue 15, docs/undo.md "Find the mistake"): the committed
+ * transactions of the archived WAL that deleted, updated, truncated or dropped, with the tables
+ * they touched named as they were at that moment, decoded from the repository alone (the cluster
+ * may be gone).
+ *
+ * 1. The starting backup: the newest started at or before --since (else the oldest). Its catalog
+ *    snapshot (backup/catalog-snapshot.ts) names the relation files; WAL before its start cannot
+ *    be named, so a --since before the oldest backup is refused.
+ * 2. The segments from its first one on, along the cluster's current timeline (segments.ts),
+ *    fetched a few ahead in parallel and decoded in order by pgfleet's own decoder (packages/pg
+ *    WalDecoder; pg_waldump prints neither tuple contents nor enough to follow pg_class).
+ * 3. Per record: heap rows per transaction and relation (record-events.ts), catalog changes,
+ *    commits and aborts, gathered by TransactionLedger (transactions.ts).
+ * The read stops at the end of the archive, or at the end of the segment in which a commit after
+ * --until was seen. A missing segment before that is an error naming it (WalSearchGap).
+ */
+import { PgfleetError, type Logger } from '@pgfleet/core';
+import { Lsn, WalDecoder } from '@pgfleet/pg';
+import type { BackupManifest, Repository } from '@pgfleet/storage';
+import type { ProgressSink } from '../progress.js';
+import { ProgressTracker } from '../progress.js';
+import type { CatalogSnapshot } from '../backup/catalog-snapshot.js';
+import { RelationNamer } from './relation-names.js';
+import { heapChange, transactionEnd, type SearchRecord } from './record-events.js';
+import { fetchAhead, planSegments, segmentStartLsn } from './segments.js';
+import { TransactionLedger, type FoundTransaction, type SearchFilter } from './transactions.js';
+
+/** Segments fetched ahead of the decoder (each a 16 MiB buffer; decompression runs on libuv's threads). */
+const FETCH_AHEAD = 4;
+
+export interface WalSearchOptions {
+  repo: Repository;
+  cluster: string;
+  filter: SearchFilter;
+  /** The timeline the cluster's primary writes now (0: the newest archived one). */
+  currentTimeline: number;
+  log: Logger;
+  progress: ProgressSink;
+  signal?: AbortSignal;
+  fetchAhead?: number;
+}
+
+export interface WalSearchOutcome {
+  transactions: FoundTransaction[];
+  matched: number;
+  transactionsSeen: number;
+  backupLabel: string;
+  snapshot: boolean;
+  fromSegment: string;
+  toSegment: string;
+  segmentsRead: number;
+  bytesRead: number;
+  elapsedSeconds: number;
+  timeline: number;
+}
+
+type StartBackup = Pick<
+  BackupManifest,
+  'label' | 'cluster' | 'walStart' | 'startTime' | 'startLsn' | 'walSegmentSize' | 'catalogSnapshot'
+>;
+
+/** The backup the search starts from (see the module header). */
+async function startingBackup(o: WalSearchOptions): Promise<StartBackup> {
+  let oldest: StartBackup | undefined;
+  let chosen: StartBackup | undefined;
+  const since = o.filter.since?.getTime();
+  // One manifest at a time: only each backup's start is kept.
+  for await (const m of o.repo.manifests(o.cluster)) {
+    const b: StartBackup = {
+      label: m.label,
+      cluster: m.cluster,
+      walStart: m.walStart,
+      startTime: m.startTime,
+      startLsn: m.startLsn,
+      walSegmentSize: m.walSegmentSize,
+      ...(m.catalogSnapshot ? { catalogSnapshot: m.catalogSnapshot } : {}),
+    };
+    const at = Date.parse(m.startTime);
+    if (!oldest || at < Date.parse(oldest.startTime)) oldest = b;
+    if (since !== undefined && at <= since && (!chosen || at > Date.parse(chosen.startTime))) chosen = b;
+  }
+  if (!oldest)
+    throw new PgfleetError('WalSearchNoBackup', `cluster ${o.cluster} has no complete backup in the repository`);
+  if (since !== undefined && !chosen)
+    throw new PgfleetError(
+      'WalSearchBeforeOldestBackup',
+      `--since ${o.filter.since!.toISOString()} is before the oldest backup of cluster ${o.cluster} (${oldest.label}, started ${oldest.startTime}): WAL before it cannot be read`,
+    );
+  return chosen ?? oldest;
+}
+
+export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> {
+  const began = Date.now();
+  const backup = await startingBackup(o);
+  const size = backup.walSegmentSize;
+  const text = await o.repo.readCatalogSnapshot(backup);
+  const snapshot = text === undefined ? undefined : (JSON.parse(text) as CatalogSnapshot);
+  const names = new RelationNamer(snapshot);
+  const plan = await planSegments({
+    repo: o.repo,
+    cluster: o.cluster,
+    fromSegment: backup.walStart,
+    walSegmentSize: size,
+    currentTimeline: o.currentTimeline,
+  });
+  o.log.info(
+    {
+      backup: backup.label,
+      snapshot: snapshot !== undefined,
+      segments: plan.segments.length,
+      timeline: plan.timeline,
+      ...(plan.gap ? { gap: plan.gap } : {}),
+    },
+    'wal search: reading the archive',
+  );
+  const ledger = new TransactionLedger(o.filter);
+  for (const n of names.allNames()) ledger.namesSeen.add(n);
+  const tracker = new ProgressTracker(o.progress, 'wal-search');
+  tracker.state.filesTotal = plan.segments.length;
+  tracker.state.bytesTotal = plan.segments.length * size;
+  tracker.phase('wal-search', `from backup ${backup.label}`);
+  const decoder = new WalDecoder({ segmentSize: size });
+  const until = o.filter.until?.getTime();
+  let segmentsRead = 0;
+  let bytesRead = 0;
+  let last = '';
+  let pastUntil = false;
+  for await (const { segment, data } of fetchAhead(
+    o.repo,
+    plan.segments,
+    size,
+    o.fetchAhead ?? FETCH_AHEAD,
+    o.signal,
+  )) {
+    for (const r of decoder.feed(data, segmentStartLsn(segment.name, size))) onRecord(r, segment.timeline);
+    segmentsRead++;
+    bytesRead += data.length;
+    last = segment.name;
+    tracker.add(data.length, 1);
+    if (until !== undefined && ledger.newestCommit && ledger.newestCommit.getTime() > until) {
+      pastUntil = true;
+      break;
+    }
+    if (decoder.stopped) break;
+  }
+  tracker.flush();
+  if (plan.gap && !pastUntil)
+    throw new PgfleetError(
+      'WalSearchGap',
+      `archived WAL segment ${plan.gap} of cluster ${o.cluster} is missing (no authenticated copy): the transactions after ${last || backup.walStart} cannot be read`,
+    );
+  if (
+    o.filter.table &&
+    ledger.matched === 0 &&
+    !ledger.namesSeen.has(`${o.filter.table.schema}.${o.filter.table.name}`)
+  )
+    throw new PgfleetError(
+      'WalSearchTableUnknown',
+      `table ${o.filter.table.schema}.${o.filter.table.name} is neither in the catalog snapshot of backup ${backup.label} nor created in the WAL after it`,
+    );
+  const elapsedSeconds = (Date.now() - began) / 1000;
+  const end = decoder.end();
+  o.log.info(
+    {
+      segments: segmentsRead,
+      bytes: bytesRead,
+      seconds: elapsedSeconds,
+      matched: ledger.matched,
+      committed: ledger.committed,
+      end: end.reason,
+      endLsn: end.lsn,
+    },
+    'wal search done',
+  );
+  return {
+    transactions: ledger.result(),
+    matched: ledger.matched,
+    transactionsSeen: ledger.committed,
+    backupLabel: backup.label,
+    snapshot: snapshot !== undefined,
+    fromSegment: plan.segments[0]?.name ?? '',
+    toSegment: last,
+    segmentsRead,
+    bytesRead,
+    elapsedSeconds,
+    timeline: plan.timeline,
+  };
+
+  function onRecord(r: SearchRecord, timeline: number): void {
+    names.observe(r);
+    const change = heapChange(r);
+    if (change) {
+      const name = names.nameOf(change.rel);
+      if (names.isSystem(change.rel, name)) return;
+      ledger.rows(r.xid, r.lsn, change.rel, name, change.kind, change.rows);
+      return;
+    }
+    const end = transactionEnd(r);
+    if (end) {
+      if (!end.committed) {
+        names.abort(end.xid, end.subxids);
+        ledger.abort(end.xid, end.subxids);
+        return;
+      }
+      for (const e of names.commit(end.xid, end.subxids, end.droppedRels)) ledger.catalog(end.xid, r.lsn, e);
+      ledger.commit(end.xid, end.subxids, r.lsn, end.time, timeline);
+      return;
+    }
+    if (r.xid !== 0) ledger.touch(r.xid, r.lsn);
+  }
+}
+
+/** An LSN number as PostgreSQL prints it. */
+export function lsnString(lsn: number): string {
+  return Lsn.fromBigInt(BigInt(lsn)).toString();
+}
