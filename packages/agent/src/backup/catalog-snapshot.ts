@@ -5,27 +5,28 @@
  * this snapshot plus the pg_class changes in that WAL (followed by packages/pg) name every
  * relation file a later record touches, as it was named at that moment.
  *
- * One query per database (10k tables is one result of 10k rows). Mapped relations (pg_class
- * itself and the other nailed catalogs) have relfilenode 0 in pg_class: their file number comes
- * from the relation mapper, which pg_relation_filenode() reads. A database that refuses the
+ * One query per database (10k tables is one result of 10k rows), one statement so one MVCC
+ * snapshot. Mapped relations (pg_class itself and the other nailed catalogs) have relfilenode 0 in
+ * pg_class: pg_class's and pg_namespace's own files, which the follower reads, come from the
+ * relation mapper through pg_relation_filenode(). A database that refuses the
  * connection (CONNECT revoked, connection limit, pg_hba) must not fail the backup: it is listed
  * as skipped and the search names its relations from the WAL only.
  */
 import { Readable } from 'node:stream';
 import type { Logger } from '@pgfleet/core';
-import { connectPg, type PgConnectionOptions } from '@pgfleet/pg';
+import { connectPg, Lsn, type PgConnectionOptions } from '@pgfleet/pg';
 import type { CatalogSnapshotEntry, Codec, Repository } from '@pgfleet/storage';
 
 export interface CatalogSnapshotRelation {
   oid: number;
-  /** The relation's file number (pg_relation_filenode: the mapper's for mapped catalogs). */
+  /** pg_class.relfilenode (0 for mapped catalogs: their file comes from the relation mapper). */
   relNumber: number;
-  /** Its tablespace (the database's default resolved). */
-  tablespaceOid: number;
   namespaceOid: number;
   name: string;
   /** pg_class.relkind: r table, p partitioned, t toast, i index, m matview, S sequence, ... */
   kind: string;
+  /** pg_class.reltoastrelid (0: none). */
+  toastOid?: number;
   /** The pg_class row's ctid: where a later heap update or delete of this row points. */
   block: number;
   offset: number;
@@ -34,35 +35,40 @@ export interface CatalogSnapshotRelation {
 export interface CatalogSnapshotDatabase {
   oid: number;
   name: string;
-  tablespaceOid: number;
-  /** pg_class's own file number in this database (it is a mapped relation). */
+  /** pg_class's and pg_namespace's own file numbers in this database (mapped catalogs). */
   pgClassRelNumber: number;
-  namespaces: { oid: number; name: string }[];
+  pgNamespaceRelNumber: number;
+  namespaces: { oid: number; name: string; block: number; offset: number }[];
   relations: CatalogSnapshotRelation[];
 }
 
 export interface CatalogSnapshot {
-  /** The WAL position when the first database was read (the backup's start is before it). */
+  /** The lowest WAL insert position read before a database's catalog: every commit after it may be missing from the snapshot. */
   lsn: string;
   databases: CatalogSnapshotDatabase[];
 }
 
-/** Everything one database says in one round trip (json, so 10k rows are one text value). */
-// oid columns cast to int8: json renders oid as a string.
+// Everything one database says in one round trip (json, so 10k rows are one text value; oid
+// columns cast to int8, which json renders as numbers). The WAL position comes first: a commit
+// after it may or may not be in the rows, and the follower replays from there.
 const DATABASE_QUERY = `
-  SELECT json_build_object(
+  SELECT pg_current_wal_insert_lsn()::text AS lsn, json_build_object(
     'pgClass', pg_relation_filenode('pg_catalog.pg_class'::regclass)::int8,
-    'namespaces', (SELECT coalesce(json_agg(json_build_array(n.oid::int8, n.nspname)), '[]') FROM pg_namespace n),
+    'pgNamespace', pg_relation_filenode('pg_catalog.pg_namespace'::regclass)::int8,
+    'namespaces', (SELECT coalesce(json_agg(json_build_array(n.oid::int8, n.nspname,
+        (n.ctid::text::point)[0]::int8, (n.ctid::text::point)[1]::int8)), '[]') FROM pg_namespace n),
     'relations', (SELECT coalesce(json_agg(json_build_array(
-        c.oid::int8, pg_relation_filenode(c.oid)::int8, c.reltablespace::int8, c.relnamespace::int8, c.relname,
-        c.relkind, (c.ctid::text::point)[0]::int8, (c.ctid::text::point)[1]::int8)), '[]')
-      FROM pg_class c WHERE c.relkind NOT IN ('v', 'c', 'f'))
+        c.oid::int8, c.relfilenode::int8, c.relnamespace::int8, c.relname, c.relkind, c.reltoastrelid::int8,
+        (c.ctid::text::point)[0]::int8, (c.ctid::text::point)[1]::int8)), '[]') FROM pg_class c)
   )::text AS doc`;
+/** On a standby the insert position is refused: the replayed position is where its catalog is. */
+const STANDBY_DATABASE_QUERY = DATABASE_QUERY.replace('pg_current_wal_insert_lsn()', 'pg_last_wal_replay_lsn()');
 
 interface DatabaseDoc {
   pgClass: number;
-  namespaces: [number, string][];
-  relations: [number, number | null, number, number, string, string, number, number][];
+  pgNamespace: number;
+  namespaces: [number, string, number, number][];
+  relations: [number, number, number, string, string, number, number, number][];
 }
 
 export interface TakeSnapshotOptions {
@@ -75,64 +81,60 @@ export async function takeCatalogSnapshot(
   o: TakeSnapshotOptions,
 ): Promise<{ snapshot: CatalogSnapshot; skipped: { database: string; reason: string }[] }> {
   const main = await connectPg(o.pg);
-  let lsn: string;
-  let databases: { oid: number; name: string; tablespace: number }[];
+  let standby: boolean;
+  let databases: { oid: number; name: string }[];
   try {
-    // On a standby pg_current_wal_lsn() is refused: the replayed position is where its catalog is.
-    const r = await main.query(`
-      SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn`);
-    lsn = String(r.rows[0].lsn);
-    const d = await main.query(
-      'SELECT oid::int8 AS oid, datname, dattablespace::int8 AS spc FROM pg_database WHERE datallowconn ORDER BY oid',
-    );
-    databases = d.rows.map((x: { oid: string; datname: string; spc: string }) => ({
-      oid: Number(x.oid),
-      name: x.datname,
-      tablespace: Number(x.spc),
-    }));
+    standby = Boolean((await main.query('SELECT pg_is_in_recovery() AS r')).rows[0].r);
+    const d = await main.query('SELECT oid::int8 AS oid, datname FROM pg_database WHERE datallowconn ORDER BY oid');
+    databases = d.rows.map((x: { oid: string; datname: string }) => ({ oid: Number(x.oid), name: x.datname }));
   } finally {
     await main.end().catch(() => {});
   }
   const out: CatalogSnapshotDatabase[] = [];
   const skipped: { database: string; reason: string }[] = [];
+  let lsn: Lsn | undefined;
   for (const db of databases) {
     try {
-      out.push(await snapshotDatabase(o.pg, db));
+      const read = await snapshotDatabase(o.pg, db, standby);
+      out.push(read.db);
+      if (!lsn || read.lsn.compare(lsn) < 0) lsn = read.lsn;
     } catch (err) {
       const reason = (err as Error).message;
       o.log.warn({ database: db.name, err: reason }, 'catalog snapshot: database skipped');
       skipped.push({ database: db.name, reason });
     }
   }
-  return { snapshot: { lsn, databases: out }, skipped };
+  return { snapshot: { lsn: (lsn ?? Lsn.ZERO).toString(), databases: out }, skipped };
 }
 
 async function snapshotDatabase(
   pg: PgConnectionOptions,
-  db: { oid: number; name: string; tablespace: number },
-): Promise<CatalogSnapshotDatabase> {
+  db: { oid: number; name: string },
+  standby: boolean,
+): Promise<{ db: CatalogSnapshotDatabase; lsn: Lsn }> {
   const client = await connectPg({ ...pg, database: db.name, applicationName: 'pgfleet-agent catalog snapshot' });
   try {
-    const doc = JSON.parse(String((await client.query(DATABASE_QUERY)).rows[0].doc)) as DatabaseDoc;
+    const row = (await client.query(standby ? STANDBY_DATABASE_QUERY : DATABASE_QUERY)).rows[0];
+    const doc = JSON.parse(String(row.doc)) as DatabaseDoc;
     return {
-      oid: db.oid,
-      name: db.name,
-      tablespaceOid: db.tablespace,
-      pgClassRelNumber: doc.pgClass,
-      namespaces: doc.namespaces.map(([oid, name]) => ({ oid, name })),
-      relations: doc.relations
-        // Relations without storage (partitioned tables and indexes) have no file: nothing in the WAL names them.
-        .filter((r) => r[1] !== null && r[1] !== 0)
-        .map(([oid, relNumber, spc, namespaceOid, name, kind, block, offset]) => ({
+      lsn: Lsn.parse(String(row.lsn)),
+      db: {
+        oid: db.oid,
+        name: db.name,
+        pgClassRelNumber: doc.pgClass,
+        pgNamespaceRelNumber: doc.pgNamespace,
+        namespaces: doc.namespaces.map(([oid, name, block, offset]) => ({ oid, name, block, offset })),
+        relations: doc.relations.map(([oid, relNumber, namespaceOid, name, kind, toastOid, block, offset]) => ({
           oid,
-          relNumber: relNumber!,
-          tablespaceOid: spc === 0 ? db.tablespace : spc,
+          relNumber,
           namespaceOid,
           name,
           kind,
+          ...(toastOid ? { toastOid } : {}),
           block,
           offset,
         })),
+      },
     };
   } finally {
     await client.end().catch(() => {});

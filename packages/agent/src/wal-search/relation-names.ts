@@ -5,7 +5,6 @@
 import type { CatalogSnapshot } from '../backup/catalog-snapshot.js';
 import type { SearchRecord } from './record-events.js';
 import type { CatalogEvent, RelationName, RelFile } from './transactions.js';
-import { relFileText } from './transactions.js';
 
 /** Schemas whose rows are PostgreSQL's own bookkeeping: DDL shows as catalog events, not as their rows. */
 const SYSTEM_SCHEMAS = new Set(['pg_catalog', 'pg_toast', 'information_schema']);
@@ -21,7 +20,7 @@ export class RelationNamer {
       this.databases.set(db.oid, db.name);
       const schemas = new Map(db.namespaces.map((n) => [n.oid, n.name]));
       for (const r of db.relations)
-        this.byFile.set(relFileText({ spcOid: r.tablespaceOid, dbOid: db.oid, relNumber: r.relNumber }), {
+        this.byFile.set(`${db.oid}/${r.relNumber}`, {
           database: db.name,
           schema: schemas.get(r.namespaceOid) ?? `namespace ${r.namespaceOid}`,
           name: r.name,
@@ -32,7 +31,7 @@ export class RelationNamer {
 
   /** The relation's name now (schema and name '' when unknown). */
   nameOf(rel: RelFile): RelationName {
-    const n = this.byFile.get(relFileText(rel));
+    const n = this.byFile.get(`${rel.dbOid}/${rel.relNumber}`);
     return n
       ? { database: n.database, schema: n.schema, name: n.name }
       : { database: this.databaseName(rel.dbOid), schema: '', name: '' };
@@ -63,7 +62,7 @@ export class RelationNamer {
   commit(_xid: number, _subxids: readonly number[], dropped: readonly RelFile[]): CatalogEvent[] {
     const out: CatalogEvent[] = [];
     for (const rel of dropped) {
-      const n = this.byFile.get(relFileText(rel));
+      const n = this.byFile.get(`${rel.dbOid}/${rel.relNumber}`);
       if (!n || n.kind !== 'r' || SYSTEM_SCHEMAS.has(n.schema)) continue;
       out.push({ kind: 'drop', rel, table: { database: n.database, schema: n.schema, name: n.name } });
     }
