@@ -43,10 +43,12 @@ export async function startWalCluster(settings: Record<string, string> = {}): Pr
       const rows = await pg.query<{ name: string }>('select pg_walfile_name(pg_current_wal_insert_lsn()) as name');
       const name = rows[0]!.name;
       await pg.query('select pg_switch_wal()');
-      // Archiving is asynchronous: wait for the file itself, however long the loaded machine takes.
+      // Archiving is asynchronous, and a file appears before cp has finished writing it: wait
+      // until the archiver reports the segment done, however long the loaded machine takes.
       for (;;) {
-        const files = await readdir(archiveDir);
-        if (files.includes(name)) return name;
+        const done = await pg.query<{ last: string | null }>('select last_archived_wal as last from pg_stat_archiver');
+        const lastDone = done[0]?.last;
+        if (lastDone && lastDone.length === 24 && lastDone >= name) return name;
         await sleep(100);
       }
     },
