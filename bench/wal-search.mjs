@@ -2,7 +2,7 @@
 /**
  * `pgfleet wal search` rate over archived pgbench WAL (issue 15 target: >= 200 MB of WAL per
  * second on 2 cores). A private PostgreSQL 15 runs `pgbench -i` (COPY-like multi-inserts, index
- * builds) and then pgbench's TPC-B updates until `--size` of WAL is written, archived by `cp`,
+ * builds) at the scale that writes `--size` of WAL, then pgbench's TPC-B updates, archived by `cp`,
  * then archived into a posix repository the way the agent does (Repository.archiveWal, zstd),
  * beside a backup manifest with the catalog snapshot taken at the start. The search itself is
  * the agent's code path (searchWal: listing, parallel fetch + zstd decompression, decoding,
@@ -10,7 +10,7 @@
  * (wall) and the CPU seconds the process used (threadpool included): on a shared machine the
  * wall time mostly measures the neighbours.
  *
- *   nice node bench/wal-search.mjs [--size 2GB] [--runs 3] [--scale 50]
+ *   nice node bench/wal-search.mjs [--size 2GB] [--runs 3] [--scale N] [--tpcb-seconds 20]
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -24,7 +24,9 @@ const { values } = parseArgs({
   options: {
     size: { type: 'string', default: '2GB' },
     runs: { type: 'string', default: '3' },
-    scale: { type: 'string', default: '50' },
+    // pgbench -i writes ~12.5 MB of WAL per scale unit: by default the scale that reaches --size.
+    scale: { type: 'string' },
+    'tpcb-seconds': { type: 'string', default: '20' },
   },
 });
 const { makeTempDir, removeDir, startPostgres } = await import('@pgfleet/testkit');
@@ -75,13 +77,18 @@ try {
   const target = parseSize(values.size, 'size');
   const env = { ...process.env, ...pg.env };
   const pgbench = join(pg.binDir, 'pgbench');
-  log(`pgbench -i -s ${values.scale}`);
-  execFileSync(pgbench, ['-i', '-q', '-s', values.scale], { env, stdio: 'ignore' });
-  for (;;) {
+  const scale = values.scale ?? String(Math.max(1, Math.ceil(target / 12.5e6)));
+  log(`pgbench -i -s ${scale}`);
+  execFileSync(pgbench, ['-i', '-q', '-s', scale], { env, stdio: 'ignore' });
+  // TPC-B updates (the pgbench workload proper) on top of the bulk load.
+  execFileSync(pgbench, ['-c', '4', '-j', '2', '-T', values['tpcb-seconds'], '-n'], { env, stdio: 'ignore' });
+  for (let batch = 0; ; batch++) {
     const [{ bytes }] = await pg.query(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '${startLsn}')::bigint AS bytes`);
     log(`${(Number(bytes) / 2 ** 20).toFixed(0)} MiB of WAL`);
     if (Number(bytes) >= target) break;
-    execFileSync(pgbench, ['-c', '4', '-j', '2', '-T', '20', '-n'], { env, stdio: 'ignore' });
+    await pg.query(
+      `INSERT INTO pgbench_history SELECT g % 10, g % 100000, g % 1000, g % 5000, now(), NULL FROM generate_series(1, 500000) g`,
+    );
   }
   await pg.query('SELECT pg_switch_wal()');
   const [{ last }] = await pg.query('SELECT pg_walfile_name(pg_current_wal_lsn()) AS last');

@@ -5,71 +5,25 @@
  * this snapshot plus the pg_class changes in that WAL (followed by packages/pg) name every
  * relation file a later record touches, as it was named at that moment.
  *
- * One query per database (10k tables is one result of 10k rows), one statement so one MVCC
- * snapshot. Mapped relations (pg_class itself and the other nailed catalogs) have relfilenode 0 in
- * pg_class: pg_class's and pg_namespace's own files, which the follower reads, come from the
- * relation mapper through pg_relation_filenode(). A database that refuses the
+ * Per database one read-only REPEATABLE READ transaction of three queries (packages/pg
+ * takeCatalogSnapshotOfDatabase: the WAL position first, then pg_class and pg_namespace rows
+ * with their ctids; 10k tables are one result of 10k rows). Mapped relations (pg_class itself and
+ * the other nailed catalogs) have relfilenode 0 in pg_class: pg_class's and pg_namespace's own
+ * files, which the follower reads, come from the relation mapper through pg_relation_filenode(). A database that refuses the
  * connection (CONNECT revoked, connection limit, pg_hba) must not fail the backup: it is listed
  * as skipped and the search names its relations from the WAL only.
  */
 import { Readable } from 'node:stream';
 import type { Logger } from '@pgfleet/core';
-import { connectPg, Lsn, type PgConnectionOptions } from '@pgfleet/pg';
+import {
+  connectPg,
+  Lsn,
+  takeCatalogSnapshotOfDatabase,
+  type CatalogSnapshot,
+  type CatalogSnapshotDatabase,
+  type PgConnectionOptions,
+} from '@pgfleet/pg';
 import type { CatalogSnapshotEntry, Codec, Repository } from '@pgfleet/storage';
-
-export interface CatalogSnapshotRelation {
-  oid: number;
-  /** pg_class.relfilenode (0 for mapped catalogs: their file comes from the relation mapper). */
-  relNumber: number;
-  namespaceOid: number;
-  name: string;
-  /** pg_class.relkind: r table, p partitioned, t toast, i index, m matview, S sequence, ... */
-  kind: string;
-  /** pg_class.reltoastrelid (0: none). */
-  toastOid?: number;
-  /** The pg_class row's ctid: where a later heap update or delete of this row points. */
-  block: number;
-  offset: number;
-}
-
-export interface CatalogSnapshotDatabase {
-  oid: number;
-  name: string;
-  /** pg_class's and pg_namespace's own file numbers in this database (mapped catalogs). */
-  pgClassRelNumber: number;
-  pgNamespaceRelNumber: number;
-  namespaces: { oid: number; name: string; block: number; offset: number }[];
-  relations: CatalogSnapshotRelation[];
-}
-
-export interface CatalogSnapshot {
-  /** The lowest WAL insert position read before a database's catalog: every commit after it may be missing from the snapshot. */
-  lsn: string;
-  databases: CatalogSnapshotDatabase[];
-}
-
-// Everything one database says in one round trip (json, so 10k rows are one text value; oid
-// columns cast to int8, which json renders as numbers). The WAL position comes first: a commit
-// after it may or may not be in the rows, and the follower replays from there.
-const DATABASE_QUERY = `
-  SELECT pg_current_wal_insert_lsn()::text AS lsn, json_build_object(
-    'pgClass', pg_relation_filenode('pg_catalog.pg_class'::regclass)::int8,
-    'pgNamespace', pg_relation_filenode('pg_catalog.pg_namespace'::regclass)::int8,
-    'namespaces', (SELECT coalesce(json_agg(json_build_array(n.oid::int8, n.nspname,
-        (n.ctid::text::point)[0]::int8, (n.ctid::text::point)[1]::int8)), '[]') FROM pg_namespace n),
-    'relations', (SELECT coalesce(json_agg(json_build_array(
-        c.oid::int8, c.relfilenode::int8, c.relnamespace::int8, c.relname, c.relkind, c.reltoastrelid::int8,
-        (c.ctid::text::point)[0]::int8, (c.ctid::text::point)[1]::int8)), '[]') FROM pg_class c)
-  )::text AS doc`;
-/** On a standby the insert position is refused: the replayed position is where its catalog is. */
-const STANDBY_DATABASE_QUERY = DATABASE_QUERY.replace('pg_current_wal_insert_lsn()', 'pg_last_wal_replay_lsn()');
-
-interface DatabaseDoc {
-  pgClass: number;
-  pgNamespace: number;
-  namespaces: [number, string, number, number][];
-  relations: [number, number, number, string, string, number, number, number][];
-}
 
 export interface TakeSnapshotOptions {
   pg: PgConnectionOptions;
@@ -114,28 +68,13 @@ async function snapshotDatabase(
 ): Promise<{ db: CatalogSnapshotDatabase; lsn: Lsn }> {
   const client = await connectPg({ ...pg, database: db.name, applicationName: 'pgfleet-agent catalog snapshot' });
   try {
-    const row = (await client.query(standby ? STANDBY_DATABASE_QUERY : DATABASE_QUERY)).rows[0];
-    const doc = JSON.parse(String(row.doc)) as DatabaseDoc;
-    return {
-      lsn: Lsn.parse(String(row.lsn)),
-      db: {
-        oid: db.oid,
-        name: db.name,
-        pgClassRelNumber: doc.pgClass,
-        pgNamespaceRelNumber: doc.pgNamespace,
-        namespaces: doc.namespaces.map(([oid, name, block, offset]) => ({ oid, name, block, offset })),
-        relations: doc.relations.map(([oid, relNumber, namespaceOid, name, kind, toastOid, block, offset]) => ({
-          oid,
-          relNumber,
-          namespaceOid,
-          name,
-          kind,
-          ...(toastOid ? { toastOid } : {}),
-          block,
-          offset,
-        })),
-      },
-    };
+    // A standby refuses the insert position: the replayed position is where its catalog is.
+    const read = await takeCatalogSnapshotOfDatabase(
+      async (sql) =>
+        (await client.query(standby ? sql.replace('pg_current_wal_insert_lsn()', 'pg_last_wal_replay_lsn()') : sql))
+          .rows,
+    );
+    return { db: read.database, lsn: Lsn.parse(read.lsn) };
   } finally {
     await client.end().catch(() => {});
   }

@@ -10,21 +10,20 @@
  * 2. The segments from its first one on, along the cluster's current timeline (segments.ts),
  *    fetched a few ahead in parallel and decoded in order by pgfleet's own decoder (packages/pg
  *    WalDecoder; pg_waldump prints neither tuple contents nor enough to follow pg_class).
- * 3. Per record: heap rows per transaction and relation (record-events.ts), catalog changes,
- *    commits and aborts, gathered by TransactionLedger (transactions.ts).
+ * 3. Per record: packages/pg's TransactionTracker gathers heap rows per transaction and relation
+ *    file, follows pg_class (RelationNames, from the snapshot) and sums each transaction up at its
+ *    commit; transactions.ts turns committed ones into lines named as the tables were then,
+ *    filters and ranks them.
  * The read stops at the end of the archive, or at the end of the segment in which a commit after
  * --until was seen. A missing segment before that is an error naming it (WalSearchGap).
  */
 import { PgfleetError, type Logger } from '@pgfleet/core';
-import { Lsn, WalDecoder } from '@pgfleet/pg';
+import { Lsn, RelationNames, TransactionTracker, WalDecoder, type CatalogSnapshot, type WalRecord } from '@pgfleet/pg';
 import type { BackupManifest, Repository } from '@pgfleet/storage';
 import type { ProgressSink } from '../progress.js';
 import { ProgressTracker } from '../progress.js';
-import type { CatalogSnapshot } from '../backup/catalog-snapshot.js';
-import { RelationNamer } from './relation-names.js';
-import { heapChange, transactionEnd, type SearchRecord } from './record-events.js';
 import { fetchAhead, planSegments, segmentStartLsn } from './segments.js';
-import { TransactionLedger, type FoundTransaction, type SearchFilter } from './transactions.js';
+import { foundTransaction, SearchResults, type FoundTransaction, type SearchFilter } from './transactions.js';
 
 /** Segments fetched ahead of the decoder (each a 16 MiB buffer; decompression runs on libuv's threads). */
 const FETCH_AHEAD = 4;
@@ -96,7 +95,10 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
   const size = backup.walSegmentSize;
   const text = await o.repo.readCatalogSnapshot(backup);
   const snapshot = text === undefined ? undefined : (JSON.parse(text) as CatalogSnapshot);
-  const names = new RelationNamer(snapshot);
+  // Without a snapshot (backups from before it existed) only tables created in the WAL read get names.
+  const transactions = new TransactionTracker(new RelationNames(snapshot ?? { lsn: '0/0', databases: [] }));
+  const databases = new Map((snapshot?.databases ?? []).map((d) => [d.oid, d.name]));
+  const databaseName = (oid: number) => databases.get(oid) ?? `database ${oid}`;
   const plan = await planSegments({
     repo: o.repo,
     cluster: o.cluster,
@@ -114,12 +116,15 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
     },
     'wal search: reading the archive',
   );
-  const ledger = new TransactionLedger(o.filter);
-  for (const n of names.allNames()) ledger.namesSeen.add(n);
-  const tracker = new ProgressTracker(o.progress, 'wal-search');
-  tracker.state.filesTotal = plan.segments.length;
-  tracker.state.bytesTotal = plan.segments.length * size;
-  tracker.phase('wal-search', `from backup ${backup.label}`);
+  const ledger = new SearchResults(o.filter);
+  for (const d of snapshot?.databases ?? []) {
+    const schemas = new Map(d.namespaces.map((n) => [n.oid, n.name]));
+    for (const r of d.relations) ledger.namesSeen.add(`${schemas.get(r.namespaceOid) ?? ''}.${r.name}`);
+  }
+  const progress = new ProgressTracker(o.progress, 'wal-search');
+  progress.state.filesTotal = plan.segments.length;
+  progress.state.bytesTotal = plan.segments.length * size;
+  progress.phase('wal-search', `from backup ${backup.label}`);
   const decoder = new WalDecoder({ segmentSize: size });
   const until = o.filter.until?.getTime();
   let segmentsRead = 0;
@@ -137,14 +142,14 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
     segmentsRead++;
     bytesRead += data.length;
     last = segment.name;
-    tracker.add(data.length, 1);
+    progress.add(data.length, 1);
     if (until !== undefined && ledger.newestCommit && ledger.newestCommit.getTime() > until) {
       pastUntil = true;
       break;
     }
     if (decoder.stopped) break;
   }
-  tracker.flush();
+  progress.flush();
   if (plan.gap && !pastUntil)
     throw new PgfleetError(
       'WalSearchGap',
@@ -187,27 +192,9 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
     timeline: plan.timeline,
   };
 
-  function onRecord(r: SearchRecord, timeline: number): void {
-    names.observe(r);
-    const change = heapChange(r);
-    if (change) {
-      const name = names.nameOf(change.rel);
-      if (names.isSystem(change.rel, name)) return;
-      ledger.rows(r.xid, r.lsn, change.rel, name, change.kind, change.rows);
-      return;
-    }
-    const end = transactionEnd(r);
-    if (end) {
-      if (!end.committed) {
-        names.abort(end.xid, end.subxids);
-        ledger.abort(end.xid, end.subxids);
-        return;
-      }
-      for (const e of names.commit(end.xid, end.subxids, end.droppedRels)) ledger.catalog(end.xid, r.lsn, e);
-      ledger.commit(end.xid, end.subxids, r.lsn, end.time, timeline);
-      return;
-    }
-    if (r.xid !== 0) ledger.touch(r.xid, r.lsn);
+  function onRecord(r: WalRecord, timeline: number): void {
+    const summary = transactions.observe(r);
+    if (summary?.outcome === 'committed') ledger.add(foundTransaction(summary, timeline, databaseName));
   }
 }
 

@@ -1,77 +1,139 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TransactionLedger, DESTRUCTIVE_KINDS, type SearchFilter } from './transactions.js';
+import type { RelationName, TransactionSummary } from '@pgfleet/pg';
+import {
+  DESTRUCTIVE_KINDS,
+  foundTransaction,
+  SearchResults,
+  tableLine,
+  type FoundTransaction,
+  type SearchFilter,
+} from './transactions.js';
 
-const rel = (relNumber: number) => ({ spcOid: 1663, dbOid: 5, relNumber });
-const name = (n: string) => ({ database: 'postgres', schema: 'public', name: n });
+const at = (s: number) => new Date(Date.UTC(2026, 11, 6, 12, 0, s));
+const loc = (relNumber: number, dbOid = 5) => ({ spcOid: 1663, dbOid, relNumber });
+const rel = (name: string, oid: number, relNumber = oid, dbOid = 5): RelationName => ({
+  dbOid,
+  database: dbOid === 5 ? 'postgres' : 'shop2',
+  schema: 'public',
+  name,
+  oid,
+  relNumber,
+  kind: 'r',
+});
+const summary = (over: Partial<TransactionSummary>): TransactionSummary => ({
+  xid: 700,
+  subxacts: [],
+  outcome: 'committed',
+  endRecordLsn: 2000,
+  time: at(1),
+  firstRecordLsn: 1000,
+  tables: [],
+  events: [],
+  droppedFiles: [],
+  ...over,
+});
 const filter = (over: Partial<SearchFilter> = {}): SearchFilter => ({
   kinds: DESTRUCTIVE_KINDS,
   minRows: 0,
   limit: 50,
   ...over,
 });
-const at = (s: number) => new Date(Date.UTC(2026, 11, 6, 12, 0, s));
+const dbName = (oid: number) => `database ${oid}`;
+const tx = (xid: number, s: number, tables: FoundTransaction['tables']): FoundTransaction => ({
+  xid,
+  commitTime: at(s),
+  commitLsn: xid * 10,
+  firstLsn: xid * 10 - 5,
+  timeline: 1,
+  tables,
+});
+const line = (name: string, over: Partial<FoundTransaction['tables'][number]> = {}) => ({
+  ...tableLine({ database: 'postgres', schema: 'public', name, relation: '1663/5/1' }),
+  ...over,
+});
 
-test('subtransactions fold into the commit; aborted ones and aborted transactions vanish', () => {
-  const l = new TransactionLedger(filter());
-  l.rows(100, 10, rel(16400), name('orders'), 'delete', 1);
-  l.rows(101, 20, rel(16400), name('orders'), 'delete', 1); // subxact 101 of 100
-  l.rows(102, 30, rel(16400), name('orders'), 'delete', 1); // subxact 102, rolled back to a savepoint
-  l.abort(102, []);
-  l.rows(200, 15, rel(16401), name('other'), 'delete', 5);
-  l.abort(200, []);
-  l.commit(100, [101], 40, at(1), 1);
-  const [x, ...rest] = l.result();
-  assert.equal(rest.length, 0);
-  assert.equal(x!.xid, 100);
-  assert.equal(x!.firstLsn, 10);
-  assert.equal(x!.commitLsn, 40);
-  assert.equal(x!.tables[0]!.rowsDeleted, 2);
-  assert.equal(l.committed, 1);
+test('a summary becomes one line per table; events land on their table by oid, unknown files keep their path', () => {
+  const f = foundTransaction(
+    summary({
+      tables: [
+        {
+          locator: loc(16400),
+          relation: rel('orders', 16384, 16400),
+          label: '',
+          inserted: 0,
+          updated: 0,
+          deleted: 500,
+        },
+        { locator: loc(16999), label: '', inserted: 1, updated: 0, deleted: 0 },
+      ],
+      events: [
+        { kind: 'truncated', relation: rel('orders', 16384, 16500), oldRelNumber: 16400 },
+        { kind: 'dropped', relation: rel('doomed', 16390) },
+        { kind: 'renamed', relation: rel('items2', 16395), from: rel('items', 16395) },
+      ],
+      droppedFiles: [loc(16400), loc(16390)],
+    }),
+    1,
+    dbName,
+  );
+  assert.equal(f.firstLsn, 1000);
+  assert.equal(f.commitLsn, 2000);
+  assert.deepEqual(
+    f.tables.map((t) => [
+      t.database,
+      `${t.schema}.${t.name}`,
+      t.relation,
+      t.rowsDeleted,
+      t.truncated,
+      t.dropped,
+      t.renamedFrom,
+    ]),
+    [
+      ['postgres', 'public.orders', '1663/5/16400', 500, true, false, ''],
+      ['database 5', '.', '1663/5/16999', 0, false, false, ''],
+      ['postgres', 'public.doomed', '1663/5/16390', 0, false, true, ''],
+      ['postgres', 'public.items2', '-/5/16395', 0, false, false, 'public.items'],
+    ],
+  );
 });
 
 test('culprits first: truncate and drop, then rows deleted + updated, then time; the limit keeps the best', () => {
-  const l = new TransactionLedger(filter({ limit: 3 }));
-  let lsn = 0;
-  const tx = (xid: number, rows: number, s: number) => {
-    l.rows(xid, ++lsn, rel(16400), name('t'), 'update', rows);
-    l.commit(xid, [], ++lsn, at(s), 1);
-  };
-  for (let i = 0; i < 100; i++) tx(1000 + i, 1, i % 50);
-  tx(5, 500, 1);
-  tx(6, 500, 0);
-  l.catalog(7, ++lsn, { kind: 'truncate', rel: rel(16500), table: name('logs') });
-  l.commit(7, [], ++lsn, at(30), 1);
+  const r = new SearchResults(filter({ limit: 3 }));
+  for (let i = 0; i < 100; i++) r.add(tx(1000 + i, i % 50, [line('t', { rowsUpdated: 1 })]));
+  r.add(tx(5, 1, [line('t', { rowsDeleted: 500 })]));
+  r.add(tx(6, 0, [line('t', { rowsUpdated: 500 })]));
+  r.add(tx(7, 30, [line('logs', { truncated: true })]));
   assert.deepEqual(
-    l.result().map((x) => x.xid),
+    r.result().map((x) => x.xid),
     [7, 6, 5],
   );
-  assert.equal(l.matched, 103);
+  assert.equal(r.matched, 103);
+  assert.equal(r.committed, 103);
 });
 
 test('filters: kinds, database, table (also by its name before a rename), min-rows, since/until', () => {
-  const l = new TransactionLedger(
+  const r = new SearchResults(
     filter({ table: { schema: 'public', name: 'items' }, minRows: 2, since: at(5), until: at(50) }),
   );
-  l.rows(1, 1, rel(1), name('items'), 'delete', 3);
-  l.commit(1, [], 2, at(10), 1);
-  l.rows(2, 3, rel(1), name('items'), 'delete', 1); // below min-rows
-  l.commit(2, [], 4, at(11), 1);
-  l.rows(3, 5, rel(1), name('items'), 'delete', 9); // before since
-  l.commit(3, [], 6, at(1), 1);
-  l.rows(4, 7, rel(2), name('items2'), 'delete', 4);
-  l.catalog(4, 8, { kind: 'rename', rel: rel(2), table: name('items2'), from: name('items') });
-  l.commit(4, [], 9, at(20), 1);
-  l.rows(5, 10, rel(1), name('items'), 'insert', 50); // inserts are not destructive
-  l.commit(5, [], 11, at(21), 1);
+  r.add(tx(1, 10, [line('items', { rowsDeleted: 3 }), line('other', { rowsDeleted: 9 })]));
+  r.add(tx(2, 11, [line('items', { rowsDeleted: 1 })])); // below min-rows
+  r.add(tx(3, 1, [line('items', { rowsDeleted: 9 })])); // before since
+  r.add(tx(4, 20, [line('items2', { rowsDeleted: 4, renamedFrom: 'public.items' })]));
+  r.add(tx(5, 21, [line('items', { rowsInserted: 50 })])); // inserts are not destructive
+  r.add(tx(8, 60, [line('items', { rowsDeleted: 9 })])); // after until
+  const found = r.result();
   assert.deepEqual(
-    l.result().map((x) => x.xid),
+    found.map((x) => x.xid),
     [4, 1],
   );
-  const db = new TransactionLedger(filter({ database: 'shop2', kinds: ['all'] }));
-  db.rows(1, 1, rel(1), name('a'), 'insert', 1);
-  db.rows(1, 2, { ...rel(1), dbOid: 6 }, { ...name('a'), database: 'shop2' }, 'insert', 1);
-  db.commit(1, [], 3, at(1), 1);
+  assert.deepEqual(
+    found[1]!.tables.map((t) => t.name),
+    ['items'],
+    'only the table asked for',
+  );
+  const db = new SearchResults(filter({ database: 'shop2', kinds: ['all'] }));
+  db.add(tx(1, 1, [line('a', { rowsInserted: 1 }), line('a', { database: 'shop2', rowsInserted: 1 })]));
   assert.deepEqual(
     db.result()[0]!.tables.map((t) => t.database),
     ['shop2'],

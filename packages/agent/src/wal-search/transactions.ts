@@ -1,31 +1,15 @@
 /**
- * Per-transaction figures of `pgfleet wal search`: the decoded WAL's row changes and catalog
- * events are gathered per transaction id as they stream by, and a transaction counts only when
- * its commit record arrives. The commit record lists the subtransactions it committed, so their
- * changes fold into the top-level transaction here; an abort record (of a whole transaction, or
- * of a subtransaction rolled back to a savepoint) drops what its ids did. Aborted transactions are
- * therefore never listed: nothing they did survived.
+ * The transactions `pgfleet wal search` shows: each committed transaction's summary (packages/pg
+ * TransactionTracker: rows per relation file with subtransactions folded in through the commit
+ * record, and the catalog events the pg_class follower saw it commit) becomes one line per table,
+ * named as the table was then; the filter keeps what was asked for and the ranking puts likely
+ * culprits first. Aborted transactions are never listed: nothing they did survived.
  *
- * Memory stays bounded by the transactions in flight (per transaction a counter per table) plus
- * the result: matching transactions are kept in a list cut back to the best `limit` whenever it
- * doubles, so a pgbench archive of millions of small UPDATE transactions costs nothing to rank.
+ * Memory stays bounded by the result: matching transactions are kept in a list cut back to the
+ * best `limit` whenever it doubles, so a pgbench archive of millions of small UPDATE transactions
+ * costs nothing to rank.
  */
-
-/** A relation file as WAL records name it. */
-export interface RelFile {
-  spcOid: number;
-  dbOid: number;
-  relNumber: number;
-}
-
-/** Where a relation file belonged when the change happened (schema and name '' when unknown). */
-export interface RelationName {
-  database: string;
-  schema: string;
-  name: string;
-}
-
-export const relFileText = (r: RelFile): string => `${r.spcOid}/${r.dbOid}/${r.relNumber}`;
+import type { CatalogEvent, RelFileLocator, TransactionSummary } from '@pgfleet/pg';
 
 export type SearchKind = 'delete' | 'update' | 'truncate' | 'drop' | 'all';
 export const DESTRUCTIVE_KINDS: readonly SearchKind[] = ['delete', 'update', 'truncate', 'drop'];
@@ -56,11 +40,6 @@ export interface FoundTransaction {
   tables: TableChange[];
 }
 
-/** Catalog events the name follower reports for a transaction (table names as they were before its own DDL). */
-export type CatalogEvent =
-  | { kind: 'truncate' | 'drop' | 'rewrite' | 'create'; rel: RelFile; table: RelationName }
-  | { kind: 'rename'; rel: RelFile; table: RelationName; from: RelationName };
-
 export interface SearchFilter {
   since?: Date;
   until?: Date;
@@ -72,27 +51,6 @@ export interface SearchFilter {
   limit: number;
 }
 
-interface Pending {
-  firstLsn: number;
-  /** By relation file text. */
-  tables: Map<string, TableChange>;
-}
-
-const emptyChange = (rel: RelFile, name: RelationName): TableChange => ({
-  database: name.database,
-  schema: name.schema,
-  name: name.name,
-  relation: relFileText(rel),
-  rowsDeleted: 0,
-  rowsUpdated: 0,
-  rowsInserted: 0,
-  truncated: false,
-  dropped: false,
-  rewritten: false,
-  created: false,
-  renamedFrom: '',
-});
-
 /** Truncates and drops first, then rows deleted + updated (most first), then commit time (oldest first). */
 export function culpritOrder(a: FoundTransaction, b: FoundTransaction): number {
   const ddl = (t: FoundTransaction) => (t.tables.some((x) => x.truncated || x.dropped) ? 1 : 0);
@@ -100,8 +58,86 @@ export function culpritOrder(a: FoundTransaction, b: FoundTransaction): number {
   return ddl(b) - ddl(a) || rows(b) - rows(a) || a.commitTime.getTime() - b.commitTime.getTime();
 }
 
-export class TransactionLedger {
-  private readonly pending = new Map<number, Pending>();
+/** A relation file as text: "spcOid/dbOid/relNumber". */
+export const relFileText = (r: RelFileLocator): string => `${r.spcOid}/${r.dbOid}/${r.relNumber}`;
+
+/** A table's line with nothing done to it yet. */
+export function tableLine(where: Pick<TableChange, 'database' | 'schema' | 'name' | 'relation'>): TableChange {
+  return {
+    ...where,
+    rowsDeleted: 0,
+    rowsUpdated: 0,
+    rowsInserted: 0,
+    truncated: false,
+    dropped: false,
+    rewritten: false,
+    created: false,
+    renamedFrom: '',
+  };
+}
+
+/** One committed transaction's tables, as shown (unknown relations keep their file). */
+export function foundTransaction(
+  s: TransactionSummary,
+  timeline: number,
+  databaseName: (dbOid: number) => string,
+): FoundTransaction {
+  const tables: TableChange[] = [];
+  const byName = new Map<string, TableChange>();
+  for (const t of s.tables) {
+    const r = t.relation;
+    const change = tableLine({
+      database: r?.database ?? databaseName(t.locator.dbOid),
+      schema: r?.schema ?? '',
+      name: r?.name ?? '',
+      relation: relFileText(t.locator),
+    });
+    Object.assign(change, { rowsDeleted: t.deleted, rowsUpdated: t.updated, rowsInserted: t.inserted });
+    tables.push(change);
+    if (r) byName.set(`${r.dbOid}:${r.oid}`, change);
+  }
+  for (const e of s.events) tableOfEvent(e, tables, byName, s.droppedFiles);
+  return {
+    xid: s.xid,
+    commitTime: s.time ?? new Date(0),
+    commitLsn: s.endRecordLsn,
+    firstLsn: s.firstRecordLsn ?? s.endRecordLsn,
+    timeline,
+    tables,
+  };
+}
+
+/** Marks the event on its table's line (the same relation by oid: a rewrite or truncate changes the file, not the oid). */
+function tableOfEvent(
+  e: CatalogEvent,
+  tables: TableChange[],
+  byName: Map<string, TableChange>,
+  dropped: readonly RelFileLocator[],
+): void {
+  const r = e.relation;
+  const key = `${r.dbOid}:${r.oid}`;
+  let t = byName.get(key);
+  if (!t) {
+    // The file the event is about: the old one a truncate, rewrite or drop removed, else the relation's own.
+    const old = e.kind === 'truncated' || e.kind === 'rewritten' ? e.oldRelNumber : r.relNumber;
+    const file = dropped.find((f) => f.dbOid === r.dbOid && f.relNumber === old);
+    t = tableLine({
+      database: r.database,
+      schema: r.schema,
+      name: r.name,
+      relation: file ? relFileText(file) : `-/${r.dbOid}/${r.relNumber}`,
+    });
+    tables.push(t);
+    byName.set(key, t);
+  }
+  if (e.kind === 'renamed') t.renamedFrom = `${e.from.schema}.${e.from.name}`;
+  else if (e.kind === 'truncated') t.truncated = true;
+  else if (e.kind === 'dropped') t.dropped = true;
+  else if (e.kind === 'rewritten') t.rewritten = true;
+  else t.created = true;
+}
+
+export class SearchResults {
   private kept: FoundTransaction[] = [];
   /** Transactions that matched (before the limit). */
   matched = 0;
@@ -114,88 +150,14 @@ export class TransactionLedger {
 
   constructor(private readonly filter: SearchFilter) {}
 
-  /** Any record of transaction `xid` (a subtransaction's own id included): its first one is "just before". */
-  touch(xid: number, lsn: number): Pending {
-    let p = this.pending.get(xid);
-    if (!p) {
-      p = { firstLsn: lsn, tables: new Map() };
-      this.pending.set(xid, p);
-    }
-    return p;
-  }
-
-  private table(xid: number, lsn: number, rel: RelFile, name: RelationName): TableChange {
-    const p = this.touch(xid, lsn);
-    const key = relFileText(rel);
-    let t = p.tables.get(key);
-    if (!t) {
-      t = emptyChange(rel, name);
-      p.tables.set(key, t);
-      if (name.name) this.namesSeen.add(`${name.schema}.${name.name}`);
-    } else if (!t.name && name.name) {
-      Object.assign(t, { database: name.database, schema: name.schema, name: name.name });
-    }
-    return t;
-  }
-
-  /** Heap rows inserted, updated or deleted by `xid` in `rel` (named as it was then, when known). */
-  rows(
-    xid: number,
-    lsn: number,
-    rel: RelFile,
-    name: RelationName,
-    kind: 'insert' | 'update' | 'delete',
-    n: number,
-  ): void {
-    const t = this.table(xid, lsn, rel, name);
-    if (kind === 'insert') t.rowsInserted += n;
-    else if (kind === 'update') t.rowsUpdated += n;
-    else t.rowsDeleted += n;
-  }
-
-  /** A catalog event of `xid` (TRUNCATE, DROP, rewrite, rename, create) reported by the name follower. */
-  catalog(xid: number, lsn: number, e: CatalogEvent): void {
-    const t = this.table(xid, lsn, e.rel, e.table);
-    this.namesSeen.add(`${e.table.schema}.${e.table.name}`);
-    if (e.kind === 'rename') {
-      t.renamedFrom = `${e.from.schema}.${e.from.name}`;
-      this.namesSeen.add(t.renamedFrom);
-    } else if (e.kind === 'truncate') t.truncated = true;
-    else if (e.kind === 'drop') t.dropped = true;
-    else if (e.kind === 'rewrite') t.rewritten = true;
-    else t.created = true;
-  }
-
-  /** An abort record: what `xid` and the listed subtransactions did is gone. */
-  abort(xid: number, subxids: readonly number[]): void {
-    this.pending.delete(xid);
-    for (const s of subxids) this.pending.delete(s);
-  }
-
-  /** A commit record: the transaction and its subtransactions count from here, at `time`. */
-  commit(xid: number, subxids: readonly number[], lsn: number, time: Date, timeline: number): void {
-    const top = this.pending.get(xid);
-    this.pending.delete(xid);
-    const parts = [top, ...subxids.map((s) => this.pending.get(s))].filter((p): p is Pending => p !== undefined);
-    for (const s of subxids) this.pending.delete(s);
+  /** A committed transaction: counted, and kept when it matches. */
+  add(found: FoundTransaction): void {
     this.committed++;
-    if (!this.newestCommit || time > this.newestCommit) this.newestCommit = time;
-    if (parts.length === 0) return;
-    const tables = new Map<string, TableChange>();
-    for (const p of parts)
-      for (const [key, t] of p.tables) {
-        const into = tables.get(key);
-        if (!into) tables.set(key, { ...t });
-        else mergeChange(into, t);
-      }
-    const found: FoundTransaction = {
-      xid,
-      commitTime: time,
-      commitLsn: lsn,
-      firstLsn: Math.min(...parts.map((p) => p.firstLsn)),
-      timeline,
-      tables: [...tables.values()],
-    };
+    if (!this.newestCommit || found.commitTime > this.newestCommit) this.newestCommit = found.commitTime;
+    for (const t of found.tables) {
+      if (t.name) this.namesSeen.add(`${t.schema}.${t.name}`);
+      if (t.renamedFrom) this.namesSeen.add(t.renamedFrom);
+    }
     const shown = this.select(found);
     if (!shown) return;
     this.matched++;
@@ -245,16 +207,4 @@ export class TransactionLedger {
     this.trim();
     return this.kept;
   }
-}
-
-function mergeChange(into: TableChange, t: TableChange): void {
-  into.rowsDeleted += t.rowsDeleted;
-  into.rowsUpdated += t.rowsUpdated;
-  into.rowsInserted += t.rowsInserted;
-  into.truncated ||= t.truncated;
-  into.dropped ||= t.dropped;
-  into.rewritten ||= t.rewritten;
-  into.created ||= t.created;
-  into.renamedFrom ||= t.renamedFrom;
-  if (!into.name && t.name) Object.assign(into, { database: t.database, schema: t.schema, name: t.name });
 }
