@@ -10,6 +10,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import pg from 'pg';
 import { ErrorCodes } from '@pgfleet/core';
 import { startFleet, type Fleet, type RunResult } from './harness.js';
@@ -243,6 +245,18 @@ describe('pgfleet wal search', { timeout: 600_000 }, () => {
     assert.ok((since.transactions ?? []).some((x) => x.xid === updateXid));
   });
 
+  it('prints a table with the command to run next', async () => {
+    const r = await fleet.cli('wal', 'search', 'shop', '--limit', '8');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^${ordersXid} .* public\\.orders +${ORDERS} `, 'm'));
+    assert.match(r.stdout, /to undo transaction \d+: pgfleet restore shop --before-xid \d+/);
+    const orders = await fleet.cli('wal', 'search', 'shop', '--table', 'orders');
+    assert.match(
+      orders.stdout,
+      new RegExp(`pgfleet recover-table shop --table public\\.orders --database postgres --before-xid ${ordersXid}`),
+    );
+  });
+
   it('refuses a table that never existed and a --since before the oldest backup, with their codes', async () => {
     const never = await search('--table', 'public.never_was');
     assert.equal(never.code, ErrorCodes.WalSearchTableUnknown.exit, never.stderr);
@@ -253,5 +267,25 @@ describe('pgfleet wal search', { timeout: 600_000 }, () => {
     const bad = await search('--table', 'a.b.c');
     assert.equal(bad.code, ErrorCodes.WalSearchInvalid.exit, bad.stderr);
     assert.match(bad.stderr, new RegExp(ErrorCodes.WalSearchInvalid.code));
+  });
+
+  // Last: it damages the snapshot the other cases read.
+  it('verify checks the catalog snapshot like a backup file', async () => {
+    const backupDir = join(fleet.repoDir, 'shop', 'backup', all.backupLabel);
+    const name = (await readdir(backupDir)).find((f) => f.startsWith('catalog-snapshot.json'));
+    assert.ok(name, `no catalog snapshot in ${backupDir}`);
+    const path = join(backupDir, name);
+    const bytes = await readFile(path);
+    const at = bytes.length >> 1;
+    bytes[at] = bytes[at]! ^ 0x40;
+    await writeFile(path, bytes);
+    const r = await fleet.cli('verify', 'shop', '--wait', '--output', 'json');
+    assert.notEqual(r.code, 0, r.stdout);
+    const problems = (JSON.parse(r.stdout) as { verify: { problems: { kind: string; path: string }[] } }).verify
+      .problems;
+    assert.deepEqual(
+      problems.map((p) => [p.kind, p.path]),
+      [['checksum-mismatch', 'catalog snapshot']],
+    );
   });
 });
