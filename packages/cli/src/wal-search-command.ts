@@ -145,6 +145,7 @@ export function describeWalSearch(cluster: string, r: WalSearchResult): string {
         : []),
     );
   }
+  if (r.stoppedEarly) lines.push('', `warning: ${r.stoppedEarly}; later WAL was not read`);
   const rate = r.elapsedSeconds > 0 ? Number(r.bytesRead) / r.elapsedSeconds : 0;
   lines.push(
     '',

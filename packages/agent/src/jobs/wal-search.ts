@@ -60,6 +60,7 @@ export const walSearchJob: AgentJobKind<'walSearch'> = {
         elapsedSeconds: found.elapsedSeconds,
         timeline: found.timeline,
         transactionsSeen: BigInt(found.transactionsSeen),
+        stoppedEarly: found.stoppedEarly,
       },
     };
   },

@@ -52,6 +52,8 @@ export interface WalSearchOutcome {
   bytesRead: number;
   elapsedSeconds: number;
   timeline: number;
+  /** Why decoding ended before the last planned segment was read ('' when it was). */
+  stoppedEarly: string;
 }
 
 type StartBackup = Pick<
@@ -166,6 +168,13 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
     );
   const elapsedSeconds = (Date.now() - began) / 1000;
   const end = decoder.end();
+  // The end of valid WAL belongs in the last segment (its unfilled tail); anywhere before that it
+  // hides what follows, which the user must know.
+  const stoppedEarly =
+    decoder.stopped && !pastUntil && last !== plan.segments.at(-1)?.name
+      ? `decoding stopped in ${last} at ${lsnString(end.lsn)}: ${end.detail}`
+      : '';
+  if (stoppedEarly) o.log.warn({ stoppedEarly }, 'wal search: the archive holds WAL the decoder could not read on');
   o.log.info(
     {
       segments: segmentsRead,
@@ -190,6 +199,7 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
     bytesRead,
     elapsedSeconds,
     timeline: plan.timeline,
+    stoppedEarly,
   };
 
   function onRecord(r: WalRecord, timeline: number): void {
