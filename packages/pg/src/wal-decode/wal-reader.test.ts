@@ -288,6 +288,35 @@ test('a cut segment, a garbage page and a gap stop cleanly at a record boundary'
   assert.match(gap.end.detail, /does not follow/);
 });
 
+test('a record cut by a crash and overwritten (XLP_FIRST_IS_OVERWRITE_CONTRECORD) is abandoned and decoding goes on', () => {
+  const size = cluster.segmentSize;
+  const seg = segs[1]!;
+  const inSeg = full.filter((r) => r.lsn >= seg.startLsn && r.endLsn <= seg.startLsn + size);
+  // A record crossing from one page into the next, and a small record to stand in for the new one.
+  const i = inSeg.findIndex((r, k) => k > 0 && Math.floor(r.lsn / 8192) + 1 === Math.floor((r.endLsn - 1) / 8192));
+  const cut = inSeg[i]!;
+  const before = inSeg[i - 1]!;
+  const small = inSeg.find(
+    (r) => r.rmid !== 0 && r.totLen <= 100 && Math.floor(r.lsn / 8192) === Math.floor((r.endLsn - 1) / 8192),
+  )!;
+  const bytes = Buffer.from(seg.bytes);
+  const page = Math.floor((cut.endLsn - 1) / 8192) * 8192 - seg.startLsn;
+  bytes.writeUInt16LE((bytes.readUInt16LE(page + 2) & ~0x0001) | 0x0008, page + 2);
+  bytes.writeUInt32LE(0, page + 16);
+  bytes.fill(0, page + 24, page + 8192);
+  seg.bytes.copy(bytes, page + 24, small.lsn - seg.startLsn, small.lsn - seg.startLsn + small.totLen);
+  // Its prev-link: the last record before the abandoned one, as PostgreSQL writes it.
+  bytes.writeUInt32LE(before.lsn % 0x1_0000_0000, page + 24 + 8);
+  bytes.writeUInt32LE(Math.floor(before.lsn / 0x1_0000_0000), page + 24 + 12);
+  const r = decodeWalSegments([segs[0]!, { bytes, startLsn: seg.startLsn }], { segmentSize: size });
+  assert.deepEqual(r.abortedRecords, [cut.lsn]);
+  const last = r.records[r.records.length - 1]!;
+  assert.equal(last.lsn, seg.startLsn + page + 24, 'the record written over the cut one is decoded');
+  assert.equal(last.totLen, small.totLen);
+  assert.equal(r.records[r.records.length - 2]!.lsn, before.lsn);
+  assert.equal(r.end.reason, 'end-of-wal');
+});
+
 test('random byte flips never throw anything but a PGF error and never loop', () => {
   const size = cluster.segmentSize;
   let seed = 12345;
