@@ -92,7 +92,11 @@ export async function waldump(cluster: WalCluster, first: string, last: string):
   const bin = path.join(cluster.pg.binDir, 'pg_waldump');
   let stdout: string;
   try {
-    ({ stdout } = await runAsPostgres(bin, ['-p', cluster.archiveDir, first, last], { timeoutMs: 600_000 }));
+    ({ stdout } = await runAsPostgres(bin, ['-p', cluster.archiveDir, first, last], {
+      timeoutMs: 600_000,
+      // Times in UTC, whatever the machine's zone.
+      env: { ...process.env, TZ: 'UTC' },
+    }));
   } catch (err) {
     // Reaching the end of the WAL given is an error to pg_waldump; what it printed is still right.
     stdout = (err as { stdout?: string }).stdout ?? '';

@@ -4,10 +4,9 @@
  * transaction committed after it is not in the rows that follow (RelationNames applies commits
  * after the LSN only).
  */
-import type { CatalogSnapshotDatabase } from './relation-names.js';
-
-/** A way to run SQL in one open transaction of the database (e.g. a pg.Client). */
-export type SnapshotQuery = (sql: string) => Promise<Record<string, unknown>[]>;
+import type pg from 'pg';
+import type { CatalogSnapshot, CatalogSnapshotDatabase } from './relation-names.js';
+import { lsnNumber } from './wal-format.js';
 
 export const CATALOG_SNAPSHOT_SQL = {
   begin: 'begin isolation level repeatable read read only',
@@ -19,10 +18,11 @@ export const CATALOG_SNAPSHOT_SQL = {
   end: 'commit',
 } as const;
 
-/** The snapshot of the database `query` is connected to, and the LSN it shows the catalog at. */
+/** The snapshot of the database `client` is connected to, and the LSN it shows the catalog at. */
 export async function takeCatalogSnapshotOfDatabase(
-  query: SnapshotQuery,
+  client: pg.Client,
 ): Promise<{ lsn: string; database: CatalogSnapshotDatabase }> {
+  const query = async (sql: string) => (await client.query<Record<string, unknown>>(sql)).rows;
   await query(CATALOG_SNAPSHOT_SQL.begin);
   try {
     const [head] = await query(CATALOG_SNAPSHOT_SQL.lsn);
@@ -52,4 +52,10 @@ export async function takeCatalogSnapshotOfDatabase(
   } finally {
     await query(CATALOG_SNAPSHOT_SQL.end);
   }
+}
+
+/** One snapshot from per-database ones: each keeps its own LSN, the snapshot's is the earliest. */
+export function combineCatalogSnapshots(parts: { lsn: string; database: CatalogSnapshotDatabase }[]): CatalogSnapshot {
+  const first = [...parts].sort((a, b) => lsnNumber(a.lsn) - lsnNumber(b.lsn))[0];
+  return { lsn: first?.lsn ?? '0/0', databases: parts.map((p) => ({ ...p.database, lsn: p.lsn })) };
 }

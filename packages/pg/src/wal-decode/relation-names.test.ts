@@ -9,7 +9,7 @@ import { strict as assert } from 'node:assert';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { startWalCluster, type WalCluster } from '@pgfleet/testkit';
-import { takeCatalogSnapshotOfDatabase } from './catalog-snapshot.js';
+import { combineCatalogSnapshots, takeCatalogSnapshotOfDatabase } from './catalog-snapshot.js';
 import { RelationNames, type CatalogSnapshot } from './relation-names.js';
 import { TransactionTracker, type TransactionSummary } from './transaction-tracker.js';
 import { decodeWalSegments } from './wal-reader.js';
@@ -103,9 +103,9 @@ before(async () => {
   // The snapshot, as a backup takes it.
   const client = new pg.Client({ connectionString: cluster.pg.connectionString });
   await client.connect();
-  const snap = await takeCatalogSnapshotOfDatabase(async (q) => (await client.query(q)).rows);
+  const snap = await takeCatalogSnapshotOfDatabase(client);
   await client.end();
-  const snapshot: CatalogSnapshot = { lsn: snap.lsn, databases: [snap.database] };
+  const snapshot: CatalogSnapshot = combineCatalogSnapshots([snap]);
   const first = String((await sql(`select pg_walfile_name('${snap.lsn}') as f`))[0]!.f);
 
   const lsnA = String((await sql('select pg_current_wal_insert_lsn()::text as l'))[0]!.l);

@@ -54,6 +54,8 @@ export interface CatalogSnapshot {
 }
 
 export interface CatalogSnapshotDatabase {
+  /** this database's own snapshot LSN when it differs from the snapshot's */
+  lsn?: string;
   oid: number;
   name: string;
   /** pg_relation_filenode('pg_class'): pg_class is a mapped catalog, its own row says 0 */
@@ -207,6 +209,8 @@ class DbState {
     readonly name: string,
     public classFile: number,
     readonly nspFile: number,
+    /** commits at or before this LSN are in the snapshot already */
+    readonly snapshotLsn: number,
   ) {}
 
   putClass(ctid: number, row: ClassRow): void {
@@ -267,7 +271,8 @@ export class RelationNames {
   constructor(snapshot: CatalogSnapshot) {
     this.snapshotLsn = lsnNumber(snapshot.lsn);
     for (const d of snapshot.databases) {
-      const db = new DbState(d.oid, d.name, d.pgClassRelNumber, d.pgNamespaceRelNumber);
+      const lsn = d.lsn === undefined ? this.snapshotLsn : lsnNumber(d.lsn);
+      const db = new DbState(d.oid, d.name, d.pgClassRelNumber, d.pgNamespaceRelNumber, lsn);
       for (const n of d.namespaces) db.putNsp(ctidKey(n.block, n.offset), { oid: n.oid, name: n.name });
       for (const r of d.relations) {
         db.putClass(ctidKey(r.block, r.offset), {
@@ -449,7 +454,7 @@ export class RelationNames {
 
   /** Applies the catalog changes of a committed transaction (and its subtransactions), in WAL order. */
   private commit(xids: number[], commitLsn: number): CatalogEvent[] {
-    const ops: PendingOp[] = [];
+    let ops: PendingOp[] = [];
     const written = new Set<string>();
     for (const x of xids) {
       const p = this.pending.get(x);
@@ -459,7 +464,8 @@ export class RelationNames {
     }
     this.forget(xids);
     // Commits the snapshot already shows.
-    if (ops.length === 0 || commitLsn <= this.snapshotLsn) return [];
+    if (ops.length === 0) return [];
+    ops = ops.filter((op) => commitLsn > op.db.snapshotLsn);
     ops.sort((a, b) => a.seq - b.seq);
     const before = new Map<string, { db: DbState; row: ClassRow | undefined; name: RelationName | undefined }>();
     for (const op of ops) {

@@ -8,6 +8,7 @@ import { startWalCluster, waldump, type ArchivedSegment, type WalCluster, type W
 import { crc32c } from './crc32c.js';
 import { RMGR_NAMES, FORK_NAMES, lsnNumber, lsnText } from './wal-format.js';
 import { WalDecoder, decodeWalSegments, type WalRecord } from './wal-reader.js';
+import { interpretHeapRecord, interpretSmgrRecord, interpretXactRecord, interpretXlogRecord } from './rmgr-records.js';
 
 let cluster: WalCluster;
 let segs: ArchivedSegment[];
@@ -33,6 +34,9 @@ const WORKLOAD = [
   "commit prepared 'p1'",
   "begin; insert into acc values (-2, 0, 'prepared'); prepare transaction 'p2'",
   "rollback prepared 'p2'",
+  "begin; savepoint a; insert into acc values (-4, 0, 'sub'); release a; savepoint b; insert into acc values (-5, 0, 'sub'); commit",
+  "begin; insert into acc values (-6, 0, 'aborted'); rollback",
+  'drop table big',
   "select pg_create_restore_point('wal-reader-test')",
   'select pg_switch_wal()',
   'insert into acc values (-3, 0, $$after switch$$)',
@@ -93,6 +97,73 @@ test('every record of the archived segments equals pg_waldump: LSN, prev, rmgr, 
       blocks: w.blocks,
     };
     assert.deepEqual(mine, theirs, `record ${i} at ${w.lsn}: ${w.desc.slice(0, 200)}`);
+  }
+});
+
+/** TimestampTz as pg_waldump prints it in UTC: 2026-12-06 22:01:47.213965 UTC */
+function pgTime(micros: number): string {
+  const d = new Date(Math.floor(micros / 1000));
+  const frac = String(micros % 1_000_000).padStart(6, '0');
+  return `${d.toISOString().slice(0, 19).replace('T', ' ')}.${frac} UTC`;
+}
+
+const relPath = (l: { spcOid: number; dbOid: number; relNumber: number }) =>
+  l.spcOid === 1663 ? `base/${l.dbOid}/${l.relNumber}` : `pg_tblspc/${l.spcOid}/PG_15_*/${l.dbOid}/${l.relNumber}`;
+
+test('the interpreters read what pg_waldump describes: heap offsets and tuple counts, commit/abort time, subxacts and dropped files, smgr create, restore point', () => {
+  const seen = new Map<string, number>();
+  const count = (k: string) => seen.set(k, (seen.get(k) ?? 0) + 1);
+  for (let i = 0; i < dump.length; i++) {
+    const w = dump[i]!;
+    const r = full[i]!;
+    const at = `${w.lsn} ${w.desc.slice(0, 160)}`;
+    if (w.rmgr === 'Heap' || w.rmgr === 'Heap2') {
+      const h = interpretHeapRecord(r);
+      const op = w.desc.split(' ')[0]!.replace('+INIT', '');
+      if (op === 'INSERT' || op === 'DELETE') {
+        assert.ok(h && h.kind === op.toLowerCase(), at);
+        assert.equal(`off ${h.offnum}`, /off \d+/.exec(w.desc)![0], at);
+        count(op);
+      } else if (op === 'UPDATE' || op === 'HOT_UPDATE') {
+        assert.ok(h && h.kind === (op === 'UPDATE' ? 'update' : 'hot-update'), at);
+        const m = /^\S+ off (\d+) .*; new off (\d+)/.exec(w.desc)!;
+        assert.deepEqual([h.oldOffnum, h.offnum], [Number(m[1]), Number(m[2])], at);
+        count(op);
+      } else if (op === 'MULTI_INSERT') {
+        assert.ok(h && h.kind === 'insert', at);
+        assert.equal(h.rows, Number(/(\d+) tuples/.exec(w.desc)![1]), at);
+        count(op);
+      }
+    } else if (w.rmgr === 'Transaction') {
+      const x = interpretXactRecord(r);
+      const op = w.desc.split(' ')[0]!;
+      if (['COMMIT', 'ABORT', 'COMMIT_PREPARED', 'ABORT_PREPARED'].includes(op)) {
+        assert.ok(x && x.kind === op.toLowerCase().replace('_', '-'), at);
+        assert.ok(w.desc.includes(pgTime(x.timeMicros!)), `${at}: ${pgTime(x.timeMicros!)}`);
+        const subs = /subxacts: ([\d ]+)/.exec(w.desc)?.[1]?.trim().split(' ').map(Number) ?? [];
+        assert.deepEqual(x.subxacts, subs, at);
+        const rels = /rels: ([^;]+)/.exec(w.desc)?.[1]?.trim().split(' ') ?? [];
+        assert.deepEqual(x.droppedFiles.map(relPath), rels, at);
+        if (op.endsWith('PREPARED')) assert.equal(x.xid, Number(/PREPARED (\d+):/.exec(w.desc)![1]), at);
+        count(op);
+        if (subs.length) count('subxacts');
+        if (rels.length) count('rels');
+      }
+    } else if (w.rmgr === 'Storage' && w.desc.startsWith('CREATE ')) {
+      const c = interpretSmgrRecord(r);
+      assert.ok(c && c.kind === 'create', at);
+      assert.ok(w.desc.startsWith(`CREATE ${relPath(c.locator)}`), at);
+      count('CREATE');
+    } else if (w.rmgr === 'XLOG' && w.desc.startsWith('RESTORE_POINT')) {
+      const x = interpretXlogRecord(r);
+      assert.ok(x && x.kind === 'restore-point' && w.desc === `RESTORE_POINT ${x.name}`, at);
+      count('RESTORE_POINT');
+    }
+  }
+  const expected = ['INSERT', 'DELETE', 'UPDATE', 'HOT_UPDATE', 'MULTI_INSERT', 'COMMIT', 'ABORT', 'COMMIT_PREPARED'];
+  expected.push('ABORT_PREPARED', 'CREATE', 'RESTORE_POINT', 'rels', 'subxacts');
+  for (const k of expected) {
+    assert.ok((seen.get(k) ?? 0) > 0, `the workload has ${k} records`);
   }
 });
 
@@ -215,6 +286,35 @@ test('a cut segment, a garbage page and a gap stop cleanly at a record boundary'
   const gap = decodeWalSegments([segs[0]!, segs[2]!], { segmentSize: size });
   assert.equal(gap.end.reason, 'end-of-wal');
   assert.match(gap.end.detail, /does not follow/);
+});
+
+test('a record cut by a crash and overwritten (XLP_FIRST_IS_OVERWRITE_CONTRECORD) is abandoned and decoding goes on', () => {
+  const size = cluster.segmentSize;
+  const seg = segs[1]!;
+  const inSeg = full.filter((r) => r.lsn >= seg.startLsn && r.endLsn <= seg.startLsn + size);
+  // A record crossing from one page into the next, and a small record to stand in for the new one.
+  const i = inSeg.findIndex((r, k) => k > 0 && Math.floor(r.lsn / 8192) + 1 === Math.floor((r.endLsn - 1) / 8192));
+  const cut = inSeg[i]!;
+  const before = inSeg[i - 1]!;
+  const small = inSeg.find(
+    (r) => r.rmid !== 0 && r.totLen <= 100 && Math.floor(r.lsn / 8192) === Math.floor((r.endLsn - 1) / 8192),
+  )!;
+  const bytes = Buffer.from(seg.bytes);
+  const page = Math.floor((cut.endLsn - 1) / 8192) * 8192 - seg.startLsn;
+  bytes.writeUInt16LE((bytes.readUInt16LE(page + 2) & ~0x0001) | 0x0008, page + 2);
+  bytes.writeUInt32LE(0, page + 16);
+  bytes.fill(0, page + 24, page + 8192);
+  seg.bytes.copy(bytes, page + 24, small.lsn - seg.startLsn, small.lsn - seg.startLsn + small.totLen);
+  // Its prev-link: the last record before the abandoned one, as PostgreSQL writes it.
+  bytes.writeUInt32LE(before.lsn % 0x1_0000_0000, page + 24 + 8);
+  bytes.writeUInt32LE(Math.floor(before.lsn / 0x1_0000_0000), page + 24 + 12);
+  const r = decodeWalSegments([segs[0]!, { bytes, startLsn: seg.startLsn }], { segmentSize: size });
+  assert.deepEqual(r.abortedRecords, [cut.lsn]);
+  const last = r.records[r.records.length - 1]!;
+  assert.equal(last.lsn, seg.startLsn + page + 24, 'the record written over the cut one is decoded');
+  assert.equal(last.totLen, small.totLen);
+  assert.equal(r.records[r.records.length - 2]!.lsn, before.lsn);
+  assert.equal(r.end.reason, 'end-of-wal');
 });
 
 test('random byte flips never throw anything but a PGF error and never loop', () => {
