@@ -9,18 +9,17 @@
  * takeCatalogSnapshotOfDatabase: the WAL position first, then pg_class and pg_namespace rows
  * with their ctids; 10k tables are one result of 10k rows). Mapped relations (pg_class itself and
  * the other nailed catalogs) have relfilenode 0 in pg_class: pg_class's and pg_namespace's own
- * files, which the follower reads, come from the relation mapper through pg_relation_filenode(). A database that refuses the
- * connection (CONNECT revoked, connection limit, pg_hba) must not fail the backup: it is listed
- * as skipped and the search names its relations from the WAL only.
+ * files, which the follower reads, come from the relation mapper through pg_relation_filenode().
+ * A database that refuses the connection (CONNECT revoked, connection limit, pg_hba) must not
+ * fail the backup: it is listed as skipped and the search names its relations from the WAL only.
  */
 import { Readable } from 'node:stream';
 import type { Logger } from '@pgfleet/core';
 import {
+  combineCatalogSnapshots,
   connectPg,
-  Lsn,
   takeCatalogSnapshotOfDatabase,
   type CatalogSnapshot,
-  type CatalogSnapshotDatabase,
   type PgConnectionOptions,
 } from '@pgfleet/pg';
 import type { CatalogSnapshotEntry, Codec, Repository } from '@pgfleet/storage';
@@ -35,49 +34,30 @@ export async function takeCatalogSnapshot(
   o: TakeSnapshotOptions,
 ): Promise<{ snapshot: CatalogSnapshot; skipped: { database: string; reason: string }[] }> {
   const main = await connectPg(o.pg);
-  let standby: boolean;
-  let databases: { oid: number; name: string }[];
+  let databases: string[];
   try {
-    standby = Boolean((await main.query('SELECT pg_is_in_recovery() AS r')).rows[0].r);
-    const d = await main.query('SELECT oid::int8 AS oid, datname FROM pg_database WHERE datallowconn ORDER BY oid');
-    databases = d.rows.map((x: { oid: string; datname: string }) => ({ oid: Number(x.oid), name: x.datname }));
+    const d = await main.query('SELECT datname FROM pg_database WHERE datallowconn ORDER BY oid');
+    databases = d.rows.map((x: { datname: string }) => x.datname);
   } finally {
     await main.end().catch(() => {});
   }
-  const out: CatalogSnapshotDatabase[] = [];
+  const parts: Awaited<ReturnType<typeof takeCatalogSnapshotOfDatabase>>[] = [];
   const skipped: { database: string; reason: string }[] = [];
-  let lsn: Lsn | undefined;
-  for (const db of databases) {
+  for (const database of databases) {
     try {
-      const read = await snapshotDatabase(o.pg, db, standby);
-      out.push(read.db);
-      if (!lsn || read.lsn.compare(lsn) < 0) lsn = read.lsn;
+      const client = await connectPg({ ...o.pg, database, applicationName: 'pgfleet-agent catalog snapshot' });
+      try {
+        parts.push(await takeCatalogSnapshotOfDatabase(client));
+      } finally {
+        await client.end().catch(() => {});
+      }
     } catch (err) {
       const reason = (err as Error).message;
-      o.log.warn({ database: db.name, err: reason }, 'catalog snapshot: database skipped');
-      skipped.push({ database: db.name, reason });
+      o.log.warn({ database, err: reason }, 'catalog snapshot: database skipped');
+      skipped.push({ database, reason });
     }
   }
-  return { snapshot: { lsn: (lsn ?? Lsn.ZERO).toString(), databases: out }, skipped };
-}
-
-async function snapshotDatabase(
-  pg: PgConnectionOptions,
-  db: { oid: number; name: string },
-  standby: boolean,
-): Promise<{ db: CatalogSnapshotDatabase; lsn: Lsn }> {
-  const client = await connectPg({ ...pg, database: db.name, applicationName: 'pgfleet-agent catalog snapshot' });
-  try {
-    // A standby refuses the insert position: the replayed position is where its catalog is.
-    const read = await takeCatalogSnapshotOfDatabase(
-      async (sql) =>
-        (await client.query(standby ? sql.replace('pg_current_wal_insert_lsn()', 'pg_last_wal_replay_lsn()') : sql))
-          .rows,
-    );
-    return { db: read.database, lsn: Lsn.parse(read.lsn) };
-  } finally {
-    await client.end().catch(() => {});
-  }
+  return { snapshot: combineCatalogSnapshots(parts), skipped };
 }
 
 /**

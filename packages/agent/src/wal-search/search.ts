@@ -119,10 +119,11 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
     'wal search: reading the archive',
   );
   const ledger = new SearchResults(o.filter);
-  for (const d of snapshot?.databases ?? []) {
-    const schemas = new Map(d.namespaces.map((n) => [n.oid, n.name]));
-    for (const r of d.relations) ledger.namesSeen.add(`${schemas.get(r.namespaceOid) ?? ''}.${r.name}`);
-  }
+  if (o.filter.table)
+    for (const d of snapshot?.databases ?? []) {
+      const schemas = new Map(d.namespaces.map((n) => [n.oid, n.name]));
+      for (const r of d.relations) ledger.namesSeen.add(`${schemas.get(r.namespaceOid) ?? ''}.${r.name}`);
+    }
   const progress = new ProgressTracker(o.progress, 'wal-search');
   progress.state.filesTotal = plan.segments.length;
   progress.state.bytesTotal = plan.segments.length * size;

@@ -139,30 +139,55 @@ function tableOfEvent(
 
 export class SearchResults {
   private kept: FoundTransaction[] = [];
+  /** Once `limit` are kept: the last of them, which a newcomer must beat to be kept (saves copying most pgbench-like transactions). */
+  private worst: FoundTransaction | undefined;
+  private readonly kinds: { all: boolean; delete: boolean; update: boolean; truncate: boolean; drop: boolean };
+  private readonly tableName: string | undefined;
   /** Transactions that matched (before the limit). */
   matched = 0;
   /** Committed transactions seen. */
   committed = 0;
-  /** Every schema.name seen (snapshot names are added by the caller): tells "never existed" from "not touched". */
+  /** With --table: every schema.name seen (the caller adds the snapshot's), to tell "never existed" from "not touched". */
   readonly namesSeen = new Set<string>();
   /** The newest commit time seen: the search stops reading once it is past --until. */
   newestCommit: Date | undefined;
 
-  constructor(private readonly filter: SearchFilter) {}
+  constructor(private readonly filter: SearchFilter) {
+    const k = (kind: SearchKind) => filter.kinds.includes(kind);
+    this.kinds = { all: k('all'), delete: k('delete'), update: k('update'), truncate: k('truncate'), drop: k('drop') };
+    this.tableName = filter.table ? `${filter.table.schema}.${filter.table.name}` : undefined;
+  }
 
   /** A committed transaction: counted, and kept when it matches. */
   add(found: FoundTransaction): void {
     this.committed++;
     if (!this.newestCommit || found.commitTime > this.newestCommit) this.newestCommit = found.commitTime;
-    for (const t of found.tables) {
-      if (t.name) this.namesSeen.add(`${t.schema}.${t.name}`);
-      if (t.renamedFrom) this.namesSeen.add(t.renamedFrom);
-    }
+    if (this.tableName !== undefined)
+      for (const t of found.tables) {
+        if (t.name) this.namesSeen.add(`${t.schema}.${t.name}`);
+        if (t.renamedFrom) this.namesSeen.add(t.renamedFrom);
+      }
     const shown = this.select(found);
     if (!shown) return;
     this.matched++;
+    if (this.worst && culpritOrder(shown, this.worst) >= 0) return;
     this.kept.push(shown);
     if (this.kept.length >= 2 * this.filter.limit + 16) this.trim();
+  }
+
+  private shows(t: TableChange): boolean {
+    const f = this.filter;
+    const k = this.kinds;
+    if (f.database !== undefined && t.database !== f.database) return false;
+    if (this.tableName !== undefined && `${t.schema}.${t.name}` !== this.tableName && t.renamedFrom !== this.tableName)
+      return false;
+    return (
+      k.all ||
+      (k.delete && t.rowsDeleted > 0) ||
+      (k.update && t.rowsUpdated > 0) ||
+      (k.truncate && t.truncated) ||
+      (k.drop && t.dropped)
+    );
   }
 
   /** The transaction as the filter shows it (only its matching tables), or undefined when it does not match. */
@@ -170,21 +195,7 @@ export class SearchResults {
     const f = this.filter;
     if (f.since && x.commitTime < f.since) return undefined;
     if (f.until && x.commitTime > f.until) return undefined;
-    const all = f.kinds.includes('all');
-    const tables = x.tables.filter((t) => {
-      if (f.database !== undefined && t.database !== f.database) return false;
-      if (f.table) {
-        const named = t.schema === f.table.schema && t.name === f.table.name;
-        if (!named && t.renamedFrom !== `${f.table.schema}.${f.table.name}`) return false;
-      }
-      if (all) return true;
-      return (
-        (f.kinds.includes('delete') && t.rowsDeleted > 0) ||
-        (f.kinds.includes('update') && t.rowsUpdated > 0) ||
-        (f.kinds.includes('truncate') && t.truncated) ||
-        (f.kinds.includes('drop') && t.dropped)
-      );
-    });
+    const tables = x.tables.filter((t) => this.shows(t));
     if (tables.length === 0) return undefined;
     const ddl = tables.some((t) => t.truncated || t.dropped);
     const rows = tables.reduce((n, t) => n + t.rowsDeleted + t.rowsUpdated, 0);
@@ -200,6 +211,7 @@ export class SearchResults {
   private trim(): void {
     this.kept.sort(culpritOrder);
     this.kept.length = Math.min(this.kept.length, this.filter.limit);
+    if (this.kept.length === this.filter.limit) this.worst = this.kept.at(-1);
   }
 
   /** The matching transactions, likely culprits first, at most `limit`. */
