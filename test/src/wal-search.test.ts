@@ -219,7 +219,7 @@ describe('pgfleet wal search', { timeout: 600_000 }, () => {
     assert.deepEqual(rows, { 'public.measurements_1': 30, 'public.measurements_2': 70 });
   });
 
-  it('narrows with --table, --database, --kind, --min-rows and --since', async () => {
+  it('narrows with --table, --database, --kind, --min-rows, --since and --until', async () => {
     const byTable = await searchJson('--table', 'public.orders');
     assert.deepEqual(
       byTable.transactions?.map((x) => x.xid),
@@ -243,6 +243,9 @@ describe('pgfleet wal search', { timeout: 600_000 }, () => {
     const since = await searchJson('--since', afterDeleteTime);
     assert.ok(!(since.transactions ?? []).some((x) => x.xid === ordersXid));
     assert.ok((since.transactions ?? []).some((x) => x.xid === updateXid));
+    const until = await searchJson('--until', afterDeleteTime);
+    assert.ok((until.transactions ?? []).some((x) => x.xid === ordersXid));
+    assert.ok(!(until.transactions ?? []).some((x) => x.xid === updateXid));
   });
 
   it('prints a table with the command to run next', async () => {

@@ -64,6 +64,7 @@ test('what each role may call', () => {
     'startRestore',
     'startRestorePoints',
     'startVerify',
+    'startWalSearch',
     'watchEvents',
     'watchJob',
   ]);
