@@ -10,7 +10,8 @@ import { lsnNumber } from './wal-format.js';
 
 export const CATALOG_SNAPSHOT_SQL = {
   begin: 'begin isolation level repeatable read read only',
-  lsn: "select pg_current_wal_insert_lsn()::text as lsn, d.oid::int8 as oid, d.datname as name, pg_relation_filenode('pg_class')::int8 as pg_class, pg_relation_filenode('pg_namespace')::int8 as pg_namespace from pg_database d where d.datname = current_database()",
+  // A standby refuses pg_current_wal_insert_lsn(): its catalog is at the replayed position.
+  lsn: "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_insert_lsn() end)::text as lsn, d.oid::int8 as oid, d.datname as name, pg_relation_filenode('pg_class')::int8 as pg_class, pg_relation_filenode('pg_namespace')::int8 as pg_namespace from pg_database d where d.datname = current_database()",
   relations:
     'select c.oid::int8 as oid, c.relfilenode::int8 as relnumber, c.relnamespace::int8 as nsp, c.relname as name, c.relkind as kind, c.reltoastrelid::int8 as toast, (c.ctid::text::point)[0]::int8 as block, (c.ctid::text::point)[1]::int8 as "offset" from pg_class c',
   namespaces:
