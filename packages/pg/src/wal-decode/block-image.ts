@@ -5,7 +5,7 @@
  * expanded here; zstd goes through node:zlib; lz4 is refused with a clear error rather than
  * pulling a native module into @pgfleet/pg.
  */
-import { zstdDecompressSync } from 'node:zlib';
+import * as zlib from 'node:zlib';
 import { PgfleetError } from '@pgfleet/core';
 import {
   BKPIMAGE_COMPRESS_LZ4,
@@ -31,7 +31,7 @@ export function rebuildBlockImage(buf: Buffer, b: BlockImageRef, blockSize: numb
   else if (b.bimgInfo & BKPIMAGE_COMPRESS_PGLZ) raw = pglzDecompress(stored, want);
   else if (b.bimgInfo & BKPIMAGE_COMPRESS_ZSTD) {
     try {
-      raw = zstdDecompressSync(stored);
+      raw = zlib.zstdDecompressSync(stored);
     } catch {
       raw = undefined;
     }

@@ -26,7 +26,7 @@
  * database and relfilenode (not tablespace); mapped catalogs other than pg_class are not named;
  * a database created after the snapshot is unknown ("unknown relation spc/db/rel").
  */
-import type { HeapChange } from './rmgr-records.js';
+import type { HeapChange, XactRecord } from './rmgr-records.js';
 import {
   interpretHeapRecord,
   interpretRelmapRecord,
@@ -243,7 +243,16 @@ class DbState {
     if (this.nspByOid.get(old.oid) === old) this.nspByOid.delete(old.oid);
   }
 
+  /** Names handed out since the last catalog change here (a commit's changes clear it). */
+  readonly named = new Map<ClassRow, RelationName>();
+
   describe(row: ClassRow): RelationName {
+    let n = this.named.get(row);
+    if (!n) this.named.set(row, (n = this.describeNow(row)));
+    return n;
+  }
+
+  private describeNow(row: ClassRow): RelationName {
     const owner = row.kind === 't' ? this.byOid.get(this.toastOwner.get(row.oid) ?? 0) : undefined;
     return {
       dbOid: this.oid,
@@ -265,7 +274,7 @@ export class RelationNames {
   private readonly snapshotLsn: number;
   private readonly pending = new Map<number, PendingOp[]>();
   /** files that received rows or pages per xid: tells a rewrite (VACUUM FULL) from a TRUNCATE */
-  private readonly written = new Map<number, Set<string>>();
+  private readonly written = new Map<number, Set<number>>();
   private seq = 0;
 
   constructor(snapshot: CatalogSnapshot) {
@@ -316,7 +325,11 @@ export class RelationNames {
    * Follows one record. Returns the catalog events of a transaction this record commits
    * (empty for other records).
    */
-  observe(r: WalRecord, heap: HeapChange | undefined = interpretHeapRecord(r)): CatalogEvent[] {
+  observe(
+    r: WalRecord,
+    heap: HeapChange | undefined = interpretHeapRecord(r),
+    xact: XactRecord | undefined = undefined,
+  ): CatalogEvent[] {
     const rmid = r.rmid;
     if (rmid === RM_HEAP_ID || rmid === RM_HEAP2_ID) {
       const b = heap?.block ?? r.blocks[0];
@@ -339,19 +352,35 @@ export class RelationNames {
       if (db && f !== undefined) db.classFile = f;
       return [];
     }
-    const x = interpretXactRecord(r);
+    const x = xact ?? interpretXactRecord(r);
     if (!x) return [];
     if (x.kind === 'commit' || x.kind === 'commit-prepared') return this.commit([x.xid, ...x.subxacts], r.lsn);
     if (x.kind === 'abort' || x.kind === 'abort-prepared') this.forget([x.xid, ...x.subxacts]);
     return [];
   }
 
-  /** A file `xid` wrote rows or whole pages into (for telling rewrites from truncates). */
+  /**
+   * A file `xid` wrote rows or whole pages into (for telling rewrites from truncates). Only files
+   * no committed row names yet can be a rewrite's new file, so the common case costs one lookup.
+   * Keyed by file number alone: a transaction writes in one database.
+   */
   noteWrittenFile(xid: number, b: RelFileLocator): void {
-    if (xid === 0) return;
+    if (xid === 0 || (xid === this.lastWrittenXid && b.relNumber === this.lastWrittenRel)) return;
+    if (this.dbs.get(b.dbOid)?.byRelNumber.has(b.relNumber)) return;
+    this.lastWrittenXid = xid;
+    this.lastWrittenRel = b.relNumber;
     let s = this.written.get(xid);
     if (!s) this.written.set(xid, (s = new Set()));
-    s.add(`${b.dbOid}/${b.relNumber}`);
+    s.add(b.relNumber);
+  }
+
+  private lastWrittenXid = 0;
+  private lastWrittenRel = 0;
+
+  /** True when `xids` have catalog changes waiting for their commit (names may change at it). */
+  hasPendingChanges(xids: readonly number[]): boolean {
+    for (const x of xids) if (this.pending.has(x)) return true;
+    return false;
   }
 
   private followCatalog(r: WalRecord, db: DbState, table: 'class' | 'nsp', heap: HeapChange | undefined): void {
@@ -446,6 +475,7 @@ export class RelationNames {
   }
 
   private forget(xids: number[]): void {
+    this.lastWrittenXid = 0;
     for (const x of xids) {
       this.pending.delete(x);
       this.written.delete(x);
@@ -455,7 +485,11 @@ export class RelationNames {
   /** Applies the catalog changes of a committed transaction (and its subtransactions), in WAL order. */
   private commit(xids: number[], commitLsn: number): CatalogEvent[] {
     let ops: PendingOp[] = [];
-    const written = new Set<string>();
+    const written = new Set<number>();
+    if (!this.hasPendingChanges(xids)) {
+      this.forget(xids);
+      return [];
+    }
     for (const x of xids) {
       const p = this.pending.get(x);
       if (p) ops.push(...p);
@@ -480,6 +514,7 @@ export class RelationNames {
       }
     }
     for (const op of ops) {
+      op.db.named.clear();
       if (op.table === 'class') {
         if (op.row) op.db.putClass(op.ctid, op.row as ClassRow);
         else op.db.delClass(op.ctid);
@@ -497,7 +532,7 @@ export class RelationNames {
       else if (was.row && now) {
         const relation = was.db.describe(now);
         if (was.row.relNumber !== now.relNumber && now.relNumber !== 0) {
-          const rewritten = written.has(`${was.db.oid}/${now.relNumber}`);
+          const rewritten = written.has(now.relNumber);
           events.push({ kind: rewritten ? 'rewritten' : 'truncated', relation, oldRelNumber: was.row.relNumber });
         }
         if (was.name!.name !== relation.name || was.name!.schema !== relation.schema) {

@@ -55,8 +55,8 @@ interface Counts {
 
 interface XactState {
   firstLsn: number;
-  /** dbOid -> relNumber -> counts */
-  byDb: Map<number, Map<number, Counts>>;
+  /** per file; a transaction touches few, so an array searched linearly beats maps (and their garbage) */
+  counts: Counts[];
 }
 
 export class TransactionTracker {
@@ -77,12 +77,16 @@ export class TransactionTracker {
       const heap = interpretHeapRecord(r);
       this.names.observe(r, heap);
       if (xid === 0) return undefined;
-      const s = this.state(xid, r.lsn);
+      const s = xid === this.lastXid ? this.lastState! : this.state(xid, r.lsn);
       const b = heap?.block;
       if (!heap || !b || heap.rows === 0 || b.fork !== 0) return undefined;
-      let db = s.byDb.get(b.dbOid);
-      if (!db) s.byDb.set(b.dbOid, (db = new Map()));
-      let c = db.get(b.relNumber);
+      let c: Counts | undefined;
+      for (const o of s.counts) {
+        if (o.locator.relNumber === b.relNumber && o.locator.dbOid === b.dbOid) {
+          c = o;
+          break;
+        }
+      }
       if (!c) {
         c = {
           locator: { spcOid: b.spcOid, dbOid: b.dbOid, relNumber: b.relNumber },
@@ -90,7 +94,7 @@ export class TransactionTracker {
           updated: 0,
           deleted: 0,
         };
-        db.set(b.relNumber, c);
+        s.counts.push(c);
       }
       if (heap.kind === 'insert') c.inserted += heap.rows;
       else if (heap.kind === 'delete') c.deleted += heap.rows;
@@ -107,22 +111,27 @@ export class TransactionTracker {
       !x ||
       !(x.kind === 'commit' || x.kind === 'commit-prepared' || x.kind === 'abort' || x.kind === 'abort-prepared')
     ) {
-      this.names.observe(r);
+      this.names.observe(r, undefined, x);
       return undefined;
     }
+    this.lastXid = 0;
+    this.lastState = undefined;
     const ids = [x.xid, ...x.subxacts];
     let firstLsn: number | undefined;
-    const merged = new Map<string, Counts>();
+    const merged: Counts[] = [];
     for (const id of ids) {
       const s = this.open.get(id);
       if (!s) continue;
       this.open.delete(id);
       if (firstLsn === undefined || s.firstLsn < firstLsn) firstLsn = s.firstLsn;
-      for (const db of s.byDb.values()) {
-        for (const c of db.values()) {
-          const k = `${c.locator.dbOid}/${c.locator.relNumber}`;
-          const m = merged.get(k);
-          if (!m) merged.set(k, { ...c });
+      {
+        for (const c of s.counts) {
+          // Subtransactions are few: a linear search merges them without building keys.
+          const m =
+            ids.length > 1
+              ? merged.find((o) => o.locator.relNumber === c.locator.relNumber && o.locator.dbOid === c.locator.dbOid)
+              : undefined;
+          if (!m) merged.push(c);
           else {
             m.inserted += c.inserted;
             m.updated += c.updated;
@@ -132,41 +141,60 @@ export class TransactionTracker {
       }
     }
     const committed = x.kind === 'commit' || x.kind === 'commit-prepared';
-    // Names before the commit's own catalog changes: for tables this transaction drops.
-    const before = new Map<string, RelationName | undefined>();
-    for (const [k, c] of merged) before.set(k, this.names.relation(c.locator));
-    const events = this.names.observe(r);
+    // Names before the commit's own catalog changes, for tables this transaction drops (only
+    // transactions that change the catalog need them).
+    const changes = this.names.hasPendingChanges(ids);
+    const before = merged.map((c) => (changes ? this.names.relation(c.locator) : undefined));
+    const events = this.names.observe(r, undefined, x);
     const tables: TableChanges[] = [];
-    for (const [k, c] of merged) {
-      const relation = (committed ? this.names.relation(c.locator) : undefined) ?? before.get(k);
+    for (let i = 0; i < merged.length; i++) {
+      const c = merged[i]!;
+      const relation = (committed ? this.names.relation(c.locator) : undefined) ?? before[i];
       if (relation ? relation.oid < FIRST_NORMAL_OID || relation.kind === 't' : c.locator.relNumber < FIRST_NORMAL_OID)
         continue;
       tables.push({
         locator: c.locator,
         ...(relation ? { relation } : {}),
-        label: relation ? `${relation.database}.${relation.schema}.${relation.name}` : this.names.describe(c.locator),
+        label: relation ? this.label(relation) : this.names.describe(c.locator),
         inserted: c.inserted,
         updated: c.updated,
         deleted: c.deleted,
       });
     }
-    return {
+    const summary: TransactionSummary = {
       xid: x.xid,
       subxacts: x.subxacts,
       outcome: committed ? 'committed' : 'aborted',
       endRecordLsn: r.lsn,
-      ...(x.time ? { time: x.time, timeMicros: x.timeMicros! } : {}),
       firstRecordLsn: firstLsn,
-      ...(x.dbOid !== undefined ? { dbOid: x.dbOid } : {}),
       tables,
       events,
       droppedFiles: x.droppedFiles,
     };
+    if (x.time) {
+      summary.time = x.time;
+      summary.timeMicros = x.timeMicros!;
+    }
+    if (x.dbOid !== undefined) summary.dbOid = x.dbOid;
+    return summary;
   }
 
   private state(xid: number, lsn: number): XactState {
     let s = this.open.get(xid);
-    if (!s) this.open.set(xid, (s = { firstLsn: lsn, byDb: new Map() }));
+    if (!s) this.open.set(xid, (s = { firstLsn: lsn, counts: [] }));
+    this.lastXid = xid;
+    this.lastState = s;
     return s;
+  }
+
+  /** The last transaction's state: records of one transaction come in runs. */
+  private lastXid = 0;
+  private lastState: XactState | undefined;
+  private readonly labels = new WeakMap<RelationName, string>();
+
+  private label(r: RelationName): string {
+    let l = this.labels.get(r);
+    if (l === undefined) this.labels.set(r, (l = `${r.database}.${r.schema}.${r.name}`));
+    return l;
   }
 }

@@ -282,6 +282,20 @@ test('a cut segment, a garbage page and a gap stop cleanly at a record boundary'
   assert.equal(g.end.reason, 'end-of-wal');
   assert.match(g.end.detail, /not valid|does not continue/);
   assert.ok(g.records.every((r) => r.endLsn <= seg.startLsn + 41 * 8192));
+  // A record crossing a page whose length field is damaged to ~1000 MB: the next page's
+  // xlp_rem_len disagrees and decoding stops there (the gathering buffer grows with the pages).
+  const crossing = full.find(
+    (r) =>
+      r.lsn > seg.startLsn &&
+      r.endLsn < seg.startLsn + size &&
+      Math.floor(r.lsn / 8192) !== Math.floor((r.endLsn - 1) / 8192),
+  )!;
+  const long = Buffer.from(seg.bytes);
+  long.writeUInt32LE(1000 * 1024 * 1024, crossing.lsn - seg.startLsn);
+  const l = decodeWalSegments([segs[0]!, { bytes: long, startLsn: seg.startLsn }], { segmentSize: size });
+  assert.equal(l.end.reason, 'end-of-wal');
+  assert.equal(l.end.lsn, crossing.lsn);
+  assert.match(l.end.detail, /continues \d+ bytes of a record/);
   // A gap: segment 0 then segment 2.
   const gap = decodeWalSegments([segs[0]!, segs[2]!], { segmentSize: size });
   assert.equal(gap.end.reason, 'end-of-wal');

@@ -155,12 +155,19 @@ export interface WalDecoderOptions {
 
 const align8 = (n: number) => (n + 7) & ~7;
 
-/** A record that crosses pages, being gathered. */
+/**
+ * A record that crosses pages, being gathered. The buffer grows as pages arrive (up to `need`):
+ * a damaged length field must not allocate up to 1 GiB before the next page's xlp_rem_len shows
+ * it is wrong.
+ */
 interface Partial {
   lsn: number;
+  need: number;
   buf: Buffer;
   have: number;
 }
+
+const PARTIAL_INITIAL = 64 * 1024;
 
 /**
  * Push segments in order with feed(); each call yields the records that complete in it. After the
@@ -271,7 +278,7 @@ export class WalDecoder {
       if (this.partial) {
         if (info & XLP_FIRST_IS_CONTRECORD) {
           const p = this.partial;
-          const want = p.buf.length - p.have;
+          const want = p.need - p.have;
           if (remLen !== want) {
             this.finish(
               'end-of-wal',
@@ -281,9 +288,14 @@ export class WalDecoder {
             return;
           }
           const take = Math.min(want, pageEnd - pos);
+          if (p.have + take > p.buf.length) {
+            const grown = Buffer.allocUnsafe(Math.min(p.need, Math.max(p.buf.length * 2, p.have + take)));
+            p.buf.copy(grown, 0, 0, p.have);
+            p.buf = grown;
+          }
           segment.copy(p.buf, p.have, pos, pos + take);
           p.have += take;
-          if (p.have < p.buf.length) {
+          if (p.have < p.need) {
             this.next = pageLsn + pageSize;
             continue;
           }
@@ -352,9 +364,9 @@ export class WalDecoder {
           pos = this.next - segmentStart;
           continue;
         }
-        const buf = Buffer.allocUnsafe(totLen);
+        const buf = Buffer.allocUnsafe(Math.min(totLen, Math.max(PARTIAL_INITIAL, pageEnd - pos)));
         segment.copy(buf, 0, pos, pageEnd);
-        this.partial = { lsn, buf, have: pageEnd - pos };
+        this.partial = { lsn, need: totLen, buf, have: pageEnd - pos };
         this.next = pageLsn + pageSize;
         break;
       }
