@@ -118,11 +118,11 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
     },
     'wal search: reading the archive',
   );
-  const ledger = new SearchResults(o.filter);
+  const results = new SearchResults(o.filter);
   if (o.filter.table)
     for (const d of snapshot?.databases ?? []) {
       const schemas = new Map(d.namespaces.map((n) => [n.oid, n.name]));
-      for (const r of d.relations) ledger.namesSeen.add(`${schemas.get(r.namespaceOid) ?? ''}.${r.name}`);
+      for (const r of d.relations) results.namesSeen.add(`${schemas.get(r.namespaceOid) ?? ''}.${r.name}`);
     }
   const progress = new ProgressTracker(o.progress, 'wal-search');
   progress.state.filesTotal = plan.segments.length;
@@ -146,7 +146,7 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
     bytesRead += data.length;
     last = segment.name;
     progress.add(data.length, 1);
-    if (until !== undefined && ledger.newestCommit && ledger.newestCommit.getTime() > until) {
+    if (until !== undefined && results.newestCommit && results.newestCommit.getTime() > until) {
       pastUntil = true;
       break;
     }
@@ -160,8 +160,8 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
     );
   if (
     o.filter.table &&
-    ledger.matched === 0 &&
-    !ledger.namesSeen.has(`${o.filter.table.schema}.${o.filter.table.name}`)
+    results.matched === 0 &&
+    !results.namesSeen.has(`${o.filter.table.schema}.${o.filter.table.name}`)
   )
     throw new PgfleetError(
       'WalSearchTableUnknown',
@@ -181,17 +181,17 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
       segments: segmentsRead,
       bytes: bytesRead,
       seconds: elapsedSeconds,
-      matched: ledger.matched,
-      committed: ledger.committed,
+      matched: results.matched,
+      committed: results.committed,
       end: end.reason,
       endLsn: end.lsn,
     },
     'wal search done',
   );
   return {
-    transactions: ledger.result(),
-    matched: ledger.matched,
-    transactionsSeen: ledger.committed,
+    transactions: results.result(),
+    matched: results.matched,
+    transactionsSeen: results.committed,
     backupLabel: backup.label,
     snapshot: snapshot !== undefined,
     fromSegment: plan.segments[0]?.name ?? '',
@@ -205,7 +205,7 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
 
   function onRecord(r: WalRecord, timeline: number): void {
     const summary = transactions.observe(r);
-    if (summary?.outcome === 'committed') ledger.add(foundTransaction(summary, timeline, databaseName));
+    if (summary?.outcome === 'committed') results.add(foundTransaction(summary, timeline, databaseName));
   }
 }
 
