@@ -125,6 +125,12 @@ describe('pgfleet wal search', { timeout: 600_000 }, () => {
       INSERT INTO payments SELECT g, g FROM generate_series(1, 120) g;`);
     await c2.end();
 
+    // A database that refuses the agent (pg_hba reject): the backup goes on, the snapshot says it was skipped.
+    await db.query('CREATE DATABASE locked');
+    const hba = join(db.dataDir, 'pg_hba.conf');
+    await writeFile(hba, `host locked all all reject\nlocal locked all reject\n${await readFile(hba, 'utf8')}`);
+    await db.query('SELECT pg_reload_conf()');
+
     const backup = await fleet.cli('backup', 'shop', '--wait');
     assert.equal(backup.code, 0, `backup failed:\n${backup.stdout}\n${backup.stderr}\n${await fleet.logs()}`);
 
@@ -183,6 +189,16 @@ describe('pgfleet wal search', { timeout: 600_000 }, () => {
     const first = lsnValue(x.firstLsn);
     assert.ok(first >= lsnValue(lsnBeforeDelete) && first < commit, x.firstLsn);
     assert.ok(Date.parse(x.commitTime) <= Date.parse(afterDeleteTime));
+  });
+
+  it("takes the backup's catalog snapshot without the database that refused it", async () => {
+    const m = await fleet.repo.readManifest('shop', all.backupLabel);
+    assert.ok(m.catalogSnapshot, 'the manifest records the snapshot');
+    assert.deepEqual(
+      m.catalogSnapshot.skipped.map((x) => x.database),
+      ['locked'],
+    );
+    assert.ok(m.catalogSnapshot.databases >= 2, 'postgres and shop2 (template1 too) are in it');
   });
 
   it('puts TRUNCATE and DROP first, then the largest deletes and updates', () => {
