@@ -10,7 +10,6 @@
  */
 import type { RelFileLocator, WalBlockRef, WalRecord } from './wal-reader.js';
 import {
-  PG_EPOCH_UNIX_MS,
   RM_HEAP2_ID,
   RM_HEAP_ID,
   RM_RELMAP_ID,
@@ -20,6 +19,8 @@ import {
   XLOG_OVERWRITE_CONTRECORD,
   XLOG_RESTORE_POINT,
   XLOG_SWITCH,
+  readTimestampTz,
+  readTimestampTzMicros,
 } from './wal-format.js';
 
 // Heap opcodes (xl_info & XLOG_HEAP_OPMASK).
@@ -183,8 +184,7 @@ export function interpretXactRecord(r: WalRecord): XactRecord | undefined {
   if (kind === 'prepare' || kind === 'invalidations') return out;
   // xl_xact_commit / xl_xact_abort { TimestampTz xact_time } then optional parts announced by xinfo.
   if (end - p < 8) return undefined;
-  const us = d.readBigInt64LE(p);
-  out.timeMicros = Number(us) + PG_EPOCH_UNIX_MS * 1000;
+  out.timeMicros = readTimestampTzMicros(d, p);
   out.time = new Date(Math.floor(out.timeMicros / 1000));
   p += 8;
   let xinfo = 0;
@@ -310,9 +310,7 @@ export function interpretXlogRecord(r: WalRecord): XlogRecordInfo | undefined {
   return undefined;
 }
 
-function timestampTz(d: Buffer, p: number): Date {
-  return new Date(PG_EPOCH_UNIX_MS + Number(d.readBigInt64LE(p) / 1000n));
-}
+const timestampTz = readTimestampTz;
 
 const XLOG_RELMAP_UPDATE = 0x00;
 const RELMAP_HEADER = 8;

@@ -14,8 +14,17 @@ let cluster: WalCluster;
 let segs: ArchivedSegment[];
 let dump: WaldumpRecord[];
 let full: WalRecord[];
+let postgresDbOid = 0;
 
 /** Inserts, updates, deletes, COPY (multi-insert), FPIs (plain, pglz, zstd), 2PC, big records crossing segments, a restore point, a switch. */
+const LOGICAL_WORKLOAD = [
+  'create table lg (id int primary key, v text)',
+  "insert into lg select g, 'x' from generate_series(1, 100) g",
+  "begin; savepoint s; insert into lg values (-1, 'sub'); update lg set v = 'y' where id < 10; release s; commit",
+  'truncate lg',
+  "select pg_create_restore_point('after-logical')",
+];
+
 const WORKLOAD = [
   'create table acc (id int primary key, bal int, filler text)',
   "insert into acc select g, 0, repeat('f', 80) from generate_series(1, 20000) g",
@@ -50,6 +59,13 @@ before(async () => {
   );
   const first = rows[0]!.first;
   for (const sql of WORKLOAD) await cluster.pg.query(sql);
+  // Then wal_level=logical, for the records only it writes: heap TRUNCATE, and subtransactions'
+  // records naming their top transaction (XLR_BLOCK_ID_TOPLEVEL_XID).
+  await cluster.pg.query('alter system set wal_level = logical');
+  await cluster.pg.restart();
+  for (const sql of LOGICAL_WORKLOAD) await cluster.pg.query(sql);
+  const db = await cluster.pg.query<{ oid: number }>("select oid::int from pg_database where datname = 'postgres'");
+  postgresDbOid = db[0]!.oid;
   const last = await cluster.switchAndArchive();
   segs = await cluster.segments(first, last);
   dump = await waldump(cluster, first, last);
@@ -134,6 +150,13 @@ test('the interpreters read what pg_waldump describes: heap offsets and tuple co
         assert.equal(h.rows, Number(/(\d+) tuples/.exec(w.desc)![1]), at);
         count(op);
       }
+      if (op === 'TRUNCATE') {
+        assert.ok(h && h.kind === 'truncate' && h.truncate, at);
+        const relids = / relids((?: \d+)+)/.exec(w.desc)![1]!.trim().split(' ').map(Number);
+        assert.deepEqual(h.truncate.relOids, relids, at);
+        assert.equal(h.truncate.dbOid, postgresDbOid, at);
+        count(op);
+      }
     } else if (w.rmgr === 'Transaction') {
       const x = interpretXactRecord(r);
       const op = w.desc.split(' ')[0]!;
@@ -161,7 +184,11 @@ test('the interpreters read what pg_waldump describes: heap offsets and tuple co
     }
   }
   const expected = ['INSERT', 'DELETE', 'UPDATE', 'HOT_UPDATE', 'MULTI_INSERT', 'COMMIT', 'ABORT', 'COMMIT_PREPARED'];
-  expected.push('ABORT_PREPARED', 'CREATE', 'RESTORE_POINT', 'rels', 'subxacts');
+  expected.push('ABORT_PREPARED', 'CREATE', 'RESTORE_POINT', 'rels', 'subxacts', 'TRUNCATE');
+  // Subtransactions' records at wal_level=logical name their top transaction.
+  const sub = full.filter((r) => r.toplevelXid !== 0);
+  assert.ok(sub.length > 0, 'records with a top-level xid');
+  assert.ok(sub.every((r) => r.toplevelXid < r.xid));
   for (const k of expected) {
     assert.ok((seen.get(k) ?? 0) > 0, `the workload has ${k} records`);
   }
