@@ -341,8 +341,11 @@ export class RelationNames {
       return [];
     }
     if (rmid === RM_XLOG_ID) {
-      // XLOG_FPI (0xB0): pages written whole, as VACUUM FULL / CLUSTER write their new file.
-      if ((r.info & 0xf0) === 0xb0) for (const b of r.blocks) this.noteWrittenFile(r.xid, b);
+      // XLOG_FPI (0xB0): pages written whole, as VACUUM FULL / CLUSTER write their new file;
+      // XLOG_FPI_FOR_HINT (0xA0): a page logged for a hint bit, a catalog page's bytes included.
+      const op = r.info & 0xf0;
+      if (op === 0xb0) for (const b of r.blocks) this.noteWrittenFile(r.xid, b);
+      if (op === 0xb0 || op === 0xa0) this.learnImages(r);
       return [];
     }
     const relmap = interpretRelmapRecord(r);
@@ -383,17 +386,22 @@ export class RelationNames {
     return false;
   }
 
-  private followCatalog(r: WalRecord, db: DbState, table: 'class' | 'nsp', heap: HeapChange | undefined): void {
-    const bytesMap = table === 'class' ? db.classBytes : db.nspBytes;
-    // Every applied image of a followed page tells all its tuples' bytes.
+  /** Every applied image of a followed catalog page tells all its tuples' bytes. */
+  private learnImages(r: WalRecord): void {
     for (const b of r.blocks) {
-      if (!b.hasImage || !b.applyImage || b.fork !== 0 || b.dbOid !== db.oid) continue;
-      if (b.relNumber !== db.classFile && b.relNumber !== db.nspFile) continue;
+      if (!b.hasImage || !b.applyImage || b.fork !== 0) continue;
+      const db = this.dbs.get(b.dbOid);
+      if (!db || (b.relNumber !== db.classFile && b.relNumber !== db.nspFile)) continue;
       const page = r.blockImage(b);
       if (!page) continue;
       const m = b.relNumber === db.classFile ? db.classBytes : db.nspBytes;
       for (const [off, bytes] of pageTuples(page)) m.set(ctidKey(b.blkno, off), Buffer.from(bytes));
     }
+  }
+
+  private followCatalog(r: WalRecord, db: DbState, table: 'class' | 'nsp', heap: HeapChange | undefined): void {
+    const bytesMap = table === 'class' ? db.classBytes : db.nspBytes;
+    this.learnImages(r);
     if (!heap || heap.kind === 'other' || heap.kind === 'truncate' || !heap.block) return;
     const blk = heap.block.blkno;
     const parse = (d: Buffer) => (table === 'class' ? parseClassRow(d) : parseNspRow(d));
