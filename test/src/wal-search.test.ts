@@ -289,7 +289,7 @@ describe('pgfleet wal search', { timeout: 600_000 }, () => {
   });
 
   // Last: it damages the snapshot the other cases read.
-  it('verify checks the catalog snapshot like a backup file', async () => {
+  it('verify checks the catalog snapshot (a damaged one is named; the backup stays restorable)', async () => {
     const backupDir = join(fleet.repoDir, 'shop', 'backup', all.backupLabel);
     const name = (await readdir(backupDir)).find((f) => f.startsWith('catalog-snapshot.json'));
     assert.ok(name, `no catalog snapshot in ${backupDir}`);
@@ -300,11 +300,16 @@ describe('pgfleet wal search', { timeout: 600_000 }, () => {
     await writeFile(path, bytes);
     const r = await fleet.cli('verify', 'shop', '--wait', '--output', 'json');
     assert.notEqual(r.code, 0, r.stdout);
-    const problems = (JSON.parse(r.stdout) as { verify: { problems: { kind: string; path: string }[] } }).verify
-      .problems;
+    const v = (
+      JSON.parse(r.stdout) as {
+        verify: { problems: { kind: string; path: string }[]; backups: { label: string; restorable?: boolean }[] };
+      }
+    ).verify;
     assert.deepEqual(
-      problems.map((p) => [p.kind, p.path]),
+      v.problems.map((p) => [p.kind, p.path]),
       [['checksum-mismatch', 'catalog snapshot']],
     );
+    // A restore never reads the snapshot: the backup stays restorable.
+    assert.equal(v.backups.find((b) => b.label === all.backupLabel)?.restorable, true, r.stdout);
   });
 });
