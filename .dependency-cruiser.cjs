@@ -87,7 +87,7 @@ module.exports = {
       comment:
         'a job module (jobs/<kind>.ts) calls an engine, never the reverse: engines know nothing of the Job message, the registry or the controller session',
       from: {
-        path: '^packages/agent/src/(backup|copy|drill|pgdata|recover|restore|retention|verify|wal)/',
+        path: '^packages/agent/src/(backup|copy|drill|pgdata|recover|restore|retention|verify|wal|wal-search)/',
         pathNot: '\\.test\\.ts$',
       },
       to: { path: '^packages/agent/src/(jobs/|daemon\\.ts$|main\\.ts$)' },

@@ -54,7 +54,7 @@ function jobKindsMigration(kinds: readonly string[]): Pick<CatalogMigration, 'sq
   };
 }
 
-/** The job kinds the rotate-key migration admits; later ones extend the list. */
+/** The job kinds once rotate-key was admitted (each later migration adds its own to these). */
 const KINDS_WITH_ROTATE_KEY = [
   'backup',
   'restore',
@@ -529,6 +529,10 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
     description:
       'jobs admit recover-table (pgfleet recover-table: tables as they were at a target, loaded into the live cluster under pgfleet_recovered)',
     ...jobKindsMigration([...KINDS_WITH_ROTATE_KEY, 'recover-table']),
+  },
+  {
+    description: 'jobs admit wal-search (pgfleet wal search: the destructive transactions in the archived WAL)',
+    ...jobKindsMigration([...KINDS_WITH_ROTATE_KEY, 'recover-table', 'wal-search']),
   },
 ];
 

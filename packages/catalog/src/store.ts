@@ -27,7 +27,8 @@ export type JobKind =
   | 'info'
   | 'restore-points'
   | 'rotate-key'
-  | 'recover-table';
+  | 'recover-table'
+  | 'wal-search';
 export type JobStateName = 'queued' | 'dispatched' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export const TERMINAL_JOB_STATES: readonly JobStateName[] = ['succeeded', 'failed', 'cancelled'];

@@ -59,6 +59,7 @@ import {
 } from './repository-commands.js';
 import { applyCommand, fleetFileFromOptions } from './apply-command.js';
 import { enrollTokenCommand, enrollTtlSeconds, tokenCommand } from './token-commands.js';
+import { walCommand, walSearchFromOptions } from './wal-search-command.js';
 
 const BACKUP_SOURCES = {
   primary: BackupSource.PRIMARY,
@@ -121,6 +122,7 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
   const checkTimeout = parsed.command.name === 'check' ? checkTimeoutSeconds(options) : 0;
   const backupDelete = parsed.command.name === 'backup' && isBackupDelete(positionals);
   const since = parsed.command.name === 'restore-points' ? restorePointsSince(options) : undefined;
+  const walSearch = parsed.command.name === 'wal' ? walSearchFromOptions(options) : undefined;
   const admin = connect(connection);
   try {
     switch (parsed.command.name) {
@@ -191,6 +193,8 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
         return await repoCommand(admin, positionals, cliSettings('repo', options).wait, json);
       case 'recover-table':
         return await recoverTableCommand(admin, recoverTableRequest!, options, json);
+      case 'wal':
+        return await walCommand(admin, positionals, walSearch!, json);
       case 'enroll-token':
         return await enrollTokenCommand(admin, positionals[0]!, ttlSeconds, json);
       default:

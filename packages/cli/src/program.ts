@@ -36,6 +36,17 @@ export const POLICY_FLAGS = [
   'agent-silence-threshold',
 ] as const;
 
+/** --limit of the listing commands (jobs, events, wal search: each says what it limits). */
+const LIMIT_OPTION = {
+  name: 'limit',
+  type: 'integer',
+  cliOnly: true,
+  default: 50,
+  min: 1,
+  max: 10_000,
+  description: 'At most this many jobs, newest first.',
+} as const;
+
 export const cliProgram = {
   name: 'pgfleet',
   summary: 'admin CLI of a pgfleet controller: clusters, backups, restores, jobs, policies and retention',
@@ -237,15 +248,7 @@ export const cliProgram = {
       cliOnly: true,
       description: 'Only jobs of this cluster.',
     },
-    {
-      name: 'limit',
-      type: 'integer',
-      cliOnly: true,
-      default: 50,
-      min: 1,
-      max: 10_000,
-      description: 'At most this many jobs, newest first.',
-    },
+    LIMIT_OPTION,
     {
       name: 'follow',
       type: 'boolean',
@@ -593,6 +596,53 @@ export const cliProgram = {
       options: [...CONNECTION, 'output', 'wait'],
       positionals: [
         { name: 'action', description: 'rotate-key.', required: true },
+        { name: 'cluster', description: 'Cluster name.', required: true },
+      ],
+    },
+    {
+      name: 'wal',
+      summary: `wal search <cluster>: the committed transactions in the cluster's archived WAL that deleted, updated, truncated or dropped, likely culprits first (truncates and drops, then the most rows deleted + updated), with xid, commit time and LSN, the LSN just before their first change, database, tables (named as they were then) and row counts; decoded from the repository alone on one of the cluster's agents, from the start of the newest backup started at or before --since (its catalog snapshot names the tables). Then \`pgfleet restore <cluster> --before-xid X\` or \`pgfleet recover-table\` (docs/undo.md). Errors: a --table that never existed (${ErrorCodes.WalSearchTableUnknown.code}), --since before the oldest backup (${ErrorCodes.WalSearchBeforeOldestBackup.code}), a missing WAL segment in the range (${ErrorCodes.WalSearchGap.code}), malformed input (${ErrorCodes.WalSearchInvalid.code}).`,
+      options: [...CONNECTION, 'output', 'since', 'until', 'table', 'database', 'kind', 'min-rows', 'limit'],
+      localOptions: [
+        {
+          name: 'since',
+          type: 'string',
+          cliOnly: true,
+          description:
+            "Transactions committed at or after this time (ISO-8601 or PostgreSQL's form, like --target-time); the WAL is read from the newest backup started at or before it.",
+        },
+        {
+          name: 'until',
+          type: 'string',
+          cliOnly: true,
+          description: 'Transactions committed at or before this time; WAL after it is not read.',
+        },
+        {
+          name: 'table',
+          type: 'string',
+          cliOnly: true,
+          description: 'Only transactions that changed this table: schema.name (a bare name: public.name).',
+        },
+        { name: 'database', type: 'string', cliOnly: true, description: 'Only changes in this database.' },
+        {
+          name: 'kind',
+          type: 'string',
+          cliOnly: true,
+          description:
+            'What to list, comma-separated: delete, update, truncate, drop or all (inserts too). Default: delete,update,truncate,drop.',
+        },
+        {
+          name: 'min-rows',
+          type: 'integer',
+          cliOnly: true,
+          min: 0,
+          description:
+            'Only transactions that deleted + updated at least this many rows (truncates and drops always listed).',
+        },
+        { ...LIMIT_OPTION, description: 'At most this many transactions, likely culprits first.' },
+      ],
+      positionals: [
+        { name: 'action', description: 'search.', required: true },
         { name: 'cluster', description: 'Cluster name.', required: true },
       ],
     },

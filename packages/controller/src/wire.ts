@@ -26,6 +26,7 @@ import {
   CheckResultSchema,
   RepositoryInfoSchema,
   RestorePointListSchema,
+  WalSearchResultSchema,
   RotateKeyResultSchema,
   RecoverTableResultSchema,
   ServerRole,
@@ -50,6 +51,7 @@ import {
   type CheckResult,
   type RepositoryInfo,
   type RestorePointList,
+  type WalSearchResult,
   type RotateKeyResult,
   type RecoverTableResult,
   type ExpireResult,
@@ -209,6 +211,8 @@ export interface JobResultJson {
   rotateKey?: JsonValue;
   /** A recover-table job's RecoverTableResult. */
   recoverTable?: JsonValue;
+  /** A WAL search job's WalSearchResult. */
+  walSearch?: JsonValue;
 }
 
 export function resultJson(result: {
@@ -223,6 +227,7 @@ export function resultJson(result: {
   restorePoints?: RestorePointList;
   rotateKey?: RotateKeyResult;
   recoverTable?: RecoverTableResult;
+  walSearch?: WalSearchResult;
 }): JobResultJson {
   if (result.backup) return { backup: toJson(BackupInfoSchema, result.backup) };
   if (result.restore) return { restore: toJson(RestoreResultSchema, result.restore) };
@@ -235,6 +240,7 @@ export function resultJson(result: {
   if (result.restorePoints) return { restorePoints: toJson(RestorePointListSchema, result.restorePoints) };
   if (result.rotateKey) return { rotateKey: toJson(RotateKeyResultSchema, result.rotateKey) };
   if (result.recoverTable) return { recoverTable: toJson(RecoverTableResultSchema, result.recoverTable) };
+  if (result.walSearch) return { walSearch: toJson(WalSearchResultSchema, result.walSearch) };
   return {};
 }
 
@@ -284,6 +290,9 @@ export function jobInfoFromRecord(job: JobRecord): MessageInitShape<typeof JobIn
       : undefined,
     recoverTable: result.recoverTable
       ? fromJson(RecoverTableResultSchema, result.recoverTable, { ignoreUnknownFields: true })
+      : undefined,
+    walSearch: result.walSearch
+      ? fromJson(WalSearchResultSchema, result.walSearch, { ignoreUnknownFields: true })
       : undefined,
   };
 }

@@ -428,6 +428,56 @@ export const ErrorCodes = {
     4,
     'The target is not on a timeline the chosen backup can reach: list the timelines with `pgfleet verify <cluster>`, pick a backup of that timeline (--backup) or another --target-timeline.',
   ),
+  // 61xx: reading WAL records (issue 15, packages/pg/src/wal-decode)
+  WalFormatUnsupported: spec(
+    'PGF-6100',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'The WAL was written by a PostgreSQL major whose record format this decoder does not read (it reads PostgreSQL 15 WAL only). Nothing was decoded; search WAL of a PostgreSQL 15 cluster, or use pg_waldump of the matching major.',
+  ),
+  WalImageUnsupported: spec(
+    'PGF-6101',
+    GrpcStatus.UNIMPLEMENTED,
+    4,
+    'A full-page image in the WAL is compressed with a method this decoder cannot expand (it expands pglz and zstd). Set wal_compression to pglz or zstd (or off) on the cluster, or read the record with pg_waldump.',
+  ),
+  WalDecodeInputInvalid: spec(
+    'PGF-6102',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'The WAL segments given to the decoder do not fit together (size, order or start position): pass whole segments of one WAL segment size, in order, each with its own start LSN.',
+  ),
+  // 612x: pgfleet wal search (issue 15)
+  WalSearchTableUnknown: spec(
+    'PGF-6120',
+    GrpcStatus.NOT_FOUND,
+    3,
+    'No such table in the catalog snapshot of the backup the search started from, nor created in the WAL read: check the name (schema.name, as `\\dt` shows it) and --database, or search from an older backup with --since.',
+  ),
+  WalSearchBeforeOldestBackup: spec(
+    'PGF-6121',
+    GrpcStatus.OUT_OF_RANGE,
+    4,
+    "The archived WAL is read from the start of a backup on: give a --since at or after the oldest backup's start (see `pgfleet backups <cluster>`), or leave --since out.",
+  ),
+  WalSearchInvalid: spec(
+    'PGF-6122',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'Times are ISO-8601 (2026-12-06T21:30:00Z), --table is schema.name (or a name in public), --kind one of delete, update, truncate, drop, all, --min-rows and --limit whole numbers.',
+  ),
+  WalSearchGap: spec(
+    'PGF-6123',
+    GrpcStatus.DATA_LOSS,
+    6,
+    'A WAL segment of the searched range is missing from the repository (or only an unauthenticated copy is): the transactions after it cannot be read. Search with --until before the gap, or run `pgfleet verify <cluster>` to see what the archive lacks.',
+  ),
+  WalSearchNoBackup: spec(
+    'PGF-6124',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'The search starts from a backup (its catalog snapshot names the tables, its start bounds the WAL read): take one first with `pgfleet backup <cluster> --wait`.',
+  ),
   // 6150-6199: recover-table (docs/undo.md)
   RecoverTableNotFound: spec(
     'PGF-6150',

@@ -83,3 +83,29 @@ export const NAME_FORMATS = {
   'agent-id': { test: isAgentId, rule: AGENT_ID_RULE, what: 'an agent id', error: 'InvalidAgentId' },
 } as const;
 export type NameFormat = keyof typeof NAME_FORMATS;
+
+/** A table as `pgfleet wal search --table` and `recover-table --table` name it. */
+export interface QualifiedTableName {
+  schema: string;
+  name: string;
+}
+
+const IDENT = String.raw`(?:"(?:[^"]|"")+"|[^."\s]+)`;
+const QUALIFIED_RE = new RegExp(`^(${IDENT})(?:\\.(${IDENT}))?$`);
+
+/** One identifier as PostgreSQL reads it: quoted kept as written ("" is a quote), unquoted folded to lower case. */
+function identifier(text: string): string {
+  return text.startsWith('"') ? text.slice(1, -1).replaceAll('""', '"') : text.toLowerCase();
+}
+
+/**
+ * `schema.name` (or a bare `name`, in public) by PostgreSQL's identifier rules; undefined when
+ * it is not one (three parts, empty parts, blanks outside quotes).
+ */
+export function parseQualifiedTableName(text: string): QualifiedTableName | undefined {
+  const m = QUALIFIED_RE.exec(text.trim());
+  if (!m) return undefined;
+  return m[2] === undefined
+    ? { schema: 'public', name: identifier(m[1]!) }
+    : { schema: identifier(m[1]!), name: identifier(m[2]) };
+}

@@ -10,3 +10,4 @@ export * from './timeline-start.js';
 export * from './server-log.js';
 export * from './restore-point.js';
 export * from './qualified-name.js';
+export * from './wal-decode/index.js';

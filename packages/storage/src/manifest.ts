@@ -154,6 +154,22 @@ export interface BackupManifest {
    * directory. Absent in manifests written before HA clusters (all taken on the primary).
    */
   source?: BackupSource;
+  /**
+   * The catalog snapshot object (Repository.catalogSnapshotKey): per database the relations'
+   * file numbers and names at the backup's start, which `pgfleet wal search` starts from to name
+   * the tables of the WAL after it. Absent in backups taken before it existed (and when no
+   * database could be read); never needed to restore.
+   */
+  catalogSnapshot?: CatalogSnapshotEntry;
+}
+
+/** The manifest's record of the catalog snapshot object: what verify checks, and who was left out. */
+export interface CatalogSnapshotEntry extends ObjectFigures {
+  codec: Codec;
+  /** Databases snapshotted. */
+  databases: number;
+  /** Databases that allow connections but could not be read (the search names their relations from the WAL only). */
+  skipped: { database: string; reason: string }[];
 }
 
 export interface BackupSource {

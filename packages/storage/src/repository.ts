@@ -468,6 +468,32 @@ export class Repository {
     return out;
   }
 
+  /** Key of a backup's catalog snapshot (BackupManifest.catalogSnapshot), beside the manifest. */
+  catalogSnapshotKey(cluster: string, label: string, codec: Codec): string {
+    return `${this.backupPrefix(cluster, label)}/catalog-snapshot.json${codecExtension(codec)}`;
+  }
+
+  /** A backup's catalog snapshot as JSON text, checked against the manifest's figures; undefined when it has none. */
+  async readCatalogSnapshot(
+    m: Pick<BackupManifest, 'cluster' | 'label' | 'catalogSnapshot'>,
+  ): Promise<string | undefined> {
+    const e = m.catalogSnapshot;
+    if (!e) return undefined;
+    const chunks: Buffer[] = [];
+    await this.objects.readStream(
+      this.catalogSnapshotKey(m.cluster, m.label, e.codec),
+      e.codec,
+      { sha256: e.sha256, size: e.size },
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          chunks.push(chunk);
+          cb();
+        },
+      }),
+    );
+    return Buffer.concat(chunks).toString('utf8');
+  }
+
   /** The manifest's key: its presence makes the backup complete. */
   backupManifestKey(cluster: string, label: string): string {
     return `${this.backupPrefix(cluster, label)}/backup.manifest`;

@@ -19,3 +19,4 @@ export { pgBinDir, startPostgres, type PgInstance, type PgInstanceOptions } from
 export { startStandby, type StandbyInstance, type StandbyOptions } from './standby.js';
 export { startNats, natsServerBin, type NatsServer, type NatsOptions } from './nats.js';
 export { startS3, type S3Server, type S3Options } from './s3.js';
+export { startWalCluster, waldump, type WalCluster, type WaldumpRecord, type ArchivedSegment } from './wal-cluster.js';

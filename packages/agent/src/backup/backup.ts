@@ -65,6 +65,7 @@ import {
   type ManifestFile,
   type Repository,
 } from '@pgfleet/storage';
+import { storeCatalogSnapshot } from './catalog-snapshot.js';
 import { BackupLeaseHolder, leaseChain } from './lease.js';
 import { choosePriorBackup, decideFile, type FileDecision } from './prior.js';
 import {
@@ -230,11 +231,25 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     );
     const startLsn = await startBackup(opts, client, facts, label, base, tracker);
     await lease.recordWalStart(await startSegment(client, startLsn, facts.walSegmentSize));
+    // After pg_backup_start: the WAL from the backup's start on explains every later catalog change.
+    tracker.phase('catalog-snapshot');
+    const catalogSnapshot = await storeCatalogSnapshot({
+      pg: opts.pg,
+      log: opts.log,
+      repo,
+      cluster: opts.cluster,
+      label,
+      codec: opts.codec,
+      ...(opts.level === undefined ? {} : { level: opts.level }),
+    });
     const copied = await copyPgdata(opts, facts, label, startLsn, base, tracker, journal, point);
     const stop = await stopBackup(opts, client, facts, label, tracker);
     await waitForWal(opts, facts, label, stop, tracker);
     await syncBackupWal(opts, label, stop, facts.walSegmentSize);
-    const manifest = backupManifest(opts, facts, source, label, base, startTime, copied, stop);
+    const manifest = {
+      ...backupManifest(opts, facts, source, label, base, startTime, copied, stop),
+      ...(catalogSnapshot ? { catalogSnapshot } : {}),
+    };
     tracker.phase('manifest');
     await lease.confirm();
     await checkTakenOver(repo, opts.cluster, label, copied.taken);

@@ -15,6 +15,7 @@ import { restoreJob } from './restore.js';
 import { restorePointsJob } from './restore-points.js';
 import { rotateKeyJob } from './rotate-key.js';
 import { verifyJob } from './verify.js';
+import { walSearchJob } from './wal-search.js';
 
 const JOB_KINDS: { readonly [K in JobKindCase]: AgentJobKind<K> } = {
   backup: backupJob,
@@ -28,6 +29,7 @@ const JOB_KINDS: { readonly [K in JobKindCase]: AgentJobKind<K> } = {
   restorePoints: restorePointsJob,
   rotateKey: rotateKeyJob,
   recoverTable: recoverTableJob,
+  walSearch: walSearchJob,
 };
 
 function runKind<K extends JobKindCase>(kind: K, message: JobKindMessage<K>, ctx: JobContext): Promise<JobResultInit> {

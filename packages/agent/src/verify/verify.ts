@@ -379,8 +379,18 @@ function objectExpectations(
   repo: Repository,
   cluster: string,
   m: BackupManifest,
-): { path: string; e: ObjectExpectation }[] {
-  return m.files.flatMap((f) => repo.entryObjects(cluster, f).map(({ what, ...e }) => ({ path: what, e })));
+): { path: string; e: ObjectExpectation; notForRestore?: true }[] {
+  const files = m.files.flatMap((f) => repo.entryObjects(cluster, f).map(({ what, ...e }) => ({ path: what, e })));
+  const s = m.catalogSnapshot;
+  if (!s) return files;
+  // The snapshot `pgfleet wal search` starts from: checked like a file, but a restore never reads
+  // it, so a damaged one is a problem named, not a reason the backup cannot be restored.
+  const key = repo.catalogSnapshotKey(cluster, m.label, s.codec);
+  const { size, sha256, storedSize, storedSha256, codec } = s;
+  return [
+    ...files,
+    { path: 'catalog snapshot', e: { key, codec, size, sha256, storedSize, storedSha256 }, notForRestore: true },
+  ];
 }
 
 /** Checks every valid backup's references and files, oldest first; the verdicts' WAL range is judged later. */
@@ -414,10 +424,14 @@ async function checkBackups(run: VerifyRun, listing: BackupListing): Promise<Map
     const expectations = objectExpectations(o.repo, o.cluster, m);
     const results = await mapLimit(expectations, run.concurrency, (x) => checkObject(x.e), o.signal);
     results.forEach((r, i) => {
-      const { path, e } = expectations[i]!;
+      const { path, e, notForRestore } = expectations[i]!;
       v.filesChecked++;
       v.bytesChecked += o.full ? e.size : e.storedSize;
       if (!r) return;
+      if (notForRestore) {
+        run.problems.push({ kind: r.kind, label: m.label, path, key: e.key, message: r.message });
+        return;
+      }
       const what =
         r.kind === 'missing-file'
           ? 'missing file'

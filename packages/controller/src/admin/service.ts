@@ -28,6 +28,7 @@ import { startBackupDeleteJob } from '../jobs/expire.js';
 import { startInfoJob, startRestorePointsJob } from '../jobs/info.js';
 import { startRotateKeyJob } from '../jobs/rotate-key.js';
 import { startRecoverTableJob } from '../jobs/recover-table.js';
+import { startWalSearchJob } from '../jobs/wal-search.js';
 import { drillRequestFromProto, startDrillJob } from '../jobs/drill.js';
 import { startRestoreJob } from '../jobs/restore.js';
 import { startVerifyJob } from '../jobs/verify.js';
@@ -86,6 +87,7 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
     }),
     startRotateKey: async (req) => ({ job: await startRotateKeyJob(ctx, req.cluster) }),
     startRecoverTable: async (req) => ({ job: await startRecoverTableJob(ctx, req) }),
+    startWalSearch: async (req) => ({ job: await startWalSearchJob(ctx, req.cluster, req.search) }),
     createEnrollmentToken: async (req) => createEnrollmentTokenRpc(ctx, req),
     createToken: async (req) => createTokenRpc(ctx, req),
     listTokens: async () => listTokensRpc(ctx),

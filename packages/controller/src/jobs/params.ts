@@ -89,6 +89,17 @@ export interface RecoverTableJobParams {
   database: string;
 }
 
+export interface WalSearchJobParams {
+  /** ISO times bounding the commit times searched. */
+  since?: string;
+  until?: string;
+  table?: string;
+  database?: string;
+  kinds?: string[];
+  minRows?: number;
+  limit?: number;
+}
+
 /** A rotate-key job rotates from the agent's previous key to its current one: nothing to say. */
 export type RotateKeyJobParams = Record<string, never>;
 
@@ -104,6 +115,7 @@ export interface JobParamsByKind {
   'restore-points': RestorePointsJobParams;
   'rotate-key': RotateKeyJobParams;
   'recover-table': RecoverTableJobParams;
+  'wal-search': WalSearchJobParams;
 }
 
 /** A catalog job with its params parsed for its kind; `job.kind === 'backup'` narrows `job.params`. */
@@ -181,6 +193,16 @@ const PARSERS: { readonly [K in JobKind]: (p: Fields) => JobParamsByKind[K] } = 
       tables: strings(p.tables),
       into: strings(p.into),
       database: str(p.database) ?? '',
+    }),
+  'wal-search': (p) =>
+    some({
+      since: str(p.since),
+      until: str(p.until),
+      table: str(p.table),
+      database: str(p.database),
+      kinds: Array.isArray(p.kinds) ? p.kinds.filter((k): k is string => typeof k === 'string') : undefined,
+      minRows: num(p.minRows),
+      limit: num(p.limit),
     }),
 };
 

@@ -19,6 +19,7 @@ import { restoreJob } from './restore.js';
 import { recoverTableJob } from './recover-table.js';
 import { rotateKeyJob } from './rotate-key.js';
 import { verifyJob } from './verify.js';
+import { walSearchJob } from './wal-search.js';
 
 const JOB_KINDS: { readonly [K in JobKind]: ControllerJobKind<K> } = {
   backup: backupJob,
@@ -32,6 +33,7 @@ const JOB_KINDS: { readonly [K in JobKind]: ControllerJobKind<K> } = {
   'restore-points': restorePointsJob,
   'rotate-key': rotateKeyJob,
   'recover-table': recoverTableJob,
+  'wal-search': walSearchJob,
 };
 
 /** The module of a job's kind, for a job whose params are parsed (see typedJob). */

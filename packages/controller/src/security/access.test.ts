@@ -65,6 +65,7 @@ test('what each role may call', () => {
     'startRestore',
     'startRestorePoints',
     'startVerify',
+    'startWalSearch',
     'watchEvents',
     'watchJob',
   ]);

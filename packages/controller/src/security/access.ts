@@ -60,6 +60,7 @@ export const ADMIN_METHOD_ROLES = {
   deleteBackup: 'operator',
   startInfo: 'viewer',
   startRestorePoints: 'operator',
+  startWalSearch: 'operator',
   // Moves the repository to another encryption key: a fleet admin's act, like the key itself.
   startRotateKey: 'admin',
   // Restores like a restore and writes new tables into the live cluster (never over existing ones).

@@ -1,0 +1,62 @@
+/**
+ * Taking a CatalogSnapshot of one database with SQL (what a backup stores so that `wal search`
+ * can name relation files later). One REPEATABLE READ transaction: the LSN is read first, so a
+ * transaction committed after it is not in the rows that follow (RelationNames applies commits
+ * after the LSN only).
+ */
+import type pg from 'pg';
+import type { CatalogSnapshot, CatalogSnapshotDatabase } from './relation-names.js';
+import { lsnNumber } from './wal-format.js';
+
+export const CATALOG_SNAPSHOT_SQL = {
+  begin: 'begin isolation level repeatable read read only',
+  // A standby refuses pg_current_wal_insert_lsn(): its catalog is at the replayed position.
+  lsn: "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_insert_lsn() end)::text as lsn, d.oid::int8 as oid, d.datname as name, pg_relation_filenode('pg_class')::int8 as pg_class, pg_relation_filenode('pg_namespace')::int8 as pg_namespace from pg_database d where d.datname = current_database()",
+  relations:
+    'select c.oid::int8 as oid, c.relfilenode::int8 as relnumber, c.relnamespace::int8 as nsp, c.relname as name, c.relkind as kind, c.reltoastrelid::int8 as toast, (c.ctid::text::point)[0]::int8 as block, (c.ctid::text::point)[1]::int8 as "offset" from pg_class c',
+  namespaces:
+    'select n.oid::int8 as oid, n.nspname as name, (n.ctid::text::point)[0]::int8 as block, (n.ctid::text::point)[1]::int8 as "offset" from pg_namespace n',
+  end: 'commit',
+} as const;
+
+/** The snapshot of the database `client` is connected to, and the LSN it shows the catalog at. */
+export async function takeCatalogSnapshotOfDatabase(
+  client: pg.Client,
+): Promise<{ lsn: string; database: CatalogSnapshotDatabase }> {
+  const query = async (sql: string) => (await client.query<Record<string, unknown>>(sql)).rows;
+  await query(CATALOG_SNAPSHOT_SQL.begin);
+  try {
+    const [head] = await query(CATALOG_SNAPSHOT_SQL.lsn);
+    const rels = await query(CATALOG_SNAPSHOT_SQL.relations);
+    const nsps = await query(CATALOG_SNAPSHOT_SQL.namespaces);
+    const n = (v: unknown) => Number(v);
+    return {
+      lsn: String(head!.lsn),
+      database: {
+        oid: n(head!.oid),
+        name: String(head!.name),
+        pgClassRelNumber: n(head!.pg_class),
+        pgNamespaceRelNumber: n(head!.pg_namespace),
+        namespaces: nsps.map((r) => ({ oid: n(r.oid), name: String(r.name), block: n(r.block), offset: n(r.offset) })),
+        relations: rels.map((r) => ({
+          oid: n(r.oid),
+          relNumber: n(r.relnumber),
+          namespaceOid: n(r.nsp),
+          name: String(r.name),
+          kind: String(r.kind),
+          toastOid: n(r.toast),
+          block: n(r.block),
+          offset: n(r.offset),
+        })),
+      },
+    };
+  } finally {
+    await query(CATALOG_SNAPSHOT_SQL.end);
+  }
+}
+
+/** One snapshot from per-database ones: each keeps its own LSN, the snapshot's is the earliest. */
+export function combineCatalogSnapshots(parts: { lsn: string; database: CatalogSnapshotDatabase }[]): CatalogSnapshot {
+  const first = [...parts].sort((a, b) => lsnNumber(a.lsn) - lsnNumber(b.lsn))[0];
+  return { lsn: first?.lsn ?? '0/0', databases: parts.map((p) => ({ ...p.database, lsn: p.lsn })) };
+}
