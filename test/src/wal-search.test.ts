@@ -6,7 +6,8 @@
  * VACUUM FULL and then deleted from, a TRUNCATE, a DROP TABLE, a delete in a second database and
  * one on a partitioned table. The search, from the repository alone, must list each with the xid
  * the deleting session saw, the right table name (as it was named then), row counts, and LSNs
- * that bracket the commit; the filters must narrow; bad input gets its code.
+ * that bracket the commit; the filters must narrow; bad input gets its code; and the xid it
+ * finds, given to recover-table, brings back a renamed and a rewritten table as they were.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -286,6 +287,32 @@ describe('pgfleet wal search', { timeout: 600_000 }, () => {
     const bad = await search('--table', 'a.b.c');
     assert.equal(bad.code, ErrorCodes.WalSearchInvalid.exit, bad.stderr);
     assert.match(bad.stderr, new RegExp(ErrorCodes.WalSearchInvalid.code));
+  });
+
+  // The whole undo: the xid the search found (not one the test kept) recovers the tables as they
+  // were just before that transaction, across a rename and a VACUUM FULL made after the backup.
+  it("recover-table --before-xid the search's xid brings back the renamed and the rewritten table", async () => {
+    const [del] = findTable(all, 'public.big').filter((x) =>
+      x.tables.some((t) => named(t) === 'public.big' && n(t.rowsDeleted) === 60),
+    );
+    assert.ok(del, 'the delete on big is listed');
+    const r = await fleet.cli(
+      'recover-table',
+      'shop',
+      ...['--table', 'public.big', '--table', 'public.items2', '--before-xid', String(del.xid)],
+      ...['--wait', '--output', 'json'],
+    );
+    assert.equal(r.code, 0, `recover-table failed:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
+    const ids = async (table: string): Promise<string> =>
+      (
+        await fleet.pg.query<{ r: string }>(
+          `SELECT count(*) || ':' || min(id) || '-' || max(id) AS r FROM pgfleet_recovered.${table}`,
+        )
+      )[0]!.r;
+    // big: every row, the delete not yet made; items2: its own delete (ids 1-25) already made.
+    assert.equal(await ids('big'), '300:1-300');
+    assert.equal(await ids('items2'), '75:26-100');
+    assert.equal((await fleet.pg.query<{ n: string }>('SELECT count(*)::text AS n FROM big'))[0]!.n, '240');
   });
 
   // Last: it damages the snapshot the other cases read.
