@@ -40,6 +40,11 @@ export interface CopyPoolOptions {
   signal?: AbortSignal;
   /** The agent's --max-rate bucket: every thread's backup and restore tasks go through it. */
   rateLimit?: RateLimiter;
+  /**
+   * Every thread a worker, the main thread none (when the repository has thread specs): for a
+   * caller whose own work on the main thread is the bottleneck (`wal search` decoding).
+   */
+  workersOnly?: boolean;
 }
 
 export class CopyPool {
@@ -66,7 +71,7 @@ export class CopyPool {
       // The main thread is one of the threads: it is idle while a job copies, and every worker
       // thread costs ~25 MB of RSS (its own V8 heap and modules). Its tasks run the same code; a
       // task yields at every I/O, so the event loop (gRPC, the WAL socket) waits a few ms at most.
-      if (specs !== undefined && i > 0) {
+      if (specs !== undefined && (i > 0 || opts.workersOnly)) {
         // A small young generation: the workers' garbage is almost all outside the V8 heap (buffers,
         // zstd contexts), and every MiB of semi-space is RSS the agent keeps.
         const worker = new Worker(new URL('./worker.js', import.meta.url), {

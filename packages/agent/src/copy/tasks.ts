@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
+import { Writable } from 'node:stream';
 // Light entries only: worker threads load this module, and every MiB of code is RSS per thread.
 import { PgfleetError } from '@pgfleet/core/errors';
 import type { AssemblyPart, Codec, Repository } from '@pgfleet/storage';
@@ -151,7 +152,27 @@ export interface HashResult {
   sha256s: string[];
 }
 
-export type CopyTask = BackupTask | BackupBlocksTask | RestoreTask | RestoreRunsTask | AssembleBlocksTask | HashTask;
+/**
+ * An object read whole into memory, decompressed and checked against its content checksum: what
+ * `wal search` decodes. On a worker thread the read, the decompression and the sha256 leave the
+ * main thread to the decoder, and the bytes come back without a copy (their buffer is transferred).
+ */
+export interface ReadObjectTask {
+  kind: 'read-object';
+  key: string;
+  codec: Codec;
+  sha256: string;
+  /** The most bytes the content may have (a WAL segment's size): more is an error. */
+  maxSize: number;
+}
+
+export interface ReadObjectResult {
+  /** The content; its buffer holds nothing else (so it can be transferred between threads). */
+  bytes: Uint8Array;
+}
+
+export type CopyTask =
+  BackupTask | BackupBlocksTask | RestoreTask | RestoreRunsTask | AssembleBlocksTask | HashTask | ReadObjectTask;
 
 /** What a copy worker thread is started with: the repository as specs, which it opens itself (copy/worker.ts). */
 export interface CopyWorkerData {
@@ -167,7 +188,9 @@ export type TaskResult<T extends CopyTask> = T extends BackupTask
     ? BackupBlocksResult
     : T extends HashTask
       ? HashResult
-      : RestoreResult;
+      : T extends ReadObjectTask
+        ? ReadObjectResult
+        : RestoreResult;
 
 const isEnoent = (err: unknown) => (err as NodeJS.ErrnoException)?.code === 'ENOENT';
 
@@ -176,7 +199,7 @@ export async function runCopyTask(
   repo: Repository,
   task: CopyTask,
   limiter?: RateLimiter,
-): Promise<BackupResult | BackupBlocksResult | HashResult | RestoreResult> {
+): Promise<BackupResult | BackupBlocksResult | HashResult | RestoreResult | ReadObjectResult> {
   switch (task.kind) {
     case 'backup':
       return backupTask(repo, task, limiter);
@@ -190,7 +213,30 @@ export async function runCopyTask(
       return assembleBlocksTask(repo, task, limiter);
     case 'hash':
       return hashTask(task);
+    case 'read-object':
+      return readObjectTask(repo, task);
   }
+}
+
+async function readObjectTask(repo: Repository, t: ReadObjectTask): Promise<ReadObjectResult> {
+  // Its own ArrayBuffer (not a slice of Node's pool), so the worker can transfer it.
+  const buf = new Uint8Array(new ArrayBuffer(t.maxSize));
+  let at = 0;
+  await repo.readObject(
+    t.key,
+    t.codec,
+    { sha256: t.sha256 },
+    new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        if (at + chunk.length > t.maxSize)
+          return cb(new PgfleetError('RepoChecksumMismatch', `${t.key} holds more than ${t.maxSize} bytes`));
+        buf.set(chunk, at);
+        at += chunk.length;
+        cb();
+      },
+    }),
+  );
+  return { bytes: at === t.maxSize ? buf : buf.subarray(0, at) };
 }
 
 async function backupTask(repo: Repository, t: BackupTask, limiter: RateLimiter | undefined): Promise<BackupResult> {

@@ -22,7 +22,12 @@ parentPort!.on('message', (m: { id: number; task: CopyTask }) => {
   opening
     .then((repo) => runCopyTask(repo, m.task, limiter))
     .then(
-      (result) => parentPort!.postMessage({ id: m.id, result }),
+      (result) => {
+        // Whole-object reads hand their buffer over instead of copying it (copy/tasks.ts ReadObjectTask).
+        const bytes = (result as { bytes?: Uint8Array }).bytes;
+        const transfer = bytes && bytes.byteOffset === 0 ? [bytes.buffer as ArrayBuffer] : [];
+        parentPort!.postMessage({ id: m.id, result }, transfer);
+      },
       (err: unknown) => parentPort!.postMessage({ id: m.id, error: serialiseError(err) }),
     );
 });

@@ -1,10 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PosixDriver, Repository, secretManifestKeys } from '@pgfleet/storage';
+import { PosixDriver, Repository, secretManifestKeys, type ArchivedWal } from '@pgfleet/storage';
+import { CopyPool } from '../copy/pool.js';
 import { planSegments } from './segments.js';
 
 const SIZE = 1 << 20;
@@ -79,5 +80,37 @@ test("the plan follows the current timeline's history: the old timeline up to th
     );
   } finally {
     await done();
+  }
+});
+
+async function listed(repo: Repository): Promise<ArchivedWal[]> {
+  const out: ArchivedWal[] = [];
+  for await (const w of repo.listWal('c')) out.push(w);
+  return out;
+}
+
+test('segments are read on a worker thread: the stored bytes come back whole; a damaged copy is refused', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pgfleet-wal-search-read-'));
+  const repo = new Repository(new PosixDriver(join(dir, 'repo')), secretManifestKeys(randomBytes(32)));
+  const pool = new CopyPool(repo, { threads: 1, workersOnly: true });
+  try {
+    const content = randomBytes(SIZE);
+    await writeFile(join(dir, 'segment'), content);
+    await repo.archiveWal('c', seg(1, 1), join(dir, 'segment'), 'zstd', SIZE);
+    const [wal] = await listed(repo);
+    const read = () =>
+      pool.run({ kind: 'read-object', key: wal!.key, codec: wal!.codec, sha256: wal!.sha256, maxSize: SIZE });
+    const { bytes } = await read();
+    assert.equal(Buffer.compare(Buffer.from(bytes), content), 0);
+    // The same object stored over with other bytes: the checksum in its name no longer matches.
+    await writeFile(join(dir, 'segment'), randomBytes(SIZE));
+    await repo.archiveWal('c', seg(1, 3), join(dir, 'segment'), 'zstd', SIZE);
+    const all = await listed(repo);
+    const other = all.find((w) => w.name === seg(1, 3))!;
+    await rename(join(dir, 'repo', other.key), join(dir, 'repo', wal!.key));
+    await assert.rejects(read(), (err: Error) => /checksum|sha256/i.test(err.message));
+  } finally {
+    await pool.close();
+    await rm(dir, { recursive: true, force: true });
   }
 });

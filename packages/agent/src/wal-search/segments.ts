@@ -12,7 +12,6 @@
  * handed out in order, one 16 MiB buffer each: memory is bounded by `ahead` segments whatever the
  * archive holds.
  */
-import { Writable } from 'node:stream';
 import { TimelineHistory, WalSegmentName, walFileKind } from '@pgfleet/pg';
 import type { ArchivedWal, Repository } from '@pgfleet/storage';
 import { loadTimelineHistories } from '../wal/timelines.js';
@@ -73,34 +72,13 @@ export async function planSegments(o: {
   return plan;
 }
 
-/** One segment's content, read whole (the decoder reads records across its pages). */
-export async function readSegment(repo: Repository, w: ArchivedWal, size: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(size);
-  let at = 0;
-  await repo.readObject(
-    w.key,
-    w.codec,
-    { sha256: w.sha256 },
-    new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        if (at + chunk.length > size) return cb(new Error(`${w.name} holds more than ${size} bytes`));
-        chunk.copy(buf, at);
-        at += chunk.length;
-        cb();
-      },
-    }),
-  );
-  return at === size ? buf : buf.subarray(0, at);
-}
-
 /**
  * The segments' contents in order, `ahead` fetches in flight. Stops fetching when the consumer
  * stops iterating (a return() ends the generator; reads already started finish and are dropped).
  */
 export async function* fetchAhead(
-  repo: Repository,
+  read: (w: ArchivedWal) => Promise<Buffer>,
   segments: readonly PlannedSegment[],
-  size: number,
   ahead: number,
   signal?: AbortSignal,
 ): AsyncGenerator<{ segment: PlannedSegment; data: Buffer }> {
@@ -108,7 +86,7 @@ export async function* fetchAhead(
   let next = 0;
   const fill = () => {
     while (next < segments.length && inFlight.length < ahead) {
-      const p = readSegment(repo, segments[next++]!.wal, size);
+      const p = read(segments[next++]!.wal);
       // Handled when awaited; a rejection before that must not be reported as unhandled.
       p.catch(() => {});
       inFlight.push(p);
