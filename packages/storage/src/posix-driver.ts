@@ -23,7 +23,9 @@ import { PgfleetError } from '@pgfleet/core/errors';
 import { fsyncPath } from '@pgfleet/core/fsync';
 import {
   checkKey,
+  checkLevelPrefix,
   checkPrefix,
+  type KeyLevel,
   type LocalObjectFiles,
   type ObjectInfo,
   type ObjectWriter,
@@ -244,6 +246,38 @@ export class PosixDriver implements RepositoryDriver, LocalObjectFiles {
     await walk(base);
     out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     yield* out;
+  }
+
+  /**
+   * One readdir: files are objects (stat'ed for their size), directories are levels. An empty
+   * directory (left by a deleted backup on another host) is a level holding nothing: listed
+   * anyway, as its emptiness costs another read to learn.
+   */
+  async listLevel(prefix: string): Promise<KeyLevel> {
+    checkLevelPrefix(prefix);
+    const rel = prefix.slice(0, -1);
+    const dir = rel ? join(this.root, ...rel.split('/')) : this.root;
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return { objects: [], levels: [] };
+      throw ioError(`cannot list ${prefix || '/'} in repository ${this.root}`, err);
+    }
+    const byKey = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+    const files = entries.filter((e) => e.isFile() && !e.name.includes(TMP_MARK)).map((e) => e.name);
+    const objects: ObjectInfo[] = [];
+    for (const name of files.sort(byKey)) {
+      try {
+        objects.push({ key: `${prefix}${name}`, size: (await stat(join(dir, name))).size });
+      } catch (err) {
+        // Removed since the readdir (an expire at work): not there any more.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(`cannot stat ${prefix}${name}`, err);
+      }
+    }
+    const levels = entries.filter((e) => e.isDirectory()).map((e) => e.name);
+    return { objects, levels: levels.sort(byKey) };
   }
 
   async syncKeys(keys: readonly string[]): Promise<void> {
