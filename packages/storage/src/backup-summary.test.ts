@@ -302,4 +302,17 @@ test('listWal with a range lists only the WAL directories of the range', async (
     '000000020000000200000020',
   ]);
   assert.deepEqual(driver.ops('list'), ['shop/wal/0000000200000002/']);
+  driver.reset();
+  assert.deepEqual(await listed({ beforePosition: '0000000100000010' }), [
+    '000000010000000000000010',
+    '000000010000000000000020',
+    '000000020000000000000010',
+    '000000020000000000000020',
+  ]);
+  assert.deepEqual(driver.ops('list'), [
+    'shop/wal/0000000100000000/',
+    'shop/wal/0000000100000001/',
+    'shop/wal/0000000200000000/',
+    'shop/wal/0000000200000001/',
+  ]);
 });

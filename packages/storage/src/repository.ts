@@ -141,6 +141,8 @@ export interface WalListRange {
   timeline?: number;
   /** Only files at or after this position: the 16 hex digits of a segment name after its timeline. */
   fromPosition?: string;
+  /** Only files of segments before this position (same form). */
+  beforePosition?: string;
 }
 
 /** What archiving one WAL file did (Repository.archiveWal). */
@@ -982,16 +984,21 @@ export class Repository {
     }
     const tli = range.timeline === undefined ? undefined : range.timeline.toString(16).toUpperCase().padStart(8, '0');
     const from = range.fromPosition?.toUpperCase();
+    const before = range.beforePosition?.toUpperCase();
+    // A segment's position is the 16 hex digits after its timeline (a .backup or .partial file's, its segment's).
+    const inRange = (position: string) =>
+      (from === undefined || position >= from) && (before === undefined || position < before);
     const dirs = (await this.driver.listLevel(root)).levels.filter(
       (d) =>
         /^[0-9A-F]{16}$/.test(d) &&
         (tli === undefined || d.startsWith(tli)) &&
-        (from === undefined || d.slice(8) >= from.slice(0, 8)),
+        (from === undefined || d.slice(8) >= from.slice(0, 8)) &&
+        (before === undefined || d.slice(8) <= before.slice(0, 8)),
     );
     for (const dir of dirs) {
       for await (const o of this.driver.list(`${root}${dir}/`)) {
         const w = parse(o.key, o.size);
-        if (w && (from === undefined || w.name.slice(8) >= from)) yield w;
+        if (w && inRange(w.name.slice(8, 24))) yield w;
       }
     }
   }

@@ -221,7 +221,8 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
     ];
     const keepFrom = leasedWalStart(o.walKeepFrom, leases);
     const doomedWal: ArchivedWal[] = [];
-    for await (const w of repo.listWal(cluster)) {
+    // Everything from the keep point on stays (walFileStays): only the WAL directories before it are listed.
+    for await (const w of repo.listWal(cluster, { beforePosition: position(keepFrom) })) {
       if (!walFileStays(w.name, keepFrom, ranges)) doomedWal.push(w);
     }
     doomedWal.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
