@@ -35,6 +35,8 @@ import {
 import type { RepositorySpec } from './repository-url.js';
 
 const TMP_MARK = '.pgfleet-tmp-';
+/** Stats in flight while listing a directory's files. */
+const STAT_CONCURRENCY = 64;
 
 /** Modes of what the driver creates (see the header). */
 export const POSIX_DIR_MODE = 0o700;
@@ -219,33 +221,57 @@ export class PosixDriver implements RepositoryDriver, LocalObjectFiles {
     }
   }
 
+  /**
+   * Walks from the deepest directory the prefix names, in key order, a directory at a time:
+   * nothing but the directory being read is held, and the files of a directory are stat'ed
+   * STAT_CONCURRENCY at a time (a million WAL files are a million stats).
+   */
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    // Walk from the deepest directory the prefix names, then filter by the full prefix.
     const slash = prefix.lastIndexOf('/');
-    const base = slash >= 0 ? prefix.slice(0, slash) : '';
-    const out: ObjectInfo[] = [];
-    const walk = async (rel: string): Promise<void> => {
-      let entries;
-      try {
-        entries = await readdir(rel ? join(this.root, rel) : this.root, { withFileTypes: true });
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR')
-          return;
-        throw ioError(`cannot list ${rel || '/'} in repository ${this.root}`, err);
-      }
-      for (const e of entries) {
-        const key = rel ? `${rel}/${e.name}` : e.name;
-        if (e.isDirectory()) {
-          if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) await walk(key);
-        } else if (e.isFile() && key.startsWith(prefix) && !e.name.includes(TMP_MARK)) {
-          const s = await stat(join(this.root, key));
-          out.push({ key, size: s.size });
-        }
-      }
-    };
-    await walk(base);
-    out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    yield* out;
+    yield* this.walk(slash >= 0 ? prefix.slice(0, slash) : '', prefix);
+  }
+
+  private async *walk(rel: string, prefix: string): AsyncGenerator<ObjectInfo> {
+    let entries;
+    try {
+      entries = await readdir(rel ? join(this.root, rel) : this.root, { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return;
+      throw ioError(`cannot list ${rel || '/'} in repository ${this.root}`, err);
+    }
+    // Key order: a directory's keys continue with '/', so 'a.txt' comes before 'a/x'.
+    const items = entries
+      .map((e) => ({ dir: e.isDirectory(), file: e.isFile(), key: rel ? `${rel}/${e.name}` : e.name, name: e.name }))
+      .map((e) => ({ ...e, order: e.dir ? `${e.key}/` : e.key }))
+      .sort((a, b) => (a.order < b.order ? -1 : a.order > b.order ? 1 : 0));
+    let files: string[] = [];
+    for (const e of items) {
+      if (e.dir) {
+        if (!(e.key.startsWith(prefix) || prefix.startsWith(`${e.key}/`))) continue;
+        yield* this.statAll(files);
+        files = [];
+        yield* this.walk(e.key, prefix);
+      } else if (e.file && e.key.startsWith(prefix) && !e.name.includes(TMP_MARK)) files.push(e.key);
+    }
+    yield* this.statAll(files);
+  }
+
+  /** The files' sizes, in the order given; a file removed since its directory was read is not there any more. */
+  private async *statAll(keys: readonly string[]): AsyncGenerator<ObjectInfo> {
+    for (let i = 0; i < keys.length; i += STAT_CONCURRENCY) {
+      const batch = keys.slice(i, i + STAT_CONCURRENCY);
+      const sizes = await Promise.all(
+        batch.map(async (key) => {
+          try {
+            return (await stat(join(this.root, key))).size;
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+            throw ioError(`cannot stat ${key} in repository ${this.root}`, err);
+          }
+        }),
+      );
+      for (let k = 0; k < batch.length; k++) if (sizes[k] !== undefined) yield { key: batch[k]!, size: sizes[k]! };
+    }
   }
 
   /**
