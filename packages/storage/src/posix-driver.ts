@@ -302,14 +302,8 @@ export class PosixDriver implements RepositoryDriver, LocalObjectFiles {
     const byKey = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
     const files = entries.filter((e) => e.isFile() && !e.name.includes(TMP_MARK)).map((e) => e.name);
     const objects: ObjectInfo[] = [];
-    for (const name of files.sort(byKey)) {
-      try {
-        objects.push({ key: `${prefix}${name}`, size: (await stat(join(dir, name))).size });
-      } catch (err) {
-        // Removed since the readdir (an expire at work): not there any more.
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(`cannot stat ${prefix}${name}`, err);
-      }
-    }
+    // As list(): synchronous stats in batches (statAll).
+    for await (const batch of this.statAll(files.sort(byKey).map((name) => `${prefix}${name}`))) objects.push(...batch);
     const levels = entries.filter((e) => e.isDirectory()).map((e) => e.name);
     return { objects, levels: levels.sort(byKey) };
   }
