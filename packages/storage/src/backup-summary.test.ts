@@ -302,6 +302,10 @@ test('listWal with a range lists only the WAL directories of the range', async (
     '000000020000000200000020',
   ]);
   assert.deepEqual(driver.ops('list'), ['shop/wal/0000000200000002/']);
+  // One segment: one listing of its directory, by the segment's name.
+  driver.reset();
+  assert.equal((await repo.authenticWal(C, '000000020000000100000010'))?.name, '000000020000000100000010');
+  assert.deepEqual(driver.calls, [{ op: 'list', key: 'shop/wal/0000000200000001/000000020000000100000010-' }]);
   driver.reset();
   assert.deepEqual(await listed({ beforePosition: '0000000100000010' }), [
     '000000010000000000000010',
