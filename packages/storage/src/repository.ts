@@ -838,9 +838,12 @@ export class Repository {
     return false;
   }
 
-  /** True when the repository holds a complete backup (one with a manifest) of the cluster. */
+  /** True when the repository holds a complete backup (one with a manifest) of the cluster; stops at the first. */
   async hasBackups(cluster: string): Promise<boolean> {
-    return (await this.backupLevels(cluster)).some((l) => l.manifest);
+    const labels = (await this.driver.listLevel(`${clusterDir(cluster)}/backup/`)).levels.filter(isBackupLabel);
+    // Newest labels first: the last backup is the one most likely complete.
+    for (const label of labels.reverse()) if (await this.hasManifest(cluster, label)) return true;
+    return false;
   }
 
   /**
