@@ -136,7 +136,7 @@ for (const kind of REPOSITORY_KINDS)
         objects++;
         const raw = await readRaw(fleet.repo, o.key);
         assert.ok(!raw.includes(MARKER), `${o.key} holds a row value in the clear`);
-        if (o.key.endsWith('backup.manifest') || o.key.endsWith('cluster.json'))
+        if (o.key.endsWith('backup.manifest') || o.key.endsWith('backup.summary') || o.key.endsWith('cluster.json'))
           assert.ok(!raw.includes('systemIdentifier'), `${o.key} is plaintext JSON`);
       }
       assert.ok(objects > 50, `only ${objects} objects listed`);

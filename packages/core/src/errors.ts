@@ -199,6 +199,12 @@ export const ErrorCodes = {
     4,
     'A backup with --resume continues an interrupted one, and the repository holds none it can continue: none of this cluster and type (and, for diff/incr, the same prior backup) taken from this data directory, within the resume window, and not held by a running backup. Run the backup without --resume to take a fresh one.',
   ),
+  BackupSummaryMismatch: spec(
+    'PGF-2300',
+    GrpcStatus.DATA_LOSS,
+    6,
+    "A backup's summary (what listings choose backups by) disagrees with its authenticated manifest; the backup was not used. Run pgfleet verify on the cluster and take a new backup.",
+  ),
   // 3xxx: PostgreSQL and the data directory
   PgdataMissing: spec(
     'PGF-3001',

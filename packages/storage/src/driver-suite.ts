@@ -298,6 +298,28 @@ export function repositoryDriverSuite(
       assert.deepEqual(names, [name]);
     });
 
+    it('lists one level of the key tree: the objects directly under a prefix and the levels below it', async () => {
+      const d = await make();
+      for (const key of ['lv/a.txt', 'lv/b/1', 'lv/b/2/deep', 'lv/c/x', 'lv/ca', 'lvz/other', 'lv.txt'])
+        await d.put(key, Buffer.from(key));
+      const level = await d.listLevel('lv/');
+      assert.deepEqual(level.objects, [
+        { key: 'lv/a.txt', size: 8 },
+        { key: 'lv/ca', size: 5 },
+      ]);
+      assert.deepEqual(level.levels, ['b', 'c']);
+      assert.deepEqual((await d.listLevel('lv/b/')).levels, ['2']);
+      assert.deepEqual(
+        (await d.listLevel('lv/b/')).objects.map((o) => o.key),
+        ['lv/b/1'],
+      );
+      const root = await d.listLevel('');
+      assert.ok(root.levels.includes('lv') && root.levels.includes('lvz'), `root levels ${root.levels.join(',')}`);
+      assert.ok(root.objects.some((o) => o.key === 'lv.txt'));
+      assert.deepEqual(await d.listLevel('nothing/here/'), { objects: [], levels: [] });
+      await assert.rejects(d.listLevel('lv'), (e: unknown) => PgfleetError.is(e, 'InvalidArgument'));
+    });
+
     it("an encrypted WAL directory's data key object goes with its last segment, never before, and comes back for its writer", async () => {
       const d = await make();
       const keys = fixedKeys({ c3: randomBytes(32) });
@@ -346,6 +368,7 @@ export function repositoryDriverSuite(
           get: (key) => d.get(key),
           stat: (key) => d.stat(key),
           list: (prefix) => d.list(prefix),
+          listLevel: (prefix) => d.listLevel(prefix),
           delete: async (keys) => {
             deleted.push(...keys);
             await d.delete(keys);

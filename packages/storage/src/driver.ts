@@ -30,6 +30,14 @@ export interface RepositoryDriver {
   stat(key: string): Promise<ObjectInfo | undefined>;
   /** Every object whose key starts with `prefix`, in key order. */
   list(prefix: string): AsyncIterable<ObjectInfo>;
+  /**
+   * One level of the key tree under `prefix` ('' for the root, else ending with '/'): the objects
+   * directly under it and the names of the levels below it, each in key order. What one directory
+   * read (posix) or one delimiter listing (S3) answers: readers walk the layout (a backup's label,
+   * a WAL timeline+log) instead of listing every object beneath, so a question about backups costs
+   * what there is of backups, not of their files.
+   */
+  listLevel(prefix: string): Promise<KeyLevel>;
   /** Removes the objects; keys that do not exist are ignored. */
   delete(keys: readonly string[]): Promise<void>;
   /**
@@ -68,6 +76,19 @@ export interface RepositoryDriver {
    * credentials or connections to share; copy worker threads do (agent copy/pool.ts).
    */
   readonly spec?: RepositorySpec;
+}
+
+/** One level of the key tree (RepositoryDriver.listLevel). */
+export interface KeyLevel {
+  /** Objects whose key is the prefix followed by a name without '/'. */
+  objects: ObjectInfo[];
+  /** Names (no '/') of the levels below the prefix that hold objects. */
+  levels: string[];
+}
+
+/** Rejects a listLevel prefix that is not '' or whole key segments ending with '/'. */
+export function checkLevelPrefix(prefix: string): void {
+  if (prefix !== '') checkPrefix(prefix);
 }
 
 /** Objects as local files (RepositoryDriver.localFiles). */

@@ -3,6 +3,7 @@ export * from './posix-driver.js';
 export * from './codec.js';
 export * from './object-io.js';
 export * from './manifest.js';
+export * from './backup-summary.js';
 export * from './backup-lease.js';
 export * from './backup-journal.js';
 export * from './repository.js';

@@ -214,7 +214,14 @@ const MAX_MANIFEST_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
  * manifest a repository holds): names by the one rule, known types, real times, counts that are
  * numbers. A manifest that fails is damaged or forged, never half-used.
  */
-function checkManifestSummary(doc: BackupManifest, where: string): void {
+export function checkManifestSummary(
+  doc: Pick<
+    BackupManifest,
+    'cluster' | 'label' | 'priorLabel' | 'type' | 'systemIdentifier' | 'pgVersionNum' | 'timeline' | 'sizeBytes'
+  > &
+    Pick<BackupManifest, 'storedBytes' | 'startTime' | 'stopTime'>,
+  where: string,
+): void {
   const bad = (what: string): never => {
     throw new PgfleetError('RepoManifestInvalid', `manifest ${where}: ${what}`);
   };

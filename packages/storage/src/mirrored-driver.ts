@@ -23,7 +23,7 @@ import { PassThrough, type Readable, type Writable } from 'node:stream';
 // The light entries of core: copy worker threads open repositories on their own.
 import { settleAll } from '@pgfleet/core/async';
 import { PgfleetError } from '@pgfleet/core/errors';
-import type { ObjectInfo, PutOptions, RepositoryDriver } from './driver.js';
+import type { KeyLevel, ObjectInfo, PutOptions, RepositoryDriver } from './driver.js';
 
 /** Resolves when `s` can take more data, or is gone (its consumer failed). */
 function drained(s: Writable): Promise<void> {
@@ -138,6 +138,22 @@ export class MirroredDriver implements RepositoryDriver {
     } finally {
       await Promise.all(iterators.map((it) => it.return?.()));
     }
+  }
+
+  /** The union of the members' levels (an object in several members: the first member's entry). */
+  async listLevel(prefix: string): Promise<KeyLevel> {
+    const each = await settleAll(this.members.map((m) => m.listLevel(prefix)));
+    const objects = new Map<string, ObjectInfo>();
+    const levels = new Set<string>();
+    for (const l of each) {
+      for (const o of l.objects) if (!objects.has(o.key)) objects.set(o.key, o);
+      for (const n of l.levels) levels.add(n);
+    }
+    const byKey = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+    return {
+      objects: [...objects.values()].sort((a, b) => byKey(a.key, b.key)),
+      levels: [...levels].sort(byKey),
+    };
   }
 
   async delete(keys: readonly string[]): Promise<void> {

@@ -7,6 +7,7 @@
  *   <cluster>/backup/<label>/pg_data/<path>[.zst]    file bytes
  *   <cluster>/backup/<label>/pg_chunks/<path>/<n>[.zst]   chunks of large files (manifest `chunks`)
  *   <cluster>/backup/<label>/pg_blocks/<path>/map|data[.zst]   block map and changed blocks of a relation file (manifest `blocks`)
+ *   <cluster>/backup/<label>/backup.summary          what listings choose by (backup-summary.ts), just before the manifest
  *   <cluster>/backup/<label>/backup.manifest         written last: its presence means "complete"
  *   <cluster>/backup/<label>/backup.lease            while the backup runs: the backups it references (backup-lease.ts)
  *   <cluster>/wal/<timeline+log>/<segment>-<sha256>-<mac>[.zst]   archived WAL (also .backup, .partial)
@@ -25,9 +26,9 @@
 import { PassThrough, type Readable, type Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 // The light entries of core: copy worker threads open repositories on their own (agent copy/worker.ts).
-import { settleAll } from '@pgfleet/core/async';
+import { mapLimit, settleAll } from '@pgfleet/core/async';
 import { PgfleetError } from '@pgfleet/core/errors';
-import { parseBackupLabel, parseClusterName } from '@pgfleet/core/names';
+import { isBackupLabel, isClusterName, parseBackupLabel, parseClusterName } from '@pgfleet/core/names';
 import { CODECS, type Codec, codecExtension, codecOfExtension, hasBlockForm, HashingStream } from './codec.js';
 import type { ObjectInfo, PutOptions, RepositoryDriver } from './driver.js';
 import { BlockMap, type BlockMapPart } from './block-map.js';
@@ -41,6 +42,13 @@ import {
 } from './backup-journal.js';
 import { type BackupManifest, type ManifestFile, type ObjectFigures, parseManifest } from './manifest.js';
 import { type ManifestKeys, openManifest, sealManifest } from './manifest-auth.js';
+import {
+  type BackupSummary,
+  checkSummaryAgrees,
+  parseSummary,
+  summarizeManifest,
+  summaryMacName,
+} from './backup-summary.js';
 import { walMac, walMacMatches } from './wal-auth.js';
 import { MirroredDriver } from './mirrored-driver.js';
 import { encodeFile, fileStream, ObjectIo, type StoredFile } from './object-io.js';
@@ -100,9 +108,6 @@ function clusterDir(cluster: string): string {
   return parseClusterName(cluster, 'repository key');
 }
 
-const CLUSTER_KEY_RE = /^([^/]+)\/cluster\.json$/;
-const MANIFEST_KEY_RE = /^([^/]+)\/backup\/([^/]+)\/backup\.manifest$/;
-
 /** What the repository's keys say of one cluster: whether it has cluster.json, and its manifest labels. */
 export interface ScannedCluster {
   hasInfo: boolean;
@@ -115,7 +120,6 @@ const WAL_KEY_RE = /^(.+)-([0-9a-f]{64})(?:-([0-9a-f]{32}))?(\.zst|\.lz4|\.gz)?$
 /** Keys per delete call while removing a backup's files (between two, a cancelled job stops). */
 const DELETE_BATCH = 1000;
 
-const LEASE_KEY_RE = /^[^/]+\/backup\/([^/]+)\/backup\.lease$/;
 const JOURNAL_KEY_RE = /^[^/]+\/backup\/([^/]+)\/backup\.progress\/(\d{6})$/;
 
 /**
@@ -129,6 +133,16 @@ const CONFIRMED_WAL_MAX = 8192;
 function rememberConfirmed(id: string): void {
   confirmedWal.add(id);
   if (confirmedWal.size > CONFIRMED_WAL_MAX) confirmedWal.delete(confirmedWal.values().next().value!);
+}
+
+/** Which archived WAL a listing asks for (Repository.listWal). */
+export interface WalListRange {
+  /** Only this timeline's files. */
+  timeline?: number;
+  /** Only files at or after this position: the 16 hex digits of a segment name after its timeline. */
+  fromPosition?: string;
+  /** Only files of segments before this position (same form). */
+  beforePosition?: string;
 }
 
 /** What archiving one WAL file did (Repository.archiveWal). */
@@ -149,6 +163,18 @@ export interface EntryObject extends ObjectFigures {
 
 function pickFigures(o: ObjectFigures): ObjectFigures {
   return { size: o.size, sha256: o.sha256, storedSize: o.storedSize, storedSha256: o.storedSha256 };
+}
+
+/** Backup labels read at once while listing a cluster's backups (one small read or directory level each). */
+const LIST_CONCURRENCY = 16;
+
+/** One backup label's directory level: which of the known objects it holds (Repository.backupLevels). */
+interface BackupLevel {
+  label: string;
+  manifest: boolean;
+  summary: boolean;
+  lease: boolean;
+  journal: boolean;
 }
 
 /** An object under a backup's label (Repository.listBackupObjects). */
@@ -309,16 +335,13 @@ export class Repository {
    */
   async scanClusters(only?: string): Promise<Map<string, ScannedCluster>> {
     const found = new Map<string, ScannedCluster>();
-    const entry = (cluster: string) =>
-      found.get(cluster) ?? found.set(cluster, { hasInfo: false, labels: [] }).get(cluster)!;
-    for await (const o of this.driver.list(only === undefined ? '' : `${clusterDir(only)}/`)) {
-      const info = CLUSTER_KEY_RE.exec(o.key);
-      if (info) {
-        entry(info[1]!).hasInfo = true;
-        continue;
-      }
-      const manifest = MANIFEST_KEY_RE.exec(o.key);
-      if (manifest) entry(manifest[1]!).labels.push(manifest[2]!);
+    // By the key layout: the root's levels, then each cluster's own level and backup labels, never its files or WAL.
+    const clusters = only === undefined ? (await this.driver.listLevel('')).levels.filter(isClusterName) : [only];
+    for (const cluster of clusters) {
+      const prefix = `${clusterDir(cluster)}/`;
+      const hasInfo = (await this.driver.listLevel(prefix)).objects.some((o) => o.key === `${prefix}cluster.json`);
+      const labels = (await this.backupLevels(cluster)).filter((l) => l.manifest).map((l) => l.label);
+      if (hasInfo || labels.length > 0) found.set(cluster, { hasInfo, labels });
     }
     return found;
   }
@@ -499,8 +522,22 @@ export class Repository {
     return `${this.backupPrefix(cluster, label)}/backup.manifest`;
   }
 
-  /** Stores the manifest, authenticated under its cluster's key (manifest-auth.ts). */
+  backupSummaryKey(cluster: string, label: string): string {
+    return `${this.backupPrefix(cluster, label)}/backup.summary`;
+  }
+
+  /**
+   * Stores the manifest, authenticated under its cluster's key (manifest-auth.ts), and its
+   * summary (backup-summary.ts) just before it: the manifest stays the last word on completeness.
+   */
   async writeManifest(manifest: BackupManifest): Promise<void> {
+    const summaryText = sealManifest(
+      JSON.stringify(summarizeManifest(manifest), null, 1),
+      this.manifestKey(manifest.cluster),
+      manifest.cluster,
+      summaryMacName(manifest.label),
+    );
+    await this.objects.storeSmall(this.backupSummaryKey(manifest.cluster, manifest.label), Buffer.from(summaryText));
     const key = this.backupManifestKey(manifest.cluster, manifest.label);
     const text = sealManifest(
       JSON.stringify(manifest, null, 1),
@@ -525,6 +562,33 @@ export class Repository {
         `manifest of backup ${label} of cluster ${cluster} (${where}) carries no authentication code; it is not trusted`,
       );
     return this.parseFor(opened.json, cluster, label, where);
+  }
+
+  /**
+   * The manifest of a backup chosen by its summary (listBackups), verified, and refused
+   * (BackupSummaryMismatch) when it is not the backup the summary described: a summary is
+   * trusted for choosing only.
+   */
+  async manifestFor(summary: BackupSummary): Promise<BackupManifest> {
+    const manifest = await this.readManifest(summary.cluster, summary.label);
+    checkSummaryAgrees(summary, manifest, this.backupManifestKey(summary.cluster, summary.label));
+    return manifest;
+  }
+
+  /**
+   * A backup's summary, authenticated; undefined when it has none or it cannot be trusted
+   * (unsigned, failing its MAC, unreadable): the caller falls back to the manifest, which decides.
+   */
+  private async readSummary(cluster: string, label: string): Promise<BackupSummary | undefined> {
+    const key = this.backupSummaryKey(cluster, label);
+    try {
+      const text = (await this.objects.readSmall(key)).toString('utf8');
+      const opened = openManifest(text, this.manifestKey(cluster), cluster, summaryMacName(label), key);
+      return opened.signed ? parseSummary(opened.json, cluster, label, key) : undefined;
+    } catch (err) {
+      if (PgfleetError.is(err, 'ManifestKeyMissing')) throw err;
+      return undefined;
+    }
   }
 
   /**
@@ -653,25 +717,9 @@ export class Repository {
 
   /** Every backup lease of the cluster with its state at `nowMs` (a lease removed while listed is skipped). */
   async listBackupLeases(cluster: string, nowMs: number): Promise<FoundLease[]> {
-    const out: FoundLease[] = [];
-    for await (const o of this.driver.list(`${cluster}/backup/`)) {
-      const m = LEASE_KEY_RE.exec(o.key);
-      if (!m) continue;
-      let text: string;
-      try {
-        text = (await readSmall(this.driver, o.key)).toString('utf8');
-      } catch (err) {
-        if (PgfleetError.is(err, 'RepoFileMissing')) continue;
-        throw err;
-      }
-      try {
-        const lease = parseBackupLease(text, o.key);
-        out.push({ key: o.key, label: m[1]!, lease, ...leaseState(lease, nowMs) });
-      } catch {
-        out.push({ key: o.key, label: m[1]!, lease: undefined, state: 'unreadable' });
-      }
-    }
-    return out;
+    const leased = (await this.backupLevels(cluster)).filter((l) => l.lease);
+    const found = await mapLimit(leased, LIST_CONCURRENCY, (l) => this.readBackupLease(cluster, l.label, nowMs));
+    return found.filter((f) => f !== undefined);
   }
 
   // ---- progress journals of backups in progress (backup-journal.ts) ---------------------------
@@ -727,18 +775,41 @@ export class Repository {
     await this.driver.deletePrefix(`${this.backupPrefix(cluster, label)}/backup.progress/`);
   }
 
-  /** Every label of the cluster without a manifest, with whether it holds a lease and journal batches (one listing). */
+  /**
+   * Every label of the cluster without a manifest, with whether it holds a lease and journal
+   * batches: a directory level per label, and one more for the journal of each unfinished one.
+   */
   async listUnfinishedBackups(cluster: string): Promise<UnfinishedBackup[]> {
-    const found = new Map<string, UnfinishedBackup & { complete: boolean }>();
-    for await (const o of this.listBackupObjects(cluster)) {
-      const entry =
-        found.get(o.label) ??
-        found.set(o.label, { label: o.label, leased: false, journalBatches: 0, complete: false }).get(o.label)!;
-      if (MANIFEST_KEY_RE.test(o.key)) entry.complete = true;
-      else if (LEASE_KEY_RE.test(o.key)) entry.leased = true;
-      else if (JOURNAL_KEY_RE.test(o.key)) entry.journalBatches++;
-    }
-    return [...found.values()].filter((u) => !u.complete).map(({ complete: _, ...u }) => u);
+    const unfinished = (await this.backupLevels(cluster)).filter((l) => !l.manifest);
+    return mapLimit(unfinished, LIST_CONCURRENCY, async (l) => {
+      let journalBatches = 0;
+      if (l.journal) {
+        const level = await this.driver.listLevel(`${this.backupPrefix(cluster, l.label)}/backup.progress/`);
+        journalBatches = level.objects.filter((o) => JOURNAL_KEY_RE.test(o.key)).length;
+      }
+      return { label: l.label, leased: l.lease, journalBatches };
+    });
+  }
+
+  /**
+   * Every backup label of the cluster with what its directory level holds: one level listing
+   * of the cluster's backups and one per label, never a listing of the backups' files. Names
+   * that are no backup label are not pgfleet's and are passed over.
+   */
+  private async backupLevels(cluster: string): Promise<BackupLevel[]> {
+    const labels = (await this.driver.listLevel(`${clusterDir(cluster)}/backup/`)).levels.filter(isBackupLabel);
+    return mapLimit(labels, LIST_CONCURRENCY, async (label) => {
+      const prefix = `${this.backupPrefix(cluster, label)}/`;
+      const level = await this.driver.listLevel(prefix);
+      const names = new Set(level.objects.map((o) => o.key.slice(prefix.length)));
+      return {
+        label,
+        manifest: names.has('backup.manifest'),
+        summary: names.has('backup.summary'),
+        lease: names.has('backup.lease'),
+        journal: level.levels.includes('backup.progress'),
+      };
+    });
   }
 
   /** Every object under every backup label of the cluster (complete or not), in key order. */
@@ -795,32 +866,48 @@ export class Repository {
 
   /** True when the repository holds a complete backup (one with a manifest) of the cluster; stops at the first. */
   async hasBackups(cluster: string): Promise<boolean> {
-    for await (const o of this.driver.list(`${clusterDir(cluster)}/backup/`)) {
-      if (/^[^/]+\/backup\/[^/]+\/backup\.manifest$/.test(o.key)) return true;
-    }
+    const labels = (await this.driver.listLevel(`${clusterDir(cluster)}/backup/`)).levels.filter(isBackupLabel);
+    // Newest labels first: the last backup is the one most likely complete.
+    for (const label of labels.reverse()) if (await this.hasManifest(cluster, label)) return true;
     return false;
   }
 
-  /** Complete backups (those with a manifest), ordered by stop time. */
-  async listBackups(cluster: string): Promise<BackupManifest[]> {
-    const out: BackupManifest[] = [];
-    for await (const m of this.manifests(cluster)) out.push(m);
-    return out.sort((a, b) => Date.parse(a.stopTime) - Date.parse(b.stopTime));
+  /**
+   * The summary of every complete backup (one with a manifest), ordered by stop time: a small
+   * authenticated read per backup (backup-summary.ts); a backup without a trustworthy summary (an
+   * older repository, a damaged or forged summary) is summarised from its manifest, read once,
+   * and nothing is written (the repository may be read-only). A manifest removed meanwhile (an
+   * expire at work) drops the backup. Choose by the summaries, then read the chosen manifests
+   * with manifestFor.
+   */
+  async listBackups(cluster: string): Promise<BackupSummary[]> {
+    const complete = (await this.backupLevels(cluster)).filter((l) => l.manifest);
+    const found = await mapLimit(complete, LIST_CONCURRENCY, async (l) => {
+      const summary = l.summary ? await this.readSummary(cluster, l.label) : undefined;
+      if (summary) return summary;
+      try {
+        return summarizeManifest(await this.readManifest(cluster, l.label));
+      } catch (err) {
+        if (PgfleetError.is(err, 'UnknownBackup')) return undefined;
+        throw err;
+      }
+    });
+    return found
+      .filter((s) => s !== undefined)
+      .sort((a, b) => Date.parse(a.stopTime) - Date.parse(b.stopTime) || (a.label < b.label ? -1 : 1));
   }
 
   /**
-   * The manifest of every complete backup, one at a time in key order, from one listing of the
-   * cluster's backups: a caller that keeps only a summary of each never holds two file lists. A
-   * manifest removed between the listing and its read (an expire at work) is skipped: that
-   * backup is no longer complete.
+   * The manifest of every complete backup, one at a time in label order: for callers that need
+   * every file list (catalog rebuild, info); a caller that keeps only a summary of each never
+   * holds two. A manifest removed between the listing and its read is skipped.
    */
   async *manifests(cluster: string): AsyncIterable<BackupManifest> {
-    for await (const o of this.driver.list(`${clusterDir(cluster)}/backup/`)) {
-      const m = /^[^/]+\/backup\/([^/]+)\/backup\.manifest$/.exec(o.key);
-      if (!m) continue;
+    for (const l of await this.backupLevels(cluster)) {
+      if (!l.manifest) continue;
       let manifest: BackupManifest;
       try {
-        manifest = await this.readManifest(cluster, m[1]!);
+        manifest = await this.readManifest(cluster, l.label);
       } catch (err) {
         if (PgfleetError.is(err, 'UnknownBackup')) continue;
         throw err;
@@ -909,13 +996,39 @@ export class Repository {
   /**
    * Every archived WAL file of the cluster (segments, history, backup history, partial), each
    * with whether it is authenticated: retention lists them all (to delete them), readers must
-   * skip the others.
+   * skip the others. With a range, only the files of timeline+log directories (segments, backup
+   * history, partial) in it, found by the key layout: one level listing of the WAL directories,
+   * then only the directories of the range, so a question about recent WAL costs what it asks.
+   * In key order.
    */
-  async *listWal(cluster: string): AsyncIterable<ArchivedWal> {
+  async *listWal(cluster: string, range?: WalListRange): AsyncIterable<ArchivedWal> {
     const parse = this.walParser(cluster);
-    for await (const o of this.driver.list(`${clusterDir(cluster)}/wal/`)) {
-      const w = parse(o.key, o.size);
-      if (w) yield w;
+    const root = `${clusterDir(cluster)}/wal/`;
+    if (!range) {
+      for await (const o of this.driver.list(root)) {
+        const w = parse(o.key, o.size);
+        if (w) yield w;
+      }
+      return;
+    }
+    const tli = range.timeline === undefined ? undefined : range.timeline.toString(16).toUpperCase().padStart(8, '0');
+    const from = range.fromPosition?.toUpperCase();
+    const before = range.beforePosition?.toUpperCase();
+    // A segment's position is the 16 hex digits after its timeline (a .backup or .partial file's, its segment's).
+    const inRange = (position: string) =>
+      (from === undefined || position >= from) && (before === undefined || position < before);
+    const dirs = (await this.driver.listLevel(root)).levels.filter(
+      (d) =>
+        /^[0-9A-F]{16}$/.test(d) &&
+        (tli === undefined || d.startsWith(tli)) &&
+        (from === undefined || d.slice(8) >= from.slice(0, 8)) &&
+        (before === undefined || d.slice(8) <= before.slice(0, 8)),
+    );
+    for (const dir of dirs) {
+      for await (const o of this.driver.list(`${root}${dir}/`)) {
+        const w = parse(o.key, o.size);
+        if (w && inRange(w.name.slice(8, 24))) yield w;
+      }
     }
   }
 

@@ -120,19 +120,21 @@ export function bindS3Client(opts: CreateS3DriverOptions): S3Like {
       }
     },
 
-    async listObjects(prefix: string, maxKeys: number, continuationToken?: string) {
+    async listObjects(prefix: string, maxKeys: number, continuationToken?: string, delimiter?: string) {
       const res = await client.send(
         new ListObjectsV2Command({
           Bucket,
           Prefix: prefix,
           MaxKeys: maxKeys,
           ...(continuationToken ? { ContinuationToken: continuationToken } : {}),
+          ...(delimiter ? { Delimiter: delimiter } : {}),
         }),
       );
       if (res.IsTruncated && !res.NextContinuationToken)
         throw new Error('ListObjectsV2 returned a truncated page without a continuation token');
       return {
         objects: (res.Contents ?? []).map((o) => ({ key: o.Key!, size: o.Size ?? 0 })),
+        ...(delimiter ? { prefixes: (res.CommonPrefixes ?? []).map((p) => p.Prefix!) } : {}),
         ...(res.IsTruncated ? { nextToken: res.NextContinuationToken! } : {}),
       };
     },

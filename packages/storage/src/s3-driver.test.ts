@@ -161,6 +161,18 @@ describe('S3 driver specifics', () => {
     assert.deepEqual(await keys(d.list('')), ['p/a', 'p/b', 'p/c', 'p/d', 'p/e', 'q/z']);
   });
 
+  test('lists one level with a delimiter, page by page: common prefixes and objects across pages', async () => {
+    const { driver: d, calls } = countingDriver({ listPageSize: 2 });
+    for (const k of ['b/L1/m', 'b/L1/pg_data/x', 'b/L2/m', 'b/L3/s', 'b/top', 'b/L4/pg_data/y/z'])
+      await d.put(k, Buffer.from(k));
+    calls.listObjects = 0;
+    const level = await d.listLevel('b/');
+    assert.deepEqual(level.levels, ['L1', 'L2', 'L3', 'L4']);
+    assert.deepEqual(level.objects, [{ key: 'b/top', size: 5 }]);
+    // Five entries (four prefixes, one object), two per page: three requests, none per object below.
+    assert.equal(calls.listObjects, 3);
+  });
+
   test("ObjectIo.walk streams an S3 object through the frame walker: a whole one gives its size and first bytes, a cut one is 'cut'", async () => {
     const repo = new Repository(await driver(), TEST_MANIFEST_KEYS);
     const content = Buffer.alloc(3 * MiB);

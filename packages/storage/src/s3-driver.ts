@@ -21,7 +21,14 @@
  */
 import { Readable } from 'node:stream';
 import { PgfleetError } from '@pgfleet/core/errors';
-import { checkKey, checkPrefix, type ObjectInfo, type RepositoryDriver } from './driver.js';
+import {
+  checkKey,
+  checkLevelPrefix,
+  checkPrefix,
+  type KeyLevel,
+  type ObjectInfo,
+  type RepositoryDriver,
+} from './driver.js';
 import type { CreateS3DriverOptions, S3DeleteFailure, S3DriverOptions, S3Like, S3ListPage } from './s3-like.js';
 
 const MiB = 1024 * 1024;
@@ -231,6 +238,33 @@ export class S3Driver implements RepositoryDriver {
       }
       token = page.nextToken;
     } while (token);
+  }
+
+  /** One delimiter listing (Delimiter '/'), page by page. */
+  async listLevel(prefix: string): Promise<KeyLevel> {
+    checkLevelPrefix(prefix);
+    const full = this.prefix + prefix;
+    const out: KeyLevel = { objects: [], levels: [] };
+    let token: string | undefined;
+    do {
+      let page: S3ListPage;
+      try {
+        page = await this.client.listObjects(full, this.listPageSize, token, '/');
+      } catch (err) {
+        throw this.ioError('list', full, err);
+      }
+      for (const o of page.objects) {
+        const name = o.key.slice(full.length);
+        if (o.key.startsWith(full) && name !== '' && !name.includes('/'))
+          out.objects.push({ key: o.key.slice(this.prefix.length), size: o.size });
+      }
+      for (const p of page.prefixes ?? []) {
+        const name = p.slice(full.length, -1);
+        if (p.startsWith(full) && name !== '' && !name.includes('/')) out.levels.push(name);
+      }
+      token = page.nextToken;
+    } while (token);
+    return out;
   }
 
   async delete(keys: readonly string[]): Promise<void> {

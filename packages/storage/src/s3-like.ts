@@ -9,6 +9,8 @@ import type { ObjectInfo } from './driver.js';
 /** One page of a listing; `nextToken` is set when there are more. */
 export interface S3ListPage {
   objects: ObjectInfo[];
+  /** With a delimiter: the common prefixes (full, each ending with the delimiter). */
+  prefixes?: string[];
   nextToken?: string;
 }
 
@@ -39,8 +41,11 @@ export interface S3Like {
   getObject(key: string): Promise<Readable | undefined>;
   /** The object's size, or undefined when it does not exist. */
   headObject(key: string): Promise<{ size: number } | undefined>;
-  /** Keys starting with `prefix`, in key order, at most `maxKeys` per page. */
-  listObjects(prefix: string, maxKeys: number, continuationToken?: string): Promise<S3ListPage>;
+  /**
+   * Keys starting with `prefix`, in key order, at most `maxKeys` per page. With `delimiter`, keys
+   * holding it after the prefix are rolled up into `prefixes` (ListObjectsV2 Delimiter).
+   */
+  listObjects(prefix: string, maxKeys: number, continuationToken?: string, delimiter?: string): Promise<S3ListPage>;
   /** Deletes up to 1000 keys; missing keys are not failures. */
   deleteObjects(keys: readonly string[]): Promise<S3DeleteFailure[]>;
   /** Releases sockets. */

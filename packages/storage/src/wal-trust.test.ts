@@ -6,6 +6,7 @@
  * stop the genuine file from being archived or fetched.
  */
 import assert from 'node:assert/strict';
+import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -181,4 +182,19 @@ test('adoptWal signs WAL archived before names carried a MAC, and never one with
   await assert.rejects(r.adoptWal('shop', unsigned), refusedWith('WalConflict'));
   // The secret's keys (the controller's) sign for every cluster.
   assert.ok(secretManifestKeys(Buffer.alloc(32, 0x5a)).keyFor('any'));
+});
+
+test('the WAL MAC is HMAC-SHA256 truncated to 128 bits, for any key length (names archived before stay valid)', () => {
+  for (const key of [Buffer.alloc(32, 0x5a), randomBytes(32), randomBytes(64), randomBytes(80), randomBytes(7)]) {
+    for (const name of ['000000010000000000000001', '00000002.history']) {
+      const digest = 'ab'.repeat(32);
+      const expected = createHmac('sha256', key)
+        .update(`pgfleet wal v1\0shop\0${name}\0${digest}`)
+        .digest()
+        .subarray(0, 16)
+        .toString('hex');
+      assert.equal(walMac(key, 'shop', name, digest), expected);
+      assert.equal(walMacMatches(key, 'shop', name, digest, expected), true);
+    }
+  }
 });

@@ -334,11 +334,13 @@ async function choosePrior(
   if (type === 'full') return { type, prior, checksumDelta };
   // The timeline of the last checkpoint (on a standby, restartpoint): the one the backup starts on.
   const timeline = Number((await client.query('SELECT timeline_id FROM pg_control_checkpoint()')).rows[0].timeline_id);
-  prior = choosePriorBackup(await opts.repo.listBackups(opts.cluster), type, {
+  // Chosen by the summaries; only the chosen backup's manifest is read (and checked against its summary).
+  const chosen = choosePriorBackup(await opts.repo.listBackups(opts.cluster), type, {
     systemIdentifier: facts.systemIdentifier,
     pgVersionNum: facts.versionNum,
     timeline,
   });
+  prior = chosen ? await opts.repo.manifestFor(chosen) : undefined;
   if (prior && !sameSource(prior.source, source)) {
     // Another host's (or data directory's) files have their own mtimes: size + mtime says
     // nothing about whether this copy changed. Compare content, as pgBackRest's delta does.

@@ -191,7 +191,7 @@ describe('backup lease', () => {
       if (expired.skippedLabels.length > 0) kept++;
       // What a user checks: every listed backup has every file its manifest names.
       for (const m of await setup.listBackups(C)) {
-        for (const f of m.files) {
+        for (const f of (await setup.manifestFor(m)).files) {
           const key = setup.backupFileKey(C, f.backup, f.path, 'none');
           assert.ok(existsSync(join(root, key)), `round ${round}: ${m.label} lists ${key}, which is missing`);
         }

@@ -11,7 +11,7 @@
  * as are files with an mtime in the future (a clock that moved). The checksum mode compares
  * content instead (sha256), for filesystems or tools that do not keep mtimes honest.
  */
-import type { BackupKind, BackupManifest, ManifestFile } from '@pgfleet/storage';
+import type { BackupKind, BackupFacts, ManifestFile } from '@pgfleet/storage';
 
 /** How close to the prior backup's start an mtime may be before the file is copied again (covers 1 s and 2 s mtime resolutions). */
 export const MTIME_GUARD_MS = 2000;
@@ -23,11 +23,11 @@ export interface BackupSystem {
 }
 
 /** The backup a diff (last full) or incr (last backup) builds on; undefined when there is none, so the backup becomes a full. */
-export function choosePriorBackup(
-  backups: readonly BackupManifest[],
+export function choosePriorBackup<B extends BackupFacts>(
+  backups: readonly B[],
   type: BackupKind,
   system: BackupSystem,
-): BackupManifest | undefined {
+): B | undefined {
   if (type === 'full') return undefined;
   const candidates = backups
     .filter(

@@ -34,7 +34,7 @@ import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { asPgfleetError, PgfleetError, type ErrorName, type Logger } from '@pgfleet/core';
 import { Lsn, recoveryMayLackWal, WalSegmentName, type PgConnectionOptions, type ServerLogExcerpt } from '@pgfleet/pg';
 import type { DrillResultSchema, RecoveryTarget } from '@pgfleet/proto';
-import type { BackupManifest, Repository } from '@pgfleet/storage';
+import type { BackupManifest, BackupSummary, Repository } from '@pgfleet/storage';
 import {
   captureSourceCounts,
   COUNTED_TABLES_SQL,
@@ -553,6 +553,15 @@ export async function chooseDrillBackup(
   source: SourceCountsInit | undefined,
 ): Promise<BackupManifest> {
   if (o.backupLabel) return o.repo.readManifest(o.cluster, o.backupLabel);
+  // Chosen by the summaries; only the chosen manifest is read.
+  return o.repo.manifestFor(await chooseDrillSummary(o, target, source));
+}
+
+async function chooseDrillSummary(
+  o: DrillOptions,
+  target: TargetSpec,
+  source: SourceCountsInit | undefined,
+): Promise<BackupSummary> {
   const backups = await o.repo.listBackups(o.cluster);
   if (backups.length === 0)
     throw new PgfleetError('NoBackup', `cluster ${o.cluster} has no complete backup in ${o.repo.location}`);

@@ -16,7 +16,7 @@
  */
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { Lsn, WalSegmentName, type TimelineHistory } from '@pgfleet/pg';
-import type { BackupManifest, Repository } from '@pgfleet/storage';
+import type { BackupFacts, BackupManifest, BackupSummary, Repository } from '@pgfleet/storage';
 import { describeWalTarget, findTargetHits, findTargetLsn, targetNotFound, type TargetHit } from './target-resolver.js';
 import {
   lineageOf,
@@ -70,20 +70,27 @@ export interface RestorePlan {
   recoveryTargetTimeline: string;
 }
 
-function planned(manifest: BackupManifest, timeline: number, histories: ReadonlyMap<number, unknown>): RestorePlan {
+/** The plan for the chosen backup: its manifest is read now, only this one (and checked against its summary). */
+async function planned(
+  i: RestorePlanInput,
+  chosen: BackupManifest | BackupSummary,
+  timeline: number,
+  histories: ReadonlyMap<number, unknown>,
+): Promise<RestorePlan> {
+  const manifest = 'files' in chosen ? chosen : await i.repo.manifestFor(chosen);
   const setting =
     timeline > 1 && !histories.has(timeline) && timeline === manifest.timeline ? 'current' : String(timeline);
   return { manifest, timeline, recoveryTargetTimeline: setting };
 }
 
-const stopOf = (b: BackupManifest): bigint => Lsn.parse(b.stopLsn).value;
+const stopOf = (b: BackupFacts): bigint => Lsn.parse(b.stopLsn).value;
 
 /** Whether a restore of `b` can follow timeline `tli` (the backup is consistent before the lineage leaves its timeline). */
-function onLineage(b: BackupManifest, tli: number, timelines: ReadonlyMap<number, TimelineInfo>): boolean {
+function onLineage(b: BackupFacts, tli: number, timelines: ReadonlyMap<number, TimelineInfo>): boolean {
   return b.timeline === tli || timelines.get(tli)?.history.contains(b.timeline, stopOf(b)) === true;
 }
 
-function endsBefore(b: BackupManifest, target: TargetSpec): boolean {
+function endsBefore(b: BackupFacts, target: TargetSpec): boolean {
   if (target.kind === 'time') return Date.parse(b.stopTime) <= target.time.getTime();
   if (target.kind === 'lsn') return stopOf(b) <= Lsn.parse(target.lsn).value;
   return true;
@@ -100,7 +107,7 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
     const timeline =
       i.targetTimeline ?? (await archive.follow({ timeline: explicit.timeline, stopLsn: stopOf(explicit) }));
     requireOnLineage(explicit, timeline, archive.timelines);
-    return planned(explicit, timeline, histories);
+    return planned(i, explicit, timeline, histories);
   }
 
   const backups = await completeBackups(i);
@@ -125,7 +132,7 @@ async function planSingleTimeline(i: RestorePlanInput, explicit: BackupManifest 
   }
   if (i.target.kind === 'lsn')
     await requireArchivedAt(i, Lsn.parse(i.target.lsn).value, manifest.timeline, new Map(), manifest.walSegmentSize);
-  return planned(manifest, manifest.timeline, new Map());
+  return planned(i, manifest, manifest.timeline, new Map());
 }
 
 /** The archive's timelines as a restore sees them, and how to choose the one to follow from a backup. */
@@ -204,7 +211,7 @@ function requireOnLineage(explicit: BackupManifest, timeline: number, timelines:
 async function planRecordTarget(
   i: RestorePlanInput,
   target: Extract<TargetSpec, { kind: 'name' | 'xid' }>,
-  backups: BackupManifest[],
+  backups: BackupSummary[],
   wanted: number,
   { timelines, histories }: ArchivedTimelines,
 ): Promise<RestorePlan> {
@@ -225,7 +232,7 @@ async function planRecordTarget(
         { target: describeWalTarget(target), lsn: hit.lsn.toString(), timeline, backup: manifest.label },
         'recovery target found in archived WAL',
       );
-      return planned(manifest, timeline, histories);
+      return planned(i, manifest, timeline, histories);
     }
   }
   throw targetNotFound(i.cluster, backups[0]!, target, scan);
@@ -234,7 +241,7 @@ async function planRecordTarget(
 /** A time, LSN, latest or immediate target: the newest backup on the timeline's lineage that ends before it. */
 async function planPositionTarget(
   i: RestorePlanInput,
-  backups: BackupManifest[],
+  backups: BackupSummary[],
   timeline: number,
   { timelines, histories, segmentSize }: ArchivedTimelines,
 ): Promise<RestorePlan> {
@@ -260,18 +267,18 @@ async function planPositionTarget(
       'the catalog picked a backup of another timeline branch: restoring the newest backup in the history of the target timeline instead',
     );
   }
-  return planned(manifest, timeline, histories);
+  return planned(i, manifest, timeline, histories);
 }
 
 /** The cluster's complete backups, oldest first; none is an error (there is nothing to restore). */
-async function completeBackups(i: RestorePlanInput): Promise<BackupManifest[]> {
+async function completeBackups(i: RestorePlanInput): Promise<BackupSummary[]> {
   const backups = await i.repo.listBackups(i.cluster);
   if (backups.length === 0)
     throw new PgfleetError('NoBackup', `cluster ${i.cluster} has no complete backup in ${i.repo.location}`);
   return backups;
 }
 
-async function singleTimelineBackup(i: RestorePlanInput): Promise<BackupManifest> {
+async function singleTimelineBackup(i: RestorePlanInput): Promise<BackupManifest | BackupSummary> {
   if (i.backupLabel) return i.repo.readManifest(i.cluster, i.backupLabel);
   const backups = await completeBackups(i);
   if (i.target.kind === 'name' || i.target.kind === 'xid') {

@@ -7,12 +7,12 @@
  */
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { Lsn } from '@pgfleet/pg';
-import type { BackupManifest, Repository } from '@pgfleet/storage';
+import type { BackupFacts, Repository } from '@pgfleet/storage';
 import { scanArchivedWal } from './wal-scan.js';
 
-export interface TargetLsn {
+export interface TargetLsn<B extends BackupFacts = BackupFacts> {
   lsn: Lsn;
-  backup: BackupManifest;
+  backup: B;
 }
 
 /** Where a restore point or transaction end was found: its LSN and the timeline whose WAL holds it. */
@@ -46,7 +46,7 @@ export function restorePointName(line: string): string | undefined {
 export async function findTargetHits(
   repo: Repository,
   cluster: string,
-  oldest: Pick<BackupManifest, 'pgVersionNum' | 'walStart' | 'walSegmentSize'>,
+  oldest: Pick<BackupFacts, 'pgVersionNum' | 'walStart' | 'walSegmentSize'>,
   target: WalTarget,
   opts: { pgBinDir?: string },
 ): Promise<TargetScan> {
@@ -85,13 +85,13 @@ export function describeWalTarget(target: WalTarget): string {
 }
 
 /** The newest backup consistent before the first place the target is found (single-timeline use: drills). */
-export async function findTargetLsn(
+export async function findTargetLsn<B extends BackupFacts>(
   repo: Repository,
   cluster: string,
-  backups: BackupManifest[],
+  backups: B[],
   target: WalTarget,
   opts: { pgBinDir?: string; log: Logger },
-): Promise<TargetLsn> {
+): Promise<TargetLsn<B>> {
   const oldest = backups[0]!;
   const scan = await findTargetHits(repo, cluster, oldest, target, opts);
   for (const hit of scan.hits) {
@@ -109,7 +109,7 @@ export async function findTargetLsn(
 
 export function targetNotFound(
   cluster: string,
-  oldest: BackupManifest,
+  oldest: BackupFacts,
   target: WalTarget,
   { hits, restorePointNames }: TargetScan,
 ): PgfleetError {

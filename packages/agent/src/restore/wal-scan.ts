@@ -6,7 +6,7 @@
  *
  * Only authenticated copies are read (storage wal-auth.ts): what a planted object holds is never
  * reported. Bounded in memory and scratch space whatever the archive holds: the archive is listed
- * once, streaming, keeping only the segments from `fromSegment` on; per timeline they are fetched a
+ * once, streaming, from `fromSegment` on (storage listWal's range: earlier WAL is never walked); per timeline they are fetched a
  * batch at a time into a private temporary directory and decoded by one pg_waldump run per batch,
  * whose output is read line by line (never buffered whole). Consecutive batches share a segment,
  * so a record that crosses a batch boundary is decoded by the second run; records the first run
@@ -68,10 +68,11 @@ export async function scanArchivedWal(o: WalScanOptions, onRecord: RecordCallbac
   const waldump = join(o.pgBinDir ?? `/usr/lib/postgresql/${major}/bin`, 'pg_waldump');
   const from = o.fromSegment.slice(8, 24);
   const byTimeline = new Map<number, ArchivedWal[]>();
-  for await (const w of o.repo.listWal(o.cluster)) {
+  // Listed by the key layout from `from` on: WAL before the oldest backup is never walked.
+  for await (const w of o.repo.listWal(o.cluster, { fromPosition: from })) {
     // Only authenticated copies (storage wal-auth.ts): a planted segment must neither place a
     // target nor name a restore point.
-    if (!w.authentic || walFileKind(w.name) !== 'segment' || w.name.slice(8) < from) continue;
+    if (!w.authentic || walFileKind(w.name) !== 'segment') continue;
     const timeline = Number.parseInt(w.name.slice(0, 8), 16);
     const list = byTimeline.get(timeline) ?? [];
     list.push(w);

@@ -60,7 +60,7 @@ describe('expire job', () => {
     });
     assert.deepEqual(out.deletedLabels, ['F1', 'I1']);
     assert.deepEqual(out.skippedLabels, []);
-    assert.equal(out.backupFilesDeleted, 2 + 1 + 1 + 1); // F1: 2 files + manifest; I1: 1 file + manifest
+    assert.equal(out.backupFilesDeleted, 2 + 2 + 1 + 2); // F1: 2 files + summary + manifest; I1: 1 file + summary + manifest
     assert.deepEqual(await labelsOf(), ['F2']);
     // A posix repository is left without the emptied directories.
     assert.equal(existsSync(join(root, C, 'backup', 'F1')), false);

@@ -29,8 +29,7 @@ import { PgfleetError, type Logger } from '@pgfleet/core';
 import { walFileKind } from '@pgfleet/pg';
 import {
   type ArchivedWal,
-  entryBackups,
-  type BackupManifest,
+  type BackupSummary,
   type FoundLease,
   leasedLabels,
   type ObjectInfo,
@@ -152,14 +151,14 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
     });
 
   const doomed = new Set(o.labels);
-  const complete: BackupManifest[] = await repo.listBackups(cluster);
+  // Summaries only (storage backup-summary.ts): no manifest's file list is read to plan an expire.
+  const complete: BackupSummary[] = await repo.listBackups(cluster);
   // Complete backups that stay: what they read is protected.
   const kept = complete.filter((m) => !doomed.has(m.label));
   const readFrom = new Map<string, string>();
   for (const m of kept) {
-    // Block-incremental files also read the objects their block maps name (ManifestFile.blocks.from).
-    for (const f of m.files)
-      for (const b of entryBackups(f)) if (b !== m.label && !readFrom.has(b)) readFrom.set(b, m.label);
+    // Block-incremental files also read the objects their block maps name (summary readsFrom has both).
+    for (const b of m.readsFrom) if (!readFrom.has(b)) readFrom.set(b, m.label);
     if (m.priorLabel && !readFrom.has(m.priorLabel)) readFrom.set(m.priorLabel, m.label);
   }
 
@@ -222,7 +221,8 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
     ];
     const keepFrom = leasedWalStart(o.walKeepFrom, leases);
     const doomedWal: ArchivedWal[] = [];
-    for await (const w of repo.listWal(cluster)) {
+    // Everything from the keep point on stays (walFileStays): only the WAL directories before it are listed.
+    for await (const w of repo.listWal(cluster, { beforePosition: position(keepFrom) })) {
       if (!walFileStays(w.name, keepFrom, ranges)) doomedWal.push(w);
     }
     doomedWal.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

@@ -71,8 +71,8 @@ async function startingBackup(o: WalSearchOptions): Promise<StartBackup> {
   let oldest: StartBackup | undefined;
   let chosen: StartBackup | undefined;
   const since = o.filter.since?.getTime();
-  // One manifest at a time: only each backup's start is kept.
-  for await (const m of o.repo.manifests(o.cluster)) {
+  // Chosen by the backups' summaries (storage backup-summary.ts): no whole manifest is read here.
+  for (const m of await o.repo.listBackups(o.cluster)) {
     const b: StartBackup = {
       label: m.label,
       cluster: m.cluster,

@@ -99,6 +99,10 @@ export class WalArchiveServer {
   private readonly stored = new Map<string, StoredFile>();
   private readonly inflight = new Map<string, Promise<ArchivedFile>>();
   private aheadRunning = 0;
+  /** Ready files of the last archive_status reading, in archive order, and how many were taken (nextReady). */
+  private readyQueue: string[] = [];
+  private readyAt = 0;
+  private readingReady: Promise<void> | undefined;
   private closed = false;
   /** Requests answered (for tests and the log). */
   requests = 0;
@@ -288,11 +292,14 @@ export class WalArchiveServer {
   /** Starts background pushes of the ready files after `requested`, up to `ahead` at a time. */
   private scheduleAhead(requested: string): void {
     if (this.o.ahead <= 0 || this.closed || this.aheadRunning >= this.o.ahead) return;
-    void this.readyFiles().then((ready) => {
-      for (const name of ready) {
-        if (this.aheadRunning >= this.o.ahead || this.closed) break;
-        if (name === requested || this.inflight.has(name) || this.stored.has(name)) continue;
-        this.aheadRunning++;
+    // Taken here, before the await: concurrent calls never count the same free slot twice.
+    this.aheadRunning++;
+    void this.nextReady(requested).then(
+      (name) => {
+        if (name === undefined || this.closed) {
+          this.aheadRunning--;
+          return;
+        }
         void this.push(join(this.walDir, name), true)
           .then(
             (out) => {
@@ -312,15 +319,39 @@ export class WalArchiveServer {
             this.aheadRunning--;
             this.scheduleAhead(requested);
           });
-      }
-    });
+        this.scheduleAhead(requested);
+      },
+      () => {
+        this.aheadRunning--;
+      },
+    );
   }
 
-  private async readyFiles(): Promise<string[]> {
+  /**
+   * The next ready file to push ahead, undefined when there is none. archive_status is read (and
+   * sorted) again only once every file of the last reading was taken: with a backlog of 10k ready
+   * files it is read once per 10k pushes, not once per push; once caught up it is small anyway.
+   */
+  private async nextReady(requested: string): Promise<string | undefined> {
+    for (let refilled = false; ; refilled = true) {
+      while (this.readyAt < this.readyQueue.length) {
+        const name = this.readyQueue[this.readyAt++]!;
+        if (name !== requested && !this.inflight.has(name) && !this.stored.has(name)) return name;
+      }
+      if (refilled) return undefined;
+      this.readingReady ??= this.readReady().finally(() => {
+        this.readingReady = undefined;
+      });
+      await this.readingReady;
+    }
+  }
+
+  private async readReady(): Promise<void> {
     const entries = await readdir(join(this.walDir, 'archive_status')).catch(() => [] as string[]);
-    return entries
+    this.readyQueue = entries
       .filter((e) => e.endsWith('.ready'))
       .map((e) => e.slice(0, -'.ready'.length))
       .sort(archiveOrder);
+    this.readyAt = 0;
   }
 }
