@@ -106,6 +106,21 @@ describe('backup -> DELETE without WHERE -> PITR restore', { timeout: 600_000 },
   it('restores to just before the DELETE (--before-xid): every row it removed', async () => {
     const pg = await restoreAndStart('before-xid', '--before-xid', deleteXid);
     assert.deepEqual(await orders(pg), rowsAtRestorePoint);
+    // restore.completed says to what the cluster went back: that xid, exclusive.
+    const r = await fleet.cli('events', '--cluster', 'shop', '--output', 'json', '--limit', '500');
+    assert.equal(r.code, 0, r.stderr);
+    const targets = r.stdout
+      .trim()
+      .split('\n')
+      .map(
+        (l) => JSON.parse(l) as { kind: string; restoreCompleted?: { target?: { xid?: string; inclusive?: boolean } } },
+      )
+      .filter((e) => e.kind === 'restore.completed')
+      .map((e) => e.restoreCompleted?.target);
+    assert.ok(
+      targets.some((t) => t?.xid === deleteXid && t.inclusive === false),
+      `restore.completed targets: ${JSON.stringify(targets)}`,
+    );
   });
 
   it("--before-lsn at the backup's own stop LSN: consistent there, so it restores the backup's rows", async () => {

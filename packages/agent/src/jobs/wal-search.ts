@@ -7,6 +7,8 @@ import type { AgentJobKind } from './job-kind.js';
 
 const KINDS: readonly SearchKind[] = [...DESTRUCTIVE_KINDS, 'all'];
 const DEFAULT_LIMIT = 50;
+/** The most transactions one search returns, whoever asks (the list is kept in memory while it runs). */
+const MAX_LIMIT = 10_000;
 
 export const walSearchJob: AgentJobKind<'walSearch'> = {
   async run(r, ctx) {
@@ -23,7 +25,7 @@ export const walSearchJob: AgentJobKind<'walSearch'> = {
       ...(r.database ? { database: r.database } : {}),
       kinds: kinds.length > 0 ? (kinds as SearchKind[]) : DESTRUCTIVE_KINDS,
       minRows: Number(r.minRows),
-      limit: r.limit || DEFAULT_LIMIT,
+      limit: Math.min(r.limit || DEFAULT_LIMIT, MAX_LIMIT),
     };
     const found = await searchWal({
       repo: ctx.repo,

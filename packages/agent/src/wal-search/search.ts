@@ -32,6 +32,8 @@ import { foundTransaction, SearchResults, type FoundTransaction, type SearchFilt
  * slower stage), which on WAL of small transactions is a quarter of the CPU the search needs.
  */
 const FETCH_AHEAD = 4;
+/** What the segments in flight may hold together: with 1 GiB segments (initdb --wal-segsize) one at a time. */
+const FETCH_AHEAD_BYTES = 64 << 20;
 
 export interface WalSearchOptions {
   repo: Repository;
@@ -139,7 +141,7 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
   let bytesRead = 0;
   let last = '';
   let pastUntil = false;
-  const ahead = o.fetchAhead ?? FETCH_AHEAD;
+  const ahead = o.fetchAhead ?? Math.max(1, Math.min(FETCH_AHEAD, Math.floor(FETCH_AHEAD_BYTES / size)));
   // A repository without thread specs (S3, mirrors) reads on the main thread through the same pool.
   const pool = new CopyPool(o.repo, { threads: 1, perThread: ahead, workersOnly: true });
   const read = async (w: ArchivedWal): Promise<Buffer> => {

@@ -16,7 +16,7 @@ import {
 import type { AgentSession } from '../agents/sessions.js';
 import type { ControllerContext } from '../context.js';
 import { chooseBackup } from '../restore/pitr.js';
-import { pitrTargetFromProto, recoveryTargetJson, resultJson } from '../wire.js';
+import { pitrTargetFromProto, recoveryTargetFromJson, recoveryTargetJson, resultJson } from '../wire.js';
 import { clusterAgent, dispatch, liveTimeline, requireCluster } from './dispatch.js';
 import { errorDetail, jobDurationSeconds, outboxEvent, type JobOutcomeDetails } from './events.js';
 import type { ControllerJobKind } from './job-kind.js';
@@ -63,6 +63,7 @@ export const restoreJob: ControllerJobKind<'restore'> = {
   events(job, to, details, now) {
     const p = job.params;
     const ok = to === 'succeeded';
+    const target = recoveryTargetFromJson(p.target);
     return restoreOutcomeEvents(
       job,
       to,
@@ -71,7 +72,8 @@ export const restoreJob: ControllerJobKind<'restore'> = {
         backupLabel: (ok && details.restore?.backupLabel) || p.backupLabel,
         targetDir: (ok && details.restore?.targetDir) || p.targetDir,
         error: details.error,
-        completed: { restoredBytes: details.restore?.bytes ?? 0n },
+        // The target too (--before-xid, --target-time, ...): a consumer sees to what the cluster went back.
+        completed: { ...(target ? { target } : {}), restoredBytes: details.restore?.bytes ?? 0n },
       },
       now,
     );

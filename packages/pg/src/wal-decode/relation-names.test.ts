@@ -70,6 +70,16 @@ async function phase(p: 'A' | 'B', checkpointFirst: boolean): Promise<void> {
   await probe(p, 'schema renamed', `s_${p}_renamed.${t(8)}`);
   await ddl(`alter table ${t(9)} add column w int default random()::int`); // a table rewrite
   await probe(p, 'alter table rewrite', t(9));
+  // TRUNCATE and a reload in one transaction: rows written into the new file, still a truncate.
+  await ddl(
+    `begin; truncate ${t(10)}; insert into ${t(10)} select g, 'reloaded' from generate_series(1, 10) g; commit`,
+  );
+  await probe(p, 'truncate and reload', t(10));
+  // VACUUM FULL of a table with no live row writes no page, and is still a rewrite.
+  await sql(`delete from ${t(11)}`);
+  await ddl(`vacuum full ${t(11)}`);
+  await sql(`insert into ${t(11)} values (1, 'after vacuum full')`);
+  await probe(p, 'vacuum full of an empty table', t(11));
 }
 
 const dropXid: Record<string, number> = {};
@@ -95,7 +105,7 @@ before(async () => {
   cluster = await startWalCluster();
   for (const p of ['a', 'b']) {
     await sql(`create schema s_${p}`);
-    for (const n of [1, 2, 3, 5, 6, 7, 8, 9]) {
+    for (const n of [1, 2, 3, 5, 6, 7, 8, 9, 10, 11]) {
       await sql(`create table t${n}_${p} (id int primary key, v text)`);
       await sql(`insert into t${n}_${p} select g, repeat('v', 50) from generate_series(1, 1000) g`);
     }
@@ -168,7 +178,7 @@ test('phase A saw pg_class full-page images, phase B none', () => {
 for (const phaseName of ['A', 'B']) {
   test(`phase ${phaseName}: every DELETE is named as the SQL catalog named its table then`, () => {
     const mine = probes.filter((p) => p.phase === phaseName);
-    assert.equal(mine.length, 10);
+    assert.equal(mine.length, 12);
     for (const p of mine) {
       const s = summaries.get(p.xid);
       assert.ok(s, `${p.step}: transaction ${p.xid} committed in the WAL`);
@@ -205,6 +215,9 @@ test('catalog events: created, renamed, rewritten, truncated, dropped (with the 
     assert.ok(find('rewritten', `t2_${p}`), `t2_${p} rewritten by VACUUM FULL`);
     assert.ok(find('rewritten', `t9_${p}`), `t9_${p} rewritten by ALTER TABLE`);
     assert.ok(find('truncated', `t3_${p}`), `t3_${p} truncated`);
+    assert.ok(find('truncated', `t10_${p}`), `t10_${p} truncated and reloaded in one transaction`);
+    assert.ok(!find('rewritten', `t10_${p}`), `t10_${p} is not a rewrite`);
+    assert.ok(find('rewritten', `t11_${p}`), `t11_${p} rewritten by VACUUM FULL with no live row`);
     assert.ok(!all.some(({ e }) => e.relation.name === `t5_${p}_aborted`), 'the aborted rename left nothing');
     assert.ok(!all.some(({ e }) => e.relation.name === `t6_${p}_rolled_back`), 'the rolled-back rename left nothing');
   }

@@ -273,7 +273,7 @@ export class RelationNames {
   private readonly dbs = new Map<number, DbState>();
   private readonly snapshotLsn: number;
   private readonly pending = new Map<number, PendingOp[]>();
-  /** files that received rows or pages per xid: tells a rewrite (VACUUM FULL) from a TRUNCATE */
+  /** files written whole (XLOG_FPI) per xid: one sign of a rewrite (VACUUM FULL) rather than a TRUNCATE */
   private readonly written = new Map<number, Set<number>>();
   private seq = 0;
 
@@ -337,7 +337,9 @@ export class RelationNames {
       const db = this.dbs.get(b.dbOid);
       if (db && b.fork === 0 && (b.relNumber === db.classFile || b.relNumber === db.nspFile)) {
         this.followCatalog(r, db, b.relNumber === db.classFile ? 'class' : 'nsp', heap);
-      } else if (heap && heap.kind === 'insert') this.noteWrittenFile(r.xid, b);
+      }
+      // Rows inserted into a new file do not make it a rewrite: TRUNCATE and a reload in one
+      // transaction does that too, and must show as the truncate it is (see commit()).
       return [];
     }
     if (rmid === RM_XLOG_ID) {
@@ -363,7 +365,7 @@ export class RelationNames {
   }
 
   /**
-   * A file `xid` wrote rows or whole pages into (for telling rewrites from truncates). Only files
+   * A file `xid` wrote whole pages into (XLOG_FPI, as a rewrite copies pages). Only files
    * no committed row names yet can be a rewrite's new file, so the common case costs one lookup.
    * Keyed by file number alone: a transaction writes in one database.
    */
@@ -509,6 +511,16 @@ export class RelationNames {
     if (ops.length === 0) return [];
     ops = ops.filter((op) => commitLsn > op.db.snapshotLsn);
     ops.sort((a, b) => a.seq - b.seq);
+    // A rewrite (VACUUM FULL, CLUSTER, an ALTER TABLE that rewrites) builds the new file as a
+    // transient relation of its own (make_new_heap: another pg_class row, whose file is then
+    // swapped in); TRUNCATE gives the table a new file directly. So a new file that another row of
+    // this transaction held first is a rewrite's, even when nothing was written into it.
+    const firstHolder = new Map<number, number>();
+    for (const op of ops)
+      if (op.table === 'class' && op.row) {
+        const row = op.row as ClassRow;
+        if (!firstHolder.has(row.relNumber)) firstHolder.set(row.relNumber, row.oid);
+      }
     const before = new Map<string, { db: DbState; row: ClassRow | undefined; name: RelationName | undefined }>();
     for (const op of ops) {
       if (op.table !== 'class') continue;
@@ -540,7 +552,8 @@ export class RelationNames {
       else if (was.row && now) {
         const relation = was.db.describe(now);
         if (was.row.relNumber !== now.relNumber && now.relNumber !== 0) {
-          const rewritten = written.has(now.relNumber);
+          const holder = firstHolder.get(now.relNumber);
+          const rewritten = written.has(now.relNumber) || (holder !== undefined && holder !== oid);
           events.push({ kind: rewritten ? 'rewritten' : 'truncated', relation, oldRelNumber: was.row.relNumber });
         }
         if (was.name!.name !== relation.name || was.name!.schema !== relation.schema) {
