@@ -45,6 +45,7 @@ interface RecoveredTableJson {
   compareSql: string;
   partitions?: string[];
   droppedForeignKeys?: string[];
+  droppedFunctionCalls?: string[];
 }
 interface JobJson {
   state: string;
@@ -207,7 +208,12 @@ describe('recover-table: rows back from just before a mistake, beside the live w
       INSERT INTO measurements SELECT g, g * 3 FROM generate_series(1, 1000) g;`);
     await fleet.pg.query('CREATE DATABASE shop2');
     const c2 = await client('shop2');
-    await c2.query(`CREATE TABLE invoices (no int PRIMARY KEY, total numeric NOT NULL);
+    // Owner code on the table (a CHECK, an expression index, a generated column calling a user
+    // function): replaced after the mistake by one that fails, it must not run in the live cluster.
+    await c2.query(`CREATE FUNCTION total_ok(numeric) RETURNS boolean IMMUTABLE LANGUAGE sql AS 'SELECT $1 >= 0';
+      CREATE TABLE invoices (no int PRIMARY KEY, total numeric NOT NULL CONSTRAINT total_checked CHECK (total_ok(total)),
+        ok boolean GENERATED ALWAYS AS (total_ok(total)) STORED);
+      CREATE INDEX invoices_ok ON invoices (total_ok(total));
       INSERT INTO invoices SELECT g, g * 10 FROM generate_series(1, 300) g`);
     await c2.end();
 
@@ -232,6 +238,10 @@ describe('recover-table: rows back from just before a mistake, beside the live w
     );
     await moreWrites(20);
     invoicesXid = await mistake('shop2', [{ rel: 'invoices', key: 'no', name: 'invoices' }], 'DELETE FROM invoices');
+    const c3 = await client('shop2');
+    await c3.query(`CREATE OR REPLACE FUNCTION total_ok(numeric) RETURNS boolean IMMUTABLE LANGUAGE plpgsql
+      AS $$BEGIN RAISE EXCEPTION 'the live function was called'; END$$`);
+    await c3.end();
     await moreWrites(20);
     await writer.stop();
     // Recovery stops at the mistake's commit record: the segment holding it must be archived.
@@ -314,7 +324,7 @@ describe('recover-table: rows back from just before a mistake, beside the live w
     assert.deepEqual(await fleet.pg.query(`SELECT to_regclass('pgfleet_recovered.tagged') AS r`), [{ r: null }]);
   });
 
-  it('a table of a second database (--database)', async () => {
+  it("a table of a second database (--database), loaded without running its owner's functions", async () => {
     const { r, job } = await recoverTable(
       '--table',
       'public.invoices',
@@ -326,6 +336,12 @@ describe('recover-table: rows back from just before a mistake, beside the live w
     assert.equal(r.code, 0, `recover-table failed:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
     assert.equal(job.recoverTable!.database, 'shop2');
     assert.deepEqual(await digest('pgfleet_recovered.invoices', 'no', 'shop2'), snap.invoices);
+    // Loaded without calling total_ok (replaced since by one that raises): its uses were left out, and said so.
+    assert.deepEqual(job.recoverTable!.tables[0]!.droppedFunctionCalls, [
+      'check public.invoices.total_checked',
+      'index public.invoices_ok',
+      'generated column public.invoices.ok',
+    ]);
   });
 
   it('refusals: a name taken, a bad --into, an unknown database, a table that never existed, an xid not in the archive or before the backup', async () => {

@@ -89,6 +89,8 @@ export function describeRecoverTable(r: RecoverTableResult): string {
     if (t.partitions.length) lines.push(`  partitions: ${t.partitions.join(', ')}`);
     lines.push(`  primary key: ${t.primaryKey.length ? t.primaryKey.join(', ') : 'none (rows are compared whole)'}`);
     if (t.droppedForeignKeys.length) lines.push(`  foreign keys left out: ${t.droppedForeignKeys.join(', ')}`);
+    if (t.droppedFunctionCalls.length)
+      lines.push(`  left out (they call functions outside pg_catalog): ${t.droppedFunctionCalls.join(', ')}`);
     lines.push(`  compare: ${t.compareSql}`, `  merge:   ${t.mergeSql.replace(/\n/g, '\n           ')}`);
   }
   lines.push('', 'Review the merge SQL before running it; drop the pgfleet_recovered tables when done.');

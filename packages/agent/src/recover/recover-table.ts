@@ -80,6 +80,8 @@ interface PreparedTable {
   identityAlways: boolean;
   partitions: string[];
   droppedForeignKeys: string[];
+  /** CHECK constraints and indexes dropped, generated columns made plain: they call non-pg_catalog functions. */
+  droppedFunctionCalls: string[];
   /** The tables pg_dump is asked for: the table and its partitions (owned sequences come with them). */
   dumped: string[];
   /** Every relation the dump creates in pgfleet_recovered (tables, indexes, sequences): names that must be free. */
@@ -211,6 +213,7 @@ async function recoverOne(
       partitions: prepared.partitions.map((n) => `${RECOVERED_SCHEMA}.${n}`),
       dumpBytes: BigInt(dumpBytes),
       droppedForeignKeys: prepared.droppedForeignKeys,
+      droppedFunctionCalls: prepared.droppedFunctionCalls,
     };
   });
 }
@@ -329,6 +332,7 @@ async function prepareInCopy(c: PgClient, p: PlannedTable): Promise<PreparedTabl
     )
   ).rows;
   for (const t of triggers) await c.query(`DROP TRIGGER ${quoteIdentifier(t.tg)} ON ${t.rel}`);
+  const functionCalls = await dropFunctionCalls(c, rels);
   if (p.table.schema !== RECOVERED_SCHEMA) {
     // What the copy held in pgfleet_recovered (an earlier recovery, at the target) is not wanted here.
     await c.query(`DROP SCHEMA IF EXISTS ${quoteIdentifier(RECOVERED_SCHEMA)} CASCADE`);
@@ -384,6 +388,7 @@ async function prepareInCopy(c: PgClient, p: PlannedTable): Promise<PreparedTabl
     partitions: relations.filter((r) => partitionOids.includes(r.oid)).map((r) => r.name),
     dumped: relations.filter((r) => rels.includes(r.oid)).map((r) => r.name),
     droppedForeignKeys: fks.map((f) => f.name),
+    droppedFunctionCalls: functionCalls,
     // TOAST tables live in pg_toast, never in pgfleet_recovered.
     relations: relations.filter((r) => r.kind !== 't').map((r) => r.name),
   };
@@ -525,4 +530,73 @@ async function dumpAndLoad(
     );
   o.progress({ phase: 'load', bytesDone: bytes, bytesTotal: bytes, filesDone: 1, filesTotal: 1, message: what });
   return bytes;
+}
+
+/** pg_depend rows of `classid` objects on functions outside pg_catalog (SQL fragment). */
+const CALLS_USER_FUNCTION = (classid: string, objid: string) => `EXISTS (
+  SELECT 1 FROM pg_depend dep JOIN pg_proc f ON f.oid = dep.refobjid JOIN pg_namespace fn ON fn.oid = f.pronamespace
+   WHERE dep.classid = '${classid}'::regclass AND dep.objid = ${objid} AND dep.refclassid = 'pg_proc'::regclass
+     AND fn.nspname <> 'pg_catalog')`;
+
+/**
+ * In the copy: what would run code of the table's owner in the live cluster while the rows load
+ * (as the agent's role, which may be a superuser): CHECK constraints and indexes whose expressions
+ * call functions outside pg_catalog are dropped, generated columns calling them keep their values
+ * as plain columns. A function replaced since the mistake could otherwise do anything there.
+ */
+async function dropFunctionCalls(c: PgClient, rels: readonly string[]): Promise<string[]> {
+  const dropped: string[] = [];
+  const checks = (
+    await c.query<{ rel: string; con: string; name: string }>(
+      `SELECT k.conrelid::regclass::text AS rel, k.conname AS con, format('%I.%I.%I', n.nspname, r.relname, k.conname) AS name
+         FROM pg_constraint k JOIN pg_class r ON r.oid = k.conrelid JOIN pg_namespace n ON n.oid = r.relnamespace
+        WHERE k.contype = 'c' AND k.conrelid = ANY($1::oid[]) AND k.conparentid = 0 AND NOT k.coninhcount > 0
+          AND ${CALLS_USER_FUNCTION('pg_constraint', 'k.oid')}
+        ORDER BY k.conrelid, k.conname`,
+      [rels],
+    )
+  ).rows;
+  for (const k of checks) {
+    await c.query(`ALTER TABLE ${k.rel} DROP CONSTRAINT ${quoteIdentifier(k.con)}`);
+    dropped.push(`check ${k.name}`);
+  }
+  const indexes = (
+    await c.query<{ idx: string; name: string }>(
+      `SELECT i.indexrelid::regclass::text AS idx, format('%I.%I', n.nspname, x.relname) AS name
+         FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid JOIN pg_namespace n ON n.oid = x.relnamespace
+        WHERE i.indrelid = ANY($1::oid[]) AND NOT i.indisprimary
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x') AND k.conparentid <> 0)
+          AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
+          AND ${CALLS_USER_FUNCTION('pg_class', 'i.indexrelid')}
+        ORDER BY 1`,
+      [rels],
+    )
+  ).rows;
+  for (const i of indexes) {
+    const con = (
+      await c.query<{ rel: string; con: string }>(
+        `SELECT conrelid::regclass::text AS rel, conname AS con FROM pg_constraint WHERE conindid = $1::regclass AND contype IN ('u', 'x')`,
+        [i.idx],
+      )
+    ).rows[0];
+    if (con) await c.query(`ALTER TABLE ${con.rel} DROP CONSTRAINT ${quoteIdentifier(con.con)}`);
+    else await c.query(`DROP INDEX ${i.idx}`);
+    dropped.push(`index ${i.name}`);
+  }
+  const generated = (
+    await c.query<{ rel: string; col: string; name: string }>(
+      `SELECT a.attrelid::regclass::text AS rel, a.attname AS col, format('%I.%I.%I', n.nspname, r.relname, a.attname) AS name
+         FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         JOIN pg_class r ON r.oid = a.attrelid JOIN pg_namespace n ON n.oid = r.relnamespace
+        WHERE a.attrelid = ANY($1::oid[]) AND a.attgenerated = 's' AND a.attinhcount = 0
+          AND ${CALLS_USER_FUNCTION('pg_attrdef', 'd.oid')}
+        ORDER BY 1, 2`,
+      [rels],
+    )
+  ).rows;
+  for (const g of generated) {
+    await c.query(`ALTER TABLE ${g.rel} ALTER COLUMN ${quoteIdentifier(g.col)} DROP EXPRESSION`);
+    dropped.push(`generated column ${g.name}`);
+  }
+  return dropped;
 }
