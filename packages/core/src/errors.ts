@@ -441,6 +441,8 @@ export const ErrorCodes = {
     4,
     'The WAL was written by a PostgreSQL major whose record format this decoder does not read (it reads PostgreSQL 15 WAL only). Nothing was decoded; search WAL of a PostgreSQL 15 cluster, or use pg_waldump of the matching major.',
   ),
+  // Retired: lz4 images are expanded too since, and an image of an unknown method is an unknown
+  // page, not an error. Kept so that PGF-6101 never means something else.
   WalImageUnsupported: spec(
     'PGF-6101',
     GrpcStatus.UNIMPLEMENTED,

@@ -2,11 +2,13 @@
  * Full-page images in WAL records, rebuilt as the 8 KiB page (xlogreader.c, RestoreBlockImage):
  * the image omits the page's "hole" (the free space between line pointers and tuples) and may be
  * compressed (wal_compression = pglz | lz4 | zstd). pglz is PostgreSQL's own format and is
- * expanded here; zstd goes through node:zlib; lz4 is refused with a clear error rather than
- * pulling a native module into @pgfleet/pg.
+ * expanded here; zstd goes through node:zlib; lz4 images are raw LZ4 blocks (LZ4_compress_default,
+ * no frame), expanded by storage's JavaScript block decoder (the one the lz4 repository codec uses,
+ * no native module). Every expansion is bounded by the page: a damaged or crafted image gives
+ * undefined (an unknown page), never a larger allocation, an over-read or a throw.
  */
 import * as zlib from 'node:zlib';
-import { PgfleetError } from '@pgfleet/core';
+import { lz4DecodeBlock } from '@pgfleet/storage/codec-blocks';
 import {
   BKPIMAGE_COMPRESS_LZ4,
   BKPIMAGE_COMPRESS_PGLZ,
@@ -31,22 +33,31 @@ export function rebuildBlockImage(buf: Buffer, b: BlockImageRef, blockSize: numb
   else if (b.bimgInfo & BKPIMAGE_COMPRESS_PGLZ) raw = pglzDecompress(stored, want);
   else if (b.bimgInfo & BKPIMAGE_COMPRESS_ZSTD) {
     try {
-      raw = zlib.zstdDecompressSync(stored);
+      // Capped at the page: a crafted image must not make zstd allocate more than a block.
+      raw = zlib.zstdDecompressSync(stored, { maxOutputLength: blockSize });
     } catch {
       raw = undefined;
     }
-  } else if (b.bimgInfo & BKPIMAGE_COMPRESS_LZ4) {
-    throw new PgfleetError(
-      'WalImageUnsupported',
-      'a full-page image in the WAL is lz4-compressed (wal_compression = lz4)',
-    );
-  }
+  } else if (b.bimgInfo & BKPIMAGE_COMPRESS_LZ4) raw = lz4Decompress(stored, want);
+  // A compression method this decoder does not know (a later PostgreSQL): raw stays undefined and
+  // the page is unknown, so RelationNames and the search go on without it.
   if (raw === undefined || raw.length !== want) return undefined;
   if (b.holeLength === 0) return raw;
   const page = Buffer.alloc(blockSize);
   raw.copy(page, 0, 0, b.holeOffset);
   raw.copy(page, b.holeOffset + b.holeLength, b.holeOffset);
   return page;
+}
+
+/** One raw LZ4 block expected to expand to exactly `rawSize` bytes (LZ4_decompress_safe), or undefined. */
+export function lz4Decompress(src: Uint8Array, rawSize: number): Buffer | undefined {
+  const dst = Buffer.allocUnsafe(rawSize);
+  try {
+    return lz4DecodeBlock(src, 0, src.length, dst, 0, rawSize) === rawSize ? dst : undefined;
+  } catch {
+    // lz4DecodeBlock checks every read and write against its bounds and throws on corrupt input.
+    return undefined;
+  }
 }
 
 /**

@@ -3,8 +3,9 @@
 // and in subtransactions, moved to another schema whose name then changes. After each step a
 // row is deleted and the SQL catalog's name for the table noted with the deleting xid; the WAL
 // is decoded and the tracker's name for that DELETE must be the same. Two phases: a CHECKPOINT
-// before each DDL (pg_class pages arrive as full-page images), then full_page_writes off (no
-// images: rows rebuilt from records alone, prefix/suffix-compressed updates included).
+// before each DDL (pg_class pages arrive as full-page images, lz4-compressed: wal_compression=lz4),
+// then full_page_writes off (no images: rows rebuilt from records alone, prefix/suffix-compressed
+// updates included).
 import { strict as assert } from 'node:assert';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
@@ -14,7 +15,7 @@ import { RelationNames, type CatalogSnapshot } from './relation-names.js';
 import { TransactionTracker, type TransactionSummary } from './transaction-tracker.js';
 import { decodeWalSegments } from './wal-reader.js';
 import { interpretHeapRecord, XLH_UPDATE_PREFIX_FROM_OLD, XLH_UPDATE_SUFFIX_FROM_OLD } from './rmgr-records.js';
-import { lsnNumber } from './wal-format.js';
+import { BKPIMAGE_COMPRESS_LZ4, lsnNumber } from './wal-format.js';
 
 let cluster: WalCluster;
 /** xid of a probe DELETE -> the name SQL gave the table in that transaction */
@@ -26,6 +27,7 @@ let names: RelationNames;
 let dbOidSeen = 0;
 const dbOid0 = (s: CatalogSnapshot) => s.databases[0]!.oid;
 const catalogRecordsWithImage = { A: 0, B: 0 };
+let lz4CatalogImagesA = 0;
 
 async function sql(text: string): Promise<Record<string, unknown>[]> {
   return cluster.pg.query(text);
@@ -118,6 +120,8 @@ before(async () => {
   const snapshot: CatalogSnapshot = combineCatalogSnapshots([snap]);
   const first = String((await sql(`select pg_walfile_name('${snap.lsn}') as f`))[0]!.f);
 
+  await sql('alter system set wal_compression = lz4');
+  await sql('select pg_reload_conf()');
   const lsnA = String((await sql('select pg_current_wal_insert_lsn()::text as l'))[0]!.l);
   await phase('A', true);
   dropXid.A = await deleteAndDrop('t7_a');
@@ -159,7 +163,11 @@ before(async () => {
     }
     if (r.blocks.some((b) => b.hasImage && b.dbOid === dbOid && b.relNumber === classFile)) {
       if (r.lsn >= lsnNumber(lsnB)) catalogRecordsWithImage.B++;
-      else if (r.lsn >= lsnNumber(lsnA)) catalogRecordsWithImage.A++;
+      else if (r.lsn >= lsnNumber(lsnA)) {
+        catalogRecordsWithImage.A++;
+        if (r.blocks.some((b) => b.hasImage && b.relNumber === classFile && b.bimgInfo & BKPIMAGE_COMPRESS_LZ4))
+          lz4CatalogImagesA++;
+      }
     }
     const s = tracker.observe(r);
     if (s) summaries.set(s.xid, s);
@@ -170,8 +178,9 @@ after(async () => {
   await cluster?.stop();
 });
 
-test('phase A saw pg_class full-page images, phase B none', () => {
+test('phase A saw pg_class full-page images (lz4), phase B none', () => {
   assert.ok(catalogRecordsWithImage.A > 0, 'images in phase A');
+  assert.ok(lz4CatalogImagesA > 0, 'lz4-compressed pg_class images in phase A');
   assert.equal(catalogRecordsWithImage.B, 0, 'no images in phase B');
 });
 

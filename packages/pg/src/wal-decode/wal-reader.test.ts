@@ -3,8 +3,10 @@
 // at each segment boundary and stitching gives the same records; damaged input stops cleanly.
 import { strict as assert } from 'node:assert';
 import { after, before, test } from 'node:test';
+import * as zlib from 'node:zlib';
 import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { startWalCluster, waldump, type ArchivedSegment, type WalCluster, type WaldumpRecord } from '@pgfleet/testkit';
+import { rebuildBlockImage } from './block-image.js';
 import { crc32c } from './crc32c.js';
 import { RMGR_NAMES, FORK_NAMES, lsnNumber, lsnText } from './wal-format.js';
 import { WalDecoder, decodeWalSegments, type WalRecord } from './wal-reader.js';
@@ -16,7 +18,7 @@ let dump: WaldumpRecord[];
 let full: WalRecord[];
 let postgresDbOid = 0;
 
-/** Inserts, updates, deletes, COPY (multi-insert), FPIs (plain, pglz, zstd), 2PC, big records crossing segments, a restore point, a switch. */
+/** Inserts, updates, deletes, COPY (multi-insert), FPIs (plain, pglz, zstd, lz4), 2PC, big records crossing segments, a restore point, a switch. */
 const LOGICAL_WORKLOAD = [
   'create table lg (id int primary key, v text)',
   "insert into lg select g, 'x' from generate_series(1, 100) g",
@@ -38,6 +40,7 @@ const WORKLOAD = [
   'update acc set bal = bal + 1 where id % 50 = 1',
   'set wal_compression = pglz; checkpoint; update acc set bal = bal + 2 where id % 50 = 2',
   'set wal_compression = zstd; checkpoint; update acc set bal = bal + 3 where id % 50 = 3',
+  'set wal_compression = lz4; checkpoint; update acc set bal = bal + 4 where id % 50 = 4',
   "select pg_logical_emit_message(false, 'pgfleet', repeat('x', 300000)) from generate_series(1, 70)",
   "begin; insert into acc values (-1, 0, 'prepared'); prepare transaction 'p1'",
   "commit prepared 'p1'",
@@ -209,8 +212,8 @@ test('the workload produced what the comparison is meant to cover', () => {
   const kinds = new Set(images.map(({ b }) => b.bimgInfo & 0x1c));
   assert.deepEqual(
     [...kinds].sort((a, b) => a - b),
-    [0, 0x04, 0x10],
-    'plain, pglz and zstd images',
+    [0, 0x04, 0x08, 0x10],
+    'plain, pglz, lz4 and zstd images',
   );
   // Every image rebuilds to a page whose header is consistent (pd_lower <= pd_upper <= pd_special = 8192 for heap).
   for (const { r, b } of images) {
@@ -287,6 +290,36 @@ test('WAL of another major is refused with its own error; a wrong segment size t
     () => decodeWalSegments(segs.slice(0, 1), { segmentSize: cluster.segmentSize * 2 }),
     (e: unknown) => e instanceof PgfleetError && e.code === ErrorCodes.WalDecodeInputInvalid.code,
   );
+});
+
+test('a damaged lz4 image or a zstd image expanding past the page is an unknown page, never a throw', () => {
+  const lz4 = full.flatMap((r) => r.blocks.filter((b) => b.hasImage && b.bimgInfo & 0x08).map((b) => ({ r, b })));
+  assert.ok(lz4.length > 0, 'lz4 images in the workload');
+  const { r, b } = lz4[0]!;
+  const image = () => Buffer.from(r.buf.subarray(b.imageOffset, b.imageOffset + b.imageLength));
+  const rebuild = (bytes: Buffer, info = b.bimgInfo) =>
+    rebuildBlockImage(bytes, { ...b, bimgInfo: info, imageOffset: 0, imageLength: bytes.length }, 8192);
+  assert.deepEqual(rebuild(image()), r.blockImage(b), 'the image alone rebuilds the same page');
+  // Cut short, a back-reference before the start, a literal run past the end, random flips.
+  assert.equal(rebuild(image().subarray(0, b.imageLength - 7)), undefined, 'cut');
+  const backRef = Buffer.from([0x0f, 0x00, 0x10]); // no literal, match at offset 16 of nothing
+  assert.equal(rebuild(backRef), undefined, 'offset before the output start');
+  const longLiteral = Buffer.concat([Buffer.from([0xf0, 0xff, 0xff, 0xff]), Buffer.alloc(64)]);
+  assert.equal(rebuild(longLiteral), undefined, 'literal length past the input');
+  for (let seed = 1; seed <= 200; seed++) {
+    const bytes = image();
+    for (let i = 0; i < 4; i++) {
+      const at = (seed * 7919 + i * 104729) % bytes.length;
+      bytes[at] = bytes[at]! ^ (1 + ((seed + i) % 255));
+    }
+    const page = rebuild(bytes);
+    if (page) assert.equal(page.length, 8192);
+  }
+  // zstd: a 1 MiB frame of zeros is refused without being expanded beyond the page.
+  const bomb = zlib.zstdCompressSync(Buffer.alloc(1 << 20));
+  assert.equal(rebuild(bomb, 0x02 | 0x10), undefined, 'zstd output capped at the block size');
+  // A compression method this decoder does not know: an unknown page, not an error.
+  assert.equal(rebuild(image(), 0x02 | 0x20), undefined, 'unknown method');
 });
 
 test('a cut segment, a garbage page and a gap stop cleanly at a record boundary', () => {
