@@ -5,9 +5,9 @@
  * this snapshot plus the pg_class changes in that WAL (followed by packages/pg) name every
  * relation file a later record touches, as it was named at that moment.
  *
- * Per database one read-only REPEATABLE READ transaction of three queries (packages/pg
- * takeCatalogSnapshotOfDatabase: the WAL position first, then pg_class and pg_namespace rows
- * with their ctids; 10k tables are one result of 10k rows). Mapped relations (pg_class itself and
+ * Per database the WAL position, then one read-only REPEATABLE READ transaction of three queries
+ * (packages/pg takeCatalogSnapshotOfDatabase: the position read before the transaction so that no
+ * commit falls between it and the rows; then pg_class and pg_namespace rows with their ctids; 10k tables are one result of 10k rows). Mapped relations (pg_class itself and
  * the other nailed catalogs) have relfilenode 0 in pg_class: pg_class's and pg_namespace's own
  * files, which the follower reads, come from the relation mapper through pg_relation_filenode().
  * A database that refuses the connection (CONNECT revoked, connection limit, pg_hba) must not

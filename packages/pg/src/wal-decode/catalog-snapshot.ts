@@ -1,17 +1,27 @@
 /**
  * Taking a CatalogSnapshot of one database with SQL (what a backup stores so that `wal search`
- * can name relation files later). One REPEATABLE READ transaction: the LSN is read first, so a
- * transaction committed after it is not in the rows that follow (RelationNames applies commits
- * after the LSN only).
+ * can name relation files later). The LSN is read first, in a statement of its own, and only then
+ * does one REPEATABLE READ transaction read the catalog: RelationNames replays every commit after
+ * the LSN, so every commit must be either at or before the LSN and in the rows, or after the LSN.
+ * Read inside the transaction, by the statement that takes its snapshot, the LSN could pass a
+ * commit whose record was written but which was not yet visible (the record is inserted before
+ * the transaction leaves the proc array): in neither place, its catalog change lost. Read before,
+ * a commit after the LSN may also be in the rows already; replaying it is harmless, since
+ * RelationNames applies changes as puts and deletes by ctid in commit order (putClass deletes
+ * whatever the ctid held first, a delete of an absent ctid does nothing), so after the replay of
+ * the commits the rows already show, the state is the one the rows show.
  */
 import type pg from 'pg';
 import type { CatalogSnapshot, CatalogSnapshotDatabase } from './relation-names.js';
 import { lsnNumber } from './wal-format.js';
 
 export const CATALOG_SNAPSHOT_SQL = {
+  // Before `begin`, outside the transaction. A standby refuses pg_current_wal_insert_lsn(): its
+  // catalog is at the replayed position.
+  lsn: 'select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_insert_lsn() end)::text as lsn',
   begin: 'begin isolation level repeatable read read only',
-  // A standby refuses pg_current_wal_insert_lsn(): its catalog is at the replayed position.
-  lsn: "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_insert_lsn() end)::text as lsn, d.oid::int8 as oid, d.datname as name, pg_relation_filenode('pg_class')::int8 as pg_class, pg_relation_filenode('pg_namespace')::int8 as pg_namespace from pg_database d where d.datname = current_database()",
+  database:
+    "select d.oid::int8 as oid, d.datname as name, pg_relation_filenode('pg_class')::int8 as pg_class, pg_relation_filenode('pg_namespace')::int8 as pg_namespace from pg_database d where d.datname = current_database()",
   relations:
     'select c.oid::int8 as oid, c.relfilenode::int8 as relnumber, c.relnamespace::int8 as nsp, c.relname as name, c.relkind as kind, c.reltoastrelid::int8 as toast, (c.ctid::text::point)[0]::int8 as block, (c.ctid::text::point)[1]::int8 as "offset" from pg_class c',
   namespaces:
@@ -23,32 +33,41 @@ export const CATALOG_SNAPSHOT_SQL = {
 export async function takeCatalogSnapshotOfDatabase(
   client: pg.Client,
 ): Promise<{ lsn: string; database: CatalogSnapshotDatabase }> {
+  const lsn = await readCatalogSnapshotLsn(client);
+  return { lsn, database: await readCatalogRows(client) };
+}
+
+/** The first step of a snapshot: the WAL position its rows will be at or after (see the module header). */
+export async function readCatalogSnapshotLsn(client: pg.Client): Promise<string> {
+  const { rows } = await client.query<{ lsn: string }>(CATALOG_SNAPSHOT_SQL.lsn);
+  return String(rows[0]!.lsn);
+}
+
+/** The second step: the catalog rows, in one REPEATABLE READ transaction. */
+export async function readCatalogRows(client: pg.Client): Promise<CatalogSnapshotDatabase> {
   const query = async (sql: string) => (await client.query<Record<string, unknown>>(sql)).rows;
   await query(CATALOG_SNAPSHOT_SQL.begin);
   try {
-    const [head] = await query(CATALOG_SNAPSHOT_SQL.lsn);
+    const [head] = await query(CATALOG_SNAPSHOT_SQL.database);
     const rels = await query(CATALOG_SNAPSHOT_SQL.relations);
     const nsps = await query(CATALOG_SNAPSHOT_SQL.namespaces);
     const n = (v: unknown) => Number(v);
     return {
-      lsn: String(head!.lsn),
-      database: {
-        oid: n(head!.oid),
-        name: String(head!.name),
-        pgClassRelNumber: n(head!.pg_class),
-        pgNamespaceRelNumber: n(head!.pg_namespace),
-        namespaces: nsps.map((r) => ({ oid: n(r.oid), name: String(r.name), block: n(r.block), offset: n(r.offset) })),
-        relations: rels.map((r) => ({
-          oid: n(r.oid),
-          relNumber: n(r.relnumber),
-          namespaceOid: n(r.nsp),
-          name: String(r.name),
-          kind: String(r.kind),
-          toastOid: n(r.toast),
-          block: n(r.block),
-          offset: n(r.offset),
-        })),
-      },
+      oid: n(head!.oid),
+      name: String(head!.name),
+      pgClassRelNumber: n(head!.pg_class),
+      pgNamespaceRelNumber: n(head!.pg_namespace),
+      namespaces: nsps.map((r) => ({ oid: n(r.oid), name: String(r.name), block: n(r.block), offset: n(r.offset) })),
+      relations: rels.map((r) => ({
+        oid: n(r.oid),
+        relNumber: n(r.relnumber),
+        namespaceOid: n(r.nsp),
+        name: String(r.name),
+        kind: String(r.kind),
+        toastOid: n(r.toast),
+        block: n(r.block),
+        offset: n(r.offset),
+      })),
     };
   } finally {
     await query(CATALOG_SNAPSHOT_SQL.end);

@@ -10,7 +10,7 @@ import { strict as assert } from 'node:assert';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
 import { startWalCluster, type WalCluster } from '@pgfleet/testkit';
-import { combineCatalogSnapshots, takeCatalogSnapshotOfDatabase } from './catalog-snapshot.js';
+import { combineCatalogSnapshots, readCatalogRows, readCatalogSnapshotLsn } from './catalog-snapshot.js';
 import { RelationNames, type CatalogSnapshot } from './relation-names.js';
 import { TransactionTracker, type TransactionSummary } from './transaction-tracker.js';
 import { decodeWalSegments } from './wal-reader.js';
@@ -112,11 +112,21 @@ before(async () => {
       await sql(`insert into t${n}_${p} select g, repeat('v', 50) from generate_series(1, 1000) g`);
     }
   }
-  // The snapshot, as a backup takes it.
+  await sql(`create table t0_race (id int primary key, v text)`);
+  await sql(`insert into t0_race select g, 'race' from generate_series(1, 10) g`);
+  // The snapshot, as a backup takes it (takeCatalogSnapshotOfDatabase), with a rename committed
+  // by another session between its two steps: after the LSN, so replayed over rows that show it.
   const client = new pg.Client({ connectionString: cluster.pg.connectionString });
   await client.connect();
-  const snap = await takeCatalogSnapshotOfDatabase(client);
+  const snapLsn = await readCatalogSnapshotLsn(client);
+  await sql('alter table t0_race rename to t0_race_renamed');
+  const snap = { lsn: snapLsn, database: await readCatalogRows(client) };
   await client.end();
+  assert.ok(
+    snap.database.relations.some((r) => r.name === 't0_race_renamed'),
+    'the rows show the rename committed after the LSN',
+  );
+  await probe('S', 'renamed between the snapshot LSN and its rows', 't0_race_renamed');
   const snapshot: CatalogSnapshot = combineCatalogSnapshots([snap]);
   const first = String((await sql(`select pg_walfile_name('${snap.lsn}') as f`))[0]!.f);
 
@@ -182,6 +192,18 @@ test('phase A saw pg_class full-page images (lz4), phase B none', () => {
   assert.ok(catalogRecordsWithImage.A > 0, 'images in phase A');
   assert.ok(lz4CatalogImagesA > 0, 'lz4-compressed pg_class images in phase A');
   assert.equal(catalogRecordsWithImage.B, 0, 'no images in phase B');
+});
+
+test('a rename committed after the snapshot LSN but before its rows (replayed over them) is named right', () => {
+  const [p] = probes.filter((x) => x.phase === 'S');
+  assert.ok(p);
+  const s = summaries.get(p.xid);
+  assert.ok(s, `transaction ${p.xid} committed in the WAL`);
+  assert.deepEqual(
+    s.tables.map((t) => [t.label, t.deleted]),
+    [[p.expected, 1]],
+  );
+  assert.match(p.expected, /\.public\.t0_race_renamed$/);
 });
 
 for (const phaseName of ['A', 'B']) {
