@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { RelationName, TransactionSummary } from '@pgfleet/pg';
+import type { CatalogSnapshot, RelationName, TransactionSummary } from '@pgfleet/pg';
 import {
   DESTRUCTIVE_KINDS,
   foundTransaction,
@@ -137,5 +137,78 @@ test('filters: kinds, database, table (also by its name before a rename), min-ro
   assert.deepEqual(
     db.result()[0]!.tables.map((t) => t.database),
     ['shop2'],
+  );
+});
+
+test('--table naming a partitioned table matches the lines of its partitions (and theirs), shown per partition', () => {
+  const relation = (oid: number, name: string, parentOid?: number, namespaceOid = 2200) => ({
+    oid,
+    relNumber: oid,
+    namespaceOid,
+    name,
+    kind: parentOid === undefined ? 'p' : 'r',
+    block: 0,
+    offset: oid,
+    ...(parentOid === undefined ? {} : { parentOid }),
+  });
+  const snapshot: CatalogSnapshot = {
+    lsn: '0/1',
+    databases: [
+      {
+        oid: 5,
+        name: 'postgres',
+        pgClassRelNumber: 1259,
+        pgNamespaceRelNumber: 2615,
+        namespaces: [
+          { oid: 2200, name: 'public', block: 0, offset: 1 },
+          { oid: 3000, name: 'archive', block: 0, offset: 2 },
+        ],
+        relations: [
+          relation(100, 'measurements'),
+          relation(101, 'measurements_1', 100),
+          relation(102, 'measurements_2', 100, 3000), // a partition may live in another schema
+          relation(103, 'measurements_2_a', 102),
+          relation(104, 'other'),
+          relation(105, 'cycle_a', 106),
+          relation(106, 'cycle_b', 105),
+        ],
+      },
+    ],
+  };
+  const r = new SearchResults(filter({ table: { schema: 'public', name: 'measurements' } }));
+  r.learnSnapshot(snapshot);
+  r.learnSnapshot(undefined); // a backup without a snapshot adds nothing
+  r.add(
+    tx(1, 1, [
+      line('measurements_1', { rowsDeleted: 30 }),
+      line('measurements_2', { schema: 'archive', rowsDeleted: 60 }),
+      line('measurements_2_a', { rowsDeleted: 10 }),
+      line('other', { rowsDeleted: 5 }),
+    ]),
+  );
+  r.add(tx(2, 2, [line('measurements_1', { rowsDeleted: 1, database: 'shop2' })])); // same name, other database
+  r.add(tx(3, 3, [line('cycle_a', { rowsDeleted: 1 })]));
+  const found = r.result();
+  assert.deepEqual(
+    found.map((x) => [x.xid, x.tables.map((t) => [`${t.schema}.${t.name}`, t.rowsDeleted])]),
+    [
+      [
+        1,
+        [
+          ['archive.measurements_2', 60],
+          ['public.measurements_1', 30],
+          ['public.measurements_2_a', 10],
+        ],
+      ],
+    ],
+  );
+  assert.ok(r.namesSeen.has('public.measurements') && r.namesSeen.has('archive.measurements_2'));
+  // A partition by its own name, and an intermediate parent, still match as before.
+  const sub = new SearchResults(filter({ table: { schema: 'archive', name: 'measurements_2' } }));
+  sub.learnSnapshot(snapshot);
+  sub.add(tx(1, 1, [line('measurements_1', { rowsDeleted: 30 }), line('measurements_2_a', { rowsDeleted: 10 })]));
+  assert.deepEqual(
+    sub.result()[0]!.tables.map((t) => t.name),
+    ['measurements_2_a'],
   );
 });

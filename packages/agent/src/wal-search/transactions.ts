@@ -9,7 +9,7 @@
  * best `limit` whenever it doubles, so a pgbench archive of millions of small UPDATE transactions
  * costs nothing to rank.
  */
-import type { CatalogEvent, RelFileLocator, TransactionSummary } from '@pgfleet/pg';
+import type { CatalogEvent, CatalogSnapshot, RelFileLocator, TransactionSummary } from '@pgfleet/pg';
 
 export type SearchKind = 'delete' | 'update' | 'truncate' | 'drop' | 'all';
 export const DESTRUCTIVE_KINDS: readonly SearchKind[] = ['delete', 'update', 'truncate', 'drop'];
@@ -147,8 +147,14 @@ export class SearchResults {
   matched = 0;
   /** Committed transactions seen. */
   committed = 0;
-  /** With --table: every schema.name seen (the caller adds the snapshot's), to tell "never existed" from "not touched". */
+  /** With --table: every schema.name seen (learnSnapshot adds the snapshot's), to tell "never existed" from "not touched". */
   readonly namesSeen = new Set<string>();
+  /**
+   * With --table: "database\0schema.name" of each partition in the snapshot -> the schema.name of
+   * its parent, grandparent... Rows are counted per partition file, so `--table parent` must
+   * also match lines of its partitions (shown per partition, as they are counted).
+   */
+  private readonly ancestors = new Map<string, string[]>();
   /** The newest commit time seen: the search stops reading once it is past --until. */
   newestCommit: Date | undefined;
 
@@ -156,6 +162,35 @@ export class SearchResults {
     const k = (kind: SearchKind) => filter.kinds.includes(kind);
     this.kinds = { all: k('all'), delete: k('delete'), update: k('update'), truncate: k('truncate'), drop: k('drop') };
     this.tableName = filter.table ? `${filter.table.schema}.${filter.table.name}` : undefined;
+  }
+
+  /**
+   * What the starting backup's catalog snapshot tells the --table filter: the names that existed,
+   * and partitions' ancestors. Partitions created or attached after the snapshot, and tables
+   * renamed after it, match by their own names only (pg_inherits is not followed in the WAL).
+   */
+  learnSnapshot(snapshot: CatalogSnapshot | undefined): void {
+    if (this.tableName === undefined) return;
+    for (const d of snapshot?.databases ?? []) {
+      const schemas = new Map(d.namespaces.map((n) => [n.oid, n.name]));
+      const byOid = new Map(d.relations.map((r) => [r.oid, r]));
+      const qualified = (r: { namespaceOid: number; name: string }) => `${schemas.get(r.namespaceOid) ?? ''}.${r.name}`;
+      for (const r of d.relations) {
+        this.namesSeen.add(qualified(r));
+        const up: string[] = [];
+        // Bounded: a damaged snapshot with a parent cycle must not loop.
+        for (let p = byOid.get(r.parentOid ?? 0); p && up.length < 64; p = byOid.get(p.parentOid ?? 0))
+          up.push(qualified(p));
+        if (up.length > 0) this.ancestors.set(`${d.name}\0${qualified(r)}`, up);
+      }
+    }
+  }
+
+  /** True when the line is the --table table: by its name, its name before a rename, or as a partition of it. */
+  private isTable(t: TableChange, tableName: string): boolean {
+    const own = `${t.schema}.${t.name}`;
+    if (own === tableName || t.renamedFrom === tableName) return true;
+    return this.ancestors.size > 0 && (this.ancestors.get(`${t.database}\0${own}`)?.includes(tableName) ?? false);
   }
 
   /** A committed transaction: counted, and kept when it matches. */
@@ -179,8 +214,7 @@ export class SearchResults {
     const f = this.filter;
     const k = this.kinds;
     if (f.database !== undefined && t.database !== f.database) return false;
-    if (this.tableName !== undefined && `${t.schema}.${t.name}` !== this.tableName && t.renamedFrom !== this.tableName)
-      return false;
+    if (this.tableName !== undefined && !this.isTable(t, this.tableName)) return false;
     return (
       k.all ||
       (k.delete && t.rowsDeleted > 0) ||

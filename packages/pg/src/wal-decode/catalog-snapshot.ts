@@ -23,7 +23,7 @@ export const CATALOG_SNAPSHOT_SQL = {
   database:
     "select d.oid::int8 as oid, d.datname as name, pg_relation_filenode('pg_class')::int8 as pg_class, pg_relation_filenode('pg_namespace')::int8 as pg_namespace from pg_database d where d.datname = current_database()",
   relations:
-    'select c.oid::int8 as oid, c.relfilenode::int8 as relnumber, c.relnamespace::int8 as nsp, c.relname as name, c.relkind as kind, c.reltoastrelid::int8 as toast, (c.ctid::text::point)[0]::int8 as block, (c.ctid::text::point)[1]::int8 as "offset" from pg_class c',
+    'select c.oid::int8 as oid, c.relfilenode::int8 as relnumber, c.relnamespace::int8 as nsp, c.relname as name, c.relkind as kind, c.reltoastrelid::int8 as toast, (c.ctid::text::point)[0]::int8 as block, (c.ctid::text::point)[1]::int8 as "offset", (select i.inhparent::int8 from pg_inherits i where i.inhrelid = c.oid and c.relispartition limit 1) as parent from pg_class c',
   namespaces:
     'select n.oid::int8 as oid, n.nspname as name, (n.ctid::text::point)[0]::int8 as block, (n.ctid::text::point)[1]::int8 as "offset" from pg_namespace n',
   end: 'commit',
@@ -67,6 +67,7 @@ export async function readCatalogRows(client: pg.Client): Promise<CatalogSnapsho
         toastOid: n(r.toast),
         block: n(r.block),
         offset: n(r.offset),
+        ...(r.parent === null ? {} : { parentOid: n(r.parent) }),
       })),
     };
   } finally {

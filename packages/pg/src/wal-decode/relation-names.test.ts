@@ -112,6 +112,9 @@ before(async () => {
       await sql(`insert into t${n}_${p} select g, repeat('v', 50) from generate_series(1, 1000) g`);
     }
   }
+  await sql('create table pt (id int, at int) partition by range (at)');
+  await sql('create table pt_1 partition of pt for values from (0) to (10) partition by range (id)');
+  await sql('create table pt_1_a partition of pt_1 for values from (0) to (10)');
   await sql(`create table t0_race (id int primary key, v text)`);
   await sql(`insert into t0_race select g, 'race' from generate_series(1, 10) g`);
   // The snapshot, as a backup takes it (takeCatalogSnapshotOfDatabase), with a rename committed
@@ -127,6 +130,11 @@ before(async () => {
     'the rows show the rename committed after the LSN',
   );
   await probe('S', 'renamed between the snapshot LSN and its rows', 't0_race_renamed');
+  const rel = (name: string) => snap.database.relations.find((r) => r.name === name)!;
+  assert.equal(rel('pt_1').parentOid, rel('pt').oid, 'a partition names its parent');
+  assert.equal(rel('pt_1_a').parentOid, rel('pt_1').oid, 'a sub-partition names its parent');
+  assert.equal(rel('pt').parentOid, undefined, 'a table that is no partition has none');
+  assert.equal(rel('t0_race_renamed').parentOid, undefined);
   const snapshot: CatalogSnapshot = combineCatalogSnapshots([snap]);
   const first = String((await sql(`select pg_walfile_name('${snap.lsn}') as f`))[0]!.f);
 

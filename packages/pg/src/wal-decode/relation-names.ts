@@ -76,6 +76,8 @@ export interface CatalogSnapshotRelation {
   kind: string;
   /** pg_class.reltoastrelid (0: none) */
   toastOid?: number;
+  /** a partition's parent (pg_inherits.inhparent where relispartition); absent otherwise and in older snapshots */
+  parentOid?: number;
   /** the row's ctid */
   block: number;
   offset: number;
