@@ -226,7 +226,7 @@ describe('pgfleet wal search', { timeout: 600_000 }, () => {
     assert.equal(n(rewritten.tables.find((t) => named(t) === 'public.big')!.rowsDeleted), 60);
   });
 
-  it('names the second database and counts rows per partition', () => {
+  it('names the second database and counts rows per partition', async () => {
     const [p] = findTable(all, 'public.payments', 'shop2');
     assert.ok(p, 'the delete in shop2 is listed');
     assert.equal(n(p.tables[0]!.rowsDeleted), 120);
@@ -234,6 +234,12 @@ describe('pgfleet wal search', { timeout: 600_000 }, () => {
     assert.ok(m, 'the partitioned delete is listed');
     const rows = Object.fromEntries(m.tables.map((t) => [named(t), n(t.rowsDeleted)]));
     assert.deepEqual(rows, { 'public.measurements_1': 30, 'public.measurements_2': 70 });
+    // --table naming the partitioned table lists the same delete, still per partition.
+    const parted = await searchJson('--table', 'public.measurements');
+    assert.deepEqual(
+      parted.transactions?.map((x) => [x.xid, Object.fromEntries(x.tables.map((t) => [named(t), n(t.rowsDeleted)]))]),
+      [[m.xid, rows]],
+    );
   });
 
   it('narrows with --table, --database, --kind, --min-rows, --since and --until', async () => {
