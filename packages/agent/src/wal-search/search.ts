@@ -126,11 +126,7 @@ export async function searchWal(o: WalSearchOptions): Promise<WalSearchOutcome> 
     'wal search: reading the archive',
   );
   const results = new SearchResults(o.filter);
-  if (o.filter.table)
-    for (const d of snapshot?.databases ?? []) {
-      const schemas = new Map(d.namespaces.map((n) => [n.oid, n.name]));
-      for (const r of d.relations) results.namesSeen.add(`${schemas.get(r.namespaceOid) ?? ''}.${r.name}`);
-    }
+  results.learnSnapshot(snapshot);
   const progress = new ProgressTracker(o.progress, 'wal-search');
   progress.state.filesTotal = plan.segments.length;
   progress.state.bytesTotal = plan.segments.length * size;

@@ -38,9 +38,9 @@ import type { RelFileLocator, WalRecord } from './wal-reader.js';
 import { RM_HEAP2_ID, RM_HEAP_ID, RM_XLOG_ID, lsnNumber } from './wal-format.js';
 
 /**
- * What a backup stores to name relations later. Filled by SQL in one REPEATABLE READ transaction
- * per database, e.g.
- *   select pg_current_wal_insert_lsn();  -- first, so commits after it are not in what follows
+ * What a backup stores to name relations later (catalog-snapshot.ts): per database, the WAL
+ * position read first, before the transaction (every commit after it is replayed, so one not yet
+ * visible to the snapshot is not lost), then in one REPEATABLE READ transaction e.g.
  *   select c.oid, c.relfilenode, c.relnamespace, c.relname, c.relkind, c.reltoastrelid,
  *          (c.ctid::text::point)[0]::int as block, (c.ctid::text::point)[1]::int as offset from pg_class c;
  *   select n.oid, n.nspname, (n.ctid::text::point)[0]::int, (n.ctid::text::point)[1]::int from pg_namespace n;
