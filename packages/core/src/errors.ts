@@ -205,6 +205,12 @@ export const ErrorCodes = {
     6,
     "A backup's summary (what listings choose backups by) disagrees with its authenticated manifest; the backup was not used. Run pgfleet verify on the cluster and take a new backup.",
   ),
+  ControllerAddressInvalid: spec(
+    'PGF-2320',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'Give --controller (PGFLEET_CONTROLLER) as host:port, or a comma list of them (host1:7420,host2:7420); a DNS name resolving to several controllers is one entry.',
+  ),
   // 3xxx: PostgreSQL and the data directory
   PgdataMissing: spec(
     'PGF-3001',
