@@ -41,6 +41,12 @@ import {
   policyFromRow,
   scheduleRunFromRow,
   type AgentRow,
+  type AgentMessageRow,
+  type AgentStreamRow,
+  type ControllerRow,
+  agentMessageRow,
+  agentStreamRow,
+  controllerRow,
   type BackupRow,
   type ClusterRow,
   type JobRow,
@@ -53,7 +59,10 @@ import {
   type AdminTokenRecord,
   type EnrollmentTokenRecord,
   type EnrollmentTokenUse,
+  type AgentMessageRecord,
   type AgentRecord,
+  type AgentStreamRecord,
+  type ControllerRecord,
   type AgentRef,
   type HeartbeatFigures,
   type BackupRecord,
@@ -332,6 +341,88 @@ export class PostgresCatalogStore implements CatalogStore {
 
   async disconnectAllAgents(_now: number): Promise<void> {
     await this.query('UPDATE agents SET connected = false WHERE connected');
+  }
+
+  async heartbeatController(c: ControllerRecord): Promise<void> {
+    await this.query(
+      `INSERT INTO controllers (id, address, started_at, last_seen) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, last_seen = EXCLUDED.last_seen`,
+      [c.id, c.address, c.startedAt, c.lastSeen],
+    );
+  }
+
+  async removeController(id: string): Promise<void> {
+    await this.transaction(async (client) => {
+      await client.query('DELETE FROM agent_streams WHERE controller_id = $1', [id]);
+      await client.query('DELETE FROM agent_messages WHERE controller_id = $1', [id]);
+      await client.query('DELETE FROM controllers WHERE id = $1', [id]);
+    });
+  }
+
+  async listControllers(): Promise<ControllerRecord[]> {
+    return (await this.query<ControllerRow>('SELECT * FROM controllers ORDER BY started_at, id COLLATE "C"')).map(
+      controllerRow,
+    );
+  }
+
+  async holdAgentStream(agent: AgentRef, controllerId: string, now: number): Promise<void> {
+    await this.query(
+      `INSERT INTO agent_streams (cluster, agent_id, controller_id, since) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (cluster, agent_id) DO UPDATE SET controller_id = EXCLUDED.controller_id, since = EXCLUDED.since`,
+      [agent.cluster, agent.agentId, controllerId, now],
+    );
+  }
+
+  async releaseAgentStream(agent: AgentRef, controllerId: string): Promise<boolean> {
+    // One statement: the holding is read and removed together, so a move to another controller in between is seen.
+    const rows = await this.query<{ mine: boolean | null }>(
+      `WITH held AS (SELECT controller_id FROM agent_streams WHERE cluster = $1 AND agent_id = $2),
+            gone AS (DELETE FROM agent_streams WHERE cluster = $1 AND agent_id = $2 AND controller_id = $3 RETURNING 1)
+       SELECT (SELECT controller_id FROM held) = $3 OR NOT EXISTS (SELECT 1 FROM held) AS mine`,
+      [agent.cluster, agent.agentId, controllerId],
+    );
+    return rows[0]?.mine !== false;
+  }
+
+  async listAgentStreams(): Promise<AgentStreamRecord[]> {
+    return (
+      await this.query<AgentStreamRow>('SELECT * FROM agent_streams ORDER BY cluster COLLATE "C", agent_id COLLATE "C"')
+    ).map(agentStreamRow);
+  }
+
+  async releaseDeadStreams(self: string, liveSince: number, _now: number): Promise<AgentRef[]> {
+    return this.transaction(async (client) => {
+      const live = `SELECT id FROM controllers WHERE id = $1 OR last_seen >= $2`;
+      const gone = await client.query<{ cluster: string; id: string }>(
+        `UPDATE agents a SET connected = false
+         WHERE a.connected AND NOT EXISTS (
+           SELECT 1 FROM agent_streams s WHERE s.cluster = a.cluster AND s.agent_id = a.id AND s.controller_id IN (${live}))
+         RETURNING a.cluster, a.id`,
+        [self, liveSince],
+      );
+      await client.query(`DELETE FROM agent_streams WHERE controller_id NOT IN (${live})`, [self, liveSince]);
+      await client.query(`DELETE FROM agent_messages WHERE controller_id NOT IN (${live})`, [self, liveSince]);
+      // A dead controller stays listed an hour (status shows which one died), then goes.
+      await client.query('DELETE FROM controllers WHERE id <> $1 AND last_seen < $2', [self, liveSince - 3_600_000]);
+      return gone.rows.map((g) => ({ cluster: g.cluster, agentId: g.id }));
+    });
+  }
+
+  async queueAgentMessage(controllerId: string, agent: AgentRef, payload: Uint8Array, now: number): Promise<void> {
+    await this.query(
+      'INSERT INTO agent_messages (controller_id, cluster, agent_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)',
+      [controllerId, agent.cluster, agent.agentId, Buffer.from(payload), now],
+    );
+  }
+
+  async takeAgentMessages(controllerId: string, limit: number): Promise<AgentMessageRecord[]> {
+    const rows = await this.query<AgentMessageRow>(
+      `DELETE FROM agent_messages WHERE seq IN (
+         SELECT seq FROM agent_messages WHERE controller_id = $1 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+       RETURNING seq, cluster, agent_id, payload`,
+      [controllerId, limit],
+    );
+    return rows.map(agentMessageRow).sort((a, b) => a.seq - b.seq);
   }
 
   async recordHeartbeat(agent: AgentRef, beat: HeartbeatFigures, now: number): Promise<void> {

@@ -36,6 +36,12 @@ import {
   policyFromRow,
   scheduleRunFromRow,
   type AgentRow,
+  type AgentMessageRow,
+  type AgentStreamRow,
+  type ControllerRow,
+  agentMessageRow,
+  agentStreamRow,
+  controllerRow,
   type BackupRow,
   type ClusterRow,
   type JobRow,
@@ -48,8 +54,11 @@ import {
   type AdminTokenRecord,
   type EnrollmentTokenRecord,
   type EnrollmentTokenUse,
+  type AgentMessageRecord,
   type AgentRecord,
   type AgentRef,
+  type AgentStreamRecord,
+  type ControllerRecord,
   type HeartbeatFigures,
   type BackupRecord,
   type CatalogStore,
@@ -272,6 +281,93 @@ export class SqliteCatalogStore implements CatalogStore {
 
   async disconnectAllAgents(_now: number): Promise<void> {
     this.db.prepare('UPDATE agents SET connected = 0 WHERE connected <> 0').run();
+  }
+
+  async heartbeatController(c: ControllerRecord): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO controllers (id, address, started_at, last_seen) VALUES (?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET address = excluded.address, last_seen = excluded.last_seen`,
+      )
+      .run(c.id, c.address, c.startedAt, c.lastSeen);
+  }
+
+  async removeController(id: string): Promise<void> {
+    this.db
+      .transaction(() => {
+        this.db.prepare('DELETE FROM agent_streams WHERE controller_id = ?').run(id);
+        this.db.prepare('DELETE FROM agent_messages WHERE controller_id = ?').run(id);
+        this.db.prepare('DELETE FROM controllers WHERE id = ?').run(id);
+      })
+      .immediate();
+  }
+
+  async listControllers(): Promise<ControllerRecord[]> {
+    const rows = this.db.prepare('SELECT * FROM controllers ORDER BY started_at, id').all() as ControllerRow[];
+    return rows.map(controllerRow);
+  }
+
+  async holdAgentStream(agent: AgentRef, controllerId: string, now: number): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO agent_streams (cluster, agent_id, controller_id, since) VALUES (?, ?, ?, ?)
+         ON CONFLICT (cluster, agent_id) DO UPDATE SET controller_id = excluded.controller_id, since = excluded.since`,
+      )
+      .run(agent.cluster, agent.agentId, controllerId, now);
+  }
+
+  async releaseAgentStream(agent: AgentRef, controllerId: string): Promise<boolean> {
+    const held = this.db
+      .prepare('SELECT controller_id FROM agent_streams WHERE cluster = ? AND agent_id = ?')
+      .get(agent.cluster, agent.agentId) as { controller_id: string } | undefined;
+    if (held && held.controller_id !== controllerId) return false;
+    this.db
+      .prepare('DELETE FROM agent_streams WHERE cluster = ? AND agent_id = ? AND controller_id = ?')
+      .run(agent.cluster, agent.agentId, controllerId);
+    return true;
+  }
+
+  async listAgentStreams(): Promise<AgentStreamRecord[]> {
+    const rows = this.db.prepare('SELECT * FROM agent_streams ORDER BY cluster, agent_id').all() as AgentStreamRow[];
+    return rows.map(agentStreamRow);
+  }
+
+  async releaseDeadStreams(self: string, _liveSince: number, _now: number): Promise<AgentRef[]> {
+    // One controller per SQLite file: any holder but `self` is a previous run of it.
+    return this.db
+      .transaction(() => {
+        const gone = this.db
+          .prepare(
+            `SELECT a.cluster, a.id FROM agents a LEFT JOIN agent_streams s ON s.cluster = a.cluster AND s.agent_id = a.id
+             WHERE a.connected <> 0 AND (s.controller_id IS NULL OR s.controller_id <> ?)`,
+          )
+          .all(self) as { cluster: string; id: string }[];
+        const stmt = this.db.prepare('UPDATE agents SET connected = 0 WHERE cluster = ? AND id = ?');
+        for (const g of gone) stmt.run(g.cluster, g.id);
+        this.db.prepare('DELETE FROM agent_streams WHERE controller_id <> ?').run(self);
+        this.db.prepare('DELETE FROM agent_messages WHERE controller_id <> ?').run(self);
+        this.db.prepare('DELETE FROM controllers WHERE id <> ?').run(self);
+        return gone.map((g) => ({ cluster: g.cluster, agentId: g.id }));
+      })
+      .immediate();
+  }
+
+  async queueAgentMessage(controllerId: string, agent: AgentRef, payload: Uint8Array, now: number): Promise<void> {
+    this.db
+      .prepare(
+        'INSERT INTO agent_messages (controller_id, cluster, agent_id, payload, created_at) VALUES (?, ?, ?, ?, ?)',
+      )
+      .run(controllerId, agent.cluster, agent.agentId, Buffer.from(payload), now);
+  }
+
+  async takeAgentMessages(controllerId: string, limit: number): Promise<AgentMessageRecord[]> {
+    const rows = this.db
+      .prepare(
+        `DELETE FROM agent_messages WHERE seq IN (SELECT seq FROM agent_messages WHERE controller_id = ? ORDER BY seq LIMIT ?)
+         RETURNING seq, cluster, agent_id, payload`,
+      )
+      .all(controllerId, limit) as AgentMessageRow[];
+    return rows.map(agentMessageRow).sort((a, b) => a.seq - b.seq);
   }
 
   async recordHeartbeat(agent: AgentRef, beat: HeartbeatFigures, now: number): Promise<void> {

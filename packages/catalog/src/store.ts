@@ -81,6 +81,27 @@ export interface AgentRecord {
   timeline: number | null;
 }
 
+/** A controller of the catalog, alive while its heartbeat (lastSeen) is fresh. */
+export interface ControllerRecord {
+  id: string;
+  /** Where agents and admins reach it (--listen as it announces itself). */
+  address: string;
+  startedAt: number;
+  lastSeen: number;
+}
+
+/** Which controller holds an agent's Connect stream: jobs for the agent go through that one. */
+export interface AgentStreamRecord extends AgentRef {
+  controllerId: string;
+  since: number;
+}
+
+/** A message for an agent whose stream another controller holds, left in the catalog for that one to send. */
+export interface AgentMessageRecord extends AgentRef {
+  seq: number;
+  payload: Uint8Array;
+}
+
 /** Heartbeat.archive_setup as the catalog keeps it: the protocol message's fields in camelCase. */
 export interface AgentArchiveSetup {
   archiveMode: string;
@@ -374,6 +395,31 @@ export interface CatalogStore {
   ): Promise<void>;
   /** Marks every agent disconnected; at controller start no stream is open yet. */
   disconnectAllAgents(now: number): Promise<void>;
+  /** Records that the controller is alive (inserted on its first beat). */
+  heartbeatController(controller: ControllerRecord): Promise<void>;
+  /** Forgets a controller that stops cleanly, with the streams it held. */
+  removeController(id: string): Promise<void>;
+  /** Every controller that has beaten and not been removed, oldest first. */
+  listControllers(): Promise<ControllerRecord[]>;
+  /** The agent's stream is now held by this controller (whoever held it before). */
+  holdAgentStream(agent: AgentRef, controllerId: string, now: number): Promise<void>;
+  /**
+   * The agent's stream on this controller ended: forgets the holding if it is still this
+   * controller's. False when another controller holds the agent now (it moved): its connected
+   * flag and jobs are that controller's business.
+   */
+  releaseAgentStream(agent: AgentRef, controllerId: string): Promise<boolean>;
+  listAgentStreams(): Promise<AgentStreamRecord[]>;
+  /**
+   * Marks disconnected the agents whose stream no live controller holds (no holding, or a holder
+   * not seen since `liveSince`: it died), forgets those holdings and the messages left for dead
+   * controllers. A SQLite catalog has one controller, `self`: every other one counts as dead.
+   */
+  releaseDeadStreams(self: string, liveSince: number, now: number): Promise<AgentRef[]>;
+  /** Leaves a message for the agent's stream on controller `controllerId`. */
+  queueAgentMessage(controllerId: string, agent: AgentRef, payload: Uint8Array, now: number): Promise<void>;
+  /** Takes (and removes) the oldest messages left for this controller's streams. */
+  takeAgentMessages(controllerId: string, limit: number): Promise<AgentMessageRecord[]>;
   /** Stores a heartbeat's figures; what the beat leaves out keeps its last reported value. */
   recordHeartbeat(agent: AgentRef, beat: HeartbeatFigures, now: number): Promise<void>;
   getAgent(agent: AgentRef): Promise<AgentRecord | undefined>;
