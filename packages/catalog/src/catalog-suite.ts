@@ -1066,9 +1066,11 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       test('controllers beat and are listed; a clean stop forgets one with what it held', async () => {
         const store = await storeWithCluster();
         await store.heartbeatController({ id: 'c1', address: 'h1:7420', startedAt: 10, lastSeen: 10 });
+        await store.tryAcquireLeadership('scheduler');
+        await store.tryAcquireLeadership('health');
         await store.heartbeatController({ id: 'c1', address: 'h1:7420', startedAt: 99, lastSeen: 20 });
         assert.deepEqual(await store.listControllers(), [
-          { id: 'c1', address: 'h1:7420', startedAt: 10, lastSeen: 20 },
+          { id: 'c1', address: 'h1:7420', startedAt: 10, lastSeen: 20, leads: ['health', 'scheduler'] },
         ]);
         await store.holdAgentStream(inMain('agent-1'), 'c1', 21);
         assert.deepEqual(await store.listAgentStreams(), [

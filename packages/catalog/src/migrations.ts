@@ -542,7 +542,8 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
         id         TEXT PRIMARY KEY,
         address    TEXT NOT NULL,
         started_at INTEGER NOT NULL,
-        last_seen  INTEGER NOT NULL
+        last_seen  INTEGER NOT NULL,
+        leads      TEXT NOT NULL DEFAULT ''
       );
       CREATE TABLE agent_streams (
         cluster       TEXT NOT NULL,
@@ -566,7 +567,8 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
         id         TEXT PRIMARY KEY,
         address    TEXT NOT NULL,
         started_at BIGINT NOT NULL,
-        last_seen  BIGINT NOT NULL
+        last_seen  BIGINT NOT NULL,
+        leads      TEXT NOT NULL DEFAULT ''
       );
       CREATE TABLE agent_streams (
         cluster       TEXT NOT NULL,

@@ -343,11 +343,11 @@ export class PostgresCatalogStore implements CatalogStore {
     await this.query('UPDATE agents SET connected = false WHERE connected');
   }
 
-  async heartbeatController(c: ControllerRecord): Promise<void> {
+  async heartbeatController(c: Omit<ControllerRecord, 'leads'>): Promise<void> {
     await this.query(
-      `INSERT INTO controllers (id, address, started_at, last_seen) VALUES ($1, $2, $3, $4)
-       ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, last_seen = EXCLUDED.last_seen`,
-      [c.id, c.address, c.startedAt, c.lastSeen],
+      `INSERT INTO controllers (id, address, started_at, last_seen, leads) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, last_seen = EXCLUDED.last_seen, leads = EXCLUDED.leads`,
+      [c.id, c.address, c.startedAt, c.lastSeen, [...this.leaders.keys()].sort().join(',')],
     );
   }
 

@@ -63,9 +63,16 @@ export interface ControllerRow {
   address: string;
   started_at: number | string;
   last_seen: number | string;
+  leads: string;
 }
 export function controllerRow(r: ControllerRow): ControllerRecord {
-  return { id: r.id, address: r.address, startedAt: Number(r.started_at), lastSeen: Number(r.last_seen) };
+  return {
+    id: r.id,
+    address: r.address,
+    startedAt: Number(r.started_at),
+    lastSeen: Number(r.last_seen),
+    leads: r.leads ? r.leads.split(',') : [],
+  };
 }
 export interface AgentStreamRow {
   cluster: string;

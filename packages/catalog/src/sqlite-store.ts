@@ -283,13 +283,13 @@ export class SqliteCatalogStore implements CatalogStore {
     this.db.prepare('UPDATE agents SET connected = 0 WHERE connected <> 0').run();
   }
 
-  async heartbeatController(c: ControllerRecord): Promise<void> {
+  async heartbeatController(c: Omit<ControllerRecord, 'leads'>): Promise<void> {
     this.db
       .prepare(
-        `INSERT INTO controllers (id, address, started_at, last_seen) VALUES (?, ?, ?, ?)
-         ON CONFLICT (id) DO UPDATE SET address = excluded.address, last_seen = excluded.last_seen`,
+        `INSERT INTO controllers (id, address, started_at, last_seen, leads) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET address = excluded.address, last_seen = excluded.last_seen, leads = excluded.leads`,
       )
-      .run(c.id, c.address, c.startedAt, c.lastSeen);
+      .run(c.id, c.address, c.startedAt, c.lastSeen, [...this.leading].sort().join(','));
   }
 
   async removeController(id: string): Promise<void> {
@@ -732,11 +732,17 @@ export class SqliteCatalogStore implements CatalogStore {
       .immediate();
   }
 
-  async tryAcquireLeadership(_name: string): Promise<boolean> {
+  /** One controller per SQLite file: it leads whatever it asks for (kept only for status). */
+  private readonly leading = new Set<string>();
+
+  async tryAcquireLeadership(name: string): Promise<boolean> {
+    this.leading.add(name);
     return true;
   }
 
-  async releaseLeadership(_name: string): Promise<void> {}
+  async releaseLeadership(name: string): Promise<void> {
+    this.leading.delete(name);
+  }
 }
 
 function migrate(db: Database.Database): void {

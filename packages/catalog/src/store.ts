@@ -88,6 +88,8 @@ export interface ControllerRecord {
   address: string;
   startedAt: number;
   lastSeen: number;
+  /** The leaderships (tryAcquireLeadership names: scheduler, health) it held at its last beat, sorted. */
+  leads: string[];
 }
 
 /** Which controller holds an agent's Connect stream: jobs for the agent go through that one. */
@@ -395,8 +397,11 @@ export interface CatalogStore {
   ): Promise<void>;
   /** Marks every agent disconnected; at controller start no stream is open yet. */
   disconnectAllAgents(now: number): Promise<void>;
-  /** Records that the controller is alive (inserted on its first beat). */
-  heartbeatController(controller: ControllerRecord): Promise<void>;
+  /**
+   * Records that the controller is alive (inserted on its first beat), with the leaderships this
+   * store holds now (so status can say which controller leads).
+   */
+  heartbeatController(controller: Omit<ControllerRecord, 'leads'>): Promise<void>;
   /** Forgets a controller that stops cleanly, with the streams it held. */
   removeController(id: string): Promise<void>;
   /** Every controller that has beaten and not been removed, oldest first. */

@@ -22,7 +22,7 @@ import { eventsCommitted, publishJobs, type ControllerContext } from '../context
 import { jobEvents } from '../jobs/registry.js';
 import { applyRetention, getPolicy, pinBackup, planRetention, setPolicy } from './policy.js';
 import { requireCluster } from '../jobs/dispatch.js';
-import { agentSession } from '../agents/peers.js';
+import { agentSession, listControllerInfo } from '../agents/peers.js';
 import { startBackupJob } from '../jobs/backup.js';
 import { startCheckJob } from '../jobs/check.js';
 import { startBackupDeleteJob } from '../jobs/expire.js';
@@ -44,6 +44,7 @@ const DEFAULT_JOB_LIMIT = 50;
 export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof AdminService> {
   return {
     listClusters: async () => ({ clusters: await listClusterStatus(ctx) }),
+    listControllers: () => listControllerInfo(ctx),
 
     listBackups: async (req) => {
       await requireCluster(ctx, req.cluster);

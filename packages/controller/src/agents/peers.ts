@@ -18,7 +18,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { create, fromBinary, toBinary, type MessageInitShape } from '@bufbuild/protobuf';
-import { ConnectResponseSchema } from '@pgfleet/proto';
+import { agentRefKey } from '@pgfleet/catalog';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { ConnectResponseSchema, type ListControllersResponseSchema } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
 import type { AgentSession } from './sessions.js';
 
@@ -33,10 +35,11 @@ export function newControllerId(): string {
 }
 
 /**
- * The cluster's agents whose streams other live controllers hold, as sessions whose send leaves
- * the message in the catalog for the holder. Agents this controller holds are not among them.
+ * The agents (of `cluster`, or of every cluster) whose streams other live controllers hold, as
+ * sessions whose send leaves the message in the catalog for the holder. Agents this controller
+ * holds are not among them.
  */
-export async function remoteSessions(ctx: ControllerContext, cluster: string): Promise<AgentSession[]> {
+export async function remoteSessions(ctx: ControllerContext, cluster?: string): Promise<AgentSession[]> {
   const now = ctx.now();
   const [streams, controllers, agents] = await Promise.all([
     ctx.store.listAgentStreams(),
@@ -44,15 +47,17 @@ export async function remoteSessions(ctx: ControllerContext, cluster: string): P
     ctx.store.listAgents(cluster),
   ]);
   const live = new Set(controllers.filter((c) => c.lastSeen >= now - LEASE_MS).map((c) => c.id));
-  const connected = new Map(agents.filter((a) => a.connected).map((a) => [a.id, a]));
+  const connected = new Map(
+    agents.filter((a) => a.connected).map((a) => [agentRefKey({ cluster: a.cluster, agentId: a.id }), a]),
+  );
   const out: AgentSession[] = [];
   for (const s of streams) {
-    if (s.cluster !== cluster || s.controllerId === ctx.controllerId || !live.has(s.controllerId)) continue;
-    const agent = connected.get(s.agentId);
+    if (cluster !== undefined && s.cluster !== cluster) continue;
+    if (s.controllerId === ctx.controllerId || !live.has(s.controllerId)) continue;
+    const agent = connected.get(agentRefKey(s));
     if (!agent || ctx.sessions.get(s.cluster, s.agentId)) continue;
-    out.push(
-      remoteSession(ctx, { cluster, agentId: s.agentId, hostname: agent.hostname, since: s.since }, s.controllerId),
-    );
+    const a = { cluster: s.cluster, agentId: s.agentId, hostname: agent.hostname, since: s.since };
+    out.push(remoteSession(ctx, a, s.controllerId));
   }
   return out;
 }
@@ -182,4 +187,30 @@ export class ControllerPeers {
       if (messages.length < 100) return;
     }
   }
+}
+
+/** Every controller of the catalog for `pgfleet status` (ListControllers): alive or not, what it leads and holds. */
+export async function listControllerInfo(
+  ctx: ControllerContext,
+): Promise<MessageInitShape<typeof ListControllersResponseSchema>> {
+  const now = ctx.now();
+  const [controllers, streams] = await Promise.all([ctx.store.listControllers(), ctx.store.listAgentStreams()]);
+  const held = new Map<string, number>();
+  for (const s of streams) held.set(s.controllerId, (held.get(s.controllerId) ?? 0) + 1);
+  return {
+    controllers: controllers.map((c) => {
+      const alive = c.id === ctx.controllerId || c.lastSeen >= now - LEASE_MS;
+      return {
+        id: c.id,
+        address: c.address,
+        started: timestampFromMs(c.startedAt),
+        lastSeen: timestampFromMs(c.lastSeen),
+        alive,
+        // A dead controller's leaderships went with its catalog sessions.
+        leads: alive ? c.leads : [],
+        agentsHeld: held.get(c.id) ?? 0,
+        answering: c.id === ctx.controllerId,
+      };
+    }),
+  };
 }

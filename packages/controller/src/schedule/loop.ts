@@ -20,6 +20,7 @@
  *   time, recorded as schedule run 'drill', never while the cluster's previous drill runs.
  * - `tick(now)` is public so tests drive the loop with their own clock instead of timers.
  */
+import { remoteSessions } from '../agents/peers.js';
 import { asPgfleetError, type Logger } from '@pgfleet/core';
 import { FLEET_POLICY_SCOPE, type BackupKind, type JobRecord } from '@pgfleet/catalog';
 import type { ControllerContext } from '../context.js';
@@ -96,8 +97,11 @@ export class SchedulerLoop {
     if (!(await store.tryAcquireLeadership(SCHEDULER_LEADERSHIP))) return report;
     report.leader = true;
 
-    // One session per cluster: the one a job would be dispatched to.
-    const clusters = [...new Set(this.ctx.sessions.all().map((s) => s.cluster))].sort();
+    // The clusters with a connected agent, on this controller or on another sharing the catalog.
+    const held = [...this.ctx.sessions.all(), ...(await remoteSessions(this.ctx))].sort(
+      (a, b) => a.connectedAt - b.connectedAt,
+    );
+    const clusters = [...new Set(held.map((s) => s.cluster))].sort();
     if (clusters.length === 0) return report;
     const policies = new Map((await store.listPolicies()).map((p) => [p.scope, settingsOf(p)]));
     const fleet = policies.get(FLEET_POLICY_SCOPE);
@@ -109,7 +113,7 @@ export class SchedulerLoop {
     const retentionClusters: string[] = [];
     for (const cluster of clusters) {
       // The host a schedule is spread by: the longest connected agent (the backup itself goes where backup_from says).
-      const session = this.ctx.sessions.ofCluster(cluster)[0]!;
+      const session = held.find((s) => s.cluster === cluster)!;
       const eff = effectivePolicy(fleet, policies.get(cluster));
       if (eff.retentionConfigured) retentionClusters.push(cluster);
       if (eff.drill) drillSchedules.push({ cluster, cron: eff.drill, spreadMinutes: eff.spreadMinutes });
