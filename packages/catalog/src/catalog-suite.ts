@@ -1055,6 +1055,35 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal(await store.tryAcquireLeadership('scheduler'), true);
       });
 
+      test('fencing: each acquisition has a new epoch, and writes carrying an older one are refused', async () => {
+        const store = await storeWithCluster();
+        assert.equal(store.leadershipFence('scheduler'), undefined, 'not led: no fence');
+        await store.tryAcquireLeadership('scheduler');
+        const first = store.leadershipFence('scheduler')!;
+        await store.tryAcquireLeadership('scheduler');
+        assert.deepEqual(store.leadershipFence('scheduler'), first, 'asking again while leading keeps the epoch');
+        await store.releaseLeadership('scheduler');
+        await store.tryAcquireLeadership('scheduler');
+        const second = store.leadershipFence('scheduler')!;
+        assert.equal(second.epoch, first.epoch + 1);
+        const job = (id: string) => ({ id, cluster: 'main', kind: 'backup' as const, agentId: 'agent-1', params: {} });
+        // The ex-leader's fire and run record: refused, nothing written.
+        await assert.rejects(store.createJobIfIdle('main', ['backup'], job('j-old'), 1, first), (err: unknown) =>
+          PgfleetError.is(err, 'LeadershipLost'),
+        );
+        await assert.rejects(
+          store.recordScheduleRuns([{ cluster: 'main', type: 'full', lastRun: 5 }], first),
+          (err: unknown) => PgfleetError.is(err, 'LeadershipLost'),
+        );
+        assert.equal(await store.getJob('j-old'), undefined);
+        assert.deepEqual(await store.listScheduleRuns('main'), []);
+        // The current leader's go through.
+        await store.createJobIfIdle('main', ['backup'], job('j-new'), 1, second);
+        await store.recordScheduleRuns([{ cluster: 'main', type: 'full', lastRun: 5 }], second);
+        assert.equal((await store.getJob('j-new'))?.state, 'queued');
+        assert.equal((await store.listScheduleRuns('main')).length, 1);
+      });
+
       test('close is idempotent', async () => {
         const store = await fresh();
         await store.tryAcquireLeadership('scheduler');

@@ -536,7 +536,7 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
   },
   {
     description:
-      'several controllers on one catalog: the controllers alive (heartbeat), which one holds each agent stream, and the messages one controller leaves for a stream another holds',
+      'several controllers on one catalog: the controllers alive (heartbeat), which one holds each agent stream, the messages one controller leaves for a stream another holds, and the fencing epoch of each leadership',
     sqlite: `
       CREATE TABLE controllers (
         id         TEXT PRIMARY KEY,
@@ -561,6 +561,10 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
         created_at    INTEGER NOT NULL
       );
       CREATE INDEX agent_messages_controller ON agent_messages(controller_id, seq);
+      CREATE TABLE leadership_epochs (
+        name  TEXT PRIMARY KEY,
+        epoch BIGINT NOT NULL
+      );
     `,
     postgres: `
       CREATE TABLE controllers (
@@ -586,6 +590,10 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
         created_at    BIGINT NOT NULL
       );
       CREATE INDEX agent_messages_controller ON agent_messages(controller_id, seq);
+      CREATE TABLE leadership_epochs (
+        name  TEXT PRIMARY KEY,
+        epoch BIGINT NOT NULL
+      );
     `,
   },
 ];

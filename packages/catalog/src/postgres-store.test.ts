@@ -276,6 +276,26 @@ describe('postgres: shared by several controllers', () => {
     );
   });
 
+  test('fencing: a paused ex-leader cannot fire a schedule once another controller leads', async () => {
+    const [a, b] = await twoControllers();
+    await a.upsertCluster({ name: 'fenced', systemIdentifier: '7300000000000000001', pgVersion: 170002 }, 1);
+    assert.equal(await a.tryAcquireLeadership('fence-test'), true);
+    const stale = a.leadershipFence('fence-test')!;
+    // a pauses (here: lets go); b leads with a newer epoch.
+    await a.releaseLeadership('fence-test');
+    assert.equal(await b.tryAcquireLeadership('fence-test'), true);
+    const current = b.leadershipFence('fence-test')!;
+    assert.ok(current.epoch > stale.epoch);
+    const job = (id: string) => ({ id, cluster: 'fenced', kind: 'backup' as const, agentId: 'x', params: {} });
+    await assert.rejects(a.createJobIfIdle('fenced', ['backup'], job('fenced-late'), 2, stale), (err: unknown) =>
+      PgfleetError.is(err, 'LeadershipLost'),
+    );
+    assert.equal(await a.getJob('fenced-late'), undefined);
+    await b.createJobIfIdle('fenced', ['backup'], job('fenced-now'), 2, current);
+    assert.equal((await a.getJob('fenced-now'))?.state, 'queued');
+    await b.releaseLeadership('fence-test');
+  });
+
   test('leadership: one of two controllers leads; after release, close or a lost session the other can', async () => {
     const [a, b] = await twoControllers();
     assert.equal(await a.tryAcquireLeadership('scheduler'), true);

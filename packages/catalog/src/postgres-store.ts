@@ -63,6 +63,7 @@ import {
   type AgentRecord,
   type AgentStreamRecord,
   type ControllerRecord,
+  type LeadershipFence,
   type AgentRef,
   type HeartbeatFigures,
   type BackupRecord,
@@ -159,6 +160,8 @@ export class PostgresCatalogStore implements CatalogStore {
   private readonly options: PostgresCatalogOptions;
   /** Leadership name -> the dedicated session holding its advisory lock. */
   private readonly leaders = new Map<string, pg.Client>();
+  /** The epoch of each leadership's current acquisition (leadership_epochs), while held. */
+  private readonly epochs = new Map<string, number>();
   /** Serialises acquire/release per name, so one store never competes with itself for a lock. */
   private readonly leadershipQueue = new Map<string, Promise<unknown>>();
   private closing: Promise<void> | undefined;
@@ -541,15 +544,18 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows.map(scheduleRunFromRow);
   }
 
-  async recordScheduleRuns(runs: readonly ScheduleRunRecord[]): Promise<void> {
+  async recordScheduleRuns(runs: readonly ScheduleRunRecord[], fence?: LeadershipFence): Promise<void> {
     if (runs.length === 0) return;
-    // One statement: all or none, and GREATEST keeps a late, older value from moving a run back.
-    await this.query(
-      `INSERT INTO schedule_runs (cluster, type, last_run)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-       ON CONFLICT (cluster, type) DO UPDATE SET last_run = GREATEST(schedule_runs.last_run, EXCLUDED.last_run)`,
-      [runs.map((r) => r.cluster), runs.map((r) => r.type), runs.map((r) => r.lastRun)],
-    );
+    await this.transaction(async (client) => {
+      if (fence) await checkFence(client, fence);
+      // One statement: all or none, and GREATEST keeps a late, older value from moving a run back.
+      await client.query(
+        `INSERT INTO schedule_runs (cluster, type, last_run)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+         ON CONFLICT (cluster, type) DO UPDATE SET last_run = GREATEST(schedule_runs.last_run, EXCLUDED.last_run)`,
+        [runs.map((r) => r.cluster), runs.map((r) => r.type), runs.map((r) => r.lastRun)],
+      );
+    });
   }
 
   async createJob(job: NewJob, now: number): Promise<JobRecord> {
@@ -562,7 +568,13 @@ export class PostgresCatalogStore implements CatalogStore {
     return existingJobFor(job, (await this.getJob(job.id))!);
   }
 
-  async createJobIfIdle(cluster: string, kinds: readonly JobKind[], job: NewJob, now: number): Promise<JobRecord> {
+  async createJobIfIdle(
+    cluster: string,
+    kinds: readonly JobKind[],
+    job: NewJob,
+    now: number,
+    fence?: LeadershipFence,
+  ): Promise<JobRecord> {
     return this.transaction(async (client) => {
       // Serialises creators of this cluster until commit. Under READ COMMITTED each statement
       // below sees what an earlier holder committed, so the check and the insert cannot be split
@@ -571,6 +583,7 @@ export class PostgresCatalogStore implements CatalogStore {
       // the lock statement itself, before the earlier holder committed, and both would insert.
       await client.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
       await client.query(`SELECT pg_advisory_xact_lock(${CLUSTER_JOBS_LOCK_CLASS}, hashtext($1))`, [cluster]);
+      if (fence) await checkFence(client, fence);
       const known = await client.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [job.id]);
       if (known.rows[0]) return existingJobFor(job, jobRow(known.rows[0]));
       const busy = await client.query<JobRow>(
@@ -829,7 +842,14 @@ export class PostgresCatalogStore implements CatalogStore {
           [name],
         );
         if (res.rows[0]?.ok) {
+          // A new acquisition: a new epoch, which writes of earlier leaders no longer match.
+          const epoch = await client.query<{ epoch: string }>(
+            `INSERT INTO leadership_epochs (name, epoch) VALUES ($1, 1)
+             ON CONFLICT (name) DO UPDATE SET epoch = leadership_epochs.epoch + 1 RETURNING epoch`,
+            [name],
+          );
           this.leaders.set(name, client);
+          this.epochs.set(name, Number(epoch.rows[0]!.epoch));
           return true;
         }
       } catch (err) {
@@ -839,6 +859,11 @@ export class PostgresCatalogStore implements CatalogStore {
       await client.end().catch(() => {});
       return false;
     });
+  }
+
+  leadershipFence(name: string): LeadershipFence | undefined {
+    const epoch = this.epochs.get(name);
+    return this.leaders.has(name) && epoch !== undefined ? { name, epoch } : undefined;
   }
 
   async releaseLeadership(name: string): Promise<void> {
@@ -950,4 +975,21 @@ async function migrate(client: pg.PoolClient): Promise<void> {
     await client.query('ROLLBACK').catch(() => {});
     throw err;
   }
+}
+
+/**
+ * Refuses the transaction's writes unless `fence` is still the leadership's current epoch. FOR
+ * SHARE holds the row until commit: a controller acquiring the leadership meanwhile waits to
+ * bump the epoch until these writes are committed, and so sees them in its first round.
+ */
+async function checkFence(client: pg.PoolClient, fence: LeadershipFence): Promise<void> {
+  const rows = await client.query<{ epoch: string }>('SELECT epoch FROM leadership_epochs WHERE name = $1 FOR SHARE', [
+    fence.name,
+  ]);
+  const current = rows.rows[0] ? Number(rows.rows[0].epoch) : undefined;
+  if (current !== fence.epoch)
+    throw new PgfleetError(
+      'LeadershipLost',
+      `${fence.name} leadership epoch ${fence.epoch} is over (now ${current ?? 'none'}): another controller leads`,
+    );
 }

@@ -59,6 +59,7 @@ import {
   type AgentRef,
   type AgentStreamRecord,
   type ControllerRecord,
+  type LeadershipFence,
   type HeartbeatFigures,
   type BackupRecord,
   type CatalogStore,
@@ -289,7 +290,7 @@ export class SqliteCatalogStore implements CatalogStore {
         `INSERT INTO controllers (id, address, started_at, last_seen, leads) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET address = excluded.address, last_seen = excluded.last_seen, leads = excluded.leads`,
       )
-      .run(c.id, c.address, c.startedAt, c.lastSeen, [...this.leading].sort().join(','));
+      .run(c.id, c.address, c.startedAt, c.lastSeen, [...this.leading.keys()].sort().join(','));
   }
 
   async removeController(id: string): Promise<void> {
@@ -481,13 +482,14 @@ export class SqliteCatalogStore implements CatalogStore {
     return rows.map(scheduleRunFromRow);
   }
 
-  async recordScheduleRuns(runs: readonly ScheduleRunRecord[]): Promise<void> {
+  async recordScheduleRuns(runs: readonly ScheduleRunRecord[], fence?: LeadershipFence): Promise<void> {
     const up = this.db.prepare(
       `INSERT INTO schedule_runs (cluster, type, last_run) VALUES (?, ?, ?)
        ON CONFLICT (cluster, type) DO UPDATE SET last_run = MAX(last_run, excluded.last_run)`,
     );
     this.db
       .transaction(() => {
+        if (fence) this.checkFence(fence);
         for (const r of runs) up.run(r.cluster, r.type, r.lastRun);
       })
       .immediate();
@@ -503,10 +505,17 @@ export class SqliteCatalogStore implements CatalogStore {
     return changes === 0 ? existingJobFor(job, stored) : stored;
   }
 
-  async createJobIfIdle(cluster: string, kinds: readonly JobKind[], job: NewJob, now: number): Promise<JobRecord> {
+  async createJobIfIdle(
+    cluster: string,
+    kinds: readonly JobKind[],
+    job: NewJob,
+    now: number,
+    fence?: LeadershipFence,
+  ): Promise<JobRecord> {
     // BEGIN IMMEDIATE takes the write lock first: a second connection to the file waits until this commits.
     return this.db
       .transaction(() => {
+        if (fence) this.checkFence(fence);
         const known = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(job.id) as JobRow | undefined;
         if (known) return existingJobFor(job, jobRow(known));
         const active = FAILABLE_JOB_STATES.map(() => '?').join(', ');
@@ -732,16 +741,40 @@ export class SqliteCatalogStore implements CatalogStore {
       .immediate();
   }
 
-  /** One controller per SQLite file: it leads whatever it asks for (kept only for status). */
-  private readonly leading = new Set<string>();
+  /** One controller per SQLite file: it leads whatever it asks for; the epoch of each acquisition. */
+  private readonly leading = new Map<string, number>();
 
   async tryAcquireLeadership(name: string): Promise<boolean> {
-    this.leading.add(name);
+    if (!this.leading.has(name)) {
+      const row = this.db
+        .prepare(
+          `INSERT INTO leadership_epochs (name, epoch) VALUES (?, 1)
+           ON CONFLICT (name) DO UPDATE SET epoch = epoch + 1 RETURNING epoch`,
+        )
+        .get(name) as { epoch: number };
+      this.leading.set(name, Number(row.epoch));
+    }
     return true;
+  }
+
+  leadershipFence(name: string): LeadershipFence | undefined {
+    const epoch = this.leading.get(name);
+    return epoch === undefined ? undefined : { name, epoch };
   }
 
   async releaseLeadership(name: string): Promise<void> {
     this.leading.delete(name);
+  }
+
+  /** Inside a write transaction: refuses it unless `fence` is the leadership's current epoch. */
+  private checkFence(fence: LeadershipFence): void {
+    const row = this.db.prepare('SELECT epoch FROM leadership_epochs WHERE name = ?').get(fence.name) as
+      { epoch: number } | undefined;
+    if (row === undefined || Number(row.epoch) !== fence.epoch)
+      throw new PgfleetError(
+        'LeadershipLost',
+        `${fence.name} leadership epoch ${fence.epoch} is over (now ${row?.epoch ?? 'none'}): another controller leads`,
+      );
   }
 }
 

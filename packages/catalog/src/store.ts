@@ -92,6 +92,15 @@ export interface ControllerRecord {
   leads: string[];
 }
 
+/**
+ * A leadership as one acquisition of it: the epoch grows at every acquisition (by any
+ * controller), so a write carrying an older one comes from a leader that has since lost it.
+ */
+export interface LeadershipFence {
+  name: string;
+  epoch: number;
+}
+
 /** Which controller holds an agent's Connect stream: jobs for the agent go through that one. */
 export interface AgentStreamRecord extends AgentRef {
   controllerId: string;
@@ -459,7 +468,7 @@ export interface CatalogStore {
    * Records last runs in one transaction. A run never moves back in time: an older value than
    * the stored one (a late second controller) is ignored, so a run is neither repeated nor lost.
    */
-  recordScheduleRuns(runs: readonly ScheduleRunRecord[]): Promise<void>;
+  recordScheduleRuns(runs: readonly ScheduleRunRecord[], fence?: LeadershipFence): Promise<void>;
 
   /** Creates a job in state 'queued'. */
   createJob(job: NewJob, now: number): Promise<JobRecord>;
@@ -470,7 +479,19 @@ export interface CatalogStore {
    * an expire of one cluster exactly one creates its job. A repeat of an existing id behaves as
    * createJob does (the job is its own, not a rival).
    */
-  createJobIfIdle(cluster: string, kinds: readonly JobKind[], job: NewJob, now: number): Promise<JobRecord>;
+  createJobIfIdle(
+    cluster: string,
+    kinds: readonly JobKind[],
+    job: NewJob,
+    now: number,
+    fence?: LeadershipFence,
+  ): Promise<JobRecord>;
+  /**
+   * The fence of a leadership this store holds (after tryAcquireLeadership said true), undefined
+   * otherwise. Writes given it (createJobIfIdle, recordScheduleRuns) fail with LeadershipLost, in
+   * their own transaction, once another acquisition happened: a paused ex-leader fires nothing.
+   */
+  leadershipFence(name: string): LeadershipFence | undefined;
   getJob(id: string): Promise<JobRecord | undefined>;
   /** Newest first. */
   listJobs(filter?: JobFilter): Promise<JobRecord[]>;

@@ -96,6 +96,9 @@ export class SchedulerLoop {
     const { store } = this.ctx;
     if (!(await store.tryAcquireLeadership(SCHEDULER_LEADERSHIP))) return report;
     report.leader = true;
+    // Carried by this round's writes: if another controller took the leadership meanwhile (this
+    // one paused), they are refused (LeadershipLost) and nothing fires twice.
+    const fence = store.leadershipFence(SCHEDULER_LEADERSHIP);
 
     // The clusters with a connected agent, on this controller or on another sharing the catalog.
     const held = [...this.ctx.sessions.all(), ...(await remoteSessions(this.ctx))].sort(
@@ -153,10 +156,21 @@ export class SchedulerLoop {
       for (const p of result.start) {
         let jobId: string;
         try {
-          const job = await startBackupJob(this.ctx, p.cluster, p.type, { scheduledAt: p.scheduledAt.toISOString() });
+          const job = await startBackupJob(
+            this.ctx,
+            p.cluster,
+            p.type,
+            { scheduledAt: p.scheduledAt.toISOString() },
+            undefined,
+            fence,
+          );
           jobId = job.id ?? '';
         } catch (err) {
           const e = asPgfleetError(err);
+          if (e.errorName === 'LeadershipLost') {
+            this.log.warn({ code: e.code }, `scheduler round stopped: ${e.message}`);
+            return report;
+          }
           report.failed.push({ cluster: p.cluster, type: p.type, error: e.message });
           this.log.warn(
             { cluster: p.cluster, type: p.type, code: e.code },
@@ -167,6 +181,7 @@ export class SchedulerLoop {
         // The job is out: record the run (and the lesser due types it covers) so it is not started again.
         await store.recordScheduleRuns(
           p.record.map((r) => ({ cluster: p.cluster, type: r.type, lastRun: r.scheduledAt.getTime() })),
+          fence,
         );
         report.started.push({ cluster: p.cluster, type: p.type, scheduledAt: p.scheduledAt, jobId });
         this.log.info(
