@@ -1082,6 +1082,17 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await store.recordScheduleRuns([{ cluster: 'main', type: 'full', lastRun: 5 }], second);
         assert.equal((await store.getJob('j-new'))?.state, 'queued');
         assert.equal((await store.listScheduleRuns('main')).length, 1);
+        // The outbox publisher's mark, likewise.
+        await store.appendEvents([
+          { id: 'ev-fenced', cluster: 'main', kind: 'backup.completed', time: 1, payload: new Uint8Array([1]) },
+        ]);
+        const [ev] = await store.nextUnsentEvents(10);
+        await assert.rejects(store.markEventsSent([ev!.seq], 2, first), (err: unknown) =>
+          PgfleetError.is(err, 'LeadershipLost'),
+        );
+        assert.equal((await store.nextUnsentEvents(10)).length, 1, 'still unsent');
+        await store.markEventsSent([ev!.seq], 2, second);
+        assert.deepEqual(await store.nextUnsentEvents(10), []);
       });
 
       test('close is idempotent', async () => {

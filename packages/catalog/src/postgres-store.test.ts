@@ -276,6 +276,30 @@ describe('postgres: shared by several controllers', () => {
     );
   });
 
+  test('a message left for a controller wakes it through NOTIFY; one for another does not', async () => {
+    const [a, b] = await twoControllers();
+    const woken: string[] = [];
+    let wake: () => void = () => {};
+    const woke = new Promise<void>((resolve) => (wake = resolve));
+    const stop = await a.listenAgentMessages('ctl-a', () => {
+      woken.push('ctl-a');
+      wake();
+    });
+    try {
+      await b.queueAgentMessage('ctl-other', { cluster: 'm', agentId: 'x' }, new Uint8Array([1]), 1);
+      await b.queueAgentMessage('ctl-a', { cluster: 'm', agentId: 'x' }, new Uint8Array([2]), 1);
+      await woke;
+      // Notifications arrive in commit order: the one for ctl-other came first and woke nobody.
+      assert.deepEqual(woken, ['ctl-a']);
+      assert.deepEqual(
+        (await a.takeAgentMessages('ctl-a', 10)).map((m) => [...m.payload]),
+        [[2]],
+      );
+    } finally {
+      await stop();
+    }
+  });
+
   test('fencing: a paused ex-leader cannot fire a schedule once another controller leads', async () => {
     const [a, b] = await twoControllers();
     await a.upsertCluster({ name: 'fenced', systemIdentifier: '7300000000000000001', pgVersion: 170002 }, 1);

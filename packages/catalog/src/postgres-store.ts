@@ -299,12 +299,15 @@ export class PostgresCatalogStore implements CatalogStore {
     ).map(outboxEventFromRow);
   }
 
-  async markEventsSent(seqs: readonly number[], now: number): Promise<void> {
+  async markEventsSent(seqs: readonly number[], now: number, fence?: LeadershipFence): Promise<void> {
     if (seqs.length === 0) return;
-    await this.query('UPDATE events_outbox SET sent_at = $1 WHERE seq = ANY($2::bigint[]) AND sent_at IS NULL', [
-      now,
-      seqs,
-    ]);
+    await this.transaction(async (client) => {
+      if (fence) await checkFence(client, fence);
+      await client.query('UPDATE events_outbox SET sent_at = $1 WHERE seq = ANY($2::bigint[]) AND sent_at IS NULL', [
+        now,
+        seqs,
+      ]);
+    });
   }
 
   async listEvents(filter: { cluster?: string; afterSeq?: number; limit?: number } = {}): Promise<OutboxEventRecord[]> {
@@ -412,10 +415,34 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 
   async queueAgentMessage(controllerId: string, agent: AgentRef, payload: Uint8Array, now: number): Promise<void> {
+    // The notification goes out when the row commits, never before: the holder finds the message.
     await this.query(
-      'INSERT INTO agent_messages (controller_id, cluster, agent_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)',
+      `WITH m AS (INSERT INTO agent_messages (controller_id, cluster, agent_id, payload, created_at) VALUES ($1, $2, $3, $4, $5))
+       SELECT pg_notify('${AGENT_MESSAGES_CHANNEL}', $1)`,
       [controllerId, agent.cluster, agent.agentId, Buffer.from(payload), now],
     );
+  }
+
+  async listenAgentMessages(controllerId: string, wake: () => void): Promise<() => Promise<void>> {
+    const client = new pg.Client({
+      connectionString: this.connectionString,
+      connectionTimeoutMillis: this.options.connectTimeoutMs ?? 10_000,
+      application_name: `${this.options.applicationName ?? 'pgfleet-controller'} listen`,
+      keepAlive: true,
+    });
+    // A lost connection loses notifications only: the caller's poll still finds the messages.
+    client.on('error', () => {});
+    client.on('notification', (n) => {
+      if (n.payload === controllerId) wake();
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${AGENT_MESSAGES_CHANNEL}`);
+    } catch (err) {
+      await client.end().catch(() => {});
+      throw this.error(err);
+    }
+    return () => client.end().catch(() => {});
   }
 
   async takeAgentMessages(controllerId: string, limit: number): Promise<AgentMessageRecord[]> {
@@ -976,6 +1003,9 @@ async function migrate(client: pg.PoolClient): Promise<void> {
     throw err;
   }
 }
+
+/** The NOTIFY channel of agent_messages; the payload names the controller a message was left for. */
+const AGENT_MESSAGES_CHANNEL = 'pgfleet_agent_messages';
 
 /**
  * Refuses the transaction's writes unless `fence` is still the leadership's current epoch. FOR

@@ -231,10 +231,11 @@ export class SqliteCatalogStore implements CatalogStore {
     ).map(outboxEventFromRow);
   }
 
-  async markEventsSent(seqs: readonly number[], now: number): Promise<void> {
+  async markEventsSent(seqs: readonly number[], now: number, fence?: LeadershipFence): Promise<void> {
     const upd = this.db.prepare('UPDATE events_outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL');
     this.db
       .transaction(() => {
+        if (fence) this.checkFence(fence);
         for (const seq of seqs) upd.run(now, seq);
       })
       .immediate();

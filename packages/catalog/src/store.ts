@@ -432,6 +432,13 @@ export interface CatalogStore {
   releaseDeadStreams(self: string, liveSince: number, now: number): Promise<AgentRef[]>;
   /** Leaves a message for the agent's stream on controller `controllerId`. */
   queueAgentMessage(controllerId: string, agent: AgentRef, payload: Uint8Array, now: number): Promise<void>;
+  /**
+   * Calls `wake` soon after a message is left for this controller (PostgreSQL LISTEN/NOTIFY on a
+   * connection of its own); resolves to the function that stops listening. Absent where one
+   * controller is all there is (SQLite). A notification can be lost with its connection: callers
+   * poll takeAgentMessages as well.
+   */
+  listenAgentMessages?(controllerId: string, wake: () => void): Promise<() => Promise<void>>;
   /** Takes (and removes) the oldest messages left for this controller's streams. */
   takeAgentMessages(controllerId: string, limit: number): Promise<AgentMessageRecord[]>;
   /** Stores a heartbeat's figures; what the beat leaves out keeps its last reported value. */
@@ -526,7 +533,7 @@ export interface CatalogStore {
   /** Up to `limit` unsent events, lowest seq first. */
   nextUnsentEvents(limit: number): Promise<OutboxEventRecord[]>;
   /** Marks events sent; marking one twice keeps its first time. */
-  markEventsSent(seqs: readonly number[], now: number): Promise<void>;
+  markEventsSent(seqs: readonly number[], now: number, fence?: LeadershipFence): Promise<void>;
   /** Events (sent or not) in seq order after `afterSeq`, of one cluster or all; limit default 100. */
   listEvents(filter?: { cluster?: string; afterSeq?: number; limit?: number }): Promise<OutboxEventRecord[]>;
   /** The newest `limit` events (of a cluster), returned in seq order. */

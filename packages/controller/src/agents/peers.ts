@@ -7,10 +7,10 @@
  *
  * Why the catalog and not NATS: the catalog is already the one thing every controller needs
  * (NATS is optional, for events), a job is a catalog row before anything is sent, and a message
- * left in the same database cannot be delivered for a job the catalog does not hold. The holder
- * looks for its messages every MESSAGE_POLL_MS; on PostgreSQL a NOTIFY makes it look at once
- * (store.onAgentMessage), the poll stays as the safety net for a notification lost with a
- * connection.
+ * left in the same database cannot be delivered for a job the catalog does not hold. On
+ * PostgreSQL a NOTIFY sent when the message commits makes the holder look at once
+ * (store.listenAgentMessages); it also looks every MESSAGE_POLL_MS, the safety net for a
+ * notification lost with its connection.
  *
  * Each controller beats in the catalog (controllers.last_seen) every BEAT_MS; one not seen for
  * LEASE_MS is dead: the streams it held are released (their agents count as disconnected until
@@ -99,6 +99,7 @@ export class ControllerPeers {
   private pollTimer: NodeJS.Timeout | undefined;
   private delivering: Promise<void> | undefined;
   private again = false;
+  private unlisten: (() => Promise<void>) | undefined;
   private readonly startedAt: number;
 
   constructor(
@@ -111,6 +112,11 @@ export class ControllerPeers {
 
   async start(): Promise<void> {
     await this.beat();
+    try {
+      this.unlisten = await this.ctx.store.listenAgentMessages?.(this.ctx.controllerId, () => this.deliver());
+    } catch (err) {
+      this.ctx.logger.warn({ err }, 'not listening for messages left for agents held here: polling only');
+    }
     this.beatTimer = setInterval(() => void this.beat(), BEAT_MS);
     this.beatTimer.unref();
     this.pollTimer = setInterval(() => this.deliver(), MESSAGE_POLL_MS);
@@ -137,6 +143,7 @@ export class ControllerPeers {
   async stop(): Promise<void> {
     clearInterval(this.beatTimer);
     clearInterval(this.pollTimer);
+    await this.unlisten?.();
     await this.delivering;
     // A clean stop: nobody waits out the lease for the streams this controller held.
     await this.ctx.store.removeController(this.ctx.controllerId).catch(() => {});
