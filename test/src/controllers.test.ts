@@ -4,9 +4,9 @@
  * NATS JetStream. All agents start on the first controller; a backup is started (and followed
  * with --wait) on the third, so it reaches its agent through the first; the first is killed
  * with SIGKILL in the middle of the backup. The agents move to the second controller, the
- * backup's result reaches the third's --wait, an admin call on the third reaches an agent the
- * second holds, status lists the controllers (the dead one, the holder, the leader), and the
- * JetStream stream holds each event once.
+ * backup's result reaches the third's --wait, admin calls on the third reach agents the second
+ * holds (info, verify, a backup and its cancel), status lists the controllers (the dead one, the
+ * holder, the leader), and the JetStream stream holds every catalog event once.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -132,6 +132,22 @@ describe('controllers as one: three controllers on one PostgreSQL catalog', { ti
     assert.equal(info.code, 0, `${info.stderr}\n${await fleet.logs()}`);
     const verify = await cliAt(c3, 'verify', 'shop', '--wait', '--output', 'json');
     assert.equal(verify.code, 0, `${verify.stderr}\n${await fleet.logs()}`);
+
+    // A cancel on C3 of a backup running on an agent C2 holds: the agent stops it.
+    const started = await cliAt(c3, 'backup', 'shop', '--output', 'json');
+    assert.equal(started.code, 0, started.stderr);
+    const second = (JSON.parse(started.stdout) as JobJson).id;
+    await waitFor(
+      'the second backup to run',
+      async () =>
+        (JSON.parse((await cliAt(c3, 'job', second, '--output', 'json')).stdout) as JobJson).state ===
+        'JOB_STATE_RUNNING',
+      300_000,
+      200,
+    );
+    const cancelled = await cliAt(c3, 'cancel', second, '--wait', '--output', 'json');
+    assert.equal(cancelled.code, 0, `${cancelled.stderr}\n${await fleet.logs()}`);
+    assert.equal((JSON.parse(cancelled.stdout) as JobJson).state, 'JOB_STATE_CANCELLED');
 
     // status on any controller: the three, C1 dead once its lease ran out, C2 holding both agents, one leader.
     const status = await waitFor(
