@@ -9,17 +9,9 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ErrorCodes } from '@pgfleet/core';
-import { startFleet, waitFor, type Fleet } from './harness.js';
+import { startFleet, waitFor, type Fleet, type JobJson } from './harness.js';
 
 const CLUSTER = 'cancel';
-
-interface JobJson {
-  id: string;
-  state: string;
-  error?: { code: string; message: string };
-  progress?: { phase: string };
-  backup?: { label: string };
-}
 
 describe('cancel: a running backup stops and leaves nothing that looks complete', { timeout: 600_000 }, () => {
   let fleet: Fleet;

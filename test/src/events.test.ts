@@ -14,31 +14,9 @@ import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { freePort, startNats, type NatsServer } from '@pgfleet/testkit';
 import { startFleet, waitFor, watchedControllerArgs, type Fleet } from './harness.js';
+import { STREAM, streamContents, type Received } from './jetstream.js';
 
 const CLUSTER = 'evt';
-const STREAM = 'PGFLEET_EVENTS';
-
-interface Received {
-  subject: string;
-  body: { id: string; kind: string; cluster: string; time: string; [k: string]: unknown };
-}
-
-/** Everything in the stream, in stream order (read by sequence: authoritative for (b)). */
-async function streamContents(url: string): Promise<Received[]> {
-  const nc = await connect({ servers: url, timeout: 30_000 });
-  try {
-    const jsm = await jetstreamManager(nc);
-    const { state } = await jsm.streams.info(STREAM);
-    const out: Received[] = [];
-    for (let seq = state.first_seq; seq <= state.last_seq && state.messages > 0; seq++) {
-      const m = await jsm.streams.getMessage(STREAM, { seq });
-      if (m) out.push({ subject: m.subject, body: m.json() });
-    }
-    return out;
-  } finally {
-    await nc.close();
-  }
-}
 
 describe('events: outbox, NATS JetStream, health and metrics', { timeout: 600_000 }, () => {
   let nats: NatsServer;

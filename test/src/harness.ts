@@ -41,6 +41,15 @@ export const INSECURE_ARGS = ['--insecure'];
 /** The same choice for a CLI run (the environment keeps call sites short). */
 export const INSECURE_ENV = { PGFLEET_INSECURE: 'true' };
 
+/** A job as `pgfleet job|jobs|backup --output json` prints it (the fields tests read). */
+export interface JobJson {
+  id: string;
+  state: string;
+  error?: { code: string; message: string };
+  progress?: { phase: string };
+  backup?: { label: string };
+}
+
 export interface RunResult {
   code: number;
   stdout: string;
@@ -213,8 +222,12 @@ export interface Fleet {
   /** The cluster key file of the fleet's cluster (agents' --cluster-key-file, in walArgs too): written before PostgreSQL archives. */
   clusterKeyFile: string;
   controllerAddress: string;
+  /** Every controller's address (FleetOptions.controllers), the first being controllerAddress; agents are given them all. */
+  controllerAddresses: string[];
   pg: PgInstance;
   controller: Daemon;
+  /** Every controller (FleetOptions.controllers), the first being `controller`. */
+  controllers: Daemon[];
   agent: Daemon | undefined;
   cli(...args: string[]): Promise<RunResult>;
   /** Starts the cluster's agent (on `db`, default the fleet's PostgreSQL, e.g. a promoted standby after a failover) and waits until it is connected. */
@@ -262,6 +275,10 @@ export interface FleetOptions {
   repository?: RepositoryKind;
   /** Encrypt the cluster's repository with this key: a 0600 key file (owned by postgres) given to the agent and to wal-push/wal-fetch. */
   encryptionKey?: Buffer;
+  /** The controllers' catalog (a PostgreSQL URL); default a SQLite file in the fleet's directory. */
+  catalog?: string;
+  /** How many controllers share the catalog (needs a PostgreSQL `catalog` above 1); agents get every address. Default 1. */
+  controllers?: number;
 }
 
 /** The kinds every repository-dependent scenario runs on (`PGFLEET_E2E_REPOS=posix` narrows it). */
@@ -337,7 +354,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   const spawnAgent = (name: string, db: PgInstance, extraArgs: string[]): Daemon =>
     startDaemon(
       AGENT_BIN,
-      agentRunArgs(controllerAddress, name, db, [
+      agentRunArgs(controllerAddresses.join(','), name, db, [
         ...agentRepoArgs,
         '--cluster-key-file',
         clusterKeyFile(name),
@@ -381,14 +398,15 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     ...(archive ? { archiveCommand: agentCommand(`wal-push "%p" ${walArgs}`) } : {}),
     ...opts.pg,
   });
-  const port = await freePort();
-  const controllerAddress = `127.0.0.1:${port}`;
+  const controllerAddresses: string[] = [];
+  for (let i = 0; i < (opts.controllers ?? 1); i++) controllerAddresses.push(`127.0.0.1:${await freePort()}`);
+  const controllerAddress = controllerAddresses[0]!;
   const controllerArgs = [
     'run',
     '--listen',
     controllerAddress,
     '--catalog',
-    join(dir, 'catalog.db'),
+    opts.catalog ?? join(dir, 'catalog.db'),
     ...controllerRepoArgs,
     '--heartbeat-interval',
     '1',
@@ -407,6 +425,18 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   let controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, 'controller.log'), {
     ...(controllerEnv ? { env: controllerEnv } : {}),
   });
+  // The other controllers of a shared catalog: the same arguments on their own addresses.
+  const controllers = [
+    controller,
+    ...controllerAddresses.slice(1).map((address, i) =>
+      startDaemon(
+        CONTROLLER_BIN,
+        controllerArgs.map((a) => (a === controllerAddress ? address : a)),
+        join(dir, `controller-${i + 2}.log`),
+        { ...(controllerEnv ? { env: controllerEnv } : {}) },
+      ),
+    ),
+  ];
   const fleet: Fleet = {
     cluster,
     dir,
@@ -420,8 +450,10 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     keyFile,
     clusterKeyFile: clusterKeyFile(cluster),
     controllerAddress,
+    controllerAddresses,
     pg,
     controller,
+    controllers,
     agent: undefined,
     // The controller address goes by environment (PGFLEET_CONTROLLER) to keep call sites short.
     cli: (...args: string[]) =>
@@ -477,6 +509,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
         ...(controllerEnv ? { env: controllerEnv } : {}),
       });
       fleet.controller = controller;
+      controllers[0] = controller;
       await waitFor('restarted controller to listen', async () => (await fleet.cli('clusters')).code === 0);
     },
     async switchAndArchive() {
@@ -491,6 +524,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       for (const h of fleet.hostAgents) await h.agent.stop();
       for (const m of fleet.members) await m.agent.stop();
       await fleet.controller.stop();
+      for (const c of controllers.slice(1)) await c.stop();
       await pg.stop();
       for (const m of fleet.members) await m.pg.stop();
       for (const r of new Set([repo, ...repoMembers])) r.close();
@@ -504,7 +538,10 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       const hosts = await Promise.all(
         fleet.hostAgents.map(async (h) => `\n--- agent ${h.agentId}\n${await h.agent.log()}`),
       );
-      return `--- controller\n${await fleet.controller.log()}\n--- agent\n${(await fleet.agent?.log()) ?? ''}${hosts.join('')}${members.join('')}\n--- postgres\n${await pg.log()}`;
+      const others = await Promise.all(
+        controllers.slice(1).map(async (c, i) => `\n--- controller ${i + 2}\n${await c.log()}`),
+      );
+      return `--- controller\n${await fleet.controller.log()}${others.join('')}\n--- agent\n${(await fleet.agent?.log()) ?? ''}${hosts.join('')}${members.join('')}\n--- postgres\n${await pg.log()}`;
     },
   };
   await waitFor('controller to listen', async () => {

@@ -15,6 +15,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { ConnectRequestSchema } from '@pgfleet/proto';
 import { keyResolver, openRepository, repositoryUrl, type Repository, type RepositorySpec } from '@pgfleet/storage';
 import { agentCredentials } from './security/identity.js';
+import { controllerAddresses, reconnectDelayMs } from './controllers.js';
 import { ClusterKey, removeJobClusterKeyFile } from './security/cluster-key.js';
 import { readArchiveSetup, runArchiveCheck, type ArchiveSetupReport, type CheckItemOutcome } from './wal/check.js';
 import { cleanScratchArea } from './drill/drill.js';
@@ -74,6 +75,10 @@ export class AgentDaemon {
   /** The key of this agent's cluster for WAL names: from the key file, then from every Welcome. */
   private readonly clusterKey: ClusterKey;
 
+  /** --controller as a list (controllers.ts); `controllerIndex` is the one tried or held now. */
+  private readonly controllers: readonly string[];
+  private controllerIndex = 0;
+
   /** --max-rate: one bucket for every backup and restore this agent runs, whichever job and thread copies. */
   private readonly rateLimit: RateLimiter | undefined;
 
@@ -82,6 +87,7 @@ export class AgentDaemon {
     private readonly log: Logger,
   ) {
     this.clusterKey = new ClusterKey(s.cluster, s.clusterKeyFile);
+    this.controllers = controllerAddresses(s.controller);
     this.rateLimit = s.maxRateBytes ? RateLimiter.create(s.maxRateBytes) : undefined;
   }
 
@@ -114,7 +120,7 @@ export class AgentDaemon {
       stream: () => wal.streamer,
       archived: wal.archived,
     });
-    let attempt = 0;
+    let failures = 0;
     while (!this.stopped) {
       const connectedAt = Date.now();
       try {
@@ -131,10 +137,12 @@ export class AgentDaemon {
       }
       this.stopHeartbeats();
       if (this.stopped) break;
-      if (Date.now() - connectedAt > 30_000) attempt = 0;
-      const backoff = Math.min(30_000, 500 * 2 ** attempt) * (0.5 + Math.random() / 2);
-      attempt++;
-      this.log.info({ retryInMs: Math.round(backoff) }, 'reconnecting to controller');
+      if (Date.now() - connectedAt > 30_000) failures = 0;
+      const backoff = reconnectDelayMs(failures, this.controllers.length);
+      failures++;
+      // The controller that failed may be dead: the next one of the list is tried first.
+      this.controllerIndex = (this.controllerIndex + 1) % this.controllers.length;
+      this.log.info({ retryInMs: Math.round(backoff), controller: this.controller }, 'reconnecting to controller');
       await sleep(backoff);
     }
   }
@@ -170,11 +178,11 @@ export class AgentDaemon {
       ]);
       if (this.stopped) return;
       const controller: CheckItemOutcome = answered
-        ? { name: 'controller', verdict: 'ok', message: `the controller at ${this.s.controller} answered` }
+        ? { name: 'controller', verdict: 'ok', message: `the controller at ${this.controller} answered` }
         : {
             name: 'controller',
             verdict: 'warn',
-            message: `the controller at ${this.s.controller} has not answered within ${STARTUP_CONTROLLER_WAIT_MS / 1000} s: no jobs run until it does (WAL archiving goes on); check --controller and that pgfleet-controller runs`,
+            message: `the controller at ${this.controllers.join(', or ')} has not answered within ${STARTUP_CONTROLLER_WAIT_MS / 1000} s: no jobs run until it does (WAL archiving goes on); check --controller and that pgfleet-controller runs`,
           };
       const out = await runArchiveCheck({ ...archiveCheckBase(this.s), ...(repo ? { repo } : {}), controller });
       for (const i of out.items) {
@@ -201,6 +209,11 @@ export class AgentDaemon {
     }
   }
 
+  /** The controller address this agent holds its stream to, or tries next. */
+  private get controller(): string {
+    return this.controllers[this.controllerIndex]!;
+  }
+
   private send(msg: Outgoing): void {
     if (msg.msg?.case === 'result') {
       const now = Date.now();
@@ -218,7 +231,7 @@ export class AgentDaemon {
   }
 
   private async session(): Promise<void> {
-    const client = createClient(AgentService, this.s.controller, {
+    const client = createClient(AgentService, this.controller, {
       unavailableError: 'ControllerUnreachable',
       ...(this.credentials ? { credentials: this.credentials } : {}),
     });
@@ -247,7 +260,7 @@ export class AgentDaemon {
           case 'welcome': {
             this.stream = stream as never;
             this.log.info(
-              { controller: this.s.controller, version: msg.msg.value.controllerVersion },
+              { controller: this.controller, version: msg.msg.value.controllerVersion },
               'connected to controller',
             );
             this.welcomed();

@@ -33,7 +33,13 @@ export const AGENT_PROGRAM = {
   summary: 'pgfleet agent: backups, WAL archiving and restores on a PostgreSQL host',
   options: [
     { name: 'config', type: 'string', description: 'YAML config file with any of the options below', cliOnly: true },
-    { name: 'controller', type: 'string', description: 'controller gRPC address host:port', default: '127.0.0.1:7420' },
+    {
+      name: 'controller',
+      type: 'string',
+      description:
+        "controller gRPC address host:port, or a comma list of the fleet's controllers (the agent holds one stream and moves to the next when its controller dies); a DNS name resolving to several controllers also works",
+      default: '127.0.0.1:7420',
+    },
     {
       name: 'cluster',
       type: 'string',

@@ -1055,11 +1055,123 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal(await store.tryAcquireLeadership('scheduler'), true);
       });
 
+      test('fencing: each acquisition has a new epoch, and writes carrying an older one are refused', async () => {
+        const store = await storeWithCluster();
+        assert.equal(store.leadershipFence('scheduler'), undefined, 'not led: no fence');
+        await store.tryAcquireLeadership('scheduler');
+        const first = store.leadershipFence('scheduler')!;
+        await store.tryAcquireLeadership('scheduler');
+        assert.deepEqual(store.leadershipFence('scheduler'), first, 'asking again while leading keeps the epoch');
+        await store.releaseLeadership('scheduler');
+        await store.tryAcquireLeadership('scheduler');
+        const second = store.leadershipFence('scheduler')!;
+        assert.equal(second.epoch, first.epoch + 1);
+        const job = (id: string) => ({ id, cluster: 'main', kind: 'backup' as const, agentId: 'agent-1', params: {} });
+        // The ex-leader's fire and run record: refused, nothing written.
+        await assert.rejects(store.createJobIfIdle('main', ['backup'], job('j-old'), 1, first), (err: unknown) =>
+          PgfleetError.is(err, 'LeadershipLost'),
+        );
+        await assert.rejects(
+          store.recordScheduleRuns([{ cluster: 'main', type: 'full', lastRun: 5 }], first),
+          (err: unknown) => PgfleetError.is(err, 'LeadershipLost'),
+        );
+        assert.equal(await store.getJob('j-old'), undefined);
+        assert.deepEqual(await store.listScheduleRuns('main'), []);
+        // The current leader's go through.
+        await store.createJobIfIdle('main', ['backup'], job('j-new'), 1, second);
+        await store.recordScheduleRuns([{ cluster: 'main', type: 'full', lastRun: 5 }], second);
+        assert.equal((await store.getJob('j-new'))?.state, 'queued');
+        assert.equal((await store.listScheduleRuns('main')).length, 1);
+        // The outbox publisher's mark, likewise.
+        await store.appendEvents([
+          { id: 'ev-fenced', cluster: 'main', kind: 'backup.completed', time: 1, payload: new Uint8Array([1]) },
+        ]);
+        const [ev] = await store.nextUnsentEvents(10);
+        await assert.rejects(store.markEventsSent([ev!.seq], 2, first), (err: unknown) =>
+          PgfleetError.is(err, 'LeadershipLost'),
+        );
+        assert.equal((await store.nextUnsentEvents(10)).length, 1, 'still unsent');
+        await store.markEventsSent([ev!.seq], 2, second);
+        assert.deepEqual(await store.nextUnsentEvents(10), []);
+      });
+
       test('close is idempotent', async () => {
         const store = await fresh();
         await store.tryAcquireLeadership('scheduler');
         await store.close();
         await store.close();
+      });
+    });
+    describe('controllers and agent streams', () => {
+      test('controllers beat and are listed; a clean stop forgets one with what it held', async () => {
+        const store = await storeWithCluster();
+        await store.heartbeatController({ id: 'c1', address: 'h1:7420', startedAt: 10, lastSeen: 10 });
+        await store.tryAcquireLeadership('scheduler');
+        await store.tryAcquireLeadership('health');
+        await store.heartbeatController({ id: 'c1', address: 'h1:7420', startedAt: 99, lastSeen: 20 });
+        assert.deepEqual(await store.listControllers(), [
+          { id: 'c1', address: 'h1:7420', startedAt: 10, lastSeen: 20, leads: ['health', 'scheduler'] },
+        ]);
+        await store.holdAgentStream(inMain('agent-1'), 'c1', 21);
+        assert.deepEqual(await store.listAgentStreams(), [
+          { cluster: 'main', agentId: 'agent-1', controllerId: 'c1', since: 21 },
+        ]);
+        await store.removeController('c1');
+        assert.deepEqual([await store.listControllers(), await store.listAgentStreams()], [[], []]);
+      });
+
+      test('a stream released by a controller that no longer holds it stays with the new holder', async () => {
+        const store = await storeWithCluster();
+        await store.holdAgentStream(inMain('agent-1'), 'c1', 1);
+        await store.holdAgentStream(inMain('agent-1'), 'c2', 2);
+        assert.equal(await store.releaseAgentStream(inMain('agent-1'), 'c1'), false);
+        assert.deepEqual(
+          (await store.listAgentStreams()).map((s) => s.controllerId),
+          ['c2'],
+        );
+        assert.equal(await store.releaseAgentStream(inMain('agent-1'), 'c2'), true);
+        assert.equal(await store.releaseAgentStream(inMain('agent-1'), 'c2'), true, 'nothing held: nothing to keep');
+        assert.deepEqual(await store.listAgentStreams(), []);
+      });
+
+      test('messages left for a controller are taken once, in order, by that controller only', async () => {
+        const store = await storeWithCluster();
+        await store.queueAgentMessage('c2', inMain('agent-1'), new Uint8Array([1]), 1);
+        await store.queueAgentMessage('c3', inMain('agent-1'), new Uint8Array([9]), 2);
+        await store.queueAgentMessage('c2', inMain('agent-1'), new Uint8Array([2, 3]), 3);
+        const taken = await store.takeAgentMessages('c2', 10);
+        assert.deepEqual(
+          taken.map((m) => [m.cluster, m.agentId, [...m.payload]]),
+          [
+            ['main', 'agent-1', [1]],
+            ['main', 'agent-1', [2, 3]],
+          ],
+        );
+        assert.deepEqual(await store.takeAgentMessages('c2', 10), []);
+        assert.deepEqual(
+          (await store.takeAgentMessages('c3', 1)).map((m) => [...m.payload]),
+          [[9]],
+        );
+      });
+
+      test("at start, agents held by no live controller are disconnected and dead controllers' leftovers go", async () => {
+        const store = await storeWithCluster(); // agent-1 of main is connected, held by nobody
+        await store.upsertAgent({ id: 'agent-2', cluster: 'main', hostname: 'db2', version: '0.1.0' }, 1000);
+        await store.heartbeatController({ id: 'old', address: 'h:1', startedAt: 1, lastSeen: 1 });
+        await store.heartbeatController({ id: 'me', address: 'h:2', startedAt: 5000, lastSeen: 5000 });
+        await store.holdAgentStream(inMain('agent-2'), 'old', 2);
+        await store.queueAgentMessage('old', inMain('agent-2'), new Uint8Array([1]), 3);
+        const gone = await store.releaseDeadStreams('me', 4000, 5000);
+        assert.deepEqual(gone.map((a) => a.agentId).sort(), ['agent-1', 'agent-2']);
+        assert.deepEqual(
+          (await store.listAgents('main')).map((a) => [a.id, a.connected]),
+          [
+            ['agent-1', false],
+            ['agent-2', false],
+          ],
+        );
+        assert.deepEqual(await store.listAgentStreams(), []);
+        assert.deepEqual(await store.takeAgentMessages('old', 10), []);
       });
     });
     describe('events outbox', () => {

@@ -534,6 +534,68 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
     description: 'jobs admit wal-search (pgfleet wal search: the destructive transactions in the archived WAL)',
     ...jobKindsMigration([...KINDS_WITH_ROTATE_KEY, 'recover-table', 'wal-search']),
   },
+  {
+    description:
+      'several controllers on one catalog: the controllers alive (heartbeat), which one holds each agent stream, the messages one controller leaves for a stream another holds, and the fencing epoch of each leadership',
+    sqlite: `
+      CREATE TABLE controllers (
+        id         TEXT PRIMARY KEY,
+        address    TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        last_seen  INTEGER NOT NULL,
+        leads      TEXT NOT NULL DEFAULT ''
+      );
+      CREATE TABLE agent_streams (
+        cluster       TEXT NOT NULL,
+        agent_id      TEXT NOT NULL,
+        controller_id TEXT NOT NULL,
+        since         INTEGER NOT NULL,
+        PRIMARY KEY (cluster, agent_id)
+      );
+      CREATE TABLE agent_messages (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        controller_id TEXT NOT NULL,
+        cluster       TEXT NOT NULL,
+        agent_id      TEXT NOT NULL,
+        payload       BLOB NOT NULL,
+        created_at    INTEGER NOT NULL
+      );
+      CREATE INDEX agent_messages_controller ON agent_messages(controller_id, seq);
+      CREATE TABLE leadership_epochs (
+        name  TEXT PRIMARY KEY,
+        epoch BIGINT NOT NULL
+      );
+    `,
+    postgres: `
+      CREATE TABLE controllers (
+        id         TEXT PRIMARY KEY,
+        address    TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        last_seen  BIGINT NOT NULL,
+        leads      TEXT NOT NULL DEFAULT ''
+      );
+      CREATE TABLE agent_streams (
+        cluster       TEXT NOT NULL,
+        agent_id      TEXT NOT NULL,
+        controller_id TEXT NOT NULL,
+        since         BIGINT NOT NULL,
+        PRIMARY KEY (cluster, agent_id)
+      );
+      CREATE TABLE agent_messages (
+        seq           BIGSERIAL PRIMARY KEY,
+        controller_id TEXT NOT NULL,
+        cluster       TEXT NOT NULL,
+        agent_id      TEXT NOT NULL,
+        payload       BYTEA NOT NULL,
+        created_at    BIGINT NOT NULL
+      );
+      CREATE INDEX agent_messages_controller ON agent_messages(controller_id, seq);
+      CREATE TABLE leadership_epochs (
+        name  TEXT PRIMARY KEY,
+        epoch BIGINT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */

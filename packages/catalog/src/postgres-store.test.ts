@@ -237,6 +237,89 @@ describe('postgres: shared by several controllers', () => {
     );
   });
 
+  test('agent streams: a controller starting keeps what live controllers hold; a dead one loses its agents', async () => {
+    const [a, b] = await twoControllers();
+    await a.upsertCluster({ name: 'm', systemIdentifier: '7300000000000000001', pgVersion: 170002 }, 1);
+    for (const id of ['x', 'y']) await a.upsertAgent({ id, cluster: 'm', hostname: id, version: '0.1.0' }, 1);
+    await a.heartbeatController({ id: 'live', address: 'h1:7420', startedAt: 1, lastSeen: 10_000 });
+    await a.heartbeatController({ id: 'dead', address: 'h2:7420', startedAt: 1, lastSeen: 1_000 });
+    await a.holdAgentStream({ cluster: 'm', agentId: 'x' }, 'live', 2);
+    await a.holdAgentStream({ cluster: 'm', agentId: 'y' }, 'dead', 2);
+    // A message for the live holder, left through the other store, is taken by the holder's.
+    await b.queueAgentMessage('live', { cluster: 'm', agentId: 'x' }, new Uint8Array([7]), 3);
+    await b.queueAgentMessage('dead', { cluster: 'm', agentId: 'y' }, new Uint8Array([8]), 3);
+    const gone = await b.releaseDeadStreams('new', 9_000, 10_000);
+    assert.deepEqual(
+      gone.filter((g) => g.cluster === 'm'),
+      [{ cluster: 'm', agentId: 'y' }],
+    );
+    assert.deepEqual(
+      (await a.listAgents('m')).map((g) => [g.id, g.connected]),
+      [
+        ['x', true],
+        ['y', false],
+      ],
+    );
+    assert.deepEqual(
+      (await a.listAgentStreams()).map((s) => [s.agentId, s.controllerId]),
+      [['x', 'live']],
+    );
+    assert.deepEqual(
+      (await a.takeAgentMessages('live', 10)).map((m) => [...m.payload]),
+      [[7]],
+    );
+    assert.deepEqual(await a.takeAgentMessages('dead', 10), []);
+    // Still listed (status shows the dead one for an hour).
+    assert.deepEqual(
+      (await a.listControllers()).map((c) => c.id),
+      ['dead', 'live'],
+    );
+  });
+
+  test('a message left for a controller wakes it through NOTIFY; one for another does not', async () => {
+    const [a, b] = await twoControllers();
+    const woken: string[] = [];
+    let wake: () => void = () => {};
+    const woke = new Promise<void>((resolve) => (wake = resolve));
+    const stop = await a.listenAgentMessages('ctl-a', () => {
+      woken.push('ctl-a');
+      wake();
+    });
+    try {
+      await b.queueAgentMessage('ctl-other', { cluster: 'm', agentId: 'x' }, new Uint8Array([1]), 1);
+      await b.queueAgentMessage('ctl-a', { cluster: 'm', agentId: 'x' }, new Uint8Array([2]), 1);
+      await woke;
+      // Notifications arrive in commit order: the one for ctl-other came first and woke nobody.
+      assert.deepEqual(woken, ['ctl-a']);
+      assert.deepEqual(
+        (await a.takeAgentMessages('ctl-a', 10)).map((m) => [...m.payload]),
+        [[2]],
+      );
+    } finally {
+      await stop();
+    }
+  });
+
+  test('fencing: a paused ex-leader cannot fire a schedule once another controller leads', async () => {
+    const [a, b] = await twoControllers();
+    await a.upsertCluster({ name: 'fenced', systemIdentifier: '7300000000000000001', pgVersion: 170002 }, 1);
+    assert.equal(await a.tryAcquireLeadership('fence-test'), true);
+    const stale = a.leadershipFence('fence-test')!;
+    // a pauses (here: lets go); b leads with a newer epoch.
+    await a.releaseLeadership('fence-test');
+    assert.equal(await b.tryAcquireLeadership('fence-test'), true);
+    const current = b.leadershipFence('fence-test')!;
+    assert.ok(current.epoch > stale.epoch);
+    const job = (id: string) => ({ id, cluster: 'fenced', kind: 'backup' as const, agentId: 'x', params: {} });
+    await assert.rejects(a.createJobIfIdle('fenced', ['backup'], job('fenced-late'), 2, stale), (err: unknown) =>
+      PgfleetError.is(err, 'LeadershipLost'),
+    );
+    assert.equal(await a.getJob('fenced-late'), undefined);
+    await b.createJobIfIdle('fenced', ['backup'], job('fenced-now'), 2, current);
+    assert.equal((await a.getJob('fenced-now'))?.state, 'queued');
+    await b.releaseLeadership('fence-test');
+  });
+
   test('leadership: one of two controllers leads; after release, close or a lost session the other can', async () => {
     const [a, b] = await twoControllers();
     assert.equal(await a.tryAcquireLeadership('scheduler'), true);

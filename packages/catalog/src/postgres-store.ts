@@ -41,6 +41,12 @@ import {
   policyFromRow,
   scheduleRunFromRow,
   type AgentRow,
+  type AgentMessageRow,
+  type AgentStreamRow,
+  type ControllerRow,
+  agentMessageRow,
+  agentStreamRow,
+  controllerRow,
   type BackupRow,
   type ClusterRow,
   type JobRow,
@@ -53,7 +59,11 @@ import {
   type AdminTokenRecord,
   type EnrollmentTokenRecord,
   type EnrollmentTokenUse,
+  type AgentMessageRecord,
   type AgentRecord,
+  type AgentStreamRecord,
+  type ControllerRecord,
+  type LeadershipFence,
   type AgentRef,
   type HeartbeatFigures,
   type BackupRecord,
@@ -150,6 +160,8 @@ export class PostgresCatalogStore implements CatalogStore {
   private readonly options: PostgresCatalogOptions;
   /** Leadership name -> the dedicated session holding its advisory lock. */
   private readonly leaders = new Map<string, pg.Client>();
+  /** The epoch of each leadership's current acquisition (leadership_epochs), while held. */
+  private readonly epochs = new Map<string, number>();
   /** Serialises acquire/release per name, so one store never competes with itself for a lock. */
   private readonly leadershipQueue = new Map<string, Promise<unknown>>();
   private closing: Promise<void> | undefined;
@@ -287,12 +299,15 @@ export class PostgresCatalogStore implements CatalogStore {
     ).map(outboxEventFromRow);
   }
 
-  async markEventsSent(seqs: readonly number[], now: number): Promise<void> {
+  async markEventsSent(seqs: readonly number[], now: number, fence?: LeadershipFence): Promise<void> {
     if (seqs.length === 0) return;
-    await this.query('UPDATE events_outbox SET sent_at = $1 WHERE seq = ANY($2::bigint[]) AND sent_at IS NULL', [
-      now,
-      seqs,
-    ]);
+    await this.transaction(async (client) => {
+      if (fence) await checkFence(client, fence);
+      await client.query('UPDATE events_outbox SET sent_at = $1 WHERE seq = ANY($2::bigint[]) AND sent_at IS NULL', [
+        now,
+        seqs,
+      ]);
+    });
   }
 
   async listEvents(filter: { cluster?: string; afterSeq?: number; limit?: number } = {}): Promise<OutboxEventRecord[]> {
@@ -332,6 +347,112 @@ export class PostgresCatalogStore implements CatalogStore {
 
   async disconnectAllAgents(_now: number): Promise<void> {
     await this.query('UPDATE agents SET connected = false WHERE connected');
+  }
+
+  async heartbeatController(c: Omit<ControllerRecord, 'leads'>): Promise<void> {
+    await this.query(
+      `INSERT INTO controllers (id, address, started_at, last_seen, leads) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address, last_seen = EXCLUDED.last_seen, leads = EXCLUDED.leads`,
+      [c.id, c.address, c.startedAt, c.lastSeen, [...this.leaders.keys()].sort().join(',')],
+    );
+  }
+
+  async removeController(id: string): Promise<void> {
+    await this.transaction(async (client) => {
+      await client.query('DELETE FROM agent_streams WHERE controller_id = $1', [id]);
+      await client.query('DELETE FROM agent_messages WHERE controller_id = $1', [id]);
+      await client.query('DELETE FROM controllers WHERE id = $1', [id]);
+    });
+  }
+
+  async listControllers(): Promise<ControllerRecord[]> {
+    return (await this.query<ControllerRow>('SELECT * FROM controllers ORDER BY started_at, id COLLATE "C"')).map(
+      controllerRow,
+    );
+  }
+
+  async holdAgentStream(agent: AgentRef, controllerId: string, now: number): Promise<void> {
+    await this.query(
+      `INSERT INTO agent_streams (cluster, agent_id, controller_id, since) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (cluster, agent_id) DO UPDATE SET controller_id = EXCLUDED.controller_id, since = EXCLUDED.since`,
+      [agent.cluster, agent.agentId, controllerId, now],
+    );
+  }
+
+  async releaseAgentStream(agent: AgentRef, controllerId: string): Promise<boolean> {
+    // One statement: the holding is read and removed together, so a move to another controller in between is seen.
+    const rows = await this.query<{ mine: boolean | null }>(
+      `WITH held AS (SELECT controller_id FROM agent_streams WHERE cluster = $1 AND agent_id = $2),
+            gone AS (DELETE FROM agent_streams WHERE cluster = $1 AND agent_id = $2 AND controller_id = $3 RETURNING 1)
+       SELECT (SELECT controller_id FROM held) = $3 OR NOT EXISTS (SELECT 1 FROM held) AS mine`,
+      [agent.cluster, agent.agentId, controllerId],
+    );
+    return rows[0]?.mine !== false;
+  }
+
+  async listAgentStreams(): Promise<AgentStreamRecord[]> {
+    return (
+      await this.query<AgentStreamRow>('SELECT * FROM agent_streams ORDER BY cluster COLLATE "C", agent_id COLLATE "C"')
+    ).map(agentStreamRow);
+  }
+
+  async releaseDeadStreams(self: string, liveSince: number, _now: number): Promise<AgentRef[]> {
+    return this.transaction(async (client) => {
+      const live = `SELECT id FROM controllers WHERE id = $1 OR last_seen >= $2`;
+      const gone = await client.query<{ cluster: string; id: string }>(
+        `UPDATE agents a SET connected = false
+         WHERE a.connected AND NOT EXISTS (
+           SELECT 1 FROM agent_streams s WHERE s.cluster = a.cluster AND s.agent_id = a.id AND s.controller_id IN (${live}))
+         RETURNING a.cluster, a.id`,
+        [self, liveSince],
+      );
+      await client.query(`DELETE FROM agent_streams WHERE controller_id NOT IN (${live})`, [self, liveSince]);
+      await client.query(`DELETE FROM agent_messages WHERE controller_id NOT IN (${live})`, [self, liveSince]);
+      // A dead controller stays listed an hour (status shows which one died), then goes.
+      await client.query('DELETE FROM controllers WHERE id <> $1 AND last_seen < $2', [self, liveSince - 3_600_000]);
+      return gone.rows.map((g) => ({ cluster: g.cluster, agentId: g.id }));
+    });
+  }
+
+  async queueAgentMessage(controllerId: string, agent: AgentRef, payload: Uint8Array, now: number): Promise<void> {
+    // The notification goes out when the row commits, never before: the holder finds the message.
+    await this.query(
+      `WITH m AS (INSERT INTO agent_messages (controller_id, cluster, agent_id, payload, created_at) VALUES ($1, $2, $3, $4, $5))
+       SELECT pg_notify('${AGENT_MESSAGES_CHANNEL}', $1)`,
+      [controllerId, agent.cluster, agent.agentId, Buffer.from(payload), now],
+    );
+  }
+
+  async listenAgentMessages(controllerId: string, wake: () => void): Promise<() => Promise<void>> {
+    const client = new pg.Client({
+      connectionString: this.connectionString,
+      connectionTimeoutMillis: this.options.connectTimeoutMs ?? 10_000,
+      application_name: `${this.options.applicationName ?? 'pgfleet-controller'} listen`,
+      keepAlive: true,
+    });
+    // A lost connection loses notifications only: the caller's poll still finds the messages.
+    client.on('error', () => {});
+    client.on('notification', (n) => {
+      if (n.payload === controllerId) wake();
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${AGENT_MESSAGES_CHANNEL}`);
+    } catch (err) {
+      await client.end().catch(() => {});
+      throw this.error(err);
+    }
+    return () => client.end().catch(() => {});
+  }
+
+  async takeAgentMessages(controllerId: string, limit: number): Promise<AgentMessageRecord[]> {
+    const rows = await this.query<AgentMessageRow>(
+      `DELETE FROM agent_messages WHERE seq IN (
+         SELECT seq FROM agent_messages WHERE controller_id = $1 ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+       RETURNING seq, cluster, agent_id, payload`,
+      [controllerId, limit],
+    );
+    return rows.map(agentMessageRow).sort((a, b) => a.seq - b.seq);
   }
 
   async recordHeartbeat(agent: AgentRef, beat: HeartbeatFigures, now: number): Promise<void> {
@@ -450,15 +571,18 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows.map(scheduleRunFromRow);
   }
 
-  async recordScheduleRuns(runs: readonly ScheduleRunRecord[]): Promise<void> {
+  async recordScheduleRuns(runs: readonly ScheduleRunRecord[], fence?: LeadershipFence): Promise<void> {
     if (runs.length === 0) return;
-    // One statement: all or none, and GREATEST keeps a late, older value from moving a run back.
-    await this.query(
-      `INSERT INTO schedule_runs (cluster, type, last_run)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-       ON CONFLICT (cluster, type) DO UPDATE SET last_run = GREATEST(schedule_runs.last_run, EXCLUDED.last_run)`,
-      [runs.map((r) => r.cluster), runs.map((r) => r.type), runs.map((r) => r.lastRun)],
-    );
+    await this.transaction(async (client) => {
+      if (fence) await checkFence(client, fence);
+      // One statement: all or none, and GREATEST keeps a late, older value from moving a run back.
+      await client.query(
+        `INSERT INTO schedule_runs (cluster, type, last_run)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+         ON CONFLICT (cluster, type) DO UPDATE SET last_run = GREATEST(schedule_runs.last_run, EXCLUDED.last_run)`,
+        [runs.map((r) => r.cluster), runs.map((r) => r.type), runs.map((r) => r.lastRun)],
+      );
+    });
   }
 
   async createJob(job: NewJob, now: number): Promise<JobRecord> {
@@ -471,7 +595,13 @@ export class PostgresCatalogStore implements CatalogStore {
     return existingJobFor(job, (await this.getJob(job.id))!);
   }
 
-  async createJobIfIdle(cluster: string, kinds: readonly JobKind[], job: NewJob, now: number): Promise<JobRecord> {
+  async createJobIfIdle(
+    cluster: string,
+    kinds: readonly JobKind[],
+    job: NewJob,
+    now: number,
+    fence?: LeadershipFence,
+  ): Promise<JobRecord> {
     return this.transaction(async (client) => {
       // Serialises creators of this cluster until commit. Under READ COMMITTED each statement
       // below sees what an earlier holder committed, so the check and the insert cannot be split
@@ -480,6 +610,7 @@ export class PostgresCatalogStore implements CatalogStore {
       // the lock statement itself, before the earlier holder committed, and both would insert.
       await client.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
       await client.query(`SELECT pg_advisory_xact_lock(${CLUSTER_JOBS_LOCK_CLASS}, hashtext($1))`, [cluster]);
+      if (fence) await checkFence(client, fence);
       const known = await client.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [job.id]);
       if (known.rows[0]) return existingJobFor(job, jobRow(known.rows[0]));
       const busy = await client.query<JobRow>(
@@ -738,7 +869,14 @@ export class PostgresCatalogStore implements CatalogStore {
           [name],
         );
         if (res.rows[0]?.ok) {
+          // A new acquisition: a new epoch, which writes of earlier leaders no longer match.
+          const epoch = await client.query<{ epoch: string }>(
+            `INSERT INTO leadership_epochs (name, epoch) VALUES ($1, 1)
+             ON CONFLICT (name) DO UPDATE SET epoch = leadership_epochs.epoch + 1 RETURNING epoch`,
+            [name],
+          );
           this.leaders.set(name, client);
+          this.epochs.set(name, Number(epoch.rows[0]!.epoch));
           return true;
         }
       } catch (err) {
@@ -748,6 +886,11 @@ export class PostgresCatalogStore implements CatalogStore {
       await client.end().catch(() => {});
       return false;
     });
+  }
+
+  leadershipFence(name: string): LeadershipFence | undefined {
+    const epoch = this.epochs.get(name);
+    return this.leaders.has(name) && epoch !== undefined ? { name, epoch } : undefined;
   }
 
   async releaseLeadership(name: string): Promise<void> {
@@ -859,4 +1002,24 @@ async function migrate(client: pg.PoolClient): Promise<void> {
     await client.query('ROLLBACK').catch(() => {});
     throw err;
   }
+}
+
+/** The NOTIFY channel of agent_messages; the payload names the controller a message was left for. */
+const AGENT_MESSAGES_CHANNEL = 'pgfleet_agent_messages';
+
+/**
+ * Refuses the transaction's writes unless `fence` is still the leadership's current epoch. FOR
+ * SHARE holds the row until commit: a controller acquiring the leadership meanwhile waits to
+ * bump the epoch until these writes are committed, and so sees them in its first round.
+ */
+async function checkFence(client: pg.PoolClient, fence: LeadershipFence): Promise<void> {
+  const rows = await client.query<{ epoch: string }>('SELECT epoch FROM leadership_epochs WHERE name = $1 FOR SHARE', [
+    fence.name,
+  ]);
+  const current = rows.rows[0] ? Number(rows.rows[0].epoch) : undefined;
+  if (current !== fence.epoch)
+    throw new PgfleetError(
+      'LeadershipLost',
+      `${fence.name} leadership epoch ${fence.epoch} is over (now ${current ?? 'none'}): another controller leads`,
+    );
 }

@@ -11,7 +11,10 @@ import type {
   AdminRole,
   AdminTokenRecord,
   AgentArchiveSetup,
+  AgentMessageRecord,
   AgentRecord,
+  AgentStreamRecord,
+  ControllerRecord,
   AgentReplay,
   AgentWalHealth,
   ServerRoleName,
@@ -54,6 +57,40 @@ export interface AgentRow {
   role: string | null;
   replay: unknown;
   timeline: number | string | null;
+}
+export interface ControllerRow {
+  id: string;
+  address: string;
+  started_at: number | string;
+  last_seen: number | string;
+  leads: string;
+}
+export function controllerRow(r: ControllerRow): ControllerRecord {
+  return {
+    id: r.id,
+    address: r.address,
+    startedAt: Number(r.started_at),
+    lastSeen: Number(r.last_seen),
+    leads: r.leads ? r.leads.split(',') : [],
+  };
+}
+export interface AgentStreamRow {
+  cluster: string;
+  agent_id: string;
+  controller_id: string;
+  since: number | string;
+}
+export function agentStreamRow(r: AgentStreamRow): AgentStreamRecord {
+  return { cluster: r.cluster, agentId: r.agent_id, controllerId: r.controller_id, since: Number(r.since) };
+}
+export interface AgentMessageRow {
+  seq: number | string;
+  cluster: string;
+  agent_id: string;
+  payload: Uint8Array;
+}
+export function agentMessageRow(r: AgentMessageRow): AgentMessageRecord {
+  return { seq: Number(r.seq), cluster: r.cluster, agentId: r.agent_id, payload: new Uint8Array(r.payload) };
 }
 export interface BackupRow {
   cluster: string;

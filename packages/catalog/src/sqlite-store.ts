@@ -36,6 +36,12 @@ import {
   policyFromRow,
   scheduleRunFromRow,
   type AgentRow,
+  type AgentMessageRow,
+  type AgentStreamRow,
+  type ControllerRow,
+  agentMessageRow,
+  agentStreamRow,
+  controllerRow,
   type BackupRow,
   type ClusterRow,
   type JobRow,
@@ -48,8 +54,12 @@ import {
   type AdminTokenRecord,
   type EnrollmentTokenRecord,
   type EnrollmentTokenUse,
+  type AgentMessageRecord,
   type AgentRecord,
   type AgentRef,
+  type AgentStreamRecord,
+  type ControllerRecord,
+  type LeadershipFence,
   type HeartbeatFigures,
   type BackupRecord,
   type CatalogStore,
@@ -221,10 +231,11 @@ export class SqliteCatalogStore implements CatalogStore {
     ).map(outboxEventFromRow);
   }
 
-  async markEventsSent(seqs: readonly number[], now: number): Promise<void> {
+  async markEventsSent(seqs: readonly number[], now: number, fence?: LeadershipFence): Promise<void> {
     const upd = this.db.prepare('UPDATE events_outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL');
     this.db
       .transaction(() => {
+        if (fence) this.checkFence(fence);
         for (const seq of seqs) upd.run(now, seq);
       })
       .immediate();
@@ -272,6 +283,93 @@ export class SqliteCatalogStore implements CatalogStore {
 
   async disconnectAllAgents(_now: number): Promise<void> {
     this.db.prepare('UPDATE agents SET connected = 0 WHERE connected <> 0').run();
+  }
+
+  async heartbeatController(c: Omit<ControllerRecord, 'leads'>): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO controllers (id, address, started_at, last_seen, leads) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET address = excluded.address, last_seen = excluded.last_seen, leads = excluded.leads`,
+      )
+      .run(c.id, c.address, c.startedAt, c.lastSeen, [...this.leading.keys()].sort().join(','));
+  }
+
+  async removeController(id: string): Promise<void> {
+    this.db
+      .transaction(() => {
+        this.db.prepare('DELETE FROM agent_streams WHERE controller_id = ?').run(id);
+        this.db.prepare('DELETE FROM agent_messages WHERE controller_id = ?').run(id);
+        this.db.prepare('DELETE FROM controllers WHERE id = ?').run(id);
+      })
+      .immediate();
+  }
+
+  async listControllers(): Promise<ControllerRecord[]> {
+    const rows = this.db.prepare('SELECT * FROM controllers ORDER BY started_at, id').all() as ControllerRow[];
+    return rows.map(controllerRow);
+  }
+
+  async holdAgentStream(agent: AgentRef, controllerId: string, now: number): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO agent_streams (cluster, agent_id, controller_id, since) VALUES (?, ?, ?, ?)
+         ON CONFLICT (cluster, agent_id) DO UPDATE SET controller_id = excluded.controller_id, since = excluded.since`,
+      )
+      .run(agent.cluster, agent.agentId, controllerId, now);
+  }
+
+  async releaseAgentStream(agent: AgentRef, controllerId: string): Promise<boolean> {
+    const held = this.db
+      .prepare('SELECT controller_id FROM agent_streams WHERE cluster = ? AND agent_id = ?')
+      .get(agent.cluster, agent.agentId) as { controller_id: string } | undefined;
+    if (held && held.controller_id !== controllerId) return false;
+    this.db
+      .prepare('DELETE FROM agent_streams WHERE cluster = ? AND agent_id = ? AND controller_id = ?')
+      .run(agent.cluster, agent.agentId, controllerId);
+    return true;
+  }
+
+  async listAgentStreams(): Promise<AgentStreamRecord[]> {
+    const rows = this.db.prepare('SELECT * FROM agent_streams ORDER BY cluster, agent_id').all() as AgentStreamRow[];
+    return rows.map(agentStreamRow);
+  }
+
+  async releaseDeadStreams(self: string, _liveSince: number, _now: number): Promise<AgentRef[]> {
+    // One controller per SQLite file: any holder but `self` is a previous run of it.
+    return this.db
+      .transaction(() => {
+        const gone = this.db
+          .prepare(
+            `SELECT a.cluster, a.id FROM agents a LEFT JOIN agent_streams s ON s.cluster = a.cluster AND s.agent_id = a.id
+             WHERE a.connected <> 0 AND (s.controller_id IS NULL OR s.controller_id <> ?)`,
+          )
+          .all(self) as { cluster: string; id: string }[];
+        const stmt = this.db.prepare('UPDATE agents SET connected = 0 WHERE cluster = ? AND id = ?');
+        for (const g of gone) stmt.run(g.cluster, g.id);
+        this.db.prepare('DELETE FROM agent_streams WHERE controller_id <> ?').run(self);
+        this.db.prepare('DELETE FROM agent_messages WHERE controller_id <> ?').run(self);
+        this.db.prepare('DELETE FROM controllers WHERE id <> ?').run(self);
+        return gone.map((g) => ({ cluster: g.cluster, agentId: g.id }));
+      })
+      .immediate();
+  }
+
+  async queueAgentMessage(controllerId: string, agent: AgentRef, payload: Uint8Array, now: number): Promise<void> {
+    this.db
+      .prepare(
+        'INSERT INTO agent_messages (controller_id, cluster, agent_id, payload, created_at) VALUES (?, ?, ?, ?, ?)',
+      )
+      .run(controllerId, agent.cluster, agent.agentId, Buffer.from(payload), now);
+  }
+
+  async takeAgentMessages(controllerId: string, limit: number): Promise<AgentMessageRecord[]> {
+    const rows = this.db
+      .prepare(
+        `DELETE FROM agent_messages WHERE seq IN (SELECT seq FROM agent_messages WHERE controller_id = ? ORDER BY seq LIMIT ?)
+         RETURNING seq, cluster, agent_id, payload`,
+      )
+      .all(controllerId, limit) as AgentMessageRow[];
+    return rows.map(agentMessageRow).sort((a, b) => a.seq - b.seq);
   }
 
   async recordHeartbeat(agent: AgentRef, beat: HeartbeatFigures, now: number): Promise<void> {
@@ -385,13 +483,14 @@ export class SqliteCatalogStore implements CatalogStore {
     return rows.map(scheduleRunFromRow);
   }
 
-  async recordScheduleRuns(runs: readonly ScheduleRunRecord[]): Promise<void> {
+  async recordScheduleRuns(runs: readonly ScheduleRunRecord[], fence?: LeadershipFence): Promise<void> {
     const up = this.db.prepare(
       `INSERT INTO schedule_runs (cluster, type, last_run) VALUES (?, ?, ?)
        ON CONFLICT (cluster, type) DO UPDATE SET last_run = MAX(last_run, excluded.last_run)`,
     );
     this.db
       .transaction(() => {
+        if (fence) this.checkFence(fence);
         for (const r of runs) up.run(r.cluster, r.type, r.lastRun);
       })
       .immediate();
@@ -407,10 +506,17 @@ export class SqliteCatalogStore implements CatalogStore {
     return changes === 0 ? existingJobFor(job, stored) : stored;
   }
 
-  async createJobIfIdle(cluster: string, kinds: readonly JobKind[], job: NewJob, now: number): Promise<JobRecord> {
+  async createJobIfIdle(
+    cluster: string,
+    kinds: readonly JobKind[],
+    job: NewJob,
+    now: number,
+    fence?: LeadershipFence,
+  ): Promise<JobRecord> {
     // BEGIN IMMEDIATE takes the write lock first: a second connection to the file waits until this commits.
     return this.db
       .transaction(() => {
+        if (fence) this.checkFence(fence);
         const known = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(job.id) as JobRow | undefined;
         if (known) return existingJobFor(job, jobRow(known));
         const active = FAILABLE_JOB_STATES.map(() => '?').join(', ');
@@ -636,11 +742,41 @@ export class SqliteCatalogStore implements CatalogStore {
       .immediate();
   }
 
-  async tryAcquireLeadership(_name: string): Promise<boolean> {
+  /** One controller per SQLite file: it leads whatever it asks for; the epoch of each acquisition. */
+  private readonly leading = new Map<string, number>();
+
+  async tryAcquireLeadership(name: string): Promise<boolean> {
+    if (!this.leading.has(name)) {
+      const row = this.db
+        .prepare(
+          `INSERT INTO leadership_epochs (name, epoch) VALUES (?, 1)
+           ON CONFLICT (name) DO UPDATE SET epoch = epoch + 1 RETURNING epoch`,
+        )
+        .get(name) as { epoch: number };
+      this.leading.set(name, Number(row.epoch));
+    }
     return true;
   }
 
-  async releaseLeadership(_name: string): Promise<void> {}
+  leadershipFence(name: string): LeadershipFence | undefined {
+    const epoch = this.leading.get(name);
+    return epoch === undefined ? undefined : { name, epoch };
+  }
+
+  async releaseLeadership(name: string): Promise<void> {
+    this.leading.delete(name);
+  }
+
+  /** Inside a write transaction: refuses it unless `fence` is the leadership's current epoch. */
+  private checkFence(fence: LeadershipFence): void {
+    const row = this.db.prepare('SELECT epoch FROM leadership_epochs WHERE name = ?').get(fence.name) as
+      { epoch: number } | undefined;
+    if (row === undefined || Number(row.epoch) !== fence.epoch)
+      throw new PgfleetError(
+        'LeadershipLost',
+        `${fence.name} leadership epoch ${fence.epoch} is over (now ${row?.epoch ?? 'none'}): another controller leads`,
+      );
+  }
 }
 
 function migrate(db: Database.Database): void {

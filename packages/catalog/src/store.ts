@@ -81,6 +81,38 @@ export interface AgentRecord {
   timeline: number | null;
 }
 
+/** A controller of the catalog, alive while its heartbeat (lastSeen) is fresh. */
+export interface ControllerRecord {
+  id: string;
+  /** Where agents and admins reach it (--listen as it announces itself). */
+  address: string;
+  startedAt: number;
+  lastSeen: number;
+  /** The leaderships (tryAcquireLeadership names: scheduler, health) it held at its last beat, sorted. */
+  leads: string[];
+}
+
+/**
+ * A leadership as one acquisition of it: the epoch grows at every acquisition (by any
+ * controller), so a write carrying an older one comes from a leader that has since lost it.
+ */
+export interface LeadershipFence {
+  name: string;
+  epoch: number;
+}
+
+/** Which controller holds an agent's Connect stream: jobs for the agent go through that one. */
+export interface AgentStreamRecord extends AgentRef {
+  controllerId: string;
+  since: number;
+}
+
+/** A message for an agent whose stream another controller holds, left in the catalog for that one to send. */
+export interface AgentMessageRecord extends AgentRef {
+  seq: number;
+  payload: Uint8Array;
+}
+
 /** Heartbeat.archive_setup as the catalog keeps it: the protocol message's fields in camelCase. */
 export interface AgentArchiveSetup {
   archiveMode: string;
@@ -374,6 +406,41 @@ export interface CatalogStore {
   ): Promise<void>;
   /** Marks every agent disconnected; at controller start no stream is open yet. */
   disconnectAllAgents(now: number): Promise<void>;
+  /**
+   * Records that the controller is alive (inserted on its first beat), with the leaderships this
+   * store holds now (so status can say which controller leads).
+   */
+  heartbeatController(controller: Omit<ControllerRecord, 'leads'>): Promise<void>;
+  /** Forgets a controller that stops cleanly, with the streams it held. */
+  removeController(id: string): Promise<void>;
+  /** Every controller that has beaten and not been removed, oldest first. */
+  listControllers(): Promise<ControllerRecord[]>;
+  /** The agent's stream is now held by this controller (whoever held it before). */
+  holdAgentStream(agent: AgentRef, controllerId: string, now: number): Promise<void>;
+  /**
+   * The agent's stream on this controller ended: forgets the holding if it is still this
+   * controller's. False when another controller holds the agent now (it moved): its connected
+   * flag and jobs are that controller's business.
+   */
+  releaseAgentStream(agent: AgentRef, controllerId: string): Promise<boolean>;
+  listAgentStreams(): Promise<AgentStreamRecord[]>;
+  /**
+   * Marks disconnected the agents whose stream no live controller holds (no holding, or a holder
+   * not seen since `liveSince`: it died), forgets those holdings and the messages left for dead
+   * controllers. A SQLite catalog has one controller, `self`: every other one counts as dead.
+   */
+  releaseDeadStreams(self: string, liveSince: number, now: number): Promise<AgentRef[]>;
+  /** Leaves a message for the agent's stream on controller `controllerId`. */
+  queueAgentMessage(controllerId: string, agent: AgentRef, payload: Uint8Array, now: number): Promise<void>;
+  /**
+   * Calls `wake` soon after a message is left for this controller (PostgreSQL LISTEN/NOTIFY on a
+   * connection of its own); resolves to the function that stops listening. Absent where one
+   * controller is all there is (SQLite). A notification can be lost with its connection: callers
+   * poll takeAgentMessages as well.
+   */
+  listenAgentMessages?(controllerId: string, wake: () => void): Promise<() => Promise<void>>;
+  /** Takes (and removes) the oldest messages left for this controller's streams. */
+  takeAgentMessages(controllerId: string, limit: number): Promise<AgentMessageRecord[]>;
   /** Stores a heartbeat's figures; what the beat leaves out keeps its last reported value. */
   recordHeartbeat(agent: AgentRef, beat: HeartbeatFigures, now: number): Promise<void>;
   getAgent(agent: AgentRef): Promise<AgentRecord | undefined>;
@@ -408,7 +475,7 @@ export interface CatalogStore {
    * Records last runs in one transaction. A run never moves back in time: an older value than
    * the stored one (a late second controller) is ignored, so a run is neither repeated nor lost.
    */
-  recordScheduleRuns(runs: readonly ScheduleRunRecord[]): Promise<void>;
+  recordScheduleRuns(runs: readonly ScheduleRunRecord[], fence?: LeadershipFence): Promise<void>;
 
   /** Creates a job in state 'queued'. */
   createJob(job: NewJob, now: number): Promise<JobRecord>;
@@ -419,7 +486,19 @@ export interface CatalogStore {
    * an expire of one cluster exactly one creates its job. A repeat of an existing id behaves as
    * createJob does (the job is its own, not a rival).
    */
-  createJobIfIdle(cluster: string, kinds: readonly JobKind[], job: NewJob, now: number): Promise<JobRecord>;
+  createJobIfIdle(
+    cluster: string,
+    kinds: readonly JobKind[],
+    job: NewJob,
+    now: number,
+    fence?: LeadershipFence,
+  ): Promise<JobRecord>;
+  /**
+   * The fence of a leadership this store holds (after tryAcquireLeadership said true), undefined
+   * otherwise. Writes given it (createJobIfIdle, recordScheduleRuns) fail with LeadershipLost, in
+   * their own transaction, once another acquisition happened: a paused ex-leader fires nothing.
+   */
+  leadershipFence(name: string): LeadershipFence | undefined;
   getJob(id: string): Promise<JobRecord | undefined>;
   /** Newest first. */
   listJobs(filter?: JobFilter): Promise<JobRecord[]>;
@@ -454,7 +533,7 @@ export interface CatalogStore {
   /** Up to `limit` unsent events, lowest seq first. */
   nextUnsentEvents(limit: number): Promise<OutboxEventRecord[]>;
   /** Marks events sent; marking one twice keeps its first time. */
-  markEventsSent(seqs: readonly number[], now: number): Promise<void>;
+  markEventsSent(seqs: readonly number[], now: number, fence?: LeadershipFence): Promise<void>;
   /** Events (sent or not) in seq order after `afterSeq`, of one cluster or all; limit default 100. */
   listEvents(filter?: { cluster?: string; afterSeq?: number; limit?: number }): Promise<OutboxEventRecord[]>;
   /** The newest `limit` events (of a cluster), returned in seq order. */

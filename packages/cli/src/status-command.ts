@@ -5,10 +5,12 @@
  * against this machine's clock; `--output json` gives the exact times (ClusterInfo messages).
  * Below it, one row per host (agent) of each cluster: its role (primary or standby, from
  * pg_is_in_recovery()) and a standby's lag, so an HA cluster's hosts and a failover are visible.
+ * With several controllers on one catalog, a last table lists them: which answered, which leads
+ * the scheduler and health evaluation, which died, and how many agent streams each holds.
  */
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
-import { ClusterInfoSchema, ServerRole, type ClusterHost, type ClusterInfo } from '@pgfleet/proto';
+import { ClusterInfoSchema, ServerRole, type ClusterHost, type ClusterInfo, type ControllerInfo } from '@pgfleet/proto';
 import { formatAge, formatBytes, formatTable } from './format.js';
 import { out, printJson, typeName, type Admin } from './output.js';
 
@@ -19,8 +21,29 @@ export async function statusCommand(admin: Admin, cluster: string | undefined, j
     throw new PgfleetError('UnknownCluster', `cluster '${cluster}' is not known to the controller`);
   }
   if (json) printJson(ClusterInfoSchema, shown);
-  else out(`${describeStatus(shown, Date.now())}${describeHosts(shown, Date.now())}`);
+  else {
+    // A controller older than ListControllers answers UNIMPLEMENTED: its status goes without the table.
+    const controllers = await admin.listControllers({}).then(
+      (r) => r.controllers,
+      () => [],
+    );
+    const now = Date.now();
+    out(`${describeStatus(shown, now)}${describeHosts(shown, now)}${describeControllers(controllers, now)}`);
+  }
   return 0;
+}
+
+/** The controllers table (after a blank line), or '' for a lone controller (nothing to tell apart). */
+export function describeControllers(controllers: readonly ControllerInfo[], now: number): string {
+  if (controllers.length < 2) return '';
+  const rows = controllers.map((c) => [
+    `${c.address}${c.answering ? ' *' : ''}`,
+    c.alive ? 'alive' : `DEAD (silent ${ago(c.lastSeen, now)})`,
+    ago(c.started, now),
+    String(c.agentsHeld),
+    c.leads.length ? c.leads.join(',') : '-',
+  ]);
+  return `\n\n${formatTable(['CONTROLLER', 'STATE', 'UP', 'AGENTS', 'LEADS'], rows)}`;
 }
 
 const ago = (t: ClusterInfo['lastSeen'], now: number): string => (t ? formatAge((now - timestampMs(t)) / 1000) : '-');

@@ -14,6 +14,10 @@ import type { BackupManifest } from '@pgfleet/storage';
 
 export interface ControllerContext {
   store: CatalogStore;
+  /** This controller process among those sharing the catalog (agents/peers.ts). */
+  controllerId: string;
+  /** Its beat and the delivery of messages other controllers leave for its streams; absent until it listens. */
+  peers?: { deliver(): void };
   sessions: AgentSessions;
   watchers: JobWatchers;
   logger: Logger;

@@ -22,6 +22,7 @@ import { adminAuthorizer, agentAuthorizer } from './security/access.js';
 import { createAdminService } from './admin/service.js';
 import { createAgentService, reclaimJobsLater } from './agents/service.js';
 import { AgentSessions } from './agents/sessions.js';
+import { ControllerPeers, LEASE_MS, newControllerId } from './agents/peers.js';
 import type { ControllerContext } from './context.js';
 import { createEnrollmentService } from './security/enrollment.js';
 import { checkWireMessage } from './security/wire-bounds.js';
@@ -97,6 +98,7 @@ export async function startController(
       : [];
   const ctx: ControllerContext = {
     store,
+    controllerId: newControllerId(),
     sessions: new AgentSessions(),
     watchers: new JobWatchers(),
     logger: logger.child({ component: 'controller' }),
@@ -117,9 +119,10 @@ export async function startController(
       : undefined;
   if (manifests) ctx.manifests = manifests;
 
-  // No agent stream survives a controller restart, and a job's progress and result travel on
-  // that stream: whatever was unfinished can no longer be followed, so it fails visibly.
-  await store.disconnectAllAgents(now());
+  // No agent stream survives a controller restart: the agents a previous run of this controller
+  // (or any controller that stopped beating) held count as disconnected until they reconnect.
+  // Agents that live controllers sharing the catalog hold stay theirs (agents/peers.ts).
+  await store.releaseDeadStreams(ctx.controllerId, now() - LEASE_MS, now());
   const thresholds: HealthThresholds = { ...DEFAULT_HEALTH_THRESHOLDS, ...config.health };
   ctx.healthDefaults = {
     rpoSeconds: thresholds.rpoSeconds,
@@ -256,6 +259,16 @@ export async function startController(
     'controller listening',
   );
 
+  const peers = new ControllerPeers(ctx, address, (agents) => {
+    for (const agent of agents)
+      reclaimJobsLater(ctx, agent, {
+        code: ErrorCodes.AgentDisconnected.code,
+        message: `the controller holding agent ${agent.agentId} stopped and the agent did not reconnect within ${ctx.jobReclaimGraceMs / 1000} s`,
+      });
+  });
+  ctx.peers = peers;
+  await peers.start();
+
   return {
     port,
     address,
@@ -274,6 +287,7 @@ export async function startController(
       ctx.reclaimTimers.clear();
       await scheduler.stop();
       await monitor.stop();
+      await peers.stop();
       await metrics?.close();
       health.setStatus('', 'NOT_SERVING');
       await new Promise<void>((resolve) => {

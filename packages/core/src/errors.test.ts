@@ -41,6 +41,8 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   BackupHeld: ['PGF-2062', 9, 4],
   NothingToResume: ['PGF-2080', 9, 4],
   BackupSummaryMismatch: ['PGF-2300', 15, 6],
+  ControllerAddressInvalid: ['PGF-2320', 3, 2],
+  LeadershipLost: ['PGF-2321', 9, 4],
   PgdataMissing: ['PGF-3001', 9, 4],
   ArchiveModeOff: ['PGF-3002', 9, 4],
   PgConnectFailed: ['PGF-3003', 14, 5],

@@ -205,6 +205,18 @@ export const ErrorCodes = {
     6,
     "A backup's summary (what listings choose backups by) disagrees with its authenticated manifest; the backup was not used. Run pgfleet verify on the cluster and take a new backup.",
   ),
+  ControllerAddressInvalid: spec(
+    'PGF-2320',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'Give --controller (PGFLEET_CONTROLLER) as host:port, or a comma list of them (host1:7420,host2:7420); a DNS name resolving to several controllers is one entry.',
+  ),
+  LeadershipLost: spec(
+    'PGF-2321',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'Another controller took the leadership (this one paused or lost its catalog session): the write was refused so nothing fires twice. Nothing to do; the leader runs the schedule.',
+  ),
   // 3xxx: PostgreSQL and the data directory
   PgdataMissing: spec(
     'PGF-3001',

@@ -27,6 +27,7 @@ import {
   type ClientOptions,
 } from '@pgfleet/rpc/client';
 import type { AgentSettings } from '../options.js';
+import { controllerAddresses, reconnectDelayMs } from '../controllers.js';
 
 export const AGENT_TLS_FILES = { cert: 'agent.crt', key: 'agent.key', ca: 'ca.crt' } as const;
 
@@ -117,14 +118,19 @@ async function enroll(s: AgentSettings, dir: string, log: Logger, stopped: () =>
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const { createAgentCsr } = await import('@pgfleet/rpc/pki');
   const { csrPem, keyPem } = await createAgentCsr({ agentId: s.agentId, cluster: s.cluster });
-  const client = createClient(EnrollmentService, s.controller, {
-    credentials: clientTlsCredentials({ caPem }),
-    defaultDeadlineMs: 30_000,
-    unavailableError: 'ControllerUnreachable',
-  });
+  // Any controller of the list enrolls (they share the catalog and the CA): one that is down is passed over.
+  const addresses = controllerAddresses(s.controller);
+  const clients = addresses.map((address) =>
+    createClient(EnrollmentService, address, {
+      credentials: clientTlsCredentials({ caPem }),
+      defaultDeadlineMs: 30_000,
+      unavailableError: 'ControllerUnreachable',
+    }),
+  );
   try {
     // A controller that is not up yet is waited for, as the Connect loop would; a refusal is final.
     for (let attempt = 0; ; attempt++) {
+      const client = clients[attempt % clients.length]!;
       try {
         const res = await client.enroll({ token: s.enrollToken, agentId: s.agentId, cluster: s.cluster, csrPem });
         // Key first: a certificate without its key would look enrolled to the next start.
@@ -138,15 +144,15 @@ async function enroll(s: AgentSettings, dir: string, log: Logger, stopped: () =>
         return;
       } catch (err) {
         if (!PgfleetError.is(err, 'ControllerUnreachable') || stopped()) throw err;
-        const backoff = Math.min(30_000, 500 * 2 ** attempt);
+        const backoff = Math.round(reconnectDelayMs(attempt, clients.length));
         log.warn(
-          { code: err.code, err: err.message, retryInMs: backoff },
+          { code: err.code, err: err.message, controller: addresses[attempt % addresses.length], retryInMs: backoff },
           'cannot reach the controller to enroll; retrying',
         );
         await sleep(backoff);
       }
     }
   } finally {
-    client.close();
+    for (const client of clients) client.close();
   }
 }

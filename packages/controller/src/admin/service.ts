@@ -22,6 +22,7 @@ import { eventsCommitted, publishJobs, type ControllerContext } from '../context
 import { jobEvents } from '../jobs/registry.js';
 import { applyRetention, getPolicy, pinBackup, planRetention, setPolicy } from './policy.js';
 import { requireCluster } from '../jobs/dispatch.js';
+import { agentSession, listControllerInfo } from '../agents/peers.js';
 import { startBackupJob } from '../jobs/backup.js';
 import { startCheckJob } from '../jobs/check.js';
 import { startBackupDeleteJob } from '../jobs/expire.js';
@@ -43,6 +44,7 @@ const DEFAULT_JOB_LIMIT = 50;
 export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof AdminService> {
   return {
     listClusters: async () => ({ clusters: await listClusterStatus(ctx) }),
+    listControllers: () => listControllerInfo(ctx),
 
     listBackups: async (req) => {
       await requireCluster(ctx, req.cluster);
@@ -105,10 +107,14 @@ async function cancelJob(ctx: ControllerContext, id: string): Promise<MessageIni
   if (isTerminalJobState(job.state)) {
     throw new PgfleetError('JobStateConflict', `job ${id} already ended (${job.state}); there is nothing to cancel`);
   }
-  const session = ctx.sessions.get(job.cluster, job.agentId);
-  if (job.state !== 'queued' && session) {
-    session.send({ msg: { case: 'cancel', value: { jobId: id } } });
-    ctx.logger.info({ jobId: id, agentId: job.agentId }, 'cancel sent to the agent');
+  // The agent's stream may be held by another controller sharing the catalog: the cancel goes through it.
+  const session = job.state === 'queued' ? undefined : await agentSession(ctx, job.cluster, job.agentId);
+  if (session) {
+    await session.send({ msg: { case: 'cancel', value: { jobId: id } } });
+    ctx.logger.info(
+      { jobId: id, agentId: job.agentId, ...(session.heldBy ? { via: session.heldBy } : {}) },
+      'cancel sent to the agent',
+    );
     return jobInfoFromRecord(job);
   }
   const error = {
@@ -128,6 +134,13 @@ async function cancelJob(ctx: ControllerContext, id: string): Promise<MessageIni
   eventsCommitted(ctx);
   publishJobs(ctx, [cancelled]);
   return jobInfoFromRecord(cancelled);
+}
+
+/** What a watcher sees of a job did not change (its state, progress and end). */
+function sameJobView(a: JobRecord, b: JobRecord): boolean {
+  return (
+    a.state === b.state && a.finishedAt === b.finishedAt && JSON.stringify(a.progress) === JSON.stringify(b.progress)
+  );
 }
 
 async function requireJob(ctx: ControllerContext, id: string): Promise<JobRecord> {
@@ -155,6 +168,12 @@ function resumeParams(resume: BackupResumeName | undefined): { resume?: BackupRe
   return resume ? { resume } : {};
 }
 
+/**
+ * How often a watch reads the job from the catalog as well: the agent's stream may be held by
+ * another controller sharing the catalog, whose changes this one's watchers never hear of.
+ */
+const WATCH_POLL_MS = 1_000;
+
 /** Streams the job on every change until it is final: the final state is always sent, then the stream ends. */
 async function* watchJob(
   ctx: ControllerContext,
@@ -168,9 +187,14 @@ async function* watchJob(
     let job = await requireJob(ctx, id);
     yield { job: jobInfoFromRecord(job) };
     while (!isTerminalJobState(job.state)) {
-      const next = await subscription.next(call.signal);
-      if (!next) return;
-      job = next;
+      const next = await subscription.next(AbortSignal.any([call.signal, AbortSignal.timeout(WATCH_POLL_MS)]));
+      if (call.signal.aborted) return;
+      if (next) job = next;
+      else {
+        const read = await requireJob(ctx, id);
+        if (sameJobView(read, job)) continue;
+        job = read;
+      }
       yield { job: jobInfoFromRecord(job) };
     }
   } finally {

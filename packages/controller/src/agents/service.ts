@@ -126,6 +126,9 @@ async function recordAgent(ctx: ControllerContext, hello: Hello): Promise<void> 
     { name: hello.cluster, systemIdentifier: hello.systemIdentifier, pgVersion: hello.pgVersion },
     ctx.now(),
   );
+  // Held here from now on: jobs started on other controllers sharing the catalog come through this one.
+  // Recorded before the agent is marked connected, so no controller sees it connected and held by none.
+  await ctx.store.holdAgentStream({ cluster: hello.cluster, agentId: hello.agentId }, ctx.controllerId, ctx.now());
   await ctx.store.upsertAgent(
     { id: hello.agentId, cluster: hello.cluster, hostname: hello.hostname, version: hello.agentVersion },
     ctx.now(),
@@ -245,6 +248,11 @@ async function agentGone(
   // A newer stream of the same agent already reconciled its jobs in its Hello; leave them alone.
   if (!ctx.sessions.unregister(session)) return;
   try {
+    // Moved to another controller sharing the catalog meanwhile: its connected flag and its jobs are that one's now.
+    if (!(await ctx.store.releaseAgentStream(session, ctx.controllerId))) {
+      log.info('agent stream ended here; the agent is held by another controller now');
+      return;
+    }
     const lastSeen = (await ctx.store.getAgent(session))?.lastSeen ?? null;
     await ctx.store.setAgentConnected(session, false, ctx.now(), [
       outboxEvent(
@@ -405,7 +413,7 @@ async function forwardWalSwitch(
     return;
   }
   if (primary.agentId === session.agentId) return; // promoted meanwhile: it switches WAL itself
-  primary.send({ msg: { case: 'walSwitch', value: { jobId, lsn } } });
+  await primary.send({ msg: { case: 'walSwitch', value: { jobId, lsn } } });
   log.info({ jobId, lsn, primary: primary.agentId }, 'WAL switch asked of the primary for a standby backup');
 }
 

@@ -20,8 +20,14 @@ export interface AgentSession {
   readonly connectedAt: number;
   /** The repositories the agent's own configuration names (Hello), shown by status. */
   readonly repositories?: readonly Repository[];
-  /** Queues a message on the agent's stream; throws when the stream is gone. */
-  send(msg: MessageInitShape<typeof ConnectResponseSchema>): void;
+  /**
+   * Queues a message on the agent's stream; throws when the stream is gone. For an agent whose
+   * stream another controller holds (`heldBy`, agents/peers.ts) the message is left in the catalog
+   * for that controller, hence the promise.
+   */
+  send(msg: MessageInitShape<typeof ConnectResponseSchema>): void | Promise<void>;
+  /** The controller holding the stream when it is not this one. */
+  readonly heldBy?: string;
   /** Ends the stream from the controller's side (a newer connection of the same agent replaced it). */
   close(): void;
 }

@@ -9,7 +9,7 @@
  */
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { ErrorCodes, newJobId } from '@pgfleet/core';
-import type { BackupFrom, BackupKind, BackupRecord } from '@pgfleet/catalog';
+import type { BackupFrom, BackupKind, BackupRecord, LeadershipFence } from '@pgfleet/catalog';
 import {
   BackupInfoSchema,
   backupInfoFromManifest,
@@ -131,6 +131,7 @@ export async function startBackupJob(
   kind: BackupKind,
   params: { scheduledAt?: string; resume?: BackupResumeName } = {},
   from?: BackupFrom,
+  fence?: LeadershipFence,
 ): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);
   const source = from ?? (await loadClusterPolicy(ctx.store, cluster)).effective.backupFrom;
@@ -143,8 +144,12 @@ export async function startBackupJob(
     agentId: session.agentId,
     params: { type: kind, ...(source !== 'primary' ? { from: source } : {}), ...params },
   };
-  // One backup (or expire) per cluster at a time, checked and created in one catalog transaction.
-  const job = jobOfKind('backup', await ctx.store.createJobIfIdle(cluster, ONE_AT_A_TIME_KINDS, created, ctx.now()));
+  // One backup (or expire) per cluster at a time, checked and created in one catalog transaction;
+  // a scheduled one only while its scheduler still leads (`fence`: a paused ex-leader fires nothing).
+  const job = jobOfKind(
+    'backup',
+    await ctx.store.createJobIfIdle(cluster, ONE_AT_A_TIME_KINDS, created, ctx.now(), fence),
+  );
   // The agent names the backup from its start time (see backupLabel in core).
   return dispatch(
     ctx,

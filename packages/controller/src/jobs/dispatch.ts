@@ -9,6 +9,7 @@ import type { JobKind } from '@pgfleet/catalog';
 import { repositoryMessage, type JobInfoSchema, type JobSchema } from '@pgfleet/proto';
 import { chooseAgent, DEFAULT_STANDBY_MAX_LAG_BYTES, type AgentCandidate, type AgentNeed } from '../agents/choice.js';
 import type { AgentSession } from '../agents/sessions.js';
+import { remoteSessions } from '../agents/peers.js';
 import { jobInfoFromRecord } from '../wire.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
 import type { ControllerJobKind } from './job-kind.js';
@@ -24,10 +25,11 @@ export async function requireCluster(ctx: ControllerContext, name: string) {
 
 /**
  * The connected agent of the cluster that runs a job with this need (agents/choice.ts): by the
- * role and lag each agent's last heartbeat reported (catalog), among this controller's streams.
+ * role and lag each agent's last heartbeat reported (catalog), among this controller's streams
+ * and those other controllers sharing the catalog hold (agents/peers.ts).
  */
 export async function clusterAgent(ctx: ControllerContext, cluster: string, need: AgentNeed): Promise<AgentSession> {
-  const sessions = ctx.sessions.ofCluster(cluster);
+  const sessions = [...ctx.sessions.ofCluster(cluster), ...(await remoteSessions(ctx, cluster))];
   if (sessions.length === 0)
     throw new PgfleetError('AgentNotConnected', `no agent of cluster '${cluster}' is connected`);
   const records = new Map((await ctx.store.listAgents(cluster)).map((a) => [a.id, a]));
@@ -98,7 +100,7 @@ export async function dispatch<K extends JobKind>(
   };
   const log = ctx.logger.child({ jobId: job.id, kind: job.kind, cluster: job.cluster, agentId: session.agentId });
   try {
-    session.send(message);
+    await session.send(message);
   } catch (err) {
     const error = {
       code: ErrorCodes.AgentDisconnected.code,
@@ -126,7 +128,7 @@ export async function dispatch<K extends JobKind>(
   );
   eventsCommitted(ctx);
   publishJobs(ctx, [dispatched]);
-  log.info({ params: job.params }, 'job dispatched');
+  log.info({ params: job.params, ...(session.heldBy ? { via: session.heldBy } : {}) }, 'job dispatched');
   return jobInfoFromRecord(dispatched);
 }
 

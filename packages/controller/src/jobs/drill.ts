@@ -25,6 +25,7 @@ import {
   type StartDrillRequest,
 } from '@pgfleet/proto';
 import type { AgentSession } from '../agents/sessions.js';
+import { agentSession } from '../agents/peers.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
 import { chooseBackup } from '../restore/pitr.js';
 import { jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson, resultJson } from '../wire.js';
@@ -157,7 +158,7 @@ export async function startDrillJob(ctx: ControllerContext, req: DrillRequest): 
   let session: AgentSession = own;
   if (req.agentId) {
     // Only the cluster's own agents: another cluster's agent holds none of its repository rights.
-    const chosen = ctx.sessions.get(req.cluster, req.agentId);
+    const chosen = await agentSession(ctx, req.cluster, req.agentId);
     if (!chosen)
       throw new PgfleetError(
         'AgentNotConnected',
@@ -280,7 +281,7 @@ async function captureFinished(
     });
     return;
   }
-  const session = ctx.sessions.get(drill.cluster, drill.agentId);
+  const session = await agentSession(ctx, drill.cluster, drill.agentId);
   if (!session) {
     await failDrill(
       ctx,

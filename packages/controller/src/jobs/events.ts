@@ -8,7 +8,14 @@
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { timestampDate, timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
-import type { BackupRecord, CatalogStore, JobRecord, OutboxEventInput, OutboxEventRecord } from '@pgfleet/catalog';
+import type {
+  BackupRecord,
+  CatalogStore,
+  JobRecord,
+  LeadershipFence,
+  OutboxEventInput,
+  OutboxEventRecord,
+} from '@pgfleet/catalog';
 import { newEvent, type EventPayloadInit, type Outbox, type OutboxEntry } from '@pgfleet/events';
 import {
   EventSchema,
@@ -39,14 +46,25 @@ export function decodeOutboxEvent(record: OutboxEventRecord): Event {
   }
 }
 
-/** The catalog as the relay's Outbox. */
+/** The leadership whose holder publishes the outbox: one publisher per catalog keeps events in commit order. */
+export const OUTBOX_LEADERSHIP = 'outbox';
+
+/**
+ * The catalog as the relay's Outbox. With several controllers on one catalog only the one
+ * holding the outbox leadership publishes (the others see an empty outbox), and it marks
+ * events sent under the fence of the batch's leadership: a paused ex-publisher's late mark is
+ * refused (LeadershipLost; what it published twice JetStream dropped by Nats-Msg-Id).
+ */
 export function catalogOutbox(store: CatalogStore, now: () => number = Date.now): Outbox {
+  let fence: LeadershipFence | undefined;
   return {
     async nextBatch(limit: number): Promise<OutboxEntry[]> {
+      if (!(await store.tryAcquireLeadership(OUTBOX_LEADERSHIP))) return [];
+      fence = store.leadershipFence(OUTBOX_LEADERSHIP);
       return (await store.nextUnsentEvents(limit)).map((r) => ({ seq: r.seq, event: decodeOutboxEvent(r) }));
     },
     async markSent(seqs: readonly number[]): Promise<void> {
-      await store.markEventsSent(seqs, now());
+      await store.markEventsSent(seqs, now(), fence);
     },
   };
 }

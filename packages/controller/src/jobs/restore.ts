@@ -14,6 +14,7 @@ import {
   type StartRestoreRequest,
 } from '@pgfleet/proto';
 import type { AgentSession } from '../agents/sessions.js';
+import { agentSession } from '../agents/peers.js';
 import type { ControllerContext } from '../context.js';
 import { chooseBackup } from '../restore/pitr.js';
 import { pitrTargetFromProto, recoveryTargetFromJson, recoveryTargetJson, resultJson } from '../wire.js';
@@ -102,7 +103,7 @@ export async function startRestoreJob(
   let session: AgentSession;
   if (req.agentId) {
     // Only the cluster's own agents: another cluster's agent holds none of its repository rights.
-    const chosen = ctx.sessions.get(req.cluster, req.agentId);
+    const chosen = await agentSession(ctx, req.cluster, req.agentId);
     if (!chosen)
       throw new PgfleetError(
         'AgentNotConnected',

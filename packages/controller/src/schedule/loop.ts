@@ -20,6 +20,7 @@
  *   time, recorded as schedule run 'drill', never while the cluster's previous drill runs.
  * - `tick(now)` is public so tests drive the loop with their own clock instead of timers.
  */
+import { remoteSessions } from '../agents/peers.js';
 import { asPgfleetError, type Logger } from '@pgfleet/core';
 import { FLEET_POLICY_SCOPE, type BackupKind, type JobRecord } from '@pgfleet/catalog';
 import type { ControllerContext } from '../context.js';
@@ -95,9 +96,15 @@ export class SchedulerLoop {
     const { store } = this.ctx;
     if (!(await store.tryAcquireLeadership(SCHEDULER_LEADERSHIP))) return report;
     report.leader = true;
+    // Carried by this round's writes: if another controller took the leadership meanwhile (this
+    // one paused), they are refused (LeadershipLost) and nothing fires twice.
+    const fence = store.leadershipFence(SCHEDULER_LEADERSHIP);
 
-    // One session per cluster: the one a job would be dispatched to.
-    const clusters = [...new Set(this.ctx.sessions.all().map((s) => s.cluster))].sort();
+    // The clusters with a connected agent, on this controller or on another sharing the catalog.
+    const held = [...this.ctx.sessions.all(), ...(await remoteSessions(this.ctx))].sort(
+      (a, b) => a.connectedAt - b.connectedAt,
+    );
+    const clusters = [...new Set(held.map((s) => s.cluster))].sort();
     if (clusters.length === 0) return report;
     const policies = new Map((await store.listPolicies()).map((p) => [p.scope, settingsOf(p)]));
     const fleet = policies.get(FLEET_POLICY_SCOPE);
@@ -109,7 +116,7 @@ export class SchedulerLoop {
     const retentionClusters: string[] = [];
     for (const cluster of clusters) {
       // The host a schedule is spread by: the longest connected agent (the backup itself goes where backup_from says).
-      const session = this.ctx.sessions.ofCluster(cluster)[0]!;
+      const session = held.find((s) => s.cluster === cluster)!;
       const eff = effectivePolicy(fleet, policies.get(cluster));
       if (eff.retentionConfigured) retentionClusters.push(cluster);
       if (eff.drill) drillSchedules.push({ cluster, cron: eff.drill, spreadMinutes: eff.spreadMinutes });
@@ -149,10 +156,21 @@ export class SchedulerLoop {
       for (const p of result.start) {
         let jobId: string;
         try {
-          const job = await startBackupJob(this.ctx, p.cluster, p.type, { scheduledAt: p.scheduledAt.toISOString() });
+          const job = await startBackupJob(
+            this.ctx,
+            p.cluster,
+            p.type,
+            { scheduledAt: p.scheduledAt.toISOString() },
+            undefined,
+            fence,
+          );
           jobId = job.id ?? '';
         } catch (err) {
           const e = asPgfleetError(err);
+          if (e.errorName === 'LeadershipLost') {
+            this.log.warn({ code: e.code }, `scheduler round stopped: ${e.message}`);
+            return report;
+          }
           report.failed.push({ cluster: p.cluster, type: p.type, error: e.message });
           this.log.warn(
             { cluster: p.cluster, type: p.type, code: e.code },
@@ -163,6 +181,7 @@ export class SchedulerLoop {
         // The job is out: record the run (and the lesser due types it covers) so it is not started again.
         await store.recordScheduleRuns(
           p.record.map((r) => ({ cluster: p.cluster, type: r.type, lastRun: r.scheduledAt.getTime() })),
+          fence,
         );
         report.started.push({ cluster: p.cluster, type: p.type, scheduledAt: p.scheduledAt, jobId });
         this.log.info(

@@ -40,6 +40,7 @@ export function hashToken(token: string): string {
  */
 export const ADMIN_METHOD_ROLES = {
   listClusters: 'viewer',
+  listControllers: 'viewer',
   listBackups: 'viewer',
   getJob: 'viewer',
   listJobs: 'viewer',
