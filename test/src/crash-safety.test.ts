@@ -299,6 +299,12 @@ for (const ending of ['completes', 'is killed -9'] as const)
           '0',
           '--daily',
           '1',
+          // No weekly or monthly tier (the built-in keeps 4 and 12): run across a Sunday or the end
+          // of a month, f1 would be the newest full of the week or month before and kept by it.
+          '--weekly',
+          '0',
+          '--monthly',
+          '0',
         );
         assert.equal(r.code, 0, r.stderr);
         r = await cli(address, 'retention', 'plan', 'lease', '--output', 'json');

@@ -91,16 +91,25 @@ describe('retention: plan, apply, and PITR from what is left', { timeout: 300_00
   });
 
   it('policy set/get: cluster values over the fleet default, each with its source', async () => {
-    let r = await fleet.cli('policy', 'set', '--fleet', '--daily', '3');
+    // One daily full and no weekly or monthly tier: the four backups then keep the same two
+    // whatever the calendar (run across midnight, a Sunday or a month's end, the tiers would keep
+    // the newest full of the period before too).
+    let r = await fleet.cli('policy', 'set', '--fleet', '--daily', '1');
     assert.equal(r.code, 0, r.stderr);
-    r = await fleet.cli('policy', 'set', 'ret', '--min-full', '2', '--pitr-window-days', '0');
+    r = await fleet.cli(
+      'policy',
+      'set',
+      'ret',
+      ...['--min-full', '2', '--pitr-window-days', '0', '--weekly', '0', '--monthly', '0'],
+    );
     assert.equal(r.code, 0, r.stderr);
     r = await fleet.cli('policy', 'get', 'ret');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^min-full\s+2\s+cluster$/m);
     assert.match(r.stdout, /^pitr-window-days\s+0\s+cluster$/m);
-    assert.match(r.stdout, /^daily\s+3\s+fleet$/m);
-    assert.match(r.stdout, /^weekly\s+4\s+default$/m);
+    assert.match(r.stdout, /^daily\s+1\s+fleet$/m);
+    assert.match(r.stdout, /^weekly\s+0\s+cluster$/m);
+    assert.match(r.stdout, /^yearly\s+0\s+default$/m);
   });
 
   it('retention plan names the two oldest as expiring, with reasons, and deletes nothing', async () => {
