@@ -17,6 +17,15 @@ import { CODECS, type Codec } from './codec-names.js';
 
 /** PostgreSQL's page size (BLCKSZ); relation files are read and compared in these units. */
 export const MAP_BLOCK_BYTES = 8192;
+/**
+ * Blocks per frame of a block-incremental backup's `data` object (its changed blocks), instead
+ * of the 128 of a 1 MiB frame: a chain's restore passes over the frames that hold no block the
+ * file still needs without decoding them (docs/block-incremental.md, "Restore"). With changes
+ * spread at random, the fraction of a part's frames that must be decoded is 1 - (1 - q)^g for q
+ * of its blocks still needed and g blocks a frame, so small frames keep the decode near the
+ * file's size; 2 blocks (16 KiB) cost some compression (figures in docs/benchmarks.md).
+ */
+export const DATA_FRAME_BLOCKS = 2;
 /** Bytes of each block's checksum: the first 8 bytes of its SHA-1. */
 export const BLOCK_SUM_BYTES = 8;
 const MAGIC = Buffer.from('PGFBMAP1', 'latin1');

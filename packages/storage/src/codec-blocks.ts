@@ -66,6 +66,14 @@ export interface BlockDecoder {
   decode(input: Uint8Array, out: Uint8Array, outOffset: number): { consumed: number; produced: number };
   /** Set by a decode call that stopped because `out` lacked room for the next frame or block. */
   readonly needsOutput: boolean;
+  /**
+   * Passes over the whole frame at the start of `input` without decoding it, when its content
+   * is at most `maxContent` bytes (a reader that needs none of it: a block-incremental restore's
+   * superseded blocks): the stored bytes and content bytes passed. Undefined when it cannot (not
+   * a whole frame there yet, a frame that does not declare its size, a codec that cannot):
+   * decode instead. Only between decode calls that ended at a frame boundary (block form).
+   */
+  skipFrame?(input: Uint8Array, maxContent: number): { consumed: number; skipped: number } | undefined;
   close(): void;
 }
 
@@ -187,6 +195,14 @@ class ZstdDecoder implements BlockDecoder {
     this.streamed = false;
     this.needsOutput = false;
     this.ctx?.reset();
+  }
+
+  skipFrame(input: Uint8Array, maxContent: number): { consumed: number; skipped: number } | undefined {
+    if (this.streamed) return undefined;
+    // Walks the frame's block headers (3 bytes each), as decode does before it decodes a frame.
+    const scan = scanZstdFrames(input, MAX_FRAME_CONTENT, 1);
+    if (scan === undefined || scan.length === 0 || scan.contentSize > maxContent) return undefined;
+    return { consumed: scan.length, skipped: scan.contentSize };
   }
 
   decode(input: Uint8Array, out: Uint8Array, outOffset: number): { consumed: number; produced: number } {
@@ -402,6 +418,9 @@ class Lz4Decoder implements BlockDecoder {
         if (end > input.length) break;
         pos = end;
         this.inFrame = false;
+        // One frame's content per call: a reader that passes over frames (skipFrame) decides
+        // about the next one before it is decoded.
+        if (produced > 0) break;
         continue;
       }
       const size = word & 0x7fffffff;
@@ -424,6 +443,29 @@ class Lz4Decoder implements BlockDecoder {
       pos = end;
     }
     return { consumed: pos, produced };
+  }
+
+  /** Walks a whole frame that declares its content size: its header, then the 4-byte block sizes to the EndMark. */
+  skipFrame(input: Uint8Array, maxContent: number): { consumed: number; skipped: number } | undefined {
+    if (this.inFrame || input.length < LZ4_HEADER) return undefined;
+    const view = new DataView(input.buffer, input.byteOffset, input.byteLength);
+    if (view.getUint32(0, true) !== LZ4_MAGIC) return undefined; // skippable frames and errors: decode says
+    const flg = input[4]!;
+    if (!(flg & 0x08) || flg >> 6 !== 1) return undefined;
+    if (((xxh32Small(input, 4, LZ4_HEADER - 5) >>> 8) & 0xff) !== input[LZ4_HEADER - 1]) return undefined;
+    const content = view.getUint32(6, true) + view.getUint32(10, true) * 2 ** 32;
+    if (content > maxContent) return undefined;
+    const blockChecksum = (flg & 0x10) !== 0;
+    let pos = LZ4_HEADER;
+    for (;;) {
+      if (pos + 4 > input.length) return undefined;
+      const word = view.getUint32(pos, true);
+      if (word === 0) {
+        const end = pos + 4 + (flg & 0x04 ? 4 : 0);
+        return end > input.length ? undefined : { consumed: end, skipped: content };
+      }
+      pos += 4 + (word & 0x7fffffff) + (blockChecksum ? 4 : 0);
+    }
   }
 
   /** Parses a frame header at `pos`; returns its length, or 0 when it is not all there yet. */
@@ -551,6 +593,12 @@ class CopyDecoder implements BlockDecoder {
 
   reset(): void {
     this.needsOutput = false;
+  }
+
+  /** Stored bytes are content bytes: any number of them can be passed over. */
+  skipFrame(input: Uint8Array, maxContent: number): { consumed: number; skipped: number } | undefined {
+    const n = Math.min(input.length, maxContent);
+    return n > 0 ? { consumed: n, skipped: n } : undefined;
   }
 
   decode(input: Uint8Array, out: Uint8Array, outOffset: number): { consumed: number; produced: number } {

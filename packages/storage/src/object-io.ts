@@ -86,6 +86,12 @@ export interface StoreOptions extends PutOptions {
   inspect?: (content: Buffer) => void;
   /** Waits until `bytes` more content may be read (the agent's --max-rate); called before each block or chunk is read on. */
   pace?: Pace;
+  /**
+   * Content bytes per frame of the block form (BLOCK_BYTES when absent, at most that). Smaller
+   * frames let a reader skip what it does not need without decoding it (the changed blocks of a
+   * block-incremental file, docs/block-incremental.md); any reader of the block form reads them.
+   */
+  frameBytes?: number;
 }
 
 /** A rate limit's gate: resolves when `bytes` more content may pass (agent copy/rate-limit.ts). */
@@ -485,7 +491,7 @@ export class ObjectIo {
     key: string,
     source: ContentSource,
     codec: Codec,
-    options: Pick<StoreOptions, 'level' | 'deferDirSync'> = {},
+    options: Pick<StoreOptions, 'level' | 'deferDirSync' | 'frameBytes'> = {},
   ): Promise<StoredFile> {
     let dataKey;
     try {
@@ -553,10 +559,12 @@ export class ObjectIo {
   /**
    * Rebuilds a block-incremental file in one pass in block order (canAssemble must hold): block
    * b is the `index[b]`-th block of the content of `parts[part[b]]`. Every part a block comes
-   * from is decoded as a sequential stream (a block map's positions grow with the block number
+   * from is read as a sequential stream (a block map's positions grow with the block number
    * inside each part), so the parts advance together like a k-way merge; each is opened at its
-   * first block and decoded to its end after its last one, so its whole content is checked against
-   * its sha256 and size, as a restore of the object alone would. The file is written in large
+   * first block and closed after its last one, and only its frames that hold a needed block are
+   * decoded (PartCursor): a chain's restore decodes about the file's size, not every part whole.
+   * The parts' own sha256 are not checked (that would need every frame decoded); the file's is,
+   * which covers every byte taken from them. The file is written in large
    * aligned writes (O_DIRECT where it can, see DIRECT_ALIGN) instead of one write per run of
    * blocks, and hashed as it is assembled: the sha256 of the bytes written, in file order, is the
    * file's sha256, as strong a check as reading the file back (which cost a second pass).
@@ -569,7 +577,7 @@ export class ObjectIo {
     blockBytes: number,
     file: { path: string; size: number; sha256: string },
     pace?: Pace,
-  ): Promise<void> {
+  ): Promise<AssemblyFigures> {
     const local = this.driver.localFiles;
     if (!local || !parts.every((p) => hasBlockForm(p.codec)))
       throw new PgfleetError('Internal', 'assembleBlocks needs local object files of block codecs');
@@ -580,6 +588,7 @@ export class ObjectIo {
     for (let b = 0; b < blocks; b++) last[part[b]!] = b;
     const cursors: (PartCursor | undefined)[] = parts.map(() => undefined);
     const bufs = [takeAligned(), takeAligned()] as const;
+    const figures: AssemblyFigures = { decodedBytes: 0, skippedBytes: 0 };
     let dest: DestWriter | undefined;
     let pendingWrite: Promise<void> | undefined;
     try {
@@ -614,7 +623,9 @@ export class ObjectIo {
         c.take(index[b]! * blockBytes, n, bufs[cur]!, fill);
         fill += n;
         if (b === last[p]) {
-          c.finish();
+          // Nothing after a part's last needed block is read (see PartCursor).
+          figures.decodedBytes += c.decodedBytes;
+          figures.skippedBytes += c.skippedBytes;
           c.close();
           cursors[p] = undefined;
         }
@@ -628,6 +639,7 @@ export class ObjectIo {
           'RepoChecksumMismatch',
           `${file.path} rebuilt from its block map does not match the file the backup read (expected sha256 ${file.sha256}, ${file.size} bytes; got ${got}, ${written} bytes)`,
         );
+      return figures;
     } finally {
       await pendingWrite?.catch(() => {});
       for (const b of bufs) giveAligned(b);
@@ -954,6 +966,9 @@ async function storeBlocks(
   source: ContentSource,
   options: StoreOptions,
 ): Promise<StoredFile> {
+  const frameBytes = options.frameBytes ?? BLOCK_BYTES;
+  if (!Number.isSafeInteger(frameBytes) || frameBytes < 1 || frameBytes > BLOCK_BYTES)
+    throw new PgfleetError('Internal', `a frame holds 1..${BLOCK_BYTES} content bytes, not ${frameBytes}`);
   const inBufs = [takeBuffer(BLOCK_BYTES), takeBuffer(BLOCK_BYTES)] as const;
   // The encoder reuses its output: each frame is copied out for the write behind (codec none writes the read buffer).
   const outBufs = [takeBuffer(SEALED_BLOCK_BYTES), takeBuffer(SEALED_BLOCK_BYTES)] as const;
@@ -961,7 +976,8 @@ async function storeBlocks(
   let pendingWrite: Promise<void> | undefined;
   let i = 0;
   let o = 0;
-  const readAt = async (buf: Buffer) => ({ bytesRead: await source.read(buf) });
+  // Each read is one frame: a source fills the buffer it is given (fewer bytes only at its end).
+  const readAt = async (buf: Buffer) => ({ bytesRead: await source.read(buf.subarray(0, frameBytes)) });
   const put = async (out: Uint8Array) => {
     let data = out;
     if (codec !== 'none' || object.sealed) {
@@ -1340,6 +1356,12 @@ async function restoreBlocks(
   }
 }
 
+/** What assembleBlocks did: content bytes of the parts it decoded, and passed over without decoding. */
+export interface AssemblyFigures {
+  decodedBytes: number;
+  skippedBytes: number;
+}
+
 /** One object a block map takes blocks from, as assembleBlocks reads it: its key and content figures. */
 export interface AssemblyPart {
   key: string;
@@ -1349,9 +1371,14 @@ export interface AssemblyPart {
 }
 
 /**
- * The decoded content of one local object as a forward-only cursor (assembleBlocks): blocks are
- * taken at growing content positions, what lies between is decoded and skipped, and everything
- * decoded is hashed, so finish() checks the whole content as a restore of the object would.
+ * The content of one local object as a forward-only cursor (assembleBlocks): blocks are taken at
+ * growing content positions; what lies between is passed over. A whole frame with nothing to
+ * take is passed over without decoding it (its stored bytes are still read: the cursor reads the
+ * object sequentially, and an encrypted one is opened frame by frame), so a part most of whose
+ * blocks later backups superseded costs little more than reading it; a frame holding a needed
+ * block is decoded. Nothing checks the part's own sha256 (that needs all of it decoded): the file
+ * assembled from the parts is checked against the sha256 of the file the backup read, which
+ * covers every byte taken from every part. Verify checks parts whole.
  */
 class PartCursor {
   private readonly win = takeBuffer(WINDOW);
@@ -1363,8 +1390,9 @@ class PartCursor {
   private start = 0;
   private inFill = 0;
   private eof = false;
+  /** Content bytes produced by decoding, and passed over without it. */
   private decoded = 0;
-  private readonly hash = createHash('sha256');
+  private skipped = 0;
   private closed = false;
 
   private constructor(
@@ -1393,31 +1421,32 @@ class PartCursor {
     }
   }
 
+  /** Content bytes decoded, and passed over without decoding (AssemblyFigures). */
+  get decodedBytes(): number {
+    return this.decoded;
+  }
+
+  get skippedBytes(): number {
+    return this.skipped;
+  }
+
   /** Copies the `n` content bytes at `position` (not before what was taken last) into `dest` at `destAt`. */
   take(position: number, n: number, dest: Buffer, destAt: number): void {
     while (this.at < position) {
-      if (this.len === this.pos && !this.more()) throw this.short(position + n);
+      if (this.len === this.pos) {
+        if (this.skipFrame(position - this.at)) continue;
+        if (!this.more()) throw this.short(position + n);
+      }
       const skip = Math.min(this.len - this.pos, position - this.at);
       this.pos += skip;
       this.at += skip;
     }
     if (this.at > position)
       throw new PgfleetError('Internal', `${this.part.key}: content position ${position} taken twice`);
-    while (this.len - this.pos < n) if (!this.more()) throw this.short(position + n);
+    while (this.len - this.pos < n) if (!this.more(n - (this.len - this.pos))) throw this.short(position + n);
     this.out.copy(dest, destAt, this.pos, this.pos + n);
     this.pos += n;
     this.at += n;
-  }
-
-  /** Decodes the rest of the content and checks the whole of it against the part's sha256 and size. */
-  finish(): void {
-    do {
-      this.at += this.len - this.pos;
-      this.pos = this.len;
-    } while (this.more());
-    const got = this.hash.digest('hex');
-    if (got !== this.part.sha256 || this.decoded !== this.part.size)
-      throw checksumMismatch(this.part.key, this.part.sha256, got, this.decoded);
   }
 
   close(): void {
@@ -1435,8 +1464,45 @@ class PartCursor {
     return checksumMismatch(this.part.key, this.part.sha256, '(shorter than its block map says)', needed);
   }
 
-  /** Decodes more content after out[len]; false at the end of the object. */
-  private more(): boolean {
+  /**
+   * Passes over the next frame when all its content lies before the next block to take (at most
+   * `max` bytes): true when it did. Called only with no decoded content buffered, so the decoder
+   * is between frames.
+   */
+  private skipFrame(max: number): boolean {
+    if (!this.dec.skipFrame) return false;
+    for (;;) {
+      const step = this.dec.skipFrame(this.win.subarray(this.start, this.inFill), max);
+      if (step) {
+        this.start += step.consumed;
+        this.at += step.skipped;
+        this.skipped += step.skipped;
+        this.checkLength();
+        return true;
+      }
+      // Not a whole frame in the window yet (a stored frame is at most a little over BLOCK_BYTES):
+      // read more; past that, the frame is not one to pass over and more() decodes it.
+      if (this.eof || this.inFill - this.start > BLOCK_BYTES + (64 << 10)) return false;
+      this.readInput();
+    }
+  }
+
+  private checkLength(): void {
+    if (this.decoded + this.skipped > this.part.size)
+      throw checksumMismatch(
+        this.part.key,
+        this.part.sha256,
+        '(longer than its block map says)',
+        this.decoded + this.skipped,
+      );
+  }
+
+  /**
+   * Decodes more content after out[len]; false at the end of the object. `want`: the content
+   * bytes needed next; codec none (whose stored bytes are its content, in no frames) copies just
+   * those, so what follows stays stored bytes that skipFrame can pass over.
+   */
+  private more(want = Infinity): boolean {
     for (;;) {
       if (this.out.length - this.len < MAX_FRAME_CONTENT) {
         this.out.copyWithin(0, this.pos, this.len);
@@ -1445,17 +1511,16 @@ class PartCursor {
       }
       let step;
       try {
-        step = this.dec.decode(this.win.subarray(this.start, this.inFill), this.out, this.len);
+        const end = this.part.codec === 'none' ? Math.min(this.inFill, this.start + want) : this.inFill;
+        step = this.dec.decode(this.win.subarray(this.start, end), this.out, this.len);
       } catch (err) {
         throw undecodable(this.part.key, (err as Error).message, err);
       }
       this.start += step.consumed;
       if (step.produced > 0) {
-        this.hash.update(this.out.subarray(this.len, this.len + step.produced));
         this.len += step.produced;
         this.decoded += step.produced;
-        if (this.decoded > this.part.size)
-          throw checksumMismatch(this.part.key, this.part.sha256, '(longer than its block map says)', this.decoded);
+        this.checkLength();
         return true;
       }
       if (step.consumed > 0) continue;
@@ -1464,16 +1529,21 @@ class PartCursor {
         if (this.inFill > this.start) throw undecodable(this.part.key, 'it ends inside a frame');
         return false;
       }
-      if (this.start > 0) {
-        this.win.copyWithin(0, this.start, this.inFill);
-        this.inFill -= this.start;
-        this.start = 0;
-      }
-      if (this.inFill === WINDOW) throw undecodable(this.part.key, `a frame larger than ${WINDOW} bytes`);
-      const bytesRead = this.readStored(this.win, this.inFill, Math.min(READ_BYTES, WINDOW - this.inFill));
-      if (bytesRead === 0) this.eof = true;
-      this.inFill += bytesRead;
+      this.readInput();
     }
+  }
+
+  /** Reads more stored bytes into the window (after moving what is left to its start); sets eof at the end. */
+  private readInput(): void {
+    if (this.start > 0) {
+      this.win.copyWithin(0, this.start, this.inFill);
+      this.inFill -= this.start;
+      this.start = 0;
+    }
+    if (this.inFill === WINDOW) throw undecodable(this.part.key, `a frame larger than ${WINDOW} bytes`);
+    const bytesRead = this.readStored(this.win, this.inFill, Math.min(READ_BYTES, WINDOW - this.inFill));
+    if (bytesRead === 0) this.eof = true;
+    this.inFill += bytesRead;
   }
 }
 

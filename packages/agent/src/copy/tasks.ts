@@ -15,7 +15,13 @@ import { PgfleetError } from '@pgfleet/core/errors';
 import type { AssemblyPart, Codec, Repository } from '@pgfleet/storage';
 import type { RepositorySpec } from '@pgfleet/storage/repository-url';
 import { giveBuffer, takeBuffer, type ContentSource, type StoredFile } from '@pgfleet/storage/object-io';
-import { BLOCK_SUM_BYTES, blockChanged, MAP_BLOCK_BYTES, sumBlock } from '@pgfleet/storage/block-map';
+import {
+  BLOCK_SUM_BYTES,
+  blockChanged,
+  DATA_FRAME_BLOCKS,
+  MAP_BLOCK_BYTES,
+  sumBlock,
+} from '@pgfleet/storage/block-map';
 import { PageChecker, recheckPages } from '../pgdata/page-verify.js';
 import { taskPace, type RateLimiter, type SharedRate } from './rate-limit.js';
 
@@ -424,6 +430,7 @@ async function backupBlocksTask(
   const source = new ChangedBlocks(fh, t.prior, checker ? (c) => checker.update(c) : undefined, pace);
   const data = await repo.objects.storeProduced(t.key, source, t.codec, {
     deferDirSync: true,
+    frameBytes: DATA_FRAME_BLOCKS * MAP_BLOCK_BYTES,
     ...(t.level !== undefined ? { level: t.level } : {}),
   });
   const out: BackupBlocksResult = {
