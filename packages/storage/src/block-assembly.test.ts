@@ -168,7 +168,7 @@ for (const encrypted of [false, true]) {
 }
 
 test('a chain of 30 incrementals decodes about the file, not every part whole', async () => {
-  // 30% of the blocks change at random before each link: the parts hold ~10x the file's blocks,
+  // 30% of the blocks change at random before each link: the parts still named hold ~3-5x the file,
   // most of them superseded. Only frames with a needed block are decoded.
   const c = await chain(
     false,
@@ -176,7 +176,7 @@ test('a chain of 30 incrementals decodes about the file, not every part whole', 
     0.3,
   );
   const partBytes = c.map.parts.reduce((sum, p) => sum + p.size, 0);
-  assert.ok(partBytes > 4 * c.file.length, `the parts hold ${partBytes} bytes for a ${c.file.length}-byte file`);
+  assert.ok(partBytes > 2.5 * c.file.length, `the parts hold ${partBytes} bytes for a ${c.file.length}-byte file`);
   const got = await assembleFigures(c);
   assert.ok(got.file.equals(c.file));
   assert.ok(

@@ -23,9 +23,19 @@ export const MAP_BLOCK_BYTES = 8192;
  * file still needs without decoding them (docs/block-incremental.md, "Restore"). With changes
  * spread at random, the fraction of a part's frames that must be decoded is 1 - (1 - q)^g for q
  * of its blocks still needed and g blocks a frame, so small frames keep the decode near the
- * file's size; 2 blocks (16 KiB) cost some compression (figures in docs/benchmarks.md).
+ * file's size; 2 blocks (16 KiB) cost ~10% of compression on table data where 128 KiB frames
+ * cost ~2.5% (docs/benchmarks.md): changed blocks are a small part of a repository's bytes.
  */
 export const DATA_FRAME_BLOCKS = 2;
+/**
+ * Blocks per frame of a relation file stored whole with a block map (every full's, and a
+ * diff/incr's copy of a file without a usable prior map): after a few incrementals of random
+ * changes only a few percent of such an object's blocks are still needed by the newest map, and
+ * with 1 MiB frames (128 blocks) nearly every frame held one of them, so a chain's restore
+ * decoded the full nearly whole. 16 blocks (128 KiB) cost ~2.5% of compression on table data
+ * (docs/benchmarks.md) where 2 would cost ~10%: fulls are most of a repository's bytes.
+ */
+export const MAPPED_FRAME_BLOCKS = 16;
 /** Bytes of each block's checksum: the first 8 bytes of its SHA-1. */
 export const BLOCK_SUM_BYTES = 8;
 const MAGIC = Buffer.from('PGFBMAP1', 'latin1');

@@ -19,6 +19,7 @@ import {
   BLOCK_SUM_BYTES,
   blockChanged,
   DATA_FRAME_BLOCKS,
+  MAPPED_FRAME_BLOCKS,
   MAP_BLOCK_BYTES,
   sumBlock,
 } from '@pgfleet/storage/block-map';
@@ -263,6 +264,9 @@ async function backupTask(repo: Repository, t: BackupTask, limiter: RateLimiter 
     t.codec,
     {
       deferDirSync: true,
+      // A file with a block map: frames small enough for a chain's restore to pass over the
+      // ones whose blocks later backups superseded (storage block-map.ts).
+      ...(summer ? { frameBytes: MAPPED_FRAME_BLOCKS * MAP_BLOCK_BYTES } : {}),
       ...(t.level !== undefined ? { level: t.level } : {}),
       ...(pace ? { pace } : {}),
       ...(inspect ? { inspect } : {}),
