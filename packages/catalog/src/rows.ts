@@ -437,7 +437,12 @@ export function upsertHistorySql(dialect: SqlDialect, greatest: 'max' | 'GREATES
 }
 
 /** The parameters of upsertHistorySql for one sample into one bucket. */
-export function historySampleParams(cluster: string, at: number, rpo: number, resolution: HistoryResolution): unknown[] {
+export function historySampleParams(
+  cluster: string,
+  at: number,
+  rpo: number,
+  resolution: HistoryResolution,
+): unknown[] {
   return [cluster, resolution, historyBucketStart(at, resolution), rpo, rpo];
 }
 

@@ -35,8 +35,11 @@ async function api(method, body = {}) {
   return data;
 }
 
-/** Calls fn now and every `ms` while the component lives (and again when deps change). */
-function usePoll(fn, deps, ms) {
+/**
+ * Calls fn now and every `ms` while the component lives (and again when deps change), until
+ * `done(data)` says the figures cannot change any more (a finished job).
+ */
+function usePoll(fn, deps, ms, done = () => false) {
   const [state, setState] = useState({ data: undefined, error: undefined });
   useEffect(() => {
     let stopped = false;
@@ -44,7 +47,9 @@ function usePoll(fn, deps, ms) {
     const tick = async () => {
       try {
         const data = await fn();
-        if (!stopped) setState({ data, error: undefined });
+        if (stopped) return;
+        setState({ data, error: undefined });
+        if (done(data)) return;
       } catch (error) {
         if (!stopped) setState((s) => ({ data: s.data, error }));
       }
@@ -553,29 +558,14 @@ function ClusterPage({ name, session }) {
 // ---- job page ---------------------------------------------------------------------------------
 
 function JobPage({ id }) {
-  const [job, setJob] = useState();
-  const [error, setError] = useState();
-  useEffect(() => {
-    let stopped = false;
-    let timer;
-    const tick = async () => {
-      try {
-        const { job } = await api('getJob', { id });
-        if (stopped) return;
-        setJob(job);
-        if (isFinal(job)) return;
-      } catch (err) {
-        if (!stopped) setError(err.message);
-      }
-      if (!stopped) timer = setTimeout(tick, 1000);
-    };
-    void tick();
-    return () => {
-      stopped = true;
-      clearTimeout(timer);
-    };
-  }, [id]);
-  if (!job) return html`<p>${error ? html`<span class="error">${error}</span>` : 'loading…'}</p>`;
+  const { data, error } = usePoll(
+    () => api('getJob', { id }),
+    [id],
+    1000,
+    (d) => isFinal(d.job),
+  );
+  const job = data?.job;
+  if (!job) return html`<p>${error ? html`<span class="error">${error.message}</span>` : 'loading…'}</p>`;
   const p = job.progress ?? {};
   return html`<h2>Job ${job.id}</h2>
     <p>
