@@ -404,6 +404,7 @@ function RestoreWizard({ cluster, target, setTarget, onStarted, onClose }) {
             type="datetime-local"
             step="1"
             value=${toLocalInput(target)}
+            data-ms=${target}
             onInput=${(e) => setTarget(Date.parse(e.target.value))}
           />
           <span class="muted"> (or click the PITR chart)</span>`
