@@ -279,8 +279,8 @@ function RpoChart({ buckets }) {
       scales: { x: { time: true, range: timeRange } },
       series: [
         {},
-        { label: 'max', stroke: '#d13b3b', width: 2, points: { show: buckets.length < 3, size: 6 } },
-        { label: 'mean', stroke: '#2e9e5b', points: { show: buckets.length < 3, size: 6 } },
+        { label: 'max', stroke: '#d13b3b', width: 2, points: { show: buckets.length < 3, size: 8, fill: '#d13b3b' } },
+        { label: 'mean', stroke: '#2e9e5b', points: { show: buckets.length < 3, size: 8, fill: '#2e9e5b' } },
       ],
     }}
   />`;

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { SqliteCatalogStore } from '@pgfleet/catalog';
-import { clusterHistory, HISTORY_KEEP_MS, HistoryRecorder } from './history.js';
+import { clusterHistory, HISTORY_KEEP_MS, HistoryRecorder, MIN_SAMPLE_GAP_MS } from './history.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'pgfleet-history-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -21,6 +21,8 @@ test('recent spans come per minute, older ones per hour; old buckets are pruned'
   for (let t = now - 72 * HOUR; t <= now - HOUR; t += HOUR) await recorder.record('shop', t, 30);
   await recorder.record('shop', now - 50_000, 10);
   await recorder.record('shop', now - 40_000, 20);
+  // Heartbeats closer together than MIN_SAMPLE_GAP_MS add nothing.
+  await recorder.record('shop', now - 40_000 + MIN_SAMPLE_GAP_MS - 1, 99);
 
   const recent = await clusterHistory(store, 'shop', now - 2 * HOUR, now);
   assert.deepEqual(

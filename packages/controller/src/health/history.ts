@@ -13,6 +13,11 @@ import type { GetClusterHistoryResponseSchema } from '@pgfleet/proto';
 const HOUR_MS = 3_600_000;
 /** How long each resolution's buckets are kept. */
 export const HISTORY_KEEP_MS: Record<HistoryResolution, number> = { 60: 48 * HOUR_MS, 3600: 400 * 24 * HOUR_MS };
+/**
+ * At most one sample per cluster this often: heartbeats evaluate health every few seconds, and RPO
+ * grows linearly between archived segments, so a bucket's max is off by at most this much.
+ */
+export const MIN_SAMPLE_GAP_MS = 10_000;
 /** How often a controller prunes (a cheap indexed delete; once an hour is plenty). */
 const PRUNE_EVERY_MS = HOUR_MS;
 /** A history request without `since`: the last day. */
@@ -21,10 +26,14 @@ const DEFAULT_SPAN_MS = 24 * HOUR_MS;
 /** Records samples and prunes now and then; one per health monitor. */
 export class HistoryRecorder {
   private lastPrune = 0;
+  private readonly lastSample = new Map<string, number>();
 
   constructor(private readonly store: CatalogStore) {}
 
   async record(cluster: string, at: number, rpoSeconds: number): Promise<void> {
+    const last = this.lastSample.get(cluster);
+    if (last !== undefined && at >= last && at - last < MIN_SAMPLE_GAP_MS) return;
+    this.lastSample.set(cluster, at);
     await this.store.recordClusterSample(cluster, at, rpoSeconds);
     if (at - this.lastPrune < PRUNE_EVERY_MS) return;
     this.lastPrune = at;
