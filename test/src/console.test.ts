@@ -75,7 +75,8 @@ interface ClusterJson {
 describe('web console', { timeout: 240_000 }, () => {
   let dir: string;
   let fleet: Fleet;
-  let browser: BrowserContext;
+  let browser: BrowserContext | undefined;
+  let launching: Promise<BrowserContext> | undefined;
   let consoleUrl: string;
   const tokens: Record<string, string> = {};
 
@@ -87,7 +88,7 @@ describe('web console', { timeout: 240_000 }, () => {
 
   /** A new tab signed in with the token (sessionStorage is per tab: each page is its own session). */
   const signedIn = async (role: string, hash = ''): Promise<Page> => {
-    const page = await browser.newPage();
+    const page = await browser!.newPage();
     await page.goto(`${consoleUrl}${hash}`);
     await page.fill('#token', tokens[role]!);
     await page.click('#login-submit');
@@ -121,6 +122,18 @@ describe('web console', { timeout: 240_000 }, () => {
       assert.equal(r.code, 0, r.stderr);
       tokens[role] = r.stdout.trim();
     }
+    // Chromium starts while the fleet is set up (a fresh profile in the test's directory).
+    await mkdir(ARTIFACTS, { recursive: true });
+    launching = chromium.launchPersistentContext(join(dir, 'chromium-profile'), {
+      executablePath: CHROMIUM,
+      headless: true,
+      chromiumSandbox: false,
+      args: CHROMIUM_FLAGS,
+      viewport: { width: 1280, height: 1400 },
+    });
+    // Awaited once the fleet is up (a failed launch fails the set-up there); until then a
+    // rejection must not count as unhandled.
+    void launching.catch(() => undefined);
     const consolePort = await freePort();
     consoleUrl = `http://127.0.0.1:${consolePort}/`;
     fleet = await startFleet({
@@ -155,18 +168,11 @@ describe('web console', { timeout: 240_000 }, () => {
     await waitFor('billing to raise rpo-breached', async () =>
       (await clusters()).find((c) => c.name === 'billing')?.alerts?.includes('rpo-breached'),
     );
-    await mkdir(ARTIFACTS, { recursive: true });
-    browser = await chromium.launchPersistentContext(join(dir, 'chromium-profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      chromiumSandbox: false,
-      args: CHROMIUM_FLAGS,
-      viewport: { width: 1280, height: 1400 },
-    });
+    browser = await launching;
   });
 
   after(async () => {
-    await browser?.close();
+    await (browser ?? (await launching?.catch(() => undefined)))?.close();
     if (process.exitCode && fleet) console.error(await fleet.logs());
     await fleet?.stop();
     if (dir) await removeDir(dir);
@@ -204,6 +210,7 @@ describe('web console', { timeout: 240_000 }, () => {
     assert.equal((await text('shop', 'alerts'))!.trim(), '');
 
     // Sorted by health, the cluster with an alert comes first; the filter keeps the matching row only.
+    await page.screenshot({ path: join(ARTIFACTS, 'fleet-all.png'), fullPage: true });
     await page.click('th[data-sort="health"]');
     assert.equal(await page.getAttribute('#fleet tbody tr:first-child', 'data-cluster'), 'billing');
     await page.click('th[data-sort="health"]');
