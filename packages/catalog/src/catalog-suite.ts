@@ -1043,6 +1043,35 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       });
     });
 
+    describe('cluster history', () => {
+      test('samples add up into minute and hour buckets (max and mean), and pruning drops one resolution', async () => {
+        const store = await fresh();
+        const hour = 3_600_000;
+        const t0 = 1000 * hour; // a bucket boundary of both resolutions
+        await store.recordClusterSample('shop', t0 + 1_000, 10);
+        await store.recordClusterSample('shop', t0 + 30_000, 30);
+        await store.recordClusterSample('shop', t0 + 90_000, 5);
+        await store.recordClusterSample('other', t0 + 1_000, 99);
+        const minutes = await store.listClusterHistory('shop', 60, 0);
+        assert.deepEqual(
+          minutes.map((b) => [b.start - t0, b.rpoMaxSeconds, b.rpoAvgSeconds, b.samples]),
+          [
+            [0, 30, 20, 2],
+            [60_000, 5, 5, 1],
+          ],
+        );
+        const hours = await store.listClusterHistory('shop', 3600, 0);
+        assert.deepEqual(
+          hours.map((b) => [b.start - t0, b.rpoMaxSeconds, b.rpoAvgSeconds, b.samples]),
+          [[0, 30, 15, 3]],
+        );
+        assert.deepEqual(await store.listClusterHistory('shop', 60, t0 + 60_000).then((l) => l.length), 1);
+        assert.equal(await store.pruneClusterHistory(60, t0 + 60_000), 2, "shop's first minute and other's");
+        assert.equal((await store.listClusterHistory('shop', 60, 0)).length, 1);
+        assert.equal((await store.listClusterHistory('shop', 3600, 0)).length, 1, 'hours are kept');
+      });
+    });
+
     describe('leadership and lifecycle', () => {
       test('a lone store leads; asking again, releasing and re-taking all work', async () => {
         const store = await fresh();

@@ -596,6 +596,34 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       );
     `,
   },
+  {
+    description:
+      "the console's history: each cluster's RPO samples downsampled into minute and hour buckets (max and mean), minute buckets pruned sooner",
+    sqlite: `
+      CREATE TABLE cluster_history (
+        cluster    TEXT NOT NULL,
+        resolution INTEGER NOT NULL,
+        start      INTEGER NOT NULL,
+        rpo_max    REAL NOT NULL,
+        rpo_sum    REAL NOT NULL,
+        samples    INTEGER NOT NULL,
+        PRIMARY KEY (cluster, resolution, start)
+      );
+      CREATE INDEX cluster_history_prune ON cluster_history(resolution, start);
+    `,
+    postgres: `
+      CREATE TABLE cluster_history (
+        cluster    TEXT NOT NULL,
+        resolution INTEGER NOT NULL,
+        start      BIGINT NOT NULL,
+        rpo_max    DOUBLE PRECISION NOT NULL,
+        rpo_sum    DOUBLE PRECISION NOT NULL,
+        samples    INTEGER NOT NULL,
+        PRIMARY KEY (cluster, resolution, start)
+      );
+      CREATE INDEX cluster_history_prune ON cluster_history(resolution, start);
+    `,
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */

@@ -52,6 +52,10 @@ import {
   type JobRow,
   type PolicyRow,
   type ScheduleRunRow,
+  clusterHistoryFromRow,
+  historySampleParams,
+  upsertHistorySql,
+  type ClusterHistoryRow,
 } from './rows.js';
 import {
   isTerminalJobState,
@@ -83,6 +87,9 @@ import {
   type TransitionOptions,
   type TransitionOutcome,
   type HealthStateRecord,
+  type ClusterHistoryBucket,
+  type HistoryResolution,
+  HISTORY_RESOLUTIONS,
   type JobEventsFactory,
   type OutboxEventInput,
   type OutboxEventRecord,
@@ -324,6 +331,32 @@ export class PostgresCatalogStore implements CatalogStore {
       [filter.cluster ?? null, filter.limit],
     );
     return rows.map(outboxEventFromRow).reverse();
+  }
+
+  async recordClusterSample(cluster: string, at: number, rpoSeconds: number): Promise<void> {
+    await this.transaction(async (client) => {
+      for (const r of HISTORY_RESOLUTIONS)
+        await client.query(upsertHistorySql(dialect, 'GREATEST'), historySampleParams(cluster, at, rpoSeconds, r));
+    });
+  }
+
+  async listClusterHistory(
+    cluster: string,
+    resolution: HistoryResolution,
+    since: number,
+  ): Promise<ClusterHistoryBucket[]> {
+    const rows = await this.query<ClusterHistoryRow>(
+      'SELECT * FROM cluster_history WHERE cluster = $1 AND resolution = $2 AND start >= $3 ORDER BY start',
+      [cluster, resolution, since],
+    );
+    return rows.map(clusterHistoryFromRow);
+  }
+
+  async pruneClusterHistory(resolution: HistoryResolution, before: number): Promise<number> {
+    const res = await this.run(() =>
+      this.pool.query('DELETE FROM cluster_history WHERE resolution = $1 AND start < $2', [resolution, before]),
+    );
+    return res.rowCount ?? 0;
   }
 
   async listHealthStates(cluster?: string): Promise<HealthStateRecord[]> {

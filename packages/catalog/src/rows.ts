@@ -8,6 +8,8 @@
 import { PgfleetError } from '@pgfleet/core';
 import { Lsn } from '@pgfleet/pg';
 import type {
+  ClusterHistoryBucket,
+  HistoryResolution,
   AdminRole,
   AdminTokenRecord,
   AgentArchiveSetup,
@@ -414,4 +416,49 @@ export function jobWhere(filter: JobFilter, param: (n: number) => string): { whe
     conds.push(`${col} = ${param(args.length)}`);
   }
   return { where: conds.length ? `WHERE ${conds.join(' AND ')}` : '', args };
+}
+
+/** A cluster_history row: the mean is kept as a sum and a count so that samples add up in one upsert. */
+export interface ClusterHistoryRow {
+  cluster: string;
+  resolution: number;
+  start: number;
+  rpo_max: number;
+  rpo_sum: number;
+  samples: number;
+}
+
+/** Adds one sample to a bucket (params: historySampleParams); `greatest` is SQLite's two-argument max. */
+export function upsertHistorySql(dialect: SqlDialect, greatest: 'max' | 'GREATEST'): string {
+  const values = [1, 2, 3, 4, 5].map(dialect.param).join(', ');
+  return `INSERT INTO cluster_history (cluster, resolution, start, rpo_max, rpo_sum, samples) VALUES (${values}, 1)
+    ON CONFLICT (cluster, resolution, start) DO UPDATE SET rpo_max = ${greatest}(cluster_history.rpo_max, EXCLUDED.rpo_max),
+      rpo_sum = cluster_history.rpo_sum + EXCLUDED.rpo_sum, samples = cluster_history.samples + 1`;
+}
+
+/** The parameters of upsertHistorySql for one sample into one bucket. */
+export function historySampleParams(
+  cluster: string,
+  at: number,
+  rpo: number,
+  resolution: HistoryResolution,
+): unknown[] {
+  return [cluster, resolution, historyBucketStart(at, resolution), rpo, rpo];
+}
+
+/** The bucket of `resolution` seconds holding the time `at` (ms). */
+export function historyBucketStart(at: number, resolution: HistoryResolution): number {
+  const size = resolution * 1000;
+  return Math.floor(at / size) * size;
+}
+
+export function clusterHistoryFromRow(r: ClusterHistoryRow): ClusterHistoryBucket {
+  return {
+    cluster: r.cluster,
+    resolution: Number(r.resolution) as HistoryResolution,
+    start: Number(r.start),
+    rpoMaxSeconds: Number(r.rpo_max),
+    rpoAvgSeconds: Number(r.rpo_sum) / Math.max(1, Number(r.samples)),
+    samples: Number(r.samples),
+  };
 }

@@ -47,6 +47,10 @@ import {
   type JobRow,
   type PolicyRow,
   type ScheduleRunRow,
+  clusterHistoryFromRow,
+  historySampleParams,
+  upsertHistorySql,
+  type ClusterHistoryRow,
 } from './rows.js';
 import {
   isTerminalJobState,
@@ -78,6 +82,9 @@ import {
   type TransitionOptions,
   type TransitionOutcome,
   type HealthStateRecord,
+  type ClusterHistoryBucket,
+  type HistoryResolution,
+  HISTORY_RESOLUTIONS,
   type JobEventsFactory,
   type OutboxEventInput,
   type OutboxEventRecord,
@@ -258,6 +265,31 @@ export class SqliteCatalogStore implements CatalogStore {
       .prepare('SELECT * FROM events_outbox WHERE (? IS NULL OR cluster = ?) ORDER BY seq DESC LIMIT ?')
       .all(filter.cluster ?? null, filter.cluster ?? null, filter.limit) as OutboxEventRow[];
     return rows.map(outboxEventFromRow).reverse();
+  }
+
+  async recordClusterSample(cluster: string, at: number, rpoSeconds: number): Promise<void> {
+    const upsert = this.db.prepare(upsertHistorySql(dialect, 'max'));
+    this.db
+      .transaction(() => {
+        for (const r of HISTORY_RESOLUTIONS) upsert.run(...historySampleParams(cluster, at, rpoSeconds, r));
+      })
+      .immediate();
+  }
+
+  async listClusterHistory(
+    cluster: string,
+    resolution: HistoryResolution,
+    since: number,
+  ): Promise<ClusterHistoryBucket[]> {
+    const rows = this.db
+      .prepare('SELECT * FROM cluster_history WHERE cluster = ? AND resolution = ? AND start >= ? ORDER BY start')
+      .all(cluster, resolution, since) as ClusterHistoryRow[];
+    return rows.map(clusterHistoryFromRow);
+  }
+
+  async pruneClusterHistory(resolution: HistoryResolution, before: number): Promise<number> {
+    return this.db.prepare('DELETE FROM cluster_history WHERE resolution = ? AND start < ?').run(resolution, before)
+      .changes;
   }
 
   async listHealthStates(cluster?: string): Promise<HealthStateRecord[]> {

@@ -367,6 +367,26 @@ export interface HealthStateRecord {
   data: unknown;
 }
 
+/**
+ * The bucket sizes (seconds) of a cluster's history (the console's charts): every sample goes into
+ * a minute and an hour bucket, and minute buckets are pruned sooner, so charts of the last day are
+ * fine-grained and those of months stay small (the controller prunes: health/history.ts).
+ */
+export const HISTORY_RESOLUTIONS = [60, 3600] as const;
+export type HistoryResolution = (typeof HISTORY_RESOLUTIONS)[number];
+
+/** One bucket of a cluster's downsampled history. */
+export interface ClusterHistoryBucket {
+  cluster: string;
+  resolution: HistoryResolution;
+  /** Start of the bucket (ms, a multiple of resolution * 1000). */
+  start: number;
+  /** The largest RPO sampled in the bucket, and the mean of its samples (seconds). */
+  rpoMaxSeconds: number;
+  rpoAvgSeconds: number;
+  samples: number;
+}
+
 export interface TransitionOutcome {
   job: JobRecord;
   /** False when the job already was in the requested state (a repeated, idempotent transition). */
@@ -543,6 +563,13 @@ export interface CatalogStore {
   listHealthStates(cluster?: string): Promise<HealthStateRecord[]>;
   /** Replaces a condition's state, writing the events that report the change in the same transaction. */
   putHealthState(state: HealthStateRecord, events?: readonly OutboxEventInput[]): Promise<void>;
+
+  /** Adds an RPO sample (seconds, at ms) to the cluster's minute and hour buckets. */
+  recordClusterSample(cluster: string, at: number, rpoSeconds: number): Promise<void>;
+  /** The cluster's buckets of one resolution starting at or after `since` (ms), oldest first. */
+  listClusterHistory(cluster: string, resolution: HistoryResolution, since: number): Promise<ClusterHistoryBucket[]>;
+  /** Deletes the buckets of one resolution that start before `before` (ms); returns how many. */
+  pruneClusterHistory(resolution: HistoryResolution, before: number): Promise<number>;
 
   /** Records a new enrollment token (by hash). */
   createEnrollmentToken(

@@ -232,6 +232,13 @@ export const controllerProgram = {
         "host:port of the HTTP server for /metrics, /healthz and /readyz (port 0 picks a free port; 'off' disables it).",
     },
     {
+      name: 'console-listen',
+      type: 'string',
+      default: 'off',
+      description:
+        "host:port of the web console (docs/console.md): HTTPS with --tls-dir's certificate and the admin tokens and roles, or HTTP with --insecure (port 0 picks a free port; 'off', the default, serves none).",
+    },
+    {
       name: 'dir',
       type: 'string',
       cliOnly: true,
@@ -354,6 +361,7 @@ export const controllerProgram = {
         'agent-silence-threshold',
         'health-interval',
         'metrics-listen',
+        'console-listen',
       ],
     },
     {
@@ -445,6 +453,8 @@ export interface ControllerConfig {
   health?: { rpoSeconds?: number; staleBackupSeconds?: number; silenceSeconds?: number; intervalSeconds?: number };
   /** host:port of /metrics, /healthz, /readyz; absent: none (the CLI's default is 127.0.0.1:9187). */
   metricsListen?: string;
+  /** host:port of the web console; absent: none. */
+  consoleListen?: string;
 }
 
 /** The typed settings of one controller command (`R`: the options it requires), from the table above. */
@@ -505,7 +515,7 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
 /** The events, health and metrics part of the run configuration. */
 function eventsAndHealthConfig(
   run: ControllerCommandSettings<'run'>,
-): Pick<ControllerConfig, 'natsUrl' | 'nats' | 'eventStream' | 'health' | 'metricsListen'> {
+): Pick<ControllerConfig, 'natsUrl' | 'nats' | 'eventStream' | 'health' | 'metricsListen' | 'consoleListen'> {
   const natsUrl = run.natsUrl
     ? run.natsUrl
         .split(',')
@@ -515,6 +525,10 @@ function eventsAndHealthConfig(
   const metrics = run.metricsListen;
   if (metrics !== 'off' && !HOST_PORT.test(metrics)) {
     throw new PgfleetError('InvalidConfig', `option 'metrics-listen': '${metrics}' is not host:port or 'off'`);
+  }
+  const consoleListen = run.consoleListen;
+  if (consoleListen !== 'off' && !HOST_PORT.test(consoleListen)) {
+    throw new PgfleetError('InvalidConfig', `option 'console-listen': '${consoleListen}' is not host:port or 'off'`);
   }
   const nats: NatsSecurity = {
     ...(run.natsUser ? { user: run.natsUser } : {}),
@@ -539,5 +553,6 @@ function eventsAndHealthConfig(
       intervalSeconds: run.healthInterval,
     },
     ...(metrics !== 'off' ? { metricsListen: metrics } : {}),
+    ...(consoleListen !== 'off' ? { consoleListen } : {}),
   };
 }

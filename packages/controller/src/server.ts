@@ -35,6 +35,7 @@ import { loadManifestSecret, manifestSecretPath } from './security/manifest-secr
 import { JetStreamPublisher, natsSecurityOptions, OutboxRelay } from '@pgfleet/events';
 import { catalogOutbox } from './jobs/events.js';
 import { DEFAULT_HEALTH_THRESHOLDS, HealthMonitor, type HealthThresholds } from './health/health.js';
+import { startConsoleServer, type ConsoleServer } from './console/server.js';
 import { createMetricsRegistry, startMetricsServer, type MetricsServer } from './health/metrics.js';
 
 export interface RunningController {
@@ -53,6 +54,8 @@ export interface RunningController {
   readonly relay?: OutboxRelay;
   /** The /metrics server when metricsListen is set and could bind. */
   readonly metrics?: MetricsServer;
+  /** The web console when consoleListen is set. */
+  readonly console?: ConsoleServer;
   /** Stops serving (open agent streams are cut after `graceMs`) and closes the catalog. */
   close(graceMs?: number): Promise<void>;
 }
@@ -177,16 +180,12 @@ export async function startController(
       ...(tls ? { authorize: agentAuthorizer() } : {}),
     },
   );
-  addService(
-    server,
-    AdminService,
-    createAdminService({ ...ctx, logger: logger.child({ component: 'admin-service' }) }),
-    {
-      logger: log,
-      checkRequest,
-      ...(requireTokens ? { authorize: adminAuthorizer(store) } : {}),
-    },
-  );
+  const admin = createAdminService({ ...ctx, logger: logger.child({ component: 'admin-service' }) });
+  addService(server, AdminService, admin, {
+    logger: log,
+    checkRequest,
+    ...(requireTokens ? { authorize: adminAuthorizer(store) } : {}),
+  });
   addService(
     server,
     EnrollmentService,
@@ -196,9 +195,20 @@ export async function startController(
   const health = addHealthAndReflection(server, [AgentService, AdminService, EnrollmentService]);
 
   let port: number;
+  // The console is part of the admin API (unlike metrics): a console asked for and not served fails the start.
+  let consoleServer: ConsoleServer | undefined;
   try {
+    if (config.consoleListen)
+      consoleServer = await startConsoleServer(config.consoleListen, {
+        store,
+        admin,
+        ...(tls ? { tls } : {}),
+        requireTokens,
+        logger: logger.child({ component: 'console' }),
+      });
     port = await listen(server, config.listen, tls ? serverTlsCredentials(tls, limits.handshakeTimeoutMs) : undefined);
   } catch (err) {
+    await consoleServer?.close();
     server.forceShutdown();
     if (!options.store) await store.close();
     throw err;
@@ -278,6 +288,7 @@ export async function startController(
     health: monitor,
     ...(relay ? { relay } : {}),
     ...(metrics ? { metrics } : {}),
+    ...(consoleServer ? { console: consoleServer } : {}),
     async close(graceMs = 5000) {
       if (closed) return;
       closed = true;
@@ -289,6 +300,7 @@ export async function startController(
       await monitor.stop();
       await peers.stop();
       await metrics?.close();
+      await consoleServer?.close();
       health.setStatus('', 'NOT_SERVING');
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {

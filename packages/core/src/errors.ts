@@ -572,6 +572,24 @@ export const ErrorCodes = {
     6,
     'The message is not a pgfleet event in the encoding its pgfleet-encoding header names; see docs/events.md.',
   ),
+  ConsoleListenFailed: spec(
+    'PGF-7100',
+    GrpcStatus.UNAVAILABLE,
+    5,
+    "The web console could not listen on --console-listen (the message says why, e.g. the port is taken): choose another host:port, or 'off'.",
+  ),
+  ConsoleNotBuilt: spec(
+    'PGF-7101',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    "The console's bundled files are missing from the controller's dist/console: build the controller (`npm run build`), or start with --console-listen off.",
+  ),
+  ConsoleUnknownCall: spec(
+    'PGF-7102',
+    GrpcStatus.NOT_FOUND,
+    3,
+    'The console API serves POST /api/<method> for the AdminService methods the console uses (docs/console.md); check the path.',
+  ),
   // 8xxx: identity and access (agent certificates, admin tokens, enrollment)
   Unauthenticated: spec(
     'PGF-8001',

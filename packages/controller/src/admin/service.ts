@@ -36,6 +36,7 @@ import { startVerifyJob } from '../jobs/verify.js';
 import { listEvents, watchEvents } from './events.js';
 import { listDrills } from '../drill/drills.js';
 import { listClusterStatus } from '../health/status.js';
+import { clusterHistory } from '../health/history.js';
 import { applyFleet } from './fleet-apply.js';
 import { createEnrollmentTokenRpc, createTokenRpc, listTokensRpc, revokeTokenRpc } from './tokens.js';
 
@@ -81,6 +82,15 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
     applyFleet: async (req) => applyFleet(ctx, req),
     startDrill: async (req) => ({ job: await startDrillJob(ctx, drillRequestFromProto(req)) }),
     listDrills: async (req) => listDrills(ctx, req),
+    getClusterHistory: async (req) => {
+      await requireCluster(ctx, req.cluster);
+      return clusterHistory(
+        ctx.store,
+        req.cluster,
+        req.since ? timestampDate(req.since).getTime() : undefined,
+        ctx.now(),
+      );
+    },
     startCheck: async (req) => ({ job: await startCheckJob(ctx, req.cluster, req.timeoutSeconds) }),
     deleteBackup: async (req) => startBackupDeleteJob(ctx, req.cluster, req.label, req.withDependents),
     startInfo: async (req) => ({ job: await startInfoJob(ctx, req.cluster) }),

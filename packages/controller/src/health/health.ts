@@ -39,6 +39,7 @@ import { ArchiverStatsSchema, type WalHealth } from '@pgfleet/proto';
 import { outboxEvent, timestampMs } from '../jobs/events.js';
 import { effectivePolicy, settingsOf } from '../schedule/policy.js';
 import { nextRun } from '../schedule/schedule.js';
+import { HistoryRecorder } from './history.js';
 
 export interface HealthThresholds {
   /** RPO above this many seconds is a breach; default 300. */
@@ -457,11 +458,15 @@ export class HealthMonitor {
   private timer: NodeJS.Timeout | undefined;
   /** The stored policies as last read, and when (opts.now()). */
   private policies: { at: number; list: PolicyRecord[] } | undefined;
+  /** The RPO samples the console charts (history.ts). */
+  private readonly history: HistoryRecorder;
 
   constructor(
     private readonly store: CatalogStore,
     private readonly opts: HealthMonitorOptions,
-  ) {}
+  ) {
+    this.history = new HistoryRecorder(store);
+  }
 
   start(): void {
     if (this.timer || this.opts.intervalSeconds <= 0) return;
@@ -548,6 +553,7 @@ export class HealthMonitor {
       };
       const assessment = assessCluster(obs, thresholds);
       this.latest.set(cluster, assessment);
+      if (assessment.rpoSeconds !== undefined) await this.history.record(cluster, obs.now, assessment.rpoSeconds);
       let wrote = false;
       for (const condition of HEALTH_CONDITIONS) {
         const prev = states.find((s) => s.condition === condition);

@@ -97,6 +97,8 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
         // What the connected agent reported in its Hello (not kept once it disconnects).
         repositories: agent ? [...(ctx.sessions.get(agent.cluster, agent.id)?.repositories ?? [])] : [],
         hosts: clusterHosts(agents),
+        // Backups are oldest first: the oldest one's consistent point is where PITR can start.
+        ...(backups[0] ? { pitrFrom: timestampFromMs(backups[0].stopTime) } : {}),
       });
     }),
   );

@@ -30,6 +30,7 @@ test('what each role may call', () => {
       .sort();
   // viewer: read only (list, get, watch, plan, and info: a read of the repository).
   assert.deepEqual(allowed('viewer'), [
+    'getClusterHistory',
     'getJob',
     'getPolicy',
     'listBackups',
@@ -49,6 +50,7 @@ test('what each role may call', () => {
     'applyRetention',
     'cancelJob',
     'deleteBackup',
+    'getClusterHistory',
     'getJob',
     'getPolicy',
     'listBackups',

@@ -48,6 +48,7 @@ export const ADMIN_METHOD_ROLES = {
   listEvents: 'viewer',
   watchEvents: 'viewer',
   listDrills: 'viewer',
+  getClusterHistory: 'viewer',
   getPolicy: 'viewer',
   planRetention: 'viewer',
   startBackup: 'operator',
