@@ -6,7 +6,7 @@
  * ~11 GB per CPU second against ~4.5 for the plain JavaScript loop, so the check every relation
  * page of a backup gets costs ~1% of the backup's CPU instead of ~3%.
  *
- * The module is assembled below from its instructions (about 600 bytes; no toolchain, nothing
+ * The module is assembled below from its instructions (about 1 KB; no toolchain, nothing
  * downloaded): one function `pages(src, n, firstBlock, out)` that writes the checksum of the n
  * pages at `src` (block numbers firstBlock, firstBlock + 1, ...) as uint32 at `out`. Pages are
  * copied into its memory in batches (a memcpy, ~1% of the checksum's cost). WebAssembly is

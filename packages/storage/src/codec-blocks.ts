@@ -66,6 +66,11 @@ export interface BlockDecoder {
   decode(input: Uint8Array, out: Uint8Array, outOffset: number): { consumed: number; produced: number };
   /** Set by a decode call that stopped because `out` lacked room for the next frame or block. */
   readonly needsOutput: boolean;
+  /**
+   * Every frame decoded since reset() carried a content checksum that the decoder verified
+   * (zstd frames written with one); false for codecs without (lz4 as pgfleet writes it, none).
+   */
+  readonly contentChecked: boolean;
   close(): void;
 }
 
@@ -144,8 +149,24 @@ class ZstdContext {
   }
 }
 
+const ZSTD_MAGIC = 0xfd2fb528;
+
+/**
+ * Every frame carries its content checksum (XXH64, 4 bytes per 1 MiB frame), which zstd's decoder
+ * verifies as it decodes: a restore then checks the stored bytes against the manifest (a sixth
+ * of the content's bytes) instead of hashing the whole decoded content (ZstdDecoder.contentChecked).
+ */
 function zstdParams(level: number) {
-  return { params: { [zlib.constants.ZSTD_c_compressionLevel]: level } };
+  return { params: { [zlib.constants.ZSTD_c_compressionLevel]: level, [zlib.constants.ZSTD_c_checksumFlag]: 1 } };
+}
+
+/** Whether `head`, an object's first stored bytes, starts a zstd frame that carries its content checksum. */
+export function zstdFrameChecksummed(head: Uint8Array): boolean {
+  return (
+    head.length >= 5 &&
+    (head[0]! | (head[1]! << 8) | (head[2]! << 16) | (head[3]! << 24)) >>> 0 === ZSTD_MAGIC &&
+    (head[4]! & 4) !== 0
+  );
 }
 
 function zstdEncoder(level: number): BlockEncoder {
@@ -177,6 +198,7 @@ class ZstdDecoder implements BlockDecoder {
   private ctx: ZstdContext | undefined;
   private streamed = false;
   needsOutput = false;
+  contentChecked = true;
 
   private context(): ZstdContext | undefined {
     if (!this.ctx?.usable) this.ctx = ZstdContext.open(zlib.createZstdDecompress());
@@ -186,6 +208,7 @@ class ZstdDecoder implements BlockDecoder {
   reset(): void {
     this.streamed = false;
     this.needsOutput = false;
+    this.contentChecked = true;
     this.ctx?.reset();
   }
 
@@ -200,6 +223,7 @@ class ZstdDecoder implements BlockDecoder {
           return { consumed: 0, produced: 0 };
         }
         const frame = input.subarray(0, scan.length);
+        if (!zstdFrameChecksummed(frame)) this.contentChecked = false;
         const ctx = this.context();
         if (!ctx) {
           const d = zlib.zstdDecompressSync(frame, {
@@ -215,6 +239,7 @@ class ZstdDecoder implements BlockDecoder {
         return { consumed: used, produced };
       }
       this.streamed = true;
+      this.contentChecked = false; // a streamed frame is not checked here, whatever its flag
     }
     const ctx = this.context();
     if (!ctx) throw new Error('this Node.js exposes no zstd context to decode a streamed zstd frame block by block');
@@ -231,7 +256,6 @@ class ZstdDecoder implements BlockDecoder {
   }
 }
 
-const ZSTD_MAGIC = 0xfd2fb528;
 const FCS_BYTES = [0, 2, 4, 8];
 const DICT_BYTES = [0, 1, 2, 4];
 
@@ -371,6 +395,7 @@ export function zstdFrame(data: Uint8Array, level = DEFAULT_ZSTD_LEVEL): Promise
  * refused: pgfleet never writes them.
  */
 class Lz4Decoder implements BlockDecoder {
+  readonly contentChecked = false;
   private inFrame = false;
   private blockMax = 0;
   private blockChecksum = false;
@@ -547,6 +572,7 @@ export function xxh32Small(buf: Uint8Array, offset: number, length: number): num
 // ---- none -------------------------------------------------------------------------------------
 
 class CopyDecoder implements BlockDecoder {
+  readonly contentChecked = false;
   needsOutput = false;
 
   reset(): void {
