@@ -77,6 +77,8 @@ const USAGE = `Usage: node bench/run.mjs [options]
                        with the full's (default 7)
   --skip LIST          comma list of: ${SKIPPABLE.join(', ')}
   --out DIR            where results/<timestamp>.json|.md go (default bench/results)
+  --agent-cpu-prof DIR run the agent daemon under node --cpu-prof, profiles (one per thread,
+                       written when the agent stops) into DIR (docs/performance.md)
   -h, --help`;
 
 let opts;
@@ -94,6 +96,7 @@ try {
       'update-locality': { type: 'boolean', default: false },
       skip: { type: 'string', default: '' },
       out: { type: 'string', default: join(REPO_ROOT, 'bench/results') },
+      'agent-cpu-prof': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -144,6 +147,9 @@ for (const s of P.skip) {
   }
 }
 const run = (what) => !P.skip.has(what);
+/** --agent-cpu-prof: V8 CPU profiles of the agent daemon, every thread (copy workers too). */
+const agentProfDir = opts['agent-cpu-prof'] ? resolve(opts['agent-cpu-prof']) : undefined;
+const agentNodeArgs = agentProfDir ? ['--cpu-prof', `--cpu-prof-dir=${agentProfDir}`] : [];
 
 // ---------------------------------------------------------------------------------------------
 // process bookkeeping: everything we spawn is tracked and killed on exit / Ctrl-C
@@ -242,9 +248,9 @@ async function must(cmd, args, o = {}) {
 }
 
 /** A long-running process (controller, agent) whose output goes to a log file. */
-function startDaemon(script, args, logFile, { asPg = false } = {}) {
+function startDaemon(script, args, logFile, { asPg = false, nodeArgs = [] } = {}) {
   const out = createWriteStream(logFile, { flags: 'a' }); // appended: the agent is restarted onto the same log
-  const child = spawn(process.execPath, [script, ...args], {
+  const child = spawn(process.execPath, [...nodeArgs, script, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
     ...(asPg ? pgEnvForChild() : {}),
@@ -517,6 +523,10 @@ async function main() {
     log(`WARNING: the machine is busy (load ${host.loadavgAtStart[0]}): figures will be noisy`);
 
   const work = await makeTempDir('bench');
+  if (agentProfDir) {
+    await mkdir(agentProfDir, { recursive: true });
+    await chmod(agentProfDir, 0o777); // the agent runs as postgres when we are root
+  }
   tempDirs.add(work);
   const pgfRepo = join(work, 'pgfleet-repo');
   // The encrypted runs: a repository of their own (encryption is per cluster, and this cluster's
@@ -795,7 +805,7 @@ async function main() {
           ...agentExtraArgs,
         ],
         join(work, `agent-${codec}${encryptedRepo ? '-encrypted' : ''}.log`),
-        { asPg: true },
+        { asPg: true, nodeArgs: agentNodeArgs },
       );
       await waitFor('agent to connect', async () => {
         if (agent.child.exitCode !== null)

@@ -15,6 +15,7 @@
  * value >= 2^31 would be a heap number). This runs over every byte a backup reads.
  */
 import { endianness } from 'node:os';
+import { simdPageChecksums } from './page-checksum-simd.js';
 
 export const BLCKSZ = 8192;
 /** Blocks per relation segment file (1 GiB / BLCKSZ): segment N's first block is N * RELSEG_SIZE. */
@@ -113,6 +114,38 @@ export type PageVerdict =
  * checkpoint), and all-zero pages are valid (relation extension writes them).
  */
 export function verifyPageAt(words: Int32Array, offset: number, blockNumber: number, startLsn: LsnHalves): PageVerdict {
+  return (
+    verdictBeforeChecksum(words, offset, startLsn) ??
+    (pageChecksumAt(words, offset, blockNumber) === storedChecksumAt(words, offset) ? 'valid' : 'invalid')
+  );
+}
+
+/**
+ * verifyPageAt for `count` whole pages from word `offset` (block numbers firstBlock, +1, ...),
+ * calling `invalid(index)` for each page that fails: the checksums of a batch computed with
+ * WebAssembly SIMD (page-checksum-simd.ts) where the runtime has it, the same verdicts.
+ */
+export function verifyPages(
+  words: Int32Array,
+  offset: number,
+  count: number,
+  firstBlock: number,
+  startLsn: LsnHalves,
+  invalid: (index: number) => void,
+): void {
+  const bytes = new Uint8Array(words.buffer, words.byteOffset + offset * 4, count * BLCKSZ);
+  const batched = simdPageChecksums(bytes, count, firstBlock, (i, checksum) => {
+    const at = offset + i * PAGE_WORDS;
+    const verdict = verdictBeforeChecksum(words, at, startLsn);
+    if (verdict === 'invalid' || (verdict === undefined && checksum !== storedChecksumAt(words, at))) invalid(i);
+  });
+  if (batched) return;
+  for (let i = 0; i < count; i++)
+    if (verifyPageAt(words, offset + i * PAGE_WORDS, firstBlock + i, startLsn) === 'invalid') invalid(i);
+}
+
+/** The verdict a page gets without its checksum (new, or changed after the start), or undefined: compare checksums. */
+function verdictBeforeChecksum(words: Int32Array, offset: number, startLsn: LsnHalves): PageVerdict | undefined {
   // pd_upper (uint16 at byte 14) is 0 only on a page that was never initialised (PageIsNew).
   const word3 = words[offset + 3]!;
   const pdUpper = LITTLE_ENDIAN ? word3 >>> 16 : word3 & 0xffff;
@@ -124,9 +157,12 @@ export function verifyPageAt(words: Int32Array, offset: number, blockNumber: num
   const hi = words[offset]! >>> 0;
   const lo = words[offset + 1]! >>> 0;
   if (hi > startLsn.hi || (hi === startLsn.hi && lo >= startLsn.lo)) return 'after-start';
+  return undefined;
+}
+
+function storedChecksumAt(words: Int32Array, offset: number): number {
   const word2 = words[offset + 2]!;
-  const stored = LITTLE_ENDIAN ? word2 & 0xffff : word2 >>> 16;
-  return pageChecksumAt(words, offset, blockNumber) === stored ? 'valid' : 'invalid';
+  return LITTLE_ENDIAN ? word2 & 0xffff : word2 >>> 16;
 }
 
 const RELATION_FILE_RE = /^(?:base\/\d+|global|pg_tblspc\/\d+\/[^/]+\/\d+)\/\d+(?:_(?:fsm|vm|init))?(?:\.(\d+))?$/;

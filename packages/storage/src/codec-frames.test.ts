@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -18,11 +18,15 @@ import {
   DEFAULT_ZSTD_LEVEL,
   scanZstdFrames,
   xxh32Small,
+  zstdFrameChecksummed,
   type BlockCodec,
   type Codec,
 } from './codec.js';
-import { encodeFile } from './object-io.js';
+import { encodeFile, ObjectIo } from './object-io.js';
+import { PosixDriver } from './posix-driver.js';
 import { PgfleetError } from '@pgfleet/core/errors';
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 async function collect(parts: Buffer[], stage: NodeJS.ReadWriteStream): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -213,5 +217,61 @@ test('compress levels per codec: zstd 1-19 and gzip 1-9 with their defaults; lz4
       () => compressLevel(codec, level),
       (e: unknown) => PgfleetError.is(e, 'CompressLevelInvalid') && says.test(e.message),
     );
+  }
+});
+
+test('restore of zstd objects: stored bytes checked against their sha256, each frame against its content checksum; older objects by content', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pgfleet-frames-'));
+  try {
+    const driver = new PosixDriver(join(dir, 'repo'));
+    const io = new ObjectIo(driver);
+    // Three frames of table-like bytes (compressible, not trivially).
+    const content = Buffer.concat([randomBytes(300_000), Buffer.alloc(2 << 20, 7), randomBytes(200_000)]);
+    await writeFile(join(dir, 'src'), content);
+    const s = await io.storeFile('o/t', { path: join(dir, 'src'), offset: 0 }, 'zstd');
+    assert.ok(s);
+    const objectPath = driver.filePath('o/t');
+    const stored = await readFile(objectPath);
+    assert.ok(zstdFrameChecksummed(stored), 'frames are written with their content checksum');
+    const restoreTo = (name: string, expected: { sha256: string; size: number; storedSha256?: string }) =>
+      io.restoreFile('o/t', 'zstd', expected, { path: join(dir, name), mode: 0o600 });
+    const mismatch = (e: unknown) => PgfleetError.is(e, 'RepoChecksumMismatch');
+
+    await restoreTo('a', { sha256: s.sha256, size: s.size, storedSha256: s.storedSha256 });
+    assert.deepEqual(await readFile(join(dir, 'a')), content);
+    // Stored bytes other than the manifest's: refused.
+    await assert.rejects(
+      restoreTo('b', { sha256: s.sha256, size: s.size, storedSha256: sha(Buffer.from('x')) }),
+      mismatch,
+    );
+    await assert.rejects(
+      restoreTo('c', { sha256: s.sha256, size: s.size + 1, storedSha256: s.storedSha256 }),
+      mismatch,
+    );
+
+    // A frame whose content does not match its checksum (the manifest naming these very bytes):
+    // zstd refuses it as it decodes, though nobody hashed the content.
+    const firstFrame = scanZstdFrames(stored, 4 << 20, 1)!.length;
+    const bad = Buffer.from(stored);
+    bad[firstFrame - 1]! ^= 0x01; // the last byte of the first frame: its XXH64 checksum
+    await writeFile(objectPath, bad);
+    await assert.rejects(restoreTo('d', { sha256: s.sha256, size: s.size, storedSha256: sha(bad) }), mismatch);
+
+    // Frames without checksums (agents before this one): the content is hashed as before.
+    const old = Buffer.concat(
+      [content.subarray(0, 1 << 20), content.subarray(1 << 20)].map((part) =>
+        zlib.zstdCompressSync(part, { pledgedSrcSize: part.length }),
+      ),
+    );
+    assert.equal(zstdFrameChecksummed(old), false);
+    await writeFile(objectPath, old);
+    await restoreTo('e', { sha256: s.sha256, size: s.size, storedSha256: sha(old) });
+    assert.deepEqual(await readFile(join(dir, 'e')), content);
+    await assert.rejects(
+      restoreTo('f', { sha256: sha(Buffer.from('y')), size: s.size, storedSha256: sha(old) }),
+      mismatch,
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });

@@ -31,6 +31,7 @@ export {
   MAX_FRAME_CONTENT,
   scanZstdFrames,
   xxh32Small,
+  zstdFrameChecksummed,
   type BlockCodec,
   type BlockDecoder,
   type BlockEncoder,

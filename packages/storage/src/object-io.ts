@@ -19,7 +19,7 @@
  *
  * Light module (no @pgfleet/core index, no S3 SDK): copy worker threads load it.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import {
   closeSync,
   constants as fsc,
@@ -48,6 +48,7 @@ import {
   type BlockCodec,
   type BlockDecoder,
   type BlockEncoder,
+  zstdFrameChecksummed,
 } from './codec-blocks.js';
 import { compressor, decompressor, HashingStream } from './codec.js';
 import type { Codec } from './codec-names.js';
@@ -130,6 +131,18 @@ export function restoreOpenFlags(d: RestoreDestination): number {
 export interface ExpectedContent {
   sha256: string;
   size?: number;
+}
+
+/**
+ * What a restore checks an object against: its content's size and sha256 and, when known, its
+ * stored bytes' sha256 (the manifest's storedSha256). With the latter, a plaintext object whose
+ * zstd frames carry their content checksums is verified by hashing its stored bytes, while zstd
+ * checks every frame's content as it decodes it (restoreBlocks).
+ */
+export interface RestoreExpected {
+  sha256: string;
+  size: number;
+  storedSha256?: string;
 }
 
 /** An object's stored figures and, when decoded, its content's (verify). */
@@ -684,7 +697,7 @@ export class ObjectIo {
   async restoreFile(
     key: string,
     codec: Codec,
-    expected: Required<ExpectedContent>,
+    expected: RestoreExpected,
     dest: RestoreDestination,
     pace?: Pace,
   ): Promise<void> {
@@ -1255,12 +1268,19 @@ function openLocal(local: LocalObjectFiles, location: string, key: string): numb
  * Restores an object of a block codec (zstd in either form, lz4, none): frames are decoded
  * synchronously into a page-aligned buffer, hashed, and written at their position while the
  * next frames are decoded into a second buffer.
+ *
+ * What is hashed: the decoded content (against `expected.sha256`), or, for a plaintext object
+ * whose zstd frames carry content checksums and whose stored sha256 is known, the stored bytes
+ * as they are read (against `expected.storedSha256`: the bytes the backup wrote, a sixth of the
+ * content on table data) while zstd verifies each frame's content checksum (XXH64) as it
+ * decodes; the content size is checked either way. The agent's CPU profile of a restore had
+ * sha256 of the content as its largest cost, above the decompression (docs/performance.md).
  */
 async function restoreBlocks(
   local: LocalObjectFiles,
   location: string,
   key: string,
-  expected: Required<ExpectedContent>,
+  expected: RestoreExpected,
   d: RestoreDestination,
   dec: BlockDecoder,
   lookup: DataKeyLookup | undefined,
@@ -1275,7 +1295,9 @@ async function restoreBlocks(
     const readStored = lookup ? await openedReader(key, src, lookup) : plainReader(src);
     dest = DestWriter.open(d, expected.size);
     const out = dest;
-    const hash = createHash('sha256');
+    // Decided at the first read, from the first frame's header; undefined until then.
+    let storedHash: Hash | undefined;
+    let contentHash: Hash | undefined;
     const base = d.offset ?? 0;
     let cur = 0;
     let fill = 0;
@@ -1286,7 +1308,7 @@ async function restoreBlocks(
       const n = final ? fill : fill - (fill % DIRECT_ALIGN);
       if (written + n > expected.size)
         throw checksumMismatch(key, expected.sha256, '(longer than the manifest says)', written + n);
-      hash.update(buf.subarray(0, n));
+      contentHash?.update(buf.subarray(0, n));
       if (pace && n > 0) await pace(n);
       await pendingWrite; // the other buffer is free again
       pendingWrite = n > 0 ? out.write(buf, n, base + written) : undefined;
@@ -1329,17 +1351,30 @@ async function restoreBlocks(
       // Synchronous: the repository is read from the page cache mostly, where a read takes less time than the thread hand-offs of an async one.
       const bytesRead = readStored(win, inFill, Math.min(READ_BYTES, WINDOW - inFill));
       if (bytesRead === 0) eof = true;
+      if (!storedHash && !contentHash) {
+        const head = win.subarray(0, inFill + bytesRead);
+        if (!lookup && expected.storedSha256 !== undefined && zstdFrameChecksummed(head))
+          storedHash = createHash('sha256');
+        else contentHash = createHash('sha256');
+      }
+      storedHash?.update(win.subarray(inFill, inFill + bytesRead));
       inFill += bytesRead;
     }
-    if (written + fill !== expected.size) {
-      hash.update(bufs[cur]!.subarray(0, fill));
-      throw checksumMismatch(key, expected.sha256, hash.digest('hex'), written + fill);
-    }
+    if (written + fill !== expected.size)
+      throw checksumMismatch(key, expected.sha256, '(another size than the manifest says)', written + fill);
     await flush(true);
-    const got = hash.digest('hex');
     // The content is on its way to the file before it is verified: a mismatch fails the restore,
     // which then never writes backup_label or recovery.signal, so nothing half-restored can start.
-    if (got !== expected.sha256) throw checksumMismatch(key, expected.sha256, got, written);
+    if (storedHash) {
+      const got = storedHash.digest('hex');
+      if (got !== expected.storedSha256)
+        throw checksumMismatch(key, `${expected.storedSha256!} of its stored bytes`, got, expected.size);
+      // The writer flags every frame of an object or none: a frame without is not what it wrote.
+      if (!dec.contentChecked) throw undecodable(key, 'a zstd frame without its content checksum');
+    } else {
+      const got = (contentHash ?? createHash('sha256')).digest('hex');
+      if (got !== expected.sha256) throw checksumMismatch(key, expected.sha256, got, written);
+    }
     await pendingWrite;
     pendingWrite = undefined;
     await out.finish();

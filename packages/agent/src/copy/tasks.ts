@@ -133,6 +133,8 @@ export interface RestoreTask {
   codec: Codec;
   sha256: string;
   size: number;
+  /** The stored bytes' sha256 (manifest): lets a restore check those instead of hashing the content (storage restoreBlocks). */
+  storedSha256?: string;
   dest: string;
   mode: number;
   /** Chunk of a large file: write at this offset into the existing file (created and sized by the caller). */
@@ -458,7 +460,7 @@ async function restoreTask(repo: Repository, t: RestoreTask, limiter: RateLimite
   await repo.objects.restoreFile(
     t.key,
     t.codec,
-    { sha256: t.sha256, size: t.size },
+    { sha256: t.sha256, size: t.size, ...(t.storedSha256 !== undefined ? { storedSha256: t.storedSha256 } : {}) },
     {
       path: t.dest,
       mode: t.mode,

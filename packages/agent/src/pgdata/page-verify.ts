@@ -12,9 +12,7 @@
 import { open } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 // The page-checksum module alone (no libpq client): copy worker threads load this file.
-import { BLCKSZ, int32View, verifyPageAt, type LsnHalves } from '@pgfleet/pg/page-checksum';
-
-const PAGE_WORDS = BLCKSZ / 4;
+import { BLCKSZ, int32View, verifyPageAt, verifyPages, type LsnHalves } from '@pgfleet/pg/page-checksum';
 
 /** Checks pages as a relation file's bytes go by (in any chunking), recording pages whose checksum fails. */
 export class PageChecker {
@@ -45,7 +43,9 @@ export class PageChecker {
     const pages = Math.floor((chunk.length - pos) / BLCKSZ);
     if (pages > 0) {
       const words = int32View(chunk.subarray(pos, pos + pages * BLCKSZ));
-      for (let p = 0; p < pages; p++) this.check(words, p * PAGE_WORDS);
+      const first = this.pageIndex;
+      verifyPages(words, 0, pages, this.firstBlock + first, this.startLsn, (i) => this.suspects.push(first + i));
+      this.pageIndex += pages;
       pos += pages * BLCKSZ;
     }
     if (pos < chunk.length) this.carry = Buffer.from(chunk.subarray(pos));
