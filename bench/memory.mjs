@@ -89,14 +89,20 @@ try {
 
   await measure('backup', async () => {
     const r = await fleet.cli('backup', fleet.cluster, '--wait', '--output', 'json');
-    if (r.code !== 0) throw new Error(`backup failed: ${r.stderr}\n${await fleet.agent.log()}`);
+    if (r.code !== 0)
+      throw new Error(
+        `backup failed: ${r.stdout}\n${r.stderr.split('\n').slice(-5).join('\n')}\n${await fleet.agent.log()}`,
+      );
     return '';
   });
 
   const into = 'restored';
   await measure('restore', async () => {
     const r = await restoreUnder(fleet, into, '--target', 'immediate', '--wait');
-    if (r.code !== 0) throw new Error(`restore failed: ${r.stderr}\n${await fleet.agent.log()}`);
+    if (r.code !== 0)
+      throw new Error(
+        `restore failed: ${r.stdout}\n${r.stderr.split('\n').slice(-5).join('\n')}\n${await fleet.agent.log()}`,
+      );
     return '';
   });
 
