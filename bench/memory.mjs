@@ -34,7 +34,7 @@ const { values } = parseArgs({
 const FILES = Number(values.files);
 const SIZE = Number(values.size);
 const PER_DIR = 1000;
-const { startFleet, restoreUnder } = await import('../test/dist/harness.js');
+const { startFleet, runNode, CLI_BIN, INSECURE_ENV } = await import('../test/dist/harness.js');
 const { chownToPostgres } = await import('../packages/testkit/dist/index.js');
 
 const log = (msg) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
@@ -58,6 +58,12 @@ function content(i) {
 const relPath = (i) => `pgfleet_bench_files/${String(Math.floor(i / PER_DIR)).padStart(4, '0')}/f${i}`;
 
 const fleet = await startFleet({ cluster: 'memory' });
+// The harness's fleet.cli kills a command after 180 s: a 100k-file job on a loaded machine takes longer.
+const cli = (...args) =>
+  runNode(CLI_BIN, args, {
+    env: { PGFLEET_CONTROLLER: fleet.controllerAddress, ...INSECURE_ENV },
+    timeoutMs: 3_600_000,
+  });
 const results = [];
 try {
   const pgdata = fleet.pg.dataDir;
@@ -88,7 +94,7 @@ try {
   };
 
   await measure('backup', async () => {
-    const r = await fleet.cli('backup', fleet.cluster, '--wait', '--output', 'json');
+    const r = await cli('backup', fleet.cluster, '--wait', '--output', 'json');
     if (r.code !== 0)
       throw new Error(
         `backup failed: ${r.stdout}\n${r.stderr.split('\n').slice(-5).join('\n')}\n${await fleet.agent.log()}`,
@@ -98,7 +104,7 @@ try {
 
   const into = 'restored';
   await measure('restore', async () => {
-    const r = await restoreUnder(fleet, into, '--target', 'immediate', '--wait');
+    const r = await cli('restore', fleet.cluster, '--to', join(fleet.dir, into), '--target', 'immediate', '--wait');
     if (r.code !== 0)
       throw new Error(
         `restore failed: ${r.stdout}\n${r.stderr.split('\n').slice(-5).join('\n')}\n${await fleet.agent.log()}`,
