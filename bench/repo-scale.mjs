@@ -193,8 +193,9 @@ const pick = Math.floor(BACKUPS * 0.75);
 const target = new Date(T0 + pick * STEP_MS + 3 * 3600_000);
 await timed('restore target', async () => {
   const plan = await planRestore({ repo, cluster: C, target: { kind: 'time', time: target }, log: silent });
+  await plan.reader.close();
   // The WAL the target needs: every segment from the backup's start up to the next backup's start.
-  const first = plan.manifest.walStart;
+  const first = plan.reader.head.walStart;
   const end = segName((pick + 1) * PER_BACKUP + 2);
   let expect = first;
   let count = 0;
@@ -206,7 +207,7 @@ await timed('restore target', async () => {
     const n = Number.parseInt(w.name.slice(8, 16), 16) * 256 + Number.parseInt(w.name.slice(16), 16) + 1;
     expect = segName(n);
   }
-  return `backup ${plan.manifest.label}, ${count} segments present`;
+  return `backup ${plan.reader.head.label}, ${count} segments present`;
 });
 
 await timed('expire planning', async () => {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mapLimit, settleAll, sleep } from './async.js';
+import { forEachLimit, mapLimit, settleAll, sleep } from './async.js';
 
 test('sleep resolves after the time, or at once when its signal aborts', async () => {
   const start = performance.now();
@@ -123,4 +123,46 @@ test('mapLimit runs everything with bounded parallelism and reports the first fa
     }),
     /two/,
   );
+});
+
+test('forEachLimit pulls items only as calls finish, and stops at the first failure', async () => {
+  let pulled = 0;
+  let inFlight = 0;
+  let most = 0;
+  let closes = 0;
+  function* items() {
+    try {
+      for (let i = 0; i < 1000; i++) {
+        pulled++;
+        yield i;
+      }
+    } finally {
+      closes++;
+    }
+  }
+  const seen: number[] = [];
+  await forEachLimit(items(), 3, async (i) => {
+    inFlight++;
+    most = Math.max(most, inFlight);
+    // Never more pulled than done + in flight: nothing is queued up front.
+    assert.ok(pulled <= seen.length + 3);
+    await new Promise((r) => setImmediate(r));
+    seen.push(i);
+    inFlight--;
+  });
+  assert.equal(seen.length, 1000);
+  assert.equal(most, 3);
+
+  pulled = 0;
+  seen.length = 0;
+  await assert.rejects(
+    forEachLimit(items(), 2, async (i) => {
+      await new Promise((r) => setImmediate(r));
+      if (i === 10) throw new Error('boom');
+      seen.push(i);
+    }),
+    /boom/,
+  );
+  assert.ok(pulled < 20, `pulled ${pulled} after the failure`);
+  assert.equal(closes, 2, 'the iterator was closed after the failure too');
 });

@@ -81,3 +81,55 @@ export async function mapLimit<T, R>(
   if (failure !== undefined) throw failure.error;
   return results;
 }
+
+/**
+ * Runs `fn` over `items` (an iterable or async iterable, read lazily) with at most `limit` calls
+ * in flight, like mapLimit without results: only `limit` items are pulled ahead, so a list of a
+ * million files costs `limit` calls' memory, not a promise per file (issue 16). The first failure
+ * stops pulling and is thrown once the calls in flight have ended, nothing is left running
+ * behind it; the iterator is closed (its `return`) either way.
+ */
+export async function forEachLimit<T>(
+  items: Iterable<T> | AsyncIterable<T>,
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  const it: Iterator<T> | AsyncIterator<T> =
+    Symbol.asyncIterator in items ? items[Symbol.asyncIterator]() : items[Symbol.iterator]();
+  let failure: { readonly error: unknown } | undefined;
+  let done = false;
+  // One pull at a time: an async iterator must not be called again before its last call settled.
+  let pulling: Promise<unknown> = Promise.resolve();
+  const pull = (): Promise<IteratorResult<T>> => {
+    const next = pulling.then(() => it.next());
+    pulling = next.catch(() => {});
+    return next;
+  };
+  const worker = async () => {
+    while (failure === undefined && !done) {
+      let r: IteratorResult<T>;
+      try {
+        r = await pull();
+      } catch (error) {
+        failure ??= { error };
+        return;
+      }
+      if (r.done) {
+        done = true;
+        return;
+      }
+      try {
+        await fn(r.value);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.max(1, limit) }, worker));
+  } finally {
+    // Only after a failure: the caller's error is the one to see, not a cleanup's.
+    if (!done) await pulling.then(() => it.return?.()).catch(() => {});
+  }
+  if (failure !== undefined) throw failure.error;
+}

@@ -75,7 +75,9 @@ export interface BackupManifestSummary {
   stopTime: string;
   walStart: string;
   walStop: string;
-  files: readonly unknown[];
+  /** The file list, or (a manifest read or written as a stream: its summary) only its length. */
+  files?: readonly unknown[];
+  fileCount?: number;
   sizeBytes: number;
   storedBytes: number;
 }
@@ -98,7 +100,7 @@ export function backupInfoFromManifest(
     pgVersion: m.pgVersionNum,
     sizeBytes: BigInt(m.sizeBytes),
     storedBytes: BigInt(m.storedBytes),
-    fileCount: m.files.length,
+    fileCount: m.fileCount ?? m.files?.length ?? 0,
     walStart: m.walStart,
     walStop: m.walStop,
     jobId,

@@ -11,7 +11,7 @@
  * disagrees with the summary it was chosen by (BackupSummaryMismatch).
  */
 import { PgfleetError } from '@pgfleet/core/errors';
-import { type BackupManifest, checkManifestSummary, entryBackups } from './manifest.js';
+import { type BackupManifest, checkManifestSummary, entryBackups, type ManifestHead } from './manifest.js';
 
 export const SUMMARY_FORMAT = 1;
 
@@ -33,15 +33,15 @@ export function summaryMacName(label: string): string {
 }
 
 export function summarizeManifest(m: BackupManifest): BackupSummary {
-  const { files, directories: _d, links: _l, backupLabel: _b, tablespaceMap: _t, ...rest } = m;
   const reads = new Set<string>();
-  for (const f of files) for (const b of entryBackups(f)) if (b !== m.label) reads.add(b);
-  return {
-    ...rest,
-    summaryFormat: SUMMARY_FORMAT,
-    fileCount: files.length,
-    readsFrom: [...reads].sort(),
-  };
+  for (const f of m.files) for (const b of entryBackups(f)) if (b !== m.label) reads.add(b);
+  return summarizeHead(m, m.files.length, reads);
+}
+
+/** summarizeManifest for a manifest read as a stream: its head, the number of its files and the backups they read. */
+export function summarizeHead(m: ManifestHead, fileCount: number, reads: Iterable<string>): BackupSummary {
+  const { files: _f, directories: _d, links: _l, backupLabel: _b, tablespaceMap: _t, ...rest } = m as BackupManifest;
+  return { ...rest, summaryFormat: SUMMARY_FORMAT, fileCount, readsFrom: [...new Set(reads)].sort() };
 }
 
 /** The fields a summary must agree on with its manifest: every one a choice depends on. */
@@ -61,8 +61,12 @@ const AGREED = [
 ] as const;
 
 /** Throws BackupSummaryMismatch when `manifest` is not the backup `summary` describes. */
-export function checkSummaryAgrees(summary: BackupSummary, manifest: BackupManifest, where: string): void {
-  const own = summarizeManifest(manifest);
+export function checkSummaryAgrees(
+  summary: BackupSummary,
+  manifest: BackupManifest | BackupSummary,
+  where: string,
+): void {
+  const own = 'summaryFormat' in manifest ? manifest : summarizeManifest(manifest);
   const differs = AGREED.filter((k) => summary[k] !== own[k]);
   if (own.readsFrom.join(',') !== summary.readsFrom.join(',')) differs.push('readsFrom' as never);
   if (differs.length > 0)

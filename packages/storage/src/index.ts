@@ -20,3 +20,4 @@ export * from './key-source.js';
 export * from './block-map.js';
 export * from './wal-auth.js';
 export * from './frame-walk.js';
+export * from './manifest-stream.js';

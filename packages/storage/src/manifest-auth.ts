@@ -80,3 +80,73 @@ export function openManifest(text: string, key: Buffer, cluster: string, label: 
   }
   return { signed: true, json: `${head}\n}` };
 }
+
+/** Longest stored MAC member with its closing brace (MAC_SUFFIX_RE), with room to spare. */
+const MAC_SUFFIX_HOLD = 128;
+
+/**
+ * openManifest for a manifest read as a stream: `push` returns the bytes certainly before the MAC
+ * member (authenticated as they pass; the last MAC_SUFFIX_HOLD bytes are held back, since the
+ * member is found only at the end), `end` the rest of the head and whether the MAC matched.
+ * Nothing of the head may be trusted before `end` says so: callers keep it aside (a local spool)
+ * until then.
+ */
+export class ManifestMacStream {
+  private readonly hmac;
+  private held = Buffer.alloc(0);
+
+  constructor(
+    key: Buffer,
+    private readonly cluster: string,
+    private readonly label: string,
+    private readonly where: string,
+  ) {
+    this.hmac = createHmac('sha256', key).update(`${MAC_DOMAIN}\0${cluster}\0${label}\0`);
+  }
+
+  push(chunk: Buffer): Buffer {
+    const all = this.held.length === 0 ? chunk : Buffer.concat([this.held, chunk]);
+    const cut = Math.max(0, all.length - MAC_SUFFIX_HOLD);
+    // A copy: `held` must not keep the whole chunk alive.
+    this.held = Buffer.from(all.subarray(cut));
+    const out = all.subarray(0, cut);
+    this.hmac.update(out);
+    return out;
+  }
+
+  /** The rest of the head (the MAC member removed); throws ManifestUnauthenticated when the MAC does not match. */
+  end(): { signed: boolean; rest: Buffer } {
+    const tail = this.held.toString('latin1');
+    const m = MAC_SUFFIX_RE.exec(tail);
+    if (!m) return { signed: false, rest: this.held };
+    const rest = this.held.subarray(0, m.index);
+    const expected = this.hmac.update(rest).digest();
+    if (!timingSafeEqual(Buffer.from(m[1]!, 'hex'), expected)) {
+      throw new PgfleetError(
+        'ManifestUnauthenticated',
+        `manifest of backup ${this.label} of cluster ${this.cluster} (${this.where}) fails its authentication check: it was changed, or copied from another backup or cluster, after it was written`,
+      );
+    }
+    return { signed: true, rest };
+  }
+}
+
+/**
+ * The stored text of a manifest from its JSON pieces (manifest-stream.ts manifestHeadPieces:
+ * `JSON.stringify(m, null, 1)` without its final `\n}`), with the MAC member appended: what
+ * sealManifest makes of the whole text, without ever holding it.
+ */
+export async function* sealManifestPieces(
+  head: AsyncIterable<string>,
+  key: Buffer,
+  cluster: string,
+  label: string,
+): AsyncGenerator<Buffer> {
+  const hmac = createHmac('sha256', key).update(`${MAC_DOMAIN}\0${cluster}\0${label}\0`);
+  for await (const piece of head) {
+    const b = Buffer.from(piece);
+    hmac.update(b);
+    yield b;
+  }
+  yield Buffer.from(`,\n "mac": "hmac-sha256:${hmac.digest('hex')}"\n}\n`);
+}

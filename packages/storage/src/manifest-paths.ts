@@ -79,6 +79,19 @@ export function isBackupLabel(label: unknown): label is string {
  * entry that breaks a rule. `where` names the manifest in the message.
  */
 export function validateManifestEntries(m: ManifestEntries, where: string): void {
+  const file = manifestEntryChecker(m, where);
+  for (const f of m.files) file(f);
+}
+
+/**
+ * Checks a manifest's label, links and directories now and returns the check of one file entry,
+ * for readers that see the entries one at a time (manifest-stream.ts). It remembers every path
+ * seen (a path listed twice is refused): the one thing a reader keeps per file.
+ */
+export function manifestEntryChecker(
+  m: Omit<ManifestEntries, 'files'>,
+  where: string,
+): (f: ManifestEntries['files'][number]) => void {
   if (!isBackupLabel(m.label)) throw refuse(where, 'label', String(m.label), 'is not a backup label');
   if (!Array.isArray(m.links)) throw refuse(where, 'links', '', 'is not a list');
   const seen = new Set<string>();
@@ -114,17 +127,19 @@ export function validateManifestEntries(m: ManifestEntries, where: string): void
       throw refuse(where, kind, p, `lies under the link ${under}`);
     return p;
   };
+  if (!Array.isArray(m.directories)) throw refuse(where, 'directories', '', 'is not a list');
   for (const d of m.directories) entry('directory', d?.path);
-  for (const f of m.files) {
+  const prefixOf = (backup: string) => `${m.cluster}/backup/${backup}/pg_chunks/`;
+  return (f) => {
     const path = entry('file', f?.path);
     if (!isBackupLabel(f.backup))
       throw refuse(where, 'file', path, `names backup ${JSON.stringify(f.backup)}, not a label`);
-    const prefix = `${m.cluster}/backup/${f.backup}/pg_chunks/`;
+    const prefix = prefixOf(f.backup);
     for (const c of f.chunks ?? []) {
       if (typeof c?.key !== 'string' || !c.key.startsWith(prefix) || relativePathProblem(c.key) !== undefined)
         throw refuse(where, 'file', path, `has a chunk key outside ${prefix}`);
     }
-  }
+  };
 }
 
 /** The link whose path is a proper prefix of `path`, if any. */

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { PgfleetError } from '@pgfleet/core/errors';
 import { isBackupLabel, isClusterName, quoteInput } from '@pgfleet/core/names';
 import type { Codec } from './codec.js';
-import { validateManifestEntries } from './manifest-paths.js';
+import { manifestEntryChecker } from './manifest-paths.js';
 
 /**
  * Format 2: entries may store only changed blocks (ManifestFile.blocks.changed); format 1 has
@@ -179,6 +179,20 @@ export interface BackupSource {
 }
 
 export function parseManifest(text: string, where: string): BackupManifest {
+  const doc = parseManifestHead(text, where);
+  const check = manifestFileChecker(doc, where);
+  for (const f of doc.files) check(f);
+  return doc;
+}
+
+/** A manifest without its file list: what a reader keeps while the entries stream by (manifest-stream.ts). */
+export type ManifestHead = Omit<BackupManifest, 'files'>;
+
+/**
+ * Parses a manifest and checks its format and the fields every reader relies on; the rest (links,
+ * directories, the summary fields, then each file entry) is checked by manifestFileChecker.
+ */
+export function parseManifestHead(text: string, where: string): BackupManifest {
   let doc: BackupManifest;
   try {
     doc = JSON.parse(text) as BackupManifest;
@@ -201,10 +215,23 @@ export function parseManifest(text: string, where: string): BackupManifest {
     throw new PgfleetError('RepoManifestInvalid', `manifest ${where} lacks its file list`);
   // Older manifests may lack the link list; an empty one means no links.
   doc.links ??= [];
-  validateManifestEntries(doc, where);
-  checkManifestSummary(doc, where);
-  checkBlockEntries(doc, where);
   return doc;
+}
+
+/**
+ * Checks the label, links, directories and summary fields of the manifest `head` and returns the
+ * check of one of its file entries (paths, labels, chunk keys, block figures), which remembers
+ * the paths it saw.
+ */
+export function manifestFileChecker(head: ManifestHead, where: string): (f: ManifestFile) => void {
+  const paths = manifestEntryChecker(head, where);
+  checkManifestSummary(head, where);
+  return (f) => {
+    if (f === null || typeof f !== 'object')
+      throw new PgfleetError('RepoManifestInvalid', `manifest ${where} holds a file entry that is not an object`);
+    paths(f);
+    checkBlockEntry(head, f, where);
+  };
 }
 
 const MAX_MANIFEST_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
@@ -251,7 +278,7 @@ export function checkManifestSummary(
 }
 
 /** Block-incremental entries only in format 2, with figures that are figures. */
-function checkBlockEntries(doc: BackupManifest, where: string): void {
+function checkBlockEntry(doc: Pick<BackupManifest, 'format'>, f: ManifestFile, where: string): void {
   const figures = (o: Partial<ObjectFigures> | undefined): boolean =>
     o !== null &&
     typeof o === 'object' &&
@@ -259,19 +286,16 @@ function checkBlockEntries(doc: BackupManifest, where: string): void {
     Number.isSafeInteger(o.storedSize) &&
     typeof o.sha256 === 'string' &&
     typeof o.storedSha256 === 'string';
-  for (const f of doc.files) {
-    if (f.blocks === undefined) continue;
-    const bad = (why: string): never => {
-      throw new PgfleetError('RepoManifestInvalid', `manifest ${where}: file ${f.path} ${why}`);
-    };
-    if (!figures(f.blocks.map)) bad('has a block map without its figures');
-    if (f.blocks.changed !== undefined) {
-      if (doc.format < 2) bad('stores changed blocks in a format-1 manifest');
-      if (!figures(f.blocks.changed) || !Number.isSafeInteger(f.blocks.changed.count))
-        bad('has changed blocks without their figures');
-      if (f.chunks) bad('has both chunks and changed blocks');
-    }
-    for (const b of f.blocks.from ?? [])
-      if (!isBackupLabel(b)) bad(`names backup ${quoteInput(String(b))}, not a label`);
+  if (f.blocks === undefined) return;
+  const bad = (why: string): never => {
+    throw new PgfleetError('RepoManifestInvalid', `manifest ${where}: file ${f.path} ${why}`);
+  };
+  if (!figures(f.blocks.map)) bad('has a block map without its figures');
+  if (f.blocks.changed !== undefined) {
+    if (doc.format < 2) bad('stores changed blocks in a format-1 manifest');
+    if (!figures(f.blocks.changed) || !Number.isSafeInteger(f.blocks.changed.count))
+      bad('has changed blocks without their figures');
+    if (f.chunks) bad('has both chunks and changed blocks');
   }
+  for (const b of f.blocks.from ?? []) if (!isBackupLabel(b)) bad(`names backup ${quoteInput(String(b))}, not a label`);
 }

@@ -398,6 +398,43 @@ export class ObjectIo {
   }
 
   /**
+   * Stores an object made piece by piece (a manifest written as a stream, manifest-stream.ts) in
+   * its cluster's stored form, like storeSmall without holding it: the driver writes it as it comes.
+   */
+  async storePieces(key: string, pieces: AsyncIterable<Buffer>): Promise<void> {
+    const dataKey = await this.sealing(key);
+    const source = Readable.from(pieces, { objectMode: false });
+    if (!dataKey) {
+      await this.driver.put(key, source);
+      return;
+    }
+    const sealed = new SealStage(dataKey, key);
+    const packed = pipeline(source, sealed);
+    const put = this.driver.put(key, sealed);
+    try {
+      await Promise.all([packed, put]);
+    } catch (err) {
+      if (!sealed.destroyed) sealed.destroy(err as Error);
+      await Promise.allSettled([packed, put]);
+      throw err;
+    }
+  }
+
+  /** The content of an object stored with storeSmall or storePieces, chunk by chunk (never held whole). */
+  async readPieces(key: string, onChunk: (chunk: Buffer) => void | Promise<void>): Promise<void> {
+    const stages = await this.openStages(key);
+    await pipeline([
+      await this.driver.get(key),
+      ...stages,
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          Promise.resolve(onChunk(chunk)).then(() => cb(), cb);
+        },
+      }),
+    ]);
+  }
+
+  /**
    * Stores a stream: content hashed, compressed, stored bytes hashed, all in one pass. `inspect`
    * stages see the content in the same pass and must pass it on unchanged; `content` is the
    * stage that hashes it (one that fails at the end, before the driver can commit, refuses it).

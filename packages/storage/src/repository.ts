@@ -40,12 +40,26 @@ import {
   parseJournalBatch,
   type UnfinishedBackup,
 } from './backup-journal.js';
-import { type BackupManifest, type ManifestFile, type ObjectFigures, parseManifest } from './manifest.js';
-import { type ManifestKeys, openManifest, sealManifest } from './manifest-auth.js';
+import {
+  type BackupManifest,
+  type ManifestFile,
+  type ManifestHead,
+  type ObjectFigures,
+  parseManifest,
+} from './manifest.js';
+import { ManifestReader, manifestHeadPieces } from './manifest-stream.js';
+import {
+  ManifestMacStream,
+  type ManifestKeys,
+  openManifest,
+  sealManifest,
+  sealManifestPieces,
+} from './manifest-auth.js';
 import {
   type BackupSummary,
   checkSummaryAgrees,
   parseSummary,
+  summarizeHead,
   summarizeManifest,
   summaryMacName,
 } from './backup-summary.js';
@@ -531,21 +545,73 @@ export class Repository {
    * summary (backup-summary.ts) just before it: the manifest stays the last word on completeness.
    */
   async writeManifest(manifest: BackupManifest): Promise<void> {
+    await this.writeManifestStream(manifest, manifest.files, summarizeManifest(manifest));
+  }
+
+  /**
+   * writeManifest for a writer that does not hold its entries (a backup keeps them in a local
+   * file): `head` is the manifest with `files` marking the member's place, `files` its entries
+   * (read once), `summary` what they imply (summarizeHead). Written as it is serialised: the
+   * same bytes as sealManifest(JSON.stringify(manifest, null, 1)), never held whole (a 100k-file
+   * manifest is ~33 MB of text; manifest-stream.ts).
+   */
+  async writeManifestStream(
+    head: ManifestHead & { files?: readonly ManifestFile[] },
+    files: Iterable<ManifestFile> | AsyncIterable<ManifestFile>,
+    summary: BackupSummary,
+  ): Promise<void> {
     const summaryText = sealManifest(
-      JSON.stringify(summarizeManifest(manifest), null, 1),
-      this.manifestKey(manifest.cluster),
-      manifest.cluster,
-      summaryMacName(manifest.label),
+      JSON.stringify(summary, null, 1),
+      this.manifestKey(head.cluster),
+      head.cluster,
+      summaryMacName(head.label),
     );
-    await this.objects.storeSmall(this.backupSummaryKey(manifest.cluster, manifest.label), Buffer.from(summaryText));
-    const key = this.backupManifestKey(manifest.cluster, manifest.label);
-    const text = sealManifest(
-      JSON.stringify(manifest, null, 1),
-      this.manifestKey(manifest.cluster),
-      manifest.cluster,
-      manifest.label,
+    await this.objects.storeSmall(this.backupSummaryKey(head.cluster, head.label), Buffer.from(summaryText));
+    await this.objects.storePieces(
+      this.backupManifestKey(head.cluster, head.label),
+      sealManifestPieces(manifestHeadPieces(head, files), this.manifestKey(head.cluster), head.cluster, head.label),
     );
-    await this.objects.storeSmall(key, Buffer.from(text));
+  }
+
+  /**
+   * A manifest opened as a stream (manifest-stream.ts ManifestReader): authenticated and checked
+   * like readManifest, its file entries read one at a time, so that memory does not grow with
+   * them. The caller closes it.
+   */
+  async openManifest(cluster: string, label: string): Promise<ManifestReader> {
+    const key = this.backupManifestKey(cluster, label);
+    const where = key;
+    try {
+      return await ManifestReader.open({
+        read: (onChunk) => this.objects.readPieces(key, onChunk),
+        mac: new ManifestMacStream(this.manifestKey(cluster), cluster, label, where),
+        unsigned: () =>
+          new PgfleetError(
+            'ManifestUnsigned',
+            `manifest of backup ${label} of cluster ${cluster} (${where}) carries no authentication code; it is not trusted`,
+          ),
+        where,
+        checkHead: (head) => this.checkDescribes(head, cluster, label, where),
+      });
+    } catch (err) {
+      throw this.noManifest(err, cluster, label);
+    }
+  }
+
+  /** openManifest for a backup chosen by its summary, refused (BackupSummaryMismatch) when it is another backup (manifestFor). */
+  async openManifestFor(summary: BackupSummary): Promise<ManifestReader> {
+    const reader = await this.openManifest(summary.cluster, summary.label);
+    try {
+      checkSummaryAgrees(
+        summary,
+        summarizeHead(reader.head, reader.fileCount, reader.readsFrom),
+        this.backupManifestKey(summary.cluster, summary.label),
+      );
+    } catch (err) {
+      await reader.close();
+      throw err;
+    }
+    return reader;
   }
 
   /**
@@ -622,30 +688,37 @@ export class Repository {
     return key;
   }
 
+  /** A manifest read's error: UnknownBackup when the manifest does not exist, else the error itself. */
+  private noManifest(err: unknown, cluster: string, label: string): unknown {
+    if (!PgfleetError.is(err, 'RepoFileMissing')) return err;
+    return new PgfleetError(
+      'UnknownBackup',
+      `backup ${label} of cluster ${cluster} has no manifest in ${this.location} (missing or incomplete)`,
+      { cause: err },
+    );
+  }
+
   private async manifestText(cluster: string, label: string): Promise<{ text: string; where: string }> {
     const key = this.backupManifestKey(cluster, label);
     try {
       return { text: (await this.objects.readSmall(key)).toString('utf8'), where: key };
     } catch (err) {
-      if (PgfleetError.is(err, 'RepoFileMissing')) {
-        throw new PgfleetError(
-          'UnknownBackup',
-          `backup ${label} of cluster ${cluster} has no manifest in ${this.location} (missing or incomplete)`,
-          { cause: err },
-        );
-      }
-      throw err;
+      throw this.noManifest(err, cluster, label);
     }
   }
 
   private parseFor(json: string, cluster: string, label: string, where: string): BackupManifest {
     const manifest = parseManifest(json, where);
+    this.checkDescribes(manifest, cluster, label, where);
+    return manifest;
+  }
+
+  private checkDescribes(manifest: ManifestHead, cluster: string, label: string, where: string): void {
     if (manifest.cluster !== cluster || manifest.label !== label)
       throw new PgfleetError(
         'RepoManifestInvalid',
         `manifest ${where} describes backup ${manifest.label} of cluster ${manifest.cluster}`,
       );
-    return manifest;
   }
 
   /** Whether the backup's manifest exists (the backup is complete and listed). */

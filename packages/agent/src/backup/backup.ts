@@ -32,7 +32,7 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { backupLabel, ErrorCodes, PgfleetError, settleAll, sleep, type Logger } from '@pgfleet/core';
+import { backupLabel, ErrorCodes, forEachLimit, PgfleetError, settleAll, sleep, type Logger } from '@pgfleet/core';
 import {
   BLCKSZ,
   clusterFacts,
@@ -63,9 +63,13 @@ import {
   type Codec,
   type ManifestChunk,
   type ManifestFile,
+  type ManifestHead,
   type Repository,
+  summarizeHead,
+  type BackupSummary,
 } from '@pgfleet/storage';
 import { storeCatalogSnapshot } from './catalog-snapshot.js';
+import { EntrySpool } from './entry-spool.js';
 import { BackupLeaseHolder, leaseChain } from './lease.js';
 import { choosePriorBackup, decideFile, type FileDecision } from './prior.js';
 import {
@@ -157,7 +161,8 @@ export function lastNeededLsn(stop: Lsn, segmentSize: number): Lsn {
 /** The held connection that runs pg_backup_start and pg_backup_stop. */
 type PgClient = Awaited<ReturnType<typeof connectPg>>;
 
-export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
+/** Takes a backup; its summary (what its manifest says, without the file list: summarizeHead). */
+export async function runBackup(opts: BackupOptions): Promise<BackupSummary> {
   const { repo } = opts;
   const tracker = new ProgressTracker(opts.progress, 'starting');
   const client = await connectPg(opts.pg);
@@ -167,6 +172,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
   let journal: ProgressJournal | undefined;
   let point: ResumePoint | undefined;
   let completed = false;
+  let copied: CopiedPgdata | undefined;
   try {
     const facts = await clusterFacts(client);
     const source: BackupSource = {
@@ -242,7 +248,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
       codec: opts.codec,
       ...(opts.level === undefined ? {} : { level: opts.level }),
     });
-    const copied = await copyPgdata(opts, facts, label, startLsn, base, tracker, journal, point);
+    copied = await copyPgdata(opts, facts, label, startLsn, base, tracker, journal, point);
     const stop = await stopBackup(opts, client, facts, label, tracker);
     await waitForWal(opts, facts, label, stop, tracker);
     await syncBackupWal(opts, label, stop, facts.walSegmentSize);
@@ -253,7 +259,10 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
     tracker.phase('manifest');
     await lease.confirm();
     await checkTakenOver(repo, opts.cluster, label, copied.taken);
-    await repo.writeManifest(manifest);
+    const { entries } = copied;
+    const summary = summarizeHead(manifest, entries.count, entries.readsFrom);
+    // Streamed from the local file of entries: the manifest is never held whole (entry-spool.ts).
+    await repo.writeManifestStream(manifest, entries.entries(), summary);
     completed = true;
     await lease.release(true);
     await journal.close(false);
@@ -264,8 +273,9 @@ export async function runBackup(opts: BackupOptions): Promise<BackupManifest> {
         opts.log.warn({ err: (err as Error).message }, `could not remove the progress journal of backup ${label}`),
       );
     reportBackupDone(opts, manifest, base, source, copied, tracker);
-    return manifest;
+    return summary;
   } finally {
+    await copied?.entries.close();
     await client.end().catch(() => {});
     // What was copied but not yet journaled is journaled now (best effort), so a later backup can continue from it.
     await journal?.close(!completed);
@@ -388,9 +398,10 @@ async function startSegment(client: PgClient, startLsn: Lsn, segmentSize: number
 
 /** What copyPgdata leaves for the manifest. */
 interface CopiedPgdata {
-  listing: Awaited<ReturnType<typeof listPgdata>>;
-  /** Every file's entry (copied or referenced), in path order. */
-  files: ManifestFile[];
+  /** The directories and links of PGDATA (its files are in `entries`). */
+  listing: Pick<Awaited<ReturnType<typeof listPgdata>>, 'directories' | 'links'>;
+  /** Every file's entry (copied or referenced), in a local file, in the order they were stored. */
+  entries: EntrySpool;
   /** Entries taken over from the interrupted backup this one continues (resume.ts). */
   taken: ManifestFile[];
   /** Page checksum errors found by this backup's reads. */
@@ -417,11 +428,15 @@ async function copyPgdata(
   const { log } = opts;
   const { prior } = base;
   journal.listed(Date.now());
-  const listing = await listPgdata(opts.pgdata);
-  const plan = planCopy(listing.files, prior, base.checksumDelta);
-  let referenced = plan.filter((p) => p.decision === 'reference').length;
-  tracker.state.bytesTotal = plan.reduce((s, p) => s + (p.decision === 'reference' ? 0 : p.file.size), 0);
-  tracker.state.filesTotal = plan.length;
+  const { files: listed, ...listing } = await listPgdata(opts.pgdata);
+  const planner = copyPlanner(prior, base.checksumDelta);
+  let referenced = 0;
+  tracker.state.bytesTotal = 0;
+  for (const f of listed) {
+    if (planner(f).decision === 'reference') referenced++;
+    else tracker.state.bytesTotal += f.size;
+  }
+  tracker.state.filesTotal = listed.length;
   const referencedMessage = () =>
     prior ? `${referenced} unchanged file(s) referenced from ${prior.label}` : undefined;
   tracker.phase('copy', referencedMessage());
@@ -429,7 +444,7 @@ async function copyPgdata(
   // One data key for the whole backup (encrypted clusters): made here, so every copy thread finds it.
   await opts.repo.prepareKeys(opts.repo.backupManifestKey(opts.cluster, label));
   const copier = new FileCopier(opts, label, facts.dataChecksums ? lsnHalves(startLsn.value) : undefined, tracker);
-  const files: ManifestFile[] = [];
+  const files = await EntrySpool.create(label);
   const taken: ManifestFile[] = [];
   const pageErrors: { path: string; blocks: number[] }[] = [];
   const notePageErrors = (entry: ManifestFile) => {
@@ -442,9 +457,14 @@ async function copyPgdata(
   };
   // Largest first, so the threads finish together instead of waiting on one big file at the end.
   // pg_control last, after every other file is copied: on a standby its minRecoveryPoint is
-  // where the backup ends, so it must not be older than any page copied.
-  const ordered = [...plan].filter((p) => p.file.path !== PG_CONTROL).sort((a, b) => b.file.size - a.file.size);
-  const last = plan.filter((p) => p.file.path === PG_CONTROL);
+  // where the backup ends, so it must not be older than any page copied. Planned as they are
+  // fed to the copy (one small object per file in flight, not per file listed).
+  const ordered = listed.filter((f) => f.path !== PG_CONTROL).sort((a, b) => b.size - a.size);
+  const last = listed.filter((f) => f.path === PG_CONTROL);
+  function* planned(items: readonly PgdataEntry[]): Generator<PlannedFile> {
+    for (const f of items) yield planner(f);
+  }
+  let completed = false;
   try {
     const copyOne = async ({ file: f, decision, prior: priorFile }: PlannedFile): Promise<void> => {
       if (decision === 'compare-checksum') {
@@ -463,7 +483,7 @@ async function copyPgdata(
       }
       if (decision === 'reference') {
         // The prior entry names the backup holding the bytes (and its chunks); a referenced file keeps pointing there.
-        files.push({ ...priorFile!, mtimeMs: f.mtimeMs, mode: f.mode });
+        files.add({ ...priorFile!, mtimeMs: f.mtimeMs, mode: f.mode });
         tracker.add(0, 1);
         return;
       }
@@ -474,7 +494,7 @@ async function copyPgdata(
       if (resumed === 'compare') resumed = (await copier.sameContent(f, journaled!.file)) ? 'reuse' : 'copy';
       if (resumed === 'reuse') {
         const entry = { ...journaled!.file, mtimeMs: f.mtimeMs, mode: f.mode };
-        files.push(entry);
+        files.add(entry);
         taken.push(entry);
         notePageErrors(entry);
         tracker.state.bytesTotal -= f.size;
@@ -483,35 +503,36 @@ async function copyPgdata(
       }
       const entry = await copier.copy(f, priorFile);
       if (entry) {
-        files.push(entry);
+        files.add(entry);
         journal.add(entry);
         notePageErrors(entry);
       }
       tracker.add(0, 1);
     };
-    // The first failure stops everything not yet started; running tasks finish before we go on.
-    const settle = (items: readonly PlannedFile[]) =>
-      settleAll(
-        items.map((p) =>
-          copyOne(p).catch((err: unknown) => {
-            copier.pool.cancel(err);
-            throw err;
-          }),
-        ),
+    // Fed lazily, a few files per copy slot ahead (not a promise per file up front: ~1 KB each,
+    // 100 MB at 100k files). The first failure stops everything not yet started; running tasks
+    // finish before we go on.
+    const settle = (items: readonly PgdataEntry[]) =>
+      forEachLimit(planned(items), copier.feedLimit, (p) =>
+        copyOne(p).catch((err: unknown) => {
+          copier.pool.cancel(err);
+          throw err;
+        }),
       );
     await settle(ordered);
     await settle(last);
+    completed = true;
   } finally {
     await copier.pool.close();
+    if (!completed) await files.close();
   }
   opts.signal?.throwIfAborted();
   // Objects were fsynced one by one; their directories once here, before the manifest declares them complete.
   await opts.repo.syncKeys(copier.written);
   // Everything copied is in the journal before the WAL wait: a backup interrupted there is continued with no copy.
   await journal.flush();
-  files.sort((a, b) => (a.path < b.path ? -1 : 1));
   if (point) tracker.state.message = `continued ${point.label}: ${taken.length} stored file(s) taken over`;
-  return { listing, files, taken, pageErrors, pacedBytes: copier.pool.pacedBytes };
+  return { listing, entries: files, taken, pageErrors, pacedBytes: copier.pool.pacedBytes };
 }
 
 /** What pg_backup_stop returned, and the WAL segments the backup needs. */
@@ -632,6 +653,7 @@ async function syncBackupWal(
   }
 }
 
+/** The manifest's head: everything but its entries, which are streamed from `copied.entries` (`files` marks their place). */
 function backupManifest(
   opts: BackupOptions,
   facts: ClusterFacts,
@@ -641,11 +663,11 @@ function backupManifest(
   startTime: Date,
   copied: CopiedPgdata,
   stop: StoppedBackup,
-): BackupManifest {
-  const { files, listing } = copied;
+): ManifestHead & { files: ManifestFile[] } {
+  const { entries, listing } = copied;
   return {
     // Format 2 only when it must be: agents that read format 1 still restore the rest.
-    format: files.some((f) => f.blocks?.changed) ? 2 : 1,
+    format: entries.changedBlocks ? 2 : 1,
     label,
     cluster: opts.cluster,
     type: base.type,
@@ -664,13 +686,9 @@ function backupManifest(
     ...(stop.tablespaceMap ? { tablespaceMap: stop.tablespaceMap } : {}),
     directories: listing.directories,
     links: listing.links,
-    files,
-    sizeBytes: files.reduce((s, f) => s + f.size, 0),
-    storedBytes: files.reduce(
-      (s, f) =>
-        s + (f.backup === label ? f.storedSize + (f.blocks && !f.blocks.changed ? f.blocks.map.storedSize : 0) : 0),
-      0,
-    ),
+    files: [],
+    sizeBytes: entries.sizeBytes,
+    storedBytes: entries.storedBytes,
     agentVersion: `${AGENT_VERSION} (${hostname()})`,
     ...compressLevelEntry(opts),
     source,
@@ -686,29 +704,25 @@ function compressLevelEntry(opts: BackupOptions): { compressLevel?: number } {
 /** The summary that stays on the job record (the last progress message: `pgfleet job <id>` shows it) and the log line. */
 function reportBackupDone(
   opts: BackupOptions,
-  manifest: BackupManifest,
+  manifest: ManifestHead,
   base: BackupBase,
   source: BackupSource,
   copiedPgdata: CopiedPgdata,
   tracker: ProgressTracker,
 ): void {
-  const { label, files } = manifest;
+  const { label } = manifest;
   const { prior } = base;
-  // Referenced files carry the page errors found when their bytes were read.
-  const carried = files
-    .filter((f) => f.backup !== label && f.pageChecksumErrors?.length)
-    .map((f) => ({ path: f.path, blocks: f.pageChecksumErrors! }));
-  const { taken } = copiedPgdata;
-  const takenPaths = new Set(taken.map((f) => f.path));
-  const own = files.filter((f) => f.backup === label);
-  const copied = own.filter((f) => !takenPaths.has(f.path));
-  const copiedBytes = copied.reduce((s, f) => s + f.size, 0);
+  const { taken, entries } = copiedPgdata;
   const takenBytes = taken.reduce((s, f) => s + f.size, 0);
-  const summary = [`${copied.length} file(s) copied (${copiedBytes} bytes)`];
+  // Every entry of this backup's own is copied, or taken over from the interrupted run it continues.
+  const copied = entries.own - taken.length;
+  const copiedBytes = entries.ownBytes - takenBytes;
+  const summary = [`${copied} file(s) copied (${copiedBytes} bytes)`];
   if (taken.length > 0)
     summary.push(`${taken.length} file(s) (${takenBytes} bytes) taken over from the interrupted run of ${label}`);
-  if (prior) summary.push(`${files.length - own.length} unchanged file(s) referenced from ${prior.label}`);
-  const allPageErrors = [...copiedPgdata.pageErrors, ...carried];
+  if (prior) summary.push(`${entries.count - entries.own} unchanged file(s) referenced from ${prior.label}`);
+  // Referenced files carry the page errors found when their bytes were read.
+  const allPageErrors = [...copiedPgdata.pageErrors, ...entries.carriedPageErrors];
   if (allPageErrors.length > 0) summary.push(describePageErrors(allPageErrors));
   tracker.phase('done', summary.join('; '));
   opts.log.info(
@@ -716,8 +730,8 @@ function reportBackupDone(
       label,
       type: base.type,
       from: source.role,
-      files: files.length,
-      copied: copied.length,
+      files: entries.count,
+      copied,
       copiedBytes,
       takenOver: taken.length,
       takenOverBytes: takenBytes,
@@ -764,19 +778,15 @@ interface PlannedFile {
   prior: ManifestFile | undefined;
 }
 
-/** Decides for every file whether to copy it or reference it from the prior backup (see prior.ts). */
-function planCopy(
-  files: readonly PgdataEntry[],
-  prior: BackupManifest | undefined,
-  checksumDelta: boolean,
-): PlannedFile[] {
-  if (!prior) return files.map((file) => ({ file, decision: 'copy', prior: undefined }));
+/** Decides for a file whether to copy it or reference it from the prior backup (see prior.ts). */
+function copyPlanner(prior: BackupManifest | undefined, checksumDelta: boolean): (file: PgdataEntry) => PlannedFile {
+  if (!prior) return (file) => ({ file, decision: 'copy', prior: undefined });
   const priorFiles = new Map(prior.files.map((f) => [f.path, f]));
   const ctx = { priorStartMs: Date.parse(prior.startTime), nowMs: Date.now(), checksumDelta };
-  return files.map((file) => {
+  return (file) => {
     const p = priorFiles.get(file.path);
     return { file, decision: decideFile(file, p, ctx), prior: p };
-  });
+  };
 }
 
 /** Errors reading a prior block map after which a file is copied whole instead of failing the backup. */
@@ -795,9 +805,27 @@ export const DEFAULT_CHUNK_BYTES = 64 << 20;
  */
 export class FileCopier {
   readonly pool: CopyPool;
-  /** Keys written, for the directory fsyncs before the manifest. */
-  readonly written: string[] = [];
+  /**
+   * One key written per repository directory, for the directory fsyncs before the manifest (one
+   * per directory: a key per file would be a string per file held to the end).
+   */
+  private readonly writtenDirs = new Map<string, string>();
+
+  /** Keys standing for every directory written into (Repository.syncKeys). */
+  get written(): string[] {
+    return [...this.writtenDirs.values()];
+  }
+
+  private wrote(key: string): void {
+    const dir = key.slice(0, key.lastIndexOf('/'));
+    if (!this.writtenDirs.has(dir)) this.writtenDirs.set(dir, key);
+  }
   private readonly chunkBytes: number;
+  /**
+   * Files in the copy at once: every thread's slots full (CopyPool runs 2 per thread) with as many
+   * queued behind them, so no thread waits for the next file to be planned.
+   */
+  readonly feedLimit: number;
 
   constructor(
     private readonly opts: BackupOptions,
@@ -811,6 +839,7 @@ export class FileCopier {
       ...(opts.rateLimit ? { rateLimit: opts.rateLimit } : {}),
     });
     this.chunkBytes = Math.max(BLCKSZ, Math.floor((opts.chunkBytes ?? DEFAULT_CHUNK_BYTES) / BLCKSZ) * BLCKSZ);
+    this.feedLimit = Math.max(1, opts.workers) * 4;
   }
 
   /** Whether `f` gets a block map: a main-fork relation segment of at least the minimum size (see docs/block-incremental.md for why not the other forks). */
@@ -875,7 +904,7 @@ export class FileCopier {
       deferDirSync: true,
       ...(this.opts.level === undefined ? {} : { level: this.opts.level }),
     });
-    this.written.push(key);
+    this.wrote(key);
     return r;
   }
 
@@ -898,7 +927,7 @@ export class FileCopier {
     });
     this.tracker.add(f.size);
     if (r.missing) return undefined;
-    this.written.push(key);
+    this.wrote(key);
     const own: BlockMapPart = {
       backup: this.label,
       object: 'blocks',
@@ -951,7 +980,7 @@ export class FileCopier {
       });
       this.tracker.add(f.size);
       if (r.missing) return undefined;
-      this.written.push(key);
+      this.wrote(key);
       const entry: ManifestFile & { sums?: Uint8Array } = {
         path: f.path,
         size: r.size,
@@ -993,7 +1022,7 @@ export class FileCopier {
       ),
     );
     if (results.some((r) => r.missing)) return undefined;
-    this.written.push(...tasks.map((t) => t.key));
+    for (const t of tasks) this.wrote(t.key);
     const chunks: ManifestChunk[] = results.map((r, i) => ({
       offset: tasks[i]!.offset,
       size: r.size,

@@ -40,7 +40,7 @@ export const restoreJob: AgentJobKind<'restore'> = {
         backupLabel: out.manifest.label,
         targetDir: r.targetDir,
         bytes: BigInt(out.bytes),
-        fileCount: out.manifest.files.length,
+        fileCount: out.fileCount,
         timeline: out.timeline,
         archivePreserved: out.archivePreserved,
       },

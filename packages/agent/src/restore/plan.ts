@@ -16,7 +16,13 @@
  */
 import { PgfleetError, type Logger } from '@pgfleet/core';
 import { Lsn, WalSegmentName, type TimelineHistory } from '@pgfleet/pg';
-import type { BackupFacts, BackupManifest, BackupSummary, Repository } from '@pgfleet/storage';
+import {
+  ManifestReader,
+  type BackupFacts,
+  type BackupSummary,
+  type ManifestHead,
+  type Repository,
+} from '@pgfleet/storage';
 import { describeWalTarget, findTargetHits, findTargetLsn, targetNotFound, type TargetHit } from './target-resolver.js';
 import {
   lineageOf,
@@ -59,7 +65,11 @@ export interface RestorePlanInput {
 }
 
 export interface RestorePlan {
-  manifest: BackupManifest;
+  /**
+   * The chosen backup's manifest, open as a stream (its entries are read one at a time, so a
+   * restore's memory does not grow with them); the caller closes it.
+   */
+  reader: ManifestReader;
   /** The timeline recovery follows. */
   timeline: number;
   /**
@@ -73,15 +83,19 @@ export interface RestorePlan {
 /** The plan for the chosen backup: its manifest is read now, only this one (and checked against its summary). */
 async function planned(
   i: RestorePlanInput,
-  chosen: BackupManifest | BackupSummary,
+  chosen: ManifestReader | BackupSummary,
   timeline: number,
   histories: ReadonlyMap<number, unknown>,
 ): Promise<RestorePlan> {
-  const manifest = 'files' in chosen ? chosen : await i.repo.manifestFor(chosen);
+  const reader = chosen instanceof ManifestReader ? chosen : await i.repo.openManifestFor(chosen);
   const setting =
-    timeline > 1 && !histories.has(timeline) && timeline === manifest.timeline ? 'current' : String(timeline);
-  return { manifest, timeline, recoveryTargetTimeline: setting };
+    timeline > 1 && !histories.has(timeline) && timeline === reader.head.timeline ? 'current' : String(timeline);
+  return { reader, timeline, recoveryTargetTimeline: setting };
 }
+
+/** The facts of a backup chosen by its summary or opened by its label. */
+const factsOf = (chosen: ManifestReader | BackupSummary): BackupFacts =>
+  chosen instanceof ManifestReader ? chosen.head : chosen;
 
 const stopOf = (b: BackupFacts): bigint => Lsn.parse(b.stopLsn).value;
 
@@ -98,15 +112,28 @@ function endsBefore(b: BackupFacts, target: TargetSpec): boolean {
 
 export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
   const histories = await loadTimelineHistories(i.repo, i.cluster);
-  const explicit = i.backupLabel && !i.labelIsHint ? await i.repo.readManifest(i.cluster, i.backupLabel) : undefined;
+  const explicit = i.backupLabel && !i.labelIsHint ? await i.repo.openManifest(i.cluster, i.backupLabel) : undefined;
+  try {
+    return await planWith(i, histories, explicit);
+  } catch (err) {
+    await explicit?.close();
+    throw err;
+  }
+}
+
+async function planWith(
+  i: RestorePlanInput,
+  histories: ReadonlyMap<number, TimelineHistory>,
+  explicit: ManifestReader | undefined,
+): Promise<RestorePlan> {
   // One timeline: the catalog's pick (or the WAL's, for name/xid) is right.
   if (histories.size === 0) return planSingleTimeline(i, explicit);
 
-  const archive = await archivedTimelines(i, histories, explicit);
+  const archive = await archivedTimelines(i, histories, explicit?.head);
   if (explicit) {
-    const timeline =
-      i.targetTimeline ?? (await archive.follow({ timeline: explicit.timeline, stopLsn: stopOf(explicit) }));
-    requireOnLineage(explicit, timeline, archive.timelines);
+    const facts = explicit.head;
+    const timeline = i.targetTimeline ?? (await archive.follow({ timeline: facts.timeline, stopLsn: stopOf(facts) }));
+    requireOnLineage(facts, timeline, archive.timelines);
     return planned(i, explicit, timeline, histories);
   }
 
@@ -122,8 +149,18 @@ export async function planRestore(i: RestorePlanInput): Promise<RestorePlan> {
 }
 
 /** Without archived history files: the backup named, found in the WAL or picked, on its own timeline. */
-async function planSingleTimeline(i: RestorePlanInput, explicit: BackupManifest | undefined): Promise<RestorePlan> {
-  const manifest = explicit ?? (await singleTimelineBackup(i));
+async function planSingleTimeline(i: RestorePlanInput, explicit: ManifestReader | undefined): Promise<RestorePlan> {
+  const chosen = explicit ?? (await singleTimelineBackup(i));
+  try {
+    return await planOnItsTimeline(i, chosen);
+  } catch (err) {
+    if (chosen instanceof ManifestReader) await chosen.close();
+    throw err;
+  }
+}
+
+async function planOnItsTimeline(i: RestorePlanInput, chosen: ManifestReader | BackupSummary): Promise<RestorePlan> {
+  const manifest = factsOf(chosen);
   if (i.targetTimeline !== undefined && i.targetTimeline !== manifest.timeline) {
     throw new PgfleetError(
       'TargetTimelineInvalid',
@@ -132,7 +169,7 @@ async function planSingleTimeline(i: RestorePlanInput, explicit: BackupManifest 
   }
   if (i.target.kind === 'lsn')
     await requireArchivedAt(i, Lsn.parse(i.target.lsn).value, manifest.timeline, new Map(), manifest.walSegmentSize);
-  return planned(i, manifest, manifest.timeline, new Map());
+  return planned(i, chosen, manifest.timeline, new Map());
 }
 
 /** The archive's timelines as a restore sees them, and how to choose the one to follow from a backup. */
@@ -147,7 +184,7 @@ interface ArchivedTimelines {
 async function archivedTimelines(
   i: RestorePlanInput,
   histories: ReadonlyMap<number, TimelineHistory>,
-  explicit: BackupManifest | undefined,
+  explicit: ManifestHead | undefined,
 ): Promise<ArchivedTimelines> {
   const segmentSize = explicit?.walSegmentSize ?? (await i.repo.readClusterInfo(i.cluster))?.walSegmentSize ?? 16 << 20;
   // Start times decide between timelines only for a time target, or between forks when the live
@@ -198,7 +235,7 @@ async function archivedTimelines(
 }
 
 /** A backup named with --backup must be in the history of the timeline the restore follows. */
-function requireOnLineage(explicit: BackupManifest, timeline: number, timelines: ReadonlyMap<number, TimelineInfo>) {
+function requireOnLineage(explicit: BackupFacts, timeline: number, timelines: ReadonlyMap<number, TimelineInfo>) {
   if (onLineage(explicit, timeline, timelines)) return;
   const branch = timelines.get(timeline)?.history.switchPointOf(explicit.timeline);
   throw new PgfleetError(
@@ -278,8 +315,8 @@ async function completeBackups(i: RestorePlanInput): Promise<BackupSummary[]> {
   return backups;
 }
 
-async function singleTimelineBackup(i: RestorePlanInput): Promise<BackupManifest | BackupSummary> {
-  if (i.backupLabel) return i.repo.readManifest(i.cluster, i.backupLabel);
+async function singleTimelineBackup(i: RestorePlanInput): Promise<ManifestReader | BackupSummary> {
+  if (i.backupLabel) return i.repo.openManifest(i.cluster, i.backupLabel);
   const backups = await completeBackups(i);
   if (i.target.kind === 'name' || i.target.kind === 'xid') {
     return (

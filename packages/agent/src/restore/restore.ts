@@ -22,11 +22,12 @@
 import { chmod, lstat, mkdir, readdir, readFile, readlink, realpath, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fsyncPath, mapLimit, PgfleetError, processAlive, settleAll, type Logger } from '@pgfleet/core';
+import { forEachLimit, fsyncPath, mapLimit, PgfleetError, processAlive, settleAll, type Logger } from '@pgfleet/core';
 import {
   chunkedContentDigest,
   writeRuns,
-  type BackupManifest,
+  type ManifestHead,
+  type ManifestReader,
   type ManifestFile,
   type Repository,
 } from '@pgfleet/storage';
@@ -36,7 +37,7 @@ import { ProgressTracker, type ProgressSink } from '../progress.js';
 import { readPgdataFacts } from '../pgdata/pgdata.js';
 import { TABLESPACE_LINK_RE } from '../pgdata/walk.js';
 import { RestoreTree } from './confined-path.js';
-import { planRestore, type TargetSpec } from './plan.js';
+import { planRestore, type RestorePlan, type TargetSpec } from './plan.js';
 
 export type { TargetSpec } from './plan.js';
 
@@ -80,7 +81,10 @@ export interface RestoreOptions {
 }
 
 export interface RestoreOutcome {
-  manifest: BackupManifest;
+  /** The restored backup's manifest without its file list. */
+  manifest: ManifestHead;
+  /** Files the backup holds. */
+  fileCount: number;
   /** The timeline recovery follows (recovery_target_timeline). */
   timeline: number;
   /** Whether the restored server keeps archiving into the cluster's repository. */
@@ -158,7 +162,22 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
     ...(o.pgBinDir ? { pgBinDir: o.pgBinDir } : {}),
     log: o.log,
   });
-  const manifest = withPlainPgWal(plan.manifest);
+  try {
+    return await restorePlanned(o, plan, delta, tracker);
+  } finally {
+    await plan.reader.close();
+  }
+}
+
+async function restorePlanned(
+  o: RestoreOptions,
+  plan: RestorePlan,
+  delta: boolean,
+  tracker: ProgressTracker,
+): Promise<RestoreOutcome> {
+  const { reader } = plan;
+  const manifest = withPlainPgWal(reader.head);
+  const fileCount = reader.fileCount;
   const { ownTarget, archivePreserved } = await decideArchiving(o);
   requireTablespaceFiles(manifest);
   if (delta) await checkDeltaSystem(o.targetDir, manifest);
@@ -173,11 +192,11 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
     'restoring backup',
   );
   tracker.state.bytesTotal = manifest.sizeBytes;
-  tracker.state.filesTotal = manifest.files.length;
+  tracker.state.filesTotal = fileCount;
   const tablespaceLocation = (linkPath: string) =>
     join(o.tablespaceDir ?? `${o.targetDir}.tablespaces`, basename(linkPath));
-  const { removed, tree } = await layOutTarget(o, manifest, delta, ownTarget, tablespaceLocation, tracker);
-  const { fetched, kept, paced } = await restoreFiles(o, tree, manifest, delta, tracker);
+  const { removed, tree } = await layOutTarget(o, manifest, reader, delta, ownTarget, tablespaceLocation, tracker);
+  const { fetched, kept, paced } = await restoreFiles(o, tree, manifest, reader, delta, tracker);
   o.signal?.throwIfAborted();
   const pacedEntry = o.rateLimit ? { pacedBytes: paced } : {};
   if (o.rateLimit) {
@@ -197,16 +216,25 @@ export async function runRestore(options: RestoreOptions): Promise<RestoreOutcom
     tracker,
   );
   if (delta) {
-    const message = `delta: ${kept} file(s) kept, ${manifest.files.length - kept} fetched (${fetched} bytes), ${removed} removed`;
+    const message = `delta: ${kept} file(s) kept, ${fileCount - kept} fetched (${fetched} bytes), ${removed} removed`;
     o.log.info(
-      { label: manifest.label, kept, fetched: manifest.files.length - kept, bytes: fetched, removed },
+      { label: manifest.label, kept, fetched: fileCount - kept, bytes: fetched, removed },
       'delta restore done',
     );
     tracker.phase('done', message);
-    return { manifest, timeline: plan.timeline, archivePreserved, bytes: fetched, kept, removed, ...pacedEntry };
+    return {
+      manifest,
+      fileCount,
+      timeline: plan.timeline,
+      archivePreserved,
+      bytes: fetched,
+      kept,
+      removed,
+      ...pacedEntry,
+    };
   }
   tracker.phase('done');
-  return { manifest, timeline: plan.timeline, archivePreserved, bytes: manifest.sizeBytes, ...pacedEntry };
+  return { manifest, fileCount, timeline: plan.timeline, archivePreserved, bytes: manifest.sizeBytes, ...pacedEntry };
 }
 
 /** The options with the target and tablespace directories absolute and normalised ('/srv/r/' + '.tablespaces' must not land inside the data directory). */
@@ -276,7 +304,8 @@ async function decideArchiving(o: RestoreOptions): Promise<{ ownTarget: boolean;
  */
 async function layOutTarget(
   o: RestoreOptions,
-  manifest: BackupManifest,
+  manifest: ManifestHead,
+  reader: ManifestReader,
   delta: boolean,
   ownTarget: boolean,
   tablespaceLocation: (linkPath: string) => string,
@@ -303,7 +332,7 @@ async function layOutTarget(
     for (const l of manifest.links)
       if (isTablespace(l.path))
         await pointTablespace(o.targetDir, l.path, l.target, tablespaceLocation(l.path), keepLink);
-    ({ removed } = await removeExtras(o.targetDir, manifest, keptLinks, keepLink));
+    ({ removed } = await removeExtras(o.targetDir, manifest, reader, keptLinks, keepLink));
   }
   await mkdir(o.targetDir, { recursive: true, mode: 0o700 });
   await chmod(o.targetDir, 0o700);
@@ -355,7 +384,8 @@ async function unlinkIfSymlink(path: string): Promise<void> {
 async function restoreFiles(
   o: RestoreOptions,
   tree: RestoreTree,
-  manifest: BackupManifest,
+  manifest: ManifestHead,
+  reader: ManifestReader,
   delta: boolean,
   tracker: ProgressTracker,
 ): Promise<{ fetched: number; kept: number; paced: number }> {
@@ -487,24 +517,30 @@ async function restoreFiles(
     tracker.add(0, 1);
   };
   const created = new Set<string>();
+  // Large files first, so the threads finish together: the chunked and block-incremental ones
+  // (at least a chunk each, so few: one per 64 MiB), largest first, then the rest in the
+  // manifest's order, read as they are restored. Memory stays flat in the number of files.
+  const large: ManifestFile[] = [];
+  for await (const f of reader.files()) if (f.chunks || f.blocks?.changed) large.push(f);
+  large.sort((a, b) => b.size - a.size);
+  async function* ordered(): AsyncGenerator<ManifestFile> {
+    yield* large;
+    for await (const f of reader.files()) if (!f.chunks && !f.blocks?.changed) yield f;
+  }
   try {
-    // Largest first, so the threads finish together: chunked files are created before any task
-    // is queued, so that their chunks are queued first.
-    const ordered = [...manifest.files].sort((a, b) => b.size - a.size);
+    // Chunked files are created before any task is queued, so that their chunks are queued first.
     if (!delta) {
-      for (const f of ordered) {
-        if (!f.chunks && !f.blocks?.changed) continue;
+      for (const f of large) {
         await createSized(tree, f);
         created.add(f.path);
       }
     }
-    await settleAll(
-      ordered.map((f) =>
-        restoreFile(f).catch((err: unknown) => {
-          pool.cancel(err);
-          throw err;
-        }),
-      ),
+    // Fed lazily, a few files per copy slot ahead (not a promise per file up front).
+    await forEachLimit(ordered(), Math.max(1, o.workers) * 4, (f) =>
+      restoreFile(f).catch((err: unknown) => {
+        pool.cancel(err);
+        throw err;
+      }),
     );
   } finally {
     await pool.close();
@@ -519,7 +555,7 @@ async function restoreFiles(
 async function writeRecoverySettings(
   o: RestoreOptions,
   tree: RestoreTree,
-  manifest: BackupManifest,
+  manifest: ManifestHead,
   recoveryTargetTimeline: string,
   archivePreserved: boolean,
   tablespaceLocation: (linkPath: string) => string,
@@ -555,11 +591,7 @@ async function finishChunked(tree: RestoreTree, f: ManifestFile): Promise<void> 
  * (copy/tasks.ts, finishChunked); what is left is the files written here and the directory
  * entries of everything, one fsync per directory, a few at a time.
  */
-async function syncRestored(
-  root: string,
-  manifest: BackupManifest,
-  tablespaceParents: readonly string[],
-): Promise<void> {
+async function syncRestored(root: string, manifest: ManifestHead, tablespaceParents: readonly string[]): Promise<void> {
   const extra = ['backup_label', 'postgresql.auto.conf', 'recovery.signal'];
   await Promise.all(extra.map((name) => fsyncPath(join(root, name))));
   // The tablespace locations' own entries (<target>.tablespaces and its parent).
@@ -610,7 +642,7 @@ async function checkDeltaTarget(targetDir: string, entries: string[]): Promise<v
  * backup's own database system: a mistyped --target-dir naming another stopped cluster would
  * otherwise be overwritten.
  */
-async function checkDeltaSystem(targetDir: string, manifest: BackupManifest): Promise<void> {
+async function checkDeltaSystem(targetDir: string, manifest: ManifestHead): Promise<void> {
   const facts = await readPgdataFacts(targetDir).catch(() => undefined);
   if (facts && facts.systemIdentifier !== manifest.systemIdentifier) {
     throw new PgfleetError(
@@ -645,7 +677,7 @@ async function pointTablespace(
  * Backups taken before pgfleet treated a linked pg_wal as a directory list it among the links:
  * restored as a link it would point into the source's WAL directory.
  */
-function withPlainPgWal(manifest: BackupManifest): BackupManifest {
+function withPlainPgWal(manifest: ManifestHead): ManifestHead {
   if (!manifest.links.some((l) => l.path === 'pg_wal')) return manifest;
   const dirs = manifest.directories.filter((d) => d.path !== 'pg_wal' && d.path !== 'pg_wal/archive_status');
   return {
@@ -674,7 +706,7 @@ async function prepareTablespaceLocation(location: string, sourceTarget: string,
 }
 
 /** Every tablespace holds at least its version directory (PG_<major>_<catversion>); a backup without one lacks the tablespace's data. */
-function requireTablespaceFiles(manifest: BackupManifest): void {
+function requireTablespaceFiles(manifest: ManifestHead): void {
   for (const l of manifest.links) {
     if (isTablespace(l.path) && !manifest.directories.some((d) => d.path.startsWith(`${l.path}/`))) {
       throw new PgfleetError(
@@ -696,11 +728,14 @@ function requireTablespaceFiles(manifest: BackupManifest): void {
  */
 async function removeExtras(
   root: string,
-  manifest: BackupManifest,
+  manifest: ManifestHead,
+  reader: ManifestReader,
   keptLinks: Set<string>,
   keepLink: (path: string, target: string) => boolean,
 ): Promise<{ removed: number }> {
-  const files = new Set(manifest.files.map((f) => f.path));
+  // The paths only (a delta restore's one cost per file), read from the streamed manifest.
+  const files = new Set<string>();
+  for await (const f of reader.files()) files.add(f.path);
   const dirs = new Set(manifest.directories.map((d) => d.path));
   let removed = 0;
   const walk = async (rel: string): Promise<void> => {
