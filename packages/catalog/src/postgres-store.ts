@@ -518,6 +518,21 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows.map(backupFromRow);
   }
 
+  async latestBackups(cluster?: string): Promise<BackupRecord[]> {
+    // Per cluster, the backups_cluster_stop index gives the newest directly; over the fleet, one pass.
+    const rows =
+      cluster === undefined
+        ? await this.query<BackupRow>(
+            `SELECT DISTINCT ON (cluster COLLATE "C") * FROM backups
+             ORDER BY cluster COLLATE "C", stop_time DESC, stop_lsn_num DESC, label COLLATE "C" DESC`,
+          )
+        : await this.query<BackupRow>(
+            'SELECT * FROM backups WHERE cluster = $1 ORDER BY stop_time DESC, stop_lsn_num DESC, label COLLATE "C" DESC LIMIT 1',
+            [cluster],
+          );
+    return rows.map(backupFromRow);
+  }
+
   async setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord> {
     const rows = await this.query<BackupRow>(
       'UPDATE backups SET pinned = $3 WHERE cluster = $1 AND label = $2 RETURNING *',
@@ -638,6 +653,16 @@ export class PostgresCatalogStore implements CatalogStore {
     const rows = await this.query<JobRow>(
       `SELECT * FROM jobs ${where} ORDER BY created_at DESC, seq DESC LIMIT $${args.length + 1}`,
       [...args, limit],
+    );
+    return rows.map(jobRow);
+  }
+
+  async latestJobsPerCluster(filter: JobFilter & { perCluster: number }): Promise<JobRecord[]> {
+    const { where, args } = jobWhere(filter, dialect.param);
+    const rows = await this.query<JobRow>(
+      `SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY cluster ORDER BY created_at DESC, seq DESC) AS newest
+       FROM jobs ${where}) j WHERE newest <= $${args.length + 1} ORDER BY cluster COLLATE "C", newest`,
+      [...args, filter.perCluster],
     );
     return rows.map(jobRow);
   }

@@ -432,6 +432,24 @@ export class SqliteCatalogStore implements CatalogStore {
     return rows.map(backupFromRow);
   }
 
+  async latestBackups(cluster?: string): Promise<BackupRecord[]> {
+    // Per cluster, the backups_cluster_stop index gives the newest directly; over the fleet, one pass.
+    const rows =
+      cluster === undefined
+        ? (this.db
+            .prepare(
+              `SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY cluster ORDER BY stop_time DESC, stop_lsn_num DESC, label DESC) AS newest
+               FROM backups) WHERE newest = 1 ORDER BY cluster`,
+            )
+            .all() as BackupRow[])
+        : (this.db
+            .prepare(
+              'SELECT * FROM backups WHERE cluster = ? ORDER BY stop_time DESC, stop_lsn_num DESC, label DESC LIMIT 1',
+            )
+            .all(cluster) as BackupRow[]);
+    return rows.map(backupFromRow);
+  }
+
   async setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord> {
     const res = this.db
       .prepare('UPDATE backups SET pinned = ? WHERE cluster = ? AND label = ?')
@@ -551,6 +569,17 @@ export class SqliteCatalogStore implements CatalogStore {
     const rows = this.db
       .prepare(`SELECT * FROM jobs ${where} ORDER BY created_at DESC, rowid DESC LIMIT ?`)
       .all(...args, limit) as JobRow[];
+    return rows.map(jobRow);
+  }
+
+  async latestJobsPerCluster(filter: JobFilter & { perCluster: number }): Promise<JobRecord[]> {
+    const { where, args } = jobWhere(filter, dialect.param);
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY cluster ORDER BY created_at DESC, rowid DESC) AS newest
+         FROM jobs ${where}) WHERE newest <= ? ORDER BY cluster, newest`,
+      )
+      .all(...args, filter.perCluster) as JobRow[];
     return rows.map(jobRow);
   }
 

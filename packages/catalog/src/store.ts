@@ -451,6 +451,11 @@ export interface CatalogStore {
   getBackup(cluster: string, label: string): Promise<BackupRecord | undefined>;
   /** The cluster's backups, oldest stop time first. */
   listBackups(cluster: string): Promise<BackupRecord[]>;
+  /**
+   * The newest backup of each cluster (the last of its listBackups order), one per cluster by
+   * name; of `cluster` alone when given. What status and health need, without reading every backup.
+   */
+  latestBackups(cluster?: string): Promise<BackupRecord[]>;
 
   /** Sets or clears a backup's pin; UnknownBackup when the catalog has no such backup. */
   setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord>;
@@ -502,6 +507,11 @@ export interface CatalogStore {
   getJob(id: string): Promise<JobRecord | undefined>;
   /** Newest first. */
   listJobs(filter?: JobFilter): Promise<JobRecord[]>;
+  /**
+   * The newest `perCluster` jobs of each cluster matching the filter (its limit is ignored),
+   * newest first within a cluster: one query for what status shows of every cluster.
+   */
+  latestJobsPerCluster(filter: JobFilter & { perCluster: number }): Promise<JobRecord[]>;
   /** How many jobs there are per cluster, kind and state (metrics). */
   countJobs(): Promise<Array<{ cluster: string; kind: JobKind; state: JobStateName; count: number }>>;
   /** Jobs not yet finished (queued, dispatched, running), oldest first. */

@@ -454,6 +454,12 @@ export class HealthMonitor {
   private readonly streamed = new Map<string, string>();
   private readonly latest = new Map<string, ClusterAssessment>();
   private chain: Promise<unknown> = Promise.resolve();
+  /** Evaluations queued and not started yet, per cluster: a second request joins the queued one. */
+  private readonly queued = new Map<string, Promise<ClusterAssessment | undefined>>();
+  /** When each cluster's last heartbeat-triggered evaluation was queued (opts.now()). */
+  private readonly beatEvaluatedAt = new Map<string, number>();
+  /** The timer's round over every cluster while it runs: a slow round is not overlapped by the next. */
+  private round: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** The stored policies as last read, and when (opts.now()). */
   private policies: { at: number; list: PolicyRecord[] } | undefined;
@@ -486,17 +492,41 @@ export class HealthMonitor {
     beat: { streamedLsn: string; currentLsn: string },
   ): Promise<void> {
     this.streamed.set(agentRefKey({ cluster, agentId }), beat.streamedLsn);
+    // At most once per interval per cluster: with 10,000 agents beating every 5 s, one evaluation
+    // (five catalog reads) per heartbeat is 2,000 a second and the queue outgrows the controller
+    // (bench/fleet-scale.mjs). Thresholds are minutes; an interval's delay changes no verdict.
+    const now = this.opts.now();
+    const last = this.beatEvaluatedAt.get(cluster);
+    const every = this.opts.intervalSeconds * 1000;
+    if (every > 0 && last !== undefined && now >= last && now - last < every) return;
+    this.beatEvaluatedAt.set(cluster, now);
     await this.evaluate(cluster);
   }
 
-  /** Evaluates one cluster (serialised with every other evaluation of this controller). */
+  /**
+   * Evaluates one cluster (serialised with every other evaluation of this controller). A request
+   * for a cluster whose evaluation is queued and not started joins it: that one reads the catalog
+   * after this request anyway, so the queue never holds more than one evaluation per cluster.
+   */
   evaluate(cluster: string): Promise<ClusterAssessment | undefined> {
-    const run = this.chain.then(() => this.evaluateNow(cluster));
+    const pending = this.queued.get(cluster);
+    if (pending) return pending;
+    const run = this.chain.then(() => {
+      this.queued.delete(cluster);
+      return this.evaluateNow(cluster);
+    });
+    this.queued.set(cluster, run);
     this.chain = run.catch(() => undefined);
     return run;
   }
 
-  async evaluateAll(): Promise<void> {
+  evaluateAll(): Promise<void> {
+    // A round over 10,000 clusters may outlast the interval: the next tick then waits for it.
+    this.round ??= this.evaluateRound().finally(() => (this.round = undefined));
+    return this.round;
+  }
+
+  private async evaluateRound(): Promise<void> {
     // Several controllers on one catalog: one of them evaluates on the timer (heartbeats are
     // evaluated by the controller holding the agent's stream).
     if (!(await this.store.tryAcquireLeadership('health'))) return;
@@ -525,7 +555,8 @@ export class HealthMonitor {
       const [record, agents, backups, states, thresholds] = await Promise.all([
         this.store.getCluster(cluster),
         this.store.listAgents(cluster),
-        this.store.listBackups(cluster),
+        // Only the newest: this runs at every heartbeat, and a cluster may have thousands of backups.
+        this.store.latestBackups(cluster),
         this.store.listHealthStates(cluster),
         this.thresholdsFor(cluster),
       ]);

@@ -22,7 +22,7 @@
  */
 import { remoteSessions } from '../agents/peers.js';
 import { asPgfleetError, type Logger } from '@pgfleet/core';
-import { FLEET_POLICY_SCOPE, type BackupKind, type JobRecord } from '@pgfleet/catalog';
+import { FLEET_POLICY_SCOPE, type BackupKind, type JobRecord, type LeadershipFence } from '@pgfleet/catalog';
 import type { ControllerContext } from '../context.js';
 import { startBackupJob } from '../jobs/backup.js';
 import { startExpireJob } from '../jobs/expire.js';
@@ -99,12 +99,34 @@ export class SchedulerLoop {
     // Carried by this round's writes: if another controller took the leadership meanwhile (this
     // one paused), they are refused (LeadershipLost) and nothing fires twice.
     const fence = store.leadershipFence(SCHEDULER_LEADERSHIP);
+    // Timed so an operator (and bench/fleet-scale.mjs) sees what a round costs at fleet size; a
+    // round longer than the interval delays every schedule, so that one is a warning.
+    const started = performance.now();
+    const seen = { clusters: 0 };
+    try {
+      return await this.leaderRound(now, fence, report, seen);
+    } finally {
+      const durationMs = Math.round(performance.now() - started);
+      const fields = { clusters: seen.clusters, started: report.started.length, durationMs };
+      if (durationMs > this.options.intervalSeconds * 1000)
+        this.log.warn(fields, 'scheduler round took longer than its interval');
+      else this.log.debug(fields, 'scheduler round');
+    }
+  }
 
+  private async leaderRound(
+    now: number,
+    fence: LeadershipFence | undefined,
+    report: TickReport,
+    seen: { clusters: number },
+  ): Promise<TickReport> {
+    const { store } = this.ctx;
     // The clusters with a connected agent, on this controller or on another sharing the catalog.
     const held = [...this.ctx.sessions.all(), ...(await remoteSessions(this.ctx))].sort(
       (a, b) => a.connectedAt - b.connectedAt,
     );
     const clusters = [...new Set(held.map((s) => s.cluster))].sort();
+    seen.clusters = clusters.length;
     if (clusters.length === 0) return report;
     const policies = new Map((await store.listPolicies()).map((p) => [p.scope, settingsOf(p)]));
     const fleet = policies.get(FLEET_POLICY_SCOPE);
