@@ -1146,6 +1146,37 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.deepEqual(await store.nextUnsentEvents(10), []);
       });
 
+      test('fencing: a health state (and its event) written with an old health epoch is refused', async () => {
+        const store = await storeWithCluster();
+        await store.tryAcquireLeadership('health');
+        const first = store.leadershipFence('health')!;
+        await store.releaseLeadership('health');
+        await store.tryAcquireLeadership('health');
+        const second = store.leadershipFence('health')!;
+        const breached = { cluster: 'main', condition: 'rpo', state: 'breached' as const, since: 5, data: null };
+        const event = (id: string) => ({
+          id,
+          cluster: 'main',
+          kind: 'rpo.breached',
+          time: 5,
+          payload: new Uint8Array([1]),
+        });
+        await assert.rejects(store.putHealthState(breached, [event('ev-old')], first), (err: unknown) =>
+          PgfleetError.is(err, 'LeadershipLost'),
+        );
+        assert.deepEqual(await store.listHealthStates('main'), []);
+        assert.deepEqual(await store.nextUnsentEvents(10), [], 'no event either');
+        await store.putHealthState(breached, [event('ev-new')], second);
+        assert.deepEqual(
+          (await store.listHealthStates('main')).map((h) => h.state),
+          ['breached'],
+        );
+        assert.deepEqual(
+          (await store.nextUnsentEvents(10)).map((e) => e.id),
+          ['ev-new'],
+        );
+      });
+
       test('close is idempotent', async () => {
         const store = await fresh();
         await store.tryAcquireLeadership('scheduler');

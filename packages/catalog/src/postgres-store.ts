@@ -334,8 +334,13 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows.map((r) => healthStateFromRow(r, decodeJson));
   }
 
-  async putHealthState(h: HealthStateRecord, events: readonly OutboxEventInput[] = []): Promise<void> {
+  async putHealthState(
+    h: HealthStateRecord,
+    events: readonly OutboxEventInput[] = [],
+    fence?: LeadershipFence,
+  ): Promise<void> {
     await this.transaction(async (client) => {
+      if (fence) await checkFence(client, fence);
       await client.query(
         `INSERT INTO health_states (cluster, condition, state, since, data) VALUES ($1, $2, $3, $4, $5::jsonb)
          ON CONFLICT (cluster, condition) DO UPDATE SET state = EXCLUDED.state, since = EXCLUDED.since, data = EXCLUDED.data`,

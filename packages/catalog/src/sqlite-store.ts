@@ -267,9 +267,14 @@ export class SqliteCatalogStore implements CatalogStore {
     return rows.map((r) => healthStateFromRow(r, unjson));
   }
 
-  async putHealthState(h: HealthStateRecord, events: readonly OutboxEventInput[] = []): Promise<void> {
+  async putHealthState(
+    h: HealthStateRecord,
+    events: readonly OutboxEventInput[] = [],
+    fence?: LeadershipFence,
+  ): Promise<void> {
     this.db
       .transaction(() => {
+        if (fence) this.checkFence(fence);
         this.db
           .prepare(
             `INSERT INTO health_states (cluster, condition, state, since, data) VALUES (?, ?, ?, ?, ?)

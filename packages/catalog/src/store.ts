@@ -552,7 +552,15 @@ export interface CatalogStore {
   /** Health hysteresis states, of one cluster or all. */
   listHealthStates(cluster?: string): Promise<HealthStateRecord[]>;
   /** Replaces a condition's state, writing the events that report the change in the same transaction. */
-  putHealthState(state: HealthStateRecord, events?: readonly OutboxEventInput[]): Promise<void>;
+  /**
+   * With `fence` (the health leader's round), refused with LeadershipLost once another controller
+   * took the leadership: a paused ex-leader's late round writes no state and no event.
+   */
+  putHealthState(
+    state: HealthStateRecord,
+    events?: readonly OutboxEventInput[],
+    fence?: LeadershipFence,
+  ): Promise<void>;
 
   /** Records a new enrollment token (by hash). */
   createEnrollmentToken(

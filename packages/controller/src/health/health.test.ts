@@ -377,12 +377,43 @@ function countingCalls(
   method: keyof CatalogStore,
 ): { counted: CatalogStore; calls: () => number } {
   let calls = 0;
-  const counted = new Proxy(store, {
+  const counted = proxied(store, (prop) => {
+    if (prop === method) calls++;
+    return undefined;
+  });
+  return { counted, calls: () => calls };
+}
+
+/** The store with the members `hook` answers (undefined: the store's own). */
+function proxied(store: CatalogStore, hook: (prop: string | symbol) => unknown): CatalogStore {
+  return new Proxy(store, {
     get(target, prop, receiver) {
-      if (prop === method) calls++;
+      const own = hook(prop);
+      if (own !== undefined) return own;
       const v = Reflect.get(target, prop, receiver) as unknown;
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
-  return { counted, calls: () => calls };
 }
+
+test('a health round whose leadership was taken over meanwhile writes no state and no event, and stops', async () => {
+  const store = await catalog();
+  await store.upsertCluster({ name: 'other', systemIdentifier: '2', pgVersion: 170000 }, 0);
+  const now = 1_090_000;
+  await beat(store, now, archiver({ lastArchivedTime: 1_000_000 }), '0/6000100');
+  // The round's fence is an epoch another controller has since replaced: a paused ex-leader's round.
+  let stale: { name: string; epoch: number } | undefined;
+  const paused = proxied(store, (prop) => (prop === 'leadershipFence' ? () => stale : undefined));
+  assert.ok(await store.tryAcquireLeadership('health'));
+  const fence = store.leadershipFence('health')!;
+  stale = { ...fence, epoch: fence.epoch - 1 };
+  const m = new HealthMonitor(paused, { thresholds: T, intervalSeconds: 10, logger: silentLogger(), now: () => now });
+  await m.evaluateAll();
+  assert.deepEqual(await store.listHealthStates(), [], 'nothing written');
+  assert.deepEqual(await store.listEvents({ limit: 100 }), [], 'no event');
+  // The current epoch's round writes main's breach.
+  stale = fence;
+  await m.evaluateAll();
+  assert.ok((await store.listHealthStates('main')).some((h) => h.state === 'breached'));
+  await m.stop();
+});

@@ -31,6 +31,7 @@ import {
   type BackupRecord,
   type CatalogStore,
   type HealthStateRecord,
+  type LeadershipFence,
   type OutboxEventInput,
   type PolicyRecord,
 } from '@pgfleet/catalog';
@@ -437,6 +438,9 @@ function recoveredTransition(
   }
 }
 
+/** The leadership (tryAcquireLeadership name) of the timer's evaluation of every cluster. */
+export const HEALTH_LEADERSHIP = 'health';
+
 export interface HealthMonitorOptions {
   /** The controller's flags: thresholds of clusters whose policies set none. */
   thresholds: HealthThresholds;
@@ -508,12 +512,12 @@ export class HealthMonitor {
    * for a cluster whose evaluation is queued and not started joins it: that one reads the catalog
    * after this request anyway, so the queue never holds more than one evaluation per cluster.
    */
-  evaluate(cluster: string): Promise<ClusterAssessment | undefined> {
+  evaluate(cluster: string, fence?: LeadershipFence): Promise<ClusterAssessment | undefined> {
     const pending = this.queued.get(cluster);
     if (pending) return pending;
     const run = this.chain.then(() => {
       this.queued.delete(cluster);
-      return this.evaluateNow(cluster);
+      return this.evaluateNow(cluster, fence);
     });
     this.queued.set(cluster, run);
     this.chain = run.catch(() => undefined);
@@ -529,10 +533,19 @@ export class HealthMonitor {
   private async evaluateRound(): Promise<void> {
     // Several controllers on one catalog: one of them evaluates on the timer (heartbeats are
     // evaluated by the controller holding the agent's stream).
-    if (!(await this.store.tryAcquireLeadership('health'))) return;
+    if (!(await this.store.tryAcquireLeadership(HEALTH_LEADERSHIP))) return;
+    // Carried by the round's writes: a leader that paused while another took over writes nothing late.
+    const fence = this.store.leadershipFence(HEALTH_LEADERSHIP);
     // Policies are read once for the whole round.
     this.policiesChanged();
-    for (const c of await this.store.listClusters()) await this.evaluate(c.name);
+    for (const c of await this.store.listClusters()) {
+      await this.evaluate(c.name, fence);
+      if (this.fenceLost) {
+        this.fenceLost = false;
+        this.opts.logger.warn('health round stopped: another controller leads health evaluation now');
+        return;
+      }
+    }
   }
 
   /** Makes the next evaluation read the policies again (after `pgfleet policy set`). */
@@ -550,7 +563,10 @@ export class HealthMonitor {
     return clusterThresholds(this.opts.thresholds, this.policies.list, cluster);
   }
 
-  private async evaluateNow(cluster: string): Promise<ClusterAssessment | undefined> {
+  /** Set when a fenced write was refused (LeadershipLost): the round stops there. */
+  private fenceLost = false;
+
+  private async evaluateNow(cluster: string, fence?: LeadershipFence): Promise<ClusterAssessment | undefined> {
     try {
       const [record, agents, backups, states, thresholds] = await Promise.all([
         this.store.getCluster(cluster),
@@ -585,7 +601,7 @@ export class HealthMonitor {
         const next = nextHealthState(condition, prev, assessment, thresholds);
         if (!next) continue;
         const events: OutboxEventInput[] = next.payload ? [outboxEvent(cluster, next.payload, obs.now)] : [];
-        await this.store.putHealthState(next.state, events);
+        await this.store.putHealthState(next.state, events, fence);
         if (events.length) {
           wrote = true;
           this.opts.logger.warn(
@@ -598,6 +614,7 @@ export class HealthMonitor {
       return assessment;
     } catch (err) {
       const e = asPgfleetError(err);
+      if (e.errorName === 'LeadershipLost') this.fenceLost = true;
       this.opts.logger.warn({ cluster, code: e.code }, `health evaluation failed: ${e.message}`);
       return undefined;
     }

@@ -219,8 +219,14 @@ export class SchedulerLoop {
       }
     }
 
-    report.drills = await startDueDrills(this.ctx, drillSchedules, now, this.log);
-    await this.retention(now, retentionClusters, report);
+    try {
+      report.drills = await startDueDrills(this.ctx, drillSchedules, now, this.log, fence);
+      await this.retention(now, retentionClusters, report, fence);
+    } catch (err) {
+      const e = asPgfleetError(err);
+      if (e.errorName !== 'LeadershipLost') throw err;
+      this.log.warn({ code: e.code }, `scheduler round stopped: ${e.message}`);
+    }
     return report;
   }
 
@@ -234,7 +240,12 @@ export class SchedulerLoop {
     return slots;
   }
 
-  private async retention(now: number, clusters: readonly string[], report: TickReport): Promise<void> {
+  private async retention(
+    now: number,
+    clusters: readonly string[],
+    report: TickReport,
+    fence: LeadershipFence | undefined,
+  ): Promise<void> {
     if (clusters.length === 0) return;
     // Jobs started just now by this tick count as busy too. Only a filter: a busy cluster is looked
     // at again once its job ends (retentionDue stays); startExpireJob's createJobIfIdle decides.
@@ -255,7 +266,7 @@ export class SchedulerLoop {
         const anchorFrom = r.plan.anchor?.walStart ?? '';
         if (!planRemovesSomething(r.plan)) continue;
         if (r.plan.expire.length === 0 && this.expiredFrom.get(cluster) === anchorFrom) continue;
-        const job = await startExpireJob(this.ctx, r, asked ? 'after backup' : 'periodic');
+        const job = await startExpireJob(this.ctx, r, asked ? 'after backup' : 'periodic', fence);
         this.expiredFrom.set(cluster, anchorFrom);
         report.expireJobs.push({ cluster, jobId: job.id ?? '', labels: r.plan.expire.map((e) => e.label) });
         this.log.info(
@@ -264,6 +275,7 @@ export class SchedulerLoop {
         );
       } catch (err) {
         const e = asPgfleetError(err);
+        if (e.errorName === 'LeadershipLost') throw e;
         this.log.warn({ cluster, code: e.code }, `retention not applied: ${e.message}`);
       }
     }
