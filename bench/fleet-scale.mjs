@@ -239,6 +239,7 @@ function printTable(results) {
       r.held,
       r.storm.toFixed(1),
       (r.cpu * 100).toFixed(0),
+      (r.starved * 100).toFixed(0),
       r.rss.toFixed(0),
       `${(r.beatsOk * 100).toFixed(0)}%`,
       `${r.p50} ms`,
@@ -394,18 +395,23 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
     const steady = Number(opts.steady);
     const seen0 = await lastSeen(url);
     const cpu0 = cpuSeconds(controller.pid);
+    const wait0 = runDelaySeconds(controller.pid);
     const t0 = performance.now();
     let rssMax = 0;
     while (performance.now() - t0 < steady * 1000) {
       await sleep(1000);
       rssMax = Math.max(rssMax, rssMb(controller.pid));
     }
-    const cpu = (cpuSeconds(controller.pid) - cpu0) / ((performance.now() - t0) / 1000);
+    const window = (performance.now() - t0) / 1000;
+    const cpu = (cpuSeconds(controller.pid) - cpu0) / window;
+    // Time the controller's main thread was runnable but waited for a CPU: on a loaded machine the
+    // CPU share above is what it got, not what it needed.
+    const starved = (runDelaySeconds(controller.pid) - wait0) / window;
     // The agents whose heartbeat the catalog recorded during the window (it lasts several intervals).
     const seen1 = await lastSeen(url);
     const beatsOk = [...seen1].filter(([c, t]) => t > (seen0.get(c) ?? 0)).length / n;
     log(
-      `${catalog} ${n}: steady cpu ${(cpu * 100).toFixed(0)}% of a core, rss ${rssMax.toFixed(0)} MB, heartbeats of ${(beatsOk * 100).toFixed(0)}% of the agents recorded during the ${steady} s`,
+      `${catalog} ${n}: steady cpu ${(cpu * 100).toFixed(0)}% of a core (runnable but waiting for a CPU ${(starved * 100).toFixed(0)}% of the time), rss ${rssMax.toFixed(0)} MB, heartbeats of ${(beatsOk * 100).toFixed(0)}% of the agents recorded during the ${steady} s`,
     );
 
     // Dispatch: admin call -> job on the simulated agent.
@@ -480,6 +486,7 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
       held: end.held,
       storm,
       cpu,
+      starved,
       rss: rssMax,
       beatsOk,
       p50,
@@ -503,6 +510,11 @@ function cpuSeconds(pid) {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** Seconds the process's main thread spent runnable, waiting for a CPU (/proc/PID/schedstat run_delay). */
+function runDelaySeconds(pid) {
+  return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
 }
 
 function rssMb(pid) {
