@@ -90,35 +90,41 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
   const drillsOf = byCluster(drillJobs);
   const goodDrillsOf = byCluster(goodDrillJobs);
   const statesOf = byCluster(states);
-  return Promise.all(
-    clusters.map(async (c) => {
-      const agents = agentsOf.get(c.name) ?? [];
-      const verify = verifiesOf.get(c.name) ?? [];
-      const drills = drillsOf.get(c.name) ?? [];
-      const goodDrills = goodDrillsOf.get(c.name) ?? [];
-      const agent = pickAgent(agents);
-      const eff = effectivePolicy(fleet, settings.get(c.name));
-      const lastDrill = drills.map(drillSummaryFromJob).find((d) => d !== undefined);
-      const lastGoodDrill = goodDrills.map(drillSummaryFromJob).find((d) => d?.ok === true);
-      const rpo = clusterRpo(ctx, c, agent, now);
-      const raised = statesOf.get(c.name) ?? [];
-      return clusterInfo(c, agent, lastBackupOf.get(c.name), {
-        rpoSeconds: rpo ?? 0,
-        rpoKnown: rpo !== undefined,
-        archiveState: archiveState(agent, raised),
-        alerts: alertsOf(raised, agent),
-        nextJob: nextScheduledJob(c.name, eff, (kind) => lastRuns.get(`${c.name}\u0000${kind}`), now),
-        lastVerify: verify[0] && verifySummaryFromJob(verify[0]),
-        lastDrill,
-        lastGoodDrill,
-        ...(agent?.walHealth ? { wal: walHealthFromRecord(agent.walHealth) } : {}),
-        ...(agent?.archiveSetup ? { archiveSetup: agent.archiveSetup } : {}),
-        // What the connected agent reported in its Hello (not kept once it disconnects).
-        repositories: agent ? [...(ctx.sessions.get(agent.cluster, agent.id)?.repositories ?? [])] : [],
-        hosts: clusterHosts(agents),
-      });
-    }),
-  );
+  const row = (c: (typeof clusters)[number]): ClusterInfoInit => {
+    const agents = agentsOf.get(c.name) ?? [];
+    const verify = verifiesOf.get(c.name) ?? [];
+    const drills = drillsOf.get(c.name) ?? [];
+    const goodDrills = goodDrillsOf.get(c.name) ?? [];
+    const agent = pickAgent(agents);
+    const eff = effectivePolicy(fleet, settings.get(c.name));
+    const lastDrill = drills.map(drillSummaryFromJob).find((d) => d !== undefined);
+    const lastGoodDrill = goodDrills.map(drillSummaryFromJob).find((d) => d?.ok === true);
+    const rpo = clusterRpo(ctx, c, agent, now);
+    const raised = statesOf.get(c.name) ?? [];
+    return clusterInfo(c, agent, lastBackupOf.get(c.name), {
+      rpoSeconds: rpo ?? 0,
+      rpoKnown: rpo !== undefined,
+      archiveState: archiveState(agent, raised),
+      alerts: alertsOf(raised, agent),
+      nextJob: nextScheduledJob(c.name, eff, (kind) => lastRuns.get(`${c.name}\u0000${kind}`), now),
+      lastVerify: verify[0] && verifySummaryFromJob(verify[0]),
+      lastDrill,
+      lastGoodDrill,
+      ...(agent?.walHealth ? { wal: walHealthFromRecord(agent.walHealth) } : {}),
+      ...(agent?.archiveSetup ? { archiveSetup: agent.archiveSetup } : {}),
+      // What the connected agent reported in its Hello (not kept once it disconnects).
+      repositories: agent ? [...(ctx.sessions.get(agent.cluster, agent.id)?.repositories ?? [])] : [],
+      hosts: clusterHosts(agents),
+    });
+  };
+  const infos: ClusterInfoInit[] = [];
+  for (const [i, c] of clusters.entries()) {
+    // Building a cluster's row is synchronous CPU (cron fire times above all): a fleet's status
+    // takes seconds, during which the controller must go on serving heartbeats and other calls.
+    if (i > 0 && i % 50 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    infos.push(row(c));
+  }
+  return infos;
 }
 
 /**
