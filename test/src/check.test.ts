@@ -63,7 +63,7 @@ describe('pgfleet check: archiving proven end to end, failures named', { timeout
   async function status(): Promise<StatusJson> {
     const r = await fleet.cli('status', '--cluster', CLUSTER, '--output', 'json');
     assert.equal(r.code, 0, r.stderr);
-    return (JSON.parse(r.stdout) as StatusJson[])[0]!;
+    return (JSON.parse(r.stdout) as { clusters: StatusJson[] }).clusters[0]!;
   }
 
   /** The check's line for `name` as printed: verdict, name, message. */

@@ -107,7 +107,7 @@ describe('a fleet of three clusters under one controller', { timeout: 900_000 },
     assert.equal(r.code, 0, `pgfleet ${args.join(' ')}: ${r.stderr}`);
     return JSON.parse(r.stdout) as T;
   }
-  const status = () => cliJson<ClusterJson[]>('status');
+  const status = async () => (await cliJson<{ clusters: ClusterJson[] }>('status')).clusters;
   const jobs = () => cliJson<JobJson[]>('jobs', '--limit', '10000');
   const backups = (cluster: string) => cliJson<BackupJson[]>('backups', cluster);
 

@@ -51,7 +51,7 @@ describe('HA cluster: primary and standby agents, backups from the standby, fail
   const rows = (pg: PgInstance) => pg.query<Row>('SELECT id, note FROM orders ORDER BY id');
   const cluster = async (): Promise<ClusterJson | undefined> => {
     const r = await fleet.cli('status', '--cluster', CLUSTER, '--output', 'json');
-    return r.code === 0 ? (JSON.parse(r.stdout) as ClusterJson[])[0] : undefined;
+    return r.code === 0 ? (JSON.parse(r.stdout) as { clusters: ClusterJson[] }).clusters[0] : undefined;
   };
   const roles = (c: ClusterJson | undefined) =>
     (c?.hosts ?? []).map((h) => [h.agentId, h.role ?? 'SERVER_ROLE_UNSPECIFIED', h.connected === true]);

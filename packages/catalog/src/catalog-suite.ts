@@ -389,6 +389,41 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.deepEqual(await store.getBackup('main', b.label), b);
       });
 
+      test('latestBackups: the newest (or oldest) of each cluster, by stop time then stop LSN, or of one cluster', async () => {
+        const store = await storeWithCluster();
+        await store.upsertCluster({ name: 'other', systemIdentifier: '7300000000000000009', pgVersion: 170002 }, 1);
+        await store.upsertCluster({ name: 'empty', systemIdentifier: '7300000000000000008', pgVersion: 170002 }, 1);
+        // Labels sort against the stop times; two backups of 'main' end in the same millisecond.
+        await store.insertBackup(sampleBackup('z-old', 1000, '0/5000000'));
+        await store.insertBackup(sampleBackup('a-new', 3000, '0/9000000'));
+        await store.insertBackup(sampleBackup('b-newest', 3000, '0/A0000000'));
+        await store.insertBackup(sampleBackup('o1', 9000, '0/3000000', { cluster: 'other' }));
+        await store.insertBackup(sampleBackup('o0', 500, '0/2000000', { cluster: 'other' }));
+        assert.deepEqual(
+          (await store.latestBackups()).map((b) => [b.cluster, b.label]),
+          [
+            ['main', 'b-newest'],
+            ['other', 'o1'],
+          ],
+        );
+        assert.deepEqual(await store.latestBackups('main'), [await store.getBackup('main', 'b-newest')]);
+        assert.deepEqual(
+          (await store.latestBackups('main')).at(-1),
+          (await store.listBackups('main')).at(-1),
+          'the last of listBackups',
+        );
+        assert.deepEqual(await store.latestBackups('empty'), []);
+        // The other end: where each cluster's PITR window starts (status's pitrFrom).
+        assert.deepEqual(
+          (await store.latestBackups(undefined, 'oldest')).map((b) => [b.cluster, b.label]),
+          [
+            ['main', 'z-old'],
+            ['other', 'o0'],
+          ],
+        );
+        assert.deepEqual((await store.latestBackups('main', 'oldest'))[0], (await store.listBackups('main'))[0]);
+      });
+
       test('a bad LSN is refused', async () => {
         const store = await storeWithCluster();
         await assert.rejects(store.insertBackup(sampleBackup('bad', 1, 'nonsense')), (err: unknown) =>
@@ -399,6 +434,31 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
     });
 
     describe('jobs', () => {
+      test('latestJobsPerCluster: the newest N of each cluster matching kind and state, newest first', async () => {
+        const store = await storeWithCluster();
+        await store.upsertCluster({ name: 'other', systemIdentifier: '7300000000000000009', pgVersion: 170002 }, 1);
+        const job = async (id: string, cluster: string, kind: 'verify' | 'drill', at: number, end?: 'succeeded') => {
+          await store.createJob({ id, cluster, kind, agentId: 'agent-1', params: {} }, at);
+          if (end) {
+            await store.transitionJob(id, 'dispatched', {}, at);
+            await store.transitionJob(id, end, {}, at);
+          }
+        };
+        await job('m1', 'main', 'verify', 10, 'succeeded');
+        await job('m2', 'main', 'verify', 20, 'succeeded');
+        await job('m3', 'main', 'verify', 30);
+        await job('m4', 'main', 'drill', 40, 'succeeded');
+        // Same millisecond: creation order decides.
+        await job('o1', 'other', 'verify', 50, 'succeeded');
+        await job('o2', 'other', 'verify', 50, 'succeeded');
+        const ids = async (f: Parameters<typeof store.latestJobsPerCluster>[0]) =>
+          (await store.latestJobsPerCluster(f)).map((j) => j.id);
+        assert.deepEqual(await ids({ kind: 'verify', state: 'succeeded', perCluster: 1 }), ['m2', 'o2']);
+        assert.deepEqual(await ids({ kind: 'verify', perCluster: 2 }), ['m3', 'm2', 'o2', 'o1']);
+        assert.deepEqual(await ids({ kind: 'verify', cluster: 'main', perCluster: 5 }), ['m3', 'm2', 'm1']);
+        assert.deepEqual(await ids({ kind: 'drill', state: 'failed', perCluster: 3 }), []);
+      });
+
       test('params, progress and results keep their JSON shape', async () => {
         const store = await storeWithCluster();
         const params = {
@@ -1122,6 +1182,37 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal((await store.nextUnsentEvents(10)).length, 1, 'still unsent');
         await store.markEventsSent([ev!.seq], 2, second);
         assert.deepEqual(await store.nextUnsentEvents(10), []);
+      });
+
+      test('fencing: a health state (and its event) written with an old health epoch is refused', async () => {
+        const store = await storeWithCluster();
+        await store.tryAcquireLeadership('health');
+        const first = store.leadershipFence('health')!;
+        await store.releaseLeadership('health');
+        await store.tryAcquireLeadership('health');
+        const second = store.leadershipFence('health')!;
+        const breached = { cluster: 'main', condition: 'rpo', state: 'breached' as const, since: 5, data: null };
+        const event = (id: string) => ({
+          id,
+          cluster: 'main',
+          kind: 'rpo.breached',
+          time: 5,
+          payload: new Uint8Array([1]),
+        });
+        await assert.rejects(store.putHealthState(breached, [event('ev-old')], first), (err: unknown) =>
+          PgfleetError.is(err, 'LeadershipLost'),
+        );
+        assert.deepEqual(await store.listHealthStates('main'), []);
+        assert.deepEqual(await store.nextUnsentEvents(10), [], 'no event either');
+        await store.putHealthState(breached, [event('ev-new')], second);
+        assert.deepEqual(
+          (await store.listHealthStates('main')).map((h) => h.state),
+          ['breached'],
+        );
+        assert.deepEqual(
+          (await store.nextUnsentEvents(10)).map((e) => e.id),
+          ['ev-new'],
+        );
       });
 
       test('close is idempotent', async () => {

@@ -367,8 +367,13 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows.map((r) => healthStateFromRow(r, decodeJson));
   }
 
-  async putHealthState(h: HealthStateRecord, events: readonly OutboxEventInput[] = []): Promise<void> {
+  async putHealthState(
+    h: HealthStateRecord,
+    events: readonly OutboxEventInput[] = [],
+    fence?: LeadershipFence,
+  ): Promise<void> {
     await this.transaction(async (client) => {
+      if (fence) await checkFence(client, fence);
       await client.query(
         `INSERT INTO health_states (cluster, condition, state, since, data) VALUES ($1, $2, $3, $4, $5::jsonb)
          ON CONFLICT (cluster, condition) DO UPDATE SET state = EXCLUDED.state, since = EXCLUDED.since, data = EXCLUDED.data`,
@@ -551,6 +556,22 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows.map(backupFromRow);
   }
 
+  async latestBackups(cluster?: string, end: 'newest' | 'oldest' = 'newest'): Promise<BackupRecord[]> {
+    const dir = end === 'newest' ? 'DESC' : 'ASC';
+    // Per cluster, the backups_cluster_stop index gives the newest (or oldest) directly; over the fleet, one pass.
+    const rows =
+      cluster === undefined
+        ? await this.query<BackupRow>(
+            `SELECT DISTINCT ON (cluster COLLATE "C") * FROM backups
+             ORDER BY cluster COLLATE "C", stop_time ${dir}, stop_lsn_num ${dir}, label COLLATE "C" ${dir}`,
+          )
+        : await this.query<BackupRow>(
+            `SELECT * FROM backups WHERE cluster = $1 ORDER BY stop_time ${dir}, stop_lsn_num ${dir}, label COLLATE "C" ${dir} LIMIT 1`,
+            [cluster],
+          );
+    return rows.map(backupFromRow);
+  }
+
   async setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord> {
     const rows = await this.query<BackupRow>(
       'UPDATE backups SET pinned = $3 WHERE cluster = $1 AND label = $2 RETURNING *',
@@ -671,6 +692,16 @@ export class PostgresCatalogStore implements CatalogStore {
     const rows = await this.query<JobRow>(
       `SELECT * FROM jobs ${where} ORDER BY created_at DESC, seq DESC LIMIT $${args.length + 1}`,
       [...args, limit],
+    );
+    return rows.map(jobRow);
+  }
+
+  async latestJobsPerCluster(filter: JobFilter & { perCluster: number }): Promise<JobRecord[]> {
+    const { where, args } = jobWhere(filter, dialect.param);
+    const rows = await this.query<JobRow>(
+      `SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY cluster ORDER BY created_at DESC, seq DESC) AS newest
+       FROM jobs ${where}) j WHERE newest <= $${args.length + 1} ORDER BY cluster COLLATE "C", newest`,
+      [...args, filter.perCluster],
     );
     return rows.map(jobRow);
   }

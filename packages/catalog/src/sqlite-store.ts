@@ -299,9 +299,14 @@ export class SqliteCatalogStore implements CatalogStore {
     return rows.map((r) => healthStateFromRow(r, unjson));
   }
 
-  async putHealthState(h: HealthStateRecord, events: readonly OutboxEventInput[] = []): Promise<void> {
+  async putHealthState(
+    h: HealthStateRecord,
+    events: readonly OutboxEventInput[] = [],
+    fence?: LeadershipFence,
+  ): Promise<void> {
     this.db
       .transaction(() => {
+        if (fence) this.checkFence(fence);
         this.db
           .prepare(
             `INSERT INTO health_states (cluster, condition, state, since, data) VALUES (?, ?, ?, ?, ?)
@@ -464,6 +469,25 @@ export class SqliteCatalogStore implements CatalogStore {
     return rows.map(backupFromRow);
   }
 
+  async latestBackups(cluster?: string, end: 'newest' | 'oldest' = 'newest'): Promise<BackupRecord[]> {
+    const dir = end === 'newest' ? 'DESC' : 'ASC';
+    // Per cluster, the backups_cluster_stop index gives the newest (or oldest) directly; over the fleet, one pass.
+    const rows =
+      cluster === undefined
+        ? (this.db
+            .prepare(
+              `SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY cluster ORDER BY stop_time ${dir}, stop_lsn_num ${dir}, label ${dir}) AS newest
+               FROM backups) WHERE newest = 1 ORDER BY cluster`,
+            )
+            .all() as BackupRow[])
+        : (this.db
+            .prepare(
+              `SELECT * FROM backups WHERE cluster = ? ORDER BY stop_time ${dir}, stop_lsn_num ${dir}, label ${dir} LIMIT 1`,
+            )
+            .all(cluster) as BackupRow[]);
+    return rows.map(backupFromRow);
+  }
+
   async setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord> {
     const res = this.db
       .prepare('UPDATE backups SET pinned = ? WHERE cluster = ? AND label = ?')
@@ -583,6 +607,17 @@ export class SqliteCatalogStore implements CatalogStore {
     const rows = this.db
       .prepare(`SELECT * FROM jobs ${where} ORDER BY created_at DESC, rowid DESC LIMIT ?`)
       .all(...args, limit) as JobRow[];
+    return rows.map(jobRow);
+  }
+
+  async latestJobsPerCluster(filter: JobFilter & { perCluster: number }): Promise<JobRecord[]> {
+    const { where, args } = jobWhere(filter, dialect.param);
+    const rows = this.db
+      .prepare(
+        `SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY cluster ORDER BY created_at DESC, rowid DESC) AS newest
+         FROM jobs ${where}) WHERE newest <= ? ORDER BY cluster, newest`,
+      )
+      .all(...args, filter.perCluster) as JobRow[];
     return rows.map(jobRow);
   }
 

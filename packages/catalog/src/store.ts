@@ -471,6 +471,12 @@ export interface CatalogStore {
   getBackup(cluster: string, label: string): Promise<BackupRecord | undefined>;
   /** The cluster's backups, oldest stop time first. */
   listBackups(cluster: string): Promise<BackupRecord[]>;
+  /**
+   * The newest backup of each cluster (the last of its listBackups order), one per cluster by
+   * name; of `cluster` alone when given. What status and health need, without reading every backup.
+   * `end: 'oldest'` gives the first of each instead (where a cluster's PITR window starts).
+   */
+  latestBackups(cluster?: string, end?: 'newest' | 'oldest'): Promise<BackupRecord[]>;
 
   /** Sets or clears a backup's pin; UnknownBackup when the catalog has no such backup. */
   setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord>;
@@ -522,6 +528,11 @@ export interface CatalogStore {
   getJob(id: string): Promise<JobRecord | undefined>;
   /** Newest first. */
   listJobs(filter?: JobFilter): Promise<JobRecord[]>;
+  /**
+   * The newest `perCluster` jobs of each cluster matching the filter (its limit is ignored),
+   * newest first within a cluster: one query for what status shows of every cluster.
+   */
+  latestJobsPerCluster(filter: JobFilter & { perCluster: number }): Promise<JobRecord[]>;
   /** How many jobs there are per cluster, kind and state (metrics). */
   countJobs(): Promise<Array<{ cluster: string; kind: JobKind; state: JobStateName; count: number }>>;
   /** Jobs not yet finished (queued, dispatched, running), oldest first. */
@@ -562,7 +573,15 @@ export interface CatalogStore {
   /** Health hysteresis states, of one cluster or all. */
   listHealthStates(cluster?: string): Promise<HealthStateRecord[]>;
   /** Replaces a condition's state, writing the events that report the change in the same transaction. */
-  putHealthState(state: HealthStateRecord, events?: readonly OutboxEventInput[]): Promise<void>;
+  /**
+   * With `fence` (the health leader's round), refused with LeadershipLost once another controller
+   * took the leadership: a paused ex-leader's late round writes no state and no event.
+   */
+  putHealthState(
+    state: HealthStateRecord,
+    events?: readonly OutboxEventInput[],
+    fence?: LeadershipFence,
+  ): Promise<void>;
 
   /** Adds an RPO sample (seconds, at ms) to the cluster's minute and hour buckets. */
   recordClusterSample(cluster: string, at: number, rpoSeconds: number): Promise<void>;

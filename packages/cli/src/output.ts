@@ -35,10 +35,14 @@ export const err = (text: string): void => {
 };
 
 export function printJson<D extends DescMessage>(schema: D, msg: MessageShape<D> | readonly MessageShape<D>[]): void {
-  const value = Array.isArray(msg)
+  out(JSON.stringify(jsonOf(schema, msg), null, 2));
+}
+
+/** A message (or a list of them) as the JSON printJson prints, to put several lists in one object. */
+export function jsonOf<D extends DescMessage>(schema: D, msg: MessageShape<D> | readonly MessageShape<D>[]): unknown {
+  return Array.isArray(msg)
     ? msg.map((m) => toJson(schema, m, JSON_OPTIONS))
     : toJson(schema, msg as MessageShape<D>, JSON_OPTIONS);
-  out(JSON.stringify(value, null, 2));
 }
 
 export const ms = (t: Timestamp | undefined): number | undefined => (t ? timestampMs(t) : undefined);

@@ -10,9 +10,16 @@
  */
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import { PgfleetError } from '@pgfleet/core';
-import { ClusterInfoSchema, ServerRole, type ClusterHost, type ClusterInfo, type ControllerInfo } from '@pgfleet/proto';
+import {
+  ClusterInfoSchema,
+  ControllerInfoSchema,
+  ServerRole,
+  type ClusterHost,
+  type ClusterInfo,
+  type ControllerInfo,
+} from '@pgfleet/proto';
 import { formatAge, formatBytes, formatTable } from './format.js';
-import { out, printJson, typeName, type Admin } from './output.js';
+import { jsonOf, out, typeName, type Admin } from './output.js';
 
 export async function statusCommand(admin: Admin, cluster: string | undefined, json: boolean): Promise<number> {
   const { clusters } = await admin.listClusters({});
@@ -20,13 +27,21 @@ export async function statusCommand(admin: Admin, cluster: string | undefined, j
   if (cluster !== undefined && shown.length === 0) {
     throw new PgfleetError('UnknownCluster', `cluster '${cluster}' is not known to the controller`);
   }
-  if (json) printJson(ClusterInfoSchema, shown);
-  else {
-    // A controller older than ListControllers answers UNIMPLEMENTED: its status goes without the table.
-    const controllers = await admin.listControllers({}).then(
-      (r) => r.controllers,
-      () => [],
+  // A controller older than ListControllers answers UNIMPLEMENTED: its status goes without them.
+  const controllers = await admin.listControllers({}).then(
+    (r) => r.controllers,
+    () => [],
+  );
+  // JSON: the clusters and every controller of the catalog (a lone one too: which leads what).
+  if (json)
+    out(
+      JSON.stringify(
+        { clusters: jsonOf(ClusterInfoSchema, shown), controllers: jsonOf(ControllerInfoSchema, controllers) },
+        null,
+        2,
+      ),
     );
+  else {
     const now = Date.now();
     out(`${describeStatus(shown, now)}${describeHosts(shown, now)}${describeControllers(controllers, now)}`);
   }

@@ -27,6 +27,7 @@ test('defaults, flags and environment', () => {
     repositories: [{ case: 'posix', value: { path: '/srv/repo' } }],
     reportedBackupCheck: 'manifest',
     heartbeatIntervalSeconds: 5,
+    maxConnections: 16384,
     jobReclaimGraceSeconds: 60,
     logLevel: 'info',
     scheduleIntervalSeconds: 30,
@@ -68,6 +69,9 @@ test('defaults, flags and environment', () => {
     [e.catalogPath, e.repositories, e.heartbeatIntervalSeconds, e.listen],
     ['/x.db', [{ case: 'posix', value: { path: '/r' } }], 9, '0.0.0.0:9000'],
   );
+  // A fleet's agents each hold a connection: the listener's cap is a setting like the others.
+  assert.equal(resolve(['run', '--max-connections', '30000'], { PGFLEET_CATALOG: '/x.db' }).maxConnections, 30000);
+  assert.equal(resolve(['run'], { PGFLEET_CATALOG: '/x.db', PGFLEET_MAX_CONNECTIONS: '20000' }).maxConnections, 20000);
 });
 
 test('a config file is read; flags win over it', () => {

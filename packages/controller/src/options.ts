@@ -70,6 +70,15 @@ export const controllerProgram = {
       description: 'Seconds between agent heartbeats, sent to every agent on connect.',
     },
     {
+      name: 'max-connections',
+      type: 'integer',
+      default: 16384,
+      min: 16,
+      max: 1_000_000,
+      description:
+        "Connections the gRPC listener holds at once (one per agent, plus admins); more are refused at accept. The process's open-file limit (ulimit -n) must be above it.",
+    },
+    {
       name: 'job-reclaim-grace',
       type: 'integer',
       default: 60,
@@ -337,6 +346,7 @@ export const controllerProgram = {
         'previous-encryption-key-file',
         'previous-encryption-key-command',
         'heartbeat-interval',
+        'max-connections',
         'job-reclaim-grace',
         'log-level',
         'schedule-interval',
@@ -427,6 +437,8 @@ export interface ControllerConfig {
   /** Key source of encrypted clusters for that manifest read (%c = the cluster). */
   encryptionKey?: { file?: string; command?: string; previousFile?: string; previousCommand?: string };
   heartbeatIntervalSeconds: number;
+  /** Connections the gRPC listener holds at once; default 16384 (DEFAULT_SERVER_LIMITS says 1024 for other servers). */
+  maxConnections?: number;
   /** Seconds an agent has to reconnect and claim its unfinished jobs before they fail; default 60. */
   jobReclaimGraceSeconds?: number;
   logLevel: string;
@@ -499,6 +511,7 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
         }
       : {}),
     heartbeatIntervalSeconds: run.heartbeatInterval,
+    maxConnections: run.maxConnections,
     jobReclaimGraceSeconds: run.jobReclaimGrace,
     logLevel: run.logLevel,
     scheduleIntervalSeconds: run.scheduleInterval,

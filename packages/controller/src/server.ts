@@ -166,7 +166,12 @@ export async function startController(
   };
   if ((await store.listActiveJobs()).length > 0) reclaimJobsLater(ctx, undefined, orphanError);
 
-  const limits = { ...DEFAULT_SERVER_LIMITS, ...options.limits };
+  // One connection per agent: a fleet of thousands needs more than the generic 1024 (bench/fleet-scale.mjs).
+  const limits = {
+    ...DEFAULT_SERVER_LIMITS,
+    ...(config.maxConnections !== undefined ? { maxConnections: config.maxConnections } : {}),
+    ...options.limits,
+  };
   const server = createServer(limits);
   // Access control is one hook per service (access.ts), never inside the handlers; so are the
   // bounds on requests (wire-bounds.ts; the agent stream checks each message it reads).

@@ -5,6 +5,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { asPgfleetError, type Logger } from '@pgfleet/core';
 import type { ListDrillsRequest, ListDrillsResponseSchema } from '@pgfleet/proto';
+import type { LeadershipFence } from '@pgfleet/catalog';
 import type { ControllerContext } from '../context.js';
 import { jobInfoFromRecord } from '../wire.js';
 import { requireCluster } from '../jobs/dispatch.js';
@@ -58,6 +59,7 @@ export async function startDueDrills(
   schedules: readonly DrillSchedule[],
   now: number,
   log: Logger,
+  fence?: LeadershipFence,
 ): Promise<Array<{ cluster: string; jobId: string; scheduledAt: Date }>> {
   if (schedules.length === 0) return [];
   const busy = new Set(
@@ -86,8 +88,11 @@ export async function startDueDrills(
     }
     if (!run) continue;
     try {
-      const job = await startDrillJob(ctx, { cluster: s.cluster, scheduledAt: run.scheduledAt.toISOString() });
-      await ctx.store.recordScheduleRuns([{ cluster: s.cluster, type: 'drill', lastRun: run.scheduledAt.getTime() }]);
+      const job = await startDrillJob(ctx, { cluster: s.cluster, scheduledAt: run.scheduledAt.toISOString() }, fence);
+      await ctx.store.recordScheduleRuns(
+        [{ cluster: s.cluster, type: 'drill', lastRun: run.scheduledAt.getTime() }],
+        fence,
+      );
       started.push({ cluster: s.cluster, jobId: job.id ?? '', scheduledAt: run.scheduledAt });
       log.info(
         { cluster: s.cluster, scheduledAt: run.scheduledAt.toISOString(), jobId: job.id },
@@ -95,10 +100,15 @@ export async function startDueDrills(
       );
     } catch (err) {
       const e = asPgfleetError(err);
+      // Another controller leads now: it fires this drill; the round stops here (loop.ts).
+      if (e.errorName === 'LeadershipLost') throw e;
       log.warn({ cluster: s.cluster, code: e.code }, `scheduled drill not started: ${e.message}`);
       // An agent that went away gets the run when it is back; anything else (no backup yet) waits for the next fire time.
       if (e.errorName !== 'AgentNotConnected' && e.errorName !== 'AgentDisconnected') {
-        await ctx.store.recordScheduleRuns([{ cluster: s.cluster, type: 'drill', lastRun: run.scheduledAt.getTime() }]);
+        await ctx.store.recordScheduleRuns(
+          [{ cluster: s.cluster, type: 'drill', lastRun: run.scheduledAt.getTime() }],
+          fence,
+        );
       }
     }
   }

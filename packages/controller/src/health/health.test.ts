@@ -285,14 +285,7 @@ test('per-policy RPO thresholds decide the breach and travel in the events; poli
   await store.upsertAgent({ id: 'a2', cluster: 'other', hostname: 'h2', version: '1' }, 0);
   await store.putPolicy({ scope: '*', schedules: {}, retention: {}, health: { rpoSeconds: 200 } }, 0);
   await store.putPolicy({ scope: 'main', schedules: {}, retention: {}, health: { rpoSeconds: 20 } }, 0);
-  let policyReads = 0;
-  const counting = new Proxy(store, {
-    get(target, prop, receiver) {
-      if (prop === 'listPolicies') policyReads++;
-      const v = Reflect.get(target, prop, receiver) as unknown;
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-    },
-  });
+  const { counted: counting, calls: policyReads } = countingCalls(store, 'listPolicies');
   let now = 1_000_000;
   const m = new HealthMonitor(counting, { thresholds: T, intervalSeconds: 10, logger: silentLogger(), now: () => now });
   // Archiving stopped at 1_000_000 on both clusters (the current LSN is past the last archived segment).
@@ -307,10 +300,10 @@ test('per-policy RPO thresholds decide the breach and travel in the events; poli
       await m.onHeartbeat(agent, cluster, { streamedLsn: '', currentLsn: '0/6000100' });
     }
   }
-  assert.equal(policyReads, 1, 'eight heartbeat evaluations within one interval read the policies once');
+  assert.equal(policyReads(), 1, 'eight heartbeat evaluations within one interval read the policies once');
   now = 1_030_000; // main's 20 s are exceeded, the fleet's 200 s for other are not
   await m.evaluateAll();
-  assert.equal(policyReads, 2, 'a timer round reads them once for every cluster');
+  assert.equal(policyReads(), 2, 'a timer round reads them once for every cluster');
   now = 1_130_000; // the controller flag (60 s) would have fired for other by now; its fleet policy says 200 s
   await m.evaluateAll();
   const breaches = (await store.listEvents({ limit: 1000 }))
@@ -349,5 +342,78 @@ test("an agent of another cluster with the same id streams nothing for this clus
   // other's a1 then streams everything up to the same position (of its own cluster's WAL).
   await m.onHeartbeat('a1', 'other', { streamedLsn: '0/6000100', currentLsn: '0/6000100' });
   assert.equal((await m.evaluate('main'))?.rpoSeconds, 90);
+  await m.stop();
+});
+
+test('heartbeats evaluate a cluster at most once per interval, and queued evaluations of a cluster merge', async () => {
+  const store = await catalog();
+  // One listHealthStates per evaluation.
+  const { counted: counting, calls: evaluations } = countingCalls(store, 'listHealthStates');
+  let now = 1_000_000;
+  const m = new HealthMonitor(counting, { thresholds: T, intervalSeconds: 10, logger: silentLogger(), now: () => now });
+  const stuck = archiver({ lastArchivedTime: 1_000_000 });
+  // Ten beats in 9 s (a fleet's agents beat every few seconds): one evaluation.
+  for (let i = 0; i < 10; i++, now += 900) {
+    await beat(store, now, stuck, '0/6000100');
+    await m.onHeartbeat('a1', 'main', { streamedLsn: '', currentLsn: '0/6000100' });
+  }
+  assert.equal(evaluations(), 1);
+  // The next interval's first beat evaluates again, and sees what the beats recorded.
+  now = 1_100_000;
+  await beat(store, now, stuck, '0/6000100');
+  await m.onHeartbeat('a1', 'main', { streamedLsn: '', currentLsn: '0/6000100' });
+  assert.equal(evaluations(), 2);
+  assert.equal(m.assessments().get('main')?.rpoSeconds, 100);
+  // Five requests before the queue gets to the cluster: one evaluation answers them all.
+  const all = await Promise.all([1, 2, 3, 4, 5].map(() => m.evaluate('main')));
+  assert.equal(evaluations(), 3);
+  assert.ok(all.every((a) => a?.rpoSeconds === 100));
+  await m.stop();
+});
+
+/** The store, counting the calls of one of its methods. */
+function countingCalls(
+  store: CatalogStore,
+  method: keyof CatalogStore,
+): { counted: CatalogStore; calls: () => number } {
+  let calls = 0;
+  const counted = proxied(store, (prop) => {
+    if (prop === method) calls++;
+    return undefined;
+  });
+  return { counted, calls: () => calls };
+}
+
+/** The store with the members `hook` answers (undefined: the store's own). */
+function proxied(store: CatalogStore, hook: (prop: string | symbol) => unknown): CatalogStore {
+  return new Proxy(store, {
+    get(target, prop, receiver) {
+      const own = hook(prop);
+      if (own !== undefined) return own;
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+}
+
+test('a health round whose leadership was taken over meanwhile writes no state and no event, and stops', async () => {
+  const store = await catalog();
+  await store.upsertCluster({ name: 'other', systemIdentifier: '2', pgVersion: 170000 }, 0);
+  const now = 1_090_000;
+  await beat(store, now, archiver({ lastArchivedTime: 1_000_000 }), '0/6000100');
+  // The round's fence is an epoch another controller has since replaced: a paused ex-leader's round.
+  let stale: { name: string; epoch: number } | undefined;
+  const paused = proxied(store, (prop) => (prop === 'leadershipFence' ? () => stale : undefined));
+  assert.ok(await store.tryAcquireLeadership('health'));
+  const fence = store.leadershipFence('health')!;
+  stale = { ...fence, epoch: fence.epoch - 1 };
+  const m = new HealthMonitor(paused, { thresholds: T, intervalSeconds: 10, logger: silentLogger(), now: () => now });
+  await m.evaluateAll();
+  assert.deepEqual(await store.listHealthStates(), [], 'nothing written');
+  assert.deepEqual(await store.listEvents({ limit: 100 }), [], 'no event');
+  // The current epoch's round writes main's breach.
+  stale = fence;
+  await m.evaluateAll();
+  assert.ok((await store.listHealthStates('main')).some((h) => h.state === 'breached'));
   await m.stop();
 });

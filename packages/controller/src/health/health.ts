@@ -31,6 +31,7 @@ import {
   type BackupRecord,
   type CatalogStore,
   type HealthStateRecord,
+  type LeadershipFence,
   type OutboxEventInput,
   type PolicyRecord,
 } from '@pgfleet/catalog';
@@ -438,6 +439,9 @@ function recoveredTransition(
   }
 }
 
+/** The leadership (tryAcquireLeadership name) of the timer's evaluation of every cluster. */
+export const HEALTH_LEADERSHIP = 'health';
+
 export interface HealthMonitorOptions {
   /** The controller's flags: thresholds of clusters whose policies set none. */
   thresholds: HealthThresholds;
@@ -455,6 +459,12 @@ export class HealthMonitor {
   private readonly streamed = new Map<string, string>();
   private readonly latest = new Map<string, ClusterAssessment>();
   private chain: Promise<unknown> = Promise.resolve();
+  /** Evaluations queued and not started yet, per cluster: a second request joins the queued one. */
+  private readonly queued = new Map<string, Promise<ClusterAssessment | undefined>>();
+  /** When each cluster's last heartbeat-triggered evaluation was queued (opts.now()). */
+  private readonly beatEvaluatedAt = new Map<string, number>();
+  /** The timer's round over every cluster while it runs: a slow round is not overlapped by the next. */
+  private round: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** The stored policies as last read, and when (opts.now()). */
   private policies: { at: number; list: PolicyRecord[] } | undefined;
@@ -491,23 +501,56 @@ export class HealthMonitor {
     beat: { streamedLsn: string; currentLsn: string },
   ): Promise<void> {
     this.streamed.set(agentRefKey({ cluster, agentId }), beat.streamedLsn);
+    // At most once per interval per cluster: with 10,000 agents beating every 5 s, one evaluation
+    // (five catalog reads) per heartbeat is 2,000 a second and the queue outgrows the controller
+    // (bench/fleet-scale.mjs). Thresholds are minutes; an interval's delay changes no verdict.
+    const now = this.opts.now();
+    const last = this.beatEvaluatedAt.get(cluster);
+    const every = this.opts.intervalSeconds * 1000;
+    if (every > 0 && last !== undefined && now >= last && now - last < every) return;
+    this.beatEvaluatedAt.set(cluster, now);
     await this.evaluate(cluster);
   }
 
-  /** Evaluates one cluster (serialised with every other evaluation of this controller). */
-  evaluate(cluster: string): Promise<ClusterAssessment | undefined> {
-    const run = this.chain.then(() => this.evaluateNow(cluster));
+  /**
+   * Evaluates one cluster (serialised with every other evaluation of this controller). A request
+   * for a cluster whose evaluation is queued and not started joins it: that one reads the catalog
+   * after this request anyway, so the queue never holds more than one evaluation per cluster.
+   */
+  evaluate(cluster: string, fence?: LeadershipFence): Promise<ClusterAssessment | undefined> {
+    const pending = this.queued.get(cluster);
+    if (pending) return pending;
+    const run = this.chain.then(() => {
+      this.queued.delete(cluster);
+      return this.evaluateNow(cluster, fence);
+    });
+    this.queued.set(cluster, run);
     this.chain = run.catch(() => undefined);
     return run;
   }
 
-  async evaluateAll(): Promise<void> {
+  evaluateAll(): Promise<void> {
+    // A round over 10,000 clusters may outlast the interval: the next tick then waits for it.
+    this.round ??= this.evaluateRound().finally(() => (this.round = undefined));
+    return this.round;
+  }
+
+  private async evaluateRound(): Promise<void> {
     // Several controllers on one catalog: one of them evaluates on the timer (heartbeats are
     // evaluated by the controller holding the agent's stream).
-    if (!(await this.store.tryAcquireLeadership('health'))) return;
+    if (!(await this.store.tryAcquireLeadership(HEALTH_LEADERSHIP))) return;
+    // Carried by the round's writes: a leader that paused while another took over writes nothing late.
+    const fence = this.store.leadershipFence(HEALTH_LEADERSHIP);
     // Policies are read once for the whole round.
     this.policiesChanged();
-    for (const c of await this.store.listClusters()) await this.evaluate(c.name);
+    for (const c of await this.store.listClusters()) {
+      await this.evaluate(c.name, fence);
+      if (this.fenceLost) {
+        this.fenceLost = false;
+        this.opts.logger.warn('health round stopped: another controller leads health evaluation now');
+        return;
+      }
+    }
   }
 
   /** Makes the next evaluation read the policies again (after `pgfleet policy set`). */
@@ -525,12 +568,16 @@ export class HealthMonitor {
     return clusterThresholds(this.opts.thresholds, this.policies.list, cluster);
   }
 
-  private async evaluateNow(cluster: string): Promise<ClusterAssessment | undefined> {
+  /** Set when a fenced write was refused (LeadershipLost): the round stops there. */
+  private fenceLost = false;
+
+  private async evaluateNow(cluster: string, fence?: LeadershipFence): Promise<ClusterAssessment | undefined> {
     try {
       const [record, agents, backups, states, thresholds] = await Promise.all([
         this.store.getCluster(cluster),
         this.store.listAgents(cluster),
-        this.store.listBackups(cluster),
+        // Only the newest: this runs at every heartbeat, and a cluster may have thousands of backups.
+        this.store.latestBackups(cluster),
         this.store.listHealthStates(cluster),
         this.thresholdsFor(cluster),
       ]);
@@ -560,7 +607,7 @@ export class HealthMonitor {
         const next = nextHealthState(condition, prev, assessment, thresholds);
         if (!next) continue;
         const events: OutboxEventInput[] = next.payload ? [outboxEvent(cluster, next.payload, obs.now)] : [];
-        await this.store.putHealthState(next.state, events);
+        await this.store.putHealthState(next.state, events, fence);
         if (events.length) {
           wrote = true;
           this.opts.logger.warn(
@@ -573,6 +620,7 @@ export class HealthMonitor {
       return assessment;
     } catch (err) {
       const e = asPgfleetError(err);
+      if (e.errorName === 'LeadershipLost') this.fenceLost = true;
       this.opts.logger.warn({ cluster, code: e.code }, `health evaluation failed: ${e.message}`);
       return undefined;
     }

@@ -24,6 +24,7 @@ import {
   type SourceCounts,
   type StartDrillRequest,
 } from '@pgfleet/proto';
+import type { LeadershipFence } from '@pgfleet/catalog';
 import type { AgentSession } from '../agents/sessions.js';
 import { agentSession } from '../agents/peers.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
@@ -139,7 +140,12 @@ export function drillRequestFromProto(req: StartDrillRequest): DrillRequest {
 }
 
 /** Records and dispatches a drill (and, for a drill on another agent, its source capture first). */
-export async function startDrillJob(ctx: ControllerContext, req: DrillRequest): Promise<JobInfoInit> {
+/** `fence`: a scheduled drill, created only while its scheduler still leads (a paused ex-leader starts none). */
+export async function startDrillJob(
+  ctx: ControllerContext,
+  req: DrillRequest,
+  fence?: LeadershipFence,
+): Promise<JobInfoInit> {
   await requireCluster(ctx, req.cluster);
   const backups = await ctx.store.listBackups(req.cluster);
   let backupLabel = req.backupLabel ?? '';
@@ -183,7 +189,12 @@ export async function startDrillJob(ctx: ControllerContext, req: DrillRequest): 
     agentId: session.agentId,
     params,
   };
-  const drill = jobOfKind('drill', await ctx.store.createJob(created, ctx.now()));
+  const drill = jobOfKind(
+    'drill',
+    fence
+      ? await ctx.store.createJobIfIdle(req.cluster, ['drill', 'capture'], created, ctx.now(), fence)
+      : await ctx.store.createJob(created, ctx.now()),
+  );
   if (!captureId) {
     return dispatch(
       ctx,

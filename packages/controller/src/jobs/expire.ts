@@ -5,7 +5,7 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { newJobId, parseBackupLabel, PgfleetError } from '@pgfleet/core';
-import type { BackupRecord } from '@pgfleet/catalog';
+import type { BackupRecord, LeadershipFence } from '@pgfleet/catalog';
 import type { ExpireResult, JobInfoSchema } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
 import { expireParams, type ClusterRetention } from '../retention/jobs.js';
@@ -102,6 +102,7 @@ export async function startExpireJob(
   ctx: ControllerContext,
   r: ClusterRetention,
   reason: string,
+  fence?: LeadershipFence,
 ): Promise<MessageInitShape<typeof JobInfoSchema>> {
   // Expiring only touches the repository: any host's agent can.
   const session = await clusterAgent(ctx, r.cluster, 'any');
@@ -113,7 +114,11 @@ export async function startExpireJob(
     agentId: session.agentId,
     params,
   };
-  const job = jobOfKind('expire', await ctx.store.createJobIfIdle(r.cluster, ONE_AT_A_TIME_KINDS, created, ctx.now()));
+  // A scheduled expire only while its scheduler still leads (`fence`: a paused ex-leader starts none).
+  const job = jobOfKind(
+    'expire',
+    await ctx.store.createJobIfIdle(r.cluster, ONE_AT_A_TIME_KINDS, created, ctx.now(), fence),
+  );
   return dispatch(
     ctx,
     session,

@@ -22,7 +22,7 @@
  */
 import { remoteSessions } from '../agents/peers.js';
 import { asPgfleetError, type Logger } from '@pgfleet/core';
-import { FLEET_POLICY_SCOPE, type BackupKind, type JobRecord } from '@pgfleet/catalog';
+import { FLEET_POLICY_SCOPE, type BackupKind, type JobRecord, type LeadershipFence } from '@pgfleet/catalog';
 import type { ControllerContext } from '../context.js';
 import { startBackupJob } from '../jobs/backup.js';
 import { startExpireJob } from '../jobs/expire.js';
@@ -99,12 +99,34 @@ export class SchedulerLoop {
     // Carried by this round's writes: if another controller took the leadership meanwhile (this
     // one paused), they are refused (LeadershipLost) and nothing fires twice.
     const fence = store.leadershipFence(SCHEDULER_LEADERSHIP);
+    // Timed so an operator (and bench/fleet-scale.mjs) sees what a round costs at fleet size; a
+    // round longer than the interval delays every schedule, so that one is a warning.
+    const started = performance.now();
+    const seen = { clusters: 0 };
+    try {
+      return await this.leaderRound(now, fence, report, seen);
+    } finally {
+      const durationMs = Math.round(performance.now() - started);
+      const fields = { clusters: seen.clusters, started: report.started.length, durationMs };
+      if (durationMs > this.options.intervalSeconds * 1000)
+        this.log.warn(fields, 'scheduler round took longer than its interval');
+      else this.log.debug(fields, 'scheduler round');
+    }
+  }
 
+  private async leaderRound(
+    now: number,
+    fence: LeadershipFence | undefined,
+    report: TickReport,
+    seen: { clusters: number },
+  ): Promise<TickReport> {
+    const { store } = this.ctx;
     // The clusters with a connected agent, on this controller or on another sharing the catalog.
     const held = [...this.ctx.sessions.all(), ...(await remoteSessions(this.ctx))].sort(
       (a, b) => a.connectedAt - b.connectedAt,
     );
     const clusters = [...new Set(held.map((s) => s.cluster))].sort();
+    seen.clusters = clusters.length;
     if (clusters.length === 0) return report;
     const policies = new Map((await store.listPolicies()).map((p) => [p.scope, settingsOf(p)]));
     const fleet = policies.get(FLEET_POLICY_SCOPE);
@@ -197,8 +219,14 @@ export class SchedulerLoop {
       }
     }
 
-    report.drills = await startDueDrills(this.ctx, drillSchedules, now, this.log);
-    await this.retention(now, retentionClusters, report);
+    try {
+      report.drills = await startDueDrills(this.ctx, drillSchedules, now, this.log, fence);
+      await this.retention(now, retentionClusters, report, fence);
+    } catch (err) {
+      const e = asPgfleetError(err);
+      if (e.errorName !== 'LeadershipLost') throw err;
+      this.log.warn({ code: e.code }, `scheduler round stopped: ${e.message}`);
+    }
     return report;
   }
 
@@ -212,7 +240,12 @@ export class SchedulerLoop {
     return slots;
   }
 
-  private async retention(now: number, clusters: readonly string[], report: TickReport): Promise<void> {
+  private async retention(
+    now: number,
+    clusters: readonly string[],
+    report: TickReport,
+    fence: LeadershipFence | undefined,
+  ): Promise<void> {
     if (clusters.length === 0) return;
     // Jobs started just now by this tick count as busy too. Only a filter: a busy cluster is looked
     // at again once its job ends (retentionDue stays); startExpireJob's createJobIfIdle decides.
@@ -233,7 +266,7 @@ export class SchedulerLoop {
         const anchorFrom = r.plan.anchor?.walStart ?? '';
         if (!planRemovesSomething(r.plan)) continue;
         if (r.plan.expire.length === 0 && this.expiredFrom.get(cluster) === anchorFrom) continue;
-        const job = await startExpireJob(this.ctx, r, asked ? 'after backup' : 'periodic');
+        const job = await startExpireJob(this.ctx, r, asked ? 'after backup' : 'periodic', fence);
         this.expiredFrom.set(cluster, anchorFrom);
         report.expireJobs.push({ cluster, jobId: job.id ?? '', labels: r.plan.expire.map((e) => e.label) });
         this.log.info(
@@ -242,6 +275,7 @@ export class SchedulerLoop {
         );
       } catch (err) {
         const e = asPgfleetError(err);
+        if (e.errorName === 'LeadershipLost') throw e;
         this.log.warn({ cluster, code: e.code }, `retention not applied: ${e.message}`);
       }
     }

@@ -16,7 +16,7 @@
  *   beats incr, and the lesser due runs are recorded as covered by it rather than run after it.
  */
 import { createHash } from 'node:crypto';
-import { CronExpressionParser } from 'cron-parser';
+import { CronExpressionParser, type CronExpression } from 'cron-parser';
 import { PgfleetError } from '@pgfleet/core';
 import type { BackupKind, ScheduleKind } from '@pgfleet/catalog';
 
@@ -25,11 +25,24 @@ export const BACKUP_PRECEDENCE: readonly BackupKind[] = ['full', 'diff', 'incr']
 
 /** A validated 5-field cron expression evaluated in UTC. */
 export class CronSchedule {
-  private constructor(readonly expression: string) {}
+  /**
+   * Parsed expressions by text. Status computes the next run of every cluster's schedules and the
+   * scheduler evaluates every cluster each round: parsing each time (cron-parser builds luxon
+   * dates on every parse) cost ~1-10 ms a cluster, seconds for a fleet (bench/fleet-scale.mjs).
+   * A fleet has a few distinct expressions; the bound only guards against an unbounded input.
+   */
+  private static readonly parsed = new Map<string, CronSchedule>();
+
+  private constructor(
+    readonly expression: string,
+    private readonly cron: CronExpression,
+  ) {}
 
   /** Throws InvalidArgument with what is wrong (field count, a value out of range, ...). */
   static parse(expression: string): CronSchedule {
     const text = expression.trim();
+    const known = CronSchedule.parsed.get(text);
+    if (known) return known;
     const fields = text.split(/\s+/);
     if (fields.length !== 5 || text === '') {
       throw new PgfleetError(
@@ -45,8 +58,10 @@ export class CronSchedule {
         `cron expression '${expression}' uses H; use a fixed value, the fleet spreading (spreadMinutes) staggers clusters`,
       );
     }
+    let cron: CronExpression;
     try {
-      CronExpressionParser.parse(text, { tz: 'UTC', currentDate: new Date(0) }).next();
+      cron = CronExpressionParser.parse(text, { tz: 'UTC', currentDate: new Date(0) });
+      cron.next();
     } catch (err) {
       throw new PgfleetError(
         'InvalidArgument',
@@ -54,20 +69,25 @@ export class CronSchedule {
         { cause: err },
       );
     }
-    return new CronSchedule(text);
+    const schedule = new CronSchedule(text, cron);
+    if (CronSchedule.parsed.size >= 1000) CronSchedule.parsed.clear();
+    CronSchedule.parsed.set(text, schedule);
+    return schedule;
   }
+
+  // The parsed expression is an iterator: each call resets it to its own start (calls are synchronous).
 
   /** The first fire time strictly after `after`. */
   next(after: Date): Date {
-    return CronExpressionParser.parse(this.expression, { tz: 'UTC', currentDate: after }).next().toDate();
+    this.cron.reset(after);
+    return this.cron.next().toDate();
   }
 
   /** The last fire time at or before `atOrBefore`. */
   latest(atOrBefore: Date): Date {
     // cron-parser's prev() is strictly before; fire times are whole minutes, so 1 ms later is enough.
-    return CronExpressionParser.parse(this.expression, { tz: 'UTC', currentDate: new Date(atOrBefore.getTime() + 1) })
-      .prev()
-      .toDate();
+    this.cron.reset(new Date(atOrBefore.getTime() + 1));
+    return this.cron.prev().toDate();
   }
 }
 
