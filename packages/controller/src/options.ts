@@ -229,8 +229,7 @@ export const controllerProgram = {
       name: 'metrics-listen',
       type: 'string',
       default: '127.0.0.1:7430',
-      description:
-        `host:port of the HTTP server for /metrics, /healthz and /readyz (port 0 picks a free port; 'off' disables it). Not 9187, postgres_exporter's port, which often runs on the same host. When the port is taken the controller does not start (${ErrorCodes.MetricsPortInUse.code}).`,
+      description: `host:port of the HTTP server for /metrics, /healthz and /readyz (port 0 picks a free port; 'off' disables it). Not 9187, postgres_exporter's port, which often runs on the same host. When the port is taken the controller does not start (${ErrorCodes.MetricsPortInUse.code}).`,
     },
     {
       name: 'dir',

@@ -79,6 +79,8 @@ export interface ParsedCommand {
   readonly options: OptionValues;
   readonly positionals: string[];
   readonly help: boolean;
+  /** `--version` (or `version`) was asked for instead of a command. */
+  readonly version?: boolean;
   /** The config file named by --config or the environment (undefined when none). */
   readonly configFile?: string;
 }
@@ -235,7 +237,7 @@ function commandFirst(program: ProgramSpec, argv: readonly string[]): string[] {
     const name = token.replace(/^--?/, '');
     const spec = specs.find((s) => (token.startsWith('--') ? s.name === name : s.short === name));
     const secretFile = token.startsWith('--') && specs.some((s) => s.secret && secretFileOption(s) === name);
-    if (!spec && !secretFile && token !== '--help' && token !== '-h') {
+    if (!spec && !secretFile && !['--help', '-h', '--version'].includes(token)) {
       // Unknown before the command: whether it takes a value cannot be known, so guessing the
       // command would mislead (`--controler x jobs` is not the command 'x').
       const guess = closestMatch(name, [...new Set(specs.map((s) => s.name))]);
@@ -326,6 +328,15 @@ export function parseCommandLineWith(
   const argv = commandFirst(program, rawArgv);
   const first = argv[0];
   const noCommand = first === undefined || first.startsWith('-');
+  if (first === 'version' || (noCommand && argv.includes('--version'))) {
+    return {
+      command: { name: '', summary: program.summary, options: [] },
+      options: {},
+      positionals: [],
+      help: false,
+      version: true,
+    };
+  }
   if (first === 'help' || (noCommand && (first === undefined || argv.includes('--help') || argv.includes('-h')))) {
     return { command: { name: '', summary: program.summary, options: [] }, options: {}, positionals: [], help: true };
   }
@@ -575,7 +586,10 @@ export function helpText(program: ProgramSpec, command?: CommandSpec): string {
     );
     const w = Math.max(...program.commands.map((c) => c.name.length));
     for (const c of program.commands) lines.push(`  ${c.name.padEnd(w)}  ${c.summary}`);
-    lines.push('', `Run '${program.name} <command> --help' for a command's options.`);
+    lines.push(
+      '',
+      `Run '${program.name} <command> --help' for a command's options, '${program.name} --version' for the version.`,
+    );
     return lines.join('\n');
   }
   const pos = (command.positionals ?? []).map((p) => (p.required ? `<${p.name}>` : `[${p.name}]`)).join(' ');
@@ -603,4 +617,14 @@ export function helpText(program: ProgramSpec, command?: CommandSpec): string {
   }
   lines.push(`  -h, --help`, '      Show this help.');
   return lines.join('\n');
+}
+
+/**
+ * What `--version` prints: the binary, its package version (read from the package.json beside
+ * its dist/, so it cannot drift from what was installed) and the Node it runs on, which matters
+ * because pgfleet needs Node 24.
+ */
+export function versionText(program: ProgramSpec, packageJson: URL): string {
+  const { version } = JSON.parse(readFileSync(packageJson, 'utf8')) as { version?: string };
+  return `${program.name} ${version ?? 'unknown'} (node ${process.version})`;
 }
