@@ -22,6 +22,7 @@ interface Service {
   environment?: Record<string, string>;
   volumes?: string[];
   depends_on?: Record<string, { condition: string }>;
+  healthcheck?: { test: string[] };
 }
 
 /** A binary's option table, loaded from its build (the e2e package runs the binaries, it does not link them). */
@@ -47,6 +48,15 @@ describe('deploy/compose.yaml', () => {
     assert.deepEqual(services.controller!.command!.slice(0, 2), ['pgfleet-controller', 'run']);
     assert.deepEqual(services.agent!.command!.slice(0, 2), ['pgfleet-agent', 'run']);
     assert.ok(services.postgres!.command!.some((c) => c.startsWith('archive_command=pgfleet-agent wal-push %p')));
+  });
+
+  it('PostgreSQL gets data checksums at initdb; the controller waits for a healthy NATS with JetStream', () => {
+    assert.match(services.postgres!.environment!.POSTGRES_INITDB_ARGS ?? '', /(^|\s)(--data-checksums|-k)(\s|$)/);
+    const check = services.nats!.healthcheck?.test.join(' ') ?? '';
+    assert.match(check, /:8222\/healthz\?js-enabled-only=true/);
+    // The health endpoint is the monitoring port nats-server is started with.
+    assert.ok(services.nats!.command!.join(' ').includes('-m 8222'));
+    assert.equal(services.controller!.depends_on?.nats?.condition, 'service_healthy');
   });
 
   it('references only services, volumes, files and build targets that exist', () => {

@@ -25,8 +25,13 @@ import { clusterKeyFileOf } from './security/cluster-key.js';
 const STOP_GRACE_MS = 30_000;
 
 async function main(argv: string[]): Promise<number> {
-  const { createLogger, helpText, parseCommandLine, parseSize, resolveSettings, sleep } = await import('@pgfleet/core');
+  const { createLogger, helpText, parseCommandLine, parseSize, resolveSettings, sleep, versionText } =
+    await import('@pgfleet/core');
   const parsed = parseCommandLine(AGENT_PROGRAM, argv);
+  if (parsed.version) {
+    process.stdout.write(`${versionText(AGENT_PROGRAM, new URL('../package.json', import.meta.url))}\n`);
+    return 0;
+  }
   if (parsed.help) {
     process.stdout.write(`${helpText(AGENT_PROGRAM, parsed.command.name ? parsed.command : undefined)}\n`);
     return 0;

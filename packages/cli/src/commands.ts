@@ -32,6 +32,7 @@ import {
   describeJob,
   err,
   follow,
+  followAndPrint,
   ms,
   out,
   printJson,
@@ -162,7 +163,7 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
       case 'jobs':
         return await jobs(admin, json, options);
       case 'job':
-        return await showJob(admin, positionals[0]!, json);
+        return await showJob(admin, positionals[0]!, json, cliSettings('job', options).wait);
       case 'cancel':
         return await cancelJob(admin, positionals[0]!, cliSettings('cancel', options).wait, json);
       case 'policy':
@@ -350,8 +351,13 @@ async function cancelJob(admin: Admin, id: string, wait: boolean, json: boolean)
   return 0;
 }
 
-async function showJob(admin: Admin, id: string, json: boolean): Promise<number> {
+async function showJob(admin: Admin, id: string, json: boolean, wait: boolean): Promise<number> {
   const { job } = await admin.getJob({ id });
+  if (wait) {
+    // Follows even a job that already ended: WatchJob answers with its final state at once.
+    await followAndPrint(admin, job!, json, describeJob);
+    return 0;
+  }
   if (json) printJson(JobInfoSchema, job!);
   else out(describeJob(job!));
   return 0;

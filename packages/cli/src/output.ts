@@ -109,7 +109,7 @@ export async function startJob(
     if (json) printJson(JobInfoSchema, job);
     else
       out(
-        `${job.kind} job ${job.id} ${stateName(job.state)} to agent ${job.agentId}\nfollow it with: pgfleet job ${job.id}`,
+        `${job.kind} job ${job.id} ${stateName(job.state)} to agent ${job.agentId}\nfollow it with: pgfleet job ${job.id} --wait`,
       );
     return 0;
   }
@@ -146,7 +146,7 @@ export async function follow(admin: Admin, job: JobInfo): Promise<JobInfo> {
   } catch (e) {
     if (stop.signal.aborted) {
       throw new PgfleetError('Cancelled', `stopped following job ${job.id}; it continues on agent ${job.agentId}`, {
-        hint: `Follow it again with: pgfleet job ${job.id}`,
+        hint: `Follow it again with: pgfleet job ${job.id} --wait`,
       });
     }
     throw e;

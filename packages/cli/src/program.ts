@@ -512,8 +512,9 @@ export const cliProgram = {
     },
     {
       name: 'job',
-      summary: 'Show one job: state, progress, result or error.',
-      options: [...CONNECTION, 'output'],
+      summary:
+        'Show one job: state, progress, result or error. With --wait: follow it to its end (progress on stderr), then show it; exits non-zero with its error code when it failed.',
+      options: [...CONNECTION, 'output', 'wait'],
       positionals: [{ name: 'id', description: 'Job id.', required: true }],
     },
     {

@@ -2,6 +2,10 @@
  * How `--wait` shows a job's progress on stderr: a bar (cli-progress) with bytes, rate and ETA
  * when stderr is a terminal and the phase has a byte total; otherwise one line per change, so logs
  * and CI output stay readable.
+ *
+ * cli-progress fills its own placeholders ({total}, {eta}, {value}, {percentage}, ...) after the
+ * payload, so a payload key of the same name is overwritten by the raw number ("257 MB/493803108
+ * ... ETA INF"): ours are named apart (doneText, totalText, rateText, etaText).
  */
 import cliProgress from 'cli-progress';
 import type { JobProgress } from '@pgfleet/proto';
@@ -15,6 +19,7 @@ export class ProgressView {
     private readonly kind: string,
     private readonly tty: boolean = process.stderr.isTTY === true,
     private readonly write: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
+    private readonly stream: NodeJS.WritableStream = process.stderr,
   ) {}
 
   update(p: JobProgress): void {
@@ -22,10 +27,10 @@ export class ProgressView {
       this.bar ??= this.newBar();
       this.bar.setTotal(Number(p.bytesTotal));
       this.bar.update(Number(p.bytesDone), {
-        done: formatBytes(p.bytesDone),
-        total: formatBytes(p.bytesTotal),
-        rate: p.bytesPerSecond > 0 ? `${formatBytes(p.bytesPerSecond)}/s` : '-',
-        eta: p.etaSeconds > 0 ? formatAge(p.etaSeconds) : '-',
+        doneText: formatBytes(p.bytesDone),
+        totalText: formatBytes(p.bytesTotal),
+        rateText: p.bytesPerSecond > 0 ? `${formatBytes(p.bytesPerSecond)}/s` : '-',
+        etaText: p.etaSeconds > 0 ? formatAge(p.etaSeconds) : '-',
         phase: p.phase,
       });
       return;
@@ -45,14 +50,16 @@ export class ProgressView {
   private newBar(): cliProgress.SingleBar {
     const bar = new cliProgress.SingleBar(
       {
-        format: `${this.kind} [{bar}] {percentage}% | {done}/{total} | {rate} | ETA {eta} | {phase}`,
-        stream: process.stderr,
+        format: `${this.kind} [{bar}] {percentage}% | {doneText}/{totalText} | {rateText} | ETA {etaText} | {phase}`,
+        stream: this.stream,
+        // A terminal is decided by `tty` above; the bar itself need not probe the stream again.
+        noTTYOutput: true,
         hideCursor: true,
         barsize: 30,
       },
       cliProgress.Presets.shades_classic,
     );
-    bar.start(1, 0, { done: '0 B', total: '-', rate: '-', eta: '-', phase: '' });
+    bar.start(1, 0, { doneText: '0 B', totalText: '-', rateText: '-', etaText: '-', phase: '' });
     return bar;
   }
 }

@@ -3,12 +3,16 @@
  * pgfleet-controller: parses the command line against the option table and runs the server.
  * A PgfleetError is printed as code + message + hint with its registry exit code, never a stack.
  */
-import { createLogger, exitWith, helpText, parseCommandLine } from '@pgfleet/core';
+import { createLogger, exitWith, helpText, parseCommandLine, versionText } from '@pgfleet/core';
 import { controllerProgram, resolveRunConfig } from './options.js';
 import { startController } from './server.js';
 
 async function main(argv: string[]): Promise<number> {
   const parsed = parseCommandLine(controllerProgram, argv);
+  if (parsed.version) {
+    process.stdout.write(`${versionText(controllerProgram, new URL('../package.json', import.meta.url))}\n`);
+    return 0;
+  }
   if (parsed.help) {
     process.stdout.write(`${helpText(controllerProgram, parsed.command)}\n`);
     return 0;

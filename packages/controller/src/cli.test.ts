@@ -270,6 +270,55 @@ describe('pgfleet CLI against a controller', () => {
     assert.match(missing.stderr, /PGF-2002/);
   });
 
+  test('job <id> --wait follows a running job to its end; on a failed job it exits with its code', async () => {
+    // Options before the command, as a user types them.
+    const started = await pgfleet([...ctl, '--output', 'json', 'backup', 'main']);
+    assert.equal(started.code, 0, started.stderr);
+    const { id } = JSON.parse(started.stdout) as { id: string };
+    const job = await agent.receiveJob();
+    assert.equal(job.jobId, id);
+    const { run, output } = pgfleetWatched(['job', id, '--wait', ...ctl]);
+    agent.stream.send({
+      msg: { case: 'progress', value: { jobId: id, phase: 'copy', bytesDone: 5n, bytesTotal: 10n } },
+    });
+    await waitFor('the progress line', async () => (/backup 50% /.test(output()) ? true : undefined), 120_000).catch(
+      (e: Error) => assert.fail(`${e.message}; pgfleet wrote:\n${output()}`),
+    );
+    agent.succeed(id, {
+      case: 'backup',
+      value: {
+        label: '20260301-130000F',
+        type: BackupType.FULL,
+        startLsn: '0/3000028',
+        stopLsn: '0/3000138',
+        startTime: timestampFromMs(backupStop - 5_000),
+        stopTime: timestampFromMs(backupStop),
+        timeline: 1,
+        systemIdentifier: SYSID,
+        pgVersion: 170002,
+        sizeBytes: 10n,
+        storedBytes: 10n,
+        fileCount: 1,
+        walStart: '000000010000000000000003',
+        walStop: '000000010000000000000003',
+      },
+    });
+    const r = await withTimeout(run, 120_000, 'pgfleet job --wait');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /state:\s+succeeded/);
+    assert.match(r.stdout, /backup 20260301-130000F \(full\) of cluster main/);
+
+    const failedId = (
+      JSON.parse((await pgfleet(['jobs', '--cluster', 'main', '--output', 'json', ...ctl])).stdout) as {
+        id: string;
+        state: string;
+      }[]
+    ).find((j) => j.state === 'JOB_STATE_FAILED')!.id;
+    const failed = await pgfleet(['job', failedId, '--wait', ...ctl]);
+    assert.equal(failed.code, 5);
+    assert.match(failed.stderr, /PGF-4006 backup job .* failed/);
+  });
+
   test('backup without --wait prints the job and returns; an agent-less cluster is PGF-2004', async () => {
     const r = await pgfleet(['backup', 'main', '--output', 'json', ...ctl]);
     assert.equal(r.code, 0, r.stderr);

@@ -35,7 +35,7 @@ test('defaults, flags and environment', () => {
     maxBackupsPerHost: 2,
     eventStream: { maxAgeSeconds: 604800, maxBytes: 1073741824, duplicateWindowSeconds: 3600 },
     health: { rpoSeconds: 300, staleBackupSeconds: 93600, silenceSeconds: 60, intervalSeconds: 10 },
-    metricsListen: '127.0.0.1:9187',
+    metricsListen: '127.0.0.1:7430',
   });
   const n = resolve([
     'run',

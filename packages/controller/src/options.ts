@@ -4,6 +4,7 @@
  * values into the typed configuration the server takes, failing with PGF-1002 naming the key.
  */
 import {
+  ErrorCodes,
   missingOption,
   PgfleetError,
   resolveSettings,
@@ -236,9 +237,8 @@ export const controllerProgram = {
     {
       name: 'metrics-listen',
       type: 'string',
-      default: '127.0.0.1:9187',
-      description:
-        "host:port of the HTTP server for /metrics, /healthz and /readyz (port 0 picks a free port; 'off' disables it).",
+      default: '127.0.0.1:7430',
+      description: `host:port of the HTTP server for /metrics, /healthz and /readyz (port 0 picks a free port; 'off' disables it). Not 9187, postgres_exporter's port, which often runs on the same host. When the port is taken the controller does not start (${ErrorCodes.MetricsPortInUse.code}).`,
     },
     {
       name: 'console-listen',
@@ -463,7 +463,7 @@ export interface ControllerConfig {
   eventStream?: { maxAgeSeconds?: number; maxBytes?: number; duplicateWindowSeconds?: number };
   /** Health thresholds (seconds); defaults rpo 300, stale backup 26 h, silence 60. */
   health?: { rpoSeconds?: number; staleBackupSeconds?: number; silenceSeconds?: number; intervalSeconds?: number };
-  /** host:port of /metrics, /healthz, /readyz; absent: none (the CLI's default is 127.0.0.1:9187). */
+  /** host:port of /metrics, /healthz, /readyz; absent: none (the CLI's default is 127.0.0.1:7430). */
   metricsListen?: string;
   /** host:port of the web console; absent: none. */
   consoleListen?: string;

@@ -4,7 +4,15 @@
  * integration tests (port 0, temp catalog), so both exercise the same wiring.
  */
 import type { DescMethod } from '@bufbuild/protobuf';
-import { ErrorCodes, PgfleetError, redactCredentials, silentLogger, sleep, type Logger } from '@pgfleet/core';
+import {
+  asPgfleetError,
+  ErrorCodes,
+  PgfleetError,
+  redactCredentials,
+  silentLogger,
+  sleep,
+  type Logger,
+} from '@pgfleet/core';
 import { openCatalog, type CatalogStore } from '@pgfleet/catalog';
 import { secretManifestKeys } from '@pgfleet/storage/manifest-auth';
 import { repositoryUrl } from '@pgfleet/storage/repository-url';
@@ -231,6 +239,7 @@ export async function startController(
   relay?.start();
   if (options.healthTimer ?? true) monitor.start();
   let metrics: MetricsServer | undefined;
+  let metricsFailure: PgfleetError | undefined;
   if (config.metricsListen) {
     const registry = createMetricsRegistry({
       store,
@@ -243,8 +252,16 @@ export async function startController(
     try {
       metrics = await startMetricsServer(config.metricsListen, registry, { store, ready: () => !closed, logger: log });
     } catch (err) {
-      // Metrics are an observer: a taken port must not keep the controller from serving.
-      log.error({ listen: config.metricsListen }, `metrics server not started: ${(err as Error).message}`);
+      // A controller that runs without its metrics runs unobserved (alerts on RPO, failed verifies
+      // and drills never fire), so a taken port stops the start instead of a log line nobody reads.
+      metricsFailure =
+        (err as NodeJS.ErrnoException).code === 'EADDRINUSE'
+          ? new PgfleetError(
+              'MetricsPortInUse',
+              `the metrics address ${config.metricsListen} (--metrics-listen) is already in use by another process`,
+              { cause: err },
+            )
+          : asPgfleetError(err, `the metrics server cannot listen on ${config.metricsListen} (--metrics-listen)`);
     }
   }
   const host = config.listen.slice(0, config.listen.lastIndexOf(':'));
@@ -284,7 +301,7 @@ export async function startController(
   ctx.peers = peers;
   await peers.start();
 
-  return {
+  const running: RunningController = {
     port,
     address,
     tls: tls !== undefined,
@@ -327,6 +344,11 @@ export async function startController(
       log.info('controller stopped');
     },
   };
+  if (metricsFailure) {
+    await running.close(0);
+    throw metricsFailure;
+  }
+  return running;
 }
 
 /**

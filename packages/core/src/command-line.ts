@@ -10,8 +10,9 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { PgfleetError } from './errors.js';
+import { ErrorCodes, PgfleetError } from './errors.js';
 import { NAME_FORMATS, quoteInput, type NameFormat } from './names.js';
+import { closestMatch } from './suggest.js';
 
 export type OptionType = 'string' | 'integer' | 'boolean';
 
@@ -78,6 +79,8 @@ export interface ParsedCommand {
   readonly options: OptionValues;
   readonly positionals: string[];
   readonly help: boolean;
+  /** `--version` (or `version`) was asked for instead of a command. */
+  readonly version?: boolean;
   /** The config file named by --config or the environment (undefined when none). */
   readonly configFile?: string;
 }
@@ -161,10 +164,36 @@ export function fitsFormat(spec: OptionSpec, value: string): boolean {
   return spec.format === undefined || NAME_FORMATS[spec.format].test(value);
 }
 
+/** Where a value came from, so an error can say what to change: a flag, an environment variable or a file. */
+interface ValueOrigin {
+  /** As shown in the message: `--daily`, `environment variable PGFLEET_TIMEOUT`, `--token-file`. */
+  readonly label: string;
+  /** What to do about a bad value from there. */
+  readonly hint: string;
+}
+
+function flagOrigin(program: ProgramSpec, command: CommandSpec, flag: string): ValueOrigin {
+  return {
+    label: `--${flag}`,
+    hint: `Correct --${flag} on the command line; \`${program.name} ${command.name} --help\` lists every option and its allowed values.`,
+  };
+}
+
+function envOrigin(name: string): ValueOrigin {
+  return {
+    label: `environment variable ${name}`,
+    hint: `Correct or unset ${name} in the environment (it applies to every command that reads it); a flag given on the command line overrides it.`,
+  };
+}
+
 /** Converts a raw string (from a flag or the environment) to the option's type, or throws naming where it came from. */
-function coerce(spec: OptionSpec, raw: string | boolean, origin: string): string | number | boolean {
+function coerce(spec: OptionSpec, raw: string | boolean, origin: ValueOrigin): string | number | boolean {
   const bad = () =>
-    new PgfleetError('InvalidConfig', `${origin}: '${String(raw)}' is not allowed; expected ${describeAllowed(spec)}`);
+    new PgfleetError(
+      'InvalidConfig',
+      `${origin.label}: '${String(raw)}' is not allowed; expected ${describeAllowed(spec)}`,
+      { hint: origin.hint },
+    );
   let value: string | number | boolean;
   if (spec.type === 'boolean') {
     if (typeof raw === 'boolean') value = raw;
@@ -180,10 +209,108 @@ function coerce(spec: OptionSpec, raw: string | boolean, origin: string): string
     if (spec.choices && !spec.choices.includes(value)) throw bad();
     if (spec.format && !fitsFormat(spec, value)) {
       const f = NAME_FORMATS[spec.format];
-      throw new PgfleetError(f.error, `${origin}: ${quoteInput(value)} is not ${f.what} (${f.rule})`);
+      throw new PgfleetError(f.error, `${origin.label}: ${quoteInput(value)} is not ${f.what} (${f.rule})`);
     }
   }
   return value;
+}
+
+/** Every option spec a program knows: its table and each command's local options. */
+function allOptionSpecs(program: ProgramSpec): OptionSpec[] {
+  return [...program.options, ...program.commands.flatMap((c) => c.localOptions ?? [])];
+}
+
+/**
+ * Moves the command to the front so options may come before it (`pgfleet --controller X backup
+ * shop`): the command is the first word that is neither a flag nor the value of a flag that
+ * takes one. Flags are looked up in the whole program, since the command is not known yet.
+ */
+function commandFirst(program: ProgramSpec, argv: readonly string[]): string[] {
+  const specs = allOptionSpecs(program);
+  for (let i = 0; i < argv.length; i++) {
+    const token = argv[i]!;
+    if (token === '--') break;
+    if (!token.startsWith('-') || token === '-') {
+      return i === 0 ? [...argv] : [token, ...argv.slice(0, i), ...argv.slice(i + 1)];
+    }
+    if (token.includes('=')) continue;
+    const name = token.replace(/^--?/, '');
+    const spec = specs.find((s) => (token.startsWith('--') ? s.name === name : s.short === name));
+    const secretFile = token.startsWith('--') && specs.some((s) => s.secret && secretFileOption(s) === name);
+    if (!spec && !secretFile && !['--help', '-h', '--version'].includes(token)) {
+      // Unknown before the command: whether it takes a value cannot be known, so guessing the
+      // command would mislead (`--controler x jobs` is not the command 'x').
+      const guess = closestMatch(name, [...new Set(specs.map((s) => s.name))]);
+      throw new PgfleetError(
+        'InvalidArgument',
+        `${program.name}: unknown option ${token}${guess ? `; did you mean --${guess}?` : ''}`,
+        { hint: `\`${program.name} --help\` lists the commands, \`${program.name} <command> --help\` their options.` },
+      );
+    }
+    if (spec ? spec.type !== 'boolean' : secretFile) i++;
+  }
+  return [...argv];
+}
+
+/**
+ * `--daily -1`: node's parser reads `-1` as a flag and calls the value ambiguous. A negative
+ * number after a flag that takes a value is that flag's value (the range check then says what
+ * is allowed), so it is joined as `--daily=-1`.
+ */
+function joinNegativeNumbers(args: readonly string[], takesValue: (flag: string) => boolean): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const token = args[i]!;
+    const next = args[i + 1];
+    if (
+      token.startsWith('--') &&
+      !token.includes('=') &&
+      next !== undefined &&
+      /^-\d/.test(next) &&
+      takesValue(token.slice(2))
+    ) {
+      out.push(`${token}=${next}`);
+      i++;
+    } else out.push(token);
+  }
+  return out;
+}
+
+/** Node's parser errors, said the pgfleet way: what is wrong with which flag, and the closest real flag for a typo. */
+function parseError(
+  program: ProgramSpec,
+  command: CommandSpec,
+  specs: readonly OptionSpec[],
+  err: Error,
+): PgfleetError {
+  const where = `${program.name} ${command.name}`;
+  const code = (err as { code?: string }).code;
+  const flag = /'(--?[^' <]+)/.exec(err.message)?.[1];
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag) {
+    const known = [...specs.flatMap((s) => (s.secret ? [s.name, secretFileOption(s)] : [s.name])), 'help'];
+    const bare = flag.replace(/^--?/, '');
+    const elsewhere = program.commands.filter(
+      (c) => c !== command && c.options.includes(bare) && !(c.localOptions ?? []).some((o) => o.name === bare),
+    );
+    const guess = closestMatch(bare, known);
+    const message = elsewhere.length
+      ? `${where}: ${flag} is not an option of ${command.name} (it is one of: ${elsewhere.map((c) => c.name).join(', ')})`
+      : `${where}: unknown option ${flag}${guess ? `; did you mean --${guess}?` : ''}`;
+    return new PgfleetError('InvalidArgument', message, {
+      cause: err,
+      hint: `\`${where} --help\` lists its options.`,
+    });
+  }
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag) {
+    const spec = specs.find((s) => `--${s.name}` === flag || `-${s.short}` === flag);
+    const message = /does not take an argument/.test(err.message)
+      ? `${where}: ${flag} is a switch and takes no value`
+      : /ambiguous/.test(err.message)
+        ? `${where}: ${flag} is followed by another flag instead of its value; to give a value starting with '-', write ${flag}=VALUE`
+        : `${where}: ${flag} needs a value${spec ? ` (${describeAllowed(spec)})` : ''}`;
+    return new PgfleetError('InvalidArgument', message, { cause: err });
+  }
+  return new PgfleetError('InvalidArgument', `${where}: ${err.message}`, { cause: err });
 }
 
 /**
@@ -194,19 +321,34 @@ function coerce(spec: OptionSpec, raw: string | boolean, origin: string): string
  */
 export function parseCommandLineWith(
   program: ProgramSpec,
-  argv: readonly string[],
+  rawArgv: readonly string[],
   env: NodeJS.ProcessEnv,
   loadConfig: ConfigLoader | null,
 ): ParsedCommand {
+  const argv = commandFirst(program, rawArgv);
   const first = argv[0];
-  if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
+  const noCommand = first === undefined || first.startsWith('-');
+  if (first === 'version' || (noCommand && argv.includes('--version'))) {
+    return {
+      command: { name: '', summary: program.summary, options: [] },
+      options: {},
+      positionals: [],
+      help: false,
+      version: true,
+    };
+  }
+  if (first === 'help' || (noCommand && (first === undefined || argv.includes('--help') || argv.includes('-h')))) {
     return { command: { name: '', summary: program.summary, options: [] }, options: {}, positionals: [], help: true };
   }
   const command = program.commands.find((c) => c.name === first);
   if (!command) {
+    const names = program.commands.map((c) => c.name);
+    const guess = first.startsWith('-') ? undefined : closestMatch(first, names);
     throw new PgfleetError(
       'UnknownCommand',
-      `${program.name}: unknown command '${first}'; commands: ${program.commands.map((c) => c.name).join(', ')}`,
+      first.startsWith('-')
+        ? `${program.name}: no command given (only options); commands: ${names.join(', ')}`
+        : `${program.name}: unknown command '${first}'${guess ? `; did you mean '${guess}'?` : ''} (commands: ${names.join(', ')})`,
     );
   }
   const specs = command.options.map((n) => optionSpec(program, n, command));
@@ -224,15 +366,16 @@ export function parseCommandLineWith(
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({
-      args: argv.slice(1) as string[],
+      args: joinNegativeNumbers(argv.slice(1), (flag) => {
+        const spec = specs.find((s) => s.name === flag);
+        return spec !== undefined && spec.type !== 'boolean';
+      }),
       options: parseOptions,
       allowPositionals: true,
       strict: true,
     });
   } catch (err) {
-    throw new PgfleetError('InvalidArgument', `${program.name} ${command.name}: ${(err as Error).message}`, {
-      cause: err,
-    });
+    throw parseError(program, command, specs, err as Error);
   }
   if (parsed.values.help) return { command, options: {}, positionals: parsed.positionals, help: true };
 
@@ -251,12 +394,18 @@ export function parseCommandLineWith(
     if (s.secret && flag !== undefined) throw secretOnCommandLine(program, s);
     const envValue = s.cliOnly ? undefined : env[envName(program, s)];
     const secretFile = s.secret ? secretFileValue(program, s, parsed.values, env, fromConfig) : undefined;
-    if (flag !== undefined) options[s.name] = coerce(s, flag as string | boolean, `--${s.name}`);
-    else if (secretFile?.flag) options[s.name] = coerce(s, secretFile.flag(), `--${secretFileOption(s)}`);
-    else if (envValue !== undefined && envValue !== '') options[s.name] = coerce(s, envValue, envName(program, s));
-    else if (secretFile?.env) options[s.name] = coerce(s, secretFile.env(), secretFileEnvName(program, s));
+    if (flag !== undefined) options[s.name] = coerce(s, flag as string | boolean, flagOrigin(program, command, s.name));
+    else if (secretFile?.flag)
+      options[s.name] = coerce(s, secretFile.flag(), flagOrigin(program, command, secretFileOption(s)));
+    else if (envValue !== undefined && envValue !== '')
+      options[s.name] = coerce(s, envValue, envOrigin(envName(program, s)));
+    else if (secretFile?.env) options[s.name] = coerce(s, secretFile.env(), envOrigin(secretFileEnvName(program, s)));
     else if (fromConfig[s.name] !== undefined) options[s.name] = fromConfig[s.name];
-    else if (secretFile?.config) options[s.name] = coerce(s, secretFile.config(), `'${secretFileOption(s)}'`);
+    else if (secretFile?.config)
+      options[s.name] = coerce(s, secretFile.config(), {
+        label: `the file of config key '${secretFileOption(s)}'`,
+        hint: ErrorCodes.InvalidConfig.hint,
+      });
     else if (s.default !== undefined) options[s.name] = s.default;
   }
 
@@ -437,7 +586,10 @@ export function helpText(program: ProgramSpec, command?: CommandSpec): string {
     );
     const w = Math.max(...program.commands.map((c) => c.name.length));
     for (const c of program.commands) lines.push(`  ${c.name.padEnd(w)}  ${c.summary}`);
-    lines.push('', `Run '${program.name} <command> --help' for a command's options.`);
+    lines.push(
+      '',
+      `Run '${program.name} <command> --help' for a command's options, '${program.name} --version' for the version.`,
+    );
     return lines.join('\n');
   }
   const pos = (command.positionals ?? []).map((p) => (p.required ? `<${p.name}>` : `[${p.name}]`)).join(' ');
@@ -465,4 +617,14 @@ export function helpText(program: ProgramSpec, command?: CommandSpec): string {
   }
   lines.push(`  -h, --help`, '      Show this help.');
   return lines.join('\n');
+}
+
+/**
+ * What `--version` prints: the binary, its package version (read from the package.json beside
+ * its dist/, so it cannot drift from what was installed) and the Node it runs on, which matters
+ * because pgfleet needs Node 24.
+ */
+export function versionText(program: ProgramSpec, packageJson: URL): string {
+  const { version } = JSON.parse(readFileSync(packageJson, 'utf8')) as { version?: string };
+  return `${program.name} ${version ?? 'unknown'} (node ${process.version})`;
 }

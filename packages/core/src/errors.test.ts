@@ -23,6 +23,11 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   SecretFileUnsafe: ['PGF-1022', 3, 2],
   CompressLevelInvalid: ['PGF-1060', 3, 2],
   SizeInvalid: ['PGF-1061', 3, 2],
+  FilePermissionDenied: ['PGF-1100', 9, 4],
+  DiskFull: ['PGF-1101', 8, 4],
+  ReadOnlyFileSystem: ['PGF-1102', 9, 4],
+  NotAController: ['PGF-1103', 14, 5],
+  MetricsPortInUse: ['PGF-1104', 9, 2],
   UnknownCluster: ['PGF-2001', 5, 3],
   UnknownJob: ['PGF-2002', 5, 3],
   UnknownBackup: ['PGF-2003', 5, 3],
@@ -148,4 +153,24 @@ test('format() prints the code, the message and the hint; anything else thrown b
   const cause = new TypeError('boom');
   const wrapped = asPgfleetError(cause);
   assert.deepEqual([wrapped.code, wrapped.message, wrapped.cause], ['PGF-9001', 'boom', cause]);
+});
+
+test('system errors of the machine (permissions, full disk, read-only mount) get their own codes, never PGF-9001', async () => {
+  const { chmod, mkdir, mkdtemp, rm, writeFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  // A real refusal: a read-only directory stops a normal user; root passes file modes, but not sysfs.
+  const parent = await mkdtemp(join(tmpdir(), 'pgfleet-errors-'));
+  await chmod(parent, 0o500);
+  const target = process.getuid?.() === 0 ? '/sys/pgfleet-restore-target' : join(parent, 'restore');
+  const denied = await mkdir(target).catch((err: unknown) => err);
+  await chmod(parent, 0o700);
+  await rm(parent, { recursive: true });
+  const e = asPgfleetError(denied);
+  // sysfs refuses with EPERM, or EROFS where a container mounts it read-only: both the machine's state.
+  assert.ok(['PGF-1100', 'PGF-1102'].includes(e.code), e.format());
+  assert.match(e.message, /pgfleet-restore-target|restore/);
+  const full = await writeFile('/dev/full', 'x').catch((err: unknown) => err);
+  assert.equal(asPgfleetError(full).code, 'PGF-1101');
+  assert.match(asPgfleetError(full).hint, /full/);
 });

@@ -116,6 +116,37 @@ export const ErrorCodes = {
     2,
     'Give a size as a whole number of bytes or with a unit: kB, MB, GB, TB (powers of 1024, as in PostgreSQL and pgBackRest) or KiB, MiB, GiB, TiB, e.g. 20MB or 1GiB.',
   ),
+  // 11xx: ordinary failures of the machine around pgfleet (files, disks, addresses), never bugs
+  FilePermissionDenied: spec(
+    'PGF-1100',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    "The operating-system user of the process that failed (named in the message: the agent, the controller or the CLI) may not read or write the path in the message. Fix its owner or mode (chown/chmod), or choose a path that user may write: a restore --to directory must be creatable and writable by the agent's user, the agent must run as the owner of PGDATA.",
+  ),
+  DiskFull: spec(
+    'PGF-1101',
+    GrpcStatus.RESOURCE_EXHAUSTED,
+    4,
+    'The file system holding the path in the message is full (or its quota is used up). Free space there or use a path on a larger file system, then run the job again; what was being written was not kept as complete.',
+  ),
+  ReadOnlyFileSystem: spec(
+    'PGF-1102',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'The path in the message is on a file system mounted read-only: remount it read-write or choose a path on a writable one.',
+  ),
+  NotAController: spec(
+    'PGF-1103',
+    GrpcStatus.UNAVAILABLE,
+    5,
+    "Something answers at that address, but not a pgfleet controller (another HTTP/2 or gRPC service, a web server, or a TLS/clear-text mismatch): point --controller (PGFLEET_CONTROLLER) at the controller's --listen address (default port 7420) and check --ca-cert / --insecure match how it runs.",
+  ),
+  MetricsPortInUse: spec(
+    'PGF-1104',
+    GrpcStatus.FAILED_PRECONDITION,
+    2,
+    'Another process (often postgres_exporter on 9187, or a second controller) already listens on the metrics address: choose a free one with --metrics-listen, or stop the other process. The controller does not start without its metrics rather than run unobserved.',
+  ),
   // 2xxx: fleet objects that do not exist or are in the wrong state
   UnknownCluster: spec(
     'PGF-2001',
@@ -735,11 +766,35 @@ export class PgfleetError extends Error {
   }
 }
 
-/** Wraps anything thrown into a PgfleetError (unexpected errors become Internal with the cause kept). */
-export function asPgfleetError(err: unknown): PgfleetError {
+/**
+ * Wraps anything thrown into a PgfleetError (unexpected errors become Internal with the cause kept;
+ * see systemErrorName). `context` says what was being done, before the underlying message.
+ */
+export function asPgfleetError(err: unknown, context?: string): PgfleetError {
   if (err instanceof PgfleetError) return err;
-  const message = err instanceof Error ? err.message : String(err);
-  return new PgfleetError('Internal', message, { cause: err });
+  const raw = err instanceof Error ? err.message : String(err);
+  const message = context ? `${context}: ${raw}` : raw;
+  const system = systemErrorName((err as { code?: unknown } | undefined)?.code);
+  return new PgfleetError(system ?? 'Internal', message, { cause: err });
+}
+
+/**
+ * Node's system errors that are the machine's state, not a bug: a path the user may not write,
+ * a full disk, a read-only mount. Each gets its own code and hint instead of "a bug in pgfleet".
+ */
+function systemErrorName(code: unknown): ErrorName | undefined {
+  switch (code) {
+    case 'EACCES':
+    case 'EPERM':
+      return 'FilePermissionDenied';
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return 'DiskFull';
+    case 'EROFS':
+      return 'ReadOnlyFileSystem';
+    default:
+      return undefined;
+  }
 }
 
 /**

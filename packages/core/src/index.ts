@@ -9,3 +9,4 @@ export * from './options.js';
 export * from './process-alive.js';
 export * from './async.js';
 export * from './fsync.js';
+export * from './suggest.js';

@@ -10,7 +10,9 @@
  *   UNAVAILABLE                           -> opts.unavailableError (default ControllerUnreachable)
  *   DEADLINE_EXCEEDED                     -> Timeout
  *   CANCELLED                             -> Cancelled (local cancel/abort, or the server went away mid-call)
- *   anything else (UNIMPLEMENTED, ...)    -> Internal, with the gRPC code name in the message
+ *   another service answered (HTTP status, no gRPC status, a gRPC server without the method)
+ *                                         -> NotAController
+ *   anything else                         -> Internal, with the gRPC code name in the message
  */
 import * as grpc from '@grpc/grpc-js';
 import { PgfleetError, asPgfleetError, redactCredentials, type ErrorName, type Logger } from '@pgfleet/core';
@@ -82,6 +84,13 @@ export function fromServiceError(err: unknown, ctx: ClientErrorContext): Pgfleet
     case grpc.status.CANCELLED:
       return new PgfleetError('Cancelled', `${where} was cancelled (${err.details})`, { cause: err });
     default:
+      if (notOurService(err)) {
+        return new PgfleetError(
+          'NotAController',
+          `${ctx.address} is not a pgfleet controller: ${ctx.method} failed with ${grpc.status[err.code] ?? err.code} (${transportDetails(err.details)})`,
+          { cause: err },
+        );
+      }
       return new PgfleetError('Internal', `${where} failed with ${grpc.status[err.code] ?? err.code}: ${err.details}`, {
         cause: err,
       });
@@ -91,4 +100,17 @@ export function fromServiceError(err: unknown, ctx: ClientErrorContext): Pgfleet
 /** grpc-js appends an empty "Resolution note:" to transport failures; users need only the cause. */
 export function transportDetails(details: string): string {
   return details.replace(/\s*Resolution note:\s*$/, '').trim();
+}
+
+/**
+ * Whether a failure without a pgfleet trailer came from something other than a pgfleet
+ * controller: a gRPC server that lacks the method (UNIMPLEMENTED), or an HTTP/2 server that is no
+ * gRPC server at all (grpc-js reports its HTTP status or the missing grpc-status). A controller
+ * always answers its own methods, and every failure of a handler carries the trailer.
+ */
+function notOurService(err: grpc.ServiceError): boolean {
+  if (err.code === grpc.status.UNIMPLEMENTED) return true;
+  return /Received HTTP status code|without gRPC status|No status received|Protocol error|unexpected content-type/i.test(
+    err.details,
+  );
 }

@@ -22,7 +22,16 @@
 import { chmod, lstat, mkdir, readdir, readFile, readlink, realpath, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { forEachLimit, fsyncPath, mapLimit, PgfleetError, processAlive, settleAll, type Logger } from '@pgfleet/core';
+import {
+  asPgfleetError,
+  forEachLimit,
+  fsyncPath,
+  mapLimit,
+  PgfleetError,
+  processAlive,
+  settleAll,
+  type Logger,
+} from '@pgfleet/core';
 import {
   chunkedContentDigest,
   writeRuns,
@@ -266,7 +275,10 @@ function normaliseTargets(options: RestoreOptions): RestoreOptions {
 async function checkTarget(o: RestoreOptions): Promise<boolean> {
   const existing = await readdir(o.targetDir).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return [];
-    throw err;
+    throw asPgfleetError(
+      err,
+      `restore target ${o.targetDir} cannot be read by the agent's user (uid ${process.getuid?.()})`,
+    );
   });
   const delta = o.delta === true && existing.length > 0;
   if (existing.length > 0 && !delta)
@@ -334,7 +346,12 @@ async function layOutTarget(
         await pointTablespace(o.targetDir, l.path, l.target, tablespaceLocation(l.path), keepLink);
     ({ removed } = await removeExtras(o.targetDir, manifest, reader, keptLinks, keepLink));
   }
-  await mkdir(o.targetDir, { recursive: true, mode: 0o700 });
+  await mkdir(o.targetDir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+    throw asPgfleetError(
+      err,
+      `restore target ${o.targetDir} cannot be created by the agent's user (uid ${process.getuid?.()})`,
+    );
+  });
   await chmod(o.targetDir, 0o700);
   const base = new RestoreTree(o.targetDir);
   // Tablespaces first: their directories and files are created inside them, written straight

@@ -6,11 +6,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { toJson } from '@bufbuild/protobuf';
+import { create, toJson } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { silentLogger } from '@pgfleet/core';
 import { SqliteCatalogStore } from '@pgfleet/catalog';
-import { ArchiverStatsSchema } from '@pgfleet/proto';
+import { ArchiverStatsSchema, DrillResultSchema, VerifyResultSchema } from '@pgfleet/proto';
 import { HealthMonitor, type HealthThresholds } from './health.js';
 import { createMetricsRegistry } from './metrics.js';
 
@@ -98,6 +98,20 @@ test('a scrape shows per cluster backups, RPO and its policy threshold, archivin
     data: null,
   });
   await store.createJob({ id: 'j1', cluster: 'main', kind: 'backup', agentId: 'a1', params: {} }, now);
+  // The newest verify found a fault; the newest drill passed in 42.5 s after an older one failed.
+  const finished = async (id: string, kind: 'verify' | 'drill', at: number, result: unknown) => {
+    await store.createJob({ id, cluster: 'main', kind, agentId: 'a1', params: {} }, at - 2000);
+    await store.transitionJob(id, 'dispatched', {}, at - 1000);
+    await store.transitionJob(id, 'succeeded', { result }, at);
+  };
+  const verdict = (ok: boolean) => ({ verify: toJson(VerifyResultSchema, create(VerifyResultSchema, { ok })) });
+  const drilled = (ok: boolean, rtoSeconds: number) => ({
+    drill: toJson(DrillResultSchema, create(DrillResultSchema, { ok, rtoSeconds, reasons: ok ? [] : ['amcheck'] })),
+  });
+  await finished('v1', 'verify', now - 90_000, verdict(true));
+  await finished('v2', 'verify', now - 80_000, verdict(false));
+  await finished('d1', 'drill', now - 70_000, drilled(false, 0));
+  await finished('d2', 'drill', now - 60_000, drilled(true, 42.5));
 
   const health = new HealthMonitor(store, {
     thresholds: T,
@@ -150,6 +164,13 @@ test('a scrape shows per cluster backups, RPO and its policy threshold, archivin
   assert.equal(value('pgfleet_agents_connected{cluster="main"}'), 1);
   assert.equal(value('pgfleet_agents_connected{cluster="idle"}'), 0);
   assert.equal(value('pgfleet_agent_last_heartbeat_timestamp_seconds{cluster="main"}'), (now - 1000) / 1000);
+  assert.equal(value('pgfleet_last_verify_ok{cluster="main"}'), 0);
+  assert.equal(value('pgfleet_last_verify_timestamp_seconds{cluster="main"}'), (now - 80_000) / 1000);
+  assert.equal(value('pgfleet_last_drill_ok{cluster="main"}'), 1);
+  assert.equal(value('pgfleet_last_drill_rto_seconds{cluster="main"}'), 42.5);
+  assert.equal(value('pgfleet_last_drill_timestamp_seconds{cluster="main"}'), (now - 60_000) / 1000);
+  // Never verified or drilled: no series rather than a verdict nobody gave.
+  assert.doesNotMatch(text, /^pgfleet_last_(verify|drill)_ok\{cluster="idle"\}/m);
   assert.match(text, /^# TYPE pgfleet_wal_archived_bytes_total gauge$/m);
   // A cluster without an agent has no WAL figures rather than zeros.
   assert.doesNotMatch(text, /^pgfleet_(rpo_seconds|pg_wal_free_bytes|wal_archived_bytes_total)\{cluster="idle"\}/m);
@@ -170,4 +191,42 @@ test('a scrape shows per cluster backups, RPO and its policy threshold, archivin
   await refresh();
   assert.doesNotMatch(await registry.metrics(), /^pgfleet_wal_slot_/m);
   await store.close();
+});
+
+test('a metrics address already in use stops the controller start with PGF-1104, and the gRPC port is freed', async () => {
+  const { createServer } = await import('node:net');
+  const { startController } = await import('../server.js');
+  const { PgfleetError } = await import('@pgfleet/core');
+  const dir = mkdtempSync(join(tmpdir(), 'pgfleet-metrics-clash-'));
+  dirs.push(dir);
+  // Another process's exporter holds the port (here: a plain TCP listener).
+  const other = createServer();
+  await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+  const taken = `127.0.0.1:${(other.address() as { port: number }).port}`;
+  const grpcHolder = createServer();
+  await new Promise<void>((resolve) => grpcHolder.listen(0, '127.0.0.1', resolve));
+  const grpcPort = (grpcHolder.address() as { port: number }).port;
+  await new Promise<void>((resolve) => grpcHolder.close(() => resolve()));
+  try {
+    await assert.rejects(
+      startController({
+        listen: `127.0.0.1:${grpcPort}`,
+        insecure: true,
+        catalogPath: join(dir, 'catalog.db'),
+        metricsListen: taken,
+        heartbeatIntervalSeconds: 5,
+        reportedBackupCheck: 'facts',
+      }),
+      (e: unknown) => PgfleetError.is(e, 'MetricsPortInUse') && e.message.includes(taken),
+    );
+    // Nothing of the failed start keeps listening: the same gRPC port can be bound again.
+    const again = createServer();
+    await new Promise<void>((resolve, reject) => {
+      again.once('error', reject);
+      again.listen(grpcPort, '127.0.0.1', resolve);
+    });
+    await new Promise<void>((resolve) => again.close(() => resolve()));
+  } finally {
+    await new Promise<void>((resolve) => other.close(() => resolve()));
+  }
 });

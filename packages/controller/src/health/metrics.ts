@@ -2,8 +2,9 @@
  * Prometheus metrics (prom-client) and liveness/readiness probes on --metrics-listen:
  *   GET /metrics  per cluster: last backup time/size/duration, RPO and its threshold, archive
  *                 failures, WAL archived (pg_stat_archiver and the agent's bytes/segments), pg_wal
- *                 space, replication slot, stream lag, health conditions; jobs by state; agents
- *                 connected; unsent events
+ *                 space, replication slot, stream lag, health conditions; the last verify's
+ *                 verdict and the last drill's verdict and RTO; jobs by state; agents connected;
+ *                 unsent events
  *   GET /healthz  the process is up
  *   GET /readyz   the gRPC server is serving and the catalog answers
  * Figures are read from the catalog (and the health monitor's last assessment) at scrape time,
@@ -26,6 +27,7 @@ import {
   type HealthMonitor,
   type HealthThresholds,
 } from './health.js';
+import { drillSummaryFromJob, verifySummaryFromJob } from './status.js';
 
 export interface MetricsOptions {
   store: CatalogStore;
@@ -59,6 +61,7 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
   const archiver = archiverGauges(g);
   const wal = walGauges(g);
   const fleet = fleetGauges(g);
+  const checks = restoreCheckGauges(g);
   new Gauge({
     name: 'pgfleet_controller_insecure',
     help: '1 when the controller serves without TLS (--insecure): agents unauthenticated, traffic in clear text.',
@@ -93,6 +96,7 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
         rpo.rpoThreshold.set({ cluster: name }, thresholds.rpoSeconds);
         rpo.staleThreshold.set({ cluster: name }, thresholds.staleBackupSeconds);
         setBackupGauges(backups, name, await store.listBackups(name));
+        await setRestoreCheckGauges(checks, store, name);
         const mine = allAgents.filter((a) => a.cluster === name);
         fleet.agents.set({ cluster: name }, mine.filter((a) => a.connected).length);
         const seen = Math.max(0, ...mine.map((a) => a.lastSeen ?? 0));
@@ -159,6 +163,59 @@ function setBackupGauges(m: ReturnType<typeof backupGauges>, cluster: string, li
     m.lastBackupSize.set({ cluster, type }, b.sizeBytes);
     m.lastBackupStored.set({ cluster, type }, b.storedBytes);
     m.lastBackupDuration.set({ cluster, type }, Math.max(0, (b.stopTime - b.startTime) / 1000));
+  }
+}
+
+/**
+ * Is it restorable, per cluster: the verdict of the newest verify that finished and of the newest
+ * drill that ended, with the drill's RTO, so an alert can fire on a failing or slowing drill.
+ */
+function restoreCheckGauges(g: GaugeMaker) {
+  return {
+    verifyOk: g(
+      'pgfleet_last_verify_ok',
+      '1 when the newest finished verify found every backup restorable, 0 when it found a fault (absent: never verified).',
+      ['cluster'],
+    ),
+    verifyTime: g('pgfleet_last_verify_timestamp_seconds', 'When the newest finished verify ended (Unix seconds).', [
+      'cluster',
+    ]),
+    drillOk: g(
+      'pgfleet_last_drill_ok',
+      '1 when the newest drill that ended passed (restored, amcheck clean, row counts equal), else 0 (absent: no drill yet).',
+      ['cluster'],
+    ),
+    drillRto: g(
+      'pgfleet_last_drill_rto_seconds',
+      'Recovery time measured by the newest drill that ended with one (restore start to a promoted, checked server).',
+      ['cluster'],
+    ),
+    drillTime: g('pgfleet_last_drill_timestamp_seconds', 'When the newest drill that ended finished (Unix seconds).', [
+      'cluster',
+    ]),
+  };
+}
+
+async function setRestoreCheckGauges(
+  m: ReturnType<typeof restoreCheckGauges>,
+  store: CatalogStore,
+  cluster: string,
+): Promise<void> {
+  const [verifies, drills] = await Promise.all([
+    store.listJobs({ cluster, kind: 'verify', state: 'succeeded', limit: 1 }),
+    // The newest drill that ended, whichever way (a running one has no verdict yet), as `pgfleet status` shows it.
+    store.listJobs({ cluster, kind: 'drill', limit: 10 }),
+  ]);
+  const verify = verifies[0] && verifySummaryFromJob(verifies[0]);
+  if (verify) {
+    m.verifyOk.set({ cluster }, verify.ok ? 1 : 0);
+    m.verifyTime.set({ cluster }, Number(verify.time?.seconds ?? 0));
+  }
+  const drill = drills.map(drillSummaryFromJob).find((d) => d !== undefined);
+  if (drill) {
+    m.drillOk.set({ cluster }, drill.ok ? 1 : 0);
+    if (drill.rtoSeconds) m.drillRto.set({ cluster }, drill.rtoSeconds);
+    m.drillTime.set({ cluster }, Number(drill.time?.seconds ?? 0));
   }
 }
 
