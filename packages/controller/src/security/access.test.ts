@@ -36,6 +36,7 @@ test('what each role may call', () => {
     'listClusters',
     'listControllers',
     'listDrills',
+    'listDumps',
     'listEvents',
     'listJobs',
     'planRetention',
@@ -44,7 +45,8 @@ test('what each role may call', () => {
     'watchJob',
   ]);
   // operator: + backup, restore, verify, drill, check (it switches a WAL segment), retention apply,
-  // pin, backup delete, restore points (pg_waldump over the archive: real work on the agent).
+  // pin, backup delete, restore points (pg_waldump over the archive: real work on the agent),
+  // dump and restore-dump (a new database on the target cluster; --clean drops one).
   assert.deepEqual(allowed('operator'), [
     'applyRetention',
     'cancelJob',
@@ -55,6 +57,7 @@ test('what each role may call', () => {
     'listClusters',
     'listControllers',
     'listDrills',
+    'listDumps',
     'listEvents',
     'listJobs',
     'pinBackup',
@@ -62,9 +65,11 @@ test('what each role may call', () => {
     'startBackup',
     'startCheck',
     'startDrill',
+    'startDump',
     'startInfo',
     'startRecoverTable',
     'startRestore',
+    'startRestoreDump',
     'startRestorePoints',
     'startVerify',
     'startWalSearch',

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/agent.proto.
  */
 export const file_pgfleet_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIuoBCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SAASKwoKd2FsX3N3aXRjaBgFIAEoCzIVLnBnZmxlZXQudjEuV2FsU3dpdGNoSABCBQoDbXNnIrMBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIABIrCgp3YWxfc3dpdGNoGAQgASgLMhUucGdmbGVldC52MS5XYWxTd2l0Y2hIAEIFCgNtc2ciKAoJV2FsU3dpdGNoEg4KBmpvYl9pZBgBIAEoCRILCgNsc24YAiABKAkihQIKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCRIsCgxyZXBvc2l0b3JpZXMYCiADKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkiXgoHV2VsY29tZRIaChJjb250cm9sbGVyX3ZlcnNpb24YASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKA0SEwoLY2x1c3Rlcl9rZXkYAyABKAwi1AIKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVwZ191cBgCIAEoCBIrCghhcmNoaXZlchgDIAEoCzIZLnBnZmxlZXQudjEuQXJjaGl2ZXJTdGF0cxITCgtjdXJyZW50X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIUCgxzdHJlYW1lZF9sc24YBiABKAkSIgoDd2FsGAcgASgLMhUucGdmbGVldC52MS5XYWxIZWFsdGgSLwoNYXJjaGl2ZV9zZXR1cBgIIAEoCzIYLnBnZmxlZXQudjEuQXJjaGl2ZVNldHVwEiQKBHJvbGUYCSABKA4yFi5wZ2ZsZWV0LnYxLlNlcnZlclJvbGUSKQoGcmVwbGF5GAogASgLMhkucGdmbGVldC52MS5TdGFuZGJ5UmVwbGF5ImMKDEFyY2hpdmVTZXR1cBIUCgxhcmNoaXZlX21vZGUYASABKAkSFwoPYXJjaGl2ZV9jb21tYW5kGAIgASgJEhMKC3ZpYV9wZ2ZsZWV0GAMgASgIEg8KB3Byb2JsZW0YBCABKAkiqAEKDVN0YW5kYnlSZXBsYXkSEwoLcmVjZWl2ZV9sc24YASABKAkSEgoKcmVwbGF5X2xzbhgCIAEoCRIcChRyZWNlaXZlX3JlcGxheV9ieXRlcxgDIAEoBBI0ChBsYXN0X3JlcGxheV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJyZXBsYXlfbGFnX3NlY29uZHMYBSABKAEiwQIKCVdhbEhlYWx0aBIUCgxwZ193YWxfYnl0ZXMYASABKAQSGQoRcGdfd2FsX2ZyZWVfYnl0ZXMYAiABKAQSGgoScGdfd2FsX3RvdGFsX2J5dGVzGAMgASgEEhEKCXNsb3RfbmFtZRgEIAEoCRITCgtzbG90X2FjdGl2ZRgFIAEoCBIYChBzbG90X3Jlc3RhcnRfbHNuGAYgASgJEhsKE3Nsb3RfcmV0YWluZWRfYnl0ZXMYByABKAQSFwoPc2xvdF93YWxfc3RhdHVzGAggASgJEhgKEHN0cmVhbV9sYWdfYnl0ZXMYCSABKAQSGgoSc3RyZWFtX2xhZ19zZWNvbmRzGAogASgBEh0KFXdhbF9zZWdtZW50c19hcmNoaXZlZBgLIAEoBBIaChJ3YWxfYnl0ZXNfYXJjaGl2ZWQYDCABKAQi3wEKDUFyY2hpdmVyU3RhdHMSFgoOYXJjaGl2ZWRfY291bnQYASABKAQSGQoRbGFzdF9hcmNoaXZlZF93YWwYAiABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYBCABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAUgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIr8FCgNKb2ISDgoGam9iX2lkGAEgASgJEioKCnJlcG9zaXRvcnkYAiABKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkSLAoMcmVwb3NpdG9yaWVzGAMgAygLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhQKDG1hbmlmZXN0X2tleRgEIAEoDBIYChBtYW5pZmVzdF9jbHVzdGVyGAUgASgJEicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAEicKBmV4cGlyZRgMIAEoCzIVLnBnZmxlZXQudjEuRXhwaXJlSm9iSAASJwoGdmVyaWZ5GA0gASgLMhUucGdmbGVldC52MS5WZXJpZnlKb2JIABIlCgVkcmlsbBgOIAEoCzIULnBnZmxlZXQudjEuRHJpbGxKb2JIABIvCgdjYXB0dXJlGA8gASgLMhwucGdmbGVldC52MS5DYXB0dXJlU291cmNlSm9iSAASJQoFY2hlY2sYECABKAsyFC5wZ2ZsZWV0LnYxLkNoZWNrSm9iSAASIwoEaW5mbxgRIAEoCzITLnBnZmxlZXQudjEuSW5mb0pvYkgAEjYKDnJlc3RvcmVfcG9pbnRzGBIgASgLMhwucGdmbGVldC52MS5SZXN0b3JlUG9pbnRzSm9iSAASLgoKcm90YXRlX2tleRgTIAEoCzIYLnBnZmxlZXQudjEuUm90YXRlS2V5Sm9iSAASNAoNcmVjb3Zlcl90YWJsZRgUIAEoCzIbLnBnZmxlZXQudjEuUmVjb3ZlclRhYmxlSm9iSAASLgoKd2FsX3NlYXJjaBgVIAEoCzIYLnBnZmxlZXQudjEuV2FsU2VhcmNoSm9iSABCBgoEa2luZCJqCglCYWNrdXBKb2ISJAoEdHlwZRgBIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRINCgVsYWJlbBgCIAEoCRIoCgZyZXN1bWUYAyABKA4yGC5wZ2ZsZWV0LnYxLkJhY2t1cFJlc3VtZSKYAgoKUmVzdG9yZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRISCgp0YXJnZXRfZGlyGAMgASgJEioKBnRhcmdldBgEIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSDQoFZGVsdGEYBSABKAgSFgoOdGFibGVzcGFjZV9kaXIYBiABKAkSHAoUYmFja3VwX2xhYmVsX2lzX2hpbnQYByABKAgSFwoPdGFyZ2V0X3RpbWVsaW5lGAggASgNEisKB2FyY2hpdmUYCSABKA4yGi5wZ2ZsZWV0LnYxLlJlc3RvcmVBcmNoaXZlEhgKEGN1cnJlbnRfdGltZWxpbmUYCiABKA0iGAoGQ2FuY2VsEg4KBmpvYl9pZBgBIAEoCSK+AQoLSm9iUHJvZ3Jlc3MSDgoGam9iX2lkGAEgASgJEg0KBXBoYXNlGAIgASgJEhIKCmJ5dGVzX2RvbmUYAyABKAQSEwoLYnl0ZXNfdG90YWwYBCABKAQSEgoKZmlsZXNfZG9uZRgFIAEoDRITCgtmaWxlc190b3RhbBgGIAEoDRIPCgdtZXNzYWdlGAcgASgJEhgKEGJ5dGVzX3Blcl9zZWNvbmQYCCABKAESEwoLZXRhX3NlY29uZHMYCSABKAEipgUKCUpvYlJlc3VsdBIOCgZqb2JfaWQYASABKAkSIwoFc3RhdGUYAiABKA4yFC5wZ2ZsZWV0LnYxLkpvYlN0YXRlEiYKBWVycm9yGAMgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBIoCgZiYWNrdXAYCiABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm9IABIsCgdyZXN0b3JlGAsgASgLMhkucGdmbGVldC52MS5SZXN0b3JlUmVzdWx0SAASKgoGZXhwaXJlGAwgASgLMhgucGdmbGVldC52MS5FeHBpcmVSZXN1bHRIABIqCgZ2ZXJpZnkYDSABKAsyGC5wZ2ZsZWV0LnYxLlZlcmlmeVJlc3VsdEgAEigKBWRyaWxsGA4gASgLMhcucGdmbGVldC52MS5EcmlsbFJlc3VsdEgAEisKB2NhcHR1cmUYDyABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50c0gAEigKBWNoZWNrGBAgASgLMhcucGdmbGVldC52MS5DaGVja1Jlc3VsdEgAEioKBGluZm8YESABKAsyGi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnlJbmZvSAASNgoOcmVzdG9yZV9wb2ludHMYEiABKAsyHC5wZ2ZsZWV0LnYxLlJlc3RvcmVQb2ludExpc3RIABIxCgpyb3RhdGVfa2V5GBMgASgLMhsucGdmbGVldC52MS5Sb3RhdGVLZXlSZXN1bHRIABI3Cg1yZWNvdmVyX3RhYmxlGBQgASgLMh4ucGdmbGVldC52MS5SZWNvdmVyVGFibGVSZXN1bHRIABIxCgp3YWxfc2VhcmNoGBUgASgLMhsucGdmbGVldC52MS5XYWxTZWFyY2hSZXN1bHRIAEIICgZyZXN1bHQiiQEKDVJlc3RvcmVSZXN1bHQSFAoMYmFja3VwX2xhYmVsGAEgASgJEhIKCnRhcmdldF9kaXIYAiABKAkSDQoFYnl0ZXMYAyABKAQSEgoKZmlsZV9jb3VudBgEIAEoDRIQCgh0aW1lbGluZRgFIAEoDRIZChFhcmNoaXZlX3ByZXNlcnZlZBgGIAEoCCKSAQoJRXhwaXJlSm9iEg8KB2NsdXN0ZXIYASABKAkSDgoGbGFiZWxzGAIgAygJEhUKDXdhbF9rZWVwX2Zyb20YAyABKAkSLQoLa2VlcF9yYW5nZXMYBCADKAsyGC5wZ2ZsZWV0LnYxLldhbEtlZXBSYW5nZRIPCgdkcnlfcnVuGAUgASgIEg0KBWV4YWN0GAYgASgIIlQKDFdhbEtlZXBSYW5nZRINCgVsYWJlbBgBIAEoCRIQCgh0aW1lbGluZRgCIAEoDRIRCgl3YWxfc3RhcnQYAyABKAkSEAoId2FsX3N0b3AYBCABKAki5QEKDEV4cGlyZVJlc3VsdBIWCg5kZWxldGVkX2xhYmVscxgBIAMoCRIWCg5za2lwcGVkX2xhYmVscxgCIAMoCRIcChRiYWNrdXBfZmlsZXNfZGVsZXRlZBgDIAEoDRIcChRiYWNrdXBfYnl0ZXNfZGVsZXRlZBgEIAEoBBIZChF3YWxfZmlsZXNfZGVsZXRlZBgFIAEoDRIZChF3YWxfYnl0ZXNfZGVsZXRlZBgGIAEoBBIZChF3YWxfZmlyc3RfZGVsZXRlZBgHIAEoCRIYChB3YWxfbGFzdF9kZWxldGVkGAggASgJIjMKCVZlcmlmeUpvYhIMCgRmdWxsGAEgASgIEhgKEGN1cnJlbnRfdGltZWxpbmUYAiABKA0iuwEKDlZlcmlmeVRpbWVsaW5lEhAKCHRpbWVsaW5lGAEgASgNEg4KBnBhcmVudBgCIAEoDRISCgpzd2l0Y2hfbHNuGAMgASgJEi4KCnN0YXJ0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDm5ld2VzdF9zZWdtZW50GAUgASgJEhcKD29uX2xpdmVfbGluZWFnZRgGIAEoCBISCgpsaXZlX2tub3duGAcgASgIIp4BCg1WZXJpZnlQcm9ibGVtEgwKBGtpbmQYASABKAkSDQoFbGFiZWwYAiABKAkSDAoEcGF0aBgDIAEoCRILCgNrZXkYBCABKAkSDwoHbWVzc2FnZRgFIAEoCRIQCgh0aW1lbGluZRgGIAEoDRIQCghsc25fZnJvbRgHIAEoCRIOCgZsc25fdG8YCCABKAkSEAoIc2VnbWVudHMYCSADKAkigwIKE1ZlcmlmeUJhY2t1cFZlcmRpY3QSDQoFbGFiZWwYASABKAkSJAoEdHlwZRgCIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRISCgpyZXN0b3JhYmxlGAMgASgIEhAKCGZyb21fbHNuGAQgASgJEi0KCWZyb21fdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGdG9fbHNuGAYgASgJEhMKC3RvX3RpbWVsaW5lGAcgASgNEg8KB3JlYXNvbnMYCCADKAkSFQoNZmlsZXNfY2hlY2tlZBgJIAEoDRIVCg1ieXRlc19jaGVja2VkGAogASgEIugBCgxWZXJpZnlSZXN1bHQSDAoEZnVsbBgBIAEoCBIwCgdiYWNrdXBzGAIgAygLMh8ucGdmbGVldC52MS5WZXJpZnlCYWNrdXBWZXJkaWN0EisKCHByb2JsZW1zGAMgAygLMhkucGdmbGVldC52MS5WZXJpZnlQcm9ibGVtEhwKFHdhbF9zZWdtZW50c19jaGVja2VkGAQgASgNEhIKCndhbF9uZXdlc3QYBSADKAkSCgoCb2sYBiABKAgSLQoJdGltZWxpbmVzGAcgAygLMhoucGdmbGVldC52MS5WZXJpZnlUaW1lbGluZSLEAQoIRHJpbGxKb2ISDwoHY2x1c3RlchgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSKgoGdGFyZ2V0GAMgASgLMhoucGdmbGVldC52MS5SZWNvdmVyeVRhcmdldBITCgtzY3JhdGNoX2RpchgEIAEoCRIoCgZzb3VyY2UYBSABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50cxIMCgRrZWVwGAYgASgIEhgKEGN1cnJlbnRfdGltZWxpbmUYByABKA0iwwEKD1JlY292ZXJUYWJsZUpvYhIPCgdjbHVzdGVyGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0Eg4KBnRhYmxlcxgEIAMoCRIMCgRpbnRvGAUgAygJEhAKCGRhdGFiYXNlGAYgASgJEhMKC3NjcmF0Y2hfZGlyGAcgASgJEhgKEGN1cnJlbnRfdGltZWxpbmUYCCABKA0isAIKElJlY292ZXJUYWJsZVJlc3VsdBIUCgxiYWNrdXBfbGFiZWwYASABKAkSEAoIZGF0YWJhc2UYAiABKAkSKgoGdGFibGVzGAMgAygLMhoucGdmbGVldC52MS5SZWNvdmVyZWRUYWJsZRIVCg1yZWNvdmVyZWRfbHNuGAQgASgJEjIKDnJlY292ZXJlZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9yZXN0b3JlX3NlY29uZHMYBiABKAESGAoQcmVjb3Zlcnlfc2Vjb25kcxgHIAEoARIZChFkdW1wX2xvYWRfc2Vjb25kcxgIIAEoARIVCg10b3RhbF9zZWNvbmRzGAkgASgBEhYKDnJlc3RvcmVkX2J5dGVzGAogASgEIjoKEENhcHR1cmVTb3VyY2VKb2ISDwoHY2x1c3RlchgBIAEoCRIVCg1yZXN0b3JlX3BvaW50GAIgASgJIp0BCgxTb3VyY2VDb3VudHMSFQoNcmVzdG9yZV9wb2ludBgBIAEoCRILCgNsc24YAiABKAkSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoGdGFibGVzGAQgAygLMhkucGdmbGVldC52MS5UYWJsZVJvd0NvdW50EhQKDGNoYW5nZV9ib3VuZBgFIAEoBCJOCg1UYWJsZVJvd0NvdW50EhAKCGRhdGFiYXNlGAEgASgJEg4KBnNjaGVtYRgCIAEoCRINCgV0YWJsZRgDIAEoCRIMCgRyb3dzGAQgASgDIm0KDlRhYmxlQ291bnREaWZmEhAKCGRhdGFiYXNlGAEgASgJEg4KBnNjaGVtYRgCIAEoCRINCgV0YWJsZRgDIAEoCRITCgtzb3VyY2Vfcm93cxgEIAEoAxIVCg1yZXN0b3JlZF9yb3dzGAUgASgDIlQKDkFtY2hlY2tGaW5kaW5nEhAKCGRhdGFiYXNlGAEgASgJEhAKCHJlbGF0aW9uGAIgASgJEg0KBWNoZWNrGAMgASgJEg8KB21lc3NhZ2UYBCABKAkinQUKC0RyaWxsUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRIqCgZ0YXJnZXQYAiABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EgoKAm9rGAMgASgIEg0KBXN0YWdlGAQgASgJEg8KB3JlYXNvbnMYBSADKAkSFwoPcmVzdG9yZV9zZWNvbmRzGAYgASgBEhgKEHJlY292ZXJ5X3NlY29uZHMYByABKAESEwoLcnRvX3NlY29uZHMYCCABKAESFQoNcmVjb3ZlcmVkX2xzbhgJIAEoCRIyCg5yZWNvdmVyZWRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcmVzdG9yZWRfYnl0ZXMYCyABKAQSGQoRZGF0YWJhc2VzX2NoZWNrZWQYDCABKA0SGQoRcmVsYXRpb25zX2NoZWNrZWQYDSABKA0SNAoQYW1jaGVja19maW5kaW5ncxgOIAMoCzIaLnBnZmxlZXQudjEuQW1jaGVja0ZpbmRpbmcSFwoPY291bnRzX2NvbXBhcmVkGA8gASgIEhcKD3RhYmxlc19jb21wYXJlZBgQIAEoDRIUCgxjb3VudHNfZXF1YWwYESABKAgSLwoLY291bnRfZGlmZnMYEiADKAsyGi5wZ2ZsZWV0LnYxLlRhYmxlQ291bnREaWZmEhoKEmNvdW50X2NoYW5nZV9ib3VuZBgTIAEoBBIoCgZzb3VyY2UYFCABKAsyGC5wZ2ZsZWV0LnYxLlNvdXJjZUNvdW50cxIdChVwb3N0Z3Jlc19sb2dfcHJvYmxlbXMYFSADKAkSGQoRcG9zdGdyZXNfbG9nX3RhaWwYFiADKAkSEAoIa2VwdF9kaXIYFyABKAkiIwoIQ2hlY2tKb2ISFwoPdGltZW91dF9zZWNvbmRzGAEgASgNIlUKCUNoZWNrSXRlbRIMCgRuYW1lGAEgASgJEikKB3ZlcmRpY3QYAiABKA4yGC5wZ2ZsZWV0LnYxLkNoZWNrVmVyZGljdBIPCgdtZXNzYWdlGAMgASgJImkKC0NoZWNrUmVzdWx0EiQKBWl0ZW1zGAEgAygLMhUucGdmbGVldC52MS5DaGVja0l0ZW0SCgoCb2sYAiABKAgSEwoLd2FsX3NlZ21lbnQYAyABKAkSEwoLd2FsX3NlY29uZHMYBCABKAEiDgoMUm90YXRlS2V5Sm9iImEKD1JvdGF0ZUtleVJlc3VsdBIRCglyZXdyYXBwZWQYASABKA0SEwoLYWxyZWFkeV9uZXcYAiABKA0SEgoKb2xkX2tleV9pZBgDIAEoCRISCgpuZXdfa2V5X2lkGAQgASgJIgkKB0luZm9Kb2IioQEKEFJlcG9zaXRvcnlCYWNrdXASJgoGYmFja3VwGAEgASgLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvEhIKCmRlcGVuZHNfb24YAiADKAkSEgoKZGVwZW5kZW50cxgDIAMoCRINCgVjb2RlYxgEIAEoCRIWCg5jb21wcmVzc19sZXZlbBgFIAEoDRIWCg5vd25fc2l6ZV9ieXRlcxgGIAEoBCKMAQoPV2FsVGltZWxpbmVJbmZvEhAKCHRpbWVsaW5lGAEgASgNEhYKDm9sZGVzdF9zZWdtZW50GAIgASgJEhYKDm5ld2VzdF9zZWdtZW50GAMgASgJEhAKCHNlZ21lbnRzGAQgASgEEhQKDHN0b3JlZF9ieXRlcxgFIAEoBBIPCgdoaXN0b3J5GAYgASgIIoUCCg5SZXBvc2l0b3J5SW5mbxIPCgdjbHVzdGVyGAEgASgJEi0KB2JhY2t1cHMYAiADKAsyHC5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnlCYWNrdXASKAoDd2FsGAMgAygLMhsucGdmbGVldC52MS5XYWxUaW1lbGluZUluZm8SGwoTYmFja3VwX3N0b3JlZF9ieXRlcxgEIAEoBBIYChB3YWxfc3RvcmVkX2J5dGVzGAUgASgEEh0KFWJhY2t1cF9vd25fc2l6ZV9ieXRlcxgGIAEoBBIQCghsb2NhdGlvbhgHIAEoCRIhChl1bmF1dGhlbnRpY2F0ZWRfd2FsX2ZpbGVzGAggASgEIlMKEFJlc3RvcmVQb2ludHNKb2ISKQoFc2luY2UYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGZyb21fc2VnbWVudBgCIAEoCSJlCgxSZXN0b3JlUG9pbnQSDAoEbmFtZRgBIAEoCRILCgNsc24YAiABKAkSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIdGltZWxpbmUYBCABKA0ifQoQUmVzdG9yZVBvaW50TGlzdBIoCgZwb2ludHMYASADKAsyGC5wZ2ZsZWV0LnYxLlJlc3RvcmVQb2ludBIUCgxmcm9tX3NlZ21lbnQYAiABKAkSEgoKdG9fc2VnbWVudBgDIAEoCRIVCg1zZWdtZW50c19yZWFkGAQgASgNIs8BCgxXYWxTZWFyY2hKb2ISKQoFc2luY2UYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgV0YWJsZRgDIAEoCRIQCghkYXRhYmFzZRgEIAEoCRINCgVraW5kcxgFIAMoCRIQCghtaW5fcm93cxgGIAEoBBINCgVsaW1pdBgHIAEoDRIYChBjdXJyZW50X3RpbWVsaW5lGAggASgNIvMBCg5XYWxTZWFyY2hUYWJsZRIQCghkYXRhYmFzZRgBIAEoCRIOCgZzY2hlbWEYAiABKAkSDAoEbmFtZRgDIAEoCRIQCghyZWxhdGlvbhgEIAEoCRIUCgxyb3dzX2RlbGV0ZWQYBSABKAQSFAoMcm93c191cGRhdGVkGAYgASgEEhUKDXJvd3NfaW5zZXJ0ZWQYByABKAQSEQoJdHJ1bmNhdGVkGAggASgIEg8KB2Ryb3BwZWQYCSABKAgSEQoJcmV3cml0dGVuGAogASgIEg8KB2NyZWF0ZWQYCyABKAgSFAoMcmVuYW1lZF9mcm9tGAwgASgJIrkBChRXYWxTZWFyY2hUcmFuc2FjdGlvbhILCgN4aWQYASABKA0SLwoLY29tbWl0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNvbW1pdF9sc24YAyABKAkSEQoJZmlyc3RfbHNuGAQgASgJEhAKCHRpbWVsaW5lGAUgASgNEioKBnRhYmxlcxgGIAMoCzIaLnBnZmxlZXQudjEuV2FsU2VhcmNoVGFibGUitAIKD1dhbFNlYXJjaFJlc3VsdBI2Cgx0cmFuc2FjdGlvbnMYASADKAsyIC5wZ2ZsZWV0LnYxLldhbFNlYXJjaFRyYW5zYWN0aW9uEg8KB21hdGNoZWQYAiABKA0SFAoMYmFja3VwX2xhYmVsGAMgASgJEhAKCHNuYXBzaG90GAQgASgIEhQKDGZyb21fc2VnbWVudBgFIAEoCRISCgp0b19zZWdtZW50GAYgASgJEhUKDXNlZ21lbnRzX3JlYWQYByABKA0SEgoKYnl0ZXNfcmVhZBgIIAEoBBIXCg9lbGFwc2VkX3NlY29uZHMYCSABKAESEAoIdGltZWxpbmUYCiABKA0SGQoRdHJhbnNhY3Rpb25zX3NlZW4YCyABKAQSFQoNc3RvcHBlZF9lYXJseRgMIAEoCSJSCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEg8KB2NsdXN0ZXIYAyABKAkSDwoHY3NyX3BlbRgEIAEoCSJmCg5FbnJvbGxSZXNwb25zZRIQCghjZXJ0X3BlbRgBIAEoCRITCgtjYV9jZXJ0X3BlbRgCIAEoCRItCglub3RfYWZ0ZXIYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKnMKDENoZWNrVmVyZGljdBIdChlDSEVDS19WRVJESUNUX1VOU1BFQ0lGSUVEEAASFAoQQ0hFQ0tfVkVSRElDVF9PSxABEhYKEkNIRUNLX1ZFUkRJQ1RfV0FSThACEhYKEkNIRUNLX1ZFUkRJQ1RfRkFJTBADMlYKDEFnZW50U2VydmljZRJGCgdDb25uZWN0EhoucGdmbGVldC52MS5Db25uZWN0UmVxdWVzdBobLnBnZmxlZXQudjEuQ29ubmVjdFJlc3BvbnNlKAEwATJUChFFbnJvbGxtZW50U2VydmljZRI/CgZFbnJvbGwSGS5wZ2ZsZWV0LnYxLkVucm9sbFJlcXVlc3QaGi5wZ2ZsZWV0LnYxLkVucm9sbFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
+  fileDesc("ChZwZ2ZsZWV0L3YxL2FnZW50LnByb3RvEgpwZ2ZsZWV0LnYxIuoBCg5Db25uZWN0UmVxdWVzdBIiCgVoZWxsbxgBIAEoCzIRLnBnZmxlZXQudjEuSGVsbG9IABIqCgloZWFydGJlYXQYAiABKAsyFS5wZ2ZsZWV0LnYxLkhlYXJ0YmVhdEgAEisKCHByb2dyZXNzGAMgASgLMhcucGdmbGVldC52MS5Kb2JQcm9ncmVzc0gAEicKBnJlc3VsdBgEIAEoCzIVLnBnZmxlZXQudjEuSm9iUmVzdWx0SAASKwoKd2FsX3N3aXRjaBgFIAEoCzIVLnBnZmxlZXQudjEuV2FsU3dpdGNoSABCBQoDbXNnIrMBCg9Db25uZWN0UmVzcG9uc2USJgoHd2VsY29tZRgBIAEoCzITLnBnZmxlZXQudjEuV2VsY29tZUgAEh4KA2pvYhgCIAEoCzIPLnBnZmxlZXQudjEuSm9iSAASJAoGY2FuY2VsGAMgASgLMhIucGdmbGVldC52MS5DYW5jZWxIABIrCgp3YWxfc3dpdGNoGAQgASgLMhUucGdmbGVldC52MS5XYWxTd2l0Y2hIAEIFCgNtc2ciKAoJV2FsU3dpdGNoEg4KBmpvYl9pZBgBIAEoCRILCgNsc24YAiABKAkihQIKBUhlbGxvEhAKCGFnZW50X2lkGAEgASgJEg8KB2NsdXN0ZXIYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRISCgpwZ192ZXJzaW9uGAUgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAYgASgJEg4KBnBnZGF0YRgHIAEoCRIqCgpyZXBvc2l0b3J5GAggASgLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhcKD3J1bm5pbmdfam9iX2lkcxgJIAMoCRIsCgxyZXBvc2l0b3JpZXMYCiADKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkiXgoHV2VsY29tZRIaChJjb250cm9sbGVyX3ZlcnNpb24YASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKA0SEwoLY2x1c3Rlcl9rZXkYAyABKAwi1AIKCUhlYXJ0YmVhdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVwZ191cBgCIAEoCBIrCghhcmNoaXZlchgDIAEoCzIZLnBnZmxlZXQudjEuQXJjaGl2ZXJTdGF0cxITCgtjdXJyZW50X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIUCgxzdHJlYW1lZF9sc24YBiABKAkSIgoDd2FsGAcgASgLMhUucGdmbGVldC52MS5XYWxIZWFsdGgSLwoNYXJjaGl2ZV9zZXR1cBgIIAEoCzIYLnBnZmxlZXQudjEuQXJjaGl2ZVNldHVwEiQKBHJvbGUYCSABKA4yFi5wZ2ZsZWV0LnYxLlNlcnZlclJvbGUSKQoGcmVwbGF5GAogASgLMhkucGdmbGVldC52MS5TdGFuZGJ5UmVwbGF5ImMKDEFyY2hpdmVTZXR1cBIUCgxhcmNoaXZlX21vZGUYASABKAkSFwoPYXJjaGl2ZV9jb21tYW5kGAIgASgJEhMKC3ZpYV9wZ2ZsZWV0GAMgASgIEg8KB3Byb2JsZW0YBCABKAkiqAEKDVN0YW5kYnlSZXBsYXkSEwoLcmVjZWl2ZV9sc24YASABKAkSEgoKcmVwbGF5X2xzbhgCIAEoCRIcChRyZWNlaXZlX3JlcGxheV9ieXRlcxgDIAEoBBI0ChBsYXN0X3JlcGxheV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJyZXBsYXlfbGFnX3NlY29uZHMYBSABKAEiwQIKCVdhbEhlYWx0aBIUCgxwZ193YWxfYnl0ZXMYASABKAQSGQoRcGdfd2FsX2ZyZWVfYnl0ZXMYAiABKAQSGgoScGdfd2FsX3RvdGFsX2J5dGVzGAMgASgEEhEKCXNsb3RfbmFtZRgEIAEoCRITCgtzbG90X2FjdGl2ZRgFIAEoCBIYChBzbG90X3Jlc3RhcnRfbHNuGAYgASgJEhsKE3Nsb3RfcmV0YWluZWRfYnl0ZXMYByABKAQSFwoPc2xvdF93YWxfc3RhdHVzGAggASgJEhgKEHN0cmVhbV9sYWdfYnl0ZXMYCSABKAQSGgoSc3RyZWFtX2xhZ19zZWNvbmRzGAogASgBEh0KFXdhbF9zZWdtZW50c19hcmNoaXZlZBgLIAEoBBIaChJ3YWxfYnl0ZXNfYXJjaGl2ZWQYDCABKAQi3wEKDUFyY2hpdmVyU3RhdHMSFgoOYXJjaGl2ZWRfY291bnQYASABKAQSGQoRbGFzdF9hcmNoaXZlZF93YWwYAiABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYBCABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAUgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpgGCgNKb2ISDgoGam9iX2lkGAEgASgJEioKCnJlcG9zaXRvcnkYAiABKAsyFi5wZ2ZsZWV0LnYxLlJlcG9zaXRvcnkSLAoMcmVwb3NpdG9yaWVzGAMgAygLMhYucGdmbGVldC52MS5SZXBvc2l0b3J5EhQKDG1hbmlmZXN0X2tleRgEIAEoDBIYChBtYW5pZmVzdF9jbHVzdGVyGAUgASgJEicKBmJhY2t1cBgKIAEoCzIVLnBnZmxlZXQudjEuQmFja3VwSm9iSAASKQoHcmVzdG9yZRgLIAEoCzIWLnBnZmxlZXQudjEuUmVzdG9yZUpvYkgAEicKBmV4cGlyZRgMIAEoCzIVLnBnZmxlZXQudjEuRXhwaXJlSm9iSAASJwoGdmVyaWZ5GA0gASgLMhUucGdmbGVldC52MS5WZXJpZnlKb2JIABIlCgVkcmlsbBgOIAEoCzIULnBnZmxlZXQudjEuRHJpbGxKb2JIABIvCgdjYXB0dXJlGA8gASgLMhwucGdmbGVldC52MS5DYXB0dXJlU291cmNlSm9iSAASJQoFY2hlY2sYECABKAsyFC5wZ2ZsZWV0LnYxLkNoZWNrSm9iSAASIwoEaW5mbxgRIAEoCzITLnBnZmxlZXQudjEuSW5mb0pvYkgAEjYKDnJlc3RvcmVfcG9pbnRzGBIgASgLMhwucGdmbGVldC52MS5SZXN0b3JlUG9pbnRzSm9iSAASLgoKcm90YXRlX2tleRgTIAEoCzIYLnBnZmxlZXQudjEuUm90YXRlS2V5Sm9iSAASNAoNcmVjb3Zlcl90YWJsZRgUIAEoCzIbLnBnZmxlZXQudjEuUmVjb3ZlclRhYmxlSm9iSAASLgoKd2FsX3NlYXJjaBgVIAEoCzIYLnBnZmxlZXQudjEuV2FsU2VhcmNoSm9iSAASIwoEZHVtcBgWIAEoCzITLnBnZmxlZXQudjEuRHVtcEpvYkgAEjIKDHJlc3RvcmVfZHVtcBgXIAEoCzIaLnBnZmxlZXQudjEuUmVzdG9yZUR1bXBKb2JIAEIGCgRraW5kImoKCUJhY2t1cEpvYhIkCgR0eXBlGAEgASgOMhYucGdmbGVldC52MS5CYWNrdXBUeXBlEg0KBWxhYmVsGAIgASgJEigKBnJlc3VtZRgDIAEoDjIYLnBnZmxlZXQudjEuQmFja3VwUmVzdW1lIpgCCgpSZXN0b3JlSm9iEg8KB2NsdXN0ZXIYASABKAkSFAoMYmFja3VwX2xhYmVsGAIgASgJEhIKCnRhcmdldF9kaXIYAyABKAkSKgoGdGFyZ2V0GAQgASgLMhoucGdmbGVldC52MS5SZWNvdmVyeVRhcmdldBINCgVkZWx0YRgFIAEoCBIWCg50YWJsZXNwYWNlX2RpchgGIAEoCRIcChRiYWNrdXBfbGFiZWxfaXNfaGludBgHIAEoCBIXCg90YXJnZXRfdGltZWxpbmUYCCABKA0SKwoHYXJjaGl2ZRgJIAEoDjIaLnBnZmxlZXQudjEuUmVzdG9yZUFyY2hpdmUSGAoQY3VycmVudF90aW1lbGluZRgKIAEoDSIYCgZDYW5jZWwSDgoGam9iX2lkGAEgASgJIr4BCgtKb2JQcm9ncmVzcxIOCgZqb2JfaWQYASABKAkSDQoFcGhhc2UYAiABKAkSEgoKYnl0ZXNfZG9uZRgDIAEoBBITCgtieXRlc190b3RhbBgEIAEoBBISCgpmaWxlc19kb25lGAUgASgNEhMKC2ZpbGVzX3RvdGFsGAYgASgNEg8KB21lc3NhZ2UYByABKAkSGAoQYnl0ZXNfcGVyX3NlY29uZBgIIAEoARITCgtldGFfc2Vjb25kcxgJIAEoASKFBgoJSm9iUmVzdWx0Eg4KBmpvYl9pZBgBIAEoCRIjCgVzdGF0ZRgCIAEoDjIULnBnZmxlZXQudjEuSm9iU3RhdGUSJgoFZXJyb3IYAyABKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEigKBmJhY2t1cBgKIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mb0gAEiwKB3Jlc3RvcmUYCyABKAsyGS5wZ2ZsZWV0LnYxLlJlc3RvcmVSZXN1bHRIABIqCgZleHBpcmUYDCABKAsyGC5wZ2ZsZWV0LnYxLkV4cGlyZVJlc3VsdEgAEioKBnZlcmlmeRgNIAEoCzIYLnBnZmxlZXQudjEuVmVyaWZ5UmVzdWx0SAASKAoFZHJpbGwYDiABKAsyFy5wZ2ZsZWV0LnYxLkRyaWxsUmVzdWx0SAASKwoHY2FwdHVyZRgPIAEoCzIYLnBnZmxlZXQudjEuU291cmNlQ291bnRzSAASKAoFY2hlY2sYECABKAsyFy5wZ2ZsZWV0LnYxLkNoZWNrUmVzdWx0SAASKgoEaW5mbxgRIAEoCzIaLnBnZmxlZXQudjEuUmVwb3NpdG9yeUluZm9IABI2Cg5yZXN0b3JlX3BvaW50cxgSIAEoCzIcLnBnZmxlZXQudjEuUmVzdG9yZVBvaW50TGlzdEgAEjEKCnJvdGF0ZV9rZXkYEyABKAsyGy5wZ2ZsZWV0LnYxLlJvdGF0ZUtleVJlc3VsdEgAEjcKDXJlY292ZXJfdGFibGUYFCABKAsyHi5wZ2ZsZWV0LnYxLlJlY292ZXJUYWJsZVJlc3VsdEgAEjEKCndhbF9zZWFyY2gYFSABKAsyGy5wZ2ZsZWV0LnYxLldhbFNlYXJjaFJlc3VsdEgAEiYKBGR1bXAYFiABKAsyFi5wZ2ZsZWV0LnYxLkR1bXBSZXN1bHRIABI1CgxyZXN0b3JlX2R1bXAYFyABKAsyHS5wZ2ZsZWV0LnYxLlJlc3RvcmVEdW1wUmVzdWx0SABCCAoGcmVzdWx0IokBCg1SZXN0b3JlUmVzdWx0EhQKDGJhY2t1cF9sYWJlbBgBIAEoCRISCgp0YXJnZXRfZGlyGAIgASgJEg0KBWJ5dGVzGAMgASgEEhIKCmZpbGVfY291bnQYBCABKA0SEAoIdGltZWxpbmUYBSABKA0SGQoRYXJjaGl2ZV9wcmVzZXJ2ZWQYBiABKAgikgEKCUV4cGlyZUpvYhIPCgdjbHVzdGVyGAEgASgJEg4KBmxhYmVscxgCIAMoCRIVCg13YWxfa2VlcF9mcm9tGAMgASgJEi0KC2tlZXBfcmFuZ2VzGAQgAygLMhgucGdmbGVldC52MS5XYWxLZWVwUmFuZ2USDwoHZHJ5X3J1bhgFIAEoCBINCgVleGFjdBgGIAEoCCJUCgxXYWxLZWVwUmFuZ2USDQoFbGFiZWwYASABKAkSEAoIdGltZWxpbmUYAiABKA0SEQoJd2FsX3N0YXJ0GAMgASgJEhAKCHdhbF9zdG9wGAQgASgJIuUBCgxFeHBpcmVSZXN1bHQSFgoOZGVsZXRlZF9sYWJlbHMYASADKAkSFgoOc2tpcHBlZF9sYWJlbHMYAiADKAkSHAoUYmFja3VwX2ZpbGVzX2RlbGV0ZWQYAyABKA0SHAoUYmFja3VwX2J5dGVzX2RlbGV0ZWQYBCABKAQSGQoRd2FsX2ZpbGVzX2RlbGV0ZWQYBSABKA0SGQoRd2FsX2J5dGVzX2RlbGV0ZWQYBiABKAQSGQoRd2FsX2ZpcnN0X2RlbGV0ZWQYByABKAkSGAoQd2FsX2xhc3RfZGVsZXRlZBgIIAEoCSIzCglWZXJpZnlKb2ISDAoEZnVsbBgBIAEoCBIYChBjdXJyZW50X3RpbWVsaW5lGAIgASgNIrsBCg5WZXJpZnlUaW1lbGluZRIQCgh0aW1lbGluZRgBIAEoDRIOCgZwYXJlbnQYAiABKA0SEgoKc3dpdGNoX2xzbhgDIAEoCRIuCgpzdGFydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5uZXdlc3Rfc2VnbWVudBgFIAEoCRIXCg9vbl9saXZlX2xpbmVhZ2UYBiABKAgSEgoKbGl2ZV9rbm93bhgHIAEoCCKeAQoNVmVyaWZ5UHJvYmxlbRIMCgRraW5kGAEgASgJEg0KBWxhYmVsGAIgASgJEgwKBHBhdGgYAyABKAkSCwoDa2V5GAQgASgJEg8KB21lc3NhZ2UYBSABKAkSEAoIdGltZWxpbmUYBiABKA0SEAoIbHNuX2Zyb20YByABKAkSDgoGbHNuX3RvGAggASgJEhAKCHNlZ21lbnRzGAkgAygJIoMCChNWZXJpZnlCYWNrdXBWZXJkaWN0Eg0KBWxhYmVsGAEgASgJEiQKBHR5cGUYAiABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSEgoKcmVzdG9yYWJsZRgDIAEoCBIQCghmcm9tX2xzbhgEIAEoCRItCglmcm9tX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnRvX2xzbhgGIAEoCRITCgt0b190aW1lbGluZRgHIAEoDRIPCgdyZWFzb25zGAggAygJEhUKDWZpbGVzX2NoZWNrZWQYCSABKA0SFQoNYnl0ZXNfY2hlY2tlZBgKIAEoBCLoAQoMVmVyaWZ5UmVzdWx0EgwKBGZ1bGwYASABKAgSMAoHYmFja3VwcxgCIAMoCzIfLnBnZmxlZXQudjEuVmVyaWZ5QmFja3VwVmVyZGljdBIrCghwcm9ibGVtcxgDIAMoCzIZLnBnZmxlZXQudjEuVmVyaWZ5UHJvYmxlbRIcChR3YWxfc2VnbWVudHNfY2hlY2tlZBgEIAEoDRISCgp3YWxfbmV3ZXN0GAUgAygJEgoKAm9rGAYgASgIEi0KCXRpbWVsaW5lcxgHIAMoCzIaLnBnZmxlZXQudjEuVmVyaWZ5VGltZWxpbmUixAEKCERyaWxsSm9iEg8KB2NsdXN0ZXIYASABKAkSFAoMYmFja3VwX2xhYmVsGAIgASgJEioKBnRhcmdldBgDIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSEwoLc2NyYXRjaF9kaXIYBCABKAkSKAoGc291cmNlGAUgASgLMhgucGdmbGVldC52MS5Tb3VyY2VDb3VudHMSDAoEa2VlcBgGIAEoCBIYChBjdXJyZW50X3RpbWVsaW5lGAcgASgNIsMBCg9SZWNvdmVyVGFibGVKb2ISDwoHY2x1c3RlchgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSKgoGdGFyZ2V0GAMgASgLMhoucGdmbGVldC52MS5SZWNvdmVyeVRhcmdldBIOCgZ0YWJsZXMYBCADKAkSDAoEaW50bxgFIAMoCRIQCghkYXRhYmFzZRgGIAEoCRITCgtzY3JhdGNoX2RpchgHIAEoCRIYChBjdXJyZW50X3RpbWVsaW5lGAggASgNIrACChJSZWNvdmVyVGFibGVSZXN1bHQSFAoMYmFja3VwX2xhYmVsGAEgASgJEhAKCGRhdGFiYXNlGAIgASgJEioKBnRhYmxlcxgDIAMoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcmVkVGFibGUSFQoNcmVjb3ZlcmVkX2xzbhgEIAEoCRIyCg5yZWNvdmVyZWRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPcmVzdG9yZV9zZWNvbmRzGAYgASgBEhgKEHJlY292ZXJ5X3NlY29uZHMYByABKAESGQoRZHVtcF9sb2FkX3NlY29uZHMYCCABKAESFQoNdG90YWxfc2Vjb25kcxgJIAEoARIWCg5yZXN0b3JlZF9ieXRlcxgKIAEoBCI6ChBDYXB0dXJlU291cmNlSm9iEg8KB2NsdXN0ZXIYASABKAkSFQoNcmVzdG9yZV9wb2ludBgCIAEoCSKdAQoMU291cmNlQ291bnRzEhUKDXJlc3RvcmVfcG9pbnQYASABKAkSCwoDbHNuGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBnRhYmxlcxgEIAMoCzIZLnBnZmxlZXQudjEuVGFibGVSb3dDb3VudBIUCgxjaGFuZ2VfYm91bmQYBSABKAQiTgoNVGFibGVSb3dDb3VudBIQCghkYXRhYmFzZRgBIAEoCRIOCgZzY2hlbWEYAiABKAkSDQoFdGFibGUYAyABKAkSDAoEcm93cxgEIAEoAyJtCg5UYWJsZUNvdW50RGlmZhIQCghkYXRhYmFzZRgBIAEoCRIOCgZzY2hlbWEYAiABKAkSDQoFdGFibGUYAyABKAkSEwoLc291cmNlX3Jvd3MYBCABKAMSFQoNcmVzdG9yZWRfcm93cxgFIAEoAyJUCg5BbWNoZWNrRmluZGluZxIQCghkYXRhYmFzZRgBIAEoCRIQCghyZWxhdGlvbhgCIAEoCRINCgVjaGVjaxgDIAEoCRIPCgdtZXNzYWdlGAQgASgJIp0FCgtEcmlsbFJlc3VsdBIUCgxiYWNrdXBfbGFiZWwYASABKAkSKgoGdGFyZ2V0GAIgASgLMhoucGdmbGVldC52MS5SZWNvdmVyeVRhcmdldBIKCgJvaxgDIAEoCBINCgVzdGFnZRgEIAEoCRIPCgdyZWFzb25zGAUgAygJEhcKD3Jlc3RvcmVfc2Vjb25kcxgGIAEoARIYChByZWNvdmVyeV9zZWNvbmRzGAcgASgBEhMKC3J0b19zZWNvbmRzGAggASgBEhUKDXJlY292ZXJlZF9sc24YCSABKAkSMgoOcmVjb3ZlcmVkX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlc3RvcmVkX2J5dGVzGAsgASgEEhkKEWRhdGFiYXNlc19jaGVja2VkGAwgASgNEhkKEXJlbGF0aW9uc19jaGVja2VkGA0gASgNEjQKEGFtY2hlY2tfZmluZGluZ3MYDiADKAsyGi5wZ2ZsZWV0LnYxLkFtY2hlY2tGaW5kaW5nEhcKD2NvdW50c19jb21wYXJlZBgPIAEoCBIXCg90YWJsZXNfY29tcGFyZWQYECABKA0SFAoMY291bnRzX2VxdWFsGBEgASgIEi8KC2NvdW50X2RpZmZzGBIgAygLMhoucGdmbGVldC52MS5UYWJsZUNvdW50RGlmZhIaChJjb3VudF9jaGFuZ2VfYm91bmQYEyABKAQSKAoGc291cmNlGBQgASgLMhgucGdmbGVldC52MS5Tb3VyY2VDb3VudHMSHQoVcG9zdGdyZXNfbG9nX3Byb2JsZW1zGBUgAygJEhkKEXBvc3RncmVzX2xvZ190YWlsGBYgAygJEhAKCGtlcHRfZGlyGBcgASgJIiMKCENoZWNrSm9iEhcKD3RpbWVvdXRfc2Vjb25kcxgBIAEoDSJVCglDaGVja0l0ZW0SDAoEbmFtZRgBIAEoCRIpCgd2ZXJkaWN0GAIgASgOMhgucGdmbGVldC52MS5DaGVja1ZlcmRpY3QSDwoHbWVzc2FnZRgDIAEoCSJpCgtDaGVja1Jlc3VsdBIkCgVpdGVtcxgBIAMoCzIVLnBnZmxlZXQudjEuQ2hlY2tJdGVtEgoKAm9rGAIgASgIEhMKC3dhbF9zZWdtZW50GAMgASgJEhMKC3dhbF9zZWNvbmRzGAQgASgBIg4KDFJvdGF0ZUtleUpvYiJhCg9Sb3RhdGVLZXlSZXN1bHQSEQoJcmV3cmFwcGVkGAEgASgNEhMKC2FscmVhZHlfbmV3GAIgASgNEhIKCm9sZF9rZXlfaWQYAyABKAkSEgoKbmV3X2tleV9pZBgEIAEoCSIJCgdJbmZvSm9iIqEBChBSZXBvc2l0b3J5QmFja3VwEiYKBmJhY2t1cBgBIAEoCzIWLnBnZmxlZXQudjEuQmFja3VwSW5mbxISCgpkZXBlbmRzX29uGAIgAygJEhIKCmRlcGVuZGVudHMYAyADKAkSDQoFY29kZWMYBCABKAkSFgoOY29tcHJlc3NfbGV2ZWwYBSABKA0SFgoOb3duX3NpemVfYnl0ZXMYBiABKAQijAEKD1dhbFRpbWVsaW5lSW5mbxIQCgh0aW1lbGluZRgBIAEoDRIWCg5vbGRlc3Rfc2VnbWVudBgCIAEoCRIWCg5uZXdlc3Rfc2VnbWVudBgDIAEoCRIQCghzZWdtZW50cxgEIAEoBBIUCgxzdG9yZWRfYnl0ZXMYBSABKAQSDwoHaGlzdG9yeRgGIAEoCCKFAgoOUmVwb3NpdG9yeUluZm8SDwoHY2x1c3RlchgBIAEoCRItCgdiYWNrdXBzGAIgAygLMhwucGdmbGVldC52MS5SZXBvc2l0b3J5QmFja3VwEigKA3dhbBgDIAMoCzIbLnBnZmxlZXQudjEuV2FsVGltZWxpbmVJbmZvEhsKE2JhY2t1cF9zdG9yZWRfYnl0ZXMYBCABKAQSGAoQd2FsX3N0b3JlZF9ieXRlcxgFIAEoBBIdChViYWNrdXBfb3duX3NpemVfYnl0ZXMYBiABKAQSEAoIbG9jYXRpb24YByABKAkSIQoZdW5hdXRoZW50aWNhdGVkX3dhbF9maWxlcxgIIAEoBCJTChBSZXN0b3JlUG9pbnRzSm9iEikKBXNpbmNlGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmcm9tX3NlZ21lbnQYAiABKAkiZQoMUmVzdG9yZVBvaW50EgwKBG5hbWUYASABKAkSCwoDbHNuGAIgASgJEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRpbWVsaW5lGAQgASgNIn0KEFJlc3RvcmVQb2ludExpc3QSKAoGcG9pbnRzGAEgAygLMhgucGdmbGVldC52MS5SZXN0b3JlUG9pbnQSFAoMZnJvbV9zZWdtZW50GAIgASgJEhIKCnRvX3NlZ21lbnQYAyABKAkSFQoNc2VnbWVudHNfcmVhZBgEIAEoDSLPAQoMV2FsU2VhcmNoSm9iEikKBXNpbmNlGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFdGFibGUYAyABKAkSEAoIZGF0YWJhc2UYBCABKAkSDQoFa2luZHMYBSADKAkSEAoIbWluX3Jvd3MYBiABKAQSDQoFbGltaXQYByABKA0SGAoQY3VycmVudF90aW1lbGluZRgIIAEoDSLzAQoOV2FsU2VhcmNoVGFibGUSEAoIZGF0YWJhc2UYASABKAkSDgoGc2NoZW1hGAIgASgJEgwKBG5hbWUYAyABKAkSEAoIcmVsYXRpb24YBCABKAkSFAoMcm93c19kZWxldGVkGAUgASgEEhQKDHJvd3NfdXBkYXRlZBgGIAEoBBIVCg1yb3dzX2luc2VydGVkGAcgASgEEhEKCXRydW5jYXRlZBgIIAEoCBIPCgdkcm9wcGVkGAkgASgIEhEKCXJld3JpdHRlbhgKIAEoCBIPCgdjcmVhdGVkGAsgASgIEhQKDHJlbmFtZWRfZnJvbRgMIAEoCSK5AQoUV2FsU2VhcmNoVHJhbnNhY3Rpb24SCwoDeGlkGAEgASgNEi8KC2NvbW1pdF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpjb21taXRfbHNuGAMgASgJEhEKCWZpcnN0X2xzbhgEIAEoCRIQCgh0aW1lbGluZRgFIAEoDRIqCgZ0YWJsZXMYBiADKAsyGi5wZ2ZsZWV0LnYxLldhbFNlYXJjaFRhYmxlIrQCCg9XYWxTZWFyY2hSZXN1bHQSNgoMdHJhbnNhY3Rpb25zGAEgAygLMiAucGdmbGVldC52MS5XYWxTZWFyY2hUcmFuc2FjdGlvbhIPCgdtYXRjaGVkGAIgASgNEhQKDGJhY2t1cF9sYWJlbBgDIAEoCRIQCghzbmFwc2hvdBgEIAEoCBIUCgxmcm9tX3NlZ21lbnQYBSABKAkSEgoKdG9fc2VnbWVudBgGIAEoCRIVCg1zZWdtZW50c19yZWFkGAcgASgNEhIKCmJ5dGVzX3JlYWQYCCABKAQSFwoPZWxhcHNlZF9zZWNvbmRzGAkgASgBEhAKCHRpbWVsaW5lGAogASgNEhkKEXRyYW5zYWN0aW9uc19zZWVuGAsgASgEEhUKDXN0b3BwZWRfZWFybHkYDCABKAkiUgoNRW5yb2xsUmVxdWVzdBINCgV0b2tlbhgBIAEoCRIQCghhZ2VudF9pZBgCIAEoCRIPCgdjbHVzdGVyGAMgASgJEg8KB2Nzcl9wZW0YBCABKAkiZgoORW5yb2xsUmVzcG9uc2USEAoIY2VydF9wZW0YASABKAkSEwoLY2FfY2VydF9wZW0YAiABKAkSLQoJbm90X2FmdGVyGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJvCgdEdW1wSm9iEg0KBWxhYmVsGAEgASgJEhEKCWRhdGFiYXNlcxgCIAMoCRIMCgRqb2JzGAMgASgNEhwKFGxvY2tfd2FpdF90aW1lb3V0X21zGAQgASgNEhYKDndpdGhfcGFzc3dvcmRzGAUgASgIImIKCER1bXBGaWxlEgwKBG5hbWUYASABKAkSDAoEc2l6ZRgCIAEoBBIOCgZzaGEyNTYYAyABKAkSEwoLc3RvcmVkX3NpemUYBCABKAQSFQoNc3RvcmVkX3NoYTI1NhgFIAEoCSI/CglEdW1wVGFibGUSDgoGc2NoZW1hGAEgASgJEgwKBG5hbWUYAiABKAkSFAoMcm93X2VzdGltYXRlGAMgASgDIqsBCg5EdW1wZWREYXRhYmFzZRIMCgRuYW1lGAEgASgJEgsKA2RpchgCIAEoCRIjCgVmaWxlcxgDIAMoCzIULnBnZmxlZXQudjEuRHVtcEZpbGUSJQoGdGFibGVzGAQgAygLMhUucGdmbGVldC52MS5EdW1wVGFibGUSDAoEc2l6ZRgFIAEoBBITCgtzdG9yZWRfc2l6ZRgGIAEoBBIPCgdzZWNvbmRzGAcgASgBIrMCCgpEdW1wUmVzdWx0Eg0KBWxhYmVsGAEgASgJEi0KCWRhdGFiYXNlcxgCIAMoCzIaLnBnZmxlZXQudjEuRHVtcGVkRGF0YWJhc2USFwoPcGdfZHVtcF92ZXJzaW9uGAMgASgJEhQKDHNlcnZlcl9tYWpvchgEIAEoDRIlCgdnbG9iYWxzGAUgASgLMhQucGdmbGVldC52MS5EdW1wRmlsZRIWCg53aXRoX3Bhc3N3b3JkcxgGIAEoCBIrCgdzdGFydGVkGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghmaW5pc2hlZBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHc2Vjb25kcxgJIAEoARINCgVjb2RlYxgKIAEoCSLAAQoOUmVzdG9yZUR1bXBKb2ISDwoHY2x1c3RlchgBIAEoCRINCgVsYWJlbBgCIAEoCRIsCghkYXRhYmFzZRgDIAEoCzIaLnBnZmxlZXQudjEuRHVtcGVkRGF0YWJhc2USDQoFY29kZWMYBCABKAkSEwoLdG9fZGF0YWJhc2UYBSABKAkSDgoGdGFibGVzGAYgAygJEg8KB3NjaGVtYXMYByADKAkSDAoEam9icxgIIAEoDRINCgVjbGVhbhgJIAEoCCLAAQoRUmVzdG9yZUR1bXBSZXN1bHQSDQoFbGFiZWwYASABKAkSEAoIZGF0YWJhc2UYAiABKAkSEwoLdG9fZGF0YWJhc2UYAyABKAkSGAoQZHJvcHBlZF9leGlzdGluZxgEIAEoCBINCgVieXRlcxgFIAEoBBIPCgdzZWNvbmRzGAYgASgBEhoKEnBnX3Jlc3RvcmVfdmVyc2lvbhgHIAEoCRIOCgZ0YWJsZXMYCCADKAkSDwoHc2NoZW1hcxgJIAMoCSpzCgxDaGVja1ZlcmRpY3QSHQoZQ0hFQ0tfVkVSRElDVF9VTlNQRUNJRklFRBAAEhQKEENIRUNLX1ZFUkRJQ1RfT0sQARIWChJDSEVDS19WRVJESUNUX1dBUk4QAhIWChJDSEVDS19WRVJESUNUX0ZBSUwQAzJWCgxBZ2VudFNlcnZpY2USRgoHQ29ubmVjdBIaLnBnZmxlZXQudjEuQ29ubmVjdFJlcXVlc3QaGy5wZ2ZsZWV0LnYxLkNvbm5lY3RSZXNwb25zZSgBMAEyVAoRRW5yb2xsbWVudFNlcnZpY2USPwoGRW5yb2xsEhkucGdmbGVldC52MS5FbnJvbGxSZXF1ZXN0GhoucGdmbGVldC52MS5FbnJvbGxSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
 
 /**
  * @generated from message pgfleet.v1.ConnectRequest
@@ -656,6 +656,18 @@ export type Job = Message<"pgfleet.v1.Job"> & {
      */
     value: WalSearchJob;
     case: "walSearch";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.DumpJob dump = 22;
+     */
+    value: DumpJob;
+    case: "dump";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.RestoreDumpJob restore_dump = 23;
+     */
+    value: RestoreDumpJob;
+    case: "restoreDump";
   } | { case: undefined; value?: undefined };
 };
 
@@ -949,6 +961,18 @@ export type JobResult = Message<"pgfleet.v1.JobResult"> & {
      */
     value: WalSearchResult;
     case: "walSearch";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.DumpResult dump = 22;
+     */
+    value: DumpResult;
+    case: "dump";
+  } | {
+    /**
+     * @generated from field: pgfleet.v1.RestoreDumpResult restore_dump = 23;
+     */
+    value: RestoreDumpResult;
+    case: "restoreDump";
   } | { case: undefined; value?: undefined };
 };
 
@@ -2780,6 +2804,378 @@ export type EnrollResponse = Message<"pgfleet.v1.EnrollResponse"> & {
  */
 export const EnrollResponseSchema: GenMessage<EnrollResponse> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_agent, 51);
+
+/**
+ * DumpJob (`pgfleet dump`, docs/logical.md) takes a logical backup of databases of the agent's
+ * cluster: pg_dump in directory format (-Fd, parallel with jobs > 1, one snapshot per database)
+ * into a spool directory under the agent's scratch area, every file then stored through the
+ * repository layer (compressed, checksummed, encrypted when the cluster is) in every repository,
+ * and `pg_dumpall --globals-only` (roles without passwords unless asked, tablespaces). The dump's
+ * manifest (dump.json) is written last: a failed dump leaves no manifest and its files removed.
+ *
+ * @generated from message pgfleet.v1.DumpJob
+ */
+export type DumpJob = Message<"pgfleet.v1.DumpJob"> & {
+  /**
+   * The dump's label (the controller's), its key under <cluster>/dump/.
+   *
+   * @generated from field: string label = 1;
+   */
+  label: string;
+
+  /**
+   * Databases to dump (empty: every database that allows connections, templates excluded).
+   *
+   * @generated from field: repeated string databases = 2;
+   */
+  databases: string[];
+
+  /**
+   * pg_dump --jobs per database (0 or 1: one).
+   *
+   * @generated from field: uint32 jobs = 3;
+   */
+  jobs: number;
+
+  /**
+   * pg_dump --lock-wait-timeout, in milliseconds (0: wait as long as it takes).
+   *
+   * @generated from field: uint32 lock_wait_timeout_ms = 4;
+   */
+  lockWaitTimeoutMs: number;
+
+  /**
+   * Keep role passwords in the globals (pg_dumpall without --no-role-passwords).
+   *
+   * @generated from field: bool with_passwords = 5;
+   */
+  withPasswords: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.DumpJob.
+ * Use `create(DumpJobSchema)` to create a new message.
+ */
+export const DumpJobSchema: GenMessage<DumpJob> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 52);
+
+/**
+ * One file of a dumped database, as stored.
+ *
+ * @generated from message pgfleet.v1.DumpFile
+ */
+export type DumpFile = Message<"pgfleet.v1.DumpFile"> & {
+  /**
+   * Its name in pg_dump's directory (toc.dat, 3456.dat).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: uint64 size = 2;
+   */
+  size: bigint;
+
+  /**
+   * @generated from field: string sha256 = 3;
+   */
+  sha256: string;
+
+  /**
+   * @generated from field: uint64 stored_size = 4;
+   */
+  storedSize: bigint;
+
+  /**
+   * @generated from field: string stored_sha256 = 5;
+   */
+  storedSha256: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.DumpFile.
+ * Use `create(DumpFileSchema)` to create a new message.
+ */
+export const DumpFileSchema: GenMessage<DumpFile> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 53);
+
+/**
+ * A table of a dumped database with its row estimate (pg_class.reltuples at dump time; -1: never
+ * analyzed).
+ *
+ * @generated from message pgfleet.v1.DumpTable
+ */
+export type DumpTable = Message<"pgfleet.v1.DumpTable"> & {
+  /**
+   * @generated from field: string schema = 1;
+   */
+  schema: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: int64 row_estimate = 3;
+   */
+  rowEstimate: bigint;
+};
+
+/**
+ * Describes the message pgfleet.v1.DumpTable.
+ * Use `create(DumpTableSchema)` to create a new message.
+ */
+export const DumpTableSchema: GenMessage<DumpTable> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 54);
+
+/**
+ * @generated from message pgfleet.v1.DumpedDatabase
+ */
+export type DumpedDatabase = Message<"pgfleet.v1.DumpedDatabase"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Its key under the dump (<cluster>/dump/<label>/<dir>/<file>).
+   *
+   * @generated from field: string dir = 2;
+   */
+  dir: string;
+
+  /**
+   * @generated from field: repeated pgfleet.v1.DumpFile files = 3;
+   */
+  files: DumpFile[];
+
+  /**
+   * @generated from field: repeated pgfleet.v1.DumpTable tables = 4;
+   */
+  tables: DumpTable[];
+
+  /**
+   * Content bytes of its files, and stored bytes.
+   *
+   * @generated from field: uint64 size = 5;
+   */
+  size: bigint;
+
+  /**
+   * @generated from field: uint64 stored_size = 6;
+   */
+  storedSize: bigint;
+
+  /**
+   * @generated from field: double seconds = 7;
+   */
+  seconds: number;
+};
+
+/**
+ * Describes the message pgfleet.v1.DumpedDatabase.
+ * Use `create(DumpedDatabaseSchema)` to create a new message.
+ */
+export const DumpedDatabaseSchema: GenMessage<DumpedDatabase> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 55);
+
+/**
+ * @generated from message pgfleet.v1.DumpResult
+ */
+export type DumpResult = Message<"pgfleet.v1.DumpResult"> & {
+  /**
+   * @generated from field: string label = 1;
+   */
+  label: string;
+
+  /**
+   * @generated from field: repeated pgfleet.v1.DumpedDatabase databases = 2;
+   */
+  databases: DumpedDatabase[];
+
+  /**
+   * pg_dump --version, e.g. "pg_dump (PostgreSQL) 15.10".
+   *
+   * @generated from field: string pg_dump_version = 3;
+   */
+  pgDumpVersion: string;
+
+  /**
+   * The server's major version the dump was taken from.
+   *
+   * @generated from field: uint32 server_major = 4;
+   */
+  serverMajor: number;
+
+  /**
+   * pg_dumpall --globals-only output, stored as globals.sql.
+   *
+   * @generated from field: pgfleet.v1.DumpFile globals = 5;
+   */
+  globals?: DumpFile | undefined;
+
+  /**
+   * @generated from field: bool with_passwords = 6;
+   */
+  withPasswords: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp started = 7;
+   */
+  started?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp finished = 8;
+   */
+  finished?: Timestamp | undefined;
+
+  /**
+   * @generated from field: double seconds = 9;
+   */
+  seconds: number;
+
+  /**
+   * The codec the files are stored with.
+   *
+   * @generated from field: string codec = 10;
+   */
+  codec: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.DumpResult.
+ * Use `create(DumpResultSchema)` to create a new message.
+ */
+export const DumpResultSchema: GenMessage<DumpResult> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 56);
+
+/**
+ * RestoreDumpJob (`pgfleet restore-dump`) restores one database of a dump into a new database of
+ * the agent's cluster with pg_restore --jobs. The files and their checksums come from the
+ * controller's catalog (the dump's record), so every byte read from the repository is checked
+ * against what was stored. An existing database is refused unless clean is set, then it is
+ * dropped first and the result says so.
+ *
+ * @generated from message pgfleet.v1.RestoreDumpJob
+ */
+export type RestoreDumpJob = Message<"pgfleet.v1.RestoreDumpJob"> & {
+  /**
+   * The cluster whose repository holds the dump.
+   *
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * @generated from field: string label = 2;
+   */
+  label: string;
+
+  /**
+   * @generated from field: pgfleet.v1.DumpedDatabase database = 3;
+   */
+  database?: DumpedDatabase | undefined;
+
+  /**
+   * @generated from field: string codec = 4;
+   */
+  codec: string;
+
+  /**
+   * @generated from field: string to_database = 5;
+   */
+  toDatabase: string;
+
+  /**
+   * @generated from field: repeated string tables = 6;
+   */
+  tables: string[];
+
+  /**
+   * @generated from field: repeated string schemas = 7;
+   */
+  schemas: string[];
+
+  /**
+   * @generated from field: uint32 jobs = 8;
+   */
+  jobs: number;
+
+  /**
+   * @generated from field: bool clean = 9;
+   */
+  clean: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.RestoreDumpJob.
+ * Use `create(RestoreDumpJobSchema)` to create a new message.
+ */
+export const RestoreDumpJobSchema: GenMessage<RestoreDumpJob> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 57);
+
+/**
+ * @generated from message pgfleet.v1.RestoreDumpResult
+ */
+export type RestoreDumpResult = Message<"pgfleet.v1.RestoreDumpResult"> & {
+  /**
+   * @generated from field: string label = 1;
+   */
+  label: string;
+
+  /**
+   * @generated from field: string database = 2;
+   */
+  database: string;
+
+  /**
+   * @generated from field: string to_database = 3;
+   */
+  toDatabase: string;
+
+  /**
+   * An existing to_database was dropped first (--clean).
+   *
+   * @generated from field: bool dropped_existing = 4;
+   */
+  droppedExisting: boolean;
+
+  /**
+   * @generated from field: uint64 bytes = 5;
+   */
+  bytes: bigint;
+
+  /**
+   * @generated from field: double seconds = 6;
+   */
+  seconds: number;
+
+  /**
+   * pg_restore --version used.
+   *
+   * @generated from field: string pg_restore_version = 7;
+   */
+  pgRestoreVersion: string;
+
+  /**
+   * @generated from field: repeated string tables = 8;
+   */
+  tables: string[];
+
+  /**
+   * @generated from field: repeated string schemas = 9;
+   */
+  schemas: string[];
+};
+
+/**
+ * Describes the message pgfleet.v1.RestoreDumpResult.
+ * Use `create(RestoreDumpResultSchema)` to create a new message.
+ */
+export const RestoreDumpResultSchema: GenMessage<RestoreDumpResult> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_agent, 58);
 
 /**
  * @generated from enum pgfleet.v1.CheckVerdict
