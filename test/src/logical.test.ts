@@ -13,8 +13,10 @@
  *   output says;
  * - a dump that cannot get its locks within --lock-wait-timeout, and one whose database is dropped
  *   while it runs, fail with DumpFailed, are not listed and leave nothing in the repository;
- * - a flipped byte in a stored dump file fails the restore (RestoreDumpFailed) and leaves no
- *   database behind.
+ * - `pgfleet verify` checks the dump (every file against the catalog's checksums, toc.dat listed
+ *   by pg_restore with every recorded table in it); a flipped byte in a stored dump file is found
+ *   by verify (VerifyFailed, naming the file) and fails the restore (RestoreDumpFailed), which
+ *   leaves no database behind.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -201,6 +203,10 @@ describe('logical backups: pgfleet dump and restore-dump', { timeout: 1_200_000 
     // Stored where the repository keeps dumps, manifest included.
     assert.deepEqual(await dumpDirs(), [dump.label]);
     assert.ok((await readdir(join(fleet.repoDir, SOURCE, 'dump', dump.label))).includes('dump.json'));
+    // verify reads every file back against the catalog's checksums and lists each toc.dat.
+    const verified = await fleet.cli('verify', SOURCE, '--wait');
+    assert.equal(verified.code, 0, `${verified.stdout}\n${verified.stderr}`);
+    assert.match(verified.stdout, new RegExp(`${dump.label} ok: \\d+ file\\(s\\)`));
     // The human listing names it with its databases.
     const human = await fleet.cli('dumps', SOURCE);
     assert.match(human.stdout, new RegExp(`${dump.label}.*crm,postgres,shop`));
@@ -309,7 +315,7 @@ describe('logical backups: pgfleet dump and restore-dump', { timeout: 1_200_000 
     assert.deepEqual(await dumpDirs(), [dump.label]);
   });
 
-  it('a flipped byte in a stored dump file fails the restore and leaves no database', async () => {
+  it('a flipped byte in a stored dump file is found by verify and fails the restore, leaving no database', async () => {
     const shop = dump.databases.find((d) => d.name === 'shop')!;
     const dir = join(fleet.repoDir, SOURCE, 'dump', dump.label, shop.dir);
     const biggest = (
@@ -319,6 +325,13 @@ describe('logical backups: pgfleet dump and restore-dump', { timeout: 1_200_000 
     const at = Math.floor(bytes.length / 2);
     bytes[at] = bytes[at]! ^ 0x01;
     await writeFile(join(dir, biggest), bytes);
+    const verified = await fleet.cli('verify', SOURCE, '--wait');
+    assert.notEqual(verified.code, 0);
+    assert.match(verified.stderr, new RegExp(ErrorCodes.VerifyFailed.code));
+    assert.match(
+      verified.stdout,
+      new RegExp(`${dump.label} DAMAGED: .*database shop file ${biggest.replace('.', '\\.')}`),
+    );
     const r = await restoreInto('shop', 'from_damaged', '--wait');
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, new RegExp(ErrorCodes.RestoreDumpFailed.code));
