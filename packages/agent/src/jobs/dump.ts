@@ -13,8 +13,8 @@ export const dumpJob: AgentJobKind<'dump'> = {
       cluster: s.cluster,
       label: d.label,
       repo: ctx.repo,
-      codec: s.compress,
-      ...(s.compressLevel !== undefined ? { level: s.compressLevel } : {}),
+      // pg_dump compresses (see logical/dump.ts): stored as written, checksummed and encrypted.
+      codec: 'none',
       pg: s.pg,
       ...(s.pgBinDir ? { pgBinDir: s.pgBinDir } : {}),
       scratchDir: s.scratchDir,

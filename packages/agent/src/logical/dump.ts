@@ -1,10 +1,13 @@
 /**
  * Logical backups (`pgfleet dump`, docs/logical.md): per database, pg_dump in directory format
  * (-Fd: the only format pg_dump and pg_restore run in parallel) into a spool directory under the
- * agent's scratch area, then every file stored through the repository layer (compressed by the
- * repository's codec, sha256 of content and stored bytes, encrypted when the cluster is, in every
- * repository of the job), and the spool removed. pg_dump writes its files uncompressed (-Z 0): the
- * repository compresses them once, with its own codec, instead of gzip then zstd.
+ * agent's scratch area, then every file stored through the repository layer (sha256 of content
+ * and stored bytes, encrypted when the cluster is, in every repository of the job), and the spool
+ * removed. pg_dump compresses its table files itself (gzip, its default for -Fd), inside its
+ * parallel workers and while it reads; the repository stores those bytes as they are (codec
+ * none). Letting pg_dump write uncompressed and the repository compress afterwards measured
+ * 3.3x the bare pg_dump's time (two passes over the data, one of them on the agent's single
+ * thread); this way a dump costs pg_dump's own time plus a copy of its compressed output.
  *
  * One snapshot per database: pg_dump takes it (with --jobs its workers import the leader's
  * exported snapshot), so each database is consistent in itself. pg_dump takes ACCESS SHARE locks
@@ -200,7 +203,6 @@ async function dumpDatabase(
   const args = [
     '--format=directory',
     `--file=${dir}`,
-    '--compress=0',
     `--jobs=${Math.max(1, o.jobs)}`,
     ...(o.lockWaitTimeoutMs > 0 ? [`--lock-wait-timeout=${o.lockWaitTimeoutMs}`] : []),
     '--no-password',
