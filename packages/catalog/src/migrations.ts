@@ -624,6 +624,10 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       CREATE INDEX cluster_history_prune ON cluster_history(resolution, start);
     `,
   },
+  {
+    description: 'jobs admit dump and restore-dump (pgfleet dump, restore-dump: logical backups)',
+    ...jobKindsMigration([...KINDS_WITH_ROTATE_KEY, 'recover-table', 'wal-search', 'dump', 'restore-dump']),
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */

@@ -28,7 +28,9 @@ export type JobKind =
   | 'restore-points'
   | 'rotate-key'
   | 'recover-table'
-  | 'wal-search';
+  | 'wal-search'
+  | 'dump'
+  | 'restore-dump';
 export type JobStateName = 'queued' | 'dispatched' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export const TERMINAL_JOB_STATES: readonly JobStateName[] = ['succeeded', 'failed', 'cancelled'];

@@ -61,6 +61,13 @@ import {
 import { applyCommand, fleetFileFromOptions } from './apply-command.js';
 import { enrollTokenCommand, enrollTtlSeconds, tokenCommand } from './token-commands.js';
 import { walCommand, walSearchFromOptions } from './wal-search-command.js';
+import {
+  dumpCommand,
+  dumpFromOptions,
+  dumpsCommand,
+  restoreDumpCommand,
+  restoreDumpFromOptions,
+} from './dump-command.js';
 
 const BACKUP_SOURCES = {
   primary: BackupSource.PRIMARY,
@@ -124,6 +131,9 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
   const backupDelete = parsed.command.name === 'backup' && isBackupDelete(positionals);
   const since = parsed.command.name === 'restore-points' ? restorePointsSince(options) : undefined;
   const walSearch = parsed.command.name === 'wal' ? walSearchFromOptions(options) : undefined;
+  const dump = parsed.command.name === 'dump' ? dumpFromOptions(options) : undefined;
+  const restoreDump =
+    parsed.command.name === 'restore-dump' ? restoreDumpFromOptions(positionals[0]!, options) : undefined;
   const admin = connect(connection);
   try {
     switch (parsed.command.name) {
@@ -196,6 +206,12 @@ export async function runCommand(parsed: ParsedCommand): Promise<number> {
         return await recoverTableCommand(admin, recoverTableRequest!, options, json);
       case 'wal':
         return await walCommand(admin, positionals, walSearch!, json);
+      case 'dump':
+        return await dumpCommand(admin, positionals[0]!, dump!, options, json);
+      case 'dumps':
+        return await dumpsCommand(admin, positionals[0]!, json);
+      case 'restore-dump':
+        return await restoreDumpCommand(admin, restoreDump!, options, json);
       case 'enroll-token':
         return await enrollTokenCommand(admin, positionals[0]!, ttlSeconds, json);
       default:

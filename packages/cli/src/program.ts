@@ -47,6 +47,17 @@ const LIMIT_OPTION = {
   description: 'At most this many jobs, newest first.',
 } as const;
 
+/** --jobs of dump and restore-dump (pg_dump's and pg_restore's). */
+const JOBS_OPTION = {
+  name: 'jobs',
+  type: 'integer',
+  cliOnly: true,
+  default: 1,
+  min: 1,
+  max: 64,
+  description: 'Parallel jobs.',
+} as const;
+
 export const cliProgram = {
   name: 'pgfleet',
   summary: 'admin CLI of a pgfleet controller: clusters, backups, restores, jobs, policies and retention',
@@ -711,6 +722,106 @@ export const cliProgram = {
         'wait',
       ],
       positionals: [{ name: 'cluster', description: 'Cluster whose tables to recover.', required: true }],
+    },
+    {
+      name: 'dump',
+      summary: `Logical backup of a cluster's databases (docs/logical.md): on its primary's agent, pg_dump of the server's major version in directory format (--jobs in parallel, one snapshot per database) and pg_dumpall --globals-only (roles without passwords unless --with-passwords, tablespaces); every file stored in the cluster's repositories, compressed and checksummed (encrypted when the cluster is). The catalog records each dump: databases, size, duration, tables with row estimates, the pg_dump version; \`pgfleet dumps <cluster>\` lists them. A dump that fails (a lock not granted within --lock-wait-timeout, a database dropped meanwhile: ${ErrorCodes.DumpFailed.code}) keeps nothing and is not listed.`,
+      options: [...CONNECTION, 'output', 'database', 'jobs', 'lock-wait-timeout', 'with-passwords', 'wait'],
+      localOptions: [
+        {
+          name: 'database',
+          type: 'string',
+          cliOnly: true,
+          list: true,
+          description:
+            'A database to dump; repeat the flag or separate names with commas (default: every database that allows connections, templates excluded).',
+        },
+        { ...JOBS_OPTION, description: 'pg_dump --jobs: tables dumped at once per database (each is a connection).' },
+        {
+          name: 'lock-wait-timeout',
+          type: 'string',
+          cliOnly: true,
+          default: '60s',
+          description:
+            "pg_dump --lock-wait-timeout: fail the dump when a table's lock is not granted within this long (30s, 5m), instead of queueing behind DDL (and making later DDL queue behind the dump).",
+        },
+        {
+          name: 'with-passwords',
+          type: 'boolean',
+          cliOnly: true,
+          description: "Keep the roles' password hashes in the dumped globals (left out by default).",
+        },
+      ],
+      positionals: [{ name: 'cluster', description: 'Cluster whose databases to dump.', required: true }],
+    },
+    {
+      name: 'dumps',
+      summary:
+        'List the complete dumps of a cluster, newest first: label, databases, tables, size, duration and the pg_dump version.',
+      options: [...CONNECTION, 'output'],
+      positionals: [{ name: 'cluster', description: 'Cluster name.', required: true }],
+    },
+    {
+      name: 'restore-dump',
+      summary: `Restore one database of a dump into a new database with pg_restore --jobs, on the primary agent of --to-cluster (the dump's own cluster by default; a newer major version reads older dumps). Every file is checked against the catalog's checksums as it is read from the repository. An existing --to-database is refused (${ErrorCodes.RestoreDumpTargetExists.code}) unless --clean, which drops it first and says so. A failed restore (${ErrorCodes.RestoreDumpFailed.code}) drops the database it created.`,
+      options: [
+        ...CONNECTION,
+        'output',
+        'dump',
+        'database',
+        'to-cluster',
+        'to-database',
+        'table',
+        'schema',
+        'jobs',
+        'clean',
+        'wait',
+      ],
+      localOptions: [
+        {
+          name: 'dump',
+          type: 'string',
+          cliOnly: true,
+          description: 'The dump label (pgfleet dumps); default: the newest dump holding --database.',
+        },
+        { name: 'database', type: 'string', cliOnly: true, description: 'The dumped database to restore (required).' },
+        {
+          name: 'to-cluster',
+          type: 'string',
+          format: 'cluster-name',
+          cliOnly: true,
+          description: "The cluster to restore into (default: the dump's own).",
+        },
+        {
+          name: 'to-database',
+          type: 'string',
+          cliOnly: true,
+          description: 'The new database (default: --database); refused when it exists, unless --clean.',
+        },
+        {
+          name: 'table',
+          type: 'string',
+          cliOnly: true,
+          list: true,
+          description:
+            'Only this table (pg_restore --table: a table name, any schema unless --schema narrows it), definition and data; repeat or separate with commas.',
+        },
+        {
+          name: 'schema',
+          type: 'string',
+          cliOnly: true,
+          list: true,
+          description: 'Only objects of this schema (pg_restore --schema); repeat or separate with commas.',
+        },
+        { ...JOBS_OPTION, description: 'pg_restore --jobs: tables and indexes loaded at once.' },
+        {
+          name: 'clean',
+          type: 'boolean',
+          cliOnly: true,
+          description: 'Drop an existing --to-database first (its data is lost), then restore in its place.',
+        },
+      ],
+      positionals: [{ name: 'cluster', description: 'The cluster the dump was taken of.', required: true }],
     },
     {
       name: 'drills',

@@ -34,9 +34,10 @@ export async function verifyCommand(
   if (!json) out(describeVerify(v));
   if (!v.ok) {
     const bad = v.backups.filter((b) => !b.restorable).length;
+    const damaged = v.dumps.filter((d) => !d.ok).length;
     throw new PgfleetError(
       'VerifyFailed',
-      `verify of cluster ${cluster} (job ${final.id}): ${bad} of ${v.backups.length} backup(s) not restorable, ${v.problems.filter((p) => p.kind !== 'incomplete-backup').length} problem(s)`,
+      `verify of cluster ${cluster} (job ${final.id}): ${bad} of ${v.backups.length} backup(s) not restorable, ${v.problems.filter((p) => p.kind !== 'incomplete-backup').length} problem(s)${damaged ? `, ${damaged} of ${v.dumps.length} dump(s) damaged` : ''}`,
     );
   }
   return 0;
@@ -108,6 +109,13 @@ export function describeVerify(v: VerifyResult): string {
           : [p.label, p.path].filter(Boolean).join(' ');
       lines.push(`  ${p.kind.padEnd(18)} ${where}: ${p.message}`);
     }
+  }
+  if (v.dumps.length > 0) {
+    lines.push('', `dumps (${v.dumps.length}):`);
+    for (const d of v.dumps)
+      lines.push(
+        `  ${d.label} ${d.ok ? 'ok' : 'DAMAGED'}: ${d.filesChecked} file(s), ${formatBytes(d.bytesChecked)} checked${d.ok ? '' : `; ${d.reasons.join('; ')}`}`,
+      );
   }
   const restorable = v.backups.filter((b) => b.restorable).length;
   lines.push(

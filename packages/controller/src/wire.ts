@@ -27,6 +27,8 @@ import {
   RepositoryInfoSchema,
   RestorePointListSchema,
   WalSearchResultSchema,
+  DumpResultSchema,
+  RestoreDumpResultSchema,
   RotateKeyResultSchema,
   RecoverTableResultSchema,
   ServerRole,
@@ -52,6 +54,8 @@ import {
   type RepositoryInfo,
   type RestorePointList,
   type WalSearchResult,
+  type DumpResult,
+  type RestoreDumpResult,
   type RotateKeyResult,
   type RecoverTableResult,
   type ExpireResult,
@@ -213,6 +217,10 @@ export interface JobResultJson {
   recoverTable?: JsonValue;
   /** A WAL search job's WalSearchResult. */
   walSearch?: JsonValue;
+  /** A dump job's DumpResult: the catalog's record of the dump (pgfleet dumps lists these). */
+  dump?: JsonValue;
+  /** A restore-dump job's RestoreDumpResult. */
+  restoreDump?: JsonValue;
 }
 
 export function resultJson(result: {
@@ -228,6 +236,8 @@ export function resultJson(result: {
   rotateKey?: RotateKeyResult;
   recoverTable?: RecoverTableResult;
   walSearch?: WalSearchResult;
+  dump?: DumpResult;
+  restoreDump?: RestoreDumpResult;
 }): JobResultJson {
   if (result.backup) return { backup: toJson(BackupInfoSchema, result.backup) };
   if (result.restore) return { restore: toJson(RestoreResultSchema, result.restore) };
@@ -241,6 +251,8 @@ export function resultJson(result: {
   if (result.rotateKey) return { rotateKey: toJson(RotateKeyResultSchema, result.rotateKey) };
   if (result.recoverTable) return { recoverTable: toJson(RecoverTableResultSchema, result.recoverTable) };
   if (result.walSearch) return { walSearch: toJson(WalSearchResultSchema, result.walSearch) };
+  if (result.dump) return { dump: toJson(DumpResultSchema, result.dump) };
+  if (result.restoreDump) return { restoreDump: toJson(RestoreDumpResultSchema, result.restoreDump) };
   return {};
 }
 
@@ -293,6 +305,10 @@ export function jobInfoFromRecord(job: JobRecord): MessageInitShape<typeof JobIn
       : undefined,
     walSearch: result.walSearch
       ? fromJson(WalSearchResultSchema, result.walSearch, { ignoreUnknownFields: true })
+      : undefined,
+    dump: result.dump ? fromJson(DumpResultSchema, result.dump, { ignoreUnknownFields: true }) : undefined,
+    restoreDump: result.restoreDump
+      ? fromJson(RestoreDumpResultSchema, result.restoreDump, { ignoreUnknownFields: true })
       : undefined,
   };
 }

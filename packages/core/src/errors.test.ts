@@ -127,6 +127,12 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   RecoverTableLiveUnreachable: ['PGF-6153', 14, 5],
   RecoverTableLoadFailed: ['PGF-6154', 13, 1],
   RecoverTableCopyFailed: ['PGF-6155', 9, 4],
+  DumpFailed: ['PGF-6200', 10, 1],
+  DumpDatabaseUnknown: ['PGF-6201', 5, 4],
+  DumpNotFound: ['PGF-6202', 5, 4],
+  RestoreDumpTargetExists: ['PGF-6203', 6, 4],
+  RestoreDumpFailed: ['PGF-6204', 13, 1],
+  DumpInvalid: ['PGF-6205', 3, 2],
   Internal: ['PGF-9001', 13, 1],
 };
 

@@ -566,6 +566,43 @@ export const ErrorCodes = {
     1,
     "Dumping a table from the recovered copy or loading it into the live cluster failed (pg_dump's or psql's message says why); nothing of that table was kept in the live cluster (one transaction per table).",
   ),
+  // 62xx: logical backups (pgfleet dump, restore-dump; docs/logical.md)
+  DumpFailed: spec(
+    'PGF-6200',
+    GrpcStatus.ABORTED,
+    1,
+    'pg_dump or pg_dumpall failed (its message is quoted: a lock not granted within --lock-wait-timeout, a database dropped meanwhile, a connection refused); nothing of the dump was kept or listed. Retry, or raise --lock-wait-timeout when a long transaction holds locks.',
+  ),
+  DumpDatabaseUnknown: spec(
+    'PGF-6201',
+    GrpcStatus.NOT_FOUND,
+    4,
+    'List the databases with `psql -l` on the cluster; templates and databases that refuse connections are not dumped.',
+  ),
+  DumpNotFound: spec(
+    'PGF-6202',
+    GrpcStatus.NOT_FOUND,
+    4,
+    'List the complete dumps with `pgfleet dumps <cluster>`; a failed dump is never listed.',
+  ),
+  RestoreDumpTargetExists: spec(
+    'PGF-6203',
+    GrpcStatus.ALREADY_EXISTS,
+    4,
+    'Choose another --to-database, or give --clean to drop the existing database first (its data is lost).',
+  ),
+  RestoreDumpFailed: spec(
+    'PGF-6204',
+    GrpcStatus.INTERNAL,
+    1,
+    'pg_restore failed (its message is quoted), or a dump file read from the repository did not match its checksum; the new database may be incomplete: drop it, check the dump with `pgfleet verify`, and retry.',
+  ),
+  DumpInvalid: spec(
+    'PGF-6205',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    '--jobs is 1 to 64, --lock-wait-timeout a duration (30s, 5m), --database/--to-database names, --table schema.name or a name, --schema a name.',
+  ),
   // 7xxx: network and services
   ControllerUnreachable: spec(
     'PGF-7001',

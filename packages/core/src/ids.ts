@@ -13,3 +13,13 @@ export function backupLabel(start: Date, type: 'full' | 'diff' | 'incr'): string
   const letter = type === 'full' ? 'F' : type === 'diff' ? 'D' : 'I';
   return `${d}-${t}${letter}`;
 }
+
+/** A dump's label: UTC start time to the millisecond (two dumps may start in one second) plus L. */
+export function dumpLabel(start: Date): string {
+  return `${backupLabel(start, 'full').slice(0, -1)}-${String(start.getUTCMilliseconds()).padStart(3, '0')}L`;
+}
+
+/** Whether `value` is a dump label (dumpLabel's form): safe as a repository key part. */
+export function isDumpLabel(value: string): boolean {
+  return /^\d{8}-\d{6}-\d{3}L$/.test(value);
+}

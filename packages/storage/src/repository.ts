@@ -426,6 +426,22 @@ export class Repository {
     await this.objects.readStream(key, codec, expected, dest);
   }
 
+  // ---- logical dumps (pgfleet dump, docs/logical.md) ----------------------------------------
+
+  /** Where a dump's files live: <cluster>/dump/<label>/ (dump.json, written last, marks it complete). */
+  dumpPrefix(cluster: string, label: string): string {
+    if (!/^\d{8}-\d{6}-\d{3}L$/.test(label))
+      throw new PgfleetError('InvalidArgument', `'${label}' is not a dump label (like 20261207-010203-123L)`);
+    return `${clusterDir(cluster)}/dump/${label}`;
+  }
+
+  /** Removes a dump's objects, dump.json first (a half-removed dump never looks complete). */
+  async deleteDump(cluster: string, label: string): Promise<void> {
+    const prefix = this.dumpPrefix(cluster, label);
+    await this.driver.delete([`${prefix}/dump.json`]);
+    await this.driver.deletePrefix(`${prefix}/`);
+  }
+
   // ---- backups ----------------------------------------------------------------------------
 
   backupPrefix(cluster: string, label: string): string {

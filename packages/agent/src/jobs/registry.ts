@@ -16,6 +16,7 @@ import { restorePointsJob } from './restore-points.js';
 import { rotateKeyJob } from './rotate-key.js';
 import { verifyJob } from './verify.js';
 import { walSearchJob } from './wal-search.js';
+import { dumpJob, restoreDumpJob } from './dump.js';
 
 const JOB_KINDS: { readonly [K in JobKindCase]: AgentJobKind<K> } = {
   backup: backupJob,
@@ -30,6 +31,8 @@ const JOB_KINDS: { readonly [K in JobKindCase]: AgentJobKind<K> } = {
   rotateKey: rotateKeyJob,
   recoverTable: recoverTableJob,
   walSearch: walSearchJob,
+  dump: dumpJob,
+  restoreDump: restoreDumpJob,
 };
 
 function runKind<K extends JobKindCase>(kind: K, message: JobKindMessage<K>, ctx: JobContext): Promise<JobResultInit> {

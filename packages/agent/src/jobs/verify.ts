@@ -3,6 +3,7 @@ import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { backupTypeToProto } from '@pgfleet/proto';
 import { runVerify, type VerifyOutcome } from '../verify/verify.js';
 import type { AgentJobKind } from './job-kind.js';
+import { verifyDumps } from '../logical/verify-dump.js';
 
 export function verifyResultToProto(v: VerifyOutcome) {
   return {
@@ -57,6 +58,17 @@ export const verifyJob: AgentJobKind<'verify'> = {
       progress: ctx.progress,
       signal: ctx.signal,
     });
-    return { case: 'verify', value: verifyResultToProto(out) };
+    // Dumps the catalog records (pgfleet dump), checked after the backups and WAL.
+    const dumps = await verifyDumps({
+      cluster: ctx.settings.cluster,
+      repo: ctx.repo,
+      dumps: v.dumps,
+      ...(ctx.settings.pgBinDir ? { pgBinDir: ctx.settings.pgBinDir } : {}),
+      scratchDir: ctx.settings.scratchDir,
+      log: ctx.log,
+      signal: ctx.signal,
+    });
+    const result = verifyResultToProto(out);
+    return { case: 'verify', value: { ...result, dumps, ok: result.ok && dumps.every((d) => d.ok) } };
   },
 };

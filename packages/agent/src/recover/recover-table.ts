@@ -21,7 +21,7 @@
  * only read (recovery fetches WAL with the read-only wal-fetch); the scratch copy is removed
  * whatever happens.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -53,6 +53,7 @@ import {
 } from '../drill/drill.js';
 import type { ScratchPostgres } from '../drill/scratch-postgres.js';
 import { mergeStatements } from './merge-sql.js';
+import { exitCode, libpqEnv, tail } from '../pg-tools.js';
 
 export type RecoverTableResultInit = MessageInitShape<typeof RecoverTableResultSchema>;
 type RecoveredTableInit = MessageInitShape<typeof RecoveredTableSchema>;
@@ -406,42 +407,6 @@ function truncateName(name: string): string {
   return out;
 }
 
-/** libpq's environment for a child: only the connection given (a stray PGSERVICE or PGOPTIONS in the agent's must not steer it). */
-function libpqEnv(t: {
-  host?: string;
-  port?: number;
-  user?: string;
-  database?: string;
-  password?: string;
-}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
-  if (t.host) env.PGHOST = t.host;
-  if (t.port) env.PGPORT = String(t.port);
-  if (t.user) env.PGUSER = t.user;
-  if (t.database) env.PGDATABASE = t.database;
-  if (t.password) env.PGPASSWORD = t.password;
-  env.PGAPPNAME = 'pgfleet-recover-table';
-  env.PGCONNECT_TIMEOUT = '10';
-  return env;
-}
-
-/** Keeps the last `max` bytes a stream wrote (a child's stderr, for the error message). */
-function tail(stream: NodeJS.ReadableStream | null, max = 4000): () => string {
-  let text = '';
-  stream?.on('data', (d: Buffer) => {
-    text = (text + d.toString()).slice(-max);
-  });
-  return () => text.trim();
-}
-
-function exitCode(child: ChildProcess): Promise<number> {
-  return new Promise((resolve) => {
-    child.once('error', () => resolve(-1));
-    child.once('close', (code) => resolve(code ?? -1));
-  });
-}
-
 /**
  * pg_dump of the relations in pgfleet_recovered piped into psql on the live cluster, one
  * transaction (--single-transaction with ON_ERROR_STOP: a failed load leaves nothing). Returns
@@ -470,7 +435,11 @@ async function dumpAndLoad(
       '--strict-names',
       ...patterns,
     ],
-    { env: libpqEnv(scratch), stdio: ['ignore', 'pipe', 'pipe'], ...(o.signal ? { signal: o.signal } : {}) },
+    {
+      env: libpqEnv(scratch, 'pgfleet-recover-table'),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(o.signal ? { signal: o.signal } : {}),
+    },
   );
   const load = spawn(
     join(binDir, 'psql'),
@@ -485,7 +454,11 @@ async function dumpAndLoad(
       '-f',
       '-',
     ],
-    { env: libpqEnv(live), stdio: ['pipe', 'pipe', 'pipe'], ...(o.signal ? { signal: o.signal } : {}) },
+    {
+      env: libpqEnv(live, 'pgfleet-recover-table'),
+      stdio: ['pipe', 'pipe', 'pipe'],
+      ...(o.signal ? { signal: o.signal } : {}),
+    },
   );
   const dumpErr = tail(dump.stderr);
   const loadErr = tail(load.stderr);

@@ -30,6 +30,7 @@ import { startInfoJob, startRestorePointsJob } from '../jobs/info.js';
 import { startRotateKeyJob } from '../jobs/rotate-key.js';
 import { startRecoverTableJob } from '../jobs/recover-table.js';
 import { startWalSearchJob } from '../jobs/wal-search.js';
+import { listDumps, startDumpJob, startRestoreDumpJob } from '../jobs/dump.js';
 import { drillRequestFromProto, startDrillJob } from '../jobs/drill.js';
 import { startRestoreJob } from '../jobs/restore.js';
 import { startVerifyJob } from '../jobs/verify.js';
@@ -100,6 +101,9 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
     startRotateKey: async (req) => ({ job: await startRotateKeyJob(ctx, req.cluster) }),
     startRecoverTable: async (req) => ({ job: await startRecoverTableJob(ctx, req) }),
     startWalSearch: async (req) => ({ job: await startWalSearchJob(ctx, req.cluster, req.search) }),
+    startDump: async (req) => ({ job: await startDumpJob(ctx, req.cluster, req.dump) }),
+    listDumps: async (req) => ({ dumps: await listDumps(ctx, req.cluster) }),
+    startRestoreDump: async (req) => ({ job: await startRestoreDumpJob(ctx, req) }),
     createEnrollmentToken: async (req) => createEnrollmentTokenRpc(ctx, req),
     createToken: async (req) => createTokenRpc(ctx, req),
     listTokens: async () => listTokensRpc(ctx),

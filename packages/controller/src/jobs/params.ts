@@ -100,6 +100,27 @@ export interface WalSearchJobParams {
   limit?: number;
 }
 
+export interface DumpJobParams {
+  label: string;
+  databases: string[];
+  jobs?: number;
+  lockWaitTimeoutMs?: number;
+  withPasswords?: boolean;
+}
+
+export interface RestoreDumpJobParams {
+  /** The dump's cluster and label (the job itself runs on an agent of toCluster). */
+  fromCluster: string;
+  label: string;
+  database: string;
+  toCluster: string;
+  toDatabase: string;
+  tables: string[];
+  schemas: string[];
+  jobs?: number;
+  clean?: boolean;
+}
+
 /** A rotate-key job rotates from the agent's previous key to its current one: nothing to say. */
 export type RotateKeyJobParams = Record<string, never>;
 
@@ -116,6 +137,8 @@ export interface JobParamsByKind {
   'rotate-key': RotateKeyJobParams;
   'recover-table': RecoverTableJobParams;
   'wal-search': WalSearchJobParams;
+  dump: DumpJobParams;
+  'restore-dump': RestoreDumpJobParams;
 }
 
 /** A catalog job with its params parsed for its kind; `job.kind === 'backup'` narrows `job.params`. */
@@ -203,6 +226,26 @@ const PARSERS: { readonly [K in JobKind]: (p: Fields) => JobParamsByKind[K] } = 
       kinds: Array.isArray(p.kinds) ? p.kinds.filter((k): k is string => typeof k === 'string') : undefined,
       minRows: num(p.minRows),
       limit: num(p.limit),
+    }),
+  dump: (p) =>
+    some({
+      label: str(p.label) ?? '',
+      databases: strings(p.databases),
+      jobs: num(p.jobs),
+      lockWaitTimeoutMs: num(p.lockWaitTimeoutMs),
+      withPasswords: bool(p.withPasswords),
+    }),
+  'restore-dump': (p) =>
+    some({
+      fromCluster: str(p.fromCluster) ?? '',
+      label: str(p.label) ?? '',
+      database: str(p.database) ?? '',
+      toCluster: str(p.toCluster) ?? '',
+      toDatabase: str(p.toDatabase) ?? '',
+      tables: strings(p.tables),
+      schemas: strings(p.schemas),
+      jobs: num(p.jobs),
+      clean: bool(p.clean),
     }),
 };
 

@@ -20,6 +20,7 @@ import { recoverTableJob } from './recover-table.js';
 import { rotateKeyJob } from './rotate-key.js';
 import { verifyJob } from './verify.js';
 import { walSearchJob } from './wal-search.js';
+import { dumpJob, restoreDumpJob } from './dump.js';
 
 const JOB_KINDS: { readonly [K in JobKind]: ControllerJobKind<K> } = {
   backup: backupJob,
@@ -34,6 +35,8 @@ const JOB_KINDS: { readonly [K in JobKind]: ControllerJobKind<K> } = {
   'rotate-key': rotateKeyJob,
   'recover-table': recoverTableJob,
   'wal-search': walSearchJob,
+  dump: dumpJob,
+  'restore-dump': restoreDumpJob,
 };
 
 /** The module of a job's kind, for a job whose params are parsed (see typedJob). */

@@ -12,6 +12,7 @@ import { clusterAgent, dispatch, liveTimeline, requireCluster } from './dispatch
 import { errorDetail, jobDurationSeconds, outboxEvent } from './events.js';
 import type { ControllerJobKind } from './job-kind.js';
 import { jobOfKind } from './params.js';
+import { listDumps } from './dump.js';
 
 /** The error code a verify problem kind stands for (docs/repository-format.md). */
 const VERIFY_PROBLEM_CODES: Record<string, string> = {
@@ -105,7 +106,15 @@ export async function startVerifyJob(
     ctx,
     session,
     job,
-    { case: 'verify', value: { full, currentTimeline: await liveTimeline(ctx, cluster) } },
+    {
+      case: 'verify',
+      value: {
+        full,
+        currentTimeline: await liveTimeline(ctx, cluster),
+        // The catalog's record of every complete dump: what the repository must hold.
+        dumps: (await listDumps(ctx, cluster)).flatMap((d) => (d.dump ? [d.dump] : [])),
+      },
+    },
     verifyJob,
   );
 }

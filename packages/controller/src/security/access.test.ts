@@ -37,6 +37,7 @@ test('what each role may call', () => {
     'listClusters',
     'listControllers',
     'listDrills',
+    'listDumps',
     'listEvents',
     'listJobs',
     'planRetention',
@@ -45,7 +46,8 @@ test('what each role may call', () => {
     'watchJob',
   ]);
   // operator: + backup, restore, verify, drill, check (it switches a WAL segment), retention apply,
-  // pin, backup delete, restore points (pg_waldump over the archive: real work on the agent).
+  // pin, backup delete, restore points (pg_waldump over the archive: real work on the agent),
+  // dump and restore-dump (a new database on the target cluster; --clean drops one).
   assert.deepEqual(allowed('operator'), [
     'applyRetention',
     'cancelJob',
@@ -57,6 +59,7 @@ test('what each role may call', () => {
     'listClusters',
     'listControllers',
     'listDrills',
+    'listDumps',
     'listEvents',
     'listJobs',
     'pinBackup',
@@ -64,9 +67,11 @@ test('what each role may call', () => {
     'startBackup',
     'startCheck',
     'startDrill',
+    'startDump',
     'startInfo',
     'startRecoverTable',
     'startRestore',
+    'startRestoreDump',
     'startRestorePoints',
     'startVerify',
     'startWalSearch',

@@ -63,6 +63,10 @@ export const ADMIN_METHOD_ROLES = {
   startInfo: 'viewer',
   startRestorePoints: 'operator',
   startWalSearch: 'operator',
+  startDump: 'operator',
+  listDumps: 'viewer',
+  // Creates (with --clean: drops) a database on the target cluster.
+  startRestoreDump: 'operator',
   // Moves the repository to another encryption key: a fleet admin's act, like the key itself.
   startRotateKey: 'admin',
   // Restores like a restore and writes new tables into the live cluster (never over existing ones).
