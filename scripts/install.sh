@@ -50,6 +50,11 @@ if [ -z "$unitdir" ]; then
   if [ "$is_root" -eq 1 ]; then unitdir=/etc/systemd/system; else unitdir="$prefix/lib/systemd/system"; fi
 fi
 
+# Absolute paths (relative ones are the caller's), since they are written into launchers and units.
+mkdir -p "$prefix/bin" "$prefix/lib" "$sysconfdir" "$unitdir"
+prefix="$(cd "$prefix" && pwd)"
+sysconfdir="$(cd "$sysconfdir" && pwd)"
+unitdir="$(cd "$unitdir" && pwd)"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 # shellcheck source=node-env.sh
@@ -65,8 +70,6 @@ for b in "${binaries[@]}"; do
   [ -f "packages/$b" ] || { npm run build; break; }
 done
 
-mkdir -p "$prefix/bin" "$prefix/lib"
-prefix="$(cd "$prefix" && pwd)"
 lib="$prefix/lib/pgfleet"
 stage="$(mktemp -d "$prefix/lib/.pgfleet.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
