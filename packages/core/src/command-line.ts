@@ -141,7 +141,7 @@ export function readSecretFile(origin: string, path: string): string {
   return value;
 }
 
-function optionSpec(program: ProgramSpec, name: string, command?: CommandSpec): OptionSpec {
+export function optionSpec(program: ProgramSpec, name: string, command?: CommandSpec): OptionSpec {
   const spec = command?.localOptions?.find((o) => o.name === name) ?? program.options.find((o) => o.name === name);
   if (!spec) throw new PgfleetError('Internal', `option table of ${program.name} has no option ${name}`);
   return spec;

@@ -10,3 +10,4 @@ export * from './process-alive.js';
 export * from './async.js';
 export * from './fsync.js';
 export * from './suggest.js';
+export * from './completion.js';

@@ -10,6 +10,7 @@ export {
   makeTempDir,
   removeDir,
   chownToPostgres,
+  run,
   runAsPostgres,
   tail,
   type OsUser,
