@@ -624,6 +624,18 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       CREATE INDEX cluster_history_prune ON cluster_history(resolution, start);
     `,
   },
+  {
+    description:
+      "backups indexed in their listing order (stop time, stop LSN, label): a cluster's list, its newest and oldest backup come from the index without a sort",
+    sqlite: `
+      CREATE INDEX backups_cluster_order ON backups(cluster, stop_time, stop_lsn_num, label);
+      DROP INDEX backups_cluster_stop;
+    `,
+    postgres: `
+      CREATE INDEX backups_cluster_order ON backups(cluster, stop_time, stop_lsn_num, label COLLATE "C");
+      DROP INDEX backups_cluster_stop;
+    `,
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */
