@@ -281,6 +281,8 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
   const controller = spawn(
     process.execPath,
     [
+      // FLEET_CONTROLLER_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/x' (say) profiles the controller.
+      ...(process.env.FLEET_CONTROLLER_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
       join(ROOT, 'packages/controller/dist/bin.js'),
       'run',
       '--listen',
