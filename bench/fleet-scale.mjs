@@ -225,6 +225,7 @@ function printTable(results) {
       'held',
       'storm s',
       'cpu %',
+      'cpu wait %',
       'rss MB',
       'beats ok',
       'disp p50',
@@ -232,6 +233,8 @@ function printTable(results) {
       'sched s',
       'status s',
       'backups s',
+      'ListClusters ms',
+      'ListBackups ms',
     ],
     ...results.map((r) => [
       r.catalog,
@@ -247,6 +250,8 @@ function printTable(results) {
       r.sched,
       r.status.toFixed(2),
       r.backupsCli.toFixed(2),
+      r.statusCall.toFixed(0),
+      r.backupsCall.toFixed(0),
     ]),
   ];
   const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
@@ -276,6 +281,8 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
   const controller = spawn(
     process.execPath,
     [
+      // FLEET_CONTROLLER_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/x' (say) profiles the controller.
+      ...(process.env.FLEET_CONTROLLER_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
       join(ROOT, 'packages/controller/dist/bin.js'),
       'run',
       '--listen',
@@ -439,6 +446,28 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
       else lat.push(at - t);
       await sleep(20);
     }
+    // The same calls as `pgfleet status` and `pgfleet backups <cluster>`, timed from an already
+    // connected client: the call itself (server work + transfer), without a CLI process's Node
+    // start-up, which the whole-process figures below include.
+    const timeCall = async (call) => {
+      const t = [];
+      for (let i = 0; i < Math.max(3, Number(opts['status-runs'])); i++) {
+        const t0 = performance.now();
+        try {
+          await call();
+          t.push(performance.now() - t0);
+        } catch (err) {
+          log(`call failed after ${(performance.now() - t0).toFixed(0)} ms: ${err.message}`);
+          t.push(Infinity);
+        }
+      }
+      return t.sort((a, b) => a - b)[Math.floor(t.length / 2)];
+    };
+    const statusCall = await timeCall(() => admin.listClusters({}));
+    const backupsCall = await timeCall(() => admin.listBackups({ cluster: cluster(0) }));
+    log(
+      `${catalog} ${n}: calls from a connected client (median): ListClusters ${statusCall.toFixed(0)} ms, ListBackups ${cluster(0)} ${backupsCall.toFixed(0)} ms`,
+    );
     admin.close();
     lat.sort((a, b) => a - b);
     const p50 = pct(lat, 50);
@@ -494,6 +523,8 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
       sched,
       status,
       backupsCli,
+      statusCall,
+      backupsCall,
     };
   } finally {
     for (const { w } of workers) w.send({ type: 'stop' });

@@ -628,6 +628,18 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
     description: 'jobs admit dump and restore-dump (pgfleet dump, restore-dump: logical backups)',
     ...jobKindsMigration([...KINDS_WITH_ROTATE_KEY, 'recover-table', 'wal-search', 'dump', 'restore-dump']),
   },
+  {
+    description:
+      "backups indexed in their listing order (stop time, stop LSN, label): a cluster's list, its newest and oldest backup come from the index without a sort",
+    sqlite: `
+      CREATE INDEX backups_cluster_order ON backups(cluster, stop_time, stop_lsn_num, label);
+      DROP INDEX backups_cluster_stop;
+    `,
+    postgres: `
+      CREATE INDEX backups_cluster_order ON backups(cluster, stop_time, stop_lsn_num, label COLLATE "C");
+      DROP INDEX backups_cluster_stop;
+    `,
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */

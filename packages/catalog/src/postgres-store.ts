@@ -558,7 +558,7 @@ export class PostgresCatalogStore implements CatalogStore {
 
   async latestBackups(cluster?: string, end: 'newest' | 'oldest' = 'newest'): Promise<BackupRecord[]> {
     const dir = end === 'newest' ? 'DESC' : 'ASC';
-    // Per cluster, the backups_cluster_stop index gives the newest (or oldest) directly; over the fleet, one pass.
+    // Per cluster, the backups_cluster_order index gives the newest (or oldest) directly; over the fleet, one pass.
     const rows =
       cluster === undefined
         ? await this.query<BackupRow>(

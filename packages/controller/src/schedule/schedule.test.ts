@@ -71,6 +71,77 @@ describe('cron evaluation (UTC, 5 fields)', () => {
     assert.equal(iso(s.latest(at('2025-01-02T00:59:59.999Z'))), '2025-01-01T01:00:00.000Z');
   });
 
+  // The fire-time cache (runs of consecutive fire times) must answer exactly what cron-parser
+  // answers uncached, whatever the expression and whatever the order of the questions.
+  test('cached next and latest equal cron-parser over many expressions and instants', () => {
+    const expressions = [
+      '* * * * *',
+      '*/7 * * * *',
+      '17 * * * *',
+      '0 1 * * *',
+      '30 23 * * *',
+      '0 1 * * 0',
+      '0 1 * * 1-5',
+      '15 2 1 * *',
+      '0 0 31 * *',
+      '0 0 29 2 *',
+      '0 3 1,15 * 1',
+      '5 4 * * sun',
+      '0 */6 * * *',
+      '59 23 31 12 *',
+      '0 0 1 1 *',
+      '10,40 8-18 * * mon-fri',
+    ];
+    // A fixed pseudo-random sequence (no clock, no calendar): instants over 2024-2027, exact fire
+    // times, 1 ms either side of them, and runs of close instants like a fleet's spread offsets.
+    let seed = 0x2390;
+    const rand = (): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    const from = Date.parse('2024-01-01T00:00:00Z');
+    const span = 4 * 365 * DAY;
+    for (const expression of expressions) {
+      const cached = CronSchedule.parse(expression);
+      const instants: number[] = [];
+      for (let i = 0; i < 15; i++) {
+        const t = from + Math.floor(rand() * span);
+        instants.push(t);
+        const fire = cached.latestUncached(new Date(t)).getTime();
+        instants.push(fire, fire - 1, fire + 1);
+        for (let k = 0; k < 3; k++) instants.push(t - Math.floor(rand() * HOUR));
+      }
+      for (const t of instants) {
+        const d = new Date(t);
+        assert.equal(iso(cached.next(d)), iso(cached.nextUncached(d)), `${expression} next(${iso(d)})`);
+        assert.equal(iso(cached.latest(d)), iso(cached.latestUncached(d)), `${expression} latest(${iso(d)})`);
+      }
+    }
+  });
+
+  test('the fleet-wide answers (spread, due runs) are the same with the cache', () => {
+    // What status asks per cluster: the next fire time and the due run, each cluster at its own
+    // offset; compared with the same arithmetic done on cron-parser's uncached answers.
+    const now = at('2026-03-14T09:26:53.589Z');
+    const lastRun = at('2026-03-13T01:07:00.000Z');
+    for (let i = 0; i < 300; i++) {
+      const schedule = {
+        cluster: `c${String(i).padStart(5, '0')}`,
+        type: 'full' as const,
+        cron: '0 1 * * *',
+        spreadMinutes: 240,
+      };
+      const offset = spreadOffsetMs(schedule.cluster, 240);
+      const s = CronSchedule.parse(schedule.cron);
+      const next = s.nextUncached(new Date(now.getTime() - offset)).getTime() + offset;
+      assert.equal(nextFireTime(schedule, now).getTime(), next);
+      const latest = s.latestUncached(new Date(now.getTime() - offset)).getTime() + offset;
+      const [due] = dueRuns(schedule, lastRun, now);
+      if (latest <= lastRun.getTime()) assert.equal(due, undefined);
+      else assert.equal(due?.scheduledAt.getTime(), latest);
+    }
+  });
+
   const invalid: Array<[string, RegExp]> = [
     ['', /5 fields/],
     ['* * * *', /5 fields.*found 4/],
