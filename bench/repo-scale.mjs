@@ -237,7 +237,7 @@ await timed('verify planning', async () => {
     for (const m of await Promise.all(sorted.slice(i, i + 4).map((l) => repo.readManifest(C, l))))
       if (m.files.length > 0) manifests++;
   let wal = 0;
-  for await (const w of repo.listWalUnsized(C)) if (w.authentic) wal++;
+  for await (const batch of repo.listWalUnsized(C)) for (const w of batch) if (w.authentic) wal++;
   return `${objects} backup objects, ${manifests} manifests, ${wal} WAL files`;
 });
 

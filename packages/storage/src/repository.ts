@@ -1117,20 +1117,25 @@ export class Repository {
    * Every archived WAL file of the cluster as listWal gives them, but without a size where a size
    * costs a call per object (RepositoryDriver.listKeys: posix, a stat each): storedSize is then
    * undefined. For verify, which reads every file anyway and learns its size there; on a million
-   * segments the stats were most of its planning (docs/benchmarks.md). In key order.
+   * segments the stats were a large part of its planning (docs/benchmarks.md). In key order, in
+   * batches (a directory's files at a time): an async generator step per object cost as much as
+   * parsing its key.
    */
-  async *listWalUnsized(cluster: string): AsyncIterable<ListedWal> {
+  async *listWalUnsized(cluster: string): AsyncIterable<ListedWal[]> {
     const driver = this.driver;
     if (!driver.listKeys) {
-      yield* this.listWal(cluster);
+      for await (const w of this.listWal(cluster)) yield [w];
       return;
     }
     const parse = this.walParser(cluster);
-    for await (const keys of driver.listKeys(`${clusterDir(cluster)}/wal/`))
+    for await (const keys of driver.listKeys(`${clusterDir(cluster)}/wal/`)) {
+      const batch: ListedWal[] = [];
       for (const key of keys) {
         const w = parse(key, undefined);
-        if (w) yield w;
+        if (w) batch.push(w);
       }
+      if (batch.length > 0) yield batch;
+    }
   }
 
   /**

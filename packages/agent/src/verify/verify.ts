@@ -518,14 +518,15 @@ async function listListedWal(
   const segments = new Map<string, ListedWal[]>();
   const others: ListedWal[] = [];
   // Without sizes: a stat per object was most of the planning on a million segments; each file is read anyway.
-  for await (const w of repo.listWalUnsized(cluster)) {
-    const kind = walFileKind(w.name);
-    if (kind === 'segment') {
-      const list = segments.get(w.name);
-      if (list) list.push(w);
-      else segments.set(w.name, [w]);
-    } else if (kind !== undefined) others.push(w);
-  }
+  for await (const batch of repo.listWalUnsized(cluster))
+    for (const w of batch) {
+      const kind = walFileKind(w.name);
+      if (kind === 'segment') {
+        const list = segments.get(w.name);
+        if (list) list.push(w);
+        else segments.set(w.name, [w]);
+      } else if (kind !== undefined) others.push(w);
+    }
   return { segments, others };
 }
 
