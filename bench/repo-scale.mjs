@@ -13,7 +13,10 @@
  *   expire planning    runExpire --dry-run of the oldest 7 backups and the WAL before the 8th
  *   verify planning    what verify lists and reads before its first object check: every object
  *                      under backup/, every manifest, every archived WAL file (verify checks
- *                      everything, so this one is O(files) by design)
+ *                      everything, so this one is O(files) by design); as verify does it:
+ *                      manifests 4 at a time, the WAL listed without a stat per object
+ *   verify planning, before   the same the old way, for comparison: manifests one after
+ *                      another, a stat per WAL object
  *   old listBackups    for comparison: every object under backup/ listed and every manifest
  *                      parsed (what listBackups did before summaries)
  *
