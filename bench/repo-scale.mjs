@@ -13,7 +13,10 @@
  *   expire planning    runExpire --dry-run of the oldest 7 backups and the WAL before the 8th
  *   verify planning    what verify lists and reads before its first object check: every object
  *                      under backup/, every manifest, every archived WAL file (verify checks
- *                      everything, so this one is O(files) by design)
+ *                      everything, so this one is O(files) by design); as verify does it:
+ *                      manifests 4 at a time, the WAL listed without a stat per object
+ *   verify planning, before   the same the old way, for comparison: manifests one after
+ *                      another, a stat per WAL object
  *   old listBackups    for comparison: every object under backup/ listed and every manifest
  *                      parsed (what listBackups did before summaries)
  *
@@ -224,6 +227,24 @@ await timed('expire planning', async () => {
 });
 
 await timed('verify planning', async () => {
+  let objects = 0;
+  const labels = new Set();
+  for await (const o of repo.listBackupObjects(C)) {
+    objects++;
+    labels.add(o.label);
+  }
+  // As verify does: manifests 4 at a time, the WAL listed without a stat per object.
+  const sorted = [...labels].sort();
+  let manifests = 0;
+  for (let i = 0; i < sorted.length; i += 4)
+    for (const m of await Promise.all(sorted.slice(i, i + 4).map((l) => repo.readManifest(C, l))))
+      if (m.files.length > 0) manifests++;
+  let wal = 0;
+  for await (const batch of repo.listWalUnsized(C)) for (const w of batch) if (w.authentic) wal++;
+  return `${objects} backup objects, ${manifests} manifests, ${wal} WAL files`;
+});
+
+await timed('verify planning, before (manifests one by one, a stat per WAL object)', async () => {
   let objects = 0;
   const labels = new Set();
   for await (const o of repo.listBackupObjects(C)) {

@@ -401,6 +401,12 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   const controllerAddresses: string[] = [];
   for (let i = 0; i < (opts.controllers ?? 1); i++) controllerAddresses.push(`127.0.0.1:${await freePort()}`);
   const controllerAddress = controllerAddresses[0]!;
+  // Each controller's /metrics on a free port unless the test names one: the default (7430) is
+  // taken by any other controller on the host, and a taken port fails the start (PGF-1104).
+  const ownMetrics = !(opts.controllerArgs ?? []).includes('--metrics-listen');
+  const metricsAddresses: string[] = [];
+  if (ownMetrics)
+    for (let i = 0; i < controllerAddresses.length; i++) metricsAddresses.push(`127.0.0.1:${await freePort()}`);
   const controllerArgs = [
     'run',
     '--listen',
@@ -417,6 +423,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     // The controller reads each reported backup's manifest: an encrypted cluster's key, S3 credentials from its environment.
     ...(keyFile ? ['--encryption-key-file', keyFile] : []),
     ...(insecure ? INSECURE_ARGS : []),
+    ...(ownMetrics ? ['--metrics-listen', metricsAddresses[0]!] : []),
     ...(opts.controllerArgs ?? []),
   ];
   const controllerEnv = credentials
@@ -431,7 +438,9 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     ...controllerAddresses.slice(1).map((address, i) =>
       startDaemon(
         CONTROLLER_BIN,
-        controllerArgs.map((a) => (a === controllerAddress ? address : a)),
+        controllerArgs.map((a) =>
+          a === controllerAddress ? address : ownMetrics && a === metricsAddresses[0] ? metricsAddresses[i + 1]! : a,
+        ),
         join(dir, `controller-${i + 2}.log`),
         { ...(controllerEnv ? { env: controllerEnv } : {}) },
       ),

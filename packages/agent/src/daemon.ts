@@ -19,6 +19,7 @@ import { controllerAddresses, reconnectDelayMs } from './controllers.js';
 import { ClusterKey, removeJobClusterKeyFile } from './security/cluster-key.js';
 import { readArchiveSetup, runArchiveCheck, type ArchiveSetupReport, type CheckItemOutcome } from './wal/check.js';
 import { cleanScratchArea } from './drill/drill.js';
+import { sweepEntrySpools } from './backup/entry-spool.js';
 import type { AgentSettings } from './options.js';
 import { readPgdataFacts, type PgdataFacts } from './pgdata/pgdata.js';
 import type { Progress } from './progress.js';
@@ -97,6 +98,8 @@ export class AgentDaemon {
     this.facts = await readPgdataFacts(this.s.pgdata);
     // A drill killed with an earlier agent process (SIGKILL, power loss) left its copy, maybe its server running.
     await cleanScratchArea(this.s.scratchDir, this.log.child({ component: 'drill' }));
+    // And a backup killed with it left its manifest spool (entry-spool.ts): only this cluster's, only dead processes'.
+    await sweepEntrySpools(this.s.cluster, this.log.child({ component: 'backup' }));
     if (!(await this.clusterKey.load()))
       this.log.warn(
         { code: ErrorCodes.WalKeyMissing.code, file: this.s.clusterKeyFile },

@@ -58,6 +58,8 @@ export interface DriverCapabilities {
   localFiles: boolean;
   /** a serialisable spec opens the same repository again (copy worker threads) */
   spec: boolean;
+  /** keys listed without sizes (RepositoryDriver.listKeys); absent: not offered */
+  listKeys?: boolean;
 }
 
 export function repositoryDriverSuite(
@@ -70,6 +72,7 @@ export function repositoryDriverSuite(
       const d = await make();
       assert.equal(d.localFiles !== undefined, capabilities.localFiles, 'localFiles');
       assert.equal(d.spec !== undefined, capabilities.spec, 'spec');
+      assert.equal(d.listKeys !== undefined, capabilities.listKeys ?? false, 'listKeys');
     });
 
     it('stores and reads back bytes, streamed and buffered', async () => {
@@ -95,6 +98,16 @@ export function repositoryDriverSuite(
       assert.deepEqual(await collect(d.list('c/wal')), ['c/wal/1', 'c/wal/2', 'c/wal/sub/3', 'c/walx/4']);
       assert.deepEqual(await collect(d.list('c/wal/1')), ['c/wal/1']);
       assert.deepEqual(await collect(d.list('zzz/')), []);
+      // Without sizes, where the driver offers it: the same keys in the same order.
+      if (d.listKeys) {
+        const keys = async (prefix: string) => {
+          const out: string[] = [];
+          for await (const batch of d.listKeys!(prefix)) out.push(...batch);
+          return out;
+        };
+        for (const prefix of ['c/wal/', 'c/wal', 'c/wal/1', 'zzz/'])
+          assert.deepEqual(await keys(prefix), await collect(d.list(prefix)), prefix);
+      }
     });
 
     it('a failed upload leaves nothing behind and the old object intact', async () => {

@@ -31,6 +31,14 @@ export interface RepositoryDriver {
   /** Every object whose key starts with `prefix`, in key order. */
   list(prefix: string): AsyncIterable<ObjectInfo>;
   /**
+   * Capability: the keys `list` would give, in key order and in batches, without their sizes,
+   * for a caller that learns each size when it reads the object anyway (verify, which reads every
+   * archived WAL file). Where a size costs a call per object (posix: a stat each, a million for a
+   * million WAL segments) this skips them; a driver whose listing carries sizes for free (S3)
+   * need not implement it (Repository falls back to list).
+   */
+  listKeys?(prefix: string): AsyncIterable<string[]>;
+  /**
    * One level of the key tree under `prefix` ('' for the root, else ending with '/'): the objects
    * directly under it and the names of the levels below it, each in key order. What one directory
    * read (posix) or one delimiter listing (S3) answers: readers walk the layout (a backup's label,

@@ -170,6 +170,8 @@ export interface ObjectWalk {
    * 'tampered' (an encrypted frame fails authentication), 'undecodable' (its first frame).
    */
   fault?: { kind: 'cut' | 'malformed' | 'tampered' | 'undecodable'; message: string };
+  /** The object's stored size, learnt by the walk (a caller that listed without sizes gets it here); undefined after a fault. */
+  storedBytes?: number;
 }
 
 /** Looks up the data key an encrypted object's header names (RepositoryKeys.forRead). */
@@ -804,9 +806,9 @@ export class ObjectIo {
     const local = this.driver.localFiles;
     if (!lookup && !local && codec === 'none' && storedSize !== undefined) {
       const head = await readHead(await this.driver.get(key), keepHead);
-      return { frames: storedSize > 0 ? 1 : 0, contentBytes: storedSize, head };
+      return { frames: storedSize > 0 ? 1 : 0, contentBytes: storedSize, head, storedBytes: storedSize };
     }
-    let walked: FrameWalk;
+    let walked: FrameWalk & { stored: number };
     try {
       walked = !lookup && local ? this.walkLocal(local, key, codec) : await this.walkStored(key, codec, lookup);
     } catch (err) {
@@ -814,7 +816,7 @@ export class ObjectIo {
       if (!fault) throw err;
       return { frames: 0, contentBytes: undefined, fault };
     }
-    const out: ObjectWalk = { frames: walked.frames, contentBytes: walked.contentBytes };
+    const out: ObjectWalk = { frames: walked.frames, contentBytes: walked.contentBytes, storedBytes: walked.stored };
     if (walked.contentBytes === undefined || walked.first === undefined || keepHead === 0) return out;
     try {
       out.head = await decodeHead(codec, walked.first, keepHead);
@@ -831,27 +833,34 @@ export class ObjectIo {
    * A plaintext local object: positional reads of its headers only (frame-walk.ts walkLocalFile),
    * a few percent of its bytes, where a stream would read them all. Synchronous, like restoreBlocks.
    */
-  private walkLocal(local: LocalObjectFiles, key: string, codec: Codec): FrameWalk {
+  private walkLocal(local: LocalObjectFiles, key: string, codec: Codec): FrameWalk & { stored: number } {
     const fd = openLocal(local, this.driver.location, key);
     try {
-      return walkLocalFile(codec, fd, fstatSync(fd).size);
+      const stored = fstatSync(fd).size;
+      return { ...walkLocalFile(codec, fd, stored), stored };
     } finally {
       closeSync(fd);
     }
   }
 
   /** Any object through the driver's stream: every stored byte read (and, encrypted, authenticated). */
-  private async walkStored(key: string, codec: Codec, lookup: DataKeyLookup | undefined): Promise<FrameWalk> {
+  private async walkStored(
+    key: string,
+    codec: Codec,
+    lookup: DataKeyLookup | undefined,
+  ): Promise<FrameWalk & { stored: number }> {
     const walker = frameWalker(codec);
     const opening = lookup && new WalkOpening(key, lookup);
     const source = await this.driver.get(key);
+    let stored = 0;
     try {
       for await (const chunk of source as AsyncIterable<Buffer>) {
+        stored += chunk.length;
         if (!opening) walker.push(chunk);
         else for (const content of await opening.push(chunk)) walker.push(content);
       }
       opening?.end();
-      return walker.end();
+      return { ...walker.end(), stored };
     } finally {
       source.destroy();
     }

@@ -16,7 +16,11 @@ async function tempDir(): Promise<string> {
   return dir;
 }
 
-repositoryDriverSuite('posix', async () => new PosixDriver(await tempDir()), { localFiles: true, spec: true });
+repositoryDriverSuite('posix', async () => new PosixDriver(await tempDir()), {
+  localFiles: true,
+  spec: true,
+  listKeys: true,
+});
 
 /** A posix driver that records the directories it fsyncs (relative to the repository root, '.' for the root). */
 class SyncRecordingDriver extends PosixDriver {

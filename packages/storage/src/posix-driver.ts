@@ -228,10 +228,19 @@ export class PosixDriver implements RepositoryDriver, LocalObjectFiles {
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     const slash = prefix.lastIndexOf('/');
     // Batches inside, one object at a time outside: a generator level per object costs as much as its stat.
-    for await (const batch of this.walk(slash >= 0 ? prefix.slice(0, slash) : '', prefix)) yield* batch;
+    for await (const keys of this.walk(slash >= 0 ? prefix.slice(0, slash) : '', prefix))
+      for await (const batch of this.statAll(keys)) yield* batch;
   }
 
-  private async *walk(rel: string, prefix: string): AsyncGenerator<ObjectInfo[]> {
+  /** As list, without a stat per file (RepositoryDriver.listKeys): a batch per directory read. */
+  async *listKeys(prefix: string): AsyncIterable<string[]> {
+    const slash = prefix.lastIndexOf('/');
+    for await (const keys of this.walk(slash >= 0 ? prefix.slice(0, slash) : '', prefix))
+      if (keys.length > 0) yield keys;
+  }
+
+  /** The file keys under `rel` that start with `prefix`, in key order, one batch per run of files between directories. */
+  private async *walk(rel: string, prefix: string): AsyncGenerator<string[]> {
     let entries;
     try {
       entries = await readdir(rel ? join(this.root, rel) : this.root, { withFileTypes: true });
@@ -248,12 +257,12 @@ export class PosixDriver implements RepositoryDriver, LocalObjectFiles {
     for (const e of items) {
       if (e.dir) {
         if (!(e.key.startsWith(prefix) || prefix.startsWith(`${e.key}/`))) continue;
-        yield* this.statAll(files);
+        yield files;
         files = [];
         yield* this.walk(e.key, prefix);
       } else if (e.file && e.key.startsWith(prefix) && !e.name.includes(TMP_MARK)) files.push(e.key);
     }
-    yield* this.statAll(files);
+    yield files;
   }
 
   /**

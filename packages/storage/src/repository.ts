@@ -108,6 +108,9 @@ export interface ArchivedWal {
   authentic: boolean;
 }
 
+/** An archived WAL file as a listing without sizes gives it (Repository.listWalUnsized): storedSize undefined where not known. */
+export type ListedWal = Omit<ArchivedWal, 'storedSize'> & { storedSize: number | undefined };
+
 /** The format marker's key (docs/repository-format.md). */
 export const REPOSITORY_FORMAT_KEY = 'pgfleet.json';
 const FORMAT_KEY = REPOSITORY_FORMAT_KEY;
@@ -1029,7 +1032,12 @@ export class Repository {
   }
 
   /** A parser of the cluster's WAL object keys (undefined: not a WAL object) that judges each MAC under the cluster's key. */
-  private walParser(cluster: string): (key: string, size: number) => ArchivedWal | undefined {
+  private walParser(
+    cluster: string,
+  ): <S extends number | undefined>(
+    key: string,
+    size: S,
+  ) => (Omit<ArchivedWal, 'storedSize'> & { storedSize: S }) | undefined {
     const macKey = this.walMacKey(cluster);
     return (key, size) => {
       const m = WAL_KEY_RE.exec(key.slice(key.lastIndexOf('/') + 1));
@@ -1118,6 +1126,31 @@ export class Repository {
         const w = parse(o.key, o.size);
         if (w && inRange(w.name.slice(8, 24))) yield w;
       }
+    }
+  }
+
+  /**
+   * Every archived WAL file of the cluster as listWal gives them, but without a size where a size
+   * costs a call per object (RepositoryDriver.listKeys: posix, a stat each): storedSize is then
+   * undefined. For verify, which reads every file anyway and learns its size there; on a million
+   * segments the stats were a large part of its planning (docs/benchmarks.md). In key order, in
+   * batches (a directory's files at a time): an async generator step per object cost as much as
+   * parsing its key.
+   */
+  async *listWalUnsized(cluster: string): AsyncIterable<ListedWal[]> {
+    const driver = this.driver;
+    if (!driver.listKeys) {
+      for await (const w of this.listWal(cluster)) yield [w];
+      return;
+    }
+    const parse = this.walParser(cluster);
+    for await (const keys of driver.listKeys(`${clusterDir(cluster)}/wal/`)) {
+      const batch: ListedWal[] = [];
+      for (const key of keys) {
+        const w = parse(key, undefined);
+        if (w) batch.push(w);
+      }
+      if (batch.length > 0) yield batch;
     }
   }
 

@@ -444,7 +444,7 @@ async function copyPgdata(
   // One data key for the whole backup (encrypted clusters): made here, so every copy thread finds it.
   await opts.repo.prepareKeys(opts.repo.backupManifestKey(opts.cluster, label));
   const copier = new FileCopier(opts, label, facts.dataChecksums ? lsnHalves(startLsn.value) : undefined, tracker);
-  const files = await EntrySpool.create(label);
+  const files = await EntrySpool.create(label, opts.cluster);
   const taken: ManifestFile[] = [];
   const pageErrors: { path: string; blocks: number[] }[] = [];
   const notePageErrors = (entry: ManifestFile) => {

@@ -8,13 +8,21 @@
  *
  * The file is the agent's own, 0600 in a 0700 directory of the system's temporary directory,
  * removed with close(): it holds only what the manifest will say (names, sizes, checksums).
+ * The directory's name says whose it is, `pgfleet-entries-<cluster>-<pid>-XXXXXX`: an agent
+ * killed mid-backup (kill -9, OOM) cannot close it, so the next daemon of the cluster removes
+ * the ones whose process is gone (sweepEntrySpools) and never another agent's on the same host.
  */
 import { createReadStream } from 'node:fs';
-import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { Logger } from '@pgfleet/core';
 import { entryBackups, type ManifestFile } from '@pgfleet/storage';
+
+const SPOOL_PREFIX = 'pgfleet-entries-';
+/** <cluster>-<pid>-<mkdtemp's 6 characters>; a cluster name holds no '/' and the pid is its last '-' part but one. */
+const SPOOL_NAME_RE = /^pgfleet-entries-(.+)-(\d+)-[A-Za-z0-9]{6}$/;
 
 /** Entries' text gathered before one write (a write per file would be 100k syscalls). */
 const FLUSH_BYTES = 256 << 10;
@@ -45,8 +53,9 @@ export class EntrySpool {
     private readonly label: string,
   ) {}
 
-  static async create(label: string): Promise<EntrySpool> {
-    const dir = await mkdtemp(join(tmpdir(), 'pgfleet-entries-'));
+  /** A spool for backup `label` of `cluster`, in `parent` (the system's temporary directory unless told). */
+  static async create(label: string, cluster: string, parent = tmpdir()): Promise<EntrySpool> {
+    const dir = await mkdtemp(join(parent, `${SPOOL_PREFIX}${cluster}-${process.pid}-`));
     try {
       return new EntrySpool(dir, await open(join(dir, 'entries.jsonl'), 'wx', 0o600), label);
     } catch (err) {
@@ -94,4 +103,48 @@ export class EntrySpool {
     await this.fh.close().catch(() => {});
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Whether process `pid` exists (signal 0 checks without sending; EPERM: it exists, another user's). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes the spools a killed agent of `cluster` left in `parent` (module header): only the ones
+ * named for this cluster whose process is gone; another cluster's agent on the same host, or a
+ * live one, keeps its own. Returns the directories removed. A pid reused since is taken as alive
+ * (the spool stays until a later start): never a live backup's spool removed.
+ */
+export async function sweepEntrySpools(cluster: string, log: Logger, parent = tmpdir()): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(parent);
+  } catch (err) {
+    log.warn({ err: (err as Error).message, dir: parent }, 'leftover backup spools cannot be looked for');
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    if (!name.startsWith(SPOOL_PREFIX)) continue;
+    const m = SPOOL_NAME_RE.exec(name);
+    if (!m || m[1] !== cluster) continue;
+    const pid = Number(m[2]);
+    if (pid === process.pid || processAlive(pid)) continue;
+    const dir = join(parent, name);
+    try {
+      await rm(dir, { recursive: true, force: true });
+      removed.push(dir);
+    } catch (err) {
+      log.warn({ err: (err as Error).message, dir }, 'a leftover backup spool could not be removed');
+    }
+  }
+  if (removed.length > 0)
+    log.info({ removed }, 'removed the manifest spools of backups killed with an earlier agent process');
+  return removed;
 }

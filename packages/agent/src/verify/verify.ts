@@ -36,7 +36,7 @@ import {
 } from '@pgfleet/pg';
 import {
   isKeyError,
-  type ArchivedWal,
+  type ListedWal,
   type BackupKind,
   type BackupManifest,
   type Codec,
@@ -221,9 +221,27 @@ async function listBackups(run: VerifyRun): Promise<BackupListing> {
   const manifests = new Map<string, BackupManifest>();
   const corrupt = new Map<string, string>();
   const incomplete: string[] = [];
-  for (const label of [...labels].sort()) {
+  const sorted = [...labels].sort();
+  // A few manifests read at once: one after another, 2,000 of them were seconds of waiting on reads.
+  const read = await mapLimit(
+    sorted,
+    run.concurrency,
+    async (label): Promise<BackupManifest | Error | undefined> => {
+      if (!stored.has(repo.backupManifestKey(cluster, label))) return undefined;
+      try {
+        return await repo.readManifest(cluster, label);
+      } catch (err) {
+        // A missing or wrong key fails the verify as such, not as every manifest corrupt.
+        if (isKeyError(err)) throw err;
+        return err as Error;
+      }
+    },
+    run.o.signal,
+  );
+  sorted.forEach((label, i) => {
     const key = repo.backupManifestKey(cluster, label);
-    if (!stored.has(key)) {
+    const got = read[i];
+    if (got === undefined) {
       incomplete.push(label);
       run.problems.push({
         kind: 'incomplete-backup',
@@ -232,10 +250,11 @@ async function listBackups(run: VerifyRun): Promise<BackupListing> {
         key: `${repo.backupPrefix(cluster, label)}/`,
         message: `backup ${label} has no backup.manifest: it is incomplete (in progress, or failed) and is never restored`,
       });
-      continue;
+      return;
     }
     try {
-      const m = await repo.readManifest(cluster, label);
+      if (got instanceof Error) throw got;
+      const m = got;
       if (m.label !== label || m.cluster !== cluster)
         throw new PgfleetError(
           'RepoManifestInvalid',
@@ -245,13 +264,11 @@ async function listBackups(run: VerifyRun): Promise<BackupListing> {
         throw new PgfleetError('RepoManifestInvalid', `manifest ${key} has file entries without path or backup`);
       manifests.set(label, m);
     } catch (err) {
-      // A missing or wrong key fails the verify as such, not as every manifest corrupt.
-      if (isKeyError(err)) throw err;
       const message = asPgfleetError(err).message;
       corrupt.set(label, `manifest corrupt: ${message}`);
       run.problems.push({ kind: 'manifest-corrupt', label, path: 'backup.manifest', key, message });
     }
-  }
+  });
   const ordered = [...manifests.values()].sort((a, b) => Date.parse(a.stopTime) - Date.parse(b.stopTime));
   return { stored, manifests, corrupt, incomplete, ordered };
 }
@@ -317,7 +334,12 @@ function objectChecker(
 type FaultRecorder = (p: VerifyProblem, reason: string) => void;
 
 /** An entry reading another backup's bytes must find them described the same way there. */
-function checkReferences(m: BackupManifest, listing: BackupListing, fault: FaultRecorder): void {
+function checkReferences(
+  m: BackupManifest,
+  listing: BackupListing,
+  ownEntries: (label: string) => ReadonlyMap<string, string>,
+  fault: FaultRecorder,
+): void {
   for (const f of m.files) {
     // A block-incremental file's map also reads objects of these backups: they must be there.
     for (const b of f.blocks?.changed ? (f.blocks.from ?? []) : []) {
@@ -353,13 +375,8 @@ function checkReferences(m: BackupManifest, listing: BackupListing, fault: Fault
       );
       continue;
     }
-    const there = ref.files.find((r) => r.path === f.path && r.backup === f.backup);
-    if (
-      !there ||
-      there.storedSha256 !== f.storedSha256 ||
-      there.sha256 !== f.sha256 ||
-      there.storedSize !== f.storedSize
-    ) {
+    const there = ownEntries(f.backup).get(f.path);
+    if (there === undefined || there !== entryFingerprint(f)) {
       fault(
         {
           kind: 'bad-reference',
@@ -372,6 +389,30 @@ function checkReferences(m: BackupManifest, listing: BackupListing, fault: Fault
       );
     }
   }
+}
+
+/** What a reference must find the same in the backup holding the bytes. */
+function entryFingerprint(f: BackupManifest['files'][number]): string {
+  return `${f.storedSha256}|${f.sha256}|${f.storedSize}`;
+}
+
+/**
+ * The entries whose bytes a backup holds itself, by path, as fingerprints: built once per
+ * referenced backup (a search of its file list per reference was quadratic in the files of an
+ * incremental), only for backups referenced.
+ */
+function ownEntryIndex(listing: BackupListing): (label: string) => ReadonlyMap<string, string> {
+  const built = new Map<string, Map<string, string>>();
+  return (label) => {
+    let index = built.get(label);
+    if (!index) {
+      index = new Map();
+      for (const f of listing.manifests.get(label)?.files ?? [])
+        if (f.backup === label && !index.has(f.path)) index.set(f.path, entryFingerprint(f));
+      built.set(label, index);
+    }
+    return index;
+  };
 }
 
 /** The stored objects a manifest's files need (each chunk of a chunked file is one), with what each must hold. */
@@ -397,6 +438,7 @@ function objectExpectations(
 async function checkBackups(run: VerifyRun, listing: BackupListing): Promise<Map<string, BackupVerdict>> {
   const { o } = run;
   const checkObject = objectChecker(run, listing.stored);
+  const ownEntries = ownEntryIndex(listing);
   const verdicts = new Map<string, BackupVerdict>();
   for (const m of listing.ordered) {
     o.signal?.throwIfAborted();
@@ -420,7 +462,7 @@ async function checkBackups(run: VerifyRun, listing: BackupListing): Promise<Map
       run.problems.push(p);
       faults.push(reason);
     };
-    checkReferences(m, listing, fault);
+    checkReferences(m, listing, ownEntries, fault);
     const expectations = objectExpectations(o.repo, o.cluster, m);
     const results = await mapLimit(expectations, run.concurrency, (x) => checkObject(x.e), o.signal);
     results.forEach((r, i) => {
@@ -450,7 +492,7 @@ async function checkBackups(run: VerifyRun, listing: BackupListing): Promise<Map
 /** The archived WAL as continuity and the verdicts need it. */
 interface WalState {
   /** Every stored copy of each segment name. */
-  segments: Map<string, ArchivedWal[]>;
+  segments: Map<string, ListedWal[]>;
   /** Usable timeline histories (corrupt ones and ones from another lineage left out). */
   histories: Map<number, TimelineHistory>;
   branches: Map<number, TimelineBranch>;
@@ -469,20 +511,22 @@ interface WalState {
 }
 
 /** Lists the archive: segment copies by name, and the other WAL files (histories, .backup, .partial). */
-async function listArchivedWal(
+async function listListedWal(
   repo: Repository,
   cluster: string,
-): Promise<{ segments: Map<string, ArchivedWal[]>; others: ArchivedWal[] }> {
-  const segments = new Map<string, ArchivedWal[]>();
-  const others: ArchivedWal[] = [];
-  for await (const w of repo.listWal(cluster)) {
-    const kind = walFileKind(w.name);
-    if (kind === 'segment') {
-      const list = segments.get(w.name);
-      if (list) list.push(w);
-      else segments.set(w.name, [w]);
-    } else if (kind !== undefined) others.push(w);
-  }
+): Promise<{ segments: Map<string, ListedWal[]>; others: ListedWal[] }> {
+  const segments = new Map<string, ListedWal[]>();
+  const others: ListedWal[] = [];
+  // Without sizes: a stat per object was most of the planning on a million segments; each file is read anyway.
+  for await (const batch of repo.listWalUnsized(cluster))
+    for (const w of batch) {
+      const kind = walFileKind(w.name);
+      if (kind === 'segment') {
+        const list = segments.get(w.name);
+        if (list) list.push(w);
+        else segments.set(w.name, [w]);
+      } else if (kind !== undefined) others.push(w);
+    }
   return { segments, others };
 }
 
@@ -493,7 +537,7 @@ async function listArchivedWal(
 async function readHistories(
   repo: Repository,
   cluster: string,
-  others: readonly ArchivedWal[],
+  others: readonly ListedWal[],
 ): Promise<{ histories: Map<number, TimelineHistory>; badHistories: Map<string, VerifyProblem> }> {
   const histories = new Map<number, TimelineHistory>();
   const badHistories = new Map<string, VerifyProblem>();
@@ -541,7 +585,7 @@ async function readHistories(
 async function walFileProblem(
   run: VerifyRun,
   histories: ReadonlyMap<number, TimelineHistory>,
-  w: ArchivedWal,
+  w: ListedWal,
 ): Promise<VerifyProblem | undefined> {
   const { segmentSize } = run;
   const isSegment = walFileKind(w.name) === 'segment';
@@ -553,17 +597,25 @@ async function walFileProblem(
       ...base,
       message: `WAL file ${w.name} is not authenticated (${w.mac === undefined ? 'no MAC in its name' : 'its MAC does not match'}): restores never use it (${w.key})`,
     };
-  if (w.storedSize === 0)
-    return { kind: 'wal-empty', ...base, message: `WAL file ${w.name} is stored as 0 bytes (${w.key})` };
+  const empty = (): VerifyProblem => ({
+    kind: 'wal-empty',
+    ...base,
+    message: `WAL file ${w.name} is stored as 0 bytes (${w.key})`,
+  });
+  if (w.storedSize === 0) return empty();
   if (isSegment && !run.o.full) {
     const p = await walkedSegmentProblem(run, histories, w);
     if (p !== 'decode') return p;
   }
-  const read = await readWalObject(run, w, () =>
-    run.o.repo.objects.measure(w.key, w.codec, true, WAL_LONG_HEADER_SIZE),
-  );
+  const read = await readWalObject(run, w, async () => {
+    const m = await run.o.repo.objects.measure(w.key, w.codec, true, WAL_LONG_HEADER_SIZE);
+    // Listed without its size: the read tells it.
+    w.storedSize ??= m.storedBytes;
+    return m;
+  });
   if ('problem' in read) return read.problem;
   const r = read.value;
+  if (w.storedSize === 0) return empty();
   if (r.decodeError !== undefined)
     return {
       kind: 'wal-corrupt',
@@ -604,19 +656,24 @@ async function walFileProblem(
 async function walkedSegmentProblem(
   run: VerifyRun,
   histories: ReadonlyMap<number, TimelineHistory>,
-  w: ArchivedWal,
+  w: ListedWal,
 ): Promise<VerifyProblem | undefined | 'decode'> {
   const base = { label: '', path: w.name, key: w.key };
-  const read = await readWalObject(run, w, () =>
-    run.o.repo.objects.walk(w.key, w.codec, WAL_LONG_HEADER_SIZE, w.storedSize),
-  );
+  const read = await readWalObject(run, w, async () => {
+    const walked = await run.o.repo.objects.walk(w.key, w.codec, WAL_LONG_HEADER_SIZE, w.storedSize);
+    // Listed without its size: the walk tells it.
+    w.storedSize ??= walked.storedBytes;
+    return walked;
+  });
   if ('problem' in read) return read.problem;
   const s = read.value;
+  if (w.storedSize === 0)
+    return { kind: 'wal-empty', ...base, message: `WAL file ${w.name} is stored as 0 bytes (${w.key})` };
   if (s.fault) {
     return {
       kind: s.fault.kind === 'cut' ? 'wal-truncated' : 'wal-corrupt',
       ...base,
-      message: `WAL segment ${w.name} (${w.codec}, ${w.storedSize} stored bytes): ${s.fault.message} (${w.key})`,
+      message: `WAL segment ${w.name} (${w.codec}${w.storedSize === undefined ? '' : `, ${w.storedSize} stored bytes`}): ${s.fault.message} (${w.key})`,
     };
   }
   if (s.contentBytes === undefined) return 'decode';
@@ -638,7 +695,7 @@ async function walkedSegmentProblem(
  */
 async function readWalObject<T>(
   run: VerifyRun,
-  w: ArchivedWal,
+  w: ListedWal,
   read: () => Promise<T>,
 ): Promise<{ value: T } | { problem: VerifyProblem }> {
   try {
@@ -656,7 +713,7 @@ async function readWalObject<T>(
     };
   } finally {
     run.filesDone++;
-    run.bytesDone += w.storedSize;
+    run.bytesDone += w.storedSize ?? 0;
   }
 }
 
@@ -664,7 +721,7 @@ async function readWalObject<T>(
 function pageHeaderProblem(
   run: VerifyRun,
   histories: ReadonlyMap<number, TimelineHistory>,
-  w: ArchivedWal,
+  w: ListedWal,
   head: Buffer | undefined,
   contentBytes: number,
 ): VerifyProblem | undefined {
@@ -692,7 +749,7 @@ function pageHeaderProblem(
 /** Checks every archived WAL file and sorts segments into usable and unusable. */
 async function checkWal(run: VerifyRun): Promise<WalState> {
   const { repo, cluster } = run.o;
-  const { segments, others } = await listArchivedWal(repo, cluster);
+  const { segments, others } = await listListedWal(repo, cluster);
   const { histories, badHistories } = await readHistories(repo, cluster, others);
   const branches = new Map<number, TimelineBranch>(
     [...histories].map(([tli, h]) => [tli, { parent: h.parent!, switchLsn: h.startLsn }]),
