@@ -243,6 +243,9 @@ for (const ending of ['completes', 'is killed -9'] as const)
             '5',
             '--schedule-interval',
             '3600',
+            // Its own free port: the default metrics address is taken by any other controller.
+            '--metrics-listen',
+            '127.0.0.1:0',
           ],
           join(fleet.dir, 'controller-2.log'),
         );

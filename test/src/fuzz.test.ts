@@ -475,6 +475,9 @@ describe('fuzz: hostile and malformed input everywhere pgfleet reads it', { time
         join(dir, 'tls'),
         '--job-reclaim-grace',
         '2',
+        // Its own free port: the default metrics address is taken by any other controller.
+        '--metrics-listen',
+        '127.0.0.1:0',
       ],
       join(dir, 'controller.log'),
     );

@@ -68,6 +68,8 @@ test('run serves the admin API until SIGTERM', async () => {
       PGFLEET_CATALOG: join(dir, 'c.db'),
       PGFLEET_REPO_PATH: '/srv/repo',
       PGFLEET_INSECURE: 'true',
+      // Its own free port: the default metrics address is taken by any other controller.
+      PGFLEET_METRICS_LISTEN: '127.0.0.1:0',
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });

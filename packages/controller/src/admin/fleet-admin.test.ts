@@ -161,13 +161,12 @@ describe('fleet status', () => {
     );
     const json = await pgfleet(['status', '--cluster', 'main', '--output', 'json'], env);
     assert.equal(json.code, 0, json.stderr);
+    // {clusters, controllers}: the controllers of the catalog ride along with the clusters.
     const parsed = JSON.parse(json.stdout) as {
-      name: string;
-      archiveState: string;
-      lastGoodDrill: { rtoSeconds: number };
-    }[];
+      clusters: { name: string; archiveState: string; lastGoodDrill: { rtoSeconds: number } }[];
+    };
     assert.deepEqual(
-      parsed.map((p) => [p.name, p.archiveState, p.lastGoodDrill.rtoSeconds]),
+      parsed.clusters.map((p) => [p.name, p.archiveState, p.lastGoodDrill.rtoSeconds]),
       [['main', 'ok', 12.5]],
     );
     const unknown = await pgfleet(['status', '--cluster', 'nope'], env);
