@@ -19,7 +19,7 @@ import { sleep } from '@pgfleet/core';
 type Order = { id: number; note: string };
 type JobJson = {
   id: string;
-  progress?: { message?: string; bytesDone?: string; bytesTotal?: string };
+  progress?: { message?: string; bytesDone?: number; bytesTotal?: number };
   backup?: { label: string; type: string; priorLabel?: string };
 };
 type ManifestJson = {
@@ -138,7 +138,7 @@ for (const kind of REPOSITORY_KINDS)
         );
         assert.deepEqual(
           list.map((b) => b.type),
-          ['BACKUP_TYPE_FULL', 'BACKUP_TYPE_INCR', 'BACKUP_TYPE_DIFF'],
+          ['full', 'incr', 'diff'],
         );
         const [full, incr, diff] = list;
         assert.equal(full!.priorLabel ?? '', '');

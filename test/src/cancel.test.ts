@@ -63,7 +63,7 @@ describe('cancel: a running backup stops and leaves nothing that looks complete'
     const cancelled = await fleet.cli('cancel', id, '--wait', '--output', 'json');
     assert.equal(cancelled.code, 0, `${cancelled.stdout}\n${cancelled.stderr}`);
     const final = JSON.parse(cancelled.stdout) as JobJson;
-    assert.equal(final.state, 'JOB_STATE_CANCELLED');
+    assert.equal(final.state, 'cancelled');
     assert.equal(final.error?.code, ErrorCodes.JobCancelled.code);
 
     // Nothing in the repository under the cluster's backups but the first one, and nothing in the catalog.

@@ -103,10 +103,10 @@ describe('pgfleet check: archiving proven end to end, failures named', { timeout
     const j = await fleet.cli('check', CLUSTER, '--output', 'json', '--timeout', '2m');
     assert.equal(j.code, 0, j.stderr);
     const job = JSON.parse(j.stdout) as JobJson;
-    assert.equal(job.state, 'JOB_STATE_SUCCEEDED');
+    assert.equal(job.state, 'succeeded');
     assert.deepEqual(
       job.check!.items.map((i) => [i.name, i.verdict]),
-      names.map((n) => [n, 'CHECK_VERDICT_OK']),
+      names.map((n) => [n, 'ok']),
     );
     assert.equal(job.check!.ok, true);
     assert.match(job.check!.walSegment, /^[0-9A-F]{24}$/);
@@ -152,9 +152,9 @@ describe('pgfleet check: archiving proven end to end, failures named', { timeout
     const j = await fleet.cli('check', CLUSTER, '--output', 'json');
     assert.equal(j.code, 4);
     const job = JSON.parse(j.stdout) as JobJson;
-    assert.equal(job.state, 'JOB_STATE_FAILED');
+    assert.equal(job.state, 'failed');
     assert.equal(job.error?.code, ErrorCodes.ArchiveCheckFailed.code);
-    assert.equal(job.check?.items.find((i) => i.name === 'archive_command')?.verdict, 'CHECK_VERDICT_FAIL');
+    assert.equal(job.check?.items.find((i) => i.name === 'archive_command')?.verdict, 'fail');
 
     // The cluster has no backup yet: the backup checks first and fails with the check's error, not PGF-4006 after its WAL wait.
     const b = await fleet.cli('backup', CLUSTER, '--wait');
@@ -247,7 +247,7 @@ describe('pgfleet check with two repositories (posix + S3): the segment must rea
     assert.equal(check.ok, true, JSON.stringify(check.items));
     const byName = new Map(check.items.map((i) => [i.name, i]));
     for (const item of [byName.get('repository')!, byName.get('wal_archived')!]) {
-      assert.equal(item.verdict, 'CHECK_VERDICT_OK');
+      assert.equal(item.verdict, 'ok');
       for (const url of [fleet.repoDir, 's3://pgfleet/chk2'])
         assert.ok(item.message.includes(url), `${item.name} names ${url}: ${item.message}`);
     }

@@ -82,7 +82,7 @@ describe('controllers as one: three controllers on one PostgreSQL catalog', { ti
       'the backup to run on the agent',
       async () => {
         const r = await cliAt(c3, 'jobs', '--cluster', 'shop', '--output', 'json');
-        const running = (JSON.parse(r.stdout) as JobJson[]).find((j) => j.state === 'JOB_STATE_RUNNING');
+        const running = (JSON.parse(r.stdout) as JobJson[]).find((j) => j.state === 'running');
         return running?.progress ? running : undefined;
       },
       300_000,
@@ -112,7 +112,7 @@ describe('controllers as one: three controllers on one PostgreSQL catalog', { ti
     if (followed.code === 0) {
       const done = JSON.parse(followed.stdout) as JobJson;
       assert.equal(done.id, job.id);
-      assert.equal(done.state, 'JOB_STATE_SUCCEEDED');
+      assert.equal(done.state, 'succeeded');
       label = done.backup!.label;
     } else {
       // Failing cleanly is allowed; a retry on C3 must then succeed.
@@ -140,14 +140,13 @@ describe('controllers as one: three controllers on one PostgreSQL catalog', { ti
     await waitFor(
       'the second backup to run',
       async () =>
-        (JSON.parse((await cliAt(c3, 'job', second, '--output', 'json')).stdout) as JobJson).state ===
-        'JOB_STATE_RUNNING',
+        (JSON.parse((await cliAt(c3, 'job', second, '--output', 'json')).stdout) as JobJson).state === 'running',
       300_000,
       200,
     );
     const cancelled = await cliAt(c3, 'cancel', second, '--wait', '--output', 'json');
     assert.equal(cancelled.code, 0, `${cancelled.stderr}\n${await fleet.logs()}`);
-    assert.equal((JSON.parse(cancelled.stdout) as JobJson).state, 'JOB_STATE_CANCELLED');
+    assert.equal((JSON.parse(cancelled.stdout) as JobJson).state, 'cancelled');
 
     // status on any controller: the three, C1 dead once its lease ran out, C2 holding both agents, one leader.
     const status = await waitFor(

@@ -251,7 +251,7 @@ for (const ending of ['completes', 'is killed -9'] as const)
         );
         await waitFor('the incr job to be failed by the reclaim grace', async () => {
           const j = await cli(address, 'job', i2Job, '--output', 'json');
-          return j.code === 0 && (JSON.parse(j.stdout) as JobJson).state === 'JOB_STATE_FAILED';
+          return j.code === 0 && (JSON.parse(j.stdout) as JobJson).state === 'failed';
         });
         // Another agent of the cluster (same server, its own id and socket) serves the new controller.
         agentB = startDaemon(

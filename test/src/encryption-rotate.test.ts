@@ -49,7 +49,7 @@ describe('pgfleet repo rotate-key (posix)', { timeout: 600_000 }, () => {
     const r = await cli('repo', 'rotate-key', 'vault', '--wait', '--output', 'json');
     if (r.code !== 0) return r;
     const job = JSON.parse(r.stdout) as { state: string; rotateKey?: Record<string, number | string> };
-    assert.equal(job.state, 'JOB_STATE_SUCCEEDED');
+    assert.equal(job.state, 'succeeded');
     return { ...r, result: job.rotateKey ?? {} };
   }
 

@@ -179,7 +179,7 @@ describe('a fleet of three clusters under one controller', { timeout: 900_000 },
     for (const c of CLUSTERS) {
       const s = all.find((x) => x.name === c)!;
       assert.equal(s.agentConnected, true, c);
-      assert.equal(s.lastBackup?.type, 'BACKUP_TYPE_FULL', c);
+      assert.equal(s.lastBackup?.type, 'full', c);
       assert.equal(s.nextJob?.kind, 'full', c);
     }
     const table = await fleet.cli('status');
@@ -239,12 +239,12 @@ describe('a fleet of three clusters under one controller', { timeout: 900_000 },
       assert.deepEqual([now.kind, now.cluster], [j.kind, j.cluster]);
       if (/SUCCEEDED|FAILED|CANCELLED/.test(j.state)) {
         assert.equal(now.state, j.state, `finished job ${j.id} unchanged`);
-      } else if (now.state === 'JOB_STATE_SUCCEEDED') {
+      } else if (now.state === 'succeeded') {
         // Claimed by its agent after the restart: a backup that finished is in the catalog.
         if (now.kind === 'backup') assert.ok(now.backup?.label, `job ${j.id} succeeded with its backup recorded`);
       } else {
         // Otherwise it ends visibly with the reason, never stays active.
-        assert.equal(now.state, 'JOB_STATE_FAILED', `job ${j.id} left active by the old controller`);
+        assert.equal(now.state, 'failed', `job ${j.id} left active by the old controller`);
         assert.ok(now.error?.code, `job ${j.id} failed with a reason`);
       }
     }
@@ -359,7 +359,7 @@ describe('a fleet of three clusters under one controller', { timeout: 900_000 },
         const j = (await jobs()).find((x) => x.kind === 'expire' && x.cluster === 'c1');
         if (j && /FAILED|CANCELLED/.test(j.state))
           throw new Error(`expire job ${j.id} ${j.state}: ${await fleet.logs()}`);
-        return j?.state === 'JOB_STATE_SUCCEEDED' ? j : undefined;
+        return j?.state === 'succeeded' ? j : undefined;
       },
       180_000,
       500,

@@ -38,8 +38,8 @@ const CLUSTER = 'undo';
 interface RecoveredTableJson {
   table: string;
   recoveredAs: string;
-  rowsRecovered: string;
-  liveRows: string;
+  rowsRecovered: number;
+  liveRows: number;
   primaryKey?: string[];
   mergeSql: string;
   compareSql: string;
@@ -302,7 +302,7 @@ describe('recover-table: rows back from just before a mistake, beside the live w
     assert.deepEqual(await digest('pgfleet_recovered.customers', 'id'), snap.customers);
     assert.deepEqual(await digest('pgfleet_recovered.prices_before_update', 'sku'), snap.prices);
     assert.deepEqual(await digest('pgfleet_recovered.measurements', 'id'), snap.measurements);
-    assert.equal(byTable.get('public.customers')!.liveRows, '-1', 'the dropped table exists only in the copy');
+    assert.equal(byTable.get('public.customers')!.liveRows, -1, 'the dropped table exists only in the copy');
     assert.match(byTable.get('public.customers')!.mergeSql, /SET SCHEMA "public"/);
     assert.deepEqual(byTable.get('public.prices')!.droppedForeignKeys, ['public.prices.prices_customer_id_fkey']);
     assert.deepEqual([...(byTable.get('public.measurements')!.partitions ?? [])].sort(), [
@@ -313,7 +313,7 @@ describe('recover-table: rows back from just before a mistake, beside the live w
       `SELECT relkind AS k FROM pg_class WHERE oid = 'pgfleet_recovered.measurements'::regclass`,
     );
     assert.equal(kind[0]!.k, 'p', 'the partitioned table lands partitioned');
-    assert.equal(byTable.get('public.items')!.liveRows !== '0', true, 'items written after the TRUNCATE are live');
+    assert.equal(byTable.get('public.items')!.liveRows !== 0, true, 'items written after the TRUNCATE are live');
   });
 
   it('a load the live cluster refuses (a type it no longer has) leaves nothing of that table', async () => {

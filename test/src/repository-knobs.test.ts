@@ -39,8 +39,8 @@ interface BackupJson {
   startTime: string;
   stopTime: string;
   timeline: number;
-  sizeBytes: string;
-  storedBytes: string;
+  sizeBytes: number;
+  storedBytes: number;
   walStart: string;
   walStop: string;
 }
@@ -53,12 +53,12 @@ interface InfoJson {
     dependents?: string[];
     codec: string;
     compressLevel?: number;
-    ownSizeBytes: string;
+    ownSizeBytes: number;
   }[];
-  wal: { timeline: number; oldestSegment: string; newestSegment: string; segments: string; storedBytes: string }[];
-  backupStoredBytes: string;
-  walStoredBytes: string;
-  backupOwnSizeBytes: string;
+  wal: { timeline: number; oldestSegment: string; newestSegment: string; segments: number; storedBytes: number }[];
+  backupStoredBytes: number;
+  walStoredBytes: number;
+  backupOwnSizeBytes: number;
 }
 interface RestorePointsJson {
   points?: { name: string; lsn: string; time?: string; timeline: number }[];
@@ -191,7 +191,7 @@ describe('info, backup delete, restore points, compress level and max rate', { t
     );
     assert.deepEqual(
       doc.backups.map((b) => b.backup.type),
-      ['BACKUP_TYPE_FULL', 'BACKUP_TYPE_INCR', 'BACKUP_TYPE_DIFF', 'BACKUP_TYPE_INCR', 'BACKUP_TYPE_FULL'],
+      ['full', 'incr', 'diff', 'incr', 'full'],
     );
     // The chains: the incr builds on the full, the diff on the full, the second incr on the diff.
     const chain = (l: string) => byLabel.get(l)!.dependsOn ?? [];
@@ -222,8 +222,7 @@ describe('info, backup delete, restore points, compress level and max rate', { t
       blockIncremental += own.filter((f) => f.blocks?.changed).length;
       assert.equal(BigInt(b.ownSizeBytes), BigInt(own.reduce((n, f) => n + (f.blocks?.changed?.size ?? f.size), 0)));
       // (Not for incrementals: their block maps, 14 bytes a block of a whole file, count in storedBytes too.)
-      if (b.backup.type === 'BACKUP_TYPE_FULL')
-        assert.ok(BigInt(b.backup.storedBytes) < BigInt(b.ownSizeBytes), 'compressed');
+      if (b.backup.type === 'full') assert.ok(BigInt(b.backup.storedBytes) < BigInt(b.ownSizeBytes), 'compressed');
     }
     assert.ok(blockIncremental >= 3, 'the incrementals stored the changed blocks of filler');
     // The incrementals store far less than they restore (the rest is referenced).

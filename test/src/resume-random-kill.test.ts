@@ -206,7 +206,7 @@ for (const kind of REPOSITORY_KINDS)
       await nothingPartialListed();
       await fleet.startAgent(AGENT_ARGS);
       await waitFor('the killed job to end', async () =>
-        ['JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED'].includes((await job(id)).state),
+        ['succeeded', 'failed', 'cancelled'].includes((await job(id)).state),
       );
       await nothingPartialListed();
       return { label, at };

@@ -67,7 +67,7 @@ describe('resumable backups: kill -9, then the next backup continues', { timeout
     await new Promise((r) => (agent.child.exitCode !== null ? r(undefined) : agent.child.once('exit', r)));
     await fleet.startAgent(restartArgs);
     await waitFor('the killed job to end', async () =>
-      ['JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED'].includes((await job(jobId)).state),
+      ['succeeded', 'failed', 'cancelled'].includes((await job(jobId)).state),
     );
   }
 

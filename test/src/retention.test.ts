@@ -229,7 +229,7 @@ describe('schedules: the controller takes backups and expires on its own', { tim
       180_000,
       500,
     );
-    assert.equal(scheduled.type, 'BACKUP_TYPE_FULL');
+    assert.equal(scheduled.type, 'full');
     const jobs = JSON.parse((await fleet.cli('jobs', '--cluster', 'sched', '--output', 'json')).stdout) as {
       kind: string;
       id: string;
@@ -258,7 +258,7 @@ describe('schedules: the controller takes backups and expires on its own', { tim
       state: string;
     }[];
     assert.ok(
-      after.some((j) => j.kind === 'expire' && j.state === 'JOB_STATE_SUCCEEDED'),
+      after.some((j) => j.kind === 'expire' && j.state === 'succeeded'),
       JSON.stringify(after),
     );
     const dirs = await readdir(join(fleet.repoDir, 'sched', 'backup'));

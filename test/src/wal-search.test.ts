@@ -22,9 +22,9 @@ interface TableJson {
   schema?: string;
   name?: string;
   relation: string;
-  rowsDeleted?: string;
-  rowsUpdated?: string;
-  rowsInserted?: string;
+  rowsDeleted?: number;
+  rowsUpdated?: number;
+  rowsInserted?: number;
   truncated?: boolean;
   dropped?: boolean;
   rewritten?: boolean;
@@ -44,14 +44,14 @@ interface SearchJson {
   backupLabel: string;
   snapshot?: boolean;
   segmentsRead?: number;
-  bytesRead?: string;
+  bytesRead?: number;
 }
 
 const lsnValue = (lsn: string): bigint => {
   const [hi, lo] = lsn.split('/');
   return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
 };
-const n = (v: string | undefined): number => Number(v ?? 0);
+const n = (v: number | undefined): number => v ?? 0;
 const named = (t: TableJson): string => `${t.schema}.${t.name}`;
 
 const ORDERS = 500;

@@ -8,7 +8,7 @@ import { setFlagsFromString } from 'node:v8';
 import { exitWith } from '@pgfleet/core/errors';
 import { parseAgentId } from '@pgfleet/core/names';
 import { hostname } from 'node:os';
-import { parseDuration, type Logger } from '@pgfleet/core';
+import { parseDuration, type LogFormat, type Logger } from '@pgfleet/core';
 import {
   AGENT_PROGRAM,
   defaultScratchDir,
@@ -37,7 +37,10 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const o = parsed.options;
-  const logger = (level: string): Logger => createLogger({ level }).child({ component: parsed.command.name });
+  // --log-format is the same for every command (the table gives it one default), so it is read here.
+  const format = o['log-format'] as LogFormat | undefined;
+  const logger = (level: string): Logger =>
+    createLogger({ level, ...(format ? { format } : {}) }).child({ component: parsed.command.name });
 
   switch (parsed.command.name) {
     case 'wal-fetch':

@@ -277,6 +277,14 @@ export const AGENT_PROGRAM = {
       default: 'info',
       choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'],
     },
+    {
+      name: 'log-format',
+      type: 'string',
+      description:
+        'log lines as JSON or readable text; auto: readable when stderr is a terminal, JSON otherwise (journald, files, pipes)',
+      default: 'auto',
+      choices: ['auto', 'json', 'pretty'],
+    },
   ],
   commands: [
     {
@@ -315,18 +323,28 @@ export const AGENT_PROGRAM = {
         'ca-cert',
         'insecure',
         'log-level',
+        'log-format',
       ],
     },
     {
       name: 'wal-push',
       summary: "archive one WAL file (archive_command = 'pgfleet-agent wal-push %p --config FILE')",
-      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'compress', 'socket', 'cluster-key-file', 'log-level'],
+      options: [
+        'config',
+        'cluster',
+        ...REPOSITORY_OPTIONS,
+        'compress',
+        'socket',
+        'cluster-key-file',
+        'log-level',
+        'log-format',
+      ],
       positionals: [{ name: 'path', description: 'path of the WAL file (%p), relative to PGDATA', required: true }],
     },
     {
       name: 'wal-fetch',
       summary: "restore one archived WAL file (restore_command = 'pgfleet-agent wal-fetch %f %p --config FILE')",
-      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'cluster-key-file', 'log-level'],
+      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'cluster-key-file', 'log-level', 'log-format'],
       positionals: [
         { name: 'name', description: 'WAL file name (%f)', required: true },
         { name: 'path', description: 'where to write it (%p)', required: true },
@@ -345,13 +363,14 @@ export const AGENT_PROGRAM = {
         // Taken (and unused) so rotate-key reads the same --config file as wal-push and wal-fetch.
         'cluster-key-file',
         'log-level',
+        'log-format',
       ],
     },
     {
       name: 'wal-prefetch',
       summary:
         'internal: download the archived WAL segments after <name> into <spool> (started in the background by wal-fetch)',
-      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'cluster-key-file', 'log-level'],
+      options: ['config', 'cluster', ...REPOSITORY_OPTIONS, 'prefetch', 'cluster-key-file', 'log-level', 'log-format'],
       positionals: [
         { name: 'name', description: 'the segment recovery asked for last', required: true },
         { name: 'spool', description: 'prefetch directory', required: true },

@@ -35,7 +35,11 @@ async function main(argv: string[]): Promise<number> {
   }
   // `run`; the table rejects unknown commands.
   const config = resolveRunConfig(parsed.options);
-  const logger = createLogger({ level: config.logLevel, name: 'pgfleet-controller' });
+  const logger = createLogger({
+    level: config.logLevel,
+    name: 'pgfleet-controller',
+    ...(config.logFormat ? { format: config.logFormat } : {}),
+  });
   const controller = await startController(config, { logger });
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals): void => {

@@ -172,10 +172,10 @@ describe('pgfleet CLI against a controller', () => {
   test('backups --output json parses; the table lists the backup; env sets the controller', async () => {
     const r = await pgfleet(['backups', 'main', '--output', 'json', ...ctl]);
     assert.equal(r.code, 0, r.stderr);
-    const list = JSON.parse(r.stdout) as { label: string; stopLsn: string; sizeBytes: string }[];
+    const list = JSON.parse(r.stdout) as { label: string; stopLsn: string; sizeBytes: number }[];
     assert.deepEqual(
       list.map((b) => [b.label, b.stopLsn, b.sizeBytes]),
-      [['20260301-120000F', '0/2000138', String(3 * 1024 ** 3)]],
+      [['20260301-120000F', '0/2000138', 3 * 1024 ** 3]],
     );
 
     const table = await pgfleet(['backups', 'main'], { PGFLEET_CONTROLLER: controller.address });
@@ -264,7 +264,7 @@ describe('pgfleet CLI against a controller', () => {
       id: string;
       state: string;
     }[];
-    assert.deepEqual(listed[0], { ...listed[0], id: job.jobId, state: 'JOB_STATE_FAILED' });
+    assert.deepEqual(listed[0], { ...listed[0], id: job.jobId, state: 'failed' });
     const missing = await pgfleet(['job', 'no-such-job', ...ctl]);
     assert.equal(missing.code, 3);
     assert.match(missing.stderr, /PGF-2002/);
@@ -313,7 +313,7 @@ describe('pgfleet CLI against a controller', () => {
         id: string;
         state: string;
       }[]
-    ).find((j) => j.state === 'JOB_STATE_FAILED')!.id;
+    ).find((j) => j.state === 'failed')!.id;
     const failed = await pgfleet(['job', failedId, '--wait', ...ctl]);
     assert.equal(failed.code, 5);
     assert.match(failed.stderr, /PGF-4006 backup job .* failed/);
@@ -323,7 +323,7 @@ describe('pgfleet CLI against a controller', () => {
     const r = await pgfleet(['backup', 'main', '--output', 'json', ...ctl]);
     assert.equal(r.code, 0, r.stderr);
     const job = JSON.parse(r.stdout) as { id: string; state: string };
-    assert.equal(job.state, 'JOB_STATE_DISPATCHED');
+    assert.equal(job.state, 'dispatched');
     assert.equal((await agent.receiveJob()).jobId, job.id);
     agent.stream.cancel();
     const none = await (async () => {

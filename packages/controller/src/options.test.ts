@@ -29,6 +29,7 @@ test('defaults, flags and environment', () => {
     heartbeatIntervalSeconds: 5,
     maxConnections: 16384,
     jobReclaimGraceSeconds: 60,
+    logFormat: 'auto',
     logLevel: 'info',
     scheduleIntervalSeconds: 30,
     maxBackupsPerRepository: 8,

@@ -5,10 +5,12 @@
  */
 import {
   ErrorCodes,
+  LOG_FORMATS,
   missingOption,
   PgfleetError,
   resolveSettings,
   type CommandSettings,
+  type LogFormat,
   type OptionValues,
   type ProgramSpec,
 } from '@pgfleet/core';
@@ -93,7 +95,15 @@ export const controllerProgram = {
       type: 'string',
       default: 'info',
       choices: LOG_LEVELS,
-      description: 'Log level of the JSON log on stderr.',
+      description: 'Log level of the log on stderr.',
+    },
+    {
+      name: 'log-format',
+      type: 'string',
+      default: 'auto',
+      choices: LOG_FORMATS,
+      description:
+        'Log lines as JSON or readable text; auto: readable when stderr is a terminal, JSON otherwise (journald, files, pipes).',
     },
     {
       name: 'schedule-interval',
@@ -349,6 +359,7 @@ export const controllerProgram = {
         'max-connections',
         'job-reclaim-grace',
         'log-level',
+        'log-format',
         'schedule-interval',
         'max-backups-per-repository',
         'max-backups-per-host',
@@ -442,6 +453,8 @@ export interface ControllerConfig {
   /** Seconds an agent has to reconnect and claim its unfinished jobs before they fail; default 60. */
   jobReclaimGraceSeconds?: number;
   logLevel: string;
+  /** json, pretty or auto (pretty when stderr is a terminal); default auto. */
+  logFormat?: LogFormat;
   /** Seconds between scheduler rounds; default 30. */
   scheduleIntervalSeconds?: number;
   /** Concurrency limits of scheduled jobs; defaults 8 per repository, 2 per host. */
@@ -514,6 +527,7 @@ export function resolveRunConfig(values: OptionValues): ControllerConfig {
     maxConnections: run.maxConnections,
     jobReclaimGraceSeconds: run.jobReclaimGrace,
     logLevel: run.logLevel,
+    logFormat: run.logFormat as LogFormat,
     scheduleIntervalSeconds: run.scheduleInterval,
     maxBackupsPerRepository: run.maxBackupsPerRepository,
     maxBackupsPerHost: run.maxBackupsPerHost,

@@ -20,6 +20,7 @@ import {
   resolveSettings,
   type ParsedCommand,
 } from '@pgfleet/core/command-line';
+import type { LogFormat } from '@pgfleet/core';
 import { PgfleetError } from '@pgfleet/core/errors';
 import {
   AGENT_PROGRAM,
@@ -85,7 +86,10 @@ async function pushDirectly(path: string, parsed: ParsedCommand): Promise<number
       import('../security/cluster-key.js'),
     ]);
   const settings = resolveSettings(AGENT_PROGRAM, 'wal-push', parsed.options, ['cluster']);
-  const log = createLogger({ level: settings.logLevel }).child({ component: 'wal-push' });
+  const format = parsed.options['log-format'] as LogFormat | undefined;
+  const log = createLogger({ level: settings.logLevel, ...(format ? { format } : {}) }).child({
+    component: 'wal-push',
+  });
   const specs = repositoriesFromSettings(settings);
   // Without a daemon there is nowhere else to archive to: the repository must be configured here.
   if (specs.length === 0) throw missingOption(AGENT_PROGRAM, 'repo');
