@@ -35,20 +35,20 @@ interface DumpJson {
   label: string;
   pgDumpVersion: string;
   withPasswords?: boolean;
-  globals?: { size: string };
+  globals?: { size: number };
   databases: {
     name: string;
     dir: string;
-    size: string;
-    files: { name: string; sha256: string; size: string }[];
-    tables: { schema: string; name: string; rowEstimate: string }[];
+    size: number;
+    files: { name: string; sha256: string; size: number }[];
+    tables: { schema: string; name: string; rowEstimate: number }[];
   }[];
 }
 interface JobJson {
   state: string;
   error?: { code: string; message: string };
   dump?: DumpJson;
-  restoreDump?: { toDatabase: string; droppedExisting?: boolean; bytes: string };
+  restoreDump?: { toDatabase: string; droppedExisting?: boolean; bytes: number };
 }
 
 async function withDb<T>(db: PgInstance, database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
@@ -182,7 +182,7 @@ describe('logical backups: pgfleet dump and restore-dump', { timeout: 1_200_000 
     const r = await fleet.cli('dump', SOURCE, '--jobs', '2', '--wait', '--output', 'json');
     assert.equal(r.code, 0, `${r.stderr}\n${await fleet.logs()}`);
     const job = jobOf(r.stdout);
-    assert.equal(job.state, 'JOB_STATE_SUCCEEDED');
+    assert.equal(job.state, 'succeeded');
     dump = job.dump!;
     assert.deepEqual(dump.databases.map((d) => d.name).sort(), ['crm', 'postgres', 'shop']);
     assert.match(dump.pgDumpVersion, /^pg_dump \(PostgreSQL\) 15\./);
