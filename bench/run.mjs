@@ -6,7 +6,7 @@
  *   cd /work/main && source scripts/node-env.sh && npx turbo run build
  *   node bench/run.mjs [--scale 100] [--noisy-gb 1.5] [--pgbench-seconds 30] [--wal-segments 20]
  *                      [--encrypted-runs 2]
- *                      [--skip pgfleet,pgbackrest,pg_basebackup,restore,incr,wal-push,verify,encrypted]
+ *                      [--skip pgfleet,pgbackrest,pg_basebackup,restore,incr,wal-push,wal-archive,verify,encrypted]
  *
  * See bench/README.md for what each phase measures. Everything it starts (PostgreSQL, the
  * controller and agent, pgbackrest/pg_basebackup/pgbench children) is torn down at the end,
@@ -55,6 +55,7 @@ const SKIPPABLE = [
   'incr',
   'block-incr',
   'wal-push',
+  'wal-archive',
   'verify',
   'encrypted',
 ];
@@ -64,7 +65,8 @@ const USAGE = `Usage: node bench/run.mjs [options]
 
   --scale N            pgbench scale factor (default 100, ~1.5 GB)
   --noisy-gb G         add ~G GB of realistic, ~3-4x compressible rows (default 1.5; 0 = none)
-  --pgbench-seconds S  pgbench -T before the incremental backups (default 30)
+  --pgbench-seconds S  pgbench -T before the incremental backups, and per tool in the
+                       sustained-archiving phase (default 30)
   --pgbench-clients C  pgbench -c/-j (default: number of CPUs)
   --wal-segments N     real 16 MiB WAL segments pushed one by one per tool (default 20)
   --encrypted-runs N   pairs of pgfleet zstd full backup + restore, plaintext then encrypted
@@ -831,6 +833,9 @@ async function main() {
           encryptedRepo ? pgfRepoEncrypted : pgfRepo,
           // The controller reads reported manifests back before it records a backup (issue 13).
           ...(encryptedRepo ? ['--encryption-key-file', keyFile] : []),
+          // a free port: a fixed default collides with any other controller on the host
+          '--metrics-listen',
+          '127.0.0.1:0',
           '--insecure',
         ],
         join(work, 'controller.log'),
@@ -1134,6 +1139,120 @@ async function main() {
         return row(e.backup);
       });
       if (restoreRow) record({ operation: 'restore', tool: 'pgfleet (zstd, 2 workers, encrypted)', ...restoreRow });
+    }
+
+    // ---- 2b'. sustained archiving in the production shape (issue 19) -------------------------
+    // PostgreSQL's archiver runs archive_command per .ready file while pgbench writes WAL as fast
+    // as it can (large rows, several clients); the agent daemon runs and sees archive_status as
+    // PostgreSQL makes it. Each archive_command is timed by a shell wrapper around it (what the
+    // archiver waits for per segment); segments/s = segments archived / (pgbench + drain time).
+    // pgBackRest pushes to repo1 only here (one repository, like the pgfleet agent), sync and with
+    // archive-async=y (its own spool and process-max 2).
+    if (run('wal-archive') && (run('pgfleet') || run('pgbackrest'))) {
+      const timingLog = join(work, 'archive-times.log');
+      await writeFile(timingLog, '');
+      await chmod(timingLog, 0o666);
+      const brWalConf = join(work, 'pgbackrest-wal.conf');
+      if (run('pgbackrest')) {
+        const conf = await readFile(brConf, 'utf8');
+        await writeFile(
+          brWalConf,
+          conf
+            .split('\n')
+            .filter((l) => !l.startsWith('repo2-'))
+            .join('\n'),
+        );
+        await chmod(brWalConf, 0o644);
+      }
+      const timed = (mode, cmd) =>
+        `s=$(date +%s%N); ${cmd}; r=$?; echo "${mode} %f $s $(date +%s%N) $r" >> ${shq(timingLog)}; exit $r`;
+      // each mode's key (no spaces) names its lines in the timing log
+      const br = `${shq(pgbackrestBin ?? 'pgbackrest')} --config=${shq(brWalConf)} --stanza=${STANZA}`;
+      const modes = [
+        ...(run('pgfleet') ? [['pgfleet-agent wal-push (zstd, via agent daemon)', archiveCmd.pgfleet]] : []),
+        ...(run('pgbackrest')
+          ? [
+              ['pgbackrest archive-push (zstd, sync)', `${br} archive-push "%p"`],
+              ['pgbackrest archive-push (zstd, archive-async=y)', `${br} --archive-async archive-push "%p"`],
+            ]
+          : []),
+      ];
+      await pg.query(`CREATE TABLE IF NOT EXISTS walbench (id bigint, payload text)`);
+      // ~1 KB rows stay below the TOAST threshold, so they reach the WAL uncompressed.
+      const script = join(work, 'walbench.sql');
+      await writeFile(
+        script,
+        `INSERT INTO walbench SELECT g, repeat(md5(random()::text), 30) FROM generate_series(1, 2000) g;\n`,
+      );
+      await chmod(script, 0o644);
+      const c = String(Math.max(4, P.pgbenchClients));
+      extra.walArchive = { seconds: P.pgbenchSeconds, clients: Number(c), tools: {} };
+      for (const [i, [label, cmd]] of modes.entries()) {
+        const key = `wal-archive-${i}`;
+        archiveCmd[key] = timed(key, cmd);
+        await step('sustained archiving', label, async () => {
+          await setArchive(key);
+          await pg.query('TRUNCATE walbench');
+          await pg.query('CHECKPOINT');
+          const [a0] = await pg.query(
+            'SELECT archived_count::bigint AS n, failed_count::bigint AS f, pg_current_wal_lsn() AS lsn FROM pg_stat_archiver',
+          );
+          const since = (await readFile(timingLog, 'utf8')).length;
+          let maxReady = 0;
+          const poll = setInterval(() => (maxReady = Math.max(maxReady, readyCount())), 250);
+          const t0 = performance.now();
+          let bench;
+          try {
+            bench = await must(
+              join(pgBin, 'pgbench'),
+              ['-n', '-f', script, '-T', String(P.pgbenchSeconds), '-c', c, '-j', '2', ...pgConn, 'postgres'],
+              { asPg: true },
+            );
+          } finally {
+            clearInterval(poll);
+          }
+          const benchS = (performance.now() - t0) / 1000;
+          const readyAtEnd = readyCount();
+          const [{ lsn: lsnEnd }] = await pg.query('SELECT pg_current_wal_lsn() AS lsn');
+          await waitFor(`archiver to drain (${label})`, async () => readyCount() === 0, 1_800_000, 100);
+          const totalS = (performance.now() - t0) / 1000;
+          const [a1] = await pg.query(
+            `SELECT archived_count::bigint AS n, failed_count::bigint AS f, (pg_wal_lsn_diff('${lsnEnd}', '${a0.lsn}') / 16777216)::float8 AS segs FROM pg_stat_archiver`,
+          );
+          const archived = Number(a1.n) - Number(a0.n);
+          const ms = (await readFile(timingLog, 'utf8'))
+            .slice(since)
+            .split('\n')
+            .map((l) => l.split(' '))
+            .filter((f) => f.length === 5 && f[0] === key && /^[0-9A-F]{24}$/.test(f[1]))
+            .map((f) => (Number(f[3]) - Number(f[2])) / 1e6)
+            .sort((x, y) => x - y);
+          const perSegment = {
+            n: ms.length,
+            meanMs: +(ms.reduce((x, y) => x + y, 0) / Math.max(1, ms.length)).toFixed(1),
+            medianMs: +(ms[Math.floor(ms.length / 2)] ?? 0).toFixed(1),
+            p90Ms: +(ms[Math.floor(ms.length * 0.9)] ?? 0).toFixed(1),
+          };
+          const r = {
+            tps: Number(bench.stdout.match(/tps = ([\d.]+)/)?.[1] ?? 0),
+            walSegmentsPerS: +(Number(a1.segs) / benchS).toFixed(2),
+            archived,
+            failed: Number(a1.f) - Number(a0.f),
+            segmentsPerS: +(archived / totalS).toFixed(2),
+            maxReady,
+            readyAtEnd,
+            drainS: +(totalS - benchS).toFixed(2),
+            perSegment,
+          };
+          extra.walArchive.tools[label] = r;
+          log(`${label}: ${JSON.stringify(r)}`);
+          return {
+            wallS: perSegment.meanMs / 1000,
+            note: `${r.segmentsPerS} segments/s archived (WAL written at ${r.walSegmentsPerS}/s, ${r.tps} tps), backlog max ${maxReady} .ready, ${readyAtEnd} at pgbench's end, drained in ${r.drainS} s; archive_command median ${perSegment.medianMs} ms, p90 ${perSegment.p90Ms} ms over ${perSegment.n}`,
+          };
+        });
+      }
+      await setArchive(run('pgfleet') ? 'pgfleet' : 'pgbackrest');
     }
 
     // ---- 2c. pgbench, then incremental backups ----------------------------------------------

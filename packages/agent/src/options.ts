@@ -208,7 +208,7 @@ export const AGENT_PROGRAM = {
       name: 'archive-ahead',
       type: 'integer',
       description:
-        'ready WAL files the daemon pushes ahead in parallel while archive_command works through them (0 = off)',
+        'ready WAL files the daemon pushes ahead in parallel, from the moment PostgreSQL marks them ready (0 = off: only what archive_command hands over)',
       default: 3,
       min: 0,
       max: 16,

@@ -45,6 +45,28 @@ test('a damaged object fails with RepoChecksumMismatch', async () => {
   );
 });
 
+test('cluster identity is read once per process, and another system is still refused every time', async () => {
+  const r = await repo();
+  const info = { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 };
+  const reads: string[] = [];
+  const stat = r.driver.stat.bind(r.driver);
+  r.driver.stat = (key: string) => {
+    reads.push(key);
+    return stat(key);
+  };
+  for (let i = 0; i < 5; i++) await r.ensureClusterInfo('c', info);
+  assert.equal(reads.filter((k) => k === 'c/cluster.json').length, 1, 'one look per process, not one per segment');
+  for (let i = 0; i < 2; i++)
+    await assert.rejects(r.ensureClusterInfo('c', { ...info, systemIdentifier: '2' }), (e: unknown) =>
+      PgfleetError.is(e, 'SystemIdMismatch'),
+    );
+  // A second process (a new instance) reads what the first wrote.
+  const again = new Repository(new PosixDriver(r.location), secretManifestKeys(Buffer.alloc(32, 1)));
+  await assert.rejects(again.ensureClusterInfo('c', { ...info, systemIdentifier: '2' }), (e: unknown) =>
+    PgfleetError.is(e, 'SystemIdMismatch'),
+  );
+});
+
 test('a backup without a manifest is not listed; cluster identity is enforced', async () => {
   const r = await repo();
   await r.ensureClusterInfo('c', { systemIdentifier: '1', pgVersionNum: 150000, walSegmentSize: 16 << 20 });

@@ -376,8 +376,13 @@ export class Repository {
    * one name would interleave WAL of different systems and make both unrestorable.
    */
   async ensureClusterInfo(cluster: string, info: ClusterInfo): Promise<void> {
+    // cluster.json is written once and never changes its system identifier: once this process
+    // found (or wrote) the same one, every further WAL segment skips the stat and read (on S3, two
+    // requests per segment). Another identifier is checked (and refused) every time.
+    if (this.clusterInfoConfirmed.get(cluster) === info.systemIdentifier) return;
     if (this.driver.members) {
       await settleAll(this.members().map((m) => m.ensureClusterInfo(cluster, info)));
+      this.clusterInfoConfirmed.set(cluster, info.systemIdentifier);
       return;
     }
     const existing = await this.readClusterInfo(cluster);
@@ -388,11 +393,15 @@ export class Repository {
           `repository ${this.location} holds cluster '${cluster}' with system identifier ${existing.systemIdentifier}, but this database is ${info.systemIdentifier}`,
         );
       }
-      return;
+    } else {
+      await this.init();
+      await this.objects.storeSmall(`${clusterDir(cluster)}/cluster.json`, Buffer.from(JSON.stringify(info, null, 2)));
     }
-    await this.init();
-    await this.objects.storeSmall(`${clusterDir(cluster)}/cluster.json`, Buffer.from(JSON.stringify(info, null, 2)));
+    this.clusterInfoConfirmed.set(cluster, info.systemIdentifier);
   }
+
+  /** Clusters whose cluster.json this instance read or wrote, with its system identifier (ensureClusterInfo). */
+  private readonly clusterInfoConfirmed = new Map<string, string>();
 
   // ---- file bytes -------------------------------------------------------------------------
 

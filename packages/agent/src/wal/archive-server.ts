@@ -11,8 +11,15 @@
  * in the order PostgreSQL will ask for them (timeline history files first, then oldest segment).
  * When archive_command later asks for one of them, the daemon answers from what it stored: the
  * same name with the same file (inode, size, mtime) and checksum is already durable.
+ *
+ * With `watchReady` the daemon does not wait for the first request: it watches archive_status
+ * (inotify) and starts pushing as soon as PostgreSQL marks a segment ready. PostgreSQL writes the
+ * .ready file only after the segment is complete and fsynced (XLogArchiveNotify), and only then
+ * starts archive_command, whose Node process needs ~30 ms to start: the segment is usually stored
+ * before the client connects, so the client's wait is its own start-up plus one round trip.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { watch, type FSWatcher } from 'node:fs';
 import { chmod, lstat, readdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
@@ -44,6 +51,8 @@ export interface WalArchiveServerOptions {
   codec: Codec;
   /** ready files pushed ahead at once (0 = off) */
   ahead: number;
+  /** push ready files as PostgreSQL marks them (archive_status watched), not only once archive_command first asks; needs ahead > 0 */
+  watchReady?: boolean;
   log: Logger;
   /** shared with the WAL stream, which pushes the same names */
   lock?: WalNameLock;
@@ -96,9 +105,12 @@ export function fromLegacyRequest(r: WalPushRequest | LegacyWalPushRequest): Wal
 
 export class WalArchiveServer {
   private server: Server | undefined;
+  private watcher: FSWatcher | undefined;
   private readonly stored = new Map<string, StoredFile>();
   private readonly inflight = new Map<string, Promise<ArchivedFile>>();
   private aheadRunning = 0;
+  /** Names whose push-ahead failed: not pushed ahead again (each completion would retry at once, a busy loop) until archive_command asks for them. */
+  private readonly aheadFailed = new Set<string>();
   /** Ready files of the last archive_status reading, in archive order, and how many were taken (nextReady). */
   private readyQueue: string[] = [];
   private readyAt = 0;
@@ -107,6 +119,8 @@ export class WalArchiveServer {
   /** Requests answered (for tests and the log). */
   requests = 0;
   pushedAhead = 0;
+  /** Push-aheads that failed (each name once until archive_command asks for it). */
+  aheadFailures = 0;
 
   private readonly lock: WalNameLock;
 
@@ -139,11 +153,37 @@ export class WalArchiveServer {
     await chmod(path, 0o600);
     server.on('error', (err) => this.o.log.error({ err: err.message }, 'WAL socket error'));
     this.server = server;
-    this.o.log.info({ socket: path, ahead: this.o.ahead }, 'listening for wal-push');
+    if (this.o.watchReady && this.o.ahead > 0) this.watchReady();
+    this.o.log.info({ socket: path, ahead: this.o.ahead, watch: this.watcher !== undefined }, 'listening for wal-push');
+  }
+
+  /**
+   * Watches archive_status: a .ready file appearing starts a push-ahead at once. Events are only
+   * a hint (inotify may coalesce or drop them): the push itself reads archive_status, and each
+   * request still schedules push-ahead as without the watch. A missing directory (not a real
+   * PGDATA) or a failed watch leaves push-ahead request-driven.
+   */
+  private watchReady(): void {
+    try {
+      const w = watch(join(this.walDir, 'archive_status'), { persistent: false }, (_event, file) => {
+        if (file === null || String(file).endsWith('.ready')) this.scheduleAhead(undefined);
+      });
+      w.on('error', (err) => {
+        this.o.log.warn({ err: err.message }, 'watching archive_status failed; pushing ahead on request only');
+        w.close();
+        if (this.watcher === w) this.watcher = undefined;
+      });
+      this.watcher = w;
+      this.scheduleAhead(undefined); // a backlog already present when the daemon starts
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message }, 'cannot watch archive_status; pushing ahead on request only');
+    }
   }
 
   async stop(): Promise<void> {
     this.closed = true;
+    this.watcher?.close();
+    this.watcher = undefined;
     const server = this.server;
     this.server = undefined;
     if (!server) return;
@@ -214,6 +254,7 @@ export class WalArchiveServer {
     const started = Date.now();
     this.requests++;
     const name = basename(request.path);
+    this.aheadFailed.delete(name);
     let req: WalPushRequest;
     try {
       req = fromLegacyRequest(request);
@@ -289,8 +330,8 @@ export class WalArchiveServer {
     if (this.stored.size > REMEMBER) this.stored.delete(this.stored.keys().next().value!);
   }
 
-  /** Starts background pushes of the ready files after `requested`, up to `ahead` at a time. */
-  private scheduleAhead(requested: string): void {
+  /** Starts background pushes of the ready files other than `requested`, up to `ahead` at a time. */
+  private scheduleAhead(requested: string | undefined): void {
     if (this.o.ahead <= 0 || this.closed || this.aheadRunning >= this.o.ahead) return;
     // Taken here, before the await: concurrent calls never count the same free slot twice.
     this.aheadRunning++;
@@ -308,6 +349,9 @@ export class WalArchiveServer {
             },
             (err: unknown) => {
               // Not fatal: archive_command asks for this file later and gets the error itself.
+              this.aheadFailures++;
+              this.aheadFailed.add(name);
+              if (this.aheadFailed.size > REMEMBER) this.aheadFailed.delete(this.aheadFailed.values().next().value!);
               const e = asPgfleetError(err);
               this.o.log.debug(
                 { wal: name, code: e.code, err: e.message },
@@ -332,11 +376,12 @@ export class WalArchiveServer {
    * sorted) again only once every file of the last reading was taken: with a backlog of 10k ready
    * files it is read once per 10k pushes, not once per push; once caught up it is small anyway.
    */
-  private async nextReady(requested: string): Promise<string | undefined> {
+  private async nextReady(requested: string | undefined): Promise<string | undefined> {
     for (let refilled = false; ; refilled = true) {
       while (this.readyAt < this.readyQueue.length) {
         const name = this.readyQueue[this.readyAt++]!;
-        if (name !== requested && !this.inflight.has(name) && !this.stored.has(name)) return name;
+        if (name !== requested && !this.inflight.has(name) && !this.stored.has(name) && !this.aheadFailed.has(name))
+          return name;
       }
       if (refilled) return undefined;
       this.readingReady ??= this.readReady().finally(() => {

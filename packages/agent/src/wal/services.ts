@@ -44,6 +44,8 @@ export class WalServices {
       repoPath: repositoryIdentity(s.repositories),
       codec: s.compress,
       ahead: s.archiveAhead,
+      // push-ahead starts when PostgreSQL marks a segment ready, before archive_command asks
+      watchReady: true,
       lock,
       onStored: archived.stored,
       log: log.child({ component: 'wal-archive' }),

@@ -45,6 +45,28 @@ function sendRaw(socketPath: string, message: unknown): Promise<DaemonReply> {
   });
 }
 
+/** A daemon (not started) for cluster c1 on a fake PGDATA and a posix repository in a new temp dir. */
+async function daemonInTempDir(extra: { watchReady?: boolean }) {
+  const root = await mkdtemp(join(tmpdir(), 'pgfleet-walsrv-'));
+  const pgdata = await fakePgdata(root);
+  const repoDir = join(root, 'repo');
+  const repo = new Repository(new PosixDriver(repoDir), TEST_MANIFEST_KEYS);
+  const socketPath = join(root, 'agent.sock');
+  const server = new WalArchiveServer({
+    socketPath,
+    pgdata,
+    cluster: 'c1',
+    systemIdentifier: SYSID.toString(),
+    repo,
+    repoPath: repoDir,
+    codec: 'zstd',
+    ahead: 2,
+    log: silentLogger(),
+    ...extra,
+  });
+  return { root, pgdata, repoDir, repo, socketPath, server };
+}
+
 test('frames survive any split and merge of socket chunks', () => {
   const a = { v: 1, op: 'wal-push', path: '/x/pg_wal/000000010000000000000001' };
   const b = { ok: false, code: ErrorCodes.WalFileEmpty.code, message: 'ünïcode' };
@@ -94,6 +116,53 @@ test('requestDaemon: missing socket or a non-socket file means no daemon; a sile
   }
 });
 
+test('with watchReady a segment is stored as soon as PostgreSQL marks it ready, before archive_command asks', async () => {
+  const { root, pgdata, repo, socketPath, server } = await daemonInTempDir({ watchReady: true });
+  await server.start();
+  const wal = join(pgdata, 'pg_wal');
+  const push = (name: string) =>
+    requestDaemon(socketPath, { v: PROTOCOL_VERSION, op: 'wal-push', path: join(wal, name) }, 10_000);
+  // The deadline only bounds a hang.
+  const until = async (what: string, ok: () => Promise<boolean>) => {
+    const deadline = Date.now() + 120_000;
+    while (!(await ok())) {
+      assert.ok(Date.now() < deadline, what);
+      await sleep(20);
+    }
+  };
+  try {
+    // As PostgreSQL does: the complete segment first, then its .ready file.
+    const foreign = '000000010000000000000001';
+    const good = ['000000010000000000000002', '000000010000000000000003'];
+    await writeFile(join(wal, foreign), segment(foreign, 42n));
+    await writeFile(join(wal, 'archive_status', `${foreign}.ready`), '');
+    await until('foreign segment tried', async () => server.aheadFailures > 0);
+    for (const n of good) {
+      await writeFile(join(wal, n), segment(n));
+      await writeFile(join(wal, 'archive_status', `${n}.ready`), '');
+    }
+    // pushedAhead counts once the push settled, a moment after the object is visible.
+    await until(
+      'ready segments stored without a request',
+      async () =>
+        server.pushedAhead >= 2 &&
+        (await Promise.all(good.map((n) => repo.findWal('c1', n)))).every((f) => f.length === 1),
+    );
+    assert.equal(server.requests, 0, 'nobody asked yet');
+    assert.equal(server.pushedAhead, 2);
+    // A failed push-ahead is not retried in a loop meanwhile; archive_command gets the error itself.
+    assert.equal(server.aheadFailures, 1);
+    assert.equal((await repo.findWal('c1', foreign)).length, 0);
+    const f = await push(foreign);
+    assert.equal(!f.ok && f.code, ErrorCodes.WalFileInvalid.code);
+    // archive_command's request finds the segment stored already.
+    for (const n of good) assert.deepEqual(await push(n), { ok: true, result: 'exists' });
+  } finally {
+    await server.stop();
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
 test('ready files are pushed in the archiver order: history first, then oldest segment', () => {
   const names = [
     '000000020000000000000005',
@@ -110,22 +179,7 @@ test('ready files are pushed in the archiver order: history first, then oldest s
 });
 
 test('daemon archives through the socket: durable ack, idempotent, refusals keep their codes, ready files pushed ahead', async () => {
-  const root = await mkdtemp(join(tmpdir(), 'pgfleet-walsrv-'));
-  const pgdata = await fakePgdata(root);
-  const repoDir = join(root, 'repo');
-  const repo = new Repository(new PosixDriver(repoDir), TEST_MANIFEST_KEYS);
-  const socketPath = join(root, 'agent.sock');
-  const server = new WalArchiveServer({
-    socketPath,
-    pgdata,
-    cluster: 'c1',
-    systemIdentifier: SYSID.toString(),
-    repo,
-    repoPath: repoDir,
-    codec: 'zstd',
-    ahead: 2,
-    log: silentLogger(),
-  });
+  const { root, pgdata, repoDir, repo, socketPath, server } = await daemonInTempDir({});
   await server.start();
   const push = (name: string, cluster?: string) =>
     requestDaemon(
