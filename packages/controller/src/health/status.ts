@@ -60,19 +60,20 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
   const now = ctx.now();
   // A fixed number of fleet-wide queries whatever the fleet's size (not a few per cluster): status
   // stays well under a second with 10,000 clusters and 100,000 backups (bench/fleet-scale.mjs).
-  const [clusters, policies, runs, states, allAgents, latest, oldest, verifies, drillJobs, goodDrillJobs] = await Promise.all([
-    ctx.store.listClusters(),
-    ctx.store.listPolicies(),
-    ctx.store.listScheduleRuns(),
-    ctx.store.listHealthStates(),
-    ctx.store.listAgents(),
-    ctx.store.latestBackups(),
-    ctx.store.latestBackups(undefined, 'oldest'),
-    ctx.store.latestJobsPerCluster({ kind: 'verify', state: 'succeeded', perCluster: 1 }),
-    // The newest drill that ended, whichever way (a running one has no verdict yet).
-    ctx.store.latestJobsPerCluster({ kind: 'drill', perCluster: 10 }),
-    ctx.store.latestJobsPerCluster({ kind: 'drill', state: 'succeeded', perCluster: GOOD_DRILL_SCAN }),
-  ]);
+  const [clusters, policies, runs, states, allAgents, latest, oldest, verifies, drillJobs, goodDrillJobs] =
+    await Promise.all([
+      ctx.store.listClusters(),
+      ctx.store.listPolicies(),
+      ctx.store.listScheduleRuns(),
+      ctx.store.listHealthStates(),
+      ctx.store.listAgents(),
+      ctx.store.latestBackups(),
+      ctx.store.latestBackups(undefined, 'oldest'),
+      ctx.store.latestJobsPerCluster({ kind: 'verify', state: 'succeeded', perCluster: 1 }),
+      // The newest drill that ended, whichever way (a running one has no verdict yet).
+      ctx.store.latestJobsPerCluster({ kind: 'drill', perCluster: 10 }),
+      ctx.store.latestJobsPerCluster({ kind: 'drill', state: 'succeeded', perCluster: GOOD_DRILL_SCAN }),
+    ]);
   const settings = new Map(policies.map((p) => [p.scope, settingsOf(p)]));
   const fleet = settings.get(FLEET_POLICY_SCOPE);
   const lastRuns = new Map(runs.map((r) => [`${r.cluster}\u0000${r.type}`, r.lastRun]));
