@@ -18,9 +18,9 @@
  * - Retention runs on its own only for clusters whose policy turns autoExpire on: after each
  *   successful backup and otherwise at most once an hour per cluster. A plan that deletes backups
  *   is first announced (retention.planned, through the outbox) and waits the policy's grace; at
- *   the end of the grace the plan is made again (a backup pinned meanwhile has left it) and the
- *   expire job starts only if it deletes nothing that was not announced, else the new plan is
- *   announced and waits in turn. A plan that only moves the PITR anchor (WAL, no backup) needs no
+ *   the end of the grace the plan is made again (a backup pinned meanwhile has left it), holding
+ *   back as if pinned any backup that was not announced (it is announced at the next look), and
+ *   its expire job starts. A plan that only moves the PITR anchor (WAL, no backup) needs no
  *   grace. Announced plans live in memory: a restarted or newly elected controller announces
  *   again (a longer wait, never a shorter one). Never while the cluster has a backup or expire job
  *   running.
@@ -326,13 +326,18 @@ export class SchedulerLoop {
       this.retentionCheckedAt.set(cluster, now);
       this.planned.delete(cluster);
       try {
-        // Made now, at the end of any grace: a backup pinned meanwhile is kept by it.
-        const r = await planClusterRetention(this.ctx, cluster);
+        // Made now, at the end of any grace: a backup pinned meanwhile is kept by it, and so is
+        // one that became expirable during the grace (it was not announced: it is next time).
+        const r = await planClusterRetention(
+          this.ctx,
+          cluster,
+          pending ? (label) => !pending.labels.has(label) : undefined,
+        );
         const anchorFrom = r.plan.anchor?.walStart ?? '';
         if (!planRemovesSomething(r.plan)) continue;
         if (r.plan.expire.length === 0 && this.expiredFrom.get(cluster) === anchorFrom) continue;
         const labels = r.plan.expire.map((e) => e.label);
-        if (labels.length > 0 && !(pending && labels.every((l) => pending.labels.has(l)))) {
+        if (labels.length > 0 && !pending) {
           await this.announce(cluster, labels, now, graceSeconds, report);
           continue;
         }
