@@ -515,4 +515,83 @@ describe('retention', () => {
       [['20260310-090000F']],
     );
   });
+
+  test('a backup that became expirable during the grace waits for its own announcement; auto-expire off stops it', async () => {
+    const c = 'grace';
+    const ga = await connectAgent(c);
+    const store = t.controller.context.store;
+    clock = T0 + 20 * DAY;
+    const insert = (label: string, stop: number, seg: number) => {
+      const name = `00000001000000000000${seg.toString(16).toUpperCase().padStart(4, '0')}`;
+      return store.insertBackup({
+        cluster: c,
+        label,
+        type: 'full',
+        startLsn: `0/${(seg * 0x1000000).toString(16).toUpperCase()}`,
+        stopLsn: `0/${(seg * 0x1000000 + 0x100).toString(16).toUpperCase()}`,
+        startTime: stop - MIN,
+        stopTime: stop,
+        timeline: 1,
+        systemIdentifier: `${SYSID}-${c}`,
+        pgVersion: 170002,
+        sizeBytes: 1,
+        storedBytes: 1,
+        fileCount: 1,
+        walStart: name,
+        walStop: name,
+        jobId: `g${seg}`,
+        priorLabel: '',
+      });
+    };
+    await insert('20260319-100000F', clock - 3 * DAY, 0x10);
+    await insert('20260320-100000F', clock - 2 * DAY, 0x14);
+    await insert('20260321-100000F', clock - DAY, 0x18);
+    await t.admin.setPolicy({
+      cluster: c,
+      settings: {
+        minFull: 2,
+        pitrWindowDays: 0,
+        daily: 0,
+        weekly: 0,
+        monthly: 0,
+        autoExpire: true,
+        expireGraceSeconds: 600,
+      },
+    });
+    const mine = (r: { cluster: string; labels: string[] }[] | undefined) =>
+      (r ?? []).filter((e) => e.cluster === c).map((e) => e.labels);
+    let r = await t.controller.scheduler.tick(clock);
+    assert.deepEqual(mine(r.plannedExpiries), [['20260319-100000F']]);
+    // A newer full lands inside the grace: the plan would now expire 20260320 too, unannounced.
+    clock += MIN;
+    await insert('20260322-100000F', clock, 0x1c);
+    clock += 600_000;
+    r = await t.controller.scheduler.tick(clock);
+    assert.deepEqual(mine(r.expireJobs), [['20260319-100000F']]);
+    const job = await ga.receiveJob();
+    assert.deepEqual(job.kind.case === 'expire' && job.kind.value.labels, ['20260319-100000F']);
+    ga.succeed(job.jobId, {
+      case: 'expire',
+      value: {
+        deletedLabels: ['20260319-100000F'],
+        skippedLabels: [],
+        walFilesDeleted: 0,
+        walBytesDeleted: 0n,
+        backupFilesDeleted: 3,
+      },
+    });
+    await waitFor('expire succeeded', async () =>
+      (await jobState(job.jobId)) === JobState.SUCCEEDED ? true : undefined,
+    );
+    // Switched off: nothing is announced or expired any more, however long it waits.
+    await t.admin.setPolicy({ cluster: c, settings: { autoExpire: false } });
+    clock += 3 * HOUR;
+    r = await t.controller.scheduler.tick(clock);
+    assert.deepEqual([mine(r.plannedExpiries), mine(r.expireJobs)], [[], []]);
+    // On again: 20260320 is announced on its own.
+    await t.admin.setPolicy({ cluster: c, settings: { autoExpire: true } });
+    clock += 1000;
+    r = await t.controller.scheduler.tick(clock);
+    assert.deepEqual(mine(r.plannedExpiries), [['20260320-100000F']]);
+  });
 });
