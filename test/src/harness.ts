@@ -417,6 +417,10 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     // The controller reads each reported backup's manifest: an encrypted cluster's key, S3 credentials from its environment.
     ...(keyFile ? ['--encryption-key-file', keyFile] : []),
     ...(insecure ? INSECURE_ARGS : []),
+    // A free port: the default 7430 is taken by any other fleet running on the machine, and a
+    // metrics port clash stops the controller (PGF-1104). A test's own --metrics-listen comes later and wins.
+    '--metrics-listen',
+    '127.0.0.1:0',
     ...(opts.controllerArgs ?? []),
   ];
   const controllerEnv = credentials
