@@ -164,9 +164,9 @@ describe('a fleet of three clusters under one controller', { timeout: 900_000 },
     const [real] = await fleet.pg.query<{ w: string }>('SELECT pg_walfile_name(pg_current_wal_lsn()) AS w');
     assert.equal(real!.w.slice(8, 16), hex8(FIRST_REAL_LOG), 'c1 writes WAL above the generated history');
     scheduleSetAt = Date.now();
-    const out = await apply('fleet-fast.yaml', 'fleet:\n  full: "* * * * *"\n  spread-minutes: 0\n');
+    const out = await apply('fleet-fast.yaml', 'fleet:\n  full: "* * * * *"\n  spread-minutes: 0\n  catch-up: "on"\n');
     assert.match(out, /^fleet\s+full\s+-\s+\* \* \* \* \*$/m);
-    // A schedule that never ran is due at once for its latest fire time.
+    // With catch-up on, a schedule that never ran is due at once for its latest fire time.
     const all = await waitFor(
       'a scheduled backup of every cluster',
       async () => {
@@ -338,7 +338,8 @@ describe('a fleet of three clusters under one controller', { timeout: 900_000 },
       `a real mix: keep ${keep.size} of ${all.length}`,
     );
 
-    // Retention set for c1 only: the scheduler plans it on its next round and starts the expire job.
+    // Retention and automatic expiry set for c1 only: the scheduler plans it on its next round,
+    // announces it (retention.planned) and starts the expire job when the 1 s grace has passed.
     await apply(
       'fleet-retention.yaml',
       [
@@ -347,9 +348,15 @@ describe('a fleet of three clusters under one controller', { timeout: 900_000 },
         '  spread-minutes: 0',
         'clusters:',
         '  c1:',
-        ...Object.entries({ 'pitr-window-days': 2, daily: 7, weekly: 4, monthly: 3, 'min-full': 1 }).map(
-          ([k, v]) => `    ${k}: ${v}`,
-        ),
+        ...Object.entries({
+          'pitr-window-days': 2,
+          daily: 7,
+          weekly: 4,
+          monthly: 3,
+          'min-full': 1,
+          'auto-expire': '"on"',
+          'expire-grace': '1s',
+        }).map(([k, v]) => `    ${k}: ${v}`),
         '',
       ].join('\n'),
     );
@@ -395,7 +402,11 @@ describe('a fleet of three clusters under one controller', { timeout: 900_000 },
     // Nothing more to do: the plan now keeps everything.
     const plan = await cliJson<{ backups: { keep: boolean }[] }>('retention', 'plan', 'c1');
     assert.ok(plan.backups.every((b) => b.keep));
-    // Clusters without a retention policy keep all their backups.
+    // The expiry was announced before it ran.
+    const events = await fleet.cli('events', '--cluster', 'c1', '--limit', '1000', '--output', 'json');
+    assert.equal(events.code, 0, events.stderr);
+    assert.match(events.stdout, /"kind":\s*"retention\.planned"/);
+    // Clusters without automatic expiry keep all their backups.
     for (const c of ['c2', 'c3'])
       assert.equal((await jobs()).filter((j) => j.kind === 'expire' && j.cluster === c).length, 0);
   });

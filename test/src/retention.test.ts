@@ -110,6 +110,9 @@ describe('retention: plan, apply, and PITR from what is left', { timeout: 300_00
     assert.match(r.stdout, /^daily\s+1\s+fleet$/m);
     assert.match(r.stdout, /^weekly\s+0\s+cluster$/m);
     assert.match(r.stdout, /^yearly\s+0\s+default$/m);
+    // Retention values alone do not make expiry automatic, and built-ins say so.
+    assert.match(r.stdout, /^auto-expire\s+off\s+default$/m);
+    assert.match(r.stdout, /automatic expiry is off/);
   });
 
   it('retention plan names the two oldest as expiring, with reasons, and deletes nothing', async () => {
@@ -187,6 +190,23 @@ describe('retention: plan, apply, and PITR from what is left', { timeout: 300_00
   });
 });
 
+interface PlannedJson {
+  kind: string;
+  time: string;
+  retentionPlanned?: { backupLabels?: string[]; expireAfter: string };
+}
+
+/** The retention.planned events of the cluster, oldest first (`pgfleet events --output json`: one per line). */
+async function plannedEvents(fleet: Fleet): Promise<PlannedJson[]> {
+  const r = await fleet.cli('events', '--cluster', fleet.cluster, '--output', 'json', '--limit', '1000');
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as PlannedJson)
+    .filter((e) => e.kind === 'retention.planned');
+}
+
 describe('schedules: the controller takes backups and expires on its own', { timeout: 600_000 }, () => {
   let fleet: Fleet;
 
@@ -198,7 +218,7 @@ describe('schedules: the controller takes backups and expires on its own', { tim
     await fleet?.stop();
   });
 
-  it('an every-minute full schedule starts a backup without any backup command; retention then expires the older one', async () => {
+  it('an every-minute full schedule starts a backup without any backup command; retention announces the older one, a pin inside the grace keeps it, unpinned it expires', async () => {
     const manual = await fleet.cli('backup', 'sched', '--wait');
     assert.equal(manual.code, 0, manual.stderr);
     const [first] = await backupsOf(fleet);
@@ -215,11 +235,23 @@ describe('schedules: the controller takes backups and expires on its own', { tim
       '1',
       '--pitr-window-days',
       '0',
+      // Without it the first run would be the next minute; asked, the latest fire time runs at once.
+      '--catch-up',
+      'on',
+      // Automatic expiry is off unless turned on; each expiry is announced this long ahead.
+      '--auto-expire',
+      'on',
+      '--expire-grace',
+      '15s',
     );
     assert.equal(r.code, 0, r.stderr);
+    const shown = await fleet.cli('policy', 'get', 'sched');
+    assert.match(shown.stdout, /^auto-expire\s+on\s+cluster$/m);
+    assert.match(shown.stdout, /^expire-grace\s+15\s+cluster$/m);
+    assert.match(shown.stdout, /^weekly\s+4\s+default$/m);
 
-    // A schedule that never ran is due at once for its latest fire time (a minute either way), and
-    // a loaded machine takes its time over the backup.
+    // With catch-up on, a schedule that never ran is due at once for its latest fire time (a minute
+    // either way), and a loaded machine takes its time over the backup.
     const scheduled = await waitFor(
       'a scheduled backup',
       async () => {
@@ -243,7 +275,40 @@ describe('schedules: the controller takes backups and expires on its own', { tim
       `${scheduledJobs} scheduled backups in ${minutes + 1} minute(s): ${JSON.stringify(jobs)}`,
     );
 
-    // min-full 1 and no PITR window: the manual backup goes after the scheduled one succeeded.
+    // min-full 1 and no PITR window: once the scheduled one succeeded, the manual backup is to go.
+    // First it is announced; pinned inside the grace, it stays when the grace ends.
+    const planned = await waitFor(
+      'retention.planned naming the manual backup',
+      async () => (await plannedEvents(fleet)).find((e) => e.retentionPlanned?.backupLabels?.includes(first!.label)),
+      120_000,
+      500,
+    );
+    const pin = await fleet.cli('pin', 'sched', first!.label);
+    assert.equal(pin.code, 0, pin.stderr);
+    const graceEnd = Date.parse(planned.retentionPlanned!.expireAfter);
+    assert.ok(Date.now() < graceEnd, 'pinned inside the grace (a loaded machine took longer than 15 s)');
+    // The grace's end is seen when the controller moves past it: it runs an expire job or announces
+    // a later plan (every minute a new full makes the previous scheduled one expirable).
+    await waitFor(
+      'the controller to act after the grace',
+      async () => {
+        const acted = JSON.parse((await fleet.cli('jobs', '--cluster', 'sched', '--output', 'json')).stdout) as {
+          kind: string;
+        }[];
+        const later = (await plannedEvents(fleet)).some((e) => Date.parse(e.time) >= graceEnd);
+        return later || acted.some((j) => j.kind === 'expire') ? true : undefined;
+      },
+      120_000,
+      500,
+    );
+    assert.ok(
+      (await backupsOf(fleet)).some((b) => b.label === first!.label),
+      'the pinned backup survived the end of its grace',
+    );
+
+    // Unpinned, it is planned again and goes after a fresh grace.
+    const unpin = await fleet.cli('pin', 'sched', first!.label, '--unpin');
+    assert.equal(unpin.code, 0, unpin.stderr);
     await waitFor(
       'the older backup to expire',
       async () => {

@@ -220,6 +220,8 @@ export interface PolicySchedules {
   spreadMinutes?: number;
   /** Which host of an HA cluster backups run on (scheduled and manual ones alike). */
   backupFrom?: BackupFrom;
+  /** Whether a schedule that never ran fires its latest due time at once (unset: no, the next cron time). */
+  catchUp?: boolean;
 }
 
 /** primary: the primary only; standby: a caught-up standby only; prefer-standby: a standby if one is fit, else the primary. */
@@ -244,6 +246,10 @@ export interface PolicyRetention {
   monthly?: number;
   yearly?: number;
   minFull?: number;
+  /** Whether the scheduler expires on its own (unset: no; only `pgfleet retention apply`). */
+  autoExpire?: boolean;
+  /** Seconds from the retention.planned event to the automatic expire job. */
+  expireGraceSeconds?: number;
 }
 
 export interface PolicyRecord {

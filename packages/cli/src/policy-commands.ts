@@ -5,7 +5,7 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
-import { PgfleetError, pickOptions, settingsOf, type OptionValues } from '@pgfleet/core';
+import { PgfleetError, parseDuration, pickOptions, settingsOf, type OptionValues } from '@pgfleet/core';
 import {
   ApplyRetentionResponseSchema,
   BackupInfoSchema,
@@ -28,12 +28,15 @@ export const KEY_FLAGS: Record<string, string> = {
   drill: 'drill',
   spreadMinutes: 'spread-minutes',
   backupFrom: 'backup-from',
+  catchUp: 'catch-up',
   pitrWindowDays: 'pitr-window-days',
   daily: 'daily',
   weekly: 'weekly',
   monthly: 'monthly',
   yearly: 'yearly',
   minFull: 'min-full',
+  autoExpire: 'auto-expire',
+  expireGraceSeconds: 'expire-grace',
   rpoThresholdSeconds: 'rpo-threshold',
   staleBackupThresholdSeconds: 'stale-backup-threshold',
   agentSilenceThresholdSeconds: 'agent-silence-threshold',
@@ -66,6 +69,10 @@ function schedule(flag: 'full' | 'diff' | 'incr' | 'drill', given: string | unde
   return cron;
 }
 
+function onOff(given: string | undefined): boolean | undefined {
+  return given === undefined ? undefined : given === 'on';
+}
+
 /** The settings `policy set` flags give; unset flags are left out (inherited / unchanged). */
 export function policySettingsFromOptions(options: OptionValues): MessageInitShape<typeof PolicySettingsSchema> {
   const p = settingsOf(POLICY_OPTIONS, options);
@@ -76,12 +83,15 @@ export function policySettingsFromOptions(options: OptionValues): MessageInitSha
     drill: schedule('drill', p.drill),
     spreadMinutes: p.spreadMinutes,
     backupFrom: p.backupFrom,
+    catchUp: onOff(p.catchUp),
     pitrWindowDays: p.pitrWindowDays,
     daily: p.daily,
     weekly: p.weekly,
     monthly: p.monthly,
     yearly: p.yearly,
     minFull: p.minFull,
+    autoExpire: onOff(p.autoExpire),
+    expireGraceSeconds: p.expireGrace === undefined ? undefined : parseDuration(p.expireGrace, 'expire-grace') / 1000,
     rpoThresholdSeconds: p.rpoThreshold,
     staleBackupThresholdSeconds: p.staleBackupThreshold,
     agentSilenceThresholdSeconds: p.agentSilenceThreshold,
@@ -133,10 +143,17 @@ export function describePolicy(p: GetPolicyResponse): string {
     : 'fleet default policy (clusters inherit what they do not set)';
   const rows = p.values.map((v) => [KEY_FLAGS[v.key] ?? v.key, v.value, v.source]);
   const lines = [head, formatTable(['KEY', 'VALUE', 'SOURCE'], rows)];
+  // retentionConfigured is the effective auto-expire switch.
   if (!p.retentionConfigured)
     lines.push(
-      'retention: no value set, so it runs only when asked (pgfleet retention apply); set one to make it automatic',
+      "retention: automatic expiry is off, so backups expire only when asked (pgfleet retention apply); 'pgfleet policy set --auto-expire on' makes it automatic",
     );
+  else {
+    const grace = p.values.find((v) => v.key === 'expireGraceSeconds')?.value ?? '';
+    lines.push(
+      `retention: automatic; each expiry is announced (retention.planned) ${grace} s before it runs, and 'pgfleet pin' in that time keeps a backup`,
+    );
+  }
   return lines.join('\n');
 }
 

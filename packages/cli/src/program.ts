@@ -25,12 +25,15 @@ export const POLICY_FLAGS = [
   'drill',
   'spread-minutes',
   'backup-from',
+  'catch-up',
   'pitr-window-days',
   'daily',
   'weekly',
   'monthly',
   'yearly',
   'min-full',
+  'auto-expire',
+  'expire-grace',
   'rpo-threshold',
   'stale-backup-threshold',
   'agent-silence-threshold',
@@ -307,6 +310,29 @@ export const cliProgram = {
       choices: ['primary', 'standby', 'prefer-standby'],
       description:
         'Which host of an HA cluster backups run on: primary (default), standby (a caught-up standby only) or prefer-standby (a caught-up standby when one is connected, else the primary).',
+    },
+    {
+      name: 'catch-up',
+      type: 'string',
+      cliOnly: true,
+      choices: ['on', 'off'],
+      description:
+        'on: a schedule that never ran starts its latest due backup at once; off (default): its first run is the next cron time.',
+    },
+    {
+      name: 'auto-expire',
+      type: 'string',
+      cliOnly: true,
+      choices: ['on', 'off'],
+      description:
+        "on: the controller expires backups and WAL by the retention policy on its own, announcing each expiry (retention.planned) a grace period ahead; off (default): only 'pgfleet retention apply' expires.",
+    },
+    {
+      name: 'expire-grace',
+      type: 'string',
+      cliOnly: true,
+      description:
+        "How long an automatic expiry waits after retention.planned (e.g. 30m, 1h, 2d; default 1h): 'pgfleet pin' in that time keeps a backup.",
     },
     {
       name: 'pitr-window-days',

@@ -30,6 +30,7 @@ export const EVENT_KINDS = {
   'wal.gap_detected': 'walGapDetected',
   'rpo.breached': 'rpoBreached',
   'rpo.recovered': 'rpoRecovered',
+  'retention.planned': 'retentionPlanned',
   'retention.expired': 'retentionExpired',
   'restore.completed': 'restoreCompleted',
   'restore.failed': 'restoreFailed',

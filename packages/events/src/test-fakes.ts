@@ -228,6 +228,14 @@ export const SAMPLE_PAYLOADS: { [K in EventKind]: EventPayloadInit } = {
       breachedSeconds: 310,
     },
   },
+  'retention.planned': {
+    case: 'retentionPlanned',
+    value: {
+      backupLabels: ['20261110-010000F', '20261111-010000I'],
+      expireAfter: ts(3600),
+      graceSeconds: 3600,
+    },
+  },
   'retention.expired': {
     case: 'retentionExpired',
     value: {

@@ -58,6 +58,9 @@ export function settingsFromProto(p: ProtoPolicySettings | undefined): PolicySet
   if (p.backupFrom !== undefined) s.schedules.backupFrom = p.backupFrom.trim() as BackupFrom;
   for (const k of ['pitrWindowDays', 'daily', 'weekly', 'monthly', 'yearly', 'minFull'] as const)
     if (p[k] !== undefined) s.retention[k] = p[k];
+  if (p.autoExpire !== undefined) s.retention.autoExpire = p.autoExpire;
+  if (p.expireGraceSeconds !== undefined) s.retention.expireGraceSeconds = p.expireGraceSeconds;
+  if (p.catchUp !== undefined) s.schedules.catchUp = p.catchUp;
   return s;
 }
 
@@ -87,7 +90,7 @@ function policyResponse(
     })),
     fleet: settingsToProto(fleet && settingsOf(fleet)),
     clusterOverride: settingsToProto(own && settingsOf(own)),
-    retentionConfigured: eff.retentionConfigured,
+    retentionConfigured: eff.autoExpire,
   };
 }
 

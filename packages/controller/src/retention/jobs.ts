@@ -38,11 +38,20 @@ function retentionBackup(b: BackupRecord): RetentionBackup {
   };
 }
 
-export async function planClusterRetention(ctx: ControllerContext, cluster: string): Promise<ClusterRetention> {
+/**
+ * The cluster's plan now. `keep` holds back backups as if pinned (the scheduler keeps every backup
+ * a retention.planned event did not announce), so the plan, WAL rules included, stays whole.
+ */
+export async function planClusterRetention(
+  ctx: ControllerContext,
+  cluster: string,
+  keep?: (label: string) => boolean,
+): Promise<ClusterRetention> {
   await requireCluster(ctx, cluster);
   const now = ctx.now();
   const [policy, backups] = await Promise.all([loadClusterPolicy(ctx.store, cluster), ctx.store.listBackups(cluster)]);
-  const plan = planRetention(backups.map(retentionBackup), policy.effective.retention, now);
+  const inputs = backups.map(retentionBackup).map((b) => (keep?.(b.label) ? { ...b, pinned: true } : b));
+  const plan = planRetention(inputs, policy.effective.retention, now);
   return { cluster, now, policy, backups, plan };
 }
 

@@ -7,6 +7,7 @@ import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes } from '@pgfleet/core';
 import { BackupType, JobState, type Job } from '@pgfleet/proto';
 import { RUN_DEFAULTS } from '../options.js';
+import { decodeOutboxEvent } from '../jobs/events.js';
 import { FakeAgent, SYSID, reportedBackup, waitFor } from '../testing/fake-agent.js';
 import { useTestController } from '../testing/test-controller.js';
 import { rejectsWith } from '../testing/assertions.js';
@@ -71,12 +72,15 @@ describe('policies', () => {
         ['drill', '-', 'default'],
         ['spreadMinutes', '30', 'default'],
         ['backupFrom', 'primary', 'default'],
+        ['catchUp', 'off', 'default'],
         ['pitrWindowDays', '7', 'default'],
         ['daily', '7', 'default'],
         ['weekly', '4', 'default'],
         ['monthly', '12', 'default'],
         ['yearly', '0', 'default'],
         ['minFull', '1', 'default'],
+        ['autoExpire', 'off', 'default'],
+        ['expireGraceSeconds', '3600', 'default'],
         // Health thresholds nobody set show the controller's flags (defaults here).
         ['rpoThresholdSeconds', '300', 'default'],
         ['staleBackupThresholdSeconds', '93600', 'default'],
@@ -85,6 +89,9 @@ describe('policies', () => {
     );
     assert.equal(p.retentionConfigured, false);
     await t.admin.setPolicy({ fleet: true, settings: { full: '0 1 * * 0', incr: '0 1 * * 1-6', daily: 5 } });
+    // Retention counts alone do not make expiry automatic: only --auto-expire on does.
+    assert.equal((await t.admin.getPolicy({ cluster: 'alpha' })).retentionConfigured, false);
+    await t.admin.setPolicy({ fleet: true, settings: { autoExpire: true, expireGraceSeconds: 1800 } });
     await t.admin.setPolicy({
       cluster: 'alpha',
       settings: { incr: '', minFull: 3, drill: '0 4 * * 0', rpoThresholdSeconds: 90, backupFrom: 'prefer-standby' },
@@ -98,12 +105,15 @@ describe('policies', () => {
       drill: '0 4 * * 0/cluster',
       spreadMinutes: '30/default',
       backupFrom: 'prefer-standby/cluster',
+      catchUp: 'off/default',
       pitrWindowDays: '7/default',
       daily: '5/fleet',
       weekly: '2/cluster',
       monthly: '12/default',
       yearly: '0/default',
       minFull: '3/cluster',
+      autoExpire: 'on/fleet',
+      expireGraceSeconds: '1800/fleet',
       rpoThresholdSeconds: '90/cluster',
       staleBackupThresholdSeconds: '93600/default',
       agentSilenceThresholdSeconds: '60/default',
@@ -167,6 +177,11 @@ describe('policies', () => {
       /is not a cluster name/,
     );
     await rejectsWith(t.admin.setPolicy({ cluster: 'alpha', fleet: true, settings: { daily: 1 } }), 'InvalidArgument');
+    await rejectsWith(
+      t.admin.setPolicy({ cluster: 'alpha', settings: { expireGraceSeconds: 8 * 24 * 3600 } }),
+      'InvalidArgument',
+      /--expire-grace/,
+    );
     assert.ok((await t.admin.getPolicy({ cluster: 'alpha' })).values.every((x) => x.source === 'default'));
   });
 });
@@ -176,7 +191,8 @@ describe('scheduler loop', () => {
 
   test('a due full starts once, is recorded, and fires again at the next cron time', async () => {
     main = await connectAgent('main');
-    await t.admin.setPolicy({ cluster: 'main', settings: { full: '0 * * * *', spreadMinutes: 0 } });
+    // catchUp: the schedule's 10:00 fire time, just passed, runs at once.
+    await t.admin.setPolicy({ cluster: 'main', settings: { full: '0 * * * *', spreadMinutes: 0, catchUp: true } });
     clock = T0 + 30_000;
     let r = await t.controller.scheduler.tick(clock);
     assert.deepEqual(
@@ -247,6 +263,9 @@ describe('scheduler loop', () => {
       settings: { full: '0 18 * * *', incr: '*/15 * * * *', spreadMinutes: 0 },
     });
     await t.admin.setPolicy({ cluster: 'host-b', settings: { full: '0 18 * * *', spreadMinutes: 0 } });
+    // New schedules: this tick records 17:00 as their start, so 18:00 is their first run.
+    clock = T0 + 7 * HOUR;
+    assert.deepEqual((await t.controller.scheduler.tick(clock)).started, []);
     clock = T0 + 8 * HOUR + MIN; // 18:01
     let r = await t.controller.scheduler.tick(clock);
     assert.equal(r.started.length, 1);
@@ -277,7 +296,49 @@ describe('scheduler loop', () => {
       r.started.map((s) => [s.cluster, s.type, s.scheduledAt.toISOString()]),
       [[first.cluster === 'host-a' ? 'host-b' : 'host-a', 'full', '2026-03-02T18:00:00.000Z']],
     );
-    await agentSecond.receiveJob();
+    // Finished, so the host's one backup slot is free for the next test.
+    const second = await agentSecond.receiveJob();
+    finishBackup(
+      agentSecond,
+      second,
+      '20260302-180200F',
+      clock + 30_000,
+      10,
+      first.cluster === 'host-a' ? 'host-b' : 'host-a',
+    );
+    await waitFor('second backup succeeded', async () =>
+      (await jobState(second.jobId)) === JobState.SUCCEEDED ? true : undefined,
+    );
+  });
+
+  test('a new schedule does not catch up: its first run is the next cron time (drills too)', async () => {
+    // Only this cluster is scheduled (the host allows one backup at a time).
+    for (const c of ['host-a', 'host-b']) await t.admin.setPolicy({ cluster: c, reset: true, settings: {} });
+    const agent = await connectAgent('fresh');
+    // 18:02: the 18:00 full and drill fire times have passed; without catchUp neither runs now.
+    clock = T0 + 8 * HOUR + 2 * MIN;
+    await t.admin.setPolicy({
+      cluster: 'fresh',
+      settings: { full: '0 18 * * *', drill: '0 18 * * *', spreadMinutes: 0 },
+    });
+    let r = await t.controller.scheduler.tick(clock);
+    assert.deepEqual([r.started, r.drills], [[], []]);
+    assert.deepEqual(
+      (await t.controller.context.store.listScheduleRuns('fresh')).map((x) => [x.type, x.lastRun]),
+      [
+        ['drill', clock],
+        ['full', clock],
+      ],
+    );
+    assert.deepEqual((await t.controller.scheduler.tick(clock + HOUR)).started, []);
+    // The next day's 18:00 is the first run.
+    clock = T0 + DAY + 8 * HOUR + 10_000;
+    r = await t.controller.scheduler.tick(clock);
+    assert.deepEqual(
+      r.started.map((s) => [s.cluster, s.type, s.scheduledAt.toISOString()]),
+      [['fresh', 'full', '2026-03-03T18:00:00.000Z']],
+    );
+    await agent.receiveJob();
   });
 });
 
@@ -385,7 +446,7 @@ describe('retention', () => {
     );
   });
 
-  test('the scheduler runs retention after a successful backup', async () => {
+  test('the scheduler expires only with auto-expire on, announces first, and a pin inside the grace wins', async () => {
     clock = T0 + 10 * DAY + 10 * MIN;
     const { job } = await t.admin.startBackup({ cluster });
     const sent = await agent.receiveJob();
@@ -396,14 +457,43 @@ describe('retention', () => {
     await waitFor('backup succeeded', async () =>
       (await jobState(sent.jobId)) === JobState.SUCCEEDED ? true : undefined,
     );
-    const r = await t.controller.scheduler.tick(clock + 1000);
-    // min-full 2 now keeps the two newest: labels 2 and 3 of the first test go (1 was skipped before).
+    // Retention counts are set but auto-expire is off (the default): the scheduler expires nothing.
+    let r = await t.controller.scheduler.tick(clock + 1000);
+    assert.deepEqual([r.expireJobs, r.plannedExpiries], [[], undefined]);
+    await t.admin.setPolicy({ cluster, settings: { autoExpire: true, expireGraceSeconds: 600 } });
+    // On: min-full 2 now keeps the two newest, so labels 2 and 3 of the first test are to go (1 was
+    // skipped before). First they are announced; nothing is deleted yet.
+    const planned = clock + 2000;
+    r = await t.controller.scheduler.tick(planned);
+    assert.deepEqual(r.expireJobs, []);
+    assert.deepEqual(
+      r.plannedExpiries?.map((e) => [e.cluster, e.labels.join(' '), e.expireAfter]),
+      [[cluster, '20260309-090000F 20260310-090000F', planned + 600_000]],
+    );
+    const events = (await t.controller.context.store.listEvents({ cluster, limit: 1000 })).filter(
+      (e) => e.kind === 'retention.planned',
+    );
+    const event = decodeOutboxEvent(events.at(-1)!);
+    assert.equal(event.payload.case, 'retentionPlanned');
+    assert.deepEqual(event.payload.case === 'retentionPlanned' && [event.cluster, event.payload.value.backupLabels], [
+      cluster,
+      ['20260309-090000F', '20260310-090000F'],
+    ]);
+    // Inside the grace an operator pins one of them; the grace still runs.
+    await t.admin.pinBackup({ cluster, label: '20260309-090000F', pinned: true });
+    assert.deepEqual((await t.controller.scheduler.tick(planned + 5 * MIN)).expireJobs, []);
+    // Grace over: the plan is made again and the pinned backup is not in the job.
+    r = await t.controller.scheduler.tick(planned + 600_000);
     assert.deepEqual(
       r.expireJobs.map((e) => [e.cluster, e.labels.join(' ')]),
-      [[cluster, '20260309-090000F 20260310-090000F']],
+      [[cluster, '20260310-090000F']],
     );
+    clock = planned + 600_000;
     const expire = await agent.receiveJob();
-    assert.equal(expire.kind.case === 'expire' && expire.kind.value.walKeepFrom, '000000010000000000000030');
+    assert.deepEqual(expire.kind.case === 'expire' && [expire.kind.value.labels, expire.kind.value.walKeepFrom], [
+      ['20260310-090000F'],
+      '000000010000000000000030',
+    ]);
     // Within the hour, with nothing new, it is not looked at again.
     agent.stream.send({
       msg: {
@@ -417,10 +507,91 @@ describe('retention', () => {
     });
     await waitFor('expire failed', async () => ((await jobState(expire.jobId)) === JobState.FAILED ? true : undefined));
     assert.deepEqual((await t.controller.scheduler.tick(clock + 30 * MIN)).expireJobs, []);
-    // An hour later the still-expirable backups are tried again.
+    // An hour later the still-expirable backup is announced again, and goes after the grace.
+    r = await t.controller.scheduler.tick(clock + 61 * MIN);
+    assert.deepEqual([r.expireJobs, r.plannedExpiries?.map((e) => e.labels)], [[], [['20260310-090000F']]]);
     assert.deepEqual(
-      (await t.controller.scheduler.tick(clock + 61 * MIN)).expireJobs.map((e) => e.labels.length),
-      [2],
+      (await t.controller.scheduler.tick(clock + 71 * MIN)).expireJobs.map((e) => e.labels),
+      [['20260310-090000F']],
     );
+  });
+
+  test('a backup that became expirable during the grace waits for its own announcement; auto-expire off stops it', async () => {
+    const c = 'grace';
+    const ga = await connectAgent(c);
+    const store = t.controller.context.store;
+    clock = T0 + 20 * DAY;
+    const insert = (label: string, stop: number, seg: number) => {
+      const name = `00000001000000000000${seg.toString(16).toUpperCase().padStart(4, '0')}`;
+      return store.insertBackup({
+        cluster: c,
+        label,
+        type: 'full',
+        startLsn: `0/${(seg * 0x1000000).toString(16).toUpperCase()}`,
+        stopLsn: `0/${(seg * 0x1000000 + 0x100).toString(16).toUpperCase()}`,
+        startTime: stop - MIN,
+        stopTime: stop,
+        timeline: 1,
+        systemIdentifier: `${SYSID}-${c}`,
+        pgVersion: 170002,
+        sizeBytes: 1,
+        storedBytes: 1,
+        fileCount: 1,
+        walStart: name,
+        walStop: name,
+        jobId: `g${seg}`,
+        priorLabel: '',
+      });
+    };
+    await insert('20260319-100000F', clock - 3 * DAY, 0x10);
+    await insert('20260320-100000F', clock - 2 * DAY, 0x14);
+    await insert('20260321-100000F', clock - DAY, 0x18);
+    await t.admin.setPolicy({
+      cluster: c,
+      settings: {
+        minFull: 2,
+        pitrWindowDays: 0,
+        daily: 0,
+        weekly: 0,
+        monthly: 0,
+        autoExpire: true,
+        expireGraceSeconds: 600,
+      },
+    });
+    const mine = (r: { cluster: string; labels: string[] }[] | undefined) =>
+      (r ?? []).filter((e) => e.cluster === c).map((e) => e.labels);
+    let r = await t.controller.scheduler.tick(clock);
+    assert.deepEqual(mine(r.plannedExpiries), [['20260319-100000F']]);
+    // A newer full lands inside the grace: the plan would now expire 20260320 too, unannounced.
+    clock += MIN;
+    await insert('20260322-100000F', clock, 0x1c);
+    clock += 600_000;
+    r = await t.controller.scheduler.tick(clock);
+    assert.deepEqual(mine(r.expireJobs), [['20260319-100000F']]);
+    const job = await ga.receiveJob();
+    assert.deepEqual(job.kind.case === 'expire' && job.kind.value.labels, ['20260319-100000F']);
+    ga.succeed(job.jobId, {
+      case: 'expire',
+      value: {
+        deletedLabels: ['20260319-100000F'],
+        skippedLabels: [],
+        walFilesDeleted: 0,
+        walBytesDeleted: 0n,
+        backupFilesDeleted: 3,
+      },
+    });
+    await waitFor('expire succeeded', async () =>
+      (await jobState(job.jobId)) === JobState.SUCCEEDED ? true : undefined,
+    );
+    // Switched off: nothing is announced or expired any more, however long it waits.
+    await t.admin.setPolicy({ cluster: c, settings: { autoExpire: false } });
+    clock += 3 * HOUR;
+    r = await t.controller.scheduler.tick(clock);
+    assert.deepEqual([mine(r.plannedExpiries), mine(r.expireJobs)], [[], []]);
+    // On again: 20260320 is announced on its own.
+    await t.admin.setPolicy({ cluster: c, settings: { autoExpire: true } });
+    clock += 1000;
+    r = await t.controller.scheduler.tick(clock);
+    assert.deepEqual(mine(r.plannedExpiries), [['20260320-100000F']]);
   });
 });

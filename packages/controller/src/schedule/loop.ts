@@ -12,17 +12,33 @@
  *   so a run is neither repeated nor lost. A dispatch that fails records nothing: it stays due.
  * - The concurrency gate sees every active backup and expire job of the catalog (whichever
  *   controller started it), so limits hold across controllers and restarts.
- * - Retention runs for clusters whose policy sets any retention value: after each successful
- *   backup and otherwise at most once an hour per cluster; an expire job is dispatched when the
- *   plan expires a backup or the PITR anchor (and so the WAL that can go) moved since the last one.
- *   Never while the cluster has a backup or expire job running.
+ * - A schedule that never ran (no schedule_runs row) is not due at once: its first tick records
+ *   "now" as its last run, so the first run is the next cron time, unless the policy's catchUp is
+ *   on (then its latest fire time runs at once, the old behaviour). Drill schedules alike.
+ * - Retention runs on its own only for clusters whose policy turns autoExpire on: after each
+ *   successful backup and otherwise at most once an hour per cluster. A plan that deletes backups
+ *   is first announced (retention.planned, through the outbox) and waits the policy's grace; at
+ *   the end of the grace the plan is made again (a backup pinned meanwhile has left it), holding
+ *   back as if pinned any backup that was not announced (it is announced at the next look), and
+ *   its expire job starts. A plan that only moves the PITR anchor (WAL, no backup) needs no
+ *   grace. Announced plans live in memory: a restarted or newly elected controller announces
+ *   again (a longer wait, never a shorter one). Never while the cluster has a backup or expire job
+ *   running.
  * - Restore drills run from each cluster's drill cron (drills.ts startDueDrills): once per fire
  *   time, recorded as schedule run 'drill', never while the cluster's previous drill runs.
  * - `tick(now)` is public so tests drive the loop with their own clock instead of timers.
  */
 import { remoteSessions } from '../agents/peers.js';
 import { asPgfleetError, type Logger } from '@pgfleet/core';
-import { FLEET_POLICY_SCOPE, type BackupKind, type JobRecord, type LeadershipFence } from '@pgfleet/catalog';
+import {
+  FLEET_POLICY_SCOPE,
+  type BackupKind,
+  type JobRecord,
+  type LeadershipFence,
+  type ScheduleRunRecord,
+} from '@pgfleet/catalog';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { outboxEvent } from '../jobs/events.js';
 import type { ControllerContext } from '../context.js';
 import { startBackupJob } from '../jobs/backup.js';
 import { startExpireJob } from '../jobs/expire.js';
@@ -33,6 +49,7 @@ import { Scheduler, type BackupSlot, type ClusterSchedules, type ConcurrencyLimi
 
 export const SCHEDULER_LEADERSHIP = 'scheduler';
 const RETENTION_INTERVAL_MS = 3_600_000;
+const SCHEDULE_TYPES = ['full', 'diff', 'incr'] as const satisfies readonly BackupKind[];
 
 export interface SchedulerLoopOptions {
   intervalSeconds: number;
@@ -46,6 +63,8 @@ export interface TickReport {
   waiting: Array<{ cluster: string; type: BackupKind; reason: string }>;
   failed: Array<{ cluster: string; type: BackupKind; error: string }>;
   expireJobs: Array<{ cluster: string; jobId: string; labels: string[] }>;
+  /** Expiries announced this round (retention.planned): they start after the grace, if still planned. */
+  plannedExpiries?: Array<{ cluster: string; labels: string[]; expireAfter: number }>;
   /** Restore drills the clusters' drill schedules started (drills.ts). */
   drills?: Array<{ cluster: string; jobId: string; scheduledAt: Date }>;
 }
@@ -58,6 +77,8 @@ export class SchedulerLoop {
   /** Per cluster: when retention was last looked at, and the WAL anchor the last expire job kept from. */
   private readonly retentionCheckedAt = new Map<string, number>();
   private readonly expiredFrom = new Map<string, string>();
+  /** Per cluster: the backups announced by retention.planned and when their grace ends. */
+  private readonly planned = new Map<string, { labels: Set<string>; expireAfter: number }>();
   /** Bad cron expressions already logged (cluster/type/cron), so a tick every second does not flood the log. */
   private readonly reported = new Set<string>();
 
@@ -135,12 +156,14 @@ export class SchedulerLoop {
 
     const schedules: ClusterSchedules[] = [];
     const drillSchedules: DrillSchedule[] = [];
-    const retentionClusters: string[] = [];
+    const retentionClusters: Array<{ cluster: string; graceSeconds: number }> = [];
+    const catchUp = new Map<string, boolean>();
     for (const cluster of clusters) {
       // The host a schedule is spread by: the longest connected agent (the backup itself goes where backup_from says).
       const session = held.find((s) => s.cluster === cluster)!;
       const eff = effectivePolicy(fleet, policies.get(cluster));
-      if (eff.retentionConfigured) retentionClusters.push(cluster);
+      if (eff.autoExpire) retentionClusters.push({ cluster, graceSeconds: eff.expireGraceSeconds });
+      catchUp.set(cluster, eff.catchUp);
       if (eff.drill) drillSchedules.push({ cluster, cron: eff.drill, spreadMinutes: eff.spreadMinutes });
       if (Object.keys(eff.schedules).length === 0) continue;
       schedules.push({
@@ -152,8 +175,13 @@ export class SchedulerLoop {
       });
     }
 
+    const lastRuns = new Map(
+      schedules.length || drillSchedules.length
+        ? (await store.listScheduleRuns()).map((r) => [`${r.cluster}\u0000${r.type}`, r.lastRun])
+        : [],
+    );
+    await this.baselineNewSchedules(now, schedules, drillSchedules, catchUp, lastRuns, fence);
     if (schedules.length) {
-      const lastRuns = new Map((await store.listScheduleRuns()).map((r) => [`${r.cluster}\u0000${r.type}`, r.lastRun]));
       const result = this.scheduler.tick(new Date(now), {
         schedules,
         lastRun: (cluster, type) => {
@@ -230,6 +258,35 @@ export class SchedulerLoop {
     return report;
   }
 
+  /**
+   * A schedule that never ran gets "now" as its last run (persisted, so every controller agrees):
+   * its first run is the next cron time. Skipped for clusters whose policy asks for catch-up.
+   */
+  private async baselineNewSchedules(
+    now: number,
+    schedules: readonly ClusterSchedules[],
+    drills: readonly DrillSchedule[],
+    catchUp: ReadonlyMap<string, boolean>,
+    lastRuns: Map<string, number>,
+    fence: LeadershipFence | undefined,
+  ): Promise<void> {
+    const baseline: ScheduleRunRecord[] = [];
+    const add = (cluster: string, type: ScheduleRunRecord['type']): void => {
+      const key = `${cluster}\u0000${type}`;
+      if (catchUp.get(cluster) === true || lastRuns.has(key)) return;
+      lastRuns.set(key, now);
+      baseline.push({ cluster, type, lastRun: now });
+    };
+    for (const s of schedules) for (const type of SCHEDULE_TYPES) if (s[type] !== undefined) add(s.cluster, type);
+    for (const d of drills) add(d.cluster, 'drill');
+    if (baseline.length === 0) return;
+    await this.ctx.store.recordScheduleRuns(baseline, fence);
+    this.log.info(
+      { schedules: baseline.map((b) => `${b.cluster}/${b.type}`) },
+      'new schedules: first run at the next cron time (policy --catch-up on runs a due one at once)',
+    );
+  }
+
   private runningSlots(active: readonly JobRecord[]): BackupSlot[] {
     const slots: BackupSlot[] = [];
     for (const job of active) {
@@ -242,10 +299,13 @@ export class SchedulerLoop {
 
   private async retention(
     now: number,
-    clusters: readonly string[],
+    clusters: ReadonlyArray<{ cluster: string; graceSeconds: number }>,
     report: TickReport,
     fence: LeadershipFence | undefined,
   ): Promise<void> {
+    // An announced plan of a cluster whose auto-expire was turned off is dropped: nothing starts.
+    for (const cluster of this.planned.keys())
+      if (!clusters.some((c) => c.cluster === cluster)) this.planned.delete(cluster);
     if (clusters.length === 0) return;
     // Jobs started just now by this tick count as busy too. Only a filter: a busy cluster is looked
     // at again once its job ends (retentionDue stays); startExpireJob's createJobIfIdle decides.
@@ -254,21 +314,36 @@ export class SchedulerLoop {
         .filter((j) => j.kind === 'backup' || j.kind === 'expire')
         .map((j) => j.cluster),
     );
-    for (const cluster of clusters) {
+    for (const { cluster, graceSeconds } of clusters) {
       const asked = this.ctx.retentionDue.has(cluster);
       const last = this.retentionCheckedAt.get(cluster);
-      if (!asked && last !== undefined && now - last < RETENTION_INTERVAL_MS) continue;
+      const pending = this.planned.get(cluster);
+      const graceOver = pending !== undefined && now >= pending.expireAfter;
+      if (pending && !graceOver) continue; // announced: nothing moves before the grace ends
+      if (!asked && !graceOver && last !== undefined && now - last < RETENTION_INTERVAL_MS) continue;
       if (busy.has(cluster)) continue; // looked at again once the running job is done
       this.ctx.retentionDue.delete(cluster);
       this.retentionCheckedAt.set(cluster, now);
+      this.planned.delete(cluster);
       try {
-        const r = await planClusterRetention(this.ctx, cluster);
+        // Made now, at the end of any grace: a backup pinned meanwhile is kept by it, and so is
+        // one that became expirable during the grace (it was not announced: it is next time).
+        const r = await planClusterRetention(
+          this.ctx,
+          cluster,
+          pending ? (label) => !pending.labels.has(label) : undefined,
+        );
         const anchorFrom = r.plan.anchor?.walStart ?? '';
         if (!planRemovesSomething(r.plan)) continue;
         if (r.plan.expire.length === 0 && this.expiredFrom.get(cluster) === anchorFrom) continue;
+        const labels = r.plan.expire.map((e) => e.label);
+        if (labels.length > 0 && !pending) {
+          await this.announce(cluster, labels, now, graceSeconds, report);
+          continue;
+        }
         const job = await startExpireJob(this.ctx, r, asked ? 'after backup' : 'periodic', fence);
         this.expiredFrom.set(cluster, anchorFrom);
-        report.expireJobs.push({ cluster, jobId: job.id ?? '', labels: r.plan.expire.map((e) => e.label) });
+        report.expireJobs.push({ cluster, jobId: job.id ?? '', labels });
         this.log.info(
           { cluster, jobId: job.id, expire: r.plan.expire, walKeepFrom: anchorFrom },
           'retention expire job started',
@@ -279,5 +354,32 @@ export class SchedulerLoop {
         this.log.warn({ cluster, code: e.code }, `retention not applied: ${e.message}`);
       }
     }
+  }
+
+  /** retention.planned through the outbox; the expire job waits until expireAfter. */
+  private async announce(
+    cluster: string,
+    labels: string[],
+    now: number,
+    graceSeconds: number,
+    report: TickReport,
+  ): Promise<void> {
+    const expireAfter = now + graceSeconds * 1000;
+    await this.ctx.store.appendEvents([
+      outboxEvent(
+        cluster,
+        {
+          case: 'retentionPlanned',
+          value: { backupLabels: labels, expireAfter: timestampFromMs(expireAfter), graceSeconds },
+        },
+        now,
+      ),
+    ]);
+    this.planned.set(cluster, { labels: new Set(labels), expireAfter });
+    (report.plannedExpiries ??= []).push({ cluster, labels, expireAfter });
+    this.log.info(
+      { cluster, labels, expireAfter: new Date(expireAfter).toISOString() },
+      'retention planned: backups expire after the grace unless pinned',
+    );
   }
 }

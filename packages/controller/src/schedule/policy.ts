@@ -9,10 +9,14 @@
  *   until someone asks for it.
  * - backupFrom: which host of an HA cluster backups run on (primary, standby, prefer-standby);
  *   built-in: the primary.
+ * - catchUp: a schedule that never ran fires its latest due time at once only when this is on;
+ *   otherwise its first run is the next cron time (a new `--full` must not start a full now).
  * - Retention: unset values take the built-in defaults below, but retention only runs on its own
- *   (after backups, hourly) once at least one retention value is set at the fleet or the cluster:
- *   a controller must never start deleting backups because of defaults nobody chose (pgBackRest
- *   also refuses to expire without repo-retention-full). `pgfleet retention apply` runs it anyway.
+ *   (after backups, hourly) when autoExpire is on (set explicitly; setting a retention count does
+ *   not turn it on): a controller must never start deleting backups nobody asked it to (pgBackRest
+ *   also refuses to expire without repo-retention-full). Even then an expiry is announced first
+ *   (retention.planned) and waits expireGraceSeconds, so a `pgfleet pin` still wins.
+ *   `pgfleet retention apply` runs it at once whatever the switch says.
  */
 import { PgfleetError } from '@pgfleet/core';
 import {
@@ -40,11 +44,17 @@ export const DEFAULT_RETENTION: Readonly<RetentionPolicy> = {
   yearly: 0,
   minFull: 1,
 };
+/** Built-in grace between retention.planned and the automatic expire job: an hour to pin. */
+export const DEFAULT_EXPIRE_GRACE_SECONDS = 3600;
+/** The longest grace accepted: a week (longer would let the repository grow unbounded by surprise). */
+export const MAX_EXPIRE_GRACE_SECONDS = 7 * 24 * 3600;
 /** Built-in spreading: a fleet scheduled at 01:00 starts over 01:00-01:30. */
 export const DEFAULT_SPREAD_MINUTES = 30;
 
 export const SCHEDULE_KEYS = ['full', 'diff', 'incr'] as const satisfies readonly BackupKind[];
 export const RETENTION_KEYS = ['pitrWindowDays', 'daily', 'weekly', 'monthly', 'yearly', 'minFull'] as const;
+/** How retention runs on its own (stored with the retention values, not part of the plan's policy). */
+export const EXPIRY_KEYS = ['autoExpire', 'expireGraceSeconds'] as const;
 /**
  * Health thresholds (seconds) and the catalog field each is stored under. Unset everywhere, the
  * controller's flags (--rpo-threshold, ...) apply.
@@ -66,7 +76,9 @@ export const POLICY_KEYS = [
   'drill',
   'spreadMinutes',
   'backupFrom',
+  'catchUp',
   ...RETENTION_KEYS,
+  ...EXPIRY_KEYS,
   ...HEALTH_KEYS,
 ] as const;
 /** Built-in backup source: the primary, as before HA clusters (a standby backup is opted into). */
@@ -82,12 +94,15 @@ export const POLICY_FLAGS: Record<PolicyKey, string> = {
   drill: '--drill',
   spreadMinutes: '--spread-minutes',
   backupFrom: '--backup-from',
+  catchUp: '--catch-up',
   pitrWindowDays: '--pitr-window-days',
   daily: '--daily',
   weekly: '--weekly',
   monthly: '--monthly',
   yearly: '--yearly',
   minFull: '--min-full',
+  autoExpire: '--auto-expire',
+  expireGraceSeconds: '--expire-grace',
   rpoThresholdSeconds: '--rpo-threshold',
   staleBackupThresholdSeconds: '--stale-backup-threshold',
   agentSilenceThresholdSeconds: '--agent-silence-threshold',
@@ -112,8 +127,12 @@ export interface EffectivePolicy {
   health: PolicyHealth;
   retention: RetentionPolicy;
   sources: Record<PolicyKey, PolicySource>;
-  /** Whether any retention value is set (fleet or cluster): only then does retention run on its own. */
-  retentionConfigured: boolean;
+  /** Whether a schedule that never ran fires at once (else its first run is the next cron time). */
+  catchUp: boolean;
+  /** Whether retention runs on its own (set explicitly; the built-in is off). */
+  autoExpire: boolean;
+  /** Seconds between retention.planned and the automatic expire job. */
+  expireGraceSeconds: number;
 }
 
 const EMPTY: PolicySettings = { schedules: {}, retention: {}, health: {} };
@@ -122,7 +141,7 @@ function isHealthKey(key: PolicyKey): key is HealthKey {
   return (HEALTH_KEYS as readonly string[]).includes(key);
 }
 
-function valueOf(p: PolicySettings | undefined, key: PolicyKey): string | number | undefined {
+function valueOf(p: PolicySettings | undefined, key: PolicyKey): string | number | boolean | undefined {
   if (!p) return undefined;
   if (
     key === 'full' ||
@@ -130,7 +149,8 @@ function valueOf(p: PolicySettings | undefined, key: PolicyKey): string | number
     key === 'incr' ||
     key === 'drill' ||
     key === 'spreadMinutes' ||
-    key === 'backupFrom'
+    key === 'backupFrom' ||
+    key === 'catchUp'
   )
     return p.schedules[key];
   if (isHealthKey(key)) return p.health?.[HEALTH_FIELDS[key]];
@@ -143,7 +163,7 @@ export function effectivePolicy(
   cluster: PolicySettings | undefined,
 ): EffectivePolicy {
   const sources = {} as Record<PolicyKey, PolicySource>;
-  const pick = (key: PolicyKey): string | number | undefined => {
+  const pick = (key: PolicyKey): string | number | boolean | undefined => {
     const c = valueOf(cluster, key);
     if (c !== undefined) {
       sources[key] = 'cluster';
@@ -175,7 +195,9 @@ export function effectivePolicy(
     const v = pick(key);
     if (typeof v === 'number') health[HEALTH_FIELDS[key]] = v;
   }
-  const retentionConfigured = RETENTION_KEYS.some((k) => sources[k] !== 'default');
+  const catchUp = pick('catchUp');
+  const autoExpire = pick('autoExpire');
+  const grace = pick('expireGraceSeconds');
   return {
     schedules,
     ...(typeof drillCron === 'string' && drillCron.trim() !== '' ? { drill: drillCron.trim() } : {}),
@@ -184,7 +206,9 @@ export function effectivePolicy(
     retention,
     health,
     sources,
-    retentionConfigured,
+    catchUp: catchUp === true,
+    autoExpire: autoExpire === true,
+    expireGraceSeconds: typeof grace === 'number' ? grace : DEFAULT_EXPIRE_GRACE_SECONDS,
   };
 }
 
@@ -270,13 +294,21 @@ export function validatePolicySettings(settings: PolicySettings): void {
     if (v !== undefined && (!Number.isInteger(v) || v < 0))
       bad(key, `must be a whole number of full backups >= 0 (0 turns it off), got ${String(v)}`);
   }
+  const grace = settings.retention.expireGraceSeconds;
+  if (grace !== undefined && (!Number.isFinite(grace) || grace < 0 || grace > MAX_EXPIRE_GRACE_SECONDS))
+    bad(
+      'expireGraceSeconds',
+      `must be a number of seconds from 0 to ${MAX_EXPIRE_GRACE_SECONDS}, got ${String(grace)}`,
+    );
   for (const key of HEALTH_KEYS) {
     const v = settings.health?.[HEALTH_FIELDS[key]];
     if (v !== undefined && (!Number.isFinite(v) || v < 1 || v > 365 * 24 * 3600))
       bad(key, `must be a number of seconds from 1 to ${365 * 24 * 3600}, got ${String(v)}`);
   }
   // The retention function's own check, so the two can never disagree about what is valid.
-  validateRetentionPolicy({ ...DEFAULT_RETENTION, ...settings.retention });
+  const counts: Partial<RetentionPolicy> = {};
+  for (const key of RETENTION_KEYS) if (settings.retention[key] !== undefined) counts[key] = settings.retention[key];
+  validateRetentionPolicy({ ...DEFAULT_RETENTION, ...counts });
 }
 
 /** The text of a value for listings. */
@@ -289,6 +321,9 @@ export function formatPolicyValue(
   if (key === 'drill') return eff.drill ?? '-';
   if (key === 'spreadMinutes') return String(eff.spreadMinutes);
   if (key === 'backupFrom') return eff.backupFrom;
+  if (key === 'catchUp') return eff.catchUp ? 'on' : 'off';
+  if (key === 'autoExpire') return eff.autoExpire ? 'on' : 'off';
+  if (key === 'expireGraceSeconds') return String(eff.expireGraceSeconds);
   if (isHealthKey(key)) {
     const v = eff.health[HEALTH_FIELDS[key]] ?? healthDefaults?.[HEALTH_FIELDS[key]];
     return v === undefined ? '-' : String(v);
