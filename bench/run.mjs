@@ -804,6 +804,8 @@ async function main() {
           '--compress',
           codec,
           '--insecure',
+          // WAL pushed from PostgreSQL's .ready files, before archive_command asks (opt-in).
+          '--archive-watch-ready',
           ...agentExtraArgs,
         ],
         join(work, `agent-${codec}${encryptedRepo ? '-encrypted' : ''}.log`),

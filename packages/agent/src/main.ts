@@ -102,6 +102,7 @@ async function main(argv: string[]): Promise<number> {
         archiveTimeoutSec: run.archiveTimeout,
         socket: run.socket || defaultSocketPath(realPgdata),
         archiveAhead: run.archiveAhead,
+        archiveWatchReady: run.archiveWatchReady,
         stream: run.stream,
         streamSpool: run.streamSpool || defaultStreamSpool(realPgdata),
         scratchDir: run.scratchDir || defaultScratchDir(realPgdata),

@@ -208,10 +208,17 @@ export const AGENT_PROGRAM = {
       name: 'archive-ahead',
       type: 'integer',
       description:
-        'ready WAL files the daemon pushes ahead in parallel, from the moment PostgreSQL marks them ready (0 = off: only what archive_command hands over)',
+        'ready WAL files the daemon pushes ahead in parallel once archive_command has asked for one (0 = off: only what archive_command hands over)',
       default: 3,
       min: 0,
       max: 16,
+    },
+    {
+      name: 'archive-watch-ready',
+      type: 'boolean',
+      description:
+        'push WAL ahead from the moment PostgreSQL marks a segment ready (archive_status), before archive_command asks: the client then finds it stored. Off by default because the daemon then archives whatever archive_command is set to, even while it is failing or paused on purpose',
+      default: false,
     },
     {
       name: 'prefetch',
@@ -314,6 +321,7 @@ export const AGENT_PROGRAM = {
         'archive-timeout',
         'socket',
         'archive-ahead',
+        'archive-watch-ready',
         'stream',
         'stream-spool',
         'scratch-dir',
@@ -421,6 +429,8 @@ export interface AgentSettings {
   /** unix socket wal-push talks to; defaultSocketPath(pgdata) unless set */
   socket: string;
   archiveAhead: number;
+  /** Push-ahead starts at PostgreSQL's .ready files rather than at archive_command's first request. */
+  archiveWatchReady: boolean;
   stream: boolean;
   streamSpool: string;
   /** Parent of restore drills' scratch directories (DrillJob.scratch_dir overrides it). */

@@ -44,8 +44,9 @@ export class WalServices {
       repoPath: repositoryIdentity(s.repositories),
       codec: s.compress,
       ahead: s.archiveAhead,
-      // push-ahead starts when PostgreSQL marks a segment ready, before archive_command asks
-      watchReady: true,
+      // Opt-in: push-ahead from PostgreSQL's .ready files archives even while archive_command is
+      // failing or paused on purpose (it is no longer the switch that stops archiving).
+      watchReady: s.archiveWatchReady,
       lock,
       onStored: archived.stored,
       log: log.child({ component: 'wal-archive' }),
