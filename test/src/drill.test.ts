@@ -515,7 +515,7 @@ describe('restore drills: a pgbench cluster restored, checked, counted and timed
       'no drill running',
       async () =>
         !json<DrillRecordJson[]>(await fleet.cli('drills', CLUSTER, '--output', 'json'), 'drills').some((h) =>
-          /QUEUED|DISPATCHED|RUNNING/.test(h.state),
+          /queued|dispatched|running/.test(h.state),
         ),
       120_000,
       1000,

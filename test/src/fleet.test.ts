@@ -122,7 +122,7 @@ describe('a fleet of three clusters under one controller', { timeout: 900_000 },
   async function idle(): Promise<void> {
     await waitFor(
       'every job to end',
-      async () => (await jobs()).every((j) => /SUCCEEDED|FAILED|CANCELLED/.test(j.state)),
+      async () => (await jobs()).every((j) => /succeeded|failed|cancelled/.test(j.state)),
       180_000,
       500,
     );
@@ -209,12 +209,12 @@ describe('a fleet of three clusters under one controller', { timeout: 900_000 },
       500,
     );
     // Jobs running across the restart are claimed by their agents and finish; none stays active.
-    const unfinished = new Set(before.filter((j) => !/SUCCEEDED|FAILED|CANCELLED/.test(j.state)).map((j) => j.id));
+    const unfinished = new Set(before.filter((j) => !/succeeded|failed|cancelled/.test(j.state)).map((j) => j.id));
     await waitFor(
       'jobs running across the restart to end',
       async () => {
         const now = await jobs();
-        return now.every((j) => !unfinished.has(j.id) || /SUCCEEDED|FAILED|CANCELLED/.test(j.state)) ? true : undefined;
+        return now.every((j) => !unfinished.has(j.id) || /succeeded|failed|cancelled/.test(j.state)) ? true : undefined;
       },
       120_000,
       500,
@@ -237,7 +237,7 @@ describe('a fleet of three clusters under one controller', { timeout: 900_000 },
       const now = byId.get(j.id);
       assert.ok(now, `job ${j.id} (${j.kind} of ${j.cluster}) is still listed`);
       assert.deepEqual([now.kind, now.cluster], [j.kind, j.cluster]);
-      if (/SUCCEEDED|FAILED|CANCELLED/.test(j.state)) {
+      if (/succeeded|failed|cancelled/.test(j.state)) {
         assert.equal(now.state, j.state, `finished job ${j.id} unchanged`);
       } else if (now.state === 'succeeded') {
         // Claimed by its agent after the restart: a backup that finished is in the catalog.
@@ -364,7 +364,7 @@ describe('a fleet of three clusters under one controller', { timeout: 900_000 },
       'the scheduled expire job of c1',
       async () => {
         const j = (await jobs()).find((x) => x.kind === 'expire' && x.cluster === 'c1');
-        if (j && /FAILED|CANCELLED/.test(j.state))
+        if (j && /failed|cancelled/.test(j.state))
           throw new Error(`expire job ${j.id} ${j.state}: ${await fleet.logs()}`);
         return j?.state === 'succeeded' ? j : undefined;
       },

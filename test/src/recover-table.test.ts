@@ -259,7 +259,7 @@ describe('recover-table: rows back from just before a mistake, beside the live w
     assert.equal(r.code, 0, `recover-table failed:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
     const t = job.recoverTable!.tables[0]!;
     assert.equal(t.recoveredAs, 'pgfleet_recovered.orders');
-    assert.equal(t.rowsRecovered, snap.orders!.n);
+    assert.equal(t.rowsRecovered, Number(snap.orders!.n));
     assert.deepEqual(await digest('pgfleet_recovered.orders', 'id'), snap.orders);
     assert.deepEqual(t.primaryKey, ['id']);
     assert.ok(BigInt(t.liveRows) > 0n, 'orders written after the DELETE are live');
