@@ -17,6 +17,7 @@ import { summarizeManifest, summaryMacName } from './backup-summary.js';
 import { PosixDriver } from './posix-driver.js';
 import { Repository } from './repository.js';
 import { sha } from './driver-suite.js';
+import { testManifest } from './test-manifest.js';
 
 const dirs: string[] = [];
 after(async () => {
@@ -106,30 +107,19 @@ async function storeBackup(
       backup: label,
     });
   }
-  const m: BackupManifest = {
-    format: 1,
+  const m = testManifest({
     label,
     cluster: C,
-    type: 'full',
-    systemIdentifier: '7',
-    pgVersionNum: 150000,
-    walSegmentSize: 16 << 20,
-    timeline: 1,
     startLsn: `0/${(stop * 2).toString(16).toUpperCase()}000028`,
     stopLsn: `0/${(stop * 2).toString(16).toUpperCase()}000100`,
     startTime: new Date(Date.UTC(2026, 0, 1) + stop * 60_000).toISOString(),
     stopTime: new Date(Date.UTC(2026, 0, 1) + stop * 60_000 + 1000).toISOString(),
-    walStart: '000000010000000000000002',
-    walStop: '000000010000000000000002',
-    backupLabel: 'START WAL LOCATION: 0/2000028\n',
     directories: [{ path: 'base', mode: 0o700 }],
-    links: [],
     files: entries,
     sizeBytes: 1,
     storedBytes: 1,
-    agentVersion: 'test',
     ...over,
-  };
+  });
   await repo.writeManifest(m);
   return m;
 }

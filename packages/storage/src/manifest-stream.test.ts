@@ -14,6 +14,7 @@ import { sealManifest, secretManifestKeys } from './manifest-auth.js';
 import { manifestHeadPieces, ManifestScanner } from './manifest-stream.js';
 import { PosixDriver } from './posix-driver.js';
 import { Repository } from './repository.js';
+import { testManifest } from './test-manifest.js';
 
 const dirs: string[] = [];
 after(async () => {
@@ -61,32 +62,10 @@ function file(i: number): ManifestFile {
 }
 
 function manifest(files: number): BackupManifest {
-  return {
-    format: 1,
-    label: '20260101-000000F',
-    cluster: 'shop',
-    type: 'full',
-    systemIdentifier: '7',
-    pgVersionNum: 150000,
-    walSegmentSize: 16 << 20,
-    timeline: 1,
-    startLsn: '0/2000028',
-    stopLsn: '0/2000100',
-    startTime: '2026-01-01T00:00:00.000Z',
-    stopTime: '2026-01-01T00:00:01.000Z',
-    walStart: '000000010000000000000002',
-    walStop: '000000010000000000000002',
+  return testManifest({
     backupLabel: 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nLABEL: x\n',
-    directories: [
-      { path: 'base', mode: 0o700 },
-      { path: 'base/1', mode: 0o700 },
-    ],
-    links: [],
     files: Array.from({ length: files }, (_, i) => file(i)),
-    sizeBytes: 0,
-    storedBytes: 0,
-    agentVersion: 'test',
-  };
+  });
 }
 
 test('the pieces are JSON.stringify(m, null, 1) without its closing brace, for any number of files', async () => {

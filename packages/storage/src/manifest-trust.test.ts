@@ -14,6 +14,7 @@ import { deriveManifestKey, secretManifestKeys, clusterManifestKeys } from './ma
 import { relativePathProblem, absolutePathProblem, validateManifestEntries } from './manifest-paths.js';
 import { PosixDriver } from './posix-driver.js';
 import { Repository } from './repository.js';
+import { testManifest } from './test-manifest.js';
 
 const dirs: string[] = [];
 after(async () => {
@@ -28,26 +29,7 @@ async function repo(keys = secretManifestKeys(SECRET)): Promise<Repository> {
 }
 
 function manifest(over: Partial<BackupManifest> = {}): BackupManifest {
-  return {
-    format: 1,
-    label: '20260101-000000F',
-    cluster: 'shop',
-    type: 'full',
-    systemIdentifier: '7',
-    pgVersionNum: 150000,
-    walSegmentSize: 16 << 20,
-    timeline: 1,
-    startLsn: '0/2000028',
-    stopLsn: '0/2000100',
-    startTime: '2026-01-01T00:00:00.000Z',
-    stopTime: '2026-01-01T00:00:01.000Z',
-    walStart: '000000010000000000000002',
-    walStop: '000000010000000000000002',
-    backupLabel: 'START WAL LOCATION: 0/2000028\n',
-    directories: [
-      { path: 'base', mode: 0o700 },
-      { path: 'base/1', mode: 0o700 },
-    ],
+  return testManifest({
     links: [{ path: 'pg_tblspc/16384', target: '/srv/ts1' }],
     files: [
       {
@@ -64,9 +46,8 @@ function manifest(over: Partial<BackupManifest> = {}): BackupManifest {
     ],
     sizeBytes: 4,
     storedBytes: 4,
-    agentVersion: 'test',
     ...over,
-  };
+  });
 }
 
 const rejected = (e: unknown) => PgfleetError.is(e, 'ManifestPathRejected');

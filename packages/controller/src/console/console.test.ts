@@ -3,14 +3,13 @@
 // behind the admin API's own token and role check, and answers as protobuf JSON. The browser
 // side is test/src/console.test.ts.
 import { strict as assert } from 'node:assert';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ErrorCodes } from '@pgfleet/core';
-import { tokenCommand, type CommandIo } from '../security/commands.js';
-import { initTlsDir } from '../security/tls-dir.js';
+import { prepareSecuredController } from '../testing/secured-controller.js';
 import { startController, type RunningController } from '../server.js';
 
 interface Reply {
@@ -49,25 +48,15 @@ describe('web console over HTTPS', () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'pgfleet-console-it-'));
-    await initTlsDir(join(dir, 'tls'), ['localhost', '127.0.0.1']);
-    caPem = readFileSync(join(dir, 'tls', 'ca.crt'), 'utf8');
-    const catalog = join(dir, 'catalog.db');
-    for (const role of ['viewer', 'operator'] as const) {
-      const io: CommandIo & { stdout: string } = {
-        stdout: '',
-        out: (t: string) => void (io.stdout += t),
-        err: () => undefined,
-        now: Date.now,
-      };
-      assert.equal(await tokenCommand(['create'], { catalog, role, name: role }, io), 0);
-      tokens[role] = io.stdout.trim();
-    }
+    const secured = await prepareSecuredController(dir, ['viewer', 'operator']);
+    caPem = secured.caPem;
+    Object.assign(tokens, secured.tokens);
     controller = await startController({
       listen: '127.0.0.1:0',
-      catalogPath: catalog,
+      catalogPath: secured.catalogPath,
       repoPath: '/srv/repo',
       heartbeatIntervalSeconds: 2,
-      tlsDir: join(dir, 'tls'),
+      tlsDir: secured.tlsDir,
       consoleListen: '127.0.0.1:0',
     });
   });

@@ -12,22 +12,11 @@ import { bearerMetadata, clientTlsCredentials, createClient } from '@pgfleet/rpc
 import { createAgentCsr, createCertificateAuthority, signAgentCsr } from '@pgfleet/rpc/pki';
 import { AdminService, EnrollmentService } from '@pgfleet/proto';
 import { ENROLLMENT_TOKEN_PREFIX, hashToken, newToken } from './access.js';
-import { caCommand, enrollTokenCommand, tokenCommand, type CommandIo } from './commands.js';
+import { caCommand, enrollTokenCommand, tokenCommand } from './commands.js';
 import { startController, type RunningController } from '../server.js';
 import { FakeAgent, closeFakeAgents } from '../testing/fake-agent.js';
-import { initTlsDir } from './tls-dir.js';
 import { rejectsWith } from '../testing/assertions.js';
-
-function captureIo(now = Date.now()): CommandIo & { stdout: string; stderr: string } {
-  const io = {
-    stdout: '',
-    stderr: '',
-    out: (t: string) => void (io.stdout += t),
-    err: (t: string) => void (io.stderr += t),
-    now: () => now,
-  };
-  return io;
-}
+import { captureIo, prepareSecuredController } from '../testing/secured-controller.js';
 
 describe('controller with --tls-dir', () => {
   let dir: string;
@@ -47,14 +36,10 @@ describe('controller with --tls-dir', () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'pgfleet-security-it-'));
-    await initTlsDir(join(dir, 'tls'), ['localhost', '127.0.0.1']);
-    caPem = readFileSync(join(dir, 'tls', 'ca.crt'), 'utf8');
-    const catalog = join(dir, 'catalog.db');
-    for (const role of ['viewer', 'operator', 'admin'] as const) {
-      const io = captureIo();
-      assert.equal(await tokenCommand(['create'], { catalog, role, name: role }, io), 0);
-      tokens[role] = io.stdout.trim();
-    }
+    const secured = await prepareSecuredController(dir, ['viewer', 'operator', 'admin']);
+    caPem = secured.caPem;
+    const catalog = secured.catalogPath;
+    Object.assign(tokens, secured.tokens);
     controller = await startController({
       listen: '127.0.0.1:0',
       catalogPath: catalog,
