@@ -1,7 +1,9 @@
 /** What the resume e2e tests (resume.test, resume-random-kill.test) share: their tables, job JSON, row digests and the copy bound. */
 import assert from 'node:assert/strict';
 import type { BackupManifest, JournalBatch } from '@pgfleet/storage';
-import type { PgInstance } from '@pgfleet/testkit';
+import { join } from 'node:path';
+import { startPostgres, type PgInstance } from '@pgfleet/testkit';
+import type { Fleet } from './harness.js';
 
 export const TABLES = ['big1', 'big2', 'big3', 'big4', 'small'] as const;
 
@@ -54,4 +56,25 @@ export function notJournaled(manifest: BackupManifest, journal: JournalBatch[]):
       bytes += f.size;
   }
   return bytes;
+}
+
+/**
+ * Restores `label` of `cluster` (to its end, `--target immediate`) into a fresh directory, starts
+ * PostgreSQL on it and checks every table's digest against `expected`. The started server is
+ * pushed to `started` (stopped here on success; the caller's after() stops it on failure).
+ */
+export async function restoreExactly(
+  fleet: Fleet,
+  cluster: string,
+  label: string,
+  expected: Record<string, string>,
+  started: PgInstance[],
+): Promise<void> {
+  const dir = join(fleet.dir, `restore-${label}`);
+  const r = await fleet.cli('restore', cluster, '--to', dir, '--backup', label, '--target', 'immediate', '--wait');
+  assert.equal(r.code, 0, `restore of ${label}:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
+  const pg = await startPostgres({ dataDir: dir, waitForRecovery: true, settings: { archive_mode: 'off' } });
+  started.push(pg);
+  assert.deepEqual(await tableDigests(pg), expected, `rows restored from ${label}`);
+  await pg.stop();
 }

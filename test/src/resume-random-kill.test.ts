@@ -17,11 +17,10 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { sleep } from '@pgfleet/core';
-import { startPostgres, type PgInstance } from '@pgfleet/testkit';
+import type { PgInstance } from '@pgfleet/testkit';
 import { REPOSITORY_KINDS, agentCommand, startFleet, waitFor, type Fleet } from './harness.js';
-import { figures, notJournaled, tableDigests, TABLES, type JobJson } from './resume-fixtures.js';
+import { figures, notJournaled, restoreExactly, tableDigests, TABLES, type JobJson } from './resume-fixtures.js';
 
 const SEED = Number(process.env.PGFLEET_RESUME_SEED ?? 0x5eed14);
 const WORKERS = 2;
@@ -212,15 +211,8 @@ for (const kind of REPOSITORY_KINDS)
       return { label, at };
     }
 
-    async function restoreExactly(label: string, expected: Record<string, string>): Promise<void> {
-      const dir = join(fleet.dir, `restore-${label}`);
-      const r = await cli('restore', C, '--to', dir, '--backup', label, '--target', 'immediate', '--wait');
-      assert.equal(r.code, 0, `restore of ${label}:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
-      const pg = await startPostgres({ dataDir: dir, waitForRecovery: true, settings: { archive_mode: 'off' } });
-      started.push(pg);
-      assert.deepEqual(await tableDigests(pg), expected, `rows restored from ${label}`);
-      await pg.stop();
-    }
+    const restored = (label: string, expected: Record<string, string>) =>
+      restoreExactly(fleet, C, label, expected, started);
 
     before(async () => {
       fleet = await startFleet({
@@ -304,7 +296,7 @@ for (const kind of REPOSITORY_KINDS)
       const last = [...complete.keys()].at(-1)!;
       const targets = new Map([...continued, [last, complete.get(last)!]]);
       // One at a time: restores in parallel on a busy 2-core machine outlast the CLI's time limit.
-      for (const [label, digests] of targets) await restoreExactly(label, digests);
+      for (const [label, digests] of targets) await restored(label, digests);
       const r = await cli('verify', C, '--wait');
       assert.equal(r.code, 0, `verify:\n${r.stdout}\n${r.stderr}`);
     });

@@ -14,12 +14,11 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { ErrorCodes, sleep } from '@pgfleet/core';
-import { startPostgres, type PgInstance } from '@pgfleet/testkit';
+import type { PgInstance } from '@pgfleet/testkit';
 import type { JournalBatch } from '@pgfleet/storage';
 import { agentCommand, startFleet, waitFor, type Fleet } from './harness.js';
-import { figures, notJournaled, tableDigests, TABLES, type JobJson } from './resume-fixtures.js';
+import { figures, notJournaled, restoreExactly, tableDigests, TABLES, type JobJson } from './resume-fixtures.js';
 
 const C = 'resume';
 /** The agent copies with one worker: a kill finds the copy under way, and "one file per worker" is one file. */
@@ -95,15 +94,8 @@ describe('resumable backups: kill -9, then the next backup continues', { timeout
     await sleep(2100);
   }
 
-  async function restoreExactly(label: string, expected: Record<string, string>): Promise<void> {
-    const dir = join(fleet.dir, `restore-${label}`);
-    const r = await cli('restore', C, '--to', dir, '--backup', label, '--target', 'immediate', '--wait');
-    assert.equal(r.code, 0, `restore of ${label}:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
-    const pg = await startPostgres({ dataDir: dir, waitForRecovery: true, settings: { archive_mode: 'off' } });
-    started.push(pg);
-    assert.deepEqual(await tableDigests(pg), expected, `rows restored from ${label}`);
-    await pg.stop();
-  }
+  const restored = (label: string, expected: Record<string, string>) =>
+    restoreExactly(fleet, C, label, expected, started);
 
   before(async () => {
     fleet = await startFleet({
@@ -232,6 +224,6 @@ describe('resumable backups: kill -9, then the next backup continues', { timeout
   });
 
   it('both continued backups restore exactly the rows they were taken from', async () => {
-    await Promise.all([restoreExactly(l1, l1Digests), restoreExactly(l2, l2Digests)]);
+    await Promise.all([restored(l1, l1Digests), restored(l2, l2Digests)]);
   });
 });
