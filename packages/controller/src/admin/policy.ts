@@ -22,6 +22,7 @@ import {
   FLEET_POLICY_SCOPE,
   HEALTH_FIELDS,
   HEALTH_KEYS,
+  LOGICAL_RETENTION_KEYS,
   POLICY_KEYS,
   effectivePolicy,
   isEmptySettings,
@@ -51,12 +52,21 @@ export function settingsToProto(s: PolicySettings | undefined): MessageInitShape
 export function settingsFromProto(p: ProtoPolicySettings | undefined): PolicySettings {
   const s: PolicySettings = { schedules: {}, retention: {}, health: {} };
   if (!p) return s;
-  for (const k of ['full', 'diff', 'incr', 'drill'] as const) if (p[k] !== undefined) s.schedules[k] = p[k].trim();
+  for (const k of ['full', 'diff', 'incr', 'drill', 'logical'] as const)
+    if (p[k] !== undefined) s.schedules[k] = p[k].trim();
   for (const k of HEALTH_KEYS) if (p[k] !== undefined) s.health![HEALTH_FIELDS[k]] = p[k];
   if (p.spreadMinutes !== undefined) s.schedules.spreadMinutes = p.spreadMinutes;
   // Checked by validatePolicySettings, which names the flag and the allowed values.
   if (p.backupFrom !== undefined) s.schedules.backupFrom = p.backupFrom.trim() as BackupFrom;
-  for (const k of ['pitrWindowDays', 'daily', 'weekly', 'monthly', 'yearly', 'minFull'] as const)
+  for (const k of [
+    'pitrWindowDays',
+    'daily',
+    'weekly',
+    'monthly',
+    'yearly',
+    'minFull',
+    ...LOGICAL_RETENTION_KEYS,
+  ] as const)
     if (p[k] !== undefined) s.retention[k] = p[k];
   if (p.autoExpire !== undefined) s.retention.autoExpire = p.autoExpire;
   if (p.expireGraceSeconds !== undefined) s.retention.expireGraceSeconds = p.expireGraceSeconds;

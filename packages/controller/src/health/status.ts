@@ -207,7 +207,7 @@ function alertsOf(states: readonly HealthStateRecord[], agent: AgentRecord | und
 }
 
 /** The kinds a schedule can start, in the order a tie at one time is resolved (as the scheduler does). */
-const SCHEDULE_KINDS: readonly ScheduleKind[] = [...BACKUP_PRECEDENCE, 'drill'];
+const SCHEDULE_KINDS: readonly ScheduleKind[] = [...BACKUP_PRECEDENCE, 'drill', 'logical'];
 
 /**
  * The next job the cluster's schedules start: a run already due (missed while the agent was
@@ -216,13 +216,13 @@ const SCHEDULE_KINDS: readonly ScheduleKind[] = [...BACKUP_PRECEDENCE, 'drill'];
  */
 export function nextScheduledJob(
   cluster: string,
-  policy: Pick<EffectivePolicy, 'schedules' | 'drill' | 'spreadMinutes'>,
+  policy: Pick<EffectivePolicy, 'schedules' | 'drill' | 'logical' | 'spreadMinutes'>,
   lastRun: (kind: ScheduleKind) => number | undefined,
   now: number,
 ): ScheduledJobInit | undefined {
   let best: { kind: ScheduleKind; at: number; cron: string } | undefined;
   for (const kind of SCHEDULE_KINDS) {
-    const cron = kind === 'drill' ? policy.drill : policy.schedules[kind];
+    const cron = kind === 'drill' ? policy.drill : kind === 'logical' ? policy.logical : policy.schedules[kind];
     if (!cron) continue;
     // Drills are spread like backups (schedule/loop.ts, drills.ts).
     const schedule = { cluster, type: kind, cron, spreadMinutes: policy.spreadMinutes };
