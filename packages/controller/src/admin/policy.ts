@@ -165,7 +165,31 @@ export function planResponse(r: ClusterRetention): PlanInit {
         walStop: b.walStop,
       };
     }),
-    policy: { ...eff.schedules, spreadMinutes: eff.spreadMinutes, ...eff.retention },
+    policy: {
+      ...eff.schedules,
+      spreadMinutes: eff.spreadMinutes,
+      ...eff.retention,
+      ...(eff.logical ? { logical: eff.logical } : {}),
+      ...(eff.logicalRetention
+        ? {
+            logicalDaily: eff.logicalRetention.daily,
+            logicalWeekly: eff.logicalRetention.weekly,
+            logicalMonthly: eff.logicalRetention.monthly,
+            logicalYearly: eff.logicalRetention.yearly,
+            logicalMin: eff.logicalRetention.min,
+          }
+        : {}),
+    },
+    dumps: r.dumps.map((d, i) => {
+      const decision = r.dumpPlan.decisions[i]!;
+      return {
+        label: d.label,
+        stopTime: timestampFromMs(d.stopTime),
+        keep: decision.keep,
+        reasons: decision.reasons,
+        storedSize: BigInt(d.storedBytes),
+      };
+    }),
   };
 }
 
@@ -176,7 +200,7 @@ export async function planRetention(ctx: ControllerContext, cluster: string): Pr
 export async function applyRetention(ctx: ControllerContext, cluster: string) {
   const r = await planClusterRetention(ctx, cluster);
   const plan = planResponse(r);
-  if (!planRemovesSomething(r.plan)) return { plan };
+  if (!planRemovesSomething(r.plan, r.dumpPlan)) return { plan };
   try {
     // Refused with BackupInProgress while the cluster has a backup or expire running (one catalog transaction decides).
     return { plan, job: await startExpireJob(ctx, r, 'requested') };
