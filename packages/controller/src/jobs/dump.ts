@@ -31,7 +31,11 @@ import { jobOfKind, type TypedJob } from './params.js';
 /** pg_dump --jobs and pg_restore --jobs beyond this are refused (each is a backend and a process). */
 const MAX_JOBS = 64;
 /** The catalog record of a dump the agent reported (sizes summed over its databases). */
-export function dumpRecord(job: Pick<TypedJob<'dump'>, 'cluster' | 'id' | 'startedAt' | 'createdAt'>, dump: DumpResult, now: number): DumpRecord {
+export function dumpRecord(
+  job: Pick<TypedJob<'dump'>, 'cluster' | 'id' | 'startedAt' | 'createdAt'>,
+  dump: DumpResult,
+  now: number,
+): DumpRecord {
   return {
     cluster: job.cluster,
     label: dump.label,

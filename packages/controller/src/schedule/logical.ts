@@ -52,12 +52,18 @@ export async function startDueDumps(
     }
     if (!run) continue;
     const record = () =>
-      ctx.store.recordScheduleRuns([{ cluster: s.cluster, type: 'logical', lastRun: run.scheduledAt.getTime() }], fence);
+      ctx.store.recordScheduleRuns(
+        [{ cluster: s.cluster, type: 'logical', lastRun: run.scheduledAt.getTime() }],
+        fence,
+      );
     try {
       const job = await startDumpJob(ctx, s.cluster, undefined, { scheduledAt: run.scheduledAt.toISOString(), fence });
       await record();
       started.push({ cluster: s.cluster, jobId: job.id ?? '', scheduledAt: run.scheduledAt });
-      log.info({ cluster: s.cluster, scheduledAt: run.scheduledAt.toISOString(), jobId: job.id }, 'scheduled dump started');
+      log.info(
+        { cluster: s.cluster, scheduledAt: run.scheduledAt.toISOString(), jobId: job.id },
+        'scheduled dump started',
+      );
     } catch (err) {
       const e = asPgfleetError(err);
       if (e.errorName === 'LeadershipLost') throw e;
