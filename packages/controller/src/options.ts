@@ -235,7 +235,7 @@ export const controllerProgram = {
       min: 0,
       max: 365 * 24 * 3600,
       description:
-        "Seconds: dump.stale when a cluster has no complete logical dump newer than this (0: only clusters whose policy sets --logical or --stale-dump-threshold are judged).",
+        'Seconds: dump.stale when a cluster has no complete logical dump newer than this (0: only clusters whose policy sets --logical or --stale-dump-threshold are judged).',
     },
     {
       name: 'agent-silence-threshold',
