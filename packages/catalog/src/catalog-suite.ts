@@ -8,7 +8,13 @@ import { strict as assert } from 'node:assert';
 import { afterEach, describe, test } from 'node:test';
 import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { CATALOG_MIGRATIONS } from './migrations.js';
-import { FLEET_POLICY_SCOPE, type BackupRecord, type CatalogStore, type OutboxEventInput } from './store.js';
+import {
+  FLEET_POLICY_SCOPE,
+  type BackupRecord,
+  type CatalogStore,
+  type DumpRecord,
+  type OutboxEventInput,
+} from './store.js';
 
 export function sampleBackup(
   label: string,
@@ -66,6 +72,54 @@ export async function checkAgentsKeyedUpgrade(store: CatalogStore): Promise<void
       ['other', 'agent-1', 'db2'],
     ],
   );
+}
+
+export function sampleDump(label: string, stopTime: number, extra: Partial<DumpRecord> = {}): DumpRecord {
+  return {
+    cluster: 'main',
+    label,
+    jobId: `job-${label}`,
+    startTime: stopTime - 500,
+    stopTime,
+    sizeBytes: 1000,
+    storedBytes: 400,
+    result: { label, databases: [{ name: 'shop', size: '1000', storedSize: '400' }] },
+    ...extra,
+  };
+}
+
+/**
+ * Dump jobs written before the dumps table (their DumpResult kept with the succeeded job only),
+ * the same SQL in both dialects: after the upgrade the succeeded ones are dumps, with the job's
+ * times and the sums of their databases' sizes (checkDumpsBackfill).
+ */
+export const DUMPS_BEFORE_TABLE = {
+  version: CATALOG_MIGRATIONS.findIndex((m) => m.description.startsWith('dumps: ')),
+  rows: [
+    "INSERT INTO clusters (name, system_identifier, pg_version, created_at) VALUES ('main', '1', 170002, 0)",
+    `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, result) VALUES
+      ('d1', 'main', 'dump', 'succeeded', 'a', '{}', 900, 1000, 5000,
+       '{"dump":{"label":"20261207-010203-123L","databases":[{"name":"shop","size":"100","storedSize":"40"},{"name":"crm","size":"5","storedSize":"2"}],"codec":"none"}}')`,
+    `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, result) VALUES
+      ('d2', 'main', 'dump', 'failed', 'a', '{}', 6000, 6100, 6200, NULL)`,
+    `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, result) VALUES
+      ('d3', 'main', 'dump', 'succeeded', 'a', '{}', 7000, 7100, 9000, '{"dump":{"label":"20261207-020203-123L"}}')`,
+  ],
+};
+
+export async function checkDumpsBackfill(store: CatalogStore): Promise<void> {
+  const dumps = await store.listDumps('main');
+  assert.deepEqual(
+    dumps.map((d) => [d.label, d.jobId, d.startTime, d.stopTime, d.sizeBytes, d.storedBytes, d.expiredAt]),
+    [
+      ['20261207-010203-123L', 'd1', 1000, 5000, 105, 42, null],
+      ['20261207-020203-123L', 'd3', 7100, 9000, 0, 0, null],
+    ],
+  );
+  assert.equal((dumps[0]!.result as { codec: string }).codec, 'none');
+  // schedule_runs admits the logical schedule.
+  await store.recordScheduleRuns([{ cluster: 'main', type: 'logical', lastRun: 10 }]);
+  assert.deepEqual(await store.listScheduleRuns('main'), [{ cluster: 'main', type: 'logical', lastRun: 10 }]);
 }
 
 /** An agent of cluster 'main' (the cluster storeWithCluster registers). */
@@ -914,6 +968,74 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         await assert.rejects(store.setBackupPinned('other', 'b1', true), (err: unknown) =>
           PgfleetError.is(err, 'UnknownBackup'),
         );
+      });
+
+      test('dumps: listed oldest first, one record per label, the newest per cluster; expired ones leave the listing', async () => {
+        const store = await storeWithCluster();
+        await store.upsertCluster({ name: 'other', systemIdentifier: '2', pgVersion: 160000 }, 1);
+        await store.insertDump(sampleDump('20261207-030000-000L', 3000));
+        await store.insertDump(sampleDump('20261207-010000-000L', 1000));
+        await store.insertDump(sampleDump('20261207-020000-000L', 2000));
+        // The same label again (a retried result) keeps the first record.
+        await store.insertDump(sampleDump('20261207-020000-000L', 2000, { jobId: 'retry', sizeBytes: 1 }));
+        await store.insertDump(sampleDump('20261207-050000-000L', 5000, { cluster: 'other' }));
+        const list = await store.listDumps('main');
+        assert.deepEqual(
+          list.map((d) => [d.label, d.jobId, d.sizeBytes, d.expiredAt]),
+          [
+            ['20261207-010000-000L', 'job-20261207-010000-000L', 1000, null],
+            ['20261207-020000-000L', 'job-20261207-020000-000L', 1000, null],
+            ['20261207-030000-000L', 'job-20261207-030000-000L', 1000, null],
+          ],
+        );
+        assert.deepEqual(list[0]!.result, sampleDump('20261207-010000-000L', 1000).result);
+        assert.deepEqual(
+          (await store.latestDumps()).map((d) => [d.cluster, d.label]),
+          [
+            ['main', '20261207-030000-000L'],
+            ['other', '20261207-050000-000L'],
+          ],
+        );
+        assert.equal(
+          await store.markDumpsExpired('main', ['20261207-030000-000L', '20261207-010000-000L', 'nope'], 7000),
+          2,
+        );
+        assert.equal(await store.markDumpsExpired('main', ['20261207-030000-000L'], 8000), 0, 'expired once');
+        assert.deepEqual(
+          (await store.listDumps('main')).map((d) => d.label),
+          ['20261207-020000-000L'],
+        );
+        assert.deepEqual(
+          (await store.listDumps('main', { includeExpired: true })).map((d) => [d.label, d.expiredAt]),
+          [
+            ['20261207-010000-000L', 7000],
+            ['20261207-020000-000L', null],
+            ['20261207-030000-000L', 7000],
+          ],
+        );
+        assert.deepEqual(
+          (await store.latestDumps('main')).map((d) => d.label),
+          ['20261207-020000-000L'],
+        );
+        assert.deepEqual(await store.listDumps('ghost'), []);
+      });
+
+      test('a dump job succeeds and records its dump in the same step', async () => {
+        const store = await storeWithCluster();
+        await store.createJob({ id: 'dj', cluster: 'main', kind: 'dump', agentId: 'agent-1', params: {} }, 1);
+        await store.transitionJob('dj', 'dispatched', {}, 2);
+        await store.transitionJob('dj', 'running', {}, 2);
+        const dump = sampleDump('20261207-010000-000L', 3, { jobId: 'dj' });
+        const done = await store.transitionJob('dj', 'succeeded', { result: { dump: dump.result }, dump }, 3);
+        assert.equal(done.changed, true);
+        assert.deepEqual(
+          (await store.listDumps('main')).map((d) => [d.label, d.jobId, d.stopTime]),
+          [['20261207-010000-000L', 'dj', 3]],
+        );
+        // A failed dump job records nothing.
+        await store.createJob({ id: 'df', cluster: 'main', kind: 'dump', agentId: 'agent-1', params: {} }, 4);
+        await store.transitionJob('df', 'failed', { dump: sampleDump('20261207-020000-000L', 5) }, 5);
+        assert.equal((await store.listDumps('main')).length, 1);
       });
 
       test('deleting backup rows removes exactly the named ones of the cluster', async () => {

@@ -640,6 +640,71 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       DROP INDEX backups_cluster_stop;
     `,
   },
+  {
+    description:
+      "dumps: the catalog's record of each complete logical dump (retention marks expired ones), backfilled from succeeded dump jobs (their start and finish times); schedule_runs admits 'logical' (scheduled dumps)",
+    sqlite: `
+      CREATE TABLE dumps (
+        cluster      TEXT NOT NULL,
+        label        TEXT NOT NULL,
+        job_id       TEXT NOT NULL,
+        start_time   INTEGER NOT NULL,
+        stop_time    INTEGER NOT NULL,
+        size_bytes   INTEGER NOT NULL,
+        stored_bytes INTEGER NOT NULL,
+        result       TEXT NOT NULL,
+        expired_at   INTEGER,
+        PRIMARY KEY (cluster, label)
+      );
+      CREATE INDEX dumps_cluster_order ON dumps(cluster, stop_time, label);
+      INSERT INTO dumps (cluster, label, job_id, start_time, stop_time, size_bytes, stored_bytes, result)
+        SELECT j.cluster, json_extract(j.result, '$.dump.label'), j.id,
+               COALESCE(j.started_at, j.created_at), COALESCE(j.finished_at, j.created_at),
+               (SELECT COALESCE(SUM(CAST(json_extract(d.value, '$.size') AS INTEGER)), 0)
+                  FROM json_each(j.result, '$.dump.databases') d),
+               (SELECT COALESCE(SUM(CAST(json_extract(d.value, '$.storedSize') AS INTEGER)), 0)
+                  FROM json_each(j.result, '$.dump.databases') d),
+               json_extract(j.result, '$.dump')
+          FROM jobs j
+         WHERE j.kind = 'dump' AND j.state = 'succeeded' AND json_extract(j.result, '$.dump.label') IS NOT NULL
+        ON CONFLICT (cluster, label) DO NOTHING;
+      CREATE TABLE schedule_runs_v3 (
+        cluster  TEXT NOT NULL,
+        type     TEXT NOT NULL CHECK (type IN ('full', 'diff', 'incr', 'drill', 'logical')),
+        last_run INTEGER NOT NULL,
+        PRIMARY KEY (cluster, type)
+      );
+      INSERT INTO schedule_runs_v3 (cluster, type, last_run) SELECT cluster, type, last_run FROM schedule_runs;
+      DROP TABLE schedule_runs;
+      ALTER TABLE schedule_runs_v3 RENAME TO schedule_runs;
+    `,
+    postgres: `
+      CREATE TABLE dumps (
+        cluster      TEXT NOT NULL,
+        label        TEXT NOT NULL,
+        job_id       TEXT NOT NULL,
+        start_time   BIGINT NOT NULL,
+        stop_time    BIGINT NOT NULL,
+        size_bytes   BIGINT NOT NULL,
+        stored_bytes BIGINT NOT NULL,
+        result       JSONB NOT NULL,
+        expired_at   BIGINT,
+        PRIMARY KEY (cluster, label)
+      );
+      CREATE INDEX dumps_cluster_order ON dumps(cluster, stop_time, label COLLATE "C");
+      INSERT INTO dumps (cluster, label, job_id, start_time, stop_time, size_bytes, stored_bytes, result)
+        SELECT j.cluster, j.result->'dump'->>'label', j.id,
+               COALESCE(j.started_at, j.created_at), COALESCE(j.finished_at, j.created_at),
+               (SELECT COALESCE(SUM((d->>'size')::bigint), 0) FROM jsonb_array_elements(COALESCE(j.result->'dump'->'databases', '[]'::jsonb)) d),
+               (SELECT COALESCE(SUM((d->>'storedSize')::bigint), 0) FROM jsonb_array_elements(COALESCE(j.result->'dump'->'databases', '[]'::jsonb)) d),
+               j.result->'dump'
+          FROM jobs j
+         WHERE j.kind = 'dump' AND j.state = 'succeeded' AND j.result->'dump'->>'label' IS NOT NULL
+        ON CONFLICT (cluster, label) DO NOTHING;
+      ALTER TABLE schedule_runs DROP CONSTRAINT schedule_runs_type_check;
+      ALTER TABLE schedule_runs ADD CONSTRAINT schedule_runs_type_check CHECK (type IN ('full', 'diff', 'incr', 'drill', 'logical'));
+    `,
+  },
 ];
 
 /** The schema version a store is at once every migration is applied. */

@@ -8,8 +8,10 @@ import { ErrorCodes, PgfleetError, sleep } from '@pgfleet/core';
 import { freePort, startPostgres, type PgInstance } from '@pgfleet/testkit';
 import {
   AGENTS_BEFORE_CLUSTER_KEY,
+  DUMPS_BEFORE_TABLE,
   catalogStoreSuite,
   checkAgentsKeyedUpgrade,
+  checkDumpsBackfill,
   sampleBackup,
 } from './catalog-suite.js';
 import {
@@ -215,6 +217,19 @@ describe('postgres: shared by several controllers', () => {
     const store = await open(url);
     assert.equal(await store.schemaVersion(), CATALOG_SCHEMA_VERSION);
     await checkAgentsKeyedUpgrade(store);
+  });
+
+  test('dump jobs from before the dumps table become dumps: succeeded ones with their sizes, failed ones not', async () => {
+    const url = await freshDatabase();
+    await rawQuery(url, 'CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
+    for (let v = 1; v <= DUMPS_BEFORE_TABLE.version; v++) {
+      await rawQuery(url, POSTGRES_MIGRATIONS[v - 1]!);
+      await rawQuery(url, 'INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 0)', [v]);
+    }
+    for (const sql of DUMPS_BEFORE_TABLE.rows) await rawQuery(url, sql);
+    const store = await open(url);
+    assert.equal(await store.schemaVersion(), CATALOG_SCHEMA_VERSION);
+    await checkDumpsBackfill(store);
   });
 
   test('reopening applies nothing twice; a newer schema is refused with PGF-1002', async () => {

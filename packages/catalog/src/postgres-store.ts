@@ -22,6 +22,10 @@ import {
   backupRowParams,
   healthStateFromRow,
   insertBackupSql,
+  insertDumpSql,
+  dumpFromRow,
+  dumpRowParams,
+  type DumpRow,
   insertOutboxEventSql,
   outboxEventFromRow,
   outboxEventParams,
@@ -84,6 +88,7 @@ import {
   type PolicyRetention,
   type PolicySchedules,
   type ScheduleRunRecord,
+  type DumpRecord,
   type TransitionOptions,
   type TransitionOutcome,
   type HealthStateRecord,
@@ -590,6 +595,50 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows.length;
   }
 
+  async insertDump(d: DumpRecord): Promise<void> {
+    await this.insertDumpWith(this.pool, d);
+  }
+
+  private async insertDumpWith(db: pg.Pool | pg.PoolClient, d: DumpRecord): Promise<void> {
+    const params = dumpRowParams(d);
+    await this.run(() =>
+      db.query(
+        insertDumpSql(dialect, (n) => `$${n}::jsonb`),
+        params,
+      ),
+    );
+  }
+
+  async listDumps(cluster: string, options: { includeExpired?: boolean } = {}): Promise<DumpRecord[]> {
+    const rows = await this.query<DumpRow>(
+      `SELECT * FROM dumps WHERE cluster = $1${options.includeExpired ? '' : ' AND expired_at IS NULL'} ORDER BY stop_time, label COLLATE "C"`,
+      [cluster],
+    );
+    return rows.map((r) => dumpFromRow(r, decodeJson));
+  }
+
+  async latestDumps(cluster?: string): Promise<DumpRecord[]> {
+    const rows =
+      cluster === undefined
+        ? await this.query<DumpRow>(
+            `SELECT DISTINCT ON (cluster COLLATE "C") * FROM dumps WHERE expired_at IS NULL
+             ORDER BY cluster COLLATE "C", stop_time DESC, label COLLATE "C" DESC`,
+          )
+        : await this.query<DumpRow>(
+            'SELECT * FROM dumps WHERE cluster = $1 AND expired_at IS NULL ORDER BY stop_time DESC, label COLLATE "C" DESC LIMIT 1',
+            [cluster],
+          );
+    return rows.map((r) => dumpFromRow(r, decodeJson));
+  }
+
+  async markDumpsExpired(cluster: string, labels: readonly string[], now: number): Promise<number> {
+    const rows = await this.query<{ label: string }>(
+      'UPDATE dumps SET expired_at = $3 WHERE cluster = $1 AND label = ANY($2::text[]) AND expired_at IS NULL RETURNING label',
+      [cluster, [...labels], now],
+    );
+    return rows.length;
+  }
+
   async getPolicy(scope: string): Promise<PolicyRecord | undefined> {
     const rows = await this.query<PolicyRow>('SELECT * FROM policies WHERE scope = $1', [scope]);
     return rows[0] && policyFromRow(rows[0], decodeJson);
@@ -743,6 +792,7 @@ export class PostgresCatalogStore implements CatalogStore {
     if (!checkJobTransition(current.id, current.state, to)) return { job: current, changed: false };
     const terminal = isTerminalJobState(to);
     if (to === 'succeeded' && options.backup) await this.insertBackupWith(client, options.backup);
+    if (to === 'succeeded' && options.dump) await this.insertDumpWith(client, options.dump);
     await insertEvents(client, options.events ?? []);
     const res = await client.query<JobRow>(
       `UPDATE jobs SET state = $2,

@@ -26,6 +26,7 @@ import type {
   JobFilter,
   BackupRecord,
   ClusterRecord,
+  DumpRecord,
   JobKind,
   JobRecord,
   JobStateName,
@@ -284,6 +285,44 @@ export function backupRowParams(b: BackupRecord, dialect: SqlDialect): unknown[]
     b.priorLabel,
     dialect.bool(b.pinned === true),
   ];
+}
+
+export interface DumpRow {
+  cluster: string;
+  label: string;
+  job_id: string;
+  start_time: number;
+  stop_time: number;
+  size_bytes: number;
+  stored_bytes: number;
+  result: unknown;
+  expired_at: number | null;
+}
+
+export function dumpFromRow(r: DumpRow, decodeJson: DecodeJson): DumpRecord {
+  return {
+    cluster: r.cluster,
+    label: r.label,
+    jobId: r.job_id,
+    startTime: r.start_time,
+    stopTime: r.stop_time,
+    sizeBytes: r.size_bytes,
+    storedBytes: r.stored_bytes,
+    result: decodeJson(r.result) ?? null,
+    expiredAt: r.expired_at ?? null,
+  };
+}
+
+/** The dump insert; the same (cluster, label) again is the same dump reported twice: the first row stays. */
+export function insertDumpSql(dialect: SqlDialect, json: (n: number) => string = dialect.param): string {
+  const p = dialect.param;
+  return `INSERT INTO dumps (cluster, label, job_id, start_time, stop_time, size_bytes, stored_bytes, result)
+    VALUES (${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}, ${p(5)}, ${p(6)}, ${p(7)}, ${json(8)})
+    ON CONFLICT (cluster, label) DO NOTHING`;
+}
+
+export function dumpRowParams(d: DumpRecord): unknown[] {
+  return [d.cluster, d.label, d.jobId, d.startTime, d.stopTime, d.sizeBytes, d.storedBytes, encodeJson(d.result ?? {})];
 }
 
 export function policyFromRow(r: PolicyRow, decodeJson: DecodeJson): PolicyRecord {

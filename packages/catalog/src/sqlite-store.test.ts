@@ -7,7 +7,13 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { PgfleetError } from '@pgfleet/core';
-import { AGENTS_BEFORE_CLUSTER_KEY, catalogStoreSuite, checkAgentsKeyedUpgrade } from './catalog-suite.js';
+import {
+  AGENTS_BEFORE_CLUSTER_KEY,
+  DUMPS_BEFORE_TABLE,
+  catalogStoreSuite,
+  checkAgentsKeyedUpgrade,
+  checkDumpsBackfill,
+} from './catalog-suite.js';
 import { CATALOG_SCHEMA_VERSION, SQLITE_MIGRATIONS, SqliteCatalogStore, openCatalog } from './index.js';
 
 let dir: string;
@@ -101,6 +107,22 @@ describe('sqlite: migrations and the file', () => {
     const store = SqliteCatalogStore.open(path);
     assert.equal(store.schemaVersion(), CATALOG_SCHEMA_VERSION);
     await checkAgentsKeyedUpgrade(store);
+    await store.close();
+  });
+
+  test('dump jobs from before the dumps table become dumps: succeeded ones with their sizes, failed ones not', async () => {
+    const path = freshPath();
+    const raw = new Database(path);
+    raw.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    for (let v = 1; v <= DUMPS_BEFORE_TABLE.version; v++) {
+      raw.exec(SQLITE_MIGRATIONS[v - 1]!);
+      raw.prepare('INSERT INTO schema_migrations VALUES (?, 0)').run(v);
+    }
+    for (const sql of DUMPS_BEFORE_TABLE.rows) raw.exec(sql);
+    raw.close();
+    const store = SqliteCatalogStore.open(path);
+    assert.equal(store.schemaVersion(), CATALOG_SCHEMA_VERSION);
+    await checkDumpsBackfill(store);
     await store.close();
   });
 

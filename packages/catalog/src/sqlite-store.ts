@@ -17,6 +17,10 @@ import {
   backupRowParams,
   healthStateFromRow,
   insertBackupSql,
+  insertDumpSql,
+  dumpFromRow,
+  dumpRowParams,
+  type DumpRow,
   insertOutboxEventSql,
   outboxEventFromRow,
   outboxEventParams,
@@ -79,6 +83,7 @@ import {
   type PolicyRetention,
   type PolicySchedules,
   type ScheduleRunRecord,
+  type DumpRecord,
   type TransitionOptions,
   type TransitionOutcome,
   type HealthStateRecord,
@@ -515,6 +520,42 @@ export class SqliteCatalogStore implements CatalogStore {
     return this.db.transaction(() => labels.reduce((n, label) => n + del.run(cluster, label).changes, 0)).immediate();
   }
 
+  async insertDump(d: DumpRecord): Promise<void> {
+    this.insertDumpSync(d);
+  }
+
+  private insertDumpSync(d: DumpRecord): void {
+    this.prepare(insertDumpSql(dialect)).run(...dumpRowParams(d));
+  }
+
+  async listDumps(cluster: string, options: { includeExpired?: boolean } = {}): Promise<DumpRecord[]> {
+    const rows = this.prepare(
+      `SELECT * FROM dumps WHERE cluster = ?${options.includeExpired ? '' : ' AND expired_at IS NULL'} ORDER BY stop_time, label`,
+    ).all(cluster) as DumpRow[];
+    return rows.map((r) => dumpFromRow(r, unjson));
+  }
+
+  async latestDumps(cluster?: string): Promise<DumpRecord[]> {
+    const newest =
+      'SELECT rowid FROM dumps WHERE cluster = c.cluster AND expired_at IS NULL ORDER BY stop_time DESC, label DESC LIMIT 1';
+    const rows =
+      cluster === undefined
+        ? (this.prepare(
+            `SELECT d.* FROM (SELECT DISTINCT cluster FROM dumps) c JOIN dumps d ON d.rowid = (${newest}) ORDER BY d.cluster`,
+          ).all() as DumpRow[])
+        : (this.prepare(
+            'SELECT * FROM dumps WHERE cluster = ? AND expired_at IS NULL ORDER BY stop_time DESC, label DESC LIMIT 1',
+          ).all(cluster) as DumpRow[]);
+    return rows.map((r) => dumpFromRow(r, unjson));
+  }
+
+  async markDumpsExpired(cluster: string, labels: readonly string[], now: number): Promise<number> {
+    const mark = this.prepare('UPDATE dumps SET expired_at = ? WHERE cluster = ? AND label = ? AND expired_at IS NULL');
+    return this.db
+      .transaction(() => labels.reduce((n, label) => n + mark.run(now, cluster, label).changes, 0))
+      .immediate();
+  }
+
   async getPolicy(scope: string): Promise<PolicyRecord | undefined> {
     const row = this.prepare('SELECT * FROM policies WHERE scope = ?').get(scope) as PolicyRow | undefined;
     return row && policyFromRow(row, unjson);
@@ -656,6 +697,7 @@ export class SqliteCatalogStore implements CatalogStore {
     if (!checkJobTransition(id, current.state, to)) return { job: current, changed: false };
     const terminal = isTerminalJobState(to);
     if (to === 'succeeded' && options.backup) this.insertBackupSync(options.backup);
+    if (to === 'succeeded' && options.dump) this.insertDumpSync(options.dump);
     this.insertEventsSync(options.events ?? []);
     this.prepare(
       `UPDATE jobs SET state = ?,

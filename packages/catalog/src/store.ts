@@ -204,6 +204,25 @@ export interface BackupRecord {
   pinned?: boolean;
 }
 
+/**
+ * A complete logical dump (pgfleet dump, docs/logical.md). The catalog holds no protocol types:
+ * `result` is the dump's DumpResult in its JSON form (what the agent wrote as dump.json); the
+ * other fields are copies for listing, ordering and health.
+ */
+export interface DumpRecord {
+  cluster: string;
+  label: string;
+  jobId: string;
+  startTime: number;
+  stopTime: number;
+  /** Content bytes of its databases' files, and the bytes stored. */
+  sizeBytes: number;
+  storedBytes: number;
+  result: unknown;
+  /** When retention expired it (its objects deleted from the repository); null: complete. Reads always set it. */
+  expiredAt?: number | null;
+}
+
 /** The policies row of the fleet default; every other scope is a cluster name. */
 export const FLEET_POLICY_SCOPE = '*';
 
@@ -217,6 +236,8 @@ export interface PolicySchedules {
   incr?: string;
   /** Restore drill schedule (cron); '' = not scheduled. */
   drill?: string;
+  /** Logical dump schedule (cron, `--logical`); '' = not scheduled. */
+  logical?: string;
   spreadMinutes?: number;
   /** Which host of an HA cluster backups run on (scheduled and manual ones alike). */
   backupFrom?: BackupFrom;
@@ -233,10 +254,12 @@ export interface PolicyHealth {
   rpoSeconds?: number;
   staleBackupSeconds?: number;
   silenceSeconds?: number;
+  /** dump.stale: the newest complete dump older than this (only for clusters with a logical schedule or dumps). */
+  staleDumpSeconds?: number;
 }
 
 /** What a scheduled run is of: a backup type or a restore drill. */
-export type ScheduleKind = BackupKind | 'drill';
+export type ScheduleKind = BackupKind | 'drill' | 'logical';
 
 /** Retention settings of a policy; an absent key is inherited (cluster -> fleet -> default). */
 export interface PolicyRetention {
@@ -250,6 +273,13 @@ export interface PolicyRetention {
   autoExpire?: boolean;
   /** Seconds from the retention.planned event to the automatic expire job. */
   expireGraceSeconds?: number;
+  /** Logical dumps kept by GFS tiers of their own (never counted with physical backups). */
+  logicalDaily?: number;
+  logicalWeekly?: number;
+  logicalMonthly?: number;
+  logicalYearly?: number;
+  /** Never fewer complete dumps than this. */
+  logicalMin?: number;
 }
 
 export interface PolicyRecord {
@@ -336,6 +366,8 @@ export interface TransitionOptions {
   result?: unknown;
   /** Inserted in the same transaction as a transition to 'succeeded' (a backup job's outcome). */
   backup?: BackupRecord;
+  /** Inserted in the same transaction as a transition to 'succeeded' (a dump job's outcome). */
+  dump?: DumpRecord;
   /** Outbox events reporting this transition: written in its transaction, and only if the job moved. */
   events?: readonly OutboxEventInput[];
 }
@@ -490,6 +522,15 @@ export interface CatalogStore {
   setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord>;
   /** Removes backup rows (after an expire job deleted them from the repository); returns how many existed. */
   deleteBackups(cluster: string, labels: readonly string[]): Promise<number>;
+
+  /** Idempotent for the same (cluster, label): the first record stays (a retried result). */
+  insertDump(dump: DumpRecord): Promise<void>;
+  /** The cluster's complete dumps (and expired ones with `includeExpired`), oldest stop time first. */
+  listDumps(cluster: string, options?: { includeExpired?: boolean }): Promise<DumpRecord[]>;
+  /** The newest complete dump of each cluster (of `cluster` alone when given), by cluster name. */
+  latestDumps(cluster?: string): Promise<DumpRecord[]>;
+  /** Marks dumps expired (retention deleted their objects); returns how many complete ones it marked. */
+  markDumpsExpired(cluster: string, labels: readonly string[], now: number): Promise<number>;
 
   /** The policy of a scope (cluster name or FLEET_POLICY_SCOPE), if one was set. */
   getPolicy(scope: string): Promise<PolicyRecord | undefined>;

@@ -16,7 +16,7 @@ import {
   type PolicySettings,
   type PolicySettingsSchema,
 } from '@pgfleet/proto';
-import { formatTable, formatTime } from './format.js';
+import { formatBytes, formatTable, formatTime } from './format.js';
 import { out, printJson, startJob, typeName, type Admin } from './output.js';
 import { cliProgram, cliSettings, POLICY_FLAGS } from './program.js';
 
@@ -26,6 +26,7 @@ export const KEY_FLAGS: Record<string, string> = {
   diff: 'diff',
   incr: 'incr',
   drill: 'drill',
+  logical: 'logical',
   spreadMinutes: 'spread-minutes',
   backupFrom: 'backup-from',
   catchUp: 'catch-up',
@@ -37,9 +38,15 @@ export const KEY_FLAGS: Record<string, string> = {
   minFull: 'min-full',
   autoExpire: 'auto-expire',
   expireGraceSeconds: 'expire-grace',
+  logicalDaily: 'logical-daily',
+  logicalWeekly: 'logical-weekly',
+  logicalMonthly: 'logical-monthly',
+  logicalYearly: 'logical-yearly',
+  logicalMin: 'logical-min',
   rpoThresholdSeconds: 'rpo-threshold',
   staleBackupThresholdSeconds: 'stale-backup-threshold',
   agentSilenceThresholdSeconds: 'agent-silence-threshold',
+  staleDumpThresholdSeconds: 'stale-dump-threshold',
 };
 
 function action(command: string, given: string | undefined, allowed: readonly string[]): string {
@@ -56,7 +63,7 @@ function action(command: string, given: string | undefined, allowed: readonly st
 const POLICY_OPTIONS = pickOptions(cliProgram.options, POLICY_FLAGS);
 
 /** A schedule flag's cron line, trimmed; the common slip (a 6-field or 4-field line) is refused here. */
-function schedule(flag: 'full' | 'diff' | 'incr' | 'drill', given: string | undefined): string | undefined {
+function schedule(flag: 'full' | 'diff' | 'incr' | 'drill' | 'logical', given: string | undefined): string | undefined {
   if (given === undefined) return undefined;
   const cron = given.trim();
   // The controller parses the expression fully; catch the common slip (a quoted 6-field or 4-field line) here.
@@ -81,6 +88,7 @@ export function policySettingsFromOptions(options: OptionValues): MessageInitSha
     diff: schedule('diff', p.diff),
     incr: schedule('incr', p.incr),
     drill: schedule('drill', p.drill),
+    logical: schedule('logical', p.logical),
     spreadMinutes: p.spreadMinutes,
     backupFrom: p.backupFrom,
     catchUp: onOff(p.catchUp),
@@ -92,6 +100,12 @@ export function policySettingsFromOptions(options: OptionValues): MessageInitSha
     minFull: p.minFull,
     autoExpire: onOff(p.autoExpire),
     expireGraceSeconds: p.expireGrace === undefined ? undefined : parseDuration(p.expireGrace, 'expire-grace') / 1000,
+    logicalDaily: p.logicalDaily,
+    logicalWeekly: p.logicalWeekly,
+    logicalMonthly: p.logicalMonthly,
+    logicalYearly: p.logicalYearly,
+    logicalMin: p.logicalMin,
+    staleDumpThresholdSeconds: p.staleDumpThreshold,
     rpoThresholdSeconds: p.rpoThreshold,
     staleBackupThresholdSeconds: p.staleBackupThreshold,
     agentSilenceThresholdSeconds: p.agentSilenceThreshold,
@@ -176,6 +190,24 @@ export function describePlan(p: PlanRetentionResponse): string {
   ];
   const expiring = p.backups.filter((b) => !b.keep).length;
   lines.push(`${expiring} of ${p.backups.length} backups would be removed`);
+  if (p.dumps.length) {
+    lines.push(
+      pol?.logicalMin === undefined
+        ? 'logical dumps: no logical-* tier is set, every dump is kept'
+        : `logical dumps: logical-daily ${pol.logicalDaily ?? '-'}, logical-weekly ${pol.logicalWeekly ?? '-'}, logical-monthly ${pol.logicalMonthly ?? '-'}, logical-yearly ${pol.logicalYearly ?? '-'}, logical-min ${pol.logicalMin}`,
+      formatTable(
+        ['DUMP', 'STOP', 'ACTION', 'REASONS', 'STORED'],
+        p.dumps.map((d) => [
+          d.label,
+          formatTime(d.stopTime ? timestampMs(d.stopTime) : undefined),
+          d.keep ? 'keep' : 'expire',
+          d.reasons.join(','),
+          formatBytes(d.storedSize),
+        ]),
+      ),
+      `${p.dumps.filter((d) => !d.keep).length} of ${p.dumps.length} dumps would be removed`,
+    );
+  }
   if (!p.walKeepFrom) {
     lines.push('WAL: all kept (no usable full backup anchors the PITR window)');
   } else {
@@ -210,7 +242,8 @@ export async function retentionCommand(
   const applied = await admin.applyRetention({ cluster });
   if (!applied.job) {
     if (json) printJson(ApplyRetentionResponseSchema, applied);
-    else out(`nothing to remove for cluster ${cluster}: no backup expires and no WAL can (no usable full backup)`);
+    else
+      out(`nothing to remove for cluster ${cluster}: no backup or dump expires and no WAL can (no usable full backup)`);
     return 0;
   }
   if (!json) process.stderr.write(`${describePlan(applied.plan!)}\n`);

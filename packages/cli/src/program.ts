@@ -23,6 +23,7 @@ export const POLICY_FLAGS = [
   'diff',
   'incr',
   'drill',
+  'logical',
   'spread-minutes',
   'backup-from',
   'catch-up',
@@ -34,9 +35,15 @@ export const POLICY_FLAGS = [
   'min-full',
   'auto-expire',
   'expire-grace',
+  'logical-daily',
+  'logical-weekly',
+  'logical-monthly',
+  'logical-yearly',
+  'logical-min',
   'rpo-threshold',
   'stale-backup-threshold',
   'agent-silence-threshold',
+  'stale-dump-threshold',
 ] as const;
 
 /** --limit of the listing commands (jobs, events, wal search: each says what it limits). */
@@ -387,6 +394,41 @@ export const cliProgram = {
       type: 'string',
       cliOnly: true,
       description: "Restore drill schedule: 5-field cron (UTC); '' turns an inherited one off.",
+    },
+    {
+      name: 'logical',
+      type: 'string',
+      cliOnly: true,
+      description:
+        "Logical dump schedule (pg_dump of every database, docs/logical.md): 5-field cron (UTC); '' turns an inherited one off.",
+    },
+    ...(
+      [
+        ['logical-daily', 'Keep the newest dump of each of the last N days that have one (0 = off).'],
+        ['logical-weekly', 'Keep the newest dump of each of the last N ISO weeks (0 = off).'],
+        ['logical-monthly', 'Keep the newest dump of each of the last N months (0 = off).'],
+        ['logical-yearly', 'Keep the newest dump of each of the last N years (0 = off).'],
+        [
+          'logical-min',
+          'Always keep at least the N newest dumps. Logical tiers count dumps only; with none set anywhere every dump is kept.',
+        ],
+      ] as const
+    ).map(([name, description]) => ({
+      name,
+      type: 'integer' as const,
+      cliOnly: true,
+      min: 0,
+      max: 100_000,
+      description,
+    })),
+    {
+      name: 'stale-dump-threshold',
+      type: 'integer',
+      cliOnly: true,
+      min: 1,
+      max: 365 * 24 * 3600,
+      description:
+        "Seconds: dump.stale when no complete logical dump is newer (default: derived from --logical, else the controller's --stale-dump-threshold).",
     },
     {
       name: 'rpo-threshold',

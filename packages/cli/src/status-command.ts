@@ -67,12 +67,14 @@ const ago = (t: ClusterInfo['lastSeen'], now: number): string => (t ? formatAge(
 export function describeStatus(clusters: readonly ClusterInfo[], now: number): string {
   if (clusters.length === 0) return 'no clusters yet: a cluster appears when its agent first connects';
   return formatTable(
-    ['CLUSTER', 'AGENT', 'LAST BACKUP', 'AGE', 'RPO', 'ARCHIVE', 'NEXT JOB', 'VERIFY', 'DRILL', 'ALERTS'],
+    ['CLUSTER', 'AGENT', 'LAST BACKUP', 'AGE', 'LAST DUMP', 'RPO', 'ARCHIVE', 'NEXT JOB', 'VERIFY', 'DRILL', 'ALERTS'],
     clusters.map((c) => [
       c.name,
       c.agentConnected ? 'connected' : c.agentId ? `gone ${ago(c.lastSeen, now)}` : 'none',
       c.lastBackup ? `${c.lastBackup.label} (${typeName(c.lastBackup.type)})` : '-',
       ago(c.lastBackup?.stopTime, now),
+      // The newest complete logical dump and its age (pgfleet dumps lists them all).
+      c.lastDump ? `${c.lastDump.label} ${ago(c.lastDump.time, now)} ago` : '-',
       c.rpoKnown ? formatAge(c.rpoSeconds) : '-',
       c.archiveState || 'unknown',
       nextJob(c, now),

@@ -60,7 +60,12 @@ export interface ControllerContext {
   notifyEvents?: () => void;
   /** Evaluates cluster health on heartbeats (health.ts); absent in tests that do not need it. */
   /** The controller's health thresholds (flags): what a policy that sets none runs under. */
-  healthDefaults?: { rpoSeconds: number; staleBackupSeconds: number; silenceSeconds: number };
+  healthDefaults?: {
+    rpoSeconds: number;
+    staleBackupSeconds: number;
+    silenceSeconds: number;
+    staleDumpSeconds?: number;
+  };
   health?: {
     onHeartbeat(agentId: string, cluster: string, beat: { streamedLsn: string; currentLsn: string }): Promise<void>;
     /** A policy changed: thresholds are read again at the next evaluation. */

@@ -229,6 +229,15 @@ export const controllerProgram = {
       description: 'Seconds: backup.stale when a cluster has no successful backup newer than this.',
     },
     {
+      name: 'stale-dump-threshold',
+      type: 'integer',
+      default: 0,
+      min: 0,
+      max: 365 * 24 * 3600,
+      description:
+        'Seconds: dump.stale when a cluster has no complete logical dump newer than this (0: only clusters whose policy sets --logical or --stale-dump-threshold are judged).',
+    },
+    {
       name: 'agent-silence-threshold',
       type: 'integer',
       default: 60,
@@ -379,6 +388,7 @@ export const controllerProgram = {
         'nats-duplicate-window',
         'rpo-threshold',
         'stale-backup-threshold',
+        'stale-dump-threshold',
         'agent-silence-threshold',
         'health-interval',
         'metrics-listen',
@@ -475,7 +485,13 @@ export interface ControllerConfig {
   /** Retention of PGFLEET_EVENTS when the controller creates it. */
   eventStream?: { maxAgeSeconds?: number; maxBytes?: number; duplicateWindowSeconds?: number };
   /** Health thresholds (seconds); defaults rpo 300, stale backup 26 h, silence 60. */
-  health?: { rpoSeconds?: number; staleBackupSeconds?: number; silenceSeconds?: number; intervalSeconds?: number };
+  health?: {
+    rpoSeconds?: number;
+    staleBackupSeconds?: number;
+    silenceSeconds?: number;
+    intervalSeconds?: number;
+    staleDumpSeconds?: number;
+  };
   /** host:port of /metrics, /healthz, /readyz; absent: none (the CLI's default is 127.0.0.1:7430). */
   metricsListen?: string;
   /** host:port of the web console; absent: none. */
@@ -577,6 +593,7 @@ function eventsAndHealthConfig(
       rpoSeconds: run.rpoThreshold,
       staleBackupSeconds: run.staleBackupThreshold,
       silenceSeconds: run.agentSilenceThreshold,
+      ...(run.staleDumpThreshold > 0 ? { staleDumpSeconds: run.staleDumpThreshold } : {}),
       intervalSeconds: run.healthInterval,
     },
     ...(metrics !== 'off' ? { metricsListen: metrics } : {}),

@@ -139,6 +139,7 @@ export async function startController(
     rpoSeconds: thresholds.rpoSeconds,
     staleBackupSeconds: thresholds.staleBackupSeconds,
     silenceSeconds: thresholds.silenceSeconds,
+    ...(thresholds.staleDumpSeconds !== undefined ? { staleDumpSeconds: thresholds.staleDumpSeconds } : {}),
   };
   const monitor = new HealthMonitor(store, {
     thresholds,

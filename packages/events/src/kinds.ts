@@ -38,6 +38,9 @@ export const EVENT_KINDS = {
   'drill.completed': 'drillCompleted',
   'drill.failed': 'drillFailed',
   'key.rotated': 'keyRotated',
+  'dump.completed': 'dumpCompleted',
+  'dump.failed': 'dumpFailed',
+  'dump.stale': 'dumpStale',
 } as const satisfies Record<string, PayloadCase>;
 
 export type EventKind = keyof typeof EVENT_KINDS;

@@ -330,6 +330,41 @@ export const SAMPLE_PAYLOADS: { [K in EventKind]: EventPayloadInit } = {
       durationSeconds: 0.8,
     },
   },
+  'dump.completed': {
+    case: 'dumpCompleted',
+    value: {
+      jobId: '71829304-b5c6-4d7e-8f90-123456789012',
+      label: '20261124-013000-120L',
+      databases: ['orders', 'billing'],
+      size: 1_842_003_968n,
+      storedSize: 402_113_536n,
+      durationSeconds: 95.4,
+      scheduled: true,
+    },
+  },
+  'dump.failed': {
+    case: 'dumpFailed',
+    value: {
+      jobId: '82930415-c6d7-4e8f-9012-345678901234',
+      error: {
+        code: 'PGF-6200',
+        message: 'pg_dump of database orders failed: could not obtain lock on relation "orders"',
+      },
+      label: '20261124-013000-120L',
+      durationSeconds: 60.2,
+      scheduled: true,
+    },
+  },
+  'dump.stale': {
+    case: 'dumpStale',
+    value: {
+      lastDumpLabel: '20261122-013000-120L',
+      lastDumpTime: ts(-2 * 86400),
+      ageSeconds: 2 * 86400 + 3600,
+      thresholdSeconds: 129600,
+      schedule: '30 1 * * *',
+    },
+  },
 };
 
 /** The sample of one kind as a full event with a fixed id and time. */

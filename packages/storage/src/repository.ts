@@ -447,6 +447,22 @@ export class Repository {
     return `${clusterDir(cluster)}/dump/${label}`;
   }
 
+  /** Labels of the cluster's complete dumps (those with a dump.json), sorted (catalog rebuild). */
+  async listDumpLabels(cluster: string): Promise<string[]> {
+    const root = `${clusterDir(cluster)}/dump/`;
+    const labels: string[] = [];
+    for await (const o of this.driver.list(root)) {
+      const m = /^([^/]+)\/dump\.json$/.exec(o.key.slice(root.length));
+      if (m && /^\d{8}-\d{6}-\d{3}L$/.test(m[1]!)) labels.push(m[1]!);
+    }
+    return labels.sort();
+  }
+
+  /** A dump's manifest (dump.json: the DumpResult as JSON), decrypted when the cluster's repository is encrypted. */
+  async readDumpManifest(cluster: string, label: string): Promise<Buffer> {
+    return this.objects.readSmall(`${this.dumpPrefix(cluster, label)}/dump.json`);
+  }
+
   /** Removes a dump's objects, dump.json first (a half-removed dump never looks complete). */
   async deleteDump(cluster: string, label: string): Promise<void> {
     const prefix = this.dumpPrefix(cluster, label);

@@ -1,5 +1,6 @@
 /** The expire job (ExpireJob): runExpire with the controller's retention plan, reported as ExpireResult. */
 import { runExpire } from '../retention/expire.js';
+import { expireDumps } from '../retention/expire-dumps.js';
 import type { AgentJobKind } from './job-kind.js';
 
 export const expireJob: AgentJobKind<'expire'> = {
@@ -16,10 +17,20 @@ export const expireJob: AgentJobKind<'expire'> = {
       progress: ctx.progress,
       signal: ctx.signal,
     });
+    // Dumps after backups and WAL: a dump depends on nothing physical, nothing depends on it.
+    const deletedDumpLabels = await expireDumps({
+      cluster: e.cluster || ctx.settings.cluster,
+      repo: ctx.repo,
+      labels: e.dumpLabels,
+      dryRun: e.dryRun,
+      log: ctx.log,
+      signal: ctx.signal,
+    });
     return {
       case: 'expire',
       value: {
         ...out,
+        deletedDumpLabels,
         backupBytesDeleted: BigInt(out.backupBytesDeleted),
         walBytesDeleted: BigInt(out.walBytesDeleted),
       },

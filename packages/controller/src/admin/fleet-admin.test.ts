@@ -153,11 +153,11 @@ describe('fleet status', () => {
     assert.equal(table.code, 0, table.stderr);
     assert.match(
       table.stdout,
-      /^CLUSTER\s+AGENT\s+LAST BACKUP\s+AGE\s+RPO\s+ARCHIVE\s+NEXT JOB\s+VERIFY\s+DRILL\s+ALERTS$/m,
+      /^CLUSTER\s+AGENT\s+LAST BACKUP\s+AGE\s+LAST DUMP\s+RPO\s+ARCHIVE\s+NEXT JOB\s+VERIFY\s+DRILL\s+ALERTS$/m,
     );
     assert.match(
       table.stdout,
-      /^main\s+connected\s+-\s+-\s+\d+s\s+ok\s+(full|drill) in \S+\s+ok \d+s ago\s+FAILED; last good RTO 12\.5s\s+backup-stale$/m,
+      /^main\s+connected\s+-\s+-\s+-\s+\d+s\s+ok\s+(full|drill) in \S+\s+ok \d+s ago\s+FAILED; last good RTO 12\.5s\s+backup-stale$/m,
     );
     const json = await pgfleet(['status', '--cluster', 'main', '--output', 'json'], env);
     assert.equal(json.code, 0, json.stderr);

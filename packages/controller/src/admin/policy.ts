@@ -22,6 +22,7 @@ import {
   FLEET_POLICY_SCOPE,
   HEALTH_FIELDS,
   HEALTH_KEYS,
+  LOGICAL_RETENTION_KEYS,
   POLICY_KEYS,
   effectivePolicy,
   isEmptySettings,
@@ -51,12 +52,21 @@ export function settingsToProto(s: PolicySettings | undefined): MessageInitShape
 export function settingsFromProto(p: ProtoPolicySettings | undefined): PolicySettings {
   const s: PolicySettings = { schedules: {}, retention: {}, health: {} };
   if (!p) return s;
-  for (const k of ['full', 'diff', 'incr', 'drill'] as const) if (p[k] !== undefined) s.schedules[k] = p[k].trim();
+  for (const k of ['full', 'diff', 'incr', 'drill', 'logical'] as const)
+    if (p[k] !== undefined) s.schedules[k] = p[k].trim();
   for (const k of HEALTH_KEYS) if (p[k] !== undefined) s.health![HEALTH_FIELDS[k]] = p[k];
   if (p.spreadMinutes !== undefined) s.schedules.spreadMinutes = p.spreadMinutes;
   // Checked by validatePolicySettings, which names the flag and the allowed values.
   if (p.backupFrom !== undefined) s.schedules.backupFrom = p.backupFrom.trim() as BackupFrom;
-  for (const k of ['pitrWindowDays', 'daily', 'weekly', 'monthly', 'yearly', 'minFull'] as const)
+  for (const k of [
+    'pitrWindowDays',
+    'daily',
+    'weekly',
+    'monthly',
+    'yearly',
+    'minFull',
+    ...LOGICAL_RETENTION_KEYS,
+  ] as const)
     if (p[k] !== undefined) s.retention[k] = p[k];
   if (p.autoExpire !== undefined) s.retention.autoExpire = p.autoExpire;
   if (p.expireGraceSeconds !== undefined) s.retention.expireGraceSeconds = p.expireGraceSeconds;
@@ -155,7 +165,31 @@ export function planResponse(r: ClusterRetention): PlanInit {
         walStop: b.walStop,
       };
     }),
-    policy: { ...eff.schedules, spreadMinutes: eff.spreadMinutes, ...eff.retention },
+    policy: {
+      ...eff.schedules,
+      spreadMinutes: eff.spreadMinutes,
+      ...eff.retention,
+      ...(eff.logical ? { logical: eff.logical } : {}),
+      ...(eff.logicalRetention
+        ? {
+            logicalDaily: eff.logicalRetention.daily,
+            logicalWeekly: eff.logicalRetention.weekly,
+            logicalMonthly: eff.logicalRetention.monthly,
+            logicalYearly: eff.logicalRetention.yearly,
+            logicalMin: eff.logicalRetention.min,
+          }
+        : {}),
+    },
+    dumps: r.dumps.map((d, i) => {
+      const decision = r.dumpPlan.decisions[i]!;
+      return {
+        label: d.label,
+        stopTime: timestampFromMs(d.stopTime),
+        keep: decision.keep,
+        reasons: decision.reasons,
+        storedSize: BigInt(d.storedBytes),
+      };
+    }),
   };
 }
 
@@ -166,7 +200,7 @@ export async function planRetention(ctx: ControllerContext, cluster: string): Pr
 export async function applyRetention(ctx: ControllerContext, cluster: string) {
   const r = await planClusterRetention(ctx, cluster);
   const plan = planResponse(r);
-  if (!planRemovesSomething(r.plan)) return { plan };
+  if (!planRemovesSomething(r.plan, r.dumpPlan)) return { plan };
   try {
     // Refused with BackupInProgress while the cluster has a backup or expire running (one catalog transaction decides).
     return { plan, job: await startExpireJob(ctx, r, 'requested') };

@@ -460,6 +460,7 @@ async function handleResult(
         {
           result: out.result,
           ...(out.backup ? { backup: out.backup } : {}),
+          ...(out.dump ? { dump: out.dump } : {}),
           events: kind.events(job, 'succeeded', out.details, now),
         },
         now,

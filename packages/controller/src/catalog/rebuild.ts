@@ -13,6 +13,9 @@
  *   several repositories, and a cluster absent from this one is left alone;
  * - a cluster the catalog knows with another system identifier is skipped (a different database
  *   under the same name), and an unreadable manifest never removes its row (verify reports it).
+ * Logical dumps alike: every dump.json of a cluster (the DumpResult the agent wrote last) becomes
+ * a dumps row when the catalog lacks one, and a complete row whose dump.json is gone is marked
+ * expired (an unreadable dump.json changes nothing and is reported).
  * Running it twice changes nothing the second time. Policies, pins and job history stay.
  */
 import { asPgfleetError, CLUSTER_NAME_RULE, ErrorCodes, PgfleetError, isClusterName, type Logger } from '@pgfleet/core';
@@ -25,7 +28,10 @@ import {
   type Repository,
   type ScannedCluster,
 } from '@pgfleet/storage';
+import { fromJson, type JsonValue } from '@bufbuild/protobuf';
+import { DumpResultSchema } from '@pgfleet/proto';
 import { backupRecordFromManifest } from '../jobs/backup.js';
+import { dumpRecord } from '../jobs/dump.js';
 import { backupRecordDifferences } from '../wire.js';
 
 export interface RebuildOptions {
@@ -45,6 +51,9 @@ export interface ClusterRebuild {
   updated: string[];
   removed: string[];
   unchanged: number;
+  /** Dumps added from their dump.json, and catalog dumps marked expired (no dump.json any more). */
+  dumpsAdded: string[];
+  dumpsRemoved: string[];
   /** Why the cluster or some of its backups were left alone. */
   skipped: string[];
 }
@@ -84,6 +93,8 @@ export async function rebuildCatalog(
       updated: [],
       removed: [],
       unchanged: 0,
+      dumpsAdded: [],
+      dumpsRemoved: [],
       skipped: [],
     };
     report.clusters.push(r);
@@ -156,6 +167,7 @@ async function rebuildCluster(
   const inRepository = new Set([...manifests.map((m) => m.label), ...unreadable]);
   r.removed = await goneFromRepository(repo, cluster, [...catalog.keys()], inRepository);
   if (!dryRun && r.removed.length) await store.deleteBackups(cluster, r.removed);
+  await rebuildDumps(store, repo, options, r);
   options.log?.info(
     {
       cluster,
@@ -167,6 +179,37 @@ async function rebuildCluster(
     },
     'catalog rebuilt from the repository',
   );
+}
+
+/** The cluster's dumps rows in line with its dump.json files (see the module comment). */
+async function rebuildDumps(
+  store: CatalogStore,
+  repo: Repository,
+  options: RebuildOptions,
+  r: ClusterRebuild,
+): Promise<void> {
+  const { cluster } = r;
+  const dryRun = options.dryRun === true;
+  const inRepository = await repo.listDumpLabels(cluster);
+  const rows = new Map((await store.listDumps(cluster, { includeExpired: true })).map((d) => [d.label, d]));
+  for (const label of inRepository) {
+    if (rows.has(label)) continue;
+    try {
+      const text = (await repo.readDumpManifest(cluster, label)).toString('utf8');
+      const dump = fromJson(DumpResultSchema, JSON.parse(text) as JsonValue, { ignoreUnknownFields: true });
+      if (dump.label !== label) throw new PgfleetError('InvalidArgument', `its dump.json names dump ${dump.label}`);
+      r.dumpsAdded.push(label);
+      const at = { cluster, id: '', startedAt: null, createdAt: options.now };
+      if (!dryRun) await store.insertDump(dumpRecord(at, dump, options.now));
+    } catch (err) {
+      if (isKeyError(err)) throw err;
+      const e = asPgfleetError(err);
+      r.skipped.push(`dump ${label}: ${e.code} ${e.message}`);
+    }
+  }
+  const present = new Set(inRepository);
+  r.dumpsRemoved = [...rows.values()].filter((d) => !d.expiredAt && !present.has(d.label)).map((d) => d.label);
+  if (!dryRun && r.dumpsRemoved.length) await store.markDumpsExpired(cluster, r.dumpsRemoved, options.now);
 }
 
 /** The cluster's manifests, oldest stop first; the labels whose manifest could not be read are skipped (and reported). */
@@ -224,6 +267,11 @@ export function describeRebuild(report: RebuildReport): string {
     const list = (what: string, labels: string[]) => (labels.length ? [`    ${what}: ${labels.join(', ')}`] : []);
     lines.push(
       `  ${c.cluster}${c.created ? ' (new to the catalog)' : ''}: ${c.added.length} added, ${c.updated.length} updated, ${c.removed.length} removed, ${c.unchanged} unchanged`,
+      ...(c.dumpsAdded.length || c.dumpsRemoved.length
+        ? [`    dumps: ${c.dumpsAdded.length} added, ${c.dumpsRemoved.length} marked expired (no dump.json)`]
+        : []),
+      ...list('dumps added', c.dumpsAdded),
+      ...list('dumps marked expired', c.dumpsRemoved),
       ...list('added', c.added),
       ...list('updated', c.updated),
       ...list('removed (no manifest in the repository)', c.removed),

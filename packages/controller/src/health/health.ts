@@ -8,7 +8,10 @@
  *   - backup staleness: no successful backup newer than the threshold; unless a policy sets the
  *     threshold, a cluster with backup schedules is judged against them (the longest gap between
  *     two scheduled backups plus 3 h of grace), the flag otherwise;
- *   - agent silence: the session is open but no heartbeat came for the threshold.
+ *   - agent silence: the session is open but no heartbeat came for the threshold;
+ *   - dump staleness (dump.stale): no complete logical dump newer than the threshold; judged only
+ *     where one applies: the policy's --stale-dump-threshold, else derived from its --logical
+ *     schedule like the backup one, else the controller's --stale-dump-threshold flag if given.
  * Each (cluster, condition) is a two-state machine (ok <-> breached) kept in the catalog, so an
  * event is written once on crossing and once on recovery, never per heartbeat, and a controller
  * restart does not send them again. The state change and its event commit together.
@@ -51,6 +54,10 @@ export interface HealthThresholds {
   silenceSeconds: number;
   /** The backup schedules the stale threshold was derived from (cron expressions), when it was. */
   staleSchedule?: string;
+  /** No complete dump newer than this many seconds is dump.stale; undefined: dumps are not judged. */
+  staleDumpSeconds?: number;
+  /** The logical schedule the dump threshold was derived from, when it was. */
+  staleDumpSchedule?: string;
 }
 
 export const DEFAULT_HEALTH_THRESHOLDS: HealthThresholds = {
@@ -75,11 +82,16 @@ export function clusterThresholds(
   const crons = Object.values(eff.schedules);
   const fromSchedule =
     set.staleBackupSeconds === undefined && crons.length > 0 ? scheduleStaleSeconds(crons) : undefined;
+  const dumpFromSchedule =
+    set.staleDumpSeconds === undefined && eff.logical ? scheduleStaleSeconds([eff.logical]) : undefined;
+  const staleDumpSeconds = set.staleDumpSeconds ?? dumpFromSchedule ?? defaults.staleDumpSeconds;
   return {
     rpoSeconds: set.rpoSeconds ?? defaults.rpoSeconds,
     staleBackupSeconds: set.staleBackupSeconds ?? fromSchedule ?? defaults.staleBackupSeconds,
     silenceSeconds: set.silenceSeconds ?? defaults.silenceSeconds,
     ...(fromSchedule !== undefined ? { staleSchedule: crons.join(' | ') } : {}),
+    ...(staleDumpSeconds !== undefined ? { staleDumpSeconds } : {}),
+    ...(dumpFromSchedule !== undefined ? { staleDumpSchedule: eff.logical } : {}),
   };
 }
 
@@ -143,8 +155,14 @@ export function walHealthRecord(w: WalHealth): AgentWalHealth {
   };
 }
 
-export type HealthCondition = 'archive' | 'rpo' | 'backup_stale' | 'agent_silent';
-export const HEALTH_CONDITIONS: readonly HealthCondition[] = ['archive', 'rpo', 'backup_stale', 'agent_silent'];
+export type HealthCondition = 'archive' | 'rpo' | 'backup_stale' | 'agent_silent' | 'dump_stale';
+export const HEALTH_CONDITIONS: readonly HealthCondition[] = [
+  'archive',
+  'rpo',
+  'backup_stale',
+  'agent_silent',
+  'dump_stale',
+];
 
 /** pg_stat_archiver as the controller reads it (times in ms, null when never). */
 export interface ArchiverFigures {
@@ -189,6 +207,8 @@ export interface ClusterObservation {
     streamedLsn?: string;
   };
   lastBackup?: { label: string; stopTime: number };
+  /** The newest complete logical dump. */
+  lastDump?: { label: string; stopTime: number };
 }
 
 /**
@@ -276,6 +296,8 @@ export function assessCluster(obs: ClusterObservation, t: HealthThresholds): Clu
   const backupAge = (obs.now - lastBackupTime) / 1000;
   const agent = obs.agent;
   const silentFor = agent?.connected ? (obs.now - (agent.lastSeen ?? obs.now)) / 1000 : undefined;
+  // Before its first dump a cluster counts from when it was first seen, as for backups.
+  const dumpAge = (obs.now - (obs.lastDump?.stopTime ?? obs.clusterCreatedAt)) / 1000;
   return {
     cluster: obs.cluster,
     thresholds: t,
@@ -289,6 +311,10 @@ export function assessCluster(obs: ClusterObservation, t: HealthThresholds): Clu
       // Only an open session can be silent; a closed one is reported by agent.disconnected.
       agent_silent:
         silentFor === undefined ? { breached: false } : { breached: silentFor > t.silenceSeconds, value: silentFor },
+      dump_stale:
+        t.staleDumpSeconds === undefined
+          ? { breached: false }
+          : { breached: dumpAge > t.staleDumpSeconds, value: dumpAge },
     },
   };
 }
@@ -375,6 +401,22 @@ function breachedTransition(
             ageSeconds: c.value ?? 0,
             thresholdSeconds: t.staleBackupSeconds,
             schedule: t.staleSchedule ?? '',
+          },
+        },
+      };
+    }
+    case 'dump_stale': {
+      const d = obs.lastDump;
+      return {
+        state: { ...base, state: 'breached', since: now, data: null },
+        payload: {
+          case: 'dumpStale',
+          value: {
+            lastDumpLabel: d?.label ?? '',
+            ...(d ? { lastDumpTime: timestampFromMs(d.stopTime) } : {}),
+            ageSeconds: c.value ?? 0,
+            thresholdSeconds: t.staleDumpSeconds ?? 0,
+            schedule: t.staleDumpSchedule ?? '',
           },
         },
       };
@@ -573,14 +615,16 @@ export class HealthMonitor {
 
   private async evaluateNow(cluster: string, fence?: LeadershipFence): Promise<ClusterAssessment | undefined> {
     try {
-      const [record, agents, backups, states, thresholds] = await Promise.all([
+      const [record, agents, backups, states, thresholds, dumps] = await Promise.all([
         this.store.getCluster(cluster),
         this.store.listAgents(cluster),
         // Only the newest: this runs at every heartbeat, and a cluster may have thousands of backups.
         this.store.latestBackups(cluster),
         this.store.listHealthStates(cluster),
         this.thresholdsFor(cluster),
+        this.store.latestDumps(cluster),
       ]);
+      const lastDump = dumps[0];
       if (!record) return undefined;
       const agent = pickAgent(agents);
       const last: BackupRecord | undefined = backups.at(-1);
@@ -597,6 +641,7 @@ export class HealthMonitor {
             }
           : {}),
         ...(last ? { lastBackup: { label: last.label, stopTime: last.stopTime } } : {}),
+        ...(lastDump ? { lastDump: { label: lastDump.label, stopTime: lastDump.stopTime } } : {}),
       };
       const assessment = assessCluster(obs, thresholds);
       this.latest.set(cluster, assessment);

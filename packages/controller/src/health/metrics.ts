@@ -17,7 +17,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Gauge, Registry } from 'prom-client';
 import { redactCredentials, type Logger } from '@pgfleet/core';
-import type { AgentRecord, AgentWalHealth, BackupRecord, CatalogStore } from '@pgfleet/catalog';
+import type { AgentRecord, AgentWalHealth, BackupRecord, CatalogStore, DumpRecord } from '@pgfleet/catalog';
 import {
   archiverFromJson,
   assessCluster,
@@ -57,6 +57,7 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
   };
   // Declared in the order /metrics lists them.
   const backups = backupGauges(g);
+  const dumps = dumpGauges(g);
   const rpo = rpoGauges(g);
   const archiver = archiverGauges(g);
   const wal = walGauges(g);
@@ -78,14 +79,16 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
     for (const m of perScrape) m.reset();
     try {
       const now = opts.now();
-      const [clusters, allAgents, counts, states, pending, policies] = await Promise.all([
+      const [clusters, allAgents, counts, states, pending, policies, lastDumps] = await Promise.all([
         store.listClusters(),
         store.listAgents(),
         store.countJobs(),
         store.listHealthStates(),
         store.nextUnsentEvents(10_000),
         store.listPolicies(),
+        store.latestDumps(),
       ]);
+      for (const d of lastDumps) setDumpGauges(dumps, d);
       fleet.unsent.set(pending.length);
       for (const c of counts) fleet.jobs.set({ cluster: c.cluster, kind: c.kind, state: c.state }, c.count);
       for (const s of states)
@@ -95,6 +98,8 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
         const thresholds = clusterThresholds(opts.thresholds, policies, name);
         rpo.rpoThreshold.set({ cluster: name }, thresholds.rpoSeconds);
         rpo.staleThreshold.set({ cluster: name }, thresholds.staleBackupSeconds);
+        if (thresholds.staleDumpSeconds !== undefined)
+          dumps.staleDumpThreshold.set({ cluster: name }, thresholds.staleDumpSeconds);
         setBackupGauges(backups, name, await store.listBackups(name));
         await setRestoreCheckGauges(checks, store, name);
         const mine = allAgents.filter((a) => a.cluster === name);
@@ -128,6 +133,35 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
 
 /** Declares one per-scrape gauge in the registry. */
 type GaugeMaker = (name: string, help: string, labelNames: string[]) => Gauge;
+
+/** The newest complete logical dump of each cluster (docs/logical.md), and the dump.stale threshold. */
+function dumpGauges(g: GaugeMaker) {
+  return {
+    lastDumpTime: g(
+      'pgfleet_last_dump_timestamp_seconds',
+      'Finish time of the newest complete logical dump (Unix seconds).',
+      ['cluster'],
+    ),
+    lastDumpSize: g('pgfleet_last_dump_size_bytes', "Content bytes of the newest dump's files.", ['cluster']),
+    lastDumpStored: g('pgfleet_last_dump_stored_bytes', 'Bytes the newest dump stored in the repository.', ['cluster']),
+    lastDumpDuration: g('pgfleet_last_dump_duration_seconds', 'Duration of the newest dump (start to finish).', [
+      'cluster',
+    ]),
+    staleDumpThreshold: g(
+      'pgfleet_stale_dump_threshold_seconds',
+      'dump.stale threshold of the cluster (absent: dumps are not judged).',
+      ['cluster'],
+    ),
+  };
+}
+
+function setDumpGauges(m: ReturnType<typeof dumpGauges>, d: DumpRecord): void {
+  const cluster = d.cluster;
+  m.lastDumpTime.set({ cluster }, d.stopTime / 1000);
+  m.lastDumpSize.set({ cluster }, d.sizeBytes);
+  m.lastDumpStored.set({ cluster }, d.storedBytes);
+  m.lastDumpDuration.set({ cluster }, Math.max(0, (d.stopTime - d.startTime) / 1000));
+}
 
 /** The newest backup of each type (and of any type) and how many the catalog holds. */
 function backupGauges(g: GaugeMaker) {

@@ -17,6 +17,7 @@ import {
   FLEET_POLICY_SCOPE,
   type AgentRecord,
   type ClusterRecord,
+  type DumpRecord,
   type HealthStateRecord,
   type JobRecord,
   type ScheduleKind,
@@ -27,6 +28,7 @@ import {
   type ClusterHostSchema,
   type ClusterInfoSchema,
   type DrillSummarySchema,
+  type DumpSummarySchema,
   type ScheduledJobSchema,
   type VerifySummarySchema,
 } from '@pgfleet/proto';
@@ -42,6 +44,7 @@ type ScheduledJobInit = MessageInitShape<typeof ScheduledJobSchema>;
 type ClusterHostInit = MessageInitShape<typeof ClusterHostSchema>;
 type DrillSummaryInit = MessageInitShape<typeof DrillSummarySchema>;
 type VerifySummaryInit = MessageInitShape<typeof VerifySummarySchema>;
+type DumpSummaryInit = MessageInitShape<typeof DumpSummarySchema>;
 
 /** How far back `last good drill` looks among a cluster's succeeded drill jobs. */
 const GOOD_DRILL_SCAN = 50;
@@ -53,6 +56,7 @@ const ALERT_NAMES: Record<string, string> = {
   backup_stale: 'backup-stale',
   agent_silent: 'agent-silent',
   wal_gap: 'wal-gap',
+  dump_stale: 'dump-stale',
 };
 
 /** Every cluster's status (or the named one's), by name. */
@@ -60,7 +64,7 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
   const now = ctx.now();
   // A fixed number of fleet-wide queries whatever the fleet's size (not a few per cluster): status
   // stays well under a second with 10,000 clusters and 100,000 backups (bench/fleet-scale.mjs).
-  const [clusters, policies, runs, states, allAgents, latest, oldest, verifies, drillJobs, goodDrillJobs] =
+  const [clusters, policies, runs, states, allAgents, latest, oldest, verifies, drillJobs, goodDrillJobs, dumps] =
     await Promise.all([
       ctx.store.listClusters(),
       ctx.store.listPolicies(),
@@ -73,6 +77,7 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
       // The newest drill that ended, whichever way (a running one has no verdict yet).
       ctx.store.latestJobsPerCluster({ kind: 'drill', perCluster: 10 }),
       ctx.store.latestJobsPerCluster({ kind: 'drill', state: 'succeeded', perCluster: GOOD_DRILL_SCAN }),
+      ctx.store.latestDumps(),
     ]);
   const settings = new Map(policies.map((p) => [p.scope, settingsOf(p)]));
   const fleet = settings.get(FLEET_POLICY_SCOPE);
@@ -89,6 +94,7 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
   const agentsOf = byCluster(allAgents);
   const lastBackupOf = new Map(latest.map((b) => [b.cluster, b]));
   const firstBackupOf = new Map(oldest.map((b) => [b.cluster, b]));
+  const lastDumpOf = new Map(dumps.map((d) => [d.cluster, d]));
   const verifiesOf = byCluster(verifies);
   const drillsOf = byCluster(drillJobs);
   const goodDrillsOf = byCluster(goodDrillJobs);
@@ -120,6 +126,7 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
       hosts: clusterHosts(agents),
       // The oldest backup's consistent point is where a cluster's PITR window starts.
       ...(firstBackupOf.has(c.name) ? { pitrFrom: timestampFromMs(firstBackupOf.get(c.name)!.stopTime) } : {}),
+      ...(lastDumpOf.has(c.name) ? { lastDump: dumpSummary(lastDumpOf.get(c.name)!) } : {}),
     });
   };
   const infos: ClusterInfoInit[] = [];
@@ -130,6 +137,20 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
     infos.push(row(c));
   }
   return infos;
+}
+
+/** A dump row as status shows it (the newest complete dump of a cluster). */
+export function dumpSummary(d: DumpRecord): DumpSummaryInit {
+  const result = d.result as { seconds?: number; databases?: unknown[] } | null;
+  return {
+    label: d.label,
+    jobId: d.jobId,
+    time: timestampFromMs(d.stopTime),
+    size: BigInt(d.sizeBytes),
+    storedSize: BigInt(d.storedBytes),
+    seconds: typeof result?.seconds === 'number' ? result.seconds : (d.stopTime - d.startTime) / 1000,
+    databases: Array.isArray(result?.databases) ? result.databases.length : 0,
+  };
 }
 
 /**
@@ -207,7 +228,7 @@ function alertsOf(states: readonly HealthStateRecord[], agent: AgentRecord | und
 }
 
 /** The kinds a schedule can start, in the order a tie at one time is resolved (as the scheduler does). */
-const SCHEDULE_KINDS: readonly ScheduleKind[] = [...BACKUP_PRECEDENCE, 'drill'];
+const SCHEDULE_KINDS: readonly ScheduleKind[] = [...BACKUP_PRECEDENCE, 'drill', 'logical'];
 
 /**
  * The next job the cluster's schedules start: a run already due (missed while the agent was
@@ -216,13 +237,13 @@ const SCHEDULE_KINDS: readonly ScheduleKind[] = [...BACKUP_PRECEDENCE, 'drill'];
  */
 export function nextScheduledJob(
   cluster: string,
-  policy: Pick<EffectivePolicy, 'schedules' | 'drill' | 'spreadMinutes'>,
+  policy: Pick<EffectivePolicy, 'schedules' | 'drill' | 'logical' | 'spreadMinutes'>,
   lastRun: (kind: ScheduleKind) => number | undefined,
   now: number,
 ): ScheduledJobInit | undefined {
   let best: { kind: ScheduleKind; at: number; cron: string } | undefined;
   for (const kind of SCHEDULE_KINDS) {
-    const cron = kind === 'drill' ? policy.drill : policy.schedules[kind];
+    const cron = kind === 'drill' ? policy.drill : kind === 'logical' ? policy.logical : policy.schedules[kind];
     if (!cron) continue;
     // Drills are spread like backups (schedule/loop.ts, drills.ts).
     const schedule = { cluster, type: kind, cron, spreadMinutes: policy.spreadMinutes };

@@ -1,15 +1,18 @@
 /**
  * Logical backups on the controller (`pgfleet dump`, `pgfleet dumps`, `pgfleet restore-dump`,
  * docs/logical.md): a dump job goes to the cluster's primary agent (pg_dump reads the live
- * cluster); its DumpResult, kept with the succeeded job, is the catalog's record of the dump
+ * cluster); its DumpResult becomes the catalog's dumps row in the transaction that ends the job
  * (databases, files with their checksums, tables with row estimates, sizes, times, the pg_dump
- * version). A failed dump records no DumpResult, so it is never listed. A restore-dump job goes to
+ * version), with dump.completed in the outbox. A failed dump records no row, so it is never
+ * listed, and publishes dump.failed. Retention marks rows expired (retention/dumps.ts); listings
+ * and restores read complete rows only. A restore-dump job goes to
  * an agent of the target cluster with the dump's file list and checksums from that record: the
  * agent trusts the catalog for what the repository must hold, never the repository itself.
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { fromJson, type JsonValue } from '@bufbuild/protobuf';
-import { dumpLabel, isDumpLabel, newJobId, PgfleetError } from '@pgfleet/core';
+import { fromJson, toJson, type JsonValue } from '@bufbuild/protobuf';
+import { dumpLabel, ErrorCodes, isDumpLabel, newJobId, PgfleetError } from '@pgfleet/core';
+import type { DumpRecord, LeadershipFence } from '@pgfleet/catalog';
 import {
   DumpResultSchema,
   type DumpInfoSchema,
@@ -19,20 +22,89 @@ import {
   type StartRestoreDumpRequest,
 } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
-import { resultJson, type JobResultJson } from '../wire.js';
+import { resultJson } from '../wire.js';
 import { clusterAgent, dispatch, requireCluster } from './dispatch.js';
+import { errorDetail, jobDurationSeconds, outboxEvent, timestampMs } from './events.js';
 import type { ControllerJobKind } from './job-kind.js';
-import { jobOfKind } from './params.js';
+import { jobOfKind, type TypedJob } from './params.js';
 
 /** pg_dump --jobs and pg_restore --jobs beyond this are refused (each is a backend and a process). */
 const MAX_JOBS = 64;
-/** How many complete dumps `pgfleet dumps` reads back from the job history. */
-const DUMP_HISTORY = 10_000;
+/** The catalog record of a dump the agent reported (sizes summed over its databases). */
+export function dumpRecord(
+  job: Pick<TypedJob<'dump'>, 'cluster' | 'id' | 'startedAt' | 'createdAt'>,
+  dump: DumpResult,
+  now: number,
+): DumpRecord {
+  return {
+    cluster: job.cluster,
+    label: dump.label,
+    jobId: job.id,
+    startTime: timestampMs(dump.started) ?? job.startedAt ?? job.createdAt,
+    stopTime: timestampMs(dump.finished) ?? now,
+    sizeBytes: dump.databases.reduce((n, d) => n + Number(d.size), 0),
+    storedBytes: dump.databases.reduce((n, d) => n + Number(d.storedSize), 0),
+    result: toJson(DumpResultSchema, dump),
+  };
+}
+
+/** A dump row's DumpResult (the JSON the catalog keeps). */
+export function dumpResultOf(record: DumpRecord): DumpResult {
+  return fromJson(DumpResultSchema, (record.result ?? {}) as JsonValue, { ignoreUnknownFields: true });
+}
 
 export const dumpJob: ControllerJobKind<'dump'> = {
-  events: () => [],
-  succeeded(_job, result) {
-    return { result: resultJson({ dump: result.case === 'dump' ? result.value : undefined }), details: {} };
+  events(job, to, details, now) {
+    const scheduled = job.params.scheduledAt !== undefined;
+    const durationSeconds = jobDurationSeconds(job, now);
+    if (to === 'succeeded' && details.dump) {
+      const d = details.dump;
+      const databases = dumpResultOf(d).databases.map((x) => x.name);
+      return [
+        outboxEvent(
+          job.cluster,
+          {
+            case: 'dumpCompleted',
+            value: {
+              jobId: job.id,
+              label: d.label,
+              databases,
+              size: BigInt(d.sizeBytes),
+              storedSize: BigInt(d.storedBytes),
+              durationSeconds,
+              scheduled,
+            },
+          },
+          now,
+        ),
+      ];
+    }
+    if (to === 'failed' || to === 'cancelled')
+      return [
+        outboxEvent(
+          job.cluster,
+          {
+            case: 'dumpFailed',
+            value: {
+              jobId: job.id,
+              label: job.params.label,
+              durationSeconds,
+              scheduled,
+              error: errorDetail(details.error),
+            },
+          },
+          now,
+        ),
+      ];
+    return [];
+  },
+  succeeded(job, result) {
+    if (result.case !== 'dump' || !isDumpLabel(result.value.label))
+      return {
+        error: { code: ErrorCodes.Internal.code, message: 'the agent reported success without the dump it made' },
+      };
+    const dump = dumpRecord(job, result.value, Date.now());
+    return { result: resultJson({ dump: result.value }), dump, details: { dump } };
   },
 };
 
@@ -56,6 +128,7 @@ export async function startDumpJob(
   ctx: ControllerContext,
   cluster: string,
   dump: DumpJob | undefined,
+  scheduled?: { scheduledAt: string; fence?: LeadershipFence },
 ): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);
   const d = dump ?? ({ databases: [], jobs: 0, lockWaitTimeoutMs: 0, withPasswords: false } as Partial<DumpJob>);
@@ -71,10 +144,16 @@ export async function startDumpJob(
     jobs,
     ...(d.lockWaitTimeoutMs ? { lockWaitTimeoutMs: d.lockWaitTimeoutMs } : {}),
     ...(d.withPasswords ? { withPasswords: true } : {}),
+    ...(scheduled ? { scheduledAt: scheduled.scheduledAt } : {}),
   };
+  const created = { id: newJobId(), cluster, kind: 'dump' as const, agentId: session.agentId, params };
+  // A scheduled dump only while its scheduler still leads (the fence) and while no dump of the
+  // cluster runs (checked and created in one catalog transaction, like scheduled backups).
   const job = jobOfKind(
     'dump',
-    await ctx.store.createJob({ id: newJobId(), cluster, kind: 'dump', agentId: session.agentId, params }, ctx.now()),
+    scheduled
+      ? await ctx.store.createJobIfIdle(cluster, ['dump'], created, ctx.now(), scheduled.fence)
+      : await ctx.store.createJob(created, ctx.now()),
   );
   return dispatch(
     ctx,
@@ -94,20 +173,14 @@ export async function startDumpJob(
   );
 }
 
-/** The cluster's complete dumps, newest first: the DumpResults of its succeeded dump jobs. */
+/** The cluster's complete dumps (the catalog's dumps rows, expired ones left out), newest first. */
 export async function listDumps(
   ctx: ControllerContext,
   cluster: string,
 ): Promise<MessageInitShape<typeof DumpInfoSchema>[]> {
   await requireCluster(ctx, cluster);
-  const jobs = await ctx.store.listJobs({ cluster, kind: 'dump', state: 'succeeded', limit: DUMP_HISTORY });
-  return jobs.flatMap((job) => {
-    const dump = (job.result as JobResultJson | null)?.dump;
-    if (!dump) return [];
-    return [
-      { cluster, jobId: job.id, dump: fromJson(DumpResultSchema, dump as JsonValue, { ignoreUnknownFields: true }) },
-    ];
-  });
+  const rows = await ctx.store.listDumps(cluster);
+  return rows.reverse().map((d) => ({ cluster, jobId: d.jobId, dump: dumpResultOf(d) }));
 }
 
 /** The dump `label` of `cluster` (the newest holding `database` when no label is given). */

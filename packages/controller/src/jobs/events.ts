@@ -11,6 +11,7 @@ import { PgfleetError } from '@pgfleet/core';
 import type {
   BackupRecord,
   CatalogStore,
+  DumpRecord,
   JobRecord,
   LeadershipFence,
   OutboxEventInput,
@@ -96,6 +97,9 @@ export interface JobOutcomeDetails {
   drill?: DrillResult;
   rotateKey?: RotateKeyResult;
   recoverTable?: RecoverTableResult;
+  dump?: DumpRecord;
+  /** Dumps the expire job deleted (marked expired in the catalog). */
+  expiredDumpLabels?: readonly string[];
 }
 
 export function timestampMs(ts: { seconds: bigint; nanos: number } | undefined): number | null {

@@ -22,6 +22,12 @@ function askedAndDeleted(job: TypedJob<'expire'>, result: ExpireResult): string[
   return result.deletedLabels.filter((l) => asked.has(l));
 }
 
+/** The same for dumps (ExpireJob.dump_labels). */
+function dumpsAskedAndDeleted(job: TypedJob<'expire'>, result: ExpireResult): string[] {
+  const asked = new Set(job.params.dumpLabels ?? []);
+  return result.deletedDumpLabels.filter((l) => asked.has(l));
+}
+
 /**
  * After an expire job succeeded: the backups the agent deleted leave the catalog. Only those it
  * reports (it skips a backup a kept one still reads from), and only labels the job was asked to
@@ -34,12 +40,16 @@ export async function recordExpired(
 ): Promise<number> {
   const labels = askedAndDeleted(job, result);
   const n = labels.length ? await ctx.store.deleteBackups(job.cluster, labels) : 0;
+  // Dumps stay as rows marked expired: `pgfleet dumps` and restore-dump no longer see them.
+  const dumps = dumpsAskedAndDeleted(job, result);
+  if (dumps.length) await ctx.store.markDumpsExpired(job.cluster, dumps, ctx.now());
   ctx.logger.info(
     {
       jobId: job.id,
       cluster: job.cluster,
       deleted: labels,
       skipped: result.skippedLabels,
+      dumps,
       walFiles: result.walFilesDeleted,
     },
     'expired backups removed from the catalog',
@@ -59,6 +69,7 @@ export const expireJob: ControllerJobKind<'expire'> = {
           value: {
             jobId: job.id,
             expiredBackupLabels: [...(details.expiredLabels ?? e.deletedLabels)],
+            expiredDumpLabels: [...(details.expiredDumpLabels ?? e.deletedDumpLabels)],
             walSegmentsRemoved: BigInt(e.walFilesDeleted),
             freedBytes: e.backupBytesDeleted + e.walBytesDeleted,
             ...(e.walLastDeleted ? { walExpiredBefore: e.walLastDeleted } : {}),
@@ -73,7 +84,9 @@ export const expireJob: ControllerJobKind<'expire'> = {
     const expire = result.case === 'expire' ? result.value : undefined;
     return {
       result: resultJson({ expire }),
-      details: expire ? { expire, expiredLabels: askedAndDeleted(job, expire) } : {},
+      details: expire
+        ? { expire, expiredLabels: askedAndDeleted(job, expire), expiredDumpLabels: dumpsAskedAndDeleted(job, expire) }
+        : {},
     };
   },
 
@@ -106,7 +119,7 @@ export async function startExpireJob(
 ): Promise<MessageInitShape<typeof JobInfoSchema>> {
   // Expiring only touches the repository: any host's agent can.
   const session = await clusterAgent(ctx, r.cluster, 'any');
-  const params = expireParams(r.plan, reason);
+  const params = expireParams(r.plan, reason, r.dumpPlan.expire);
   const created: NewTypedJob<'expire'> = {
     id: newJobId(),
     cluster: r.cluster,
@@ -128,6 +141,7 @@ export async function startExpireJob(
       value: {
         cluster: r.cluster,
         labels: params.labels,
+        dumpLabels: params.dumpLabels ?? [],
         walKeepFrom: params.walKeepFrom,
         keepRanges: params.keepRanges.map((k) => ({
           label: k.label,

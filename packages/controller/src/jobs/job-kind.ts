@@ -4,7 +4,7 @@
  * The agent stream's result handling (agents/service.ts), cancels and bulk failures go through
  * registry.ts, which holds one line per kind; a kind module never imports the registry.
  */
-import type { BackupRecord, JobError, JobKind, JobStateName, OutboxEventInput } from '@pgfleet/catalog';
+import type { BackupRecord, DumpRecord, JobError, JobKind, JobStateName, OutboxEventInput } from '@pgfleet/catalog';
 import type { JobResult } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
 import type { JobResultJson } from '../wire.js';
@@ -18,6 +18,8 @@ export type AgentResult = JobResult['result'];
 export interface SucceededOutcome {
   result: JobResultJson;
   backup?: BackupRecord;
+  /** A dump job's catalog record (inserted with the success, one transaction). */
+  dump?: DumpRecord;
   details: JobOutcomeDetails;
 }
 

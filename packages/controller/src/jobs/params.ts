@@ -43,6 +43,8 @@ export interface ExpireJobParams {
   reason: string;
   /** `pgfleet backup delete`: exactly these labels or nothing (ExpireJob.exact). */
   exact?: boolean;
+  /** Logical dumps the plan expires (ExpireJob.dump_labels). */
+  dumpLabels?: string[];
 }
 
 export interface VerifyJobParams {
@@ -106,6 +108,8 @@ export interface DumpJobParams {
   jobs?: number;
   lockWaitTimeoutMs?: number;
   withPasswords?: boolean;
+  /** Set when the policy's logical schedule started it (the fire time it stands for, ISO). */
+  scheduledAt?: string;
 }
 
 export interface RestoreDumpJobParams {
@@ -194,6 +198,7 @@ const PARSERS: { readonly [K in JobKind]: (p: Fields) => JobParamsByKind[K] } = 
       : [],
     reason: str(p.reason) ?? '',
     ...(p.exact === true ? { exact: true } : {}),
+    ...(Array.isArray(p.dumpLabels) ? { dumpLabels: strings(p.dumpLabels) } : {}),
   }),
   verify: (p) => ({ full: p.full === true }),
   drill: (p) =>
@@ -234,6 +239,7 @@ const PARSERS: { readonly [K in JobKind]: (p: Fields) => JobParamsByKind[K] } = 
       jobs: num(p.jobs),
       lockWaitTimeoutMs: num(p.lockWaitTimeoutMs),
       withPasswords: bool(p.withPasswords),
+      scheduledAt: str(p.scheduledAt),
     }),
   'restore-dump': (p) =>
     some({

@@ -5,12 +5,13 @@
  * reports deleted, once the job succeeded (a failed or half-done job leaves rows that the next
  * plan lists again, and deleting an already deleted backup is a no-op for the agent).
  */
-import type { BackupRecord } from '@pgfleet/catalog';
+import type { BackupRecord, DumpRecord } from '@pgfleet/catalog';
 import type { ControllerContext } from '../context.js';
 import { requireCluster } from '../jobs/dispatch.js';
 import type { ExpireJobParams } from '../jobs/params.js';
 import { loadClusterPolicy, type ClusterPolicy } from '../schedule/policy.js';
 import { planRetention, type RetentionBackup, type RetentionPlan } from './plan.js';
+import { planDumpRetention, type DumpRetentionPlan } from './dumps.js';
 
 export interface ClusterRetention {
   cluster: string;
@@ -18,6 +19,9 @@ export interface ClusterRetention {
   policy: ClusterPolicy;
   backups: BackupRecord[];
   plan: RetentionPlan;
+  /** The cluster's complete dumps (oldest first) and what the logical tiers do with them. */
+  dumps: DumpRecord[];
+  dumpPlan: DumpRetentionPlan;
 }
 
 /** The catalog holds only succeeded backups (a failed job inserts none). */
@@ -49,23 +53,43 @@ export async function planClusterRetention(
 ): Promise<ClusterRetention> {
   await requireCluster(ctx, cluster);
   const now = ctx.now();
-  const [policy, backups] = await Promise.all([loadClusterPolicy(ctx.store, cluster), ctx.store.listBackups(cluster)]);
+  const [policy, backups, dumps] = await Promise.all([
+    loadClusterPolicy(ctx.store, cluster),
+    ctx.store.listBackups(cluster),
+    ctx.store.listDumps(cluster),
+  ]);
   const inputs = backups.map(retentionBackup).map((b) => (keep?.(b.label) ? { ...b, pinned: true } : b));
   const plan = planRetention(inputs, policy.effective.retention, now);
-  return { cluster, now, policy, backups, plan };
+  const planned = planDumpRetention(dumps, policy.effective.logicalRetention, now);
+  // A dump `keep` holds back stays, like a backup held back as if pinned.
+  const dumpPlan = keep
+    ? {
+        decisions: planned.decisions.map((d) =>
+          !d.keep && keep(d.label) ? { ...d, keep: true, reasons: ['not-announced'] } : d,
+        ),
+        expire: planned.expire.filter((l) => !keep(l)),
+      }
+    : planned;
+  return { cluster, now, policy, backups, plan, dumps, dumpPlan };
 }
 
 /** What an expire job is told: the plan's deletions and the WAL rule (see ExpireJob in agent.proto). */
-export function expireParams(plan: RetentionPlan, reason: string): ExpireJobParams {
+export function expireParams(plan: RetentionPlan, reason: string, dumpLabels: readonly string[] = []): ExpireJobParams {
   return {
     labels: plan.expire.map((e) => e.label),
+    ...(dumpLabels.length ? { dumpLabels: [...dumpLabels] } : {}),
     walKeepFrom: plan.anchor?.walStart ?? '',
     keepRanges: plan.walKeepRanges.map((r) => ({ ...r })),
     reason,
   };
 }
 
-/** Whether the plan can remove anything: a backup expires, or WAL before the anchor may. */
-export function planRemovesSomething(plan: RetentionPlan): boolean {
-  return plan.expire.length > 0 || plan.anchor !== undefined;
+/** Whether the plan can remove anything: a backup or dump expires, or WAL before the anchor may. */
+export function planRemovesSomething(plan: RetentionPlan, dumpPlan?: DumpRetentionPlan): boolean {
+  return plan.expire.length > 0 || plan.anchor !== undefined || (dumpPlan?.expire.length ?? 0) > 0;
+}
+
+/** Everything the plan deletes by name: backups, then dumps. */
+export function plannedLabels(r: Pick<ClusterRetention, 'plan' | 'dumpPlan'>): string[] {
+  return [...r.plan.expire.map((e) => e.label), ...r.dumpPlan.expire];
 }

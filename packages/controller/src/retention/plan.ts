@@ -264,24 +264,30 @@ function keepPitrWindow(
 
 /** GFS tiers and minFull over the usable fulls (real-time order), newest first. */
 function keepTiers(presentFulls: readonly RetentionBackup[], policy: RetentionPolicy, reasons: KeepReasons): void {
-  const newestFirst = [...presentFulls].reverse();
-  const tierCount: Record<RetentionTier, number> = {
-    daily: policy.daily,
-    weekly: policy.weekly,
-    monthly: policy.monthly,
-    yearly: policy.yearly,
-  };
+  keepByTiers([...presentFulls].reverse(), policy, (label, tier) => reasons.add(label, tier));
+  for (const f of [...presentFulls].reverse().slice(0, policy.minFull)) reasons.add(f.label, 'min-full');
+}
+
+/**
+ * The GFS rule, shared by physical fulls and logical dumps (retention/dumps.ts): per tier, the
+ * newest item of each of the `counts[tier]` newest calendar periods (UTC) holding one stays.
+ * `newestFirst` is in real-time order, newest first.
+ */
+export function keepByTiers(
+  newestFirst: readonly { label: string; stopTime: number }[],
+  counts: Readonly<Record<RetentionTier, number>>,
+  keep: (label: string, tier: RetentionTier) => void,
+): void {
   for (const tier of TIER_REASONS) {
     const periods = new Set<string>();
     for (const f of newestFirst) {
-      if (periods.size >= tierCount[tier]) break;
+      if (periods.size >= counts[tier]) break;
       const period = periodKey(tier, f.stopTime);
       if (periods.has(period)) continue;
       periods.add(period);
-      reasons.add(f.label, tier);
+      keep(f.label, tier);
     }
   }
-  for (const f of newestFirst.slice(0, policy.minFull)) reasons.add(f.label, 'min-full');
 }
 
 /**

@@ -70,6 +70,7 @@ describe('policies', () => {
         ['diff', '-', 'default'],
         ['incr', '-', 'default'],
         ['drill', '-', 'default'],
+        ['logical', '-', 'default'],
         ['spreadMinutes', '30', 'default'],
         ['backupFrom', 'primary', 'default'],
         ['catchUp', 'off', 'default'],
@@ -81,10 +82,17 @@ describe('policies', () => {
         ['minFull', '1', 'default'],
         ['autoExpire', 'off', 'default'],
         ['expireGraceSeconds', '3600', 'default'],
+        // No logical tier set anywhere: dump retention is off (every dump is kept).
+        ['logicalDaily', 'off', 'default'],
+        ['logicalWeekly', 'off', 'default'],
+        ['logicalMonthly', 'off', 'default'],
+        ['logicalYearly', 'off', 'default'],
+        ['logicalMin', 'off', 'default'],
         // Health thresholds nobody set show the controller's flags (defaults here).
         ['rpoThresholdSeconds', '300', 'default'],
         ['staleBackupThresholdSeconds', '93600', 'default'],
         ['agentSilenceThresholdSeconds', '60', 'default'],
+        ['staleDumpThresholdSeconds', '-', 'default'],
       ],
     );
     assert.equal(p.retentionConfigured, false);
@@ -94,7 +102,15 @@ describe('policies', () => {
     await t.admin.setPolicy({ fleet: true, settings: { autoExpire: true, expireGraceSeconds: 1800 } });
     await t.admin.setPolicy({
       cluster: 'alpha',
-      settings: { incr: '', minFull: 3, drill: '0 4 * * 0', rpoThresholdSeconds: 90, backupFrom: 'prefer-standby' },
+      settings: {
+        incr: '',
+        minFull: 3,
+        drill: '0 4 * * 0',
+        rpoThresholdSeconds: 90,
+        backupFrom: 'prefer-standby',
+        logical: '30 2 * * *',
+        logicalWeekly: 3,
+      },
     });
     p = (await t.admin.setPolicy({ cluster: 'alpha', settings: { weekly: 2 } })).policy!;
     const v = Object.fromEntries(p.values.map((x) => [x.key, `${x.value}/${x.source}`]));
@@ -103,6 +119,7 @@ describe('policies', () => {
       diff: '-/default',
       incr: '-/cluster',
       drill: '0 4 * * 0/cluster',
+      logical: '30 2 * * */cluster',
       spreadMinutes: '30/default',
       backupFrom: 'prefer-standby/cluster',
       catchUp: 'off/default',
@@ -114,9 +131,16 @@ describe('policies', () => {
       minFull: '3/cluster',
       autoExpire: 'on/fleet',
       expireGraceSeconds: '1800/fleet',
+      // One logical key set turns dump retention on; the others take the built-in tiers.
+      logicalDaily: '7/default',
+      logicalWeekly: '3/cluster',
+      logicalMonthly: '12/default',
+      logicalYearly: '0/default',
+      logicalMin: '1/default',
       rpoThresholdSeconds: '90/cluster',
       staleBackupThresholdSeconds: '93600/default',
       agentSilenceThresholdSeconds: '60/default',
+      staleDumpThresholdSeconds: '-/default',
     });
     assert.deepEqual(
       [p.clusterOverride?.incr, p.clusterOverride?.minFull, p.clusterOverride?.weekly, p.fleet?.daily],

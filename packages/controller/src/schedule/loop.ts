@@ -26,6 +26,7 @@
  *   running.
  * - Restore drills run from each cluster's drill cron (drills.ts startDueDrills): once per fire
  *   time, recorded as schedule run 'drill', never while the cluster's previous drill runs.
+ *   Logical dumps alike from the logical cron (logical.ts startDueDumps, schedule run 'logical').
  * - `tick(now)` is public so tests drive the loop with their own clock instead of timers.
  */
 import { remoteSessions } from '../agents/peers.js';
@@ -43,8 +44,9 @@ import type { ControllerContext } from '../context.js';
 import { startBackupJob } from '../jobs/backup.js';
 import { startExpireJob } from '../jobs/expire.js';
 import { startDueDrills, type DrillSchedule } from '../drill/drills.js';
+import { startDueDumps, type DumpSchedule } from './logical.js';
 import { effectivePolicy, settingsOf } from './policy.js';
-import { planClusterRetention, planRemovesSomething } from '../retention/jobs.js';
+import { planClusterRetention, plannedLabels, planRemovesSomething } from '../retention/jobs.js';
 import { Scheduler, type BackupSlot, type ClusterSchedules, type ConcurrencyLimits } from './schedule.js';
 
 export const SCHEDULER_LEADERSHIP = 'scheduler';
@@ -67,6 +69,8 @@ export interface TickReport {
   plannedExpiries?: Array<{ cluster: string; labels: string[]; expireAfter: number }>;
   /** Restore drills the clusters' drill schedules started (drills.ts). */
   drills?: Array<{ cluster: string; jobId: string; scheduledAt: Date }>;
+  /** Logical dumps the clusters' logical schedules started (logical.ts). */
+  dumps?: Array<{ cluster: string; jobId: string; scheduledAt: Date }>;
 }
 
 export class SchedulerLoop {
@@ -156,6 +160,7 @@ export class SchedulerLoop {
 
     const schedules: ClusterSchedules[] = [];
     const drillSchedules: DrillSchedule[] = [];
+    const dumpSchedules: DumpSchedule[] = [];
     const retentionClusters: Array<{ cluster: string; graceSeconds: number }> = [];
     const catchUp = new Map<string, boolean>();
     for (const cluster of clusters) {
@@ -165,6 +170,7 @@ export class SchedulerLoop {
       if (eff.autoExpire) retentionClusters.push({ cluster, graceSeconds: eff.expireGraceSeconds });
       catchUp.set(cluster, eff.catchUp);
       if (eff.drill) drillSchedules.push({ cluster, cron: eff.drill, spreadMinutes: eff.spreadMinutes });
+      if (eff.logical) dumpSchedules.push({ cluster, cron: eff.logical, spreadMinutes: eff.spreadMinutes });
       if (Object.keys(eff.schedules).length === 0) continue;
       schedules.push({
         cluster,
@@ -176,11 +182,11 @@ export class SchedulerLoop {
     }
 
     const lastRuns = new Map(
-      schedules.length || drillSchedules.length
+      schedules.length || drillSchedules.length || dumpSchedules.length
         ? (await store.listScheduleRuns()).map((r) => [`${r.cluster}\u0000${r.type}`, r.lastRun])
         : [],
     );
-    await this.baselineNewSchedules(now, schedules, drillSchedules, catchUp, lastRuns, fence);
+    await this.baselineNewSchedules(now, schedules, drillSchedules, dumpSchedules, catchUp, lastRuns, fence);
     if (schedules.length) {
       const result = this.scheduler.tick(new Date(now), {
         schedules,
@@ -249,6 +255,7 @@ export class SchedulerLoop {
 
     try {
       report.drills = await startDueDrills(this.ctx, drillSchedules, now, this.log, fence);
+      report.dumps = await startDueDumps(this.ctx, dumpSchedules, now, this.log, fence);
       await this.retention(now, retentionClusters, report, fence);
     } catch (err) {
       const e = asPgfleetError(err);
@@ -266,6 +273,7 @@ export class SchedulerLoop {
     now: number,
     schedules: readonly ClusterSchedules[],
     drills: readonly DrillSchedule[],
+    dumps: readonly DumpSchedule[],
     catchUp: ReadonlyMap<string, boolean>,
     lastRuns: Map<string, number>,
     fence: LeadershipFence | undefined,
@@ -279,6 +287,7 @@ export class SchedulerLoop {
     };
     for (const s of schedules) for (const type of SCHEDULE_TYPES) if (s[type] !== undefined) add(s.cluster, type);
     for (const d of drills) add(d.cluster, 'drill');
+    for (const d of dumps) add(d.cluster, 'logical');
     if (baseline.length === 0) return;
     await this.ctx.store.recordScheduleRuns(baseline, fence);
     this.log.info(
@@ -334,9 +343,10 @@ export class SchedulerLoop {
           pending ? (label) => !pending.labels.has(label) : undefined,
         );
         const anchorFrom = r.plan.anchor?.walStart ?? '';
-        if (!planRemovesSomething(r.plan)) continue;
-        if (r.plan.expire.length === 0 && this.expiredFrom.get(cluster) === anchorFrom) continue;
-        const labels = r.plan.expire.map((e) => e.label);
+        if (!planRemovesSomething(r.plan, r.dumpPlan)) continue;
+        // Backups and dumps alike are announced (retention.planned) and wait the grace.
+        const labels = plannedLabels(r);
+        if (labels.length === 0 && this.expiredFrom.get(cluster) === anchorFrom) continue;
         if (labels.length > 0 && !pending) {
           await this.announce(cluster, labels, now, graceSeconds, report);
           continue;

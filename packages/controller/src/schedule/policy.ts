@@ -17,6 +17,10 @@
  *   also refuses to expire without repo-retention-full). Even then an expiry is announced first
  *   (retention.planned) and waits expireGraceSeconds, so a `pgfleet pin` still wins.
  *   `pgfleet retention apply` runs it at once whatever the switch says.
+ * - Logical dumps (docs/logical.md): `logical` is the dump schedule (cron, like drill); the
+ *   logical-* tiers keep dumps by GFS of their own, counted over dumps only. With no logical tier
+ *   set anywhere every dump is kept (no built-in deletes a dump nobody asked to expire);
+ *   setting any one of them turns dump retention on, the unset ones taking DEFAULT_LOGICAL_RETENTION.
  */
 import { PgfleetError } from '@pgfleet/core';
 import {
@@ -44,6 +48,38 @@ export const DEFAULT_RETENTION: Readonly<RetentionPolicy> = {
   yearly: 0,
   minFull: 1,
 };
+/** Logical tiers once dump retention is on (a logical-* key is set): 7 daily, 4 weekly, 12 monthly, never fewer than 1. */
+export const DEFAULT_LOGICAL_RETENTION: Readonly<LogicalRetention> = {
+  daily: 7,
+  weekly: 4,
+  monthly: 12,
+  yearly: 0,
+  min: 1,
+};
+/** The logical GFS tiers (counts of dumps). */
+export interface LogicalRetention {
+  daily: number;
+  weekly: number;
+  monthly: number;
+  yearly: number;
+  min: number;
+}
+export const LOGICAL_RETENTION_KEYS = [
+  'logicalDaily',
+  'logicalWeekly',
+  'logicalMonthly',
+  'logicalYearly',
+  'logicalMin',
+] as const;
+type LogicalRetentionKey = (typeof LOGICAL_RETENTION_KEYS)[number];
+const LOGICAL_FIELDS: Record<LogicalRetentionKey, keyof LogicalRetention> = {
+  logicalDaily: 'daily',
+  logicalWeekly: 'weekly',
+  logicalMonthly: 'monthly',
+  logicalYearly: 'yearly',
+  logicalMin: 'min',
+};
+
 /** Built-in grace between retention.planned and the automatic expire job: an hour to pin. */
 export const DEFAULT_EXPIRE_GRACE_SECONDS = 3600;
 /** The longest grace accepted: a week (longer would let the repository grow unbounded by surprise). */
@@ -63,22 +99,26 @@ export const HEALTH_KEYS = [
   'rpoThresholdSeconds',
   'staleBackupThresholdSeconds',
   'agentSilenceThresholdSeconds',
+  'staleDumpThresholdSeconds',
 ] as const;
 export type HealthKey = (typeof HEALTH_KEYS)[number];
 export const HEALTH_FIELDS: Record<HealthKey, keyof PolicyHealth> = {
   rpoThresholdSeconds: 'rpoSeconds',
   staleBackupThresholdSeconds: 'staleBackupSeconds',
   agentSilenceThresholdSeconds: 'silenceSeconds',
+  staleDumpThresholdSeconds: 'staleDumpSeconds',
 };
 /** Every key in the order `policy get` lists them. */
 export const POLICY_KEYS = [
   ...SCHEDULE_KEYS,
   'drill',
+  'logical',
   'spreadMinutes',
   'backupFrom',
   'catchUp',
   ...RETENTION_KEYS,
   ...EXPIRY_KEYS,
+  ...LOGICAL_RETENTION_KEYS,
   ...HEALTH_KEYS,
 ] as const;
 /** Built-in backup source: the primary, as before HA clusters (a standby backup is opted into). */
@@ -92,6 +132,7 @@ export const POLICY_FLAGS: Record<PolicyKey, string> = {
   diff: '--diff',
   incr: '--incr',
   drill: '--drill',
+  logical: '--logical',
   spreadMinutes: '--spread-minutes',
   backupFrom: '--backup-from',
   catchUp: '--catch-up',
@@ -103,9 +144,15 @@ export const POLICY_FLAGS: Record<PolicyKey, string> = {
   minFull: '--min-full',
   autoExpire: '--auto-expire',
   expireGraceSeconds: '--expire-grace',
+  logicalDaily: '--logical-daily',
+  logicalWeekly: '--logical-weekly',
+  logicalMonthly: '--logical-monthly',
+  logicalYearly: '--logical-yearly',
+  logicalMin: '--logical-min',
   rpoThresholdSeconds: '--rpo-threshold',
   staleBackupThresholdSeconds: '--stale-backup-threshold',
   agentSilenceThresholdSeconds: '--agent-silence-threshold',
+  staleDumpThresholdSeconds: '--stale-dump-threshold',
 };
 
 /** A partial policy as stored for one scope. */
@@ -120,6 +167,10 @@ export interface EffectivePolicy {
   schedules: Partial<Record<BackupKind, string>>;
   /** Cron of the restore drill schedule (unset: no scheduled drills). */
   drill?: string;
+  /** Cron of the logical dump schedule (unset: no scheduled dumps). */
+  logical?: string;
+  /** The logical tiers; undefined while no logical-* key is set anywhere (every dump is kept). */
+  logicalRetention?: LogicalRetention;
   spreadMinutes: number;
   /** Which host backups run on (agents/choice.ts). */
   backupFrom: BackupFrom;
@@ -137,6 +188,10 @@ export interface EffectivePolicy {
 
 const EMPTY: PolicySettings = { schedules: {}, retention: {}, health: {} };
 
+function isLogicalRetentionKey(key: PolicyKey): key is LogicalRetentionKey {
+  return (LOGICAL_RETENTION_KEYS as readonly string[]).includes(key);
+}
+
 function isHealthKey(key: PolicyKey): key is HealthKey {
   return (HEALTH_KEYS as readonly string[]).includes(key);
 }
@@ -148,6 +203,7 @@ function valueOf(p: PolicySettings | undefined, key: PolicyKey): string | number
     key === 'diff' ||
     key === 'incr' ||
     key === 'drill' ||
+    key === 'logical' ||
     key === 'spreadMinutes' ||
     key === 'backupFrom' ||
     key === 'catchUp'
@@ -183,6 +239,12 @@ export function effectivePolicy(
     if (typeof cron === 'string' && cron.trim() !== '') schedules[type] = cron.trim();
   }
   const drillCron = pick('drill');
+  const logicalCron = pick('logical');
+  let logicalRetention: LogicalRetention | undefined;
+  for (const key of LOGICAL_RETENTION_KEYS) {
+    const v = pick(key);
+    if (typeof v === 'number') (logicalRetention ??= { ...DEFAULT_LOGICAL_RETENTION })[LOGICAL_FIELDS[key]] = v;
+  }
   const spread = pick('spreadMinutes');
   const backupFrom = pick('backupFrom');
   const retention = { ...DEFAULT_RETENTION };
@@ -201,6 +263,8 @@ export function effectivePolicy(
   return {
     schedules,
     ...(typeof drillCron === 'string' && drillCron.trim() !== '' ? { drill: drillCron.trim() } : {}),
+    ...(typeof logicalCron === 'string' && logicalCron.trim() !== '' ? { logical: logicalCron.trim() } : {}),
+    ...(logicalRetention ? { logicalRetention } : {}),
     spreadMinutes: typeof spread === 'number' ? spread : DEFAULT_SPREAD_MINUTES,
     backupFrom: isBackupFrom(backupFrom) ? backupFrom : DEFAULT_BACKUP_FROM,
     retention,
@@ -270,7 +334,7 @@ export function validatePolicySettings(settings: PolicySettings): void {
       cause === undefined ? {} : { cause },
     );
   };
-  for (const type of [...SCHEDULE_KEYS, 'drill'] as const) {
+  for (const type of [...SCHEDULE_KEYS, 'drill', 'logical'] as const) {
     const cron = settings.schedules[type];
     if (cron === undefined || cron.trim() === '') continue;
     try {
@@ -294,6 +358,11 @@ export function validatePolicySettings(settings: PolicySettings): void {
     if (v !== undefined && (!Number.isInteger(v) || v < 0))
       bad(key, `must be a whole number of full backups >= 0 (0 turns it off), got ${String(v)}`);
   }
+  for (const key of LOGICAL_RETENTION_KEYS) {
+    const v = settings.retention[key];
+    if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 100_000))
+      bad(key, `must be a whole number of dumps from 0 to 100000 (0 turns the tier off), got ${String(v)}`);
+  }
   const grace = settings.retention.expireGraceSeconds;
   if (grace !== undefined && (!Number.isFinite(grace) || grace < 0 || grace > MAX_EXPIRE_GRACE_SECONDS))
     bad(
@@ -312,13 +381,12 @@ export function validatePolicySettings(settings: PolicySettings): void {
 }
 
 /** The text of a value for listings. */
-export function formatPolicyValue(
-  key: PolicyKey,
-  eff: EffectivePolicy,
-  healthDefaults?: Required<PolicyHealth>,
-): string {
+export function formatPolicyValue(key: PolicyKey, eff: EffectivePolicy, healthDefaults?: PolicyHealth): string {
   if (key === 'full' || key === 'diff' || key === 'incr') return eff.schedules[key] ?? '-';
   if (key === 'drill') return eff.drill ?? '-';
+  if (key === 'logical') return eff.logical ?? '-';
+  if (isLogicalRetentionKey(key))
+    return eff.logicalRetention ? String(eff.logicalRetention[LOGICAL_FIELDS[key]]) : 'off';
   if (key === 'spreadMinutes') return String(eff.spreadMinutes);
   if (key === 'backupFrom') return eff.backupFrom;
   if (key === 'catchUp') return eff.catchUp ? 'on' : 'off';

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pgfleet/v1/events.proto.
  */
 export const file_pgfleet_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChdwZ2ZsZWV0L3YxL2V2ZW50cy5wcm90bxIKcGdmbGVldC52MSKuCQoFRXZlbnQSCgoCaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHY2x1c3RlchgDIAEoCRIMCgRraW5kGAQgASgJEjUKD2FnZW50X2Nvbm5lY3RlZBgKIAEoCzIaLnBnZmxlZXQudjEuQWdlbnRDb25uZWN0ZWRIABI7ChJhZ2VudF9kaXNjb25uZWN0ZWQYCyABKAsyHS5wZ2ZsZWV0LnYxLkFnZW50RGlzY29ubmVjdGVkSAASNwoQYmFja3VwX2NvbXBsZXRlZBgMIAEoCzIbLnBnZmxlZXQudjEuQmFja3VwQ29tcGxldGVkSAASMQoNYmFja3VwX2ZhaWxlZBgNIAEoCzIYLnBnZmxlZXQudjEuQmFja3VwRmFpbGVkSAASOQoRcmVzdG9yZV9jb21wbGV0ZWQYDiABKAsyHC5wZ2ZsZWV0LnYxLlJlc3RvcmVDb21wbGV0ZWRIABIzCg5yZXN0b3JlX2ZhaWxlZBgPIAEoCzIZLnBnZmxlZXQudjEuUmVzdG9yZUZhaWxlZEgAEi8KDGFnZW50X3NpbGVudBgQIAEoCzIXLnBnZmxlZXQudjEuQWdlbnRTaWxlbnRIABIzCg5iYWNrdXBfc3RhcnRlZBgRIAEoCzIZLnBnZmxlZXQudjEuQmFja3VwU3RhcnRlZEgAEjoKEndhbF9hcmNoaXZlX2ZhaWxlZBgSIAEoCzIcLnBnZmxlZXQudjEuV2FsQXJjaGl2ZUZhaWxlZEgAEkAKFXdhbF9hcmNoaXZlX3JlY292ZXJlZBgTIAEoCzIfLnBnZmxlZXQudjEuV2FsQXJjaGl2ZVJlY292ZXJlZEgAEjYKEHdhbF9nYXBfZGV0ZWN0ZWQYFCABKAsyGi5wZ2ZsZWV0LnYxLldhbEdhcERldGVjdGVkSAASLwoMcnBvX2JyZWFjaGVkGBUgASgLMhcucGdmbGVldC52MS5ScG9CcmVhY2hlZEgAEjEKDXJwb19yZWNvdmVyZWQYFiABKAsyGC5wZ2ZsZWV0LnYxLlJwb1JlY292ZXJlZEgAEi8KDGJhY2t1cF9zdGFsZRgXIAEoCzIXLnBnZmxlZXQudjEuQmFja3VwU3RhbGVIABI5ChFyZXRlbnRpb25fZXhwaXJlZBgYIAEoCzIcLnBnZmxlZXQudjEuUmV0ZW50aW9uRXhwaXJlZEgAEjcKEHZlcmlmeV9jb21wbGV0ZWQYGSABKAsyGy5wZ2ZsZWV0LnYxLlZlcmlmeUNvbXBsZXRlZEgAEjUKD2RyaWxsX2NvbXBsZXRlZBgaIAEoCzIaLnBnZmxlZXQudjEuRHJpbGxDb21wbGV0ZWRIABIvCgxkcmlsbF9mYWlsZWQYGyABKAsyFy5wZ2ZsZWV0LnYxLkRyaWxsRmFpbGVkSAASLQoLa2V5X3JvdGF0ZWQYHCABKAsyFi5wZ2ZsZWV0LnYxLktleVJvdGF0ZWRIABI5ChFyZXRlbnRpb25fcGxhbm5lZBgdIAEoCzIcLnBnZmxlZXQudjEuUmV0ZW50aW9uUGxhbm5lZEgAQgkKB3BheWxvYWQiegoOQWdlbnRDb25uZWN0ZWQSEAoIYWdlbnRfaWQYASABKAkSEAoIaG9zdG5hbWUYAiABKAkSFQoNYWdlbnRfdmVyc2lvbhgDIAEoCRISCgpwZ192ZXJzaW9uGAQgASgNEhkKEXN5c3RlbV9pZGVudGlmaWVyGAUgASgJIm4KEUFnZW50RGlzY29ubmVjdGVkEhAKCGFnZW50X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRI3ChNsYXN0X2hlYXJ0YmVhdF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKLAQoLQWdlbnRTaWxlbnQSEAoIYWdlbnRfaWQYASABKAkSNwoTbGFzdF9oZWFydGJlYXRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOc2lsZW50X3NlY29uZHMYAyABKAESGQoRdGhyZXNob2xkX3NlY29uZHMYBCABKAEifAoNQmFja3VwU3RhcnRlZBIOCgZqb2JfaWQYASABKAkSDQoFbGFiZWwYAiABKAkSJAoEdHlwZRgDIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRIRCglzY2hlZHVsZWQYBCABKAgSEwoLcHJpb3JfbGFiZWwYBSABKAkiYwoPQmFja3VwQ29tcGxldGVkEg4KBmpvYl9pZBgBIAEoCRImCgZiYWNrdXAYAiABKAsyFi5wZ2ZsZWV0LnYxLkJhY2t1cEluZm8SGAoQZHVyYXRpb25fc2Vjb25kcxgDIAEoASKoAQoMQmFja3VwRmFpbGVkEg4KBmpvYl9pZBgBIAEoCRImCgVlcnJvchgCIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWwSDQoFbGFiZWwYAyABKAkSJAoEdHlwZRgEIAEoDjIWLnBnZmxlZXQudjEuQmFja3VwVHlwZRIYChBkdXJhdGlvbl9zZWNvbmRzGAUgASgBEhEKCXNjaGVkdWxlZBgGIAEoCCLbAQoQV2FsQXJjaGl2ZUZhaWxlZBIUCgxmYWlsZWRfY291bnQYASABKAQSFwoPbGFzdF9mYWlsZWRfd2FsGAIgASgJEjQKEGxhc3RfZmFpbGVkX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB21lc3NhZ2UYBCABKAkSGQoRbGFzdF9hcmNoaXZlZF93YWwYBSABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKXAQoTV2FsQXJjaGl2ZVJlY292ZXJlZBIZChFsYXN0X2FyY2hpdmVkX3dhbBgBIAEoCRI2ChJsYXN0X2FyY2hpdmVkX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGZhaWxlZF9jb3VudBgDIAEoBBIXCg9mYWlsaW5nX3NlY29uZHMYBCABKAEikQEKDldhbEdhcERldGVjdGVkEhAKCHRpbWVsaW5lGAEgASgNEhkKEWZpcnN0X21pc3Npbmdfd2FsGAIgASgJEhgKEGxhc3RfbWlzc2luZ193YWwYAyABKAkSGAoQbWlzc2luZ19zZWdtZW50cxgEIAEoBBIeChZhZmZlY3RlZF9iYWNrdXBfbGFiZWxzGAUgAygJIpABCgtScG9CcmVhY2hlZBITCgtycG9fc2Vjb25kcxgBIAEoARIZChF0aHJlc2hvbGRfc2Vjb25kcxgCIAEoARIZChFsYXN0X2FyY2hpdmVkX3dhbBgDIAEoCRI2ChJsYXN0X2FyY2hpdmVkX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqsBCgxScG9SZWNvdmVyZWQSEwoLcnBvX3NlY29uZHMYASABKAESGQoRdGhyZXNob2xkX3NlY29uZHMYAiABKAESGQoRbGFzdF9hcmNoaXZlZF93YWwYAyABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBicmVhY2hlZF9zZWNvbmRzGAUgASgBIqABCgtCYWNrdXBTdGFsZRIZChFsYXN0X2JhY2t1cF9sYWJlbBgBIAEoCRI0ChBsYXN0X2JhY2t1cF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgthZ2Vfc2Vjb25kcxgDIAEoARIZChF0aHJlc2hvbGRfc2Vjb25kcxgEIAEoARIQCghzY2hlZHVsZRgFIAEoCSLnAQoQUmV0ZW50aW9uRXhwaXJlZBIOCgZqb2JfaWQYASABKAkSHQoVZXhwaXJlZF9iYWNrdXBfbGFiZWxzGAIgAygJEhoKEndhbF9leHBpcmVkX2JlZm9yZRgDIAEoCRIcChR3YWxfc2VnbWVudHNfcmVtb3ZlZBgEIAEoBBITCgtmcmVlZF9ieXRlcxgFIAEoBBIbChNvbGRlc3RfYmFja3VwX2xhYmVsGAYgASgJEjgKFG9sZGVzdF9yZWNvdmVyeV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJyChBSZXRlbnRpb25QbGFubmVkEhUKDWJhY2t1cF9sYWJlbHMYASADKAkSMAoMZXhwaXJlX2FmdGVyGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1ncmFjZV9zZWNvbmRzGAMgASgBIvIBChBSZXN0b3JlQ29tcGxldGVkEg4KBmpvYl9pZBgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSEgoKdGFyZ2V0X2RpchgDIAEoCRIYChBkdXJhdGlvbl9zZWNvbmRzGAQgASgBEioKBnRhcmdldBgFIAEoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcnlUYXJnZXQSFgoOcmVzdG9yZWRfYnl0ZXMYBiABKAQSNAoQcmVjb3ZlcmVkX3RhYmxlcxgHIAMoCzIaLnBnZmxlZXQudjEuUmVjb3ZlcmVkVGFibGUSEAoIZGF0YWJhc2UYCCABKAkiiwEKDVJlc3RvcmVGYWlsZWQSDgoGam9iX2lkGAEgASgJEiYKBWVycm9yGAIgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBIUCgxiYWNrdXBfbGFiZWwYAyABKAkSEgoKdGFyZ2V0X2RpchgEIAEoCRIYChBkdXJhdGlvbl9zZWNvbmRzGAUgASgBIqoCCg9WZXJpZnlDb21wbGV0ZWQSDgoGam9iX2lkGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIKCgJvaxgDIAEoCBIVCg1maWxlc19jaGVja2VkGAQgASgNEhUKDWJ5dGVzX2NoZWNrZWQYBSABKAQSKQoIcHJvYmxlbXMYBiADKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEhgKEGR1cmF0aW9uX3NlY29uZHMYByABKAESEwoLd2FsX2NoZWNrZWQYCCABKAgSFQoNYmFja3Vwc190b3RhbBgJIAEoDRIaChJiYWNrdXBzX3Jlc3RvcmFibGUYCiABKA0SHAoUd2FsX3NlZ21lbnRzX2NoZWNrZWQYCyABKA0SDAoEZnVsbBgMIAEoCCK6AQoKS2V5Um90YXRlZBIOCgZqb2JfaWQYASABKAkSCgoCb2sYAiABKAgSEQoJcmV3cmFwcGVkGAMgASgNEhMKC2FscmVhZHlfbmV3GAQgASgNEhIKCm9sZF9rZXlfaWQYBSABKAkSEgoKbmV3X2tleV9pZBgGIAEoCRIYChBkdXJhdGlvbl9zZWNvbmRzGAcgASgBEiYKBWVycm9yGAggASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbCKoAwoORHJpbGxDb21wbGV0ZWQSDgoGam9iX2lkGAEgASgJEhQKDGJhY2t1cF9sYWJlbBgCIAEoCRIqCgZ0YXJnZXQYAyABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhgKEGR1cmF0aW9uX3NlY29uZHMYBCABKAESFQoNcmVjb3ZlcmVkX2xzbhgFIAEoCRIyCg5yZWNvdmVyZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcmVzdG9yZWRfYnl0ZXMYByABKAQSEwoLcnRvX3NlY29uZHMYCCABKAESFwoPcmVzdG9yZV9zZWNvbmRzGAkgASgBEhgKEHJlY292ZXJ5X3NlY29uZHMYCiABKAESGQoRcmVsYXRpb25zX2NoZWNrZWQYCyABKA0SFwoPdGFibGVzX2NvbXBhcmVkGAwgASgNEhQKDGNvdW50c19lcXVhbBgNIAEoCBIQCghhZ2VudF9pZBgOIAEoCRIRCglzY2hlZHVsZWQYDyABKAgSEAoIa2VwdF9kaXIYECABKAki6wEKC0RyaWxsRmFpbGVkEg4KBmpvYl9pZBgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSJgoFZXJyb3IYAyABKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEg0KBXN0YWdlGAQgASgJEhgKEGR1cmF0aW9uX3NlY29uZHMYBSABKAESDwoHcmVhc29ucxgGIAMoCRIQCghhZ2VudF9pZBgHIAEoCRIRCglzY2hlZHVsZWQYCCABKAgSHQoVcG9zdGdyZXNfbG9nX3Byb2JsZW1zGAkgAygJEhAKCGtlcHRfZGlyGAogASgJYgZwcm90bzM", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
+  fileDesc("ChdwZ2ZsZWV0L3YxL2V2ZW50cy5wcm90bxIKcGdmbGVldC52MSK/CgoFRXZlbnQSCgoCaWQYASABKAkSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHY2x1c3RlchgDIAEoCRIMCgRraW5kGAQgASgJEjUKD2FnZW50X2Nvbm5lY3RlZBgKIAEoCzIaLnBnZmxlZXQudjEuQWdlbnRDb25uZWN0ZWRIABI7ChJhZ2VudF9kaXNjb25uZWN0ZWQYCyABKAsyHS5wZ2ZsZWV0LnYxLkFnZW50RGlzY29ubmVjdGVkSAASNwoQYmFja3VwX2NvbXBsZXRlZBgMIAEoCzIbLnBnZmxlZXQudjEuQmFja3VwQ29tcGxldGVkSAASMQoNYmFja3VwX2ZhaWxlZBgNIAEoCzIYLnBnZmxlZXQudjEuQmFja3VwRmFpbGVkSAASOQoRcmVzdG9yZV9jb21wbGV0ZWQYDiABKAsyHC5wZ2ZsZWV0LnYxLlJlc3RvcmVDb21wbGV0ZWRIABIzCg5yZXN0b3JlX2ZhaWxlZBgPIAEoCzIZLnBnZmxlZXQudjEuUmVzdG9yZUZhaWxlZEgAEi8KDGFnZW50X3NpbGVudBgQIAEoCzIXLnBnZmxlZXQudjEuQWdlbnRTaWxlbnRIABIzCg5iYWNrdXBfc3RhcnRlZBgRIAEoCzIZLnBnZmxlZXQudjEuQmFja3VwU3RhcnRlZEgAEjoKEndhbF9hcmNoaXZlX2ZhaWxlZBgSIAEoCzIcLnBnZmxlZXQudjEuV2FsQXJjaGl2ZUZhaWxlZEgAEkAKFXdhbF9hcmNoaXZlX3JlY292ZXJlZBgTIAEoCzIfLnBnZmxlZXQudjEuV2FsQXJjaGl2ZVJlY292ZXJlZEgAEjYKEHdhbF9nYXBfZGV0ZWN0ZWQYFCABKAsyGi5wZ2ZsZWV0LnYxLldhbEdhcERldGVjdGVkSAASLwoMcnBvX2JyZWFjaGVkGBUgASgLMhcucGdmbGVldC52MS5ScG9CcmVhY2hlZEgAEjEKDXJwb19yZWNvdmVyZWQYFiABKAsyGC5wZ2ZsZWV0LnYxLlJwb1JlY292ZXJlZEgAEi8KDGJhY2t1cF9zdGFsZRgXIAEoCzIXLnBnZmxlZXQudjEuQmFja3VwU3RhbGVIABI5ChFyZXRlbnRpb25fZXhwaXJlZBgYIAEoCzIcLnBnZmxlZXQudjEuUmV0ZW50aW9uRXhwaXJlZEgAEjcKEHZlcmlmeV9jb21wbGV0ZWQYGSABKAsyGy5wZ2ZsZWV0LnYxLlZlcmlmeUNvbXBsZXRlZEgAEjUKD2RyaWxsX2NvbXBsZXRlZBgaIAEoCzIaLnBnZmxlZXQudjEuRHJpbGxDb21wbGV0ZWRIABIvCgxkcmlsbF9mYWlsZWQYGyABKAsyFy5wZ2ZsZWV0LnYxLkRyaWxsRmFpbGVkSAASLQoLa2V5X3JvdGF0ZWQYHCABKAsyFi5wZ2ZsZWV0LnYxLktleVJvdGF0ZWRIABI5ChFyZXRlbnRpb25fcGxhbm5lZBgdIAEoCzIcLnBnZmxlZXQudjEuUmV0ZW50aW9uUGxhbm5lZEgAEjMKDmR1bXBfY29tcGxldGVkGCggASgLMhkucGdmbGVldC52MS5EdW1wQ29tcGxldGVkSAASLQoLZHVtcF9mYWlsZWQYKSABKAsyFi5wZ2ZsZWV0LnYxLkR1bXBGYWlsZWRIABIrCgpkdW1wX3N0YWxlGCogASgLMhUucGdmbGVldC52MS5EdW1wU3RhbGVIAEIJCgdwYXlsb2FkInoKDkFnZW50Q29ubmVjdGVkEhAKCGFnZW50X2lkGAEgASgJEhAKCGhvc3RuYW1lGAIgASgJEhUKDWFnZW50X3ZlcnNpb24YAyABKAkSEgoKcGdfdmVyc2lvbhgEIAEoDRIZChFzeXN0ZW1faWRlbnRpZmllchgFIAEoCSJuChFBZ2VudERpc2Nvbm5lY3RlZBIQCghhZ2VudF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkSNwoTbGFzdF9oZWFydGJlYXRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiiwEKC0FnZW50U2lsZW50EhAKCGFnZW50X2lkGAEgASgJEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnNpbGVudF9zZWNvbmRzGAMgASgBEhkKEXRocmVzaG9sZF9zZWNvbmRzGAQgASgBInwKDUJhY2t1cFN0YXJ0ZWQSDgoGam9iX2lkGAEgASgJEg0KBWxhYmVsGAIgASgJEiQKBHR5cGUYAyABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSEQoJc2NoZWR1bGVkGAQgASgIEhMKC3ByaW9yX2xhYmVsGAUgASgJImMKD0JhY2t1cENvbXBsZXRlZBIOCgZqb2JfaWQYASABKAkSJgoGYmFja3VwGAIgASgLMhYucGdmbGVldC52MS5CYWNrdXBJbmZvEhgKEGR1cmF0aW9uX3NlY29uZHMYAyABKAEiqAEKDEJhY2t1cEZhaWxlZBIOCgZqb2JfaWQYASABKAkSJgoFZXJyb3IYAiABKAsyFy5wZ2ZsZWV0LnYxLkVycm9yRGV0YWlsEg0KBWxhYmVsGAMgASgJEiQKBHR5cGUYBCABKA4yFi5wZ2ZsZWV0LnYxLkJhY2t1cFR5cGUSGAoQZHVyYXRpb25fc2Vjb25kcxgFIAEoARIRCglzY2hlZHVsZWQYBiABKAgi2wEKEFdhbEFyY2hpdmVGYWlsZWQSFAoMZmFpbGVkX2NvdW50GAEgASgEEhcKD2xhc3RfZmFpbGVkX3dhbBgCIAEoCRI0ChBsYXN0X2ZhaWxlZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdtZXNzYWdlGAQgASgJEhkKEWxhc3RfYXJjaGl2ZWRfd2FsGAUgASgJEjYKEmxhc3RfYXJjaGl2ZWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAilwEKE1dhbEFyY2hpdmVSZWNvdmVyZWQSGQoRbGFzdF9hcmNoaXZlZF93YWwYASABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxmYWlsZWRfY291bnQYAyABKAQSFwoPZmFpbGluZ19zZWNvbmRzGAQgASgBIpEBCg5XYWxHYXBEZXRlY3RlZBIQCgh0aW1lbGluZRgBIAEoDRIZChFmaXJzdF9taXNzaW5nX3dhbBgCIAEoCRIYChBsYXN0X21pc3Npbmdfd2FsGAMgASgJEhgKEG1pc3Npbmdfc2VnbWVudHMYBCABKAQSHgoWYWZmZWN0ZWRfYmFja3VwX2xhYmVscxgFIAMoCSKQAQoLUnBvQnJlYWNoZWQSEwoLcnBvX3NlY29uZHMYASABKAESGQoRdGhyZXNob2xkX3NlY29uZHMYAiABKAESGQoRbGFzdF9hcmNoaXZlZF93YWwYAyABKAkSNgoSbGFzdF9hcmNoaXZlZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKrAQoMUnBvUmVjb3ZlcmVkEhMKC3Jwb19zZWNvbmRzGAEgASgBEhkKEXRocmVzaG9sZF9zZWNvbmRzGAIgASgBEhkKEWxhc3RfYXJjaGl2ZWRfd2FsGAMgASgJEjYKEmxhc3RfYXJjaGl2ZWRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQYnJlYWNoZWRfc2Vjb25kcxgFIAEoASKgAQoLQmFja3VwU3RhbGUSGQoRbGFzdF9iYWNrdXBfbGFiZWwYASABKAkSNAoQbGFzdF9iYWNrdXBfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLYWdlX3NlY29uZHMYAyABKAESGQoRdGhyZXNob2xkX3NlY29uZHMYBCABKAESEAoIc2NoZWR1bGUYBSABKAkikQEKDUR1bXBDb21wbGV0ZWQSDgoGam9iX2lkGAEgASgJEg0KBWxhYmVsGAIgASgJEhEKCWRhdGFiYXNlcxgDIAMoCRIMCgRzaXplGAQgASgEEhMKC3N0b3JlZF9zaXplGAUgASgEEhgKEGR1cmF0aW9uX3NlY29uZHMYBiABKAESEQoJc2NoZWR1bGVkGAcgASgIIoABCgpEdW1wRmFpbGVkEg4KBmpvYl9pZBgBIAEoCRImCgVlcnJvchgCIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWwSDQoFbGFiZWwYAyABKAkSGAoQZHVyYXRpb25fc2Vjb25kcxgEIAEoARIRCglzY2hlZHVsZWQYBSABKAgimgEKCUR1bXBTdGFsZRIXCg9sYXN0X2R1bXBfbGFiZWwYASABKAkSMgoObGFzdF9kdW1wX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2FnZV9zZWNvbmRzGAMgASgBEhkKEXRocmVzaG9sZF9zZWNvbmRzGAQgASgBEhAKCHNjaGVkdWxlGAUgASgJIoQCChBSZXRlbnRpb25FeHBpcmVkEg4KBmpvYl9pZBgBIAEoCRIdChVleHBpcmVkX2JhY2t1cF9sYWJlbHMYAiADKAkSGgoSd2FsX2V4cGlyZWRfYmVmb3JlGAMgASgJEhwKFHdhbF9zZWdtZW50c19yZW1vdmVkGAQgASgEEhMKC2ZyZWVkX2J5dGVzGAUgASgEEhsKE2V4cGlyZWRfZHVtcF9sYWJlbHMYFCADKAkSGwoTb2xkZXN0X2JhY2t1cF9sYWJlbBgGIAEoCRI4ChRvbGRlc3RfcmVjb3ZlcnlfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAicgoQUmV0ZW50aW9uUGxhbm5lZBIVCg1iYWNrdXBfbGFiZWxzGAEgAygJEjAKDGV4cGlyZV9hZnRlchgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNZ3JhY2Vfc2Vjb25kcxgDIAEoASLyAQoQUmVzdG9yZUNvbXBsZXRlZBIOCgZqb2JfaWQYASABKAkSFAoMYmFja3VwX2xhYmVsGAIgASgJEhIKCnRhcmdldF9kaXIYAyABKAkSGAoQZHVyYXRpb25fc2Vjb25kcxgEIAEoARIqCgZ0YXJnZXQYBSABKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJ5VGFyZ2V0EhYKDnJlc3RvcmVkX2J5dGVzGAYgASgEEjQKEHJlY292ZXJlZF90YWJsZXMYByADKAsyGi5wZ2ZsZWV0LnYxLlJlY292ZXJlZFRhYmxlEhAKCGRhdGFiYXNlGAggASgJIosBCg1SZXN0b3JlRmFpbGVkEg4KBmpvYl9pZBgBIAEoCRImCgVlcnJvchgCIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWwSFAoMYmFja3VwX2xhYmVsGAMgASgJEhIKCnRhcmdldF9kaXIYBCABKAkSGAoQZHVyYXRpb25fc2Vjb25kcxgFIAEoASKqAgoPVmVyaWZ5Q29tcGxldGVkEg4KBmpvYl9pZBgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSCgoCb2sYAyABKAgSFQoNZmlsZXNfY2hlY2tlZBgEIAEoDRIVCg1ieXRlc19jaGVja2VkGAUgASgEEikKCHByb2JsZW1zGAYgAygLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBIYChBkdXJhdGlvbl9zZWNvbmRzGAcgASgBEhMKC3dhbF9jaGVja2VkGAggASgIEhUKDWJhY2t1cHNfdG90YWwYCSABKA0SGgoSYmFja3Vwc19yZXN0b3JhYmxlGAogASgNEhwKFHdhbF9zZWdtZW50c19jaGVja2VkGAsgASgNEgwKBGZ1bGwYDCABKAgiugEKCktleVJvdGF0ZWQSDgoGam9iX2lkGAEgASgJEgoKAm9rGAIgASgIEhEKCXJld3JhcHBlZBgDIAEoDRITCgthbHJlYWR5X25ldxgEIAEoDRISCgpvbGRfa2V5X2lkGAUgASgJEhIKCm5ld19rZXlfaWQYBiABKAkSGAoQZHVyYXRpb25fc2Vjb25kcxgHIAEoARImCgVlcnJvchgIIAEoCzIXLnBnZmxlZXQudjEuRXJyb3JEZXRhaWwiqAMKDkRyaWxsQ29tcGxldGVkEg4KBmpvYl9pZBgBIAEoCRIUCgxiYWNrdXBfbGFiZWwYAiABKAkSKgoGdGFyZ2V0GAMgASgLMhoucGdmbGVldC52MS5SZWNvdmVyeVRhcmdldBIYChBkdXJhdGlvbl9zZWNvbmRzGAQgASgBEhUKDXJlY292ZXJlZF9sc24YBSABKAkSMgoOcmVjb3ZlcmVkX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlc3RvcmVkX2J5dGVzGAcgASgEEhMKC3J0b19zZWNvbmRzGAggASgBEhcKD3Jlc3RvcmVfc2Vjb25kcxgJIAEoARIYChByZWNvdmVyeV9zZWNvbmRzGAogASgBEhkKEXJlbGF0aW9uc19jaGVja2VkGAsgASgNEhcKD3RhYmxlc19jb21wYXJlZBgMIAEoDRIUCgxjb3VudHNfZXF1YWwYDSABKAgSEAoIYWdlbnRfaWQYDiABKAkSEQoJc2NoZWR1bGVkGA8gASgIEhAKCGtlcHRfZGlyGBAgASgJIusBCgtEcmlsbEZhaWxlZBIOCgZqb2JfaWQYASABKAkSFAoMYmFja3VwX2xhYmVsGAIgASgJEiYKBWVycm9yGAMgASgLMhcucGdmbGVldC52MS5FcnJvckRldGFpbBINCgVzdGFnZRgEIAEoCRIYChBkdXJhdGlvbl9zZWNvbmRzGAUgASgBEg8KB3JlYXNvbnMYBiADKAkSEAoIYWdlbnRfaWQYByABKAkSEQoJc2NoZWR1bGVkGAggASgIEh0KFXBvc3RncmVzX2xvZ19wcm9ibGVtcxgJIAMoCRIQCghrZXB0X2RpchgKIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp, file_pgfleet_v1_common]);
 
 /**
  * Event is the one envelope published on pgfleet.events.<cluster>.<kind>; id doubles as the
@@ -216,6 +216,30 @@ export type Event = Message<"pgfleet.v1.Event"> & {
      */
     value: RetentionPlanned;
     case: "retentionPlanned";
+  } | {
+    /**
+     * dump.completed
+     *
+     * @generated from field: pgfleet.v1.DumpCompleted dump_completed = 40;
+     */
+    value: DumpCompleted;
+    case: "dumpCompleted";
+  } | {
+    /**
+     * dump.failed
+     *
+     * @generated from field: pgfleet.v1.DumpFailed dump_failed = 41;
+     */
+    value: DumpFailed;
+    case: "dumpFailed";
+  } | {
+    /**
+     * dump.stale
+     *
+     * @generated from field: pgfleet.v1.DumpStale dump_stale = 42;
+     */
+    value: DumpStale;
+    case: "dumpStale";
   } | { case: undefined; value?: undefined };
 };
 
@@ -695,6 +719,138 @@ export const BackupStaleSchema: GenMessage<BackupStale> = /*@__PURE__*/
   messageDesc(file_pgfleet_v1_events, 12);
 
 /**
+ * dump.completed: a logical dump (pgfleet dump, or the policy's logical schedule) is complete in
+ * the repository and listed by `pgfleet dumps`.
+ *
+ * @generated from message pgfleet.v1.DumpCompleted
+ */
+export type DumpCompleted = Message<"pgfleet.v1.DumpCompleted"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * @generated from field: string label = 2;
+   */
+  label: string;
+
+  /**
+   * @generated from field: repeated string databases = 3;
+   */
+  databases: string[];
+
+  /**
+   * @generated from field: uint64 size = 4;
+   */
+  size: bigint;
+
+  /**
+   * @generated from field: uint64 stored_size = 5;
+   */
+  storedSize: bigint;
+
+  /**
+   * @generated from field: double duration_seconds = 6;
+   */
+  durationSeconds: number;
+
+  /**
+   * @generated from field: bool scheduled = 7;
+   */
+  scheduled: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.DumpCompleted.
+ * Use `create(DumpCompletedSchema)` to create a new message.
+ */
+export const DumpCompletedSchema: GenMessage<DumpCompleted> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 13);
+
+/**
+ * dump.failed: a dump ended without a complete dump (nothing of it is listed).
+ *
+ * @generated from message pgfleet.v1.DumpFailed
+ */
+export type DumpFailed = Message<"pgfleet.v1.DumpFailed"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * @generated from field: pgfleet.v1.ErrorDetail error = 2;
+   */
+  error?: ErrorDetail | undefined;
+
+  /**
+   * @generated from field: string label = 3;
+   */
+  label: string;
+
+  /**
+   * @generated from field: double duration_seconds = 4;
+   */
+  durationSeconds: number;
+
+  /**
+   * @generated from field: bool scheduled = 5;
+   */
+  scheduled: boolean;
+};
+
+/**
+ * Describes the message pgfleet.v1.DumpFailed.
+ * Use `create(DumpFailedSchema)` to create a new message.
+ */
+export const DumpFailedSchema: GenMessage<DumpFailed> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 14);
+
+/**
+ * dump.stale: the newest complete dump is older than the policy allows.
+ *
+ * @generated from message pgfleet.v1.DumpStale
+ */
+export type DumpStale = Message<"pgfleet.v1.DumpStale"> & {
+  /**
+   * Empty when the cluster has no dump at all.
+   *
+   * @generated from field: string last_dump_label = 1;
+   */
+  lastDumpLabel: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_dump_time = 2;
+   */
+  lastDumpTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: double age_seconds = 3;
+   */
+  ageSeconds: number;
+
+  /**
+   * @generated from field: double threshold_seconds = 4;
+   */
+  thresholdSeconds: number;
+
+  /**
+   * The logical schedule (cron), if any.
+   *
+   * @generated from field: string schedule = 5;
+   */
+  schedule: string;
+};
+
+/**
+ * Describes the message pgfleet.v1.DumpStale.
+ * Use `create(DumpStaleSchema)` to create a new message.
+ */
+export const DumpStaleSchema: GenMessage<DumpStale> = /*@__PURE__*/
+  messageDesc(file_pgfleet_v1_events, 15);
+
+/**
  * retention.expired: retention removed backups and/or WAL from the repository.
  *
  * @generated from message pgfleet.v1.RetentionExpired
@@ -728,6 +884,13 @@ export type RetentionExpired = Message<"pgfleet.v1.RetentionExpired"> & {
   freedBytes: bigint;
 
   /**
+   * Logical dumps removed (by the logical tiers).
+   *
+   * @generated from field: repeated string expired_dump_labels = 20;
+   */
+  expiredDumpLabels: string[];
+
+  /**
    * The oldest point a restore can now reach.
    *
    * @generated from field: string oldest_backup_label = 6;
@@ -745,7 +908,7 @@ export type RetentionExpired = Message<"pgfleet.v1.RetentionExpired"> & {
  * Use `create(RetentionExpiredSchema)` to create a new message.
  */
 export const RetentionExpiredSchema: GenMessage<RetentionExpired> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_events, 13);
+  messageDesc(file_pgfleet_v1_events, 16);
 
 /**
  * retention.planned: automatic expiry (policy --auto-expire on) will delete these backups once the
@@ -777,7 +940,7 @@ export type RetentionPlanned = Message<"pgfleet.v1.RetentionPlanned"> & {
  * Use `create(RetentionPlannedSchema)` to create a new message.
  */
 export const RetentionPlannedSchema: GenMessage<RetentionPlanned> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_events, 14);
+  messageDesc(file_pgfleet_v1_events, 17);
 
 /**
  * restore.completed: a restore wrote a data directory ready to start.
@@ -834,7 +997,7 @@ export type RestoreCompleted = Message<"pgfleet.v1.RestoreCompleted"> & {
  * Use `create(RestoreCompletedSchema)` to create a new message.
  */
 export const RestoreCompletedSchema: GenMessage<RestoreCompleted> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_events, 15);
+  messageDesc(file_pgfleet_v1_events, 18);
 
 /**
  * restore.failed: a restore ended without a usable data directory.
@@ -873,7 +1036,7 @@ export type RestoreFailed = Message<"pgfleet.v1.RestoreFailed"> & {
  * Use `create(RestoreFailedSchema)` to create a new message.
  */
 export const RestoreFailedSchema: GenMessage<RestoreFailed> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_events, 16);
+  messageDesc(file_pgfleet_v1_events, 19);
 
 /**
  * verify.completed: a backup was read back and checked against its manifest. ok is false when
@@ -953,7 +1116,7 @@ export type VerifyCompleted = Message<"pgfleet.v1.VerifyCompleted"> & {
  * Use `create(VerifyCompletedSchema)` to create a new message.
  */
 export const VerifyCompletedSchema: GenMessage<VerifyCompleted> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_events, 17);
+  messageDesc(file_pgfleet_v1_events, 20);
 
 /**
  * key.rotated: a rotate-key job (`pgfleet repo rotate-key`) ended; ok says whether the cluster's
@@ -1010,7 +1173,7 @@ export type KeyRotated = Message<"pgfleet.v1.KeyRotated"> & {
  * Use `create(KeyRotatedSchema)` to create a new message.
  */
 export const KeyRotatedSchema: GenMessage<KeyRotated> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_events, 18);
+  messageDesc(file_pgfleet_v1_events, 21);
 
 /**
  * drill.completed: a restore drill restored a backup into a scratch directory, started
@@ -1109,7 +1272,7 @@ export type DrillCompleted = Message<"pgfleet.v1.DrillCompleted"> & {
  * Use `create(DrillCompletedSchema)` to create a new message.
  */
 export const DrillCompletedSchema: GenMessage<DrillCompleted> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_events, 19);
+  messageDesc(file_pgfleet_v1_events, 22);
 
 /**
  * drill.failed: a restore drill failed; stage says where (restore, start, recovery, check).
@@ -1180,5 +1343,5 @@ export type DrillFailed = Message<"pgfleet.v1.DrillFailed"> & {
  * Use `create(DrillFailedSchema)` to create a new message.
  */
 export const DrillFailedSchema: GenMessage<DrillFailed> = /*@__PURE__*/
-  messageDesc(file_pgfleet_v1_events, 20);
+  messageDesc(file_pgfleet_v1_events, 23);
 
