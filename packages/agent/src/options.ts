@@ -8,7 +8,7 @@
  */
 import { dirname, basename, join } from 'node:path';
 import type { CommandSettings, ProgramSpec } from '@pgfleet/core/command-line';
-import { PgfleetError } from '@pgfleet/core/errors';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core/errors';
 import { CODECS } from '@pgfleet/storage/codec-names';
 import { repositoryUrl, type RepositorySpec, type S3Credentials } from '@pgfleet/storage/repository-url';
 import type { KeySource } from '@pgfleet/storage/key-source';
@@ -249,8 +249,7 @@ export const AGENT_PROGRAM = {
     {
       name: 'dump-spool-max',
       type: 'string',
-      description:
-        "at most this many bytes of pg_dump output in the agent's spool (pgfleet-dump-* under --scratch-dir) at once, checked while pg_dump runs (e.g. 20GB, 512MiB; units are powers of 1024): a dump that grows past it, or fills the disk, fails (PGF-6231, PGF-1101) and keeps nothing. The spool holds one database's compressed dump at a time",
+      description: `at most this many bytes of pg_dump output in the agent's spool (pgfleet-dump-* under --scratch-dir) at once, checked while pg_dump runs (e.g. 20GB, 512MiB; units are powers of 1024): a dump that grows past it, or fills the disk, fails (${ErrorCodes.DumpSpoolFull.code}, ${ErrorCodes.DiskFull.code}) and keeps nothing. The spool holds one database's compressed dump at a time`,
       default: '10GiB',
     },
     {
