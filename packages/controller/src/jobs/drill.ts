@@ -198,12 +198,7 @@ export async function startDrillJob(
     agentId: session.agentId,
     params,
   };
-  const drill = jobOfKind(
-    'drill',
-    fence
-      ? await ctx.store.createJobIfIdle(req.cluster, ['drill', 'capture'], created, ctx.now(), fence)
-      : await ctx.store.createJob(created, ctx.now()),
-  );
+  const drill = await createDrillJob(ctx, created, fence);
   if (!captureId) {
     return dispatch(
       ctx,
@@ -247,6 +242,20 @@ export async function startDrillJob(
   return jobInfoFromRecord(drill);
 }
 
+/** Records a drill job; a scheduled one (`fence`) only while its scheduler leads and the cluster runs no drill. */
+async function createDrillJob(
+  ctx: ControllerContext,
+  created: NewTypedJob<'drill'>,
+  fence: LeadershipFence | undefined,
+): Promise<TypedJob<'drill'>> {
+  return jobOfKind(
+    'drill',
+    fence
+      ? await ctx.store.createJobIfIdle(created.cluster, ['drill', 'capture'], created, ctx.now(), fence)
+      : await ctx.store.createJob(created, ctx.now()),
+  );
+}
+
 /** A dump drill: the dump from the catalog's record (its files, checksums and exact row counts), dispatched to an agent of the cluster. */
 async function startDumpDrillJob(
   ctx: ControllerContext,
@@ -278,12 +287,7 @@ async function startDumpDrillJob(
       ...(req.keep ? { keep: true } : {}),
     },
   };
-  const drill = jobOfKind(
-    'drill',
-    fence
-      ? await ctx.store.createJobIfIdle(req.cluster, ['drill', 'capture'], created, ctx.now(), fence)
-      : await ctx.store.createJob(created, ctx.now()),
-  );
+  const drill = await createDrillJob(ctx, created, fence);
   return dispatch(
     ctx,
     session,
