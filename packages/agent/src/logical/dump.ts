@@ -194,7 +194,7 @@ async function tableEstimates(pg: PgConnectionOptions, database: string): Promis
            FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
           WHERE r.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-          ORDER BY 1, 2`,
+          ORDER BY 2, 3`,
       )
     ).rows;
     return rows.map((r) => ({ oid: r.oid, table: { schema: r.schema, name: r.name, rowEstimate: BigInt(r.est) } }));
