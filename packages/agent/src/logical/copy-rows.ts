@@ -33,25 +33,25 @@ export class CopyRowCounter {
   terminated = false;
 
   push(chunk: Uint8Array): void {
-    if (this.terminated) return;
-    for (let i = 0; i < chunk.length; i++) {
-      const b = chunk[i]!;
-      if (b === 0x0a) {
-        if (this.lineIsTerminator && this.lineLen === 2) {
-          this.terminated = true;
-          return;
-        }
-        this.lines++;
-        this.lineLen = 0;
-        this.lineIsTerminator = true;
-        continue;
-      }
-      if (this.lineIsTerminator) {
-        // `\.` byte by byte: a backslash first, a dot second, nothing else.
+    let pos = 0;
+    while (pos < chunk.length && !this.terminated) {
+      // The first bytes of a line decide whether it is `\.`; the rest is skipped with indexOf.
+      while (this.lineLen < 3 && pos < chunk.length && chunk[pos] !== 0x0a) {
         const want = this.lineLen === 0 ? 0x5c : this.lineLen === 1 ? 0x2e : -1;
-        if (b !== want) this.lineIsTerminator = false;
+        if (chunk[pos] !== want) this.lineIsTerminator = false;
+        this.lineLen++;
+        pos++;
       }
-      if (this.lineLen < 3) this.lineLen++;
+      const nl = chunk.indexOf(0x0a, pos);
+      if (nl < 0) return;
+      if (this.lineIsTerminator && this.lineLen === 2) {
+        this.terminated = true;
+        return;
+      }
+      this.lines++;
+      this.lineLen = 0;
+      this.lineIsTerminator = true;
+      pos = nl + 1;
     }
   }
 
