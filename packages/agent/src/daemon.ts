@@ -20,6 +20,7 @@ import { ClusterKey, removeJobClusterKeyFile } from './security/cluster-key.js';
 import { readArchiveSetup, runArchiveCheck, type ArchiveSetupReport, type CheckItemOutcome } from './wal/check.js';
 import { cleanScratchArea } from './drill/drill.js';
 import { sweepEntrySpools } from './backup/entry-spool.js';
+import { sweepDumpSpools } from './logical/dump.js';
 import type { AgentSettings } from './options.js';
 import { readPgdataFacts, type PgdataFacts } from './pgdata/pgdata.js';
 import type { Progress } from './progress.js';
@@ -100,6 +101,8 @@ export class AgentDaemon {
     await cleanScratchArea(this.s.scratchDir, this.log.child({ component: 'drill' }));
     // And a backup killed with it left its manifest spool (entry-spool.ts): only this cluster's, only dead processes'.
     await sweepEntrySpools(this.s.cluster, this.log.child({ component: 'backup' }));
+    // And a dump or restore-dump killed with it left its pg_dump spool (logical/dump.ts), under the scratch area.
+    await sweepDumpSpools(this.s.scratchDir, this.s.cluster, this.log.child({ component: 'dump' }));
     if (!(await this.clusterKey.load()))
       this.log.warn(
         { code: ErrorCodes.WalKeyMissing.code, file: this.s.clusterKeyFile },

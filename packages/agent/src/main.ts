@@ -106,6 +106,7 @@ async function main(argv: string[]): Promise<number> {
         stream: run.stream,
         streamSpool: run.streamSpool || defaultStreamSpool(realPgdata),
         scratchDir: run.scratchDir || defaultScratchDir(realPgdata),
+        dumpSpoolMaxBytes: parseSize(run.dumpSpoolMax, 'dump-spool-max'),
         ...(run.tlsDir ? { tlsDir: run.tlsDir } : {}),
         clusterKeyFile: clusterKeyFileOf(run, realPgdata),
         ...(run.enrollToken ? { enrollToken: run.enrollToken } : {}),

@@ -8,7 +8,7 @@
  */
 import { dirname, basename, join } from 'node:path';
 import type { CommandSettings, ProgramSpec } from '@pgfleet/core/command-line';
-import { PgfleetError } from '@pgfleet/core/errors';
+import { ErrorCodes, PgfleetError } from '@pgfleet/core/errors';
 import { CODECS } from '@pgfleet/storage/codec-names';
 import { repositoryUrl, type RepositorySpec, type S3Credentials } from '@pgfleet/storage/repository-url';
 import type { KeySource } from '@pgfleet/storage/key-source';
@@ -247,6 +247,12 @@ export const AGENT_PROGRAM = {
         "parent directory of restore drills' throwaway copies (one pgfleet-drill-<job> directory each, removed when the drill ends); needs room for a whole restored cluster (default: <parent of pgdata>/pgfleet-scratch, on the data directory's filesystem rather than a RAM-backed /tmp)",
     },
     {
+      name: 'dump-spool-max',
+      type: 'string',
+      description: `at most this many bytes of pg_dump output in the agent's spool (pgfleet-dump-* under --scratch-dir) at once, checked while pg_dump runs (e.g. 20GB, 512MiB; units are powers of 1024): a dump that grows past it, or fills the disk, fails (${ErrorCodes.DumpSpoolFull.code}, ${ErrorCodes.DiskFull.code}) and keeps nothing. The spool holds one database's compressed dump at a time`,
+      default: '10GiB',
+    },
+    {
       name: 'tls-dir',
       type: 'string',
       description:
@@ -325,6 +331,7 @@ export const AGENT_PROGRAM = {
         'stream',
         'stream-spool',
         'scratch-dir',
+        'dump-spool-max',
         'tls-dir',
         'cluster-key-file',
         'enroll-token',
@@ -435,6 +442,8 @@ export interface AgentSettings {
   streamSpool: string;
   /** Parent of restore drills' scratch directories (DrillJob.scratch_dir overrides it). */
   scratchDir: string;
+  /** Bytes a dump's spool may hold (--dump-spool-max, logical/dump.ts). */
+  dumpSpoolMaxBytes: number;
   /** Mutual TLS: the agent's certificate directory (enrolled into on first start). */
   tlsDir?: string;
   /** Where the daemon keeps its cluster's key (security/cluster-key.ts); defaultClusterKeyFile unless set. */

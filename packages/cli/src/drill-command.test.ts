@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { PgfleetError } from '@pgfleet/core';
 import { DrillResultSchema, TargetAction } from '@pgfleet/proto';
-import { describeDrill, drillTargetFromOptions } from './drill-command.js';
+import { describeDrill, drillTargetFromOptions, dumpDrillFromOptions } from './drill-command.js';
 import { describeDrillDetails } from './drill-format.js';
 
 test('drill targets: none means a fresh restore point; a given one always promotes', () => {
@@ -129,4 +129,45 @@ test("a drill that failed in recovery: PostgreSQL's words, its log lines and the
   );
   assert.match(details, /\(last 3 log line\(s\): pgfleet job j1\)/);
   assert.doesNotMatch(details, /j0/, 'a drill with nothing to show adds no lines');
+});
+
+test('dump drills: --dump latest or a label, not with a backup or a target; the verdict names the dump and the tables', () => {
+  assert.equal(dumpDrillFromOptions({}, false), undefined);
+  assert.deepEqual(dumpDrillFromOptions({ dump: 'latest' }, false), { label: '', database: '', jobs: 2 });
+  assert.deepEqual(dumpDrillFromOptions({ dump: '20261207-040000-000L', database: 'shop', jobs: 4 }, false), {
+    label: '20261207-040000-000L',
+    database: 'shop',
+    jobs: 4,
+  });
+  for (const [s, target] of [
+    [{ dump: 'latest', backup: '20261124-130000F' }, false],
+    [{ dump: 'latest' }, true],
+    [{ database: 'shop' }, false],
+  ] as const)
+    assert.throws(
+      () => dumpDrillFromOptions(s, target),
+      (e: unknown) => PgfleetError.is(e, 'InvalidArgument'),
+    );
+  const failed = describeDrill(
+    create(DrillResultSchema, {
+      dumpLabel: '20261207-040000-000L',
+      dumpDatabases: ['shop'],
+      ok: false,
+      stage: 'counts',
+      reasons: ["row counts differ from the dump's in 1 table(s): shop.sales.orders (dump 30000, restored 29999)"],
+      restoreSeconds: 4.2,
+      rtoSeconds: 4.2,
+      restoredBytes: 1048576n,
+      countsCompared: true,
+      countsEqual: false,
+      tablesCompared: 5,
+      countDiffs: [{ database: 'shop', schema: 'sales', table: 'orders', sourceRows: 30000n, restoredRows: 29999n }],
+    }),
+  );
+  assert.match(failed, /^dump drill FAILED in stage counts: dump 20261207-040000-000L \(shop\)/);
+  assert.match(failed, /reason: row counts differ from the dump's in 1 table\(s\): shop\.sales\.orders/);
+  assert.match(failed, /restore time 4\.2 s \(fetch and pg_restore of 1\.0 MB\)/);
+  assert.match(failed, /row counts: 1 table\(s\) differ in 5 table\(s\)/);
+  assert.match(failed, /DUMP\s+RESTORED/);
+  assert.doesNotMatch(failed, /amcheck|restore point/);
 });

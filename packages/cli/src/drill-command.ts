@@ -7,6 +7,9 @@
  * the drill's error code when it failed (the result is printed first, also as JSON with --output
  * json). --keep leaves the scratch directory (restored data and server log) for inspection.
  *
+ * `pgfleet drill <cluster> --dump LABEL|latest [--database D] [--jobs N]`: a dump drill (restore a
+ * logical dump into a throwaway server, compare each table's rows with those the dump recorded).
+ *
  * `pgfleet drills [<cluster>]`: the drill history, newest first, with why each failed.
  */
 import { PgfleetError, type OptionValues } from '@pgfleet/core';
@@ -42,6 +45,32 @@ export function drillTargetFromOptions(options: OptionValues): RecoveryTarget | 
   return create(RecoveryTargetSchema, recoveryTargetFromOptions({ ...options, 'target-action': undefined }));
 }
 
+/** --dump LABEL|latest [--database D] [--jobs N]: a dump drill; refused with a backup's flags. */
+export function dumpDrillFromOptions(
+  s: {
+    dump?: string | undefined;
+    database?: string | undefined;
+    jobs?: number | undefined;
+    backup?: string | undefined;
+  },
+  hasTarget: boolean,
+): { label: string; database: string; jobs: number } | undefined {
+  if (s.dump === undefined) {
+    if (s.database !== undefined)
+      throw new PgfleetError(
+        'InvalidArgument',
+        '--database belongs to a dump drill: give --dump LABEL (or --dump latest)',
+      );
+    return undefined;
+  }
+  if (s.backup !== undefined || hasTarget)
+    throw new PgfleetError(
+      'InvalidArgument',
+      '--dump drills a logical dump: --backup and --target-* are for drills of physical backups',
+    );
+  return { label: s.dump === 'latest' ? '' : s.dump, database: s.database ?? '', jobs: s.jobs ?? 2 };
+}
+
 export async function drillCommand(
   admin: Admin,
   cluster: string,
@@ -50,12 +79,14 @@ export async function drillCommand(
 ): Promise<number> {
   const target = drillTargetFromOptions(options);
   const s = cliSettings('drill', options);
+  const dump = dumpDrillFromOptions(s, target !== undefined);
   const { job } = await admin.startDrill({
     cluster,
     backupLabel: s.backup ?? '',
     ...(target ? { target } : {}),
     agentId: s.on ?? '',
     keep: s.keep,
+    ...(dump ? { dump } : {}),
   });
   if (!s.wait) {
     if (json) printJson(JobInfoSchema, job!);
@@ -120,9 +151,9 @@ export async function drillsCommand(
           stateName(d.state),
           d.scheduled ? 'scheduled' : 'manual',
           formatTime(ms(d.finishedAt)),
-          r?.backupLabel || '-',
+          r?.dumpLabel ? `dump ${r.dumpLabel}` : r?.backupLabel || '-',
           r && r.rtoSeconds > 0 ? secs(r.rtoSeconds) : '-',
-          amcheck,
+          r?.dumpLabel ? 'n/a' : amcheck,
           counts,
           ok ? '' : failureReason(d),
         ];

@@ -14,7 +14,9 @@ export const secs = (s: number): string => `${s.toFixed(1)} s`;
 /** The verdict, then the figures, amcheck and the count comparison. */
 export function describeDrill(d: DrillResult): string {
   const lines = [
-    `drill ${d.ok ? 'PASSED' : `FAILED in stage ${d.stage}`}: backup ${d.backupLabel || '-'}${d.target ? `, target ${describeTarget(d.target)}` : ''}`,
+    d.dumpLabel
+      ? `dump drill ${d.ok ? 'PASSED' : `FAILED in stage ${d.stage}`}: dump ${d.dumpLabel} (${d.dumpDatabases.join(', ') || 'no database'})`
+      : `drill ${d.ok ? 'PASSED' : `FAILED in stage ${d.stage}`}: backup ${d.backupLabel || '-'}${d.target ? `, target ${describeTarget(d.target)}` : ''}`,
   ];
   for (const r of d.reasons) lines.push(`  reason: ${r}`);
   if (d.postgresLogProblems.length)
@@ -22,7 +24,9 @@ export function describeDrill(d: DrillResult): string {
   if (d.postgresLogTail.length)
     lines.push(`PostgreSQL log, last ${d.postgresLogTail.length} line(s):`, ...indent(d.postgresLogTail));
   if (d.keptDir) lines.push(keptLine(d.keptDir));
-  if (d.rtoSeconds > 0) {
+  if (d.dumpLabel && d.rtoSeconds > 0) {
+    lines.push(`restore time ${secs(d.rtoSeconds)} (fetch and pg_restore of ${formatBytes(d.restoredBytes)})`);
+  } else if (d.rtoSeconds > 0) {
     lines.push(
       `RTO ${secs(d.rtoSeconds)} (restore ${secs(d.restoreSeconds)} of ${formatBytes(d.restoredBytes)}, recovery ${secs(d.recoverySeconds)})${d.recoveredLsn ? `, recovered to ${d.recoveredLsn}` : ''}${d.recoveredTime ? ` (last commit ${formatTime(ms(d.recoveredTime))})` : ''}`,
     );
@@ -38,17 +42,19 @@ export function describeDrill(d: DrillResult): string {
     if (d.amcheckFindings.length > 20) lines.push(`  ... and ${d.amcheckFindings.length - 20} more (--output json)`);
   }
   if (d.countsCompared) {
-    const bound =
-      d.countChangeBound === 0n
+    const bound = d.dumpLabel
+      ? 'the rows pg_dump wrote, counted when the dump was stored'
+      : d.countChangeBound === 0n
         ? 'source quiet: exact comparison'
         : `source changed up to ${d.countChangeBound} row(s) while counted`;
+    const at = d.dumpLabel ? '' : `; restore point ${d.source?.restorePoint ?? '-'} at ${d.source?.lsn ?? '-'}`;
     lines.push(
-      `row counts: ${d.countsEqual ? 'equal' : `${d.countDiffs.length} table(s) differ`} in ${d.tablesCompared} table(s) (${bound}; restore point ${d.source?.restorePoint ?? '-'} at ${d.source?.lsn ?? '-'})`,
+      `row counts: ${d.countsEqual ? 'equal' : `${d.countDiffs.length} table(s) differ`} in ${d.tablesCompared} table(s) (${bound}${at})`,
     );
     if (d.countDiffs.length) {
       lines.push(
         formatTable(
-          ['DATABASE', 'TABLE', 'SOURCE', 'RESTORED'],
+          ['DATABASE', 'TABLE', d.dumpLabel ? 'DUMP' : 'SOURCE', 'RESTORED'],
           d.countDiffs
             .slice(0, 20)
             .map((x) => [

@@ -749,9 +749,25 @@ export const cliProgram = {
         'target-exclusive',
         'on',
         'keep',
+        'dump',
+        'database',
+        'jobs',
         'wait',
       ],
       localOptions: [
+        {
+          name: 'dump',
+          type: 'string',
+          cliOnly: true,
+          description: `A dump drill instead: restore this dump (a label from \`pgfleet dumps\`, or latest) into a throwaway PostgreSQL of its major version on an agent of the cluster, compare every table's count(*) with the exact rows the dump recorded (a difference fails with ${ErrorCodes.DumpDrillCountsDiffer.code}, naming the tables), record the restore time and remove everything. No --backup or --target-* with it.`,
+        },
+        {
+          name: 'database',
+          type: 'string',
+          cliOnly: true,
+          description: 'With --dump: only this database of the dump (default: all of them).',
+        },
+        { ...JOBS_OPTION, default: 2, description: 'With --dump: pg_restore --jobs.' },
         {
           name: 'backup',
           type: 'string',

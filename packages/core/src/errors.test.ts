@@ -133,6 +133,10 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   RestoreDumpTargetExists: ['PGF-6203', 6, 4],
   RestoreDumpFailed: ['PGF-6204', 13, 1],
   DumpInvalid: ['PGF-6205', 3, 2],
+  DumpDrillCountsDiffer: ['PGF-6230', 15, 1],
+  DumpSpoolFull: ['PGF-6231', 8, 4],
+  DumpDrillFailed: ['PGF-6232', 10, 1],
+  DumpDrillUnavailable: ['PGF-6233', 9, 4],
   Internal: ['PGF-9001', 13, 1],
 };
 

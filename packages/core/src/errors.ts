@@ -603,6 +603,31 @@ export const ErrorCodes = {
     2,
     '--jobs is 1 to 64, --lock-wait-timeout a duration (30s, 5m), --database/--to-database names, --table schema.name or a name, --schema a name.',
   ),
+  // 623x-624x: dump drills and the dump spool (pgfleet drill --dump; docs/drills.md, docs/logical.md)
+  DumpDrillCountsDiffer: spec(
+    'PGF-6230',
+    GrpcStatus.DATA_LOSS,
+    1,
+    'The dump restored, but the tables named in the message hold a different number of rows than pg_dump wrote for them when the dump was taken: the dump does not restore what it holds. Keep the dump, run `pgfleet verify` on the repository, and take a new dump; report the tables with the drill job id.',
+  ),
+  DumpSpoolFull: spec(
+    'PGF-6231',
+    GrpcStatus.RESOURCE_EXHAUSTED,
+    4,
+    "pg_dump wrote more into the agent's spool (under --scratch-dir) than --dump-spool-max allows; the dump was stopped and nothing of it kept. Raise --dump-spool-max (the compressed size of the largest database dumped), or point --scratch-dir at a larger file system.",
+  ),
+  DumpDrillFailed: spec(
+    'PGF-6232',
+    GrpcStatus.ABORTED,
+    1,
+    "The dump drill could not restore the dump into its throwaway PostgreSQL (initdb, the server start or pg_restore failed: the message quotes them). The scratch area was cleaned up; fix what the message names (the PostgreSQL binaries of the dump's major version on the agent, --pg-bin-dir, space under --scratch-dir) and run the drill again.",
+  ),
+  DumpDrillUnavailable: spec(
+    'PGF-6233',
+    GrpcStatus.FAILED_PRECONDITION,
+    4,
+    'This dump was taken before dumps recorded exact row counts, so a drill has nothing exact to compare with. Take a new dump (`pgfleet dump <cluster>`) and drill that one.',
+  ),
   // 7xxx: network and services
   ControllerUnreachable: spec(
     'PGF-7001',

@@ -121,30 +121,46 @@ function processAlive(pid: number): boolean {
  * live one, keeps its own. Returns the directories removed. A pid reused since is taken as alive
  * (the spool stays until a later start): never a live backup's spool removed.
  */
-export async function sweepEntrySpools(cluster: string, log: Logger, parent = tmpdir()): Promise<string[]> {
+export function sweepEntrySpools(cluster: string, log: Logger, parent = tmpdir()): Promise<string[]> {
+  return sweepDeadSpools({ parent, cluster, pattern: SPOOL_NAME_RE, what: 'manifest spools of backups', log });
+}
+
+/**
+ * The sweep of sweepEntrySpools for any spool named for its cluster and agent process:
+ * `pattern` matches the directory names, its first group the cluster and its second the pid.
+ * Also used for the dump spools (logical/dump.ts).
+ */
+export async function sweepDeadSpools(o: {
+  parent: string;
+  cluster: string;
+  pattern: RegExp;
+  /** What the spools are, for the log ("manifest spools of backups"). */
+  what: string;
+  log: Logger;
+}): Promise<string[]> {
+  const { parent, log } = o;
   let names: string[];
   try {
     names = await readdir(parent);
   } catch (err) {
-    log.warn({ err: (err as Error).message, dir: parent }, 'leftover backup spools cannot be looked for');
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    log.warn({ err: (err as Error).message, dir: parent }, `leftover ${o.what} cannot be looked for`);
     return [];
   }
   const removed: string[] = [];
   for (const name of names) {
-    if (!name.startsWith(SPOOL_PREFIX)) continue;
-    const m = SPOOL_NAME_RE.exec(name);
-    if (!m || m[1] !== cluster) continue;
+    const m = o.pattern.exec(name);
+    if (!m || m[1] !== o.cluster) continue;
     const pid = Number(m[2]);
     if (pid === process.pid || processAlive(pid)) continue;
     const dir = join(parent, name);
     try {
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 3 });
       removed.push(dir);
     } catch (err) {
-      log.warn({ err: (err as Error).message, dir }, 'a leftover backup spool could not be removed');
+      log.warn({ err: (err as Error).message, dir }, `leftover ${o.what} could not be removed`);
     }
   }
-  if (removed.length > 0)
-    log.info({ removed }, 'removed the manifest spools of backups killed with an earlier agent process');
+  if (removed.length > 0) log.info({ removed }, `removed the ${o.what} killed with an earlier agent process`);
   return removed;
 }

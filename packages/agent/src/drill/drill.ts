@@ -282,7 +282,12 @@ async function captureSourceAndTarget(
  * Makes the drill's scratch directory (after removing what earlier drills left and checking
  * there is room for the backup) and its socket directory; returns where PGDATA goes.
  */
-export async function prepareScratch(run: DrillRun, manifest: BackupManifest): Promise<string> {
+export function prepareScratch(run: DrillRun, manifest: BackupManifest): Promise<string> {
+  return prepareScratchFor(run, () => checkScratchSpace(run.o.scratchDir, manifest));
+}
+
+/** prepareScratch with the drill's own check of the room it needs (a dump drill's, dump-drill.ts). */
+export async function prepareScratchFor(run: DrillRun, checkSpace: () => Promise<void>): Promise<string> {
   const { o, drillDir } = run;
   await mkdir(o.scratchDir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
     throw new PgfleetError(
@@ -292,7 +297,7 @@ export async function prepareScratch(run: DrillRun, manifest: BackupManifest): P
     );
   });
   await cleanScratchArea(o.scratchDir, o.log);
-  await checkScratchSpace(o.scratchDir, manifest);
+  await checkSpace();
   activeDrillDirs.add(drillDir);
   await mkdir(drillDir, { mode: 0o700 });
   // A unix socket path is limited to 107 bytes: fall back to a short directory under tmpdir.
@@ -451,7 +456,7 @@ async function compareCounts(
  * The error a failed drill ends with: JobCancelled when it was cancelled, else a DrillFailure
  * carrying the result, with the server log's problems read before the teardown removes them.
  */
-async function drillFailure(run: DrillRun, err: unknown): Promise<PgfleetError> {
+export async function drillFailure(run: DrillRun, err: unknown): Promise<PgfleetError> {
   const { o, r } = run;
   if (o.signal?.aborted) return new PgfleetError('JobCancelled', `drill cancelled in stage ${r.stage}`, { cause: err });
   const e = asPgfleetError(err);
@@ -586,14 +591,22 @@ async function chooseDrillSummary(
 }
 
 /** The restored copy needs the backup's size plus its WAL; refuse early instead of filling the disk. */
-async function checkScratchSpace(dir: string, manifest: BackupManifest): Promise<void> {
+function checkScratchSpace(dir: string, manifest: BackupManifest): Promise<void> {
+  return requireScratchSpace(
+    dir,
+    Math.ceil(manifest.sizeBytes * 1.1) + 4 * manifest.walSegmentSize,
+    `restoring backup ${manifest.label} (${Math.ceil(manifest.sizeBytes / 2 ** 20)} MiB)`,
+  );
+}
+
+/** Refuses early (ScratchSpaceLow) when `dir`'s file system has less than `need` bytes free for `what`. */
+export async function requireScratchSpace(dir: string, need: number, what: string): Promise<void> {
   const fs = await statfs(dir);
   const free = Number(fs.bavail) * Number(fs.bsize);
-  const need = Math.ceil(manifest.sizeBytes * 1.1) + 4 * manifest.walSegmentSize;
   if (free < need) {
     throw new PgfleetError(
       'ScratchSpaceLow',
-      `scratch area ${dir} has ${Math.floor(free / 2 ** 20)} MiB free; restoring backup ${manifest.label} (${Math.ceil(manifest.sizeBytes / 2 ** 20)} MiB) needs about ${Math.ceil(need / 2 ** 20)} MiB`,
+      `scratch area ${dir} has ${Math.floor(free / 2 ** 20)} MiB free; ${what} needs about ${Math.ceil(need / 2 ** 20)} MiB`,
     );
   }
 }

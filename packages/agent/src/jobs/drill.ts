@@ -1,10 +1,11 @@
 /**
- * The drill job (DrillJob): runDrill into a scratch directory, reported as DrillResult; a drill
+ * The drill job (DrillJob): runDrill (runDumpDrill for DrillJob.dump) into a scratch directory, reported as DrillResult; a drill
  * that ran but did not pass reports its DrillResult with the failure. The capture job
  * (CaptureSourceJob) counts the source's rows for a drill on another agent.
  */
 import { captureSourceCounts } from '../drill/capture.js';
 import { DrillFailure, runDrill } from '../drill/drill.js';
+import { runDumpDrill } from '../drill/dump-drill.js';
 import type { AgentJobKind, JobContext } from './job-kind.js';
 import { recoveryTargetSpec } from './recovery-target.js';
 
@@ -29,6 +30,16 @@ export async function scratchJobOptions(ctx: JobContext) {
 export const drillJob: AgentJobKind<'drill'> = {
   async run(d, ctx) {
     const s = ctx.settings;
+    if (d.dump) {
+      const out = await runDumpDrill({
+        ...(await scratchJobOptions(ctx)),
+        cluster: d.dump.cluster || d.cluster || s.cluster,
+        scratchDir: d.scratchDir || s.scratchDir,
+        keep: d.keep,
+        dump: d.dump,
+      });
+      return { case: 'drill', value: out };
+    }
     const target = d.target?.target.case ? recoveryTargetSpec(d.target) : undefined;
     const out = await runDrill({
       ...(await scratchJobOptions(ctx)),

@@ -18,6 +18,7 @@ export const dumpJob: AgentJobKind<'dump'> = {
       pg: s.pg,
       ...(s.pgBinDir ? { pgBinDir: s.pgBinDir } : {}),
       scratchDir: s.scratchDir,
+      spoolMaxBytes: s.dumpSpoolMaxBytes,
       databases: d.databases,
       jobs: d.jobs,
       lockWaitTimeoutMs: d.lockWaitTimeoutMs,
@@ -39,6 +40,7 @@ export const restoreDumpJob: AgentJobKind<'restoreDump'> = {
     const out = await runRestoreDump({
       jobId: ctx.job.jobId,
       cluster: r.cluster,
+      agentCluster: s.cluster,
       label: r.label,
       database: r.database,
       codec: r.codec,

@@ -19,6 +19,16 @@
  *
  * The manifest (dump.json, the DumpResult) is written last: a failed dump removes what it stored
  * and leaves no manifest, and the controller lists only dumps whose job succeeded.
+ *
+ * Each table's exact rows are counted from its data file as the file is stored (copy-rows.ts) and
+ * kept in the DumpResult (DumpTable.rows): what a dump drill compares the restored tables with.
+ *
+ * The spool is bounded: pg_dump's output is measured while it runs (and once more when it ends),
+ * and a database whose dump grows past --dump-spool-max stops pg_dump and fails the job
+ * (DumpSpoolFull); a disk that fills first fails it as DiskFull. The spool's name,
+ * `pgfleet-dump-<cluster>-<pid>-job-<job id>` (restore-dump's `pgfleet-restore-dump-...` alike),
+ * says whose it is: an agent killed mid-dump cannot remove it, the next agent of the cluster does
+ * (sweepDumpSpools, at start), never a live agent's or another cluster's.
  */
 import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
@@ -32,7 +42,9 @@ import { connectPg, type PgConnectionOptions } from '@pgfleet/pg';
 import { DumpResultSchema, type DumpFileSchema, type DumpTableSchema, type DumpedDatabaseSchema } from '@pgfleet/proto';
 import { create } from '@bufbuild/protobuf';
 import type { Codec, Repository, StoredFile } from '@pgfleet/storage';
+import { sweepDeadSpools } from '../backup/entry-spool.js';
 import { exitCode, libpqEnv, runClientProgram, tail } from '../pg-tools.js';
+import { countCopyRows, readTableDataEntries } from './copy-rows.js';
 import type { Progress } from '../progress.js';
 
 type DumpFileInit = MessageInitShape<typeof DumpFileSchema>;
@@ -51,6 +63,8 @@ export interface DumpOptions {
   pgBinDir?: string;
   /** Parent of the spool directory (the agent's --scratch-dir). */
   scratchDir: string;
+  /** Bytes the spool may hold (--dump-spool-max); undefined: no bound. */
+  spoolMaxBytes?: number;
   databases: readonly string[];
   jobs: number;
   lockWaitTimeoutMs: number;
@@ -89,7 +103,7 @@ interface DatabaseToDump {
 export async function runDump(o: DumpOptions): Promise<DumpResultInit> {
   const started = new Date();
   const prefix = o.repo.dumpPrefix(o.cluster, o.label);
-  const spool = join(o.scratchDir, `pgfleet-dump-${o.jobId}`);
+  const spool = join(o.scratchDir, spoolName('dump', o.cluster, o.jobId));
   const maint = await connectPg({ ...o.pg, applicationName: APP });
   let versionNum: number;
   let databases: DatabaseToDump[];
@@ -164,20 +178,26 @@ async function chooseDatabases(
   });
 }
 
+/** A dump's table: its DumpTable and its pg_class oid (how the TOC names it). */
+interface TableOfDump {
+  oid: string;
+  table: DumpTableInit;
+}
+
 /** Tables (plain, partitioned, materialized views) with pg_class.reltuples: the row estimates the catalog keeps. */
-async function tableEstimates(pg: PgConnectionOptions, database: string): Promise<DumpTableInit[]> {
+async function tableEstimates(pg: PgConnectionOptions, database: string): Promise<TableOfDump[]> {
   const c = await connectPg({ ...pg, database, applicationName: APP });
   try {
     const rows = (
-      await c.query<{ schema: string; name: string; est: string }>(
-        `SELECT n.nspname AS schema, r.relname AS name, r.reltuples::bigint::text AS est
+      await c.query<{ oid: string; schema: string; name: string; est: string }>(
+        `SELECT r.oid::text AS oid, n.nspname AS schema, r.relname AS name, r.reltuples::bigint::text AS est
            FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
           WHERE r.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-          ORDER BY 1, 2`,
+          ORDER BY 2, 3`,
       )
     ).rows;
-    return rows.map((r) => ({ schema: r.schema, name: r.name, rowEstimate: BigInt(r.est) }));
+    return rows.map((r) => ({ oid: r.oid, table: { schema: r.schema, name: r.name, rowEstimate: BigInt(r.est) } }));
   } finally {
     await c.end().catch(() => {});
   }
@@ -193,7 +213,7 @@ async function dumpDatabase(
   const t0 = Date.now();
   const dir = join(spool, db.oid);
   await mkdir(spool, { recursive: true, mode: 0o700 });
-  let tables: DumpTableInit[];
+  let tables: TableOfDump[];
   try {
     tables = await tableEstimates(o.pg, db.name);
   } catch (err) {
@@ -207,16 +227,16 @@ async function dumpDatabase(
     ...(o.lockWaitTimeoutMs > 0 ? [`--lock-wait-timeout=${o.lockWaitTimeoutMs}`] : []),
     '--no-password',
   ];
-  // The database by environment, not --dbname: a name holding '=' would be read as a connection string.
-  const { code, stderr } = await runClientProgram(
-    join(binDir, 'pg_dump'),
-    args,
-    libpqEnv({ ...o.pg, database: db.name }, APP),
-    o.signal,
-  );
-  if (code !== 0)
-    throw new PgfleetError('DumpFailed', `pg_dump of database '${db.name}' failed (exit ${code}): ${stderr}`);
+  await runBoundedPgDump(o, binDir, args, db.name, dir);
+  // Which data file is which table's: the TOC's TABLE DATA entries by table oid.
+  const entries = await readTableDataEntries(join(binDir, 'pg_restore'), dir);
   const names = (await readdir(dir)).sort();
+  const tableOfFile = new Map<string, DumpTableInit>();
+  for (const t of tables) {
+    const id = entries.get(t.oid);
+    const file = id === undefined ? undefined : names.find((n) => n === `${id}.dat.gz` || n === `${id}.dat`);
+    if (file) tableOfFile.set(file, t.table);
+  }
   const sizes = await Promise.all(names.map(async (n) => (await stat(join(dir, n))).size));
   const total = sizes.reduce((a, b) => a + b, 0);
   let done = 0;
@@ -229,13 +249,22 @@ async function dumpDatabase(
     order,
     o.uploads,
     async (i) => {
-      const stored: StoredFile = await o.repo.writeObject(
-        key(names[i]!),
-        createReadStream(join(dir, names[i]!)),
-        o.codec,
-        [],
-        o.level !== undefined ? { level: o.level } : {},
-      );
+      const table = tableOfFile.get(names[i]!);
+      // The rows counted from a second read of the file (from the page cache) while it is stored.
+      const [stored, rows] = await Promise.all([
+        o.repo.writeObject(
+          key(names[i]!),
+          createReadStream(join(dir, names[i]!)),
+          o.codec,
+          [],
+          o.level !== undefined ? { level: o.level } : {},
+        ) as Promise<StoredFile>,
+        table ? countCopyRows(join(dir, names[i]!), o.signal) : undefined,
+      ]);
+      if (table && rows !== undefined) {
+        table.rows = BigInt(rows);
+        table.rowsCounted = true;
+      }
       files[i] = { name: names[i]!, ...storedFigures(stored) };
       done += sizes[i]!;
       filesDone++;
@@ -258,7 +287,7 @@ async function dumpDatabase(
     name: db.name,
     dir: db.oid,
     files,
-    tables,
+    tables: tables.map((t) => t.table),
     size: BigInt(size),
     storedSize: BigInt(storedSize),
     seconds: (Date.now() - t0) / 1000,
@@ -294,4 +323,99 @@ export async function removeSpool(dir: string, log: Logger): Promise<void> {
   await rm(dir, { recursive: true, force: true, maxRetries: 3 }).catch((err: unknown) => {
     log.warn({ err, dir }, 'could not remove the spool directory');
   });
+}
+
+/** `pgfleet-<kind>-<cluster>-<pid>-job-<job id>`: a spool that says whose it is (module header). */
+export function spoolName(kind: 'dump' | 'restore-dump', cluster: string, jobId: string): string {
+  return `pgfleet-${kind}-${cluster}-${process.pid}-job-${jobId}`;
+}
+
+/** <kind>, <cluster>, <pid>: the last "-<digits>-job-" separates the cluster from the job id (a UUID). */
+const SPOOL_NAME_RE = /^pgfleet-(?:dump|restore-dump)-(.+)-(\d+)-job-[^/]+$/;
+
+/** Removes the dump and restore-dump spools of `cluster` whose agent process is gone (module header); at agent start. */
+export function sweepDumpSpools(scratchDir: string, cluster: string, log: Logger): Promise<string[]> {
+  return sweepDeadSpools({
+    parent: scratchDir,
+    cluster,
+    pattern: SPOOL_NAME_RE,
+    what: 'dump spools of dumps and restore-dumps',
+    log,
+  });
+}
+
+/** How often pg_dump's output is measured while it runs. */
+const SPOOL_CHECK_MS = 250;
+
+/** Bytes of the files under `dir` (pg_dump's -Fd output: one level); 0 when it does not exist yet. */
+async function spoolBytes(dir: string): Promise<number> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const sizes = await Promise.all(
+    names.map((n) =>
+      stat(join(dir, n)).then(
+        (s) => s.size,
+        () => 0,
+      ),
+    ),
+  );
+  return sizes.reduce((a, b) => a + b, 0);
+}
+
+/**
+ * pg_dump into `dir`, measured every SPOOL_CHECK_MS and once more at its end: past
+ * o.spoolMaxBytes it is stopped and the dump fails (DumpSpoolFull); a full disk is DiskFull.
+ */
+async function runBoundedPgDump(
+  o: DumpOptions,
+  binDir: string,
+  args: string[],
+  database: string,
+  dir: string,
+): Promise<void> {
+  const max = o.spoolMaxBytes;
+  const stop = new AbortController();
+  let over: number | undefined;
+  const measure = async () => {
+    const bytes = await spoolBytes(dir);
+    if (max !== undefined && bytes > max && over === undefined) {
+      over = bytes;
+      stop.abort();
+    }
+  };
+  let timer: NodeJS.Timeout | undefined;
+  let measuring: Promise<void> = Promise.resolve();
+  if (max !== undefined)
+    timer = setInterval(() => {
+      measuring = measuring.then(measure);
+    }, SPOOL_CHECK_MS);
+  const tooBig = () =>
+    new PgfleetError(
+      'DumpSpoolFull',
+      `pg_dump of database '${database}' wrote ${over} bytes into ${dir}, more than --dump-spool-max (${max} bytes)`,
+    );
+  let result: { code: number; stderr: string };
+  try {
+    // The database by environment, not --dbname: a name holding '=' would be read as a connection string.
+    result = await runClientProgram(
+      join(binDir, 'pg_dump'),
+      args,
+      libpqEnv({ ...o.pg, database }, APP),
+      AbortSignal.any([o.signal, stop.signal]),
+    );
+  } catch (err) {
+    if (over !== undefined && !o.signal.aborted) throw tooBig();
+    throw err;
+  } finally {
+    clearInterval(timer);
+    await measuring;
+  }
+  const { code, stderr } = result;
+  if (code !== 0) {
+    // pg_dump's words for a full disk: "could not write to file ...: No space left on device".
+    if (/No space left on device|Disk quota exceeded/i.test(stderr))
+      throw new PgfleetError('DiskFull', `pg_dump of database '${database}' filled the disk of ${dir}: ${stderr}`);
+    throw new PgfleetError('DumpFailed', `pg_dump of database '${database}' failed (exit ${code}): ${stderr}`);
+  }
+  await measure();
+  if (over !== undefined) throw tooBig();
 }

@@ -22,7 +22,7 @@ import type { DumpedDatabase, RestoreDumpResultSchema } from '@pgfleet/proto';
 import type { Codec, Repository } from '@pgfleet/storage';
 import { libpqEnv, runClientProgram } from '../pg-tools.js';
 import type { Progress } from '../progress.js';
-import { clientBinDir, programVersion, removeSpool } from './dump.js';
+import { clientBinDir, programVersion, removeSpool, spoolName } from './dump.js';
 
 export type RestoreDumpResultInit = MessageInitShape<typeof RestoreDumpResultSchema>;
 
@@ -30,6 +30,8 @@ export interface RestoreDumpOptions {
   jobId: string;
   /** The cluster whose repository holds the dump. */
   cluster: string;
+  /** The cluster of the agent running the restore (its spool is named for it, see sweepDumpSpools). */
+  agentCluster: string;
   label: string;
   database: DumpedDatabase;
   codec: Codec;
@@ -54,7 +56,7 @@ const APP = 'pgfleet-restore-dump';
 export async function runRestoreDump(o: RestoreDumpOptions): Promise<RestoreDumpResultInit> {
   const t0 = Date.now();
   const prefix = `${o.repo.dumpPrefix(o.cluster, o.label)}/${o.database.dir}`;
-  const spool = join(o.scratchDir, `pgfleet-restore-dump-${o.jobId}`);
+  const spool = join(o.scratchDir, spoolName('restore-dump', o.agentCluster, o.jobId));
   const maint = await connectPg({ ...o.pg, applicationName: APP });
   let created = false;
   let droppedExisting = false;
@@ -133,7 +135,11 @@ async function createSchemas(o: RestoreDumpOptions): Promise<void> {
 }
 
 /** The dump's files into the spool, each checked against the catalog's size and sha256; returns their bytes. */
-async function fetchFiles(o: RestoreDumpOptions, prefix: string, spool: string): Promise<number> {
+export async function fetchFiles(
+  o: Pick<RestoreDumpOptions, 'database' | 'downloads' | 'repo' | 'codec' | 'label' | 'progress' | 'signal'>,
+  prefix: string,
+  spool: string,
+): Promise<number> {
   await mkdir(spool, { recursive: true, mode: 0o700 });
   const files = o.database.files;
   const total = files.reduce((a, f) => a + Number(f.size), 0);

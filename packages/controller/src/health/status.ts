@@ -307,5 +307,12 @@ export function drillSummaryFromJob(job: JobRecord): DrillSummaryInit | undefine
         : job.state === 'succeeded'
           ? 'the drill reported no result'
           : job.state));
-  return { ...base, ok, rtoSeconds: result?.rtoSeconds ?? 0, backupLabel: result?.backupLabel ?? '', reason };
+  return {
+    ...base,
+    ok,
+    rtoSeconds: result?.rtoSeconds ?? 0,
+    backupLabel: result?.backupLabel ?? '',
+    dumpLabel: result?.dumpLabel ?? '',
+    reason,
+  };
 }

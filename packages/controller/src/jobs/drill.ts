@@ -11,12 +11,15 @@
  *   drill job fails with the capture's reason and stage 'capture';
  * - with a target (time, LSN, name, xid, immediate, latest) nothing is captured and counts are
  *   not compared: the target is not a point the source was counted at.
+ * - a dump drill (`--dump [LABEL]`, DrillJob.dump) restores a logical dump into a throwaway server on
+ *   any agent of the cluster and compares its tables with the exact counts the dump recorded;
+ *   nothing is captured (the dump's counts are the source's, taken in pg_dump's snapshot).
  * The job's result holds the agent's DrillResult as protobuf JSON (wire.ts), on failure too;
  * health/status.ts reads the last and last good drill from it. Listing and scheduling drills
  * is drill/drills.ts.
  */
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
-import { ErrorCodes, PgfleetError, asPgfleetError, newJobId } from '@pgfleet/core';
+import { ErrorCodes, PgfleetError, asPgfleetError, isDumpLabel, newJobId } from '@pgfleet/core';
 import {
   DrillResultSchema,
   type JobInfoSchema,
@@ -31,6 +34,7 @@ import { eventsCommitted, publishJobs, type ControllerContext } from '../context
 import { chooseBackup } from '../restore/pitr.js';
 import { jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson, resultJson } from '../wire.js';
 import { clusterAgent, dispatch, liveTimeline, requireCluster } from './dispatch.js';
+import { findDump } from './dump.js';
 import { errorDetail, jobDurationSeconds, outboxEvent } from './events.js';
 import type { ControllerJobKind } from './job-kind.js';
 import { jobOfKind, type DrillJobParams, type NewTypedJob, type TypedJob } from './params.js';
@@ -45,6 +49,7 @@ export const drillJob: ControllerJobKind<'drill'> = {
     const common = {
       jobId: job.id,
       backupLabel: d?.backupLabel || p.backupLabel,
+      dumpLabel: d?.dumpLabel || (p.dumpLabel ?? ''),
       durationSeconds: jobDurationSeconds(job, now),
       agentId: job.agentId,
       scheduled: p.scheduledAt !== undefined,
@@ -127,6 +132,8 @@ export interface DrillRequest {
   scheduledAt?: string;
   /** Keep the scratch directory for inspection (DrillJob.keep); never for scheduled drills. */
   keep?: boolean;
+  /** A dump drill instead (DrillJob.dump): label '' = the newest dump (holding `database`); database '' = all of the dump's. */
+  dump?: { label: string; database: string; jobs: number };
 }
 
 export function drillRequestFromProto(req: StartDrillRequest): DrillRequest {
@@ -136,6 +143,7 @@ export function drillRequestFromProto(req: StartDrillRequest): DrillRequest {
     ...(req.target?.target.case ? { target: req.target } : {}),
     ...(req.agentId ? { agentId: req.agentId } : {}),
     ...(req.keep ? { keep: true } : {}),
+    ...(req.dump ? { dump: { label: req.dump.label, database: req.dump.database, jobs: req.dump.jobs } } : {}),
   };
 }
 
@@ -147,6 +155,7 @@ export async function startDrillJob(
   fence?: LeadershipFence,
 ): Promise<JobInfoInit> {
   await requireCluster(ctx, req.cluster);
+  if (req.dump) return startDumpDrillJob(ctx, req, req.dump, fence);
   const backups = await ctx.store.listBackups(req.cluster);
   let backupLabel = req.backupLabel ?? '';
   if (req.target) {
@@ -189,12 +198,7 @@ export async function startDrillJob(
     agentId: session.agentId,
     params,
   };
-  const drill = jobOfKind(
-    'drill',
-    fence
-      ? await ctx.store.createJobIfIdle(req.cluster, ['drill', 'capture'], created, ctx.now(), fence)
-      : await ctx.store.createJob(created, ctx.now()),
-  );
+  const drill = await createDrillJob(ctx, created, fence);
   if (!captureId) {
     return dispatch(
       ctx,
@@ -236,6 +240,75 @@ export async function startDrillJob(
     'drill waits for its source capture',
   );
   return jobInfoFromRecord(drill);
+}
+
+/** Records a drill job; a scheduled one (`fence`) only while its scheduler leads and the cluster runs no drill. */
+async function createDrillJob(
+  ctx: ControllerContext,
+  created: NewTypedJob<'drill'>,
+  fence: LeadershipFence | undefined,
+): Promise<TypedJob<'drill'>> {
+  return jobOfKind(
+    'drill',
+    fence
+      ? await ctx.store.createJobIfIdle(created.cluster, ['drill', 'capture'], created, ctx.now(), fence)
+      : await ctx.store.createJob(created, ctx.now()),
+  );
+}
+
+/** A dump drill: the dump from the catalog's record (its files, checksums and exact row counts), dispatched to an agent of the cluster. */
+async function startDumpDrillJob(
+  ctx: ControllerContext,
+  req: DrillRequest,
+  want: NonNullable<DrillRequest['dump']>,
+  fence?: LeadershipFence,
+): Promise<JobInfoInit> {
+  if (want.label && !isDumpLabel(want.label))
+    throw new PgfleetError('DumpInvalid', `'${want.label}' is not a dump label (like 20261207-010203-123L)`);
+  if (want.jobs > 64) throw new PgfleetError('DumpInvalid', `--jobs ${want.jobs} is more than 64`);
+  const dump = await findDump(ctx, req.cluster, want.label, want.database);
+  const databases = want.database ? dump.databases.filter((x) => x.name === want.database) : dump.databases;
+  // pg_restore into its own throwaway server: any agent of the cluster (or the one asked for) may run it.
+  const session = req.agentId
+    ? await agentSession(ctx, req.cluster, req.agentId)
+    : await clusterAgent(ctx, req.cluster, 'any');
+  if (!session)
+    throw new PgfleetError('AgentNotConnected', `agent '${req.agentId}' of cluster '${req.cluster}' is not connected`);
+  const created: NewTypedJob<'drill'> = {
+    id: newJobId(),
+    cluster: req.cluster,
+    kind: 'drill',
+    agentId: session.agentId,
+    params: {
+      backupLabel: '',
+      dumpLabel: dump.label,
+      ...(want.database ? { database: want.database } : {}),
+      ...(req.scheduledAt ? { scheduledAt: req.scheduledAt } : {}),
+      ...(req.keep ? { keep: true } : {}),
+    },
+  };
+  const drill = await createDrillJob(ctx, created, fence);
+  return dispatch(
+    ctx,
+    session,
+    drill,
+    {
+      case: 'drill',
+      value: {
+        cluster: req.cluster,
+        keep: req.keep === true,
+        dump: {
+          cluster: req.cluster,
+          label: dump.label,
+          databases,
+          codec: dump.codec,
+          serverMajor: dump.serverMajor,
+          jobs: want.jobs,
+        },
+      },
+    },
+    drillJob,
+  );
 }
 
 /** Fails a drill that never reached its agent's stages, with stage 'capture' and the reason. */

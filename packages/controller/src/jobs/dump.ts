@@ -184,11 +184,17 @@ export async function listDumps(
 }
 
 /** The dump `label` of `cluster` (the newest holding `database` when no label is given). */
-async function findDump(ctx: ControllerContext, cluster: string, label: string, database: string): Promise<DumpResult> {
+export async function findDump(
+  ctx: ControllerContext,
+  cluster: string,
+  label: string,
+  database: string,
+): Promise<DumpResult> {
   for (const d of await listDumps(ctx, cluster)) {
     const dump = d.dump as DumpResult;
     if (label && dump.label !== label) continue;
-    if (dump.databases.some((x) => x.name === database)) return dump;
+    // '' (a dump drill of every database): any dump.
+    if (!database || dump.databases.some((x) => x.name === database)) return dump;
     if (label)
       throw new PgfleetError(
         'DumpNotFound',

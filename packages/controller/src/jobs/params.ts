@@ -61,6 +61,9 @@ export interface DrillJobParams {
   captureJobId?: string;
   /** Keep the scratch directory for inspection (`pgfleet drill --keep`). */
   keep?: boolean;
+  /** A dump drill (`pgfleet drill --dump`): the dump's label (backupLabel is '') and the database asked for ('' = all). */
+  dumpLabel?: string;
+  database?: string;
 }
 
 export interface CaptureJobParams {
