@@ -7,6 +7,11 @@
 // exit hook, the same for every command): on a machine busy with other work, wall time swings
 // with the scheduler while CPU time stays close to what the process needs.
 //
+// Without --bin it runs the two ways a wal-push process starts: `node dist/bin.js wal-push` (tests,
+// bench/run.mjs, a hand-written archive_command) and `node dist/wal/push-main.cjs wal-push`, the
+// bundle the installed launcher (scripts/install.sh) execs for wal-push. A --bin may name either
+// file, e.g. a copy of an older build's dist/bin.js to compare with.
+//
 //   node bench/wal-push-client.mjs [--runs 40] [--bin packages/agent/dist/bin.js] [--bin other/bin.js]
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,9 +23,10 @@ const { values } = parseArgs({
   options: { runs: { type: 'string', default: '40' }, bin: { type: 'string', multiple: true } },
 });
 const runs = Number(values.runs);
-const bins = (values.bin ?? [new URL('../packages/agent/dist/bin.js', import.meta.url).pathname]).map((b) =>
-  resolve(b),
-);
+const bins = (
+  values.bin ??
+  ['bin.js', 'wal/push-main.cjs'].map((f) => new URL(`../packages/agent/dist/${f}`, import.meta.url).pathname)
+).map((b) => resolve(b));
 
 const root = mkdtempSync(join(tmpdir(), 'pgfleet-walpush-bench-'));
 const pgdata = join(root, 'data');
