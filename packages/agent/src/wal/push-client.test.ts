@@ -139,6 +139,19 @@ describe('wal-push client', () => {
       await s.done();
     }
   });
+  it('the bundle runs only wal-push: another command is refused with InvalidArgument, not run as wal-push', async () => {
+    const s = await setup();
+    try {
+      const r = await run([BUNDLE], ['backup'], s.pgdata);
+      assert.equal(r.code, ErrorCodes.InvalidArgument.exit);
+      assert.match(
+        r.stderr,
+        new RegExp(`^pgfleet-agent: ${ErrorCodes.InvalidArgument.code} .*only \`pgfleet-agent wal-push\``),
+      );
+    } finally {
+      await s.done();
+    }
+  });
 });
 
 for (const { name, entry } of ENTRIES) {
