@@ -9,10 +9,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, realpath, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, realpath, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { ErrorCodes } from '@pgfleet/core';
 import { PosixDriver, Repository } from '@pgfleet/storage';
 import { TEST_MANIFEST_KEYS } from '../testing/repository-fixtures.js';
@@ -110,6 +111,26 @@ describe('wal-push client', () => {
         !u.startsWith('node:') && !/\/packages\/(agent|core|storage)\/dist\/(?!index\.js$)[^/]+(\/[^/]+)?\.js$/.test(u),
     );
     assert.deepEqual(heavy, [], `the wal-push client loads ${urls.length} modules: ${urls.join(' ')}`);
+  });
+
+  it('the bundle is built from the ES modules beside it, as they are now', async () => {
+    // bin.js runs the bundle, so a stale one (tsc -b alone after a change) would be what every
+    // wal-push test here and in test/ exercises.
+    const inputs = JSON.parse(await readFile(new URL('./push-main.inputs.json', import.meta.url), 'utf8')) as Record<
+      string,
+      string
+    >;
+    assert.ok(Object.keys(inputs).some((f) => f.endsWith('push-client.js')));
+    for (const [file, sha256] of Object.entries(inputs)) {
+      const now = createHash('sha256')
+        .update(await readFile(resolve(dirname(BUNDLE), file)))
+        .digest('hex');
+      assert.equal(
+        now,
+        sha256,
+        `dist/wal/push-main.cjs was built from another ${file}: run \`npm run build\` in packages/agent (tsc -b alone does not rebuild the bundle)`,
+      );
+    }
   });
 
   it('bin.js and the bundle load nothing but node builtins and the bundle on their way to the daemon', async () => {
