@@ -36,6 +36,9 @@ import { parseArgs } from 'node:util';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const AGENT_BIN = join(REPO_ROOT, 'packages/agent/dist/bin.js');
+// archive_command runs what the installed launcher (scripts/install.sh) execs for `pgfleet-agent
+// wal-push`: the build's one-file bundle, without bin.js's ES module start in front of it.
+const WAL_PUSH_BIN = join(REPO_ROOT, 'packages/agent/dist/wal/push-main.cjs');
 const CONTROLLER_BIN = join(REPO_ROOT, 'packages/controller/dist/bin.js');
 const CLI_BIN = join(REPO_ROOT, 'packages/cli/dist/bin.js');
 const CLUSTER = 'main';
@@ -399,7 +402,7 @@ async function step(operation, tool, fn, { naPattern } = {}) {
 // preflight
 // ---------------------------------------------------------------------------------------------
 function ensureBuilt() {
-  const missing = [AGENT_BIN, CONTROLLER_BIN, CLI_BIN].filter((f) => !existsSync(f));
+  const missing = [AGENT_BIN, WAL_PUSH_BIN, CONTROLLER_BIN, CLI_BIN].filter((f) => !existsSync(f));
   if (missing.length && run('pgfleet')) {
     throw new Error(
       `pgfleet is not built (missing ${missing.join(', ')}).\nRun: cd ${REPO_ROOT} && source scripts/node-env.sh && npx turbo run build`,
@@ -711,8 +714,8 @@ async function main() {
     // ---- archive_command: one tool at a time, switched with ALTER SYSTEM + reload ----------
     const archiveCmd = {
       none: '/bin/true',
-      pgfleet: `${shq(process.execPath)} ${shq(AGENT_BIN)} wal-push "%p" --cluster ${CLUSTER} --repo-path ${shq(pgfRepo)}`,
-      'pgfleet-encrypted': `${shq(process.execPath)} ${shq(AGENT_BIN)} wal-push "%p" --cluster ${CLUSTER} --repo-path ${shq(pgfRepoEncrypted)} --encryption-key-file ${shq(keyFile)}`,
+      pgfleet: `${shq(process.execPath)} ${shq(WAL_PUSH_BIN)} wal-push "%p" --cluster ${CLUSTER} --repo-path ${shq(pgfRepo)}`,
+      'pgfleet-encrypted': `${shq(process.execPath)} ${shq(WAL_PUSH_BIN)} wal-push "%p" --cluster ${CLUSTER} --repo-path ${shq(pgfRepoEncrypted)} --encryption-key-file ${shq(keyFile)}`,
       pgbackrest: `${shq(pgbackrestBin ?? 'pgbackrest')} --config=${shq(brConf)} --stanza=${STANZA} archive-push "%p"`,
     };
     let archiveMode = 'none';
@@ -1490,7 +1493,7 @@ async function main() {
             const r = await pushAll(
               'pgfleet wal-push',
               (p) =>
-                `${shq(process.execPath)} ${shq(AGENT_BIN)} wal-push ${shq(p)} --cluster walbench --repo-path ${shq(repo)} --compress ${codec}`,
+                `${shq(process.execPath)} ${shq(WAL_PUSH_BIN)} wal-push ${shq(p)} --cluster walbench --repo-path ${shq(repo)} --compress ${codec}`,
             );
             return { ...r, outputBytes: (await treeBytes(join(repo, 'walbench', 'wal'))) / (r.segments + 1) };
           });
@@ -1512,7 +1515,7 @@ async function main() {
             const r = await pushAll(
               'pgfleet wal-push via daemon',
               (p) =>
-                `${shq(process.execPath)} ${shq(AGENT_BIN)} wal-push ${shq(p)} --socket ${shq(socket)} --cluster ${CLUSTER} --repo-path ${shq(pgfRepo)}`,
+                `${shq(process.execPath)} ${shq(WAL_PUSH_BIN)} wal-push ${shq(p)} --socket ${shq(socket)} --cluster ${CLUSTER} --repo-path ${shq(pgfRepo)}`,
             );
             return { ...r, outputBytes: ((await treeBytes(walRoot)) - before) / (r.segments + 1) };
           },

@@ -3,24 +3,38 @@
 // process per segment, against a stub daemon that acks at once (no hashing, compression or fsync),
 // so what is measured is Node's start-up, the client's module graph and one socket round trip.
 // Runs are interleaved (`node -e 0`, then each --bin in turn) so a busy moment hits all alike.
-// Besides wall time it reports the process's own CPU time (user + system, read by a preloaded
-// exit hook, the same for every command): on a machine busy with other work, wall time swings
-// with the scheduler while CPU time stays close to what the process needs.
+// Besides wall time it reports the CPU time each process used, user + system from the kernel's
+// rusage of the child (bash's `time`, the same for every command, Node or not): on a machine busy
+// with other work, wall time swings with the scheduler while CPU time stays close to what the
+// process needs. --pgbackrest adds `pgbackrest archive-push` of a segment it has already archived
+// (it reads and checksums the file, finds the same one in its repository and exits 0: the nearest
+// to a daemon that has the segment already), in a throwaway PGDATA from initdb and a stanza created
+// offline (no server runs).
 //
-//   node bench/wal-push-client.mjs [--runs 40] [--bin packages/agent/dist/bin.js] [--bin other/bin.js]
+// Without --bin it runs the two ways a wal-push process starts: `node dist/bin.js wal-push` (tests,
+// bench/run.mjs, a hand-written archive_command) and `node dist/wal/push-main.cjs wal-push`, the
+// bundle the installed launcher (scripts/install.sh) execs for wal-push. A --bin may name either
+// file, e.g. a copy of an older build's dist/bin.js to compare with.
+//
+//   node bench/wal-push-client.mjs [--runs 40] [--bin packages/agent/dist/bin.js] [--bin other/bin.js] [--pgbackrest]
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({
-  options: { runs: { type: 'string', default: '40' }, bin: { type: 'string', multiple: true } },
+  options: {
+    runs: { type: 'string', default: '40' },
+    bin: { type: 'string', multiple: true },
+    pgbackrest: { type: 'boolean', default: false },
+  },
 });
 const runs = Number(values.runs);
-const bins = (values.bin ?? [new URL('../packages/agent/dist/bin.js', import.meta.url).pathname]).map((b) =>
-  resolve(b),
-);
+const bins = (
+  values.bin ??
+  ['bin.js', 'wal/push-main.cjs'].map((f) => new URL(`../packages/agent/dist/${f}`, import.meta.url).pathname)
+).map((b) => resolve(b));
 
 const root = mkdtempSync(join(tmpdir(), 'pgfleet-walpush-bench-'));
 const pgdata = join(root, 'data');
@@ -48,21 +62,57 @@ await new Promise((r) => daemon.stdout.once('data', r));
 
 const args = ['wal-push', `pg_wal/${segment}`, '--cluster', 'bench', '--repo-path', join(root, 'repo')];
 const commands = [
-  { label: 'node -e 0', argv: ['-e', '0'] },
-  ...bins.map((bin) => ({ label: `wal-push ${bin}`, argv: [bin, ...args] })),
+  { label: 'node -e 0', argv: [process.execPath, '-e', '0'], cwd: pgdata },
+  ...bins.map((bin) => ({ label: `wal-push ${bin}`, argv: [process.execPath, bin, ...args], cwd: pgdata })),
 ];
-const CPU_HOOK = `data:text/javascript,process.on('exit', () => { const u = process.cpuUsage(); process.stderr.write('\\nbench-cpu-us ' + (u.user + u.system) + '\\n'); });`;
+
+/** pgbackrest archive-push of initdb's first segment, archived once before the timed runs. */
+function setUpPgbackrest() {
+  const must = (argv, opts = {}) => {
+    const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', ...opts });
+    if (r.status !== 0) throw new Error(`${argv.join(' ')} exited ${r.status}: ${r.stderr}`);
+  };
+  const bindir = `/usr/lib/postgresql/${readdirSync('/usr/lib/postgresql').sort((a, b) => b - a)[0]}/bin`;
+  const dir = join(root, 'pgbackrest');
+  mkdirSync(dir);
+  // initdb refuses to run as root: as root, the files belong to postgres (root still reads them).
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    chmodSync(root, 0o755);
+    chownSync(dir, Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout), 0);
+  }
+  const initdb = [`${bindir}/initdb`, '-D', join(dir, 'pg'), '-A', 'trust', '--no-sync', '-U', 'postgres'];
+  must(asRoot ? ['runuser', '-u', 'postgres', '--', ...initdb] : initdb);
+  const conf = join(root, 'pgbackrest.conf');
+  writeFileSync(
+    conf,
+    `[global]\nrepo1-path=${join(root, 'pgbackrest-repo')}\nlock-path=${join(root, 'pgbackrest-lock')}\n` +
+      `log-level-console=error\nlog-level-file=off\ncompress-type=zst\n[bench]\npg1-path=${join(dir, 'pg')}\n`,
+  );
+  const br = ['pgbackrest', `--config=${conf}`, '--stanza=bench'];
+  must([...br, 'stanza-create', '--no-online']);
+  const push = [...br, 'archive-push', `pg_wal/${segment}`];
+  must(push, { cwd: join(dir, 'pg') });
+  return { label: 'pgbackrest archive-push (segment already archived)', argv: push, cwd: join(dir, 'pg') };
+}
+
+// bash's `time` reads the child's rusage: CPU time with microsecond resolution for any program.
+const TIMED = 'TIMEFORMAT="bench-time %3R %3U %3S"; time "$@"';
 const times = commands.map(() => []);
 const cpu = commands.map(() => []);
 try {
+  if (values.pgbackrest) {
+    commands.push(setUpPgbackrest());
+    times.push([]);
+    cpu.push([]);
+  }
   for (let i = 0; i < runs; i++) {
     commands.forEach((c, k) => {
-      const t0 = process.hrtime.bigint();
-      const r = spawnSync(process.execPath, ['--import', CPU_HOOK, ...c.argv], { cwd: pgdata, encoding: 'utf8' });
-      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      const r = spawnSync('bash', ['-c', TIMED, 'bench', ...c.argv], { cwd: c.cwd, encoding: 'utf8' });
       if (r.status !== 0) throw new Error(`${c.label} exited ${r.status}: ${r.stderr}`);
-      times[k].push(ms);
-      cpu[k].push(Number(/bench-cpu-us (\d+)/.exec(r.stderr)[1]) / 1000);
+      const [, real, user, sys] = /bench-time (\S+) (\S+) (\S+)/.exec(r.stderr);
+      times[k].push(Number(real) * 1000);
+      cpu[k].push((Number(user) + Number(sys)) * 1000);
     });
   }
 } finally {

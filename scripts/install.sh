@@ -110,8 +110,16 @@ rm -rf "$lib.old.$$"
 for pair in pgfleet:cli pgfleet-agent:agent pgfleet-controller:controller; do
   bin="${pair%%:*}"
   tmp="$prefix/bin/.$bin.$$"
-  printf '#!/bin/sh\n# installed by pgfleet scripts/install.sh: Node 24 bundled under %s\nexec "%s" "%s" "$@"\n' \
-    "$lib" "$lib/node/bin/node" "$lib/packages/${pair#*:}/dist/bin.js" >"$tmp"
+  {
+    printf '#!/bin/sh\n# installed by pgfleet scripts/install.sh: Node 24 bundled under %s\n' "$lib"
+    # archive_command runs `pgfleet-agent wal-push` once per WAL segment: straight to its one-file
+    # CommonJS bundle, which bin.js would load too, without bin.js's ES module start (~3 ms of CPU).
+    wal_push="$lib/packages/agent/dist/wal/push-main.cjs"
+    if [ "$bin" = pgfleet-agent ] && [ -f "$wal_push" ]; then
+      printf '[ "$1" = wal-push ] && exec "%s" "%s" "$@"\n' "$lib/node/bin/node" "$wal_push"
+    fi
+    printf 'exec "%s" "%s" "$@"\n' "$lib/node/bin/node" "$lib/packages/${pair#*:}/dist/bin.js"
+  } >"$tmp"
   chmod 0755 "$tmp"
   mv -f "$tmp" "$prefix/bin/$bin"
 done

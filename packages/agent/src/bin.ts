@@ -1,15 +1,19 @@
 #!/usr/bin/env node
 /**
  * pgfleet-agent entry point. wal-push runs once per WAL segment from PostgreSQL, so it goes
- * straight to its client (wal/push-client.ts), whose way to the daemon loads only the socket
- * protocol, core's argument parser and the option table: start-up time is most of an
- * archive_command's cost. Everything else goes through main.ts.
+ * straight to its process (wal/push-main.ts), built into one CommonJS file with everything its
+ * way to the daemon needs (the socket protocol, core's argument parser and the option table):
+ * start-up time is most of an archive_command's cost. Everything else goes through main.ts.
  */
+import { createRequire } from 'node:module';
+
 const argv = process.argv.slice(2);
 if (argv[0] === 'wal-push') {
-  const [{ walPushCommand }, { exitWith }] = await Promise.all([
-    import('./wal/push-client.js'),
-    import('@pgfleet/core/errors'),
-  ]);
-  exitWith(walPushCommand(argv), 'pgfleet-agent: ');
+  try {
+    createRequire(import.meta.url)('./wal/push-main.cjs');
+  } catch (err) {
+    // A build that skipped the bundle step (tsc alone): the same code as ES modules, only slower to load.
+    if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+    await import('./wal/push-main.js');
+  }
 } else (await import('./main.js')).runAgentCommand(argv);

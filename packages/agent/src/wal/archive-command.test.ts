@@ -52,6 +52,16 @@ describe('walPushArgs', () => {
       ]),
       ['wal-push', '%p'],
     );
+    // The wal-push bundle, as the installed launcher and bench/run.mjs run it.
+    assert.deepEqual(
+      walPushArgs([
+        '/usr/local/lib/pgfleet/node/bin/node',
+        '/usr/local/lib/pgfleet/packages/agent/dist/wal/push-main.cjs',
+        'wal-push',
+        '%p',
+      ]),
+      ['wal-push', '%p'],
+    );
     assert.deepEqual(walPushArgs(['exec', 'env', 'PGFLEET_LOG_LEVEL=warn', 'pgfleet-agent', 'wal-push', '%p']), [
       'wal-push',
       '%p',
@@ -63,6 +73,7 @@ describe('walPushArgs', () => {
     assert.equal(walPushArgs(['/bin/true']), undefined);
     assert.equal(walPushArgs(['pgfleet-agent', 'wal-fetch', '%f', '%p']), undefined);
     assert.equal(walPushArgs(['node', '/srv/other/dist/bin.js', 'wal-push', '%p']), undefined);
+    assert.equal(walPushArgs(['node', '/srv/other/dist/wal/push-main.cjs', 'wal-push', '%p']), undefined);
     assert.equal(walPushArgs(['pgbackrest', '--stanza=shop', 'archive-push', '%p']), undefined);
   });
 });

@@ -77,16 +77,19 @@ export function splitShellWords(text: string): ShellWords {
   return { commands, compound: operators > 0 && commands.length > 1 };
 }
 
-/** A program path that is pgfleet's agent: the installed `pgfleet-agent` or the agent package's dist/bin.js. */
+/**
+ * A program path that is pgfleet's agent: the installed `pgfleet-agent`, the agent package's
+ * dist/bin.js, or dist/wal/push-main.cjs, the wal-push bundle bin.js and the launcher run.
+ */
 function isAgentProgram(path: string): boolean {
-  return basename(path) === 'pgfleet-agent' || /(^|\/)agent\/dist\/bin\.js$/.test(path);
+  return basename(path) === 'pgfleet-agent' || /(^|\/)agent\/dist\/(bin\.js|wal\/push-main\.cjs)$/.test(path);
 }
 
 const NODE_RE = /^node(js)?(\d+)?$/;
 
 /**
  * wal-push's arguments (from 'wal-push' on) when `argv` runs pgfleet-agent wal-push: directly,
- * through node (`node [flags] .../agent/dist/bin.js wal-push ...`), after `exec`, `env` or
+ * through node (`node [flags] .../agent/dist/bin.js wal-push ...`, or dist/wal/push-main.cjs), after `exec`, `env` or
  * VAR=value prefixes. Undefined for any other program or subcommand.
  */
 export function walPushArgs(argv: readonly string[]): string[] | undefined {

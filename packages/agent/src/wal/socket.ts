@@ -20,7 +20,7 @@
  * PostgreSQL may run the old archive_command binary while the agent is being upgraded.
  */
 import { connect } from 'node:net';
-import { lstat } from 'node:fs/promises';
+import { lstatSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -173,8 +173,10 @@ export async function requestDaemon(
   timeoutMs: number,
 ): Promise<DaemonReply> {
   // A socket someone else created is not our daemon: never hand WAL to it (it could ack and drop).
+  // lstatSync, not fs/promises: node:fs is loaded at start-up anyway, while node:fs/promises costs
+  // archive_command a few ms of module loading (it pulls in readline) and the libuv thread pool.
   try {
-    const st = await lstat(socketPath);
+    const st = lstatSync(socketPath);
     if (!st.isSocket()) throw new NoDaemonError(`${socketPath} is not a socket`, 'ENOTSOCK');
     if (typeof process.getuid === 'function' && st.uid !== process.getuid()) {
       throw new NoDaemonError(
