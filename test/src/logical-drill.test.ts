@@ -11,17 +11,21 @@
  * - an agent killed -9 in the middle of a dump: the job fails, `pgfleet dumps` lists nothing new,
  *   the spool stays until the restarted agent sweeps it, and a new dump then succeeds and drills;
  * - a spool bound smaller than the dump (--dump-spool-max) fails the dump with DumpSpoolFull,
- *   nothing listed, nothing left in the repository or the spool.
+ *   nothing listed, nothing left in the repository or the spool;
+ * - a full disk under the spool (--scratch-dir on a 512 KiB tmpfs, when the test may mount one)
+ *   fails the dump with DiskFull quoting pg_dump, nothing listed, nothing left.
  * The comparison's failure (counts differ, naming the tables) is proven by the unit test
  * packages/agent/src/drill/dump-drill.test.ts: a restored dump whose counts differ cannot be
  * crafted here without forging the catalog's record.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
 import { ErrorCodes } from '@pgfleet/core';
+import { pgOsUser } from '@pgfleet/testkit';
 import { startFleet, waitFor, type Daemon, type Fleet, type RunResult } from './harness.js';
 
 const CLUSTER = 'dd';
@@ -257,6 +261,50 @@ describe('dump drills and the dump spool', { timeout: 1_200_000 }, () => {
       assert.deepEqual(await spools(), [], 'the spool is removed');
     } finally {
       await fleet.agent!.stop();
+      await fleet.startAgent(['--scratch-dir', scratch]);
+    }
+  });
+
+  it('a full disk under the spool fails the dump with DiskFull and keeps nothing', async (t) => {
+    const owner = pgOsUser();
+    const small = join(fleet.dir, 'small-scratch');
+    await mkdir(small);
+    try {
+      execFileSync('mount', [
+        '-t',
+        'tmpfs',
+        '-o',
+        `size=512k,mode=0700${owner ? `,uid=${owner.uid},gid=${owner.gid}` : ''}`,
+        'tmpfs',
+        small,
+      ]);
+    } catch (err) {
+      t.skip(`no tmpfs can be mounted here: ${(err as Error).message}`);
+      return;
+    }
+    const before = await dumpDirs();
+    try {
+      // 2-3 MB of gzip'd random text: more than the file system holds.
+      await fleet.pg.query('CREATE DATABASE big');
+      const c = new pg.Client({ host: fleet.pg.host, port: fleet.pg.port, user: fleet.pg.user, database: 'big' });
+      await c.connect();
+      await c.query(
+        'CREATE TABLE noise AS SELECT g AS id, md5(random()::text) || md5(random()::text) AS t FROM generate_series(1, 60000) g',
+      );
+      await c.end();
+      await fleet.agent!.stop();
+      await fleet.startAgent(['--scratch-dir', small]);
+      const r = await fleet.cli('dump', CLUSTER, '--database', 'big', '--wait');
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, new RegExp(ErrorCodes.DiskFull.code));
+      assert.match(r.stderr, /No space left on device/);
+      assert.deepEqual(await dumpDirs(), before, 'nothing of the dump left in the repository');
+      assert.equal((await listed()).length, before.length, 'nothing listed');
+      assert.deepEqual(await readdir(small), [], 'the spool is removed');
+    } finally {
+      await fleet.agent!.stop();
+      execFileSync('umount', [small]);
+      await rm(small, { recursive: true, force: true });
       await fleet.startAgent(['--scratch-dir', scratch]);
     }
   });

@@ -736,7 +736,7 @@ export const cliProgram = {
     {
       name: 'drill',
       summary:
-        'Restore drill on an agent: restore a backup into a scratch directory, start PostgreSQL on it, recover and promote, run amcheck on every relation, compare row counts with the source at a fresh restore point (not with a --target-*), record the RTO and remove everything (--keep: leave it for inspection). With --wait prints the verdict (and, when it failed, what PostgreSQL logged) and exits non-zero when the drill failed.',
+        "Restore drill on an agent: restore a backup into a scratch directory, start PostgreSQL on it, recover and promote, run amcheck on every relation, compare row counts with the source at a fresh restore point (not with a --target-*), record the RTO and remove everything (--keep: leave it for inspection). --dump LABEL|latest drills a logical dump instead: restored into a throwaway PostgreSQL, every table's rows compared with those the dump recorded. With --wait prints the verdict (and, when it failed, what PostgreSQL logged) and exits non-zero when the drill failed.",
       options: [
         ...CONNECTION,
         'output',
