@@ -1490,10 +1490,15 @@ async function main() {
             const repo = join(work, `walpush-pgfleet-${codec}`);
             await mkdir(repo);
             if (pgUser) await chown(repo, pgUser.uid, pgUser.gid);
+            // No daemon ever connected for this scratch cluster, so it has no cluster key (WAL
+            // names are authenticated with it): give wal-push one, as the daemon would have written.
+            const keyFile = join(work, `walbench-${codec}.key`);
+            await writeFile(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+            if (pgUser) await chown(keyFile, pgUser.uid, pgUser.gid);
             const r = await pushAll(
               'pgfleet wal-push',
               (p) =>
-                `${shq(process.execPath)} ${shq(WAL_PUSH_BIN)} wal-push ${shq(p)} --cluster walbench --repo-path ${shq(repo)} --compress ${codec}`,
+                `${shq(process.execPath)} ${shq(WAL_PUSH_BIN)} wal-push ${shq(p)} --cluster walbench --repo-path ${shq(repo)} --cluster-key-file ${shq(keyFile)} --compress ${codec}`,
             );
             return { ...r, outputBytes: (await treeBytes(join(repo, 'walbench', 'wal'))) / (r.segments + 1) };
           });
