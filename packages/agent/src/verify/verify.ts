@@ -23,7 +23,7 @@
  *   LSN/time to the end of the continuous WAL after it.
  */
 import { createHash } from 'node:crypto';
-import { asPgfleetError, mapLimit, PgfleetError, type Logger } from '@pgfleet/core';
+import { asPgfleetError, forEachLimit, mapLimit, PgfleetError, type Logger } from '@pgfleet/core';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
   Lsn,
@@ -214,8 +214,6 @@ type BackupState =
  * are checked just before it and leave their index here.
  */
 const CACHED_BACKUPS = 8;
-/** Manifest entries whose objects are checked together (memory stays flat in a backup's files). */
-const ENTRY_BATCH = 256;
 
 /** A map that keeps its `limit` most recently used entries. */
 class RecentMap<K, V> {
@@ -595,47 +593,46 @@ async function checkBackup(
     filesChecked: 0,
     bytesChecked: 0,
   };
-  // Reference faults first, then the objects', each in the manifest's order.
+  // Reference faults first, then the objects', each in the manifest's order (objects: by their place).
   const referenceFaults: [VerifyProblem, string][] = [];
-  const objectFaults: [VerifyProblem, string | undefined][] = [];
-  const batch: Needed[] = [];
-  const flush = async () => {
-    const results = await mapLimit(batch, run.concurrency, (x) => checkObject(x.e), o.signal);
-    results.forEach((r, i) => {
-      const { path, e, notForRestore } = batch[i]!;
-      v.filesChecked++;
-      v.bytesChecked += o.full ? e.size : e.storedSize;
-      if (!r) return;
-      const p: VerifyProblem = { kind: r.kind, label: m.label, path, key: e.key, message: r.message };
-      if (notForRestore) {
-        objectFaults.push([p, undefined]);
-        return;
-      }
-      const what =
-        r.kind === 'missing-file'
-          ? 'missing file'
-          : r.kind === 'size-mismatch'
-            ? 'size mismatch in'
-            : r.kind === 'checksum-mismatch'
-              ? 'checksum mismatch in'
-              : 'unreadable file';
-      objectFaults.push([p, `${what} ${path} (${e.key})`]);
-    });
-    batch.length = 0;
-  };
+  const objectFaults: [number, VerifyProblem, string | undefined][] = [];
   // Its own entries indexed as they pass, for the backups after it that read from it.
   const own = new Map<string, string>();
-  for await (const f of reader.files()) {
-    if (f.backup === m.label && !own.has(f.path)) own.set(f.path, entryFingerprint(f));
-    await checkReferences(m.label, f, book, (p, reason) => referenceFaults.push([p, reason]));
-    for (const { what, ...e } of o.repo.entryObjects(o.cluster, f)) batch.push({ path: what, e });
-    if (batch.length >= ENTRY_BATCH) await flush();
+  async function* needed(): AsyncGenerator<Needed & { at: number }> {
+    let at = 0;
+    for await (const f of reader.files()) {
+      if (f.backup === m.label && !own.has(f.path)) own.set(f.path, entryFingerprint(f));
+      await checkReferences(m.label, f, book, (p, reason) => referenceFaults.push([p, reason]));
+      for (const { what, ...e } of o.repo.entryObjects(o.cluster, f)) yield { path: what, e, at: at++ };
+    }
+    const snapshot = catalogSnapshotObject(o.repo, o.cluster, m);
+    if (snapshot) yield { ...snapshot, at };
   }
+  // A window of checks in flight over the entries as they are read: memory flat in the files.
+  await forEachLimit(needed(), run.concurrency, async ({ path, e, notForRestore, at }) => {
+    o.signal?.throwIfAborted();
+    const r = await checkObject(e);
+    v.filesChecked++;
+    v.bytesChecked += o.full ? e.size : e.storedSize;
+    if (!r) return;
+    const p: VerifyProblem = { kind: r.kind, label: m.label, path, key: e.key, message: r.message };
+    if (notForRestore) {
+      objectFaults.push([at, p, undefined]);
+      return;
+    }
+    const what =
+      r.kind === 'missing-file'
+        ? 'missing file'
+        : r.kind === 'size-mismatch'
+          ? 'size mismatch in'
+          : r.kind === 'checksum-mismatch'
+            ? 'checksum mismatch in'
+            : 'unreadable file';
+    objectFaults.push([at, p, `${what} ${path} (${e.key})`]);
+  });
   book.remember(m.label, own);
-  const snapshot = catalogSnapshotObject(o.repo, o.cluster, m);
-  if (snapshot) batch.push(snapshot);
-  await flush();
-  for (const [p, reason] of [...referenceFaults, ...objectFaults]) {
+  objectFaults.sort((a, b) => a[0] - b[0]);
+  for (const [p, reason] of [...referenceFaults, ...objectFaults.map(([, p, reason]) => [p, reason] as const)]) {
     run.problems.push(p);
     if (reason !== undefined) v.reasons.push(reason);
   }
