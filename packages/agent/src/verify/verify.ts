@@ -21,6 +21,11 @@
  * - Verdict: a backup is restorable when its manifest is valid, all its files check out and the
  *   WAL from walStart to walStop is there and usable; then it restores to any point from its stop
  *   LSN/time to the end of the continuous WAL after it.
+ *
+ * Nothing is planned before the first check (issue 16: 2,000 backups and 1M WAL segments took
+ * over a minute and ~750 MB before it): backups are checked one at a time, each manifest streamed
+ * (BackupBook), and the WAL as it is listed, each name authenticated as its own check starts
+ * (checkWal). Every name is still judged before anything of it is used.
  */
 import { createHash } from 'node:crypto';
 import { asPgfleetError, forEachLimit, mapLimit, PgfleetError, type Logger } from '@pgfleet/core';
