@@ -244,6 +244,63 @@ await timed('verify planning', async () => {
   return `${objects} backup objects, ${manifests} manifests, ${wal} WAL files`;
 });
 
+// The verify job itself (runVerify) up to its first object checks: the time and CPU from its
+// start to its first backup object read, from the start of its WAL phase to its first WAL object
+// read, and the RSS then. The repository's objects are one byte each (not valid files), so the job
+// is stopped at its first WAL read rather than run to the end.
+await timed('verify start', async () => {
+  const { runVerify } = await import('../packages/agent/dist/verify/verify.js');
+  const objects = repo.objects;
+  const stop = new AbortController();
+  const cpu = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+  const at = { start: performance.now(), cpu0: cpu() };
+  const mark = (name) => {
+    if (at[name] === undefined)
+      at[name] = { ms: performance.now() - at.start, cpu: cpu() - at.cpu0, rss: process.memoryUsage().rss };
+  };
+  const measure = objects.measure.bind(objects);
+  const walk = objects.walk.bind(objects);
+  objects.measure = (...a) => {
+    mark('firstBackupCheck');
+    return measure(...a);
+  };
+  objects.walk = (...a) => {
+    mark('firstWalCheck');
+    stop.abort();
+    return walk(...a);
+  };
+  let walStart;
+  try {
+    await runVerify({
+      cluster: C,
+      repo,
+      full: false,
+      log: silent,
+      signal: stop.signal,
+      progress: (p) => {
+        if (p.phase === 'wal' && walStart === undefined)
+          walStart = { ms: performance.now() - at.start, cpu: cpu() - at.cpu0 };
+      },
+    });
+  } catch (err) {
+    if (!stop.signal.aborted) throw err;
+  } finally {
+    objects.measure = measure;
+    objects.walk = walk;
+  }
+  const s = (x) => (x / 1000).toFixed(2);
+  const b = at.firstBackupCheck;
+  const w = at.firstWalCheck;
+  return (
+    `first backup check after ${s(b.ms)} s (${s(b.cpu)} s CPU, RSS ${(b.rss / 1e6).toFixed(0)} MB); ` +
+    `WAL phase from ${s(walStart.ms)} s (${s(walStart.cpu)} s CPU), first WAL check ${s(w.ms - walStart.ms)} s later ` +
+    `(${s(w.cpu - walStart.cpu)} s CPU, RSS ${(w.rss / 1e6).toFixed(0)} MB); peak RSS ${((process.resourceUsage().maxRSS * 1024) / 1e6).toFixed(0)} MB`
+  );
+});
+
 await timed('verify planning, before (manifests one by one, a stat per WAL object)', async () => {
   let objects = 0;
   const labels = new Set();

@@ -10,7 +10,7 @@ import type { ManifestKeys } from '@pgfleet/storage/manifest-auth';
 import type { RepositorySpec } from '@pgfleet/storage/repository-url';
 import type { AgentSessions } from './agents/sessions.js';
 import type { JobWatchers } from './jobs/watchers.js';
-import type { BackupManifest } from '@pgfleet/storage';
+import type { CountedManifestHead } from '@pgfleet/storage';
 
 export interface ControllerContext {
   store: CatalogStore;
@@ -78,7 +78,8 @@ export interface ControllerContext {
 /** Reads a backup's manifest from the controller's own view of the repository (jobs/backup-admission.ts). */
 export interface ManifestReader {
   readonly location: string;
-  readManifest(cluster: string, label: string): Promise<BackupManifest>;
+  /** The manifest's head and file count, authenticated and checked, its entries never held (Repository.readManifestHead). */
+  readManifestHead(cluster: string, label: string): Promise<CountedManifestHead>;
 }
 
 /** Tells the relay that events were committed. */

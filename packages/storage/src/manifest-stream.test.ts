@@ -111,6 +111,35 @@ test('a streamed manifest is stored byte for byte as before and reads back entry
   }
 });
 
+test('a small manifest is held in memory by its reader, a large one in a local file: both read back the same', async () => {
+  const { repo: r } = await repo();
+  for (const n of [10, 8000]) {
+    const m = manifest(n);
+    await r.writeManifest(m);
+    const reader = await r.openManifest('shop', m.label);
+    try {
+      const seen: ManifestFile[] = [];
+      for await (const f of reader.files()) seen.push(f);
+      assert.deepEqual({ ...reader.head, files: seen }, m, `${n} files`);
+    } finally {
+      await reader.close();
+    }
+    await r.deleteBackupManifest('shop', m.label);
+  }
+});
+
+test('a manifest head (readManifestHead) is the manifest without its entries, with their count; a tampered one is refused', async () => {
+  const { repo: r, dir } = await repo();
+  const m = manifest(700);
+  await r.writeManifest(m);
+  const { files, ...head } = m;
+  assert.deepEqual(await r.readManifestHead('shop', m.label), { ...head, fileCount: files.length });
+  const key = join(dir, 'shop/backup/20260101-000000F/backup.manifest');
+  await writeFile(key, (await readFile(key, 'utf8')).replace('"size": 500,', '"size": 501,'));
+  await assert.rejects(r.readManifestHead('shop', m.label), (e) => PgfleetError.is(e, 'ManifestUnauthenticated'));
+  await assert.rejects(r.readManifestHead('shop', '20260102-000000F'), (e) => PgfleetError.is(e, 'UnknownBackup'));
+});
+
 test('a streamed reader refuses what the whole-text reader refuses', async () => {
   const { repo: r, dir } = await repo();
   const m = manifest(600);

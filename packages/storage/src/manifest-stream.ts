@@ -10,7 +10,7 @@
  * the rest (the head: every other member, `files` left as `[]`), which stays small.
  */
 import { createReadStream } from 'node:fs';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { type FileHandle, mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
@@ -213,10 +213,12 @@ export function parseManifestEntry(text: string, where: string): ManifestFile {
 /**
  * A manifest opened as a stream (Repository.openManifest): its head parsed and checked, its file
  * entries checked once and read again, one at a time, whenever `files()` is iterated. The
- * authenticated text is kept in a private local file (0600 in a 0700 directory of the system's
- * temporary directory) from the one read of the object until `close()`: entries are never used
- * before the whole text's MAC matched, and the repository's copy may change meanwhile without
- * changing what is read.
+ * authenticated text is kept from the one read of the object until `close()`, in memory while it
+ * is small (up to SPOOL_MEMORY_BYTES, a few thousand files: verify opens every manifest of a
+ * repository, and a temporary directory per small one cost more than the rest of its reading),
+ * else in a private local file (0600 in a 0700 directory of the system's temporary directory):
+ * entries are never used before the whole text's MAC matched, and the repository's copy may
+ * change meanwhile without changing what is read.
  */
 export class ManifestReader {
   private constructor(
@@ -226,7 +228,7 @@ export class ManifestReader {
     readonly fileCount: number,
     /** Other backups whose objects its entries read (entryBackups), in key order. */
     readonly readsFrom: readonly string[],
-    private readonly dir: string,
+    private readonly spool: Spool,
     private readonly where: string,
   ) {}
 
@@ -243,37 +245,33 @@ export class ManifestReader {
     where: string;
     checkHead: (head: BackupManifest) => void;
   }): Promise<ManifestReader> {
-    const dir = await mkdtemp(join(tmpdir(), 'pgfleet-manifest-'));
+    const spool = new Spool();
     try {
-      const fh = await open(join(dir, SPOOL), 'wx', 0o600);
-      try {
-        await o.read(async (chunk) => {
-          const out = o.mac.push(chunk);
-          if (out.length > 0) await fh.write(out);
-        });
-        const { signed, rest } = o.mac.end();
-        if (!signed) throw o.unsigned();
-        // What the MAC covers is the head without its closing brace: the reader parses it with one.
-        await fh.write(Buffer.concat([rest, Buffer.from('\n}')]));
-      } finally {
-        await fh.close();
-      }
-      const headText = await scanSpool(dir, o.where, () => {});
+      await o.read(async (chunk) => {
+        const out = o.mac.push(chunk);
+        if (out.length > 0) await spool.write(out);
+      });
+      const { signed, rest: tail } = o.mac.end();
+      if (!signed) throw o.unsigned();
+      // What the MAC covers is the head without its closing brace: the reader parses it with one.
+      await spool.write(Buffer.concat([tail, Buffer.from('\n}')]));
+      await spool.finish();
+      const headText = await scanSpool(spool, o.where, () => {});
       const head = parseManifestHead(headText, o.where);
       o.checkHead(head);
       const check = manifestFileChecker(head, o.where);
       let count = 0;
       const reads = new Set<string>();
-      await scanSpool(dir, o.where, (text) => {
+      await scanSpool(spool, o.where, (text) => {
         const f = parseManifestEntry(text, o.where);
         check(f);
         count++;
         for (const b of entryBackups(f)) if (b !== head.label) reads.add(b);
       });
       const { files: _files, ...rest } = head;
-      return new ManifestReader(rest, count, [...reads].sort(), dir, o.where);
+      return new ManifestReader(rest, count, [...reads].sort(), spool, o.where);
     } catch (err) {
-      await rm(dir, { recursive: true, force: true });
+      await spool.remove();
       throw err;
     }
   }
@@ -282,7 +280,7 @@ export class ManifestReader {
   async *files(): AsyncGenerator<ManifestFile> {
     const queue: ManifestFile[] = [];
     const scanner = new ManifestScanner(this.where, (text) => queue.push(parseManifestEntry(text, this.where)));
-    for await (const chunk of createReadStream(join(this.dir, SPOOL), { highWaterMark: SPOOL_READ_BYTES })) {
+    for await (const chunk of this.spool.chunks()) {
       scanner.push(chunk as Buffer);
       yield* queue.splice(0);
     }
@@ -299,17 +297,65 @@ export class ManifestReader {
 
   /** Removes the local copy; the reader is unusable afterwards. */
   async close(): Promise<void> {
-    await rm(this.dir, { recursive: true, force: true });
+    await this.spool.remove();
   }
 }
 
 const SPOOL = 'manifest.json';
 const SPOOL_READ_BYTES = 256 << 10;
 
+/** Manifest text up to this size is held in memory by its reader, larger text in a local file. */
+const SPOOL_MEMORY_BYTES = 1 << 20;
+
+/** A manifest's authenticated text as its reader keeps it: in memory while small, else in a private local file. */
+class Spool {
+  private held: Buffer[] | undefined = [];
+  private heldBytes = 0;
+  private dir: string | undefined;
+  private fh: FileHandle | undefined;
+
+  async write(b: Buffer): Promise<void> {
+    if (this.held) {
+      // A copy: the MAC stream may hand out views of buffers its reader reuses.
+      this.held.push(Buffer.from(b));
+      this.heldBytes += b.length;
+      if (this.heldBytes <= SPOOL_MEMORY_BYTES) return;
+      this.dir = await mkdtemp(join(tmpdir(), 'pgfleet-manifest-'));
+      this.fh = await open(join(this.dir, SPOOL), 'wx', 0o600);
+      for (const c of this.held) await this.fh.write(c);
+      this.held = undefined;
+      return;
+    }
+    await this.fh!.write(b);
+  }
+
+  /** Written to the end: the text is read from now on. */
+  async finish(): Promise<void> {
+    if (this.held) this.held = [Buffer.concat(this.held)];
+    await this.fh?.close();
+    this.fh = undefined;
+  }
+
+  async *chunks(): AsyncGenerator<Buffer> {
+    if (this.held) {
+      yield* this.held;
+      return;
+    }
+    for await (const chunk of createReadStream(join(this.dir!, SPOOL), { highWaterMark: SPOOL_READ_BYTES }))
+      yield chunk as Buffer;
+  }
+
+  async remove(): Promise<void> {
+    this.held = [];
+    await this.fh?.close().catch(() => {});
+    this.fh = undefined;
+    if (this.dir) await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
 /** One pass of a ManifestScanner over the local copy; the head's text. */
-async function scanSpool(dir: string, where: string, onEntry: (text: string) => void): Promise<string> {
+async function scanSpool(spool: Spool, where: string, onEntry: (text: string) => void): Promise<string> {
   const scanner = new ManifestScanner(where, onEntry);
-  for await (const chunk of createReadStream(join(dir, SPOOL), { highWaterMark: SPOOL_READ_BYTES }))
-    scanner.push(chunk as Buffer);
+  for await (const chunk of spool.chunks()) scanner.push(chunk);
   return scanner.end();
 }

@@ -111,6 +111,14 @@ export interface ArchivedWal {
 /** An archived WAL file as a listing without sizes gives it (Repository.listWalUnsized): storedSize undefined where not known. */
 export type ListedWal = Omit<ArchivedWal, 'storedSize'> & { storedSize: number | undefined };
 
+/** A manifest without its file entries, with their number (Repository.readManifestHead). */
+export type CountedManifestHead = ManifestHead & { fileCount: number };
+
+async function headOf(reader: ManifestReader): Promise<CountedManifestHead> {
+  await reader.close();
+  return { ...reader.head, fileCount: reader.fileCount };
+}
+
 /** The format marker's key (docs/repository-format.md). */
 export const REPOSITORY_FORMAT_KEY = 'pgfleet.json';
 const FORMAT_KEY = REPOSITORY_FORMAT_KEY;
@@ -150,6 +158,17 @@ const CONFIRMED_WAL_MAX = 8192;
 function rememberConfirmed(id: string): void {
   confirmedWal.add(id);
   if (confirmedWal.size > CONFIRMED_WAL_MAX) confirmedWal.delete(confirmedWal.values().next().value!);
+}
+
+/** The directory under `wal/` holding the timeline history files (the others: one per timeline+log). */
+const WAL_HISTORY_DIR = 'timelines';
+/** Keys per batch of listWalKeys where the driver lists object by object (S3). */
+const WAL_KEY_BATCH = 1000;
+
+/** A batch of archived WAL keys (Repository.listWalKeys): `sizes[i]` is `keys[i]`'s stored size when the listing gave it. */
+export interface WalKeyBatch {
+  keys: string[];
+  sizes: number[] | undefined;
 }
 
 /** Which archived WAL a listing asks for (Repository.listWal). */
@@ -472,6 +491,11 @@ export class Repository {
 
   // ---- backups ----------------------------------------------------------------------------
 
+  /** The prefix of every backup of the cluster (no trailing slash). */
+  backupsPrefix(cluster: string): string {
+    return `${clusterDir(cluster)}/backup`;
+  }
+
   backupPrefix(cluster: string, label: string): string {
     return `${clusterDir(cluster)}/backup/${parseBackupLabel(label, 'backup label')}`;
   }
@@ -656,6 +680,20 @@ export class Repository {
       throw err;
     }
     return reader;
+  }
+
+  /**
+   * A manifest's head (every member but the file entries) and its file count, authenticated and
+   * checked like readManifest (every entry included), the entries streamed through and never held
+   * (openManifest): for callers that need what a backup is, not its files (drills, the catalog).
+   */
+  async readManifestHead(cluster: string, label: string): Promise<CountedManifestHead> {
+    return headOf(await this.openManifest(cluster, label));
+  }
+
+  /** readManifestHead for a backup chosen by its summary, refused (BackupSummaryMismatch) when it is another backup (manifestFor). */
+  async manifestHeadFor(summary: BackupSummary): Promise<CountedManifestHead> {
+    return headOf(await this.openManifestFor(summary));
   }
 
   /**
@@ -914,7 +952,7 @@ export class Repository {
    * that are no backup label are not pgfleet's and are passed over.
    */
   private async backupLevels(cluster: string): Promise<BackupLevel[]> {
-    const labels = (await this.driver.listLevel(`${clusterDir(cluster)}/backup/`)).levels.filter(isBackupLabel);
+    const labels = await this.listBackupLabels(cluster);
     return mapLimit(labels, LIST_CONCURRENCY, async (label) => {
       const prefix = `${this.backupPrefix(cluster, label)}/`;
       const level = await this.driver.listLevel(prefix);
@@ -927,6 +965,14 @@ export class Repository {
         journal: level.levels.includes('backup.progress'),
       };
     });
+  }
+
+  /**
+   * Every backup label of the cluster (complete or not), from one level listing of its backups;
+   * names that are no backup label are not pgfleet's and are passed over.
+   */
+  async listBackupLabels(cluster: string): Promise<string[]> {
+    return (await this.driver.listLevel(`${this.backupsPrefix(cluster)}/`)).levels.filter(isBackupLabel);
   }
 
   /** Every object under every backup label of the cluster (complete or not), in key order. */
@@ -983,7 +1029,7 @@ export class Repository {
 
   /** True when the repository holds a complete backup (one with a manifest) of the cluster; stops at the first. */
   async hasBackups(cluster: string): Promise<boolean> {
-    const labels = (await this.driver.listLevel(`${clusterDir(cluster)}/backup/`)).levels.filter(isBackupLabel);
+    const labels = await this.listBackupLabels(cluster);
     // Newest labels first: the last backup is the one most likely complete.
     for (const label of labels.reverse()) if (await this.hasManifest(cluster, label)) return true;
     return false;
@@ -1037,7 +1083,7 @@ export class Repository {
 
   private walDir(cluster: string, name: string): string {
     const dir = clusterDir(cluster);
-    return name.endsWith('.history') ? `${dir}/wal/timelines` : `${dir}/wal/${name.slice(0, 16)}`;
+    return name.endsWith('.history') ? `${dir}/wal/${WAL_HISTORY_DIR}` : `${dir}/wal/${name.slice(0, 16)}`;
   }
 
   /** The cluster's key for WAL names (the manifest key, wal-auth.ts), undefined when this process holds none. */
@@ -1177,6 +1223,58 @@ export class Repository {
       }
       if (batch.length > 0) yield batch;
     }
+  }
+
+  /**
+   * The keys of the cluster's archived segments, backup history and partial files (everything
+   * under `wal/` but the timeline histories: listWalHistories), in key order, in batches (a
+   * directory's files at a time), nothing parsed or authenticated yet: for verify, which parses
+   * and authenticates each key as its own check starts (walKeyParser), so that it starts checking
+   * after one directory read instead of after a million MACs (docs/benchmarks.md, issue 16).
+   * Sizes where the listing has them for free (S3), else undefined (posix: no stat per object).
+   */
+  async *listWalKeys(cluster: string): AsyncIterable<WalKeyBatch> {
+    const root = `${clusterDir(cluster)}/wal/`;
+    const histories = `${root}${WAL_HISTORY_DIR}/`;
+    const driver = this.driver;
+    if (driver.listKeys) {
+      for await (const keys of driver.listKeys(root)) {
+        const own = keys.filter((k) => !k.startsWith(histories));
+        if (own.length > 0) yield { keys: own, sizes: undefined };
+      }
+      return;
+    }
+    let batch: WalKeyBatch & { sizes: number[] } = { keys: [], sizes: [] };
+    for await (const o of driver.list(root)) {
+      if (o.key.startsWith(histories)) continue;
+      batch.keys.push(o.key);
+      batch.sizes.push(o.size);
+      if (batch.keys.length >= WAL_KEY_BATCH) {
+        yield batch;
+        batch = { keys: [], sizes: [] };
+      }
+    }
+    if (batch.keys.length > 0) yield batch;
+  }
+
+  /** The cluster's archived timeline history files (`wal/timelines/`), parsed and authenticated, with their sizes. */
+  async listWalHistories(cluster: string): Promise<ArchivedWal[]> {
+    const parse = this.walParser(cluster);
+    const out: ArchivedWal[] = [];
+    for await (const o of this.driver.list(`${clusterDir(cluster)}/wal/${WAL_HISTORY_DIR}/`)) {
+      const w = parse(o.key, o.size);
+      if (w) out.push(w);
+    }
+    return out;
+  }
+
+  /**
+   * Parses one WAL object key of the cluster (listWalKeys) and judges its MAC under the cluster's
+   * key: undefined when the key is not a WAL object's, `authentic` false when the MAC is missing
+   * or does not match (such a copy is reported, never read).
+   */
+  walKeyParser(cluster: string): (key: string, size: number | undefined) => ListedWal | undefined {
+    return this.walParser(cluster);
   }
 
   /**

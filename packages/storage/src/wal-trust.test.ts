@@ -198,3 +198,41 @@ test('the WAL MAC is HMAC-SHA256 truncated to 128 bits, for any key length (name
     }
   }
 });
+
+test('listWalKeys gives every key but the histories unparsed, with sizes only where the listing has them; walKeyParser judges each MAC', async () => {
+  const r = await repo();
+  await push(r, SEG, genuine);
+  await push(r, '00000002.history', Buffer.from('1\t0/7000000\tno recovery target specified\n'));
+  const planted = `shop/wal/${NEXT.slice(0, 16)}/${NEXT}-${sha(forged)}-${'0'.repeat(32)}`;
+  await plant(r, planted, forged);
+  // The same repository through a driver without listKeys (as S3): the listing's sizes come along.
+  const posix = r.driver as PosixDriver;
+  const listing = Object.assign(Object.create(posix) as PosixDriver, { listKeys: undefined });
+  const plain = new Repository(listing, TEST_MANIFEST_KEYS);
+  const all = async (repository: Repository) => {
+    const out: [string, number | undefined][] = [];
+    for await (const b of repository.listWalKeys('shop')) b.keys.forEach((k, i) => out.push([k, b.sizes?.[i]]));
+    return out;
+  };
+  const genuineKey = testWalKey('shop', SEG, sha(genuine));
+  assert.deepEqual(await all(r), [
+    [genuineKey, undefined],
+    [planted, undefined],
+  ]);
+  assert.deepEqual(await all(plain), [
+    [genuineKey, genuine.length],
+    [planted, forged.length],
+  ]);
+  const parse = r.walKeyParser('shop');
+  assert.deepEqual(
+    [genuineKey, planted, 'shop/wal/0000000100000000/not-a-wal-key'].map((k) => {
+      const w = parse(k, undefined);
+      return w && [w.name, w.authentic, w.storedSize];
+    }),
+    [[SEG, true, undefined], [NEXT, false, undefined], undefined],
+  );
+  assert.deepEqual(
+    (await r.listWalHistories('shop')).map((w) => [w.name, w.authentic]),
+    [['00000002.history', true]],
+  );
+});

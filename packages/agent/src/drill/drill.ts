@@ -34,7 +34,7 @@ import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { asPgfleetError, PgfleetError, type ErrorName, type Logger } from '@pgfleet/core';
 import { Lsn, recoveryMayLackWal, WalSegmentName, type PgConnectionOptions, type ServerLogExcerpt } from '@pgfleet/pg';
 import type { DrillResultSchema, RecoveryTarget } from '@pgfleet/proto';
-import type { BackupManifest, BackupSummary, Repository } from '@pgfleet/storage';
+import type { BackupSummary, CountedManifestHead, Repository } from '@pgfleet/storage';
 import {
   captureSourceCounts,
   COUNTED_TABLES_SQL,
@@ -282,7 +282,7 @@ async function captureSourceAndTarget(
  * Makes the drill's scratch directory (after removing what earlier drills left and checking
  * there is room for the backup) and its socket directory; returns where PGDATA goes.
  */
-export function prepareScratch(run: DrillRun, manifest: BackupManifest): Promise<string> {
+export function prepareScratch(run: DrillRun, manifest: CountedManifestHead): Promise<string> {
   return prepareScratchFor(run, () => checkScratchSpace(run.o.scratchDir, manifest));
 }
 
@@ -310,7 +310,7 @@ export async function prepareScratchFor(run: DrillRun, checkSpace: () => Promise
 /** Restores the backup into `pgdata` with recovery to the target and action promote; times it. */
 export async function restoreCopy(
   run: DrillRun,
-  manifest: BackupManifest,
+  manifest: CountedManifestHead,
   target: DrillTarget,
   pgdata: string,
 ): Promise<void> {
@@ -345,7 +345,7 @@ export async function restoreCopy(
  */
 export async function startAndRecover(
   run: DrillRun,
-  manifest: BackupManifest,
+  manifest: CountedManifestHead,
   pgdata: string,
 ): Promise<{ server: ScratchPostgres; major: number }> {
   const { o, r } = run;
@@ -556,10 +556,12 @@ export async function chooseDrillBackup(
   o: DrillOptions,
   target: TargetSpec,
   source: SourceCountsInit | undefined,
-): Promise<BackupManifest> {
-  if (o.backupLabel) return o.repo.readManifest(o.cluster, o.backupLabel);
+): Promise<CountedManifestHead> {
+  // Only its head is kept: the manifest is authenticated and checked as a stream, its entries
+  // never held (a 100k-file backup's are tens of MB); the restore reads them again itself.
+  if (o.backupLabel) return o.repo.readManifestHead(o.cluster, o.backupLabel);
   // Chosen by the summaries; only the chosen manifest is read.
-  return o.repo.manifestFor(await chooseDrillSummary(o, target, source));
+  return o.repo.manifestHeadFor(await chooseDrillSummary(o, target, source));
 }
 
 async function chooseDrillSummary(
@@ -591,7 +593,7 @@ async function chooseDrillSummary(
 }
 
 /** The restored copy needs the backup's size plus its WAL; refuse early instead of filling the disk. */
-function checkScratchSpace(dir: string, manifest: BackupManifest): Promise<void> {
+function checkScratchSpace(dir: string, manifest: CountedManifestHead): Promise<void> {
   return requireScratchSpace(
     dir,
     Math.ceil(manifest.sizeBytes * 1.1) + 4 * manifest.walSegmentSize,
@@ -619,7 +621,7 @@ export async function requireScratchSpace(dir: string, need: number, what: strin
 async function missingWal(
   o: DrillOptions,
   server: ScratchPostgres,
-  manifest: BackupManifest,
+  manifest: CountedManifestHead,
 ): Promise<{ code: ErrorName; message: string } | undefined> {
   try {
     const restored = await server.restoredSegments();

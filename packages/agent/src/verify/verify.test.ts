@@ -237,6 +237,79 @@ describe('verify job', () => {
     );
     assert.deepEqual(v.walNewest, [seg(1, 10), seg(2, 12)]);
   });
+
+  test('checks the archive as it lists it: the first WAL object is read after one directory is listed, a forged name in a later one is still named', async () => {
+    // Four more timeline+log directories after 0000000100000000, the last with a forged copy beside a genuine one.
+    const names = [1, 2, 3, 4].map((log) => `00000001${log.toString(16).toUpperCase().padStart(8, '0')}00000000`);
+    for (const n of names) await wal(n);
+    const forged = `${C}/wal/${names[3]!.slice(0, 16)}/${names[3]}-${SHA}-${'0'.repeat(32)}.zst`;
+    await repo.driver.put(forged, DATA);
+    let listed = 0;
+    let listedAtFirstRead: number | undefined;
+    const listWalKeys = repo.listWalKeys.bind(repo);
+    repo.listWalKeys = async function* (cluster) {
+      for await (const batch of listWalKeys(cluster)) {
+        listed++;
+        yield batch;
+      }
+    };
+    const walk = repo.objects.walk.bind(repo.objects);
+    repo.objects.walk = (...a) => {
+      listedAtFirstRead ??= listed;
+      return walk(...a);
+    };
+    const v = await verify();
+    assert.equal(listed, 5);
+    // The first directory, and at most the next one listed ahead while it is checked.
+    assert.ok(listedAtFirstRead !== undefined && listedAtFirstRead <= 2, `${listedAtFirstRead} directories listed`);
+    assert.deepEqual(
+      v.problems.filter((p) => p.kind === 'wal-unauthenticated').map((p) => [p.path, p.key]),
+      [[names[3], forged]],
+    );
+    assert.equal(v.walSegmentsChecked, 15);
+    assert.deepEqual(v.walNewest, [names[3]]);
+  });
+
+  test('manifests are read as streams, never whole; a backup checked before the backup it reads from, and a corrupt one referred to before its turn, reported once at its turn', async () => {
+    repo.readManifest = () => Promise.reject(new Error('verify read a manifest whole'));
+    // A0 and A1 sort before the backups they read from.
+    await backup(
+      'A0',
+      'incr',
+      seg(1, 6),
+      seg(1, 6),
+      [file('base/1', 'F1'), file('base/2', 'A0')],
+      at('2026-01-01T02:01:00Z'),
+    );
+    await backup(
+      'A1',
+      'incr',
+      seg(1, 7),
+      seg(1, 7),
+      [file('base/1', 'F9'), file('base/2', 'A1')],
+      at('2026-01-01T03:01:00Z'),
+    );
+    await repo.driver.put(repo.backupFileKey(C, 'F9', 'base/1', 'none'), DATA);
+    await repo.driver.put(`${C}/backup/F9/backup.manifest`, Buffer.from('{"format": 1, "label": "F9"'));
+    const v = await verify();
+    assert.deepEqual(
+      v.problems.map((p) => [p.kind, p.label, p.path]),
+      [
+        ['bad-reference', 'A1', 'base/1'],
+        ['manifest-corrupt', 'F9', 'backup.manifest'],
+      ],
+    );
+    assert.deepEqual(
+      v.backups.map((b) => [b.label, b.restorable, b.filesChecked]),
+      [
+        ['F1', true, 2],
+        ['I1', true, 2],
+        ['A0', true, 2],
+        ['A1', false, 2],
+        ['F9', false, 0],
+      ],
+    );
+  });
 });
 
 /**

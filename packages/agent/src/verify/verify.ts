@@ -21,8 +21,14 @@
  * - Verdict: a backup is restorable when its manifest is valid, all its files check out and the
  *   WAL from walStart to walStop is there and usable; then it restores to any point from its stop
  *   LSN/time to the end of the continuous WAL after it.
+ *
+ * Nothing is planned before the first check (issue 16: 2,000 backups and 1M WAL segments took
+ * over a minute and ~750 MB before it): backups are checked one at a time, each manifest streamed
+ * (BackupBook), and the WAL as it is listed, each name authenticated as its own check starts
+ * (checkWal). Every name is still judged before anything of it is used.
  */
-import { asPgfleetError, mapLimit, PgfleetError, type Logger } from '@pgfleet/core';
+import { createHash } from 'node:crypto';
+import { asPgfleetError, forEachLimit, mapLimit, PgfleetError, type Logger } from '@pgfleet/core';
 import {
   DEFAULT_WAL_SEGMENT_SIZE,
   Lsn,
@@ -36,10 +42,13 @@ import {
 } from '@pgfleet/pg';
 import {
   isKeyError,
-  type ListedWal,
+  type ArchivedWal,
   type BackupKind,
-  type BackupManifest,
   type Codec,
+  type ListedWal,
+  type ManifestFile,
+  type ManifestHead,
+  type ManifestReader,
   type ObjectMeasure,
   type Repository,
 } from '@pgfleet/storage';
@@ -164,6 +173,7 @@ interface VerifyRun {
 }
 
 /** Backups first (manifests, references, files), then the archived WAL, then each backup's restorable range (module header). */
+/** Backups first (manifests, references, files), then the archived WAL, then each backup's restorable range (module header). */
 export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
   const info = await o.repo.readClusterInfo(o.cluster);
   const run: VerifyRun = {
@@ -187,100 +197,206 @@ export async function runVerify(o: VerifyOptions): Promise<VerifyOutcome> {
   };
 
   run.report('list');
-  const listing = await listBackups(run);
-  const verdicts = await checkBackups(run, listing);
+  const labels = (await o.repo.listBackupLabels(o.cluster)).sort();
+  const book = new BackupBook(run, labels);
+  const checked = await checkBackups(run, book);
   run.report('wal');
   const wal = await checkWal(run);
-  for (const m of listing.ordered) judgeRestorable(run, m, verdicts.get(m.label)!, wal);
-  return finish(run, listing, verdicts, wal);
+  for (const { head, verdict } of checked) judgeRestorable(run, head, verdict, wal);
+  return finish(run, book, checked, wal);
 }
 
-/** Every backup directory of the cluster: stored objects with their sizes, and each backup's manifest or why it has none. */
-interface BackupListing {
-  /** Every object under the cluster's backup prefix, with its stored size. */
-  stored: Map<string, number>;
-  manifests: Map<string, BackupManifest>;
-  /** Backups whose manifest does not parse, with the reason. */
-  corrupt: Map<string, string>;
-  /** Backups without a manifest (in progress or failed). */
-  incomplete: string[];
-  /** The valid manifests, oldest stop time first. */
-  ordered: BackupManifest[];
+/** What verify knows of one backup label (BackupBook.state). */
+type BackupState =
+  | { kind: 'valid'; head: ManifestHead }
+  | { kind: 'corrupt'; reason: string }
+  | { kind: 'incomplete' }
+  | { kind: 'absent' };
+
+/**
+ * Backups whose entry indexes and object listings are kept at once (each is per file of the
+ * backup, ~100 B a file): references go to the backups just before (an incremental's chain), which
+ * are checked just before it and leave their index here.
+ */
+const CACHED_BACKUPS = 8;
+
+/** A map that keeps its `limit` most recently used entries. */
+class RecentMap<K, V> {
+  private readonly map = new Map<K, V>();
+  constructor(private readonly limit: number) {}
+
+  get(key: K, make: () => V): V {
+    let v = this.map.get(key);
+    if (v !== undefined) this.map.delete(key);
+    else v = make();
+    this.map.set(key, v);
+    if (this.map.size > this.limit) this.map.delete(this.map.keys().next().value!);
+    return v;
+  }
 }
 
-/** Lists every backup directory and object, and reads each manifest (corrupt and incomplete backups become problems). */
-async function listBackups(run: VerifyRun): Promise<BackupListing> {
-  const { repo, cluster } = run.o;
-  const stored = new Map<string, number>();
-  const labels = new Set<string>();
-  for await (const obj of repo.listBackupObjects(cluster)) {
-    labels.add(obj.label);
-    stored.set(obj.key, obj.size);
+/**
+ * The cluster's backups as verify learns them, one at a time: each manifest is opened as a stream
+ * (ManifestReader: authenticated and checked whole before any entry is used, its entries then
+ * read one at a time) when its backup is checked or another backup refers to it, so memory does
+ * not hold every manifest, and the first object check starts after one manifest read. A backup
+ * whose manifest is corrupt or missing is reported once, whichever asks first.
+ */
+class BackupBook {
+  private readonly states = new Map<string, Promise<BackupState>>();
+  private readonly entries = new RecentMap<string, Promise<ReadonlyMap<string, string>>>(CACHED_BACKUPS);
+  private readonly sizes = new RecentMap<string, Promise<ReadonlyMap<string, number>>>(CACHED_BACKUPS);
+  private readonly known: ReadonlySet<string>;
+  /** Why a backup is incomplete or its manifest corrupt, reported at its turn (label order, however it was read first). */
+  private readonly found = new Map<string, VerifyProblem>();
+
+  constructor(
+    private readonly run: VerifyRun,
+    /** Every backup directory of the cluster, in label order. */
+    readonly labels: readonly string[],
+  ) {
+    this.known = new Set(labels);
   }
 
-  const manifests = new Map<string, BackupManifest>();
-  const corrupt = new Map<string, string>();
-  const incomplete: string[] = [];
-  const sorted = [...labels].sort();
-  // A few manifests read at once: one after another, 2,000 of them were seconds of waiting on reads.
-  const read = await mapLimit(
-    sorted,
-    run.concurrency,
-    async (label): Promise<BackupManifest | Error | undefined> => {
-      if (!stored.has(repo.backupManifestKey(cluster, label))) return undefined;
-      try {
-        return await repo.readManifest(cluster, label);
-      } catch (err) {
-        // A missing or wrong key fails the verify as such, not as every manifest corrupt.
-        if (isKeyError(err)) throw err;
-        return err as Error;
-      }
-    },
-    run.o.signal,
-  );
-  sorted.forEach((label, i) => {
-    const key = repo.backupManifestKey(cluster, label);
-    const got = read[i];
-    if (got === undefined) {
-      incomplete.push(label);
-      run.problems.push({
-        kind: 'incomplete-backup',
-        label,
-        path: '',
-        key: `${repo.backupPrefix(cluster, label)}/`,
-        message: `backup ${label} has no backup.manifest: it is incomplete (in progress, or failed) and is never restored`,
+  /** Whether a backup is complete and its manifest valid (or why not); read once. */
+  state(label: string): Promise<BackupState> {
+    let p = this.states.get(label);
+    if (!p) {
+      p = this.read(label).then(async (r) => {
+        await r.reader?.close();
+        return r.state;
       });
-      return;
+      this.states.set(label, p);
     }
+    return p;
+  }
+
+  /** A backup's manifest opened for its own check (the caller closes it); undefined when it has none that is valid (reported). */
+  async open(label: string): Promise<ManifestReader | undefined> {
+    const known = this.states.get(label);
+    if (known) {
+      if ((await known).kind !== 'valid') return undefined;
+      // Already read for a reference to it: read again for its entries (and judged by this read).
+      const again = await this.read(label);
+      if (!again.reader) this.states.set(label, Promise.resolve(again.state));
+      return again.reader;
+    }
+    let reader: ManifestReader | undefined;
+    const p = this.read(label).then((r) => {
+      reader = r.reader;
+      return r.state;
+    });
+    this.states.set(label, p);
+    await p;
+    return reader;
+  }
+
+  private async read(label: string, report = true): Promise<{ state: BackupState; reader?: ManifestReader }> {
+    const { repo, cluster } = this.run.o;
+    if (!this.known.has(label)) return { state: { kind: 'absent' } };
     try {
-      if (got instanceof Error) throw got;
-      const m = got;
-      if (m.label !== label || m.cluster !== cluster)
-        throw new PgfleetError(
-          'RepoManifestInvalid',
-          `manifest ${key} describes backup ${m.label} of cluster ${m.cluster}`,
-        );
-      if (!m.files.every((f) => f && typeof f.path === 'string' && typeof f.backup === 'string'))
-        throw new PgfleetError('RepoManifestInvalid', `manifest ${key} has file entries without path or backup`);
-      manifests.set(label, m);
+      const reader = await repo.openManifest(cluster, label);
+      return { state: { kind: 'valid', head: reader.head }, reader };
     } catch (err) {
+      // A missing or wrong key fails the verify as such, not as every manifest corrupt.
+      if (isKeyError(err)) throw err;
+      if (PgfleetError.is(err, 'UnknownBackup')) {
+        // An empty directory left behind is no backup at all.
+        if (!(await repo.labelInUse(cluster, label))) return { state: { kind: 'absent' } };
+        if (report)
+          this.found.set(label, {
+            kind: 'incomplete-backup',
+            label,
+            path: '',
+            key: `${repo.backupPrefix(cluster, label)}/`,
+            message: `backup ${label} has no backup.manifest: it is incomplete (in progress, or failed) and is never restored`,
+          });
+        return { state: { kind: 'incomplete' } };
+      }
       const message = asPgfleetError(err).message;
-      corrupt.set(label, `manifest corrupt: ${message}`);
-      run.problems.push({ kind: 'manifest-corrupt', label, path: 'backup.manifest', key, message });
+      if (report)
+        this.found.set(label, {
+          kind: 'manifest-corrupt',
+          label,
+          path: 'backup.manifest',
+          key: repo.backupManifestKey(cluster, label),
+          message,
+        });
+      return { state: { kind: 'corrupt', reason: `manifest corrupt: ${message}` } };
     }
-  });
-  const ordered = [...manifests.values()].sort((a, b) => Date.parse(a.stopTime) - Date.parse(b.stopTime));
-  return { stored, manifests, corrupt, incomplete, ordered };
+  }
+
+  /** The problem of a backup without a valid manifest, once it is known (then forgotten: reported once). */
+  takeProblem(label: string): VerifyProblem | undefined {
+    const p = this.found.get(label);
+    this.found.delete(label);
+    return p;
+  }
+
+  /** Starts reading a backup's object listing, for the checks about to need it. */
+  prefetchSizes(label: string): void {
+    void this.sizesOf(label).catch(() => {});
+  }
+
+  /** The backups whose manifest is corrupt, in label order, with the reason. */
+  async corrupt(): Promise<[string, string][]> {
+    const out: [string, string][] = [];
+    for (const label of this.labels) {
+      const s = await this.states.get(label);
+      if (s?.kind === 'corrupt') out.push([label, s.reason]);
+    }
+    return out;
+  }
+
+  /** A backup's own-entry index (ownEntries), built while its entries were checked: kept for the backups after it. */
+  remember(label: string, index: ReadonlyMap<string, string>): void {
+    void this.entries.get(label, () => Promise.resolve(index));
+  }
+
+  /**
+   * The entries whose bytes a valid backup holds itself, by path, as fingerprints (the reference
+   * check looks each reference up here instead of searching the file list once per reference).
+   */
+  ownEntries(label: string): Promise<ReadonlyMap<string, string>> {
+    return this.entries.get(label, async () => {
+      const index = new Map<string, string>();
+      if ((await this.state(label)).kind !== 'valid') return index;
+      const { reader } = await this.read(label, false);
+      if (!reader) return index;
+      try {
+        for await (const f of reader.files())
+          if (f.backup === label && !index.has(f.path)) index.set(f.path, entryFingerprint(f));
+      } finally {
+        await reader.close();
+      }
+      return index;
+    });
+  }
+
+  /** The stored size of an object under a backup's label, undefined when there is none (one listing per label). */
+  async storedSize(key: string): Promise<number | undefined> {
+    const { repo, cluster } = this.run.o;
+    const root = `${repo.backupsPrefix(cluster)}/`;
+    if (!key.startsWith(root)) return undefined;
+    return (await this.sizesOf(key.slice(root.length, key.indexOf('/', root.length)))).get(key);
+  }
+
+  /** A backup's stored objects and their sizes (one listing per label, kept while recent). */
+  private sizesOf(label: string): Promise<ReadonlyMap<string, number>> {
+    const { repo, cluster } = this.run.o;
+    return this.sizes.get(label, async () => {
+      const out = new Map<string, number>();
+      for (const o of await repo.backupObjects(cluster, label)) out.set(o.key, o.size);
+      return out;
+    });
+  }
 }
 
 /**
  * Checks one stored object against what a manifest says of it. Backups share objects (an
  * incremental reads unchanged files from its parent): each distinct expectation is read once.
  */
-function objectChecker(
-  run: VerifyRun,
-  stored: ReadonlyMap<string, number>,
-): (e: ObjectExpectation) => Promise<ObjectFault | undefined> {
+function objectChecker(run: VerifyRun, book: BackupBook): (e: ObjectExpectation) => Promise<ObjectFault | undefined> {
   const { repo, full } = run.o;
   const checks = new Map<string, Promise<ObjectFault | undefined>>();
   return (e) => {
@@ -288,7 +404,7 @@ function objectChecker(
     let p = checks.get(id);
     if (!p) {
       p = (async (): Promise<ObjectFault | undefined> => {
-        const have = stored.get(e.key);
+        const have = await book.storedSize(e.key);
         if (have === undefined) return { kind: 'missing-file', message: `${e.key} is missing from the repository` };
         if (have !== e.storedSize)
           return {
@@ -334,165 +450,204 @@ function objectChecker(
 type FaultRecorder = (p: VerifyProblem, reason: string) => void;
 
 /** An entry reading another backup's bytes must find them described the same way there. */
-function checkReferences(
-  m: BackupManifest,
-  listing: BackupListing,
-  ownEntries: (label: string) => ReadonlyMap<string, string>,
-  fault: FaultRecorder,
-): void {
-  for (const f of m.files) {
-    // A block-incremental file's map also reads objects of these backups: they must be there.
-    for (const b of f.blocks?.changed ? (f.blocks.from ?? []) : []) {
-      if (listing.manifests.has(b)) continue;
-      fault(
-        {
-          kind: 'bad-reference',
-          label: m.label,
-          path: f.path,
-          key: '',
-          message: `${f.path} reads blocks from backup ${b}, which is not a complete backup in the repository`,
-        },
-        `bad reference: ${f.path} reads blocks from backup ${b}, which is missing`,
-      );
-    }
-    if (f.backup === m.label) continue;
-    const ref = listing.manifests.get(f.backup);
-    if (!ref) {
-      const why = listing.corrupt.has(f.backup)
+async function checkReferences(label: string, f: ManifestFile, book: BackupBook, fault: FaultRecorder): Promise<void> {
+  // A block-incremental file's map also reads objects of these backups: they must be there.
+  for (const b of f.blocks?.changed ? (f.blocks.from ?? []) : []) {
+    if ((await book.state(b)).kind === 'valid') continue;
+    fault(
+      {
+        kind: 'bad-reference',
+        label,
+        path: f.path,
+        key: '',
+        message: `${f.path} reads blocks from backup ${b}, which is not a complete backup in the repository`,
+      },
+      `bad reference: ${f.path} reads blocks from backup ${b}, which is missing`,
+    );
+  }
+  if (f.backup === label) return;
+  const ref = await book.state(f.backup);
+  if (ref.kind !== 'valid') {
+    const why =
+      ref.kind === 'corrupt'
         ? 'whose manifest is corrupt'
-        : listing.incomplete.includes(f.backup)
+        : ref.kind === 'incomplete'
           ? 'which is incomplete'
           : 'which is not in the repository';
-      fault(
-        {
-          kind: 'bad-reference',
-          label: m.label,
-          path: f.path,
-          key: '',
-          message: `${f.path} reads its bytes from backup ${f.backup}, ${why}`,
-        },
-        `bad reference: ${f.path} reads from backup ${f.backup}, ${why}`,
-      );
-      continue;
-    }
-    const there = ownEntries(f.backup).get(f.path);
-    if (there === undefined || there !== entryFingerprint(f)) {
-      fault(
-        {
-          kind: 'bad-reference',
-          label: m.label,
-          path: f.path,
-          key: '',
-          message: `${f.path} reads its bytes from backup ${f.backup}, whose manifest ${there ? 'describes different bytes' : 'has no such file'}`,
-        },
-        `bad reference: ${f.path} in backup ${f.backup} ${there ? 'differs' : 'does not exist'}`,
-      );
-    }
+    fault(
+      {
+        kind: 'bad-reference',
+        label,
+        path: f.path,
+        key: '',
+        message: `${f.path} reads its bytes from backup ${f.backup}, ${why}`,
+      },
+      `bad reference: ${f.path} reads from backup ${f.backup}, ${why}`,
+    );
+    return;
   }
-}
-
-/** What a reference must find the same in the backup holding the bytes. */
-function entryFingerprint(f: BackupManifest['files'][number]): string {
-  return `${f.storedSha256}|${f.sha256}|${f.storedSize}`;
+  const there = (await book.ownEntries(f.backup)).get(f.path);
+  if (there === undefined || there !== entryFingerprint(f)) {
+    fault(
+      {
+        kind: 'bad-reference',
+        label,
+        path: f.path,
+        key: '',
+        message: `${f.path} reads its bytes from backup ${f.backup}, whose manifest ${there ? 'describes different bytes' : 'has no such file'}`,
+      },
+      `bad reference: ${f.path} in backup ${f.backup} ${there ? 'differs' : 'does not exist'}`,
+    );
+  }
 }
 
 /**
- * The entries whose bytes a backup holds itself, by path, as fingerprints: built once per
- * referenced backup (a search of its file list per reference was quadratic in the files of an
- * incremental), only for backups referenced.
+ * What a reference must find the same in the backup holding the bytes: its stored and content
+ * checksums and stored size, hashed to 16 bytes (an index holds one per file of a backup).
  */
-function ownEntryIndex(listing: BackupListing): (label: string) => ReadonlyMap<string, string> {
-  const built = new Map<string, Map<string, string>>();
-  return (label) => {
-    let index = built.get(label);
-    if (!index) {
-      index = new Map();
-      for (const f of listing.manifests.get(label)?.files ?? [])
-        if (f.backup === label && !index.has(f.path)) index.set(f.path, entryFingerprint(f));
-      built.set(label, index);
-    }
-    return index;
-  };
+function entryFingerprint(f: ManifestFile): string {
+  return createHash('sha256')
+    .update(`${f.storedSha256}|${f.sha256}|${f.storedSize}`)
+    .digest()
+    .toString('latin1', 0, 16);
 }
 
-/** The stored objects a manifest's files need (each chunk of a chunked file is one), with what each must hold. */
-function objectExpectations(
-  repo: Repository,
-  cluster: string,
-  m: BackupManifest,
-): { path: string; e: ObjectExpectation; notForRestore?: true }[] {
-  const files = m.files.flatMap((f) => repo.entryObjects(cluster, f).map(({ what, ...e }) => ({ path: what, e })));
+/** An object a backup needs and what it must hold; `notForRestore`: the catalog snapshot, which no restore reads. */
+interface Needed {
+  path: string;
+  e: ObjectExpectation;
+  notForRestore?: true;
+}
+
+/** The catalog snapshot `pgfleet wal search` starts from, when the backup has one. */
+function catalogSnapshotObject(repo: Repository, cluster: string, m: ManifestHead): Needed | undefined {
   const s = m.catalogSnapshot;
-  if (!s) return files;
-  // The snapshot `pgfleet wal search` starts from: checked like a file, but a restore never reads
-  // it, so a damaged one is a problem named, not a reason the backup cannot be restored.
+  if (!s) return undefined;
+  // Checked like a file, but a restore never reads it, so a damaged one is a problem named, not a
+  // reason the backup cannot be restored.
   const key = repo.catalogSnapshotKey(cluster, m.label, s.codec);
   const { size, sha256, storedSize, storedSha256, codec } = s;
-  return [
-    ...files,
-    { path: 'catalog snapshot', e: { key, codec, size, sha256, storedSize, storedSha256 }, notForRestore: true },
-  ];
+  return { path: 'catalog snapshot', e: { key, codec, size, sha256, storedSize, storedSha256 }, notForRestore: true };
 }
 
-/** Checks every valid backup's references and files, oldest first; the verdicts' WAL range is judged later. */
-async function checkBackups(run: VerifyRun, listing: BackupListing): Promise<Map<string, BackupVerdict>> {
-  const { o } = run;
-  const checkObject = objectChecker(run, listing.stored);
-  const ownEntries = ownEntryIndex(listing);
-  const verdicts = new Map<string, BackupVerdict>();
-  for (const m of listing.ordered) {
-    o.signal?.throwIfAborted();
-    run.report('backups', m.label);
-    const reasons: string[] = [];
-    const v: BackupVerdict = {
-      label: m.label,
-      type: m.type,
-      restorable: false,
-      fromLsn: m.stopLsn,
-      fromTime: new Date(m.stopTime),
-      toLsn: '',
-      toTimeline: 0,
-      reasons,
-      filesChecked: 0,
-      bytesChecked: 0,
-    };
-    verdicts.set(m.label, v);
-    const faults: string[] = [];
-    const fault: FaultRecorder = (p, reason) => {
-      run.problems.push(p);
-      faults.push(reason);
-    };
-    checkReferences(m, listing, ownEntries, fault);
-    const expectations = objectExpectations(o.repo, o.cluster, m);
-    const results = await mapLimit(expectations, run.concurrency, (x) => checkObject(x.e), o.signal);
-    results.forEach((r, i) => {
-      const { path, e, notForRestore } = expectations[i]!;
-      v.filesChecked++;
-      v.bytesChecked += o.full ? e.size : e.storedSize;
-      if (!r) return;
-      if (notForRestore) {
-        run.problems.push({ kind: r.kind, label: m.label, path, key: e.key, message: r.message });
-        return;
+/** A backup checked: its manifest's head and its verdict (the WAL range judged later). */
+interface CheckedBackup {
+  head: ManifestHead;
+  verdict: BackupVerdict;
+}
+
+/**
+ * Checks every valid backup's references and files, one backup after another in label order, the
+ * next few backups' manifests and listings read meanwhile (small backups were a chain of waits on
+ * reads otherwise); the verdicts oldest stop time first.
+ */
+async function checkBackups(run: VerifyRun, book: BackupBook): Promise<CheckedBackup[]> {
+  const checkObject = objectChecker(run, book);
+  const checked: CheckedBackup[] = [];
+  const { labels } = book;
+  const ahead = new Map<string, Promise<ManifestReader | undefined>>();
+  const readAhead = (label: string | undefined) => {
+    if (label === undefined || ahead.has(label)) return;
+    const reader = book.open(label);
+    reader.catch(() => {});
+    ahead.set(label, reader);
+    book.prefetchSizes(label);
+  };
+  try {
+    for (let i = 0; i < labels.length; i++) {
+      run.o.signal?.throwIfAborted();
+      const label = labels[i]!;
+      for (let j = i; j <= i + run.concurrency; j++) readAhead(labels[j]);
+      const reader = await ahead.get(label);
+      ahead.delete(label);
+      const problem = book.takeProblem(label);
+      if (problem) run.problems.push(problem);
+      if (!reader) continue;
+      try {
+        checked.push({ head: reader.head, verdict: await checkBackup(run, book, reader, checkObject) });
+      } finally {
+        await reader.close();
       }
-      const what =
-        r.kind === 'missing-file'
-          ? 'missing file'
-          : r.kind === 'size-mismatch'
-            ? 'size mismatch in'
-            : r.kind === 'checksum-mismatch'
-              ? 'checksum mismatch in'
-              : 'unreadable file';
-      fault({ kind: r.kind, label: m.label, path, key: e.key, message: r.message }, `${what} ${path} (${e.key})`);
-    });
-    reasons.push(...faults);
+    }
+  } finally {
+    // Readers opened ahead of a failure or an abort: their local copies go too.
+    for (const reader of ahead.values()) void reader.then((r) => r?.close()).catch(() => {});
   }
-  return verdicts;
+  return checked.sort((a, b) => Date.parse(a.head.stopTime) - Date.parse(b.head.stopTime));
 }
 
-/** The archived WAL as continuity and the verdicts need it. */
+/** One backup's references and objects, its entries streamed from its manifest a batch at a time. */
+async function checkBackup(
+  run: VerifyRun,
+  book: BackupBook,
+  reader: ManifestReader,
+  checkObject: (e: ObjectExpectation) => Promise<ObjectFault | undefined>,
+): Promise<BackupVerdict> {
+  const { o } = run;
+  const m = reader.head;
+  run.report('backups', m.label);
+  const v: BackupVerdict = {
+    label: m.label,
+    type: m.type,
+    restorable: false,
+    fromLsn: m.stopLsn,
+    fromTime: new Date(m.stopTime),
+    toLsn: '',
+    toTimeline: 0,
+    reasons: [],
+    filesChecked: 0,
+    bytesChecked: 0,
+  };
+  // Reference faults first, then the objects', each in the manifest's order (objects: by their place).
+  const referenceFaults: [VerifyProblem, string][] = [];
+  const objectFaults: [number, VerifyProblem, string | undefined][] = [];
+  // Its own entries indexed as they pass, for the backups after it that read from it.
+  const own = new Map<string, string>();
+  async function* needed(): AsyncGenerator<Needed & { at: number }> {
+    let at = 0;
+    for await (const f of reader.files()) {
+      if (f.backup === m.label && !own.has(f.path)) own.set(f.path, entryFingerprint(f));
+      await checkReferences(m.label, f, book, (p, reason) => referenceFaults.push([p, reason]));
+      for (const { what, ...e } of o.repo.entryObjects(o.cluster, f)) yield { path: what, e, at: at++ };
+    }
+    const snapshot = catalogSnapshotObject(o.repo, o.cluster, m);
+    if (snapshot) yield { ...snapshot, at };
+  }
+  // A window of checks in flight over the entries as they are read: memory flat in the files.
+  await forEachLimit(needed(), run.concurrency, async ({ path, e, notForRestore, at }) => {
+    o.signal?.throwIfAborted();
+    const r = await checkObject(e);
+    v.filesChecked++;
+    v.bytesChecked += o.full ? e.size : e.storedSize;
+    if (!r) return;
+    const p: VerifyProblem = { kind: r.kind, label: m.label, path, key: e.key, message: r.message };
+    if (notForRestore) {
+      objectFaults.push([at, p, undefined]);
+      return;
+    }
+    const what =
+      r.kind === 'missing-file'
+        ? 'missing file'
+        : r.kind === 'size-mismatch'
+          ? 'size mismatch in'
+          : r.kind === 'checksum-mismatch'
+            ? 'checksum mismatch in'
+            : 'unreadable file';
+    objectFaults.push([at, p, `${what} ${path} (${e.key})`]);
+  });
+  book.remember(m.label, own);
+  objectFaults.sort((a, b) => a[0] - b[0]);
+  for (const [p, reason] of [...referenceFaults, ...objectFaults.map(([, p, reason]) => [p, reason] as const)]) {
+    run.problems.push(p);
+    if (reason !== undefined) v.reasons.push(reason);
+  }
+  return v;
+}
+
+/** The archived WAL as continuity and the verdicts need it: per segment name whether it is usable, not every listed copy. */
 interface WalState {
-  /** Every stored copy of each segment name. */
-  segments: Map<string, ListedWal[]>;
+  /** Segment copies checked. */
+  segmentCopies: number;
   /** Usable timeline histories (corrupt ones and ones from another lineage left out). */
   histories: Map<number, TimelineHistory>;
   branches: Map<number, TimelineBranch>;
@@ -510,26 +665,6 @@ interface WalState {
   gapSeen: Set<string>;
 }
 
-/** Lists the archive: segment copies by name, and the other WAL files (histories, .backup, .partial). */
-async function listListedWal(
-  repo: Repository,
-  cluster: string,
-): Promise<{ segments: Map<string, ListedWal[]>; others: ListedWal[] }> {
-  const segments = new Map<string, ListedWal[]>();
-  const others: ListedWal[] = [];
-  // Without sizes: a stat per object was most of the planning on a million segments; each file is read anyway.
-  for await (const batch of repo.listWalUnsized(cluster))
-    for (const w of batch) {
-      const kind = walFileKind(w.name);
-      if (kind === 'segment') {
-        const list = segments.get(w.name);
-        if (list) list.push(w);
-        else segments.set(w.name, [w]);
-      } else if (kind !== undefined) others.push(w);
-    }
-  return { segments, others };
-}
-
 /**
  * Timeline histories first: a new timeline's first segment carries its parent's id, which only
  * its history explains; each history must also extend its parent's (timelines.ts).
@@ -537,11 +672,11 @@ async function listListedWal(
 async function readHistories(
   repo: Repository,
   cluster: string,
-  others: readonly ListedWal[],
+  files: readonly ArchivedWal[],
 ): Promise<{ histories: Map<number, TimelineHistory>; badHistories: Map<string, VerifyProblem> }> {
   const histories = new Map<number, TimelineHistory>();
   const badHistories = new Map<string, VerifyProblem>();
-  for (const w of others) {
+  for (const w of files) {
     // An unauthenticated copy is reported by walFileProblem; readWalFile takes the authenticated one.
     if (walFileKind(w.name) !== 'history' || !w.authentic) continue;
     const base = { label: '', path: w.name, key: w.key };
@@ -746,50 +881,87 @@ function pageHeaderProblem(
   }
 }
 
-/** Checks every archived WAL file and sorts segments into usable and unusable. */
+/**
+ * Checks every archived WAL file and sorts segments into usable and unusable. The timeline
+ * histories first (the segments' page checks need them), then the rest of the archive as it is
+ * listed, a directory at a time, the next directory listed while this one's files are checked:
+ * each key is parsed and its MAC judged only as its own check starts (walKeyParser), so checking
+ * starts after one directory read, and nothing is held per file but its name's verdict.
+ */
 async function checkWal(run: VerifyRun): Promise<WalState> {
-  const { repo, cluster } = run.o;
-  const { segments, others } = await listListedWal(repo, cluster);
-  const { histories, badHistories } = await readHistories(repo, cluster, others);
+  const { repo, cluster, signal } = run.o;
+  const historyFiles = await repo.listWalHistories(cluster);
+  const { histories, badHistories } = await readHistories(repo, cluster, historyFiles);
   const branches = new Map<number, TimelineBranch>(
     [...histories].map(([tli, h]) => [tli, { parent: h.parent!, switchLsn: h.startLsn }]),
   );
   // Continuity follows the cluster's live lineage when the controller knows it, like restores do.
   const current = run.o.currentTimeline;
   const liveLineage = current ? lineageOf(current, histories.get(current)) : undefined;
-
-  const allWal = [...[...segments.values()].flat(), ...others.filter((w) => !badHistories.has(w.name))];
   run.problems.push(...badHistories.values());
-  const walResults = await mapLimit(allWal, run.concurrency, (w) => walFileProblem(run, histories, w), run.o.signal);
-  const badCopies = new Map<string, VerifyProblem>();
-  const goodSegments = new Set<string>();
-  walResults.forEach((p, i) => {
-    const w = allWal[i]!;
-    if (p) {
-      run.problems.push(p);
-      badCopies.set(w.name, p);
-    } else if (walFileKind(w.name) === 'segment') goodSegments.add(w.name);
-  });
-  // A segment with a usable copy is usable; one with only bad copies breaks continuity.
-  const badSegments = new Set([...badCopies.keys()].filter((n) => segments.has(n) && !goodSegments.has(n)));
 
-  const newest = new Map<number, string>();
-  for (const name of segments.keys()) {
-    const t = Number.parseInt(name.slice(0, 8), 16);
-    const cur = newest.get(t);
-    if (cur === undefined || name > cur) newest.set(t, name);
-  }
-  return {
-    segments,
+  const state: WalState = {
+    segmentCopies: 0,
     histories,
     branches,
     liveLineage,
-    goodSegments,
-    badSegments,
-    badCopies,
-    newest,
+    goodSegments: new Set(),
+    badSegments: new Set(),
+    badCopies: new Map(),
+    newest: new Map(),
     gapSeen: new Set(),
   };
+  const parse = repo.walKeyParser(cluster);
+  const checkBatch = async (keys: readonly string[], sizes: readonly number[] | undefined) => {
+    const results = await mapLimit(
+      keys,
+      run.concurrency,
+      async (key, i) => {
+        const w = parse(key, sizes?.[i]);
+        const kind = w && walFileKind(w.name);
+        if (!w || kind === undefined) return undefined;
+        if (kind === 'segment') {
+          state.segmentCopies++;
+          const t = timelineOfWalName(w.name);
+          const cur = state.newest.get(t);
+          if (cur === undefined || w.name > cur) state.newest.set(t, w.name);
+        }
+        return { name: w.name, segment: kind === 'segment', problem: await walFileProblem(run, histories, w) };
+      },
+      signal,
+    );
+    // In key order, whatever order the checks ended in.
+    for (const r of results) {
+      if (!r) continue;
+      if (r.problem) {
+        run.problems.push(r.problem);
+        state.badCopies.set(r.name, r.problem);
+      } else if (r.segment) state.goodSegments.add(r.name);
+    }
+  };
+  const usableHistories = historyFiles.filter((w) => !badHistories.has(w.name));
+  await checkBatch(
+    usableHistories.map((w) => w.key),
+    usableHistories.map((w) => w.storedSize),
+  );
+  const listing = repo.listWalKeys(cluster)[Symbol.asyncIterator]();
+  try {
+    let next = listing.next();
+    for (;;) {
+      const r = await next;
+      if (r.done) break;
+      next = listing.next();
+      // Observed on every path: a failed check below must not leave the listing's failure unhandled.
+      next.catch(() => {});
+      await checkBatch(r.value.keys, r.value.sizes);
+    }
+  } finally {
+    await listing.return?.();
+  }
+  // A segment with a usable copy is usable; one with only bad copies breaks continuity.
+  for (const name of state.badCopies.keys())
+    if (walFileKind(name) === 'segment' && !state.goodSegments.has(name)) state.badSegments.add(name);
+  return state;
 }
 
 function describeGap(g: WalGap): string {
@@ -805,7 +977,7 @@ function describeGap(g: WalGap): string {
  * there and usable (and its files checked out), to the end of the continuous WAL after it. Each
  * gap is reported once, however many backups it concerns.
  */
-function judgeRestorable(run: VerifyRun, m: BackupManifest, v: BackupVerdict, wal: WalState): void {
+function judgeRestorable(run: VerifyRun, m: ManifestHead, v: BackupVerdict, wal: WalState): void {
   const { segmentSize } = run;
   let walStartOk = true;
   try {
@@ -883,14 +1055,14 @@ function judgeRestorable(run: VerifyRun, m: BackupManifest, v: BackupVerdict, wa
 /** The outcome: the verdicts (corrupt backups last), whether all is well, the timelines; logged and reported done. */
 async function finish(
   run: VerifyRun,
-  listing: BackupListing,
-  verdicts: ReadonlyMap<string, BackupVerdict>,
+  book: BackupBook,
+  checked: readonly CheckedBackup[],
   wal: WalState,
 ): Promise<VerifyOutcome> {
   const { o, problems } = run;
   const backups: BackupVerdict[] = [
-    ...listing.ordered.map((m) => verdicts.get(m.label)!),
-    ...[...listing.corrupt.entries()].map(([label, reason]) => ({
+    ...checked.map((c) => c.verdict),
+    ...(await book.corrupt()).map(([label, reason]) => ({
       label,
       type: undefined,
       restorable: false,
@@ -916,7 +1088,7 @@ async function finish(
     full: o.full,
     backups,
     problems,
-    walSegmentsChecked: [...wal.segments.values()].reduce((n, l) => n + l.length, 0),
+    walSegmentsChecked: wal.segmentCopies,
     walNewest: [...wal.newest.entries()].sort((a, b) => a[0] - b[0]).map(([, n]) => n),
     ok,
     timelines,

@@ -149,6 +149,23 @@ describe('catalog rebuild', () => {
     );
   });
 
+  test('manifests are read as streams, their heads kept, never whole (a 100k-file manifest is tens of MB)', async () => {
+    const whole = repo.readManifest;
+    repo.readManifest = () => Promise.reject(new Error('rebuild read a manifest whole'));
+    try {
+      const r = await rebuildCatalog(store, repo, { now: NOW, dryRun: true });
+      assert.deepEqual(
+        r.clusters.map((c) => [c.cluster, c.skipped, c.unchanged]),
+        [
+          ['main', [], 2],
+          ['other', [], 1],
+        ],
+      );
+    } finally {
+      repo.readManifest = whole;
+    }
+  });
+
   test('a row that disagrees with its manifest is corrected (its pin kept); a row without manifest is removed', async () => {
     await store.setBackupPinned('main', '20260301-010000F', true);
     await store.deleteBackups('main', ['20260301-010000F']);

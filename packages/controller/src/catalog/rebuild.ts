@@ -25,6 +25,7 @@ import {
   REPOSITORY_FORMAT_KEY,
   type ArchivedWal,
   type BackupManifest,
+  type CountedManifestHead,
   type Repository,
   type ScannedCluster,
 } from '@pgfleet/storage';
@@ -212,18 +213,22 @@ async function rebuildDumps(
   if (!dryRun && r.dumpsRemoved.length) await store.markDumpsExpired(cluster, r.dumpsRemoved, options.now);
 }
 
-/** The cluster's manifests, oldest stop first; the labels whose manifest could not be read are skipped (and reported). */
+/**
+ * The cluster's manifests (heads and file counts: a catalog row needs no file entry, and a 100k-file
+ * backup's are tens of MB; each manifest is still authenticated and checked whole, as a stream),
+ * oldest stop first; the labels whose manifest could not be read are skipped (and reported).
+ */
 async function readManifests(
   repo: Repository,
   cluster: string,
   labels: readonly string[],
   r: ClusterRebuild,
-): Promise<{ manifests: BackupManifest[]; unreadable: Set<string> }> {
-  const manifests: BackupManifest[] = [];
+): Promise<{ manifests: CountedManifestHead[]; unreadable: Set<string> }> {
+  const manifests: CountedManifestHead[] = [];
   const unreadable = new Set<string>();
   for (const label of labels) {
     try {
-      manifests.push(await repo.readManifest(cluster, label));
+      manifests.push(await repo.readManifestHead(cluster, label));
     } catch (err) {
       // A missing or wrong key is not a damaged backup: it fails the rebuild instead of skipping every backup.
       if (isKeyError(err)) throw err;
@@ -250,7 +255,7 @@ async function goneFromRepository(
     if (inRepository.has(label)) continue;
     // A backup that completed while the repository was being read (a running controller) is
     // in the catalog but was not in the listing: look for its manifest once more before removing.
-    const appeared = await repo.readManifest(cluster, label).then(
+    const appeared = await repo.readManifestHead(cluster, label).then(
       () => true,
       () => false,
     );

@@ -20,7 +20,7 @@
 import { PgfleetError, asPgfleetError } from '@pgfleet/core';
 import type { BackupRecord, JobError } from '@pgfleet/catalog';
 import { Lsn } from '@pgfleet/pg';
-import type { BackupManifest, Repository } from '@pgfleet/storage';
+import type { CountedManifestHead, Repository } from '@pgfleet/storage';
 import { repositoryUrl, type RepositorySpec } from '@pgfleet/storage/repository-url';
 import type { ManifestKeys } from '@pgfleet/storage/manifest-auth';
 import type { ControllerContext, ManifestReader } from '../context.js';
@@ -130,7 +130,7 @@ export function repositoryManifestReader(
   };
   return {
     location: specs.map(repositoryUrl).join(' '),
-    readManifest: async (cluster, label) => (await open()).readManifest(cluster, label),
+    readManifestHead: async (cluster, label) => (await open()).readManifestHead(cluster, label),
     close: () =>
       void opened?.then(
         (r) => r.close(),
@@ -147,7 +147,7 @@ export async function admitReportedBackup(
   ctx: ControllerContext,
   job: { id: string; cluster: string; createdAt: number },
   backup: BackupRecord,
-  toRecord: (m: BackupManifest) => BackupRecord,
+  toRecord: (m: CountedManifestHead) => BackupRecord,
 ): Promise<JobError | undefined> {
   const cluster = await ctx.store.getCluster(job.cluster);
   const facts: BackupAdmissionFacts = {
@@ -171,11 +171,11 @@ export async function admitReportedBackup(
 async function manifestProblems(
   reader: ManifestReader,
   backup: BackupRecord,
-  toRecord: (m: BackupManifest) => BackupRecord,
+  toRecord: (m: CountedManifestHead) => BackupRecord,
 ): Promise<string[]> {
-  let manifest: BackupManifest;
+  let manifest: CountedManifestHead;
   try {
-    manifest = await reader.readManifest(backup.cluster, backup.label);
+    manifest = await reader.readManifestHead(backup.cluster, backup.label);
   } catch (err) {
     const e = asPgfleetError(err);
     return e.errorName === 'UnknownBackup'

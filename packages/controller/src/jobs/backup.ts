@@ -19,7 +19,7 @@ import {
   type BackupResumeName,
   type JobInfoSchema,
 } from '@pgfleet/proto';
-import type { BackupManifest } from '@pgfleet/storage';
+import type { BackupManifest, CountedManifestHead } from '@pgfleet/storage';
 import type { ControllerContext } from '../context.js';
 import { loadClusterPolicy } from '../schedule/policy.js';
 import { backupInfoFromRecord, backupRecordFromInfo, resultJson } from '../wire.js';
@@ -33,7 +33,7 @@ import { jobOfKind, type NewTypedJob } from './params.js';
 export const ONE_AT_A_TIME_KINDS = ['backup', 'expire'] as const;
 
 /** The catalog row a manifest stands for (a catalog row is a summary of its manifest). */
-export function backupRecordFromManifest(m: BackupManifest, jobId = ''): BackupRecord {
+export function backupRecordFromManifest(m: BackupManifest | CountedManifestHead, jobId = ''): BackupRecord {
   return backupRecordFromInfo(create(BackupInfoSchema, backupInfoFromManifest(m, jobId)), m.cluster, jobId);
 }
 
