@@ -12,4 +12,8 @@ if (argv[0] === 'wal-push') {
     import('@pgfleet/core/errors'),
   ]);
   exitWith(walPushCommand(argv), 'pgfleet-agent: ');
-} else (await import('./main.js')).runAgentCommand(argv);
+} else {
+  // The daemon's allocator settings are read at process start: set them, then start again (malloc-tuning.ts).
+  if (argv[0] === 'run') (await import('./malloc-tuning.js')).reexecWithMallocTuning();
+  (await import('./main.js')).runAgentCommand(argv);
+}
