@@ -35,6 +35,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** The codecs of pgfleet's measured full backups and restores (each on a fresh agent). */
+const PGF_CODECS = ['zstd', 'lz4', 'none'];
 const AGENT_BIN = join(REPO_ROOT, 'packages/agent/dist/bin.js');
 // archive_command runs what the installed launcher (scripts/install.sh) execs for `pgfleet-agent
 // wal-push`: the build's one-file bundle, without bin.js's ES module start in front of it.
@@ -987,33 +989,43 @@ async function main() {
 
     await warmCache(pg.dataDir);
 
-    // ---- 2a. full backups -------------------------------------------------------------------
+    // ---- 2a. full backups ----------------------------------------------------------------------
+    // One per codec, each on a freshly started agent (--compress <codec>; archive_command goes through
+    // its socket meanwhile), so each row's agent peak RSS (VmHWM) is that backup's alone (issue 19).
+    /** Peak RSS of the agent per measured pgfleet operation, e.g. { 'backup zstd': 131.2 }. */
+    extra.agentPeakRssMB = {};
+    const agentPeakMB = () => +((procStatusKb(agent.child.pid, 'VmHWM') ?? 0) / 1024).toFixed(1);
+    /** Resets the agent's VmHWM to its current RSS (Linux >= 4.0; needs ptrace rights on it: root or its user). */
+    const resetAgentPeak = async () => {
+      try {
+        await writeFile(`/proc/${agent.child.pid}/clear_refs`, '5');
+        return true;
+      } catch {
+        return false;
+      }
+    };
     if (run('pgfleet')) {
       await setArchive('pgfleet');
-      await step('full backup', 'pgfleet (zstd, 2 workers)', async () => {
-        const stopSampler = rssSampler(agent.child.pid);
-        try {
-          const r = await pgfBackup('full');
-          pgfFull.zstd = r.label;
-          return r;
-        } finally {
-          const peakTreeKb = stopSampler();
-          extra.agentPeakRssFullBackupMB = +((procStatusKb(agent.child.pid, 'VmHWM') ?? 0) / 1024).toFixed(1);
-          extra.agentPeakRssSampledTreeMB = +(peakTreeKb / 1024).toFixed(1);
-        }
-      });
-      // lz4: the agent restarted with --compress lz4 (archive_command goes through its socket meanwhile), then back to zstd.
-      await step('full backup', 'pgfleet (lz4, 2 workers)', async () => {
-        await startAgent('lz4');
-        try {
-          const r = await pgfBackup('full');
-          pgfFull.lz4 = r.label;
-          return { ...r, agentPeakRssMB: +((procStatusKb(agent.child.pid, 'VmHWM') ?? 0) / 1024).toFixed(1) };
-        } finally {
-          extra.agentPeakRssLz4FullBackupMB = +((procStatusKb(agent.child.pid, 'VmHWM') ?? 0) / 1024).toFixed(1);
-          await startAgent('zstd');
-        }
-      });
+      for (const codec of PGF_CODECS) {
+        await step('full backup', `pgfleet (${codec}, 2 workers)`, async () => {
+          if (codec !== 'zstd') await startAgent(codec);
+          const stopSampler = rssSampler(agent.child.pid);
+          try {
+            const r = await pgfBackup('full');
+            pgfFull[codec] = r.label;
+            return { ...r, agentPeakRssMB: agentPeakMB() };
+          } finally {
+            const peakTreeKb = stopSampler();
+            extra.agentPeakRssMB[`backup ${codec}`] = agentPeakMB();
+            if (codec === 'zstd') {
+              extra.agentPeakRssFullBackupMB = agentPeakMB();
+              extra.agentPeakRssSampledTreeMB = +(peakTreeKb / 1024).toFixed(1);
+            }
+            if (codec === 'lz4') extra.agentPeakRssLz4FullBackupMB = agentPeakMB();
+            if (codec !== 'zstd') await startAgent('zstd');
+          }
+        });
+      }
     }
     if (run('pgbackrest')) {
       await setArchive('pgbackrest');
@@ -1049,13 +1061,16 @@ async function main() {
 
     // ---- 2b. restores (of the full backups, --target immediate) ------------------------------
     if (run('restore')) {
-      for (const codec of run('pgfleet') ? ['zstd', 'lz4'] : []) {
+      for (const codec of run('pgfleet') ? PGF_CODECS : []) {
         if (!pgfFull[codec]) continue;
-        await step('restore', `pgfleet (${codec}, 2 workers)`, () =>
-          withAgentCpu(() =>
+        await step('restore', `pgfleet (${codec}, 2 workers)`, async () => {
+          await startAgent('zstd'); // a fresh agent: this restore's peak RSS alone
+          const r = await withAgentCpu(() =>
             timedRestore('pgfleet', join(work, `restore-pgfleet-${codec}`), pgfRestore(pgfFull[codec])),
-          ),
-        );
+          );
+          extra.agentPeakRssMB[`restore ${codec}`] = agentPeakMB();
+          return { ...r, agentPeakRssMB: agentPeakMB() };
+        });
       }
       if (run('pgbackrest')) {
         for (const codec of ['lz4', 'zstd']) {
@@ -1100,12 +1115,18 @@ async function main() {
             for (const mode of i % 2 === 0 ? ['plaintext', 'encrypted'] : ['encrypted', 'plaintext']) {
               await useEncryptedRepo(mode === 'encrypted', { restart: true });
               const b = await withAgentCpu(() => pgfBackup('full'));
+              const peakKey = (op) => `${op} zstd ${mode} (pair)`;
+              const keepPeak = (op, mb) =>
+                (extra.agentPeakRssMB[peakKey(op)] = Math.max(extra.agentPeakRssMB[peakKey(op)] ?? 0, mb));
+              keepPeak('backup', agentPeakMB());
               pairs[mode].backup.push(b);
               log(`encryption pair ${i + 1}, ${mode}: full backup ${b.wallS.toFixed(2)} s, agent CPU ${b.agentCpuS} s`);
               if (!run('restore')) continue;
+              const reset = await resetAgentPeak(); // else the backup's peak stays in VmHWM
               const r = await withAgentCpu(() =>
                 timedRestore('pgfleet', join(work, `restore-pgfleet-${mode}-${i}`), pgfRestore(b.label)),
               );
+              if (reset) keepPeak('restore', agentPeakMB());
               pairs[mode].restore.push(r);
               log(`encryption pair ${i + 1}, ${mode}: restore ${r.wallS.toFixed(2)} s, agent CPU ${r.agentCpuS} s`);
             }
@@ -1679,6 +1700,14 @@ function table(result) {
   if (e.agentPeakRssLz4FullBackupMB !== undefined)
     notes.push(
       `pgfleet agent peak RSS (VmHWM) during the lz4 full backup (agent restarted with --compress lz4): ${e.agentPeakRssLz4FullBackupMB} MB`,
+    );
+  if (e.agentPeakRssMB && Object.keys(e.agentPeakRssMB).length > 0)
+    notes.push(
+      `pgfleet agent peak RSS (VmHWM) per operation (backups and restores on a fresh agent each; '(pair)': the encryption pairs, backup on a fresh agent then its restore on the same one, VmHWM reset before the restore, the highest over the pairs): ${Object.entries(
+        e.agentPeakRssMB,
+      )
+        .map(([k, v]) => `${k} ${v} MB`)
+        .join(', ')}`,
     );
   if (e.agentPeakRssWholeRunMB !== undefined)
     notes.push(

@@ -16,4 +16,8 @@ if (argv[0] === 'wal-push') {
     if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
     await import('./wal/push-main.js');
   }
-} else (await import('./main.js')).runAgentCommand(argv);
+} else {
+  // The daemon's allocator settings are read at process start: set them, then start again (malloc-tuning.ts).
+  if (argv[0] === 'run') (await import('./malloc-tuning.js')).reexecWithMallocTuning();
+  (await import('./main.js')).runAgentCommand(argv);
+}

@@ -24,6 +24,7 @@
 import { createRequire } from 'node:module';
 import zlib from 'node:zlib';
 import { CODEC_LEVELS } from './codec-names.js';
+import { freeNow } from './free-now.js';
 
 /** Content bytes per frame of the block form: what a block writer reads and compresses at a time. */
 export const BLOCK_BYTES = 1 << 20;
@@ -372,7 +373,7 @@ function lz4BlockCode(size: number): number {
 export async function lz4Frame(data: Uint8Array): Promise<Buffer> {
   const packed = await lz4Pack(data);
   const frame = lz4FrameOf(data, packed, Buffer.allocUnsafe(lz4FrameBytes(data, packed)));
-  if (packed) release(packed);
+  if (packed) freeNow(packed); // Rust's memory, V8 does not count it towards its heap
   return frame;
 }
 
@@ -389,27 +390,11 @@ function lz4Encoder(): BlockEncoder {
       const bytes = lz4FrameBytes(data, packed);
       if (out.length < bytes) out = Buffer.allocUnsafe(Math.max(bytes, BLOCK_BYTES + (BLOCK_BYTES >> 8) + 64));
       const frame = lz4FrameOf(data, packed, out.subarray(0, bytes));
-      if (packed) release(packed);
+      if (packed) freeNow(packed); // Rust's memory, V8 does not count it towards its heap
       return frame;
     },
     close: () => {},
   };
-}
-
-/**
- * Frees a buffer lz4-napi made, now: its memory is Rust's, which V8 does not count towards its
- * heap, so it went only when a garbage collection happened to run (measured: 1.5 GB of lz4
- * frames on two tasks peaked at ~185 MB of RSS, ~120 MB with the buffers released at once).
- * Detaching its ArrayBuffer (transfer to an empty one) drops V8's only reference to that memory.
- */
-function release(buf: Buffer): void {
-  const ab = buf.buffer as ArrayBuffer & { transfer?: (n: number) => ArrayBuffer };
-  if (buf.byteOffset !== 0 || ab.byteLength !== buf.length || typeof ab.transfer !== 'function') return;
-  try {
-    ab.transfer(0);
-  } catch {
-    // not detachable in this runtime: garbage collection frees it as before
-  }
 }
 
 /** lz4-napi's block of `data` (its content size first, u32 LE), or undefined for an empty block. */

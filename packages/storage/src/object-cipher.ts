@@ -28,6 +28,7 @@ import {
 } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { PgfleetError } from '@pgfleet/core/errors';
+import { freeNow } from './free-now.js';
 
 const MAGIC = Buffer.from('PGFE', 'latin1');
 const VERSION = 1;
@@ -92,7 +93,7 @@ function freshSalt(): Buffer {
  * Cipher input is fed in slices of this size and each slice's output copied to its place: one
  * update over a whole frame returns a fresh frame-sized buffer (fresh pages, then a
  * Buffer.concat to frame it), which measured at half the speed of AES-GCM itself; slices this
- * small come from malloc's reused memory.
+ * small come from malloc's reused memory, and each is freed as soon as it is copied (freeNow).
  */
 const SLICE_BYTES = 64 << 10;
 
@@ -102,7 +103,9 @@ type FrameCipher = Pick<Cipheriv, 'update'> | Pick<Decipheriv, 'update'>;
 function cryptInto(cipher: FrameCipher, parts: readonly Uint8Array[], out: Buffer, at: number): number {
   for (const part of parts) {
     for (let o = 0; o < part.length; o += SLICE_BYTES) {
-      at += cipher.update(part.subarray(o, o + SLICE_BYTES)).copy(out, at);
+      const slice = cipher.update(part.subarray(o, o + SLICE_BYTES));
+      at += slice.copy(out, at);
+      freeNow(slice); // else 55-70 MB of dead slices per thread until a garbage collection
     }
   }
   return at;

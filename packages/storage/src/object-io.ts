@@ -1198,26 +1198,39 @@ const READ_BYTES = BLOCK_BYTES;
  * would mostly do anyway after a restore larger than memory.
  */
 const DIRECT_ALIGN = 4096;
-/** Output buffer: decoded frames gather here and go out in writes of up to this size. */
-const OUT_BYTES = 4 << 20;
+/**
+ * Output buffer: decoded frames gather here and go out in writes of 1-2 MiB. Room for one frame
+ * of the largest content a writer puts in one (MAX_FRAME_CONTENT) after the partial DIRECT_ALIGN
+ * unit a flush leaves; a whole page of WebAssembly memory more. Two per restore task, a few tasks
+ * per thread: at 4 MiB they were ~26 MB of the agent's RSS during a restore (issue 19).
+ */
+const OUT_BYTES = MAX_FRAME_CONTENT + (64 << 10);
+/** For a frame that asks for more room than OUT_BYTES (an lz4 frame whose block maximum is 4 MiB). */
+const LARGE_OUT_BYTES = 2 * MAX_FRAME_CONTENT + (64 << 10);
 /** This thread's filesystem refused O_DIRECT once: write through the page cache from then on. */
 let directRefused = false;
 
 // The WebAssembly global of Node (its types are not in this project's lib).
 declare const WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { buffer: ArrayBuffer } };
 
-/** Page-aligned buffers for O_DIRECT (a Buffer's memory has no alignment guarantee; WebAssembly memory is page-mapped). */
-const alignedFree: Buffer[] = [];
+/**
+ * Page-aligned buffers for O_DIRECT (a Buffer's memory has no alignment guarantee; WebAssembly
+ * memory is page-mapped), kept per size: OUT_BYTES for two tasks in flight per thread, two of
+ * LARGE_OUT_BYTES (rare).
+ */
+const alignedFree = new Map<number, Buffer[]>();
 
-function takeAligned(): Buffer {
+function takeAligned(bytes = OUT_BYTES): Buffer {
   return (
-    alignedFree.pop() ??
-    Buffer.from(new WebAssembly.Memory({ initial: OUT_BYTES >> 16, maximum: OUT_BYTES >> 16 }).buffer)
+    alignedFree.get(bytes)?.pop() ??
+    Buffer.from(new WebAssembly.Memory({ initial: bytes >> 16, maximum: bytes >> 16 }).buffer)
   );
 }
 
 function giveAligned(buf: Buffer): void {
-  if (alignedFree.length < 8) alignedFree.push(buf);
+  let list = alignedFree.get(buf.length);
+  if (!list) alignedFree.set(buf.length, (list = []));
+  if (list.length < (buf.length === OUT_BYTES ? 4 : 2)) list.push(buf);
 }
 
 function checksumMismatch(key: string, expected: string, got: string, bytes: number): PgfleetError {
@@ -1334,7 +1347,7 @@ async function restoreBlocks(
 ): Promise<void> {
   const src = openLocal(local, location, key);
   const win = takeBuffer(WINDOW);
-  const bufs = [takeAligned(), takeAligned()] as const;
+  let bufs = [takeAligned(), takeAligned()];
   let dest: DestWriter | undefined;
   let pendingWrite: Promise<void> | undefined;
   try {
@@ -1368,7 +1381,7 @@ async function restoreBlocks(
     let inFill = 0;
     let eof = false;
     for (;;) {
-      if (OUT_BYTES - fill < BLOCK_BYTES) await flush(false);
+      if (bufs[cur]!.length - fill < BLOCK_BYTES) await flush(false);
       let step;
       try {
         step = dec.decode(win.subarray(start, inFill), bufs[cur]!, fill);
@@ -1379,8 +1392,18 @@ async function restoreBlocks(
       fill += step.produced;
       if (step.consumed > 0 || step.produced > 0) continue;
       if (dec.needsOutput) {
-        if (fill === 0) throw undecodable(key, `a frame larger than ${OUT_BYTES} bytes`);
-        await flush(false);
+        // A flush frees all but the partial DIRECT_ALIGN unit at the end; with only that left, the frame needs larger buffers.
+        if (fill >= DIRECT_ALIGN) {
+          await flush(false);
+          continue;
+        }
+        if (bufs[cur]!.length >= LARGE_OUT_BYTES)
+          throw undecodable(key, `a frame larger than ${LARGE_OUT_BYTES} bytes`);
+        await pendingWrite; // neither buffer is being written
+        const large = [takeAligned(LARGE_OUT_BYTES), takeAligned(LARGE_OUT_BYTES)];
+        large[cur]!.set(bufs[cur]!.subarray(0, fill), 0);
+        for (const b of bufs) giveAligned(b);
+        bufs = large;
         continue;
       }
       if (eof) {
