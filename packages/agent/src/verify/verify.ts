@@ -434,6 +434,36 @@ function objectExpectations(
   ];
 }
 
+/**
+ * --full: the structure of the block maps a backup wrote for its changed blocks (parts, layers of
+ * XOR deltas, positions; block-map.ts BlockMap.decode), and that every backup a map reads is in
+ * the entry's `blocks.from` (what keeps them from being expired). A delta's own bytes can only be
+ * checked by rebuilding the file, which a restore does against the file's sha256.
+ */
+async function checkBlockMaps(run: VerifyRun, m: BackupManifest, fault: FaultRecorder): Promise<void> {
+  const { repo, cluster } = run.o;
+  const entries = m.files.filter((f) => f.backup === m.label && f.blocks?.changed);
+  await mapLimit(
+    entries,
+    run.concurrency,
+    async (f) => {
+      const key = repo.blockMapKey(cluster, f.backup, f.path, f.codec);
+      let message: string | undefined;
+      try {
+        const map = await repo.readBlockMap(cluster, f);
+        const from = new Set(f.blocks!.from ?? []);
+        const missing = map.backupsOtherThan(m.label).filter((b) => !from.has(b));
+        if (missing.length > 0) message = `the block map of ${f.path} reads backups its entry does not name: ${missing.join(', ')}`;
+      } catch (err) {
+        message = asPgfleetError(err).message;
+      }
+      if (message !== undefined)
+        fault({ kind: 'unreadable', label: m.label, path: f.path, key, message }, `unreadable block map of ${f.path} (${key})`);
+    },
+    run.o.signal,
+  );
+}
+
 /** Checks every valid backup's references and files, oldest first; the verdicts' WAL range is judged later. */
 async function checkBackups(run: VerifyRun, listing: BackupListing): Promise<Map<string, BackupVerdict>> {
   const { o } = run;
@@ -484,6 +514,7 @@ async function checkBackups(run: VerifyRun, listing: BackupListing): Promise<Map
               : 'unreadable file';
       fault({ kind: r.kind, label: m.label, path, key: e.key, message: r.message }, `${what} ${path} (${e.key})`);
     });
+    if (o.full && faults.length === 0) await checkBlockMaps(run, m, fault);
     reasons.push(...faults);
   }
   return verdicts;
