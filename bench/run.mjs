@@ -1379,14 +1379,21 @@ async function main() {
             timedRestore('pgfleet', join(work, 'restore-pgfleet-block-full'), pgfRestore(pgfFull.zstd)),
           );
         }
-        await updateRows();
-        agentExtraArgs = ['--file-incremental'];
-        try {
-          await startAgent('zstd');
-          await step('incr after 1% update', 'pgfleet file-incr (zstd, 2 workers)', () => pgfBackup('incr'));
-        } finally {
-          agentExtraArgs = [];
-          await startAgent('zstd');
+        // The same block-level incremental with every changed block stored whole (--whole-blocks,
+        // as before XOR deltas), then the file-level one.
+        for (const [args, what] of [
+          [['--whole-blocks'], 'pgfleet block-incr whole blocks (zstd, 2 workers)'],
+          [['--file-incremental'], 'pgfleet file-incr (zstd, 2 workers)'],
+        ]) {
+          await updateRows();
+          agentExtraArgs = args;
+          try {
+            await startAgent('zstd');
+            await step('incr after 1% update', what, () => pgfBackup('incr'));
+          } finally {
+            agentExtraArgs = [];
+            await startAgent('zstd');
+          }
         }
       }
       if (run('pgbackrest')) {

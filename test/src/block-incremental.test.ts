@@ -121,12 +121,21 @@ describe('block-incremental chain: full + 30 incr, every link restores exactly',
     let fileBytes = 0;
     let storedBlockBytes = 0;
     let sparse = 0;
+    let deltaMaps = 0;
+    let deepest = 0;
     for (const { label } of links.slice(1)) {
-      const m = (await fleet.repo.readManifest('blocks', label)) as unknown as ManifestJson;
-      for (const f of m.files) {
+      const manifest = await fleet.repo.readManifest('blocks', label);
+      const m = manifest as unknown as ManifestJson;
+      for (const [i, f] of m.files.entries()) {
         if (f.backup !== label || !f.blocks?.changed) continue;
         assert.equal(m.format, 2);
         blockEntries++;
+        // Changed blocks stored as XOR deltas (the default): at most DELTA_DEPTH over a whole image,
+        // and every backup the map reads is named in blocks.from (what expire keeps).
+        const map = await fleet.repo.readBlockMap('blocks', manifest.files[i]!);
+        if (map.deltas.length > 0) deltaMaps++;
+        deepest = Math.max(deepest, map.deltas.length);
+        assert.deepEqual(map.backupsOtherThan(label), [...(f.blocks.from ?? [])].sort());
         longestFrom = Math.max(longestFrom, f.blocks.from?.length ?? 0);
         fileBytes += f.size;
         storedBlockBytes += f.blocks.changed.count * 8192;
@@ -138,14 +147,19 @@ describe('block-incremental chain: full + 30 incr, every link restores exactly',
     assert.ok(sparse >= LINKS / 2, `${sparse} large files stored under a quarter of their blocks`);
     assert.ok(storedBlockBytes < fileBytes / 2, `stored ${storedBlockBytes} of ${fileBytes} bytes of changed files`);
     assert.ok(longestFrom >= 2, `a map reads from ${longestFrom} other backups`);
+    assert.ok(deltaMaps >= LINKS / 2, `${deltaMaps} maps with XOR deltas`);
+    assert.ok(deepest <= 3, `${deepest} delta layers`);
     t.diagnostic(
-      `${blockEntries} block-incremental entries stored ${storedBlockBytes} of their ${fileBytes} bytes; maps read from up to ${longestFrom} other backups`,
+      `${blockEntries} block-incremental entries stored ${storedBlockBytes} of their ${fileBytes} bytes; maps read from up to ${longestFrom} other backups; ${deltaMaps} maps with deltas, up to ${deepest} deep`,
     );
   });
 
   it('verify finds every block map and changed-block object in place', async () => {
     const r = await fleet.cli('verify', 'blocks', '--wait', '--output', 'json');
     assert.equal(r.code, 0, `verify failed:\n${r.stdout}\n${r.stderr}`);
+    // --full decodes every object and the structure of every map of changed blocks (delta layers).
+    const full = await fleet.cli('verify', 'blocks', '--full', '--wait');
+    assert.equal(full.code, 0, `verify --full failed:\n${full.stdout}\n${full.stderr}`);
   });
 
   // Every link is restored: a restore checks each file it writes against the whole-file sha256

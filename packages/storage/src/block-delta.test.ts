@@ -187,7 +187,17 @@ class Chain {
     for (const [layer, runs] of layerRuns(link.map).entries())
       for (const [i, p] of parts.entries())
         if (runs[i]!.length > 0)
-          await this.r.objects.restoreRuns(p.key, p.codec, p, path, runs[i]!, B, link.file.length, undefined, layer > 0);
+          await this.r.objects.restoreRuns(
+            p.key,
+            p.codec,
+            p,
+            path,
+            runs[i]!,
+            B,
+            link.file.length,
+            undefined,
+            layer > 0,
+          );
     return readFile(path);
   }
 }
@@ -198,7 +208,8 @@ function nextFile(file: Buffer, i: number): Buffer {
   const n = blockCount(next.length);
   for (let b = 0; b < n; b++) {
     const r = Math.random();
-    if (r < 0.3) randomBytes(24).copy(next, b * B + Math.floor(Math.random() * (B - 24))); // a tuple's header
+    if (r < 0.3)
+      randomBytes(24).copy(next, b * B + Math.floor(Math.random() * (B - 24))); // a tuple's header
     else if (r < 0.33) page(7000 * i + b).copy(next, b * B); // a page rewritten
   }
   if (i % 5 === 0) next = Buffer.concat([next, page(9000 + i), page(9100 + i)]);
@@ -216,7 +227,11 @@ for (const encrypted of [false, true]) {
     let stored = 0;
     for (let i = 1; i <= 32; i++) {
       file = nextFile(file, i);
-      const link = await c.incr(file, `20260${1 + Math.floor(i / 20)}${String((i % 20) + 2).padStart(2, '0')}T000000I`, codecs[i % 3]!);
+      const link = await c.incr(
+        file,
+        `20260${1 + Math.floor(i / 20)}${String((i % 20) + 2).padStart(2, '0')}T000000I`,
+        codecs[i % 3]!,
+      );
       deltas += link.deltas;
       stored += link.stored;
       // A block's newest bytes come from at most DELTA_DEPTH + 1 parts.
@@ -245,7 +260,12 @@ test('deltas store far fewer bytes than the whole changed blocks', async () => {
   const link = await c.incr(next, '20260102T000000I', 'zstd');
   assert.equal(link.stored, 100);
   assert.equal(link.deltas, 100);
-  const whole = await c.store('whole', Buffer.concat(Array.from({ length: 100 }, (_, i) => next.subarray(2 * i * B, (2 * i + 1) * B))), 'zstd', DATA_FRAME_BLOCKS * B);
+  const whole = await c.store(
+    'whole',
+    Buffer.concat(Array.from({ length: 100 }, (_, i) => next.subarray(2 * i * B, (2 * i + 1) * B))),
+    'zstd',
+    DATA_FRAME_BLOCKS * B,
+  );
   const deltaObj = c.objects.get('20260102T000000I')!;
   const storedOf = async (a: AssemblyPart) => (await readFile(join(c.dir, 'repo', a.key))).length;
   const [d, w] = [await storedOf(deltaObj), await storedOf(whole)];

@@ -138,7 +138,13 @@ describe('block map', () => {
       { backup: 'I2', object: 'blocks', codec: 'none', size: 2 * B, sha256: SHA },
     ];
     const sums = new Uint8Array(4 * BLOCK_SUM_BYTES);
-    const plain = new BlockMap(4 * B, parts.slice(0, 1), Uint16Array.from([0, 0, 0, 0]), Uint32Array.from([0, 1, 2, 3]), sums);
+    const plain = new BlockMap(
+      4 * B,
+      parts.slice(0, 1),
+      Uint16Array.from([0, 0, 0, 0]),
+      Uint32Array.from([0, 1, 2, 3]),
+      sums,
+    );
     assert.equal(plain.encode().subarray(0, 8).toString('latin1'), 'PGFBMAP1');
     // Block 1: whole in F, a delta in I1, another in I2; block 3: a delta in I1 only.
     const d1 = { part: Uint16Array.from([NO_PART, 1, NO_PART, 1]), index: Uint32Array.from([0, 0, 0, 1]) };
@@ -147,7 +153,10 @@ describe('block map', () => {
     const buf = layered.encode();
     assert.equal(buf.subarray(0, 8).toString('latin1'), 'PGFBMAP2');
     const back = BlockMap.decode(buf, 'x');
-    assert.deepEqual([0, 1, 2, 3].map((b) => back.depth(b)), [0, 2, 0, 1]);
+    assert.deepEqual(
+      [0, 1, 2, 3].map((b) => back.depth(b)),
+      [0, 2, 0, 1],
+    );
     assert.deepEqual(back.backupsOtherThan('F'), ['I1', 'I2']);
     assert.deepEqual(
       layerRuns(back).map((l) => l.map((r) => [...r])),

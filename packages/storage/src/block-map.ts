@@ -167,12 +167,17 @@ export class BlockMap {
     if (!Array.isArray(header.parts) || header.parts.length > MAX_PARTS) bad('no part list');
     const parts = (header.parts as unknown[]).map((p, i) => checkPart(p, i, bad));
     const layerCount = withDeltas ? header.layers : 1;
-    if (!Number.isSafeInteger(layerCount) || (layerCount as number) < (withDeltas ? 2 : 1) || (layerCount as number) > MAX_LAYERS)
+    if (
+      !Number.isSafeInteger(layerCount) ||
+      (layerCount as number) < (withDeltas ? 2 : 1) ||
+      (layerCount as number) > MAX_LAYERS
+    )
       bad(`${String(header.layers)} layers`);
     const L = layerCount as number;
     const n = blockCount(size as number);
     const body = start + headerBytes;
-    if (buf.length !== body + n * (L * 6 + BLOCK_SUM_BYTES)) bad(`${buf.length - body} bytes of blocks for ${n} block(s)`);
+    if (buf.length !== body + n * (L * 6 + BLOCK_SUM_BYTES))
+      bad(`${buf.length - body} bytes of blocks for ${n} block(s)`);
     const layers = Array.from({ length: L }, () => ({ part: new Uint16Array(n), index: new Uint32Array(n) }));
     for (let l = 0; l < L; l++) {
       const { part } = layers[l]!;
@@ -398,7 +403,10 @@ export function writeRuns(map: BlockMap, bad: (why: string) => never = internalB
  * to restore.
  */
 export function deltaWorthIt(x: Uint8Array): boolean {
-  const words = (x.byteOffset & 3) === 0 ? new Int32Array(x.buffer, x.byteOffset, x.byteLength >> 2) : Int32Array.from(new Int32Array(Uint8Array.from(x).buffer));
+  const words =
+    (x.byteOffset & 3) === 0
+      ? new Int32Array(x.buffer, x.byteOffset, x.byteLength >> 2)
+      : Int32Array.from(new Int32Array(Uint8Array.from(x).buffer));
   const limit = words.length >> 2;
   let differing = 0;
   for (let i = 0; i < words.length; i++) if (words[i] !== 0 && ++differing >= limit) return false;

@@ -1484,7 +1484,8 @@ export class BlockImages {
     this.layers = [{ part, index }, ...deltas];
     this.cursors = parts.map(() => undefined);
     this.last = new Int32Array(parts.length).fill(-1);
-    for (const l of this.layers) for (let b = 0; b < l.part.length; b++) if (l.part[b] !== NO_PART) this.last[l.part[b]!] = b;
+    for (const l of this.layers)
+      for (let b = 0; b < l.part.length; b++) if (l.part[b] !== NO_PART) this.last[l.part[b]!] = b;
     this.scratch = Buffer.allocUnsafeSlow(deltas.length > 0 ? blockBytes : 0);
   }
 

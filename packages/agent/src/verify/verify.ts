@@ -453,12 +453,16 @@ async function checkBlockMaps(run: VerifyRun, m: BackupManifest, fault: FaultRec
         const map = await repo.readBlockMap(cluster, f);
         const from = new Set(f.blocks!.from ?? []);
         const missing = map.backupsOtherThan(m.label).filter((b) => !from.has(b));
-        if (missing.length > 0) message = `the block map of ${f.path} reads backups its entry does not name: ${missing.join(', ')}`;
+        if (missing.length > 0)
+          message = `the block map of ${f.path} reads backups its entry does not name: ${missing.join(', ')}`;
       } catch (err) {
         message = asPgfleetError(err).message;
       }
       if (message !== undefined)
-        fault({ kind: 'unreadable', label: m.label, path: f.path, key, message }, `unreadable block map of ${f.path} (${key})`);
+        fault(
+          { kind: 'unreadable', label: m.label, path: f.path, key, message },
+          `unreadable block map of ${f.path} (${key})`,
+        );
     },
     run.o.signal,
   );
