@@ -82,6 +82,8 @@ const USAGE = `Usage: node bench/run.mjs [options]
                        (--update-pct of each table's pages in all) instead of rows at random
   --block-incr-links N block-incr phase: incrementals in the chain whose restore is compared
                        with the full's (default 7)
+  --whole-blocks       block-incr phase: the chain's incrementals store changed blocks whole
+                       (agent --whole-blocks), to compare with the default XOR deltas
   --skip LIST          comma list of: ${SKIPPABLE.join(', ')}
   --out DIR            where results/<timestamp>.json|.md go (default bench/results)
   --agent-cpu-prof DIR run the agent daemon under node --cpu-prof, profiles (one per thread,
@@ -101,6 +103,7 @@ try {
       'update-pct': { type: 'string', default: '1' },
       'block-incr-links': { type: 'string', default: '7' },
       'update-locality': { type: 'boolean', default: false },
+      'whole-blocks': { type: 'boolean', default: false },
       skip: { type: 'string', default: '' },
       out: { type: 'string', default: join(REPO_ROOT, 'bench/results') },
       'agent-cpu-prof': { type: 'string' },
@@ -134,6 +137,7 @@ const P = {
   updatePct: num('update-pct', 0.001),
   blockIncrLinks: Math.round(num('block-incr-links', 1)),
   updateLocality: opts['update-locality'],
+  wholeBlocks: opts['whole-blocks'],
   skip: new Set(
     opts.skip
       .split(',')
@@ -1379,9 +1383,14 @@ async function main() {
         updateLocality: P.updateLocality,
         tables: tables.map((x) => x.t),
         links: P.blockIncrLinks,
+        wholeBlocks: P.wholeBlocks,
       };
       if (run('pgfleet') && pgfFull.zstd) {
         await setArchive('pgfleet');
+        if (P.wholeBlocks) {
+          agentExtraArgs = ['--whole-blocks'];
+          await startAgent('zstd');
+        }
         let lastLabel;
         for (let i = 1; i <= P.blockIncrLinks; i++) {
           await updateRows();
@@ -1403,14 +1412,22 @@ async function main() {
             timedRestore('pgfleet', join(work, 'restore-pgfleet-block-full'), pgfRestore(pgfFull.zstd)),
           );
         }
-        await updateRows();
-        agentExtraArgs = ['--file-incremental'];
-        try {
-          await startAgent('zstd');
-          await step('incr after 1% update', 'pgfleet file-incr (zstd, 2 workers)', () => pgfBackup('incr'));
-        } finally {
-          agentExtraArgs = [];
-          await startAgent('zstd');
+        if (P.wholeBlocks) agentExtraArgs = [];
+        // The same block-level incremental with every changed block stored whole (--whole-blocks,
+        // as before XOR deltas), then the file-level one.
+        for (const [args, what] of [
+          [['--whole-blocks'], 'pgfleet block-incr whole blocks (zstd, 2 workers)'],
+          [['--file-incremental'], 'pgfleet file-incr (zstd, 2 workers)'],
+        ]) {
+          await updateRows();
+          agentExtraArgs = args;
+          try {
+            await startAgent('zstd');
+            await step('incr after 1% update', what, () => pgfBackup('incr'));
+          } finally {
+            agentExtraArgs = [];
+            await startAgent('zstd');
+          }
         }
       }
       if (run('pgbackrest')) {

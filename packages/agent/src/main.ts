@@ -96,6 +96,7 @@ async function main(argv: string[]): Promise<number> {
         ...(maxRateBytes !== undefined ? { maxRateBytes } : {}),
         checksumDelta: run.checksumDelta,
         fileIncremental: run.fileIncremental,
+        wholeBlocks: run.wholeBlocks,
         blockMinBytes: run.blockMinSize,
         resumeWindowMs: run.resumeWindow.trim() === '0' ? 0 : parseDuration(run.resumeWindow, 'resume-window'),
         workers: run.workers,

@@ -169,6 +169,12 @@ export const AGENT_PROGRAM = {
         'diff/incr backups copy changed relation files whole and write no block maps (default: only changed 8 KiB blocks, docs/block-incremental.md)',
     },
     {
+      name: 'whole-blocks',
+      type: 'boolean',
+      description:
+        'block-incremental backups store every changed 8 KiB block whole instead of as a compressed XOR against its prior version (default: deltas where the repository is local files and a block codec; ~10x fewer stored bytes, more backup CPU, docs/block-incremental.md)',
+    },
+    {
       name: 'block-min-size',
       type: 'integer',
       description: 'smallest relation file (bytes) given a block map and copied block by block in diff/incr backups',
@@ -321,6 +327,7 @@ export const AGENT_PROGRAM = {
         'max-rate',
         'checksum-delta',
         'file-incremental',
+        'whole-blocks',
         'block-min-size',
         'resume-window',
         'workers',
@@ -427,6 +434,8 @@ export interface AgentSettings {
   checksumDelta?: boolean;
   /** diff/incr copy changed relation files whole, no block maps (--file-incremental) */
   fileIncremental?: boolean;
+  /** block-incremental backups store changed blocks whole, no XOR deltas (--whole-blocks) */
+  wholeBlocks?: boolean;
   /** smallest relation file with a block map */
   blockMinBytes: number;
   /** How long an interrupted backup may be resumed (--resume-window; 0: never automatically, only with --resume). */

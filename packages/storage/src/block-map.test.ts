@@ -10,7 +10,9 @@ import {
   blockChanged,
   blockCount,
   MAP_BLOCK_BYTES as B,
+  layerRuns,
   mergeBlockMap,
+  NO_PART,
   sumBlock,
   wholeFileMap,
   writeRuns,
@@ -127,6 +129,53 @@ describe('block map', () => {
         [0, 2, 2],
       ],
     );
+  });
+
+  test('a map with delta layers is written as PGFBMAP2 (older agents refuse it), one without as PGFBMAP1', () => {
+    const parts: BlockMapPart[] = [
+      { backup: 'F', object: 'file', codec: 'none', size: 4 * B, sha256: SHA },
+      { backup: 'I1', object: 'blocks', codec: 'none', size: 2 * B, sha256: SHA },
+      { backup: 'I2', object: 'blocks', codec: 'none', size: 2 * B, sha256: SHA },
+    ];
+    const sums = new Uint8Array(4 * BLOCK_SUM_BYTES);
+    const plain = new BlockMap(
+      4 * B,
+      parts.slice(0, 1),
+      Uint16Array.from([0, 0, 0, 0]),
+      Uint32Array.from([0, 1, 2, 3]),
+      sums,
+    );
+    assert.equal(plain.encode().subarray(0, 8).toString('latin1'), 'PGFBMAP1');
+    // Block 1: whole in F, a delta in I1, another in I2; block 3: a delta in I1 only.
+    const d1 = { part: Uint16Array.from([NO_PART, 1, NO_PART, 1]), index: Uint32Array.from([0, 0, 0, 1]) };
+    const d2 = { part: Uint16Array.from([NO_PART, 2, NO_PART, NO_PART]), index: Uint32Array.from([0, 0, 0, 0]) };
+    const layered = new BlockMap(4 * B, parts, plain.part, plain.index, sums, [d1, d2]);
+    const buf = layered.encode();
+    assert.equal(buf.subarray(0, 8).toString('latin1'), 'PGFBMAP2');
+    const back = BlockMap.decode(buf, 'x');
+    assert.deepEqual(
+      [0, 1, 2, 3].map((b) => back.depth(b)),
+      [0, 2, 0, 1],
+    );
+    assert.deepEqual(back.backupsOtherThan('F'), ['I1', 'I2']);
+    assert.deepEqual(
+      layerRuns(back).map((l) => l.map((r) => [...r])),
+      [
+        [[0, 0, 4], [], []],
+        [[], [0, 1, 1, 1, 3, 1], []],
+        [[], [], [0, 1, 1]],
+      ],
+    );
+    assert.throws(() => writeRuns(back), /use layerRuns/);
+    const bad = (d: { part: Uint16Array; index: Uint32Array }[], size = 4 * B) =>
+      assert.throws(
+        () => BlockMap.decode(new BlockMap(size, parts, plain.part, plain.index, sums, d).encode(), 'x'),
+        (err: Error & { code?: string }) => err.code === ErrorCodes.BlockMapInvalid.code,
+      );
+    // A second delta without a first; two layers reading one part backwards; a delta on a short last block.
+    bad([{ part: Uint16Array.from([NO_PART, NO_PART, NO_PART, NO_PART]), index: d1.index }, d2]);
+    bad([{ part: Uint16Array.from([NO_PART, 1, NO_PART, 1]), index: Uint32Array.from([0, 1, 0, 0]) }]);
+    bad([d1], 3 * B + 100);
   });
 
   test('a damaged map is refused with PGF-5070', () => {

@@ -39,8 +39,34 @@ export const MAPPED_FRAME_BLOCKS = 16;
 /** Bytes of each block's checksum: the first 8 bytes of its SHA-1. */
 export const BLOCK_SUM_BYTES = 8;
 const MAGIC = Buffer.from('PGFBMAP1', 'latin1');
+/**
+ * The magic of a map with XOR delta layers (docs/block-incremental.md, "XOR deltas"): an agent
+ * that reads only PGFBMAP1 refuses it ("not a pgfleet block map", PGF-5070) instead of restoring
+ * a delta's XOR bytes as if they were the block.
+ */
+const MAGIC_DELTAS = Buffer.from('PGFBMAP2', 'latin1');
 /** At most this many parts (u16 part numbers; a chain that long is refused rather than wrapped). */
 const MAX_PARTS = 0xffff;
+/** A delta layer's part number for a block without that layer (never a part index: MAX_PARTS parts at most). */
+export const NO_PART = 0xffff;
+/**
+ * At most this many XOR deltas over a block's whole image (D): a block's newest bytes are
+ * rebuilt from at most DELTA_DEPTH + 1 parts. A changed block whose prior version is already
+ * DELTA_DEPTH deltas deep is stored whole (docs/block-incremental.md).
+ */
+export const DELTA_DEPTH = 3;
+/** A map may say at most this many layers (whole image + deltas); maps of older depths stay readable. */
+const MAX_LAYERS = 16;
+
+/**
+ * A delta layer of a map: for each block, the part holding the XOR of its bytes at this layer
+ * against the bytes the layers below rebuild (NO_PART: the block has no such layer), and its
+ * position in that part's content. A block's layers are contiguous from layer 1.
+ */
+export interface DeltaLayer {
+  part: Uint16Array;
+  index: Uint32Array;
+}
 
 /**
  * One stored object a map takes blocks from: a whole file (`pg_data/<path>`), one chunk of a
@@ -68,12 +94,21 @@ export class BlockMap {
     readonly part: Uint16Array,
     /** Per block: the block's position (in blocks) in its part's content. */
     readonly index: Uint32Array,
-    /** Per block: BLOCK_SUM_BYTES of checksum. */
+    /** Per block: BLOCK_SUM_BYTES of checksum (of the block's full bytes, whatever its layers). */
     readonly sums: Uint8Array,
+    /** XOR delta layers over `part`/`index` (layer 0, the whole images), in order; none in a map without deltas. */
+    readonly deltas: readonly DeltaLayer[] = [],
   ) {}
 
   get blocks(): number {
     return this.part.length;
+  }
+
+  /** How many deltas block `b` has over its whole image (0..deltas.length). */
+  depth(b: number): number {
+    let d = 0;
+    while (d < this.deltas.length && this.deltas[d]!.part[b] !== NO_PART) d++;
+    return d;
   }
 
   /** The other backups this map takes blocks from (a restore reads them, an expire keeps them). */
@@ -81,17 +116,29 @@ export class BlockMap {
     return [...new Set(this.parts.map((p) => p.backup).filter((b) => b !== label))].sort();
   }
 
+  /**
+   * PGFBMAP1 without delta layers (what every agent reads), PGFBMAP2 with them: the header says
+   * `layers` (1 + deltas) and the part and position arrays of each layer follow layer 0's.
+   */
   encode(): Buffer {
+    const layers = [{ part: this.part, index: this.index }, ...this.deltas];
     const header = Buffer.from(
-      JSON.stringify({ blockSize: MAP_BLOCK_BYTES, checksum: 'sha1-64', size: this.size, parts: this.parts }),
+      JSON.stringify({
+        blockSize: MAP_BLOCK_BYTES,
+        checksum: 'sha1-64',
+        size: this.size,
+        ...(this.deltas.length > 0 ? { layers: layers.length } : {}),
+        parts: this.parts,
+      }),
     );
     const n = this.blocks;
-    const out = Buffer.allocUnsafe(MAGIC.length + 4 + header.length + n * (2 + 4 + BLOCK_SUM_BYTES));
-    let at = MAGIC.copy(out, 0);
+    const magic = this.deltas.length > 0 ? MAGIC_DELTAS : MAGIC;
+    const out = Buffer.allocUnsafe(magic.length + 4 + header.length + n * (layers.length * 6 + BLOCK_SUM_BYTES));
+    let at = magic.copy(out, 0);
     at = out.writeUInt32LE(header.length, at);
     at += header.copy(out, at);
-    for (let b = 0; b < n; b++) at = out.writeUInt16LE(this.part[b]!, at);
-    for (let b = 0; b < n; b++) at = out.writeUInt32LE(this.index[b]!, at);
+    for (const l of layers) for (let b = 0; b < n; b++) at = out.writeUInt16LE(l.part[b]!, at);
+    for (const l of layers) for (let b = 0; b < n; b++) at = out.writeUInt32LE(l.index[b]!, at);
     Buffer.from(this.sums.buffer, this.sums.byteOffset, this.sums.byteLength).copy(out, at);
     return out;
   }
@@ -101,11 +148,13 @@ export class BlockMap {
     const bad = (why: string): never => {
       throw new PgfleetError('BlockMapInvalid', `block map ${where} is invalid: ${why}`);
     };
-    if (buf.length < MAGIC.length + 4 || !buf.subarray(0, MAGIC.length).equals(MAGIC)) bad('not a pgfleet block map');
+    const magic = buf.subarray(0, MAGIC.length);
+    const withDeltas = magic.equals(MAGIC_DELTAS);
+    if (buf.length < MAGIC.length + 4 || !(withDeltas || magic.equals(MAGIC))) bad('not a pgfleet block map');
     const headerBytes = buf.readUInt32LE(MAGIC.length);
     const start = MAGIC.length + 4;
     if (start + headerBytes > buf.length) bad('cut short in its header');
-    let header: { blockSize?: unknown; checksum?: unknown; size?: unknown; parts?: unknown };
+    let header: { blockSize?: unknown; checksum?: unknown; size?: unknown; layers?: unknown; parts?: unknown };
     try {
       header = JSON.parse(buf.subarray(start, start + headerBytes).toString('utf8')) as typeof header;
     } catch {
@@ -117,24 +166,45 @@ export class BlockMap {
     if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) bad('no file size');
     if (!Array.isArray(header.parts) || header.parts.length > MAX_PARTS) bad('no part list');
     const parts = (header.parts as unknown[]).map((p, i) => checkPart(p, i, bad));
+    const layerCount = withDeltas ? header.layers : 1;
+    if (
+      !Number.isSafeInteger(layerCount) ||
+      (layerCount as number) < (withDeltas ? 2 : 1) ||
+      (layerCount as number) > MAX_LAYERS
+    )
+      bad(`${String(header.layers)} layers`);
+    const L = layerCount as number;
     const n = blockCount(size as number);
     const body = start + headerBytes;
-    if (buf.length !== body + n * (2 + 4 + BLOCK_SUM_BYTES))
+    if (buf.length !== body + n * (L * 6 + BLOCK_SUM_BYTES))
       bad(`${buf.length - body} bytes of blocks for ${n} block(s)`);
-    const part = new Uint16Array(n);
-    const index = new Uint32Array(n);
-    for (let b = 0; b < n; b++) {
-      part[b] = buf.readUInt16LE(body + 2 * b);
-      if (part[b]! >= parts.length) bad(`block ${b} names part ${part[b]} of ${parts.length}`);
+    const layers = Array.from({ length: L }, () => ({ part: new Uint16Array(n), index: new Uint32Array(n) }));
+    for (let l = 0; l < L; l++) {
+      const { part } = layers[l]!;
+      const at = body + 2 * n * l;
+      for (let b = 0; b < n; b++) {
+        part[b] = buf.readUInt16LE(at + 2 * b);
+        if (part[b]! >= parts.length && !(l > 0 && part[b] === NO_PART))
+          bad(`block ${b} names part ${part[b]} of ${parts.length} in layer ${l}`);
+        if (l > 1 && part[b] !== NO_PART && layers[l - 1]!.part[b] === NO_PART)
+          bad(`block ${b} has a delta in layer ${l} but none in layer ${l - 1}`);
+        if (l > 0 && part[b] !== NO_PART && (b + 1) * MAP_BLOCK_BYTES > (size as number))
+          bad(`block ${b} is a delta but not a whole block`);
+      }
     }
-    const idx = body + 2 * n;
-    for (let b = 0; b < n; b++) index[b] = buf.readUInt32LE(idx + 4 * b);
+    const idx = body + 2 * n * L;
+    for (let l = 0; l < L; l++) {
+      const { index } = layers[l]!;
+      const at = idx + 4 * n * l;
+      for (let b = 0; b < n; b++) index[b] = buf.readUInt32LE(at + 4 * b);
+    }
     const sums = new Uint8Array(n * BLOCK_SUM_BYTES);
-    buf.copy(sums, 0, idx + 4 * n, idx + 4 * n + sums.length);
-    const map = new BlockMap(size as number, parts, part, index, sums);
-    // Positions must fit their parts and grow with the block number inside each part: a restore
-    // writes each part's blocks in one sequential pass over its content.
-    writeRuns(map, (why) => bad(why));
+    const sumsAt = idx + 4 * n * L;
+    buf.copy(sums, 0, sumsAt, sumsAt + sums.length);
+    const map = new BlockMap(size as number, parts, layers[0]!.part, layers[0]!.index, sums, layers.slice(1));
+    // Positions must fit their parts and grow inside each part with the block number (and layer
+    // within a block): a restore reads each part in one sequential pass over its content.
+    layerRuns(map, (why) => bad(why));
     return map;
   }
 }
@@ -211,6 +281,9 @@ export function wholeFileMap(
 /**
  * The chain merge, done once when a block-incremental backup is taken: block b comes from `own`
  * (at its rank among `changed`) when b is in `changed`, else from wherever the prior map took it.
+ * A changed block flagged in `delta` (per entry of `changed`) was stored as the XOR of its bytes
+ * with what the prior map rebuilds for it: it keeps the prior map's layers and gets `own` as one
+ * more delta layer on top (the backup flags only blocks less than DELTA_DEPTH deltas deep).
  * Parts no block needs any more are dropped, so the map (and the set of backups a restore reads)
  * only names what is still needed. `sums` are the checksums of the file as this backup read it,
  * which the merged map restores exactly: an unchanged block's bytes have its prior checksum.
@@ -221,12 +294,18 @@ export function mergeBlockMap(
   size: number,
   changed: Uint32Array,
   sums: Uint8Array,
+  delta?: Uint8Array,
 ): BlockMap {
   const n = blockCount(size);
   if (sums.length !== n * BLOCK_SUM_BYTES)
     throw new PgfleetError('Internal', `block map merge: ${sums.length} checksum bytes for ${n} block(s)`);
   const part = new Uint16Array(n);
   const index = new Uint32Array(n);
+  const deltas: DeltaLayer[] = [];
+  const layer = (l: number): DeltaLayer => {
+    while (deltas.length < l) deltas.push({ part: new Uint16Array(n).fill(NO_PART), index: new Uint32Array(n) });
+    return deltas[l - 1]!;
+  };
   const used = new Int32Array((prior?.parts.length ?? 0) + 1).fill(-1);
   const parts: BlockMapPart[] = [];
   const partOf = (p: number, src: BlockMapPart): number => {
@@ -239,46 +318,114 @@ export function mergeBlockMap(
     return used[p]!;
   };
   const ownSlot = prior?.parts.length ?? 0;
-  let c = 0;
-  for (let b = 0; b < n; b++) {
-    if (c < changed.length && changed[c] === b) {
-      part[b] = partOf(ownSlot, own);
-      index[b] = c++;
-      continue;
-    }
+  /** Block b's layers as the prior map has them (whole image and deltas). */
+  const keepPrior = (b: number): number => {
     if (!prior || b >= prior.blocks)
       throw new PgfleetError('Internal', `block map merge: block ${b} is neither stored nor in the prior map`);
     part[b] = partOf(prior.part[b]!, prior.parts[prior.part[b]!]!);
     index[b] = prior.index[b]!;
+    let d = 0;
+    for (; d < prior.deltas.length; d++) {
+      const src = prior.deltas[d]!;
+      const p = src.part[b]!;
+      if (p === NO_PART) break;
+      const into = layer(d + 1);
+      into.part[b] = partOf(p, prior.parts[p]!);
+      into.index[b] = src.index[b]!;
+    }
+    return d;
+  };
+  let c = 0;
+  for (let b = 0; b < n; b++) {
+    if (c < changed.length && changed[c] === b) {
+      if (delta?.[c]) {
+        if ((b + 1) * MAP_BLOCK_BYTES > size || b >= prior!.blocks || (b + 1) * MAP_BLOCK_BYTES > prior!.size)
+          throw new PgfleetError('Internal', `block map merge: block ${b} stored as a delta but not a whole block`);
+        const into = layer(keepPrior(b) + 1);
+        into.part[b] = partOf(ownSlot, own);
+        into.index[b] = c++;
+      } else {
+        part[b] = partOf(ownSlot, own);
+        index[b] = c++;
+      }
+      continue;
+    }
+    keepPrior(b);
   }
   if (c !== changed.length)
     throw new PgfleetError('Internal', `block map merge: ${changed.length - c} stored block(s) beyond the file's end`);
-  return new BlockMap(size, parts, part, index, sums);
+  // Layers no block uses any more (every deep block was stored whole again) are dropped.
+  while (deltas.length > 0 && deltas[deltas.length - 1]!.part.every((p) => p === NO_PART)) deltas.pop();
+  return new BlockMap(size, parts, part, index, sums, deltas);
 }
 
 /**
- * What a restore writes from each part: runs [firstContentBlock, firstFileBlock, count, ...] in
- * content order (one sequential pass over the part's object). `bad` is told when the map is
+ * What a restore writes from each part, per layer: runs[layer][part] = [firstContentBlock,
+ * firstFileBlock, count, ...] in content order; layer 0 writes whole images, each later layer is
+ * XORed onto what the layers below wrote. Each part's positions grow in (block, layer) order
+ * (one sequential pass over its object, checked here). `bad` is told when the map is
  * inconsistent (positions that go back, or lie beyond the part's content).
  */
-export function writeRuns(map: BlockMap, bad: (why: string) => never = internalBad): Uint32Array[] {
-  const runs: number[][] = map.parts.map(() => []);
+export function layerRuns(map: BlockMap, bad: (why: string) => never = internalBad): Uint32Array[][] {
+  const layers = [{ part: map.part, index: map.index }, ...map.deltas];
+  const runs: number[][][] = layers.map(() => map.parts.map(() => []));
   const last = new Float64Array(map.parts.length).fill(-1);
   for (let b = 0; b < map.blocks; b++) {
-    const p = map.part[b]!;
-    const i = map.index[b]!;
-    if (i <= last[p]!) bad(`block ${b} goes back in part ${p} (position ${i} after ${last[p]})`);
-    const part = map.parts[p]!;
     const bytes = b === map.blocks - 1 ? map.size - b * MAP_BLOCK_BYTES : MAP_BLOCK_BYTES;
-    if (i * MAP_BLOCK_BYTES + bytes > part.size)
-      bad(`block ${b} lies beyond the ${part.size} content bytes of part ${p} (position ${i})`);
-    last[p] = i;
-    const r = runs[p]!;
-    const n = r.length;
-    if (n > 0 && r[n - 3]! + r[n - 1]! === i && r[n - 2]! + r[n - 1]! === b) r[n - 1]!++;
-    else r.push(i, b, 1);
+    for (let l = 0; l < layers.length; l++) {
+      const p = layers[l]!.part[b]!;
+      if (p === NO_PART) break;
+      const i = layers[l]!.index[b]!;
+      if (i <= last[p]!) bad(`block ${b} goes back in part ${p} (position ${i} after ${last[p]})`);
+      const part = map.parts[p]!;
+      if (i * MAP_BLOCK_BYTES + bytes > part.size)
+        bad(`block ${b} lies beyond the ${part.size} content bytes of part ${p} (position ${i})`);
+      last[p] = i;
+      const r = runs[l]![p]!;
+      const n = r.length;
+      if (n > 0 && r[n - 3]! + r[n - 1]! === i && r[n - 2]! + r[n - 1]! === b) r[n - 1]!++;
+      else r.push(i, b, 1);
+    }
   }
-  return runs.map((r) => Uint32Array.from(r));
+  return runs.map((l) => l.map((r) => Uint32Array.from(r)));
+}
+
+/** layerRuns of a map without deltas: what a restore writes from each part. */
+export function writeRuns(map: BlockMap, bad: (why: string) => never = internalBad): Uint32Array[] {
+  if (map.deltas.length > 0) throw new PgfleetError('Internal', 'writeRuns of a map with deltas: use layerRuns');
+  return layerRuns(map, bad)[0]!;
+}
+
+/**
+ * Whether storing block `b` as a delta is worth it: `x` (its XOR with the prior version, whole
+ * 8 KiB) differs in fewer than a quarter of its 32-bit words. A page whose tuples were moved
+ * (pruning, VACUUM's compaction) differs nearly everywhere: stored whole, it needs no older part
+ * to restore.
+ */
+export function deltaWorthIt(x: Uint8Array): boolean {
+  const words =
+    (x.byteOffset & 3) === 0
+      ? new Int32Array(x.buffer, x.byteOffset, x.byteLength >> 2)
+      : Int32Array.from(new Int32Array(Uint8Array.from(x).buffer));
+  const limit = words.length >> 2;
+  let differing = 0;
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0 && ++differing >= limit) return false;
+  return true;
+}
+
+/** dst[dstAt, +n) ^= src[srcAt, +n), a word at a time where both are aligned. */
+export function xorInto(dst: Uint8Array, dstAt: number, src: Uint8Array, srcAt: number, n: number): void {
+  const da = dst.byteOffset + dstAt;
+  const sa = src.byteOffset + srcAt;
+  let i = 0;
+  if ((da & 3) === 0 && (sa & 3) === 0) {
+    const w = n >> 2;
+    const d = new Int32Array(dst.buffer, da, w);
+    const s = new Int32Array(src.buffer, sa, w);
+    for (let k = 0; k < w; k++) d[k]! ^= s[k]!;
+    i = w << 2;
+  }
+  for (; i < n; i++) dst[dstAt + i]! ^= src[srcAt + i]!;
 }
 
 function internalBad(why: string): never {

@@ -50,6 +50,7 @@ import {
   type BlockEncoder,
   zstdFrameChecksummed,
 } from './codec-blocks.js';
+import { NO_PART, xorInto, type DeltaLayer } from './block-map.js';
 import { compressor, decompressor, HashingStream } from './codec.js';
 import type { Codec } from './codec-names.js';
 import { type FrameWalk, FrameWalkError, frameWalker, walkLocalFile } from './frame-walk.js';
@@ -581,7 +582,8 @@ export class ObjectIo {
    * Decodes an object (checked against `expected` like readStream) and writes only the blocks
    * `runs` name into the existing file at `path` (created and sized by the caller, synced by it
    * once after all its objects): one sequential pass over the object, each block written once.
-   * `pace` meters the bytes written (not the content skipped).
+   * `pace` meters the bytes written (not the content skipped). With `xor` the blocks are a delta
+   * layer (block-map.ts): each is XORed onto the bytes the file already holds there.
    */
   async restoreRuns(
     key: string,
@@ -592,10 +594,11 @@ export class ObjectIo {
     blockBytes: number,
     fileSize: number,
     pace?: Pace,
+    xor = false,
   ): Promise<void> {
-    const fh = await open(path, fsc.O_WRONLY | fsc.O_NOFOLLOW);
+    const fh = await open(path, (xor ? fsc.O_RDWR : fsc.O_WRONLY) | fsc.O_NOFOLLOW);
     try {
-      await this.readStream(key, codec, expected, new RunWriter(fh, runs, blockBytes, fileSize, pace));
+      await this.readStream(key, codec, expected, new RunWriter(fh, runs, blockBytes, fileSize, pace, xor));
     } finally {
       await fh.close();
     }
@@ -606,6 +609,28 @@ export class ObjectIo {
     if (!this.driver.localFiles) return false;
     for (const c of codecs) if (!hasBlockForm(c)) return false;
     return true;
+  }
+
+  /**
+   * A forward-only reader of the blocks a block map rebuilds (canAssemble must hold): take(b)
+   * gives block b's bytes (its whole image from `part`/`index`, with each delta layer XORed on),
+   * for growing b, any of them left out. Only the frames of each part that hold a taken block are
+   * decoded (PartCursor); a part is closed after its last block. Restores (assembleBlocks) take
+   * every block; a backup that stores deltas takes the prior versions of its changed blocks.
+   */
+  blockImages(
+    parts: readonly AssemblyPart[],
+    part: Uint16Array,
+    index: Uint32Array,
+    deltas: readonly DeltaLayer[],
+    blockBytes: number,
+  ): BlockImages {
+    const local = this.driver.localFiles;
+    if (!local || !parts.every((p) => hasBlockForm(p.codec)))
+      throw new PgfleetError('Internal', 'reading blocks needs local object files of block codecs');
+    return new BlockImages(parts, part, index, deltas, blockBytes, (p) =>
+      this.opening(p.key).then((lookup) => PartCursor.open(local, this.driver.location, p, lookup)),
+    );
   }
 
   /**
@@ -629,18 +654,13 @@ export class ObjectIo {
     blockBytes: number,
     file: { path: string; size: number; sha256: string },
     pace?: Pace,
+    deltas: readonly DeltaLayer[] = [],
   ): Promise<AssemblyFigures> {
-    const local = this.driver.localFiles;
-    if (!local || !parts.every((p) => hasBlockForm(p.codec)))
-      throw new PgfleetError('Internal', 'assembleBlocks needs local object files of block codecs');
     const blocks = part.length;
     if (index.length !== blocks || blocks !== Math.ceil(file.size / blockBytes))
       throw new PgfleetError('Internal', `assembleBlocks: ${blocks} block(s) for ${file.size} bytes`);
-    const last = new Int32Array(parts.length).fill(-1);
-    for (let b = 0; b < blocks; b++) last[part[b]!] = b;
-    const cursors: (PartCursor | undefined)[] = parts.map(() => undefined);
+    const images = this.blockImages(parts, part, index, deltas, blockBytes);
     const bufs = [takeAligned(), takeAligned()] as const;
-    const figures: AssemblyFigures = { decodedBytes: 0, skippedBytes: 0 };
     let dest: DestWriter | undefined;
     let pendingWrite: Promise<void> | undefined;
     try {
@@ -664,23 +684,10 @@ export class ObjectIo {
         cur ^= 1;
       };
       for (let b = 0; b < blocks; b++) {
-        const p = part[b]!;
-        let c = cursors[p];
-        if (!c) {
-          const src = parts[p]!;
-          c = cursors[p] = await PartCursor.open(local, this.driver.location, src, await this.opening(src.key));
-        }
         const n = b === blocks - 1 ? file.size - b * blockBytes : blockBytes;
         if (OUT_BYTES - fill < n) await flush(false);
-        c.take(index[b]! * blockBytes, n, bufs[cur]!, fill);
+        await images.take(b, n, bufs[cur]!, fill);
         fill += n;
-        if (b === last[p]) {
-          // Nothing after a part's last needed block is read (see PartCursor).
-          figures.decodedBytes += c.decodedBytes;
-          figures.skippedBytes += c.skippedBytes;
-          c.close();
-          cursors[p] = undefined;
-        }
       }
       await flush(true);
       await pendingWrite;
@@ -691,11 +698,11 @@ export class ObjectIo {
           'RepoChecksumMismatch',
           `${file.path} rebuilt from its block map does not match the file the backup read (expected sha256 ${file.sha256}, ${file.size} bytes; got ${got}, ${written} bytes)`,
         );
-      return figures;
+      return images.figures();
     } finally {
       await pendingWrite?.catch(() => {});
       for (const b of bufs) giveAligned(b);
-      for (const c of cursors) c?.close();
+      images.close();
       try {
         dest?.close();
       } catch {
@@ -1145,6 +1152,7 @@ class RunWriter extends Writable {
     private readonly blockBytes: number,
     private readonly fileSize: number,
     private readonly pace: Pace | undefined,
+    private readonly xor = false,
   ) {
     super({ highWaterMark: BUF });
   }
@@ -1167,7 +1175,12 @@ class RunWriter extends Writable {
       const b = Math.min(from + length, end);
       if (b > a) {
         if (this.pace) await this.pace(b - a);
-        await writeAllAt(this.fh, chunk, a - start, b - a, to + (a - from));
+        if (this.xor) {
+          const onDisk = Buffer.alloc(b - a);
+          await this.fh.read(onDisk, 0, b - a, to + (a - from));
+          xorInto(onDisk, 0, chunk, a - start, b - a);
+          await writeAllAt(this.fh, onDisk, 0, b - a, to + (a - from));
+        } else await writeAllAt(this.fh, chunk, a - start, b - a, to + (a - from));
       }
       if (from + length > end) return;
       this.r += 3;
@@ -1472,6 +1485,78 @@ export interface AssemblyPart {
   codec: Codec;
   sha256: string;
   size: number;
+}
+
+/** ObjectIo.blockImages: the blocks a block map rebuilds, in growing block order. */
+export class BlockImages {
+  private readonly cursors: (PartCursor | undefined)[];
+  /** Per part: the last block that needs it (its cursor is closed after that block). */
+  private readonly last: Int32Array;
+  private readonly layers: readonly { part: Uint16Array; index: Uint32Array }[];
+  private readonly scratch: Buffer;
+  private readonly counted: AssemblyFigures = { decodedBytes: 0, skippedBytes: 0 };
+
+  constructor(
+    private readonly parts: readonly AssemblyPart[],
+    part: Uint16Array,
+    index: Uint32Array,
+    deltas: readonly DeltaLayer[],
+    private readonly blockBytes: number,
+    private readonly openPart: (p: AssemblyPart) => Promise<PartCursor>,
+  ) {
+    this.layers = [{ part, index }, ...deltas];
+    this.cursors = parts.map(() => undefined);
+    this.last = new Int32Array(parts.length).fill(-1);
+    for (const l of this.layers)
+      for (let b = 0; b < l.part.length; b++) if (l.part[b] !== NO_PART) this.last[l.part[b]!] = b;
+    this.scratch = Buffer.allocUnsafeSlow(deltas.length > 0 ? blockBytes : 0);
+  }
+
+  /** Block b's `n` bytes into `dest` at `destAt` (b above the last block taken). */
+  async take(b: number, n: number, dest: Buffer, destAt: number): Promise<void> {
+    for (let l = 0; l < this.layers.length; l++) {
+      const p = this.layers[l]!.part[b]!;
+      if (p === NO_PART) break;
+      let c = this.cursors[p];
+      if (!c) c = this.cursors[p] = await this.openPart(this.parts[p]!);
+      const at = this.layers[l]!.index[b]! * this.blockBytes;
+      if (l === 0) c.take(at, n, dest, destAt);
+      else {
+        c.take(at, n, this.scratch, 0);
+        xorInto(dest, destAt, this.scratch, 0, n);
+      }
+    }
+    // Nothing after a part's last needed block is read (see PartCursor).
+    for (let l = 0; l < this.layers.length; l++) {
+      const p = this.layers[l]!.part[b]!;
+      if (p === NO_PART) break;
+      if (b === this.last[p]) this.release(p);
+    }
+  }
+
+  /** Content bytes decoded, and passed over, so far (parts still open included). */
+  figures(): AssemblyFigures {
+    const f = { ...this.counted };
+    for (const c of this.cursors) {
+      if (!c) continue;
+      f.decodedBytes += c.decodedBytes;
+      f.skippedBytes += c.skippedBytes;
+    }
+    return f;
+  }
+
+  close(): void {
+    for (let p = 0; p < this.cursors.length; p++) this.release(p);
+  }
+
+  private release(p: number): void {
+    const c = this.cursors[p];
+    if (!c) return;
+    this.counted.decodedBytes += c.decodedBytes;
+    this.counted.skippedBytes += c.skippedBytes;
+    c.close();
+    this.cursors[p] = undefined;
+  }
 }
 
 /**

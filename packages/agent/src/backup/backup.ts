@@ -114,6 +114,13 @@ export interface BackupOptions {
   blockIncremental?: boolean;
   /** Smallest relation file given a block map (default DEFAULT_BLOCK_MIN_BYTES). */
   blockMinBytes?: number;
+  /**
+   * Changed blocks stored as compressed XOR deltas over the versions the prior map rebuilds
+   * (default on; docs/block-incremental.md, "XOR deltas"), where the prior map's parts can be
+   * read block by block here (local object files of block codecs) and the backup's codec has a
+   * block form. Off (--whole-blocks): every changed block is stored whole.
+   */
+  blockDeltas?: boolean;
   archiveTimeoutMs: number;
   /**
    * Before the cluster's first backup (none complete in the repository yet): proves WAL archiving
@@ -914,6 +921,25 @@ export class FileCopier {
     const prior = await repo.readBlockMap(cluster, priorEntry);
     const key = repo.blockDataKey(cluster, this.label, f.path, codec);
     const segment = this.startLsn ? relationSegmentNumber(f.path) : undefined;
+    // XOR deltas need the prior versions of the changed blocks, read block by block from the
+    // prior map's parts: local object files of block codecs only (on S3 or gzip, whole blocks).
+    const deltas =
+      this.opts.blockDeltas !== false && repo.objects.canAssemble([codec, ...prior.parts.map((p) => p.codec)])
+        ? {
+            deltas: {
+              parts: prior.parts.map((part) => ({
+                key: repo.blockPartKey(cluster, f.path, part),
+                codec: part.codec,
+                sha256: part.sha256,
+                size: part.size,
+              })),
+              part: prior.part,
+              index: prior.index,
+              layers: [...prior.deltas],
+              size: prior.size,
+            },
+          }
+        : {};
     const r = await this.pool.run({
       kind: 'backup-blocks',
       src: join(this.opts.pgdata, f.path),
@@ -924,6 +950,7 @@ export class FileCopier {
         ? {}
         : { page: { firstBlock: segment * RELSEG_SIZE, hi: this.startLsn!.hi, lo: this.startLsn!.lo } }),
       prior: { sums: prior.sums, blocks: prior.blocks },
+      ...deltas,
     });
     this.tracker.add(f.size);
     if (r.missing) return undefined;
@@ -935,7 +962,12 @@ export class FileCopier {
       size: r.data.size,
       sha256: r.data.sha256,
     };
-    const map = mergeBlockMap(prior, own, r.size, r.changed, r.sums);
+    if (r.priorMismatches)
+      this.opts.log.warn(
+        { file: f.path, prior: prior.parts.map((p) => p.backup), blocks: r.priorMismatches },
+        'blocks rebuilt from the prior block map do not have its checksums: stored whole',
+      );
+    const map = mergeBlockMap(prior, own, r.size, r.changed, r.sums, r.delta);
     const mapFigures = await this.storeMap(f.path, map);
     const from = map.backupsOtherThan(this.label);
     const entry: ManifestFile = {

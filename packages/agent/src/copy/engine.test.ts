@@ -19,6 +19,7 @@ import { listPgdata } from '../pgdata/walk.js';
 import { RateLimiter } from './rate-limit.js';
 import { ProgressTracker } from '../progress.js';
 import { runRestore } from '../restore/restore.js';
+import { runVerify } from '../verify/verify.js';
 import { testFullManifest, testRestoreOptions } from '../testing/restore-fixtures.js';
 import { TEST_MANIFEST_KEYS } from '../testing/repository-fixtures.js';
 
@@ -255,5 +256,51 @@ test('--max-rate on a block-incremental incr: every byte its reads of whole rela
     assert.equal(limiter.admittedBytes(), content);
     // Each block written once, from whichever backup the map names.
     await restorePaced(root, pgdata, repo, incr, limiter, content);
+  });
+});
+
+test('block-incrementals with XOR deltas through FileCopier: every link restores; verify --full reads their maps and their blocks.from', async () => {
+  await withPgdataAndRepo(async (root, pgdata, repo) => {
+    let prior = await backup(pgdata, repo, '20260101-000000F', 'zstd', undefined, undefined, {});
+    const rel = 'base/1/16384';
+    // Each link edits a few bytes of some pages (valid pages still): stored as deltas, up to 3 deep.
+    for (let i = 1; i <= 5; i++) {
+      const fh = await open(join(pgdata, rel), 'r+');
+      try {
+        for (const b of [1, 2, 5]) {
+          const p = Buffer.alloc(BLCKSZ);
+          await fh.read(p, 0, BLCKSZ, b * BLCKSZ);
+          p[300 + i] = p[300 + i]! ^ 0x5a;
+          p.writeUInt16LE(0, 8);
+          p.writeUInt16LE(pageChecksum(p, b), 8);
+          await fh.write(p, 0, BLCKSZ, b * BLCKSZ);
+        }
+      } finally {
+        await fh.close();
+      }
+      const label = `20260101-000000F_20260101-00010${i}I`;
+      prior = await backup(pgdata, repo, label, 'zstd', undefined, undefined, { prior });
+      const entry = prior.files.find((f) => f.path === rel)!;
+      assert.equal(entry.blocks?.changed?.count, 3);
+      const map = await repo.readBlockMap('c1', entry);
+      assert.equal(Math.max(map.depth(1), map.depth(2), map.depth(5)), i % 4 === 0 ? 0 : i > 4 ? i - 4 : i);
+      const dest = join(root, `restored-${i}`);
+      await runRestore(testRestoreOptions(repo, join(root, 'repo'), label, dest));
+      assert.deepEqual(await readFile(join(dest, rel)), await readFile(join(pgdata, rel)), `link ${i}`);
+    }
+    const mapProblems = async () =>
+      (await runVerify({ cluster: 'c1', repo, full: true, log: createLogger({ level: 'silent' }) })).problems.filter(
+        (p) => p.path === rel,
+      );
+    assert.deepEqual(await mapProblems(), []);
+    // A manifest whose entry does not name every backup its map reads (an expire would delete one).
+    const entry = prior.files.find((f) => f.path === rel)!;
+    entry.blocks!.from = entry.blocks!.from!.slice(1);
+    await repo.writeManifest(prior);
+    const problems = await mapProblems();
+    assert.ok(
+      problems.some((p) => p.kind === 'unreadable' && /reads backups its entry does not name/.test(p.message)),
+      JSON.stringify(problems),
+    );
   });
 });

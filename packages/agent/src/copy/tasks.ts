@@ -15,10 +15,16 @@ import { PgfleetError } from '@pgfleet/core/errors';
 import type { AssemblyPart, Codec, Repository } from '@pgfleet/storage';
 import type { RepositorySpec } from '@pgfleet/storage/repository-url';
 import { giveBuffer, takeBuffer, type ContentSource, type StoredFile } from '@pgfleet/storage/object-io';
+import type { BlockImages } from '@pgfleet/storage/object-io';
 import {
   BLOCK_SUM_BYTES,
   blockChanged,
   DATA_FRAME_BLOCKS,
+  DELTA_DEPTH,
+  deltaWorthIt,
+  NO_PART,
+  xorInto,
+  type DeltaLayer,
   MAPPED_FRAME_BLOCKS,
   MAP_BLOCK_BYTES,
   sumBlock,
@@ -58,6 +64,19 @@ export interface BackupBlocksTask {
   page?: { firstBlock: number; hi: number; lo: number };
   /** The prior map's checksums and block count. */
   prior: { sums: Uint8Array; blocks: number };
+  /**
+   * The prior map's parts and layers (block-map.ts), when changed blocks may be stored as XOR
+   * deltas against the versions it rebuilds (docs/block-incremental.md, "XOR deltas"): only on
+   * local object files of block codecs (ObjectIo.canAssemble).
+   */
+  deltas?: {
+    parts: AssemblyPart[];
+    part: Uint16Array;
+    index: Uint32Array;
+    layers: DeltaLayer[];
+    /** The prior map's file size (only its whole blocks get deltas). */
+    size: number;
+  };
 }
 
 export interface BackupBlocksResult {
@@ -68,6 +87,10 @@ export interface BackupBlocksResult {
   /** Every block's checksum (as read) and the block numbers stored, ascending. */
   sums: Uint8Array;
   changed: Uint32Array;
+  /** Per entry of `changed`: 1 when stored as an XOR delta over the prior version (BackupBlocksTask.deltas). */
+  delta?: Uint8Array;
+  /** Changed blocks whose prior version, rebuilt from the prior map, did not have the prior map's checksum (stored whole). */
+  priorMismatches?: number;
   /** The stored object of the changed blocks. */
   data: StoredFile;
   pageErrors?: number[];
@@ -87,6 +110,8 @@ export interface RestoreRunsTask {
   /** [firstContentBlock, firstFileBlock, count, ...] in content order (block-map.ts writeRuns). */
   runs: Uint32Array;
   fileSize: number;
+  /** The runs are a delta layer: XORed onto what the file holds (written by the layers below first). */
+  xor?: true;
 }
 
 /**
@@ -105,6 +130,8 @@ export interface AssembleBlocksTask {
   /** Per block of the file: its part and its position (in blocks) in that part's content (storage block-map.ts). */
   part: Uint16Array;
   index: Uint32Array;
+  /** The map's XOR delta layers over part/index (block-map.ts), when it has any. */
+  deltas?: DeltaLayer[];
 }
 
 export interface BackupResult {
@@ -353,6 +380,12 @@ class ChangedBlocks implements ContentSource {
   private inLen = 0;
   private eof = false;
   private block = 0;
+  readonly delta = new Grow(new Uint8Array(128));
+  priorMismatches = 0;
+  private images?: BlockImages;
+  private priorOf?: NonNullable<BackupBlocksTask['deltas']>;
+  private readonly before = Buffer.allocUnsafeSlow(MAP_BLOCK_BYTES);
+  private readonly beforeSum = new Uint8Array(BLOCK_SUM_BYTES);
 
   constructor(
     private readonly fh: Awaited<ReturnType<typeof open>>,
@@ -374,13 +407,52 @@ class ChangedBlocks implements ContentSource {
       sumBlock(data, sums, this.block);
       this.sums.length += BLOCK_SUM_BYTES;
       if (blockChanged(this.prior, this.block, sums, at)) {
-        fill += data.copy(out, fill);
+        const asDelta = n === MAP_BLOCK_BYTES && (await this.priorVersion(this.block));
+        data.copy(out, fill);
+        let isDelta = 0;
+        if (asDelta) {
+          xorInto(out, fill, this.before, 0, n);
+          if (deltaWorthIt(out.subarray(fill, fill + n))) isDelta = 1;
+          else data.copy(out, fill);
+        }
+        if (this.images) this.delta.reserve(1)[this.delta.length++] = isDelta;
+        fill += n;
         this.changed.reserve(1)[this.changed.length++] = this.block;
       }
       this.inPos += n;
       this.block++;
     }
     return fill;
+  }
+
+  /**
+   * Changed blocks become XOR deltas over their prior versions where that is worth it
+   * (block-map.ts deltaWorthIt) and the prior version is fewer than DELTA_DEPTH deltas deep.
+   */
+  withDeltas(images: BlockImages, prior: NonNullable<BackupBlocksTask['deltas']>): void {
+    this.images = images;
+    this.priorOf = prior;
+  }
+
+  /**
+   * Block b's bytes as the prior map rebuilds them, into `before`: false when b gets no delta (not
+   * a whole block of the prior file, already DELTA_DEPTH deltas deep, or rebuilt bytes that lack
+   * the prior map's checksum, which would make every later restore of the block fail).
+   */
+  private async priorVersion(b: number): Promise<boolean> {
+    const p = this.priorOf;
+    if (!this.images || !p || (b + 1) * MAP_BLOCK_BYTES > p.size) return false;
+    let depth = 0;
+    while (depth < p.layers.length && p.layers[depth]!.part[b] !== NO_PART) depth++;
+    if (depth >= DELTA_DEPTH) return false;
+    await this.images.take(b, MAP_BLOCK_BYTES, this.before, 0);
+    sumBlock(this.before, this.beforeSum, 0);
+    for (let i = 0; i < BLOCK_SUM_BYTES; i++)
+      if (this.beforeSum[i] !== this.prior.sums[b * BLOCK_SUM_BYTES + i]) {
+        this.priorMismatches++;
+        return false;
+      }
+    return true;
   }
 
   /** The next 1 MiB (fewer only at the end of the file, so blocks stay aligned). */
@@ -433,12 +505,20 @@ async function backupBlocksTask(
   }
   const lsn = t.page ? { hi: t.page.hi, lo: t.page.lo } : undefined;
   const checker = t.page ? new PageChecker(t.page.firstBlock, lsn!) : undefined;
+  const d = t.deltas;
+  const images = d ? repo.objects.blockImages(d.parts, d.part, d.index, d.layers, MAP_BLOCK_BYTES) : undefined;
   const source = new ChangedBlocks(fh, t.prior, checker ? (c) => checker.update(c) : undefined, pace);
-  const data = await repo.objects.storeProduced(t.key, source, t.codec, {
-    deferDirSync: true,
-    frameBytes: DATA_FRAME_BLOCKS * MAP_BLOCK_BYTES,
-    ...(t.level !== undefined ? { level: t.level } : {}),
-  });
+  if (d && images) source.withDeltas(images, d);
+  let data;
+  try {
+    data = await repo.objects.storeProduced(t.key, source, t.codec, {
+      deferDirSync: true,
+      frameBytes: DATA_FRAME_BLOCKS * MAP_BLOCK_BYTES,
+      ...(t.level !== undefined ? { level: t.level } : {}),
+    });
+  } finally {
+    images?.close();
+  }
   const out: BackupBlocksResult = {
     size: source.size,
     sha256: source.content.digest('hex'),
@@ -447,6 +527,10 @@ async function backupBlocksTask(
     data,
     paced: paced(),
   };
+  if (d) {
+    out.delta = source.delta.finish();
+    if (source.priorMismatches > 0) out.priorMismatches = source.priorMismatches;
+  }
   const suspects = checker?.suspects ?? [];
   if (suspects.length > 0) {
     const bad = await recheckPages(t.src, suspects, t.page!.firstBlock, lsn!, 0);
@@ -490,6 +574,7 @@ async function restoreRunsTask(
     MAP_BLOCK_BYTES,
     t.fileSize,
     pace,
+    t.xor === true,
   );
   return { paced: paced() };
 }
@@ -508,6 +593,7 @@ async function assembleBlocksTask(
     MAP_BLOCK_BYTES,
     { path: t.dest, size: t.size, sha256: t.sha256 },
     pace,
+    t.deltas ?? [],
   );
   return { paced: paced() };
 }

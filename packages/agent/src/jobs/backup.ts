@@ -26,6 +26,7 @@ export const backupJob: AgentJobKind<'backup'> = {
         type,
         checksumDelta: s.checksumDelta === true,
         blockIncremental: s.fileIncremental !== true,
+        blockDeltas: s.wholeBlocks !== true,
         blockMinBytes: s.blockMinBytes,
         resume: backupResumeFromProto(message.resume),
         resumeWindowMs: s.resumeWindowMs,

@@ -34,7 +34,7 @@ import {
 } from '@pgfleet/core';
 import {
   chunkedContentDigest,
-  writeRuns,
+  layerRuns,
   type ManifestHead,
   type ManifestReader,
   type ManifestFile,
@@ -471,30 +471,34 @@ async function restoreFiles(
           })),
           part: map.part,
           index: map.index,
+          ...(map.deltas.length > 0 ? { deltas: [...map.deltas] } : {}),
         });
         await finishChunked(tree, f);
         fetched += f.size;
         tracker.add(f.size, 1);
         return;
       }
-      // Elsewhere (objects in S3, gzip): each part in parallel writes its runs, then the file is hashed.
-      const runs = writeRuns(map);
-      await settleAll(
-        map.parts.map((part, i) =>
-          runs[i]!.length === 0
-            ? Promise.resolve(undefined)
-            : pool.run({
-                kind: 'restore-runs',
-                key: o.repo.blockPartKey(manifest.cluster, f.path, part),
-                codec: part.codec,
-                sha256: part.sha256,
-                size: part.size,
-                dest,
-                runs: runs[i]!,
-                fileSize: f.size,
-              }),
-        ),
-      );
+      // Elsewhere (objects in S3, gzip): each part in parallel writes its runs, then the file is
+      // hashed. A map with XOR delta layers goes layer by layer (each layer's runs XORed onto what
+      // the layers below wrote), a part decoded once per layer it has blocks in.
+      for (const [layer, runs] of layerRuns(map).entries())
+        await settleAll(
+          map.parts.map((part, i) =>
+            runs[i]!.length === 0
+              ? Promise.resolve(undefined)
+              : pool.run({
+                  kind: 'restore-runs',
+                  key: o.repo.blockPartKey(manifest.cluster, f.path, part),
+                  codec: part.codec,
+                  sha256: part.sha256,
+                  size: part.size,
+                  dest,
+                  runs: runs[i]!,
+                  fileSize: f.size,
+                  ...(layer > 0 ? { xor: true as const } : {}),
+                }),
+          ),
+        );
       // Each part object was checked against its own checksum; the file they were assembled
       // into is checked whole against what the backup read, so a wrong map or a misplaced run
       // fails the restore instead of leaving a plausible but wrong relation file. The file was

@@ -530,6 +530,44 @@ function catalogSnapshotObject(repo: Repository, cluster: string, m: ManifestHea
   return { path: 'catalog snapshot', e: { key, codec, size, sha256, storedSize, storedSha256 }, notForRestore: true };
 }
 
+/**
+ * --full: the structure of the block maps a backup wrote for its changed blocks (parts, layers of
+ * XOR deltas, positions; block-map.ts BlockMap.decode), and that every backup a map reads is in
+ * the entry's `blocks.from` (what keeps them from being expired). A delta's own bytes can only be
+ * checked by rebuilding the file, which a restore does against the file's sha256.
+ */
+async function checkBlockMaps(
+  run: VerifyRun,
+  label: string,
+  entries: readonly ManifestFile[],
+  fault: FaultRecorder,
+): Promise<void> {
+  const { repo, cluster } = run.o;
+  await mapLimit(
+    entries,
+    run.concurrency,
+    async (f) => {
+      const key = repo.blockMapKey(cluster, f.backup, f.path, f.codec);
+      let message: string | undefined;
+      try {
+        const map = await repo.readBlockMap(cluster, f);
+        const from = new Set(f.blocks!.from ?? []);
+        const missing = map.backupsOtherThan(label).filter((b) => !from.has(b));
+        if (missing.length > 0)
+          message = `the block map of ${f.path} reads backups its entry does not name: ${missing.join(', ')}`;
+      } catch (err) {
+        message = asPgfleetError(err).message;
+      }
+      if (message !== undefined)
+        fault(
+          { kind: 'unreadable', label, path: f.path, key, message },
+          `unreadable block map of ${f.path} (${key})`,
+        );
+    },
+    run.o.signal,
+  );
+}
+
 /** A backup checked: its manifest's head and its verdict (the WAL range judged later). */
 interface CheckedBackup {
   head: ManifestHead;
@@ -603,10 +641,13 @@ async function checkBackup(
   const objectFaults: [number, VerifyProblem, string | undefined][] = [];
   // Its own entries indexed as they pass, for the backups after it that read from it.
   const own = new Map<string, string>();
+  // --full: the entries whose changed blocks this backup stored, their maps checked after the objects.
+  const mapped: ManifestFile[] = [];
   async function* needed(): AsyncGenerator<Needed & { at: number }> {
     let at = 0;
     for await (const f of reader.files()) {
       if (f.backup === m.label && !own.has(f.path)) own.set(f.path, entryFingerprint(f));
+      if (o.full && f.backup === m.label && f.blocks?.changed) mapped.push(f);
       await checkReferences(m.label, f, book, (p, reason) => referenceFaults.push([p, reason]));
       for (const { what, ...e } of o.repo.entryObjects(o.cluster, f)) yield { path: what, e, at: at++ };
     }
@@ -641,6 +682,11 @@ async function checkBackup(
     run.problems.push(p);
     if (reason !== undefined) v.reasons.push(reason);
   }
+  if (o.full && v.reasons.length === 0 && mapped.length > 0)
+    await checkBlockMaps(run, m.label, mapped, (p, reason) => {
+      run.problems.push(p);
+      v.reasons.push(reason);
+    });
   return v;
 }
 
