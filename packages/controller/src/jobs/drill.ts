@@ -24,7 +24,7 @@ import {
   type SourceCounts,
   type StartDrillRequest,
 } from '@pgfleet/proto';
-import type { LeadershipFence } from '@pgfleet/catalog';
+import type { LeadershipFence, ScheduleRunRecord } from '@pgfleet/catalog';
 import type { AgentSession } from '../agents/sessions.js';
 import { agentSession } from '../agents/peers.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
@@ -140,11 +140,15 @@ export function drillRequestFromProto(req: StartDrillRequest): DrillRequest {
 }
 
 /** Records and dispatches a drill (and, for a drill on another agent, its source capture first). */
-/** `fence`: a scheduled drill, created only while its scheduler still leads (a paused ex-leader starts none). */
+/**
+ * `fence`: a scheduled drill, created only while its scheduler still leads (a paused ex-leader
+ * starts none), with the record of its fire time (`runs`) in the same transaction.
+ */
 export async function startDrillJob(
   ctx: ControllerContext,
   req: DrillRequest,
   fence?: LeadershipFence,
+  runs?: readonly ScheduleRunRecord[],
 ): Promise<JobInfoInit> {
   await requireCluster(ctx, req.cluster);
   const backups = await ctx.store.listBackups(req.cluster);
@@ -192,7 +196,7 @@ export async function startDrillJob(
   const drill = jobOfKind(
     'drill',
     fence
-      ? await ctx.store.createJobIfIdle(req.cluster, ['drill', 'capture'], created, ctx.now(), fence)
+      ? await ctx.store.createJobIfIdle(req.cluster, ['drill', 'capture'], created, ctx.now(), fence, runs)
       : await ctx.store.createJob(created, ctx.now()),
   );
   if (!captureId) {
