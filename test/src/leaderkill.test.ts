@@ -166,6 +166,58 @@ describe(
       console.log(`# controllers' timeline:\n${(await timeline()).replace(/^/gm, '#   ')}`);
     });
 
+    it('a controller paused past its lease keeps (or hands over) its agents: both stay reachable from the other', async (t) => {
+      // The survivor holding the agents is stopped (SIGSTOP) until the other takes it for dead
+      // (its lease ran out, the agents' streams released), then resumed.
+      const alive = fleet.controllerAddresses.filter((a) => a !== leader);
+      const holding = await waitFor('a survivor holding both agents', async () => {
+        const list = await controllersAt(alive[0]!);
+        return list.find((c) => c.alive && c.agentsHeld === 2)?.address;
+      });
+      const other = alive.find((a) => a !== holding)!;
+      const daemon = fleet.controllers[fleet.controllerAddresses.indexOf(holding)]!;
+      const connectedAt = async (address: string): Promise<string[]> => {
+        const r = await cliAt(address, 'clusters', '--output', 'json');
+        return r.code === 0
+          ? (JSON.parse(r.stdout) as { name: string; agentConnected?: boolean }[])
+              .filter((c) => c.agentConnected === true)
+              .map((c) => c.name)
+          : [];
+      };
+      try {
+        daemon.child.kill('SIGSTOP');
+        await waitFor(
+          `${other} to take the paused ${holding} for dead`,
+          async () => (await controllersAt(other)).find((c) => c.address === holding)?.alive === false,
+          300_000,
+        );
+      } finally {
+        daemon.child.kill('SIGCONT');
+      }
+      try {
+        await waitFor(
+          `${other} to see both agents connected again`,
+          async () => (await connectedAt(other)).length === 2,
+          300_000,
+        );
+        for (const cluster of ['shop', 'books']) {
+          const info = await cliAt(other, 'info', cluster, '--output', 'json');
+          assert.equal(info.code, 0, `info ${cluster} on ${other}: ${info.stderr}`);
+        }
+        const where = (await controllersAt(other)).map(
+          (c) => `${c.address} ${c.alive ? 'alive' : 'dead'} holds ${c.agentsHeld ?? 0}`,
+        );
+        console.log(`# after the pause: ${where.join(', ')}`);
+        const tail = (await timeline())
+          .split('\n')
+          .filter((l) => /held here again|stopped beating|agent connected/.test(l));
+        console.log(`# the pause in the controllers' logs:\n${tail.slice(-6).join('\n').replace(/^/gm, '#   ')}`);
+      } catch (err) {
+        t.diagnostic(`controllers' timeline:\n${await timeline()}`);
+        throw err;
+      }
+    });
+
     async function leaderKill(): Promise<void> {
       const survivors = fleet.controllerAddresses.filter((a) => a !== leader);
       for (const [name, agent] of [
