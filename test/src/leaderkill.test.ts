@@ -169,12 +169,18 @@ describe(
     it('a controller paused past its lease keeps (or hands over) its agents: both stay reachable from the other', async (t) => {
       // The survivor holding the agents is stopped (SIGSTOP) until the other takes it for dead
       // (its lease ran out, the agents' streams released), then resumed.
-      const alive = fleet.controllerAddresses.filter((a) => a !== leader);
-      const holding = await waitFor('a survivor holding both agents', async () => {
-        const list = await controllersAt(alive[0]!);
-        return list.find((c) => c.alive && c.agentsHeld === 2)?.address;
-      });
-      const other = alive.find((a) => a !== holding)!;
+      // Whatever the test before left (it runs alone too): a live controller holding both, another live one.
+      const { holding, other } = await waitFor(
+        'a live controller holding both agents, and another live one',
+        async () => {
+          const list = (await controllersAt(fleet.controllerAddresses.find((a) => a !== leader)!)).filter(
+            (c) => c.alive,
+          );
+          const h = list.find((c) => c.agentsHeld === 2)?.address;
+          const o = list.find((c) => c.address !== h)?.address;
+          return h && o ? { holding: h, other: o } : undefined;
+        },
+      );
       const daemon = fleet.controllers[fleet.controllerAddresses.indexOf(holding)]!;
       const connectedAt = async (address: string): Promise<string[]> => {
         const r = await cliAt(address, 'clusters', '--output', 'json');
