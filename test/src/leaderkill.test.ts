@@ -193,8 +193,15 @@ describe(
       try {
         daemon.child.kill('SIGSTOP');
         await waitFor(
-          `${other} to take the paused ${holding} for dead`,
-          async () => (await controllersAt(other)).find((c) => c.address === holding)?.alive === false,
+          `${other} to take the paused ${holding} for dead and release its streams`,
+          async () => {
+            const list = await controllersAt(other);
+            const dead = list.find((c) => c.address === holding)?.alive === false;
+            // Released: both agents disconnected in the catalog (or, if their keepalive gave up
+            // on the paused controller first, held by the other).
+            const moved = list.find((c) => c.address === other)?.agentsHeld === 2;
+            return dead && ((await connectedAt(other)).length === 0 || moved);
+          },
           300_000,
         );
       } finally {
