@@ -227,6 +227,8 @@ function printTable(results) {
       'cpu %',
       'cpu wait %',
       'rss MB',
+      'idle MB',
+      'KB/agent',
       'beats ok',
       'disp p50',
       'disp p99',
@@ -244,6 +246,8 @@ function printTable(results) {
       (r.cpu * 100).toFixed(0),
       (r.starved * 100).toFixed(0),
       r.rss.toFixed(0),
+      r.rssIdle.toFixed(0),
+      r.perAgentKb.toFixed(0),
       `${(r.beatsOk * 100).toFixed(0)}%`,
       `${r.p50} ms`,
       `${r.p99} ms`,
@@ -334,6 +338,8 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
       if (Date.now() - t > 120_000) throw new Error(`controller did not answer: ${r.stderr}`);
       await sleep(250);
     }
+    // The controller's RSS with the catalog open and no agent: what each agent adds is above it.
+    const rssIdle = rssMb(controller.pid);
     // Workers
     const procs = Math.min(Number(opts.procs), n);
     const per = Math.ceil(n / procs);
@@ -410,6 +416,10 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
       rssMax = Math.max(rssMax, rssMb(controller.pid));
     }
     const window = (performance.now() - t0) / 1000;
+    const perAgentKb = ((rssMax - rssIdle) * 1024) / n;
+    log(
+      `${catalog} ${n}: rss ${rssIdle.toFixed(0)} MB before the agents, ${perAgentKb.toFixed(0)} KB more per agent held`,
+    );
     const cpu = (cpuSeconds(controller.pid) - cpu0) / window;
     // Time the controller's main thread was runnable but waited for a CPU: on a loaded machine the
     // CPU share above is what it got, not what it needed.
@@ -517,6 +527,8 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
       cpu,
       starved,
       rss: rssMax,
+      rssIdle,
+      perAgentKb,
       beatsOk,
       p50,
       p99,

@@ -4,7 +4,9 @@
  * connection, opened by N clients in a child process; prints the server's growth per stream.
  * What pgfleet's controller adds per agent on top is the rest of bench/fleet-scale's figure.
  *
- *   node --expose-gc bench/grpc-session-memory.mjs default|nochannelz [N=1000]
+ *   node --expose-gc bench/grpc-session-memory.mjs default|nochannelz|smallh2|smallh2nochannelz [N=1000]
+ *   MALLOC_ARENA_MAX=2 node --expose-gc --max-semi-space-size=2 bench/grpc-session-memory.mjs default
+ * (the environment and the node flags apply to the server, the process measured).
  */
 import { createRequire } from 'node:module';
 import { fork } from 'node:child_process';
@@ -49,8 +51,23 @@ if (mode === 'client') {
     'grpc.max_connection_idle_ms': 120_000,
     'grpc.max_receive_message_length': 4 * 1024 * 1024,
   };
-  const variants = { default: base, nochannelz: { ...base, 'grpc.enable_channelz': 0 } };
+  const variants = {
+    default: base,
+    nochannelz: { ...base, 'grpc.enable_channelz': 0 },
+    // HTTP/2 settings of the agent-facing server (what packages/rpc createServer can apply to
+    // grpc-js's node servers): small HPACK tables and a small initial stream window.
+    smallh2: base,
+    smallh2nochannelz: { ...base, 'grpc.enable_channelz': 0 },
+  };
+  if (!(mode in variants)) throw new Error(`variant ${mode}: one of ${Object.keys(variants).join(', ')}`);
   const server = new grpc.Server(variants[mode]);
+  if (mode.startsWith('smallh2')) {
+    // grpc-js passes its commonServerOptions to http2.createServer at bind: private, so checked.
+    const common = server.commonServerOptions;
+    if (!common) throw new Error('grpc-js no longer has commonServerOptions');
+    common.maxDeflateDynamicTableSize = 256;
+    common.settings = { ...common.settings, headerTableSize: 256, initialWindowSize: 16 * 1024 };
+  }
   const held = [];
   server.addService(def, {
     Stream: (call) => {

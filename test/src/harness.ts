@@ -224,6 +224,8 @@ export interface Fleet {
   controllerAddress: string;
   /** Every controller's address (FleetOptions.controllers), the first being controllerAddress; agents are given them all. */
   controllerAddresses: string[];
+  /** The --controller list of agents started from now on (default controllerAddresses): the first that answers holds them. */
+  agentControllers: string[];
   pg: PgInstance;
   controller: Daemon;
   /** Every controller (FleetOptions.controllers), the first being `controller`. */
@@ -354,7 +356,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   const spawnAgent = (name: string, db: PgInstance, extraArgs: string[]): Daemon =>
     startDaemon(
       AGENT_BIN,
-      agentRunArgs(controllerAddresses.join(','), name, db, [
+      agentRunArgs(fleet.agentControllers.join(','), name, db, [
         ...agentRepoArgs,
         '--cluster-key-file',
         clusterKeyFile(name),
@@ -460,6 +462,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     clusterKeyFile: clusterKeyFile(cluster),
     controllerAddress,
     controllerAddresses,
+    agentControllers: controllerAddresses,
     pg,
     controller,
     controllers,

@@ -1376,6 +1376,67 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.deepEqual(await store.listAgentStreams(), []);
       });
 
+      test('a controller taken for dead while it paused holds its open streams again, not those that moved', async () => {
+        const store = await storeWithCluster();
+        await store.upsertAgent({ id: 'agent-2', cluster: 'main', hostname: 'db2', version: '0.1.0' }, 1000);
+        await store.heartbeatController({ id: 'paused', address: 'h:1', startedAt: 1, lastSeen: 1 });
+        await store.heartbeatController({ id: 'other', address: 'h:2', startedAt: 1, lastSeen: 5000 });
+        await store.holdAgentStream(inMain('agent-1'), 'paused', 2);
+        await store.holdAgentStream(inMain('agent-2'), 'paused', 2);
+        // 'other' takes 'paused' for dead; meanwhile agent-2 really moved to 'other'.
+        assert.equal((await store.releaseDeadStreams('other', 4000, 5000)).length, 2);
+        await store.holdAgentStream(inMain('agent-2'), 'other', 5001);
+        await store.upsertAgent({ id: 'agent-2', cluster: 'main', hostname: 'db2', version: '0.1.0' }, 5001);
+        assert.deepEqual(await store.reholdAgentStreams('paused', [inMain('agent-1'), inMain('agent-2')], 6000), [
+          inMain('agent-1'),
+        ]);
+        assert.deepEqual(
+          (await store.listAgentStreams()).map((s) => [s.agentId, s.controllerId]),
+          [
+            ['agent-1', 'paused'],
+            ['agent-2', 'other'],
+          ],
+        );
+        assert.deepEqual(
+          (await store.listAgents('main')).map((a) => [a.id, a.connected]),
+          [
+            ['agent-1', true],
+            ['agent-2', true],
+          ],
+        );
+        assert.deepEqual(await store.reholdAgentStreams('paused', [inMain('agent-1')], 7000), [], 'all held already');
+      });
+
+      test('a scheduled job and the record of its fire time are created together', async () => {
+        const store = await storeWithCluster();
+        const runs = [
+          { cluster: 'main', type: 'full' as const, lastRun: 60_000 },
+          { cluster: 'main', type: 'incr' as const, lastRun: 60_000 },
+        ];
+        const job = { id: 'sched-1', cluster: 'main', kind: 'backup' as const, agentId: 'agent-1', params: {} };
+        await store.createJobIfIdle('main', ['backup'], job, 61_000, undefined, runs);
+        assert.deepEqual(
+          (await store.listScheduleRuns('main')).map((r) => [r.type, r.lastRun]),
+          [
+            ['full', 60_000],
+            ['incr', 60_000],
+          ],
+        );
+        // Busy: neither a second job nor a later run is recorded.
+        await assert.rejects(
+          store.createJobIfIdle('main', ['backup'], { ...job, id: 'sched-2' }, 121_000, undefined, [
+            { cluster: 'main', type: 'full', lastRun: 120_000 },
+          ]),
+        );
+        assert.deepEqual(
+          (await store.listScheduleRuns('main')).map((r) => [r.type, r.lastRun]),
+          [
+            ['full', 60_000],
+            ['incr', 60_000],
+          ],
+        );
+      });
+
       test('messages left for a controller are taken once, in order, by that controller only', async () => {
         const store = await storeWithCluster();
         await store.queueAgentMessage('c2', inMain('agent-1'), new Uint8Array([1]), 1);

@@ -457,6 +457,24 @@ export class PostgresCatalogStore implements CatalogStore {
     });
   }
 
+  async reholdAgentStreams(controllerId: string, agents: readonly AgentRef[], now: number): Promise<AgentRef[]> {
+    if (agents.length === 0) return [];
+    const [held] = await this.query<{ n: string }>('SELECT count(*) AS n FROM agent_streams WHERE controller_id = $1', [
+      controllerId,
+    ]);
+    if (Number(held?.n ?? 0) >= agents.length) return [];
+    const rows = await this.query<{ cluster: string; id: string }>(
+      `WITH held AS (
+         INSERT INTO agent_streams (cluster, agent_id, controller_id, since)
+         SELECT cluster, agent_id, $3, $4 FROM unnest($1::text[], $2::text[]) AS m(cluster, agent_id)
+         ON CONFLICT (cluster, agent_id) DO NOTHING RETURNING cluster, agent_id)
+       UPDATE agents a SET connected = true FROM held WHERE a.cluster = held.cluster AND a.id = held.agent_id
+       RETURNING a.cluster, a.id`,
+      [agents.map((a) => a.cluster), agents.map((a) => a.agentId), controllerId, now],
+    );
+    return rows.map((r) => ({ cluster: r.cluster, agentId: r.id }));
+  }
+
   async queueAgentMessage(controllerId: string, agent: AgentRef, payload: Uint8Array, now: number): Promise<void> {
     // The notification goes out when the row commits, never before: the holder finds the message.
     await this.query(
@@ -678,13 +696,7 @@ export class PostgresCatalogStore implements CatalogStore {
     if (runs.length === 0) return;
     await this.transaction(async (client) => {
       if (fence) await checkFence(client, fence);
-      // One statement: all or none, and GREATEST keeps a late, older value from moving a run back.
-      await client.query(
-        `INSERT INTO schedule_runs (cluster, type, last_run)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-         ON CONFLICT (cluster, type) DO UPDATE SET last_run = GREATEST(schedule_runs.last_run, EXCLUDED.last_run)`,
-        [runs.map((r) => r.cluster), runs.map((r) => r.type), runs.map((r) => r.lastRun)],
-      );
+      await upsertScheduleRuns(client, runs);
     });
   }
 
@@ -704,6 +716,7 @@ export class PostgresCatalogStore implements CatalogStore {
     job: NewJob,
     now: number,
     fence?: LeadershipFence,
+    runs: readonly ScheduleRunRecord[] = [],
   ): Promise<JobRecord> {
     return this.transaction(async (client) => {
       // Serialises creators of this cluster until commit. Under READ COMMITTED each statement
@@ -725,6 +738,7 @@ export class PostgresCatalogStore implements CatalogStore {
         `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES ($1, $2, $3, 'queued', $4, $5::jsonb, $6) RETURNING *`,
         [job.id, job.cluster, job.kind, job.agentId, encodeJson(job.params), now],
       );
+      if (runs.length > 0) await upsertScheduleRuns(client, runs);
       return jobRow(rows.rows[0]!);
     });
   }
@@ -1120,6 +1134,17 @@ async function migrate(client: pg.PoolClient): Promise<void> {
 
 /** The NOTIFY channel of agent_messages; the payload names the controller a message was left for. */
 const AGENT_MESSAGES_CHANNEL = 'pgfleet_agent_messages';
+
+/** Schedule runs in one statement: all or none, and GREATEST keeps a late, older value from moving a run back. */
+async function upsertScheduleRuns(client: pg.PoolClient, runs: readonly ScheduleRunRecord[]): Promise<void> {
+  if (runs.length === 0) return;
+  await client.query(
+    `INSERT INTO schedule_runs (cluster, type, last_run)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+     ON CONFLICT (cluster, type) DO UPDATE SET last_run = GREATEST(schedule_runs.last_run, EXCLUDED.last_run)`,
+    [runs.map((r) => r.cluster), runs.map((r) => r.type), runs.map((r) => r.lastRun)],
+  );
+}
 
 /**
  * Refuses the transaction's writes unless `fence` is still the leadership's current epoch. FOR

@@ -396,6 +396,28 @@ export class SqliteCatalogStore implements CatalogStore {
     return rows.map(agentStreamRow);
   }
 
+  async reholdAgentStreams(controllerId: string, agents: readonly AgentRef[], now: number): Promise<AgentRef[]> {
+    if (agents.length === 0) return [];
+    const held = this.prepare('SELECT count(*) AS n FROM agent_streams WHERE controller_id = ?').get(controllerId) as {
+      n: number;
+    };
+    if (held.n >= agents.length) return [];
+    const insert = this.prepare(
+      `INSERT INTO agent_streams (cluster, agent_id, controller_id, since) VALUES (?, ?, ?, ?) ON CONFLICT (cluster, agent_id) DO NOTHING`,
+    );
+    const connect = this.prepare('UPDATE agents SET connected = 1 WHERE cluster = ? AND id = ?');
+    return this.db
+      .transaction(() => {
+        const again: AgentRef[] = [];
+        for (const a of agents) {
+          if (insert.run(a.cluster, a.agentId, controllerId, now).changes === 0) continue;
+          if (connect.run(a.cluster, a.agentId).changes > 0) again.push({ cluster: a.cluster, agentId: a.agentId });
+        }
+        return again;
+      })
+      .immediate();
+  }
+
   async releaseDeadStreams(self: string, _liveSince: number, _now: number): Promise<AgentRef[]> {
     // One controller per SQLite file: any holder but `self` is a previous run of it.
     return this.db
@@ -592,16 +614,21 @@ export class SqliteCatalogStore implements CatalogStore {
   }
 
   async recordScheduleRuns(runs: readonly ScheduleRunRecord[], fence?: LeadershipFence): Promise<void> {
+    this.db
+      .transaction(() => {
+        if (fence) this.checkFence(fence);
+        this.upsertScheduleRuns(runs);
+      })
+      .immediate();
+  }
+
+  /** Inside a transaction; MAX keeps a late, older value from moving a run back. */
+  private upsertScheduleRuns(runs: readonly ScheduleRunRecord[]): void {
     const up = this.prepare(
       `INSERT INTO schedule_runs (cluster, type, last_run) VALUES (?, ?, ?)
        ON CONFLICT (cluster, type) DO UPDATE SET last_run = MAX(last_run, excluded.last_run)`,
     );
-    this.db
-      .transaction(() => {
-        if (fence) this.checkFence(fence);
-        for (const r of runs) up.run(r.cluster, r.type, r.lastRun);
-      })
-      .immediate();
+    for (const r of runs) up.run(r.cluster, r.type, r.lastRun);
   }
 
   async createJob(job: NewJob, now: number): Promise<JobRecord> {
@@ -618,6 +645,7 @@ export class SqliteCatalogStore implements CatalogStore {
     job: NewJob,
     now: number,
     fence?: LeadershipFence,
+    runs: readonly ScheduleRunRecord[] = [],
   ): Promise<JobRecord> {
     // BEGIN IMMEDIATE takes the write lock first: a second connection to the file waits until this commits.
     return this.db
@@ -637,6 +665,7 @@ export class SqliteCatalogStore implements CatalogStore {
         this.prepare(
           `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?)`,
         ).run(job.id, job.cluster, job.kind, job.agentId, json(job.params), now);
+        this.upsertScheduleRuns(runs);
         return jobRow(this.prepare('SELECT * FROM jobs WHERE id = ?').get(job.id) as JobRow);
       })
       .immediate();

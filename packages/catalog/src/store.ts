@@ -490,6 +490,14 @@ export interface CatalogStore {
    * controllers. A SQLite catalog has one controller, `self`: every other one counts as dead.
    */
   releaseDeadStreams(self: string, liveSince: number, now: number): Promise<AgentRef[]>;
+  /**
+   * This controller still holds the streams of `agents` open: those of them the catalog holds for
+   * nobody (another controller took this one for dead and released them, after a pause longer
+   * than the lease: a long GC, a starved or frozen host) are held by it again and their agents
+   * marked connected. An agent another controller holds now (it moved) is left alone. Returns
+   * the agents held again; cheap when nothing is missing (one count).
+   */
+  reholdAgentStreams(controllerId: string, agents: readonly AgentRef[], now: number): Promise<AgentRef[]>;
   /** Leaves a message for the agent's stream on controller `controllerId`. */
   queueAgentMessage(controllerId: string, agent: AgentRef, payload: Uint8Array, now: number): Promise<void>;
   /**
@@ -560,6 +568,11 @@ export interface CatalogStore {
    * serialised per cluster, so of two controllers (or two requests) racing to start a backup or
    * an expire of one cluster exactly one creates its job. A repeat of an existing id behaves as
    * createJob does (the job is its own, not a rival).
+   *
+   * `runs`: the schedule runs (fire times) the job stands for, recorded in the same transaction
+   * (as recordScheduleRuns would), so a scheduled job and the record of its fire time exist
+   * together or not at all: a scheduler leader killed between the two can neither leave a fire
+   * time without its job nor a job whose fire time its successor fires again.
    */
   createJobIfIdle(
     cluster: string,
@@ -567,6 +580,7 @@ export interface CatalogStore {
     job: NewJob,
     now: number,
     fence?: LeadershipFence,
+    runs?: readonly ScheduleRunRecord[],
   ): Promise<JobRecord>;
   /**
    * The fence of a leadership this store holds (after tryAcquireLeadership said true), undefined

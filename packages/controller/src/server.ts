@@ -159,7 +159,7 @@ export async function startController(
       logger: logger.child({ component: 'events' }),
     });
     relay = new OutboxRelay({
-      outbox: catalogOutbox(store, now),
+      outbox: catalogOutbox(store, now, logger.child({ component: 'event-relay' })),
       publisher,
       logger: logger.child({ component: 'event-relay' }),
     });

@@ -158,6 +158,7 @@ export class ControllerPeers {
         startedAt: this.startedAt,
         lastSeen: now,
       });
+      await this.reholdStreams(now);
       const gone = await this.ctx.store.releaseDeadStreams(this.ctx.controllerId, now - LEASE_MS, now);
       if (gone.length > 0) {
         this.ctx.logger.warn(
@@ -169,6 +170,28 @@ export class ControllerPeers {
     } catch (err) {
       this.ctx.logger.warn({ err }, 'controller heartbeat not recorded in the catalog');
     }
+  }
+
+  /**
+   * A pause longer than the lease (a long GC, a starved host) made the others take this
+   * controller for dead: they released the streams it still holds open, so its agents counted
+   * as disconnected, the scheduler leader skipped their clusters and jobs for them from other
+   * controllers failed with AgentNotConnected, until each agent reconnected, which a healthy
+   * stream never does. Hold them again at the first beat after the pause.
+   */
+  private async reholdStreams(now: number): Promise<void> {
+    const open = this.ctx.sessions.all().map((s) => ({ cluster: s.cluster, agentId: s.agentId }));
+    const again = await this.ctx.store.reholdAgentStreams(this.ctx.controllerId, open, now);
+    if (again.length === 0) return;
+    // A stream that ended while this ran is released again (its end found nothing to release).
+    const ended = again.filter((a) => !this.ctx.sessions.get(a.cluster, a.agentId));
+    for (const a of ended)
+      if (await this.ctx.store.releaseAgentStream(a, this.ctx.controllerId))
+        await this.ctx.store.setAgentConnected(a, false, this.ctx.now());
+    this.ctx.logger.warn(
+      { agents: again.map((g) => `${g.cluster}/${g.agentId}`) },
+      'streams released by another controller while this one was not beating (a pause longer than the lease) are held here again',
+    );
   }
 
   private async deliverAll(): Promise<void> {

@@ -88,11 +88,11 @@ export async function startDueDrills(
     }
     if (!run) continue;
     try {
-      const job = await startDrillJob(ctx, { cluster: s.cluster, scheduledAt: run.scheduledAt.toISOString() }, fence);
-      await ctx.store.recordScheduleRuns(
-        [{ cluster: s.cluster, type: 'drill', lastRun: run.scheduledAt.getTime() }],
-        fence,
-      );
+      // Created with the record of its fire time in one transaction (a leader killed in between
+      // leaves both or neither).
+      const job = await startDrillJob(ctx, { cluster: s.cluster, scheduledAt: run.scheduledAt.toISOString() }, fence, [
+        { cluster: s.cluster, type: 'drill', lastRun: run.scheduledAt.getTime() },
+      ]);
       started.push({ cluster: s.cluster, jobId: job.id ?? '', scheduledAt: run.scheduledAt });
       log.info(
         { cluster: s.cluster, scheduledAt: run.scheduledAt.toISOString(), jobId: job.id },
@@ -103,7 +103,9 @@ export async function startDueDrills(
       // Another controller leads now: it fires this drill; the round stops here (loop.ts).
       if (e.errorName === 'LeadershipLost') throw e;
       log.warn({ cluster: s.cluster, code: e.code }, `scheduled drill not started: ${e.message}`);
-      // An agent that went away gets the run when it is back; anything else (no backup yet) waits for the next fire time.
+      // An agent not connected gets the run when it is back (no job was created, nothing recorded);
+      // a job created and then failed (AgentDisconnected: its agent went away before it was sent)
+      // recorded its fire time with it; anything else (no backup yet) waits for the next fire time.
       if (e.errorName !== 'AgentNotConnected' && e.errorName !== 'AgentDisconnected') {
         await ctx.store.recordScheduleRuns(
           [{ cluster: s.cluster, type: 'drill', lastRun: run.scheduledAt.getTime() }],

@@ -26,6 +26,7 @@
 import { fromJson, type JsonValue } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { asPgfleetError, type Logger } from '@pgfleet/core';
+import { tryLead } from '../leadership.js';
 import {
   agentRefKey,
   FLEET_POLICY_SCOPE,
@@ -580,7 +581,7 @@ export class HealthMonitor {
   private async evaluateRound(): Promise<void> {
     // Several controllers on one catalog: one of them evaluates on the timer (heartbeats are
     // evaluated by the controller holding the agent's stream).
-    if (!(await this.store.tryAcquireLeadership(HEALTH_LEADERSHIP))) return;
+    if (!(await tryLead(this.store, HEALTH_LEADERSHIP, this.opts.logger))) return;
     // Carried by the round's writes: a leader that paused while another took over writes nothing late.
     const fence = this.store.leadershipFence(HEALTH_LEADERSHIP);
     // Policies are read once for the whole round.

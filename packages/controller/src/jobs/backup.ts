@@ -9,7 +9,7 @@
  */
 import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { ErrorCodes, newJobId } from '@pgfleet/core';
-import type { BackupFrom, BackupKind, BackupRecord, LeadershipFence } from '@pgfleet/catalog';
+import type { BackupFrom, BackupKind, BackupRecord, LeadershipFence, ScheduleRunRecord } from '@pgfleet/catalog';
 import {
   BackupInfoSchema,
   backupInfoFromManifest,
@@ -123,7 +123,8 @@ export const backupJob: ControllerJobKind<'backup'> = {
 /**
  * Starts a backup of the cluster. `from` picks the host (primary, standby, prefer-standby);
  * without it the cluster's policy decides (backup_from, default primary). `scheduledAt` is the
- * fire time a scheduled backup stands for.
+ * fire time a scheduled backup stands for; `runs`, the schedule runs it records, created with the
+ * job in one transaction (store.createJobIfIdle).
  */
 export async function startBackupJob(
   ctx: ControllerContext,
@@ -132,6 +133,7 @@ export async function startBackupJob(
   params: { scheduledAt?: string; resume?: BackupResumeName } = {},
   from?: BackupFrom,
   fence?: LeadershipFence,
+  runs?: readonly ScheduleRunRecord[],
 ): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);
   const source = from ?? (await loadClusterPolicy(ctx.store, cluster)).effective.backupFrom;
@@ -148,7 +150,7 @@ export async function startBackupJob(
   // a scheduled one only while its scheduler still leads (`fence`: a paused ex-leader fires nothing).
   const job = jobOfKind(
     'backup',
-    await ctx.store.createJobIfIdle(cluster, ONE_AT_A_TIME_KINDS, created, ctx.now(), fence),
+    await ctx.store.createJobIfIdle(cluster, ONE_AT_A_TIME_KINDS, created, ctx.now(), fence, runs),
   );
   // The agent names the backup from its start time (see backupLabel in core).
   return dispatch(

@@ -27,7 +27,7 @@ import {
   type SourceCounts,
   type StartDrillRequest,
 } from '@pgfleet/proto';
-import type { LeadershipFence } from '@pgfleet/catalog';
+import type { LeadershipFence, ScheduleRunRecord } from '@pgfleet/catalog';
 import type { AgentSession } from '../agents/sessions.js';
 import { agentSession } from '../agents/peers.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
@@ -148,11 +148,15 @@ export function drillRequestFromProto(req: StartDrillRequest): DrillRequest {
 }
 
 /** Records and dispatches a drill (and, for a drill on another agent, its source capture first). */
-/** `fence`: a scheduled drill, created only while its scheduler still leads (a paused ex-leader starts none). */
+/**
+ * `fence`: a scheduled drill, created only while its scheduler still leads (a paused ex-leader
+ * starts none), with the record of its fire time (`runs`) in the same transaction.
+ */
 export async function startDrillJob(
   ctx: ControllerContext,
   req: DrillRequest,
   fence?: LeadershipFence,
+  runs?: readonly ScheduleRunRecord[],
 ): Promise<JobInfoInit> {
   await requireCluster(ctx, req.cluster);
   if (req.dump) return startDumpDrillJob(ctx, req, req.dump, fence);
@@ -198,7 +202,7 @@ export async function startDrillJob(
     agentId: session.agentId,
     params,
   };
-  const drill = await createDrillJob(ctx, created, fence);
+  const drill = await createDrillJob(ctx, created, fence, runs);
   if (!captureId) {
     return dispatch(
       ctx,
@@ -247,11 +251,13 @@ async function createDrillJob(
   ctx: ControllerContext,
   created: NewTypedJob<'drill'>,
   fence: LeadershipFence | undefined,
+  /** A scheduled drill's fire time, recorded in the same transaction as the job. */
+  runs?: readonly ScheduleRunRecord[],
 ): Promise<TypedJob<'drill'>> {
   return jobOfKind(
     'drill',
     fence
-      ? await ctx.store.createJobIfIdle(created.cluster, ['drill', 'capture'], created, ctx.now(), fence)
+      ? await ctx.store.createJobIfIdle(created.cluster, ['drill', 'capture'], created, ctx.now(), fence, runs)
       : await ctx.store.createJob(created, ctx.now()),
   );
 }

@@ -7,7 +7,8 @@
  */
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { timestampDate, timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { PgfleetError } from '@pgfleet/core';
+import { PgfleetError, type Logger } from '@pgfleet/core';
+import { tryLead } from '../leadership.js';
 import type {
   BackupRecord,
   CatalogStore,
@@ -56,11 +57,11 @@ export const OUTBOX_LEADERSHIP = 'outbox';
  * events sent under the fence of the batch's leadership: a paused ex-publisher's late mark is
  * refused (LeadershipLost; what it published twice JetStream dropped by Nats-Msg-Id).
  */
-export function catalogOutbox(store: CatalogStore, now: () => number = Date.now): Outbox {
+export function catalogOutbox(store: CatalogStore, now: () => number = Date.now, logger?: Logger): Outbox {
   let fence: LeadershipFence | undefined;
   return {
     async nextBatch(limit: number): Promise<OutboxEntry[]> {
-      if (!(await store.tryAcquireLeadership(OUTBOX_LEADERSHIP))) return [];
+      if (!(await tryLead(store, OUTBOX_LEADERSHIP, logger))) return [];
       fence = store.leadershipFence(OUTBOX_LEADERSHIP);
       return (await store.nextUnsentEvents(limit)).map((r) => ({ seq: r.seq, event: decodeOutboxEvent(r) }));
     },

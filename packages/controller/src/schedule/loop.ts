@@ -7,9 +7,12 @@
  * - Only clusters with a connected agent are scheduled: a job needs an open stream. A schedule
  *   missed while the agent was away stays due (lastRun did not move) and runs once when it is
  *   back, like catch-up after controller downtime.
- * - lastRun is persisted (schedule_runs) right after the job is dispatched, for the backup's own
- *   type and the lesser types it covers; a restarted or newly elected controller reads it back,
- *   so a run is neither repeated nor lost. A dispatch that fails records nothing: it stays due.
+ * - lastRun is persisted (schedule_runs) in the transaction that creates the job, for the backup's
+ *   own type and the lesser types it covers; a restarted or newly elected controller reads it
+ *   back, so a run is neither repeated nor lost, even when the leader dies between creating the
+ *   job and sending it. A start refused before the job exists (no agent connected, the cluster
+ *   busy) records nothing: it stays due. A job created whose agent went away before it was sent
+ *   fails (AgentDisconnected) and its fire time counts as run: the next fire time retries.
  * - The concurrency gate sees every active backup and expire job of the catalog (whichever
  *   controller started it), so limits hold across controllers and restarts.
  * - A schedule that never ran (no schedule_runs row) is not due at once: its first tick records
@@ -30,6 +33,7 @@
  * - `tick(now)` is public so tests drive the loop with their own clock instead of timers.
  */
 import { remoteSessions } from '../agents/peers.js';
+import { tryLead } from '../leadership.js';
 import { asPgfleetError, type Logger } from '@pgfleet/core';
 import {
   FLEET_POLICY_SCOPE,
@@ -119,7 +123,7 @@ export class SchedulerLoop {
   async tick(now: number = this.ctx.now()): Promise<TickReport> {
     const report: TickReport = { leader: false, started: [], waiting: [], failed: [], expireJobs: [] };
     const { store } = this.ctx;
-    if (!(await store.tryAcquireLeadership(SCHEDULER_LEADERSHIP))) return report;
+    if (!(await tryLead(store, SCHEDULER_LEADERSHIP, this.log))) return report;
     report.leader = true;
     // Carried by this round's writes: if another controller took the leadership meanwhile (this
     // one paused), they are refused (LeadershipLost) and nothing fires twice.
@@ -212,6 +216,9 @@ export class SchedulerLoop {
       for (const p of result.start) {
         let jobId: string;
         try {
+          // The job and the record of its run (and the lesser due types it covers) in one
+          // transaction: a leader killed in between leaves both or neither, so its successor
+          // neither fires this fire time again nor loses it.
           const job = await startBackupJob(
             this.ctx,
             p.cluster,
@@ -219,6 +226,7 @@ export class SchedulerLoop {
             { scheduledAt: p.scheduledAt.toISOString() },
             undefined,
             fence,
+            p.record.map((r) => ({ cluster: p.cluster, type: r.type, lastRun: r.scheduledAt.getTime() })),
           );
           jobId = job.id ?? '';
         } catch (err) {
@@ -234,11 +242,6 @@ export class SchedulerLoop {
           );
           continue;
         }
-        // The job is out: record the run (and the lesser due types it covers) so it is not started again.
-        await store.recordScheduleRuns(
-          p.record.map((r) => ({ cluster: p.cluster, type: r.type, lastRun: r.scheduledAt.getTime() })),
-          fence,
-        );
         report.started.push({ cluster: p.cluster, type: p.type, scheduledAt: p.scheduledAt, jobId });
         this.log.info(
           {
