@@ -10,11 +10,10 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { freePort, startNats, type NatsServer } from '@pgfleet/testkit';
 import { startFleet, waitFor, watchedControllerArgs, type Fleet } from './harness.js';
-import { STREAM, streamContents, type Received } from './jetstream.js';
+import { consumeClusterEvents, streamContents, type Received } from './jetstream.js';
 
 const CLUSTER = 'evt';
 
@@ -37,18 +36,7 @@ describe('events: outbox, NATS JetStream, health and metrics', { timeout: 600_00
     await fleet.pg.query('CREATE TABLE t (id serial PRIMARY KEY, filler text)');
     // The stream exists once the relay published agent.connected.
     nc = await connect({ servers: nats.url, timeout: 30_000, maxReconnectAttempts: -1 });
-    const jsm = await jetstreamManager(nc);
-    await waitFor(
-      'stream PGFLEET_EVENTS',
-      async () => ((await jsm.streams.info(STREAM).catch(() => undefined))?.state.messages ?? 0) > 0,
-      120_000,
-    );
-    // A JetStream consumer (ordered, ephemeral) receiving this cluster's events as they come.
-    const consumer = await jetstream(nc).consumers.get(STREAM, { filter_subjects: `pgfleet.events.${CLUSTER}.>` });
-    const messages = await consumer.consume();
-    void (async () => {
-      for await (const m of messages) received.push({ subject: m.subject, body: m.json() });
-    })().catch(() => undefined);
+    await consumeClusterEvents(nc, CLUSTER, received);
     await fleet.switchAndArchive();
     walDir = join(fleet.repoDir, CLUSTER, 'wal');
     walMode = (await stat(walDir)).mode & 0o7777;

@@ -347,7 +347,7 @@ export const SAMPLE_PAYLOADS: { [K in EventKind]: EventPayloadInit } = {
     value: {
       jobId: '82930415-c6d7-4e8f-9012-345678901234',
       error: {
-        code: 'PGF-6200',
+        code: ErrorCodes.DumpFailed.code,
         message: 'pg_dump of database orders failed: could not obtain lock on relation "orders"',
       },
       label: '20261124-013000-120L',

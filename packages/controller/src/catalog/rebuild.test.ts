@@ -270,7 +270,17 @@ describe('catalog rebuild', () => {
     assert.equal(code, 0);
     const report = JSON.parse(printed) as { clusters: { cluster: string; unchanged: number }[] };
     assert.deepEqual(report.clusters, [
-      { cluster: 'other', created: false, added: [], updated: [], removed: [], unchanged: 1, skipped: [] },
+      {
+        cluster: 'other',
+        created: false,
+        added: [],
+        updated: [],
+        removed: [],
+        unchanged: 1,
+        dumpsAdded: [],
+        dumpsRemoved: [],
+        skipped: [],
+      },
     ]);
     // An unsigned (older) manifest: refused until `catalog sign-manifests` adopts it, once.
     const key = repo.backupManifestKey('other', '20260303-010000F');
@@ -336,5 +346,75 @@ describe('catalog rebuild', () => {
       catalogCommand('rebuild', { catalog: join(dir, 'catalog.db') }, io),
       (err: unknown) => PgfleetError.is(err, 'InvalidConfig') && /--repo URL or --repo-path/.test(err.message),
     );
+  });
+});
+
+describe('catalog rebuild: logical dumps', () => {
+  let ddir: string;
+  let drepo: Repository;
+  let dstore: CatalogStore;
+  const dumpJson = (label: string, finished: string) =>
+    Buffer.from(
+      JSON.stringify({
+        label,
+        databases: [
+          { name: 'shop', dir: '16384', size: '1000', storedSize: '300' },
+          { name: 'crm', dir: '16385', size: '24', storedSize: '10' },
+        ],
+        started: new Date(Date.parse(finished) - 4000).toISOString(),
+        finished,
+        seconds: 4,
+        codec: 'none',
+      }),
+    );
+
+  before(async () => {
+    ddir = mkdtempSync(join(tmpdir(), 'pgfleet-rebuild-dumps-'));
+    drepo = new Repository(new PosixDriver(join(ddir, 'repo')), secretManifestKeys(SECRET));
+    await drepo.ensureClusterInfo('dm', {
+      systemIdentifier: SYSID,
+      pgVersionNum: 150010,
+      walSegmentSize: 16 * 1024 * 1024,
+    });
+    for (const [label, at] of [
+      ['20260301-010000-000L', '2026-03-01T01:00:04Z'],
+      ['20260302-010000-000L', '2026-03-02T01:00:04Z'],
+    ] as const) {
+      await drepo.objects.storeSmall(`${drepo.dumpPrefix('dm', label)}/16384/toc.dat`, Buffer.from('toc'));
+      await drepo.objects.storeSmall(`${drepo.dumpPrefix('dm', label)}/dump.json`, dumpJson(label, at));
+    }
+    // A dump whose dump.json never came (a failed or half-deleted one) is no dump.
+    await drepo.objects.storeSmall(`${drepo.dumpPrefix('dm', '20260303-010000-000L')}/16384/toc.dat`, Buffer.from('x'));
+    dstore = await openCatalog(join(ddir, 'catalog.db'));
+  });
+
+  after(async () => {
+    await dstore?.close();
+    rmSync(ddir, { recursive: true, force: true });
+  });
+
+  test('every dump.json becomes a dump row; a row whose dump.json is gone is marked expired; a second run changes nothing', async () => {
+    const first = await rebuildCatalog(dstore, drepo, { now: NOW });
+    assert.deepEqual(first.clusters[0]!.dumpsAdded, ['20260301-010000-000L', '20260302-010000-000L']);
+    assert.deepEqual(
+      (await dstore.listDumps('dm')).map((d) => [d.label, d.stopTime, d.sizeBytes, d.storedBytes]),
+      [
+        ['20260301-010000-000L', Date.parse('2026-03-01T01:00:04Z'), 1024, 310],
+        ['20260302-010000-000L', Date.parse('2026-03-02T01:00:04Z'), 1024, 310],
+      ],
+    );
+    await drepo.deleteDump('dm', '20260301-010000-000L');
+    const second = await rebuildCatalog(dstore, drepo, { now: NOW + 1 });
+    assert.deepEqual(
+      [second.clusters[0]!.dumpsAdded, second.clusters[0]!.dumpsRemoved],
+      [[], ['20260301-010000-000L']],
+    );
+    assert.match(describeRebuild(second), /dumps: 0 added, 1 marked expired/);
+    assert.deepEqual(
+      (await dstore.listDumps('dm')).map((d) => d.label),
+      ['20260302-010000-000L'],
+    );
+    const third = await rebuildCatalog(dstore, drepo, { now: NOW + 2 });
+    assert.deepEqual([third.clusters[0]!.dumpsAdded, third.clusters[0]!.dumpsRemoved], [[], []]);
   });
 });

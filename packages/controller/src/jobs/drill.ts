@@ -256,7 +256,7 @@ async function createDrillJob(
 ): Promise<TypedJob<'drill'>> {
   return jobOfKind(
     'drill',
-    fence
+    fence || runs
       ? await ctx.store.createJobIfIdle(created.cluster, ['drill', 'capture'], created, ctx.now(), fence, runs)
       : await ctx.store.createJob(created, ctx.now()),
   );

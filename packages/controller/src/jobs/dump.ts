@@ -12,7 +12,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { fromJson, toJson, type JsonValue } from '@bufbuild/protobuf';
 import { dumpLabel, ErrorCodes, isDumpLabel, newJobId, PgfleetError } from '@pgfleet/core';
-import type { DumpRecord, LeadershipFence } from '@pgfleet/catalog';
+import type { DumpRecord, LeadershipFence, ScheduleRunRecord } from '@pgfleet/catalog';
 import {
   DumpResultSchema,
   type DumpInfoSchema,
@@ -128,7 +128,8 @@ export async function startDumpJob(
   ctx: ControllerContext,
   cluster: string,
   dump: DumpJob | undefined,
-  scheduled?: { scheduledAt: string; fence?: LeadershipFence },
+  /** A scheduled dump: its fire time, recorded (`runs`) in the transaction that creates the job. */
+  scheduled?: { scheduledAt: string; fence?: LeadershipFence; runs?: readonly ScheduleRunRecord[] },
 ): Promise<MessageInitShape<typeof JobInfoSchema>> {
   await requireCluster(ctx, cluster);
   const d = dump ?? ({ databases: [], jobs: 0, lockWaitTimeoutMs: 0, withPasswords: false } as Partial<DumpJob>);
@@ -152,7 +153,7 @@ export async function startDumpJob(
   const job = jobOfKind(
     'dump',
     scheduled
-      ? await ctx.store.createJobIfIdle(cluster, ['dump'], created, ctx.now(), scheduled.fence)
+      ? await ctx.store.createJobIfIdle(cluster, ['dump'], created, ctx.now(), scheduled.fence, scheduled.runs)
       : await ctx.store.createJob(created, ctx.now()),
   );
   return dispatch(

@@ -6,7 +6,6 @@ import { planDumpRetention, type RetentionDump } from './dumps.js';
 import { DEFAULT_LOGICAL_RETENTION, effectivePolicy } from '../schedule/policy.js';
 
 const HOUR = 3_600_000;
-const DAY = 24 * HOUR;
 const at = (iso: string) => Date.parse(iso);
 const label = (ms: number) => new Date(ms).toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15) + '-000L';
 
