@@ -559,10 +559,7 @@ async function checkBlockMaps(
         message = asPgfleetError(err).message;
       }
       if (message !== undefined)
-        fault(
-          { kind: 'unreadable', label, path: f.path, key, message },
-          `unreadable block map of ${f.path} (${key})`,
-        );
+        fault({ kind: 'unreadable', label, path: f.path, key, message }, `unreadable block map of ${f.path} (${key})`);
     },
     run.o.signal,
   );
