@@ -187,7 +187,11 @@ describe('a fleet of three clusters under one controller', { timeout: 900_000 },
     for (const c of CLUSTERS)
       assert.match(
         table.stdout,
-        new RegExp(`^${c}\\s+connected\\s+\\d{8}-\\d{6}F \\(full\\)\\s+\\S+\\s+\\S+\\s+ok\\s+full (in \\S+|due)`, 'm'),
+        new RegExp(
+          // AGE, LAST DUMP (none: '-'), RPO, ARCHIVE, NEXT JOB
+          `^${c}\\s+connected\\s+\\d{8}-\\d{6}F \\(full\\)\\s+\\S+\\s+-\\s+\\S+\\s+ok\\s+full (in \\S+|due)`,
+          'm',
+        ),
       );
     // Started by the scheduler: nobody asked for a backup.
     const scheduled = (await jobs()).filter((j) => j.kind === 'backup');
