@@ -4,15 +4,20 @@
  * codec"): glibc gives every thread that allocates its own arena (the copy worker, libuv's
  * threadpool where lz4-napi, zstd and the hashes run), and after the first 1 MiB buffer is freed
  * it raises its mmap threshold so that later ones come from those arenas, which keep the memory
- * once freed: tens of MB of RSS holding nothing. Two arenas and a fixed mmap threshold of 256 KiB
- * (large buffers mapped and unmapped, as before the first free) keep RSS at what is live.
+ * once freed: tens of MB of RSS holding nothing. Two arenas bound how much of it can linger.
+ *
+ * A fixed mmap threshold (256 KiB, tried first) is not set: it made every buffer above it a fresh
+ * mmap, zero-filled by the kernel and unmapped on free. A loop allocating and filling 3,000 1 MiB
+ * Buffers took ~10 s CPU (half of it in the kernel) with it against ~1.1 s with arena_max=2 alone,
+ * and the bench's backups and restores kept their peak RSS under 140 MB with every codec without
+ * it (docs/benchmarks.md, "glibc malloc tunables, A/B").
  *
  * These are read by glibc when the process starts, so the daemon re-executes itself once with
  * them in its environment (process.execve: same PID, for systemd and pid files alike). A
  * GLIBC_TUNABLES that already names a glibc.malloc setting is the operator's choice and left
  * alone; other tunables are kept. Not glibc (musl), no execve, or not Linux: nothing happens.
  */
-export const DAEMON_MALLOC_TUNABLES = 'glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=262144';
+export const DAEMON_MALLOC_TUNABLES = 'glibc.malloc.arena_max=2';
 
 /** The GLIBC_TUNABLES value to re-execute with, or undefined when the environment is already right (or the operator's). */
 export function daemonTunables(current: string | undefined): string | undefined {
