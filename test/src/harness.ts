@@ -20,6 +20,7 @@ import { fixedKeys, openRepository, parseRepositoryUrl, secretManifestKeys, type
 import {
   chownToPostgres,
   freePort,
+  isPortListening,
   makeTempDir,
   pgEnvForChild,
   removeDir,
@@ -369,17 +370,23 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       { asPg: true },
     );
   const connectedAgent = async (name: string, agent: Daemon): Promise<void> => {
-    await waitFor(`agent of ${name} to connect`, async () => {
-      if (agent.child.exitCode !== null)
-        throw new Error(`agent exited with ${agent.child.exitCode}: ${await agent.log()}`);
-      const r = await fleet.cli('clusters', '--output', 'json');
-      return (
-        r.code === 0 &&
-        (JSON.parse(r.stdout) as { name: string; agentConnected?: boolean }[]).some(
-          (c) => c.name === name && c.agentConnected === true,
-        )
-      );
-    });
+    await waitFor(
+      `agent of ${name} to connect`,
+      async () => {
+        if (agent.child.exitCode !== null)
+          throw new Error(`agent exited with ${agent.child.exitCode}: ${await agent.log()}`);
+        if (!(await agentSaysConnected(agent))) return false;
+        const r = await fleet.cli('clusters', '--output', 'json');
+        return (
+          r.code === 0 &&
+          (JSON.parse(r.stdout) as { name: string; agentConnected?: boolean }[]).some(
+            (c) => c.name === name && c.agentConnected === true,
+          )
+        );
+      },
+      120_000,
+      100,
+    );
   };
   const repo = (
     await openRepository(
@@ -396,10 +403,12 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
             (await openRepository([parseRepositoryUrl(u)], credentials, keys)).withManifestKeys(manifestKeys),
           ),
         );
-  const pg = await startPostgres({
+  // PostgreSQL starts while the controllers do (neither needs the other to start).
+  const pgStarting = startPostgres({
     ...(archive ? { archiveCommand: agentCommand(`wal-push "%p" ${walArgs}`) } : {}),
     ...opts.pg,
   });
+  pgStarting.catch(() => {}); // awaited below, once the controllers are spawned
   const controllerAddresses: string[] = [];
   for (let i = 0; i < (opts.controllers ?? 1); i++) controllerAddresses.push(`127.0.0.1:${await freePort()}`);
   const controllerAddress = controllerAddresses[0]!;
@@ -448,6 +457,14 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       ),
     ),
   ];
+  let pg: PgInstance;
+  try {
+    pg = await pgStarting;
+  } catch (err) {
+    for (const c of controllers) await c.stop();
+    await s3?.stop();
+    throw err;
+  }
   const fleet: Fleet = {
     cluster,
     dir,
@@ -483,19 +500,25 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     async startHostAgent(db: PgInstance, agentId: string, extraArgs: string[] = []) {
       const agent = spawnAgent(cluster, db, ['--agent-id', agentId, ...extraArgs]);
       fleet.hostAgents.push({ agentId, agent });
-      await waitFor(`agent ${agentId} of ${cluster} to connect`, async () => {
-        if (agent.child.exitCode !== null)
-          throw new Error(`agent ${agentId} exited with ${agent.child.exitCode}: ${await agent.log()}`);
-        const r = await fleet.cli('clusters', '--output', 'json');
-        const list =
-          r.code === 0
-            ? (JSON.parse(r.stdout) as { name: string; hosts?: { agentId: string; connected?: boolean }[] }[])
-            : [];
-        return (
-          list.find((c) => c.name === cluster)?.hosts?.some((h) => h.agentId === agentId && h.connected === true) ??
-          false
-        );
-      });
+      await waitFor(
+        `agent ${agentId} of ${cluster} to connect`,
+        async () => {
+          if (agent.child.exitCode !== null)
+            throw new Error(`agent ${agentId} exited with ${agent.child.exitCode}: ${await agent.log()}`);
+          if (!(await agentSaysConnected(agent))) return false;
+          const r = await fleet.cli('clusters', '--output', 'json');
+          const list =
+            r.code === 0
+              ? (JSON.parse(r.stdout) as { name: string; hosts?: { agentId: string; connected?: boolean }[] }[])
+              : [];
+          return (
+            list.find((c) => c.name === cluster)?.hosts?.some((h) => h.agentId === agentId && h.connected === true) ??
+            false
+          );
+        },
+        120_000,
+        100,
+      );
       return agent;
     },
     async addCluster(name: string, more: { pg?: PgInstanceOptions } = {}) {
@@ -522,7 +545,12 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       });
       fleet.controller = controller;
       controllers[0] = controller;
-      await waitFor('restarted controller to listen', async () => (await fleet.cli('clusters')).code === 0);
+      await waitFor(
+        'restarted controller to listen',
+        async () => (await controllerListening(controllerAddress)) && (await fleet.cli('clusters')).code === 0,
+        120_000,
+        100,
+      );
     },
     async switchAndArchive() {
       const [row] = await pg.query<{ f: string }>(`SELECT pg_walfile_name(pg_switch_wal()) AS f`);
@@ -532,13 +560,14 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       });
     },
     async stop() {
-      await fleet.agent?.stop();
-      for (const h of fleet.hostAgents) await h.agent.stop();
-      for (const m of fleet.members) await m.agent.stop();
-      await fleet.controller.stop();
-      for (const c of controllers.slice(1)) await c.stop();
-      await pg.stop();
-      for (const m of fleet.members) await m.pg.stop();
+      // Agents, then controllers, then servers: each group stopped at once, in the order they depend on each other.
+      await Promise.all([
+        fleet.agent?.stop(),
+        ...fleet.hostAgents.map((h) => h.agent.stop()),
+        ...fleet.members.map((m) => m.agent.stop()),
+      ]);
+      await Promise.all([fleet.controller.stop(), ...controllers.slice(1).map((c) => c.stop())]);
+      await Promise.all([pg.stop(), ...fleet.members.map((m) => m.pg.stop())]);
       for (const r of new Set([repo, ...repoMembers])) r.close();
       await s3?.stop();
       await removeDir(dir);
@@ -556,13 +585,32 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       return `--- controller\n${await fleet.controller.log()}${others.join('')}\n--- agent\n${(await fleet.agent?.log()) ?? ''}${hosts.join('')}${members.join('')}\n--- postgres\n${await pg.log()}`;
     },
   };
-  await waitFor('controller to listen', async () => {
-    if (controller.child.exitCode !== null)
-      throw new Error(`controller exited with ${controller.child.exitCode}: ${await controller.log()}`);
-    return (await fleet.cli('clusters')).code === 0;
-  });
+  await waitFor(
+    'controller to listen',
+    async () => {
+      if (controller.child.exitCode !== null)
+        throw new Error(`controller exited with ${controller.child.exitCode}: ${await controller.log()}`);
+      return (await controllerListening(controllerAddress)) && (await fleet.cli('clusters')).code === 0;
+    },
+    120_000,
+    100,
+  );
   if (opts.startAgent ?? true) await fleet.startAgent();
   return fleet;
+}
+
+/**
+ * The cheap first half of a wait for a starting agent: its own log line, read from its file. The
+ * controller's view (the CLI) is asked only after it, instead of starting a CLI process every
+ * poll while the agent starts.
+ */
+async function agentSaysConnected(agent: Daemon): Promise<boolean> {
+  return (await agent.log()).includes('connected to controller');
+}
+
+/** The cheap first half of a wait for a starting controller: its port accepts connections (no CLI process started). */
+function controllerListening(address: string): Promise<boolean> {
+  return isPortListening(Number(address.slice(address.lastIndexOf(':') + 1)));
 }
 
 /** The manifest secret of a test fleet's controller: the file's, or a new one (0600, as the controller makes it). */

@@ -168,3 +168,28 @@ test(
     assert.ok(existsSync(dataDir), 'a dataDir the launcher did not create is never removed');
   },
 );
+
+test(
+  'startPostgres: clusters copied from the initdb template each have a system identifier of their own',
+  { timeout: 300_000 },
+  async (t) => {
+    const [a, b] = await Promise.all([startPostgres(), startPostgres()]);
+    t.after(() => Promise.all([a.stop(), b.stop()]));
+    const sysid = async (pg: PgInstance) =>
+      (await pg.query<{ id: string }>('select system_identifier::text as id from pg_control_system()'))[0]!.id;
+    const [ida, idb] = [await sysid(a), await sysid(b)];
+    assert.notEqual(ida, idb, 'two new clusters, two systems');
+    // pg_control and the WAL agree (the server starts after a restart, reading its checkpoint from
+    // the WAL whose page header carries the identifier), and pg_controldata reads the new one.
+    await a.restart();
+    assert.equal(await sysid(a), ida);
+    await a.query('select pg_switch_wal()');
+    await a.query('checkpoint');
+    await a.restart();
+    const { stdout, stderr } = await runAsPostgres(path.join(a.binDir, 'pg_controldata'), ['-D', a.dataDir]);
+    assert.match(stdout, new RegExp(`Database system identifier:\\s+${ida}\\b`));
+    assert.doesNotMatch(stdout + stderr, /CRC/, 'the CRC written with the new identifier is the right one');
+    const [cs] = await b.query<{ data_checksums: string }>('show data_checksums');
+    assert.equal(cs?.data_checksums, 'on');
+  },
+);

@@ -3,8 +3,9 @@
  *
  * Integration and e2e tests need the genuine article (WAL archiving, checksums, recovery), not a
  * mock: this starts a private cluster on a free port on 127.0.0.1 with its socket, log and
- * (by default) data dir in temp dirs, never touching a system PostgreSQL on 5432. It can also
- * start an existing data dir, e.g. one our restore just produced, and wait for it to promote.
+ * (by default) data dir in temp dirs, never touching a system PostgreSQL on 5432. A new data dir is
+ * a copy of one initdb'd template (initdb-template.ts). It can also start an existing data dir,
+ * e.g. one our restore just produced, and wait for it to promote.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { appendFile, chmod, mkdir, readFile, stat } from 'node:fs/promises';
@@ -13,6 +14,7 @@ import pg from 'pg';
 import { pidMatches, registerExitCleanup, removeDirSync, terminateSync, writeOwnerMarker } from './cleanup.js';
 import { chownToPostgres, makeTempDir, pgOsUser, removeDir, runAsPostgres, tail } from './os-user.js';
 import { freePort } from './ports.js';
+import { createDataDir } from './initdb-template.js';
 import { sleep } from '@pgfleet/core/async';
 
 export interface PgInstanceOptions {
@@ -185,15 +187,14 @@ export async function startPostgres(opts: PgInstanceOptions = {}): Promise<PgIns
   // ---- prepare the data dir ----
   if (createdDataDir) {
     try {
-      // initdb as the postgres user: it creates `data` (mode 0700) inside our postgres-owned temp dir.
-      await runAsPostgres(
-        bin('initdb'),
-        ['-D', dataDir, '-U', 'postgres', '--auth=trust', '--data-checksums', '-E', 'UTF8', '--locale=C'],
-        { cwd: runDir, timeoutMs: 120_000 },
-      );
+      // A copy of the machine's initdb'd template with a system identifier of its own, made by the
+      // postgres user: `data` (mode 0700) inside our postgres-owned temp dir.
+      await createDataDir(binDir, dataDir, runDir);
     } catch (err) {
       await cleanupDirs();
-      throw new Error(`startPostgres: initdb failed: ${(err as Error).message}`, { cause: err });
+      throw new Error(`startPostgres: initdb (or the copy of its template) failed: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     const lines = [
       '',
@@ -203,7 +204,9 @@ export async function startPostgres(opts: PgInstanceOptions = {}): Promise<PgIns
       `unix_socket_directories = ${confValue(socketDir)}`,
       'wal_level = replica',
       'max_wal_senders = 4',
-      'fsync = on',
+      // A test server outlives no crash of the machine, only of its processes (which fsync does
+      // not guard against): syncing every commit and checkpoint only made each test wait for the disk.
+      'fsync = off',
       'logging_collector = off',
     ];
     if (opts.archiveCommand !== undefined) {
