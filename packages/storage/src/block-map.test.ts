@@ -1,7 +1,7 @@
 // The block map and the chain merge: a file rebuilt from the runs of a merged map, after a chain
 // of random changes, growth and truncation, equals the file as the last backup read it.
 import { strict as assert } from 'node:assert';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { ErrorCodes } from '@pgfleet/core';
 import {
@@ -9,6 +9,7 @@ import {
   BlockMap,
   blockChanged,
   blockCount,
+  deltaWorthIt,
   MAP_BLOCK_BYTES as B,
   layerRuns,
   mergeBlockMap,
@@ -16,6 +17,8 @@ import {
   sumBlock,
   wholeFileMap,
   writeRuns,
+  xorDelta,
+  xorInto,
   type BlockMapPart,
 } from './block-map.js';
 
@@ -235,4 +238,76 @@ test('a restored run is written whole when the filesystem takes fewer bytes per 
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+describe('block checksums and XOR deltas (one-pass forms of the copy path)', () => {
+  test('sumBlock writes the first 8 bytes of the SHA-1 of the block, whatever its length and content', () => {
+    const inputs = [
+      Buffer.alloc(0),
+      Buffer.alloc(1),
+      Buffer.alloc(B),
+      Buffer.alloc(B, 0xff),
+      Buffer.alloc(B, 0x80), // bytes above 0x7f: the digest's latin1 form must give them back exactly
+      randomBytes(B - 1),
+      randomBytes(B),
+      randomBytes(100),
+      ...Array.from({ length: 200 }, () => randomBytes(B)),
+    ];
+    const sums = new Uint8Array((inputs.length + 1) * BLOCK_SUM_BYTES).fill(0xaa);
+    inputs.forEach((data, i) => sumBlock(data, sums, i + 1));
+    assert.deepEqual([...sums.subarray(0, BLOCK_SUM_BYTES)], Array(BLOCK_SUM_BYTES).fill(0xaa), 'slot 0 untouched');
+    inputs.forEach((data, i) => {
+      const want = createHash('sha1').update(data).digest().subarray(0, BLOCK_SUM_BYTES);
+      const got = sums.subarray((i + 1) * BLOCK_SUM_BYTES, (i + 2) * BLOCK_SUM_BYTES);
+      assert.deepEqual(Buffer.from(got), want, `input ${i} (${data.length} bytes)`);
+    });
+  });
+
+  /** The old two-pass form: copy, xorInto, deltaWorthIt. */
+  function twoPass(now: Buffer, before: Buffer): { x: Buffer; worth: boolean } {
+    const x = Buffer.from(now);
+    xorInto(x, 0, before, 0, B);
+    return { x, worth: deltaWorthIt(x) };
+  }
+
+  /** A prior version of `now` with `words` of its 32-bit words changed (at random places). */
+  function edited(now: Buffer, words: number): Buffer {
+    const before = Buffer.from(now);
+    const at = new Set<number>();
+    while (at.size < words) at.add(Math.floor(Math.random() * (B / 4)));
+    for (const w of at) before.writeInt32LE(before.readInt32LE(w * 4) ^ ((Math.random() * 0x7fffffff) | 1), w * 4);
+    return before;
+  }
+
+  test('xorDelta gives the XOR and the worth-it answer of xorInto + deltaWorthIt, aligned or not', () => {
+    const limit = B / 4 / 4;
+    const cases: [Buffer, Buffer][] = [];
+    for (const words of [0, 1, 2, 17, limit - 2, limit - 1, limit, limit + 1, 900, B / 4]) {
+      const now = randomBytes(B);
+      cases.push([now, edited(now, words)]);
+    }
+    cases.push([Buffer.alloc(B), Buffer.alloc(B)]);
+    cases.push([randomBytes(B), randomBytes(B)]);
+    for (let i = 0; i < 100; i++) {
+      const now = randomBytes(B);
+      cases.push([now, edited(now, Math.floor(Math.random() * (B / 4)))]);
+    }
+    for (const [now, before] of cases) {
+      const want = twoPass(now, before);
+      // Aligned: the dst and the new block at word offsets of larger buffers.
+      const dst = Buffer.alloc(3 * B, 0x55);
+      const src = Buffer.concat([randomBytes(B), now]);
+      const worth = xorDelta(dst, B, src, B, before);
+      assert.equal(worth, want.worth);
+      if (worth) assert.ok(dst.subarray(B, 2 * B).equals(want.x));
+      assert.ok(dst.subarray(0, B).equals(Buffer.alloc(B, 0x55)) && dst.subarray(2 * B).equals(Buffer.alloc(B, 0x55)));
+      // Unaligned (byte offsets 1 and 3): the byte path gives the same.
+      const dst1 = new Uint8Array(new ArrayBuffer(B + 4), 1, B + 1);
+      const src3 = new Uint8Array(new ArrayBuffer(B + 4), 3, B);
+      src3.set(now);
+      assert.equal(xorDelta(dst1, 0, src3, 0, before), want.worth);
+      if (want.worth) assert.ok(Buffer.from(dst1.subarray(0, B)).equals(want.x));
+    }
+    assert.ok(cases.some(([n, b]) => twoPass(n, b).worth) && cases.some(([n, b]) => !twoPass(n, b).worth));
+  });
 });

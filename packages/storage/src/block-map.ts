@@ -235,9 +235,16 @@ export function blockCount(size: number): number {
   return Math.ceil(size / MAP_BLOCK_BYTES);
 }
 
-/** The checksum of one block's bytes (a shorter last block: of the bytes it has) into `sums` at block `b`. */
+/**
+ * The checksum of one block's bytes (a shorter last block: of the bytes it has) into `sums` at
+ * block `b`. The digest comes back as a latin1 string (one char per byte, exact) rather than a
+ * Buffer: a Buffer is a fresh backing store per 8 KiB block, ~18% of the call's cost
+ * (docs/benchmarks.md, "Block-incremental copy path CPU").
+ */
 export function sumBlock(data: Uint8Array, sums: Uint8Array, b: number): void {
-  sums.set(hash('sha1', data, 'buffer').subarray(0, BLOCK_SUM_BYTES), b * BLOCK_SUM_BYTES);
+  const digest = hash('sha1', data, 'binary'); // latin1: one char per byte
+  const at = b * BLOCK_SUM_BYTES;
+  for (let i = 0; i < BLOCK_SUM_BYTES; i++) sums[at + i] = digest.charCodeAt(i);
 }
 
 /** Whether block `b` (checksum at `sumAt` in `sums`) must be stored: new beyond the prior map, or another checksum. */
@@ -410,6 +417,33 @@ export function deltaWorthIt(x: Uint8Array): boolean {
   const limit = words.length >> 2;
   let differing = 0;
   for (let i = 0; i < words.length; i++) if (words[i] !== 0 && ++differing >= limit) return false;
+  return true;
+}
+
+/**
+ * The XOR delta of a whole block and whether it is worth storing, in one pass: dst[dstAt, +8 KiB)
+ * = now[nowAt, +8 KiB) ^ before[0, 8 KiB), and deltaWorthIt of that. It stops at the first word
+ * past the quarter when the delta is not worth it, so `dst` then holds only part of the XOR: the
+ * caller stores the block whole (copies `now` over it).
+ */
+export function xorDelta(dst: Uint8Array, dstAt: number, now: Uint8Array, nowAt: number, before: Uint8Array): boolean {
+  const da = dst.byteOffset + dstAt;
+  const na = now.byteOffset + nowAt;
+  if ((da & 3) !== 0 || (na & 3) !== 0 || (before.byteOffset & 3) !== 0) {
+    for (let i = 0; i < MAP_BLOCK_BYTES; i++) dst[dstAt + i] = now[nowAt + i]! ^ before[i]!;
+    return deltaWorthIt(dst.subarray(dstAt, dstAt + MAP_BLOCK_BYTES));
+  }
+  const w = MAP_BLOCK_BYTES >> 2;
+  const d = new Int32Array(dst.buffer, da, w);
+  const n = new Int32Array(now.buffer, na, w);
+  const b = new Int32Array(before.buffer, before.byteOffset, w);
+  const limit = w >> 2;
+  let differing = 0;
+  for (let k = 0; k < w; k++) {
+    const x = n[k]! ^ b[k]!;
+    d[k] = x;
+    if (x !== 0 && ++differing >= limit) return false;
+  }
   return true;
 }
 

@@ -1019,10 +1019,18 @@ const STORED_BLOCK_BYTES = BLOCK_BYTES + (BLOCK_BYTES >> 8) + 1024;
 const SEALED_BLOCK_BYTES = STORED_BLOCK_BYTES + HEADER_BYTES + FRAME_OVERHEAD;
 
 /**
+ * Stored bytes gathered into one write: frames of small content (the 16 KiB frames of changed
+ * blocks, the 128 KiB ones of a mapped relation file) compress to a few KiB, sometimes a few
+ * hundred bytes (an XOR delta), and a write per frame was a thread-pool round trip per frame.
+ */
+const WRITE_BYTES = BLOCK_BYTES;
+
+/**
  * The block form (codec-blocks.ts): read 1 MiB, hash, inspect, compress it as one frame, hash and
  * append the frame; everything synchronous on this thread except the I/O, which overlaps it: the
- * next block is read while this one is compressed, and a frame is written while the next is made
- * (two buffers each way, reused).
+ * next block is read while this one is compressed, and stored bytes are written while the next
+ * frames are made (two buffers each way, reused; small frames are gathered into writes of about
+ * WRITE_BYTES).
  */
 async function storeBlocks(
   local: LocalObjectFiles,
@@ -1042,18 +1050,31 @@ async function storeBlocks(
   let pendingWrite: Promise<void> | undefined;
   let i = 0;
   let o = 0;
+  /** Stored bytes gathered in outBufs[o], not yet written. */
+  let gathered = 0;
   // Each read is one frame: a source fills the buffer it is given (fewer bytes only at its end).
   const readAt = async (buf: Buffer) => ({ bytesRead: await source.read(buf.subarray(0, frameBytes)) });
-  const put = async (out: Uint8Array) => {
-    let data = out;
-    if (codec !== 'none' || object.sealed) {
-      // Its own index: an empty file's frame and the closing sealed frame are two puts after the last block.
-      data = outBufs[o]!.subarray(0, out.length);
-      data.set(out);
-      o ^= 1;
-    }
-    await pendingWrite; // one write in flight: the object is appended in order
+  const flush = async () => {
+    if (gathered === 0) return;
+    const data = outBufs[o]!.subarray(0, gathered);
+    o ^= 1;
+    gathered = 0;
+    await pendingWrite; // one write in flight: the object is appended in order (and outBufs[o] is free again)
     pendingWrite = writer!.write(data);
+  };
+  const put = async (out: Uint8Array) => {
+    if (codec === 'none' && !object.sealed && gathered === 0 && out.length >= WRITE_BYTES) {
+      // Codec none writes a whole read buffer itself, without a copy.
+      await pendingWrite;
+      pendingWrite = writer!.write(out);
+      return;
+    }
+    // The encoder reuses its output: the frame is copied out (an empty file's frame and the
+    // closing sealed frame are two puts after the last block).
+    if (gathered + out.length > outBufs[o]!.length) await flush();
+    outBufs[o]!.set(out, gathered);
+    gathered += out.length;
+    if (gathered >= WRITE_BYTES) await flush();
   };
   let reading = readAt(inBufs[0]);
   try {
@@ -1075,6 +1096,7 @@ async function storeBlocks(
     if (object.size === 0 && codec !== 'none') await put(await object.block(inBufs[0].subarray(0, 0), true));
     const last = object.finish();
     if (last) await put(last);
+    await flush();
     await pendingWrite;
     await writer.commit(options.deferDirSync ? { deferDirSync: true } : undefined);
   } catch (err) {
