@@ -64,7 +64,7 @@ interface JobJson {
   drill?: DrillJson;
 }
 
-describe('dump drills and the dump spool', { timeout: 1_200_000 }, () => {
+describe('dump drills and the dump spool', { timeout: 1_800_000 }, () => {
   let fleet: Fleet;
   let scratch: string;
   let first: DumpJson;
