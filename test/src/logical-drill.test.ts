@@ -13,7 +13,10 @@
  * - a spool bound smaller than the dump (--dump-spool-max) fails the dump with DumpSpoolFull,
  *   nothing listed, nothing left in the repository or the spool;
  * - a full disk under the spool (--scratch-dir on a 512 KiB tmpfs mounted by the test, which runs as root)
- *   fails the dump with DiskFull quoting pg_dump, nothing listed, nothing left.
+ *   fails the dump with DiskFull quoting pg_dump, nothing listed, nothing left;
+ * - with --jobs 2, a dump whose table files were stored while pg_dump ran (the default) holds the
+ *   same files byte for byte (toc.dat aside) and the same row counts as one stored after pg_dump
+ *   (--dump-store-early off).
  * The comparison's failure (counts differ, naming the tables) is proven by the unit test
  * packages/agent/src/drill/dump-drill.test.ts: a restored dump whose counts differ cannot be
  * crafted here without forging the catalog's record.
