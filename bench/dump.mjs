@@ -25,6 +25,7 @@ const { values } = parseArgs({
     scale: { type: 'string', default: '100' },
     jobs: { type: 'string', default: '2' },
     runs: { type: 'string', default: '1' },
+    'dump-store-early': { type: 'string', default: 'on' },
   },
 });
 const scale = Number(values.scale);
@@ -34,6 +35,28 @@ const CLUSTER = 'dumpbench';
 const DB = 'bench';
 const s = (ms) => `${(ms / 1000).toFixed(1)} s`;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** The agent's own account of each run: its 'database dumped' and 'dump restored' log lines. */
+async function agentSplits() {
+  const out = [];
+  for (const line of (await fleet.agent.log()).split('\n')) {
+    let l;
+    try {
+      l = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (l.msg === 'database dumped' && l.database === DB)
+      out.push(
+        `  agent dump: pg_dump ${l.pgDumpSeconds} s, followers after it ${l.drainSeconds} s, stored after ${l.storeAfterSeconds} s; ${l.storedWhilePgDumpRan} of ${l.files} files stored while pg_dump ran`,
+      );
+    if (l.msg === 'dump restored')
+      out.push(
+        `  agent restore: fetch ${l.fetchSeconds} s, create ${l.createSeconds} s, pg_restore ${l.pgRestoreSeconds} s`,
+      );
+  }
+  return out;
+}
 
 function run(cmd, args, env) {
   return new Promise((resolve, reject) => {
@@ -54,7 +77,8 @@ async function timed(fn) {
 }
 
 // The agent spools under its default --scratch-dir (beside the data directory), as in production.
-const fleet = await startFleet({ cluster: CLUSTER, archive: false });
+const fleet = await startFleet({ cluster: CLUSTER, archive: false, startAgent: false });
+await fleet.startAgent(['--dump-store-early', values['dump-store-early']]);
 // fleet.cli kills a command after 3 minutes; a dump of scale 100 on a loaded machine takes longer.
 const cli = (...args) =>
   runNode(CLI_BIN, args, {
@@ -67,7 +91,9 @@ try {
   await pg.query(`CREATE DATABASE ${DB}`);
   const ti = await timed(() => run(join(pg.binDir, 'pgbench'), ['-i', '-q', '-s', String(scale), DB], env));
   const [{ size }] = await pg.query(`SELECT pg_size_pretty(pg_database_size('${DB}')) AS size`);
-  console.log(`pgbench -i -s ${scale}: database ${DB} ${size}, made in ${s(ti)}; --jobs ${jobs}, ${runs} run(s)`);
+  console.log(
+    `pgbench -i -s ${scale}: database ${DB} ${size}, made in ${s(ti)}; --jobs ${jobs}, ${runs} run(s), --dump-store-early ${values['dump-store-early']}`,
+  );
 
   const local = join(fleet.dir, 'local-dump');
   const times = { pgDump: [], pgfleetDump: [], pgRestore: [], pgfleetRestore: [] };
@@ -130,6 +156,7 @@ try {
       `         bare tool  pgfleet    ratio   (medians of ${runs})`,
       row('dump', times.pgDump, times.pgfleetDump),
       row('restore', times.pgRestore, times.pgfleetRestore),
+      ...(await agentSplits()),
       `load average ${loadavg()
         .map((l) => l.toFixed(1))
         .join(' ')} (other work on this machine slows every figure; ratios from one run stay comparable)`,

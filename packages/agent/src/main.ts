@@ -108,6 +108,7 @@ async function main(argv: string[]): Promise<number> {
         streamSpool: run.streamSpool || defaultStreamSpool(realPgdata),
         scratchDir: run.scratchDir || defaultScratchDir(realPgdata),
         dumpSpoolMaxBytes: parseSize(run.dumpSpoolMax, 'dump-spool-max'),
+        dumpStoreEarly: run.dumpStoreEarly === 'on',
         ...(run.tlsDir ? { tlsDir: run.tlsDir } : {}),
         clusterKeyFile: clusterKeyFileOf(run, realPgdata),
         ...(run.enrollToken ? { enrollToken: run.enrollToken } : {}),

@@ -259,6 +259,14 @@ export const AGENT_PROGRAM = {
       default: '10GiB',
     },
     {
+      name: 'dump-store-early',
+      type: 'string',
+      description:
+        "store each table's file of pg_dump's output as soon as pg_dump has closed it (seen in /proc), while the dump goes on, and remove it from the spool; off: every file after pg_dump ends. Without /proc (not Linux) it acts as off",
+      default: 'on',
+      choices: ['on', 'off'],
+    },
+    {
       name: 'tls-dir',
       type: 'string',
       description:
@@ -339,6 +347,7 @@ export const AGENT_PROGRAM = {
         'stream-spool',
         'scratch-dir',
         'dump-spool-max',
+        'dump-store-early',
         'tls-dir',
         'cluster-key-file',
         'enroll-token',
@@ -453,6 +462,8 @@ export interface AgentSettings {
   scratchDir: string;
   /** Bytes a dump's spool may hold (--dump-spool-max, logical/dump.ts). */
   dumpSpoolMaxBytes: number;
+  /** Table files stored while pg_dump runs (--dump-store-early, logical/spool-drain.ts). */
+  dumpStoreEarly: boolean;
   /** Mutual TLS: the agent's certificate directory (enrolled into on first start). */
   tlsDir?: string;
   /** Where the daemon keeps its cluster's key (security/cluster-key.ts); defaultClusterKeyFile unless set. */

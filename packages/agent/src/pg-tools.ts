@@ -45,14 +45,19 @@ export function exitCode(child: ChildProcess): Promise<number> {
   });
 }
 
-/** Runs a client program to its end (stdout ignored): its exit code and the end of its stderr. */
+/**
+ * Runs a client program to its end (stdout ignored): its exit code and the end of its stderr.
+ * `onSpawn` gets the child's pid once it runs (the dump watches pg_dump's open files by it).
+ */
 export async function runClientProgram(
   path: string,
   args: readonly string[],
   env: NodeJS.ProcessEnv,
   signal: AbortSignal,
+  onSpawn?: (pid: number) => void,
 ): Promise<{ code: number; stderr: string }> {
   const child = spawn(path, args, { env, stdio: ['ignore', 'ignore', 'pipe'], signal });
+  if (onSpawn) child.once('spawn', () => onSpawn(child.pid!));
   const err = tail(child.stderr);
   const code = await exitCode(child);
   signal.throwIfAborted();

@@ -628,6 +628,12 @@ export const ErrorCodes = {
     4,
     'This dump was taken before dumps recorded exact row counts, so a drill has nothing exact to compare with. Take a new dump (`pgfleet dump <cluster>`) and drill that one.',
   ),
+  DumpFileNotWhole: spec(
+    'PGF-6240',
+    GrpcStatus.INTERNAL,
+    1,
+    "A table file of pg_dump's output did not end as whole COPY data when the agent took it as closed, so it was not stored while pg_dump ran: the agent stores it after pg_dump ends instead (nothing to do; a dump never fails with this). Seen only in the agent's debug log.",
+  ),
   // 7xxx: network and services
   ControllerUnreachable: spec(
     'PGF-7001',

@@ -24,6 +24,7 @@ export const dumpJob: AgentJobKind<'dump'> = {
       lockWaitTimeoutMs: d.lockWaitTimeoutMs,
       withPasswords: d.withPasswords,
       uploads: Math.max(2, s.workers),
+      storeEarly: s.dumpStoreEarly,
       log: ctx.log,
       progress: ctx.progress,
       signal: ctx.signal,

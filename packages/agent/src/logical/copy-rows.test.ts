@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { CopyRowCounter, countCopyRows, tableDataEntries } from './copy-rows.js';
+import { CopyRowCounter, CopyRowTap, countCopyRows, tableDataEntries } from './copy-rows.js';
 
 /**
  * What pg_dump 15 wrote into 3351.dat.gz for a text column holding E'a\nb\\c', E'x\r\ny', NULL
@@ -53,6 +53,31 @@ describe('countCopyRows', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('CopyRowTap', () => {
+  const copy = Buffer.concat([
+    Buffer.from(Array.from({ length: 20_000 }, (_, i) => `${i}\tv${i}\n`).join('')),
+    Buffer.from('\\.\n\n\n'),
+  ]);
+  const feed = async (tap: CopyRowTap, data: Buffer, size: number) => {
+    for (let i = 0; i < data.length; i += size) await tap.push(data.subarray(i, i + size));
+    return tap.end();
+  };
+
+  it('counts gzip and plain COPY data pushed in chunks of any size', async () => {
+    const gz = gzipSync(copy);
+    for (const size of [1000, 61, gz.length]) assert.equal(await feed(new CopyRowTap(true), gz, size), 20_000);
+    assert.equal(await feed(new CopyRowTap(false), copy, 333), 20_000);
+  });
+
+  it('gzip cut short (a file read before pg_dump closed it) rejects; plain data without \\. has no count', async () => {
+    const gz = gzipSync(copy);
+    await assert.rejects(feed(new CopyRowTap(true), gz.subarray(0, gz.length - 4), 512));
+    // An empty file (created, nothing written yet): no count either way.
+    assert.equal(await feed(new CopyRowTap(true), Buffer.alloc(0), 1).catch(() => undefined), undefined);
+    assert.equal(await feed(new CopyRowTap(false), copy.subarray(0, 1000), 100), undefined);
   });
 });
 

@@ -15,10 +15,10 @@
  * pg_class oid (names are printed unquoted, so they are never parsed).
  */
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
+import { finished } from 'node:stream/promises';
+import { createGunzip, type Gunzip } from 'node:zlib';
 import { PgfleetError } from '@pgfleet/core';
 import { exitCode, tail } from '../pg-tools.js';
 
@@ -61,6 +61,59 @@ export class CopyRowCounter {
   }
 }
 
+/** Bytes of decompressed COPY text handed to the counter at once (zlib's default is 16 KiB). */
+const GUNZIP_CHUNK = 256 * 1024;
+
+/**
+ * Counts the rows of one table data file fed to it chunk by chunk as pg_dump wrote it (`.dat`, or
+ * gzip's `.dat.gz`): the count of a file read once, while it is stored (spool-drain.ts). `end`
+ * answers undefined for bytes that are not whole COPY data (no `\.` line), and rejects for gzip
+ * that does not end as a complete gzip stream (a file cut short).
+ */
+export class CopyRowTap {
+  private readonly counter = new CopyRowCounter();
+  private readonly gunzip: Gunzip | undefined;
+  /** The gunzip's end (or its error); handled at once so an error waits for push or end. */
+  private readonly done: Promise<void>;
+
+  constructor(gzip: boolean) {
+    if (!gzip) {
+      this.gunzip = undefined;
+      this.done = Promise.resolve();
+      return;
+    }
+    // Output in large pieces: the count runs per piece on this thread, the inflate on the threadpool.
+    const z = createGunzip({ chunkSize: GUNZIP_CHUNK });
+    z.on('data', (d: Buffer) => this.counter.push(d));
+    this.gunzip = z;
+    this.done = finished(z);
+    this.done.catch(() => {});
+  }
+
+  /** Feeds the next bytes; waits while the decompressor is behind (backpressure). */
+  async push(chunk: Buffer): Promise<void> {
+    const z = this.gunzip;
+    if (!z) {
+      this.counter.push(chunk);
+      return;
+    }
+    if (z.errored) throw z.errored;
+    if (!z.write(chunk)) await Promise.race([once(z, 'drain'), this.done]);
+  }
+
+  /** The rows, once every byte was pushed (see the class). */
+  async end(): Promise<number | undefined> {
+    this.gunzip?.end();
+    await this.done;
+    return this.counter.rows;
+  }
+
+  /** Stops the decompressor of a file given up on. */
+  destroy(): void {
+    this.gunzip?.destroy();
+  }
+}
+
 /**
  * The rows of one table data file of a -Fd dump (`.dat` or gzip's `.dat.gz`, pg_dump's default);
  * undefined for other compressions (lz4, zstd: not what the agent asks pg_dump for) or a file
@@ -69,17 +122,13 @@ export class CopyRowCounter {
 export async function countCopyRows(path: string, signal?: AbortSignal): Promise<number | undefined> {
   const gz = path.endsWith('.dat.gz');
   if (!gz && !path.endsWith('.dat')) return undefined;
-  const counter = new CopyRowCounter();
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      counter.push(chunk);
-      cb();
-    },
-  });
-  const opts = signal ? { signal } : {};
-  if (gz) await pipeline(createReadStream(path), createGunzip(), sink, opts);
-  else await pipeline(createReadStream(path), sink, opts);
-  return counter.rows;
+  const tap = new CopyRowTap(gz);
+  try {
+    for await (const chunk of createReadStream(path, signal ? { signal } : {})) await tap.push(chunk as Buffer);
+    return await tap.end();
+  } finally {
+    tap.destroy();
+  }
 }
 
 /** `<dumpId>; <tableoid> <oid> TABLE DATA ...` of `pg_restore --list`. */

@@ -1,13 +1,15 @@
 /**
  * Logical backups (`pgfleet dump`, docs/logical.md): per database, pg_dump in directory format
  * (-Fd: the only format pg_dump and pg_restore run in parallel) into a spool directory under the
- * agent's scratch area, then every file stored through the repository layer (sha256 of content
- * and stored bytes, encrypted when the cluster is, in every repository of the job), and the spool
- * removed. pg_dump compresses its table files itself (gzip, its default for -Fd), inside its
- * parallel workers and while it reads; the repository stores those bytes as they are (codec
- * none). Letting pg_dump write uncompressed and the repository compress afterwards measured
- * 3.3x the bare pg_dump's time (two passes over the data, one of them on the agent's single
- * thread); this way a dump costs pg_dump's own time plus a copy of its compressed output.
+ * agent's scratch area, every file stored through the repository layer (sha256 of content and
+ * stored bytes, encrypted when the cluster is, in every repository of the job), and the spool
+ * removed. Each table's data file is stored while pg_dump still writes the others (spool-drain.ts:
+ * followed as it grows, complete once no pg_dump process has it open) and leaves the spool then;
+ * what is left (large objects, toc.dat last) is stored once pg_dump has ended. pg_dump compresses
+ * its table files itself (gzip, its default for -Fd), inside its parallel workers and while it
+ * reads; the repository stores those bytes as they are (codec none). Letting pg_dump write
+ * uncompressed and the repository compress afterwards measured 3.3x the bare pg_dump's time (two
+ * passes over the data, one of them on the agent's single thread).
  *
  * One snapshot per database: pg_dump takes it (with --jobs its workers import the leader's
  * exported snapshot), so each database is consistent in itself. pg_dump takes ACCESS SHARE locks
@@ -20,7 +22,7 @@
  * The manifest (dump.json, the DumpResult) is written last: a failed dump removes what it stored
  * and leaves no manifest, and the controller lists only dumps whose job succeeded.
  *
- * Each table's exact rows are counted from its data file as the file is stored (copy-rows.ts) and
+ * Each table's exact rows are counted from its data file's bytes as they are stored (copy-rows.ts) and
  * kept in the DumpResult (DumpTable.rows): what a dump drill compares the restored tables with.
  *
  * The spool is bounded: pg_dump's output is measured while it runs (and once more when it ends),
@@ -34,6 +36,7 @@ import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { toJson } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
@@ -45,6 +48,8 @@ import type { Codec, Repository, StoredFile } from '@pgfleet/storage';
 import { sweepDeadSpools } from '../backup/entry-spool.js';
 import { exitCode, libpqEnv, runClientProgram, tail } from '../pg-tools.js';
 import { countCopyRows, readTableDataEntries } from './copy-rows.js';
+import { processTreeOpenFiles, type OpenFilesProbe } from './open-files.js';
+import { SpoolDrain, type DrainedFile } from './spool-drain.js';
 import type { Progress } from '../progress.js';
 
 type DumpFileInit = MessageInitShape<typeof DumpFileSchema>;
@@ -71,6 +76,13 @@ export interface DumpOptions {
   withPasswords: boolean;
   /** Files stored at once. */
   uploads: number;
+  /**
+   * Store each table file once pg_dump has closed it, while pg_dump goes on (spool-drain.ts;
+   * --dump-store-early); false: every file after pg_dump ends. Default true.
+   */
+  storeEarly?: boolean;
+  /** How pg_dump's open files are seen (tests); default processTreeOpenFiles, /proc. */
+  openFilesProbe?: (pid: number, dir: string) => OpenFilesProbe;
   log: Logger;
   progress: (p: Progress) => void;
   signal: AbortSignal;
@@ -225,74 +237,105 @@ async function dumpDatabase(
     `--file=${dir}`,
     `--jobs=${Math.max(1, o.jobs)}`,
     ...(o.lockWaitTimeoutMs > 0 ? [`--lock-wait-timeout=${o.lockWaitTimeoutMs}`] : []),
+    // The spool is scratch (what must last is the repository's copy, written with its own fsync),
+    // and pg_dump's closing fsync pass would reopen files the drain has stored and removed.
+    '--no-sync',
     '--no-password',
   ];
-  await runBoundedPgDump(o, binDir, args, db.name, dir);
+  const key = (name: string) => `${prefix}/${db.oid}/${name}`;
+  const store = (name: string, content: Readable) =>
+    o.repo.writeObject(
+      key(name),
+      content,
+      o.codec,
+      [],
+      o.level !== undefined ? { level: o.level } : {},
+    ) as Promise<StoredFile>;
+  const tPgDump = Date.now();
+  const { early, exitedAt } = await runDrainedPgDump(o, binDir, args, db.name, dir, store);
+  const tDrained = Date.now();
   // Which data file is which table's: the TOC's TABLE DATA entries by table oid.
   const entries = await readTableDataEntries(join(binDir, 'pg_restore'), dir);
+  // What is still in the spool: files not stored while pg_dump ran (and toc.dat).
   const names = (await readdir(dir)).sort();
   const tableOfFile = new Map<string, DumpTableInit>();
+  const allNames = [...names, ...early.keys()];
   for (const t of tables) {
     const id = entries.get(t.oid);
-    const file = id === undefined ? undefined : names.find((n) => n === `${id}.dat.gz` || n === `${id}.dat`);
+    const file = id === undefined ? undefined : allNames.find((n) => n === `${id}.dat.gz` || n === `${id}.dat`);
     if (file) tableOfFile.set(file, t.table);
   }
-  const sizes = await Promise.all(names.map(async (n) => (await stat(join(dir, n))).size));
-  const total = sizes.reduce((a, b) => a + b, 0);
+  const files = new Map<string, DumpFileInit>();
   let done = 0;
-  let filesDone = 0;
-  const key = (name: string) => `${prefix}/${db.oid}/${name}`;
-  // Largest first, a few at once: the table files are independent objects.
-  const order = names.map((_, i) => i).sort((x, y) => sizes[y]! - sizes[x]!);
-  const files: DumpFileInit[] = new Array(names.length);
-  await mapLimit(
-    order,
-    o.uploads,
-    async (i) => {
-      const table = tableOfFile.get(names[i]!);
-      // The rows counted from a second read of the file (from the page cache) while it is stored.
-      const [stored, rows] = await Promise.all([
-        o.repo.writeObject(
-          key(names[i]!),
-          createReadStream(join(dir, names[i]!)),
-          o.codec,
-          [],
-          o.level !== undefined ? { level: o.level } : {},
-        ) as Promise<StoredFile>,
-        table ? countCopyRows(join(dir, names[i]!), o.signal) : undefined,
-      ]);
-      if (table && rows !== undefined) {
-        table.rows = BigInt(rows);
-        table.rowsCounted = true;
-      }
-      files[i] = { name: names[i]!, ...storedFigures(stored) };
-      done += sizes[i]!;
-      filesDone++;
-      o.progress({
-        phase: 'store',
-        bytesDone: done,
-        bytesTotal: total,
-        filesDone,
-        filesTotal: names.length,
-        message: db.name,
-      });
-    },
-    o.signal,
-  );
+  for (const [name, f] of early) {
+    files.set(name, { name, ...storedFigures(f.stored) });
+    const table = tableOfFile.get(name);
+    if (table) {
+      table.rows = BigInt(f.rows);
+      table.rowsCounted = true;
+    }
+    done += f.stored.size;
+  }
+  const sizes = new Map(await Promise.all(names.map(async (n) => [n, (await stat(join(dir, n))).size] as const)));
+  const total = done + [...sizes.values()].reduce((a, b) => a + b, 0);
+  const filesTotal = early.size + names.length;
+  const storeRest = async (name: string) => {
+    const table = tableOfFile.get(name);
+    // The rows counted from a second read of the file (from the page cache) while it is stored.
+    const [stored, rows] = await Promise.all([
+      store(name, createReadStream(join(dir, name))),
+      table ? countCopyRows(join(dir, name), o.signal) : undefined,
+    ]);
+    if (table && rows !== undefined) {
+      table.rows = BigInt(rows);
+      table.rowsCounted = true;
+    }
+    files.set(name, { name, ...storedFigures(stored) });
+    done += sizes.get(name)!;
+    o.progress({
+      phase: 'store',
+      bytesDone: done,
+      bytesTotal: total,
+      filesDone: files.size,
+      filesTotal,
+      message: db.name,
+    });
+  };
+  // Largest first, a few at once: the table files are independent objects. toc.dat last.
+  const rest = names.filter((n) => n !== TOC).sort((x, y) => sizes.get(y)! - sizes.get(x)!);
+  await mapLimit(rest, o.uploads, storeRest, o.signal);
+  if (sizes.has(TOC)) await storeRest(TOC);
   await removeSpool(dir, o.log);
-  const size = files.reduce((a, f) => a + Number(f.size ?? 0), 0);
-  const storedSize = files.reduce((a, f) => a + Number(f.storedSize ?? 0), 0);
-  o.log.info({ database: db.name, files: files.length, size, storedSize }, 'database dumped');
+  const recorded = [...files.values()].sort((a, b) => (a.name! < b.name! ? -1 : a.name! > b.name! ? 1 : 0));
+  const size = recorded.reduce((a, f) => a + Number(f.size ?? 0), 0);
+  const storedSize = recorded.reduce((a, f) => a + Number(f.storedSize ?? 0), 0);
+  o.log.info(
+    {
+      database: db.name,
+      files: recorded.length,
+      storedWhilePgDumpRan: early.size,
+      size,
+      storedSize,
+      // Where the time went: pg_dump, the followers' ends after it, the rest stored after them.
+      pgDumpSeconds: (exitedAt - tPgDump) / 1000,
+      drainSeconds: (tDrained - exitedAt) / 1000,
+      storeAfterSeconds: (Date.now() - tDrained) / 1000,
+    },
+    'database dumped',
+  );
   return {
     name: db.name,
     dir: db.oid,
-    files,
+    files: recorded,
     tables: tables.map((t) => t.table),
     size: BigInt(size),
     storedSize: BigInt(storedSize),
     seconds: (Date.now() - t0) / 1000,
   };
 }
+
+/** pg_dump's table of contents: stored last. */
+const TOC = 'toc.dat';
 
 function storedFigures(s: StoredFile): { size: bigint; sha256: string; storedSize: bigint; storedSha256: string } {
   return { size: BigInt(s.size), sha256: s.sha256, storedSize: BigInt(s.storedSize), storedSha256: s.storedSha256 };
@@ -363,18 +406,24 @@ async function spoolBytes(dir: string): Promise<number> {
 
 /**
  * pg_dump into `dir`, measured every SPOOL_CHECK_MS and once more at its end: past
- * o.spoolMaxBytes it is stopped and the dump fails (DumpSpoolFull); a full disk is DiskFull.
+ * o.spoolMaxBytes it is stopped and the dump fails (DumpSpoolFull); a full disk is DiskFull. The
+ * spool counts what is in it: table files the drain stored while pg_dump ran have left it.
+ * Unless o.storeEarly is false, the same rounds drive the SpoolDrain (spool-drain.ts), and its
+ * files stored early are returned; after any failure its followers are stopped and waited for
+ * before this throws, so the caller's removal of the dump is the last word in the repository.
  */
-async function runBoundedPgDump(
+async function runDrainedPgDump(
   o: DumpOptions,
   binDir: string,
   args: string[],
   database: string,
   dir: string,
-): Promise<void> {
+  store: (name: string, content: Readable) => Promise<StoredFile>,
+): Promise<{ early: ReadonlyMap<string, DrainedFile>; exitedAt: number }> {
   const max = o.spoolMaxBytes;
   const stop = new AbortController();
   let over: number | undefined;
+  let drain: SpoolDrain | undefined;
   const measure = async () => {
     const bytes = await spoolBytes(dir);
     if (max !== undefined && bytes > max && over === undefined) {
@@ -382,40 +431,80 @@ async function runBoundedPgDump(
       stop.abort();
     }
   };
+  let reported = 0;
+  const round = async () => {
+    await measure();
+    await drain?.tick();
+    if (drain && drain.bytesStored !== reported)
+      o.progress({
+        phase: 'dump',
+        bytesDone: drain.bytesStored,
+        bytesTotal: 0,
+        filesDone: 0,
+        filesTotal: 0,
+        message: database,
+      });
+    reported = drain?.bytesStored ?? 0;
+  };
   let timer: NodeJS.Timeout | undefined;
   let measuring: Promise<void> = Promise.resolve();
-  if (max !== undefined)
-    timer = setInterval(() => {
-      measuring = measuring.then(measure);
-    }, SPOOL_CHECK_MS);
   const tooBig = () =>
     new PgfleetError(
       'DumpSpoolFull',
       `pg_dump of database '${database}' wrote ${over} bytes into ${dir}, more than --dump-spool-max (${max} bytes)`,
     );
-  let result: { code: number; stderr: string };
+  const onSpawn = (pid: number) => {
+    if (o.storeEarly !== false)
+      drain = new SpoolDrain({
+        dir,
+        probe: (o.openFilesProbe ?? processTreeOpenFiles)(pid, dir),
+        // pg_dump has at most --jobs files open at once: the rest of the places serve closed ones.
+        limit: o.uploads + Math.max(1, o.jobs),
+        store,
+        beforeRemove: measure,
+        log: o.log,
+      });
+    if (max !== undefined || drain)
+      timer = setInterval(() => {
+        measuring = measuring.then(round);
+      }, SPOOL_CHECK_MS);
+  };
   try {
-    // The database by environment, not --dbname: a name holding '=' would be read as a connection string.
-    result = await runClientProgram(
-      join(binDir, 'pg_dump'),
-      args,
-      libpqEnv({ ...o.pg, database }, APP),
-      AbortSignal.any([o.signal, stop.signal]),
-    );
+    let result: { code: number; stderr: string };
+    try {
+      // The database by environment, not --dbname: a name holding '=' would be read as a connection string.
+      result = await runClientProgram(
+        join(binDir, 'pg_dump'),
+        args,
+        libpqEnv({ ...o.pg, database }, APP),
+        AbortSignal.any([o.signal, stop.signal]),
+        onSpawn,
+      );
+    } catch (err) {
+      if (over !== undefined && !o.signal.aborted) throw tooBig();
+      throw err;
+    } finally {
+      clearInterval(timer);
+      await measuring;
+    }
+    const exitedAt = Date.now();
+    const { code, stderr } = result;
+    if (code !== 0) {
+      // pg_dump's words for a full disk: "could not write to file ...: No space left on device".
+      if (/No space left on device|Disk quota exceeded/i.test(stderr))
+        throw new PgfleetError('DiskFull', `pg_dump of database '${database}' filled the disk of ${dir}: ${stderr}`);
+      throw new PgfleetError('DumpFailed', `pg_dump of database '${database}' failed (exit ${code}): ${stderr}`);
+    }
+    await measure();
+    if (over !== undefined) throw tooBig();
+    if (!drain) return { early: new Map(), exitedAt };
+    drain.pgDumpEnded();
+    const early = await drain.finish();
+    // The followers measured the spool once more before each removal.
+    if (over !== undefined) throw tooBig();
+    return { early, exitedAt };
   } catch (err) {
-    if (over !== undefined && !o.signal.aborted) throw tooBig();
+    await drain?.stop(err instanceof Error ? err : new Error(String(err)));
     throw err;
-  } finally {
-    clearInterval(timer);
-    await measuring;
   }
-  const { code, stderr } = result;
-  if (code !== 0) {
-    // pg_dump's words for a full disk: "could not write to file ...: No space left on device".
-    if (/No space left on device|Disk quota exceeded/i.test(stderr))
-      throw new PgfleetError('DiskFull', `pg_dump of database '${database}' filled the disk of ${dir}: ${stderr}`);
-    throw new PgfleetError('DumpFailed', `pg_dump of database '${database}' failed (exit ${code}): ${stderr}`);
-  }
-  await measure();
-  if (over !== undefined) throw tooBig();
 }
