@@ -21,6 +21,11 @@
  *
  * A quick run: --agents 1000 --steady 15 --dispatches 100 --backups 20000 (a minute or two per
  * catalog). The catalog is seeded directly through the catalog store before the controller starts.
+ *
+ * The controller runs as deployed: with the NODE_OPTIONS of deploy/systemd/pgfleet-controller.service
+ * (printed at the start of each run; FLEET_CONTROLLER_NODE_OPTIONS='' runs it with node's
+ * defaults). FLEET_CONTROLLER_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/x' adds node flags (a
+ * profile). ListClusters and ListBackups are timed over every page, as the CLI fetches them.
  */
 import { fork, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -280,6 +285,8 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
   await writeFile(secret, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
   const address = `127.0.0.1:${await freePort()}`;
   const logFile = join(dir, 'controller.log');
+  const nodeOptions = productionNodeOptions();
+  log(`${catalog} ${n}: controller NODE_OPTIONS='${nodeOptions}' (deploy/systemd/pgfleet-controller.service)`);
   const { openSync } = await import('node:fs');
   const out = openSync(logFile, 'a');
   const controller = spawn(
@@ -310,8 +317,10 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
     {
       stdio: ['ignore', out, out],
       // FLEET_GRPC_TRACE=keepalive (say) traces grpc-js inside the controller, into its log.
+      // Run as deployed: the unit's NODE_OPTIONS (the young generation's cap matters to RSS).
       env: {
         ...process.env,
+        NODE_OPTIONS: [process.env.NODE_OPTIONS, nodeOptions].filter(Boolean).join(' '),
         ...(process.env.FLEET_GRPC_TRACE ? { GRPC_TRACE: process.env.FLEET_GRPC_TRACE, GRPC_VERBOSITY: 'DEBUG' } : {}),
       },
     },
@@ -473,8 +482,14 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
       }
       return t.sort((a, b) => a - b)[Math.floor(t.length / 2)];
     };
-    const statusCall = await timeCall(() => admin.listClusters({}));
-    const backupsCall = await timeCall(() => admin.listBackups({ cluster: cluster(0) }));
+    // Every page, as the CLI fetches them (ListClusters and ListBackups are paged).
+    const allPages = async (call) => {
+      let pageToken = '';
+      do pageToken = (await call({ pageSize: 5000, pageToken })).nextPageToken;
+      while (pageToken);
+    };
+    const statusCall = await timeCall(() => allPages((p) => admin.listClusters(p)));
+    const backupsCall = await timeCall(() => allPages((p) => admin.listBackups({ cluster: cluster(0), ...p })));
     log(
       `${catalog} ${n}: calls from a connected client (median): ListClusters ${statusCall.toFixed(0)} ms, ListBackups ${cluster(0)} ${backupsCall.toFixed(0)} ms`,
     );
@@ -546,6 +561,18 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
     if (!opts['keep-logs']) await rm(dir, { recursive: true, force: true });
     else log(`logs kept in ${dir}`);
   }
+}
+
+/**
+ * The NODE_OPTIONS the controller runs with in production, read from the systemd unit (the compose
+ * file sets the same) so the bench measures what is deployed; FLEET_CONTROLLER_NODE_OPTIONS
+ * overrides it ('' for node's defaults).
+ */
+function productionNodeOptions() {
+  if (process.env.FLEET_CONTROLLER_NODE_OPTIONS !== undefined) return process.env.FLEET_CONTROLLER_NODE_OPTIONS;
+  const unit = readFileSync(join(ROOT, 'deploy/systemd/pgfleet-controller.service'), 'utf8');
+  const m = /^Environment=NODE_OPTIONS=(.*)$/m.exec(unit);
+  return m ? m[1].replace(/^"|"$/g, '').trim() : '';
 }
 
 /** The controller process's user+system CPU seconds. */

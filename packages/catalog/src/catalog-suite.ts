@@ -1362,6 +1362,25 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.deepEqual([await store.listControllers(), await store.listAgentStreams()], [[], []]);
       });
 
+      test("the streams of one cluster: only that cluster's, by agent", async () => {
+        const store = await storeWithCluster();
+        await store.upsertAgent({ id: 'agent-0', cluster: 'main', hostname: 'db0', version: '0.1.0' }, 1000);
+        await store.upsertCluster({ name: 'other', systemIdentifier: '7300000000000000002', pgVersion: 170002 }, 1000);
+        await store.upsertAgent({ id: 'agent-1', cluster: 'other', hostname: 'db9', version: '0.1.0' }, 1000);
+        await store.holdAgentStream({ cluster: 'other', agentId: 'agent-1' }, 'c2', 5);
+        await store.holdAgentStream(inMain('agent-1'), 'c1', 6);
+        await store.holdAgentStream(inMain('agent-0'), 'c2', 7);
+        assert.deepEqual(
+          (await store.listAgentStreams('main')).map((s) => [s.cluster, s.agentId, s.controllerId]),
+          [
+            ['main', 'agent-0', 'c2'],
+            ['main', 'agent-1', 'c1'],
+          ],
+        );
+        assert.deepEqual(await store.listAgentStreams('ghost'), []);
+        assert.equal((await store.listAgentStreams()).length, 3);
+      });
+
       test('a stream released by a controller that no longer holds it stays with the new holder', async () => {
         const store = await storeWithCluster();
         await store.holdAgentStream(inMain('agent-1'), 'c1', 1);

@@ -433,9 +433,16 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows[0]?.mine !== false;
   }
 
-  async listAgentStreams(): Promise<AgentStreamRecord[]> {
+  async listAgentStreams(cluster?: string): Promise<AgentStreamRecord[]> {
     return (
-      await this.query<AgentStreamRow>('SELECT * FROM agent_streams ORDER BY cluster COLLATE "C", agent_id COLLATE "C"')
+      cluster === undefined
+        ? await this.query<AgentStreamRow>(
+            'SELECT * FROM agent_streams ORDER BY cluster COLLATE "C", agent_id COLLATE "C"',
+          )
+        : await this.query<AgentStreamRow>(
+            'SELECT * FROM agent_streams WHERE cluster = $1 ORDER BY agent_id COLLATE "C"',
+            [cluster],
+          )
     ).map(agentStreamRow);
   }
 

@@ -391,8 +391,12 @@ export class SqliteCatalogStore implements CatalogStore {
     return true;
   }
 
-  async listAgentStreams(): Promise<AgentStreamRecord[]> {
-    const rows = this.prepare('SELECT * FROM agent_streams ORDER BY cluster, agent_id').all() as AgentStreamRow[];
+  async listAgentStreams(cluster?: string): Promise<AgentStreamRecord[]> {
+    const rows = (
+      cluster === undefined
+        ? this.prepare('SELECT * FROM agent_streams ORDER BY cluster, agent_id').all()
+        : this.prepare('SELECT * FROM agent_streams WHERE cluster = ? ORDER BY agent_id').all(cluster)
+    ) as AgentStreamRow[];
     return rows.map(agentStreamRow);
   }
 

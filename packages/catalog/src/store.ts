@@ -483,7 +483,8 @@ export interface CatalogStore {
    * flag and jobs are that controller's business.
    */
   releaseAgentStream(agent: AgentRef, controllerId: string): Promise<boolean>;
-  listAgentStreams(): Promise<AgentStreamRecord[]>;
+  /** Every agent stream a controller holds, or only those of `cluster` (a dispatch asks for one of 10,000). */
+  listAgentStreams(cluster?: string): Promise<AgentStreamRecord[]>;
   /**
    * Marks disconnected the agents whose stream no live controller holds (no holding, or a holder
    * not seen since `liveSince`: it died), forgets those holdings and the messages left for dead

@@ -33,6 +33,8 @@ import {
   err,
   follow,
   followAndPrint,
+  listAllBackups,
+  listAllClusters,
   ms,
   out,
   printJson,
@@ -104,10 +106,17 @@ function connectionSettings(parsed: ParsedCommand): ConnectionSettings {
   return settingsOf(CONNECTION_OPTIONS, ownTimeout ? { ...parsed.options, timeout: undefined } : parsed.options);
 }
 
+/** The largest controller response the CLI accepts (gRPC's default is 4 MiB). */
+const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
+
 function connect(settings: ConnectionSettings): Admin {
   return createClient(AdminService, settings.controller, {
     defaultDeadlineMs: settings.timeout * 1000,
     unavailableError: 'ControllerUnreachable',
+    // Listings come in pages well under gRPC's 4 MiB default (admin/paging.ts); the larger
+    // limit only keeps a response that grows past it anyway (a cluster with very many hosts
+    // or dumps) from failing.
+    channelOptions: { 'grpc.max_receive_message_length': MAX_RESPONSE_BYTES },
     credentials: settings.caCert
       ? clientTlsCredentials({ caPem: readOptionFile('ca-cert', settings.caCert) })
       : insecureCredentials(settings.insecure, 'pgfleet', settings.controller),
@@ -257,7 +266,7 @@ function restoreRequestFromOptions(cluster: string, options: OptionValues) {
 }
 
 async function clusters(admin: Admin, json: boolean): Promise<number> {
-  const { clusters } = await admin.listClusters({});
+  const clusters = await listAllClusters(admin);
   if (json) {
     printJson(ClusterInfoSchema, clusters);
     return 0;
@@ -292,7 +301,7 @@ async function clusters(admin: Admin, json: boolean): Promise<number> {
 }
 
 async function backups(admin: Admin, cluster: string, json: boolean): Promise<number> {
-  const { backups } = await admin.listBackups({ cluster });
+  const backups = await listAllBackups(admin, cluster);
   if (json) {
     printJson(BackupInfoSchema, backups);
     return 0;

@@ -21,6 +21,7 @@ import {
   JobState,
   type AdminService,
   type BackupInfo,
+  type ClusterInfo,
   type ExpireResult,
   type JobInfo,
   type RestoreResult,
@@ -33,6 +34,42 @@ import { ProgressView } from './progress-view.js';
 export type Admin = Client<typeof AdminService> & { close(): void };
 
 const JSON_OPTIONS = { alwaysEmitImplicit: true } as const;
+
+/**
+ * Rows per listing page the CLI asks for: the controller's largest (admin/paging.ts), so that
+ * 10,000 clusters are two calls; a controller older than paging ignores it and sends everything.
+ */
+const PAGE_SIZE = 5000;
+
+/** Every row of a paged listing: calls again with the token until the last page. */
+export async function allPages<T>(
+  page: (pageToken: string) => Promise<{ rows: T[]; nextPageToken: string }>,
+): Promise<T[]> {
+  const rows: T[] = [];
+  let token = '';
+  do {
+    const r = await page(token);
+    rows.push(...r.rows);
+    token = r.nextPageToken;
+  } while (token !== '');
+  return rows;
+}
+
+/** Every cluster's status (ListClusters, every page), in name order. */
+export function listAllClusters(admin: Admin): Promise<ClusterInfo[]> {
+  return allPages(async (pageToken) => {
+    const r = await admin.listClusters({ pageSize: PAGE_SIZE, pageToken });
+    return { rows: r.clusters, nextPageToken: r.nextPageToken };
+  });
+}
+
+/** Every backup of a cluster (ListBackups, every page), oldest first. */
+export function listAllBackups(admin: Admin, cluster: string): Promise<BackupInfo[]> {
+  return allPages(async (pageToken) => {
+    const r = await admin.listBackups({ cluster, pageSize: PAGE_SIZE, pageToken });
+    return { rows: r.backups, nextPageToken: r.nextPageToken };
+  });
+}
 
 export const out = (text: string): void => {
   process.stdout.write(`${text}\n`);

@@ -22,6 +22,8 @@ import {
   describeExpire,
   err,
   follow,
+  listAllBackups,
+  listAllClusters,
   ms,
   out,
   printJson,
@@ -76,7 +78,7 @@ async function runToEnd(admin: Admin, start: Promise<{ job?: JobInfo }>): Promis
 }
 
 export async function infoCommand(admin: Admin, cluster: string | undefined, json: boolean): Promise<number> {
-  const clusters = cluster ? [cluster] : (await admin.listClusters({})).clusters.map((c) => c.name);
+  const clusters = cluster ? [cluster] : (await listAllClusters(admin)).map((c) => c.name);
   const infos: RepositoryInfo[] = [];
   let failure: unknown;
   for (const name of clusters) {
@@ -86,9 +88,7 @@ export async function infoCommand(admin: Admin, cluster: string | undefined, jso
       infos.push(job.info);
       if (!json) {
         // The catalog adds what the repository does not know: which backups are pinned.
-        const pinned = new Set(
-          (await admin.listBackups({ cluster: name })).backups.filter((b) => b.pinned).map((b) => b.label),
-        );
+        const pinned = new Set((await listAllBackups(admin, name)).filter((b) => b.pinned).map((b) => b.label));
         out(describeInfo(job.info, pinned));
       }
     } catch (e) {

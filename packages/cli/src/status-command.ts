@@ -19,10 +19,10 @@ import {
   type ControllerInfo,
 } from '@pgfleet/proto';
 import { formatAge, formatBytes, formatTable } from './format.js';
-import { jsonOf, out, typeName, type Admin } from './output.js';
+import { jsonOf, listAllClusters, out, typeName, type Admin } from './output.js';
 
 export async function statusCommand(admin: Admin, cluster: string | undefined, json: boolean): Promise<number> {
-  const { clusters } = await admin.listClusters({});
+  const clusters = await listAllClusters(admin);
   const shown = cluster === undefined ? clusters : clusters.filter((c) => c.name === cluster);
   if (cluster !== undefined && shown.length === 0) {
     throw new PgfleetError('UnknownCluster', `cluster '${cluster}' is not known to the controller`);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { forEachLimit, mapLimit, settleAll, sleep } from './async.js';
+import { forEachLimit, mapLimit, settleAll, sleep, timeSlicer } from './async.js';
 
 test('sleep resolves after the time, or at once when its signal aborts', async () => {
   const start = performance.now();
@@ -165,4 +165,23 @@ test('forEachLimit pulls items only as calls finish, and stops at the first fail
   );
   assert.ok(pulled < 20, `pulled ${pulled} after the failure`);
   assert.equal(closes, 2, 'the iterator was closed after the failure too');
+});
+
+test('timeSlicer lets I/O and timers in between the items of a loop once its budget is spent', async () => {
+  // The loop's items are resolved awaits only, as with a synchronous catalog: without a turn of
+  // the event loop an immediate queued before the loop runs after it.
+  const run = async (budgetMs: number) => {
+    let ranAt: number | undefined;
+    setImmediate(() => (ranAt = i));
+    const slice = timeSlicer(budgetMs);
+    let i = 0;
+    for (; i < 100; i++) {
+      await Promise.resolve();
+      await slice();
+    }
+    await new Promise<void>((r) => setImmediate(r));
+    return ranAt;
+  };
+  assert.equal(await run(1e9), 100, 'a budget never spent: the immediate waits for the whole loop');
+  assert.ok((await run(0))! < 100, 'every call past the budget yields: the immediate ran inside the loop');
 });

@@ -248,6 +248,12 @@ export const ErrorCodes = {
     4,
     'Another controller took the leadership (this one paused or lost its catalog session): the write was refused so nothing fires twice. Nothing to do; the leader runs the schedule.',
   ),
+  PageTokenInvalid: spec(
+    'PGF-2350',
+    GrpcStatus.INVALID_ARGUMENT,
+    2,
+    'The page token is not one this controller handed out (or was cut): start the listing again without it; the CLI and the console fetch every page themselves.',
+  ),
   // 3xxx: PostgreSQL and the data directory
   PgdataMissing: spec(
     'PGF-3001',

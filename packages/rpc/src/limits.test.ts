@@ -118,6 +118,36 @@ describe('server limits on real sockets', () => {
     await closedWithin(socket, 20_000);
   });
 
+  it('a peer calling right after the handshake timer of a busy server ran late is not reset', async () => {
+    const s = await watchServer({ handshakeTimeoutMs: 300 });
+    servers.push(s.server);
+    const client = http2Connect(`http://127.0.0.1:${s.port}`);
+    client.on('error', () => {});
+    try {
+      // The server's session (and its handshake timer) exists once its SETTINGS arrived.
+      await new Promise((resolve) => client.once('remoteSettings', resolve));
+      // This process (the server's) is busy for twice the timeout: a connect storm or a starved
+      // host. The timer runs late; the peer, as late as the server, calls right after it ran.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 600);
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      const call = client.request({
+        ':method': 'POST',
+        ':path': '/pgfleet.v1.AdminService/ListClusters',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      });
+      call.on('error', () => {});
+      call.end(Buffer.from([0, 0, 0, 0, 0]));
+      const status = await new Promise<unknown>((resolve, reject) => {
+        call.once('response', (headers) => resolve(headers[':status']));
+        call.once('close', () => reject(new Error(`the call was reset (${call.rstCode})`)));
+      });
+      assert.equal(status, 200);
+    } finally {
+      client.destroy();
+    }
+  });
+
   it('connections beyond maxConnections are refused while the others stay open', async () => {
     const s = await watchServer({ maxConnections: 2, handshakeTimeoutMs: 60_000 }, material);
     servers.push(s.server);

@@ -394,19 +394,50 @@ function applySocketLimits(server: grpc.Server, limits: ServerLimits): void {
  * A connection is anonymous until its first call is authorised, and grpc-js's idle timeout only
  * asks it to go away (GOAWAY), which a peer that never speaks HTTP/2 ignores: a session that has
  * not opened a stream within the handshake timeout is destroyed.
+ *
+ * Not while the server itself is the one that is late: in a connect storm (10,000 agents at once,
+ * bench/fleet-scale.mjs) or on a starved host the event loop runs this timer long after it was
+ * due, with the peer's first call often already waiting in the socket, unread. The decision is
+ * taken after the pending reads had their turn (setImmediate runs after the poll phase), and a
+ * timer that fired more than half its length late gives the peer another period (a few times at
+ * most): otherwise every such peer is reset and comes back later, which made storms longer.
  */
 function firstCallWithin(session: Http2Session, ms: number): void {
   // The socket first: destroying only the session leaves a peer that never spoke HTTP/2 connected.
   const socket = session.socket;
-  const timer = setTimeout(() => {
-    socket.destroy();
-    if (!session.destroyed) session.destroy();
-  }, ms);
-  timer.unref();
-  const clear = (): void => clearTimeout(timer);
+  let called = false;
+  let extensions = 0;
+  let due = performance.now() + ms;
+  const arm = (): NodeJS.Timeout => {
+    const t = setTimeout(expire, ms);
+    t.unref();
+    return t;
+  };
+  const expire = (): void => {
+    const late = performance.now() - due;
+    setImmediate(() => {
+      if (called) return;
+      if (late > ms / 2 && extensions < MAX_LATE_EXTENSIONS) {
+        extensions++;
+        due = performance.now() + ms;
+        timer = arm();
+        return;
+      }
+      socket.destroy();
+      if (!session.destroyed) session.destroy();
+    });
+  };
+  let timer = arm();
+  const clear = (): void => {
+    called = true;
+    clearTimeout(timer);
+  };
   session.once('stream', clear);
   session.once('close', clear);
 }
+
+/** How many more periods a peer gets when the server ran its handshake timer late. */
+const MAX_LATE_EXTENSIONS = 3;
 
 interface NetServerLike {
   maxConnections: number;

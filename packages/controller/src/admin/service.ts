@@ -7,7 +7,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampDate } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes, PgfleetError } from '@pgfleet/core';
-import { isTerminalJobState, type JobRecord } from '@pgfleet/catalog';
+import { isTerminalJobState, type BackupRecord, type JobRecord } from '@pgfleet/catalog';
 import type { CallContext, ServiceImpl } from '@pgfleet/rpc';
 import {
   backupResumeFromProto,
@@ -15,6 +15,7 @@ import {
   type AdminService,
   type BackupResumeName,
   type JobInfoSchema,
+  type ListBackupsResponseSchema,
   type StartBackupRequest,
 } from '@pgfleet/proto';
 import { backupFromProto, backupInfoFromRecord, backupKindFromProto, jobInfoFromRecord } from '../wire.js';
@@ -36,7 +37,8 @@ import { startRestoreJob } from '../jobs/restore.js';
 import { startVerifyJob } from '../jobs/verify.js';
 import { listEvents, watchEvents } from './events.js';
 import { listDrills } from '../drill/drills.js';
-import { listClusterStatus } from '../health/status.js';
+import { listClusterStatusPage } from '../health/status.js';
+import { decodePageToken, encodePageToken, pageSizeOf } from './paging.js';
 import { clusterHistory } from '../health/history.js';
 import { applyFleet } from './fleet-apply.js';
 import { createEnrollmentTokenRpc, createTokenRpc, listTokensRpc, revokeTokenRpc } from './tokens.js';
@@ -45,12 +47,12 @@ const DEFAULT_JOB_LIMIT = 50;
 
 export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof AdminService> {
   return {
-    listClusters: async () => ({ clusters: await listClusterStatus(ctx) }),
+    listClusters: async (req) => listClusterStatusPage(ctx, req),
     listControllers: () => listControllerInfo(ctx),
 
     listBackups: async (req) => {
       await requireCluster(ctx, req.cluster);
-      return { backups: (await ctx.store.listBackups(req.cluster)).map(backupInfoFromRecord) };
+      return listBackupsPage(await ctx.store.listBackups(req.cluster), req);
     },
 
     startBackup: async (req) => ({ job: await startBackup(ctx, req) }),
@@ -108,6 +110,32 @@ export function createAdminService(ctx: ControllerContext): ServiceImpl<typeof A
     createToken: async (req) => createTokenRpc(ctx, req),
     listTokens: async () => listTokensRpc(ctx),
     revokeToken: async (req) => revokeTokenRpc(ctx, req),
+  };
+}
+
+/**
+ * One page of a cluster's backups, oldest first (the catalog's order): the token names the last
+ * backup returned and its stop time, so a listing goes on after it even when that backup was
+ * deleted (expired) between two pages. Paged from the cluster's backup rows (one query, no status
+ * computation behind it), so no snapshot is kept.
+ */
+export function listBackupsPage(
+  backups: readonly BackupRecord[],
+  req: { pageSize: number; pageToken: string },
+): MessageInitShape<typeof ListBackupsResponseSchema> {
+  const size = pageSizeOf(req.pageSize);
+  const token = decodePageToken(req.pageToken);
+  let start = 0;
+  if (token) {
+    const at = backups.findIndex((b) => b.label === token.after);
+    start = at >= 0 ? at + 1 : backups.findIndex((b) => b.stopTime > (token.time ?? 0));
+    if (start < 0) start = backups.length;
+  }
+  const page = backups.slice(start, start + size);
+  const more = start + size < backups.length;
+  return {
+    backups: page.map(backupInfoFromRecord),
+    nextPageToken: more ? encodePageToken({ after: page.at(-1)!.label, time: page.at(-1)!.stopTime }) : '',
   };
 }
 

@@ -42,7 +42,7 @@ export function newControllerId(): string {
 export async function remoteSessions(ctx: ControllerContext, cluster?: string): Promise<AgentSession[]> {
   const now = ctx.now();
   const [streams, controllers, agents] = await Promise.all([
-    ctx.store.listAgentStreams(),
+    ctx.store.listAgentStreams(cluster),
     ctx.store.listControllers(),
     ctx.store.listAgents(cluster),
   ]);

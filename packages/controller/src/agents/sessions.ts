@@ -39,12 +39,18 @@ const keyOf = agentRefKey;
 
 export class AgentSessions {
   private readonly byKey = new Map<string, AgentSession>();
+  /** The same sessions by cluster: a Hello and each dispatch ask for one cluster's, among 10,000 agents. */
+  private readonly byCluster = new Map<string, Set<AgentSession>>();
 
   /** Registers a session; an older session of the same agent (same cluster and id) is closed and returned. */
   register(session: AgentSession): AgentSession | undefined {
     const key = keyOf(session);
     const previous = this.byKey.get(key);
     this.byKey.set(key, session);
+    if (previous) this.byCluster.get(previous.cluster)?.delete(previous);
+    let ofCluster = this.byCluster.get(session.cluster);
+    if (!ofCluster) this.byCluster.set(session.cluster, (ofCluster = new Set()));
+    ofCluster.add(session);
     if (previous && previous !== session) {
       try {
         previous.close();
@@ -60,6 +66,9 @@ export class AgentSessions {
     const key = keyOf(session);
     if (this.byKey.get(key) !== session) return false;
     this.byKey.delete(key);
+    const ofCluster = this.byCluster.get(session.cluster);
+    ofCluster?.delete(session);
+    if (ofCluster?.size === 0) this.byCluster.delete(session.cluster);
     return true;
   }
 
@@ -73,7 +82,7 @@ export class AgentSessions {
    * which one runs a job is choice.ts's decision (dispatch.ts clusterAgent), by role.
    */
   ofCluster(cluster: string): AgentSession[] {
-    return [...this.byKey.values()].filter((s) => s.cluster === cluster).sort((a, b) => a.connectedAt - b.connectedAt);
+    return [...(this.byCluster.get(cluster) ?? [])].sort((a, b) => a.connectedAt - b.connectedAt);
   }
 
   all(): AgentSession[] {

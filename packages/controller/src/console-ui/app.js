@@ -36,6 +36,21 @@ async function api(method, body = {}) {
 }
 
 /**
+ * Every row of a paged listing (ListClusters, ListBackups: admin/paging.ts), as one response:
+ * { [key]: all rows }.
+ */
+async function apiAll(method, body, key) {
+  const rows = [];
+  let pageToken = '';
+  do {
+    const data = await api(method, { ...body, pageSize: 5000, pageToken });
+    rows.push(...(data[key] ?? []));
+    pageToken = data.nextPageToken ?? '';
+  } while (pageToken);
+  return { [key]: rows };
+}
+
+/**
  * Calls fn now and every `ms` while the component lives (and again when deps change), until
  * `done(data)` says the figures cannot change any more (a finished job).
  */
@@ -133,7 +148,7 @@ const COLUMNS = [
 ];
 
 function FleetPage() {
-  const { data, error } = usePoll(() => api('listClusters'), [], 3000);
+  const { data, error } = usePoll(() => apiAll('listClusters', {}, 'clusters'), [], 3000);
   const [filter, setFilter] = useState('');
   const [sort, setSort] = useState({ key: 'name', dir: 1 });
   const now = Date.now();
@@ -461,8 +476,8 @@ function ClusterPage({ name, session }) {
   const { data, error } = usePoll(
     async () => {
       const [clusters, backups, history, drills, events, jobs] = await Promise.all([
-        api('listClusters'),
-        api('listBackups', { cluster: name }),
+        apiAll('listClusters', {}, 'clusters'),
+        apiAll('listBackups', { cluster: name }, 'backups'),
         api('getClusterHistory', { cluster: name }),
         api('listDrills', { cluster: name, limit: 50 }),
         api('listEvents', { cluster: name, latest: true, limit: 30 }),

@@ -25,7 +25,7 @@
  */
 import { fromJson, type JsonValue } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { asPgfleetError, type Logger } from '@pgfleet/core';
+import { asPgfleetError, timeSlicer, type Logger } from '@pgfleet/core';
 import { tryLead } from '../leadership.js';
 import {
   agentRefKey,
@@ -73,11 +73,16 @@ export const DEFAULT_HEALTH_THRESHOLDS: HealthThresholds = {
  */
 export function clusterThresholds(
   defaults: HealthThresholds,
-  policies: readonly PolicyRecord[],
+  policies: readonly PolicyRecord[] | ReadonlyMap<string, PolicyRecord>,
   cluster: string,
 ): HealthThresholds {
-  const fleet = policies.find((p) => p.scope === FLEET_POLICY_SCOPE);
-  const own = policies.find((p) => p.scope === cluster);
+  // A map by scope from the monitor: a search of the list per cluster is quadratic in a fleet's round.
+  const byScope = (scope: string) =>
+    policies instanceof Map
+      ? policies.get(scope)
+      : (policies as readonly PolicyRecord[]).find((p) => p.scope === scope);
+  const fleet = byScope(FLEET_POLICY_SCOPE);
+  const own = byScope(cluster);
   const eff = effectivePolicy(fleet && settingsOf(fleet), own && settingsOf(own));
   const set = eff.health;
   const crons = Object.values(eff.schedules);
@@ -510,7 +515,7 @@ export class HealthMonitor {
   private round: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   /** The stored policies as last read, and when (opts.now()). */
-  private policies: { at: number; list: PolicyRecord[] } | undefined;
+  private policies: { at: number; byScope: Map<string, PolicyRecord> } | undefined;
   /** The RPO samples the console charts (history.ts). */
   private readonly history: HistoryRecorder;
 
@@ -586,7 +591,11 @@ export class HealthMonitor {
     const fence = this.store.leadershipFence(HEALTH_LEADERSHIP);
     // Policies are read once for the whole round.
     this.policiesChanged();
+    // Evaluations on a SQLite catalog never wait for I/O: a round over 10,000 clusters would hold
+    // every agent stream and admin call for its whole length without the slices.
+    const slice = timeSlicer();
     for (const c of await this.store.listClusters()) {
+      await slice();
       await this.evaluate(c.name, fence);
       if (this.fenceLost) {
         this.fenceLost = false;
@@ -606,9 +615,9 @@ export class HealthMonitor {
     const now = this.opts.now();
     const maxAge = (this.opts.intervalSeconds > 0 ? this.opts.intervalSeconds : 10) * 1000;
     if (!this.policies || now - this.policies.at >= maxAge || now < this.policies.at) {
-      this.policies = { at: now, list: await this.store.listPolicies() };
+      this.policies = { at: now, byScope: new Map((await this.store.listPolicies()).map((p) => [p.scope, p])) };
     }
-    return clusterThresholds(this.opts.thresholds, this.policies.list, cluster);
+    return clusterThresholds(this.opts.thresholds, this.policies.byScope, cluster);
   }
 
   /** Set when a fenced write was refused (LeadershipLost): the round stops there. */

@@ -16,7 +16,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Gauge, Registry } from 'prom-client';
-import { redactCredentials, type Logger } from '@pgfleet/core';
+import { redactCredentials, timeSlicer, type Logger } from '@pgfleet/core';
 import type { AgentRecord, AgentWalHealth, BackupRecord, CatalogStore, DumpRecord } from '@pgfleet/catalog';
 import {
   archiverFromJson,
@@ -93,16 +93,27 @@ export function createMetricsRegistry(opts: MetricsOptions): Metrics {
       for (const c of counts) fleet.jobs.set({ cluster: c.cluster, kind: c.kind, state: c.state }, c.count);
       for (const s of states)
         fleet.breached.set({ cluster: s.cluster, condition: s.condition }, s.state === 'breached' ? 1 : 0);
+      // By scope and by cluster, and in time slices: a scrape of 10,000 clusters must neither be
+      // quadratic nor hold agent streams and admin calls for its whole length.
+      const policyOf = new Map(policies.map((p) => [p.scope, p]));
+      const agentsOf = new Map<string, typeof allAgents>();
+      for (const a of allAgents) {
+        const list = agentsOf.get(a.cluster);
+        if (list) list.push(a);
+        else agentsOf.set(a.cluster, [a]);
+      }
+      const slice = timeSlicer();
       for (const cluster of clusters) {
+        await slice();
         const name = cluster.name;
-        const thresholds = clusterThresholds(opts.thresholds, policies, name);
+        const thresholds = clusterThresholds(opts.thresholds, policyOf, name);
         rpo.rpoThreshold.set({ cluster: name }, thresholds.rpoSeconds);
         rpo.staleThreshold.set({ cluster: name }, thresholds.staleBackupSeconds);
         if (thresholds.staleDumpSeconds !== undefined)
           dumps.staleDumpThreshold.set({ cluster: name }, thresholds.staleDumpSeconds);
         setBackupGauges(backups, name, await store.listBackups(name));
         await setRestoreCheckGauges(checks, store, name);
-        const mine = allAgents.filter((a) => a.cluster === name);
+        const mine = agentsOf.get(name) ?? [];
         fleet.agents.set({ cluster: name }, mine.filter((a) => a.connected).length);
         const seen = Math.max(0, ...mine.map((a) => a.lastSeen ?? 0));
         if (seen > 0) fleet.lastHeartbeat.set({ cluster: name }, seen / 1000);

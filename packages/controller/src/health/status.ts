@@ -12,6 +12,7 @@
  * stored), and without it RPO is judged from archiving alone, which can only overstate it.
  */
 import { fromJson, type MessageInitShape } from '@bufbuild/protobuf';
+import { timeSlicer } from '@pgfleet/core';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import {
   FLEET_POLICY_SCOPE,
@@ -38,6 +39,14 @@ import { standbyLag } from '../agents/choice.js';
 import { archiveFailing, archiverFromJson, observedAgent, pickAgent, rpoSeconds } from './health.js';
 import { effectivePolicy, settingsOf, type EffectivePolicy } from '../schedule/policy.js';
 import { BACKUP_PRECEDENCE, dueRuns, nextFireTime } from '../schedule/schedule.js';
+import {
+  compareKeys,
+  decodePageToken,
+  encodePageToken,
+  firstAfter,
+  PageSnapshots,
+  pageSizeOf,
+} from '../admin/paging.js';
 
 type ClusterInfoInit = MessageInitShape<typeof ClusterInfoSchema>;
 type ScheduledJobInit = MessageInitShape<typeof ScheduledJobSchema>;
@@ -58,6 +67,39 @@ const ALERT_NAMES: Record<string, string> = {
   wal_gap: 'wal-gap',
   dump_stale: 'dump-stale',
 };
+
+/** Each controller's status listings in progress (paging.ts): one computation serves every page. */
+const statusSnapshots = new WeakMap<ControllerContext, PageSnapshots<ClusterInfoInit>>();
+
+/**
+ * One page of the fleet's status (ListClusters), in cluster name order: the rows of a listing are
+ * computed on its first page and cut from a snapshot for the others (see paging.ts).
+ */
+export async function listClusterStatusPage(
+  ctx: ControllerContext,
+  req: { pageSize: number; pageToken: string },
+): Promise<{ clusters: ClusterInfoInit[]; nextPageToken: string }> {
+  const size = pageSizeOf(req.pageSize);
+  const token = decodePageToken(req.pageToken);
+  let snapshots = statusSnapshots.get(ctx);
+  if (!snapshots) statusSnapshots.set(ctx, (snapshots = new PageSnapshots()));
+  const now = Date.now();
+  let id = token?.snapshot;
+  let rows = snapshots.get(id, now);
+  if (!rows) {
+    rows = (await listClusterStatus(ctx)).sort((a, b) => compareKeys(a.name ?? '', b.name ?? ''));
+    id = undefined;
+  }
+  const start = token ? firstAfter(rows, (r) => r.name ?? '', token.after) : 0;
+  const clusters = rows.slice(start, start + size);
+  const more = start + size < rows.length;
+  if (!more) {
+    if (id !== undefined) snapshots.drop(id);
+    return { clusters, nextPageToken: '' };
+  }
+  id ??= snapshots.put(rows, now);
+  return { clusters, nextPageToken: encodePageToken({ after: clusters.at(-1)!.name ?? '', snapshot: id }) };
+}
 
 /** Every cluster's status (or the named one's), by name. */
 export async function listClusterStatus(ctx: ControllerContext): Promise<ClusterInfoInit[]> {
@@ -130,10 +172,11 @@ export async function listClusterStatus(ctx: ControllerContext): Promise<Cluster
     });
   };
   const infos: ClusterInfoInit[] = [];
-  for (const [i, c] of clusters.entries()) {
-    // Building a cluster's row is synchronous CPU (cron fire times above all): a fleet's status
-    // takes seconds, during which the controller must go on serving heartbeats and other calls.
-    if (i > 0 && i % 50 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+  // Building a cluster's row is synchronous CPU (cron fire times above all): a fleet's status
+  // takes seconds, during which the controller must go on serving heartbeats and other calls.
+  const slice = timeSlicer();
+  for (const c of clusters) {
+    await slice();
     infos.push(row(c));
   }
   return infos;

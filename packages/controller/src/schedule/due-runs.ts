@@ -9,7 +9,7 @@
  * or a job that failed after creation with its fire time recorded), any other failure waits for
  * the next fire time.
  */
-import { asPgfleetError, type Logger } from '@pgfleet/core';
+import { asPgfleetError, timeSlicer, type Logger } from '@pgfleet/core';
 import type { JobKind, LeadershipFence, ScheduleKind, ScheduleRunRecord } from '@pgfleet/catalog';
 import type { ControllerContext } from '../context.js';
 import { dueRuns } from './schedule.js';
@@ -55,7 +55,9 @@ export async function startDueRuns(
     (await ctx.store.listScheduleRuns()).filter((r) => r.type === kind.type).map((r) => [r.cluster, r.lastRun]),
   );
   const started: Array<{ cluster: string; jobId: string; scheduledAt: Date }> = [];
+  const slice = timeSlicer();
   for (const s of schedules) {
+    await slice();
     if (busy.has(s.cluster)) continue;
     const last = lastRuns.get(s.cluster);
     let run;
