@@ -45,7 +45,10 @@ describe('a controller killed -9 between creating a job and sending it', { timeo
       [dispatcher],
     );
   const timeline = (): Promise<string> =>
-    controllersTimeline(fleet, /kill point|leading|stopped beating|queued job|still queued|job dispatched|job finished/);
+    controllersTimeline(
+      fleet,
+      /kill point|leading|stopped beating|queued job|still queued|job dispatched|job finished/,
+    );
 
   before(async () => {
     catalog = await startPostgres();
@@ -58,7 +61,11 @@ describe('a controller killed -9 between creating a job and sending it', { timeo
       startAgent: false,
     });
     for (const address of fleet.controllerAddresses)
-      await waitFor(`controller ${address} to listen`, async () => (await cliAt(address, 'clusters')).code === 0, 300_000);
+      await waitFor(
+        `controller ${address} to listen`,
+        async () => (await cliAt(address, 'clusters')).code === 0,
+        300_000,
+      );
     // The agent held by the first controller, the one no kill point stops.
     fleet.agentControllers = [...fleet.controllerAddresses];
     await fleet.startAgent();
@@ -123,7 +130,16 @@ describe('a controller killed -9 between creating a job and sending it', { timeo
       );
       assert.deepEqual([failed.state, failed.error_code], ['failed', ErrorCodes.DispatcherLost.code]);
       // Its kind's failure event, as for any failed backup.
-      const events = await cliAt(fleet.controllerAddress, 'events', '--cluster', 'shop', '--output', 'json', '--limit', '1000');
+      const events = await cliAt(
+        fleet.controllerAddress,
+        'events',
+        '--cluster',
+        'shop',
+        '--output',
+        'json',
+        '--limit',
+        '1000',
+      );
       assert.equal(events.code, 0, events.stderr);
       const failure = events.stdout
         .trim()
@@ -162,12 +178,17 @@ describe('a controller killed -9 between creating a job and sending it', { timeo
       const sent = await killedInDispatch(2);
       const ended = await waitFor(
         `the sent job ${sent.id} to end`,
-        async () => (await jobsOf(sent.dispatcher!)).find((j) => j.id === sent.id && !['queued', 'dispatched', 'running'].includes(j.state)),
+        async () =>
+          (await jobsOf(sent.dispatcher!)).find(
+            (j) => j.id === sent.id && !['queued', 'dispatched', 'running'].includes(j.state),
+          ),
         300_000,
         500,
       );
       assert.deepEqual([ended.state, ended.error_code], ['succeeded', null]);
-      const [backups] = await catalog.query<{ n: string }>('SELECT count(*) AS n FROM backups WHERE job_id = $1', [sent.id]);
+      const [backups] = await catalog.query<{ n: string }>('SELECT count(*) AS n FROM backups WHERE job_id = $1', [
+        sent.id,
+      ]);
       assert.equal(Number(backups!.n), 1, 'one backup for the job');
       // The agent ran it once: no copy refused, one result.
       const lines = (await fleet.agent!.log()).split('\n').filter((l) => l.includes(sent.id));

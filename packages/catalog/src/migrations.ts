@@ -22,7 +22,10 @@ export interface CatalogMigration {
  * `dispatcher`: the jobs table has the dispatcher column (every migration after 'jobs.dispatcher'
  * must pass true, or SQLite's rebuild would drop it; the catalog suite's dispatch tests then fail).
  */
-function jobKindsMigration(kinds: readonly string[], dispatcher = false): Pick<CatalogMigration, 'sqlite' | 'postgres'> {
+function jobKindsMigration(
+  kinds: readonly string[],
+  dispatcher = false,
+): Pick<CatalogMigration, 'sqlite' | 'postgres'> {
   const list = kinds.map((k) => `'${k}'`).join(', ');
   const extra = dispatcher ? ', dispatcher' : '';
   return {

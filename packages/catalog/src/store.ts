@@ -624,12 +624,7 @@ export interface CatalogStore {
    * the send). Ignored (changed=false) once the job is terminal. `claimed`: the events of the move
    * to dispatched, written only when the job was still queued (the sender's own would never come).
    */
-  updateJobProgress(
-    id: string,
-    progress: unknown,
-    now: number,
-    claimed?: JobEventsFactory,
-  ): Promise<TransitionOutcome>;
+  updateJobProgress(id: string, progress: unknown, now: number, claimed?: JobEventsFactory): Promise<TransitionOutcome>;
   /**
    * Makes `controllerId` the dispatcher of a job that is still queued, right before it sends the
    * job. Returns the job as it is now: one no longer queued (taken over by failLostDispatches,

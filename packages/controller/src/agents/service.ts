@@ -200,7 +200,7 @@ function openSession(
  * The catalog's jobs of this agent against what its Hello says it still runs. Jobs the catalog
  * thinks it runs but the agent does not know about died with its previous process and fail.
  * Queued ones the agent names were sent by a controller that died before recording it: the agent
- * has them, so they are dispatched now (and no longer a lost dispatch, jobs/lost-dispatches.ts).
+ * has them, so they are dispatched now (and no longer a lost dispatch, schedule/lost-dispatches.ts).
  * Other queued ones stay: a drill waiting for its capture, a send in progress, or a lost send
  * the scheduler leader fails once its controller is dead.
  */
@@ -348,7 +348,7 @@ export function reclaimJobsLater(
         // Connected to another controller sharing the catalog: that one reconciled its jobs in Hello.
         if ((await ctx.store.getAgent(a))?.connected) continue;
         // Queued jobs are their dispatcher's to send; a dead dispatcher's are failed by the
-        // scheduler leader unless their agent claims them (jobs/lost-dispatches.ts).
+        // scheduler leader unless their agent claims them (schedule/lost-dispatches.ts).
         const keep = active
           .filter((j) => j.cluster === a.cluster && j.agentId === a.agentId && j.state === 'queued')
           .map((j) => j.id);

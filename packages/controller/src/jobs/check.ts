@@ -34,7 +34,13 @@ export async function startCheckJob(
   const job = jobOfKind(
     'check',
     await ctx.store.createJob(
-      sentFromHere(ctx, { id: newJobId(), cluster, kind: 'check', agentId: session.agentId, params: { timeoutSeconds } }),
+      sentFromHere(ctx, {
+        id: newJobId(),
+        cluster,
+        kind: 'check',
+        agentId: session.agentId,
+        params: { timeoutSeconds },
+      }),
       ctx.now(),
     ),
   );

@@ -6,7 +6,7 @@
  * The queued row names the controller that sends it (its dispatcher, from the insert on): a
  * controller killed between creating a job and recording its send leaves a job that says whose
  * send was lost, and the scheduler leader fails it once that controller is dead and the agent has
- * not claimed it (lost-dispatches.ts).
+ * not claimed it (schedule/lost-dispatches.ts).
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { ErrorCodes, PgfleetError, parseClusterName } from '@pgfleet/core';

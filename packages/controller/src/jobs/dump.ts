@@ -153,7 +153,14 @@ export async function startDumpJob(
   const job = jobOfKind(
     'dump',
     scheduled
-      ? await ctx.store.createJobIfIdle(cluster, ['dump'], sentFromHere(ctx, created), ctx.now(), scheduled.fence, scheduled.runs)
+      ? await ctx.store.createJobIfIdle(
+          cluster,
+          ['dump'],
+          sentFromHere(ctx, created),
+          ctx.now(),
+          scheduled.fence,
+          scheduled.runs,
+        )
       : await ctx.store.createJob(sentFromHere(ctx, created), ctx.now()),
   );
   return dispatch(

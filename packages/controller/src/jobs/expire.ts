@@ -213,7 +213,10 @@ export async function startBackupDeleteJob(
   const session = await clusterAgent(ctx, cluster, 'any');
   const params = { labels, walKeepFrom: '', keepRanges: [], reason: 'backup delete', exact: true };
   const created: NewTypedJob<'expire'> = { id: newJobId(), cluster, kind: 'expire', agentId: session.agentId, params };
-  const job = jobOfKind('expire', await ctx.store.createJobIfIdle(cluster, ONE_AT_A_TIME_KINDS, sentFromHere(ctx, created), ctx.now()));
+  const job = jobOfKind(
+    'expire',
+    await ctx.store.createJobIfIdle(cluster, ONE_AT_A_TIME_KINDS, sentFromHere(ctx, created), ctx.now()),
+  );
   ctx.logger.info({ jobId: job.id, cluster, labels }, 'backup delete requested');
   return {
     job: await dispatch(ctx, session, job, { case: 'expire', value: { cluster, labels, exact: true } }, expireJob),

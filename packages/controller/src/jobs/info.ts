@@ -45,7 +45,10 @@ export async function startOnAnyAgent<K extends 'info' | 'rotate-key'>(
   const session = await clusterAgent(ctx, cluster, 'any');
   const job = jobOfKind(
     kind,
-    await ctx.store.createJob(sentFromHere(ctx, { id: newJobId(), cluster, kind, agentId: session.agentId, params: {} }), ctx.now()),
+    await ctx.store.createJob(
+      sentFromHere(ctx, { id: newJobId(), cluster, kind, agentId: session.agentId, params: {} }),
+      ctx.now(),
+    ),
   );
   return dispatch(ctx, session, job, message, module);
 }

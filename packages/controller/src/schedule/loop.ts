@@ -31,7 +31,7 @@
  *   time, recorded as schedule run 'drill', never while the cluster's previous drill runs.
  *   Logical dumps alike from the logical cron (logical.ts startDueDumps, schedule run 'logical').
  * - Queued jobs whose controller died before recording their send, and that their agent never
- *   claimed, are failed first (jobs/lost-dispatches.ts): they would hold their cluster's gate.
+ *   claimed, are failed first (schedule/lost-dispatches.ts): they would hold their cluster's gate.
  * - `tick(now)` is public so tests drive the loop with their own clock instead of timers.
  */
 import { remoteSessions } from '../agents/peers.js';
@@ -48,7 +48,7 @@ import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { outboxEvent } from '../jobs/events.js';
 import type { ControllerContext } from '../context.js';
 import { startBackupJob } from '../jobs/backup.js';
-import { failLostDispatches } from '../jobs/lost-dispatches.js';
+import { failLostDispatches } from './lost-dispatches.js';
 import { startExpireJob } from '../jobs/expire.js';
 import { startDueDrills, type DrillSchedule } from '../drill/drills.js';
 import { startDueDumps, type DumpSchedule } from './logical.js';
@@ -78,7 +78,7 @@ export interface TickReport {
   drills?: Array<{ cluster: string; jobId: string; scheduledAt: Date }>;
   /** Logical dumps the clusters' logical schedules started (logical.ts). */
   dumps?: Array<{ cluster: string; jobId: string; scheduledAt: Date }>;
-  /** Queued jobs of dead controllers this round failed (jobs/lost-dispatches.ts). */
+  /** Queued jobs of dead controllers this round failed (schedule/lost-dispatches.ts). */
   lostDispatches?: string[];
 }
 
@@ -151,14 +151,10 @@ export class SchedulerLoop {
 
   /**
    * Jobs a dead controller created and never recorded as sent hold their cluster's gate: failed
-   * here (jobs/lost-dispatches.ts), before the schedule is looked at, so the fire time due now
+   * here (schedule/lost-dispatches.ts), before the schedule is looked at, so the fire time due now
    * is not refused for them. Whatever goes wrong, the round goes on.
    */
-  private async failLostDispatches(
-    now: number,
-    fence: LeadershipFence | undefined,
-    report: TickReport,
-  ): Promise<void> {
+  private async failLostDispatches(now: number, fence: LeadershipFence | undefined, report: TickReport): Promise<void> {
     try {
       const failed = await failLostDispatches(this.ctx, now, fence);
       if (failed.length > 0) report.lostDispatches = failed.map((j) => j.id);

@@ -25,7 +25,7 @@ import { ErrorCodes } from '@pgfleet/core';
 import type { JobRecord, LeadershipFence } from '@pgfleet/catalog';
 import { LEASE_MS } from '../agents/peers.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
-import { failedJobEvents, jobsEnded } from './registry.js';
+import { failedJobEvents, jobsEnded } from '../jobs/registry.js';
 
 /** Fails the queued jobs of dead dispatchers that no agent claimed; the scheduler leader's round calls it under its fence. */
 export async function failLostDispatches(
@@ -50,7 +50,14 @@ export async function failLostDispatches(
   eventsCommitted(ctx);
   for (const job of failed)
     ctx.logger.warn(
-      { jobId: job.id, kind: job.kind, cluster: job.cluster, agentId: job.agentId, dispatcher: job.dispatcher, code: error.code },
+      {
+        jobId: job.id,
+        kind: job.kind,
+        cluster: job.cluster,
+        agentId: job.agentId,
+        dispatcher: job.dispatcher,
+        code: error.code,
+      },
       'failed a queued job whose controller died before sending it (or before recording the send) and that its agent never claimed',
     );
   publishJobs(ctx, failed);
