@@ -4,7 +4,7 @@
  * controllers an agent's log says it connected to (and the waits it chose on the way), and the
  * controllers' logs merged into one timeline to read when a test fails.
  */
-import { CLI_BIN, INSECURE_ENV, runNode, type Fleet, type RunResult } from './harness.js';
+import { CLI_BIN, INSECURE_ENV, runNode, waitFor, type Fleet, type RunResult } from './harness.js';
 
 /** A controller as `pgfleet status --output json` lists it. */
 export interface ControllerJson {
@@ -24,6 +24,16 @@ export function cliAt(address: string, ...args: string[]): Promise<RunResult> {
 export async function controllersAt(address: string): Promise<ControllerJson[]> {
   const r = await cliAt(address, 'status', '--output', 'json');
   return r.code === 0 ? (JSON.parse(r.stdout) as { controllers: ControllerJson[] }).controllers : [];
+}
+
+/** Waits until every controller of the fleet answers the CLI (a loaded machine: up to 5 minutes). */
+export async function controllersListening(fleet: Fleet): Promise<void> {
+  for (const address of fleet.controllerAddresses)
+    await waitFor(
+      `controller ${address} to listen`,
+      async () => (await cliAt(address, 'clusters')).code === 0,
+      300_000,
+    );
 }
 
 /** One JSON line of an agent's log. */

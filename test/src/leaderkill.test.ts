@@ -26,6 +26,7 @@ import {
   agentMoveFrom,
   cliAt,
   controllersAt,
+  controllersListening,
   controllersTimeline,
 } from './controller-fleet.js';
 
@@ -77,12 +78,7 @@ describe(
         controllerArgs: ['--nats-url', nats.url, '--schedule-interval', '1', '--health-interval', '1'],
         startAgent: false,
       });
-      for (const address of fleet.controllerAddresses)
-        await waitFor(
-          `controller ${address} to listen`,
-          async () => (await cliAt(address, 'clusters')).code === 0,
-          300_000,
-        );
+      await controllersListening(fleet);
       leader = await waitFor(
         'a controller to lead the scheduler',
         async () =>

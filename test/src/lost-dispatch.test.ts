@@ -22,7 +22,13 @@ import assert from 'node:assert/strict';
 import { ErrorCodes } from '@pgfleet/core';
 import { startPostgres, type PgInstance } from '@pgfleet/testkit';
 import { startFleet, waitFor, type Fleet } from './harness.js';
-import { agentConnections, cliAt, controllersAt, controllersTimeline } from './controller-fleet.js';
+import {
+  agentConnections,
+  cliAt,
+  controllersAt,
+  controllersListening,
+  controllersTimeline,
+} from './controller-fleet.js';
 
 /** A backup job of shop as the catalog holds it. */
 interface JobRow {
@@ -60,12 +66,7 @@ describe('a controller killed -9 between creating a job and sending it', { timeo
       controllerEnv: (i) => (KILL_AT[i] ? { PGFLEET_TEST_KILL_AT: KILL_AT[i] } : undefined),
       startAgent: false,
     });
-    for (const address of fleet.controllerAddresses)
-      await waitFor(
-        `controller ${address} to listen`,
-        async () => (await cliAt(address, 'clusters')).code === 0,
-        300_000,
-      );
+    await controllersListening(fleet);
     // The agent held by the first controller, the one no kill point stops.
     fleet.agentControllers = [...fleet.controllerAddresses];
     await fleet.startAgent();

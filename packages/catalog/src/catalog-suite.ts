@@ -125,6 +125,18 @@ export async function checkDumpsBackfill(store: CatalogStore): Promise<void> {
 /** An agent of cluster 'main' (the cluster storeWithCluster registers). */
 const inMain = (agentId: string) => ({ cluster: 'main', agentId });
 
+/** A backup job of main's agent-1 as `dispatcher` creates it (none: nobody sends it yet). */
+function backupJobSentBy(id: string, dispatcher?: string) {
+  return {
+    id,
+    cluster: 'main',
+    kind: 'backup' as const,
+    agentId: 'agent-1',
+    params: {},
+    ...(dispatcher ? { dispatcher } : {}),
+  };
+}
+
 export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore>): void {
   describe(`catalog store: ${name}`, () => {
     const opened: CatalogStore[] = [];
@@ -1437,14 +1449,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
 
       test('a job records the controller that sends it; a claim moves it to another only while queued', async () => {
         const store = await storeWithCluster();
-        const job = (id: string, dispatcher?: string) => ({
-          id,
-          cluster: 'main',
-          kind: 'backup' as const,
-          agentId: 'agent-1',
-          params: {},
-          ...(dispatcher ? { dispatcher } : {}),
-        });
+        const job = backupJobSentBy;
         assert.equal((await store.createJob(job('a', 'c1'), 1)).dispatcher, 'c1');
         assert.equal((await store.createJobIfIdle('main', ['restore'], job('b', 'c1'), 2)).dispatcher, 'c1');
         assert.equal((await store.createJob(job('waits'), 3)).dispatcher, null, 'nobody sends it yet');
@@ -1463,14 +1468,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         const store = await storeWithCluster();
         await store.heartbeatController({ id: 'dead', address: 'h:1', startedAt: 1, lastSeen: 1_000 });
         await store.heartbeatController({ id: 'live', address: 'h:2', startedAt: 1, lastSeen: 30_000 });
-        const job = (id: string, dispatcher?: string) => ({
-          id,
-          cluster: 'main',
-          kind: 'backup' as const,
-          agentId: 'agent-1',
-          params: {},
-          ...(dispatcher ? { dispatcher } : {}),
-        });
+        const job = backupJobSentBy;
         await store.createJob(job('lost', 'dead'), 900);
         await store.createJob(job('claimed', 'dead'), 900);
         await store.createJob(job('sent', 'dead'), 900);
