@@ -282,6 +282,8 @@ export interface FleetOptions {
   catalog?: string;
   /** How many controllers share the catalog (needs a PostgreSQL `catalog` above 1); agents get every address. Default 1. */
   controllers?: number;
+  /** More environment for the controller of index i (0 is `controller`), e.g. a kill point (PGFLEET_TEST_KILL_AT). */
+  controllerEnv?: (index: number) => Record<string, string> | undefined;
 }
 
 /** The kinds every repository-dependent scenario runs on (`PGFLEET_E2E_REPOS=posix` narrows it). */
@@ -440,9 +442,11 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
   const controllerEnv = credentials
     ? { AWS_ACCESS_KEY_ID: credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey }
     : undefined;
-  let controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, 'controller.log'), {
-    ...(controllerEnv ? { env: controllerEnv } : {}),
-  });
+  const envOf = (index: number): { env?: Record<string, string> } => {
+    const env = { ...controllerEnv, ...opts.controllerEnv?.(index) };
+    return Object.keys(env).length > 0 ? { env } : {};
+  };
+  let controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, 'controller.log'), envOf(0));
   // The other controllers of a shared catalog: the same arguments on their own addresses.
   const controllers = [
     controller,
@@ -453,7 +457,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
           a === controllerAddress ? address : ownMetrics && a === metricsAddresses[0] ? metricsAddresses[i + 1]! : a,
         ),
         join(dir, `controller-${i + 2}.log`),
-        { ...(controllerEnv ? { env: controllerEnv } : {}) },
+        envOf(i + 1),
       ),
     ),
   ];
@@ -540,9 +544,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     },
     async restartController() {
       await controller.stop();
-      controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, `controller-${Date.now()}.log`), {
-        ...(controllerEnv ? { env: controllerEnv } : {}),
-      });
+      controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, `controller-${Date.now()}.log`), envOf(0));
       fleet.controller = controller;
       controllers[0] = controller;
       await waitFor(

@@ -6,8 +6,9 @@
  * of `shop` is scheduled every minute; once a scheduled backup is running on the agent, late in
  * its minute (so the next fire time falls while the leadership moves), the leader is killed.
  *
- * What a user checks afterwards: both agents are on another controller (the time is printed, not
- * asserted: the machine may be loaded); the interrupted backup ends, succeeded or failed with
+ * What a user checks afterwards: both agents are on another controller, having gone straight to a
+ * survivor with at most 10 s of waits of their own choosing (from their logs; the wall time is
+ * printed, and bounded only generously: the machine may be loaded); the interrupted backup ends, succeeded or failed with
  * an error code, never left running; a scheduled backup fired by the new leader succeeds; no fire
  * time started two backups; a survivor leads the scheduler; `info` on each survivor reaches each
  * agent; the consumer received every catalog event, none twice. Every wait is on observable
@@ -19,14 +20,15 @@ import { jetstream } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { startNats, startPostgres, type NatsServer, type PgInstance } from '@pgfleet/testkit';
 import { STREAM, type Received } from './jetstream.js';
-import { CLI_BIN, INSECURE_ENV, runNode, startFleet, waitFor, type Fleet, type FleetMember } from './harness.js';
-
-interface ControllerJson {
-  address: string;
-  alive?: boolean;
-  leads?: string[];
-  agentsHeld?: number;
-}
+import { startFleet, waitFor, type Fleet, type FleetMember } from './harness.js';
+import {
+  agentConnections as connections,
+  agentMoveFrom,
+  cliAt,
+  controllersAt,
+  controllersListening,
+  controllersTimeline,
+} from './controller-fleet.js';
 
 /** A scheduled backup job as the catalog holds it. */
 interface ScheduledRow {
@@ -47,18 +49,6 @@ describe(
     let books: FleetMember;
     let leader: string;
     const received: Received[] = [];
-    const cliAt = (address: string, ...args: string[]) =>
-      runNode(CLI_BIN, args, { env: { PGFLEET_CONTROLLER: address, ...INSECURE_ENV } });
-    const controllersAt = async (address: string): Promise<ControllerJson[]> => {
-      const r = await cliAt(address, 'status', '--output', 'json');
-      return r.code === 0 ? (JSON.parse(r.stdout) as { controllers: ControllerJson[] }).controllers : [];
-    };
-    /** The controllers each agent log says it connected to, in order. */
-    const connections = (log: string): string[] =>
-      log
-        .split('\n')
-        .filter((l) => l.includes('connected to controller'))
-        .map((l) => (JSON.parse(l) as { controller: string }).controller);
     /** The scheduled backups of shop, oldest first, as the catalog holds them (the fire time each stands for). */
     const scheduled = () =>
       catalog.query<ScheduledRow>(
@@ -70,43 +60,11 @@ describe(
      * What the controllers logged about leaderships, leases and the schedule, in time order: read
      * when the test fails (or to see how long a handover took).
      */
-    const timeline = async (): Promise<string> => {
-      const wanted =
-        /leading|stopped beating|held here again|scheduled backup|scheduler round|unfinished jobs|LeadershipLost|agent connected/;
-      const lines: Array<{ time: number; text: string }> = [];
-      for (const [i, daemon] of fleet.controllers.entries())
-        for (const line of (await daemon.log()).split('\n')) {
-          if (!wanted.test(line)) continue;
-          try {
-            const e = JSON.parse(line) as {
-              time: number;
-              msg: string;
-              leadership?: string;
-              epoch?: number;
-              agents?: string[];
-              cluster?: string;
-              scheduledAt?: string;
-            };
-            const extra = [
-              e.leadership,
-              e.epoch !== undefined ? `epoch ${e.epoch}` : '',
-              e.cluster,
-              e.scheduledAt,
-              e.agents?.join(' '),
-            ];
-            lines.push({
-              time: e.time,
-              text: `${fleet.controllerAddresses[i]} ${e.msg} ${extra.filter(Boolean).join(' ')}`,
-            });
-          } catch {
-            // not a log record
-          }
-        }
-      return lines
-        .sort((a, b) => a.time - b.time)
-        .map((l) => `${new Date(l.time).toISOString()} ${l.text}`)
-        .join('\n');
-    };
+    const timeline = (): Promise<string> =>
+      controllersTimeline(
+        fleet,
+        /leading|stopped beating|held here again|scheduled backup|scheduler round|unfinished jobs|LeadershipLost|agent connected/,
+      );
 
     before(async () => {
       catalog = await startPostgres();
@@ -120,12 +78,7 @@ describe(
         controllerArgs: ['--nats-url', nats.url, '--schedule-interval', '1', '--health-interval', '1'],
         startAgent: false,
       });
-      for (const address of fleet.controllerAddresses)
-        await waitFor(
-          `controller ${address} to listen`,
-          async () => (await cliAt(address, 'clusters')).code === 0,
-          300_000,
-        );
+      await controllersListening(fleet);
       leader = await waitFor(
         'a controller to lead the scheduler',
         async () =>
@@ -275,9 +228,33 @@ describe(
         300_000,
         100,
       );
+      // The issue's target, "agents reconnect to another controller within 10 s", asserted on what
+      // the agent decides rather than on this machine's speed: its own log says which controllers
+      // it tried after losing the leader and how long it chose to wait before each try
+      // (controllers.ts reconnectDelayMs: a quarter to half a second while the list has untried
+      // controllers). Each agent goes straight to a survivor (its first try is not the dead
+      // leader) and the waits it chose add up to 10 s at most. What the wall clock adds on top
+      // (process scheduling on a loaded host: load 17-30 on the 2-core test machine) is printed,
+      // and bounded only by a limit no load reaches (60 s), so the assertion cannot flake.
+      for (const [name, agent] of [
+        ['shop', fleet.agent!],
+        ['books', books.agent],
+      ] as const) {
+        const move = agentMoveFrom(await agent.log(), leader);
+        assert.ok(move, `the agent of ${name} logged its move off ${leader}`);
+        const waited = move.attempts.reduce((sum, a) => sum + a.retryInMs, 0);
+        console.log(
+          `# agent of ${name}: ${move.attempts.length} attempt(s) (${move.attempts.map((a) => `${a.controller} after ${a.retryInMs} ms`).join(', ')}), on ${move.reached}`,
+        );
+        assert.ok(move.attempts.length > 0, `the agent of ${name} logged its reconnect`);
+        assert.notEqual(move.attempts[0]!.controller, leader, `the agent of ${name} tries a survivor first`);
+        assert.notEqual(move.reached, leader);
+        assert.ok(waited <= 10_000, `the agent of ${name} chose to wait ${waited} ms in all (target 10 s)`);
+      }
       console.log(
         `# agents reconnected to a survivor ${((moved - killedAt) / 1000).toFixed(1)} s after the kill (target 10 s)`,
       );
+      assert.ok(moved - killedAt < 60_000, `agents on a survivor ${moved - killedAt} ms after the kill`);
 
       // The interrupted backup ends: succeeded, or failed with an error code; never left active.
       const ended = await waitFor(

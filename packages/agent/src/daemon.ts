@@ -52,6 +52,9 @@ export function heartbeatRole(p: ServerPosition | undefined) {
   };
 }
 
+/** How many received job ids an agent remembers to refuse a copy of a job (AgentDaemon.received). */
+const RECEIVED_KEPT = 1000;
+
 /** How long the start-up check waits for the controller's Welcome before saying it has not answered. */
 const STARTUP_CONTROLLER_WAIT_MS = 15_000;
 
@@ -66,6 +69,12 @@ export class AgentDaemon {
    * controller applies a result once and ignores repeats, so resending is safe.
    */
   private readonly recentResults: { msg: Outgoing; jobId: string; at: number }[] = [];
+  /**
+   * The ids of the last RECEIVED_KEPT jobs this process was sent, oldest first: a job sent again
+   * (a controller that died between sending it and recording the send, a message left in the
+   * catalog and delivered late) is never run twice.
+   */
+  private readonly received = new Set<string>();
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   /** Kinds of job running that run one at a time on this agent (JobContext.exclusive). */
@@ -415,7 +424,12 @@ export class AgentDaemon {
   }
 
   private startJob(job: Job): void {
-    if (this.running.has(job.jobId)) return; // redelivered after a reconnect: already running
+    if (this.received.has(job.jobId)) {
+      this.refuseCopy(job);
+      return;
+    }
+    this.received.add(job.jobId);
+    if (this.received.size > RECEIVED_KEPT) this.received.delete(this.received.values().next().value!);
     const abort = new AbortController();
     this.running.set(job.jobId, abort);
     const log = this.log.child({ jobId: job.jobId, job: job.kind.case });
@@ -470,6 +484,44 @@ export class AgentDaemon {
         this.settling.delete(settled);
       });
     this.settling.add(settled);
+  }
+
+  /**
+   * A job this process was sent before: not run again. Still running, its result follows as
+   * usual; finished, its result is sent again (the controller applies a result once); finished so
+   * long ago that the result is gone, it is answered with a failure saying so (a job already
+   * recorded as ended keeps its outcome: the controller refuses the move).
+   */
+  private refuseCopy(job: Job): void {
+    const log = this.log.child({ jobId: job.jobId, job: job.kind.case });
+    if (this.running.has(job.jobId)) {
+      log.warn('a job sent again while it runs here is not run twice');
+      return;
+    }
+    const done = this.recentResults.findLast((r) => r.jobId === job.jobId);
+    log.warn(
+      { resultKept: done !== undefined },
+      'a job sent again after it ran here is not run twice: its result goes again',
+    );
+    const msg: Outgoing = done?.msg ?? {
+      msg: {
+        case: 'result',
+        value: {
+          jobId: job.jobId,
+          state: JobState.FAILED,
+          error: {
+            code: ErrorCodes.JobStateConflict.code,
+            message: `job ${job.jobId} was already run by this agent; a copy sent again is not run twice`,
+          },
+        },
+      },
+    };
+    try {
+      this.stream?.send(msg);
+    } catch (err) {
+      // A broken stream: a kept result goes again after the next Welcome.
+      log.debug({ err: (err as Error).message }, 'result not sent: the stream is gone');
+    }
   }
 
   /** Keeps the cluster key a Welcome brought (in memory and in the key file); a controller without one sends none. */

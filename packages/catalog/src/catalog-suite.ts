@@ -125,6 +125,18 @@ export async function checkDumpsBackfill(store: CatalogStore): Promise<void> {
 /** An agent of cluster 'main' (the cluster storeWithCluster registers). */
 const inMain = (agentId: string) => ({ cluster: 'main', agentId });
 
+/** A backup job of main's agent-1 as `dispatcher` creates it (none: nobody sends it yet). */
+function backupJobSentBy(id: string, dispatcher?: string) {
+  return {
+    id,
+    cluster: 'main',
+    kind: 'backup' as const,
+    agentId: 'agent-1',
+    params: {},
+    ...(dispatcher ? { dispatcher } : {}),
+  };
+}
+
 export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore>): void {
   describe(`catalog store: ${name}`, () => {
     const opened: CatalogStore[] = [];
@@ -722,6 +734,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           error: null,
           progress: null,
           result: null,
+          dispatcher: null,
         });
         assert.equal((await store.transitionJob('j1', 'dispatched', {}, 110)).changed, true);
         const p = await store.updateJobProgress('j1', { bytesDone: '5' }, 120);
@@ -771,14 +784,11 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.deepEqual([ok.changed, ok.job.state], [true, 'succeeded']);
       });
 
-      test('dispatched may end directly; progress for a queued job is refused', async () => {
+      // Progress for a queued job is the agent's claim of it (a controller that died before
+      // recording the send): "a dead controller's queued jobs fail after the grace, unless claimed".
+      test('dispatched may end directly', async () => {
         const store = await storeWithCluster();
         await store.createJob({ id: 'q', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {} }, 1);
-        await assert.rejects(store.updateJobProgress('q', { x: 1 }, 2), (err: unknown) =>
-          PgfleetError.is(err, 'JobStateConflict'),
-        );
-        const q = await store.getJob('q');
-        assert.deepEqual([q?.state, q?.progress], ['queued', null]);
         await store.transitionJob('q', 'dispatched', {}, 3);
         const end = await store.transitionJob('q', 'succeeded', {}, 4);
         assert.deepEqual([end.job.state, end.job.startedAt, end.job.finishedAt], ['succeeded', null, 4]);
@@ -1454,6 +1464,85 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
             ['incr', 60_000],
           ],
         );
+      });
+
+      test('a job records the controller that sends it; a claim moves it to another only while queued', async () => {
+        const store = await storeWithCluster();
+        const job = backupJobSentBy;
+        assert.equal((await store.createJob(job('a', 'c1'), 1)).dispatcher, 'c1');
+        assert.equal((await store.createJobIfIdle('main', ['restore'], job('b', 'c1'), 2)).dispatcher, 'c1');
+        assert.equal((await store.createJob(job('waits'), 3)).dispatcher, null, 'nobody sends it yet');
+        assert.equal((await store.claimJobDispatch('waits', 'c2')).dispatcher, 'c2');
+        assert.equal((await store.getJob('waits'))?.dispatcher, 'c2');
+        // Sent: the claim of another controller changes nothing and says the job is not queued.
+        await store.transitionJob('a', 'dispatched', {}, 4);
+        const late = await store.claimJobDispatch('a', 'c2');
+        assert.deepEqual([late.state, late.dispatcher], ['dispatched', 'c1']);
+        await assert.rejects(store.claimJobDispatch('ghost', 'c2'), (err: unknown) =>
+          PgfleetError.is(err, 'UnknownJob'),
+        );
+      });
+
+      test("a dead controller's queued jobs fail after the grace, unless claimed; live, own and unowned ones stay", async () => {
+        const store = await storeWithCluster();
+        await store.heartbeatController({ id: 'dead', address: 'h:1', startedAt: 1, lastSeen: 1_000 });
+        await store.heartbeatController({ id: 'live', address: 'h:2', startedAt: 1, lastSeen: 30_000 });
+        const job = backupJobSentBy;
+        await store.createJob(job('lost', 'dead'), 900);
+        await store.createJob(job('claimed', 'dead'), 900);
+        await store.createJob(job('sent', 'dead'), 900);
+        await store.createJob(job('gone', 'removed'), 900); // its controller stopped cleanly: no row
+        await store.createJob(job('new', 'removed'), 25_000); // created after deadBefore: its agent still has time
+        await store.createJob(job('of-live', 'live'), 900);
+        await store.createJob(job('mine', 'me'), 900);
+        await store.createJob(job('waits'), 900);
+        await store.transitionJob('sent', 'dispatched', {}, 950);
+        // The agent reports progress on a job still queued: it has it, so it is running (through dispatched).
+        const events = (j: { id: string }): OutboxEventInput[] => [
+          { id: `ev-${j.id}`, cluster: 'main', kind: 'backup.started', time: 1, payload: new Uint8Array([1]) },
+        ];
+        const p = await store.updateJobProgress('claimed', { phase: 'copy' }, 20_000, events);
+        assert.deepEqual([p.changed, p.job.state, p.job.startedAt], [true, 'running', 20_000]);
+        const error = { code: ErrorCodes.DispatcherLost.code, message: 'lost' };
+        const failedEvents = (j: { id: string }): OutboxEventInput[] => [
+          { id: `fail-${j.id}`, cluster: 'main', kind: 'backup.failed', time: 2, payload: new Uint8Array([2]) },
+        ];
+        const failed = await store.failLostDispatches('me', 20_000, error, 30_000, failedEvents);
+        assert.deepEqual(failed.map((j) => j.id).sort(), ['gone', 'lost']);
+        assert.deepEqual([failed[0]!.state, failed[0]!.error, failed[0]!.finishedAt], ['failed', error, 30_000]);
+        const states = Object.fromEntries((await store.listJobs()).map((j) => [j.id, j.state]));
+        assert.deepEqual(states, {
+          lost: 'failed',
+          claimed: 'running',
+          sent: 'dispatched',
+          gone: 'failed',
+          new: 'queued',
+          'of-live': 'queued',
+          mine: 'queued',
+          waits: 'queued',
+        });
+        assert.deepEqual(
+          (await store.listEvents()).map((e) => e.id),
+          ['ev-claimed', 'fail-lost', 'fail-gone'],
+        );
+        assert.deepEqual(await store.failLostDispatches('me', 20_000, error, 31_000), [], 'once');
+      });
+
+      test('a lost dispatch is failed only under the current leadership (fence)', async () => {
+        const store = await storeWithCluster();
+        assert.equal(await store.tryAcquireLeadership('scheduler'), true);
+        const fence = store.leadershipFence('scheduler')!;
+        await store.createJob(
+          { id: 'lost', cluster: 'main', kind: 'backup', agentId: 'agent-1', params: {}, dispatcher: 'dead' },
+          1,
+        );
+        const error = { code: ErrorCodes.DispatcherLost.code, message: 'lost' };
+        const stale = { name: 'scheduler', epoch: fence.epoch - 1 };
+        await assert.rejects(store.failLostDispatches('me', 100, error, 200, undefined, stale), (err: unknown) =>
+          PgfleetError.is(err, 'LeadershipLost'),
+        );
+        assert.equal((await store.getJob('lost'))?.state, 'queued');
+        assert.equal((await store.failLostDispatches('me', 100, error, 200, undefined, fence)).length, 1);
       });
 
       test('messages left for a controller are taken once, in order, by that controller only', async () => {

@@ -19,9 +19,15 @@ export interface CatalogMigration {
  * A migration that admits another job kind: SQLite rebuilds jobs for its CHECK constraint as in
  * version 5 (rowids kept: they order jobs created in the same millisecond), PostgreSQL swaps the
  * constraint. Only for migrations from 13 on: the texts of applied migrations never change.
+ * `dispatcher`: the jobs table has the dispatcher column (every migration after 'jobs.dispatcher'
+ * must pass true, or SQLite's rebuild would drop it; the catalog suite's dispatch tests then fail).
  */
-function jobKindsMigration(kinds: readonly string[]): Pick<CatalogMigration, 'sqlite' | 'postgres'> {
+function jobKindsMigration(
+  kinds: readonly string[],
+  dispatcher = false,
+): Pick<CatalogMigration, 'sqlite' | 'postgres'> {
   const list = kinds.map((k) => `'${k}'`).join(', ');
+  const extra = dispatcher ? ', dispatcher' : '';
   return {
     sqlite: `
       CREATE TABLE jobs_v5 (
@@ -37,10 +43,10 @@ function jobKindsMigration(kinds: readonly string[]): Pick<CatalogMigration, 'sq
         error_code    TEXT,
         error_message TEXT,
         progress      TEXT,
-        result        TEXT
+        result        TEXT${dispatcher ? ',\n        dispatcher    TEXT' : ''}
       );
-      INSERT INTO jobs_v5 (rowid, id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, error_code, error_message, progress, result)
-        SELECT rowid, id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, error_code, error_message, progress, result FROM jobs;
+      INSERT INTO jobs_v5 (rowid, id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, error_code, error_message, progress, result${extra})
+        SELECT rowid, id, cluster, kind, state, agent_id, params, created_at, started_at, finished_at, error_code, error_message, progress, result${extra} FROM jobs;
       DROP TABLE jobs;
       ALTER TABLE jobs_v5 RENAME TO jobs;
       CREATE INDEX jobs_cluster_created ON jobs(cluster, created_at);
@@ -704,6 +710,13 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
       ALTER TABLE schedule_runs DROP CONSTRAINT schedule_runs_type_check;
       ALTER TABLE schedule_runs ADD CONSTRAINT schedule_runs_type_check CHECK (type IN ('full', 'diff', 'incr', 'drill', 'logical'));
     `,
+  },
+  {
+    description:
+      'jobs.dispatcher: the controller that sends a queued job to its agent (its creator, or the one sending a drill after its capture; NULL: nobody yet, or a job from before this version); a queued job whose dispatcher died is failed by the scheduler leader unless its agent claims it (DispatcherLost)',
+    // A later jobKindsMigration rebuild must carry this column (SQLite): jobKindsMigration(kinds, true).
+    sqlite: `ALTER TABLE jobs ADD COLUMN dispatcher TEXT;`,
+    postgres: `ALTER TABLE jobs ADD COLUMN dispatcher TEXT;`,
   },
 ];
 

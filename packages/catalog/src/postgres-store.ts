@@ -709,8 +709,8 @@ export class PostgresCatalogStore implements CatalogStore {
 
   async createJob(job: NewJob, now: number): Promise<JobRecord> {
     const rows = await this.query<JobRow>(
-      `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES ($1, $2, $3, 'queued', $4, $5::jsonb, $6) ON CONFLICT (id) DO NOTHING RETURNING *`,
-      [job.id, job.cluster, job.kind, job.agentId, encodeJson(job.params), now],
+      `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at, dispatcher) VALUES ($1, $2, $3, 'queued', $4, $5::jsonb, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING *`,
+      [job.id, job.cluster, job.kind, job.agentId, encodeJson(job.params), now, job.dispatcher ?? null],
     );
     if (rows[0]) return jobRow(rows[0]);
     // Only a row that exists makes the insert do nothing; jobs are never deleted.
@@ -742,8 +742,8 @@ export class PostgresCatalogStore implements CatalogStore {
       );
       if (busy.rows[0]) throw clusterBusyError(cluster, jobRow(busy.rows[0]));
       const rows = await client.query<JobRow>(
-        `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES ($1, $2, $3, 'queued', $4, $5::jsonb, $6) RETURNING *`,
-        [job.id, job.cluster, job.kind, job.agentId, encodeJson(job.params), now],
+        `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at, dispatcher) VALUES ($1, $2, $3, 'queued', $4, $5::jsonb, $6, $7) RETURNING *`,
+        [job.id, job.cluster, job.kind, job.agentId, encodeJson(job.params), now, job.dispatcher ?? null],
       );
       if (runs.length > 0) await upsertScheduleRuns(client, runs);
       return jobRow(rows.rows[0]!);
@@ -837,17 +837,69 @@ export class PostgresCatalogStore implements CatalogStore {
     return { job: jobRow(res.rows[0]!), changed: true };
   }
 
-  async updateJobProgress(id: string, progress: unknown, now: number): Promise<TransitionOutcome> {
+  async updateJobProgress(
+    id: string,
+    progress: unknown,
+    now: number,
+    claimed?: JobEventsFactory,
+  ): Promise<TransitionOutcome> {
     return this.transaction(async (client): Promise<TransitionOutcome> => {
-      const job = await lockJob(client, id);
+      let job = await lockJob(client, id);
       // Progress that arrives after the end (a late message on the stream) must not reopen the job.
       if (isTerminalJobState(job.state)) return { job, changed: false };
+      // The agent has a job still queued: its sender died (or has not recorded the send yet).
+      if (job.state === 'queued')
+        job = (await this.transitionLocked(client, job, 'dispatched', { events: claimed?.(job) ?? [] }, now)).job;
       if (job.state !== 'running') await this.transitionLocked(client, job, 'running', {}, now);
       const res = await client.query<JobRow>('UPDATE jobs SET progress = $2::jsonb WHERE id = $1 RETURNING *', [
         id,
         encodeJson(progress),
       ]);
       return { job: jobRow(res.rows[0]!), changed: true };
+    });
+  }
+
+  async claimJobDispatch(id: string, controllerId: string): Promise<JobRecord> {
+    const rows = await this.query<JobRow>(
+      `UPDATE jobs SET dispatcher = $2 WHERE id = $1 AND state = 'queued' RETURNING *`,
+      [id, controllerId],
+    );
+    if (rows[0]) return jobRow(rows[0]);
+    const job = await this.getJob(id);
+    if (!job) throw new PgfleetError('UnknownJob', `job ${id} does not exist`);
+    return job;
+  }
+
+  async failLostDispatches(
+    self: string,
+    deadBefore: number,
+    error: JobError,
+    now: number,
+    events?: JobEventsFactory,
+    fence?: LeadershipFence,
+  ): Promise<JobRecord[]> {
+    return this.transaction(async (client) => {
+      if (fence) await checkFence(client, fence);
+      // Locked in id order like failJobs; a job claimed (or sent and recorded) meanwhile is no
+      // longer queued after the wait and is left alone.
+      const { rows } = await client.query<JobRow>(
+        `WITH target AS (
+           SELECT id FROM jobs j
+           WHERE j.state = 'queued' AND j.dispatcher IS NOT NULL AND j.dispatcher <> $1 AND j.created_at < $2
+             AND NOT EXISTS (SELECT 1 FROM controllers c WHERE c.id = j.dispatcher AND c.last_seen >= $2)
+           ORDER BY id
+           FOR UPDATE
+         ), failed AS (
+           UPDATE jobs SET state = 'failed', finished_at = $3, error_code = $4, error_message = $5
+           FROM target WHERE jobs.id = target.id AND jobs.state = 'queued'
+           RETURNING jobs.*
+         )
+         SELECT * FROM failed ORDER BY seq`,
+        [self, deadBefore, now, error.code, error.message],
+      );
+      const jobs = rows.map(jobRow);
+      if (events) for (const job of jobs) await insertEvents(client, events(job));
+      return jobs;
     });
   }
 

@@ -141,6 +141,8 @@ export interface JobRow {
   error_message: string | null;
   progress: unknown;
   result: unknown;
+  /** The jobs.dispatcher column (a later schema version than the rest of the row). */
+  dispatcher?: string | null;
 }
 
 /** 64-bit columns (seq, ms times) may arrive as text from PostgreSQL; `Number` reads both. */
@@ -353,6 +355,7 @@ export function jobFromRow(r: JobRow, decodeJson: DecodeJson): JobRecord {
     error: r.error_code === null ? null : { code: r.error_code, message: r.error_message ?? '' },
     progress: decodeJson(r.progress),
     result: decodeJson(r.result),
+    dispatcher: r.dispatcher ?? null,
   };
 }
 

@@ -637,8 +637,8 @@ export class SqliteCatalogStore implements CatalogStore {
 
   async createJob(job: NewJob, now: number): Promise<JobRecord> {
     const { changes } = this.prepare(
-      `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-    ).run(job.id, job.cluster, job.kind, job.agentId, json(job.params), now);
+      `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at, dispatcher) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+    ).run(job.id, job.cluster, job.kind, job.agentId, json(job.params), now, job.dispatcher ?? null);
     const stored = (await this.getJob(job.id))!;
     return changes === 0 ? existingJobFor(job, stored) : stored;
   }
@@ -667,8 +667,8 @@ export class SqliteCatalogStore implements CatalogStore {
               ).get(cluster, ...kinds, ...FAILABLE_JOB_STATES) as JobRow | undefined);
         if (busy) throw clusterBusyError(cluster, jobRow(busy));
         this.prepare(
-          `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?)`,
-        ).run(job.id, job.cluster, job.kind, job.agentId, json(job.params), now);
+          `INSERT INTO jobs (id, cluster, kind, state, agent_id, params, created_at, dispatcher) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)`,
+        ).run(job.id, job.cluster, job.kind, job.agentId, json(job.params), now, job.dispatcher ?? null);
         this.upsertScheduleRuns(runs);
         return jobRow(this.prepare('SELECT * FROM jobs WHERE id = ?').get(job.id) as JobRow);
       })
@@ -753,7 +753,12 @@ export class SqliteCatalogStore implements CatalogStore {
     return { job: jobRow(this.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow), changed: true };
   }
 
-  async updateJobProgress(id: string, progress: unknown, now: number): Promise<TransitionOutcome> {
+  async updateJobProgress(
+    id: string,
+    progress: unknown,
+    now: number,
+    claimed?: JobEventsFactory,
+  ): Promise<TransitionOutcome> {
     return this.db
       .transaction((): TransitionOutcome => {
         const row = this.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
@@ -761,9 +766,44 @@ export class SqliteCatalogStore implements CatalogStore {
         const job = jobRow(row);
         // Progress that arrives after the end (a late message on the stream) must not reopen the job.
         if (isTerminalJobState(job.state)) return { job, changed: false };
+        // The agent has a job still queued: its sender died (or has not recorded the send yet).
+        if (job.state === 'queued') this.transitionSync(id, 'dispatched', { events: claimed?.(job) ?? [] }, now);
         if (job.state !== 'running') this.transitionSync(id, 'running', {}, now);
         this.prepare('UPDATE jobs SET progress = ? WHERE id = ?').run(json(progress), id);
         return { job: jobRow(this.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow), changed: true };
+      })
+      .immediate();
+  }
+
+  async claimJobDispatch(id: string, controllerId: string): Promise<JobRecord> {
+    this.prepare(`UPDATE jobs SET dispatcher = ? WHERE id = ? AND state = 'queued'`).run(controllerId, id);
+    const job = await this.getJob(id);
+    if (!job) throw new PgfleetError('UnknownJob', `job ${id} does not exist`);
+    return job;
+  }
+
+  async failLostDispatches(
+    self: string,
+    deadBefore: number,
+    error: JobError,
+    now: number,
+    events?: JobEventsFactory,
+    fence?: LeadershipFence,
+  ): Promise<JobRecord[]> {
+    return this.db
+      .transaction(() => {
+        if (fence) this.checkFence(fence);
+        const rows = this.prepare(
+          `SELECT id FROM jobs j
+             WHERE j.state = 'queued' AND j.dispatcher IS NOT NULL AND j.dispatcher <> ? AND j.created_at < ?
+               AND NOT EXISTS (SELECT 1 FROM controllers c WHERE c.id = j.dispatcher AND c.last_seen >= ?)
+             ORDER BY rowid`,
+        ).all(self, deadBefore, deadBefore) as { id: string }[];
+        return rows.map((r) => {
+          const job = this.transitionSync(r.id, 'failed', { error }, now).job;
+          if (events) this.insertEventsSync(events(job));
+          return job;
+        });
       })
       .immediate();
   }

@@ -351,6 +351,12 @@ export interface JobRecord {
   error: JobError | null;
   progress: unknown;
   result: unknown;
+  /**
+   * The controller (ControllerRecord.id) that sends the job to its agent: its creator, or the one
+   * that claimed it (claimJobDispatch). Null: nobody is sending it (a drill waiting for its source
+   * capture, or a job from before the catalog recorded it). Reads always set it.
+   */
+  dispatcher?: string | null;
 }
 
 export interface NewJob {
@@ -359,6 +365,12 @@ export interface NewJob {
   kind: JobKind;
   agentId: string;
   params: unknown;
+  /**
+   * The controller creating the job, which sends it next; recorded in the insert itself, so a
+   * controller killed between creating the job and sending it leaves a job that names it
+   * (failLostDispatches). Absent: nobody sends it yet.
+   */
+  dispatcher?: string;
 }
 
 export interface TransitionOptions {
@@ -607,8 +619,35 @@ export interface CatalogStore {
    * illegal throws JobStateConflict; an unknown id throws UnknownJob.
    */
   transitionJob(id: string, to: JobStateName, options: TransitionOptions, now: number): Promise<TransitionOutcome>;
-  /** Stores progress and moves a dispatched job to running. Ignored (changed=false) once the job is terminal. */
-  updateJobProgress(id: string, progress: unknown, now: number): Promise<TransitionOutcome>;
+  /**
+   * Stores progress and moves a queued or dispatched job to running (a queued one through
+   * dispatched: its agent has it, whoever sent it and whether or not the sender lived to record
+   * the send). Ignored (changed=false) once the job is terminal. `claimed`: the events of the move
+   * to dispatched, written only when the job was still queued (the sender's own would never come).
+   */
+  updateJobProgress(id: string, progress: unknown, now: number, claimed?: JobEventsFactory): Promise<TransitionOutcome>;
+  /**
+   * Makes `controllerId` the dispatcher of a job that is still queued, right before it sends the
+   * job. Returns the job as it is now: one no longer queued (taken over by failLostDispatches,
+   * cancelled, or claimed by its agent) is returned unchanged, and must not be sent.
+   */
+  claimJobDispatch(id: string, controllerId: string): Promise<JobRecord>;
+  /**
+   * Fails, in one transaction, the queued jobs whose dispatcher is not `self` and has not been
+   * seen since `deadBefore` (a controller row older than that, or none: removed), created before
+   * `deadBefore` too: their controller died between creating them and recording the send, and
+   * their agent has not claimed them (a claim moves a job out of queued). Jobs without a
+   * dispatcher are left alone. With `fence`, refused with LeadershipLost once another controller
+   * took that leadership. Returns the failed jobs (their events written with them).
+   */
+  failLostDispatches(
+    self: string,
+    deadBefore: number,
+    error: JobError,
+    now: number,
+    events?: JobEventsFactory,
+    fence?: LeadershipFence,
+  ): Promise<JobRecord[]>;
   /** Fails the agent's non-terminal jobs (of its cluster only), except those listed (still running on a reconnected agent). */
   failActiveJobsOfAgent(
     agent: AgentRef,

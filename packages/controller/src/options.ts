@@ -88,7 +88,7 @@ export const controllerProgram = {
       min: 1,
       max: 24 * 3600,
       description:
-        'Seconds an agent has to reconnect and claim its unfinished jobs (after its stream broke or the controller restarted) before they fail; agents keep running jobs while disconnected and deliver their results on reconnect.',
+        'Seconds an agent has to reconnect and claim its unfinished jobs (after its stream broke or the controller restarted) before they fail; agents keep running jobs while disconnected and deliver their results on reconnect. Also how long, past the 10 s lease of a controller that died, the jobs it had created and not yet recorded as sent wait for their agent to claim them before they fail (DispatcherLost).',
     },
     {
       name: 'log-level',

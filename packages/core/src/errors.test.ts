@@ -48,6 +48,7 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   BackupSummaryMismatch: ['PGF-2300', 15, 6],
   ControllerAddressInvalid: ['PGF-2320', 3, 2],
   LeadershipLost: ['PGF-2321', 9, 4],
+  DispatcherLost: ['PGF-2340', 14, 5],
   PageTokenInvalid: ['PGF-2350', 3, 2],
   PgdataMissing: ['PGF-3001', 9, 4],
   ArchiveModeOff: ['PGF-3002', 9, 4],

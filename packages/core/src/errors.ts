@@ -248,6 +248,11 @@ export const ErrorCodes = {
     4,
     'Another controller took the leadership (this one paused or lost its catalog session): the write was refused so nothing fires twice. Nothing to do; the leader runs the schedule.',
   ),
+  DispatcherLost: spec(
+    'PGF-2340',
+    GrpcStatus.UNAVAILABLE,
+    5,
+    "The controller that created the job died before its agent had it, and the agent never claimed it: the job was failed so the cluster's next job can start. A scheduled job runs again at its next fire time; start a manual one again.",
   PageTokenInvalid: spec(
     'PGF-2350',
     GrpcStatus.INVALID_ARGUMENT,

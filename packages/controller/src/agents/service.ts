@@ -7,7 +7,7 @@
  */
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes, PgfleetError, asPgfleetError } from '@pgfleet/core';
-import { agentRefKey, isTerminalJobState, type AgentRef } from '@pgfleet/catalog';
+import { agentRefKey, isTerminalJobState, type AgentRef, type JobRecord } from '@pgfleet/catalog';
 import type { BidiStream, CallContext, ServiceImpl } from '@pgfleet/rpc';
 import {
   ConnectRequestSchema,
@@ -25,7 +25,7 @@ import { ownJob } from './ownership.js';
 import { agentReplayRecord, archiverJson, archiveSetupRecord, serverRoleFromProto, progressJson } from '../wire.js';
 import { CONTROLLER_VERSION, eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
 import { outboxEvent } from '../jobs/events.js';
-import { failedJobEvents, failedOutcome, jobsEnded, kindOf } from '../jobs/registry.js';
+import { failedJobEvents, failedOutcome, jobEvents, jobsEnded, kindOf } from '../jobs/registry.js';
 import { typedJob } from '../jobs/params.js';
 import { walHealthRecord } from '../health/health.js';
 import { clusterAgent } from '../jobs/dispatch.js';
@@ -199,7 +199,10 @@ function openSession(
 /**
  * The catalog's jobs of this agent against what its Hello says it still runs. Jobs the catalog
  * thinks it runs but the agent does not know about died with its previous process and fail.
- * Queued ones were never sent (e.g. a drill waiting for its capture): they stay.
+ * Queued ones the agent names were sent by a controller that died before recording it: the agent
+ * has them, so they are dispatched now (and no longer a lost dispatch, schedule/lost-dispatches.ts).
+ * Other queued ones stay: a drill waiting for its capture, a send in progress, or a lost send
+ * the scheduler leader fails once its controller is dead.
  */
 async function reconcileJobs(
   ctx: ControllerContext,
@@ -213,6 +216,11 @@ async function reconcileJobs(
   ctx.reclaimTimers.delete(agentRefKey(agent));
   const active = (await ctx.store.listActiveJobs()).filter(
     (j) => j.agentId === hello.agentId && j.cluster === hello.cluster,
+  );
+  await claimQueuedJobs(
+    ctx,
+    active.filter((j) => j.state === 'queued' && hello.runningJobIds.includes(j.id)),
+    log,
   );
   const keep = [...hello.runningJobIds, ...active.filter((j) => j.state === 'queued').map((j) => j.id)];
   const lostError = {
@@ -238,6 +246,35 @@ async function reconcileJobs(
   if (lost.length) log.warn({ jobIds: lost.map((j) => j.id) }, 'failed jobs the restarted agent no longer runs');
   publishJobs(ctx, lost);
   await jobsEnded(ctx, lost);
+}
+
+/** Jobs still queued that their agent says it has (Hello): dispatched, with their kind's event for it. */
+async function claimQueuedJobs(
+  ctx: ControllerContext,
+  jobs: readonly JobRecord[],
+  log: ControllerContext['logger'],
+): Promise<void> {
+  for (const j of jobs) {
+    try {
+      const now = ctx.now();
+      const { job, changed } = await ctx.store.transitionJob(
+        j.id,
+        'dispatched',
+        { events: jobEvents(j, 'dispatched', {}, now) },
+        now,
+      );
+      if (!changed) continue;
+      eventsCommitted(ctx);
+      publishJobs(ctx, [job]);
+      log.warn(
+        { jobId: j.id, kind: j.kind, dispatcher: j.dispatcher },
+        'the agent has a job its sender never recorded as sent (that controller died): dispatched',
+      );
+    } catch (err) {
+      // Moved on meanwhile (its progress, or the sender's own record): nothing to claim.
+      if (!PgfleetError.is(err, 'JobStateConflict')) throw err;
+    }
+  }
 }
 
 async function agentGone(
@@ -310,7 +347,8 @@ export function reclaimJobsLater(
       for (const a of candidates.values()) {
         // Connected to another controller sharing the catalog: that one reconciled its jobs in Hello.
         if ((await ctx.store.getAgent(a))?.connected) continue;
-        // Queued jobs were never sent; they are dispatched (or fail) when their time comes.
+        // Queued jobs are their dispatcher's to send; a dead dispatcher's are failed by the
+        // scheduler leader unless their agent claims them (schedule/lost-dispatches.ts).
         const keep = active
           .filter((j) => j.cluster === a.cluster && j.agentId === a.agentId && j.state === 'queued')
           .map((j) => j.id);
@@ -374,7 +412,22 @@ async function handleMessage(
       return;
     case 'progress': {
       await ownJob(ctx, session, msg.value.jobId);
-      const { job, changed } = await ctx.store.updateJobProgress(msg.value.jobId, progressJson(msg.value), ctx.now());
+      // Progress on a job still queued: its sender has not recorded the send yet, or died before
+      // it did. The agent has it, so it moves on here, with the dispatched event its sender owed.
+      const claim = { made: false };
+      const { job, changed } = await ctx.store.updateJobProgress(
+        msg.value.jobId,
+        progressJson(msg.value),
+        ctx.now(),
+        (queued) => {
+          claim.made = true;
+          return jobEvents(queued, 'dispatched', {}, ctx.now());
+        },
+      );
+      if (claim.made) {
+        eventsCommitted(ctx);
+        log.info({ jobId: job.id, dispatcher: job.dispatcher }, 'progress on a job still queued: the agent has it');
+      }
       if (changed) ctx.watchers.publish(job);
       return;
     }

@@ -23,7 +23,7 @@ import type { BackupManifest, CountedManifestHead } from '@pgfleet/storage';
 import type { ControllerContext } from '../context.js';
 import { loadClusterPolicy } from '../schedule/policy.js';
 import { backupInfoFromRecord, backupRecordFromInfo, resultJson } from '../wire.js';
-import { clusterAgent, dispatch, requireCluster } from './dispatch.js';
+import { clusterAgent, dispatch, requireCluster, sentFromHere } from './dispatch.js';
 import { errorDetail, jobDurationSeconds, outboxEvent } from './events.js';
 import type { ControllerJobKind } from './job-kind.js';
 import { admitReportedBackup } from './backup-admission.js';
@@ -150,7 +150,7 @@ export async function startBackupJob(
   // a scheduled one only while its scheduler still leads (`fence`: a paused ex-leader fires nothing).
   const job = jobOfKind(
     'backup',
-    await ctx.store.createJobIfIdle(cluster, ONE_AT_A_TIME_KINDS, created, ctx.now(), fence, runs),
+    await ctx.store.createJobIfIdle(cluster, ONE_AT_A_TIME_KINDS, sentFromHere(ctx, created), ctx.now(), fence, runs),
   );
   // The agent names the backup from its start time (see backupLabel in core).
   return dispatch(

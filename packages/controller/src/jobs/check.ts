@@ -8,7 +8,7 @@ import { newJobId } from '@pgfleet/core';
 import type { JobInfoSchema } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
 import { resultJson } from '../wire.js';
-import { clusterAgent, dispatch, requireCluster } from './dispatch.js';
+import { clusterAgent, dispatch, requireCluster, sentFromHere } from './dispatch.js';
 import type { ControllerJobKind } from './job-kind.js';
 import { jobOfKind } from './params.js';
 
@@ -34,7 +34,13 @@ export async function startCheckJob(
   const job = jobOfKind(
     'check',
     await ctx.store.createJob(
-      { id: newJobId(), cluster, kind: 'check', agentId: session.agentId, params: { timeoutSeconds } },
+      sentFromHere(ctx, {
+        id: newJobId(),
+        cluster,
+        kind: 'check',
+        agentId: session.agentId,
+        params: { timeoutSeconds },
+      }),
       ctx.now(),
     ),
   );

@@ -2,10 +2,15 @@
  * Starting jobs on agents, shared by every kind's start (jobs/<kind>.ts), whoever asks (the admin
  * API, the scheduler, retention): record the job as queued, send it on the agent's stream, mark
  * it dispatched, so a job is always in the catalog before any agent can report on it.
+ *
+ * The queued row names the controller that sends it (its dispatcher, from the insert on): a
+ * controller killed between creating a job and recording its send leaves a job that says whose
+ * send was lost, and the scheduler leader fails it once that controller is dead and the agent has
+ * not claimed it (schedule/lost-dispatches.ts).
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { ErrorCodes, PgfleetError, parseClusterName } from '@pgfleet/core';
-import type { JobKind } from '@pgfleet/catalog';
+import type { JobKind, NewJob } from '@pgfleet/catalog';
 import { repositoryMessage, type JobInfoSchema, type JobSchema } from '@pgfleet/proto';
 import { chooseAgent, DEFAULT_STANDBY_MAX_LAG_BYTES, type AgentCandidate, type AgentNeed } from '../agents/choice.js';
 import type { AgentSession } from '../agents/sessions.js';
@@ -14,6 +19,7 @@ import { jobInfoFromRecord } from '../wire.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
 import type { ControllerJobKind } from './job-kind.js';
 import type { TypedJob } from './params.js';
+import { killPoint } from './kill-points.js';
 
 export async function requireCluster(ctx: ControllerContext, name: string) {
   if (!name) throw new PgfleetError('InvalidArgument', 'a cluster name is required');
@@ -69,6 +75,18 @@ export async function liveTimeline(ctx: ControllerContext, cluster: string): Pro
   return pool.reduce((best, a) => Math.max(best, a.timeline!), 0);
 }
 
+/**
+ * A job this controller creates and sends next: its row names this controller as dispatcher from
+ * the insert on, so if this process dies before the send is recorded the others know whose send
+ * was lost (store.failLostDispatches).
+ */
+export function sentFromHere<J extends Omit<NewJob, 'kind' | 'params'>>(
+  ctx: ControllerContext,
+  job: J,
+): J & { dispatcher: string } {
+  return { ...job, dispatcher: ctx.controllerId };
+}
+
 /** What a job asks the agent to do: the `kind` oneof of the Job message. */
 export type JobKindInit = NonNullable<MessageInitShape<typeof JobSchema>['kind']>;
 
@@ -99,6 +117,15 @@ export async function dispatch<K extends JobKind>(
     },
   };
   const log = ctx.logger.child({ jobId: job.id, kind: job.kind, cluster: job.cluster, agentId: session.agentId });
+  // Still queued, and this controller its dispatcher (a drill after its capture is claimed here):
+  // a job the scheduler leader failed as lost while this one paused, or one cancelled meanwhile,
+  // is not sent.
+  const claimed = await ctx.store.claimJobDispatch(job.id, ctx.controllerId);
+  if (claimed.state !== 'queued') {
+    log.warn({ state: claimed.state, code: claimed.error?.code }, 'job not sent: it is no longer queued');
+    return jobInfoFromRecord(claimed);
+  }
+  killPoint('dispatch-before-send', job.kind);
   try {
     await session.send(message);
   } catch (err) {
@@ -120,16 +147,38 @@ export async function dispatch<K extends JobKind>(
       { cause: err },
     );
   }
-  const { job: dispatched } = await ctx.store.transitionJob(
-    job.id,
-    'dispatched',
-    { events: jobKind.events(job, 'dispatched', {}, ctx.now()) },
-    ctx.now(),
-  );
+  killPoint('dispatch-after-send', job.kind);
+  const dispatched = await recordSent(ctx, job, jobKind);
   eventsCommitted(ctx);
   publishJobs(ctx, [dispatched]);
   log.info({ params: job.params, ...(session.heldBy ? { via: session.heldBy } : {}) }, 'job dispatched');
   return jobInfoFromRecord(dispatched);
+}
+
+/**
+ * The job moves to dispatched once sent. Its agent may have been quicker (progress or a result
+ * through another controller moved it on): then it stays as the agent left it.
+ */
+async function recordSent<K extends JobKind>(
+  ctx: ControllerContext,
+  job: TypedJob<K>,
+  jobKind: Pick<ControllerJobKind<K>, 'events'>,
+) {
+  try {
+    return (
+      await ctx.store.transitionJob(
+        job.id,
+        'dispatched',
+        { events: jobKind.events(job, 'dispatched', {}, ctx.now()) },
+        ctx.now(),
+      )
+    ).job;
+  } catch (err) {
+    if (!PgfleetError.is(err, 'JobStateConflict')) throw err;
+    const current = await ctx.store.getJob(job.id);
+    if (!current) throw err;
+    return current;
+  }
 }
 
 /** Job.manifest_key and manifest_cluster for a job of `cluster` (storage manifest-auth.ts). */

@@ -33,7 +33,7 @@ import { agentSession } from '../agents/peers.js';
 import { eventsCommitted, publishJobs, type ControllerContext } from '../context.js';
 import { chooseBackup } from '../restore/pitr.js';
 import { jobInfoFromRecord, pitrTargetFromProto, recoveryTargetJson, resultJson } from '../wire.js';
-import { clusterAgent, dispatch, liveTimeline, requireCluster } from './dispatch.js';
+import { clusterAgent, dispatch, liveTimeline, requireCluster, sentFromHere } from './dispatch.js';
 import { findDump } from './dump.js';
 import { errorDetail, jobDurationSeconds, outboxEvent } from './events.js';
 import type { ControllerJobKind } from './job-kind.js';
@@ -202,7 +202,9 @@ export async function startDrillJob(
     agentId: session.agentId,
     params,
   };
-  const drill = await createDrillJob(ctx, created, fence, runs);
+  // A drill that waits for its source capture is sent by whichever controller records the
+  // capture's end (captureFinished claims it then): until then nobody is its dispatcher.
+  const drill = await createDrillJob(ctx, captureId ? created : sentFromHere(ctx, created), fence, runs);
   if (!captureId) {
     return dispatch(
       ctx,
@@ -229,7 +231,7 @@ export async function startDrillJob(
     agentId: own.agentId,
     params: { drillJobId: drillId, restorePoint },
   };
-  const capture = jobOfKind('capture', await ctx.store.createJob(captureJobRecord, ctx.now()));
+  const capture = jobOfKind('capture', await ctx.store.createJob(sentFromHere(ctx, captureJobRecord), ctx.now()));
   try {
     await dispatch(ctx, own, capture, { case: 'capture', value: { cluster: req.cluster, restorePoint } }, captureJob);
   } catch (err) {
@@ -293,7 +295,7 @@ async function startDumpDrillJob(
       ...(req.keep ? { keep: true } : {}),
     },
   };
-  const drill = await createDrillJob(ctx, created, fence);
+  const drill = await createDrillJob(ctx, sentFromHere(ctx, created), fence);
   return dispatch(
     ctx,
     session,

@@ -23,7 +23,7 @@ import {
 } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
 import { resultJson } from '../wire.js';
-import { clusterAgent, dispatch, requireCluster } from './dispatch.js';
+import { clusterAgent, dispatch, requireCluster, sentFromHere } from './dispatch.js';
 import { errorDetail, jobDurationSeconds, outboxEvent, timestampMs } from './events.js';
 import type { ControllerJobKind } from './job-kind.js';
 import { jobOfKind, type TypedJob } from './params.js';
@@ -153,8 +153,15 @@ export async function startDumpJob(
   const job = jobOfKind(
     'dump',
     scheduled
-      ? await ctx.store.createJobIfIdle(cluster, ['dump'], created, ctx.now(), scheduled.fence, scheduled.runs)
-      : await ctx.store.createJob(created, ctx.now()),
+      ? await ctx.store.createJobIfIdle(
+          cluster,
+          ['dump'],
+          sentFromHere(ctx, created),
+          ctx.now(),
+          scheduled.fence,
+          scheduled.runs,
+        )
+      : await ctx.store.createJob(sentFromHere(ctx, created), ctx.now()),
   );
   return dispatch(
     ctx,
@@ -245,7 +252,7 @@ export async function startRestoreDumpJob(
   const job = jobOfKind(
     'restore-dump',
     await ctx.store.createJob(
-      { id: newJobId(), cluster: toCluster, kind: 'restore-dump', agentId: session.agentId, params },
+      sentFromHere(ctx, { id: newJobId(), cluster: toCluster, kind: 'restore-dump', agentId: session.agentId, params }),
       ctx.now(),
     ),
   );

@@ -11,7 +11,7 @@ import type { ControllerContext } from '../context.js';
 import { expireParams, type ClusterRetention } from '../retention/jobs.js';
 import { resultJson } from '../wire.js';
 import { ONE_AT_A_TIME_KINDS } from './backup.js';
-import { clusterAgent, dispatch, requireCluster } from './dispatch.js';
+import { clusterAgent, dispatch, requireCluster, sentFromHere } from './dispatch.js';
 import { outboxEvent } from './events.js';
 import type { ControllerJobKind } from './job-kind.js';
 import { jobOfKind, type NewTypedJob, type TypedJob } from './params.js';
@@ -130,7 +130,7 @@ export async function startExpireJob(
   // A scheduled expire only while its scheduler still leads (`fence`: a paused ex-leader starts none).
   const job = jobOfKind(
     'expire',
-    await ctx.store.createJobIfIdle(r.cluster, ONE_AT_A_TIME_KINDS, created, ctx.now(), fence),
+    await ctx.store.createJobIfIdle(r.cluster, ONE_AT_A_TIME_KINDS, sentFromHere(ctx, created), ctx.now(), fence),
   );
   return dispatch(
     ctx,
@@ -213,7 +213,10 @@ export async function startBackupDeleteJob(
   const session = await clusterAgent(ctx, cluster, 'any');
   const params = { labels, walKeepFrom: '', keepRanges: [], reason: 'backup delete', exact: true };
   const created: NewTypedJob<'expire'> = { id: newJobId(), cluster, kind: 'expire', agentId: session.agentId, params };
-  const job = jobOfKind('expire', await ctx.store.createJobIfIdle(cluster, ONE_AT_A_TIME_KINDS, created, ctx.now()));
+  const job = jobOfKind(
+    'expire',
+    await ctx.store.createJobIfIdle(cluster, ONE_AT_A_TIME_KINDS, sentFromHere(ctx, created), ctx.now()),
+  );
   ctx.logger.info({ jobId: job.id, cluster, labels }, 'backup delete requested');
   return {
     job: await dispatch(ctx, session, job, { case: 'expire', value: { cluster, labels, exact: true } }, expireJob),

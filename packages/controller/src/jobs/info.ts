@@ -9,7 +9,7 @@ import { newJobId } from '@pgfleet/core';
 import type { JobInfoSchema } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
 import { resultJson } from '../wire.js';
-import { clusterAgent, dispatch, requireCluster, type JobKindInit } from './dispatch.js';
+import { clusterAgent, dispatch, requireCluster, type JobKindInit, sentFromHere } from './dispatch.js';
 import type { ControllerJobKind } from './job-kind.js';
 import { jobOfKind } from './params.js';
 
@@ -45,7 +45,10 @@ export async function startOnAnyAgent<K extends 'info' | 'rotate-key'>(
   const session = await clusterAgent(ctx, cluster, 'any');
   const job = jobOfKind(
     kind,
-    await ctx.store.createJob({ id: newJobId(), cluster, kind, agentId: session.agentId, params: {} }, ctx.now()),
+    await ctx.store.createJob(
+      sentFromHere(ctx, { id: newJobId(), cluster, kind, agentId: session.agentId, params: {} }),
+      ctx.now(),
+    ),
   );
   return dispatch(ctx, session, job, message, module);
 }
@@ -66,13 +69,13 @@ export async function startRestorePointsJob(
   const job = jobOfKind(
     'restore-points',
     await ctx.store.createJob(
-      {
+      sentFromHere(ctx, {
         id: newJobId(),
         cluster,
         kind: 'restore-points',
         agentId: session.agentId,
         params: since ? { since: since.toISOString() } : {},
-      },
+      }),
       ctx.now(),
     ),
   );

@@ -13,7 +13,7 @@ import type { JobInfoSchema, StartRecoverTableRequest } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
 import { chooseBackup } from '../restore/pitr.js';
 import { pitrTargetFromProto, recoveryTargetFromJson, recoveryTargetJson, resultJson } from '../wire.js';
-import { clusterAgent, dispatch, liveTimeline, requireCluster } from './dispatch.js';
+import { clusterAgent, dispatch, liveTimeline, requireCluster, sentFromHere } from './dispatch.js';
 import type { ControllerJobKind } from './job-kind.js';
 import { jobOfKind, type NewTypedJob } from './params.js';
 import { restoreOutcomeEvents } from './restore.js';
@@ -79,7 +79,7 @@ export async function startRecoverTableJob(
       database: req.database,
     },
   };
-  const job = jobOfKind('recover-table', await ctx.store.createJob(created, ctx.now()));
+  const job = jobOfKind('recover-table', await ctx.store.createJob(sentFromHere(ctx, created), ctx.now()));
   return dispatch(
     ctx,
     session,

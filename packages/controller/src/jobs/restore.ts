@@ -18,7 +18,7 @@ import { agentSession } from '../agents/peers.js';
 import type { ControllerContext } from '../context.js';
 import { chooseBackup } from '../restore/pitr.js';
 import { pitrTargetFromProto, recoveryTargetFromJson, recoveryTargetJson, resultJson } from '../wire.js';
-import { clusterAgent, dispatch, liveTimeline, requireCluster } from './dispatch.js';
+import { clusterAgent, dispatch, liveTimeline, requireCluster, sentFromHere } from './dispatch.js';
 import { errorDetail, jobDurationSeconds, outboxEvent, type JobOutcomeDetails } from './events.js';
 import type { ControllerJobKind } from './job-kind.js';
 
@@ -132,7 +132,7 @@ export async function startRestoreJob(
         : {}),
     },
   };
-  const job = jobOfKind('restore', await ctx.store.createJob(created, ctx.now()));
+  const job = jobOfKind('restore', await ctx.store.createJob(sentFromHere(ctx, created), ctx.now()));
   // The agent checks the directory: empty or new, or (delta) a stopped data directory of the cluster.
   // The catalog knows no timeline histories: a label it picked is a hint the agent may replace with a backup of the target timeline's lineage.
   const value = {

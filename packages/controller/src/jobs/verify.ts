@@ -8,7 +8,7 @@ import type { JobInfoSchema } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
 import { recordWalGaps } from '../health/wal-gaps.js';
 import { resultJson } from '../wire.js';
-import { clusterAgent, dispatch, liveTimeline, requireCluster } from './dispatch.js';
+import { clusterAgent, dispatch, liveTimeline, requireCluster, sentFromHere } from './dispatch.js';
 import { errorDetail, jobDurationSeconds, outboxEvent } from './events.js';
 import type { ControllerJobKind } from './job-kind.js';
 import { jobOfKind } from './params.js';
@@ -98,7 +98,7 @@ export async function startVerifyJob(
   const job = jobOfKind(
     'verify',
     await ctx.store.createJob(
-      { id: newJobId(), cluster, kind: 'verify', agentId: session.agentId, params: { full } },
+      sentFromHere(ctx, { id: newJobId(), cluster, kind: 'verify', agentId: session.agentId, params: { full } }),
       ctx.now(),
     ),
   );

@@ -11,7 +11,7 @@ import { newJobId } from '@pgfleet/core';
 import type { JobInfoSchema, WalSearchJob } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
 import { resultJson } from '../wire.js';
-import { clusterAgent, dispatch, liveTimeline, requireCluster } from './dispatch.js';
+import { clusterAgent, dispatch, liveTimeline, requireCluster, sentFromHere } from './dispatch.js';
 import type { ControllerJobKind } from './job-kind.js';
 import { jobOfKind } from './params.js';
 
@@ -46,7 +46,7 @@ export async function startWalSearchJob(
   const job = jobOfKind(
     'wal-search',
     await ctx.store.createJob(
-      { id: newJobId(), cluster, kind: 'wal-search', agentId: session.agentId, params },
+      sentFromHere(ctx, { id: newJobId(), cluster, kind: 'wal-search', agentId: session.agentId, params }),
       ctx.now(),
     ),
   );

@@ -619,3 +619,36 @@ describe('retention', () => {
     assert.deepEqual(mine(r.plannedExpiries), [['20260320-100000F']]);
   });
 });
+
+describe('lost dispatches', () => {
+  test("a queued job whose controller died before sending it fails after the lease and grace; the cluster's gate opens", async () => {
+    const c = 'lostc';
+    const agent = await connectAgent(c);
+    const store = t.controller.context.store;
+    // What a controller killed -9 between creating the job and sending it leaves: a queued job naming it.
+    const created = clock;
+    await store.createJob(
+      { id: 'lost-1', cluster: c, kind: 'backup', agentId: `agent-${c}`, params: { type: 'full' }, dispatcher: 'dead' },
+      created,
+    );
+    await rejectsWith(t.admin.startBackup({ cluster: c }), 'BackupInProgress', /lost-1/);
+    const waitMs = 10_000 + RUN_DEFAULTS.jobReclaimGrace * 1000;
+    clock = created + waitMs - 1000;
+    let r = await t.controller.scheduler.tick(clock);
+    assert.ok(!(r.lostDispatches ?? []).includes('lost-1'), 'its agent still has time to claim it');
+    assert.equal((await store.getJob('lost-1'))?.state, 'queued');
+    clock = created + waitMs + 1000;
+    r = await t.controller.scheduler.tick(clock);
+    assert.ok(r.lostDispatches?.includes('lost-1'), String(r.lostDispatches));
+    const failed = await store.getJob('lost-1');
+    assert.deepEqual([failed?.state, failed?.error?.code], ['failed', ErrorCodes.DispatcherLost.code]);
+    const kinds = (await store.listEvents({ cluster: c, limit: 1000 })).map((e) => e.kind);
+    assert.ok(kinds.includes('backup.failed'), kinds.join(' '));
+    // The gate is open: the next backup starts, created and sent by this controller.
+    const { job } = await t.admin.startBackup({ cluster: c });
+    assert.equal((await agent.receiveJob()).jobId, job!.id);
+    assert.equal((await store.getJob(job!.id))?.dispatcher, t.controller.context.controllerId);
+    const later = await t.controller.scheduler.tick(clock + 1000);
+    assert.ok(!(later.lostDispatches ?? []).includes(job!.id), 'a job its live controller sent is not lost');
+  });
+});

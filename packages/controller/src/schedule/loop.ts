@@ -30,6 +30,8 @@
  * - Restore drills run from each cluster's drill cron (drills.ts startDueDrills): once per fire
  *   time, recorded as schedule run 'drill', never while the cluster's previous drill runs.
  *   Logical dumps alike from the logical cron (logical.ts startDueDumps, schedule run 'logical').
+ * - Queued jobs whose controller died before recording their send, and that their agent never
+ *   claimed, are failed first (schedule/lost-dispatches.ts): they would hold their cluster's gate.
  * - `tick(now)` is public so tests drive the loop with their own clock instead of timers.
  */
 import { remoteSessions } from '../agents/peers.js';
@@ -46,6 +48,7 @@ import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import { outboxEvent } from '../jobs/events.js';
 import type { ControllerContext } from '../context.js';
 import { startBackupJob } from '../jobs/backup.js';
+import { failLostDispatches } from './lost-dispatches.js';
 import { startExpireJob } from '../jobs/expire.js';
 import { startDueDrills, type DrillSchedule } from '../drill/drills.js';
 import { startDueDumps, type DumpSchedule } from './logical.js';
@@ -75,6 +78,8 @@ export interface TickReport {
   drills?: Array<{ cluster: string; jobId: string; scheduledAt: Date }>;
   /** Logical dumps the clusters' logical schedules started (logical.ts). */
   dumps?: Array<{ cluster: string; jobId: string; scheduledAt: Date }>;
+  /** Queued jobs of dead controllers this round failed (schedule/lost-dispatches.ts). */
+  lostDispatches?: string[];
 }
 
 export class SchedulerLoop {
@@ -133,6 +138,7 @@ export class SchedulerLoop {
     const started = performance.now();
     const seen = { clusters: 0 };
     try {
+      await this.failLostDispatches(now, fence, report);
       return await this.leaderRound(now, fence, report, seen);
     } finally {
       const durationMs = Math.round(performance.now() - started);
@@ -140,6 +146,21 @@ export class SchedulerLoop {
       if (durationMs > this.options.intervalSeconds * 1000)
         this.log.warn(fields, 'scheduler round took longer than its interval');
       else this.log.debug(fields, 'scheduler round');
+    }
+  }
+
+  /**
+   * Jobs a dead controller created and never recorded as sent hold their cluster's gate: failed
+   * here (schedule/lost-dispatches.ts), before the schedule is looked at, so the fire time due now
+   * is not refused for them. Whatever goes wrong, the round goes on.
+   */
+  private async failLostDispatches(now: number, fence: LeadershipFence | undefined, report: TickReport): Promise<void> {
+    try {
+      const failed = await failLostDispatches(this.ctx, now, fence);
+      if (failed.length > 0) report.lostDispatches = failed.map((j) => j.id);
+    } catch (err) {
+      const e = asPgfleetError(err);
+      this.log.warn({ code: e.code, err: e.message }, 'queued jobs of dead controllers not looked at this round');
     }
   }
 
