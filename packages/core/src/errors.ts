@@ -253,6 +253,7 @@ export const ErrorCodes = {
     GrpcStatus.UNAVAILABLE,
     5,
     "The controller that created the job died before its agent had it, and the agent never claimed it: the job was failed so the cluster's next job can start. A scheduled job runs again at its next fire time; start a manual one again.",
+  ),
   PageTokenInvalid: spec(
     'PGF-2350',
     GrpcStatus.INVALID_ARGUMENT,
