@@ -137,6 +137,7 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   DumpSpoolFull: ['PGF-6231', 8, 4],
   DumpDrillFailed: ['PGF-6232', 10, 1],
   DumpDrillUnavailable: ['PGF-6233', 9, 4],
+  RestoreDumpGlobalsFailed: ['PGF-6250', 10, 1],
   Internal: ['PGF-9001', 13, 1],
 };
 

@@ -628,6 +628,13 @@ export const ErrorCodes = {
     4,
     'This dump was taken before dumps recorded exact row counts, so a drill has nothing exact to compare with. Take a new dump (`pgfleet dump <cluster>`) and drill that one.',
   ),
+  // 625x: restore-dump --globals (docs/logical.md, "Globals")
+  RestoreDumpGlobalsFailed: spec(
+    'PGF-6250',
+    GrpcStatus.ABORTED,
+    1,
+    "A statement of the dump's globals (pg_dumpall --globals-only) failed on the target cluster; the message quotes it (passwords left out) with PostgreSQL's error, e.g. a tablespace whose directory does not exist on the target's host. Nothing of the database was restored; roles and tablespaces created before that statement stay (a new run skips them). Fix the cause (create the directory, or the tablespace yourself) and run restore-dump --globals again.",
+  ),
   // 7xxx: network and services
   ControllerUnreachable: spec(
     'PGF-7001',
