@@ -16,16 +16,23 @@
  *   fails the dump with DiskFull quoting pg_dump, nothing listed, nothing left;
  * - with --jobs 2, a dump whose table files were stored while pg_dump ran (the default) holds the
  *   same files byte for byte (toc.dat aside) and the same row counts as one stored after pg_dump
- *   (--dump-store-early off).
- * The comparison's failure (counts differ, naming the tables) is proven by the unit test
- * packages/agent/src/drill/dump-drill.test.ts: a restored dump whose counts differ cannot be
- * crafted here without forging the catalog's record.
+ *   (--dump-store-early off);
+ * - `--dump-drill CRON` with catch-up: the scheduler drills the newest dump exactly once for the
+ *   fire time, listed by `pgfleet drills` as scheduled, status' next run moving on;
+ * - tampering (docs/drills.md "Dump drills"): the table data file of sales.orders rewritten in the
+ *   repository with a row fewer (what write access to the repository without the catalog allows)
+ *   fails the drill before any row is loaded, naming the file (its sha256 is the catalog's, not
+ *   the repository's); the catalog's record forged to count a row more than the data holds (what a
+ *   forged agent result would record) fails it with PGF-6230 naming shop.sales.orders and both
+ *   counts, in `pgfleet drill`'s own output.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import pg from 'pg';
 import { ErrorCodes } from '@pgfleet/core';
 import { pgOsUser } from '@pgfleet/testkit';
@@ -43,6 +50,7 @@ interface DumpJson {
   label: string;
   databases: {
     name: string;
+    dir: string;
     tables: DumpTableJson[];
     files: { name: string; sha256: string; size: number | string }[];
   }[];
@@ -59,6 +67,12 @@ interface DrillJson {
   countsEqual?: boolean;
   tablesCompared?: number;
 }
+interface DrillRecordJson {
+  jobId: string;
+  state: string;
+  scheduled?: boolean;
+  result?: DrillJson;
+}
 interface JobJson {
   id: string;
   state: string;
@@ -67,7 +81,8 @@ interface JobJson {
   drill?: DrillJson;
 }
 
-describe('dump drills and the dump spool', { timeout: 1_800_000 }, () => {
+// 45 min: eight cases with six dump drills; at load 30-56 on 2 cores the first six took about 18 min.
+describe('dump drills and the dump spool', { timeout: 2_700_000 }, () => {
   let fleet: Fleet;
   let scratch: string;
   let first: DumpJson;
@@ -109,7 +124,13 @@ describe('dump drills and the dump spool', { timeout: 1_800_000 }, () => {
   };
 
   before(async () => {
-    fleet = await startFleet({ cluster: CLUSTER, archive: false, startAgent: false });
+    // --schedule-interval 1: the dump drill schedule's test waits seconds, not the default minute.
+    fleet = await startFleet({
+      cluster: CLUSTER,
+      archive: false,
+      startAgent: false,
+      controllerArgs: ['--schedule-interval', '1'],
+    });
     scratch = join(fleet.dir, 'scratch');
     await fleet.startAgent(['--scratch-dir', scratch]);
     await fleet.pg.query('CREATE DATABASE shop');
@@ -204,6 +225,119 @@ describe('dump drills and the dump spool', { timeout: 1_800_000 }, () => {
       .map((l) => JSON.parse(l) as { kind: string; drillCompleted?: { jobId: string; dumpLabel?: string } });
     const completed = events.find((e) => e.kind === 'drill.completed' && e.drillCompleted?.jobId === job.id);
     assert.equal(completed?.drillCompleted?.dumpLabel, first.label);
+  });
+
+  it('--dump-drill with catch-up drills the newest dump once, recorded as a scheduled drill', async () => {
+    const history = async () =>
+      json<DrillRecordJson[]>(await fleet.cli('drills', CLUSTER, '--output', 'json'), 'drills');
+    const earlier = new Set((await history()).map((d) => d.jobId));
+    // Yearly: its latest fire time (January 1st) is due now with catch-up, and no other comes during the test.
+    const set = await fleet.cli(
+      'policy',
+      'set',
+      CLUSTER,
+      '--dump-drill',
+      '0 0 1 1 *',
+      '--catch-up',
+      'on',
+      '--spread-minutes',
+      '0',
+    );
+    assert.equal(set.code, 0, set.stderr);
+    try {
+      const got = await fleet.cli('policy', 'get', CLUSTER);
+      assert.match(got.stdout, /^dump-drill\s+0 0 1 1 \*\s+cluster\s*$/m);
+      const ran = await waitFor(
+        'the scheduled dump drill to end',
+        async () => {
+          const mine = (await history()).filter((d) => !earlier.has(d.jobId));
+          return mine.length > 0 && mine.every((d) => !/queued|dispatched|running/.test(d.state)) ? mine : undefined;
+        },
+        600_000,
+        1000,
+      );
+      assert.equal(ran.length, 1, JSON.stringify(ran));
+      const d = ran[0]!;
+      assert.equal(d.state, 'succeeded', JSON.stringify(d));
+      assert.equal(d.scheduled, true);
+      assert.equal(d.result?.dumpLabel, first.label);
+      assert.equal(d.result?.countsEqual, true);
+      // The fire time is recorded: status' next run of the schedule is next January, and no other drill came.
+      const status = json<{ clusters: { name: string; nextJob?: { kind: string; time: string } }[] }>(
+        await fleet.cli('status', '--output', 'json'),
+        'status',
+      );
+      const next = status.clusters.find((c) => c.name === CLUSTER)?.nextJob;
+      assert.equal(next?.kind, 'dump-drill');
+      assert.ok(next && Date.parse(next.time) > Date.now(), `next run ${next?.time} is in the future`);
+      assert.deepEqual(
+        (await history()).filter((x) => !earlier.has(x.jobId)).map((x) => x.jobId),
+        [d.jobId],
+      );
+      const table = await fleet.cli('drills', CLUSTER);
+      assert.match(table.stdout, new RegExp(`${d.jobId}.*dump ${first.label}`));
+    } finally {
+      assert.equal((await fleet.cli('policy', 'set', CLUSTER, '--dump-drill', '')).code, 0);
+    }
+  });
+
+  it('a tampered dump fails its drill: a rewritten data file by its checksum, a forged row count with PGF-6230 naming the table', async () => {
+    const shop = first.databases.find((d) => d.name === 'shop')!;
+    const dir = join(fleet.repoDir, CLUSTER, 'dump', first.label, shop.dir);
+    // sales.orders' data is the largest table file (20,000 rows against 3,000 at most).
+    const files = (await readdir(dir)).filter((n) => n.endsWith('.dat.gz'));
+    const sizes = await Promise.all(files.map(async (n) => (await stat(join(dir, n))).size));
+    const ordersFile = files[sizes.indexOf(Math.max(...sizes))]!;
+    const original = await readFile(join(dir, ordersFile));
+    const lines = gunzipSync(original).toString('utf8').split('\n');
+    assert.match(lines[0]!, /^1\t/, `${ordersFile} holds sales.orders from id 1`);
+    // Repository write access, no catalog: the file with one row fewer, a valid gzip of valid COPY data.
+    await writeFile(join(dir, ordersFile), gzipSync(lines.slice(1).join('\n')));
+    try {
+      const r = await fleet.cli('drill', CLUSTER, '--dump', first.label, '--wait');
+      assert.notEqual(r.code, 0, r.stdout);
+      const seen = `${r.stdout}\n${r.stderr}`;
+      assert.match(seen, new RegExp(ErrorCodes.RestoreDumpFailed.code));
+      assert.match(seen, new RegExp(`dump ${first.label} file ${shop.dir}/${ordersFile.replace('.', '\\.')}`));
+      assert.match(seen, /dump drill FAILED in stage restore/);
+      assert.doesNotMatch(seen, /row counts:/, 'nothing was restored to count');
+    } finally {
+      await writeFile(join(dir, ordersFile), original);
+    }
+
+    // A forged agent result: the files as stored, the catalog's count of sales.orders one row more.
+    const catalog = new DatabaseSync(join(fleet.dir, 'catalog.db'), { timeout: 30_000 });
+    const row = catalog
+      .prepare('SELECT result FROM dumps WHERE cluster = ? AND label = ?')
+      .get(CLUSTER, first.label) as unknown as { result: string };
+    const forged = JSON.parse(row.result) as DumpJson;
+    const orders = forged.databases.find((d) => d.name === 'shop')!.tables.find((t) => t.name === 'orders')!;
+    assert.equal(String(orders.rows), '20000');
+    orders.rows = '20001';
+    const setResult = (text: string) =>
+      catalog.prepare('UPDATE dumps SET result = ? WHERE cluster = ? AND label = ?').run(text, CLUSTER, first.label);
+    setResult(JSON.stringify(forged));
+    try {
+      const r = await fleet.cli('drill', CLUSTER, '--dump', first.label, '--wait');
+      assert.notEqual(r.code, 0, r.stdout);
+      const seen = `${r.stdout}\n${r.stderr}`;
+      assert.match(seen, new RegExp(ErrorCodes.DumpDrillCountsDiffer.code));
+      assert.match(seen, /dump drill FAILED in stage counts/);
+      assert.match(
+        seen,
+        /row counts differ from the dump's in 1 table\(s\): shop\.sales\.orders \(dump 20001, restored 20000\)/,
+      );
+      // The table of differences names it too.
+      assert.match(seen, /^shop\s+sales\.orders\s+20001\s+20000\s*$/m);
+      assert.deepEqual(await readdir(scratch), [], 'the scratch area is empty after the failed drill');
+    } finally {
+      setResult(row.result);
+      catalog.close();
+    }
+    // Untampered again: the drill passes.
+    const { r, job } = await drillDump(first.label);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(job.drill?.countsEqual, true);
   });
 
   it('an agent killed -9 mid-dump: the job fails, nothing is listed, the restarted agent sweeps the spool, a new dump succeeds and restores', async () => {

@@ -11,6 +11,12 @@
  * - a single table restore (--table) brings that table and nothing else;
  * - an existing target is refused (RestoreDumpTargetExists) and replaced with --clean, which the
  *   output says;
+ * - `--globals`: roles created on the source (an owner with a password, kept by `dump
+ *   --with-passwords`, and a role granted to it) exist on the target after restore-dump, the
+ *   restored table owned and granted as on the source, the password hash equal, existing roles
+ *   (the superuser; the app's on a second run) skipped; without --globals pg_restore fails on the
+ *   missing owner saying --globals creates it, and a restore that needs no roles says the globals
+ *   were not applied;
  * - a dump that cannot get its locks within --lock-wait-timeout, and one whose database is dropped
  *   while it runs, fail with DumpFailed, are not listed and leave nothing in the repository;
  * - `pgfleet verify` checks the dump (every file against the catalog's checksums, toc.dat listed
@@ -48,7 +54,12 @@ interface JobJson {
   state: string;
   error?: { code: string; message: string };
   dump?: DumpJson;
-  restoreDump?: { toDatabase: string; droppedExisting?: boolean; bytes: number };
+  restoreDump?: {
+    toDatabase: string;
+    droppedExisting?: boolean;
+    bytes: number;
+    globals?: { rolesCreated?: string[]; rolesSkipped?: string[]; withPasswords?: boolean; statements?: number };
+  };
 }
 
 async function withDb<T>(db: PgInstance, database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
@@ -342,5 +353,78 @@ describe('logical backups: pgfleet dump and restore-dump', { timeout: 1_200_000 
     assert.match(r.stderr, new RegExp(ErrorCodes.RestoreDumpFailed.code));
     assert.match(r.stderr, new RegExp(biggest.replace('.', '\\.')));
     assert.ok(!(await databases(target.pg)).includes('from_damaged'));
+  });
+
+  // Last: its own dump of 'owned' would be one more in the listings the cases above compare.
+  it("--globals creates the dump's roles on the target first, existing ones skipped; without it the output says so", async () => {
+    const src = fleet.pg;
+    await src.query("CREATE ROLE app_owner LOGIN PASSWORD 'owner secret'");
+    await src.query('CREATE ROLE app_reader NOLOGIN');
+    await src.query('GRANT app_reader TO app_owner');
+    await src.query('CREATE DATABASE owned');
+    await withDb(src, 'owned', (c) =>
+      c.query(`
+        CREATE TABLE ledger (id int PRIMARY KEY, v text);
+        INSERT INTO ledger SELECT g, 'v' || g FROM generate_series(1, 100) g;
+        ALTER TABLE ledger OWNER TO app_owner;
+        GRANT SELECT ON ledger TO app_reader;
+      `),
+    );
+    const dumped = await fleet.cli(
+      'dump',
+      SOURCE,
+      '--database',
+      'owned',
+      '--with-passwords',
+      '--wait',
+      '--output',
+      'json',
+    );
+    assert.equal(dumped.code, 0, dumped.stderr);
+    const label = jobOf(dumped.stdout).dump!.label;
+    const appRoles = async (db: PgInstance) =>
+      (await db.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE rolname LIKE 'app\\_%' ORDER BY 1")).map(
+        (r) => r.rolname,
+      );
+    assert.deepEqual(await appRoles(target.pg), []);
+    // Without --globals the owner is missing on the target: pg_restore fails, saying what would create it.
+    const without = await restoreInto('owned', 'owned', '--dump', label, '--wait');
+    assert.notEqual(without.code, 0);
+    assert.match(without.stderr, new RegExp(ErrorCodes.RestoreDumpFailed.code));
+    assert.match(without.stderr, /role "app_owner" does not exist[\s\S]*--globals creates them/);
+    assert.ok(!(await databases(target.pg)).includes('owned'));
+
+    const r = await restoreInto('owned', 'owned', '--dump', label, '--globals', '--wait', '--output', 'json');
+    assert.equal(r.code, 0, `${r.stderr}\n${await fleet.logs()}`);
+    const globals = jobOf(r.stdout).restoreDump?.globals;
+    assert.deepEqual(globals?.rolesCreated?.filter((x) => x.startsWith('app_')).sort(), ['app_owner', 'app_reader']);
+    assert.ok(globals?.rolesSkipped?.includes(target.pg.user), `the target's superuser is skipped: ${r.stdout}`);
+    assert.equal(globals?.withPasswords, true);
+    assert.deepEqual(await appRoles(target.pg), ['app_owner', 'app_reader']);
+    const onTarget = await withDb(target.pg, 'owned', async (c) => {
+      const one = async (sql: string) => Object.values((await c.query(sql)).rows[0] as object)[0] as unknown;
+      return {
+        owner: await one("SELECT tableowner FROM pg_tables WHERE tablename = 'ledger'"),
+        member: await one("SELECT pg_has_role('app_owner', 'app_reader', 'MEMBER')"),
+        reads: await one("SELECT has_table_privilege('app_reader', 'ledger', 'SELECT')"),
+        rows: await one('SELECT count(*)::int FROM ledger'),
+      };
+    });
+    assert.deepEqual(onTarget, { owner: 'app_owner', member: true, reads: true, rows: 100 });
+    const hash = async (db: PgInstance) =>
+      (await db.query<{ p: string }>("SELECT rolpassword AS p FROM pg_authid WHERE rolname = 'app_owner'"))[0]?.p;
+    assert.match((await hash(target.pg)) ?? '', /^SCRAM-SHA-256\$/);
+    assert.equal(await hash(target.pg), await hash(fleet.pg));
+
+    // Again: the roles exist now, they are skipped and left as they are; the human output says so.
+    const again = await restoreInto('owned', 'owned_again', '--dump', label, '--globals', '--wait');
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /globals applied to cluster 'ldst' .*: roles created none;/);
+    assert.match(again.stdout, /skipped, they already exist and were left as they are: roles [^;]*app_owner/);
+    assert.match(again.stdout, /role passwords: set from the dump/);
+    // Without --globals (the roles are there now) it restores and says the globals were not applied.
+    const plain = await restoreInto('owned', 'owned_plain', '--dump', label, '--wait');
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.match(plain.stdout, /globals \(roles, tablespaces\) were not applied: give --globals/);
   });
 });

@@ -1114,6 +1114,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           { cluster: 'a', type: 'incr', lastRun: 1_700_000_060_000 },
           { cluster: 'a', type: 'full', lastRun: 1_700_000_060_000 },
           { cluster: 'a', type: 'drill', lastRun: 1_700_000_060_000 },
+          { cluster: 'a', type: 'dump-drill', lastRun: 1_700_000_060_000 },
         ]);
         await store.recordScheduleRuns([]);
         // A later run moves it on; an older one (another controller late with its tick) does not move it back.
@@ -1123,6 +1124,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         ]);
         assert.deepEqual(await store.listScheduleRuns(), [
           { cluster: 'a', type: 'drill', lastRun: 1_700_000_060_000 },
+          { cluster: 'a', type: 'dump-drill', lastRun: 1_700_000_060_000 },
           { cluster: 'a', type: 'full', lastRun: 1_700_000_060_000 },
           { cluster: 'a', type: 'incr', lastRun: 1_700_000_060_000 },
           { cluster: 'b', type: 'full', lastRun: 1_700_000_120_000 },

@@ -60,6 +60,32 @@ function jobKindsMigration(
   };
 }
 
+/**
+ * A migration that admits another schedule_runs type: SQLite rebuilds the table for its CHECK
+ * constraint, PostgreSQL swaps the constraint. Only for migrations from 21 on (version 20 spelled
+ * its own out: the texts of applied migrations never change).
+ */
+function scheduleKindsMigration(types: readonly string[]): Pick<CatalogMigration, 'sqlite' | 'postgres'> {
+  const list = types.map((k) => `'${k}'`).join(', ');
+  return {
+    sqlite: `
+      CREATE TABLE schedule_runs_next (
+        cluster  TEXT NOT NULL,
+        type     TEXT NOT NULL CHECK (type IN (${list})),
+        last_run INTEGER NOT NULL,
+        PRIMARY KEY (cluster, type)
+      );
+      INSERT INTO schedule_runs_next (cluster, type, last_run) SELECT cluster, type, last_run FROM schedule_runs;
+      DROP TABLE schedule_runs;
+      ALTER TABLE schedule_runs_next RENAME TO schedule_runs;
+    `,
+    postgres: `
+      ALTER TABLE schedule_runs DROP CONSTRAINT schedule_runs_type_check;
+      ALTER TABLE schedule_runs ADD CONSTRAINT schedule_runs_type_check CHECK (type IN (${list}));
+    `,
+  };
+}
+
 /** The job kinds once rotate-key was admitted (each later migration adds its own to these). */
 const KINDS_WITH_ROTATE_KEY = [
   'backup',
@@ -717,6 +743,10 @@ export const CATALOG_MIGRATIONS: readonly CatalogMigration[] = [
     // A later jobKindsMigration rebuild must carry this column (SQLite): jobKindsMigration(kinds, true).
     sqlite: `ALTER TABLE jobs ADD COLUMN dispatcher TEXT;`,
     postgres: `ALTER TABLE jobs ADD COLUMN dispatcher TEXT;`,
+  },
+  {
+    description: "schedule_runs admits 'dump-drill' (scheduled drills of the newest logical dump, policy --dump-drill)",
+    ...scheduleKindsMigration(['full', 'diff', 'incr', 'drill', 'logical', 'dump-drill']),
   },
 ];
 

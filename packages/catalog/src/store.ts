@@ -238,6 +238,8 @@ export interface PolicySchedules {
   drill?: string;
   /** Logical dump schedule (cron, `--logical`); '' = not scheduled. */
   logical?: string;
+  /** Dump drill schedule (cron, `--dump-drill`: a drill of the newest dump); '' = not scheduled. */
+  dumpDrill?: string;
   spreadMinutes?: number;
   /** Which host of an HA cluster backups run on (scheduled and manual ones alike). */
   backupFrom?: BackupFrom;
@@ -259,7 +261,7 @@ export interface PolicyHealth {
 }
 
 /** What a scheduled run is of: a backup type or a restore drill. */
-export type ScheduleKind = BackupKind | 'drill' | 'logical';
+export type ScheduleKind = BackupKind | 'drill' | 'logical' | 'dump-drill';
 
 /** Retention settings of a policy; an absent key is inherited (cluster -> fleet -> default). */
 export interface PolicyRetention {

@@ -9,6 +9,7 @@ import {
   type DumpResult,
   type JobInfo,
   type RestoreDumpResult,
+  type RestoredGlobals,
   type StartRestoreDumpRequest,
 } from '@pgfleet/proto';
 import type { MessageInitShape } from '@bufbuild/protobuf';
@@ -58,6 +59,7 @@ export function restoreDumpFromOptions(
     schemas: splitNameList(s.schema),
     jobs: s.jobs,
     clean: s.clean ?? false,
+    globals: s.globals ?? false,
   };
 }
 
@@ -157,8 +159,29 @@ export function describeRestoreDump(
   const lines = [];
   if (r.droppedExisting)
     lines.push(`--clean: the existing database '${r.toDatabase}' on cluster '${where}' was DROPPED and replaced`);
+  if (r.globals) lines.push(...describeGlobals(r.globals, where));
   lines.push(
     `restored database '${r.database}' of dump ${r.label} into '${r.toDatabase}' on cluster '${where}'${only.length ? ` (only ${only.join('; ')})` : ''}: ${formatBytes(r.bytes)} in ${secs(r.seconds)} with ${r.pgRestoreVersion}`,
   );
+  if (!r.globals)
+    lines.push(
+      `globals (roles, tablespaces) were not applied: give --globals to create the dump's roles and tablespaces on cluster '${where}' first (existing ones are skipped)`,
+    );
   return lines.join('\n');
+}
+
+/** What --globals did: created and skipped roles and tablespaces, and whether passwords came along. */
+export function describeGlobals(g: RestoredGlobals, where: string): string[] {
+  const names = (xs: readonly string[]) => (xs.length ? xs.join(', ') : 'none');
+  return [
+    `globals applied to cluster '${where}' (${g.statements} statement(s)): roles created ${names(g.rolesCreated)}; tablespaces created ${names(g.tablespacesCreated)}`,
+    ...(g.rolesSkipped.length || g.tablespacesSkipped.length
+      ? [
+          `  skipped, they already exist and were left as they are: roles ${names(g.rolesSkipped)}; tablespaces ${names(g.tablespacesSkipped)}`,
+        ]
+      : []),
+    g.withPasswords
+      ? '  role passwords: set from the dump (it was taken with --with-passwords)'
+      : '  role passwords: none in the dump (taken without --with-passwords): set them with ALTER ROLE ... PASSWORD',
+  ];
 }

@@ -50,7 +50,10 @@ test('mistakes name the key path and what is allowed', () => {
   fails(null, /is empty/);
   fails(['fleet'], /expected a mapping with the keys fleet, clusters/);
   fails({ fleets: {} }, /unknown key 'fleets'; the top level holds fleet and clusters/);
-  fails({ fleet: { dayly: 3 } }, /key 'fleet\.dayly'.*known keys: full, diff, incr, drill, logical, spread-minutes/);
+  fails(
+    { fleet: { dayly: 3 } },
+    /key 'fleet\.dayly'.*known keys: full, diff, incr, drill, logical, dump-drill, spread-minutes/,
+  );
   fails({ clusters: { db1: { daily: 'seven' } } }, /key 'clusters\.db1\.daily'.*expected an integer from 0 to 100000/);
   fails({ clusters: { db1: { daily: -1 } } }, /key 'clusters\.db1\.daily'/);
   fails({ fleet: { 'pitr-window-days': 1.5 } }, /key 'fleet\.pitr-window-days'.*an integer/);

@@ -22,6 +22,8 @@ test('only the flags given become settings; cron text is trimmed; an empty cron 
     settings(
       '--drill',
       '0 3 * * 6',
+      '--dump-drill',
+      ' 0 5 * * 0',
       '--rpo-threshold',
       '60',
       '--stale-backup-threshold',
@@ -31,6 +33,7 @@ test('only the flags given become settings; cron text is trimmed; an empty cron 
     ),
     {
       drill: '0 3 * * 6',
+      dumpDrill: '0 5 * * 0',
       rpoThresholdSeconds: 60,
       staleBackupThresholdSeconds: 7200,
       agentSilenceThresholdSeconds: 20,

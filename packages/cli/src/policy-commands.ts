@@ -27,6 +27,7 @@ export const KEY_FLAGS: Record<string, string> = {
   incr: 'incr',
   drill: 'drill',
   logical: 'logical',
+  dumpDrill: 'dump-drill',
   spreadMinutes: 'spread-minutes',
   backupFrom: 'backup-from',
   catchUp: 'catch-up',
@@ -63,7 +64,10 @@ function action(command: string, given: string | undefined, allowed: readonly st
 const POLICY_OPTIONS = pickOptions(cliProgram.options, POLICY_FLAGS);
 
 /** A schedule flag's cron line, trimmed; the common slip (a 6-field or 4-field line) is refused here. */
-function schedule(flag: 'full' | 'diff' | 'incr' | 'drill' | 'logical', given: string | undefined): string | undefined {
+function schedule(
+  flag: 'full' | 'diff' | 'incr' | 'drill' | 'logical' | 'dump-drill',
+  given: string | undefined,
+): string | undefined {
   if (given === undefined) return undefined;
   const cron = given.trim();
   // The controller parses the expression fully; catch the common slip (a quoted 6-field or 4-field line) here.
@@ -89,6 +93,7 @@ export function policySettingsFromOptions(options: OptionValues): MessageInitSha
     incr: schedule('incr', p.incr),
     drill: schedule('drill', p.drill),
     logical: schedule('logical', p.logical),
+    dumpDrill: schedule('dump-drill', p.dumpDrill),
     spreadMinutes: p.spreadMinutes,
     backupFrom: p.backupFrom,
     catchUp: onOff(p.catchUp),

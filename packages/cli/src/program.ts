@@ -24,6 +24,7 @@ export const POLICY_FLAGS = [
   'incr',
   'drill',
   'logical',
+  'dump-drill',
   'spread-minutes',
   'backup-from',
   'catch-up',
@@ -401,6 +402,13 @@ export const cliProgram = {
       cliOnly: true,
       description:
         "Logical dump schedule (pg_dump of every database, docs/logical.md): 5-field cron (UTC); '' turns an inherited one off.",
+    },
+    {
+      name: 'dump-drill',
+      type: 'string',
+      cliOnly: true,
+      description:
+        "Dump drill schedule: a drill of the cluster's newest complete logical dump (pgfleet drill --dump latest), 5-field cron (UTC); '' turns an inherited one off. A cluster without a dump yet is skipped for that fire time (the controller logs why).",
     },
     ...(
       [
@@ -859,6 +867,7 @@ export const cliProgram = {
         'schema',
         'jobs',
         'clean',
+        'globals',
         'wait',
       ],
       localOptions: [
@@ -903,6 +912,13 @@ export const cliProgram = {
           type: 'boolean',
           cliOnly: true,
           description: 'Drop an existing --to-database first (its data is lost), then restore in its place.',
+        },
+        {
+          name: 'globals',
+          type: 'boolean',
+          cliOnly: true,
+          description:
+            "First apply the dump's globals (pg_dumpall --globals-only: roles, their settings and memberships, tablespaces) to the target cluster, so the restored objects' owners and grants exist. Roles and tablespaces that already exist are left as they are and reported as skipped; role passwords only when the dump kept them (pgfleet dump --with-passwords). Off by default: the output then says the globals were not applied.",
         },
       ],
       positionals: [{ name: 'cluster', description: 'The cluster the dump was taken of.', required: true }],

@@ -140,6 +140,7 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   DumpDrillFailed: ['PGF-6232', 10, 1],
   DumpDrillUnavailable: ['PGF-6233', 9, 4],
   DumpFileNotWhole: ['PGF-6240', 13, 1],
+  RestoreDumpGlobalsFailed: ['PGF-6250', 10, 1],
   Internal: ['PGF-9001', 13, 1],
 };
 

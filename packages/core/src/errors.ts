@@ -646,6 +646,13 @@ export const ErrorCodes = {
     1,
     "A table file of pg_dump's output did not end as whole COPY data when the agent took it as closed, so it was not stored while pg_dump ran: the agent stores it after pg_dump ends instead (nothing to do; a dump never fails with this). Seen only in the agent's debug log.",
   ),
+  // 625x: restore-dump --globals (docs/logical.md, "Globals")
+  RestoreDumpGlobalsFailed: spec(
+    'PGF-6250',
+    GrpcStatus.ABORTED,
+    1,
+    "A statement of the dump's globals (pg_dumpall --globals-only) failed on the target cluster; the message quotes it (passwords left out) with PostgreSQL's error, e.g. a tablespace whose directory does not exist on the target's host. Nothing of the database was restored; roles and tablespaces created before that statement stay (a new run skips them). Fix the cause (create the directory, or the tablespace yourself) and run restore-dump --globals again.",
+  ),
   // 7xxx: network and services
   ControllerUnreachable: spec(
     'PGF-7001',

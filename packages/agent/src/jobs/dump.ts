@@ -50,6 +50,7 @@ export const restoreDumpJob: AgentJobKind<'restoreDump'> = {
       schemas: r.schemas,
       jobs: r.jobs,
       clean: r.clean,
+      ...(r.globals ? { globals: { file: r.globals, withPasswords: r.globalsWithPasswords } } : {}),
       repo: ctx.repo,
       pg: s.pg,
       ...(s.pgBinDir ? { pgBinDir: s.pgBinDir } : {}),

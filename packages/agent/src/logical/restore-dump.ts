@@ -11,6 +11,10 @@
  * --exit-on-error loads it: a restore that fails drops the database it created, so nothing
  * half-loaded is left behind under the new name. pg_restore of the target's major version reads
  * dumps of the same or older versions (cross-version restores).
+ *
+ * With `globals` the dump's roles and tablespaces (globals.sql) are applied to the cluster first,
+ * once the files are fetched and before any database is dropped or created (apply-globals.ts);
+ * without them a pg_restore that fails on a missing role says --globals would create it.
  */
 import { createWriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -18,10 +22,11 @@ import { join } from 'node:path';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { type Logger, mapLimit, PgfleetError } from '@pgfleet/core';
 import { connectPg, quoteIdentifier, type PgConnectionOptions } from '@pgfleet/pg';
-import type { DumpedDatabase, RestoreDumpResultSchema } from '@pgfleet/proto';
+import type { DumpedDatabase, DumpFile, RestoreDumpResultSchema } from '@pgfleet/proto';
 import type { Codec, Repository } from '@pgfleet/storage';
 import { libpqEnv, runClientProgram } from '../pg-tools.js';
 import type { Progress } from '../progress.js';
+import { applyGlobals, type RestoredGlobalsInit } from './apply-globals.js';
 import { clientBinDir, programVersion, removeSpool, spoolName } from './dump.js';
 
 export type RestoreDumpResultInit = MessageInitShape<typeof RestoreDumpResultSchema>;
@@ -40,6 +45,8 @@ export interface RestoreDumpOptions {
   schemas: readonly string[];
   jobs: number;
   clean: boolean;
+  /** Apply the dump's globals.sql (this record of it) before pg_restore. */
+  globals?: { file: DumpFile; withPasswords: boolean };
   repo: Repository;
   pg: PgConnectionOptions;
   pgBinDir?: string;
@@ -76,6 +83,17 @@ export async function runRestoreDump(o: RestoreDumpOptions): Promise<RestoreDump
       );
     const bytes = await fetchFiles(o, prefix, spool);
     const fetched = Date.now();
+    let globals: RestoredGlobalsInit | undefined;
+    if (o.globals)
+      globals = await applyGlobals({
+        repo: o.repo,
+        codec: o.codec,
+        prefix: o.repo.dumpPrefix(o.cluster, o.label),
+        file: o.globals.file,
+        withPasswords: o.globals.withPasswords,
+        client: maint,
+        log: o.log,
+      });
     if (exists) {
       o.log.warn({ database: o.toDatabase }, 'dropping the existing database (--clean)');
       await maint.query(`DROP DATABASE ${target} WITH (FORCE)`);
@@ -116,6 +134,7 @@ export async function runRestoreDump(o: RestoreDumpOptions): Promise<RestoreDump
       pgRestoreVersion,
       tables: [...o.tables],
       schemas: [...o.schemas],
+      ...(globals ? { globals } : {}),
     };
   } finally {
     if (created)
@@ -215,6 +234,15 @@ async function pgRestore(o: RestoreDumpOptions, binDir: string, spool: string): 
     libpqEnv({ ...o.pg, database: o.toDatabase }, APP),
     o.signal,
   );
-  if (code !== 0)
-    throw new PgfleetError('RestoreDumpFailed', `pg_restore into '${o.toDatabase}' failed (exit ${code}): ${stderr}`);
+  if (code !== 0) {
+    // The common first failure into another cluster: an owner or grantee the target lacks.
+    const hint =
+      !o.globals && /role "[^"]*" does not exist/.test(stderr)
+        ? " (the dump's roles are not on this cluster: --globals creates them from the dump first)"
+        : '';
+    throw new PgfleetError(
+      'RestoreDumpFailed',
+      `pg_restore into '${o.toDatabase}' failed (exit ${code}): ${stderr}${hint}`,
+    );
+  }
 }

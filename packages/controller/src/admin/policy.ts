@@ -52,7 +52,7 @@ export function settingsToProto(s: PolicySettings | undefined): MessageInitShape
 export function settingsFromProto(p: ProtoPolicySettings | undefined): PolicySettings {
   const s: PolicySettings = { schedules: {}, retention: {}, health: {} };
   if (!p) return s;
-  for (const k of ['full', 'diff', 'incr', 'drill', 'logical'] as const)
+  for (const k of ['full', 'diff', 'incr', 'drill', 'logical', 'dumpDrill'] as const)
     if (p[k] !== undefined) s.schedules[k] = p[k].trim();
   for (const k of HEALTH_KEYS) if (p[k] !== undefined) s.health![HEALTH_FIELDS[k]] = p[k];
   if (p.spreadMinutes !== undefined) s.schedules.spreadMinutes = p.spreadMinutes;

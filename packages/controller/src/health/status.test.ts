@@ -35,9 +35,10 @@ function job(fields: Partial<JobRecord>): JobRecord {
 
 describe('next scheduled job', () => {
   const now = at('2026-03-04T10:17:30Z'); // a Wednesday
-  const policy = (p: { full?: string; incr?: string; drill?: string; spread?: number }) => ({
+  const policy = (p: { full?: string; incr?: string; drill?: string; dumpDrill?: string; spread?: number }) => ({
     schedules: { ...(p.full ? { full: p.full } : {}), ...(p.incr ? { incr: p.incr } : {}) },
     ...(p.drill ? { drill: p.drill } : {}),
+    ...(p.dumpDrill ? { dumpDrill: p.dumpDrill } : {}),
     spreadMinutes: p.spread ?? 0,
   });
   const ranJustNow = () => now - 1000;
@@ -54,6 +55,13 @@ describe('next scheduled job', () => {
     assert.equal(next?.schedule, '0 */4 * * *');
     const drill = nextScheduledJob('main', policy({ full: '0 1 * * 0', drill: '30 11 * * *' }), ranJustNow, now);
     assert.deepEqual([drill?.kind, timestampMs(drill!.time!)], ['drill', at('2026-03-04T11:30:00Z')]);
+    const dumpDrill = nextScheduledJob(
+      'main',
+      policy({ drill: '30 11 * * *', dumpDrill: '0 11 * * *' }),
+      ranJustNow,
+      now,
+    );
+    assert.deepEqual([dumpDrill?.kind, timestampMs(dumpDrill!.time!)], ['dump-drill', at('2026-03-04T11:00:00Z')]);
   });
 
   test('full wins a tie; the cluster spread offset is added', () => {

@@ -271,24 +271,35 @@ function alertsOf(states: readonly HealthStateRecord[], agent: AgentRecord | und
 }
 
 /** The kinds a schedule can start, in the order a tie at one time is resolved (as the scheduler does). */
-const SCHEDULE_KINDS: readonly ScheduleKind[] = [...BACKUP_PRECEDENCE, 'drill', 'logical'];
+const SCHEDULE_KINDS: readonly ScheduleKind[] = [...BACKUP_PRECEDENCE, 'drill', 'logical', 'dump-drill'];
+
+/** The cron of each schedule kind in a policy. */
+function cronOf(
+  policy: Pick<EffectivePolicy, 'schedules' | 'drill' | 'logical' | 'dumpDrill'>,
+  kind: ScheduleKind,
+): string | undefined {
+  if (kind === 'drill') return policy.drill;
+  if (kind === 'logical') return policy.logical;
+  if (kind === 'dump-drill') return policy.dumpDrill;
+  return policy.schedules[kind];
+}
 
 /**
  * The next job the cluster's schedules start: a run already due (missed while the agent was
  * away, or never run) is reported at the fire time it stands for, which is in the past; otherwise
- * the earliest next fire time over full, diff, incr and drill (spread offset included).
+ * the earliest next fire time over full, diff, incr, drill, logical and dump-drill (spread offset included).
  */
 export function nextScheduledJob(
   cluster: string,
-  policy: Pick<EffectivePolicy, 'schedules' | 'drill' | 'logical' | 'spreadMinutes'>,
+  policy: Pick<EffectivePolicy, 'schedules' | 'drill' | 'logical' | 'dumpDrill' | 'spreadMinutes'>,
   lastRun: (kind: ScheduleKind) => number | undefined,
   now: number,
 ): ScheduledJobInit | undefined {
   let best: { kind: ScheduleKind; at: number; cron: string } | undefined;
   for (const kind of SCHEDULE_KINDS) {
-    const cron = kind === 'drill' ? policy.drill : kind === 'logical' ? policy.logical : policy.schedules[kind];
+    const cron = cronOf(policy, kind);
     if (!cron) continue;
-    // Drills are spread like backups (schedule/loop.ts, drills.ts).
+    // Drills and dumps are spread like backups (schedule/loop.ts, due-runs.ts).
     const schedule = { cluster, type: kind, cron, spreadMinutes: policy.spreadMinutes };
     let at: number;
     try {

@@ -22,6 +22,8 @@ import { create, type MessageInitShape } from '@bufbuild/protobuf';
 import { ErrorCodes, PgfleetError, asPgfleetError, isDumpLabel, newJobId } from '@pgfleet/core';
 import {
   DrillResultSchema,
+  type DrillJob,
+  type DrillJobSchema,
   type JobInfoSchema,
   type RecoveryTarget,
   type SourceCounts,
@@ -40,6 +42,11 @@ import type { ControllerJobKind } from './job-kind.js';
 import { jobOfKind, type DrillJobParams, type NewTypedJob, type TypedJob } from './params.js';
 
 type JobInfoInit = MessageInitShape<typeof JobInfoSchema>;
+/** The fields of a DrillJob sent to an agent, less those every drill sets alike (sendDrill). */
+type DrillJobFields = Omit<
+  Exclude<MessageInitShape<typeof DrillJobSchema>, DrillJob>,
+  '$typeName' | 'cluster' | 'keep'
+>;
 
 export const drillJob: ControllerJobKind<'drill'> = {
   events(job, to, details, now) {
@@ -147,8 +154,23 @@ export function drillRequestFromProto(req: StartDrillRequest): DrillRequest {
   };
 }
 
-/** Records and dispatches a drill (and, for a drill on another agent, its source capture first). */
 /**
+ * Where a drill runs and what it is told, before its job exists: a backup drill (backupDrillPlan)
+ * or a dump drill (dumpDrillPlan). startDrillJob records and sends either the same way.
+ */
+interface DrillPlan {
+  /** The agent that drills. */
+  session: AgentSession;
+  /** The job's params beyond what every drill carries (scheduledAt, keep, the capture). */
+  params: Pick<DrillJobParams, 'backupLabel' | 'target' | 'dumpLabel' | 'database'>;
+  /** The DrillJob sent to `session`, less cluster and keep. */
+  job: DrillJobFields;
+  /** A backup drill on another agent than the cluster's own: this one (the own) counts the source first. */
+  captureOn?: AgentSession;
+}
+
+/**
+ * Records and dispatches a drill (and, for a drill on another agent, its source capture first).
  * `fence`: a scheduled drill, created only while its scheduler still leads (a paused ex-leader
  * starts none), with the record of its fire time (`runs`) in the same transaction.
  */
@@ -159,7 +181,59 @@ export async function startDrillJob(
   runs?: readonly ScheduleRunRecord[],
 ): Promise<JobInfoInit> {
   await requireCluster(ctx, req.cluster);
-  if (req.dump) return startDumpDrillJob(ctx, req, req.dump, fence);
+  const plan = req.dump ? await dumpDrillPlan(ctx, req, req.dump) : await backupDrillPlan(ctx, req);
+  const captureId = plan.captureOn ? newJobId() : undefined;
+  const created: NewTypedJob<'drill'> = {
+    id: newJobId(),
+    cluster: req.cluster,
+    kind: 'drill',
+    agentId: plan.session.agentId,
+    params: {
+      ...plan.params,
+      ...(req.scheduledAt ? { scheduledAt: req.scheduledAt } : {}),
+      ...(captureId ? { captureJobId: captureId } : {}),
+      ...(req.keep ? { keep: true } : {}),
+    },
+  };
+  // A drill that waits for its source capture is sent by whichever controller records the
+  // capture's end (captureFinished claims it then): until then nobody is its dispatcher.
+  const drill = await createDrillJob(ctx, captureId ? created : sentFromHere(ctx, created), fence, runs);
+  if (plan.captureOn && captureId) return startCapture(ctx, drill, plan.captureOn, captureId);
+  return sendDrill(ctx, plan.session, drill, plan.job);
+}
+
+/** Sends the recorded drill to its agent: every kind of drill carries its cluster and --keep from the job. */
+function sendDrill(
+  ctx: ControllerContext,
+  session: AgentSession,
+  drill: TypedJob<'drill'>,
+  job: DrillJobFields,
+): Promise<JobInfoInit> {
+  return dispatch(
+    ctx,
+    session,
+    drill,
+    { case: 'drill', value: { cluster: drill.cluster, keep: drill.params.keep === true, ...job } },
+    drillJob,
+  );
+}
+
+/** The agent `req.agentId` names (only the cluster's own), else `fallback`. */
+async function drillAgent(
+  ctx: ControllerContext,
+  req: DrillRequest,
+  fallback: () => Promise<AgentSession>,
+): Promise<AgentSession> {
+  if (!req.agentId) return fallback();
+  // Only the cluster's own agents: another cluster's agent holds none of its repository rights.
+  const chosen = await agentSession(ctx, req.cluster, req.agentId);
+  if (!chosen)
+    throw new PgfleetError('AgentNotConnected', `agent '${req.agentId}' of cluster '${req.cluster}' is not connected`);
+  return chosen;
+}
+
+/** A physical drill: the backup (chosen by target, asked for, or the newest) and where it runs. */
+async function backupDrillPlan(ctx: ControllerContext, req: DrillRequest): Promise<DrillPlan> {
   const backups = await ctx.store.listBackups(req.cluster);
   let backupLabel = req.backupLabel ?? '';
   if (req.target) {
@@ -174,78 +248,45 @@ export async function startDrillJob(
   // (pg_create_restore_point and pg_switch_wal only work on the primary); a drill with a target
   // captures nothing and may run on any host.
   const own = await clusterAgent(ctx, req.cluster, req.target ? 'any' : 'primary');
-  let session: AgentSession = own;
-  if (req.agentId) {
-    // Only the cluster's own agents: another cluster's agent holds none of its repository rights.
-    const chosen = await agentSession(ctx, req.cluster, req.agentId);
-    if (!chosen)
-      throw new PgfleetError(
-        'AgentNotConnected',
-        `agent '${req.agentId}' of cluster '${req.cluster}' is not connected`,
-      );
-    session = chosen;
-  }
-  const drillId = newJobId();
-  const needsCapture = !req.target && session.agentId !== own.agentId;
-  const captureId = needsCapture ? newJobId() : undefined;
-  const params: DrillJobParams = {
-    backupLabel,
-    ...(req.target ? { target: recoveryTargetJson(req.target) } : {}),
-    ...(req.scheduledAt ? { scheduledAt: req.scheduledAt } : {}),
-    ...(captureId ? { captureJobId: captureId } : {}),
-    ...(req.keep ? { keep: true } : {}),
+  const session = await drillAgent(ctx, req, async () => own);
+  return {
+    session,
+    params: { backupLabel, ...(req.target ? { target: recoveryTargetJson(req.target) } : {}) },
+    job: {
+      backupLabel,
+      ...(req.target ? { target: req.target } : {}),
+      currentTimeline: await liveTimeline(ctx, req.cluster),
+    },
+    ...(!req.target && session.agentId !== own.agentId ? { captureOn: own } : {}),
   };
-  const created: NewTypedJob<'drill'> = {
-    id: drillId,
-    cluster: req.cluster,
-    kind: 'drill',
-    agentId: session.agentId,
-    params,
-  };
-  // A drill that waits for its source capture is sent by whichever controller records the
-  // capture's end (captureFinished claims it then): until then nobody is its dispatcher.
-  const drill = await createDrillJob(ctx, captureId ? created : sentFromHere(ctx, created), fence, runs);
-  if (!captureId) {
-    return dispatch(
-      ctx,
-      session,
-      drill,
-      {
-        case: 'drill',
-        value: {
-          cluster: req.cluster,
-          backupLabel,
-          ...(req.target ? { target: req.target } : {}),
-          keep: req.keep === true,
-          currentTimeline: await liveTimeline(ctx, req.cluster),
-        },
+}
+
+/** A dump drill: the dump from the catalog's record (its files, checksums and exact row counts), on any agent of the cluster. */
+async function dumpDrillPlan(
+  ctx: ControllerContext,
+  req: DrillRequest,
+  want: NonNullable<DrillRequest['dump']>,
+): Promise<DrillPlan> {
+  if (want.label && !isDumpLabel(want.label))
+    throw new PgfleetError('DumpInvalid', `'${want.label}' is not a dump label (like 20261207-010203-123L)`);
+  if (want.jobs > 64) throw new PgfleetError('DumpInvalid', `--jobs ${want.jobs} is more than 64`);
+  const dump = await findDump(ctx, req.cluster, want.label, want.database);
+  const databases = want.database ? dump.databases.filter((x) => x.name === want.database) : dump.databases;
+  return {
+    // pg_restore into its own throwaway server: any agent of the cluster (or the one asked for) may run it.
+    session: await drillAgent(ctx, req, () => clusterAgent(ctx, req.cluster, 'any')),
+    params: { backupLabel: '', dumpLabel: dump.label, ...(want.database ? { database: want.database } : {}) },
+    job: {
+      dump: {
+        cluster: req.cluster,
+        label: dump.label,
+        databases,
+        codec: dump.codec,
+        serverMajor: dump.serverMajor,
+        jobs: want.jobs,
       },
-      drillJob,
-    );
-  }
-  const restorePoint = drillRestorePoint(drillId);
-  const captureJobRecord: NewTypedJob<'capture'> = {
-    id: captureId,
-    cluster: req.cluster,
-    kind: 'capture',
-    agentId: own.agentId,
-    params: { drillJobId: drillId, restorePoint },
+    },
   };
-  const capture = jobOfKind('capture', await ctx.store.createJob(sentFromHere(ctx, captureJobRecord), ctx.now()));
-  try {
-    await dispatch(ctx, own, capture, { case: 'capture', value: { cluster: req.cluster, restorePoint } }, captureJob);
-  } catch (err) {
-    await failDrill(ctx, drill, {
-      code: asPgfleetError(err).code,
-      message: `the source capture could not be sent: ${asPgfleetError(err).message}`,
-    });
-    throw err;
-  }
-  ctx.logger.info(
-    { jobId: drillId, captureJobId: captureId, cluster: req.cluster, agentId: session.agentId },
-    'drill waits for its source capture',
-  );
-  return jobInfoFromRecord(drill);
 }
 
 /** Records a drill job; a scheduled one (`fence`) only while its scheduler leads and the cluster runs no drill. */
@@ -264,59 +305,36 @@ async function createDrillJob(
   );
 }
 
-/** A dump drill: the dump from the catalog's record (its files, checksums and exact row counts), dispatched to an agent of the cluster. */
-async function startDumpDrillJob(
+/** The source capture of a drill on another agent, on the cluster's own (`own`); the drill waits queued for it. */
+async function startCapture(
   ctx: ControllerContext,
-  req: DrillRequest,
-  want: NonNullable<DrillRequest['dump']>,
-  fence?: LeadershipFence,
+  drill: TypedJob<'drill'>,
+  own: AgentSession,
+  captureId: string,
 ): Promise<JobInfoInit> {
-  if (want.label && !isDumpLabel(want.label))
-    throw new PgfleetError('DumpInvalid', `'${want.label}' is not a dump label (like 20261207-010203-123L)`);
-  if (want.jobs > 64) throw new PgfleetError('DumpInvalid', `--jobs ${want.jobs} is more than 64`);
-  const dump = await findDump(ctx, req.cluster, want.label, want.database);
-  const databases = want.database ? dump.databases.filter((x) => x.name === want.database) : dump.databases;
-  // pg_restore into its own throwaway server: any agent of the cluster (or the one asked for) may run it.
-  const session = req.agentId
-    ? await agentSession(ctx, req.cluster, req.agentId)
-    : await clusterAgent(ctx, req.cluster, 'any');
-  if (!session)
-    throw new PgfleetError('AgentNotConnected', `agent '${req.agentId}' of cluster '${req.cluster}' is not connected`);
-  const created: NewTypedJob<'drill'> = {
-    id: newJobId(),
-    cluster: req.cluster,
-    kind: 'drill',
-    agentId: session.agentId,
-    params: {
-      backupLabel: '',
-      dumpLabel: dump.label,
-      ...(want.database ? { database: want.database } : {}),
-      ...(req.scheduledAt ? { scheduledAt: req.scheduledAt } : {}),
-      ...(req.keep ? { keep: true } : {}),
-    },
+  const restorePoint = drillRestorePoint(drill.id);
+  const captureJobRecord: NewTypedJob<'capture'> = {
+    id: captureId,
+    cluster: drill.cluster,
+    kind: 'capture',
+    agentId: own.agentId,
+    params: { drillJobId: drill.id, restorePoint },
   };
-  const drill = await createDrillJob(ctx, sentFromHere(ctx, created), fence);
-  return dispatch(
-    ctx,
-    session,
-    drill,
-    {
-      case: 'drill',
-      value: {
-        cluster: req.cluster,
-        keep: req.keep === true,
-        dump: {
-          cluster: req.cluster,
-          label: dump.label,
-          databases,
-          codec: dump.codec,
-          serverMajor: dump.serverMajor,
-          jobs: want.jobs,
-        },
-      },
-    },
-    drillJob,
+  const capture = jobOfKind('capture', await ctx.store.createJob(sentFromHere(ctx, captureJobRecord), ctx.now()));
+  try {
+    await dispatch(ctx, own, capture, { case: 'capture', value: { cluster: drill.cluster, restorePoint } }, captureJob);
+  } catch (err) {
+    await failDrill(ctx, drill, {
+      code: asPgfleetError(err).code,
+      message: `the source capture could not be sent: ${asPgfleetError(err).message}`,
+    });
+    throw err;
+  }
+  ctx.logger.info(
+    { jobId: drill.id, captureJobId: captureId, cluster: drill.cluster, agentId: drill.agentId },
+    'drill waits for its source capture',
   );
+  return jobInfoFromRecord(drill);
 }
 
 /** Fails a drill that never reached its agent's stages, with stage 'capture' and the reason. */
@@ -386,24 +404,12 @@ async function captureFinished(
     );
     return;
   }
-  const p = drill.params;
   try {
-    await dispatch(
-      ctx,
-      session,
-      drill,
-      {
-        case: 'drill',
-        value: {
-          cluster: drill.cluster,
-          backupLabel: p.backupLabel,
-          source: counts,
-          keep: p.keep === true,
-          currentTimeline: await liveTimeline(ctx, drill.cluster),
-        },
-      },
-      drillJob,
-    );
+    await sendDrill(ctx, session, drill, {
+      backupLabel: drill.params.backupLabel,
+      source: counts,
+      currentTimeline: await liveTimeline(ctx, drill.cluster),
+    });
     log.info({ restorePoint: counts.restorePoint, tables: counts.tables.length }, 'source counted: drill dispatched');
   } catch (err) {
     // dispatch() already failed the job when the stream was gone.

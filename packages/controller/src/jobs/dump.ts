@@ -213,13 +213,16 @@ export async function findDump(
     'DumpNotFound',
     label
       ? `cluster '${cluster}' has no complete dump ${label}`
-      : `cluster '${cluster}' has no complete dump of database '${database}'`,
+      : database
+        ? `cluster '${cluster}' has no complete dump of database '${database}'`
+        : `cluster '${cluster}' has no complete dump yet (pgfleet dump ${cluster}, or a --logical schedule, makes one)`,
   );
 }
 
 /**
  * Starts pg_restore of one database of a dump (RestoreDumpJob) on the primary agent of the
- * target cluster (the dump's own when none is named): the new database is created there.
+ * target cluster (the dump's own when none is named): the new database is created there, after
+ * the dump's globals (roles, tablespaces) when `globals` asks for them.
  */
 export async function startRestoreDumpJob(
   ctx: ControllerContext,
@@ -236,6 +239,11 @@ export async function startRestoreDumpJob(
   const jobs = requireJobs(req.jobs);
   const dump = await findDump(ctx, req.cluster, req.label, req.database);
   const database = dump.databases.find((x) => x.name === req.database)!;
+  if (req.globals && !dump.globals?.sha256)
+    throw new PgfleetError(
+      'DumpInvalid',
+      `dump ${dump.label} of cluster '${req.cluster}' recorded no globals to apply`,
+    );
   // pg_restore creates a database: only the target cluster's primary takes writes.
   const session = await clusterAgent(ctx, toCluster, 'primary');
   const params = {
@@ -248,6 +256,7 @@ export async function startRestoreDumpJob(
     schemas: [...req.schemas],
     jobs,
     ...(req.clean ? { clean: true } : {}),
+    ...(req.globals ? { globals: true } : {}),
   };
   const job = jobOfKind(
     'restore-dump',
@@ -272,6 +281,8 @@ export async function startRestoreDumpJob(
         schemas: [...req.schemas],
         jobs,
         clean: req.clean,
+        // The globals file as the catalog recorded it: the agent checks what it reads against it.
+        ...(req.globals ? { globals: dump.globals!, globalsWithPasswords: dump.withPasswords } : {}),
       },
     },
     restoreDumpJob,

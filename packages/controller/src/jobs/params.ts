@@ -126,6 +126,8 @@ export interface RestoreDumpJobParams {
   schemas: string[];
   jobs?: number;
   clean?: boolean;
+  /** Apply the dump's globals first (`--globals`). */
+  globals?: boolean;
 }
 
 /** A rotate-key job rotates from the agent's previous key to its current one: nothing to say. */

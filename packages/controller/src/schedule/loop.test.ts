@@ -35,6 +35,27 @@ async function connectAgent(cluster: string, agentId = `agent-${cluster}`): Prom
   return agent;
 }
 
+/** A complete dump of database shop in the catalog, stopped at `stop` (what a dump job's success records). */
+function insertDump(cluster: string, label: string, stop: number): Promise<void> {
+  return t.controller.context.store.insertDump({
+    cluster,
+    label,
+    jobId: `dump-${label}`,
+    startTime: stop - MIN,
+    stopTime: stop,
+    sizeBytes: 10,
+    storedBytes: 10,
+    result: {
+      label,
+      codec: 'none',
+      serverMajor: 15,
+      databases: [
+        { name: 'shop', dir: '16384', tables: [{ schema: 'public', name: 't', rows: '3', rowsCounted: true }] },
+      ],
+    },
+  });
+}
+
 /** Reports the backup job as succeeded with a full backup that ran [stop - 1 min, stop]. */
 function finishBackup(agent: FakeAgent, job: Job, label: string, stop: number, seg: number, cluster: string): void {
   const name = `00000001000000000000${seg.toString(16).toUpperCase().padStart(4, '0')}`;
@@ -71,6 +92,7 @@ describe('policies', () => {
         ['incr', '-', 'default'],
         ['drill', '-', 'default'],
         ['logical', '-', 'default'],
+        ['dumpDrill', '-', 'default'],
         ['spreadMinutes', '30', 'default'],
         ['backupFrom', 'primary', 'default'],
         ['catchUp', 'off', 'default'],
@@ -120,6 +142,7 @@ describe('policies', () => {
       incr: '-/cluster',
       drill: '0 4 * * 0/cluster',
       logical: '30 2 * * */cluster',
+      dumpDrill: '-/default',
       spreadMinutes: '30/default',
       backupFrom: 'prefer-standby/cluster',
       catchUp: 'off/default',
@@ -499,10 +522,14 @@ describe('retention', () => {
     );
     const event = decodeOutboxEvent(events.at(-1)!);
     assert.equal(event.payload.case, 'retentionPlanned');
-    assert.deepEqual(event.payload.case === 'retentionPlanned' && [event.cluster, event.payload.value.backupLabels], [
-      cluster,
-      ['20260309-090000F', '20260310-090000F'],
-    ]);
+    assert.deepEqual(
+      event.payload.case === 'retentionPlanned' && [
+        event.cluster,
+        event.payload.value.backupLabels,
+        event.payload.value.dumpLabels,
+      ],
+      [cluster, ['20260309-090000F', '20260310-090000F'], []],
+    );
     // Inside the grace an operator pins one of them; the grace still runs.
     await t.admin.pinBackup({ cluster, label: '20260309-090000F', pinned: true });
     assert.deepEqual((await t.controller.scheduler.tick(planned + 5 * MIN)).expireJobs, []);
@@ -617,6 +644,76 @@ describe('retention', () => {
     clock += 1000;
     r = await t.controller.scheduler.tick(clock);
     assert.deepEqual(mine(r.plannedExpiries), [['20260320-100000F']]);
+  });
+
+  test('retention.planned names the dumps it will expire apart from the backups', async () => {
+    const c = 'dumpret';
+    await connectAgent(c);
+    clock = T0 + 50 * DAY;
+    await insertDump(c, '20260419-100000-000L', clock - 2 * DAY);
+    await insertDump(c, '20260420-100000-000L', clock - DAY);
+    await t.admin.setPolicy({
+      cluster: c,
+      settings: { logicalMin: 1, logicalDaily: 0, logicalWeekly: 0, logicalMonthly: 0, autoExpire: true },
+    });
+    const r = await t.controller.scheduler.tick(clock);
+    assert.deepEqual(
+      r.plannedExpiries?.filter((e) => e.cluster === c).map((e) => e.labels),
+      [['20260419-100000-000L']],
+    );
+    const events = (await t.controller.context.store.listEvents({ cluster: c, limit: 1000 })).filter(
+      (e) => e.kind === 'retention.planned',
+    );
+    const event = decodeOutboxEvent(events.at(-1)!);
+    const planned = event.payload.case === 'retentionPlanned' ? event.payload.value : undefined;
+    assert.deepEqual([planned?.backupLabels, planned?.dumpLabels], [[], ['20260419-100000-000L']]);
+  });
+});
+
+// Last: its clock is the latest of the file (the scheduler's runs never move back).
+describe('scheduled dump drills', () => {
+  test('--dump-drill fires once per fire time through due-runs: skipped (and recorded) without a dump, then drills the newest', async () => {
+    const c = 'ddrill';
+    const agent = await connectAgent(c);
+    const store = t.controller.context.store;
+    clock = T0 + 60 * DAY + 2 * MIN; // 10:02, two minutes after the 10:00 fire time
+    await t.admin.setPolicy({ cluster: c, settings: { dumpDrill: '0 10 * * *', catchUp: true, spreadMinutes: 0 } });
+    // Catch-up on, but no dump yet: nothing starts, and the fire time counts as run (not retried every tick).
+    let r = await t.controller.scheduler.tick(clock);
+    assert.deepEqual(r.dumpDrills, []);
+    const fired = T0 + 60 * DAY;
+    assert.deepEqual(
+      (await store.listScheduleRuns(c)).map((x) => [x.type, x.lastRun]),
+      [['dump-drill', fired]],
+    );
+    await insertDump(c, '20260410-090000-000L', fired - HOUR);
+    await insertDump(c, '20260411-080000-000L', fired + DAY - 2 * HOUR);
+    assert.deepEqual((await t.controller.scheduler.tick(clock + HOUR)).dumpDrills, []);
+    // The next day's 10:00: one dump drill of the newest dump, every database of it.
+    clock = fired + DAY + 30_000;
+    r = await t.controller.scheduler.tick(clock);
+    assert.deepEqual(
+      r.dumpDrills?.map((d) => [d.cluster, d.scheduledAt.getTime()]),
+      [[c, fired + DAY]],
+    );
+    const job = await agent.receiveJob();
+    assert.equal(job.jobId, r.dumpDrills![0]!.jobId);
+    assert.equal(job.kind.case, 'drill');
+    if (job.kind.case !== 'drill') return;
+    assert.deepEqual(
+      [job.kind.value.dump?.label, job.kind.value.dump?.databases.map((d) => d.name), job.kind.value.keep],
+      ['20260411-080000-000L', ['shop'], false],
+    );
+    // Its fire time was recorded with the job: the same fire time never starts a second drill.
+    assert.deepEqual((await t.controller.scheduler.tick(clock + MIN)).dumpDrills, []);
+    const listed = await t.admin.listDrills({ cluster: c });
+    assert.deepEqual(
+      listed.drills.map((d) => [d.jobId, d.scheduled]),
+      [[job.jobId, true]],
+    );
+    // Status names the next run of the schedule.
+    const info = (await t.admin.listClusters({})).clusters.find((x) => x.name === c);
+    assert.equal(info?.nextJob?.kind, 'dump-drill');
   });
 });
 

@@ -29,7 +29,9 @@
  *   running.
  * - Restore drills run from each cluster's drill cron (drills.ts startDueDrills): once per fire
  *   time, recorded as schedule run 'drill', never while the cluster's previous drill runs.
- *   Logical dumps alike from the logical cron (logical.ts startDueDumps, schedule run 'logical').
+ *   Logical dumps alike from the logical cron (logical.ts startDueDumps, schedule run 'logical'),
+ *   and dump drills of the newest dump from the dump drill cron (drills.ts startDueDrills,
+ *   schedule run 'dump-drill'; one drill of a cluster at a time, physical or dump).
  * - Queued jobs whose controller died before recording their send, and that their agent never
  *   claimed, are failed first (schedule/lost-dispatches.ts): they would hold their cluster's gate.
  * - `tick(now)` is public so tests drive the loop with their own clock instead of timers.
@@ -53,7 +55,7 @@ import { startExpireJob } from '../jobs/expire.js';
 import { startDueDrills, type DrillSchedule } from '../drill/drills.js';
 import { startDueDumps, type DumpSchedule } from './logical.js';
 import { effectivePolicy, settingsOf } from './policy.js';
-import { planClusterRetention, plannedLabels, planRemovesSomething } from '../retention/jobs.js';
+import { planClusterRetention, plannedLabels, planRemovesSomething, type ClusterRetention } from '../retention/jobs.js';
 import { Scheduler, type BackupSlot, type ClusterSchedules, type ConcurrencyLimits } from './schedule.js';
 
 export const SCHEDULER_LEADERSHIP = 'scheduler';
@@ -80,6 +82,8 @@ export interface TickReport {
   dumps?: Array<{ cluster: string; jobId: string; scheduledAt: Date }>;
   /** Queued jobs of dead controllers this round failed (schedule/lost-dispatches.ts). */
   lostDispatches?: string[];
+  /** Dump drills the clusters' dump drill schedules started (drills.ts). */
+  dumpDrills?: Array<{ cluster: string; jobId: string; scheduledAt: Date }>;
 }
 
 export class SchedulerLoop {
@@ -193,6 +197,7 @@ export class SchedulerLoop {
     const schedules: ClusterSchedules[] = [];
     const drillSchedules: DrillSchedule[] = [];
     const dumpSchedules: DumpSchedule[] = [];
+    const dumpDrillSchedules: DrillSchedule[] = [];
     const retentionClusters: Array<{ cluster: string; graceSeconds: number }> = [];
     const catchUp = new Map<string, boolean>();
     for (const cluster of clusters) {
@@ -203,6 +208,7 @@ export class SchedulerLoop {
       catchUp.set(cluster, eff.catchUp);
       if (eff.drill) drillSchedules.push({ cluster, cron: eff.drill, spreadMinutes: eff.spreadMinutes });
       if (eff.logical) dumpSchedules.push({ cluster, cron: eff.logical, spreadMinutes: eff.spreadMinutes });
+      if (eff.dumpDrill) dumpDrillSchedules.push({ cluster, cron: eff.dumpDrill, spreadMinutes: eff.spreadMinutes });
       if (Object.keys(eff.schedules).length === 0) continue;
       schedules.push({
         cluster,
@@ -213,12 +219,13 @@ export class SchedulerLoop {
       });
     }
 
+    const cronRuns = { drill: drillSchedules, logical: dumpSchedules, 'dump-drill': dumpDrillSchedules };
     const lastRuns = new Map(
-      schedules.length || drillSchedules.length || dumpSchedules.length
+      schedules.length || drillSchedules.length || dumpSchedules.length || dumpDrillSchedules.length
         ? (await store.listScheduleRuns()).map((r) => [`${r.cluster}\u0000${r.type}`, r.lastRun])
         : [],
     );
-    await this.baselineNewSchedules(now, schedules, drillSchedules, dumpSchedules, catchUp, lastRuns, fence);
+    await this.baselineNewSchedules(now, schedules, cronRuns, catchUp, lastRuns, fence);
     if (schedules.length) {
       const result = this.scheduler.tick(new Date(now), {
         schedules,
@@ -286,8 +293,10 @@ export class SchedulerLoop {
     }
 
     try {
-      report.drills = await startDueDrills(this.ctx, drillSchedules, now, this.log, fence);
+      report.drills = await startDueDrills(this.ctx, 'drill', drillSchedules, now, this.log, fence);
       report.dumps = await startDueDumps(this.ctx, dumpSchedules, now, this.log, fence);
+      // After the physical drills: a cluster whose drill just started is busy, its dump drill waits.
+      report.dumpDrills = await startDueDrills(this.ctx, 'dump-drill', dumpDrillSchedules, now, this.log, fence);
       await this.retention(now, retentionClusters, report, fence);
     } catch (err) {
       const e = asPgfleetError(err);
@@ -304,8 +313,8 @@ export class SchedulerLoop {
   private async baselineNewSchedules(
     now: number,
     schedules: readonly ClusterSchedules[],
-    drills: readonly DrillSchedule[],
-    dumps: readonly DumpSchedule[],
+    /** The cron schedules of due-runs.ts by their schedule_runs type. */
+    cronRuns: Readonly<Record<'drill' | 'logical' | 'dump-drill', readonly DrillSchedule[]>>,
     catchUp: ReadonlyMap<string, boolean>,
     lastRuns: Map<string, number>,
     fence: LeadershipFence | undefined,
@@ -318,8 +327,8 @@ export class SchedulerLoop {
       baseline.push({ cluster, type, lastRun: now });
     };
     for (const s of schedules) for (const type of SCHEDULE_TYPES) if (s[type] !== undefined) add(s.cluster, type);
-    for (const d of drills) add(d.cluster, 'drill');
-    for (const d of dumps) add(d.cluster, 'logical');
+    for (const [type, crons] of Object.entries(cronRuns) as Array<[keyof typeof cronRuns, readonly DrillSchedule[]]>)
+      for (const c of crons) add(c.cluster, type);
     if (baseline.length === 0) return;
     await this.ctx.store.recordScheduleRuns(baseline, fence);
     this.log.info(
@@ -382,7 +391,7 @@ export class SchedulerLoop {
         const labels = plannedLabels(r);
         if (labels.length === 0 && this.expiredFrom.get(cluster) === anchorFrom) continue;
         if (labels.length > 0 && !pending) {
-          await this.announce(cluster, labels, now, graceSeconds, report);
+          await this.announce(cluster, r, now, graceSeconds, report);
           continue;
         }
         const job = await startExpireJob(this.ctx, r, asked ? 'after backup' : 'periodic', fence);
@@ -400,21 +409,27 @@ export class SchedulerLoop {
     }
   }
 
-  /** retention.planned through the outbox; the expire job waits until expireAfter. */
+  /** retention.planned through the outbox (backups and dumps apart); the expire job waits until expireAfter. */
   private async announce(
     cluster: string,
-    labels: string[],
+    r: Pick<ClusterRetention, 'plan' | 'dumpPlan'>,
     now: number,
     graceSeconds: number,
     report: TickReport,
   ): Promise<void> {
     const expireAfter = now + graceSeconds * 1000;
+    const labels = plannedLabels(r);
     await this.ctx.store.appendEvents([
       outboxEvent(
         cluster,
         {
           case: 'retentionPlanned',
-          value: { backupLabels: labels, expireAfter: timestampFromMs(expireAfter), graceSeconds },
+          value: {
+            backupLabels: r.plan.expire.map((e) => e.label),
+            dumpLabels: [...r.dumpPlan.expire],
+            expireAfter: timestampFromMs(expireAfter),
+            graceSeconds,
+          },
         },
         now,
       ),
@@ -423,7 +438,7 @@ export class SchedulerLoop {
     (report.plannedExpiries ??= []).push({ cluster, labels, expireAfter });
     this.log.info(
       { cluster, labels, expireAfter: new Date(expireAfter).toISOString() },
-      'retention planned: backups expire after the grace unless pinned',
+      'retention planned: these backups and dumps expire after the grace (a backup pinned meanwhile stays)',
     );
   }
 }

@@ -21,6 +21,7 @@
  *   logical-* tiers keep dumps by GFS of their own, counted over dumps only. With no logical tier
  *   set anywhere every dump is kept (no built-in deletes a dump nobody asked to expire);
  *   setting any one of them turns dump retention on, the unset ones taking DEFAULT_LOGICAL_RETENTION.
+ *   `dumpDrill` (cron) schedules drills of the cluster's newest dump, as `drill` does for backups.
  */
 import { PgfleetError } from '@pgfleet/core';
 import {
@@ -113,6 +114,7 @@ export const POLICY_KEYS = [
   ...SCHEDULE_KEYS,
   'drill',
   'logical',
+  'dumpDrill',
   'spreadMinutes',
   'backupFrom',
   'catchUp',
@@ -133,6 +135,7 @@ export const POLICY_FLAGS: Record<PolicyKey, string> = {
   incr: '--incr',
   drill: '--drill',
   logical: '--logical',
+  dumpDrill: '--dump-drill',
   spreadMinutes: '--spread-minutes',
   backupFrom: '--backup-from',
   catchUp: '--catch-up',
@@ -169,6 +172,8 @@ export interface EffectivePolicy {
   drill?: string;
   /** Cron of the logical dump schedule (unset: no scheduled dumps). */
   logical?: string;
+  /** Cron of the dump drill schedule: drills of the newest dump (unset: none). */
+  dumpDrill?: string;
   /** The logical tiers; undefined while no logical-* key is set anywhere (every dump is kept). */
   logicalRetention?: LogicalRetention;
   spreadMinutes: number;
@@ -204,6 +209,7 @@ function valueOf(p: PolicySettings | undefined, key: PolicyKey): string | number
     key === 'incr' ||
     key === 'drill' ||
     key === 'logical' ||
+    key === 'dumpDrill' ||
     key === 'spreadMinutes' ||
     key === 'backupFrom' ||
     key === 'catchUp'
@@ -240,6 +246,7 @@ export function effectivePolicy(
   }
   const drillCron = pick('drill');
   const logicalCron = pick('logical');
+  const dumpDrillCron = pick('dumpDrill');
   let logicalRetention: LogicalRetention | undefined;
   for (const key of LOGICAL_RETENTION_KEYS) {
     const v = pick(key);
@@ -264,6 +271,7 @@ export function effectivePolicy(
     schedules,
     ...(typeof drillCron === 'string' && drillCron.trim() !== '' ? { drill: drillCron.trim() } : {}),
     ...(typeof logicalCron === 'string' && logicalCron.trim() !== '' ? { logical: logicalCron.trim() } : {}),
+    ...(typeof dumpDrillCron === 'string' && dumpDrillCron.trim() !== '' ? { dumpDrill: dumpDrillCron.trim() } : {}),
     ...(logicalRetention ? { logicalRetention } : {}),
     spreadMinutes: typeof spread === 'number' ? spread : DEFAULT_SPREAD_MINUTES,
     backupFrom: isBackupFrom(backupFrom) ? backupFrom : DEFAULT_BACKUP_FROM,
@@ -334,7 +342,7 @@ export function validatePolicySettings(settings: PolicySettings): void {
       cause === undefined ? {} : { cause },
     );
   };
-  for (const type of [...SCHEDULE_KEYS, 'drill', 'logical'] as const) {
+  for (const type of [...SCHEDULE_KEYS, 'drill', 'logical', 'dumpDrill'] as const) {
     const cron = settings.schedules[type];
     if (cron === undefined || cron.trim() === '') continue;
     try {
@@ -385,6 +393,7 @@ export function formatPolicyValue(key: PolicyKey, eff: EffectivePolicy, healthDe
   if (key === 'full' || key === 'diff' || key === 'incr') return eff.schedules[key] ?? '-';
   if (key === 'drill') return eff.drill ?? '-';
   if (key === 'logical') return eff.logical ?? '-';
+  if (key === 'dumpDrill') return eff.dumpDrill ?? '-';
   if (isLogicalRetentionKey(key))
     return eff.logicalRetention ? String(eff.logicalRetention[LOGICAL_FIELDS[key]]) : 'off';
   if (key === 'spreadMinutes') return String(eff.spreadMinutes);
