@@ -21,6 +21,8 @@ export interface PgInstanceOptions {
   restoreCommand?: string;
   /** extra postgresql.conf lines (name -> value; values are quoted for you) */
   settings?: Record<string, string>;
+  /** extra initdb arguments for a new data dir (e.g. ['--wal-segsize', '1']) */
+  initdbArgs?: string[];
   /** start an EXISTING data dir (e.g. restored one) instead of initdb; port/unix_socket_directories/listen are overridden on the command line and nothing is initdb'd */
   dataDir?: string;
   /** stop() leaves dataDir (default: remove only dirs the launcher created) */
@@ -188,7 +190,18 @@ export async function startPostgres(opts: PgInstanceOptions = {}): Promise<PgIns
       // initdb as the postgres user: it creates `data` (mode 0700) inside our postgres-owned temp dir.
       await runAsPostgres(
         bin('initdb'),
-        ['-D', dataDir, '-U', 'postgres', '--auth=trust', '--data-checksums', '-E', 'UTF8', '--locale=C'],
+        [
+          '-D',
+          dataDir,
+          '-U',
+          'postgres',
+          '--auth=trust',
+          '--data-checksums',
+          '-E',
+          'UTF8',
+          '--locale=C',
+          ...(opts.initdbArgs ?? []),
+        ],
         { cwd: runDir, timeoutMs: 120_000 },
       );
     } catch (err) {
