@@ -230,18 +230,22 @@ export class ManifestReader {
     readonly readsFrom: readonly string[],
     private readonly spool: Spool,
     private readonly where: string,
+    /** Whether the text carried a MAC (it matched): false only when opened with `allowUnsigned`. */
+    readonly signed: boolean,
   ) {}
 
   /**
    * Reads a manifest's stored text through `read` (chunks of the authenticated stream), checking
    * the MAC as it goes (ManifestMacStream: ManifestUnauthenticated; `unsigned` says what to throw
-   * for a manifest without one), then parses the head and checks every entry (paths, labels,
+   * for a manifest without one, unless `allowUnsigned`: the one route that adopts those,
+   * Repository.adoptManifest), then parses the head and checks every entry (paths, labels,
    * chunk keys, block figures; manifest.ts) before anything is returned.
    */
   static async open(o: {
     read: (onChunk: (chunk: Buffer) => Promise<void>) => Promise<void>;
     mac: ManifestMacStream;
     unsigned: () => Error;
+    allowUnsigned?: boolean;
     where: string;
     checkHead: (head: BackupManifest) => void;
   }): Promise<ManifestReader> {
@@ -252,9 +256,10 @@ export class ManifestReader {
         if (out.length > 0) await spool.write(out);
       });
       const { signed, rest: tail } = o.mac.end();
-      if (!signed) throw o.unsigned();
+      if (!signed && !o.allowUnsigned) throw o.unsigned();
       // What the MAC covers is the head without its closing brace: the reader parses it with one.
-      await spool.write(Buffer.concat([tail, Buffer.from('\n}')]));
+      // An unsigned text is whole as it was read.
+      await spool.write(signed ? Buffer.concat([tail, Buffer.from('\n}')]) : tail);
       await spool.finish();
       const headText = await scanSpool(spool, o.where, () => {});
       const head = parseManifestHead(headText, o.where);
@@ -269,7 +274,7 @@ export class ManifestReader {
         for (const b of entryBackups(f)) if (b !== head.label) reads.add(b);
       });
       const { files: _files, ...rest } = head;
-      return new ManifestReader(rest, count, [...reads].sort(), spool, o.where);
+      return new ManifestReader(rest, count, [...reads].sort(), spool, o.where, signed);
     } catch (err) {
       await spool.remove();
       throw err;

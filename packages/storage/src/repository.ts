@@ -647,12 +647,18 @@ export class Repository {
    * them. The caller closes it.
    */
   async openManifest(cluster: string, label: string): Promise<ManifestReader> {
+    return this.openManifestReader(cluster, label, false);
+  }
+
+  /** openManifest, or with `allowUnsigned` also a manifest without a MAC (adoptManifest only). */
+  private async openManifestReader(cluster: string, label: string, allowUnsigned: boolean): Promise<ManifestReader> {
     const key = this.backupManifestKey(cluster, label);
     const where = key;
     try {
       return await ManifestReader.open({
         read: (onChunk) => this.objects.readPieces(key, onChunk),
         mac: new ManifestMacStream(this.manifestKey(cluster), cluster, label, where),
+        allowUnsigned,
         unsigned: () =>
           new PgfleetError(
             'ManifestUnsigned',
@@ -744,20 +750,28 @@ export class Repository {
    * manifest, checks its paths and that it describes this backup, and stores it signed.
    * 'signed' when it was unsigned, 'valid' when it already carried a matching MAC; a manifest
    * with a MAC that does not match is refused (ManifestUnauthenticated), never re-signed.
+   * Read and written as a stream (openManifest): a 100k-file manifest is never held whole.
    */
   async adoptManifest(
     cluster: string,
     label: string,
-    options: { dryRun?: boolean; checked?: (manifest: BackupManifest) => void } = {},
+    options: { dryRun?: boolean; checked?: (head: ManifestHead) => void } = {},
   ): Promise<'signed' | 'valid'> {
-    const { text, where } = await this.manifestText(cluster, label);
-    const opened = openManifest(text, this.manifestKey(cluster), cluster, label, where);
-    const manifest = this.parseFor(opened.json, cluster, label, where);
-    // What sign-manifests vouches for (the WAL from the oldest backup's start on) is read from it.
-    options.checked?.(manifest);
-    if (opened.signed) return 'valid';
-    if (!options.dryRun) await this.writeManifest(manifest);
-    return 'signed';
+    const reader = await this.openManifestReader(cluster, label, true);
+    try {
+      // What sign-manifests vouches for (the WAL from the oldest backup's start on) is read from its head.
+      options.checked?.(reader.head);
+      if (reader.signed) return 'valid';
+      if (!options.dryRun)
+        await this.writeManifestStream(
+          reader.head,
+          reader.files(),
+          summarizeHead(reader.head, reader.fileCount, reader.readsFrom),
+        );
+      return 'signed';
+    } finally {
+      await reader.close();
+    }
   }
 
   private manifestKey(cluster: string): Buffer {

@@ -34,13 +34,20 @@ const XLP_SYSID_OFFSET = 24;
 const templates = new Map<string, Promise<string>>();
 
 /** Creates `dataDir` (its parent must exist and belong to the postgres user) as a new cluster of the build in `binDir`. */
-export async function createDataDir(binDir: string, dataDir: string, cwd: string): Promise<void> {
-  let template = templates.get(binDir);
+export async function createDataDir(
+  binDir: string,
+  dataDir: string,
+  cwd: string,
+  extraInitdbArgs: readonly string[] = [],
+): Promise<void> {
+  // One template per build and per set of extra initdb arguments (e.g. a WAL segment size).
+  const mapKey = JSON.stringify([binDir, extraInitdbArgs]);
+  let template = templates.get(mapKey);
   if (!template) {
-    template = templateFor(binDir);
-    templates.set(binDir, template);
+    template = templateFor(binDir, extraInitdbArgs);
+    templates.set(mapKey, template);
     // A failed initdb is not remembered: the next start tries again and reports its own error.
-    template.catch(() => templates.delete(binDir));
+    template.catch(() => templates.delete(mapKey));
   }
   const from = await template;
   // cp -a as the postgres user: modes (0700) and owner as initdb made them.
@@ -49,20 +56,24 @@ export async function createDataDir(binDir: string, dataDir: string, cwd: string
 }
 
 /** The directory holding the template's `data` for `binDir`, made once per machine. */
-async function templateFor(binDir: string): Promise<string> {
+async function templateFor(binDir: string, extraInitdbArgs: readonly string[]): Promise<string> {
   const postgres = statSync(path.join(binDir, 'postgres'));
   const key = createHash('sha256')
-    .update(JSON.stringify([binDir, postgres.size, postgres.mtimeMs, INITDB_ARGS, process.getuid?.()]))
+    .update(JSON.stringify([binDir, postgres.size, postgres.mtimeMs, INITDB_ARGS, extraInitdbArgs, process.getuid?.()]))
     .digest('hex')
     .slice(0, 16);
   const final = path.join(os.tmpdir(), `pgfleet-initdb-template-${key}`);
   if (existsSync(path.join(final, COMPLETE))) return final;
   const work = await makeTempDir('initdb-template-new');
   try {
-    await runAsPostgres(path.join(binDir, 'initdb'), ['-D', path.join(work, 'data'), ...INITDB_ARGS], {
-      cwd: work,
-      timeoutMs: 120_000,
-    });
+    await runAsPostgres(
+      path.join(binDir, 'initdb'),
+      ['-D', path.join(work, 'data'), ...INITDB_ARGS, ...extraInitdbArgs],
+      {
+        cwd: work,
+        timeoutMs: 120_000,
+      },
+    );
     await writeFile(path.join(work, COMPLETE), '');
     await rename(work, final);
   } catch (err) {

@@ -23,6 +23,8 @@ export interface PgInstanceOptions {
   restoreCommand?: string;
   /** extra postgresql.conf lines (name -> value; values are quoted for you) */
   settings?: Record<string, string>;
+  /** extra initdb arguments for a new data dir (e.g. ['--wal-segsize', '1']) */
+  initdbArgs?: string[];
   /** start an EXISTING data dir (e.g. restored one) instead of initdb; port/unix_socket_directories/listen are overridden on the command line and nothing is initdb'd */
   dataDir?: string;
   /** stop() leaves dataDir (default: remove only dirs the launcher created) */
@@ -187,9 +189,10 @@ export async function startPostgres(opts: PgInstanceOptions = {}): Promise<PgIns
   // ---- prepare the data dir ----
   if (createdDataDir) {
     try {
-      // A copy of the machine's initdb'd template with a system identifier of its own, made by the
-      // postgres user: `data` (mode 0700) inside our postgres-owned temp dir.
-      await createDataDir(binDir, dataDir, runDir);
+      // A copy of the machine's initdb'd template (one per set of extra initdb arguments) with a
+      // system identifier of its own, made by the postgres user: `data` (mode 0700) inside our
+      // postgres-owned temp dir.
+      await createDataDir(binDir, dataDir, runDir, opts.initdbArgs ?? []);
     } catch (err) {
       await cleanupDirs();
       throw new Error(`startPostgres: initdb (or the copy of its template) failed: ${(err as Error).message}`, {

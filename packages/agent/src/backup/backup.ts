@@ -58,7 +58,6 @@ import {
   type BlockMapPart,
   type ObjectFigures,
   type BackupKind,
-  type BackupManifest,
   type BackupSource,
   type Codec,
   type ManifestChunk,
@@ -70,8 +69,10 @@ import {
 } from '@pgfleet/storage';
 import { storeCatalogSnapshot } from './catalog-snapshot.js';
 import { EntrySpool } from './entry-spool.js';
+import { ListingSpool } from './listing-spool.js';
 import { BackupLeaseHolder, leaseChain } from './lease.js';
 import { choosePriorBackup, decideFile, type FileDecision } from './prior.js';
+import { PriorEntries, type PriorFacts, type PriorManifest } from './prior-entries.js';
 import {
   checkTakenOver,
   DEFAULT_RESUME_WINDOW_MS,
@@ -83,7 +84,7 @@ import {
 } from './resume.js';
 import { CopyPool } from '../copy/pool.js';
 import type { RateLimiter } from '../copy/rate-limit.js';
-import { listPgdata, type PgdataEntry } from '../pgdata/walk.js';
+import { walkPgdata, type PgdataEntry, type PgdataTree } from '../pgdata/walk.js';
 import { ProgressTracker, type ProgressSink } from '../progress.js';
 import { AGENT_VERSION } from '../version.js';
 
@@ -180,6 +181,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupSummary> {
   let point: ResumePoint | undefined;
   let completed = false;
   let copied: CopiedPgdata | undefined;
+  let base: BackupBase | undefined;
   try {
     const facts = await clusterFacts(client);
     const source: BackupSource = {
@@ -198,13 +200,13 @@ export async function runBackup(opts: BackupOptions): Promise<BackupSummary> {
       pgVersionNum: facts.versionNum,
       walSegmentSize: facts.walSegmentSize,
     });
-    const base = await choosePrior(opts, client, facts, source);
+    base = await choosePrior(opts, client, facts, source);
     tracker.phase('resume-check');
     point = await findResumePoint({
       repo,
       cluster: opts.cluster,
       type: base.type,
-      prior: base.prior,
+      prior: base.prior?.head,
       systemIdentifier: facts.systemIdentifier,
       source,
       mode: opts.resume,
@@ -233,7 +235,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupSummary> {
         cluster: opts.cluster,
         label,
         type: base.type,
-        ...(base.prior ? { priorLabel: base.prior.label } : {}),
+        ...(base.prior ? { priorLabel: base.prior.head.label } : {}),
         systemIdentifier: facts.systemIdentifier,
         source,
         listedAtMs: 0,
@@ -283,6 +285,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupSummary> {
     return summary;
   } finally {
     await copied?.entries.close();
+    await base?.prior?.entries.close();
     await client.end().catch(() => {});
     // What was copied but not yet journaled is journaled now (best effort), so a later backup can continue from it.
     await journal?.close(!completed);
@@ -333,7 +336,7 @@ function requireArchiving(opts: BackupOptions, facts: ClusterFacts): void {
 /** What the backup builds on: its type after the fallback to full, the prior backup, and how unchanged files are found. */
 interface BackupBase {
   type: BackupKind;
-  prior: BackupManifest | undefined;
+  prior: PriorManifest | undefined;
   checksumDelta: boolean;
 }
 
@@ -346,7 +349,7 @@ async function choosePrior(
 ): Promise<BackupBase> {
   const { log } = opts;
   let type: BackupKind = opts.type ?? 'full';
-  let prior: BackupManifest | undefined;
+  let prior: PriorManifest | undefined;
   let checksumDelta = Boolean(opts.checksumDelta);
   if (type === 'full') return { type, prior, checksumDelta };
   // The timeline of the last checkpoint (on a standby, restartpoint): the one the backup starts on.
@@ -357,13 +360,13 @@ async function choosePrior(
     pgVersionNum: facts.versionNum,
     timeline,
   });
-  prior = chosen ? await opts.repo.manifestFor(chosen) : undefined;
-  if (prior && !sameSource(prior.source, source)) {
+  prior = chosen ? await readPrior(opts, chosen) : undefined;
+  if (prior && !sameSource(prior.head.source, source)) {
     // Another host's (or data directory's) files have their own mtimes: size + mtime says
     // nothing about whether this copy changed. Compare content, as pgBackRest's delta does.
     checksumDelta = true;
     log.info(
-      { prior: prior.label, priorSource: prior.source ?? 'primary (before HA)' },
+      { prior: prior.head.label, priorSource: prior.head.source ?? 'primary (before HA)' },
       'the prior backup was taken on another host: unchanged files are found by checksum',
     );
   }
@@ -375,6 +378,20 @@ async function choosePrior(
     type = 'full';
   }
   return { type, prior, checksumDelta };
+}
+
+/**
+ * The prior backup's manifest, authenticated and checked against its summary, its entries
+ * streamed into a local file indexed by path (prior-entries.ts): never held whole.
+ */
+async function readPrior(opts: BackupOptions, chosen: BackupSummary): Promise<PriorManifest> {
+  const reader = await opts.repo.openManifestFor(chosen);
+  try {
+    const entries = await PriorEntries.build(reader.files(), opts.cluster, reader.fileCount);
+    return { head: reader.head, readsFrom: reader.readsFrom, entries };
+  } finally {
+    await reader.close();
+  }
 }
 
 /** pg_backup_start with a fast checkpoint; the backup's start LSN. */
@@ -390,7 +407,7 @@ async function startBackup(
   const startFn = facts.major >= 15 ? 'pg_backup_start($1, true)' : 'pg_start_backup($1, true, false)';
   const startLsn = Lsn.parse((await client.query(`SELECT ${startFn}::text AS lsn`, [label])).rows[0].lsn);
   opts.log.info(
-    { label, type: base.type, ...(base.prior ? { prior: base.prior.label } : {}), startLsn: startLsn.toString() },
+    { label, type: base.type, ...(base.prior ? { prior: base.prior.head.label } : {}), startLsn: startLsn.toString() },
     'backup started',
   );
   return startLsn;
@@ -406,7 +423,7 @@ async function startSegment(client: PgClient, startLsn: Lsn, segmentSize: number
 /** What copyPgdata leaves for the manifest. */
 interface CopiedPgdata {
   /** The directories and links of PGDATA (its files are in `entries`). */
-  listing: Pick<Awaited<ReturnType<typeof listPgdata>>, 'directories' | 'links'>;
+  listing: PgdataTree;
   /** Every file's entry (copied or referenced), in a local file, in the order they were stored. */
   entries: EntrySpool;
   /** Entries taken over from the interrupted backup this one continues (resume.ts). */
@@ -435,111 +452,133 @@ async function copyPgdata(
   const { log } = opts;
   const { prior } = base;
   journal.listed(Date.now());
-  const { files: listed, ...listing } = await listPgdata(opts.pgdata);
   const planner = copyPlanner(prior, base.checksumDelta);
   let referenced = 0;
   tracker.state.bytesTotal = 0;
-  for (const f of listed) {
-    if (planner(f).decision === 'reference') referenced++;
-    else tracker.state.bytesTotal += f.size;
-  }
-  tracker.state.filesTotal = listed.length;
-  const referencedMessage = () =>
-    prior ? `${referenced} unchanged file(s) referenced from ${prior.label}` : undefined;
-  tracker.phase('copy', referencedMessage());
-
-  // One data key for the whole backup (encrypted clusters): made here, so every copy thread finds it.
-  await opts.repo.prepareKeys(opts.repo.backupManifestKey(opts.cluster, label));
-  const copier = new FileCopier(opts, label, facts.dataChecksums ? lsnHalves(startLsn.value) : undefined, tracker);
-  const files = await EntrySpool.create(label, opts.cluster);
-  const taken: ManifestFile[] = [];
-  const pageErrors: { path: string; blocks: number[] }[] = [];
-  const notePageErrors = (entry: ManifestFile) => {
-    if (!entry.pageChecksumErrors) return;
-    pageErrors.push({ path: entry.path, blocks: entry.pageChecksumErrors });
-    log.warn(
-      { code: ErrorCodes.PageChecksumMismatch.code, file: entry.path, blocks: entry.pageChecksumErrors },
-      `page checksum mismatch in ${entry.path}, block(s) ${entry.pageChecksumErrors.join(', ')}: the data file is damaged on disk`,
-    );
-  };
-  // Largest first, so the threads finish together instead of waiting on one big file at the end.
-  // pg_control last, after every other file is copied: on a standby its minRecoveryPoint is
-  // where the backup ends, so it must not be older than any page copied. Planned as they are
-  // fed to the copy (one small object per file in flight, not per file listed).
-  const ordered = listed.filter((f) => f.path !== PG_CONTROL).sort((a, b) => b.size - a.size);
-  const last = listed.filter((f) => f.path === PG_CONTROL);
-  function* planned(items: readonly PgdataEntry[]): Generator<PlannedFile> {
-    for (const f of items) yield planner(f);
-  }
+  // The walk's files go to a local file as they are found (listing-spool.ts), never held as a
+  // list. pg_control is held aside and copied after every other file: on a standby its
+  // minRecoveryPoint is where the backup ends, so it must not be older than any page copied.
+  const listing: PgdataTree = { directories: [], links: [] };
+  const listed = await ListingSpool.create(opts.cluster);
+  let control: PgdataEntry | undefined;
+  let files: EntrySpool | undefined;
   let completed = false;
   try {
-    const copyOne = async ({ file: f, decision, prior: priorFile }: PlannedFile): Promise<void> => {
-      if (decision === 'compare-checksum') {
-        const same = await copier.sameContent(f, priorFile!);
-        if (same === undefined) {
-          tracker.add(f.size, 1); // dropped meanwhile: legal, WAL replay removes it anyway
+    for await (const f of walkPgdata(opts.pgdata, listing)) {
+      if (planner(f).decision === 'reference') referenced++;
+      else tracker.state.bytesTotal += f.size;
+      if (f.path === PG_CONTROL) control = f;
+      else listed.add(f);
+    }
+    tracker.state.filesTotal = listed.count + (control ? 1 : 0);
+    const referencedMessage = () =>
+      prior ? `${referenced} unchanged file(s) referenced from ${prior.head.label}` : undefined;
+    tracker.phase('copy', referencedMessage());
+
+    // One data key for the whole backup (encrypted clusters): made here, so every copy thread finds it.
+    await opts.repo.prepareKeys(opts.repo.backupManifestKey(opts.cluster, label));
+    const copier = new FileCopier(opts, label, facts.dataChecksums ? lsnHalves(startLsn.value) : undefined, tracker);
+    const spool = await EntrySpool.create(label, opts.cluster);
+    files = spool;
+    const taken: ManifestFile[] = [];
+    const pageErrors: { path: string; blocks: number[] }[] = [];
+    const notePageErrors = (entry: ManifestFile) => {
+      if (!entry.pageChecksumErrors) return;
+      pageErrors.push({ path: entry.path, blocks: entry.pageChecksumErrors });
+      log.warn(
+        { code: ErrorCodes.PageChecksumMismatch.code, file: entry.path, blocks: entry.pageChecksumErrors },
+        `page checksum mismatch in ${entry.path}, block(s) ${entry.pageChecksumErrors.join(', ')}: the data file is damaged on disk`,
+      );
+    };
+    // Planned as they are fed to the copy (one small object per file in flight, not per file listed).
+    async function* planned(items: AsyncIterable<PgdataEntry> | Iterable<PgdataEntry>): AsyncGenerator<PlannedFile> {
+      for await (const f of items) yield planner(f);
+    }
+    try {
+      const copyOne = async ({ file: f, decision, prior: priorFacts }: PlannedFile): Promise<void> => {
+        // The prior entry itself is read only where it is used: to reference it, to compare
+        // content with it, or to copy only the blocks changed since its block map.
+        const priorFile =
+          priorFacts && (decision !== 'copy' || copier.blockMapped(f))
+            ? await prior!.entries.entry(priorFacts, f.path)
+            : undefined;
+        if (decision !== 'copy' && !priorFile) {
+          // Another path's entry under the same fingerprint (prior-entries.ts): not unchanged after all.
+          if (decision === 'reference') {
+            referenced--;
+            tracker.state.bytesTotal += f.size;
+          }
+          decision = 'copy';
+        }
+        if (decision === 'compare-checksum') {
+          const same = await copier.sameContent(f, priorFile!);
+          if (same === undefined) {
+            tracker.add(f.size, 1); // dropped meanwhile: legal, WAL replay removes it anyway
+            return;
+          }
+          if (same) {
+            decision = 'reference';
+            referenced++;
+            // Nothing copied after all: this file's bytes leave the total (progress counts copied bytes).
+            tracker.state.bytesTotal -= f.size;
+            tracker.state.message = referencedMessage();
+          }
+        }
+        if (decision === 'reference') {
+          // The prior entry names the backup holding the bytes (and its chunks); a referenced file keeps pointing there.
+          spool.add({ ...priorFile!, mtimeMs: f.mtimeMs, mode: f.mode });
+          tracker.add(0, 1);
           return;
         }
-        if (same) {
-          decision = 'reference';
-          referenced++;
-          // Nothing copied after all: this file's bytes leave the total (progress counts copied bytes).
+        // Stored intact by the interrupted run this one continues, and unchanged since: taken over.
+        // Never pg_control: on a standby this run's own copy, taken last, says where the backup ends.
+        const journaled = f.path === PG_CONTROL ? undefined : point?.entries.get(f.path);
+        let resumed = resumeDecision(f, journaled, base.checksumDelta);
+        if (resumed === 'compare') resumed = (await copier.sameContent(f, journaled!.file)) ? 'reuse' : 'copy';
+        if (resumed === 'reuse') {
+          const entry = { ...journaled!.file, mtimeMs: f.mtimeMs, mode: f.mode };
+          spool.add(entry);
+          taken.push(entry);
+          notePageErrors(entry);
           tracker.state.bytesTotal -= f.size;
-          tracker.state.message = referencedMessage();
+          tracker.add(0, 1);
+          return;
         }
-      }
-      if (decision === 'reference') {
-        // The prior entry names the backup holding the bytes (and its chunks); a referenced file keeps pointing there.
-        files.add({ ...priorFile!, mtimeMs: f.mtimeMs, mode: f.mode });
+        const entry = await copier.copy(f, priorFile);
+        if (entry) {
+          spool.add(entry);
+          journal.add(entry);
+          notePageErrors(entry);
+        }
         tracker.add(0, 1);
-        return;
-      }
-      // Stored intact by the interrupted run this one continues, and unchanged since: taken over.
-      // Never pg_control: on a standby this run's own copy, taken last, says where the backup ends.
-      const journaled = f.path === PG_CONTROL ? undefined : point?.entries.get(f.path);
-      let resumed = resumeDecision(f, journaled, base.checksumDelta);
-      if (resumed === 'compare') resumed = (await copier.sameContent(f, journaled!.file)) ? 'reuse' : 'copy';
-      if (resumed === 'reuse') {
-        const entry = { ...journaled!.file, mtimeMs: f.mtimeMs, mode: f.mode };
-        files.add(entry);
-        taken.push(entry);
-        notePageErrors(entry);
-        tracker.state.bytesTotal -= f.size;
-        tracker.add(0, 1);
-        return;
-      }
-      const entry = await copier.copy(f, priorFile);
-      if (entry) {
-        files.add(entry);
-        journal.add(entry);
-        notePageErrors(entry);
-      }
-      tracker.add(0, 1);
-    };
-    // Fed lazily, a few files per copy slot ahead (not a promise per file up front: ~1 KB each,
-    // 100 MB at 100k files). The first failure stops everything not yet started; running tasks
-    // finish before we go on.
-    const settle = (items: readonly PgdataEntry[]) =>
-      forEachLimit(planned(items), copier.feedLimit, (p) =>
-        copyOne(p).catch((err: unknown) => {
-          copier.pool.cancel(err);
-          throw err;
-        }),
-      );
-    await settle(ordered);
-    await settle(last);
+      };
+      // Fed lazily, a few files per copy slot ahead (not a promise per file up front: ~1 KB each,
+      // 100 MB at 100k files), largest first (listing-spool.ts: so the threads finish together).
+      // The first failure stops everything not yet started; running tasks finish before we go on.
+      const settle = (items: AsyncIterable<PgdataEntry> | Iterable<PgdataEntry>) =>
+        forEachLimit(planned(items), copier.feedLimit, (p) =>
+          copyOne(p).catch((err: unknown) => {
+            copier.pool.cancel(err);
+            throw err;
+          }),
+        );
+      await settle(listed.files());
+      await settle(control ? [control] : []);
+    } finally {
+      await copier.pool.close();
+    }
+    opts.signal?.throwIfAborted();
+    // Objects were fsynced one by one; their directories once here, before the manifest declares them complete.
+    await opts.repo.syncKeys(copier.written);
+    // Everything copied is in the journal before the WAL wait: a backup interrupted there is continued with no copy.
+    await journal.flush();
+    if (point) tracker.state.message = `continued ${point.label}: ${taken.length} stored file(s) taken over`;
     completed = true;
+    return { listing, entries: spool, taken, pageErrors, pacedBytes: copier.pool.pacedBytes };
   } finally {
-    await copier.pool.close();
-    if (!completed) await files.close();
+    await listed.close();
+    if (!completed) await files?.close();
   }
-  opts.signal?.throwIfAborted();
-  // Objects were fsynced one by one; their directories once here, before the manifest declares them complete.
-  await opts.repo.syncKeys(copier.written);
-  // Everything copied is in the journal before the WAL wait: a backup interrupted there is continued with no copy.
-  await journal.flush();
-  if (point) tracker.state.message = `continued ${point.label}: ${taken.length} stored file(s) taken over`;
-  return { listing, entries: files, taken, pageErrors, pacedBytes: copier.pool.pacedBytes };
 }
 
 /** What pg_backup_stop returned, and the WAL segments the backup needs. */
@@ -678,7 +717,7 @@ function backupManifest(
     label,
     cluster: opts.cluster,
     type: base.type,
-    ...(base.prior ? { priorLabel: base.prior.label } : {}),
+    ...(base.prior ? { priorLabel: base.prior.head.label } : {}),
     systemIdentifier: facts.systemIdentifier,
     pgVersionNum: facts.versionNum,
     walSegmentSize: facts.walSegmentSize,
@@ -727,7 +766,7 @@ function reportBackupDone(
   const summary = [`${copied} file(s) copied (${copiedBytes} bytes)`];
   if (taken.length > 0)
     summary.push(`${taken.length} file(s) (${takenBytes} bytes) taken over from the interrupted run of ${label}`);
-  if (prior) summary.push(`${entries.count - entries.own} unchanged file(s) referenced from ${prior.label}`);
+  if (prior) summary.push(`${entries.count - entries.own} unchanged file(s) referenced from ${prior.head.label}`);
   // Referenced files carry the page errors found when their bytes were read.
   const allPageErrors = [...copiedPgdata.pageErrors, ...entries.carriedPageErrors];
   if (allPageErrors.length > 0) summary.push(describePageErrors(allPageErrors));
@@ -782,16 +821,16 @@ function sameSource(prior: BackupSource | undefined, now: BackupSource): boolean
 interface PlannedFile {
   file: PgdataEntry;
   decision: FileDecision;
-  prior: ManifestFile | undefined;
+  /** The prior entry's facts in the index (prior-entries.ts); the entry is read when it is used. */
+  prior: PriorFacts | undefined;
 }
 
 /** Decides for a file whether to copy it or reference it from the prior backup (see prior.ts). */
-function copyPlanner(prior: BackupManifest | undefined, checksumDelta: boolean): (file: PgdataEntry) => PlannedFile {
+function copyPlanner(prior: PriorManifest | undefined, checksumDelta: boolean): (file: PgdataEntry) => PlannedFile {
   if (!prior) return (file) => ({ file, decision: 'copy', prior: undefined });
-  const priorFiles = new Map(prior.files.map((f) => [f.path, f]));
-  const ctx = { priorStartMs: Date.parse(prior.startTime), nowMs: Date.now(), checksumDelta };
+  const ctx = { priorStartMs: Date.parse(prior.head.startTime), nowMs: Date.now(), checksumDelta };
   return (file) => {
-    const p = priorFiles.get(file.path);
+    const p = prior.entries.find(file.path);
     return { file, decision: decideFile(file, p, ctx), prior: p };
   };
 }
@@ -850,7 +889,7 @@ export class FileCopier {
   }
 
   /** Whether `f` gets a block map: a main-fork relation segment of at least the minimum size (see docs/block-incremental.md for why not the other forks). */
-  private blockMapped(f: PgdataEntry): boolean {
+  blockMapped(f: PgdataEntry): boolean {
     return (
       this.opts.blockIncremental !== false &&
       f.size >= (this.opts.blockMinBytes ?? DEFAULT_BLOCK_MIN_BYTES) &&

@@ -55,7 +55,7 @@ export class EntrySpool {
 
   /** A spool for backup `label` of `cluster`, in `parent` (the system's temporary directory unless told). */
   static async create(label: string, cluster: string, parent = tmpdir()): Promise<EntrySpool> {
-    const dir = await mkdtemp(join(parent, `${SPOOL_PREFIX}${cluster}-${process.pid}-`));
+    const dir = await makeSpoolDir(cluster, parent);
     try {
       return new EntrySpool(dir, await open(join(dir, 'entries.jsonl'), 'wx', 0o600), label);
     } catch (err) {
@@ -105,6 +105,14 @@ export class EntrySpool {
   }
 }
 
+/**
+ * A private directory (0700) for a backup's local files of `cluster`, named so that
+ * sweepEntrySpools removes it once this process is gone (module header). Its owner removes it.
+ */
+export function makeSpoolDir(cluster: string, parent = tmpdir()): Promise<string> {
+  return mkdtemp(join(parent, `${SPOOL_PREFIX}${cluster}-${process.pid}-`));
+}
+
 /** Whether process `pid` exists (signal 0 checks without sending; EPERM: it exists, another user's). */
 function processAlive(pid: number): boolean {
   try {
@@ -122,7 +130,7 @@ function processAlive(pid: number): boolean {
  * (the spool stays until a later start): never a live backup's spool removed.
  */
 export function sweepEntrySpools(cluster: string, log: Logger, parent = tmpdir()): Promise<string[]> {
-  return sweepDeadSpools({ parent, cluster, pattern: SPOOL_NAME_RE, what: 'manifest spools of backups', log });
+  return sweepDeadSpools({ parent, cluster, pattern: SPOOL_NAME_RE, what: 'local spools of backups', log });
 }
 
 /**

@@ -18,19 +18,31 @@
  */
 import { hostname } from 'node:os';
 import { PgfleetError, type Logger } from '@pgfleet/core';
-import { entryBackups, type BackupLease, type BackupManifest, type Repository } from '@pgfleet/storage';
+import {
+  entryBackups,
+  type BackupLease,
+  type BackupManifest,
+  type ManifestHead,
+  type Repository,
+} from '@pgfleet/storage';
 
 /** How often a running backup refreshes its lease. */
 export const LEASE_REFRESH_MS = 30_000;
 /** A lease this many refresh intervals old is stale: its backup died. Generous, for clock skew between hosts and slow repositories. */
 export const LEASE_STALE_REFRESHES = 20;
 
-/** The labels a backup built on `prior` references files of: the prior and every backup the prior reads from. */
-export function leaseChain(prior: BackupManifest | undefined): string[] {
+/**
+ * The labels a backup built on `prior` references files of: the prior and every backup the prior
+ * reads from (from its entries, or as a streamed reader counted them: ManifestReader.readsFrom).
+ */
+export function leaseChain(
+  prior:
+    BackupManifest | { head: Pick<ManifestHead, 'label' | 'priorLabel'>; readsFrom: readonly string[] } | undefined,
+): string[] {
   if (!prior) return [];
-  return [
-    ...new Set([prior.label, ...(prior.priorLabel ? [prior.priorLabel] : []), ...prior.files.flatMap(entryBackups)]),
-  ];
+  const head = 'head' in prior ? prior.head : prior;
+  const reads = 'head' in prior ? prior.readsFrom : prior.files.flatMap(entryBackups);
+  return [...new Set([head.label, ...(head.priorLabel ? [head.priorLabel] : []), ...reads])];
 }
 
 export class BackupLeaseHolder {

@@ -59,7 +59,8 @@ export interface DecisionContext {
 
 export function decideFile(
   file: { size: number; mtimeMs: number },
-  prior: ManifestFile | undefined,
+  /** The prior entry, or what an index holds of it (prior-entries.ts): only its size and mtime are compared. */
+  prior: Pick<ManifestFile, 'size' | 'mtimeMs'> | undefined,
   ctx: DecisionContext,
 ): FileDecision {
   if (!prior || file.size !== prior.size) return 'copy';

@@ -30,10 +30,10 @@ import { PgfleetError, settleAll, type Logger } from '@pgfleet/core';
 import { processAlive } from '@pgfleet/core/process-alive';
 import {
   type BackupKind,
-  type BackupManifest,
   type BackupSource,
   type JournalBatch,
   type ManifestFile,
+  type ManifestHead,
   type Repository,
 } from '@pgfleet/storage';
 import { decideFile } from './prior.js';
@@ -64,7 +64,8 @@ interface ResumeContext {
   repo: Repository;
   cluster: string;
   type: BackupKind;
-  prior: BackupManifest | undefined;
+  /** The prior backup's manifest head (only its label is compared). */
+  prior: Pick<ManifestHead, 'label'> | undefined;
   systemIdentifier: string;
   source: BackupSource;
   mode: ResumeMode;

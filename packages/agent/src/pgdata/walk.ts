@@ -42,21 +42,39 @@ export interface PgdataEntry {
   mode: number;
 }
 
-export interface PgdataListing {
+/** What a walk of PGDATA records besides its files: few (directories and tablespace links), so kept in memory. */
+export interface PgdataTree {
   directories: { path: string; mode: number }[];
-  files: PgdataEntry[];
   links: { path: string; target: string }[];
 }
 
+export interface PgdataListing extends PgdataTree {
+  files: PgdataEntry[];
+}
+
+/** Every file at once: for small directories and tests (a backup walks with walkPgdata instead). */
 export async function listPgdata(pgdata: string): Promise<PgdataListing> {
   const out: PgdataListing = { directories: [], files: [], links: [] };
+  for await (const f of walkPgdata(pgdata, out)) out.files.push(f);
+  return out;
+}
+
+/**
+ * The files a backup copies, yielded as the walk finds them, one directory read at a time, so
+ * that memory does not grow with the number of files (issue 16: held as objects, the listing of
+ * a 100k-file PGDATA cost ~21 MB). Directories and tablespace links are added to `tree` as they
+ * are met. Each entry is stat'ed just before it is yielded: a file removed after its directory
+ * was read is left out (ENOENT), one created in a directory not yet read is included; either way
+ * WAL replay brings the file to its state at the backup's end.
+ */
+export async function* walkPgdata(pgdata: string, tree: PgdataTree): AsyncGenerator<PgdataEntry> {
   // A tablespace location may hold other clusters' version directories (several majors share it
   // after pg_upgrade): only this cluster's PG_<major>_<catversion> is ours, as in pg_basebackup.
   const major = await readFile(join(pgdata, 'PG_VERSION'), 'utf8').then(
     (v) => v.trim(),
     () => undefined,
   );
-  const walk = async (rel: string): Promise<void> => {
+  async function* walk(rel: string): AsyncGenerator<PgdataEntry> {
     let entries;
     try {
       entries = await readdir(rel ? join(pgdata, rel) : pgdata, { withFileTypes: true });
@@ -84,29 +102,28 @@ export async function listPgdata(pgdata: string): Promise<PgdataListing> {
           // a restore makes it a plain directory, never a link into the source's WAL.
           const dir = await stat(join(pgdata, path)).catch(() => undefined);
           const mode = (dir?.mode ?? 0o700) & 0o7777;
-          out.directories.push({ path: 'pg_wal', mode }, { path: 'pg_wal/archive_status', mode });
+          tree.directories.push({ path: 'pg_wal', mode }, { path: 'pg_wal/archive_status', mode });
           continue;
         }
         // A tablespace: its files are part of the cluster and are backed up under
         // pg_tblspc/<oid>/..., read through the link. No other link is recorded: a restore
         // creates links only where PostgreSQL has them (storage manifest-paths.ts).
         if (!TABLESPACE_LINK_RE.test(path)) continue;
-        out.links.push({ path, target });
-        await walk(path);
+        tree.links.push({ path, target });
+        yield* walk(path);
       } else if (st.isDirectory()) {
-        out.directories.push({ path, mode: st.mode & 0o7777 });
+        tree.directories.push({ path, mode: st.mode & 0o7777 });
         if (EXCLUDE_CONTENTS.has(path)) {
           // pg_wal/archive_status must exist in a restored directory or the archiver complains.
-          if (path === 'pg_wal') out.directories.push({ path: 'pg_wal/archive_status', mode: st.mode & 0o7777 });
+          if (path === 'pg_wal') tree.directories.push({ path: 'pg_wal/archive_status', mode: st.mode & 0o7777 });
           continue;
         }
-        await walk(path);
+        yield* walk(path);
       } else if (st.isFile()) {
         if (EXCLUDE_FILES.has(e.name)) continue;
-        out.files.push({ path, size: st.size, mtimeMs: st.mtimeMs, mode: st.mode & 0o7777 });
+        yield { path, size: st.size, mtimeMs: st.mtimeMs, mode: st.mode & 0o7777 };
       }
     }
-  };
-  await walk('');
-  return out;
+  }
+  yield* walk('');
 }

@@ -24,8 +24,8 @@ import {
   isKeyError,
   REPOSITORY_FORMAT_KEY,
   type ArchivedWal,
-  type BackupManifest,
   type CountedManifestHead,
+  type ManifestHead,
   type Repository,
   type ScannedCluster,
 } from '@pgfleet/storage';
@@ -327,7 +327,7 @@ export async function signManifests(
     // The WAL as archived before the command ran: nothing archived (or planted) later is signed.
     const listed: ArchivedWal[] = [];
     for await (const w of repo.listWal(cluster)) listed.push(w);
-    let oldest: BackupManifest | undefined;
+    let oldest: ManifestHead | undefined;
     for (const label of seen.labels) {
       try {
         const result = await repo.adoptManifest(cluster, label, {
@@ -360,7 +360,7 @@ function walPosition(name: string): bigint {
  * the oldest backup's first segment (`walStart`) and on its timeline or a later one. What is
  * older no backup can replay from: it is history nobody checked, and is left unsigned.
  */
-function vouchedFor(name: string, oldest: BackupManifest | undefined): boolean {
+function vouchedFor(name: string, oldest: ManifestHead | undefined): boolean {
   if (!oldest || !/^[0-9A-F]{8}/.test(name)) return false;
   const tli = Number.parseInt(name.slice(0, 8), 16);
   if (tli < Number.parseInt(oldest.walStart.slice(0, 8), 16)) return false;
@@ -380,7 +380,7 @@ async function signWal(
   repo: Repository,
   cluster: string,
   listed: readonly ArchivedWal[],
-  oldest: BackupManifest | undefined,
+  oldest: ManifestHead | undefined,
   dryRun: boolean,
   out: ManifestSigning,
 ): Promise<void> {
