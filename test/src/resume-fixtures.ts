@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import type { BackupManifest, JournalBatch } from '@pgfleet/storage';
 import { join } from 'node:path';
 import { startPostgres, type PgInstance } from '@pgfleet/testkit';
+import { tableDigests as digestsOf } from './block-chain.js';
 import type { Fleet } from './harness.js';
 
 export const TABLES = ['big1', 'big2', 'big3', 'big4', 'small'] as const;
@@ -16,15 +17,8 @@ export interface JobJson {
 }
 
 /** Row count and md5 of every table, to compare a restore with its source. */
-export async function tableDigests(pg: PgInstance): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const t of TABLES) {
-    const [r] = await pg.query<{ n: string; h: string | null }>(
-      `SELECT count(*)::text AS n, md5(string_agg(x::text, ',' ORDER BY x.id)) AS h FROM ${t} x`,
-    );
-    out[t] = `${r!.n}:${r!.h ?? ''}`;
-  }
-  return out;
+export function tableDigests(pg: PgInstance): Promise<Record<string, string>> {
+  return digestsOf(pg, TABLES);
 }
 
 /** "N file(s) copied (B bytes); M file(s) (T bytes) taken over ..." from the job's last progress message. */

@@ -172,7 +172,7 @@ export const AGENT_PROGRAM = {
       name: 'whole-blocks',
       type: 'boolean',
       description:
-        'block-incremental backups store every changed 8 KiB block whole instead of as a compressed XOR against its prior version (default: deltas where the repository is local files and a block codec; ~10x fewer stored bytes, more backup CPU, docs/block-incremental.md)',
+        'block-incremental backups store every changed 8 KiB block whole instead of as a compressed XOR against its prior version (default: deltas wherever the backup and the prior backups hold block codecs, zstd, lz4 or none, on any repository; ~10x fewer stored bytes, more backup CPU, docs/block-incremental.md)',
     },
     {
       name: 'block-min-size',

@@ -53,6 +53,10 @@ class CountingDriver implements RepositoryDriver {
     this.note('get', key);
     return this.d.get(key);
   }
+  getRange(key: string, start: number, end: number) {
+    this.note('getRange', key);
+    return this.d.getRange(key, start, end);
+  }
   stat(key: string) {
     this.note('stat', key);
     return this.d.stat(key);

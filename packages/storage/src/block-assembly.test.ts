@@ -4,12 +4,9 @@
 // frames holding only superseded blocks are passed over without decoding, so a long chain
 // decodes about the file's size, not every part whole.
 import { strict as assert } from 'node:assert';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
-import { ErrorCodes, PgfleetError, type ErrorName } from '@pgfleet/core';
+import { test } from 'node:test';
 import {
   BLOCK_SUM_BYTES,
   blockChanged,
@@ -17,64 +14,14 @@ import {
   blockCount,
   MAP_BLOCK_BYTES as B,
   mergeBlockMap,
-  sumBlock,
   wholeFileMap,
   type BlockMap,
   type BlockMapPart,
 } from './block-map.js';
 import type { Codec } from './codec-names.js';
-import { TEST_MANIFEST_KEYS } from './driver-suite.js';
-import { fixedKeys } from './key-source.js';
 import type { AssemblyFigures, AssemblyPart } from './object-io.js';
-import { PosixDriver } from './posix-driver.js';
-import { Repository } from './repository.js';
-
-const dirs: string[] = [];
-after(async () => {
-  for (const d of dirs) await rm(d, { recursive: true, force: true });
-});
-
-const REL = 'base/5/16384';
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-function sumsOf(file: Buffer): Uint8Array {
-  const n = blockCount(file.length);
-  const sums = new Uint8Array(n * BLOCK_SUM_BYTES);
-  for (let b = 0; b < n; b++) sumBlock(file.subarray(b * B, Math.min(file.length, (b + 1) * B)), sums, b);
-  return sums;
-}
-
-/** Stores `content` as one object, produced in odd-sized reads like a backup's (frames of `frameBytes`, 1 MiB when absent). */
-async function store(
-  r: Repository,
-  key: string,
-  content: Buffer,
-  codec: Codec,
-  frameBytes?: number,
-): Promise<AssemblyPart> {
-  let at = 0;
-  const s = await r.objects.storeProduced(
-    key,
-    {
-      read: (buf: Buffer) => {
-        const n = content.copy(buf, 0, at, Math.min(content.length, at + 3 * B));
-        at += n;
-        return n;
-      },
-      close: async () => {},
-    },
-    codec,
-    frameBytes !== undefined ? { frameBytes } : {},
-  );
-  return { key, codec, size: s.size, sha256: s.sha256 };
-}
-
-/** A page-like block: compressible, distinct. */
-function block(seed: number): Buffer {
-  const b = Buffer.alloc(B, seed & 0xff);
-  randomBytes(512).copy(b, (seed * 97) % (B - 512));
-  return b;
-}
+import type { Repository } from './repository.js';
+import { page, REL, rejectsWith, sha256, storeContent as store, sumsOf, testRepository } from './test-block-chain.js';
 
 interface Chain {
   r: Repository;
@@ -90,14 +37,8 @@ interface Chain {
  * frames of DATA_FRAME_BLOCKS as a backup stores them.
  */
 async function chain(encrypted: boolean, codecs: Codec[] = ['zstd', 'lz4', 'none'], changeRate = 0.3): Promise<Chain> {
-  const dir = await mkdtemp(join(tmpdir(), 'pgfleet-assemble-'));
-  dirs.push(dir);
-  const r = new Repository(
-    new PosixDriver(join(dir, 'repo')),
-    TEST_MANIFEST_KEYS,
-    encrypted ? fixedKeys({ c: randomBytes(32) }) : undefined,
-  );
-  let file = Buffer.concat(Array.from({ length: 300 }, (_, i) => block(i)));
+  const { r, dir } = await testRepository(encrypted);
+  let file = Buffer.concat(Array.from({ length: 300 }, (_, i) => page(i)));
   const objects = new Map<string, AssemblyPart>();
   const full: BlockMapPart = { backup: '20260101T000000F', object: 'file', codec: 'zstd', size: 0, sha256: '' };
   const fullObj = await store(r, r.backupFileKey('c', full.backup, REL, 'zstd'), file, 'zstd');
@@ -107,8 +48,8 @@ async function chain(encrypted: boolean, codecs: Codec[] = ['zstd', 'lz4', 'none
   for (let i = 0; i < codecs.length; i++) {
     file = Buffer.from(file);
     for (let b = 0; b < blockCount(file.length); b++)
-      if (Math.random() < changeRate) block(1000 * (i + 1) + b).copy(file, b * B);
-    file = Buffer.concat([file, block(5000 + i), block(6000 + i)]); // the relation grew
+      if (Math.random() < changeRate) page(1000 * (i + 1) + b).copy(file, b * B);
+    file = Buffer.concat([file, page(5000 + i), page(6000 + i)]); // the relation grew
     const sums = sumsOf(file);
     const changed: number[] = [];
     for (let b = 0; b < blockCount(file.length); b++)
@@ -147,15 +88,6 @@ async function assembleFigures(
 
 async function assemble(c: Chain, parts = c.parts, sha = sha256(c.file)): Promise<Buffer> {
   return (await assembleFigures(c, parts, sha)).file;
-}
-
-async function rejectsWith(p: Promise<unknown>, name: ErrorName, mentions: string): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(err instanceof PgfleetError, `expected ${name}, got ${String(err)}`);
-    assert.equal(err.code, ErrorCodes[name].code, `${name} expected, got ${err.errorName}: ${err.message}`);
-    assert.ok(err.message.includes(mentions), `'${err.message}' should name ${mentions}`);
-    return true;
-  });
 }
 
 for (const encrypted of [false, true]) {

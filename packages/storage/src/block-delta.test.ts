@@ -4,12 +4,11 @@
 // backup reads them, every link rebuilt exactly by assembleBlocks and by the layered restoreRuns
 // fallback; the map of a link with deltas round-trips its encoding; damage fails the restore.
 import { strict as assert } from 'node:assert';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { ErrorCodes, PgfleetError } from '@pgfleet/core';
+import { startS3 } from '@pgfleet/testkit';
 import {
   BLOCK_SUM_BYTES,
   BlockMap,
@@ -27,32 +26,34 @@ import {
   type BlockMapPart,
 } from './block-map.js';
 import type { Codec } from './codec-names.js';
-import { TEST_MANIFEST_KEYS } from './driver-suite.js';
-import { fixedKeys } from './key-source.js';
-import type { AssemblyPart } from './object-io.js';
-import { PosixDriver } from './posix-driver.js';
-import { Repository } from './repository.js';
+import type { RepositoryDriver } from './driver.js';
+import type { AssemblyFigures, AssemblyPart } from './object-io.js';
+import type { Repository } from './repository.js';
+import { createS3Driver, type S3Driver } from './s3-driver.js';
+import { page, REL, rejectsWith, sha256, storeContent, sumsOf, testRepository } from './test-block-chain.js';
 
-const dirs: string[] = [];
+// An S3 bucket on the real test server (fauxqs): the same chains through ranged reads.
+const s3 = await startS3();
+const BUCKET = 'pgfleet-blocks';
+await s3.createBucket(BUCKET);
+const s3Drivers: S3Driver[] = [];
 after(async () => {
-  for (const d of dirs) await rm(d, { recursive: true, force: true });
+  for (const d of s3Drivers) d.close();
+  await s3.stop();
 });
-
-const REL = 'base/5/16384';
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-function sumsOf(file: Buffer): Uint8Array {
-  const n = blockCount(file.length);
-  const sums = new Uint8Array(n * BLOCK_SUM_BYTES);
-  for (let b = 0; b < n; b++) sumBlock(file.subarray(b * B, Math.min(file.length, (b + 1) * B)), sums, b);
-  return sums;
-}
-
-/** A page-like block: mostly one byte value, some random bytes. */
-function page(seed: number): Buffer {
-  const b = Buffer.alloc(B, seed & 0xff);
-  randomBytes(512).copy(b, (seed * 97) % (B - 512));
-  return b;
+let bucketPrefixes = 0;
+async function bucket(): Promise<RepositoryDriver> {
+  const d = await createS3Driver({
+    bucket: BUCKET,
+    prefix: `chain${++bucketPrefixes}`,
+    endpoint: s3.endpoint,
+    region: s3.region,
+    forcePathStyle: true,
+    accessKeyId: s3.accessKeyId,
+    secretAccessKey: s3.secretAccessKey,
+  });
+  s3Drivers.push(d);
+  return d;
 }
 
 interface Link {
@@ -61,6 +62,8 @@ interface Link {
   /** Blocks stored in this link, and how many of them as deltas. */
   stored: number;
   deltas: number;
+  /** What reading the prior versions cost (ObjectIo.blockImages). */
+  read?: AssemblyFigures;
 }
 
 class Chain {
@@ -71,14 +74,9 @@ class Chain {
     readonly dir: string,
   ) {}
 
-  static async create(encrypted: boolean): Promise<Chain> {
-    const dir = await mkdtemp(join(tmpdir(), 'pgfleet-delta-'));
-    dirs.push(dir);
-    const r = new Repository(
-      new PosixDriver(join(dir, 'repo')),
-      TEST_MANIFEST_KEYS,
-      encrypted ? fixedKeys({ c: randomBytes(32) }) : undefined,
-    );
+  /** On `driver` (an S3 bucket) when given, else in a posix repository. */
+  static async create(encrypted: boolean, driver?: RepositoryDriver): Promise<Chain> {
+    const { r, dir } = await testRepository(encrypted, driver);
     return new Chain(r, dir);
   }
 
@@ -86,29 +84,15 @@ class Chain {
     return map.parts.map((p) => this.objects.get(p.backup)!);
   }
 
-  async store(key: string, content: Buffer, codec: Codec, frameBytes?: number): Promise<AssemblyPart> {
-    let at = 0;
-    const s = await this.r.objects.storeProduced(
-      key,
-      {
-        read: (buf: Buffer) => {
-          const n = content.copy(buf, 0, at, Math.min(content.length, at + 3 * B));
-          at += n;
-          return n;
-        },
-        close: async () => {},
-      },
-      codec,
-      frameBytes !== undefined ? { frameBytes } : {},
-    );
-    return { key, codec, size: s.size, sha256: s.sha256 };
+  store(key: string, content: Buffer, codec: Codec, frameBytes?: number): Promise<AssemblyPart> {
+    return storeContent(this.r, key, content, codec, frameBytes);
   }
 
-  async full(file: Buffer): Promise<void> {
+  async full(file: Buffer, codec: Codec = 'zstd'): Promise<void> {
     const label = '20260101T000000F';
-    const obj = await this.store(this.r.backupFileKey('c', label, REL, 'zstd'), file, 'zstd', 16 * B);
+    const obj = await this.store(this.r.backupFileKey('c', label, REL, codec), file, codec, 16 * B);
     this.objects.set(label, obj);
-    const part: BlockMapPart = { backup: label, object: 'file', codec: 'zstd', size: obj.size, sha256: obj.sha256 };
+    const part: BlockMapPart = { backup: label, object: 'file', codec, size: obj.size, sha256: obj.sha256 };
     this.links.push({
       file,
       map: wholeFileMap(file.length, [part], [blockCount(file.length)], sumsOf(file)),
@@ -125,6 +109,7 @@ class Chain {
     const delta: number[] = [];
     const content: Buffer[] = [];
     const images = this.r.objects.blockImages(this.parts(prior), prior.part, prior.index, prior.deltas, B);
+    let read: AssemblyFigures;
     const before = Buffer.alloc(B);
     const got = new Uint8Array(BLOCK_SUM_BYTES);
     try {
@@ -145,6 +130,7 @@ class Chain {
         content.push(data);
       }
     } finally {
+      read = images.figures();
       images.close();
     }
     const obj = await this.store(
@@ -156,7 +142,7 @@ class Chain {
     this.objects.set(label, obj);
     const own: BlockMapPart = { backup: label, object: 'blocks', codec, size: obj.size, sha256: obj.sha256 };
     const map = mergeBlockMap(prior, own, file.length, Uint32Array.from(changed), sums, Uint8Array.from(delta));
-    const link = { file, map, stored: changed.length, deltas: delta.filter((d) => d).length };
+    const link = { file, map, stored: changed.length, deltas: delta.filter((d) => d).length, read: read! };
     this.links.push(link);
     return link;
   }
@@ -217,37 +203,52 @@ function nextFile(file: Buffer, i: number): Buffer {
   return next;
 }
 
+/**
+ * A full and `links` block-incrementals of changing codecs, each link's deltas made against the
+ * prior versions read back as a backup reads them; every link rebuilt exactly in one pass, and
+ * every `runsEvery`-th one by the layered restoreRuns too.
+ */
+async function deltaChain(c: Chain, links: number, runsEvery: number): Promise<void> {
+  let file: Buffer = Buffer.concat(Array.from({ length: 120 }, (_, i) => page(i)));
+  await c.full(file);
+  const codecs: Codec[] = ['zstd', 'lz4', 'none'];
+  let deltas = 0;
+  let stored = 0;
+  for (let i = 1; i <= links; i++) {
+    file = nextFile(file, i);
+    const link = await c.incr(
+      file,
+      `20260${1 + Math.floor(i / 20)}${String((i % 20) + 2).padStart(2, '0')}T000000I`,
+      codecs[i % 3]!,
+    );
+    deltas += link.deltas;
+    stored += link.stored;
+    // A block's newest bytes come from at most DELTA_DEPTH + 1 parts.
+    assert.ok(link.map.deltas.length <= DELTA_DEPTH, `${link.map.deltas.length} delta layers`);
+    for (let b = 0; b < link.map.blocks; b++) assert.ok(link.map.depth(b) <= DELTA_DEPTH);
+    // The map with its layers survives its encoding.
+    const decoded = BlockMap.decode(link.map.encode(), 'test');
+    assert.deepEqual(decoded.deltas, link.map.deltas);
+    assert.deepEqual(decoded.part, link.map.part);
+    assert.ok((await c.assemble(link)).equals(file), `link ${i} rebuilt`);
+    if (i % runsEvery === 0) assert.ok((await c.restoreRuns(link)).equals(file), `link ${i} rebuilt by runs`);
+  }
+  // Most changed blocks were small edits: stored as deltas, up to the depth bound.
+  assert.ok(deltas > stored / 3, `${deltas} of ${stored} stored blocks are deltas`);
+  // Every earlier link is still rebuilt from its own map (nothing a later link stored touches it).
+  for (const link of c.links.slice(1, 6)) assert.ok((await c.assemble(link)).equals(link.file));
+}
+
 for (const encrypted of [false, true]) {
-  test(`a chain of 32 block-incrementals with XOR deltas rebuilds every link exactly (${encrypted ? 'encrypted' : 'plaintext'})`, async () => {
-    const c = await Chain.create(encrypted);
-    let file: Buffer = Buffer.concat(Array.from({ length: 120 }, (_, i) => page(i)));
-    await c.full(file);
-    const codecs: Codec[] = ['zstd', 'lz4', 'none'];
-    let deltas = 0;
-    let stored = 0;
-    for (let i = 1; i <= 32; i++) {
-      file = nextFile(file, i);
-      const link = await c.incr(
-        file,
-        `20260${1 + Math.floor(i / 20)}${String((i % 20) + 2).padStart(2, '0')}T000000I`,
-        codecs[i % 3]!,
-      );
-      deltas += link.deltas;
-      stored += link.stored;
-      // A block's newest bytes come from at most DELTA_DEPTH + 1 parts.
-      assert.ok(link.map.deltas.length <= DELTA_DEPTH, `${link.map.deltas.length} delta layers`);
-      for (let b = 0; b < link.map.blocks; b++) assert.ok(link.map.depth(b) <= DELTA_DEPTH);
-      // The map with its layers survives its encoding.
-      const decoded = BlockMap.decode(link.map.encode(), 'test');
-      assert.deepEqual(decoded.deltas, link.map.deltas);
-      assert.deepEqual(decoded.part, link.map.part);
-      assert.ok((await c.assemble(link)).equals(file), `link ${i} rebuilt`);
-      if (!encrypted && i % 4 === 0) assert.ok((await c.restoreRuns(link)).equals(file), `link ${i} rebuilt by runs`);
-    }
-    // Most changed blocks were small edits: stored as deltas, up to the depth bound.
-    assert.ok(deltas > stored / 3, `${deltas} of ${stored} stored blocks are deltas`);
-    // Every earlier link is still rebuilt from its own map (nothing a later link stored touches it).
-    for (const link of c.links.slice(1, 6)) assert.ok((await c.assemble(link)).equals(link.file));
+  const form = encrypted ? 'encrypted' : 'plaintext';
+  test(`a chain of 32 block-incrementals with XOR deltas rebuilds every link exactly (${form})`, async () => {
+    await deltaChain(await Chain.create(encrypted), 32, encrypted ? Infinity : 4);
+  });
+
+  // On S3 the prior versions are read through ranged reads (ObjectIo.blockImages, RangedReader),
+  // an encrypted object sequentially, every frame authenticated.
+  test(`a chain of 12 block-incrementals with XOR deltas on S3 rebuilds every link exactly (${form})`, async () => {
+    await deltaChain(await Chain.create(encrypted, await bucket()), 12, 4);
   });
 }
 
@@ -286,10 +287,36 @@ test('a damaged delta frame fails the restore (PGF-5002)', async () => {
   const stored = Buffer.from(await readFile(key));
   stored[5 * B + 4000]! ^= 0x40;
   await writeFile(key, stored);
-  await assert.rejects(c.assemble(link), (err: unknown) => {
-    assert.ok(err instanceof PgfleetError);
-    assert.equal(err.code, ErrorCodes.RepoChecksumMismatch.code);
-    assert.match(err.message, /rebuilt from its block map/);
-    return true;
-  });
+  await rejectsWith(c.assemble(link), 'RepoChecksumMismatch', /rebuilt from its block map/);
 });
+
+// A full of incompressible pages (a frame's stored bytes about its content), 1 MiB frames as an S3
+// object is written in, and a few changed blocks far apart: the prior versions are fetched by
+// ranges, the frames (lz4) or bytes (none) between them passed over without being fetched.
+for (const codec of ['none', 'lz4', 'zstd'] as const) {
+  test(`prior versions on S3 are fetched by ranges, passing over what no changed block needs (${codec})`, async (t) => {
+    const c = await Chain.create(false, await bucket());
+    const blocks = 1024; // 8 MiB, 8 frames
+    const file = randomBytes(blocks * B);
+    await c.full(file, codec);
+    const next = Buffer.from(file);
+    for (const b of [3, 1020]) randomBytes(24).copy(next, b * B + 100);
+    const link = await c.incr(next, '20260102T000000I', 'zstd');
+    assert.equal(link.stored, 2);
+    assert.equal(link.deltas, 2);
+    assert.ok((await c.assemble(link)).equals(next));
+    const storedBytes = (await c.r.driver.stat(c.objects.get('20260101T000000F')!.key))!.size;
+    const { fetchedBytes, requests } = link.read!;
+    const figures = `${fetchedBytes} of ${storedBytes} stored bytes in ${requests} requests`;
+    t.diagnostic(`${codec}: fetched ${figures}`);
+    // Every request but the last fetches at least 128 KiB, no byte twice: at most one per 128 KiB stored.
+    assert.ok(requests! >= 1 && requests! <= Math.ceil(storedBytes / (128 << 10)) + 1, figures);
+    if (codec === 'zstd') {
+      // zstd's block headers lie at most 128 KiB of content apart: the gaps are fetched through.
+      assert.ok(fetchedBytes! <= storedBytes, figures);
+    } else {
+      // Two frames (lz4) or two ranges (none) needed of eight MiB: well under the object.
+      assert.ok(fetchedBytes! < (codec === 'none' ? 0.1 : 0.6) * storedBytes, figures);
+    }
+  });
+}

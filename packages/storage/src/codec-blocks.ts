@@ -76,6 +76,13 @@ export interface BlockDecoder {
    */
   skipFrame?(input: Uint8Array, maxContent: number): { consumed: number; skipped: number } | undefined;
   /**
+   * The last decode call ended at a frame boundary (or none was made since reset): the next
+   * stored bytes start a frame, which a reader may pass over by other means than skipFrame
+   * (object-io.ts, a remote part's frames walked by their headers). False inside a frame and
+   * for streamed zstd frames, which are decoded through.
+   */
+  readonly betweenFrames: boolean;
+  /**
    * Every frame decoded since reset() carried a content checksum that the decoder verified
    * (zstd frames written with one); false for codecs without (lz4 as pgfleet writes it, none).
    */
@@ -212,6 +219,11 @@ class ZstdDecoder implements BlockDecoder {
   private context(): ZstdContext | undefined {
     if (!this.ctx?.usable) this.ctx = ZstdContext.open(zlib.createZstdDecompress());
     return this.ctx;
+  }
+
+  /** Block-form frames are decoded whole; a streamed one is fed through from its first bytes on. */
+  get betweenFrames(): boolean {
+    return !this.streamed;
   }
 
   reset(): void {
@@ -458,6 +470,10 @@ class Lz4Decoder implements BlockDecoder {
   private contentChecksum = false;
   needsOutput = false;
 
+  get betweenFrames(): boolean {
+    return !this.inFrame;
+  }
+
   reset(): void {
     this.inFrame = false;
     this.needsOutput = false;
@@ -655,6 +671,8 @@ export function xxh32Small(buf: Uint8Array, offset: number, length: number): num
 
 class CopyDecoder implements BlockDecoder {
   readonly contentChecked = false;
+  /** No frames: any stored byte starts what follows. */
+  readonly betweenFrames = true;
   needsOutput = false;
 
   reset(): void {

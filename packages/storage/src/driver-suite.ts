@@ -50,6 +50,12 @@ export function sink(): Writable & { data(): Buffer } {
   w.data = () => Buffer.concat(chunks);
   return w;
 }
+/** Everything a stream gives, as one buffer. */
+export async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream as AsyncIterable<Buffer>) chunks.push(c);
+  return Buffer.concat(chunks);
+}
 export const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 /** What a driver offers beyond the required methods; the suite checks the claim and tests what is offered. */
@@ -83,6 +89,43 @@ export function repositoryDriverSuite(
       assert.deepEqual(await readSmall(d, 'a/b/big.bin'), big);
       assert.equal((await readSmall(d, 'a/small.txt')).toString(), 'hello');
       assert.deepEqual(await d.stat('a/b/big.bin'), { key: 'a/b/big.bin', size: big.length });
+    });
+
+    it('reads byte ranges: at the start, in the middle, at the end, past the end, empty', async () => {
+      const d = await make();
+      const data = randomBytes(3 * 1024 * 1024 + 17);
+      const n = data.length;
+      await d.put('r/obj', Readable.from([data.subarray(0, 5000), data.subarray(5000)]));
+      await d.put('r/empty', Buffer.alloc(0));
+      const range = async (key: string, start: number, end: number) => readAll(await d.getRange(key, start, end));
+      const within: [number, number][] = [
+        [0, 1],
+        [0, 4096],
+        [1 << 20, (1 << 20) + 100_000],
+        [12_345, 2 * 1024 * 1024 + 7],
+        [n - 17, n],
+        [0, n],
+      ];
+      for (const [start, end] of within)
+        assert.deepEqual(await range('r/obj', start, end), data.subarray(start, end), `[${start}, ${end})`);
+      // Past the end: what there is, then nothing.
+      assert.deepEqual(await range('r/obj', n - 10, n + 1000), data.subarray(n - 10));
+      assert.equal((await range('r/obj', n, n + 10)).length, 0);
+      assert.equal((await range('r/obj', n + 100, n + 200)).length, 0);
+      // Empty: start = end anywhere, and any range of an empty object.
+      assert.equal((await range('r/obj', 500, 500)).length, 0);
+      assert.equal((await range('r/empty', 0, 10)).length, 0);
+      assert.equal((await range('r/empty', 0, 0)).length, 0);
+      const missing = (e: unknown) => PgfleetError.is(e, 'RepoFileMissing');
+      await assert.rejects(d.getRange('nope/x', 0, 10), missing);
+      await assert.rejects(d.getRange('nope/x', 0, 0), missing);
+      // A reader that stops early destroys the stream; the object reads on as before.
+      const early = await d.getRange('r/obj', 0, n);
+      for await (const chunk of early as AsyncIterable<Buffer>) {
+        assert.ok(chunk.length > 0);
+        break;
+      }
+      assert.deepEqual(await range('r/obj', 7, 9), data.subarray(7, 9));
     });
 
     it('reports a missing object with RepoFileMissing and stat undefined', async () => {
@@ -379,6 +422,7 @@ export function repositoryDriverSuite(
             committed.push(key);
           },
           get: (key) => d.get(key),
+          getRange: (key, start, end) => d.getRange(key, start, end),
           stat: (key) => d.stat(key),
           list: (prefix) => d.list(prefix),
           listLevel: (prefix) => d.listLevel(prefix),

@@ -26,6 +26,14 @@ export interface RepositoryDriver {
   put(key: string, body: Readable | Buffer, options?: PutOptions): Promise<void>;
   /** Streams the object; throws PgfleetError RepoFileMissing when it does not exist. */
   get(key: string): Promise<Readable>;
+  /**
+   * Streams the object's bytes [start, end): fewer when the object ends before `end`, none when
+   * it ends at or before `start` (or start = end); RepoFileMissing when it does not exist. What
+   * lets a reader fetch only the parts of a large object it needs (S3: GetObject with a Range),
+   * e.g. the frames of a prior backup's objects that hold the blocks a backup builds deltas on
+   * (object-io.ts RangedReader).
+   */
+  getRange(key: string, start: number, end: number): Promise<Readable>;
   /** Size of the object, or undefined when it does not exist. */
   stat(key: string): Promise<ObjectInfo | undefined>;
   /** Every object whose key starts with `prefix`, in key order. */
@@ -128,6 +136,12 @@ export function checkKey(key: string): void {
   if (key === '' || key.startsWith('/') || key.split('/').some((p) => p === '' || p === '.' || p === '..')) {
     throw new PgfleetError('Internal', `invalid repository key '${key}'`);
   }
+}
+
+/** Rejects a byte range for getRange that is not [start, end) of non-negative integers with start <= end. */
+export function checkRange(start: number, end: number): void {
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start)
+    throw new PgfleetError('Internal', `invalid byte range [${start}, ${end}) of a repository object`);
 }
 
 /** Rejects a prefix for deletePrefix that is not one or more whole key segments ending with '/' (the root included). */

@@ -79,6 +79,8 @@ type Want = { read: number; boundary?: boolean } | { skip: number };
 interface FrameSink {
   /** Stored bytes consumed so far (for messages). */
   readonly offset: number;
+  /** A frame's header is read: the content it declares (undefined: none), before its blocks are walked. */
+  header?(contentSize: number | undefined): void;
   frame(contentSize: number | undefined): void;
 }
 
@@ -253,6 +255,53 @@ export function walkLocalFile(codec: Codec, fd: number, size: number): FrameWalk
   return { bytes: size, frames: size > 0 ? 1 : 0, contentBytes: size, first: file.copy(0, Math.min(size, PLAIN_KEEP)) };
 }
 
+/**
+ * One frame's extent, learnt from its headers alone: `view(offset, n)` gives the `n` stored bytes
+ * at `offset` from the frame's start (fewer only where the object ends), asked for in growing
+ * offsets, and the frame's bodies are never asked for. Before any block header is asked for,
+ * `header` is told the content the frame declares: when it answers false (the frame is not one to
+ * pass over) the walk stops there and gives undefined. A reader of a remote object that passes
+ * over frames holding no needed block (object-io.ts, RangedReader) walks them with this and
+ * fetches only their headers, or nothing of them where the headers are far apart. Throws
+ * FrameWalkError for a header its codec never writes or bytes that end inside the frame.
+ */
+export async function walkFrame(
+  codec: 'zstd' | 'lz4',
+  view: (offset: number, n: number) => Uint8Array | Promise<Uint8Array>,
+  header: (contentSize: number | undefined) => boolean,
+): Promise<{ length: number; contentSize: number | undefined } | undefined> {
+  // Set by the parser's calls (closures: an object, so the loop below sees them change).
+  const seen = { stop: false, done: false, contentSize: undefined as number | undefined, offset: 0 };
+  const sink: FrameSink = {
+    get offset() {
+      return seen.offset;
+    },
+    header: (contentSize) => {
+      if (!header(contentSize)) seen.stop = true;
+    },
+    frame: (contentSize) => {
+      seen.done = true;
+      seen.contentSize = contentSize;
+    },
+  };
+  const parser = (codec === 'zstd' ? zstdFrames : lz4Frames)(sink);
+  let want = parser.next(EMPTY).value;
+  for (;;) {
+    if (seen.stop) return undefined;
+    if (seen.done) return { length: seen.offset, contentSize: seen.contentSize };
+    if ('skip' in want) {
+      seen.offset += want.skip;
+      want = parser.next(EMPTY).value;
+      continue;
+    }
+    const bytes = await view(seen.offset, want.read);
+    if (bytes.length < want.read)
+      throw new FrameWalkError('cut', `it ends inside a frame (a header at byte ${seen.offset} is cut)`);
+    seen.offset += want.read;
+    want = parser.next(bytes).value;
+  }
+}
+
 /** Skippable frames of zstd and LZ4: magic 0x184D2A5?, then their length. */
 const SKIPPABLE_MASK = 0xfffffff0;
 const SKIPPABLE_MAGIC = 0x184d2a50;
@@ -290,6 +339,7 @@ function* zstdFrames(sink: FrameSink): Generator<Want, never, Uint8Array> {
     else if (fcsBytes === 2) fcs = (header[skipped]! | (header[skipped + 1]! << 8)) + 256;
     else if (fcsBytes === 4) fcs = u32(header, skipped);
     else if (fcsBytes === 8) fcs = u32(header, skipped) + u32(header, skipped + 4) * 2 ** 32;
+    sink.header?.(fcs);
     let blocks = 0;
     let regenerated = 0;
     for (;;) {
@@ -338,6 +388,7 @@ function* lz4Frames(sink: FrameSink): Generator<Want, never, Uint8Array> {
     if (((xxh32Small(descriptor, 0, descriptor.length) >>> 8) & 0xff) !== rest[rest.length - 1])
       throw malformed(`the lz4 frame at byte ${at} fails its header checksum`);
     const contentSize = sized ? u32(rest) + u32(rest, 4) * 2 ** 32 : undefined;
+    sink.header?.(contentSize);
     const blockMax = 1 << (8 + 2 * code);
     const blockChecksum = (flg & 0x10) !== 0;
     let raw = 0;

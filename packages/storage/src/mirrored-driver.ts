@@ -8,7 +8,7 @@
  *            pace); a member's failure aborts the others' uploads of this object and fails the
  *            put. A member that already completed keeps its (whole) object: nothing overwrites
  *            it wrongly, and a retry stores the object where it is missing.
- *   get      the first member holding the object; RepoFileMissing only when none does.
+ *   get      the first member holding the object; RepoFileMissing only when none does (getRange too).
  *   stat     the first member holding the object (what a reader would get).
  *   list     the union, in key order (a key in several members is listed once).
  *   delete   every member (deletePrefix too).
@@ -96,10 +96,20 @@ export class MirroredDriver implements RepositoryDriver {
     if (rejected) throw (rejected as PromiseRejectedResult).reason;
   }
 
-  async get(key: string): Promise<Readable> {
+  get(key: string): Promise<Readable> {
+    return this.fromFirstHolding(key, (m) => m.get(key));
+  }
+
+  /** The range from the first member holding the object (members hold the same bytes under a key). */
+  getRange(key: string, start: number, end: number): Promise<Readable> {
+    return this.fromFirstHolding(key, (m) => m.getRange(key, start, end));
+  }
+
+  /** `read` of the first member that does not answer RepoFileMissing; RepoFileMissing when none holds `key`. */
+  private async fromFirstHolding(key: string, read: (m: RepositoryDriver) => Promise<Readable>): Promise<Readable> {
     for (const m of this.members) {
       try {
-        return await m.get(key);
+        return await read(m);
       } catch (err) {
         if (!PgfleetError.is(err, 'RepoFileMissing')) throw err;
       }

@@ -53,7 +53,7 @@ import {
 import { NO_PART, xorInto, type DeltaLayer } from './block-map.js';
 import { compressor, decompressor, HashingStream } from './codec.js';
 import type { Codec } from './codec-names.js';
-import { type FrameWalk, FrameWalkError, frameWalker, walkLocalFile } from './frame-walk.js';
+import { type FrameWalk, FrameWalkError, frameWalker, walkFrame, walkLocalFile } from './frame-walk.js';
 import type { LocalObjectFiles, PutOptions, RepositoryDriver } from './driver.js';
 import {
   type DataKey,
@@ -612,11 +612,22 @@ export class ObjectIo {
   }
 
   /**
-   * A forward-only reader of the blocks a block map rebuilds (canAssemble must hold): take(b)
+   * Whether blockImages can read objects of these codecs: block codecs, on any driver (local
+   * object files are read positionally, others through ranged reads).
+   */
+  canReadBlocks(codecs: Iterable<Codec>): boolean {
+    for (const c of codecs) if (!hasBlockForm(c)) return false;
+    return true;
+  }
+
+  /**
+   * A forward-only reader of the blocks a block map rebuilds (canReadBlocks must hold): take(b)
    * gives block b's bytes (its whole image from `part`/`index`, with each delta layer XORed on),
    * for growing b, any of them left out. Only the frames of each part that hold a taken block are
    * decoded (PartCursor); a part is closed after its last block. Restores (assembleBlocks) take
    * every block; a backup that stores deltas takes the prior versions of its changed blocks.
+   * Objects that are not local files (S3) are read through ranged reads (RangedReader), which
+   * fetch what the frames to decode need and pass over what they can without fetching it.
    */
   blockImages(
     parts: readonly AssemblyPart[],
@@ -625,12 +636,15 @@ export class ObjectIo {
     deltas: readonly DeltaLayer[],
     blockBytes: number,
   ): BlockImages {
+    if (!this.canReadBlocks(parts.map((p) => p.codec)))
+      throw new PgfleetError('Internal', 'reading blocks needs objects of block codecs');
     const local = this.driver.localFiles;
-    if (!local || !parts.every((p) => hasBlockForm(p.codec)))
-      throw new PgfleetError('Internal', 'reading blocks needs local object files of block codecs');
-    return new BlockImages(parts, part, index, deltas, blockBytes, (p) =>
-      this.opening(p.key).then((lookup) => PartCursor.open(local, this.driver.location, p, lookup)),
-    );
+    return new BlockImages(parts, part, index, deltas, blockBytes, async (p) => {
+      const lookup = await this.opening(p.key);
+      return local
+        ? PartCursor.open(local, this.driver.location, p, lookup)
+        : PartCursor.openRemote(this.driver, p, lookup);
+    });
   }
 
   /**
@@ -1386,7 +1400,7 @@ async function restoreBlocks(
   let dest: DestWriter | undefined;
   let pendingWrite: Promise<void> | undefined;
   try {
-    const readStored = lookup ? await openedReader(key, src, lookup) : plainReader(src);
+    const readStored = lookup ? await openedReader(key, plainReader(src), lookup) : plainReader(src);
     dest = DestWriter.open(d, expected.size);
     const out = dest;
     // Decided at the first read, from the first frame's header; undefined until then.
@@ -1453,7 +1467,7 @@ async function restoreBlocks(
       }
       if (inFill === WINDOW) throw undecodable(key, `a frame larger than ${WINDOW} bytes`);
       // Synchronous: the repository is read from the page cache mostly, where a read takes less time than the thread hand-offs of an async one.
-      const bytesRead = readStored(win, inFill, Math.min(READ_BYTES, WINDOW - inFill));
+      const bytesRead = await readStored(win, inFill, Math.min(READ_BYTES, WINDOW - inFill));
       if (bytesRead === 0) eof = true;
       if (!storedHash && !contentHash) {
         const head = win.subarray(0, inFill + bytesRead);
@@ -1495,10 +1509,16 @@ async function restoreBlocks(
   }
 }
 
-/** What assembleBlocks did: content bytes of the parts it decoded, and passed over without decoding. */
+/**
+ * What assembleBlocks or a BlockImages did: content bytes of the parts it decoded, and passed
+ * over without decoding; for parts read through ranged reads (not local files), the stored bytes
+ * fetched and the requests made.
+ */
 export interface AssemblyFigures {
   decodedBytes: number;
   skippedBytes: number;
+  fetchedBytes?: number;
+  requests?: number;
 }
 
 /** One object a block map takes blocks from, as assembleBlocks reads it: its key and content figures. */
@@ -1507,6 +1527,15 @@ export interface AssemblyPart {
   codec: Codec;
   sha256: string;
   size: number;
+}
+
+function addFigures(to: AssemblyFigures, f: AssemblyFigures): void {
+  to.decodedBytes += f.decodedBytes;
+  to.skippedBytes += f.skippedBytes;
+  if (f.requests !== undefined) {
+    to.requests = (to.requests ?? 0) + f.requests;
+    to.fetchedBytes = (to.fetchedBytes ?? 0) + (f.fetchedBytes ?? 0);
+  }
 }
 
 /** ObjectIo.blockImages: the blocks a block map rebuilds, in growing block order. */
@@ -1542,9 +1571,9 @@ export class BlockImages {
       let c = this.cursors[p];
       if (!c) c = this.cursors[p] = await this.openPart(this.parts[p]!);
       const at = this.layers[l]!.index[b]! * this.blockBytes;
-      if (l === 0) c.take(at, n, dest, destAt);
+      if (l === 0) await c.take(at, n, dest, destAt);
       else {
-        c.take(at, n, this.scratch, 0);
+        await c.take(at, n, this.scratch, 0);
         xorInto(dest, destAt, this.scratch, 0, n);
       }
     }
@@ -1556,14 +1585,10 @@ export class BlockImages {
     }
   }
 
-  /** Content bytes decoded, and passed over, so far (parts still open included). */
+  /** Content bytes decoded, and passed over, so far (parts still open included); remote parts' fetches. */
   figures(): AssemblyFigures {
     const f = { ...this.counted };
-    for (const c of this.cursors) {
-      if (!c) continue;
-      f.decodedBytes += c.decodedBytes;
-      f.skippedBytes += c.skippedBytes;
-    }
+    for (const c of this.cursors) if (c) addFigures(f, c.figures());
     return f;
   }
 
@@ -1574,22 +1599,24 @@ export class BlockImages {
   private release(p: number): void {
     const c = this.cursors[p];
     if (!c) return;
-    this.counted.decodedBytes += c.decodedBytes;
-    this.counted.skippedBytes += c.skippedBytes;
+    addFigures(this.counted, c.figures());
     c.close();
     this.cursors[p] = undefined;
   }
 }
 
 /**
- * The content of one local object as a forward-only cursor (assembleBlocks): blocks are taken at
- * growing content positions; what lies between is passed over. A whole frame with nothing to
- * take is passed over without decoding it (its stored bytes are still read: the cursor reads the
- * object sequentially, and an encrypted one is opened frame by frame), so a part most of whose
- * blocks later backups superseded costs little more than reading it; a frame holding a needed
- * block is decoded. Nothing checks the part's own sha256 (that needs all of it decoded): the file
- * assembled from the parts is checked against the sha256 of the file the backup read, which
- * covers every byte taken from every part. Verify checks parts whole.
+ * The content of one object as a forward-only cursor (assembleBlocks, BlockImages): blocks are
+ * taken at growing content positions; what lies between is passed over. A whole frame with
+ * nothing to take is passed over without decoding it, so a part most of whose blocks later
+ * backups superseded costs little more than reading it; a frame holding a needed block is
+ * decoded. A local object is read sequentially (an encrypted one opened frame by frame); a
+ * remote one (S3) through ranged reads (RangedReader) that, in plaintext, also pass over frames
+ * without fetching them where their headers say how long they are and the gap is worth a request
+ * (`jump`). Nothing checks the part's own sha256 (that needs all of it decoded): the file
+ * assembled from the parts is checked against the sha256 of the file the backup read, and a
+ * backup's prior versions against the prior map's block checksums, which cover every byte taken
+ * from every part. Verify checks parts whole.
  */
 class PartCursor {
   private readonly win = takeBuffer(WINDOW);
@@ -1608,9 +1635,11 @@ class PartCursor {
 
   private constructor(
     private readonly part: AssemblyPart,
-    private readonly fd: number,
     private readonly readStored: EncodedReader,
     private readonly dec: BlockDecoder,
+    private readonly release: () => void,
+    /** Remote plaintext: stored bytes passed over without being fetched (RangedReader.skip). */
+    private readonly remote?: RangedReader,
   ) {}
 
   static async open(
@@ -1621,32 +1650,70 @@ class PartCursor {
   ): Promise<PartCursor> {
     const fd = openLocal(local, location, part.key);
     try {
-      const readStored = lookup ? await openedReader(part.key, fd, lookup) : plainReader(fd);
-      const codec = part.codec as BlockCodec;
-      const dec = decoders.get(codec)?.pop() ?? blockDecoder(codec);
-      dec.reset();
-      return new PartCursor(part, fd, readStored, dec);
+      const readStored = lookup ? await openedReader(part.key, plainReader(fd), lookup) : plainReader(fd);
+      return new PartCursor(part, readStored, takeDecoder(part.codec as BlockCodec), () => closeSync(fd));
     } catch (err) {
       closeSync(fd);
       throw err;
     }
   }
 
-  /** Content bytes decoded, and passed over without decoding (AssemblyFigures). */
-  get decodedBytes(): number {
-    return this.decoded;
+  /**
+   * A part that is not a local file, read through ranged reads. An encrypted one is read
+   * sequentially and every frame authenticated before its bytes are used: its AES-GCM frames
+   * (object-cipher.ts) seal the codec's output in 1 MiB pieces that do not line up with the
+   * codec's frames, so which cipher frames hold no needed block is only known by opening them.
+   */
+  static async openRemote(
+    driver: RepositoryDriver,
+    part: AssemblyPart,
+    lookup: DataKeyLookup | undefined,
+  ): Promise<PartCursor> {
+    const ranged = new RangedReader(driver, part.key);
+    try {
+      const readStored = lookup ? await openedReader(part.key, ranged.read, lookup) : ranged.read;
+      return new PartCursor(
+        part,
+        readStored,
+        takeDecoder(part.codec as BlockCodec),
+        () => ranged.close(),
+        lookup ? undefined : ranged,
+      );
+    } catch (err) {
+      ranged.close();
+      throw err;
+    }
   }
 
-  get skippedBytes(): number {
-    return this.skipped;
+  /** Content bytes decoded and passed over without decoding; a remote part's fetches (AssemblyFigures). */
+  figures(): AssemblyFigures {
+    const f: AssemblyFigures = { decodedBytes: this.decoded, skippedBytes: this.skipped };
+    if (this.remote) {
+      f.requests = this.remote.requests;
+      f.fetchedBytes = this.remote.fetched;
+    }
+    return f;
   }
 
-  /** Copies the `n` content bytes at `position` (not before what was taken last) into `dest` at `destAt`. */
-  take(position: number, n: number, dest: Buffer, destAt: number): void {
+  /**
+   * Copies the `n` content bytes at `position` (not before what was taken last) into `dest` at
+   * `destAt`. Synchronous when they are decoded already (most blocks of a frame).
+   */
+  take(position: number, n: number, dest: Buffer, destAt: number): void | Promise<void> {
+    if (this.at === position && this.len - this.pos >= n) {
+      this.out.copy(dest, destAt, this.pos, this.pos + n);
+      this.pos += n;
+      this.at += n;
+      return;
+    }
+    return this.takeLater(position, n, dest, destAt);
+  }
+
+  private async takeLater(position: number, n: number, dest: Buffer, destAt: number): Promise<void> {
     while (this.at < position) {
       if (this.len === this.pos) {
-        if (this.skipFrame(position - this.at)) continue;
-        if (!this.more()) throw this.short(position + n);
+        if (await this.skipFrame(position - this.at)) continue;
+        if (!(await this.more())) throw this.short(position + n);
       }
       const skip = Math.min(this.len - this.pos, position - this.at);
       this.pos += skip;
@@ -1654,7 +1721,7 @@ class PartCursor {
     }
     if (this.at > position)
       throw new PgfleetError('Internal', `${this.part.key}: content position ${position} taken twice`);
-    while (this.len - this.pos < n) if (!this.more(n - (this.len - this.pos))) throw this.short(position + n);
+    while (this.len - this.pos < n) if (!(await this.more(n - (this.len - this.pos)))) throw this.short(position + n);
     this.out.copy(dest, destAt, this.pos, this.pos + n);
     this.pos += n;
     this.at += n;
@@ -1665,10 +1732,8 @@ class PartCursor {
     this.closed = true;
     giveBuffer(this.win);
     giveBuffer(this.out);
-    closeSync(this.fd);
-    let list = decoders.get(this.part.codec as BlockCodec);
-    if (!list) decoders.set(this.part.codec as BlockCodec, (list = []));
-    list.push(this.dec);
+    this.release();
+    giveDecoder(this.part.codec as BlockCodec, this.dec);
   }
 
   private short(needed: number): PgfleetError {
@@ -1680,22 +1745,87 @@ class PartCursor {
    * `max` bytes): true when it did. Called only with no decoded content buffered, so the decoder
    * is between frames.
    */
-  private skipFrame(max: number): boolean {
+  private async skipFrame(max: number): Promise<boolean> {
     if (!this.dec.skipFrame) return false;
+    if (this.remote && this.dec.betweenFrames) return this.jump(max);
     for (;;) {
       const step = this.dec.skipFrame(this.win.subarray(this.start, this.inFill), max);
       if (step) {
         this.start += step.consumed;
-        this.at += step.skipped;
-        this.skipped += step.skipped;
-        this.checkLength();
+        this.passed(step.skipped);
         return true;
       }
       // Not a whole frame in the window yet (a stored frame is at most a little over BLOCK_BYTES):
       // read more; past that, the frame is not one to pass over and more() decodes it.
       if (this.eof || this.inFill - this.start > BLOCK_BYTES + (64 << 10)) return false;
-      this.readInput();
+      await this.readInput();
     }
+  }
+
+  /**
+   * skipFrame of a remote plaintext part: what lies before the next needed byte is passed over
+   * by stored positions, fetched only where it is nearer than JUMP_BYTES (passStored). Codec
+   * none: stored bytes are content bytes. zstd and lz4: a frame at a time, its length learnt by
+   * walking its headers (frame-walk.ts walkFrame) once its header says all its content lies
+   * before the next needed byte; the zstd block headers inside a frame are at most 128 KiB of
+   * content apart, so only frames whose blocks compress poorly leave gaps worth a jump.
+   */
+  private async jump(max: number): Promise<boolean> {
+    if (this.part.codec === 'none') {
+      // Past the end of a cut object, reads give nothing and more() says it is short.
+      this.passStored(max);
+      this.passed(max);
+      return true;
+    }
+    if (this.inFill === this.start && !this.eof) await this.readInput();
+    if (this.inFill === this.start) return false; // the end of the object: more() says so
+    /** Stored bytes of this frame already passed over (before win[start]). */
+    let passed = 0;
+    let passing = false;
+    let walked;
+    try {
+      walked = await walkFrame(
+        this.part.codec as 'zstd' | 'lz4',
+        async (offset, n) => {
+          if (passing) {
+            this.passStored(offset - passed);
+            passed = offset;
+          }
+          const rel = offset - passed;
+          while (this.inFill - this.start < rel + n && !this.eof) await this.readInput();
+          return this.win.subarray(this.start + rel, Math.min(this.inFill, this.start + rel + n));
+        },
+        (contentSize) => (passing = contentSize !== undefined && contentSize <= max),
+      );
+    } catch (err) {
+      if (err instanceof FrameWalkError) throw undecodable(this.part.key, err.message, err);
+      throw err;
+    }
+    if (!walked) return false;
+    this.passStored(walked.length - passed);
+    this.passed(walked.contentSize!);
+    return true;
+  }
+
+  /** `n` content bytes passed over without decoding them. */
+  private passed(n: number): void {
+    this.at += n;
+    this.skipped += n;
+    this.checkLength();
+  }
+
+  /**
+   * Passes over the next `n` stored bytes: those in the window, the rest by the remote reader
+   * (RangedReader.skip: fetched with what follows when near, not fetched at all when far).
+   */
+  private passStored(n: number): void {
+    const buffered = this.inFill - this.start;
+    if (n <= buffered) {
+      this.start += n;
+      return;
+    }
+    this.start = this.inFill = 0;
+    this.remote!.skip(n - buffered);
   }
 
   private checkLength(): void {
@@ -1713,7 +1843,7 @@ class PartCursor {
    * bytes needed next; codec none (whose stored bytes are its content, in no frames) copies just
    * those, so what follows stays stored bytes that skipFrame can pass over.
    */
-  private more(want = Infinity): boolean {
+  private async more(want = Infinity): Promise<boolean> {
     for (;;) {
       if (this.out.length - this.len < MAX_FRAME_CONTENT) {
         this.out.copyWithin(0, this.pos, this.len);
@@ -1740,26 +1870,138 @@ class PartCursor {
         if (this.inFill > this.start) throw undecodable(this.part.key, 'it ends inside a frame');
         return false;
       }
-      this.readInput();
+      await this.readInput();
     }
   }
 
   /** Reads more stored bytes into the window (after moving what is left to its start); sets eof at the end. */
-  private readInput(): void {
+  private async readInput(): Promise<void> {
     if (this.start > 0) {
       this.win.copyWithin(0, this.start, this.inFill);
       this.inFill -= this.start;
       this.start = 0;
     }
     if (this.inFill === WINDOW) throw undecodable(this.part.key, `a frame larger than ${WINDOW} bytes`);
-    const bytesRead = this.readStored(this.win, this.inFill, Math.min(READ_BYTES, WINDOW - this.inFill));
+    const bytesRead = await this.readStored(this.win, this.inFill, Math.min(READ_BYTES, WINDOW - this.inFill));
     if (bytesRead === 0) this.eof = true;
     this.inFill += bytesRead;
   }
 }
 
-/** Reads encoded bytes of a local object into `buf` at `at`, up to `max`; 0 at its end. */
-type EncodedReader = (buf: Buffer, at: number, max: number) => number;
+function takeDecoder(codec: BlockCodec): BlockDecoder {
+  const dec = decoders.get(codec)?.pop() ?? blockDecoder(codec);
+  dec.reset();
+  return dec;
+}
+
+function giveDecoder(codec: BlockCodec, dec: BlockDecoder): void {
+  let list = decoders.get(codec);
+  if (!list) decoders.set(codec, (list = []));
+  list.push(dec);
+}
+
+/**
+ * The first request of a RangedReader, and its first after passing over stored bytes: small,
+ * since it may be for a frame's headers only. Each further request in a row doubles, up to
+ * RANGE_MAX (a frame being decoded is read on as a stream would be, a request per MiB); at most
+ * RANGE_MAX is fetched beyond what is used.
+ */
+const RANGE_FIRST = 128 << 10;
+const RANGE_MAX = 1 << 20;
+/**
+ * Stored bytes passed over that are fetched anyway, with what follows, rather than skipped by
+ * starting the next request past them: under this, a gap costs less transfer than a request's
+ * latency saves. It also bounds the requests: every request but the object's last fetches at
+ * least RANGE_FIRST bytes, none of them fetched twice, so a part of S stored bytes costs at most
+ * S / RANGE_FIRST + 1 requests, however its frames are passed over.
+ */
+const JUMP_BYTES = 256 << 10;
+
+/**
+ * A remote object's stored bytes read forward through ranged reads (RepositoryDriver.getRange):
+ * each request is fetched whole into memory (at most JUMP_BYTES + RANGE_MAX), so no connection
+ * is held open between reads: a cursor per part of a long chain, all open at once, would
+ * otherwise each hold a socket and could exhaust the client's pool. `skip` passes over bytes:
+ * those already fetched, then the next request starts past them or, when they are near, fetches
+ * them with what follows (JUMP_BYTES).
+ */
+class RangedReader {
+  requests = 0;
+  fetched = 0;
+  /** Stored offset of rest[0], or of the next byte to fetch when rest is empty. */
+  private pos = 0;
+  /** Fetched bytes not read yet. */
+  private rest: Buffer = Buffer.alloc(0);
+  /** Bytes at `pos` the next request fetches only to pass over (a near gap). */
+  private gap = 0;
+  private size = RANGE_FIRST;
+  private ended = false;
+
+  constructor(
+    private readonly driver: RepositoryDriver,
+    private readonly key: string,
+  ) {}
+
+  readonly read = async (buf: Buffer, at: number, max: number): Promise<number> => {
+    if (this.rest.length === 0) {
+      if (this.ended || max === 0) return 0;
+      await this.fetch();
+      if (this.rest.length === 0) return 0;
+    }
+    const n = Math.min(max, this.rest.length);
+    this.rest.copy(buf, at, 0, n);
+    this.rest = this.rest.subarray(n);
+    this.pos += n;
+    return n;
+  };
+
+  /** Passes over the next `n` stored bytes (past the end of the object, reads then give nothing). */
+  skip(n: number): void {
+    const held = Math.min(n, this.rest.length);
+    this.rest = this.rest.subarray(held);
+    this.pos += held;
+    n -= held;
+    if (n === 0) return;
+    if (this.gap + n < JUMP_BYTES) this.gap += n;
+    else {
+      this.pos += this.gap + n;
+      this.gap = 0;
+    }
+    this.size = RANGE_FIRST;
+  }
+
+  close(): void {
+    this.rest = Buffer.alloc(0);
+  }
+
+  private async fetch(): Promise<void> {
+    const want = this.gap + this.size;
+    this.requests++;
+    const got = await readStream(await this.driver.getRange(this.key, this.pos, this.pos + want));
+    this.fetched += got.length;
+    // A shorter answer: the object ends there.
+    if (got.length < want) this.ended = true;
+    const drop = Math.min(this.gap, got.length);
+    this.rest = got.subarray(drop);
+    this.pos += drop;
+    this.gap = 0;
+    this.size = Math.min(this.size * 2, RANGE_MAX);
+  }
+}
+
+/** A stream's bytes as one buffer (a ranged read's, at most RANGE_MAX). */
+async function readStream(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream as AsyncIterable<Buffer>) chunks.push(c);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+/**
+ * Reads stored bytes of an object forward into `buf` at `at`, up to `max`; 0 at its end.
+ * Synchronous for local files (positional reads of the page cache cost less than the hand-offs
+ * of async ones), a promise for ranged reads.
+ */
+type EncodedReader = (buf: Buffer, at: number, max: number) => number | Promise<number>;
 
 function plainReader(fd: number): EncodedReader {
   let pos = 0;
@@ -1771,22 +2013,22 @@ function plainReader(fd: number): EncodedReader {
 }
 
 /**
- * The encrypted form read synchronously, a frame at a time, through one read-ahead buffer: a
- * small object (most of a PGDATA) is its header, one frame and its tag, all taken by one read;
- * a large one is read a block at a time. Each frame is authenticated into a reused buffer, and
- * only then is its content handed out; the end is checked (no truncation, nothing after the last
- * frame). The data key is looked up from the header (the one await).
+ * The encrypted form read forward from `source` (a local file or ranged reads), a frame at a
+ * time, through one read-ahead buffer: a small object (most of a PGDATA) is its header, one
+ * frame and its tag, all taken by one read; a large one is read a block at a time. Each frame is
+ * authenticated into a reused buffer, and only then is its content handed out; the end is
+ * checked (no truncation, nothing after the last frame). The data key is looked up from the
+ * header.
  */
-async function openedReader(key: string, fd: number, lookup: DataKeyLookup): Promise<EncodedReader> {
+async function openedReader(key: string, source: EncodedReader, lookup: DataKeyLookup): Promise<EncodedReader> {
   let stored = takeBuffer(SEALED_BLOCK_BYTES);
   let plain = takeBuffer(SEALED_BLOCK_BYTES);
-  /** stored[0, filled) holds the file's bytes from `base` on; `at` is the next unread one. */
-  let base = 0;
+  /** stored[0, filled) holds the object's next bytes; `at` is the next unread one. */
   let filled = 0;
   let at = 0;
   let eof = false;
-  /** At least `n` bytes from `at` in the buffer, fewer only at the end of the file; returns how many. */
-  const ensure = (n: number): number => {
+  /** At least `n` bytes from `at` in the buffer, fewer only at the end of the object; returns how many. */
+  const ensure = async (n: number): Promise<number> => {
     if (filled - at >= n || eof) return Math.min(n, filled - at);
     if (stored.length < n) {
       const bigger = Buffer.allocUnsafe(n); // a stream-written frame larger than a block
@@ -1794,11 +2036,10 @@ async function openedReader(key: string, fd: number, lookup: DataKeyLookup): Pro
       if (stored.length === SEALED_BLOCK_BYTES) giveBuffer(stored);
       stored = bigger;
     } else if (at > 0) stored.copy(stored, 0, at, filled);
-    base += at;
     filled -= at;
     at = 0;
     while (filled < n) {
-      const r = readSync(fd, stored, filled, stored.length - filled, base + filled);
+      const r = await source(stored, filled, stored.length - filled);
       if (r === 0) {
         eof = true;
         break;
@@ -1807,7 +2048,7 @@ async function openedReader(key: string, fd: number, lookup: DataKeyLookup): Pro
     }
     return Math.min(n, filled);
   };
-  if (ensure(HEADER_BYTES) < HEADER_BYTES) parseHeader(key, stored.subarray(0, filled)); // throws: too short
+  if ((await ensure(HEADER_BYTES)) < HEADER_BYTES) parseHeader(key, stored.subarray(0, filled)); // throws: too short
   const header = Buffer.from(stored.subarray(0, HEADER_BYTES));
   const { dataKeyId } = parseHeader(key, header);
   const opener = new FrameOpener(key, header, await lookup(dataKeyId));
@@ -1815,9 +2056,9 @@ async function openedReader(key: string, fd: number, lookup: DataKeyLookup): Pro
   let have = 0;
   let given = 0;
   let ended = false;
-  const nextFrame = () => {
+  const nextFrame = async () => {
     for (;;) {
-      const headBytes = ensure(FRAME_HEAD);
+      const headBytes = await ensure(FRAME_HEAD);
       if (headBytes === 0) {
         opener.end();
         ended = true;
@@ -1828,7 +2069,7 @@ async function openedReader(key: string, fd: number, lookup: DataKeyLookup): Pro
       if (headBytes < FRAME_HEAD) throw opener.cut();
       const frame = opener.frameHead(stored.subarray(at, at + FRAME_HEAD));
       const sealed = frame.length + TAG_BYTES;
-      if (ensure(FRAME_HEAD + sealed) < FRAME_HEAD + sealed) throw opener.cut();
+      if ((await ensure(FRAME_HEAD + sealed)) < FRAME_HEAD + sealed) throw opener.cut();
       if (plain.length < frame.length) plain = Buffer.allocUnsafe(frame.length);
       const body = at + FRAME_HEAD;
       opener.openInto(
@@ -1843,12 +2084,15 @@ async function openedReader(key: string, fd: number, lookup: DataKeyLookup): Pro
       if (have > 0) return;
     }
   };
-  return (buf, to, max) => {
-    if (given === have && !ended) nextFrame();
+  const give = (buf: Buffer, to: number, max: number) => {
     const n = Math.min(max, have - given);
     plain.copy(buf, to, given, given + n);
     given += n;
     return n;
+  };
+  return (buf, to, max) => {
+    if (given === have && !ended) return nextFrame().then(() => give(buf, to, max));
+    return give(buf, to, max);
   };
 }
 

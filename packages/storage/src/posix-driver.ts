@@ -13,7 +13,7 @@
  * pgfleet.json) are 0644, since every agent sharing the repository must read them; they hold no data.
  */
 import { createWriteStream, statSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -25,6 +25,7 @@ import {
   checkKey,
   checkLevelPrefix,
   checkPrefix,
+  checkRange,
   type KeyLevel,
   type LocalObjectFiles,
   type ObjectInfo,
@@ -197,10 +198,26 @@ export class PosixDriver implements RepositoryDriver, LocalObjectFiles {
   }
 
   async get(key: string): Promise<Readable> {
+    const fh = await this.openObject(key);
+    return fh.createReadStream({ highWaterMark: 1 << 20 });
+  }
+
+  async getRange(key: string, start: number, end: number): Promise<Readable> {
+    checkRange(start, end);
+    const fh = await this.openObject(key);
+    if (end === start) {
+      await fh.close();
+      return Readable.from([]);
+    }
+    // A start past the end of the file reads nothing: the stream just ends.
+    return fh.createReadStream({ start, end: end - 1, highWaterMark: Math.min(1 << 20, end - start) });
+  }
+
+  /** The object's file, open for reading: RepoFileMissing when it does not exist. */
+  private async openObject(key: string): Promise<FileHandle> {
     const path = this.path(key);
     try {
-      const fh = await open(path, 'r');
-      return fh.createReadStream({ highWaterMark: 1 << 20 });
+      return await open(path, 'r');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new PgfleetError('RepoFileMissing', `repository file ${key} is missing from ${this.root}`, {

@@ -4,7 +4,7 @@
  * a dynamic import, so the SDK stays out of the start-up of every other '@pgfleet/storage' user.
  * It is deliberately not exported from the package index.
  */
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -96,14 +96,23 @@ export function bindS3Client(opts: CreateS3DriverOptions): S3Like {
       await client.send(new AbortMultipartUploadCommand({ Bucket, Key: key, UploadId: uploadId }));
     },
 
-    async getObject(key: string): Promise<Readable | undefined> {
+    async getObject(key: string, range?: { start: number; end: number }): Promise<Readable | undefined> {
       try {
-        const res = await client.send(new GetObjectCommand({ Bucket, Key: key }));
+        const res = await client.send(
+          new GetObjectCommand({
+            Bucket,
+            Key: key,
+            // HTTP ranges are inclusive at both ends.
+            ...(range ? { Range: `bytes=${range.start}-${range.end - 1}` } : {}),
+          }),
+        );
         // In Node the body is the http.IncomingMessage (a Readable) with SDK helpers mixed in.
         return res.Body as Readable;
       } catch (err) {
         // Only NoSuchKey: a 404 NoSuchBucket is a misconfiguration, not a missing file.
         if (errorName(err) === 'NoSuchKey') return undefined;
+        // A range starting at or past the end of an existing object: nothing there to read.
+        if (range && (errorName(err) === 'InvalidRange' || httpStatus(err) === 416)) return Readable.from([]);
         throw err;
       }
     },

@@ -17,7 +17,8 @@
  * each part is buffered, so at most ~2 parts (the one uploading, the one filling) sit in memory.
  * A GET's response body is a stream the SDK does not retry once headers have arrived; an error
  * while reading it surfaces as RepoIoFailed (the caller restarts the read; the driver does not
- * resume with a ranged GET).
+ * resume with a ranged GET). getRange is GetObject with a Range header: a reader that needs only
+ * some frames of a large object (object-io.ts RangedReader) fetches just those.
  */
 import { Readable } from 'node:stream';
 import { PgfleetError } from '@pgfleet/core/errors';
@@ -25,6 +26,7 @@ import {
   checkKey,
   checkLevelPrefix,
   checkPrefix,
+  checkRange,
   type KeyLevel,
   type ObjectInfo,
   type RepositoryDriver,
@@ -188,11 +190,24 @@ export class S3Driver implements RepositoryDriver {
     }
   }
 
-  async get(key: string): Promise<Readable> {
+  get(key: string): Promise<Readable> {
+    return this.read(key);
+  }
+
+  /** GetObject with a Range; an empty range (which HTTP cannot express) asks only whether the object exists. */
+  async getRange(key: string, start: number, end: number): Promise<Readable> {
+    checkRange(start, end);
+    if (end > start) return this.read(key, { start, end });
+    if (!(await this.stat(key)))
+      throw new PgfleetError('RepoFileMissing', `repository file ${key} is missing from ${this.location}`);
+    return Readable.from([]);
+  }
+
+  private async read(key: string, range?: { start: number; end: number }): Promise<Readable> {
     const full = this.objectKey(key);
     let body: Readable | undefined;
     try {
-      body = await this.client.getObject(full);
+      body = await this.client.getObject(full, range);
     } catch (err) {
       throw this.ioError('read', full, err);
     }

@@ -37,8 +37,12 @@ export interface S3Like {
     parts: readonly { partNumber: number; etag: string }[],
   ): Promise<void>;
   abortMultipartUpload(key: string, uploadId: string): Promise<void>;
-  /** The object's bytes, or undefined when it does not exist. */
-  getObject(key: string): Promise<Readable | undefined>;
+  /**
+   * The object's bytes, or undefined when it does not exist. With `range`, bytes [start, end)
+   * (end > start; GetObject Range): fewer when the object ends before `end`, an empty stream when
+   * it ends at or before `start` (S3 answers 416 InvalidRange).
+   */
+  getObject(key: string, range?: { start: number; end: number }): Promise<Readable | undefined>;
   /** The object's size, or undefined when it does not exist. */
   headObject(key: string): Promise<{ size: number } | undefined>;
   /**

@@ -118,8 +118,8 @@ export interface BackupOptions {
   /**
    * Changed blocks stored as compressed XOR deltas over the versions the prior map rebuilds
    * (default on; docs/block-incremental.md, "XOR deltas"), where the prior map's parts can be
-   * read block by block here (local object files of block codecs) and the backup's codec has a
-   * block form. Off (--whole-blocks): every changed block is stored whole.
+   * read block by block (block codecs: local object files, or ranged reads on S3) and the
+   * backup's codec has a block form. Off (--whole-blocks): every changed block is stored whole.
    */
   blockDeltas?: boolean;
   archiveTimeoutMs: number;
@@ -961,9 +961,10 @@ export class FileCopier {
     const key = repo.blockDataKey(cluster, this.label, f.path, codec);
     const segment = this.startLsn ? relationSegmentNumber(f.path) : undefined;
     // XOR deltas need the prior versions of the changed blocks, read block by block from the
-    // prior map's parts: local object files of block codecs only (on S3 or gzip, whole blocks).
+    // prior map's parts: parts of block codecs, local files or ranged reads (S3); a gzip part or
+    // a gzip backup stores whole blocks.
     const deltas =
-      this.opts.blockDeltas !== false && repo.objects.canAssemble([codec, ...prior.parts.map((p) => p.codec)])
+      this.opts.blockDeltas !== false && repo.objects.canReadBlocks([codec, ...prior.parts.map((p) => p.codec)])
         ? {
             deltas: {
               parts: prior.parts.map((part) => ({

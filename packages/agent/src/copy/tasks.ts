@@ -66,8 +66,8 @@ export interface BackupBlocksTask {
   prior: { sums: Uint8Array; blocks: number };
   /**
    * The prior map's parts and layers (block-map.ts), when changed blocks may be stored as XOR
-   * deltas against the versions it rebuilds (docs/block-incremental.md, "XOR deltas"): only on
-   * local object files of block codecs (ObjectIo.canAssemble).
+   * deltas against the versions it rebuilds (docs/block-incremental.md, "XOR deltas"): only for
+   * parts of block codecs (ObjectIo.canReadBlocks; on S3 they are read through ranged reads).
    */
   deltas?: {
     parts: AssemblyPart[];

@@ -37,6 +37,31 @@ const file = (path: string, backup: string, sha = SHA): ManifestFile => manifest
 /** Backups here start and stop at the same instant. */
 const at = (time: string) => ({ startTime: time, stopTime: time });
 
+/**
+ * Backup `label` of base/1 and base/2 read from the backups named (`base2Sha`: base/2's sha256 as
+ * the entry says), taken on 2026-01-01 at `hour`:01 with WAL from segment `from` to `to` of
+ * timeline 1.
+ */
+const backupOf = (
+  label: string,
+  type: 'full' | 'incr',
+  span: { from: number; to?: number; hour: number },
+  base1: string,
+  base2: string,
+  base2Sha = SHA,
+) =>
+  backup(
+    label,
+    type,
+    seg(1, span.from),
+    seg(1, span.to ?? span.from),
+    [file('base/1', base1), file('base/2', base2, base2Sha)],
+    at(`2026-01-01T${String(span.hour).padStart(2, '0')}:01:00Z`),
+  );
+
+/** A file of backup F9, which has no manifest (an incomplete backup). */
+const incompleteF9 = () => repo.driver.put(repo.backupFileKey(C, 'F9', 'base/1', 'none'), DATA);
+
 /** Archives `body` as WAL file `name` the way the agent does (one pass, block form); returns its key. */
 async function archive(r: Repository, name: string, body: Buffer, codec: Codec = 'zstd'): Promise<string> {
   const dir = join(root, 'incoming');
@@ -67,22 +92,8 @@ beforeEach(async () => {
     walSegmentSize: SEG,
   });
   // F1 (WAL 2..3) <- I1 (reads base/1 from F1; WAL 5..5); WAL 1..10 on timeline 1.
-  await backup(
-    'F1',
-    'full',
-    seg(1, 2),
-    seg(1, 3),
-    [file('base/1', 'F1'), file('base/2', 'F1')],
-    at('2026-01-01T00:01:00Z'),
-  );
-  await backup(
-    'I1',
-    'incr',
-    seg(1, 5),
-    seg(1, 5),
-    [file('base/1', 'F1'), file('base/2', 'I1')],
-    at('2026-01-01T01:01:00Z'),
-  );
+  await backupOf('F1', 'full', { from: 2, to: 3, hour: 0 }, 'F1', 'F1');
+  await backupOf('I1', 'incr', { from: 5, hour: 1 }, 'F1', 'I1');
   for (let n = 1; n <= 10; n++) await wal(seg(1, n));
 });
 
@@ -103,14 +114,7 @@ describe('verify job', () => {
   });
 
   test('a reference to a missing backup, and one to a backup describing other bytes', async () => {
-    await backup(
-      'I2',
-      'incr',
-      seg(1, 6),
-      seg(1, 6),
-      [file('base/1', 'F0'), file('base/2', 'F1', 'b'.repeat(64))],
-      at('2026-01-01T02:01:00Z'),
-    );
+    await backupOf('I2', 'incr', { from: 6, hour: 2 }, 'F0', 'F1', 'b'.repeat(64));
     const v = await verify();
     const refs = v.problems.filter((p) => p.kind === 'bad-reference').map((p) => [p.label, p.path]);
     assert.deepEqual(refs, [
@@ -133,7 +137,7 @@ describe('verify job', () => {
   });
 
   test('a backup without a manifest is incomplete, not a fault; a corrupt manifest is', async () => {
-    await repo.driver.put(repo.backupFileKey(C, 'F9', 'base/1', 'none'), DATA);
+    await incompleteF9();
     let v = await verify();
     assert.deepEqual(
       v.problems.map((p) => [p.kind, p.label]),
@@ -273,23 +277,9 @@ describe('verify job', () => {
   test('manifests are read as streams, never whole; a backup checked before the backup it reads from, and a corrupt one referred to before its turn, reported once at its turn', async () => {
     repo.readManifest = () => Promise.reject(new Error('verify read a manifest whole'));
     // A0 and A1 sort before the backups they read from.
-    await backup(
-      'A0',
-      'incr',
-      seg(1, 6),
-      seg(1, 6),
-      [file('base/1', 'F1'), file('base/2', 'A0')],
-      at('2026-01-01T02:01:00Z'),
-    );
-    await backup(
-      'A1',
-      'incr',
-      seg(1, 7),
-      seg(1, 7),
-      [file('base/1', 'F9'), file('base/2', 'A1')],
-      at('2026-01-01T03:01:00Z'),
-    );
-    await repo.driver.put(repo.backupFileKey(C, 'F9', 'base/1', 'none'), DATA);
+    await backupOf('A0', 'incr', { from: 6, hour: 2 }, 'F1', 'A0');
+    await backupOf('A1', 'incr', { from: 7, hour: 3 }, 'F9', 'A1');
+    await incompleteF9();
     await repo.driver.put(`${C}/backup/F9/backup.manifest`, Buffer.from('{"format": 1, "label": "F9"'));
     const v = await verify();
     assert.deepEqual(
