@@ -125,6 +125,7 @@ try {
         key: repo.blockDataKey('c', `2026020${(run % 9) + 1}T000000I`, `${REL}.${name}`, codec),
         codec,
         prior: { sums: map.sums, blocks: map.blocks },
+        checksum: map.checksum ?? 'sha1-64',
         ...(withDeltas ? { deltas: { parts, part: map.part, index: map.index, layers: [], size: map.size } } : {}),
       });
       res[name] = {

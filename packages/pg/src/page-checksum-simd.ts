@@ -14,6 +14,23 @@
  * `simdPageChecksums` returns false and the callers use the JavaScript loop.
  */
 import { endianness } from 'node:os';
+import {
+  BLOCK,
+  br,
+  brIf,
+  END,
+  get,
+  i32,
+  instantiate,
+  LOOP,
+  MODULE_HEADER,
+  name,
+  section,
+  set,
+  tee,
+  uleb,
+  vec,
+} from '@pgfleet/core/wasm-assembly';
 
 const BLCKSZ = 8192;
 /** Pages per call: 1 MiB, a copy task's read. */
@@ -29,33 +46,6 @@ const BASE_OFFSETS = [
   0x4b5cfc3e, 0x9fbf8c76, 0x15ca20be, 0xf2ca9fd3, 0x959bd756,
 ];
 
-// ---- a minimal assembler: just the instructions the function needs ----------------------------
-
-function uleb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
-
-function sleb(n: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const b = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) return [...out, b];
-    out.push(b | 0x80);
-  }
-}
-
-const section = (id: number, body: number[]) => [id, ...uleb(body.length), ...body];
-const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
-const name = (s: string) => [...uleb(s.length), ...Buffer.from(s, 'latin1')];
-
 // Locals: params src n firstBlock out, then p end i (i32), then s0..s7 t acc prime (v128).
 const [SRC, N, FIRST, OUT, P, END_AT, I] = [0, 1, 2, 3, 4, 5, 6];
 const S = (k: number) => 7 + k;
@@ -65,10 +55,6 @@ const T = 15;
 const ACC = 16;
 const PRIME = 17;
 
-const get = (l: number) => [0x20, ...uleb(l)];
-const set = (l: number) => [0x21, ...uleb(l)];
-const tee = (l: number) => [0x22, ...uleb(l)];
-const i32 = (v: number) => [0x41, ...sleb(v | 0)];
 const simd = (op: number, ...imm: number[]) => [0xfd, ...uleb(op), ...imm];
 const v128Load = (offset: number) => simd(0x00, 4, ...uleb(offset));
 const v128Xor = simd(0x51);
@@ -103,11 +89,6 @@ const row = (first: boolean) =>
     ...mix(k),
   ]);
 
-const BLOCK = [0x02, 0x40];
-const LOOP = [0x03, 0x40];
-const END = [0x0b];
-const brIf = (depth: number) => [0x0d, depth];
-const br = (depth: number) => [0x0c, depth];
 const [I32_ADD, I32_SHL, I32_XOR, I32_REM_U, I32_LT_U, I32_GE_U] = [[0x6a], [0x74], [0x73], [0x70], [0x49], [0x4f]];
 const I32_STORE = [0x36, 2, 0];
 const I32X4_SPLAT = simd(0x11);
@@ -158,8 +139,7 @@ const code = [
 
 function moduleBytes(): Uint8Array {
   return new Uint8Array([
-    ...[0x00, 0x61, 0x73, 0x6d], // the magic number
-    ...[0x01, 0x00, 0x00, 0x00], // version 1
+    ...MODULE_HEADER,
     ...section(1, vec([[0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 0]])),
     ...section(3, vec([[0]])),
     ...section(5, vec([[0, ...uleb(MEMORY_PAGES)]])),
@@ -183,26 +163,16 @@ interface Simd {
 
 let loaded: Simd | null | undefined;
 
-/** The few WebAssembly calls used here (the project's TypeScript libs have no DOM types). */
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object) => { exports: { memory: { buffer: ArrayBuffer }; pages: Simd['pages'] } };
-}
-
 function load(): Simd | null {
   if (endianness() !== 'LE') return null;
-  try {
-    const wasm = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
-    if (!wasm) return null;
-    const { exports } = new wasm.Instance(new wasm.Module(moduleBytes()));
-    return {
-      memory: new Uint8Array(exports.memory.buffer),
-      out: new Uint32Array(exports.memory.buffer, OUT_BASE, BATCH),
-      pages: exports.pages,
-    };
-  } catch {
-    return null; // no WebAssembly SIMD in this runtime: the JavaScript loop does the work
-  }
+  // No WebAssembly SIMD in this runtime: the JavaScript loop does the work.
+  const exports = instantiate<{ memory: { buffer: ArrayBuffer }; pages: Simd['pages'] }>(moduleBytes());
+  if (!exports) return null;
+  return {
+    memory: new Uint8Array(exports.memory.buffer),
+    out: new Uint32Array(exports.memory.buffer, OUT_BASE, BATCH),
+    pages: exports.pages,
+  };
 }
 
 /**

@@ -4,7 +4,9 @@ import { strict as assert } from 'node:assert';
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { ErrorCodes } from '@pgfleet/core';
+import { xxh64 } from './block-xxh64.js';
 import {
+  BLOCK_CHECKSUM,
   BLOCK_SUM_BYTES,
   BlockMap,
   blockChanged,
@@ -15,6 +17,7 @@ import {
   mergeBlockMap,
   NO_PART,
   sumBlock,
+  sumBlocks,
   wholeFileMap,
   writeRuns,
   xorDelta,
@@ -241,7 +244,7 @@ test('a restored run is written whole when the filesystem takes fewer bytes per 
 });
 
 describe('block checksums and XOR deltas (one-pass forms of the copy path)', () => {
-  test('sumBlock writes the first 8 bytes of the SHA-1 of the block, whatever its length and content', () => {
+  test('sumBlock sha1-64 writes the first 8 bytes of the SHA-1 of the block, whatever its length and content', () => {
     const inputs = [
       Buffer.alloc(0),
       Buffer.alloc(1),
@@ -254,13 +257,57 @@ describe('block checksums and XOR deltas (one-pass forms of the copy path)', () 
       ...Array.from({ length: 200 }, () => randomBytes(B)),
     ];
     const sums = new Uint8Array((inputs.length + 1) * BLOCK_SUM_BYTES).fill(0xaa);
-    inputs.forEach((data, i) => sumBlock(data, sums, i + 1));
+    inputs.forEach((data, i) => sumBlock(data, sums, i + 1, 'sha1-64'));
     assert.deepEqual([...sums.subarray(0, BLOCK_SUM_BYTES)], Array(BLOCK_SUM_BYTES).fill(0xaa), 'slot 0 untouched');
     inputs.forEach((data, i) => {
       const want = createHash('sha1').update(data).digest().subarray(0, BLOCK_SUM_BYTES);
       const got = sums.subarray((i + 1) * BLOCK_SUM_BYTES, (i + 2) * BLOCK_SUM_BYTES);
       assert.deepEqual(Buffer.from(got), want, `input ${i} (${data.length} bytes)`);
     });
+  });
+
+  test('new maps checksum blocks with XXH64 (8 bytes little-endian); sumBlocks of a read equals sumBlock of each block', () => {
+    assert.equal(BLOCK_CHECKSUM, 'xxh64');
+    const data = randomBytes(200 * B + 123);
+    const n = blockCount(data.length);
+    for (const checksum of ['xxh64', 'sha1-64'] as const) {
+      const batch = new Uint8Array((n + 3) * BLOCK_SUM_BYTES);
+      assert.equal(sumBlocks(data, batch, 3, checksum), n);
+      const each = new Uint8Array((n + 3) * BLOCK_SUM_BYTES);
+      for (let b = 0; b < n; b++)
+        sumBlock(data.subarray(b * B, Math.min(data.length, (b + 1) * B)), each, b + 3, checksum);
+      assert.deepEqual(batch, each, checksum);
+    }
+    const sums = new Uint8Array(BLOCK_SUM_BYTES);
+    sumBlock(data.subarray(0, B), sums, 0);
+    assert.equal(Buffer.from(sums).readBigUInt64LE(0), xxh64(data.subarray(0, B)));
+  });
+
+  test('a map names its checksum: XXH64 for new maps, SHA-1 maps read back as such, another name refused', () => {
+    const parts: BlockMapPart[] = [{ backup: 'F', object: 'file', codec: 'none', size: 2 * B, sha256: SHA }];
+    const sums = randomBytes(2 * BLOCK_SUM_BYTES);
+    const make = (checksum?: 'sha1-64' | 'xxh64') =>
+      new BlockMap(2 * B, parts, Uint16Array.from([0, 0]), Uint32Array.from([0, 1]), sums, [], checksum);
+    for (const [map, name] of [
+      [make(), 'xxh64'],
+      [make('sha1-64'), 'sha1-64'],
+      [wholeFileMap(2 * B, parts, [2], sums, 'sha1-64'), 'sha1-64'],
+    ] as const) {
+      const buf = map.encode();
+      assert.ok(buf.includes(`"checksum":"${name}"`), name);
+      const back = BlockMap.decode(buf, 'x');
+      assert.equal(back.checksum, name);
+      assert.deepEqual(Buffer.from(back.sums), Buffer.from(sums));
+      // An incremental over it keeps its checksum (its sums were taken in it).
+      const own: BlockMapPart = { backup: 'I', object: 'blocks', codec: 'none', size: B, sha256: SHA };
+      assert.equal(mergeBlockMap(back, own, 2 * B, Uint32Array.from([1]), sums).checksum, name);
+    }
+    const other = Buffer.from(make().encode().toString('latin1').replace('"xxh64"', '"xxh32"'), 'latin1');
+    assert.throws(
+      () => BlockMap.decode(other, 'x'),
+      (err: Error & { code?: string }) =>
+        err.code === ErrorCodes.BlockMapInvalid.code && /checksum xxh32 not supported/.test(err.message),
+    );
   });
 
   /** The old two-pass form: copy, xorInto, deltaWorthIt. */

@@ -1,6 +1,7 @@
 /**
  * The block map of a relation file (docs/block-incremental.md): for each 8 KiB block of the
- * file as one backup read it, a 64-bit checksum of its bytes and where those bytes are stored
+ * file as one backup read it, a 64-bit checksum of its bytes (XXH64; SHA-1's first 8 bytes in
+ * maps written before it) and where those bytes are stored
  * (which object of which backup, and the block's position in that object's content). A
  * block-incremental backup stores only the blocks whose checksum differs from the prior
  * backup's map, and writes a new map that names, for every other block, the object the prior
@@ -13,6 +14,7 @@
 import { hash } from 'node:crypto';
 import { PgfleetError } from '@pgfleet/core/errors';
 import { isBackupLabel } from '@pgfleet/core/names';
+import { xxh64Blocks, xxh64Into } from './block-xxh64.js';
 import { CODECS, type Codec } from './codec-names.js';
 
 /** PostgreSQL's page size (BLCKSZ); relation files are read and compared in these units. */
@@ -36,8 +38,19 @@ export const DATA_FRAME_BLOCKS = 2;
  * (docs/benchmarks.md) where 2 would cost ~10%: fulls are most of a repository's bytes.
  */
 export const MAPPED_FRAME_BLOCKS = 16;
-/** Bytes of each block's checksum: the first 8 bytes of its SHA-1. */
+/** Bytes of each block's checksum (whichever BlockChecksum the map names). */
 export const BLOCK_SUM_BYTES = 8;
+/**
+ * The block checksums a map may name in its header (docs/block-incremental.md, "Block
+ * checksums"): `xxh64`, XXH64 (seed 0) of the block as 8 bytes little-endian, what new maps get;
+ * `sha1-64`, the first 8 bytes of the block's SHA-1, what maps were written with before. A
+ * block-incremental backup compares a file with its prior map in the prior map's checksum and
+ * its merged map keeps it, so a chain begun before XXH64 stays SHA-1 until its next full.
+ */
+export type BlockChecksum = 'xxh64' | 'sha1-64';
+const BLOCK_CHECKSUMS: readonly string[] = ['xxh64', 'sha1-64'] satisfies BlockChecksum[];
+/** The checksum of every new map (a full's, or a file copied whole again). */
+export const BLOCK_CHECKSUM: BlockChecksum = 'xxh64';
 const MAGIC = Buffer.from('PGFBMAP1', 'latin1');
 /**
  * The magic of a map with XOR delta layers (docs/block-incremental.md, "XOR deltas"): an agent
@@ -98,6 +111,8 @@ export class BlockMap {
     readonly sums: Uint8Array,
     /** XOR delta layers over `part`/`index` (layer 0, the whole images), in order; none in a map without deltas. */
     readonly deltas: readonly DeltaLayer[] = [],
+    /** What `sums` hold. */
+    readonly checksum: BlockChecksum = BLOCK_CHECKSUM,
   ) {}
 
   get blocks(): number {
@@ -125,7 +140,7 @@ export class BlockMap {
     const header = Buffer.from(
       JSON.stringify({
         blockSize: MAP_BLOCK_BYTES,
-        checksum: 'sha1-64',
+        checksum: this.checksum,
         size: this.size,
         ...(this.deltas.length > 0 ? { layers: layers.length } : {}),
         parts: this.parts,
@@ -160,7 +175,7 @@ export class BlockMap {
     } catch {
       return bad('its header is not JSON');
     }
-    if (header.blockSize !== MAP_BLOCK_BYTES || header.checksum !== 'sha1-64')
+    if (header.blockSize !== MAP_BLOCK_BYTES || !BLOCK_CHECKSUMS.includes(header.checksum as string))
       bad(`block size ${String(header.blockSize)} / checksum ${String(header.checksum)} not supported`);
     const size = header.size;
     if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) bad('no file size');
@@ -201,7 +216,15 @@ export class BlockMap {
     const sums = new Uint8Array(n * BLOCK_SUM_BYTES);
     const sumsAt = idx + 4 * n * L;
     buf.copy(sums, 0, sumsAt, sumsAt + sums.length);
-    const map = new BlockMap(size as number, parts, layers[0]!.part, layers[0]!.index, sums, layers.slice(1));
+    const map = new BlockMap(
+      size as number,
+      parts,
+      layers[0]!.part,
+      layers[0]!.index,
+      sums,
+      layers.slice(1),
+      header.checksum as BlockChecksum,
+    );
     // Positions must fit their parts and grow inside each part with the block number (and layer
     // within a block): a restore reads each part in one sequential pass over its content.
     layerRuns(map, (why) => bad(why));
@@ -236,12 +259,35 @@ export function blockCount(size: number): number {
 }
 
 /**
- * The checksum of one block's bytes (a shorter last block: of the bytes it has) into `sums` at
- * block `b`. The digest comes back as a latin1 string (one char per byte, exact) rather than a
- * Buffer: a Buffer is a fresh backing store per 8 KiB block, ~18% of the call's cost
- * (docs/benchmarks.md, "Block-incremental copy path CPU").
+ * The checksums of the blocks of `data` (block-aligned from its start; only the last block may be
+ * short) into `sums` from block `first`; returns how many blocks. XXH64 hashes a whole read in
+ * one WebAssembly call (block-xxh64.ts).
  */
-export function sumBlock(data: Uint8Array, sums: Uint8Array, b: number): void {
+export function sumBlocks(data: Uint8Array, sums: Uint8Array, first: number, checksum: BlockChecksum): number {
+  if (checksum === 'xxh64') return xxh64Blocks(data, MAP_BLOCK_BYTES, sums, first * BLOCK_SUM_BYTES);
+  const n = blockCount(data.length);
+  for (let b = 0; b < n; b++)
+    sha1Block(data.subarray(b * MAP_BLOCK_BYTES, Math.min(data.length, (b + 1) * MAP_BLOCK_BYTES)), sums, first + b);
+  return n;
+}
+
+/** The checksum of one block's bytes (a shorter last block: of the bytes it has) into `sums` at block `b`. */
+export function sumBlock(
+  data: Uint8Array,
+  sums: Uint8Array,
+  b: number,
+  checksum: BlockChecksum = BLOCK_CHECKSUM,
+): void {
+  if (checksum === 'xxh64') xxh64Into(data, sums, b * BLOCK_SUM_BYTES);
+  else sha1Block(data, sums, b);
+}
+
+/**
+ * SHA-1's first 8 bytes (maps written before XXH64). The digest comes back as a latin1 string
+ * (one char per byte, exact) rather than a Buffer: a Buffer is a fresh backing store per 8 KiB
+ * block, ~18% of the call's cost (docs/benchmarks.md, "Block-incremental copy path CPU").
+ */
+function sha1Block(data: Uint8Array, sums: Uint8Array, b: number): void {
   const digest = hash('sha1', data, 'binary'); // latin1: one char per byte
   const at = b * BLOCK_SUM_BYTES;
   for (let i = 0; i < BLOCK_SUM_BYTES; i++) sums[at + i] = digest.charCodeAt(i);
@@ -269,6 +315,7 @@ export function wholeFileMap(
   parts: readonly BlockMapPart[],
   partBlocks: readonly number[],
   sums: Uint8Array,
+  checksum: BlockChecksum = BLOCK_CHECKSUM,
 ): BlockMap {
   const n = blockCount(size);
   const part = new Uint16Array(n);
@@ -282,7 +329,7 @@ export function wholeFileMap(
   });
   if (b !== n || sums.length !== n * BLOCK_SUM_BYTES)
     throw new PgfleetError('Internal', `whole-file block map: ${b} block(s) in parts, ${n} in ${size} bytes`);
-  return new BlockMap(size, parts, part, index, sums);
+  return new BlockMap(size, parts, part, index, sums, [], checksum);
 }
 
 /**
@@ -293,7 +340,8 @@ export function wholeFileMap(
  * more delta layer on top (the backup flags only blocks less than DELTA_DEPTH deltas deep).
  * Parts no block needs any more are dropped, so the map (and the set of backups a restore reads)
  * only names what is still needed. `sums` are the checksums of the file as this backup read it,
- * which the merged map restores exactly: an unchanged block's bytes have its prior checksum.
+ * which the merged map restores exactly: an unchanged block's bytes have its prior checksum. They
+ * are in the prior map's checksum (BackupBlocksTask.checksum), which the merged map keeps.
  */
 export function mergeBlockMap(
   prior: BlockMap | undefined,
@@ -363,7 +411,7 @@ export function mergeBlockMap(
     throw new PgfleetError('Internal', `block map merge: ${changed.length - c} stored block(s) beyond the file's end`);
   // Layers no block uses any more (every deep block was stored whole again) are dropped.
   while (deltas.length > 0 && deltas[deltas.length - 1]!.part.every((p) => p === NO_PART)) deltas.pop();
-  return new BlockMap(size, parts, part, index, sums, deltas);
+  return new BlockMap(size, parts, part, index, sums, deltas, prior?.checksum ?? BLOCK_CHECKSUM);
 }
 
 /**

@@ -86,6 +86,27 @@ async function restore(
   return readFile(dest);
 }
 
+test('stored figures name the stored bytes for every codec, plaintext and encrypted (codec none in plaintext: the content itself, hashed once)', async () => {
+  const dir = await tempDir();
+  const data = content();
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  for (const [name, r] of [
+    ['plaintext', open(join(dir, 'plain'))],
+    ['encrypted', open(join(dir, 'enc'), KEK)],
+  ] as const)
+    for (const [i, codec] of (['zstd', 'lz4', 'gzip', 'none'] as Codec[]).entries()) {
+      const src = join(dir, `src-${name}-${codec}`);
+      await writeFile(src, data);
+      const key = r.backupFileKey('c', 'L', `base/1/${1300 + i}`, codec);
+      const s = (await r.objects.storeFile(key, { path: src, offset: 0 }, codec))!;
+      const stored = await readFile(join(dir, name === 'plaintext' ? 'plain' : 'enc', key));
+      assert.equal(s.sha256, sha(data), `${name} ${codec}: content`);
+      assert.equal(s.storedSize, stored.length, `${name} ${codec}: stored size`);
+      assert.equal(s.storedSha256, sha(stored), `${name} ${codec}: stored sha256`);
+      if (codec === 'none') assert.equal(stored.equals(data), name === 'plaintext', `${name} none: stored as is`);
+    }
+});
+
 for (const codec of ['zstd', 'lz4', 'gzip', 'none'] as Codec[]) {
   test(`encrypted objects round-trip with ${codec} (block I/O and streams) and hold no plaintext`, async () => {
     const dir = await tempDir();

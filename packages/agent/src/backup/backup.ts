@@ -990,6 +990,7 @@ export class FileCopier {
         ? {}
         : { page: { firstBlock: segment * RELSEG_SIZE, hi: this.startLsn!.hi, lo: this.startLsn!.lo } }),
       prior: { sums: prior.sums, blocks: prior.blocks },
+      checksum: prior.checksum,
       ...deltas,
     });
     this.tracker.add(f.size);

@@ -18,8 +18,10 @@ import type { RepositorySpec } from '@pgfleet/storage/repository-url';
 import { giveBuffer, takeBuffer, type ContentSource, type StoredFile } from '@pgfleet/storage/object-io';
 import type { BlockImages } from '@pgfleet/storage/object-io';
 import {
+  BLOCK_CHECKSUM,
   BLOCK_SUM_BYTES,
   blockChanged,
+  blockCount,
   DATA_FRAME_BLOCKS,
   DELTA_DEPTH,
   NO_PART,
@@ -28,6 +30,8 @@ import {
   MAPPED_FRAME_BLOCKS,
   MAP_BLOCK_BYTES,
   sumBlock,
+  sumBlocks,
+  type BlockChecksum,
 } from '@pgfleet/storage/block-map';
 import { PageChecker, recheckPages } from '../pgdata/page-verify.js';
 import { taskPace, type RateLimiter, type SharedRate } from './rate-limit.js';
@@ -46,7 +50,7 @@ export interface BackupTask {
   length?: number;
   /** Relation file in a cluster with data checksums: block number of the page at `offset`, and the backup's start LSN. */
   page?: { firstBlock: number; hi: number; lo: number };
-  /** Also return the per-block checksums of what was stored (a relation file's block map, storage block-map.ts). */
+  /** Also return the per-block checksums (BLOCK_CHECKSUM) of what was stored (a relation file's block map, storage block-map.ts). */
   sums?: boolean;
 }
 
@@ -64,6 +68,8 @@ export interface BackupBlocksTask {
   page?: { firstBlock: number; hi: number; lo: number };
   /** The prior map's checksums and block count. */
   prior: { sums: Uint8Array; blocks: number };
+  /** The prior map's checksum: the file's blocks are checksummed the same way (the merged map keeps it). */
+  checksum: BlockChecksum;
   /**
    * The prior map's parts and layers (block-map.ts), when changed blocks may be stored as XOR
    * deltas against the versions it rebuilds (docs/block-incremental.md, "XOR deltas"): only for
@@ -328,7 +334,7 @@ class Grow<T extends Uint8Array | Uint32Array> {
   }
 }
 
-/** Per-block checksums of content seen in order (block-aligned from its start; only the last block may be short). */
+/** Per-block checksums (BLOCK_CHECKSUM) of content seen in order (block-aligned from its start; only the last block may be short). */
 class BlockSummer {
   private readonly sums = new Grow(new Uint8Array(BLOCK_SUM_BYTES * 128));
   private readonly carry = Buffer.allocUnsafe(MAP_BLOCK_BYTES);
@@ -346,14 +352,21 @@ class BlockSummer {
       this.sum(this.carry);
       this.carried = 0;
     }
-    for (; at + MAP_BLOCK_BYTES <= content.length; at += MAP_BLOCK_BYTES)
-      this.sum(content.subarray(at, at + MAP_BLOCK_BYTES));
+    // Every whole block of the chunk in one call (XXH64 hashes a batch in one WebAssembly call).
+    const whole = Math.floor((content.length - at) / MAP_BLOCK_BYTES);
+    if (whole > 0) {
+      const sums = this.sums.reserve(whole * BLOCK_SUM_BYTES);
+      sumBlocks(content.subarray(at, at + whole * MAP_BLOCK_BYTES), sums, this.blocks, BLOCK_CHECKSUM);
+      this.blocks += whole;
+      this.sums.length += whole * BLOCK_SUM_BYTES;
+      at += whole * MAP_BLOCK_BYTES;
+    }
     this.carried = content.copy(this.carry, 0, at);
   }
 
   private sum(block: Uint8Array): void {
     const sums = this.sums.reserve(BLOCK_SUM_BYTES);
-    sumBlock(block, sums, this.blocks++);
+    sumBlock(block, sums, this.blocks++, BLOCK_CHECKSUM);
     this.sums.length += BLOCK_SUM_BYTES;
   }
 
@@ -366,9 +379,10 @@ class BlockSummer {
 
 /**
  * The changed blocks of a file as a ContentSource: reads the file in 1 MiB steps (hashing the
- * whole content and showing it to `inspect`), checksums every block and hands out only those
- * blockChanged says must be stored. `pace` meters every byte read, stored or not: --max-rate
- * bounds the I/O on the database host, and the whole file is read.
+ * whole content, checksumming its blocks in the prior map's checksum and showing it to
+ * `inspect`) and hands out only the blocks blockChanged says must be stored. `pace` meters every
+ * byte read, stored or not: --max-rate bounds the I/O on the database host, and the whole file
+ * is read.
  */
 class ChangedBlocks implements ContentSource {
   readonly content = createHash('sha256');
@@ -390,6 +404,7 @@ class ChangedBlocks implements ContentSource {
   constructor(
     private readonly fh: Awaited<ReturnType<typeof open>>,
     private readonly prior: { sums: Uint8Array; blocks: number },
+    private readonly checksum: BlockChecksum,
     private readonly inspect?: (content: Buffer) => void,
     private readonly pace?: (bytes: number) => Promise<void>,
   ) {}
@@ -402,11 +417,8 @@ class ChangedBlocks implements ContentSource {
       }
       const n = Math.min(MAP_BLOCK_BYTES, this.inLen - this.inPos);
       const data = this.input.subarray(this.inPos, this.inPos + n);
-      const sums = this.sums.reserve(BLOCK_SUM_BYTES);
-      const at = this.sums.length;
-      sumBlock(data, sums, this.block);
-      this.sums.length += BLOCK_SUM_BYTES;
-      if (blockChanged(this.prior, this.block, sums, at)) {
+      // This block's checksum was taken with the others of its read (refill).
+      if (blockChanged(this.prior, this.block, this.sums.reserve(0), this.block * BLOCK_SUM_BYTES)) {
         const asDelta = n === MAP_BLOCK_BYTES && (await this.priorVersion(this.block));
         // XOR and worth-it count in one pass; a block not worth a delta is stored whole.
         const isDelta = asDelta && xorDelta(out, fill, this.input, this.inPos, this.before) ? 1 : 0;
@@ -442,7 +454,7 @@ class ChangedBlocks implements ContentSource {
     while (depth < p.layers.length && p.layers[depth]!.part[b] !== NO_PART) depth++;
     if (depth >= DELTA_DEPTH) return false;
     await this.images.take(b, MAP_BLOCK_BYTES, this.before, 0);
-    sumBlock(this.before, this.beforeSum, 0);
+    sumBlock(this.before, this.beforeSum, 0, this.checksum);
     for (let i = 0; i < BLOCK_SUM_BYTES; i++)
       if (this.beforeSum[i] !== this.prior.sums[b * BLOCK_SUM_BYTES + i]) {
         this.priorMismatches++;
@@ -466,6 +478,10 @@ class ChangedBlocks implements ContentSource {
     if (this.pace) await this.pace(got);
     const content = this.input.subarray(0, got);
     this.content.update(content);
+    // Every block of the read checksummed in one call; a read is block-aligned (1 MiB, or the file's end).
+    const blocks = blockCount(got);
+    sumBlocks(content, this.sums.reserve(blocks * BLOCK_SUM_BYTES), this.size / MAP_BLOCK_BYTES, this.checksum);
+    this.sums.length += blocks * BLOCK_SUM_BYTES;
     this.inspect?.(content);
     this.size += got;
     this.inPos = 0;
@@ -505,7 +521,7 @@ async function backupBlocksTask(
   const checker = t.page ? new PageChecker(t.page.firstBlock, lsn!) : undefined;
   const d = t.deltas;
   const images = d ? repo.objects.blockImages(d.parts, d.part, d.index, d.layers, MAP_BLOCK_BYTES) : undefined;
-  const source = new ChangedBlocks(fh, t.prior, checker ? (c) => checker.update(c) : undefined, pace);
+  const source = new ChangedBlocks(fh, t.prior, t.checksum, checker ? (c) => checker.update(c) : undefined, pace);
   if (d && images) source.withDeltas(images, d);
   let data;
   try {
