@@ -353,7 +353,7 @@ async function layOutTarget(
     );
   });
   await chmod(o.targetDir, 0o700);
-  const base = new RestoreTree(o.targetDir);
+  const base = delta ? new RestoreTree(o.targetDir) : RestoreTree.fresh(o.targetDir);
   // Tablespaces first: their directories and files are created inside them, written straight
   // into the directory chosen for each (never through a link found on disk).
   const locations = new Map<string, string>();
@@ -428,7 +428,7 @@ async function restoreFiles(
       return;
     }
     if (!f.chunks && !f.blocks?.changed) {
-      const dest = await tree.clearForFile(f.path);
+      const dest = await tree.newFile(f.path);
       const key = o.repo.backupFileKey(manifest.cluster, f.backup, f.path, f.codec);
       await pool.run({
         kind: 'restore',
