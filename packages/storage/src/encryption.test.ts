@@ -208,6 +208,46 @@ test('a flipped byte, a cut, a swapped object and reordered frames fail as tampe
   await rejectsWith(restore(r, dir, f, 'none'), 'RepoObjectTampered', 'not in the encrypted form');
 });
 
+test('an encrypted zstd object restores checked by its stored bytes (the ciphertext) and zstd frame checksums; flipped or cut ciphertext still fails as tampered', async () => {
+  const dir = await tempDir();
+  const r = open(join(dir, 'repo'), KEK);
+  const data = content();
+  const src = join(dir, 'src-zstd');
+  await writeFile(src, data);
+  const key = r.backupFileKey('c', 'L', 'base/1/1262', 'zstd');
+  const s = (await r.objects.storeFile(key, { path: src, offset: 0 }, 'zstd'))!;
+  const path = join(dir, 'repo', key);
+  const good = await readFile(path);
+  assert.equal(s.storedSha256, createHash('sha256').update(good).digest('hex'), 'storedSha256 covers the ciphertext');
+  const restoreAs = async (expected: { sha256: string; size: number; storedSha256?: string }) => {
+    const dest = join(dir, `out-${Math.random().toString(36).slice(2)}`);
+    await r.objects.restoreFile(key, 'zstd', expected, { path: dest, mode: 0o600 });
+    return readFile(dest);
+  };
+  const full = { sha256: s.sha256, size: s.size, storedSha256: s.storedSha256 };
+  assert.deepEqual(await restoreAs(full), data);
+  // The stored bytes are what is checked: a manifest naming other ones is refused.
+  const other = createHash('sha256').update('other').digest('hex');
+  await rejectsWith(restoreAs({ ...full, storedSha256: other }), 'RepoChecksumMismatch', key);
+  await rejectsWith(restoreAs({ ...full, size: s.size - 1 }), 'RepoChecksumMismatch', key);
+  // Without storedSha256 (a manifest of an older agent), the content is hashed as before.
+  assert.deepEqual(await restoreAs({ sha256: s.sha256, size: s.size }), data);
+  await rejectsWith(restoreAs({ sha256: other, size: s.size }), 'RepoChecksumMismatch', key);
+  // Altered ciphertext whose sha256 the manifest would name: authentication still refuses it.
+  const flipped = Buffer.from(good);
+  flipped[good.length >> 1]! ^= 1;
+  await writeFile(path, flipped);
+  const flippedSha = createHash('sha256').update(flipped).digest('hex');
+  await rejectsWith(restoreAs({ ...full, storedSha256: flippedSha }), 'RepoObjectTampered', key);
+  const cut = good.subarray(0, good.length - 100);
+  await writeFile(path, cut);
+  await rejectsWith(
+    restoreAs({ ...full, storedSha256: createHash('sha256').update(cut).digest('hex') }),
+    'RepoObjectTampered',
+    key,
+  );
+});
+
 test('a small object is one frame flagged last; objects closed by an empty last frame (as first written) still read', async () => {
   const dir = await tempDir();
   const r = open(join(dir, 'repo'), KEK);

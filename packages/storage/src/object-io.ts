@@ -117,6 +117,8 @@ export interface RestoreDestination {
   mtimeMs?: number;
   /** Whole file: it must not exist yet (O_EXCL); the restore removed whatever was there. */
   exclusive?: boolean;
+  /** Whole file: not synced here; the caller makes it durable later (a restore syncs its files together at the end). */
+  deferSync?: boolean;
 }
 
 /**
@@ -781,7 +783,7 @@ export class ObjectIo {
     if (local && hasBlockForm(codec)) {
       const lookup = await this.opening(key);
       await withDecoder(codec, (dec) =>
-        restoreBlocks(local, this.driver.location, key, expected, dest, dec, lookup, pace),
+        restoreBlocks(local, this.driver.location, key, codec, expected, dest, dec, lookup, pace),
       );
       return;
     }
@@ -791,7 +793,7 @@ export class ObjectIo {
       ...(dest.offset !== undefined ? { start: dest.offset } : {}),
     });
     await this.readStream(key, codec, expected, out, pace);
-    if (dest.offset === undefined) await fsyncPath(dest.path);
+    if (dest.offset === undefined && !dest.deferSync) await fsyncPath(dest.path);
     if (dest.chmod) await chmod(dest.path, dest.mode); // mode applies only when the file is created
     if (dest.mtimeMs !== undefined) await utimes(dest.path, new Date(dest.mtimeMs), new Date(dest.mtimeMs));
   }
@@ -1359,12 +1361,15 @@ class DestWriter {
     }
   }
 
-  /** Whole files: durable (one fsync per file), with their mode and mtime. Chunks: the caller syncs the file once after all of them. */
+  /**
+   * Whole files: their mode and mtime, then durable (one fsync per file) unless the caller syncs
+   * them later (deferSync). Chunks: the caller syncs the file once after all of them.
+   */
   async finish(): Promise<void> {
     if (this.d.offset !== undefined) return;
-    await fsyncAsync(this.fd);
     if (this.d.chmod) fchmodSync(this.fd, this.d.mode); // mode applies only when the file is created
     if (this.d.mtimeMs !== undefined) futimesSync(this.fd, new Date(this.d.mtimeMs), new Date(this.d.mtimeMs));
+    if (!this.d.deferSync) await fsyncAsync(this.fd);
   }
 
   close(): void {
@@ -1390,20 +1395,28 @@ function openLocal(local: LocalObjectFiles, location: string, key: string): numb
 
 /**
  * Restores an object of a block codec (zstd in either form, lz4, none): frames are decoded
- * synchronously into a page-aligned buffer, hashed, and written at their position while the
- * next frames are decoded into a second buffer.
+ * synchronously into a page-aligned buffer, and written at their position while the next frames
+ * are decoded into a second buffer.
  *
- * What is hashed: the decoded content (against `expected.sha256`), or, for a plaintext object
- * whose zstd frames carry content checksums and whose stored sha256 is known, the stored bytes
- * as they are read (against `expected.storedSha256`: the bytes the backup wrote, a sixth of the
- * content on table data) while zstd verifies each frame's content checksum (XXH64) as it
- * decodes; the content size is checked either way. The agent's CPU profile of a restore had
- * sha256 of the content as its largest cost, above the decompression (docs/performance.md).
+ * What is hashed, so that every byte is verified once (the content size is checked either way):
+ * - a zstd object whose frames carry content checksums, with its stored sha256 known (the
+ *   manifest's storedSha256; every object a current agent writes): the stored bytes as they are
+ *   read from the repository, against `expected.storedSha256`, which proves they are the bytes
+ *   the backup wrote; zstd verifies each frame's content checksum (XXH64 of the content the
+ *   backup compressed) as it decodes it, which proves the decoding gave that content back. The
+ *   stored bytes are a fifth to a tenth of the content on table data. In the encrypted form the
+ *   stored bytes are the ciphertext (what storedSha256 covers): AES-GCM authenticates every frame
+ *   before a byte of it is decoded, and the object's end (object-cipher.ts), besides;
+ * - anything else (lz4 and none, which carry no content checksum as pgfleet writes them; zstd
+ *   objects of older agents): the decoded content, against `expected.sha256`.
+ * The agent's CPU profile of a restore had sha256 of the content as its largest cost, above the
+ * decompression (docs/performance.md).
  */
 async function restoreBlocks(
   local: LocalObjectFiles,
   location: string,
   key: string,
+  codec: BlockCodec,
   expected: RestoreExpected,
   d: RestoreDestination,
   dec: BlockDecoder,
@@ -1416,11 +1429,21 @@ async function restoreBlocks(
   let dest: DestWriter | undefined;
   let pendingWrite: Promise<void> | undefined;
   try {
-    const readStored = lookup ? await openedReader(key, plainReader(src), lookup) : plainReader(src);
+    // The stored bytes, hashed as they are read (before the encrypted form is opened) while
+    // they may be what is checked; dropped at the first read if the object's frames carry no
+    // content checksum (then the content is hashed instead).
+    let storedHash = codec === 'zstd' && expected.storedSha256 !== undefined ? createHash('sha256') : undefined;
+    const plain = plainReader(src);
+    const stored: EncodedReader = (buf, at, max) => {
+      const n = plain(buf, at, max);
+      storedHash?.update(buf.subarray(at, at + n));
+      return n;
+    };
+    const readStored = lookup ? await openedReader(key, stored, lookup) : stored;
     dest = DestWriter.open(d, expected.size);
     const out = dest;
-    // Decided at the first read, from the first frame's header; undefined until then.
-    let storedHash: Hash | undefined;
+    // Decided at the first read, from the first frame's header.
+    let decided = false;
     let contentHash: Hash | undefined;
     const base = d.offset ?? 0;
     let cur = 0;
@@ -1485,13 +1508,13 @@ async function restoreBlocks(
       // Synchronous: the repository is read from the page cache mostly, where a read takes less time than the thread hand-offs of an async one.
       const bytesRead = await readStored(win, inFill, Math.min(READ_BYTES, WINDOW - inFill));
       if (bytesRead === 0) eof = true;
-      if (!storedHash && !contentHash) {
-        const head = win.subarray(0, inFill + bytesRead);
-        if (!lookup && expected.storedSha256 !== undefined && zstdFrameChecksummed(head))
-          storedHash = createHash('sha256');
-        else contentHash = createHash('sha256');
+      if (!decided) {
+        decided = true;
+        if (!storedHash || !zstdFrameChecksummed(win.subarray(0, inFill + bytesRead))) {
+          storedHash = undefined;
+          contentHash = createHash('sha256');
+        }
       }
-      storedHash?.update(win.subarray(inFill, inFill + bytesRead));
       inFill += bytesRead;
     }
     if (written + fill !== expected.size)
@@ -2019,7 +2042,7 @@ async function readStream(stream: Readable): Promise<Buffer> {
  */
 type EncodedReader = (buf: Buffer, at: number, max: number) => number | Promise<number>;
 
-function plainReader(fd: number): EncodedReader {
+function plainReader(fd: number): (buf: Buffer, at: number, max: number) => number {
   let pos = 0;
   return (buf, at, max) => {
     const n = readSync(fd, buf, at, max, pos);
@@ -2032,13 +2055,16 @@ function plainReader(fd: number): EncodedReader {
  * The encrypted form read forward from `source` (a local file or ranged reads), a frame at a
  * time, through one read-ahead buffer: a small object (most of a PGDATA) is its header, one
  * frame and its tag, all taken by one read; a large one is read a block at a time. Each frame is
- * authenticated into a reused buffer, and only then is its content handed out; the end is
- * checked (no truncation, nothing after the last frame). The data key is looked up from the
- * header.
+ * authenticated straight into the caller's buffer when it has room for the whole frame (a
+ * restore's window mostly: stored codec frames of 1 MiB of content are smaller than that), else
+ * into a buffer of its own that hands it out in pieces; either way none of it is handed out
+ * before its tag is checked. The end is checked (no truncation, nothing after the last frame).
+ * The data key is looked up from the header.
  */
 async function openedReader(key: string, source: EncodedReader, lookup: DataKeyLookup): Promise<EncodedReader> {
   let stored = takeBuffer(SEALED_BLOCK_BYTES);
-  let plain = takeBuffer(SEALED_BLOCK_BYTES);
+  /** A frame too large for the caller's room, opened here and handed out in pieces; taken when first needed. */
+  let plain: Buffer | undefined;
   /** stored[0, filled) holds the object's next bytes; `at` is the next unread one. */
   let filled = 0;
   let at = 0;
@@ -2072,43 +2098,52 @@ async function openedReader(key: string, source: EncodedReader, lookup: DataKeyL
   let have = 0;
   let given = 0;
   let ended = false;
-  const nextFrame = async () => {
+  /** Opens the next frame with content: into buf at `to` when it fits in `max` (returns its length), else into `plain` (returns 0); -1 after the last. */
+  const nextFrame = async (buf: Buffer, to: number, max: number): Promise<number> => {
     for (;;) {
       const headBytes = await ensure(FRAME_HEAD);
       if (headBytes === 0) {
         opener.end();
         ended = true;
         giveBuffer(stored);
-        giveBuffer(plain);
-        return;
+        if (plain?.length === SEALED_BLOCK_BYTES) giveBuffer(plain);
+        return -1;
       }
       if (headBytes < FRAME_HEAD) throw opener.cut();
       const frame = opener.frameHead(stored.subarray(at, at + FRAME_HEAD));
       const sealed = frame.length + TAG_BYTES;
       if ((await ensure(FRAME_HEAD + sealed)) < FRAME_HEAD + sealed) throw opener.cut();
-      if (plain.length < frame.length) plain = Buffer.allocUnsafe(frame.length);
       const body = at + FRAME_HEAD;
+      const direct = frame.length <= max;
+      if (!direct && (plain?.length ?? 0) < frame.length)
+        plain = frame.length <= SEALED_BLOCK_BYTES ? takeBuffer(SEALED_BLOCK_BYTES) : Buffer.allocUnsafe(frame.length);
       opener.openInto(
         frame,
         [stored.subarray(body, body + frame.length)],
         stored.subarray(body + frame.length, body + sealed),
-        plain,
+        direct ? buf : plain!,
+        direct ? to : 0,
       );
       at = body + sealed;
+      if (frame.length === 0) continue;
+      if (direct) return frame.length;
       have = frame.length;
       given = 0;
-      if (have > 0) return;
+      return 0;
     }
   };
   const give = (buf: Buffer, to: number, max: number) => {
     const n = Math.min(max, have - given);
-    plain.copy(buf, to, given, given + n);
+    plain!.copy(buf, to, given, given + n);
     given += n;
     return n;
   };
-  return (buf, to, max) => {
-    if (given === have && !ended) return nextFrame().then(() => give(buf, to, max));
-    return give(buf, to, max);
+  return async (buf, to, max) => {
+    if (given < have) return give(buf, to, max);
+    if (ended) return 0;
+    const n = await nextFrame(buf, to, max);
+    if (n < 0) return 0;
+    return n > 0 ? n : give(buf, to, max);
   };
 }
 

@@ -94,3 +94,19 @@ test('tablespace links are created only at pg_tblspc/<oid>, and never over somet
   await assert.rejects(planted.createTablespaceLink('pg_tblspc/1', location), escaped);
   await outsideUnchanged();
 });
+
+test('a fresh tree (a new or empty target) checks each directory once, refusing a link met then, and creates what is missing', async () => {
+  await fresh('once');
+  const tree = RestoreTree.fresh(target);
+  await symlink(outside, join(target, 'base'));
+  await assert.rejects(tree.newFile('base/1/1259'), escaped);
+  await assert.rejects(tree.createNew('base/1/1260', 0o600), escaped);
+  assert.equal(await tree.newFile('global/pg_control'), join(target, 'global/pg_control'));
+  assert.ok((await lstat(join(target, 'global'))).isDirectory());
+  await tree.ensureDirectory('pg_xact', 0o700);
+  const fh = await tree.createNew('pg_xact/0000', 0o600);
+  await fh.close();
+  // Created new: anything at the name fails instead of being replaced or written through.
+  await assert.rejects(tree.createNew('pg_xact/0000', 0o600), (e: NodeJS.ErrnoException) => e.code === 'EEXIST');
+  await outsideUnchanged();
+});
