@@ -10,7 +10,9 @@ import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import { CATALOG_MIGRATIONS } from './migrations.js';
 import {
   FLEET_POLICY_SCOPE,
+  type AgentRef,
   type BackupRecord,
+  type HeartbeatFigures,
   type CatalogStore,
   type DumpRecord,
   type OutboxEventInput,
@@ -137,6 +139,20 @@ function backupJobSentBy(id: string, dispatcher?: string) {
   };
 }
 
+/** A standby's replay figures as its heartbeat reports them. */
+const standbyReplay = {
+  receiveLsn: '0/5000000',
+  replayLsn: '0/4FFF000',
+  receiveReplayBytes: 4096,
+  lastReplayTime: 4900,
+  replayLagSeconds: 0.1,
+};
+
+/** One beat, as a batch of one. */
+function recordHeartbeat(store: CatalogStore, agent: AgentRef, figures: HeartbeatFigures, at: number): Promise<void> {
+  return store.recordHeartbeats([{ agent, figures, at }]);
+}
+
 export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore>): void {
   describe(`catalog store: ${name}`, () => {
     const opened: CatalogStore[] = [];
@@ -185,7 +201,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       test('an agent is (cluster, id): the same id in another cluster is another agent, and neither disturbs the other', async () => {
         const store = await storeWithCluster();
         await store.upsertCluster({ name: 'other', systemIdentifier: '7300000000000000002', pgVersion: 170002 }, 1000);
-        await store.recordHeartbeat(inMain('agent-1'), { currentLsn: '0/3000060' }, 1500);
+        await recordHeartbeat(store, inMain('agent-1'), { currentLsn: '0/3000060' }, 1500);
         const before = await store.getAgent(inMain('agent-1'));
         // An agent of cluster 'other' takes the same id: its own row, with its own events.
         const event = {
@@ -206,7 +222,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         );
         assert.ok((await store.listEvents({})).some((e) => e.id === 'e-other'));
         const other = { cluster: 'other', agentId: 'agent-1' };
-        await store.recordHeartbeat(other, { currentLsn: 'FF/FFFFFFFF' }, 2500);
+        await recordHeartbeat(store, other, { currentLsn: 'FF/FFFFFFFF' }, 2500);
         await store.setAgentConnected(other, false, 2600);
         assert.deepEqual(await store.getAgent(inMain('agent-1')), before, "main's agent-1 is untouched");
         assert.deepEqual(
@@ -268,7 +284,8 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           replay: null,
           timeline: null,
         });
-        await store.recordHeartbeat(
+        await recordHeartbeat(
+          store,
           inMain('agent-1'),
           { archiver: { archivedCount: '3' }, currentLsn: '0/3000060' },
           5000,
@@ -279,7 +296,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           [true, 5000, '0/3000060', { archivedCount: '3' }],
         );
         // A heartbeat without figures keeps the last ones.
-        await store.recordHeartbeat(inMain('agent-1'), {}, 5500);
+        await recordHeartbeat(store, inMain('agent-1'), {}, 5500);
         a = await store.getAgent(inMain('agent-1'));
         assert.deepEqual([a?.lastSeen, a?.currentLsn, a?.archiver], [5500, '0/3000060', { archivedCount: '3' }]);
         // WAL health: stored as reported (numbers stay numbers), kept by a beat without it, replaced by the next.
@@ -297,10 +314,11 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           walSegmentsArchived: 7,
           walBytesArchived: 7 * 16 * 1024 * 1024,
         };
-        await store.recordHeartbeat(inMain('agent-1'), { walHealth: wal }, 5600);
-        await store.recordHeartbeat(inMain('agent-1'), { currentLsn: '0/3000070' }, 5700);
+        await recordHeartbeat(store, inMain('agent-1'), { walHealth: wal }, 5600);
+        await recordHeartbeat(store, inMain('agent-1'), { currentLsn: '0/3000070' }, 5700);
         assert.deepEqual((await store.getAgent(inMain('agent-1')))?.walHealth, wal);
-        await store.recordHeartbeat(
+        await recordHeartbeat(
+          store,
           inMain('agent-1'),
           { walHealth: { ...wal, slotName: '', slotActive: false, walSegmentsArchived: 8 } },
           5800,
@@ -318,8 +336,8 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           viaPgfleet: true,
           problem: '',
         };
-        await store.recordHeartbeat(inMain('agent-1'), { archiveSetup: setup }, 5850);
-        await store.recordHeartbeat(inMain('agent-1'), {}, 5860);
+        await recordHeartbeat(store, inMain('agent-1'), { archiveSetup: setup }, 5850);
+        await recordHeartbeat(store, inMain('agent-1'), {}, 5860);
         assert.deepEqual((await store.getAgent(inMain('agent-1')))?.archiveSetup, setup);
         const bypass = {
           archiveMode: 'on',
@@ -327,13 +345,13 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           viaPgfleet: false,
           problem: 'archive_command does not run pgfleet-agent wal-push',
         };
-        await store.recordHeartbeat(inMain('agent-1'), { archiveSetup: bypass }, 5870);
+        await recordHeartbeat(store, inMain('agent-1'), { archiveSetup: bypass }, 5870);
         assert.deepEqual((await store.listAgents('main'))[0]?.archiveSetup, bypass);
         // The timeline a primary writes: kept when a beat does not say (a standby, or PostgreSQL down), replaced when it does.
-        await store.recordHeartbeat(inMain('agent-1'), { timeline: 2 }, 5880);
-        await store.recordHeartbeat(inMain('agent-1'), {}, 5890);
+        await recordHeartbeat(store, inMain('agent-1'), { timeline: 2 }, 5880);
+        await recordHeartbeat(store, inMain('agent-1'), {}, 5890);
         assert.equal((await store.getAgent(inMain('agent-1')))?.timeline, 2);
-        await store.recordHeartbeat(inMain('agent-1'), { timeline: 0x7fffffff + 3 }, 5895);
+        await recordHeartbeat(store, inMain('agent-1'), { timeline: 0x7fffffff + 3 }, 5895);
         assert.equal(
           (await store.getAgent(inMain('agent-1')))?.timeline,
           0x7fffffff + 3,
@@ -364,19 +382,14 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
       test("two hosts of one cluster: roles and a standby's replay figures, replaced at every beat that reports them", async () => {
         const store = await storeWithCluster();
         await store.upsertAgent({ id: 'agent-2', cluster: 'main', hostname: 'db2', version: '0.1.0' }, 1000);
-        const replay = {
-          receiveLsn: '0/5000000',
-          replayLsn: '0/4FFF000',
-          receiveReplayBytes: 4096,
-          lastReplayTime: 4900,
-          replayLagSeconds: 0.1,
-        };
-        await store.recordHeartbeat(
+        const replay = standbyReplay;
+        await recordHeartbeat(
+          store,
           inMain('agent-1'),
           { currentLsn: '0/5000100', role: 'primary', replay: null },
           5000,
         );
-        await store.recordHeartbeat(inMain('agent-2'), { currentLsn: '0/4FFF000', role: 'standby', replay }, 5000);
+        await recordHeartbeat(store, inMain('agent-2'), { currentLsn: '0/4FFF000', role: 'standby', replay }, 5000);
         assert.deepEqual(
           (await store.listAgents('main')).map((a) => [a.id, a.role, a.replay]),
           [
@@ -385,22 +398,62 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           ],
         );
         // A beat without a role (an agent that does not report one) keeps both.
-        await store.recordHeartbeat(inMain('agent-2'), { currentLsn: '0/5000000' }, 5500);
+        await recordHeartbeat(store, inMain('agent-2'), { currentLsn: '0/5000000' }, 5500);
         assert.deepEqual(
           [(await store.getAgent(inMain('agent-2')))?.role, (await store.getAgent(inMain('agent-2')))?.replay],
           ['standby', replay],
         );
         // PostgreSQL down on the primary's host: its role is not known any more (not kept as primary).
-        await store.recordHeartbeat(inMain('agent-1'), { role: null, replay: null }, 6000);
+        await recordHeartbeat(store, inMain('agent-1'), { role: null, replay: null }, 6000);
         assert.equal((await store.getAgent(inMain('agent-1')))?.role, null);
         // Failover: the standby reports primary and loses its replay figures.
-        await store.recordHeartbeat(
+        await recordHeartbeat(
+          store,
           inMain('agent-2'),
           { currentLsn: '0/6000000', role: 'primary', replay: null },
           7000,
         );
         const promoted = await store.getAgent(inMain('agent-2'));
         assert.deepEqual([promoted?.role, promoted?.replay, promoted?.currentLsn], ['primary', null, '0/6000000']);
+      });
+
+      test('a batch of heartbeats ends as its beats applied one after the other, several of one agent included', async () => {
+        const store = await storeWithCluster();
+        await store.upsertAgent({ id: 'agent-2', cluster: 'main', hostname: 'db2', version: '0.1.0' }, 1000);
+        const replay = standbyReplay;
+        // Quotes, backslashes and braces survive the batch's array parameters.
+        const setup = {
+          archiveMode: 'on',
+          archiveCommand: 'pgfleet-agent wal-push "%p" --x \\{a,b}',
+          viaPgfleet: true,
+          problem: '',
+        };
+        await store.recordHeartbeats([
+          {
+            agent: inMain('agent-1'),
+            figures: { archiver: { archivedCount: '3' }, currentLsn: '0/3000060', role: 'primary', replay: null },
+            at: 5000,
+          },
+          { agent: inMain('agent-2'), figures: { currentLsn: '0/2000000', role: 'standby', replay }, at: 5001 },
+          // An agent the catalog does not hold: nothing to update, and the others are recorded.
+          { agent: inMain('gone'), figures: { currentLsn: '0/1' }, at: 5002 },
+          // agent-1 again: what it leaves out stays from its first beat, what it says replaces it.
+          { agent: inMain('agent-1'), figures: { archiveSetup: setup, timeline: 3 }, at: 5003 },
+          { agent: inMain('agent-1'), figures: { currentLsn: '0/3000070', role: null }, at: 5004 },
+          { agent: inMain('agent-2'), figures: { archiver: { archivedCount: '9' } }, at: 5005 },
+        ]);
+        const [a1, a2] = await store.listAgents('main');
+        assert.deepEqual(
+          [a1?.lastSeen, a1?.archiver, a1?.currentLsn, a1?.archiveSetup, a1?.timeline, a1?.role, a1?.replay],
+          [5004, { archivedCount: '3' }, '0/3000070', setup, 3, null, null],
+        );
+        assert.deepEqual(
+          [a2?.lastSeen, a2?.archiver, a2?.currentLsn, a2?.role, a2?.replay],
+          [5005, { archivedCount: '9' }, '0/2000000', 'standby', replay],
+        );
+        assert.equal(await store.getAgent(inMain('gone')), undefined);
+        await store.recordHeartbeats([]);
+        assert.equal((await store.getAgent(inMain('agent-1')))?.lastSeen, 5004);
       });
     });
 
@@ -1372,6 +1425,50 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         ]);
         await store.removeController('c1');
         assert.deepEqual([await store.listControllers(), await store.listAgentStreams()], [[], []]);
+      });
+
+      test('a Hello (connectAgent) records cluster, stream and agent together, or nothing on a system mismatch', async () => {
+        const store = await storeWithCluster();
+        await store.setAgentConnected(inMain('agent-1'), false, 1500);
+        const hello = {
+          id: 'agent-1',
+          cluster: 'main',
+          hostname: 'db1b',
+          version: '0.2.0',
+          systemIdentifier: '7300000000000000001',
+          pgVersion: 170005,
+        };
+        await store.connectAgent(hello, 'c1', 2000, [
+          { id: 'e-hello', cluster: 'main', kind: 'agent.connected', time: 2000, payload: new Uint8Array([1]) },
+        ]);
+        const a = await store.getAgent(inMain('agent-1'));
+        assert.deepEqual([a?.hostname, a?.version, a?.connected, a?.lastSeen], ['db1b', '0.2.0', true, 2000]);
+        assert.equal((await store.getCluster('main'))?.pgVersion, 170005);
+        assert.deepEqual(await store.listAgentStreams('main'), [
+          { cluster: 'main', agentId: 'agent-1', controllerId: 'c1', since: 2000 },
+        ]);
+        assert.deepEqual(
+          (await store.listEvents({})).map((e) => e.id),
+          ['e-hello'],
+        );
+        // A new cluster and its first agent.
+        await store.connectAgent({ ...hello, cluster: 'fresh', systemIdentifier: '42' }, 'c2', 2100);
+        assert.equal((await store.getCluster('fresh'))?.createdAt, 2100);
+        assert.equal((await store.getAgent({ cluster: 'fresh', agentId: 'agent-1' }))?.connected, true);
+        // Another system under a known name: refused before anything about the agent is written.
+        await assert.rejects(
+          store.connectAgent({ ...hello, id: 'intruder', systemIdentifier: '999' }, 'c3', 3000, [
+            { id: 'e-intruder', cluster: 'main', kind: 'agent.connected', time: 3000, payload: new Uint8Array([2]) },
+          ]),
+          (err: unknown) => PgfleetError.is(err, 'SystemIdMismatch'),
+        );
+        assert.equal(await store.getAgent(inMain('intruder')), undefined);
+        assert.deepEqual(
+          (await store.listAgentStreams('main')).map((s) => s.agentId),
+          ['agent-1'],
+        );
+        assert.ok(!(await store.listEvents({})).some((e) => e.id === 'e-intruder'));
+        assert.equal((await store.getCluster('main'))?.pgVersion, 170005);
       });
 
       test("the streams of one cluster: only that cluster's, by agent", async () => {

@@ -68,7 +68,9 @@ import {
   type AgentStreamRecord,
   type ControllerRecord,
   type LeadershipFence,
-  type HeartbeatFigures,
+  type AgentHeartbeat,
+  type ConnectingAgent,
+  foldHeartbeats,
   type BackupRecord,
   type CatalogStore,
   type ClusterRecord,
@@ -178,28 +180,31 @@ export class SqliteCatalogStore implements CatalogStore {
     c: { name: string; systemIdentifier: string; pgVersion: number },
     now: number,
   ): Promise<ClusterRecord> {
-    return this.db
-      .transaction(() => {
-        const existing = this.prepare('SELECT * FROM clusters WHERE name = ?').get(c.name) as ClusterRow | undefined;
-        if (existing && existing.system_identifier !== c.systemIdentifier) {
-          throw new PgfleetError(
-            'SystemIdMismatch',
-            `cluster '${c.name}' is registered with system identifier ${existing.system_identifier}, but the agent reports ${c.systemIdentifier}`,
-          );
-        }
-        if (existing) {
-          this.prepare('UPDATE clusters SET pg_version = ? WHERE name = ?').run(c.pgVersion, c.name);
-          return { ...clusterFromRow(existing), pgVersion: c.pgVersion };
-        }
-        this.prepare('INSERT INTO clusters (name, system_identifier, pg_version, created_at) VALUES (?, ?, ?, ?)').run(
-          c.name,
-          c.systemIdentifier,
-          c.pgVersion,
-          now,
-        );
-        return { name: c.name, systemIdentifier: c.systemIdentifier, pgVersion: c.pgVersion, createdAt: now };
-      })
-      .immediate();
+    return this.db.transaction(() => this.upsertClusterSync(c, now)).immediate();
+  }
+
+  private upsertClusterSync(
+    c: { name: string; systemIdentifier: string; pgVersion: number },
+    now: number,
+  ): ClusterRecord {
+    const existing = this.prepare('SELECT * FROM clusters WHERE name = ?').get(c.name) as ClusterRow | undefined;
+    if (existing && existing.system_identifier !== c.systemIdentifier) {
+      throw new PgfleetError(
+        'SystemIdMismatch',
+        `cluster '${c.name}' is registered with system identifier ${existing.system_identifier}, but the agent reports ${c.systemIdentifier}`,
+      );
+    }
+    if (existing) {
+      this.prepare('UPDATE clusters SET pg_version = ? WHERE name = ?').run(c.pgVersion, c.name);
+      return { ...clusterFromRow(existing), pgVersion: c.pgVersion };
+    }
+    this.prepare('INSERT INTO clusters (name, system_identifier, pg_version, created_at) VALUES (?, ?, ?, ?)').run(
+      c.name,
+      c.systemIdentifier,
+      c.pgVersion,
+      now,
+    );
+    return { name: c.name, systemIdentifier: c.systemIdentifier, pgVersion: c.pgVersion, createdAt: now };
   }
 
   async getCluster(name: string): Promise<ClusterRecord | undefined> {
@@ -218,15 +223,35 @@ export class SqliteCatalogStore implements CatalogStore {
   ): Promise<AgentRecord> {
     this.db
       .transaction(() => {
-        this.prepare(
-          `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES (?, ?, ?, ?, 1, ?)
-           ON CONFLICT (cluster, id) DO UPDATE SET hostname = excluded.hostname,
-             version = excluded.version, connected = 1, last_seen = excluded.last_seen`,
-        ).run(a.id, a.cluster, a.hostname, a.version, now);
+        this.upsertAgentSync(a, now);
         this.insertEventsSync(events);
       })
       .immediate();
     return (await this.getAgent({ cluster: a.cluster, agentId: a.id }))!;
+  }
+
+  private upsertAgentSync(a: { id: string; cluster: string; hostname: string; version: string }, now: number): void {
+    this.prepare(
+      `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen) VALUES (?, ?, ?, ?, 1, ?)
+       ON CONFLICT (cluster, id) DO UPDATE SET hostname = excluded.hostname,
+         version = excluded.version, connected = 1, last_seen = excluded.last_seen`,
+    ).run(a.id, a.cluster, a.hostname, a.version, now);
+  }
+
+  async connectAgent(
+    a: ConnectingAgent,
+    controllerId: string,
+    now: number,
+    events: readonly OutboxEventInput[] = [],
+  ): Promise<void> {
+    this.db
+      .transaction(() => {
+        this.upsertClusterSync({ name: a.cluster, systemIdentifier: a.systemIdentifier, pgVersion: a.pgVersion }, now);
+        this.holdAgentStreamSync({ cluster: a.cluster, agentId: a.id }, controllerId, now);
+        this.upsertAgentSync(a, now);
+        this.insertEventsSync(events);
+      })
+      .immediate();
   }
 
   async setAgentConnected(
@@ -371,6 +396,10 @@ export class SqliteCatalogStore implements CatalogStore {
   }
 
   async holdAgentStream(agent: AgentRef, controllerId: string, now: number): Promise<void> {
+    this.holdAgentStreamSync(agent, controllerId, now);
+  }
+
+  private holdAgentStreamSync(agent: AgentRef, controllerId: string, now: number): void {
     this.prepare(
       `INSERT INTO agent_streams (cluster, agent_id, controller_id, since) VALUES (?, ?, ?, ?)
          ON CONFLICT (cluster, agent_id) DO UPDATE SET controller_id = excluded.controller_id, since = excluded.since`,
@@ -454,25 +483,33 @@ export class SqliteCatalogStore implements CatalogStore {
     return rows.map(agentMessageRow).sort((a, b) => a.seq - b.seq);
   }
 
-  async recordHeartbeat(agent: AgentRef, beat: HeartbeatFigures, now: number): Promise<void> {
-    this.prepare(
+  async recordHeartbeats(beats: readonly AgentHeartbeat[]): Promise<void> {
+    if (beats.length === 0) return;
+    const update = this.prepare(
       `UPDATE agents SET last_seen = ?, archiver = COALESCE(?, archiver), current_lsn = COALESCE(?, current_lsn), wal_health = COALESCE(?, wal_health),
            archive_setup = COALESCE(?, archive_setup), role = CASE WHEN ? = 1 THEN ? ELSE role END, replay = CASE WHEN ? = 1 THEN ? ELSE replay END,
            timeline = COALESCE(?, timeline) WHERE cluster = ? AND id = ?`,
-    ).run(
-      now,
-      json(beat.archiver),
-      beat.currentLsn || null,
-      json(beat.walHealth),
-      json(beat.archiveSetup),
-      beat.role === undefined ? 0 : 1,
-      beat.role ?? null,
-      beat.role === undefined ? 0 : 1,
-      json(beat.replay),
-      beat.timeline ?? null,
-      agent.cluster,
-      agent.agentId,
     );
+    // One transaction for the batch: one commit (WAL append) instead of one per beat.
+    this.db
+      .transaction(() => {
+        for (const { agent, figures: beat, at } of foldHeartbeats(beats))
+          update.run(
+            at,
+            json(beat.archiver),
+            beat.currentLsn || null,
+            json(beat.walHealth),
+            json(beat.archiveSetup),
+            beat.role === undefined ? 0 : 1,
+            beat.role ?? null,
+            beat.role === undefined ? 0 : 1,
+            json(beat.replay),
+            beat.timeline ?? null,
+            agent.cluster,
+            agent.agentId,
+          );
+      })
+      .immediate();
   }
 
   async getAgent(agent: AgentRef): Promise<AgentRecord | undefined> {

@@ -181,6 +181,54 @@ export interface HeartbeatFigures {
   timeline?: number;
 }
 
+/** An agent as its Hello introduces it: itself and the database system it runs on. */
+export interface ConnectingAgent {
+  id: string;
+  cluster: string;
+  hostname: string;
+  version: string;
+  systemIdentifier: string;
+  pgVersion: number;
+}
+
+/** One heartbeat of one agent, received at `at` (ms): what recordHeartbeats stores. */
+export interface AgentHeartbeat {
+  agent: AgentRef;
+  figures: HeartbeatFigures;
+  at: number;
+}
+
+/**
+ * The beats of a batch folded into one per agent (in the order each agent first appears), each
+ * the same as applying that agent's beats one after the other: a later beat's figures replace
+ * what it reports and keep what it leaves out (role and replay go together). One row update per
+ * agent then says what the sequence said, also where a batch holds two beats of one agent.
+ */
+export function foldHeartbeats(beats: readonly AgentHeartbeat[]): AgentHeartbeat[] {
+  const byAgent = new Map<string, AgentHeartbeat>();
+  for (const b of beats) {
+    const key = agentRefKey(b.agent);
+    const before = byAgent.get(key);
+    if (!before) {
+      byAgent.set(key, b);
+      continue;
+    }
+    const f = b.figures;
+    const merged: HeartbeatFigures = { ...before.figures };
+    if (f.archiver !== undefined && f.archiver !== null) merged.archiver = f.archiver;
+    if (f.currentLsn) merged.currentLsn = f.currentLsn;
+    if (f.walHealth) merged.walHealth = f.walHealth;
+    if (f.archiveSetup) merged.archiveSetup = f.archiveSetup;
+    if (f.role !== undefined) {
+      merged.role = f.role;
+      merged.replay = f.replay ?? null;
+    }
+    if (f.timeline !== undefined) merged.timeline = f.timeline;
+    byAgent.set(key, { agent: before.agent, figures: merged, at: b.at });
+  }
+  return [...byAgent.values()];
+}
+
 export interface BackupRecord {
   cluster: string;
   label: string;
@@ -472,6 +520,19 @@ export interface CatalogStore {
     now: number,
     events?: readonly OutboxEventInput[],
   ): Promise<AgentRecord>;
+  /**
+   * An agent's Hello, in one transaction: its cluster as upsertCluster registers it (throws
+   * SystemIdMismatch before anything is written), its stream held by `controllerId` (recorded
+   * before the agent shows as connected, so no controller sees it connected and held by none), and
+   * the agent as upsertAgent registers it, with `events`. One commit instead of three: 10,000
+   * agents connecting at once each wait for it.
+   */
+  connectAgent(
+    agent: ConnectingAgent,
+    controllerId: string,
+    now: number,
+    events?: readonly OutboxEventInput[],
+  ): Promise<void>;
   setAgentConnected(
     agent: AgentRef,
     connected: boolean,
@@ -524,8 +585,12 @@ export interface CatalogStore {
   listenAgentMessages?(controllerId: string, wake: () => void): Promise<() => Promise<void>>;
   /** Takes (and removes) the oldest messages left for this controller's streams. */
   takeAgentMessages(controllerId: string, limit: number): Promise<AgentMessageRecord[]>;
-  /** Stores a heartbeat's figures; what the beat leaves out keeps its last reported value. */
-  recordHeartbeat(agent: AgentRef, beat: HeartbeatFigures, now: number): Promise<void>;
+  /**
+   * Stores heartbeats' figures, in the order given; what a beat leaves out keeps its last
+   * reported value. A batch (10,000 agents beat 2,000 times a second) is one write, not one per
+   * beat; a beat of an agent the catalog does not hold changes nothing.
+   */
+  recordHeartbeats(beats: readonly AgentHeartbeat[]): Promise<void>;
   getAgent(agent: AgentRef): Promise<AgentRecord | undefined>;
   listAgents(cluster?: string): Promise<AgentRecord[]>;
 

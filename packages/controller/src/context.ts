@@ -9,6 +9,7 @@ import type { CatalogStore, JobRecord } from '@pgfleet/catalog';
 import type { ManifestKeys } from '@pgfleet/storage/manifest-auth';
 import type { RepositorySpec } from '@pgfleet/storage/repository-url';
 import type { AgentSessions } from './agents/sessions.js';
+import type { HeartbeatBatcher } from './agents/heartbeats.js';
 import type { JobWatchers } from './jobs/watchers.js';
 import type { CountedManifestHead } from '@pgfleet/storage';
 
@@ -19,6 +20,8 @@ export interface ControllerContext {
   /** Its beat and the delivery of messages other controllers leave for its streams; absent until it listens. */
   peers?: { deliver(): void };
   sessions: AgentSessions;
+  /** Heartbeats on their way into the catalog, written in batches (agents/heartbeats.ts). */
+  heartbeats: HeartbeatBatcher;
   watchers: JobWatchers;
   logger: Logger;
   /** The repositories every job names (Job.repositories); empty: each agent uses its own. */

@@ -30,6 +30,7 @@ import { adminAuthorizer, agentAuthorizer } from './security/access.js';
 import { createAdminService } from './admin/service.js';
 import { createAgentService, reclaimJobsLater } from './agents/service.js';
 import { AgentSessions } from './agents/sessions.js';
+import { HeartbeatBatcher } from './agents/heartbeats.js';
 import { ControllerPeers, LEASE_MS, newControllerId } from './agents/peers.js';
 import type { ControllerContext } from './context.js';
 import { createEnrollmentService } from './security/enrollment.js';
@@ -111,6 +112,7 @@ export async function startController(
     store,
     controllerId: newControllerId(),
     sessions: new AgentSessions(),
+    heartbeats: new HeartbeatBatcher(store),
     watchers: new JobWatchers(),
     logger: logger.child({ component: 'controller' }),
     repositories,

@@ -41,19 +41,22 @@ export function newControllerId(): string {
  */
 export async function remoteSessions(ctx: ControllerContext, cluster?: string): Promise<AgentSession[]> {
   const now = ctx.now();
-  const [streams, controllers, agents] = await Promise.all([
-    ctx.store.listAgentStreams(cluster),
-    ctx.store.listControllers(),
-    ctx.store.listAgents(cluster),
-  ]);
-  const live = new Set(controllers.filter((c) => c.lastSeen >= now - LEASE_MS).map((c) => c.id));
+  const live = new Set(
+    (await ctx.store.listControllers())
+      .filter((c) => c.id !== ctx.controllerId && c.lastSeen >= now - LEASE_MS)
+      .map((c) => c.id),
+  );
+  // No other controller alive (always so on SQLite): no agent is held elsewhere. Without this the
+  // scheduler's round read every agent and stream of a 10,000-agent fleet for nothing.
+  if (live.size === 0) return [];
+  const [streams, agents] = await Promise.all([ctx.store.listAgentStreams(cluster), ctx.store.listAgents(cluster)]);
   const connected = new Map(
     agents.filter((a) => a.connected).map((a) => [agentRefKey({ cluster: a.cluster, agentId: a.id }), a]),
   );
   const out: AgentSession[] = [];
   for (const s of streams) {
     if (cluster !== undefined && s.cluster !== cluster) continue;
-    if (s.controllerId === ctx.controllerId || !live.has(s.controllerId)) continue;
+    if (!live.has(s.controllerId)) continue;
     const agent = connected.get(agentRefKey(s));
     if (!agent || ctx.sessions.get(s.cluster, s.agentId)) continue;
     const a = { cluster: s.cluster, agentId: s.agentId, hostname: agent.hostname, since: s.since };

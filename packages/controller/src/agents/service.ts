@@ -118,19 +118,24 @@ function requireOneSystem(ctx: ControllerContext, hello: Hello): void {
   }
 }
 
-/** The cluster and the agent in the catalog, with the agentConnected event. */
+/**
+ * The cluster, the agent and its stream held here in the catalog, with the agentConnected event,
+ * in one transaction (store.connectAgent). It throws SystemIdMismatch before anything is recorded:
+ * a different cluster under a known name must not be able to take over its catalog entries or its
+ * jobs. Its stream is held here from now on: jobs started on other controllers sharing the catalog
+ * come through this one.
+ */
 async function recordAgent(ctx: ControllerContext, hello: Hello): Promise<void> {
-  // Throws SystemIdMismatch before anything about the agent is recorded: a different cluster
-  // under a known name must not be able to take over its catalog entries or its jobs.
-  await ctx.store.upsertCluster(
-    { name: hello.cluster, systemIdentifier: hello.systemIdentifier, pgVersion: hello.pgVersion },
-    ctx.now(),
-  );
-  // Held here from now on: jobs started on other controllers sharing the catalog come through this one.
-  // Recorded before the agent is marked connected, so no controller sees it connected and held by none.
-  await ctx.store.holdAgentStream({ cluster: hello.cluster, agentId: hello.agentId }, ctx.controllerId, ctx.now());
-  await ctx.store.upsertAgent(
-    { id: hello.agentId, cluster: hello.cluster, hostname: hello.hostname, version: hello.agentVersion },
+  await ctx.store.connectAgent(
+    {
+      id: hello.agentId,
+      cluster: hello.cluster,
+      hostname: hello.hostname,
+      version: hello.agentVersion,
+      systemIdentifier: hello.systemIdentifier,
+      pgVersion: hello.pgVersion,
+    },
+    ctx.controllerId,
     ctx.now(),
     [
       outboxEvent(
@@ -227,13 +232,11 @@ async function reconcileJobs(
     code: ErrorCodes.AgentDisconnected.code,
     message: `agent ${hello.agentId} restarted and no longer runs the job`,
   };
-  const lost = await ctx.store.failActiveJobsOfAgent(
-    agent,
-    lostError,
-    ctx.now(),
-    keep,
-    failedJobEvents(lostError, ctx.now()),
-  );
+  // Nothing the catalog holds for the agent beyond what it keeps (every Hello of a connect storm):
+  // no write. A job created after the listing is a new one, sent on this stream, never lost.
+  const lost = active.some((j) => !keep.includes(j.id))
+    ? await ctx.store.failActiveJobsOfAgent(agent, lostError, ctx.now(), keep, failedJobEvents(lostError, ctx.now()))
+    : [];
   // Jobs the agent still runs that were cancelled while it was away: tell it now.
   for (const id of hello.runningJobIds) {
     const j = await ctx.store.getJob(id);
@@ -387,9 +390,9 @@ async function handleMessage(
       throw new PgfleetError('InvalidArgument', 'Hello was sent twice on one stream');
     case 'heartbeat': {
       const role = serverRoleFromProto(msg.value.role);
-      await ctx.store.recordHeartbeat(
-        session,
-        {
+      await ctx.heartbeats.record({
+        agent: session,
+        figures: {
           ...(msg.value.archiver ? { archiver: archiverJson(msg.value.archiver) } : {}),
           currentLsn: msg.value.currentLsn,
           ...(msg.value.wal ? { walHealth: walHealthRecord(msg.value.wal) } : {}),
@@ -399,12 +402,19 @@ async function handleMessage(
           // Only a primary says which timeline it writes; restores follow that lineage.
           ...(role === 'primary' && msg.value.timeline > 0 ? { timeline: msg.value.timeline } : {}),
         },
-        ctx.now(),
-      );
-      await ctx.health?.onHeartbeat(session.agentId, session.cluster, {
-        streamedLsn: msg.value.streamedLsn,
-        currentLsn: msg.value.currentLsn,
+        at: ctx.now(),
       });
+      // Not waited for: evaluations queue one after another (health.ts), and a stream that waited
+      // for its cluster's turn read and recorded its next heartbeats late (10,000 agents on a
+      // PostgreSQL catalog).
+      ctx.health
+        ?.onHeartbeat(session.agentId, session.cluster, {
+          streamedLsn: msg.value.streamedLsn,
+          currentLsn: msg.value.currentLsn,
+        })
+        .catch((err: unknown) =>
+          log.warn({ code: asPgfleetError(err).code }, 'health evaluation on a heartbeat failed'),
+        );
       return;
     }
     case 'walSwitch':

@@ -112,7 +112,7 @@ async function beat(
     ...(a.lastArchivedTime !== null ? { lastArchivedTime: timestampFromMs(a.lastArchivedTime) } : {}),
     ...(a.lastFailedTime !== null ? { lastFailedTime: timestampFromMs(a.lastFailedTime) } : {}),
   } as never);
-  await store.recordHeartbeat(agent, { archiver: json, currentLsn }, now);
+  await store.recordHeartbeats([{ agent, figures: { archiver: json, currentLsn }, at: now }]);
 }
 
 async function kinds(store: CatalogStore): Promise<string[]> {

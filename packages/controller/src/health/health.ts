@@ -509,8 +509,12 @@ export class HealthMonitor {
   private chain: Promise<unknown> = Promise.resolve();
   /** Evaluations queued and not started yet, per cluster: a second request joins the queued one. */
   private readonly queued = new Map<string, Promise<ClusterAssessment | undefined>>();
-  /** When each cluster's last heartbeat-triggered evaluation was queued (opts.now()). */
-  private readonly beatEvaluatedAt = new Map<string, number>();
+  /**
+   * When each cluster's last evaluation was queued by a heartbeat or a timer round (opts.now()):
+   * a heartbeat within an interval of either adds nothing, so a fleet beating every few seconds
+   * costs one evaluation per cluster and interval, not one for the beats and one for the round.
+   */
+  private readonly evaluatedAt = new Map<string, number>();
   /** The timer's round over every cluster while it runs: a slow round is not overlapped by the next. */
   private round: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -553,10 +557,10 @@ export class HealthMonitor {
     // (five catalog reads) per heartbeat is 2,000 a second and the queue outgrows the controller
     // (bench/fleet-scale.mjs). Thresholds are minutes; an interval's delay changes no verdict.
     const now = this.opts.now();
-    const last = this.beatEvaluatedAt.get(cluster);
+    const last = this.evaluatedAt.get(cluster);
     const every = this.opts.intervalSeconds * 1000;
     if (every > 0 && last !== undefined && now >= last && now - last < every) return;
-    this.beatEvaluatedAt.set(cluster, now);
+    this.evaluatedAt.set(cluster, now);
     await this.evaluate(cluster);
   }
 
@@ -596,6 +600,7 @@ export class HealthMonitor {
     const slice = timeSlicer();
     for (const c of await this.store.listClusters()) {
       await slice();
+      this.evaluatedAt.set(c.name, this.opts.now());
       await this.evaluate(c.name, fence);
       if (this.fenceLost) {
         this.fenceLost = false;

@@ -68,28 +68,30 @@ test('a scrape shows per cluster backups, RPO and its policy threshold, archivin
     lastFailedWal: '00000001000000000000002A',
     lastFailedTime: timestampFromMs(now - 50_000),
   } as never);
-  await store.recordHeartbeat(
-    { cluster: 'main', agentId: 'a1' },
+  await store.recordHeartbeats([
     {
-      archiver,
-      currentLsn: '0/2A000100',
-      walHealth: {
-        pgWalBytes: 5 * 16 * MiB,
-        pgWalFreeBytes: 40_000 * MiB,
-        pgWalTotalBytes: 100_000 * MiB,
-        slotName: 'pgfleet_main',
-        slotActive: true,
-        slotRestartLsn: '0/29000000',
-        slotRetainedBytes: 16 * MiB + 256,
-        slotWalStatus: 'reserved',
-        streamLagBytes: 256,
-        streamLagSeconds: 0,
-        walSegmentsArchived: 12,
-        walBytesArchived: 12 * 16 * MiB,
+      agent: { cluster: 'main', agentId: 'a1' },
+      figures: {
+        archiver,
+        currentLsn: '0/2A000100',
+        walHealth: {
+          pgWalBytes: 5 * 16 * MiB,
+          pgWalFreeBytes: 40_000 * MiB,
+          pgWalTotalBytes: 100_000 * MiB,
+          slotName: 'pgfleet_main',
+          slotActive: true,
+          slotRestartLsn: '0/29000000',
+          slotRetainedBytes: 16 * MiB + 256,
+          slotWalStatus: 'reserved',
+          streamLagBytes: 256,
+          streamLagSeconds: 0,
+          walSegmentsArchived: 12,
+          walBytesArchived: 12 * 16 * MiB,
+        },
       },
+      at: now - 1000,
     },
-    now - 1000,
-  );
+  ]);
   await store.putHealthState({
     cluster: 'main',
     condition: 'archive',
@@ -176,18 +178,20 @@ test('a scrape shows per cluster backups, RPO and its policy threshold, archivin
   assert.doesNotMatch(text, /^pgfleet_(rpo_seconds|pg_wal_free_bytes|wal_archived_bytes_total)\{cluster="idle"\}/m);
 
   // The next scrape starts afresh: a slot that is gone is no longer reported.
-  await store.recordHeartbeat(
-    { cluster: 'main', agentId: 'a1' },
+  await store.recordHeartbeats([
     {
-      walHealth: {
-        ...(await store.getAgent({ cluster: 'main', agentId: 'a1' }))!.walHealth!,
-        slotName: '',
-        slotActive: false,
-        slotRetainedBytes: 0,
+      agent: { cluster: 'main', agentId: 'a1' },
+      figures: {
+        walHealth: {
+          ...(await store.getAgent({ cluster: 'main', agentId: 'a1' }))!.walHealth!,
+          slotName: '',
+          slotActive: false,
+          slotRetainedBytes: 0,
+        },
       },
+      at: now,
     },
-    now,
-  );
+  ]);
   await refresh();
   assert.doesNotMatch(await registry.metrics(), /^pgfleet_wal_slot_/m);
   await store.close();
