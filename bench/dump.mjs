@@ -14,7 +14,7 @@
  *   node bench/dump.mjs [--scale 100] [--jobs 2] [--runs 1]      # --scale 5 for a quick run
  */
 import { spawn } from 'node:child_process';
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadavg } from 'node:os';
@@ -36,6 +36,14 @@ const DB = 'bench';
 const s = (ms) => `${(ms / 1000).toFixed(1)} s`;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
+/** The agent process's CPU seconds so far (user + system, /proc/<pid>/stat; its children such as pg_dump not included). */
+async function agentCpuSeconds() {
+  const stat = await readFile(`/proc/${fleet.agent.child.pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+const agentCpu = [];
+
 /** The agent's own account of each run: its 'database dumped' and 'dump restored' log lines. */
 async function agentSplits() {
   const out = [];
@@ -48,7 +56,7 @@ async function agentSplits() {
     }
     if (l.msg === 'database dumped' && l.database === DB)
       out.push(
-        `  agent dump: pg_dump ${l.pgDumpSeconds} s, followers after it ${l.drainSeconds} s, stored after ${l.storeAfterSeconds} s; ${l.storedWhilePgDumpRan} of ${l.files} files stored while pg_dump ran`,
+        `  agent dump: before pg_dump ${l.startSeconds ?? '?'} s, pg_dump ${l.pgDumpSeconds} s, followers after it ${l.drainSeconds} s, stored after ${l.storeAfterSeconds} s; ${l.storedWhilePgDumpRan} of ${l.files} files stored while pg_dump ran`,
       );
     if (l.msg === 'dump restored')
       out.push(
@@ -106,13 +114,20 @@ try {
   };
   const ourDump = async () => {
     let out;
+    const cpu0 = await agentCpuSeconds();
     times.pgfleetDump.push(
       await timed(async () => {
         out = await cli('dump', CLUSTER, '--database', DB, '--jobs', jobs, '--wait', '--output', 'json');
       }),
     );
     if (out.code !== 0) throw new Error(`pgfleet dump failed:\n${out.stderr}\n${await fleet.logs()}`);
-    label = JSON.parse(out.stdout).dump.label;
+    const dump = JSON.parse(out.stdout).dump;
+    label = dump.label;
+    const stored = dump.databases.reduce((n, d) => n + Number(d.storedSize ?? 0), 0);
+    const cpu = (await agentCpuSeconds()) - cpu0;
+    agentCpu.push(
+      `  agent CPU during the dump: ${cpu.toFixed(2)} s for ${(stored / 1e6).toFixed(1)} MB stored (${((cpu * 1000) / (stored / 1e6)).toFixed(1)} ms per MB; pg_dump's own CPU not included)`,
+    );
   };
   for (let i = 0; i < runs; i++) {
     for (const step of i % 2 === 0 ? [bareDump, ourDump] : [ourDump, bareDump]) await step();
@@ -157,6 +172,7 @@ try {
       row('dump', times.pgDump, times.pgfleetDump),
       row('restore', times.pgRestore, times.pgfleetRestore),
       ...(await agentSplits()),
+      ...agentCpu,
       `load average ${loadavg()
         .map((l) => l.toFixed(1))
         .join(' ')} (other work on this machine slows every figure; ratios from one run stay comparable)`,

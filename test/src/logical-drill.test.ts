@@ -8,8 +8,12 @@
  * - `pgfleet drill --dump latest` restores it into a throwaway PostgreSQL, finds every count equal,
  *   records the restore time in the job, `pgfleet drills`, status' last drill and drill.completed,
  *   and leaves the scratch area empty;
- * - an agent killed -9 in the middle of a dump: the job fails, `pgfleet dumps` lists nothing new,
- *   the spool stays until the restarted agent sweeps it, and a new dump then succeeds and drills;
+ * - an agent killed -9 in the middle of a dump (one database stored, pg_dump of the next waiting
+ *   for a lock): the job fails, `pgfleet dumps` lists nothing new, the spool stays until the
+ *   restarted agent sweeps it, the stored files (no dump.json) stay unlisted until the next dump of
+ *   the cluster removes them (their lease names a dead process), and that dump succeeds and drills;
+ * - a dump waiting for a lock with a database stored keeps every file through another dump's
+ *   sweep (its lease is live: this agent runs it), then completes with every file as recorded;
  * - a spool bound smaller than the dump (--dump-spool-max) fails the dump with DumpSpoolFull,
  *   nothing listed, nothing left in the repository or the spool;
  * - a full disk under the spool (--scratch-dir on a 512 KiB tmpfs mounted by the test, which runs as root)
@@ -29,8 +33,9 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import pg from 'pg';
@@ -118,6 +123,61 @@ describe('dump drills and the dump spool', { timeout: 2_700_000 }, () => {
   };
   const dumpShop = async (...more: string[]): Promise<RunResult> =>
     fleet.cli('dump', CLUSTER, '--database', 'shop', '--wait', '--output', 'json', ...more);
+  const ledgerClient = async (): Promise<pg.Client> => {
+    const c = new pg.Client({ host: fleet.pg.host, port: fleet.pg.port, user: fleet.pg.user, database: 'ledger' });
+    await c.connect();
+    return c;
+  };
+  const withLedger = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
+    const c = await ledgerClient();
+    try {
+      return await fn(c);
+    } finally {
+      await c.end();
+    }
+  };
+  /** shop first, then ledger (whose table the caller has locked): the dump waits with shop stored. */
+  const dumpShopThenLedger = (): Promise<RunResult> =>
+    fleet.cli(
+      'dump',
+      CLUSTER,
+      '--database',
+      'shop',
+      '--database',
+      'ledger',
+      '--wait',
+      '--output',
+      'json',
+      '--lock-wait-timeout',
+      '10m',
+    );
+  /** Waits for that dump's pg_dump of ledger to wait for its lock; the dump's label (the one new directory). */
+  const ledgerWaiting = async (before: readonly string[]): Promise<string> => {
+    await waitFor('pg_dump of ledger to wait for its lock', async () => {
+      const rows = await fleet.pg.query(
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgfleet-dump' AND datname = 'ledger' AND wait_event_type = 'Lock'",
+      );
+      return rows.length > 0;
+    });
+    const added = (await dumpDirs()).filter((l) => !before.includes(l));
+    assert.equal(added.length, 1, `one new dump directory: ${added.join(', ')}`);
+    return added[0]!;
+  };
+  /** The files under a dump's label (`<db oid>/<name>`, dump.lease, dump.json), sorted; with `stat`, each with size and mtime. */
+  const dumpFiles = async (label: string, withStat = false): Promise<string[]> => {
+    const root = join(fleet.repoDir, CLUSTER, 'dump', label);
+    const out: string[] = [];
+    for (const e of await readdir(root, { recursive: true, withFileTypes: true })) {
+      if (!e.isFile()) continue;
+      const rel = relative(root, join(e.parentPath, e.name));
+      if (!withStat) out.push(rel);
+      else if (rel !== 'dump.lease') {
+        const st = await stat(join(root, rel));
+        out.push(`${rel} ${st.size} ${st.mtimeMs}`);
+      }
+    }
+    return out.sort();
+  };
   const drillDump = async (label: string): Promise<{ r: RunResult; job: JobJson }> => {
     const r = await fleet.cli('drill', CLUSTER, '--dump', label, '--wait', '--output', 'json');
     return { r, job: json<JobJson>(r, 'drill --dump') };
@@ -340,21 +400,20 @@ describe('dump drills and the dump spool', { timeout: 2_700_000 }, () => {
     assert.equal(job.drill?.countsEqual, true);
   });
 
-  it('an agent killed -9 mid-dump: the job fails, nothing is listed, the restarted agent sweeps the spool, a new dump succeeds and restores', async () => {
-    const holder = new pg.Client({ host: fleet.pg.host, port: fleet.pg.port, user: fleet.pg.user, database: 'shop' });
-    await holder.connect();
+  it('an agent killed -9 mid-dump: the job fails, nothing is listed, the restarted agent sweeps the spool, the next dump removes what the killed one stored and succeeds', async () => {
+    await fleet.pg.query('CREATE DATABASE ledger');
+    await withLedger((c) => c.query('CREATE TABLE entries AS SELECT g AS id FROM generate_series(1, 1000) g'));
+    const before = await dumpDirs();
+    const holder = await ledgerClient();
     let running: Promise<RunResult> | undefined;
+    let killed: string;
     try {
-      // pg_dump waits for this lock with its spool made: the agent dies in the middle of the dump.
+      // shop is dumped and stored, then pg_dump of ledger waits for this lock: the agent dies with
+      // a database's files in the repository and no dump.json.
       await holder.query('BEGIN');
-      await holder.query('LOCK TABLE sales.orders IN ACCESS EXCLUSIVE MODE');
-      running = dumpShop('--lock-wait-timeout', '10m');
-      await waitFor('pg_dump of shop to wait for its lock', async () => {
-        const rows = await fleet.pg.query(
-          "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgfleet-dump' AND datname = 'shop' AND wait_event_type = 'Lock'",
-        );
-        return rows.length > 0;
-      });
+      await holder.query('LOCK TABLE entries IN ACCESS EXCLUSIVE MODE');
+      running = dumpShopThenLedger();
+      killed = await ledgerWaiting(before);
       assert.equal((await spools()).length, 1, 'the dump spools under --scratch-dir');
       const agent = fleet.agent!;
       agent.child.kill('SIGKILL');
@@ -364,6 +423,13 @@ describe('dump drills and the dump spool', { timeout: 2_700_000 }, () => {
       await holder.query('ROLLBACK').catch(() => {});
       await holder.end();
     }
+    const stored = await dumpFiles(killed);
+    assert.ok(
+      stored.some((f) => /^\d+\/\d+\.dat\.gz$/.test(f)) &&
+        stored.includes('dump.lease') &&
+        !stored.includes('dump.json'),
+      `the killed dump left shop's files and its lease, no dump.json: ${stored.join(', ')}`,
+    );
     await waitFor('the orphaned pg_dump to end', async () => {
       const rows = await fleet.pg.query("SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgfleet-dump'");
       return rows.length === 0;
@@ -377,14 +443,63 @@ describe('dump drills and the dump spool', { timeout: 2_700_000 }, () => {
     assert.notEqual(r.code, 0, 'the dump job fails');
     assert.match(r.stderr, new RegExp(ErrorCodes.AgentDisconnected.code));
     assert.deepEqual(await listed(), [first.label]);
-    assert.deepEqual(await dumpDirs(), [first.label], 'nothing of the killed dump is in the repository');
+    assert.deepEqual(await dumpDirs(), [...before, killed].sort(), 'unlisted, its files wait for the next dump');
     const again = await dumpShop();
     assert.equal(again.code, 0, `${again.stderr}\n${await fleet.logs()}`);
     const second = json<JobJson>(again, 'dump').dump!;
+    assert.deepEqual(
+      await dumpDirs(),
+      [...before, second.label].sort(),
+      'the next dump of the cluster removed what the killed one stored',
+    );
+    assert.match(
+      await fleet.agent!.log(),
+      new RegExp(`"label":"${killed}".*removed the files of a dump whose agent died`),
+    );
     const { r: drilled, job } = await drillDump(second.label);
     assert.equal(drilled.code, 0, `drill of the new dump failed:\n${drilled.stdout}\n${drilled.stderr}`);
     assert.equal(job.drill?.countsEqual, true);
     assert.deepEqual(await listed(), [first.label, second.label].sort());
+  });
+
+  it("a running dump's files are never touched: a dump waiting for a lock keeps what it stored through another dump's sweep, then completes", async () => {
+    const before = await dumpDirs();
+    const holder = await ledgerClient();
+    let running: Promise<RunResult> | undefined;
+    let waiting: string;
+    let kept: string[];
+    try {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE entries IN ACCESS EXCLUSIVE MODE');
+      running = dumpShopThenLedger();
+      waiting = await ledgerWaiting(before);
+      kept = await dumpFiles(waiting, true);
+      // Another dump of the cluster meanwhile: its sweep runs while this one waits.
+      const other = await dumpShop();
+      assert.equal(other.code, 0, `${other.stderr}\n${await fleet.logs()}`);
+      assert.deepEqual(await dumpFiles(waiting, true), kept, 'the waiting dump keeps every file it stored');
+      assert.ok(!(await listed()).includes(waiting), 'a running dump is not listed');
+    } finally {
+      await holder.query('ROLLBACK').catch(() => {});
+      await holder.end();
+    }
+    const r = await running!;
+    assert.equal(r.code, 0, `the waiting dump completes:\n${r.stderr}\n${await fleet.logs()}`);
+    const done = json<JobJson>(r, 'dump').dump!;
+    assert.equal(done.label, waiting);
+    assert.ok((await listed()).includes(waiting));
+    assert.doesNotMatch(await fleet.agent!.log(), new RegExp(`"label":"${waiting}".*removed the files of a dump`));
+    // Every file its dump.json names is in the repository with the recorded checksum (codec none, no encryption).
+    for (const d of done.databases)
+      for (const f of d.files) {
+        const bytes = await readFile(join(fleet.repoDir, CLUSTER, 'dump', waiting, d.dir, f.name));
+        assert.equal(createHash('sha256').update(bytes).digest('hex'), f.sha256, `${d.name}/${f.name}`);
+      }
+    assert.deepEqual(
+      (await dumpFiles(waiting)).filter((f) => f === 'dump.lease'),
+      [],
+      'its lease went with its end',
+    );
   });
 
   it('a spool bound smaller than the dump fails it with DumpSpoolFull and keeps nothing', async () => {

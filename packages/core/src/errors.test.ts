@@ -141,6 +141,7 @@ const pinned: Record<ErrorName, [string, number, number]> = {
   DumpDrillUnavailable: ['PGF-6233', 9, 4],
   DumpFileNotWhole: ['PGF-6240', 13, 1],
   RestoreDumpGlobalsFailed: ['PGF-6250', 10, 1],
+  DumpLeaseLost: ['PGF-6260', 14, 5],
   Internal: ['PGF-9001', 13, 1],
 };
 

@@ -653,6 +653,13 @@ export const ErrorCodes = {
     1,
     "A statement of the dump's globals (pg_dumpall --globals-only) failed on the target cluster; the message quotes it (passwords left out) with PostgreSQL's error, e.g. a tablespace whose directory does not exist on the target's host. Nothing of the database was restored; roles and tablespaces created before that statement stay (a new run skips them). Fix the cause (create the directory, or the tablespace yourself) and run restore-dump --globals again.",
   ),
+  // 626x: dumps in the repository (leases, dumps whose agent died; docs/logical.md "Killed dumps")
+  DumpLeaseLost: spec(
+    'PGF-6260',
+    GrpcStatus.UNAVAILABLE,
+    5,
+    "The dump could not keep its lease in the repository fresh (the write failed, or the agent was stalled long enough for the lease to go stale) and files it had stored were removed as a dead dump's, or may be; it stopped before its dump.json, so nothing of it is listed. Check that the repository is reachable and writable, then take the dump again.",
+  ),
   // 7xxx: network and services
   ControllerUnreachable: spec(
     'PGF-7001',

@@ -204,6 +204,9 @@ function pickFigures(o: ObjectFigures): ObjectFigures {
 /** Backup labels read at once while listing a cluster's backups (one small read or directory level each). */
 const LIST_CONCURRENCY = 16;
 
+/** The lease object of a dump in progress, under its label (Repository.writeDumpLease). */
+const DUMP_LEASE = 'dump.lease';
+
 /** One backup label's directory level: which of the known objects it holds (Repository.backupLevels). */
 interface BackupLevel {
   label: string;
@@ -468,13 +471,56 @@ export class Repository {
 
   /** Labels of the cluster's complete dumps (those with a dump.json), sorted (catalog rebuild). */
   async listDumpLabels(cluster: string): Promise<string[]> {
+    return (await this.dumpDirectories(cluster)).filter((d) => d.complete).map((d) => d.label);
+  }
+
+  /**
+   * Every dump label of the cluster that holds objects, sorted, with what marks it: dump.json
+   * (complete) and dump.lease (a dump in progress holds it; one killed left it behind). A label
+   * without dump.json is a dump running or one that died: never listed (agent logical/abandoned-dumps.ts).
+   */
+  async dumpDirectories(cluster: string): Promise<{ label: string; complete: boolean; leased: boolean }[]> {
     const root = `${clusterDir(cluster)}/dump/`;
-    const labels: string[] = [];
+    const found = new Map<string, { label: string; complete: boolean; leased: boolean }>();
     for await (const o of this.driver.list(root)) {
-      const m = /^([^/]+)\/dump\.json$/.exec(o.key.slice(root.length));
-      if (m && /^\d{8}-\d{6}-\d{3}L$/.test(m[1]!)) labels.push(m[1]!);
+      const [label, ...rest] = o.key.slice(root.length).split('/');
+      if (!label || !/^\d{8}-\d{6}-\d{3}L$/.test(label)) continue;
+      let d = found.get(label);
+      if (!d) found.set(label, (d = { label, complete: false, leased: false }));
+      const name = rest.join('/');
+      if (name === 'dump.json') d.complete = true;
+      if (name === DUMP_LEASE) d.leased = true;
     }
-    return labels.sort();
+    return [...found.values()].sort((a, b) => (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
+  }
+
+  /** The objects under a dump's label (dump.json and dump.lease included), in key order. */
+  async dumpObjects(cluster: string, label: string): Promise<ObjectInfo[]> {
+    const out: ObjectInfo[] = [];
+    for await (const o of this.driver.list(`${this.dumpPrefix(cluster, label)}/`)) out.push(o);
+    return out;
+  }
+
+  /**
+   * A dump in progress holds a lease at `<cluster>/dump/<label>/dump.lease`, in the form of a
+   * backup's (backup-lease.ts, `chain` empty): refreshed while it runs, removed when it ends, left
+   * behind by a dump whose agent died, which is how what such a dump stored is told from what a
+   * running one stores (agent logical/abandoned-dumps.ts).
+   */
+  async writeDumpLease(lease: BackupLease): Promise<void> {
+    await this.driver.put(
+      `${this.dumpPrefix(lease.cluster, lease.label)}/${DUMP_LEASE}`,
+      Buffer.from(JSON.stringify(lease, null, 1)),
+    );
+  }
+
+  async removeDumpLease(cluster: string, label: string): Promise<void> {
+    await this.driver.delete([`${this.dumpPrefix(cluster, label)}/${DUMP_LEASE}`]);
+  }
+
+  /** One dump's lease with its state at `nowMs`, or undefined when it has none. */
+  async readDumpLease(cluster: string, label: string, nowMs: number): Promise<FoundLease | undefined> {
+    return this.readLease(`${this.dumpPrefix(cluster, label)}/${DUMP_LEASE}`, label, nowMs);
   }
 
   /** A dump's manifest (dump.json: the DumpResult as JSON), decrypted when the cluster's repository is encrypted. */
@@ -868,7 +914,11 @@ export class Repository {
 
   /** One backup's lease with its state at `nowMs`, or undefined when it has none. */
   async readBackupLease(cluster: string, label: string, nowMs: number): Promise<FoundLease | undefined> {
-    const key = this.backupLeaseKey(cluster, label);
+    return this.readLease(this.backupLeaseKey(cluster, label), label, nowMs);
+  }
+
+  /** The lease object `key` (of a backup or a dump) with its state at `nowMs`, or undefined when there is none. */
+  private async readLease(key: string, label: string, nowMs: number): Promise<FoundLease | undefined> {
     let text: string;
     try {
       text = (await readSmall(this.driver, key)).toString('utf8');

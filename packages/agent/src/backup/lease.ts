@@ -15,6 +15,10 @@
  * stay. If the lease went stale meanwhile (the process was paused for longer than staleAfterMs)
  * an expire may have taken X: B4 finds its manifest gone and the backup stops before its own
  * manifest would name missing files.
+ *
+ * A logical dump holds the same kind of lease under its own label (acquireDump, no chain): it is
+ * what tells the objects of a dump still running from those of one whose agent died
+ * (logical/abandoned-dumps.ts).
  */
 import { hostname } from 'node:os';
 import { PgfleetError, type Logger } from '@pgfleet/core';
@@ -45,6 +49,29 @@ export function leaseChain(
   return [...new Set([head.label, ...(head.priorLabel ? [head.priorLabel] : []), ...reads])];
 }
 
+/** Where a lease lives and what losing it is called: a backup's backup.lease, or a dump's dump.lease. */
+interface LeaseSlot {
+  what: 'backup' | 'dump';
+  write(lease: BackupLease): Promise<void>;
+  remove(): Promise<void>;
+  lost: 'BackupLeaseLost' | 'DumpLeaseLost';
+}
+
+function newLease(cluster: string, label: string, chain: readonly string[], refreshMs: number): BackupLease {
+  const now = new Date().toISOString();
+  return {
+    format: 1,
+    cluster,
+    label,
+    chain: [...chain],
+    host: hostname(),
+    pid: process.pid,
+    startedAt: now,
+    refreshedAt: now,
+    staleAfterMs: refreshMs * LEASE_STALE_REFRESHES,
+  };
+}
+
 export class BackupLeaseHolder {
   private timer: NodeJS.Timeout | undefined;
   private refreshing: Promise<void> | undefined;
@@ -54,7 +81,32 @@ export class BackupLeaseHolder {
     private readonly lease: BackupLease,
     private readonly refreshMs: number,
     private readonly log: Logger,
+    private readonly slot: LeaseSlot,
   ) {}
+
+  /**
+   * The lease of dump `label` (storage Repository.writeDumpLease: the same form, no chain), which
+   * tells a running dump's objects from a dead one's (logical/abandoned-dumps.ts). Refreshed every
+   * `refreshMs` until release(); confirm() before dump.json fails with DumpLeaseLost when it cannot.
+   */
+  static async acquireDump(
+    repo: Repository,
+    cluster: string,
+    label: string,
+    log: Logger,
+    refreshMs = LEASE_REFRESH_MS,
+  ): Promise<BackupLeaseHolder> {
+    const holder = new BackupLeaseHolder(repo, newLease(cluster, label, [], refreshMs), refreshMs, log, {
+      what: 'dump',
+      write: (l) => repo.writeDumpLease(l),
+      remove: () => repo.removeDumpLease(cluster, label),
+      lost: 'DumpLeaseLost',
+    });
+    await holder.refresh();
+    holder.timer = setInterval(() => void holder.refreshInBackground(), refreshMs);
+    holder.timer.unref();
+    return holder;
+  }
 
   /**
    * Writes the lease of backup `label` (B2), then checks that every backup of its chain is still
@@ -68,20 +120,14 @@ export class BackupLeaseHolder {
     log: Logger,
     refreshMs = LEASE_REFRESH_MS,
   ): Promise<BackupLeaseHolder> {
-    const now = new Date().toISOString();
-    const lease: BackupLease = {
-      format: 1,
-      cluster,
-      label,
-      chain: [...chain],
-      host: hostname(),
-      pid: process.pid,
-      startedAt: now,
-      refreshedAt: now,
-      staleAfterMs: refreshMs * LEASE_STALE_REFRESHES,
-    };
+    const lease = newLease(cluster, label, chain, refreshMs);
     await repo.writeBackupLease(lease);
-    const holder = new BackupLeaseHolder(repo, lease, refreshMs, log);
+    const holder = new BackupLeaseHolder(repo, lease, refreshMs, log, {
+      what: 'backup',
+      write: (l) => repo.writeBackupLease(l),
+      remove: () => repo.removeBackupLease(cluster, label),
+      lost: 'BackupLeaseLost',
+    });
     try {
       await holder.checkChain('started');
     } catch (err) {
@@ -107,8 +153,8 @@ export class BackupLeaseHolder {
       await this.refresh();
     } catch (err) {
       throw new PgfleetError(
-        'BackupLeaseLost',
-        `backup ${this.lease.label} could not refresh its lease in ${this.repo.location}: ${(err as Error).message}`,
+        this.slot.lost,
+        `${this.slot.what} ${this.lease.label} could not refresh its lease in ${this.repo.location}: ${(err as Error).message}`,
         { cause: err },
       );
     }
@@ -120,19 +166,19 @@ export class BackupLeaseHolder {
     clearInterval(this.timer);
     await this.refreshing;
     if (!remove) return;
-    await this.repo
-      .removeBackupLease(this.lease.cluster, this.lease.label)
+    await this.slot
+      .remove()
       .catch((err: unknown) =>
         this.log.warn(
           { label: this.lease.label, err: (err as Error).message },
-          'could not remove the lease of the finished backup; it goes stale and is then ignored',
+          `could not remove the lease of the finished ${this.slot.what}; it goes stale and is then ignored`,
         ),
       );
   }
 
   private async refresh(): Promise<void> {
     this.lease.refreshedAt = new Date().toISOString();
-    await this.repo.writeBackupLease(this.lease);
+    await this.slot.write(this.lease);
   }
 
   private async refreshInBackground(): Promise<void> {
@@ -141,7 +187,7 @@ export class BackupLeaseHolder {
       .catch((err: unknown) =>
         this.log.warn(
           { label: this.lease.label, err: (err as Error).message },
-          'could not refresh the backup lease; the backup checks its chain again before its manifest',
+          `could not refresh the ${this.slot.what} lease; the ${this.slot.what} checks it again before its manifest`,
         ),
       )
       .finally(() => (this.refreshing = undefined));

@@ -134,17 +134,20 @@ async function whyNotResumable(
 }
 
 /**
- * Whether a lease still holds its backup: live, unless it names a process of this host that is
- * gone (a killed agent's lease stays live for minutes; its own host knows better at once).
+ * Whether a lease still holds its backup (or dump): live, unless it names a process of this host
+ * that is gone (a killed agent's lease stays live for minutes; its own host knows better at once).
+ * A lease with this process's own pid is held when `ownProcessHolds` says so: never for a backup
+ * (this process runs one at a time, the job's exclusive lock: it is a leftover), for a dump while
+ * it is one this process runs (logical/abandoned-dumps.ts).
  */
 export function leaseHeld(
   lease: { host: string; pid: number } | undefined,
   state: 'live' | 'stale' | 'unreadable',
+  ownProcessHolds = false,
 ): boolean {
   if (state !== 'live' || !lease) return false;
   if (lease.host !== hostname()) return true;
-  // This process runs one backup at a time (the job's exclusive lock): a lease with its own pid is a leftover.
-  return lease.pid !== process.pid && processAlive(lease.pid);
+  return lease.pid === process.pid ? ownProcessHolds : processAlive(lease.pid);
 }
 
 /** The journal's entries (later batches override earlier ones) whose objects read back intact. */

@@ -1,6 +1,7 @@
 /** The expire job (ExpireJob): runExpire with the controller's retention plan, reported as ExpireResult. */
 import { runExpire } from '../retention/expire.js';
 import { expireDumps } from '../retention/expire-dumps.js';
+import { removeAbandonedDumps } from '../logical/abandoned-dumps.js';
 import type { AgentJobKind } from './job-kind.js';
 
 export const expireJob: AgentJobKind<'expire'> = {
@@ -22,6 +23,14 @@ export const expireJob: AgentJobKind<'expire'> = {
       cluster: e.cluster || ctx.settings.cluster,
       repo: ctx.repo,
       labels: e.dumpLabels,
+      dryRun: e.dryRun,
+      log: ctx.log,
+      signal: ctx.signal,
+    });
+    // And what dumps killed with their agent left (never listed; logical/abandoned-dumps.ts).
+    await removeAbandonedDumps({
+      cluster: e.cluster || ctx.settings.cluster,
+      repo: ctx.repo,
       dryRun: e.dryRun,
       log: ctx.log,
       signal: ctx.signal,

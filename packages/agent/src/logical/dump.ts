@@ -20,7 +20,10 @@
  * repository (no spool), role passwords left out unless asked for.
  *
  * The manifest (dump.json, the DumpResult) is written last: a failed dump removes what it stored
- * and leaves no manifest, and the controller lists only dumps whose job succeeded.
+ * and leaves no manifest, and the controller lists only dumps whose job succeeded. A dump holds a
+ * lease in the repository while it runs (backup/lease.ts acquireDump), so that what a dump killed
+ * with its agent stored is told from what a running one stores and removed by the next dump of the
+ * cluster or an expire (abandoned-dumps.ts), never a running dump's.
  *
  * Each table's exact rows are counted from its data file's bytes as they are stored (copy-rows.ts) and
  * kept in the DumpResult (DumpTable.rows): what a dump drill compares the restored tables with.
@@ -46,6 +49,8 @@ import { DumpResultSchema, type DumpFileSchema, type DumpTableSchema, type Dumpe
 import { create } from '@bufbuild/protobuf';
 import type { Codec, Repository, StoredFile } from '@pgfleet/storage';
 import { sweepDeadSpools } from '../backup/entry-spool.js';
+import { BackupLeaseHolder } from '../backup/lease.js';
+import { removeAbandonedDumps, runningDump } from './abandoned-dumps.js';
 import { exitCode, libpqEnv, runClientProgram, tail } from '../pg-tools.js';
 import { countCopyRows, readTableDataEntries } from './copy-rows.js';
 import { processTreeOpenFiles, type OpenFilesProbe } from './open-files.js';
@@ -128,21 +133,41 @@ export async function runDump(o: DumpOptions): Promise<DumpResultInit> {
     await maint.end().catch(() => {});
   }
   const binDir = clientBinDir(o.pgBinDir, versionNum);
-  const pgDumpVersion = await programVersion(join(binDir, 'pg_dump'));
+  // Recorded in the result only: asked while the dump runs, not before it.
+  const pgDumpVersion = programVersion(join(binDir, 'pg_dump'));
+  pgDumpVersion.catch(() => {}); // awaited with the result (pg_dump itself fails first when missing)
   const dumped: DumpedDatabaseInit[] = [];
   let committed = false;
+  // Running here from before its lease exists: no sweep of this process takes it for a dead dump.
+  const ended = runningDump(o.cluster, o.label);
+  let lease: BackupLeaseHolder | undefined;
+  let sweep: Promise<unknown> = Promise.resolve();
+  let globalsRun: Promise<DumpFileInit> | undefined;
   try {
+    // The lease before anything is stored: what tells this dump's objects from a dead dump's.
+    lease = await BackupLeaseHolder.acquireDump(o.repo, o.cluster, o.label, o.log);
+    // What dumps of this cluster killed earlier left is removed while this one's pg_dump runs.
+    sweep = removeAbandonedDumps({ repo: o.repo, cluster: o.cluster, log: o.log, signal: o.signal }).catch(
+      (err: unknown) =>
+        o.log.warn({ err }, 'could not remove the files of dumps whose agent died; the next dump tries again'),
+    );
     await o.repo.prepareKeys(`${prefix}/dump.json`);
+    // The globals while the databases are dumped (roles and tablespaces are no part of a
+    // database's snapshot): pg_dumpall's start, its queries and its store are off the serial path.
+    globalsRun = dumpGlobals(o, binDir, `${prefix}/globals.sql`);
+    globalsRun.catch(() => {}); // awaited below (and in finally when a database fails first)
     for (const db of databases) {
       o.signal.throwIfAborted();
       dumped.push(await dumpDatabase(o, binDir, prefix, spool, db));
     }
-    const globals = await dumpGlobals(o, binDir, `${prefix}/globals.sql`);
+    const globals = await globalsRun;
+    await sweep;
+    await confirmStored(o, lease, prefix, dumped, globals);
     const finished = new Date();
     const result: DumpResultInit = {
       label: o.label,
       databases: dumped,
-      pgDumpVersion,
+      pgDumpVersion: await pgDumpVersion,
       serverMajor: Math.floor(versionNum / 10000),
       globals,
       withPasswords: o.withPasswords,
@@ -163,12 +188,45 @@ export async function runDump(o: DumpOptions): Promise<DumpResultInit> {
     if (err instanceof PgfleetError || o.signal.aborted) throw err;
     throw new PgfleetError('DumpFailed', `dump ${o.label}: ${(err as Error).message}`, { cause: err });
   } finally {
+    // Nothing of this dump is written after its removal below.
+    await globalsRun?.catch(() => {});
+    await sweep;
+    // Refreshes stop before a failed dump's removal, so none writes its lease back after it.
+    await lease?.release(committed);
     await removeSpool(spool, o.log);
     if (!committed)
       await o.repo.deleteDump(o.cluster, o.label).catch((err: unknown) => {
         o.log.warn({ err, label: o.label }, 'could not remove the failed dump from the repository');
       });
+    ended();
   }
+}
+
+/**
+ * Right before dump.json: the lease refreshed (DumpLeaseLost when it cannot be) and every file
+ * the dump stored still in the repository with its stored size. A dump stalled for longer than its
+ * lease's staleness may have been taken for a dead one and its files removed (abandoned-dumps.ts);
+ * it then fails rather than list what is gone.
+ */
+async function confirmStored(
+  o: DumpOptions,
+  lease: BackupLeaseHolder,
+  prefix: string,
+  dumped: readonly DumpedDatabaseInit[],
+  globals: DumpFileInit,
+): Promise<void> {
+  await lease.confirm();
+  const sizes = new Map((await o.repo.dumpObjects(o.cluster, o.label)).map((x) => [x.key, x.size]));
+  const stored = [
+    ...dumped.flatMap((d) => (d.files ?? []).map((f) => [`${prefix}/${d.dir}/${f.name}`, f.storedSize] as const)),
+    [`${prefix}/globals.sql`, globals.storedSize] as const,
+  ];
+  const missing = stored.filter(([key, size]) => sizes.get(key) !== Number(size ?? 0)).map(([key]) => key);
+  if (missing.length > 0)
+    throw new PgfleetError(
+      'DumpLeaseLost',
+      `dump ${o.label}: ${missing.length} stored file(s) were removed while it ran (${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', ...' : ''}), taken for a dead dump's after its lease went stale; it stopped before its dump.json`,
+    );
 }
 
 /** The databases asked for (each must exist and allow connections), or every non-template one. */
@@ -225,12 +283,11 @@ async function dumpDatabase(
   const t0 = Date.now();
   const dir = join(spool, db.oid);
   await mkdir(spool, { recursive: true, mode: 0o700 });
-  let tables: TableOfDump[];
-  try {
-    tables = await tableEstimates(o.pg, db.name);
-  } catch (err) {
+  // Read while pg_dump starts (they are needed once it ends): one connection less on the serial path.
+  const estimates = tableEstimates(o.pg, db.name).catch((err: unknown) => {
     throw new PgfleetError('DumpFailed', `database '${db.name}': ${(err as Error).message}`, { cause: err });
-  }
+  });
+  estimates.catch(() => {}); // awaited after pg_dump
   o.progress({ phase: 'dump', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message: db.name });
   const args = [
     '--format=directory',
@@ -254,6 +311,7 @@ async function dumpDatabase(
   const tPgDump = Date.now();
   const { early, exitedAt } = await runDrainedPgDump(o, binDir, args, db.name, dir, store);
   const tDrained = Date.now();
+  const tables = await estimates;
   // Which data file is which table's: the TOC's TABLE DATA entries by table oid.
   const entries = await readTableDataEntries(join(binDir, 'pg_restore'), dir);
   // What is still in the spool: files not stored while pg_dump ran (and toc.dat).
@@ -316,7 +374,8 @@ async function dumpDatabase(
       storedWhilePgDumpRan: early.size,
       size,
       storedSize,
-      // Where the time went: pg_dump, the followers' ends after it, the rest stored after them.
+      // Where the time went: before pg_dump, pg_dump, the followers' ends after it, the rest stored after them.
+      startSeconds: (tPgDump - t0) / 1000,
       pgDumpSeconds: (exitedAt - tPgDump) / 1000,
       drainSeconds: (tDrained - exitedAt) / 1000,
       storeAfterSeconds: (Date.now() - tDrained) / 1000,

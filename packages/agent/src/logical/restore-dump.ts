@@ -81,7 +81,19 @@ export async function runRestoreDump(o: RestoreDumpOptions): Promise<RestoreDump
         'RestoreDumpTargetExists',
         `database '${o.toDatabase}' already exists on this cluster; give --clean to drop it and restore in its place`,
       );
-    const bytes = await fetchFiles(o, prefix, spool);
+    // With no globals to apply first and nothing to drop, the new database is created while the
+    // files are fetched (CREATE DATABASE copies template0: off the serial path); its drop below
+    // covers a fetch that fails.
+    const createEarly = !o.globals && !exists;
+    const [fetchedFiles, createdEarly] = await Promise.allSettled([
+      fetchFiles(o, prefix, spool),
+      createEarly
+        ? maint.query(`CREATE DATABASE ${target} TEMPLATE template0`).then(() => (created = true))
+        : undefined,
+    ]);
+    if (fetchedFiles.status === 'rejected') throw fetchedFiles.reason;
+    if (createdEarly.status === 'rejected') throw createdEarly.reason;
+    const bytes = fetchedFiles.value;
     const fetched = Date.now();
     let globals: RestoredGlobalsInit | undefined;
     if (o.globals)
@@ -99,8 +111,10 @@ export async function runRestoreDump(o: RestoreDumpOptions): Promise<RestoreDump
       await maint.query(`DROP DATABASE ${target} WITH (FORCE)`);
       droppedExisting = true;
     }
-    await maint.query(`CREATE DATABASE ${target} TEMPLATE template0`);
-    created = true;
+    if (!createEarly) {
+      await maint.query(`CREATE DATABASE ${target} TEMPLATE template0`);
+      created = true;
+    }
     await createSchemas(o);
     o.progress({
       phase: 'restore',
