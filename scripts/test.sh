@@ -24,6 +24,11 @@ npm run check:generated
 npx turbo run build --output-logs=errors-only
 # dependency walls, ESLint (type-aware: after the build) and Prettier
 npm run lint
-# One node --test run over every package so the summary at the end counts all tests.
+# One node --test run over every package so the summary at the end counts all tests. Beside the
+# default report on stdout (spec, named because naming any reporter replaces the default),
+# scripts/test-times.mjs prints each file's wall time on stderr at the end, the longest first,
+# and keeps the list in test-artifacts/test-times.txt.
 node --test --test-concurrency=2 --test-timeout=900000 \
+  --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=./scripts/test-times.mjs --test-reporter-destination=stderr \
   'packages/*/dist/**/*.test.js' 'test/dist/**/*.test.js'
