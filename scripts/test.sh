@@ -24,6 +24,22 @@ npm run check:generated
 npx turbo run build --output-logs=errors-only
 # dependency walls, ESLint (type-aware: after the build) and Prettier
 npm run lint
-# One node --test run over every package so the summary at the end counts all tests.
+# The files that ran longest in CI (its test-times list; keep these names in step with it) start
+# first, so that none of them starts late and keeps one of the two slots busy alone at the end
+# of the run while the many short ones fill the other slot. node --test runs files in the sorted
+# order of their paths whatever the order of its patterns (runner.js createTestFileList), and an
+# absolute path sorts before every relative one: these are named by absolute path and left out
+# of the relative glob (a name no longer found is simply run by the glob again).
+LONGEST_FIRST=(block-incremental block-incremental-s3 leaderkill logical-drill lost-dispatch)
+longest=()
+for f in "${LONGEST_FIRST[@]}"; do longest+=("$PWD/test/dist/$f.test.js"); done
+others="test/dist/**/!($(IFS='|' && echo "${LONGEST_FIRST[*]}")).test.js"
+
+# One node --test run over every package so the summary at the end counts all tests. Beside the
+# default report on stdout (spec, named because naming any reporter replaces the default),
+# scripts/test-times.mjs prints each file's wall time on stderr at the end, the longest first,
+# and keeps the list in test-artifacts/test-times.txt.
 node --test --test-concurrency=2 --test-timeout=900000 \
-  'packages/*/dist/**/*.test.js' 'test/dist/**/*.test.js'
+  --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=./scripts/test-times.mjs --test-reporter-destination=stderr \
+  "${longest[@]}" 'packages/*/dist/**/*.test.js' "$others"

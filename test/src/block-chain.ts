@@ -51,20 +51,23 @@ export function lcg(seed: number): () => number {
 }
 
 /**
- * Starts a job with the CLI (`args`, which print the job as JSON) and waits for it to succeed.
- * Waited for in rounds: on a loaded host a backup to S3 outlasted one CLI run's time limit
- * (harness runNode, 3 minutes).
+ * Starts a job with the CLI (`args`, with --wait: it prints the job as JSON at its end) and
+ * waits for it to succeed: one CLI process per job, as a user runs it (a chain of 31 links starts
+ * 62 jobs, and a CLI process costs a second or more of a loaded 2-core host). On a loaded host a
+ * backup to S3 outlasted one CLI run's time limit (harness runNode, 3 minutes): the job, named on
+ * stderr as soon as it was started, is then followed on in rounds of `pgfleet job --wait`.
  */
 async function runJob(fleet: Fleet, what: string, args: string[]): Promise<JobJson> {
-  const started = await fleet.cli(...args, '--output', 'json');
-  assert.equal(started.code, 0, `${what} not started:\n${started.stdout}\n${started.stderr}`);
-  const id = (JSON.parse(started.stdout) as JobJson).id;
-  for (;;) {
-    const r = await fleet.cli('job', id, '--wait', '--output', 'json');
-    if (r.code === -1) continue; // the CLI run's time limit, not the job's end
-    assert.equal(r.code, 0, `${what} failed:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
-    return JSON.parse(r.stdout) as JobJson;
+  let r = await fleet.cli(...args, '--wait', '--output', 'json');
+  if (r.code === -1) {
+    // The CLI run's time limit, not the job's end; it said "<kind> job <id> <state> to agent <agent>".
+    const id = /\bjob (\S+) \w+ to agent\b/.exec(r.stderr)?.[1];
+    assert.ok(id, `${what} not started within the CLI's time limit:\n${r.stdout}\n${r.stderr}`);
+    do r = await fleet.cli('job', id, '--wait', '--output', 'json');
+    while (r.code === -1);
   }
+  assert.equal(r.code, 0, `${what} failed:\n${r.stdout}\n${r.stderr}\n${await fleet.logs()}`);
+  return JSON.parse(r.stdout) as JobJson;
 }
 
 /** A backup of the fleet's cluster through the CLI, waited for; its label. */

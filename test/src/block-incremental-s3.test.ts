@@ -3,9 +3,15 @@
  * backup reads the prior versions of its changed blocks through ranged reads of the prior
  * backups' objects (docs/block-incremental.md, "XOR deltas"). A full and 5 incrementals with
  * scattered updates store deltas; then an incremental with --whole-blocks, and two with gzip
- * (whose objects cannot be read block by block), store whole blocks; every link restores exactly
- * the rows each table held when it was taken. The chain's set-up is block-chain.ts, shared with
- * the 30-link chain on a directory (block-incremental.test.ts).
+ * (whose objects cannot be read block by block), store whole blocks; every link restores from
+ * the bucket exactly the files its backup read. The chain's set-up is block-chain.ts, shared
+ * with the 30-link chain on a directory (block-incremental.test.ts).
+ *
+ * What this file shows is what S3 changes: prior versions read by ranges, deltas made from them
+ * and rebuilt from them at restore, the fallbacks to whole blocks. It does not repeat the
+ * directory chain's 30 links, its kinds of change (VACUUM FULL, TRUNCATE, tablespaces) or its
+ * pg_amcheck, which are the same whatever holds the objects. Encrypted deltas over ranged reads
+ * are storage's block-delta.test.ts (a 12-link chain on S3, plaintext and encrypted).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -98,8 +104,16 @@ describe(
         }
     });
 
-    it('every link restores exactly: each table holds the rows it held at its backup', async () => {
-      await inParallel(links.length, 2, (i) => restoreLink(fleet, links[i]!, { name: String(i), start: true }));
+    // A restore checks each file it writes against the whole-file sha256 the backup recorded of
+    // the file it read, so a link that restores at all was rebuilt byte for byte from its ranged
+    // parts. Starting PostgreSQL on a copy (WAL fetched from the bucket, replay, row digests) is
+    // the same for every link: it is done for the last link of each kind, the deepest deltas,
+    // --whole-blocks and gzip over both.
+    const STARTED = new Set([DELTA_LINKS, DELTA_LINKS + 1, DELTA_LINKS + 3]);
+    it('every link restores exactly; started links hold the rows each table held at their backup', async () => {
+      await inParallel(links.length, 2, (i) =>
+        restoreLink(fleet, links[i]!, { name: String(i), start: STARTED.has(i) }),
+      );
     });
   },
 );
