@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { DAEMON_MALLOC_TUNABLES, DAEMON_THREADPOOL_SIZE, daemonEnv, daemonTunables } from './malloc-tuning.js';
+import { DAEMON_MALLOC_TUNABLES, daemonTunables } from './malloc-tuning.js';
 
 test('the daemon adds its malloc tunables to the environment, and leaves an operator choice of glibc.malloc alone', () => {
   assert.equal(daemonTunables(undefined), DAEMON_MALLOC_TUNABLES);
@@ -13,18 +13,6 @@ test('the daemon adds its malloc tunables to the environment, and leaves an oper
   assert.equal(daemonTunables(DAEMON_MALLOC_TUNABLES), undefined);
 });
 
-test("the daemon sizes libuv's threadpool, unless the operator did; nothing to change re-executes nothing", () => {
-  assert.deepEqual(daemonEnv({}), {
-    GLIBC_TUNABLES: DAEMON_MALLOC_TUNABLES,
-    UV_THREADPOOL_SIZE: DAEMON_THREADPOOL_SIZE,
-  });
-  assert.deepEqual(daemonEnv({ UV_THREADPOOL_SIZE: '64' }), { GLIBC_TUNABLES: DAEMON_MALLOC_TUNABLES });
-  assert.deepEqual(daemonEnv({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=8' }), {
-    UV_THREADPOOL_SIZE: DAEMON_THREADPOOL_SIZE,
-  });
-  assert.equal(daemonEnv({ GLIBC_TUNABLES: DAEMON_MALLOC_TUNABLES, UV_THREADPOOL_SIZE: '8' }), undefined);
-});
-
 test('a re-executed process keeps its arguments and Node flags, with the tunables in its environment', (t) => {
   const glibc = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header
     ?.glibcVersionRuntime;
@@ -32,19 +20,17 @@ test('a re-executed process keeps its arguments and Node flags, with the tunable
   const probe = `
     const { reexecWithMallocTuning } = await import(${JSON.stringify(new URL('./malloc-tuning.js', import.meta.url).href)});
     reexecWithMallocTuning();
-    console.log(JSON.stringify({ tunables: process.env.GLIBC_TUNABLES, pool: process.env.UV_THREADPOOL_SIZE, argv: process.argv.slice(1), size: process.execArgv.includes('--max-old-space-size=100') }));
+    console.log(JSON.stringify({ tunables: process.env.GLIBC_TUNABLES, argv: process.argv.slice(1), size: process.execArgv.includes('--max-old-space-size=100') }));
   `;
   const env = { ...process.env };
   delete env.GLIBC_TUNABLES;
-  delete env.UV_THREADPOOL_SIZE;
   const out = JSON.parse(
     execFileSync(process.execPath, ['--max-old-space-size=100', '--input-type=module', '-e', probe, 'run', '--x'], {
       env,
       encoding: 'utf8',
     }),
-  ) as { tunables: string; pool: string; argv: string[]; size: boolean };
+  ) as { tunables: string; argv: string[]; size: boolean };
   assert.equal(out.tunables, DAEMON_MALLOC_TUNABLES);
-  assert.equal(out.pool, DAEMON_THREADPOOL_SIZE);
   assert.deepEqual(out.argv, ['run', '--x']);
   assert.equal(out.size, true);
 });

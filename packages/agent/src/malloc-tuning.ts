@@ -25,43 +25,15 @@ export function daemonTunables(current: string | undefined): string | undefined 
   return current ? `${current}:${DAEMON_MALLOC_TUNABLES}` : DAEMON_MALLOC_TUNABLES;
 }
 
-/**
- * libuv's threadpool size for the daemon (UV_THREADPOOL_SIZE, read when the pool starts; Node's
- * default is 4). Every thread of the process shares the one pool, and every asynchronous file
- * call of a backup or restore runs on it: the copy threads' writes and fsyncs, the main thread's
- * opens and stats, lz4 compression. Four fsyncs waiting on the device held all of it, and
- * everything else queued behind them; a restore syncs its files together at the end
- * (restore.ts syncWholeFiles), as many at once as there are threads. A thread that waits costs
- * its stack pages, not CPU. An operator's own UV_THREADPOOL_SIZE is kept.
- */
-export const DAEMON_THREADPOOL_SIZE = '16';
-
-/** The environment to re-execute with, or undefined when it is already right (or the operator's). */
-export function daemonEnv(env: NodeJS.ProcessEnv): Record<string, string> | undefined {
-  const tunables = daemonTunables(env.GLIBC_TUNABLES);
-  const pool = env.UV_THREADPOOL_SIZE ? undefined : DAEMON_THREADPOOL_SIZE;
-  if (tunables === undefined && pool === undefined) return undefined;
-  return {
-    ...(tunables !== undefined ? { GLIBC_TUNABLES: tunables } : {}),
-    ...(pool !== undefined ? { UV_THREADPOOL_SIZE: pool } : {}),
-  };
-}
-
-/**
- * Re-executes this process with DAEMON_MALLOC_TUNABLES and DAEMON_THREADPOOL_SIZE when it runs
- * on glibc and lacks them; returns only when it does not. Elsewhere, the threadpool size is set
- * for this process, which takes it if nothing has started the pool yet.
- */
+/** Re-executes this process with DAEMON_MALLOC_TUNABLES when it runs on glibc and lacks them; returns only when it does not. */
 export function reexecWithMallocTuning(): void {
+  if (process.platform !== 'linux' || typeof process.execve !== 'function') return;
   const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
-  if (process.platform !== 'linux' || typeof process.execve !== 'function' || !header?.glibcVersionRuntime) {
-    process.env.UV_THREADPOOL_SIZE ||= DAEMON_THREADPOOL_SIZE;
-    return;
-  }
-  const changes = daemonEnv(process.env);
-  if (changes === undefined) return;
+  if (!header?.glibcVersionRuntime) return;
+  const tunables = daemonTunables(process.env.GLIBC_TUNABLES);
+  if (tunables === undefined) return;
   process.execve(process.execPath, [process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
     ...process.env,
-    ...changes,
+    GLIBC_TUNABLES: tunables,
   });
 }

@@ -117,8 +117,6 @@ export interface RestoreDestination {
   mtimeMs?: number;
   /** Whole file: it must not exist yet (O_EXCL); the restore removed whatever was there. */
   exclusive?: boolean;
-  /** Whole file: not synced here; the caller makes it durable later (a restore syncs its files together at the end). */
-  deferSync?: boolean;
 }
 
 /**
@@ -793,7 +791,7 @@ export class ObjectIo {
       ...(dest.offset !== undefined ? { start: dest.offset } : {}),
     });
     await this.readStream(key, codec, expected, out, pace);
-    if (dest.offset === undefined && !dest.deferSync) await fsyncPath(dest.path);
+    if (dest.offset === undefined) await fsyncPath(dest.path);
     if (dest.chmod) await chmod(dest.path, dest.mode); // mode applies only when the file is created
     if (dest.mtimeMs !== undefined) await utimes(dest.path, new Date(dest.mtimeMs), new Date(dest.mtimeMs));
   }
@@ -1361,15 +1359,12 @@ class DestWriter {
     }
   }
 
-  /**
-   * Whole files: their mode and mtime, then durable (one fsync per file) unless the caller syncs
-   * them later (deferSync). Chunks: the caller syncs the file once after all of them.
-   */
+  /** Whole files: durable (one fsync per file), with their mode and mtime. Chunks: the caller syncs the file once after all of them. */
   async finish(): Promise<void> {
     if (this.d.offset !== undefined) return;
+    await fsyncAsync(this.fd);
     if (this.d.chmod) fchmodSync(this.fd, this.d.mode); // mode applies only when the file is created
     if (this.d.mtimeMs !== undefined) futimesSync(this.fd, new Date(this.d.mtimeMs), new Date(this.d.mtimeMs));
-    if (!this.d.deferSync) await fsyncAsync(this.fd);
   }
 
   close(): void {

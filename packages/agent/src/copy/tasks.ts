@@ -177,8 +177,6 @@ export interface RestoreTask {
   mtimeMs?: number;
   /** Whole file: created new (O_EXCL); the restore removed whatever was at its name (restore/confined-path.ts). */
   exclusive?: boolean;
-  /** Whole file: not fsynced by the task; the restore syncs its files together once all are written (restore.ts syncWholeFiles). */
-  deferSync?: boolean;
 }
 
 export interface HashTask {
@@ -568,7 +566,6 @@ async function restoreTask(repo: Repository, t: RestoreTask, limiter: RateLimite
       ...(t.chmod ? { chmod: true } : {}),
       ...(t.mtimeMs !== undefined ? { mtimeMs: t.mtimeMs } : {}),
       ...(t.exclusive ? { exclusive: true } : {}),
-      ...(t.deferSync ? { deferSync: true } : {}),
     },
     pace,
   );

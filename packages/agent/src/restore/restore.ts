@@ -442,7 +442,6 @@ async function restoreFiles(
         chmod: delta,
         mtimeMs: f.mtimeMs,
         exclusive: true,
-        ...(delta ? {} : { deferSync: true }),
       });
       fetched += f.size;
       tracker.add(f.size, 1);
@@ -567,38 +566,7 @@ async function restoreFiles(
   } finally {
     await pool.close();
   }
-  if (!delta) {
-    tracker.phase('sync', 'making the restored files durable');
-    await syncWholeFiles(tree, reader);
-  }
   return { fetched, kept, paced: pool.pacedBytes };
-}
-
-/** fsync calls in flight at once at the end of a restore (libuv's threadpool runs them: the agent daemon sizes it, bin.ts). */
-const SYNC_CONCURRENCY = 32;
-
-/**
- * The whole (not chunked) files of a restore into a new directory, made durable together once
- * all are written: an fsync per file as each was written kept a copy slot waiting on the device
- * for every one of a PGDATA's ~1000 small files (catalogs, the last ones restored, largest
- * first), each fsync a journal commit of its own; many in flight at once share commits (ext4's
- * journal commits every fsync that waits together). Each file is opened again without following
- * a link (O_NOFOLLOW) and synced before backup_label and recovery.signal are written, so a
- * restore that stops before this leaves nothing that looks complete. Delta restores sync each
- * file as it is written (most are kept, not written).
- */
-async function syncWholeFiles(tree: RestoreTree, reader: ManifestReader): Promise<void> {
-  async function* whole(): AsyncGenerator<ManifestFile> {
-    for await (const f of reader.files()) if (!f.chunks && !f.blocks?.changed) yield f;
-  }
-  await forEachLimit(whole(), SYNC_CONCURRENCY, async (f) => {
-    const fh = await tree.openExisting(f.path);
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  });
 }
 
 /**
@@ -641,9 +609,8 @@ async function finishChunked(tree: RestoreTree, f: ManifestFile): Promise<void> 
 
 /**
  * Makes the restore durable before it is reported done: every file was fsynced as it was written
- * or right after all were (copy/tasks.ts, finishChunked, syncWholeFiles); what is left is the
- * files written here and the directory entries of everything, one fsync per directory, a few
- * at a time.
+ * (copy/tasks.ts, finishChunked); what is left is the files written here and the directory
+ * entries of everything, one fsync per directory, a few at a time.
  */
 async function syncRestored(root: string, manifest: ManifestHead, tablespaceParents: readonly string[]): Promise<void> {
   const extra = ['backup_label', 'postgresql.auto.conf', 'recovery.signal'];
