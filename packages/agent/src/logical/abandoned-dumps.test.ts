@@ -112,6 +112,35 @@ describe('dumps whose agent died', () => {
     assert.deepEqual(await sweep(repo), [thisProcessRunning]);
   });
 
+  test("a dump that completes between the sweep's two looks at its lease is kept", async () => {
+    const { repo } = newRepository();
+    // A dump running for over a day, stalled long enough for its lease to go stale, that then
+    // writes its dump.json and drops its lease between the sweep's first and second look: the
+    // second look finds no lease on a label over a day old, so only a listing taken after it
+    // can tell the dump is complete.
+    const label = dumpLabel(new Date(NOW - UNLEASED_DUMP_AGE_MS - 3_600_000));
+    await putDump(repo, label);
+    await putLease(repo, label, { host: 'elsewhere.example', pid: 1, refreshedMinutesAgo: 60 });
+    const prefix = repo.dumpPrefix(C, label);
+    let looks = 0;
+    const racing = Object.create(repo) as Repository;
+    racing.readDumpLease = async (cluster, l, nowMs) => {
+      // The dump finishes just before the second look.
+      if (++looks === 2) {
+        await repo.driver.put(`${prefix}/dump.json`, Buffer.from('{}'));
+        await repo.driver.delete([`${prefix}/dump.lease`]);
+      }
+      return repo.readDumpLease(cluster, l, nowMs);
+    };
+    assert.deepEqual(await removeAbandonedDumps({ repo: racing, cluster: C, log: silentLogger(), now: () => NOW }), []);
+    assert.equal(looks, 2);
+    assert.deepEqual(await repo.listDumpLabels(C), [label]);
+    assert.deepEqual(
+      (await repo.dumpObjects(C, label)).map((o) => o.key.slice(prefix.length + 1)),
+      ['16384/3001.dat.gz', '16384/toc.dat', 'dump.json'],
+    );
+  });
+
   test("a dump's lease: written at its start, refreshed, removed after its dump.json; a failed refresh fails confirm with DumpLeaseLost", async () => {
     const { repo } = newRepository();
     const label = dumpLabel(new Date());

@@ -83,9 +83,11 @@ export async function removeAbandonedDumps(o: RemoveAbandonedDumpsOptions): Prom
     if (d.complete) continue;
     const why = await whyAbandoned(o.repo, o.cluster, d.label, now());
     if (why === undefined) continue;
-    const objects = await o.repo.dumpObjects(o.cluster, d.label);
     // Asked again right before the delete: a dump's lease written or refreshed meanwhile keeps it.
     if ((await whyAbandoned(o.repo, o.cluster, d.label, now())) === undefined) continue;
+    // Listed after that second look, so a dump that wrote its dump.json and then dropped its
+    // lease between the two looks is seen as complete here, not judged by a listing from before.
+    const objects = await o.repo.dumpObjects(o.cluster, d.label);
     if (objects.some((x) => x.key.endsWith('/dump.json'))) continue;
     if (!o.dryRun) await o.repo.deleteDump(o.cluster, d.label);
     removed.push(d.label);
