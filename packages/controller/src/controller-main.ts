@@ -1,11 +1,9 @@
-#!/usr/bin/env node
 /**
- * pgfleet-controller: parses the command line against the option table and runs the server.
+ * pgfleet-controller (bin.ts runs this): parses the command line against the option table and runs the server.
  * A PgfleetError is printed as code + message + hint with its registry exit code, never a stack.
  */
 import { createLogger, exitWith, helpText, parseCommandLine, versionText } from '@pgfleet/core';
 import { controllerProgram, resolveRunConfig } from './options.js';
-import { startController } from './server.js';
 
 async function main(argv: string[]): Promise<number> {
   const parsed = parseCommandLine(controllerProgram, argv);
@@ -40,6 +38,9 @@ async function main(argv: string[]): Promise<number> {
     name: 'pgfleet-controller',
     ...(config.logFormat ? { format: config.logFormat } : {}),
   });
+  // The server's modules (gRPC, catalog, NATS, metrics: ~550 of them) only for `run`, not for
+  // --help, ca, token or catalog.
+  const { startController } = await import('./server.js');
   const controller = await startController(config, { logger });
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals): void => {
