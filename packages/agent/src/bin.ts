@@ -17,6 +17,9 @@ if (argv[0] === 'wal-push') {
     await import('./wal/push-main.js');
   }
 } else {
+  // Node's compile cache for the rest (core's compile-cache.ts): wal-push above is one bundled
+  // file, for which it measured no gain (docs/performance.md), and takes no more module loads.
+  (await import('@pgfleet/core/compile-cache')).enableUserCompileCache();
   // The daemon's allocator settings are read at process start: set them, then start again (malloc-tuning.ts).
   if (argv[0] === 'run') (await import('./malloc-tuning.js')).reexecWithMallocTuning();
   (await import('./main.js')).runAgentCommand(argv);

@@ -1,24 +1,20 @@
 #!/usr/bin/env node
 /**
- * pgfleet: the admin CLI. Parses against the option table and loads the gRPC machinery only for
- * commands that talk to the controller, so --help and usage errors start instantly. Failures
- * print the PgfleetError's code, message and hint and exit with its registry exit code.
+ * pgfleet entry point. The CLI runs once per command (scripts, and the end-to-end tests hundreds
+ * of times), and loading its ~200 modules one by one (resolution, package.json reads, a compile
+ * each) was most of a command's CPU: the build bundles cli-main.js with its dependencies into
+ * dist/cli-main.bundle.mjs (bundle-cli.mjs), the commands' part in a chunk of its own so --help
+ * loads none of it, and this runs that with Node's compile cache on (core's compile-cache.ts).
  */
-import { exitWith, helpText, parseCommandLine, versionText } from '@pgfleet/core';
-import { cliProgram } from './program.js';
+import { enableUserCompileCache } from '@pgfleet/core/compile-cache';
 
-async function main(argv: string[]): Promise<number> {
-  const parsed = parseCommandLine(cliProgram, argv);
-  if (parsed.version) {
-    process.stdout.write(`${versionText(cliProgram, new URL('../package.json', import.meta.url))}\n`);
-    return 0;
-  }
-  if (parsed.help) {
-    process.stdout.write(`${helpText(cliProgram, parsed.command)}\n`);
-    return 0;
-  }
-  const { runCommand } = await import('./commands.js');
-  return runCommand(parsed);
+enableUserCompileCache();
+const bundle = new URL('./cli-main.bundle.mjs', import.meta.url).href;
+try {
+  await import(bundle);
+} catch (err) {
+  // A build that skipped the bundle step (tsc alone): the same code as ES modules, only slower to load.
+  const e = err as NodeJS.ErrnoException & { url?: string };
+  if (e.code !== 'ERR_MODULE_NOT_FOUND' || e.url !== bundle) throw err;
+  await import('./cli-main.js');
 }
-
-exitWith(main(process.argv.slice(2)));

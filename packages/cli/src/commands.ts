@@ -14,7 +14,7 @@ import {
   type ParsedCommand,
   type Settings,
 } from '@pgfleet/core';
-import { bearerMetadata, clientTlsCredentials, createClient, insecureCredentials } from '@pgfleet/rpc';
+import { bearerMetadata, clientTlsCredentials, createClient, insecureCredentials } from '@pgfleet/rpc/client';
 import {
   AdminService,
   BackupInfoSchema,

@@ -13,7 +13,7 @@ import {
 } from '@bufbuild/protobuf';
 import { timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes, PgfleetError } from '@pgfleet/core';
-import type { Client } from '@pgfleet/rpc';
+import type { Client } from '@pgfleet/rpc/client';
 import {
   BackupType,
   CheckVerdict,

@@ -7,7 +7,8 @@
  * payload, so a payload key of the same name is overwritten by the raw number ("257 MB/493803108
  * ... ETA INF"): ours are named apart (doneText, totalText, rateText, etaText).
  */
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type cliProgress from 'cli-progress';
 import type { JobProgress } from '@pgfleet/proto';
 import { formatAge, formatBytes, formatProgress } from './format.js';
 
@@ -48,7 +49,9 @@ export class ProgressView {
   }
 
   private newBar(): cliProgress.SingleBar {
-    const bar = new cliProgress.SingleBar(
+    // Loaded for a bar only (a terminal): scripts and tests, which never show one, skip its 16 modules.
+    const { SingleBar, Presets } = createRequire(import.meta.url)('cli-progress') as typeof cliProgress;
+    const bar = new SingleBar(
       {
         format: `${this.kind} [{bar}] {percentage}% | {doneText}/{totalText} | {rateText} | ETA {etaText} | {phase}`,
         stream: this.stream,
@@ -57,7 +60,7 @@ export class ProgressView {
         hideCursor: true,
         barsize: 30,
       },
-      cliProgress.Presets.shades_classic,
+      Presets.shades_classic,
     );
     bar.start(1, 0, { doneText: '0 B', totalText: '-', rateText: '-', etaText: '-', phase: '' });
     return bar;

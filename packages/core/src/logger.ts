@@ -7,7 +7,7 @@
  */
 import { createRequire } from 'node:module';
 import { isatty } from 'node:tty';
-import { pino, type DestinationStream, type Logger as PinoLogger } from 'pino';
+import type { DestinationStream, Logger as PinoLogger, pino as PinoFactory } from 'pino';
 import type { PrettyOptions } from 'pino-pretty';
 import { redactCredentials } from './redact.js';
 
@@ -98,6 +98,15 @@ export interface LoggerOptions {
 }
 
 /**
+ * pino (12 modules), loaded by the first logger made rather than by importing core: the CLI's
+ * --help and usage errors, and every process that exits before logging, never need it, and the
+ * end-to-end tests start these processes hundreds of times.
+ */
+function pinoModule(): typeof PinoFactory {
+  return (createRequire(import.meta.url)('pino') as { pino: typeof PinoFactory }).pino;
+}
+
+/**
  * pino-pretty, loaded only when a log is shown pretty: wal-push and wal-fetch start once per WAL
  * segment under PostgreSQL (never at a terminal) and should not pay for loading it.
  */
@@ -106,6 +115,7 @@ function prettyStream(): (o: PrettyOptions) => DestinationStream {
 }
 
 export function createLogger(opts: LoggerOptions = {}): Logger {
+  const pino = pinoModule();
   const fd = opts.destination ?? 2;
   const terminal = isatty(fd);
   // pino-pretty as an in-process synchronous stream rather than pino.transport(): a transport runs
@@ -134,5 +144,5 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
 
 /** A logger that drops everything; for unit tests and library callers that pass none. */
 export function silentLogger(): Logger {
-  return pino({ level: 'silent' });
+  return pinoModule()({ level: 'silent' });
 }

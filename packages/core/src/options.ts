@@ -3,8 +3,9 @@
  * from the same table, so an unknown key or a bad value is an error naming the key.
  */
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
+import { createRequire } from 'node:module';
+import type { parse as ParseYaml } from 'yaml';
+import type { z as Zod } from 'zod';
 import {
   describeAllowed,
   fitsFormat,
@@ -19,12 +20,20 @@ import { PgfleetError } from './errors.js';
 
 export * from './command-line.js';
 
+// yaml (72 modules) and zod (95) are loaded when a config file is read, not when core is imported:
+// most command lines name no --config, and every binary imports core at start (the end-to-end
+// tests start them hundreds of times). require() keeps these functions synchronous.
+const requireHere = createRequire(import.meta.url);
+const zod = (): typeof Zod => (requireHere('zod') as { z: typeof Zod }).z;
+const parseYaml = (text: string): unknown => (requireHere('yaml') as { parse: typeof ParseYaml }).parse(text);
+
 /** The zod schema of a config file holding the given options (unknown keys are errors). */
 export function configSchema(specs: readonly OptionSpec[]) {
-  const shape: Record<string, z.ZodType> = {};
+  const z = zod();
+  const shape: Record<string, Zod.ZodType> = {};
   for (const s of specs) {
     if (s.cliOnly) continue;
-    let t: z.ZodType;
+    let t: Zod.ZodType;
     if (s.type === 'boolean') t = z.boolean();
     else if (s.type === 'integer') {
       let n = z.number().int();

@@ -5,7 +5,7 @@
  * history), <segment>.XXXXXXXX.backup (backup history) and <segment>.partial (end of a timeline
  * at promotion).
  */
-import { PgfleetError } from '@pgfleet/core';
+import { PgfleetError } from '@pgfleet/core/errors';
 import { Lsn } from './lsn.js';
 
 export const DEFAULT_WAL_SEGMENT_SIZE = 16 * 1024 * 1024;

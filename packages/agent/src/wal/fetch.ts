@@ -19,7 +19,9 @@ import {
   type RepositorySpec,
   type S3Credentials,
 } from '@pgfleet/storage';
-import { walFileKind } from '@pgfleet/pg';
+// Not the package index: that loads the PostgreSQL client (node-postgres, ~40 modules), which
+// restore_command, started once per WAL segment, never uses.
+import { walFileKind } from '@pgfleet/pg/wal-segment-name';
 import {
   AGENT_PROGRAM,
   keySourceArgs,

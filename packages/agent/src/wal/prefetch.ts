@@ -17,7 +17,7 @@
 import { createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { DEFAULT_WAL_SEGMENT_SIZE, WalSegmentName, walFileKind } from '@pgfleet/pg';
+import { DEFAULT_WAL_SEGMENT_SIZE, WalSegmentName, walFileKind } from '@pgfleet/pg/wal-segment-name';
 import type { Repository } from '@pgfleet/storage';
 import { hashFile } from '../pgdata/hash-file.js';
 import { mapLimit } from '@pgfleet/core/async';
