@@ -118,7 +118,7 @@ if (values.child) {
       JSON.stringify({ backup, restore, hwm, backupHwm, restoreHwm, bytes, storedBytes, files: files.length }),
     );
   } finally {
-    await rm(work, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true, maxRetries: 5 });
   }
   process.exit(0);
 }

@@ -1319,15 +1319,16 @@ const READ_BYTES = BLOCK_BYTES;
  */
 const DIRECT_ALIGN = 4096;
 /**
- * Output buffer: decoded frames gather here and go out in writes of ~1 MiB (a frame each). Room
- * for one frame of the content pgfleet's writers put in one (BLOCK_BYTES) after the partial
- * DIRECT_ALIGN unit a flush leaves; a whole page of WebAssembly memory more. Two per restore
- * task, a few tasks per thread: at 4 MiB they were ~26 MB of the agent's RSS during a restore,
- * at 2 MiB ~16 MB (issue 19); a frame with more content (up to MAX_FRAME_CONTENT, or an lz4
- * frame of the stream form) switches its task to LARGE_OUT_BYTES.
+ * Output buffer: decoded frames gather here and go out in writes of 1-2 MiB. Room for one frame
+ * of the largest content a writer puts in one (MAX_FRAME_CONTENT) after the partial DIRECT_ALIGN
+ * unit a flush leaves; a whole page of WebAssembly memory more. Two per restore task, a few tasks
+ * per thread: at 4 MiB they were ~26 MB of the agent's RSS during a restore (issue 19). At
+ * BLOCK_BYTES + 64 KiB (a write per frame) a restore's peak fell by another 8-15 MB, but an lz4
+ * restore took ~30-50% more CPU in three interleaved pairs (bench/copy-path.mjs, not explained
+ * yet: docs/benchmarks.md, "Agent peak RSS after a job"), so they stay at this size.
  */
-const OUT_BYTES = BLOCK_BYTES + (64 << 10);
-/** For a frame that asks for more room than OUT_BYTES (up to MAX_FRAME_CONTENT; an lz4 frame whose block maximum is 4 MiB). */
+const OUT_BYTES = MAX_FRAME_CONTENT + (64 << 10);
+/** For a frame that asks for more room than OUT_BYTES (an lz4 frame whose block maximum is 4 MiB). */
 const LARGE_OUT_BYTES = 2 * MAX_FRAME_CONTENT + (64 << 10);
 /** This thread's filesystem refused O_DIRECT once: write through the page cache from then on. */
 let directRefused = false;
