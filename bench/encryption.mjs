@@ -69,7 +69,12 @@ try {
   for (let run = 0; run < Number(values.runs); run++) {
     for (const mode of ['plain', 'encrypted']) {
       const dir = join(work, `repo-${mode}-${run}`);
-      const repo = new Repository(new PosixDriver(dir), mode === 'encrypted' ? fixedKeys({ c: kek }) : undefined);
+      // No manifest keys (only objects are stored here); the key resolver is the third argument.
+      const repo = new Repository(
+        new PosixDriver(dir),
+        undefined,
+        mode === 'encrypted' ? fixedKeys({ c: kek }) : undefined,
+      );
       let t = performance.now();
       let c = process.cpuUsage();
       const stored = [];

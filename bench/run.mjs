@@ -35,8 +35,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-/** The codecs of pgfleet's measured full backups and restores (each on a fresh agent). */
-const PGF_CODECS = ['zstd', 'lz4', 'none'];
+/** The codecs of pgfleet's measured full backups and restores (each on a fresh agent); --codecs narrows them. */
+const ALL_PGF_CODECS = ['zstd', 'lz4', 'none'];
 const AGENT_BIN = join(REPO_ROOT, 'packages/agent/dist/bin.js');
 // archive_command runs what the installed launcher (scripts/install.sh) execs for `pgfleet-agent
 // wal-push`: the build's one-file bundle, without bin.js's ES module start in front of it.
@@ -84,6 +84,8 @@ const USAGE = `Usage: node bench/run.mjs [options]
                        with the full's (default 7)
   --whole-blocks       block-incr phase: the chain's incrementals store changed blocks whole
                        (agent --whole-blocks), to compare with the default XOR deltas
+  --codecs LIST        pgfleet codecs of the per-codec full backups and restores (default
+                       zstd,lz4,none; e.g. zstd alone to measure only the encryption pairs sooner)
   --skip LIST          comma list of: ${SKIPPABLE.join(', ')}
   --out DIR            where results/<timestamp>.json|.md go (default bench/results)
   --agent-cpu-prof DIR run the agent daemon under node --cpu-prof, profiles (one per thread,
@@ -105,6 +107,7 @@ try {
       'update-locality': { type: 'boolean', default: false },
       'whole-blocks': { type: 'boolean', default: false },
       skip: { type: 'string', default: '' },
+      codecs: { type: 'string', default: ALL_PGF_CODECS.join(',') },
       out: { type: 'string', default: join(REPO_ROOT, 'bench/results') },
       'agent-cpu-prof': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -158,6 +161,16 @@ for (const s of P.skip) {
   }
 }
 const run = (what) => !P.skip.has(what);
+const PGF_CODECS = opts.codecs
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
+for (const c of PGF_CODECS) {
+  if (!ALL_PGF_CODECS.includes(c)) {
+    console.error(`--codecs: unknown codec '${c}' (known: ${ALL_PGF_CODECS.join(', ')})`);
+    process.exit(2);
+  }
+}
 /** --agent-cpu-prof: V8 CPU profiles of the agent daemon, every thread (copy workers too). */
 const agentProfDir = opts['agent-cpu-prof'] ? resolve(opts['agent-cpu-prof']) : undefined;
 const agentNodeArgs = agentProfDir ? ['--cpu-prof', `--cpu-prof-dir=${agentProfDir}`] : [];

@@ -315,6 +315,10 @@ export function repositoryDriverSuite(
           // The same content by stream is the same object.
           const streamed = await r.objects.storeStream(`o/${codec}/streamed`, Readable.from([part]), codec);
           assert.equal(streamed.sha256, s.sha256);
+          // Its stored figures are the stored bytes' (codec none: the content's, hashed once).
+          const sm = await r.objects.measure(`o/${codec}/streamed`, codec, false);
+          assert.equal(sm.storedBytes, streamed.storedSize);
+          assert.equal(sm.storedSha256, streamed.storedSha256);
           const out = sink();
           await r.objects.readStream(`o/${codec}/streamed`, codec, { sha256: s.sha256, size: s.size }, out);
           assert.deepEqual(out.data(), part);

@@ -54,6 +54,7 @@ import { NO_PART, xorInto, type DeltaLayer } from './block-map.js';
 import { compressor, decompressor, HashingStream } from './codec.js';
 import type { Codec } from './codec-names.js';
 import { type FrameWalk, FrameWalkError, frameWalker, walkFrame, walkLocalFile } from './frame-walk.js';
+import { freeNow } from './free-now.js';
 import type { LocalObjectFiles, PutOptions, RepositoryDriver } from './driver.js';
 import {
   type DataKey,
@@ -194,6 +195,56 @@ export function giveBuffer(buf: Buffer): void {
   let list = freeBuffers.get(buf.length);
   if (!list) freeBuffers.set(buf.length, (list = []));
   if (list.length < KEEP_PER_SIZE) list.push(buf);
+}
+
+/**
+ * What this thread's pools hold idle: buffers (takeBuffer's and the restores' page-aligned
+ * ones), codec contexts, and their bytes (the contexts' native tables not counted).
+ */
+export interface PooledMemory {
+  buffers: number;
+  alignedBuffers: number;
+  encoders: number;
+  decoders: number;
+  bytes: number;
+}
+
+export function pooledMemory(): PooledMemory {
+  let buffers = 0;
+  let alignedBuffers = 0;
+  let bytes = 0;
+  for (const list of freeBuffers.values()) {
+    buffers += list.length;
+    for (const b of list) bytes += b.length;
+  }
+  for (const list of alignedFree.values()) {
+    alignedBuffers += list.length;
+    for (const b of list) bytes += b.length;
+  }
+  let encoderCount = 0;
+  for (const list of encoders.values()) encoderCount += list.length;
+  let decoderCount = 0;
+  for (const list of decoders.values()) decoderCount += list.length;
+  return { buffers, alignedBuffers, encoders: encoderCount, decoders: decoderCount, bytes };
+}
+
+/**
+ * Frees everything this thread's pools hold idle (what they held is returned): called when a
+ * job ends, so that what a backup pooled on the agent's main thread (1 MiB read and frame
+ * buffers, zstd compression contexts: ~15-25 MB) is not still resident under the next job
+ * (issue 19: a restore on the agent that just made a backup peaked ~30 MB above one on a fresh
+ * agent). Buffers and contexts in use stay with their task and come back to the (then empty)
+ * pools when it ends; the pools fill again as the next job needs them. Buffers are freed at
+ * once (freeNow) rather than at some later garbage collection; the page-aligned ones are
+ * WebAssembly memories, which only the collector frees.
+ */
+export function releasePooledMemory(): PooledMemory {
+  const held = pooledMemory();
+  for (const list of freeBuffers.values()) for (const b of list.splice(0)) freeNow(b);
+  alignedFree.clear();
+  for (const list of encoders.values()) for (const e of list.splice(0)) e.close();
+  for (const list of decoders.values()) for (const d of list.splice(0)) d.close();
+  return held;
 }
 
 /**
@@ -458,7 +509,6 @@ export class ObjectIo {
     options: { level?: number; inspect?: readonly Transform[]; content?: HashingStream } & PutOptions = {},
   ): Promise<StoredFile> {
     const content = options.content ?? new HashingStream();
-    const stored = new HashingStream();
     let dataKey;
     try {
       dataKey = await this.sealing(key);
@@ -466,13 +516,18 @@ export class ObjectIo {
       source.destroy();
       throw err;
     }
+    // Codec none without encryption stores the content itself: the content's hash is the stored
+    // bytes' too, so it is taken once (as the block path does, BlockObjectEncoder.storedIsContent)
+    // instead of a second sha256 over the same bytes (the S3 path of issue 19).
+    const storedIsContent = codec === 'none' && !dataKey;
+    const stored = storedIsContent ? content : new HashingStream();
     const packed = pipeline([
       source,
       ...(options.inspect ?? []),
       content,
-      compressor(codec, options.level),
-      ...(dataKey ? [new SealStage(dataKey, key)] : []),
-      stored,
+      ...(storedIsContent
+        ? []
+        : [compressor(codec, options.level), ...(dataKey ? [new SealStage(dataKey, key)] : []), stored]),
     ]);
     const put = this.driver.put(key, stored, options.deferDirSync ? { deferDirSync: true } : undefined);
     try {
@@ -1267,7 +1322,10 @@ const DIRECT_ALIGN = 4096;
  * Output buffer: decoded frames gather here and go out in writes of 1-2 MiB. Room for one frame
  * of the largest content a writer puts in one (MAX_FRAME_CONTENT) after the partial DIRECT_ALIGN
  * unit a flush leaves; a whole page of WebAssembly memory more. Two per restore task, a few tasks
- * per thread: at 4 MiB they were ~26 MB of the agent's RSS during a restore (issue 19).
+ * per thread: at 4 MiB they were ~26 MB of the agent's RSS during a restore (issue 19). At
+ * BLOCK_BYTES + 64 KiB (a write per frame) a restore's peak fell by another 8-15 MB, but an lz4
+ * restore took ~30-50% more CPU in three interleaved pairs (bench/copy-path.mjs, not explained
+ * yet: docs/benchmarks.md, "Agent peak RSS after a job"), so they stay at this size.
  */
 const OUT_BYTES = MAX_FRAME_CONTENT + (64 << 10);
 /** For a frame that asks for more room than OUT_BYTES (an lz4 frame whose block maximum is 4 MiB). */

@@ -10,6 +10,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { Repository } from '@pgfleet/storage';
+import { releasePooledMemory } from '@pgfleet/storage/object-io';
 import type { RateLimiter } from './rate-limit.js';
 import {
   reviveError,
@@ -116,7 +117,11 @@ export class CopyPool {
     this.compact();
   }
 
-  /** Waits until no task runs any more, then stops the threads. */
+  /**
+   * Waits until no task runs any more, then stops the threads and frees what the main thread's
+   * tasks pooled (the workers' pools go with them): the job is over, and what it pooled would
+   * otherwise stay resident under the agent's next job (issue 19).
+   */
   async close(): Promise<void> {
     this.cancel(new Error('copy pool closed'));
     if (this.busy()) await new Promise<void>((r) => this.idleWaiters.push(r));
@@ -128,6 +133,7 @@ export class CopyPool {
         if (w) await w.terminate();
       }),
     );
+    releasePooledMemory();
   }
 
   private counted(result: unknown): unknown {
