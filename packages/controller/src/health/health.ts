@@ -497,7 +497,8 @@ interface QueuedEvaluation {
   fence: LeadershipFence | undefined;
 }
 
-function groupByCluster<T extends { cluster: string }>(rows: readonly T[]): Map<string, T[]> {
+/** Rows by their cluster, in the order they came. */
+export function groupByCluster<T extends { cluster: string }>(rows: readonly T[]): Map<string, T[]> {
   const m = new Map<string, T[]>();
   for (const r of rows) {
     const list = m.get(r.cluster);

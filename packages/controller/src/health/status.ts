@@ -36,7 +36,7 @@ import {
 import type { ControllerContext } from '../context.js';
 import { clusterInfo, serverRoleToProto, walHealthFromRecord, type JobResultJson } from '../wire.js';
 import { standbyLag } from '../agents/choice.js';
-import { archiveFailing, archiverFromJson, observedAgent, pickAgent, rpoSeconds } from './health.js';
+import { archiveFailing, archiverFromJson, groupByCluster, observedAgent, pickAgent, rpoSeconds } from './health.js';
 import { effectivePolicy, settingsOf, type EffectivePolicy } from '../schedule/policy.js';
 import { BACKUP_PRECEDENCE, dueRuns, nextFireTime } from '../schedule/schedule.js';
 import { decodePageToken, encodePageToken, pageSizeOf } from '../admin/paging.js';
@@ -129,23 +129,14 @@ async function clusterStatusRows(
   const settings = new Map(policies.map((p) => [p.scope, settingsOf(p)]));
   const fleet = settings.get(FLEET_POLICY_SCOPE);
   const lastRuns = new Map(runs.map((r) => [`${r.cluster}\u0000${r.type}`, r.lastRun]));
-  const byCluster = <T extends { cluster: string }>(rows: readonly T[]): Map<string, T[]> => {
-    const m = new Map<string, T[]>();
-    for (const r of rows) {
-      const list = m.get(r.cluster);
-      if (list) list.push(r);
-      else m.set(r.cluster, [r]);
-    }
-    return m;
-  };
-  const agentsOf = byCluster(allAgents);
+  const agentsOf = groupByCluster(allAgents);
   const lastBackupOf = new Map(latest.map((b) => [b.cluster, b]));
   const firstBackupOf = new Map(oldest.map((b) => [b.cluster, b]));
   const lastDumpOf = new Map(dumps.map((d) => [d.cluster, d]));
-  const verifiesOf = byCluster(verifies);
-  const drillsOf = byCluster(drillJobs);
-  const goodDrillsOf = byCluster(goodDrillJobs);
-  const statesOf = byCluster(states);
+  const verifiesOf = groupByCluster(verifies);
+  const drillsOf = groupByCluster(drillJobs);
+  const goodDrillsOf = groupByCluster(goodDrillJobs);
+  const statesOf = groupByCluster(states);
   const row = (c: ClusterRecord): ClusterInfoInit => {
     const agents = agentsOf.get(c.name) ?? [];
     const verify = verifiesOf.get(c.name) ?? [];
