@@ -35,11 +35,10 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { cluster, seed, SYSID } from './fleet-seed.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const SYSID = '7300000000000000001';
 const HEARTBEAT_SECONDS = 5;
-const cluster = (i) => `c${String(i).padStart(5, '0')}`;
 const log = (msg) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -190,6 +189,8 @@ async function main() {
       backups: { type: 'string', default: '100000' },
       'big-cluster-backups': { type: 'string', default: '1000' },
       'status-runs': { type: 'string', default: '3' },
+      // A catalog of more clusters than agents: status at fleet size without holding every agent.
+      clusters: { type: 'string' },
       'keep-logs': { type: 'boolean', default: false },
     },
   });
@@ -241,6 +242,7 @@ function printTable(results) {
       'status s',
       'backups s',
       'ListClusters ms',
+      'ListClusters cpu s',
       'ListBackups ms',
     ],
     ...results.map((r) => [
@@ -260,6 +262,7 @@ function printTable(results) {
       r.status.toFixed(2),
       r.backupsCli.toFixed(2),
       r.statusCall.toFixed(0),
+      r.statusCpu.toFixed(2),
       r.backupsCall.toFixed(0),
     ]),
   ];
@@ -277,8 +280,9 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
     await pg.query(`CREATE DATABASE ${db}`);
     url = `${pg.connectionString.replace(/\/postgres$/, '')}/${db}`;
   } else url = join(dir, 'catalog.db');
-  log(`${catalog} ${n} agents: seeding the catalog`);
-  const seeded = await seed(url, n, Number(opts.backups), Number(opts['big-cluster-backups']));
+  const clusters = Math.max(n, Number(opts.clusters ?? n));
+  log(`${catalog} ${n} agents: seeding the catalog (${clusters} clusters)`);
+  const seeded = await seed(url, clusters, Number(opts.backups), Number(opts['big-cluster-backups']));
   log(`${catalog} ${n}: seeded in ${seeded.toFixed(1)} s`);
 
   const secret = join(dir, 'manifest.secret');
@@ -468,8 +472,12 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
     // The same calls as `pgfleet status` and `pgfleet backups <cluster>`, timed from an already
     // connected client: the call itself (server work + transfer), without a CLI process's Node
     // start-up, which the whole-process figures below include.
-    const timeCall = async (call) => {
+    // The controller's CPU seconds per call, beside its wall time: on a shared machine the wall time
+    // is the machine's, the CPU the call's (plus the heartbeats handled meanwhile: `cpu` above).
+    const cpuPerCall = new Map();
+    const timeCall = async (call, name) => {
       const t = [];
+      const c0 = cpuSeconds(controller.pid);
       for (let i = 0; i < Math.max(3, Number(opts['status-runs'])); i++) {
         const t0 = performance.now();
         try {
@@ -480,6 +488,7 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
           t.push(Infinity);
         }
       }
+      cpuPerCall.set(name, (cpuSeconds(controller.pid) - c0) / t.length);
       return t.sort((a, b) => a - b)[Math.floor(t.length / 2)];
     };
     // Every page, as the CLI fetches them (ListClusters and ListBackups are paged).
@@ -488,10 +497,14 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
       do pageToken = (await call({ pageSize: 5000, pageToken })).nextPageToken;
       while (pageToken);
     };
-    const statusCall = await timeCall(() => allPages((p) => admin.listClusters(p)));
-    const backupsCall = await timeCall(() => allPages((p) => admin.listBackups({ cluster: cluster(0), ...p })));
+    const statusCall = await timeCall(() => allPages((p) => admin.listClusters(p)), 'ListClusters');
+    const backupsCall = await timeCall(
+      () => allPages((p) => admin.listBackups({ cluster: cluster(0), ...p })),
+      'ListBackups',
+    );
+    const statusCpu = cpuPerCall.get('ListClusters');
     log(
-      `${catalog} ${n}: calls from a connected client (median): ListClusters ${statusCall.toFixed(0)} ms, ListBackups ${cluster(0)} ${backupsCall.toFixed(0)} ms`,
+      `${catalog} ${n}: calls from a connected client (median): ListClusters of ${clusters} clusters ${statusCall.toFixed(0)} ms (controller cpu ${statusCpu.toFixed(2)} s per listing, ${((cpu * statusCall) / 1000).toFixed(2)} s of it the steady heartbeat load's), ListBackups ${cluster(0)} ${backupsCall.toFixed(0)} ms (cpu ${cpuPerCall.get('ListBackups').toFixed(3)} s)`,
     );
     admin.close();
     lat.sort((a, b) => a - b);
@@ -507,9 +520,11 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
       .split('\n')
       .filter((l) => l.includes('"scheduler round"'))
       .map((l) => JSON.parse(l))
-      .filter((r) => r.clusters >= n * 0.99);
+      .filter((r) => r.clusters >= clusters * 0.99);
     const sched = rounds.length ? `${(Math.max(...rounds.map((r) => r.durationMs)) / 1000).toFixed(2)}` : 'none';
-    log(`${catalog} ${n}: scheduler rounds over ${n} clusters: ${rounds.map((r) => r.durationMs).join(', ')} ms`);
+    log(
+      `${catalog} ${n}: scheduler rounds over ${clusters} clusters: ${rounds.map((r) => r.durationMs).join(', ')} ms`,
+    );
 
     // status and backups <cluster>, whole CLI processes.
     const runs = Number(opts['status-runs']);
@@ -551,6 +566,7 @@ async function runOne({ catalog, n, pg, freePort, opts }) {
       status,
       backupsCli,
       statusCall,
+      statusCpu,
       backupsCall,
     };
   } finally {
@@ -601,84 +617,6 @@ async function lastSeen(url) {
   } finally {
     await store.close();
   }
-}
-
-/**
- * N clusters (one agent each, the bench's), each with a schedule policy whose runs are recorded
- * as just done (so rounds evaluate every cluster and start nothing), and `backups` backups: `big`
- * in the first cluster, the rest spread over the others.
- */
-async function seed(url, n, backups, big) {
-  const { openCatalog } = await import('../packages/catalog/dist/index.js');
-  const t0 = performance.now();
-  const store = await openCatalog(url);
-  const now = Date.now();
-  const hour = (new Date(now).getUTCHours() + 12) % 24;
-  const pool = async (count, limit, fn) => {
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: limit }, async () => {
-        while (next < count) await fn(next++);
-      }),
-    );
-  };
-  try {
-    await pool(n, 16, async (i) => {
-      const name = cluster(i);
-      await store.upsertCluster({ name, systemIdentifier: SYSID, pgVersion: 150000 }, now - 90 * 86400_000);
-      await store.putPolicy(
-        {
-          scope: name,
-          // Twelve hours away from now: nothing falls due during the run, whatever the time of day.
-          schedules: { full: `0 ${hour} * * 0`, incr: `0 ${hour} * * 1-6` },
-          retention: {},
-        },
-        now,
-      );
-      await store.recordScheduleRuns([
-        { cluster: name, type: 'full', lastRun: now },
-        { cluster: name, type: 'incr', lastRun: now },
-      ]);
-    });
-    const bigCount = Math.min(big, backups);
-    const rest = backups - bigCount;
-    const perOther = n > 1 ? Math.ceil(rest / (n - 1)) : 0;
-    const list = [];
-    for (let b = 0; b < bigCount; b++) list.push([0, b]);
-    for (let c = 1; c < n && list.length < backups; c++)
-      for (let b = 0; b < perOther && list.length < backups; b++) list.push([c, b]);
-    await pool(list.length, 16, async (k) => {
-      const [c, b] = list[k];
-      const stop = now - (b + 1) * 8 * 3600_000;
-      const lsn = (x) =>
-        `${Math.floor(x / 2 ** 32)
-          .toString(16)
-          .toUpperCase()}/${(x % 2 ** 32).toString(16).toUpperCase()}`;
-      const base = (100000 - b) * 0x1000000;
-      await store.insertBackup({
-        cluster: cluster(c),
-        label: `${new Date(stop).toISOString().replace(/[-:]/g, '').slice(0, 15)}${b % 7 === 0 ? 'F' : 'I'}`,
-        type: b % 7 === 0 ? 'full' : 'incr',
-        startLsn: lsn(base),
-        stopLsn: lsn(base + 0x100),
-        startTime: stop - 600_000,
-        stopTime: stop,
-        timeline: 1,
-        systemIdentifier: SYSID,
-        pgVersion: 150000,
-        sizeBytes: 10 * 2 ** 30,
-        storedBytes: 3 * 2 ** 30,
-        fileCount: 3000,
-        walStart: '000000010000000000000001',
-        walStop: '000000010000000000000001',
-        jobId: `seed-${c}-${b}`,
-        priorLabel: '',
-      });
-    });
-  } finally {
-    await store.close();
-  }
-  return (performance.now() - t0) / 1000;
 }
 
 if (process.argv.includes('--worker')) await worker();

@@ -174,6 +174,74 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
     }
 
     describe('clusters and agents', () => {
+      test('a page of the fleet: clusters by keyset, and each fleet-wide read of the named clusters only', async () => {
+        const store = await fresh();
+        const names = ['c-1', 'c.2', 'c0', 'c_3', 'd'];
+        for (const name of [...names].reverse())
+          await store.upsertCluster({ name, systemIdentifier: '7300000000000000001', pgVersion: 170002 }, 7);
+        // Byte order ('-' < '.' < '0' < '_'), whatever the database's collation, on every page.
+        assert.deepEqual(
+          (await store.listClusters()).map((c) => c.name),
+          names,
+        );
+        assert.deepEqual(
+          (await store.listClusters({ limit: 2 })).map((c) => c.name),
+          ['c-1', 'c.2'],
+        );
+        assert.deepEqual(
+          (await store.listClusters({ after: 'c.2', limit: 2 })).map((c) => c.name),
+          ['c0', 'c_3'],
+        );
+        assert.deepEqual(
+          (await store.listClusters({ after: 'c1', limit: 9 })).map((c) => c.name),
+          ['c_3', 'd'],
+        );
+        assert.deepEqual(await store.listClusters({ after: 'd', limit: 9 }), []);
+        assert.deepEqual(
+          (await store.getClusters(['d', 'nope', 'c0'])).map((c) => c.name),
+          ['c0', 'd'],
+        );
+        assert.deepEqual(await store.getClusters([]), []);
+
+        const page = ['c.2', 'c0'];
+        for (const name of names) {
+          await store.upsertAgent({ id: 'a1', cluster: name, hostname: `${name}-h`, version: '1' }, 9);
+          await store.insertBackup(sampleBackup(`${name}-old`, 100, '0/2000000', { cluster: name }));
+          await store.insertBackup(sampleBackup(`${name}-new`, 200, '0/3000000', { cluster: name }));
+          await store.insertDump(sampleDump(`20261207-01000${names.indexOf(name)}-000L`, 300, { cluster: name }));
+          await store.putHealthState({ cluster: name, condition: 'rpo', state: 'ok', since: 1, data: null });
+          await store.putPolicy({ scope: name, schedules: { full: '0 1 * * *' }, retention: {} }, 1);
+          await store.recordScheduleRuns([{ cluster: name, type: 'full', lastRun: 5 }]);
+          await store.createJob({ id: `v-${name}`, cluster: name, kind: 'verify', agentId: 'a1', params: {} }, 10);
+        }
+        await store.putPolicy({ scope: FLEET_POLICY_SCOPE, schedules: {}, retention: {} }, 1);
+        const clusters = (rows: Array<{ cluster: string }>) => rows.map((r) => r.cluster);
+        assert.deepEqual(clusters(await store.listAgents(page)), page);
+        assert.deepEqual(
+          (await store.latestBackups(page)).map((b) => b.label),
+          ['c.2-new', 'c0-new'],
+        );
+        assert.deepEqual(
+          (await store.latestBackups(page, 'oldest')).map((b) => b.label),
+          ['c.2-old', 'c0-old'],
+        );
+        assert.deepEqual(clusters(await store.latestDumps(page)), page);
+        assert.deepEqual(clusters(await store.listHealthStates(page)), page);
+        assert.deepEqual(clusters(await store.listScheduleRuns(page)), page);
+        assert.deepEqual(
+          clusters(await store.latestJobsPerCluster({ kind: 'verify', perCluster: 1, clusters: page })),
+          page,
+        );
+        assert.deepEqual(
+          (await store.listPolicies([FLEET_POLICY_SCOPE, ...page])).map((p) => p.scope),
+          [FLEET_POLICY_SCOPE, ...page],
+        );
+        // No names: nothing (not the whole fleet).
+        assert.deepEqual(await store.listAgents([]), []);
+        assert.deepEqual(await store.latestBackups([]), []);
+        assert.deepEqual(await store.latestJobsPerCluster({ kind: 'verify', perCluster: 1, clusters: [] }), []);
+      });
+
       test('another system identifier under a known name is SystemIdMismatch', async () => {
         const store = await storeWithCluster();
         await assert.rejects(
@@ -1316,6 +1384,32 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal(await store.pruneClusterHistory(60, t0 + 60_000), 2, "shop's first minute and other's");
         assert.equal((await store.listClusterHistory('shop', 60, 0)).length, 1);
         assert.equal((await store.listClusterHistory('shop', 3600, 0)).length, 1, 'hours are kept');
+      });
+
+      test('a batch of samples (a health round) adds up as the same samples one by one', async () => {
+        const store = await fresh();
+        const t0 = 1000 * 3_600_000;
+        // Two samples of one cluster in one bucket within a batch count twice, as they would apart.
+        await store.recordClusterSamples([
+          { cluster: 'shop', at: t0 + 1_000, rpoSeconds: 10 },
+          { cluster: 'other', at: t0 + 1_000, rpoSeconds: 99 },
+          { cluster: 'shop', at: t0 + 30_000, rpoSeconds: 30 },
+        ]);
+        await store.recordClusterSamples([{ cluster: 'shop', at: t0 + 90_000, rpoSeconds: 5 }]);
+        await store.recordClusterSamples([]);
+        const rows = async (c: string, r: 60 | 3600) =>
+          (await store.listClusterHistory(c, r, 0)).map((b) => [
+            b.start - t0,
+            b.rpoMaxSeconds,
+            b.rpoAvgSeconds,
+            b.samples,
+          ]);
+        assert.deepEqual(await rows('shop', 60), [
+          [0, 30, 20, 2],
+          [60_000, 5, 5, 1],
+        ]);
+        assert.deepEqual(await rows('shop', 3600), [[0, 30, 15, 3]]);
+        assert.deepEqual(await rows('other', 60), [[0, 99, 99, 1]]);
       });
     });
 

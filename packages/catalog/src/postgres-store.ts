@@ -57,8 +57,7 @@ import {
   type PolicyRow,
   type ScheduleRunRow,
   clusterHistoryFromRow,
-  historySampleParams,
-  upsertHistorySql,
+  historyBucketStart,
   type ClusterHistoryRow,
 } from './rows.js';
 import {
@@ -79,6 +78,9 @@ import {
   type BackupRecord,
   type CatalogStore,
   type ClusterRecord,
+  type ClusterPage,
+  type ClusterSample,
+  type ClusterSelection,
   type JobError,
   type JobRecord,
   type JobStateName,
@@ -135,7 +137,14 @@ const types: pg.CustomTypesConfig = {
 
 /** JSONB arrives parsed; SQL NULL stays null. */
 const decodeJson = (value: unknown): unknown => value ?? null;
-const dialect: SqlDialect = { param: (n) => `$${n}`, bool: (value) => value };
+const dialect: SqlDialect = {
+  param: (n) => `$${n}`,
+  bool: (value) => value,
+  inNames: (column, n) => `${column} = ANY($${n}::text[])`,
+  namesParam: (names) => [...names],
+};
+/** `cluster` is one of the names bound as the statement's first parameter. */
+const IN_NAMES = dialect.inNames('cluster', 1);
 const agentRow = (r: AgentRow): AgentRecord => agentFromRow(r, decodeJson);
 const jobRow = (r: JobRow): JobRecord => jobFromRow(r, decodeJson);
 
@@ -271,9 +280,23 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows[0] && clusterFromRow(rows[0]);
   }
 
-  async listClusters(): Promise<ClusterRecord[]> {
+  async getClusters(names: readonly string[]): Promise<ClusterRecord[]> {
+    const rows = await this.query<ClusterRow>(
+      `SELECT * FROM clusters WHERE ${dialect.inNames('name', 1)} ORDER BY name COLLATE "C"`,
+      [dialect.namesParam(names)],
+    );
+    return rows.map(clusterFromRow);
+  }
+
+  async listClusters(page?: ClusterPage): Promise<ClusterRecord[]> {
     // COLLATE "C": byte order, as SQLite sorts, whatever the database's default collation.
-    return (await this.query<ClusterRow>('SELECT * FROM clusters ORDER BY name COLLATE "C"')).map(clusterFromRow);
+    const rows = page
+      ? await this.query<ClusterRow>(
+          'SELECT * FROM clusters WHERE name COLLATE "C" > $1 ORDER BY name COLLATE "C" LIMIT $2',
+          [page.after ?? '', page.limit],
+        )
+      : await this.query<ClusterRow>('SELECT * FROM clusters ORDER BY name COLLATE "C"');
+    return rows.map(clusterFromRow);
   }
 
   async upsertAgent(
@@ -363,9 +386,42 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 
   async recordClusterSample(cluster: string, at: number, rpoSeconds: number): Promise<void> {
+    await this.recordClusterSamples([{ cluster, at, rpoSeconds }]);
+  }
+
+  async recordClusterSamples(samples: readonly ClusterSample[]): Promise<void> {
+    if (samples.length === 0) return;
+    // One statement per resolution for the whole batch (a health round's slice). Samples falling
+    // into one bucket are added up here first: one INSERT ... ON CONFLICT may not touch a row twice.
     await this.transaction(async (client) => {
-      for (const r of HISTORY_RESOLUTIONS)
-        await client.query(upsertHistorySql(dialect, 'GREATEST'), historySampleParams(cluster, at, rpoSeconds, r));
+      for (const r of HISTORY_RESOLUTIONS) {
+        const buckets = new Map<string, { cluster: string; start: number; max: number; sum: number; n: number }>();
+        for (const s of samples) {
+          const start = historyBucketStart(s.at, r);
+          const key = `${s.cluster}\u0000${start}`;
+          const b = buckets.get(key);
+          if (b) {
+            b.max = Math.max(b.max, s.rpoSeconds);
+            b.sum += s.rpoSeconds;
+            b.n++;
+          } else buckets.set(key, { cluster: s.cluster, start, max: s.rpoSeconds, sum: s.rpoSeconds, n: 1 });
+        }
+        const rows = [...buckets.values()];
+        await client.query(
+          `INSERT INTO cluster_history (cluster, resolution, start, rpo_max, rpo_sum, samples)
+           SELECT c, $2, s, mx, sm, n FROM unnest($1::text[], $3::bigint[], $4::float8[], $5::float8[], $6::int[]) AS t(c, s, mx, sm, n)
+           ON CONFLICT (cluster, resolution, start) DO UPDATE SET rpo_max = GREATEST(cluster_history.rpo_max, EXCLUDED.rpo_max),
+             rpo_sum = cluster_history.rpo_sum + EXCLUDED.rpo_sum, samples = cluster_history.samples + EXCLUDED.samples`,
+          [
+            rows.map((x) => x.cluster),
+            r,
+            rows.map((x) => x.start),
+            rows.map((x) => x.max),
+            rows.map((x) => x.sum),
+            rows.map((x) => x.n),
+          ],
+        );
+      }
     });
   }
 
@@ -388,11 +444,16 @@ export class PostgresCatalogStore implements CatalogStore {
     return res.rowCount ?? 0;
   }
 
-  async listHealthStates(cluster?: string): Promise<HealthStateRecord[]> {
-    const rows = await this.query<HealthStateRow>(
-      'SELECT * FROM health_states WHERE ($1::text IS NULL OR cluster = $1) ORDER BY cluster COLLATE "C", condition COLLATE "C"',
-      [cluster ?? null],
-    );
+  async listHealthStates(clusters?: ClusterSelection): Promise<HealthStateRecord[]> {
+    const order = 'ORDER BY cluster COLLATE "C", condition COLLATE "C"';
+    const rows = Array.isArray(clusters)
+      ? await this.query<HealthStateRow>(`SELECT * FROM health_states WHERE ${IN_NAMES} ${order}`, [
+          dialect.namesParam(clusters),
+        ])
+      : await this.query<HealthStateRow>(
+          `SELECT * FROM health_states WHERE ($1::text IS NULL OR cluster = $1) ${order}`,
+          [clusters ?? null],
+        );
     return rows.map((r) => healthStateFromRow(r, decodeJson));
   }
 
@@ -593,11 +654,16 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows[0] && agentRow(rows[0]);
   }
 
-  async listAgents(cluster?: string): Promise<AgentRecord[]> {
+  async listAgents(clusters?: ClusterSelection): Promise<AgentRecord[]> {
     const rows =
-      cluster === undefined
+      clusters === undefined
         ? await this.query<AgentRow>('SELECT * FROM agents ORDER BY cluster COLLATE "C", id COLLATE "C"')
-        : await this.query<AgentRow>('SELECT * FROM agents WHERE cluster = $1 ORDER BY id COLLATE "C"', [cluster]);
+        : Array.isArray(clusters)
+          ? await this.query<AgentRow>(
+              `SELECT * FROM agents WHERE ${IN_NAMES} ORDER BY cluster COLLATE "C", id COLLATE "C"`,
+              [dialect.namesParam(clusters)],
+            )
+          : await this.query<AgentRow>('SELECT * FROM agents WHERE cluster = $1 ORDER BY id COLLATE "C"', [clusters]);
     return rows.map(agentRow);
   }
 
@@ -627,19 +693,26 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows.map(backupFromRow);
   }
 
-  async latestBackups(cluster?: string, end: 'newest' | 'oldest' = 'newest'): Promise<BackupRecord[]> {
+  async latestBackups(clusters?: ClusterSelection, end: 'newest' | 'oldest' = 'newest'): Promise<BackupRecord[]> {
     const dir = end === 'newest' ? 'DESC' : 'ASC';
-    // Per cluster, the backups_cluster_order index gives the newest (or oldest) directly; over the fleet, one pass.
+    const order = `stop_time ${dir}, stop_lsn_num ${dir}, label COLLATE "C" ${dir}`;
+    // Per cluster, the backups_cluster_order index gives the newest (or oldest) directly; over the
+    // fleet, one pass; over a page of it, one index seek per named cluster.
     const rows =
-      cluster === undefined
+      clusters === undefined
         ? await this.query<BackupRow>(
-            `SELECT DISTINCT ON (cluster COLLATE "C") * FROM backups
-             ORDER BY cluster COLLATE "C", stop_time ${dir}, stop_lsn_num ${dir}, label COLLATE "C" ${dir}`,
+            `SELECT DISTINCT ON (cluster COLLATE "C") * FROM backups ORDER BY cluster COLLATE "C", ${order}`,
           )
-        : await this.query<BackupRow>(
-            `SELECT * FROM backups WHERE cluster = $1 ORDER BY stop_time ${dir}, stop_lsn_num ${dir}, label COLLATE "C" ${dir} LIMIT 1`,
-            [cluster],
-          );
+        : Array.isArray(clusters)
+          ? await this.query<BackupRow>(
+              `SELECT b.* FROM unnest($1::text[]) AS c(name)
+               CROSS JOIN LATERAL (SELECT * FROM backups WHERE cluster = c.name ORDER BY ${order} LIMIT 1) b
+               ORDER BY b.cluster COLLATE "C"`,
+              [dialect.namesParam(clusters)],
+            )
+          : await this.query<BackupRow>(`SELECT * FROM backups WHERE cluster = $1 ORDER BY ${order} LIMIT 1`, [
+              clusters,
+            ]);
     return rows.map(backupFromRow);
   }
 
@@ -683,17 +756,25 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows.map((r) => dumpFromRow(r, decodeJson));
   }
 
-  async latestDumps(cluster?: string): Promise<DumpRecord[]> {
+  async latestDumps(clusters?: ClusterSelection): Promise<DumpRecord[]> {
     const rows =
-      cluster === undefined
+      clusters === undefined
         ? await this.query<DumpRow>(
             `SELECT DISTINCT ON (cluster COLLATE "C") * FROM dumps WHERE expired_at IS NULL
              ORDER BY cluster COLLATE "C", stop_time DESC, label COLLATE "C" DESC`,
           )
-        : await this.query<DumpRow>(
-            'SELECT * FROM dumps WHERE cluster = $1 AND expired_at IS NULL ORDER BY stop_time DESC, label COLLATE "C" DESC LIMIT 1',
-            [cluster],
-          );
+        : Array.isArray(clusters)
+          ? await this.query<DumpRow>(
+              `SELECT d.* FROM unnest($1::text[]) AS c(name)
+               CROSS JOIN LATERAL (SELECT * FROM dumps WHERE cluster = c.name AND expired_at IS NULL
+                                   ORDER BY stop_time DESC, label COLLATE "C" DESC LIMIT 1) d
+               ORDER BY d.cluster COLLATE "C"`,
+              [dialect.namesParam(clusters)],
+            )
+          : await this.query<DumpRow>(
+              'SELECT * FROM dumps WHERE cluster = $1 AND expired_at IS NULL ORDER BY stop_time DESC, label COLLATE "C" DESC LIMIT 1',
+              [clusters],
+            );
     return rows.map((r) => dumpFromRow(r, decodeJson));
   }
 
@@ -710,8 +791,13 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows[0] && policyFromRow(rows[0], decodeJson);
   }
 
-  async listPolicies(): Promise<PolicyRecord[]> {
-    const rows = await this.query<PolicyRow>(`SELECT * FROM policies ORDER BY scope <> '*', scope COLLATE "C"`);
+  async listPolicies(scopes?: readonly string[]): Promise<PolicyRecord[]> {
+    const order = `ORDER BY scope <> '*', scope COLLATE "C"`;
+    const rows = scopes
+      ? await this.query<PolicyRow>(`SELECT * FROM policies WHERE ${dialect.inNames('scope', 1)} ${order}`, [
+          dialect.namesParam(scopes),
+        ])
+      : await this.query<PolicyRow>(`SELECT * FROM policies ${order}`);
     return rows.map((r) => policyFromRow(r, decodeJson));
   }
 
@@ -732,11 +818,18 @@ export class PostgresCatalogStore implements CatalogStore {
     return (await this.query('DELETE FROM policies WHERE scope = $1 RETURNING scope', [scope])).length > 0;
   }
 
-  async listScheduleRuns(cluster?: string): Promise<ScheduleRunRecord[]> {
+  async listScheduleRuns(clusters?: ClusterSelection): Promise<ScheduleRunRecord[]> {
     const rows =
-      cluster === undefined
+      clusters === undefined
         ? await this.query<ScheduleRunRow>('SELECT * FROM schedule_runs ORDER BY cluster COLLATE "C", type')
-        : await this.query<ScheduleRunRow>('SELECT * FROM schedule_runs WHERE cluster = $1 ORDER BY type', [cluster]);
+        : Array.isArray(clusters)
+          ? await this.query<ScheduleRunRow>(
+              `SELECT * FROM schedule_runs WHERE ${IN_NAMES} ORDER BY cluster COLLATE "C", type`,
+              [dialect.namesParam(clusters)],
+            )
+          : await this.query<ScheduleRunRow>('SELECT * FROM schedule_runs WHERE cluster = $1 ORDER BY type', [
+              clusters,
+            ]);
     return rows.map(scheduleRunFromRow);
   }
 
@@ -799,7 +892,7 @@ export class PostgresCatalogStore implements CatalogStore {
   async listJobs(filter: JobFilter = {}): Promise<JobRecord[]> {
     // LIMIT NULL is no limit. seq (creation order) breaks ties within a millisecond, as rowid does in SQLite.
     const limit = filter.limit && filter.limit > 0 ? filter.limit : null;
-    const { where, args } = jobWhere(filter, dialect.param);
+    const { where, args } = jobWhere(filter, dialect);
     const rows = await this.query<JobRow>(
       `SELECT * FROM jobs ${where} ORDER BY created_at DESC, seq DESC LIMIT $${args.length + 1}`,
       [...args, limit],
@@ -808,7 +901,7 @@ export class PostgresCatalogStore implements CatalogStore {
   }
 
   async latestJobsPerCluster(filter: JobFilter & { perCluster: number }): Promise<JobRecord[]> {
-    const { where, args } = jobWhere(filter, dialect.param);
+    const { where, args } = jobWhere(filter, dialect);
     const rows = await this.query<JobRow>(
       `SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY cluster ORDER BY created_at DESC, seq DESC) AS newest
        FROM jobs ${where}) j WHERE newest <= $${args.length + 1} ORDER BY cluster COLLATE "C", newest`,

@@ -171,6 +171,13 @@ export interface SqlDialect {
   param: (n: number) => string;
   /** A boolean parameter: node-postgres sends true/false, better-sqlite3 binds only numbers. */
   bool: (value: boolean) => boolean | number;
+  /**
+   * `column` is one of the names bound at placeholder n (namesParam): one statement whatever the
+   * count, so a page of 1,000 clusters is one prepared query, not 1,000.
+   */
+  inNames: (column: string, n: number) => string;
+  /** The parameter inNames reads: a text[] for PostgreSQL, JSON text for SQLite's json_each. */
+  namesParam: (names: readonly string[]) => unknown;
 }
 
 /** JSON text for a column (TEXT in SQLite, a ::jsonb parameter in PostgreSQL); null for absent values. */
@@ -448,14 +455,18 @@ export function enrollmentRefusal(
 }
 
 /** The WHERE clause of a job listing; `param(n)` spells the n-th (1-based) placeholder of the dialect. */
-export function jobWhere(filter: JobFilter, param: (n: number) => string): { where: string; args: string[] } {
+export function jobWhere(filter: JobFilter, dialect: SqlDialect): { where: string; args: unknown[] } {
   const conds: string[] = [];
-  const args: string[] = [];
+  const args: unknown[] = [];
   for (const col of ['cluster', 'kind', 'state'] as const) {
     const v = filter[col];
     if (v === undefined || v === '') continue;
     args.push(v);
-    conds.push(`${col} = ${param(args.length)}`);
+    conds.push(`${col} = ${dialect.param(args.length)}`);
+  }
+  if (filter.clusters) {
+    args.push(dialect.namesParam(filter.clusters));
+    conds.push(dialect.inNames('cluster', args.length));
   }
   return { where: conds.length ? `WHERE ${conds.join(' AND ')}` : '', args };
 }

@@ -74,6 +74,9 @@ import {
   type BackupRecord,
   type CatalogStore,
   type ClusterRecord,
+  type ClusterPage,
+  type ClusterSample,
+  type ClusterSelection,
   type JobError,
   type JobRecord,
   type JobStateName,
@@ -106,7 +109,14 @@ export interface SqliteCatalogOptions {
 
 const json = encodeJson;
 const unjson = (text: unknown): unknown => (text === null || text === undefined ? null : JSON.parse(text as string));
-const dialect: SqlDialect = { param: () => '?', bool: (value) => (value ? 1 : 0) };
+const dialect: SqlDialect = {
+  param: () => '?',
+  bool: (value) => (value ? 1 : 0),
+  inNames: (column) => `${column} IN (SELECT value FROM json_each(?))`,
+  namesParam: (names) => JSON.stringify(names),
+};
+/** `cluster` is one of the names bound as the statement's only parameter. */
+const IN_NAMES = dialect.inNames('cluster', 1);
 const agentRow = (r: AgentRow): AgentRecord => agentFromRow(r, unjson);
 const jobRow = (r: JobRow): JobRecord => jobFromRow(r, unjson);
 
@@ -212,8 +222,18 @@ export class SqliteCatalogStore implements CatalogStore {
     return row && clusterFromRow(row);
   }
 
-  async listClusters(): Promise<ClusterRecord[]> {
-    return (this.prepare('SELECT * FROM clusters ORDER BY name').all() as ClusterRow[]).map(clusterFromRow);
+  async getClusters(names: readonly string[]): Promise<ClusterRecord[]> {
+    const rows = this.prepare(
+      'SELECT * FROM clusters WHERE name IN (SELECT value FROM json_each(?)) ORDER BY name',
+    ).all(dialect.namesParam(names)) as ClusterRow[];
+    return rows.map(clusterFromRow);
+  }
+
+  async listClusters(page?: ClusterPage): Promise<ClusterRecord[]> {
+    const rows = page
+      ? this.prepare('SELECT * FROM clusters WHERE name > ? ORDER BY name LIMIT ?').all(page.after ?? '', page.limit)
+      : this.prepare('SELECT * FROM clusters ORDER BY name').all();
+    return (rows as ClusterRow[]).map(clusterFromRow);
   }
 
   async upsertAgent(
@@ -321,10 +341,16 @@ export class SqliteCatalogStore implements CatalogStore {
   }
 
   async recordClusterSample(cluster: string, at: number, rpoSeconds: number): Promise<void> {
+    await this.recordClusterSamples([{ cluster, at, rpoSeconds }]);
+  }
+
+  async recordClusterSamples(samples: readonly ClusterSample[]): Promise<void> {
+    if (samples.length === 0) return;
     const upsert = this.prepare(upsertHistorySql(dialect, 'max'));
     this.db
       .transaction(() => {
-        for (const r of HISTORY_RESOLUTIONS) upsert.run(...historySampleParams(cluster, at, rpoSeconds, r));
+        for (const s of samples)
+          for (const r of HISTORY_RESOLUTIONS) upsert.run(...historySampleParams(s.cluster, s.at, s.rpoSeconds, r));
       })
       .immediate();
   }
@@ -345,10 +371,17 @@ export class SqliteCatalogStore implements CatalogStore {
       .changes;
   }
 
-  async listHealthStates(cluster?: string): Promise<HealthStateRecord[]> {
-    const rows = this.prepare(
-      'SELECT * FROM health_states WHERE (? IS NULL OR cluster = ?) ORDER BY cluster, condition',
-    ).all(cluster ?? null, cluster ?? null) as HealthStateRow[];
+  async listHealthStates(clusters?: ClusterSelection): Promise<HealthStateRecord[]> {
+    const rows = (
+      Array.isArray(clusters)
+        ? this.prepare(`SELECT * FROM health_states WHERE ${IN_NAMES} ORDER BY cluster, condition`).all(
+            dialect.namesParam(clusters),
+          )
+        : this.prepare('SELECT * FROM health_states WHERE (? IS NULL OR cluster = ?) ORDER BY cluster, condition').all(
+            clusters ?? null,
+            clusters ?? null,
+          )
+    ) as HealthStateRow[];
     return rows.map((r) => healthStateFromRow(r, unjson));
   }
 
@@ -518,12 +551,16 @@ export class SqliteCatalogStore implements CatalogStore {
     return row && agentRow(row);
   }
 
-  async listAgents(cluster?: string): Promise<AgentRecord[]> {
+  async listAgents(clusters?: ClusterSelection): Promise<AgentRecord[]> {
     const rows =
-      cluster === undefined
-        ? (this.prepare('SELECT * FROM agents ORDER BY cluster, id').all() as AgentRow[])
-        : (this.prepare('SELECT * FROM agents WHERE cluster = ? ORDER BY id').all(cluster) as AgentRow[]);
-    return rows.map(agentRow);
+      clusters === undefined
+        ? this.prepare('SELECT * FROM agents ORDER BY cluster, id').all()
+        : Array.isArray(clusters)
+          ? this.prepare(`SELECT * FROM agents WHERE ${IN_NAMES} ORDER BY cluster, id`).all(
+              dialect.namesParam(clusters),
+            )
+          : this.prepare('SELECT * FROM agents WHERE cluster = ? ORDER BY id').all(clusters);
+    return (rows as AgentRow[]).map(agentRow);
   }
 
   async insertBackup(b: BackupRecord): Promise<void> {
@@ -548,23 +585,25 @@ export class SqliteCatalogStore implements CatalogStore {
     return rows.map(backupFromRow);
   }
 
-  async latestBackups(cluster?: string, end: 'newest' | 'oldest' = 'newest'): Promise<BackupRecord[]> {
+  async latestBackups(clusters?: ClusterSelection, end: 'newest' | 'oldest' = 'newest'): Promise<BackupRecord[]> {
     const dir = end === 'newest' ? 'DESC' : 'ASC';
     const order = `stop_time ${dir}, stop_lsn_num ${dir}, label ${dir}`;
     // The backups_cluster_order index answers each cluster's newest (or oldest) with one seek; over
-    // the fleet one seek per cluster, not a window over every backup (0.7-1 s per call at 100,000
-    // backups, twice per status and once per cluster evaluation: bench/fleet-scale.mjs).
+    // the fleet (or a page of it) one seek per cluster, not a window over every backup (0.7-1 s per
+    // call at 100,000 backups, twice per status and once per cluster evaluation: bench/fleet-scale.mjs).
+    const seek = (cluster: string) =>
+      `JOIN backups b ON b.rowid = (SELECT rowid FROM backups WHERE cluster = ${cluster} ORDER BY ${order} LIMIT 1)`;
     const rows =
-      cluster === undefined
-        ? (this.prepare(
-            `SELECT b.* FROM (SELECT DISTINCT cluster FROM backups) c
-             JOIN backups b ON b.rowid = (SELECT rowid FROM backups WHERE cluster = c.cluster ORDER BY ${order} LIMIT 1)
-             ORDER BY b.cluster`,
-          ).all() as BackupRow[])
-        : (this.prepare(`SELECT * FROM backups WHERE cluster = ? ORDER BY ${order} LIMIT 1`).all(
-            cluster,
-          ) as BackupRow[]);
-    return rows.map(backupFromRow);
+      clusters === undefined
+        ? this.prepare(
+            `SELECT b.* FROM (SELECT DISTINCT cluster FROM backups) c ${seek('c.cluster')} ORDER BY b.cluster`,
+          ).all()
+        : Array.isArray(clusters)
+          ? this.prepare(`SELECT b.* FROM json_each(?) c ${seek('c.value')} ORDER BY b.cluster`).all(
+              dialect.namesParam(clusters),
+            )
+          : this.prepare(`SELECT * FROM backups WHERE cluster = ? ORDER BY ${order} LIMIT 1`).all(clusters);
+    return (rows as BackupRow[]).map(backupFromRow);
   }
 
   async setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord> {
@@ -598,18 +637,22 @@ export class SqliteCatalogStore implements CatalogStore {
     return rows.map((r) => dumpFromRow(r, unjson));
   }
 
-  async latestDumps(cluster?: string): Promise<DumpRecord[]> {
-    const newest =
-      'SELECT rowid FROM dumps WHERE cluster = c.cluster AND expired_at IS NULL ORDER BY stop_time DESC, label DESC LIMIT 1';
+  async latestDumps(clusters?: ClusterSelection): Promise<DumpRecord[]> {
+    const newest = (cluster: string) =>
+      `SELECT rowid FROM dumps WHERE cluster = ${cluster} AND expired_at IS NULL ORDER BY stop_time DESC, label DESC LIMIT 1`;
     const rows =
-      cluster === undefined
-        ? (this.prepare(
-            `SELECT d.* FROM (SELECT DISTINCT cluster FROM dumps) c JOIN dumps d ON d.rowid = (${newest}) ORDER BY d.cluster`,
-          ).all() as DumpRow[])
-        : (this.prepare(
-            'SELECT * FROM dumps WHERE cluster = ? AND expired_at IS NULL ORDER BY stop_time DESC, label DESC LIMIT 1',
-          ).all(cluster) as DumpRow[]);
-    return rows.map((r) => dumpFromRow(r, unjson));
+      clusters === undefined
+        ? this.prepare(
+            `SELECT d.* FROM (SELECT DISTINCT cluster FROM dumps) c JOIN dumps d ON d.rowid = (${newest('c.cluster')}) ORDER BY d.cluster`,
+          ).all()
+        : Array.isArray(clusters)
+          ? this.prepare(
+              `SELECT d.* FROM json_each(?) c JOIN dumps d ON d.rowid = (${newest('c.value')}) ORDER BY d.cluster`,
+            ).all(dialect.namesParam(clusters))
+          : this.prepare(
+              'SELECT * FROM dumps WHERE cluster = ? AND expired_at IS NULL ORDER BY stop_time DESC, label DESC LIMIT 1',
+            ).all(clusters);
+    return (rows as DumpRow[]).map((r) => dumpFromRow(r, unjson));
   }
 
   async markDumpsExpired(cluster: string, labels: readonly string[], now: number): Promise<number> {
@@ -624,8 +667,14 @@ export class SqliteCatalogStore implements CatalogStore {
     return row && policyFromRow(row, unjson);
   }
 
-  async listPolicies(): Promise<PolicyRecord[]> {
-    const rows = this.prepare("SELECT * FROM policies ORDER BY scope <> '*', scope").all() as PolicyRow[];
+  async listPolicies(scopes?: readonly string[]): Promise<PolicyRecord[]> {
+    const rows = (
+      scopes
+        ? this.prepare(`SELECT * FROM policies WHERE ${dialect.inNames('scope', 1)} ORDER BY scope <> '*', scope`).all(
+            dialect.namesParam(scopes),
+          )
+        : this.prepare("SELECT * FROM policies ORDER BY scope <> '*', scope").all()
+    ) as PolicyRow[];
     return rows.map((r) => policyFromRow(r, unjson));
   }
 
@@ -644,14 +693,16 @@ export class SqliteCatalogStore implements CatalogStore {
     return this.prepare('DELETE FROM policies WHERE scope = ?').run(scope).changes > 0;
   }
 
-  async listScheduleRuns(cluster?: string): Promise<ScheduleRunRecord[]> {
+  async listScheduleRuns(clusters?: ClusterSelection): Promise<ScheduleRunRecord[]> {
     const rows =
-      cluster === undefined
-        ? (this.prepare('SELECT * FROM schedule_runs ORDER BY cluster, type').all() as ScheduleRunRow[])
-        : (this.prepare('SELECT * FROM schedule_runs WHERE cluster = ? ORDER BY type').all(
-            cluster,
-          ) as ScheduleRunRow[]);
-    return rows.map(scheduleRunFromRow);
+      clusters === undefined
+        ? this.prepare('SELECT * FROM schedule_runs ORDER BY cluster, type').all()
+        : Array.isArray(clusters)
+          ? this.prepare(`SELECT * FROM schedule_runs WHERE ${IN_NAMES} ORDER BY cluster, type`).all(
+              dialect.namesParam(clusters),
+            )
+          : this.prepare('SELECT * FROM schedule_runs WHERE cluster = ? ORDER BY type').all(clusters);
+    return (rows as ScheduleRunRow[]).map(scheduleRunFromRow);
   }
 
   async recordScheduleRuns(runs: readonly ScheduleRunRecord[], fence?: LeadershipFence): Promise<void> {
@@ -719,7 +770,7 @@ export class SqliteCatalogStore implements CatalogStore {
 
   async listJobs(filter: JobFilter = {}): Promise<JobRecord[]> {
     const limit = filter.limit && filter.limit > 0 ? filter.limit : -1;
-    const { where, args } = jobWhere(filter, dialect.param);
+    const { where, args } = jobWhere(filter, dialect);
     const rows = this.prepare(`SELECT * FROM jobs ${where} ORDER BY created_at DESC, rowid DESC LIMIT ?`).all(
       ...args,
       limit,
@@ -728,7 +779,7 @@ export class SqliteCatalogStore implements CatalogStore {
   }
 
   async latestJobsPerCluster(filter: JobFilter & { perCluster: number }): Promise<JobRecord[]> {
-    const { where, args } = jobWhere(filter, dialect.param);
+    const { where, args } = jobWhere(filter, dialect);
     const rows = this.prepare(
       `SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY cluster ORDER BY created_at DESC, rowid DESC) AS newest
          FROM jobs ${where}) WHERE newest <= ? ORDER BY cluster, newest`,

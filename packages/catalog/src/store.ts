@@ -9,8 +9,31 @@
 
 export type BackupKind = 'full' | 'diff' | 'incr';
 /** listJobs: newest first, optionally only one cluster's, one kind's and/or one state's. */
+/**
+ * Which clusters a fleet-wide read covers: one cluster by name, or a set of names (a page of the
+ * fleet's status, a slice of the health round: what it reads grows with the page, not the fleet);
+ * undefined: every cluster.
+ */
+export type ClusterSelection = string | readonly string[];
+
+/** A page of clusters by name (listClusters). */
+export interface ClusterPage {
+  /** Names sorting after this one (byte order); '' or absent: from the first. */
+  after?: string;
+  limit: number;
+}
+
+/** One RPO sample of a cluster (recordClusterSamples). */
+export interface ClusterSample {
+  cluster: string;
+  at: number;
+  rpoSeconds: number;
+}
+
 export interface JobFilter {
   cluster?: string;
+  /** Only these clusters' jobs (a page of the fleet's status); with `cluster`, both apply. */
+  clusters?: readonly string[];
   kind?: JobKind;
   state?: JobStateName;
   limit?: number;
@@ -508,7 +531,13 @@ export interface CatalogStore {
     now: number,
   ): Promise<ClusterRecord>;
   getCluster(name: string): Promise<ClusterRecord | undefined>;
-  listClusters(): Promise<ClusterRecord[]>;
+  /** The named clusters the catalog holds, by name (byte order); unknown names are left out. */
+  getClusters(names: readonly string[]): Promise<ClusterRecord[]>;
+  /**
+   * Clusters by name in byte order; with `page`, only the first `limit` whose name sorts after
+   * `after` (keyset paging: what a page of status or a slice of the health round reads).
+   */
+  listClusters(page?: ClusterPage): Promise<ClusterRecord[]>;
 
   /**
    * Registers (or re-registers) an agent as connected. Agents are keyed by (cluster, id): the same
@@ -592,7 +621,8 @@ export interface CatalogStore {
    */
   recordHeartbeats(beats: readonly AgentHeartbeat[]): Promise<void>;
   getAgent(agent: AgentRef): Promise<AgentRecord | undefined>;
-  listAgents(cluster?: string): Promise<AgentRecord[]>;
+  /** The agents of one cluster, of the named clusters, or of all. */
+  listAgents(clusters?: ClusterSelection): Promise<AgentRecord[]>;
 
   /** Idempotent for the same (cluster, label); ordering of listBackups is by stop time, never by label. */
   insertBackup(backup: BackupRecord): Promise<void>;
@@ -604,7 +634,7 @@ export interface CatalogStore {
    * name; of `cluster` alone when given. What status and health need, without reading every backup.
    * `end: 'oldest'` gives the first of each instead (where a cluster's PITR window starts).
    */
-  latestBackups(cluster?: string, end?: 'newest' | 'oldest'): Promise<BackupRecord[]>;
+  latestBackups(clusters?: ClusterSelection, end?: 'newest' | 'oldest'): Promise<BackupRecord[]>;
 
   /** Sets or clears a backup's pin; UnknownBackup when the catalog has no such backup. */
   setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord>;
@@ -616,14 +646,14 @@ export interface CatalogStore {
   /** The cluster's complete dumps (and expired ones with `includeExpired`), oldest stop time first. */
   listDumps(cluster: string, options?: { includeExpired?: boolean }): Promise<DumpRecord[]>;
   /** The newest complete dump of each cluster (of `cluster` alone when given), by cluster name. */
-  latestDumps(cluster?: string): Promise<DumpRecord[]>;
+  latestDumps(clusters?: ClusterSelection): Promise<DumpRecord[]>;
   /** Marks dumps expired (retention deleted their objects); returns how many complete ones it marked. */
   markDumpsExpired(cluster: string, labels: readonly string[], now: number): Promise<number>;
 
   /** The policy of a scope (cluster name or FLEET_POLICY_SCOPE), if one was set. */
   getPolicy(scope: string): Promise<PolicyRecord | undefined>;
-  /** Every stored policy, fleet default first, then clusters by name. */
-  listPolicies(): Promise<PolicyRecord[]>;
+  /** Every stored policy (of the given scopes only, when given), fleet default first, then clusters by name. */
+  listPolicies(scopes?: readonly string[]): Promise<PolicyRecord[]>;
   /** Replaces the scope's policy as a whole (callers merge). */
   putPolicy(
     policy: { scope: string; schedules: PolicySchedules; retention: PolicyRetention; health?: PolicyHealth },
@@ -632,8 +662,8 @@ export interface CatalogStore {
   /** Removes the scope's policy; false when there was none. */
   deletePolicy(scope: string): Promise<boolean>;
 
-  /** Recorded last runs, of one cluster or all, by cluster then type. */
-  listScheduleRuns(cluster?: string): Promise<ScheduleRunRecord[]>;
+  /** Recorded last runs, of one cluster, of the named ones or of all, by cluster then type. */
+  listScheduleRuns(clusters?: ClusterSelection): Promise<ScheduleRunRecord[]>;
   /**
    * Records last runs in one transaction. A run never moves back in time: an older value than
    * the stored one (a late second controller) is ignored, so a run is neither repeated nor lost.
@@ -740,8 +770,8 @@ export interface CatalogStore {
   /** The newest `limit` events (of a cluster), returned in seq order. */
   listLatestEvents(filter: { cluster?: string; limit: number }): Promise<OutboxEventRecord[]>;
 
-  /** Health hysteresis states, of one cluster or all. */
-  listHealthStates(cluster?: string): Promise<HealthStateRecord[]>;
+  /** Health hysteresis states, of one cluster, of the named ones or of all, by cluster then condition. */
+  listHealthStates(clusters?: ClusterSelection): Promise<HealthStateRecord[]>;
   /** Replaces a condition's state, writing the events that report the change in the same transaction. */
   /**
    * With `fence` (the health leader's round), refused with LeadershipLost once another controller
@@ -755,6 +785,8 @@ export interface CatalogStore {
 
   /** Adds an RPO sample (seconds, at ms) to the cluster's minute and hour buckets. */
   recordClusterSample(cluster: string, at: number, rpoSeconds: number): Promise<void>;
+  /** recordClusterSample for many clusters in one transaction (a health round's slice). */
+  recordClusterSamples(samples: readonly ClusterSample[]): Promise<void>;
   /** The cluster's buckets of one resolution starting at or after `since` (ms), oldest first. */
   listClusterHistory(cluster: string, resolution: HistoryResolution, since: number): Promise<ClusterHistoryBucket[]>;
   /** Deletes the buckets of one resolution that start before `before` (ms); returns how many. */

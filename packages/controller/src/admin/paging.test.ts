@@ -2,22 +2,14 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import type { BackupRecord } from '@pgfleet/catalog';
-import {
-  DEFAULT_PAGE_SIZE,
-  MAX_PAGE_SIZE,
-  decodePageToken,
-  encodePageToken,
-  firstAfter,
-  PageSnapshots,
-  pageSizeOf,
-} from './paging.js';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decodePageToken, encodePageToken, pageSizeOf } from './paging.js';
 import { listBackupsPage } from './service.js';
 
 const refused = (e: unknown) => e instanceof PgfleetError && e.code === ErrorCodes.PageTokenInvalid.code;
 
 describe('page tokens', () => {
   it('round-trip what they carry; an empty token is the first page', () => {
-    const t = { after: 'c00042', time: 1_700_000_000_000, snapshot: 'abc' };
+    const t = { after: 'c00042', time: 1_700_000_000_000 };
     assert.deepEqual(decodePageToken(encodePageToken(t)), t);
     assert.deepEqual(decodePageToken(encodePageToken({ after: 'x' })), { after: 'x' });
     assert.equal(decodePageToken(''), undefined);
@@ -34,46 +26,6 @@ describe('page tokens', () => {
     assert.equal(pageSizeOf(0), DEFAULT_PAGE_SIZE);
     assert.equal(pageSizeOf(7), 7);
     assert.equal(pageSizeOf(MAX_PAGE_SIZE + 1), MAX_PAGE_SIZE);
-  });
-});
-
-describe('firstAfter', () => {
-  const rows = ['a', 'b', 'd', 'e'];
-  it('finds the first key after the token, also when the named row is gone', () => {
-    assert.equal(
-      firstAfter(rows, (r) => r, 'a'),
-      1,
-    );
-    assert.equal(
-      firstAfter(rows, (r) => r, 'c'),
-      2,
-      'c was removed between two pages: go on at d',
-    );
-    assert.equal(
-      firstAfter(rows, (r) => r, 'e'),
-      4,
-    );
-    assert.equal(
-      firstAfter(rows, (r) => r, ''),
-      0,
-    );
-  });
-});
-
-describe('PageSnapshots', () => {
-  it('keeps rows until they expire or the last page was taken, and at most `max` listings', () => {
-    const s = new PageSnapshots<number>(1000, 2);
-    const a = s.put([1], 0);
-    assert.deepEqual(s.get(a, 500), [1]);
-    assert.equal(s.get(a, 1501), undefined, 'expired');
-    const b = s.put([2], 2000);
-    const c = s.put([3], 2000);
-    const d = s.put([4], 2000);
-    assert.equal(s.get(b, 2000), undefined, 'the oldest listing made room');
-    assert.deepEqual(s.get(c, 2000), [3]);
-    s.drop(d);
-    assert.equal(s.get(d, 2000), undefined);
-    assert.equal(s.get(undefined, 2000), undefined);
   });
 });
 

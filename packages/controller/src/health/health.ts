@@ -25,7 +25,7 @@
  */
 import { fromJson, type JsonValue } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { asPgfleetError, timeSlicer, type Logger } from '@pgfleet/core';
+import { asPgfleetError, type Logger } from '@pgfleet/core';
 import { tryLead } from '../leadership.js';
 import {
   agentRefKey,
@@ -487,6 +487,27 @@ function recoveredTransition(
   }
 }
 
+/** Clusters evaluated together: one catalog read of each kind and one history write per batch. */
+const EVALUATION_BATCH = 500;
+
+/** An evaluation asked for and not started: its callers wait for `done`. */
+interface QueuedEvaluation {
+  done: Promise<ClusterAssessment | undefined>;
+  resolve: (assessment: ClusterAssessment | undefined) => void;
+  fence: LeadershipFence | undefined;
+}
+
+/** Rows by their cluster, in the order they came. */
+export function groupByCluster<T extends { cluster: string }>(rows: readonly T[]): Map<string, T[]> {
+  const m = new Map<string, T[]>();
+  for (const r of rows) {
+    const list = m.get(r.cluster);
+    if (list) list.push(r);
+    else m.set(r.cluster, [r]);
+  }
+  return m;
+}
+
 /** The leadership (tryAcquireLeadership name) of the timer's evaluation of every cluster. */
 export const HEALTH_LEADERSHIP = 'health';
 
@@ -507,8 +528,15 @@ export class HealthMonitor {
   private readonly streamed = new Map<string, string>();
   private readonly latest = new Map<string, ClusterAssessment>();
   private chain: Promise<unknown> = Promise.resolve();
-  /** Evaluations queued and not started yet, per cluster: a second request joins the queued one. */
-  private readonly queued = new Map<string, Promise<ClusterAssessment | undefined>>();
+  /**
+   * Evaluations asked for and not started yet, per cluster: a second request joins the queued one.
+   * They are evaluated in batches (evaluateBatch): the clusters queued while a batch runs are read
+   * together by the next, so heartbeats of a large fleet cost a few queries per batch, not six per
+   * cluster.
+   */
+  private readonly queued = new Map<string, QueuedEvaluation>();
+  /** A batch is on the chain and will take what is queued by then. */
+  private drainQueued = false;
   /**
    * When each cluster's last evaluation was queued by a heartbeat or a timer round (opts.now()):
    * a heartbeat within an interval of either adds nothing, so a fleet beating every few seconds
@@ -571,14 +599,44 @@ export class HealthMonitor {
    */
   evaluate(cluster: string, fence?: LeadershipFence): Promise<ClusterAssessment | undefined> {
     const pending = this.queued.get(cluster);
-    if (pending) return pending;
-    const run = this.chain.then(() => {
-      this.queued.delete(cluster);
-      return this.evaluateNow(cluster, fence);
-    });
-    this.queued.set(cluster, run);
-    this.chain = run.catch(() => undefined);
-    return run;
+    if (pending) return pending.done;
+    let resolve!: (a: ClusterAssessment | undefined) => void;
+    const done = new Promise<ClusterAssessment | undefined>((r) => (resolve = r));
+    this.queued.set(cluster, { done, resolve, fence });
+    if (!this.drainQueued) {
+      this.drainQueued = true;
+      this.chain = this.chain.then(() => this.drain()).catch(() => undefined);
+    }
+    return done;
+  }
+
+  /** Evaluates what is queued, a batch at a time, until nothing is (one on the chain at a time). */
+  private async drain(): Promise<void> {
+    while (this.queued.size > 0) {
+      // One batch shares one fence (the timer round's, or none for heartbeats): the first queued's.
+      const fence = this.queued.values().next().value!.fence;
+      const batch: Array<[string, QueuedEvaluation]> = [];
+      for (const entry of this.queued) {
+        if (entry[1].fence !== fence) continue;
+        batch.push(entry);
+        if (batch.length >= EVALUATION_BATCH) break;
+      }
+      for (const [cluster] of batch) this.queued.delete(cluster);
+      let results = new Map<string, ClusterAssessment | undefined>();
+      try {
+        results = await this.evaluateBatch(
+          batch.map(([cluster]) => cluster),
+          fence,
+        );
+      } catch (err) {
+        this.opts.logger.warn({ err, clusters: batch.length }, 'health evaluation failed');
+      }
+      // Every caller hears back, with undefined where no assessment was made.
+      for (const [cluster, q] of batch) q.resolve(results.get(cluster));
+      // Let heartbeats and calls in between two batches (a SQLite catalog never waits for I/O).
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    this.drainQueued = false;
   }
 
   evaluateAll(): Promise<void> {
@@ -597,16 +655,22 @@ export class HealthMonitor {
     this.policiesChanged();
     // Evaluations on a SQLite catalog never wait for I/O: a round over 10,000 clusters would hold
     // every agent stream and admin call for its whole length without the slices.
-    const slice = timeSlicer();
-    for (const c of await this.store.listClusters()) {
-      await slice();
-      this.evaluatedAt.set(c.name, this.opts.now());
-      await this.evaluate(c.name, fence);
+    // A page of clusters at a time (the catalog read per batch, not per cluster): a round over
+    // 10,000 clusters was 60,000 queries and 10,000 history transactions each interval.
+    let after = '';
+    for (;;) {
+      const page = await this.store.listClusters({ after, limit: EVALUATION_BATCH });
+      if (page.length === 0) return;
+      after = page.at(-1)!.name;
+      const now = this.opts.now();
+      for (const c of page) this.evaluatedAt.set(c.name, now);
+      await Promise.all(page.map((c) => this.evaluate(c.name, fence)));
       if (this.fenceLost) {
         this.fenceLost = false;
         this.opts.logger.warn('health round stopped: another controller leads health evaluation now');
         return;
       }
+      if (page.length < EVALUATION_BATCH) return;
     }
   }
 
@@ -615,37 +679,65 @@ export class HealthMonitor {
     this.policies = undefined;
   }
 
-  /** The cluster's thresholds, from policies read at most once per interval (10 s without a timer). */
-  private async thresholdsFor(cluster: string): Promise<HealthThresholds> {
+  /** The stored policies by scope, read at most once per interval (10 s without a timer). */
+  private async policiesByScope(): Promise<Map<string, PolicyRecord>> {
     const now = this.opts.now();
     const maxAge = (this.opts.intervalSeconds > 0 ? this.opts.intervalSeconds : 10) * 1000;
     if (!this.policies || now - this.policies.at >= maxAge || now < this.policies.at) {
       this.policies = { at: now, byScope: new Map((await this.store.listPolicies()).map((p) => [p.scope, p])) };
     }
-    return clusterThresholds(this.opts.thresholds, this.policies.byScope, cluster);
+    return this.policies.byScope;
   }
 
   /** Set when a fenced write was refused (LeadershipLost): the round stops there. */
   private fenceLost = false;
 
-  private async evaluateNow(cluster: string, fence?: LeadershipFence): Promise<ClusterAssessment | undefined> {
+  /**
+   * Evaluates `clusters` with one read of each kind for all of them (clusters, agents, newest
+   * backups and dumps, health states), their RPO samples in one write, and a state write only
+   * where a condition changed. A cluster the catalog does not hold has no assessment.
+   */
+  private async evaluateBatch(
+    clusters: readonly string[],
+    fence?: LeadershipFence,
+  ): Promise<Map<string, ClusterAssessment | undefined>> {
+    const out = new Map<string, ClusterAssessment | undefined>();
+    let read;
     try {
-      const [record, agents, backups, states, thresholds, dumps] = await Promise.all([
-        this.store.getCluster(cluster),
-        this.store.listAgents(cluster),
-        // Only the newest: this runs at every heartbeat, and a cluster may have thousands of backups.
-        this.store.latestBackups(cluster),
-        this.store.listHealthStates(cluster),
-        this.thresholdsFor(cluster),
-        this.store.latestDumps(cluster),
+      read = await Promise.all([
+        this.store.getClusters(clusters),
+        this.store.listAgents(clusters),
+        // Only the newest: this runs for every heartbeat's cluster, and a cluster may have thousands of backups.
+        this.store.latestBackups(clusters),
+        this.store.listHealthStates(clusters),
+        this.store.latestDumps(clusters),
+        this.policiesByScope(),
       ]);
-      const lastDump = dumps[0];
-      if (!record) return undefined;
-      const agent = pickAgent(agents);
-      const last: BackupRecord | undefined = backups.at(-1);
+    } catch (err) {
+      const e = asPgfleetError(err);
+      this.opts.logger.warn({ clusters: clusters.length, code: e.code }, `health evaluation failed: ${e.message}`);
+      return out;
+    }
+    const [records, agents, backups, states, dumps, policies] = read;
+    const agentsOf = groupByCluster(agents);
+    const statesOf = groupByCluster(states);
+    const lastBackupOf = new Map(backups.map((b) => [b.cluster, b]));
+    const lastDumpOf = new Map(dumps.map((d) => [d.cluster, d]));
+    const now = this.opts.now();
+    const assessed: Array<{
+      assessment: ClusterAssessment;
+      thresholds: HealthThresholds;
+      states: HealthStateRecord[];
+    }> = [];
+    for (const record of records) {
+      const cluster = record.name;
+      const agent = pickAgent(agentsOf.get(cluster) ?? []);
+      const last: BackupRecord | undefined = lastBackupOf.get(cluster);
+      const lastDump = lastDumpOf.get(cluster);
+      const thresholds = clusterThresholds(this.opts.thresholds, policies, cluster);
       const obs: ClusterObservation = {
         cluster,
-        now: this.opts.now(),
+        now,
         clusterCreatedAt: record.createdAt,
         ...(agent
           ? {
@@ -660,30 +752,48 @@ export class HealthMonitor {
       };
       const assessment = assessCluster(obs, thresholds);
       this.latest.set(cluster, assessment);
-      if (assessment.rpoSeconds !== undefined) await this.history.record(cluster, obs.now, assessment.rpoSeconds);
-      let wrote = false;
-      for (const condition of HEALTH_CONDITIONS) {
-        const prev = states.find((s) => s.condition === condition);
-        const next = nextHealthState(condition, prev, assessment, thresholds);
-        if (!next) continue;
-        const events: OutboxEventInput[] = next.payload ? [outboxEvent(cluster, next.payload, obs.now)] : [];
-        await this.store.putHealthState(next.state, events, fence);
-        if (events.length) {
-          wrote = true;
-          this.opts.logger.warn(
-            { cluster, condition, state: next.state.state, kind: events[0]!.kind },
-            `cluster health: ${events[0]!.kind}`,
-          );
-        }
-      }
-      if (wrote) this.opts.onEvents?.();
-      return assessment;
+      assessed.push({ assessment, thresholds, states: statesOf.get(cluster) ?? [] });
+    }
+    try {
+      await this.history.recordMany(
+        assessed.flatMap(({ assessment: a }) =>
+          a.rpoSeconds !== undefined ? [{ cluster: a.cluster, at: now, rpoSeconds: a.rpoSeconds }] : [],
+        ),
+      );
     } catch (err) {
       const e = asPgfleetError(err);
-      if (e.errorName === 'LeadershipLost') this.fenceLost = true;
-      this.opts.logger.warn({ cluster, code: e.code }, `health evaluation failed: ${e.message}`);
-      return undefined;
+      this.opts.logger.warn({ clusters: clusters.length, code: e.code }, `RPO history not recorded: ${e.message}`);
     }
+    let wrote = false;
+    for (const { assessment, thresholds, states: prevStates } of assessed) {
+      const cluster = assessment.cluster;
+      try {
+        for (const condition of HEALTH_CONDITIONS) {
+          const prev = prevStates.find((s) => s.condition === condition);
+          const next = nextHealthState(condition, prev, assessment, thresholds);
+          if (!next) continue;
+          const events: OutboxEventInput[] = next.payload ? [outboxEvent(cluster, next.payload, now)] : [];
+          await this.store.putHealthState(next.state, events, fence);
+          if (events.length) {
+            wrote = true;
+            this.opts.logger.warn(
+              { cluster, condition, state: next.state.state, kind: events[0]!.kind },
+              `cluster health: ${events[0]!.kind}`,
+            );
+          }
+        }
+        out.set(cluster, assessment);
+      } catch (err) {
+        const e = asPgfleetError(err);
+        this.opts.logger.warn({ cluster, code: e.code }, `health evaluation failed: ${e.message}`);
+        if (e.errorName === 'LeadershipLost') {
+          this.fenceLost = true;
+          break;
+        }
+      }
+    }
+    if (wrote) this.opts.onEvents?.();
+    return out;
   }
 }
 

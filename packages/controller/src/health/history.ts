@@ -7,7 +7,7 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import type { CatalogStore, HistoryResolution } from '@pgfleet/catalog';
+import type { CatalogStore, ClusterSample, HistoryResolution } from '@pgfleet/catalog';
 import type { GetClusterHistoryResponseSchema } from '@pgfleet/proto';
 
 const HOUR_MS = 3_600_000;
@@ -31,10 +31,20 @@ export class HistoryRecorder {
   constructor(private readonly store: CatalogStore) {}
 
   async record(cluster: string, at: number, rpoSeconds: number): Promise<void> {
-    const last = this.lastSample.get(cluster);
-    if (last !== undefined && at >= last && at - last < MIN_SAMPLE_GAP_MS) return;
-    this.lastSample.set(cluster, at);
-    await this.store.recordClusterSample(cluster, at, rpoSeconds);
+    await this.recordMany([{ cluster, at, rpoSeconds }]);
+  }
+
+  /** Samples of many clusters (a health batch's) in one catalog transaction. */
+  async recordMany(samples: readonly ClusterSample[]): Promise<void> {
+    const taken = samples.filter(({ cluster, at }) => {
+      const last = this.lastSample.get(cluster);
+      if (last !== undefined && at >= last && at - last < MIN_SAMPLE_GAP_MS) return false;
+      this.lastSample.set(cluster, at);
+      return true;
+    });
+    if (taken.length === 0) return;
+    await this.store.recordClusterSamples(taken);
+    const at = Math.max(...taken.map((s) => s.at));
     if (at - this.lastPrune < PRUNE_EVERY_MS) return;
     this.lastPrune = at;
     for (const [resolution, keep] of Object.entries(HISTORY_KEEP_MS))

@@ -36,17 +36,10 @@ import {
 import type { ControllerContext } from '../context.js';
 import { clusterInfo, serverRoleToProto, walHealthFromRecord, type JobResultJson } from '../wire.js';
 import { standbyLag } from '../agents/choice.js';
-import { archiveFailing, archiverFromJson, observedAgent, pickAgent, rpoSeconds } from './health.js';
+import { archiveFailing, archiverFromJson, groupByCluster, observedAgent, pickAgent, rpoSeconds } from './health.js';
 import { effectivePolicy, settingsOf, type EffectivePolicy } from '../schedule/policy.js';
 import { BACKUP_PRECEDENCE, dueRuns, nextFireTime } from '../schedule/schedule.js';
-import {
-  compareKeys,
-  decodePageToken,
-  encodePageToken,
-  firstAfter,
-  PageSnapshots,
-  pageSizeOf,
-} from '../admin/paging.js';
+import { decodePageToken, encodePageToken, pageSizeOf } from '../admin/paging.js';
 
 type ClusterInfoInit = MessageInitShape<typeof ClusterInfoSchema>;
 type ScheduledJobInit = MessageInitShape<typeof ScheduledJobSchema>;
@@ -68,12 +61,11 @@ const ALERT_NAMES: Record<string, string> = {
   dump_stale: 'dump-stale',
 };
 
-/** Each controller's status listings in progress (paging.ts): one computation serves every page. */
-const statusSnapshots = new WeakMap<ControllerContext, PageSnapshots<ClusterInfoInit>>();
-
 /**
- * One page of the fleet's status (ListClusters), in cluster name order: the rows of a listing are
- * computed on its first page and cut from a snapshot for the others (see paging.ts).
+ * One page of the fleet's status (ListClusters), in cluster name order: the page's clusters by
+ * keyset (the token names the last one returned), then every figure of those clusters alone. A
+ * page costs what it returns, whatever the fleet's size: at 10,000 clusters the first page no
+ * longer computes the whole fleet's status for the later ones to be cut from.
  */
 export async function listClusterStatusPage(
   ctx: ControllerContext,
@@ -81,67 +73,71 @@ export async function listClusterStatusPage(
 ): Promise<{ clusters: ClusterInfoInit[]; nextPageToken: string }> {
   const size = pageSizeOf(req.pageSize);
   const token = decodePageToken(req.pageToken);
-  let snapshots = statusSnapshots.get(ctx);
-  if (!snapshots) statusSnapshots.set(ctx, (snapshots = new PageSnapshots()));
-  const now = Date.now();
-  let id = token?.snapshot;
-  let rows = snapshots.get(id, now);
-  if (!rows) {
-    rows = (await listClusterStatus(ctx)).sort((a, b) => compareKeys(a.name ?? '', b.name ?? ''));
-    id = undefined;
-  }
-  const start = token ? firstAfter(rows, (r) => r.name ?? '', token.after) : 0;
-  const clusters = rows.slice(start, start + size);
-  const more = start + size < rows.length;
-  if (!more) {
-    if (id !== undefined) snapshots.drop(id);
-    return { clusters, nextPageToken: '' };
-  }
-  id ??= snapshots.put(rows, now);
-  return { clusters, nextPageToken: encodePageToken({ after: clusters.at(-1)!.name ?? '', snapshot: id }) };
+  // One more than the page: whether another page follows, without a count of the fleet.
+  const found = await ctx.store.listClusters({ after: token?.after ?? '', limit: size + 1 });
+  const page = found.slice(0, size);
+  const clusters = await clusterStatusRows(
+    ctx,
+    page,
+    page.map((c) => c.name),
+  );
+  return {
+    clusters,
+    nextPageToken: found.length > size ? encodePageToken({ after: page.at(-1)!.name }) : '',
+  };
 }
 
-/** Every cluster's status (or the named one's), by name. */
+/** Every cluster's status, by name. */
 export async function listClusterStatus(ctx: ControllerContext): Promise<ClusterInfoInit[]> {
+  return clusterStatusRows(ctx, await ctx.store.listClusters(), undefined);
+}
+
+/**
+ * The status rows of `clusters`: the catalog is read for `names` (those clusters; undefined: the
+ * whole fleet) with a fixed number of queries, never a few per cluster.
+ */
+async function clusterStatusRows(
+  ctx: ControllerContext,
+  clusters: readonly ClusterRecord[],
+  names: readonly string[] | undefined,
+): Promise<ClusterInfoInit[]> {
   const now = ctx.now();
-  // A fixed number of fleet-wide queries whatever the fleet's size (not a few per cluster): status
-  // stays well under a second with 10,000 clusters and 100,000 backups (bench/fleet-scale.mjs).
-  const [clusters, policies, runs, states, allAgents, latest, oldest, verifies, drillJobs, goodDrillJobs, dumps] =
+  const [policies, runs, states, allAgents, latest, oldest, verifies, drillJobs, goodDrillJobs, dumps] =
     await Promise.all([
-      ctx.store.listClusters(),
-      ctx.store.listPolicies(),
-      ctx.store.listScheduleRuns(),
-      ctx.store.listHealthStates(),
-      ctx.store.listAgents(),
-      ctx.store.latestBackups(),
-      ctx.store.latestBackups(undefined, 'oldest'),
-      ctx.store.latestJobsPerCluster({ kind: 'verify', state: 'succeeded', perCluster: 1 }),
+      ctx.store.listPolicies(names && [FLEET_POLICY_SCOPE, ...names]),
+      ctx.store.listScheduleRuns(names),
+      ctx.store.listHealthStates(names),
+      ctx.store.listAgents(names),
+      ctx.store.latestBackups(names),
+      ctx.store.latestBackups(names, 'oldest'),
+      ctx.store.latestJobsPerCluster({
+        kind: 'verify',
+        state: 'succeeded',
+        perCluster: 1,
+        ...(names ? { clusters: names } : {}),
+      }),
       // The newest drill that ended, whichever way (a running one has no verdict yet).
-      ctx.store.latestJobsPerCluster({ kind: 'drill', perCluster: 10 }),
-      ctx.store.latestJobsPerCluster({ kind: 'drill', state: 'succeeded', perCluster: GOOD_DRILL_SCAN }),
-      ctx.store.latestDumps(),
+      ctx.store.latestJobsPerCluster({ kind: 'drill', perCluster: 10, ...(names ? { clusters: names } : {}) }),
+      ctx.store.latestJobsPerCluster({
+        kind: 'drill',
+        state: 'succeeded',
+        perCluster: GOOD_DRILL_SCAN,
+        ...(names ? { clusters: names } : {}),
+      }),
+      ctx.store.latestDumps(names),
     ]);
   const settings = new Map(policies.map((p) => [p.scope, settingsOf(p)]));
   const fleet = settings.get(FLEET_POLICY_SCOPE);
   const lastRuns = new Map(runs.map((r) => [`${r.cluster}\u0000${r.type}`, r.lastRun]));
-  const byCluster = <T extends { cluster: string }>(rows: readonly T[]): Map<string, T[]> => {
-    const m = new Map<string, T[]>();
-    for (const r of rows) {
-      const list = m.get(r.cluster);
-      if (list) list.push(r);
-      else m.set(r.cluster, [r]);
-    }
-    return m;
-  };
-  const agentsOf = byCluster(allAgents);
+  const agentsOf = groupByCluster(allAgents);
   const lastBackupOf = new Map(latest.map((b) => [b.cluster, b]));
   const firstBackupOf = new Map(oldest.map((b) => [b.cluster, b]));
   const lastDumpOf = new Map(dumps.map((d) => [d.cluster, d]));
-  const verifiesOf = byCluster(verifies);
-  const drillsOf = byCluster(drillJobs);
-  const goodDrillsOf = byCluster(goodDrillJobs);
-  const statesOf = byCluster(states);
-  const row = (c: (typeof clusters)[number]): ClusterInfoInit => {
+  const verifiesOf = groupByCluster(verifies);
+  const drillsOf = groupByCluster(drillJobs);
+  const goodDrillsOf = groupByCluster(goodDrillJobs);
+  const statesOf = groupByCluster(states);
+  const row = (c: ClusterRecord): ClusterInfoInit => {
     const agents = agentsOf.get(c.name) ?? [];
     const verify = verifiesOf.get(c.name) ?? [];
     const drills = drillsOf.get(c.name) ?? [];
