@@ -1,10 +1,10 @@
-// Times the exact row count of a dump (logical/copy-rows.ts) on each table data file of a pg_dump -Fd directory:
+// Times the exact row count of a dump (logical/copy-rows.ts) on each table data file (.dat.gz or, with --compress=0, .dat) of a pg_dump -Fd directory:
 // node bench/dump-row-count.mjs <dump dir>. Prints, per file over 100 kB, its stored bytes, rows, elapsed and CPU seconds.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { countCopyRows } from '../packages/agent/dist/logical/copy-rows.js';
 const dir = process.argv[2];
-for (const n of readdirSync(dir).filter((n) => n.endsWith('.dat.gz'))) {
+for (const n of readdirSync(dir).filter((n) => /^\d+\.dat(\.gz)?$/.test(n))) {
   const t0 = process.hrtime.bigint();
   const u0 = process.cpuUsage();
   const rows = await countCopyRows(join(dir, n));

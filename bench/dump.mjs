@@ -12,11 +12,6 @@
  *
  *   cd <checkout> && source scripts/node-env.sh && npx turbo run build
  *   node bench/dump.mjs [--scale 100] [--jobs 2] [--runs 1]      # --scale 5 for a quick run
- *   node bench/dump.mjs --dump-compress agent,pg_dump             # both agent modes in one run
- *
- * --dump-compress lists the agent's modes to measure (docs/logical.md): each run dumps once per
- * mode (the agent restarted with it), and each mode's dump is restored; the ratios of one run
- * compare the modes under the same load.
  */
 import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
@@ -31,13 +26,11 @@ const { values } = parseArgs({
     jobs: { type: 'string', default: '2' },
     runs: { type: 'string', default: '1' },
     'dump-store-early': { type: 'string', default: 'on' },
-    'dump-compress': { type: 'string', default: 'agent' },
   },
 });
 const scale = Number(values.scale);
 const jobs = values.jobs;
 const runs = Number(values.runs);
-const modes = values['dump-compress'].split(',');
 const CLUSTER = 'dumpbench';
 const DB = 'bench';
 const s = (ms) => `${(ms / 1000).toFixed(1)} s`;
@@ -52,12 +45,6 @@ async function agentCpuSeconds() {
 const agentCpu = [];
 
 /** The agent's own account of each run: its 'database dumped' and 'dump restored' log lines. */
-const splits = [];
-/** Adds the agent log's newest 'database dumped' or 'dump restored' line (read after each step: a restart truncates the log). */
-async function agentSplit(mode) {
-  const lines = await agentSplits();
-  if (lines.length > 0) splits.push(`${lines.at(-1)} [${mode}]`);
-}
 async function agentSplits() {
   const out = [];
   for (const line of (await fleet.agent.log()).split('\n')) {
@@ -99,15 +86,7 @@ async function timed(fn) {
 
 // The agent spools under its default --scratch-dir (beside the data directory), as in production.
 const fleet = await startFleet({ cluster: CLUSTER, archive: false, startAgent: false });
-let mode = modes[0];
-await fleet.startAgent(['--dump-store-early', values['dump-store-early'], '--dump-compress', mode]);
-/** Restarts the agent with --dump-compress `m` unless it runs with it. */
-async function useMode(m) {
-  if (m === mode) return;
-  await fleet.agent.stop();
-  await fleet.startAgent(['--dump-store-early', values['dump-store-early'], '--dump-compress', m]);
-  mode = m;
-}
+await fleet.startAgent(['--dump-store-early', values['dump-store-early']]);
 // fleet.cli kills a command after 3 minutes; a dump of scale 100 on a loaded machine takes longer.
 const cli = (...args) =>
   runNode(CLI_BIN, args, {
@@ -121,44 +100,37 @@ try {
   const ti = await timed(() => run(join(pg.binDir, 'pgbench'), ['-i', '-q', '-s', String(scale), DB], env));
   const [{ size }] = await pg.query(`SELECT pg_size_pretty(pg_database_size('${DB}')) AS size`);
   console.log(
-    `pgbench -i -s ${scale}: database ${DB} ${size}, made in ${s(ti)}; --jobs ${jobs}, ${runs} run(s), --dump-store-early ${values['dump-store-early']}, --dump-compress ${modes.join(' and ')}`,
+    `pgbench -i -s ${scale}: database ${DB} ${size}, made in ${s(ti)}; --jobs ${jobs}, ${runs} run(s), --dump-store-early ${values['dump-store-early']}`,
   );
 
   const local = join(fleet.dir, 'local-dump');
-  const times = { pgDump: [], pgRestore: [] };
-  for (const m of modes) {
-    times[`dump ${m}`] = [];
-    times[`restore ${m}`] = [];
-  }
-  const labels = {};
+  const times = { pgDump: [], pgfleetDump: [], pgRestore: [], pgfleetRestore: [] };
+  let label;
   const bareDump = async () => {
     await rm(local, { recursive: true, force: true });
     times.pgDump.push(
       await timed(() => run(join(pg.binDir, 'pg_dump'), ['-Fd', '-j', jobs, '-f', local], { ...env, PGDATABASE: DB })),
     );
   };
-  const ourDump = async (m) => {
-    await useMode(m);
+  const ourDump = async () => {
     let out;
     const cpu0 = await agentCpuSeconds();
-    times[`dump ${m}`].push(
+    times.pgfleetDump.push(
       await timed(async () => {
         out = await cli('dump', CLUSTER, '--database', DB, '--jobs', jobs, '--wait', '--output', 'json');
       }),
     );
     if (out.code !== 0) throw new Error(`pgfleet dump failed:\n${out.stderr}\n${await fleet.logs()}`);
     const dump = JSON.parse(out.stdout).dump;
-    labels[m] = dump.label;
+    label = dump.label;
     const stored = dump.databases.reduce((n, d) => n + Number(d.storedSize ?? 0), 0);
     const cpu = (await agentCpuSeconds()) - cpu0;
-    await agentSplit(m);
     agentCpu.push(
-      `  agent CPU during the dump [${m}]: ${cpu.toFixed(2)} s for ${(stored / 1e6).toFixed(1)} MB stored (${((cpu * 1000) / (stored / 1e6)).toFixed(1)} ms per MB; pg_dump's own CPU not included)`,
+      `  agent CPU during the dump: ${cpu.toFixed(2)} s for ${(stored / 1e6).toFixed(1)} MB stored (${((cpu * 1000) / (stored / 1e6)).toFixed(1)} ms per MB; pg_dump's own CPU not included)`,
     );
   };
-  const dumpSteps = [bareDump, ...modes.map((m) => () => ourDump(m))];
   for (let i = 0; i < runs; i++) {
-    for (const step of i % 2 === 0 ? dumpSteps : [...dumpSteps].reverse()) await step();
+    for (const step of i % 2 === 0 ? [bareDump, ourDump] : [ourDump, bareDump]) await step();
   }
   const bareRestore = async (i) => {
     const into = `bare_${i}`;
@@ -166,17 +138,16 @@ try {
     times.pgRestore.push(await timed(() => run(join(pg.binDir, 'pg_restore'), ['-j', jobs, '-d', into, local], env)));
     await pg.query(`DROP DATABASE ${into}`);
   };
-  const ourRestore = async (i, m) => {
-    await useMode(m);
-    const into = `ours_${i}_${m}`;
+  const ourRestore = async (i) => {
+    const into = `ours_${i}`;
     let out;
-    times[`restore ${m}`].push(
+    times.pgfleetRestore.push(
       await timed(async () => {
         out = await cli(
           'restore-dump',
           CLUSTER,
           '--dump',
-          labels[m],
+          label,
           '--database',
           DB,
           '--to-database',
@@ -188,21 +159,19 @@ try {
       }),
     );
     if (out.code !== 0) throw new Error(`pgfleet restore-dump failed:\n${out.stderr}\n${await fleet.logs()}`);
-    await agentSplit(m);
     await pg.query(`DROP DATABASE ${into}`);
   };
-  const restoreSteps = [bareRestore, ...modes.map((m) => (i) => ourRestore(i, m))];
   for (let i = 0; i < runs; i++) {
-    for (const step of i % 2 === 0 ? restoreSteps : [...restoreSteps].reverse()) await step(i);
+    for (const step of i % 2 === 0 ? [bareRestore, ourRestore] : [ourRestore, bareRestore]) await step(i);
   }
   const row = (name, bare, ours) =>
-    `${name.padEnd(16)} ${s(median(bare)).padStart(9)}  ${s(median(ours)).padStart(9)}  ${(median(ours) / median(bare)).toFixed(2)}x`;
+    `${name.padEnd(8)} ${s(median(bare)).padStart(9)}  ${s(median(ours)).padStart(9)}  ${(median(ours) / median(bare)).toFixed(2)}x`;
   console.log(
     [
-      `                 bare tool  pgfleet    ratio   (medians of ${runs})`,
-      ...modes.map((m) => row(`dump ${m}`, times.pgDump, times[`dump ${m}`])),
-      ...modes.map((m) => row(`restore ${m}`, times.pgRestore, times[`restore ${m}`])),
-      ...splits,
+      `         bare tool  pgfleet    ratio   (medians of ${runs})`,
+      row('dump', times.pgDump, times.pgfleetDump),
+      row('restore', times.pgRestore, times.pgfleetRestore),
+      ...(await agentSplits()),
       ...agentCpu,
       `load average ${loadavg()
         .map((l) => l.toFixed(1))

@@ -109,7 +109,6 @@ async function main(argv: string[]): Promise<number> {
         scratchDir: run.scratchDir || defaultScratchDir(realPgdata),
         dumpSpoolMaxBytes: parseSize(run.dumpSpoolMax, 'dump-spool-max'),
         dumpStoreEarly: run.dumpStoreEarly === 'on',
-        dumpCompress: run.dumpCompress === 'pg_dump' ? 'pg_dump' : 'agent',
         ...(run.tlsDir ? { tlsDir: run.tlsDir } : {}),
         clusterKeyFile: clusterKeyFileOf(run, realPgdata),
         ...(run.enrollToken ? { enrollToken: run.enrollToken } : {}),

@@ -140,7 +140,7 @@ export const AGENT_PROGRAM = {
     {
       name: 'compress',
       type: 'string',
-      description: "compression codec for backups, WAL and logical dumps' files (--dump-compress agent)",
+      description: 'compression codec for backups and WAL',
       default: 'zstd',
       choices: CODECS,
     },
@@ -148,7 +148,7 @@ export const AGENT_PROGRAM = {
       name: 'compress-level',
       type: 'integer',
       description:
-        'compression level of backups and logical dumps: zstd 1-19 (default 2), gzip 1-9 (default 6); lz4 and none take none. WAL keeps the default level (archive_command speed matters more there)',
+        'compression level of backups: zstd 1-19 (default 2), gzip 1-9 (default 6); lz4 and none take none. WAL keeps the default level (archive_command speed matters more there)',
     },
     {
       name: 'max-rate',
@@ -267,14 +267,6 @@ export const AGENT_PROGRAM = {
       choices: ['on', 'off'],
     },
     {
-      name: 'dump-compress',
-      type: 'string',
-      description:
-        "who compresses a dump's table files. agent: pg_dump writes them uncompressed (-Z 0) and the agent compresses them with --compress (and --compress-level) as it stores them, counting their rows on the plain text; the spool then holds uncompressed COPY text (with --dump-store-early on, the tables pg_dump is writing; off, the whole database). pg_dump: pg_dump gzips them in its workers and they are stored as written (the spool holds the compressed dump), at the price of a gunzip on the agent to count their rows. Dumps of either kind restore, verify and drill alike",
-      default: 'agent',
-      choices: ['agent', 'pg_dump'],
-    },
-    {
       name: 'tls-dir',
       type: 'string',
       description:
@@ -356,7 +348,6 @@ export const AGENT_PROGRAM = {
         'scratch-dir',
         'dump-spool-max',
         'dump-store-early',
-        'dump-compress',
         'tls-dir',
         'cluster-key-file',
         'enroll-token',
@@ -473,8 +464,6 @@ export interface AgentSettings {
   dumpSpoolMaxBytes: number;
   /** Table files stored while pg_dump runs (--dump-store-early, logical/spool-drain.ts). */
   dumpStoreEarly: boolean;
-  /** Who compresses a dump's table files (--dump-compress, logical/dump.ts): the agent (pg_dump -Z 0) or pg_dump (gzip). */
-  dumpCompress: 'agent' | 'pg_dump';
   /** Mutual TLS: the agent's certificate directory (enrolled into on first start). */
   tlsDir?: string;
   /** Where the daemon keeps its cluster's key (security/cluster-key.ts); defaultClusterKeyFile unless set. */

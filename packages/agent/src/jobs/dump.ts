@@ -13,11 +13,8 @@ export const dumpJob: AgentJobKind<'dump'> = {
       cluster: s.cluster,
       label: d.label,
       repo: ctx.repo,
-      // --dump-compress agent: pg_dump writes plain files, compressed here with the backups' codec;
-      // pg_dump: it gzips them, stored as written (logical/dump.ts). Checksummed and encrypted either way.
-      compressBy: s.dumpCompress,
-      codec: s.dumpCompress === 'agent' ? s.compress : 'none',
-      ...(s.dumpCompress === 'agent' && s.compressLevel !== undefined ? { level: s.compressLevel } : {}),
+      // pg_dump compresses (see logical/dump.ts): stored as written, checksummed and encrypted.
+      codec: 'none',
       pg: s.pg,
       ...(s.pgBinDir ? { pgBinDir: s.pgBinDir } : {}),
       scratchDir: s.scratchDir,

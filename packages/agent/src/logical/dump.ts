@@ -5,19 +5,11 @@
  * stored bytes, encrypted when the cluster is, in every repository of the job), and the spool
  * removed. Each table's data file is stored while pg_dump still writes the others (spool-drain.ts:
  * followed as it grows, complete once no pg_dump process has it open) and leaves the spool then;
- * what is left (large objects, toc.dat last) is stored once pg_dump has ended.
- *
- * Who compresses (--dump-compress). By default pg_dump writes plain files (--compress=0) and the
- * agent compresses them with the repository's codec (zstd: 1 MiB blocks on the libuv threadpool)
- * in the same pass that hashes, stores and counts their rows, while pg_dump goes on. The other way,
- * pg_dump's gzip (its -Fd default) stored as written, costs pg_dump's workers a gzip of every byte
- * and the agent a gunzip of every byte (the row count needs the text): on pgbench the agent's
- * gunzip alone was ~5 s of CPU per GB of COPY text against ~0.3 s for the count on plain text, and
- * zstd level 2 compresses ~4x cheaper than gzip level 6 (docs/benchmarks.md, "Dump: pg_dump
- * -Z 0"). It stays as --dump-compress pg_dump for hosts whose scratch space cannot take the
- * uncompressed COPY text of the tables in flight. (Storing after pg_dump ended, an early design,
- * compressed in a second serial pass: 3.3x the bare pg_dump's time.) A dump records its codec; old
- * dumps' gzip files (codec none) restore as they always did.
+ * what is left (large objects, toc.dat last) is stored once pg_dump has ended. pg_dump compresses
+ * its table files itself (gzip, its default for -Fd), inside its parallel workers and while it
+ * reads; the repository stores those bytes as they are (codec none). Letting pg_dump write
+ * uncompressed and the repository compress afterwards measured 3.3x the bare pg_dump's time (two
+ * passes over the data, one of them on the agent's single thread).
  *
  * One snapshot per database: pg_dump takes it (with --jobs its workers import the leader's
  * exported snapshot), so each database is consistent in itself. pg_dump takes ACCESS SHARE locks
@@ -75,11 +67,6 @@ export interface DumpOptions {
   cluster: string;
   label: string;
   repo: Repository;
-  /**
-   * Who compresses the table files (module header): 'agent', pg_dump writes them plain (-Z 0) and
-   * they are stored with `codec`; 'pg_dump', it gzips them and `codec` should be none.
-   */
-  compressBy: 'agent' | 'pg_dump';
   codec: Codec;
   level?: number;
   pg: PgConnectionOptions;
@@ -306,9 +293,6 @@ async function dumpDatabase(
     '--format=directory',
     `--file=${dir}`,
     `--jobs=${Math.max(1, o.jobs)}`,
-    // Plain COPY text (every version's spelling of "no compression"): the agent compresses it
-    // while storing and counts its rows without a gunzip (module header).
-    ...(o.compressBy === 'agent' ? ['--compress=0'] : []),
     ...(o.lockWaitTimeoutMs > 0 ? [`--lock-wait-timeout=${o.lockWaitTimeoutMs}`] : []),
     // The spool is scratch (what must last is the repository's copy, written with its own fsync),
     // and pg_dump's closing fsync pass would reopen files the drain has stored and removed.

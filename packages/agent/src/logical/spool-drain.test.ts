@@ -101,31 +101,6 @@ describe('SpoolDrain', () => {
     });
   });
 
-  it('plain .dat files (pg_dump --compress=0, the default): stored as they grow once closed, rows exact; one cut before its \\. line is not stored', async () => {
-    await withSpool(async (dir) => {
-      const mem = new MemoryStore();
-      const probe = new FakeProbe();
-      const drain = new SpoolDrain({ dir, probe: probe.probe, limit: 4, store: mem.store, log: silentLogger() });
-      const whole = copyData(40_000);
-      const cut = copyData(1000);
-      await writeFile(join(dir, '4001.dat'), whole.subarray(0, 7777));
-      // Cut inside its data, then closed: what a file read in the probe's blind instant would look like.
-      await writeFile(join(dir, '4002.dat'), cut.subarray(0, cut.length - 10));
-      probe.open = new Set(['4001.dat']);
-      await roundsUntil(drain, '4002 given up', () => drain.bytesStored === 0 && mem.failed.includes('4002.dat'));
-      assert.ok(await inSpool(dir, '4002.dat'), 'left for the store after pg_dump');
-      await appendFile(join(dir, '4001.dat'), whole.subarray(7777));
-      probe.open = new Set();
-      await roundsUntil(drain, '4001 stored', async () => !(await inSpool(dir, '4001.dat')));
-      drain.pgDumpEnded();
-      const early = await drain.finish();
-      assert.deepEqual(mem.objects.get('4001.dat'), whole, 'stored byte for byte');
-      assert.deepEqual([...early.keys()], ['4001.dat']);
-      assert.equal(early.get('4001.dat')!.rows, 40_000);
-      assert.deepEqual(await readdir(dir), ['4002.dat']);
-    });
-  });
-
   it('a file taken as closed that is not whole COPY data (the instant inside open(2)) is left in the spool, nothing stored', async () => {
     await withSpool(async (dir) => {
       const mem = new MemoryStore();
