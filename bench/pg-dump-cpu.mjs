@@ -45,7 +45,11 @@ try {
     console.log(
       `pg_dump -Fd -j ${values.jobs}${mode === 'none' ? ' --compress=0' : ' (gzip)'}: ${xs.map((x) => x.toFixed(2)).join(', ')} s CPU (median ${median(xs).toFixed(2)})`,
     );
-  console.log(`pgbench scale ${values.scale}; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(
+    `pgbench scale ${values.scale}; load average ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')}`,
+  );
 } finally {
   await pg.stop();
 }

@@ -9,7 +9,9 @@
  * its table files itself (gzip, its default for -Fd), inside its parallel workers and while it
  * reads; the repository stores those bytes as they are (codec none). Letting pg_dump write
  * uncompressed and the repository compress afterwards measured 3.3x the bare pg_dump's time (two
- * passes over the data, one of them on the agent's single thread).
+ * passes over the data, one of them on the agent's single thread); compressing them while they
+ * are stored during pg_dump (so that the row count reads plain text, not a gunzip) measured more
+ * agent CPU than the gunzip it saves, and restores 2x slower (docs/benchmarks.md).
  *
  * One snapshot per database: pg_dump takes it (with --jobs its workers import the leader's
  * exported snapshot), so each database is consistent in itself. pg_dump takes ACCESS SHARE locks
