@@ -21,6 +21,7 @@ import { readArchiveSetup, runArchiveCheck, type ArchiveSetupReport, type CheckI
 import { cleanScratchArea } from './drill/drill.js';
 import { sweepEntrySpools } from './backup/entry-spool.js';
 import { sweepDumpSpools } from './logical/dump.js';
+import { removeAbandonedDumps } from './logical/abandoned-dumps.js';
 import type { AgentSettings } from './options.js';
 import { readPgdataFacts, type PgdataFacts } from './pgdata/pgdata.js';
 import type { Progress } from './progress.js';
@@ -58,6 +59,12 @@ const RECEIVED_KEPT = 1000;
 /** How long the start-up check waits for the controller's Welcome before saying it has not answered. */
 const STARTUP_CONTROLLER_WAIT_MS = 15_000;
 
+/**
+ * How often the daemon sweeps its cluster's abandoned dumps (logical/abandoned-dumps.ts) besides at
+ * its start: a lease of another host takes 10 minutes to go stale, and nothing else may come.
+ */
+const ABANDONED_DUMPS_SWEEP_MS = 3_600_000;
+
 export class AgentDaemon {
   private stream: ClientBidiStream<unknown, typeof ConnectRequestSchema> | undefined;
   private readonly running = new Map<string, AbortController>();
@@ -76,6 +83,9 @@ export class AgentDaemon {
    */
   private readonly received = new Set<string>();
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** The periodic sweep of abandoned dumps (sweepAbandonedDumps) and the sweep under way, one at a time. */
+  private abandonedDumpsTimer: NodeJS.Timeout | undefined;
+  private abandonedDumpsSweep: Promise<void> = Promise.resolve();
   private stopped = false;
   /** Kinds of job running that run one at a time on this agent (JobContext.exclusive). */
   private readonly exclusive = new Set<string>();
@@ -112,6 +122,12 @@ export class AgentDaemon {
     await sweepEntrySpools(this.s.cluster, this.log.child({ component: 'backup' }));
     // And a dump or restore-dump killed with it left its pg_dump spool (logical/dump.ts), under the scratch area.
     await sweepDumpSpools(this.s.scratchDir, this.s.cluster, this.log.child({ component: 'dump' }));
+    // And what such a dump had stored in the repository (logical/abandoned-dumps.ts): swept in the
+    // background now and every ABANDONED_DUMPS_SWEEP_MS, not only by the cluster's next dump or
+    // expire job, which may never come.
+    this.sweepAbandonedDumps();
+    this.abandonedDumpsTimer = setInterval(() => this.sweepAbandonedDumps(), ABANDONED_DUMPS_SWEEP_MS);
+    this.abandonedDumpsTimer.unref();
     if (!(await this.clusterKey.load()))
       this.log.warn(
         { code: ErrorCodes.WalKeyMissing.code, file: this.s.clusterKeyFile },
@@ -165,6 +181,7 @@ export class AgentDaemon {
   /** Stops and aborts every job; resolves once they have settled (a drill stops its server and removes its copy first). */
   stop(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.abandonedDumpsTimer);
     for (const c of this.running.values()) c.abort();
     this.stream?.cancel();
     void this.wal?.stop();
@@ -537,6 +554,24 @@ export class AgentDaemon {
         'the cluster key could not be stored in its file',
       );
     }
+  }
+
+  /**
+   * Removes this cluster's abandoned dumps from the agent's repositories (logical/abandoned-dumps.ts:
+   * only labels without dump.json whose lease no longer holds them), after any sweep still running.
+   * A failure is logged; the next round tries again.
+   */
+  private sweepAbandonedDumps(): void {
+    if (this.stopped || this.s.repositories.length === 0) return;
+    const log = this.log.child({ component: 'dump' });
+    this.abandonedDumpsSweep = this.abandonedDumpsSweep.then(async () => {
+      try {
+        const repo = await this.openRepository(this.s.repositories);
+        if (!this.stopped) await removeAbandonedDumps({ repo, cluster: this.s.cluster, log });
+      } catch (err) {
+        log.warn({ err }, 'could not sweep the files of dumps whose agent died; tried again later');
+      }
+    });
   }
 
   /** Opened repositories by their URLs: one S3 client per configuration, not one per job. */

@@ -10,8 +10,8 @@
  *             database created and loaded with pg_restore --jobs of that major version. Fetch +
  *             pg_restore is the restore time (the RTO figure); initdb and the start are not in it,
  *             a restore-dump into an existing cluster needs neither;
- *   counts    count(*) of every table the dump counted (DumpTable.rows, the lines of its COPY data
- *             when the dump was stored, copy-rows.ts) compared with it: they must be equal, a
+ *   counts    count(*) of every table the dump counted (DumpTable.rows, its count(*)
+ *             in pg_dump's snapshot, dump-snapshot.ts) compared with it: they must be equal, a
  *             table missing or counted differently fails the drill (DumpDrillCountsDiffer) naming
  *             the tables;
  *   done      and, whatever happened, the server stopped and the directory removed (drill.ts's

@@ -15,8 +15,9 @@
  * A label with no lease at all (a dump of an agent from before leases, or a removal that stopped
  * half-way) is judged by its start time: abandoned a day after it.
  *
- * Who removes them: every dump, while its pg_dump runs (runDump, for its own cluster), and every
- * expire job. The lease is read again right before the delete; a dump stalled past its lease's
+ * Who removes them: every agent daemon, at its start and hourly (daemon.ts, its own cluster in its
+ * own repositories: a cluster never dumped or expired again is swept too), every dump while its
+ * pg_dump runs (runDump, for its own cluster), and every expire job. The lease is read again right before the delete; a dump stalled past its lease's
  * staleness whose objects were removed meanwhile finds them missing before its dump.json and
  * fails with DumpLeaseLost, so nothing incomplete is ever listed.
  */

@@ -9,12 +9,15 @@
  * its table files itself (gzip, its default for -Fd), inside its parallel workers and while it
  * reads; the repository stores those bytes as they are (codec none). Letting pg_dump write
  * uncompressed and the repository compress afterwards measured 3.3x the bare pg_dump's time (two
- * passes over the data, one of them on the agent's single thread).
+ * passes over the data, one of them on the agent's single thread); compressing them while they
+ * are stored during pg_dump (so that the row count reads plain text, not a gunzip) measured more
+ * agent CPU than the gunzip it saves, and restores 2x slower (docs/benchmarks.md).
  *
- * One snapshot per database: pg_dump takes it (with --jobs its workers import the leader's
- * exported snapshot), so each database is consistent in itself. pg_dump takes ACCESS SHARE locks
- * on every table at start and waits for them at most --lock-wait-timeout; a dump that cannot
- * get them fails rather than queue behind DDL for hours (and make DDL queue behind it).
+ * One snapshot per database: the agent exports it and pg_dump dumps in it (--snapshot; its --jobs
+ * workers import it too), so each database is consistent in itself. The agent's transaction and
+ * pg_dump take ACCESS SHARE locks on every table at start and wait for them at most
+ * --lock-wait-timeout; a dump that cannot get them fails rather than queue behind DDL for hours
+ * (and make DDL queue behind it).
  *
  * Globals (roles, tablespaces) come from `pg_dumpall --globals-only`, streamed straight into the
  * repository (no spool), role passwords left out unless asked for.
@@ -25,8 +28,9 @@
  * with its agent stored is told from what a running one stores and removed by the next dump of the
  * cluster or an expire (abandoned-dumps.ts), never a running dump's.
  *
- * Each table's exact rows are counted from its data file's bytes as they are stored (copy-rows.ts) and
- * kept in the DumpResult (DumpTable.rows): what a dump drill compares the restored tables with.
+ * Each table's exact rows are counted with count(*) in pg_dump's own snapshot, which the agent
+ * exports and keeps open while pg_dump runs (dump-snapshot.ts), and kept in the DumpResult
+ * (DumpTable.rows): what a dump drill compares the restored tables with.
  *
  * The spool is bounded: pg_dump's output is measured while it runs (and once more when it ends),
  * and a database whose dump grows past --dump-spool-max stops pg_dump and fails the job
@@ -45,20 +49,20 @@ import { toJson } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { type Logger, mapLimit, PgfleetError } from '@pgfleet/core';
 import { connectPg, type PgConnectionOptions } from '@pgfleet/pg';
-import { DumpResultSchema, type DumpFileSchema, type DumpTableSchema, type DumpedDatabaseSchema } from '@pgfleet/proto';
+import { DumpResultSchema, type DumpFileSchema, type DumpedDatabaseSchema } from '@pgfleet/proto';
 import { create } from '@bufbuild/protobuf';
 import type { Codec, Repository, StoredFile } from '@pgfleet/storage';
 import { sweepDeadSpools } from '../backup/entry-spool.js';
 import { BackupLeaseHolder } from '../backup/lease.js';
 import { removeAbandonedDumps, runningDump } from './abandoned-dumps.js';
 import { exitCode, libpqEnv, runClientProgram, tail } from '../pg-tools.js';
-import { countCopyRows, readTableDataEntries } from './copy-rows.js';
+import { readTableDataEntries } from './toc-entries.js';
+import { openDumpSnapshot, type DumpSnapshot } from './dump-snapshot.js';
 import { processTreeOpenFiles, type OpenFilesProbe } from './open-files.js';
-import { SpoolDrain, type DrainedFile } from './spool-drain.js';
+import { SpoolDrain } from './spool-drain.js';
 import type { Progress } from '../progress.js';
 
 type DumpFileInit = MessageInitShape<typeof DumpFileSchema>;
-type DumpTableInit = MessageInitShape<typeof DumpTableSchema>;
 type DumpedDatabaseInit = MessageInitShape<typeof DumpedDatabaseSchema>;
 export type DumpResultInit = MessageInitShape<typeof DumpResultSchema>;
 
@@ -248,31 +252,6 @@ async function chooseDatabases(
   });
 }
 
-/** A dump's table: its DumpTable and its pg_class oid (how the TOC names it). */
-interface TableOfDump {
-  oid: string;
-  table: DumpTableInit;
-}
-
-/** Tables (plain, partitioned, materialized views) with pg_class.reltuples: the row estimates the catalog keeps. */
-async function tableEstimates(pg: PgConnectionOptions, database: string): Promise<TableOfDump[]> {
-  const c = await connectPg({ ...pg, database, applicationName: APP });
-  try {
-    const rows = (
-      await c.query<{ oid: string; schema: string; name: string; est: string }>(
-        `SELECT r.oid::text AS oid, n.nspname AS schema, r.relname AS name, r.reltuples::bigint::text AS est
-           FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
-          WHERE r.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-            AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-          ORDER BY 2, 3`,
-      )
-    ).rows;
-    return rows.map((r) => ({ oid: r.oid, table: { schema: r.schema, name: r.name, rowEstimate: BigInt(r.est) } }));
-  } finally {
-    await c.end().catch(() => {});
-  }
-}
-
 async function dumpDatabase(
   o: DumpOptions,
   binDir: string,
@@ -283,16 +262,37 @@ async function dumpDatabase(
   const t0 = Date.now();
   const dir = join(spool, db.oid);
   await mkdir(spool, { recursive: true, mode: 0o700 });
-  // Read while pg_dump starts (they are needed once it ends): one connection less on the serial path.
-  const estimates = tableEstimates(o.pg, db.name).catch((err: unknown) => {
-    throw new PgfleetError('DumpFailed', `database '${db.name}': ${(err as Error).message}`, { cause: err });
-  });
-  estimates.catch(() => {}); // awaited after pg_dump
   o.progress({ phase: 'dump', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message: db.name });
+  // pg_dump dumps in the agent's snapshot, whose transaction counts each table's rows meanwhile (dump-snapshot.ts).
+  const snapshot = await openDumpSnapshot({
+    pg: o.pg,
+    database: db.name,
+    lockWaitTimeoutMs: o.lockWaitTimeoutMs,
+    applicationName: APP,
+    signal: o.signal,
+  });
+  try {
+    return await dumpInSnapshot(o, binDir, prefix, dir, db, snapshot, t0);
+  } finally {
+    // Only once pg_dump has ended: its workers import the snapshot while this transaction lives.
+    await snapshot.close();
+  }
+}
+
+async function dumpInSnapshot(
+  o: DumpOptions,
+  binDir: string,
+  prefix: string,
+  dir: string,
+  db: DatabaseToDump,
+  snapshot: DumpSnapshot,
+  t0: number,
+): Promise<DumpedDatabaseInit> {
   const args = [
     '--format=directory',
     `--file=${dir}`,
     `--jobs=${Math.max(1, o.jobs)}`,
+    `--snapshot=${snapshot.id}`,
     ...(o.lockWaitTimeoutMs > 0 ? [`--lock-wait-timeout=${o.lockWaitTimeoutMs}`] : []),
     // The spool is scratch (what must last is the repository's copy, written with its own fsync),
     // and pg_dump's closing fsync pass would reopen files the drain has stored and removed.
@@ -311,43 +311,31 @@ async function dumpDatabase(
   const tPgDump = Date.now();
   const { early, exitedAt } = await runDrainedPgDump(o, binDir, args, db.name, dir, store);
   const tDrained = Date.now();
-  const tables = await estimates;
-  // Which data file is which table's: the TOC's TABLE DATA entries by table oid.
+  // pg_dump's failure is the one reported: the counts are awaited after it succeeded.
+  const counts = await snapshot.counts;
+  const tables = snapshot.tables;
+  // Which tables pg_dump dumped: the TOC's TABLE DATA entries by table oid; those get their counts.
   const entries = await readTableDataEntries(join(binDir, 'pg_restore'), dir);
+  for (const t of tables) {
+    const rows = entries.has(t.oid) ? counts.get(t.oid) : undefined;
+    if (rows !== undefined) {
+      t.table.rows = rows;
+      t.table.rowsCounted = true;
+    }
+  }
   // What is still in the spool: files not stored while pg_dump ran (and toc.dat).
   const names = (await readdir(dir)).sort();
-  const tableOfFile = new Map<string, DumpTableInit>();
-  const allNames = [...names, ...early.keys()];
-  for (const t of tables) {
-    const id = entries.get(t.oid);
-    const file = id === undefined ? undefined : allNames.find((n) => n === `${id}.dat.gz` || n === `${id}.dat`);
-    if (file) tableOfFile.set(file, t.table);
-  }
   const files = new Map<string, DumpFileInit>();
   let done = 0;
-  for (const [name, f] of early) {
-    files.set(name, { name, ...storedFigures(f.stored) });
-    const table = tableOfFile.get(name);
-    if (table) {
-      table.rows = BigInt(f.rows);
-      table.rowsCounted = true;
-    }
-    done += f.stored.size;
+  for (const [name, stored] of early) {
+    files.set(name, { name, ...storedFigures(stored) });
+    done += stored.size;
   }
   const sizes = new Map(await Promise.all(names.map(async (n) => [n, (await stat(join(dir, n))).size] as const)));
   const total = done + [...sizes.values()].reduce((a, b) => a + b, 0);
   const filesTotal = early.size + names.length;
   const storeRest = async (name: string) => {
-    const table = tableOfFile.get(name);
-    // The rows counted from a second read of the file (from the page cache) while it is stored.
-    const [stored, rows] = await Promise.all([
-      store(name, createReadStream(join(dir, name))),
-      table ? countCopyRows(join(dir, name), o.signal) : undefined,
-    ]);
-    if (table && rows !== undefined) {
-      table.rows = BigInt(rows);
-      table.rowsCounted = true;
-    }
+    const stored = await store(name, createReadStream(join(dir, name)));
     files.set(name, { name, ...storedFigures(stored) });
     done += sizes.get(name)!;
     o.progress({
@@ -478,7 +466,7 @@ async function runDrainedPgDump(
   database: string,
   dir: string,
   store: (name: string, content: Readable) => Promise<StoredFile>,
-): Promise<{ early: ReadonlyMap<string, DrainedFile>; exitedAt: number }> {
+): Promise<{ early: ReadonlyMap<string, StoredFile>; exitedAt: number }> {
   const max = o.spoolMaxBytes;
   const stop = new AbortController();
   let over: number | undefined;
