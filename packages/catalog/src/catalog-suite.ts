@@ -1565,6 +1565,83 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.equal((await store.getCluster('main'))?.pgVersion, 170005);
       });
 
+      test('Hellos in one batch (connectAgents): each as connectAgent alone, a refused one writing nothing', async () => {
+        const store = await storeWithCluster();
+        const main = (await store.getCluster('main'))!;
+        const hello = (id: string, cluster: string, systemIdentifier: string, pgVersion: number) => ({
+          id,
+          cluster,
+          hostname: `${id}.host`,
+          version: '0.3.0',
+          systemIdentifier,
+          pgVersion,
+        });
+        const event = (id: string, cluster: string) => ({
+          id,
+          cluster,
+          kind: 'agent.connected',
+          time: 4000,
+          payload: new Uint8Array([id.length]),
+        });
+        const outcomes = await store.connectAgents(
+          [
+            { agent: hello('a1', 'main', main.systemIdentifier, 170007), events: [event('e1', 'main')] },
+            // A new cluster: its first Hello sets its system, a later one of another system is refused.
+            { agent: hello('b1', 'new-1', '501', 160001), events: [event('e2', 'new-1')] },
+            { agent: hello('intruder', 'main', '999', 170009), events: [event('e3', 'main')] },
+            { agent: hello('b2', 'new-1', '502', 160002), events: [event('e4', 'new-1')] },
+            // The same agent twice (a reconnect): the last Hello's figures, one stream, both events.
+            { agent: { ...hello('b1', 'new-1', '501', 160003), hostname: 'moved' }, events: [event('e5', 'new-1')] },
+            { agent: hello("q'uote\\", 'new-2', '601', 150000) },
+          ],
+          'c9',
+          4000,
+        );
+        assert.deepEqual(
+          outcomes.map((e) => (e === undefined ? 'ok' : PgfleetError.is(e, 'SystemIdMismatch') ? 'mismatch' : e)),
+          ['ok', 'ok', 'mismatch', 'mismatch', 'ok', 'ok'],
+        );
+        assert.match(String(outcomes[2]?.message), /registered with system identifier .* but the agent reports 999/);
+        assert.deepEqual(
+          [await store.getCluster('main'), await store.getCluster('new-1'), await store.getCluster('new-2')].map(
+            (c) => [c?.systemIdentifier, c?.pgVersion, c?.createdAt],
+          ),
+          [
+            [main.systemIdentifier, 170007, main.createdAt],
+            ['501', 160003, 4000],
+            ['601', 150000, 4000],
+          ],
+        );
+        const b1 = await store.getAgent({ cluster: 'new-1', agentId: 'b1' });
+        assert.deepEqual([b1?.hostname, b1?.connected, b1?.lastSeen], ['moved', true, 4000]);
+        assert.equal((await store.getAgent({ cluster: 'main', agentId: 'a1' }))?.connected, true);
+        assert.equal((await store.getAgent({ cluster: 'new-2', agentId: "q'uote\\" }))?.hostname, "q'uote\\.host");
+        assert.equal(await store.getAgent(inMain('intruder')), undefined);
+        assert.equal(await store.getAgent({ cluster: 'new-1', agentId: 'b2' }), undefined);
+        assert.deepEqual(
+          (await store.listAgentStreams()).map((s) => [s.cluster, s.agentId, s.controllerId, s.since]),
+          [
+            ['main', 'a1', 'c9', 4000],
+            ['new-1', 'b1', 'c9', 4000],
+            ['new-2', "q'uote\\", 'c9', 4000],
+          ],
+        );
+        const events = await store.listEvents({});
+        assert.deepEqual(
+          events.map((e) => e.id),
+          ['e1', 'e2', 'e5'],
+        );
+        assert.deepEqual([...events[2]!.payload], [2]);
+        // Every Hello refused: nothing written, no failure.
+        assert.deepEqual(
+          (await store.connectAgents([{ agent: hello('x', 'main', '1', 1) }], 'c9', 5000)).map((e) =>
+            PgfleetError.is(e, 'SystemIdMismatch'),
+          ),
+          [true],
+        );
+        assert.deepEqual(await store.connectAgents([], 'c9', 5000), []);
+      });
+
       test("the streams of one cluster: only that cluster's, by agent", async () => {
         const store = await storeWithCluster();
         await store.upsertAgent({ id: 'agent-0', cluster: 'main', hostname: 'db0', version: '0.1.0' }, 1000);

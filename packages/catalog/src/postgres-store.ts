@@ -74,6 +74,8 @@ import {
   type AgentRef,
   type AgentHeartbeat,
   type ConnectingAgent,
+  type ConnectingHello,
+  agentRefKey,
   foldHeartbeats,
   type BackupRecord,
   type CatalogStore,
@@ -317,15 +319,90 @@ export class PostgresCatalogStore implements CatalogStore {
     now: number,
     events: readonly OutboxEventInput[] = [],
   ): Promise<void> {
-    await this.transaction(async (client) => {
-      await this.upsertClusterWith(
-        client,
-        { name: a.cluster, systemIdentifier: a.systemIdentifier, pgVersion: a.pgVersion },
-        now,
+    const [refused] = await this.connectAgents([{ agent: a, events }], controllerId, now);
+    if (refused) throw refused;
+  }
+
+  async connectAgents(
+    hellos: readonly ConnectingHello[],
+    controllerId: string,
+    now: number,
+  ): Promise<Array<Error | undefined>> {
+    if (hellos.length === 0) return [];
+    // Six statements for the whole batch, where a Hello each was a transaction of six round trips
+    // holding one of the pool's connections: 10,000 of them at once waited past the pool's connect
+    // timeout and lost their streams (bench/fleet-scale.mjs). The outcome is that of the Hellos
+    // applied one after the other: a cluster's system is its first Hello's when it is new, a
+    // Hello of another system is refused, and the last accepted Hello of a cluster or an agent
+    // sets what it updates. Rows are taken in key order, as every other multi-row write does.
+    return this.transaction(async (client) => {
+      const firstOf = new Map<string, ConnectingAgent>();
+      for (const { agent } of hellos) if (!firstOf.has(agent.cluster)) firstOf.set(agent.cluster, agent);
+      const firsts = [...firstOf.values()];
+      await client.query(
+        `INSERT INTO clusters (name, system_identifier, pg_version, created_at)
+         SELECT v.name, v.system_identifier, v.pg_version, $4
+           FROM unnest($1::text[], $2::text[], $3::int[]) AS v(name, system_identifier, pg_version)
+           ORDER BY v.name COLLATE "C"
+         ON CONFLICT (name) DO NOTHING`,
+        [firsts.map((a) => a.cluster), firsts.map((a) => a.systemIdentifier), firsts.map((a) => a.pgVersion), now],
       );
-      await holdAgentStreamWith(client, { cluster: a.cluster, agentId: a.id }, controllerId, now);
-      await upsertAgentWith(client, a, now);
-      await insertEvents(client, events);
+      const { rows } = await client.query<{ name: string; system_identifier: string }>(
+        `SELECT name, system_identifier FROM clusters WHERE name = ANY($1::text[]) ORDER BY name COLLATE "C" FOR UPDATE`,
+        [[...firstOf.keys()]],
+      );
+      const systemOf = new Map(rows.map((r) => [r.name, r.system_identifier]));
+      const outcomes = hellos.map(({ agent: a }): Error | undefined => {
+        const system = systemOf.get(a.cluster);
+        return system === a.systemIdentifier
+          ? undefined
+          : new PgfleetError(
+              'SystemIdMismatch',
+              `cluster '${a.cluster}' is registered with system identifier ${system ?? '(unknown)'}, but the agent reports ${a.systemIdentifier}`,
+            );
+      });
+      const accepted = hellos.filter((_, i) => outcomes[i] === undefined);
+      if (accepted.length === 0) return outcomes;
+      const lastOf = <K>(key: (a: ConnectingAgent) => K): ConnectingAgent[] => [
+        ...new Map(accepted.map(({ agent }) => [key(agent), agent])).values(),
+      ];
+      const clusters = lastOf((a) => a.cluster);
+      await client.query(
+        `UPDATE clusters c SET pg_version = v.pg_version
+           FROM unnest($1::text[], $2::int[]) AS v(name, pg_version)
+          WHERE c.name = v.name AND c.pg_version <> v.pg_version`,
+        [clusters.map((a) => a.cluster), clusters.map((a) => a.pgVersion)],
+      );
+      const agents = lastOf((a) => agentRefKey({ cluster: a.cluster, agentId: a.id }));
+      // Held before the agents show as connected (the same transaction), as holdAgentStream says.
+      await client.query(
+        `INSERT INTO agent_streams (cluster, agent_id, controller_id, since)
+         SELECT v.cluster, v.agent_id, $3, $4 FROM unnest($1::text[], $2::text[]) AS v(cluster, agent_id)
+           ORDER BY v.cluster, v.agent_id
+         ON CONFLICT (cluster, agent_id) DO UPDATE SET controller_id = EXCLUDED.controller_id, since = EXCLUDED.since`,
+        [agents.map((a) => a.cluster), agents.map((a) => a.id), controllerId, now],
+      );
+      // Key order as recordHeartbeats locks the agents' rows: a batch of beats and one of Hellos queue.
+      await client.query(
+        `INSERT INTO agents (id, cluster, hostname, version, connected, last_seen)
+         SELECT v.id, v.cluster, v.hostname, v.version, true, $5
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(id, cluster, hostname, version)
+           ORDER BY v.cluster, v.id
+         ON CONFLICT (cluster, id) DO UPDATE SET hostname = EXCLUDED.hostname,
+           version = EXCLUDED.version, connected = true, last_seen = EXCLUDED.last_seen`,
+        [
+          agents.map((a) => a.id),
+          agents.map((a) => a.cluster),
+          agents.map((a) => a.hostname),
+          agents.map((a) => a.version),
+          now,
+        ],
+      );
+      await insertEventsMany(
+        client,
+        accepted.flatMap((h) => h.events ?? []),
+      );
+      return outcomes;
     });
   }
 
@@ -1312,6 +1389,20 @@ async function holdAgentStreamWith(
 
 async function insertEvents(client: pg.PoolClient, events: readonly OutboxEventInput[]): Promise<void> {
   for (const e of events) await client.query(insertOutboxEventSql(dialect), outboxEventParams(e));
+}
+
+/** Events in one statement, their seq in the order given (WITH ORDINALITY). */
+async function insertEventsMany(client: pg.PoolClient, events: readonly OutboxEventInput[]): Promise<void> {
+  if (events.length <= 1) return insertEvents(client, events);
+  const params = events.map(outboxEventParams);
+  await client.query(
+    `INSERT INTO events_outbox (id, cluster, kind, time, payload)
+     SELECT v.id, v.cluster, v.kind, v.time, v.payload
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[]) WITH ORDINALITY
+         AS v(id, cluster, kind, time, payload, n)
+       ORDER BY v.n`,
+    [0, 1, 2, 3, 4].map((k) => params.map((p) => p[k])),
+  );
 }
 
 async function lockJob(client: pg.PoolClient, id: string): Promise<JobRecord> {

@@ -70,6 +70,7 @@ import {
   type LeadershipFence,
   type AgentHeartbeat,
   type ConnectingAgent,
+  type ConnectingHello,
   foldHeartbeats,
   type BackupRecord,
   type CatalogStore,
@@ -264,13 +265,34 @@ export class SqliteCatalogStore implements CatalogStore {
     now: number,
     events: readonly OutboxEventInput[] = [],
   ): Promise<void> {
-    this.db
-      .transaction(() => {
-        this.upsertClusterSync({ name: a.cluster, systemIdentifier: a.systemIdentifier, pgVersion: a.pgVersion }, now);
-        this.holdAgentStreamSync({ cluster: a.cluster, agentId: a.id }, controllerId, now);
-        this.upsertAgentSync(a, now);
-        this.insertEventsSync(events);
-      })
+    const [refused] = await this.connectAgents([{ agent: a, events }], controllerId, now);
+    if (refused) throw refused;
+  }
+
+  async connectAgents(
+    hellos: readonly ConnectingHello[],
+    controllerId: string,
+    now: number,
+  ): Promise<Array<Error | undefined>> {
+    return this.db
+      .transaction(() =>
+        hellos.map(({ agent: a, events = [] }) => {
+          try {
+            // Throws before it writes anything: the refused Hello leaves no trace, the others go on.
+            this.upsertClusterSync(
+              { name: a.cluster, systemIdentifier: a.systemIdentifier, pgVersion: a.pgVersion },
+              now,
+            );
+          } catch (err) {
+            if (PgfleetError.is(err, 'SystemIdMismatch')) return err as Error;
+            throw err;
+          }
+          this.holdAgentStreamSync({ cluster: a.cluster, agentId: a.id }, controllerId, now);
+          this.upsertAgentSync(a, now);
+          this.insertEventsSync(events);
+          return undefined;
+        }),
+      )
       .immediate();
   }
 

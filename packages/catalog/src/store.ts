@@ -214,6 +214,12 @@ export interface ConnectingAgent {
   pgVersion: number;
 }
 
+/** One Hello of a batch (connectAgents): the agent and the events committed with it. */
+export interface ConnectingHello {
+  agent: ConnectingAgent;
+  events?: readonly OutboxEventInput[];
+}
+
 /** One heartbeat of one agent, received at `at` (ms): what recordHeartbeats stores. */
 export interface AgentHeartbeat {
   agent: AgentRef;
@@ -562,6 +568,18 @@ export interface CatalogStore {
     now: number,
     events?: readonly OutboxEventInput[],
   ): Promise<void>;
+  /**
+   * Many Hellos in one transaction, each as connectAgent records it, in their order: per Hello
+   * undefined (recorded) or the SystemIdMismatch that refused it (nothing of that Hello written,
+   * the others recorded). Any other failure rejects the whole batch with nothing written. A connect
+   * storm of 10,000 agents is then tens of transactions, not 10,000 waiting for a pool of 10
+   * connections (on PostgreSQL those waits outlasted the pool's connect timeout).
+   */
+  connectAgents(
+    hellos: readonly ConnectingHello[],
+    controllerId: string,
+    now: number,
+  ): Promise<Array<Error | undefined>>;
   setAgentConnected(
     agent: AgentRef,
     connected: boolean,

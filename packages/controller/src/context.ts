@@ -9,7 +9,8 @@ import type { CatalogStore, JobRecord } from '@pgfleet/catalog';
 import type { ManifestKeys } from '@pgfleet/storage/manifest-auth';
 import type { RepositorySpec } from '@pgfleet/storage/repository-url';
 import type { AgentSessions } from './agents/sessions.js';
-import type { HeartbeatBatcher } from './agents/heartbeats.js';
+import type { HeartbeatBatcher, HelloBatcher } from './agents/heartbeats.js';
+import type { SharedRead } from './agents/shared-read.js';
 import type { JobWatchers } from './jobs/watchers.js';
 import type { CountedManifestHead } from '@pgfleet/storage';
 
@@ -22,6 +23,10 @@ export interface ControllerContext {
   sessions: AgentSessions;
   /** Heartbeats on their way into the catalog, written in batches (agents/heartbeats.ts). */
   heartbeats: HeartbeatBatcher;
+  /** Hellos on their way into the catalog, in batches as well (a connect storm). */
+  hellos: HelloBatcher;
+  /** The catalog's active jobs, one read shared by the Hellos that ask at once (agents/shared-read.ts). */
+  activeJobs: SharedRead<JobRecord[]>;
   watchers: JobWatchers;
   logger: Logger;
   /** The repositories every job names (Job.repositories); empty: each agent uses its own. */

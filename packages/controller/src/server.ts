@@ -30,7 +30,8 @@ import { adminAuthorizer, agentAuthorizer } from './security/access.js';
 import { createAdminService } from './admin/service.js';
 import { createAgentService, reclaimJobsLater } from './agents/service.js';
 import { AgentSessions } from './agents/sessions.js';
-import { HeartbeatBatcher } from './agents/heartbeats.js';
+import { HeartbeatBatcher, HelloBatcher } from './agents/heartbeats.js';
+import { SharedRead } from './agents/shared-read.js';
 import { ControllerPeers, LEASE_MS, newControllerId } from './agents/peers.js';
 import type { ControllerContext } from './context.js';
 import { createEnrollmentService } from './security/enrollment.js';
@@ -108,11 +109,14 @@ export async function startController(
     : config.repoPath
       ? [{ case: 'posix' as const, value: { path: config.repoPath } }]
       : [];
+  const controllerId = newControllerId();
   const ctx: ControllerContext = {
     store,
-    controllerId: newControllerId(),
+    controllerId,
     sessions: new AgentSessions(),
     heartbeats: new HeartbeatBatcher(store),
+    hellos: new HelloBatcher(store, controllerId, now),
+    activeJobs: new SharedRead(() => store.listActiveJobs()),
     watchers: new JobWatchers(),
     logger: logger.child({ component: 'controller' }),
     repositories,

@@ -120,14 +120,15 @@ function requireOneSystem(ctx: ControllerContext, hello: Hello): void {
 
 /**
  * The cluster, the agent and its stream held here in the catalog, with the agentConnected event,
- * in one transaction (store.connectAgent). It throws SystemIdMismatch before anything is recorded:
+ * in one transaction with the Hellos that arrive meanwhile (store.connectAgents through the
+ * HelloBatcher). It throws SystemIdMismatch before anything of it is recorded:
  * a different cluster under a known name must not be able to take over its catalog entries or its
  * jobs. Its stream is held here from now on: jobs started on other controllers sharing the catalog
  * come through this one.
  */
 async function recordAgent(ctx: ControllerContext, hello: Hello): Promise<void> {
-  await ctx.store.connectAgent(
-    {
+  await ctx.hellos.record({
+    agent: {
       id: hello.agentId,
       cluster: hello.cluster,
       hostname: hello.hostname,
@@ -135,9 +136,7 @@ async function recordAgent(ctx: ControllerContext, hello: Hello): Promise<void> 
       systemIdentifier: hello.systemIdentifier,
       pgVersion: hello.pgVersion,
     },
-    ctx.controllerId,
-    ctx.now(),
-    [
+    events: [
       outboxEvent(
         hello.cluster,
         {
@@ -153,7 +152,7 @@ async function recordAgent(ctx: ControllerContext, hello: Hello): Promise<void> 
         ctx.now(),
       ),
     ],
-  );
+  });
   eventsCommitted(ctx);
 }
 
@@ -219,9 +218,8 @@ async function reconcileJobs(
   const pendingReclaim = ctx.reclaimTimers.get(agentRefKey(agent));
   if (pendingReclaim) clearTimeout(pendingReclaim);
   ctx.reclaimTimers.delete(agentRefKey(agent));
-  const active = (await ctx.store.listActiveJobs()).filter(
-    (j) => j.agentId === hello.agentId && j.cluster === hello.cluster,
-  );
+  // Read after the Hello was recorded, shared with the Hellos reading at the same time.
+  const active = (await ctx.activeJobs.get()).filter((j) => j.agentId === hello.agentId && j.cluster === hello.cluster);
   await claimQueuedJobs(
     ctx,
     active.filter((j) => j.state === 'queued' && hello.runningJobIds.includes(j.id)),
