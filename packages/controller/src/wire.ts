@@ -67,6 +67,7 @@ import {
   type RestoreResult,
 } from '@pgfleet/proto';
 import type { PitrTarget } from './restore/pitr.js';
+import { archiverStatsFromJson } from './health/health.js';
 
 const STATE_TO_PROTO: Record<JobStateName, JobState> = {
   queued: JobState.QUEUED,
@@ -354,9 +355,7 @@ export function clusterInfo(
     agentId: agent?.id ?? '',
     lastSeen: ts(agent?.lastSeen ?? null),
     lastBackup: lastBackup ? backupInfoFromRecord(lastBackup) : undefined,
-    archiver: agent?.archiver
-      ? fromJson(ArchiverStatsSchema, agent.archiver as JsonValue, { ignoreUnknownFields: true })
-      : undefined,
+    archiver: agent?.archiver ? archiverStatsFromJson(agent.archiver as JsonValue) : undefined,
   };
 }
 

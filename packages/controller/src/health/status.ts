@@ -37,7 +37,7 @@ import type { ControllerContext } from '../context.js';
 import { clusterInfo, serverRoleToProto, walHealthFromRecord, type JobResultJson } from '../wire.js';
 import { standbyLag } from '../agents/choice.js';
 import { archiveFailing, archiverFromJson, groupByCluster, observedAgent, pickAgent, rpoSeconds } from './health.js';
-import { effectivePolicy, settingsOf, type EffectivePolicy } from '../schedule/policy.js';
+import { effectiveSchedules, settingsOf, type EffectivePolicy } from '../schedule/policy.js';
 import { BACKUP_PRECEDENCE, dueRuns, nextFireTime } from '../schedule/schedule.js';
 import { decodePageToken, encodePageToken, pageSizeOf } from '../admin/paging.js';
 
@@ -128,7 +128,13 @@ async function clusterStatusRows(
     ]);
   const settings = new Map(policies.map((p) => [p.scope, settingsOf(p)]));
   const fleet = settings.get(FLEET_POLICY_SCOPE);
-  const lastRuns = new Map(runs.map((r) => [`${r.cluster}\u0000${r.type}`, r.lastRun]));
+  // By cluster, then kind: a key string built per cluster and kind was a sixth of nextScheduledJob.
+  const lastRuns = new Map<string, Map<string, number>>();
+  for (const r of runs) {
+    const of = lastRuns.get(r.cluster);
+    if (of) of.set(r.type, r.lastRun);
+    else lastRuns.set(r.cluster, new Map([[r.type, r.lastRun]]));
+  }
   const agentsOf = groupByCluster(allAgents);
   const lastBackupOf = new Map(latest.map((b) => [b.cluster, b]));
   const firstBackupOf = new Map(oldest.map((b) => [b.cluster, b]));
@@ -139,11 +145,12 @@ async function clusterStatusRows(
   const statesOf = groupByCluster(states);
   const row = (c: ClusterRecord): ClusterInfoInit => {
     const agents = agentsOf.get(c.name) ?? [];
+    const runsOf = lastRuns.get(c.name);
     const verify = verifiesOf.get(c.name) ?? [];
     const drills = drillsOf.get(c.name) ?? [];
     const goodDrills = goodDrillsOf.get(c.name) ?? [];
     const agent = pickAgent(agents);
-    const eff = effectivePolicy(fleet, settings.get(c.name));
+    const eff = effectiveSchedules(fleet, settings.get(c.name));
     const lastDrill = drills.map(drillSummaryFromJob).find((d) => d !== undefined);
     const lastGoodDrill = goodDrills.map(drillSummaryFromJob).find((d) => d?.ok === true);
     const rpo = clusterRpo(ctx, c, agent, now);
@@ -153,7 +160,7 @@ async function clusterStatusRows(
       rpoKnown: rpo !== undefined,
       archiveState: archiveState(agent, raised),
       alerts: alertsOf(raised, agent),
-      nextJob: nextScheduledJob(c.name, eff, (kind) => lastRuns.get(`${c.name}\u0000${kind}`), now),
+      nextJob: nextScheduledJob(c.name, eff, (kind) => runsOf?.get(kind), now),
       lastVerify: verify[0] && verifySummaryFromJob(verify[0]),
       lastDrill,
       lastGoodDrill,

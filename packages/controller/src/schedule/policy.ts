@@ -284,6 +284,42 @@ export function effectivePolicy(
   };
 }
 
+/** A cron as effectivePolicy keeps it: trimmed, and undefined when unset or blank. */
+function cronValue(v: string | number | boolean | undefined): string | undefined {
+  return typeof v === 'string' && v.trim() !== '' ? v.trim() : undefined;
+}
+
+/**
+ * The part of effectivePolicy that says what a schedule starts and when (schedules, drill, logical,
+ * dumpDrill, spreadMinutes), the same values: a status row needs only these, and the whole policy
+ * of 10,000 clusters was a seventh of a status listing's CPU.
+ */
+export function effectiveSchedules(
+  fleet: PolicySettings | undefined,
+  cluster: PolicySettings | undefined,
+): Pick<EffectivePolicy, 'schedules' | 'drill' | 'logical' | 'dumpDrill' | 'spreadMinutes'> {
+  const pick = (key: PolicyKey) => {
+    const c = valueOf(cluster, key);
+    return c !== undefined ? c : valueOf(fleet, key);
+  };
+  const schedules: Partial<Record<BackupKind, string>> = {};
+  for (const type of SCHEDULE_KEYS) {
+    const cron = cronValue(pick(type));
+    if (cron !== undefined) schedules[type] = cron;
+  }
+  const drill = cronValue(pick('drill'));
+  const logical = cronValue(pick('logical'));
+  const dumpDrill = cronValue(pick('dumpDrill'));
+  const spread = pick('spreadMinutes');
+  return {
+    schedules,
+    ...(drill !== undefined ? { drill } : {}),
+    ...(logical !== undefined ? { logical } : {}),
+    ...(dumpDrill !== undefined ? { dumpDrill } : {}),
+    spreadMinutes: typeof spread === 'number' ? spread : DEFAULT_SPREAD_MINUTES,
+  };
+}
+
 export interface ClusterPolicy {
   fleet: PolicyRecord | undefined;
   cluster: PolicyRecord | undefined;
