@@ -12,6 +12,14 @@
  *
  *   cd <checkout> && source scripts/node-env.sh && npx turbo run build
  *   node bench/dump.mjs [--scale 100] [--jobs 2] [--runs 1]      # --scale 5 for a quick run
+ *
+ * --compare-agent BIN adds a second pgfleet dump per run by another build's agent (BIN: its
+ * packages/agent/dist/bin.js, in a copy whose node_modules resolve, e.g. a symlink to this
+ * checkout's), on the same fleet and database, the order rotating; each pgfleet dump then starts
+ * its own fresh agent. Besides wall times it prints the CPU seconds of each dump: the agent's, its
+ * children's (pg_dump and its workers) and the server's (the postmaster's exited children: the
+ * backends of pg_dump and of the row counts), which load from other work on the machine does not
+ * inflate the way it does wall time. --restore off skips the restore pairs.
  */
 import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
@@ -26,6 +34,8 @@ const { values } = parseArgs({
     jobs: { type: 'string', default: '2' },
     runs: { type: 'string', default: '1' },
     'dump-store-early': { type: 'string', default: 'on' },
+    'compare-agent': { type: 'string' },
+    restore: { type: 'string', default: 'on' },
   },
 });
 const scale = Number(values.scale);
@@ -36,11 +46,15 @@ const DB = 'bench';
 const s = (ms) => `${(ms / 1000).toFixed(1)} s`;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** The agent process's CPU seconds so far (user + system, /proc/<pid>/stat; its children such as pg_dump not included). */
-async function agentCpuSeconds() {
-  const stat = await readFile(`/proc/${fleet.agent.child.pid}/stat`, 'utf8');
+/** A process's CPU seconds so far (/proc/<pid>/stat): its own (user + system) and its exited, waited-for children's. */
+async function cpuOf(pid) {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
+  return { own: (Number(f[11]) + Number(f[12])) / 100, children: (Number(f[13]) + Number(f[14])) / 100 };
+}
+/** The agent process's CPU seconds so far (its children such as pg_dump not included). */
+async function agentCpuSeconds() {
+  return (await cpuOf(fleet.agent.child.pid)).own;
 }
 const agentCpu = [];
 
@@ -104,33 +118,68 @@ try {
   );
 
   const local = join(fleet.dir, 'local-dump');
-  const times = { pgDump: [], pgfleetDump: [], pgRestore: [], pgfleetRestore: [] };
+  const times = { pgDump: [], pgfleetDump: [], pgfleetDumpOther: [], pgRestore: [], pgfleetRestore: [] };
+  const postmaster = Number((await readFile(join(pg.dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+  /** The server's CPU seconds so far: the postmaster and its exited backends (a dump's end when its connections are closed). */
+  const serverCpu = async () => {
+    // A closed connection's backend exits (and is reaped) a moment after the client saw its end.
+    await new Promise((r) => setTimeout(r, 300));
+    const c = await cpuOf(postmaster);
+    return c.own + c.children;
+  };
+  const cpuLines = [];
   let label;
   const bareDump = async () => {
     await rm(local, { recursive: true, force: true });
-    times.pgDump.push(
-      await timed(() => run(join(pg.binDir, 'pg_dump'), ['-Fd', '-j', jobs, '-f', local], { ...env, PGDATABASE: DB })),
+    const s0 = await serverCpu();
+    // pg_dump is this process's child: its CPU lands in our exited children's figure.
+    const k0 = (await cpuOf(process.pid)).children;
+    const wall = await timed(() =>
+      run(join(pg.binDir, 'pg_dump'), ['-Fd', '-j', jobs, '-f', local], { ...env, PGDATABASE: DB }),
     );
+    times.pgDump.push(wall);
+    const children = (await cpuOf(process.pid)).children - k0;
+    cpuLines.push({ who: 'bare', wall, children, server: (await serverCpu()) - s0 });
   };
-  const ourDump = async () => {
+  const fleetArgs = ['--dump-store-early', values['dump-store-early']];
+  const ourDump = async (bin) => {
     let out;
+    if (values['compare-agent']) {
+      await fleet.agent.stop();
+      await fleet.startAgent(fleetArgs, undefined, bin);
+    }
     const cpu0 = await agentCpuSeconds();
-    times.pgfleetDump.push(
-      await timed(async () => {
-        out = await cli('dump', CLUSTER, '--database', DB, '--jobs', jobs, '--wait', '--output', 'json');
-      }),
-    );
+    const kids0 = (await cpuOf(fleet.agent.child.pid)).children;
+    const s0 = await serverCpu();
+    const wall = await timed(async () => {
+      out = await cli('dump', CLUSTER, '--database', DB, '--jobs', jobs, '--wait', '--output', 'json');
+    });
+    (bin ? times.pgfleetDumpOther : times.pgfleetDump).push(wall);
     if (out.code !== 0) throw new Error(`pgfleet dump failed:\n${out.stderr}\n${await fleet.logs()}`);
     const dump = JSON.parse(out.stdout).dump;
     label = dump.label;
     const stored = dump.databases.reduce((n, d) => n + Number(d.storedSize ?? 0), 0);
     const cpu = (await agentCpuSeconds()) - cpu0;
+    cpuLines.push({
+      split: (await agentSplits())
+        .filter((l) => l.startsWith('  agent dump'))
+        .at(-1)
+        ?.trim(),
+      who: bin ? 'other' : 'this',
+      wall,
+      agent: cpu,
+      children: (await cpuOf(fleet.agent.child.pid)).children - kids0,
+      server: (await serverCpu()) - s0,
+    });
     agentCpu.push(
       `  agent CPU during the dump: ${cpu.toFixed(2)} s for ${(stored / 1e6).toFixed(1)} MB stored (${((cpu * 1000) / (stored / 1e6)).toFixed(1)} ms per MB; pg_dump's own CPU not included)`,
     );
   };
+  const steps = [bareDump, () => ourDump(undefined)];
+  if (values['compare-agent']) steps.push(() => ourDump(values['compare-agent']));
   for (let i = 0; i < runs; i++) {
-    for (const step of i % 2 === 0 ? [bareDump, ourDump] : [ourDump, bareDump]) await step();
+    // The order rotates: each step goes first, second (and third) in turn.
+    for (let k = 0; k < steps.length; k++) await steps[(i + k) % steps.length]();
   }
   const bareRestore = async (i) => {
     const into = `bare_${i}`;
@@ -161,7 +210,7 @@ try {
     if (out.code !== 0) throw new Error(`pgfleet restore-dump failed:\n${out.stderr}\n${await fleet.logs()}`);
     await pg.query(`DROP DATABASE ${into}`);
   };
-  for (let i = 0; i < runs; i++) {
+  for (let i = 0; i < runs && values.restore !== 'off'; i++) {
     for (const step of i % 2 === 0 ? [bareRestore, ourRestore] : [ourRestore, bareRestore]) await step(i);
   }
   const row = (name, bare, ours) =>
@@ -170,9 +219,15 @@ try {
     [
       `         bare tool  pgfleet    ratio   (medians of ${runs})`,
       row('dump', times.pgDump, times.pgfleetDump),
-      row('restore', times.pgRestore, times.pgfleetRestore),
+      ...(values['compare-agent'] ? [row('dump (other agent)', times.pgDump, times.pgfleetDumpOther)] : []),
+      ...(values.restore !== 'off' ? [row('restore', times.pgRestore, times.pgfleetRestore)] : []),
       ...(await agentSplits()),
       ...agentCpu,
+      '  CPU seconds per dump, in run order (children: pg_dump and its workers; server: the backends):',
+      ...cpuLines.map(
+        (l) =>
+          `    ${l.who.padEnd(5)} wall ${s(l.wall)}, ${l.agent !== undefined ? `agent ${l.agent.toFixed(2)} s, ` : ''}children ${l.children.toFixed(2)} s, server ${l.server.toFixed(2)} s${l.split ? `\n      ${l.split}` : ''}`,
+      ),
       `load average ${loadavg()
         .map((l) => l.toFixed(1))
         .join(' ')} (other work on this machine slows every figure; ratios from one run stay comparable)`,

@@ -233,8 +233,12 @@ export interface Fleet {
   controllers: Daemon[];
   agent: Daemon | undefined;
   cli(...args: string[]): Promise<RunResult>;
-  /** Starts the cluster's agent (on `db`, default the fleet's PostgreSQL, e.g. a promoted standby after a failover) and waits until it is connected. */
-  startAgent(extraArgs?: string[], db?: PgInstance): Promise<Daemon>;
+  /**
+   * Starts the cluster's agent (on `db`, default the fleet's PostgreSQL, e.g. a promoted standby
+   * after a failover) and waits until it is connected. `bin`: another build's agent (a bench
+   * comparing builds on one fleet), default AGENT_BIN.
+   */
+  startAgent(extraArgs?: string[], db?: PgInstance, bin?: string): Promise<Daemon>;
   /** Clusters added with addCluster: same controller and repository, each its own PostgreSQL and agent. */
   members: FleetMember[];
   /**
@@ -356,9 +360,9 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     walArgs
       .replace(`--cluster ${cluster} `, `--cluster ${name} `)
       .replace(clusterKeyFile(cluster), clusterKeyFile(name));
-  const spawnAgent = (name: string, db: PgInstance, extraArgs: string[]): Daemon =>
+  const spawnAgent = (name: string, db: PgInstance, extraArgs: string[], bin = AGENT_BIN): Daemon =>
     startDaemon(
-      AGENT_BIN,
+      bin,
       agentRunArgs(fleet.agentControllers.join(','), name, db, [
         ...agentRepoArgs,
         '--cluster-key-file',
@@ -493,8 +497,8 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       runNode(CLI_BIN, args, {
         env: { PGFLEET_CONTROLLER: controllerAddress, ...(insecure ? INSECURE_ENV : {}), ...opts.cliEnv },
       }),
-    async startAgent(extraArgs: string[] = [], db: PgInstance = pg) {
-      const agent = spawnAgent(cluster, db, extraArgs);
+    async startAgent(extraArgs: string[] = [], db: PgInstance = pg, bin?: string) {
+      const agent = spawnAgent(cluster, db, extraArgs, bin);
       fleet.agent = agent;
       await connectedAgent(cluster, agent);
       return agent;

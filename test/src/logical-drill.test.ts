@@ -32,13 +32,15 @@
  *   counts, in `pgfleet drill`'s own output;
  * - rows committed after the agent exported the dump's snapshot (while it waits for a lock) and
  *   rows written all along pg_dump's run are not in the counts: sales.orders is recorded with the
- *   rows it had before, and the drill of that dump finds every count equal.
+ *   rows it had before, and the drill of that dump finds every count equal;
+ * - the counts' backend runs at niceness 19 (the lowest CPU priority) while pg_dump runs (seen in
+ *   /proc with pg_dump held back by a wrapper in --pg-bin-dir), and its counts are still exact.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -655,6 +657,54 @@ describe('dump drills and the dump spool', { timeout: 2_700_000 }, () => {
       await holder.end();
       await running?.catch(() => {});
       await withShop((c) => c.query('DELETE FROM sales.orders WHERE id > 1000000'));
+    }
+  });
+  it("counts rows at the lowest CPU priority: the counting backend's niceness is 19 while pg_dump runs, the counts exact", async () => {
+    // pg_dump behind a gate (--pg-bin-dir of wrappers): it waits for the test's go, so the
+    // snapshot's backend, its counts done, stays while the test looks at it.
+    const bin = join(fleet.dir, 'pg-bin-gate');
+    const go = join(bin, 'go');
+    await mkdir(bin, { recursive: true });
+    for (const p of ['pg_dumpall', 'pg_restore']) await symlink(join(fleet.pg.binDir, p), join(bin, p));
+    await writeFile(
+      join(bin, 'pg_dump'),
+      `#!/bin/sh\n[ "$1" = --version ] || while [ ! -e '${go}' ]; do sleep 0.05; done\nexec '${join(fleet.pg.binDir, 'pg_dump')}' "$@"\n`,
+      { mode: 0o755 },
+    );
+    const source = await withShop(async (c) =>
+      Number((await c.query<{ n: string }>('SELECT count(*)::text AS n FROM sales.orders')).rows[0]!.n),
+    );
+    await fleet.agent!.stop();
+    await fleet.startAgent(['--scratch-dir', scratch, '--pg-bin-dir', bin]);
+    let running: Promise<RunResult> | undefined;
+    try {
+      running = dumpShop();
+      // The counts run in the snapshot's transaction, sales.orders last (by schema and name).
+      const pid = await waitFor('the counts to end in the dump snapshot', async () => {
+        const rows = await fleet.pg.query<{ pid: number }>(
+          `SELECT pid FROM pg_stat_activity WHERE application_name = 'pgfleet-dump' AND datname = 'shop'
+              AND state = 'idle in transaction' AND query LIKE 'SELECT count(*)%"sales"."orders"%'`,
+        );
+        return rows[0]?.pid;
+      });
+      const procStat = await readFile(`/proc/${pid}/stat`, 'utf8');
+      // Field 19 of /proc/<pid>/stat: the niceness; the fields after the name start at field 3.
+      assert.equal(Number(procStat.slice(procStat.lastIndexOf(')') + 2).split(' ')[16]), 19, procStat);
+      await writeFile(go, '');
+      const r = await running;
+      assert.equal(r.code, 0, `${r.stderr}\n${await fleet.logs()}`);
+      const orders = json<JobJson>(r, 'dump')
+        .dump!.databases.find((d) => d.name === 'shop')!
+        .tables.find((t) => t.schema === 'sales' && t.name === 'orders')!;
+      assert.equal(orders.rowsCounted, true);
+      assert.equal(Number(orders.rows), source);
+      // Nothing said about a renice refused (the agent runs as the server's OS user here).
+      assert.doesNotMatch(await fleet.agent!.log(), /could not lower the priority/);
+    } finally {
+      await writeFile(go, '').catch(() => {});
+      await running?.catch(() => {});
+      await fleet.agent!.stop();
+      await fleet.startAgent(['--scratch-dir', scratch]);
     }
   });
 });

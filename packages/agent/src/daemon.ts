@@ -65,6 +65,12 @@ const STARTUP_CONTROLLER_WAIT_MS = 15_000;
  */
 const ABANDONED_DUMPS_SWEEP_MS = 3_600_000;
 
+/**
+ * Job kinds whose success goes out without a heartbeat first (AgentDaemon.beatNow): their results
+ * carry no server position for the controller to check against the cluster's heartbeats.
+ */
+const RESULT_WITHOUT_BEAT: ReadonlySet<string | undefined> = new Set(['dump', 'restoreDump']);
+
 export class AgentDaemon {
   private stream: ClientBidiStream<unknown, typeof ConnectRequestSchema> | undefined;
   private readonly running = new Map<string, AbortController>();
@@ -321,7 +327,7 @@ export class AgentDaemon {
   }
 
   /**
-   * One heartbeat now. A job's success goes out right after one: the controller accepts a reported
+   * One heartbeat now. A job's success goes out right after one (but RESULT_WITHOUT_BEAT's): the controller accepts a reported
    * backup only up to the position the cluster's heartbeats reached (backup-admission.ts), and the
    * beat taken after pg_backup_stop is at or past its stop LSN.
    */
@@ -469,7 +475,9 @@ export class AgentDaemon {
       });
     const settled: Promise<void> = this.runJob(job, abort.signal, log, progress)
       .then(async (result) => {
-        await this.beatNow?.().catch(() => undefined); // a beat that fails must not fail the job
+        // A logical dump's or restore-dump's result goes at once: it reports no server position,
+        // and the beat (a connection and its queries) would sit on the job's path (docs/logical.md, "Dump").
+        if (!RESULT_WITHOUT_BEAT.has(job.kind.case)) await this.beatNow?.().catch(() => undefined); // a beat that fails must not fail the job
         this.send({ msg: { case: 'result', value: { jobId: job.jobId, state: JobState.SUCCEEDED, result } } });
       })
       .catch((err: unknown) => {

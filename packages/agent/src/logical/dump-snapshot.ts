@@ -15,12 +15,22 @@
  * pg_dump starts rather than hours later. The counts then run one after another on this
  * connection while pg_dump runs.
  *
+ * The counts take only the CPU pg_dump leaves idle (docs/logical.md, "Exact row counts"): their
+ * backend is reniced to 19 (the lowest priority; the agent runs as the server's OS user or root,
+ * either may raise a backend's niceness) once its locks are taken, and the counts run without
+ * parallel workers (separate processes, which the renice would not reach). The backend exits with
+ * the connection, so its niceness is never restored. A count still running when the dump ends
+ * early (pg_dump failed, the job was cancelled) is cancelled rather than waited for.
+ *
  * Counted: ordinary tables (relkind 'r': plain tables, unlogged ones, partitions' leaves), outside
  * the system schemas; the caller keeps the counts of those with a TABLE DATA entry in pg_dump's
  * TOC only (what pg_dump dumped). Partitioned parents, views, foreign tables and materialized
  * views have no table data of their own in a dump; large objects are not counted (as before).
  */
-import { PgfleetError } from '@pgfleet/core';
+import { readFile } from 'node:fs/promises';
+import { setPriority } from 'node:os';
+import { join } from 'node:path';
+import { type Logger, PgfleetError } from '@pgfleet/core';
 import { connectPg, quoteIdentifier, type PgConnectionOptions } from '@pgfleet/pg';
 import type { DumpTableSchema } from '@pgfleet/proto';
 import type { MessageInitShape } from '@bufbuild/protobuf';
@@ -38,8 +48,50 @@ export interface DumpSnapshot {
   tables: TableOfDump[];
   /** count(*) in the snapshot of each ordinary table, by oid; rejects as DumpFailed. */
   counts: Promise<Map<string, bigint>>;
-  /** Ends the transaction and the connection (a count still running is abandoned). Never throws. */
+  /** Ends the transaction and the connection (a count still running is cancelled). Never throws. */
   close(): Promise<void>;
+}
+
+/** The niceness of the counting backend: the lowest priority. */
+export const COUNT_NICENESS = 19;
+
+/** Said once per agent process: a renice refused is the same on every later dump. */
+let reniceRefusedLogged = false;
+
+/**
+ * Renices `pid`, the counting connection's backend, to COUNT_NICENESS: once its postmaster is
+ * confirmed to be this host's (the data directory's postmaster.pid names the backend's parent), so
+ * that a server in another PID namespace (a container) never gets an unrelated local process
+ * reniced. `dataDir` is undefined when the role may not read data_directory. Never throws.
+ */
+async function lowerCountPriority(pid: number, dataDir: string | undefined, log: Logger): Promise<boolean> {
+  let reason: string;
+  let err: unknown;
+  try {
+    const postmaster = dataDir
+      ? Number((await readFile(join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0])
+      : undefined;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (postmaster === undefined) reason = 'data_directory is not readable by this role';
+    else if (!(postmaster > 0) || ppid !== postmaster)
+      reason = `process ${pid} is not a child of the postmaster (${postmaster}) on this host`;
+    else {
+      setPriority(pid, COUNT_NICENESS);
+      return true;
+    }
+  } catch (e) {
+    reason = (e as Error).message;
+    err = e;
+  }
+  if (!reniceRefusedLogged) {
+    reniceRefusedLogged = true;
+    log.warn(
+      { err, reason, pid },
+      "could not lower the priority of the backend counting a dump's rows; the counts run at normal priority (logged once)",
+    );
+  }
+  return false;
 }
 
 /** SQLSTATE lock_not_available: lock_timeout ran out. */
@@ -51,6 +103,7 @@ export async function openDumpSnapshot(o: {
   lockWaitTimeoutMs: number;
   applicationName: string;
   signal: AbortSignal;
+  log: Logger;
 }): Promise<DumpSnapshot> {
   const failed = (what: string, err: unknown) =>
     new PgfleetError('DumpFailed', `database '${o.database}': ${what}: ${(err as Error).message}`, { cause: err });
@@ -61,11 +114,23 @@ export async function openDumpSnapshot(o: {
     // A database dropped since it was chosen fails here, naming it.
     throw failed('cannot connect to export the dump snapshot', err);
   }
-  const close = () => c.end().catch(() => {});
+  let backendPid: number | undefined;
+  let counting = false;
+  let closing = false;
+  const end = () => c.end().catch(() => {});
+  /** A count still running is cancelled first: the backend would finish its scan before it saw the connection end. */
+  const close = async () => {
+    closing = true;
+    if (counting && backendPid !== undefined) await cancelBackend(o.pg, o.database, backendPid);
+    await end();
+  };
   try {
     await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     // The server's own limit on the LOCK below and on each count; SET LOCAL ends with the transaction.
-    await c.query(`SET LOCAL lock_timeout = ${Math.max(0, Math.trunc(o.lockWaitTimeoutMs))}`);
+    // No parallel workers for the counts: other processes, at normal priority (module header).
+    await c.query(
+      `SET LOCAL lock_timeout = ${Math.max(0, Math.trunc(o.lockWaitTimeoutMs))}; SET LOCAL max_parallel_workers_per_gather = 0`,
+    );
     const id = (await c.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
     const rows = (
       await c.query<{ oid: string; schema: string; name: string; est: string; kind: string }>(
@@ -94,23 +159,52 @@ export async function openDumpSnapshot(o: {
           );
         throw err;
       }
+    counting = true;
     const counts = (async () => {
       const out = new Map<string, bigint>();
+      if (counted.length === 0) return out;
+      // Off pg_dump's path: asked once pg_dump may already be starting. pg_settings hides
+      // data_directory from a role that may not read it (no error in the transaction).
+      const me = (
+        await c.query<{ pid: number; dir: string | null }>(
+          "SELECT pg_backend_pid() AS pid, (SELECT setting FROM pg_settings WHERE name = 'data_directory') AS dir",
+        )
+      ).rows[0]!;
+      backendPid = me.pid;
+      await lowerCountPriority(me.pid, me.dir ?? undefined, o.log);
       for (const r of counted) {
         o.signal.throwIfAborted();
+        if (closing)
+          throw new PgfleetError('DumpFailed', `database '${o.database}': the dump ended before its rows were counted`);
         const n = (await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM ONLY ${name(r)}`)).rows[0]!.n;
         out.set(r.oid, BigInt(n));
       }
       return out;
-    })().catch((err: unknown) => {
-      if (err instanceof PgfleetError || o.signal.aborted) throw err;
-      throw failed("counting the rows in pg_dump's snapshot failed", err);
-    });
+    })()
+      .finally(() => (counting = false))
+      .catch((err: unknown) => {
+        if (err instanceof PgfleetError || o.signal.aborted) throw err;
+        throw failed("counting the rows in pg_dump's snapshot failed", err);
+      });
     counts.catch(() => {}); // awaited by the caller once pg_dump has ended
     return { id, tables, counts, close };
   } catch (err) {
-    await close();
+    await end();
     if (err instanceof PgfleetError) throw err;
     throw failed('exporting the dump snapshot failed', err);
+  }
+}
+
+/** pg_cancel_backend(pid) from a connection of its own; a failure only leaves the count to finish. Never throws. */
+async function cancelBackend(pg: PgConnectionOptions, database: string, pid: number): Promise<void> {
+  try {
+    const k = await connectPg({ ...pg, database, applicationName: 'pgfleet-dump-cancel' });
+    try {
+      await k.query('SELECT pg_cancel_backend($1)', [pid]);
+    } finally {
+      await k.end().catch(() => {});
+    }
+  } catch {
+    // The connection's end below still ends the transaction once the count is over.
   }
 }

@@ -150,6 +150,7 @@ export async function runDump(o: DumpOptions): Promise<DumpResultInit> {
   try {
     // The lease before anything is stored: what tells this dump's objects from a dead dump's.
     lease = await BackupLeaseHolder.acquireDump(o.repo, o.cluster, o.label, o.log);
+    const tLease = Date.now();
     // What dumps of this cluster killed earlier left is removed while this one's pg_dump runs.
     sweep = removeAbandonedDumps({ repo: o.repo, cluster: o.cluster, log: o.log, signal: o.signal }).catch(
       (err: unknown) =>
@@ -160,10 +161,12 @@ export async function runDump(o: DumpOptions): Promise<DumpResultInit> {
     // database's snapshot): pg_dumpall's start, its queries and its store are off the serial path.
     globalsRun = dumpGlobals(o, binDir, `${prefix}/globals.sql`);
     globalsRun.catch(() => {}); // awaited below (and in finally when a database fails first)
+    const tDatabases = Date.now();
     for (const db of databases) {
       o.signal.throwIfAborted();
       dumped.push(await dumpDatabase(o, binDir, prefix, spool, db));
     }
+    const tDumped = Date.now();
     const globals = await globalsRun;
     await sweep;
     await confirmStored(o, lease, prefix, dumped, globals);
@@ -186,6 +189,17 @@ export async function runDump(o: DumpOptions): Promise<DumpResultInit> {
       Buffer.from(JSON.stringify(toJson(DumpResultSchema, create(DumpResultSchema, result)), null, 2)),
     );
     committed = true;
+    // Where the job's own time went around its databases' (docs/logical.md, "Dump").
+    o.log.info(
+      {
+        label: o.label,
+        leaseSeconds: (tLease - started.getTime()) / 1000,
+        beforeDatabasesSeconds: (tDatabases - started.getTime()) / 1000,
+        databasesSeconds: (tDumped - tDatabases) / 1000,
+        afterDatabasesSeconds: (Date.now() - tDumped) / 1000,
+      },
+      'dump stored',
+    );
     return result;
   } catch (err) {
     // A cancel stays a cancel; anything that is not already a pgfleet condition is a failed dump.
@@ -270,6 +284,7 @@ async function dumpDatabase(
     lockWaitTimeoutMs: o.lockWaitTimeoutMs,
     applicationName: APP,
     signal: o.signal,
+    log: o.log,
   });
   try {
     return await dumpInSnapshot(o, binDir, prefix, dir, db, snapshot, t0);
@@ -311,18 +326,19 @@ async function dumpInSnapshot(
   const tPgDump = Date.now();
   const { early, exitedAt } = await runDrainedPgDump(o, binDir, args, db.name, dir, store);
   const tDrained = Date.now();
-  // pg_dump's failure is the one reported: the counts are awaited after it succeeded.
-  const counts = await snapshot.counts;
-  const tables = snapshot.tables;
-  // Which tables pg_dump dumped: the TOC's TABLE DATA entries by table oid; those get their counts.
-  const entries = await readTableDataEntries(join(binDir, 'pg_restore'), dir);
-  for (const t of tables) {
-    const rows = entries.has(t.oid) ? counts.get(t.oid) : undefined;
-    if (rows !== undefined) {
-      t.table.rows = rows;
-      t.table.rowsCounted = true;
-    }
-  }
+  // After pg_dump (whose failure is the one reported: nothing below runs then), three things at
+  // once rather than one after another: the rest of the files stored, the counts' end awaited,
+  // and pg_restore's listing of the TOC (which tables pg_dump dumped), read from the spool's
+  // toc.dat before the spool is removed.
+  let tCounted = 0;
+  const counted = snapshot.counts.then((c) => {
+    tCounted = Date.now();
+    return c;
+  });
+  const listing = readTableDataEntries(join(binDir, 'pg_restore'), dir);
+  // Both awaited below; handled here too, for a readdir that throws before that.
+  counted.catch(() => {});
+  listing.catch(() => {});
   // What is still in the spool: files not stored while pg_dump ran (and toc.dat).
   const names = (await readdir(dir)).sort();
   const files = new Map<string, DumpFileInit>();
@@ -349,8 +365,24 @@ async function dumpInSnapshot(
   };
   // Largest first, a few at once: the table files are independent objects. toc.dat last.
   const rest = names.filter((n) => n !== TOC).sort((x, y) => sizes.get(y)! - sizes.get(x)!);
-  await mapLimit(rest, o.uploads, storeRest, o.signal);
-  if (sizes.has(TOC)) await storeRest(TOC);
+  const storing = (async () => {
+    await mapLimit(rest, o.uploads, storeRest, o.signal);
+    if (sizes.has(TOC)) await storeRest(TOC);
+  })();
+  // Each settled before any failure is thrown: no store still writes when the caller removes the dump.
+  const settled = await Promise.allSettled([counted, listing, storing]);
+  for (const r of settled) if (r.status === 'rejected') throw r.reason;
+  const counts = (settled[0] as PromiseFulfilledResult<Map<string, bigint>>).value;
+  const entries = (settled[1] as PromiseFulfilledResult<Map<string, string>>).value;
+  const tables = snapshot.tables;
+  // Which tables pg_dump dumped: the TOC's TABLE DATA entries by table oid; those get their counts.
+  for (const t of tables) {
+    const rows = entries.has(t.oid) ? counts.get(t.oid) : undefined;
+    if (rows !== undefined) {
+      t.table.rows = rows;
+      t.table.rowsCounted = true;
+    }
+  }
   await removeSpool(dir, o.log);
   const recorded = [...files.values()].sort((a, b) => (a.name! < b.name! ? -1 : a.name! > b.name! ? 1 : 0));
   const size = recorded.reduce((a, f) => a + Number(f.size ?? 0), 0);
@@ -367,6 +399,8 @@ async function dumpInSnapshot(
       pgDumpSeconds: (exitedAt - tPgDump) / 1000,
       drainSeconds: (tDrained - exitedAt) / 1000,
       storeAfterSeconds: (Date.now() - tDrained) / 1000,
+      // The counts' end after pg_dump's (0: they ended while it ran).
+      countsAfterSeconds: Math.max(0, tCounted - exitedAt) / 1000,
     },
     'database dumped',
   );
