@@ -12,10 +12,12 @@ import {
   blockChanged,
   blockCount,
   deltaWorthIt,
+  incrementalLoad,
   MAP_BLOCK_BYTES as B,
   layerRuns,
   mergeBlockMap,
   NO_PART,
+  REBASE_LOAD,
   sumBlock,
   sumBlocks,
   wholeFileMap,
@@ -114,6 +116,32 @@ describe('block map', () => {
       ['F'],
     );
     assert.deepEqual(restore(incr, store), file);
+  });
+
+  test('incrementalLoad counts, per block, the whole images and delta layers taken from incrementals', () => {
+    const store: Store = new Map();
+    let file = randomBytes(B * 10);
+    const full = backup('F', file, undefined, store);
+    // A full (or a re-based file) reads nothing from incrementals: the first incr never re-bases.
+    assert.equal(incrementalLoad(full), 0);
+    file = Buffer.from(file);
+    for (const b of [1, 2, 3]) randomBytes(100).copy(file, b * B);
+    const i1 = backup('I1', file, full, store);
+    assert.equal(incrementalLoad(i1), 0.3);
+    assert.ok(incrementalLoad(i1) < REBASE_LOAD);
+    // Blocks 1 and 2 stored as XOR deltas over I1's images, block 5 whole: 3 + 2 + 1 of 10.
+    const own: BlockMapPart = { backup: 'I2', object: 'blocks', codec: 'zstd', size: 3 * B, sha256: SHA };
+    const i2 = mergeBlockMap(
+      i1,
+      own,
+      file.length,
+      Uint32Array.from([1, 2, 5]),
+      sumsOf(file),
+      Uint8Array.from([1, 1, 0]),
+    );
+    assert.equal(i2.deltas.length, 1);
+    assert.equal(incrementalLoad(i2), 0.6);
+    assert.ok(incrementalLoad(i2) >= REBASE_LOAD);
   });
 
   test('runs group consecutive blocks of one part', () => {

@@ -68,6 +68,33 @@ export const NO_PART = 0xffff;
  * DELTA_DEPTH deltas deep is stored whole (docs/block-incremental.md).
  */
 export const DELTA_DEPTH = 3;
+/**
+ * A block-incremental backup stores a file whole again, with a new map that names no older
+ * backup (a **re-base**, docs/block-incremental.md "Re-base"), when its prior map takes on
+ * average this many blocks or more per block of the file from incrementals' parts
+ * (`incrementalLoad`): whole images stored by an incremental and XOR delta layers, each of
+ * which a restore decodes on top of (or instead of) the base's frames. Half a block: a chain of
+ * random changes that touch ~37% of a file's blocks per link re-bases every third link, so a
+ * restore decodes at most ~1.5 + one link's share of the file; the first incremental after a
+ * full (load 0) never re-bases, whatever it changes.
+ */
+export const REBASE_LOAD = 0.5;
+
+/**
+ * Per block of the file, how many blocks' worth of content a restore of `map` decodes from
+ * incrementals' parts (`blocks` objects) besides the base (the whole-file or chunk parts of the
+ * backup that last stored the file whole): 1 for a block whose whole image an incremental
+ * stored, plus 1 per delta layer.
+ */
+export function incrementalLoad(map: BlockMap): number {
+  if (map.blocks === 0) return 0;
+  const incremental = map.parts.map((p) => p.object === 'blocks');
+  let n = 0;
+  for (let b = 0; b < map.blocks; b++) if (incremental[map.part[b]!]) n++;
+  for (const layer of map.deltas) for (let b = 0; b < map.blocks; b++) if (layer.part[b] !== NO_PART) n++;
+  return n / map.blocks;
+}
+
 /** A map may say at most this many layers (whole image + deltas); maps of older depths stay readable. */
 const MAX_LAYERS = 16;
 

@@ -51,9 +51,11 @@ import {
   BLOCK_SUM_BYTES,
   BlockMap,
   blockCount,
+  incrementalLoad,
   chunkedContentDigest,
   compressLevel,
   mergeBlockMap,
+  REBASE_LOAD,
   wholeFileMap,
   type BlockMapPart,
   type ObjectFigures,
@@ -907,7 +909,16 @@ export class FileCopier {
     if (!this.blockMapped(f)) return this.copyWhole(f, false);
     if (prior?.blocks) {
       try {
-        return await this.copyChangedBlocks(f, prior);
+        const priorMap = await this.opts.repo.readBlockMap(this.opts.cluster, prior);
+        // Re-base: a file whose restore already decodes half a file's worth of incrementals'
+        // content or more is stored whole again, so no restore of a later link decodes more
+        // than about that on top of the base (docs/block-incremental.md, "Re-base").
+        const load = incrementalLoad(priorMap);
+        if (load < REBASE_LOAD) return await this.copyChangedBlocks(f, priorMap);
+        this.opts.log.debug(
+          { file: f.path, prior: prior.backup, load: Math.round(load * 100) / 100 },
+          're-base: copying the file whole with a new block map',
+        );
       } catch (err) {
         // The prior map cannot be read (damaged, or gone with a repository fault): this file is
         // copied whole with a new map, so the backup and the next ones do not depend on it.
@@ -955,9 +966,8 @@ export class FileCopier {
   }
 
   /** Block-incremental: the file's blocks compared with the prior map, the changed ones stored, a merged map written. */
-  private async copyChangedBlocks(f: PgdataEntry, priorEntry: ManifestFile): Promise<ManifestFile | undefined> {
+  private async copyChangedBlocks(f: PgdataEntry, prior: BlockMap): Promise<ManifestFile | undefined> {
     const { repo, codec, cluster } = this.opts;
-    const prior = await repo.readBlockMap(cluster, priorEntry);
     const key = repo.blockDataKey(cluster, this.label, f.path, codec);
     const segment = this.startLsn ? relationSegmentNumber(f.path) : undefined;
     // XOR deltas need the prior versions of the changed blocks, read block by block from the

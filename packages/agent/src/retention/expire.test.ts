@@ -102,6 +102,24 @@ describe('expire job', () => {
     assert.ok(!left.includes(`${seg(1, 4)}.partial`));
   });
 
+  test('a backup that stays because a kept one reads from it keeps what it reads (a re-based incr over an incr)', async () => {
+    // I2 builds on I1 (its prior) but reads nothing of F1: its block-mapped files were re-based.
+    await backup('I2', 'incr', seg(1, 6), seg(1, 6), [file('base/1', 'I2'), file('base/2', 'I1')], {
+      priorLabel: 'I1',
+    });
+    const out = await runExpire({
+      cluster: C,
+      repo,
+      labels: ['F1', 'I1'],
+      walKeepFrom: '',
+      keepRanges: [],
+      log: silentLogger(),
+    });
+    // I1 stays for I2, and F1 for I1 (which reads base/1 from it).
+    assert.deepEqual([out.deletedLabels, out.skippedLabels.sort()], [[], ['F1', 'I1']]);
+    assert.deepEqual(await labelsOf(), ['F1', 'F2', 'I1', 'I2']);
+  });
+
   test('no keep point: no WAL is touched; dry run deletes nothing', async () => {
     const before = await walNames();
     const out = await runExpire({
