@@ -260,13 +260,7 @@ for (const kind of REPOSITORY_KINDS)
 
       it('checksum mode (agent --checksum-delta): a touched but unchanged file is referenced by content', async () => {
         await fleet.agent!.stop();
-        await waitFor('the controller to see the agent go', async () => {
-          const r = await fleet.cli('clusters', '--output', 'json');
-          const doc = JSON.parse(r.stdout);
-          return !(Array.isArray(doc) ? doc : doc.clusters).some(
-            (c: { name: string; agentConnected?: boolean }) => c.name === 'chain' && c.agentConnected === true,
-          );
-        });
+        await waitFor('the controller to see the agent go', async () => !(await fleet.agentConnected()));
         await fleet.startAgent(['--checksum-delta']);
         const bulkPath = (await fleet.pg.query<{ p: string }>(`SELECT pg_relation_filepath('bulk') AS p`))[0]!.p;
         const now = new Date();

@@ -14,6 +14,7 @@ import { chownToPostgres } from '@pgfleet/testkit';
 import {
   backupLink,
   createChainTables,
+  dropTemplateDatabases,
   inParallel,
   lcg,
   linkMaps,
@@ -43,6 +44,8 @@ describe('block-incremental chain: full + 30 incr, every link restores exactly',
     await mkdir(tsDir, { mode: 0o700 });
     await chownToPostgres(tsDir);
     await pg.query(`CREATE TABLESPACE ts1 LOCATION '${tsDir}'`);
+    // 31 backups and 31 restores of every file of the cluster: only the files a link can change.
+    await dropTemplateDatabases(pg);
     await createChainTables(pg);
     await pg.query(`CREATE TABLE scratch (id int PRIMARY KEY, body text)`);
     await pg.query(`INSERT INTO scratch SELECT g, repeat('s', 100) FROM generate_series(1, 3000) g`);

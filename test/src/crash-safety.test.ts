@@ -19,7 +19,9 @@ import assert from 'node:assert/strict';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chownToPostgres, freePort, startPostgres, type PgInstance } from '@pgfleet/testkit';
+import { JobState } from '@pgfleet/proto';
 import {
+  adminAt,
   agentCommand,
   agentPgArgs,
   AGENT_BIN,
@@ -31,6 +33,7 @@ import {
   startDaemon,
   startFleet,
   waitFor,
+  type AdminClient,
   type Daemon,
   type Fleet,
 } from './harness.js';
@@ -176,6 +179,8 @@ for (const ending of ['completes', 'is killed -9'] as const)
       let fleet: Fleet;
       let controller: Daemon | undefined;
       let agentB: Daemon | undefined;
+      /** The second controller's admin API (polls). */
+      let adminB: AdminClient | undefined;
       const cli = (address: string, ...args: string[]) =>
         runNode(CLI_BIN, args, { env: { PGFLEET_CONTROLLER: address, ...INSECURE_ENV } });
 
@@ -187,6 +192,7 @@ for (const ending of ['completes', 'is killed -9'] as const)
         // The agent stopped for the test must be able to take its SIGTERM.
         fleet?.agent?.child.kill('SIGCONT');
         await agentB?.stop();
+        adminB?.close();
         await controller?.stop();
         await fleet?.stop();
       });
@@ -212,10 +218,12 @@ for (const ending of ['completes', 'is killed -9'] as const)
         const startedI2 = await fleet.cli('backup', 'lease', '--type', 'incr', '--output', 'json');
         assert.equal(startedI2.code, 0, startedI2.stderr);
         const i2Job = (JSON.parse(startedI2.stdout) as JobJson).id;
-        await waitFor('the incr to wait for its WAL', async () => {
-          const j = await fleet.cli('job', i2Job, '--output', 'json');
-          return (JSON.parse(j.stdout) as JobJson).progress?.phase === 'wait-wal';
-        });
+        // Polled through the admin API: a `pgfleet` process every 250 ms through the copy and the
+        // reclaim grace below was most of this test's CPU.
+        await waitFor(
+          'the incr to wait for its WAL',
+          async () => (await fleet.admin!.getJob({ id: i2Job })).job?.progress?.phase === 'wait-wal',
+        );
         const [lease] = await fleet.repo.listBackupLeases('lease', Date.now());
         assert.deepEqual(lease?.lease?.chain.sort(), [f1, i1].sort(), 'the lease names the chain');
         const i2 = lease!.label;
@@ -249,10 +257,14 @@ for (const ending of ['completes', 'is killed -9'] as const)
           ],
           join(fleet.dir, 'controller-2.log'),
         );
-        await waitFor('the incr job to be failed by the reclaim grace', async () => {
-          const j = await cli(address, 'job', i2Job, '--output', 'json');
-          return j.code === 0 && (JSON.parse(j.stdout) as JobJson).state === 'failed';
-        });
+        adminB = adminAt(address);
+        await waitFor(
+          'the incr job to be failed by the reclaim grace',
+          async () => (await adminB!.getJob({ id: i2Job })).job?.state === JobState.FAILED,
+        );
+        const failedI2 = await cli(address, 'job', i2Job, '--output', 'json');
+        assert.equal(failedI2.code, 0, failedI2.stderr);
+        assert.equal((JSON.parse(failedI2.stdout) as JobJson).state, 'failed', 'pgfleet job shows the incr failed');
         // Another agent of the cluster (same server, its own id and socket) serves the new controller.
         agentB = startDaemon(
           AGENT_BIN,
@@ -276,15 +288,9 @@ for (const ending of ['completes', 'is killed -9'] as const)
           join(fleet.dir, 'agent-b.log'),
           { asPg: true },
         );
-        await waitFor('agent lease-b to connect', async () => {
-          const r = await cli(address, 'clusters', '--output', 'json');
-          return (
-            r.code === 0 &&
-            (JSON.parse(r.stdout) as { name: string; agentConnected?: boolean }[]).some(
-              (c) => c.name === 'lease' && c.agentConnected === true,
-            )
-          );
-        });
+        await waitFor('agent lease-b to connect', async () =>
+          (await adminB!.listClusters({})).clusters.some((c) => c.name === 'lease' && c.agentConnected),
+        );
         await fleet.pg.query(`ALTER SYSTEM SET archive_command = '${pushCommand}'`);
         await fleet.pg.query('SELECT pg_reload_conf()');
 

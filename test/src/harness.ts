@@ -31,6 +31,8 @@ import {
   type S3Server,
 } from '@pgfleet/testkit';
 import { sleep } from '@pgfleet/core';
+import { AdminService, JobState } from '@pgfleet/proto';
+import { createClient, type Client } from '@pgfleet/rpc';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const AGENT_BIN = join(REPO_ROOT, 'packages/agent/dist/bin.js');
@@ -234,6 +236,14 @@ export interface Fleet {
   agent: Daemon | undefined;
   cli(...args: string[]): Promise<RunResult>;
   /**
+   * The first controller's admin API from the test process, for polls while a test waits on the
+   * controller (a job's state, what the catalog lists): a `pgfleet` process per poll costs ~0.3 s
+   * of CPU, which on the suite's 2 cores a wait of a minute at 2 polls a second turns into a
+   * core's worth. What a user checks stays a `cli` call. Undefined for a fleet whose controller
+   * asks for TLS or tokens (--tls-dir, a prepared dir, cliEnv): those poll with the CLI.
+   */
+  admin: AdminClient | undefined;
+  /**
    * Starts the cluster's agent (on `db`, default the fleet's PostgreSQL, e.g. a promoted standby
    * after a failover) and waits until it is connected. `bin`: another build's agent (a bench
    * comparing builds on one fleet), default AGENT_BIN.
@@ -259,6 +269,22 @@ export interface Fleet {
   switchAndArchive(): Promise<void>;
   stop(): Promise<void>;
   logs(): Promise<string>;
+}
+
+/** An in-process client of a fleet controller's AdminService (Fleet.admin). */
+export type AdminClient = Client<typeof AdminService> & { close(): void };
+
+/**
+ * An admin API client of a plain lab controller (--insecure, no tokens) at `address`, for polls
+ * (see Fleet.admin); the caller closes it.
+ */
+export function adminAt(address: string): AdminClient {
+  return createClient(AdminService, address, { defaultDeadlineMs: 30_000 });
+}
+
+/** A job's state as `pgfleet job --output json` names it (succeeded, failed...). */
+export function jobStateName(state: JobState): string {
+  return (JobState[state] ?? String(state)).toLowerCase();
 }
 
 export interface FleetMember {
@@ -375,6 +401,27 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       join(dir, `agent-${name}-${Date.now()}.log`),
       { asPg: true },
     );
+  /** Whether the controller lists `name`'s agent as connected (admin API for a plain fleet, else `pgfleet clusters`). */
+  const clusterAgentConnected = async (name: string): Promise<boolean> => {
+    if (fleet.admin) {
+      try {
+        const clusters = [];
+        let pageToken = '';
+        do {
+          const r = await fleet.admin.listClusters({ pageToken });
+          clusters.push(...r.clusters);
+          pageToken = r.nextPageToken;
+        } while (pageToken);
+        return clusters.some((c) => c.name === name && c.agentConnected);
+      } catch {
+        return false; // a controller not (yet, or no longer) answering, as a failed CLI run
+      }
+    }
+    const r = await fleet.cli('clusters', '--output', 'json');
+    if (r.code !== 0) return false;
+    const list = JSON.parse(r.stdout) as { name: string; agentConnected?: boolean }[];
+    return list.some((c) => c.name === name && c.agentConnected === true);
+  };
   const connectedAgent = async (name: string, agent: Daemon): Promise<void> => {
     await waitFor(
       `agent of ${name} to connect`,
@@ -382,13 +429,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
         if (agent.child.exitCode !== null)
           throw new Error(`agent exited with ${agent.child.exitCode}: ${await agent.log()}`);
         if (!(await agentSaysConnected(agent))) return false;
-        const r = await fleet.cli('clusters', '--output', 'json');
-        return (
-          r.code === 0 &&
-          (JSON.parse(r.stdout) as { name: string; agentConnected?: boolean }[]).some(
-            (c) => c.name === name && c.agentConnected === true,
-          )
-        );
+        return clusterAgentConnected(name);
       },
       120_000,
       100,
@@ -473,7 +514,10 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
     await s3?.stop();
     throw err;
   }
+  // A plain lab fleet's admin API, for polls (Fleet.admin); the channel connects on its first call.
+  const admin = insecure && !opts.dir && !opts.cliEnv ? adminAt(controllerAddress) : undefined;
   const fleet: Fleet = {
+    admin,
     cluster,
     dir,
     repoDir,
@@ -540,12 +584,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       await connectedAgent(name, member.agent);
       return member;
     },
-    async agentConnected() {
-      const r = await fleet.cli('clusters', '--output', 'json');
-      if (r.code !== 0) return false;
-      const list = JSON.parse(r.stdout) as { name: string; agentConnected?: boolean }[];
-      return list.some((c) => c.name === cluster && c.agentConnected === true);
-    },
+    agentConnected: () => clusterAgentConnected(cluster),
     async restartController() {
       await controller.stop();
       controller = startDaemon(CONTROLLER_BIN, controllerArgs, join(dir, `controller-${Date.now()}.log`), envOf(0));
@@ -575,6 +614,7 @@ export async function startFleet(opts: FleetOptions = {}): Promise<Fleet> {
       await Promise.all([fleet.controller.stop(), ...controllers.slice(1).map((c) => c.stop())]);
       await Promise.all([pg.stop(), ...fleet.members.map((m) => m.pg.stop())]);
       for (const r of new Set([repo, ...repoMembers])) r.close();
+      fleet.admin?.close();
       await s3?.stop();
       await removeDir(dir);
     },
