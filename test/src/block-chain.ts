@@ -107,9 +107,13 @@ export async function createChainTables(pg: PgInstance): Promise<void> {
 /**
  * The changes before link `i`: rows of `acct` updated at random (0.3%), a few deleted and
  * inserted again; `events` longer, its tail deleted and vacuumed away every 4th link (truncation).
+ * `share` scales the `acct` changes: at 1 a link touches about a quarter of its blocks, so its maps
+ * re-base every few links (docs/block-incremental.md, "Re-base"); a chain that must keep building
+ * delta layers link after link takes a smaller share.
  */
-export async function scatteredChanges(pg: PgInstance, rnd: () => number, i: number): Promise<void> {
-  const ids = (n: number, max: number) => Array.from({ length: n }, () => 1 + Math.floor(rnd() * max)).join(',');
+export async function scatteredChanges(pg: PgInstance, rnd: () => number, i: number, share = 1): Promise<void> {
+  const ids = (n: number, max: number) =>
+    Array.from({ length: Math.max(1, Math.round(n * share)) }, () => 1 + Math.floor(rnd() * max)).join(',');
   await pg.query(`UPDATE acct SET v = v + ${i} WHERE id IN (${ids(60, 20000)})`);
   await pg.query(`DELETE FROM acct WHERE id IN (${ids(20, 20000)})`);
   await pg.query(

@@ -58,7 +58,9 @@ describe(
       await fleet.pg.query('CHECKPOINT');
       const rnd = lcg(3);
       const link = async (i: number, into?: LinkMaps[]) => {
-        if (i > 0) await scatteredChanges(fleet.pg, rnd, i);
+        // A quarter of the directory chain's row changes: the 3 delta links stay under the re-base
+        // load, so the last one's maps hold 3 layers of deltas read back by ranges.
+        if (i > 0) await scatteredChanges(fleet.pg, rnd, i, 0.25);
         const label = await backupLink(fleet, i === 0 ? 'full' : 'incr');
         links.push({ label, digests: await tableDigests(fleet.pg, TABLES) });
         into?.push(await linkMaps(fleet, label));

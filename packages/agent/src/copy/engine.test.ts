@@ -261,8 +261,11 @@ test('--max-rate on a block-incremental incr: every byte its reads of whole rela
 
 test('block-incrementals with XOR deltas through FileCopier: every link restores; verify --full reads their maps and their blocks.from', async () => {
   await withPgdataAndRepo(async (root, pgdata, repo) => {
+    // A relation of 40 blocks of which each link changes 3: a map stays under REBASE_LOAD (3 blocks
+    // with up to 4 layers each: 12 of 40), so every link stores deltas rather than the file whole.
+    const rel = 'base/1/16390';
+    await writeFile(join(pgdata, rel), Buffer.concat(Array.from({ length: 40 }, (_, b) => page(b))));
     let prior = await backup(pgdata, repo, '20260101-000000F', 'zstd', undefined, undefined, {});
-    const rel = 'base/1/16384';
     // Each link edits a few bytes of some pages (valid pages still): stored as deltas, up to 3 deep.
     for (let i = 1; i <= 5; i++) {
       const fh = await open(join(pgdata, rel), 'r+');
