@@ -30,7 +30,7 @@ npm run lint
 # order of their paths whatever the order of its patterns (runner.js createTestFileList), and an
 # absolute path sorts before every relative one: these are named by absolute path and left out
 # of the relative glob (a name no longer found is simply run by the glob again).
-LONGEST_FIRST=(resume-random-kill backup-chain block-incremental leaderkill encryption)
+LONGEST_FIRST=(resume-random-kill backup-chain block-incremental leaderkill encryption timelines)
 longest=()
 for f in "${LONGEST_FIRST[@]}"; do longest+=("$PWD/test/dist/$f.test.js"); done
 others="test/dist/**/!($(IFS='|' && echo "${LONGEST_FIRST[*]}")).test.js"

@@ -14,9 +14,22 @@ import {
   type BackupRecord,
   type HeartbeatFigures,
   type CatalogStore,
+  type ConnectingAgent,
   type DumpRecord,
   type OutboxEventInput,
 } from './store.js';
+
+/** One Hello through the batch call, its refusal thrown (what the controller's HelloBatcher does per Hello). */
+async function connectAgent(
+  store: CatalogStore,
+  agent: ConnectingAgent,
+  controllerId: string,
+  now: number,
+  events: readonly OutboxEventInput[] = [],
+): Promise<void> {
+  const [refused] = await store.connectAgents([{ agent, events }], controllerId, now);
+  if (refused) throw refused;
+}
 
 export function sampleBackup(
   label: string,
@@ -1521,7 +1534,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         assert.deepEqual([await store.listControllers(), await store.listAgentStreams()], [[], []]);
       });
 
-      test('a Hello (connectAgent) records cluster, stream and agent together, or nothing on a system mismatch', async () => {
+      test('a Hello (connectAgents of one) records cluster, stream and agent together, or nothing on a system mismatch', async () => {
         const store = await storeWithCluster();
         await store.setAgentConnected(inMain('agent-1'), false, 1500);
         const hello = {
@@ -1532,7 +1545,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           systemIdentifier: '7300000000000000001',
           pgVersion: 170005,
         };
-        await store.connectAgent(hello, 'c1', 2000, [
+        await connectAgent(store, hello, 'c1', 2000, [
           { id: 'e-hello', cluster: 'main', kind: 'agent.connected', time: 2000, payload: new Uint8Array([1]) },
         ]);
         const a = await store.getAgent(inMain('agent-1'));
@@ -1546,12 +1559,12 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           ['e-hello'],
         );
         // A new cluster and its first agent.
-        await store.connectAgent({ ...hello, cluster: 'fresh', systemIdentifier: '42' }, 'c2', 2100);
+        await connectAgent(store, { ...hello, cluster: 'fresh', systemIdentifier: '42' }, 'c2', 2100);
         assert.equal((await store.getCluster('fresh'))?.createdAt, 2100);
         assert.equal((await store.getAgent({ cluster: 'fresh', agentId: 'agent-1' }))?.connected, true);
         // Another system under a known name: refused before anything about the agent is written.
         await assert.rejects(
-          store.connectAgent({ ...hello, id: 'intruder', systemIdentifier: '999' }, 'c3', 3000, [
+          connectAgent(store, { ...hello, id: 'intruder', systemIdentifier: '999' }, 'c3', 3000, [
             { id: 'e-intruder', cluster: 'main', kind: 'agent.connected', time: 3000, payload: new Uint8Array([2]) },
           ]),
           (err: unknown) => PgfleetError.is(err, 'SystemIdMismatch'),

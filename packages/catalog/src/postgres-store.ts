@@ -313,16 +313,6 @@ export class PostgresCatalogStore implements CatalogStore {
     });
   }
 
-  async connectAgent(
-    a: ConnectingAgent,
-    controllerId: string,
-    now: number,
-    events: readonly OutboxEventInput[] = [],
-  ): Promise<void> {
-    const [refused] = await this.connectAgents([{ agent: a, events }], controllerId, now);
-    if (refused) throw refused;
-  }
-
   async connectAgents(
     hellos: readonly ConnectingHello[],
     controllerId: string,

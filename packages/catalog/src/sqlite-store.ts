@@ -69,7 +69,6 @@ import {
   type ControllerRecord,
   type LeadershipFence,
   type AgentHeartbeat,
-  type ConnectingAgent,
   type ConnectingHello,
   foldHeartbeats,
   type BackupRecord,
@@ -257,16 +256,6 @@ export class SqliteCatalogStore implements CatalogStore {
        ON CONFLICT (cluster, id) DO UPDATE SET hostname = excluded.hostname,
          version = excluded.version, connected = 1, last_seen = excluded.last_seen`,
     ).run(a.id, a.cluster, a.hostname, a.version, now);
-  }
-
-  async connectAgent(
-    a: ConnectingAgent,
-    controllerId: string,
-    now: number,
-    events: readonly OutboxEventInput[] = [],
-  ): Promise<void> {
-    const [refused] = await this.connectAgents([{ agent: a, events }], controllerId, now);
-    if (refused) throw refused;
   }
 
   async connectAgents(

@@ -556,20 +556,10 @@ export interface CatalogStore {
     events?: readonly OutboxEventInput[],
   ): Promise<AgentRecord>;
   /**
-   * An agent's Hello, in one transaction: its cluster as upsertCluster registers it (throws
-   * SystemIdMismatch before anything is written), its stream held by `controllerId` (recorded
-   * before the agent shows as connected, so no controller sees it connected and held by none), and
-   * the agent as upsertAgent registers it, with `events`. One commit instead of three: 10,000
-   * agents connecting at once each wait for it.
-   */
-  connectAgent(
-    agent: ConnectingAgent,
-    controllerId: string,
-    now: number,
-    events?: readonly OutboxEventInput[],
-  ): Promise<void>;
-  /**
-   * Many Hellos in one transaction, each as connectAgent records it, in their order: per Hello
+   * Agents' Hellos, in one transaction. Each Hello records its cluster as upsertCluster registers
+   * it (SystemIdMismatch before anything of it is written), its stream held by `controllerId`
+   * (recorded before the agent shows as connected, so no controller sees it connected and held by
+   * none), and the agent as upsertAgent registers it, with its events; in their order: per Hello
    * undefined (recorded) or the SystemIdMismatch that refused it (nothing of that Hello written,
    * the others recorded). Any other failure rejects the whole batch with nothing written. A connect
    * storm of 10,000 agents is then tens of transactions, not 10,000 waiting for a pool of 10

@@ -156,25 +156,25 @@ export async function runExpire(o: ExpireOptions): Promise<ExpireOutcome> {
   // Complete backups that stay: what they read is protected.
   const kept = complete.filter((m) => !doomed.has(m.label));
   const readFrom = new Map<string, string>();
-  const protect = (m: BackupSummary): void => {
-    // Block-incremental files also read the objects their block maps name (summary readsFrom has both).
-    for (const b of m.readsFrom) if (!readFrom.has(b)) readFrom.set(b, m.label);
-    if (m.priorLabel && !readFrom.has(m.priorLabel)) readFrom.set(m.priorLabel, m.label);
-  };
-  for (const m of kept) protect(m);
   // A backup to delete that a kept one reads from stays (skipped below), so what it reads stays
   // too: an incr kept as the prior of a kept one may read a full that the kept one no longer
-  // names (a file re-based since, docs/block-incremental.md "Re-base").
-  const doomedSummaries = complete.filter((m) => doomed.has(m.label));
-  const staying = new Set<string>();
-  for (let grew = true; grew;) {
-    grew = false;
-    for (const m of doomedSummaries) {
-      if (staying.has(m.label) || !readFrom.has(m.label)) continue;
-      staying.add(m.label);
-      protect(m);
-      grew = true;
+  // names (a file re-based since, docs/block-incremental.md "Re-base"). A worklist of the labels
+  // newly protected walks each dependency edge once (a chain of n links is O(n), not O(n^2)).
+  const doomedByLabel = new Map(complete.filter((m) => doomed.has(m.label)).map((m) => [m.label, m]));
+  const newlyRead: string[] = [];
+  const protect = (m: BackupSummary): void => {
+    // Block-incremental files also read the objects their block maps name (summary readsFrom has both).
+    const reads = m.priorLabel ? [...m.readsFrom, m.priorLabel] : m.readsFrom;
+    for (const b of reads) {
+      if (readFrom.has(b)) continue;
+      readFrom.set(b, m.label);
+      newlyRead.push(b);
     }
+  };
+  for (const m of kept) protect(m);
+  for (let label = newlyRead.pop(); label !== undefined; label = newlyRead.pop()) {
+    const staying = doomedByLabel.get(label);
+    if (staying) protect(staying);
   }
 
   report('backups');
