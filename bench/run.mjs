@@ -38,8 +38,9 @@ const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** The codecs of pgfleet's measured full backups and restores (each on a fresh agent); --codecs narrows them. */
 const ALL_PGF_CODECS = ['zstd', 'lz4', 'none'];
 const AGENT_BIN = join(REPO_ROOT, 'packages/agent/dist/bin.js');
-// archive_command runs what the installed launcher (scripts/install.sh) execs for `pgfleet-agent
-// wal-push`: the build's one-file bundle, without bin.js's ES module start in front of it.
+// wal-push run by hand here runs what the installed launcher (scripts/install.sh) execs for
+// `pgfleet-agent wal-push`: the build's one-file bundle, without bin.js's ES module start in front
+// of it. archive_command runs the launcher itself (scripts/agent-launcher.mjs), as installed.
 const WAL_PUSH_BIN = join(REPO_ROOT, 'packages/agent/dist/wal/push-main.cjs');
 const CONTROLLER_BIN = join(REPO_ROOT, 'packages/controller/dist/bin.js');
 const CLI_BIN = join(REPO_ROOT, 'packages/cli/dist/bin.js');
@@ -725,9 +726,20 @@ async function main() {
     };
 
     // ---- archive_command: one tool at a time, switched with ALTER SYSTEM + reload ----------
+    // The installed launcher and archive_command in its documented form (cluster and repository
+    // in the config file): a segment the daemon pushed ahead is answered without starting Node.
+    const launcher = join(work, 'pgfleet-agent');
+    await writeFile(
+      launcher,
+      (await exec(process.execPath, [join(REPO_ROOT, 'scripts/agent-launcher.mjs'), process.execPath, REPO_ROOT]))
+        .stdout,
+      { mode: 0o755 },
+    );
+    const walPushConfig = join(work, 'wal-push.yaml');
+    await writeFile(walPushConfig, `cluster: ${CLUSTER}\nrepo-path: ${JSON.stringify(pgfRepo)}\n`);
     const archiveCmd = {
       none: '/bin/true',
-      pgfleet: `${shq(process.execPath)} ${shq(WAL_PUSH_BIN)} wal-push "%p" --cluster ${CLUSTER} --repo-path ${shq(pgfRepo)}`,
+      pgfleet: `${shq(launcher)} wal-push "%p" --config ${shq(walPushConfig)}`,
       'pgfleet-encrypted': `${shq(process.execPath)} ${shq(WAL_PUSH_BIN)} wal-push "%p" --cluster ${CLUSTER} --repo-path ${shq(pgfRepoEncrypted)} --encryption-key-file ${shq(keyFile)}`,
       pgbackrest: `${shq(pgbackrestBin ?? 'pgbackrest')} --config=${shq(brConf)} --stanza=${STANZA} archive-push "%p"`,
     };

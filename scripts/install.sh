@@ -110,16 +110,15 @@ rm -rf "$lib.old.$$"
 for pair in pgfleet:cli pgfleet-agent:agent pgfleet-controller:controller; do
   bin="${pair%%:*}"
   tmp="$prefix/bin/.$bin.$$"
-  {
-    printf '#!/bin/sh\n# installed by pgfleet scripts/install.sh: Node 24 bundled under %s\n' "$lib"
-    # archive_command runs `pgfleet-agent wal-push` once per WAL segment: straight to its one-file
-    # CommonJS bundle, which bin.js would load too, without bin.js's ES module start (~3 ms of CPU).
-    wal_push="$lib/packages/agent/dist/wal/push-main.cjs"
-    if [ "$bin" = pgfleet-agent ] && [ -f "$wal_push" ]; then
-      printf '[ "$1" = wal-push ] && exec "%s" "%s" "$@"\n' "$lib/node/bin/node" "$wal_push"
-    fi
-    printf 'exec "%s" "%s" "$@"\n' "$lib/node/bin/node" "$lib/packages/${pair#*:}/dist/bin.js"
-  } >"$tmp"
+  header="installed by pgfleet scripts/install.sh: Node 24 bundled under $lib"
+  if [ "$bin" = pgfleet-agent ]; then
+    # archive_command runs `pgfleet-agent wal-push` once per WAL segment: the launcher answers it
+    # from the agent daemon's markers without Node when it can, else runs the one-file CommonJS
+    # bundle without bin.js's ES module start (packages/agent/src/wal/launcher.ts).
+    "$lib/node/bin/node" scripts/agent-launcher.mjs "$lib/node/bin/node" "$lib" "$header" >"$tmp"
+  else
+    printf '#!/bin/sh\n# %s\nexec "%s" "%s" "$@"\n' "$header" "$lib/node/bin/node" "$lib/packages/${pair#*:}/dist/bin.js" >"$tmp"
+  fi
   chmod 0755 "$tmp"
   mv -f "$tmp" "$prefix/bin/$bin"
 done

@@ -17,10 +17,22 @@
  * .ready file only after the segment is complete and fsynced (XLogArchiveNotify), and only then
  * starts archive_command, whose Node process needs ~30 ms to start: the segment is usually stored
  * before the client connects, so the client's wait is its own start-up plus one round trip.
+ *
+ * Markers: a Node process start is still ~25-60 ms of CPU per segment, more than pgBackRest's C
+ * archive-push. So a segment pushed ahead and stored is also hard-linked into the marker
+ * directory (socket.ts pushedMarkerDir), and the installed launcher (launcher.ts), a /bin/sh
+ * script, answers archive_command from it without starting Node: the link names the same inode as
+ * %p (`test -ef`), so a later file of the same name (a new cluster in the same place, a recycled
+ * segment) never matches a marker of an earlier one, and while the link exists the inode cannot be
+ * reused. pgBackRest's asynchronous archiving answers the same way from its spool's `.ok` files.
+ * Markers are made only once the repository stored the file, removed when used or asked for over
+ * the socket, bounded in number (each pins its segment's 16 MiB until removed), and wiped when the
+ * daemon starts. Where a link cannot be made (pg_wal on another filesystem, another user) there
+ * are no markers and the launcher runs the Node client as before.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { watch, type FSWatcher } from 'node:fs';
-import { chmod, lstat, readdir, rm, stat } from 'node:fs/promises';
+import { chmod, link, lstat, mkdir, readdir, realpath, rm, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
 import { parseCommandLineWith, resolveSettings } from '@pgfleet/core/command-line';
@@ -35,6 +47,7 @@ import {
   isLegacyWalPushRequest,
   isWalPushRequest,
   PROTOCOL_VERSION,
+  pushedMarkerDir,
   type DaemonReply,
   type LegacyWalPushRequest,
   type WalPushRequest,
@@ -69,6 +82,12 @@ interface StoredFile {
 
 /** How many stored files to remember (a few minutes of WAL at full speed). */
 const REMEMBER = 512;
+/**
+ * Markers kept at most. Each pins its segment's inode, which costs disk only once PostgreSQL has
+ * dropped the segment, i.e. for a marker nobody used; the archiver normally uses each within a
+ * moment of its making.
+ */
+const MAX_MARKERS = 64;
 
 /** Order in which PostgreSQL's archiver picks ready files: timeline history first, then by name. */
 export function archiveOrder(a: string, b: string): number {
@@ -116,6 +135,12 @@ export class WalArchiveServer {
   private readyAt = 0;
   private readingReady: Promise<void> | undefined;
   private closed = false;
+  /** The marker directory (socket.ts pushedMarkerDir), undefined when markers are off or a link failed. */
+  private markers: string | undefined;
+  /** Markers made, oldest first (removed beyond MAX_MARKERS). */
+  private readonly marked = new Set<string>();
+  /** Names archive_command asked for over the socket: a push-ahead finishing after that leaves no marker. */
+  private readonly asked = new Set<string>();
   /** Requests answered (for tests and the log). */
   requests = 0;
   pushedAhead = 0;
@@ -153,6 +178,7 @@ export class WalArchiveServer {
     await chmod(path, 0o600);
     server.on('error', (err) => this.o.log.error({ err: err.message }, 'WAL socket error'));
     this.server = server;
+    if (this.o.ahead > 0) await this.openMarkers();
     if (this.o.watchReady && this.o.ahead > 0) this.watchReady();
     this.o.log.info({ socket: path, ahead: this.o.ahead, watch: this.watcher !== undefined }, 'listening for wal-push');
   }
@@ -255,6 +281,7 @@ export class WalArchiveServer {
     this.requests++;
     const name = basename(request.path);
     this.aheadFailed.delete(name);
+    this.noteAsked(name);
     let req: WalPushRequest;
     try {
       req = fromLegacyRequest(request);
@@ -330,6 +357,70 @@ export class WalArchiveServer {
     if (this.stored.size > REMEMBER) this.stored.delete(this.stored.keys().next().value!);
   }
 
+  /** Starts with an empty marker directory: a marker of an earlier run names a file this run never checked. */
+  private async openMarkers(): Promise<void> {
+    try {
+      const dir = pushedMarkerDir(await realpath(this.o.pgdata));
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { mode: 0o700 });
+      this.markers = dir;
+    } catch (err) {
+      this.o.log.info(
+        { err: (err as Error).message },
+        'no pushed-segment markers; archive_command runs the Node client',
+      );
+    }
+  }
+
+  private noteAsked(name: string): void {
+    this.asked.add(name);
+    if (this.asked.size > REMEMBER) this.asked.delete(this.asked.values().next().value!);
+    if (this.marked.delete(name)) void this.unmark(name);
+  }
+
+  /**
+   * Links a segment this daemon pushed ahead into the marker directory, once the file is still the
+   * one it stored (inode, size, mtime): the launcher then answers archive_command for it.
+   */
+  private async mark(name: string): Promise<void> {
+    const dir = this.markers;
+    const known = this.stored.get(name);
+    if (dir === undefined || known === undefined || this.asked.has(name) || this.closed) return;
+    const path = join(this.walDir, name);
+    const marker = join(dir, name);
+    try {
+      const st = await stat(path);
+      if (st.ino !== known.ino || st.size !== known.size || st.mtimeMs !== known.mtimeMs) return;
+      await unlink(marker).catch(() => undefined);
+      await link(path, marker);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return; // archived and recycled meanwhile
+      // EXDEV (pg_wal elsewhere), EPERM (another user's file): markers are off for this run.
+      this.markers = undefined;
+      this.o.log.info(
+        { err: (err as Error).message },
+        'cannot link pushed segments; archive_command runs the Node client',
+      );
+      return;
+    }
+    // Asked for while the link was made: the client was answered over the socket already.
+    if (this.asked.has(name) || this.closed) {
+      await unlink(marker).catch(() => undefined);
+      return;
+    }
+    this.marked.add(name);
+    if (this.marked.size > MAX_MARKERS) {
+      const oldest = this.marked.values().next().value!;
+      this.marked.delete(oldest);
+      await this.unmark(oldest);
+    }
+  }
+
+  private async unmark(name: string): Promise<void> {
+    if (this.markers !== undefined) await unlink(join(this.markers, name)).catch(() => undefined);
+  }
+
   /** Starts background pushes of the ready files other than `requested`, up to `ahead` at a time. */
   private scheduleAhead(requested: string | undefined): void {
     if (this.o.ahead <= 0 || this.closed || this.aheadRunning >= this.o.ahead) return;
@@ -345,6 +436,7 @@ export class WalArchiveServer {
           .then(
             (out) => {
               this.pushedAhead++;
+              void this.mark(name);
               this.o.log.debug({ wal: name, result: out.result }, 'pushed ready WAL file ahead of archive_command');
             },
             (err: unknown) => {

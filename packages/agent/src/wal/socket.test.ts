@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { connect, createServer } from 'node:net';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCodes, silentLogger, sleep } from '@pgfleet/core';
@@ -9,6 +10,7 @@ import { PosixDriver, Repository } from '@pgfleet/storage';
 import { TEST_MANIFEST_KEYS } from '../testing/repository-fixtures.js';
 import { fakePgdata, segment, WAL_FIXTURE_SEGMENT_SIZE, WAL_FIXTURE_SYSTEM_ID } from '../testing/wal-fixtures.js';
 import { WalArchiveServer, archiveOrder } from './archive-server.js';
+import { agentLauncherScript } from './launcher.js';
 import {
   encodeFrame,
   FrameDecoder,
@@ -18,6 +20,7 @@ import {
   MAX_FRAME_BYTES,
   NoDaemonError,
   PROTOCOL_VERSION,
+  pushedMarkerDir,
   requestDaemon,
   type DaemonReply,
   type WalPushRequest,
@@ -365,4 +368,84 @@ test('a stale socket file left by a killed daemon is replaced; a live one is ref
   await b.start();
   await b.stop();
   await rm(root, { recursive: true, force: true });
+});
+
+test('the launcher answers archive_command from the daemon marker of a stored segment, and runs the client for anything else', async () => {
+  const { root, pgdata, socketPath, server } = await daemonInTempDir({ watchReady: true });
+  const wal = join(pgdata, 'pg_wal');
+  const markers = pushedMarkerDir(await realpath(pgdata));
+  // A marker left by an earlier daemon names a file this one never checked: gone at start.
+  await mkdir(markers, { recursive: true });
+  await writeFile(join(markers, '000000010000000000000009'), '');
+  await server.start();
+  // node stands in for the Node client here: it records its arguments and exits 3.
+  const nodeLog = join(root, 'node.log');
+  const fakeNode = join(root, 'fake-node');
+  await writeFile(fakeNode, `#!/bin/sh\necho "$@" >> '${nodeLog}'\nexit 3\n`, { mode: 0o755 });
+  const launcher = join(root, 'pgfleet-agent');
+  await writeFile(launcher, agentLauncherScript({ node: fakeNode, bin: '/x/bin.js', walPush: '/x/push-main.cjs' }), {
+    mode: 0o755,
+  });
+  const run = (args: string[], env: Record<string, string> = {}) => {
+    const r = spawnSync(launcher, args, { cwd: pgdata, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
+    return r.status;
+  };
+  const nodeRuns = async () => (await readFile(nodeLog, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+  // The deadline only bounds a hang.
+  const until = async (what: string, ok: () => Promise<boolean>) => {
+    const deadline = Date.now() + 120_000;
+    while (!(await ok())) {
+      assert.ok(Date.now() < deadline, what);
+      await sleep(20);
+    }
+  };
+  const exists = (p: string) =>
+    stat(p).then(
+      () => true,
+      () => false,
+    );
+  try {
+    assert.deepEqual(await readdir(markers), []);
+    const names = ['000000010000000000000002', '000000010000000000000003', '000000010000000000000004'];
+    for (const n of names) {
+      await writeFile(join(wal, n), segment(n));
+      await writeFile(join(wal, 'archive_status', `${n}.ready`), '');
+    }
+    await until('markers of the pushed segments', async () => (await readdir(markers)).length === names.length);
+    for (const n of names) assert.equal((await stat(join(markers, n))).ino, (await stat(join(wal, n))).ino);
+
+    // The documented forms, answered without the client; the marker is used up.
+    assert.equal(run(['wal-push', `pg_wal/${names[0]}`, '--config', '/etc/pgfleet/agent.yaml']), 0);
+    assert.equal(await exists(join(markers, names[0]!)), false);
+    assert.deepEqual(await nodeRuns(), []);
+    // Asked again (PostgreSQL retries after a crash): no marker, so the client answers.
+    assert.equal(run(['wal-push', `pg_wal/${names[0]}`]), 3);
+    assert.deepEqual(await nodeRuns(), [`/x/push-main.cjs wal-push pg_wal/${names[0]}`]);
+
+    // Another file under the same name (a new cluster in the same place): never the marker's.
+    const replaced = join(wal, `${names[1]}.new`);
+    await writeFile(replaced, segment(names[1]!));
+    await rename(replaced, join(wal, names[1]!));
+    assert.equal(run(['wal-push', `pg_wal/${names[1]}`]), 3);
+    // Options or environment that could name another destination: the client decides.
+    assert.equal(run(['wal-push', `pg_wal/${names[2]}`, '--cluster', 'c1']), 3);
+    assert.equal(run(['wal-push', `pg_wal/${names[2]}`], { PGFLEET_CLUSTER: 'c1' }), 3);
+    assert.equal(run(['wal-push', `../other/pg_wal/${names[2]}`]), 3);
+    assert.equal((await nodeRuns()).length, 5);
+    assert.equal(await exists(join(markers, names[2]!)), true);
+    // The client asking over the socket uses the marker up too.
+    const r = await requestDaemon(
+      socketPath,
+      { v: PROTOCOL_VERSION, op: 'wal-push', path: join(wal, names[2]!) },
+      10_000,
+    );
+    assert.deepEqual(r, { ok: true, result: 'exists' });
+    assert.equal(await exists(join(markers, names[2]!)), false);
+    // Other commands go to bin.js.
+    assert.equal(run(['backup', '--help']), 3);
+    assert.equal((await nodeRuns()).at(-1), '/x/bin.js backup --help');
+  } finally {
+    await server.stop();
+    await rm(root, { recursive: true, force: true });
+  }
 });

@@ -62,6 +62,16 @@ export function defaultSocketPath(pgdata: string): string {
   return join(dirname(pgdata), `${basename(pgdata)}.pgfleet-agent.sock`);
 }
 
+/**
+ * Where the daemon hard-links the segments it pushed ahead and stored, for the installed
+ * launcher's shell fast path (launcher.ts): beside PGDATA's physical path, as the launcher finds
+ * it from archive_command's working directory (`cd -P .`). A link there is the daemon's word that
+ * this very file (same inode) is durably in the repository.
+ */
+export function pushedMarkerDir(pgdataPhysical: string): string {
+  return join(dirname(pgdataPhysical), `${basename(pgdataPhysical)}.pgfleet-agent.pushed`);
+}
+
 export type DaemonReply =
   | { ok: true; result: 'stored' | 'exists' }
   | { ok: false; code: string; message: string; hint?: string; direct?: boolean };
