@@ -13,8 +13,5 @@ if (!node || !lib) {
 const agent = join(lib, 'packages/agent/dist');
 const { agentLauncherScript } = await import(pathToFileURL(join(agent, 'wal/launcher.js')).href);
 process.stdout.write(
-  agentLauncherScript(
-    { node, bin: join(agent, 'bin.js'), walPush: join(agent, 'wal/push-main.cjs') },
-    header ? `# ${header}\n` : '',
-  ),
+  agentLauncherScript({ node, bin: join(agent, 'bin.js'), walPush: join(agent, 'wal/push-main.cjs') }, header ?? ''),
 );

@@ -98,7 +98,13 @@ describe('push-ahead from .ready files', { timeout: 600_000 }, () => {
   it('the installed launcher answers archive_command from the markers of pushed segments, without the Node client', async () => {
     // The daemon of the previous case is still running with --archive-watch-ready. archive_command
     // held first, so the daemon has pushed the segments ahead (and linked them) before it asks.
+    const before = (await archiver(fleet)).failed;
     await setArchiveCommand(fleet, '/bin/false');
+    // pg_reload_conf() returns before the archiver reads it: segments go on until one fails.
+    await waitFor('archive_command /bin/false in effect', async () => {
+      await completeSegment(fleet);
+      return (await archiver(fleet)).failed > before;
+    });
     const held = [await completeSegment(fleet), await completeSegment(fleet), await completeSegment(fleet)];
     const pgdata = await realpath(fleet.pg.dataDir);
     const markers = join(dirname(pgdata), `${basename(pgdata)}.pgfleet-agent.pushed`);
@@ -125,7 +131,10 @@ describe('push-ahead from .ready files', { timeout: 600_000 }, () => {
     const log = await fleet.agent!.log();
     for (const s of held)
       assert.doesNotMatch(log, new RegExp(`"wal":"${s}"[^\\n]*"via":"socket"`), `${s} asked over the socket`);
-    assert.deepEqual(await readdir(markers), []);
+    assert.deepEqual(
+      (await readdir(markers)).filter((f) => !f.startsWith('.')),
+      [],
+    );
     // What PostgreSQL counts as archived is in the repository byte for byte.
     await assertRepoSegmentsSound(fleet.repo, 'ahead');
     await assertStoredAsWritten(fleet, held);

@@ -27,12 +27,13 @@
  * reused. pgBackRest's asynchronous archiving answers the same way from its spool's `.ok` files.
  * Markers are made only once the repository stored the file, removed when used or asked for over
  * the socket, bounded in number (each pins its segment's 16 MiB until removed), and wiped when the
- * daemon starts. Where a link cannot be made (pg_wal on another filesystem, another user) there
+ * agent starts and when the daemon stops; the launcher trusts them only while the daemon that made
+ * them lives and listens on the default socket (openMarkers). Where a link cannot be made (pg_wal on another filesystem, another user) there
  * are no markers and the launcher runs the Node client as before.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { watch, type FSWatcher } from 'node:fs';
-import { chmod, link, lstat, mkdir, readdir, realpath, rm, stat, unlink } from 'node:fs/promises';
+import { chmod, link, lstat, mkdir, readdir, realpath, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { asPgfleetError, PgfleetError, type Logger } from '@pgfleet/core';
 import { parseCommandLineWith, resolveSettings } from '@pgfleet/core/command-line';
@@ -46,6 +47,7 @@ import {
   FrameError,
   isLegacyWalPushRequest,
   isWalPushRequest,
+  defaultSocketPath,
   PROTOCOL_VERSION,
   pushedMarkerDir,
   type DaemonReply,
@@ -122,6 +124,16 @@ export function fromLegacyRequest(r: WalPushRequest | LegacyWalPushRequest): Wal
   };
 }
 
+/**
+ * Removes the pushed-segment markers of this PGDATA (archive-server "Markers"): at every agent
+ * start, whether or not it serves archive_command this time, and when its daemon stops, so no
+ * marker outlives the daemon and configuration that made it.
+ */
+export async function removePushedMarkers(pgdata: string): Promise<void> {
+  const dir = await realpath(pgdata).then(pushedMarkerDir, () => undefined);
+  if (dir !== undefined) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+}
+
 export class WalArchiveServer {
   private server: Server | undefined;
   private watcher: FSWatcher | undefined;
@@ -159,6 +171,7 @@ export class WalArchiveServer {
 
   async start(): Promise<void> {
     const path = this.o.socketPath;
+    await removePushedMarkers(this.o.pgdata);
     await this.removeStaleSocket(path);
     const server = createServer((sock) => this.onConnection(sock));
     // The socket is created with mode 0600 (umask around the synchronous bind), so no other user
@@ -212,6 +225,8 @@ export class WalArchiveServer {
     this.watcher = undefined;
     const server = this.server;
     this.server = undefined;
+    this.markers = undefined;
+    await removePushedMarkers(this.o.pgdata);
     if (!server) return;
     await new Promise<void>((r) => server.close(() => r()));
     await rm(this.o.socketPath, { force: true });
@@ -357,12 +372,28 @@ export class WalArchiveServer {
     if (this.stored.size > REMEMBER) this.stored.delete(this.stored.keys().next().value!);
   }
 
-  /** Starts with an empty marker directory: a marker of an earlier run names a file this run never checked. */
+  /**
+   * Markers only for the daemon the Node client would ask (the default socket of this PGDATA) and
+   * only when it runs as the WAL files' owner (root could link them into a directory the launcher
+   * cannot read). The directory holds this daemon's pid (`.pid`) and a hard link to its socket
+   * (`.sock`): the launcher trusts a marker only while that process lives and that socket is the
+   * default one, so markers of a daemon that stopped, died or served another socket are never used.
+   */
   private async openMarkers(): Promise<void> {
     try {
-      const dir = pushedMarkerDir(await realpath(this.o.pgdata));
-      await rm(dir, { recursive: true, force: true });
+      const pgdata = await realpath(this.o.pgdata);
+      if (resolve(this.o.socketPath) !== defaultSocketPath(pgdata)) {
+        this.o.log.info({ socket: this.o.socketPath }, 'no pushed-segment markers: not the default socket of PGDATA');
+        return;
+      }
+      if ((await stat(this.walDir)).uid !== process.getuid?.()) {
+        this.o.log.info('no pushed-segment markers: pg_wal belongs to another user');
+        return;
+      }
+      const dir = pushedMarkerDir(pgdata);
       await mkdir(dir, { mode: 0o700 });
+      await writeFile(join(dir, '.pid'), `${process.pid}\n`);
+      await link(this.o.socketPath, join(dir, '.sock'));
       this.markers = dir;
     } catch (err) {
       this.o.log.info(
@@ -421,6 +452,34 @@ export class WalArchiveServer {
     if (this.markers !== undefined) await unlink(join(this.markers, name)).catch(() => undefined);
   }
 
+  /**
+   * One push-ahead. While it runs, `<name>.pending` in the marker directory tells the launcher to
+   * wait for its marker rather than start a Node client to ask (archive_command usually runs the
+   * moment PostgreSQL writes the .ready file, while this push is under way).
+   */
+  private async pushAhead(name: string): Promise<void> {
+    // Started first: push() marks the name in flight at once, so the next nextReady skips it.
+    const pushed = this.push(join(this.walDir, name), true);
+    const pending = this.markers !== undefined ? join(this.markers, `${name}.pending`) : undefined;
+    // The launcher waits while this file exists and the daemon (.pid) lives.
+    if (pending !== undefined) await writeFile(pending, `${process.pid}\n`).catch(() => undefined);
+    try {
+      const out = await pushed;
+      this.pushedAhead++;
+      await this.mark(name);
+      this.o.log.debug({ wal: name, result: out.result }, 'pushed ready WAL file ahead of archive_command');
+    } catch (err) {
+      // Not fatal: archive_command asks for this file later and gets the error itself.
+      this.aheadFailures++;
+      this.aheadFailed.add(name);
+      if (this.aheadFailed.size > REMEMBER) this.aheadFailed.delete(this.aheadFailed.values().next().value!);
+      const e = asPgfleetError(err);
+      this.o.log.debug({ wal: name, code: e.code, err: e.message }, 'push-ahead failed; archive_command will retry');
+    } finally {
+      if (pending !== undefined) await unlink(pending).catch(() => undefined);
+    }
+  }
+
   /** Starts background pushes of the ready files other than `requested`, up to `ahead` at a time. */
   private scheduleAhead(requested: string | undefined): void {
     if (this.o.ahead <= 0 || this.closed || this.aheadRunning >= this.o.ahead) return;
@@ -432,29 +491,10 @@ export class WalArchiveServer {
           this.aheadRunning--;
           return;
         }
-        void this.push(join(this.walDir, name), true)
-          .then(
-            (out) => {
-              this.pushedAhead++;
-              void this.mark(name);
-              this.o.log.debug({ wal: name, result: out.result }, 'pushed ready WAL file ahead of archive_command');
-            },
-            (err: unknown) => {
-              // Not fatal: archive_command asks for this file later and gets the error itself.
-              this.aheadFailures++;
-              this.aheadFailed.add(name);
-              if (this.aheadFailed.size > REMEMBER) this.aheadFailed.delete(this.aheadFailed.values().next().value!);
-              const e = asPgfleetError(err);
-              this.o.log.debug(
-                { wal: name, code: e.code, err: e.message },
-                'push-ahead failed; archive_command will retry',
-              );
-            },
-          )
-          .finally(() => {
-            this.aheadRunning--;
-            this.scheduleAhead(requested);
-          });
+        void this.pushAhead(name).finally(() => {
+          this.aheadRunning--;
+          this.scheduleAhead(requested);
+        });
         this.scheduleAhead(requested);
       },
       () => {

@@ -9,7 +9,7 @@ import { ErrorCodes, type Logger } from '@pgfleet/core';
 import type { Repository } from '@pgfleet/storage';
 import { repositoryIdentity, type AgentSettings } from '../options.js';
 import type { PgdataFacts } from '../pgdata/pgdata.js';
-import { WalArchiveServer } from './archive-server.js';
+import { removePushedMarkers, WalArchiveServer } from './archive-server.js';
 import { WalArchivedCounter } from './health.js';
 import { WalNameLock } from './name-lock.js';
 import { WalStreamer } from './stream.js';
@@ -29,6 +29,8 @@ export class WalServices {
     repo: Repository | undefined,
     log: Logger,
   ): Promise<WalServices> {
+    // Markers an earlier run left (a crash) vouch for nothing this configuration did.
+    await removePushedMarkers(s.pgdata);
     if (!repo) {
       if (s.stream) log.error({ code: ErrorCodes.InvalidConfig.code }, '--stream needs --repo: WAL streaming is off');
       return new WalServices(undefined, undefined);

@@ -1,8 +1,20 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { connect, createServer } from 'node:net';
-import { mkdir, mkdtemp, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  link,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCodes, silentLogger, sleep } from '@pgfleet/core';
@@ -19,6 +31,7 @@ import {
   LEGACY_ARGS_VERSION,
   MAX_FRAME_BYTES,
   NoDaemonError,
+  defaultSocketPath,
   PROTOCOL_VERSION,
   pushedMarkerDir,
   requestDaemon,
@@ -48,13 +61,16 @@ function sendRaw(socketPath: string, message: unknown): Promise<DaemonReply> {
   });
 }
 
-/** A daemon (not started) for cluster c1 on a fake PGDATA and a posix repository in a new temp dir. */
-async function daemonInTempDir(extra: { watchReady?: boolean }) {
-  const root = await mkdtemp(join(tmpdir(), 'pgfleet-walsrv-'));
+/**
+ * A daemon (not started) for cluster c1 on a fake PGDATA and a posix repository in a new temp dir,
+ * on a socket of its own or (defaultSocket) on PGDATA's default one, as wal-push finds it.
+ */
+async function daemonInTempDir(extra: { watchReady?: boolean }, defaultSocket = false) {
+  const root = await realpath(await mkdtemp(join(tmpdir(), 'pgfleet-walsrv-')));
   const pgdata = await fakePgdata(root);
   const repoDir = join(root, 'repo');
   const repo = new Repository(new PosixDriver(repoDir), TEST_MANIFEST_KEYS);
-  const socketPath = join(root, 'agent.sock');
+  const socketPath = defaultSocket ? defaultSocketPath(pgdata) : join(root, 'agent.sock');
   const server = new WalArchiveServer({
     socketPath,
     pgdata,
@@ -370,15 +386,11 @@ test('a stale socket file left by a killed daemon is replaced; a live one is ref
   await rm(root, { recursive: true, force: true });
 });
 
-test('the launcher answers archive_command from the daemon marker of a stored segment, and runs the client for anything else', async () => {
-  const { root, pgdata, socketPath, server } = await daemonInTempDir({ watchReady: true });
-  const wal = join(pgdata, 'pg_wal');
-  const markers = pushedMarkerDir(await realpath(pgdata));
-  // A marker left by an earlier daemon names a file this one never checked: gone at start.
-  await mkdir(markers, { recursive: true });
-  await writeFile(join(markers, '000000010000000000000009'), '');
-  await server.start();
-  // node stands in for the Node client here: it records its arguments and exits 3.
+/**
+ * The generated launcher in `root`, with a stand-in for node that records its arguments in
+ * `nodeLog` and exits 3 (a small fake of our own client: these tests are about the script).
+ */
+async function launcherWithFakeNode(root: string): Promise<{ launcher: string; nodeLog: string }> {
   const nodeLog = join(root, 'node.log');
   const fakeNode = join(root, 'fake-node');
   await writeFile(fakeNode, `#!/bin/sh\necho "$@" >> '${nodeLog}'\nexit 3\n`, { mode: 0o755 });
@@ -386,6 +398,18 @@ test('the launcher answers archive_command from the daemon marker of a stored se
   await writeFile(launcher, agentLauncherScript({ node: fakeNode, bin: '/x/bin.js', walPush: '/x/push-main.cjs' }), {
     mode: 0o755,
   });
+  return { launcher, nodeLog };
+}
+
+test('the launcher answers archive_command from the daemon marker of a stored segment, and runs the client for anything else', async () => {
+  const { root, pgdata, socketPath, server } = await daemonInTempDir({ watchReady: true }, true);
+  const wal = join(pgdata, 'pg_wal');
+  const markers = pushedMarkerDir(await realpath(pgdata));
+  // A marker left by an earlier daemon names a file this one never checked: gone at start.
+  await mkdir(markers, { recursive: true });
+  await writeFile(join(markers, '000000010000000000000009'), '');
+  await server.start();
+  const { launcher, nodeLog } = await launcherWithFakeNode(root);
   const run = (args: string[], env: Record<string, string> = {}) => {
     const r = spawnSync(launcher, args, { cwd: pgdata, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
     return r.status;
@@ -405,13 +429,17 @@ test('the launcher answers archive_command from the daemon marker of a stored se
       () => false,
     );
   try {
-    assert.deepEqual(await readdir(markers), []);
+    // Only the daemon's own pid and socket link: the stale marker is gone.
+    assert.deepEqual((await readdir(markers)).sort(), ['.pid', '.sock']);
     const names = ['000000010000000000000002', '000000010000000000000003', '000000010000000000000004'];
     for (const n of names) {
       await writeFile(join(wal, n), segment(n));
       await writeFile(join(wal, 'archive_status', `${n}.ready`), '');
     }
-    await until('markers of the pushed segments', async () => (await readdir(markers)).length === names.length);
+    await until('markers of the pushed segments', async () => {
+      const made = await readdir(markers);
+      return names.every((n) => made.includes(n));
+    });
     for (const n of names) assert.equal((await stat(join(markers, n))).ino, (await stat(join(wal, n))).ino);
 
     // The documented forms, answered without the client; the marker is used up.
@@ -422,6 +450,8 @@ test('the launcher answers archive_command from the daemon marker of a stored se
     assert.equal(run(['wal-push', `pg_wal/${names[0]}`]), 3);
     assert.deepEqual(await nodeRuns(), [`/x/push-main.cjs wal-push pg_wal/${names[0]}`]);
 
+    // A command line the client would refuse (--config without its value) is the client's to refuse.
+    assert.equal(run(['wal-push', `pg_wal/${names[1]}`, '--config', '--cluster=x']), 3);
     // Another file under the same name (a new cluster in the same place): never the marker's.
     const replaced = join(wal, `${names[1]}.new`);
     await writeFile(replaced, segment(names[1]!));
@@ -431,7 +461,7 @@ test('the launcher answers archive_command from the daemon marker of a stored se
     assert.equal(run(['wal-push', `pg_wal/${names[2]}`, '--cluster', 'c1']), 3);
     assert.equal(run(['wal-push', `pg_wal/${names[2]}`], { PGFLEET_CLUSTER: 'c1' }), 3);
     assert.equal(run(['wal-push', `../other/pg_wal/${names[2]}`]), 3);
-    assert.equal((await nodeRuns()).length, 5);
+    assert.equal((await nodeRuns()).length, 6);
     assert.equal(await exists(join(markers, names[2]!)), true);
     // The client asking over the socket uses the marker up too.
     const r = await requestDaemon(
@@ -444,8 +474,72 @@ test('the launcher answers archive_command from the daemon marker of a stored se
     // Other commands go to bin.js.
     assert.equal(run(['backup', '--help']), 3);
     assert.equal((await nodeRuns()).at(-1), '/x/bin.js backup --help');
+    // The form with --config=FILE, on a segment pushed now.
+    const last = '000000010000000000000005';
+    await writeFile(join(wal, last), segment(last));
+    await writeFile(join(wal, 'archive_status', `${last}.ready`), '');
+    await until('the last segment marked', async () => exists(join(markers, last)));
+    assert.equal(run(['wal-push', `pg_wal/${last}`, '--config=/etc/pgfleet/agent.yaml']), 0);
+    // A stopped daemon leaves no marker behind.
+    await server.stop();
+    assert.equal(await exists(markers), false);
   } finally {
     await server.stop();
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('the launcher trusts markers only of a live daemon on the default socket, and waits for a push under way', async () => {
+  const root = await realpath(await mkdtemp(join(tmpdir(), 'pgfleet-launcher-')));
+  const pgdata = await fakePgdata(root);
+  const markers = pushedMarkerDir(pgdata);
+  await mkdir(markers);
+  // What a daemon on the default socket leaves there (archive-server openMarkers); this test
+  // process stands in for it (its pid), a plain file for its socket.
+  await writeFile(defaultSocketPath(pgdata), '');
+  await link(defaultSocketPath(pgdata), join(markers, '.sock'));
+  await writeFile(join(markers, '.pid'), `${process.pid}\n`);
+  const { launcher, nodeLog } = await launcherWithFakeNode(root);
+  const nodeRuns = async () => (await readFile(nodeLog, 'utf8').catch(() => '')).split('\n').filter(Boolean).length;
+  const exitOf = (child: ReturnType<typeof spawn>) =>
+    new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  const name = '000000010000000000000005';
+  const walFile = join(pgdata, 'pg_wal', name);
+  const runSync = () => spawnSync(launcher, ['wal-push', `pg_wal/${name}`], { cwd: pgdata }).status;
+  try {
+    await writeFile(walFile, segment(name));
+    // The daemon is pushing it: the launcher waits, then takes the marker made meanwhile.
+    await writeFile(join(markers, `${name}.pending`), '');
+    const waiting = spawn(launcher, ['wal-push', `pg_wal/${name}`], { cwd: pgdata, stdio: 'ignore' });
+    const exited = exitOf(waiting);
+    await link(walFile, join(markers, name));
+    await rm(join(markers, `${name}.pending`));
+    assert.equal(await exited, 0);
+    assert.equal(await nodeRuns(), 0, 'the client never ran');
+
+    // A marker of a daemon that died (its pid gone) vouches for nothing.
+    await link(walFile, join(markers, name));
+    const gone = spawnSync('true');
+    await writeFile(join(markers, '.pid'), `${gone.pid}\n`);
+    assert.equal(runSync(), 3);
+    // Nor one of a daemon on another socket than the default one.
+    await writeFile(join(markers, '.pid'), `${process.pid}\n`);
+    await rm(join(markers, '.sock'));
+    await writeFile(join(markers, '.sock'), '');
+    assert.equal(runSync(), 3);
+    // Nor a symbolic link in place of the hard link.
+    await rm(join(markers, '.sock'));
+    await link(defaultSocketPath(pgdata), join(markers, '.sock'));
+    await rm(join(markers, name));
+    await symlink(walFile, join(markers, name));
+    assert.equal(runSync(), 3);
+    assert.equal(await nodeRuns(), 3);
+    // With the hard link back, the same command is answered without the client.
+    await rm(join(markers, name));
+    await link(walFile, join(markers, name));
+    assert.equal(runSync(), 0);
+    assert.equal(await nodeRuns(), 3);
+  } finally {
     await rm(root, { recursive: true, force: true });
   }
 });
