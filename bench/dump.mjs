@@ -19,7 +19,9 @@
  * its own fresh agent. Besides wall times it prints the CPU seconds of each dump: the agent's, its
  * children's (pg_dump and its workers) and the server's (the postmaster's exited children: the
  * backends of pg_dump and of the row counts), which load from other work on the machine does not
- * inflate the way it does wall time. --restore off skips the restore pairs.
+ * inflate the way it does wall time. --restore off skips the restore pairs. --timeline on prints,
+ * for each pgfleet dump, the controller's and the agent's log lines between the CLI's start and its
+ * exit, in ms from the start (dispatch, the job's steps, the result).
  */
 import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
