@@ -19,7 +19,9 @@
  * its own fresh agent. Besides wall times it prints the CPU seconds of each dump: the agent's, its
  * children's (pg_dump and its workers) and the server's (the postmaster's exited children: the
  * backends of pg_dump and of the row counts), which load from other work on the machine does not
- * inflate the way it does wall time. --restore off skips the restore pairs.
+ * inflate the way it does wall time. --restore off skips the restore pairs. --timeline on prints,
+ * for each pgfleet dump, the controller's and the agent's log lines between the CLI's start and its
+ * exit, in ms from the start (dispatch, the job's steps, the result).
  */
 import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
@@ -36,6 +38,7 @@ const { values } = parseArgs({
     'dump-store-early': { type: 'string', default: 'on' },
     'compare-agent': { type: 'string' },
     restore: { type: 'string', default: 'on' },
+    timeline: { type: 'string', default: 'off' },
   },
 });
 const scale = Number(values.scale);
@@ -57,6 +60,36 @@ async function agentCpuSeconds() {
   return (await cpuOf(fleet.agent.child.pid)).own;
 }
 const agentCpu = [];
+const timelines = [];
+
+/**
+ * --timeline on: the controller's and the agent's log lines between a pgfleet dump's CLI start and
+ * its exit, in ms from the start (where the CLI's wall time went, step by step).
+ */
+async function timeline(who, t0, t1) {
+  const lines = [];
+  for (const [name, text] of [
+    ['controller', await fleet.controller.log()],
+    ['agent', await fleet.agent.log()],
+  ])
+    for (const line of text.split('\n')) {
+      let l;
+      try {
+        l = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      const t = typeof l.time === 'number' ? l.time : Date.parse(l.time);
+      if (!(t >= t0 && t <= t1)) continue;
+      const { time: _t, level: _l, pid: _p, hostname: _h, msg, ...rest } = l;
+      lines.push([t - t0, `${name}: ${msg} ${JSON.stringify(rest).slice(0, 300)}`]);
+    }
+  lines.sort((a, b) => a[0] - b[0]);
+  return [
+    `  timeline of a ${who} dump (ms from the CLI's start; exit at ${t1 - t0}):`,
+    ...lines.map(([t, l]) => `    ${String(t).padStart(6)} ${l}`),
+  ];
+}
 
 /** The agent's own account of each run: its 'database dumped' and 'dump restored' log lines. */
 async function agentSplits() {
@@ -151,9 +184,11 @@ try {
     const cpu0 = await agentCpuSeconds();
     const kids0 = (await cpuOf(fleet.agent.child.pid)).children;
     const s0 = await serverCpu();
+    const tStart = Date.now();
     const wall = await timed(async () => {
       out = await cli('dump', CLUSTER, '--database', DB, '--jobs', jobs, '--wait', '--output', 'json');
     });
+    if (values.timeline === 'on') timelines.push(await timeline(bin ? 'other' : 'this', tStart, tStart + wall));
     (bin ? times.pgfleetDumpOther : times.pgfleetDump).push(wall);
     if (out.code !== 0) throw new Error(`pgfleet dump failed:\n${out.stderr}\n${await fleet.logs()}`);
     const dump = JSON.parse(out.stdout).dump;
@@ -228,6 +263,7 @@ try {
         (l) =>
           `    ${l.who.padEnd(5)} wall ${s(l.wall)}, ${l.agent !== undefined ? `agent ${l.agent.toFixed(2)} s, ` : ''}children ${l.children.toFixed(2)} s, server ${l.server.toFixed(2)} s${l.split ? `\n      ${l.split}` : ''}`,
       ),
+      ...timelines.flat(),
       `load average ${loadavg()
         .map((l) => l.toFixed(1))
         .join(' ')} (other work on this machine slows every figure; ratios from one run stay comparable)`,

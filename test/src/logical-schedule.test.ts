@@ -121,7 +121,9 @@ describe('logical dumps: schedule, retention, health and events', { timeout: 900
   });
 
   it('dump.completed and dump.failed reach a JetStream consumer exactly once', async () => {
-    const failed = await fleet.cli('dump', CLUSTER, '--database', 'nosuchdb', '--wait', '--output', 'json');
+    // shop's snapshot is exported while the agent asks which databases exist: the dump still fails
+    // as DumpDatabaseUnknown, with nothing stored (that snapshot closed, the lease removed).
+    const failed = await fleet.cli('dump', CLUSTER, '--database', 'shop,nosuchdb', '--wait', '--output', 'json');
     assert.notEqual(failed.code, 0);
     assert.ok(
       (failed.stdout + failed.stderr).includes(ErrorCodes.DumpDatabaseUnknown.code),
@@ -147,6 +149,12 @@ describe('logical dumps: schedule, retention, health and events', { timeout: 900
     assert.equal(received.filter((r) => r.body.kind === 'dump.failed').length, 1);
     assert.deepEqual(await listed(), [scheduled]);
     assert.deepEqual(await stored(), [scheduled]);
+    // No transaction of the failed dump is left open on the server (shop's snapshot ended).
+    await waitFor(
+      'the failed dump to leave no connection',
+      async () =>
+        (await fleet.pg.query("SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgfleet-dump'")).length === 0,
+    );
   });
 
   it('logical tiers: retention apply deletes exactly the dumps the plan expires', async () => {

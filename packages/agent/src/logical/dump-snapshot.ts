@@ -23,8 +23,9 @@
  * early (pg_dump failed, the job was cancelled) is cancelled rather than waited for.
  *
  * Counted: ordinary tables (relkind 'r': plain tables, unlogged ones, partitions' leaves), outside
- * the system schemas; the caller keeps the counts of those with a TABLE DATA entry in pg_dump's
- * TOC only (what pg_dump dumped). Partitioned parents, views, foreign tables and materialized
+ * the system schemas and not members of an extension (pg_dump dumps no data of those but a
+ * configuration table's, filtered), the largest first; the caller keeps the counts of those with a
+ * TABLE DATA entry in pg_dump's TOC only (what pg_dump dumped). Partitioned parents, views, foreign tables and materialized
  * views have no table data of their own in a dump; large objects are not counted (as before).
  */
 import { readFile } from 'node:fs/promises';
@@ -127,15 +128,27 @@ export async function openDumpSnapshot(o: {
   try {
     await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     // The server's own limit on the LOCK below and on each count; SET LOCAL ends with the transaction.
-    // No parallel workers for the counts: other processes, at normal priority (module header).
+    // No parallel workers for the counts: other processes, at normal priority (module header). No
+    // JIT: a count(*) gains nothing from it, and a large table's plan cost would have the backend
+    // compile (and past jit_optimize_above_cost optimize) its expressions first.
     await c.query(
-      `SET LOCAL lock_timeout = ${Math.max(0, Math.trunc(o.lockWaitTimeoutMs))}; SET LOCAL max_parallel_workers_per_gather = 0`,
+      `SET LOCAL lock_timeout = ${Math.max(0, Math.trunc(o.lockWaitTimeoutMs))}; SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off`,
     );
     const id = (await c.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
     const rows = (
-      await c.query<{ oid: string; schema: string; name: string; est: string; kind: string }>(
+      await c.query<{
+        oid: string;
+        schema: string;
+        name: string;
+        est: string;
+        kind: string;
+        pages: number;
+        extension: boolean;
+      }>(
         `SELECT r.oid::text AS oid, n.nspname AS schema, r.relname AS name, r.reltuples::bigint::text AS est,
-                r.relkind::text AS kind
+                r.relkind::text AS kind, r.relpages AS pages,
+                EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid
+                                                    AND d.deptype = 'e') AS extension
            FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
           WHERE r.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
@@ -146,7 +159,11 @@ export async function openDumpSnapshot(o: {
       oid: r.oid,
       table: { schema: r.schema, name: r.name, rowEstimate: BigInt(r.est) },
     }));
-    const counted = rows.filter((r) => r.kind === 'r');
+    // Extension members are left out: pg_dump dumps no data of theirs but a configuration table's
+    // (pg_extension_config_dump), and only the rows its filter selects, which count(*) would not
+    // match. Largest first: the first count overlaps pg_dump's own start (its catalog queries, one
+    // process), when a core is still idle; the later ones take what pg_dump's workers leave.
+    const counted = rows.filter((r) => r.kind === 'r' && !r.extension).sort((x, y) => y.pages - x.pages);
     const name = (r: { schema: string; name: string }) => `${quoteIdentifier(r.schema)}.${quoteIdentifier(r.name)}`;
     if (counted.length > 0)
       try {

@@ -121,52 +121,97 @@ interface DatabaseToDump {
   oid: string;
 }
 
+/**
+ * What the steps of one dump share besides its options: `leased` settles once the dump's lease is
+ * in the repository (rejects when it could not be written). Every store waits for it; nothing else
+ * does, so the lease's write (an fsync'd repository write) overlaps the server's questions, the
+ * snapshot's export and pg_dump's start instead of coming before them.
+ */
+interface DumpRun extends DumpOptions {
+  leased: Promise<void>;
+  /** When the first pg_dump was started (the 'dump stored' log line). */
+  firstPgDumpAt?: number;
+}
+
 export async function runDump(o: DumpOptions): Promise<DumpResultInit> {
   const started = new Date();
   const prefix = o.repo.dumpPrefix(o.cluster, o.label);
   const spool = join(o.scratchDir, spoolName('dump', o.cluster, o.jobId));
-  const maint = await connectPg({ ...o.pg, applicationName: APP });
-  let versionNum: number;
-  let databases: DatabaseToDump[];
-  try {
-    versionNum = Number(
-      (await maint.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v,
-    );
-    databases = await chooseDatabases(maint, o.databases);
-  } finally {
-    await maint.end().catch(() => {});
-  }
-  const binDir = clientBinDir(o.pgBinDir, versionNum);
-  // Recorded in the result only: asked while the dump runs, not before it.
-  const pgDumpVersion = programVersion(join(binDir, 'pg_dump'));
-  pgDumpVersion.catch(() => {}); // awaited with the result (pg_dump itself fails first when missing)
-  const dumped: DumpedDatabaseInit[] = [];
-  let committed = false;
   // Running here from before its lease exists: no sweep of this process takes it for a dead dump.
   const ended = runningDump(o.cluster, o.label);
-  let lease: BackupLeaseHolder | undefined;
-  let sweep: Promise<unknown> = Promise.resolve();
-  let globalsRun: Promise<DumpFileInit> | undefined;
-  try {
-    // The lease before anything is stored: what tells this dump's objects from a dead dump's.
-    lease = await BackupLeaseHolder.acquireDump(o.repo, o.cluster, o.label, o.log);
-    const tLease = Date.now();
-    // What dumps of this cluster killed earlier left is removed while this one's pg_dump runs.
-    sweep = removeAbandonedDumps({ repo: o.repo, cluster: o.cluster, log: o.log, signal: o.signal }).catch(
-      (err: unknown) =>
+  let tLease = 0;
+  // The lease before anything is stored (what tells this dump's objects from a dead dump's), but
+  // not before anything is started: pg_dump writes into the spool meanwhile, and only the stores
+  // wait for the lease (DumpRun). A lease that cannot be written stops what started (leaseFailed).
+  const leasing = (async () => {
+    const held = await BackupLeaseHolder.acquireDump(o.repo, o.cluster, o.label, o.log);
+    tLease = Date.now();
+    try {
+      await o.repo.prepareKeys(`${prefix}/dump.json`);
+    } catch (err) {
+      await held.release(false);
+      throw err;
+    }
+    return held;
+  })();
+  const leaseFailed = new AbortController();
+  leasing.catch((err: unknown) => leaseFailed.abort(err));
+  const run: DumpRun = {
+    ...o,
+    signal: AbortSignal.any([o.signal, leaseFailed.signal]),
+    leased: leasing.then(() => {}),
+  };
+  run.leased.catch(() => {}); // awaited by each store, and through `leasing` below
+  // What dumps of this cluster killed earlier left is removed while this one's pg_dump runs.
+  const sweep = leasing.then(
+    () =>
+      removeAbandonedDumps({ repo: o.repo, cluster: o.cluster, log: o.log, signal: o.signal }).catch((err: unknown) =>
         o.log.warn({ err }, 'could not remove the files of dumps whose agent died; the next dump tries again'),
-    );
-    await o.repo.prepareKeys(`${prefix}/dump.json`);
+      ),
+    () => {},
+  );
+  const dumped: DumpedDatabaseInit[] = [];
+  let committed = false;
+  let lease: BackupLeaseHolder | undefined;
+  let globalsRun: Promise<DumpFileInit> | undefined;
+  let firstSnapshot: Promise<DumpSnapshot> | undefined;
+  try {
+    // A job that names its databases has the first one's snapshot exported while the server is
+    // asked which databases there are (whose answer, e.g. DumpDatabaseUnknown, is the one reported).
+    const first = o.databases[0];
+    if (first !== undefined) {
+      firstSnapshot = openSnapshot(run, first);
+      firstSnapshot.catch(() => {}); // awaited by its database's dump, or closed in finally
+    }
+    const maint = await connectPg({ ...o.pg, applicationName: APP });
+    let versionNum: number;
+    let databases: DatabaseToDump[];
+    try {
+      versionNum = Number(
+        (await maint.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v,
+      );
+      databases = await chooseDatabases(maint, o.databases);
+    } finally {
+      await maint.end().catch(() => {});
+    }
+    const binDir = clientBinDir(o.pgBinDir, versionNum);
+    // Recorded in the result only: asked while the dump runs, not before it.
+    const pgDumpVersion = programVersion(join(binDir, 'pg_dump'));
+    pgDumpVersion.catch(() => {}); // awaited with the result (pg_dump itself fails first when missing)
     // The globals while the databases are dumped (roles and tablespaces are no part of a
     // database's snapshot): pg_dumpall's start, its queries and its store are off the serial path.
-    globalsRun = dumpGlobals(o, binDir, `${prefix}/globals.sql`);
+    globalsRun = dumpGlobals(run, binDir, `${prefix}/globals.sql`);
     globalsRun.catch(() => {}); // awaited below (and in finally when a database fails first)
     const tDatabases = Date.now();
     for (const db of databases) {
-      o.signal.throwIfAborted();
-      dumped.push(await dumpDatabase(o, binDir, prefix, spool, db));
+      run.signal.throwIfAborted();
+      // chooseDatabases keeps the order asked: the first is the one whose snapshot is open.
+      const opened = db.name === first ? firstSnapshot : undefined;
+      firstSnapshot = undefined;
+      dumped.push(await dumpDatabase(run, binDir, prefix, spool, db, opened));
     }
     const tDumped = Date.now();
+    lease = await leasing;
     const globals = await globalsRun;
     await sweep;
     await confirmStored(o, lease, prefix, dumped, globals);
@@ -189,11 +234,13 @@ export async function runDump(o: DumpOptions): Promise<DumpResultInit> {
       Buffer.from(JSON.stringify(toJson(DumpResultSchema, create(DumpResultSchema, result)), null, 2)),
     );
     committed = true;
-    // Where the job's own time went around its databases' (docs/logical.md, "Dump").
+    // Where the job's own time went around its databases' (docs/logical.md, "Dump"); the lease's
+    // write overlaps beforeDatabasesSeconds and the first database.
     o.log.info(
       {
         label: o.label,
         leaseSeconds: (tLease - started.getTime()) / 1000,
+        firstPgDumpSeconds: ((run.firstPgDumpAt ?? tDumped) - started.getTime()) / 1000,
         beforeDatabasesSeconds: (tDatabases - started.getTime()) / 1000,
         databasesSeconds: (tDumped - tDatabases) / 1000,
         afterDatabasesSeconds: (Date.now() - tDumped) / 1000,
@@ -201,13 +248,21 @@ export async function runDump(o: DumpOptions): Promise<DumpResultInit> {
       'dump stored',
     );
     return result;
-  } catch (err) {
+  } catch (caught) {
+    // A lease not written stopped the dump: that is the failure to report, not the stop it caused.
+    const err: unknown = leaseFailed.signal.aborted && !o.signal.aborted ? leaseFailed.signal.reason : caught;
     // A cancel stays a cancel; anything that is not already a pgfleet condition is a failed dump.
     if (err instanceof PgfleetError || o.signal.aborted) throw err;
     throw new PgfleetError('DumpFailed', `dump ${o.label}: ${(err as Error).message}`, { cause: err });
   } finally {
+    // A snapshot opened for a database the dump never reached (it failed before).
+    await firstSnapshot?.then(
+      (x) => x.close(),
+      () => {},
+    );
     // Nothing of this dump is written after its removal below.
     await globalsRun?.catch(() => {});
+    lease ??= await leasing.catch(() => undefined);
     await sweep;
     // Refreshes stop before a failed dump's removal, so none writes its lease back after it.
     await lease?.release(committed);
@@ -267,25 +322,20 @@ async function chooseDatabases(
 }
 
 async function dumpDatabase(
-  o: DumpOptions,
+  o: DumpRun,
   binDir: string,
   prefix: string,
   spool: string,
   db: DatabaseToDump,
+  /** Its snapshot, when it was opened beforehand (runDump); otherwise opened here. */
+  opened?: Promise<DumpSnapshot>,
 ): Promise<DumpedDatabaseInit> {
   const t0 = Date.now();
   const dir = join(spool, db.oid);
   await mkdir(spool, { recursive: true, mode: 0o700 });
   o.progress({ phase: 'dump', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message: db.name });
   // pg_dump dumps in the agent's snapshot, whose transaction counts each table's rows meanwhile (dump-snapshot.ts).
-  const snapshot = await openDumpSnapshot({
-    pg: o.pg,
-    database: db.name,
-    lockWaitTimeoutMs: o.lockWaitTimeoutMs,
-    applicationName: APP,
-    signal: o.signal,
-    log: o.log,
-  });
+  const snapshot = await (opened ?? openSnapshot(o, db.name));
   try {
     return await dumpInSnapshot(o, binDir, prefix, dir, db, snapshot, t0);
   } finally {
@@ -294,8 +344,19 @@ async function dumpDatabase(
   }
 }
 
+function openSnapshot(o: DumpRun, database: string): Promise<DumpSnapshot> {
+  return openDumpSnapshot({
+    pg: o.pg,
+    database,
+    lockWaitTimeoutMs: o.lockWaitTimeoutMs,
+    applicationName: APP,
+    signal: o.signal,
+    log: o.log,
+  });
+}
+
 async function dumpInSnapshot(
-  o: DumpOptions,
+  o: DumpRun,
   binDir: string,
   prefix: string,
   dir: string,
@@ -315,15 +376,19 @@ async function dumpInSnapshot(
     '--no-password',
   ];
   const key = (name: string) => `${prefix}/${db.oid}/${name}`;
-  const store = (name: string, content: Readable) =>
-    o.repo.writeObject(
+  // Nothing is stored before the dump's lease is (DumpRun); pg_dump's file waits in the spool.
+  const store = async (name: string, content: Readable) => {
+    await o.leased;
+    return (await o.repo.writeObject(
       key(name),
       content,
       o.codec,
       [],
       o.level !== undefined ? { level: o.level } : {},
-    ) as Promise<StoredFile>;
+    )) as StoredFile;
+  };
   const tPgDump = Date.now();
+  o.firstPgDumpAt ??= tPgDump;
   const { early, exitedAt } = await runDrainedPgDump(o, binDir, args, db.name, dir, store);
   const tDrained = Date.now();
   // After pg_dump (whose failure is the one reported: nothing below runs then), three things at
@@ -423,7 +488,10 @@ function storedFigures(s: StoredFile): { size: bigint; sha256: string; storedSiz
 }
 
 /** pg_dumpall --globals-only streamed into the repository. */
-async function dumpGlobals(o: DumpOptions, binDir: string, key: string): Promise<DumpFileInit> {
+async function dumpGlobals(o: DumpRun, binDir: string, key: string): Promise<DumpFileInit> {
+  // Started once the lease is there (DumpRun), not before with its output held in the pipe: a
+  // child that exits before its stdout has a reader has that output resumed and dropped by Node.
+  await o.leased;
   const child = spawn(
     join(binDir, 'pg_dumpall'),
     ['--globals-only', '--no-password', ...(o.withPasswords ? [] : ['--no-role-passwords'])],
@@ -494,7 +562,7 @@ async function spoolBytes(dir: string): Promise<number> {
  * before this throws, so the caller's removal of the dump is the last word in the repository.
  */
 async function runDrainedPgDump(
-  o: DumpOptions,
+  o: DumpRun,
   binDir: string,
   args: string[],
   database: string,
