@@ -177,6 +177,9 @@ test('--output json: edge values match the old output (unknown enums, int64 beyo
     [-1n, 999_999_999],
     [-62_135_596_800n, 1],
     [253_402_300_799n, 10_000],
+    [-86_401n, 0],
+    [951_782_400n + 86_399n, 0], // 2000-02-29T23:59:59Z
+    [1_780_000_000n + 3_600n * 13n + 61n, 500],
   ] as const) {
     const c = create(ClusterInfoSchema, { lastSeen: { seconds, nanos } });
     assert.equal(jsonText(ClusterInfoSchema, c), referenceText(ClusterInfoSchema, c), `${seconds}s ${nanos}ns`);

@@ -154,15 +154,30 @@ function indented(json: unknown, indent: string): string {
 const TIMESTAMP_MS_MIN = -62135596800000;
 const TIMESTAMP_MS_MAX = 253402300799000;
 
+/** "YYYY-MM-DDT" of a day since the epoch (negative before 1970). */
+const days = new Map<number, string>();
+const TWO = Array.from({ length: 60 }, (_, i) => String(i).padStart(2, '0'));
+
 function timestampWriter(desc: DescMessage): Writer {
   return (out, value, indent) => {
     const t = value as { seconds: bigint; nanos: number };
     const ms = Number(t.seconds) * 1000;
     const nanos = t.nanos;
     if (ms >= TIMESTAMP_MS_MIN && ms <= TIMESTAMP_MS_MAX && nanos >= 0 && nanos <= 999_999_999) {
-      // Whole seconds, so toISOString ends in ".000Z": protobuf writes "Z" for no fraction, and
-      // 3, 6 or 9 digits for one.
-      out.push(`"${new Date(ms).toISOString().slice(0, -5)}${fraction(nanos)}Z"`);
+      // protobuf's "2026-03-01T12:00:00Z", with 3, 6 or 9 digits of fraction when there is one.
+      // A status has a dozen timestamps per cluster, mostly of a few days: the date is made once
+      // per day (toISOString's), the time of day by arithmetic.
+      const seconds = ms / 1000;
+      const day = Math.floor(seconds / 86_400);
+      let date = days.get(day);
+      if (date === undefined) {
+        date = new Date(day * 86_400_000).toISOString().slice(0, 11);
+        days.set(day, date);
+      }
+      const s = seconds - day * 86_400;
+      out.push(
+        `"${date}${TWO[Math.floor(s / 3600)]}:${TWO[Math.floor(s / 60) % 60]}:${TWO[s % 60]}${fraction(nanos)}Z"`,
+      );
       return;
     }
     // Out-of-range values: protobuf-es's own writer (which throws its error).
