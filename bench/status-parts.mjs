@@ -3,7 +3,8 @@
  * Where a `pgfleet status --output json` of a large fleet goes, piece by piece, in CPU seconds in
  * one process over a seeded SQLite catalog (bench/fleet-catalog-cpu.mjs --seeded FILE makes one):
  * the controller's rows (listClusterStatusPage, every page), their protobuf encoding (what gRPC
- * sends), the CLI's decoding, and its JSON output (jsonOf + JSON.stringify) and table.
+ * sends), the CLI's decoding, and its JSON output (json-text.ts; jsonOf + JSON.stringify before it)
+ * and table.
  *
  *   node bench/status-parts.mjs --seeded /tmp/seed10k.db [--page-size 5000] [--runs 3] [--root DIR]
  */
@@ -26,7 +27,27 @@ const load = (path) => import(pathToFileURL(join(root, path)).href);
 const { openCatalog } = await load('packages/catalog/dist/index.js');
 const { listClusterStatusPage } = await load('packages/controller/dist/health/status.js');
 const { ListClustersResponseSchema, ClusterInfoSchema } = await load('packages/proto/dist/index.js');
-const { jsonOf } = await load('packages/cli/dist/output.js');
+// The CLI's JSON text: json-text.ts's one pass (written in 64 KiB chunks, here counted and
+// dropped, as stdout takes them), or, in a checkout from before it, jsonOf + JSON.stringify.
+const statusJson = await load('packages/cli/dist/json-text.js').then(
+  ({ JsonText, writeJson }) =>
+    (clusters) => {
+      let length = 0;
+      const text = new JsonText((chunk) => {
+        length += chunk.length;
+      });
+      text.push('{\n  "clusters": ');
+      writeJson(text, ClusterInfoSchema, clusters, '  ');
+      text.push(',\n  "controllers": []\n}');
+      text.end();
+      return length;
+    },
+  async () => {
+    const { jsonOf } = await load('packages/cli/dist/output.js');
+    return (clusters) =>
+      JSON.stringify({ clusters: jsonOf(ClusterInfoSchema, clusters), controllers: [] }, null, 2).length;
+  },
+);
 const { describeStatus, describeHosts } = await load('packages/cli/dist/status-command.js');
 const { create, toBinary, fromBinary } = await import('@bufbuild/protobuf');
 const cpu = () => {
@@ -61,7 +82,7 @@ for (let run = 0; run <= Number(values.runs); run++) {
   const clusters = wire.flatMap((b) => fromBinary(ListClustersResponseSchema, b).clusters);
   const decodeCpu = cpu() - t;
   t = cpu();
-  const text = JSON.stringify({ clusters: jsonOf(ClusterInfoSchema, clusters), controllers: [] }, null, 2);
+  const jsonChars = statusJson(clusters);
   const jsonCpu = cpu() - t;
   t = cpu();
   const table = describeStatus(clusters, Date.now()) + describeHosts(clusters, Date.now());
@@ -69,7 +90,7 @@ for (let run = 0; run <= Number(values.runs); run++) {
   bytes = wire.reduce((s, b) => s + b.length, 0);
   n = clusters.length;
   if (run === 0) {
-    console.error(`warm-up: ${n} rows, ${bytes} bytes on the wire, json ${text.length} chars, table ${table.length}`);
+    console.error(`warm-up: ${n} rows, ${bytes} bytes on the wire, json ${jsonChars} chars, table ${table.length}`);
     continue;
   }
   parts.rows.push(rowsCpu);

@@ -17,6 +17,8 @@ test('bytes', () => {
 test('time', () => {
   assert.equal(formatTime(Date.parse('2026-03-01T12:00:00.123Z')), '2026-03-01 12:00:00Z');
   assert.equal(formatTime(undefined), '-');
+  assert.equal(formatTime(Date.parse('1999-12-31T23:59:59Z')), '1999-12-31 23:59:59Z');
+  assert.equal(formatTime(Date.parse('+010000-01-02T03:04:05Z')), '+010000-01-02 03:04:05Z');
 });
 
 test('table columns are aligned, no trailing blanks', () => {
@@ -29,6 +31,17 @@ test('table columns are aligned, no trailing blanks', () => {
       ],
     ),
     'NAME       X\na          1\nlong-name',
+  );
+  // A blank middle cell keeps its column; a row with fewer cells ends early.
+  assert.equal(
+    formatTable(
+      ['A', 'B', 'C'],
+      [
+        ['x', '', 'z'],
+        ['yy', 'b'],
+      ],
+    ),
+    'A   B  C\nx      z\nyy  b',
   );
 });
 

@@ -19,21 +19,32 @@ export function formatBytes(bytes: number | bigint): string {
 /** '2026-03-01 12:00:00Z': UTC, seconds precision, sortable. */
 export function formatTime(ms: number | undefined): string {
   if (ms === undefined) return '-';
-  return new Date(ms)
-    .toISOString()
-    .replace('T', ' ')
-    .replace(/\.\d{3}Z$/, 'Z');
+  // "2026-03-01T12:00:00.000Z" (a year past 9999 has a sign and six digits in front).
+  const iso = new Date(ms).toISOString();
+  return `${iso.slice(0, -14)} ${iso.slice(-13, -5)}Z`;
 }
 
-/** Columns padded to their widest cell; the last column is not padded (no trailing blanks). */
+/**
+ * Columns padded to their widest cell; the last column is not padded (no trailing blanks). One
+ * pass for the widths and one for the text: `pgfleet status` prints a row per cluster, 10,000 of them
+ * in a large fleet.
+ */
 export function formatTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]): string =>
-    cells
-      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
-      .join('  ')
-      .trimEnd();
-  return [line(headers), ...rows.map(line)].join('\n');
+  const widths = headers.map((h) => h.length);
+  for (const r of rows)
+    for (let i = 0; i < widths.length; i++) {
+      const n = (r[i] ?? '').length;
+      if (n > widths[i]!) widths[i] = n;
+    }
+  const line = (cells: readonly string[]): string => {
+    const last = cells.length - 1;
+    let text = '';
+    for (let i = 0; i < last; i++) text += `${cells[i]!.padEnd(widths[i] ?? 0)}  `;
+    return last < 0 ? '' : (text + cells[last]!).trimEnd();
+  };
+  let text = line(headers);
+  for (const r of rows) text += `\n${line(r)}`;
+  return text;
 }
 
 export interface ProgressFigures {

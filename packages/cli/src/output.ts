@@ -1,16 +1,9 @@
 /**
  * What the CLI's commands share for output and for following jobs: printing (tables to stdout,
- * JSON with every field), job and result descriptions, and `--wait` (WatchJob to the end, progress
+ * JSON with every field, json-text.ts), job and result descriptions, and `--wait` (WatchJob to the end, progress
  * on stderr, the job's own error code as the exit status).
  */
-import {
-  ScalarType,
-  toJson,
-  type DescEnum,
-  type DescField,
-  type DescMessage,
-  type MessageShape,
-} from '@bufbuild/protobuf';
+import type { DescMessage, MessageShape } from '@bufbuild/protobuf';
 import { timestampMs, type Timestamp } from '@bufbuild/protobuf/wkt';
 import { ErrorCodes, PgfleetError } from '@pgfleet/core';
 import type { Client } from '@pgfleet/rpc/client';
@@ -30,10 +23,9 @@ import {
 import { formatBytes, formatProgress, formatTime } from './format.js';
 import { describeDrill } from './drill-format.js';
 import { ProgressView } from './progress-view.js';
+import { JsonText, writeJson } from './json-text.js';
 
 export type Admin = Client<typeof AdminService> & { close(): void };
-
-const JSON_OPTIONS = { alwaysEmitImplicit: true } as const;
 
 /**
  * Rows per listing page the CLI asks for: the controller's largest (admin/paging.ts), so that
@@ -78,96 +70,16 @@ export const err = (text: string): void => {
   process.stderr.write(`${text}\n`);
 };
 
+/** A message, or a list of them, as the CLI's JSON on stdout (json-text.ts), written as it is made. */
 export function printJson<D extends DescMessage>(schema: D, msg: MessageShape<D> | readonly MessageShape<D>[]): void {
-  out(JSON.stringify(jsonOf(schema, msg), null, 2));
+  const text = stdoutJson();
+  writeJson(text, schema, msg, '');
+  text.push('\n');
+  text.end();
 }
 
-/**
- * A message (or a list of them) as the CLI's JSON: protobuf's JSON mapping (lowerCamelCase, every
- * field, timestamps as RFC 3339) made readable for scripts, the one place every `--output json`
- * goes through. Enum values lose their shared prefix and are lower case ("incr", "succeeded", not
- * "BACKUP_TYPE_INCR"), like the tables print them; 64-bit integers (sizes, counts, numeric LSN-like
- * positions) are JSON numbers while they fit in 2^53 and stay decimal strings beyond it, so no
- * value is ever rounded. Fields that are strings in the proto (LSNs such as "0/16B3748", labels)
- * stay strings. NATS events keep canonical protobuf JSON (docs/events.md); this is the CLI's view.
- */
-export function jsonOf<D extends DescMessage>(schema: D, msg: MessageShape<D> | readonly MessageShape<D>[]): unknown {
-  return Array.isArray(msg)
-    ? msg.map((m) => readable(schema, toJson(schema, m, JSON_OPTIONS)))
-    : readable(schema, toJson(schema, msg as MessageShape<D>, JSON_OPTIONS));
-}
-
-const INT64 = new Set<ScalarType>([
-  ScalarType.INT64,
-  ScalarType.UINT64,
-  ScalarType.SINT64,
-  ScalarType.FIXED64,
-  ScalarType.SFIXED64,
-]);
-
-/** "BACKUP_TYPE_INCR" as "incr": the value's name without the enum's shared prefix, lower case. */
-export function enumText(e: DescEnum, json: unknown): unknown {
-  if (typeof json !== 'string') return json; // an unknown number stays a number
-  // protobuf-es keeps the prefix in lower snake case ("job_state_"), as its generated TS names do.
-  const name = json.toLowerCase();
-  const p = e.sharedPrefix?.toLowerCase();
-  return p && name.startsWith(p) && name.length > p.length ? name.slice(p.length) : name;
-}
-
-function int64Number(json: unknown): unknown {
-  if (typeof json !== 'string' || !/^-?\d+$/.test(json)) return json;
-  const n = Number(json);
-  return Number.isSafeInteger(n) ? n : json;
-}
-
-function scalar(t: ScalarType, json: unknown): unknown {
-  return INT64.has(t) ? int64Number(json) : json;
-}
-
-/** Walks protobuf JSON alongside its descriptor, rewriting enum and 64-bit values. */
-function readable(desc: DescMessage, json: unknown): unknown {
-  // Well-known types (Timestamp) have their own JSON form: a string, left as it is.
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) return json;
-  const obj = json as Record<string, unknown>;
-  for (const f of desc.fields) {
-    if (!(f.jsonName in obj)) continue;
-    const v = obj[f.jsonName];
-    obj[f.jsonName] = readableField(f, v);
-  }
-  return obj;
-}
-
-function readableField(f: DescField, v: unknown): unknown {
-  switch (f.fieldKind) {
-    case 'scalar':
-      return scalar(f.scalar, v);
-    case 'enum':
-      return enumText(f.enum, v);
-    case 'message':
-      return readable(f.message, v);
-    case 'list':
-      if (!Array.isArray(v)) return v;
-      return v.map((x) =>
-        f.listKind === 'scalar'
-          ? scalar(f.scalar, x)
-          : f.listKind === 'enum'
-            ? enumText(f.enum, x)
-            : readable(f.message, x),
-      );
-    case 'map': {
-      if (v === null || typeof v !== 'object') return v;
-      const m = v as Record<string, unknown>;
-      for (const k of Object.keys(m))
-        m[k] =
-          f.mapKind === 'scalar'
-            ? scalar(f.scalar, m[k])
-            : f.mapKind === 'enum'
-              ? enumText(f.enum, m[k])
-              : readable(f.message, m[k]);
-      return m;
-    }
-  }
-}
+/** JSON text going to stdout in chunks (stdout is synchronous for files, pipes and terminals on Linux). */
+export const stdoutJson = (): JsonText => new JsonText((chunk) => process.stdout.write(chunk));
 
 export const ms = (t: Timestamp | undefined): number | undefined => (t ? timestampMs(t) : undefined);
 export const stateName = (s: JobState): string => (JobState[s] ?? String(s)).toLowerCase();

@@ -19,7 +19,8 @@ import {
   type ControllerInfo,
 } from '@pgfleet/proto';
 import { formatAge, formatBytes, formatTable } from './format.js';
-import { jsonOf, listAllClusters, out, typeName, type Admin } from './output.js';
+import { writeJson } from './json-text.js';
+import { listAllClusters, out, stdoutJson, typeName, type Admin } from './output.js';
 
 export async function statusCommand(admin: Admin, cluster: string | undefined, json: boolean): Promise<number> {
   const clusters = await listAllClusters(admin);
@@ -33,15 +34,15 @@ export async function statusCommand(admin: Admin, cluster: string | undefined, j
     () => [],
   );
   // JSON: the clusters and every controller of the catalog (a lone one too: which leads what).
-  if (json)
-    out(
-      JSON.stringify(
-        { clusters: jsonOf(ClusterInfoSchema, shown), controllers: jsonOf(ControllerInfoSchema, controllers) },
-        null,
-        2,
-      ),
-    );
-  else {
+  if (json) {
+    const text = stdoutJson();
+    text.push('{\n  "clusters": ');
+    writeJson(text, ClusterInfoSchema, shown, '  ');
+    text.push(',\n  "controllers": ');
+    writeJson(text, ControllerInfoSchema, controllers, '  ');
+    text.push('\n}\n');
+    text.end();
+  } else {
     const now = Date.now();
     out(`${describeStatus(shown, now)}${describeHosts(shown, now)}${describeControllers(controllers, now)}`);
   }
