@@ -45,6 +45,7 @@ import { outboxEvent, timestampMs } from '../jobs/events.js';
 import { effectivePolicy, settingsOf } from '../schedule/policy.js';
 import { nextRun } from '../schedule/schedule.js';
 import { HistoryRecorder } from './history.js';
+import { archiverStatsFromCanonicalJson } from './archiver-json.js';
 
 export interface HealthThresholds {
   /** RPO above this many seconds is a breach; default 300. */
@@ -183,7 +184,8 @@ export interface ArchiverFigures {
 /**
  * The archiver figures an agent reported (its row's JSON) as the protobuf message, parsed once per
  * row object: status reads them three times a cluster (ClusterInfo.archiver, RPO, archive state),
- * and protobuf's JSON parsing was a fifth of a status row's CPU. Throws what fromJson throws.
+ * and protobuf's JSON parsing was a fifth of a status row's CPU; the form heartbeats store is read
+ * without it (archiver-json.ts). Throws what fromJson throws.
  */
 export function archiverStatsFromJson(json: JsonValue): ArchiverStats {
   if (json === null || typeof json !== 'object')
@@ -191,7 +193,11 @@ export function archiverStatsFromJson(json: JsonValue): ArchiverStats {
   let parsed = parsedArchivers.get(json);
   if (!parsed) {
     try {
-      parsed = { stats: fromJson(ArchiverStatsSchema, json, { ignoreUnknownFields: true }) };
+      parsed = {
+        stats:
+          (Array.isArray(json) ? undefined : archiverStatsFromCanonicalJson(json)) ??
+          fromJson(ArchiverStatsSchema, json, { ignoreUnknownFields: true }),
+      };
     } catch (err) {
       parsed = { err };
     }

@@ -38,7 +38,7 @@ import { clusterInfo, serverRoleToProto, walHealthFromRecord, type JobResultJson
 import { standbyLag } from '../agents/choice.js';
 import { archiveFailing, archiverFromJson, groupByCluster, observedAgent, pickAgent, rpoSeconds } from './health.js';
 import { effectiveSchedules, settingsOf, type EffectivePolicy } from '../schedule/policy.js';
-import { BACKUP_PRECEDENCE, dueRuns, nextFireTime } from '../schedule/schedule.js';
+import { BACKUP_PRECEDENCE, fireWindows } from '../schedule/schedule.js';
 import { decodePageToken, encodePageToken, pageSizeOf } from '../admin/paging.js';
 
 type ClusterInfoInit = MessageInitShape<typeof ClusterInfoSchema>;
@@ -306,9 +306,11 @@ export function nextScheduledJob(
     const schedule = { cluster, type: kind, cron, spreadMinutes: policy.spreadMinutes };
     let at: number;
     try {
+      // dueRuns' rule on the shared fire windows (schedule.ts): due when the latest fire time at
+      // or before now is after the last run (or it never ran), else the next fire time.
       const last = lastRun(kind);
-      const [due] = dueRuns(schedule, last === undefined ? undefined : new Date(last), new Date(now));
-      at = (due?.scheduledAt ?? nextFireTime(schedule, new Date(now))).getTime();
+      const w = fireWindows.around(schedule, now);
+      at = last === undefined || w.latest > last ? w.latest : w.next;
     } catch {
       continue; // a bad cron is reported by the scheduler; status shows the others
     }
