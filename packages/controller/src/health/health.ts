@@ -190,39 +190,55 @@ export interface ArchiverFigures {
 export function archiverStatsFromJson(json: JsonValue): ArchiverStats {
   if (json === null || typeof json !== 'object')
     return fromJson(ArchiverStatsSchema, json, { ignoreUnknownFields: true });
+  const parsed = parsedArchiver(json);
+  if ('err' in parsed) throw parsed.err;
+  return parsed.stats;
+}
+
+type ParsedArchiver = { stats: ArchiverStats; figures?: ArchiverFigures } | { err: unknown };
+const parsedArchivers = new WeakMap<object, ParsedArchiver>();
+
+function parsedArchiver(json: object): ParsedArchiver {
   let parsed = parsedArchivers.get(json);
   if (!parsed) {
     try {
       parsed = {
         stats:
           (Array.isArray(json) ? undefined : archiverStatsFromCanonicalJson(json)) ??
-          fromJson(ArchiverStatsSchema, json, { ignoreUnknownFields: true }),
+          fromJson(ArchiverStatsSchema, json as JsonValue, { ignoreUnknownFields: true }),
       };
     } catch (err) {
       parsed = { err };
     }
     parsedArchivers.set(json, parsed);
   }
-  if ('err' in parsed) throw parsed.err;
-  return parsed.stats;
+  return parsed;
 }
-const parsedArchivers = new WeakMap<object, { stats: ArchiverStats } | { err: unknown }>();
 
+/** The figures of an agent row's archiver JSON (undefined when unreadable), kept with its message. */
 export function archiverFromJson(json: unknown): ArchiverFigures | undefined {
   if (json === null || json === undefined) return undefined;
-  try {
-    const a = archiverStatsFromJson(json as JsonValue);
-    return {
-      archivedCount: a.archivedCount,
-      lastArchivedWal: a.lastArchivedWal,
-      lastArchivedTime: timestampMs(a.lastArchivedTime),
-      failedCount: a.failedCount,
-      lastFailedWal: a.lastFailedWal,
-      lastFailedTime: timestampMs(a.lastFailedTime),
-    };
-  } catch {
-    return undefined;
+  if (typeof json !== 'object') {
+    try {
+      return figuresOf(archiverStatsFromJson(json as JsonValue));
+    } catch {
+      return undefined;
+    }
   }
+  const parsed = parsedArchiver(json);
+  if ('err' in parsed) return undefined;
+  return (parsed.figures ??= figuresOf(parsed.stats));
+}
+
+function figuresOf(a: ArchiverStats): ArchiverFigures {
+  return {
+    archivedCount: a.archivedCount,
+    lastArchivedWal: a.lastArchivedWal,
+    lastArchivedTime: timestampMs(a.lastArchivedTime),
+    failedCount: a.failedCount,
+    lastFailedWal: a.lastFailedWal,
+    lastFailedTime: timestampMs(a.lastFailedTime),
+  };
 }
 
 /** What one evaluation of a cluster looks at. */
