@@ -109,7 +109,7 @@ async function clusterStatusRows(
       ctx.store.listHealthStates(names),
       ctx.store.listAgents(names),
       ctx.store.latestBackups(names),
-      ctx.store.latestBackups(names, 'oldest'),
+      ctx.store.oldestBackupStopTimes(names),
       ctx.store.latestJobsPerCluster({
         kind: 'verify',
         state: 'succeeded',
@@ -137,7 +137,7 @@ async function clusterStatusRows(
   }
   const agentsOf = groupByCluster(allAgents);
   const lastBackupOf = new Map(latest.map((b) => [b.cluster, b]));
-  const firstBackupOf = new Map(oldest.map((b) => [b.cluster, b]));
+  const pitrFromOf = new Map(oldest.map((b) => [b.cluster, b.stopTime]));
   const lastDumpOf = new Map(dumps.map((d) => [d.cluster, d]));
   const verifiesOf = groupByCluster(verifies);
   const drillsOf = groupByCluster(drillJobs);
@@ -155,6 +155,7 @@ async function clusterStatusRows(
     const lastGoodDrill = goodDrills.map(drillSummaryFromJob).find((d) => d?.ok === true);
     const rpo = clusterRpo(ctx, c, agent, now);
     const raised = statesOf.get(c.name) ?? [];
+    const pitrFrom = pitrFromOf.get(c.name);
     return clusterInfo(c, agent, lastBackupOf.get(c.name), {
       rpoSeconds: rpo ?? 0,
       rpoKnown: rpo !== undefined,
@@ -170,7 +171,7 @@ async function clusterStatusRows(
       repositories: agent ? [...(ctx.sessions.get(agent.cluster, agent.id)?.repositories ?? [])] : [],
       hosts: clusterHosts(agents),
       // The oldest backup's consistent point is where a cluster's PITR window starts.
-      ...(firstBackupOf.has(c.name) ? { pitrFrom: timestampFromMs(firstBackupOf.get(c.name)!.stopTime) } : {}),
+      ...(pitrFrom !== undefined ? { pitrFrom: timestampFromMs(pitrFrom) } : {}),
       ...(lastDumpOf.has(c.name) ? { lastDump: dumpSummary(lastDumpOf.get(c.name)!) } : {}),
     });
   };
