@@ -9,10 +9,9 @@
  * offsets, nulls, unknown keys) returns undefined and the caller asks fromJson, so the answer is
  * always fromJson's (archiver-json.test.ts compares the two).
  */
-import { create, protoInt64 } from '@bufbuild/protobuf';
+import { protoInt64 } from '@bufbuild/protobuf';
 import type { Timestamp } from '@bufbuild/protobuf/wkt';
-import { TimestampSchema } from '@bufbuild/protobuf/wkt';
-import { ArchiverStatsSchema, type ArchiverStats } from '@pgfleet/proto';
+import type { ArchiverStats } from '@pgfleet/proto';
 
 const KNOWN_KEYS = new Set([
   'archivedCount',
@@ -50,14 +49,16 @@ export function archiverStatsFromCanonicalJson(json: object): ArchiverStats | un
     typeof lastFailedWal !== 'string'
   )
     return undefined;
-  return create(ArchiverStatsSchema, {
+  // Literals, as fromJson's messages are plain objects: create() would copy them field by field.
+  return {
+    $typeName: 'pgfleet.v1.ArchiverStats',
     archivedCount,
     lastArchivedWal,
     ...(lastArchivedTime ? { lastArchivedTime } : {}),
     failedCount,
     lastFailedWal,
     ...(lastFailedTime ? { lastFailedTime } : {}),
-  });
+  };
 }
 
 /** A uint64 field: absent is 0; null: not canonical. */
@@ -78,8 +79,9 @@ function time(v: unknown): Timestamp | undefined | null {
   const ms = Date.parse(`${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}Z`);
   if (Number.isNaN(ms) || ms < MIN_MS || ms > MAX_MS) return null;
   const frac = m[7];
-  return create(TimestampSchema, {
+  return {
+    $typeName: 'google.protobuf.Timestamp',
     seconds: protoInt64.parse(ms / 1000),
     nanos: frac ? Number(frac.padEnd(9, '0')) : 0,
-  });
+  };
 }

@@ -13,7 +13,6 @@
  */
 import { fromJson, type MessageInitShape } from '@bufbuild/protobuf';
 import { timeSlicer } from '@pgfleet/core';
-import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import {
   FLEET_POLICY_SCOPE,
   type AgentRecord,
@@ -34,7 +33,7 @@ import {
   type VerifySummarySchema,
 } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
-import { clusterInfo, serverRoleToProto, walHealthFromRecord, type JobResultJson } from '../wire.js';
+import { clusterInfo, serverRoleToProto, timestampOfMs, walHealthFromRecord, type JobResultJson } from '../wire.js';
 import { standbyLag } from '../agents/choice.js';
 import { archiveFailing, archiverFromJson, groupByCluster, observedAgent, pickAgent, rpoSeconds } from './health.js';
 import { effectiveSchedules, settingsOf, type EffectivePolicy } from '../schedule/policy.js';
@@ -171,7 +170,7 @@ async function clusterStatusRows(
       repositories: agent ? [...(ctx.sessions.get(agent.cluster, agent.id)?.repositories ?? [])] : [],
       hosts: clusterHosts(agents),
       // The oldest backup's consistent point is where a cluster's PITR window starts.
-      ...(pitrFrom !== undefined ? { pitrFrom: timestampFromMs(pitrFrom) } : {}),
+      ...(pitrFrom !== undefined ? { pitrFrom: timestampOfMs(pitrFrom) } : {}),
       ...(lastDumpOf.has(c.name) ? { lastDump: dumpSummary(lastDumpOf.get(c.name)!) } : {}),
     });
   };
@@ -192,7 +191,7 @@ export function dumpSummary(d: DumpRecord): DumpSummaryInit {
   return {
     label: d.label,
     jobId: d.jobId,
-    time: timestampFromMs(d.stopTime),
+    time: timestampOfMs(d.stopTime),
     size: BigInt(d.sizeBytes),
     storedSize: BigInt(d.storedBytes),
     seconds: typeof result?.seconds === 'number' ? result.seconds : (d.stopTime - d.startTime) / 1000,
@@ -218,7 +217,7 @@ export function clusterHosts(agents: readonly AgentRecord[]): ClusterHostInit[] 
         agentId: a.id,
         hostname: a.hostname,
         connected: a.connected,
-        ...(a.lastSeen !== null ? { lastSeen: timestampFromMs(a.lastSeen) } : {}),
+        ...(a.lastSeen !== null ? { lastSeen: timestampOfMs(a.lastSeen) } : {}),
         role: serverRoleToProto(a.role),
         currentLsn: a.currentLsn ?? '',
         lagBytes: BigInt(lag?.againstPrimary ? lag.bytes : 0),
@@ -317,7 +316,7 @@ export function nextScheduledJob(
     }
     if (!best || at < best.at) best = { kind, at, cron };
   }
-  return best && { kind: best.kind, time: timestampFromMs(best.at), schedule: best.cron };
+  return best && { kind: best.kind, time: timestampOfMs(best.at), schedule: best.cron };
 }
 
 function resultOf(job: JobRecord): JobResultJson {
@@ -331,7 +330,7 @@ export function verifySummaryFromJob(job: JobRecord): VerifySummaryInit | undefi
   const v = fromJson(VerifyResultSchema, json, { ignoreUnknownFields: true });
   return {
     jobId: job.id,
-    time: timestampFromMs(job.finishedAt ?? job.createdAt),
+    time: timestampOfMs(job.finishedAt ?? job.createdAt),
     ok: v.ok,
     full: v.full,
     backupsTotal: v.backups.length,
@@ -347,7 +346,7 @@ export function verifySummaryFromJob(job: JobRecord): VerifySummaryInit | undefi
  */
 export function drillSummaryFromJob(job: JobRecord): DrillSummaryInit | undefined {
   if (job.state !== 'succeeded' && job.state !== 'failed' && job.state !== 'cancelled') return undefined;
-  const base = { jobId: job.id, time: timestampFromMs(job.finishedAt ?? job.createdAt) };
+  const base = { jobId: job.id, time: timestampOfMs(job.finishedAt ?? job.createdAt) };
   const json = resultOf(job).drill;
   let result;
   try {
