@@ -2,10 +2,10 @@
 // create() builds from the same values, byte for byte on the wire.
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
-import { create, equals, toBinary } from '@bufbuild/protobuf';
+import { equals, fromJson, toBinary } from '@bufbuild/protobuf';
 import { timestampFromMs, TimestampSchema } from '@bufbuild/protobuf/wkt';
 import type { BackupRecord } from '@pgfleet/catalog';
-import { BackupInfoSchema, BackupType } from '@pgfleet/proto';
+import { BackupInfoSchema } from '@pgfleet/proto';
 import { backupInfoFromRecord, timestampOfMs } from './wire.js';
 
 test('timestampOfMs is timestampFromMs', () => {
@@ -15,7 +15,7 @@ test('timestampOfMs is timestampFromMs', () => {
   }
 });
 
-test('backupInfoFromRecord is the message create() makes of the record', () => {
+test('backupInfoFromRecord is the message of the record, as create() or fromJson make it', () => {
   const b: BackupRecord = {
     cluster: 'db-1',
     label: '20260314-010000F',
@@ -36,24 +36,25 @@ test('backupInfoFromRecord is the message create() makes of the record', () => {
     priorLabel: '20260313-010000F',
     pinned: true,
   };
-  const expected = create(BackupInfoSchema, {
-    label: b.label,
-    cluster: b.cluster,
-    type: BackupType.INCR,
-    startLsn: b.startLsn,
-    stopLsn: b.stopLsn,
-    startTime: timestampFromMs(b.startTime),
-    stopTime: timestampFromMs(b.stopTime),
-    timeline: b.timeline,
-    systemIdentifier: b.systemIdentifier,
-    pgVersion: b.pgVersion,
-    sizeBytes: BigInt(b.sizeBytes),
-    storedBytes: BigInt(b.storedBytes),
-    fileCount: b.fileCount,
-    walStart: b.walStart,
-    walStop: b.walStop,
-    jobId: b.jobId,
-    priorLabel: b.priorLabel,
+  // What the record says, written out as the message's JSON.
+  const expected = fromJson(BackupInfoSchema, {
+    label: '20260314-010000F',
+    cluster: 'db-1',
+    type: 'BACKUP_TYPE_INCR',
+    startLsn: '0/2000028',
+    stopLsn: '0/3000100',
+    startTime: '2026-03-14T01:00:00.123Z',
+    stopTime: '2026-03-14T01:01:00.456Z',
+    timeline: 2,
+    systemIdentifier: '7300000000000000001',
+    pgVersion: 170002,
+    sizeBytes: '123456789',
+    storedBytes: '23456789',
+    fileCount: 1200,
+    walStart: '000000020000000000000002',
+    walStop: '000000020000000000000003',
+    jobId: 'j-1',
+    priorLabel: '20260313-010000F',
     pinned: true,
   });
   const got = backupInfoFromRecord(b);
