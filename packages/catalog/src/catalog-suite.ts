@@ -238,6 +238,10 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           (await store.latestBackups(page, 'oldest')).map((b) => b.label),
           ['c.2-old', 'c0-old'],
         );
+        assert.deepEqual(await store.oldestBackupStopTimes([...page, 'nope']), [
+          { cluster: 'c.2', stopTime: 100 },
+          { cluster: 'c0', stopTime: 100 },
+        ]);
         assert.deepEqual(clusters(await store.latestDumps(page)), page);
         assert.deepEqual(clusters(await store.listHealthStates(page)), page);
         assert.deepEqual(clusters(await store.listScheduleRuns(page)), page);
@@ -252,6 +256,7 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
         // No names: nothing (not the whole fleet).
         assert.deepEqual(await store.listAgents([]), []);
         assert.deepEqual(await store.latestBackups([]), []);
+        assert.deepEqual(await store.oldestBackupStopTimes([]), []);
         assert.deepEqual(await store.latestJobsPerCluster({ kind: 'verify', perCluster: 1, clusters: [] }), []);
       });
 
@@ -622,6 +627,13 @@ export function catalogStoreSuite(name: string, open: () => Promise<CatalogStore
           ],
         );
         assert.deepEqual((await store.latestBackups('main', 'oldest'))[0], (await store.listBackups('main'))[0]);
+        // Its stop time alone, as status reads it, whole fleet or named clusters.
+        const oldest = (await store.latestBackups(undefined, 'oldest')).map((b) => ({
+          cluster: b.cluster,
+          stopTime: b.stopTime,
+        }));
+        assert.deepEqual(await store.oldestBackupStopTimes(), oldest);
+        assert.deepEqual(await store.oldestBackupStopTimes(['other', 'empty', 'main']), oldest);
       });
 
       test('a bad LSN is refused', async () => {

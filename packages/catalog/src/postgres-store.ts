@@ -783,6 +783,22 @@ export class PostgresCatalogStore implements CatalogStore {
     return rows.map(backupFromRow);
   }
 
+  async oldestBackupStopTimes(clusters?: readonly string[]): Promise<Array<{ cluster: string; stopTime: number }>> {
+    const order = 'stop_time, stop_lsn_num, label COLLATE "C"';
+    const rows =
+      clusters === undefined
+        ? await this.query<{ cluster: string; stop_time: number }>(
+            `SELECT DISTINCT ON (cluster COLLATE "C") cluster, stop_time FROM backups ORDER BY cluster COLLATE "C", ${order}`,
+          )
+        : await this.query<{ cluster: string; stop_time: number }>(
+            `SELECT c.name AS cluster, b.stop_time FROM unnest($1::text[]) AS c(name)
+             CROSS JOIN LATERAL (SELECT stop_time FROM backups WHERE cluster = c.name ORDER BY ${order} LIMIT 1) b
+             ORDER BY c.name COLLATE "C"`,
+            [dialect.namesParam(clusters)],
+          );
+    return rows.map((r) => ({ cluster: r.cluster, stopTime: r.stop_time }));
+  }
+
   async setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord> {
     const rows = await this.query<BackupRow>(
       'UPDATE backups SET pinned = $3 WHERE cluster = $1 AND label = $2 RETURNING *',

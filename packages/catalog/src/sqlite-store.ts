@@ -617,6 +617,21 @@ export class SqliteCatalogStore implements CatalogStore {
     return (rows as BackupRow[]).map(backupFromRow);
   }
 
+  async oldestBackupStopTimes(clusters?: readonly string[]): Promise<Array<{ cluster: string; stopTime: number }>> {
+    // One seek of backups_cluster_order per cluster, answered from the index alone.
+    const first = (cluster: string) =>
+      `(SELECT stop_time FROM backups WHERE cluster = ${cluster} ORDER BY stop_time, stop_lsn_num, label LIMIT 1)`;
+    const rows =
+      clusters === undefined
+        ? this.prepare(
+            `SELECT c.cluster AS cluster, ${first('c.cluster')} AS stopTime FROM (SELECT DISTINCT cluster FROM backups) c ORDER BY c.cluster`,
+          ).all()
+        : this.prepare(
+            `SELECT * FROM (SELECT c.value AS cluster, ${first('c.value')} AS stopTime FROM json_each(?) c) WHERE stopTime IS NOT NULL ORDER BY cluster`,
+          ).all(dialect.namesParam(clusters));
+    return rows as Array<{ cluster: string; stopTime: number }>;
+  }
+
   async setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord> {
     const res = this.prepare('UPDATE backups SET pinned = ? WHERE cluster = ? AND label = ?').run(
       pinned ? 1 : 0,

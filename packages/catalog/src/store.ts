@@ -643,6 +643,12 @@ export interface CatalogStore {
    * `end: 'oldest'` gives the first of each instead (where a cluster's PITR window starts).
    */
   latestBackups(clusters?: ClusterSelection, end?: 'newest' | 'oldest'): Promise<BackupRecord[]>;
+  /**
+   * The stop time of each cluster's oldest backup (latestBackups 'oldest' without the rest of the
+   * row), by name; of the named clusters when given. Status shows it as where the PITR window
+   * starts: the index answers it without reading a backup row (a third of latestBackups' cost).
+   */
+  oldestBackupStopTimes(clusters?: readonly string[]): Promise<Array<{ cluster: string; stopTime: number }>>;
 
   /** Sets or clears a backup's pin; UnknownBackup when the catalog has no such backup. */
   setBackupPinned(cluster: string, label: string, pinned: boolean): Promise<BackupRecord>;

@@ -45,6 +45,7 @@ import { outboxEvent, timestampMs } from '../jobs/events.js';
 import { effectivePolicy, settingsOf } from '../schedule/policy.js';
 import { nextRun } from '../schedule/schedule.js';
 import { HistoryRecorder } from './history.js';
+import { archiverStatsFromCanonicalJson } from './archiver-json.js';
 
 export interface HealthThresholds {
   /** RPO above this many seconds is a breach; default 300. */
@@ -183,40 +184,61 @@ export interface ArchiverFigures {
 /**
  * The archiver figures an agent reported (its row's JSON) as the protobuf message, parsed once per
  * row object: status reads them three times a cluster (ClusterInfo.archiver, RPO, archive state),
- * and protobuf's JSON parsing was a fifth of a status row's CPU. Throws what fromJson throws.
+ * and protobuf's JSON parsing was a fifth of a status row's CPU; the form heartbeats store is read
+ * without it (archiver-json.ts). Throws what fromJson throws.
  */
 export function archiverStatsFromJson(json: JsonValue): ArchiverStats {
   if (json === null || typeof json !== 'object')
     return fromJson(ArchiverStatsSchema, json, { ignoreUnknownFields: true });
+  const parsed = parsedArchiver(json);
+  if ('err' in parsed) throw parsed.err;
+  return parsed.stats;
+}
+
+type ParsedArchiver = { stats: ArchiverStats; figures?: ArchiverFigures } | { err: unknown };
+const parsedArchivers = new WeakMap<object, ParsedArchiver>();
+
+function parsedArchiver(json: object): ParsedArchiver {
   let parsed = parsedArchivers.get(json);
   if (!parsed) {
     try {
-      parsed = { stats: fromJson(ArchiverStatsSchema, json, { ignoreUnknownFields: true }) };
+      parsed = {
+        stats:
+          (Array.isArray(json) ? undefined : archiverStatsFromCanonicalJson(json)) ??
+          fromJson(ArchiverStatsSchema, json as JsonValue, { ignoreUnknownFields: true }),
+      };
     } catch (err) {
       parsed = { err };
     }
     parsedArchivers.set(json, parsed);
   }
-  if ('err' in parsed) throw parsed.err;
-  return parsed.stats;
+  return parsed;
 }
-const parsedArchivers = new WeakMap<object, { stats: ArchiverStats } | { err: unknown }>();
 
+/** The figures of an agent row's archiver JSON (undefined when unreadable), kept with its message. */
 export function archiverFromJson(json: unknown): ArchiverFigures | undefined {
   if (json === null || json === undefined) return undefined;
-  try {
-    const a = archiverStatsFromJson(json as JsonValue);
-    return {
-      archivedCount: a.archivedCount,
-      lastArchivedWal: a.lastArchivedWal,
-      lastArchivedTime: timestampMs(a.lastArchivedTime),
-      failedCount: a.failedCount,
-      lastFailedWal: a.lastFailedWal,
-      lastFailedTime: timestampMs(a.lastFailedTime),
-    };
-  } catch {
-    return undefined;
+  if (typeof json !== 'object') {
+    try {
+      return figuresOf(archiverStatsFromJson(json as JsonValue));
+    } catch {
+      return undefined;
+    }
   }
+  const parsed = parsedArchiver(json);
+  if ('err' in parsed) return undefined;
+  return (parsed.figures ??= figuresOf(parsed.stats));
+}
+
+function figuresOf(a: ArchiverStats): ArchiverFigures {
+  return {
+    archivedCount: a.archivedCount,
+    lastArchivedWal: a.lastArchivedWal,
+    lastArchivedTime: timestampMs(a.lastArchivedTime),
+    failedCount: a.failedCount,
+    lastFailedWal: a.lastFailedWal,
+    lastFailedTime: timestampMs(a.lastFailedTime),
+  };
 }
 
 /** What one evaluation of a cluster looks at. */

@@ -13,7 +13,6 @@
  */
 import { fromJson, type MessageInitShape } from '@bufbuild/protobuf';
 import { timeSlicer } from '@pgfleet/core';
-import { timestampFromMs } from '@bufbuild/protobuf/wkt';
 import {
   FLEET_POLICY_SCOPE,
   type AgentRecord,
@@ -34,11 +33,11 @@ import {
   type VerifySummarySchema,
 } from '@pgfleet/proto';
 import type { ControllerContext } from '../context.js';
-import { clusterInfo, serverRoleToProto, walHealthFromRecord, type JobResultJson } from '../wire.js';
+import { clusterInfo, serverRoleToProto, timestampOfMs, walHealthFromRecord, type JobResultJson } from '../wire.js';
 import { standbyLag } from '../agents/choice.js';
 import { archiveFailing, archiverFromJson, groupByCluster, observedAgent, pickAgent, rpoSeconds } from './health.js';
 import { effectiveSchedules, settingsOf, type EffectivePolicy } from '../schedule/policy.js';
-import { BACKUP_PRECEDENCE, dueRuns, nextFireTime } from '../schedule/schedule.js';
+import { BACKUP_PRECEDENCE, fireWindows } from '../schedule/schedule.js';
 import { decodePageToken, encodePageToken, pageSizeOf } from '../admin/paging.js';
 
 type ClusterInfoInit = MessageInitShape<typeof ClusterInfoSchema>;
@@ -109,7 +108,7 @@ async function clusterStatusRows(
       ctx.store.listHealthStates(names),
       ctx.store.listAgents(names),
       ctx.store.latestBackups(names),
-      ctx.store.latestBackups(names, 'oldest'),
+      ctx.store.oldestBackupStopTimes(names),
       ctx.store.latestJobsPerCluster({
         kind: 'verify',
         state: 'succeeded',
@@ -137,7 +136,7 @@ async function clusterStatusRows(
   }
   const agentsOf = groupByCluster(allAgents);
   const lastBackupOf = new Map(latest.map((b) => [b.cluster, b]));
-  const firstBackupOf = new Map(oldest.map((b) => [b.cluster, b]));
+  const pitrFromOf = new Map(oldest.map((b) => [b.cluster, b.stopTime]));
   const lastDumpOf = new Map(dumps.map((d) => [d.cluster, d]));
   const verifiesOf = groupByCluster(verifies);
   const drillsOf = groupByCluster(drillJobs);
@@ -155,6 +154,7 @@ async function clusterStatusRows(
     const lastGoodDrill = goodDrills.map(drillSummaryFromJob).find((d) => d?.ok === true);
     const rpo = clusterRpo(ctx, c, agent, now);
     const raised = statesOf.get(c.name) ?? [];
+    const pitrFrom = pitrFromOf.get(c.name);
     return clusterInfo(c, agent, lastBackupOf.get(c.name), {
       rpoSeconds: rpo ?? 0,
       rpoKnown: rpo !== undefined,
@@ -170,7 +170,7 @@ async function clusterStatusRows(
       repositories: agent ? [...(ctx.sessions.get(agent.cluster, agent.id)?.repositories ?? [])] : [],
       hosts: clusterHosts(agents),
       // The oldest backup's consistent point is where a cluster's PITR window starts.
-      ...(firstBackupOf.has(c.name) ? { pitrFrom: timestampFromMs(firstBackupOf.get(c.name)!.stopTime) } : {}),
+      ...(pitrFrom !== undefined ? { pitrFrom: timestampOfMs(pitrFrom) } : {}),
       ...(lastDumpOf.has(c.name) ? { lastDump: dumpSummary(lastDumpOf.get(c.name)!) } : {}),
     });
   };
@@ -191,7 +191,7 @@ export function dumpSummary(d: DumpRecord): DumpSummaryInit {
   return {
     label: d.label,
     jobId: d.jobId,
-    time: timestampFromMs(d.stopTime),
+    time: timestampOfMs(d.stopTime),
     size: BigInt(d.sizeBytes),
     storedSize: BigInt(d.storedBytes),
     seconds: typeof result?.seconds === 'number' ? result.seconds : (d.stopTime - d.startTime) / 1000,
@@ -217,7 +217,7 @@ export function clusterHosts(agents: readonly AgentRecord[]): ClusterHostInit[] 
         agentId: a.id,
         hostname: a.hostname,
         connected: a.connected,
-        ...(a.lastSeen !== null ? { lastSeen: timestampFromMs(a.lastSeen) } : {}),
+        ...(a.lastSeen !== null ? { lastSeen: timestampOfMs(a.lastSeen) } : {}),
         role: serverRoleToProto(a.role),
         currentLsn: a.currentLsn ?? '',
         lagBytes: BigInt(lag?.againstPrimary ? lag.bytes : 0),
@@ -306,15 +306,17 @@ export function nextScheduledJob(
     const schedule = { cluster, type: kind, cron, spreadMinutes: policy.spreadMinutes };
     let at: number;
     try {
+      // dueRuns' rule on the shared fire windows (schedule.ts): due when the latest fire time at
+      // or before now is after the last run (or it never ran), else the next fire time.
       const last = lastRun(kind);
-      const [due] = dueRuns(schedule, last === undefined ? undefined : new Date(last), new Date(now));
-      at = (due?.scheduledAt ?? nextFireTime(schedule, new Date(now))).getTime();
+      const w = fireWindows.around(schedule, now);
+      at = last === undefined || w.latest > last ? w.latest : w.next;
     } catch {
       continue; // a bad cron is reported by the scheduler; status shows the others
     }
     if (!best || at < best.at) best = { kind, at, cron };
   }
-  return best && { kind: best.kind, time: timestampFromMs(best.at), schedule: best.cron };
+  return best && { kind: best.kind, time: timestampOfMs(best.at), schedule: best.cron };
 }
 
 function resultOf(job: JobRecord): JobResultJson {
@@ -328,7 +330,7 @@ export function verifySummaryFromJob(job: JobRecord): VerifySummaryInit | undefi
   const v = fromJson(VerifyResultSchema, json, { ignoreUnknownFields: true });
   return {
     jobId: job.id,
-    time: timestampFromMs(job.finishedAt ?? job.createdAt),
+    time: timestampOfMs(job.finishedAt ?? job.createdAt),
     ok: v.ok,
     full: v.full,
     backupsTotal: v.backups.length,
@@ -344,7 +346,7 @@ export function verifySummaryFromJob(job: JobRecord): VerifySummaryInit | undefi
  */
 export function drillSummaryFromJob(job: JobRecord): DrillSummaryInit | undefined {
   if (job.state !== 'succeeded' && job.state !== 'failed' && job.state !== 'cancelled') return undefined;
-  const base = { jobId: job.id, time: timestampFromMs(job.finishedAt ?? job.createdAt) };
+  const base = { jobId: job.id, time: timestampOfMs(job.finishedAt ?? job.createdAt) };
   const json = resultOf(job).drill;
   let result;
   try {

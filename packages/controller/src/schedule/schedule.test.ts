@@ -8,6 +8,7 @@ import {
   ConcurrencyGate,
   CronSchedule,
   dueRuns,
+  FireWindows,
   nextFireTime,
   nextRun,
   Scheduler,
@@ -140,6 +141,60 @@ describe('cron evaluation (UTC, 5 fields)', () => {
       if (latest <= lastRun.getTime()) assert.equal(due, undefined);
       else assert.equal(due?.scheduledAt.getTime(), latest);
     }
+  });
+
+  test('fire windows: one computation per fire time, exact across fire times, policy and spread changes', () => {
+    // The clock is the argument: the instants walk a day minute by minute, over a change of the
+    // cluster's cron expression and of its spreading window, and every answer is compared with
+    // cron-parser's uncached one.
+    const windows = new FireWindows();
+    const uncached = (cron: string, spread: number, t: number) => {
+      const offset = spreadOffsetMs('db-7', spread);
+      const s = CronSchedule.parse(cron);
+      return {
+        latest: s.latestUncached(new Date(t - offset)).getTime() + offset,
+        next: s.nextUncached(new Date(t - offset)).getTime() + offset,
+      };
+    };
+    const start = at('2026-03-14T00:00:00Z').getTime();
+    const phases = [
+      { cron: '0 */6 * * *', spread: 60, until: start + 8 * HOUR },
+      { cron: '30 1 * * *', spread: 60, until: start + 16 * HOUR }, // the policy's schedule changed
+      { cron: '30 1 * * *', spread: 0, until: start + DAY }, // its spreading window changed
+    ];
+    let t = start;
+    let fireTimesPassed = 0;
+    let previous: number | undefined;
+    for (const { cron, spread, until } of phases) {
+      const schedule = { cluster: 'db-7', type: 'full' as const, cron, spreadMinutes: spread };
+      fireTimesPassed++; // a change of schedule is a new window
+      previous = undefined;
+      for (; t < until; t += MIN) {
+        const w = windows.around(schedule, t);
+        assert.deepEqual({ latest: w.latest, next: w.next }, uncached(cron, spread, t), `${cron} ${spread} at ${t}`);
+        assert.equal(nextFireTime(schedule, new Date(t)).getTime(), w.next);
+        if (previous !== undefined && w.latest !== previous) fireTimesPassed++;
+        previous = w.latest;
+      }
+    }
+    // Computed once per window (a fire time passed or the schedule changed), not once per ask.
+    assert.equal(windows.computed, fireTimesPassed);
+    // An instant before the window (a clock set back) is answered for that instant.
+    const schedule = { cluster: 'db-7', type: 'full' as const, cron: '30 1 * * *', spreadMinutes: 0 };
+    const back = windows.around(schedule, start);
+    assert.deepEqual({ latest: back.latest, next: back.next }, uncached('30 1 * * *', 0, start));
+  });
+
+  test('a due run and the next fire time after a recorded run follow the window', () => {
+    const schedule = { cluster: 'db-9', type: 'incr' as const, cron: '0 * * * *', spreadMinutes: 0 };
+    const now = at('2026-03-14T09:26:00Z');
+    assert.equal(iso(dueRuns(schedule, undefined, now)[0]!.scheduledAt), '2026-03-14T09:00:00.000Z');
+    // Recorded: not due until 10:00, then due for 10:00, owed since 10:00.
+    const ran = at('2026-03-14T09:00:00Z');
+    assert.deepEqual(dueRuns(schedule, ran, at('2026-03-14T09:59:59.999Z')), []);
+    const [due] = dueRuns(schedule, ran, at('2026-03-14T10:00:00Z'));
+    assert.equal(iso(due!.scheduledAt), '2026-03-14T10:00:00.000Z');
+    assert.equal(iso(due!.dueSince!), '2026-03-14T10:00:00.000Z');
   });
 
   const invalid: Array<[string, RegExp]> = [

@@ -229,8 +229,73 @@ export interface DueRun<K extends ScheduleKind = BackupKind> {
   dueSince: Date | undefined;
 }
 
+/**
+ * Where an instant stands among one schedule's fire times (its cluster's offset included): the
+ * latest fire time at or before it and the first after it.
+ */
+export interface FireWindow {
+  latest: number;
+  next: number;
+}
+
+/**
+ * The fire window of each cluster's schedule of each kind around the last instant asked. For any
+ * t in [latest, next) the latest fire time at or before t is `latest` and the first after it is
+ * `next`: the window answers every question until `next` passes (or the cron expression or the
+ * spreading window of the schedule changes, which the entry is checked against). `pgfleet status`
+ * and every scheduler round ask each cluster's schedules about `now`: from the window that is two
+ * comparisons instead of a cron lookup, a spread offset hash lookup and two Dates, about once per
+ * fire time per schedule. Only a cache: its answers are the cron-parser's (schedule.test.ts).
+ */
+export class FireWindows {
+  private readonly byCluster = new Map<string, Map<ScheduleKind, FireWindow & { cron: string; spread: number }>>();
+  /** Windows computed (not answered from an entry), for tests and benchmarks. */
+  computed = 0;
+
+  constructor(private readonly maxClusters = 200_000) {}
+
+  /** The window around `now`. Throws what CronSchedule.parse throws, and when no fire time is at or before now. */
+  around(schedule: BackupSchedule<ScheduleKind>, now: number): FireWindow {
+    const spread = schedule.spreadMinutes ?? 0;
+    let kinds = this.byCluster.get(schedule.cluster);
+    const known = kinds?.get(schedule.type);
+    if (known && known.cron === schedule.cron && known.spread === spread && known.latest <= now && now < known.next)
+      return known;
+    const cron = CronSchedule.parse(schedule.cron);
+    const offset = spreadOffsetMs(schedule.cluster, spread);
+    const latest = cron.latest(new Date(now - offset)).getTime() + offset;
+    const next = cron.next(new Date(now - offset)).getTime() + offset;
+    this.computed++;
+    if (!kinds) {
+      if (this.byCluster.size >= this.maxClusters) this.byCluster.clear();
+      kinds = new Map();
+      this.byCluster.set(schedule.cluster, kinds);
+    }
+    const entry = { latest, next, cron: schedule.cron, spread };
+    kinds.set(schedule.type, entry);
+    return entry;
+  }
+
+  /** The entry holding `at` for the schedule, without computing one. */
+  peek(schedule: BackupSchedule<ScheduleKind>, at: number): FireWindow | undefined {
+    const known = this.byCluster.get(schedule.cluster)?.get(schedule.type);
+    return known &&
+      known.cron === schedule.cron &&
+      known.spread === (schedule.spreadMinutes ?? 0) &&
+      known.latest <= at &&
+      at < known.next
+      ? known
+      : undefined;
+  }
+}
+
+/** The windows status and the scheduler share (both ask about now, the same windows). */
+export const fireWindows = new FireWindows();
+
 /** The next fire time of the schedule strictly after `after`, offset included. */
 export function nextFireTime(schedule: BackupSchedule<ScheduleKind>, after: Date): Date {
+  const known = fireWindows.peek(schedule, after.getTime());
+  if (known) return new Date(known.next);
   const offset = spreadOffsetMs(schedule.cluster, schedule.spreadMinutes ?? 0);
   return new Date(
     CronSchedule.parse(schedule.cron)
@@ -250,13 +315,19 @@ export function dueRuns<K extends ScheduleKind>(
   lastRun: Date | undefined,
   now: Date,
 ): [] | [DueRun<K>] {
-  const cron = CronSchedule.parse(schedule.cron);
+  const { latest } = fireWindows.around(schedule, now.getTime());
+  if (lastRun !== undefined && latest <= lastRun.getTime()) return [];
+  const scheduledAt = new Date(latest);
+  // Owed since the first fire time after lastRun: asked only of a due run, so not cached.
   const offset = spreadOffsetMs(schedule.cluster, schedule.spreadMinutes ?? 0);
-  const latest = cron.latest(new Date(now.getTime() - offset));
-  const scheduledAt = new Date(latest.getTime() + offset);
-  if (lastRun !== undefined && scheduledAt.getTime() <= lastRun.getTime()) return [];
   const dueSince =
-    lastRun === undefined ? undefined : new Date(cron.next(new Date(lastRun.getTime() - offset)).getTime() + offset);
+    lastRun === undefined
+      ? undefined
+      : new Date(
+          CronSchedule.parse(schedule.cron)
+            .next(new Date(lastRun.getTime() - offset))
+            .getTime() + offset,
+        );
   return [{ cluster: schedule.cluster, type: schedule.type, scheduledAt, dueSince }];
 }
 
