@@ -101,6 +101,32 @@ function listText(out: JsonText, items: readonly unknown[], indent: string, writ
   out.push(`${close}]`);
 }
 
+/**
+ * A list written in parts (a page at a time): the same text as writeJson of the whole list.
+ * `add` writes some items, `end` closes the list.
+ */
+export function jsonList<D extends DescMessage>(
+  out: JsonText,
+  schema: D,
+  indent: string,
+): { add(items: readonly MessageShape<D>[]): void; end(): void } {
+  const write = messageWriter(schema);
+  const { inner, next, close } = layout(indent);
+  let any = false;
+  return {
+    add(items) {
+      for (const item of items) {
+        out.push(any ? next : `[\n${inner}`);
+        any = true;
+        write(out, item, inner);
+      }
+    },
+    end() {
+      out.push(any ? `${close}]` : '[]');
+    },
+  };
+}
+
 const writers = new WeakMap<DescMessage, Writer>();
 
 function messageWriter(desc: DescMessage): Writer {

@@ -33,26 +33,55 @@ export type Admin = Client<typeof AdminService> & { close(): void };
  */
 const PAGE_SIZE = 5000;
 
-/** Every row of a paged listing: calls again with the token until the last page. */
-export async function allPages<T>(
-  page: (pageToken: string) => Promise<{ rows: T[]; nextPageToken: string }>,
-): Promise<T[]> {
+/** One page of a paged listing: its rows and the token of the next page ('' after the last). */
+export type Page<T> = { rows: T[]; nextPageToken: string };
+
+/**
+ * The pages of a paged listing, in order, asking for the next page as soon as a page arrives, before
+ * the caller works on it: the controller builds page N+1 while the CLI decodes and formats page N.
+ * At most one request is ahead of the caller. A failing page throws its error where it would have
+ * come in order (after the pages before it were yielded).
+ */
+export async function* prefetchPages<T>(page: (pageToken: string) => Promise<Page<T>>): AsyncGenerator<T[]> {
+  const ask = (token: string): Promise<Page<T>> => {
+    const p = page(token);
+    // Handled here so that a page failing while the caller works on the one before it is not an
+    // unhandled rejection; the loop awaits it and throws its error in order.
+    p.catch(() => {});
+    return p;
+  };
+  let pending = ask('');
+  for (;;) {
+    const r = await pending;
+    if (r.nextPageToken === '') {
+      yield r.rows;
+      return;
+    }
+    pending = ask(r.nextPageToken);
+    yield r.rows;
+  }
+}
+
+/** Every row of a paged listing (prefetchPages). */
+export async function allPages<T>(page: (pageToken: string) => Promise<Page<T>>): Promise<T[]> {
   const rows: T[] = [];
-  let token = '';
-  do {
-    const r = await page(token);
-    rows.push(...r.rows);
-    token = r.nextPageToken;
-  } while (token !== '');
+  for await (const p of prefetchPages(page)) rows.push(...p);
   return rows;
 }
 
-/** Every cluster's status (ListClusters, every page), in name order. */
-export function listAllClusters(admin: Admin): Promise<ClusterInfo[]> {
-  return allPages(async (pageToken) => {
+/** The pages of ListClusters (prefetchPages), in name order. */
+export function clusterPages(admin: Admin): AsyncGenerator<ClusterInfo[]> {
+  return prefetchPages(async (pageToken) => {
     const r = await admin.listClusters({ pageSize: PAGE_SIZE, pageToken });
     return { rows: r.clusters, nextPageToken: r.nextPageToken };
   });
+}
+
+/** Every cluster's status (ListClusters, every page), in name order. */
+export async function listAllClusters(admin: Admin): Promise<ClusterInfo[]> {
+  const rows: ClusterInfo[] = [];
+  for await (const p of clusterPages(admin)) rows.push(...p);
+  return rows;
 }
 
 /** Every backup of a cluster (ListBackups, every page), oldest first. */

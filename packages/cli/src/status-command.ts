@@ -19,13 +19,30 @@ import {
   type ControllerInfo,
 } from '@pgfleet/proto';
 import { formatAge, formatBytes, formatTable } from './format.js';
-import { writeJson } from './json-text.js';
-import { listAllClusters, out, stdoutJson, typeName, type Admin } from './output.js';
+import { JsonText, jsonList, writeJson } from './json-text.js';
+import { clusterPages, out, stdoutJson, typeName, type Admin } from './output.js';
 
 export async function statusCommand(admin: Admin, cluster: string | undefined, json: boolean): Promise<number> {
-  const clusters = await listAllClusters(admin);
-  const shown = cluster === undefined ? clusters : clusters.filter((c) => c.name === cluster);
-  if (cluster !== undefined && shown.length === 0) {
+  // Each page is turned into its JSON text or table cells while the controller builds the next
+  // (clusterPages asks for it first); nothing is printed until every page came, so a failing page
+  // prints nothing but its error.
+  const now = Date.now();
+  const chunks: string[] = [];
+  const text = new JsonText((chunk) => chunks.push(chunk));
+  const list = jsonList(text, ClusterInfoSchema, '  ');
+  const statusRows: string[][] = [];
+  const hostRows: string[][] = [];
+  let count = 0;
+  for await (const page of clusterPages(admin)) {
+    const shown = cluster === undefined ? page : page.filter((c) => c.name === cluster);
+    count += shown.length;
+    if (json) list.add(shown);
+    else {
+      for (const c of shown) statusRows.push(statusCells(c, now));
+      hostRows.push(...hostCells(shown, now));
+    }
+  }
+  if (cluster !== undefined && count === 0) {
     throw new PgfleetError('UnknownCluster', `cluster '${cluster}' is not known to the controller`);
   }
   // A controller older than ListControllers answers UNIMPLEMENTED: its status goes without them.
@@ -35,16 +52,17 @@ export async function statusCommand(admin: Admin, cluster: string | undefined, j
   );
   // JSON: the clusters and every controller of the catalog (a lone one too: which leads what).
   if (json) {
-    const text = stdoutJson();
-    text.push('{\n  "clusters": ');
-    writeJson(text, ClusterInfoSchema, shown, '  ');
-    text.push(',\n  "controllers": ');
-    writeJson(text, ControllerInfoSchema, controllers, '  ');
-    text.push('\n}\n');
+    list.end();
     text.end();
+    const outText = stdoutJson();
+    outText.push('{\n  "clusters": ');
+    for (const chunk of chunks) outText.push(chunk);
+    outText.push(',\n  "controllers": ');
+    writeJson(outText, ControllerInfoSchema, controllers, '  ');
+    outText.push('\n}\n');
+    outText.end();
   } else {
-    const now = Date.now();
-    out(`${describeStatus(shown, now)}${describeHosts(shown, now)}${describeControllers(controllers, now)}`);
+    out(`${statusTable(statusRows)}${hostsTable(hostRows)}${describeControllers(controllers, now)}`);
   }
   return 0;
 }
@@ -64,26 +82,46 @@ export function describeControllers(controllers: readonly ControllerInfo[], now:
 
 const ago = (t: ClusterInfo['lastSeen'], now: number): string => (t ? formatAge((now - timestampMs(t)) / 1000) : '-');
 
+const STATUS_HEADER = [
+  'CLUSTER',
+  'AGENT',
+  'LAST BACKUP',
+  'AGE',
+  'LAST DUMP',
+  'RPO',
+  'ARCHIVE',
+  'NEXT JOB',
+  'VERIFY',
+  'DRILL',
+  'ALERTS',
+];
+
 /** The status table; `now` (ms) is the clock ages are measured against. */
 export function describeStatus(clusters: readonly ClusterInfo[], now: number): string {
-  if (clusters.length === 0) return 'no clusters yet: a cluster appears when its agent first connects';
-  return formatTable(
-    ['CLUSTER', 'AGENT', 'LAST BACKUP', 'AGE', 'LAST DUMP', 'RPO', 'ARCHIVE', 'NEXT JOB', 'VERIFY', 'DRILL', 'ALERTS'],
-    clusters.map((c) => [
-      c.name,
-      c.agentConnected ? 'connected' : c.agentId ? `gone ${ago(c.lastSeen, now)}` : 'none',
-      c.lastBackup ? `${c.lastBackup.label} (${typeName(c.lastBackup.type)})` : '-',
-      ago(c.lastBackup?.stopTime, now),
-      // The newest complete logical dump and its age (pgfleet dumps lists them all).
-      c.lastDump ? `${c.lastDump.label} ${ago(c.lastDump.time, now)} ago` : '-',
-      c.rpoKnown ? formatAge(c.rpoSeconds) : '-',
-      c.archiveState || 'unknown',
-      nextJob(c, now),
-      c.lastVerify ? `${c.lastVerify.ok ? 'ok' : 'FAILED'} ${ago(c.lastVerify.time, now)} ago` : '-',
-      drill(c),
-      c.alerts.length ? c.alerts.join(',') : '-',
-    ]),
-  );
+  return statusTable(clusters.map((c) => statusCells(c, now)));
+}
+
+function statusTable(rows: string[][]): string {
+  if (rows.length === 0) return 'no clusters yet: a cluster appears when its agent first connects';
+  return formatTable(STATUS_HEADER, rows);
+}
+
+/** A cluster's row of the status table. */
+function statusCells(c: ClusterInfo, now: number): string[] {
+  return [
+    c.name,
+    c.agentConnected ? 'connected' : c.agentId ? `gone ${ago(c.lastSeen, now)}` : 'none',
+    c.lastBackup ? `${c.lastBackup.label} (${typeName(c.lastBackup.type)})` : '-',
+    ago(c.lastBackup?.stopTime, now),
+    // The newest complete logical dump and its age (pgfleet dumps lists them all).
+    c.lastDump ? `${c.lastDump.label} ${ago(c.lastDump.time, now)} ago` : '-',
+    c.rpoKnown ? formatAge(c.rpoSeconds) : '-',
+    c.archiveState || 'unknown',
+    nextJob(c, now),
+    c.lastVerify ? `${c.lastVerify.ok ? 'ok' : 'FAILED'} ${ago(c.lastVerify.time, now)} ago` : '-',
+    drill(c),
+    c.alerts.length ? c.alerts.join(',') : '-',
+  ];
 }
 
 const ROLE_NAMES: Record<ServerRole, string> = {
@@ -94,7 +132,17 @@ const ROLE_NAMES: Record<ServerRole, string> = {
 
 /** The hosts table (after a blank line), or '' when no cluster has an agent yet. */
 export function describeHosts(clusters: readonly ClusterInfo[], now: number): string {
-  const rows = clusters.flatMap((c) =>
+  return hostsTable(hostCells(clusters, now));
+}
+
+function hostsTable(rows: string[][]): string {
+  if (rows.length === 0) return '';
+  return `\n\n${formatTable(['CLUSTER', 'AGENT', 'HOST', 'ROLE', 'STATE', 'LSN', 'LAG'], rows)}`;
+}
+
+/** The hosts table's rows of these clusters. */
+function hostCells(clusters: readonly ClusterInfo[], now: number): string[][] {
+  return clusters.flatMap((c) =>
     c.hosts.map((h) => [
       c.name,
       h.agentId,
@@ -105,8 +153,6 @@ export function describeHosts(clusters: readonly ClusterInfo[], now: number): st
       lag(h),
     ]),
   );
-  if (rows.length === 0) return '';
-  return `\n\n${formatTable(['CLUSTER', 'AGENT', 'HOST', 'ROLE', 'STATE', 'LSN', 'LAG'], rows)}`;
 }
 
 /** A standby's lag: bytes behind the primary (or, without the primary's position, received but not replayed) and replay delay. */
