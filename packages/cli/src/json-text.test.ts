@@ -19,7 +19,7 @@ import {
   JobSchema,
   JobState,
 } from '@pgfleet/proto';
-import { jsonText } from './json-text.js';
+import { JsonText, jsonList, jsonText, writeJson } from './json-text.js';
 
 /**
  * The CLI's JSON as it was made before json-text.ts, kept as the reference the one-pass writer
@@ -232,4 +232,17 @@ test('--output json: enum values as the tables print them, 64-bit numbers as num
     list.map((b) => b.type),
     ['unspecified'],
   );
+});
+
+test('a list written a page at a time is the same text as the whole list', () => {
+  const cs = ['a', 'b', 'c'].map((name) => create(ClusterInfoSchema, { name, agentConnected: true, alerts: ['x'] }));
+  for (const parts of [[cs], [cs.slice(0, 1), [], cs.slice(1)], [[]], []]) {
+    const text = new JsonText();
+    const list = jsonList(text, ClusterInfoSchema, '  ');
+    for (const p of parts) list.add(p);
+    list.end();
+    const whole = new JsonText();
+    writeJson(whole, ClusterInfoSchema, parts.flat(), '  ');
+    assert.equal(text.end(), whole.end());
+  }
 });
