@@ -148,7 +148,8 @@ export async function openDumpSnapshot(o: {
         `SELECT r.oid::text AS oid, n.nspname AS schema, r.relname AS name, r.reltuples::bigint::text AS est,
                 r.relkind::text AS kind, r.relpages AS pages,
                 EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid
-                                                    AND d.deptype = 'e') AS extension
+                                                    AND d.deptype = 'e')
+                  AND NOT EXISTS (SELECT 1 FROM pg_extension x WHERE r.oid = ANY (x.extconfig)) AS extension
            FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
           WHERE r.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
@@ -159,9 +160,10 @@ export async function openDumpSnapshot(o: {
       oid: r.oid,
       table: { schema: r.schema, name: r.name, rowEstimate: BigInt(r.est) },
     }));
-    // Extension members are left out: pg_dump dumps no data of theirs but a configuration table's
-    // (pg_extension_config_dump), and only the rows its filter selects, which count(*) would not
-    // match. Largest first: the first count overlaps pg_dump's own start (its catalog queries, one
+    // Extension members other than configuration tables are left out: pg_dump dumps no data of
+    // theirs, CREATE EXTENSION makes them anew. A configuration table (pg_extension_config_dump)
+    // is counted: pg_dump dumps the rows its filter selects and CREATE EXTENSION makes the others,
+    // so the restored table holds as many rows as the source's (a drill compares them). Largest first: the first count overlaps pg_dump's own start (its catalog queries, one
     // process), when a core is still idle; the later ones take what pg_dump's workers leave.
     const counted = rows.filter((r) => r.kind === 'r' && !r.extension).sort((x, y) => y.pages - x.pages);
     const name = (r: { schema: string; name: string }) => `${quoteIdentifier(r.schema)}.${quoteIdentifier(r.name)}`;

@@ -332,15 +332,17 @@ async function dumpDatabase(
 ): Promise<DumpedDatabaseInit> {
   const t0 = Date.now();
   const dir = join(spool, db.oid);
-  await mkdir(spool, { recursive: true, mode: 0o700 });
-  o.progress({ phase: 'dump', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message: db.name });
-  // pg_dump dumps in the agent's snapshot, whose transaction counts each table's rows meanwhile (dump-snapshot.ts).
-  const snapshot = await (opened ?? openSnapshot(o, db.name));
+  let snapshot: DumpSnapshot | undefined;
   try {
+    await mkdir(spool, { recursive: true, mode: 0o700 });
+    o.progress({ phase: 'dump', bytesDone: 0, bytesTotal: 0, filesDone: 0, filesTotal: 0, message: db.name });
+    // pg_dump dumps in the agent's snapshot, whose transaction counts each table's rows meanwhile (dump-snapshot.ts).
+    snapshot = await (opened ?? openSnapshot(o, db.name));
     return await dumpInSnapshot(o, binDir, prefix, dir, db, snapshot, t0);
   } finally {
     // Only once pg_dump has ended: its workers import the snapshot while this transaction lives.
-    await snapshot.close();
+    // One opened beforehand is closed too when this failed before taking it (its locks, its xmin).
+    await (snapshot ?? (await opened?.catch(() => undefined)))?.close();
   }
 }
 
