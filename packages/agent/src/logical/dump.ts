@@ -249,8 +249,12 @@ export async function runDump(o: DumpOptions): Promise<DumpResultInit> {
     );
     return result;
   } catch (caught) {
-    // A lease not written stopped the dump: that is the failure to report, not the stop it caused.
-    const err: unknown = leaseFailed.signal.aborted && !o.signal.aborted ? leaseFailed.signal.reason : caught;
+    // A lease not written stopped the dump: that is the failure to report, not the stop it caused,
+    // unless the dump had already failed for a reason of its own (a code of its own, e.g. DiskFull).
+    const leaseError: unknown = leaseFailed.signal.aborted && !o.signal.aborted ? leaseFailed.signal.reason : undefined;
+    const ownFailure =
+      caught instanceof PgfleetError && caught !== leaseError && !PgfleetError.is(caught, 'DumpFailed');
+    const err: unknown = leaseError !== undefined && !ownFailure ? leaseError : caught;
     // A cancel stays a cancel; anything that is not already a pgfleet condition is a failed dump.
     if (err instanceof PgfleetError || o.signal.aborted) throw err;
     throw new PgfleetError('DumpFailed', `dump ${o.label}: ${(err as Error).message}`, { cause: err });
@@ -380,7 +384,14 @@ async function dumpInSnapshot(
   const key = (name: string) => `${prefix}/${db.oid}/${name}`;
   // Nothing is stored before the dump's lease is (DumpRun); pg_dump's file waits in the spool.
   const store = async (name: string, content: Readable) => {
-    await o.leased;
+    // A cancel is not held up by a lease write that hangs (pg_dump is stopped by it already).
+    await Promise.race([
+      o.leased,
+      new Promise<never>((_, reject) => {
+        if (o.signal.aborted) reject(o.signal.reason);
+        else o.signal.addEventListener('abort', () => reject(o.signal.reason), { once: true });
+      }),
+    ]);
     return (await o.repo.writeObject(
       key(name),
       content,
