@@ -210,7 +210,10 @@ describe('in-place PITR of the cluster, then more writes', { timeout: 900_000 },
   const times: Record<string, string> = {};
 
   before(async () => {
-    fleet = await startFleet({ cluster: 'inplace' });
+    // Heartbeats only at connect and after each job: the controller still names timeline 1 when
+    // the restores below start, as it would for a heartbeat interval after any promotion. The
+    // agent on the cluster's primary reads the live timeline itself (JobContext.liveTimeline).
+    fleet = await startFleet({ cluster: 'inplace', controllerArgs: ['--heartbeat-interval', '3600'] });
     const pg = fleet.pg;
     await pg.query('CREATE TABLE items (id int PRIMARY KEY, note text NOT NULL)');
     await pg.query(`INSERT INTO items SELECT g, 'base ' || g FROM generate_series(1, 300) g`);

@@ -598,6 +598,22 @@ export class AgentDaemon {
     return repo;
   }
 
+  /** JobContext.liveTimeline: this cluster's primary's timeline read now when it is newer than `given`. */
+  private async liveTimeline(cluster: string, given: number): Promise<number> {
+    if (cluster !== this.s.cluster) return given;
+    try {
+      const c = await connectPg(this.s.pg);
+      try {
+        const p = await serverPosition(c);
+        return p.inRecovery ? given : Math.max(given, p.timeline);
+      } finally {
+        await c.end();
+      }
+    } catch {
+      return given; // the server is down: the controller's word is all there is
+    }
+  }
+
   /** Opens the job's repositories and runs it by its kind's module (jobs/registry.ts). */
   private async runJob(job: Job, signal: AbortSignal, log: Logger, progress: (p: Progress) => void) {
     const specs = jobRepositories(this.s, job, log);
@@ -612,6 +628,7 @@ export class AgentDaemon {
         this.exclusive.add(key);
         return () => this.exclusive.delete(key);
       },
+      liveTimeline: (cluster, given) => this.liveTimeline(cluster, given),
       requestWalSwitch: (lsn) => this.send({ msg: { case: 'walSwitch', value: { jobId: job.jobId, lsn } } }),
       ...(this.rateLimit ? { rateLimit: this.rateLimit } : {}),
       log,

@@ -6,7 +6,7 @@
 import { captureSourceCounts } from '../drill/capture.js';
 import { DrillFailure, runDrill } from '../drill/drill.js';
 import { runDumpDrill } from '../drill/dump-drill.js';
-import type { AgentJobKind, JobContext } from './job-kind.js';
+import { liveTimelineOption, type AgentJobKind, type JobContext } from './job-kind.js';
 import { recoveryTargetSpec } from './recovery-target.js';
 
 /** What every job restoring into the scratch area takes from the agent (drills, recover-table). */
@@ -57,7 +57,7 @@ export const drillJob: AgentJobKind<'drill'> = {
       ...(d.source ? { source: d.source } : {}),
       scratchDir: d.scratchDir || s.scratchDir,
       keep: d.keep,
-      ...(d.currentTimeline ? { currentTimeline: d.currentTimeline } : {}),
+      ...(await liveTimelineOption(ctx, d.cluster || s.cluster, d.currentTimeline)),
     });
     return { case: 'drill', value: out };
   },

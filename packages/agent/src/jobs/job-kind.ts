@@ -31,6 +31,15 @@ export interface JobContext {
    * cleanup assume it); returns the release, or undefined when it is taken.
    */
   exclusive(key: string): (() => void) | undefined;
+  /**
+   * The timeline `cluster` runs on now, for a job that follows its lineage (restore, drill,
+   * recover-table, verify, wal-search): the controller's `given` (from the primary's heartbeats,
+   * an interval old, more when the primary just restarted) or, when this agent serves that
+   * cluster's primary, its server's own read now, whichever is newer. Right after a promotion or
+   * an in-place PITR the controller can still name the old timeline; a restore to a time on the
+   * new one would then follow the old lineage and end before its target.
+   */
+  liveTimeline(cluster: string, given: number): Promise<number>;
   /** Sends the controller a WAL switch request for this job (a backup on a standby, agent.proto WalSwitch). */
   requestWalSwitch(lsn: string): void;
   /** The agent's --max-rate bucket, one for all its backups and restores (absent: no limit). */
@@ -40,6 +49,16 @@ export interface JobContext {
   signal: AbortSignal;
   /** Whether the agent is stopping (its jobs are aborted for that, not cancelled by a user). */
   stopping(): boolean;
+}
+
+/** `{ currentTimeline }` for an engine's options, absent when neither the controller nor the server knows it. */
+export async function liveTimelineOption(
+  ctx: JobContext,
+  cluster: string,
+  given: number,
+): Promise<{ currentTimeline?: number }> {
+  const tli = await ctx.liveTimeline(cluster, given);
+  return tli ? { currentTimeline: tli } : {};
 }
 
 export interface AgentJobKind<K extends JobKindCase> {

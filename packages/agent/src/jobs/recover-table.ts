@@ -1,7 +1,7 @@
 /** The recover-table job (RecoverTableJob): runRecoverTable through a scratch copy, reported as RecoverTableResult. */
 import { runRecoverTable } from '../recover/recover-table.js';
 import { scratchJobOptions } from './drill.js';
-import type { AgentJobKind } from './job-kind.js';
+import { liveTimelineOption, type AgentJobKind } from './job-kind.js';
 import { recoveryTargetSpec } from './recovery-target.js';
 
 export const recoverTableJob: AgentJobKind<'recoverTable'> = {
@@ -18,7 +18,7 @@ export const recoverTableJob: AgentJobKind<'recoverTable'> = {
       into: m.into,
       database: m.database,
       scratchDir: m.scratchDir || s.scratchDir,
-      ...(m.currentTimeline ? { currentTimeline: m.currentTimeline } : {}),
+      ...(await liveTimelineOption(ctx, m.cluster || s.cluster, m.currentTimeline)),
     });
     return { case: 'recoverTable', value: out };
   },

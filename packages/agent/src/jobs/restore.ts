@@ -1,7 +1,7 @@
 /** The restore job (RestoreJob): runRestore into the job's target directory, reported as RestoreResult. */
 import { RestoreArchive } from '@pgfleet/proto';
 import { runRestore } from '../restore/restore.js';
-import type { AgentJobKind } from './job-kind.js';
+import { liveTimelineOption, type AgentJobKind } from './job-kind.js';
 import { recoveryTargetSpec } from './recovery-target.js';
 
 export const restoreJob: AgentJobKind<'restore'> = {
@@ -13,7 +13,7 @@ export const restoreJob: AgentJobKind<'restore'> = {
       repo: ctx.repo,
       walFetchArgs: await ctx.walFetchArgs(),
       ...(r.backupLabel ? { backupLabel: r.backupLabel, labelIsHint: r.backupLabelIsHint } : {}),
-      ...(r.currentTimeline ? { currentTimeline: r.currentTimeline } : {}),
+      ...(await liveTimelineOption(ctx, r.cluster || s.cluster, r.currentTimeline)),
       ...(r.targetTimeline ? { targetTimeline: r.targetTimeline } : {}),
       ...(r.archive === RestoreArchive.OFF
         ? { archive: 'off' as const }

@@ -52,7 +52,7 @@ export const verifyJob: AgentJobKind<'verify'> = {
       cluster: ctx.settings.cluster,
       repo: ctx.repo,
       full: v.full,
-      currentTimeline: v.currentTimeline,
+      currentTimeline: await ctx.liveTimeline(ctx.settings.cluster, v.currentTimeline),
       concurrency: Math.max(2, ctx.settings.workers),
       log: ctx.log,
       progress: ctx.progress,

@@ -31,7 +31,7 @@ export const walSearchJob: AgentJobKind<'walSearch'> = {
       repo: ctx.repo,
       cluster: ctx.settings.cluster,
       filter,
-      currentTimeline: r.currentTimeline,
+      currentTimeline: await ctx.liveTimeline(ctx.settings.cluster, r.currentTimeline),
       log: ctx.log,
       progress: ctx.progress,
       signal: ctx.signal,

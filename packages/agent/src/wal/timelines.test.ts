@@ -2,8 +2,16 @@
 // that does not hold the backup, and the newer lineage where the old timeline's WAL is not archived.
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
+import { PgfleetError } from '@pgfleet/core';
 import { TimelineHistory } from '@pgfleet/pg';
-import { lineageOf, preferArchivedLineage, timelineLivingAt, type TimelineInfo } from './timelines.js';
+import type { Repository } from '@pgfleet/storage';
+import {
+  lineageOf,
+  preferArchivedLineage,
+  timelineLivingAt,
+  timelinesWithStart,
+  type TimelineInfo,
+} from './timelines.js';
 
 const SEG = 16 << 20;
 const info = (tli: number, text: string, startedAt?: number): [number, TimelineInfo] => [
@@ -89,4 +97,27 @@ test('a timeline that left no segment of its own (two promotions in one segment)
   const t = new Map<number, TimelineInfo>([info(3, '1\t0/5000100\tx\n2\t0/5000200\tx\n', 300_000)]);
   assert.equal(timelineLivingAt(backup, t), 3);
   assert.equal(timelineLivingAt(backup, t, 100_000), 1);
+});
+
+test('a timeline whose first segment cannot be read fails the restore with that code, never drops the timeline', async () => {
+  const history = TimelineHistory.parse(2, '1\t0/5000000\tx\n');
+  const histories = new Map([[2, history]]);
+  // Only the two calls timelinesWithStart makes; the rest of the repository is never asked.
+  const repoFailing = (err: Error | undefined) =>
+    ({
+      readWalFile: async () => {
+        if (err) throw err;
+        return undefined;
+      },
+      authenticWal: async () => undefined,
+    }) as unknown as Repository;
+  // Not archived (or only without the cluster's MAC): that timeline never ran here.
+  assert.deepEqual([...(await timelinesWithStart(repoFailing(undefined), 'c', histories, SEG)).keys()], []);
+  const planted = new PgfleetError('WalUnauthenticated', 'no copy with a matching MAC');
+  assert.deepEqual([...(await timelinesWithStart(repoFailing(planted), 'c', histories, SEG)).keys()], []);
+  // A repository that times out: the restore stops with RepoIoFailed instead of following timeline 1.
+  await assert.rejects(
+    timelinesWithStart(repoFailing(new PgfleetError('RepoIoFailed', 'read timed out')), 'c', histories, SEG),
+    (err: unknown) => PgfleetError.is(err, 'RepoIoFailed'),
+  );
 });

@@ -28,13 +28,7 @@ export async function archivedHistory(
   cluster: string,
   timeline: number,
 ): Promise<TimelineHistory | undefined> {
-  let text: Buffer | undefined;
-  try {
-    text = await repo.readWalFile(cluster, timelineHistoryName(timeline));
-  } catch (err) {
-    if (PgfleetError.is(err, 'WalUnauthenticated')) return undefined;
-    throw err;
-  }
+  const text = await readAuthenticWal(repo, cluster, timelineHistoryName(timeline));
   return text === undefined ? undefined : TimelineHistory.parse(timeline, text.toString('utf8'));
 }
 
@@ -82,7 +76,7 @@ export async function loadTimelineHistories(repo: Repository, cluster: string): 
   for (const h of await repo.listTimelineHistories(cluster)) {
     const tli = timelineOfWalName(h.name);
     if (out.has(tli)) continue;
-    const text = await repo.readWalFile(cluster, h.name).catch(() => undefined);
+    const text = await readAuthenticWal(repo, cluster, h.name);
     if (text === undefined) continue;
     try {
       out.set(tli, TimelineHistory.parse(tli, text.toString('utf8')));
@@ -95,6 +89,26 @@ export async function loadTimelineHistories(repo: Repository, cluster: string): 
     if (parent && !h.extends(parent)) out.delete(tli);
   }
   return out;
+}
+
+/**
+ * An archived WAL file's content; undefined when no copy with the cluster's MAC is archived (a
+ * planted file never counts). Any other failure (a repository that times out or refuses, a
+ * damaged object) is thrown with its code: a timeline left out for a failed read would make a
+ * restore follow its parent without a word and end before a target on it.
+ */
+async function readAuthenticWal(
+  repo: Repository,
+  cluster: string,
+  name: string,
+  maxBytes?: number,
+): Promise<Buffer | undefined> {
+  try {
+    return await repo.readWalFile(cluster, name, maxBytes);
+  } catch (err) {
+    if (PgfleetError.is(err, 'WalUnauthenticated')) return undefined;
+    throw err;
+  }
 }
 
 /** A timeline a restore may follow, with where and when it began. */
@@ -125,7 +139,7 @@ export async function timelinesWithStart(
       if (await repo.authenticWal(cluster, first)) out.set(tli, { history, startedAt: undefined });
       continue;
     }
-    const segment = await repo.readWalFile(cluster, first, segmentSize).catch(() => undefined);
+    const segment = await readAuthenticWal(repo, cluster, first, segmentSize);
     if (segment === undefined) continue;
     const start = timelineStartFromSegment(segment, history.startLsn, segmentSize, tli, history.parent!);
     out.set(tli, { history, startedAt: start?.time });
