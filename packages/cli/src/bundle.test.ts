@@ -1,5 +1,5 @@
 /**
- * bin.js runs the bundle bundle-cli.mjs builds (dist/cli-main.bundle.mjs), so that is what every
+ * bin.js runs the bundle bundle-cli.mjs builds (dist/cli-main.bundle.cjs), so that is what every
  * CLI test here and in test/ exercises: it must be built from the modules as they are now, and
  * give what the unbundled ES modules give (bin.js falls back to them when the bundle is missing).
  */
@@ -37,7 +37,7 @@ describe('the CLI bundle', () => {
       assert.equal(
         now,
         sha256,
-        `dist/cli-main.bundle.mjs was built from another ${file}: run \`npm run build\` in packages/cli (tsc -b alone does not rebuild the bundle)`,
+        `dist/cli-main.bundle.cjs was built from another ${file}: run \`npm run build\` in packages/cli (tsc -b alone does not rebuild the bundle)`,
       );
     }
   });
