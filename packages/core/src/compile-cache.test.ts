@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -68,4 +68,23 @@ test('a cache directory others can write to is not used', () =>
     await chmod(cacheDir, 0o777);
     assert.equal(await runBundle(tmp, bundle, 'a'), 'hello a b.cjs b.cjs\n');
     assert.deepEqual(await readdir(cacheDir), []);
+  }));
+
+test('a cache file damaged on disk is never handed to V8: the bundle runs from source and the cache is written again', () =>
+  withBundle(async (bundle, tmp) => {
+    assert.equal(await runBundle(tmp, bundle, 'a'), 'hello a b.cjs b.cjs\n');
+    const cacheDir = join(tmp, `pgfleet-compile-cache-${process.getuid!()}`);
+    const [name] = (await readdir(cacheDir)).filter((f) => f.endsWith('.v8cache'));
+    const file = join(cacheDir, name!);
+    const good = await readFile(file);
+    const damaged = Buffer.from(good);
+    damaged[damaged.length >> 1]! ^= 0xff; // one byte of V8's data, the header intact
+    await writeFile(file, damaged);
+    assert.equal(await runBundle(tmp, bundle, 'b'), 'hello b b.cjs b.cjs\n');
+    assert.notDeepEqual(await readFile(file), damaged, 'the damaged cache is replaced');
+    assert.deepEqual(
+      (await readdir(cacheDir)).filter((f) => f.endsWith('.tmp')),
+      [],
+      'no temporary file is left',
+    );
   }));

@@ -12,7 +12,7 @@
  * cache. Import this module before any other (it imports node builtins only): a module compiled
  * before the cache is on is not cached.
  */
-import { lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createRequire, enableCompileCache } from 'node:module';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -45,8 +45,13 @@ export function enableUserCompileCache(): string | undefined {
   }
 }
 
-/** Bytes before V8's data in a bundle's cache file: the source's CRC-32 and length (V8 checks neither). */
-const BUNDLE_CACHE_HEADER = 8;
+/**
+ * Bytes before V8's data in a bundle's cache file: the source's CRC-32 and length (V8 checks
+ * neither), then the CRC-32 of V8's data (release builds of V8 do not checksum it, so a file
+ * damaged on disk would otherwise reach the deserializer).
+ */
+const BUNDLE_CACHE_HEADER = 12;
+const SOURCE_HEADER = 8;
 
 /**
  * Runs a one-file CommonJS bundle (esbuild's, `import.meta.url` defined as `__bundleUrl`) with a
@@ -68,7 +73,7 @@ export function runBundleWithCodeCache(file: string, profile: string): void {
   const source = bytes.toString('utf8');
   let cacheFile: string | undefined;
   let cachedData: Buffer | undefined;
-  const header = Buffer.alloc(BUNDLE_CACHE_HEADER);
+  const header = Buffer.alloc(SOURCE_HEADER);
   header.writeUInt32LE(crc32(bytes), 0);
   header.writeUInt32LE(bytes.length, 4);
   if (!process.env.NODE_DISABLE_COMPILE_CACHE) {
@@ -77,7 +82,13 @@ export function runBundleWithCodeCache(file: string, profile: string): void {
       if (dir !== undefined) {
         cacheFile = join(dir, `${basename(file)}-${crc32(file).toString(16)}-${profile}-${process.version}.v8cache`);
         const data = readFileSync(cacheFile);
-        if (data.subarray(0, BUNDLE_CACHE_HEADER).equals(header)) cachedData = data.subarray(BUNDLE_CACHE_HEADER);
+        const v8data = data.subarray(BUNDLE_CACHE_HEADER);
+        if (
+          data.length > BUNDLE_CACHE_HEADER &&
+          data.subarray(0, SOURCE_HEADER).equals(header) &&
+          data.readUInt32LE(SOURCE_HEADER) === crc32(v8data)
+        )
+          cachedData = v8data;
       }
     } catch {
       // no cache yet, or none to be had: compiled from the source below
@@ -92,12 +103,20 @@ export function runBundleWithCodeCache(file: string, profile: string): void {
   if (cacheFile !== undefined && (cachedData === undefined || script.cachedDataRejected === true)) {
     const target = cacheFile;
     process.once('exit', () => {
+      const tmp = `${target}.${process.pid}.tmp`;
       try {
-        const tmp = `${target}.${process.pid}.tmp`;
-        writeFileSync(tmp, Buffer.concat([header, script.createCachedData()]), { mode: 0o600 });
+        const v8data = script.createCachedData();
+        const sum = Buffer.alloc(4);
+        sum.writeUInt32LE(crc32(v8data), 0);
+        writeFileSync(tmp, Buffer.concat([header, sum, v8data]), { mode: 0o600 });
         renameSync(tmp, target);
       } catch {
-        // a cache is an optimisation: the next run compiles again
+        // a cache is an optimisation: the next run compiles again (a full disk keeps no partial file)
+        try {
+          unlinkSync(tmp);
+        } catch {
+          // none was made
+        }
       }
     });
   }
